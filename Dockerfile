@@ -1,0 +1,9 @@
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+COPY pyproject.toml ./
+COPY . .
+# Pinned torch; set PIP_EXTRA_INDEX_URL at build time to a CPU wheel index to keep the image small.
+RUN pip install --no-cache-dir torch==2.13.0 \
+ && pip install --no-cache-dir .
+EXPOSE 8000

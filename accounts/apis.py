@@ -1,0 +1,89 @@
+"""The provisioning API, for operators holding ENGRAM_ADMIN_KEY."""
+
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import selectors, services
+from accounts.authentication import IsOperator
+from accounts.models import ApiKey, Workspace
+from config.errors import ApiError
+from config.pagination import paginate
+
+
+def workspace_body(workspace: Workspace) -> dict:
+    return {
+        "id": workspace.id,
+        "object": "workspace",
+        "name": workspace.name,
+        "created_at": int(workspace.created_at.timestamp()),
+    }
+
+
+def api_key_body(key: ApiKey) -> dict:
+    return {
+        "id": key.id,
+        "object": "api_key",
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": int(key.created_at.timestamp()),
+        "last_used_at": int(key.last_used_at.timestamp()) if key.last_used_at else None,
+        "revoked_at": int(key.revoked_at.timestamp()) if key.revoked_at else None,
+    }
+
+
+class NameInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+
+
+def _workspace_or_404(workspace_id: str) -> Workspace:
+    try:
+        return selectors.workspace_get(workspace_id=workspace_id)
+    except Workspace.DoesNotExist:
+        raise ApiError(
+            404, f"No workspace '{workspace_id}'.", param="workspace_id", code="not_found"
+        ) from None
+
+
+class WorkspaceListCreateApi(APIView):
+    permission_classes = [IsOperator]
+
+    def get(self, request):
+        return Response(paginate(selectors.workspace_list(), request.query_params, workspace_body))
+
+    def post(self, request):
+        data = NameInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        workspace = services.workspace_create(name=data.validated_data["name"])
+        return Response(workspace_body(workspace), status=status.HTTP_201_CREATED)
+
+
+class ApiKeyListCreateApi(APIView):
+    permission_classes = [IsOperator]
+
+    def get(self, request, workspace_id: str):
+        workspace = _workspace_or_404(workspace_id)
+        keys = selectors.api_key_list(workspace=workspace)
+        return Response(paginate(keys, request.query_params, api_key_body))
+
+    def post(self, request, workspace_id: str):
+        workspace = _workspace_or_404(workspace_id)
+        data = NameInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        created = services.api_key_create(workspace=workspace, name=data.validated_data["name"])
+        body = api_key_body(created.api_key) | {"key": created.raw_key}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyRevokeApi(APIView):
+    permission_classes = [IsOperator]
+
+    def delete(self, request, workspace_id: str, key_id: str):
+        workspace = _workspace_or_404(workspace_id)
+        try:
+            key = services.api_key_revoke(workspace=workspace, key_id=key_id)
+        except ApiKey.DoesNotExist:
+            raise ApiError(
+                404, f"No API key '{key_id}'.", param="key_id", code="not_found"
+            ) from None
+        return Response(api_key_body(key) | {"deleted": True})

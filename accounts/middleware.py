@@ -1,0 +1,55 @@
+"""Authenticates every non-public path before routing, so a bad key is 401 on any path."""
+
+from __future__ import annotations
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from accounts.authentication import bearer_token, resolve_async, resolve_sync
+from config.errors import invalid_api_key
+
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/admin/", "/static/", "/v1/schema", "/docs")
+
+
+def _is_public(path: str) -> bool:
+    return path == "/" or path.startswith(PUBLIC_PREFIXES)
+
+
+def _apply(request, principal) -> None:
+    request.principal = principal
+    request.workspace = principal.workspace
+    request.api_key_id = principal.key_id
+
+
+class ApiKeyMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        request.principal = request.workspace = request.api_key_id = None
+        if _is_public(request.path):
+            return self.get_response(request)
+        token = bearer_token(request.headers.get("Authorization", ""))
+        principal = resolve_sync(token) if token else None
+        if principal is None:
+            return invalid_api_key().response()
+        _apply(request, principal)
+        return self.get_response(request)
+
+    async def __acall__(self, request):
+        request.principal = request.workspace = request.api_key_id = None
+        if _is_public(request.path):
+            return await self.get_response(request)
+        token = bearer_token(request.headers.get("Authorization", ""))
+        principal = await resolve_async(token) if token else None
+        if principal is None:
+            return invalid_api_key().response()
+        _apply(request, principal)
+        return await self.get_response(request)

@@ -1,0 +1,42 @@
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from accounts.keys import key_digest, key_prefix, looks_like_key
+from accounts.models import ApiKey, Workspace
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    workspace: Workspace
+    key_id: str
+    last_used_at: datetime | None
+
+
+def api_key_authenticate(*, raw_key: str) -> KeyIdentity | None:
+    """Look a key up by prefix, compare digests in constant time; None for anything invalid."""
+    if not looks_like_key(raw_key):
+        return None
+    key = (
+        ApiKey.objects.select_related("workspace")
+        .filter(prefix=key_prefix(raw_key), revoked_at__isnull=True)
+        .first()
+    )
+    if key is None or not hmac.compare_digest(key.digest, key_digest(raw_key)):
+        return None
+    return KeyIdentity(workspace=key.workspace, key_id=key.id, last_used_at=key.last_used_at)
+
+
+def workspace_list() -> QuerySet[Workspace]:
+    """Operators only: every workspace (the provisioning API's own scope)."""
+    return Workspace.objects.order_by("created_at")
+
+
+def workspace_get(*, workspace_id: str) -> Workspace:
+    return Workspace.objects.get(id=workspace_id)
+
+
+def api_key_list(*, workspace: Workspace) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(workspace=workspace).order_by("created_at")

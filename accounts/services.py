@@ -1,0 +1,41 @@
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.keys import generate_key, key_digest, key_prefix
+from accounts.models import ApiKey, Workspace
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    api_key: ApiKey
+    raw_key: str  # the only time the secret exists outside the caller's hands
+
+
+@transaction.atomic
+def workspace_create(*, name: str) -> Workspace:
+    return Workspace.objects.create(name=name)
+
+
+@transaction.atomic
+def api_key_create(*, workspace: Workspace, name: str = "") -> CreatedKey:
+    raw = generate_key()
+    key = ApiKey.objects.create(
+        workspace=workspace, name=name, prefix=key_prefix(raw), digest=key_digest(raw)
+    )
+    return CreatedKey(api_key=key, raw_key=raw)
+
+
+@transaction.atomic
+def api_key_revoke(*, workspace: Workspace, key_id: str) -> ApiKey:
+    key = ApiKey.objects.select_for_update().get(workspace=workspace, id=key_id)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key
+
+
+def api_key_touch(*, key_id: str) -> None:
+    """Record use; called at most once a minute per key per process (see authentication)."""
+    ApiKey.objects.filter(id=key_id).update(last_used_at=timezone.now())

@@ -1,0 +1,153 @@
+"""Everything Engram needs; test.py and production.py override little."""
+
+from config.env import BASE_DIR, env, service_urls
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-engram-secret-change-me")
+# Pepper for API key digests; a separate secret so rotating Django's does not void keys.
+ENGRAM_KEY_PEPPER = env("ENGRAM_KEY_PEPPER", default=SECRET_KEY)
+ENGRAM_ADMIN_KEY = env("ENGRAM_ADMIN_KEY", default="")
+ENGRAM_ENCRYPTION_KEY = env("ENGRAM_ENCRYPTION_KEY", default="")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "accounts",
+    "memory",
+    "completions",
+]
+
+# All async-capable; sessions and auth are lazy, so API requests never touch them.
+MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.ErrorEnvelopeMiddleware",
+    "accounts.middleware.ApiKeyMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+
+DATABASE_URL, REDIS_URL = service_urls()
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
+}
+
+AUTH_PASSWORD_VALIDATORS = []
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".engram" / "static"
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ENGRAM_MAX_REQUEST_BYTES", default=20 * 1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+ENGRAM_MAX_DOCUMENT_BYTES = env.int("ENGRAM_MAX_DOCUMENT_BYTES", default=10 * 1024 * 1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.WorkspaceKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.authentication.IsWorkspace"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "config.errors.drf_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "Engram API", "VERSION": "0.1.0"}
+
+# Celery
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "memory.*": {"queue": "memory"},
+    "collections.*": {"queue": "ingest"},
+    "completions.*": {"queue": "default"},
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+ENGRAM_WORKER_QUEUES = "default,memory,ingest"
+
+# Upstream LLM providers
+OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
+OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+ANTHROPIC_BASE_URL = env("ANTHROPIC_BASE_URL", default="")
+ANTHROPIC_API_KEY = env("ANTHROPIC_API_KEY", default="")
+ENGRAM_UPSTREAM_TIMEOUT = env.float("ENGRAM_UPSTREAM_TIMEOUT", default=600.0)
+ENGRAM_UPSTREAM_CONNECT_TIMEOUT = env.float("ENGRAM_UPSTREAM_CONNECT_TIMEOUT", default=10.0)
+ENGRAM_UPSTREAM_RETRIES = env.int("ENGRAM_UPSTREAM_RETRIES", default=2)
+ENGRAM_KEEPALIVE_SECONDS = env.float("ENGRAM_KEEPALIVE_SECONDS", default=10.0)
+
+# Memory
+ENGRAM_EMBEDDING_MODEL = env("ENGRAM_EMBEDDING_MODEL", default="all-MiniLM-L6-v2")
+ENGRAM_EMBEDDING_BACKEND = env("ENGRAM_EMBEDDING_BACKEND", default="sentence-transformers")
+ENGRAM_EMBEDDING_DIMENSIONS = 384
+ENGRAM_DEFAULT_CONTEXT_WINDOW = env.int("ENGRAM_DEFAULT_CONTEXT_WINDOW", default=8192)
+ENGRAM_MEMORY_LLM_MODEL = env("ENGRAM_MEMORY_LLM_MODEL", default="")
+ENGRAM_KEY_CACHE_SECONDS = env.float("ENGRAM_KEY_CACHE_SECONDS", default=1.0)
+
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "config.logging.RequestIdFilter"}},
+    "formatters": {"json": {"()": "config.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,304 @@
+"""What Engram remembers: conversations, messages, long-term memories, knowledge collections.
+
+Every row carries its workspace; every lookup is scoped by it (see selectors).
+Text that is searched has an embedding (pgvector) and a generated tsvector over `search_text`,
+which is the text as it is indexed (speaker and date prefixed), not necessarily as shown.
+"""
+
+from functools import partial
+
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+from pgvector.django import VectorField
+
+from accounts.models import Workspace
+from config.ids import new_id
+
+EMBEDDING_DIMENSIONS = 384
+
+
+def _search_vector() -> models.GeneratedField:
+    return models.GeneratedField(
+        expression=SearchVector("search_text", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+
+class Conversation(models.Model):
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "conv"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    external_id = models.CharField(max_length=200, help_text="The client's x-conversation-id")
+    user_id = models.CharField(max_length=200, db_index=True)
+    title = models.CharField(max_length=300, blank=True, default="")
+    summary = models.TextField(blank=True, default="")
+    summary_upto = models.CharField(
+        max_length=40, blank=True, default="", help_text="last message id folded into the summary"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "external_id"], name="conversation_external_id_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["workspace", "user_id", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Session(models.Model):
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "sess"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    external_id = models.CharField(max_length=200, help_text="x-session-id / body session_id")
+    user_id = models.CharField(max_length=200, blank=True, default="")
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_active_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "external_id"], name="session_external_id_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        DEVELOPER = "developer"
+        USER = "user"
+        ASSISTANT = "assistant"
+        TOOL = "tool"
+        FUNCTION = "function"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "msg"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    session = models.ForeignKey(
+        Session, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    user_id = models.CharField(max_length=200)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    name = models.CharField(max_length=200, blank=True, default="")
+    content = models.TextField(blank=True, default="", help_text="text content (parts joined)")
+    raw = models.JSONField(default=dict, blank=True, help_text="the message as the client sent it")
+    tool_calls = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    incomplete = models.BooleanField(default=False, help_text="a stream cut before its end")
+    created_at = models.DateTimeField(db_index=True)
+    search_text = models.TextField(blank=True, default="")
+    search = _search_vector()
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"]),
+            models.Index(fields=["workspace", "user_id", "created_at"]),
+            GinIndex(fields=["search"], name="message_search_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+
+class Memory(models.Model):
+    """An atomic fact about a user, with the messages it came from."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "mem"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    user_id = models.CharField(max_length=200)
+    text = models.TextField()
+    kind = models.CharField(
+        max_length=32, default="fact", help_text="fact, preference, plan, relation, event"
+    )
+    event_date = models.DateField(
+        null=True, blank=True, help_text="when the remembered event happened"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    sources = models.ManyToManyField(Message, blank=True, related_name="memories")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    search_text = models.TextField(blank=True, default="")
+    search = _search_vector()
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "memories"
+        indexes = [
+            models.Index(fields=["workspace", "user_id", "updated_at"]),
+            GinIndex(fields=["search"], name="memory_search_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+
+class MemoryEvent(models.Model):
+    """The history of a memory: every ADD / UPDATE / DELETE, kept after the memory is gone."""
+
+    class Event(models.TextChoices):
+        ADD = "ADD"
+        UPDATE = "UPDATE"
+        DELETE = "DELETE"
+        NONE = "NONE"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "mev"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    memory_id = models.CharField(max_length=40, db_index=True)
+    user_id = models.CharField(max_length=200)
+    event = models.CharField(max_length=8, choices=Event.choices)
+    old_text = models.TextField(blank=True, default="")
+    new_text = models.TextField(blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    actor = models.CharField(
+        max_length=64, default="api", help_text="api, admin, extractor:llm, extractor:offline"
+    )
+    source_message_ids = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["workspace", "user_id"])]
+
+
+class ProcessingJob(models.Model):
+    """Background work for a conversation; claimed atomically so a task is safe to run twice."""
+
+    class Kind(models.TextChoices):
+        EXTRACT = "extract"
+        SUMMARIZE = "summarize"
+        EMBED = "embed"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "job"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    upto_message_id = models.CharField(
+        max_length=40, help_text="messages up to this id are covered"
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "kind", "upto_message_id"], name="job_unique_per_range"
+            )
+        ]
+        indexes = [models.Index(fields=["conversation", "status"])]
+
+
+class Collection(models.Model):
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "col"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Document(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PROCESSING = "processing"
+        READY = "ready"
+        FAILED = "failed"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "doc"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=300, blank=True, default="")
+    filename = models.CharField(max_length=300, blank=True, default="")
+    content_type = models.CharField(max_length=100, blank=True, default="")
+    content_hash = models.CharField(max_length=64)
+    size_bytes = models.PositiveIntegerField(default=0)
+    raw = models.BinaryField(help_text="the uploaded bytes, kept so ingestion can be re-run")
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True, default="")
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["collection", "content_hash"], name="document_hash_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.filename or self.id
+
+
+class Chunk(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    chunk_index = models.PositiveIntegerField()
+    heading = models.CharField(max_length=500, blank=True, default="")
+    text = models.TextField()
+    token_count = models.PositiveIntegerField(default=0)
+    search_text = models.TextField(blank=True, default="")
+    search = _search_vector()
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+
+    class Meta:
+        ordering = ["document", "chunk_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "chunk_index"], name="chunk_index_unique")
+        ]
+        indexes = [
+            models.Index(fields=["workspace", "collection"]),
+            GinIndex(fields=["search"], name="chunk_search_gin"),
+        ]

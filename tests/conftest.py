@@ -1,0 +1,102 @@
+import os
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests.factories import make_workspace
+from tests.livesrv import ThreadedServer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_key_cache():
+    from accounts.authentication import key_cache
+
+    key_cache.clear()
+    yield
+    key_cache.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_connections(django_db_setup, django_db_blocker):
+    """Server threads keep connections to the test database; end them before it is dropped."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture
+def engram_server(transactional_db):
+    """Engram's ASGI app on a real loopback port, against the test database."""
+    from config.asgi import application
+
+    server = ThreadedServer(application).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def owner(transactional_db):
+    """(workspace, raw key) of the caller."""
+    return make_workspace("owner")
+
+
+@pytest.fixture
+def outsider(transactional_db):
+    """(workspace, raw key) of a second workspace that must never see the owner's data."""
+    return make_workspace("outsider")
+
+
+@pytest.fixture
+def http(engram_server, owner):
+    """An httpx client for the owner's workspace."""
+    with httpx.Client(
+        base_url=engram_server.url,
+        headers={"Authorization": f"Bearer {owner[1]}"},
+        timeout=30,
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def operator_http(engram_server):
+    with httpx.Client(
+        base_url=engram_server.url,
+        headers={"Authorization": f"Bearer {settings.ENGRAM_ADMIN_KEY}"},
+        timeout=30,
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def anon_http(engram_server):
+    with httpx.Client(base_url=engram_server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker (threads, real Redis broker) consuming every Engram queue."""
+    from celery.contrib.testing.worker import start_worker
+
+    from config.celery import app
+
+    queues = settings.ENGRAM_WORKER_QUEUES.split(",")
+    app.control.purge()
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        queues=queues,
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ) as worker:
+        yield worker

@@ -1,0 +1,107 @@
+"""Workspaces, keys and the provisioning API, over HTTP."""
+
+import time
+
+import httpx
+import pytest
+
+from accounts.keys import key_digest, key_prefix
+from accounts.models import ApiKey
+from accounts.selectors import api_key_authenticate
+
+
+def test_provisioning_round_trip(operator_http, engram_server):
+    created = operator_http.post("/v1/workspaces", json={"name": "Acme"})
+    assert created.status_code == 201
+    workspace = created.json()
+    assert workspace["name"] == "Acme" and workspace["id"].startswith("ws_")
+    assert isinstance(workspace["created_at"], int)
+
+    listed = operator_http.get("/v1/workspaces").json()
+    assert listed["object"] == "list"
+    assert workspace["id"] in [w["id"] for w in listed["data"]]
+
+    key = operator_http.post(f"/v1/workspaces/{workspace['id']}/api_keys", json={"name": "ci"})
+    assert key.status_code == 201
+    body = key.json()
+    assert body["key"].startswith("sk-") and body["prefix"] == body["key"][:12]
+
+    keys = operator_http.get(f"/v1/workspaces/{workspace['id']}/api_keys").json()
+    assert [k["id"] for k in keys["data"]] == [body["id"]]
+    assert "key" not in keys["data"][0] and body["key"] not in str(keys)
+
+    user = httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {body['key']}"}
+    )
+    assert user.get("/v1/memories", params={"user_id": "u"}).status_code in (200, 404)
+    assert user.get("/v1/nope").status_code == 404  # authenticated, unknown path
+
+    revoked = operator_http.delete(f"/v1/workspaces/{workspace['id']}/api_keys/{body['id']}")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    time.sleep(1.1)  # the in-process key cache holds a lookup for at most a second
+    denied = user.get("/v1/nope")
+    assert denied.status_code == 401
+    assert denied.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_revocation_takes_effect_within_a_second(http, owner):
+    from accounts.services import api_key_revoke
+
+    workspace, raw = owner
+    assert http.get("/v1/nope").status_code == 404
+    key = ApiKey.objects.get(prefix=key_prefix(raw))
+    api_key_revoke(workspace=workspace, key_id=key.id)
+    deadline = time.monotonic() + 1.2
+    status = 404
+    while time.monotonic() < deadline and status != 401:
+        status = http.get("/v1/nope").status_code
+        time.sleep(0.05)
+    assert status == 401
+
+
+def test_no_stored_value_authenticates(owner):
+    workspace, raw = owner
+    row = ApiKey.objects.get(workspace=workspace)
+    assert raw not in (row.prefix, row.digest)
+    assert row.digest == key_digest(raw)
+    assert api_key_authenticate(raw_key=raw).workspace == workspace
+    for stored in (row.prefix, row.digest, row.id, "sk-" + row.digest):
+        assert api_key_authenticate(raw_key=stored) is None
+
+
+def test_workspace_key_cannot_provision(http, owner, outsider):
+    for method, path in [
+        ("GET", "/v1/workspaces"),
+        ("POST", "/v1/workspaces"),
+        ("GET", f"/v1/workspaces/{owner[0].id}/api_keys"),
+        ("POST", f"/v1/workspaces/{outsider[0].id}/api_keys"),
+    ]:
+        resp = http.request(method, path, json={"name": "x"})
+        assert resp.status_code == 403, (method, path)
+        assert resp.json()["error"]["type"] == "permission_error"
+
+
+def test_key_of_one_workspace_never_revokes_another(operator_http, owner, outsider):
+    key_id = ApiKey.objects.get(workspace=outsider[0]).id
+    resp = operator_http.delete(f"/v1/workspaces/{owner[0].id}/api_keys/{key_id}")
+    assert resp.status_code == 404
+    assert ApiKey.objects.get(id=key_id).revoked_at is None
+
+
+def test_last_used_at_is_recorded(http, owner):
+    assert http.get("/v1/nope").status_code == 404
+    assert ApiKey.objects.get(workspace=owner[0]).last_used_at is not None
+
+
+@pytest.mark.django_db
+def test_management_commands(capsys):
+    from django.core.management import call_command
+
+    call_command("createworkspace", "Shell Co", "--key")
+    out = capsys.readouterr().out
+    workspace_id = out.split("Workspace: ")[1].split()[0]
+    raw = out.split("API key: ")[1].strip()
+    assert api_key_authenticate(raw_key=raw).workspace.id == workspace_id
+    call_command("createapikey", workspace_id, "--name", "second")
+    second = capsys.readouterr().out.split("API key: ")[1].strip()
+    assert api_key_authenticate(raw_key=second).workspace.id == workspace_id

@@ -1,0 +1,85 @@
+"""Every error the foundation produces is OpenAI's envelope, with x-request-id."""
+
+import pytest
+
+
+def assert_envelope(resp, status, *, code=None):
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.headers.get("x-request-id")
+    error = resp.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["type"], str)
+    assert error["code"] is None or isinstance(error["code"], str)
+    if code:
+        assert error["code"] == code
+    assert "Traceback" not in resp.text and "<html" not in resp.text.lower()
+    return error
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer sk-not-a-real-key-000000000000"},
+        {"Authorization": "Bearer nonsense"},
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/unknown/path", "/elsewhere"])
+def test_missing_or_bad_key_is_401_before_routing(anon_http, headers, path):
+    resp = anon_http.post(path, headers=headers, json={})
+    assert_envelope(resp, 401, code="invalid_api_key")
+
+
+def test_unknown_path_is_404(http):
+    assert_envelope(http.get("/v1/does-not-exist"), 404, code="not_found")
+
+
+def test_wrong_method_is_405(operator_http):
+    assert_envelope(operator_http.put("/v1/workspaces", json={}), 405, code="method_not_allowed")
+
+
+def test_malformed_json_is_400(operator_http):
+    resp = operator_http.post(
+        "/v1/workspaces", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert_envelope(resp, 400)
+
+
+def test_validation_error_names_param(operator_http):
+    error = assert_envelope(operator_http.post("/v1/workspaces", json={}), 400)
+    assert error["param"] == "name"
+    error = assert_envelope(operator_http.get("/v1/workspaces", params={"limit": "0"}), 400)
+    assert error["param"] == "limit"
+
+
+def test_unsupported_media_type_is_415(operator_http):
+    resp = operator_http.post(
+        "/v1/workspaces", content=b"name=x", headers={"content-type": "text/plain"}
+    )
+    assert_envelope(resp, 415)
+
+
+def test_too_large_is_413(operator_http, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    resp = operator_http.post("/v1/workspaces", json={"name": "x" * 5000})
+    assert_envelope(resp, 413)
+
+
+def test_forbidden_is_403(http):
+    assert_envelope(http.get("/v1/workspaces"), 403)
+
+
+def test_unknown_workspace_is_404(operator_http):
+    error = assert_envelope(operator_http.get("/v1/workspaces/ws_missing/api_keys"), 404)
+    assert error["param"] == "workspace_id"
+
+
+def test_request_id_is_echoed_or_generated(anon_http):
+    resp = anon_http.get("/healthz", headers={"x-request-id": "client-abc-1"})
+    assert resp.headers["x-request-id"] == "client-abc-1"
+    generated = anon_http.get("/healthz").headers["x-request-id"]
+    assert generated.startswith("req_")

@@ -1,0 +1,47 @@
+import subprocess
+import sys
+
+
+def test_healthz(anon_http):
+    resp = anon_http.get("/healthz")
+    assert resp.status_code == 200 and resp.json() == {"status": "ok"}
+
+
+def test_readyz_names_the_missing_worker(anon_http):
+    resp = anon_http.get("/readyz")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["down"] == ["worker"]
+
+
+def test_readyz_ok_with_a_worker(anon_http, celery_worker):
+    resp = anon_http.get("/readyz")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "ok"
+
+
+def test_secrets_never_reach_logs(owner, operator_http, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    operator_http.post("/v1/workspaces", json={"name": "logged"})
+    key = operator_http.post(f"/v1/workspaces/{owner[0].id}/api_keys", json={"name": "k"}).json()[
+        "key"
+    ]
+    from django.conf import settings
+
+    text = caplog.text
+    assert key not in text and owner[1] not in text and settings.ENGRAM_ADMIN_KEY not in text
+
+
+def test_production_settings_refuse_to_start_without_secrets():
+    env = {"DJANGO_SETTINGS_MODULE": "config.settings.production", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "DJANGO_SECRET_KEY" in proc.stderr or "ImproperlyConfigured" in proc.stderr
