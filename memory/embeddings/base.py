@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+_registry: dict[str, Callable[[str], Embedder]] = {}
+_instances: dict[tuple[str, str], Embedder] = {}
+_lock = threading.Lock()
+
+
+class Embedder(ABC):
+    """Turns text into unit-length vectors (cosine distance == 1 - dot product)."""
+
+    dimensions: int
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """A (len(texts), dimensions) float32 array of normalized vectors."""
+
+    def embed_one(self, text: str) -> list[float]:
+        return self.embed([text])[0].tolist()
+
+
+def register(name: str):
+    def decorator(factory: Callable[[str], Embedder]):
+        _registry[name] = factory
+        return factory
+
+    return decorator
+
+
+def get_embedder(backend: str | None = None, model: str | None = None) -> Embedder:
+    """The process-wide embedder for the configured backend and model (loaded lazily, once)."""
+    from django.conf import settings
+
+    backend = backend or settings.ENGRAM_EMBEDDING_BACKEND
+    model = model or settings.ENGRAM_EMBEDDING_MODEL
+    key = (backend, model)
+    if key not in _instances:
+        with _lock:
+            if key not in _instances:
+                from memory.embeddings import sentence_transformers  # noqa: F401 - registers
+
+                if backend not in _registry:
+                    raise ValueError(
+                        f"unknown embedding backend {backend!r}; have {sorted(_registry)}"
+                    )
+                _instances[key] = _registry[backend](model)
+    return _instances[key]
