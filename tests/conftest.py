@@ -100,3 +100,24 @@ def celery_worker(transactional_db):
         loglevel="WARNING",
     ) as worker:
         yield worker
+
+
+@pytest.fixture(scope="session")
+def _upstream_server():
+    from tests.upstream import UpstreamServer
+
+    server = UpstreamServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(_upstream_server, settings):
+    """The loopback upstream LLM, configured as Engram's OpenAI-compatible and Anthropic upstream."""
+    _upstream_server.reset()
+    settings.OPENAI_BASE_URL = _upstream_server.url + "/v1"
+    settings.OPENAI_API_KEY = "sk-upstream-test"
+    settings.ANTHROPIC_BASE_URL = _upstream_server.url
+    settings.ANTHROPIC_API_KEY = "sk-ant-upstream-test"
+    yield _upstream_server
+    _upstream_server.reset()

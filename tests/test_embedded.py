@@ -33,7 +33,11 @@ def _run(data_dir: Path, action: str, mode: str) -> subprocess.Popen:
     env.pop("REDIS_URL", None)
     return subprocess.Popen(
         [sys.executable, "-c", SCRIPT, action, mode],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -65,7 +69,8 @@ def test_data_survives_restart_and_kill_9(tmp_path):
     assert third.wait(60) == 0
     time.sleep(0.5)
     leftovers = [
-        p for p in psutil.process_iter(["cmdline"])
+        p
+        for p in psutil.process_iter(["cmdline"])
         if p.info["cmdline"] and str(data_dir) in " ".join(p.info["cmdline"])
     ]
     assert not [p for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

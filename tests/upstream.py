@@ -1,0 +1,316 @@
+"""A loopback upstream LLM that speaks OpenAI's and Anthropic's protocols with scripted replies.
+
+The only stand-in the tests allow: a real HTTP server on 127.0.0.1 (uvicorn, in a thread).
+Tests queue replies with `script(...)`; with nothing queued, it answers "echo: <last user text>".
+Every request is recorded in `requests` (path, headers, JSON body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.livesrv import ThreadedServer
+
+
+@dataclass
+class Reply:
+    """One scripted answer.
+
+    json: a full response body (status 200 unless `status`); stream: a list of SSE `data:`
+    payloads (dicts, or raw strings such as "[DONE]"), sent `delay` seconds apart after
+    `first_delay`; status/headers for errors; `drop_after` closes the stream mid-way.
+    """
+
+    json: dict | None = None
+    stream: list[Any] | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    first_delay: float = 0.0
+    drop_after: int | None = None
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: dict | None
+
+
+def openai_completion(
+    content: str = "Hello!", *, model: str = "gpt-4o-mini", tool_calls=None, n: int = 1, usage=None
+):
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
+    return {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": message,
+                "finish_reason": "tool_calls" if tool_calls else "stop",
+                "logprobs": None,
+            }
+            for i in range(n)
+        ],
+        "usage": usage or {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }
+
+
+def openai_stream(
+    pieces: list[str], *, model: str = "gpt-4o-mini", usage: bool = True
+) -> list[Any]:
+    base = {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+    }
+    chunks: list[Any] = [
+        base
+        | {
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ]
+        }
+    ]
+    chunks += [
+        base | {"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
+        for p in pieces
+    ]
+    chunks.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        chunks.append(
+            base
+            | {
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 5,
+                    "completion_tokens": len(pieces),
+                    "total_tokens": 5 + len(pieces),
+                },
+            }
+        )
+    chunks.append("[DONE]")
+    return chunks
+
+
+def _last_user_text(body: dict | None) -> str:
+    for message in reversed((body or {}).get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content)
+    return ""
+
+
+class UpstreamServer:
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.replies: deque[Reply] = deque()
+        self.disconnects: list[float] = []
+        self.open_streams = 0
+        self._lock = threading.Lock()
+        self._server = ThreadedServer(self.app)
+        self.url = self._server.url
+
+    # --- test API -----------------------------------------------------------------------------
+    def start(self) -> UpstreamServer:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self.replies.extend(replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.replies.clear()
+            self.disconnects.clear()
+
+    @property
+    def last(self) -> Recorded:
+        return self.requests[-1]
+
+    def chat_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path.endswith(("/chat/completions", "/messages"))]
+
+    # --- ASGI -----------------------------------------------------------------------------------
+    async def app(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        path = scope["path"]
+        with self._lock:
+            self.requests.append(Recorded(path=path, headers=headers, body=body))
+            reply = self.replies.popleft() if self.replies and path != "/v1/models" else None
+        if path.endswith("/models") and scope["method"] == "GET":
+            return await self._json(
+                send,
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": "upstream-model-a",
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "loopback",
+                        }
+                    ],
+                },
+            )
+        if reply is None:
+            reply = self._default(path, body)
+        if reply.first_delay:
+            await asyncio.sleep(reply.first_delay)
+        if reply.stream is None:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            return await self._json(send, reply.status, reply.json or {}, reply.headers)
+        await self._stream(scope, receive, send, reply)
+
+    def _default(self, path: str, body: dict | None) -> Reply:
+        text = "echo: " + _last_user_text(body)
+        if path.endswith("/messages"):
+            if body and body.get("stream"):
+                return Reply(stream=anthropic_stream([text]))
+            return Reply(json=anthropic_message(text))
+        if body and body.get("stream"):
+            return Reply(stream=openai_stream([text]))
+        return Reply(json=openai_completion(text, model=(body or {}).get("model", "m")))
+
+    async def _json(self, send, status: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        head = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+        ]
+        head += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _stream(self, scope, receive, send, reply: Reply) -> None:
+        head = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        head += [(k.encode(), v.encode()) for k, v in reply.headers.items()]
+        await send({"type": "http.response.start", "status": reply.status, "headers": head})
+        disconnected = asyncio.Event()
+
+        async def watch():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        self.open_streams += 1
+        try:
+            for index, item in enumerate(reply.stream):
+                if reply.drop_after is not None and index >= reply.drop_after:
+                    return  # end the response early: the client sees a cut stream
+                if index and reply.delay:
+                    try:
+                        await asyncio.wait_for(disconnected.wait(), timeout=reply.delay)
+                    except TimeoutError:
+                        pass
+                if disconnected.is_set():
+                    self.disconnects.append(time.monotonic())
+                    return
+                if isinstance(item, tuple):  # (event name, payload): Anthropic's named events
+                    event, payload = item
+                    frame = f"event: {event}\ndata: {json.dumps(payload)}\n\n"
+                else:
+                    frame = f"data: {item if isinstance(item, str) else json.dumps(item)}\n\n"
+                await send(
+                    {"type": "http.response.body", "body": frame.encode(), "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            self.open_streams -= 1
+            watcher.cancel()
+
+
+def anthropic_message(
+    text: str = "Hello!", *, model: str = "claude-3-5-sonnet", content=None, stop_reason="end_turn"
+):
+    return {
+        "id": "msg_upstream",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content or [{"type": "text", "text": text}],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 6},
+    }
+
+
+def anthropic_stream(pieces: list[str], *, model: str = "claude-3-5-sonnet") -> list[Any]:
+    events: list[Any] = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": anthropic_message("", model=model)
+                | {
+                    "content": [],
+                    "stop_reason": None,
+                    "usage": {"input_tokens": 12, "output_tokens": 1},
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+    ]
+    events += [
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+        )
+        for p in pieces
+    ]
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": len(pieces)},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return events
