@@ -8,6 +8,7 @@ Every request is recorded in `requests` (path, headers, JSON body).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -235,10 +236,8 @@ class UpstreamServer:
                 if reply.drop_after is not None and index >= reply.drop_after:
                     return  # end the response early: the client sees a cut stream
                 if index and reply.delay:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(disconnected.wait(), timeout=reply.delay)
-                    except TimeoutError:
-                        pass
                 if disconnected.is_set():
                     self.disconnects.append(time.monotonic())
                     return
