@@ -1,0 +1,76 @@
+"""Start a live Engram (`python -m config.run`) for a benchmark, or use ENGRAM_URL/ENGRAM_API_KEY."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_engram(*, data_dir: str | None = None, env: dict | None = None, timeout: float = 180):
+    """Yields (base_url, api_key). Starts `make run`'s process when ENGRAM_URL is unset."""
+    if os.environ.get("ENGRAM_URL") and os.environ.get("ENGRAM_API_KEY"):
+        yield os.environ["ENGRAM_URL"].rstrip("/"), os.environ["ENGRAM_API_KEY"]
+        return
+    port = _free_port()
+    child_env = {**os.environ, "PORT": str(port), "HF_HUB_OFFLINE": "1", **(env or {})}
+    if data_dir:
+        child_env["ENGRAM_DATA_DIR"] = data_dir
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "config.run"],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    api_key = None
+    try:
+        deadline = time.monotonic() + timeout
+        for line in proc.stdout:
+            if match := re.match(r"API key: (sk-\S+)", line.strip()):
+                api_key = match.group(1)
+            if "serving on" in line:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("Engram did not start in time")
+        if api_key is None:
+            raise RuntimeError("Engram printed no API key")
+        # Keep draining stdout so the child never blocks on a full pipe.
+        import threading
+
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base_url + "/readyz", timeout=3).status_code == 200:
+                    break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("Engram never became ready")
+        yield base_url, api_key
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,221 @@
+"""LoCoMo evidence recall, measured through Engram's public API (`make eval`).
+
+For each conversation of shared/eval-data/locomo-dev.json: one user; every turn imported with
+POST /v1/conversations/{id}/messages as a `user` message (name = speaker, created_at = session
+date, metadata = {"dia_id"}; an image turn's caption appended); wait for processing.pending == 0;
+then for each question of categories 1-4, POST /v1/memories/search (limit 20) and flatten
+sources[].metadata.dia_id in rank order without duplicates -> evidence recall@5/10/20; and
+POST /v1/context for the median context_tokens. Prints a table, writes a JSON report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.engram_proc import live_engram  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "eval-data" / "locomo-dev.json"
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+KS = (5, 10, 20)
+
+
+def session_date(raw: str) -> str:
+    """'1:56 pm on 8 May, 2023' -> ISO 8601 (UTC)."""
+    return datetime.strptime(raw.strip(), "%I:%M %p on %d %B, %Y").isoformat() + "Z"
+
+
+def turns(conversation: dict):
+    n = 1
+    while f"session_{n}" in conversation:
+        date = session_date(conversation[f"session_{n}_date_time"])
+        yield n, date, conversation[f"session_{n}"]
+        n += 1
+
+
+def turn_text(turn: dict) -> str:
+    text = turn["text"]
+    if turn.get("blip_caption"):
+        text += f" [shares a photo: {turn['blip_caption']}]"
+    return text
+
+
+def import_conversation(client: httpx.Client, sample: dict, user_id: str, conv_id: str) -> int:
+    count = 0
+    for _, date, session in turns(sample["conversation"]):
+        messages = [
+            {
+                "role": "user",
+                "content": turn_text(turn),
+                "name": turn["speaker"],
+                "created_at": date,
+                "metadata": {"dia_id": turn["dia_id"]},
+            }
+            for turn in session
+        ]
+        resp = client.post(
+            f"/v1/conversations/{conv_id}/messages",
+            json={"user_id": user_id, "messages": messages},
+        )
+        resp.raise_for_status()
+        count += len(messages)
+    return count
+
+
+def wait_processed(client: httpx.Client, conv_id: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/v1/conversations/{conv_id}").json()
+        processing = body.get("processing", {})
+        if processing.get("pending", 1) == 0:
+            return processing
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{conv_id}: still pending after {timeout}s: {processing}")
+        time.sleep(0.5)
+
+
+def ranked_dia_ids(results: list[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for result in results:
+        for source in result.get("sources", []):
+            dia_id = (source.get("metadata") or {}).get("dia_id")
+            if dia_id:
+                seen.setdefault(dia_id, None)
+    return list(seen)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def evaluate(base_url: str, api_key: str, args) -> dict:
+    samples = json.loads(DATA.read_text())
+    if args.conversations:
+        samples = [s for s in samples if s["sample_id"] in args.conversations]
+    client = httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=120
+    )
+    run = f"{int(time.time())}"
+    per_question = []
+    search_ms, context_tokens = [], []
+    ingest_seconds = 0.0
+    for sample in samples:
+        user_id = f"locomo-{sample['sample_id']}-{run}"
+        conv_id = f"locomo-{sample['sample_id']}-{run}"
+        started = time.monotonic()
+        n = import_conversation(client, sample, user_id, conv_id)
+        processing = wait_processed(client, conv_id, args.timeout)
+        took = time.monotonic() - started
+        ingest_seconds += took
+        print(
+            f"{sample['sample_id']}: imported {n} turns, processed in {took:.1f}s ({processing})",
+            flush=True,
+        )
+        for qa in sample["qa"]:
+            if qa["category"] not in CATEGORIES or not qa.get("evidence"):
+                continue
+            t0 = time.perf_counter()
+            resp = client.post(
+                "/v1/memories/search",
+                json={"user_id": user_id, "query": qa["question"], "limit": 20},
+            )
+            search_ms.append((time.perf_counter() - t0) * 1000)
+            resp.raise_for_status()
+            ranked = ranked_dia_ids(resp.json()["data"])
+            evidence = set(qa["evidence"])
+            recalls = {k: len(evidence & set(ranked[:k])) / len(evidence) for k in KS}
+            per_question.append(
+                {
+                    "sample": sample["sample_id"],
+                    "category": qa["category"],
+                    **{f"r@{k}": v for k, v in recalls.items()},
+                }
+            )
+            if not args.skip_context:
+                ctx = client.post(
+                    "/v1/context",
+                    headers={"x-user-id": user_id},
+                    json={
+                        "model": args.model,
+                        "messages": [{"role": "user", "content": qa["question"]}],
+                    },
+                )
+                ctx.raise_for_status()
+                context_tokens.append(ctx.json()["context_tokens"])
+        if not args.keep:
+            client.delete(f"/v1/users/{user_id}")
+    return summarize(per_question, search_ms, context_tokens, ingest_seconds, len(samples))
+
+
+def summarize(rows, search_ms, context_tokens, ingest_seconds, conversations) -> dict:
+    def mean(values):
+        return round(100 * statistics.fmean(values), 1) if values else None
+
+    table = {}
+    for cat, name in [*CATEGORIES.items(), (0, "overall")]:
+        subset = [r for r in rows if cat == 0 or r["category"] == cat]
+        table[name] = {
+            "questions": len(subset),
+            **{f"r@{k}": mean([r[f"r@{k}"] for r in subset]) for k in KS},
+        }
+    return {
+        "conversations": conversations,
+        "recall": table,
+        "context_tokens_median": statistics.median(context_tokens) if context_tokens else None,
+        "search_ms": {
+            "p50": round(percentile(search_ms, 0.5), 1),
+            "p95": round(percentile(search_ms, 0.95), 1),
+        }
+        if search_ms
+        else None,
+        "ingest_seconds": round(ingest_seconds, 1),
+    }
+
+
+def print_table(report: dict) -> None:
+    print()
+    print(f"{'category':<12} {'questions':>9} {'R@5':>6} {'R@10':>6} {'R@20':>6}")
+    for name, row in report["recall"].items():
+        print(
+            f"{name:<12} {row['questions']:>9} {row['r@5']!s:>6} {row['r@10']!s:>6} {row['r@20']!s:>6}"
+        )
+    print(f"median context tokens: {report['context_tokens_median']}")
+    print(f"search latency ms: {report['search_ms']}")
+    print(
+        f"ingestion (import + background processing): {report['ingest_seconds']} s for {report['conversations']} conversations"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--conversations", nargs="*", help="sample ids (default: all five)")
+    parser.add_argument("--model", default="gpt-4o-mini", help="model named in /v1/context bodies")
+    parser.add_argument(
+        "--timeout", type=float, default=1800, help="seconds to wait for processing"
+    )
+    parser.add_argument("--skip-context", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the imported users")
+    parser.add_argument("--report", default=str(ROOT / "bench" / "results" / "eval-locomo.json"))
+    args = parser.parse_args()
+    with live_engram(data_dir=str(ROOT / ".engram" / "eval")) as (base_url, api_key):
+        report = evaluate(base_url, api_key, args)
+    print_table(report)
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(report, indent=2))
+    print(f"report: {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
