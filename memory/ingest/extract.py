@@ -144,7 +144,7 @@ def _pdf(raw: bytes) -> Extracted:
         pages = list(reader.pages)
         blocks: list[Block] = []
         for number, page in enumerate(pages, start=1):
-            blocks += _paragraphs(page.extract_text() or "", page=number)
+            blocks += _paragraphs(_reflow(page.extract_text() or ""), page=number)
         title = ""
         if reader.metadata and reader.metadata.title:
             title = str(reader.metadata.title).strip()
@@ -155,6 +155,35 @@ def _pdf(raw: bytes) -> Extracted:
     if not pages:
         raise ExtractionError("the PDF has no pages")
     return Extracted(content_type=PDF, blocks=blocks, pages=len(pages), title=title)
+
+
+def _reflow(text: str) -> str:
+    """Join a PDF page's hard-wrapped lines into paragraphs (blank-line separated).
+
+    A line ends its paragraph when it is blank, or when it ends a sentence well short of the
+    page's line width; a word hyphenated across lines is joined again.
+    """
+    lines = [line.rstrip() for line in text.replace("\r", "").split("\n")]
+    width = max((len(line) for line in lines), default=0)
+    out: list[str] = []
+    current = ""
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            if current:
+                out.append(current)
+            current = ""
+            continue
+        if current.endswith("-") and stripped[:1].islower():
+            current = current[:-1] + stripped
+        else:
+            current = f"{current} {stripped}" if current else stripped
+        if stripped[-1] in ".!?:" and len(line) < 0.8 * width:
+            out.append(current)
+            current = ""
+    if current:
+        out.append(current)
+    return "\n\n".join(out)
 
 
 _DOCX_HEADING = re.compile(r"^(?:heading|überschrift|titre)\s*(\d)$", re.IGNORECASE)
@@ -175,8 +204,8 @@ def _docx(raw: bytes) -> Extracted:
                     continue
                 style = (item.style.name if item.style is not None else "") or ""
                 match = _DOCX_HEADING.match(style)
-                if style.lower() == "title":
-                    blocks.append(Block("heading", text, level=1))
+                if style.lower() == "title":  # above Heading 1, so sections nest under it
+                    blocks.append(Block("heading", text, level=0))
                 elif match:
                     blocks.append(Block("heading", text, level=int(match.group(1))))
                 else:
@@ -234,7 +263,7 @@ def _html(text: str) -> Extracted:
     buffer: list[str] = []
 
     def flush() -> None:
-        joined = re.sub(r"\s+", " ", " ".join(buffer)).strip()
+        joined = re.sub(r"\s+", " ", " ".join(buffer)).strip().rstrip("|").strip()
         buffer.clear()
         if joined:
             blocks.append(Block("text", joined))
