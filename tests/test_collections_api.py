@@ -173,6 +173,8 @@ def test_upload_errors_use_the_envelope(http, settings):
         "document_too_large",
     )
     assert http.post(url, json={"text": "é" * 999}).status_code == 202
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 5000  # a JSON body is refused before it is read
+    _error(http.post(url, json={"text": "a" * 6000}), 413, "request_too_large")
 
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
     err = _error(

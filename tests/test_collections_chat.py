@@ -13,7 +13,8 @@ import pytest
 from tests.test_collections_ingest import BAKERY_FACT, BAKERY_MD, LIGHTHOUSE_FACT, lighthouse_pdf
 
 pytestmark = pytest.mark.skipif(
-    not importlib.util.find_spec("completions.apis") or not importlib.util.find_spec("memory.turns"),
+    not importlib.util.find_spec("completions.apis")
+    or not importlib.util.find_spec("memory.turns"),
     reason="needs the gateway (completions.apis) and context assembly (memory.turns)",
 )
 

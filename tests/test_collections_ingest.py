@@ -353,6 +353,38 @@ def test_ingestion_resumes_where_a_dead_worker_stopped(owner, settings):
     assert services.document_ingest(document_id="doc_missing") == "skip"
 
 
+def test_a_run_out_of_time_releases_the_document_and_the_next_run_finishes(
+    owner, settings, monkeypatch
+):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from memory.embeddings import get_embedder
+
+    settings.ENGRAM_INGEST_BATCH = 3
+    settings.ENGRAM_CHUNK_TOKENS = 60
+    document = _bare_document(owner[0], "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(8)))
+    embedder = get_embedder()
+    real_embed = embedder.embed
+    calls = []
+
+    def embed_then_time_out(texts):
+        calls.append(len(texts))
+        if len(calls) == 2:  # the soft time limit fires during the second batch
+            raise SoftTimeLimitExceeded()
+        return real_embed(texts)
+
+    monkeypatch.setattr(embedder, "embed", embed_then_time_out)
+    assert services.document_ingest(document_id=document.id) == "again"
+    document.refresh_from_db()
+    assert (document.status, document.chunks_done) == ("queued", 3)
+    assert document.chunks_total > 6
+    monkeypatch.setattr(embedder, "embed", real_embed)
+    assert services.document_ingest(document_id=document.id) == "ready"
+    document.refresh_from_db()
+    assert document.chunks_done == document.chunks_total
+    assert not Chunk.objects.filter(document=document, embedding__isnull=True).exists()
+
+
 def test_a_document_deleted_mid_ingestion_stops_quietly(owner, settings):
     document = _bare_document(owner[0], "# T\n\n" + filler(0, 30))
     assert services._claim(document.id) == "claimed"

@@ -168,6 +168,8 @@ def _document_input(request) -> dict:
             "filename": (upload.name or "").rsplit("/", 1)[-1],
             "metadata": metadata,
         }
+    if int(request.META.get("CONTENT_LENGTH") or 0) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise ApiError(413, "Request body too large.", code="request_too_large")
     data = TextDocumentInput(data=request.data)
     data.is_valid(raise_exception=True)
     raw = data.validated_data["text"].encode("utf-8")

@@ -253,7 +253,7 @@ def _fail(document_id: str, reason: str) -> None:
 
 
 def document_ingest(*, document_id: str) -> str:
-    """Run (or resume) one document's ingestion: 'ready', 'failed', 'busy' or 'skip'.
+    """Run (or resume) one document's ingestion: 'ready', 'failed', 'busy', 'again' or 'skip'.
 
     Safe to run twice: the claim admits one run at a time, chunks are unique per index and only
     chunks without an embedding are embedded, so a resumed run picks up where the last stopped.
@@ -276,7 +276,11 @@ def document_ingest(*, document_id: str) -> str:
     except extraction.ExtractionError as exc:
         _fail(document_id, str(exc))
     except SoftTimeLimitExceeded:
-        _fail(document_id, "ingestion ran out of time; re-run it to resume where it stopped")
+        # A long document: release it with its progress kept; the task queues itself again.
+        Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
+            status=Document.Status.QUEUED, updated_at=timezone.now()
+        )
+        return "again"
     except Exception as exc:
         logger.exception("ingestion of %s failed", document_id)
         _fail(document_id, f"ingestion failed ({type(exc).__name__}); re-run it to resume")

@@ -17,7 +17,10 @@ from memory.ingest.services import LEASE_SECONDS
 def ingest_document(self, document_id: str) -> None:
     from memory.ingest.services import document_ingest
 
-    if document_ingest(document_id=document_id) == "busy":
+    outcome = document_ingest(document_id=document_id)
+    if outcome == "busy":
         # Another run holds the document. If it is alive it finishes and the retry finds the
         # document ready; if it died, its lease lapses and the retry resumes the work.
         raise self.retry(countdown=LEASE_SECONDS + 5)
+    if outcome == "again":  # out of time: continue in a fresh run from the last batch
+        raise self.retry(countdown=1)
