@@ -13,6 +13,7 @@ api_patterns = [
     path("", include("accounts.urls")),
     path("", include("completions.urls")),
     path("", include("memory.urls")),
+    path("", include("memory.ingest.urls")),
 ]
 
 urlpatterns = [

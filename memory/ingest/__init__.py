@@ -1,0 +1,1 @@
+"""Knowledge collections: upload documents, extract and chunk them, embed them in Celery."""

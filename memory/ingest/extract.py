@@ -1,0 +1,352 @@
+"""Text and structure out of uploaded bytes: PDF, DOCX, HTML, Markdown, plain text.
+
+The type is decided by the content (magic bytes, zip structure, markup), never by the name a
+client gave the file. Extraction yields Blocks (headings and paragraphs) so chunking can follow
+the document's own structure.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass, field
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+HTML = "text/html"
+MARKDOWN = "text/markdown"
+TEXT = "text/plain"
+
+SUPPORTED = (PDF, DOCX, HTML, MARKDOWN, TEXT)
+
+
+class UnsupportedType(Exception):
+    """The bytes are none of the supported formats."""
+
+
+class ExtractionError(Exception):
+    """The bytes claim a supported format but cannot be read; the message says why."""
+
+
+@dataclass
+class Block:
+    kind: str  # "heading" or "text"
+    text: str
+    level: int = 0  # heading level, 1 = top
+    page: int | None = None
+
+
+@dataclass
+class Extracted:
+    content_type: str
+    blocks: list[Block] = field(default_factory=list)
+    pages: int = 0
+    title: str = ""
+
+
+# --- detection ------------------------------------------------------------------------------
+
+_HTML_START = re.compile(
+    rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_HTML_TAGS = re.compile(rb"<(p|div|h[1-6]|ul|ol|li|table|article|section|br)\b[^>]*>", re.I)
+_MD_FEATURES = re.compile(
+    r"^(#{1,6}\s+\S|```|~~~|\s*[-*+]\s+\S|\s*\d+[.)]\s+\S|>\s|.*\]\(\S+\)|={3,}\s*$|-{3,}\s*$)",
+    re.MULTILINE,
+)
+
+
+def decode_text(raw: bytes) -> str | None:
+    """The bytes as text, or None when they look binary."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            return None
+    if b"\x00" in raw[:8192]:
+        return None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+    sample = text[:8192]
+    control = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f")
+    bad = sample.count("\ufffd")
+    if sample and (control + bad) / len(sample) > 0.05:
+        return None
+    return text
+
+
+def detect(raw: bytes) -> str:
+    """The content type of `raw`, by content; UnsupportedType when it is none we read."""
+    if raw.lstrip(b"\xef\xbb\xbf \t\r\n")[:5] == b"%PDF-":
+        return PDF
+    if raw[:4] == b"PK\x03\x04":
+        try:
+            names = set(zipfile.ZipFile(io.BytesIO(raw)).namelist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            raise UnsupportedType("a damaged zip archive") from None
+        if "word/document.xml" in names:
+            return DOCX
+        raise UnsupportedType("a zip archive that is not a Word document")
+    text = decode_text(raw)
+    if text is None:
+        raise UnsupportedType("binary content that is not PDF or DOCX")
+    head = raw[:4096]
+    if _HTML_START.match(head) or len(_HTML_TAGS.findall(head)) >= 3:
+        return HTML
+    if _MD_FEATURES.search(text[:20000]):
+        return MARKDOWN
+    return TEXT
+
+
+# --- extraction -----------------------------------------------------------------------------
+
+
+def extract(raw: bytes, content_type: str | None = None) -> Extracted:
+    content_type = content_type or detect(raw)
+    if content_type == PDF:
+        return _pdf(raw)
+    if content_type == DOCX:
+        return _docx(raw)
+    text = decode_text(raw)
+    if text is None:
+        raise ExtractionError("the text could not be decoded")
+    if content_type == HTML:
+        return _html(text)
+    return Extracted(content_type=content_type, blocks=_markdown_blocks(text))
+
+
+def _paragraphs(text: str, page: int | None = None) -> list[Block]:
+    parts = re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n"))
+    blocks = []
+    for part in parts:
+        cleaned = re.sub(r"[ \t]+", " ", part).strip()
+        if cleaned:
+            blocks.append(Block("text", cleaned, page=page))
+    return blocks
+
+
+def _pdf(raw: bytes) -> Extracted:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(raw), strict=False)
+        if reader.is_encrypted:
+            try:
+                if not reader.decrypt(""):
+                    raise ExtractionError("the PDF is encrypted with a password")
+            except NotImplementedError as exc:
+                raise ExtractionError(f"the PDF's encryption is not supported: {exc}") from None
+        pages = list(reader.pages)
+        blocks: list[Block] = []
+        for number, page in enumerate(pages, start=1):
+            blocks += _paragraphs(_reflow(page.extract_text() or ""), page=number)
+        title = ""
+        if reader.metadata and reader.metadata.title:
+            title = str(reader.metadata.title).strip()
+    except ExtractionError:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise ExtractionError(f"the PDF could not be read: {_reason(exc)}") from None
+    if not pages:
+        raise ExtractionError("the PDF has no pages")
+    return Extracted(content_type=PDF, blocks=blocks, pages=len(pages), title=title)
+
+
+def _reflow(text: str) -> str:
+    """Join a PDF page's hard-wrapped lines into paragraphs (blank-line separated).
+
+    A line ends its paragraph when it is blank, or when it ends a sentence well short of the
+    page's line width; a word hyphenated across lines is joined again.
+    """
+    lines = [line.rstrip() for line in text.replace("\r", "").split("\n")]
+    width = max((len(line) for line in lines), default=0)
+    out: list[str] = []
+    current = ""
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            if current:
+                out.append(current)
+            current = ""
+            continue
+        if current.endswith("-") and stripped[:1].islower():
+            current = current[:-1] + stripped
+        else:
+            current = f"{current} {stripped}" if current else stripped
+        if stripped[-1] in ".!?:" and len(line) < 0.8 * width:
+            out.append(current)
+            current = ""
+    if current:
+        out.append(current)
+    return "\n\n".join(out)
+
+
+_DOCX_HEADING = re.compile(r"^(?:heading|überschrift|titre)\s*(\d)$", re.IGNORECASE)
+
+
+def _docx(raw: bytes) -> Extracted:
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(io.BytesIO(raw))
+        blocks: list[Block] = []
+        for item in document.iter_inner_content():
+            if isinstance(item, Paragraph):
+                text = item.text.strip()
+                if not text:
+                    continue
+                style = (item.style.name if item.style is not None else "") or ""
+                match = _DOCX_HEADING.match(style)
+                if style.lower() == "title":  # above Heading 1, so sections nest under it
+                    blocks.append(Block("heading", text, level=0))
+                elif match:
+                    blocks.append(Block("heading", text, level=int(match.group(1))))
+                else:
+                    blocks.append(Block("text", text))
+            elif isinstance(item, Table):
+                rows = []
+                for row in item.rows:
+                    cells = [cell.text.strip() for cell in row.cells]
+                    rows.append(" | ".join(dict.fromkeys(c for c in cells if c)))
+                table = "\n".join(r for r in rows if r)
+                if table:
+                    blocks.append(Block("text", table))
+        title = (document.core_properties.title or "").strip()
+    except (KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
+        raise ExtractionError(f"the Word document could not be read: {_reason(exc)}") from None
+    except Exception as exc:  # lxml's XMLSyntaxError and friends: a damaged part
+        raise ExtractionError(f"the Word document could not be read: {_reason(exc)}") from None
+    return Extracted(content_type=DOCX, blocks=blocks, title=title)
+
+
+_HTML_SKIP = {"script", "style", "noscript", "template", "svg", "nav", "footer", "head", "form"}
+_HTML_BLOCK = {
+    "p",
+    "div",
+    "li",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "pre",
+    "blockquote",
+    "table",
+    "tr",
+    "section",
+    "article",
+    "main",
+    "header",
+    "aside",
+    "figure",
+    "figcaption",
+    "address",
+    "br",
+    "hr",
+    "caption",
+}
+
+
+def _html(text: str) -> Extracted:
+    from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+
+    soup = BeautifulSoup(text, "lxml")
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    blocks: list[Block] = []
+    buffer: list[str] = []
+
+    def flush() -> None:
+        joined = re.sub(r"\s+", " ", " ".join(buffer)).strip().rstrip("|").strip()
+        buffer.clear()
+        if joined:
+            blocks.append(Block("text", joined))
+
+    def walk(node) -> None:
+        for child in node.children:
+            if isinstance(child, Comment):
+                continue
+            if isinstance(child, NavigableString):
+                buffer.append(str(child))
+                continue
+            if not isinstance(child, Tag) or child.name in _HTML_SKIP:
+                continue
+            name = child.name
+            if re.fullmatch(r"h[1-6]", name):
+                flush()
+                heading = child.get_text(" ", strip=True)
+                if heading:
+                    blocks.append(Block("heading", heading, level=int(name[1])))
+            elif name in ("td", "th"):
+                buffer.append(child.get_text(" ", strip=True) + " |")
+            elif name in _HTML_BLOCK:
+                flush()
+                walk(child)
+                flush()
+            else:
+                walk(child)
+
+    walk(soup.body or soup)
+    flush()
+    return Extracted(content_type=HTML, blocks=blocks, title=title)
+
+
+_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+_SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+
+
+def _markdown_blocks(text: str) -> list[Block]:
+    """Headings (ATX and setext) and paragraphs; fenced code stays one block, its '#' no heading."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    blocks: list[Block] = []
+    para: list[str] = []
+    fence: str | None = None
+
+    def flush() -> None:
+        joined = "\n".join(para).strip()
+        para.clear()
+        if joined:
+            blocks.append(Block("text", joined))
+
+    for line in lines:
+        if fence is not None:
+            para.append(line)
+            if line.strip().startswith(fence):
+                fence = None
+                flush()
+            continue
+        if match := _FENCE.match(line):
+            flush()
+            fence = match.group(1)
+            para.append(line)
+            continue
+        if match := _ATX.match(line):
+            flush()
+            if match.group(2):
+                blocks.append(Block("heading", match.group(2), level=len(match.group(1))))
+            continue
+        if setext := _SETEXT.match(line):
+            if len(para) == 1 and para[0].strip():
+                level = 1 if setext.group(1).startswith("=") else 2
+                blocks.append(Block("heading", para.pop().strip(), level=level))
+                continue
+            if not para:
+                continue  # a thematic break
+        if not line.strip():
+            flush()
+            continue
+        para.append(line.rstrip())
+    flush()
+    return blocks
+
+
+def _reason(exc: Exception) -> str:
+    message = str(exc).strip() or type(exc).__name__
+    return message[:300]

@@ -1,0 +1,33 @@
+"""Reads for knowledge collections; every one is scoped to the caller's workspace."""
+
+from __future__ import annotations
+
+from django.db.models import Count, QuerySet
+
+from accounts.models import Workspace
+from memory.models import Collection, Document
+
+
+def collection_list(*, workspace: Workspace) -> QuerySet[Collection]:
+    return Collection.objects.filter(workspace=workspace).annotate(
+        document_count=Count("documents")
+    )
+
+
+def collection_get(*, workspace: Workspace, collection_id: str) -> Collection:
+    """Raises Collection.DoesNotExist for an unknown id or another workspace's."""
+    return collection_list(workspace=workspace).get(id=collection_id)
+
+
+def document_list(
+    *, workspace: Workspace, collection: Collection, status: str | None = None
+) -> QuerySet[Document]:
+    documents = Document.objects.filter(workspace=workspace, collection=collection).defer("raw")
+    if status:
+        documents = documents.filter(status=status)
+    return documents
+
+
+def document_get(*, workspace: Workspace, collection: Collection, document_id: str) -> Document:
+    """Raises Document.DoesNotExist for an unknown id, another collection's or workspace's."""
+    return document_list(workspace=workspace, collection=collection).get(id=document_id)

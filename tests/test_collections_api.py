@@ -1,0 +1,308 @@
+"""The collections API over HTTP: CRUD, uploads, error envelopes, and tenancy on every endpoint.
+
+Ingestion itself is exercised in test_collections_ingest.py; here no worker runs, so documents
+stay `queued` (the tasks go to Redis and are purged by the next worker fixture).
+"""
+
+import json
+
+import httpx
+import pytest
+
+from memory.models import Chunk, Collection, Document
+from tests.collections_docs import docx_bytes, pdf_bytes
+from tests.factories import make_workspace
+
+
+@pytest.fixture
+def outsider_http(engram_server, outsider):
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def _error(resp, status, code=None, param=None):
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    if code:
+        assert error["code"] == code, error
+    if param:
+        assert error["param"] == param, error
+    return error
+
+
+def _collection(http, name="Handbook", **extra):
+    resp = http.post("/v1/collections", json={"name": name, **extra})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def test_collection_crud(http):
+    created = _collection(http, description="Ops docs", metadata={"team": "sre"})
+    assert created["id"].startswith("col_") and created["object"] == "collection"
+    assert (created["name"], created["description"], created["metadata"]) == (
+        "Handbook",
+        "Ops docs",
+        {"team": "sre"},
+    )
+    assert created["document_count"] == 0
+    other = _collection(http, name="Second")
+
+    listed = http.get("/v1/collections").json()
+    assert listed["object"] == "list"
+    assert [c["id"] for c in listed["data"]] == [other["id"], created["id"]]  # newest first
+    page = http.get("/v1/collections", params={"limit": 1, "order": "asc"}).json()
+    assert [c["id"] for c in page["data"]] == [created["id"]] and page["has_more"]
+
+    patched = http.patch(f"/v1/collections/{created['id']}", json={"name": "Runbooks"})
+    assert patched.status_code == 200
+    assert patched.json()["name"] == "Runbooks" and patched.json()["description"] == "Ops docs"
+    patched = http.patch(f"/v1/collections/{created['id']}", json={"metadata": {"v": 2}})
+    assert patched.json()["metadata"] == {"v": 2} and patched.json()["name"] == "Runbooks"
+    assert http.get(f"/v1/collections/{created['id']}").json()["name"] == "Runbooks"
+
+    _error(http.post("/v1/collections", json={}), 400, "invalid_value", "name")
+    _error(http.post("/v1/collections", json={"name": "x", "metadata": [1]}), 400, param="metadata")
+    _error(http.patch(f"/v1/collections/{created['id']}", json={"name": ""}), 400, param="name")
+    _error(
+        http.post(
+            "/v1/collections", content=b"{nope", headers={"content-type": "application/json"}
+        ),
+        400,
+        "invalid_json",
+    )
+
+    deleted = http.delete(f"/v1/collections/{created['id']}")
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    _error(http.get(f"/v1/collections/{created['id']}"), 404, "collection_not_found")
+    assert [c["id"] for c in http.get("/v1/collections").json()["data"]] == [other["id"]]
+
+
+def test_text_and_file_uploads_are_queued_and_typed_by_content(http):
+    col = _collection(http)
+    resp = http.post(
+        f"/v1/collections/{col['id']}/documents",
+        json={"text": "# Notes\n\nThe gate code is 4471.", "title": "Notes", "metadata": {"a": 1}},
+    )
+    assert resp.status_code == 202, resp.text
+    doc = resp.json()
+    assert doc["id"].startswith("doc_") and doc["status"] == "queued" and doc["duplicate"] is False
+    assert doc["content_type"] == "text/markdown" and doc["metadata"] == {"a": 1}
+    assert doc["progress"] == {"done": 0, "total": 0} and doc["error"] is None
+
+    # a PDF sent under a text name and type is still a PDF; a DOCX named .pdf is still a DOCX
+    pdf = http.post(
+        f"/v1/collections/{col['id']}/documents",
+        files={"file": ("notes.txt", pdf_bytes(["Page one."]), "text/plain")},
+        data={"title": "Scan", "metadata": json.dumps({"source": "scanner"})},
+    )
+    assert pdf.status_code == 202, pdf.text
+    assert pdf.json()["content_type"] == "application/pdf"
+    assert (pdf.json()["filename"], pdf.json()["title"]) == ("notes.txt", "Scan")
+    assert pdf.json()["metadata"] == {"source": "scanner"}
+    word = http.post(
+        f"/v1/collections/{col['id']}/documents",
+        files={"file": ("report.pdf", docx_bytes([("A", ["b"])]), "application/pdf")},
+    )
+    assert word.json()["content_type"].endswith("wordprocessingml.document")
+
+    listed = http.get(f"/v1/collections/{col['id']}/documents").json()
+    assert {d["id"] for d in listed["data"]} == {doc["id"], pdf.json()["id"], word.json()["id"]}
+    assert http.get(f"/v1/collections/{col['id']}").json()["document_count"] == 3
+    one = http.get(f"/v1/collections/{col['id']}/documents/{doc['id']}").json()
+    assert one["status"] == "queued" and one["chunk_count"] == 0
+    queued = http.get(f"/v1/collections/{col['id']}/documents", params={"status": "queued"})
+    assert len(queued.json()["data"]) == 3
+    assert (
+        http.get(f"/v1/collections/{col['id']}/documents", params={"status": "ready"}).json()[
+            "data"
+        ]
+        == []
+    )
+    _error(
+        http.get(f"/v1/collections/{col['id']}/documents", params={"status": "nope"}),
+        400,
+        param="status",
+    )
+    assert Document.objects.get(id=pdf.json()["id"]).raw[:5] == b"%PDF-"
+
+
+def test_identical_content_is_deduplicated_by_hash(http):
+    col = _collection(http)
+    other = _collection(http, name="Other")
+    raw = pdf_bytes(["Same bytes."])
+    first = http.post(
+        f"/v1/collections/{col['id']}/documents", files={"file": ("a.pdf", raw, "application/pdf")}
+    )
+    again = http.post(
+        f"/v1/collections/{col['id']}/documents",
+        files={"file": ("renamed.pdf", raw, "application/pdf")},
+    )
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and again.json()["duplicate"] is True
+    assert again.json()["filename"] == "a.pdf"
+    text = {"text": "Same words."}
+    t1 = http.post(f"/v1/collections/{col['id']}/documents", json=text)
+    t2 = http.post(f"/v1/collections/{col['id']}/documents", json=text | {"title": "new title"})
+    assert t2.status_code == 200 and t2.json()["id"] == t1.json()["id"]
+    # another collection is another corpus: the same bytes are a new document there
+    elsewhere = http.post(
+        f"/v1/collections/{other['id']}/documents",
+        files={"file": ("a.pdf", raw, "application/pdf")},
+    )
+    assert elsewhere.status_code == 202 and elsewhere.json()["id"] != first.json()["id"]
+    assert Document.objects.filter(collection_id=col["id"]).count() == 2
+
+
+def test_upload_errors_use_the_envelope(http, settings):
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    settings.ENGRAM_MAX_DOCUMENT_BYTES = 2000
+    _error(
+        http.post(url, files={"file": ("big.txt", b"a " * 1500, "text/plain")}),
+        413,
+        "document_too_large",
+    )
+    _error(http.post(url, json={"text": "é" * 1001}), 413, "document_too_large")  # 2002 bytes
+    # far over the limit: refused from the Content-Length, before the body is read
+    _error(
+        http.post(url, files={"file": ("huge.txt", b"x" * 200_000, "text/plain")}),
+        413,
+        "document_too_large",
+    )
+    assert http.post(url, json={"text": "é" * 999}).status_code == 202
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 5000  # a JSON body is refused before it is read
+    _error(http.post(url, json={"text": "a" * 6000}), 413, "request_too_large")
+
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    err = _error(
+        http.post(url, files={"file": ("notes.txt", png, "text/plain")}),
+        415,
+        "unsupported_file_type",
+        "file",
+    )
+    assert "Unsupported document type" in err["message"]
+    _error(
+        http.post(url, content=b"raw text body", headers={"content-type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    )
+    _error(http.post(url, files={"file": ("e.txt", b"", "text/plain")}), 400, "empty_document")
+    _error(http.post(url, data={"title": "no file"}, files={"x": ("a", b"b")}), 400, param="file")
+    _error(http.post(url, json={"text": ""}), 400, param="text")
+    _error(http.post(url, json={"title": "no text"}), 400, param="text")
+    _error(http.post(url, json={"text": "ok", "metadata": "x"}), 400, param="metadata")
+    _error(
+        http.post(url, files={"file": ("a.txt", b"fine", "text/plain")}, data={"metadata": "{"}),
+        400,
+        param="metadata",
+    )
+    assert Document.objects.filter(collection_id=col["id"]).count() == 1
+
+
+def test_search_validates_its_body(http):
+    col = _collection(http)
+    _error(http.post("/v1/collections/search", json={"query": "x"}), 400, param="collection_ids")
+    _error(
+        http.post("/v1/collections/search", json={"collection_ids": [], "query": "x"}),
+        400,
+        param="collection_ids",
+    )
+    _error(
+        http.post("/v1/collections/search", json={"collection_ids": [col["id"]], "query": ""}),
+        400,
+        param="query",
+    )
+    _error(
+        http.post(
+            "/v1/collections/search",
+            json={"collection_ids": [col["id"]], "query": "x", "limit": 0},
+        ),
+        400,
+        param="limit",
+    )
+    err = _error(
+        http.post(
+            "/v1/collections/search",
+            json={"collection_ids": [col["id"], "col_missing"], "query": "x"},
+        ),
+        404,
+        "collection_not_found",
+        "collection_ids",
+    )
+    assert "col_missing" in err["message"]
+    empty = http.post("/v1/collections/search", json={"collection_ids": [col["id"]], "query": "x"})
+    assert empty.status_code == 200 and empty.json() == {"object": "list", "data": []}
+
+
+def test_every_endpoint_is_scoped_to_the_callers_workspace(
+    http, outsider_http, anon_http, owner, outsider
+):
+    col = _collection(http, name="Private")
+    doc = http.post(f"/v1/collections/{col['id']}/documents", json={"text": "secret plan"}).json()
+    # a second workspace with its own collection, listed only to its own key
+    second, second_key = make_workspace("second")
+    theirs = Collection.objects.create(workspace=second, name="Theirs")
+    mine = _collection(outsider_http, name="Outsider's own")
+
+    owner_paths = [
+        ("GET", f"/v1/collections/{col['id']}", None),
+        ("PATCH", f"/v1/collections/{col['id']}", {"name": "pwned"}),
+        ("DELETE", f"/v1/collections/{col['id']}", None),
+        ("GET", f"/v1/collections/{col['id']}/documents", None),
+        ("POST", f"/v1/collections/{col['id']}/documents", {"text": "injected"}),
+        ("GET", f"/v1/collections/{col['id']}/documents/{doc['id']}", None),
+        ("DELETE", f"/v1/collections/{col['id']}/documents/{doc['id']}", None),
+        # the owner's document through the outsider's own collection
+        ("GET", f"/v1/collections/{mine['id']}/documents/{doc['id']}", None),
+        ("DELETE", f"/v1/collections/{mine['id']}/documents/{doc['id']}", None),
+    ]
+    for method, path, body in owner_paths:
+        resp = outsider_http.request(method, path, json=body)
+        error = _error(resp, 404)
+        assert error["code"] in ("collection_not_found", "document_not_found"), (method, path)
+        assert "secret" not in resp.text
+    err = _error(
+        outsider_http.post(
+            "/v1/collections/search", json={"collection_ids": [col["id"]], "query": "secret plan"}
+        ),
+        404,
+        "collection_not_found",
+        "collection_ids",
+    )
+    assert col["id"] in err["message"]
+    listed = outsider_http.get("/v1/collections").json()["data"]
+    assert [c["id"] for c in listed] == [mine["id"]]
+    assert theirs.id not in {c["id"] for c in http.get("/v1/collections").json()["data"]}
+
+    every = [
+        ("GET", "/v1/collections"),
+        ("POST", "/v1/collections"),
+        ("POST", "/v1/collections/search"),
+        *[(m, p) for m, p, _ in owner_paths[:7]],
+    ]
+    for method, path in every:
+        resp = anon_http.request(method, path, json={"name": "x"})
+        _error(resp, 401, "invalid_api_key")
+        bad = anon_http.request(method, path, headers={"Authorization": "Bearer sk-wrong"})
+        _error(bad, 401, "invalid_api_key")
+
+    # nothing the outsider tried changed the owner's data
+    assert http.get(f"/v1/collections/{col['id']}").json()["name"] == "Private"
+    docs = http.get(f"/v1/collections/{col['id']}/documents").json()["data"]
+    assert [d["id"] for d in docs] == [doc["id"]]
+    assert not Document.objects.filter(workspace=outsider[0]).exclude(collection_id=mine["id"])
+
+
+def test_deleting_a_collection_removes_documents_and_chunks(http, owner):
+    col = _collection(http)
+    doc = http.post(f"/v1/collections/{col['id']}/documents", json={"text": "abc def"}).json()
+    document = Document.objects.get(id=doc["id"])
+    Chunk.objects.create(
+        workspace=owner[0], collection_id=col["id"], document=document, chunk_index=0, text="abc"
+    )
+    assert http.delete(f"/v1/collections/{col['id']}").status_code == 200
+    assert not Document.objects.filter(id=doc["id"]).exists()
+    assert not Chunk.objects.filter(collection_id=col["id"]).exists()

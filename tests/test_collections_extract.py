@@ -1,0 +1,166 @@
+"""Extraction by content and structural chunking, without a database."""
+
+import io
+import re
+import zipfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memory.ingest import extract as ex
+from memory.ingest.chunking import chunk_blocks, count_tokens
+from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, pdf_bytes
+
+MARKDOWN = b"""# Field guide
+
+Welcome to the guide.
+
+## Birds
+
+The kestrel hovers over motorway verges.
+
+```python
+# not a heading
+print("code")
+```
+
+Setext heading
+--------------
+
+Under the setext heading.
+"""
+
+HTML = b"""<!DOCTYPE html><html><head><title>Ops handbook</title>
+<style>body{color:red}</style><script>var secret = "do not index";</script></head>
+<body><nav>Home | About</nav><h1>Runbook</h1><div>Restart the <b>ingest</b> worker.
+<p>Check the queue depth first.</p></div><h2>Escalation</h2><ul><li>Page the on-call.</li>
+<li>Open an incident.</li></ul><table><tr><th>Tier</th><th>Owner</th></tr>
+<tr><td>1</td><td>SRE</td></tr></table></body></html>"""
+
+
+def test_types_are_decided_by_content_not_name():
+    assert ex.detect(pdf_bytes(["hello"])) == ex.PDF
+    assert ex.detect(docx_bytes([("A", ["b"])])) == ex.DOCX
+    assert ex.detect(HTML) == ex.HTML
+    assert ex.detect(b"  <html><body><p>x</p></body></html>") == ex.HTML
+    assert ex.detect(MARKDOWN) == ex.MARKDOWN
+    assert ex.detect(b"Just a plain note.\nNothing else.") == ex.TEXT
+    assert ex.detect("Grüße aus Köln — ünïcödé".encode()) == ex.TEXT
+    assert ex.detect("Grüße".encode("utf-16")) == ex.TEXT
+    for binary in (
+        b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,  # an image
+        b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 64,  # an executable
+        b"\x1f\x8b\x08\x00" + bytes(range(200)),  # gzip
+    ):
+        with pytest.raises(ex.UnsupportedType):
+            ex.detect(binary)
+    other_zip = io.BytesIO()
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(ex.UnsupportedType, match="not a Word document"):
+        ex.detect(other_zip.getvalue())
+
+
+def test_pdf_pages_text_and_title():
+    raw = pdf_bytes(
+        ["First page talks about (parentheses) and kestrels.", "Second page: the ledger."],
+        title="Field notes",
+    )
+    extracted = ex.extract(raw)
+    assert extracted.pages == 2 and extracted.title == "Field notes"
+    assert [b.page for b in extracted.blocks] == [1, 2]
+    assert "(parentheses) and kestrels" in extracted.blocks[0].text
+    assert "the ledger" in extracted.blocks[1].text
+
+
+def test_corrupt_pdf_raises_a_reason():
+    with pytest.raises(ex.ExtractionError, match="PDF could not be read"):
+        ex.extract(corrupt_pdf_bytes())
+
+
+def test_docx_headings_paragraphs_tables():
+    raw = docx_bytes([("Install", ["Run the installer."]), ("Usage", ["Type help."])], title="Tool")
+    extracted = ex.extract(raw)
+    kinds = [(b.kind, b.text, b.level) for b in extracted.blocks]
+    assert kinds[:3] == [
+        ("heading", "Tool", 0),
+        ("heading", "Install", 1),
+        ("text", "Run the installer.", 0),
+    ]
+    assert ("heading", "Usage", 1) in kinds
+    assert any("Flux capacitor | Zephyr Industries" in b.text for b in extracted.blocks)
+    assert extracted.title == "Tool"
+
+
+def test_html_drops_scripts_and_chrome_and_keeps_structure():
+    extracted = ex.extract(HTML)
+    texts = [b.text for b in extracted.blocks]
+    assert extracted.title == "Ops handbook"
+    assert not any("secret" in t or "color:red" in t or "Home | About" in t for t in texts)
+    assert (extracted.blocks[0].kind, extracted.blocks[0].text) == ("heading", "Runbook")
+    assert "Restart the ingest worker." in texts and "Check the queue depth first." in texts
+    assert "Page the on-call." in texts
+    assert any(t.startswith("Tier | Owner") for t in texts)
+
+
+def test_markdown_headings_code_fences_and_setext():
+    blocks = ex.extract(MARKDOWN).blocks
+    headings = [(b.text, b.level) for b in blocks if b.kind == "heading"]
+    assert headings == [("Field guide", 1), ("Birds", 2), ("Setext heading", 2)]
+    code = next(b.text for b in blocks if b.text.startswith("```"))
+    assert "# not a heading" in code and code.endswith("```")
+
+
+def test_chunks_follow_headings_with_paths():
+    blocks = ex.extract(MARKDOWN).blocks
+    chunks = chunk_blocks(blocks, max_tokens=200)
+    by_heading = {c.heading: c.text for c in chunks}
+    assert by_heading["Field guide"] == "Welcome to the guide."
+    assert "kestrel hovers" in by_heading["Field guide > Birds"]
+    assert by_heading["Field guide > Setext heading"] == "Under the setext heading."
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+
+
+def test_long_sections_split_with_overlap():
+    sentences = [f"Fact {i} is that the value of item {i} equals {i * 7}." for i in range(80)]
+    blocks = [ex.Block("heading", "Facts", level=1), ex.Block("text", " ".join(sentences))]
+    chunks = chunk_blocks(blocks, max_tokens=80, overlap_tokens=20)
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert chunk.token_count <= 80 and chunk.heading == "Facts"
+        assert chunk.token_count == count_tokens(chunk.text)
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        last_sentence = re.split(r"(?<=\.)\s+", before.text)[-1]
+        assert after.text.startswith(last_sentence)  # the boundary sentence is in both
+    joined = " ".join(c.text for c in chunks)
+    assert all(s in joined for s in sentences)
+
+
+def test_a_sentence_longer_than_the_budget_is_cut_by_tokens():
+    word_salad = " ".join(f"w{i}" for i in range(600))
+    chunks = chunk_blocks([ex.Block("text", word_salad)], max_tokens=50, overlap_tokens=10)
+    assert all(c.token_count <= 50 for c in chunks)
+    assert "w599" in chunks[-1].text and "w0 " in chunks[0].text
+
+
+_words = st.text(alphabet="abcdefghij ", min_size=1, max_size=60).map(str.strip).filter(bool)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    paragraphs=st.lists(
+        st.lists(_words, min_size=1, max_size=12).map(lambda ws: ". ".join(ws) + "."),
+        min_size=1,
+        max_size=15,
+    ),
+    max_tokens=st.integers(min_value=20, max_value=120),
+)
+def test_chunking_covers_everything_within_budget(paragraphs, max_tokens):
+    blocks = [ex.Block("text", p) for p in paragraphs]
+    chunks = chunk_blocks(blocks, max_tokens=max_tokens, overlap_tokens=max_tokens // 4)
+    assert all(c.token_count <= max_tokens for c in chunks)
+    # every word of the input, in order, appears in the chunks
+    text = " ".join(c.text for c in chunks)
+    for word in " ".join(paragraphs).replace(".", " ").split():
+        assert word in text

@@ -1,0 +1,450 @@
+"""Ingestion through the real Celery worker, resuming, de-duplication, deletion and retrieval."""
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from config.errors import ApiError
+from memory.ingest import services
+from memory.knowledge import collections_check, knowledge_search
+from memory.models import Chunk, Collection, Document
+from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, pdf_bytes
+from tests.factories import make_workspace
+
+TOPICS = [
+    "The quarterly budget review moved to the second floor meeting room.",
+    "Visitors must sign the guest book at reception before entering the lab.",
+    "The cafeteria serves vegetarian lasagne on Wednesdays and fish on Fridays.",
+    "Printer toner is ordered through the facilities portal, never by email.",
+    "Bicycle racks are behind the north entrance and are locked at midnight.",
+    "The annual hackathon awards a trophy shaped like a rubber duck.",
+    "Parking permits are renewed every January at the security desk.",
+    "The library lends laptops for up to three days at a time.",
+    "Fire drills happen on the first Monday of each quarter at ten o'clock.",
+    "The roof garden grows tomatoes, basil and a stubborn lemon tree.",
+]
+
+
+def filler(seed: int, count: int) -> str:
+    return " ".join(TOPICS[(seed + i) % len(TOPICS)] for i in range(count))
+
+
+LIGHTHOUSE_FACT = (
+    "The Fresnel lens of the Skerrymore lighthouse is polished every fourteen days with "
+    "fine polishing rouge by the keeper."
+)
+BAKERY_FACT = "The sourdough starter, named Gerald, is fed at six in the morning with rye flour."
+
+
+def lighthouse_pdf() -> bytes:
+    return pdf_bytes(
+        [
+            "Lighthouse maintenance manual.\n" + filler(0, 12),
+            filler(3, 8) + "\n" + LIGHTHOUSE_FACT + "\n" + filler(5, 6),
+            "Appendix.\n" + filler(7, 12),
+        ],
+        title="Lighthouse manual",
+    )
+
+
+BAKERY_MD = f"""# Bakery handbook
+
+## Opening
+
+{filler(1, 10)}
+
+## Sourdough
+
+{BAKERY_FACT} The levain rests for four hours before shaping.
+
+## Closing
+
+{filler(4, 10)}
+"""
+
+RUNBOOK_HTML = f"""<!doctype html><html><head><title>Pager runbook</title></head><body>
+<h1>Pager runbook</h1><p>{filler(2, 6)}</p><h2>Escalation</h2>
+<p>When the ingest queue backs up, page the duty engineer named Priya via the orange phone.</p>
+</body></html>"""
+
+
+def wait_settled(http, collection_id: str, count: int, timeout: float = 240) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = http.get(f"/v1/collections/{collection_id}/documents").json()["data"]
+        if len(docs) == count and all(d["status"] in ("ready", "failed") for d in docs):
+            return docs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"documents did not settle: {docs}")
+        time.sleep(0.25)
+
+
+def search(http, ids, query, limit=3):
+    resp = http.post(
+        "/v1/collections/search", json={"collection_ids": ids, "query": query, "limit": limit}
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()["data"]
+
+
+def test_worker_ingests_every_format_and_a_corrupt_pdf_fails_alone(http, celery_worker, owner):
+    col = http.post("/v1/collections", json={"name": "Ops"}).json()
+    url = f"/v1/collections/{col['id']}/documents"
+    uploads = {
+        "pdf": http.post(url, files={"file": ("manual.pdf", lighthouse_pdf(), "application/pdf")}),
+        "md": http.post(url, files={"file": ("bakery.md", BAKERY_MD.encode(), "text/markdown")}),
+        "docx": http.post(
+            url,
+            files={
+                "file": (
+                    "parts.docx",
+                    docx_bytes([("Suppliers", [filler(6, 5)])], title="Parts list"),
+                    "application/octet-stream",
+                )
+            },
+        ),
+        "html": http.post(
+            url, files={"file": ("runbook.html", RUNBOOK_HTML.encode(), "text/html")}
+        ),
+        "text": http.post(
+            url, json={"text": "Wi-Fi password for guests is lantern-42.", "title": "Wi-Fi"}
+        ),
+        "corrupt": http.post(
+            url, files={"file": ("broken.pdf", corrupt_pdf_bytes(), "application/pdf")}
+        ),
+    }
+    assert {k: r.status_code for k, r in uploads.items()} == dict.fromkeys(uploads, 202)
+    ids = {k: r.json()["id"] for k, r in uploads.items()}
+
+    docs = {d["id"]: d for d in wait_settled(http, col["id"], len(uploads))}
+    broken = docs[ids["corrupt"]]
+    assert broken["status"] == "failed" and "PDF could not be read" in broken["error"]
+    assert broken["chunk_count"] == 0
+    for kind in ("pdf", "md", "docx", "html", "text"):
+        doc = docs[ids[kind]]
+        assert doc["status"] == "ready", doc
+        assert doc["error"] is None
+        assert doc["chunk_count"] > 0
+        assert doc["progress"] == {"done": doc["chunk_count"], "total": doc["chunk_count"]}
+        chunks = Chunk.objects.filter(document_id=doc["id"])
+        assert chunks.count() == doc["chunk_count"]
+        assert not chunks.filter(embedding__isnull=True).exists()
+        assert all(c.workspace_id == owner[0].id for c in chunks)
+    assert docs[ids["pdf"]]["pages"] == 3 and docs[ids["pdf"]]["chunk_count"] >= 3
+    assert docs[ids["pdf"]]["title"] == "Lighthouse manual"  # from the PDF's metadata
+    assert docs[ids["md"]]["title"] == "Bakery handbook"  # from the first heading
+    assert docs[ids["docx"]]["title"] == "Parts list"
+    assert docs[ids["html"]]["title"] == "Pager runbook"
+    headings = set(Chunk.objects.filter(document_id=ids["md"]).values_list("heading", flat=True))
+    assert "Bakery handbook > Sourdough" in headings
+
+    cases = [
+        ("How often is the Fresnel lens polished?", "pdf", "polished every fourteen days"),
+        ("What is the sourdough starter fed, and when?", "md", "fed at six in the morning"),
+        ("Who supplies the flux capacitor?", "docx", "Zephyr Industries"),
+        ("Who do I page when the ingest queue backs up?", "html", "Priya"),
+        ("guest wifi password", "text", "lantern-42"),
+    ]
+    for query, kind, answer in cases:
+        hits = search(http, [col["id"]], query)
+        top = hits[0]
+        assert top["document_id"] == ids[kind], (query, hits)
+        assert answer in top["text"] and top["collection_id"] == col["id"]
+        assert top["title"] == docs[ids[kind]]["title"] and top["object"] == "collection.chunk"
+        assert answer.split()[0] in top["snippet"] and len(top["snippet"]) <= 240
+        assert 0 < top["score"] <= 1 and top["score"] >= hits[-1]["score"]
+
+    # identical bytes again: the existing, ready document; no second ingestion
+    again = http.post(url, files={"file": ("copy.md", BAKERY_MD.encode(), "text/markdown")})
+    assert again.status_code == 200 and again.json()["id"] == ids["md"]
+    assert again.json()["status"] == "ready" and again.json()["duplicate"] is True
+    assert Document.objects.filter(collection_id=col["id"]).count() == len(uploads)
+
+    # deleting a document removes its chunks and its answers
+    pdf_chunks = docs[ids["pdf"]]["chunk_count"]
+    total = Chunk.objects.filter(collection_id=col["id"]).count()
+    assert http.delete(f"{url}/{ids['pdf']}").status_code == 200
+    assert http.get(f"{url}/{ids['pdf']}").status_code == 404
+    assert not Chunk.objects.filter(document_id=ids["pdf"]).exists()
+    assert Chunk.objects.filter(collection_id=col["id"]).count() == total - pdf_chunks
+    hits = search(http, [col["id"]], "How often is the Fresnel lens polished?", limit=10)
+    assert hits and all(h["document_id"] != ids["pdf"] for h in hits)
+
+
+def test_a_second_workspace_cannot_search_or_use_the_collection(
+    engram_server, owner, celery_worker
+):
+    workspace, key = owner
+    other, other_key = make_workspace("other")
+    collection = services.collection_create(workspace=workspace, name="Owner's")
+    document, _ = services.document_create(
+        workspace=workspace, collection=collection, raw=BAKERY_MD.encode()
+    )
+    theirs = services.collection_create(workspace=other, name="Other's")
+    services.document_create(workspace=other, collection=theirs, raw=BAKERY_MD.encode())
+    deadline = time.monotonic() + 120
+    while Document.objects.exclude(status="ready").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {other_key}"}
+    ) as client:
+        resp = client.post(
+            "/v1/collections/search",
+            json={"collection_ids": [theirs.id, collection.id], "query": "sourdough"},
+        )
+        assert resp.status_code == 404
+        assert resp.json()["error"]["param"] == "collection_ids"
+        assert collection.id in resp.json()["error"]["message"]
+        hits = client.post(
+            "/v1/collections/search", json={"collection_ids": [theirs.id], "query": "sourdough"}
+        ).json()["data"]
+        assert hits and {h["collection_id"] for h in hits} == {theirs.id}
+        assert document.id not in {h["document_id"] for h in hits}
+
+
+@pytest.fixture
+def ready_collections(owner, celery_worker):
+    """Two ready collections of the owner and one of another workspace, via the worker."""
+    workspace = owner[0]
+    other = make_workspace("other")[0]
+    handbook = services.collection_create(workspace=workspace, name="Handbook")
+    misc = services.collection_create(workspace=workspace, name="Misc")
+    foreign = services.collection_create(workspace=other, name="Foreign")
+    services.document_create(workspace=workspace, collection=handbook, raw=BAKERY_MD.encode())
+    services.document_create(workspace=workspace, collection=handbook, raw=lighthouse_pdf())
+    services.document_create(
+        workspace=workspace,
+        collection=misc,
+        raw=b"The misc collection says the lighthouse lens is cleaned by drones.",
+    )
+    services.document_create(
+        workspace=other, collection=foreign, raw=f"Foreign: {LIGHTHOUSE_FACT}".encode()
+    )
+    deadline = time.monotonic() + 180
+    while Document.objects.exclude(status="ready").exists():
+        assert time.monotonic() < deadline, list(Document.objects.values("status", "error"))
+        time.sleep(0.2)
+    return workspace, handbook, misc, foreign
+
+
+def test_knowledge_search_ranks_the_answer_first_within_scope(ready_collections):
+    workspace, handbook, misc, foreign = ready_collections
+    hits = knowledge_search(
+        workspace=workspace,
+        collection_ids=[handbook.id],
+        query="How often is the Fresnel lens polished?",
+        limit=4,
+    )
+    assert LIGHTHOUSE_FACT in hits[0]["text"]
+    assert set(hits[0]) >= {
+        "collection_id",
+        "document_id",
+        "title",
+        "chunk_index",
+        "score",
+        "text",
+        "snippet",
+    }
+    assert hits[0]["title"] == "Lighthouse manual"
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert {h["collection_id"] for h in hits} == {handbook.id}
+    chunk = Chunk.objects.get(
+        document_id=hits[0]["document_id"], chunk_index=hits[0]["chunk_index"]
+    )
+    assert chunk.text == hits[0]["text"]
+
+    both = knowledge_search(
+        workspace=workspace,
+        collection_ids=[handbook.id, misc.id],
+        query="who cleans the lighthouse lens",
+        limit=10,
+    )
+    assert {h["collection_id"] for h in both} == {handbook.id, misc.id}
+    # another workspace's collection id yields nothing, even with the exact text
+    assert (
+        knowledge_search(
+            workspace=workspace, collection_ids=[foreign.id], query=LIGHTHOUSE_FACT, limit=5
+        )
+        == []
+    )
+    # documents still being ingested are not searched
+    Document.objects.filter(collection=misc).update(status="processing")
+    scoped = knowledge_search(
+        workspace=workspace, collection_ids=[misc.id], query="lighthouse lens", limit=5
+    )
+    assert scoped == []
+
+
+def test_collections_check_names_the_first_unknown_or_foreign_id(ready_collections):
+    workspace, handbook, misc, foreign = ready_collections
+    assert collections_check(workspace=workspace, collection_ids=[handbook.id, misc.id]) is None
+    assert collections_check(workspace=workspace, collection_ids=[]) is None
+    for ids, named in [
+        ([handbook.id, "col_nope", foreign.id], "col_nope"),
+        ([foreign.id, "col_nope"], foreign.id),
+        ([handbook.id, foreign.id], foreign.id),
+    ]:
+        with pytest.raises(ApiError) as caught:
+            collections_check(workspace=workspace, collection_ids=ids)
+        error = caught.value
+        assert (error.status, error.param, error.code) == (
+            404,
+            "x-collection-ids",
+            "collection_not_found",
+        )
+        assert named in error.message
+        assert all(i not in error.message for i in ids if i != named)
+
+
+def _bare_document(workspace, text: str) -> Document:
+    collection = Collection.objects.create(workspace=workspace, name="Direct")
+    return Document.objects.create(
+        workspace=workspace,
+        collection=collection,
+        content_hash=text[:64],
+        content_type="text/markdown",
+        raw=text.encode(),
+    )
+
+
+def test_ingestion_resumes_where_a_dead_worker_stopped(owner, settings):
+    """A run that died after its first batch: the next run keeps that batch and embeds the rest."""
+    settings.ENGRAM_INGEST_BATCH = 4
+    settings.ENGRAM_CHUNK_TOKENS = 60
+    text = "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(12))
+    document = _bare_document(owner[0], text)
+
+    assert services._claim(document.id) == "claimed"
+    services._split(document)
+    chunks = Chunk.objects.filter(document=document)
+    total = chunks.count()
+    assert total > 8
+    # the first batch was embedded and committed; then the worker died
+    marker = np.zeros(384, dtype=np.float32)
+    marker[7] = 1.0
+    first = list(chunks.order_by("chunk_index")[:4])
+    for chunk in first:
+        chunk.embedding = marker
+    Chunk.objects.bulk_update(first, ["embedding"])
+    Document.objects.filter(id=document.id).update(chunks_done=4)
+
+    # while its lease is fresh, another delivery leaves it alone (and the task retries later)
+    assert services.document_ingest(document_id=document.id) == "busy"
+    assert chunks.filter(embedding__isnull=True).count() == total - 4
+
+    stale = timezone.now() - timezone.timedelta(seconds=services.LEASE_SECONDS + 1)
+    Document.objects.filter(id=document.id).update(updated_at=stale)
+    assert services.document_ingest(document_id=document.id) == "ready"
+    document.refresh_from_db()
+    assert (document.status, document.chunks_done, document.chunks_total) == ("ready", total, total)
+    assert chunks.count() == total  # no chunk written twice
+    kept = chunks.order_by("chunk_index")[:4]
+    assert all(np.allclose(c.embedding, marker) for c in kept)  # not re-embedded
+    rest = chunks.order_by("chunk_index")[4:]
+    assert all(c.embedding is not None and not np.allclose(c.embedding, marker) for c in rest)
+
+    # running again is a no-op
+    assert services.document_ingest(document_id=document.id) == "skip"
+    assert services.document_ingest(document_id="doc_missing") == "skip"
+
+
+def test_a_run_out_of_time_releases_the_document_and_the_next_run_finishes(
+    owner, settings, monkeypatch
+):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from memory.embeddings import get_embedder
+
+    settings.ENGRAM_INGEST_BATCH = 3
+    settings.ENGRAM_CHUNK_TOKENS = 60
+    document = _bare_document(owner[0], "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(8)))
+    embedder = get_embedder()
+    real_embed = embedder.embed
+    calls = []
+
+    def embed_then_time_out(texts):
+        calls.append(len(texts))
+        if len(calls) == 2:  # the soft time limit fires during the second batch
+            raise SoftTimeLimitExceeded()
+        return real_embed(texts)
+
+    monkeypatch.setattr(embedder, "embed", embed_then_time_out)
+    assert services.document_ingest(document_id=document.id) == "again"
+    document.refresh_from_db()
+    assert (document.status, document.chunks_done) == ("queued", 3)
+    assert document.chunks_total > 6
+    monkeypatch.setattr(embedder, "embed", real_embed)
+    assert services.document_ingest(document_id=document.id) == "ready"
+    document.refresh_from_db()
+    assert document.chunks_done == document.chunks_total
+    assert not Chunk.objects.filter(document=document, embedding__isnull=True).exists()
+
+
+def test_a_document_deleted_mid_ingestion_stops_quietly(owner, settings):
+    document = _bare_document(owner[0], "# T\n\n" + filler(0, 30))
+    assert services._claim(document.id) == "claimed"
+    services._split(document)
+    Document.objects.filter(id=document.id).delete()
+    assert services.document_ingest(document_id=document.id) == "skip"
+    assert not Chunk.objects.filter(document_id=document.id).exists()
+
+
+def test_an_unreadable_text_document_fails_with_a_reason(owner):
+    document = _bare_document(owner[0], "# Only a heading")
+    assert services.document_ingest(document_id=document.id) == "failed"
+    document.refresh_from_db()
+    assert document.status == "failed" and "no text could be extracted" in document.error
+
+
+def test_task_is_routed_to_the_ingest_queue():
+    from config.celery import app
+    from memory.ingest.tasks import ingest_document
+
+    assert ingest_document.name == "collections.ingest_document"
+    route = app.amqp.router.route({}, ingest_document.name, (), {})
+    assert route["queue"].name == "ingest"
+    assert ingest_document.acks_late and ingest_document.ignore_result
+
+
+def test_admin_shows_status_and_reruns(admin_client, owner, celery_worker):
+    workspace = owner[0]
+    collection = services.collection_create(workspace=workspace, name="Admin")
+    document, _ = services.document_create(
+        workspace=workspace, collection=collection, raw=BAKERY_MD.encode()
+    )
+    deadline = time.monotonic() + 120
+    while Document.objects.get(id=document.id).status != "ready":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    ready_ids = set(Chunk.objects.filter(document=document).values_list("id", flat=True))
+    total = len(ready_ids)
+    Document.objects.filter(id=document.id).update(status="failed", error="disk on fire")
+
+    page = admin_client.get("/admin/memory/document/")
+    assert page.status_code == 200
+    assert b"disk on fire" in page.content and b"Bakery handbook" in page.content
+    assert f"{total}/{total}".encode() in page.content
+    assert admin_client.get(f"/admin/memory/document/{document.id}/change/").status_code == 200
+    assert admin_client.get("/admin/memory/collection/").status_code == 200
+
+    def rerun(action: str) -> None:
+        resp = admin_client.post(
+            "/admin/memory/document/", {"action": action, "_selected_action": [document.id]}
+        )
+        assert resp.status_code == 302
+        deadline = time.monotonic() + 120
+        while Document.objects.get(id=document.id).status != "ready":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+    rerun("rerun")  # resume: the embedded chunks are kept as they are
+    assert set(Chunk.objects.filter(document=document).values_list("id", flat=True)) == ready_ids
+    assert Document.objects.get(id=document.id).error == ""
+    rerun("rerun_from_scratch")  # re-extract: new chunk rows, same count
+    fresh = set(Chunk.objects.filter(document=document).values_list("id", flat=True))
+    assert len(fresh) == total and not fresh & ready_ids
