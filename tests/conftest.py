@@ -40,6 +40,9 @@ def engram_server(transactional_db):
     server = ThreadedServer(application).start()
     yield server
     server.stop()
+    from completions.usage import buffer
+
+    buffer.flush()  # usage records of this test, while its database is still reachable
 
 
 @pytest.fixture

@@ -1,0 +1,113 @@
+"""Usage records, written off the request path.
+
+The request path only appends to an in-process buffer (no I/O, ~1 µs); a daemon thread
+bulk-inserts the buffer every ENGRAM_USAGE_FLUSH_SECONDS, and at exit. While the database is
+down the records wait in the buffer (bounded); a record whose workspace vanished meanwhile is
+dropped (logged), never retried forever.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+logger = logging.getLogger("engram.usage")
+
+_MAX_BUFFER = 50_000
+
+
+@dataclass
+class Usage:
+    workspace_id: str
+    request_id: str
+    status_code: int
+    latency_ms: float
+    api_key_id: str = ""
+    client_request_id: str = ""
+    model: str = ""
+    upstream_model: str = ""
+    provider: str = ""
+    stream: bool = False
+    error_code: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    upstream_ms: float | None = None
+    incomplete: bool = False
+    created_at: datetime = field(default_factory=timezone.now)
+
+
+class UsageBuffer:
+    def __init__(self) -> None:
+        self._items: list[Usage] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, usage: Usage) -> None:
+        with self._lock:
+            if len(self._items) >= _MAX_BUFFER:
+                logger.error("usage buffer full; dropping a record", extra={"n": _MAX_BUFFER})
+                return
+            self._items.append(usage)
+            if self._thread is None:
+                self._start()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="engram-usage", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(settings.ENGRAM_USAGE_FLUSH_SECONDS)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # the flusher must survive a database outage
+                logger.warning("usage flush failed (%s); will retry", type(exc).__name__)
+
+    def flush(self) -> int:
+        """Write everything buffered so far; returns how many rows were written."""
+        from django.db import IntegrityError, close_old_connections
+
+        from completions.models import UsageRecord
+
+        with self._flush_lock:
+            with self._lock:
+                items, self._items = self._items, []
+            if not items:
+                return 0
+            rows = [UsageRecord(**asdict(item)) for item in items]
+            written = 0
+            try:
+                UsageRecord.objects.bulk_create(rows)
+                written = len(rows)
+            except IntegrityError:
+                for row in rows:  # one bad row (a deleted workspace) must not lose the batch
+                    try:
+                        row.save(force_insert=True)
+                        written += 1
+                    except IntegrityError:
+                        logger.warning("usage record dropped", extra={"request": row.request_id})
+            except Exception:  # database unavailable: keep the records for the next flush
+                with self._lock:
+                    self._items[:0] = items[: max(0, _MAX_BUFFER - len(self._items))]
+                raise
+            finally:
+                close_old_connections()
+            return written
+
+
+buffer = UsageBuffer()
+atexit.register(lambda: buffer.flush() if buffer._items else None)
+
+
+def record(usage: Usage) -> None:
+    buffer.add(usage)
