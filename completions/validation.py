@@ -182,11 +182,9 @@ def _message(message, i: int) -> None:
 
 def _tools(body: dict) -> None:
     tools = body.get("tools")
-    if tools is None:
-        return
-    if not isinstance(tools, list):
+    if tools is not None and not isinstance(tools, list):
         raise _type_error("tools", "an array", tools)
-    for j, tool in enumerate(tools):
+    for j, tool in enumerate(tools or ()):
         where = f"tools[{j}]"
         if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
             raise _type_error(f"{where}.type", "a string", tool)
