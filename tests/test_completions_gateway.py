@@ -7,10 +7,10 @@ import time
 import httpx
 import pytest
 
-from completions import gateway
 from completions.enrichment import PreparedTurn
 from completions.models import UsageRecord
 from completions.usage import buffer
+from tests.completions_support import spy_on_seam, wait_for
 from tests.test_errors import assert_envelope
 from tests.upstream import Reply, openai_completion, openai_stream
 
@@ -132,32 +132,7 @@ def test_timing_headers_on_errors(http, upstream):
 
 @pytest.fixture
 def seam(monkeypatch):
-    """Wraps the real prepare_turn/finish_turn, recording their arguments; `answer` lets a test
-    decide what memory adds (as memory will)."""
-    calls = {"prepare": [], "finish": [], "answer": None}
-    real_prepare, real_finish = gateway.prepare_turn, gateway.finish_turn
-
-    async def prepare(ctx, **kwargs):
-        calls["prepare"].append(ctx)
-        prepared = await real_prepare(ctx, **kwargs)
-        if calls["answer"]:
-            return calls["answer"](ctx, prepared)
-        return prepared
-
-    async def finish(ctx, prepared, **kwargs):
-        calls["finish"].append((ctx, prepared, kwargs))
-        return await real_finish(ctx, prepared, **kwargs)
-
-    monkeypatch.setattr(gateway, "prepare_turn", prepare)
-    monkeypatch.setattr(gateway, "finish_turn", finish)
-    return calls
-
-
-def _wait(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+    return spy_on_seam(monkeypatch)
 
 
 def test_turn_context_from_headers(http, owner, upstream, seam):
@@ -220,7 +195,7 @@ def test_prepared_turn_shapes_request_and_response(http, upstream, seam):
     assert data["engram"] == {"session_id": "sess_1", "memories_used": 1, "context_tokens": 42}
     assert {k: v for k, v in data.items() if k != "engram"} == scripted
     assert resp.headers["x-engram-memories-used"] == "1"
-    _wait(lambda: seam["finish"])
+    wait_for(lambda: seam["finish"])
     ctx, prepared, kwargs = seam["finish"][0]
     assert kwargs["assistant"]["content"] == "Berlin it is"
     assert kwargs["usage"]["total_tokens"] == 18 and kwargs["incomplete"] is False
@@ -244,7 +219,7 @@ def test_stream_carries_engram_chunk_before_done(http, upstream, seam):
     assert last["choices"] == [] and last["object"] == "chat.completion.chunk"
     assert last["engram"]["memories_used"] == 1 and last["id"] == "chatcmpl-upstream"
     assert all("engram" not in json.loads(f) for f in frames[:-2])
-    _wait(lambda: seam["finish"])
+    wait_for(lambda: seam["finish"])
     kwargs = seam["finish"][0][2]
     assert kwargs["assistant"] == {"role": "assistant", "content": "Berlin"}
     assert kwargs["usage"]["completion_tokens"] == 2 and kwargs["incomplete"] is False
@@ -377,7 +352,7 @@ def test_non_stream_client_disconnect_closes_upstream(engram_server, owner, upst
             timeout=httpx.Timeout(0.5),
         )
     gone = time.monotonic()
-    _wait(lambda: upstream.disconnects, timeout=3)
+    wait_for(lambda: upstream.disconnects, timeout=3)
     assert upstream.disconnects[0] - gone < 1.0
 
 

@@ -9,10 +9,16 @@ import pytest
 
 from completions.models import UsageRecord
 from completions.usage import buffer
-from tests.test_completions_gateway import BODY, URL, _wait, seam  # noqa: F401 - fixture
+from tests.completions_support import spy_on_seam, wait_for
+from tests.test_completions_gateway import BODY, URL
 from tests.upstream import Reply, openai_stream
 
 STREAM = {**BODY, "stream": True}
+
+
+@pytest.fixture
+def seam(monkeypatch):
+    return spy_on_seam(monkeypatch)
 
 
 def frames_of(resp):
@@ -21,7 +27,7 @@ def frames_of(resp):
 
 def test_client_disconnect_mid_stream_closes_upstream_within_1s(
     engram_server, owner, upstream, seam
-):  # noqa: F811
+):
     upstream.script(Reply(stream=openai_stream([f"w{i} " for i in range(200)]), delay=0.1))
     host, port = engram_server.url.removeprefix("http://").split(":")
     body = json.dumps(STREAM).encode()
@@ -36,11 +42,11 @@ def test_client_disconnect_mid_stream_closes_upstream_within_1s(
         received += sock.recv(65536)
     sock.close()
     gone = time.monotonic()
-    _wait(lambda: upstream.disconnects, timeout=3)
+    wait_for(lambda: upstream.disconnects, timeout=3)
     assert upstream.disconnects[0] - gone < 1.0
     assert upstream.open_streams == 0
     # memory hears about the cut turn, and the usage record says so
-    _wait(lambda: seam["finish"])
+    wait_for(lambda: seam["finish"])
     kwargs = seam["finish"][0][2]
     assert kwargs["incomplete"] is True
     assert kwargs["assistant"]["content"].startswith("w0 ")
