@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-import httpx
+import aiohttp
 
 from completions.providers.base import Chunk, StreamFailed, UpstreamStream
 from config.errors import ApiError
@@ -160,9 +160,9 @@ async def relay(
             outcome = "done"
     except StreamFailed as exc:
         error = exc.error
-    except httpx.TimeoutException:
+    except TimeoutError:
         error = {"message": "The upstream provider timed out mid-stream.", "type": "timeout_error"}
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         error = {
             "message": f"The upstream connection failed mid-stream ({type(exc).__name__}).",
             "type": "upstream_error",

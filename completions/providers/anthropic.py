@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
+import aiohttp
 
 from completions.providers.anthropic_translate import (
     STOP_REASONS,
@@ -18,11 +18,11 @@ from completions.providers.base import (
     Chunk,
     Completion,
     HttpProvider,
+    HttpStream,
     StreamFailed,
     Upstream,
     UpstreamStream,
     loads_json,
-    sse_events,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -34,12 +34,11 @@ def _api_root(base_url: str) -> str:
     return base if base.endswith("/v1") else base + "/v1"
 
 
-class AnthropicStream(UpstreamStream):
+class AnthropicStream(HttpStream):
     """Messages API events -> OpenAI chunks: role first, text and tool deltas, finish, usage."""
 
-    def __init__(self, response: httpx.Response, upstream_ms: float, model: str) -> None:
-        self.response = response
-        self.upstream_ms = upstream_ms
+    def __init__(self, response: aiohttp.ClientResponse, upstream_ms: float, model: str) -> None:
+        super().__init__(response, upstream_ms)
         self.model = model
 
     async def chunks(self):
@@ -56,7 +55,7 @@ class AnthropicStream(UpstreamStream):
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return Chunk(data={**base, "choices": [choice]})
 
-        async for event, raw in sse_events(self.response.aiter_raw()):
+        async for event, raw in self.events():
             try:
                 data = json.loads(raw)
             except (ValueError, UnicodeDecodeError):
@@ -94,6 +93,7 @@ class AnthropicStream(UpstreamStream):
                 reason = (data.get("delta") or {}).get("stop_reason")
                 yield chunk({}, STOP_REASONS.get(reason, "stop"))
             elif kind == "message_stop":
+                self.complete = True
                 yield Chunk(data={**base, "choices": [], "usage": usage_from(usage)})
                 return
             elif kind == "error":
@@ -103,9 +103,6 @@ class AnthropicStream(UpstreamStream):
                     type=error.get("type") or "upstream_error",
                 )
         raise StreamFailed("The upstream stream ended before it was complete.")
-
-    async def aclose(self) -> None:
-        await self.response.aclose()
 
 
 class AnthropicProvider(HttpProvider):
@@ -131,15 +128,13 @@ class AnthropicProvider(HttpProvider):
 
     async def complete(self, call: Call) -> Completion:
         body = self._model(call.body)
-        response, upstream_ms = await self.send(
-            call, to_anthropic(body, stream=False), stream=False
-        )
-        data = from_anthropic(loads_json(response.content), model=body["model"])
+        raw, upstream_ms = await self.send_read(call, to_anthropic(body, stream=False))
+        data = from_anthropic(loads_json(raw), model=body["model"])
         return Completion(data=data, upstream_ms=upstream_ms)
 
     async def stream(self, call: Call) -> UpstreamStream:
         body = self._model(call.body)
-        response, upstream_ms = await self.send(call, to_anthropic(body, stream=True), stream=True)
+        response, upstream_ms = await self.send(call, to_anthropic(body, stream=True))
         return AnthropicStream(response, upstream_ms, body["model"])
 
     def complete_sync(self, call: Call, *, timeout: float) -> dict:
@@ -150,14 +145,14 @@ class AnthropicProvider(HttpProvider):
     async def list_models(self, upstream: Upstream | None) -> list[str]:
         if upstream is None:
             return []
-        from completions.http import async_client
+        from completions.http import session, timeout
 
-        response = await async_client().get(
+        async with session().get(
             _api_root(upstream.base_url) + "/models",
             headers=self.request_headers(upstream),
-            timeout=3.0,
-        )
-        if response.status_code != 200:
-            return []
-        data = response.json().get("data") or []
+            timeout=timeout(read=3.0),
+        ) as response:
+            if response.status != 200:
+                return []
+            data = (await response.json(content_type=None)).get("data") or []
         return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]

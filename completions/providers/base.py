@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 from django.conf import settings
 
@@ -71,6 +72,40 @@ class UpstreamStream:
         return None
 
 
+class HttpStream(UpstreamStream):
+    """A streamed upstream response: read to the end, it goes back to the pool; left early
+    (client gone, failure), its connection is closed, which the upstream sees at once."""
+
+    def __init__(self, response: aiohttp.ClientResponse, upstream_ms: float) -> None:
+        self.response = response
+        self.upstream_ms = upstream_ms
+        self.complete = False
+
+    def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
+        return sse_events(self.response.content.iter_any())
+
+    async def aclose(self) -> None:
+        if not self.complete:
+            self.response.close()
+        elif self.response.content.at_eof():
+            self.response.release()
+        else:  # the end of the chunked body may trail [DONE]: keep the connection, off the path
+            task = asyncio.get_running_loop().create_task(self._drain())
+            _draining.add(task)
+            task.add_done_callback(_draining.discard)
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.wait_for(self.response.read(), timeout=5)
+        except (TimeoutError, aiohttp.ClientError):
+            self.response.close()
+        else:
+            self.response.release()
+
+
+_draining: set[asyncio.Task] = set()
+
+
 class Provider:
     name: str = ""
 
@@ -94,7 +129,7 @@ class Provider:
 # --- HTTP providers ---------------------------------------------------------------------------
 
 
-def upstream_error(status: int, content: bytes, headers: httpx.Headers | dict) -> ApiError:
+def upstream_error(status: int, content: bytes, headers) -> ApiError:
     """An upstream's error answer, in OpenAI's envelope: 4xx keep their status, 5xx become 502."""
     message, type_, param, code = _error_fields(content)
     passthrough = {}
@@ -163,16 +198,14 @@ class HttpProvider(Provider):
     def request_headers(self, upstream: Upstream) -> dict[str, str]:
         raise NotImplementedError
 
-    async def send(
-        self, call: Call, payload: dict, *, stream: bool
-    ) -> tuple[httpx.Response, float]:
-        """The upstream's 2xx response (streamed or read) and the ms it took, or ApiError."""
-        from completions.http import async_client
+    async def send(self, call: Call, payload: dict) -> tuple[aiohttp.ClientResponse, float]:
+        """The upstream's 2xx response (headers read, body not yet) and the ms it took to get
+        it, or ApiError. The caller reads the body and must release or close the response."""
+        from completions.http import session, timeout
 
         upstream = call.upstream
         if upstream is None:
             raise ApiError(400, f"The {self.name} provider is not configured.", param="model")
-        client = async_client()
         content = json.dumps(payload).encode()
         headers = self.request_headers(upstream)
         url = self.endpoint(upstream)
@@ -181,16 +214,17 @@ class HttpProvider(Provider):
         while True:
             retry_after = None
             try:
-                request = client.build_request("POST", url, content=content, headers=headers)
-                response = await client.send(request, stream=stream)
-            except httpx.TimeoutException as exc:
+                response = await session().post(
+                    url, data=content, headers=headers, timeout=timeout(), allow_redirects=False
+                )
+            except TimeoutError as exc:
                 error = ApiError(
                     504,
                     f"The upstream provider timed out ({type(exc).__name__}).",
                     code="upstream_timeout",
                 )
-                retryable = isinstance(exc, httpx.ConnectTimeout)
-            except httpx.TransportError as exc:
+                retryable = isinstance(exc, aiohttp.ConnectionTimeoutError)
+            except aiohttp.ClientError as exc:
                 error = ApiError(
                     502,
                     f"Could not reach the upstream provider ({type(exc).__name__}).",
@@ -199,13 +233,17 @@ class HttpProvider(Provider):
                 )
                 retryable = True
             else:
-                if response.status_code < 400:
+                if response.status < 400:
                     return response, (time.perf_counter() - started) * 1000
-                body = await response.aread()
-                await response.aclose()
-                error = self.error_from(response.status_code, body, response.headers)
+                try:
+                    body = await response.read()
+                except (aiohttp.ClientError, TimeoutError):
+                    body = b""
+                finally:
+                    response.release()
+                error = self.error_from(response.status, body, response.headers)
                 retry_after = response.headers.get("retry-after")
-                retryable = response.status_code == 429 or response.status_code >= 500
+                retryable = response.status == 429 or response.status >= 500
             if not retryable or attempt >= settings.ENGRAM_UPSTREAM_RETRIES:
                 raise error
             delay = _retry_delay(attempt, retry_after)
@@ -213,6 +251,27 @@ class HttpProvider(Provider):
                 raise error
             await asyncio.sleep(delay)
             attempt += 1
+
+    async def send_read(self, call: Call, payload: dict) -> tuple[bytes, float]:
+        """`send`, then the whole body: a non-streamed answer and the ms it all took."""
+        started = time.perf_counter()
+        response, _ = await self.send(call, payload)
+        try:
+            content = await response.read()
+        except TimeoutError:
+            raise ApiError(
+                504, "The upstream provider timed out.", code="upstream_timeout"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ApiError(
+                502,
+                f"The upstream connection failed ({type(exc).__name__}).",
+                type="upstream_error",
+                code="upstream_unreachable",
+            ) from None
+        finally:
+            response.release()
+        return content, (time.perf_counter() - started) * 1000
 
     def send_sync(self, call: Call, payload: dict, *, timeout: float) -> dict:
         """Engram's own calls (Celery): one attempt per retry budget, the JSON answer."""

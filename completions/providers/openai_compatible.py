@@ -4,34 +4,27 @@ from __future__ import annotations
 
 import json
 
-import httpx
-
 from completions.providers.base import (
     Call,
     Chunk,
     Completion,
     HttpProvider,
+    HttpStream,
     StreamFailed,
     Upstream,
     UpstreamStream,
     loads_json,
-    sse_events,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class OpenAIStream(UpstreamStream):
-    def __init__(self, response: httpx.Response, upstream_ms: float) -> None:
-        self.response = response
-        self.upstream_ms = upstream_ms
-
+class OpenAIStream(HttpStream):
     async def chunks(self):
-        done = False
-        async for _event, raw in sse_events(self.response.aiter_raw()):
+        async for _event, raw in self.events():
             if raw == b"[DONE]":
-                done = True
-                break
+                self.complete = True
+                return
             try:
                 data = json.loads(raw)
             except (ValueError, UnicodeDecodeError):
@@ -46,11 +39,7 @@ class OpenAIStream(UpstreamStream):
                     code=error.get("code"),
                 )
             yield Chunk(data=data, raw=raw)
-        if not done:
-            raise StreamFailed("The upstream stream ended before it was complete.")
-
-    async def aclose(self) -> None:
-        await self.response.aclose()
+        raise StreamFailed("The upstream stream ended before it was complete.")
 
 
 class OpenAICompatibleProvider(HttpProvider):
@@ -66,15 +55,14 @@ class OpenAICompatibleProvider(HttpProvider):
         return headers
 
     async def complete(self, call: Call) -> Completion:
-        response, upstream_ms = await self.send(call, call.body, stream=False)
-        raw = response.content
+        raw, upstream_ms = await self.send_read(call, call.body)
         return Completion(data=loads_json(raw), raw=raw, upstream_ms=upstream_ms)
 
     async def stream(self, call: Call) -> UpstreamStream:
         # Engram always asks for usage (to account tokens); the relay drops it when unasked.
         options = call.body.get("stream_options") or {}
         payload = {**call.body, "stream_options": {**options, "include_usage": True}}
-        response, upstream_ms = await self.send(call, payload, stream=True)
+        response, upstream_ms = await self.send(call, payload)
         return OpenAIStream(response, upstream_ms)
 
     def complete_sync(self, call: Call, *, timeout: float) -> dict:
@@ -83,14 +71,14 @@ class OpenAICompatibleProvider(HttpProvider):
     async def list_models(self, upstream: Upstream | None) -> list[str]:
         if upstream is None:
             return []
-        from completions.http import async_client
+        from completions.http import session, timeout
 
-        response = await async_client().get(
+        async with session().get(
             upstream.base_url.rstrip("/") + "/models",
             headers=self.request_headers(upstream),
-            timeout=3.0,
-        )
-        if response.status_code != 200:
-            return []
-        data = response.json().get("data") or []
+            timeout=timeout(read=3.0),
+        ) as response:
+            if response.status != 200:
+                return []
+            data = (await response.json(content_type=None)).get("data") or []
         return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]

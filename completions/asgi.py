@@ -1,0 +1,227 @@
+"""The gateway's doors at the ASGI level.
+
+POST /v1/chat/completions (and /api/v1/...) is served by `CompletionsApp`, a plain ASGI app
+that does what the Django stack does for that path — the request id, the same key check
+(accounts.authentication: one door for tenancy), the error envelope, cancelling the work when
+the client disconnects — and calls the same `gateway.chat_completions` as the Django view.
+Django's ASGI handler costs more per request than the whole latency budget on this 2-core
+machine: a thread per request for its sync hops and one more to retire it, MiddlewareMixin's
+thread hops for sessions/CSRF/auth/messages, the request signals (see bench/README.md for the
+figures). ENGRAM_GATEWAY_FAST_PATH=false serves the path with the Django view instead.
+
+/v1/models goes to `GatewayHandler`: Django with only the async-native middleware.
+Every other path is served by the project's normal Django application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
+from django.utils.module_loading import import_string
+
+from accounts.authentication import Principal, bearer_token, is_operator_key, key_cache
+from completions import gateway
+from config.errors import ApiError, error_body, invalid_api_key
+from config.logging import request_id_var
+
+logger = logging.getLogger("engram.gateway")
+
+GATEWAY_MIDDLEWARE = (
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.ErrorEnvelopeMiddleware",
+    "accounts.middleware.ApiKeyMiddleware",
+)
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # as config.middleware.RequestIdMiddleware
+_JSON = (b"content-type", b"application/json")
+_SSE = (b"content-type", b"text/event-stream")
+
+
+def _resolve_blocking(raw_key: str) -> Principal | None:
+    """A cache miss: the key lookup, on a worker thread with a healthy connection."""
+    from django.db import close_old_connections
+
+    from accounts.authentication import resolve_sync
+
+    close_old_connections()
+    try:
+        return resolve_sync(raw_key)
+    finally:
+        close_old_connections()
+
+
+async def _principal(raw_key: str) -> Principal | None:
+    if is_operator_key(raw_key):
+        return Principal(workspace=None, key_id=None, is_operator=True)
+    hit, principal = key_cache.get(raw_key)
+    if hit:
+        return principal
+    return await sync_to_async(_resolve_blocking, thread_sensitive=False)(raw_key)
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class CompletionsApp:
+    async def __call__(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _CLIENT_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        request_id_var.set(request_id)
+        base = [(b"x-request-id", request_id.encode())]
+        try:
+            body = await self._body(receive, headers)
+        except _Disconnected:
+            return
+        except ApiError as error:
+            return await self._error(send, error, base)
+        if scope["method"] != "POST":
+            error = ApiError(405, "Method not allowed.", code="method_not_allowed")
+            return await self._error(send, error, [*base, (b"allow", b"POST")])
+        token = bearer_token(headers.get("authorization", ""))
+        principal = await _principal(token) if token else None
+        if principal is None:
+            return await self._error(send, invalid_api_key(), base)
+        work = asyncio.ensure_future(
+            self._respond(send, base, principal, request_id, headers, body, started)
+        )
+        watcher = asyncio.ensure_future(self._disconnect(receive))
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not work.done():  # the client went away: stop, which closes the upstream call
+                work.cancel()
+            watcher.cancel()
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not watcher.cancelled() and watcher.done():
+                return
+            raise
+
+    @staticmethod
+    async def _body(receive, headers: dict) -> bytes:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        declared = headers.get("content-length", "")
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "Request body too large.", code="request_too_large")
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise ApiError(413, "Request body too large.", code="request_too_large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _disconnect(receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    @staticmethod
+    async def _error(send, error: ApiError, head: list) -> None:
+        payload = gateway.dumps(error.body())
+        extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status,
+                "headers": [*head, *extra, _JSON, (b"content-length", b"%d" % len(payload))],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    @staticmethod
+    async def _respond(send, base, principal, request_id, headers, body, started) -> None:
+        try:
+            reply = await gateway.chat_completions(
+                workspace=principal.workspace,
+                api_key_id=principal.key_id,
+                request_id=request_id,
+                headers=headers,
+                raw_body=body,
+                started=started,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("completion failed")
+            payload = gateway.dumps(error_body("Internal server error.", type="server_error"))
+            reply = gateway.Reply(500, {}, payload)
+        head = [*base, *((k.encode(), v.encode()) for k, v in reply.headers.items())]
+        if reply.stream is None:
+            head += [_JSON, (b"content-length", b"%d" % len(reply.body))]
+            await send({"type": "http.response.start", "status": reply.status, "headers": head})
+            await send({"type": "http.response.body", "body": reply.body})
+            return
+        stream = reply.stream
+        try:
+            await send(
+                {"type": "http.response.start", "status": reply.status, "headers": [*head, _SSE]}
+            )
+            async for part in stream:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except OSError:  # the client went away mid-write (uvicorn's ClientDisconnected)
+            pass
+        finally:
+            await stream.aclose()
+
+
+class GatewayHandler(ASGIHandler):
+    """Django for the gateway's other async views: only the async-native middleware."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        handler = convert_exception_to_response(self._get_response_async)
+        for path in reversed(GATEWAY_MIDDLEWARE):
+            handler = convert_exception_to_response(import_string(path)(handler))
+        self._middleware_chain = handler
+
+    async def __call__(self, scope, receive, send) -> None:
+        # No ThreadSensitiveContext: these views are async; Django's few sync hops (request
+        # signals) share asgiref's one thread instead of starting a thread per request.
+        await self.handle(scope, receive, send)
+
+
+def _route(path: str) -> str | None:
+    path = path.removeprefix("/api")
+    if path == "/v1/chat/completions":
+        return "completions"
+    if path == "/v1/models" or path.startswith("/v1/models/"):
+        return "models"
+    return None
+
+
+def with_gateway(app):
+    """Wrap the project's ASGI app so the gateway's paths take their lean doors."""
+    completions = CompletionsApp()
+    lean = GatewayHandler()
+
+    async def application(scope, receive, send):
+        route = _route(scope["path"]) if scope["type"] == "http" else None
+        if route == "completions" and settings.ENGRAM_GATEWAY_FAST_PATH:
+            await completions(scope, receive, send)
+        elif route is not None:
+            await lean(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return application
