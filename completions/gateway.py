@@ -15,10 +15,9 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
 from accounts.models import Workspace
 from completions import routing, usage, validation
+from completions.conf import conf
 from completions.enrichment import PreparedTurn, TurnContext, finish_turn, prepare_turn
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
@@ -253,7 +252,7 @@ async def _complete(turn: Turn, call: Call) -> Reply:
 
 
 async def _stream(turn: Turn, call: Call, body: dict) -> Reply:
-    keepalive = settings.ENGRAM_KEEPALIVE_SECONDS
+    keepalive = conf().keepalive
     opener = asyncio.get_running_loop().create_task(turn.route.provider.stream(call))
     try:
         done, _ = await asyncio.wait({opener}, timeout=keepalive)

@@ -37,12 +37,13 @@ def session() -> aiohttp.ClientSession:
 
 
 def timeout(*, read: float | None = None) -> aiohttp.ClientTimeout:
-    """Per request, so a settings change applies at once: connect, then each read."""
-    return aiohttp.ClientTimeout(
-        total=None,
-        sock_connect=settings.ENGRAM_UPSTREAM_CONNECT_TIMEOUT,
-        sock_read=read if read is not None else settings.ENGRAM_UPSTREAM_TIMEOUT,
-    )
+    """Connect, then each read: ENGRAM_UPSTREAM_CONNECT_TIMEOUT / ENGRAM_UPSTREAM_TIMEOUT."""
+    from completions.conf import conf
+
+    configured = conf().timeout
+    if read is None:
+        return configured
+    return aiohttp.ClientTimeout(sock_connect=configured.sock_connect, sock_read=read)
 
 
 def sync_client() -> httpx.Client:

@@ -401,3 +401,22 @@ def test_hot_path_makes_no_database_query(http, owner, upstream, monkeypatch):
     buffer.flush()  # the records were only buffered; they are written now
     ids = set(UsageRecord.objects.filter(workspace=owner[0]).values_list("request_id", flat=True))
     assert {resp.headers["x-request-id"], streamed.headers["x-request-id"]} <= ids
+
+
+def test_usage_flush_drops_only_the_orphan_row(owner):
+    from completions.usage import Usage
+
+    buffer.add(Usage(workspace_id="ws_gone", request_id="orphan", status_code=200, latency_ms=1))
+    buffer.add(Usage(workspace_id=owner[0].id, request_id="kept", status_code=200, latency_ms=1))
+    assert buffer.flush() == 1
+    assert list(UsageRecord.objects.values_list("request_id", flat=True)) == ["kept"]
+
+
+def test_usage_waits_in_the_buffer_while_the_database_is_down(owner, django_db_blocker):
+    from completions.usage import Usage
+
+    buffer.add(Usage(workspace_id=owner[0].id, request_id="later", status_code=200, latency_ms=1))
+    with django_db_blocker.block(), pytest.raises(RuntimeError):
+        buffer.flush()
+    assert buffer.flush() == 1
+    assert UsageRecord.objects.filter(request_id="later").exists()

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.conf import settings
-
-from completions.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_URL
 from completions.providers.anthropic import AnthropicProvider
 from completions.providers.base import Provider, Upstream
 from completions.providers.local import LocalProvider
-from completions.providers.openai_compatible import DEFAULT_BASE_URL as OPENAI_URL
 from completions.providers.openai_compatible import OpenAICompatibleProvider
 from config.errors import ApiError
 
@@ -49,15 +45,9 @@ class Route:
 
 def env_upstream(provider: str) -> Upstream | None:
     """The deployment-wide upstream for a provider, from the environment (None: unconfigured)."""
-    if provider == "openai":
-        base, key, default = settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY, OPENAI_URL
-    elif provider == "anthropic":
-        base, key, default = settings.ANTHROPIC_BASE_URL, settings.ANTHROPIC_API_KEY, ANTHROPIC_URL
-    else:
-        return None
-    if not (base or key):
-        return None
-    return Upstream(provider=provider, base_url=base or default, api_key=key)
+    from completions.conf import conf
+
+    return conf().upstreams.get(provider)
 
 
 def upstream_for(snapshot: Snapshot, provider: str) -> Upstream | None:
