@@ -342,6 +342,121 @@ def child(args: list[str], env: dict | None = None):
                 proc.wait()
 
 
+def engram_process(port: int, mock_port: int, *, app: str = "config.asgi:application", env=None):
+    """Engram as a real uvicorn process (one worker) in front of the mock upstream."""
+    args = [sys.executable, "-m", "uvicorn", *app.split(), "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--no-access-log", "--lifespan", "off"]
+    args += ["--log-level", "warning", "--backlog", "4096"]
+    return child(
+        args,
+        env={
+            "DJANGO_SETTINGS_MODULE": "config.settings.base",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
+            "OPENAI_API_KEY": "sk-mock",
+            "ANTHROPIC_BASE_URL": "",
+            "ANTHROPIC_API_KEY": "",
+            "LOG_LEVEL": "WARNING",
+            **(env or {}),
+        },
+    )
+
+
+# --- layers: what each part of the path costs (--layers) -----------------------------------
+
+LAYERS = [
+    (
+        "Django, full middleware (stock ASGI handler)",
+        "django.core.asgi:get_asgi_application --factory",
+        {},
+    ),
+    (
+        "Django view, async-native middleware only",
+        "config.asgi:application",
+        {"ENGRAM_GATEWAY_FAST_PATH": "false"},
+    ),
+    ("lean ASGI door (the default)", "config.asgi:application", {}),
+]
+
+
+async def client_cost(kind: str, port: int, clients: int, seconds: float) -> tuple[float, float]:
+    """(requests/s, CPU ms per request) of one upstream client library in this process."""
+    import resource
+
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    body = json.dumps(PROMPT).encode()
+    headers = {"content-type": "application/json", "authorization": "Bearer x"}
+    if kind == "httpx":
+        import httpx
+
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None))
+
+        async def one():
+            (await client.post(url, content=body, headers=headers)).read()
+
+    else:
+        import aiohttp
+
+        client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+        async def one():
+            async with client.post(url, data=body, headers=headers) as response:
+                await response.read()
+
+    count = 0
+
+    async def loop(deadline: float) -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            await one()
+            count += 1
+
+    await asyncio.gather(*(loop(time.perf_counter() + 1) for _ in range(clients)))
+    count = 0
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    await asyncio.gather(*(loop(time.perf_counter() + seconds) for _ in range(clients)))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    await client.aclose() if kind == "httpx" else await client.close()
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return count / seconds, cpu / count * 1000
+
+
+def layers(runner, mock_port: int, key: str, clients: int, seconds: float) -> dict:
+    import psutil
+
+    out = {}
+    print(f"\nlayers, {clients} concurrent clients (CPU per request in the Engram process)")
+    print(f"  {'':<48}{'req/s':>7}{'CPU ms':>8}{'p50 ms':>8}{'p99 ms':>8}")
+    for title, app, env in LAYERS:
+        port = free_port()
+        with engram_process(port, mock_port, app=app, env=env) as proc:
+            wait_port(port, proc)
+            raw = build_request(port, PROMPT, key)
+            runner.run(run_slice("engram", port, raw, 4, 1.5, Stats()))  # warm
+            process = psutil.Process(proc.pid)
+            before = process.cpu_times()
+            stats = Stats()
+            runner.run(run_slice("engram", port, raw, clients, seconds, stats))
+            after = process.cpu_times()
+        n = len(stats.samples) or 1
+        cpu = (after.user + after.system - before.user - before.system) / n * 1000
+        lat = [s.latency * 1000 for s in stats.samples]
+        row = {
+            "rps": n / seconds,
+            "cpu_ms": cpu,
+            "p50": percentile(lat, 50),
+            "p99": percentile(lat, 99),
+            "errors": stats.errors,
+        }
+        out[title] = row
+        print(f"  {title:<48}{row['rps']:>7.0f}{cpu:>8.2f}{row['p50']:>8.1f}{row['p99']:>8.1f}")
+    for kind in ("httpx", "aiohttp"):
+        rps, cpu = runner.run(client_cost(kind, mock_port, clients, seconds))
+        out[f"upstream client {kind}"] = {"rps": rps, "cpu_ms": cpu}
+        title = f"upstream client alone: {kind} (CPU in the client)"
+        print(f"  {title:<48}{rps:>7.0f}{cpu:>8.2f}")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency-ms", type=float, default=60)
@@ -354,6 +469,11 @@ def main() -> int:
     parser.add_argument("--engram-url", help="an already running Engram (with --engram-key)")
     parser.add_argument("--engram-key")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="also measure each layer: stock Django, the Django view, the ASGI door, httpx/aiohttp",
+    )
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_mock:
@@ -390,35 +510,7 @@ def main() -> int:
         else:
             key = make_workspace_key()  # also starts the embedded database when needed
             engram_port = free_port()
-            engram = stack.enter_context(
-                child(
-                    [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "config.asgi:application",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(engram_port),
-                        "--no-access-log",
-                        "--lifespan",
-                        "off",
-                        "--log-level",
-                        "warning",
-                        "--backlog",
-                        "4096",
-                    ],
-                    env={
-                        "DJANGO_SETTINGS_MODULE": "config.settings.base",
-                        "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
-                        "OPENAI_API_KEY": "sk-mock",
-                        "ANTHROPIC_BASE_URL": "",
-                        "ANTHROPIC_API_KEY": "",
-                        "LOG_LEVEL": "WARNING",
-                    },
-                )
-            )
+            engram = stack.enter_context(engram_process(engram_port, mock_port))
             engram_pid = engram.pid
             wait_port(engram_port, engram)
         wait_port(mock_port, mock)
@@ -476,6 +568,8 @@ def main() -> int:
             )
             print_block(title + ": time to first token", ttft, "TTFT")
             print_block(title + ": whole stream", total)
+            if args.layers and key:
+                results["layers"] = layers(runner, mock_port, key, 16, args.slice_seconds * 2)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))

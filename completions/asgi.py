@@ -80,19 +80,19 @@ class CompletionsApp:
         request_id = incoming if _CLIENT_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
         request_id_var.set(request_id)
         base = [(b"x-request-id", request_id.encode())]
+        token = bearer_token(headers.get("authorization", ""))
+        principal = await _principal(token) if token else None
+        if principal is None:  # as ApiKeyMiddleware: the key before anything else
+            return await self._error(send, invalid_api_key(), base)
+        if scope["method"] != "POST":
+            error = ApiError(405, "Method not allowed.", code="method_not_allowed")
+            return await self._error(send, error, [*base, (b"allow", b"POST")])
         try:
             body = await self._body(receive, headers)
         except _Disconnected:
             return
         except ApiError as error:
             return await self._error(send, error, base)
-        if scope["method"] != "POST":
-            error = ApiError(405, "Method not allowed.", code="method_not_allowed")
-            return await self._error(send, error, [*base, (b"allow", b"POST")])
-        token = bearer_token(headers.get("authorization", ""))
-        principal = await _principal(token) if token else None
-        if principal is None:
-            return await self._error(send, invalid_api_key(), base)
         # The work runs in this task; a watcher cancels it if the client hangs up, which
         # closes the upstream request (streaming or not).
         current = asyncio.current_task()

@@ -67,3 +67,19 @@ def test_disconnect_closes_upstream_alike(door, engram_server, owner, upstream):
     gone = time.monotonic()
     wait_for(lambda: upstream.disconnects, timeout=3)
     assert upstream.disconnects[0] - gone < 1.0
+
+
+def test_non_stream_disconnect_closes_upstream_alike(door, engram_server, owner, upstream):
+    import httpx
+
+    upstream.script(Reply(json=openai_completion(), delay=10))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            engram_server.url + URL,
+            json=BODY,
+            headers={"Authorization": f"Bearer {owner[1]}"},
+            timeout=httpx.Timeout(0.5),
+        )
+    gone = time.monotonic()
+    wait_for(lambda: upstream.disconnects, timeout=3)
+    assert upstream.disconnects[0] - gone < 1.0
