@@ -524,9 +524,12 @@ def main() -> int:
             "direct": (mock_port, build_request(mock_port, streamed_body, None)),
             "engram": (engram_port, build_request(engram_port, streamed_body, key)),
         }
+        load = os.getloadavg()[0]
+        results["machine"]["load_average_at_start"] = load
         print(
-            f"Gateway benchmark: upstream {args.latency_ms:g} ms, {os.cpu_count()} CPUs, "
-            f"{args.slices} x {args.slice_seconds:g} s slices per path, interleaved"
+            f"Gateway benchmark: upstream {args.latency_ms:g} ms, {os.cpu_count()} CPUs "
+            f"(load average {load:.2f} at start), {args.slices} x {args.slice_seconds:g} s "
+            "slices per path, interleaved"
         )
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(interleaved(clients=4, slices=1, slice_seconds=1.5, targets=plain))  # warm
@@ -570,6 +573,8 @@ def main() -> int:
             print_block(title + ": whole stream", total)
             if args.layers and key:
                 results["layers"] = layers(runner, mock_port, key, 16, args.slice_seconds * 2)
+    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
@@ -94,6 +95,7 @@ class UsageBuffer:
 
 
 _COLUMNS = tuple(f.name for f in fields(Usage))
+_SLICE = 64
 _row = attrgetter(*_COLUMNS)
 
 
@@ -111,8 +113,10 @@ def _write(items: list[Usage]) -> int:
             with connection.cursor() as cursor:
                 sql = f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN"
                 with cursor.cursor.copy(sql) as copy:
-                    for item in items:
-                        copy.write_row(_row(item))
+                    for start in range(0, len(items), _SLICE):
+                        for item in items[start : start + _SLICE]:
+                            copy.write_row(_row(item))
+                        time.sleep(0)  # hand the GIL back to the event loop between slices
             return len(items)
         except (IntegrityError, PgIntegrityError):  # the raw cursor's errors are not wrapped
             pass
