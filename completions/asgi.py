@@ -22,15 +22,15 @@ import re
 import time
 import uuid
 
-from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.urls import get_resolver
 from django.utils.module_loading import import_string
 
-from accounts.authentication import Principal, bearer_token, is_operator_key, key_cache
+from accounts.authentication import bearer_token
 from completions import gateway
 from completions.conf import conf
+from completions.keys import principal_for
 from config.errors import ApiError, error_body, invalid_api_key
 from config.logging import request_id_var
 
@@ -46,28 +46,6 @@ _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
 
 
-def _resolve_blocking(raw_key: str) -> Principal | None:
-    """A cache miss: the key lookup, on a worker thread with a healthy connection."""
-    from django.db import close_old_connections
-
-    from accounts.authentication import resolve_sync
-
-    close_old_connections()
-    try:
-        return resolve_sync(raw_key)
-    finally:
-        close_old_connections()
-
-
-async def _principal(raw_key: str) -> Principal | None:
-    if is_operator_key(raw_key):
-        return Principal(workspace=None, key_id=None, is_operator=True)
-    hit, principal = key_cache.get(raw_key)
-    if hit:
-        return principal
-    return await sync_to_async(_resolve_blocking, thread_sensitive=False)(raw_key)
-
-
 class _Disconnected(Exception):
     pass
 
@@ -81,7 +59,7 @@ class CompletionsApp:
         request_id_var.set(request_id)
         base = [(b"x-request-id", request_id.encode())]
         token = bearer_token(headers.get("authorization", ""))
-        principal = await _principal(token) if token else None
+        principal = await principal_for(token) if token else None
         if principal is None:  # as ApiKeyMiddleware: the key before anything else
             return await self._error(send, invalid_api_key(), base)
         if scope["method"] != "POST":

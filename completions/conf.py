@@ -17,6 +17,7 @@ class Conf:
     fast_path: bool
     max_body: int | None
     keepalive: float
+    key_ttl: float
     timeout: aiohttp.ClientTimeout
     upstreams: dict[str, Upstream | None]  # the deployment-wide upstream per provider
 
@@ -39,6 +40,7 @@ def _load() -> Conf:
         fast_path=settings.ENGRAM_GATEWAY_FAST_PATH,
         max_body=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
         keepalive=settings.ENGRAM_KEEPALIVE_SECONDS,
+        key_ttl=settings.ENGRAM_KEY_CACHE_SECONDS,
         timeout=aiohttp.ClientTimeout(
             total=None,
             sock_connect=settings.ENGRAM_UPSTREAM_CONNECT_TIMEOUT,

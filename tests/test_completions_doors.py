@@ -83,3 +83,53 @@ def test_non_stream_disconnect_closes_upstream_alike(door, engram_server, owner,
     gone = time.monotonic()
     wait_for(lambda: upstream.disconnects, timeout=3)
     assert upstream.disconnects[0] - gone < 1.0
+
+
+def test_revoked_key_is_refused_within_the_cache_ttl(http, owner, upstream, settings):
+    from accounts.services import api_key_revoke
+    from completions.conf import conf
+
+    assert http.post(URL, json=BODY).status_code == 200
+    for _ in range(3):  # busy key: refreshed ahead of expiry, never waiting on the database
+        assert http.post(URL, json=BODY).status_code == 200
+    key = owner[0].api_keys.get()
+    api_key_revoke(workspace=owner[0], key_id=key.id)
+    time.sleep(conf().key_ttl + 0.2)
+    assert_envelope(http.post(URL, json=BODY), 401, code="invalid_api_key")
+
+
+def test_a_cold_key_is_looked_up_once_for_concurrent_requests(
+    engram_server, owner, upstream, monkeypatch
+):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from django.db.backends.utils import CursorWrapper
+
+    from accounts.authentication import key_cache
+
+    lookups = []
+    real_execute = CursorWrapper.execute
+
+    def spy(self, sql, params=None):
+        if "accounts_apikey" in sql and "SELECT" in sql:
+            lookups.append(threading.current_thread().name)
+            time.sleep(0.3)  # a slow database: every request arrives during the lookup
+        return real_execute(self, sql, params)
+
+    upstream.script(*[Reply(json=openai_completion(), delay=0.2)] * 8)
+    key_cache.clear()
+    monkeypatch.setattr(CursorWrapper, "execute", spy)
+
+    def ask(_):
+        return httpx.post(
+            engram_server.url + URL,
+            json=BODY,
+            headers={"Authorization": f"Bearer {owner[1]}"},
+            timeout=10,
+        ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ask, range(8))) == [200] * 8
+    assert len(lookups) == 1
