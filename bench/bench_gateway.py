@@ -319,10 +319,14 @@ def make_workspace_key() -> str:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
+    from accounts.models import Workspace
     from accounts.services import api_key_create, workspace_create
 
-    workspace = workspace_create(name=f"bench-gateway-{int(time.time())}")
-    return api_key_create(workspace=workspace, name="bench").raw_key
+    workspace = Workspace.objects.filter(name="bench-gateway").first()
+    workspace = workspace or workspace_create(name="bench-gateway")
+    return api_key_create(
+        workspace=workspace, name=f"bench {time.strftime('%Y-%m-%d %H:%M')}"
+    ).raw_key
 
 
 @contextlib.contextmanager

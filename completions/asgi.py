@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import re
 import time
-import uuid
+from itertools import count
 
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
@@ -43,6 +44,16 @@ GATEWAY_MIDDLEWARE = (
 )
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # as config.middleware.RequestIdMiddleware
 _JSON = (b"content-type", b"application/json")
+# Request ids: a random per-process prefix and a counter, as unique as uuid4 across processes
+# and cheaper (no syscall per request).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = count(int.from_bytes(os.urandom(4), "big"))
+
+
+def _new_request_id() -> str:
+    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
 _SSE = (b"content-type", b"text/event-stream")
 
 
@@ -55,7 +66,7 @@ class CompletionsApp:
         started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         incoming = headers.get("x-request-id", "")
-        request_id = incoming if _CLIENT_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        request_id = incoming if _CLIENT_ID.match(incoming) else _new_request_id()
         request_id_var.set(request_id)
         base = [(b"x-request-id", request_id.encode())]
         token = bearer_token(headers.get("authorization", ""))

@@ -23,8 +23,15 @@ _sync_client: httpx.Client | None = None
 _lock = threading.Lock()
 
 
+_last: tuple[asyncio.AbstractEventLoop | None, aiohttp.ClientSession | None] = (None, None)
+
+
 def session() -> aiohttp.ClientSession:
+    global _last
     loop = asyncio.get_running_loop()
+    last_loop, pooled = _last
+    if last_loop is loop and pooled is not None and not pooled.closed:
+        return pooled
     pooled = _sessions.get(loop)
     if pooled is None or pooled.closed:
         # No connection cap: a slow upstream must not queue requests inside Engram.
@@ -33,6 +40,7 @@ def session() -> aiohttp.ClientSession:
         )
         pooled = aiohttp.ClientSession(connector=connector, trust_env=False)
         _sessions[loop] = pooled
+    _last = (loop, pooled)
     return pooled
 
 
@@ -63,6 +71,8 @@ def sync_client() -> httpx.Client:
 
 async def close_session() -> None:
     """Close this loop's session (a server that stops while the process goes on: tests)."""
+    global _last
     pooled = _sessions.pop(asyncio.get_running_loop(), None)
+    _last = (None, None)
     if pooled is not None:
         await pooled.close()

@@ -59,11 +59,11 @@ def _settled(slot, future: asyncio.Future) -> None:
 
 
 async def principal_for(raw_key: str) -> Principal | None:
-    if is_operator_key(raw_key):
-        return Principal(workspace=None, key_id=None, is_operator=True)
-    hit, principal = key_cache.get(raw_key)
+    hit, principal = key_cache.get(raw_key)  # never holds the operator key (see accounts)
     if hit:
         if time.monotonic() - _refreshed.get(raw_key, 0.0) > conf().key_ttl / 2:
             _lookup(raw_key)  # refresh ahead, in the background; this request goes on
         return principal
+    if is_operator_key(raw_key):
+        return Principal(workspace=None, key_id=None, is_operator=True)
     return await asyncio.shield(_lookup(raw_key))
