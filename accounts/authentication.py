@@ -104,6 +104,13 @@ def resolve_sync(raw_key: str) -> Principal | None:
     return principal
 
 
+def refresh_sync(raw_key: str) -> Principal | None:
+    """Look the key up now and re-cache it (a refresh ahead of the cache's expiry)."""
+    principal = _lookup(raw_key)
+    key_cache.put(raw_key, principal)
+    return principal
+
+
 async def resolve_async(raw_key: str) -> Principal | None:
     if is_operator_key(raw_key):
         return Principal(workspace=None, key_id=None, is_operator=True)

@@ -1,15 +1,20 @@
 """Engram's own calls to an LLM (memory extraction, summaries): synchronous, for Celery workers.
 
-Routes like the gateway does; raises LLMUnavailable when only the offline `local` provider
-is configured, so callers fall back to their offline path.
+Routes like the gateway does (workspace aliases and credentials, then the model's name);
+raises LLMUnavailable when the route ends at the offline `local` provider, so callers fall back
+to their offline path.
 """
 
 from __future__ import annotations
 
-import httpx
 from django.conf import settings
 
 from accounts.models import Workspace
+from completions.providers.base import Call
+from completions.providers.registry import upstream_for
+from completions.routing import resolve_sync, snapshot_sync
+from config.errors import ApiError
+from config.ids import new_id
 
 
 class LLMUnavailable(Exception):
@@ -18,6 +23,16 @@ class LLMUnavailable(Exception):
 
 class LLMError(Exception):
     """The LLM call failed (transport, status, or a malformed reply)."""
+
+
+def _default_model(workspace_id: str) -> str:
+    """ENGRAM_MEMORY_LLM_MODEL, else a small model of whichever provider is configured."""
+    if settings.ENGRAM_MEMORY_LLM_MODEL:
+        return settings.ENGRAM_MEMORY_LLM_MODEL
+    snapshot = snapshot_sync(workspace_id)
+    if upstream_for(snapshot, "openai") is None and upstream_for(snapshot, "anthropic"):
+        return "claude-3-5-haiku-latest"
+    return "gpt-4o-mini"
 
 
 def chat(
@@ -31,29 +46,25 @@ def chat(
     timeout: float = 60.0,
 ) -> str:
     """The assistant's text for a non-streamed chat completion."""
-    base_url = settings.OPENAI_BASE_URL
-    if not base_url:
+    route = resolve_sync(workspace.id, model or _default_model(workspace.id))
+    if route.provider.name == "local":
         raise LLMUnavailable("no upstream LLM configured")
     body: dict = {
-        "model": model or settings.ENGRAM_MEMORY_LLM_MODEL or "gpt-4o-mini",
+        "model": route.model,
         "messages": messages,
         "temperature": temperature,
         "max_tokens": max_tokens,
     }
     if response_format:
         body["response_format"] = response_format
-    headers = (
-        {"Authorization": f"Bearer {settings.OPENAI_API_KEY}"} if settings.OPENAI_API_KEY else {}
-    )
+    call = Call(body=body, upstream=route.upstream, request_id=new_id("llm"))
     try:
-        resp = httpx.post(
-            f"{base_url.rstrip('/')}/chat/completions", json=body, headers=headers, timeout=timeout
-        )
-    except httpx.HTTPError as exc:
-        raise LLMError(f"upstream unreachable: {type(exc).__name__}") from exc
-    if resp.status_code >= 400:
-        raise LLMError(f"upstream answered {resp.status_code}")
+        data = route.provider.complete_sync(call, timeout=timeout)
+    except ApiError as exc:
+        raise LLMError(
+            f"{route.provider.name} upstream failed ({exc.status}): {exc.message}"
+        ) from exc
     try:
-        return resp.json()["choices"][0]["message"]["content"] or ""
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return data["choices"][0]["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError) as exc:
         raise LLMError("malformed upstream reply") from exc

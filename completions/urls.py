@@ -1,1 +1,9 @@
-urlpatterns = []
+from django.urls import path
+
+from completions import apis
+
+urlpatterns = [
+    path("chat/completions", apis.chat_completions),
+    path("models", apis.models_list),
+    path("models/<path:model_id>", apis.models_retrieve),
+]

@@ -39,7 +39,16 @@ def engram_server(transactional_db):
 
     server = ThreadedServer(application).start()
     yield server
+    import asyncio
+
+    from completions.http import close_session
+
+    loop = server.server.servers[0].get_loop()
+    asyncio.run_coroutine_threadsafe(close_session(), loop).result(timeout=5)
     server.stop()
+    from completions.usage import buffer
+
+    buffer.flush()  # usage records of this test, while its database is still reachable
 
 
 @pytest.fixture

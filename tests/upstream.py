@@ -123,7 +123,11 @@ class UpstreamServer:
         self.disconnects: list[float] = []
         self.open_streams = 0
         self._lock = threading.Lock()
-        self._server = ThreadedServer(self.app)
+
+        async def asgi(scope, receive, send):  # a plain function: uvicorn detects ASGI 3
+            await self.app(scope, receive, send)
+
+        self._server = ThreadedServer(asgi)
         self.url = self._server.url
 
     # --- test API -----------------------------------------------------------------------------
@@ -191,10 +195,25 @@ class UpstreamServer:
         if reply.first_delay:
             await asyncio.sleep(reply.first_delay)
         if reply.stream is None:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)
+            if reply.delay and await self._disconnected_within(receive, reply.delay):
+                self.disconnects.append(time.monotonic())
+                return
             return await self._json(send, reply.status, reply.json or {}, reply.headers)
         await self._stream(scope, receive, send, reply)
+
+    @staticmethod
+    async def _disconnected_within(receive, seconds: float) -> bool:
+        """Wait `seconds` unless the client hangs up first (then True)."""
+
+        async def hangup():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        try:
+            await asyncio.wait_for(hangup(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
 
     def _default(self, path: str, body: dict | None) -> Reply:
         text = "echo: " + _last_user_text(body)

@@ -1,0 +1,223 @@
+"""The gateway's doors at the ASGI level.
+
+POST /v1/chat/completions (and /api/v1/...) is served by `CompletionsApp`, a plain ASGI app
+that does what the Django stack does for that path — the request id, the same key check
+(accounts.authentication: one door for tenancy), the error envelope, cancelling the work when
+the client disconnects — and calls the same `gateway.chat_completions` as the Django view.
+Django's ASGI handler costs more per request than the whole latency budget on this 2-core
+machine: a thread per request for its sync hops and one more to retire it, MiddlewareMixin's
+thread hops for sessions/CSRF/auth/messages, the request signals (see bench/README.md for the
+figures). ENGRAM_GATEWAY_FAST_PATH=false serves the path with the Django view instead.
+
+/v1/models goes to `GatewayHandler`: Django with only the async-native middleware.
+Every other path is served by the project's normal Django application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import re
+import time
+from itertools import count
+
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
+from django.urls import get_resolver
+from django.utils.module_loading import import_string
+
+from accounts.authentication import bearer_token
+from completions import gateway
+from completions.conf import conf
+from completions.keys import principal_for
+from config.errors import ApiError, error_body, invalid_api_key
+from config.logging import request_id_var
+
+logger = logging.getLogger("engram.gateway")
+
+GATEWAY_MIDDLEWARE = (
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.ErrorEnvelopeMiddleware",
+    "accounts.middleware.ApiKeyMiddleware",
+)
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # as config.middleware.RequestIdMiddleware
+_JSON = (b"content-type", b"application/json")
+# Request ids: a random per-process prefix and a counter, as unique as uuid4 across processes
+# and cheaper (no syscall per request).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = count(int.from_bytes(os.urandom(4), "big"))
+
+
+def _new_request_id() -> str:
+    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+_SSE = (b"content-type", b"text/event-stream")
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class CompletionsApp:
+    async def __call__(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _CLIENT_ID.match(incoming) else _new_request_id()
+        request_id_var.set(request_id)
+        base = [(b"x-request-id", request_id.encode())]
+        token = bearer_token(headers.get("authorization", ""))
+        principal = await principal_for(token) if token else None
+        if principal is None:  # as ApiKeyMiddleware: the key before anything else
+            return await self._error(send, invalid_api_key(), base)
+        if scope["method"] != "POST":
+            error = ApiError(405, "Method not allowed.", code="method_not_allowed")
+            return await self._error(send, error, [*base, (b"allow", b"POST")])
+        try:
+            body = await self._body(receive, headers)
+        except _Disconnected:
+            return
+        except ApiError as error:
+            return await self._error(send, error, base)
+        # The work runs in this task; a watcher cancels it if the client hangs up, which
+        # closes the upstream request (streaming or not).
+        current = asyncio.current_task()
+        state = {"done": False, "cut": False}
+        watcher = asyncio.ensure_future(self._disconnect(receive, current, state))
+        try:
+            await self._respond(send, base, principal, request_id, headers, body, started)
+        except asyncio.CancelledError:
+            if not state["cut"]:
+                raise
+            current.uncancel()
+        finally:
+            state["done"] = True
+            watcher.cancel()
+
+    @staticmethod
+    async def _body(receive, headers: dict) -> bytes:
+        limit = conf().max_body
+        declared = headers.get("content-length", "")
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "Request body too large.", code="request_too_large")
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise ApiError(413, "Request body too large.", code="request_too_large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _disconnect(receive, task: asyncio.Task, state: dict) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not state["done"]:
+            state["cut"] = True
+            task.cancel()
+
+    @staticmethod
+    async def _error(send, error: ApiError, head: list) -> None:
+        payload = gateway.dumps(error.body())
+        extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status,
+                "headers": [*head, *extra, _JSON, (b"content-length", b"%d" % len(payload))],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    @staticmethod
+    async def _respond(send, base, principal, request_id, headers, body, started) -> None:
+        try:
+            reply = await gateway.chat_completions(
+                workspace=principal.workspace,
+                api_key_id=principal.key_id,
+                request_id=request_id,
+                headers=headers,
+                raw_body=body,
+                started=started,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("completion failed")
+            payload = gateway.dumps(error_body("Internal server error.", type="server_error"))
+            reply = gateway.Reply(500, {}, payload)
+        head = [*base, *((k.encode(), v.encode()) for k, v in reply.headers.items())]
+        if reply.stream is None:
+            head += [_JSON, (b"content-length", b"%d" % len(reply.body))]
+            await send({"type": "http.response.start", "status": reply.status, "headers": head})
+            await send({"type": "http.response.body", "body": reply.body})
+            return
+        stream = reply.stream
+        try:
+            await send(
+                {"type": "http.response.start", "status": reply.status, "headers": [*head, _SSE]}
+            )
+            async for part in stream:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except OSError:  # the client went away mid-write (uvicorn's ClientDisconnected)
+            pass
+        finally:
+            await stream.aclose()
+
+
+class GatewayHandler(ASGIHandler):
+    """Django for the gateway's other async views: only the async-native middleware."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        handler = convert_exception_to_response(self._get_response_async)
+        for path in reversed(GATEWAY_MIDDLEWARE):
+            handler = convert_exception_to_response(import_string(path)(handler))
+        self._middleware_chain = handler
+
+    async def __call__(self, scope, receive, send) -> None:
+        # No ThreadSensitiveContext: these views are async; Django's few sync hops (request
+        # signals) share asgiref's one thread instead of starting a thread per request.
+        await self.handle(scope, receive, send)
+
+
+def _route(path: str) -> str | None:
+    path = path.removeprefix("/api")
+    if path == "/v1/chat/completions":
+        return "completions"
+    if path == "/v1/models" or path.startswith("/v1/models/"):
+        return "models"
+    return None
+
+
+def with_gateway(app):
+    """Wrap the project's ASGI app so the gateway's paths take their lean doors."""
+    completions = CompletionsApp()
+    lean = GatewayHandler()
+    get_resolver().url_patterns  # noqa: B018 - load the URLconf now, not on a request
+    # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's
+    # full collections, which otherwise stall the event loop for tens of ms under load.
+    gc.freeze()
+
+    async def application(scope, receive, send):
+        route = _route(scope["path"]) if scope["type"] == "http" else None
+        if route == "completions" and conf().fast_path:
+            await completions(scope, receive, send)
+        elif route is not None:
+            await lean(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return application

@@ -1,0 +1,273 @@
+"""POST /v1/chat/completions, independent of the web framework (apis.py adapts it to Django).
+
+One request: parse and validate the body, build the memory TurnContext from the headers,
+route the model (cached, no database query), `prepare_turn`, call the provider, answer (JSON
+or the SSE relay), then schedule `finish_turn` and buffer a usage record — neither delays the
+response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from accounts.models import Workspace
+from completions import routing, usage, validation
+from completions.conf import conf
+from completions.enrichment import PreparedTurn, TurnContext, finish_turn, prepare_turn
+from completions.providers.base import Call, UpstreamStream
+from completions.providers.registry import Route
+from completions.streaming import dumps, relay
+from config.errors import ApiError
+
+logger = logging.getLogger("engram.gateway")
+
+_background: set[asyncio.Task] = set()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    content_type: str = "application/json"
+
+
+def schedule(coro) -> None:
+    """Run `coro` after the response, keeping a reference so the task is not collected."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background_done)
+
+
+def _background_done(task: asyncio.Task) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background turn work failed", exc_info=task.exception())
+
+
+def _ms(seconds: float) -> str:
+    return str(max(0, round(seconds * 1000)))
+
+
+@dataclass
+class Turn:
+    """One completion request's state, from arrival to its usage record."""
+
+    workspace: Workspace
+    api_key_id: str | None
+    request_id: str
+    started: float
+    model: str = ""
+    stream: bool = False
+    client_request_id: str = ""
+    route: Route | None = None
+    ctx: TurnContext | None = None
+    prepared: PreparedTurn | None = None
+    upstream_started: float | None = None
+    upstream_ms: float | None = None
+    finished: bool = False
+    engram: dict = field(default_factory=dict)
+
+    def stream_opened(self, stream: UpstreamStream) -> None:
+        self.upstream_ms = stream.upstream_ms
+
+    def timing_headers(self) -> dict[str, str]:
+        total = time.perf_counter() - self.started
+        if self.upstream_ms is not None:
+            upstream = self.upstream_ms / 1000
+        elif self.upstream_started is not None:  # still waiting: all of it since is upstream
+            upstream = time.perf_counter() - self.upstream_started
+        else:
+            upstream = 0.0
+        return {
+            "openai-processing-ms": _ms(total),
+            "x-engram-upstream-ms": _ms(upstream),
+            "x-engram-overhead-ms": _ms(total - upstream),
+        }
+
+    def finish(
+        self,
+        *,
+        status: int,
+        assistant: dict | None = None,
+        usage: dict | None = None,
+        incomplete: bool = False,
+        error_code: str = "",
+    ) -> None:
+        """Account the request and hand the answer to memory; once, never blocking."""
+        if self.finished:
+            return
+        self.finished = True
+        tokens = usage if isinstance(usage, dict) else {}
+        _record(self, status, tokens, incomplete, error_code)
+        if self.prepared is not None and self.ctx is not None:
+            schedule(
+                finish_turn(
+                    self.ctx,
+                    self.prepared,
+                    assistant=assistant,
+                    usage=usage,
+                    incomplete=incomplete,
+                )
+            )
+
+
+def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code: str) -> None:
+    route = turn.route
+    usage.record(
+        usage.Usage(
+            workspace_id=turn.workspace.id,
+            api_key_id=turn.api_key_id or "",
+            request_id=turn.request_id,
+            client_request_id=turn.client_request_id,
+            model=turn.model[:200],
+            upstream_model=(route.model if route else "")[:200],
+            provider=route.provider.name if route else "",
+            stream=turn.stream,
+            status_code=status,
+            error_code=error_code[:64],
+            prompt_tokens=tokens.get("prompt_tokens"),
+            completion_tokens=tokens.get("completion_tokens"),
+            total_tokens=tokens.get("total_tokens"),
+            latency_ms=(time.perf_counter() - turn.started) * 1000,
+            upstream_ms=turn.upstream_ms,
+            incomplete=incomplete,
+        )
+    )
+
+
+def _collection_ids(raw: str | None) -> list[str]:
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(
+            400,
+            'x-collection-ids must be a JSON array of collection ids, e.g. ["col_..."].',
+            param="x-collection-ids",
+            code="invalid_value",
+        )
+    return value
+
+
+def _context(turn: Turn, body: dict, headers: Mapping[str, str]) -> TurnContext:
+    claimed = headers.get("x-workspace-id")
+    if claimed and claimed != turn.workspace.id:
+        raise ApiError(
+            403,
+            "x-workspace-id does not match the workspace of this API key.",
+            type="permission_error",
+            param="x-workspace-id",
+            code="workspace_mismatch",
+        )
+    collection_ids = _collection_ids(headers.get("x-collection-ids"))
+    owned = {name: body.pop(name) for name in validation.ENGRAM_FIELDS if name in body}
+    return TurnContext(
+        workspace=turn.workspace,
+        api_key_id=turn.api_key_id,
+        request_id=turn.request_id,
+        body=body,
+        model=body["model"],
+        user_id=headers.get("x-user-id") or body.get("user") or None,
+        conversation_id=headers.get("x-conversation-id") or None,
+        session_id=headers.get("x-session-id") or owned.get("session_id") or None,
+        collection_ids=collection_ids,
+    )
+
+
+async def chat_completions(
+    *,
+    workspace: Workspace | None,
+    api_key_id: str | None,
+    request_id: str,
+    headers: Mapping[str, str],
+    raw_body: bytes,
+    started: float,
+) -> Reply:
+    if workspace is None:
+        error = ApiError(
+            403,
+            "Chat completions need a workspace API key, not the operator key.",
+            type="permission_error",
+            code="workspace_key_required",
+        )
+        return Reply(error.status, {}, dumps(error.body()))
+    turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
+    try:
+        return await _serve(turn, headers, raw_body)
+    except ApiError as error:
+        turn.finish(status=error.status, error_code=error.code or error.type)
+        return Reply(error.status, {**error.headers, **turn.timing_headers()}, dumps(error.body()))
+    except asyncio.CancelledError:  # the client went away before the answer
+        turn.finish(status=499, incomplete=True, error_code="client_closed")
+        raise
+
+
+async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Reply:
+    body = validation.parse(raw_body)
+    if isinstance(body.get("model"), str):
+        turn.model = body["model"]
+    validation.validate(body)
+    turn.stream = body.get("stream") is True
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("request_id"), str):
+        turn.client_request_id = metadata["request_id"][:200]
+    turn.ctx = ctx = _context(turn, body, headers)
+    turn.route = route = await routing.resolve_async(turn.workspace.id, turn.model)
+    turn.prepared = prepared = await prepare_turn(ctx)
+    turn.engram = prepared.engram or {}
+    call = Call(
+        body={**body, "messages": prepared.messages, "model": route.model},
+        upstream=route.upstream,
+        request_id=turn.request_id,
+    )
+    turn.upstream_started = time.perf_counter()
+    if turn.stream:
+        return await _stream(turn, call, body)
+    return await _complete(turn, call)
+
+
+async def _complete(turn: Turn, call: Call) -> Reply:
+    completion = await turn.route.provider.complete(call)
+    turn.upstream_ms = completion.upstream_ms
+    data = completion.data
+    choices = data.get("choices") or []
+    first = choices[0] if choices and isinstance(choices[0], dict) else {}
+    if turn.engram:
+        data["engram"] = turn.engram
+        payload = dumps(data)
+    else:
+        payload = completion.raw if completion.raw is not None else dumps(data)
+    turn.finish(status=200, assistant=first.get("message"), usage=data.get("usage"))
+    return Reply(200, {**turn.prepared.headers, **turn.timing_headers()}, payload)
+
+
+async def _stream(turn: Turn, call: Call, body: dict) -> Reply:
+    keepalive = conf().keepalive
+    opener = asyncio.get_running_loop().create_task(turn.route.provider.stream(call))
+    try:
+        done, _ = await asyncio.wait({opener}, timeout=keepalive)
+    except asyncio.CancelledError:
+        opener.cancel()
+        raise
+    if done:
+        stream = opener.result()  # ApiError here is still a proper status and envelope
+        turn.upstream_ms = stream.upstream_ms
+    include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+    headers = {
+        **turn.prepared.headers,
+        **turn.timing_headers(),
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+    }
+    events = relay(turn, opener, include_usage=include_usage, keepalive=keepalive)
+    return Reply(200, headers, stream=events, content_type="text/event-stream")

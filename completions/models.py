@@ -1,0 +1,114 @@
+"""Gateway data: usage per request, per-workspace provider credentials and model aliases."""
+
+from functools import partial
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Workspace
+from config.ids import new_id
+
+
+class Provider(models.TextChoices):
+    OPENAI = "openai", "OpenAI-compatible"
+    ANTHROPIC = "anthropic", "Anthropic"
+    LOCAL = "local", "Local (offline)"
+
+
+class UsageRecord(models.Model):
+    """One row per completion request, written off the request path (see completions.usage)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    api_key_id = models.CharField(max_length=40, blank=True, default="")
+    request_id = models.CharField(max_length=128)
+    client_request_id = models.CharField(max_length=200, blank=True, default="")
+    model = models.CharField(max_length=200, blank=True, default="")
+    upstream_model = models.CharField(max_length=200, blank=True, default="")
+    provider = models.CharField(max_length=20, blank=True, default="")
+    stream = models.BooleanField(default=False)
+    status_code = models.PositiveSmallIntegerField()
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    prompt_tokens = models.IntegerField(null=True, blank=True)
+    completion_tokens = models.IntegerField(null=True, blank=True)
+    total_tokens = models.IntegerField(null=True, blank=True)
+    latency_ms = models.FloatField()
+    upstream_ms = models.FloatField(null=True, blank=True)
+    incomplete = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.status_code}"
+
+
+class ProviderCredential(models.Model):
+    """A workspace's own upstream for one provider; the secret is Fernet-encrypted at rest."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "cred"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(
+        max_length=20, choices=[c for c in Provider.choices if c[0] != Provider.LOCAL]
+    )
+    base_url = models.URLField(
+        max_length=500, blank=True, default="", help_text="Blank: the provider's default URL."
+    )
+    secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    secret_hint = models.CharField(max_length=12, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "provider"], name="one_credential_per_provider"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_provider_display()} for {self.workspace_id}"
+
+    def set_secret(self, raw: str) -> None:
+        from completions.crypto import encrypt
+
+        self.secret_encrypted = encrypt(raw) if raw else ""
+        self.secret_hint = f"…{raw[-4:]}" if len(raw) >= 8 else ("…" if raw else "")
+
+    def get_secret(self) -> str:
+        from completions.crypto import decrypt
+
+        return decrypt(self.secret_encrypted) if self.secret_encrypted else ""
+
+
+class ModelAlias(models.Model):
+    """A workspace's name for a model: `alias` is sent upstream as `target_model`."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "alias"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    alias = models.CharField(max_length=200)
+    target_model = models.CharField(max_length=200)
+    provider = models.CharField(
+        max_length=20,
+        choices=Provider.choices,
+        blank=True,
+        default="",
+        help_text="Blank: route the target model by its name.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["alias"]
+        verbose_name_plural = "model aliases"
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "alias"], name="one_alias_per_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.alias} → {self.target_model}"

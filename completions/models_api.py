@@ -1,0 +1,53 @@
+"""GET /v1/models and /v1/models/{id}: what the workspace can use, in OpenAI's shape.
+
+Aliases, `local`, and the models each configured upstream lists (its own /models, asked with
+a short timeout and cached for a minute per upstream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from completions import routing
+from completions.providers.base import Upstream
+from completions.providers.registry import PROVIDERS, upstream_for
+
+logger = logging.getLogger("engram.models")
+
+_UPSTREAM_TTL = 60.0
+_cache: dict[tuple[str, str, str], tuple[float, list[str]]] = {}
+
+
+def model_body(model_id: str, owned_by: str, created: int = 0) -> dict:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+
+
+async def _upstream_models(provider: str, upstream: Upstream) -> list[str]:
+    key = (provider, upstream.base_url, upstream.source)
+    cached = _cache.get(key)
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    try:
+        names = await PROVIDERS[provider].list_models(upstream)
+    except Exception as exc:  # an upstream without /models must not break the listing
+        logger.info("upstream %s did not list models: %s", provider, type(exc).__name__)
+        names = []
+    _cache[key] = (time.monotonic() + _UPSTREAM_TTL, names)
+    return names
+
+
+async def available_models(workspace_id: str) -> list[dict]:
+    snapshot = await routing.snapshot_async(workspace_id)
+    models: dict[str, dict] = {}
+    for alias, target in snapshot.aliases.items():
+        models[alias] = model_body(alias, "engram-alias") | {"target": target.model}
+    models.setdefault("local", model_body("local", "engram"))
+    upstreams = [(p, upstream_for(snapshot, p)) for p in ("openai", "anthropic")]
+    configured = [(p, u) for p, u in upstreams if u is not None]
+    listings = await asyncio.gather(*(_upstream_models(p, u) for p, u in configured))
+    for (provider, _), names in zip(configured, listings, strict=True):
+        for name in names:
+            models.setdefault(name, model_body(name, provider))
+    return list(models.values())

@@ -1,0 +1,1 @@
+"""Upstream providers behind one small interface (base.Provider), chosen by registry.route."""

@@ -1,0 +1,158 @@
+"""Anthropic's Messages API behind the OpenAI shape (translation in anthropic_translate)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import aiohttp
+
+from completions.providers.anthropic_translate import (
+    STOP_REASONS,
+    from_anthropic,
+    to_anthropic,
+    usage_from,
+)
+from completions.providers.base import (
+    Call,
+    Chunk,
+    Completion,
+    HttpProvider,
+    HttpStream,
+    StreamFailed,
+    Upstream,
+    UpstreamStream,
+    loads_json,
+)
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+
+
+def _api_root(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    return base if base.endswith("/v1") else base + "/v1"
+
+
+class AnthropicStream(HttpStream):
+    """Messages API events -> OpenAI chunks: role first, text and tool deltas, finish, usage."""
+
+    def __init__(self, response: aiohttp.ClientResponse, upstream_ms: float, model: str) -> None:
+        super().__init__(response, upstream_ms)
+        self.model = model
+
+    async def chunks(self):
+        base = {
+            "id": "chatcmpl-",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+        }
+        tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
+        usage: dict = {}
+
+        def chunk(delta: dict, finish: str | None = None) -> Chunk:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return Chunk(data={**base, "choices": [choice]})
+
+        async for event, raw in self.events():
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise StreamFailed("The upstream provider sent a malformed stream event.") from None
+            kind = data.get("type") or event
+            if kind == "message_start":
+                message = data.get("message") or {}
+                base["id"] = f"chatcmpl-{message.get('id', '')}"
+                base["model"] = message.get("model") or self.model
+                usage.update(message.get("usage") or {})
+                yield chunk({"role": "assistant", "content": ""})
+            elif kind == "content_block_start":
+                block = data.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    index = tools[data.get("index", 0)] = len(tools)
+                    call = {
+                        "index": index,
+                        "id": block.get("id"),
+                        "type": "function",
+                        "function": {"name": block.get("name"), "arguments": ""},
+                    }
+                    yield chunk({"tool_calls": [call]})
+                elif block.get("type") == "text" and block.get("text"):
+                    yield chunk({"content": block["text"]})
+            elif kind == "content_block_delta":
+                delta = data.get("delta") or {}
+                if delta.get("type") == "text_delta":
+                    yield chunk({"content": delta.get("text", "")})
+                elif delta.get("type") == "input_json_delta":
+                    index = tools.get(data.get("index", 0), 0)
+                    arguments = {"arguments": delta.get("partial_json", "")}
+                    yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
+            elif kind == "message_delta":
+                usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+                reason = (data.get("delta") or {}).get("stop_reason")
+                yield chunk({}, STOP_REASONS.get(reason, "stop"))
+            elif kind == "message_stop":
+                self.complete = True
+                yield Chunk(data={**base, "choices": [], "usage": usage_from(usage)})
+                return
+            elif kind == "error":
+                error = data.get("error") or {}
+                raise StreamFailed(
+                    str(error.get("message") or "The upstream provider failed."),
+                    type=error.get("type") or "upstream_error",
+                )
+        raise StreamFailed("The upstream stream ended before it was complete.")
+
+
+class AnthropicProvider(HttpProvider):
+    name = "anthropic"
+
+    def claims(self, model: str) -> bool:
+        return model.startswith(("claude-", "anthropic/"))
+
+    def endpoint(self, upstream: Upstream) -> str:
+        return _api_root(upstream.base_url) + "/messages"
+
+    def request_headers(self, upstream: Upstream) -> dict[str, str]:
+        return {
+            "content-type": "application/json",
+            "x-api-key": upstream.api_key,
+            "anthropic-version": API_VERSION,
+        }
+
+    @staticmethod
+    def _model(body: dict) -> dict:
+        model = body["model"]
+        return {**body, "model": model.removeprefix("anthropic/")}
+
+    async def complete(self, call: Call) -> Completion:
+        body = self._model(call.body)
+        raw, upstream_ms = await self.send_read(call, to_anthropic(body, stream=False))
+        data = from_anthropic(loads_json(raw), model=body["model"])
+        return Completion(data=data, upstream_ms=upstream_ms)
+
+    async def stream(self, call: Call) -> UpstreamStream:
+        body = self._model(call.body)
+        response, upstream_ms = await self.send(call, to_anthropic(body, stream=True))
+        return AnthropicStream(response, upstream_ms, body["model"])
+
+    def complete_sync(self, call: Call, *, timeout: float) -> dict:
+        body = self._model(call.body)
+        data = self.send_sync(call, to_anthropic(body, stream=False), timeout=timeout)
+        return from_anthropic(data, model=body["model"])
+
+    async def list_models(self, upstream: Upstream | None) -> list[str]:
+        if upstream is None:
+            return []
+        from completions.http import session, timeout
+
+        async with session().get(
+            _api_root(upstream.base_url) + "/models",
+            headers=self.request_headers(upstream),
+            timeout=timeout(read=3.0),
+        ) as response:
+            if response.status != 200:
+                return []
+            data = (await response.json(content_type=None)).get("data") or []
+        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]

@@ -1,0 +1,261 @@
+"""OpenAI chat completions <-> Anthropic Messages, both ways (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from django.conf import settings
+
+from config.errors import ApiError
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
+# Anthropic-native fields a client may send through an OpenAI SDK's extra_body.
+_NATIVE = ("top_k", "thinking")
+
+
+def _unsupported(param: str, what: str) -> ApiError:
+    return ApiError(
+        400, f"{what} is not supported by the Anthropic provider.", param=param, code="unsupported"
+    )
+
+
+def _text(content) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+
+
+def _image(url: str, param: str) -> dict:
+    match = _DATA_URL.match(url)
+    if match:
+        source = {"type": "base64", "media_type": match["mime"], "data": match["data"]}
+    elif url.startswith(("http://", "https://")):
+        source = {"type": "url", "url": url}
+    else:
+        raise ApiError(400, "Images must be data: or http(s): URLs.", param=param)
+    return {"type": "image", "source": source}
+
+
+def _user_blocks(content, index: int) -> list[dict]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    blocks = []
+    for j, part in enumerate(content or []):
+        param = f"messages[{index}].content[{j}]"
+        kind = part.get("type")
+        if kind == "text":
+            blocks.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "image_url":
+            blocks.append(_image(part["image_url"]["url"], param))
+        elif kind == "file" and _DATA_URL.match(part.get("file", {}).get("file_data") or ""):
+            match = _DATA_URL.match(part["file"]["file_data"])
+            source = {"type": "base64", "media_type": match["mime"], "data": match["data"]}
+            blocks.append({"type": "document", "source": source})
+        else:
+            raise _unsupported(param, f"A content part of type '{kind}'")
+    return blocks
+
+
+def _arguments(raw) -> dict:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError:
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def _append(messages: list[dict], role: str, blocks: list[dict]) -> None:
+    """Anthropic wants alternating roles: consecutive same-role turns merge."""
+    if not blocks:
+        return
+    if messages and messages[-1]["role"] == role:
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": role, "content": blocks})
+
+
+def _tool_result(message: dict, tool_use_id: str) -> dict:
+    content = message.get("content")
+    value = content if isinstance(content, str) else _text(content)
+    return {"type": "tool_result", "tool_use_id": tool_use_id, "content": value}
+
+
+def to_anthropic(body: dict, *, stream: bool) -> dict:
+    """The Messages API request for an OpenAI chat completions body."""
+    if (body.get("n") or 1) > 1:
+        raise _unsupported("n", "n greater than 1")
+    system: list[str] = []
+    messages: list[dict] = []
+    for i, message in enumerate(body["messages"]):
+        role = message["role"]
+        if role in ("system", "developer"):
+            system.append(_text(message.get("content")))
+        elif role == "user":
+            _append(messages, "user", _user_blocks(message.get("content"), i))
+        elif role == "assistant":
+            blocks = []
+            text = _text(message.get("content"))
+            if text:
+                blocks.append({"type": "text", "text": text})
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id"),
+                        "name": function.get("name"),
+                        "input": _arguments(function.get("arguments")),
+                    }
+                )
+            legacy = message.get("function_call")
+            if legacy:
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": f"call_{legacy.get('name')}",
+                        "name": legacy.get("name"),
+                        "input": _arguments(legacy.get("arguments")),
+                    }
+                )
+            _append(messages, "assistant", blocks)
+        elif role == "tool":
+            _append(messages, "user", [_tool_result(message, message["tool_call_id"])])
+        elif role == "function":
+            _append(messages, "user", [_tool_result(message, f"call_{message.get('name')}")])
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_object":
+        system.append("Reply with one JSON object and nothing else.")
+    elif fmt.get("type") == "json_schema":
+        schema = json.dumps((fmt.get("json_schema") or {}).get("schema") or {})
+        system.append(
+            f"Reply with one JSON object matching this JSON schema, nothing else: {schema}"
+        )
+
+    payload: dict = {
+        "model": body["model"],
+        "messages": messages,
+        "max_tokens": body.get("max_completion_tokens")
+        or body.get("max_tokens")
+        or settings.ENGRAM_ANTHROPIC_MAX_TOKENS,
+    }
+    if system:
+        payload["system"] = "\n\n".join(s for s in system if s)
+    if body.get("temperature") is not None:
+        payload["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0-1
+    if body.get("top_p") is not None:
+        payload["top_p"] = body["top_p"]
+    stop = body.get("stop")
+    if stop:
+        payload["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if body.get("tools"):
+        payload["tools"] = [_tool(t) for t in body["tools"]]
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice and body.get("tools"):
+        payload["tool_choice"] = choice
+    if isinstance(body.get("user"), str) and body["user"]:
+        payload["metadata"] = {"user_id": body["user"]}
+    for name in _NATIVE:
+        if body.get(name) is not None:
+            payload[name] = body[name]
+    if stream:
+        payload["stream"] = True
+    return payload
+
+
+def _tool(tool: dict) -> dict:
+    function = tool.get("function") or {}
+    out = {
+        "name": function.get("name"),
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        out["description"] = function["description"]
+    return out
+
+
+def _tool_choice(choice, parallel) -> dict | None:
+    if choice is None and parallel is not False:
+        return None
+    if choice in (None, "auto"):
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif isinstance(choice, dict):
+        out = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    else:
+        return None
+    if parallel is False:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def usage_from(usage: dict | None) -> dict | None:
+    if not usage:
+        return None
+    cached = usage.get("cache_read_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + cached
+    prompt += usage.get("cache_creation_input_tokens") or 0
+    completion = usage.get("output_tokens") or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+def from_anthropic(data: dict, *, model: str) -> dict:
+    """The OpenAI chat.completion for a Messages API response."""
+    text = ""
+    tool_calls = []
+    for block in data.get("content") or []:
+        if block.get("type") == "text":
+            text += block.get("text", "")
+        elif block.get("type") == "tool_use":
+            tool_calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": json.dumps(block.get("input") or {}),
+                    },
+                }
+            )
+    message: dict = {"role": "assistant", "content": text or None, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    elif message["content"] is None:
+        message["content"] = ""
+    return {
+        "id": f"chatcmpl-{data.get('id', '')}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": data.get("model") or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": STOP_REASONS.get(data.get("stop_reason"), "stop"),
+            }
+        ],
+        "usage": usage_from(data.get("usage")),
+    }

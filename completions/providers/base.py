@@ -1,0 +1,355 @@
+"""What every provider implements, plus the HTTP plumbing the networked ones share.
+
+A provider receives an OpenAI-shaped body and returns OpenAI-shaped results: a `Completion`
+(with the upstream's own bytes when they already are OpenAI's response) or an `UpstreamStream`
+of OpenAI chunk dicts. Failures before the first byte raise ApiError (retried where allowed);
+failures after it raise StreamFailed, which the relay turns into one error frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import httpx
+from django.conf import settings
+
+from config.errors import ApiError
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where one provider's requests go: from the environment or a workspace credential."""
+
+    provider: str
+    base_url: str
+    api_key: str = field(repr=False)
+    source: str = "env"
+
+
+@dataclass
+class Call:
+    body: dict  # OpenAI-shaped: Engram-owned fields removed, messages prepared, model routed
+    upstream: Upstream | None
+    request_id: str
+
+
+@dataclass
+class Completion:
+    data: dict  # an OpenAI chat.completion
+    raw: bytes | None = None  # the upstream's bytes, when they are exactly `data`
+    upstream_ms: float = 0.0
+
+
+@dataclass
+class Chunk:
+    data: dict  # an OpenAI chat.completion.chunk
+    raw: bytes | None = None  # the upstream's bytes for `data`, if unmodified
+
+
+class StreamFailed(Exception):
+    """The stream broke after the first byte; `error` is the envelope's inner object."""
+
+    def __init__(self, message: str, *, type: str = "upstream_error", code: str | None = None):  # noqa: A002
+        super().__init__(message)
+        self.error = {"message": message, "type": type, "param": None, "code": code}
+
+
+class UpstreamStream:
+    """An open upstream stream: iterate `chunks()`, always `aclose()`."""
+
+    upstream_ms: float = 0.0
+
+    def chunks(self) -> AsyncIterator[Chunk]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+
+class HttpStream(UpstreamStream):
+    """A streamed upstream response: read to the end, it goes back to the pool; left early
+    (client gone, failure), its connection is closed, which the upstream sees at once."""
+
+    def __init__(self, response: aiohttp.ClientResponse, upstream_ms: float) -> None:
+        self.response = response
+        self.upstream_ms = upstream_ms
+        self.complete = False
+
+    def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
+        return sse_events(self.response.content.iter_any())
+
+    async def aclose(self) -> None:
+        if not self.complete:
+            self.response.close()
+        elif self.response.content.at_eof():
+            self.response.release()
+        else:  # the end of the chunked body may trail [DONE]: keep the connection, off the path
+            task = asyncio.get_running_loop().create_task(self._drain())
+            _draining.add(task)
+            task.add_done_callback(_draining.discard)
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.wait_for(self.response.read(), timeout=5)
+        except (TimeoutError, aiohttp.ClientError):
+            self.response.close()
+        else:
+            self.response.release()
+
+
+_draining: set[asyncio.Task] = set()
+
+
+class Provider:
+    name: str = ""
+
+    def claims(self, model: str) -> bool:
+        """Whether this provider owns the model name (e.g. claude-* for Anthropic)."""
+        return False
+
+    async def complete(self, call: Call) -> Completion:
+        raise NotImplementedError
+
+    async def stream(self, call: Call) -> UpstreamStream:
+        raise NotImplementedError
+
+    def complete_sync(self, call: Call, *, timeout: float) -> dict:
+        raise NotImplementedError
+
+    async def list_models(self, upstream: Upstream | None) -> list[str]:
+        return []
+
+
+# --- HTTP providers ---------------------------------------------------------------------------
+
+
+def upstream_error(status: int, content: bytes, headers) -> ApiError:
+    """An upstream's error answer, in OpenAI's envelope: 4xx keep their status, 5xx become 502."""
+    message, type_, param, code = _error_fields(content)
+    passthrough = {}
+    retry_after = headers.get("retry-after")
+    if retry_after:
+        passthrough["retry-after"] = retry_after
+    if status >= 500:
+        detail = f": {message}" if message else ""
+        return ApiError(
+            502,
+            f"The upstream provider failed with status {status}{detail}",
+            type="upstream_error",
+            code="upstream_error",
+            headers=passthrough,
+        )
+    return ApiError(
+        status,
+        message or f"The upstream provider answered {status}.",
+        type=type_,
+        param=param,
+        code=code,
+        headers=passthrough,
+    )
+
+
+def _error_fields(content: bytes) -> tuple[str, str | None, str | None, str | None]:
+    try:
+        data = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return content[:500].decode("utf-8", "replace").strip(), None, None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):  # OpenAI, and Anthropic's {"type": "error", "error": {...}}
+        code = error.get("code")
+        return (
+            str(error.get("message") or ""),
+            error.get("type") if isinstance(error.get("type"), str) else None,
+            error.get("param") if isinstance(error.get("param"), str) else None,
+            str(code) if code is not None else None,
+        )
+    if isinstance(error, str):
+        return error, None, None, None
+    if isinstance(data, dict) and "detail" in data:  # FastAPI-style servers (vLLM)
+        return str(data["detail"]), None, None, None
+    return str(data)[:500], None, None, None
+
+
+def _retry_delay(attempt: int, retry_after: str | None) -> float | None:
+    """Seconds to wait before the next attempt, or None when the upstream asks for too long."""
+    if retry_after:
+        try:
+            wait = max(0.0, float(retry_after))
+        except ValueError:
+            wait = None
+        if wait is not None:
+            return wait if wait <= settings.ENGRAM_UPSTREAM_RETRY_MAX_WAIT else None
+    base = settings.ENGRAM_UPSTREAM_RETRY_BACKOFF * (2**attempt)
+    return base * (0.5 + random.random() / 2)
+
+
+class HttpProvider(Provider):
+    """Sends with the pooled client; retries connection errors, 429 and 5xx before any byte."""
+
+    def endpoint(self, upstream: Upstream) -> str:
+        raise NotImplementedError
+
+    def request_headers(self, upstream: Upstream) -> dict[str, str]:
+        raise NotImplementedError
+
+    async def send(self, call: Call, payload: dict) -> tuple[aiohttp.ClientResponse, float]:
+        """The upstream's 2xx response (headers read, body not yet) and the ms it took to get
+        it, or ApiError. The caller reads the body and must release or close the response."""
+        from completions.http import session, timeout
+
+        upstream = call.upstream
+        if upstream is None:
+            raise ApiError(400, f"The {self.name} provider is not configured.", param="model")
+        content = json.dumps(payload).encode()
+        headers = self.request_headers(upstream)
+        url = self.endpoint(upstream)
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            retry_after = None
+            try:
+                response = await session().post(
+                    url, data=content, headers=headers, timeout=timeout(), allow_redirects=False
+                )
+            except TimeoutError as exc:
+                error = ApiError(
+                    504,
+                    f"The upstream provider timed out ({type(exc).__name__}).",
+                    code="upstream_timeout",
+                )
+                retryable = isinstance(exc, aiohttp.ConnectionTimeoutError)
+            except aiohttp.ClientError as exc:
+                error = ApiError(
+                    502,
+                    f"Could not reach the upstream provider ({type(exc).__name__}).",
+                    type="upstream_error",
+                    code="upstream_unreachable",
+                )
+                retryable = True
+            else:
+                if response.status < 400:
+                    return response, (time.perf_counter() - started) * 1000
+                try:
+                    body = await response.read()
+                except (aiohttp.ClientError, TimeoutError):
+                    body = b""
+                finally:
+                    response.release()
+                error = self.error_from(response.status, body, response.headers)
+                retry_after = response.headers.get("retry-after")
+                retryable = response.status == 429 or response.status >= 500
+            if not retryable or attempt >= settings.ENGRAM_UPSTREAM_RETRIES:
+                raise error
+            delay = _retry_delay(attempt, retry_after)
+            if delay is None:
+                raise error
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def send_read(self, call: Call, payload: dict) -> tuple[bytes, float]:
+        """`send`, then the whole body: a non-streamed answer and the ms it all took."""
+        started = time.perf_counter()
+        response, _ = await self.send(call, payload)
+        try:
+            content = await response.read()
+        except TimeoutError:
+            raise ApiError(
+                504, "The upstream provider timed out.", code="upstream_timeout"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ApiError(
+                502,
+                f"The upstream connection failed ({type(exc).__name__}).",
+                type="upstream_error",
+                code="upstream_unreachable",
+            ) from None
+        finally:
+            response.release()
+        return content, (time.perf_counter() - started) * 1000
+
+    def send_sync(self, call: Call, payload: dict, *, timeout: float) -> dict:
+        """Engram's own calls (Celery): one attempt per retry budget, the JSON answer."""
+        from completions.http import sync_client
+
+        upstream = call.upstream
+        if upstream is None:
+            raise ApiError(400, f"The {self.name} provider is not configured.", param="model")
+        attempt = 0
+        while True:
+            retry_after = None
+            try:
+                response = sync_client().post(
+                    self.endpoint(upstream),
+                    content=json.dumps(payload).encode(),
+                    headers=self.request_headers(upstream),
+                    timeout=timeout,
+                )
+            except httpx.HTTPError as exc:
+                error = ApiError(502, f"upstream unreachable: {type(exc).__name__}")
+                retryable = not isinstance(exc, httpx.ReadTimeout)
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise ApiError(502, "malformed upstream reply") from None
+                error = self.error_from(response.status_code, response.content, response.headers)
+                retry_after = response.headers.get("retry-after")
+                retryable = response.status_code == 429 or response.status_code >= 500
+            if not retryable or attempt >= settings.ENGRAM_UPSTREAM_RETRIES:
+                raise error
+            delay = _retry_delay(attempt, retry_after)
+            if delay is None:
+                raise error
+            time.sleep(delay)
+            attempt += 1
+
+    def error_from(self, status: int, content: bytes, headers) -> ApiError:
+        return upstream_error(status, content, headers)
+
+
+async def sse_events(byte_chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
+    """(event name, data) per server-sent event; comments and ids are skipped."""
+    pending = b""
+    event: str | None = None
+    data: list[bytes] = []
+    async for chunk in byte_chunks:
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                event, data = None, []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode()
+    if pending.startswith(b"data:"):
+        value = pending[5:]
+        data.append(value[1:] if value.startswith(b" ") else value)
+    if data:
+        yield event, b"\n".join(data)
+
+
+def loads_json(raw: bytes) -> dict:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(
+            502, "The upstream provider sent malformed JSON.", type="upstream_error"
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(
+            502, "The upstream provider sent an unexpected reply.", type="upstream_error"
+        )
+    return data

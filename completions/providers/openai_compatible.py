@@ -1,0 +1,84 @@
+"""OpenAI itself, vLLM, Ollama, llama.cpp's server: the body goes through as the client sent it."""
+
+from __future__ import annotations
+
+import json
+
+from completions.providers.base import (
+    Call,
+    Chunk,
+    Completion,
+    HttpProvider,
+    HttpStream,
+    StreamFailed,
+    Upstream,
+    UpstreamStream,
+    loads_json,
+)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIStream(HttpStream):
+    async def chunks(self):
+        async for _event, raw in self.events():
+            if raw == b"[DONE]":
+                self.complete = True
+                return
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise StreamFailed("The upstream provider sent a malformed stream chunk.") from None
+            if not isinstance(data, dict):
+                continue
+            if "error" in data and "choices" not in data:
+                error = data["error"] if isinstance(data["error"], dict) else {}
+                raise StreamFailed(
+                    str(error.get("message") or data["error"]),
+                    type=error.get("type") or "upstream_error",
+                    code=error.get("code"),
+                )
+            yield Chunk(data=data, raw=raw)
+        raise StreamFailed("The upstream stream ended before it was complete.")
+
+
+class OpenAICompatibleProvider(HttpProvider):
+    name = "openai"
+
+    def endpoint(self, upstream: Upstream) -> str:
+        return upstream.base_url.rstrip("/") + "/chat/completions"
+
+    def request_headers(self, upstream: Upstream) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if upstream.api_key:
+            headers["authorization"] = f"Bearer {upstream.api_key}"
+        return headers
+
+    async def complete(self, call: Call) -> Completion:
+        raw, upstream_ms = await self.send_read(call, call.body)
+        return Completion(data=loads_json(raw), raw=raw, upstream_ms=upstream_ms)
+
+    async def stream(self, call: Call) -> UpstreamStream:
+        # Engram always asks for usage (to account tokens); the relay drops it when unasked.
+        options = call.body.get("stream_options") or {}
+        payload = {**call.body, "stream_options": {**options, "include_usage": True}}
+        response, upstream_ms = await self.send(call, payload)
+        return OpenAIStream(response, upstream_ms)
+
+    def complete_sync(self, call: Call, *, timeout: float) -> dict:
+        return self.send_sync(call, call.body, timeout=timeout)
+
+    async def list_models(self, upstream: Upstream | None) -> list[str]:
+        if upstream is None:
+            return []
+        from completions.http import session, timeout
+
+        async with session().get(
+            upstream.base_url.rstrip("/") + "/models",
+            headers=self.request_headers(upstream),
+            timeout=timeout(read=3.0),
+        ) as response:
+            if response.status != 200:
+                return []
+            data = (await response.json(content_type=None)).get("data") or []
+        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]

@@ -1,0 +1,212 @@
+"""The SSE relay: upstream chunks go out one by one as they arrive, never buffered.
+
+Role delta first; tool-call deltas as they come; the usage chunk only when the client asked
+(`stream_options.include_usage`) — Engram always asks the upstream for it; the `engram` chunk
+(when memory has something to say) just before `data: [DONE]`. Before the first chunk, SSE
+comments keep the connection alive. A failure after the first byte is one error frame, then
+[DONE]. Whatever ends the stream (done, failure, client gone) closes the upstream response
+and finishes the turn exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import aiohttp
+
+from completions.providers.base import Chunk, StreamFailed, UpstreamStream
+from config.errors import ApiError
+
+KEEPALIVE = b": keep-alive\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def dumps(data) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+class Finisher(Protocol):
+    engram: dict
+
+    def stream_opened(self, stream: UpstreamStream) -> None: ...
+
+    def finish(
+        self,
+        *,
+        status: int,
+        assistant: dict | None,
+        usage: dict | None,
+        incomplete: bool,
+        error_code: str = "",
+    ) -> None: ...
+
+
+class Assembler:
+    """Rebuilds choice 0 (content and tool calls) and keeps the usage, for memory and accounting."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.tool_calls: dict[int, dict] = {}
+        self.usage: dict | None = None
+        self.head: dict | None = None  # id, created, model of the stream
+
+    def add(self, data: dict) -> None:
+        if self.head is None and "id" in data:
+            self.head = {
+                "id": data.get("id"),
+                "created": data.get("created"),
+                "model": data.get("model"),
+            }
+        if data.get("usage"):
+            self.usage = data["usage"]
+        for choice in data.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                self.content.append(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                slot = self.tool_calls.setdefault(
+                    call.get("index", 0),
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                if call.get("id"):
+                    slot["id"] = call["id"]
+                function = call.get("function") or {}
+                if function.get("name"):
+                    slot["function"]["name"] += function["name"]
+                if function.get("arguments"):
+                    slot["function"]["arguments"] += function["arguments"]
+
+    def assistant(self) -> dict:
+        message: dict = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.tool_calls:
+            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return message
+
+
+def _outgoing(chunk: Chunk, include_usage: bool, roles: set[int]) -> bytes | None:
+    """The bytes to send for one upstream chunk, or None to drop it."""
+    data, raw = chunk.data, chunk.raw
+    choices = data.get("choices")
+    if not choices and data.get("usage"):
+        if not include_usage:
+            return None
+    elif not include_usage and "usage" in data:
+        del data["usage"]  # Engram asked for usage; a client that did not sees none
+        raw = None
+    if choices:
+        for choice in choices:
+            index = choice.get("index", 0)
+            if index not in roles:
+                roles.add(index)
+                delta = choice.get("delta")
+                if isinstance(delta, dict) and "role" not in delta:
+                    choice["delta"] = {"role": "assistant", **delta}
+                    raw = None
+    return frame(raw if raw is not None else dumps(data))
+
+
+async def relay(
+    turn: Finisher, opener: asyncio.Task, *, include_usage: bool, keepalive: float
+) -> AsyncIterator[bytes]:
+    stream: UpstreamStream | None = None
+    pending: asyncio.Future | None = None
+    assembler = Assembler()
+    roles: set[int] = set()
+    outcome = "cut"  # until proven otherwise: the client went away
+    error: dict | None = None
+    error_status = 200  # the stream's status line has gone out already
+    try:
+        while not opener.done():
+            done, _ = await asyncio.wait({opener}, timeout=keepalive)
+            if not done:
+                yield KEEPALIVE
+        try:
+            stream = opener.result()
+        except ApiError as exc:
+            error, error_status = exc.body()["error"], exc.status
+        else:
+            turn.stream_opened(stream)
+            chunks = stream.chunks().__aiter__()
+            pending = asyncio.ensure_future(chunks.__anext__())
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=keepalive)
+                if done:
+                    break
+                yield KEEPALIVE
+            first, pending = pending, None
+            try:
+                chunk: Chunk | None = first.result()
+            except StopAsyncIteration:
+                chunk = None
+            if chunk is not None:
+                assembler.add(chunk.data)
+                out = _outgoing(chunk, include_usage, roles)
+                if out is not None:
+                    yield out
+                async for chunk in chunks:
+                    assembler.add(chunk.data)
+                    out = _outgoing(chunk, include_usage, roles)
+                    if out is not None:
+                        yield out
+            outcome = "done"
+    except StreamFailed as exc:
+        error = exc.error
+    except TimeoutError:
+        error = {"message": "The upstream provider timed out mid-stream.", "type": "timeout_error"}
+    except aiohttp.ClientError as exc:
+        error = {
+            "message": f"The upstream connection failed mid-stream ({type(exc).__name__}).",
+            "type": "upstream_error",
+        }
+    finally:
+        if pending is not None:
+            pending.cancel()
+        if not opener.done():
+            opener.cancel()
+        elif stream is None and not opener.cancelled() and opener.exception() is None:
+            stream = opener.result()
+        if stream is not None:
+            await stream.aclose()
+        if outcome != "done" and error is None:  # cancelled: the client went away
+            turn.finish(
+                status=499,
+                assistant=assembler.assistant() if assembler.head else None,
+                usage=assembler.usage,
+                incomplete=True,
+                error_code="client_closed",
+            )
+    # Finish before the last frames: finishing only schedules work, and a client that leaves
+    # during the last write must not skip it.
+    turn.finish(
+        status=error_status,
+        assistant=assembler.assistant() if assembler.head else None,
+        usage=assembler.usage,
+        incomplete=error is not None,
+        error_code="stream_failed" if error is not None else "",
+    )
+    if error is not None:
+        error = {"message": "", "type": "upstream_error", "param": None, "code": None} | error
+        yield frame(dumps({"error": error}))
+        yield DONE
+        return
+    if turn.engram:
+        head = assembler.head or {}
+        last = {
+            "id": head.get("id"),
+            "object": "chat.completion.chunk",
+            "created": head.get("created"),
+            "model": head.get("model"),
+            "choices": [],
+            "engram": turn.engram,
+        }
+        yield frame(dumps(last))
+    yield DONE

@@ -1,0 +1,301 @@
+"""Validation of the chat completions body: what Engram relies on, in OpenAI's words.
+
+Hand-written rather than a DRF serializer: it runs on every request, and unknown fields must
+pass through untouched (validation never rewrites the body, only rejects it).
+"""
+
+from __future__ import annotations
+
+import json
+
+from config.errors import ApiError
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+ENGRAM_FIELDS = ("session_id",)  # Engram's own body fields: removed before the upstream call
+_USER_PARTS = ("text", "image_url", "input_audio", "file")
+_NAMES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    dict: "an object",
+    list: "an array",
+}
+
+
+def _invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return _NAMES.get(type(value), type(value).__name__)
+
+
+def _type_error(param: str, expected: str, value) -> ApiError:
+    return _invalid(
+        param,
+        f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
+        "invalid_type",
+    )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(
+            400,
+            f"We could not parse the JSON body of your request ({exc}).",
+            code="invalid_json",
+        ) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _number(body: dict, name: str, low: float, high: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if not _is_number(value):
+        raise _type_error(name, "a number", value)
+    if not low <= value <= high:
+        raise _invalid(name, f"Invalid '{name}': {value} is not between {low:g} and {high:g}.")
+
+
+def _integer(body: dict, name: str, low: int, high: int | None = None) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if not _is_int(value):
+        raise _type_error(name, "an integer", value)
+    if value < low or (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise _invalid(name, f"Invalid '{name}': {value} must be {bound}.")
+
+
+def _text_parts(parts: list, param: str, allowed: tuple[str, ...] = ("text",)) -> None:
+    for j, part in enumerate(parts):
+        where = f"{param}[{j}]"
+        if not isinstance(part, dict):
+            raise _type_error(where, "an object", part)
+        kind = part.get("type")
+        if kind not in allowed:
+            raise _invalid(
+                f"{where}.type",
+                f"Invalid value for '{where}.type': expected one of {', '.join(allowed)}.",
+            )
+        if kind in ("text", "refusal") and not isinstance(part.get(kind), str):
+            raise _type_error(f"{where}.{kind}", "a string", part.get(kind))
+        if kind == "image_url":
+            image = part.get("image_url")
+            if not isinstance(image, dict) or not isinstance(image.get("url"), str):
+                raise _type_error(f"{where}.image_url.url", "a string", image)
+        if kind in ("input_audio", "file") and not isinstance(part.get(kind), dict):
+            raise _type_error(f"{where}.{kind}", "an object", part.get(kind))
+
+
+def _content(message: dict, param: str, *, parts: tuple[str, ...], required: bool) -> None:
+    content = message.get("content")
+    if content is None:
+        if required:
+            raise _invalid(
+                param, f"Missing required parameter: '{param}'.", "missing_required_parameter"
+            )
+        return
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _type_error(param, "one of a string or array of objects", content)
+    _text_parts(content, param, parts)
+
+
+def _tool_calls(calls, param: str) -> None:
+    if not isinstance(calls, list):
+        raise _type_error(param, "an array", calls)
+    for j, call in enumerate(calls):
+        where = f"{param}[{j}]"
+        if not isinstance(call, dict):
+            raise _type_error(where, "an object", call)
+        if not isinstance(call.get("id"), str):
+            raise _type_error(f"{where}.id", "a string", call.get("id"))
+        function = call.get("function")
+        if call.get("type", "function") == "function":
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise _type_error(f"{where}.function.name", "a string", function)
+            if not isinstance(function.get("arguments"), str):
+                raise _type_error(
+                    f"{where}.function.arguments", "a string", function.get("arguments")
+                )
+
+
+def _message(message, i: int) -> None:
+    param = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise _type_error(param, "an object", message)
+    role = message.get("role")
+    if role is None:
+        raise _invalid(
+            f"{param}.role",
+            f"Missing required parameter: '{param}.role'.",
+            "missing_required_parameter",
+        )
+    if role not in ROLES:
+        raise _invalid(
+            f"{param}.role",
+            f"Invalid value: '{role}'. Supported values are: {', '.join(ROLES)}.",
+        )
+    if message.get("name") is not None and not isinstance(message["name"], str):
+        raise _type_error(f"{param}.name", "a string", message["name"])
+    content = f"{param}.content"
+    if role in ("system", "developer"):
+        _content(message, content, parts=("text",), required=True)
+    elif role == "user":
+        _content(message, content, parts=_USER_PARTS, required=True)
+    elif role == "assistant":
+        has_calls = bool(message.get("tool_calls") or message.get("function_call"))
+        _content(message, content, parts=("text", "refusal"), required=not has_calls)
+        if message.get("tool_calls") is not None:
+            _tool_calls(message["tool_calls"], f"{param}.tool_calls")
+    elif role == "tool":
+        _content(message, content, parts=("text",), required=True)
+        if not isinstance(message.get("tool_call_id"), str):
+            raise _type_error(f"{param}.tool_call_id", "a string", message.get("tool_call_id"))
+    elif role == "function":
+        if not isinstance(message.get("name"), str):
+            raise _type_error(f"{param}.name", "a string", message.get("name"))
+        _content(message, content, parts=("text",), required=False)
+
+
+def _tools(body: dict) -> None:
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise _type_error("tools", "an array", tools)
+    for j, tool in enumerate(tools or ()):
+        where = f"tools[{j}]"
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            raise _type_error(f"{where}.type", "a string", tool)
+        if tool["type"] == "function":
+            function = tool.get("function")
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise _type_error(f"{where}.function.name", "a string", function)
+            params = function.get("parameters")
+            if params is not None and not isinstance(params, dict):
+                raise _type_error(f"{where}.function.parameters", "an object", params)
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("none", "auto", "required"):
+        return
+    if isinstance(choice, str):
+        raise _invalid(
+            "tool_choice", "Invalid 'tool_choice': use none, auto, required or an object."
+        )
+    if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+        raise _type_error("tool_choice", "a string or an object", choice)
+
+
+def _response_format(body: dict) -> None:
+    fmt = body.get("response_format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict):
+        raise _type_error("response_format", "an object", fmt)
+    kind = fmt.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise _invalid(
+            "response_format.type",
+            "Invalid 'response_format.type': expected one of text, json_object, json_schema.",
+        )
+    if kind == "json_schema":
+        schema = fmt.get("json_schema")
+        if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
+            raise _type_error("response_format.json_schema.name", "a string", schema)
+
+
+def validate(body: dict) -> None:
+    """Raise the 400 envelope, naming `param`, for the first problem found."""
+    model = body.get("model")
+    if model is None:
+        raise _invalid(
+            "model", "Missing required parameter: 'model'.", "missing_required_parameter"
+        )
+    if not isinstance(model, str) or not model.strip():
+        raise _type_error("model", "a non-empty string", model)
+    messages = body.get("messages")
+    if messages is None:
+        raise _invalid(
+            "messages", "Missing required parameter: 'messages'.", "missing_required_parameter"
+        )
+    if not isinstance(messages, list):
+        raise _type_error("messages", "an array", messages)
+    if not messages:
+        raise _invalid(
+            "messages",
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+            "empty_array",
+        )
+    for i, message in enumerate(messages):
+        _message(message, i)
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    _number(body, "presence_penalty", -2, 2)
+    _number(body, "frequency_penalty", -2, 2)
+    _integer(body, "n", 1, 128)
+    _integer(body, "max_tokens", 1)
+    _integer(body, "max_completion_tokens", 1)
+    _integer(body, "top_logprobs", 0, 20)
+    _integer(body, "seed", -(2**63), 2**63 - 1)
+    for name in ("stream", "logprobs", "parallel_tool_calls", "store"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise _type_error(name, "a boolean", value)
+    for name in ("user", "reasoning_effort", "service_tier", "session_id"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _type_error(name, "a string", value)
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str):
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _type_error("stop", "a string or an array of strings", stop)
+        if len(stop) > 4:
+            raise _invalid("stop", "Invalid 'stop': at most 4 sequences.")
+    bias = body.get("logit_bias")
+    if bias is not None:
+        if not isinstance(bias, dict):
+            raise _type_error("logit_bias", "an object", bias)
+        for token, value in bias.items():
+            if not _is_number(value) or not -100 <= value <= 100:
+                raise _invalid(
+                    f"logit_bias.{token}", "Invalid 'logit_bias': values must be -100 to 100."
+                )
+    metadata = body.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise _type_error("metadata", "an object of strings", metadata)
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _type_error("stream_options", "an object", options)
+        if body.get("stream") is not True:
+            raise _invalid(
+                "stream_options",
+                "The 'stream_options' parameter is only allowed when 'stream' is true.",
+            )
+        usage = options.get("include_usage")
+        if usage is not None and not isinstance(usage, bool):
+            raise _type_error("stream_options.include_usage", "a boolean", usage)
+    _tools(body)
+    _response_format(body)

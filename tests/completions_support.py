@@ -1,0 +1,34 @@
+"""Shared helpers for the gateway's tests."""
+
+import time
+
+from completions import gateway
+
+
+def spy_on_seam(monkeypatch) -> dict:
+    """Wraps the real prepare_turn/finish_turn, recording their arguments; `answer` lets a test
+    decide what memory adds to the prepared turn (as memory will)."""
+    calls = {"prepare": [], "finish": [], "answer": None}
+    real_prepare, real_finish = gateway.prepare_turn, gateway.finish_turn
+
+    async def prepare(ctx, **kwargs):
+        calls["prepare"].append(ctx)
+        prepared = await real_prepare(ctx, **kwargs)
+        if calls["answer"]:
+            return calls["answer"](ctx, prepared)
+        return prepared
+
+    async def finish(ctx, prepared, **kwargs):
+        calls["finish"].append((ctx, prepared, kwargs))
+        return await real_finish(ctx, prepared, **kwargs)
+
+    monkeypatch.setattr(gateway, "prepare_turn", prepare)
+    monkeypatch.setattr(gateway, "finish_turn", finish)
+    return calls
+
+
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)

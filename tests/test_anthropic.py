@@ -1,0 +1,306 @@
+"""Anthropic translation, tested against the loopback server speaking the Messages API, with the
+official openai package as Engram's client."""
+
+import json
+
+import openai
+import pytest
+
+from tests.upstream import Reply, anthropic_message, anthropic_stream
+
+MODEL = "claude-3-5-sonnet-latest"
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.fixture
+def client(engram_server, owner, upstream):
+    with openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0) as sdk:
+        yield sdk
+
+
+def test_non_stream_translation_both_ways(client, upstream):
+    upstream.script(Reply(json=anthropic_message("Bonjour!", model=MODEL)))
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": "Answer in French."},
+            {"role": "user", "content": "Hello"},
+        ],
+        temperature=1.7,
+        top_p=0.9,
+        stop="END",
+        max_completion_tokens=300,
+        user="alice",
+    )
+    sent = upstream.last
+    assert sent.path == "/v1/messages"
+    assert sent.headers["x-api-key"] == "sk-ant-upstream-test"
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.body == {
+        "model": MODEL,
+        "system": "Be brief.\n\nAnswer in French.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}],
+        "max_tokens": 300,
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "alice"},
+    }
+    assert completion.object == "chat.completion" and completion.model == MODEL
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content == "Bonjour!"
+    assert choice.finish_reason == "stop"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (12, 6)
+    assert completion.usage.total_tokens == 18
+
+
+def test_images_and_default_max_tokens(client, upstream, settings):
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Compare"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                ],
+            }
+        ],
+    )
+    body = upstream.last.body
+    assert body["max_tokens"] == settings.ENGRAM_ANTHROPIC_MAX_TOKENS
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "Compare"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+    ]
+
+
+def test_tools_tool_calls_and_results(client, upstream):
+    content = [
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+    ]
+    upstream.script(Reply(json=anthropic_message(content=content, stop_reason="tool_use")))
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "Weather in Berlin, then Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "toolu_0",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Berlin"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_0", "content": "Sunny"},
+        ],
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+    )
+    body = upstream.last.body
+    assert body["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": [
+            {
+                "type": "tool_use",
+                "id": "toolu_0",
+                "name": "get_weather",
+                "input": {"city": "Berlin"},
+            }
+        ],
+    }
+    assert body["messages"][2] == {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_0", "content": "Sunny"}],
+    }
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == "Let me check."
+    call = choice.message.tool_calls[0]
+    assert (call.id, call.type, call.function.name) == ("toolu_1", "function", "get_weather")
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        (
+            {"type": "function", "function": {"name": "get_weather"}},
+            {"type": "tool", "name": "get_weather"},
+        ),
+    ],
+)
+def test_tool_choice(client, upstream, choice, expected):
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], tools=TOOLS, tool_choice=choice
+    )
+    assert upstream.last.body["tool_choice"] == expected
+
+
+@pytest.mark.parametrize(
+    ("reason", "finish"),
+    [("max_tokens", "length"), ("stop_sequence", "stop"), ("refusal", "content_filter")],
+)
+def test_stop_reasons(client, upstream, reason, finish):
+    upstream.script(Reply(json=anthropic_message("x", stop_reason=reason)))
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}]
+    )
+    assert completion.choices[0].finish_reason == finish
+
+
+def test_stream(client, upstream):
+    upstream.script(Reply(stream=anthropic_stream(["Hel", "lo", "!"], model=MODEL)))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert upstream.last.body["stream"] is True
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello!"
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 12
+    assert chunks[-1].usage.completion_tokens == 3
+    assert all(
+        c.id == "chatcmpl-msg_upstream" and c.object == "chat.completion.chunk" for c in chunks
+    )
+
+
+def test_stream_without_usage_when_not_asked(client, upstream):
+    upstream.script(Reply(stream=anthropic_stream(["a"], model=MODEL)))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+    )
+    assert all(c.usage is None and c.choices for c in chunks)
+
+
+def _tool_stream():
+    events = anthropic_stream(["Checking."], model=MODEL)
+    head, tail = events[:-2], events[-2:]  # before message_delta / message_stop
+    block = {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {}}
+    head += [
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 1, "content_block": block},
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": '{"ci'},
+            },
+        ),
+        ("ping", {"type": "ping"}),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": 'ty": "Rome"}'},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ]
+    tail[0][1]["delta"]["stop_reason"] = "tool_use"
+    return head + tail
+
+
+def test_stream_tools(client, upstream):
+    upstream.script(Reply(stream=_tool_stream()))
+    with client.chat.completions.stream(
+        model=MODEL, messages=[{"role": "user", "content": "Weather in Rome?"}], tools=TOOLS
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Checking."
+    call = choice.message.tool_calls[0]
+    assert call.id == "toolu_9" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Rome"}
+
+
+def test_errors_keep_anthropic_messages(client, upstream, settings):
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    upstream.script(
+        Reply(
+            status=400,
+            json={
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": "max_tokens: too large"},
+            },
+        )
+    )
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.body["message"] == "max_tokens: too large"
+    upstream.script(
+        Reply(
+            status=529,
+            json={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+        )
+    )
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502 and "Overloaded" in info.value.message
+
+
+def test_stream_error_event_becomes_error_frame(client, upstream):
+    events = anthropic_stream(["a"], model=MODEL)[:3] + [
+        ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    ]
+    upstream.script(Reply(stream=events))
+    with pytest.raises(openai.APIError) as info:
+        list(
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        )
+    assert "Overloaded" in str(info.value)
+
+
+def test_n_above_1_is_rejected(client, upstream):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], n=2
+        )
+    assert info.value.param == "n"
+    assert upstream.chat_requests() == []

@@ -1,0 +1,422 @@
+"""The gateway's own behaviour: validation, headers, the memory seam, errors, retries, usage."""
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from completions.enrichment import PreparedTurn
+from completions.models import UsageRecord
+from completions.usage import buffer
+from tests.completions_support import spy_on_seam, wait_for
+from tests.test_errors import assert_envelope
+from tests.upstream import Reply, openai_completion, openai_stream
+
+URL = "/v1/chat/completions"
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def post(http, body=None, **kwargs):
+    return http.post(URL, json=BODY if body is None else body, **kwargs)
+
+
+# --- validation ---------------------------------------------------------------------------
+
+BAD_BODIES = [
+    ({"model": "m"}, "messages"),
+    ({"model": "m", "messages": []}, "messages"),
+    ({"model": "m", "messages": "hi"}, "messages"),
+    ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+    ({"model": 3, "messages": [{"role": "user", "content": "x"}]}, "model"),
+    ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ({"model": "m", "messages": [{"content": "x"}]}, "messages[0].role"),
+    ({"model": "m", "messages": ["x"]}, "messages[0]"),
+    ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ({"model": "m", "messages": [{"role": "user"}]}, "messages[0].content"),
+    (
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]},
+        "messages[0].content[0].type",
+    ),
+    ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+    (
+        {"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c"}]}]},
+        "messages[0].tool_calls[0].function.name",
+    ),
+    ({**BODY, "temperature": 2.5}, "temperature"),
+    ({**BODY, "temperature": -0.1}, "temperature"),
+    ({**BODY, "temperature": "hot"}, "temperature"),
+    ({**BODY, "top_p": 1.5}, "top_p"),
+    ({**BODY, "n": 0}, "n"),
+    ({**BODY, "n": 1.5}, "n"),
+    ({**BODY, "max_tokens": 0}, "max_tokens"),
+    ({**BODY, "presence_penalty": 3}, "presence_penalty"),
+    ({**BODY, "frequency_penalty": -3}, "frequency_penalty"),
+    ({**BODY, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({**BODY, "stop": 5}, "stop"),
+    ({**BODY, "logit_bias": {"1": 500}}, "logit_bias.1"),
+    ({**BODY, "top_logprobs": 21}, "top_logprobs"),
+    ({**BODY, "stream": "yes"}, "stream"),
+    ({**BODY, "stream_options": {"include_usage": True}}, "stream_options"),
+    (
+        {**BODY, "stream": True, "stream_options": {"include_usage": 1}},
+        "stream_options.include_usage",
+    ),
+    ({**BODY, "tools": {"type": "function"}}, "tools"),
+    ({**BODY, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name"),
+    ({**BODY, "tool_choice": "sometimes"}, "tool_choice"),
+    ({**BODY, "response_format": {"type": "xml"}}, "response_format.type"),
+    ({**BODY, "response_format": {"type": "json_schema"}}, "response_format.json_schema.name"),
+    ({**BODY, "metadata": {"a": 1}}, "metadata"),
+    ({**BODY, "user": 7}, "user"),
+    ({**BODY, "session_id": 7}, "session_id"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), BAD_BODIES)
+def test_bad_input_is_400_naming_param(http, upstream, body, param):
+    error = assert_envelope(post(http, body), 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param, error
+    assert upstream.chat_requests() == []
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b'"text"', b"\xff\xfe"])
+def test_malformed_body_is_400(http, upstream, raw):
+    resp = http.post(URL, content=raw, headers={"content-type": "application/json"})
+    error = assert_envelope(resp, 400, code="invalid_json")
+    assert error["type"] == "invalid_request_error"
+
+
+def test_both_paths_and_only_post(http, upstream):
+    assert http.post("/api/v1/chat/completions", json=BODY).status_code == 200
+    assert_envelope(http.get(URL), 405, code="method_not_allowed")
+
+
+def test_operator_key_cannot_complete(operator_http, upstream):
+    error = assert_envelope(operator_http.post(URL, json=BODY), 403)
+    assert error["type"] == "permission_error"
+
+
+# --- headers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_timing_headers_on_every_completion(http, upstream, stream):
+    upstream.script(
+        Reply(json=openai_completion(), delay=0.15)
+        if not stream
+        else Reply(stream=openai_stream(["x"]), first_delay=0.15)
+    )
+    resp = post(http, {**BODY, "stream": stream})
+    assert resp.status_code == 200
+    total = int(resp.headers["openai-processing-ms"])
+    upstream_ms = int(resp.headers["x-engram-upstream-ms"])
+    overhead = int(resp.headers["x-engram-overhead-ms"])
+    assert resp.headers["x-request-id"].startswith("req_")
+    assert upstream_ms >= 150 and total >= upstream_ms
+    assert abs(total - upstream_ms - overhead) <= 1
+
+
+def test_timing_headers_on_errors(http, upstream):
+    resp = post(http, {**BODY, "temperature": 9})
+    assert resp.status_code == 400
+    assert {"openai-processing-ms", "x-engram-upstream-ms", "x-engram-overhead-ms"} <= set(
+        resp.headers
+    )
+
+
+# --- the memory seam -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seam(monkeypatch):
+    return spy_on_seam(monkeypatch)
+
+
+def test_turn_context_from_headers(http, owner, upstream, seam):
+    headers = {
+        "x-user-id": "alice",
+        "x-conversation-id": "conv-1",
+        "x-session-id": "sess-h",
+        "x-workspace-id": owner[0].id,
+        "x-collection-ids": '["col_a", "col_b"]',
+    }
+    resp = post(http, {**BODY, "user": "bob", "session_id": "sess-b"}, headers=headers)
+    assert resp.status_code == 200
+    ctx = seam["prepare"][0]
+    assert ctx.workspace.id == owner[0].id and ctx.api_key_id
+    assert (ctx.user_id, ctx.conversation_id, ctx.session_id) == ("alice", "conv-1", "sess-h")
+    assert ctx.collection_ids == ["col_a", "col_b"]
+    assert ctx.request_id == resp.headers["x-request-id"]
+    assert ctx.model == "gpt-4o-mini" and "session_id" not in ctx.body
+
+
+def test_turn_context_from_body(http, upstream, seam):
+    post(http, {**BODY, "user": "bob", "session_id": "sess-b"})
+    ctx = seam["prepare"][0]
+    assert (ctx.user_id, ctx.session_id, ctx.conversation_id) == ("bob", "sess-b", None)
+    assert ctx.collection_ids == []
+
+
+@pytest.mark.parametrize("raw", ["col_a", '{"a": 1}', "[1, 2]", "[", '"col_a"'])
+def test_malformed_collection_ids_is_400(http, upstream, raw):
+    error = assert_envelope(post(http, headers={"x-collection-ids": raw}), 400)
+    assert error["param"] == "x-collection-ids"
+
+
+def test_other_workspace_id_is_403(http, outsider, upstream):
+    error = assert_envelope(post(http, headers={"x-workspace-id": outsider[0].id}), 403)
+    assert error["type"] == "permission_error" and error["param"] == "x-workspace-id"
+    assert upstream.chat_requests() == []
+
+
+def _memory_answer(ctx, prepared):
+    memory = {"role": "system", "content": "The user lives in Berlin."}
+    return PreparedTurn(
+        messages=[memory, *prepared.messages],
+        engram={"session_id": "sess_1", "memories_used": 1, "context_tokens": 42},
+        headers={"x-engram-memories-used": "1", "x-engram-context-tokens": "42"},
+    )
+
+
+def test_prepared_turn_shapes_request_and_response(http, upstream, seam):
+    seam["answer"] = _memory_answer
+    scripted = openai_completion("Berlin it is")
+    upstream.script(Reply(json=scripted))
+    resp = post(http, headers={"x-user-id": "alice"})
+    assert upstream.last.body["messages"][0] == {
+        "role": "system",
+        "content": "The user lives in Berlin.",
+    }
+    assert upstream.last.body["messages"][1:] == BODY["messages"]
+    data = resp.json()
+    assert data["engram"] == {"session_id": "sess_1", "memories_used": 1, "context_tokens": 42}
+    assert {k: v for k, v in data.items() if k != "engram"} == scripted
+    assert resp.headers["x-engram-memories-used"] == "1"
+    wait_for(lambda: seam["finish"])
+    ctx, prepared, kwargs = seam["finish"][0]
+    assert kwargs["assistant"]["content"] == "Berlin it is"
+    assert kwargs["usage"]["total_tokens"] == 18 and kwargs["incomplete"] is False
+    assert prepared.engram["memories_used"] == 1
+
+
+def test_no_engram_object_when_memory_has_nothing(http, upstream, seam):
+    scripted = openai_completion("plain")
+    upstream.script(Reply(json=scripted))
+    assert post(http).json() == scripted
+
+
+def test_stream_carries_engram_chunk_before_done(http, upstream, seam):
+    seam["answer"] = _memory_answer
+    upstream.script(Reply(stream=openai_stream(["Ber", "lin"])))
+    with http.stream("POST", URL, json={**BODY, "stream": True}) as resp:
+        frames = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+        assert resp.headers["x-engram-context-tokens"] == "42"
+    assert frames[-1] == "[DONE]"
+    last = json.loads(frames[-2])
+    assert last["choices"] == [] and last["object"] == "chat.completion.chunk"
+    assert last["engram"]["memories_used"] == 1 and last["id"] == "chatcmpl-upstream"
+    assert all("engram" not in json.loads(f) for f in frames[:-2])
+    wait_for(lambda: seam["finish"])
+    kwargs = seam["finish"][0][2]
+    assert kwargs["assistant"] == {"role": "assistant", "content": "Berlin"}
+    assert kwargs["usage"]["completion_tokens"] == 2 and kwargs["incomplete"] is False
+
+
+def test_prepare_turn_errors_are_envelopes(http, upstream, seam):
+    from config.errors import ApiError
+
+    def deny(ctx, prepared):
+        raise ApiError(404, "No such conversation.", param="x-conversation-id", code="not_found")
+
+    seam["answer"] = deny
+    error = assert_envelope(post(http, headers={"x-conversation-id": "nope"}), 404)
+    assert error["param"] == "x-conversation-id"
+    assert upstream.chat_requests() == []
+
+
+# --- upstream errors and retries --------------------------------------------------------------
+
+
+def test_upstream_4xx_keeps_status_and_message(http, upstream):
+    upstream.script(
+        Reply(
+            status=400,
+            json={
+                "error": {
+                    "message": "This model's maximum context length is 8192 tokens.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            },
+        )
+    )
+    error = assert_envelope(post(http), 400, code="context_length_exceeded")
+    assert error["message"].startswith("This model's maximum context length")
+    assert error["param"] == "messages"
+    assert len(upstream.chat_requests()) == 1  # 4xx are not retried
+
+
+def test_upstream_5xx_is_retried_then_succeeds(http, upstream, settings):
+    settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
+    upstream.script(
+        Reply(status=503, json={"error": {"message": "busy"}}), Reply(json=openai_completion("ok"))
+    )
+    resp = post(http)
+    assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"] == "ok"
+    assert len(upstream.chat_requests()) == 2
+
+
+def test_upstream_5xx_exhausted_is_502(http, upstream, settings):
+    settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
+    settings.ENGRAM_UPSTREAM_RETRIES = 2
+    upstream.script(*[Reply(status=500, json={"error": {"message": "down"}})] * 3)
+    error = assert_envelope(post(http), 502)
+    assert "500" in error["message"]
+    assert len(upstream.chat_requests()) == 3
+
+
+def test_retry_after_is_honoured(http, upstream, settings):
+    upstream.script(
+        Reply(status=429, headers={"retry-after": "0.4"}, json={"error": {"message": "slow down"}}),
+        Reply(json=openai_completion("ok")),
+    )
+    started = time.monotonic()
+    assert post(http).status_code == 200
+    assert time.monotonic() - started >= 0.4
+    assert len(upstream.chat_requests()) == 2
+
+
+def test_retry_after_too_long_is_passed_through(http, upstream, settings):
+    settings.ENGRAM_UPSTREAM_RETRY_MAX_WAIT = 5
+    upstream.script(
+        Reply(status=429, headers={"retry-after": "60"}, json={"error": {"message": "quota"}})
+    )
+    resp = post(http)
+    assert_envelope(resp, 429)
+    assert resp.headers["retry-after"] == "60"
+    assert len(upstream.chat_requests()) == 1
+
+
+def test_stream_is_retried_before_the_first_byte_only(http, upstream, settings):
+    settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
+    upstream.script(
+        Reply(status=502, json={"error": {"message": "bad gateway"}}),
+        Reply(stream=openai_stream(["a", "b", "c"]), drop_after=2),
+    )
+    with http.stream("POST", URL, json={**BODY, "stream": True}) as resp:
+        assert resp.status_code == 200
+        frames = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert len(upstream.chat_requests()) == 2  # one retry before the stream began, none after
+    assert json.loads(frames[-2])["error"]["type"] == "upstream_error"
+    assert frames[-1] == "[DONE]"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_upstream_is_502(http, upstream, settings):
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{_closed_port()}/v1"
+    settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
+    error = assert_envelope(post(http), 502, code="upstream_unreachable")
+    assert "reach" in error["message"]
+
+
+def test_upstream_timeout_is_504(http, upstream, settings):
+    settings.ENGRAM_UPSTREAM_TIMEOUT = 0.3
+    upstream.script(Reply(json=openai_completion(), delay=2))
+    error = assert_envelope(post(http), 504, code="upstream_timeout")
+    assert "timed out" in error["message"]
+    assert len(upstream.chat_requests()) == 1  # a read timeout is not retried
+
+
+def test_non_stream_client_disconnect_closes_upstream(engram_server, owner, upstream):
+    upstream.script(Reply(json=openai_completion(), delay=10))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            engram_server.url + URL,
+            json=BODY,
+            headers={"Authorization": f"Bearer {owner[1]}"},
+            timeout=httpx.Timeout(0.5),
+        )
+    gone = time.monotonic()
+    wait_for(lambda: upstream.disconnects, timeout=3)
+    assert upstream.disconnects[0] - gone < 1.0
+
+
+# --- usage records ------------------------------------------------------------------------------
+
+
+def test_usage_record_for_every_request(http, owner, upstream):
+    upstream.script(
+        Reply(
+            json=openai_completion(
+                usage={"prompt_tokens": 30, "completion_tokens": 5, "total_tokens": 35}
+            )
+        )
+    )
+    ok = post(http, {**BODY, "metadata": {"request_id": "client-77"}})
+    upstream.script(Reply(stream=openai_stream(["a", "b", "c"])))
+    streamed = post(http, {**BODY, "stream": True})
+    bad = post(http, {**BODY, "n": 0})
+    buffer.flush()
+    rows = {r.request_id: r for r in UsageRecord.objects.filter(workspace=owner[0])}
+    first = rows[ok.headers["x-request-id"]]
+    assert (first.prompt_tokens, first.completion_tokens, first.total_tokens) == (30, 5, 35)
+    assert first.client_request_id == "client-77" and first.status_code == 200
+    assert first.provider == "openai" and first.model == "gpt-4o-mini" and not first.stream
+    assert first.api_key_id and first.latency_ms >= first.upstream_ms > 0
+    second = rows[streamed.headers["x-request-id"]]
+    assert second.stream and second.completion_tokens == 3 and not second.incomplete
+    third = rows[bad.headers["x-request-id"]]
+    assert third.status_code == 400 and third.prompt_tokens is None
+
+
+def test_hot_path_makes_no_database_query(http, owner, upstream, monkeypatch):
+    import threading
+
+    from django.db.backends.utils import CursorWrapper
+
+    queries = []
+    real_execute = CursorWrapper.execute
+
+    def spy(self, sql, params=None):
+        if threading.current_thread().name != "engram-usage":  # the flusher is off the path
+            queries.append(sql)
+        return real_execute(self, sql, params)
+
+    assert post(http).status_code == 200  # warms the key and routing caches
+    monkeypatch.setattr(CursorWrapper, "execute", spy)
+    resp = post(http)
+    streamed = post(http, {**BODY, "stream": True})
+    monkeypatch.undo()
+    assert resp.status_code == 200 and streamed.status_code == 200
+    assert queries == []
+    buffer.flush()  # the records were only buffered; they are written now
+    ids = set(UsageRecord.objects.filter(workspace=owner[0]).values_list("request_id", flat=True))
+    assert {resp.headers["x-request-id"], streamed.headers["x-request-id"]} <= ids
+
+
+def test_usage_flush_drops_only_the_orphan_row(owner):
+    from completions.usage import Usage
+
+    buffer.add(Usage(workspace_id="ws_gone", request_id="orphan", status_code=200, latency_ms=1))
+    buffer.add(Usage(workspace_id=owner[0].id, request_id="kept", status_code=200, latency_ms=1))
+    assert buffer.flush() == 1
+    assert list(UsageRecord.objects.values_list("request_id", flat=True)) == ["kept"]
+
+
+def test_usage_waits_in_the_buffer_while_the_database_is_down(owner, django_db_blocker):
+    from completions.usage import Usage
+
+    buffer.add(Usage(workspace_id=owner[0].id, request_id="later", status_code=200, latency_ms=1))
+    with django_db_blocker.block(), pytest.raises(RuntimeError):
+        buffer.flush()
+    assert buffer.flush() == 1
+    assert UsageRecord.objects.filter(request_id="later").exists()

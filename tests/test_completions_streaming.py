@@ -1,0 +1,138 @@
+"""SSE relay behaviour: no buffering, keep-alives, cut streams, client disconnects."""
+
+import json
+import socket
+import time
+
+import openai
+import pytest
+
+from completions.models import UsageRecord
+from completions.usage import buffer
+from tests.completions_support import spy_on_seam, wait_for
+from tests.test_completions_gateway import BODY, URL
+from tests.upstream import Reply, openai_stream
+
+STREAM = {**BODY, "stream": True}
+
+
+@pytest.fixture
+def seam(monkeypatch):
+    return spy_on_seam(monkeypatch)
+
+
+def frames_of(resp):
+    return [line for line in resp.iter_lines() if line]
+
+
+def test_client_disconnect_mid_stream_closes_upstream_within_1s(
+    engram_server, owner, upstream, seam
+):
+    upstream.script(Reply(stream=openai_stream([f"w{i} " for i in range(200)]), delay=0.1))
+    host, port = engram_server.url.removeprefix("http://").split(":")
+    body = json.dumps(STREAM).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {owner[1]}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    received = b""
+    while received.count(b"data: ") < 3:  # the stream is flowing
+        received += sock.recv(65536)
+    sock.close()
+    gone = time.monotonic()
+    wait_for(lambda: upstream.disconnects, timeout=3)
+    assert upstream.disconnects[0] - gone < 1.0
+    assert upstream.open_streams == 0
+    # memory hears about the cut turn, and the usage record says so
+    wait_for(lambda: seam["finish"])
+    kwargs = seam["finish"][0][2]
+    assert kwargs["incomplete"] is True
+    assert kwargs["assistant"]["content"].startswith("w0 ")
+    buffer.flush()
+    record = UsageRecord.objects.get(workspace=owner[0])
+    assert record.incomplete and record.status_code == 499 and record.stream
+
+
+def test_first_byte_is_not_buffered(http, upstream):
+    upstream.script(Reply(stream=openai_stream(["a", "b", "c", "d"]), delay=0.3))
+    started = time.monotonic()
+    arrivals = []
+    with http.stream("POST", URL, json=STREAM) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                arrivals.append(time.monotonic() - started)
+    assert arrivals[0] < 0.25  # the role chunk left before the next upstream chunk existed
+    assert arrivals[-1] > 1.2  # while the stream took its time
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert sum(g > 0.2 for g in gaps) >= 4  # chunk by chunk, as the upstream sent them
+
+
+def test_keepalive_comments_while_the_first_token_is_slow(http, upstream, settings):
+    settings.ENGRAM_KEEPALIVE_SECONDS = 0.2
+    upstream.script(Reply(stream=openai_stream(["late"]), first_delay=0.9))
+    with http.stream("POST", URL, json=STREAM) as resp:
+        assert resp.status_code == 200
+        lines = frames_of(resp)
+    first_data = next(i for i, line in enumerate(lines) if line.startswith("data:"))
+    assert first_data >= 3 and all(line == ": keep-alive" for line in lines[:first_data])
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_keepalive_stream_still_reads_with_the_sdk(engram_server, owner, upstream, settings):
+    settings.ENGRAM_KEEPALIVE_SECONDS = 0.1
+    upstream.script(Reply(stream=openai_stream(["slow ", "answer"]), first_delay=0.5))
+    sdk = openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0)
+    chunks = list(sdk.chat.completions.create(**STREAM))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "slow answer"
+
+
+def test_error_before_the_stream_is_a_plain_status(http, upstream):
+    upstream.script(
+        Reply(
+            status=401,
+            json={"error": {"message": "bad upstream key", "type": "invalid_request_error"}},
+        )
+    )
+    resp = http.post(URL, json=STREAM)
+    assert resp.status_code == 401 and resp.json()["error"]["message"] == "bad upstream key"
+
+
+def test_error_after_first_byte_is_one_error_frame_then_done(http, upstream, engram_server, owner):
+    upstream.script(Reply(stream=openai_stream(["a", "b", "c"]), drop_after=3))
+    with http.stream("POST", URL, json=STREAM) as resp:
+        lines = frames_of(resp)
+    assert lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][6:])["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert sum("error" in line for line in lines) == 1
+    # the SDK surfaces it as an exception while iterating
+    upstream.script(Reply(stream=openai_stream(["a", "b", "c"]), drop_after=3))
+    sdk = openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0)
+    with pytest.raises(openai.APIError):
+        list(sdk.chat.completions.create(**STREAM))
+
+
+def test_upstream_error_event_is_relayed_as_one_frame(http, upstream):
+    chunks = openai_stream(["a"])[:2] + [
+        {"error": {"message": "overloaded", "type": "server_error"}}
+    ]
+    upstream.script(Reply(stream=chunks))
+    with http.stream("POST", URL, json=STREAM) as resp:
+        lines = frames_of(resp)
+    assert json.loads(lines[-2][6:])["error"]["message"] == "overloaded"
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_role_delta_comes_first_even_if_the_upstream_omits_it(http, upstream):
+    chunks = [
+        c
+        for c in openai_stream(["x", "y"])
+        if c == "[DONE]" or c["choices"] == [] or "role" not in c["choices"][0]["delta"]
+    ]
+    upstream.script(Reply(stream=chunks))
+    with http.stream("POST", URL, json=STREAM) as resp:
+        payloads = [json.loads(line[6:]) for line in frames_of(resp) if line.startswith("data: {")]
+    assert payloads[0]["choices"][0]["delta"] == {"role": "assistant", "content": "x"}
+    assert all("role" not in p["choices"][0]["delta"] for p in payloads[1:])

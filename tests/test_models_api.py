@@ -1,0 +1,56 @@
+"""GET /v1/models and /v1/models/{id} in OpenAI's shape, per workspace."""
+
+import httpx
+import openai
+import pytest
+
+from completions.services import model_alias_set
+from tests.test_errors import assert_envelope
+
+
+@pytest.fixture
+def sdk(engram_server, owner):
+    return openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0)
+
+
+def test_list_has_local_aliases_and_upstream_models(sdk, owner, upstream, http):
+    model_alias_set(workspace=owner[0], alias="smart", target_model="claude-3-7-sonnet")
+    ids = [m.id for m in sdk.models.list()]
+    assert {"local", "smart", "upstream-model-a"} <= set(ids)
+    assert len(ids) == len(set(ids))
+    raw = http.get("/v1/models").json()
+    assert raw["object"] == "list"
+    for model in raw["data"]:
+        assert {"id", "object", "created", "owned_by"} <= set(model) and model["object"] == "model"
+    asked = {r.path for r in upstream.requests}
+    assert "/v1/models" in asked  # the OpenAI-compatible and the Anthropic upstream were asked
+
+
+def test_retrieve(sdk, owner, upstream, http):
+    model_alias_set(workspace=owner[0], alias="org/smart-model", target_model="gpt-4o")
+    assert sdk.models.retrieve("local").id == "local"
+    assert sdk.models.retrieve("upstream-model-a").owned_by == "openai"
+    assert http.get("/api/v1/models/org/smart-model").json()["id"] == "org/smart-model"
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve("no-such-model")
+
+
+def test_aliases_are_per_workspace(owner, outsider, engram_server, upstream):
+    model_alias_set(workspace=owner[0], alias="owners-only", target_model="gpt-4o")
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}
+    ) as other:
+        ids = [m["id"] for m in other.get("/v1/models").json()["data"]]
+        assert "owners-only" not in ids
+        assert_envelope(other.get("/v1/models/owners-only"), 404)
+
+
+def test_without_upstreams_only_local(http, settings, owner):
+    settings.OPENAI_BASE_URL = settings.OPENAI_API_KEY = ""
+    settings.ANTHROPIC_BASE_URL = settings.ANTHROPIC_API_KEY = ""
+    assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["local"]
+
+
+def test_needs_a_workspace_key(anon_http, operator_http):
+    assert_envelope(anon_http.get("/v1/models"), 401)
+    assert_envelope(operator_http.get("/v1/models"), 403)
