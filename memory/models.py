@@ -214,6 +214,9 @@ class ProcessingJob(models.Model):
     upto_message_id = models.CharField(
         max_length=40, help_text="messages up to this id are covered"
     )
+    after_message_id = models.CharField(
+        max_length=40, blank=True, default="", help_text="messages after this id are covered"
+    )
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
