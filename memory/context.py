@@ -187,6 +187,8 @@ def assemble(
         carried = history.pop()
         body = carried.messages + body
         request_messages = head + body
+    if history and not _answered(history[-1]):
+        history.pop()  # tool calls whose results never came: the upstream would refuse them
     mandatory = count_messages(request_messages)
     report = [{"name": "request", "tokens": mandatory - REPLY_PRIMING if mandatory else 0}]
     if mandatory > budget or not request_messages:

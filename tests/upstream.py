@@ -123,7 +123,11 @@ class UpstreamServer:
         self.disconnects: list[float] = []
         self.open_streams = 0
         self._lock = threading.Lock()
-        self._server = ThreadedServer(self.app)
+
+        async def asgi(scope, receive, send):  # a plain function: uvicorn detects ASGI 3
+            await self.app(scope, receive, send)
+
+        self._server = ThreadedServer(asgi)
         self.url = self._server.url
 
     # --- test API -----------------------------------------------------------------------------

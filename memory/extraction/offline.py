@@ -377,18 +377,27 @@ def _kind(sentence: str, event_date: dt.date | None, today: dt.date) -> str:
     return "event" if event_date else "fact"
 
 
+_CLAUSE = re.compile(r",?\s+(?:and|but|so|while)\s+(?=(?:I|I'm|I've|my|My)\b)|;\s+")
+
+
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text or "") if s and s.strip()]
+
+
+def clauses(sentence: str) -> list[str]:
+    """'I live in Paris and I love jazz' -> two facts."""
+    parts = [p.strip() for p in _CLAUSE.split(sentence) if p and p.strip()]
+    return parts if all(len(p.split()) >= 3 for p in parts) else [sentence]
 
 
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
-    for sentence in sentences(text):
+    for sentence in (c for s in sentences(text) for c in clauses(s)):
         if sentence.endswith("?") or not _FIRST_PERSON.search(sentence):
             continue
         words = sentence.split()
-        if len(words) < 4 or len(words) > 80:
+        if len(words) < 3 or len(words) > 80:
             continue
         if _PHATIC.match(sentence) and len(words) < 10:
             continue
