@@ -43,11 +43,12 @@ class MemoryListCreateApi(APIView):
     def get(self, request):
         user_id = request.query_params.get("user_id") or None
         memories = selectors.memory_list(workspace=request.workspace, user_id=user_id)
-        page = paginate(memories, request.query_params, lambda m: m)
+        page = paginate(memories, request.query_params, memory_body)
         sources = selectors.memory_sources(
-            workspace=request.workspace, memory_ids=[m.id for m in page["data"]]
+            workspace=request.workspace, memory_ids=[m["id"] for m in page["data"]]
         )
-        page["data"] = [memory_body(m, sources.get(m.id, [])) for m in page["data"]]
+        for body in page["data"]:
+            body["sources"] = sources.get(body["id"], [])
         return Response(page)
 
     def post(self, request):

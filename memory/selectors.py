@@ -14,6 +14,8 @@ from memory.retrieval import Hit, hybrid_search
 # Fusion weights: a small recency term breaks near-ties toward what was said lately.
 RECENCY_WEIGHT = 0.2
 RRF_K = 60
+# Below this, a hit with no word in common with the query is noise, whatever its rank.
+MIN_SIMILARITY = 0.15
 
 
 # --- conversations --------------------------------------------------------------------------
@@ -209,13 +211,23 @@ def search(
 ) -> list[Found]:
     """Memories and past messages in one ranking; an item adds evidence or it is left out."""
     memories = memory_search(
-        workspace=workspace, user_id=user_id, query=query, vector=vector, limit=limit
+        workspace=workspace,
+        user_id=user_id,
+        query=query,
+        vector=vector,
+        limit=limit,
+        min_similarity=MIN_SIMILARITY,
     )
     sources = memory_sources(workspace=workspace, memory_ids=[f.id for f in memories])
     for found in memories:
         found.sources = sources.get(found.id, [])
     messages = message_search(
-        workspace=workspace, user_id=user_id, query=query, vector=vector, limit=limit
+        workspace=workspace,
+        user_id=user_id,
+        query=query,
+        vector=vector,
+        limit=limit,
+        min_similarity=MIN_SIMILARITY,
     )
     ranked = sorted(memories + messages, key=lambda f: f.score, reverse=True)
     results, covered = [], set()

@@ -279,6 +279,7 @@ def _retrieve_and_assemble(
             query=query,
             vector=vector,
             limit=MEMORY_CANDIDATES,
+            min_similarity=selectors.MIN_SIMILARITY,
         )
         messages_found = selectors.message_search(
             workspace=workspace,
