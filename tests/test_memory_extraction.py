@@ -24,7 +24,12 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def offline(settings):
     settings.OPENAI_BASE_URL = ""
-    settings.ENGRAM_MEMORY_EXTRACTION = "auto"
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+
+
+# LLM calls resolve their route through the gateway, which may close the thread's database
+# connection between calls: those tests commit for real instead of running in one transaction.
+llm_db = pytest.mark.django_db(transaction=True)
 
 
 def say(workspace, user, *texts, conversation="c", role="user", name=""):
@@ -37,9 +42,9 @@ def say(workspace, user, *texts, conversation="c", role="user", name=""):
 
 
 def extract(workspace, conv, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as sent:
+    with django_capture_on_commit_callbacks():
         job = extraction_enqueue(workspace=workspace, conversation=conv)
-    assert job is not None and len(sent) == 1  # the task goes out only after commit
+    assert job is not None
     tasks.extract(job.id)
     job.refresh_from_db()
     return job
@@ -54,7 +59,11 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
 ):
     workspace, _ = make_workspace()
     conv = say(workspace, "sam", "Hi! I live in Paris and I love jazz.")
-    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks() as sent:
+        job = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert len(sent) == 1  # the task goes out only after commit
+    tasks.extract(job.id)
+    job.refresh_from_db()
     assert job.status == "done" and job.attempts == 1
     texts = sorted(Memory.objects.values_list("text", flat=True))
     assert texts == ["User lives in Paris", "User loves jazz."]
@@ -153,6 +162,7 @@ def test_near_duplicates_are_merged_by_embedding_similarity(
     assert memory.sources.count() == 2
 
 
+@llm_db
 def test_llm_extraction_adds_then_updates_with_history(
     upstream, settings, django_capture_on_commit_callbacks
 ):
@@ -194,6 +204,7 @@ def test_llm_extraction_adds_then_updates_with_history(
     assert history == [("ADD", "extractor:llm"), ("UPDATE", "extractor:llm")]
 
 
+@llm_db
 def test_llm_delete_and_none_decisions(upstream, django_capture_on_commit_callbacks):
     workspace, _ = make_workspace()
     conv = say(workspace, "u", "I have a dog named Rex. I drink coffee.")
@@ -217,6 +228,7 @@ def test_llm_delete_and_none_decisions(upstream, django_capture_on_commit_callba
     assert MemoryEvent.objects.filter(event="DELETE").count() == 1
 
 
+@llm_db
 def test_malformed_llm_output_is_retried_then_recorded_as_a_failure(
     upstream, django_capture_on_commit_callbacks
 ):
@@ -231,6 +243,7 @@ def test_malformed_llm_output_is_retried_then_recorded_as_a_failure(
     assert not Memory.objects.exists()
 
 
+@llm_db
 def test_malformed_then_valid_output_succeeds(upstream, django_capture_on_commit_callbacks):
     workspace, _ = make_workspace()
     conv = say(workspace, "u", "I live in Rome.")
@@ -266,6 +279,7 @@ def test_rolling_summary_offline_is_extractive(
     assert conv.summary_upto == job.upto_message_id
 
 
+@llm_db
 def test_rolling_summary_with_an_llm(upstream, settings, django_capture_on_commit_callbacks):
     settings.ENGRAM_SUMMARY_TRIGGER_TOKENS = 20
     settings.ENGRAM_SUMMARY_KEEP_MESSAGES = 1
