@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from django.db.models import QuerySet
 
 from accounts.models import Workspace
+from memory import ranking
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
-from memory.retrieval import Hit, hybrid_search
 
 # Fusion weights: a small recency term breaks near-ties toward what was said lately.
 RECENCY_WEIGHT = 0.2
@@ -140,16 +140,14 @@ class Found:
         return "; ".join(parts) + f"; fused score {self.score:.4f}"
 
 
-def _with_recency(hits: list[Hit], when) -> list[Hit]:
-    by_age = sorted(hits, key=lambda h: when(h.obj), reverse=True)
+def _fuse(hits: list[ranking.Ranked], when: str, min_similarity: float) -> list[ranking.Ranked]:
+    """Add the recency term, drop what is neither a word match nor close enough, rank."""
+    by_age = sorted(hits, key=lambda h: h.row[when], reverse=True)
     for rank, hit in enumerate(by_age):
         hit.ranks["recency"] = rank + 1
         hit.score += RECENCY_WEIGHT / (RRF_K + rank + 1)
-    return sorted(hits, key=lambda h: h.score, reverse=True)
-
-
-def _relevant(hit: Hit, min_similarity: float) -> bool:
-    return "text" in hit.ranks or (hit.similarity or 0.0) >= min_similarity
+    kept = [h for h in hits if "text" in h.ranks or (h.similarity or 0.0) >= min_similarity]
+    return sorted(kept, key=lambda h: h.score, reverse=True)
 
 
 def memory_search(
@@ -161,10 +159,13 @@ def memory_search(
     limit: int,
     min_similarity: float = 0.0,
 ) -> list[Found]:
-    qs = Memory.objects.filter(workspace=workspace, user_id=user_id).defer("embedding", "search")
-    hits = hybrid_search(qs, query_text=query, query_vector=vector, limit=limit * 2)
-    hits = [h for h in _with_recency(hits, lambda m: m.updated_at) if _relevant(h, min_similarity)]
-    return [Found("memory", h.obj, h.score, h.similarity, h.ranks) for h in hits[:limit]]
+    hits = ranking.memories(workspace_id=workspace.id, user_id=user_id, query=query, vector=vector)
+    found = []
+    for hit in _fuse(hits, "updated_at", min_similarity)[:limit]:
+        memory = Memory(workspace=workspace, **hit.row)
+        memory._state.adding = False
+        found.append(Found("memory", memory, hit.score, hit.similarity, hit.ranks))
+    return found
 
 
 def message_search(
@@ -177,33 +178,36 @@ def message_search(
     exclude_ids: Iterable[str] = (),
     min_similarity: float = 0.0,
 ) -> list[Found]:
-    qs = (
-        Message.objects.filter(workspace=workspace, user_id=user_id, role__in=["user", "assistant"])
-        .exclude(id__in=list(exclude_ids))
-        .select_related("conversation")
-        .only(
-            "id",
-            "role",
-            "name",
-            "content",
-            "created_at",
-            "metadata",
-            "search_text",
-            "conversation__external_id",
-        )
+    hits = ranking.messages(
+        workspace_id=workspace.id,
+        user_id=user_id,
+        query=query,
+        vector=vector,
+        exclude_ids=list(exclude_ids),
     )
-    hits = hybrid_search(qs, query_text=query, query_vector=vector, limit=limit * 2)
-    hits = [h for h in _with_recency(hits, lambda m: m.created_at) if _relevant(h, min_similarity)]
     found, seen = [], set()
-    for h in hits:
-        key = " ".join(h.obj.content.lower().split())
+    for hit in _fuse(hits, "created_at", min_similarity):
+        row = dict(hit.row)
+        conversation = Conversation(
+            id=row.pop("conversation_id"),
+            external_id=row.pop("conversation_external_id"),
+            workspace=workspace,
+            user_id=user_id,
+        )
+        message = Message(workspace=workspace, user_id=user_id, conversation=conversation, **row)
+        message._state.adding = False
+        key = " ".join(message.content.lower().split())
         if key in seen:
             continue  # the same words said twice are one piece of evidence
         seen.add(key)
         found.append(
-            Found("message", h.obj, h.score, h.similarity, h.ranks, [message_source(h.obj)])
+            Found(
+                "message", message, hit.score, hit.similarity, hit.ranks, [message_source(message)]
+            )
         )
-    return found[:limit]
+        if len(found) == limit:
+            break
+    return found
 
 
 def search(

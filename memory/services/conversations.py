@@ -31,18 +31,20 @@ def _owned(obj, user_id: str, what: str, external_id: str):
 def conversation_get_or_create(
     *, workspace: Workspace, external_id: str, user_id: str, metadata: dict | None = None
 ) -> tuple[Conversation, bool]:
-    try:
-        with transaction.atomic():
-            conversation, created = Conversation.objects.get_or_create(
-                workspace=workspace,
-                external_id=external_id,
-                defaults={"user_id": user_id, "metadata": metadata or {}},
-            )
-    except IntegrityError:  # created concurrently by another request
-        conversation, created = (
-            Conversation.objects.get(workspace=workspace, external_id=external_id),
-            False,
-        )
+    conversation = Conversation.objects.filter(workspace=workspace, external_id=external_id).first()
+    created = False
+    if conversation is None:
+        try:
+            with transaction.atomic():
+                conversation = Conversation.objects.create(
+                    workspace=workspace,
+                    external_id=external_id,
+                    user_id=user_id,
+                    metadata=metadata or {},
+                )
+                created = True
+        except IntegrityError:  # created concurrently by another request
+            conversation = Conversation.objects.get(workspace=workspace, external_id=external_id)
     return _owned(conversation, user_id, "Conversation", external_id), created
 
 
@@ -60,18 +62,20 @@ def session_resolve(
     """
     now = timezone.now()
     if external_id:
-        try:
-            with transaction.atomic():
-                session, created = Session.objects.get_or_create(
-                    workspace=workspace,
-                    external_id=external_id,
-                    defaults={"user_id": user_id, "conversation": conversation},
-                )
-        except IntegrityError:
-            session, created = (
-                Session.objects.get(workspace=workspace, external_id=external_id),
-                False,
-            )
+        session = Session.objects.filter(workspace=workspace, external_id=external_id).first()
+        created = False
+        if session is None:
+            try:
+                with transaction.atomic():
+                    session = Session.objects.create(
+                        workspace=workspace,
+                        external_id=external_id,
+                        user_id=user_id,
+                        conversation=conversation,
+                    )
+                    created = True
+            except IntegrityError:  # created concurrently by another request
+                session = Session.objects.get(workspace=workspace, external_id=external_id)
         _owned(session, user_id, "Session", external_id)
         if not created:
             changes = {"last_active_at": now}
