@@ -276,10 +276,10 @@ def enrichment(workspace, users: int, requests: int, rng: random.Random) -> dict
             body=body,
             model="gpt-4o-mini",
             user_id=f"user-{user}",
-            conversation_id=f"bench-{run}-{user}",
+            conversation_id=f"bench-{series}-{user}",
         )
 
-    run = rng.randrange(10**9)  # conversations grow over the run: real server-side history
+    series = rng.randrange(10**9)  # conversations grow over the run: real server-side history
 
     async def run() -> tuple[list[float], list[float], list[int], list[int]]:
         for _ in range(10):  # warm-up: model, connections, caches
