@@ -351,3 +351,43 @@ def test_collection_chunks_get_a_delimited_block_and_are_listed_as_sources():
     block = next(m["content"] for m in prepared.messages if "<knowledge>" in str(m.get("content")))
     assert "Travel policy" in block and text in block
     assert prepared.engram["sources"][0]["document_id"] == document.id
+
+
+@pytest.mark.skipif(
+    bool(importlib.util.find_spec("memory.knowledge")), reason="collections are installed"
+)
+def test_collection_ids_without_knowledge_collections_are_unknown():
+    from config.errors import ApiError
+
+    workspace, _ = make_workspace()
+    with pytest.raises(ApiError) as error:
+        prepare(
+            ctx(
+                workspace, [{"role": "user", "content": "q"}], user_id="u", collection_ids=["col_a"]
+            )
+        )
+    assert error.value.status == 404 and "col_a" in error.value.message
+    assert not Message.objects.exists()
+
+
+def test_tool_results_sent_alone_travel_with_their_stored_call():
+    workspace, _ = make_workspace()
+    call = {
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city":"Oslo"}'},
+    }
+    context = ctx(
+        workspace,
+        [{"role": "user", "content": "Weather in Oslo?"}],
+        user_id="u",
+        conversation_id="tools",
+    )
+    prepared = prepare(context)
+    finish(
+        context, prepared, assistant={"role": "assistant", "content": None, "tool_calls": [call]}
+    )
+    result = {"role": "tool", "tool_call_id": "call_9", "content": "4°C, snow"}
+    second = prepare(ctx(workspace, [result], user_id="u", conversation_id="tools"))
+    assert [m["role"] for m in second.messages] == ["user", "assistant", "tool"]
+    assert second.messages[1]["tool_calls"] == [call] and second.messages[2] == result

@@ -28,6 +28,14 @@ def _owned(obj, user_id: str, what: str, external_id: str):
     return obj
 
 
+# Activity timestamps move at most once a minute: a round trip saved on most turns.
+TOUCH_EVERY = dt.timedelta(seconds=60)
+
+
+def _stale(when: dt.datetime | None) -> bool:
+    return when is None or timezone.now() - when > TOUCH_EVERY
+
+
 def conversation_get_or_create(
     *, workspace: Workspace, external_id: str, user_id: str, metadata: dict | None = None
 ) -> tuple[Conversation, bool]:
@@ -77,7 +85,7 @@ def session_resolve(
             except IntegrityError:  # created concurrently by another request
                 session = Session.objects.get(workspace=workspace, external_id=external_id)
         _owned(session, user_id, "Session", external_id)
-        if not created:
+        if not created and (session.conversation_id is None or _stale(session.last_active_at)):
             changes = {"last_active_at": now}
             if session.conversation_id is None:
                 changes["conversation"] = conversation
@@ -92,7 +100,8 @@ def session_resolve(
         .first()
     )
     if session is not None:
-        Session.objects.filter(pk=session.pk).update(last_active_at=now)
+        if _stale(session.last_active_at):
+            Session.objects.filter(pk=session.pk).update(last_active_at=now)
         return session
     return Session.objects.create(
         workspace=workspace,
@@ -166,7 +175,8 @@ def messages_append(
         for i, message in enumerate(messages)
     ]
     Message.objects.bulk_create(rows)
-    Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+    if _stale(conversation.updated_at):
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
     return rows
 
 
