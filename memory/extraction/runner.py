@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.db import transaction
 
 from completions.llm import LLMUnavailable
 from memory.embeddings import get_embedder
@@ -21,7 +22,7 @@ from memory.text import memory_search_text
 
 logger = logging.getLogger("engram.memory")
 
-EMBED_BATCH = 64
+UPDATE_BATCH = 200
 
 
 def job_messages(job: ProcessingJob) -> list[Message]:
@@ -37,13 +38,13 @@ def job_messages(job: ProcessingJob) -> list[Message]:
 def embed_messages(rows: list[Message]) -> int:
     """Vectors for the messages that have none yet (the request path never embeds them)."""
     todo = [m for m in rows if m.embedding is None and m.search_text]
-    embedder = get_embedder()
-    for start in range(0, len(todo), EMBED_BATCH):
-        batch = todo[start : start + EMBED_BATCH]
-        vectors = embedder.embed([m.search_text for m in batch])
-        for message, vector in zip(batch, vectors, strict=True):
-            message.embedding = vector.tolist()
-        Message.objects.bulk_update(batch, ["embedding"])
+    if not todo:
+        return 0
+    # One call: the embedder sorts all texts by length, so batches carry little padding.
+    vectors = get_embedder().embed([m.search_text for m in todo])
+    for message, vector in zip(todo, vectors, strict=True):
+        message.embedding = vector.tolist()
+    Message.objects.bulk_update(todo, ["embedding"], batch_size=UPDATE_BATCH)
     return len(todo)
 
 
@@ -63,7 +64,6 @@ def extraction_run(*, job: ProcessingJob) -> dict:
 
 
 def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
-    workspace, user_id = job.workspace, job.conversation.user_id
     found: list[tuple[offline.Fact, Message, str]] = []
     for message in rows:
         if message.role != "user" or not message.content:
@@ -80,6 +80,12 @@ def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
         for f, m, _ in found
     ]
     vectors = get_embedder().embed(texts)
+    with transaction.atomic():  # one commit for the job's memories
+        return _apply_offline(job, found, vectors)
+
+
+def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
+    workspace, user_id = job.workspace, job.conversation.user_id
     store = UserMemories(workspace, user_id)
     threshold = settings.ENGRAM_MEMORY_DUPLICATE_SIMILARITY
     counts = {"added": 0, "updated": 0, "unchanged": 0}
