@@ -293,3 +293,38 @@ def test_rolling_summary_with_an_llm(upstream, settings, django_capture_on_commi
     assert conv.summary == "Launch planned for March with a 10k budget."
     sent = upstream.chat_requests()[0].body["messages"][1]["content"]
     assert "Budget is 10k." in sent and "ok" not in sent.split("New messages:")[1]
+
+
+def wait_job(job, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job.refresh_from_db()
+        if job.status in ("done", "failed"):
+            return job
+        assert time.monotonic() < deadline, (job.status, job.error)
+        time.sleep(0.2)
+
+
+@llm_db
+def test_the_worker_retries_a_failing_upstream(upstream, celery_worker):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I live in Quito.")
+    failure = Reply(status=500, json={"error": {"message": "overloaded", "type": "server_error"}})
+    upstream.script(*[failure] * 3, reply({"facts": [{"text": "Lives in Quito"}]}))
+    job = extraction_enqueue(workspace=workspace, conversation=conv)  # sent on commit
+    job = wait_job(job)
+    assert job.status == "done" and job.attempts >= 2
+    assert Memory.objects.get().text == "Lives in Quito"
+
+
+@llm_db
+def test_a_job_that_keeps_failing_is_recorded_as_failed(upstream, celery_worker):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I live in Quito.")
+    failure = Reply(status=500, json={"error": {"message": "overloaded", "type": "server_error"}})
+    upstream.script(*[failure] * 40)
+    job = wait_job(extraction_enqueue(workspace=workspace, conversation=conv))
+    assert job.status == "failed" and job.attempts == 4 and job.error.startswith("LLMError")
+    assert not Memory.objects.exists()
