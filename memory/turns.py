@@ -471,7 +471,7 @@ def _finish(
             if assistant.get("tool_calls"):
                 message["tool_calls"] = assistant["tool_calls"]
             usage = usage or {}
-            messages_append(
+            [stored] = messages_append(
                 workspace=ctx.workspace,
                 conversation=conversation,
                 session=session,
@@ -480,7 +480,10 @@ def _finish(
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
             )
-        extraction_enqueue(workspace=ctx.workspace, conversation=conversation)
+            newest = stored.id
+        else:
+            newest = state.stored_ids[-1] if state.stored_ids else None
+        extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)
         summary_enqueue(workspace=ctx.workspace, conversation=conversation)
 
 

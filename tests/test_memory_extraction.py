@@ -328,3 +328,13 @@ def test_a_job_that_keeps_failing_is_recorded_as_failed(upstream, celery_worker)
     job = wait_job(extraction_enqueue(workspace=workspace, conversation=conv))
     assert job.status == "failed" and job.attempts == 4 and job.error.startswith("LLMError")
     assert not Memory.objects.exists()
+
+
+def test_memory_tasks_run_on_their_own_queue():
+    from config.celery import app
+
+    for name in ("memory.extract", "memory.summarize"):
+        assert name in app.tasks
+        assert app.amqp.router.route({}, name)["queue"].name == "memory"
+    assert tasks.extract.acks_late and tasks.extract.ignore_result
+    assert tasks.extract.soft_time_limit < tasks.extract.time_limit

@@ -42,9 +42,16 @@ def _create(
 
 
 @transaction.atomic
-def extraction_enqueue(*, workspace: Workspace, conversation: Conversation) -> ProcessingJob | None:
-    """A job for the messages no extraction job covers yet (none when there are none)."""
-    last = Message.objects.filter(conversation=conversation).aggregate(last=Max("id"))["last"]
+def extraction_enqueue(
+    *, workspace: Workspace, conversation: Conversation, upto: str | None = None
+) -> ProcessingJob | None:
+    """A job for the messages no extraction job covers yet (none when there are none).
+
+    `upto`: the newest message id, when the caller just stored it (saves looking it up).
+    """
+    last = (
+        upto or Message.objects.filter(conversation=conversation).aggregate(last=Max("id"))["last"]
+    )
     covered = (
         ProcessingJob.objects.filter(conversation=conversation, kind=Kind.EXTRACT).aggregate(
             upto=Max("upto_message_id")
