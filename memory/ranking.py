@@ -112,15 +112,39 @@ def _literal(vector) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
-def memories(*, workspace_id: str, user_id: str, query: str, vector) -> list[Ranked]:
-    return _run(
+# A memory's source messages, oldest first, as the API shows them (same round trip).
+_SOURCES = """
+LEFT JOIN LATERAL (
+    SELECT coalesce(json_agg(json_build_object(
+        'message_id', s.id, 'conversation_id', sc.external_id,
+        'created_at', floor(extract(epoch FROM s.created_at))::bigint, 'metadata', s.metadata
+    ) ORDER BY s.created_at, s.id), '[]') AS sources
+    FROM memory_memory_sources ms
+    JOIN memory_message s ON s.id = ms.message_id
+    JOIN memory_conversation sc ON sc.id = s.conversation_id
+    WHERE ms.memory_id = t.id
+) src ON true
+"""
+
+
+def memories(
+    *, workspace_id: str, user_id: str, query: str, vector, with_sources: bool = False
+) -> list[Ranked]:
+    ranked = _run(
         table="memory_memory",
         scope="t.workspace_id = %(workspace)s AND t.user_id = %(user)s",
         params={"workspace": workspace_id, "user": user_id},
         columns=MEMORY_COLUMNS,
+        join=_SOURCES if with_sources else "",
+        extra_columns=["src.sources::text AS sources"] if with_sources else (),
+        group="src.sources::text" if with_sources else "",
         query=query,
         vector=vector,
     )
+    for hit in ranked:
+        if isinstance(hit.row.get("sources"), str):
+            hit.row["sources"] = json.loads(hit.row["sources"])
+    return ranked
 
 
 def messages(

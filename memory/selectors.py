@@ -158,13 +158,22 @@ def memory_search(
     vector: list[float] | None,
     limit: int,
     min_similarity: float = 0.0,
+    with_sources: bool = False,
 ) -> list[Found]:
-    hits = ranking.memories(workspace_id=workspace.id, user_id=user_id, query=query, vector=vector)
+    hits = ranking.memories(
+        workspace_id=workspace.id,
+        user_id=user_id,
+        query=query,
+        vector=vector,
+        with_sources=with_sources,
+    )
     found = []
     for hit in _fuse(hits, "updated_at", min_similarity)[:limit]:
-        memory = Memory(workspace=workspace, **hit.row)
+        row = dict(hit.row)
+        sources = row.pop("sources", [])
+        memory = Memory(workspace=workspace, **row)
         memory._state.adding = False
-        found.append(Found("memory", memory, hit.score, hit.similarity, hit.ranks))
+        found.append(Found("memory", memory, hit.score, hit.similarity, hit.ranks, sources))
     return found
 
 
@@ -221,10 +230,8 @@ def search(
         vector=vector,
         limit=limit,
         min_similarity=MIN_SIMILARITY,
+        with_sources=True,
     )
-    sources = memory_sources(workspace=workspace, memory_ids=[f.id for f in memories])
-    for found in memories:
-        found.sources = sources.get(found.id, [])
     messages = message_search(
         workspace=workspace,
         user_id=user_id,

@@ -316,6 +316,7 @@ def _retrieve_and_assemble(
             vector=vector,
             limit=MEMORY_CANDIDATES,
             min_similarity=selectors.MIN_SIMILARITY,
+            with_sources=dry_run,  # /v1/context explains where each memory came from
         )
         messages_found = selectors.message_search(
             workspace=workspace,
@@ -326,10 +327,6 @@ def _retrieve_and_assemble(
             exclude_ids=loaded.exclude_ids,
             min_similarity=MIN_MESSAGE_SIMILARITY,
         )
-    if dry_run and memories:
-        sources = selectors.memory_sources(workspace=workspace, memory_ids=[f.id for f in memories])
-        for found in memories:
-            found.sources = sources.get(found.id, [])
     blocks = []
     summary = loaded.conversation.summary if loaded.conversation and loaded.serve_history else ""
     if summary:
