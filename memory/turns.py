@@ -106,11 +106,18 @@ def _same(stored: dict, incoming: dict) -> bool:
     return calls == [c.get("id") for c in incoming.get("tool_calls") or []]
 
 
-def matched_prefix(stored: list[dict], incoming: list[dict]) -> int:
-    """The largest k with incoming[:k] == stored[-k:]: messages the client resent."""
-    for k in range(min(len(stored), len(incoming)), 0, -1):
-        offset = len(stored) - k
-        if all(_same(stored[offset + i], incoming[i]) for i in range(k)):
+def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool = False) -> int:
+    """How many leading incoming messages the store already holds (the client resent them).
+
+    The largest k with incoming[:k] ending in the stored messages' tail. When `stored` is only
+    the newest window of a longer conversation (`truncated`), a resent history longer than that
+    window still matches by its last len(stored) messages.
+    """
+    longest = len(incoming) if truncated else min(len(stored), len(incoming))
+    for k in range(longest, 0, -1):
+        m = min(k, len(stored))
+        offset = len(stored) - m
+        if m and all(_same(stored[offset + i], incoming[k - m + i]) for i in range(m)):
             return k
     return 0
 
@@ -192,9 +199,9 @@ def _load_and_store_in_transaction(
         )
         rows.reverse()
     stored = [r["raw"] for r in rows]
-    k = matched_prefix(stored, conversation_messages)
+    k = matched_prefix(stored, conversation_messages, truncated=len(rows) == HISTORY_ROWS)
     new = conversation_messages[k:]
-    before = rows[: len(rows) - k]
+    before = rows[: max(0, len(rows) - k)]
     stored_ids: list[str] = []
     session_id = ctx.session_id
     if not dry_run:
@@ -215,7 +222,7 @@ def _load_and_store_in_transaction(
     elif conversation is not None and not session_id:
         current = selectors.session_current(workspace=workspace, conversation=conversation)
         session_id = current.external_id if current else None
-    resent_ids = [r["id"] for r in rows[len(rows) - k :]]
+    resent_ids = [r["id"] for r in rows[max(0, len(rows) - k) :]]
     # Messages already in the request or in the history candidates are not "retrieved" again.
     exclude = stored_ids + resent_ids + ([r["id"] for r in before] if serve else [])
     return _Loaded(

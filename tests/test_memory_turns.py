@@ -391,3 +391,24 @@ def test_tool_results_sent_alone_travel_with_their_stored_call():
     second = prepare(ctx(workspace, [result], user_id="u", conversation_id="tools"))
     assert [m["role"] for m in second.messages] == ["user", "assistant", "tool"]
     assert second.messages[1]["tool_calls"] == [call] and second.messages[2] == result
+
+
+def test_matching_what_a_client_resent():
+    from memory.turns import matched_prefix
+
+    def m(*texts):
+        return [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": t}
+            for i, t in enumerate(texts)
+        ]
+
+    stored = m("a", "b", "c", "d")
+    assert matched_prefix(stored, m("a", "b", "c", "d") + [{"role": "user", "content": "e"}]) == 4
+    assert matched_prefix(stored, m("c", "d")) == 2  # a sliding window of the history
+    assert matched_prefix(stored, [{"role": "user", "content": "e"}]) == 0  # only the new one
+    assert matched_prefix([], m("a", "b")) == 0
+    # a resent history longer than the loaded window of a long conversation
+    long = m(*[str(i) for i in range(10)])
+    window = long[-4:]
+    assert matched_prefix(window, long + [{"role": "user", "content": "new"}], truncated=True) == 10
+    assert matched_prefix(window, long, truncated=False) == 0
