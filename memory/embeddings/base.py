@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -42,11 +43,21 @@ def get_embedder(backend: str | None = None, model: str | None = None) -> Embedd
     if key not in _instances:
         with _lock:
             if key not in _instances:
-                from memory.embeddings import sentence_transformers  # noqa: F401 - registers
+                from memory.embeddings import onnx, sentence_transformers  # noqa: F401
 
                 if backend not in _registry:
                     raise ValueError(
                         f"unknown embedding backend {backend!r}; have {sorted(_registry)}"
                     )
-                _instances[key] = _registry[backend](model)
+                try:
+                    _instances[key] = _registry[backend](model)
+                except ImportError as exc:  # e.g. onnxruntime missing: same vectors, slower
+                    if backend == "sentence-transformers":
+                        raise
+                    logging.getLogger("engram.embeddings").warning(
+                        "embedding backend %s unavailable (%s); using sentence-transformers",
+                        backend,
+                        exc,
+                    )
+                    _instances[key] = _registry["sentence-transformers"](model)
     return _instances[key]

@@ -36,7 +36,7 @@ class SentenceTransformerEmbedder(Embedder):
         if not Path(path).exists() and model not in _BUNDLED:
             raise ValueError(f"embedding model {model!r} is not available offline")
         self.model = SentenceTransformer(path, device="cpu")
-        self.dimensions = self.model.get_sentence_embedding_dimension()
+        self.dimensions = self.model.get_embedding_dimension()
         self._lock = threading.Lock()  # torch modules are not safe to call concurrently
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

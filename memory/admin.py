@@ -1,0 +1,189 @@
+"""Django admin for memories (with history and source links), conversations, sessions, messages.
+
+Edits and deletes of memories go through the services, so the admin leaves history too.
+"""
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from memory import services
+from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
+
+
+def _link(obj, label: str | None = None) -> str:
+    url = reverse(f"admin:memory_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+@admin.register(Memory)
+class MemoryAdmin(admin.ModelAdmin):
+    list_display = ("text", "user_id", "kind", "event_date", "workspace", "updated_at")
+    list_filter = ("kind", "workspace")
+    search_fields = ("user_id", "text", "id")
+    fields = (
+        "id",
+        "workspace",
+        "user_id",
+        "text",
+        "kind",
+        "event_date",
+        "metadata",
+        "created_at",
+        "updated_at",
+        "source_messages",
+        "history",
+    )
+    readonly_fields = ("id", "created_at", "updated_at", "source_messages", "history")
+    actions = ["delete_with_history"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The owner of a memory is fixed once it exists.
+        return self.readonly_fields + (("workspace", "user_id") if obj else ())
+
+    @admin.display(description="Source messages")
+    def source_messages(self, obj):
+        if not obj.pk:
+            return "-"
+        rows = obj.sources.select_related("conversation").order_by("created_at")
+        return (
+            format_html_join(
+                "",
+                "<div>{} <small>({}, {})</small></div>",
+                (
+                    (_link(m, m.content[:100] or m.id), m.conversation.external_id, m.created_at)
+                    for m in rows
+                ),
+            )
+            or "-"
+        )
+
+    @admin.display(description="History")
+    def history(self, obj):
+        if not obj.pk:
+            return "-"
+        events = MemoryEvent.objects.filter(workspace=obj.workspace, memory_id=obj.pk)
+        return (
+            format_html_join(
+                "",
+                "<div><b>{}</b> {} by {}: {} &rarr; {}</div>",
+                (
+                    (e.event, e.created_at, e.actor, e.old_text or "-", e.new_text or "-")
+                    for e in events
+                ),
+            )
+            or "-"
+        )
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            created = services.memory_create(
+                workspace=obj.workspace,
+                user_id=obj.user_id,
+                text=obj.text,
+                kind=obj.kind,
+                event_date=obj.event_date,
+                metadata=obj.metadata,
+                actor="admin",
+            )
+            obj.pk, obj.id = created.pk, created.id
+            return
+        current = Memory.objects.get(pk=obj.pk)
+        services.memory_update(
+            workspace=current.workspace,
+            memory=current,
+            text=obj.text,
+            kind=obj.kind,
+            event_date=obj.event_date,
+            metadata=obj.metadata,
+            actor="admin",
+            reason=f"edited by {request.user}",
+        )
+
+    def delete_model(self, request, obj):
+        services.memory_delete(
+            workspace=obj.workspace, memory=obj, actor="admin", reason=f"deleted by {request.user}"
+        )
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # bulk delete would skip the history
+        return actions
+
+    @admin.action(description="Delete selected memories (recorded in their history)")
+    def delete_with_history(self, request, queryset):
+        for memory in queryset:
+            self.delete_model(request, memory)
+
+
+@admin.register(MemoryEvent)
+class MemoryEventAdmin(admin.ModelAdmin):
+    list_display = ("event", "memory_id", "user_id", "actor", "created_at")
+    list_filter = ("event", "actor")
+    search_fields = ("memory_id", "user_id", "old_text", "new_text")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    fields = ("role", "name", "content", "created_at", "incomplete", "token_count")
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+    ordering = ("created_at", "id")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class JobInline(admin.TabularInline):
+    model = ProcessingJob
+    extra = 0
+    fields = ("kind", "status", "attempts", "error", "upto_message_id", "updated_at")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("external_id", "user_id", "workspace", "updated_at")
+    search_fields = ("external_id", "user_id", "id")
+    list_filter = ("workspace",)
+    readonly_fields = ("id", "created_at", "updated_at", "summary_upto")
+    inlines = [MessageInline, JobInline]
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    list_display = ("external_id", "user_id", "conversation", "last_active_at")
+    search_fields = ("external_id", "user_id")
+    readonly_fields = ("id", "created_at", "last_active_at")
+    raw_id_fields = ("conversation",)
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("id", "role", "user_id", "conversation", "created_at", "incomplete")
+    list_filter = ("role", "incomplete")
+    search_fields = ("user_id", "content", "id", "conversation__external_id")
+    readonly_fields = ("id", "created_at", "search_text", "token_count", "memories_from_here")
+    exclude = ("embedding",)
+    raw_id_fields = ("conversation", "session")
+
+    @admin.display(description="Memories from this message")
+    def memories_from_here(self, obj):
+        return (
+            format_html_join(
+                "", "<div>{}</div>", ((_link(m, m.text[:100]),) for m in obj.memories.all())
+            )
+            or "-"
+        )

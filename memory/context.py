@@ -1,0 +1,282 @@
+"""Context assembly within a token budget: what the upstream receives.
+
+Priority: the client's system prompt and messages (always, as sent); then the rolling summary;
+knowledge chunks (when collections are asked for); memories; retrieved older messages; then the
+conversation's recent turns, newest first. Injected text goes in delimited system blocks with
+dates. Nothing is cut mid-message and the total never exceeds the budget (when the client's own
+messages already do, nothing is added).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from memory.text import (
+    MESSAGE_OVERHEAD,
+    REPLY_PRIMING,
+    count_message,
+    count_messages,
+    count_text,
+)
+
+# Context windows of common models, longest prefix first wins.
+_WINDOWS = [
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4o", 128_000),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-4-32k", 32_768),
+    ("gpt-4", 8_192),
+    ("gpt-3.5-turbo", 16_385),
+    ("gpt-5", 400_000),
+    ("o1-mini", 128_000),
+    ("o1", 200_000),
+    ("o3", 200_000),
+    ("o4", 200_000),
+    ("claude", 200_000),
+    ("gemini", 1_048_576),
+    ("llama-3", 128_000),
+    ("llama3", 128_000),
+    ("mistral-large", 128_000),
+    ("qwen2.5", 32_768),
+]
+
+
+def context_window(model: str) -> int:
+    name = (model or "").lower().rsplit("/", 1)[-1]
+    best = max((p for p, _ in _WINDOWS if name.startswith(p)), key=len, default=None)
+    if best is None:
+        return settings.ENGRAM_DEFAULT_CONTEXT_WINDOW
+    return dict(_WINDOWS)[best]
+
+
+@dataclass
+class Budget:
+    window: int
+    reserved: int  # for the completion
+
+    @property
+    def total(self) -> int:
+        return max(0, self.window - self.reserved)
+
+
+def budget_for(body: dict, model: str) -> Budget:
+    window = context_window(model)
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+        reserved = asked
+    else:
+        # Nothing asked: keep room for an answer rather than fill the window to the brim.
+        reserved = min(4096, window // 4)
+    return Budget(window=window, reserved=reserved)
+
+
+@dataclass
+class Item:
+    """One memory, past message or knowledge chunk offered to a block."""
+
+    kind: str
+    id: str
+    line: str
+    score: float | None = None
+    why: str = ""
+    sources: list[dict] = field(default_factory=list)
+    detail: dict = field(default_factory=dict)
+
+    def explain(self) -> dict:
+        return {
+            "id": self.id,
+            "type": self.kind,
+            "text": self.line,
+            "score": self.score,
+            "why": self.why,
+            "sources": self.sources,
+            **self.detail,
+        }
+
+
+@dataclass
+class HistoryUnit:
+    """Stored messages that travel together (an assistant's tool calls and their results)."""
+
+    messages: list[dict]
+    ids: list[str]
+    tokens: int
+
+
+@dataclass
+class Block:
+    name: str
+    header: str
+    tag: str
+    items: list[Item]
+    cap: int
+
+
+@dataclass
+class Assembly:
+    messages: list[dict]
+    tokens: int
+    budget: int
+    blocks: list[dict]
+    used: dict[str, list[Item]]
+    history_ids: list[str]
+
+
+def caps_for(budget: int) -> dict[str, int]:
+    """Each block's share: a setting, never more than a fraction of the budget."""
+    return {
+        "summary": min(settings.ENGRAM_CONTEXT_SUMMARY_TOKENS, budget // 6),
+        "knowledge": min(settings.ENGRAM_CONTEXT_KNOWLEDGE_TOKENS, budget // 3),
+        "memories": min(settings.ENGRAM_CONTEXT_MEMORY_TOKENS, budget // 4),
+        "retrieved": min(settings.ENGRAM_CONTEXT_RETRIEVED_TOKENS, budget // 4),
+    }
+
+
+def _block_message(block: Block, items: list[Item]) -> dict:
+    lines = "\n".join(item.line for item in items)
+    return {
+        "role": "system",
+        "content": f"{block.header}\n<{block.tag}>\n{lines}\n</{block.tag}>",
+    }
+
+
+def _fill(block: Block, allowance: int) -> tuple[dict | None, list[Item], int]:
+    """As many whole items as fit in min(cap, allowance); the block's exact token cost."""
+    limit = min(block.cap, allowance)
+    frame = count_message(_block_message(block, []))
+    if not block.items or frame >= limit:
+        return None, [], 0
+    chosen: list[Item] = []
+    estimate = frame
+    for item in block.items:
+        cost = count_text(item.line) + 1
+        if estimate + cost > limit:
+            continue  # a shorter item further down may still fit
+        chosen.append(item)
+        estimate += cost
+    while chosen:
+        message = _block_message(block, chosen)
+        exact = count_message(message)
+        if exact <= limit:
+            return message, chosen, exact
+        chosen.pop()  # token merges made the estimate low: drop the weakest
+    return None, [], 0
+
+
+def _split_head(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    cut = 0
+    while cut < len(messages) and messages[cut].get("role") in ("system", "developer"):
+        cut += 1
+    return messages[:cut], messages[cut:]
+
+
+def assemble(
+    *,
+    request_messages: list[dict],
+    blocks: list[Block],
+    history: list[HistoryUnit],
+    budget: int,
+) -> Assembly:
+    """Fit blocks (in priority order) and then history (newest first) around the request."""
+    head, body = _split_head(list(request_messages))
+    history = list(history)
+    if body and body[0].get("role") == "tool" and history and not _answered(history[-1]):
+        # The request carries the results of the last stored tool calls: they go together.
+        carried = history.pop()
+        body = carried.messages + body
+        request_messages = head + body
+    if history and not _answered(history[-1]):
+        history.pop()  # tool calls whose results never came: the upstream would refuse them
+    mandatory = count_messages(request_messages)
+    report = [{"name": "request", "tokens": mandatory - REPLY_PRIMING if mandatory else 0}]
+    if mandatory > budget or not request_messages:
+        return Assembly(list(request_messages), mandatory, budget, report, {}, [])
+    remaining = budget - mandatory
+    injected: list[dict] = []
+    used: dict[str, list[Item]] = {}
+    for block in blocks:
+        message, chosen, cost = _fill(block, remaining)
+        if message is None:
+            continue
+        remaining -= cost
+        injected.append(message)
+        used[block.name] = chosen
+        report.append({"name": block.name, "tokens": cost, "items": [i.explain() for i in chosen]})
+    taken: list[HistoryUnit] = []
+    for unit in reversed(history):  # newest first
+        if unit.tokens > remaining:
+            break  # older turns would leave a gap in the conversation
+        taken.append(unit)
+        remaining -= unit.tokens
+    taken.reverse()
+    old = [m for unit in taken for m in unit.messages]
+    messages = head + injected + old + body
+    total = count_messages(messages)
+    while total > budget and taken:  # per-message counts summed exactly; kept as a guard
+        taken.pop(0)
+        old = [m for unit in taken for m in unit.messages]
+        messages = head + injected + old + body
+        total = count_messages(messages)
+    if taken:
+        report.append(
+            {
+                "name": "history",
+                "tokens": sum(u.tokens for u in taken),
+                "items": [
+                    {"id": mid, "type": "message", "why": "recent turn of this conversation"}
+                    for u in taken
+                    for mid in u.ids
+                ],
+            }
+        )
+    return Assembly(
+        messages=messages,
+        tokens=total,
+        budget=budget,
+        blocks=report,
+        used=used,
+        history_ids=[mid for u in taken for mid in u.ids],
+    )
+
+
+def history_units(rows: list[dict]) -> list[HistoryUnit]:
+    """Group stored messages (oldest first) so a tool call never travels without its results.
+
+    An assistant's tool calls whose results never came back are kept only as the last unit
+    (the request may carry the results); anywhere else they would make the upstream refuse.
+    """
+    units: list[HistoryUnit] = []
+    for row in rows:
+        message, tokens = row["message"], row["tokens"]
+        if message.get("role") == "tool":
+            last = units[-1] if units else None
+            if last is not None and any(m.get("tool_calls") for m in last.messages):
+                last.messages.append(message)
+                last.ids.append(row["id"])
+                last.tokens += tokens
+            continue  # an orphan tool result (its call is not stored) is not sendable
+        units.append(HistoryUnit(messages=[message], ids=[row["id"]], tokens=tokens))
+    return [u for i, u in enumerate(units) if i == len(units) - 1 or _answered(u)]
+
+
+def _answered(unit: HistoryUnit) -> bool:
+    calls = {c.get("id") for m in unit.messages for c in (m.get("tool_calls") or [])}
+    results = {m.get("tool_call_id") for m in unit.messages if m.get("role") == "tool"}
+    return calls <= results
+
+
+__all__ = [
+    "Assembly",
+    "Block",
+    "Budget",
+    "HistoryUnit",
+    "Item",
+    "MESSAGE_OVERHEAD",
+    "assemble",
+    "budget_for",
+    "caps_for",
+    "context_window",
+    "history_units",
+]

@@ -1,0 +1,143 @@
+"""One extraction job: embed the job's messages, then turn them into memories.
+
+With an LLM (completions.llm.chat) the model proposes facts and decides ADD / UPDATE / DELETE /
+NONE against the nearest memories; without one (LLMUnavailable, or ENGRAM_MEMORY_EXTRACTION =
+"offline") the offline extractor runs, de-duplicated by embedding similarity.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+
+from completions.llm import LLMUnavailable
+from memory.embeddings import get_embedder
+from memory.extraction import offline
+from memory.extraction.store import UserMemories
+from memory.models import Message, ProcessingJob
+from memory.services.memories import memory_add_sources, memory_create, memory_update
+from memory.text import memory_search_text
+
+logger = logging.getLogger("engram.memory")
+
+UPDATE_BATCH = 200
+
+
+def job_messages(job: ProcessingJob) -> list[Message]:
+    return list(
+        Message.objects.filter(
+            conversation_id=job.conversation_id,
+            id__gt=job.after_message_id,
+            id__lte=job.upto_message_id,
+        ).order_by("id")
+    )
+
+
+def embed_messages(rows: list[Message]) -> int:
+    """Vectors for the messages that have none yet (the request path never embeds them)."""
+    todo = [m for m in rows if m.embedding is None and m.search_text]
+    if not todo:
+        return 0
+    # One call: the embedder sorts all texts by length, so batches carry little padding.
+    vectors = get_embedder().embed([m.search_text for m in todo])
+    for message, vector in zip(todo, vectors, strict=True):
+        message.embedding = vector.tolist()
+    Message.objects.bulk_update(todo, ["embedding"], batch_size=UPDATE_BATCH)
+    return len(todo)
+
+
+def extraction_run(*, job: ProcessingJob) -> dict:
+    rows = job_messages(job)
+    embedded = embed_messages(rows)
+    mode = settings.ENGRAM_MEMORY_EXTRACTION
+    if mode != "offline":
+        from memory.extraction import llm
+
+        try:
+            return {"embedded": embedded, **llm.extract(job=job, rows=rows)}
+        except LLMUnavailable:
+            if mode == "llm":
+                raise
+    return {"embedded": embedded, **offline_extract(job=job, rows=rows)}
+
+
+def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+    found: list[tuple[offline.Fact, Message, str]] = []
+    for message in rows:
+        if message.role != "user" or not message.content:
+            continue
+        subject = message.name or "User"
+        for fact in offline.extract(
+            message.content, subject=subject, today=message.created_at.date()
+        ):
+            found.append((fact, message, subject))
+    if not found:
+        return {"added": 0, "updated": 0, "unchanged": 0}
+    texts = [
+        memory_search_text(text=f.text, when=f.event_date or m.created_at.date())
+        for f, m, _ in found
+    ]
+    vectors = get_embedder().embed(texts)
+    with transaction.atomic():  # one commit for the job's memories
+        return _apply_offline(job, found, vectors)
+
+
+def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
+    workspace, user_id = job.workspace, job.conversation.user_id
+    store = UserMemories(workspace, user_id)
+    threshold = settings.ENGRAM_MEMORY_DUPLICATE_SIMILARITY
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    for (fact, message, subject), vector in zip(found, vectors, strict=True):
+        vec = vector.tolist()
+        if fact.slot:
+            current = store.by_slot(fact.slot, subject)
+            if current is not None:
+                if current.metadata.get("value", "").lower() == fact.value.lower():
+                    memory_add_sources(
+                        workspace=workspace, memory=current, source_message_ids=[message.id]
+                    )
+                    counts["unchanged"] += 1
+                    continue
+                old_value = current.metadata.get("value", "")
+                updated = memory_update(
+                    workspace=workspace,
+                    memory=current,
+                    text=fact.text,
+                    event_date=fact.event_date,
+                    metadata=current.metadata | {"value": fact.value},
+                    source_message_ids=[message.id],
+                    actor="extractor:offline",
+                    reason=f"{fact.slot} changed from {old_value!r} to {fact.value!r}",
+                    embedding=vec,
+                )
+                store.replace(updated, vec)
+                counts["updated"] += 1
+                continue
+        near = store.nearest(vec, k=1, min_similarity=threshold)
+        if near:
+            memory_add_sources(
+                workspace=workspace, memory=near[0][0], source_message_ids=[message.id]
+            )
+            counts["unchanged"] += 1
+            continue
+        metadata = {"subject": subject}
+        if fact.slot:
+            metadata |= {"slot": fact.slot, "value": fact.value}
+        memory = memory_create(
+            workspace=workspace,
+            user_id=user_id,
+            text=fact.text,
+            kind=fact.kind,
+            event_date=fact.event_date,
+            metadata=metadata,
+            source_message_ids=[message.id],
+            learned_on=message.created_at.date(),
+            actor="extractor:offline",
+            reason="first-person statement",
+            embedding=vec,
+        )
+        store.add(memory, vec)
+        counts["added"] += 1
+    return counts

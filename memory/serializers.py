@@ -1,0 +1,157 @@
+"""Response shapes (plain functions) and input serializers of the memory and conversation APIs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rest_framework import serializers
+
+from memory.models import Conversation, Memory, MemoryEvent, Message, Session
+
+
+def _ts(value: dt.datetime | None) -> int | None:
+    return int(value.timestamp()) if value else None
+
+
+def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:
+    return {
+        "id": memory.id,
+        "object": "memory",
+        "user_id": memory.user_id,
+        "text": memory.text,
+        "kind": memory.kind,
+        "event_date": memory.event_date.isoformat() if memory.event_date else None,
+        "metadata": memory.metadata,
+        "created_at": _ts(memory.created_at),
+        "updated_at": _ts(memory.updated_at),
+        "sources": sources if sources is not None else [],
+    }
+
+
+def event_body(event: MemoryEvent) -> dict:
+    return {
+        "id": event.id,
+        "object": "memory.event",
+        "memory_id": event.memory_id,
+        "user_id": event.user_id,
+        "event": event.event,
+        "old_text": event.old_text,
+        "new_text": event.new_text,
+        "reason": event.reason,
+        "actor": event.actor,
+        "source_message_ids": event.source_message_ids,
+        "created_at": _ts(event.created_at),
+    }
+
+
+def conversation_body(conversation: Conversation, processing: dict | None = None) -> dict:
+    body = {
+        "id": conversation.id,
+        "object": "conversation",
+        "external_id": conversation.external_id,
+        "user_id": conversation.user_id,
+        "title": conversation.title,
+        "summary": conversation.summary,
+        "metadata": conversation.metadata,
+        "created_at": _ts(conversation.created_at),
+        "updated_at": _ts(conversation.updated_at),
+    }
+    if processing is not None:
+        body["processing"] = processing
+    return body
+
+
+def message_body(message: Message, conversation: Conversation | None = None) -> dict:
+    conversation = conversation or message.conversation
+    return {
+        "id": message.id,
+        "object": "conversation.message",
+        "conversation_id": conversation.external_id,
+        "session_id": message.session.external_id if message.session_id else None,
+        "role": message.role,
+        "name": message.name or None,
+        "content": message.raw.get("content", message.content) if message.raw else message.content,
+        "tool_calls": message.tool_calls,
+        "metadata": message.metadata,
+        "token_count": message.token_count,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "incomplete": message.incomplete,
+        "created_at": _ts(message.created_at),
+    }
+
+
+def session_body(session: Session) -> dict:
+    return {
+        "id": session.external_id,
+        "object": "session",
+        "user_id": session.user_id,
+        "conversation_id": session.conversation.external_id if session.conversation_id else None,
+        "created_at": _ts(session.created_at),
+        "last_active_at": _ts(session.last_active_at),
+    }
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+KINDS = ["fact", "preference", "plan", "relation", "event"]
+
+
+class UserIdField(serializers.CharField):
+    def __init__(self, **kwargs):
+        super().__init__(max_length=200, trim_whitespace=True, **kwargs)
+
+
+class MemoryCreateInput(serializers.Serializer):
+    user_id = UserIdField()
+    text = serializers.CharField(max_length=4000)
+    kind = serializers.ChoiceField(choices=KINDS, default="fact")
+    event_date = serializers.DateField(required=False, allow_null=True)
+    metadata = serializers.DictField(required=False, default=dict)
+
+
+class MemoryUpdateInput(serializers.Serializer):
+    text = serializers.CharField(max_length=4000, required=False)
+    kind = serializers.ChoiceField(choices=KINDS, required=False)
+    event_date = serializers.DateField(required=False, allow_null=True)
+    metadata = serializers.DictField(required=False)
+
+
+class SearchInput(serializers.Serializer):
+    user_id = UserIdField()
+    query = serializers.CharField(max_length=4000)
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
+
+
+class FlexibleDateTimeField(serializers.DateTimeField):
+    """ISO 8601 or a Unix timestamp (what OpenAI's own objects use)."""
+
+    def to_internal_value(self, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+            except (OverflowError, OSError, ValueError):
+                self.fail("invalid", format="a Unix timestamp or ISO 8601")
+        return super().to_internal_value(value)
+
+
+class ImportMessageInput(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["user", "assistant", "system", "developer", "tool"])
+    content = serializers.JSONField()
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    created_at = FlexibleDateTimeField(required=False, allow_null=True)
+    metadata = serializers.DictField(required=False, default=dict)
+    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
+    tool_call_id = serializers.CharField(max_length=200, required=False)
+
+    def validate_content(self, value):
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+            return value
+        raise serializers.ValidationError("content must be a string or a list of content parts.")
+
+
+class ImportInput(serializers.Serializer):
+    user_id = UserIdField()
+    messages = ImportMessageInput(many=True, allow_empty=False, max_length=5000)

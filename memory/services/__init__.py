@@ -1,0 +1,24 @@
+"""Writes: conversations and messages, memories (with history), background jobs, user erasure."""
+
+from memory.services.conversations import (
+    conversation_get_or_create,
+    messages_append,
+    messages_import,
+    session_resolve,
+)
+from memory.services.memories import memory_create, memory_delete, memory_update
+from memory.services.processing import extraction_enqueue, summary_enqueue
+from memory.services.users import user_delete
+
+__all__ = [
+    "conversation_get_or_create",
+    "extraction_enqueue",
+    "memory_create",
+    "memory_delete",
+    "memory_update",
+    "messages_append",
+    "messages_import",
+    "session_resolve",
+    "summary_enqueue",
+    "user_delete",
+]

@@ -1,0 +1,214 @@
+"""Conversations, sessions and their messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import Workspace
+from config.errors import ApiError
+from config.ids import new_id
+from memory.models import Conversation, Message, Session
+from memory.text import content_text, count_message, message_search_text
+
+STORED_ROLES = {"user", "assistant", "tool", "function"}
+
+
+def _owned(obj, user_id: str, what: str, external_id: str):
+    if obj.user_id and obj.user_id != user_id:
+        raise ApiError(
+            403,
+            f"{what} '{external_id}' belongs to another user of this workspace.",
+            param=f"x-{what.lower()}-id",
+            code="forbidden",
+        )
+    return obj
+
+
+# Activity timestamps move at most once a minute: a round trip saved on most turns.
+TOUCH_EVERY = dt.timedelta(seconds=60)
+
+
+def _stale(when: dt.datetime | None) -> bool:
+    return when is None or timezone.now() - when > TOUCH_EVERY
+
+
+def conversation_get_or_create(
+    *, workspace: Workspace, external_id: str, user_id: str, metadata: dict | None = None
+) -> tuple[Conversation, bool]:
+    conversation = Conversation.objects.filter(workspace=workspace, external_id=external_id).first()
+    created = False
+    if conversation is None:
+        try:
+            with transaction.atomic():
+                conversation = Conversation.objects.create(
+                    workspace=workspace,
+                    external_id=external_id,
+                    user_id=user_id,
+                    metadata=metadata or {},
+                )
+                created = True
+        except IntegrityError:  # created concurrently by another request
+            conversation = Conversation.objects.get(workspace=workspace, external_id=external_id)
+    return _owned(conversation, user_id, "Conversation", external_id), created
+
+
+def session_resolve(
+    *,
+    workspace: Workspace,
+    conversation: Conversation,
+    user_id: str,
+    external_id: str | None,
+) -> Session:
+    """The named session (created when unknown), else the conversation's current one.
+
+    Without an id, a session idle for longer than ENGRAM_SESSION_IDLE_MINUTES ends and the next
+    turn opens a new one, whose id is echoed so the client can keep it.
+    """
+    now = timezone.now()
+    if external_id:
+        session = Session.objects.filter(workspace=workspace, external_id=external_id).first()
+        created = False
+        if session is None:
+            try:
+                with transaction.atomic():
+                    session = Session.objects.create(
+                        workspace=workspace,
+                        external_id=external_id,
+                        user_id=user_id,
+                        conversation=conversation,
+                    )
+                    created = True
+            except IntegrityError:  # created concurrently by another request
+                session = Session.objects.get(workspace=workspace, external_id=external_id)
+        _owned(session, user_id, "Session", external_id)
+        if not created and (session.conversation_id is None or _stale(session.last_active_at)):
+            changes = {"last_active_at": now}
+            if session.conversation_id is None:
+                changes["conversation"] = conversation
+            Session.objects.filter(pk=session.pk).update(**changes)
+        return session
+    idle = dt.timedelta(minutes=settings.ENGRAM_SESSION_IDLE_MINUTES)
+    session = (
+        Session.objects.filter(
+            workspace=workspace, conversation=conversation, last_active_at__gte=now - idle
+        )
+        .order_by("-last_active_at")
+        .first()
+    )
+    if session is not None:
+        if _stale(session.last_active_at):
+            Session.objects.filter(pk=session.pk).update(last_active_at=now)
+        return session
+    return Session.objects.create(
+        workspace=workspace,
+        external_id=new_id("sess"),
+        user_id=user_id,
+        conversation=conversation,
+    )
+
+
+def _row(
+    *,
+    workspace: Workspace,
+    conversation: Conversation,
+    session: Session | None,
+    message: dict,
+    message_id: str,
+    created_at: dt.datetime,
+    metadata: dict | None = None,
+    **extra,
+) -> Message:
+    role = message.get("role", "user")
+    name = str(message.get("name") or "")[:200]
+    content = content_text(message.get("content"))
+    return Message(
+        id=message_id,
+        workspace=workspace,
+        conversation=conversation,
+        session=session,
+        user_id=conversation.user_id,
+        role=role,
+        name=name,
+        content=content,
+        raw=message,
+        tool_calls=message.get("tool_calls") or None,
+        metadata=metadata or {},
+        token_count=count_message(message),
+        created_at=created_at,
+        search_text=message_search_text(
+            role=role, name=name, content=content, created_at=created_at
+        ),
+        **extra,
+    )
+
+
+def ordered_ids(count: int) -> list[str]:
+    """Ids that sort in creation order even within one millisecond."""
+    return sorted(new_id("msg") for _ in range(count))
+
+
+def messages_append(
+    *,
+    workspace: Workspace,
+    conversation: Conversation,
+    session: Session | None,
+    messages: list[dict],
+    **extra,
+) -> list[Message]:
+    """Store a turn's messages as they arrived (embedded later, in the background)."""
+    now = timezone.now()
+    ids = ordered_ids(len(messages))
+    rows = [
+        _row(
+            workspace=workspace,
+            conversation=conversation,
+            session=session,
+            message=message,
+            message_id=ids[i],
+            created_at=now + dt.timedelta(microseconds=i),
+            **extra,
+        )
+        for i, message in enumerate(messages)
+    ]
+    Message.objects.bulk_create(rows)
+    if _stale(conversation.updated_at):
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+    return rows
+
+
+@transaction.atomic
+def messages_import(
+    *, workspace: Workspace, conversation: Conversation, messages: list[dict]
+) -> list[Message]:
+    """Bulk history: each item {role, content, name?, created_at?, metadata?} (validated)."""
+    from memory.services.processing import extraction_enqueue
+
+    now = timezone.now()
+    ids = ordered_ids(len(messages))
+    rows = []
+    for i, item in enumerate(messages):
+        message = {"role": item["role"], "content": item.get("content")}
+        if item.get("name"):
+            message["name"] = item["name"]
+        for key in ("tool_calls", "tool_call_id"):
+            if item.get(key):
+                message[key] = item[key]
+        rows.append(
+            _row(
+                workspace=workspace,
+                conversation=conversation,
+                session=None,
+                message=message,
+                message_id=ids[i],
+                created_at=item.get("created_at") or now + dt.timedelta(microseconds=i),
+                metadata=item.get("metadata") or {},
+            )
+        )
+    Message.objects.bulk_create(rows, batch_size=500)
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+    extraction_enqueue(workspace=workspace, conversation=conversation)
+    return rows

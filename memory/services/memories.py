@@ -1,0 +1,172 @@
+"""Memories: every change is written to MemoryEvent, which outlives the memory itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Workspace
+from memory.embeddings import get_embedder
+from memory.models import Memory, MemoryEvent, Message
+from memory.text import memory_search_text
+
+
+def _index(memory: Memory, *, embedding: list[float] | None = None) -> None:
+    when = memory.event_date or _learned_on(memory)
+    memory.search_text = memory_search_text(text=memory.text, when=when)
+    memory.embedding = (
+        embedding if embedding is not None else get_embedder().embed_one(memory.search_text)
+    )
+
+
+def _learned_on(memory: Memory) -> dt.date:
+    raw = memory.metadata.get("learned_on")
+    if raw:
+        return dt.date.fromisoformat(raw)
+    return (memory.created_at or timezone.now()).date()
+
+
+def _event(
+    *,
+    workspace: Workspace,
+    memory: Memory,
+    event: str,
+    old_text: str = "",
+    new_text: str = "",
+    actor: str,
+    reason: str = "",
+    source_message_ids: Iterable[str] = (),
+) -> MemoryEvent:
+    return MemoryEvent.objects.create(
+        workspace=workspace,
+        memory_id=memory.id,
+        user_id=memory.user_id,
+        event=event,
+        old_text=old_text,
+        new_text=new_text,
+        actor=actor,
+        reason=reason,
+        source_message_ids=list(source_message_ids),
+    )
+
+
+@transaction.atomic
+def memory_create(
+    *,
+    workspace: Workspace,
+    user_id: str,
+    text: str,
+    kind: str = "fact",
+    event_date: dt.date | None = None,
+    metadata: dict | None = None,
+    source_message_ids: Iterable[str] = (),
+    learned_on: dt.date | None = None,
+    actor: str = "api",
+    reason: str = "",
+    embedding: list[float] | None = None,
+) -> Memory:
+    source_ids = list(dict.fromkeys(source_message_ids))
+    metadata = dict(metadata or {})
+    if learned_on:
+        metadata["learned_on"] = learned_on.isoformat()
+    memory = Memory(
+        workspace=workspace,
+        user_id=user_id,
+        text=text.strip(),
+        kind=kind,
+        event_date=event_date,
+        metadata=metadata,
+    )
+    _index(memory, embedding=embedding)
+    memory.save()
+    if source_ids:
+        memory.sources.add(
+            *Message.objects.filter(workspace=workspace, user_id=user_id, id__in=source_ids)
+        )
+    _event(
+        workspace=workspace,
+        memory=memory,
+        event=MemoryEvent.Event.ADD,
+        new_text=memory.text,
+        actor=actor,
+        reason=reason,
+        source_message_ids=source_ids,
+    )
+    return memory
+
+
+_UNSET = object()
+
+
+@transaction.atomic
+def memory_update(
+    *,
+    workspace: Workspace,
+    memory: Memory,
+    text: str | None = None,
+    kind: str | None = None,
+    event_date=_UNSET,
+    metadata: dict | None = None,
+    source_message_ids: Iterable[str] = (),
+    actor: str = "api",
+    reason: str = "",
+    embedding: list[float] | None = None,
+) -> Memory:
+    assert memory.workspace_id == workspace.id
+    old_text = memory.text
+    if kind is not None:
+        memory.kind = kind
+    if event_date is not _UNSET:
+        memory.event_date = event_date
+    if metadata is not None:
+        memory.metadata = metadata
+    if text is not None:
+        memory.text = text.strip()
+    _index(memory, embedding=embedding if text is not None else None)
+    memory.save()
+    source_ids = list(dict.fromkeys(source_message_ids))
+    if source_ids:
+        memory.sources.add(
+            *Message.objects.filter(workspace=workspace, user_id=memory.user_id, id__in=source_ids)
+        )
+    _event(
+        workspace=workspace,
+        memory=memory,
+        event=MemoryEvent.Event.UPDATE,
+        old_text=old_text,
+        new_text=memory.text,
+        actor=actor,
+        reason=reason,
+        source_message_ids=source_ids,
+    )
+    return memory
+
+
+def memory_add_sources(
+    *, workspace: Workspace, memory: Memory, source_message_ids: Iterable[str]
+) -> None:
+    """The same fact said again: more provenance, no new memory and no history entry."""
+    ids = list(source_message_ids)
+    if ids:
+        memory.sources.add(
+            *Message.objects.filter(workspace=workspace, user_id=memory.user_id, id__in=ids)
+        )
+
+
+@transaction.atomic
+def memory_delete(
+    *, workspace: Workspace, memory: Memory, actor: str = "api", reason: str = ""
+) -> None:
+    assert memory.workspace_id == workspace.id
+    _event(
+        workspace=workspace,
+        memory=memory,
+        event=MemoryEvent.Event.DELETE,
+        old_text=memory.text,
+        actor=actor,
+        reason=reason,
+    )
+    memory.delete()

@@ -1,0 +1,116 @@
+"""Background work per conversation: jobs over message ranges, claimed atomically.
+
+A job covers the messages with after_message_id < id <= upto_message_id (ids sort by creation).
+Its row exists before the task is sent (on commit), so `processing.pending` never misses work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max, Q, Sum
+from django.utils import timezone
+
+from accounts.models import Workspace
+from memory.models import Conversation, Message, ProcessingJob
+
+Kind = ProcessingJob.Kind
+Status = ProcessingJob.Status
+
+# A RUNNING job untouched this long was lost with its worker (acks_late redelivers the task).
+STALE_AFTER = dt.timedelta(minutes=20)
+
+
+def _create(
+    *, workspace: Workspace, conversation: Conversation, kind: str, after: str, upto: str
+) -> ProcessingJob | None:
+    job, created = ProcessingJob.objects.get_or_create(
+        conversation=conversation,
+        kind=kind,
+        upto_message_id=upto,
+        defaults={"workspace": workspace, "after_message_id": after},
+    )
+    if not created:
+        return None
+    from memory import tasks
+
+    task = tasks.extract if kind == Kind.EXTRACT else tasks.summarize
+    transaction.on_commit(lambda: task.delay(job.id))
+    return job
+
+
+@transaction.atomic
+def extraction_enqueue(
+    *, workspace: Workspace, conversation: Conversation, upto: str | None = None
+) -> ProcessingJob | None:
+    """A job for the messages no extraction job covers yet (none when there are none).
+
+    `upto`: the newest message id, when the caller just stored it (saves looking it up).
+    """
+    last = (
+        upto or Message.objects.filter(conversation=conversation).aggregate(last=Max("id"))["last"]
+    )
+    covered = (
+        ProcessingJob.objects.filter(conversation=conversation, kind=Kind.EXTRACT).aggregate(
+            upto=Max("upto_message_id")
+        )["upto"]
+        or ""
+    )
+    if last is None or last <= covered:
+        return None
+    return _create(
+        workspace=workspace, conversation=conversation, kind=Kind.EXTRACT, after=covered, upto=last
+    )
+
+
+@transaction.atomic
+def summary_enqueue(*, workspace: Workspace, conversation: Conversation) -> ProcessingJob | None:
+    """Fold older messages into the rolling summary once enough have piled up past it."""
+    if ProcessingJob.objects.filter(
+        conversation=conversation, kind=Kind.SUMMARIZE, status__in=[Status.PENDING, Status.RUNNING]
+    ).exists():
+        return None
+    unsummarized = Message.objects.filter(
+        conversation=conversation, id__gt=conversation.summary_upto
+    ).aggregate(tokens=Sum("token_count"), last=Max("id"))
+    if (unsummarized["tokens"] or 0) < settings.ENGRAM_SUMMARY_TRIGGER_TOKENS:
+        return None
+    # Keep the most recent turns out of the summary: they travel verbatim as history.
+    keep = settings.ENGRAM_SUMMARY_KEEP_MESSAGES
+    upto = (
+        Message.objects.filter(conversation=conversation, id__gt=conversation.summary_upto)
+        .order_by("-id")
+        .values_list("id", flat=True)[keep : keep + 1]
+        .first()
+    )
+    if upto is None:
+        return None
+    return _create(
+        workspace=workspace,
+        conversation=conversation,
+        kind=Kind.SUMMARIZE,
+        after=conversation.summary_upto,
+        upto=upto,
+    )
+
+
+def job_claim(*, job_id: str) -> ProcessingJob | None:
+    """RUNNING for this worker, or None when another run has it (or it is finished)."""
+    now = timezone.now()
+    claimable = Q(status=Status.PENDING) | Q(
+        status=Status.RUNNING, updated_at__lt=now - STALE_AFTER
+    )
+    claimed = ProcessingJob.objects.filter(claimable, id=job_id).update(
+        status=Status.RUNNING, attempts=F("attempts") + 1, updated_at=now
+    )
+    if claimed != 1:
+        return None
+    return ProcessingJob.objects.select_related("conversation", "workspace").get(id=job_id)
+
+
+def job_finish(*, job_id: str, status: str, error: str = "") -> None:
+    ProcessingJob.objects.filter(id=job_id).update(
+        status=status, error=error[:2000], updated_at=timezone.now()
+    )

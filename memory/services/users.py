@@ -1,0 +1,22 @@
+"""Erasure: a user's every trace in one workspace."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from accounts.models import Workspace
+from memory.models import Conversation, Memory, MemoryEvent, Message, Session
+
+
+@transaction.atomic
+def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
+    scope = {"workspace": workspace, "user_id": user_id}
+    counts = {
+        "memories": Memory.objects.filter(**scope).delete()[1].get("memory.Memory", 0),
+        "memory_events": MemoryEvent.objects.filter(**scope).delete()[0],
+        "messages": Message.objects.filter(**scope).delete()[0],
+    }
+    deleted = Conversation.objects.filter(**scope).delete()[1]
+    counts["conversations"] = deleted.get("memory.Conversation", 0)
+    counts["sessions"] = Session.objects.filter(**scope).delete()[0]
+    return counts

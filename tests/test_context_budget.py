@@ -1,0 +1,213 @@
+"""The context budget is never exceeded and nothing is cut mid-message (property tests)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from asgiref.sync import async_to_sync
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memory.context import (
+    Block,
+    Item,
+    _answered,
+    assemble,
+    budget_for,
+    context_window,
+    history_units,
+)
+from memory.text import count_message, count_messages
+
+words = st.lists(
+    st.sampled_from(
+        ["the", "cat", "Berlin", "🙂", "memory", "x" * 30, "2023", "naïve", "\n", "tokens", "!"]
+    ),
+    min_size=0,
+    max_size=60,
+).map(" ".join)
+
+counter = itertools.count()
+
+
+@st.composite
+def stored_history(draw):
+    rows = []
+    for _ in range(draw(st.integers(0, 25))):
+        kind = draw(st.sampled_from(["user", "assistant", "tools"]))
+        if kind == "tools":
+            call_id = f"call_{next(counter)}"
+            call = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                    }
+                ],
+            }
+            result = {"role": "tool", "tool_call_id": call_id, "content": draw(words)}
+            batch = [call, result] if draw(st.integers(0, 5)) else [call]  # sometimes unanswered
+        else:
+            batch = [{"role": kind, "content": draw(words)}]
+        for message in batch:
+            rows.append(
+                {"id": f"msg_{next(counter)}", "message": message, "tokens": count_message(message)}
+            )
+    return rows
+
+
+@st.composite
+def request_messages(draw):
+    head = [{"role": "system", "content": draw(words)}] if draw(st.booleans()) else []
+    body = [
+        {"role": draw(st.sampled_from(["user", "assistant"])), "content": draw(words)}
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+    return head + body + [{"role": "user", "content": draw(words)}]
+
+
+def items(draw, kind):
+    return [
+        Item(kind=kind, id=f"{kind}_{i}", line=f"- [8 May 2023] {draw(words)}")
+        for i in range(draw(st.integers(0, 12)))
+    ]
+
+
+@st.composite
+def blocks(draw):
+    return [
+        Block(
+            name=name,
+            header=f"Engram: {name}.",
+            tag=name,
+            items=items(draw, name),
+            cap=draw(st.integers(0, 800)),
+        )
+        for name in ("summary", "memories", "retrieved_messages")
+    ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    request=request_messages(),
+    history=stored_history(),
+    blocks=blocks(),
+    budget=st.integers(10, 3000),
+)
+def test_assembly_never_exceeds_the_budget_and_never_cuts(request, history, blocks, budget):
+    result = assemble(
+        request_messages=request, blocks=blocks, history=history_units(history), budget=budget
+    )
+    assert result.tokens == count_messages(result.messages)
+    if count_messages(request) > budget:
+        assert result.messages == request  # nothing added to what is already too long
+        return
+    assert result.tokens <= budget
+    # The client's messages are all there, in order: its system prompt first, the rest last.
+    head = [m for m in request if m["role"] == "system"]
+    body = request[len(head) :]
+    assert result.messages[: len(head)] == head
+    assert result.messages[len(result.messages) - len(body) :] == body
+    # Whatever was injected is whole: stored messages verbatim, block lines whole items.
+    stored = [row["message"] for row in history]
+    middle = result.messages[len(head) : len(result.messages) - len(body)]
+    injected_history = [m for m in middle if not str(m.get("content", "")).startswith("Engram:")]
+    for message in injected_history:
+        assert message in stored
+    units = history_units(history)
+    if units and not _answered(units[-1]):
+        units.pop()  # unanswered tool calls are never sent (the request carries no results)
+    unit_ids = [i for unit in units for i in unit.ids]
+    taken = result.history_ids
+    assert taken == (unit_ids[len(unit_ids) - len(taken) :] if taken else [])  # newest stretch
+    by_id = {row["id"]: row["message"] for row in history}
+    assert injected_history == [by_id[i] for i in taken]
+    ids = {c["id"] for m in injected_history for c in m.get("tool_calls") or []}
+    answered = {m.get("tool_call_id") for m in injected_history if m["role"] == "tool"}
+    assert ids <= answered  # a tool call never travels without its result
+    offered = {item.line for block in blocks for item in block.items}
+    for message in middle:
+        content = str(message.get("content", ""))
+        if content.startswith("Engram:"):
+            lines = content.split("\n")
+            assert lines[1].startswith("<") and lines[-1].startswith("</")
+            body_text = "\n".join(lines[2:-1])
+            assert any(body_text.startswith(line) for line in offered)
+
+
+def test_known_windows_and_the_default(settings):
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 1234
+    assert context_window("gpt-4o-mini") == 128_000
+    assert context_window("openai/gpt-4o") == 128_000
+    assert context_window("claude-3-5-sonnet-latest") == 200_000
+    assert context_window("gpt-4") == 8_192
+    assert context_window("my-local-llama") == 1234
+    assert budget_for({"max_tokens": 34}, "my-local-llama").total == 1200
+    assert budget_for({"max_completion_tokens": 200}, "gpt-4").total == 8_192 - 200
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    turns=st.lists(st.tuples(words, words), min_size=0, max_size=12),
+    question=words.filter(lambda w: w.strip()),
+    window=st.integers(150, 1500),
+    reserve=st.integers(1, 120),
+)
+def test_prepare_turn_stays_within_small_windows(
+    django_db_blocker, turns, question, window, reserve
+):
+    """The same property through the real path: stored history, memories, retrieval."""
+    from django.conf import settings as django_settings
+
+    from completions.enrichment import TurnContext, finish_turn, prepare_turn
+    from memory.services import memory_create
+    from tests.factories import make_workspace
+
+    django_settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = window
+    try:
+        workspace, _ = make_workspace()
+        user = f"user-{next(counter)}"
+
+        def context(text, **body):
+            return TurnContext(
+                workspace=workspace,
+                api_key_id=None,
+                request_id="r",
+                body={"model": "tiny", "messages": [{"role": "user", "content": text}], **body},
+                model="tiny",
+                user_id=user,
+                conversation_id=f"c-{user}",
+            )
+
+        for said, answered in turns:
+            ctx = context(said or "hi")
+            prepared = async_to_sync(prepare_turn)(ctx)
+            async_to_sync(finish_turn)(
+                ctx,
+                prepared,
+                assistant={"role": "assistant", "content": answered},
+                usage=None,
+                incomplete=False,
+            )
+            memory_create(workspace=workspace, user_id=user, text=f"{user} said {said}"[:300])
+        ctx = context(question, max_tokens=reserve)
+        prepared = async_to_sync(prepare_turn)(ctx, dry_run=True)
+        budget = window - reserve
+        tokens = count_messages(prepared.messages)
+        assert tokens == prepared.explain["context_tokens"]
+        mandatory = count_messages(ctx.body["messages"])
+        if mandatory <= budget:
+            assert tokens <= budget
+        else:
+            assert prepared.messages == ctx.body["messages"]
+    finally:
+        django_settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 8192

@@ -1,0 +1,153 @@
+"""The Conversations API over HTTP: bulk import, listing, processing counts, tenancy."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+
+@pytest.fixture
+def outsider_http(engram_server, outsider):
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def wait_processed(http, conversation_id, timeout=60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = http.get(f"/v1/conversations/{conversation_id}").json()
+        if body["processing"]["pending"] == 0:
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+
+
+LOCOMO_LIKE = [
+    {
+        "role": "user",
+        "name": "Caroline",
+        "content": "I went to a LGBTQ support group yesterday.",
+        "created_at": "2023-05-08T13:56:00Z",
+        "metadata": {"dia_id": "D1:3"},
+    },
+    {
+        "role": "user",
+        "name": "Melanie",
+        "content": "That sounds powerful! How was it?",
+        "created_at": "2023-05-08T13:56:00Z",
+        "metadata": {"dia_id": "D1:4"},
+    },
+    {
+        "role": "user",
+        "name": "Caroline",
+        "content": "I'm researching adoption agencies for my future kids.",
+        "created_at": "2023-05-08T13:56:00Z",
+        "metadata": {"dia_id": "D1:5"},
+    },
+]
+
+
+def test_import_keeps_order_names_dates_and_metadata(http):
+    response = http.post(
+        "/v1/conversations/conv-26/messages", json={"user_id": "locomo-26", "messages": LOCOMO_LIKE}
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert [m["metadata"]["dia_id"] for m in body["data"]] == ["D1:3", "D1:4", "D1:5"]
+    assert body["conversation"]["external_id"] == "conv-26"
+    assert body["conversation"]["processing"] == {"pending": 1, "done": 0, "failed": 0}
+    listed = http.get("/v1/conversations/conv-26/messages").json()
+    assert listed["object"] == "list"
+    assert [(m["name"], m["metadata"]["dia_id"]) for m in listed["data"]] == [
+        ("Caroline", "D1:3"),
+        ("Melanie", "D1:4"),
+        ("Caroline", "D1:5"),
+    ]
+    assert all(m["created_at"] == 1683554160 for m in listed["data"])
+    page = http.get("/v1/conversations/conv-26/messages", params={"limit": 2}).json()
+    assert len(page["data"]) == 2 and page["has_more"] is True
+    # the same conversation is reachable by Engram's own id
+    own_id = body["conversation"]["id"]
+    assert http.get(f"/v1/conversations/{own_id}").json()["external_id"] == "conv-26"
+
+
+def test_imported_messages_go_through_extraction(http, celery_worker, settings):
+    settings.OPENAI_BASE_URL = ""  # the offline extractor
+    http.post(
+        "/v1/conversations/conv-26/messages", json={"user_id": "locomo-26", "messages": LOCOMO_LIKE}
+    )
+    body = wait_processed(http, "conv-26")
+    assert body["processing"] == {"pending": 0, "done": 1, "failed": 0}
+    memories = http.get("/v1/memories", params={"user_id": "locomo-26"}).json()["data"]
+    by_text = {m["text"]: m for m in memories}
+    support = by_text["Caroline went to a LGBTQ support group on 7 May 2023."]
+    assert support["event_date"] == "2023-05-07"
+    assert [s["metadata"]["dia_id"] for s in support["sources"]] == ["D1:3"]
+    found = http.post(
+        "/v1/memories/search",
+        json={
+            "user_id": "locomo-26",
+            "query": "When did Caroline go to the support group?",
+            "limit": 20,
+        },
+    ).json()["data"]
+    dia_ids = [s["metadata"].get("dia_id") for r in found for s in r["sources"]]
+    assert dia_ids[0] == "D1:3"
+    assert "D1:5" in dia_ids  # the rest of the conversation is searchable too
+
+
+def test_list_conversations_by_user_and_validation(http):
+    for conversation, user in [("a1", "alice"), ("a2", "alice"), ("b1", "bob")]:
+        http.post(
+            f"/v1/conversations/{conversation}/messages",
+            json={"user_id": user, "messages": [{"role": "user", "content": "hi"}]},
+        )
+    alice = http.get("/v1/conversations", params={"user_id": "alice"}).json()
+    assert sorted(c["external_id"] for c in alice["data"]) == ["a1", "a2"]
+    first = http.get("/v1/conversations", params={"user_id": "alice", "limit": 1}).json()
+    assert first["has_more"] is True and len(first["data"]) == 1
+
+    taken = http.post(
+        "/v1/conversations/a1/messages",
+        json={"user_id": "bob", "messages": [{"role": "user", "content": "mine now"}]},
+    )
+    assert taken.status_code == 403
+    bad_role = http.post(
+        "/v1/conversations/x/messages",
+        json={"user_id": "u", "messages": [{"role": "wizard", "content": "hi"}]},
+    )
+    assert bad_role.status_code == 400 and "role" in bad_role.json()["error"]["param"]
+    empty = http.post("/v1/conversations/x/messages", json={"user_id": "u", "messages": []})
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "messages"
+    bad_date = http.post(
+        "/v1/conversations/x/messages",
+        json={
+            "user_id": "u",
+            "messages": [{"role": "user", "content": "hi", "created_at": "yesterday"}],
+        },
+    )
+    assert bad_date.status_code == 400
+    assert http.get("/v1/conversations/nope").status_code == 404
+
+
+def test_conversations_are_invisible_to_other_workspaces(http, outsider_http):
+    http.post(
+        "/v1/conversations/secret/messages",
+        json={"user_id": "alice", "messages": [{"role": "user", "content": "my PIN is 1234"}]},
+    )
+    assert outsider_http.get("/v1/conversations/secret").status_code == 404
+    assert outsider_http.get("/v1/conversations/secret/messages").status_code == 404
+    assert outsider_http.get("/v1/conversations", params={"user_id": "alice"}).json()["data"] == []
+    # the outsider can use the same conversation id for its own, separate conversation
+    own = outsider_http.post(
+        "/v1/conversations/secret/messages",
+        json={"user_id": "alice", "messages": [{"role": "user", "content": "hello"}]},
+    )
+    assert own.status_code == 201
+    assert [m["content"] for m in http.get("/v1/conversations/secret/messages").json()["data"]] == [
+        "my PIN is 1234"
+    ]

@@ -1,0 +1,151 @@
+"""End to end through POST /v1/chat/completions with the official openai client and the loopback
+upstream: memories carried across conversations, server-side history, sessions, streams."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import httpx
+import pytest
+
+from memory.models import Message
+from tests.upstream import Reply, openai_completion, openai_stream
+
+pytestmark = pytest.mark.skipif(
+    not importlib.util.find_spec("completions.apis"), reason="the gateway is not merged yet"
+)
+
+
+@pytest.fixture
+def offline_extraction(settings):
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+
+
+def client(server, key, **headers):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", api_key=key, default_headers=headers, max_retries=0)
+
+
+def ask(openai_client, text, **headers):
+    return openai_client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": text}],
+        extra_headers=headers or None,
+    )
+
+
+def wait_processed(server, key, conversation_id, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as http:
+        while True:
+            body = http.get(f"/v1/conversations/{conversation_id}").json()
+            if body.get("processing", {}).get("pending") == 0:
+                return body
+            assert time.monotonic() < deadline, body
+            time.sleep(0.2)
+
+
+def sent_text(upstream) -> str:
+    return str(upstream.chat_requests()[-1].body["messages"])
+
+
+def test_a_fact_stated_once_reaches_a_new_conversation_of_that_user_only(
+    engram_server, owner, outsider, upstream, celery_worker, offline_extraction
+):
+    _, key = owner
+    alice = client(engram_server, key, **{"x-user-id": "alice"})
+    upstream.script(Reply(json=openai_completion("Lisbon is lovely!")))
+    raw = ask(alice, "I live in Lisbon and I work at Acme.", **{"x-conversation-id": "first"})
+    assert raw.parse().choices[0].message.content == "Lisbon is lovely!"
+    assert wait_processed(engram_server, key, "first")["processing"]["done"] >= 1
+
+    raw = ask(alice, "Where do I live?", **{"x-conversation-id": "second"})
+    system = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] == "system"]
+    assert "<memories>" in system[0]["content"] and "lives in Lisbon" in system[0]["content"]
+    engram = raw.parse().model_extra["engram"]
+    assert engram["memories_used"] >= 1 and engram["context_tokens"] > 0
+    assert raw.headers["x-engram-memories-used"] == str(engram["memories_used"])
+    assert raw.headers["x-engram-context-tokens"] == str(engram["context_tokens"])
+    assert raw.headers["x-session-id"] == engram["session_id"]
+
+    bob = client(engram_server, key, **{"x-user-id": "bob"})
+    ask(bob, "Where do I live?", **{"x-conversation-id": "bob-1"})
+    assert "Lisbon" not in sent_text(upstream)
+    stranger = client(engram_server, outsider[1], **{"x-user-id": "alice"})
+    ask(stranger, "Where do I live?", **{"x-conversation-id": "second"})
+    assert "Lisbon" not in sent_text(upstream)
+
+
+def test_a_second_turn_sending_only_the_new_message_reaches_the_upstream_with_turn_one(
+    engram_server, owner, upstream
+):
+    _, key = owner
+    kim = client(engram_server, key, **{"x-user-id": "kim", "x-conversation-id": "h1"})
+    upstream.script(Reply(json=openai_completion("Hi Kim!")))
+    ask(kim, "My name is Kim.")
+    ask(kim, "What is my name?")
+    sent = [
+        (m["role"], m["content"])
+        for m in upstream.chat_requests()[-1].body["messages"]
+        if m["role"] != "system"
+    ]
+    assert sent == [
+        ("user", "My name is Kim."),
+        ("assistant", "Hi Kim!"),
+        ("user", "What is my name?"),
+    ]
+
+
+def test_sessions_are_created_and_echoed(engram_server, owner, upstream):
+    _, key = owner
+    user = client(engram_server, key, **{"x-user-id": "s-user", "x-conversation-id": "c-s"})
+    named = ask(user, "hello", **{"x-session-id": "my-session"})
+    assert named.headers["x-session-id"] == "my-session"
+    assert named.parse().model_extra["engram"]["session_id"] == "my-session"
+    from openai import OpenAI
+
+    body_session = OpenAI(base_url=engram_server.url + "/v1", api_key=key, max_retries=0)
+    raw = body_session.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-user-id": "s-user", "x-conversation-id": "c-s2"},
+        extra_body={"session_id": "from-body"},
+    )
+    assert raw.headers["x-session-id"] == "from-body"
+    assert "session_id" not in upstream.chat_requests()[-1].body  # Engram's own field stays home
+
+
+def test_no_user_means_nothing_is_stored(engram_server, owner, upstream):
+    _, key = owner
+    anonymous = client(engram_server, key)
+    raw = ask(anonymous, "just a question")
+    assert "engram" not in (raw.parse().model_extra or {}) or not raw.parse().model_extra["engram"]
+    assert not Message.objects.exists()
+    assert upstream.chat_requests()[-1].body["messages"] == [
+        {"role": "user", "content": "just a question"}
+    ]
+
+
+def test_streams_are_stored_and_a_cut_stream_is_marked_incomplete(engram_server, owner, upstream):
+    _, key = owner
+    user = client(engram_server, key, **{"x-user-id": "streamer", "x-conversation-id": "st"})
+    upstream.script(Reply(stream=openai_stream(["Hello", " there"])))
+    stream = user.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "greet me"}], stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "Hello there"
+    upstream.script(Reply(stream=openai_stream(["Once", " upon", " a", " time"]), drop_after=3))
+    with pytest.raises(Exception):  # noqa: B017 - the SDK raises on a cut stream
+        for _ in user.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "a story"}], stream=True
+        ):
+            pass
+    deadline = time.monotonic() + 5
+    while Message.objects.filter(role="assistant").count() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    replies = list(Message.objects.filter(role="assistant").order_by("created_at"))
+    assert replies[0].content == "Hello there" and not replies[0].incomplete
+    assert replies[1].incomplete and replies[1].content.startswith("Once")

@@ -1,0 +1,95 @@
+"""Django admin for memories (search, edit, delete, history, source links) and conversations."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from memory.models import Memory, MemoryEvent
+from memory.services import (
+    conversation_get_or_create,
+    memory_create,
+    messages_append,
+)
+from tests.factories import make_workspace
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    user = User.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def memory():
+    workspace, _ = make_workspace()
+    conversation, _ = conversation_get_or_create(
+        workspace=workspace, external_id="c1", user_id="alice"
+    )
+    [message] = messages_append(
+        workspace=workspace,
+        conversation=conversation,
+        session=None,
+        messages=[{"role": "user", "content": "I keep bees on my roof."}],
+    )
+    memory_create(workspace=workspace, user_id="bob", text="Bob sails.")
+    return memory_create(
+        workspace=workspace,
+        user_id="alice",
+        text="Alice keeps bees.",
+        source_message_ids=[message.id],
+        actor="extractor:offline",
+    )
+
+
+def test_admin_searches_by_user_and_shows_history_and_sources(admin_client, memory):
+    listing = admin_client.get(reverse("admin:memory_memory_changelist"), {"q": "alice"})
+    assert listing.status_code == 200
+    assert b"Alice keeps bees." in listing.content and b"Bob sails." not in listing.content
+    page = admin_client.get(reverse("admin:memory_memory_change", args=[memory.pk]))
+    assert page.status_code == 200
+    source = memory.sources.get()
+    assert reverse("admin:memory_message_change", args=[source.pk]).encode() in page.content
+    assert b"I keep bees on my roof." in page.content
+    assert b"ADD" in page.content and b"extractor:offline" in page.content
+
+
+def test_admin_edit_and_delete_leave_history(admin_client, memory):
+    url = reverse("admin:memory_memory_change", args=[memory.pk])
+    response = admin_client.post(
+        url,
+        {
+            "text": "Alice keeps two hives.",
+            "kind": "fact",
+            "event_date": "",
+            "metadata": "{}",
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    memory.refresh_from_db()
+    assert memory.text == "Alice keeps two hives." and "two hives" in memory.search_text
+    update = MemoryEvent.objects.get(memory_id=memory.id, event="UPDATE")
+    assert update.actor == "admin" and update.old_text == "Alice keeps bees."
+
+    delete = admin_client.post(
+        reverse("admin:memory_memory_delete", args=[memory.pk]), {"post": "yes"}
+    )
+    assert delete.status_code == 302
+    assert not Memory.objects.filter(pk=memory.pk).exists()
+    assert MemoryEvent.objects.filter(memory_id=memory.id, event="DELETE", actor="admin").exists()
+
+
+def test_admin_pages_for_conversations_sessions_and_messages(admin_client, memory):
+    source = memory.sources.get()
+    for name in ("conversation", "session", "message", "memoryevent"):
+        assert admin_client.get(reverse(f"admin:memory_{name}_changelist")).status_code == 200
+    conversation = admin_client.get(
+        reverse("admin:memory_conversation_change", args=[source.conversation_id])
+    )
+    assert conversation.status_code == 200 and b"I keep bees on my roof." in conversation.content
+    message = admin_client.get(reverse("admin:memory_message_change", args=[source.pk]))
+    assert message.status_code == 200 and b"Alice keeps bees." in message.content

@@ -1,0 +1,201 @@
+"""The Memory API over HTTP: CRUD, history, search with sources, erasure, export, tenancy."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from memory.models import Conversation, Memory, MemoryEvent, Message, Session
+
+
+@pytest.fixture
+def outsider_http(engram_server, outsider):
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def add(http, user_id, text, **extra):
+    response = http.post("/v1/memories", json={"user_id": user_id, "text": text, **extra})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_memory_crud_and_history(http):
+    created = add(
+        http,
+        "alice",
+        "Alice prefers window seats.",
+        kind="preference",
+        event_date="2024-03-01",
+        metadata={"origin": "crm"},
+    )
+    assert created["id"].startswith("mem_") and created["object"] == "memory"
+    assert created["kind"] == "preference" and created["event_date"] == "2024-03-01"
+    assert created["metadata"] == {"origin": "crm"} and created["sources"] == []
+    add(http, "alice", "Alice lives in Lisbon.")
+    add(http, "bob", "Bob is vegan.")
+
+    listed = http.get("/v1/memories", params={"user_id": "alice", "limit": 1}).json()
+    assert listed["object"] == "list" and len(listed["data"]) == 1 and listed["has_more"] is True
+    rest = http.get("/v1/memories", params={"user_id": "alice", "after": listed["last_id"]}).json()
+    texts = {m["text"] for m in listed["data"] + rest["data"]}
+    assert texts == {"Alice prefers window seats.", "Alice lives in Lisbon."}
+
+    patched = http.patch(
+        f"/v1/memories/{created['id']}", json={"text": "Alice prefers aisle seats."}
+    )
+    assert patched.status_code == 200 and patched.json()["text"] == "Alice prefers aisle seats."
+    assert http.get(f"/v1/memories/{created['id']}").json()["text"] == "Alice prefers aisle seats."
+    stored = Memory.objects.get(id=created["id"])
+    assert "aisle" in stored.search_text and stored.embedding is not None
+
+    deleted = http.delete(f"/v1/memories/{created['id']}")
+    assert deleted.json() == {"id": created["id"], "object": "memory.deleted", "deleted": True}
+    assert http.get(f"/v1/memories/{created['id']}").status_code == 404
+    history = http.get(f"/v1/memories/{created['id']}/history").json()["data"]
+    assert [(e["event"], e["old_text"], e["new_text"], e["actor"]) for e in history] == [
+        ("ADD", "", "Alice prefers window seats.", "api"),
+        ("UPDATE", "Alice prefers window seats.", "Alice prefers aisle seats.", "api"),
+        ("DELETE", "Alice prefers aisle seats.", "", "api"),
+    ]
+
+
+def test_memory_input_is_validated(http):
+    missing = http.post("/v1/memories", json={"text": "x"})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "user_id"
+    bad_kind = http.post("/v1/memories", json={"user_id": "u", "text": "x", "kind": "gossip"})
+    assert bad_kind.status_code == 400 and bad_kind.json()["error"]["param"] == "kind"
+    memory = add(http, "u", "U likes tea.")
+    empty = http.patch(f"/v1/memories/{memory['id']}", json={})
+    assert empty.status_code == 400
+    search = http.post("/v1/memories/search", json={"user_id": "u", "query": "tea", "limit": 0})
+    assert search.status_code == 400 and search.json()["error"]["param"] == "limit"
+    assert http.get("/v1/memories/mem_nope").json()["error"]["code"] == "not_found"
+
+
+def test_memories_are_invisible_to_other_workspaces(http, outsider_http):
+    memory = add(http, "alice", "Alice's locker code is 4312.")
+    assert outsider_http.get(f"/v1/memories/{memory['id']}").status_code == 404
+    assert (
+        outsider_http.patch(f"/v1/memories/{memory['id']}", json={"text": "x"}).status_code == 404
+    )
+    assert outsider_http.delete(f"/v1/memories/{memory['id']}").status_code == 404
+    assert outsider_http.get(f"/v1/memories/{memory['id']}/history").status_code == 404
+    assert outsider_http.get("/v1/memories", params={"user_id": "alice"}).json()["data"] == []
+    found = outsider_http.post(
+        "/v1/memories/search", json={"user_id": "alice", "query": "locker code"}
+    ).json()
+    assert found["data"] == []
+    assert outsider_http.delete("/v1/users/alice").json()["counts"]["memories"] == 0
+    assert Memory.objects.filter(id=memory["id"]).exists()
+
+
+def test_search_ranks_memories_and_messages_with_sources(http):
+    imported = http.post(
+        "/v1/conversations/trip/messages",
+        json={
+            "user_id": "alice",
+            "messages": [
+                {
+                    "role": "user",
+                    "name": "Alice",
+                    "content": "We booked a cabin in Norway for July.",
+                    "created_at": "2023-05-08T13:56:00Z",
+                    "metadata": {"dia_id": "D1:1"},
+                },
+                {
+                    "role": "user",
+                    "name": "Alice",
+                    "content": "My sister makes the best pancakes.",
+                    "created_at": "2023-05-08T13:57:00Z",
+                    "metadata": {"dia_id": "D1:2"},
+                },
+            ],
+        },
+    )
+    assert imported.status_code == 201
+    add(http, "alice", "Alice is afraid of heights.")
+    add(http, "bob", "Bob booked a cabin in Norway too.")
+    result = http.post(
+        "/v1/memories/search",
+        json={"user_id": "alice", "query": "Where is the cabin trip?", "limit": 5},
+    ).json()
+    data = result["data"]
+    assert data and all(isinstance(d["score"], float) for d in data)
+    assert [d["score"] for d in data] == sorted((d["score"] for d in data), reverse=True)
+    top = data[0]
+    assert top["object"] == "message" and "cabin in Norway" in top["text"]
+    assert top["sources"] == [
+        {
+            "message_id": top["id"],
+            "conversation_id": "trip",
+            "created_at": 1683554160,
+            "metadata": {"dia_id": "D1:1"},
+        }
+    ]
+    assert "Bob" not in str(data)
+    assert {d["object"] for d in data} <= {"memory", "message"}
+    heights = http.post(
+        "/v1/memories/search", json={"user_id": "alice", "query": "afraid of heights", "limit": 1}
+    ).json()["data"]
+    assert heights[0]["object"] == "memory" and heights[0]["text"] == "Alice is afraid of heights."
+    assert "vector rank" in heights[0]["why"]
+
+
+def test_user_delete_removes_every_trace_in_the_workspace(http, outsider_http, outsider):
+    workspace_other, _ = outsider
+    http.post(
+        "/v1/conversations/c1/messages",
+        json={"user_id": "alice", "messages": [{"role": "user", "content": "I live in Oslo."}]},
+    )
+    add(http, "alice", "Alice lives in Oslo.")
+    add(http, "bob", "Bob lives in Bergen.")
+    add(outsider_http, "alice", "Other Alice lives in Rome.")
+    Session.objects.create(
+        workspace=Conversation.objects.get(external_id="c1").workspace,
+        external_id="s1",
+        user_id="alice",
+    )
+
+    response = http.delete("/v1/users/alice")
+    assert response.status_code == 200
+    counts = response.json()["counts"]
+    assert counts["memories"] == 1 and counts["conversations"] == 1 and counts["messages"] == 1
+    assert counts["sessions"] == 1 and counts["memory_events"] == 1
+    export = http.get("/v1/users/alice/export").json()
+    assert export["memories"] == [] and export["conversations"] == []
+    assert export["memory_events"] == [] and export["sessions"] == []
+    assert not Message.objects.filter(user_id="alice", workspace__name="owner").exists()
+    assert not MemoryEvent.objects.filter(user_id="alice", workspace__name="owner").exists()
+    # bob, and the other workspace's alice, keep theirs
+    assert http.get("/v1/memories", params={"user_id": "bob"}).json()["data"]
+    assert Memory.objects.filter(workspace=workspace_other, user_id="alice").count() == 1
+
+
+def test_export_returns_everything_stored_for_the_user(http):
+    http.post(
+        "/v1/conversations/c1/messages",
+        json={
+            "user_id": "alice",
+            "messages": [
+                {"role": "user", "content": "Hello", "metadata": {"k": "v"}},
+                {"role": "assistant", "content": "Hi Alice"},
+            ],
+        },
+    )
+    memory = add(http, "alice", "Alice says hello a lot.")
+    http.patch(f"/v1/memories/{memory['id']}", json={"kind": "preference"})
+    add(http, "bob", "Bob is quiet.")
+    export = http.get("/v1/users/alice/export").json()
+    assert export["object"] == "user.export" and export["user_id"] == "alice"
+    assert [m["text"] for m in export["memories"]] == ["Alice says hello a lot."]
+    assert [e["event"] for e in export["memory_events"]] == ["ADD", "UPDATE"]
+    [conversation] = export["conversations"]
+    assert conversation["external_id"] == "c1"
+    assert [(m["role"], m["content"], m["metadata"]) for m in conversation["messages"]] == [
+        ("user", "Hello", {"k": "v"}),
+        ("assistant", "Hi Alice", {}),
+    ]
+    assert "Bob" not in str(export)

@@ -1,0 +1,340 @@
+"""Extraction and summarization jobs: offline and with an LLM (the loopback upstream)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from memory import tasks
+from memory.models import Memory, MemoryEvent, Message, ProcessingJob
+from memory.services import (
+    conversation_get_or_create,
+    extraction_enqueue,
+    messages_append,
+    summary_enqueue,
+)
+from tests.factories import make_workspace
+from tests.upstream import Reply, openai_completion
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def offline(settings):
+    settings.OPENAI_BASE_URL = ""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+
+
+# LLM calls resolve their route through the gateway, which may close the thread's database
+# connection between calls: those tests commit for real instead of running in one transaction.
+llm_db = pytest.mark.django_db(transaction=True)
+
+
+def say(workspace, user, *texts, conversation="c", role="user", name=""):
+    conv, _ = conversation_get_or_create(
+        workspace=workspace, external_id=conversation, user_id=user
+    )
+    messages = [{"role": role, "content": t, **({"name": name} if name else {})} for t in texts]
+    messages_append(workspace=workspace, conversation=conv, session=None, messages=messages)
+    return conv
+
+
+def extract(workspace, conv, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks():
+        job = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert job is not None
+    tasks.extract(job.id)
+    job.refresh_from_db()
+    return job
+
+
+def reply(payload) -> Reply:
+    return Reply(json=openai_completion(json.dumps(payload)))
+
+
+def test_offline_extraction_supersedes_a_changed_fact_with_history(
+    offline, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "Hi! I live in Paris and I love jazz.")
+    with django_capture_on_commit_callbacks() as sent:
+        job = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert len(sent) == 1  # the task goes out only after commit
+    tasks.extract(job.id)
+    job.refresh_from_db()
+    assert job.status == "done" and job.attempts == 1
+    texts = sorted(Memory.objects.values_list("text", flat=True))
+    assert texts == ["User lives in Paris", "User loves jazz."]
+    home = Memory.objects.get(text="User lives in Paris")
+    source = Message.objects.get(content__startswith="Hi!")
+    assert list(home.sources.all()) == [source]  # provenance
+    assert home.embedding is not None and "lives in Paris" in home.search_text
+
+    say(workspace, "sam", "Big news: I moved from Paris to Berlin last week.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    home.refresh_from_db()
+    assert home.text == "User lives in Berlin (moved from Paris)"
+    assert not Memory.objects.filter(text__contains="lives in Paris").exists()
+    assert Memory.objects.filter(user_id="sam").count() == 2
+    events = list(
+        MemoryEvent.objects.filter(memory_id=home.id).values_list("event", "old_text", "new_text")
+    )
+    assert events == [
+        ("ADD", "", "User lives in Paris"),
+        ("UPDATE", "User lives in Paris", "User lives in Berlin (moved from Paris)"),
+    ]
+    assert home.sources.count() == 2
+
+
+def test_offline_extraction_keeps_dated_events_plans_and_relations(
+    offline, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    conv, _ = conversation_get_or_create(workspace=workspace, external_id="c", user_id="u")
+    from memory.services import messages_import
+
+    with django_capture_on_commit_callbacks():
+        messages_import(
+            workspace=workspace,
+            conversation=conv,
+            messages=[
+                {
+                    "role": "user",
+                    "name": "Caroline",
+                    "content": "I went to a LGBTQ support group yesterday. It was powerful.",
+                    "created_at": dt.datetime(2023, 5, 8, 13, 56, tzinfo=dt.UTC),
+                },
+                {
+                    "role": "user",
+                    "name": "Melanie",
+                    "content": "Thanks, I'm glad to hear that!",
+                    "created_at": dt.datetime(2023, 5, 8, 13, 57, tzinfo=dt.UTC),
+                },
+                {
+                    "role": "user",
+                    "name": "Melanie",
+                    "content": "My kids and I are going camping next month.",
+                    "created_at": dt.datetime(2023, 5, 8, 13, 58, tzinfo=dt.UTC),
+                },
+            ],
+        )
+    job = ProcessingJob.objects.get()
+    tasks.extract(job.id)
+    by_text = {m.text: m for m in Memory.objects.all()}
+    event = by_text["Caroline went to a LGBTQ support group on 7 May 2023."]
+    assert event.kind == "event" and event.event_date == dt.date(2023, 5, 7)
+    assert event.search_text.startswith("[7 May 2023]")
+    plan = next(m for t, m in by_text.items() if t.startswith("Melanie's kids"))
+    assert plan.kind in ("plan", "relation") and "June 2023" in plan.text
+    assert not any("glad" in t for t in by_text)  # small talk is not a memory
+    assert all(m.embedding is not None for m in Message.objects.all())  # messages embedded too
+
+
+def test_running_an_extraction_twice_creates_no_duplicate(
+    offline, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I work at Initech. My favorite food is ramen. I love climbing.")
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    first = sorted(Memory.objects.values_list("text", flat=True))
+    assert len(first) == 3
+    tasks.extract(job.id)  # a second delivery finds the job done: no-op
+    job.refresh_from_db()
+    assert job.attempts == 1
+    # a redelivery after a crash mid-way re-runs the same range: still no duplicate
+    ProcessingJob.objects.filter(id=job.id).update(status="pending")
+    tasks.extract(job.id)
+    assert sorted(Memory.objects.values_list("text", flat=True)) == first
+    assert MemoryEvent.objects.filter(event="ADD").count() == 3
+
+
+def test_near_duplicates_are_merged_by_embedding_similarity(
+    offline, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I love climbing.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    say(workspace, "u", "I love climbing!")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    memory = Memory.objects.get()
+    assert memory.sources.count() == 2
+
+
+@llm_db
+def test_llm_extraction_adds_then_updates_with_history(
+    upstream, settings, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I live in Paris.")
+    upstream.script(
+        reply({"facts": [{"text": "Sam lives in Paris", "kind": "fact", "sources": [1]}]})
+    )
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done", job.error
+    memory = Memory.objects.get()
+    assert memory.text == "Sam lives in Paris"
+    assert list(memory.sources.values_list("content", flat=True)) == ["I live in Paris."]
+    prompt = upstream.chat_requests()[0].body
+    assert "I live in Paris." in prompt["messages"][1]["content"]
+    assert prompt["response_format"] == {"type": "json_object"}
+
+    say(workspace, "sam", "I moved from Paris to Berlin.")
+    upstream.script(
+        reply(
+            {"facts": [{"text": "Sam moved from Paris to Berlin", "kind": "fact", "sources": [1]}]}
+        ),
+        reply(
+            {
+                "actions": [
+                    {"event": "UPDATE", "id": "0", "text": "Sam lives in Berlin (moved from Paris)"}
+                ]
+            }
+        ),
+    )
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done", job.error
+    decision = json.loads(upstream.chat_requests()[-1].body["messages"][1]["content"])
+    assert decision["existing_memories"] == [{"id": "0", "text": "Sam lives in Paris"}]
+    memory.refresh_from_db()
+    assert memory.text == "Sam lives in Berlin (moved from Paris)"
+    assert Memory.objects.count() == 1
+    history = list(MemoryEvent.objects.filter(memory_id=memory.id).values_list("event", "actor"))
+    assert history == [("ADD", "extractor:llm"), ("UPDATE", "extractor:llm")]
+
+
+@llm_db
+def test_llm_delete_and_none_decisions(upstream, django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I have a dog named Rex. I drink coffee.")
+    upstream.script(reply({"facts": [{"text": "Has a dog named Rex"}, {"text": "Drinks coffee"}]}))
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert Memory.objects.count() == 2
+    say(workspace, "u", "I gave up coffee, and yes Rex is still with me.")
+    upstream.script(
+        reply({"facts": [{"text": "No longer drinks coffee"}, {"text": "Has a dog named Rex"}]}),
+        reply({"actions": [{"event": "DELETE", "id": "1"}, {"event": "NONE", "id": "0"}]}),
+    )
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done", job.error
+    existing = json.loads(upstream.chat_requests()[-1].body["messages"][1]["content"])
+    ids = {m["text"]: m["id"] for m in existing["existing_memories"]}
+    assert set(ids) == {"Has a dog named Rex", "Drinks coffee"}
+    # the test scripted ids 0/1 in the order memories were offered
+    remaining = list(Memory.objects.values_list("text", flat=True))
+    deleted = [t for t, i in ids.items() if i == "1"]
+    assert remaining == [t for t in ids if t not in deleted]
+    assert MemoryEvent.objects.filter(event="DELETE").count() == 1
+
+
+@llm_db
+def test_malformed_llm_output_is_retried_then_recorded_as_a_failure(
+    upstream, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I live in Rome.")
+    upstream.script(
+        *[Reply(json=openai_completion("Sure! Here are the facts: Rome.")) for _ in range(3)]
+    )
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert len(upstream.chat_requests()) == 3
+    assert job.status == "failed" and "malformed model output" in job.error
+    assert not Memory.objects.exists()
+
+
+@llm_db
+def test_malformed_then_valid_output_succeeds(upstream, django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I live in Rome.")
+    upstream.script(
+        Reply(json=openai_completion("not json")),
+        reply({"facts": [{"text": "Lives in Rome"}]}),
+    )
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done" and Memory.objects.get().text == "Lives in Rome"
+
+
+def test_rolling_summary_offline_is_extractive(
+    offline, settings, django_capture_on_commit_callbacks
+):
+    settings.ENGRAM_SUMMARY_TRIGGER_TOKENS = 20
+    settings.ENGRAM_SUMMARY_KEEP_MESSAGES = 2
+    workspace, _ = make_workspace()
+    conv = say(
+        workspace,
+        "u",
+        "I am training for the Berlin marathon in September.",
+        "My coach is called Ana.",
+        "What should I eat before long runs?",
+        "Thanks!",
+    )
+    with django_capture_on_commit_callbacks():
+        job = summary_enqueue(workspace=workspace, conversation=conv)
+    assert job is not None
+    tasks.summarize(job.id)
+    conv.refresh_from_db()
+    assert "marathon" in conv.summary and "Ana" in conv.summary
+    assert "Thanks" not in conv.summary  # the two newest stay out: they travel verbatim
+    assert conv.summary_upto == job.upto_message_id
+
+
+@llm_db
+def test_rolling_summary_with_an_llm(upstream, settings, django_capture_on_commit_callbacks):
+    settings.ENGRAM_SUMMARY_TRIGGER_TOKENS = 20
+    settings.ENGRAM_SUMMARY_KEEP_MESSAGES = 1
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "We are planning the launch for March.", "Budget is 10k.", "ok")
+    upstream.script(Reply(json=openai_completion("Launch planned for March with a 10k budget.")))
+    with django_capture_on_commit_callbacks():
+        job = summary_enqueue(workspace=workspace, conversation=conv)
+    tasks.summarize(job.id)
+    conv.refresh_from_db()
+    assert conv.summary == "Launch planned for March with a 10k budget."
+    sent = upstream.chat_requests()[0].body["messages"][1]["content"]
+    assert "Budget is 10k." in sent and "ok" not in sent.split("New messages:")[1]
+
+
+def wait_job(job, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job.refresh_from_db()
+        if job.status in ("done", "failed"):
+            return job
+        assert time.monotonic() < deadline, (job.status, job.error)
+        time.sleep(0.2)
+
+
+@llm_db
+def test_the_worker_retries_a_failing_upstream(upstream, celery_worker):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I live in Quito.")
+    failure = Reply(status=500, json={"error": {"message": "overloaded", "type": "server_error"}})
+    upstream.script(*[failure] * 3, reply({"facts": [{"text": "Lives in Quito"}]}))
+    job = extraction_enqueue(workspace=workspace, conversation=conv)  # sent on commit
+    job = wait_job(job)
+    assert job.status == "done" and job.attempts >= 2
+    assert Memory.objects.get().text == "Lives in Quito"
+
+
+@llm_db
+def test_a_job_that_keeps_failing_is_recorded_as_failed(upstream, celery_worker):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I live in Quito.")
+    failure = Reply(status=500, json={"error": {"message": "overloaded", "type": "server_error"}})
+    upstream.script(*[failure] * 40)
+    job = wait_job(extraction_enqueue(workspace=workspace, conversation=conv))
+    assert job.status == "failed" and job.attempts == 4 and job.error.startswith("LLMError")
+    assert not Memory.objects.exists()
+
+
+def test_memory_tasks_run_on_their_own_queue():
+    from config.celery import app
+
+    for name in ("memory.extract", "memory.summarize"):
+        assert name in app.tasks
+        assert app.amqp.router.route({}, name)["queue"].name == "memory"
+    assert tasks.extract.acks_late and tasks.extract.ignore_result
+    assert tasks.extract.soft_time_limit < tasks.extract.time_limit

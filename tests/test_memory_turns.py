@@ -1,0 +1,414 @@
+"""prepare_turn / finish_turn called as the gateway calls them (async, with a TurnContext)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from completions.enrichment import TurnContext, finish_turn, prepare_turn
+from memory.models import Conversation, Message, ProcessingJob, Session
+from memory.services import memory_create
+from tests.factories import make_workspace
+
+pytestmark = pytest.mark.django_db
+
+
+def ctx(workspace, messages, **kwargs) -> TurnContext:
+    body = {"model": kwargs.pop("model", "gpt-4o-mini"), "messages": messages}
+    body.update(kwargs.pop("body", {}))
+    return TurnContext(
+        workspace=workspace,
+        api_key_id=None,
+        request_id="req_test",
+        body=body,
+        model=body["model"],
+        **kwargs,
+    )
+
+
+prepare = async_to_sync(prepare_turn)
+
+
+def finish(context, prepared, content="ok", **kwargs):
+    kwargs.setdefault("usage", {"prompt_tokens": 10, "completion_tokens": 2})
+    kwargs.setdefault("incomplete", False)
+    assistant = kwargs.pop("assistant", {"role": "assistant", "content": content})
+    async_to_sync(finish_turn)(context, prepared, assistant=assistant, **kwargs)
+
+
+def turn(context, content="ok", **kwargs):
+    prepared = prepare(context)
+    finish(context, prepared, content, **kwargs)
+    return prepared
+
+
+def test_no_user_is_a_pure_pass_through():
+    workspace, _ = make_workspace()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    prepared = prepare(ctx(workspace, messages))
+    assert prepared.messages == messages
+    assert prepared.engram == {} and prepared.headers == {}
+    finish(ctx(workspace, messages), prepared)
+    assert not Conversation.objects.exists() and not Message.objects.exists()
+    assert not Session.objects.exists() and not ProcessingJob.objects.exists()
+
+
+def test_first_turn_stores_messages_and_creates_a_session(django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
+    context = ctx(workspace, messages, user_id="u1", conversation_id="c1", session_id="s-new")
+    prepared = prepare(context)
+    assert prepared.engram["session_id"] == "s-new"
+    assert prepared.headers["x-session-id"] == "s-new"
+    assert prepared.engram["conversation_id"] == "c1"
+    assert int(prepared.headers["x-engram-context-tokens"]) == prepared.engram["context_tokens"] > 0
+    session = Session.objects.get(workspace=workspace, external_id="s-new")
+    assert session.user_id == "u1" and session.conversation.external_id == "c1"
+    stored = list(Message.objects.filter(conversation__external_id="c1"))
+    assert [(m.role, m.content) for m in stored] == [("user", "Hi there")]  # system not stored
+    assert stored[0].session_id == session.pk and stored[0].token_count > 0
+    assert "User: Hi there" in stored[0].search_text
+
+    tool_calls = [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
+    with django_capture_on_commit_callbacks() as callbacks:
+        finish(
+            context,
+            prepared,
+            assistant={"role": "assistant", "content": None, "tool_calls": tool_calls},
+            usage={"prompt_tokens": 31, "completion_tokens": 9},
+        )
+    reply = Message.objects.filter(role="assistant").get()
+    assert reply.tool_calls == tool_calls and reply.raw["tool_calls"] == tool_calls
+    assert (reply.prompt_tokens, reply.completion_tokens, reply.incomplete) == (31, 9, False)
+    job = ProcessingJob.objects.get(kind="extract")
+    assert job.status == "pending" and job.upto_message_id == reply.id
+    assert len(callbacks) == 1  # the extraction task is sent on commit
+
+
+def test_without_a_session_id_one_is_made_and_reused_while_active():
+    workspace, _ = make_workspace()
+    first = turn(
+        ctx(workspace, [{"role": "user", "content": "one"}], user_id="u", conversation_id="c")
+    )
+    sid = first.engram["session_id"]
+    assert sid and sid.startswith("sess_") and first.headers["x-session-id"] == sid
+    second = prepare(
+        ctx(workspace, [{"role": "user", "content": "two"}], user_id="u", conversation_id="c")
+    )
+    assert second.engram["session_id"] == sid
+
+
+def test_a_stream_cut_midway_is_stored_incomplete():
+    workspace, _ = make_workspace()
+    context = ctx(
+        workspace, [{"role": "user", "content": "tell me"}], user_id="u", conversation_id="c"
+    )
+    prepared = prepare(context)
+    finish(context, prepared, "Once upon a", incomplete=True, usage=None)
+    reply = Message.objects.get(role="assistant")
+    assert reply.incomplete and reply.content == "Once upon a"
+
+
+def test_server_side_history_puts_earlier_turns_back():
+    workspace, _ = make_workspace()
+    system = {"role": "system", "content": "You are helpful."}
+    turn(
+        ctx(
+            workspace,
+            [system, {"role": "user", "content": "My cat is called Miso."}],
+            user_id="u",
+            conversation_id="c",
+        ),
+        "Nice name!",
+    )
+    second = prepare(
+        ctx(
+            workspace,
+            [system, {"role": "user", "content": "What is my cat's name?"}],
+            user_id="u",
+            conversation_id="c",
+        )
+    )
+    roles_contents = [(m["role"], m.get("content")) for m in second.messages]
+    assert roles_contents[0] == ("system", "You are helpful.")
+    conversation = [rc for rc in roles_contents if rc[0] != "system"]
+    assert conversation == [
+        ("user", "My cat is called Miso."),
+        ("assistant", "Nice name!"),
+        ("user", "What is my cat's name?"),
+    ]
+    assert second.engram["history_messages"] == 2
+
+
+def test_resending_the_full_history_stores_no_duplicates():
+    workspace, _ = make_workspace()
+    u1 = {"role": "user", "content": "I play the cello."}
+    turn(ctx(workspace, [u1], user_id="u", conversation_id="c"), "Lovely.")
+    a1 = {"role": "assistant", "content": "Lovely."}
+    u2 = {"role": "user", "content": "And the piano."}
+    prepared = turn(ctx(workspace, [u1, a1, u2], user_id="u", conversation_id="c"), "Great.")
+    stored = [(m.role, m.content) for m in Message.objects.order_by("created_at", "id")]
+    assert stored == [
+        ("user", "I play the cello."),
+        ("assistant", "Lovely."),
+        ("user", "And the piano."),
+        ("assistant", "Great."),
+    ]
+    # what the client resent is sent once, not doubled by history
+    assert [m["content"] for m in prepared.messages if m["role"] != "system"] == [
+        "I play the cello.",
+        "Lovely.",
+        "And the piano.",
+    ]
+
+
+def test_without_conversation_id_a_resent_history_lands_in_one_conversation():
+    workspace, _ = make_workspace()
+    u1 = {"role": "user", "content": "hello from a stateless client"}
+    turn(ctx(workspace, [u1], user_id="u"), "hi!")
+    turn(
+        ctx(
+            workspace,
+            [u1, {"role": "assistant", "content": "hi!"}, {"role": "user", "content": "second"}],
+            user_id="u",
+        ),
+        "yes",
+    )
+    assert Conversation.objects.count() == 1
+    assert Message.objects.count() == 4
+
+
+def test_next_prepare_waits_for_an_in_flight_finish():
+    workspace, _ = make_workspace()
+
+    async def scenario():
+        first_ctx = ctx(
+            workspace,
+            [{"role": "user", "content": "Remember: blue door."}],
+            user_id="u",
+            conversation_id="c",
+        )
+        prepared = await prepare_turn(first_ctx)
+        # the gateway schedules finish_turn and answers; the next request arrives at once
+        asyncio.get_running_loop().create_task(
+            finish_turn(
+                first_ctx,
+                prepared,
+                assistant={"role": "assistant", "content": "Noted."},
+                usage=None,
+                incomplete=False,
+            )
+        )
+        await asyncio.sleep(0)
+        second = await prepare_turn(
+            ctx(
+                workspace,
+                [{"role": "user", "content": "Which door?"}],
+                user_id="u",
+                conversation_id="c",
+            )
+        )
+        return second
+
+    second = async_to_sync(scenario)()
+    contents = [m["content"] for m in second.messages]
+    assert contents[-3:] == ["Remember: blue door.", "Noted.", "Which door?"]
+
+
+def test_dry_run_stores_nothing():
+    workspace, _ = make_workspace()
+    prepared = prepare_turn_dry(
+        ctx(
+            workspace,
+            [{"role": "user", "content": "hi"}],
+            user_id="u",
+            conversation_id="c",
+            session_id="s",
+        )
+    )
+    assert prepared.state is None and prepared.explain["context_tokens"] > 0
+    assert not Conversation.objects.exists() and not Session.objects.exists()
+    assert not Message.objects.exists()
+
+
+def prepare_turn_dry(context):
+    return async_to_sync(prepare_turn)(context, dry_run=True)
+
+
+def test_memories_reach_the_context_in_a_dated_block_for_that_user_only():
+    workspace, _ = make_workspace()
+    other_ws, _ = make_workspace("other")
+    memory_create(workspace=workspace, user_id="alice", text="Alice is allergic to peanuts.")
+    memory_create(workspace=workspace, user_id="bob", text="Bob is allergic to shellfish.")
+    memory_create(workspace=other_ws, user_id="alice", text="Alice is allergic to kiwis.")
+    question = [{"role": "user", "content": "Which food allergy do I have?"}]
+    prepared = prepare(ctx(workspace, question, user_id="alice"))
+    blocks = [m["content"] for m in prepared.messages if m["role"] == "system"]
+    assert len(blocks) == 1 and "<memories>" in blocks[0] and "</memories>" in blocks[0]
+    assert "Alice is allergic to peanuts." in blocks[0]
+    assert "shellfish" not in str(prepared.messages) and "kiwis" not in str(prepared.messages)
+    assert (
+        prepared.engram["memories_used"] == 1 and prepared.headers["x-engram-memories-used"] == "1"
+    )
+
+
+def test_another_users_conversation_is_forbidden():
+    from config.errors import ApiError
+
+    workspace, _ = make_workspace()
+    turn(
+        ctx(workspace, [{"role": "user", "content": "mine"}], user_id="alice", conversation_id="c")
+    )
+    with pytest.raises(ApiError) as error:
+        prepare(
+            ctx(
+                workspace, [{"role": "user", "content": "peek"}], user_id="bob", conversation_id="c"
+            )
+        )
+    assert error.value.status == 403
+
+
+def test_max_tokens_shrinks_the_budget(settings):
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 600
+    workspace, _ = make_workspace()
+    for i in range(12):
+        turn(
+            ctx(
+                workspace,
+                [{"role": "user", "content": f"Fact number {i}: " + "words " * 20}],
+                model="unknown-model",
+                user_id="u",
+                conversation_id="c",
+            ),
+            "ok " * 10,
+        )
+    question = [{"role": "user", "content": "summarize"}]
+    roomy = prepare_turn_dry(
+        ctx(
+            workspace,
+            question,
+            model="unknown-model",
+            user_id="u",
+            conversation_id="c",
+            body={"max_tokens": 100},
+        )
+    )
+    tight = prepare_turn_dry(
+        ctx(
+            workspace,
+            question,
+            model="unknown-model",
+            user_id="u",
+            conversation_id="c",
+            body={"max_completion_tokens": 400},
+        )
+    )
+    assert roomy.explain["context_tokens"] <= 500
+    assert tight.explain["context_tokens"] <= 200
+    assert roomy.engram["history_messages"] > tight.engram["history_messages"]
+
+
+@pytest.mark.skipif(
+    not importlib.util.find_spec("memory.knowledge"), reason="knowledge collections not merged yet"
+)
+def test_collection_chunks_get_a_delimited_block_and_are_listed_as_sources():
+    from memory.embeddings import get_embedder
+    from memory.models import Chunk, Collection, Document
+
+    workspace, _ = make_workspace()
+    collection = Collection.objects.create(workspace=workspace, name="handbook")
+    document = Document.objects.create(
+        workspace=workspace,
+        collection=collection,
+        title="Travel policy",
+        content_hash="h",
+        raw=b"",
+        status="ready",
+    )
+    text = "Economy class is required for flights shorter than six hours."
+    Chunk.objects.create(
+        workspace=workspace,
+        collection=collection,
+        document=document,
+        chunk_index=0,
+        text=text,
+        search_text=text,
+        embedding=get_embedder().embed_one(text),
+    )
+    prepared = prepare(
+        ctx(
+            workspace,
+            [{"role": "user", "content": "Which class for short flights?"}],
+            user_id="u",
+            collection_ids=[collection.id],
+        )
+    )
+    block = next(m["content"] for m in prepared.messages if "<knowledge>" in str(m.get("content")))
+    assert "Travel policy" in block and text in block
+    assert prepared.engram["sources"][0]["document_id"] == document.id
+
+
+@pytest.mark.skipif(
+    bool(importlib.util.find_spec("memory.knowledge")), reason="collections are installed"
+)
+def test_collection_ids_without_knowledge_collections_are_unknown():
+    from config.errors import ApiError
+
+    workspace, _ = make_workspace()
+    with pytest.raises(ApiError) as error:
+        prepare(
+            ctx(
+                workspace, [{"role": "user", "content": "q"}], user_id="u", collection_ids=["col_a"]
+            )
+        )
+    assert error.value.status == 404 and "col_a" in error.value.message
+    assert not Message.objects.exists()
+
+
+def test_tool_results_sent_alone_travel_with_their_stored_call():
+    workspace, _ = make_workspace()
+    call = {
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city":"Oslo"}'},
+    }
+    context = ctx(
+        workspace,
+        [{"role": "user", "content": "Weather in Oslo?"}],
+        user_id="u",
+        conversation_id="tools",
+    )
+    prepared = prepare(context)
+    finish(
+        context, prepared, assistant={"role": "assistant", "content": None, "tool_calls": [call]}
+    )
+    result = {"role": "tool", "tool_call_id": "call_9", "content": "4°C, snow"}
+    second = prepare(ctx(workspace, [result], user_id="u", conversation_id="tools"))
+    assert [m["role"] for m in second.messages] == ["user", "assistant", "tool"]
+    assert second.messages[1]["tool_calls"] == [call] and second.messages[2] == result
+
+
+def test_matching_what_a_client_resent():
+    from memory.turns import matched_prefix
+
+    def m(*texts):
+        return [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": t}
+            for i, t in enumerate(texts)
+        ]
+
+    stored = m("a", "b", "c", "d")
+    assert matched_prefix(stored, m("a", "b", "c", "d") + [{"role": "user", "content": "e"}]) == 4
+    assert matched_prefix(stored, m("c", "d")) == 2  # a sliding window of the history
+    assert matched_prefix(stored, [{"role": "user", "content": "e"}]) == 0  # only the new one
+    assert matched_prefix([], m("a", "b")) == 0
+    # a resent history longer than the loaded window of a long conversation
+    long = m(*[str(i) for i in range(10)])
+    window = long[-4:]
+    assert matched_prefix(window, long + [{"role": "user", "content": "new"}], truncated=True) == 10
+    assert matched_prefix(window, long, truncated=False) == 0
