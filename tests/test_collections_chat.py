@@ -30,8 +30,17 @@ def _client(engram_server, key: str, collection_ids: list[str]):
     )
 
 
+def _gateway_requests(upstream) -> list:
+    """Requests the gateway relayed (not the worker's own JSON-mode memory extraction calls)."""
+    return [
+        r
+        for r in upstream.chat_requests()
+        if (r.body or {}).get("response_format", {}).get("type") != "json_object"
+    ]
+
+
 def _sent_text(upstream) -> str:
-    body = upstream.chat_requests()[-1].body
+    body = _gateway_requests(upstream)[-1].body
     return json.dumps(body["messages"], ensure_ascii=False)
 
 
@@ -79,7 +88,7 @@ def test_chat_cites_the_uploaded_documents(
 
     import openai
 
-    requests_before = len(upstream.chat_requests())
+    requests_before = len(_gateway_requests(upstream))
     foreign = _client(engram_server, outsider[1], [col["id"]])
     with pytest.raises(openai.NotFoundError) as caught:
         foreign.chat.completions.create(
@@ -88,4 +97,4 @@ def test_chat_cites_the_uploaded_documents(
     error = caught.value.response.json()["error"]
     assert error["param"] == "x-collection-ids" and error["code"] == "collection_not_found"
     assert col["id"] in error["message"]
-    assert len(upstream.chat_requests()) == requests_before  # nothing went upstream
+    assert len(_gateway_requests(upstream)) == requests_before  # nothing went upstream

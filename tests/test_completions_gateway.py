@@ -136,19 +136,23 @@ def seam(monkeypatch):
 
 
 def test_turn_context_from_headers(http, owner, upstream, seam):
+    from memory.models import Collection
+
+    col_a = Collection.objects.create(workspace=owner[0], name="a").id
+    col_b = Collection.objects.create(workspace=owner[0], name="b").id
     headers = {
         "x-user-id": "alice",
         "x-conversation-id": "conv-1",
         "x-session-id": "sess-h",
         "x-workspace-id": owner[0].id,
-        "x-collection-ids": '["col_a", "col_b"]',
+        "x-collection-ids": json.dumps([col_a, col_b]),
     }
     resp = post(http, {**BODY, "user": "bob", "session_id": "sess-b"}, headers=headers)
     assert resp.status_code == 200
     ctx = seam["prepare"][0]
     assert ctx.workspace.id == owner[0].id and ctx.api_key_id
     assert (ctx.user_id, ctx.conversation_id, ctx.session_id) == ("alice", "conv-1", "sess-h")
-    assert ctx.collection_ids == ["col_a", "col_b"]
+    assert ctx.collection_ids == [col_a, col_b]
     assert ctx.request_id == resp.headers["x-request-id"]
     assert ctx.model == "gpt-4o-mini" and "session_id" not in ctx.body
 
