@@ -62,6 +62,27 @@ def message_search_text(*, role: str, name: str, content: str, created_at: dt.da
     return f"[{day_label(created_at)}] {speaker(role, name)}: {content}"
 
 
+WINDOW_BEFORE, WINDOW_AFTER = 2, 2
+
+
+def message_window_text(messages: list, index: int) -> str:
+    """What a past message is found by in full-text search: it and its neighbours that day.
+
+    An answer rarely repeats the words of the question that prompted it; indexing each turn with
+    the two before and after it finds it anyway (+10 points of LoCoMo recall@10, issue 6).
+    `messages` are one conversation's, in order; each needs role, name, content, created_at.
+    """
+    center = messages[index]
+    day = center.created_at.date()
+    lo, hi = max(0, index - WINDOW_BEFORE), min(len(messages), index + WINDOW_AFTER + 1)
+    lines = [
+        f"{speaker(m.role, m.name)}: {m.content}"
+        for m in messages[lo:hi]
+        if m.created_at.date() == day and m.content
+    ]
+    return f"[{day_label(center.created_at)}] " + "\n".join(lines)
+
+
 def memory_date(memory) -> dt.date:
     """When a memory happened, else when it was learned."""
     if memory.event_date:

@@ -18,7 +18,12 @@ from memory.extraction import offline
 from memory.extraction.store import UserMemories
 from memory.models import Message, ProcessingJob
 from memory.services.memories import memory_add_sources, memory_create, memory_update
-from memory.text import memory_search_text
+from memory.text import (
+    WINDOW_BEFORE,
+    memory_search_text,
+    message_search_text,
+    message_window_text,
+)
 
 logger = logging.getLogger("engram.memory")
 
@@ -36,16 +41,56 @@ def job_messages(job: ProcessingJob) -> list[Message]:
 
 
 def embed_messages(rows: list[Message]) -> int:
-    """Vectors for the messages that have none yet (the request path never embeds them)."""
-    todo = [m for m in rows if m.embedding is None and m.search_text]
-    if not todo:
-        return 0
-    # One call: the embedder sorts all texts by length, so batches carry little padding.
-    vectors = get_embedder().embed([m.search_text for m in todo])
-    for message, vector in zip(todo, vectors, strict=True):
-        message.embedding = vector.tolist()
-    Message.objects.bulk_update(todo, ["embedding"], batch_size=UPDATE_BATCH)
+    """Vectors for the messages that have none yet (the request path never embeds them).
+
+    A message is embedded alone ("[date] speaker: text"); its full-text index is widened to
+    its neighbours here too, for it and for the earlier messages the new ones now follow.
+    """
+    todo = [m for m in rows if m.embedding is None and m.content]
+    if todo:
+        # One call: the embedder sorts all texts by length, so batches carry little padding.
+        vectors = get_embedder().embed(
+            [
+                message_search_text(
+                    role=m.role, name=m.name, content=m.content, created_at=m.created_at
+                )
+                for m in todo
+            ]
+        )
+        for message, vector in zip(todo, vectors, strict=True):
+            message.embedding = vector.tolist()
+        Message.objects.bulk_update(todo, ["embedding"], batch_size=UPDATE_BATCH)
+    widen_search_windows(rows)
     return len(todo)
+
+
+def widen_search_windows(rows: list[Message]) -> None:
+    """Re-index the job's messages, and the ones just before them, with their neighbours."""
+    if not rows:
+        return
+    conversation_id = rows[0].conversation_id
+    first = min(rows, key=lambda m: (m.created_at, m.id))
+    fields = ("id", "role", "name", "content", "created_at", "search_text")
+    spoken = Message.objects.filter(
+        conversation_id=conversation_id, role__in=("user", "assistant")
+    ).only(*fields)
+    before = list(
+        spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")[
+            :WINDOW_BEFORE
+        ]
+    )[::-1]
+    after = list(spoken.filter(created_at__gte=first.created_at).order_by("created_at", "id"))
+    window = before + after
+    changed = []
+    upto = {m.id for m in rows} | {m.id for m in before}
+    for index, message in enumerate(window):
+        if message.id not in upto:
+            continue
+        text = message_window_text(window, index)
+        if text != message.search_text:
+            message.search_text = text
+            changed.append(message)
+    Message.objects.bulk_update(changed, ["search_text"], batch_size=UPDATE_BATCH)
 
 
 def extraction_run(*, job: ProcessingJob) -> dict:
