@@ -7,6 +7,7 @@ query embedding is computed in a worker thread while the first hop talks to the 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 from dataclasses import dataclass, field
 
@@ -131,13 +132,52 @@ class _Loaded:
     exclude_ids: list[str]
     stored_ids: list[str]
     serve_history: bool
+    # An enclosing transaction (a test's) hides its rows from other connections: then all
+    # retrieval stays on this thread's connection instead of running in parallel.
+    in_transaction: bool = False
 
 
 def _load_and_store(ctx: TurnContext, messages: list[dict], dry_run: bool) -> _Loaded:
+    from django.db import connection
+
     with transaction.atomic():
         if not dry_run:
             relaxed_commit()
-        return _load_and_store_in_transaction(ctx, messages, dry_run)
+        loaded = _load_and_store_in_transaction(ctx, messages, dry_run)
+    loaded.in_transaction = connection.in_atomic_block
+    return loaded
+
+
+def _memory_hits(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
+    if not query:
+        return []
+    return selectors.memory_search(
+        workspace=ctx.workspace,
+        user_id=ctx.user_id,
+        query=query,
+        vector=vector,
+        limit=MEMORY_CANDIDATES,
+        min_similarity=selectors.MIN_SIMILARITY,
+        with_sources=dry_run,  # /v1/context explains where each memory came from
+    )
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _parallel() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="engram-memories")
+    return _pool
+
+
+def _memory_hits_elsewhere(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
+    """The same, on a worker thread's own connection (checked like a request's would be)."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+    return _memory_hits(ctx, query, vector, dry_run)
 
 
 def relaxed_commit() -> None:
@@ -309,22 +349,22 @@ def _knowledge_items(ctx: TurnContext, query: str) -> list[Item]:
 
 
 def _retrieve_and_assemble(
-    ctx: TurnContext, loaded: _Loaded, query: str, vector, messages: list[dict], dry_run: bool
+    ctx: TurnContext,
+    loaded: _Loaded,
+    query: str,
+    vector,
+    messages: list[dict],
+    dry_run: bool,
+    memories=None,
 ):
+    """Past messages (and knowledge) here; memories too unless they were searched in parallel."""
     budget = budget_for(ctx.body, ctx.model)
     caps = caps_for(budget.total)
     workspace, user_id = ctx.workspace, ctx.user_id
-    memories = messages_found = []
+    messages_found = []
+    if memories is None:
+        memories = _memory_hits(ctx, query, vector, dry_run)
     if query:
-        memories = selectors.memory_search(
-            workspace=workspace,
-            user_id=user_id,
-            query=query,
-            vector=vector,
-            limit=MEMORY_CANDIDATES,
-            min_similarity=selectors.MIN_SIMILARITY,
-            with_sources=dry_run,  # /v1/context explains where each memory came from
-        )
         messages_found = selectors.message_search(
             workspace=workspace,
             user_id=user_id,
@@ -334,6 +374,8 @@ def _retrieve_and_assemble(
             exclude_ids=loaded.exclude_ids,
             min_similarity=MIN_MESSAGE_SIMILARITY,
         )
+    if isinstance(memories, concurrent.futures.Future):
+        memories = memories.result(timeout=30)
     blocks = []
     summary = loaded.conversation.summary if loaded.conversation and loaded.serve_history else ""
     if summary:
@@ -408,9 +450,16 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             embedding.cancel()
         raise
     vector = await embedding if embedding is not None else None
-    assembly, budget = await sync_to_async(_retrieve_and_assemble)(
-        ctx, loaded, query, vector, messages, dry_run
-    )
+    if loaded.in_transaction or not query:
+        assembly, budget = await sync_to_async(_retrieve_and_assemble)(
+            ctx, loaded, query, vector, messages, dry_run
+        )
+    else:
+        # Memories on a second connection while this one ranks past messages.
+        memories = _parallel().submit(_memory_hits_elsewhere, ctx, query, vector, dry_run)
+        assembly, budget = await sync_to_async(_retrieve_and_assemble)(
+            ctx, loaded, query, vector, messages, dry_run, memories
+        )
     memories_used = len(assembly.used.get("memories", []))
     knowledge = [s for item in assembly.used.get("knowledge", []) for s in item.sources]
     conversation_id = loaded.conversation.external_id if loaded.conversation else None
