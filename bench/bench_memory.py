@@ -174,7 +174,8 @@ def fill(users: int, per_user: int, messages_per_user: int, rng: random.Random):
 
     workspace = Workspace.objects.filter(name="bench").first()
     expected = users * per_user
-    if workspace and Memory.objects.filter(workspace=workspace).count() == expected:
+    loaded = Memory.objects.filter(workspace=workspace, user_id__startswith="user-")
+    if workspace and loaded.count() == expected:
         key = api_key_create(workspace=workspace, name="bench").raw_key
         return workspace, key, False
     if workspace:
