@@ -4,7 +4,8 @@ The same ranking as memory.retrieval.hybrid_search (vector and full-text candida
 reciprocal rank), written as one statement for the request path: the ORM's two queries and
 their compilation cost more than the scans themselves. Both scans stay exact over the user's
 rows, found through the (workspace, user_id, ...) btree indexes: at 1k rows per user that is a
-couple of milliseconds, while a filtered HNSW scan is slower here and loses recall.
+couple of milliseconds, while a filtered HNSW scan is slower here and loses recall. The text
+match is an exact scan of the same rows, for the same reason.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ WITH vec AS (
     ORDER BY distance
     LIMIT %(candidates)s
 ), txt AS (
+    -- OFFSET 0 keeps the match on the user's own rows: through the GIN index, a common word
+    -- would first collect its postings across every user (measured: 9 ms against 2.5 ms).
     SELECT id, ts_rank_cd(search, query) AS rank
-    FROM {table} t, to_tsquery('english', %(terms)s) query
-    WHERE {scope} AND %(has_terms)s AND search @@ query
+    FROM (SELECT id, search FROM {table} t WHERE {scope} AND %(has_terms)s OFFSET 0) t,
+         to_tsquery('english', %(terms)s) query
+    WHERE search @@ query
     ORDER BY rank DESC
     LIMIT %(candidates)s
 ), ranked AS (

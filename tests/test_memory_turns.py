@@ -394,7 +394,7 @@ def test_tool_results_sent_alone_travel_with_their_stored_call():
 
 
 def test_matching_what_a_client_resent():
-    from memory.turns import matched_prefix
+    from memory.history import matched_prefix
 
     def m(*texts):
         return [
