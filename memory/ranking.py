@@ -75,6 +75,8 @@ MESSAGE_COLUMNS = ["id", "role", "name", "content", "created_at", "metadata", "c
 
 def _run(*, table, scope, params, columns, join="", extra_columns=(), group="", query, vector):
     terms = or_terms(query) if query else None
+    if terms and SELECTIVE_TERMS:
+        terms = _selective(terms, table=table, scope=scope, params=params)
     select = [f"t.{c}" for c in columns] + list(extra_columns)
     sql = _SQL.format(
         table=table,
@@ -112,6 +114,35 @@ def _run(*, table, scope, params, columns, join="", extra_columns=(), group="", 
             hit.score += 1.0 / (RRF_K + trank)
         ranked.append(hit)
     return ranked
+
+
+SELECTIVE_TERMS = True
+COMMON_SHARE = 0.2  # a word in more than this share of the user's rows says little
+COMMON_FLOOR = 10  # ...once there are enough rows to tell
+
+
+def _selective(terms: str, *, table: str, scope: str, params: dict) -> str | None:
+    """Drop the query words that most of the user's rows contain (their name, "like"...).
+
+    PostgreSQL's text ranking has no inverse document frequency; without this, a question
+    naming its subject ranks every row that mentions the subject.
+    """
+    words = terms.split(" | ")
+    if len(words) < 2:
+        return terms
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE search @@ to_tsquery('english', %(w{i})s))"
+        for i in range(len(words))
+    )
+    sql = f"SELECT count(*), {counts} FROM {table} t WHERE {scope}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {**params, **{f"w{i}": w for i, w in enumerate(words)}})
+        total, *df = cursor.fetchone()
+    if not total:
+        return terms
+    limit = max(COMMON_SHARE * total, COMMON_FLOOR)
+    kept = [w for w, n in zip(words, df, strict=True) if 0 < n <= limit]
+    return " | ".join(kept) if kept else None
 
 
 def _literal(vector) -> str:

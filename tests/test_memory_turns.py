@@ -412,3 +412,32 @@ def test_matching_what_a_client_resent():
     window = long[-4:]
     assert matched_prefix(window, long + [{"role": "user", "content": "new"}], truncated=True) == 10
     assert matched_prefix(window, long, truncated=False) == 0
+
+
+def test_text_matching_ignores_words_most_of_the_users_rows_contain():
+    from memory import ranking
+    from memory.services import conversation_get_or_create, messages_import
+
+    workspace, _ = make_workspace()
+    conversation, _ = conversation_get_or_create(workspace=workspace, external_id="c", user_id="u")
+    said = [f"Caroline talked about topic number {i}." for i in range(29)]
+    said.append("Caroline started a pottery class.")
+    messages_import(
+        workspace=workspace,
+        conversation=conversation,
+        messages=[{"role": "user", "content": t} for t in said],
+    )
+    scope = "t.workspace_id = %(workspace)s AND t.user_id = %(user)s"
+    params = {"workspace": workspace.id, "user": "u"}
+    kept = ranking._selective(
+        "caroline | pottery | nothing", table="memory_message", scope=scope, params=params
+    )
+    assert kept == "pottery"  # the name is in every row; a word in none cannot help
+    hits = ranking.messages(
+        workspace_id=workspace.id,
+        user_id="u",
+        query="Caroline pottery?",
+        vector=None,
+        exclude_ids=[],
+    )
+    assert [h.row["content"] for h in hits] == ["Caroline started a pottery class."]
