@@ -11,6 +11,7 @@ and finishes the turn exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -162,7 +163,7 @@ async def relay(
         error = exc.error
     except TimeoutError:
         error = {"message": "The upstream provider timed out mid-stream.", "type": "timeout_error"}
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         error = {
             "message": f"The upstream connection failed mid-stream ({type(exc).__name__}).",
             "type": "upstream_error",
@@ -170,13 +171,8 @@ async def relay(
     finally:
         if pending is not None:
             pending.cancel()
-        if not opener.done():
-            opener.cancel()
-        elif stream is None and not opener.cancelled() and opener.exception() is None:
-            stream = opener.result()
-        if stream is not None:
-            await stream.aclose()
-        if outcome != "done" and error is None:  # cancelled: the client went away
+        if outcome != "done" and error is None:  # cancelled, or a failure not named above
+            # Finish first: closing a broken upstream connection below may raise too.
             turn.finish(
                 status=499,
                 assistant=assembler.assistant() if assembler.head else None,
@@ -184,6 +180,13 @@ async def relay(
                 incomplete=True,
                 error_code="client_closed",
             )
+        if not opener.done():
+            opener.cancel()
+        elif stream is None and not opener.cancelled() and opener.exception() is None:
+            stream = opener.result()
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
     # Finish before the last frames: finishing only schedules work, and a client that leaves
     # during the last write must not skip it.
     turn.finish(

@@ -149,13 +149,16 @@ def test_streams_are_stored_and_a_cut_stream_is_marked_incomplete(engram_server,
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "Hello there"
-    upstream.script(Reply(stream=openai_stream(["Once", " upon", " a", " time"]), drop_after=3))
+    # Chunks spaced out, so what was sent reaches Engram before the upstream connection breaks.
+    upstream.script(
+        Reply(stream=openai_stream(["Once", " upon", " a", " time"]), drop_after=3, delay=0.05)
+    )
     with pytest.raises(Exception):  # noqa: B017 - the SDK raises on a cut stream
         for _ in user.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "a story"}], stream=True
         ):
             pass
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20  # stored off the request path; slow on a busy machine
     while Message.objects.filter(role="assistant").count() < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     replies = list(Message.objects.filter(role="assistant").order_by("created_at"))
