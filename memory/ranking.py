@@ -314,8 +314,6 @@ def messages(
         if names and (data.get("name") or "").lower() in names:
             blended *= SPEAKER_BOOST
         hit = Ranked(id=data["id"], row=data, similarity=similarity)
-        if bm25:
-            hit.ranks["text"] = 0  # filled below
         scored.append((blended, bm25 or 0.0, hit))
     # Express the blend as reciprocal ranks, on the scale memories' fused scores use.
     for rank, (_, _, hit) in enumerate(sorted(scored, key=lambda s: s[0], reverse=True)):
