@@ -220,8 +220,8 @@ def fill(users: int, per_user: int, messages_per_user: int, rng: random.Random):
                     )
         with raw.cursor().copy(
             "COPY memory_message (id, workspace_id, conversation_id, user_id, role, name, "
-            "content, raw, metadata, token_count, incomplete, created_at, search_text, embedding) "
-            "FROM STDIN"
+            "content, raw, metadata, token_count, incomplete, created_at, search_text, embedding, "
+            "context_embedding) FROM STDIN"
         ) as copy:
             for u, conversation in enumerate(conversations):
                 for _ in range(messages_per_user):
@@ -244,6 +244,7 @@ def fill(users: int, per_user: int, messages_per_user: int, rng: random.Random):
                             when,
                             f"[{when.day} {when:%B %Y}] User: {content}",
                             literal[i],
+                            literal[i],  # the messages are random, not a conversation
                         ]
                     )
         cursor.execute("ANALYZE memory_memory")

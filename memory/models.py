@@ -113,6 +113,9 @@ class Message(models.Model):
     search_text = models.TextField(blank=True, default="")
     search = _search_vector()
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+    # What vector search ranks by: the message blended with its neighbours that day
+    # (memory.text.context_vector); the message's own embedding until it has neighbours.
+    context_embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -123,8 +126,8 @@ class Message(models.Model):
             # The exact vector scan of one user's messages reads only this index, contiguously.
             models.Index(
                 fields=["workspace", "user_id"],
-                include=["id", "role", "embedding"],
-                name="message_user_vectors",
+                include=["id", "role", "context_embedding"],
+                name="message_user_context_vectors",
             ),
         ]
 

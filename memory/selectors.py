@@ -187,6 +187,7 @@ def message_search(
     limit: int,
     exclude_ids: Iterable[str] = (),
     min_similarity: float = 0.0,
+    feedback: bool = False,
 ) -> list[Found]:
     hits = ranking.messages(
         workspace_id=workspace.id,
@@ -194,6 +195,7 @@ def message_search(
         query=query,
         vector=vector,
         exclude_ids=list(exclude_ids),
+        feedback=feedback,
     )
     found, seen = [], set()
     for hit in _fuse(hits, "created_at", min_similarity):
@@ -240,6 +242,7 @@ def search(
         vector=vector,
         limit=limit,
         min_similarity=MIN_SIMILARITY,
+        feedback=True,
     )
     # A memory restates what its source messages said (offline extraction: nearly word for
     # word); it takes a message's place only when it ranks clearly higher (LoCoMo: +0.8 R@10).

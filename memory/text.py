@@ -11,6 +11,8 @@ import json
 import math
 from functools import lru_cache
 
+import numpy as np
+
 # A conservative price for an image part (OpenAI bills 85-1105 tokens per image by detail).
 IMAGE_TOKENS = 765
 # Per-message framing in OpenAI's chat format, and the reply's priming.
@@ -81,6 +83,36 @@ def message_window_text(messages: list, index: int) -> str:
         if m.created_at.date() == day and m.content
     ]
     return f"[{day_label(center.created_at)}] " + "\n".join(lines)
+
+
+NEIGHBOUR_WEIGHT = 0.5
+
+
+def context_vector(messages: list, index: int) -> list[float] | None:
+    """What a past message is found by in vector search: it, blended with its neighbours.
+
+    The dense twin of message_window_text: normalize(e + normalize(e + w*prev + w*next)) over
+    the turns just before and after it that day, so a terse answer is near the question it
+    answers. Measured on LoCoMo (issue 6): recall@10 +0.7 over the message's own vector, steady
+    for neighbour weights 0.3-1.0. `messages` need created_at and embedding.
+    """
+    center = messages[index]
+    if center.embedding is None:
+        return None
+    own = _unit(np.asarray(center.embedding, dtype=np.float32))
+    day = center.created_at.date()
+    around = own.copy()
+    for j in (index - 1, index + 1):
+        if 0 <= j < len(messages):
+            other = messages[j]
+            if other.embedding is not None and other.created_at.date() == day:
+                around += NEIGHBOUR_WEIGHT * _unit(np.asarray(other.embedding, dtype=np.float32))
+    return _unit(own + _unit(around)).tolist()
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector
 
 
 def memory_date(memory) -> dt.date:

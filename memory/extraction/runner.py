@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 
@@ -20,6 +21,7 @@ from memory.models import Message, ProcessingJob
 from memory.services.memories import memory_add_sources, memory_create, memory_update
 from memory.text import (
     WINDOW_BEFORE,
+    context_vector,
     memory_search_text,
     message_search_text,
     message_window_text,
@@ -65,15 +67,19 @@ def embed_messages(rows: list[Message]) -> int:
 
 
 def widen_search_windows(rows: list[Message]) -> None:
-    """Re-index the job's messages, and the ones just before them, with their neighbours."""
+    """Re-index the job's messages, and the ones just before them, with their neighbours.
+
+    Both indexes: the full-text window (message_window_text) and the vector blended with the
+    turns around it (context_vector).
+    """
     if not rows:
         return
     conversation_id = rows[0].conversation_id
     first = min(rows, key=lambda m: (m.created_at, m.id))
-    fields = ("id", "role", "name", "content", "created_at", "search_text")
+    fields = ("id", "role", "name", "content", "created_at", "search_text", "embedding")
     spoken = Message.objects.filter(
         conversation_id=conversation_id, role__in=("user", "assistant")
-    ).only(*fields)
+    ).only(*fields, "context_embedding")
     before = list(
         spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")[
             :WINDOW_BEFORE
@@ -87,10 +93,20 @@ def widen_search_windows(rows: list[Message]) -> None:
         if message.id not in upto:
             continue
         text = message_window_text(window, index)
-        if text != message.search_text:
+        vector = context_vector(window, index)
+        if text != message.search_text or not _same(vector, message.context_embedding):
             message.search_text = text
+            message.context_embedding = vector
             changed.append(message)
-    Message.objects.bulk_update(changed, ["search_text"], batch_size=UPDATE_BATCH)
+    Message.objects.bulk_update(
+        changed, ["search_text", "context_embedding"], batch_size=UPDATE_BATCH
+    )
+
+
+def _same(vector: list[float] | None, stored) -> bool:
+    if vector is None or stored is None:
+        return vector is None and stored is None
+    return bool(np.allclose(vector, stored, atol=1e-6))
 
 
 def extraction_run(*, job: ProcessingJob) -> dict:

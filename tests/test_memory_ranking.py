@@ -1,0 +1,158 @@
+"""How past messages are indexed and ranked: neighbour-blended vectors and the feedback pass."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from memory import ranking, selectors, tasks
+from memory.embeddings import get_embedder
+from memory.models import Message, ProcessingJob
+from memory.services import conversation_get_or_create, messages_import
+from tests.factories import make_workspace
+
+pytestmark = pytest.mark.django_db
+
+DAY = dt.datetime(2024, 3, 9, 18, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def offline(settings):
+    settings.OPENAI_BASE_URL = ""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+
+
+def imported(workspace, user, turns, django_capture_on_commit_callbacks, conversation="c"):
+    """Import (speaker, text, created_at) turns and run the extraction job over them."""
+    conv, _ = conversation_get_or_create(
+        workspace=workspace, external_id=conversation, user_id=user
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        messages_import(
+            workspace=workspace,
+            conversation=conv,
+            messages=[
+                {"role": "user", "name": name, "content": text, "created_at": when}
+                for name, text, when in turns
+            ],
+        )
+    job = ProcessingJob.objects.filter(conversation=conv).order_by("-upto_message_id").first()
+    tasks.extract(job.id)
+    return {m.content: m for m in Message.objects.filter(conversation=conv)}
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_a_terse_reply_is_found_through_the_turn_it_answers(
+    offline, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    stored = imported(
+        workspace,
+        "u",
+        [
+            ("Ana", "Do you still go skiing in the Alps every winter?", DAY),
+            ("Ben", "Yes, twice last season, and once more in April.", DAY),
+            ("Ana", "Nice. I bought a new kettle today.", DAY + dt.timedelta(days=3)),
+        ],
+        django_capture_on_commit_callbacks,
+    )
+    reply = stored["Yes, twice last season, and once more in April."]
+    later = stored["Nice. I bought a new kettle today."]
+    query = get_embedder().embed_one("How often does Ben go skiing in the Alps?")
+    # The reply's own words say nothing of skiing; blended with the question it answers, its
+    # vector is near a question about skiing.
+    assert cosine(query, reply.context_embedding) > cosine(query, reply.embedding) + 0.05
+    # A turn from another day is not blended with it: alone, its vector is its own.
+    assert cosine(later.context_embedding, later.embedding) > 0.999
+
+
+def test_a_later_turn_widens_the_vector_of_the_one_before(
+    offline, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    first = imported(
+        workspace,
+        "u",
+        [("Ana", "Which city did you move to?", DAY)],
+        django_capture_on_commit_callbacks,
+    )["Which city did you move to?"]
+    assert cosine(first.context_embedding, first.embedding) > 0.999  # no neighbour yet
+    imported(
+        workspace,
+        "u",
+        [("Ben", "Lisbon, last spring.", DAY + dt.timedelta(minutes=1))],
+        django_capture_on_commit_callbacks,
+    )
+    first.refresh_from_db()
+    assert cosine(first.context_embedding, first.embedding) < 0.99
+
+
+def test_feedback_rescores_candidates_by_the_words_the_best_matches_share(
+    offline, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    filler = [
+        ("Ana", f"Meeting notes number {i}: the quarterly budget review went fine.", DAY)
+        for i in range(12)
+    ]
+    turns = [
+        ("Ana", "My garden is full of heirloom tomatoes and basil this year.", DAY),
+        ("Ana", "From the garden I made tomatoes with basil pesto.", DAY),
+        ("Ana", "More heirloom tomatoes and basil went into a sauce tonight.", DAY),
+        *filler,
+    ]
+    imported(workspace, "u", turns, django_capture_on_commit_callbacks)
+    query = "What grows in Ana's garden?"
+    vector = get_embedder().embed_one(query)
+    plain = ranking.messages(
+        workspace_id=workspace.id, user_id="u", query=query, vector=vector, exclude_ids=[]
+    )
+    fed = ranking.messages(
+        workspace_id=workspace.id,
+        user_id="u",
+        query=query,
+        vector=vector,
+        exclude_ids=[],
+        feedback=True,
+    )
+    assert {h.id for h in fed} == {h.id for h in plain}  # re-scored, never widened
+    rank = {h.row["content"]: h.ranks["blend"] for h in fed}
+    sauce = "More heirloom tomatoes and basil went into a sauce tonight."
+    # It shares no word with the question ("garden"), but "tomatoes", "basil" and "heirloom"
+    # with the best matches: the feedback pass puts it above every filler line.
+    assert rank[sauce] < min(rank[text] for _, text, _ in filler)
+    assert rank[sauce] <= {h.row["content"]: h.ranks["blend"] for h in plain}[sauce]
+
+
+def test_feedback_reads_only_the_users_own_rows(offline, django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    other, _ = make_workspace("other")
+    imported(
+        workspace,
+        "u",
+        [("Ana", "Our garden has tomatoes.", DAY)],
+        django_capture_on_commit_callbacks,
+    )
+    imported(
+        other,
+        "u",
+        [("Ana", "The garden party had tomatoes and jazz.", DAY)],
+        django_capture_on_commit_callbacks,
+    )
+    found = selectors.search(
+        workspace=workspace,
+        user_id="u",
+        query="What is in the garden?",
+        vector=get_embedder().embed_one("What is in the garden?"),
+        limit=10,
+    )
+    texts = [f.obj.text if f.kind == "memory" else f.obj.content for f in found]
+    assert texts and all("jazz" not in t for t in texts)
+    stats = ranking.term_stats(workspace_id=workspace.id, user_id="u")
+    assert "jazz" not in stats.df and stats.rows == 1
