@@ -127,24 +127,41 @@ def _selective(terms: str, *, table: str, scope: str, params: dict) -> str | Non
     """Drop the query words that most of the user's rows contain (their name, "like"...).
 
     PostgreSQL's text ranking has no inverse document frequency; without this, a question
-    naming its subject ranks every row that mentions the subject.
+    naming its subject ranks every row that mentions the subject. The counts come from the
+    user's cached term statistics (`scope` must be the user's rows of `table`).
     """
     words = terms.split(" | ")
     if len(words) < 2:
         return terms
-    counts = ", ".join(
-        f"count(*) FILTER (WHERE search @@ to_tsquery('english', %(w{i})s))"
-        for i in range(len(words))
-    )
-    sql = f"SELECT count(*), {counts} FROM {table} t WHERE {scope}"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, {**params, **{f"w{i}": w for i, w in enumerate(words)}})
-        total, *df = cursor.fetchone()
-    if not total:
+    stats = term_stats(table=table, workspace_id=params["workspace"], user_id=params["user"])
+    if not stats.rows:
         return terms
-    limit = max(COMMON_SHARE * total, COMMON_FLOOR)
-    kept = [w for w, n in zip(words, df, strict=True) if 0 < n <= limit]
+    limit = max(COMMON_SHARE * stats.rows, COMMON_FLOOR)
+    lexemes = word_lexemes(words)
+    kept = [
+        w for w in words if lexemes[w] and 0 < min(stats.df.get(x, 0) for x in lexemes[w]) <= limit
+    ]
     return " | ".join(kept) if kept else None
+
+
+_lexemes: dict[str, tuple[str, ...]] = {}
+LEXEME_CACHE = 50_000
+
+
+def word_lexemes(words: list[str]) -> dict[str, tuple[str, ...]]:
+    """What PostgreSQL's english configuration makes of each word (none for a stop word)."""
+    missing = [w for w in dict.fromkeys(words) if w not in _lexemes]
+    if missing:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(%s::text[]) w",
+                [missing],
+            )
+            found = {w: tuple(lexemes) for w, lexemes in cursor.fetchall()}
+        if len(_lexemes) > LEXEME_CACHE:
+            _lexemes.clear()
+        _lexemes.update(found)
+    return {w: _lexemes.get(w, ()) for w in words}
 
 
 def _literal(vector) -> str:
@@ -278,7 +295,7 @@ FEEDBACK_TOP = 5
 FEEDBACK_TERMS = 5
 FEEDBACK_SHARE = 0.3
 TERM_STATS_TTL = 60.0
-TERM_STATS_USERS = 256
+TERM_STATS_USERS = 128  # ~250 kB each at 1k memories or 700 messages
 _SCOPE = (
     "t.workspace_id = %(workspace)s AND t.user_id = %(user)s "
     "AND t.role IN ('user', 'assistant') AND NOT (t.id = ANY(%(exclude)s))"
@@ -295,27 +312,33 @@ class TermStats:
     df: dict[str, int]
 
 
-_term_stats: OrderedDict[tuple[str, str], TermStats] = OrderedDict()
+_term_stats: OrderedDict[tuple[str, str, str], TermStats] = OrderedDict()
 
 
-def term_stats(*, workspace_id: str, user_id: str) -> TermStats:
+# The user's rows each table's statistics count (what its searches scope to).
+_STATS_SCOPE = {
+    "memory_message": "role IN ('user', 'assistant')",
+    "memory_memory": "true",
+}
+
+
+def term_stats(*, table: str = "memory_message", workspace_id: str, user_id: str) -> TermStats:
     """Cached for a minute per user: one scan of the user's rows (~10 ms at 700 messages)."""
-    key = (workspace_id, user_id)
+    key = (table, workspace_id, user_id)
     now = time.monotonic()
     cached = _term_stats.get(key)
     if cached and cached.expires > now:
         _term_stats.move_to_end(key)
         return cached
+    where = f"t.workspace_id = %s AND t.user_id = %s AND {_STATS_SCOPE[table]}"
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*), coalesce(avg(length(search)), 1) FROM memory_message "
-            "WHERE workspace_id = %s AND user_id = %s AND role IN ('user', 'assistant')",
+            f"SELECT count(*), coalesce(avg(length(t.search)), 1) FROM {table} t WHERE {where}",
             [workspace_id, user_id],
         )
         rows, avglen = cursor.fetchone()
         cursor.execute(
-            "SELECT x.lexeme, count(*) FROM memory_message t, unnest(t.search) x "
-            "WHERE t.workspace_id = %s AND t.user_id = %s AND t.role IN ('user', 'assistant') "
+            f"SELECT x.lexeme, count(*) FROM {table} t, unnest(t.search) x WHERE {where} "
             "GROUP BY x.lexeme",
             [workspace_id, user_id],
         )
