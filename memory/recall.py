@@ -40,7 +40,7 @@ _pool: concurrent.futures.ThreadPoolExecutor | None = None
 def parallel() -> concurrent.futures.ThreadPoolExecutor:
     global _pool
     if _pool is None:
-        _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="engram-memories")
+        _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="engram-memories")
     return _pool
 
 

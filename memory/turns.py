@@ -1,13 +1,14 @@
 """A turn around the upstream call: prepare (store, recall, assemble) and finish (store, enqueue).
 
-Runs in the async request path: ORM work goes through sync_to_async in two hops; the one query
-embedding is computed in a worker thread while the first hop stores the turn (memory.history),
-then memories and past messages are ranked on two connections at once (memory.recall).
+Runs in the async request path: ORM work goes through sync_to_async in two hops. A worker thread
+computes the one query embedding and then ranks memories on its own connection while the first
+hop stores the turn (memory.history); the second ranks past messages and assembles (memory.recall).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -71,6 +72,19 @@ def _embed(text: str) -> list[float]:
     return get_embedder().embed_one(text)
 
 
+def _embed_then_memories(
+    ctx: TurnContext, query: str, dry_run: bool, vector_ready: concurrent.futures.Future
+) -> list:
+    """On a worker thread: the query vector (handed over at once), then the memory ranking."""
+    try:
+        vector = _embed(query)
+    except BaseException as exc:
+        vector_ready.set_exception(exc)
+        raise
+    vector_ready.set_result(vector)
+    return memory_hits_elsewhere(ctx, query, vector, dry_run)
+
+
 async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTurn:
     messages = list(ctx.body.get("messages") or [])
     if not ctx.user_id:
@@ -80,30 +94,27 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             explain = {"context_tokens": tokens, "blocks": [{"name": "request", "tokens": tokens}]}
         return PreparedTurn(messages=messages, explain=explain)
     query = query_text(messages)
-    # The query embedding (the costliest step) runs beside the database work.
-    embedding = (
-        asyncio.ensure_future(sync_to_async(_embed, thread_sensitive=False)(query))
-        if query
-        else None
-    )
+    # The query embedding (the costliest step), then the memory ranking on a second connection,
+    # run beside the database work of storing the turn; past messages are ranked once it is done.
+    vector_ready: concurrent.futures.Future | None = None
+    memories = None
+    if query:
+        vector_ready = concurrent.futures.Future()
+        memories = parallel().submit(_embed_then_memories, ctx, query, dry_run, vector_ready)
     try:
         await _await_finishes((ctx.workspace.id, ctx.user_id))
         loaded = await sync_to_async(load_and_store)(ctx, messages, dry_run)
     except BaseException:
-        if embedding is not None:
-            embedding.cancel()
+        if memories is not None:
+            memories.cancel()
         raise
-    vector = await embedding if embedding is not None else None
-    if loaded.in_transaction or not query:
-        assembly, budget = await sync_to_async(recall_and_assemble)(
-            ctx, loaded, query, vector, messages, dry_run
-        )
-    else:
-        # Memories on a second connection while this one ranks past messages.
-        memories = parallel().submit(memory_hits_elsewhere, ctx, query, vector, dry_run)
-        assembly, budget = await sync_to_async(recall_and_assemble)(
-            ctx, loaded, query, vector, messages, dry_run, memories
-        )
+    vector = await asyncio.wrap_future(vector_ready) if vector_ready is not None else None
+    if loaded.in_transaction:
+        # Inside a caller's transaction (tests) another connection cannot see its rows.
+        memories = None
+    assembly, budget = await sync_to_async(recall_and_assemble)(
+        ctx, loaded, query, vector, messages, dry_run, memories
+    )
     memories_used = len(assembly.used.get("memories", []))
     knowledge = [s for item in assembly.used.get("knowledge", []) for s in item.sources]
     conversation_id = loaded.conversation.external_id if loaded.conversation else None
