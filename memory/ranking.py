@@ -282,6 +282,13 @@ def speaker_names(*, workspace_id: str, user_id: str) -> set[str]:
     return names
 
 
+def forget_user(*, workspace_id: str, user_id: str) -> None:
+    """Drop what this process derived from a user's rows (their erasure)."""
+    _speakers_cache.pop((workspace_id, user_id), None)
+    for table in _STATS_SCOPE:
+        _term_stats.pop((table, workspace_id, user_id), None)
+
+
 def named_in(query: str) -> set[str]:
     """Capitalized words of the query, lower-cased: the people a question is about."""
     return {w.lower() for w in _NAME.findall(query)}

@@ -156,3 +156,23 @@ def test_feedback_reads_only_the_users_own_rows(offline, django_capture_on_commi
     assert texts and all("jazz" not in t for t in texts)
     stats = ranking.term_stats(workspace_id=workspace.id, user_id="u")
     assert "jazz" not in stats.df and stats.rows == 1
+
+
+def test_erasing_a_user_drops_what_this_process_derived_from_them(
+    offline, django_capture_on_commit_callbacks
+):
+    from memory.services.users import user_delete
+
+    workspace, _ = make_workspace()
+    imported(
+        workspace,
+        "u",
+        [("Ana", "I keep bees in the garden.", DAY)],
+        django_capture_on_commit_callbacks,
+    )
+    assert ranking.speaker_names(workspace_id=workspace.id, user_id="u") == {"ana"}
+    assert ranking.term_stats(workspace_id=workspace.id, user_id="u").df
+    with django_capture_on_commit_callbacks(execute=True):
+        user_delete(workspace=workspace, user_id="u")
+    assert ranking.speaker_names(workspace_id=workspace.id, user_id="u") == set()
+    assert ranking.term_stats(workspace_id=workspace.id, user_id="u").rows == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from accounts.models import Workspace
+from memory import ranking
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
 
@@ -19,4 +20,7 @@ def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
     deleted = Conversation.objects.filter(**scope).delete()[1]
     counts["conversations"] = deleted.get("memory.Conversation", 0)
     counts["sessions"] = Session.objects.filter(**scope).delete()[0]
+    # This process's derived caches (speaker names, word counts) go too; other processes'
+    # expire within a minute and only ever ranked the user's own, now deleted, rows.
+    transaction.on_commit(lambda: ranking.forget_user(workspace_id=workspace.id, user_id=user_id))
     return counts
