@@ -138,9 +138,8 @@ def _selective(terms: str, *, table: str, scope: str, params: dict) -> str | Non
         return terms
     limit = max(COMMON_SHARE * stats.rows, COMMON_FLOOR)
     lexemes = word_lexemes(words)
-    kept = [
-        w for w in words if lexemes[w] and 0 < min(stats.df.get(x, 0) for x in lexemes[w]) <= limit
-    ]
+    # A word the statistics have not seen is kept: it may be in a row newer than they are.
+    kept = [w for w in words if lexemes[w] and min(stats.df.get(x, 0) for x in lexemes[w]) <= limit]
     return " | ".join(kept) if kept else None
 
 

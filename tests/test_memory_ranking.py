@@ -176,3 +176,22 @@ def test_erasing_a_user_drops_what_this_process_derived_from_them(
         user_delete(workspace=workspace, user_id="u")
     assert ranking.speaker_names(workspace_id=workspace.id, user_id="u") == set()
     assert ranking.term_stats(workspace_id=workspace.id, user_id="u").rows == 0
+
+
+def test_a_memory_newer_than_the_cached_statistics_is_found_by_its_words():
+    from memory.services.memories import memory_create
+
+    workspace, _ = make_workspace()
+    for i in range(12):
+        memory_create(workspace=workspace, user_id="u", text=f"Ana's budget note number {i}.")
+
+    def search(query):
+        return selectors.memory_search(
+            workspace=workspace, user_id="u", query=query, vector=None, limit=5
+        )
+
+    assert search("Ana's pottery and budget") == []  # nothing has the one selective word
+    assert ranking.term_stats(table="memory_memory", workspace_id=workspace.id, user_id="u").rows
+    memory_create(workspace=workspace, user_id="u", text="Ana started a pottery class.")
+    found = search("Ana's pottery and budget")
+    assert found[0].obj.text == "Ana started a pottery class."
