@@ -397,15 +397,12 @@ def _feedback(
     stats = term_stats(workspace_id=workspace_id, user_id=user_id)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT NULL, tsvector_to_array(to_tsvector('english', %s)) UNION ALL "
-            "SELECT id, tsvector_to_array(to_tsvector('english', content)) "
+            "SELECT tsvector_to_array(to_tsvector('english', content)) "
             "FROM memory_message WHERE id = ANY(%s)",
-            [words, best],
+            [best],
         )
-        rows = cursor.fetchall()
-    asked = next((lexemes for message_id, lexemes in rows if message_id is None), None)
-    found = [lexemes for message_id, lexemes in rows if message_id is not None]
-    skip = set(asked or ())
+        found = [row[0] for row in cursor.fetchall()]
+    skip = {x for lexemes in word_lexemes(words.split()).values() for x in lexemes}
     counts: dict[str, int] = {}
     for lexemes in found:
         for lexeme in lexemes:

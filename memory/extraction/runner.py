@@ -76,10 +76,10 @@ def widen_search_windows(rows: list[Message]) -> None:
         return
     conversation_id = rows[0].conversation_id
     first = min(rows, key=lambda m: (m.created_at, m.id))
-    fields = ("id", "role", "name", "content", "created_at", "search_text", "embedding")
+    fields = ("id", "role", "name", "content", "created_at", "search_text")
     spoken = Message.objects.filter(
         conversation_id=conversation_id, role__in=("user", "assistant")
-    ).only(*fields, "context_embedding")
+    ).only(*fields, "embedding", "context_embedding")
     before = list(
         spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")[
             :WINDOW_BEFORE
