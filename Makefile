@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m config.run
+	$(PY) -m config.embedded.supervisor
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

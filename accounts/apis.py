@@ -7,8 +7,8 @@ from rest_framework.views import APIView
 from accounts import selectors, services
 from accounts.authentication import IsOperator
 from accounts.models import ApiKey, Workspace
-from config.errors import ApiError
-from config.pagination import paginate
+from config.common.errors import ApiError
+from config.common.pagination import paginate
 
 
 def workspace_body(workspace: Workspace) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from accounts.authentication import bearer_token, resolve_async, resolve_sync
-from config.errors import invalid_api_key
+from config.common.errors import invalid_api_key
 
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/admin/", "/static/", "/v1/schema", "/docs")
 

@@ -2,7 +2,7 @@ from functools import partial
 
 from django.db import models
 
-from config.ids import new_id
+from config.common.ids import new_id
 
 
 class Workspace(models.Model):

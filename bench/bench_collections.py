@@ -93,18 +93,21 @@ def main() -> None:
 
     import django
 
+    from config.embedded import ensure_environment
+
+    ensure_environment()
     django.setup()
     import numpy as np
     from django.core.management import call_command
 
     from accounts.services import workspace_create
     from memory.embeddings import get_embedder
-    from memory.ingest import services
-    from memory.ingest.chunking import chunk_blocks
-    from memory.ingest.extract import extract
-    from memory.knowledge import knowledge_search
+    from memory.knowledge import services
+    from memory.knowledge.chunking import chunk_blocks
+    from memory.knowledge.parsing import extract
+    from memory.knowledge.search import knowledge_search
     from memory.models import Chunk, Document
-    from memory.retrieval import hybrid_search
+    from memory.retrieval.hybrid import hybrid_search
     from tests.collections_docs import pdf_bytes
 
     call_command("migrate", verbosity=0)

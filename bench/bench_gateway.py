@@ -315,6 +315,9 @@ def make_workspace_key() -> str:
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
 
+    from config.embedded import ensure_environment
+
+    ensure_environment()
     django.setup()
     from django.core.management import call_command
 

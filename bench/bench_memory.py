@@ -132,9 +132,9 @@ def rss_mb(pid: int) -> float:
 
 
 def bench_database_url() -> str:
-    from config import embedded
+    from config.embedded import ensure_environment
 
-    embedded.ensure_environment()
+    ensure_environment()
     url = urlsplit(os.environ["DATABASE_URL"])
     admin = urlunsplit(url._replace(path="/postgres"))
     import psycopg
@@ -168,7 +168,7 @@ def fill(users: int, per_user: int, messages_per_user: int, rng: random.Random):
 
     from accounts.models import Workspace
     from accounts.services import api_key_create, workspace_create
-    from config.ids import new_id
+    from config.common.ids import new_id
     from memory.embeddings import get_embedder
     from memory.models import Conversation, Memory, Message
 
@@ -261,7 +261,8 @@ def fill(users: int, per_user: int, messages_per_user: int, rng: random.Random):
 
 
 def enrichment(workspace, users: int, requests: int, rng: random.Random) -> dict:
-    from completions.enrichment import TurnContext, finish_turn, prepare_turn
+    from memory.turn.contract import TurnContext
+    from memory.turn.pipeline import finish_turn, prepare_turn
 
     def context(user: int, text: str) -> TurnContext:
         body = {

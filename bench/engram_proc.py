@@ -1,4 +1,4 @@
-"""Start a live Engram (`python -m config.run`) for a benchmark, or use ENGRAM_URL/ENGRAM_API_KEY."""
+"""Start a live Engram (`python -m config.embedded.supervisor`) for a benchmark, or use ENGRAM_URL/ENGRAM_API_KEY."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def live_engram(*, data_dir: str | None = None, env: dict | None = None, timeout
     if data_dir:
         child_env["ENGRAM_DATA_DIR"] = data_dir
     proc = subprocess.Popen(
-        [sys.executable, "-m", "config.run"],
+        [sys.executable, "-m", "config.embedded.supervisor"],
         cwd=ROOT,
         env=child_env,
         stdout=subprocess.PIPE,

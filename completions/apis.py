@@ -1,6 +1,9 @@
-"""The gateway's HTTP endpoints: plain async Django views (no DRF on the hot path).
+"""The gateway's Django doors: plain async views (no DRF on the hot path).
 
-ApiKeyMiddleware has already authenticated the request (request.workspace, request.api_key_id).
+POST /v1/chat/completions (when the lean ASGI door is off), POST /v1/context (the exact messages
+Engram would send upstream, and why; nothing stored), GET /v1/models. ApiKeyMiddleware has
+already authenticated the request (request.workspace, request.api_key_id); every body and header
+goes through completions.request, the one parser every door shares.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from completions import gateway
-from completions.models_api import available_models
-from config.errors import ApiError
+from completions import request as chat_request
+from completions.catalogue import available_models
+from config.common.errors import ApiError
+from memory.turn.pipeline import prepare_turn
 
 
 def _method_not_allowed(allowed: str) -> HttpResponse:
@@ -80,3 +85,39 @@ async def models_retrieve(request: HttpRequest, model_id: str) -> HttpResponse:
         param="model",
         code="model_not_found",
     ).response()
+
+
+@csrf_exempt
+async def context_preview(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    if request.workspace is None:
+        return _workspace_required()
+    try:
+        body = chat_request.parse_body(request.body, model_required=False)
+        ctx = chat_request.turn_context(
+            workspace=request.workspace,
+            api_key_id=request.api_key_id,
+            request_id=request.request_id,
+            headers=request.headers,
+            body=body,
+        )
+        prepared = await prepare_turn(ctx, dry_run=True)
+    except ApiError as error:
+        return error.response()
+    explain = prepared.explain
+    response = JsonResponse(
+        {
+            "object": "context",
+            "model": ctx.model,
+            "user_id": ctx.user_id,
+            "messages": prepared.messages,
+            "context_tokens": explain.get("context_tokens", 0),
+            "budget": explain.get("budget"),
+            "blocks": explain.get("blocks", []),
+            "engram": prepared.engram,
+        }
+    )
+    for name, value in prepared.headers.items():
+        response[name] = value
+    return response

@@ -32,17 +32,19 @@ from accounts.authentication import bearer_token
 from completions import gateway
 from completions.conf import conf
 from completions.keys import principal_for
-from config.errors import ApiError, error_body, invalid_api_key
-from config.logging import request_id_var
+from config.common.errors import ApiError, error_body, invalid_api_key
+from config.common.logging import request_id_var
 
 logger = logging.getLogger("engram.gateway")
 
 GATEWAY_MIDDLEWARE = (
-    "config.middleware.RequestIdMiddleware",
-    "config.middleware.ErrorEnvelopeMiddleware",
+    "config.common.middleware.RequestIdMiddleware",
+    "config.common.middleware.ErrorEnvelopeMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
 )
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # as config.middleware.RequestIdMiddleware
+_CLIENT_ID = re.compile(
+    r"^[A-Za-z0-9._:-]{1,128}$"
+)  # as config.common.middleware.RequestIdMiddleware
 _JSON = (b"content-type", b"application/json")
 # Request ids: a random per-process prefix and a counter, as unique as uuid4 across processes
 # and cheaper (no syscall per request).

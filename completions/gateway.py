@@ -9,20 +9,20 @@ response.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from accounts.models import Workspace
-from completions import routing, usage, validation
+from completions import request, routing, usage, validation
 from completions.conf import conf
-from completions.enrichment import PreparedTurn, TurnContext, finish_turn, prepare_turn
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
 from completions.streaming import dumps, relay
-from config.errors import ApiError
+from config.common.errors import ApiError
+from memory.turn.contract import PreparedTurn, TurnContext
+from memory.turn.pipeline import finish_turn, prepare_turn
 
 logger = logging.getLogger("engram.gateway")
 
@@ -142,48 +142,6 @@ def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code:
     )
 
 
-def _collection_ids(raw: str | None) -> list[str]:
-    if not raw:
-        return []
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiError(
-            400,
-            'x-collection-ids must be a JSON array of collection ids, e.g. ["col_..."].',
-            param="x-collection-ids",
-            code="invalid_value",
-        )
-    return value
-
-
-def _context(turn: Turn, body: dict, headers: Mapping[str, str]) -> TurnContext:
-    claimed = headers.get("x-workspace-id")
-    if claimed and claimed != turn.workspace.id:
-        raise ApiError(
-            403,
-            "x-workspace-id does not match the workspace of this API key.",
-            type="permission_error",
-            param="x-workspace-id",
-            code="workspace_mismatch",
-        )
-    collection_ids = _collection_ids(headers.get("x-collection-ids"))
-    owned = {name: body.pop(name) for name in validation.ENGRAM_FIELDS if name in body}
-    return TurnContext(
-        workspace=turn.workspace,
-        api_key_id=turn.api_key_id,
-        request_id=turn.request_id,
-        body=body,
-        model=body["model"],
-        user_id=headers.get("x-user-id") or body.get("user") or None,
-        conversation_id=headers.get("x-conversation-id") or None,
-        session_id=headers.get("x-session-id") or owned.get("session_id") or None,
-        collection_ids=collection_ids,
-    )
-
-
 async def chat_completions(
     *,
     workspace: Workspace | None,
@@ -215,13 +173,19 @@ async def chat_completions(
 async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Reply:
     body = validation.parse(raw_body)
     if isinstance(body.get("model"), str):
-        turn.model = body["model"]
+        turn.model = body["model"]  # named in the usage record even when the body is refused
     validation.validate(body)
     turn.stream = body.get("stream") is True
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("request_id"), str):
         turn.client_request_id = metadata["request_id"][:200]
-    turn.ctx = ctx = _context(turn, body, headers)
+    turn.ctx = ctx = request.turn_context(
+        workspace=turn.workspace,
+        api_key_id=turn.api_key_id,
+        request_id=turn.request_id,
+        headers=headers,
+        body=body,
+    )
     turn.route = route = await routing.resolve_async(turn.workspace.id, turn.model)
     turn.prepared = prepared = await prepare_turn(ctx)
     turn.engram = prepared.engram or {}

@@ -6,7 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.ids import new_id
+from config.common.ids import new_id
 
 
 class Provider(models.TextChoices):

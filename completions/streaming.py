@@ -19,7 +19,7 @@ from typing import Protocol
 import aiohttp
 
 from completions.providers.base import Chunk, StreamFailed, UpstreamStream
-from config.errors import ApiError
+from config.common.errors import ApiError
 
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 
-from config.errors import ApiError
+from config.common.errors import ApiError
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-ENGRAM_FIELDS = ("session_id",)  # Engram's own body fields: removed before the upstream call
 _USER_PARTS = ("text", "image_url", "input_audio", "file")
 _NAMES = {
     str: "a string",
@@ -224,14 +223,14 @@ def _response_format(body: dict) -> None:
             raise _type_error("response_format.json_schema.name", "a string", schema)
 
 
-def validate(body: dict) -> None:
+def validate(body: dict, *, model_required: bool = True) -> None:
     """Raise the 400 envelope, naming `param`, for the first problem found."""
     model = body.get("model")
-    if model is None:
+    if model is None and model_required:
         raise _invalid(
             "model", "Missing required parameter: 'model'.", "missing_required_parameter"
         )
-    if not isinstance(model, str) or not model.strip():
+    if model is not None and (not isinstance(model, str) or not model.strip()):
         raise _type_error("model", "a non-empty string", model)
     messages = body.get("messages")
     if messages is None:

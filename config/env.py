@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -10,16 +11,15 @@ env = environ.Env()
 
 
 def service_urls() -> tuple[str, str]:
-    """DATABASE_URL and REDIS_URL; the embedded servers stand in for whichever is unset."""
-    import os
+    """DATABASE_URL and REDIS_URL, which must be set: reading settings starts nothing.
 
-    from config import embedded
-
-    if os.environ.get("ENGRAM_REQUIRE_SERVICES") == "1":
-        from django.core.exceptions import ImproperlyConfigured
-
-        missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
-        if missing:
-            raise ImproperlyConfigured(f"production needs {', '.join(missing)}")
-    embedded.ensure_environment()
-    return env("DATABASE_URL"), env("REDIS_URL")
+    `manage.py`, `make run` and `make test` set them to the embedded servers when unset
+    (config.embedded.ensure_environment).
+    """
+    missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not env.str(name, default="")]
+    if missing:
+        raise ImproperlyConfigured(
+            f"{' and '.join(missing)} not set: set them, or start Engram with `make run` "
+            "(or manage.py), which starts the embedded PostgreSQL and Redis."
+        )
+    return env.str("DATABASE_URL"), env.str("REDIS_URL")

@@ -2,18 +2,18 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from config import health
+from config.common import health
 
-handler400 = "config.errors.handler400"
-handler403 = "config.errors.handler403"
-handler404 = "config.errors.handler404"
-handler500 = "config.errors.handler500"
+handler400 = "config.common.errors.handler400"
+handler403 = "config.common.errors.handler403"
+handler404 = "config.common.errors.handler404"
+handler500 = "config.common.errors.handler500"
 
 api_patterns = [
     path("", include("accounts.urls")),
     path("", include("completions.urls")),
     path("", include("memory.urls")),
-    path("", include("memory.ingest.urls")),
+    path("", include("memory.knowledge.urls")),
 ]
 
 urlpatterns = [

@@ -7,4 +7,4 @@ class MemoryConfig(AppConfig):
 
     def ready(self) -> None:
         # Knowledge collections live in a sub-package: register their admin and Celery tasks.
-        from memory.ingest import admin, tasks  # noqa: F401
+        from memory.knowledge import admin, tasks  # noqa: F401

@@ -1,4 +1,7 @@
-"""What Engram remembers: conversations, messages, long-term memories, knowledge collections.
+"""What Engram remembers: conversations, messages, long-term memories, and their background jobs.
+
+Knowledge collections (Collection, Document, Chunk) are models of this app too; they live in
+memory/knowledge/models.py and are imported at the bottom so Django registers them here.
 
 Every row carries its workspace; every lookup is scoped by it (see selectors).
 Text that is searched has an embedding (pgvector) and a generated tsvector over `search_text`,
@@ -8,22 +11,12 @@ which is the text as it is indexed (speaker and date prefixed), not necessarily 
 from functools import partial
 
 from django.contrib.postgres.indexes import GinIndex
-from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from pgvector.django import VectorField
 
 from accounts.models import Workspace
-from config.ids import new_id
-
-EMBEDDING_DIMENSIONS = 384
-
-
-def _search_vector() -> models.GeneratedField:
-    return models.GeneratedField(
-        expression=SearchVector("search_text", config="english"),
-        output_field=SearchVectorField(),
-        db_persist=True,
-    )
+from config.common.ids import new_id
+from memory.fields import EMBEDDING_DIMENSIONS, search_vector
 
 
 class Conversation(models.Model):
@@ -111,7 +104,7 @@ class Message(models.Model):
     incomplete = models.BooleanField(default=False, help_text="a stream cut before its end")
     created_at = models.DateTimeField(db_index=True)
     search_text = models.TextField(blank=True, default="")
-    search = _search_vector()
+    search = search_vector()
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
     # What vector search ranks by: the message blended with its neighbours that day
     # (memory.text.context_vector); the message's own embedding until it has neighbours.
@@ -155,7 +148,7 @@ class Memory(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     search_text = models.TextField(blank=True, default="")
-    search = _search_vector()
+    search = search_vector()
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
 
     class Meta:
@@ -247,77 +240,4 @@ class ProcessingJob(models.Model):
         indexes = [models.Index(fields=["conversation", "status"])]
 
 
-class Collection(models.Model):
-    id = models.CharField(
-        primary_key=True, max_length=40, default=partial(new_id, "col"), editable=False
-    )
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True, default="")
-    metadata = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class Document(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        PROCESSING = "processing"
-        READY = "ready"
-        FAILED = "failed"
-
-    id = models.CharField(
-        primary_key=True, max_length=40, default=partial(new_id, "doc"), editable=False
-    )
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
-    title = models.CharField(max_length=300, blank=True, default="")
-    filename = models.CharField(max_length=300, blank=True, default="")
-    content_type = models.CharField(max_length=100, blank=True, default="")
-    content_hash = models.CharField(max_length=64)
-    size_bytes = models.PositiveIntegerField(default=0)
-    raw = models.BinaryField(help_text="the uploaded bytes, kept so ingestion can be re-run")
-    metadata = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    error = models.TextField(blank=True, default="")
-    chunks_total = models.PositiveIntegerField(default=0)
-    chunks_done = models.PositiveIntegerField(default=0)
-    pages = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["collection", "content_hash"], name="document_hash_unique"
-            )
-        ]
-
-    def __str__(self) -> str:
-        return self.title or self.filename or self.id
-
-
-class Chunk(models.Model):
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="chunks")
-    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
-    chunk_index = models.PositiveIntegerField()
-    heading = models.CharField(max_length=500, blank=True, default="")
-    text = models.TextField()
-    token_count = models.PositiveIntegerField(default=0)
-    search_text = models.TextField(blank=True, default="")
-    search = _search_vector()
-    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
-
-    class Meta:
-        ordering = ["document", "chunk_index"]
-        constraints = [
-            models.UniqueConstraint(fields=["document", "chunk_index"], name="chunk_index_unique")
-        ]
-        indexes = [
-            models.Index(fields=["workspace", "collection"]),
-            GinIndex(fields=["search"], name="chunk_search_gin"),
-        ]
+from memory.knowledge.models import Chunk, Collection, Document  # noqa: E402, F401 - registered here

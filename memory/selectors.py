@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from django.db.models import QuerySet
 
 from accounts.models import Workspace
-from memory import ranking
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
+from memory.retrieval import ranking
 
 # Fusion weights: a small recency term breaks near-ties toward what was said lately.
 RECENCY_WEIGHT = 0.2

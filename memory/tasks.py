@@ -19,7 +19,7 @@ MAX_RETRIES = 3
 
 
 def _retryable() -> tuple[type[Exception], ...]:
-    from completions.llm import LLMError
+    from completions.providers.llm import LLMError
 
     return (LLMError, OperationalError, InterfaceError, ConnectionError, TimeoutError)
 
@@ -66,7 +66,7 @@ def _run(task, job_id: str, work) -> None:
     time_limit=960,
 )
 def extract(self, job_id: str) -> None:
-    from memory.extraction.runner import extraction_run
+    from memory.background.extraction.runner import extraction_run
 
     _run(self, job_id, extraction_run)
 
@@ -81,6 +81,6 @@ def extract(self, job_id: str) -> None:
     time_limit=330,
 )
 def summarize(self, job_id: str) -> None:
-    from memory.summarization import summary_run
+    from memory.background.summarization import summary_run
 
     _run(self, job_id, summary_run)

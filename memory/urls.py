@@ -1,6 +1,7 @@
 from django.urls import path
 
-from memory import apis, context_api, conversation_apis
+from memory.apis import conversations as conversation_apis
+from memory.apis import memories as apis
 
 urlpatterns = [
     path("memories", apis.MemoryListCreateApi.as_view()),
@@ -15,5 +16,4 @@ urlpatterns = [
         "conversations/<str:conversation_id>/messages",
         conversation_apis.ConversationMessagesApi.as_view(),
     ),
-    path("context", context_api.context_view),
 ]

@@ -41,7 +41,7 @@ def engram_server(transactional_db):
     yield server
     import asyncio
 
-    from completions.http import close_session
+    from completions.providers.http import close_session
 
     loop = server.server.servers[0].get_loop()
     asyncio.run_coroutine_threadsafe(close_session(), loop).result(timeout=5)

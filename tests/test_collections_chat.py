@@ -1,22 +1,11 @@
-"""End to end over HTTP with the official OpenAI client: x-collection-ids grounds the answer.
+"""End to end over HTTP with the official OpenAI client: x-collection-ids grounds the answer."""
 
-Needs the gateway (completions.apis) and context assembly (memory.turns), which land on other
-branches; until both exist this module is skipped.
-"""
-
-import importlib.util
 import json
 import time
 
 import pytest
 
 from tests.test_collections_ingest import BAKERY_FACT, BAKERY_MD, LIGHTHOUSE_FACT, lighthouse_pdf
-
-pytestmark = pytest.mark.skipif(
-    not importlib.util.find_spec("completions.apis")
-    or not importlib.util.find_spec("memory.turns"),
-    reason="needs the gateway (completions.apis) and context assembly (memory.turns)",
-)
 
 
 def _client(engram_server, key: str, collection_ids: list[str]):

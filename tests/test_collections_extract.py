@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memory.ingest import extract as ex
-from memory.ingest.chunking import chunk_blocks, count_tokens
+from memory.knowledge import parsing as ex
+from memory.knowledge.chunking import chunk_blocks, count_tokens
 from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, pdf_bytes
 
 MARKDOWN = b"""# Field guide

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from config.errors import ApiError
-from memory.ingest import services
-from memory.knowledge import collections_check, knowledge_search
+from config.common.errors import ApiError
+from memory.knowledge import services
+from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Chunk, Collection, Document
 from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, pdf_bytes
 from tests.factories import make_workspace
@@ -401,13 +401,13 @@ def test_an_unreadable_text_document_fails_with_a_reason(owner):
     assert document.status == "failed" and "no text could be extracted" in document.error
 
 
-def test_task_is_routed_to_the_ingest_queue():
+def test_task_is_routed_to_the_knowledge_queue():
     from config.celery import app
-    from memory.ingest.tasks import ingest_document
+    from memory.knowledge.tasks import ingest_document
 
-    assert ingest_document.name == "collections.ingest_document"
+    assert ingest_document.name == "knowledge.ingest_document"
     route = app.amqp.router.route({}, ingest_document.name, (), {})
-    assert route["queue"].name == "ingest"
+    assert route["queue"].name == "knowledge"
     assert ingest_document.acks_late and ingest_document.ignore_result
 
 

@@ -7,9 +7,9 @@ import time
 import httpx
 import pytest
 
-from completions.enrichment import PreparedTurn
 from completions.models import UsageRecord
 from completions.usage import buffer
+from memory.turn.contract import PreparedTurn
 from tests.completions_support import spy_on_seam, wait_for
 from tests.test_errors import assert_envelope
 from tests.upstream import Reply, openai_completion, openai_stream
@@ -230,7 +230,7 @@ def test_stream_carries_engram_chunk_before_done(http, upstream, seam):
 
 
 def test_prepare_turn_errors_are_envelopes(http, upstream, seam):
-    from config.errors import ApiError
+    from config.common.errors import ApiError
 
     def deny(ctx, prepared):
         raise ApiError(404, "No such conversation.", param="x-conversation-id", code="not_found")

@@ -3,9 +3,9 @@
 import pytest
 from django.db import connection
 
-from completions import llm
 from completions.crypto import SecretUnreadable
 from completions.models import ProviderCredential
+from completions.providers import llm
 from completions.services import model_alias_set, provider_credential_set
 from tests.upstream import Reply, openai_completion
 
@@ -220,7 +220,7 @@ def test_admin_never_shows_the_secret(owner, admin_client):
         assert admin_client.get(f"/admin/completions/{path}/").status_code == 200
 
 
-# --- Engram's own LLM calls (completions.llm.chat, for Celery) ----------------------------------
+# --- Engram's own LLM calls (completions.providers.llm.chat, for Celery) ----------------------------------
 
 
 def test_llm_chat_goes_through_the_routes(owner, upstream):

@@ -9,7 +9,8 @@ from asgiref.sync import async_to_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memory.context import (
+from memory.text import count_message, count_messages
+from memory.turn.assembly import (
     Block,
     Item,
     _answered,
@@ -18,7 +19,6 @@ from memory.context import (
     context_window,
     history_units,
 )
-from memory.text import count_message, count_messages
 
 words = st.lists(
     st.sampled_from(
@@ -168,8 +168,9 @@ def test_prepare_turn_stays_within_small_windows(
     """The same property through the real path: stored history, memories, retrieval."""
     from django.conf import settings as django_settings
 
-    from completions.enrichment import TurnContext, finish_turn, prepare_turn
     from memory.services import memory_create
+    from memory.turn.contract import TurnContext
+    from memory.turn.pipeline import finish_turn, prepare_turn
     from tests.factories import make_workspace
 
     django_settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = window

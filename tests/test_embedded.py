@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = """
 import os, sys, time, psycopg
-from config import embedded
+from config.embedded import servers as embedded
 url = embedded.ensure_postgres()
 redis_url = embedded.ensure_redis()
 with psycopg.connect(url, autocommit=True) as conn:

@@ -7,9 +7,10 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from memory import ranking, selectors, tasks
+from memory import selectors, tasks
 from memory.embeddings import get_embedder
 from memory.models import Message, ProcessingJob
+from memory.retrieval import ranking
 from memory.services import conversation_get_or_create, messages_import
 from tests.factories import make_workspace
 

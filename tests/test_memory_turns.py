@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 
 import pytest
 from asgiref.sync import async_to_sync
 
-from completions.enrichment import TurnContext, finish_turn, prepare_turn
 from memory.models import Conversation, Message, ProcessingJob, Session
 from memory.services import memory_create
+from memory.turn.contract import TurnContext
+from memory.turn.pipeline import finish_turn, prepare_turn
 from tests.factories import make_workspace
 
 pytestmark = pytest.mark.django_db
@@ -258,7 +258,7 @@ def test_memories_reach_the_context_in_a_dated_block_for_that_user_only():
 
 
 def test_another_users_conversation_is_forbidden():
-    from config.errors import ApiError
+    from config.common.errors import ApiError
 
     workspace, _ = make_workspace()
     turn(
@@ -313,9 +313,6 @@ def test_max_tokens_shrinks_the_budget(settings):
     assert roomy.engram["history_messages"] > tight.engram["history_messages"]
 
 
-@pytest.mark.skipif(
-    not importlib.util.find_spec("memory.knowledge"), reason="knowledge collections not merged yet"
-)
 def test_collection_chunks_get_a_delimited_block_and_are_listed_as_sources():
     from memory.embeddings import get_embedder
     from memory.models import Chunk, Collection, Document
@@ -353,23 +350,6 @@ def test_collection_chunks_get_a_delimited_block_and_are_listed_as_sources():
     assert prepared.engram["sources"][0]["document_id"] == document.id
 
 
-@pytest.mark.skipif(
-    bool(importlib.util.find_spec("memory.knowledge")), reason="collections are installed"
-)
-def test_collection_ids_without_knowledge_collections_are_unknown():
-    from config.errors import ApiError
-
-    workspace, _ = make_workspace()
-    with pytest.raises(ApiError) as error:
-        prepare(
-            ctx(
-                workspace, [{"role": "user", "content": "q"}], user_id="u", collection_ids=["col_a"]
-            )
-        )
-    assert error.value.status == 404 and "col_a" in error.value.message
-    assert not Message.objects.exists()
-
-
 def test_tool_results_sent_alone_travel_with_their_stored_call():
     workspace, _ = make_workspace()
     call = {
@@ -394,7 +374,7 @@ def test_tool_results_sent_alone_travel_with_their_stored_call():
 
 
 def test_matching_what_a_client_resent():
-    from memory.history import matched_prefix
+    from memory.turn.conversation import matched_prefix
 
     def m(*texts):
         return [
@@ -415,7 +395,7 @@ def test_matching_what_a_client_resent():
 
 
 def test_text_matching_ignores_words_most_of_the_users_rows_contain():
-    from memory import ranking
+    from memory.retrieval import ranking
     from memory.services import conversation_get_or_create, messages_import
 
     workspace, _ = make_workspace()

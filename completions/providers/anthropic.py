@@ -145,7 +145,7 @@ class AnthropicProvider(HttpProvider):
     async def list_models(self, upstream: Upstream | None) -> list[str]:
         if upstream is None:
             return []
-        from completions.http import session, timeout
+        from completions.providers.http import session, timeout
 
         async with session().get(
             _api_root(upstream.base_url) + "/models",

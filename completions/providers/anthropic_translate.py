@@ -8,7 +8,7 @@ import time
 
 from django.conf import settings
 
-from config.errors import ApiError
+from config.common.errors import ApiError
 
 STOP_REASONS = {
     "end_turn": "stop",

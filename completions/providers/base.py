@@ -19,7 +19,7 @@ import aiohttp
 import httpx
 from django.conf import settings
 
-from config.errors import ApiError
+from config.common.errors import ApiError
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ class HttpProvider(Provider):
     async def send(self, call: Call, payload: dict) -> tuple[aiohttp.ClientResponse, float]:
         """The upstream's 2xx response (headers read, body not yet) and the ms it took to get
         it, or ApiError. The caller reads the body and must release or close the response."""
-        from completions.http import session, timeout
+        from completions.providers.http import session, timeout
 
         upstream = call.upstream
         if upstream is None:
@@ -275,7 +275,7 @@ class HttpProvider(Provider):
 
     def send_sync(self, call: Call, payload: dict, *, timeout: float) -> dict:
         """Engram's own calls (Celery): one attempt per retry budget, the JSON answer."""
-        from completions.http import sync_client
+        from completions.providers.http import sync_client
 
         upstream = call.upstream
         if upstream is None:

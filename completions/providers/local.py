@@ -2,7 +2,7 @@
 
 Deterministic and network-free: it answers by quoting the last user message, so an app, its
 streaming and Engram's memory can be exercised end to end without any model or key. Engram's
-own LLM calls (completions.llm.chat) treat it as "no LLM" and use their offline paths.
+own LLM calls (completions.providers.llm.chat) treat it as "no LLM" and use their offline paths.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class OpenAICompatibleProvider(HttpProvider):
     async def list_models(self, upstream: Upstream | None) -> list[str]:
         if upstream is None:
             return []
-        from completions.http import session, timeout
+        from completions.providers.http import session, timeout
 
         async with session().get(
             upstream.base_url.rstrip("/") + "/models",

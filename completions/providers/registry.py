@@ -9,7 +9,7 @@ from completions.providers.anthropic import AnthropicProvider
 from completions.providers.base import Provider, Upstream
 from completions.providers.local import LocalProvider
 from completions.providers.openai_compatible import OpenAICompatibleProvider
-from config.errors import ApiError
+from config.common.errors import ApiError
 
 PROVIDERS: dict[str, Provider] = {
     "openai": OpenAICompatibleProvider(),

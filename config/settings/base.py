@@ -1,5 +1,7 @@
 """Everything Engram needs; test.py and production.py override little."""
 
+from kombu import Queue
+
 from config.env import BASE_DIR, env, service_urls
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-engram-secret-change-me")
@@ -28,8 +30,8 @@ INSTALLED_APPS = [
 
 # All async-capable; sessions and auth are lazy, so API requests never touch them.
 MIDDLEWARE = [
-    "config.middleware.RequestIdMiddleware",
-    "config.middleware.ErrorEnvelopeMiddleware",
+    "config.common.middleware.RequestIdMiddleware",
+    "config.common.middleware.ErrorEnvelopeMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -101,7 +103,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "EXCEPTION_HANDLER": "config.errors.drf_exception_handler",
+    "EXCEPTION_HANDLER": "config.common.errors.drf_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -115,13 +117,16 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# A queue per kind of work, named once: a worker started without -Q consumes all of them.
+ENGRAM_QUEUES = ("default", "memory", "knowledge")
+CELERY_TASK_QUEUES = [Queue(name) for name in ENGRAM_QUEUES]
 CELERY_TASK_ROUTES = {
     "memory.*": {"queue": "memory"},
-    "collections.*": {"queue": "ingest"},
+    "knowledge.*": {"queue": "knowledge"},
     "completions.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-ENGRAM_WORKER_QUEUES = "default,memory,ingest"
+ENGRAM_WORKER_QUEUES = ",".join(ENGRAM_QUEUES)
 
 # Upstream LLM providers
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
@@ -152,8 +157,8 @@ LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "config.logging.RequestIdFilter"}},
-    "formatters": {"json": {"()": "config.logging.JsonFormatter"}},
+    "filters": {"request_id": {"()": "config.common.logging.RequestIdFilter"}},
+    "formatters": {"json": {"()": "config.common.logging.JsonFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

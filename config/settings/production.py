@@ -1,8 +1,5 @@
-import os
-
-# Production never falls back to the embedded servers.
-os.environ["ENGRAM_REQUIRE_SERVICES"] = "1"
-
+# Production never falls back to the embedded servers: settings start nothing, and manage.py
+# does not start them under these settings.
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env

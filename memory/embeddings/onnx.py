@@ -29,7 +29,7 @@ BATCH = 16  # measured: small batches of similar lengths beat large padded ones 
 
 
 def _cache_dir() -> Path:
-    from config.embedded import data_dir
+    from config.embedded.servers import data_dir
 
     path = data_dir() / "models"
     path.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.errors import ApiError
-from config.ids import new_id
+from config.common.errors import ApiError
+from config.common.ids import new_id
 from memory.models import Conversation, Message, Session
 from memory.text import content_text, count_message, message_search_text
 

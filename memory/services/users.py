@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db import transaction
 
 from accounts.models import Workspace
-from memory import ranking
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
+from memory.retrieval import ranking
 
 
 @transaction.atomic

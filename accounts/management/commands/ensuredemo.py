@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from accounts.authentication import resolve_sync
 from accounts.models import Workspace
 from accounts.services import api_key_create, workspace_create
-from config.embedded import data_dir
+from config.embedded.servers import data_dir
 
 DEMO_NAME = "demo"
 

@@ -1,0 +1,70 @@
+"""Engram's own calls to an LLM (memory extraction, summaries): synchronous, for Celery workers.
+
+Routes like the gateway does (workspace aliases and credentials, then the model's name);
+raises LLMUnavailable when the route ends at the offline `local` provider, so callers fall back
+to their offline path.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from accounts.models import Workspace
+from completions.providers.base import Call
+from completions.providers.registry import upstream_for
+from completions.routing import resolve_sync, snapshot_sync
+from config.common.errors import ApiError
+from config.common.ids import new_id
+
+
+class LLMUnavailable(Exception):
+    """No real LLM is configured: use the offline fallback."""
+
+
+class LLMError(Exception):
+    """The LLM call failed (transport, status, or a malformed reply)."""
+
+
+def _default_model(workspace_id: str) -> str:
+    """ENGRAM_MEMORY_LLM_MODEL, else a small model of whichever provider is configured."""
+    if settings.ENGRAM_MEMORY_LLM_MODEL:
+        return settings.ENGRAM_MEMORY_LLM_MODEL
+    snapshot = snapshot_sync(workspace_id)
+    if upstream_for(snapshot, "openai") is None and upstream_for(snapshot, "anthropic"):
+        return "claude-3-5-haiku-latest"
+    return "gpt-4o-mini"
+
+
+def chat(
+    *,
+    workspace: Workspace,
+    messages: list[dict],
+    model: str | None = None,
+    temperature: float = 0.0,
+    response_format: dict | None = None,
+    max_tokens: int = 1024,
+    timeout: float = 60.0,
+) -> str:
+    """The assistant's text for a non-streamed chat completion."""
+    route = resolve_sync(workspace.id, model or _default_model(workspace.id))
+    if route.provider.name == "local":
+        raise LLMUnavailable("no upstream LLM configured")
+    body: dict = {
+        "model": route.model,
+        "messages": messages,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    if response_format:
+        body["response_format"] = response_format
+    call = Call(body=body, upstream=route.upstream, request_id=new_id("llm"))
+    try:
+        data = route.provider.complete_sync(call, timeout=timeout)
+    except ApiError as exc:
+        raise LLMError(
+            f"{route.provider.name} upstream failed ({exc.status}): {exc.message}"
+        ) from exc
+    try:
+        return data["choices"][0]["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError) as exc:
+        raise LLMError("malformed upstream reply") from exc

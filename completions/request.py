@@ -1,0 +1,111 @@
+"""The one parser of a chat request: body and Engram's headers -> a TurnContext.
+
+Every door calls it: the lean ASGI door and the Django view (both through
+`gateway.chat_completions`) and `POST /v1/context`. Every rule about Engram's input lives here
+and nowhere else:
+
+- x-user-id (else the body's `user`), x-conversation-id, x-session-id (else the body's
+  `session_id`): 1-200 characters of letters, digits and . _ : @ + - / =
+- x-workspace-id: must name the key's workspace (403 otherwise)
+- x-collection-ids: a JSON array of at most 20 collection ids, each an id as above
+- `session_id`: Engram's own body field, removed before the upstream call
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+from accounts.models import Workspace
+from completions import validation
+from config.common.errors import ApiError
+from memory.turn.contract import TurnContext
+
+MAX_ID_CHARS = 200
+MAX_COLLECTIONS = 20
+ENGRAM_BODY_FIELDS = ("session_id",)  # Engram's own body fields: removed before the upstream
+_ID = re.compile(rf"^[\w.:@+\-/=]{{1,{MAX_ID_CHARS}}}$")
+_ID_RULE = f"1-{MAX_ID_CHARS} characters of letters, digits and . _ : @ + - / ="
+
+
+def parse_body(raw: bytes, *, model_required: bool = True) -> dict:
+    """The JSON body as a dict, validated in OpenAI's words (400 naming `param` otherwise)."""
+    body = validation.parse(raw)
+    validation.validate(body, model_required=model_required)
+    return body
+
+
+def identifier(value: object, param: str) -> str | None:
+    """An id from a header or the body: None when absent, 400 naming `param` when malformed."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _ID.match(value.strip()):
+        raise ApiError(400, f"{param} must be {_ID_RULE}.", param=param, code="invalid_value")
+    return value.strip()
+
+
+def collection_ids(raw: str | None) -> list[str]:
+    """x-collection-ids: a JSON array of collection ids, de-duplicated in order."""
+    param = "x-collection-ids"
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ApiError(
+            400,
+            f'{param} must be a JSON array of collection ids, e.g. ["col_..."].',
+            param=param,
+            code="invalid_value",
+        )
+    if len(value) > MAX_COLLECTIONS:
+        raise ApiError(
+            400, f"At most {MAX_COLLECTIONS} collection ids.", param=param, code="invalid_value"
+        )
+    for item in value:
+        if not _ID.match(item):
+            raise ApiError(
+                400, f"Each collection id must be {_ID_RULE}.", param=param, code="invalid_value"
+            )
+    return list(dict.fromkeys(value))
+
+
+def turn_context(
+    *,
+    workspace: Workspace,
+    api_key_id: str | None,
+    request_id: str,
+    headers: Mapping[str, str],
+    body: dict,
+) -> TurnContext:
+    """The turn a request describes; Engram's own body fields are taken out of `body`."""
+    claimed = headers.get("x-workspace-id")
+    if claimed and claimed != workspace.id:
+        raise ApiError(
+            403,
+            "x-workspace-id does not match the workspace of this API key.",
+            type="permission_error",
+            param="x-workspace-id",
+            code="workspace_mismatch",
+        )
+    owned = {name: body.pop(name) for name in ENGRAM_BODY_FIELDS if name in body}
+    user_id = identifier(headers.get("x-user-id"), "x-user-id")
+    if user_id is None:
+        user_id = identifier(body.get("user"), "user")
+    session_id = identifier(headers.get("x-session-id"), "x-session-id")
+    if session_id is None:
+        session_id = identifier(owned.get("session_id"), "session_id")
+    return TurnContext(
+        workspace=workspace,
+        api_key_id=api_key_id,
+        request_id=request_id,
+        body=body,
+        model=str(body.get("model") or ""),
+        user_id=user_id,
+        conversation_id=identifier(headers.get("x-conversation-id"), "x-conversation-id"),
+        session_id=session_id,
+        collection_ids=collection_ids(headers.get("x-collection-ids")),
+    )

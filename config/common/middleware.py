@@ -1,0 +1,112 @@
+"""Request id and the error envelope, for every response (async-capable, no thread hops)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from config.common.errors import error_response
+from config.common.logging import request_id_var
+
+logger = logging.getLogger("engram.request")
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_STATUS_MESSAGES = {
+    400: "Bad request.",
+    401: "Unauthorized.",
+    403: "Permission denied.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    413: "Request body too large.",
+    415: "Unsupported media type.",
+    500: "Internal server error.",
+}
+
+
+class _Middleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        self.before(request)
+        return self.after(request, self.get_response(request))
+
+    async def __acall__(self, request):
+        self.before(request)
+        return self.after(request, await self.get_response(request))
+
+    def before(self, request: HttpRequest) -> None:
+        pass
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+
+class RequestIdMiddleware(_Middleware):
+    """Every response carries x-request-id (the client's, when it sent a sane one)."""
+
+    def before(self, request):
+        incoming = request.headers.get("x-request-id", "")
+        request.request_id = incoming if _CLIENT_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        request_id_var.set(request.request_id)
+
+    def after(self, request, response):
+        response["x-request-id"] = request.request_id
+        return response
+
+
+def _is_json(response: HttpResponse) -> bool:
+    return response.get("Content-Type", "").startswith(("application/json", "text/event-stream"))
+
+
+class ErrorEnvelopeMiddleware(_Middleware):
+    """Turns any non-JSON error (Django's 404/405/413 pages, empty 405s) into the envelope."""
+
+    def after(self, request, response):
+        if response.status_code < 400 or request.path.startswith("/admin/"):
+            return response
+        if getattr(response, "streaming", False) or _is_json(response):
+            return response
+        status = response.status_code
+        converted = error_response(
+            status, _STATUS_MESSAGES.get(status, "Request failed."), code=_code(status)
+        )
+        for header in ("Allow", "Retry-After"):
+            if header in response:
+                converted[header] = response[header]
+        return converted
+
+
+def _code(status: int) -> str | None:
+    return {
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "request_too_large",
+        415: "unsupported_media_type",
+    }.get(status)
+
+
+def json_body(request: HttpRequest) -> dict:
+    """Parse a JSON object body or raise the envelope's 400."""
+    from config.common.errors import ApiError
+
+    try:
+        data = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"Malformed JSON body: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    return data

@@ -1,0 +1,231 @@
+"""LLM extraction, mem0-style: facts as JSON, then ADD / UPDATE / DELETE / NONE per fact.
+
+Malformed replies are asked again (ENGRAM attempts: 3), then raise MalformedOutput, which the
+task records as the job's failure: nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+from completions.providers import llm as chat_llm
+from memory.background.extraction.store import UserMemories
+from memory.embeddings import get_embedder
+from memory.models import Message, ProcessingJob
+from memory.services.memories import (
+    memory_add_sources,
+    memory_create,
+    memory_delete,
+    memory_update,
+)
+from memory.text import day_label, memory_search_text, speaker
+
+ATTEMPTS = 3
+CHUNK_MESSAGES = 30
+CHUNK_CHARS = 12_000
+NEIGHBOURS = 5
+NEIGHBOUR_SIMILARITY = 0.3
+KINDS = {"fact", "preference", "plan", "relation", "event"}
+
+
+class MalformedOutput(Exception):
+    """The model kept answering something that is not the JSON asked for."""
+
+
+FACTS_PROMPT = """You maintain a long-term memory about the people in a conversation.
+Extract the facts worth remembering about them from the messages below: personal facts,
+preferences, plans, relationships and dated events. Write each as one short, self-contained
+sentence naming the person. Resolve relative dates ("yesterday") against the message's date.
+Ignore small talk. Reply with JSON only:
+{"facts": [{"text": "...", "kind": "fact|preference|plan|relation|event",
+            "date": "YYYY-MM-DD or null", "sources": [message numbers]}]}"""
+
+UPDATE_PROMPT = """You maintain a long-term memory. Compare the new facts with the existing
+memories and decide, for each new fact, one event:
+- ADD: new information (give "text");
+- UPDATE: it changes or refines an existing memory (give its "id" and the new "text");
+- DELETE: it contradicts an existing memory that should be forgotten (give its "id");
+- NONE: already known (give the "id" of the memory that holds it).
+Reply with JSON only:
+{"actions": [{"event": "ADD|UPDATE|DELETE|NONE", "id": "...", "text": "...", "fact": n}]}"""
+
+
+def _parse(reply: str) -> dict:
+    text = reply.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
+    if fenced:
+        text = fenced.group(1).strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise ValueError("no JSON object")
+    data = json.loads(text[start : end + 1])
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    return data
+
+
+def ask_json(*, workspace, system: str, user: str, validate) -> object:
+    last = ""
+    for _ in range(ATTEMPTS):
+        reply = chat_llm.chat(
+            workspace=workspace,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+            response_format={"type": "json_object"},
+        )
+        last = reply
+        try:
+            return validate(_parse(reply))
+        except (ValueError, TypeError, KeyError):
+            continue
+    raise MalformedOutput(f"malformed model output after {ATTEMPTS} attempts: {last[:300]!r}")
+
+
+def _facts(data: dict) -> list[dict]:
+    facts = data["facts"]
+    if not isinstance(facts, list):
+        raise ValueError("facts is not a list")
+    clean = []
+    for fact in facts:
+        if not isinstance(fact, dict) or not isinstance(fact.get("text"), str):
+            raise ValueError("a fact without text")
+        if fact["text"].strip():
+            clean.append(fact)
+    return clean
+
+
+def _actions(data: dict) -> list[dict]:
+    actions = data["actions"]
+    if not isinstance(actions, list):
+        raise ValueError("actions is not a list")
+    for action in actions:
+        if not isinstance(action, dict):
+            raise ValueError("an action is not an object")
+        if str(action.get("event", "")).upper() not in {"ADD", "UPDATE", "DELETE", "NONE"}:
+            raise ValueError("unknown event")
+    return actions
+
+
+def _chunks(rows: list[Message]) -> list[list[Message]]:
+    chunks, current, size = [], [], 0
+    for row in rows:
+        if row.role not in ("user", "assistant") or not row.content:
+            continue
+        if current and (len(current) >= CHUNK_MESSAGES or size + len(row.content) > CHUNK_CHARS):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(row)
+        size += len(row.content)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _date(raw) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+    workspace, user_id = job.workspace, job.conversation.user_id
+    store = UserMemories(workspace, user_id)
+    counts = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0}
+    for chunk in _chunks(rows):
+        transcript = "\n".join(
+            f"[{i + 1}] ({day_label(m.created_at)}) {speaker(m.role, m.name)}: {m.content}"
+            for i, m in enumerate(chunk)
+        )
+        facts = ask_json(workspace=workspace, system=FACTS_PROMPT, user=transcript, validate=_facts)
+        if facts:
+            _apply(job=job, chunk=chunk, facts=facts, store=store, counts=counts)
+    return counts
+
+
+def _fact_sources(fact: dict, chunk: list[Message]) -> list[str]:
+    picked = []
+    for n in fact.get("sources") or []:
+        if isinstance(n, int) and 1 <= n <= len(chunk):
+            picked.append(chunk[n - 1].id)
+    return picked or [m.id for m in chunk if m.role == "user"]
+
+
+def _apply(*, job, chunk, facts, store: UserMemories, counts: dict) -> None:
+    workspace, user_id = job.workspace, job.conversation.user_id
+    learned_on = chunk[-1].created_at.date()
+    vectors = get_embedder().embed(
+        [memory_search_text(text=f["text"], when=_date(f.get("date")) or learned_on) for f in facts]
+    )
+    neighbours: dict[str, object] = {}
+    for vector in vectors:
+        for memory, _ in store.nearest(vector, k=NEIGHBOURS, min_similarity=NEIGHBOUR_SIMILARITY):
+            neighbours.setdefault(memory.id, memory)
+    if neighbours:
+        numbered = {str(i): m for i, m in enumerate(neighbours.values())}
+        prompt = json.dumps(
+            {
+                "existing_memories": [{"id": k, "text": m.text} for k, m in numbered.items()],
+                "new_facts": [{"fact": i, "text": f["text"]} for i, f in enumerate(facts)],
+            },
+            ensure_ascii=False,
+        )
+        actions = ask_json(
+            workspace=workspace, system=UPDATE_PROMPT, user=prompt, validate=_actions
+        )
+    else:
+        numbered = {}
+        actions = [{"event": "ADD", "text": f["text"], "fact": i} for i, f in enumerate(facts)]
+    for action in actions:
+        event = str(action["event"]).upper()
+        index = action.get("fact")
+        fact = facts[index] if isinstance(index, int) and 0 <= index < len(facts) else None
+        if fact is None:
+            fact = next((f for f in facts if f["text"] == action.get("text")), None)
+        sources = _fact_sources(fact or {}, chunk)
+        target = numbered.get(str(action.get("id")))
+        text = str(action.get("text") or (fact or {}).get("text") or "").strip()
+        kind = (fact or {}).get("kind") if (fact or {}).get("kind") in KINDS else "fact"
+        if event == "ADD" and text:
+            if any(m.text.strip().lower() == text.lower() for m in store.memories):
+                continue  # the same words again (a re-run): nothing new
+            vector = get_embedder().embed_one(memory_search_text(text=text, when=learned_on))
+            memory = memory_create(
+                workspace=workspace,
+                user_id=user_id,
+                text=text,
+                kind=kind,
+                event_date=_date((fact or {}).get("date")),
+                source_message_ids=sources,
+                learned_on=learned_on,
+                actor="extractor:llm",
+                embedding=vector,
+            )
+            store.add(memory, vector)
+            counts["added"] += 1
+        elif event == "UPDATE" and target is not None and text:
+            if text == target.text:
+                continue
+            updated = memory_update(
+                workspace=workspace,
+                memory=target,
+                text=text,
+                source_message_ids=sources,
+                actor="extractor:llm",
+                reason="the model found newer information",
+            )
+            store.replace(updated, updated.embedding)
+            counts["updated"] += 1
+        elif event == "DELETE" and target is not None and store.get(target.id):
+            memory_delete(
+                workspace=workspace,
+                memory=target,
+                actor="extractor:llm",
+                reason="contradicted by the conversation",
+            )
+            store.remove(target.id)
+            counts["deleted"] += 1
+        elif event == "NONE" and target is not None and store.get(target.id):
+            memory_add_sources(workspace=workspace, memory=target, source_message_ids=sources)
+            counts["unchanged"] += 1

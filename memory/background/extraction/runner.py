@@ -1,0 +1,204 @@
+"""One extraction job: embed the job's messages, then turn them into memories.
+
+With an LLM (completions.providers.llm.chat) the model proposes facts and decides ADD / UPDATE / DELETE /
+NONE against the nearest memories; without one (LLMUnavailable, or ENGRAM_MEMORY_EXTRACTION =
+"offline") the offline extractor runs, de-duplicated by embedding similarity.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+
+from completions.providers.llm import LLMUnavailable
+from memory.background.extraction import offline
+from memory.background.extraction.store import UserMemories
+from memory.embeddings import get_embedder
+from memory.models import Message, ProcessingJob
+from memory.services.memories import memory_add_sources, memory_create, memory_update
+from memory.text import (
+    WINDOW_BEFORE,
+    context_vector,
+    memory_search_text,
+    message_search_text,
+    message_window_text,
+)
+
+logger = logging.getLogger("engram.memory")
+
+UPDATE_BATCH = 200
+
+
+def job_messages(job: ProcessingJob) -> list[Message]:
+    return list(
+        Message.objects.filter(
+            conversation_id=job.conversation_id,
+            id__gt=job.after_message_id,
+            id__lte=job.upto_message_id,
+        ).order_by("id")
+    )
+
+
+def embed_messages(rows: list[Message]) -> int:
+    """Vectors for the messages that have none yet (the request path never embeds them).
+
+    A message is embedded alone ("[date] speaker: text"); its full-text index is widened to
+    its neighbours here too, for it and for the earlier messages the new ones now follow.
+    """
+    todo = [m for m in rows if m.embedding is None and m.content]
+    if todo:
+        # One call: the embedder sorts all texts by length, so batches carry little padding.
+        vectors = get_embedder().embed(
+            [
+                message_search_text(
+                    role=m.role, name=m.name, content=m.content, created_at=m.created_at
+                )
+                for m in todo
+            ]
+        )
+        for message, vector in zip(todo, vectors, strict=True):
+            message.embedding = vector.tolist()
+        Message.objects.bulk_update(todo, ["embedding"], batch_size=UPDATE_BATCH)
+    widen_search_windows(rows)
+    return len(todo)
+
+
+def widen_search_windows(rows: list[Message]) -> None:
+    """Re-index the job's messages, and the ones just before them, with their neighbours.
+
+    Both indexes: the full-text window (message_window_text) and the vector blended with the
+    turns around it (context_vector).
+    """
+    if not rows:
+        return
+    conversation_id = rows[0].conversation_id
+    first = min(rows, key=lambda m: (m.created_at, m.id))
+    fields = ("id", "role", "name", "content", "created_at", "search_text")
+    spoken = Message.objects.filter(
+        conversation_id=conversation_id, role__in=("user", "assistant")
+    ).only(*fields, "embedding", "context_embedding")
+    before = list(
+        spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")[
+            :WINDOW_BEFORE
+        ]
+    )[::-1]
+    after = list(spoken.filter(created_at__gte=first.created_at).order_by("created_at", "id"))
+    window = before + after
+    changed = []
+    upto = {m.id for m in rows} | {m.id for m in before}
+    for index, message in enumerate(window):
+        if message.id not in upto:
+            continue
+        text = message_window_text(window, index)
+        vector = context_vector(window, index)
+        if text != message.search_text or not _same(vector, message.context_embedding):
+            message.search_text = text
+            message.context_embedding = vector
+            changed.append(message)
+    Message.objects.bulk_update(
+        changed, ["search_text", "context_embedding"], batch_size=UPDATE_BATCH
+    )
+
+
+def _same(vector: list[float] | None, stored) -> bool:
+    if vector is None or stored is None:
+        return vector is None and stored is None
+    return bool(np.allclose(vector, stored, atol=1e-6))
+
+
+def extraction_run(*, job: ProcessingJob) -> dict:
+    rows = job_messages(job)
+    embedded = embed_messages(rows)
+    mode = settings.ENGRAM_MEMORY_EXTRACTION
+    if mode != "offline":
+        from memory.background.extraction import llm
+
+        try:
+            return {"embedded": embedded, **llm.extract(job=job, rows=rows)}
+        except LLMUnavailable:
+            if mode == "llm":
+                raise
+    return {"embedded": embedded, **offline_extract(job=job, rows=rows)}
+
+
+def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+    found: list[tuple[offline.Fact, Message, str]] = []
+    for message in rows:
+        if message.role != "user" or not message.content:
+            continue
+        subject = message.name or "User"
+        for fact in offline.extract(
+            message.content, subject=subject, today=message.created_at.date()
+        ):
+            found.append((fact, message, subject))
+    if not found:
+        return {"added": 0, "updated": 0, "unchanged": 0}
+    texts = [
+        memory_search_text(text=f.text, when=f.event_date or m.created_at.date())
+        for f, m, _ in found
+    ]
+    vectors = get_embedder().embed(texts)
+    with transaction.atomic():  # one commit for the job's memories
+        return _apply_offline(job, found, vectors)
+
+
+def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
+    workspace, user_id = job.workspace, job.conversation.user_id
+    store = UserMemories(workspace, user_id)
+    threshold = settings.ENGRAM_MEMORY_DUPLICATE_SIMILARITY
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    for (fact, message, subject), vector in zip(found, vectors, strict=True):
+        vec = vector.tolist()
+        if fact.slot:
+            current = store.by_slot(fact.slot, subject)
+            if current is not None:
+                if current.metadata.get("value", "").lower() == fact.value.lower():
+                    memory_add_sources(
+                        workspace=workspace, memory=current, source_message_ids=[message.id]
+                    )
+                    counts["unchanged"] += 1
+                    continue
+                old_value = current.metadata.get("value", "")
+                updated = memory_update(
+                    workspace=workspace,
+                    memory=current,
+                    text=fact.text,
+                    event_date=fact.event_date,
+                    metadata=current.metadata | {"value": fact.value},
+                    source_message_ids=[message.id],
+                    actor="extractor:offline",
+                    reason=f"{fact.slot} changed from {old_value!r} to {fact.value!r}",
+                    embedding=vec,
+                )
+                store.replace(updated, vec)
+                counts["updated"] += 1
+                continue
+        near = store.nearest(vec, k=1, min_similarity=threshold)
+        if near:
+            memory_add_sources(
+                workspace=workspace, memory=near[0][0], source_message_ids=[message.id]
+            )
+            counts["unchanged"] += 1
+            continue
+        metadata = {"subject": subject}
+        if fact.slot:
+            metadata |= {"slot": fact.slot, "value": fact.value}
+        memory = memory_create(
+            workspace=workspace,
+            user_id=user_id,
+            text=fact.text,
+            kind=fact.kind,
+            event_date=fact.event_date,
+            metadata=metadata,
+            source_message_ids=[message.id],
+            learned_on=message.created_at.date(),
+            actor="extractor:offline",
+            reason="first-person statement",
+            embedding=vec,
+        )
+        store.add(memory, vec)
+        counts["added"] += 1
+    return counts

@@ -1,1 +1,0 @@
-"""Knowledge collections: upload documents, extract and chunk them, embed them in Celery."""

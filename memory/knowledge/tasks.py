@@ -1,0 +1,26 @@
+"""Celery tasks for knowledge collections (the `knowledge` queue, routed by `knowledge.*`)."""
+
+from celery import shared_task
+
+from memory.knowledge.services import LEASE_SECONDS
+
+
+@shared_task(
+    name="knowledge.ingest_document",
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=1800,
+    time_limit=1900,
+    max_retries=30,
+)
+def ingest_document(self, document_id: str) -> None:
+    from memory.knowledge.services import document_ingest
+
+    outcome = document_ingest(document_id=document_id)
+    if outcome == "busy":
+        # Another run holds the document. If it is alive it finishes and the retry finds the
+        # document ready; if it died, its lease lapses and the retry resumes the work.
+        raise self.retry(countdown=LEASE_SECONDS + 5)
+    if outcome == "again":  # out of time: continue in a fresh run from the last batch
+        raise self.retry(countdown=1)

@@ -1,0 +1,36 @@
+"""The request-time contract between the doors and memory.
+
+A door builds a TurnContext (completions.request), awaits memory.turn.pipeline.prepare_turn
+before calling the upstream (sending `PreparedTurn.messages` instead of the client's), and
+schedules memory.turn.pipeline.finish_turn after the answer (or the cut stream) has gone out.
+With no user id both are a pass-through and store nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from accounts.models import Workspace
+
+
+@dataclass
+class TurnContext:
+    workspace: Workspace
+    api_key_id: str | None
+    request_id: str
+    body: dict  # the client's validated chat completions body (Engram-owned fields removed)
+    model: str
+    user_id: str | None = None  # x-user-id, else the body's `user`
+    conversation_id: str | None = None  # x-conversation-id
+    session_id: str | None = None  # x-session-id, else the body's `session_id`
+    collection_ids: list[str] = field(default_factory=list)  # x-collection-ids
+
+
+@dataclass
+class PreparedTurn:
+    messages: list[dict]  # what the upstream receives
+    engram: dict = field(default_factory=dict)  # the response's `engram` object
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+    explain: dict = field(default_factory=dict)  # /v1/context: blocks, tokens, why each was chosen
+    state: Any = None  # memory's own handle for finish_turn

@@ -1,0 +1,221 @@
+"""A turn around the upstream call: prepare (store, recall, assemble) and finish (store, enqueue).
+
+Runs in the async request path: ORM work goes through sync_to_async in two hops. A worker thread
+computes the one query embedding and then ranks memories on its own connection while the first
+hop stores the turn (memory.turn.conversation); the second ranks past messages and assembles (memory.turn.recall).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+
+from memory.models import Conversation, Session
+from memory.text import content_text, count_messages
+from memory.turn.contract import PreparedTurn, TurnContext
+from memory.turn.conversation import load_and_store, relaxed_commit
+from memory.turn.recall import memory_hits_elsewhere, parallel, recall_and_assemble
+
+QUERY_CHARS = 2000
+FINISH_WAIT_SECONDS = 10.0
+
+
+@dataclass
+class TurnState:
+    workspace_id: str
+    user_id: str
+    conversation_pk: str
+    conversation_id: str
+    session_pk: str | None
+    session_id: str | None
+    stored_ids: list[str] = field(default_factory=list)
+
+
+# finish_turn tasks in flight, per (workspace, user): the next prepare_turn waits for them so a
+# reply stored a moment ago is history in the next turn.
+_inflight: dict[tuple[str, str], set[asyncio.Task]] = {}
+
+
+async def _await_finishes(key: tuple[str, str]) -> None:
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    pending = [
+        t
+        for t in _inflight.get(key, ())
+        if t is not current and not t.done() and t.get_loop() is loop
+    ]
+    if pending:
+        await asyncio.wait(pending, timeout=FINISH_WAIT_SECONDS)
+
+
+def query_text(messages: list[dict]) -> str:
+    """What the turn is about: the last user message (else the last message with text)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            text = content_text(message.get("content")).strip()
+            if text:
+                return text[:QUERY_CHARS]
+    for message in reversed(messages):
+        text = content_text(message.get("content")).strip()
+        if text:
+            return text[:QUERY_CHARS]
+    return ""
+
+
+def _embed(text: str) -> list[float]:
+    from memory.embeddings import get_embedder
+
+    return get_embedder().embed_one(text)
+
+
+def _embed_then_memories(
+    ctx: TurnContext, query: str, dry_run: bool, vector_ready: concurrent.futures.Future
+) -> list:
+    """On a worker thread: the query vector (handed over at once), then the memory ranking."""
+    try:
+        vector = _embed(query)
+    except BaseException as exc:
+        vector_ready.set_exception(exc)
+        raise
+    vector_ready.set_result(vector)
+    return memory_hits_elsewhere(ctx, query, vector, dry_run)
+
+
+async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTurn:
+    messages = list(ctx.body.get("messages") or [])
+    if not ctx.user_id:
+        explain = {}
+        if dry_run:
+            tokens = count_messages(messages)
+            explain = {"context_tokens": tokens, "blocks": [{"name": "request", "tokens": tokens}]}
+        return PreparedTurn(messages=messages, explain=explain)
+    query = query_text(messages)
+    # The query embedding (the costliest step), then the memory ranking on a second connection,
+    # run beside the database work of storing the turn; past messages are ranked once it is done.
+    vector_ready: concurrent.futures.Future | None = None
+    memories = None
+    if query:
+        vector_ready = concurrent.futures.Future()
+        memories = parallel().submit(_embed_then_memories, ctx, query, dry_run, vector_ready)
+    try:
+        await _await_finishes((ctx.workspace.id, ctx.user_id))
+        loaded = await sync_to_async(load_and_store)(ctx, messages, dry_run)
+    except BaseException:
+        if memories is not None:
+            memories.cancel()
+        raise
+    vector = await asyncio.wrap_future(vector_ready) if vector_ready is not None else None
+    if loaded.in_transaction:
+        # Inside a caller's transaction (tests) another connection cannot see its rows.
+        memories = None
+    assembly, budget = await sync_to_async(recall_and_assemble)(
+        ctx, loaded, query, vector, messages, dry_run, memories
+    )
+    memories_used = len(assembly.used.get("memories", []))
+    knowledge = [s for item in assembly.used.get("knowledge", []) for s in item.sources]
+    conversation_id = loaded.conversation.external_id if loaded.conversation else None
+    engram = {
+        "session_id": loaded.session_id,
+        "conversation_id": conversation_id,
+        "memories_used": memories_used,
+        "messages_retrieved": len(assembly.used.get("retrieved_messages", [])),
+        "history_messages": len(assembly.history_ids),
+        "context_tokens": assembly.tokens,
+    }
+    if ctx.collection_ids:
+        engram["sources"] = knowledge
+    headers = {
+        "x-engram-memories-used": str(memories_used),
+        "x-engram-context-tokens": str(assembly.tokens),
+    }
+    if loaded.session_id:
+        headers["x-session-id"] = loaded.session_id
+    if conversation_id:
+        headers["x-engram-conversation-id"] = conversation_id
+    state = None
+    if not dry_run and loaded.conversation is not None:
+        state = TurnState(
+            workspace_id=ctx.workspace.id,
+            user_id=ctx.user_id,
+            conversation_pk=loaded.conversation.pk,
+            conversation_id=conversation_id,
+            session_pk=loaded.session.pk if loaded.session else None,
+            session_id=loaded.session_id,
+            stored_ids=loaded.stored_ids,
+        )
+    explain = {
+        "context_tokens": assembly.tokens,
+        "budget": {
+            "context_window": budget.window,
+            "reserved_for_completion": budget.reserved,
+            "available": budget.total,
+        },
+        "blocks": assembly.blocks,
+        "stored_message_ids": loaded.stored_ids,
+    }
+    return PreparedTurn(
+        messages=assembly.messages, engram=engram, headers=headers, explain=explain, state=state
+    )
+
+
+def _finish(
+    ctx: TurnContext, state: TurnState, assistant: dict | None, usage: dict | None, incomplete: bool
+) -> None:
+    from memory.services.conversations import messages_append
+    from memory.services.processing import extraction_enqueue, summary_enqueue
+
+    conversation = Conversation.objects.get(pk=state.conversation_pk)
+    session = Session.objects.filter(pk=state.session_pk).first() if state.session_pk else None
+    with transaction.atomic():
+        relaxed_commit()
+        if assistant is not None and (
+            assistant.get("content") or assistant.get("tool_calls") or incomplete
+        ):
+            message = {"role": "assistant", "content": assistant.get("content")}
+            if assistant.get("tool_calls"):
+                message["tool_calls"] = assistant["tool_calls"]
+            usage = usage or {}
+            [stored] = messages_append(
+                workspace=ctx.workspace,
+                conversation=conversation,
+                session=session,
+                messages=[message],
+                incomplete=incomplete,
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+            )
+            newest = stored.id
+        else:
+            newest = state.stored_ids[-1] if state.stored_ids else None
+        extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)
+        summary_enqueue(workspace=ctx.workspace, conversation=conversation)
+
+
+async def finish_turn(
+    ctx: TurnContext,
+    prepared: PreparedTurn,
+    *,
+    assistant: dict | None,
+    usage: dict | None,
+    incomplete: bool,
+) -> None:
+    state = prepared.state
+    if not isinstance(state, TurnState):
+        return  # a pass-through or a dry run: nothing was stored, nothing to finish
+    key = (state.workspace_id, state.user_id)
+    task = asyncio.current_task()
+    if task is not None:
+        _inflight.setdefault(key, set()).add(task)
+    try:
+        await sync_to_async(_finish)(ctx, state, assistant, usage, incomplete)
+    finally:
+        if task is not None:
+            tasks = _inflight.get(key)
+            if tasks is not None:
+                tasks.discard(task)
+                if not tasks:
+                    _inflight.pop(key, None)

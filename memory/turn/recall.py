@@ -1,0 +1,193 @@
+"""What a turn recalls — memories, past messages, knowledge — fitted into delimited blocks.
+
+Memories are ranked on a second database connection while this one ranks past messages (both
+exact per-user scans, see memory.retrieval.ranking); then context assembly fits everything in the budget.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from memory import selectors
+from memory.text import day_label, memory_date, speaker
+from memory.turn.assembly import Block, Item, assemble, budget_for, caps_for, history_units
+from memory.turn.contract import TurnContext
+
+MEMORY_CANDIDATES = 12
+MESSAGE_CANDIDATES = 10
+KNOWLEDGE_CANDIDATES = 8
+MIN_MESSAGE_SIMILARITY = 0.3  # a past message with no word in common must be this close
+
+
+def _memory_hits(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
+    if not query:
+        return []
+    return selectors.memory_search(
+        workspace=ctx.workspace,
+        user_id=ctx.user_id,
+        query=query,
+        vector=vector,
+        limit=MEMORY_CANDIDATES,
+        min_similarity=selectors.MIN_SIMILARITY,
+        with_sources=dry_run,  # /v1/context explains where each memory came from
+    )
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def parallel() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="engram-memories")
+    return _pool
+
+
+def memory_hits_elsewhere(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
+    """The same, on a worker thread's own connection (checked like a request's would be)."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+    return _memory_hits(ctx, query, vector, dry_run)
+
+
+def _memory_item(found: selectors.Found) -> Item:
+    memory = found.obj
+    return Item(
+        kind="memory",
+        id=memory.id,
+        line=f"- [{day_label(memory_date(memory))}] {memory.text}",
+        score=round(found.score, 5),
+        why=found.why(),
+        sources=found.sources,
+        detail={"memory_kind": memory.kind},
+    )
+
+
+def _message_item(found: selectors.Found) -> Item:
+    message = found.obj
+    text = " ".join(message.content.split())
+    return Item(
+        kind="message",
+        id=message.id,
+        line=f"- [{day_label(message.created_at)}] {speaker(message.role, message.name)}: {text}",
+        score=round(found.score, 5),
+        why=found.why(),
+        sources=found.sources,
+        detail={"conversation_id": message.conversation.external_id},
+    )
+
+
+def collections_check(ctx: TurnContext) -> None:
+    from memory.knowledge.search import collections_check
+
+    collections_check(workspace=ctx.workspace, collection_ids=ctx.collection_ids)
+
+
+def _knowledge_items(ctx: TurnContext, query: str) -> list[Item]:
+    from memory.knowledge.search import knowledge_search
+
+    chunks = knowledge_search(
+        workspace=ctx.workspace,
+        collection_ids=ctx.collection_ids,
+        query=query,
+        limit=KNOWLEDGE_CANDIDATES,
+    )
+    items = []
+    for chunk in chunks:
+        title = chunk.get("title") or chunk.get("document_id")
+        text = " ".join(str(chunk.get("text", "")).split())
+        source = {
+            k: chunk.get(k)
+            for k in ("collection_id", "document_id", "title", "chunk_index", "score", "snippet")
+        }
+        items.append(
+            Item(
+                kind="knowledge",
+                id=f"{chunk.get('document_id')}#{chunk.get('chunk_index')}",
+                line=f'<document title="{title}" chunk="{chunk.get("chunk_index")}">\n{text}\n</document>',
+                score=chunk.get("score"),
+                why="knowledge collection match",
+                sources=[source],
+            )
+        )
+    return items
+
+
+def recall_and_assemble(
+    ctx: TurnContext,
+    loaded,
+    query: str,
+    vector,
+    messages: list[dict],
+    dry_run: bool,
+    memories=None,
+):
+    """Past messages (and knowledge) here; memories too unless they were searched in parallel."""
+    budget = budget_for(ctx.body, ctx.model)
+    caps = caps_for(budget.total)
+    workspace, user_id = ctx.workspace, ctx.user_id
+    messages_found = []
+    if memories is None:
+        memories = _memory_hits(ctx, query, vector, dry_run)
+    if query:
+        messages_found = selectors.message_search(
+            workspace=workspace,
+            user_id=user_id,
+            query=query,
+            vector=vector,
+            limit=MESSAGE_CANDIDATES,
+            exclude_ids=loaded.exclude_ids,
+            min_similarity=MIN_MESSAGE_SIMILARITY,
+        )
+    if isinstance(memories, concurrent.futures.Future):
+        memories = memories.result(timeout=30)
+    blocks = []
+    summary = loaded.conversation.summary if loaded.conversation and loaded.serve_history else ""
+    if summary:
+        blocks.append(
+            Block(
+                name="summary",
+                header="Engram: summary of the earlier part of this conversation.",
+                tag="conversation_summary",
+                items=[Item(kind="summary", id="summary", line=summary, why="rolling summary")],
+                cap=caps["summary"],
+            )
+        )
+    if ctx.collection_ids and query:
+        blocks.append(
+            Block(
+                name="knowledge",
+                header="Engram: passages from the knowledge collections; cite their titles.",
+                tag="knowledge",
+                items=_knowledge_items(ctx, query),
+                cap=caps["knowledge"],
+            )
+        )
+    blocks.append(
+        Block(
+            name="memories",
+            header="Engram: long-term memories about the user, each dated (when it happened or "
+            "was learned). Use them when relevant.",
+            tag="memories",
+            items=[_memory_item(f) for f in memories],
+            cap=caps["memories"],
+        )
+    )
+    blocks.append(
+        Block(
+            name="retrieved_messages",
+            header="Engram: earlier messages from the user's past conversations that may be "
+            "relevant, dated.",
+            tag="past_messages",
+            items=[_message_item(f) for f in messages_found],
+            cap=caps["retrieved"],
+        )
+    )
+    assembly = assemble(
+        request_messages=messages,
+        blocks=blocks,
+        history=history_units(loaded.history),
+        budget=budget.total,
+    )
+    return assembly, budget
