@@ -7,7 +7,6 @@ from rest_framework.views import APIView
 from accounts import selectors, services
 from accounts.authentication import IsOperator
 from accounts.models import ApiKey, Workspace
-from config.common.errors import ApiError
 from config.common.pagination import paginate
 
 
@@ -36,15 +35,6 @@ class NameInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
 
 
-def _workspace_or_404(workspace_id: str) -> Workspace:
-    try:
-        return selectors.workspace_get(workspace_id=workspace_id)
-    except Workspace.DoesNotExist:
-        raise ApiError(
-            404, f"No workspace '{workspace_id}'.", param="workspace_id", code="not_found"
-        ) from None
-
-
 class WorkspaceListCreateApi(APIView):
     permission_classes = [IsOperator]
 
@@ -62,12 +52,12 @@ class ApiKeyListCreateApi(APIView):
     permission_classes = [IsOperator]
 
     def get(self, request, workspace_id: str):
-        workspace = _workspace_or_404(workspace_id)
+        workspace = selectors.workspace_get(workspace_id=workspace_id)
         keys = selectors.api_key_list(workspace=workspace)
         return Response(paginate(keys, request.query_params, api_key_body))
 
     def post(self, request, workspace_id: str):
-        workspace = _workspace_or_404(workspace_id)
+        workspace = selectors.workspace_get(workspace_id=workspace_id)
         data = NameInput(data=request.data)
         data.is_valid(raise_exception=True)
         created = services.api_key_create(workspace=workspace, name=data.validated_data["name"])
@@ -79,11 +69,6 @@ class ApiKeyRevokeApi(APIView):
     permission_classes = [IsOperator]
 
     def delete(self, request, workspace_id: str, key_id: str):
-        workspace = _workspace_or_404(workspace_id)
-        try:
-            key = services.api_key_revoke(workspace=workspace, key_id=key_id)
-        except ApiKey.DoesNotExist:
-            raise ApiError(
-                404, f"No API key '{key_id}'.", param="key_id", code="not_found"
-            ) from None
+        workspace = selectors.workspace_get(workspace_id=workspace_id)
+        key = services.api_key_revoke(workspace=workspace, key_id=key_id)
         return Response(api_key_body(key) | {"deleted": True})

@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from accounts.keys import generate_key, key_digest, key_prefix
 from accounts.models import ApiKey, Workspace
+from config.common.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,9 @@ def api_key_create(*, workspace: Workspace, name: str = "") -> CreatedKey:
 
 @transaction.atomic
 def api_key_revoke(*, workspace: Workspace, key_id: str) -> ApiKey:
-    key = ApiKey.objects.select_for_update().get(workspace=workspace, id=key_id)
+    key = ApiKey.objects.select_for_update().filter(workspace=workspace, id=key_id).first()
+    if key is None:
+        raise NotFound(f"No API key '{key_id}'.", field="key_id")
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])

@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from completions import gateway
 from completions import request as chat_request
 from completions.catalogue import available_models
-from config.common.errors import ApiError
+from config.common.errors import EDGE_ERRORS, ApiError
 from memory.turn.pipeline import prepare_turn
 
 
@@ -103,8 +103,8 @@ async def context_preview(request: HttpRequest) -> HttpResponse:
             body=body,
         )
         prepared = await prepare_turn(ctx, dry_run=True)
-    except ApiError as error:
-        return error.response()
+    except EDGE_ERRORS as exc:  # named as on the chat door: by the header that carried it
+        return chat_request.api_error(exc).response()
     explain = prepared.explain
     response = JsonResponse(
         {

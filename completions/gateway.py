@@ -20,7 +20,7 @@ from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
 from completions.streaming import dumps, relay
-from config.common.errors import ApiError
+from config.common.errors import EDGE_ERRORS, ApiError
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.pipeline import finish_turn, prepare_turn
 
@@ -162,7 +162,8 @@ async def chat_completions(
     turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
     try:
         return await _serve(turn, headers, raw_body)
-    except ApiError as error:
+    except EDGE_ERRORS as exc:  # the provider's ApiError, or the memory's domain error
+        error = request.api_error(exc)
         turn.finish(status=error.status, error_code=error.code or error.type)
         return Reply(error.status, {**error.headers, **turn.timing_headers()}, dumps(error.body()))
     except asyncio.CancelledError:  # the client went away before the answer

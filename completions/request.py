@@ -9,6 +9,9 @@ and nowhere else:
 - x-workspace-id: must name the key's workspace (403 otherwise)
 - x-collection-ids: a JSON array of at most 20 collection ids, each an id as above
 - `session_id`: Engram's own body field, removed before the upstream call
+
+`api_error` is how every chat door answers an error: the domain names a field
+(`conversation_id`), the client sent a header (`x-conversation-id`); HEADERS is that map.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import json
 import re
 from collections.abc import Mapping
 
+from django.core.exceptions import ObjectDoesNotExist
+
 from accounts.models import Workspace
 from completions import validation
+from config.common import errors
 from config.common.errors import ApiError
 from memory.turn.contract import TurnContext
 
@@ -27,6 +33,19 @@ MAX_COLLECTIONS = 20
 ENGRAM_BODY_FIELDS = ("session_id",)  # Engram's own body fields: removed before the upstream
 _ID = re.compile(rf"^[\w.:@+\-/=]{{1,{MAX_ID_CHARS}}}$")
 _ID_RULE = f"1-{MAX_ID_CHARS} characters of letters, digits and . _ : @ + - / ="
+# The header that carries each domain field of a turn (the only place the two names meet).
+HEADERS = {
+    "user_id": "x-user-id",
+    "conversation_id": "x-conversation-id",
+    "session_id": "x-session-id",
+    "collection_ids": "x-collection-ids",
+    "workspace_id": "x-workspace-id",
+}
+
+
+def api_error(exc: ApiError | errors.DomainError | ObjectDoesNotExist) -> ApiError:
+    """errors.api_error for a chat door: a domain field is named by the header that carried it."""
+    return errors.api_error(exc, params=HEADERS)
 
 
 def parse_body(raw: bytes, *, model_required: bool = True) -> dict:
@@ -47,7 +66,7 @@ def identifier(value: object, param: str) -> str | None:
 
 def collection_ids(raw: str | None) -> list[str]:
     """x-collection-ids: a JSON array of collection ids, de-duplicated in order."""
-    param = "x-collection-ids"
+    param = HEADERS["collection_ids"]
     if not raw:
         return []
     try:
@@ -82,20 +101,20 @@ def turn_context(
     body: dict,
 ) -> TurnContext:
     """The turn a request describes; Engram's own body fields are taken out of `body`."""
-    claimed = headers.get("x-workspace-id")
+    claimed = headers.get(HEADERS["workspace_id"])
     if claimed and claimed != workspace.id:
         raise ApiError(
             403,
-            "x-workspace-id does not match the workspace of this API key.",
+            f"{HEADERS['workspace_id']} does not match the workspace of this API key.",
             type="permission_error",
-            param="x-workspace-id",
+            param=HEADERS["workspace_id"],
             code="workspace_mismatch",
         )
     owned = {name: body.pop(name) for name in ENGRAM_BODY_FIELDS if name in body}
-    user_id = identifier(headers.get("x-user-id"), "x-user-id")
+    user_id = identifier(headers.get(HEADERS["user_id"]), HEADERS["user_id"])
     if user_id is None:
         user_id = identifier(body.get("user"), "user")
-    session_id = identifier(headers.get("x-session-id"), "x-session-id")
+    session_id = identifier(headers.get(HEADERS["session_id"]), HEADERS["session_id"])
     if session_id is None:
         session_id = identifier(owned.get("session_id"), "session_id")
     return TurnContext(
@@ -105,7 +124,9 @@ def turn_context(
         body=body,
         model=str(body.get("model") or ""),
         user_id=user_id,
-        conversation_id=identifier(headers.get("x-conversation-id"), "x-conversation-id"),
+        conversation_id=identifier(
+            headers.get(HEADERS["conversation_id"]), HEADERS["conversation_id"]
+        ),
         session_id=session_id,
-        collection_ids=collection_ids(headers.get("x-collection-ids")),
+        collection_ids=collection_ids(headers.get(HEADERS["collection_ids"])),
     )

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from config.common.errors import ApiError
+from completions import request as chat_request
+from config.common.errors import NotFound
 from memory.knowledge import services
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Chunk, Collection, Document
@@ -289,9 +290,9 @@ def test_collections_check_names_the_first_unknown_or_foreign_id(ready_collectio
         ([foreign.id, "col_nope"], foreign.id),
         ([handbook.id, foreign.id], foreign.id),
     ]:
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(NotFound) as caught:
             collections_check(workspace=workspace, collection_ids=ids)
-        error = caught.value
+        error = chat_request.api_error(caught.value)  # as the chat doors answer it
         assert (error.status, error.param, error.code) == (
             404,
             "x-collection-ids",

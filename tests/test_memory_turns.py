@@ -258,19 +258,20 @@ def test_memories_reach_the_context_in_a_dated_block_for_that_user_only():
 
 
 def test_another_users_conversation_is_forbidden():
-    from config.common.errors import ApiError
+    from completions.request import api_error
+    from config.common.errors import Forbidden
 
     workspace, _ = make_workspace()
     turn(
         ctx(workspace, [{"role": "user", "content": "mine"}], user_id="alice", conversation_id="c")
     )
-    with pytest.raises(ApiError) as error:
+    with pytest.raises(Forbidden) as error:
         prepare(
             ctx(
                 workspace, [{"role": "user", "content": "peek"}], user_id="bob", conversation_id="c"
             )
         )
-    assert error.value.status == 403
+    assert api_error(error.value).status == 403
 
 
 def test_max_tokens_shrinks_the_budget(settings):

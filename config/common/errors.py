@@ -1,9 +1,17 @@
-"""The one OpenAI error envelope: {"error": {"message", "type", "param", "code"}}."""
+"""Domain errors, and the one OpenAI error envelope: {"error": {"message", "type", "param", "code"}}.
+
+Services raise `DomainError`s (or let a selector's `DoesNotExist` through); they name the
+domain field at fault and know nothing of HTTP. `api_error` is the one place either becomes an
+`ApiError` (status, type, code, param): DRF's exception handler, `ErrorEnvelopeMiddleware` and
+the chat doors (`completions.request.api_error`, which names headers) all call it.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.http import JsonResponse
 from rest_framework import exceptions as drf_exceptions
 
@@ -58,6 +66,89 @@ class ApiError(Exception):
         return resp
 
 
+class DomainError(Exception):
+    """A rule of the domain refused the work. `field` is the domain's name for the input at
+    fault (`conversation_id`, `collection_ids`, `file`...); each edge says how it arrived."""
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.code = code
+
+
+class NotFound(DomainError):
+    """No such thing in the caller's workspace (another workspace's is not found either)."""
+
+
+class Forbidden(DomainError):
+    """It exists, but belongs to someone else the caller may not act for."""
+
+
+class Invalid(DomainError):
+    """The input breaks a rule (shape, size of a small field, emptiness)."""
+
+
+class TooLarge(DomainError):
+    """The input is over a configured size limit."""
+
+
+class Unsupported(DomainError):
+    """The input is of a kind Engram cannot handle."""
+
+
+# (status, default code) of each kind of domain error.
+_DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
+    NotFound: (404, "not_found"),
+    Forbidden: (403, "forbidden"),
+    Invalid: (400, "invalid_value"),
+    TooLarge: (413, "too_large"),
+    Unsupported: (415, "unsupported"),
+}
+# The knowledge API names what is missing; any other missing row is `not_found`.
+NOT_FOUND_CODES = {"collection": "collection_not_found", "document": "document_not_found"}
+# What `api_error` maps: what a door catches around the domain.
+EDGE_ERRORS = (ApiError, DomainError, ObjectDoesNotExist)
+
+
+def api_error(
+    exc: ApiError | DomainError | ObjectDoesNotExist,
+    *,
+    params: Mapping[str, str] | None = None,
+    url_kwargs: Mapping[str, object] | None = None,
+) -> ApiError:
+    """The envelope for one of EDGE_ERRORS (anything else is a bug: the caller's 500).
+
+    `params` maps a domain field to the name the client used for it (the chat doors' headers);
+    an unmapped field keeps its own name, which is the body or URL field of the REST APIs.
+    `url_kwargs` (the view's) name the id of a row that does not exist.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, DomainError):
+        status, code = next(v for k, v in _DOMAIN_STATUS.items() if isinstance(exc, k))
+        param = (params or {}).get(exc.field, exc.field) if exc.field else None
+        return ApiError(status, exc.message, param=param, code=exc.code or code)
+    return _not_found(type(exc), url_kwargs or {})
+
+
+def _not_found(missing: type[ObjectDoesNotExist], url_kwargs: Mapping[str, object]) -> ApiError:
+    model = _model_of(missing)
+    if model is None:
+        return ApiError(404, "Not found.", code="not_found")
+    name, noun = model._meta.model_name, str(model._meta.verbose_name)
+    param = f"{name}_id" if f"{name}_id" in url_kwargs else None
+    message = f"No {noun} '{url_kwargs[param]}'." if param else f"No such {noun}."
+    return ApiError(404, message, param=param, code=NOT_FOUND_CODES.get(name, "not_found"))
+
+
+def _model_of(missing: type[ObjectDoesNotExist]):
+    """The model whose DoesNotExist this is; a scan of a few dozen classes, on 404s only."""
+    from django.apps import apps
+
+    return next((m for m in apps.get_models() if m.DoesNotExist is missing), None)
+
+
 def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None):  # noqa: A002
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
@@ -92,8 +183,8 @@ def _first_error(detail, prefix: str = "") -> tuple[str | None, str]:
 
 
 def drf_exception_handler(exc, context):
-    if isinstance(exc, ApiError):
-        return exc.response()
+    if isinstance(exc, EDGE_ERRORS):
+        return api_error(exc, url_kwargs=context.get("kwargs")).response()
     if isinstance(exc, drf_exceptions.ValidationError):
         param, message = _first_error(exc.detail)
         if param:

@@ -10,7 +10,7 @@ import uuid
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from config.common.errors import error_response
+from config.common.errors import EDGE_ERRORS, api_error, error_response
 from config.common.logging import request_id_var
 
 logger = logging.getLogger("engram.request")
@@ -73,7 +73,14 @@ def _is_json(response: HttpResponse) -> bool:
 
 
 class ErrorEnvelopeMiddleware(_Middleware):
-    """Turns any non-JSON error (Django's 404/405/413 pages, empty 405s) into the envelope."""
+    """Turns any non-JSON error (Django's 404/405/413 pages, empty 405s) into the envelope, and
+    a domain error or DoesNotExist escaping a plain Django view into its envelope (api_error)."""
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, EDGE_ERRORS):
+            return None  # Django's own handling: a 500 envelope via handler500
+        match = request.resolver_match
+        return api_error(exception, url_kwargs=match.kwargs if match else None).response()
 
     def after(self, request, response):
         if response.status_code < 400 or request.path.startswith("/admin/"):

@@ -7,23 +7,9 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.common.errors import ApiError
 from config.common.pagination import paginate
 from memory import selectors, services
-from memory.models import Conversation
 from memory.serializers import ImportInput, conversation_body, message_body
-
-
-def _conversation_or_404(workspace, conversation_id: str) -> Conversation:
-    try:
-        return selectors.conversation_get(workspace=workspace, conversation_id=conversation_id)
-    except Conversation.DoesNotExist:
-        raise ApiError(
-            404,
-            f"No conversation '{conversation_id}'.",
-            param="conversation_id",
-            code="not_found",
-        ) from None
 
 
 class ConversationListApi(APIView):
@@ -36,14 +22,18 @@ class ConversationListApi(APIView):
 
 class ConversationDetailApi(APIView):
     def get(self, request, conversation_id: str):
-        conversation = _conversation_or_404(request.workspace, conversation_id)
+        conversation = selectors.conversation_get(
+            workspace=request.workspace, conversation_id=conversation_id
+        )
         counts = selectors.processing_counts(workspace=request.workspace, conversation=conversation)
         return Response(conversation_body(conversation, counts))
 
 
 class ConversationMessagesApi(APIView):
     def get(self, request, conversation_id: str):
-        conversation = _conversation_or_404(request.workspace, conversation_id)
+        conversation = selectors.conversation_get(
+            workspace=request.workspace, conversation_id=conversation_id
+        )
         params = request.query_params
         if "order" not in params:  # a conversation reads oldest first
             params = QueryDict(mutable=True)

@@ -25,15 +25,6 @@ def _valid(serializer_class, data, **kwargs) -> dict:
     return serializer.validated_data
 
 
-def _memory_or_404(workspace, memory_id: str) -> Memory:
-    try:
-        return selectors.memory_get(workspace=workspace, memory_id=memory_id)
-    except Memory.DoesNotExist:
-        raise ApiError(
-            404, f"No memory '{memory_id}'.", param="memory_id", code="not_found"
-        ) from None
-
-
 def _with_sources(workspace, memory: Memory) -> dict:
     sources = selectors.memory_sources(workspace=workspace, memory_ids=[memory.id])
     return memory_body(memory, sources.get(memory.id, []))
@@ -67,11 +58,11 @@ class MemoryListCreateApi(APIView):
 
 class MemoryDetailApi(APIView):
     def get(self, request, memory_id: str):
-        memory = _memory_or_404(request.workspace, memory_id)
+        memory = selectors.memory_get(workspace=request.workspace, memory_id=memory_id)
         return Response(_with_sources(request.workspace, memory))
 
     def patch(self, request, memory_id: str):
-        memory = _memory_or_404(request.workspace, memory_id)
+        memory = selectors.memory_get(workspace=request.workspace, memory_id=memory_id)
         data = _valid(MemoryUpdateInput, request.data)
         if not data:
             raise ApiError(400, "Nothing to update: give text, kind, event_date or metadata.")
@@ -84,7 +75,7 @@ class MemoryDetailApi(APIView):
         return Response(_with_sources(request.workspace, memory))
 
     def delete(self, request, memory_id: str):
-        memory = _memory_or_404(request.workspace, memory_id)
+        memory = selectors.memory_get(workspace=request.workspace, memory_id=memory_id)
         services.memory_delete(workspace=request.workspace, memory=memory, actor="api")
         return Response({"id": memory_id, "object": "memory.deleted", "deleted": True})
 
@@ -92,8 +83,8 @@ class MemoryDetailApi(APIView):
 class MemoryHistoryApi(APIView):
     def get(self, request, memory_id: str):
         events = list(selectors.memory_history(workspace=request.workspace, memory_id=memory_id))
-        if not events:
-            raise ApiError(404, f"No memory '{memory_id}'.", param="memory_id", code="not_found")
+        if not events:  # a memory leaves its history behind: none means it never existed
+            raise Memory.DoesNotExist
         return Response(
             {"object": "list", "data": [event_body(e) for e in events], "has_more": False}
         )

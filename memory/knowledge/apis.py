@@ -9,7 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.common.errors import ApiError
+from config.common.errors import ApiError, Invalid
 from config.common.pagination import paginate
 from memory.knowledge import selectors, services
 from memory.knowledge.search import collections_check, knowledge_search
@@ -57,32 +57,6 @@ def document_body(document: Document) -> dict:
     }
 
 
-def _collection_or_404(request, collection_id: str) -> Collection:
-    try:
-        return selectors.collection_get(workspace=request.workspace, collection_id=collection_id)
-    except Collection.DoesNotExist:
-        raise ApiError(
-            404,
-            f"No collection '{collection_id}' in this workspace.",
-            param="collection_id",
-            code="collection_not_found",
-        ) from None
-
-
-def _document_or_404(request, collection: Collection, document_id: str) -> Document:
-    try:
-        return selectors.document_get(
-            workspace=request.workspace, collection=collection, document_id=document_id
-        )
-    except Document.DoesNotExist:
-        raise ApiError(
-            404,
-            f"No document '{document_id}' in collection '{collection.id}'.",
-            param="document_id",
-            code="document_not_found",
-        ) from None
-
-
 class CollectionInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(max_length=10_000, allow_blank=True, required=False)
@@ -104,10 +78,16 @@ class CollectionListCreateApi(APIView):
 
 class CollectionDetailApi(APIView):
     def get(self, request, collection_id: str):
-        return Response(collection_body(_collection_or_404(request, collection_id)))
+        return Response(
+            collection_body(
+                selectors.collection_get(workspace=request.workspace, collection_id=collection_id)
+            )
+        )
 
     def patch(self, request, collection_id: str):
-        collection = _collection_or_404(request, collection_id)
+        collection = selectors.collection_get(
+            workspace=request.workspace, collection_id=collection_id
+        )
         data = CollectionInput(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         collection = services.collection_update(
@@ -116,7 +96,9 @@ class CollectionDetailApi(APIView):
         return Response(collection_body(collection))
 
     def delete(self, request, collection_id: str):
-        collection = _collection_or_404(request, collection_id)
+        collection = selectors.collection_get(
+            workspace=request.workspace, collection_id=collection_id
+        )
         services.collection_delete(workspace=request.workspace, collection=collection)
         return Response({"id": collection_id, "object": "collection.deleted", "deleted": True})
 
@@ -133,35 +115,23 @@ class FileDocumentInput(serializers.Serializer):
     metadata = serializers.CharField(required=False, allow_blank=True, default="")
 
 
-def _too_large(size: int) -> ApiError:
-    limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
-    return ApiError(
-        413,
-        f"The document is {size} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES).",
-        param="file",
-        code="document_too_large",
-    )
-
-
 def _document_input(request) -> dict:
     """(raw bytes, title, filename, metadata) from a multipart upload or a JSON text body."""
     limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
     if request.content_type.startswith("multipart/form-data"):
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > limit + _MULTIPART_SLACK:  # refuse before reading the body
-            raise _too_large(length)
+            raise services.document_too_large(length)
         data = FileDocumentInput(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
         if upload.size > limit:
-            raise _too_large(upload.size)
+            raise services.document_too_large(upload.size)
         raw_metadata = data.validated_data["metadata"]
         try:
             metadata = json.loads(raw_metadata) if raw_metadata else {}
         except ValueError:
-            raise ApiError(
-                400, "metadata must be a JSON object.", param="metadata", code="invalid_value"
-            ) from None
+            raise Invalid("metadata must be a JSON object.", field="metadata") from None
         return {
             "raw": upload.read(),
             "title": data.validated_data["title"],
@@ -174,7 +144,7 @@ def _document_input(request) -> dict:
     data.is_valid(raise_exception=True)
     raw = data.validated_data["text"].encode("utf-8")
     if len(raw) > limit:
-        raise _too_large(len(raw))
+        raise services.document_too_large(len(raw))
     return {
         "raw": raw,
         "title": data.validated_data["title"],
@@ -185,7 +155,9 @@ def _document_input(request) -> dict:
 
 class DocumentListCreateApi(APIView):
     def get(self, request, collection_id: str):
-        collection = _collection_or_404(request, collection_id)
+        collection = selectors.collection_get(
+            workspace=request.workspace, collection_id=collection_id
+        )
         wanted = request.query_params.get("status") or None
         if wanted and wanted not in Document.Status.values:
             raise ApiError(
@@ -200,7 +172,9 @@ class DocumentListCreateApi(APIView):
         return Response(paginate(documents, request.query_params, document_body))
 
     def post(self, request, collection_id: str):
-        collection = _collection_or_404(request, collection_id)
+        collection = selectors.collection_get(
+            workspace=request.workspace, collection_id=collection_id
+        )
         document, created = services.document_create(
             workspace=request.workspace, collection=collection, **_document_input(request)
         )
@@ -210,12 +184,24 @@ class DocumentListCreateApi(APIView):
 
 class DocumentDetailApi(APIView):
     def get(self, request, collection_id: str, document_id: str):
-        collection = _collection_or_404(request, collection_id)
-        return Response(document_body(_document_or_404(request, collection, document_id)))
+        collection = selectors.collection_get(
+            workspace=request.workspace, collection_id=collection_id
+        )
+        return Response(
+            document_body(
+                selectors.document_get(
+                    workspace=request.workspace, collection=collection, document_id=document_id
+                )
+            )
+        )
 
     def delete(self, request, collection_id: str, document_id: str):
-        collection = _collection_or_404(request, collection_id)
-        document = _document_or_404(request, collection, document_id)
+        collection = selectors.collection_get(
+            workspace=request.workspace, collection_id=collection_id
+        )
+        document = selectors.document_get(
+            workspace=request.workspace, collection=collection, document_id=document_id
+        )
         services.document_delete(workspace=request.workspace, document=document)
         return Response(
             {"id": document_id, "object": "collection.document.deleted", "deleted": True}
@@ -235,7 +221,7 @@ class CollectionSearchApi(APIView):
         data = SearchInput(data=request.data)
         data.is_valid(raise_exception=True)
         ids = data.validated_data["collection_ids"]
-        collections_check(workspace=request.workspace, collection_ids=ids, param="collection_ids")
+        collections_check(workspace=request.workspace, collection_ids=ids)
         hits = knowledge_search(
             workspace=request.workspace,
             collection_ids=ids,

@@ -1,7 +1,7 @@
 """Knowledge for a turn: which collections a caller may use, and their best chunks for a query.
 
-The contract with context assembly: `collections_check` guards x-collection-ids (404 naming the
-first unknown or foreign id) and `knowledge_search` returns the chunks to put in the knowledge
+The contract with context assembly: `collections_check` guards the turn's collection ids
+(NotFound naming the first unknown or foreign one) and `knowledge_search` returns the chunks to put in the knowledge
 block and in engram["sources"].
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from accounts.models import Workspace
-from config.common.errors import ApiError
+from config.common.errors import NOT_FOUND_CODES, NotFound
 from memory.models import Chunk, Collection, Document
 from memory.retrieval.hybrid import hybrid_search
 
@@ -20,20 +20,18 @@ _WORD = re.compile(r"[A-Za-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
-def collections_check(
-    *, workspace: Workspace, collection_ids: list[str], param: str = "x-collection-ids"
-) -> None:
+def collections_check(*, workspace: Workspace, collection_ids: list[str]) -> None:
+    """NotFound (field `collection_ids`) naming the first id not in `workspace`."""
     ids = [str(cid) for cid in collection_ids]
     found = set(
         Collection.objects.filter(workspace=workspace, id__in=ids).values_list("id", flat=True)
     )
     for cid in ids:
         if cid not in found:
-            raise ApiError(
-                404,
+            raise NotFound(
                 f"No collection '{cid}' in this workspace.",
-                param=param,
-                code="collection_not_found",
+                field="collection_ids",
+                code=NOT_FOUND_CODES["collection"],
             )
 
 

@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.common.errors import ApiError
+from config.common.errors import Invalid, TooLarge, Unsupported
 from memory.knowledge import parsing as extraction
 from memory.models import Chunk, Collection, Document
 
@@ -29,17 +29,22 @@ def _metadata(metadata: dict | None) -> dict:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
-        raise ApiError(
-            400, "metadata must be a JSON object.", param="metadata", code="invalid_value"
-        )
+        raise Invalid("metadata must be a JSON object.", field="metadata")
     if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-        raise ApiError(
-            400,
-            f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON.",
-            param="metadata",
-            code="invalid_value",
+        raise Invalid(
+            f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON.", field="metadata"
         )
     return metadata
+
+
+def document_too_large(size: int) -> TooLarge:
+    """The refusal of a `size`-byte document; the API raises it before reading an upload."""
+    limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
+    return TooLarge(
+        f"The document is {size} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES).",
+        field="file",
+        code="document_too_large",
+    )
 
 
 @transaction.atomic
@@ -97,23 +102,16 @@ def document_create(
 ) -> tuple[Document, bool]:
     """(document, created): identical bytes in the collection give back the existing document."""
     assert collection.workspace_id == workspace.id
-    limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
-    if len(raw) > limit:
-        raise ApiError(
-            413,
-            f"The document is {len(raw)} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES).",
-            param="file",
-            code="document_too_large",
-        )
+    if len(raw) > settings.ENGRAM_MAX_DOCUMENT_BYTES:
+        raise document_too_large(len(raw))
     if not raw.strip():
-        raise ApiError(400, "The document is empty.", param="file", code="empty_document")
+        raise Invalid("The document is empty.", field="file", code="empty_document")
     try:
         content_type = extraction.detect(raw)
     except extraction.UnsupportedType as exc:
-        raise ApiError(
-            415,
+        raise Unsupported(
             f"Unsupported document type: {exc}. Send PDF, DOCX, HTML, Markdown or plain text.",
-            param="file",
+            field="file",
             code="unsupported_file_type",
         ) from None
     metadata = _metadata(metadata)

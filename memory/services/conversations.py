@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.common.errors import ApiError
+from config.common.errors import Forbidden
 from config.common.ids import new_id
 from memory.models import Conversation, Message, Session
 from memory.text import content_text, count_message, message_search_text
@@ -19,11 +19,9 @@ STORED_ROLES = {"user", "assistant", "tool", "function"}
 
 def _owned(obj, user_id: str, what: str, external_id: str):
     if obj.user_id and obj.user_id != user_id:
-        raise ApiError(
-            403,
+        raise Forbidden(
             f"{what} '{external_id}' belongs to another user of this workspace.",
-            param=f"x-{what.lower()}-id",
-            code="forbidden",
+            field=f"{what.lower()}_id",
         )
     return obj
 

@@ -1,0 +1,93 @@
+"""The same hostile input gets the same answer from every door that takes a chat request: the lean
+ASGI door and the Django view to /v1/chat/completions, and /v1/context. Header rules live in
+completions.request; domain errors become envelopes in config.common.errors.api_error."""
+
+import json
+
+import pytest
+
+from memory.models import Collection
+from memory.services import conversation_get_or_create
+from tests.test_errors import assert_envelope
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+@pytest.fixture(params=["asgi", "django", "context"])
+def door(request, settings):
+    """A function posting BODY with `headers` through one door."""
+    settings.ENGRAM_GATEWAY_FAST_PATH = request.param == "asgi"
+    path = "/v1/context" if request.param == "context" else "/v1/chat/completions"
+
+    def post(http, headers):
+        return http.post(path, json=BODY, headers=headers)
+
+    return post
+
+
+def _ids(ids: list[str]) -> dict[str, str]:
+    return {"x-collection-ids": json.dumps(ids)}
+
+
+HOSTILE = [
+    ("long-user-id", lambda ws: {"x-user-id": "u" * 300}, 400, "x-user-id"),
+    ("21-collections", lambda ws: _ids([f"col_{i}" for i in range(21)]), 400, "x-collection-ids"),
+    ("not-json", lambda ws: {"x-collection-ids": "col_a,col_b"}, 400, "x-collection-ids"),
+    ("nul-in-id", lambda ws: _ids(["col_\x00a"]), 400, "x-collection-ids"),
+    ("201-char-id", lambda ws: _ids(["c" * 201]), 400, "x-collection-ids"),
+    ("foreign-workspace", lambda ws: {"x-workspace-id": ws.id}, 403, "x-workspace-id"),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "param"), [case[1:] for case in HOSTILE], ids=[c[0] for c in HOSTILE]
+)
+def test_hostile_headers_get_one_answer(door, http, outsider, upstream, headers, status, param):
+    error = assert_envelope(door(http, {"x-user-id": "u", **headers(outsider[0])}), status)
+    assert error["param"] == param
+    assert upstream.chat_requests() == []
+
+
+def test_unknown_or_foreign_collection_is_one_404(door, http, outsider, upstream):
+    theirs = Collection.objects.create(workspace=outsider[0], name="Theirs")
+    for cid in ("col_nope", theirs.id):
+        resp = door(http, {"x-user-id": "u", **_ids([cid])})
+        error = assert_envelope(resp, 404, code="collection_not_found")
+        assert error["param"] == "x-collection-ids" and cid in error["message"]
+    assert upstream.chat_requests() == []
+
+
+def test_another_users_conversation_is_403_naming_the_header(door, http, owner, upstream):
+    conversation_get_or_create(workspace=owner[0], external_id="alices", user_id="alice")
+    resp = door(http, {"x-user-id": "bob", "x-conversation-id": "alices"})
+    error = assert_envelope(resp, 403, code="forbidden")
+    assert error["type"] == "permission_error" and error["param"] == "x-conversation-id"
+    assert upstream.chat_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("path", "param", "code"),
+    [
+        ("/v1/memories/mem_nope", "memory_id", "not_found"),
+        ("/v1/memories/mem_nope/history", "memory_id", "not_found"),
+        ("/v1/conversations/conv_nope", "conversation_id", "not_found"),
+        ("/v1/collections/col_nope", "collection_id", "collection_not_found"),
+    ],
+)
+def test_rest_apis_name_the_missing_url_id(http, path, param, code):
+    error = assert_envelope(http.get(path), 404, code=code)
+    assert error["param"] == param and "_nope" in error["message"]
+
+
+def test_rest_apis_name_the_domain_field(http, owner):
+    conversation_get_or_create(workspace=owner[0], external_id="alices", user_id="alice")
+    resp = http.post(
+        "/v1/conversations/alices/messages",
+        json={"user_id": "bob", "messages": [{"role": "user", "content": "mine now"}]},
+    )
+    error = assert_envelope(resp, 403, code="forbidden")
+    assert error["param"] == "conversation_id"
+    col = http.post("/v1/collections", json={"name": "c"}).json()
+    resp = http.get(f"/v1/collections/{col['id']}/documents/doc_nope")
+    error = assert_envelope(resp, 404, code="document_not_found")
+    assert error["param"] == "document_id"
