@@ -1,8 +1,10 @@
+"""Workspaces and their keys in the admin. Keys are created and revoked through
+accounts.services, as the API does, so a revocation voids the cached key check at once."""
+
 from django.contrib import admin, messages
 from django.utils import timezone
 
 from accounts import services
-from accounts.keys import generate_key, key_digest, key_prefix
 from accounts.models import ApiKey, Workspace
 
 
@@ -10,9 +12,12 @@ class ApiKeyInline(admin.TabularInline):
     model = ApiKey
     extra = 0
     fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("prefix", "created_at", "last_used_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
     can_delete = False
     show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False  # a key is made by ApiKeyAdmin (api_key_create), which shows it once
 
 
 @admin.register(Workspace)
@@ -28,21 +33,25 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ("name", "prefix", "workspace", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("name", "prefix", "workspace__name", "workspace__id")
-    readonly_fields = ("id", "prefix", "created_at", "last_used_at")
+    readonly_fields = ("id", "prefix", "created_at", "last_used_at", "revoked_at")
     fields = ("id", "workspace", "name", "prefix", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
 
+    def get_readonly_fields(self, request, obj=None):
+        fixed = ("workspace",) if obj is not None else ()
+        return (*fixed, *self.readonly_fields)
+
     def save_model(self, request, obj, form, change):
-        if not change:
-            raw = generate_key()
-            obj.prefix, obj.digest = key_prefix(raw), key_digest(raw)
+        if change:  # only the name is editable: nothing cached depends on it
             super().save_model(request, obj, form, change)
-            messages.warning(request, f"New API key (shown once, copy it now): {raw}")
             return
-        super().save_model(request, obj, form, change)
+        created = services.api_key_create(workspace=obj.workspace, name=obj.name)
+        obj.pk, obj.prefix = created.api_key.pk, created.api_key.prefix
+        obj._state.adding = False
+        messages.warning(request, f"New API key (shown once, copy it now): {created.raw_key}")
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
-        for key in queryset.filter(revoked_at__isnull=True):
+        for key in queryset.filter(revoked_at__isnull=True).select_related("workspace"):
             services.api_key_revoke(workspace=key.workspace, key_id=key.id)
         self.message_user(request, f"Revoked at {timezone.now():%Y-%m-%d %H:%M:%S} UTC.")

@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.authentication import keys_changed
 from accounts.keys import generate_key, key_digest, key_prefix
 from accounts.models import ApiKey, Workspace
 from config.common.errors import NotFound
@@ -36,6 +37,7 @@ def api_key_revoke(*, workspace: Workspace, key_id: str) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+        keys_changed()
     return key
 
 

@@ -1,8 +1,14 @@
-"""Provider credentials (write-only secrets), model aliases and read-only usage in the admin."""
+"""Provider credentials (write-only secrets), model aliases and read-only usage in the admin.
+
+Saves and deletes go through completions.services, as the API's do, so they invalidate the
+cached routes the same way. A credential is known by (workspace, provider) and an alias by
+(workspace, alias): those are fixed once the row exists (delete and add to change them).
+"""
 
 from django import forms
 from django.contrib import admin
 
+from completions import services
 from completions.models import ModelAlias, ProviderCredential, UsageRecord
 
 
@@ -18,13 +24,11 @@ class ProviderCredentialForm(forms.ModelForm):
         model = ProviderCredential
         fields = ("workspace", "provider", "base_url")
 
-    def save(self, commit=True):
-        credential = super().save(commit=False)
-        if self.cleaned_data.get("secret"):
-            credential.set_secret(self.cleaned_data["secret"])
-        if commit:
-            credential.save()
-        return credential
+
+def _adopt(obj, saved) -> None:
+    """The admin goes on with `obj` (its messages, its redirect): make it the saved row."""
+    obj.pk = saved.pk
+    obj._state.adding = False
 
 
 @admin.register(ProviderCredential)
@@ -44,12 +48,52 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
         "updated_at",
     )
 
+    def get_readonly_fields(self, request, obj=None):
+        fixed = ("workspace", "provider") if obj is not None else ()
+        return (*fixed, *self.readonly_fields)
+
+    def save_model(self, request, obj, form, change):
+        saved = services.provider_credential_set(
+            workspace=obj.workspace,
+            provider=obj.provider,
+            secret=form.cleaned_data.get("secret") or None,  # blank keeps the current one
+            base_url=obj.base_url,
+        )
+        _adopt(obj, saved)
+
+    def delete_model(self, request, obj):
+        services.provider_credential_delete(workspace=obj.workspace, provider=obj.provider)
+
+    def delete_queryset(self, request, queryset):
+        for credential in queryset.select_related("workspace"):
+            self.delete_model(request, credential)
+
 
 @admin.register(ModelAlias)
 class ModelAliasAdmin(admin.ModelAdmin):
     list_display = ("alias", "target_model", "provider", "workspace", "created_at")
     list_filter = ("provider",)
     search_fields = ("alias", "target_model", "workspace__name", "workspace__id")
+    fields = ("workspace", "alias", "target_model", "provider")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("workspace", "alias") if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        saved = services.model_alias_set(
+            workspace=obj.workspace,
+            alias=obj.alias,
+            target_model=obj.target_model,
+            provider=obj.provider,
+        )
+        _adopt(obj, saved)
+
+    def delete_model(self, request, obj):
+        services.model_alias_delete(workspace=obj.workspace, alias=obj.alias)
+
+    def delete_queryset(self, request, queryset):
+        for alias in queryset.select_related("workspace"):
+            self.delete_model(request, alias)
 
 
 @admin.register(UsageRecord)

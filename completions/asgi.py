@@ -28,10 +28,9 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.urls import get_resolver
 from django.utils.module_loading import import_string
 
-from accounts.authentication import bearer_token
+from accounts.authentication import bearer_token, resolve_async
 from completions import gateway
 from completions.conf import conf
-from completions.keys import principal_for
 from config.common.errors import ApiError, error_body, invalid_api_key
 from config.common.logging import request_id_var
 
@@ -72,7 +71,7 @@ class CompletionsApp:
         request_id_var.set(request_id)
         base = [(b"x-request-id", request_id.encode())]
         token = bearer_token(headers.get("authorization", ""))
-        principal = await principal_for(token) if token else None
+        principal = await resolve_async(token) if token else None
         if principal is None:  # as ApiKeyMiddleware: the key before anything else
             return await self._error(send, invalid_api_key(), base)
         if scope["method"] != "POST":

@@ -2,7 +2,7 @@
 
 One request: parse and validate the body, build the memory TurnContext from the headers,
 route the model (cached, no database query), `prepare_turn`, call the provider, answer (JSON
-or the SSE relay), then schedule `finish_turn` and buffer a usage record — neither delays the
+or the SSE relay), then spawn `finish_turn` and buffer a usage record — neither delays the
 response.
 """
 
@@ -20,13 +20,12 @@ from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
 from completions.streaming import dumps, relay
+from config.common.background import spawn
 from config.common.errors import EDGE_ERRORS, ApiError
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.pipeline import finish_turn, prepare_turn
 
 logger = logging.getLogger("engram.gateway")
-
-_background: set[asyncio.Task] = set()
 
 
 @dataclass
@@ -36,19 +35,6 @@ class Reply:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
     content_type: str = "application/json"
-
-
-def schedule(coro) -> None:
-    """Run `coro` after the response, keeping a reference so the task is not collected."""
-    task = asyncio.get_running_loop().create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background_done)
-
-
-def _background_done(task: asyncio.Task) -> None:
-    _background.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("background turn work failed", exc_info=task.exception())
 
 
 def _ms(seconds: float) -> str:
@@ -107,14 +93,15 @@ class Turn:
         tokens = usage if isinstance(usage, dict) else {}
         _record(self, status, tokens, incomplete, error_code)
         if self.prepared is not None and self.ctx is not None:
-            schedule(
+            spawn(
                 finish_turn(
                     self.ctx,
                     self.prepared,
                     assistant=assistant,
                     usage=usage,
                     incomplete=incomplete,
-                )
+                ),
+                name="finish_turn",
             )
 
 

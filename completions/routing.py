@@ -1,29 +1,34 @@
 """Routing data per workspace (aliases, provider credentials), cached in-process.
 
-The hot path makes no database query: a workspace's snapshot is loaded once, served for
-ENGRAM_ROUTING_CACHE_SECONDS, then served stale while one background load refreshes it. Saves
-in this process invalidate at once (signals); other processes see a change within the TTL.
+The hot path makes no database query: a workspace's snapshot lives in the one TTLCache for
+ENGRAM_ROUTING_CACHE_SECONDS, and once half that old the request that finds it starts one
+background reload and is served the cached snapshot meanwhile, so a busy workspace never waits
+on the database. The services that write routing data (completions.services, which the admin
+uses too) invalidate this process's entry at once; other processes see a change within the TTL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
 
 from completions.providers.base import Upstream
 from completions.providers.registry import AliasTarget, Route, Snapshot, route
+from config.common.cache import TTLCache
 
 logger = logging.getLogger("engram.routing")
 
-_entries: dict[str, tuple[float, Snapshot]] = {}
-_refreshing: set[str] = set()
-_lock = threading.Lock()
-_tasks: set[asyncio.Task] = set()
+
+def _ttl() -> float:
+    return settings.ENGRAM_ROUTING_CACHE_SECONDS
+
+
+_snapshots: TTLCache[str, Snapshot] = TTLCache(
+    ttl=_ttl, refresh_after=lambda: _ttl() / 2, max_entries=10_000
+)
 
 
 def load_snapshot(workspace_id: str) -> Snapshot:
@@ -69,58 +74,38 @@ def _default_url(provider: str) -> str:
     )
 
 
-def _store(workspace_id: str, snapshot: Snapshot) -> None:
-    with _lock:
-        _entries[workspace_id] = (
-            time.monotonic() + settings.ENGRAM_ROUTING_CACHE_SECONDS,
-            snapshot,
-        )
-        _refreshing.discard(workspace_id)
-
-
 def invalidate(workspace_id: str | None = None) -> None:
-    with _lock:
+    """Forget a workspace's routes (every workspace's for None): now, and again when the
+    writing transaction commits, so a load that read the rows in between is not kept."""
+
+    def forget() -> None:
         if workspace_id is None:
-            _entries.clear()
+            _snapshots.clear()
         else:
-            _entries.pop(workspace_id, None)
+            _snapshots.invalidate(workspace_id)
+
+    forget()
+    transaction.on_commit(forget)
 
 
-async def _refresh(workspace_id: str) -> None:
+_load_on_worker = sync_to_async(load_snapshot, thread_sensitive=False)
+
+
+async def _load_async(workspace_id: str) -> Snapshot:
     try:
-        _store(
-            workspace_id, await sync_to_async(load_snapshot, thread_sensitive=False)(workspace_id)
-        )
+        return await _load_on_worker(workspace_id)
     except Exception:
-        logger.exception("routing refresh failed; serving the cached routes")
-        with _lock:
-            _refreshing.discard(workspace_id)
+        # A failed background reload leaves the cached routes in service until they expire.
+        logger.exception("loading the routes of workspace %s failed", workspace_id)
+        raise
 
 
 async def snapshot_async(workspace_id: str) -> Snapshot:
-    entry = _entries.get(workspace_id)
-    if entry is not None:
-        if entry[0] < time.monotonic():
-            with _lock:
-                start = workspace_id not in _refreshing
-                _refreshing.add(workspace_id)
-            if start:
-                task = asyncio.get_running_loop().create_task(_refresh(workspace_id))
-                _tasks.add(task)
-                task.add_done_callback(_tasks.discard)
-        return entry[1]
-    snapshot = await sync_to_async(load_snapshot, thread_sensitive=False)(workspace_id)
-    _store(workspace_id, snapshot)
-    return snapshot
+    return await _snapshots.aget(workspace_id, lambda: _load_async(workspace_id))
 
 
 def snapshot_sync(workspace_id: str) -> Snapshot:
-    entry = _entries.get(workspace_id)
-    if entry is not None and entry[0] >= time.monotonic():
-        return entry[1]
-    snapshot = load_snapshot(workspace_id)
-    _store(workspace_id, snapshot)
-    return snapshot
+    return _snapshots.get(workspace_id, lambda: load_snapshot(workspace_id))
 
 
 async def resolve_async(workspace_id: str, model: str) -> Route:

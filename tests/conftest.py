@@ -14,11 +14,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(autouse=True)
 def _fresh_key_cache():
-    from accounts.authentication import key_cache
+    from accounts.authentication import clear_caches
 
-    key_cache.clear()
+    clear_caches()
     yield
-    key_cache.clear()
+    clear_caches()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,6 +19,7 @@ import aiohttp
 import httpx
 from django.conf import settings
 
+from config.common.background import spawn
 from config.common.errors import ApiError
 
 
@@ -90,9 +91,7 @@ class HttpStream(UpstreamStream):
         elif self.response.content.at_eof():
             self.response.release()
         else:  # the end of the chunked body may trail [DONE]: keep the connection, off the path
-            task = asyncio.get_running_loop().create_task(self._drain())
-            _draining.add(task)
-            task.add_done_callback(_draining.discard)
+            spawn(self._drain(), name="upstream-drain")
 
     async def _drain(self) -> None:
         try:
@@ -101,9 +100,6 @@ class HttpStream(UpstreamStream):
             self.response.close()
         else:
             self.response.release()
-
-
-_draining: set[asyncio.Task] = set()
 
 
 class Provider:
@@ -176,8 +172,14 @@ def _error_fields(content: bytes) -> tuple[str, str | None, str | None, str | No
     return str(data)[:500], None, None, None
 
 
-def _retry_delay(attempt: int, retry_after: str | None) -> float | None:
-    """Seconds to wait before the next attempt, or None when the upstream asks for too long."""
+def retry_wait(attempt: int, *, retryable: bool, retry_after: str | None = None) -> float | None:
+    """The one retry policy of every upstream call, async (gateway) or sync (Celery workers):
+    seconds to wait before attempt `attempt + 1`, or None to give up — not retryable, the
+    ENGRAM_UPSTREAM_RETRIES budget spent, or a `retry-after` beyond ..._RETRY_MAX_WAIT.
+    Without `retry-after`: exponential backoff from ..._RETRY_BACKOFF, with jitter so the
+    callers of one failed moment do not all come back at once."""
+    if not retryable or attempt >= settings.ENGRAM_UPSTREAM_RETRIES:
+        return None
     if retry_after:
         try:
             wait = max(0.0, float(retry_after))
@@ -187,6 +189,10 @@ def _retry_delay(attempt: int, retry_after: str | None) -> float | None:
             return wait if wait <= settings.ENGRAM_UPSTREAM_RETRY_MAX_WAIT else None
     base = settings.ENGRAM_UPSTREAM_RETRY_BACKOFF * (2**attempt)
     return base * (0.5 + random.random() / 2)
+
+
+def retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
 
 
 class HttpProvider(Provider):
@@ -243,10 +249,8 @@ class HttpProvider(Provider):
                     response.release()
                 error = self.error_from(response.status, body, response.headers)
                 retry_after = response.headers.get("retry-after")
-                retryable = response.status == 429 or response.status >= 500
-            if not retryable or attempt >= settings.ENGRAM_UPSTREAM_RETRIES:
-                raise error
-            delay = _retry_delay(attempt, retry_after)
+                retryable = retryable_status(response.status)
+            delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
             if delay is None:
                 raise error
             await asyncio.sleep(delay)
@@ -301,10 +305,8 @@ class HttpProvider(Provider):
                         raise ApiError(502, "malformed upstream reply") from None
                 error = self.error_from(response.status_code, response.content, response.headers)
                 retry_after = response.headers.get("retry-after")
-                retryable = response.status_code == 429 or response.status_code >= 500
-            if not retryable or attempt >= settings.ENGRAM_UPSTREAM_RETRIES:
-                raise error
-            delay = _retry_delay(attempt, retry_after)
+                retryable = retryable_status(response.status_code)
+            delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
             if delay is None:
                 raise error
             time.sleep(delay)

