@@ -1,23 +1,16 @@
-"""Reads, always scoped by workspace (and by user where memories are concerned)."""
+"""Reads, always scoped by workspace (and by user where memories are concerned).
+
+Search (ranked memories and past messages) is memory.retrieval.search.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from django.db.models import QuerySet
 
 from accounts.models import Workspace
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
-from memory.retrieval import ranking
-
-# Fusion weights: a small recency term breaks near-ties toward what was said lately.
-RECENCY_WEIGHT = 0.2
-RRF_K = 60
-# Below this, a hit with no word in common with the query is noise, whatever its rank.
-MIN_SIMILARITY = 0.15
-MEMORY_WEIGHT = 0.85
-
 
 # --- conversations --------------------------------------------------------------------------
 
@@ -74,17 +67,6 @@ def memory_history(*, workspace: Workspace, memory_id: str) -> QuerySet:
     return MemoryEvent.objects.filter(workspace=workspace, memory_id=memory_id)
 
 
-def message_source(message: Message | dict) -> dict:
-    if isinstance(message, dict):
-        return message
-    return {
-        "message_id": message.id,
-        "conversation_id": message.conversation.external_id,
-        "created_at": int(message.created_at.timestamp()),
-        "metadata": message.metadata,
-    }
-
-
 def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[str, list[dict]]:
     """The messages each memory came from, oldest first (one query)."""
     through = Memory.sources.through
@@ -110,157 +92,6 @@ def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[s
             }
         )
     return found
-
-
-# --- retrieval ------------------------------------------------------------------------------
-
-
-@dataclass
-class Found:
-    """A ranked memory or past message, with why it ranked and where it came from."""
-
-    kind: str  # "memory" | "message"
-    obj: Memory | Message
-    score: float
-    similarity: float | None
-    ranks: dict[str, int]
-    sources: list[dict] = field(default_factory=list)
-
-    @property
-    def id(self) -> str:
-        return self.obj.id
-
-    def why(self) -> str:
-        parts = []
-        if "vector" in self.ranks:
-            parts.append(f"vector rank {self.ranks['vector']} (similarity {self.similarity:.2f})")
-        if "text" in self.ranks:
-            parts.append(f"full-text rank {self.ranks['text']}")
-        if "recency" in self.ranks:
-            parts.append(f"recency rank {self.ranks['recency']}")
-        return "; ".join(parts) + f"; fused score {self.score:.4f}"
-
-
-def _fuse(hits: list[ranking.Ranked], when: str, min_similarity: float) -> list[ranking.Ranked]:
-    """Add the recency term, drop what is neither a word match nor close enough, rank."""
-    by_age = sorted(hits, key=lambda h: h.row[when], reverse=True)
-    for rank, hit in enumerate(by_age):
-        hit.ranks["recency"] = rank + 1
-        hit.score += RECENCY_WEIGHT / (RRF_K + rank + 1)
-    kept = [h for h in hits if "text" in h.ranks or (h.similarity or 0.0) >= min_similarity]
-    return sorted(kept, key=lambda h: h.score, reverse=True)
-
-
-def memory_search(
-    *,
-    workspace: Workspace,
-    user_id: str,
-    query: str,
-    vector: list[float] | None,
-    limit: int,
-    min_similarity: float = 0.0,
-    with_sources: bool = False,
-) -> list[Found]:
-    hits = ranking.memories(
-        workspace_id=workspace.id,
-        user_id=user_id,
-        query=query,
-        vector=vector,
-        with_sources=with_sources,
-    )
-    found = []
-    for hit in _fuse(hits, "updated_at", min_similarity)[:limit]:
-        row = dict(hit.row)
-        sources = row.pop("sources", [])
-        memory = Memory(workspace=workspace, **row)
-        memory._state.adding = False
-        found.append(Found("memory", memory, hit.score, hit.similarity, hit.ranks, sources))
-    return found
-
-
-def message_search(
-    *,
-    workspace: Workspace,
-    user_id: str,
-    query: str,
-    vector: list[float] | None,
-    limit: int,
-    exclude_ids: Iterable[str] = (),
-    min_similarity: float = 0.0,
-    feedback: bool = False,
-) -> list[Found]:
-    hits = ranking.messages(
-        workspace_id=workspace.id,
-        user_id=user_id,
-        query=query,
-        vector=vector,
-        exclude_ids=list(exclude_ids),
-        feedback=feedback,
-    )
-    found, seen = [], set()
-    for hit in _fuse(hits, "created_at", min_similarity):
-        row = dict(hit.row)
-        conversation = Conversation(
-            id=row.pop("conversation_id"),
-            external_id=row.pop("conversation_external_id"),
-            workspace=workspace,
-            user_id=user_id,
-        )
-        message = Message(workspace=workspace, user_id=user_id, conversation=conversation, **row)
-        message._state.adding = False
-        key = " ".join(message.content.lower().split())
-        if key in seen:
-            continue  # the same words said twice are one piece of evidence
-        seen.add(key)
-        found.append(
-            Found(
-                "message", message, hit.score, hit.similarity, hit.ranks, [message_source(message)]
-            )
-        )
-        if len(found) == limit:
-            break
-    return found
-
-
-def search(
-    *, workspace: Workspace, user_id: str, query: str, vector: list[float] | None, limit: int
-) -> list[Found]:
-    """Memories and past messages in one ranking; an item adds evidence or it is left out."""
-    memories = memory_search(
-        workspace=workspace,
-        user_id=user_id,
-        query=query,
-        vector=vector,
-        limit=limit,
-        min_similarity=MIN_SIMILARITY,
-        with_sources=True,
-    )
-    messages = message_search(
-        workspace=workspace,
-        user_id=user_id,
-        query=query,
-        vector=vector,
-        limit=limit,
-        min_similarity=MIN_SIMILARITY,
-        feedback=True,
-    )
-    # A memory restates what its source messages said (offline extraction: nearly word for
-    # word); it takes a message's place only when it ranks clearly higher (LoCoMo: +0.8 R@10).
-    ranked = sorted(
-        memories + messages,
-        key=lambda f: f.score * (MEMORY_WEIGHT if f.kind == "memory" else 1.0),
-        reverse=True,
-    )
-    results, covered = [], set()
-    for found in ranked:
-        ids = {s["message_id"] for s in found.sources}
-        if ids and ids <= covered:
-            continue
-        covered |= ids
-        results.append(found)
-        if len(results) == limit:
-            break
-    return results
 
 
 # --- users ----------------------------------------------------------------------------------

@@ -7,10 +7,12 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from memory import selectors, tasks
+from memory import tasks
 from memory.embeddings import get_embedder
 from memory.models import Message, ProcessingJob
-from memory.retrieval import ranking
+from memory.retrieval import messages as message_ranking
+from memory.retrieval import search as selectors
+from memory.retrieval import terms
 from memory.services import conversation_get_or_create, messages_import
 from tests.factories import make_workspace
 
@@ -111,10 +113,10 @@ def test_feedback_rescores_candidates_by_the_words_the_best_matches_share(
     imported(workspace, "u", turns, django_capture_on_commit_callbacks)
     query = "What grows in Ana's garden?"
     vector = get_embedder().embed_one(query)
-    plain = ranking.messages(
+    plain = message_ranking.ranked(
         workspace_id=workspace.id, user_id="u", query=query, vector=vector, exclude_ids=[]
     )
-    fed = ranking.messages(
+    fed = message_ranking.ranked(
         workspace_id=workspace.id,
         user_id="u",
         query=query,
@@ -155,7 +157,7 @@ def test_feedback_reads_only_the_users_own_rows(offline, django_capture_on_commi
     )
     texts = [f.obj.text if f.kind == "memory" else f.obj.content for f in found]
     assert texts and all("jazz" not in t for t in texts)
-    stats = ranking.term_stats(workspace_id=workspace.id, user_id="u")
+    stats = terms.term_stats(workspace_id=workspace.id, user_id="u")
     assert "jazz" not in stats.df and stats.rows == 1
 
 
@@ -171,12 +173,12 @@ def test_erasing_a_user_drops_what_this_process_derived_from_them(
         [("Ana", "I keep bees in the garden.", DAY)],
         django_capture_on_commit_callbacks,
     )
-    assert ranking.speaker_names(workspace_id=workspace.id, user_id="u") == {"ana"}
-    assert ranking.term_stats(workspace_id=workspace.id, user_id="u").df
+    assert terms.speaker_names(workspace_id=workspace.id, user_id="u") == {"ana"}
+    assert terms.term_stats(workspace_id=workspace.id, user_id="u").df
     with django_capture_on_commit_callbacks(execute=True):
         user_delete(workspace=workspace, user_id="u")
-    assert ranking.speaker_names(workspace_id=workspace.id, user_id="u") == set()
-    assert ranking.term_stats(workspace_id=workspace.id, user_id="u").rows == 0
+    assert terms.speaker_names(workspace_id=workspace.id, user_id="u") == set()
+    assert terms.term_stats(workspace_id=workspace.id, user_id="u").rows == 0
 
 
 def test_a_memory_newer_than_the_cached_statistics_is_found_by_its_words():
@@ -192,7 +194,7 @@ def test_a_memory_newer_than_the_cached_statistics_is_found_by_its_words():
         )
 
     assert search("Ana's pottery and budget") == []  # nothing has the one selective word
-    assert ranking.term_stats(table="memory_memory", workspace_id=workspace.id, user_id="u").rows
+    assert terms.term_stats(table="memory_memory", workspace_id=workspace.id, user_id="u").rows
     memory_create(workspace=workspace, user_id="u", text="Ana started a pottery class.")
     found = search("Ana's pottery and budget")
     assert found[0].obj.text == "Ana started a pottery class."

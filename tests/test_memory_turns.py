@@ -396,7 +396,8 @@ def test_matching_what_a_client_resent():
 
 
 def test_text_matching_ignores_words_most_of_the_users_rows_contain():
-    from memory.retrieval import ranking
+    from memory.retrieval import messages as message_ranking
+    from memory.retrieval import terms
     from memory.services import conversation_get_or_create, messages_import
 
     workspace, _ = make_workspace()
@@ -408,15 +409,12 @@ def test_text_matching_ignores_words_most_of_the_users_rows_contain():
         conversation=conversation,
         messages=[{"role": "user", "content": t} for t in said],
     )
-    scope = "t.workspace_id = %(workspace)s AND t.user_id = %(user)s"
-    params = {"workspace": workspace.id, "user": "u"}
-    kept = ranking._selective(
-        "caroline | pottery | nothing", table="memory_message", scope=scope, params=params
-    )
+    stats = terms.term_stats(workspace_id=workspace.id, user_id="u")
+    kept = terms.selective("caroline | pottery | nothing", stats=stats)
     # The name is in every row; a word in none is kept (a row newer than the cached statistics
     # may hold it) but matches nothing.
     assert kept == "pottery | nothing"
-    hits = ranking.messages(
+    hits = message_ranking.ranked(
         workspace_id=workspace.id,
         user_id="u",
         query="Caroline pottery?",

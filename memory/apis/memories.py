@@ -10,6 +10,7 @@ from config.common.errors import ApiError
 from config.common.pagination import paginate
 from memory import selectors, services
 from memory.models import Memory
+from memory.retrieval.search import Found, search
 from memory.serializers import (
     MemoryCreateInput,
     MemoryUpdateInput,
@@ -96,7 +97,7 @@ class MemorySearchApi(APIView):
 
         data = _valid(SearchInput, request.data)
         vector = get_embedder().embed_one(data["query"])
-        results = selectors.search(
+        results = search(
             workspace=request.workspace,
             user_id=data["user_id"],
             query=data["query"],
@@ -106,7 +107,7 @@ class MemorySearchApi(APIView):
         return Response({"object": "list", "data": [search_result(f) for f in results]})
 
 
-def search_result(found: selectors.Found) -> dict:
+def search_result(found: Found) -> dict:
     if found.kind == "memory":
         body = memory_body(found.obj, found.sources)
     else:

@@ -11,10 +11,9 @@ import re
 
 from accounts.models import Workspace
 from config.common.errors import NOT_FOUND_CODES, NotFound
-from memory.models import Chunk, Collection, Document
-from memory.retrieval.hybrid import hybrid_search
+from memory.models import Collection
+from memory.retrieval import chunks
 
-_RRF_K = 60
 _SNIPPET_CHARS = 240
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -65,39 +64,30 @@ def knowledge_search(
     """The best chunks of the workspace's ready documents in these collections, best first.
 
     Each: {collection_id, document_id, title, chunk_index, heading, score, text, snippet};
-    score is the fused reciprocal-rank score scaled so a chunk first in both rankings scores 1.
+    score is the blend of memory.retrieval.fusion (cosine and BM25 normalized by the best
+    candidate), in [0, 1].
     """
     query = (query or "").strip()[:4000]
     if not collection_ids or not query or limit <= 0:
         return []
     from memory.embeddings import get_embedder
 
-    chunks = Chunk.objects.filter(
-        workspace=workspace,
-        collection_id__in=[str(c) for c in collection_ids],
-        document__status=Document.Status.READY,
-    ).defer("embedding", "search", "search_text")
-    hits = hybrid_search(
-        chunks,
-        query_text=query,
-        query_vector=get_embedder().embed_one(query),
-        limit=limit,
-        rrf_k=_RRF_K,
+    hits = chunks.ranked(
+        workspace_id=workspace.id,
+        collection_ids=[str(c) for c in collection_ids],
+        query=query,
+        vector=get_embedder().embed_one(query),
     )
-    titles = dict(
-        Document.objects.filter(id__in={h.obj.document_id for h in hits}).values_list("id", "title")
-    )
-    best = 2.0 / (_RRF_K + 1)
     return [
         {
-            "collection_id": hit.obj.collection_id,
-            "document_id": hit.obj.document_id,
-            "title": titles.get(hit.obj.document_id, ""),
-            "chunk_index": hit.obj.chunk_index,
-            "heading": hit.obj.heading,
-            "score": round(hit.score / best, 4),
-            "text": hit.obj.text,
-            "snippet": snippet(hit.obj.text, query),
+            "collection_id": hit.row["collection_id"],
+            "document_id": hit.row["document_id"],
+            "title": hit.row["title"],
+            "chunk_index": hit.row["chunk_index"],
+            "heading": hit.row["heading"],
+            "score": round(min(max(hit.score, 0.0), 1.0), 4),
+            "text": hit.row["text"],
+            "snippet": snippet(hit.row["text"], query),
         }
-        for hit in hits
+        for hit in hits[:limit]
     ]

@@ -6,7 +6,7 @@ from django.db import transaction
 
 from accounts.models import Workspace
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
-from memory.retrieval import ranking
+from memory.retrieval import terms
 
 
 @transaction.atomic
@@ -22,5 +22,5 @@ def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
     counts["sessions"] = Session.objects.filter(**scope).delete()[0]
     # This process's derived caches (speaker names, word counts) go too; other processes'
     # expire within a minute and only ever ranked the user's own, now deleted, rows.
-    transaction.on_commit(lambda: ranking.forget_user(workspace_id=workspace.id, user_id=user_id))
+    transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
     return counts

@@ -1,14 +1,15 @@
 """What a turn recalls — memories, past messages, knowledge — fitted into delimited blocks.
 
 Memories are ranked on a second database connection while this one ranks past messages (both
-exact per-user scans, see memory.retrieval.ranking); then context assembly fits everything in the budget.
+exact per-user scans, see memory.retrieval.fusion); then context assembly fits everything in
+the budget.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 
-from memory import selectors
+from memory.retrieval import search
 from memory.text import day_label, memory_date, speaker
 from memory.turn.assembly import Block, Item, assemble, budget_for, caps_for, history_units
 from memory.turn.contract import TurnContext
@@ -22,13 +23,13 @@ MIN_MESSAGE_SIMILARITY = 0.3  # a past message with no word in common must be th
 def _memory_hits(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
     if not query:
         return []
-    return selectors.memory_search(
+    return search.memory_search(
         workspace=ctx.workspace,
         user_id=ctx.user_id,
         query=query,
         vector=vector,
         limit=MEMORY_CANDIDATES,
-        min_similarity=selectors.MIN_SIMILARITY,
+        min_similarity=search.MIN_SIMILARITY,
         with_sources=dry_run,  # /v1/context explains where each memory came from
     )
 
@@ -51,7 +52,7 @@ def memory_hits_elsewhere(ctx: TurnContext, query: str, vector, dry_run: bool) -
     return _memory_hits(ctx, query, vector, dry_run)
 
 
-def _memory_item(found: selectors.Found) -> Item:
+def _memory_item(found: search.Found) -> Item:
     memory = found.obj
     return Item(
         kind="memory",
@@ -64,7 +65,7 @@ def _memory_item(found: selectors.Found) -> Item:
     )
 
 
-def _message_item(found: selectors.Found) -> Item:
+def _message_item(found: search.Found) -> Item:
     message = found.obj
     text = " ".join(message.content.split())
     return Item(
@@ -131,7 +132,7 @@ def recall_and_assemble(
     if memories is None:
         memories = _memory_hits(ctx, query, vector, dry_run)
     if query:
-        messages_found = selectors.message_search(
+        messages_found = search.message_search(
             workspace=workspace,
             user_id=user_id,
             query=query,

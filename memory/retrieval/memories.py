@@ -1,0 +1,62 @@
+"""One user's memories, ranked by the blend (memory.retrieval.fusion) in one SQL round trip.
+
+BM25 weighs the query's words by the user's cached memory statistics, after the words most of
+the user's memories contain are dropped (terms.selective): PostgreSQL's text matching has no
+IDF, and without it a question naming its subject would match every memory about the subject.
+"""
+
+from __future__ import annotations
+
+import json
+
+from memory.retrieval import fusion, terms
+
+COLUMNS = ["id", "user_id", "text", "kind", "event_date", "metadata", "created_at", "updated_at"]
+_SCOPE = "t.workspace_id = %(workspace)s AND t.user_id = %(user)s"
+
+# A memory's source messages, oldest first, as the API shows them (same round trip).
+_SOURCES = """
+LEFT JOIN LATERAL (
+    SELECT coalesce(json_agg(json_build_object(
+        'message_id', s.id, 'conversation_id', sc.external_id,
+        'created_at', floor(extract(epoch FROM s.created_at))::bigint, 'metadata', s.metadata
+    ) ORDER BY s.created_at, s.id), '[]') AS sources
+    FROM memory_memory_sources ms
+    JOIN memory_message s ON s.id = ms.message_id
+    JOIN memory_conversation sc ON sc.id = s.conversation_id
+    WHERE ms.memory_id = t.id
+) src ON true
+"""
+
+
+def ranked(
+    *, workspace_id: str, user_id: str, query: str, vector, with_sources: bool = False
+) -> list[fusion.Ranked]:
+    """The candidates, blended and ranked on each side, best first."""
+    columns = [f"t.{c}" for c in COLUMNS]
+    if with_sources:
+        columns.append("src.sources::text AS sources")
+    sql = fusion.statement(
+        table="memory_memory",
+        scope=_SCOPE,
+        columns=columns,
+        joins=_SOURCES if with_sources else "",
+        fence=True,
+    )
+    stats = terms.term_stats(table="memory_memory", workspace_id=workspace_id, user_id=user_id)
+    rows = fusion.run(
+        sql,
+        {"workspace": workspace_id, "user": user_id},
+        terms=terms.selective(terms.or_terms(query or ""), stats=stats),
+        stats=stats,
+        vector=vector,
+    )
+    names = [*COLUMNS, "sources"] if with_sources else COLUMNS
+    hits = []
+    for row in rows:
+        data = dict(zip(names, row[: len(names)], strict=True))
+        for key in ("metadata", "sources"):  # Django's psycopg setup leaves json as text
+            if isinstance(data.get(key), str):
+                data[key] = json.loads(data[key])
+        hits.append(fusion.Ranked(data["id"], data, similarity=row[-2], bm25=row[-1]))
+    return fusion.blend(hits, vector_share=fusion.MEMORY_VECTOR_SHARE)

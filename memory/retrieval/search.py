@@ -1,0 +1,163 @@
+"""Search of what a user said and what was remembered about them: the selectors callers use.
+
+`memory_search` and `message_search` rank one source each (memory.retrieval.memories and
+.messages, both on the blend of memory.retrieval.fusion), add the recency term and build model
+instances from the rows; `search` merges the two into one list, an item joining only when it
+adds evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from accounts.models import Workspace
+from memory.models import Conversation, Memory, Message
+from memory.retrieval import fusion, memories, messages
+
+MIN_SIMILARITY = fusion.MIN_SIMILARITY
+
+
+@dataclass
+class Found:
+    """A ranked memory or past message, with why it ranked and where it came from."""
+
+    kind: str  # "memory" | "message"
+    obj: Memory | Message
+    score: float
+    similarity: float | None
+    ranks: dict[str, int]
+    sources: list[dict] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.obj.id
+
+    def why(self) -> str:
+        parts = []
+        if "vector" in self.ranks:
+            parts.append(f"vector rank {self.ranks['vector']} (similarity {self.similarity:.2f})")
+        if "text" in self.ranks:
+            parts.append(f"full-text rank {self.ranks['text']}")
+        if "recency" in self.ranks:
+            parts.append(f"recency rank {self.ranks['recency']}")
+        return "; ".join(parts) + f"; blended score {self.score:.4f}"
+
+
+def message_source(message: Message) -> dict:
+    return {
+        "message_id": message.id,
+        "conversation_id": message.conversation.external_id,
+        "created_at": int(message.created_at.timestamp()),
+        "metadata": message.metadata,
+    }
+
+
+def memory_search(
+    *,
+    workspace: Workspace,
+    user_id: str,
+    query: str,
+    vector: list[float] | None,
+    limit: int,
+    min_similarity: float = 0.0,
+    with_sources: bool = False,
+) -> list[Found]:
+    hits = memories.ranked(
+        workspace_id=workspace.id,
+        user_id=user_id,
+        query=query,
+        vector=vector,
+        with_sources=with_sources,
+    )
+    found = []
+    for hit in fusion.with_recency(hits, when="updated_at", min_similarity=min_similarity)[:limit]:
+        row = dict(hit.row)
+        sources = row.pop("sources", [])
+        memory = Memory(workspace=workspace, **row)
+        memory._state.adding = False
+        found.append(Found("memory", memory, hit.score, hit.similarity, hit.ranks, sources))
+    return found
+
+
+def message_search(
+    *,
+    workspace: Workspace,
+    user_id: str,
+    query: str,
+    vector: list[float] | None,
+    limit: int,
+    exclude_ids: Iterable[str] = (),
+    min_similarity: float = 0.0,
+    feedback: bool = False,
+) -> list[Found]:
+    hits = messages.ranked(
+        workspace_id=workspace.id,
+        user_id=user_id,
+        query=query,
+        vector=vector,
+        exclude_ids=list(exclude_ids),
+        feedback=feedback,
+    )
+    found, seen = [], set()
+    for hit in fusion.with_recency(hits, when="created_at", min_similarity=min_similarity):
+        row = dict(hit.row)
+        conversation = Conversation(
+            id=row.pop("conversation_id"),
+            external_id=row.pop("conversation_external_id"),
+            workspace=workspace,
+            user_id=user_id,
+        )
+        message = Message(workspace=workspace, user_id=user_id, conversation=conversation, **row)
+        message._state.adding = False
+        key = " ".join(message.content.lower().split())
+        if key in seen:
+            continue  # the same words said twice are one piece of evidence
+        seen.add(key)
+        found.append(
+            Found(
+                "message", message, hit.score, hit.similarity, hit.ranks, [message_source(message)]
+            )
+        )
+        if len(found) == limit:
+            break
+    return found
+
+
+def search(
+    *, workspace: Workspace, user_id: str, query: str, vector: list[float] | None, limit: int
+) -> list[Found]:
+    """Memories and past messages in one ranking; an item adds evidence or it is left out."""
+    memories_found = memory_search(
+        workspace=workspace,
+        user_id=user_id,
+        query=query,
+        vector=vector,
+        limit=limit,
+        min_similarity=MIN_SIMILARITY,
+        with_sources=True,
+    )
+    messages_found = message_search(
+        workspace=workspace,
+        user_id=user_id,
+        query=query,
+        vector=vector,
+        limit=limit,
+        min_similarity=MIN_SIMILARITY,
+        feedback=True,
+    )
+    ranked = sorted(
+        memories_found + messages_found,
+        key=lambda f: f.score * (fusion.MEMORY_WEIGHT if f.kind == "memory" else 1.0),
+        reverse=True,
+    )
+    results, covered = [], set()
+    for found in ranked:
+        ids = {s["message_id"] for s in found.sources}
+        if ids and ids <= covered:
+            continue
+        covered |= ids
+        results.append(found)
+        if len(results) == limit:
+            break
+    return results
