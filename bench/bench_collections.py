@@ -5,7 +5,7 @@
 
 1. Ingestion: generated PDFs (English-like prose from the standard library's docstrings, about
    3,000 characters a page) are uploaded through the service; one real Celery worker process
-   (`celery worker -Q ingest --pool solo`, the default embedding settings) extracts, chunks and
+   (`celery worker -Q knowledge --pool solo`, the default embedding settings) extracts, chunks and
    embeds them. Timed from the first upload until every document is ready, after a warm-up
    document has loaded the model in the worker. Prints pages/s and chunks/s.
 2. Search: the collection is topped up to --chunks chunks (generated prose; vectors are random
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=10_000, help="chunks to search over")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--real-vectors", action="store_true", help="embed the filler too")
+    parser.add_argument("--keep", action="store_true", help="keep the workspace (to inspect)")
     args = parser.parse_args()
 
     import django
@@ -126,7 +127,7 @@ def main() -> None:
             "config",
             "worker",
             "-Q",
-            "ingest",
+            "knowledge",
             "--pool",
             "solo",
             "--loglevel",
@@ -241,8 +242,11 @@ def main() -> None:
         )
         print(f"knowledge_search over {total} chunks, {args.queries} queries: {figures}")
     finally:
-        services.collection_delete(workspace=workspace, collection=collection)
-        workspace.delete()
+        if args.keep:
+            print(f"kept: workspace {workspace.id}, collection {collection.id}")
+        else:
+            services.collection_delete(workspace=workspace, collection=collection)
+            workspace.delete()
 
 
 if __name__ == "__main__":

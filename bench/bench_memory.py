@@ -6,8 +6,8 @@ Runs against its own database (`engram_bench`) on the configured PostgreSQL (the
 default), filled once with `users x per-user` memories (100k by default) whose embeddings are
 real all-MiniLM-L6-v2 vectors of a few thousand distinct texts, reused, plus past messages.
 Figures:
-- enrichment overhead: prepare_turn (store the new message, embed the query, hybrid retrieval of
-  memories and past messages, assembly within the budget), in-process, upstream excluded;
+- enrichment overhead: prepare_turn (store the new message, embed the query, rank memories and
+  past messages (memory.retrieval), assembly within the budget), in-process, upstream excluded;
 - the same path over HTTP: POST /v1/context against a real uvicorn process (and its RSS);
 - extraction throughput of one Celery worker process (offline extractor) and its RSS.
 """

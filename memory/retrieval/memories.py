@@ -41,7 +41,9 @@ def ranked(
         scope=_SCOPE,
         columns=columns,
         joins=_SOURCES if with_sources else "",
-        fence=True,
+        # OFFSET 0 keeps the text match on the user's own rows: through the GIN index, a common
+        # word would first collect its postings across every user (measured: 9 ms against 2.5).
+        text_rows=f"(SELECT t.id, t.search FROM memory_memory t WHERE {_SCOPE} OFFSET 0) t",
     )
     stats = terms.term_stats(table="memory_memory", workspace_id=workspace_id, user_id=user_id)
     rows = fusion.run(

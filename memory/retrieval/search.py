@@ -151,7 +151,8 @@ def search(
         key=lambda f: f.score * (fusion.MEMORY_WEIGHT if f.kind == "memory" else 1.0),
         reverse=True,
     )
-    results, covered = [], set()
+    results: list[Found] = []
+    covered: set[str] = set()
     for found in ranked:
         ids = {s["message_id"] for s in found.sources}
         if ids and ids <= covered:

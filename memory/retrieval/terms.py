@@ -8,6 +8,7 @@ messages. Every cache here is a config.common.cache.TTLCache; `forget_user` drop
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -135,10 +136,13 @@ def _load_stats(table: str, workspace_id: str, owner: str) -> TermStats:
             params,
         )
         rows, avglen = cursor.fetchone()
+        # ts_stat counts in C what unnest + GROUP BY counted row by row (10k chunks: 190 ms
+        # against 720-930 ms); it takes its query as text, so the values are quoted in SQL.
+        inner = f"SELECT t.search FROM {table} t WHERE {where}".replace("%(workspace)s", "%L")
+        inner = inner.replace("%(owner)s", "%L")
         cursor.execute(
-            f"SELECT x.lexeme, count(*) FROM {table} t, unnest(t.search) x WHERE {where} "
-            "GROUP BY x.lexeme",
-            params,
+            "SELECT word, ndoc FROM ts_stat(format(%(inner)s, %(workspace)s, %(owner)s))",
+            {**params, "inner": inner},
         )
         df = dict(cursor.fetchall())
     return TermStats(rows, max(float(avglen), 1.0), df)
@@ -155,7 +159,7 @@ def collection_stats(*, workspace_id: str, collection_ids: list[str]) -> TermSta
     """The ready chunks of these collections: each collection's cached statistics, summed."""
     parts = [
         _collection_stats.get(
-            (workspace_id, cid), lambda cid=cid: _load_stats("memory_chunk", workspace_id, cid)
+            (workspace_id, cid), functools.partial(_load_stats, "memory_chunk", workspace_id, cid)
         )
         for cid in dict.fromkeys(collection_ids)
     ]
@@ -186,6 +190,22 @@ def selective(terms: str | None, *, stats: TermStats) -> str | None:
     lexemes = word_lexemes(words)
     kept = [w for w in words if lexemes[w] and min(stats.df.get(x, 0) for x in lexemes[w]) <= limit]
     return " | ".join(kept) if kept else None
+
+
+def rarest(terms: str | None, *, stats: TermStats, rows: int) -> str | None:
+    """The rarest words of `terms` whose rows add up to about `rows` (at least one word)."""
+    if not terms:
+        return None
+    words = terms.split(" | ")
+    lexemes = word_lexemes(words)
+    df = {w: max((stats.df.get(x, 0) for x in lexemes[w]), default=0) for w in words}
+    kept, total = [], 0
+    for word in sorted(words, key=lambda w: df[w]):
+        if kept and total + df[word] > rows:
+            break
+        kept.append(word)
+        total += df[word]
+    return " | ".join(kept)
 
 
 # --- speakers -----------------------------------------------------------------------------------
