@@ -199,7 +199,8 @@ def rarest(terms: str | None, *, stats: TermStats, rows: int) -> str | None:
     words = terms.split(" | ")
     lexemes = word_lexemes(words)
     df = {w: max((stats.df.get(x, 0) for x in lexemes[w]), default=0) for w in words}
-    kept, total = [], 0
+    kept: list[str] = []
+    total = 0
     for word in sorted(words, key=lambda w: df[w]):
         if kept and total + df[word] > rows:
             break
