@@ -102,6 +102,7 @@ def main() -> None:
     django.setup()
     import numpy as np
     from django.core.management import call_command
+    from django.db import connection
 
     from accounts.services import workspace_create
     from memory.embeddings import get_embedder
@@ -209,6 +210,10 @@ def main() -> None:
                 for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
             )
         total = Chunk.objects.filter(collection=collection).count()
+        # What autovacuum does within a minute of a bulk insert: without statistics the planner
+        # walks every chunk of the collection instead of the text index (text side 55 -> 12 ms).
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE memory_chunk")
         print(
             f"search corpus: {total} chunks (filled {missing} in {time.perf_counter() - fill_started:.0f}s)"
         )
