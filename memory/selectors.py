@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from django.db.models import QuerySet
 
@@ -17,6 +18,8 @@ RRF_K = 60
 # Below this, a hit with no word in common with the query is noise, whatever its rank.
 MIN_SIMILARITY = 0.15
 MEMORY_WEIGHT = 0.85
+
+Recalled = TypeVar("Recalled", Memory, Message)
 
 
 # --- conversations --------------------------------------------------------------------------
@@ -116,11 +119,11 @@ def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[s
 
 
 @dataclass
-class Found:
+class Found(Generic[Recalled]):
     """A ranked memory or past message, with why it ranked and where it came from."""
 
     kind: str  # "memory" | "message"
-    obj: Memory | Message
+    obj: Recalled
     score: float
     similarity: float | None
     ranks: dict[str, int]
@@ -160,7 +163,7 @@ def memory_search(
     limit: int,
     min_similarity: float = 0.0,
     with_sources: bool = False,
-) -> list[Found]:
+) -> list[Found[Memory]]:
     hits = ranking.memories(
         workspace_id=workspace.id,
         user_id=user_id,
@@ -188,7 +191,7 @@ def message_search(
     exclude_ids: Iterable[str] = (),
     min_similarity: float = 0.0,
     feedback: bool = False,
-) -> list[Found]:
+) -> list[Found[Message]]:
     hits = ranking.messages(
         workspace_id=workspace.id,
         user_id=user_id,
@@ -224,7 +227,7 @@ def message_search(
 
 def search(
     *, workspace: Workspace, user_id: str, query: str, vector: list[float] | None, limit: int
-) -> list[Found]:
+) -> list[Found[Memory] | Found[Message]]:
     """Memories and past messages in one ranking; an item adds evidence or it is left out."""
     memories = memory_search(
         workspace=workspace,
@@ -246,12 +249,14 @@ def search(
     )
     # A memory restates what its source messages said (offline extraction: nearly word for
     # word); it takes a message's place only when it ranks clearly higher (LoCoMo: +0.8 R@10).
+    candidates: list[Found[Memory] | Found[Message]] = [*memories, *messages]
     ranked = sorted(
-        memories + messages,
+        candidates,
         key=lambda f: f.score * (MEMORY_WEIGHT if f.kind == "memory" else 1.0),
         reverse=True,
     )
-    results, covered = [], set()
+    results: list[Found[Memory] | Found[Message]] = []
+    covered: set[str] = set()
     for found in ranked:
         ids = {s["message_id"] for s in found.sources}
         if ids and ids <= covered:

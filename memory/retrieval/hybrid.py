@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from django.contrib.postgres.search import SearchQuery, SearchRank
-from django.db.models import F, QuerySet
+from django.db.models import F, Model, QuerySet
 from pgvector.django import CosineDistance
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
@@ -84,9 +85,12 @@ _STOP = {
 }
 
 
+M = TypeVar("M", bound=Model)
+
+
 @dataclass
-class Hit:
-    obj: object
+class Hit(Generic[M]):
+    obj: M
     score: float
     similarity: float | None = None
     text_rank: float | None = None
@@ -110,7 +114,7 @@ def or_query(text: str) -> SearchQuery | None:
 
 
 def hybrid_search(
-    queryset: QuerySet,
+    queryset: QuerySet[M],
     *,
     query_text: str,
     query_vector: list[float] | None,
@@ -119,10 +123,10 @@ def hybrid_search(
     rrf_k: int = 60,
     vector_weight: float = 1.0,
     text_weight: float = 1.0,
-) -> list[Hit]:
-    hits: dict[object, Hit] = {}
+) -> list[Hit[M]]:
+    hits: dict[object, Hit[M]] = {}
 
-    def add(rows, kind: str, weight: float) -> None:
+    def add(rows: list[Any], kind: str, weight: float) -> None:  # rows carry .annotate()'s
         for rank, row in enumerate(rows):
             hit = hits.setdefault(row.pk, Hit(obj=row, score=0.0))
             hit.ranks[kind] = rank + 1

@@ -16,6 +16,7 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connection
 
@@ -449,7 +450,7 @@ def messages(
     speakers = speaker_names(workspace_id=workspace_id, user_id=user_id)
     content_words = " ".join(w for w in _WORDS.findall(query or "") if w.lower() not in speakers)
     terms = or_terms(content_words) if content_words else None
-    values = {
+    values: dict[str, Any] = {
         "workspace": workspace_id,
         "user": user_id,
         "exclude": list(exclude_ids),
@@ -491,7 +492,7 @@ def messages(
     for rank, (_, _, hit) in enumerate(
         sorted(
             (s for s in scored if s[2].similarity is not None),
-            key=lambda s: s[2].similarity,
+            key=lambda s: s[2].similarity or 0.0,  # None was filtered out above
             reverse=True,
         )
     ):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from memory.models import Conversation, Session
+from memory.models import Conversation, Memory, Session
+from memory.selectors import Found
 from memory.text import content_text, count_messages
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.conversation import load_and_store, relaxed_commit
@@ -37,7 +38,7 @@ class TurnState:
 
 # finish_turn tasks in flight, per (workspace, user): the next prepare_turn waits for them so a
 # reply stored a moment ago is history in the next turn.
-_inflight: dict[tuple[str, str], set[asyncio.Task]] = {}
+_inflight: dict[tuple[str, str], set[asyncio.Task[None]]] = {}
 
 
 async def _await_finishes(key: tuple[str, str]) -> None:
@@ -73,8 +74,11 @@ def _embed(text: str) -> list[float]:
 
 
 def _embed_then_memories(
-    ctx: TurnContext, query: str, dry_run: bool, vector_ready: concurrent.futures.Future
-) -> list:
+    ctx: TurnContext,
+    query: str,
+    dry_run: bool,
+    vector_ready: concurrent.futures.Future[list[float]],
+) -> list[Found[Memory]]:
     """On a worker thread: the query vector (handed over at once), then the memory ranking."""
     try:
         vector = _embed(query)
@@ -87,8 +91,9 @@ def _embed_then_memories(
 
 async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTurn:
     messages = list(ctx.body.get("messages") or [])
-    if not ctx.user_id:
-        explain = {}
+    user_id = ctx.user_id
+    if not user_id:
+        explain: dict = {}
         if dry_run:
             tokens = count_messages(messages)
             explain = {"context_tokens": tokens, "blocks": [{"name": "request", "tokens": tokens}]}
@@ -96,13 +101,13 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
     query = query_text(messages)
     # The query embedding (the costliest step), then the memory ranking on a second connection,
     # run beside the database work of storing the turn; past messages are ranked once it is done.
-    vector_ready: concurrent.futures.Future | None = None
-    memories = None
+    vector_ready: concurrent.futures.Future[list[float]] | None = None
+    memories: concurrent.futures.Future[list[Found[Memory]]] | None = None
     if query:
         vector_ready = concurrent.futures.Future()
         memories = parallel().submit(_embed_then_memories, ctx, query, dry_run, vector_ready)
     try:
-        await _await_finishes((ctx.workspace.id, ctx.user_id))
+        await _await_finishes((ctx.workspace.id, user_id))
         loaded = await sync_to_async(load_and_store)(ctx, messages, dry_run)
     except BaseException:
         if memories is not None:
@@ -140,9 +145,9 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
     if not dry_run and loaded.conversation is not None:
         state = TurnState(
             workspace_id=ctx.workspace.id,
-            user_id=ctx.user_id,
+            user_id=user_id,
             conversation_pk=loaded.conversation.pk,
-            conversation_id=conversation_id,
+            conversation_id=loaded.conversation.external_id,
             session_pk=loaded.session.pk if loaded.session else None,
             session_id=loaded.session_id,
             stored_ids=loaded.stored_ids,
@@ -188,7 +193,7 @@ def _finish(
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
             )
-            newest = stored.id
+            newest: str | None = stored.id
         else:
             newest = state.stored_ids[-1] if state.stored_ids else None
         extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)

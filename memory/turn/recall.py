@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 
 from memory import selectors
+from memory.models import Memory, Message
 from memory.text import day_label, memory_date, speaker
 from memory.turn.assembly import Block, Item, assemble, budget_for, caps_for, history_units
 from memory.turn.contract import TurnContext
@@ -24,7 +25,7 @@ def _memory_hits(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
         return []
     return selectors.memory_search(
         workspace=ctx.workspace,
-        user_id=ctx.user_id,
+        user_id=ctx.memory_user_id,
         query=query,
         vector=vector,
         limit=MEMORY_CANDIDATES,
@@ -51,7 +52,7 @@ def memory_hits_elsewhere(ctx: TurnContext, query: str, vector, dry_run: bool) -
     return _memory_hits(ctx, query, vector, dry_run)
 
 
-def _memory_item(found: selectors.Found) -> Item:
+def _memory_item(found: selectors.Found[Memory]) -> Item:
     memory = found.obj
     return Item(
         kind="memory",
@@ -64,7 +65,7 @@ def _memory_item(found: selectors.Found) -> Item:
     )
 
 
-def _message_item(found: selectors.Found) -> Item:
+def _message_item(found: selectors.Found[Message]) -> Item:
     message = found.obj
     text = " ".join(message.content.split())
     return Item(
@@ -126,7 +127,7 @@ def recall_and_assemble(
     """Past messages (and knowledge) here; memories too unless they were searched in parallel."""
     budget = budget_for(ctx.body, ctx.model)
     caps = caps_for(budget.total)
-    workspace, user_id = ctx.workspace, ctx.user_id
+    workspace, user_id = ctx.workspace, ctx.memory_user_id
     messages_found = []
     if memories is None:
         memories = _memory_hits(ctx, query, vector, dry_run)
