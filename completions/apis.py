@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts.requests import ApiRequest
 from completions import gateway
 from completions import request as chat_request
 from completions.catalogue import available_models
@@ -35,7 +36,8 @@ def _workspace_required() -> HttpResponse:
     ).response()
 
 
-def to_django(reply: gateway.Reply) -> HttpResponse:
+def to_django(reply: gateway.Reply) -> HttpResponseBase:
+    response: HttpResponseBase
     if reply.stream is not None:
         response = StreamingHttpResponse(
             reply.stream, status=reply.status, content_type=reply.content_type
@@ -48,7 +50,7 @@ def to_django(reply: gateway.Reply) -> HttpResponse:
 
 
 @csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: ApiRequest) -> HttpResponseBase:
     started = time.perf_counter()
     if request.method != "POST":
         return _method_not_allowed("POST")
@@ -63,7 +65,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     return to_django(reply)
 
 
-async def models_list(request: HttpRequest) -> HttpResponse:
+async def models_list(request: ApiRequest) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
     if request.workspace is None:
@@ -71,7 +73,7 @@ async def models_list(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"object": "list", "data": await available_models(request.workspace.id)})
 
 
-async def models_retrieve(request: HttpRequest, model_id: str) -> HttpResponse:
+async def models_retrieve(request: ApiRequest, model_id: str) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
     if request.workspace is None:
@@ -88,7 +90,7 @@ async def models_retrieve(request: HttpRequest, model_id: str) -> HttpResponse:
 
 
 @csrf_exempt
-async def context_preview(request: HttpRequest) -> HttpResponse:
+async def context_preview(request: ApiRequest) -> HttpResponse:
     if request.method != "POST":
         return _method_not_allowed("POST")
     if request.workspace is None:

@@ -22,6 +22,7 @@ import os
 import re
 import time
 from itertools import count
+from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
@@ -86,6 +87,7 @@ class CompletionsApp:
         # The work runs in this task; a watcher cancels it if the client hangs up, which
         # closes the upstream request (streaming or not).
         current = asyncio.current_task()
+        assert current is not None  # an ASGI app is always awaited inside a task
         state = {"done": False, "cut": False}
         watcher = asyncio.ensure_future(self._disconnect(receive, current, state))
         try:
@@ -180,10 +182,11 @@ class GatewayHandler(ASGIHandler):
     """Django for the gateway's other async views: only the async-native middleware."""
 
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
-        handler = convert_exception_to_response(self._get_response_async)
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
+        # Django's own async response path; private, so django-stubs leaves it out.
+        handler = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
         for path in reversed(GATEWAY_MIDDLEWARE):
             handler = convert_exception_to_response(import_string(path)(handler))
         self._middleware_chain = handler

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 
 from accounts.models import Workspace
@@ -33,7 +33,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
+    stream: AsyncGenerator[bytes, None] | None = None
     content_type: str = "application/json"
 
 
@@ -184,12 +184,12 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
     )
     turn.upstream_started = time.perf_counter()
     if turn.stream:
-        return await _stream(turn, call, body)
-    return await _complete(turn, call)
+        return await _stream(turn, route, prepared, call, body)
+    return await _complete(turn, route, prepared, call)
 
 
-async def _complete(turn: Turn, call: Call) -> Reply:
-    completion = await turn.route.provider.complete(call)
+async def _complete(turn: Turn, route: Route, prepared: PreparedTurn, call: Call) -> Reply:
+    completion = await route.provider.complete(call)
     turn.upstream_ms = completion.upstream_ms
     data = completion.data
     choices = data.get("choices") or []
@@ -200,12 +200,14 @@ async def _complete(turn: Turn, call: Call) -> Reply:
     else:
         payload = completion.raw if completion.raw is not None else dumps(data)
     turn.finish(status=200, assistant=first.get("message"), usage=data.get("usage"))
-    return Reply(200, {**turn.prepared.headers, **turn.timing_headers()}, payload)
+    return Reply(200, {**prepared.headers, **turn.timing_headers()}, payload)
 
 
-async def _stream(turn: Turn, call: Call, body: dict) -> Reply:
+async def _stream(
+    turn: Turn, route: Route, prepared: PreparedTurn, call: Call, body: dict
+) -> Reply:
     keepalive = conf().keepalive
-    opener = asyncio.get_running_loop().create_task(turn.route.provider.stream(call))
+    opener = asyncio.get_running_loop().create_task(route.provider.stream(call))
     try:
         done, _ = await asyncio.wait({opener}, timeout=keepalive)
     except asyncio.CancelledError:
@@ -216,7 +218,7 @@ async def _stream(turn: Turn, call: Call, body: dict) -> Reply:
         turn.upstream_ms = stream.upstream_ms
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     headers = {
-        **turn.prepared.headers,
+        **prepared.headers,
         **turn.timing_headers(),
         "cache-control": "no-cache",
         "x-accel-buffering": "no",

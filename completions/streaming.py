@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncGenerator
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -117,7 +117,7 @@ def _outgoing(chunk: Chunk, include_usage: bool, roles: set[int]) -> bytes | Non
 
 async def relay(
     turn: Finisher, opener: asyncio.Task, *, include_usage: bool, keepalive: float
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     stream: UpstreamStream | None = None
     pending: asyncio.Future | None = None
     assembler = Assembler()
@@ -203,7 +203,7 @@ async def relay(
         return
     if turn.engram:
         head = assembler.head or {}
-        last = {
+        last: dict[str, Any] = {
             "id": head.get("id"),
             "object": "chat.completion.chunk",
             "created": head.get("created"),

@@ -67,7 +67,7 @@ def message_body(message: Message, conversation: Conversation | None = None) -> 
         "id": message.id,
         "object": "conversation.message",
         "conversation_id": conversation.external_id,
-        "session_id": message.session.external_id if message.session_id else None,
+        "session_id": message.session.external_id if message.session is not None else None,
         "role": message.role,
         "name": message.name or None,
         "content": message.raw.get("content", message.content) if message.raw else message.content,
@@ -86,7 +86,9 @@ def session_body(session: Session) -> dict:
         "id": session.external_id,
         "object": "session",
         "user_id": session.user_id,
-        "conversation_id": session.conversation.external_id if session.conversation_id else None,
+        "conversation_id": (
+            session.conversation.external_id if session.conversation is not None else None
+        ),
         "created_at": _ts(session.created_at),
         "last_active_at": _ts(session.last_active_at),
     }
@@ -154,4 +156,5 @@ class ImportMessageInput(serializers.Serializer):
 
 class ImportInput(serializers.Serializer):
     user_id = UserIdField()
-    messages = ImportMessageInput(many=True, allow_empty=False, max_length=5000)
+    # DRF >= 3.15 hands max_length to the ListSerializer; the stubs (3.16.9) do not list it.
+    messages = ImportMessageInput(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]

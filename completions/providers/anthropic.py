@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -41,7 +42,7 @@ class AnthropicStream(HttpStream):
         super().__init__(response, upstream_ms)
         self.model = model
 
-    async def chunks(self):
+    async def chunks(self) -> AsyncIterator[Chunk]:
         base = {
             "id": "chatcmpl-",
             "object": "chat.completion.chunk",

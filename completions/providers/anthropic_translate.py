@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Any
 
 from django.conf import settings
 
 from config.common.errors import ApiError
 
-STOP_REASONS = {
+STOP_REASONS: dict[str | None, str] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -30,7 +31,7 @@ def _unsupported(param: str, what: str) -> ApiError:
     )
 
 
-def _text(content) -> str:
+def _text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -49,7 +50,7 @@ def _image(url: str, param: str) -> dict:
     return {"type": "image", "source": source}
 
 
-def _user_blocks(content, index: int) -> list[dict]:
+def _user_blocks(content: Any, index: int) -> list[dict]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     blocks = []
@@ -60,8 +61,9 @@ def _user_blocks(content, index: int) -> list[dict]:
             blocks.append({"type": "text", "text": part.get("text", "")})
         elif kind == "image_url":
             blocks.append(_image(part["image_url"]["url"], param))
-        elif kind == "file" and _DATA_URL.match(part.get("file", {}).get("file_data") or ""):
-            match = _DATA_URL.match(part["file"]["file_data"])
+        elif kind == "file" and (
+            match := _DATA_URL.match(part.get("file", {}).get("file_data") or "")
+        ):
             source = {"type": "base64", "media_type": match["mime"], "data": match["data"]}
             blocks.append({"type": "document", "source": source})
         else:
@@ -69,7 +71,7 @@ def _user_blocks(content, index: int) -> list[dict]:
     return blocks
 
 
-def _arguments(raw) -> dict:
+def _arguments(raw: Any) -> dict:
     if isinstance(raw, dict):
         return raw
     try:
@@ -108,7 +110,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         elif role == "user":
             _append(messages, "user", _user_blocks(message.get("content"), i))
         elif role == "assistant":
-            blocks = []
+            blocks: list[dict] = []
             text = _text(message.get("content"))
             if text:
                 blocks.append({"type": "text", "text": text})
@@ -188,11 +190,11 @@ def _tool(tool: dict) -> dict:
     return out
 
 
-def _tool_choice(choice, parallel) -> dict | None:
+def _tool_choice(choice: Any, parallel: Any) -> dict | None:
     if choice is None and parallel is not False:
         return None
     if choice in (None, "auto"):
-        out = {"type": "auto"}
+        out: dict = {"type": "auto"}
     elif choice == "required":
         out = {"type": "any"}
     elif choice == "none":

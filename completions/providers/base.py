@@ -12,7 +12,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -125,7 +125,7 @@ class Provider:
 # --- HTTP providers ---------------------------------------------------------------------------
 
 
-def upstream_error(status: int, content: bytes, headers) -> ApiError:
+def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
     """An upstream's error answer, in OpenAI's envelope: 4xx keep their status, 5xx become 502."""
     message, type_, param, code = _error_fields(content)
     passthrough = {}
@@ -312,7 +312,7 @@ class HttpProvider(Provider):
             time.sleep(delay)
             attempt += 1
 
-    def error_from(self, status: int, content: bytes, headers) -> ApiError:
+    def error_from(self, status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
         return upstream_error(status, content, headers)
 
 

@@ -10,8 +10,16 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 
-from completions.providers.base import Call, Chunk, Completion, Provider, UpstreamStream
+from completions.providers.base import (
+    Call,
+    Chunk,
+    Completion,
+    Provider,
+    Upstream,
+    UpstreamStream,
+)
 
 NAMES = ("local",)
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -58,7 +66,7 @@ class LocalStream(UpstreamStream):
     def __init__(self, body: dict) -> None:
         self.body = body
 
-    async def chunks(self):
+    async def chunks(self) -> AsyncIterator[Chunk]:
         text = reply_text(self.body["messages"])
         n = self.body.get("n") or 1
         base = {
@@ -115,5 +123,5 @@ class LocalProvider(Provider):
     async def stream(self, call: Call) -> UpstreamStream:
         return LocalStream(call.body)
 
-    async def list_models(self, upstream) -> list[str]:
+    async def list_models(self, upstream: Upstream | None) -> list[str]:
         return ["local"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 from completions.providers.base import (
     Call,
@@ -20,7 +21,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 class OpenAIStream(HttpStream):
-    async def chunks(self):
+    async def chunks(self) -> AsyncIterator[Chunk]:
         async for _event, raw in self.events():
             if raw == b"[DONE]":
                 self.complete = True

@@ -146,7 +146,7 @@ def _model_of(missing: type[ObjectDoesNotExist]):
     """The model whose DoesNotExist this is; a scan of a few dozen classes, on 404s only."""
     from django.apps import apps
 
-    return next((m for m in apps.get_models() if m.DoesNotExist is missing), None)
+    return next((m for m in apps.get_models() if getattr(m, "DoesNotExist", None) is missing), None)
 
 
 def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None):  # noqa: A002

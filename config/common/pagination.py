@@ -15,7 +15,7 @@ MAX_LIMIT = 100
 
 
 def parse_limit(raw: str | None, *, default: int = 20) -> int:
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return default
     try:
         limit = int(raw)

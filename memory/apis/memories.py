@@ -108,7 +108,7 @@ class MemorySearchApi(APIView):
 
 
 def search_result(found: Found) -> dict:
-    if found.kind == "memory":
+    if isinstance(found.obj, Memory):
         body = memory_body(found.obj, found.sources)
     else:
         message = found.obj

@@ -36,7 +36,10 @@ class SentenceTransformerEmbedder(Embedder):
         if not Path(path).exists() and model not in _BUNDLED:
             raise ValueError(f"embedding model {model!r} is not available offline")
         self.model = SentenceTransformer(path, device="cpu")
-        self.dimensions = self.model.get_embedding_dimension()
+        dimensions = self.model.get_embedding_dimension()
+        if dimensions is None:  # a model without a fixed output size cannot fill a vector column
+            raise ValueError(f"embedding model {model!r} does not report its dimensions")
+        self.dimensions = dimensions
         self._lock = threading.Lock()  # torch modules are not safe to call concurrently
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -179,7 +179,7 @@ def _claim(document_id: str) -> str:
     return "busy" if status == Document.Status.PROCESSING else "skip"
 
 
-def _touch(document_id: str, **fields) -> None:
+def _touch(document_id: str, **fields: object) -> None:
     updated = Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
         updated_at=timezone.now(), **fields
     )

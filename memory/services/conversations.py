@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -17,7 +18,10 @@ from memory.text import content_text, count_message, message_search_text
 STORED_ROLES = {"user", "assistant", "tool", "function"}
 
 
-def _owned(obj, user_id: str, what: str, external_id: str):
+Owned = TypeVar("Owned", Conversation, Session)
+
+
+def _owned(obj: Owned, user_id: str, what: str, external_id: str) -> Owned:
     if obj.user_id and obj.user_id != user_id:
         raise Forbidden(
             f"{what} '{external_id}' belongs to another user of this workspace.",
@@ -84,7 +88,7 @@ def session_resolve(
                 session = Session.objects.get(workspace=workspace, external_id=external_id)
         _owned(session, user_id, "Session", external_id)
         if not created and (session.conversation_id is None or _stale(session.last_active_at)):
-            changes = {"last_active_at": now}
+            changes: dict[str, object] = {"last_active_at": now}
             if session.conversation_id is None:
                 changes["conversation"] = conversation
             Session.objects.filter(pk=session.pk).update(**changes)
@@ -118,7 +122,7 @@ def _row(
     message_id: str,
     created_at: dt.datetime,
     metadata: dict | None = None,
-    **extra,
+    **extra: Any,
 ) -> Message:
     role = message.get("role", "user")
     name = str(message.get("name") or "")[:200]
@@ -155,7 +159,7 @@ def messages_append(
     conversation: Conversation,
     session: Session | None,
     messages: list[dict],
-    **extra,
+    **extra: Any,
 ) -> list[Message]:
     """Store a turn's messages as they arrived (embedded later, in the background)."""
     now = timezone.now()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Iterable
 
 from django.db import transaction
@@ -98,7 +99,13 @@ def memory_create(
     return memory
 
 
-_UNSET = object()
+class _Unset(enum.Enum):
+    """event_date not given (None clears it): a sentinel mypy can tell apart."""
+
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
 
 
 @transaction.atomic
@@ -108,7 +115,7 @@ def memory_update(
     memory: Memory,
     text: str | None = None,
     kind: str | None = None,
-    event_date=_UNSET,
+    event_date: dt.date | None | _Unset = _UNSET,
     metadata: dict | None = None,
     source_message_ids: Iterable[str] = (),
     actor: str = "api",
@@ -119,7 +126,7 @@ def memory_update(
     old_text = memory.text
     if kind is not None:
         memory.kind = kind
-    if event_date is not _UNSET:
+    if not isinstance(event_date, _Unset):
         memory.event_date = event_date
     if metadata is not None:
         memory.metadata = metadata

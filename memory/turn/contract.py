@@ -26,6 +26,13 @@ class TurnContext:
     session_id: str | None = None  # x-session-id, else the body's `session_id`
     collection_ids: list[str] = field(default_factory=list)  # x-collection-ids
 
+    @property
+    def memory_user_id(self) -> str:
+        """The user id, for code past prepare_turn's pass-through (which returns without one)."""
+        if not self.user_id:
+            raise RuntimeError("a turn without a user id stores and recalls nothing")
+        return self.user_id
+
 
 @dataclass
 class PreparedTurn:

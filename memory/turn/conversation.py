@@ -107,13 +107,14 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         session_resolve,
     )
 
-    workspace, user_id = ctx.workspace, ctx.user_id
+    workspace, user_id = ctx.workspace, ctx.memory_user_id
     if ctx.collection_ids:
         from memory.turn.recall import collections_check
 
         collections_check(ctx)
     conversation_messages = [m for m in messages if m.get("role") not in HEAD_ROLES]
     session = None
+    conversation: Conversation | None  # None only in a dry run that found nothing stored
     if ctx.session_id and not ctx.conversation_id:
         session = Session.objects.filter(workspace=workspace, external_id=ctx.session_id).first()
     if session is not None and session.conversation_id:
@@ -153,6 +154,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     stored_ids: list[str] = []
     session_id = ctx.session_id
     if not dry_run:
+        assert conversation is not None  # found or created above
         session = session_resolve(
             workspace=workspace,
             conversation=conversation,

@@ -16,6 +16,7 @@ from django.db import transaction
 
 from config.common import background
 from memory.models import Conversation, Session
+from memory.retrieval.search import Found
 from memory.text import content_text, count_messages
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.conversation import load_and_store, relaxed_commit
@@ -63,8 +64,11 @@ def _embed(text: str) -> list[float]:
 
 
 def _embed_then_memories(
-    ctx: TurnContext, query: str, dry_run: bool, vector_ready: concurrent.futures.Future
-) -> list:
+    ctx: TurnContext,
+    query: str,
+    dry_run: bool,
+    vector_ready: concurrent.futures.Future[list[float]],
+) -> list[Found]:
     """On a worker thread: the query vector (handed over at once), then the memory ranking."""
     try:
         vector = _embed(query)
@@ -77,8 +81,9 @@ def _embed_then_memories(
 
 async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTurn:
     messages = list(ctx.body.get("messages") or [])
-    if not ctx.user_id:
-        explain = {}
+    user_id = ctx.user_id
+    if not user_id:
+        explain: dict = {}
         if dry_run:
             tokens = count_messages(messages)
             explain = {"context_tokens": tokens, "blocks": [{"name": "request", "tokens": tokens}]}
@@ -86,14 +91,14 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
     query = query_text(messages)
     # The query embedding (the costliest step), then the memory ranking on a second connection,
     # run beside the database work of storing the turn; past messages are ranked once it is done.
-    vector_ready: concurrent.futures.Future | None = None
-    memories = None
+    vector_ready: concurrent.futures.Future[list[float]] | None = None
+    memories: concurrent.futures.Future[list[Found]] | None = None
     if query:
         vector_ready = concurrent.futures.Future()
         memories = parallel().submit(_embed_then_memories, ctx, query, dry_run, vector_ready)
     try:
         await background.wait_for(
-            _finishing(ctx.workspace.id, ctx.user_id), timeout=FINISH_WAIT_SECONDS
+            _finishing(ctx.workspace.id, user_id), timeout=FINISH_WAIT_SECONDS
         )
         loaded = await sync_to_async(load_and_store)(ctx, messages, dry_run)
     except BaseException:
@@ -132,9 +137,9 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
     if not dry_run and loaded.conversation is not None:
         state = TurnState(
             workspace_id=ctx.workspace.id,
-            user_id=ctx.user_id,
+            user_id=user_id,
             conversation_pk=loaded.conversation.pk,
-            conversation_id=conversation_id,
+            conversation_id=loaded.conversation.external_id,
             session_pk=loaded.session.pk if loaded.session else None,
             session_id=loaded.session_id,
             stored_ids=loaded.stored_ids,
@@ -180,7 +185,7 @@ def _finish(
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
             )
-            newest = stored.id
+            newest: str | None = stored.id
         else:
             newest = state.stored_ids[-1] if state.stored_ids else None
         extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)

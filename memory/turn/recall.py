@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
+from memory.models import Memory, Message
 from memory.retrieval import search
 from memory.text import day_label, memory_date, speaker
 from memory.turn.assembly import Block, Item, assemble, budget_for, caps_for, history_units
@@ -25,7 +26,7 @@ def _memory_hits(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
         return []
     return search.memory_search(
         workspace=ctx.workspace,
-        user_id=ctx.user_id,
+        user_id=ctx.memory_user_id,
         query=query,
         vector=vector,
         limit=MEMORY_CANDIDATES,
@@ -54,6 +55,7 @@ def memory_hits_elsewhere(ctx: TurnContext, query: str, vector, dry_run: bool) -
 
 def _memory_item(found: search.Found) -> Item:
     memory = found.obj
+    assert isinstance(memory, Memory)
     return Item(
         kind="memory",
         id=memory.id,
@@ -67,6 +69,7 @@ def _memory_item(found: search.Found) -> Item:
 
 def _message_item(found: search.Found) -> Item:
     message = found.obj
+    assert isinstance(message, Message)
     text = " ".join(message.content.split())
     return Item(
         kind="message",
@@ -127,7 +130,7 @@ def recall_and_assemble(
     """Past messages (and knowledge) here; memories too unless they were searched in parallel."""
     budget = budget_for(ctx.body, ctx.model)
     caps = caps_for(budget.total)
-    workspace, user_id = ctx.workspace, ctx.user_id
+    workspace, user_id = ctx.workspace, ctx.memory_user_id
     messages_found = []
     if memories is None:
         memories = _memory_hits(ctx, query, vector, dry_run)

@@ -20,15 +20,15 @@ class Command(BaseCommand):
         key_file = data_dir() / "demo_api_key"
         raw = key_file.read_text().strip() if key_file.exists() else ""
         principal = resolve_sync(raw) if raw else None
-        if principal is None or principal.workspace is None:
+        workspace = principal.workspace if principal is not None else None
+        if workspace is None:
             workspace = Workspace.objects.filter(name=DEMO_NAME).first() or workspace_create(
                 name=DEMO_NAME
             )
             raw = api_key_create(workspace=workspace, name="demo").raw_key
             key_file.write_text(raw + "\n")
             key_file.chmod(0o600)
-            principal = resolve_sync(raw)
-        self.stdout.write(f"Workspace: {principal.workspace.id} ({principal.workspace.name})")
+        self.stdout.write(f"Workspace: {workspace.id} ({workspace.name})")
         self.stdout.write(f"API key: {raw}")
         self._ensure_superuser()
 

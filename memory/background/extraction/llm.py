@@ -9,11 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
+from accounts.models import Workspace
 from completions.providers import llm as chat_llm
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
-from memory.models import Message, ProcessingJob
+from memory.models import Memory, Message, ProcessingJob
 from memory.services.memories import (
     memory_add_sources,
     memory_create,
@@ -28,6 +31,8 @@ CHUNK_CHARS = 12_000
 NEIGHBOURS = 5
 NEIGHBOUR_SIMILARITY = 0.3
 KINDS = {"fact", "preference", "plan", "relation", "event"}
+
+T = TypeVar("T")
 
 
 class MalformedOutput(Exception):
@@ -66,7 +71,7 @@ def _parse(reply: str) -> dict:
     return data
 
 
-def ask_json(*, workspace, system: str, user: str, validate) -> object:
+def ask_json(*, workspace: Workspace, system: str, user: str, validate: Callable[[dict], T]) -> T:
     last = ""
     for _ in range(ATTEMPTS):
         reply = chat_llm.chat(
@@ -108,7 +113,9 @@ def _actions(data: dict) -> list[dict]:
 
 
 def _chunks(rows: list[Message]) -> list[list[Message]]:
-    chunks, current, size = [], [], 0
+    chunks: list[list[Message]] = []
+    current: list[Message] = []
+    size = 0
     for row in rows:
         if row.role not in ("user", "assistant") or not row.content:
             continue
@@ -152,13 +159,20 @@ def _fact_sources(fact: dict, chunk: list[Message]) -> list[str]:
     return picked or [m.id for m in chunk if m.role == "user"]
 
 
-def _apply(*, job, chunk, facts, store: UserMemories, counts: dict) -> None:
+def _apply(
+    *,
+    job: ProcessingJob,
+    chunk: list[Message],
+    facts: list[dict],
+    store: UserMemories,
+    counts: dict[str, int],
+) -> None:
     workspace, user_id = job.workspace, job.conversation.user_id
     learned_on = chunk[-1].created_at.date()
     vectors = get_embedder().embed(
         [memory_search_text(text=f["text"], when=_date(f.get("date")) or learned_on) for f in facts]
     )
-    neighbours: dict[str, object] = {}
+    neighbours: dict[str, Memory] = {}
     for vector in vectors:
         for memory, _ in store.nearest(vector, k=NEIGHBOURS, min_similarity=NEIGHBOUR_SIMILARITY):
             neighbours.setdefault(memory.id, memory)
@@ -186,7 +200,8 @@ def _apply(*, job, chunk, facts, store: UserMemories, counts: dict) -> None:
         sources = _fact_sources(fact or {}, chunk)
         target = numbered.get(str(action.get("id")))
         text = str(action.get("text") or (fact or {}).get("text") or "").strip()
-        kind = (fact or {}).get("kind") if (fact or {}).get("kind") in KINDS else "fact"
+        stated_kind = (fact or {}).get("kind")
+        kind = str(stated_kind) if stated_kind in KINDS else "fact"
         if event == "ADD" and text:
             if any(m.text.strip().lower() == text.lower() for m in store.memories):
                 continue  # the same words again (a re-run): nothing new
