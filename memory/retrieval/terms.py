@@ -192,13 +192,20 @@ def selective(terms: str | None, *, stats: TermStats) -> str | None:
     return " | ".join(kept) if kept else None
 
 
-def rarest(terms: str | None, *, stats: TermStats, rows: int) -> str | None:
-    """The rarest words of `terms` whose rows add up to about `rows` (at least one word)."""
+def rarest(
+    terms: str | None, *, stats: TermStats, rows: int, most: int | None = None
+) -> str | None:
+    """The rarest words of `terms` whose rows add up to about `rows` (at least one word).
+
+    None when even the rarest word is in more than `most` rows: matching it would read them all.
+    """
     if not terms:
         return None
     words = terms.split(" | ")
     lexemes = word_lexemes(words)
     df = {w: max((stats.df.get(x, 0) for x in lexemes[w]), default=0) for w in words}
+    if most is not None and min(df.values()) > most:
+        return None
     kept: list[str] = []
     total = 0
     for word in sorted(words, key=lambda w: df[w]):
