@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from completions import routing
 from completions.providers.base import Upstream
 from completions.providers.registry import PROVIDERS, upstream_for
+from config.common.cache import TTLCache
 
 logger = logging.getLogger("engram.models")
 
-_UPSTREAM_TTL = 60.0
-_cache: dict[tuple[str, str, str], tuple[float, list[str]]] = {}
+# Per upstream (provider, base URL, credential): one /models call a minute, shared by callers.
+_upstream_names: TTLCache[tuple[str, str, str], list[str]] = TTLCache(ttl=60.0, max_entries=1000)
 
 
 def model_body(model_id: str, owned_by: str, created: int = 0) -> dict:
@@ -25,17 +25,14 @@ def model_body(model_id: str, owned_by: str, created: int = 0) -> dict:
 
 
 async def _upstream_models(provider: str, upstream: Upstream) -> list[str]:
-    key = (provider, upstream.base_url, upstream.source)
-    cached = _cache.get(key)
-    if cached and cached[0] > time.monotonic():
-        return cached[1]
-    try:
-        names = await PROVIDERS[provider].list_models(upstream)
-    except Exception as exc:  # an upstream without /models must not break the listing
-        logger.info("upstream %s did not list models: %s", provider, type(exc).__name__)
-        names = []
-    _cache[key] = (time.monotonic() + _UPSTREAM_TTL, names)
-    return names
+    async def load() -> list[str]:
+        try:
+            return await PROVIDERS[provider].list_models(upstream)
+        except Exception as exc:  # an upstream without /models must not break the listing
+            logger.info("upstream %s did not list models: %s", provider, type(exc).__name__)
+            return []
+
+    return await _upstream_names.aget((provider, upstream.base_url, upstream.source), load)
 
 
 async def available_models(workspace_id: str) -> list[dict]:
