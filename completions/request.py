@@ -1,8 +1,10 @@
 """The one parser of a chat request: body and Engram's headers -> a TurnContext.
 
-Every door calls it: the lean ASGI door and the Django view (both through
-`gateway.chat_completions`) and `POST /v1/context`. Every rule about Engram's input lives here
-and nowhere else:
+Every door calls `turn_context`: the lean ASGI door and the Django view (both through
+`gateway.chat_completions`) and `POST /v1/context`. Every rule about Engram's headers and own
+body fields lives here and nowhere else; the OpenAI body itself is checked by
+completions.validation (`parse_body` here is its two steps; the gateway calls them one by one,
+to name the model in the usage record of a body it refuses):
 
 - x-user-id (else the body's `user`), x-conversation-id, x-session-id (else the body's
   `session_id`): 1-200 characters of letters, digits and . _ : @ + - / =

@@ -19,8 +19,12 @@ def door(request, settings):
     settings.ENGRAM_GATEWAY_FAST_PATH = request.param == "asgi"
     path = "/v1/context" if request.param == "context" else "/v1/chat/completions"
 
-    def post(http, headers):
-        return http.post(path, json=BODY, headers=headers)
+    def post(http, headers, content: bytes | None = None):
+        if content is None:
+            return http.post(path, json=BODY, headers=headers)
+        return http.post(
+            path, content=content, headers={"content-type": "application/json", **headers}
+        )
 
     return post
 
@@ -91,3 +95,44 @@ def test_rest_apis_name_the_domain_field(http, owner):
     resp = http.get(f"/v1/collections/{col['id']}/documents/doc_nope")
     error = assert_envelope(resp, 404, code="document_not_found")
     assert error["param"] == "document_id"
+
+
+HOSTILE_BODIES = [
+    (
+        "nul-in-content",
+        rb'{"model":"m","messages":[{"role":"user","content":"a\u0000b"}]}',
+        "messages[0].content",
+    ),
+    (
+        "lone-surrogate",
+        rb'{"model":"m","messages":[{"role":"user","content":"\ud800x"}]}',
+        "messages[0].content",
+    ),
+    (
+        "surrogate-model",
+        rb'{"model":"\udc00","messages":[{"role":"user","content":"hi"}]}',
+        "model",
+    ),
+    (
+        "nul-in-metadata-key",
+        rb'{"model":"m","messages":[{"role":"user","content":"hi"}],"metadata":{"k\u0000":"v"}}',
+        "metadata.k\x00",
+    ),
+    ("deep-json", b"[" * 100_000 + b"]" * 100_000, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "param"), [c[1:] for c in HOSTILE_BODIES], ids=[c[0] for c in HOSTILE_BODIES]
+)
+@pytest.mark.parametrize("user", [{"x-user-id": "u"}, {}], ids=["with-user", "no-user"])
+def test_unstorable_bodies_are_400_naming_the_field(door, http, upstream, content, param, user):
+    error = assert_envelope(door(http, user, content), 400)
+    assert error["param"] == param
+    assert upstream.chat_requests() == []
+
+
+def test_an_escaped_surrogate_pair_is_an_ordinary_character(door, http, upstream):
+    content = rb'{"model":"local","messages":[{"role":"user","content":"smile \ud83d\ude00"}]}'
+    resp = door(http, {"x-user-id": "u"}, content)
+    assert resp.status_code == 200, resp.text

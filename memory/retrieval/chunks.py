@@ -34,7 +34,8 @@ _MATCHED = (
 MATCH_ROWS = 500
 # A query whose rarest word is in more chunks than this ranks by its vector alone: its text side
 # read every match's tsvector (a word in 2k of 10k chunks: 75 ms) to tell apart chunks that all
-# share a common word. Never reached under ~2.5k chunks, where the common-word cut comes first.
+# share a common word. Under ~2.5k chunks a word that common is already cut from a query of two
+# or more words (terms.selective); only a one-word query reaches this there.
 MATCH_MOST = 500
 _DOCUMENT = "JOIN memory_document doc ON doc.id = t.document_id"
 
