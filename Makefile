@@ -22,11 +22,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The browser tests drive Debian's Chromium; Playwright's own browser download is unreachable.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
+
 run: $(STAMP)
 	$(PY) -m config.embedded.supervisor
 
 # Lint, format, types, then the tests; the first failure stops it.
-test: lint
+test: lint $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -5,6 +5,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from tests.browser import chromium, page  # noqa: F401  (fixtures for the browser tests)
 from tests.factories import make_workspace
 from tests.livesrv import ThreadedServer
 
@@ -130,3 +131,11 @@ def upstream(_upstream_server, settings):
     settings.ANTHROPIC_API_KEY = "sk-ant-upstream-test"
     yield _upstream_server
     _upstream_server.reset()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
