@@ -20,7 +20,12 @@ from memory.retrieval.search import Found
 from memory.text import content_text, count_messages
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.conversation import load_and_store, relaxed_commit
-from memory.turn.recall import memory_hits_elsewhere, parallel, recall_and_assemble
+from memory.turn.recall import (
+    knowledge_only,
+    memory_hits_elsewhere,
+    parallel,
+    recall_and_assemble,
+)
 
 QUERY_CHARS = 2000
 FINISH_WAIT_SECONDS = 10.0
@@ -79,10 +84,52 @@ def _embed_then_memories(
     return memory_hits_elsewhere(ctx, query, vector, dry_run)
 
 
+def _explain(assembly, budget, stored_ids: list[str]) -> dict:
+    return {
+        "context_tokens": assembly.tokens,
+        "budget": {
+            "context_window": budget.window,
+            "reserved_for_completion": budget.reserved,
+            "available": budget.total,
+        },
+        "blocks": assembly.blocks,
+        "stored_message_ids": stored_ids,
+    }
+
+
+def _sources(ctx: TurnContext, assembly) -> dict:
+    if not ctx.collection_ids:
+        return {}
+    return {"sources": [s for item in assembly.used.get("knowledge", []) for s in item.sources]}
+
+
+async def _knowledge_only(ctx: TurnContext, messages: list[dict]) -> PreparedTurn:
+    """A turn without a user that names collections: knowledge, nothing remembered."""
+    assembly, budget = await sync_to_async(knowledge_only)(ctx, query_text(messages), messages)
+    engram = {
+        "session_id": None,
+        "conversation_id": None,
+        "memories_used": 0,
+        "messages_retrieved": 0,
+        "history_messages": 0,
+        "context_tokens": assembly.tokens,
+        **_sources(ctx, assembly),
+    }
+    headers = {"x-engram-memories-used": "0", "x-engram-context-tokens": str(assembly.tokens)}
+    return PreparedTurn(
+        messages=assembly.messages,
+        engram=engram,
+        headers=headers,
+        explain=_explain(assembly, budget, []),
+    )
+
+
 async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTurn:
     messages = list(ctx.body.get("messages") or [])
     user_id = ctx.user_id
     if not user_id:
+        if ctx.collection_ids:
+            return await _knowledge_only(ctx, messages)
         explain: dict = {}
         if dry_run:
             tokens = count_messages(messages)
@@ -113,7 +160,6 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
         ctx, loaded, query, vector, messages, dry_run, memories
     )
     memories_used = len(assembly.used.get("memories", []))
-    knowledge = [s for item in assembly.used.get("knowledge", []) for s in item.sources]
     conversation_id = loaded.conversation.external_id if loaded.conversation else None
     engram = {
         "session_id": loaded.session_id,
@@ -122,9 +168,8 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
         "messages_retrieved": len(assembly.used.get("retrieved_messages", [])),
         "history_messages": len(assembly.history_ids),
         "context_tokens": assembly.tokens,
+        **_sources(ctx, assembly),
     }
-    if ctx.collection_ids:
-        engram["sources"] = knowledge
     headers = {
         "x-engram-memories-used": str(memories_used),
         "x-engram-context-tokens": str(assembly.tokens),
@@ -144,18 +189,12 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             session_id=loaded.session_id,
             stored_ids=loaded.stored_ids,
         )
-    explain = {
-        "context_tokens": assembly.tokens,
-        "budget": {
-            "context_window": budget.window,
-            "reserved_for_completion": budget.reserved,
-            "available": budget.total,
-        },
-        "blocks": assembly.blocks,
-        "stored_message_ids": loaded.stored_ids,
-    }
     return PreparedTurn(
-        messages=assembly.messages, engram=engram, headers=headers, explain=explain, state=state
+        messages=assembly.messages,
+        engram=engram,
+        headers=headers,
+        explain=_explain(assembly, budget, loaded.stored_ids),
+        state=state,
     )
 
 
