@@ -19,7 +19,7 @@ from memory.models import Conversation, Session
 from memory.retrieval.search import Found
 from memory.text import content_text, count_messages
 from memory.turn.contract import PreparedTurn, TurnContext
-from memory.turn.conversation import load_and_store, relaxed_commit
+from memory.turn.conversation import fingerprint, load_and_store, relaxed_commit
 from memory.turn.recall import (
     knowledge_only,
     memory_hits_elsewhere,
@@ -40,6 +40,7 @@ class TurnState:
     session_pk: str | None
     session_id: str | None
     stored_ids: list[str] = field(default_factory=list)
+    fingerprint: str | None = None  # found by its history: this request's transcript's
 
 
 def _finishing(workspace_id: str, user_id: str) -> tuple[str, str, str]:
@@ -188,6 +189,7 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             session_pk=loaded.session.pk if loaded.session else None,
             session_id=loaded.session_id,
             stored_ids=loaded.stored_ids,
+            fingerprint=loaded.fingerprint,
         )
     return PreparedTurn(
         messages=assembly.messages,
@@ -201,7 +203,7 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
 def _finish(
     ctx: TurnContext, state: TurnState, assistant: dict | None, usage: dict | None, incomplete: bool
 ) -> None:
-    from memory.services.conversations import messages_append
+    from memory.services.conversations import conversation_fingerprint_set, messages_append
     from memory.services.processing import extraction_enqueue, summary_enqueue
 
     conversation = Conversation.objects.get(pk=state.conversation_pk)
@@ -225,6 +227,11 @@ def _finish(
                 completion_tokens=usage.get("completion_tokens"),
             )
             newest: str | None = stored.id
+            if state.fingerprint is not None:  # the next request resends this transcript
+                conversation_fingerprint_set(
+                    conversation=conversation,
+                    fingerprint=fingerprint([message], state.fingerprint),
+                )
         else:
             newest = state.stored_ids[-1] if state.stored_ids else None
         extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)
