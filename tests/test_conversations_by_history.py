@@ -29,7 +29,9 @@ def _ask(sdk, messages, *, stream=False) -> tuple[str, dict]:
     if stream:
         chunks = list(sdk.chat.completions.create(model="m", messages=messages, stream=True))
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        engram = next(c.model_extra["engram"] for c in chunks if (c.model_extra or {}).get("engram"))
+        engram = next(
+            c.model_extra["engram"] for c in chunks if (c.model_extra or {}).get("engram")
+        )
         return text, engram
     completion = sdk.chat.completions.create(model="m", messages=messages)
     return completion.choices[0].message.content, completion.model_extra["engram"]

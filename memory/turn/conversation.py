@@ -34,7 +34,9 @@ def _text(message: dict) -> str:
 def _normalized(message: dict) -> str:
     """A message as a fingerprint sees it: role, text (as _text), tool call ids."""
     text = _text(message)
-    calls = ",".join(str(c.get("id")) for c in message.get("tool_calls") or [] if isinstance(c, dict))
+    calls = ",".join(
+        str(c.get("id")) for c in message.get("tool_calls") or [] if isinstance(c, dict)
+    )
     return f"{message.get('role')}\x1f{text}\x1f{calls}\x1f{message.get('tool_call_id') or ''}"
 
 
