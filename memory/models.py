@@ -52,7 +52,7 @@ class Conversation(models.Model):
             models.Index(fields=["workspace", "user_id", "-updated_at"]),
             # A turn without a conversation id finds its conversation by the history it resent.
             models.Index(
-                fields=["workspace", "user_id", "fingerprint"],
+                fields=["workspace", "user_id", "fingerprint", "-updated_at"],
                 name="conversation_fingerprint",
                 condition=~models.Q(fingerprint=""),
             ),

@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from memory.models import Conversation, Message
+from memory.turn.conversation import fingerprint, resent_history
 from tests.test_memory_turns import ctx, finish, prepare
 from tests.upstream import Reply, openai_completion, openai_stream
 
@@ -35,6 +36,14 @@ def _ask(sdk, messages, *, stream=False) -> tuple[str, dict]:
         return text, engram
     completion = sdk.chat.completions.create(model="m", messages=messages)
     return completion.choices[0].message.content, completion.model_extra["engram"]
+
+
+def _settled(count: int) -> None:
+    """Wait for the replies stored after the responses (so none is written after the test)."""
+    deadline = time.monotonic() + 10
+    while Message.objects.count() < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Message.objects.count() == count
 
 
 def _transcript(conversation_id: str, length: int) -> list[tuple[str, str]]:
@@ -108,6 +117,7 @@ def test_a_first_message_alone_is_a_new_chat_each_time(sdk, upstream):
     hi = [{"role": "user", "content": "Hi"}]
     ids = {_ask(sdk, hi)[1]["conversation_id"] for _ in range(2)}
     assert len(ids) == 2  # OpenAI's semantics: a request without an assistant turn starts a chat
+    _settled(4)
 
 
 def test_a_different_system_prompt_or_branch_is_another_conversation(sdk, upstream):
@@ -118,6 +128,7 @@ def test_a_different_system_prompt_or_branch_is_another_conversation(sdk, upstre
     assert other["conversation_id"] != first["conversation_id"]
     _, same = _ask(sdk, [SYSTEM, *answered])
     assert same["conversation_id"] == first["conversation_id"]
+    _settled(8)  # 2 + 4 in the French chat (all new to it) + 2 continuing the first
 
 
 def test_an_explicit_conversation_id_still_wins(sdk, upstream):
@@ -129,6 +140,7 @@ def test_an_explicit_conversation_id_still_wins(sdk, upstream):
         extra_headers={"x-conversation-id": "my-chat"},
     )
     assert named.model_extra["engram"]["conversation_id"] == "my-chat"
+    _settled(6)
 
 
 def test_tool_results_and_a_failed_turn_stay_in_the_conversation(owner):
@@ -157,3 +169,33 @@ def test_tool_results_and_a_failed_turn_stay_in_the_conversation(owner):
     assert Conversation.objects.count() == 1
     contents = list(Message.objects.order_by("created_at", "id").values_list("content", flat=True))
     assert contents.count("And tomorrow?") == 1
+
+
+def test_the_fingerprint_rolls_and_ignores_spacing():
+    a = [SYSTEM, {"role": "user", "content": "Hi"}]
+    b = [{"role": "assistant", "content": "Hello  there.\n"}]
+    assert fingerprint(a + b) == fingerprint(b, fingerprint(a)) != fingerprint(a)
+    spaced = [{"role": "assistant", "content": " Hello there. "}]
+    assert fingerprint(a + spaced) == fingerprint(a + b)
+    assert fingerprint([{"role": "user", "content": "Hello there."}]) != fingerprint(b)
+    assert resent_history([*a, *b, {"role": "user", "content": "?"}]) == a + b
+    assert resent_history(a) == [] and fingerprint([]) == ""
+
+
+def test_the_lookup_is_one_query_on_the_fingerprint_index(owner):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from memory.turn.conversation import _found_by_history
+
+    hi = {"role": "user", "content": "Hi"}
+    context = ctx(owner[0], [hi, {"role": "assistant", "content": "Hello"}, hi], user_id="u")
+    with CaptureQueriesContext(connection) as queries:
+        found = _found_by_history(context, context.body["messages"])
+    assert found.conversation is None and len(queries) == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        sql = queries[0]["sql"]
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "conversation_fingerprint" in plan, plan

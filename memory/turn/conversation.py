@@ -62,21 +62,30 @@ def resent_history(messages: list[dict]) -> list[dict]:
     return []
 
 
-def _found_by_history(ctx: TurnContext, messages: list[dict]) -> tuple[Conversation | None, int]:
+@dataclass
+class ByHistory:
+    conversation: Conversation | None  # None: no history, or none matched (a new conversation)
+    resent: int  # the request's conversation messages that the history holds
+    fingerprint: str  # of the request's whole transcript
+
+
+def _found_by_history(ctx: TurnContext, messages: list[dict]) -> ByHistory:
     """Without any id: the user's conversation whose transcript, as of its last turn, is the
-    history this request resent (one indexed query), and how many of the request's
-    conversation messages that history holds. No history: a new conversation."""
+    history this request resent (one indexed query). No history: a new conversation."""
     history = resent_history(messages)
+    before = fingerprint(history)
+    whole = fingerprint(messages[len(history) :], before)
     if not history:
-        return None, 0
+        return ByHistory(None, 0, whole)
     conversation = (
         Conversation.objects.filter(
-            workspace=ctx.workspace, user_id=ctx.memory_user_id, fingerprint=fingerprint(history)
+            workspace=ctx.workspace, user_id=ctx.memory_user_id, fingerprint=before
         )
         .order_by("-updated_at")
         .first()
     )
-    return conversation, sum(1 for m in history if m.get("role") not in HEAD_ROLES)
+    resent = sum(1 for m in history if m.get("role") not in HEAD_ROLES)
+    return ByHistory(conversation, resent if conversation else 0, whole)
 
 
 def _same(stored: dict, incoming: dict) -> bool:
@@ -165,7 +174,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     if ctx.session_id and not ctx.conversation_id:
         session = Session.objects.filter(workspace=workspace, external_id=ctx.session_id).first()
     resent = 0  # conversation messages the client resent as the found conversation's history
-    auto = False  # found by the history it resent (no conversation or session id)
+    whole: str | None = None  # found by the history it resent: the request's fingerprint
     serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
     if session is not None and session.conversation_id:
         conversation = Conversation.objects.get(pk=session.conversation_id)
@@ -174,8 +183,8 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
                 workspace=workspace, external_id=conversation.external_id, user_id=user_id
             )  # raises the 403
     elif not ctx.conversation_id and not ctx.session_id:
-        auto = True
-        conversation, resent = _found_by_history(ctx, messages)
+        found = _found_by_history(ctx, messages)
+        conversation, resent, whole = found.conversation, found.resent, found.fingerprint
         if conversation is None and not dry_run:
             conversation = conversation_create(
                 workspace=workspace, external_id=f"auto:{uuid.uuid4().hex[:24]}", user_id=user_id
@@ -244,5 +253,5 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         exclude_ids=exclude,
         stored_ids=stored_ids,
         serve_history=serve,
-        fingerprint=fingerprint(messages) if auto else None,
+        fingerprint=whole,
     )
