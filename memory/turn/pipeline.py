@@ -18,6 +18,7 @@ from config.common import background
 from memory.models import Conversation, Session
 from memory.retrieval.search import Found
 from memory.text import content_text, count_messages
+from memory.turn.assembly import Assembly, Budget
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.conversation import fingerprint, load_and_store, relaxed_commit
 from memory.turn.recall import (
@@ -85,7 +86,7 @@ def _embed_then_memories(
     return memory_hits_elsewhere(ctx, query, vector, dry_run)
 
 
-def _explain(assembly, budget, stored_ids: list[str]) -> dict:
+def _explain(assembly: Assembly, budget: Budget, stored_ids: list[str]) -> dict:
     return {
         "context_tokens": assembly.tokens,
         "budget": {
@@ -98,7 +99,7 @@ def _explain(assembly, budget, stored_ids: list[str]) -> dict:
     }
 
 
-def _sources(ctx: TurnContext, assembly) -> dict:
+def _sources(ctx: TurnContext, assembly: Assembly) -> dict:
     if not ctx.collection_ids:
         return {}
     return {"sources": [s for item in assembly.used.get("knowledge", []) for s in item.sources]}
