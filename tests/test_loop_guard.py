@@ -11,6 +11,16 @@ from completions.providers import hops
 from completions.services import provider_credential_set
 
 
+@pytest.fixture(autouse=True)
+def _fresh_model_listings():
+    """Upstream /models listings are cached a minute per base URL: none leaks into other tests."""
+    from completions import catalogue
+
+    catalogue._upstream_names.clear()
+    yield
+    catalogue._upstream_names.clear()
+
+
 @pytest.fixture
 def looped(engram_server, settings):
     """OPENAI_BASE_URL points at the live Engram under test (and its key is no Engram key)."""
