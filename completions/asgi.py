@@ -32,6 +32,7 @@ from django.utils.module_loading import import_string
 from accounts.authentication import bearer_token, resolve_async
 from completions import gateway
 from completions.conf import conf
+from completions.providers import hops
 from config.common.errors import ApiError, error_body, invalid_api_key
 from config.common.logging import request_id_var
 
@@ -40,6 +41,7 @@ logger = logging.getLogger("engram.gateway")
 GATEWAY_MIDDLEWARE = (
     "config.common.middleware.RequestIdMiddleware",
     "config.common.middleware.ErrorEnvelopeMiddleware",
+    "completions.middleware.LoopGuardMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
 )
 _CLIENT_ID = re.compile(
@@ -71,6 +73,9 @@ class CompletionsApp:
         request_id = incoming if _CLIENT_ID.match(incoming) else _new_request_id()
         request_id_var.set(request_id)
         base = [(b"x-request-id", request_id.encode())]
+        looped = hops.refused(headers.get(hops.HEADER))
+        if looped is not None:  # before the key: a looping Engram sends its upstream's key
+            return await self._error(send, looped, base)
         token = bearer_token(headers.get("authorization", ""))
         principal = await resolve_async(token) if token else None
         if principal is None:  # as ApiKeyMiddleware: the key before anything else

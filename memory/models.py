@@ -32,6 +32,13 @@ class Conversation(models.Model):
         max_length=40, blank=True, default="", help_text="last message id folded into the summary"
     )
     metadata = models.JSONField(default=dict, blank=True)
+    fingerprint = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="A conversation found without an id: digest of its transcript as of its last "
+        "turn (memory.turn.conversation.fingerprint)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -41,7 +48,15 @@ class Conversation(models.Model):
                 fields=["workspace", "external_id"], name="conversation_external_id_unique"
             )
         ]
-        indexes = [models.Index(fields=["workspace", "user_id", "-updated_at"])]
+        indexes = [
+            models.Index(fields=["workspace", "user_id", "-updated_at"]),
+            # A turn without a conversation id finds its conversation by the history it resent.
+            models.Index(
+                fields=["workspace", "user_id", "fingerprint", "-updated_at"],
+                name="conversation_fingerprint",
+                condition=~models.Q(fingerprint=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.external_id

@@ -150,7 +150,7 @@ class AnthropicProvider(HttpProvider):
 
         async with session().get(
             _api_root(upstream.base_url) + "/models",
-            headers=self.request_headers(upstream),
+            headers=self.marked_headers(upstream),
             timeout=timeout(read=3.0),
         ) as response:
             if response.status != 200:

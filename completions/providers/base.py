@@ -19,6 +19,7 @@ import aiohttp
 import httpx
 from django.conf import settings
 
+from completions.providers import hops
 from config.common.background import spawn
 from config.common.errors import ApiError
 
@@ -213,7 +214,7 @@ class HttpProvider(Provider):
         if upstream is None:
             raise ApiError(400, f"The {self.name} provider is not configured.", param="model")
         content = json.dumps(payload).encode()
-        headers = self.request_headers(upstream)
+        headers = self.marked_headers(upstream)
         url = self.endpoint(upstream)
         started = time.perf_counter()
         attempt = 0
@@ -247,7 +248,7 @@ class HttpProvider(Provider):
                     body = b""
                 finally:
                     response.release()
-                error = self.error_from(response.status, body, response.headers)
+                error = self.refusal(upstream, response.status, body, response.headers)
                 retry_after = response.headers.get("retry-after")
                 retryable = retryable_status(response.status)
             delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
@@ -291,7 +292,7 @@ class HttpProvider(Provider):
                 response = sync_client().post(
                     self.endpoint(upstream),
                     content=json.dumps(payload).encode(),
-                    headers=self.request_headers(upstream),
+                    headers=self.marked_headers(upstream),
                     timeout=timeout,
                 )
             except httpx.HTTPError as exc:
@@ -303,7 +304,9 @@ class HttpProvider(Provider):
                         return response.json()
                     except ValueError:
                         raise ApiError(502, "malformed upstream reply") from None
-                error = self.error_from(response.status_code, response.content, response.headers)
+                error = self.refusal(
+                    upstream, response.status_code, response.content, response.headers
+                )
                 retry_after = response.headers.get("retry-after")
                 retryable = retryable_status(response.status_code)
             delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
@@ -312,8 +315,21 @@ class HttpProvider(Provider):
             time.sleep(delay)
             attempt += 1
 
+    def marked_headers(self, upstream: Upstream) -> dict[str, str]:
+        """request_headers plus the loop guard's mark (completions.providers.hops)."""
+        return {**self.request_headers(upstream), hops.HEADER: hops.outgoing()}
+
     def error_from(self, status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
         return upstream_error(status, content, headers)
+
+    def refusal(
+        self, upstream: Upstream, status: int, content: bytes, headers: Mapping[str, str]
+    ) -> ApiError:
+        """The upstream's error answer; an Engram refusing our own mark names what to fix."""
+        error = self.error_from(status, content, headers)
+        if status == 400 and error.code == hops.CODE:
+            return hops.loop_error(self.name, upstream.source)
+        return error
 
 
 async def sse_events(byte_chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:

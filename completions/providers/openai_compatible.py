@@ -76,7 +76,7 @@ class OpenAICompatibleProvider(HttpProvider):
 
         async with session().get(
             upstream.base_url.rstrip("/") + "/models",
-            headers=self.request_headers(upstream),
+            headers=self.marked_headers(upstream),
             timeout=timeout(read=3.0),
         ) as response:
             if response.status != 200:

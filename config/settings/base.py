@@ -32,6 +32,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.common.middleware.RequestIdMiddleware",
     "config.common.middleware.ErrorEnvelopeMiddleware",
+    "completions.middleware.LoopGuardMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

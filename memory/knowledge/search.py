@@ -59,24 +59,32 @@ def snippet(text: str, query: str, *, width: int = _SNIPPET_CHARS) -> str:
 
 
 def knowledge_search(
-    *, workspace: Workspace, collection_ids: list[str], query: str, limit: int
+    *,
+    workspace: Workspace,
+    collection_ids: list[str],
+    query: str,
+    limit: int,
+    vector: list[float] | None = None,
 ) -> list[dict]:
     """The best chunks of the workspace's ready documents in these collections, best first.
 
     Each: {collection_id, document_id, title, chunk_index, heading, score, text, snippet};
     score is the blend of memory.retrieval.fusion (cosine and BM25 normalized by the best
-    candidate), in [0, 1].
+    candidate), in [0, 1]. `vector`: the query's embedding when the caller already has it (a
+    chat turn embeds its query once).
     """
     query = (query or "").strip()[:4000]
     if not collection_ids or not query or limit <= 0:
         return []
-    from memory.embeddings import get_embedder
+    if vector is None:
+        from memory.embeddings import get_embedder
 
+        vector = get_embedder().embed_one(query)
     hits = chunks.ranked(
         workspace_id=workspace.id,
         collection_ids=[str(c) for c in collection_ids],
         query=query,
-        vector=get_embedder().embed_one(query),
+        vector=vector,
     )
     return [
         {

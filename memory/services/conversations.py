@@ -58,6 +58,20 @@ def conversation_get_or_create(
     return _owned(conversation, user_id, "Conversation", external_id), created
 
 
+def conversation_create(*, workspace: Workspace, external_id: str, user_id: str) -> Conversation:
+    """A new conversation under an id Engram chose (no lookup: the id is fresh)."""
+    return Conversation.objects.create(
+        workspace=workspace, external_id=external_id, user_id=user_id
+    )
+
+
+def conversation_fingerprint_set(*, conversation: Conversation, fingerprint: str) -> None:
+    """The transcript's fingerprint as of the turn just stored (memory.turn.conversation)."""
+    Conversation.objects.filter(pk=conversation.pk).update(
+        fingerprint=fingerprint, updated_at=timezone.now()
+    )
+
+
 def session_resolve(
     *,
     workspace: Workspace,

@@ -2,11 +2,16 @@
 
 With an x-conversation-id the client may send only its new messages: the conversation's earlier
 turns come back from the store. A client that resends its whole history stores nothing twice.
+Without a conversation or session id, the history the client resent names the conversation: the
+user's conversation whose fingerprint (its transcript as of its last turn, system prompt
+included) is that history's; else a new one. A request with no assistant message yet is a new
+chat, as in OpenAI's API.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -20,26 +25,73 @@ HISTORY_ROWS = 400  # stored messages considered for de-duplication and server-s
 HEAD_ROLES = ("system", "developer")
 
 
-def _conversation_key(ctx: TurnContext, conversation_messages: list[dict]) -> tuple[str, bool]:
-    """(external id, whether history is served) for the turn's conversation.
+def _text(message: dict) -> str:
+    """A message's text with its whitespace collapsed: what a client echoes back may differ
+    from what Engram stored in spacing (stripped, re-wrapped), never in its words."""
+    return " ".join(content_text(message.get("content")).split())
 
-    Only an explicit x-conversation-id asks for server-side history. Without one, a session id
-    names the conversation; else the first message does, so a client that resends its whole
-    history keeps landing in the same conversation and nothing is stored twice.
+
+def _normalized(message: dict) -> str:
+    """A message as a fingerprint sees it: role, text (as _text), tool call ids."""
+    text = _text(message)
+    calls = ",".join(
+        str(c.get("id")) for c in message.get("tool_calls") or [] if isinstance(c, dict)
+    )
+    return f"{message.get('role')}\x1f{text}\x1f{calls}\x1f{message.get('tool_call_id') or ''}"
+
+
+def fingerprint(messages: list[dict], start: str = "") -> str:
+    """A rolling digest of a transcript: fingerprint(a + b) == fingerprint(b, fingerprint(a)).
+
+    System and developer messages count: two chats with different instructions are two
+    conversations. The empty transcript's fingerprint is "".
     """
-    if ctx.conversation_id:
-        return ctx.conversation_id, True
-    if ctx.session_id:
-        return f"session:{ctx.session_id}", False
-    first = content_text(conversation_messages[0].get("content")) if conversation_messages else ""
-    digest = hashlib.sha256(f"{ctx.user_id}\x00{first}".encode()).hexdigest()[:24]
-    return f"auto:{digest}", False
+    digest = start
+    for message in messages:
+        step = f"{digest}\x1e{_normalized(message)}".encode()
+        digest = hashlib.sha256(step).hexdigest()[:32]
+    return digest
+
+
+def resent_history(messages: list[dict]) -> list[dict]:
+    """What a client that resends its transcript sent as history: everything up to its last
+    assistant message (the new part is what follows: a user message, or tool results)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "assistant":
+            return messages[: index + 1]
+    return []
+
+
+@dataclass
+class ByHistory:
+    conversation: Conversation | None  # None: no history, or none matched (a new conversation)
+    resent: int  # the request's conversation messages that the history holds
+    fingerprint: str  # of the request's whole transcript
+
+
+def _found_by_history(ctx: TurnContext, messages: list[dict]) -> ByHistory:
+    """Without any id: the user's conversation whose transcript, as of its last turn, is the
+    history this request resent (one indexed query). No history: a new conversation."""
+    history = resent_history(messages)
+    before = fingerprint(history)
+    whole = fingerprint(messages[len(history) :], before)
+    if not history:
+        return ByHistory(None, 0, whole)
+    conversation = (
+        Conversation.objects.filter(
+            workspace=ctx.workspace, user_id=ctx.memory_user_id, fingerprint=before
+        )
+        .order_by("-updated_at")
+        .first()
+    )
+    resent = sum(1 for m in history if m.get("role") not in HEAD_ROLES)
+    return ByHistory(conversation, resent if conversation else 0, whole)
 
 
 def _same(stored: dict, incoming: dict) -> bool:
     if stored.get("role") != incoming.get("role"):
         return False
-    if content_text(stored.get("content")).strip() != content_text(incoming.get("content")).strip():
+    if _text(stored) != _text(incoming):
         return False
     if stored.get("tool_call_id") != incoming.get("tool_call_id"):
         return False
@@ -72,6 +124,9 @@ class Loaded:
     exclude_ids: list[str]
     stored_ids: list[str]
     serve_history: bool
+    # Found by its history: the fingerprint of this request's whole transcript, which the reply
+    # extends into the conversation's new fingerprint (finish_turn).
+    fingerprint: str | None = None
     # An enclosing transaction (a test's) hides its rows from other connections: then all
     # retrieval stays on this thread's connection instead of running in parallel.
     in_transaction: bool = False
@@ -102,6 +157,7 @@ def relaxed_commit() -> None:
 
 def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loaded:
     from memory.services.conversations import (
+        conversation_create,
         conversation_get_or_create,
         messages_append,
         session_resolve,
@@ -117,15 +173,24 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     conversation: Conversation | None  # None only in a dry run that found nothing stored
     if ctx.session_id and not ctx.conversation_id:
         session = Session.objects.filter(workspace=workspace, external_id=ctx.session_id).first()
+    resent = 0  # conversation messages the client resent as the found conversation's history
+    whole: str | None = None  # found by the history it resent: the request's fingerprint
+    serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
     if session is not None and session.conversation_id:
         conversation = Conversation.objects.get(pk=session.conversation_id)
-        serve = False
         if conversation.user_id != user_id:
             conversation_get_or_create(
                 workspace=workspace, external_id=conversation.external_id, user_id=user_id
             )  # raises the 403
+    elif not ctx.conversation_id and not ctx.session_id:
+        found = _found_by_history(ctx, messages)
+        conversation, resent, whole = found.conversation, found.resent, found.fingerprint
+        if conversation is None and not dry_run:
+            conversation = conversation_create(
+                workspace=workspace, external_id=f"auto:{uuid.uuid4().hex[:24]}", user_id=user_id
+            )
     else:
-        external_id, serve = _conversation_key(ctx, conversation_messages)
+        external_id = ctx.conversation_id or f"session:{ctx.session_id}"
         if dry_run:
             conversation = Conversation.objects.filter(
                 workspace=workspace, external_id=external_id
@@ -149,6 +214,9 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         rows.reverse()
     stored = [r["raw"] for r in rows]
     k = matched_prefix(stored, conversation_messages, truncated=len(rows) == HISTORY_ROWS)
+    # Found by its history: that history is stored, even after an unanswered message of a turn
+    # that failed (which matched_prefix alone would not see past).
+    k = max(k, resent)
     new = conversation_messages[k:]
     before = rows[: max(0, len(rows) - k)]
     stored_ids: list[str] = []
@@ -185,4 +253,5 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         exclude_ids=exclude,
         stored_ids=stored_ids,
         serve_history=serve,
+        fingerprint=whole,
     )

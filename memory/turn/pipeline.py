@@ -18,9 +18,15 @@ from config.common import background
 from memory.models import Conversation, Session
 from memory.retrieval.search import Found
 from memory.text import content_text, count_messages
+from memory.turn.assembly import Assembly, Budget
 from memory.turn.contract import PreparedTurn, TurnContext
-from memory.turn.conversation import load_and_store, relaxed_commit
-from memory.turn.recall import memory_hits_elsewhere, parallel, recall_and_assemble
+from memory.turn.conversation import fingerprint, load_and_store, relaxed_commit
+from memory.turn.recall import (
+    knowledge_only,
+    memory_hits_elsewhere,
+    parallel,
+    recall_and_assemble,
+)
 
 QUERY_CHARS = 2000
 FINISH_WAIT_SECONDS = 10.0
@@ -35,6 +41,7 @@ class TurnState:
     session_pk: str | None
     session_id: str | None
     stored_ids: list[str] = field(default_factory=list)
+    fingerprint: str | None = None  # found by its history: this request's transcript's
 
 
 def _finishing(workspace_id: str, user_id: str) -> tuple[str, str, str]:
@@ -79,10 +86,52 @@ def _embed_then_memories(
     return memory_hits_elsewhere(ctx, query, vector, dry_run)
 
 
+def _explain(assembly: Assembly, budget: Budget, stored_ids: list[str]) -> dict:
+    return {
+        "context_tokens": assembly.tokens,
+        "budget": {
+            "context_window": budget.window,
+            "reserved_for_completion": budget.reserved,
+            "available": budget.total,
+        },
+        "blocks": assembly.blocks,
+        "stored_message_ids": stored_ids,
+    }
+
+
+def _sources(ctx: TurnContext, assembly: Assembly) -> dict:
+    if not ctx.collection_ids:
+        return {}
+    return {"sources": [s for item in assembly.used.get("knowledge", []) for s in item.sources]}
+
+
+async def _knowledge_only(ctx: TurnContext, messages: list[dict]) -> PreparedTurn:
+    """A turn without a user that names collections: knowledge, nothing remembered."""
+    assembly, budget = await sync_to_async(knowledge_only)(ctx, query_text(messages), messages)
+    engram = {
+        "session_id": None,
+        "conversation_id": None,
+        "memories_used": 0,
+        "messages_retrieved": 0,
+        "history_messages": 0,
+        "context_tokens": assembly.tokens,
+        **_sources(ctx, assembly),
+    }
+    headers = {"x-engram-memories-used": "0", "x-engram-context-tokens": str(assembly.tokens)}
+    return PreparedTurn(
+        messages=assembly.messages,
+        engram=engram,
+        headers=headers,
+        explain=_explain(assembly, budget, []),
+    )
+
+
 async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTurn:
     messages = list(ctx.body.get("messages") or [])
     user_id = ctx.user_id
     if not user_id:
+        if ctx.collection_ids:
+            return await _knowledge_only(ctx, messages)
         explain: dict = {}
         if dry_run:
             tokens = count_messages(messages)
@@ -113,7 +162,6 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
         ctx, loaded, query, vector, messages, dry_run, memories
     )
     memories_used = len(assembly.used.get("memories", []))
-    knowledge = [s for item in assembly.used.get("knowledge", []) for s in item.sources]
     conversation_id = loaded.conversation.external_id if loaded.conversation else None
     engram = {
         "session_id": loaded.session_id,
@@ -122,9 +170,8 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
         "messages_retrieved": len(assembly.used.get("retrieved_messages", [])),
         "history_messages": len(assembly.history_ids),
         "context_tokens": assembly.tokens,
+        **_sources(ctx, assembly),
     }
-    if ctx.collection_ids:
-        engram["sources"] = knowledge
     headers = {
         "x-engram-memories-used": str(memories_used),
         "x-engram-context-tokens": str(assembly.tokens),
@@ -143,26 +190,21 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             session_pk=loaded.session.pk if loaded.session else None,
             session_id=loaded.session_id,
             stored_ids=loaded.stored_ids,
+            fingerprint=loaded.fingerprint,
         )
-    explain = {
-        "context_tokens": assembly.tokens,
-        "budget": {
-            "context_window": budget.window,
-            "reserved_for_completion": budget.reserved,
-            "available": budget.total,
-        },
-        "blocks": assembly.blocks,
-        "stored_message_ids": loaded.stored_ids,
-    }
     return PreparedTurn(
-        messages=assembly.messages, engram=engram, headers=headers, explain=explain, state=state
+        messages=assembly.messages,
+        engram=engram,
+        headers=headers,
+        explain=_explain(assembly, budget, loaded.stored_ids),
+        state=state,
     )
 
 
 def _finish(
     ctx: TurnContext, state: TurnState, assistant: dict | None, usage: dict | None, incomplete: bool
 ) -> None:
-    from memory.services.conversations import messages_append
+    from memory.services.conversations import conversation_fingerprint_set, messages_append
     from memory.services.processing import extraction_enqueue, summary_enqueue
 
     conversation = Conversation.objects.get(pk=state.conversation_pk)
@@ -186,6 +228,11 @@ def _finish(
                 completion_tokens=usage.get("completion_tokens"),
             )
             newest: str | None = stored.id
+            if state.fingerprint is not None:  # the next request resends this transcript
+                conversation_fingerprint_set(
+                    conversation=conversation,
+                    fingerprint=fingerprint([message], state.fingerprint),
+                )
         else:
             newest = state.stored_ids[-1] if state.stored_ids else None
         extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)

@@ -88,7 +88,7 @@ def collections_check(ctx: TurnContext) -> None:
     collections_check(workspace=ctx.workspace, collection_ids=ctx.collection_ids)
 
 
-def _knowledge_items(ctx: TurnContext, query: str) -> list[Item]:
+def _knowledge_items(ctx: TurnContext, query: str, vector) -> list[Item]:
     from memory.knowledge.search import knowledge_search
 
     chunks = knowledge_search(
@@ -96,6 +96,7 @@ def _knowledge_items(ctx: TurnContext, query: str) -> list[Item]:
         collection_ids=ctx.collection_ids,
         query=query,
         limit=KNOWLEDGE_CANDIDATES,
+        vector=vector,
     )
     items = []
     for chunk in chunks:
@@ -116,6 +117,31 @@ def _knowledge_items(ctx: TurnContext, query: str) -> list[Item]:
             )
         )
     return items
+
+
+def _knowledge_block(ctx: TurnContext, query: str, vector, caps: dict) -> Block:
+    return Block(
+        name="knowledge",
+        header="Engram: passages from the knowledge collections; cite their titles.",
+        tag="knowledge",
+        items=_knowledge_items(ctx, query, vector),
+        cap=caps["knowledge"],
+    )
+
+
+def knowledge_only(ctx: TurnContext, query: str, messages: list[dict]):
+    """A turn without a user: its collections checked (NotFound naming an unknown or foreign
+    one), their best chunks fitted beside the request. No memories, no history, nothing stored."""
+    collections_check(ctx)
+    budget = budget_for(ctx.body, ctx.model)
+    blocks = []
+    if query:
+        from memory.embeddings import get_embedder
+
+        vector = get_embedder().embed_one(query)
+        blocks.append(_knowledge_block(ctx, query, vector, caps_for(budget.total)))
+    assembly = assemble(request_messages=messages, blocks=blocks, history=[], budget=budget.total)
+    return assembly, budget
 
 
 def recall_and_assemble(
@@ -159,15 +185,7 @@ def recall_and_assemble(
             )
         )
     if ctx.collection_ids and query:
-        blocks.append(
-            Block(
-                name="knowledge",
-                header="Engram: passages from the knowledge collections; cite their titles.",
-                tag="knowledge",
-                items=_knowledge_items(ctx, query),
-                cap=caps["knowledge"],
-            )
-        )
+        blocks.append(_knowledge_block(ctx, query, vector, caps))
     blocks.append(
         Block(
             name="memories",

@@ -1,0 +1,87 @@
+"""The loop guard: Engram marks every upstream request it sends, and refuses one carrying its mark.
+
+An upstream base URL pointing back at Engram (OPENAI_BASE_URL, ANTHROPIC_BASE_URL or a
+workspace's provider credential) would otherwise nest calls until something times out; a
+/v1/models listing would recurse. Every provider request carries `x-engram-hop`: the marks of
+the Engrams it already went through (taken from the request being served) plus this one's. The
+mark is derived from SECRET_KEY, so every process of one deployment shares it and two
+deployments chained on purpose do not refuse each other (a ring of them still stops: the marks
+travel along). The doors call `refused` before the key check or any other work.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import re
+
+from django.conf import settings
+
+from config.common.errors import ApiError
+
+HEADER = "x-engram-hop"
+CODE = "engram_loop"
+MAX_HOPS = 8  # a longer chain of Engrams is a loop that went through more than one deployment
+_MARK = re.compile(r"^[0-9a-f]{1,64}$")
+# The marks of the request being served, for the provider calls it makes (set by the doors).
+_incoming: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "engram_hops", default=()
+)
+_cached: tuple[str, str] = ("", "")  # (SECRET_KEY, mark)
+
+
+def mark() -> str:
+    """This deployment's mark: a digest of SECRET_KEY (which it does not reveal)."""
+    global _cached
+    secret = settings.SECRET_KEY
+    if _cached[0] != secret:
+        digest = hmac.new(secret.encode(), b"engram-hop", hashlib.sha256).hexdigest()[:16]
+        _cached = (secret, digest)
+    return _cached[1]
+
+
+def _marks(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(m for m in (part.strip().lower() for part in value.split(",")) if _MARK.match(m))
+
+
+def refused(value: str | None) -> ApiError | None:
+    """The 400 for a request that already went through this Engram (its `x-engram-hop` header
+    value), else None; remembers the incoming marks for this request's own upstream calls."""
+    marks = _marks(value)
+    if not marks:
+        return None
+    if mark() in marks or len(marks) >= MAX_HOPS:
+        return ApiError(
+            400,
+            "This request came from this Engram itself: an upstream base URL points back at "
+            "Engram (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, or a workspace's provider credential). "
+            "Point it at the real LLM provider.",
+            param=HEADER,
+            code=CODE,
+        )
+    _incoming.set(marks)
+    return None
+
+
+def outgoing() -> str:
+    """The header value for an upstream request: the incoming marks, then this Engram's."""
+    return ", ".join((*_incoming.get(), mark()))
+
+
+def loop_error(provider: str, source: str) -> ApiError:
+    """What the Engram that sent a looping request answers: which configuration to fix."""
+    if source == "env":
+        setting = f"{provider.upper()}_BASE_URL"
+        where = f"the environment's {setting}"
+    else:
+        where = f"the workspace's {provider} provider credential (its base URL, in the admin)"
+    return ApiError(
+        400,
+        f"The upstream base URL of the {provider} provider points at this Engram ({where}): "
+        "Engram would call itself. Point it at the real LLM provider.",
+        param="model",
+        code=CODE,
+    )

@@ -1,0 +1,201 @@
+"""Without x-conversation-id, the history a client resends names its conversation: two chats
+that both begin with "Hi" stay two conversations, and a client resending its transcript (the
+OpenAI SDK's normal use) continues its own, whatever the spacing of the replies it echoes."""
+
+import time
+
+import openai
+import pytest
+
+from memory.models import Conversation, Message
+from memory.turn.conversation import fingerprint, resent_history
+from tests.test_memory_turns import ctx, finish, prepare
+from tests.upstream import Reply, openai_completion, openai_stream
+
+SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+
+
+@pytest.fixture
+def sdk(engram_server, owner, upstream):
+    return openai.OpenAI(
+        base_url=f"{engram_server.url}/v1",
+        api_key=owner[1],
+        max_retries=0,
+        default_headers={"x-user-id": "alice"},
+    )
+
+
+def _ask(sdk, messages, *, stream=False) -> tuple[str, dict]:
+    """(the reply's text, the `engram` object)"""
+    if stream:
+        chunks = list(sdk.chat.completions.create(model="m", messages=messages, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        engram = next(
+            c.model_extra["engram"] for c in chunks if (c.model_extra or {}).get("engram")
+        )
+        return text, engram
+    completion = sdk.chat.completions.create(model="m", messages=messages)
+    return completion.choices[0].message.content, completion.model_extra["engram"]
+
+
+def _settled(count: int) -> None:
+    """Wait for the replies stored after the responses (so none is written after the test)."""
+    deadline = time.monotonic() + 10
+    while Message.objects.count() < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Message.objects.count() == count
+
+
+def _transcript(conversation_id: str, length: int) -> list[tuple[str, str]]:
+    """The stored messages, once `length` are (the last reply is stored after the response)."""
+    conversation = Conversation.objects.get(external_id=conversation_id)
+    rows = Message.objects.filter(conversation=conversation).order_by("created_at", "id")
+    deadline = time.monotonic() + 10
+    while rows.count() < length and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [(m.role, m.content) for m in rows]
+
+
+def test_two_chats_that_begin_with_hi_are_two_conversations(sdk, upstream):
+    upstream.script(
+        Reply(json=openai_completion("Hello! How can I help?")),
+        Reply(json=openai_completion("Hi there, what's up?")),
+        Reply(json=openai_completion("Cats are great.")),
+        Reply(json=openai_completion("Dogs are loyal.")),
+    )
+    hi = {"role": "user", "content": "Hi"}
+    reply_a, first_a = _ask(sdk, [SYSTEM, hi])
+    reply_b, first_b = _ask(sdk, [SYSTEM, hi])
+    assert first_a["conversation_id"] != first_b["conversation_id"]
+    assert first_a["session_id"] != first_b["session_id"]
+    chat_a = [SYSTEM, hi, {"role": "assistant", "content": reply_a}]
+    chat_b = [SYSTEM, hi, {"role": "assistant", "content": reply_b}]
+    _, second_a = _ask(sdk, [*chat_a, {"role": "user", "content": "Tell me about cats."}])
+    _, second_b = _ask(sdk, [*chat_b, {"role": "user", "content": "Tell me about dogs."}])
+    assert second_a["conversation_id"] == first_a["conversation_id"]
+    assert second_b["conversation_id"] == first_b["conversation_id"]
+    assert second_a["session_id"] == first_a["session_id"]
+    assert Conversation.objects.count() == 2
+    assert _transcript(first_a["conversation_id"], 4) == [
+        ("user", "Hi"),
+        ("assistant", "Hello! How can I help?"),
+        ("user", "Tell me about cats."),
+        ("assistant", "Cats are great."),
+    ]
+    assert _transcript(first_b["conversation_id"], 4) == [
+        ("user", "Hi"),
+        ("assistant", "Hi there, what's up?"),
+        ("user", "Tell me about dogs."),
+        ("assistant", "Dogs are loyal."),
+    ]
+
+
+def test_resending_the_full_history_continues_one_conversation(sdk, upstream):
+    upstream.script(
+        Reply(json=openai_completion("Nice to meet you,  Alice.\n")),
+        Reply(stream=openai_stream(["Paris ", "is lovely ", "in spring."])),
+        Reply(json=openai_completion("You said Paris.")),
+    )
+    history = [SYSTEM, {"role": "user", "content": "My name is Alice."}]
+    conversation_ids, session_ids = set(), set()
+    for turn, question in enumerate([None, "I am going to Paris.", "Where am I going?"]):
+        if question:
+            history.append({"role": "user", "content": question})
+        text, engram = _ask(sdk, history, stream=turn == 1)
+        conversation_ids.add(engram["conversation_id"])
+        session_ids.add(engram["session_id"])
+        # a client may echo the reply with its spacing changed (stripped, re-wrapped)
+        history.append({"role": "assistant", "content": " ".join(text.split())})
+    assert len(conversation_ids) == len(session_ids) == 1
+    assert Conversation.objects.count() == 1
+    transcript = _transcript(conversation_ids.pop(), 6)
+    assert [role for role, _ in transcript] == ["user", "assistant"] * 3
+    assert Message.objects.count() == 6  # what each turn resent was not stored again
+
+
+def test_a_first_message_alone_is_a_new_chat_each_time(sdk, upstream):
+    hi = [{"role": "user", "content": "Hi"}]
+    ids = {_ask(sdk, hi)[1]["conversation_id"] for _ in range(2)}
+    assert len(ids) == 2  # OpenAI's semantics: a request without an assistant turn starts a chat
+    _settled(4)
+
+
+def test_a_different_system_prompt_or_branch_is_another_conversation(sdk, upstream):
+    hi = {"role": "user", "content": "Hi"}
+    reply, first = _ask(sdk, [SYSTEM, hi])
+    answered = [hi, {"role": "assistant", "content": reply}, {"role": "user", "content": "More"}]
+    _, other = _ask(sdk, [{"role": "system", "content": "Answer in French."}, *answered])
+    assert other["conversation_id"] != first["conversation_id"]
+    _, same = _ask(sdk, [SYSTEM, *answered])
+    assert same["conversation_id"] == first["conversation_id"]
+    _settled(8)  # 2 + 4 in the French chat (all new to it) + 2 continuing the first
+
+
+def test_an_explicit_conversation_id_still_wins(sdk, upstream):
+    hi = {"role": "user", "content": "Hi"}
+    reply, _ = _ask(sdk, [hi])
+    named = sdk.chat.completions.create(
+        model="m",
+        messages=[hi, {"role": "assistant", "content": reply}, {"role": "user", "content": "x"}],
+        extra_headers={"x-conversation-id": "my-chat"},
+    )
+    assert named.model_extra["engram"]["conversation_id"] == "my-chat"
+    _settled(6)
+
+
+def test_tool_results_and_a_failed_turn_stay_in_the_conversation(owner):
+    """In-process: a tool call's results continue the chat; a retried turn is stored once."""
+    workspace = owner[0]
+    u1 = {"role": "user", "content": "Weather in Oslo?"}
+    first = prepare(ctx(workspace, [u1], user_id="u"))
+    call = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+    called = {"role": "assistant", "content": None, "tool_calls": [call]}
+    finish(ctx(workspace, [u1], user_id="u"), first, assistant=called)
+    result = {"role": "tool", "tool_call_id": "call_1", "content": "12 C, rain"}
+    second_messages = [u1, called, result]
+    second = prepare(ctx(workspace, second_messages, user_id="u"))
+    finish(ctx(workspace, second_messages, user_id="u"), second, "It rains, 12 C.")
+    assert second.engram["conversation_id"] == first.engram["conversation_id"]
+    # a turn whose upstream call failed (no reply stored), then retried with the same messages
+    failed_messages = [
+        *second_messages,
+        {"role": "assistant", "content": "It rains,  12 C."},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    failed = prepare(ctx(workspace, failed_messages, user_id="u"))
+    finish(ctx(workspace, failed_messages, user_id="u"), failed, assistant=None)
+    retried = prepare(ctx(workspace, failed_messages, user_id="u"))
+    assert retried.engram["conversation_id"] == first.engram["conversation_id"]
+    assert Conversation.objects.count() == 1
+    contents = list(Message.objects.order_by("created_at", "id").values_list("content", flat=True))
+    assert contents.count("And tomorrow?") == 1
+
+
+def test_the_fingerprint_rolls_and_ignores_spacing():
+    a = [SYSTEM, {"role": "user", "content": "Hi"}]
+    b = [{"role": "assistant", "content": "Hello  there.\n"}]
+    assert fingerprint(a + b) == fingerprint(b, fingerprint(a)) != fingerprint(a)
+    spaced = [{"role": "assistant", "content": " Hello there. "}]
+    assert fingerprint(a + spaced) == fingerprint(a + b)
+    assert fingerprint([{"role": "user", "content": "Hello there."}]) != fingerprint(b)
+    assert resent_history([*a, *b, {"role": "user", "content": "?"}]) == a + b
+    assert resent_history(a) == [] and fingerprint([]) == ""
+
+
+def test_the_lookup_is_one_query_on_the_fingerprint_index(owner):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from memory.turn.conversation import _found_by_history
+
+    hi = {"role": "user", "content": "Hi"}
+    context = ctx(owner[0], [hi, {"role": "assistant", "content": "Hello"}, hi], user_id="u")
+    with CaptureQueriesContext(connection) as queries:
+        found = _found_by_history(context, context.body["messages"])
+    assert found.conversation is None and len(queries) == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        sql = queries[0]["sql"]
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "conversation_fingerprint" in plan, plan
