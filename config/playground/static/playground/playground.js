@@ -181,7 +181,12 @@
     const list = turn.querySelector(".memories-used");
     list.replaceChildren(
       ...used.map((item) =>
-        el("li", { "data-memory-id": item.id }, el("span", { text: item.text }), el("small", { text: item.why || "" })),
+        el(
+          "li",
+          { "data-memory-id": item.id },
+          el("span", { text: (item.text || "").replace(/^- /, "") }),
+          el("small", { text: item.why || "" }),
+        ),
       ),
     );
     if (!used.length) list.append(el("li", { class: "none", text: "none" }));
@@ -193,10 +198,11 @@
   }
 
   function renderEngram(turn, engram) {
+    const count = (n, one, many) => `${n ?? 0} ${n === 1 ? one : many}`;
     const parts = [
-      `${engram.memories_used ?? 0} memories used`,
-      `${engram.messages_retrieved ?? 0} past messages retrieved`,
-      `${engram.history_messages ?? 0} earlier turns`,
+      count(engram.memories_used, "memory used", "memories used"),
+      count(engram.messages_retrieved, "past message retrieved", "past messages retrieved"),
+      count(engram.history_messages, "earlier turn", "earlier turns"),
       `${engram.context_tokens ?? "?"} context tokens`,
     ];
     turn.querySelector(".summary").textContent = parts.join(" · ");
@@ -263,8 +269,15 @@
     let content = "";
     try {
       say("chat-status", "Assembling context…");
-      // What Engram will put in front of the model: the same request as a dry run.
-      renderPreview(turn, await api("/v1/context", { method: "POST", body, headers }));
+      // What Engram will put in front of the model: the same request as a dry run. A failed
+      // preview is reported beside the answer; the chat itself still goes ahead.
+      try {
+        renderPreview(turn, await api("/v1/context", { method: "POST", body, headers }));
+      } catch (error) {
+        turn.querySelector(".memories-used").replaceChildren(
+          el("li", { class: "error", text: "Context preview failed: " + error.message }),
+        );
+      }
       say("chat-status", "Streaming the answer…");
       const response = await fetch(
         "/v1/chat/completions",
