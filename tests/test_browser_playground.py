@@ -18,6 +18,8 @@ KEY_ITEM = "engram.playground.key"
 
 @pytest.fixture
 def offline_extraction(settings):
+    """Memories from the offline extractor: the worker never calls the upstream, so the
+    upstream's last recorded chat request is always the playground's."""
     settings.ENGRAM_MEMORY_EXTRACTION = "offline"
 
 
@@ -113,7 +115,7 @@ def test_chat_streams_and_shows_a_memory_an_earlier_conversation_created(
 
 
 def test_deleting_a_memory_in_the_panel_keeps_it_out_of_the_next_answer(
-    page, engram_server, owner, http, upstream, celery_worker
+    page, engram_server, owner, http, upstream, celery_worker, offline_extraction
 ):
     _, key = owner
     for text in ("My favourite colour is teal.", "My favourite food is pasta."):
@@ -141,7 +143,7 @@ def test_deleting_a_memory_in_the_panel_keeps_it_out_of_the_next_answer(
 
 
 def test_a_markdown_upload_reaches_ready_and_its_chunks_are_cited(
-    page, engram_server, owner, upstream, celery_worker
+    page, engram_server, owner, upstream, celery_worker, offline_extraction
 ):
     _, key = owner
     open_playground(page, engram_server, key, "cy")
