@@ -7,7 +7,15 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from accounts.authentication import bearer_token, resolve_async, resolve_sync
 from config.common.errors import invalid_api_key
 
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/admin/", "/static/", "/v1/schema", "/docs")
+PUBLIC_PREFIXES = (
+    "/healthz",
+    "/readyz",
+    "/admin/",
+    "/static/",
+    "/v1/schema",
+    "/docs",
+    "/playground",
+)
 
 
 def _is_public(path: str) -> bool:

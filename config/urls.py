@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from config.common import health
+from config.playground.views import playground
 
 handler400 = "config.common.errors.handler400"
 handler403 = "config.common.errors.handler403"
@@ -20,6 +21,7 @@ urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("admin/", admin.site.urls),
+    path("playground", playground, name="playground"),
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("v1/", include(api_patterns)),
     path("api/v1/", include(api_patterns)),

@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "accounts",
     "memory",
     "completions",
+    "config.playground",
 ]
 
 # All async-capable; sessions and auth are lazy, so API requests never touch them.
@@ -35,6 +36,7 @@ MIDDLEWARE = [
     "completions.middleware.LoopGuardMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -91,6 +93,8 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".engram" / "static"
+# Serve app static/ dirs straight from the finders when nothing was collected (make run, tests).
+WHITENOISE_USE_FINDERS = env.bool("ENGRAM_STATIC_FINDERS", default=True)
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ENGRAM_MAX_REQUEST_BYTES", default=20 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE

@@ -1,0 +1,546 @@
+// Engram playground: a small client of Engram's public API, no framework, no build step.
+// The workspace key lives in sessionStorage only and travels only in the Authorization header
+// of same-origin fetches (the page's Content-Security-Policy allows no other destination).
+"use strict";
+
+(() => {
+  const KEY_ITEM = "engram.playground.key";
+  const POLL_MS = 500;
+  const $ = (id) => document.getElementById(id);
+
+  const chat = {
+    conversationId: "",
+    messages: [], // the whole conversation, resent on every turn
+    busy: false,
+  };
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  class ApiFailure extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  function newConversationId() {
+    // getRandomValues works on plain http too (randomUUID needs a secure context).
+    const bytes = crypto.getRandomValues(new Uint8Array(12));
+    return "playground-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function key() {
+    return sessionStorage.getItem(KEY_ITEM) || "";
+  }
+
+  function el(tag, props = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(props)) {
+      if (name === "class") node.className = value;
+      else if (name === "text") node.textContent = value;
+      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+      else node.setAttribute(name, value);
+    }
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
+  }
+
+  function say(id, text, isError = false) {
+    const node = $(id);
+    node.textContent = text;
+    node.classList.toggle("error", isError);
+  }
+
+  function when(seconds) {
+    return seconds ? new Date(seconds * 1000).toLocaleString() : "";
+  }
+
+  function userId() {
+    return $("user-id").value.trim();
+  }
+
+  function requestInit(method, body, headers) {
+    const init = {
+      method,
+      headers: { Authorization: "Bearer " + key(), ...headers },
+      credentials: "omit",
+      cache: "no-store",
+      referrerPolicy: "no-referrer",
+    };
+    if (body instanceof FormData) {
+      init.body = body;
+    } else if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return init;
+  }
+
+  async function failure(response) {
+    const text = await response.text();
+    let message = text || response.statusText;
+    try {
+      message = JSON.parse(text).error.message || message;
+    } catch (_) {
+      // not the error envelope: keep the text
+    }
+    return new ApiFailure(response.status, `${response.status}: ${message}`);
+  }
+
+  async function api(path, { method = "GET", body, headers = {} } = {}) {
+    if (!key()) throw new ApiFailure(0, "Paste a workspace key first.");
+    const response = await fetch(path, requestInit(method, body, headers));
+    if (!response.ok) throw await failure(response);
+    return response.json();
+  }
+
+  function chatHeaders() {
+    const headers = { "x-conversation-id": chat.conversationId };
+    if (userId()) headers["x-user-id"] = userId();
+    const collections = Array.from($("chat-collections").selectedOptions, (o) => o.value);
+    if (collections.length) headers["x-collection-ids"] = JSON.stringify(collections);
+    return headers;
+  }
+
+  // ---- the key ------------------------------------------------------------------------------
+
+  function showKeyState() {
+    say(
+      "key-status",
+      key()
+        ? "A key is set for this tab (sessionStorage; gone when the tab closes)."
+        : "No key yet: paste a workspace key. It stays in this tab only.",
+    );
+  }
+
+  async function useKey(event) {
+    event.preventDefault();
+    const input = $("key-input");
+    const value = input.value.trim();
+    input.value = ""; // the key never stays in the page
+    if (!value) return;
+    sessionStorage.setItem(KEY_ITEM, value);
+    showKeyState();
+    await loadEverything();
+  }
+
+  function forgetKey() {
+    sessionStorage.removeItem(KEY_ITEM);
+    showKeyState();
+  }
+
+  async function loadEverything() {
+    if (!key()) return;
+    try {
+      await Promise.all([loadModels(), loadCollections(), loadMemories()]);
+    } catch (error) {
+      say("key-status", error.message, true);
+    }
+  }
+
+  // ---- models -------------------------------------------------------------------------------
+
+  async function loadModels() {
+    const select = $("model");
+    const previous = select.value;
+    const { data } = await api("/v1/models");
+    select.replaceChildren(
+      ...data.map((m) => el("option", { value: m.id, text: `${m.id} (${m.owned_by})` })),
+    );
+    if (data.some((m) => m.id === previous)) select.value = previous;
+  }
+
+  // ---- chat ---------------------------------------------------------------------------------
+
+  function newChat() {
+    chat.conversationId = newConversationId();
+    chat.messages = [];
+    $("transcript").replaceChildren();
+    $("conversation-id").textContent = "conversation " + chat.conversationId;
+    say("chat-status", "New conversation.");
+  }
+
+  function addUserTurn(text) {
+    const item = el(
+      "li",
+      { class: "turn" },
+      el("div", { class: "message user" }, el("h3", { class: "who", text: "You" }), el("p", { text })),
+    );
+    $("transcript").append(item);
+  }
+
+  function addAssistantTurn() {
+    const turn = $("turn-template").content.firstElementChild.cloneNode(true);
+    $("transcript").append(turn);
+    return turn;
+  }
+
+  function renderPreview(turn, preview) {
+    const blocks = preview.blocks || [];
+    const used = blocks.filter((b) => b.name === "memories").flatMap((b) => b.items || []);
+    const list = turn.querySelector(".memories-used");
+    list.replaceChildren(
+      ...used.map((item) =>
+        el(
+          "li",
+          { "data-memory-id": item.id },
+          el("span", { text: (item.text || "").replace(/^- /, "") }),
+          el("small", { text: item.why || "" }),
+        ),
+      ),
+    );
+    if (!used.length) list.append(el("li", { class: "none", text: "none" }));
+    const body = turn.querySelector(".blocks tbody");
+    body.replaceChildren(
+      ...blocks.map((b) => el("tr", {}, el("th", { scope: "row", text: b.name }), el("td", { text: String(b.tokens) }))),
+      el("tr", { class: "total" }, el("th", { scope: "row", text: "total" }), el("td", { text: String(preview.context_tokens) })),
+    );
+  }
+
+  function renderEngram(turn, engram) {
+    const count = (n, one, many) => `${n ?? 0} ${n === 1 ? one : many}`;
+    const parts = [
+      count(engram.memories_used, "memory used", "memories used"),
+      count(engram.messages_retrieved, "past message retrieved", "past messages retrieved"),
+      count(engram.history_messages, "earlier turn", "earlier turns"),
+      `${engram.context_tokens ?? "?"} context tokens`,
+    ];
+    turn.querySelector(".summary").textContent = parts.join(" · ");
+    const sources = engram.sources || [];
+    turn.querySelector(".sources").replaceChildren(
+      ...sources.map((s) =>
+        el(
+          "li",
+          {},
+          el("strong", { text: s.title || s.document_id }),
+          el("small", { text: ` chunk ${s.chunk_index}, score ${Number(s.score).toFixed(3)}` }),
+          el("blockquote", { text: s.snippet || "" }),
+        ),
+      ),
+    );
+    if (!sources.length) turn.querySelector(".sources").append(el("li", { class: "none", text: "none" }));
+  }
+
+  // Reads an SSE body: calls onData with each parsed `data:` payload until [DONE].
+  async function readEvents(response, onData) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+        let cut;
+        while ((cut = buffer.search(/\r?\n\r?\n/)) !== -1) {
+          const event = buffer.slice(0, cut);
+          buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+          const data = event
+            .split(/\r?\n/)
+            .filter((line) => line.startsWith("data:"))
+            .map((line) => line.slice(5).replace(/^ /, ""))
+            .join("\n");
+          if (!data) continue; // a keep-alive comment
+          if (data === "[DONE]") return;
+          onData(JSON.parse(data));
+        }
+        if (done) return;
+      }
+    } catch (error) {
+      reader.cancel().catch(() => {}); // hang up: Engram closes the upstream request too
+      throw error;
+    }
+  }
+
+  async function send(event) {
+    event.preventDefault();
+    const input = $("chat-input");
+    const text = input.value.trim();
+    if (!text || chat.busy) return;
+    if (!key()) return say("chat-status", "Paste a workspace key first.", true);
+    chat.busy = true;
+    $("chat-send").disabled = true;
+    input.value = "";
+    chat.messages.push({ role: "user", content: text });
+    addUserTurn(text);
+    const turn = addAssistantTurn();
+    const answer = turn.querySelector(".answer");
+    const body = { model: $("model").value, messages: chat.messages };
+    const headers = chatHeaders();
+    let content = "";
+    try {
+      say("chat-status", "Assembling context…");
+      // What Engram will put in front of the model: the same request as a dry run. A failed
+      // preview is reported beside the answer; the chat itself still goes ahead.
+      try {
+        renderPreview(turn, await api("/v1/context", { method: "POST", body, headers }));
+      } catch (error) {
+        turn.querySelector(".memories-used").replaceChildren(
+          el("li", { class: "error", text: "Context preview failed: " + error.message }),
+        );
+      }
+      say("chat-status", "Streaming the answer…");
+      const response = await fetch(
+        "/v1/chat/completions",
+        requestInit("POST", { ...body, stream: true }, headers),
+      );
+      if (!response.ok) throw await failure(response);
+      await readEvents(response, (data) => {
+        if (data.error) throw new ApiFailure(0, data.error.message || "The stream failed.");
+        if (data.engram) renderEngram(turn, data.engram);
+        for (const choice of data.choices || []) {
+          if ((choice.index ?? 0) === 0 && choice.delta && choice.delta.content) {
+            content += choice.delta.content;
+            answer.textContent = content;
+          }
+        }
+      });
+      if (!turn.querySelector(".summary").textContent.includes("context tokens")) {
+        turn.querySelector(".summary").textContent = "No memory for this turn (no user id).";
+      }
+      say("chat-status", "");
+    } catch (error) {
+      say("chat-status", error.message, true);
+      answer.append(el("p", { class: "error", text: error.message }));
+    } finally {
+      if (content) chat.messages.push({ role: "assistant", content });
+      else chat.messages.pop(); // nothing came back: the question is not part of the history
+      chat.busy = false;
+      $("chat-send").disabled = false;
+      input.focus();
+    }
+    loadMemories(); // the worker may have learnt something already
+  }
+
+  // ---- memories -----------------------------------------------------------------------------
+
+  function memoryItem(memory) {
+    const text = el("p", { class: "text", text: memory.text });
+    const meta = el("small", {
+      text: [memory.kind, memory.event_date, "updated " + when(memory.updated_at)].filter(Boolean).join(" · "),
+    });
+    const history = el("details", { class: "history" }, el("summary", { text: "History" }), el("ol"));
+    history.addEventListener("toggle", () => history.open && loadHistory(memory.id, history));
+    const item = el("li", { "data-memory-id": memory.id }, text, meta);
+    const edit = el("button", {
+      type: "button",
+      "aria-label": "Edit memory: " + memory.text,
+      text: "Edit",
+      onclick: () => editMemory(memory, item),
+    });
+    const remove = el("button", {
+      type: "button",
+      class: "danger",
+      "aria-label": "Delete memory: " + memory.text,
+      text: "Delete",
+      onclick: () => deleteMemory(memory),
+    });
+    item.append(el("div", { class: "row" }, edit, remove), history);
+    return item;
+  }
+
+  function messageItem(found) {
+    return el(
+      "li",
+      { class: "found-message" },
+      el("p", { class: "text", text: found.text }),
+      el("small", { text: `past ${found.role} message · score ${found.score} · ${found.why || ""}` }),
+    );
+  }
+
+  async function loadMemories() {
+    if (!key()) return;
+    if (!userId()) return say("memory-status", "Set a user id to see its memories.");
+    try {
+      const query = new URLSearchParams({ user_id: userId(), limit: "100" });
+      const { data, has_more } = await api("/v1/memories?" + query);
+      $("memory-list").replaceChildren(...data.map(memoryItem));
+      say("memory-status", `${data.length}${has_more ? "+" : ""} memories of ${userId()}.`);
+    } catch (error) {
+      say("memory-status", error.message, true);
+    }
+  }
+
+  async function searchMemories(event) {
+    event.preventDefault();
+    const query = $("memory-query").value.trim();
+    if (!query) return loadMemories();
+    try {
+      const { data } = await api("/v1/memories/search", {
+        method: "POST",
+        body: { user_id: userId(), query, limit: 20 },
+      });
+      $("memory-list").replaceChildren(
+        ...data.map((f) => (f.object === "memory" ? memoryItem(f) : messageItem(f))),
+      );
+      say("memory-status", `${data.length} results for “${query}”.`);
+    } catch (error) {
+      say("memory-status", error.message, true);
+    }
+  }
+
+  function editMemory(memory, item) {
+    const area = el("textarea", { rows: "2", "aria-label": "New text of the memory" });
+    area.value = memory.text;
+    const form = el(
+      "form",
+      { class: "stack" },
+      area,
+      el(
+        "div",
+        { class: "row" },
+        el("button", { type: "submit", text: "Save" }),
+        el("button", { type: "button", text: "Cancel", onclick: () => form.remove() }),
+      ),
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        await api(`/v1/memories/${encodeURIComponent(memory.id)}`, {
+          method: "PATCH",
+          body: { text: area.value },
+        });
+        say("memory-status", "Memory saved.");
+        await loadMemories();
+      } catch (error) {
+        say("memory-status", error.message, true);
+      }
+    });
+    item.append(form);
+    area.focus();
+  }
+
+  async function deleteMemory(memory) {
+    try {
+      await api(`/v1/memories/${encodeURIComponent(memory.id)}`, { method: "DELETE" });
+      say("memory-status", `Deleted: ${memory.text}`);
+      await loadMemories();
+      say("memory-status", `Deleted: ${memory.text}`);
+    } catch (error) {
+      say("memory-status", error.message, true);
+    }
+  }
+
+  async function loadHistory(memoryId, details) {
+    const list = details.querySelector("ol");
+    try {
+      const { data } = await api(`/v1/memories/${encodeURIComponent(memoryId)}/history`);
+      list.replaceChildren(
+        ...data.map((e) =>
+          el(
+            "li",
+            {},
+            el("strong", { text: e.event }),
+            el("span", { text: ` ${when(e.created_at)} by ${e.actor}: ` }),
+            el("span", { text: e.old_text ? `${e.old_text} → ${e.new_text ?? ""}` : e.new_text ?? "" }),
+          ),
+        ),
+      );
+    } catch (error) {
+      list.replaceChildren(el("li", { class: "error", text: error.message }));
+    }
+  }
+
+  // ---- collections --------------------------------------------------------------------------
+
+  async function loadCollections() {
+    const { data } = await api("/v1/collections?limit=100");
+    const chosen = new Set(Array.from($("chat-collections").selectedOptions, (o) => o.value));
+    const upload = $("upload-collection");
+    const previous = upload.value;
+    const option = (c) => el("option", { value: c.id, text: `${c.name} (${c.document_count ?? 0} docs)` });
+    $("chat-collections").replaceChildren(...data.map(option));
+    for (const o of $("chat-collections").options) o.selected = chosen.has(o.value);
+    upload.replaceChildren(...data.map(option));
+    if (data.some((c) => c.id === previous)) upload.value = previous;
+    await loadDocuments();
+  }
+
+  function documentItem(doc) {
+    const progress = doc.progress && doc.progress.total ? ` (${doc.progress.done}/${doc.progress.total} chunks)` : "";
+    return el(
+      "li",
+      { "data-document-id": doc.id, "data-status": doc.status },
+      el("span", { text: doc.title || doc.filename || doc.id }),
+      el("span", { class: "badge " + doc.status, text: doc.status + progress }),
+      doc.error ? el("small", { class: "error", text: doc.error }) : null,
+    );
+  }
+
+  async function loadDocuments() {
+    const collection = $("upload-collection").value;
+    if (!collection) return $("document-list").replaceChildren();
+    const { data } = await api(`/v1/collections/${encodeURIComponent(collection)}/documents?limit=100`);
+    $("document-list").replaceChildren(...data.map(documentItem));
+  }
+
+  async function createCollection(event) {
+    event.preventDefault();
+    const name = $("collection-name").value.trim();
+    if (!name) return;
+    try {
+      const collection = await api("/v1/collections", { method: "POST", body: { name } });
+      $("collection-name").value = "";
+      await loadCollections();
+      $("upload-collection").value = collection.id;
+      await loadDocuments();
+      say("collection-status", `Created collection ${collection.name}.`);
+    } catch (error) {
+      say("collection-status", error.message, true);
+    }
+  }
+
+  async function upload(event) {
+    event.preventDefault();
+    const collection = $("upload-collection").value;
+    const file = $("upload-file").files[0];
+    if (!collection || !file) return say("collection-status", "Choose a collection and a file.", true);
+    const form = new FormData();
+    form.append("file", file, file.name);
+    form.append("title", file.name);
+    const base = `/v1/collections/${encodeURIComponent(collection)}/documents`;
+    try {
+      let doc = await api(base, { method: "POST", body: form });
+      $("upload-file").value = "";
+      await loadDocuments();
+      say("collection-status", `${file.name}: ${doc.status}`);
+      while (doc.status === "queued" || doc.status === "processing") {
+        await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+        doc = await api(`${base}/${encodeURIComponent(doc.id)}`);
+        const row = $("document-list").querySelector(`[data-document-id="${CSS.escape(doc.id)}"]`);
+        if (row) row.replaceWith(documentItem(doc));
+        say("collection-status", `${file.name}: ${doc.status}`);
+      }
+      say("collection-status", `${file.name}: ${doc.status}${doc.error ? " — " + doc.error : ""}`, doc.status === "failed");
+      await loadCollections();
+    } catch (error) {
+      say("collection-status", error.message, true);
+    }
+  }
+
+  // ---- wiring -------------------------------------------------------------------------------
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("key-form").addEventListener("submit", useKey);
+    $("key-forget").addEventListener("click", forgetKey);
+    $("new-chat").addEventListener("click", newChat);
+    $("chat-form").addEventListener("submit", send);
+    $("chat-input").addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) $("chat-form").requestSubmit();
+      if (event.key === "Enter" && !event.shiftKey) event.preventDefault();
+    });
+    $("memory-search-form").addEventListener("submit", searchMemories);
+    $("memory-refresh").addEventListener("click", () => {
+      $("memory-query").value = "";
+      loadMemories();
+    });
+    $("user-id").addEventListener("change", loadMemories);
+    $("collection-create-form").addEventListener("submit", createCollection);
+    $("upload-form").addEventListener("submit", upload);
+    $("upload-collection").addEventListener("change", () =>
+      loadDocuments().catch((error) => say("collection-status", error.message, true)),
+    );
+    newChat();
+    showKeyState();
+    loadEverything();
+  });
+})();

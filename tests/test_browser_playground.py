@@ -1,0 +1,174 @@
+"""The playground (/playground) in a real Chromium against a live Engram, a real Celery worker
+and the loopback upstream as the model: the key, streaming chat, what Engram used, the memory
+panel and the collection panel."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.upstream import Reply, openai_stream
+
+MODEL = "upstream-model-a"  # listed by the loopback upstream's /models, routed to it
+KEY_ITEM = "engram.playground.key"
+
+
+@pytest.fixture
+def offline_extraction(settings):
+    """Memories from the offline extractor: the worker never calls the upstream, so the
+    upstream's last recorded chat request is always the playground's."""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+
+
+def open_playground(page: Page, server, key: str, user_id: str) -> None:
+    page.goto(server.url + "/playground")
+    page.get_by_label("Workspace key").fill(key)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator(f'#model option[value="{MODEL}"]')).to_be_attached()
+    page.get_by_label("Model").select_option(MODEL)
+    page.get_by_label("User id").fill(user_id)
+    page.get_by_label("User id").dispatch_event("change")
+
+
+def ask(page: Page, text: str):
+    """Send a message; the turn's answer and its 'What Engram did' panel once it is finished."""
+    page.get_by_label("Message").fill(text)
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".summary")).to_contain_text("context tokens")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    return turn
+
+
+def wait_for_memory(http, user_id: str, word: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        memories = http.get("/v1/memories", params={"user_id": user_id}).json()["data"]
+        found = [m for m in memories if word in m["text"]]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, memories
+        time.sleep(0.3)
+
+
+def test_the_page_needs_no_key_and_loads_nothing_from_another_origin(anon_http):
+    response = anon_http.get("/playground")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    policy = dict(
+        part.strip().split(" ", 1)
+        for part in response.headers["content-security-policy"].split(";")
+    )
+    for directive in ("default-src", "script-src", "style-src", "connect-src"):
+        assert policy[directive] == "'self'", directive
+    assert policy["frame-ancestors"] == "'none'"
+    html = response.text
+    assert "http://" not in html and "https://" not in html and '="//' not in html
+    assert "<style" not in html and "<script>" not in html  # nothing inline: the policy forbids it
+    for asset, kind in (("playground.js", "javascript"), ("playground.css", "text/css")):
+        assert f'/static/playground/{asset}"' in html
+        served = anon_http.get(f"/static/playground/{asset}")
+        assert served.status_code == 200 and kind in served.headers["content-type"]
+        assert "https://" not in served.text and "http://" not in served.text
+
+
+def test_chat_streams_and_shows_a_memory_an_earlier_conversation_created(
+    page, engram_server, owner, http, upstream, celery_worker, offline_extraction
+):
+    _, key = owner
+    open_playground(page, engram_server, key, "ada")
+    assert page.get_by_label("Workspace key").input_value() == ""  # not left in the page
+    assert page.evaluate(f"sessionStorage.getItem('{KEY_ITEM}')") == key
+    assert page.evaluate("localStorage.length") == 0 and page.evaluate("document.cookie") == ""
+
+    upstream.script(Reply(stream=openai_stream(["Lisbon is", " lovely", " in spring."]), delay=0.4))
+    page.get_by_label("Message").fill("I live in Lisbon and I work at Acme.")
+    page.get_by_role("button", name="Send").click()
+    answer = page.locator("#transcript .answer").last
+    # Streamed: the first piece is on screen before the last one has been sent.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#transcript .answer')].pop()"
+        "?.textContent === 'Lisbon is'"
+    )
+    expect(answer).to_have_text("Lisbon is lovely in spring.")
+    first = upstream.chat_requests()[-1]
+    assert first.body["stream"] is True and first.body["model"] == MODEL
+    assert first.headers["authorization"] == "Bearer sk-upstream-test"  # never the page's key
+    wait_for_memory(http, "ada", "Lisbon")
+
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator("#transcript li")).to_have_count(0)
+    turn = ask(page, "Where do I live?")
+    expect(turn.locator(".answer")).to_have_text("echo: Where do I live?")
+    expect(turn.locator(".memories-used")).to_contain_text("lives in Lisbon")
+    expect(turn.locator(".summary")).to_have_text(re.compile(r"^[1-9]\d* memor(y|ies) used"))
+    expect(turn.locator(".blocks")).to_contain_text("memories")
+    assert "lives in Lisbon" in str(upstream.chat_requests()[-1].body["messages"])
+    # "New chat" started a second conversation: the first one's words came back as a memory.
+    conversations = http.get("/v1/conversations", params={"user_id": "ada"}).json()["data"]
+    assert len({c["external_id"] for c in conversations}) == 2
+    expect(page.locator("#memory-list")).to_contain_text("lives in Lisbon")
+    assert key not in page.url
+
+
+def test_deleting_a_memory_in_the_panel_keeps_it_out_of_the_next_answer(
+    page, engram_server, owner, http, upstream, celery_worker, offline_extraction
+):
+    _, key = owner
+    for text in ("My favourite colour is teal.", "My favourite food is pasta."):
+        assert http.post("/v1/memories", json={"user_id": "bo", "text": text}).status_code == 201
+    open_playground(page, engram_server, key, "bo")
+    teal = page.locator("#memory-list > li", has_text="teal")
+    expect(teal).to_have_count(1)
+
+    turn = ask(page, "What are my favourite colour and favourite food?")
+    expect(turn.locator(".memories-used")).to_contain_text("teal")
+    expect(turn.locator(".memories-used")).to_contain_text("pasta")
+
+    teal.locator("details.history summary").click()
+    expect(teal.locator("details.history li")).to_contain_text("by api")
+    page.get_by_role("button", name="Delete memory: My favourite colour is teal.").click()
+    expect(page.locator("#memory-status")).to_contain_text("Deleted: My favourite colour is teal.")
+    expect(page.locator("#memory-list > li", has_text="teal")).to_have_count(0)
+    expect(page.locator("#memory-list > li", has_text="pasta")).to_have_count(1)
+
+    turn = ask(page, "Again: what are my favourite colour and favourite food?")
+    expect(turn.locator(".memories-used")).to_contain_text("pasta")
+    expect(turn.locator(".memories-used")).not_to_contain_text("teal")
+    sent = str(upstream.chat_requests()[-1].body["messages"])
+    assert "pasta" in sent and "teal" not in sent
+
+
+def test_a_markdown_upload_reaches_ready_and_its_chunks_are_cited(
+    page, engram_server, owner, upstream, celery_worker, offline_extraction
+):
+    _, key = owner
+    open_playground(page, engram_server, key, "cy")
+    page.get_by_label("New collection name").fill("Handbook")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#collection-status")).to_contain_text("Created collection Handbook")
+    expect(page.locator("#upload-collection")).to_have_value(
+        page.locator("#upload-collection option", has_text="Handbook").get_attribute("value")
+    )
+
+    markdown = (
+        "# Office\n\nThe office plant is a fiddle-leaf fig named Gustavo.\n\n"
+        "## Hours\n\nThe office opens at 8:30 on weekdays.\n"
+    )
+    page.get_by_label("File (txt, md, html, pdf, docx)").set_input_files(
+        {"name": "office.md", "mimeType": "text/markdown", "buffer": markdown.encode()}
+    )
+    page.get_by_role("button", name="Upload").click()
+    row = page.locator("#document-list li", has_text="office.md")
+    expect(row.locator(".badge")).to_contain_text("ready", timeout=60_000)
+    expect(page.locator("#collection-status")).to_have_text("office.md: ready")
+
+    page.locator("#chat-collections").select_option(label="Handbook (1 docs)")
+    turn = ask(page, "What is the office plant called?")
+    expect(turn.locator(".sources")).to_contain_text("office.md")
+    expect(turn.locator(".sources blockquote").first).to_contain_text("Gustavo")
+    expect(turn.locator(".blocks")).to_contain_text("knowledge")
+    assert "Gustavo" in str(upstream.chat_requests()[-1].body["messages"])
