@@ -2,8 +2,8 @@
 
 Memories, past messages and knowledge chunks are each ranked by one SQL statement built here:
 the scope's nearest rows by cosine distance (an exact scan over the scope, found through its
-btree index: at 1k rows per user or 10k chunks a few to ~20 ms, while a filtered HNSW scan
-loses recall) and its best rows by BM25 over the query's content words, with IDF and average
+btree index: at 1k rows per user a few ms, while a filtered HNSW scan loses recall; a large
+collection's chunks go through their graph index instead, see memory.retrieval.chunks) and its best rows by BM25 over the query's content words, with IDF and average
 length from the scope's cached term statistics (memory.retrieval.terms); then, here in Python,
 
     score = share * cosine + (1 - share) * bm25 / best bm25 of the candidates
