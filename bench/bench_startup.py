@@ -65,7 +65,7 @@ def one_run(command: list[str], data_dir: str) -> dict[str, float | bool]:
     for line in proc.stdout:
         if match := re.search(r"API key: (sk-\S+)", line):
             key = match.group(1)
-        if line.startswith("engram:") and "done in" in line:
+        if line.startswith("engram:") and re.search(r"done in|embedding model|ready in", line):
             print("   ", line.strip())
         if "serving on" in line:
             ready_at = time.monotonic()
