@@ -318,11 +318,7 @@ def main() -> int:
     python = sys.executable
     children = _children(python, host, port, data)
     try:
-        banner = _prepare(python, data, children)
-        for child in children:
-            if child.proc is None:
-                with _step(f"starting {child.name}"):
-                    child.start()
+        banner = _start(python, data, children)
     except StartError as exc:
         _shutdown(children)
         return _fail(str(exc))
@@ -353,9 +349,9 @@ def main() -> int:
     return 0
 
 
-def _prepare(python: str, data: Path, children: list[Child]) -> list[str]:
-    """Everything before web and beat start; returns the lines that name the keys."""
-    # The export (torch, ~10 s the first time) runs beside the servers' start and the migrations.
+def _start(python: str, data: Path, children: list[Child]) -> list[str]:
+    """Everything up to the children running; returns the lines that name the keys."""
+    # The export (torch; ~10 s on an idle machine, once per data folder) runs beside the rest.
     _log("preparing the embedding model in the background (ONNX export on first run, warm-up)")
     began = time.monotonic()
     export = subprocess.Popen(
@@ -365,6 +361,7 @@ def _prepare(python: str, data: Path, children: list[Child]) -> list[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    by_name = {child.name: child for child in children}
     try:
         if not os.environ.get("DATABASE_URL"):
             with _step("starting PostgreSQL"):
@@ -374,15 +371,19 @@ def _prepare(python: str, data: Path, children: list[Child]) -> list[str]:
                 os.environ["REDIS_URL"] = embedded.ensure_redis()
         database, redis = _redact(os.environ["DATABASE_URL"]), _redact(os.environ["REDIS_URL"])
         _log(f"database {database}, redis {redis}")
+        key, where = operator_key(data)
+        os.environ["ENGRAM_ADMIN_KEY"] = key  # the children's settings read it
         # The worker starts while the database migrates (~20 s saved under load): it touches no
         # table before a task arrives, and none can before the web server starts.
-        worker = next(child for child in children if child.name == "worker")
         with _step("starting worker"):
-            worker.start()
+            by_name["worker"].start()
         with _step("migrating the database, demo workspace and keys"):
-            key, where = operator_key(data)
-            os.environ["ENGRAM_ADMIN_KEY"] = key  # the children's settings read it
             demo = _run_quiet([python, "manage.py", "ensuredemo", "--migrate"], "migrate")
+        # Web and beat start before the export ends: their imports overlap it, and the web
+        # server's /readyz waits for the model (its warm-up waits on the export's lock).
+        for name in ("beat", "web"):
+            with _step(f"starting {name}"):
+                by_name[name].start()
         out, err = export.communicate()
     finally:
         if export.poll() is None:
