@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -89,7 +89,7 @@ def data_dir_problem() -> str | None:
 
 def _addresses(name: str) -> set[str]:
     with contextlib.suppress(OSError, UnicodeError):
-        return {info[4][0].split("%")[0] for info in socket.getaddrinfo(name, None)}
+        return {str(info[4][0]).split("%")[0] for info in socket.getaddrinfo(name, None)}
     return set()
 
 
@@ -161,9 +161,8 @@ class Child:
     started: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
-    pids: set[int] = field(default_factory=set)
 
-    def start(self) -> None:
+    def start(self) -> subprocess.Popen:
         # Its own process group: a terminal's Ctrl-C reaches only the supervisor, which then
         # stops the children in order; the group also holds a worker's pool processes.
         self.proc = subprocess.Popen(
@@ -174,14 +173,13 @@ class Child:
             preexec_fn=_die_with_parent,
         )
         self.started = time.monotonic()
-        self.pids.add(self.proc.pid)
+        return self.proc
 
     def check(self, now: float) -> None:
         """Restart a dead child, waiting longer after each quick death."""
         if self.proc is None:
             if now >= self.restart_at:
-                self.start()
-                _log(f"{self.name} restarted (pid {self.proc.pid})")  # type: ignore[union-attr]
+                _log(f"{self.name} restarted (pid {self.start().pid})")
             return
         code = self.proc.poll()
         if code is None:
