@@ -146,10 +146,14 @@ def operator_key(data: Path) -> tuple[str, str]:
 # --- children ----------------------------------------------------------------------------------
 
 
+# Resolved here, not in the forked child, which should do as little as possible.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     """In the child: SIGTERM when the supervisor dies, even by SIGKILL (Linux)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _prctl is not None:
+        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
