@@ -1,9 +1,11 @@
 FROM python:3.11-slim
 WORKDIR /app
-ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false ENGRAM_DATA_DIR=/app/.engram
 COPY pyproject.toml ./
 COPY . .
 # Pinned torch; set PIP_EXTRA_INDEX_URL at build time to a CPU wheel index to keep the image small.
 RUN pip install --no-cache-dir torch==2.13.0 \
  && pip install --no-cache-dir .
+# The embedding model's ONNX export, made once here: web and worker load it without torch.
+RUN python -m memory.embeddings.prepare
 EXPOSE 8000

@@ -7,17 +7,26 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test install lint format bench eval clean
+.PHONY: run test install lint format bench eval startup clean
 # The django-stubs plugin imports the settings, which refuse to load without these URLs;
 # nothing connects to them, so mypy runs on a machine with no servers.
 MYPY := DATABASE_URL=postgres://mypy@localhost/mypy REDIS_URL=redis://localhost/0 $(VENV)/bin/mypy
+# `make run` says what it does and how long each step took.
+STEP = @echo "engram: $(1)..." && date +%s > $(VENV)/.step
+DONE = @echo "engram: $(1): done in $$(( $$(date +%s) - $$(cat $(VENV)/.step) )) s"
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@test -x $(PY) || { echo "engram: creating $(VENV) with $(PYTHON)" && $(PYTHON) -m venv $(VENV); }
+	$(call STEP,installing (first run: a few minutes; pip shows its progress))
+	$(PY) -m pip install --upgrade pip
 	# torch first, pinned: the CPU wheel; anything unpinned would pull a CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[dev]"
+	$(call DONE,installing)
+	$(call STEP,exporting the embedding model to ONNX (the web server never loads torch))
+	$(PY) -m memory.embeddings.prepare
+	$(call DONE,exporting the embedding model)
+	@rm -f $(VENV)/.step
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +37,7 @@ $(CHROMIUM):
 	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
 
 run: $(STAMP)
-	$(PY) -m config.embedded.supervisor
+	@$(PY) -m config.embedded.supervisor
 
 # Lint, format, types, then the tests; the first failure stops it.
 test: lint $(CHROMIUM)
@@ -48,6 +57,9 @@ bench: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) bench/eval_locomo.py
+
+startup: $(STAMP)
+	$(PY) bench/bench_startup.py
 
 clean:
 	rm -rf $(VENV) .engram .mypy_cache

@@ -1,8 +1,16 @@
-"""Liveness (/healthz) and readiness (/readyz: database, Redis, a Celery worker)."""
+"""Liveness (/healthz) and readiness (/readyz: database, Redis, a Celery worker, and the warm-ups).
+
+Ready means ready: what the first request would otherwise load (the embedding model, the
+tokenizer) is loaded by /readyz, once, on a thread of its own, and /readyz answers 503 naming
+it until it has loaded. Apps register their warm-ups (`register_warmup`); nothing loads at import.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -37,10 +45,51 @@ def _check_worker() -> None:
         raise RuntimeError("no Celery worker answered")
 
 
-async def _run(name: str, check) -> tuple[str, str | None]:
+_warmups: dict[str, Callable[[], object]] = {}
+_warming: dict[str, concurrent.futures.Future] = {}
+_warm_lock = threading.Lock()
+# One thread: warm-ups run one after another and never take the request threads' executor.
+_warm_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-up")
+WARM_WAIT = 5.0  # seconds one /readyz waits for a warm-up before answering 503
+
+
+def register_warmup(name: str, load: Callable[[], object]) -> None:
+    """`load` runs once per process, at the first /readyz; readiness waits for it."""
+    _warmups[name] = load
+
+
+def _warm(name: str) -> concurrent.futures.Future:
+    with _warm_lock:
+        future = _warming.get(name)
+        if future is None or (future.done() and future.exception() is not None):
+            future = _warming[name] = _warm_pool.submit(_warmups[name])  # a failure is retried
+        return future
+
+
+def _warmup_check(name: str):
+    async def check() -> None:
+        future = asyncio.wrap_future(_warm(name))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout=WARM_WAIT)
+        except TimeoutError:
+            raise RuntimeError("still loading") from None
+
+    return check
+
+
+def _tokenizer() -> None:
+    from config.common.tokens import encoding
+
+    encoding()
+
+
+register_warmup("tokenizer", _tokenizer)
+
+
+async def _run(name: str, check, timeout: float = 2) -> tuple[str, str | None]:
     try:
         if asyncio.iscoroutinefunction(check):
-            await asyncio.wait_for(check(), timeout=2)
+            await asyncio.wait_for(check(), timeout=timeout)
         else:
             await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(), timeout=3)
         return name, None
@@ -53,6 +102,7 @@ async def readyz(request):
         _run("database", sync_to_async(_check_database)),
         _run("redis", _check_redis),
         _run("worker", _check_worker),
+        *(_run(name, _warmup_check(name), WARM_WAIT + 1) for name in sorted(_warmups)),
     )
     down = {name: error for name, error in results if error}
     if down:

@@ -39,7 +39,8 @@ _owned: list[_Owned] = []
 
 
 def data_dir() -> Path:
-    default = Path(__file__).resolve().parent.parent / ".engram"
+    # The project root's .engram/ (config/embedded/servers.py is two folders below it).
+    default = Path(__file__).resolve().parents[2] / ".engram"
     path = Path(os.environ.get("ENGRAM_DATA_DIR") or default).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path

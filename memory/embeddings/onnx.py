@@ -2,18 +2,20 @@
 
 Query embedding is the costliest step of a request (torch: ~18 ms per query on this machine,
 and far worse beside a busy neighbour; ONNX Runtime: ~5 ms). The ONNX graph is exported once
-from the installed weights (torch is needed for that moment only) into ENGRAM_DATA_DIR/models,
-then every process loads it without importing torch. Mean pooling and normalisation match
+from the installed weights by `memory.embeddings.prepare`, in a process of its own (torch is
+needed for that moment only), into ENGRAM_DATA_DIR/models; every other process loads it with
+onnxruntime + tokenizers and never imports torch. Mean pooling and normalisation match
 sentence-transformers' (cosine 1.0 on the same text).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +26,6 @@ from memory.embeddings.base import Embedder, register
 from memory.embeddings.sentence_transformers import _model_path
 
 logger = logging.getLogger("engram.embeddings")
-OPSET = 17
 BATCH = 16  # measured: small batches of similar lengths beat large padded ones on CPU
 
 
@@ -36,39 +37,39 @@ def _cache_dir() -> Path:
     return path
 
 
-def _export(source: str, target: Path) -> None:
-    """Trace the transformer to ONNX (once per machine; written atomically)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+def model_source(model: str) -> str:
+    source = _model_path(model)
+    if not Path(source, "tokenizer.json").exists():
+        raise ValueError(f"embedding model {model!r} is not available offline")
+    return source
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModel.from_pretrained(source).eval()
-    sample = tokenizer(["an example sentence"], return_tensors="pt")
 
-    class Encoder(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
+def exported_path(model: str) -> Path:
+    """Where the ONNX export of `model` lives (it may not exist yet)."""
+    source = model_source(model)
+    return _cache_dir() / f"{Path(source).name}-{_fingerprint(source)}.onnx"
 
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
 
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
-    with torch.no_grad():
-        torch.onnx.export(
-            Encoder(model),
-            tuple(sample[n] for n in names),
-            str(partial),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
-            opset_version=OPSET,
-            dynamo=False,
+def ensure_exported(model: str) -> Path:
+    """The exported file; a missing one is exported by `memory.embeddings.prepare` in a child
+    process, so the caller (the web server, a worker) never imports torch."""
+    target = exported_path(model)
+    if target.exists():
+        return target
+    logger.warning("embedding model %s not exported yet; exporting it now (once)", model)
+    root = Path(__file__).resolve().parent.parent.parent  # where `memory` is importable
+    done = subprocess.run(
+        [sys.executable, "-m", "memory.embeddings.prepare", "--model", model, "--quiet"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0 or not target.exists():
+        raise RuntimeError(
+            f"exporting embedding model {model!r} failed: {done.stderr.strip()[-500:]}"
+            " (run `python -m memory.embeddings.prepare`)"
         )
-    partial.replace(target)
+    return target
 
 
 def _max_length(source: str) -> int:
@@ -84,16 +85,8 @@ class OnnxEmbedder(Embedder):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        source = _model_path(model)
-        if not Path(source, "tokenizer.json").exists():
-            raise ValueError(f"embedding model {model!r} is not available offline")
-        target = _cache_dir() / f"{Path(source).name}-{_fingerprint(source)}.onnx"
-        if not target.exists():
-            with open(target.with_suffix(".lock"), "a+") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                if not target.exists():
-                    logger.info("exporting %s to ONNX at %s", model, target)
-                    _export(source, target)
+        source = model_source(model)
+        target = ensure_exported(model)
         options = ort.SessionOptions()
         threads = int(os.environ.get("ENGRAM_EMBEDDING_THREADS", "1"))
         options.intra_op_num_threads = threads

@@ -3,6 +3,7 @@
 import os
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from accounts.authentication import resolve_sync
@@ -16,7 +17,13 @@ DEMO_NAME = "demo"
 class Command(BaseCommand):
     help = "Ensure the demo workspace and print its API key (kept in ENGRAM_DATA_DIR)."
 
+    def add_arguments(self, parser):
+        # `make run` migrates here: one Django start fewer (each costs seconds on a busy machine).
+        parser.add_argument("--migrate", action="store_true", help="apply migrations first")
+
     def handle(self, *args, **options):
+        if options["migrate"]:
+            call_command("migrate", interactive=False, verbosity=0)
         key_file = data_dir() / "demo_api_key"
         raw = key_file.read_text().strip() if key_file.exists() else ""
         principal = resolve_sync(raw) if raw else None
