@@ -1,4 +1,4 @@
-"""Memory API: list, add, read, edit, delete, history and search memories; erase or export a user."""
+"""Memory API: list, add, read, edit, delete, history and search memories."""
 
 from __future__ import annotations
 
@@ -126,16 +126,3 @@ def search_result(found: Found) -> dict:
     body["score"] = round(found.score, 6)
     body["why"] = found.why()
     return body
-
-
-class UserApi(APIView):
-    def delete(self, request, user_id: str):
-        counts = services.user_delete(workspace=request.workspace, user_id=user_id)
-        return Response(
-            {"id": user_id, "object": "user.deleted", "deleted": True, "counts": counts}
-        )
-
-
-class UserExportApi(APIView):
-    def get(self, request, user_id: str):
-        return Response(selectors.user_export(workspace=request.workspace, user_id=user_id))
