@@ -1,6 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
 
 from config.common import health
 
@@ -20,7 +24,10 @@ urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("admin/", admin.site.urls),
+    # Public, like the health checks (accounts.middleware.PUBLIC_PREFIXES).
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("docs/redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("v1/", include(api_patterns)),
     path("api/v1/", include(api_patterns)),
 ]
