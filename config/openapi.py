@@ -18,7 +18,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from config.common.openapi import ErrorSerializer
+from config.common.openapi import ERRORS, error
 
 ALIAS_PREFIX = "/api/v1/"
 
@@ -41,25 +41,8 @@ answered as `{"object": "list", "data", "first_id", "last_id", "has_more"}`.
 
 **Requests.** Every response carries `x-request-id` (the client's, when it sent a sane one).
 
-The schema is at `/v1/schema` (YAML; `?format=json` for JSON), Swagger UI at `/docs`, Redoc at
-`/docs/redoc`.
+The schema is at `/v1/schema` (YAML; `?format=json` for JSON), Swagger UI at `/docs`.
 """
-
-# What each error status means, where an operation has it; a view may name its own.
-ERRORS = {
-    400: "Invalid input: the envelope's `param` names the field, parameter or header.",
-    401: "The key is missing or not valid (`invalid_api_key`).",
-    403: "The wrong kind of key for this path (a workspace key where the operator key is "
-    "needed, or the other way round).",
-    404: "No such object in the caller's workspace (another workspace's is not found either), "
-    "or an id that is not a path segment.",
-    413: "The body is over `ENGRAM_MAX_REQUEST_BYTES` (`request_too_large`).",
-    415: "The body is not JSON (or multipart where a file is taken).",
-}
-
-
-def error(status: int, description: str | None = None) -> OpenApiResponse:
-    return OpenApiResponse(ErrorSerializer, description=description or ERRORS[status])
 
 
 class EngramAutoSchema(AutoSchema):

@@ -2,7 +2,6 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import (
     SpectacularAPIView,
-    SpectacularRedocView,
     SpectacularSwaggerView,
 )
 
@@ -27,7 +26,6 @@ urlpatterns = [
     # Public, like the health checks (accounts.middleware.PUBLIC_PREFIXES).
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("docs/redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("v1/", include(api_patterns)),
     path("api/v1/", include(api_patterns)),
 ]

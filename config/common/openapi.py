@@ -6,7 +6,7 @@ them for drf-spectacular (and the schema test holds each response to them).
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
 from config.common.pagination import MAX_LIMIT
@@ -74,3 +74,20 @@ LIST_PARAMETERS = [
 
 def user_id_query(description: str = "Only this end user's.") -> OpenApiParameter:
     return OpenApiParameter("user_id", str, description=description, required=False)
+
+
+# What each error status means, where an operation has it; a view may name its own.
+ERRORS = {
+    400: "Invalid input: the envelope's `param` names the field, parameter or header.",
+    401: "The key is missing or not valid (`invalid_api_key`).",
+    403: "The wrong kind of key for this path (a workspace key where the operator key is "
+    "needed, or the other way round).",
+    404: "No such object in the caller's workspace (another workspace's is not found either), "
+    "or an id that is not a path segment.",
+    413: "The body is over `ENGRAM_MAX_REQUEST_BYTES` (`request_too_large`).",
+    415: "The body is not JSON (or multipart where a file is taken).",
+}
+
+
+def error(status: int, description: str | None = None) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description or ERRORS[status])

@@ -23,7 +23,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
-    "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files: /docs works offline
+    "drf_spectacular_sidecar",  # Swagger UI as static files: /docs works offline
     "accounts",
     "memory",
     "completions",
@@ -108,7 +108,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "config.openapi.EngramAutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
-# The OpenAPI document at /v1/schema, Swagger UI at /docs, Redoc at /docs/redoc (config/openapi.py).
+# The OpenAPI document at /v1/schema, Swagger UI at /docs (config/openapi.py). No Redoc: its
+# page loads Google's fonts, and /docs must work offline.
 SPECTACULAR_SETTINGS = {
     "TITLE": "Engram API",
     "VERSION": "0.1.0",
@@ -123,7 +124,6 @@ SPECTACULAR_SETTINGS = {
     ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.common.errors import ApiError, Invalid
-from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
+from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import paginate
 from memory.knowledge import openapi as docs
 from memory.knowledge import selectors, services
@@ -294,7 +294,10 @@ class CollectionSearchApi(APIView):
         summary="Search collections directly",
         tags=["collections"],
         request=CollectionSearchInput,
-        responses=docs.ChunkHitListSerializer,
+        responses={
+            200: docs.ChunkHitListSerializer,
+            404: error(404, "A collection that is not the workspace's (`collection_not_found`)."),
+        },
     )
     def post(self, request):
         data = CollectionSearchInput(data=request.data)
