@@ -114,11 +114,17 @@ class KeyScheme(OpenApiAuthenticationExtension):
 # --- the plain views ----------------------------------------------------------------------------
 
 
-class HealthSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text="`ok` or `unavailable`.")
-    checks = serializers.DictField(child=serializers.CharField(), required=False)
-    down = serializers.ListField(child=serializers.CharField(), required=False)
-    errors = serializers.DictField(child=serializers.CharField(), required=False)
+# Built with type(): a Serializer's own `errors` property would shadow the `errors` field.
+HealthSerializer = type(
+    "HealthSerializer",
+    (serializers.Serializer,),
+    {
+        "status": serializers.CharField(help_text="`ok` or `unavailable`."),
+        "checks": serializers.DictField(child=serializers.CharField(), required=False),
+        "down": serializers.ListField(child=serializers.CharField(), required=False),
+        "errors": serializers.DictField(child=serializers.CharField(), required=False),
+    },
+)
 
 
 class _PublicDoc(APIView):

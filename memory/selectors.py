@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Max, Model, Q, QuerySet
 
 from accounts.models import Workspace
 from config.common.errors import NotFound
@@ -143,8 +144,8 @@ def user_stats(
             ):
                 user["last_active_at"] = last
 
-    def grouped(model, last: str, **extra) -> Iterable[dict]:
-        rows = model.objects.filter(**scope).values("user_id")
+    def grouped(model: type[Model], last: str, **extra: Any) -> Iterable[dict]:
+        rows = model._default_manager.filter(**scope).values("user_id")
         return rows.annotate(n=Count("id"), last=Max(last), **extra).order_by()
 
     merge(grouped(Memory, "updated_at"), {"memories": "n"})

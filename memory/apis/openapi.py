@@ -11,13 +11,15 @@ from rest_framework import serializers
 from config.common.openapi import const, list_of
 from memory.serializers import KINDS
 
-_TS = {"help_text": "Unix seconds."}
+
+def _ts(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(help_text="Unix seconds.", **kwargs)
 
 
 class SourceSerializer(serializers.Serializer):
     message_id = serializers.CharField()
     conversation_id = serializers.CharField()
-    created_at = serializers.IntegerField(**_TS)
+    created_at = _ts()
     metadata = serializers.DictField()
 
 
@@ -29,8 +31,8 @@ class MemorySerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=KINDS)
     event_date = serializers.DateField(allow_null=True)
     metadata = serializers.DictField()
-    created_at = serializers.IntegerField(**_TS)
-    updated_at = serializers.IntegerField(**_TS)
+    created_at = _ts()
+    updated_at = _ts()
     sources = SourceSerializer(many=True, help_text="The messages it came from.")
 
 
@@ -45,7 +47,7 @@ class MemoryEventSerializer(serializers.Serializer):
     reason = serializers.CharField(allow_blank=True)
     actor = serializers.CharField(help_text="api, admin, extractor:llm, extractor:offline")
     source_message_ids = serializers.ListField(child=serializers.CharField())
-    created_at = serializers.IntegerField(**_TS)
+    created_at = _ts()
 
 
 class SearchHitSerializer(serializers.Serializer):
@@ -77,8 +79,8 @@ class ConversationSerializer(serializers.Serializer):
     title = serializers.CharField(allow_blank=True)
     summary = serializers.CharField(allow_blank=True)
     metadata = serializers.DictField()
-    created_at = serializers.IntegerField(**_TS)
-    updated_at = serializers.IntegerField(**_TS)
+    created_at = _ts()
+    updated_at = _ts()
     processing = ProcessingSerializer(required=False, help_text="On one conversation.")
 
 
@@ -96,7 +98,7 @@ class MessageSerializer(serializers.Serializer):
     prompt_tokens = serializers.IntegerField(allow_null=True)
     completion_tokens = serializers.IntegerField(allow_null=True)
     incomplete = serializers.BooleanField(help_text="A stream cut before its end.")
-    created_at = serializers.IntegerField(**_TS)
+    created_at = _ts()
 
 
 class SessionSerializer(serializers.Serializer):
@@ -104,14 +106,20 @@ class SessionSerializer(serializers.Serializer):
     object = const("session")
     user_id = serializers.CharField(allow_blank=True)
     conversation_id = serializers.CharField(allow_null=True)
-    created_at = serializers.IntegerField(**_TS)
-    last_active_at = serializers.IntegerField(**_TS)
+    created_at = _ts()
+    last_active_at = _ts()
 
 
-class ImportedSerializer(serializers.Serializer):
-    object = const("list")
-    data = MessageSerializer(many=True)
-    conversation = ConversationSerializer()
+# type(): a Serializer's own `data` property would shadow the `data` field.
+ImportedSerializer = type(
+    "ImportedSerializer",
+    (serializers.Serializer,),
+    {
+        "object": const("list"),
+        "data": MessageSerializer(many=True),
+        "conversation": ConversationSerializer(),
+    },
+)
 
 
 class UserCountsSerializer(serializers.Serializer):
@@ -129,11 +137,11 @@ class UserSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="The end user's id (x-user-id).")
     object = const("user")
     counts = UserCountsSerializer()
-    last_active_at = serializers.IntegerField(allow_null=True, **_TS)
+    last_active_at = _ts(allow_null=True)
 
 
 class UserDetailSerializer(UserSerializer):
-    counts = UserDetailCountsSerializer()  # type: ignore[assignment]
+    counts = UserDetailCountsSerializer()
 
 
 class UserDeletedCountsSerializer(serializers.Serializer):
