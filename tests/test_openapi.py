@@ -159,15 +159,18 @@ def test_live_responses_conform_to_the_schema(engram_server, anon_http, owner, s
     # Deletions last, the seeded rows' deletions after every read of them.
     operations.sort(key=lambda op: op.method.upper() == "DELETE")
 
-    def run(operation, strategy) -> None:
+    def run(operation, strategy, *, key: str | None = "", examples: int = EXAMPLES) -> None:
+        """`key`: "" for the key the operation's scheme names, None for none, or this key."""
         security = operation.definition.raw.get("security") or [{}]
         scheme = next(iter(security[0]), None)
-        headers = {"Authorization": f"Bearer {keys[scheme]}"} if scheme else {}
+        if key == "":
+            key = keys[scheme] if scheme else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         # /readyz's documented 503 (no worker in this test) is its answer, not a server error.
         operation_checks = checks[1:] if operation.path == "/readyz" else checks
 
         @hypothesis_settings(
-            max_examples=EXAMPLES,
+            max_examples=examples,
             deadline=None,
             database=None,
             derandomize=True,
@@ -186,6 +189,11 @@ def test_live_responses_conform_to_the_schema(engram_server, anon_http, owner, s
         probe()
 
     for operation in operations:
+        if operation.definition.raw.get("security"):  # no key: 401; the other kind: 403
+            scheme = next(iter(operation.definition.raw["security"][0]))
+            other = keys["OperatorKey" if scheme == "WorkspaceKey" else "WorkspaceKey"]
+            run(operation, operation.as_strategy(), key=None, examples=1)
+            run(operation, operation.as_strategy(), key=other, examples=1)
         run(operation, operation.as_strategy())
         fixed = {p.name: seeded[p.name] for p in operation.path_parameters}
         if fixed:
@@ -202,5 +210,6 @@ def test_live_responses_conform_to_the_schema(engram_server, anon_http, owner, s
         print(failure)
     assert len(operations) >= 35
     assert statuses[200] + statuses[201] + statuses[202] > 0
+    assert statuses[401] >= 34 and statuses[403] >= 34
     assert server_errors == 0 and undocumented == 0
     assert failures == []
