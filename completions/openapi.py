@@ -327,6 +327,40 @@ class ChatCompletionsDoc(APIView):
         examples=[
             OpenApiExample("No-LLM mode", value=_EXAMPLE_BODY, request_only=True),
             OpenApiExample(
+                "Answer",
+                value={
+                    "id": "chatcmpl-0f2c...",
+                    "object": "chat.completion",
+                    "created": 1764700000,
+                    "model": "local",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {
+                                "role": "assistant",
+                                "content": "(local model, no LLM configured) You said: "
+                                "Hi, I live in Berlin.",
+                                "refusal": None,
+                            },
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 6, "completion_tokens": 12, "total_tokens": 18},
+                    "engram": {
+                        "session_id": "sess_...",
+                        "conversation_id": None,
+                        "memories_used": 1,
+                        "messages_retrieved": 0,
+                        "history_messages": 0,
+                        "context_tokens": 42,
+                    },
+                },
+                response_only=True,
+                status_codes=["200"],
+                media_type="application/json",
+            ),
+            OpenApiExample(
                 "Streamed",
                 value=_EXAMPLE_BODY | {"stream": True, "stream_options": {"include_usage": True}},
                 request_only=True,
