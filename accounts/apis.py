@@ -1,12 +1,15 @@
 """The provisioning API, for operators holding ENGRAM_ADMIN_KEY."""
 
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import openapi as docs
 from accounts import selectors, services
 from accounts.authentication import IsOperator
 from accounts.models import ApiKey, Workspace
+from config.common.openapi import LIST_PARAMETERS
 from config.common.pagination import paginate
 
 
@@ -38,9 +41,22 @@ class NameInput(serializers.Serializer):
 class WorkspaceListCreateApi(APIView):
     permission_classes = [IsOperator]
 
+    @extend_schema(
+        summary="List workspaces",
+        tags=["operators"],
+        parameters=LIST_PARAMETERS,
+        responses=docs.WorkspaceListSerializer,
+    )
     def get(self, request):
         return Response(paginate(selectors.workspace_list(), request.query_params, workspace_body))
 
+    @extend_schema(
+        summary="Create a workspace",
+        tags=["operators"],
+        request=NameInput,
+        responses={201: docs.WorkspaceSerializer},
+        examples=[OpenApiExample("Acme", value={"name": "Acme"}, request_only=True)],
+    )
     def post(self, request):
         data = NameInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -51,11 +67,24 @@ class WorkspaceListCreateApi(APIView):
 class ApiKeyListCreateApi(APIView):
     permission_classes = [IsOperator]
 
+    @extend_schema(
+        summary="List a workspace's API keys",
+        tags=["operators"],
+        parameters=LIST_PARAMETERS,
+        responses=docs.ApiKeyListSerializer,
+    )
     def get(self, request, workspace_id: str):
         workspace = selectors.workspace_get(workspace_id=workspace_id)
         keys = selectors.api_key_list(workspace=workspace)
         return Response(paginate(keys, request.query_params, api_key_body))
 
+    @extend_schema(
+        summary="Create an API key (the raw key is shown once)",
+        tags=["operators"],
+        request=NameInput,
+        responses={201: docs.ApiKeyCreatedSerializer},
+        examples=[OpenApiExample("prod", value={"name": "prod"}, request_only=True)],
+    )
     def post(self, request, workspace_id: str):
         workspace = selectors.workspace_get(workspace_id=workspace_id)
         data = NameInput(data=request.data)
@@ -68,6 +97,11 @@ class ApiKeyListCreateApi(APIView):
 class ApiKeyRevokeApi(APIView):
     permission_classes = [IsOperator]
 
+    @extend_schema(
+        summary="Revoke an API key (at once here, within a second elsewhere)",
+        tags=["operators"],
+        responses={200: docs.ApiKeyRevokedSerializer},
+    )
     def delete(self, request, workspace_id: str, key_id: str):
         workspace = selectors.workspace_get(workspace_id=workspace_id)
         key = services.api_key_revoke(workspace=workspace, key_id=key_id)

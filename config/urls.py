@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularSwaggerView,
+)
 
 from config.common import health
 from config.playground.views import playground
@@ -22,7 +25,9 @@ urlpatterns = [
     path("readyz", health.readyz),
     path("admin/", admin.site.urls),
     path("playground", playground, name="playground"),
+    # Public, like the health checks (accounts.middleware.PUBLIC_PREFIXES).
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("v1/", include(api_patterns)),
     path("api/v1/", include(api_patterns)),
 ]

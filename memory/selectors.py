@@ -5,11 +5,15 @@ Search (ranked memories and past messages) is memory.retrieval.search.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, Max, Model, Q, QuerySet
 
 from accounts.models import Workspace
+from config.common.errors import NotFound
+from config.common.pagination import Cursor
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
 
 # --- conversations --------------------------------------------------------------------------
@@ -95,6 +99,76 @@ def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[s
 
 
 # --- users ----------------------------------------------------------------------------------
+# An end user is not a row: it is a `user_id` that memories, conversations (and so messages) or
+# sessions carry in a workspace. Messages always belong to a conversation, so three tables name
+# every user.
+
+
+def user_id_page(*, workspace: Workspace, cursor: Cursor) -> tuple[list[str], bool]:
+    """One page of the workspace's user ids in `user_id` order, and whether more follow."""
+    bounds = cursor.bounds("user_id")
+    parts = [
+        model.objects.filter(workspace=workspace, **bounds).values_list("user_id", flat=True)
+        for model in (Memory, Conversation, Session)
+    ]
+    parts[-1] = parts[-1].exclude(user_id="")  # a session may be anonymous
+    ids = parts[0].union(*parts[1:])  # UNION: each id once
+    ordered = ids.order_by("user_id" if cursor.order == "asc" else "-user_id")
+    rows = list(ordered[: cursor.limit + 1])
+    return rows[: cursor.limit], len(rows) > cursor.limit
+
+
+def user_stats(
+    *, workspace: Workspace, user_ids: list[str], detail: bool = False
+) -> dict[str, dict]:
+    """Per user: counts of what is stored and `last_active_at` (one grouped query per table).
+
+    `detail` adds sessions and conversation summaries. A user id with nothing stored is absent.
+    """
+    scope = {"workspace": workspace, "user_id__in": user_ids}
+    found: dict[str, dict] = {}
+
+    def merge(rows: Iterable[dict], counts: dict[str, str]) -> None:
+        for row in rows:
+            user = found.setdefault(
+                row["user_id"],
+                {"memories": 0, "conversations": 0, "messages": 0}
+                | ({"sessions": 0, "summaries": 0} if detail else {})
+                | {"last_active_at": None},
+            )
+            for name, column in counts.items():
+                user[name] = row[column]
+            last: dt.datetime | None = row["last"]
+            if last is not None and (
+                user["last_active_at"] is None or last > user["last_active_at"]
+            ):
+                user["last_active_at"] = last
+
+    def grouped(model: type[Model], last: str, **extra: Any) -> Iterable[dict]:
+        rows = model._default_manager.filter(**scope).values("user_id")
+        return rows.annotate(n=Count("id"), last=Max(last), **extra).order_by()
+
+    merge(grouped(Memory, "updated_at"), {"memories": "n"})
+    summaries = {"summaries": Count("id", filter=~Q(summary=""))} if detail else {}
+    merge(
+        grouped(Conversation, "updated_at", **summaries),
+        {"conversations": "n"} | ({"summaries": "summaries"} if detail else {}),
+    )
+    merge(grouped(Message, "created_at"), {"messages": "n"})
+    sessions = grouped(Session, "last_active_at")
+    if detail:
+        merge(sessions, {"sessions": "n"})
+    else:  # sessions still count as activity, and name users who have only a session
+        merge(sessions, {})
+    return found
+
+
+def user_get(*, workspace: Workspace, user_id: str) -> dict:
+    """One user's counts (with sessions and summaries); NotFound when nothing is stored."""
+    found = user_stats(workspace=workspace, user_ids=[user_id], detail=True)
+    if user_id not in found:
+        raise NotFound(f"No user '{user_id}'.", field="user_id", code="user_not_found")
+    return found[user_id]
 
 
 def user_export(*, workspace: Workspace, user_id: str) -> dict:

@@ -2,14 +2,16 @@ from django.urls import path
 
 from memory.apis import conversations as conversation_apis
 from memory.apis import memories as apis
+from memory.apis import users as user_apis
 
 urlpatterns = [
     path("memories", apis.MemoryListCreateApi.as_view()),
     path("memories/search", apis.MemorySearchApi.as_view()),
     path("memories/<str:memory_id>", apis.MemoryDetailApi.as_view()),
     path("memories/<str:memory_id>/history", apis.MemoryHistoryApi.as_view()),
-    path("users/<str:user_id>", apis.UserApi.as_view()),
-    path("users/<str:user_id>/export", apis.UserExportApi.as_view()),
+    path("users", user_apis.UserListApi.as_view()),
+    path("users/<str:user_id>", user_apis.UserApi.as_view()),
+    path("users/<str:user_id>/export", user_apis.UserExportApi.as_view()),
     path("conversations", conversation_apis.ConversationListApi.as_view()),
     path("conversations/<str:conversation_id>", conversation_apis.ConversationDetailApi.as_view()),
     path(

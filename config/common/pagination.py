@@ -6,6 +6,7 @@ Cursor pagination by id: Engram's ids sort by creation time, so `after=<id>` is 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
@@ -41,20 +42,43 @@ def list_body(items: Iterable, serialize: Callable, *, has_more: bool = False) -
     }
 
 
-def paginate(queryset: QuerySet, query_params, serialize: Callable) -> dict:
-    """`limit`, `after`, `before` and `order` (asc|desc) as in OpenAI's list endpoints."""
+@dataclass(frozen=True)
+class Cursor:
+    """A list request's `limit`, `order` (asc|desc), `after` and `before`."""
+
+    limit: int
+    order: str
+    after: str | None
+    before: str | None
+
+    def bounds(self, key: str) -> dict[str, str]:
+        """Filter kwargs that keep `key` strictly after `after` and before `before`."""
+        forward, backward = ("gt", "lt") if self.order == "asc" else ("lt", "gt")
+        bounds = {}
+        if self.after:
+            bounds[f"{key}__{forward}"] = self.after
+        if self.before:
+            bounds[f"{key}__{backward}"] = self.before
+        return bounds
+
+
+def parse_cursor(query_params) -> Cursor:
+    """The one reader of the list parameters, as in OpenAI's list endpoints."""
     limit = parse_limit(query_params.get("limit"))
     order = query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise ApiError(400, "order must be 'asc' or 'desc'.", param="order", code="invalid_value")
-    queryset = queryset.order_by("id" if order == "asc" else "-id")
-    if after := query_params.get("after"):
-        queryset = (
-            queryset.filter(id__gt=after) if order == "asc" else queryset.filter(id__lt=after)
-        )
-    if before := query_params.get("before"):
-        queryset = (
-            queryset.filter(id__lt=before) if order == "asc" else queryset.filter(id__gt=before)
-        )
-    rows = list(queryset[: limit + 1])
-    return list_body(rows[:limit], serialize, has_more=len(rows) > limit)
+    return Cursor(
+        limit=limit,
+        order=order,
+        after=query_params.get("after") or None,
+        before=query_params.get("before") or None,
+    )
+
+
+def paginate(queryset: QuerySet, query_params, serialize: Callable) -> dict:
+    """`limit`, `after`, `before` and `order` (asc|desc) as in OpenAI's list endpoints."""
+    cursor = parse_cursor(query_params)
+    queryset = queryset.order_by("id" if cursor.order == "asc" else "-id")
+    rows = list(queryset.filter(**cursor.bounds("id"))[: cursor.limit + 1])
+    return list_body(rows[: cursor.limit], serialize, has_more=len(rows) > cursor.limit)

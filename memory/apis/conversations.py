@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from django.http import QueryDict
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.common.openapi import LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
+from memory.apis import openapi as docs
 from memory.serializers import ImportInput, conversation_body, message_body
 
 
 class ConversationListApi(APIView):
+    @extend_schema(
+        summary="List conversations",
+        tags=["conversations"],
+        parameters=[user_id_query(), *LIST_PARAMETERS],
+        responses=docs.ConversationListSerializer,
+    )
     def get(self, request):
         conversations = selectors.conversation_list(
             workspace=request.workspace, user_id=request.query_params.get("user_id") or None
@@ -20,7 +29,21 @@ class ConversationListApi(APIView):
         return Response(paginate(conversations, request.query_params, conversation_body))
 
 
+_CONVERSATION_ID = OpenApiParameter(
+    "conversation_id",
+    str,
+    OpenApiParameter.PATH,
+    description="The client's id (x-conversation-id) or Engram's `conv_...` id.",
+)
+
+
 class ConversationDetailApi(APIView):
+    @extend_schema(
+        summary="One conversation, with its background processing counts",
+        tags=["conversations"],
+        parameters=[_CONVERSATION_ID],
+        responses=docs.ConversationSerializer,
+    )
     def get(self, request, conversation_id: str):
         conversation = selectors.conversation_get(
             workspace=request.workspace, conversation_id=conversation_id
@@ -30,6 +53,12 @@ class ConversationDetailApi(APIView):
 
 
 class ConversationMessagesApi(APIView):
+    @extend_schema(
+        summary="A conversation's messages (oldest first unless `order` says)",
+        tags=["conversations"],
+        parameters=[_CONVERSATION_ID, *LIST_PARAMETERS],
+        responses=docs.MessageListSerializer,
+    )
     def get(self, request, conversation_id: str):
         conversation = selectors.conversation_get(
             workspace=request.workspace, conversation_id=conversation_id
@@ -42,6 +71,13 @@ class ConversationMessagesApi(APIView):
         messages = selectors.message_list(workspace=request.workspace, conversation=conversation)
         return Response(paginate(messages, params, lambda m: message_body(m, conversation)))
 
+    @extend_schema(
+        summary="Import messages (the conversation is created on first use)",
+        description="Stored and extracted like chat turns; `created_at` keeps their dates.",
+        tags=["conversations"],
+        request=ImportInput,
+        responses={201: docs.ImportedSerializer},
+    )
     def post(self, request, conversation_id: str):
         serializer = ImportInput(data=request.data)
         serializer.is_valid(raise_exception=True)

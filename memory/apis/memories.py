@@ -1,14 +1,17 @@
-"""Memory API: list, add, read, edit, delete, history and search memories; erase or export a user."""
+"""Memory API: list, add, read, edit, delete, history and search memories."""
 
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.common.errors import ApiError
+from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
+from memory.apis import openapi as docs
 from memory.models import Memory
 from memory.retrieval.search import Found, search
 from memory.serializers import (
@@ -32,6 +35,12 @@ def _with_sources(workspace, memory: Memory) -> dict:
 
 
 class MemoryListCreateApi(APIView):
+    @extend_schema(
+        summary="List memories",
+        tags=["memories"],
+        parameters=[user_id_query(), *LIST_PARAMETERS],
+        responses=docs.MemoryListSerializer,
+    )
     def get(self, request):
         user_id = request.query_params.get("user_id") or None
         memories = selectors.memory_list(workspace=request.workspace, user_id=user_id)
@@ -43,6 +52,19 @@ class MemoryListCreateApi(APIView):
             body["sources"] = sources.get(body["id"], [])
         return Response(page)
 
+    @extend_schema(
+        summary="Add a memory by hand",
+        tags=["memories"],
+        request=MemoryCreateInput,
+        responses={201: docs.MemorySerializer},
+        examples=[
+            OpenApiExample(
+                "A preference",
+                value={"user_id": "alice", "text": "Alice prefers tea.", "kind": "preference"},
+                request_only=True,
+            )
+        ],
+    )
     def post(self, request):
         data = _valid(MemoryCreateInput, request.data)
         memory = services.memory_create(
@@ -58,10 +80,17 @@ class MemoryListCreateApi(APIView):
 
 
 class MemoryDetailApi(APIView):
+    @extend_schema(summary="One memory", tags=["memories"], responses=docs.MemorySerializer)
     def get(self, request, memory_id: str):
         memory = selectors.memory_get(workspace=request.workspace, memory_id=memory_id)
         return Response(_with_sources(request.workspace, memory))
 
+    @extend_schema(
+        summary="Edit a memory (kept in its history)",
+        tags=["memories"],
+        request=MemoryUpdateInput,
+        responses=docs.MemorySerializer,
+    )
     def patch(self, request, memory_id: str):
         memory = selectors.memory_get(workspace=request.workspace, memory_id=memory_id)
         data = _valid(MemoryUpdateInput, request.data)
@@ -75,6 +104,7 @@ class MemoryDetailApi(APIView):
         )
         return Response(_with_sources(request.workspace, memory))
 
+    @extend_schema(summary="Delete a memory", tags=["memories"], responses={200: DeletedSerializer})
     def delete(self, request, memory_id: str):
         memory = selectors.memory_get(workspace=request.workspace, memory_id=memory_id)
         services.memory_delete(workspace=request.workspace, memory=memory, actor="api")
@@ -82,6 +112,11 @@ class MemoryDetailApi(APIView):
 
 
 class MemoryHistoryApi(APIView):
+    @extend_schema(
+        summary="A memory's changes, oldest first (kept after it is deleted)",
+        tags=["memories"],
+        responses=docs.MemoryEventListSerializer,
+    )
     def get(self, request, memory_id: str):
         events = list(selectors.memory_history(workspace=request.workspace, memory_id=memory_id))
         if not events:  # a memory leaves its history behind: none means it never existed
@@ -92,6 +127,21 @@ class MemoryHistoryApi(APIView):
 
 
 class MemorySearchApi(APIView):
+    @extend_schema(
+        summary="Search a user's memories and past messages",
+        description="One ranking: cosine similarity blended with BM25; each hit has `score`, "
+        "`why` and the messages it came from.",
+        tags=["memories"],
+        request=SearchInput,
+        responses=docs.SearchResultsSerializer,
+        examples=[
+            OpenApiExample(
+                "A question",
+                value={"user_id": "alice", "query": "Where does Alice live?", "limit": 5},
+                request_only=True,
+            )
+        ],
+    )
     def post(self, request):
         from memory.embeddings import get_embedder
 
@@ -126,16 +176,3 @@ def search_result(found: Found) -> dict:
     body["score"] = round(found.score, 6)
     body["why"] = found.why()
     return body
-
-
-class UserApi(APIView):
-    def delete(self, request, user_id: str):
-        counts = services.user_delete(workspace=request.workspace, user_id=user_id)
-        return Response(
-            {"id": user_id, "object": "user.deleted", "deleted": True, "counts": counts}
-        )
-
-
-class UserExportApi(APIView):
-    def get(self, request, user_id: str):
-        return Response(selectors.user_export(workspace=request.workspace, user_id=user_id))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.common.errors import ApiError, Invalid
+from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import paginate
+from memory.knowledge import openapi as docs
 from memory.knowledge import selectors, services
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Collection, Document
@@ -64,10 +67,23 @@ class CollectionInput(serializers.Serializer):
 
 
 class CollectionListCreateApi(APIView):
+    @extend_schema(
+        summary="List knowledge collections",
+        tags=["collections"],
+        parameters=LIST_PARAMETERS,
+        responses=docs.CollectionListSerializer,
+    )
     def get(self, request):
         collections = selectors.collection_list(workspace=request.workspace)
         return Response(paginate(collections, request.query_params, collection_body))
 
+    @extend_schema(
+        summary="Create a collection",
+        tags=["collections"],
+        request=CollectionInput,
+        responses={201: docs.CollectionSerializer},
+        examples=[OpenApiExample("Handbook", value={"name": "Handbook"}, request_only=True)],
+    )
     def post(self, request):
         data = CollectionInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -77,6 +93,9 @@ class CollectionListCreateApi(APIView):
 
 
 class CollectionDetailApi(APIView):
+    @extend_schema(
+        summary="One collection", tags=["collections"], responses=docs.CollectionSerializer
+    )
     def get(self, request, collection_id: str):
         return Response(
             collection_body(
@@ -84,6 +103,12 @@ class CollectionDetailApi(APIView):
             )
         )
 
+    @extend_schema(
+        summary="Edit a collection",
+        tags=["collections"],
+        request=CollectionInput(partial=True),
+        responses=docs.CollectionSerializer,
+    )
     def patch(self, request, collection_id: str):
         collection = selectors.collection_get(
             workspace=request.workspace, collection_id=collection_id
@@ -95,6 +120,11 @@ class CollectionDetailApi(APIView):
         )
         return Response(collection_body(collection))
 
+    @extend_schema(
+        summary="Delete a collection and its documents",
+        tags=["collections"],
+        responses={200: DeletedSerializer},
+    )
     def delete(self, request, collection_id: str):
         collection = selectors.collection_get(
             workspace=request.workspace, collection_id=collection_id
@@ -154,6 +184,21 @@ def _document_input(request) -> dict:
 
 
 class DocumentListCreateApi(APIView):
+    @extend_schema(
+        summary="List a collection's documents",
+        tags=["collections"],
+        parameters=[
+            OpenApiParameter(
+                "status",
+                str,
+                enum=Document.Status.values,
+                description="Only these.",
+                required=False,
+            ),
+            *LIST_PARAMETERS,
+        ],
+        responses=docs.DocumentListSerializer,
+    )
     def get(self, request, collection_id: str):
         collection = selectors.collection_get(
             workspace=request.workspace, collection_id=collection_id
@@ -171,6 +216,26 @@ class DocumentListCreateApi(APIView):
         )
         return Response(paginate(documents, request.query_params, document_body))
 
+    @extend_schema(
+        summary="Add a document (202 queued; 200 when the same content is already there)",
+        description="A multipart `file` (txt, md, html, pdf, docx; type checked by content) or "
+        "JSON `{text, title, metadata}`. Over `ENGRAM_MAX_DOCUMENT_BYTES` is 413; a type Engram "
+        "cannot read is 415. A Celery worker extracts, chunks and embeds it: poll the document.",
+        tags=["collections"],
+        request={
+            "application/json": TextDocumentInput,
+            "multipart/form-data": docs.FileUploadSerializer,
+        },
+        responses={202: docs.DocumentCreatedSerializer, 200: docs.DocumentCreatedSerializer},
+        examples=[
+            OpenApiExample(
+                "Text",
+                value={"text": "# Returns\nWithin 30 days.", "title": "Returns"},
+                request_only=True,
+                media_type="application/json",
+            )
+        ],
+    )
     def post(self, request, collection_id: str):
         collection = selectors.collection_get(
             workspace=request.workspace, collection_id=collection_id
@@ -183,6 +248,11 @@ class DocumentListCreateApi(APIView):
 
 
 class DocumentDetailApi(APIView):
+    @extend_schema(
+        summary="One document: `status`, `progress`, `error`",
+        tags=["collections"],
+        responses=docs.DocumentSerializer,
+    )
     def get(self, request, collection_id: str, document_id: str):
         collection = selectors.collection_get(
             workspace=request.workspace, collection_id=collection_id
@@ -195,6 +265,9 @@ class DocumentDetailApi(APIView):
             )
         )
 
+    @extend_schema(
+        summary="Delete a document", tags=["collections"], responses={200: DeletedSerializer}
+    )
     def delete(self, request, collection_id: str, document_id: str):
         collection = selectors.collection_get(
             workspace=request.workspace, collection_id=collection_id
@@ -208,7 +281,7 @@ class DocumentDetailApi(APIView):
         )
 
 
-class SearchInput(serializers.Serializer):
+class CollectionSearchInput(serializers.Serializer):
     collection_ids = serializers.ListField(
         child=serializers.CharField(max_length=40), min_length=1, max_length=100
     )
@@ -217,8 +290,17 @@ class SearchInput(serializers.Serializer):
 
 
 class CollectionSearchApi(APIView):
+    @extend_schema(
+        summary="Search collections directly",
+        tags=["collections"],
+        request=CollectionSearchInput,
+        responses={
+            200: docs.ChunkHitListSerializer,
+            404: error(404, "A collection that is not the workspace's (`collection_not_found`)."),
+        },
+    )
     def post(self, request):
-        data = SearchInput(data=request.data)
+        data = CollectionSearchInput(data=request.data)
         data.is_valid(raise_exception=True)
         ids = data.validated_data["collection_ids"]
         collections_check(workspace=request.workspace, collection_ids=ids)

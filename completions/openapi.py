@@ -1,0 +1,428 @@
+"""OpenAPI documentation of the gateway's plain Django views (documentation only).
+
+The chat door is a lean ASGI app and a plain async view, /v1/context and /v1/models plain async
+views: drf-spectacular sees none of them. Each has a DRF view here that is never routed;
+`config.openapi.endpoints` puts it at the real view's path. Nothing here runs on a request.
+
+OpenAI's shapes are raw JSON Schema (`SCHEMAS`, added to the document's components by
+`config.openapi.components`): a chat body passes unknown fields through, and its content is a
+string or a list of parts, which serializers say badly.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.views import APIView
+
+from completions.request import HEADERS, MAX_COLLECTIONS, MAX_ID_CHARS
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_ID = {"type": "string", "pattern": rf"^[A-Za-z0-9_.:@+\-/=]{{1,{MAX_ID_CHARS}}}$"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+SCHEMAS: dict[str, dict] = {
+    "ChatMessage": {
+        "type": "object",
+        "description": "One message of OpenAI's chat format (every role, parts, tool calls).",
+        "required": ["role"],
+        "properties": {
+            "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
+            "content": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "object"}},
+                    {"type": "null"},
+                ],
+                "description": "Text, or content parts (`text`, `image_url`, `input_audio`, "
+                "`file`); null on an assistant message with tool calls.",
+            },
+            "name": {"type": "string"},
+            "tool_calls": {"type": "array", "items": {"type": "object"}},
+            "tool_call_id": {"type": "string"},
+        },
+    },
+    "ChatCompletionRequest": {
+        "type": "object",
+        "description": "OpenAI's request; fields Engram does not know reach the upstream "
+        "unchanged. `session_id` is Engram's own (removed before the upstream call).",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "examples": ["local"]},
+            "messages": {"type": "array", "minItems": 1, "items": ref("ChatMessage")},
+            "stream": {"type": "boolean"},
+            "stream_options": {
+                "type": "object",
+                "properties": {"include_usage": {"type": "boolean"}},
+            },
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+            "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+            "n": {"type": "integer", "minimum": 1, "maximum": 8},
+            "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "tools": {"type": "array", "items": {"type": "object"}},
+            "tool_choice": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+            "response_format": {"type": "object"},
+            "user": {**_ID, "description": "The end user, when `x-user-id` is not sent."},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "session_id": {
+                **_ID,
+                "description": "Engram: the session, when `x-session-id` is not sent.",
+            },
+        },
+    },
+    "EngramSource": {
+        "type": "object",
+        "description": "A knowledge chunk the answer's context used.",
+        "properties": {
+            "collection_id": {"type": "string"},
+            "document_id": {"type": "string"},
+            "title": {"type": "string"},
+            "chunk_index": {"type": "integer"},
+            "score": {"type": "number"},
+            "snippet": {"type": "string"},
+        },
+    },
+    "Engram": {
+        "type": "object",
+        "description": "What memory did for this turn (in streams: one last chunk before "
+        "`data: [DONE]`).",
+        "required": ["memories_used", "context_tokens"],
+        "properties": {
+            "session_id": _NULLABLE_STRING,
+            "conversation_id": _NULLABLE_STRING,
+            "memories_used": {"type": "integer"},
+            "messages_retrieved": {"type": "integer"},
+            "history_messages": {"type": "integer"},
+            "context_tokens": {"type": "integer"},
+            "sources": {"type": "array", "items": ref("EngramSource")},
+        },
+    },
+    "Usage": {
+        "type": "object",
+        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+        "properties": {
+            "prompt_tokens": {"type": "integer"},
+            "completion_tokens": {"type": "integer"},
+            "total_tokens": {"type": "integer"},
+        },
+    },
+    "ChatCompletion": {
+        "type": "object",
+        "description": "OpenAI's chat completion, as the upstream answered, plus `engram`.",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "system_fingerprint": _NULLABLE_STRING,
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "message", "finish_reason"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": {
+                            "type": "object",
+                            "required": ["role"],
+                            "properties": {
+                                "role": {"const": "assistant"},
+                                "content": _NULLABLE_STRING,
+                                "refusal": _NULLABLE_STRING,
+                                "tool_calls": {"type": "array", "items": {"type": "object"}},
+                            },
+                        },
+                        "logprobs": {"type": ["object", "null"]},
+                        "finish_reason": _NULLABLE_STRING,
+                    },
+                },
+            },
+            "usage": ref("Usage"),
+            "engram": ref("Engram"),
+        },
+    },
+    "ChatCompletionChunk": {
+        "type": "object",
+        "description": "One `data:` event of a stream. After the last choice chunk (and the "
+        "usage chunk, `choices: []`, when asked) Engram sends a chunk carrying `engram`, then "
+        '`data: [DONE]`. A failure after the first byte is one `data: {"error": ...}` event '
+        "(the envelope), then `data: [DONE]`.",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion.chunk"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "delta"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "delta": {
+                            "type": "object",
+                            "properties": {
+                                "role": {"type": "string"},
+                                "content": _NULLABLE_STRING,
+                                "tool_calls": {"type": "array", "items": {"type": "object"}},
+                            },
+                        },
+                        "logprobs": {"type": ["object", "null"]},
+                        "finish_reason": _NULLABLE_STRING,
+                    },
+                },
+            },
+            "usage": {"oneOf": [ref("Usage"), {"type": "null"}]},
+            "engram": ref("Engram"),
+        },
+    },
+    "ContextPreview": {
+        "type": "object",
+        "required": ["object", "messages", "context_tokens", "blocks", "engram"],
+        "properties": {
+            "object": {"const": "context"},
+            "model": _NULLABLE_STRING,
+            "user_id": _NULLABLE_STRING,
+            "messages": {"type": "array", "items": ref("ChatMessage")},
+            "context_tokens": {"type": "integer"},
+            "budget": {
+                "type": ["object", "null"],
+                "properties": {
+                    "context_window": {"type": "integer"},
+                    "reserved_for_completion": {"type": "integer"},
+                    "available": {"type": "integer"},
+                },
+            },
+            "blocks": {
+                "type": "array",
+                "description": "Each block of the context, its tokens and why each item was chosen.",
+                "items": {"type": "object"},
+            },
+            "engram": ref("Engram"),
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+            "target": {"type": "string", "description": "A workspace alias's upstream model."},
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": ref("Model")},
+        },
+    },
+}
+
+# Engram's headers on a chat request (and on /v1/context), as completions.request reads them.
+TURN_HEADERS = [
+    OpenApiParameter(
+        HEADERS["user_id"],
+        _ID,
+        OpenApiParameter.HEADER,
+        description="The end user whose memory this turn uses (else the body's `user`).",
+    ),
+    OpenApiParameter(
+        HEADERS["conversation_id"],
+        _ID,
+        OpenApiParameter.HEADER,
+        description="The client's conversation id: Engram stores the turn in it and puts "
+        "earlier turns back when only new messages are sent.",
+    ),
+    OpenApiParameter(
+        HEADERS["session_id"],
+        _ID,
+        OpenApiParameter.HEADER,
+        description="The session (else the body's `session_id`; created on first use, echoed).",
+    ),
+    OpenApiParameter(
+        HEADERS["workspace_id"],
+        str,
+        OpenApiParameter.HEADER,
+        description="Must name the key's workspace (403 `workspace_mismatch` otherwise).",
+    ),
+    OpenApiParameter(
+        HEADERS["collection_ids"],
+        str,
+        OpenApiParameter.HEADER,
+        description=f"A JSON array of at most {MAX_COLLECTIONS} knowledge collection ids, "
+        'e.g. `["col_..."]`; their best chunks join the context.',
+    ),
+]
+
+
+def _response_header(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name, str, OpenApiParameter.HEADER, response=[200], description=description
+    )
+
+
+_CHAT_RESPONSE_HEADERS = [
+    _response_header("x-request-id", "This request's id."),
+    _response_header("openai-processing-ms", "Time spent in Engram and the upstream."),
+    _response_header("x-engram-upstream-ms", "Time spent waiting on the upstream."),
+    _response_header("x-engram-overhead-ms", "Engram's own time."),
+    _response_header("x-engram-memories-used", "Memories put in the context."),
+    _response_header("x-engram-context-tokens", "Tokens of the assembled context."),
+    _response_header("x-session-id", "The session of this turn, when there is one."),
+]
+
+_EXAMPLE_BODY = {
+    "model": "local",
+    "messages": [{"role": "user", "content": "Hi, I live in Berlin."}],
+}
+
+
+class ChatCompletionsDoc(APIView):
+    openapi_errors = {
+        400: "Invalid body or header (OpenAI's 400s; `param` names the field or header), or "
+        "the upstream's own 400.",
+        401: "A missing or unknown key (or the upstream refused its key).",
+        403: "An operator key, or `x-workspace-id` naming another workspace.",
+        404: "A collection in `x-collection-ids` that is not the workspace's, or the "
+        "upstream's 404 (an unknown model).",
+        413: "The body is over `ENGRAM_MAX_REQUEST_BYTES`.",
+        429: "The upstream's rate limit, after Engram's retries (`retry-after` passed on).",
+        502: "The upstream failed (5xx or connection error) after Engram's retries.",
+        504: "The upstream timed out (`ENGRAM_UPSTREAM_TIMEOUT`).",
+    }
+
+    @extend_schema(
+        operation_id="chat_completions_create",
+        summary="Create a chat completion (OpenAI's API, with memory)",
+        description="OpenAI's whole request and response; the official SDKs work unchanged "
+        "(`base_url=http://host/v1`). With `stream: true` the answer is server-sent events: "
+        "`data: <ChatCompletionChunk>` lines, Engram's `engram` chunk, then `data: [DONE]`. "
+        "An upstream 4xx keeps its status and message.",
+        tags=["chat"],
+        parameters=[*TURN_HEADERS, *_CHAT_RESPONSE_HEADERS],
+        request={"application/json": ref("ChatCompletionRequest")},
+        responses={
+            (200, "application/json"): OpenApiResponse(ref("ChatCompletion")),
+            (200, "text/event-stream"): OpenApiResponse(
+                {
+                    "type": "string",
+                    "description": "Server-sent events: `data: ` + a ChatCompletionChunk "
+                    "(#/components/schemas/ChatCompletionChunk) per event, the `engram` "
+                    "chunk, then `data: [DONE]`.",
+                    "contentMediaType": "text/event-stream",
+                },
+            ),
+        },
+        examples=[
+            OpenApiExample("No-LLM mode", value=_EXAMPLE_BODY, request_only=True),
+            OpenApiExample(
+                "Answer",
+                value={
+                    "id": "chatcmpl-0f2c...",
+                    "object": "chat.completion",
+                    "created": 1764700000,
+                    "model": "local",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {
+                                "role": "assistant",
+                                "content": "(local model, no LLM configured) You said: "
+                                "Hi, I live in Berlin.",
+                                "refusal": None,
+                            },
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 6, "completion_tokens": 12, "total_tokens": 18},
+                    "engram": {
+                        "session_id": "sess_...",
+                        "conversation_id": None,
+                        "memories_used": 1,
+                        "messages_retrieved": 0,
+                        "history_messages": 0,
+                        "context_tokens": 42,
+                    },
+                },
+                response_only=True,
+                status_codes=["200"],
+                media_type="application/json",
+            ),
+            OpenApiExample(
+                "Streamed",
+                value=_EXAMPLE_BODY | {"stream": True, "stream_options": {"include_usage": True}},
+                request_only=True,
+            ),
+        ],
+    )
+    def post(self, request): ...
+
+
+class ContextDoc(APIView):
+    openapi_errors = {
+        400: ChatCompletionsDoc.openapi_errors[400],
+        401: None,
+        403: ChatCompletionsDoc.openapi_errors[403],
+        404: "A collection in `x-collection-ids` that is not the workspace's.",
+        413: None,
+    }
+
+    @extend_schema(
+        operation_id="context_preview",
+        summary="Preview the context Engram would send (nothing stored, no upstream call)",
+        description="The chat request's body and headers (`model` optional); answers the exact "
+        "messages Engram would send upstream, `context_tokens`, tokens per block and why each "
+        "item was chosen.",
+        tags=["chat"],
+        parameters=TURN_HEADERS,
+        request={
+            "application/json": {
+                "type": "object",
+                "required": ["messages"],
+                "properties": {
+                    "model": {"type": "string"},
+                    "messages": SCHEMAS["ChatCompletionRequest"]["properties"]["messages"],
+                },
+            }
+        },
+        responses={200: OpenApiResponse(ref("ContextPreview"))},
+        examples=[OpenApiExample("A question", value=_EXAMPLE_BODY, request_only=True)],
+    )
+    def post(self, request): ...
+
+
+class ModelListDoc(APIView):
+    openapi_errors = {401: None, 403: None}
+
+    @extend_schema(
+        operation_id="models_list",
+        summary="The models this workspace can use",
+        description="Aliases, `local`, and the configured upstreams' own `/models`.",
+        tags=["chat"],
+        responses={200: OpenApiResponse(ref("ModelList"))},
+    )
+    def get(self, request): ...
+
+
+class ModelDoc(APIView):
+    openapi_errors = {401: None, 403: None, 404: "No such model (`model_not_found`)."}
+
+    @extend_schema(
+        operation_id="models_retrieve",
+        summary="One model",
+        tags=["chat"],
+        responses={200: OpenApiResponse(ref("Model"))},
+    )
+    def get(self, request, model_id: str): ...

@@ -1,0 +1,180 @@
+"""OpenAPI shapes of the memory, conversation and user APIs (documentation only).
+
+The views build plain dicts (memory.serializers, memory.apis.users); these describe them, and
+tests/test_openapi.py holds every live response to them.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from config.common.openapi import const, list_of
+from memory.serializers import KINDS
+
+
+def _ts(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(help_text="Unix seconds.", **kwargs)
+
+
+class SourceSerializer(serializers.Serializer):
+    message_id = serializers.CharField()
+    conversation_id = serializers.CharField()
+    created_at = _ts()
+    metadata = serializers.DictField()
+
+
+class MemorySerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("memory")
+    user_id = serializers.CharField()
+    text = serializers.CharField()
+    kind = serializers.ChoiceField(choices=KINDS)
+    event_date = serializers.DateField(allow_null=True)
+    metadata = serializers.DictField()
+    created_at = _ts()
+    updated_at = _ts()
+    sources = SourceSerializer(many=True, help_text="The messages it came from.")
+
+
+class MemoryEventSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("memory.event")
+    memory_id = serializers.CharField()
+    user_id = serializers.CharField()
+    event = serializers.ChoiceField(choices=["ADD", "UPDATE", "DELETE", "NONE"])
+    old_text = serializers.CharField(allow_blank=True)
+    new_text = serializers.CharField(allow_blank=True)
+    reason = serializers.CharField(allow_blank=True)
+    actor = serializers.CharField(help_text="api, admin, extractor:llm, extractor:offline")
+    source_message_ids = serializers.ListField(child=serializers.CharField())
+    created_at = _ts()
+
+
+class SearchHitSerializer(serializers.Serializer):
+    """A memory (the memory's fields) or a past message, with its score and why."""
+
+    id = serializers.CharField()
+    object = serializers.ChoiceField(choices=["memory", "message"])
+    text = serializers.CharField()
+    score = serializers.FloatField()
+    why = serializers.CharField()
+    sources = SourceSerializer(many=True)
+    user_id = serializers.CharField(required=False, help_text="memory")
+    kind = serializers.CharField(required=False, help_text="memory")
+    conversation_id = serializers.CharField(required=False, help_text="message")
+    role = serializers.CharField(required=False, help_text="message")
+
+
+class ProcessingSerializer(serializers.Serializer):
+    pending = serializers.IntegerField(help_text="Extraction and summary jobs not done yet.")
+    done = serializers.IntegerField()
+    failed = serializers.IntegerField()
+
+
+class ConversationSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("conversation")
+    external_id = serializers.CharField(help_text="The client's x-conversation-id.")
+    user_id = serializers.CharField()
+    title = serializers.CharField(allow_blank=True)
+    summary = serializers.CharField(allow_blank=True)
+    metadata = serializers.DictField()
+    created_at = _ts()
+    updated_at = _ts()
+    processing = ProcessingSerializer(required=False, help_text="On one conversation.")
+
+
+class MessageSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("conversation.message")
+    conversation_id = serializers.CharField()
+    session_id = serializers.CharField(allow_null=True)
+    role = serializers.CharField()
+    name = serializers.CharField(allow_null=True)
+    content = serializers.JSONField(help_text="As the client sent it: text, parts or null.")
+    tool_calls = serializers.ListField(child=serializers.DictField(), allow_null=True)
+    metadata = serializers.DictField()
+    token_count = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField(allow_null=True)
+    completion_tokens = serializers.IntegerField(allow_null=True)
+    incomplete = serializers.BooleanField(help_text="A stream cut before its end.")
+    created_at = _ts()
+
+
+class SessionSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("session")
+    user_id = serializers.CharField(allow_blank=True)
+    conversation_id = serializers.CharField(allow_null=True)
+    created_at = _ts()
+    last_active_at = _ts()
+
+
+# type(): a Serializer's own `data` property would shadow the `data` field.
+ImportedSerializer = type(
+    "ImportedSerializer",
+    (serializers.Serializer,),
+    {
+        "object": const("list"),
+        "data": MessageSerializer(many=True),
+        "conversation": ConversationSerializer(),
+    },
+)
+
+
+class UserCountsSerializer(serializers.Serializer):
+    memories = serializers.IntegerField()
+    conversations = serializers.IntegerField()
+    messages = serializers.IntegerField()
+
+
+class UserDetailCountsSerializer(UserCountsSerializer):
+    sessions = serializers.IntegerField()
+    summaries = serializers.IntegerField(help_text="Conversations with a rolling summary.")
+
+
+class UserSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The end user's id (x-user-id).")
+    object = const("user")
+    counts = UserCountsSerializer()
+    last_active_at = _ts(allow_null=True)
+
+
+class UserDetailSerializer(UserSerializer):
+    counts = UserDetailCountsSerializer()
+
+
+class UserDeletedCountsSerializer(serializers.Serializer):
+    memories = serializers.IntegerField()
+    memory_events = serializers.IntegerField()
+    messages = serializers.IntegerField()
+    conversations = serializers.IntegerField()
+    sessions = serializers.IntegerField()
+
+
+class UserDeletedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("user.deleted")
+    deleted = serializers.BooleanField()
+    counts = UserDeletedCountsSerializer()
+
+
+class ExportedConversationSerializer(ConversationSerializer):
+    messages = MessageSerializer(many=True)
+
+
+class UserExportSerializer(serializers.Serializer):
+    object = const("user.export")
+    user_id = serializers.CharField()
+    memories = MemorySerializer(many=True)
+    memory_events = MemoryEventSerializer(many=True)
+    conversations = ExportedConversationSerializer(many=True)
+    sessions = SessionSerializer(many=True)
+
+
+MemoryListSerializer = list_of(MemorySerializer, "MemoryList")
+MemoryEventListSerializer = list_of(MemoryEventSerializer, "MemoryEventList", cursor=False)
+SearchResultsSerializer = list_of(SearchHitSerializer, "SearchResults", cursor=False)
+ConversationListSerializer = list_of(ConversationSerializer, "ConversationList")
+MessageListSerializer = list_of(MessageSerializer, "MessageList")
+UserListSerializer = list_of(UserSerializer, "UserList")

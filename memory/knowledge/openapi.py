@@ -1,0 +1,72 @@
+"""OpenAPI shapes of the knowledge collections API (documentation only; see apis.py)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from config.common.openapi import const, list_of
+from memory.knowledge.models import Document
+
+
+class CollectionSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("collection")
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    metadata = serializers.DictField()
+    document_count = serializers.IntegerField(allow_null=True)
+    created_at = serializers.IntegerField()
+    updated_at = serializers.IntegerField()
+
+
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class DocumentSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("collection.document")
+    collection_id = serializers.CharField()
+    title = serializers.CharField(allow_blank=True)
+    filename = serializers.CharField(allow_blank=True)
+    content_type = serializers.CharField(allow_blank=True)
+    size_bytes = serializers.IntegerField()
+    content_hash = serializers.CharField()
+    metadata = serializers.DictField()
+    status = serializers.ChoiceField(choices=Document.Status.values)
+    error = serializers.CharField(allow_null=True)
+    progress = ProgressSerializer(help_text="Chunks embedded so far.")
+    chunk_count = serializers.IntegerField()
+    pages = serializers.IntegerField(allow_null=True)
+    created_at = serializers.IntegerField()
+    updated_at = serializers.IntegerField()
+
+
+class DocumentCreatedSerializer(DocumentSerializer):
+    duplicate = serializers.BooleanField(
+        help_text="The same content was already in the collection (then 200, not 202)."
+    )
+
+
+class ChunkHitSerializer(serializers.Serializer):
+    object = const("collection.chunk")
+    collection_id = serializers.CharField()
+    document_id = serializers.CharField()
+    title = serializers.CharField(allow_blank=True)
+    chunk_index = serializers.IntegerField()
+    heading = serializers.CharField(allow_blank=True, allow_null=True)
+    score = serializers.FloatField(help_text="Cosine blended with BM25, in [0, 1].")
+    text = serializers.CharField()
+    snippet = serializers.CharField()
+
+
+class FileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="txt, md, html, pdf or docx (type checked by content).")
+    title = serializers.CharField(required=False, allow_blank=True)
+    metadata = serializers.CharField(required=False, help_text="A JSON object.")
+
+
+CollectionListSerializer = list_of(CollectionSerializer, "CollectionList")
+DocumentListSerializer = list_of(DocumentSerializer, "DocumentList")
+ChunkHitListSerializer = list_of(ChunkHitSerializer, "ChunkHitList", cursor=False)

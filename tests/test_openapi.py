@@ -1,0 +1,215 @@
+"""The OpenAPI document: public, complete, and true of the live server's every route.
+
+`test_live_responses_conform_to_the_schema` runs schemathesis against the real server: for
+every operation, generated requests (valid-ish, positive data: the schema's types, patterns
+and bounds), once with random path ids and once with ids of seeded rows, each response checked
+for a 5xx, an undocumented status, a content type and a body the schema does not describe.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import pytest
+from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from memory.models import Session
+
+# Generated requests per operation and per kind (random ids / seeded ids): ~40 operations.
+EXAMPLES = 6
+
+
+def _schema(client) -> dict:
+    response = client.get("/v1/schema", params={"format": "json"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _routes(patterns, prefix=""):
+    for pattern in patterns:
+        regex = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            yield from _routes(pattern.url_patterns, regex)
+        elif isinstance(pattern, URLPattern):
+            yield regex
+
+
+def _as_path(regex: str) -> str:
+    path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", regex.replace("^", "").replace("$", ""))
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
+
+
+def test_schema_is_public_31_and_lists_every_route_once(anon_http):
+    schema = _schema(anon_http)
+    assert schema["openapi"] == "3.1.0"
+    paths = set(schema["paths"])
+    served = {
+        _as_path(regex)
+        for regex in _routes(get_resolver().url_patterns)
+        if not regex.startswith(("admin/", "api/v1/", "v1/schema", "docs", "static/"))
+    }
+    assert served - paths == set()  # nothing served is missing
+    assert {"/v1/chat/completions", "/v1/context", "/v1/models", "/v1/users"} <= paths
+    assert not [p for p in paths if p.startswith("/api/")]  # the alias: described, not listed
+    assert "/api/v1/" in schema["info"]["description"]
+    assert set(schema["components"]["securitySchemes"]) == {"WorkspaceKey", "OperatorKey"}
+    assert schema["paths"]["/v1/workspaces"]["post"]["security"] == [{"OperatorKey": []}]
+
+
+def test_chat_completions_is_documented_in_openais_shapes(anon_http):
+    schema = _schema(anon_http)
+    chat = schema["paths"]["/v1/chat/completions"]["post"]
+    headers = {p["name"] for p in chat["parameters"] if p["in"] == "header"}
+    assert {
+        "x-user-id",
+        "x-conversation-id",
+        "x-session-id",
+        "x-workspace-id",
+        "x-collection-ids",
+    } <= headers
+    assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert {"400", "401", "403", "404", "413", "429", "502", "504"} <= set(chat["responses"])
+    error = chat["responses"]["429"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/Error"}
+    components = schema["components"]["schemas"]
+    assert set(components["ErrorDetail"]["properties"]) == {"message", "type", "param", "code"}
+    for name in ("ChatCompletionRequest", "ChatCompletion", "ChatCompletionChunk", "Engram"):
+        assert name in components
+    body = chat["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/ChatCompletionRequest"}
+    assert body["examples"]  # the no-LLM example, and a streamed one
+
+
+def test_docs_are_public_and_offline(anon_http):
+    response = anon_http.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert "/v1/schema" in html
+    assert not re.search(r"(src|href)=\"https?://", html)  # no CDN
+    assets = re.findall(r"/static/(drf_spectacular_sidecar/[^\"']+)", html)
+    assert assets and all(finders.find(asset) for asset in assets)
+
+
+# --- the live run ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seeded(http, owner, operator_http):
+    """Rows for the generated requests to find: each path id names one of them."""
+    memory = http.post("/v1/memories", json={"user_id": "alice", "text": "Alice lives in Oslo."})
+    imported = http.post(
+        "/v1/conversations/c1/messages",
+        json={"user_id": "alice", "messages": [{"role": "user", "content": "I like tea."}]},
+    )
+    collection = http.post("/v1/collections", json={"name": "Handbook"})
+    document = http.post(
+        f"/v1/collections/{collection.json()['id']}/documents",
+        json={"text": "# Returns\nWithin 30 days.", "title": "Returns"},
+    )
+    spare = operator_http.post(f"/v1/workspaces/{owner[0].id}/api_keys", json={"name": "spare"})
+    for response in (memory, imported, collection, document, spare):
+        assert response.status_code in (201, 202), response.text
+    Session.objects.create(workspace=owner[0], external_id="s1", user_id="alice")
+    return {
+        "memory_id": memory.json()["id"],
+        "conversation_id": "c1",
+        "user_id": "alice",
+        "collection_id": collection.json()["id"],
+        "document_id": document.json()["id"],
+        "model_id": "local",
+        "workspace_id": owner[0].id,
+        "key_id": spare.json()["id"],  # revoking it leaves the caller's key working
+    }
+
+
+def test_live_responses_conform_to_the_schema(engram_server, anon_http, owner, seeded):
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given
+    from hypothesis import settings as hypothesis_settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.config import SchemathesisConfig
+    from schemathesis.core.result import Ok
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    config = SchemathesisConfig.from_dict(
+        # NUL bytes and lone surrogates are hostile-input parsing, tested where it is handled.
+        {"generation": {"mode": "positive", "allow-x00": False, "with-security-parameters": False}}
+    )
+    schema = schemathesis.openapi.from_dict(_schema(anon_http), config=config)
+    keys = {"WorkspaceKey": owner[1], "OperatorKey": settings.ENGRAM_ADMIN_KEY}
+    statuses: collections.Counter = collections.Counter()
+    failures: list[str] = []
+    results = list(schema.get_all_operations())
+    operations = [result.ok() for result in results if isinstance(result, Ok)]
+    assert len(operations) == len(results)  # every operation of the document loads
+    # Deletions last, the seeded rows' deletions after every read of them.
+    operations.sort(key=lambda op: op.method.upper() == "DELETE")
+
+    def run(operation, strategy, *, key: str | None = "", examples: int = EXAMPLES) -> None:
+        """`key`: "" for the key the operation's scheme names, None for none, or this key."""
+        security = operation.definition.raw.get("security") or [{}]
+        scheme = next(iter(security[0]), None)
+        if key == "":
+            key = keys[scheme] if scheme else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        # /readyz's documented 503 (no worker in this test) is its answer, not a server error.
+        operation_checks = checks[1:] if operation.path == "/readyz" else checks
+
+        @hypothesis_settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=strategy)
+        def probe(case) -> None:
+            response = case.call(base_url=engram_server.url, headers=headers, timeout=30)
+            statuses[response.status_code] += 1
+            try:
+                case.validate_response(response, checks=operation_checks, headers=headers)
+            except (Exception, BaseExceptionGroup) as exc:  # recorded, asserted at the end
+                failures.append(f"{operation.label} -> {response.status_code}: {exc}"[:1500])
+
+        probe()
+
+    for operation in operations:
+        if operation.definition.raw.get("security"):  # no key: 401; the other kind: 403
+            scheme = next(iter(operation.definition.raw["security"][0]))
+            other = keys["OperatorKey" if scheme == "WorkspaceKey" else "WorkspaceKey"]
+            run(operation, operation.as_strategy(), key=None, examples=1)
+            run(operation, operation.as_strategy(), key=other, examples=1)
+        run(operation, operation.as_strategy())
+        fixed = {p.name: seeded[p.name] for p in operation.path_parameters}
+        if fixed:
+            run(operation, operation.as_strategy(path_parameters=fixed))
+
+    server_errors = sum(n for status, n in statuses.items() if status >= 500) - statuses[503]
+    undocumented = sum("Undocumented status code" in failure for failure in failures)
+    print(
+        f"\nschemathesis: {len(operations)} operations, {sum(statuses.values())} requests, "
+        f"statuses {dict(sorted(statuses.items()))}, {server_errors} server errors, "
+        f"{undocumented} undocumented statuses, {len(failures)} failed checks"
+    )
+    for failure in failures[:20]:
+        print(failure)
+    assert len(operations) >= 35
+    assert statuses[200] + statuses[201] + statuses[202] > 0
+    assert statuses[401] >= 34 and statuses[403] >= 34
+    assert server_errors == 0 and undocumented == 0
+    assert failures == []

@@ -1,0 +1,107 @@
+"""GET /v1/users and /v1/users/{id}: a workspace's end users, their counts and last activity."""
+
+import httpx
+import pytest
+
+from memory.models import Conversation, Session
+
+
+@pytest.fixture
+def outsider_http(engram_server, outsider):
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def _remember(client, user_id, text):
+    response = client.post("/v1/memories", json={"user_id": user_id, "text": text})
+    assert response.status_code == 201, response.text
+
+
+def _import(client, conversation_id, user_id, *texts):
+    response = client.post(
+        f"/v1/conversations/{conversation_id}/messages",
+        json={"user_id": user_id, "messages": [{"role": "user", "content": t} for t in texts]},
+    )
+    assert response.status_code == 201, response.text
+
+
+@pytest.fixture
+def people(http, outsider_http, owner):
+    """alice: 2 memories, 1 conversation of 3 messages; bob: 1 memory; carol: a session only;
+    the outsider's workspace has its own alice and a dave."""
+    _remember(http, "alice", "Alice lives in Oslo.")
+    _remember(http, "alice", "Alice likes tea.")
+    _import(http, "c-alice", "alice", "Hello", "I moved to Oslo", "Bye")
+    _remember(http, "bob", "Bob lives in Bergen.")
+    Session.objects.create(workspace=owner[0], external_id="s-carol", user_id="carol")
+    Session.objects.create(workspace=owner[0], external_id="s-anon", user_id="")
+    _remember(outsider_http, "alice", "Other Alice lives in Rome.")
+    _remember(outsider_http, "dave", "Dave lives in Paris.")
+
+
+def test_list_names_each_user_of_the_workspace_once_with_counts(http, people):
+    body = http.get("/v1/users", params={"order": "asc"}).json()
+    assert body["object"] == "list" and body["has_more"] is False
+    assert [u["id"] for u in body["data"]] == ["alice", "bob", "carol"]
+    alice, bob, carol = body["data"]
+    assert alice["object"] == "user"
+    assert alice["counts"] == {"memories": 2, "conversations": 1, "messages": 3}
+    assert bob["counts"] == {"memories": 1, "conversations": 0, "messages": 0}
+    assert carol["counts"] == {"memories": 0, "conversations": 0, "messages": 0}
+    assert all(isinstance(u["last_active_at"], int) for u in body["data"])
+    assert body["first_id"] == "alice" and body["last_id"] == "carol"
+    # newest-id-first by default, as the other lists
+    assert [u["id"] for u in http.get("/v1/users").json()["data"]] == ["carol", "bob", "alice"]
+
+
+def test_list_pages_by_cursor(http, people):
+    first = http.get("/v1/users", params={"order": "asc", "limit": 2}).json()
+    assert [u["id"] for u in first["data"]] == ["alice", "bob"] and first["has_more"] is True
+    rest = http.get(
+        "/v1/users", params={"order": "asc", "limit": 2, "after": first["last_id"]}
+    ).json()
+    assert [u["id"] for u in rest["data"]] == ["carol"] and rest["has_more"] is False
+    back = http.get("/v1/users", params={"order": "desc", "before": "alice"}).json()
+    assert [u["id"] for u in back["data"]] == ["carol", "bob"]
+    bad = http.get("/v1/users", params={"limit": 0})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+
+
+def test_detail_adds_sessions_and_summaries(http, people):
+    Conversation.objects.filter(external_id="c-alice").update(summary="Alice moved to Oslo.")
+    body = http.get("/v1/users/alice").json()
+    assert body["id"] == "alice" and body["object"] == "user"
+    assert body["counts"] == {
+        "memories": 2,
+        "conversations": 1,
+        "messages": 3,
+        "sessions": 0,
+        "summaries": 1,
+    }
+    carol = http.get("/v1/users/carol").json()
+    assert carol["counts"]["sessions"] == 1 and carol["last_active_at"] is not None
+
+
+def test_an_outsiders_user_is_not_found_and_never_listed(http, outsider_http, people):
+    missing = http.get("/v1/users/dave")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "user_not_found"
+    assert missing.json()["error"]["param"] == "user_id"
+    # the outsider sees its own alice (one memory, no conversation), not the owner's
+    theirs = outsider_http.get("/v1/users/alice").json()
+    assert theirs["counts"]["memories"] == 1 and theirs["counts"]["conversations"] == 0
+    listed = outsider_http.get("/v1/users", params={"order": "asc"}).json()
+    assert [u["id"] for u in listed["data"]] == ["alice", "dave"]
+
+
+def test_users_need_a_workspace_key(anon_http, operator_http, people):
+    assert anon_http.get("/v1/users").status_code == 401
+    assert operator_http.get("/v1/users").status_code == 403
+
+
+def test_an_erased_user_is_gone(http, people):
+    assert http.delete("/v1/users/bob").status_code == 200
+    assert http.get("/v1/users/bob").status_code == 404
+    assert "bob" not in [u["id"] for u in http.get("/v1/users").json()["data"]]
