@@ -108,8 +108,8 @@ def import_messages(count: int) -> list[dict]:
     messages = []
     for i in range(count // 2):
         fact = IMPORT_FACTS[i // 10] if i % 10 == 0 and i // 10 < len(IMPORT_FACTS) else ""
-        messages.append({"role": "user", "content": fact or f"Tell me more about point {i}."})
-        messages.append({"role": "assistant", "content": f"Here is more about point {i}."})
+        messages.append({"role": "user", "content": fact or f"What happened next in part {i}?"})
+        messages.append({"role": "assistant", "content": f"Part {i} continues here."})
     return messages
 
 
