@@ -102,7 +102,6 @@ class Stack:
             "DJANGO_SETTINGS_MODULE": "config.settings.test",
             "DATABASE_URL": database_url,
             "REDIS_URL": redis.url,
-            "ENGRAM_DB_POOL_SIZE": "4",
             "OPENAI_BASE_URL": "",
             "ANTHROPIC_BASE_URL": "",
             "HF_HUB_OFFLINE": "1",
