@@ -81,8 +81,10 @@ def test_turns_taken_while_redis_is_down_are_extracted_once_it_returns(stack, ow
 
     stack.redis.start()
     wait_until(
-        lambda: set(Memory.objects.filter(user_id="ana").values_list("text", flat=True))
-        == set(FACTS.values()),
+        lambda: (
+            set(Memory.objects.filter(user_id="ana").values_list("text", flat=True))
+            == set(FACTS.values())
+        ),
         timeout=60,
         what="four facts extracted after Redis returned",
     )

@@ -64,24 +64,19 @@ def jobs_sweep() -> Swept:
             .order_by("updated_at")
             .values_list("id", "kind", "status", "attempts")[:BATCH]
         )
-        lost = [i for i, _, status, n in due if status == Status.RUNNING]
-        exhausted = [
-            i
-            for i, _, status, n in due
-            if status == Status.RUNNING and n >= settings.ENGRAM_JOB_MAX_ATTEMPTS
-        ]
+        limit = settings.ENGRAM_JOB_MAX_ATTEMPTS
+        lost = {i for i, _, status, _ in due if status == Status.RUNNING}
+        exhausted = {i for i, _, status, n in due if status == Status.RUNNING and n >= limit}
         if exhausted:
             ProcessingJob.objects.filter(id__in=exhausted).update(
-                status=Status.FAILED,
-                error=f"its worker was lost {settings.ENGRAM_JOB_MAX_ATTEMPTS} times",
-                updated_at=now,
+                status=Status.FAILED, error=f"its worker was lost {limit} times", updated_at=now
             )
-        resend = [(i, kind) for i, kind, _, _ in due if i not in set(exhausted)]
+        resend = [(i, kind) for i, kind, _, _ in due if i not in exhausted]
         ProcessingJob.objects.filter(id__in=[i for i, _ in resend]).update(
             status=Status.PENDING, updated_at=now
         )
         if lost:
-            logger.warning("sweep: %d running job(s) lost their worker", len(lost) - len(exhausted))
+            logger.warning("sweep: %d running job(s) had lost their worker", len(lost))
         swept.sent, swept.failed = len(resend), len(exhausted)
         documents = _due_documents(now)
         swept.documents = len(documents)
@@ -92,7 +87,8 @@ def jobs_sweep() -> Swept:
             for document_id in documents:
                 document_send(document_id)
 
-        transaction.on_commit(send)
+        if resend or documents:
+            transaction.on_commit(send)
     return swept
 
 
