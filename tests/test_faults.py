@@ -74,26 +74,34 @@ def test_turns_taken_while_redis_is_down_are_extracted_once_it_returns(stack, ow
         lambda: stored.filter(role="assistant").count() == 4, timeout=30, what="replies stored"
     )
     assert sorted(stored.filter(role="user").values_list("content", flat=True)) == sorted(FACTS)
+    with client(stack, owner[1]) as http:  # an import stores its messages too: 201
+        response = http.post(
+            "/v1/conversations/outage-import/messages",
+            json={"user_id": "ana", "messages": [{"role": "user", "content": "I love tea."}]},
+        )
+    assert response.status_code == 201, response.text
     wait_until(lambda: jobs("outage").exists(), timeout=30, what="extraction jobs recorded")
     time.sleep(3)  # longer than the grace: the sweep has nothing to send through a dead Redis
-    assert set(jobs("outage").values_list("status", "attempts")) == {("pending", 0)}
+    stuck = ProcessingJob.objects.values_list("status", "attempts")
+    assert set(stuck) == {("pending", 0)} and len(stuck) >= 2
     assert not Memory.objects.exists()
 
     stack.redis.start()
     wait_until(
         lambda: (
             set(Memory.objects.filter(user_id="ana").values_list("text", flat=True))
-            == set(FACTS.values())
+            == {*FACTS.values(), "User loves tea."}
         ),
         timeout=60,
-        what="four facts extracted after Redis returned",
+        what="the five facts extracted after Redis returned",
     )
     wait_until(
         lambda: set(jobs("outage").values_list("status", flat=True)) == {"done"},
         timeout=30,
         what="every job done",
     )
-    assert Memory.objects.count() == 4
+    assert Memory.objects.count() == 5
+    assert jobs("outage-import").get().status == "done"
 
 
 IMPORT_FACTS = [
