@@ -4,6 +4,28 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
+# How long each task may run (its hard limit, seconds): one number per kind of work. The soft
+# limit comes SOFT_MARGIN earlier so the task can record its outcome; the broker's visibility
+# timeout (settings) derives from the longest. The database, not the broker, re-sends lost work
+# (memory.sweep_jobs), so these can stay long.
+HARD_TIME_LIMITS = {
+    "memory.extract": 960,
+    "memory.summarize": 330,
+    "knowledge.ingest_document": 1900,
+    "memory.sweep_jobs": 120,
+}
+SOFT_MARGIN = 60
+# Redis re-delivers an unacknowledged task this long after it was sent: longer than any task may
+# run, so a live task is never handed to a second worker (the claim would refuse it anyway).
+VISIBILITY_TIMEOUT = max(HARD_TIME_LIMITS.values()) + 300
+
+
+def time_limits(name: str) -> dict[str, int]:
+    """`soft_time_limit` and `time_limit` for the task `name`, from HARD_TIME_LIMITS."""
+    hard = HARD_TIME_LIMITS[name]
+    return {"soft_time_limit": hard - SOFT_MARGIN, "time_limit": hard}
+
+
 app = Celery("engram")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

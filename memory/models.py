@@ -241,9 +241,13 @@ class ProcessingJob(models.Model):
     after_message_id = models.CharField(
         max_length=40, blank=True, default="", help_text="messages after this id are covered"
     )
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)  # claims so far: a run's fencing token
+    error = models.TextField(blank=True, default="")  # a failure, or why extraction fell back
+    extractor = models.CharField(
+        max_length=20, blank=True, default="", help_text="llm, offline or offline-fallback"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+    # when the job was last sent (PENDING) or its lease last renewed (RUNNING): see the sweep
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -252,7 +256,15 @@ class ProcessingJob(models.Model):
                 fields=["conversation", "kind", "upto_message_id"], name="job_unique_per_range"
             )
         ]
-        indexes = [models.Index(fields=["conversation", "status"])]
+        indexes = [
+            models.Index(fields=["conversation", "status"]),
+            # the sweep's scan: only unfinished jobs, oldest first
+            models.Index(
+                fields=["updated_at"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="job_unfinished_by_age",
+            ),
+        ]
 
 
 from memory.knowledge.models import Chunk, Collection, Document  # noqa: E402, F401 - registered here

@@ -64,7 +64,7 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
     assert len(sent) == 1  # the task goes out only after commit
     tasks.extract(job.id)
     job.refresh_from_db()
-    assert job.status == "done" and job.attempts == 1
+    assert job.status == "done" and job.attempts == 1 and job.extractor == "offline"
     texts = sorted(Memory.objects.values_list("text", flat=True))
     assert texts == ["User lives in Paris", "User loves jazz."]
     home = Memory.objects.get(text="User lives in Paris")
@@ -229,7 +229,7 @@ def test_llm_delete_and_none_decisions(upstream, django_capture_on_commit_callba
 
 
 @llm_db
-def test_malformed_llm_output_is_retried_then_recorded_as_a_failure(
+def test_malformed_llm_output_is_retried_then_falls_back_to_the_offline_extractor(
     upstream, django_capture_on_commit_callbacks
 ):
     workspace, _ = make_workspace()
@@ -239,8 +239,30 @@ def test_malformed_llm_output_is_retried_then_recorded_as_a_failure(
     )
     job = extract(workspace, conv, django_capture_on_commit_callbacks)
     assert len(upstream.chat_requests()) == 3
-    assert job.status == "failed" and "malformed model output" in job.error
-    assert not Memory.objects.exists()
+    assert job.status == "done" and job.extractor == "offline-fallback"
+    assert "malformed model output" in job.error
+    memory = Memory.objects.get()
+    assert memory.text == "User lives in Rome"
+    assert MemoryEvent.objects.get(memory_id=memory.id).actor == "extractor:offline"
+
+
+@llm_db
+def test_the_offline_fallback_takes_only_the_chunks_the_llm_left_undone(
+    upstream, django_capture_on_commit_callbacks, monkeypatch
+):
+    from memory.background.extraction import llm
+
+    monkeypatch.setattr(llm, "CHUNK_MESSAGES", 1)
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I live in Rome.", "I love jazz.")
+    upstream.script(
+        reply({"facts": [{"text": "Lives in Rome"}]}),
+        *[Reply(json=openai_completion("no")) for _ in range(3)],
+    )
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done" and job.extractor == "offline-fallback"
+    texts = sorted(Memory.objects.values_list("text", flat=True))
+    assert texts == ["Lives in Rome", "User loves jazz."]  # no offline copy of the first chunk
 
 
 @llm_db
@@ -253,6 +275,7 @@ def test_malformed_then_valid_output_succeeds(upstream, django_capture_on_commit
     )
     job = extract(workspace, conv, django_capture_on_commit_callbacks)
     assert job.status == "done" and Memory.objects.get().text == "Lives in Rome"
+    assert job.extractor == "llm" and job.error == ""
 
 
 def test_rolling_summary_offline_is_extractive(
@@ -320,14 +343,15 @@ def test_the_worker_retries_a_failing_upstream(upstream, celery_worker):
 
 
 @llm_db
-def test_a_job_that_keeps_failing_is_recorded_as_failed(upstream, celery_worker):
+def test_an_upstream_that_keeps_failing_falls_back_after_the_retries(upstream, celery_worker):
     workspace, _ = make_workspace()
     conv = say(workspace, "u", "I live in Quito.")
     failure = Reply(status=500, json={"error": {"message": "overloaded", "type": "server_error"}})
     upstream.script(*[failure] * 40)
     job = wait_job(extraction_enqueue(workspace=workspace, conversation=conv))
-    assert job.status == "failed" and job.attempts == 4 and job.error.startswith("LLMError")
-    assert not Memory.objects.exists()
+    assert job.status == "done" and job.attempts == 4  # the LLM had every retry first
+    assert job.extractor == "offline-fallback" and "LLMError" in job.error
+    assert Memory.objects.get().text == "User lives in Quito"
 
 
 def test_memory_tasks_run_on_their_own_queue():

@@ -1,7 +1,10 @@
 """Everything Engram needs; test.py and production.py override little."""
 
+from pathlib import Path
+
 from kombu import Queue
 
+from config.celery import VISIBILITY_TIMEOUT
 from config.env import BASE_DIR, env, service_urls
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-engram-secret-change-me")
@@ -151,12 +154,38 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 ENGRAM_QUEUES = ("default", "memory", "knowledge")
 CELERY_TASK_QUEUES = [Queue(name) for name in ENGRAM_QUEUES]
 CELERY_TASK_ROUTES = {
+    "memory.sweep_jobs": {"queue": "default"},  # not behind a backlog of memory work
     "memory.*": {"queue": "memory"},
     "knowledge.*": {"queue": "knowledge"},
     "completions.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
 ENGRAM_WORKER_QUEUES = ",".join(ENGRAM_QUEUES)
+# The database is the source of truth for background work; the broker only carries wake-ups.
+# A job still pending this long after its last send is sent again (its send may have been lost
+# with Redis); a running job whose lease (renewed every third of it) lapsed lost its worker.
+ENGRAM_JOB_GRACE_SECONDS = env.float("ENGRAM_JOB_GRACE_SECONDS", default=15.0)
+ENGRAM_JOB_LEASE_SECONDS = env.float("ENGRAM_JOB_LEASE_SECONDS", default=30.0)
+# A job whose worker died this many times is failed rather than sent again.
+ENGRAM_JOB_MAX_ATTEMPTS = env.int("ENGRAM_JOB_MAX_ATTEMPTS", default=5)
+# Celery beat sends the sweep this often (run `celery -A config beat -s <data dir>/...`).
+ENGRAM_JOB_SWEEP_SECONDS = env.float("ENGRAM_JOB_SWEEP_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-jobs": {
+        "task": "memory.sweep_jobs",
+        "schedule": ENGRAM_JOB_SWEEP_SECONDS,
+        # a sweep that waited longer than a tick is stale: the next one does its work
+        "options": {"expires": ENGRAM_JOB_SWEEP_SECONDS},
+    }
+}
+# beat's own state (last run times), in the data dir rather than the working directory
+CELERY_BEAT_SCHEDULE_FILENAME = env(
+    "ENGRAM_BEAT_SCHEDULE",
+    default=str(
+        Path(env("ENGRAM_DATA_DIR", default=str(BASE_DIR / ".engram"))) / "celerybeat-schedule"
+    ),
+)
 
 # Upstream LLM providers
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")

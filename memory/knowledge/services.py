@@ -85,10 +85,20 @@ def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
     collection.delete()
 
 
-def _enqueue(document_id: str) -> None:
+def document_send(document_id: str) -> None:
+    """Send the ingestion task now; a failure (Redis down) is logged and left to the sweep."""
+    from kombu.exceptions import OperationalError as BrokerError
+
     from memory.knowledge.tasks import ingest_document
 
-    transaction.on_commit(lambda: ingest_document.delay(document_id))
+    try:
+        ingest_document.delay(document_id)
+    except (BrokerError, OSError) as exc:
+        logger.warning("document %s not sent (%s); the sweep sends it", document_id, exc)
+
+
+def _enqueue(document_id: str) -> None:
+    transaction.on_commit(lambda: document_send(document_id))
 
 
 def document_create(

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from config.celery import time_limits
 from memory.knowledge.services import LEASE_SECONDS
 
 
@@ -10,8 +11,7 @@ from memory.knowledge.services import LEASE_SECONDS
     bind=True,
     acks_late=True,
     ignore_result=True,
-    soft_time_limit=1800,
-    time_limit=1900,
+    **time_limits("knowledge.ingest_document"),
     max_retries=30,
 )
 def ingest_document(self, document_id: str) -> None:

@@ -1,12 +1,19 @@
 """Background work per conversation: jobs over message ranges, claimed atomically.
 
 A job covers the messages with after_message_id < id <= upto_message_id (ids sort by creation).
-Its row exists before the task is sent (on commit), so `processing.pending` never misses work.
+Its row exists before the task is sent (on commit), so `processing.pending` never misses work,
+and the row, not the broker, is the source of truth: a send lost with Redis, or a worker killed
+mid-job, is picked up by the sweep (memory.services.sweep).
+
+A claimed job holds a lease: its worker renews `updated_at` (job_heartbeat) every third of
+ENGRAM_JOB_LEASE_SECONDS; a RUNNING job whose lease lapsed lost its worker and may be claimed
+again. `attempts` numbers the claims and fences the writes of a run that lost its lease.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from django.conf import settings
 from django.db import transaction
@@ -16,11 +23,30 @@ from django.utils import timezone
 from accounts.models import Workspace
 from memory.models import Conversation, Message, ProcessingJob
 
+logger = logging.getLogger("engram.memory")
+
 Kind = ProcessingJob.Kind
 Status = ProcessingJob.Status
 
-# A RUNNING job untouched this long was lost with its worker (acks_late redelivers the task).
-STALE_AFTER = dt.timedelta(minutes=20)
+
+def lease() -> dt.timedelta:
+    """How long a RUNNING job's worker may go without renewing it before the job is re-claimable."""
+    return dt.timedelta(seconds=settings.ENGRAM_JOB_LEASE_SECONDS)
+
+
+def job_send(*, job_id: str, kind: str) -> None:
+    """Send the job's task now; a failure (Redis down) is logged and left to the sweep."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from memory import tasks
+
+    task = tasks.extract if kind == Kind.EXTRACT else tasks.summarize
+    try:
+        task.delay(job_id)
+    except (BrokerError, OSError) as exc:
+        logger.warning(
+            "job %s not sent (%s: %s); the sweep sends it", job_id, type(exc).__name__, exc
+        )
 
 
 def _create(
@@ -34,10 +60,7 @@ def _create(
     )
     if not created:
         return None
-    from memory import tasks
-
-    task = tasks.extract if kind == Kind.EXTRACT else tasks.summarize
-    transaction.on_commit(lambda: task.delay(job.id))
+    transaction.on_commit(lambda: job_send(job_id=job.id, kind=kind))
     return job
 
 
@@ -97,11 +120,13 @@ def summary_enqueue(*, workspace: Workspace, conversation: Conversation) -> Proc
 
 
 def job_claim(*, job_id: str) -> ProcessingJob | None:
-    """RUNNING for this worker, or None when another run has it (or it is finished)."""
+    """RUNNING for this worker, or None when another run has it (or it is finished).
+
+    One compare-and-set: of two deliveries of one job (a redelivery, a re-send by the sweep),
+    exactly one claims it. The returned job's `attempts` is this run's fencing token.
+    """
     now = timezone.now()
-    claimable = Q(status=Status.PENDING) | Q(
-        status=Status.RUNNING, updated_at__lt=now - STALE_AFTER
-    )
+    claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, updated_at__lt=now - lease())
     claimed = ProcessingJob.objects.filter(claimable, id=job_id).update(
         status=Status.RUNNING, attempts=F("attempts") + 1, updated_at=now
     )
@@ -110,7 +135,24 @@ def job_claim(*, job_id: str) -> ProcessingJob | None:
     return ProcessingJob.objects.select_related("conversation", "workspace").get(id=job_id)
 
 
-def job_finish(*, job_id: str, status: str, error: str = "") -> None:
-    ProcessingJob.objects.filter(id=job_id).update(
-        status=status, error=error[:2000], updated_at=timezone.now()
+def job_heartbeat(*, job: ProcessingJob) -> bool:
+    """Renew the claim's lease; False when the job is no longer this run's (it lost the lease)."""
+    return (
+        ProcessingJob.objects.filter(
+            id=job.id, status=Status.RUNNING, attempts=job.attempts
+        ).update(updated_at=timezone.now())
+        == 1
+    )
+
+
+def job_finish(*, job: ProcessingJob, status: str, error: str = "", extractor: str = "") -> bool:
+    """Record the run's outcome, unless another claim took the job since (then False)."""
+    fields: dict = {"status": status, "error": error[:2000], "updated_at": timezone.now()}
+    if extractor:
+        fields["extractor"] = extractor
+    return (
+        ProcessingJob.objects.filter(
+            id=job.id, status=Status.RUNNING, attempts=job.attempts
+        ).update(**fields)
+        == 1
     )

@@ -1,7 +1,8 @@
 """LLM extraction, mem0-style: facts as JSON, then ADD / UPDATE / DELETE / NONE per fact.
 
-Malformed replies are asked again (ENGRAM attempts: 3), then raise MalformedOutput, which the
-task records as the job's failure: nothing is silently dropped.
+Malformed replies are asked again (ATTEMPTS), then raise MalformedOutput. A chunk that fails
+(MalformedOutput, or LLMError from the upstream) stops the run with LLMExtractionFailed, which
+names the messages left undone: the runner hands those to the offline extractor.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ T = TypeVar("T")
 
 class MalformedOutput(Exception):
     """The model kept answering something that is not the JSON asked for."""
+
+
+class LLMExtractionFailed(Exception):
+    """A chunk failed; `done` holds the ids of the messages of the chunks already applied."""
+
+    def __init__(self, cause: Exception, *, done: set[str], counts: dict[str, int]) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+        self.done = done
+        self.counts = counts
 
 
 FACTS_PROMPT = """You maintain a long-term memory about the people in a conversation.
@@ -140,14 +151,21 @@ def extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
     workspace, user_id = job.workspace, job.conversation.user_id
     store = UserMemories(workspace, user_id)
     counts = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0}
+    done: set[str] = set()
     for chunk in _chunks(rows):
         transcript = "\n".join(
             f"[{i + 1}] ({day_label(m.created_at)}) {speaker(m.role, m.name)}: {m.content}"
             for i, m in enumerate(chunk)
         )
-        facts = ask_json(workspace=workspace, system=FACTS_PROMPT, user=transcript, validate=_facts)
-        if facts:
-            _apply(job=job, chunk=chunk, facts=facts, store=store, counts=counts)
+        try:
+            facts = ask_json(
+                workspace=workspace, system=FACTS_PROMPT, user=transcript, validate=_facts
+            )
+            if facts:
+                _apply(job=job, chunk=chunk, facts=facts, store=store, counts=counts)
+        except (MalformedOutput, chat_llm.LLMError) as exc:
+            raise LLMExtractionFailed(exc, done=done, counts=counts) from exc
+        done.update(m.id for m in chunk)
     return counts
 
 

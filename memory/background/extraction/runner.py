@@ -2,7 +2,10 @@
 
 With an LLM (completions.providers.llm.chat) the model proposes facts and decides ADD / UPDATE / DELETE /
 NONE against the nearest memories; without one (LLMUnavailable, or ENGRAM_MEMORY_EXTRACTION =
-"offline") the offline extractor runs, de-duplicated by embedding similarity.
+"offline") the offline extractor runs, de-duplicated by embedding similarity. When the LLM
+fails (malformed output after its attempts; an upstream error on the task's last try), the
+offline extractor takes the messages the LLM left undone: the result says "offline-fallback"
+and why, and the job records it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from completions.providers.llm import LLMUnavailable
+from completions.providers.llm import LLMError, LLMUnavailable
 from memory.background.extraction import offline
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
@@ -109,7 +112,12 @@ def _same(vector: list[float] | None, stored) -> bool:
     return bool(np.allclose(vector, stored, atol=1e-6))
 
 
-def extraction_run(*, job: ProcessingJob) -> dict:
+def extraction_run(*, job: ProcessingJob, fallback_on_error: bool = True) -> dict:
+    """Counts, `extractor` ("llm", "offline" or "offline-fallback") and, on a fallback, why.
+
+    fallback_on_error: an upstream error (LLMError) falls back too; the task passes False
+    until its last try, so a passing outage is retried with the LLM first.
+    """
     rows = job_messages(job)
     embedded = embed_messages(rows)
     mode = settings.ENGRAM_MEMORY_EXTRACTION
@@ -117,11 +125,27 @@ def extraction_run(*, job: ProcessingJob) -> dict:
         from memory.background.extraction import llm
 
         try:
-            return {"embedded": embedded, **llm.extract(job=job, rows=rows)}
+            counts = llm.extract(job=job, rows=rows)
+            return {"embedded": embedded, "extractor": "llm", **counts}
         except LLMUnavailable:
             if mode == "llm":
                 raise
-    return {"embedded": embedded, **offline_extract(job=job, rows=rows)}
+        except llm.LLMExtractionFailed as failed:
+            if isinstance(failed.cause, LLMError) and not fallback_on_error:
+                raise failed.cause from failed
+            logger.warning(
+                "memory job %s: LLM extraction failed, offline fallback: %s", job.id, failed
+            )
+            rest = [m for m in rows if m.id not in failed.done]
+            counts = offline_extract(job=job, rows=rest)
+            return {
+                "embedded": embedded,
+                "extractor": "offline-fallback",
+                "fallback": f"LLM extraction failed, offline extractor used: {failed}",
+                "llm": failed.counts,
+                **counts,
+            }
+    return {"embedded": embedded, "extractor": "offline", **offline_extract(job=job, rows=rows)}
 
 
 def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:

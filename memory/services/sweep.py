@@ -1,0 +1,109 @@
+"""The sweep: background work whose send was lost, or whose worker died, is sent again.
+
+The database is the source of truth; the broker only carries wake-ups. Celery beat runs
+`memory.sweep_jobs` every ENGRAM_JOB_SWEEP_SECONDS, and each run sends again:
+- a job PENDING for longer than ENGRAM_JOB_GRACE_SECONDS since it was last sent (the send
+  failed with Redis down, or the message was lost with Redis' data);
+- a job RUNNING whose lease (ENGRAM_JOB_LEASE_SECONDS, renewed by its worker) lapsed: its worker
+  was killed. It goes back to PENDING, or to FAILED after ENGRAM_JOB_MAX_ATTEMPTS claims;
+- a knowledge document QUEUED past the grace, or PROCESSING past its own lease.
+Sending re-stamps `updated_at`, so a job waiting behind a backlog is sent once per grace, not
+once per sweep. The claim (compare-and-set) makes any extra delivery a no-op. One sweeper at a
+time: a transaction-scoped advisory lock; a second sweep finds it taken and returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from memory.knowledge.services import LEASE_SECONDS as DOCUMENT_LEASE_SECONDS
+from memory.knowledge.services import document_send
+from memory.models import Document, ProcessingJob
+from memory.services.processing import job_send, lease
+
+logger = logging.getLogger("engram.memory")
+
+Status = ProcessingJob.Status
+# pg_try_advisory_xact_lock's key: any constant no other lock in Engram uses.
+SWEEP_LOCK = 0x656E6772616D  # "engram"
+BATCH = 500
+
+
+@dataclass
+class Swept:
+    sent: int = 0  # jobs sent again (pending past the grace, or running past the lease)
+    failed: int = 0  # jobs whose workers died ENGRAM_JOB_MAX_ATTEMPTS times
+    documents: int = 0  # knowledge documents sent again
+    locked: bool = False  # another sweep was running: this one did nothing
+
+
+def jobs_sweep() -> Swept:
+    """Send again what is due (see the module docstring); the sends go out after commit."""
+    swept = Swept()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SWEEP_LOCK])
+            if not cursor.fetchone()[0]:
+                swept.locked = True
+                return swept
+        now = timezone.now()
+        grace = now - dt.timedelta(seconds=settings.ENGRAM_JOB_GRACE_SECONDS)
+        due = list(
+            ProcessingJob.objects.select_for_update(skip_locked=True)
+            .filter(
+                Q(status=Status.PENDING, updated_at__lt=grace)
+                | Q(status=Status.RUNNING, updated_at__lt=now - lease())
+            )
+            .order_by("updated_at")
+            .values_list("id", "kind", "status", "attempts")[:BATCH]
+        )
+        limit = settings.ENGRAM_JOB_MAX_ATTEMPTS
+        lost = {i for i, _, status, _ in due if status == Status.RUNNING}
+        exhausted = {i for i, _, status, n in due if status == Status.RUNNING and n >= limit}
+        if exhausted:
+            ProcessingJob.objects.filter(id__in=exhausted).update(
+                status=Status.FAILED, error=f"its worker was lost {limit} times", updated_at=now
+            )
+        resend = [(i, kind) for i, kind, _, _ in due if i not in exhausted]
+        ProcessingJob.objects.filter(id__in=[i for i, _ in resend]).update(
+            status=Status.PENDING, updated_at=now
+        )
+        if lost:
+            logger.warning("sweep: %d running job(s) had lost their worker", len(lost))
+        swept.sent, swept.failed = len(resend), len(exhausted)
+        documents = _due_documents(now)
+        swept.documents = len(documents)
+
+        def send() -> None:
+            for job_id, kind in resend:
+                job_send(job_id=job_id, kind=kind)
+            for document_id in documents:
+                document_send(document_id)
+
+        if resend or documents:
+            transaction.on_commit(send)
+    return swept
+
+
+def _due_documents(now: dt.datetime) -> list[str]:
+    grace = now - dt.timedelta(seconds=settings.ENGRAM_JOB_GRACE_SECONDS)
+    stale = now - dt.timedelta(seconds=DOCUMENT_LEASE_SECONDS)
+    due = list(
+        Document.objects.select_for_update(skip_locked=True)
+        .filter(
+            Q(status=Document.Status.QUEUED, updated_at__lt=grace)
+            | Q(status=Document.Status.PROCESSING, updated_at__lt=stale)
+        )
+        .order_by("updated_at")
+        .values_list("id", flat=True)[:BATCH]
+    )
+    # back to QUEUED, re-stamped: the ingestion resumes from its last embedded batch
+    Document.objects.filter(id__in=due).update(status=Document.Status.QUEUED, updated_at=now)
+    return due

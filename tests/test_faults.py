@@ -1,0 +1,253 @@
+"""Faults, over HTTP with real processes: Redis stopped, a worker killed, everything killed.
+
+The database is the source of truth for background work: what the broker lost, the sweep
+(`memory.sweep_jobs`, sent by Celery beat) sends again. tests/stack.py runs the processes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from memory.models import Memory, MemoryEvent, Message, ProcessingJob
+from tests.stack import Redis, Stack, wait_until
+from tests.upstream import Reply, openai_completion
+
+FACTS = {
+    "I live in Lisbon.": "User lives in Lisbon",
+    "I love jazz.": "User loves jazz.",
+    "I work at Initech.": "User works at Initech",
+    "I have a dog named Rex.": "User has a dog named Rex.",
+}
+
+
+@pytest.fixture
+def stack(transactional_db, tmp_path):
+    from django.db import connection
+
+    db = connection.settings_dict
+    redis = Redis(tmp_path).start()
+    stack = Stack(
+        database_url=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        redis=redis,
+        workdir=tmp_path,
+        ENGRAM_MEMORY_EXTRACTION="offline",
+    )
+    yield stack
+    stack.stop()
+    redis.stop()
+
+
+def client(stack: Stack, key: str, **headers: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.web_url,
+        headers={"Authorization": f"Bearer {key}", **headers},
+        timeout=30,
+    )
+
+
+def chat(http: httpx.Client, text: str) -> httpx.Response:
+    return http.post(
+        "/v1/chat/completions",
+        json={"model": "local", "messages": [{"role": "user", "content": text}]},
+    )
+
+
+def jobs(conversation: str):
+    return ProcessingJob.objects.filter(conversation__external_id=conversation, kind="extract")
+
+
+def test_turns_taken_while_redis_is_down_are_extracted_once_it_returns(stack, owner):
+    stack.web()
+    stack.worker()
+    stack.beat()
+    stack.redis.stop()
+    with client(stack, owner[1], **{"x-user-id": "ana", "x-conversation-id": "outage"}) as http:
+        for text in FACTS:
+            response = chat(http, text)
+            assert response.status_code == 200, response.text
+    stored = Message.objects.filter(conversation__external_id="outage")
+    wait_until(
+        lambda: stored.filter(role="assistant").count() == 4, timeout=30, what="replies stored"
+    )
+    assert sorted(stored.filter(role="user").values_list("content", flat=True)) == sorted(FACTS)
+    with client(stack, owner[1]) as http:  # an import stores its messages too: 201
+        response = http.post(
+            "/v1/conversations/outage-import/messages",
+            json={"user_id": "ana", "messages": [{"role": "user", "content": "I love tea."}]},
+        )
+    assert response.status_code == 201, response.text
+    wait_until(lambda: jobs("outage").exists(), timeout=30, what="extraction jobs recorded")
+    time.sleep(3)  # longer than the grace: the sweep has nothing to send through a dead Redis
+    stuck = ProcessingJob.objects.values_list("status", "attempts")
+    assert set(stuck) == {("pending", 0)} and len(stuck) >= 2
+    assert not Memory.objects.exists()
+
+    stack.redis.start()
+    wait_until(
+        lambda: (
+            set(Memory.objects.filter(user_id="ana").values_list("text", flat=True))
+            == {*FACTS.values(), "User loves tea."}
+        ),
+        timeout=60,
+        what="the five facts extracted after Redis returned",
+    )
+    wait_until(
+        lambda: set(jobs("outage").values_list("status", flat=True)) == {"done"},
+        timeout=30,
+        what="every job done",
+    )
+    assert Memory.objects.count() == 5
+    assert jobs("outage-import").get().status == "done"
+
+
+IMPORT_FACTS = [
+    "I live in Lisbon.",
+    "I love jazz.",
+    "I work at Initech.",
+    "I have a dog named Rex.",
+    "I play the violin.",
+    "My favorite food is ramen.",
+]
+
+
+def import_messages(count: int) -> list[dict]:
+    messages = []
+    for i in range(count // 2):
+        fact = IMPORT_FACTS[i // 10] if i % 10 == 0 and i // 10 < len(IMPORT_FACTS) else ""
+        messages.append({"role": "user", "content": fact or f"What happened next in part {i}?"})
+        messages.append({"role": "assistant", "content": f"Part {i} continues here."})
+    return messages
+
+
+def test_a_worker_killed_mid_import_is_replaced_and_the_job_completes_once(stack, owner):
+    stack.web()
+    worker = stack.worker()
+    stack.beat()
+    with client(stack, owner[1]) as http:
+        response = http.post(
+            "/v1/conversations/imported/messages",
+            json={"user_id": "ivy", "messages": import_messages(200)},
+        )
+    assert response.status_code == 201, response.text
+    job = jobs("imported").get()
+    wait_until(
+        lambda: jobs("imported").filter(status="running").exists(),
+        timeout=60,
+        what="the import's job claimed",
+        every=0.05,
+    )
+    Stack.kill(worker)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("running", 1)  # stranded with its dead worker
+
+    stack.worker()
+    wait_until(
+        lambda: jobs("imported").filter(status="done").exists(),
+        timeout=60,
+        what="the job done within a minute of the restart",
+    )
+    job.refresh_from_db()
+    assert job.attempts == 2 and job.error == ""
+    texts = list(Memory.objects.filter(user_id="ivy").values_list("text", flat=True))
+    assert len(texts) == len(set(texts)) >= len(IMPORT_FACTS) - 1  # no memory twice
+    assert MemoryEvent.objects.filter(event="ADD").count() == len(texts)
+    # every stated fact is the source of a memory; no filler is
+    sources = set(
+        Memory.sources.through.objects.values_list("message__content", flat=True).distinct()
+    )
+    assert sources == set(IMPORT_FACTS)
+    embedded = Message.objects.filter(conversation__external_id="imported", embedding__isnull=False)
+    assert embedded.count() == 200
+
+
+def test_every_turn_answered_200_is_stored_when_web_and_worker_are_killed(stack, owner):
+    web = stack.web()
+    stack.worker(group=web.pid)  # one process group: the SIGKILL takes both at once
+    answered: list[tuple[str, str]] = []
+    other: list[object] = []  # what came back that was not a 200: shown if traffic stalls
+    stop = threading.Event()
+
+    def talk(conversation: str) -> None:
+        headers = {"x-user-id": "kai", "x-conversation-id": conversation}
+        with client(stack, owner[1], **headers) as http:
+            for i in range(1000):
+                if stop.is_set():
+                    return
+                text = f"Turn {i} of {conversation}: I love topic {conversation}-{i}."
+                try:
+                    response = chat(http, text)
+                except httpx.HTTPError as exc:
+                    other.append(exc)
+                    return  # the server died under this request
+                if response.status_code == 200:
+                    answered.append((conversation, text))
+                else:
+                    other.append(response.text[:300])
+
+    talkers = [threading.Thread(target=talk, args=(f"kill-{n}",)) for n in range(3)]
+    for thread in talkers:
+        thread.start()
+    try:
+        wait_until(lambda: len(answered) >= 12, timeout=60, what="traffic flowing")
+    finally:
+        stop.set()
+    assert not other, other[:3]
+    Stack.kill(web)
+    stop.set()
+    for thread in talkers:
+        thread.join(timeout=30)
+
+    stored = set(
+        Message.objects.filter(role="user").values_list("conversation__external_id", "content")
+    )
+    missing = [turn for turn in answered if turn not in stored]
+    assert not missing, missing
+    assert len(answered) >= 12
+    # The reply is written just after its 200 (finish_turn is spawned so the answer never
+    # waits for it): only the turn answered at the instant of the kill may lack its reply.
+    for conversation in {c for c, _ in answered}:
+        replies = Message.objects.filter(
+            conversation__external_id=conversation, role="assistant"
+        ).count()
+        assert replies >= sum(1 for c, _ in answered if c == conversation) - 1
+
+    # Restarted, the worker finishes every job the kill stranded (pending or running).
+    stack.web()
+    stack.worker()
+    stack.beat()
+    wait_until(
+        lambda: not ProcessingJob.objects.exclude(status="done").exists(),
+        timeout=60,
+        what="every job done after the restart",
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_malformed_llm_extraction_falls_back_to_the_offline_extractor(
+    upstream, http, celery_worker
+):
+    """The loopback upstream answers the turn, then three non-JSON extraction replies."""
+    malformed = Reply(json=openai_completion("Sure! You live in Rome, I think."))
+    upstream.script(Reply(json=openai_completion("Noted.")), malformed, malformed, malformed)
+    response = http.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "I live in Rome."}]},
+        headers={"x-user-id": "rui", "x-conversation-id": "fallback"},
+    )
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
+    job = wait_until(
+        lambda: jobs("fallback").filter(status__in=["done", "failed"]).first(),
+        timeout=60,
+        what="the extraction job finished",
+    )
+    assert job.status == "done" and job.extractor == "offline-fallback"
+    assert "malformed model output" in job.error
+    extraction_calls = [r for r in upstream.chat_requests() if r.body.get("response_format")]
+    assert len(extraction_calls) == 3  # the LLM had its attempts first
+    memory = Memory.objects.get(user_id="rui")
+    assert memory.text == "User lives in Rome"
+    assert MemoryEvent.objects.get(memory_id=memory.id).actor == "extractor:offline"

@@ -1,0 +1,195 @@
+"""The sweep, the claim's lease and its fencing: the database as background work's source of truth.
+
+End to end (Redis stopped, workers killed) in tests/test_faults.py; here each rule alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import psycopg
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+from django.utils import timezone
+
+from memory.models import Document, ProcessingJob
+from memory.services import conversation_get_or_create, extraction_enqueue, messages_append
+from memory.services.processing import job_claim, job_finish, job_heartbeat
+from memory.services.sweep import SWEEP_LOCK, jobs_sweep
+from tests.factories import make_workspace
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def job(django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    conv, _ = conversation_get_or_create(workspace=workspace, external_id="c", user_id="u")
+    messages_append(
+        workspace=workspace,
+        conversation=conv,
+        session=None,
+        messages=[{"role": "user", "content": "I love jazz."}],
+    )
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        job = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert job is not None and len(sent) == 1
+    return job
+
+
+def age(job: ProcessingJob, seconds: float, **fields) -> None:
+    ProcessingJob.objects.filter(id=job.id).update(
+        updated_at=timezone.now() - dt.timedelta(seconds=seconds), **fields
+    )
+
+
+def sweep(capture) -> tuple:
+    with capture(execute=False) as sends:
+        swept = jobs_sweep()
+    return swept, sends
+
+
+def test_a_pending_job_is_sent_again_after_the_grace_once_per_grace(
+    job, settings, django_capture_on_commit_callbacks
+):
+    settings.ENGRAM_JOB_GRACE_SECONDS = 15
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert swept.sent == 0  # within the grace: its first send may still be on its way
+
+    age(job, 16)
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert swept.sent == 1 and len(sends) == 1  # sent after commit
+    job.refresh_from_db()
+    assert job.status == "pending" and timezone.now() - job.updated_at < dt.timedelta(seconds=5)
+
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert swept.sent == 0 and not sends  # re-stamped: not again until another grace
+
+
+def test_a_running_job_whose_lease_lapsed_is_claimable_and_swept_back_to_pending(
+    job, settings, django_capture_on_commit_callbacks
+):
+    settings.ENGRAM_JOB_LEASE_SECONDS = 30
+    claimed = job_claim(job_id=job.id)
+    assert claimed is not None and claimed.attempts == 1
+    assert job_claim(job_id=job.id) is None  # a live lease: a second delivery is refused
+    age(job, 20)
+    swept, _ = sweep(django_capture_on_commit_callbacks)
+    assert swept.sent == 0  # still within its lease
+
+    age(job, 31)
+    again = job_claim(job_id=job.id)  # a redelivery takes over a lapsed lease at once
+    assert again is not None and again.attempts == 2
+    age(job, 31)
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert swept.sent == 1 and len(sends) == 1
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("pending", 2)
+
+
+def test_a_job_whose_worker_keeps_dying_is_failed_not_sent_forever(
+    job, settings, django_capture_on_commit_callbacks
+):
+    settings.ENGRAM_JOB_MAX_ATTEMPTS = 3
+    age(job, 10_000, status="running", attempts=3)
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert (swept.sent, swept.failed, len(sends)) == (0, 1, 0)
+    job.refresh_from_db()
+    assert job.status == "failed" and "lost 3 times" in job.error
+
+
+def test_a_run_that_lost_its_lease_cannot_overwrite_the_next_run(job, settings):
+    first = job_claim(job_id=job.id)
+    assert first is not None and job_heartbeat(job=first)
+    age(job, settings.ENGRAM_JOB_LEASE_SECONDS + 1)
+    second = job_claim(job_id=job.id)
+    assert second is not None and second.attempts == first.attempts + 1
+    assert not job_heartbeat(job=first)  # fenced by its attempt number
+    assert not job_finish(job=first, status="failed", error="late")
+    assert job_finish(job=second, status="done", extractor="offline")
+    job.refresh_from_db()
+    assert (job.status, job.error, job.extractor) == ("done", "", "offline")
+
+
+def test_one_sweeper_at_a_time(job, django_capture_on_commit_callbacks):
+    age(job, 10_000)
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+    ) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [SWEEP_LOCK])
+        swept, sends = sweep(django_capture_on_commit_callbacks)
+        assert swept.locked and swept.sent == 0 and not sends
+        other.execute("SELECT pg_advisory_unlock(%s)", [SWEEP_LOCK])
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert not swept.locked and swept.sent == 1
+
+
+def test_a_document_stuck_queued_or_processing_is_sent_again(
+    settings, django_capture_on_commit_callbacks
+):
+    from memory.knowledge.services import LEASE_SECONDS, collection_create, document_create
+
+    settings.ENGRAM_JOB_GRACE_SECONDS = 15
+    workspace, _ = make_workspace()
+    collection = collection_create(workspace=workspace, name="docs")
+    with django_capture_on_commit_callbacks(execute=False):
+        queued, _ = document_create(workspace=workspace, collection=collection, raw=b"alpha text")
+        processing, _ = document_create(workspace=workspace, collection=collection, raw=b"beta")
+        fresh, _ = document_create(workspace=workspace, collection=collection, raw=b"gamma")
+    past = timezone.now() - dt.timedelta(seconds=LEASE_SECONDS + 1)
+    Document.objects.filter(id=queued.id).update(updated_at=past)
+    Document.objects.filter(id=processing.id).update(status="processing", updated_at=past)
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert swept.documents == 2 and len(sends) == 1
+    statuses = dict(Document.objects.values_list("id", "status"))
+    assert statuses == {queued.id: "queued", processing.id: "queued", fresh.id: "queued"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_renews_its_lease_while_it_works(settings):
+    from memory import tasks
+
+    settings.ENGRAM_JOB_LEASE_SECONDS = 1.5  # renewed every 0.5 s
+    workspace, _ = make_workspace()
+    conv, _ = conversation_get_or_create(workspace=workspace, external_id="c", user_id="u")
+    messages_append(
+        workspace=workspace, conversation=conv, session=None, messages=[{"role": "user"}]
+    )
+    job = ProcessingJob.objects.create(
+        workspace=workspace, conversation=conv, kind="extract", upto_message_id="z"
+    )
+    claimed = job_claim(job_id=job.id)
+    assert claimed is not None
+    stamps = []
+    with tasks._leased(claimed):  # the work: four seconds, longer than two leases
+        for _ in range(8):
+            time.sleep(0.5)
+            stamps.append(ProcessingJob.objects.get(id=job.id).updated_at)
+    assert len(set(stamps)) >= 2 and stamps[-1] > claimed.updated_at
+    renewed = stamps[-1]
+    time.sleep(1)
+    assert ProcessingJob.objects.get(id=job.id).updated_at == renewed  # the heartbeat stopped
+
+
+def test_time_limits_visibility_timeout_and_beat_agree():
+    from config.celery import HARD_TIME_LIMITS, SOFT_MARGIN, VISIBILITY_TIMEOUT, app
+    from memory import tasks
+    from memory.knowledge.tasks import ingest_document
+
+    for task in (tasks.extract, tasks.summarize, tasks.sweep_jobs, ingest_document):
+        assert task.time_limit == HARD_TIME_LIMITS[task.name]
+        assert task.soft_time_limit == task.time_limit - SOFT_MARGIN
+        # Redis must never re-deliver a task that may still be running
+        assert task.time_limit < VISIBILITY_TIMEOUT
+    assert django_settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] == (
+        VISIBILITY_TIMEOUT
+    )
+    (entry,) = django_settings.CELERY_BEAT_SCHEDULE.values()
+    assert entry["task"] == "memory.sweep_jobs" and entry["task"] in app.tasks
+    assert app.amqp.router.route({}, "memory.sweep_jobs")["queue"].name == "default"
+    assert entry["schedule"] < django_settings.ENGRAM_JOB_GRACE_SECONDS
+    assert django_settings.CELERY_BEAT_SCHEDULE_FILENAME.endswith("celerybeat-schedule")
+    assert ".engram" in django_settings.CELERY_BEAT_SCHEDULE_FILENAME  # not the repo root
