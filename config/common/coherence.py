@@ -78,8 +78,12 @@ def _publish_now(name: str) -> None:
     try:
         _sync_client().set(PREFIX + name, secrets.token_hex(8))
     except (redis.RedisError, OSError) as exc:
-        logger.warning("could not publish a change of %s (%s): other processes see it "
-                       "within their cache's TTL", name, type(exc).__name__)
+        logger.warning(
+            "could not publish a change of %s (%s): other processes see it "
+            "within their cache's TTL",
+            name,
+            type(exc).__name__,
+        )
 
 
 def check_sync() -> bool:
