@@ -112,7 +112,7 @@ def test_concurrent_checks_share_reads_that_start_after_they_arrive(db):
 
     async def scenario():
         reader = coherence._reader()
-        real_mget = reader.client.mget
+        real_mget = reader.wire.mget
         reads = 0
         arrived = 0
 
@@ -124,7 +124,7 @@ def test_concurrent_checks_share_reads_that_start_after_they_arrive(db):
             await asyncio.sleep(0.01)  # a slow Redis: many callers arrive during each read
             return [at_start]  # which callers had arrived when this read began
 
-        reader.client.mget = marked_mget
+        reader.wire.mget = marked_mget
 
         async def caller():
             nonlocal arrived
@@ -142,3 +142,17 @@ def test_concurrent_checks_share_reads_that_start_after_they_arrive(db):
 
     reads, callers = asyncio.run(scenario())
     assert callers == 50 and reads < callers / 3
+
+
+def test_the_wire_selects_the_database_of_redis_url(db, settings):
+    """A REDIS_URL naming another database (and a password, when set) is read where written."""
+    settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/5"
+    coherence._publish_now("keys")
+    written = coherence._sync_client().get(coherence.PREFIX + "keys")
+
+    async def read():
+        return await coherence._reader().tokens(["keys"])
+
+    assert asyncio.run(read()) == [written]
+    coherence._publish_now("keys")
+    assert asyncio.run(read()) != [written]
