@@ -124,7 +124,7 @@ def test_concurrent_checks_share_reads_that_start_after_they_arrive(db):
             await asyncio.sleep(0.01)  # a slow Redis: many callers arrive during each read
             return [at_start]  # which callers had arrived when this read began
 
-        reader.wire.mget = marked_mget
+        reader.wire.mget = marked_mget  # type: ignore[method-assign]
 
         async def caller():
             nonlocal arrived

@@ -82,14 +82,19 @@ def test_a_key_revoked_through_one_process_is_refused_by_the_other_at_once(shape
     assert ApiKey.objects.get(id=key["id"]).revoked_at is not None
 
 
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert found, page[-2000:]
+    return found.group(1)
+
+
 @contextlib.contextmanager
 def _admin_session(base_url: str) -> Iterator[httpx.Client]:
     from django.contrib.auth import get_user_model
 
     get_user_model().objects.create_superuser("op", "op@example.com", "pw-0123456789")
     with httpx.Client(base_url=base_url, timeout=60) as session:
-        page = session.get("/admin/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        token = _csrf(session.get("/admin/login/").text)
         login = session.post(
             "/admin/login/?next=/admin/",
             data={"username": "op", "password": "pw-0123456789", "csrfmiddlewaretoken": token},
@@ -99,8 +104,7 @@ def _admin_session(base_url: str) -> Iterator[httpx.Client]:
 
 
 def _admin_save(session: httpx.Client, path: str, fields: dict[str, str]) -> None:
-    form = session.get(path)
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+    token = _csrf(session.get(path).text)
     saved = session.post(path, data={**fields, "csrfmiddlewaretoken": token})
     assert saved.status_code == 302, saved.text[-2000:]
 
