@@ -8,16 +8,17 @@ one this process saw last clears the caches registered under that name. So a req
 starts after a change committed — on any process — sees the change: a key revoked through
 process A is refused by process B on its very next request.
 
-Cost: a read already under way may have started before a request arrived, so that request
-joins the next read, which starts the moment the current one returns. At most one MGET is in
-flight per process, shared by every request that arrived while it was queued: one loopback
-round trip (~0.1 ms) at low load, a fraction of one per request under load.
+Cost: a read already sent may have been sent before a request arrived, so the requests that
+arrive during one turn of the event loop share one MGET, sent on the next turn (pipelined on
+one connection per process): one loopback round trip (~0.1 ms) per request at low load, a
+fraction of one per request under load, and no request waits for more than its own read.
 
 A random token rather than a counter: a Redis restart or eviction that loses the key reads as
 a change (None) instead of counting up to a value this process already saw.
 
 Redis unreachable (error or RETRY_SECONDS after one): `check_*` return False and the caller
-goes to the database (the truth) for that request instead of trusting its cache; every token
+goes to the database (the truth) for that request instead of trusting its cache — a query
+per request until Redis answers again, rather than a key that may be revoked; every token
 seen is forgotten, so the first good read afterwards clears whatever was cached before. A
 publish that fails is logged; other processes then see the change within their cache's TTL.
 
@@ -38,7 +39,6 @@ import logging
 import secrets
 import threading
 import time
-import weakref
 from collections.abc import Callable
 
 import redis
@@ -178,21 +178,27 @@ class _Wire:
     """One connection that speaks just enough of Redis's protocol for MGET (and AUTH / SELECT
     when it connects). redis-py's asyncio client cost 142 µs of CPU per MGET here, this 21 µs
     (measured sequentially on loopback, uvloop): the check runs on every request, and the
-    whole gateway costs ~1 ms of CPU per request. The reader never sends a second command
-    before the first is answered, so replies need no matching; any error closes the connection
-    (nothing half-read is ever left on it) and the next read connects again."""
+    whole gateway costs ~1 ms of CPU per request. Reads are pipelined: each sends its MGET at
+    once, then waits for the read before it to take its reply (Redis answers in order). Any
+    error closes the connection, failing the reads queued on it, and the next read connects
+    again."""
 
     def __init__(self, url: str) -> None:
         self.options = parse_url(url)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def mget(self, keys: list[str]) -> list[bytes | None]:
+    async def mget(self, keys: list[str], after: asyncio.Future | None = None) -> list:
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
+                if self.writer is None and after is not None and not after.done():
+                    await asyncio.wait([after])  # it may be connecting: one connection
                 if self.writer is None:
                     await self._connect()
-                return await self._call("MGET", *keys)  # type: ignore[return-value]
+                reader = self._send("MGET", *keys)
+                if after is not None and not after.done():
+                    await asyncio.wait([after])  # its reply comes first
+                return await self._reply(reader)  # type: ignore[return-value]
         except BaseException:
             self.close()
             raise
@@ -218,17 +224,21 @@ class _Wire:
             await self._call("SELECT", str(o["db"]))
 
     async def _call(self, *args: str) -> object:
-        assert self.reader is not None and self.writer is not None
+        return await self._reply(self._send(*args))
+
+    def _send(self, *args: str) -> asyncio.StreamReader:
+        """Write one command; the reader its reply will come from."""
+        if self.reader is None or self.writer is None:
+            raise ConnectionResetError("closed meanwhile")  # an earlier read failed
         parts = [f"*{len(args)}\r\n".encode()]
         for arg in args:
             data = arg.encode()
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         self.writer.write(b"".join(parts))
-        return await self._reply()
+        return self.reader
 
-    async def _reply(self) -> object:
-        assert self.reader is not None
-        line = (await self.reader.readuntil(b"\r\n"))[:-2]
+    async def _reply(self, reader: asyncio.StreamReader) -> object:
+        line = (await reader.readuntil(b"\r\n"))[:-2]
         kind, rest = line[:1], line[1:]
         if kind == b"+":
             return rest
@@ -236,20 +246,21 @@ class _Wire:
             raise redis.ResponseError(rest.decode(errors="replace"))
         if kind == b"$":
             size = int(rest)
-            return None if size < 0 else (await self.reader.readexactly(size + 2))[:-2]
+            return None if size < 0 else (await reader.readexactly(size + 2))[:-2]
         if kind == b"*":
-            return [await self._reply() for _ in range(int(rest))]
+            return [await self._reply(reader) for _ in range(int(rest))]
         raise redis.ResponseError(f"unexpected reply {line[:40]!r}")
 
 
 class _Reader:
-    """One event loop's reads: at most one MGET in flight; `next` is the read that callers
-    arriving now will share, started when the one in flight returns."""
+    """One event loop's reads. `next` is the read that callers arriving now share: it starts
+    on the loop's next turn, so it is sent after every one of them arrived; from then on,
+    newcomers make the next one (pipelined behind it on the one connection)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.wire = _Wire(url)
-        self.current: asyncio.Future | None = None
+        self.current: asyncio.Future | None = None  # the read sent last
         self.next: asyncio.Future | None = None
 
     async def tokens(self, names: list[str]) -> list:
@@ -259,15 +270,8 @@ class _Reader:
         return await asyncio.shield(self.next)
 
     async def _read(self, before: asyncio.Future | None, names: list[str]) -> list:
-        if before is not None:
-            await asyncio.wait([before])  # it may have started before our callers arrived
-        me = self.next
-        self.current, self.next = me, None  # from here on, newcomers wait for the next read
-        try:
-            return await self.wire.mget([PREFIX + n for n in names])
-        finally:
-            if self.current is me:
-                self.current = None
+        self.current, self.next = self.next, None
+        return await self.wire.mget([PREFIX + n for n in names], after=before)
 
 
 def _retrieved(future: asyncio.Future) -> None:
@@ -275,14 +279,19 @@ def _retrieved(future: asyncio.Future) -> None:
         future.exception()  # a failed read whose callers all left is not "never retrieved"
 
 
-_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reader] = (
-    weakref.WeakKeyDictionary()
-)
+# One reader per event loop (a process serves on one; tests start many). Not weak: a reader's
+# connection refers to its loop. Readers of closed loops are dropped when a new one is made
+# (their sockets close when collected).
+_readers: dict[asyncio.AbstractEventLoop, _Reader] = {}
 
 
 def _reader() -> _Reader:
     loop = asyncio.get_running_loop()
     reader = _readers.get(loop)
     if reader is None or reader.url != settings.REDIS_URL:
+        for closed in [other for other in _readers if other.is_closed()]:
+            del _readers[closed]
+        if reader is not None:
+            reader.wire.close()
         reader = _readers[loop] = _Reader(settings.REDIS_URL)
     return reader
