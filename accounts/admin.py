@@ -1,5 +1,6 @@
-"""Workspaces and their keys in the admin. Keys are created and revoked through
-accounts.services, as the API does, so a revocation voids the cached key check at once."""
+"""Workspaces and their keys in the admin. Keys are created and revoked, and workspaces
+deleted, through accounts.services, as the API does, so the cached key check of every process
+is voided at once."""
 
 from django.contrib import admin, messages
 from django.utils import timezone
@@ -27,6 +28,13 @@ class WorkspaceAdmin(admin.ModelAdmin):
     readonly_fields = ("id", "created_at")
     inlines = [ApiKeyInline]
 
+    def delete_model(self, request, obj):
+        services.workspace_delete(workspace=obj)
+
+    def delete_queryset(self, request, queryset):
+        for workspace in queryset:
+            services.workspace_delete(workspace=workspace)
+
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
@@ -36,6 +44,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("id", "prefix", "created_at", "last_used_at", "revoked_at")
     fields = ("id", "workspace", "name", "prefix", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
+
+    def delete_model(self, request, obj):
+        services.api_key_delete(workspace=obj.workspace, key_id=obj.id)
+
+    def delete_queryset(self, request, queryset):
+        for key in queryset.select_related("workspace"):
+            self.delete_model(request, key)
 
     def get_readonly_fields(self, request, obj=None):
         fixed = ("workspace",) if obj is not None else ()

@@ -6,8 +6,13 @@ ENGRAM_KEY_CACHE_SECONDS (1 s) in the one TTLCache: a request waits on the datab
 its key is not cached at all, and then shares the one lookup in flight; a busy key is reloaded
 in the background once it is half that old, so it never waits at expiry (before, every second
 each busy key's entry expired and the requests of that moment each made their own lookup: a
-~20 ms stall at p99 in bench/bench_gateway.py). `keys_changed` (called by api_key_revoke)
-voids this process's cache at once; other processes see a revocation within the TTL.
+~20 ms stall at p99 in bench/bench_gateway.py).
+
+Revocation is immediate on every process: `keys_changed` (api_key_revoke, key and workspace
+deletion) voids this process's cache at once and publishes the change on commit; each lookup
+first asks config.common.coherence whether anything changed (one shared Redis read, no
+database), which clears the cache of any process that has not seen the change yet. When Redis
+cannot say, the key is looked up in the database instead of trusting the cache.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
 from accounts.models import Workspace
+from config.common import coherence
 from config.common.cache import TTLCache
 
 # last_used_at is written at most once a minute per key per process: a write per request
@@ -96,6 +102,8 @@ def resolve_sync(raw_key: str) -> Principal | None:
     """The caller behind `raw_key`, or None for a key that is not valid."""
     if is_operator_key(raw_key):
         return OPERATOR
+    if not coherence.check_sync():
+        return _lookup(raw_key)  # Redis cannot say whether the cache is current: the database
     return key_cache.get(raw_key, lambda: _lookup(raw_key))
 
 
@@ -103,21 +111,28 @@ async def resolve_async(raw_key: str) -> Principal | None:
     """As `resolve_sync`, for async doors: the database work on a pool thread."""
     if is_operator_key(raw_key):
         return OPERATOR
+    if not await coherence.check_async():
+        return await _lookup_async(raw_key)  # Redis cannot say whether the cache is current
     return await key_cache.aget(raw_key, lambda: _lookup_async(raw_key))
 
 
 def keys_changed() -> None:
-    """A key was revoked (or changed): forget every cached lookup now, and again at commit so
-    a lookup that read the row in between is not kept. Revocations are rare; the cost is one
-    lookup per active key."""
+    """A key was revoked (or deleted): forget every cached lookup now, and again at commit so
+    a lookup that read the row in between is not kept; at commit every other process is told
+    too. Revocations are rare; the cost is one lookup per active key in each process."""
     key_cache.clear()
     transaction.on_commit(key_cache.clear)
+    coherence.publish("keys")
+
+
+coherence.register("keys", key_cache.clear)
 
 
 def clear_caches() -> None:
     """Tests: start from nothing cached."""
     key_cache.clear()
     _touched.clear()
+    coherence.reset()
 
 
 class WorkspaceKeyAuthentication(BaseAuthentication):

@@ -21,6 +21,13 @@ def workspace_create(*, name: str) -> Workspace:
 
 
 @transaction.atomic
+def workspace_delete(*, workspace: Workspace) -> None:
+    """Delete a workspace and everything it owns; its keys stop working on every process at once."""
+    workspace.delete()
+    keys_changed()
+
+
+@transaction.atomic
 def api_key_create(*, workspace: Workspace, name: str = "") -> CreatedKey:
     raw = generate_key()
     key = ApiKey.objects.create(
@@ -39,6 +46,13 @@ def api_key_revoke(*, workspace: Workspace, key_id: str) -> ApiKey:
         key.save(update_fields=["revoked_at"])
         keys_changed()
     return key
+
+
+@transaction.atomic
+def api_key_delete(*, workspace: Workspace, key_id: str) -> None:
+    """Delete a key (revoking keeps its row); it stops working on every process at once."""
+    ApiKey.objects.filter(workspace=workspace, id=key_id).delete()
+    keys_changed()
 
 
 def api_key_touch(*, key_id: str) -> None:

@@ -274,6 +274,22 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU the process has used (user + system). Per request, it shows what the gateway costs
+    even when other jobs share the cores and latency mostly measures waiting for a CPU."""
+    if pid is None:
+        return float("nan")
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def cpu_ms_per_request(stats: Stats, cpu: float) -> float:
+    served = sum(1 for s in stats.samples if s.path == "engram")
+    return cpu / served * 1000 if served else float("nan")
+
+
 def print_block(title: str, figures: dict, unit: str = "latency") -> None:
     print(f"\n{title}")
     print(f"  {'path':<8}{'n':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
@@ -541,6 +557,7 @@ def main() -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(interleaved(clients=4, slices=1, slice_seconds=1.5, targets=plain))  # warm
             for clients in [int(c) for c in args.concurrency.split(",")]:
+                cpu_before = cpu_seconds(engram_pid)
                 stats = runner.run(
                     interleaved(
                         clients=clients,
@@ -550,6 +567,8 @@ def main() -> int:
                     )
                 )
                 figures = summarize(stats)
+                cpu_ms = cpu_ms_per_request(stats, cpu_seconds(engram_pid) - cpu_before)
+                figures["engram_cpu_ms_per_request"] = cpu_ms
                 figures["rss_mb"] = {
                     "engram": rss_mb(engram_pid) if engram_pid else None,
                     "mock": rss_mb(mock.pid),
@@ -561,6 +580,7 @@ def main() -> int:
                     "  RSS MB: "
                     + ", ".join(f"{k} {v:.0f}" for k, v in figures["rss_mb"].items() if v)
                 )
+                print(f"  Engram CPU per request: {cpu_ms:.2f} ms")
             clients = args.stream_concurrency
             stats = runner.run(
                 interleaved(

@@ -4,7 +4,10 @@ The hot path makes no database query: a workspace's snapshot lives in the one TT
 ENGRAM_ROUTING_CACHE_SECONDS, and once half that old the request that finds it starts one
 background reload and is served the cached snapshot meanwhile, so a busy workspace never waits
 on the database. The services that write routing data (completions.services, which the admin
-uses too) invalidate this process's entry at once; other processes see a change within the TTL.
+uses too) invalidate this process's entry at once and, on commit, publish the change
+(config.common.coherence): every door checks for changes before a request's key lookup, so the
+next request on any process routes by the new data. Workers check before each LLM call
+(`snapshot_sync`). Only when Redis is unreachable can a snapshot be up to the TTL old.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from django.db import transaction
 
 from completions.providers.base import Upstream
 from completions.providers.registry import AliasTarget, Route, Snapshot, route
+from config.common import coherence
 from config.common.cache import TTLCache
 
 logger = logging.getLogger("engram.routing")
@@ -29,6 +33,9 @@ def _ttl() -> float:
 _snapshots: TTLCache[str, Snapshot] = TTLCache(
     ttl=_ttl, refresh_after=lambda: _ttl() / 2, max_entries=10_000
 )
+# Another process's change clears every workspace's snapshot here: routing changes are rare
+# operator actions, and the next request of each workspace reloads its own.
+coherence.register("routing", _snapshots.clear)
 
 
 def load_snapshot(workspace_id: str) -> Snapshot:
@@ -86,6 +93,7 @@ def invalidate(workspace_id: str | None = None) -> None:
 
     forget()
     transaction.on_commit(forget)
+    coherence.publish("routing")
 
 
 _load_on_worker = sync_to_async(load_snapshot, thread_sensitive=False)
@@ -105,6 +113,8 @@ async def snapshot_async(workspace_id: str) -> Snapshot:
 
 
 def snapshot_sync(workspace_id: str) -> Snapshot:
+    """For workers and sync callers, which pass no door: they check for changes themselves."""
+    coherence.check_sync()
     return _snapshots.get(workspace_id, lambda: load_snapshot(workspace_id))
 
 

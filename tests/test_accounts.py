@@ -1,7 +1,5 @@
 """Workspaces, keys and the provisioning API, over HTTP."""
 
-import time
-
 import httpx
 import pytest
 
@@ -38,25 +36,19 @@ def test_provisioning_round_trip(operator_http, engram_server):
 
     revoked = operator_http.delete(f"/v1/workspaces/{workspace['id']}/api_keys/{body['id']}")
     assert revoked.status_code == 200 and revoked.json()["revoked_at"]
-    time.sleep(1.1)  # the in-process key cache holds a lookup for at most a second
     denied = user.get("/v1/nope")
     assert denied.status_code == 401
     assert denied.json()["error"]["code"] == "invalid_api_key"
 
 
-def test_revocation_takes_effect_within_a_second(http, owner):
+def test_revocation_takes_effect_at_once(http, owner):
     from accounts.services import api_key_revoke
 
     workspace, raw = owner
     assert http.get("/v1/nope").status_code == 404
     key = ApiKey.objects.get(prefix=key_prefix(raw))
     api_key_revoke(workspace=workspace, key_id=key.id)
-    deadline = time.monotonic() + 1.2
-    status = 404
-    while time.monotonic() < deadline and status != 401:
-        status = http.get("/v1/nope").status_code
-        time.sleep(0.05)
-    assert status == 401
+    assert http.get("/v1/nope").status_code == 401
 
 
 def test_no_stored_value_authenticates(owner):
