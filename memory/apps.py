@@ -8,3 +8,5 @@ class MemoryConfig(AppConfig):
     def ready(self) -> None:
         # Knowledge collections live in a sub-package: register their admin and Celery tasks.
         from memory.knowledge import admin, tasks  # noqa: F401
+        # Conversation titles' task (memory.background.titles).
+        from memory.background import titles  # noqa: F401

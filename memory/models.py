@@ -16,6 +16,7 @@ from pgvector.django import VectorField
 
 from accounts.models import Workspace
 from config.common.ids import new_id
+from config.common.text import shorten
 from memory.fields import EMBEDDING_DIMENSIONS, search_vector
 
 
@@ -44,7 +45,7 @@ class Conversation(models.Model):
         indexes = [models.Index(fields=["workspace", "user_id", "-updated_at"])]
 
     def __str__(self) -> str:
-        return self.external_id
+        return self.title or self.external_id
 
 
 class Session(models.Model):
@@ -125,7 +126,7 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.role}: {self.content[:60]}"
+        return f"{self.role}: {shorten(self.content, 60)}"
 
 
 class Memory(models.Model):
@@ -166,7 +167,7 @@ class Memory(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.text[:80]
+        return shorten(self.text, 80)
 
 
 class MemoryEvent(models.Model):
@@ -197,6 +198,9 @@ class MemoryEvent(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["workspace", "user_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.memory_id}: {shorten(self.new_text or self.old_text, 60)}"
 
 
 class ProcessingJob(models.Model):
@@ -238,6 +242,10 @@ class ProcessingJob(models.Model):
             )
         ]
         indexes = [models.Index(fields=["conversation", "status"])]
+
+    def __str__(self) -> str:
+        work = {"extract": "extraction", "summarize": "summary", "embed": "embedding"}
+        return f"{work.get(self.kind, self.kind)} of conversation {self.conversation}, {self.status}"
 
 
 from memory.knowledge.models import Chunk, Collection, Document  # noqa: E402, F401 - registered here

@@ -12,6 +12,7 @@ from pgvector.django import VectorField
 
 from accounts.models import Workspace
 from config.common.ids import new_id
+from config.common.text import shorten
 from memory.fields import EMBEDDING_DIMENSIONS, search_vector
 
 
@@ -89,3 +90,6 @@ class Chunk(models.Model):
             models.Index(fields=["workspace", "collection"]),
             GinIndex(fields=["search"], name="chunk_search_gin"),
         ]
+
+    def __str__(self) -> str:
+        return f"#{self.chunk_index} {shorten(self.heading or self.text, 60)}"
