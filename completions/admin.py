@@ -9,6 +9,7 @@ cached routes the same way. A credential is known by (workspace, provider) and a
 from django import forms
 from django.contrib import admin
 from django.db.models import Aggregate, Avg, Count, FloatField, OuterRef, Subquery, Sum
+from django.template.response import TemplateResponse
 
 from accounts.models import ApiKey
 from completions import services
@@ -223,8 +224,8 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
-        changelist = getattr(response, "context_data", {}).get("cl")
-        if changelist is not None:
+        if isinstance(response, TemplateResponse) and response.context_data:  # not a redirect
+            changelist = response.context_data["cl"]
             response.context_data["totals"] = usage_totals(changelist.queryset)
         return response
 

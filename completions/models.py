@@ -42,7 +42,9 @@ class UsageRecord(models.Model):
         indexes = [models.Index(fields=["workspace", "created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.model or 'request'} at {self.created_at:%Y-%m-%d %H:%M:%S}, {self.status_code}"
+        return (
+            f"{self.model or 'request'} at {self.created_at:%Y-%m-%d %H:%M:%S}, {self.status_code}"
+        )
 
 
 class ProviderCredential(models.Model):

@@ -6,7 +6,6 @@ class MemoryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Knowledge collections live in a sub-package: register their admin and Celery tasks.
-        from memory.knowledge import admin, tasks  # noqa: F401
-        # Conversation titles' task (memory.background.titles).
+        # Sub-packages' admin and Celery tasks: knowledge collections, conversation titles.
         from memory.background import titles  # noqa: F401
+        from memory.knowledge import admin, tasks  # noqa: F401

@@ -245,7 +245,9 @@ class ProcessingJob(models.Model):
 
     def __str__(self) -> str:
         work = {"extract": "extraction", "summarize": "summary", "embed": "embedding"}
-        return f"{work.get(self.kind, self.kind)} of conversation {self.conversation}, {self.status}"
+        return (
+            f"{work.get(self.kind, self.kind)} of conversation {self.conversation}, {self.status}"
+        )
 
 
 from memory.knowledge.models import Chunk, Collection, Document  # noqa: E402, F401 - registered here

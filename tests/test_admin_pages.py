@@ -80,7 +80,7 @@ def world(db):
         conversation=conversation,
         kind=ProcessingJob.Kind.EXTRACT,
         status=ProcessingJob.Status.DONE,
-        upto_message_id=conversation.messages.last().id,
+        upto_message_id=conversation.messages.latest("created_at").id,
     )
     collection = Collection.objects.create(workspace=workspace, name="Handbook")
     document = Document.objects.create(
@@ -131,7 +131,7 @@ def test_every_admin_page_renders_with_readable_names(admin_client, world):
     assert str(key) == f"test ({key.prefix}…)"
     assert str(world["memory"]).endswith("…") and len(str(world["memory"])) <= 80
 
-    for model, model_admin in admin.site._registry.items():
+    for model in admin.site._registry:
         meta = model._meta
         listing = admin_client.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
         assert listing.status_code == 200, meta.label
@@ -216,7 +216,7 @@ def test_usage_shows_tokens_and_rounded_latency_with_totals_for_the_filter(admin
 
     by_key = admin_client.get(url, {"key": key.id})
     assert by_key.context["totals"]["requests"] == 5  # alice's four and the fixture's one
-    today = UsageRecord.objects.first().created_at
+    today = UsageRecord.objects.earliest("created_at").created_at
     by_day = admin_client.get(
         url,
         {
@@ -326,9 +326,7 @@ def test_an_untitled_conversation_is_titled_by_a_worker(transactional_db, celery
     assert str(conversation) == conversation.title
 
 
-def test_titles_are_enqueued_on_commit_only_while_untitled(
-    db, django_capture_on_commit_callbacks
-):
+def test_titles_are_enqueued_on_commit_only_while_untitled(db, django_capture_on_commit_callbacks):
     workspace, _ = make_workspace()
     conversation, _ = conversation_get_or_create(
         workspace=workspace, external_id="c", user_id="alice"

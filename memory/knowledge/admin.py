@@ -19,8 +19,11 @@ class ChunkInline(admin.TabularInline):
 
     def get_queryset(self, request):
         embedded = ExpressionWrapper(Q(embedding__isnull=False), output_field=BooleanField())
-        return super().get_queryset(request).defer("search_text", "embedding").annotate(
-            is_embedded=embedded
+        return (
+            super()
+            .get_queryset(request)
+            .defer("search_text", "embedding")
+            .annotate(is_embedded=embedded)
         )
 
     @admin.display(boolean=True, description="embedded")
