@@ -26,9 +26,12 @@ _FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module. Not per session: while Playwright's sync API runs,
+    its event loop is the main thread's running loop, and the tests after the browser tests
+    that call asyncio.run() (tests/test_cache.py) would fail with "cannot be called from a
+    running event loop"."""
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the test's ORM calls are still
