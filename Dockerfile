@@ -8,4 +8,7 @@ RUN pip install --no-cache-dir torch==2.13.0 \
  && pip install --no-cache-dir .
 # The embedding model's ONNX export, made once here: web and worker load it without torch.
 RUN python -m memory.embeddings.prepare
+# The admin's static files, served by the app itself (WhiteNoise); collecting connects to nothing.
+RUN DATABASE_URL=postgres://collectstatic@localhost/none REDIS_URL=redis://localhost/0 \
+    DJANGO_SETTINGS_MODULE=config.settings.base python manage.py collectstatic --noinput -v0
 EXPOSE 8000

@@ -29,14 +29,23 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.step
 	touch $(STAMP)
 
-install: $(STAMP)
+# The admin's CSS and JS, collected into STATIC_ROOT (.engram/static) for WhiteNoise to serve;
+# again whenever a static file of the project changes. No server is needed, so none is started.
+STATIC := .engram/.static-collected
+STATIC_SOURCES := $(shell find . \( -path ./.venv -o -path ./.engram -o -path ./.git \) -prune -o -path '*/static/*' -type f -print 2>/dev/null)
+$(STATIC): $(STAMP) $(STATIC_SOURCES)
+	DATABASE_URL=postgres://collectstatic@localhost/none REDIS_URL=redis://localhost/0 \
+		$(PY) manage.py collectstatic --noinput -v0
+	mkdir -p $(@D) && touch $@
+
+install: $(STAMP) $(STATIC)
 
 # The browser tests drive Debian's Chromium; Playwright's own browser download is unreachable.
 CHROMIUM ?= /usr/bin/chromium
 $(CHROMIUM):
 	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
 
-run: $(STAMP)
+run: $(STAMP) $(STATIC)
 	@$(PY) -m config.embedded.supervisor
 
 # Lint, format, types, then the tests; the first failure stops it.

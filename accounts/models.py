@@ -39,7 +39,7 @@ class ApiKey(models.Model):
         ordering = ["created_at"]
 
     def __str__(self) -> str:
-        return f"{self.name or 'key'} {self.prefix}…"
+        return f"{self.name or 'key'} ({self.prefix}…)"
 
     @property
     def is_active(self) -> bool:

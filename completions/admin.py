@@ -1,4 +1,5 @@
-"""Provider credentials (write-only secrets), model aliases and read-only usage in the admin.
+"""Provider credentials (write-only secrets), model aliases and read-only usage (with totals
+for the current filter) in the admin.
 
 Saves and deletes go through completions.services, as the API's do, so they invalidate the
 cached routes the same way. A credential is known by (workspace, provider) and an alias by
@@ -7,7 +8,10 @@ cached routes the same way. A credential is known by (workspace, provider) and a
 
 from django import forms
 from django.contrib import admin
+from django.db.models import Aggregate, Avg, Count, FloatField, OuterRef, Subquery, Sum
+from django.template.response import TemplateResponse
 
+from accounts.models import ApiKey
 from completions import services
 from completions.models import ModelAlias, ProviderCredential, UsageRecord
 
@@ -96,22 +100,134 @@ class ModelAliasAdmin(admin.ModelAdmin):
             self.delete_model(request, alias)
 
 
+class EndUserFilter(admin.SimpleListFilter):
+    """A text box: end users are too many to list as links."""
+
+    title = "end user"
+    parameter_name = "user"
+    template = "admin/completions/input_filter.html"
+
+    def lookups(self, request, model_admin):
+        return [("", "")]  # one placeholder choice, so the filter is shown
+
+    def queryset(self, request, queryset):
+        return queryset.filter(user_id=self.value()) if self.value() else queryset
+
+    def choices(self, changelist):
+        kept = {k: v for k, v in changelist.params.items() if k != self.parameter_name}
+        yield {
+            "value": self.value() or "",
+            "hidden": sorted(kept.items()),
+            "clear": changelist.get_query_string(remove=[self.parameter_name]),
+        }
+
+
+class ApiKeyFilter(admin.SimpleListFilter):
+    title = "API key"
+    parameter_name = "key"
+
+    def lookups(self, request, model_admin):
+        keys = ApiKey.objects.order_by("workspace__name", "name")
+        workspace = request.GET.get("workspace__id__exact")
+        if workspace:
+            keys = keys.filter(workspace_id=workspace)
+        return [(key.id, str(key)) for key in keys[:200]]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(api_key_id=self.value()) if self.value() else queryset
+
+
+class Percentile(Aggregate):
+    function = "PERCENTILE_CONT"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction: float, **extra):
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+def usage_totals(queryset) -> dict:
+    """Requests, tokens and latency over the rows of the current filter."""
+    totals = queryset.order_by().aggregate(
+        requests=Count("id"),
+        prompt_tokens=Sum("prompt_tokens"),
+        completion_tokens=Sum("completion_tokens"),
+        total_tokens=Sum("total_tokens"),
+        latency_mean=Avg("latency_ms"),
+        latency_p95=Percentile("latency_ms", 0.95),
+    )
+    for name in ("latency_mean", "latency_p95"):
+        if totals[name] is not None:
+            totals[name] = round(totals[name])
+    return totals
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
+    """Read-only usage with totals for the current filter. Engram has no prices, so it shows
+    tokens, not cost."""
+
     list_display = (
         "created_at",
         "workspace",
+        "key",
+        "user_id",
         "model",
-        "provider",
         "status_code",
         "prompt_tokens",
         "completion_tokens",
-        "latency_ms",
+        "total_tokens",
+        "latency",
         "stream",
     )
-    list_filter = ("provider", "status_code", "stream", "incomplete")
-    search_fields = ("request_id", "client_request_id", "model", "workspace__id")
+    list_filter = (
+        "workspace",
+        ApiKeyFilter,
+        EndUserFilter,
+        "model",
+        "provider",
+        "status_code",
+        "stream",
+        "incomplete",
+    )
+    list_select_related = ("workspace",)
+    search_fields = ("request_id", "client_request_id", "model", "user_id", "workspace__id")
     date_hierarchy = "created_at"
+    readonly_fields = ("latency", "upstream")
+
+    def get_queryset(self, request):
+        keys = ApiKey.objects.filter(id=OuterRef("api_key_id"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                key_name=Subquery(keys.values("name")[:1]),
+                key_prefix=Subquery(keys.values("prefix")[:1]),
+            )
+        )
+
+    @admin.display(description="key")
+    def key(self, obj) -> str:
+        if not obj.api_key_id:
+            return "-"
+        if obj.key_prefix is None:
+            return obj.api_key_id  # deleted since
+        return f"{obj.key_name or 'key'} ({obj.key_prefix}…)"
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj) -> str:
+        return f"{round(obj.latency_ms)} ms"
+
+    @admin.display(description="upstream latency")
+    def upstream(self, obj) -> str:
+        return "-" if obj.upstream_ms is None else f"{round(obj.upstream_ms)} ms"
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        if isinstance(response, TemplateResponse) and response.context_data:  # not a redirect
+            changelist = response.context_data["cl"]
+            response.context_data["totals"] = usage_totals(changelist.queryset)
+        return response
 
     def has_add_permission(self, request):
         return False

@@ -111,6 +111,7 @@ def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code:
         usage.Usage(
             workspace_id=turn.workspace.id,
             api_key_id=turn.api_key_id or "",
+            user_id=(turn.ctx.user_id or "")[:200] if turn.ctx else "",
             request_id=turn.request_id,
             client_request_id=turn.client_request_id,
             model=turn.model[:200],

@@ -20,6 +20,7 @@ class UsageRecord(models.Model):
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     api_key_id = models.CharField(max_length=40, blank=True, default="")
+    user_id = models.CharField(max_length=200, blank=True, default="", help_text="the end user")
     request_id = models.CharField(max_length=128)
     client_request_id = models.CharField(max_length=200, blank=True, default="")
     model = models.CharField(max_length=200, blank=True, default="")
@@ -41,7 +42,9 @@ class UsageRecord(models.Model):
         indexes = [models.Index(fields=["workspace", "created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.request_id} {self.model} {self.status_code}"
+        return (
+            f"{self.model or 'request'} at {self.created_at:%Y-%m-%d %H:%M:%S}, {self.status_code}"
+        )
 
 
 class ProviderCredential(models.Model):

@@ -31,6 +31,7 @@ class Usage:
     status_code: int
     latency_ms: float
     api_key_id: str = ""
+    user_id: str = ""
     client_request_id: str = ""
     model: str = ""
     upstream_model: str = ""

@@ -1,4 +1,5 @@
-"""Django admin for memories (with history and source links), conversations, sessions, messages.
+"""Django admin for memories (with history and source links), conversations, sessions, messages
+and background jobs; the end-user pages are memory/admin_users.py.
 
 Edits and deletes of memories go through the services, so the admin leaves history too.
 """
@@ -8,6 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from memory import services
+from memory.admin_users import user_url
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
 
 
@@ -16,10 +18,17 @@ def _link(obj, label: str | None = None) -> str:
     return format_html('<a href="{}">{}</a>', url, label or str(obj))
 
 
+def _user_link(obj) -> str:
+    if not obj.user_id:
+        return "-"
+    return format_html('<a href="{}">{}</a>', user_url(obj.workspace_id, obj.user_id), obj.user_id)
+
+
 @admin.register(Memory)
 class MemoryAdmin(admin.ModelAdmin):
-    list_display = ("text", "user_id", "kind", "event_date", "workspace", "updated_at")
+    list_display = ("__str__", "end_user", "kind", "event_date", "workspace", "updated_at")
     list_filter = ("kind", "workspace")
+    list_select_related = ("workspace",)
     search_fields = ("user_id", "text", "id")
     fields = (
         "id",
@@ -40,6 +49,10 @@ class MemoryAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # The owner of a memory is fixed once it exists.
         return self.readonly_fields + (("workspace", "user_id") if obj else ())
+
+    @admin.display(description="end user", ordering="user_id")
+    def end_user(self, obj):
+        return _user_link(obj)
 
     @admin.display(description="Source messages")
     def source_messages(self, obj):
@@ -118,7 +131,7 @@ class MemoryAdmin(admin.ModelAdmin):
 
 @admin.register(MemoryEvent)
 class MemoryEventAdmin(admin.ModelAdmin):
-    list_display = ("event", "memory_id", "user_id", "actor", "created_at")
+    list_display = ("__str__", "event", "memory_id", "user_id", "actor", "created_at")
     list_filter = ("event", "actor")
     search_fields = ("memory_id", "user_id", "old_text", "new_text")
 
@@ -155,28 +168,63 @@ class JobInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("external_id", "user_id", "workspace", "updated_at")
-    search_fields = ("external_id", "user_id", "id")
+    list_display = ("__str__", "end_user", "external_id", "workspace", "updated_at")
+    search_fields = ("title", "external_id", "user_id", "id")
     list_filter = ("workspace",)
-    readonly_fields = ("id", "created_at", "updated_at", "summary_upto")
+    list_select_related = ("workspace",)
+    readonly_fields = ("id", "end_user", "created_at", "updated_at", "summary_upto")
     inlines = [MessageInline, JobInline]
+
+    @admin.display(description="end user", ordering="user_id")
+    def end_user(self, obj):
+        return _user_link(obj)
+
+
+@admin.register(ProcessingJob)
+class ProcessingJobAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "kind", "status", "attempts", "short_error", "updated_at")
+    list_filter = ("kind", "status")
+    search_fields = ("id", "conversation__title", "conversation__external_id")
+    list_select_related = ("conversation",)
+    readonly_fields = (
+        "id",
+        "workspace",
+        "conversation",
+        "kind",
+        "status",
+        "after_message_id",
+        "upto_message_id",
+        "attempts",
+        "error",
+        "created_at",
+        "updated_at",
+    )
+
+    @admin.display(description="error")
+    def short_error(self, obj) -> str:
+        return obj.error[:80]
+
+    def has_add_permission(self, request):
+        return False  # jobs are made by memory.services.processing, with their task
 
 
 @admin.register(Session)
 class SessionAdmin(admin.ModelAdmin):
     list_display = ("external_id", "user_id", "conversation", "last_active_at")
     search_fields = ("external_id", "user_id")
+    list_select_related = ("conversation",)
     readonly_fields = ("id", "created_at", "last_active_at")
     raw_id_fields = ("conversation",)
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "role", "user_id", "conversation", "created_at", "incomplete")
+    list_display = ("__str__", "user_id", "conversation", "created_at", "incomplete")
+    list_select_related = ("conversation",)
     list_filter = ("role", "incomplete")
     search_fields = ("user_id", "content", "id", "conversation__external_id")
     readonly_fields = ("id", "created_at", "search_text", "token_count", "memories_from_here")
-    exclude = ("embedding",)
+    exclude = ("embedding", "context_embedding")
     raw_id_fields = ("conversation", "session")
 
     @admin.display(description="Memories from this message")

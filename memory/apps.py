@@ -8,7 +8,8 @@ class MemoryConfig(AppConfig):
     def ready(self) -> None:
         from config.common.health import register_warmup
 
-        # Knowledge collections live in a sub-package: register their admin and Celery tasks.
+        # Sub-packages' admin and Celery tasks: knowledge collections, conversation titles.
+        from memory.background import titles  # noqa: F401
         from memory.knowledge import admin, tasks  # noqa: F401
 
         # /readyz loads the embedding model (ONNX, no torch) before it answers 200.

@@ -16,6 +16,7 @@ from pgvector.django import VectorField
 
 from accounts.models import Workspace
 from config.common.ids import new_id
+from config.common.text import shorten
 from memory.fields import EMBEDDING_DIMENSIONS, search_vector
 
 
@@ -59,7 +60,7 @@ class Conversation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.external_id
+        return self.title or self.external_id
 
 
 class Session(models.Model):
@@ -140,7 +141,7 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.role}: {self.content[:60]}"
+        return f"{self.role}: {shorten(self.content, 60)}"
 
 
 class Memory(models.Model):
@@ -181,7 +182,7 @@ class Memory(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.text[:80]
+        return shorten(self.text, 80)
 
 
 class MemoryEvent(models.Model):
@@ -212,6 +213,9 @@ class MemoryEvent(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["workspace", "user_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.memory_id}: {shorten(self.new_text or self.old_text, 60)}"
 
 
 class ProcessingJob(models.Model):
@@ -265,6 +269,12 @@ class ProcessingJob(models.Model):
                 name="job_unfinished_by_age",
             ),
         ]
+
+    def __str__(self) -> str:
+        work = {"extract": "extraction", "summarize": "summary", "embed": "embedding"}
+        return (
+            f"{work.get(self.kind, self.kind)} of conversation {self.conversation}, {self.status}"
+        )
 
 
 from memory.knowledge.models import Chunk, Collection, Document  # noqa: E402, F401 - registered here

@@ -17,7 +17,7 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.EngramAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -40,7 +40,7 @@ MIDDLEWARE = [
     "completions.middleware.LoopGuardMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.common.static.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -97,15 +97,22 @@ CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
 }
 
+AUTHENTICATION_BACKENDS = ["accounts.backends.EmailBackend"]
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
-STATIC_URL = "static/"
+# Served by the process itself (config.common.static, WhiteNoise) from STATIC_ROOT, which
+# `make install` / `make run` and the Dockerfile fill with `manage.py collectstatic`; the test
+# settings serve straight from the apps (finders) instead, so tests need no collect step.
+STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / ".engram" / "static"
-# Serve app static/ dirs straight from the finders when nothing was collected (make run, tests).
-WHITENOISE_USE_FINDERS = env.bool("ENGRAM_STATIC_FINDERS", default=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = env.bool("ENGRAM_STATIC_FINDERS", default=DEBUG)
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ENGRAM_MAX_REQUEST_BYTES", default=20 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE

@@ -10,3 +10,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ENGRAM_ADMIN_KEY = "test-admin-key-0123456789"
 LOG_LEVEL = "WARNING"
 LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # noqa: F405
+# Static files straight from the apps: no collectstatic before a test run.
+WHITENOISE_USE_FINDERS = True

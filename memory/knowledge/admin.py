@@ -1,10 +1,40 @@
 """Django admin for collections and documents: status, progress, errors, and re-running."""
 
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 
 from memory.knowledge import services
-from memory.models import Collection, Document
+from memory.models import Chunk, Collection, Document
+
+
+class ChunkInline(admin.TabularInline):
+    """A document's chunks as ingestion cut them (read-only; re-run ingestion to change them)."""
+
+    model = Chunk
+    extra = 0
+    fields = ("chunk_index", "heading", "text", "token_count", "embedded")
+    readonly_fields = fields
+    can_delete = False
+    ordering = ("chunk_index",)
+
+    def get_queryset(self, request):
+        embedded = ExpressionWrapper(Q(embedding__isnull=False), output_field=BooleanField())
+        return (
+            super()
+            .get_queryset(request)
+            .defer("search_text", "embedding")
+            .annotate(is_embedded=embedded)
+        )
+
+    @admin.display(boolean=True, description="embedded")
+    def embedded(self, obj) -> bool:
+        return obj.is_embedded
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Collection)
@@ -53,6 +83,7 @@ class DocumentAdmin(admin.ModelAdmin):
         "updated_at",
     )
     fields = ("title", "metadata", *readonly_fields)
+    inlines = [ChunkInline]
     actions = ("rerun", "rerun_from_scratch")
 
     def get_queryset(self, request):

@@ -12,6 +12,7 @@ from pgvector.django import HnswIndex, VectorField
 
 from accounts.models import Workspace
 from config.common.ids import new_id
+from config.common.text import shorten
 from memory.fields import EMBEDDING_DIMENSIONS, search_vector
 
 
@@ -99,3 +100,6 @@ class Chunk(models.Model):
                 opclasses=["vector_cosine_ops"],
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"#{self.chunk_index} {shorten(self.heading or self.text, 60)}"

@@ -193,7 +193,17 @@ def messages_append(
     Message.objects.bulk_create(rows)
     if _stale(conversation.updated_at):
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+    _title_later(conversation, rows)
     return rows
+
+
+def _title_later(conversation: Conversation, rows: list[Message]) -> None:
+    """An untitled conversation that now has a user message gets a title in the background."""
+    if conversation.title or not any(row.role == Message.Role.USER for row in rows):
+        return
+    from memory.background.titles import title_conversation
+
+    transaction.on_commit(lambda: title_conversation.delay(conversation.pk))
 
 
 @transaction.atomic
@@ -226,5 +236,6 @@ def messages_import(
         )
     Message.objects.bulk_create(rows, batch_size=500)
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
+    _title_later(conversation, rows)
     extraction_enqueue(workspace=workspace, conversation=conversation)
     return rows

@@ -1,0 +1,177 @@
+"""End users in the admin. There is no end-user model: a user is a `user_id` on a workspace's
+rows, so these pages are views of the admin site (config.admin) rather than a ModelAdmin.
+
+The list shows each (workspace, user) with counts; a user's page shows their memories,
+conversations (with summaries) and sessions, and offers the JSON export and the deletion of
+everything stored about them, which the API offers too (selectors.user_export,
+services.user_delete), behind a confirmation page.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, Max
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+
+from accounts.models import Workspace
+from memory import selectors, services
+from memory.models import Conversation, Memory, Session
+
+PER_PAGE = 100
+# What a user has, where their activity is dated.
+_COUNTED = (
+    (Memory, "memories", "updated_at"),
+    (Conversation, "conversations", "updated_at"),
+    (Session, "sessions", "last_active_at"),
+)
+
+
+def app_entry() -> dict[str, Any]:
+    """The "End users" line of the memory app on the admin index."""
+    return {
+        "name": "End users",
+        "object_name": "EndUser",
+        "admin_url": reverse("admin:memory_enduser_changelist"),
+        "add_url": None,
+        "view_only": True,
+        "perms": {"add": False, "change": False, "delete": True, "view": True},
+    }
+
+
+def user_url(workspace_id: str, user_id: str) -> str:
+    return reverse("admin:memory_enduser_change", args=[workspace_id, quote(user_id)])
+
+
+def end_users(*, workspace_id: str = "", query: str = "") -> list[dict[str, Any]]:
+    """Every (workspace, user) with their counts, the most recently active first."""
+    users: dict[tuple[str, str], dict[str, Any]] = {}
+    for model, counted, dated in _COUNTED:
+        rows = model._default_manager.exclude(user_id="")
+        if workspace_id:
+            rows = rows.filter(workspace_id=workspace_id)
+        if query:
+            rows = rows.filter(user_id__icontains=query)
+        grouped = rows.values("workspace_id", "user_id").annotate(n=Count("pk"), last=Max(dated))
+        for row in grouped.order_by():
+            key = (row["workspace_id"], row["user_id"])
+            user = users.setdefault(
+                key,
+                {
+                    "workspace_id": key[0],
+                    "user_id": key[1],
+                    "url": user_url(*key),
+                    "last_active": row["last"],
+                    **{name: 0 for _, name, _ in _COUNTED},
+                },
+            )
+            user[counted] = row["n"]
+            user["last_active"] = max(user["last_active"], row["last"])
+    return sorted(users.values(), key=lambda u: (u["last_active"], u["user_id"]), reverse=True)
+
+
+def _check(request: HttpRequest, action: str) -> None:
+    if not request.user.has_perm(f"memory.{action}_memory"):
+        raise PermissionDenied
+
+
+def _user(workspace_id: str, user: str) -> tuple[Workspace, str]:
+    return get_object_or_404(Workspace, pk=workspace_id), unquote(user)
+
+
+def user_urls(site) -> list[URLPattern]:
+    def list_view(request: HttpRequest) -> HttpResponse:
+        _check(request, "view")
+        workspace_id = request.GET.get("workspace", "")
+        query = request.GET.get("q", "").strip()
+        page = Paginator(end_users(workspace_id=workspace_id, query=query), PER_PAGE).get_page(
+            request.GET.get("p")
+        )
+        context = {
+            **site.each_context(request),
+            "title": "End users",
+            "page": page,
+            "query": query,
+            "workspace_id": workspace_id,
+            "workspaces": Workspace.objects.order_by("name"),
+        }
+        return TemplateResponse(request, "admin/memory/enduser/list.html", context)
+
+    def detail_view(request: HttpRequest, workspace_id: str, user: str) -> HttpResponse:
+        _check(request, "view")
+        workspace, user_id = _user(workspace_id, user)
+        scope = {"workspace": workspace, "user_id": user_id}
+        conversations = (
+            Conversation.objects.filter(**scope)
+            .annotate(message_count=Count("messages"))
+            .order_by("-updated_at")
+        )
+        context = {
+            **site.each_context(request),
+            "title": f"End user {user_id}",
+            "workspace": workspace,
+            "user_id": user_id,
+            "memories": Memory.objects.filter(**scope).order_by("-updated_at"),
+            "conversations": conversations,
+            "sessions": Session.objects.filter(**scope).order_by("-last_active_at"),
+            "export_url": reverse("admin:memory_enduser_export", args=[workspace.pk, user]),
+            "delete_url": reverse("admin:memory_enduser_delete", args=[workspace.pk, user]),
+        }
+        return TemplateResponse(request, "admin/memory/enduser/detail.html", context)
+
+    def export_view(request: HttpRequest, workspace_id: str, user: str) -> HttpResponse:
+        _check(request, "view")
+        workspace, user_id = _user(workspace_id, user)
+        body = selectors.user_export(workspace=workspace, user_id=user_id)
+        response = HttpResponse(
+            json.dumps(body, default=str, indent=2), content_type="application/json"
+        )
+        filename = f"engram-{workspace.pk}-{quote(user_id)}.json"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+    def delete_view(request: HttpRequest, workspace_id: str, user: str) -> HttpResponse:
+        _check(request, "delete")
+        workspace, user_id = _user(workspace_id, user)
+        if request.method == "POST":
+            counts = services.user_delete(workspace=workspace, user_id=user_id)
+            summary = ", ".join(f"{n} {what}" for what, n in counts.items())
+            messages.success(request, f"Deleted everything stored about {user_id}: {summary}.")
+            return redirect(reverse("admin:memory_enduser_changelist"))
+        scope = {"workspace": workspace, "user_id": user_id}
+        context = {
+            **site.each_context(request),
+            "title": "Are you sure?",
+            "workspace": workspace,
+            "user_id": user_id,
+            "counts": {name: m._default_manager.filter(**scope).count() for m, name, _ in _COUNTED},
+            "cancel_url": user_url(workspace.pk, user_id),
+        }
+        return TemplateResponse(request, "admin/memory/enduser/delete.html", context)
+
+    return [
+        path("memory/users/", site.admin_view(list_view), name="memory_enduser_changelist"),
+        path(
+            "memory/users/<str:workspace_id>/<str:user>/",
+            site.admin_view(detail_view),
+            name="memory_enduser_change",
+        ),
+        path(
+            "memory/users/<str:workspace_id>/<str:user>/export/",
+            site.admin_view(export_view),
+            name="memory_enduser_export",
+        ),
+        path(
+            "memory/users/<str:workspace_id>/<str:user>/delete/",
+            site.admin_view(delete_view),
+            name="memory_enduser_delete",
+        ),
+    ]

@@ -1,0 +1,366 @@
+"""The admin for operators: every page renders with readable names, usage totals, the end-user
+pages (list, delete, export), login by email, and static files served by the app itself."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Group, User
+from django.urls import reverse
+
+from accounts.models import ApiKey
+from completions.models import ModelAlias, ProviderCredential, UsageRecord
+from memory.background.titles import conversation_title_generate, title_from
+from memory.models import (
+    Chunk,
+    Collection,
+    Conversation,
+    Document,
+    Memory,
+    MemoryEvent,
+    Message,
+    ProcessingJob,
+    Session,
+)
+from memory.services import conversation_get_or_create, memory_create, messages_append
+from memory.services.conversations import session_resolve
+from tests.factories import make_workspace
+
+FIRST_QUESTION = (
+    "Could you help me plan a three week cycling trip through the Pyrenees next summer "
+    "with my sister?"
+)
+ZERO = [0.0] * 384
+
+
+@pytest.fixture
+def admin_client(client, db):
+    user = User.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+def _chat(workspace, user_id: str, external_id: str, text: str) -> Conversation:
+    conversation, _ = conversation_get_or_create(
+        workspace=workspace, external_id=external_id, user_id=user_id
+    )
+    session = session_resolve(
+        workspace=workspace, conversation=conversation, user_id=user_id, external_id=None
+    )
+    messages_append(
+        workspace=workspace,
+        conversation=conversation,
+        session=session,
+        messages=[{"role": "user", "content": text}, {"role": "assistant", "content": "Sure."}],
+    )
+    return conversation
+
+
+@pytest.fixture
+def world(db):
+    """Two workspaces; alice and bob in the first, another alice in the second."""
+    workspace, _ = make_workspace("acme")
+    other, _ = make_workspace("globex")
+    key = ApiKey.objects.get(workspace=workspace)
+    conversation = _chat(workspace, "alice", "auto:1f3a", FIRST_QUESTION)
+    conversation_title_generate(conversation_id=conversation.id)
+    conversation.refresh_from_db()
+    _chat(workspace, "bob", "auto:bob", "Bob's question")
+    _chat(other, "alice", "auto:other", "The other alice")
+    long_memory = "Alice is planning a long cycling trip through the Pyrenees " * 4
+    memory = memory_create(workspace=workspace, user_id="alice", text=long_memory, embedding=ZERO)
+    memory_create(workspace=workspace, user_id="bob", text="Bob sails.", embedding=ZERO)
+    memory_create(workspace=other, user_id="alice", text="Other alice rows.", embedding=ZERO)
+    job = ProcessingJob.objects.create(
+        workspace=workspace,
+        conversation=conversation,
+        kind=ProcessingJob.Kind.EXTRACT,
+        status=ProcessingJob.Status.DONE,
+        upto_message_id=conversation.messages.latest("created_at").id,
+    )
+    collection = Collection.objects.create(workspace=workspace, name="Handbook")
+    document = Document.objects.create(
+        workspace=workspace, collection=collection, title="Leave policy", content_hash="h1"
+    )
+    for i, text in enumerate(["Everyone gets 25 days of leave.", "Carry over up to 5 days."]):
+        Chunk.objects.create(
+            workspace=workspace, collection=collection, document=document, chunk_index=i, text=text
+        )
+    Group.objects.create(name="operators")
+    ProviderCredential.objects.create(workspace=workspace, provider="openai")
+    ModelAlias.objects.create(workspace=workspace, alias="fast", target_model="gpt-4o-mini")
+    UsageRecord.objects.create(
+        workspace=workspace,
+        api_key_id=key.id,
+        user_id="alice",
+        request_id="req_1",
+        model="gpt-4o-mini",
+        status_code=200,
+        prompt_tokens=10,
+        completion_tokens=5,
+        total_tokens=15,
+        latency_ms=2527.0219890001044,
+    )
+    return {
+        "workspace": workspace,
+        "other": other,
+        "key": key,
+        "conversation": conversation,
+        "memory": memory,
+        "job": job,
+        "document": document,
+    }
+
+
+def test_titles_are_the_first_user_message_cut_at_a_word():
+    assert title_from("  Hello\n  there ") == "Hello there"
+    title = title_from(FIRST_QUESTION)
+    assert title == "Could you help me plan a three week cycling trip through…"
+    assert len(title) <= 60 and FIRST_QUESTION.startswith(title[:-1])
+    assert title_from("x" * 100) == "x" * 59 + "…"
+
+
+def test_every_admin_page_renders_with_readable_names(admin_client, world):
+    conversation, job, key = world["conversation"], world["job"], world["key"]
+    assert conversation.title == "Could you help me plan a three week cycling trip through…"
+    assert str(job) == f"extraction of conversation {conversation.title}, done"
+    assert str(key) == f"test ({key.prefix}…)"
+    assert str(world["memory"]).endswith("…") and len(str(world["memory"])) <= 80
+
+    for model in admin.site._registry:
+        meta = model._meta
+        listing = admin_client.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
+        assert listing.status_code == 200, meta.label
+        assert b" object (" not in listing.content, meta.label
+        obj = model._default_manager.first()
+        assert obj is not None, f"no {meta.label} in the fixture"
+        page = admin_client.get(
+            reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+        )
+        assert page.status_code == 200, meta.label
+        assert b" object (" not in page.content, meta.label
+        assert str(obj).encode() in page.content.replace(b"&#x27;", b"'"), meta.label
+
+    jobs = admin_client.get(reverse("admin:memory_processingjob_changelist")).content.decode()
+    assert f"extraction of conversation {conversation.title}, done" in jobs
+    conversations = admin_client.get(reverse("admin:memory_conversation_changelist"))
+    assert conversation.title in conversations.content.decode()
+    keys = admin_client.get(reverse("admin:accounts_apikey_changelist")).content.decode()
+    assert f"test ({key.prefix}…)" in keys
+
+
+def test_document_page_lists_its_chunks_read_only(admin_client, world):
+    page = admin_client.get(reverse("admin:memory_document_change", args=[world["document"].pk]))
+    body = page.content.decode()
+    assert "Everyone gets 25 days of leave." in body and "Carry over up to 5 days." in body
+    assert 'name="chunks-0-text"' not in body  # shown, not editable
+
+
+def test_usage_shows_tokens_and_rounded_latency_with_totals_for_the_filter(admin_client, world):
+    workspace, other, key = world["workspace"], world["other"], world["key"]
+    for i, latency in enumerate([100.4, 200, 300, 1000]):
+        UsageRecord.objects.create(
+            workspace=workspace,
+            api_key_id=key.id,
+            user_id="alice",
+            request_id=f"req_a{i}",
+            model="gpt-4o",
+            status_code=200,
+            prompt_tokens=100 * (i + 1),
+            completion_tokens=10,
+            total_tokens=100 * (i + 1) + 10,
+            latency_ms=latency,
+        )
+    UsageRecord.objects.create(  # another end user, same model
+        workspace=workspace,
+        user_id="bob",
+        request_id="req_b",
+        model="gpt-4o",
+        status_code=200,
+        prompt_tokens=9999,
+        latency_ms=5,
+    )
+    UsageRecord.objects.create(  # another workspace, same user id
+        workspace=other,
+        user_id="alice",
+        request_id="req_o",
+        model="gpt-4o",
+        status_code=200,
+        prompt_tokens=7777,
+        latency_ms=5,
+    )
+    url = reverse("admin:completions_usagerecord_changelist")
+
+    everything = admin_client.get(url)
+    assert everything.status_code == 200
+    assert "2527 ms" in everything.content.decode() and b"2527.02" not in everything.content
+    assert everything.context["totals"]["requests"] == 7
+    assert f"test ({key.prefix}…)" in everything.content.decode()
+
+    filtered = admin_client.get(
+        url, {"workspace__id__exact": workspace.id, "user": "alice", "model": "gpt-4o"}
+    )
+    assert filtered.status_code == 200
+    totals = filtered.context["totals"]
+    assert totals["requests"] == 4
+    assert totals["prompt_tokens"] == 1000 and totals["completion_tokens"] == 40
+    assert totals["latency_mean"] == 400  # (100.4 + 200 + 300 + 1000) / 4, rounded
+    assert totals["latency_p95"] == 895  # 300 + 0.85 * 700, PostgreSQL's percentile_cont
+    body = filtered.content.decode()
+    assert '<td class="requests">4</td>' in body and '<td class="latency-p95">895 ms</td>' in body
+    assert "no model prices" in body
+
+    by_key = admin_client.get(url, {"key": key.id})
+    assert by_key.context["totals"]["requests"] == 5  # alice's four and the fixture's one
+    today = UsageRecord.objects.earliest("created_at").created_at
+    by_day = admin_client.get(
+        url,
+        {
+            "created_at__year": today.year,
+            "created_at__month": today.month,
+            "created_at__day": today.day,
+        },
+    )
+    assert by_day.status_code == 200 and by_day.context["totals"]["requests"] == 7
+
+
+def test_end_users_are_listed_per_workspace_with_counts(admin_client, world):
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert reverse("admin:memory_enduser_changelist") in index and "End users" in index
+    listing = admin_client.get(reverse("admin:memory_enduser_changelist"))
+    users = {(u["workspace_id"], u["user_id"]): u for u in listing.context["page"]}
+    assert set(users) == {
+        (world["workspace"].id, "alice"),
+        (world["workspace"].id, "bob"),
+        (world["other"].id, "alice"),
+    }
+    alice = users[(world["workspace"].id, "alice")]
+    assert (alice["memories"], alice["conversations"], alice["sessions"]) == (1, 1, 1)
+    only_other = admin_client.get(
+        reverse("admin:memory_enduser_changelist"), {"workspace": world["other"].id}
+    )
+    assert [u["user_id"] for u in only_other.context["page"]] == ["alice"]
+
+
+def test_end_user_page_shows_their_rows(admin_client, world):
+    from memory.admin_users import user_url
+
+    page = admin_client.get(user_url(world["workspace"].id, "alice"))
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert world["conversation"].title in body and str(world["memory"]) in body
+    assert "Bob sails." not in body and "Other alice rows." not in body
+    odd = admin_client.get(user_url(world["workspace"].id, "no/such_user:x"))
+    assert odd.status_code == 200 and "no/such_user:x" in odd.content.decode()
+
+
+def test_end_user_delete_asks_first_then_removes_that_users_data_only(admin_client, world):
+    from memory.admin_users import user_url
+
+    workspace, other = world["workspace"], world["other"]
+    delete_url = user_url(workspace.id, "alice") + "delete/"
+    confirm = admin_client.get(delete_url)
+    assert confirm.status_code == 200 and "Yes, delete all their data" in confirm.content.decode()
+    assert Memory.objects.filter(workspace=workspace, user_id="alice").exists()
+
+    done = admin_client.post(delete_url)
+    assert done.status_code == 302
+    for model in (Memory, Conversation, Session, Message, MemoryEvent):
+        assert not model.objects.filter(workspace=workspace, user_id="alice").exists(), model
+        assert model.objects.filter(workspace=workspace, user_id="bob").exists(), model
+        assert model.objects.filter(workspace=other, user_id="alice").exists(), model
+
+
+def test_end_user_export_is_their_memories_as_json(admin_client, world):
+    from memory.admin_users import user_url
+
+    response = admin_client.get(user_url(world["workspace"].id, "alice") + "export/")
+    assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
+    body = json.loads(response.content)
+    assert body["user_id"] == "alice"
+    assert [m["text"] for m in body["memories"]] == [world["memory"].text]
+    assert [c["id"] for c in body["conversations"]] == [world["conversation"].id]
+
+
+def test_non_staff_cannot_open_end_user_pages(client, world):
+    from memory.admin_users import user_url
+
+    User.objects.create_user("eve", "eve@example.com", "pw")
+    client.login(username="eve", password="pw")
+    response = client.post(user_url(world["workspace"].id, "alice") + "delete/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    assert Memory.objects.filter(workspace=world["workspace"], user_id="alice").exists()
+
+
+def test_login_form_asks_for_the_email_and_accepts_it(client, db):
+    User.objects.create_superuser("root", "Root@Example.com", "pw")
+    login = client.get(reverse("admin:login")).content.decode()
+    assert '<label for="id_username" class="required">Email:</label>' in login
+    assert "Engram admin" in login
+    signed_in = client.post(
+        reverse("admin:login"),
+        {"username": "root@example.com", "password": "pw", "next": "/admin/"},
+    )
+    assert signed_in.status_code == 302 and signed_in["Location"] == "/admin/"
+    index = client.get("/admin/").content.decode()
+    assert "View site" not in index and "Engram admin" in index
+    client.logout()
+    wrong = client.post(reverse("admin:login"), {"username": "root@example.com", "password": "x"})
+    assert wrong.status_code == 200 and "_auth_user_id" not in client.session
+
+
+def test_an_untitled_conversation_is_titled_by_a_worker(transactional_db, celery_worker):
+    workspace, _ = make_workspace()
+    conversation = _chat(workspace, "alice", "auto:abc", FIRST_QUESTION)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        conversation.refresh_from_db()
+        if conversation.title:
+            break
+        time.sleep(0.1)
+    assert conversation.title == title_from(FIRST_QUESTION)
+    assert str(conversation) == conversation.title
+
+
+def test_titles_are_enqueued_on_commit_only_while_untitled(db, django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    conversation, _ = conversation_get_or_create(
+        workspace=workspace, external_id="c", user_id="alice"
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        messages_append(
+            workspace=workspace,
+            conversation=conversation,
+            session=None,
+            messages=[{"role": "assistant", "content": "Hello, how can I help?"}],
+        )
+    assert callbacks == []  # no user message yet: nothing to title from
+    Conversation.objects.filter(pk=conversation.pk).update(title="Typed by an operator")
+    conversation.refresh_from_db()
+    with django_capture_on_commit_callbacks() as callbacks:
+        messages_append(
+            workspace=workspace,
+            conversation=conversation,
+            session=None,
+            messages=[{"role": "user", "content": "A question"}],
+        )
+    assert callbacks == []
+    assert conversation_title_generate(conversation_id=conversation.id) == "A question"
+    conversation.refresh_from_db()
+    assert conversation.title == "Typed by an operator"  # never overwritten
+
+
+def test_static_files_are_served_by_the_asgi_app(engram_server):
+    with httpx.Client(base_url=engram_server.url, timeout=30) as client:
+        css = client.get("/static/admin/css/base.css")
+        assert css.status_code == 200
+        assert css.headers["content-type"].startswith("text/css")
+        assert "--header-bg" in css.text
+        head = client.head("/static/admin/css/base.css")
+        assert head.status_code == 200 and head.content == b""
+        missing = client.get("/static/admin/css/nope.css")
+        assert missing.status_code == 404
