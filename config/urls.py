@@ -1,8 +1,11 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
 from config.common import health
+from config.common.ids import PathIdConverter
+
+register_converter(PathIdConverter, "id")  # every id in a path: config.common.ids' one rule
 
 handler400 = "config.common.errors.handler400"
 handler403 = "config.common.errors.handler403"

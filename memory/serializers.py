@@ -6,6 +6,8 @@ import datetime as dt
 
 from rest_framework import serializers
 
+from config.common.ids import ID_RULE, is_id
+
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
 
@@ -100,8 +102,16 @@ KINDS = ["fact", "preference", "plan", "relation", "event"]
 
 
 class UserIdField(serializers.CharField):
+    """A user id in a body: the same rule as x-user-id and a path or query id (config.common.ids)."""
+
     def __init__(self, **kwargs):
-        super().__init__(max_length=200, trim_whitespace=True, **kwargs)
+        super().__init__(trim_whitespace=True, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not is_id(value):
+            raise serializers.ValidationError(f"A user id is {ID_RULE}.")
+        return value
 
 
 class MemoryCreateInput(serializers.Serializer):

@@ -230,7 +230,8 @@ def handler403(request, exception=None):
 
 
 def handler404(request, exception=None):
-    return error_response(404, f"Unknown path: {request.method} {request.path}", code="not_found")
+    path = request.path if len(request.path) <= 300 else f"{request.path[:300]}..."
+    return error_response(404, f"Unknown path: {request.method} {path}", code="not_found")
 
 
 def handler500(request):

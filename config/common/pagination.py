@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from django.db.models import QuerySet
 
 from config.common.errors import ApiError
+from config.common.ids import identifier
 
 MAX_LIMIT = 100
 
@@ -48,11 +49,12 @@ def paginate(queryset: QuerySet, query_params, serialize: Callable) -> dict:
     if order not in ("asc", "desc"):
         raise ApiError(400, "order must be 'asc' or 'desc'.", param="order", code="invalid_value")
     queryset = queryset.order_by("id" if order == "asc" else "-id")
-    if after := query_params.get("after"):
+    after, before = (identifier(query_params.get(n), n) for n in ("after", "before"))
+    if after:
         queryset = (
             queryset.filter(id__gt=after) if order == "asc" else queryset.filter(id__lt=after)
         )
-    if before := query_params.get("before"):
+    if before:
         queryset = (
             queryset.filter(id__lt=before) if order == "asc" else queryset.filter(id__gt=before)
         )

@@ -7,6 +7,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.common.ids import identifier
 from config.common.pagination import paginate
 from memory import selectors, services
 from memory.serializers import ImportInput, conversation_body, message_body
@@ -15,7 +16,8 @@ from memory.serializers import ImportInput, conversation_body, message_body
 class ConversationListApi(APIView):
     def get(self, request):
         conversations = selectors.conversation_list(
-            workspace=request.workspace, user_id=request.query_params.get("user_id") or None
+            workspace=request.workspace,
+            user_id=identifier(request.query_params.get("user_id"), "user_id"),
         )
         return Response(paginate(conversations, request.query_params, conversation_body))
 
