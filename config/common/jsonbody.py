@@ -19,6 +19,7 @@ import json
 import math
 import re
 
+from django.conf import settings
 from rest_framework.parsers import BaseParser
 
 from config.common.errors import ApiError
@@ -103,19 +104,30 @@ def check(value: object, param: str = "") -> None:
         name = where or "body"
         if isinstance(item, str):
             if problem := text_problem(item):
-                raise ApiError(400, f"Invalid '{name}': {problem}.", param=name, code="invalid_value")
+                raise ApiError(
+                    400, f"Invalid '{name}': {problem}.", param=name, code="invalid_value"
+                )
         elif isinstance(item, float) and not math.isfinite(item):
-            raise ApiError(400, f"Invalid '{name}': not a finite number.", param=name, code="invalid_value")
+            raise ApiError(
+                400, f"Invalid '{name}': not a finite number.", param=name, code="invalid_value"
+            )
         elif isinstance(item, (dict, list)):
             if depth >= MAX_DEPTH:
-                raise invalid_json(f"The JSON body is nested too deeply (over {MAX_DEPTH} levels).", name)
+                raise invalid_json(
+                    f"The JSON body is nested too deeply (over {MAX_DEPTH} levels).", name
+                )
             if len(item) > MAX_ITEMS:
                 raise invalid_json(f"'{name}' has more than {MAX_ITEMS} items.", name)
             if isinstance(item, dict):
                 for key, child in item.items():
                     child_name = field_name(where, key)
                     if problem := text_problem(key):
-                        raise ApiError(400, f"Invalid key {child_name}: {problem}.", param=child_name, code="invalid_value")
+                        raise ApiError(
+                            400,
+                            f"Invalid key {child_name}: {problem}.",
+                            param=child_name,
+                            code="invalid_value",
+                        )
                     stack.append((child, child_name, depth + 1))
             else:
                 stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
@@ -123,9 +135,14 @@ def check(value: object, param: str = "") -> None:
 
 
 class JSONParser(BaseParser):
-    """DRF's JSON parser, through `loads_object`: the same rules as the chat doors."""
+    """DRF's JSON parser, through `loads_object`: the same rules as the chat doors, and the same
+    size limit (DATA_UPLOAD_MAX_MEMORY_SIZE is ENGRAM_MAX_REQUEST_BYTES), read no further."""
 
     media_type = "application/json"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        return loads_object(stream.read() if stream is not None else b"")
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raw = b"" if stream is None else stream.read() if limit is None else stream.read(limit + 1)
+        if limit is not None and len(raw) > limit:
+            raise ApiError(413, "Request body too large.", code="request_too_large")
+        return loads_object(raw)

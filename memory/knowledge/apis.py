@@ -115,13 +115,12 @@ class FileDocumentInput(serializers.Serializer):
 
 
 def _filename(name: str | None) -> str:
-    """The upload's own name (Django has dropped any directories): refused, as any text, when
-    PostgreSQL cannot store it or it is longer than the column."""
+    """The upload's own name. Django's multipart parser has already dropped directories and
+    NULs and cut it to 255 characters; what PostgreSQL still cannot store is refused, as in
+    any JSON body."""
     name = (name or "").rsplit("/", 1)[-1]
     if problem := jsonbody.text_problem(name):
         raise Invalid(f"The file name is not valid: {problem}.", field="file")
-    if len(name) > Document._meta.get_field("filename").max_length:  # type: ignore[operator]
-        raise Invalid("The file name is longer than 300 characters.", field="file")
     return name
 
 
