@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import httpx
 import pytest
@@ -280,30 +281,26 @@ def _json(body) -> bytes:
 def cases(world: dict) -> Iterator[Case]:
     json_type = {"content-type": "application/json"}
     for route in _routes(world):
-        base = dict(method=route.method, operator=route.operator)
+        case = partial(Case, method=route.method, operator=route.operator)
         where = f"{route.method} {route.path}"
         for name in route.ids:
             for bad, text in HOSTILE_IDS.items():
-                yield Case(f"{where} path {name}={bad}", path=_fill(route, **{name: text}), **base)
+                yield case(f"{where} path {name}={bad}", path=_fill(route, **{name: text}))
         for name in route.query:
             for bad, text in HOSTILE_QUERY.items():
-                yield Case(f"{where} ?{name}={bad}", path=f"{_fill(route)}?{name}={text}", **base)
+                yield case(f"{where} ?{name}={bad}", path=f"{_fill(route)}?{name}={text}")
         if route.multipart:
             form = {"content-type": "multipart/form-data; boundary=B"}
             for name, raw in _uploads():
-                yield Case(
-                    f"{where} upload {name}", path=_fill(route), content=raw, headers=form, **base
-                )
+                yield case(f"{where} upload {name}", path=_fill(route), content=raw, headers=form)
             continue
         if route.body is None:
             continue
         path = _fill(route)
         for name, raw in RAW_BODIES.items():
-            yield Case(f"{where} body {name}", path=path, content=raw, headers=json_type, **base)
+            yield case(f"{where} body {name}", path=path, content=raw, headers=json_type)
         for name, body in _mutations(route.body):
-            yield Case(
-                f"{where} field {name}", path=path, content=_json(body), headers=json_type, **base
-            )
+            yield case(f"{where} field {name}", path=path, content=_json(body), headers=json_type)
         good = _json(route.body)
         for content_type in (
             "text/plain",
@@ -313,24 +310,22 @@ def cases(world: dict) -> Iterator[Case]:
             "application/json; charset=latin-1",
             "",
         ):
-            yield Case(
+            yield case(
                 f"{where} content-type {content_type!r}",
                 path=path,
                 content=good,
                 headers={"content-type": content_type},
-                **base,
             )
         if route.path in ("/v1/chat/completions", "/v1/context"):
             for header, values in HOSTILE_HEADERS.items():
                 for i, value in enumerate(values):
-                    yield Case(
+                    yield case(
                         f"{where} header {header}#{i}",
                         path=path,
                         content=good,
                         headers={**json_type, header: value},
-                        **base,
                     )
-    for header in (
+    for auth in (
         b"Bearer " + b"x" * 10_000,
         b"Bearer \xff\xfe",
         b"Bearer sk-\xed\xa0\x80",
@@ -338,10 +333,7 @@ def cases(world: dict) -> Iterator[Case]:
         b"Bearer",
     ):
         yield Case(
-            "GET /v1/memories authorization",
-            "GET",
-            "/v1/memories",
-            headers={"authorization": header},
+            "GET /v1/memories authorization", "GET", "/v1/memories", headers={"authorization": auth}
         )
 
 
