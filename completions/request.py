@@ -7,7 +7,8 @@ completions.validation (`parse_body` here is its two steps; the gateway calls th
 to name the model in the usage record of a body it refuses):
 
 - x-user-id (else the body's `user`), x-conversation-id, x-session-id (else the body's
-  `session_id`): 1-200 characters of letters, digits and . _ : @ + - / =
+  `session_id`): ids, 1-200 characters of letters, digits and . _ : @ + - / =
+  (`config.common.ids.identifier`, the rule the REST routes' path and query ids share)
 - x-workspace-id: must name the key's workspace (403 otherwise)
 - x-collection-ids: a JSON array of at most 20 collection ids, each an id as above
 - `session_id`: Engram's own body field, removed before the upstream call
@@ -18,23 +19,19 @@ to name the model in the usage record of a body it refuses):
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 
 from django.core.exceptions import ObjectDoesNotExist
 
 from accounts.models import Workspace
 from completions import validation
-from config.common import errors
+from config.common import errors, jsonbody
 from config.common.errors import ApiError
+from config.common.ids import ID_RULE, identifier, is_id
 from memory.turn.contract import TurnContext
 
-MAX_ID_CHARS = 200
 MAX_COLLECTIONS = 20
 ENGRAM_BODY_FIELDS = ("session_id",)  # Engram's own body fields: removed before the upstream
-_ID = re.compile(rf"^[\w.:@+\-/=]{{1,{MAX_ID_CHARS}}}$")
-_ID_RULE = f"1-{MAX_ID_CHARS} characters of letters, digits and . _ : @ + - / ="
 # The header that carries each domain field of a turn (the only place the two names meet).
 HEADERS = {
     "user_id": "x-user-id",
@@ -57,23 +54,14 @@ def parse_body(raw: bytes, *, model_required: bool = True) -> dict:
     return body
 
 
-def identifier(value: object, param: str) -> str | None:
-    """An id from a header or the body: None when absent, 400 naming `param` when malformed."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _ID.match(value.strip()):
-        raise ApiError(400, f"{param} must be {_ID_RULE}.", param=param, code="invalid_value")
-    return value.strip()
-
-
 def collection_ids(raw: str | None) -> list[str]:
     """x-collection-ids: a JSON array of collection ids, de-duplicated in order."""
     param = HEADERS["collection_ids"]
     if not raw:
         return []
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = jsonbody.loads(raw, param=param)
+    except ApiError:  # not JSON, too deep, NUL: all one answer, below
         value = None
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ApiError(
@@ -87,9 +75,9 @@ def collection_ids(raw: str | None) -> list[str]:
             400, f"At most {MAX_COLLECTIONS} collection ids.", param=param, code="invalid_value"
         )
     for item in value:
-        if not _ID.match(item):
+        if not is_id(item):
             raise ApiError(
-                400, f"Each collection id must be {_ID_RULE}.", param=param, code="invalid_value"
+                400, f"Each collection id must be {ID_RULE}.", param=param, code="invalid_value"
             )
     return list(dict.fromkeys(value))
 

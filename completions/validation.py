@@ -6,10 +6,9 @@ pass through untouched (validation never rewrites the body, only rejects it).
 
 from __future__ import annotations
 
-import json
-import re
-
+from config.common import jsonbody
 from config.common.errors import ApiError
+from config.common.ids import ID_RULE, is_id
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _USER_PARTS = ("text", "image_url", "input_audio", "file")
@@ -52,49 +51,9 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-# JSON escapes of what PostgreSQL text and UTF-8 cannot hold: NUL, and UTF-16 surrogates (a
-# pair is fine, a lone one is not). A plain scan of the raw bytes, so a clean body pays nothing
-# more; only a body that has one is walked to name the field.
-_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
-
-
 def parse(raw: bytes) -> dict:
-    try:
-        body = json.loads(raw) if raw else None
-    except RecursionError:
-        raise ApiError(400, "The JSON body is nested too deeply.", code="invalid_json") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(
-            400,
-            f"We could not parse the JSON body of your request ({exc}).",
-            code="invalid_json",
-        ) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    if _SUSPECT.search(raw):
-        _refuse_unstorable(body, "")
-    return body
-
-
-def _refuse_unstorable(value, param: str) -> None:
-    """400 naming the first string (value or key) with a NUL or a lone surrogate."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise _invalid(param or "body", f"Invalid '{param}': NUL characters are not allowed.")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _invalid(
-                param or "body", f"Invalid '{param}': lone UTF-16 surrogates are not allowed."
-            ) from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            name = f"{param}.{key}" if param else str(key)
-            _refuse_unstorable(key, name)
-            _refuse_unstorable(item, name)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _refuse_unstorable(item, f"{param}[{index}]")
+    """The JSON object of a chat body: config.common.jsonbody, the one decoder of every door."""
+    return jsonbody.loads_object(raw)
 
 
 def _number(body: dict, name: str, low: float, high: float) -> None:
@@ -264,6 +223,8 @@ def validate(body: dict, *, model_required: bool = True) -> None:
         )
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise _type_error("model", "a non-empty string", model)
+    if model is not None and not is_id(model):  # checked before it names anything upstream
+        raise _invalid("model", f"Invalid 'model': a model name is {ID_RULE}.")
     messages = body.get("messages")
     if messages is None:
         raise _invalid(

@@ -1,12 +1,15 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularSwaggerView,
 )
 
 from config.common import health
+from config.common.ids import PathIdConverter
 from config.playground.views import playground
+
+register_converter(PathIdConverter, "id")  # every id in a path: config.common.ids' one rule
 
 handler400 = "config.common.errors.handler400"
 handler403 = "config.common.errors.handler403"

@@ -6,6 +6,7 @@ import datetime as dt
 
 from rest_framework import serializers
 
+from config.common.ids import ID_RULE, is_id
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
 
@@ -100,8 +101,18 @@ KINDS = ["fact", "preference", "plan", "relation", "event"]
 
 
 class UserIdField(serializers.CharField):
+    """A user id in a body: the same rule as x-user-id and a path or query id (config.common.ids)."""
+
     def __init__(self, **kwargs):
-        super().__init__(max_length=200, trim_whitespace=True, **kwargs)
+        super().__init__(trim_whitespace=True, **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):  # CharField would take 7 as "7"; an id is a string
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        if not is_id(value):
+            raise serializers.ValidationError(f"A user id is {ID_RULE}.")
+        return value
 
 
 class MemoryCreateInput(serializers.Serializer):
@@ -137,6 +148,14 @@ class FlexibleDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
+def _is_part(part) -> bool:
+    """A content part as the chat doors take it: a typed object whose text, if any, is a string
+    (a number there reached the tokenizer)."""
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        return False
+    return part["type"] != "text" or isinstance(part.get("text"), str)
+
+
 class ImportMessageInput(serializers.Serializer):
     role = serializers.ChoiceField(choices=["user", "assistant", "system", "developer", "tool"])
     content = serializers.JSONField()
@@ -149,9 +168,12 @@ class ImportMessageInput(serializers.Serializer):
     def validate_content(self, value):
         if value is None or isinstance(value, str):
             return value
-        if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        if isinstance(value, list) and all(_is_part(p) for p in value):
             return value
-        raise serializers.ValidationError("content must be a string or a list of content parts.")
+        raise serializers.ValidationError(
+            "content must be a string or a list of content parts "
+            '({"type": "text", "text": "..."} and the like).'
+        )
 
 
 class ImportInput(serializers.Serializer):

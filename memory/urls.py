@@ -7,15 +7,15 @@ from memory.apis import users as user_apis
 urlpatterns = [
     path("memories", apis.MemoryListCreateApi.as_view()),
     path("memories/search", apis.MemorySearchApi.as_view()),
-    path("memories/<str:memory_id>", apis.MemoryDetailApi.as_view()),
-    path("memories/<str:memory_id>/history", apis.MemoryHistoryApi.as_view()),
+    path("memories/<id:memory_id>", apis.MemoryDetailApi.as_view()),
+    path("memories/<id:memory_id>/history", apis.MemoryHistoryApi.as_view()),
     path("users", user_apis.UserListApi.as_view()),
-    path("users/<str:user_id>", user_apis.UserApi.as_view()),
-    path("users/<str:user_id>/export", user_apis.UserExportApi.as_view()),
+    path("users/<id:user_id>", user_apis.UserApi.as_view()),
+    path("users/<id:user_id>/export", user_apis.UserExportApi.as_view()),
     path("conversations", conversation_apis.ConversationListApi.as_view()),
-    path("conversations/<str:conversation_id>", conversation_apis.ConversationDetailApi.as_view()),
+    path("conversations/<id:conversation_id>", conversation_apis.ConversationDetailApi.as_view()),
     path(
-        "conversations/<str:conversation_id>/messages",
+        "conversations/<id:conversation_id>/messages",
         conversation_apis.ConversationMessagesApi.as_view(),
     ),
 ]

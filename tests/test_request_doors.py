@@ -116,7 +116,7 @@ HOSTILE_BODIES = [
     (
         "nul-in-metadata-key",
         rb'{"model":"m","messages":[{"role":"user","content":"hi"}],"metadata":{"k\u0000":"v"}}',
-        "metadata.k\x00",
+        'metadata["k\\u0000"]',  # escaped: the envelope never echoes a NUL back
     ),
     ("deep-json", b"[" * 100_000 + b"]" * 100_000, None),
 ]

@@ -167,18 +167,23 @@ def invalid_api_key() -> ApiError:
 
 
 def _first_error(detail, prefix: str = "") -> tuple[str | None, str]:
-    """DRF's nested validation errors -> (param, message) of the first one."""
+    """DRF's nested validation errors -> (param, message) of the first one. A list's errors come
+    as a list or, since DRF 3.15, as a dict keyed by index: both name `messages[0].content`."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = key if key != "non_field_errors" else None
-            param, message = _first_error(value, f"{prefix}{name}" if name else prefix)
-            return param, message
+            if key == "non_field_errors":
+                where = prefix
+            elif isinstance(key, int):
+                where = f"{prefix}[{key}]"
+            else:
+                where = f"{prefix}.{key}" if prefix else str(key)
+            return _first_error(value, where)
     if isinstance(detail, list) and detail:
         if all(not isinstance(d, (dict, list)) for d in detail):
             return prefix or None, str(detail[0])
         for index, item in enumerate(detail):
             if item:
-                return _first_error(item, f"{prefix}[{index}]." if prefix else f"[{index}].")
+                return _first_error(item, f"{prefix}[{index}]")
     return prefix or None, str(detail)
 
 
@@ -187,8 +192,6 @@ def drf_exception_handler(exc, context):
         return api_error(exc, url_kwargs=context.get("kwargs")).response()
     if isinstance(exc, drf_exceptions.ValidationError):
         param, message = _first_error(exc.detail)
-        if param:
-            param = param.rstrip(".")
         text = f"{param}: {message}" if param else message
         return error_response(400, text, param=param, code="invalid_value")
     if isinstance(exc, drf_exceptions.ParseError):
@@ -230,7 +233,8 @@ def handler403(request, exception=None):
 
 
 def handler404(request, exception=None):
-    return error_response(404, f"Unknown path: {request.method} {request.path}", code="not_found")
+    path = request.path if len(request.path) <= 300 else f"{request.path[:300]}..."
+    return error_response(404, f"Unknown path: {request.method} {path}", code="not_found")
 
 
 def handler500(request):

@@ -1,6 +1,8 @@
-"""Sortable, prefixed public ids: ws_..., key_..., mem_... (time-ordered like ULIDs)."""
+"""Sortable, prefixed public ids (ws_..., key_..., mem_..., time-ordered like ULIDs), and the
+one rule for an id a client sends (`identifier`, `PathIdConverter`)."""
 
 import os
+import re
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
@@ -18,3 +20,40 @@ def new_id(prefix: str) -> str:
     millis = int(time.time() * 1000)
     rand = int.from_bytes(os.urandom(10), "big")
     return f"{prefix}_{_encode(millis, 10)}{_encode(rand, 16)}"
+
+
+# --- ids from clients ---------------------------------------------------------------------------
+# The one rule for an id a client names (x-user-id, a conversation or session id, a path or
+# query id, a model name): what Engram's columns and the upstream can hold, checked at the door.
+MAX_ID_CHARS = 200
+ID_RULE = f"1-{MAX_ID_CHARS} characters of letters, digits and . _ : @ + - / ="
+_ID = re.compile(rf"[\w.:@+\-/=]{{1,{MAX_ID_CHARS}}}")
+
+
+def is_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
+
+def identifier(value: object, param: str) -> str | None:
+    """An id from a header, a query or the body: None when absent, 400 naming `param` when
+    malformed (too long, NUL, spaces, anything outside ID_RULE)."""
+    from config.common.errors import ApiError
+
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not is_id(value.strip()):
+        raise ApiError(400, f"{param} must be {ID_RULE}.", param=param, code="invalid_value")
+    return value.strip()
+
+
+class PathIdConverter:
+    """`<id:memory_id>` in a URL: one path segment that is an id. Anything else (NUL, 201
+    characters, a space) matches no route: the envelope's 404, before a query is made."""
+
+    regex = rf"[\w.:@+\-=]{{1,{MAX_ID_CHARS}}}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -104,16 +103,3 @@ def _code(status: int) -> str | None:
         413: "request_too_large",
         415: "unsupported_media_type",
     }.get(status)
-
-
-def json_body(request: HttpRequest) -> dict:
-    """Parse a JSON object body or raise the envelope's 400."""
-    from config.common.errors import ApiError
-
-    try:
-        data = json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"Malformed JSON body: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    return data

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.db.models import QuerySet
 
 from config.common.errors import ApiError
+from config.common.ids import identifier
 
 MAX_LIMIT = 100
 
@@ -71,8 +72,8 @@ def parse_cursor(query_params) -> Cursor:
     return Cursor(
         limit=limit,
         order=order,
-        after=query_params.get("after") or None,
-        before=query_params.get("before") or None,
+        after=identifier(query_params.get("after"), "after"),
+        before=identifier(query_params.get("before"), "before"),
     )
 
 

@@ -8,6 +8,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.common.ids import identifier
 from config.common.openapi import LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
@@ -24,7 +25,8 @@ class ConversationListApi(APIView):
     )
     def get(self, request):
         conversations = selectors.conversation_list(
-            workspace=request.workspace, user_id=request.query_params.get("user_id") or None
+            workspace=request.workspace,
+            user_id=identifier(request.query_params.get("user_id"), "user_id"),
         )
         return Response(paginate(conversations, request.query_params, conversation_body))
 

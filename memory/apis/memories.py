@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.common.errors import ApiError
+from config.common.ids import identifier
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
@@ -42,7 +43,7 @@ class MemoryListCreateApi(APIView):
         responses=docs.MemoryListSerializer,
     )
     def get(self, request):
-        user_id = request.query_params.get("user_id") or None
+        user_id = identifier(request.query_params.get("user_id"), "user_id")
         memories = selectors.memory_list(workspace=request.workspace, user_id=user_id)
         page = paginate(memories, request.query_params, memory_body)
         sources = selectors.memory_sources(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.common import jsonbody
 from config.common.errors import ApiError, Invalid
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import paginate
@@ -145,6 +144,16 @@ class FileDocumentInput(serializers.Serializer):
     metadata = serializers.CharField(required=False, allow_blank=True, default="")
 
 
+def _filename(name: str | None) -> str:
+    """The upload's own name. Django's multipart parser has already dropped directories and
+    NULs and cut it to 255 characters; what PostgreSQL still cannot store is refused, as in
+    any JSON body."""
+    name = (name or "").rsplit("/", 1)[-1]
+    if problem := jsonbody.text_problem(name):
+        raise Invalid(f"The file name is not valid: {problem}.", field="file")
+    return name
+
+
 def _document_input(request) -> dict:
     """(raw bytes, title, filename, metadata) from a multipart upload or a JSON text body."""
     limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
@@ -158,14 +167,12 @@ def _document_input(request) -> dict:
         if upload.size > limit:
             raise services.document_too_large(upload.size)
         raw_metadata = data.validated_data["metadata"]
-        try:
-            metadata = json.loads(raw_metadata) if raw_metadata else {}
-        except ValueError:
-            raise Invalid("metadata must be a JSON object.", field="metadata") from None
+        # the JSON bodies' decoder and rules (NUL, surrogates, depth), naming `metadata`
+        metadata = jsonbody.loads(raw_metadata, param="metadata") if raw_metadata else {}
         return {
             "raw": upload.read(),
             "title": data.validated_data["title"],
-            "filename": (upload.name or "").rsplit("/", 1)[-1],
+            "filename": _filename(upload.name),
             "metadata": metadata,
         }
     if int(request.META.get("CONTENT_LENGTH") or 0) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:

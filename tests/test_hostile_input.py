@@ -1,0 +1,584 @@
+"""Hostile input on every route gets a 4xx in OpenAI's error envelope: never a 5xx, never a
+traceback. The cases are generated: each route's path ids, query ids, headers, and every string,
+key and value of a valid body are replaced by NUL bytes, lone surrogates, over-long ids, wrong
+types, huge numbers; whole bodies are deeply nested, huge, not UTF-8, not JSON or empty.
+
+Rules under test: a NUL or a lone surrogate anywhere in a JSON body or a query id is a 400
+naming the field (config.common.jsonbody); a path id that is not an id (config.common.ids) is
+a 404; a body nested deeper than jsonbody.MAX_DEPTH is a 400.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+
+import httpx
+import pytest
+
+from tests.test_errors import assert_envelope
+
+USER = "u_hostile"
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": "Hi", "name": "ann"},
+    ],
+    "user": USER,
+    "metadata": {"k": "v"},
+}
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # with {name} placeholders for path ids
+    body: dict | None = None
+    operator: bool = False
+    query: tuple[str, ...] = ()
+    multipart: bool = False
+    ids: dict = field(default_factory=dict)
+
+
+def _routes(world: dict) -> list[Route]:
+    memory, conv, col, doc = (
+        world["memory"],
+        world["conversation"],
+        world["collection"],
+        world["doc"],
+    )
+    ws, key = world["workspace"], world["key"]
+    page = ("limit", "after", "before", "order")
+    return [
+        Route("GET", "/healthz"),
+        Route("GET", "/readyz"),
+        Route("POST", "/v1/chat/completions", CHAT),
+        Route("POST", "/v1/context", CHAT),
+        Route("GET", "/v1/models"),
+        Route("GET", "/v1/models/{model_id}", ids={"model_id": "gpt-4o-mini"}),
+        Route("GET", "/v1/memories", query=("user_id", *page)),
+        Route(
+            "POST",
+            "/v1/memories",
+            {"user_id": USER, "text": "likes tea", "kind": "fact", "metadata": {"k": "v"}},
+        ),
+        Route("POST", "/v1/memories/search", {"user_id": USER, "query": "tea", "limit": 5}),
+        Route("GET", "/v1/memories/{memory_id}", ids={"memory_id": memory}),
+        Route(
+            "PATCH",
+            "/v1/memories/{memory_id}",
+            {"text": "likes coffee", "metadata": {"k": "v"}},
+            ids={"memory_id": memory},
+        ),
+        Route("DELETE", "/v1/memories/{memory_id}", ids={"memory_id": "mem_nope"}),
+        Route("GET", "/v1/memories/{memory_id}/history", ids={"memory_id": memory}),
+        Route("GET", "/v1/users/{user_id}/export", ids={"user_id": USER}),
+        Route("DELETE", "/v1/users/{user_id}", ids={"user_id": "u_nobody"}),
+        Route("GET", "/v1/conversations", query=("user_id", *page)),
+        Route("GET", "/v1/conversations/{conversation_id}", ids={"conversation_id": conv}),
+        Route(
+            "GET",
+            "/v1/conversations/{conversation_id}/messages",
+            query=page,
+            ids={"conversation_id": conv},
+        ),
+        Route(
+            "POST",
+            "/v1/conversations/{conversation_id}/messages",
+            {
+                "user_id": USER,
+                "messages": [
+                    {"role": "user", "content": "hello", "metadata": {"k": "v"}},
+                    {"role": "assistant", "content": [{"type": "text", "text": "hi"}]},
+                ],
+            },
+            ids={"conversation_id": conv},
+        ),
+        Route("GET", "/v1/collections", query=page),
+        Route("POST", "/v1/collections", {"name": "c", "description": "d", "metadata": {"k": "v"}}),
+        Route(
+            "POST", "/v1/collections/search", {"collection_ids": [col], "query": "tea", "limit": 3}
+        ),
+        Route("GET", "/v1/collections/{collection_id}", ids={"collection_id": col}),
+        Route(
+            "PATCH",
+            "/v1/collections/{collection_id}",
+            {"name": "c2", "metadata": {"k": "v"}},
+            ids={"collection_id": col},
+        ),
+        Route("DELETE", "/v1/collections/{collection_id}", ids={"collection_id": "col_nope"}),
+        Route(
+            "GET",
+            "/v1/collections/{collection_id}/documents",
+            query=("status", *page),
+            ids={"collection_id": col},
+        ),
+        Route(
+            "POST",
+            "/v1/collections/{collection_id}/documents",
+            {"text": "hello world", "title": "t", "metadata": {"k": "v"}},
+            ids={"collection_id": col},
+        ),
+        Route(
+            "POST",
+            "/v1/collections/{collection_id}/documents",
+            multipart=True,
+            ids={"collection_id": col},
+        ),
+        Route(
+            "GET",
+            "/v1/collections/{collection_id}/documents/{document_id}",
+            ids={"collection_id": col, "document_id": doc},
+        ),
+        Route(
+            "DELETE",
+            "/v1/collections/{collection_id}/documents/{document_id}",
+            ids={"collection_id": col, "document_id": "doc_nope"},
+        ),
+        Route("GET", "/v1/workspaces", operator=True, query=page),
+        Route("POST", "/v1/workspaces", {"name": "w"}, operator=True),
+        Route(
+            "GET",
+            "/v1/workspaces/{workspace_id}/api_keys",
+            operator=True,
+            query=page,
+            ids={"workspace_id": ws},
+        ),
+        Route(
+            "POST",
+            "/v1/workspaces/{workspace_id}/api_keys",
+            {"name": "k"},
+            operator=True,
+            ids={"workspace_id": ws},
+        ),
+        Route(
+            "DELETE",
+            "/v1/workspaces/{workspace_id}/api_keys/{key_id}",
+            operator=True,
+            ids={"workspace_id": ws, "key_id": key},
+        ),
+    ]
+
+
+# --- generated cases ----------------------------------------------------------------------------
+
+# Percent-encoded, as they arrive in a path or a query string.
+HOSTILE_IDS = {
+    "nul": "%00",
+    "nul-inside": "a%00b",
+    "201-chars": "x" * 201,
+    "10k-chars": "x" * 10_000,
+    "invalid-utf8": "%FF%FE",
+    "surrogate-utf8": "%ED%A0%80",
+    "dot-dot": "%2E%2E",
+    "quote": "%27%20OR%201%3D1--",
+    "emoji": "%F0%9F%98%80",
+    "space": "a%20b",
+    "newline": "a%0Ab",
+}
+HOSTILE_QUERY = {**HOSTILE_IDS, "huge-number": "9" * 40, "negative": "-1", "float": "1e400"}
+# Header values (bytes: httpx sends them as they are; NUL and newlines cannot be sent at all).
+HOSTILE_HEADERS = {
+    "x-user-id": [b"x" * 201, b"x" * 10_000, b"\xff\xfe", b"a b", b"\xed\xa0\x80"],
+    "x-conversation-id": [b"x" * 201, b"\xff", b"a\tb"],
+    "x-session-id": [b"x" * 201, b"\xff"],
+    "x-collection-ids": [
+        b"[" * 5_000,
+        b'["' + b"x" * 201 + b'"]',
+        b'["\\u0000"]',
+        b"[1,2]",
+        b'["\\ud800"]',
+        b"{}",
+        b"\xff",
+    ],
+    "x-workspace-id": [b"x" * 10_000, b"\xff"],
+    "x-request-id": [b"x" * 10_000, b"\xff"],
+}
+NUL, SURROGATE = "a\x00b", "\ud800"
+VALUES = {
+    "nul": NUL,
+    "surrogate": SURROGATE,
+    "low-surrogate": "x\udc00",
+    "201-chars": "x" * 201,
+    "100k-chars": "x" * 100_000,
+    "int": 7,
+    "huge-int": 10**30,
+    "float": 1.5,
+    "negative": -1,
+    "bool": True,
+    "null": None,
+    "array": ["a", 1],
+    "object": {"a": 1},
+    "empty": "",
+}
+# Whole bodies, raw.
+RAW_BODIES = {
+    "deep-arrays": b"[" * 100_000,
+    "deep-arrays-closed": b"[" * 100_000 + b"]" * 100_000,
+    "deep-objects": b'{"a":' * 100_000,
+    "deep-100": b'{"a":' * 100 + b"1" + b"}" * 100,
+    "huge-array": json.dumps(list(range(300_000))).encode(),
+    "top-array": b"[1, 2]",
+    "top-string": b'"hi"',
+    "top-null": b"null",
+    "empty": b"",
+    "whitespace": b"   ",
+    "truncated": b'{"a": ',
+    "invalid-utf8": b'{"a": "\xff\xfe"}',
+    "utf16": '{"a": 1}'.encode("utf-16"),
+    "bom": b'\xef\xbb\xbf{"a": 1}',
+    "nan": b'{"a": NaN}',
+    "infinity": b'{"a": Infinity}',
+    "1e400": b'{"a": 1e400}',
+    "5000-digits": b'{"a": ' + b"9" * 5000 + b"}",
+    "nul-key": b'{"\\u0000": 1}',
+    "surrogate-key": b'{"\\ud800": 1}',
+    "raw-nul": b'{"a": "\x00"}',
+    "duplicate-keys": b'{"a": 1, "a": 2}',
+}
+
+
+@dataclass
+class Case:
+    name: str
+    method: str
+    path: str
+    operator: bool = False
+    headers: dict = field(default_factory=dict)
+    content: bytes | None = None
+
+
+def _fill(route: Route, **override: str) -> str:
+    return route.path.format(**{**route.ids, **override})
+
+
+def _mutations(value, where: str = "") -> Iterator[tuple[str, object]]:
+    """(name, body) for every way to spoil one string, key or value of `value`."""
+    if isinstance(value, dict):
+        for bad_key in (NUL, SURROGATE, "x" * 10_000):
+            yield f"{where}.key[{bad_key[:3]!r}]", {**value, bad_key: "v"}
+        for key, item in value.items():
+            for name, spoiled in _mutations(item, f"{where}.{key}"):
+                yield name, {**value, key: spoiled}
+            for name, bad in VALUES.items():
+                yield f"{where}.{key}={name}", {**value, key: bad}
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            for name, spoiled in _mutations(item, f"{where}[{i}]"):
+                yield name, value[:i] + [spoiled] + value[i + 1 :]
+        yield f"{where}=100k-items", [value[0]] * 100_000 if value else [0] * 100_000
+
+
+def _json(body) -> bytes:
+    return json.dumps(body).encode()  # ensure_ascii: a lone surrogate goes as "\ud800"
+
+
+def cases(world: dict) -> Iterator[Case]:
+    json_type = {"content-type": "application/json"}
+    for route in _routes(world):
+        case = partial(Case, method=route.method, operator=route.operator)
+        where = f"{route.method} {route.path}"
+        for name in route.ids:
+            for bad, text in HOSTILE_IDS.items():
+                yield case(f"{where} path {name}={bad}", path=_fill(route, **{name: text}))
+        for name in route.query:
+            for bad, text in HOSTILE_QUERY.items():
+                yield case(f"{where} ?{name}={bad}", path=f"{_fill(route)}?{name}={text}")
+        if route.multipart:
+            form = {"content-type": "multipart/form-data; boundary=B"}
+            for name, raw in _uploads():
+                yield case(f"{where} upload {name}", path=_fill(route), content=raw, headers=form)
+            continue
+        if route.body is None:
+            continue
+        path = _fill(route)
+        for name, raw in RAW_BODIES.items():
+            yield case(f"{where} body {name}", path=path, content=raw, headers=json_type)
+        for name, body in _mutations(route.body):
+            yield case(f"{where} field {name}", path=path, content=_json(body), headers=json_type)
+        good = _json(route.body)
+        for content_type in (
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "multipart/form-data; boundary=x",
+            "application/json; charset=latin-1",
+            "",
+        ):
+            yield case(
+                f"{where} content-type {content_type!r}",
+                path=path,
+                content=good,
+                headers={"content-type": content_type},
+            )
+        if route.path in ("/v1/chat/completions", "/v1/context"):
+            for header, values in HOSTILE_HEADERS.items():
+                for i, value in enumerate(values):
+                    yield case(
+                        f"{where} header {header}#{i}",
+                        path=path,
+                        content=good,
+                        headers={**json_type, header: value},
+                    )
+    for auth in (
+        b"Bearer " + b"x" * 10_000,
+        b"Bearer \xff\xfe",
+        b"Bearer sk-\xed\xa0\x80",
+        b"Basic Og==",
+        b"Bearer",
+    ):
+        yield Case(
+            "GET /v1/memories authorization", "GET", "/v1/memories", headers={"authorization": auth}
+        )
+
+
+def _multipart(filename: bytes, payload: bytes, fields: dict[str, str]) -> bytes:
+    """A multipart body by hand: httpx will not send a filename that is not UTF-8."""
+    parts = [
+        b'--B\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+        % (name.encode(), value.encode("utf-8", "surrogatepass"))
+        for name, value in fields.items()
+    ]
+    parts.append(
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\n'
+        b"Content-Type: text/plain\r\n\r\n%s\r\n" % (filename, payload)
+    )
+    return b"".join(parts) + b"--B--\r\n"
+
+
+def _uploads() -> Iterator[tuple[str, bytes]]:
+    ok = {"title": "t"}
+    yield "nul-filename", _multipart(b"a\x00b.txt", b"hello", ok)
+    yield "10k-filename", _multipart(b"x" * 10_000 + b".txt", b"hello", ok)
+    yield "invalid-utf8-filename", _multipart(b"\xff\xfe.txt", b"hello", ok)
+    yield "surrogate-filename", _multipart(b"\xed\xa0\x80.txt", b"hello", ok)
+    yield "traversal-filename", _multipart(b"../../etc/passwd", b"hello", ok)
+    yield "empty-filename", _multipart(b"", b"hello", ok)
+    yield "quote-filename", _multipart(b'a"; name="x', b"hello", ok)
+    yield "nul-content", _multipart(b"a.txt", b"a\x00b", ok)
+    yield "binary-content", _multipart(b"a.txt", bytes(range(256)), ok)
+    yield "nul-title", _multipart(b"a.txt", b"hello", {"title": "a\x00b"})
+    yield "surrogate-title", _multipart(b"a.txt", b"hello", {"title": "a\ud800b"})
+    yield "long-title", _multipart(b"a.txt", b"hello", {"title": "x" * 10_000})
+    yield "nul-metadata", _multipart(b"a.txt", b"hello", {"metadata": '{"\\u0000": "v"}'})
+    yield "surrogate-metadata", _multipart(b"a.txt", b"hello", {"metadata": '{"k": "\\ud800"}'})
+    yield "deep-metadata", _multipart(b"a.txt", b"hello", {"metadata": "[" * 100_000})
+    yield "array-metadata", _multipart(b"a.txt", b"hello", {"metadata": "[1]"})
+    yield "bad-metadata", _multipart(b"a.txt", b"hello", {"metadata": "{"})
+    yield "no-file", b'--B\r\nContent-Disposition: form-data; name="title"\r\n\r\nt\r\n--B--\r\n'
+    yield "truncated", b'--B\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n'
+    yield "no-boundary-end", b"--B\r\n"
+
+
+# --- the test -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def world(http, operator_http, owner, upstream, celery_worker) -> dict:
+    """One of everything, so a valid id reaches the database on every route."""
+
+    def ok(resp: httpx.Response) -> dict:
+        assert resp.status_code < 300, resp.text
+        return resp.json()
+
+    memory = ok(http.post("/v1/memories", json={"user_id": USER, "text": "likes tea"}))["id"]
+    ok(
+        http.post(
+            "/v1/conversations/conv_h/messages",
+            json={"user_id": USER, "messages": [{"role": "user", "content": "hi"}]},
+        )
+    )
+    col = ok(http.post("/v1/collections", json={"name": "Docs"}))["id"]
+    doc = ok(http.post(f"/v1/collections/{col}/documents", json={"text": "tea is good"}))["id"]
+    ws = owner[0].id
+    key = ok(operator_http.post(f"/v1/workspaces/{ws}/api_keys", json={"name": "spare"}))["id"]
+    return {
+        "memory": memory,
+        "conversation": "conv_h",
+        "collection": col,
+        "doc": doc,
+        "workspace": ws,
+        "key": key,
+    }
+
+
+def _send(client: httpx.Client, case: Case, prefix: str = "") -> httpx.Response:
+    return client.request(
+        case.method,
+        prefix + case.path if prefix else case.path,
+        headers=case.headers,
+        content=case.content,
+        timeout=10,
+    )
+
+
+def _check(resp: httpx.Response, case: Case, problems: list[str]) -> None:
+    if resp.status_code >= 500:
+        problems.append(f"{resp.status_code} {case.name}: {resp.text[:200]}")
+        return
+    if "Traceback" in resp.text or 'File "/' in resp.text:
+        problems.append(f"traceback {case.name}")
+    if resp.status_code < 400:
+        return
+    try:
+        error = resp.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert isinstance(error["message"], str) and error["message"]
+    except (ValueError, KeyError, TypeError, AssertionError):
+        problems.append(f"not an envelope {resp.status_code} {case.name}: {resp.text[:200]}")
+
+
+def test_hostile_input_on_every_route_is_never_a_5xx(world, http, operator_http, settings, capsys):
+    statuses: Counter[int] = Counter()
+    problems: list[str] = []
+    slow: list[str] = []
+    all_cases = list(cases(world))
+    for door in ("asgi", "django"):
+        settings.ENGRAM_GATEWAY_FAST_PATH = door == "asgi"
+        for case in all_cases:
+            if door == "django" and case.path != "/v1/chat/completions":
+                continue  # the Django view of the chat door; everything else was sent once
+            client = operator_http if case.operator else http
+            started = time.monotonic()
+            try:
+                resp = _send(client, case)
+            except httpx.TimeoutException:
+                problems.append(f"timeout {case.name}")
+                continue
+            if time.monotonic() - started > 2:
+                slow.append(f"{time.monotonic() - started:.1f}s {case.name}")
+            statuses[resp.status_code] += 1
+            _check(resp, case, problems)
+    for case in all_cases[::7]:  # the /api/v1 alias answers as /v1 does
+        if case.path.startswith("/v1/"):
+            resp = _send(operator_http if case.operator else http, case, prefix="/api")
+            statuses[resp.status_code] += 1
+            _check(resp, case, problems)
+    print("\n".join(slow))
+    assert http.get("/readyz").status_code == 200
+    total = sum(statuses.values())
+    with capsys.disabled():
+        print("\n".join(slow))
+        print(f"\nhostile requests: {total}; by status: {dict(sorted(statuses.items()))}")
+    assert not problems, f"{len(problems)} of {total}:\n" + "\n".join(problems[:80])
+    assert total >= 500
+    assert sum(n for s, n in statuses.items() if s >= 500) == 0
+
+
+# --- what each rule answers ---------------------------------------------------------------------
+
+JSON = {"content-type": "application/json"}
+
+
+def _post(http, path: str, raw: bytes) -> httpx.Response:
+    return http.post(path, content=raw, headers=JSON)
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"user_id": "u", "text": "a\\u0000b"}', "text"),
+        (b'{"user_id": "u", "text": "a\\ud800b"}', "text"),
+        (b'{"user_id": "u", "text": "t", "metadata": {"k": "\\u0000"}}', "metadata.k"),
+        (b'{"user_id": "u", "text": "t", "metadata": {"\\u0000": "v"}}', 'metadata["\\u0000"]'),
+        (b'{"user_id": "u", "text": "t", "metadata": {"k": ["\\udc00"]}}', "metadata.k[0]"),
+        (b'{"user_id": "a\\u0000b", "text": "t"}', "user_id"),
+    ],
+)
+def test_nul_and_lone_surrogates_are_400_naming_the_field(http, raw, param):
+    error = assert_envelope(_post(http, "/v1/memories", raw), 400, code="invalid_value")
+    assert error["param"] == param
+    assert "\x00" not in error["message"] and "\\ud800" not in json.dumps(error["message"])
+    assert http.get("/v1/memories").json()["data"] == []  # nothing stored
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/memories",
+        "/v1/collections",
+        "/v1/memories/search",
+        "/v1/workspaces",
+        "/v1/conversations/c1/messages",
+        "/v1/chat/completions",
+        "/v1/context",
+    ],
+)
+def test_deep_and_huge_json_is_400_on_every_json_door(http, operator_http, path):
+    client = operator_http if path == "/v1/workspaces" else http
+    for raw in (b"[" * 100_000, b'{"a":' * 100_000, b'{"a":' * 65 + b"1" + b"}" * 65):
+        assert_envelope(_post(client, path, raw), 400, code="invalid_json")
+    huge = json.dumps({"name": "n", "user_id": "u", "x": [0] * 60_000}).encode()
+    assert assert_envelope(_post(client, path, huge), 400, code="invalid_json")["param"] == "x"
+    for number in (b"1e400", b"NaN", b"-Infinity", b"9" * 5000):
+        assert_envelope(_post(client, path, b'{"name": ' + number + b"}"), 400)
+
+
+def test_ids_in_path_query_and_body_follow_one_rule(http):
+    for bad in ("%00", "a%00b", "x" * 201, "x" * 10_000, "a%20b"):
+        for path in (
+            f"/v1/memories/{bad}",
+            f"/v1/conversations/{bad}/messages",
+            f"/v1/users/{bad}/export",
+            f"/api/v1/collections/{bad}",
+        ):
+            error = assert_envelope(http.get(path), 404, code="not_found")
+            assert len(error["message"]) < 400
+        for name in ("user_id", "after", "before"):
+            error = assert_envelope(http.get(f"/v1/memories?{name}={bad}"), 400)
+            assert error["param"] == name
+    for user_id in ("x" * 201, "a b", 7):
+        resp = http.post("/v1/memories", json={"user_id": user_id, "text": "t"})
+        assert assert_envelope(resp, 400)["param"] == "user_id"
+    assert http.get("/v1/memories?user_id=" + "x" * 200).status_code == 200  # 200 is an id
+
+
+@pytest.mark.parametrize("model", ["\ud800", "gpt 4o", "x" * 201, "a\x00b", "gpt-4o\n"])
+def test_model_names_are_checked_before_the_upstream(http, upstream, model):
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}]}
+    error = assert_envelope(_post(http, "/v1/chat/completions", json.dumps(body).encode()), 400)
+    assert error["param"] == "model"
+    assert upstream.chat_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("filename", "fields", "param"),
+    [
+        (b"a.txt", {"metadata": '{"\\u0000": 1}'}, 'metadata["\\u0000"]'),
+        (b"a.txt", {"metadata": "[" * 100_000}, "metadata"),
+        (b"a.txt", {"title": "a\x00b"}, "title"),
+    ],
+)
+def test_hostile_uploads_are_400_naming_the_field(http, filename, fields, param):
+    col = http.post("/v1/collections", json={"name": "Docs"}).json()["id"]
+    resp = http.post(
+        f"/v1/collections/{col}/documents",
+        content=_multipart(filename, b"hello", fields),
+        headers={"content-type": "multipart/form-data; boundary=B"},
+    )
+    assert assert_envelope(resp, 400)["param"] == param
+    assert http.get(f"/v1/collections/{col}/documents").json()["data"] == []
+
+
+def test_upload_file_names_are_cleaned_by_django_before_engram(http):
+    col = http.post("/v1/collections", json={"name": "Docs"}).json()["id"]
+    for filename, stored in ((b"a\x00b.txt", "ab.txt"), (b"../../x" * 100, "x")):
+        resp = http.post(
+            f"/v1/collections/{col}/documents",
+            content=_multipart(filename, b"text " + filename.replace(b"\x00", b"-"), {}),
+            headers={"content-type": "multipart/form-data; boundary=B"},
+        )
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["filename"] == stored
+
+
+def test_import_refuses_content_parts_the_tokenizer_cannot_read(http):
+    for part in ({"type": "text", "text": 5}, {"type": "text"}, {"text": "no type"}, "bare"):
+        body = {"user_id": "u", "messages": [{"role": "user", "content": [part]}]}
+        resp = http.post("/v1/conversations/c1/messages", json=body)
+        assert assert_envelope(resp, 400)["param"] == "messages[0].content"
