@@ -9,6 +9,7 @@ response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
@@ -26,6 +27,11 @@ from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.pipeline import finish_turn, prepare_turn
 
 logger = logging.getLogger("engram.gateway")
+
+
+# How long an answer's last bytes wait for its commit (a few ms in the usual case): longer only
+# when the database is struggling, and then the answer goes out rather than wait on it.
+REPLY_STORE_WAIT = 5.0
 
 
 @dataclass
@@ -55,6 +61,7 @@ class Turn:
     route: Route | None = None
     ctx: TurnContext | None = None
     prepared: PreparedTurn | None = None
+    reply_stored: asyncio.Event | None = None
     upstream_started: float | None = None
     upstream_ms: float | None = None
     finished: bool = False
@@ -93,6 +100,8 @@ class Turn:
         tokens = usage if isinstance(usage, dict) else {}
         _record(self, status, tokens, incomplete, error_code)
         if self.prepared is not None and self.ctx is not None:
+            loop = asyncio.get_running_loop()
+            stored = self.reply_stored = asyncio.Event()
             spawn(
                 finish_turn(
                     self.ctx,
@@ -100,9 +109,18 @@ class Turn:
                     assistant=assistant,
                     usage=usage,
                     incomplete=incomplete,
+                    stored=lambda: loop.call_soon_threadsafe(stored.set),
                 ),
                 name="finish_turn",
             )
+
+    async def reply_committed(self) -> None:
+        """Wait until the answer is in the database, so an answer a client has received whole
+        survives the process being killed right after; the extraction and summary jobs are
+        sent after this point, so a Redis outage does not hold the answer back."""
+        if self.reply_stored is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reply_stored.wait(), REPLY_STORE_WAIT)
 
 
 def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code: str) -> None:
@@ -201,6 +219,7 @@ async def _complete(turn: Turn, route: Route, prepared: PreparedTurn, call: Call
     else:
         payload = completion.raw if completion.raw is not None else dumps(data)
     turn.finish(status=200, assistant=first.get("message"), usage=data.get("usage"))
+    await turn.reply_committed()
     return Reply(200, {**prepared.headers, **turn.timing_headers()}, payload)
 
 

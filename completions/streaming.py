@@ -48,6 +48,8 @@ class Finisher(Protocol):
         error_code: str = "",
     ) -> None: ...
 
+    async def reply_committed(self) -> None: ...
+
 
 class Assembler:
     """Rebuilds choice 0 (content and tool calls) and keeps the usage, for memory and accounting."""
@@ -188,7 +190,8 @@ async def relay(
             with contextlib.suppress(Exception):
                 await stream.aclose()
     # Finish before the last frames: finishing only schedules work, and a client that leaves
-    # during the last write must not skip it.
+    # during the last write must not skip it. The last frames wait for the answer's commit: a
+    # client that saw [DONE] has an answer that is stored.
     turn.finish(
         status=error_status,
         assistant=assembler.assistant() if assembler.head else None,
@@ -196,6 +199,7 @@ async def relay(
         incomplete=error is not None,
         error_code="stream_failed" if error is not None else "",
     )
+    await turn.reply_committed()
     if error is not None:
         error = {"message": "", "type": "upstream_error", "param": None, "code": None} | error
         yield frame(dumps({"error": error}))

@@ -1,3 +1,4 @@
+import logging
 import os
 
 from celery import Celery
@@ -29,3 +30,18 @@ def time_limits(name: str) -> dict[str, int]:
 app = Celery("engram")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def send(task, *args: object, then: str) -> bool:
+    """Send `task(*args)` now. A broker failure (Redis down) is logged, never raised: the work's
+    row in the database is the truth, and `then` says what sends it later."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    try:
+        task.delay(*args)
+    except (BrokerError, OSError) as exc:
+        logging.getLogger("engram.tasks").warning(
+            "%s%r not sent (%s: %s); %s", task.name, args, type(exc).__name__, exc, then
+        )
+        return False
+    return True

@@ -86,15 +86,11 @@ def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
 
 
 def document_send(document_id: str) -> None:
-    """Send the ingestion task now; a failure (Redis down) is logged and left to the sweep."""
-    from kombu.exceptions import OperationalError as BrokerError
-
+    """Send the ingestion task now; if Redis is down, the sweep sends it."""
+    from config.celery import send
     from memory.knowledge.tasks import ingest_document
 
-    try:
-        ingest_document.delay(document_id)
-    except (BrokerError, OSError) as exc:
-        logger.warning("document %s not sent (%s); the sweep sends it", document_id, exc)
+    send(ingest_document, document_id, then="the sweep sends it")
 
 
 def _enqueue(document_id: str) -> None:

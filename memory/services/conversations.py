@@ -201,9 +201,12 @@ def _title_later(conversation: Conversation, rows: list[Message]) -> None:
     """An untitled conversation that now has a user message gets a title in the background."""
     if conversation.title or not any(row.role == Message.Role.USER for row in rows):
         return
+    from config.celery import send
     from memory.background.titles import title_conversation
 
-    transaction.on_commit(lambda: title_conversation.delay(conversation.pk))
+    transaction.on_commit(
+        lambda: send(title_conversation, conversation.pk, then="the next turn asks again")
+    )
 
 
 @transaction.atomic

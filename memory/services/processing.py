@@ -35,18 +35,15 @@ def lease() -> dt.timedelta:
 
 
 def job_send(*, job_id: str, kind: str) -> None:
-    """Send the job's task now; a failure (Redis down) is logged and left to the sweep."""
-    from kombu.exceptions import OperationalError as BrokerError
-
+    """Send the job's task now; if Redis is down, the sweep sends it."""
+    from config.celery import send
     from memory import tasks
 
-    task = tasks.extract if kind == Kind.EXTRACT else tasks.summarize
-    try:
-        task.delay(job_id)
-    except (BrokerError, OSError) as exc:
-        logger.warning(
-            "job %s not sent (%s: %s); the sweep sends it", job_id, type(exc).__name__, exc
-        )
+    send(
+        tasks.extract if kind == Kind.EXTRACT else tasks.summarize,
+        job_id,
+        then="the sweep sends it",
+    )
 
 
 def _create(
