@@ -57,6 +57,10 @@ def page(chromium, request) -> Iterator:
     """A fresh browser context and page; a screenshot under test-output/ when the test fails."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(15_000)
+    from playwright.sync_api import expect
+
+    # expect()'s own wait (5 s by default) ran out on this 2-core machine under a full load
+    expect.set_options(timeout=15_000)
     page = context.new_page()
     yield page
     report = getattr(request.node, "rep_call", None)
