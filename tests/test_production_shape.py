@@ -3,12 +3,13 @@
 What only shows with more than one process: a key revoked through one web process is refused
 by the other on its very next request; a routing change made through one is used by the other
 on its next request; the background work of turns spread over both web processes is done by
-the workers exactly once.
+the workers exactly once; a job whose send was lost is sent by the sweep (beat) and done once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import re
 import time
 from collections import Counter
@@ -37,10 +38,14 @@ def shape(tmp_path_factory, django_db_setup, django_db_blocker, _upstream_server
         "ANTHROPIC_BASE_URL": _upstream_server.url,
         "ANTHROPIC_API_KEY": "sk-ant-upstream-test",
         "ENGRAM_MEMORY_EXTRACTION": "offline",
+        # the sweep, quick enough for a test (the defaults are 15 s and 5 s)
+        "ENGRAM_JOB_GRACE_SECONDS": "2",
+        "ENGRAM_JOB_SWEEP_SECONDS": "1",
     }
+    log_dir = tmp_path_factory.mktemp("processes")
     with (
         django_db_blocker.unblock(),
-        cluster(web=2, workers=2, env=env, log_dir=tmp_path_factory.mktemp("processes")) as running,
+        cluster(web=2, workers=2, beat=True, env=env, log_dir=log_dir) as running,
     ):
         yield running
 
@@ -170,3 +175,37 @@ def test_background_work_of_both_processes_is_done_once(shape, upstream):
     for user in users:
         texts = {text for who, text in memories if who == user}
         assert "User lives in Paris" in texts and "User loves jazz." in texts, memories
+
+
+def test_a_job_whose_send_was_lost_is_swept_and_done_once(shape):
+    """The row without its message (a send lost with Redis): beat's sweep sends it."""
+    from django.utils import timezone
+
+    from memory.services.conversations import conversation_get_or_create, messages_append
+
+    workspace, _ = make_workspace("swept")
+    conversation, _ = conversation_get_or_create(
+        workspace=workspace, external_id="lost", user_id="dee"
+    )
+    [message] = messages_append(
+        workspace=workspace,
+        conversation=conversation,
+        session=None,
+        messages=[{"role": "user", "content": "I live in Oslo."}],
+    )
+    job = ProcessingJob.objects.create(
+        workspace=workspace, conversation=conversation, kind="extract", upto_message_id=message.id
+    )
+    ProcessingJob.objects.filter(id=job.id).update(  # older than the grace: its send was lost
+        updated_at=timezone.now() - dt.timedelta(seconds=60)
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.status == "done":
+            break
+        time.sleep(0.5)
+    assert job.status == "done", f"{job.status}\n{shape.logs()}"
+    assert job.attempts == 1  # two workers, a sweep every second: still claimed once
+    texts = list(Memory.objects.filter(workspace=workspace).values_list("text", flat=True))
+    assert len(texts) == 1 and "Oslo" in texts[0], texts  # extracted, and only once
