@@ -14,7 +14,8 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
-from completions.request import HEADERS, MAX_COLLECTIONS, MAX_ID_CHARS
+from completions.request import HEADERS, MAX_COLLECTIONS
+from config.common.ids import MAX_ID_CHARS
 
 
 def ref(name: str) -> dict:
