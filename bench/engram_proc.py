@@ -66,6 +66,7 @@ def live_engram(*, data_dir: str | None = None, env: dict | None = None, timeout
             time.sleep(0.5)
         else:
             raise RuntimeError("Engram never became ready")
+        live_engram.supervisor_pid = proc.pid  # type: ignore[attr-defined]
         yield base_url, api_key
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -74,3 +75,23 @@ def live_engram(*, data_dir: str | None = None, env: dict | None = None, timeout
             proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def service_rss_mb(supervisor_pid: int) -> dict[str, float]:
+    """RSS of `make run`'s web process and of its worker (main process plus its pool), in MB."""
+    import psutil
+
+    figures: dict[str, float] = {}
+    for child in psutil.Process(supervisor_pid).children():
+        command = " ".join(child.cmdline())
+        if "uvicorn" in command:
+            name = "web"
+        elif " worker" in command:
+            name = "worker"
+        else:
+            continue
+        processes = [child, *child.children(recursive=True)]
+        figures[name] = sum(p.memory_info().rss for p in processes) / 2**20
+        if name == "worker":
+            figures["worker, largest process"] = max(p.memory_info().rss for p in processes) / 2**20
+    return figures

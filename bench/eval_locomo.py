@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.engram_proc import live_engram  # noqa: E402
+from bench.engram_proc import live_engram, service_rss_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "eval-data" / "locomo-dev.json"
@@ -210,6 +210,11 @@ def main() -> int:
     args = parser.parse_args()
     with live_engram(data_dir=str(ROOT / ".engram" / "eval")) as (base_url, api_key):
         report = evaluate(base_url, api_key, args)
+        pid = getattr(live_engram, "supervisor_pid", None)
+        if pid is not None:  # after the whole workload: import, extraction, searches
+            report["rss_mb"] = service_rss_mb(pid)
+            rss = ", ".join(f"{k} {v:.0f}" for k, v in report["rss_mb"].items())
+            print(f"RSS after the workload (MB): {rss}")
     print_table(report)
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(json.dumps(report, indent=2))

@@ -102,6 +102,10 @@ class Turn:
         if self.prepared is not None and self.ctx is not None:
             loop = asyncio.get_running_loop()
             stored = self.reply_stored = asyncio.Event()
+
+            def on_stored() -> None:  # called from the thread that committed
+                loop.call_soon_threadsafe(stored.set)
+
             spawn(
                 finish_turn(
                     self.ctx,
@@ -109,7 +113,7 @@ class Turn:
                     assistant=assistant,
                     usage=usage,
                     incomplete=incomplete,
-                    stored=lambda: loop.call_soon_threadsafe(stored.set),
+                    on_stored=on_stored,
                 ),
                 name="finish_turn",
             )

@@ -208,7 +208,7 @@ def _finish(
     assistant: dict | None,
     usage: dict | None,
     incomplete: bool,
-    stored: Callable[[], None] | None,
+    on_stored: Callable[[], None] | None,
 ) -> None:
     from memory.services.conversations import conversation_fingerprint_set, messages_append
     from memory.services.processing import extraction_enqueue, summary_enqueue
@@ -217,8 +217,8 @@ def _finish(
     session = Session.objects.filter(pk=state.session_pk).first() if state.session_pk else None
     with transaction.atomic():
         relaxed_commit()
-        if stored is not None:  # registered first, so it runs before the jobs' sends
-            transaction.on_commit(stored)
+        if on_stored is not None:  # registered first, so it runs before the jobs' sends
+            transaction.on_commit(on_stored)
         if assistant is not None and (
             assistant.get("content") or assistant.get("tool_calls") or incomplete
         ):
@@ -254,16 +254,16 @@ async def finish_turn(
     assistant: dict | None,
     usage: dict | None,
     incomplete: bool,
-    stored: Callable[[], None] | None = None,
+    on_stored: Callable[[], None] | None = None,
 ) -> None:
-    """Store the answer, then send its background jobs; `stored` is called (from any thread)
+    """Store the answer, then send its background jobs; `on_stored` is called (from any thread)
     once the answer is committed, before the jobs are sent — or when finishing gave up."""
     state = prepared.state
     try:
         if not isinstance(state, TurnState):
             return  # a pass-through or a dry run: nothing was stored, nothing to finish
         with background.holding(_finishing(state.workspace_id, state.user_id)):
-            await sync_to_async(_finish)(ctx, state, assistant, usage, incomplete, stored)
+            await sync_to_async(_finish)(ctx, state, assistant, usage, incomplete, on_stored)
     finally:
-        if stored is not None:
-            stored()  # again after the commit's call: setting an event twice is harmless
+        if on_stored is not None:
+            on_stored()  # again after the commit's call: setting an event twice is harmless
