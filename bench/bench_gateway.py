@@ -190,9 +190,18 @@ class Connection:
         return status, first, float(overhead) if overhead else None
 
 
+# --user-id: Engram's requests carry it, so each is a remembered turn (the message stored, memories
+# ranked, the answer stored before its last bytes); without it a turn is a pass-through. A "{n}"
+# in it becomes the client's number: one user per connection (one user's turns run in order).
+USER_ID: str | None = None
+CLIENT = "<client>"  # replaced by each client's number in run_slice
+
+
 def build_request(port: int, body: dict, key: str | None) -> bytes:
     payload = json.dumps(body).encode()
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    if key and USER_ID:
+        auth += f"x-user-id: {USER_ID.replace('{n}', CLIENT)}\r\n"
     return (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
@@ -204,13 +213,14 @@ async def run_slice(
 ) -> None:
     deadline = time.perf_counter() + seconds
 
-    async def client() -> None:
+    async def client(number: int) -> None:
+        mine = raw.replace(CLIENT.encode(), str(number).encode())
         connection = Connection(port)
         try:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 try:
-                    status, first, overhead = await asyncio.wait_for(connection.request(raw), 30)
+                    status, first, overhead = await asyncio.wait_for(connection.request(mine), 30)
                 except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
                     name = type(exc).__name__
                     stats.errors[name] = stats.errors.get(name, 0) + 1
@@ -226,7 +236,7 @@ async def run_slice(
             connection.close()
 
     began = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(n) for n in range(clients)))
     stats.seconds[path] = stats.seconds.get(path, 0.0) + time.perf_counter() - began
 
 
@@ -492,6 +502,7 @@ def main() -> int:
     parser.add_argument("--engram-url", help="an already running Engram (with --engram-key)")
     parser.add_argument("--engram-key")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--user-id", help="send x-user-id to Engram: remembered turns")
     parser.add_argument(
         "--layers",
         action="store_true",
@@ -499,6 +510,8 @@ def main() -> int:
     )
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global USER_ID
+    USER_ID = args.user_id
     if args.serve_mock:
         serve_mock(
             args.serve_mock, args.latency_ms / 1000, args.stream_chunks, args.chunk_ms / 1000
