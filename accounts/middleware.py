@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-
 from accounts.authentication import bearer_token, resolve_async, resolve_sync
 from config.common.errors import invalid_api_key
+from config.common.middleware import AsyncCapable
 
 PUBLIC_PREFIXES = (
     "/healthz",
@@ -28,16 +27,7 @@ def _apply(request, principal) -> None:
     request.api_key_id = principal.key_id
 
 
-class ApiKeyMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
+class ApiKeyMiddleware(AsyncCapable):
     def __call__(self, request):
         if self.is_async:
             return self.__acall__(request)

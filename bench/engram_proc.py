@@ -78,7 +78,9 @@ def live_engram(*, data_dir: str | None = None, env: dict | None = None, timeout
 
 
 def service_rss_mb(supervisor_pid: int) -> dict[str, float]:
-    """RSS of `make run`'s web process and of its worker (main process plus its pool), in MB."""
+    """Memory of `make run`'s web process and of its worker (main process plus its pool), in MB:
+    RSS, and PSS (each page shared between processes counted once in all, so a forked pool's
+    pages that are still its parent's are not counted three times)."""
     import psutil
 
     figures: dict[str, float] = {}
@@ -91,7 +93,10 @@ def service_rss_mb(supervisor_pid: int) -> dict[str, float]:
         else:
             continue
         processes = [child, *child.children(recursive=True)]
-        figures[name] = sum(p.memory_info().rss for p in processes) / 2**20
+        figures[f"{name} RSS"] = sum(p.memory_info().rss for p in processes) / 2**20
+        figures[f"{name} PSS"] = sum(p.memory_full_info().pss for p in processes) / 2**20
         if name == "worker":
-            figures["worker, largest process"] = max(p.memory_info().rss for p in processes) / 2**20
+            figures["worker largest process RSS"] = (
+                max(p.memory_info().rss for p in processes) / 2**20
+            )
     return figures

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-
 from completions.providers import hops
+from config.common.middleware import AsyncCapable
 
 
-class LoopGuardMiddleware:
+class LoopGuardMiddleware(AsyncCapable):
     """A request carrying this Engram's own `x-engram-hop` mark is 400 at once (see hops)."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request):
         if self.is_async:

@@ -27,7 +27,9 @@ _STATUS_MESSAGES = {
 }
 
 
-class _Middleware:
+class AsyncCapable:
+    """A middleware that runs sync or async, as the chain around it does (Django's recipe)."""
+
     sync_capable = True
     async_capable = True
 
@@ -37,6 +39,8 @@ class _Middleware:
         if self.is_async:
             markcoroutinefunction(self)
 
+
+class _Middleware(AsyncCapable):
     def __call__(self, request):
         if self.is_async:
             return self.__acall__(request)
