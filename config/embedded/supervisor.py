@@ -224,7 +224,10 @@ class Child:
 
 def _children(python: str, host: str, port: int, data: Path) -> list[Child]:
     web_grace = float(os.environ.get("ENGRAM_WEB_GRACE", "10"))
-    concurrency = os.environ.get("ENGRAM_WORKER_CONCURRENCY", "2")
+    # One pool process by default: each loads its own embedding model. After `make eval`'s
+    # workload the worker took 468 MB RSS with one (ingestion 108 s) and 794 MB with two (66 s);
+    # the target is 500 MB on a laptop. Production (docker-compose) sizes its own.
+    concurrency = os.environ.get("ENGRAM_WORKER_CONCURRENCY", "1")
     # Without -Q the worker consumes every queue the settings define (ENGRAM_QUEUES).
     queues = os.environ.get("ENGRAM_WORKER_QUEUES", "")
     celery = [python, "-m", "celery", "-A", "config"]
