@@ -39,6 +39,9 @@ class AsyncCapable:
         if self.is_async:
             markcoroutinefunction(self)
 
+    def __call__(self, request):  # each subclass answers, sync or async
+        raise NotImplementedError
+
 
 class _Middleware(AsyncCapable):
     def __call__(self, request):
