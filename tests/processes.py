@@ -4,9 +4,9 @@
         httpx.get(running.web[0] + "/healthz")
 
 Each web process is uvicorn serving config.asgi:application on a free loopback port; each
-worker is `celery -A config.celery worker` (threads) consuming every Engram queue; beat is
-`celery -A config.celery beat`. All of them use the database and Redis of `service_env` —
-the test's own database, so rows a test commits are what the processes see. Every process
+worker is `celery -A config worker` (threads) consuming every Engram queue; beat is
+`celery -A config beat` (the commands are tests/stack.py's, shared with the fault tests). All
+of them use the database and Redis of `service_env` — the test's own database, so rows a test commits are what the processes see. Every process
 is its own session (process group), stopped with SIGTERM (SIGKILL after `stop_timeout`);
 their output goes to files under `log_dir`, which `Cluster.logs()` reads for failure messages.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,13 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from tests.stack import beat_args, free_port, web_args, worker_args
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def service_env(**extra: str) -> dict[str, str]:
@@ -126,31 +121,16 @@ def cluster(
     try:
         for index in range(web):
             port = free_port()
-            running._start(
-                f"web{index}",
-                [sys.executable, "-m", "uvicorn", "config.asgi:application"]
-                + ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"]
-                + ["--log-level", "warning", "--no-access-log"],
-                child_env,
-            )
+            running._start(f"web{index}", [sys.executable, *web_args(port)], child_env)
             running.web.append(f"http://127.0.0.1:{port}")
-        celery = [sys.executable, "-m", "celery", "-A", "config.celery"]
         for index in range(workers):
             node = f"worker{index}-{tag}@localhost"
-            running._start(
-                f"worker{index}",
-                [*celery, "worker", "-n", node, "-Q", settings.ENGRAM_WORKER_QUEUES]
-                + ["--pool", "threads", "--concurrency", "2", "--loglevel", "WARNING"],
-                child_env,
-            )
+            args = worker_args("-n", node, "-Q", settings.ENGRAM_WORKER_QUEUES)
+            running._start(f"worker{index}", [sys.executable, *args], child_env)
             running.workers.append(node)
         if beat:
-            schedule = str(running.log_dir / "beat-schedule")
-            running._start(
-                "beat",
-                [*celery, "beat", "--schedule", schedule, "--loglevel", "WARNING"],
-                child_env,
-            )
+            schedule = running.log_dir / "beat-schedule"
+            running._start("beat", [sys.executable, *beat_args(schedule)], child_env)
         _wait_ready(running, app, start_timeout)
         yield running
     finally:

@@ -29,6 +29,35 @@ TIMINGS = {
 }
 
 
+# The commands of Engram's processes, shared with tests/processes.py (the production shape).
+def web_args(port: int) -> list[str]:
+    """uvicorn serving Engram on a loopback port (arguments after `python`)."""
+    return ["-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1"] + [
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--lifespan",
+        "off",  # as `make run` serves it
+    ]
+
+
+def worker_args(*extra: str) -> list[str]:
+    """A Celery worker on threads (two), quiet; `extra` adds its options."""
+    return ["-m", "celery", "-A", "config", "worker", "--pool", "threads"] + [
+        "--concurrency",
+        "2",
+        "--loglevel",
+        "WARNING",
+        *extra,
+    ]
+
+
+def beat_args(schedule: Path) -> list[str]:
+    return ["-m", "celery", "-A", "config", "beat", "-s", str(schedule), "--loglevel", "WARNING"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -130,22 +159,7 @@ class Stack:
 
     def web(self, group: int | None = None) -> subprocess.Popen:
         port = free_port()
-        proc = self._spawn(
-            "web",
-            [
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            group,
-        )
+        proc = self._spawn("web", web_args(port), group)
         self.web_url = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
@@ -158,45 +172,13 @@ class Stack:
         return proc
 
     def worker(self, group: int | None = None) -> subprocess.Popen:
-        proc = self._spawn(
-            "worker",
-            [
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "2",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "WARNING",
-            ],
-            group,
-        )
+        proc = self._spawn("worker", worker_args("--without-gossip", "--without-mingle"), group)
         time.sleep(0.5)
         assert proc.poll() is None, self.log("worker")
         return proc
 
     def beat(self) -> subprocess.Popen:
-        return self._spawn(
-            "beat",
-            [
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "beat",
-                "-s",
-                str(self.workdir / "celerybeat-schedule"),
-                "--loglevel",
-                "WARNING",
-            ],
-            None,
-        )
+        return self._spawn("beat", beat_args(self.workdir / "celerybeat-schedule"), None)
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
