@@ -56,6 +56,9 @@ def _routes(world: dict) -> list[Route]:
     page = ("limit", "after", "before", "order")
     return [
         Route("GET", "/healthz"),
+        Route("GET", "/playground"),
+        Route("GET", "/docs"),
+        Route("GET", "/v1/schema"),
         Route("GET", "/readyz"),
         Route("POST", "/v1/chat/completions", CHAT),
         Route("POST", "/v1/context", CHAT),
@@ -77,6 +80,8 @@ def _routes(world: dict) -> list[Route]:
         ),
         Route("DELETE", "/v1/memories/{memory_id}", ids={"memory_id": "mem_nope"}),
         Route("GET", "/v1/memories/{memory_id}/history", ids={"memory_id": memory}),
+        Route("GET", "/v1/users", query=page),
+        Route("GET", "/v1/users/{user_id}", ids={"user_id": USER}),
         Route("GET", "/v1/users/{user_id}/export", ids={"user_id": USER}),
         Route("DELETE", "/v1/users/{user_id}", ids={"user_id": "u_nobody"}),
         Route("GET", "/v1/conversations", query=("user_id", *page)),
