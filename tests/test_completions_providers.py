@@ -3,7 +3,7 @@
 import pytest
 from django.db import connection
 
-from completions.crypto import SecretUnreadable
+from config.common.crypto import SecretUnreadable
 from completions.models import ProviderCredential
 from completions.providers import llm
 from completions.services import model_alias_set, provider_credential_set
