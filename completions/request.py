@@ -86,7 +86,10 @@ def collection_ids(raw: str | None) -> list[str]:
 
 def _token_user(end_user: str, headers: Mapping[str, str], body: dict) -> str:
     """An end-user token names its user; a header or body field may repeat it, not change it."""
-    for param, value in ((HEADERS["user_id"], headers.get(HEADERS["user_id"])), ("user", body.get("user"))):
+    for param, value in (
+        (HEADERS["user_id"], headers.get(HEADERS["user_id"])),
+        ("user", body.get("user")),
+    ):
         if value not in (None, "") and value != end_user:
             raise ApiError(
                 403,

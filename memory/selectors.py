@@ -74,9 +74,7 @@ def memory_get(*, workspace: Workspace, memory_id: str, user_id: str | None = No
     return Memory.objects.get(workspace=workspace, id=memory_id, **scope)
 
 
-def memory_history(
-    *, workspace: Workspace, memory_id: str, user_id: str | None = None
-) -> QuerySet:
+def memory_history(*, workspace: Workspace, memory_id: str, user_id: str | None = None) -> QuerySet:
     events = MemoryEvent.objects.filter(workspace=workspace, memory_id=memory_id)
     return events.filter(user_id=user_id) if user_id is not None else events
 

@@ -30,7 +30,7 @@ class IssuerForm(forms.ModelForm):
         )
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         fields = {k: data[k] for k in services.FIELDS if k in data and k != "hs256_secret"}
         if data.get("hs256_secret"):
             fields["hs256_secret"] = data["hs256_secret"]

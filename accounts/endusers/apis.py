@@ -39,7 +39,11 @@ class IssuerInput(serializers.Serializer):
     )
     jwks_url = serializers.URLField(max_length=1000, required=False, allow_null=True)
     hs256_secret = serializers.CharField(
-        min_length=32, max_length=500, required=False, allow_null=True, write_only=True,
+        min_length=32,
+        max_length=500,
+        required=False,
+        allow_null=True,
+        write_only=True,
         trim_whitespace=False,
         help_text="HS256 signing secret (32+ characters); stored encrypted, never shown again.",
     )

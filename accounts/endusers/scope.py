@@ -7,6 +7,8 @@ others have.
 
 from __future__ import annotations
 
+from typing import overload
+
 from config.common.errors import Forbidden
 
 
@@ -14,6 +16,12 @@ def end_user(request) -> str | None:
     """The token's user, or None for a workspace key (DRF's request reads the Django one's)."""
     principal = getattr(request, "principal", None)
     return principal.end_user if principal is not None else None
+
+
+@overload
+def own_user(request, given: str, field: str = ...) -> str: ...
+@overload
+def own_user(request, given: str | None, field: str = ...) -> str | None: ...
 
 
 def own_user(request, given: str | None, field: str = "user_id") -> str | None:

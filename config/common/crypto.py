@@ -45,4 +45,6 @@ def decrypt(token: str) -> str:
     try:
         return cipher().decrypt(token.encode()).decode()
     except InvalidToken:
-        raise SecretUnreadable("a stored secret cannot be decrypted with the configured key") from None
+        raise SecretUnreadable(
+            "a stored secret cannot be decrypted with the configured key"
+        ) from None
