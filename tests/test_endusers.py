@@ -414,3 +414,27 @@ def test_the_sync_door_resolves_the_same_principal(transactional_db, owner, jwks
     assert principal is not None
     assert principal.end_user == "frank" and principal.workspace == owner[0]
     assert principal.key_id is None and not principal.is_operator
+
+
+def test_the_admin_adds_an_issuer_with_a_write_only_secret(admin_client, owner):
+    from django.urls import reverse
+
+    add = reverse("admin:accounts_issuer_add")
+    form = {
+        "workspace": owner[0].pk,
+        "issuer": "https://admin.example.test/",
+        "audiences": '["app"]',
+        "jwks_url": "",
+        "algorithms": "[]",
+        "user_claim": "sub",
+        "required_scope": "",
+        "leeway_seconds": "30",
+    }
+    page = admin_client.post(add, form | {"algorithms": '["RS256"]', "hs256_secret": SECRET})
+    assert page.status_code == 200 and b"cannot be used with" in page.content  # the API's rule
+    assert not Issuer.objects.exists()
+    assert admin_client.post(add, form | {"hs256_secret": SECRET}).status_code == 302
+    issuer = Issuer.objects.get()
+    assert issuer.get_secret() == SECRET and SECRET not in issuer.hs256_secret_encrypted
+    change = admin_client.get(reverse("admin:accounts_issuer_change", args=[issuer.pk]))
+    assert SECRET.encode() not in change.content

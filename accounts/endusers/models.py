@@ -35,7 +35,7 @@ class Issuer(models.Model):
     audiences = models.JSONField(default=list, help_text="Accepted `aud` values (at least one).")
     jwks_url = models.URLField(max_length=1000, blank=True, default="")
     hs256_secret_encrypted = models.TextField(blank=True, default="", editable=False)
-    algorithms = models.JSONField(default=list)
+    algorithms = models.JSONField(default=list, blank=True, help_text="Empty: the defaults.")
     user_claim = models.CharField(max_length=100, default="sub")
     required_scope = models.CharField(max_length=200, blank=True, default="")
     leeway_seconds = models.PositiveIntegerField(default=30)
