@@ -305,6 +305,10 @@ def test_an_hs256_issuer_accepts_its_secret_only(engram_server, http, rsa_key):
     with as_user(engram_server, hs256(SECRET, uid="carol")) as carol:
         mine = carol.post("/v1/memories", json={"text": "Carol plays chess."})
         assert mine.status_code == 201 and mine.json()["user_id"] == "carol"
+    with as_user(engram_server, hs256(SECRET, uid="auth0|abc")) as auth0_user:
+        mine = auth0_user.post("/v1/memories", json={"text": "An Auth0 user."})
+        assert mine.json()["user_id"] == "auth0:abc"  # `|` is outside the id rule
+    refused(chat(engram_server, hs256(SECRET, uid="has space")), 401, "uid claim")
     refused(chat(engram_server, hs256("another-secret-of-at-least-32-chars!!", uid="c")), 401)
     refused(chat(engram_server, hs256(SECRET)), 401, "uid claim")  # no uid
     refused(chat(engram_server, rsa_key.token(uid="carol")), 401, "algorithm")

@@ -183,6 +183,9 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
     user_id = claims.get(config.user_claim)
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
+    if isinstance(user_id, str):
+        # Auth0's subs are `provider|id`; `|` is outside Engram's id rule, `:` means the same
+        user_id = user_id.replace("|", ":")
     if not isinstance(user_id, str) or not is_id(user_id):
         raise rejected(f"its {config.user_claim} claim is not a user id")
     if config.required_scope and config.required_scope not in _scopes(claims):
