@@ -442,3 +442,31 @@ def test_the_admin_adds_an_issuer_with_a_write_only_secret(admin_client, owner):
     assert issuer.get_secret() == SECRET and SECRET not in issuer.hs256_secret_encrypted
     change = admin_client.get(reverse("admin:accounts_issuer_change", args=[issuer.pk]))
     assert SECRET.encode() not in change.content
+
+
+def test_a_deleted_workspace_s_tokens_stop_at_once(engram_server, owner, issuer, rsa_key):
+    from accounts.services import workspace_delete
+
+    token = rsa_key.token("gina")
+    with as_user(engram_server, token) as gina:
+        assert gina.get("/v1/memories").status_code == 200  # verified, cached
+        workspace_delete(workspace=owner[0])
+        refused(gina.get("/v1/memories"), 401, "no workspace trusts")
+
+
+def test_made_up_kids_do_not_refetch_within_the_cool_down(settings, jwks):
+    from accounts.endusers import jwks as keysets
+
+    keysets.clear()
+    settings.ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = 60.0
+    assert keysets.signing_key(jwks.url, kid="ec-1", algorithm="ES256") is not None
+    for n in range(5):
+        with pytest.raises(keysets.JwksError, match="kid"):
+            keysets.signing_key(jwks.url, kid=f"made-up-{n}", algorithm="RS256")
+    assert jwks.requests == 1  # one fetch, however many unknown kids
+    with pytest.raises(keysets.JwksError, match="ES256"):
+        keysets.signing_key(jwks.url, kid="ec-1", algorithm="RS256")  # an EC key, an RS alg
+    settings.ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = 0.0
+    with pytest.raises(keysets.JwksError):
+        keysets.signing_key(jwks.url, kid="made-up-again", algorithm="RS256")
+    assert jwks.requests == 2

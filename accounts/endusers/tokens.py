@@ -264,4 +264,4 @@ def clear() -> None:
 
 
 coherence.register("issuers", clear)
-coherence.register("keys", token_cache.clear)  # a deleted workspace's tokens stop too
+coherence.register("keys", clear)  # a deleted workspace's issuers and tokens stop too

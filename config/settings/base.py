@@ -224,7 +224,7 @@ ENGRAM_KEY_CACHE_SECONDS = env.float("ENGRAM_KEY_CACHE_SECONDS", default=1.0)
 # JWKS (unknown kids, a provider that is down), its timeout; verified tokens and issuers cached.
 ENGRAM_JWKS_CACHE_SECONDS = env.float("ENGRAM_JWKS_CACHE_SECONDS", default=600.0)
 ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = env.float(
-    "ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS", default=30.0
+    "ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS", default=10.0
 )
 ENGRAM_JWKS_TIMEOUT_SECONDS = env.float("ENGRAM_JWKS_TIMEOUT_SECONDS", default=5.0)
 # JWKS URLs on loopback or private networks (an in-house Keycloak, tests); off: https, public.
