@@ -203,9 +203,11 @@ def test_a_valid_token_chats_and_remembers_as_its_sub(
     assert "Lisbon" in str(upstream.chat_requests()[-1].body["messages"])
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["asgi-door", "django-view"])
 def test_an_x_user_id_or_user_that_differs_from_the_token_is_403_naming_it(
-    engram_server, issuer, ec_key, upstream
+    engram_server, issuer, ec_key, upstream, settings, fast_path
 ):
+    settings.ENGRAM_GATEWAY_FAST_PATH = fast_path
     token = ec_key.token("alice")
     error = refused(chat(engram_server, token, **{"x-user-id": "bob"}), 403, "x-user-id")
     assert error["param"] == "x-user-id" and error["code"] == "user_mismatch"
