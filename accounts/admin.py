@@ -70,3 +70,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset.filter(revoked_at__isnull=True).select_related("workspace"):
             services.api_key_revoke(workspace=key.workspace, key_id=key.id)
         self.message_user(request, f"Revoked at {timezone.now():%Y-%m-%d %H:%M:%S} UTC.")
+
+
+from accounts.endusers import admin as _endusers_admin  # noqa: E402, F401  (Issuer's admin)

@@ -13,6 +13,9 @@ deletion) voids this process's cache at once and publishes the change on commit;
 first asks config.common.coherence whether anything changed (one shared Redis read, no
 database), which clears the cache of any process that has not seen the change yet. When Redis
 cannot say, the key is looked up in the database instead of trusting the cache.
+
+A JWT bearer is an end user's token (accounts.endusers): verified there, it becomes a Principal
+with `end_user` set; a token that fails a check raises the 401 that names the check.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from django.db import close_old_connections, transaction
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
+from accounts.endusers import tokens as enduser_tokens
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
@@ -38,11 +42,20 @@ _MAX_KEYS = 10_000
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a workspace key, or the operator (ENGRAM_ADMIN_KEY)."""
+    """Who is calling: a workspace key, the operator (ENGRAM_ADMIN_KEY), or an end user's
+    token (`end_user`: the user id its issuer's claim names; it reaches only that user)."""
 
     workspace: Workspace | None
     key_id: str | None
     is_operator: bool = False
+    end_user: str | None = None
+    issuer_id: str | None = None
+
+
+def _end_user(found: enduser_tokens.EndUser) -> Principal:
+    return Principal(
+        workspace=found.workspace, key_id=None, end_user=found.user_id, issuer_id=found.issuer_id
+    )
 
 
 def _key_ttl() -> float:
@@ -98,20 +111,32 @@ def _lookup_on_worker(raw_key: str) -> Principal | None:
 _lookup_async = sync_to_async(_lookup_on_worker, thread_sensitive=False)
 
 
-def resolve_sync(raw_key: str) -> Principal | None:
-    """The caller behind `raw_key`, or None for a key that is not valid."""
+def resolve_sync(raw_key: str, workspace_hint: str | None = None) -> Principal | None:
+    """The caller behind `raw_key`, or None for a key that is not valid (ApiError for a JWT
+    that fails a check). `workspace_hint`: x-workspace-id, for an issuer several trust."""
     if is_operator_key(raw_key):
         return OPERATOR
-    if not coherence.check_sync():
+    fresh = coherence.check_sync()
+    if enduser_tokens.looks_like_jwt(raw_key):
+        return _end_user(
+            enduser_tokens.resolve_sync(raw_key, workspace_hint=workspace_hint, fresh=fresh)
+        )
+    if not fresh:
         return _lookup(raw_key)  # Redis cannot say whether the cache is current: the database
     return key_cache.get(raw_key, lambda: _lookup(raw_key))
 
 
-async def resolve_async(raw_key: str) -> Principal | None:
+async def resolve_async(raw_key: str, workspace_hint: str | None = None) -> Principal | None:
     """As `resolve_sync`, for async doors: the database work on a pool thread."""
     if is_operator_key(raw_key):
         return OPERATOR
-    if not await coherence.check_async():
+    fresh = await coherence.check_async()
+    if enduser_tokens.looks_like_jwt(raw_key):
+        found = await enduser_tokens.resolve_async(
+            raw_key, workspace_hint=workspace_hint, fresh=fresh
+        )
+        return _end_user(found)
+    if not fresh:
         return await _lookup_async(raw_key)  # Redis cannot say whether the cache is current
     return await key_cache.aget(raw_key, lambda: _lookup_async(raw_key))
 
@@ -132,6 +157,7 @@ def clear_caches() -> None:
     """Tests: start from nothing cached."""
     key_cache.clear()
     _touched.clear()
+    enduser_tokens.clear()
     coherence.reset()
 
 
@@ -149,7 +175,21 @@ class WorkspaceKeyAuthentication(BaseAuthentication):
 
 
 class IsWorkspace(BasePermission):
+    """The default: a workspace key (an end user's token reaches only the views that say
+    EndUserAllowed)."""
+
     message = "This endpoint needs a workspace API key."
+
+    def has_permission(self, request, view) -> bool:
+        principal = getattr(request._request, "principal", None)
+        return principal is not None and principal.workspace is not None and not principal.end_user
+
+
+class EndUserAllowed(BasePermission):
+    """A workspace key, or an end user's token: the view keeps the latter to its own user
+    (accounts.endusers.scope)."""
+
+    message = "This endpoint needs a workspace API key or an end-user token."
 
     def has_permission(self, request, view) -> bool:
         return getattr(request._request, "workspace", None) is not None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from accounts.authentication import bearer_token, resolve_async, resolve_sync
-from config.common.errors import invalid_api_key
+from config.common.errors import ApiError, invalid_api_key
 from config.common.middleware import AsyncCapable
 
+HINT = "x-workspace-id"  # names the workspace when one token issuer serves several
 PUBLIC_PREFIXES = (
     "/healthz",
     "/readyz",
@@ -35,7 +36,10 @@ class ApiKeyMiddleware(AsyncCapable):
         if _is_public(request.path):
             return self.get_response(request)
         token = bearer_token(request.headers.get("Authorization", ""))
-        principal = resolve_sync(token) if token else None
+        try:
+            principal = resolve_sync(token, request.headers.get(HINT)) if token else None
+        except ApiError as refused:  # an end-user token that failed a check says which
+            return refused.response()
         if principal is None:
             return invalid_api_key().response()
         _apply(request, principal)
@@ -46,7 +50,10 @@ class ApiKeyMiddleware(AsyncCapable):
         if _is_public(request.path):
             return await self.get_response(request)
         token = bearer_token(request.headers.get("Authorization", ""))
-        principal = await resolve_async(token) if token else None
+        try:
+            principal = await resolve_async(token, request.headers.get(HINT)) if token else None
+        except ApiError as refused:
+            return refused.response()
         if principal is None:
             return invalid_api_key().response()
         _apply(request, principal)

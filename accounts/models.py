@@ -44,3 +44,6 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+from accounts.endusers.models import Issuer  # noqa: E402, F401  (the accounts app's models)

@@ -4,6 +4,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.authentication import keys_changed
+from accounts.endusers.tokens import issuers_changed
 from accounts.keys import generate_key, key_digest, key_prefix
 from accounts.models import ApiKey, Workspace
 from config.common.errors import NotFound
@@ -25,6 +26,7 @@ def workspace_delete(*, workspace: Workspace) -> None:
     """Delete a workspace and everything it owns; its keys stop working on every process at once."""
     workspace.delete()
     keys_changed()
+    issuers_changed()  # its end users' tokens too
 
 
 @transaction.atomic

@@ -197,10 +197,10 @@ USER_ID: str | None = None
 CLIENT = "<client>"  # replaced by each client's number in run_slice
 
 
-def build_request(port: int, body: dict, key: str | None) -> bytes:
+def build_request(port: int, body: dict, key: str | None, *, user_header: bool = True) -> bytes:
     payload = json.dumps(body).encode()
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
-    if key and USER_ID:
+    if key and USER_ID and user_header:
         auth += f"x-user-id: {USER_ID.replace('{n}', CLIENT)}\r\n"
     return (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
@@ -209,12 +209,17 @@ def build_request(port: int, body: dict, key: str | None) -> bytes:
 
 
 async def run_slice(
-    path: str, port: int, raw: bytes, clients: int, seconds: float, stats: Stats
+    path: str, port: int, raw: bytes | list[bytes], clients: int, seconds: float, stats: Stats
 ) -> None:
     deadline = time.perf_counter() + seconds
 
     async def client(number: int) -> None:
-        mine = raw.replace(CLIENT.encode(), str(number).encode())
+        # a list: one request per client (--jwt: each client's own signed token)
+        mine = (
+            raw[number]
+            if isinstance(raw, list)
+            else raw.replace(CLIENT.encode(), str(number).encode())
+        )
         connection = Connection(port)
         try:
             while time.perf_counter() < deadline:
@@ -241,7 +246,11 @@ async def run_slice(
 
 
 async def interleaved(
-    *, clients: int, slices: int, slice_seconds: float, targets: dict[str, tuple[int, bytes]]
+    *,
+    clients: int,
+    slices: int,
+    slice_seconds: float,
+    targets: dict[str, tuple[int, bytes | list[bytes]]],
 ) -> Stats:
     stats = Stats()
     for _ in range(slices):
@@ -263,8 +272,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def summarize(stats: Stats, key: str = "latency") -> dict:
     out = {}
-    for path in ("direct", "engram"):
+    for path in ("direct", "engram", "jwt"):
         values = [getattr(s, key) for s in stats.samples if s.path == path]
+        if path == "jwt" and not values:
+            continue
         values = [v * 1000 for v in values if v is not None]
         out[path] = {
             "n": len(values),
@@ -272,6 +283,10 @@ def summarize(stats: Stats, key: str = "latency") -> dict:
             **{f"p{q}": percentile(values, q) for q in (50, 95, 99)},
         }
     out["added"] = {f"p{q}": out["engram"][f"p{q}"] - out["direct"][f"p{q}"] for q in (50, 95, 99)}
+    if "jwt" in out:  # --jwt: an end user's token against the workspace key, same turns
+        out["jwt_over_key"] = {
+            f"p{q}": out["jwt"][f"p{q}"] - out["engram"][f"p{q}"] for q in (50, 95, 99)
+        }
     header = [s.overhead_header for s in stats.samples if s.overhead_header is not None]
     out["engram_reported_overhead_ms"] = {f"p{q}": percentile(header, q) for q in (50, 95, 99)}
     out["errors"] = dict(stats.errors)
@@ -303,13 +318,18 @@ def cpu_ms_per_request(stats: Stats, cpu: float) -> float:
 def print_block(title: str, figures: dict, unit: str = "latency") -> None:
     print(f"\n{title}")
     print(f"  {'path':<8}{'n':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
-    for path in ("direct", "engram"):
+    for path in ("direct", "engram", "jwt"):
+        if path not in figures:
+            continue
         f = figures[path]
         print(
             f"  {path:<8}{f['n']:>7}{f['rps']:>9.0f}{f['p50']:>9.2f}{f['p95']:>9.2f}{f['p99']:>9.2f}"
         )
     a = figures["added"]
     print(f"  {'added ' + unit:<33}{a['p50']:>+9.2f}{a['p95']:>+9.2f}{a['p99']:>+9.2f}")
+    if "jwt_over_key" in figures:
+        j = figures["jwt_over_key"]
+        print(f"  {'JWT bearer over key':<33}{j['p50']:>+9.2f}{j['p95']:>+9.2f}{j['p99']:>+9.2f}")
     h = figures["engram_reported_overhead_ms"]
     print(f"  {'x-engram-overhead-ms':<33}{h['p50']:>9.0f}{h['p95']:>9.0f}{h['p99']:>9.0f}")
     print(f"  errors: {figures['errors'] or 0}")
@@ -356,6 +376,31 @@ def make_workspace_key() -> str:
     return api_key_create(
         workspace=workspace, name=f"bench {time.strftime('%Y-%m-%d %H:%M')}"
     ).raw_key
+
+
+BENCH_ISSUER = "https://bench.engram.invalid/"
+
+
+def make_end_user_tokens(count: int) -> list[str]:
+    """--jwt: an HS256 issuer for the bench workspace and one token per client (sub bench-<n>,
+    the user the key's requests name in x-user-id). After make_workspace_key."""
+    import jwt
+
+    from accounts.endusers.models import Issuer
+    from accounts.endusers.services import issuer_create
+    from accounts.models import Workspace
+
+    workspace = Workspace.objects.get(name="bench-gateway")
+    secret = "bench-" + os.urandom(24).hex()
+    Issuer.objects.filter(workspace=workspace, issuer=BENCH_ISSUER).delete()
+    issuer_create(
+        workspace=workspace, issuer=BENCH_ISSUER, audiences=["engram-bench"], hs256_secret=secret
+    )
+    now = int(time.time())
+    claims = {"iss": BENCH_ISSUER, "aud": "engram-bench", "iat": now, "exp": now + 3600}
+    return [
+        jwt.encode(claims | {"sub": f"bench-{n}"}, secret, algorithm="HS256") for n in range(count)
+    ]
 
 
 @contextlib.contextmanager
@@ -504,6 +549,12 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--user-id", help="send x-user-id to Engram: remembered turns")
     parser.add_argument(
+        "--jwt",
+        action="store_true",
+        help="also send each client's end-user JWT (HS256 issuer made here) as a third path; "
+        "the key's requests then name the same users (--user-id bench-{n})",
+    )
+    parser.add_argument(
         "--layers",
         action="store_true",
         help="also measure each layer: stock Django, the Django view, the ASGI door, httpx/aiohttp",
@@ -512,6 +563,10 @@ def main() -> int:
     args = parser.parse_args()
     global USER_ID
     USER_ID = args.user_id
+    if args.jwt:
+        if args.engram_url:
+            parser.error("--jwt makes its issuer in the embedded database: no --engram-url")
+        USER_ID = "bench-{n}"  # the key's requests name the users the tokens do
     if args.serve_mock:
         serve_mock(
             args.serve_mock, args.latency_ms / 1000, args.stream_chunks, args.chunk_ms / 1000
@@ -551,10 +606,17 @@ def main() -> int:
             wait_port(engram_port, engram)
         wait_port(mock_port, mock)
 
-        plain = {
+        plain: dict[str, tuple[int, bytes | list[bytes]]] = {
             "direct": (mock_port, build_request(mock_port, PROMPT, None)),
             "engram": (engram_port, build_request(engram_port, PROMPT, key)),
         }
+        if args.jwt:
+            most = max(int(c) for c in args.concurrency.split(","))
+            tokens = make_end_user_tokens(most)
+            plain["jwt"] = (
+                engram_port,
+                [build_request(engram_port, PROMPT, t, user_header=False) for t in tokens],
+            )
         streamed_body = PROMPT | {"stream": True}
         streamed = {
             "direct": (mock_port, build_request(mock_port, streamed_body, None)),

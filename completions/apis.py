@@ -57,6 +57,7 @@ async def chat_completions(request: ApiRequest) -> HttpResponseBase:
     reply = await gateway.chat_completions(
         workspace=request.workspace,
         api_key_id=request.api_key_id,
+        end_user=request.principal.end_user if request.principal else None,
         request_id=request.request_id,
         headers=request.headers,
         raw_body=request.body,
@@ -103,6 +104,7 @@ async def context_preview(request: ApiRequest) -> HttpResponse:
             request_id=request.request_id,
             headers=request.headers,
             body=body,
+            end_user=request.principal.end_user if request.principal else None,
         )
         prepared = await prepare_turn(ctx, dry_run=True)
     except EDGE_ERRORS as exc:  # named as on the chat door: by the header that carried it

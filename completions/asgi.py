@@ -77,7 +77,10 @@ class CompletionsApp:
         if looped is not None:  # before the key: a looping Engram sends its upstream's key
             return await self._error(send, looped, base)
         token = bearer_token(headers.get("authorization", ""))
-        principal = await resolve_async(token) if token else None
+        try:
+            principal = await resolve_async(token, headers.get("x-workspace-id")) if token else None
+        except ApiError as refused:  # an end-user token that failed a check says which
+            return await self._error(send, refused, base)
         if principal is None:  # as ApiKeyMiddleware: the key before anything else
             return await self._error(send, invalid_api_key(), base)
         if scope["method"] != "POST":
@@ -152,6 +155,7 @@ class CompletionsApp:
             reply = await gateway.chat_completions(
                 workspace=principal.workspace,
                 api_key_id=principal.key_id,
+                end_user=principal.end_user,
                 request_id=request_id,
                 headers=headers,
                 raw_body=body,

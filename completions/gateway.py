@@ -66,6 +66,7 @@ class Turn:
     upstream_ms: float | None = None
     finished: bool = False
     engram: dict = field(default_factory=dict)
+    end_user: str | None = None  # an end-user token's user: the only user this turn may be
 
     def stream_opened(self, stream: UpstreamStream) -> None:
         self.upstream_ms = stream.upstream_ms
@@ -160,6 +161,7 @@ async def chat_completions(
     headers: Mapping[str, str],
     raw_body: bytes,
     started: float,
+    end_user: str | None = None,
 ) -> Reply:
     if workspace is None:
         error = ApiError(
@@ -170,6 +172,7 @@ async def chat_completions(
         )
         return Reply(error.status, {}, dumps(error.body()))
     turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
+    turn.end_user = end_user
     try:
         return await _serve(turn, headers, raw_body)
     except EDGE_ERRORS as exc:  # the provider's ApiError, or the memory's domain error
@@ -196,6 +199,7 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
         request_id=turn.request_id,
         headers=headers,
         body=body,
+        end_user=turn.end_user,
     )
     turn.route = route = await routing.resolve_async(turn.workspace.id, turn.model)
     turn.prepared = prepared = await prepare_turn(ctx)

@@ -77,13 +77,13 @@ class ProviderCredential(models.Model):
         return f"{self.get_provider_display()} for {self.workspace_id}"
 
     def set_secret(self, raw: str) -> None:
-        from completions.crypto import encrypt
+        from config.common.crypto import encrypt
 
         self.secret_encrypted = encrypt(raw) if raw else ""
         self.secret_hint = f"…{raw[-4:]}" if len(raw) >= 8 else ("…" if raw else "")
 
     def get_secret(self) -> str:
-        from completions.crypto import decrypt
+        from config.common.crypto import decrypt
 
         return decrypt(self.secret_encrypted) if self.secret_encrypted else ""
 

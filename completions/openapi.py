@@ -14,6 +14,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
+from accounts.authentication import EndUserAllowed
 from completions.request import HEADERS, MAX_COLLECTIONS
 from config.common.ids import MAX_ID_CHARS
 
@@ -290,11 +291,13 @@ _EXAMPLE_BODY = {
 
 
 class ChatCompletionsDoc(APIView):
+    permission_classes = [EndUserAllowed]  # documents: an end user's token works here too
     openapi_errors = {
         400: "Invalid body or header (OpenAI's 400s; `param` names the field or header), or "
         "the upstream's own 400.",
         401: "A missing or unknown key (or the upstream refused its key).",
-        403: "An operator key, or `x-workspace-id` naming another workspace.",
+        403: "An operator key, `x-workspace-id` naming another workspace, or an end-user "
+        "token with an `x-user-id` or `user` naming another user (`user_mismatch`).",
         404: "A collection in `x-collection-ids` that is not the workspace's, or the "
         "upstream's 404 (an unknown model).",
         413: "The body is over `ENGRAM_MAX_REQUEST_BYTES`.",
@@ -372,6 +375,7 @@ class ChatCompletionsDoc(APIView):
 
 
 class ContextDoc(APIView):
+    permission_classes = [EndUserAllowed]  # documents: an end user's token works here too
     openapi_errors = {
         400: ChatCompletionsDoc.openapi_errors[400],
         401: None,
@@ -405,6 +409,7 @@ class ContextDoc(APIView):
 
 
 class ModelListDoc(APIView):
+    permission_classes = [EndUserAllowed]  # documents: an end user's token works here too
     openapi_errors = {401: None, 403: None}
 
     @extend_schema(
@@ -418,6 +423,7 @@ class ModelListDoc(APIView):
 
 
 class ModelDoc(APIView):
+    permission_classes = [EndUserAllowed]  # documents: an end user's token works here too
     openapi_errors = {401: None, 403: None, 404: "No such model (`model_not_found`)."}
 
     @extend_schema(

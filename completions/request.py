@@ -10,6 +10,8 @@ to name the model in the usage record of a body it refuses):
   `session_id`): ids, 1-200 characters of letters, digits and . _ : @ + - / =
   (`config.common.ids.identifier`, the rule the REST routes' path and query ids share)
 - x-workspace-id: must name the key's workspace (403 otherwise)
+- with an end-user token (`end_user`), the user is the token's: an x-user-id or body `user`
+  that names another is a 403 naming it
 - x-collection-ids: a JSON array of at most 20 collection ids, each an id as above
 - `session_id`: Engram's own body field, removed before the upstream call
 
@@ -82,6 +84,23 @@ def collection_ids(raw: str | None) -> list[str]:
     return list(dict.fromkeys(value))
 
 
+def _token_user(end_user: str, headers: Mapping[str, str], body: dict) -> str:
+    """An end-user token names its user; a header or body field may repeat it, not change it."""
+    for param, value in (
+        (HEADERS["user_id"], headers.get(HEADERS["user_id"])),
+        ("user", body.get("user")),
+    ):
+        if value not in (None, "") and value != end_user:
+            raise ApiError(
+                403,
+                f"{param} names another user than this end-user token's.",
+                type="permission_error",
+                param=param,
+                code="user_mismatch",
+            )
+    return end_user
+
+
 def turn_context(
     *,
     workspace: Workspace,
@@ -89,6 +108,7 @@ def turn_context(
     request_id: str,
     headers: Mapping[str, str],
     body: dict,
+    end_user: str | None = None,
 ) -> TurnContext:
     """The turn a request describes; Engram's own body fields are taken out of `body`."""
     claimed = headers.get(HEADERS["workspace_id"])
@@ -104,6 +124,8 @@ def turn_context(
     user_id = identifier(headers.get(HEADERS["user_id"]), HEADERS["user_id"])
     if user_id is None:
         user_id = identifier(body.get("user"), "user")
+    if end_user is not None:
+        user_id = _token_user(end_user, headers, body)
     session_id = identifier(headers.get(HEADERS["session_id"]), HEADERS["session_id"])
     if session_id is None:
         session_id = identifier(owned.get("session_id"), "session_id")

@@ -42,8 +42,8 @@ def load_snapshot(workspace_id: str) -> Snapshot:
     """Read a workspace's routing data from the database (secrets decrypted once, here)."""
     from django.db import close_old_connections
 
-    from completions.crypto import SecretUnreadable
     from completions.selectors import model_alias_list, provider_credential_list
+    from config.common.crypto import SecretUnreadable
 
     try:
         aliases = {

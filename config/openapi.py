@@ -27,8 +27,11 @@ A memory-augmented, OpenAI-compatible chat-completions service.
 
 **Keys.** Every path except the health checks, this schema and `/docs` takes
 `Authorization: Bearer <key>`: a workspace key (`sk-...`, scheme `WorkspaceKey`) for the API, the
-operator key (`ENGRAM_ADMIN_KEY`, scheme `OperatorKey`) for provisioning workspaces and keys. A
-missing or unknown key is 401 on every path; the wrong kind of key is 403.
+operator key (`ENGRAM_ADMIN_KEY`, scheme `OperatorKey`) for provisioning workspaces and keys, or
+an end user's JWT (scheme `EndUserToken`) from an issuer the workspace trusts (`/v1/auth/issuers`)
+for chat completions, `/v1/context`, `/v1/models` and that user's own memories, conversations
+and data. A missing or unknown key is 401 on every path (a JWT's 401 names the check it failed);
+the wrong kind of key is 403.
 
 **Alias.** Every `/v1/...` path is also served at `/api/v1/...`, identically; only the
 `/v1` form is listed here.
@@ -95,20 +98,29 @@ class EngramAutoSchema(AutoSchema):
 
 class KeyScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.WorkspaceKeyAuthentication"
-    name = ["WorkspaceKey", "OperatorKey"]
+    name = ["WorkspaceKey", "OperatorKey", "EndUserToken"]
 
     def get_security_definition(self, auto_schema):
         workspace = build_bearer_security_scheme_object("Authorization", "Bearer", "sk-...")
         workspace["description"] = "A workspace API key (`sk-...`), shown once at creation."
         operator = build_bearer_security_scheme_object("Authorization", "Bearer")
         operator["description"] = "The operator key, `ENGRAM_ADMIN_KEY`: provisioning only."
-        return [workspace, operator]
+        end_user = build_bearer_security_scheme_object("Authorization", "Bearer", "JWT")
+        end_user["description"] = (
+            "An end user's JWT from an issuer the workspace trusts (`/v1/auth/issuers`): "
+            "the user id comes from the token, and it reaches only that user's data."
+        )
+        return [workspace, operator, end_user]
 
     def get_security_requirement(self, auto_schema):
-        from accounts.authentication import IsOperator
+        from accounts.authentication import EndUserAllowed, IsOperator
 
-        operator = any(isinstance(p, IsOperator) for p in auto_schema.view.get_permissions())
-        return {"OperatorKey" if operator else "WorkspaceKey": []}
+        permissions = auto_schema.view.get_permissions()
+        if any(isinstance(p, IsOperator) for p in permissions):
+            return {"OperatorKey": []}
+        if any(isinstance(p, EndUserAllowed) for p in permissions):
+            return [{"WorkspaceKey": []}, {"EndUserToken": []}]
+        return {"WorkspaceKey": []}
 
 
 # --- the plain views ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ handler500 = "config.common.errors.handler500"
 
 api_patterns = [
     path("", include("accounts.urls")),
+    path("", include("accounts.endusers.urls")),
     path("", include("completions.urls")),
     path("", include("memory.urls")),
     path("", include("memory.knowledge.urls")),

@@ -19,10 +19,15 @@ from memory.models import Conversation, Memory, MemoryEvent, Message, Processing
 # --- conversations --------------------------------------------------------------------------
 
 
-def conversation_get(*, workspace: Workspace, conversation_id: str) -> Conversation:
-    """By the client's id (x-conversation-id), or by Engram's conv_ id."""
-    found = Conversation.objects.filter(workspace=workspace, external_id=conversation_id).first()
-    return found or Conversation.objects.get(workspace=workspace, id=conversation_id)
+def conversation_get(
+    *, workspace: Workspace, conversation_id: str, user_id: str | None = None
+) -> Conversation:
+    """By the client's id (x-conversation-id), or by Engram's conv_ id; with `user_id`, only
+    that user's (an end-user token)."""
+    scope = Conversation.objects.filter(workspace=workspace)
+    if user_id is not None:
+        scope = scope.filter(user_id=user_id)
+    return scope.filter(external_id=conversation_id).first() or scope.get(id=conversation_id)
 
 
 def conversation_list(*, workspace: Workspace, user_id: str | None = None) -> QuerySet:
@@ -63,12 +68,15 @@ def memory_list(*, workspace: Workspace, user_id: str | None = None) -> QuerySet
     return qs.filter(user_id=user_id) if user_id else qs
 
 
-def memory_get(*, workspace: Workspace, memory_id: str) -> Memory:
-    return Memory.objects.get(workspace=workspace, id=memory_id)
+def memory_get(*, workspace: Workspace, memory_id: str, user_id: str | None = None) -> Memory:
+    """With `user_id`, only that user's (an end-user token)."""
+    scope = {"user_id": user_id} if user_id is not None else {}
+    return Memory.objects.get(workspace=workspace, id=memory_id, **scope)
 
 
-def memory_history(*, workspace: Workspace, memory_id: str) -> QuerySet:
-    return MemoryEvent.objects.filter(workspace=workspace, memory_id=memory_id)
+def memory_history(*, workspace: Workspace, memory_id: str, user_id: str | None = None) -> QuerySet:
+    events = MemoryEvent.objects.filter(workspace=workspace, memory_id=memory_id)
+    return events.filter(user_id=user_id) if user_id is not None else events
 
 
 def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[str, list[dict]]:

@@ -12,6 +12,7 @@ from django.contrib import admin
 from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
+from accounts.endusers.models import Issuer
 from accounts.models import ApiKey
 from completions.models import ModelAlias, ProviderCredential, UsageRecord
 from memory.background.titles import conversation_title_generate, title_from
@@ -93,6 +94,13 @@ def world(db):
     Group.objects.create(name="operators")
     ProviderCredential.objects.create(workspace=workspace, provider="openai")
     ModelAlias.objects.create(workspace=workspace, alias="fast", target_model="gpt-4o-mini")
+    Issuer.objects.create(
+        workspace=workspace,
+        issuer="https://acme.example/",
+        audiences=["acme-app"],
+        jwks_url="https://acme.example/.well-known/jwks.json",
+        algorithms=["RS256"],
+    )
     UsageRecord.objects.create(
         workspace=workspace,
         api_key_id=key.id,

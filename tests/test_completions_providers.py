@@ -3,10 +3,10 @@
 import pytest
 from django.db import connection
 
-from completions.crypto import SecretUnreadable
 from completions.models import ProviderCredential
 from completions.providers import llm
 from completions.services import model_alias_set, provider_credential_set
+from config.common.crypto import SecretUnreadable
 from tests.upstream import Reply, openai_completion
 
 URL = "/v1/chat/completions"

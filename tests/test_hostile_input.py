@@ -23,6 +23,7 @@ import pytest
 from tests.test_errors import assert_envelope
 
 USER = "u_hostile"
+ISSUER = {"issuer": "https://id.example/", "audiences": ["app"], "hs256_secret": "s" * 32}
 CHAT = {
     "model": "gpt-4o-mini",
     "messages": [
@@ -145,6 +146,16 @@ def _routes(world: dict) -> list[Route]:
             "/v1/collections/{collection_id}/documents/{document_id}",
             ids={"collection_id": col, "document_id": "doc_nope"},
         ),
+        Route("GET", "/v1/auth/issuers", query=page),
+        Route("POST", "/v1/auth/issuers", ISSUER | {"issuer": "https://other.example/"}),
+        Route("GET", "/v1/auth/issuers/{issuer_id}", ids={"issuer_id": world["issuer"]}),
+        Route(
+            "PATCH",
+            "/v1/auth/issuers/{issuer_id}",
+            {"audiences": ["app", "web"], "user_claim": "email"},
+            ids={"issuer_id": world["issuer"]},
+        ),
+        Route("DELETE", "/v1/auth/issuers/{issuer_id}", ids={"issuer_id": "issuer_nope"}),
         Route("GET", "/v1/workspaces", operator=True, query=page),
         Route("POST", "/v1/workspaces", {"name": "w"}, operator=True),
         Route(
@@ -336,6 +347,12 @@ def cases(world: dict) -> Iterator[Case]:
         b"Bearer sk-\xed\xa0\x80",
         b"Basic Og==",
         b"Bearer",
+        # JWT-shaped: the end-user token path (accounts.endusers) refuses them as 401s
+        b"Bearer eyJ..",
+        b"Bearer eyJ" + b"A" * 10_000 + b".e30.x",
+        b"Bearer eyJhbGciOiJub25lIn0.eyJpc3MiOlsxXX0.",  # alg none, iss a list
+        b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkLmV4YW1wbGUvIn0.c2ln",  # no exp
+        b"Bearer eyJ\xff.\xfe.x",
     ):
         yield Case(
             "GET /v1/memories authorization", "GET", "/v1/memories", headers={"authorization": auth}
@@ -402,7 +419,9 @@ def world(http, operator_http, owner, upstream, celery_worker) -> dict:
     doc = ok(http.post(f"/v1/collections/{col}/documents", json={"text": "tea is good"}))["id"]
     ws = owner[0].id
     key = ok(operator_http.post(f"/v1/workspaces/{ws}/api_keys", json={"name": "spare"}))["id"]
+    issuer = ok(http.post("/v1/auth/issuers", json=ISSUER))["id"]
     return {
+        "issuer": issuer,
         "memory": memory,
         "conversation": "conv_h",
         "collection": col,

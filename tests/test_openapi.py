@@ -56,7 +56,16 @@ def test_schema_is_public_31_and_lists_every_route_once(anon_http):
     assert {"/v1/chat/completions", "/v1/context", "/v1/models", "/v1/users"} <= paths
     assert not [p for p in paths if p.startswith("/api/")]  # the alias: described, not listed
     assert "/api/v1/" in schema["info"]["description"]
-    assert set(schema["components"]["securitySchemes"]) == {"WorkspaceKey", "OperatorKey"}
+    assert set(schema["components"]["securitySchemes"]) == {
+        "WorkspaceKey",
+        "OperatorKey",
+        "EndUserToken",
+    }
+    # an end user's token where it is accepted; a workspace key alone elsewhere
+    both = [{"WorkspaceKey": []}, {"EndUserToken": []}]
+    assert schema["paths"]["/v1/memories"]["get"]["security"] == both
+    assert schema["paths"]["/v1/chat/completions"]["post"]["security"] == both
+    assert schema["paths"]["/v1/auth/issuers"]["post"]["security"] == [{"WorkspaceKey": []}]
     assert schema["paths"]["/v1/workspaces"]["post"]["security"] == [{"OperatorKey": []}]
 
 
@@ -112,7 +121,11 @@ def seeded(http, owner, operator_http):
         json={"text": "# Returns\nWithin 30 days.", "title": "Returns"},
     )
     spare = operator_http.post(f"/v1/workspaces/{owner[0].id}/api_keys", json={"name": "spare"})
-    for response in (memory, imported, collection, document, spare):
+    issuer = http.post(
+        "/v1/auth/issuers",
+        json={"issuer": "https://id.example/", "audiences": ["app"], "hs256_secret": "s" * 32},
+    )
+    for response in (memory, imported, collection, document, spare, issuer):
         assert response.status_code in (201, 202), response.text
     Session.objects.create(workspace=owner[0], external_id="s1", user_id="alice")
     return {
@@ -123,7 +136,8 @@ def seeded(http, owner, operator_http):
         "document_id": document.json()["id"],
         "model_id": "local",
         "workspace_id": owner[0].id,
-        "key_id": spare.json()["id"],  # revoking it leaves the caller's key working
+        "key_id": spare.json()["id"],
+        "issuer_id": issuer.json()["id"],  # revoking it leaves the caller's key working
     }
 
 

@@ -220,6 +220,17 @@ ENGRAM_EMBEDDING_DIMENSIONS = 384
 ENGRAM_DEFAULT_CONTEXT_WINDOW = env.int("ENGRAM_DEFAULT_CONTEXT_WINDOW", default=8192)
 ENGRAM_MEMORY_LLM_MODEL = env("ENGRAM_MEMORY_LLM_MODEL", default="")
 ENGRAM_KEY_CACHE_SECONDS = env.float("ENGRAM_KEY_CACHE_SECONDS", default=1.0)
+# End-user tokens (accounts.endusers): JWKS lifetime, the least time between two fetches of one
+# JWKS (unknown kids, a provider that is down), its timeout; verified tokens and issuers cached.
+ENGRAM_JWKS_CACHE_SECONDS = env.float("ENGRAM_JWKS_CACHE_SECONDS", default=600.0)
+ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = env.float(
+    "ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS", default=10.0
+)
+ENGRAM_JWKS_TIMEOUT_SECONDS = env.float("ENGRAM_JWKS_TIMEOUT_SECONDS", default=5.0)
+# JWKS URLs on loopback or private networks (an in-house Keycloak, tests); off: https, public.
+ENGRAM_JWKS_ALLOW_PRIVATE = env.bool("ENGRAM_JWKS_ALLOW_PRIVATE", default=False)
+ENGRAM_TOKEN_CACHE_SECONDS = env.float("ENGRAM_TOKEN_CACHE_SECONDS", default=300.0)
+ENGRAM_ISSUER_CACHE_SECONDS = env.float("ENGRAM_ISSUER_CACHE_SECONDS", default=60.0)
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {

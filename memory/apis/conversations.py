@@ -8,6 +8,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import EndUserAllowed
+from accounts.endusers.scope import end_user, own_user, workspace_key_only
 from config.common.ids import identifier
 from config.common.openapi import LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
@@ -17,6 +19,8 @@ from memory.serializers import ImportInput, conversation_body, message_body
 
 
 class ConversationListApi(APIView):
+    permission_classes = [EndUserAllowed]
+
     @extend_schema(
         summary="List conversations",
         tags=["conversations"],
@@ -26,7 +30,7 @@ class ConversationListApi(APIView):
     def get(self, request):
         conversations = selectors.conversation_list(
             workspace=request.workspace,
-            user_id=identifier(request.query_params.get("user_id"), "user_id"),
+            user_id=own_user(request, identifier(request.query_params.get("user_id"), "user_id")),
         )
         return Response(paginate(conversations, request.query_params, conversation_body))
 
@@ -40,6 +44,8 @@ _CONVERSATION_ID = OpenApiParameter(
 
 
 class ConversationDetailApi(APIView):
+    permission_classes = [EndUserAllowed]
+
     @extend_schema(
         summary="One conversation, with its background processing counts",
         tags=["conversations"],
@@ -48,13 +54,17 @@ class ConversationDetailApi(APIView):
     )
     def get(self, request, conversation_id: str):
         conversation = selectors.conversation_get(
-            workspace=request.workspace, conversation_id=conversation_id
+            workspace=request.workspace,
+            conversation_id=conversation_id,
+            user_id=end_user(request),
         )
         counts = selectors.processing_counts(workspace=request.workspace, conversation=conversation)
         return Response(conversation_body(conversation, counts))
 
 
 class ConversationMessagesApi(APIView):
+    permission_classes = [EndUserAllowed]
+
     @extend_schema(
         summary="A conversation's messages (oldest first unless `order` says)",
         tags=["conversations"],
@@ -63,7 +73,9 @@ class ConversationMessagesApi(APIView):
     )
     def get(self, request, conversation_id: str):
         conversation = selectors.conversation_get(
-            workspace=request.workspace, conversation_id=conversation_id
+            workspace=request.workspace,
+            conversation_id=conversation_id,
+            user_id=end_user(request),
         )
         params = request.query_params
         if "order" not in params:  # a conversation reads oldest first
@@ -81,6 +93,7 @@ class ConversationMessagesApi(APIView):
         responses={201: docs.ImportedSerializer},
     )
     def post(self, request, conversation_id: str):
+        workspace_key_only(request, "Importing messages")
         serializer = ImportInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

@@ -7,6 +7,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import EndUserAllowed
+from accounts.endusers.scope import end_user, own_user, with_own_user
 from config.common.errors import ApiError
 from config.common.ids import identifier
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, user_id_query
@@ -36,6 +38,8 @@ def _with_sources(workspace, memory: Memory) -> dict:
 
 
 class MemoryListCreateApi(APIView):
+    permission_classes = [EndUserAllowed]
+
     @extend_schema(
         summary="List memories",
         tags=["memories"],
@@ -43,7 +47,7 @@ class MemoryListCreateApi(APIView):
         responses=docs.MemoryListSerializer,
     )
     def get(self, request):
-        user_id = identifier(request.query_params.get("user_id"), "user_id")
+        user_id = own_user(request, identifier(request.query_params.get("user_id"), "user_id"))
         memories = selectors.memory_list(workspace=request.workspace, user_id=user_id)
         page = paginate(memories, request.query_params, memory_body)
         sources = selectors.memory_sources(
@@ -67,10 +71,10 @@ class MemoryListCreateApi(APIView):
         ],
     )
     def post(self, request):
-        data = _valid(MemoryCreateInput, request.data)
+        data = _valid(MemoryCreateInput, with_own_user(request, request.data))
         memory = services.memory_create(
             workspace=request.workspace,
-            user_id=data["user_id"],
+            user_id=own_user(request, data["user_id"]),
             text=data["text"],
             kind=data["kind"],
             event_date=data.get("event_date"),
@@ -81,9 +85,13 @@ class MemoryListCreateApi(APIView):
 
 
 class MemoryDetailApi(APIView):
+    permission_classes = [EndUserAllowed]
+
     @extend_schema(summary="One memory", tags=["memories"], responses=docs.MemorySerializer)
     def get(self, request, memory_id: str):
-        memory = selectors.memory_get(workspace=request.workspace, memory_id=memory_id)
+        memory = selectors.memory_get(
+            workspace=request.workspace, memory_id=memory_id, user_id=end_user(request)
+        )
         return Response(_with_sources(request.workspace, memory))
 
     @extend_schema(
@@ -93,7 +101,9 @@ class MemoryDetailApi(APIView):
         responses=docs.MemorySerializer,
     )
     def patch(self, request, memory_id: str):
-        memory = selectors.memory_get(workspace=request.workspace, memory_id=memory_id)
+        memory = selectors.memory_get(
+            workspace=request.workspace, memory_id=memory_id, user_id=end_user(request)
+        )
         data = _valid(MemoryUpdateInput, request.data)
         if not data:
             raise ApiError(400, "Nothing to update: give text, kind, event_date or metadata.")
@@ -107,19 +117,27 @@ class MemoryDetailApi(APIView):
 
     @extend_schema(summary="Delete a memory", tags=["memories"], responses={200: DeletedSerializer})
     def delete(self, request, memory_id: str):
-        memory = selectors.memory_get(workspace=request.workspace, memory_id=memory_id)
+        memory = selectors.memory_get(
+            workspace=request.workspace, memory_id=memory_id, user_id=end_user(request)
+        )
         services.memory_delete(workspace=request.workspace, memory=memory, actor="api")
         return Response({"id": memory_id, "object": "memory.deleted", "deleted": True})
 
 
 class MemoryHistoryApi(APIView):
+    permission_classes = [EndUserAllowed]
+
     @extend_schema(
         summary="A memory's changes, oldest first (kept after it is deleted)",
         tags=["memories"],
         responses=docs.MemoryEventListSerializer,
     )
     def get(self, request, memory_id: str):
-        events = list(selectors.memory_history(workspace=request.workspace, memory_id=memory_id))
+        events = list(
+            selectors.memory_history(
+                workspace=request.workspace, memory_id=memory_id, user_id=end_user(request)
+            )
+        )
         if not events:  # a memory leaves its history behind: none means it never existed
             raise Memory.DoesNotExist
         return Response(
@@ -128,6 +146,8 @@ class MemoryHistoryApi(APIView):
 
 
 class MemorySearchApi(APIView):
+    permission_classes = [EndUserAllowed]
+
     @extend_schema(
         summary="Search a user's memories and past messages",
         description="One ranking: cosine similarity blended with BM25; each hit has `score`, "
@@ -146,11 +166,11 @@ class MemorySearchApi(APIView):
     def post(self, request):
         from memory.embeddings import get_embedder
 
-        data = _valid(SearchInput, request.data)
+        data = _valid(SearchInput, with_own_user(request, request.data))
         vector = get_embedder().embed_one(data["query"])
         results = search(
             workspace=request.workspace,
-            user_id=data["user_id"],
+            user_id=own_user(request, data["user_id"]),
             query=data["query"],
             vector=vector,
             limit=data["limit"],

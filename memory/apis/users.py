@@ -6,6 +6,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import EndUserAllowed
+from accounts.endusers.scope import own_user
 from config.common.openapi import LIST_PARAMETERS
 from config.common.pagination import list_body, parse_cursor
 from memory import selectors, services
@@ -41,12 +43,15 @@ class UserListApi(APIView):
 
 
 class UserApi(APIView):
+    permission_classes = [EndUserAllowed]  # an end user: only their own id (own_user)
+
     @extend_schema(
         summary="One end user: counts (with sessions and summaries) and last activity",
         tags=["users"],
         responses=docs.UserDetailSerializer,
     )
     def get(self, request, user_id: str):
+        own_user(request, user_id)
         stats = selectors.user_get(workspace=request.workspace, user_id=user_id)
         return Response(user_body(user_id, stats))
 
@@ -56,6 +61,7 @@ class UserApi(APIView):
         responses={200: docs.UserDeletedSerializer},
     )
     def delete(self, request, user_id: str):
+        own_user(request, user_id)
         counts = services.user_delete(workspace=request.workspace, user_id=user_id)
         return Response(
             {"id": user_id, "object": "user.deleted", "deleted": True, "counts": counts}
@@ -63,10 +69,13 @@ class UserApi(APIView):
 
 
 class UserExportApi(APIView):
+    permission_classes = [EndUserAllowed]  # an end user: only their own id (own_user)
+
     @extend_schema(
         summary="Export everything stored about a user",
         tags=["users"],
         responses=docs.UserExportSerializer,
     )
     def get(self, request, user_id: str):
+        own_user(request, user_id)
         return Response(selectors.user_export(workspace=request.workspace, user_id=user_id))

@@ -1,4 +1,4 @@
-"""Provider secrets at rest: Fernet, keyed from ENGRAM_ENCRYPTION_KEY or derived from SECRET_KEY.
+"""Secrets at rest (provider credentials, end-user token issuers' HS256 secrets): Fernet, keyed from ENGRAM_ENCRYPTION_KEY or derived from SECRET_KEY.
 
 ENGRAM_ENCRYPTION_KEY may hold several comma-separated keys: the first encrypts, all decrypt
 (rotation). A value that is not a Fernet key is stretched into one with SHA-256.
@@ -46,5 +46,5 @@ def decrypt(token: str) -> str:
         return cipher().decrypt(token.encode()).decode()
     except InvalidToken:
         raise SecretUnreadable(
-            "provider secret cannot be decrypted with the configured key"
+            "a stored secret cannot be decrypted with the configured key"
         ) from None

@@ -1,0 +1,200 @@
+"""An issuer's public keys: its JWKS, fetched and kept in-process.
+
+A key set lives ENGRAM_JWKS_CACHE_SECONDS. Past half of that, the request that notices starts
+one refetch on a background thread and goes on with the keys it has, so a busy issuer's keys
+are renewed off the request path and nobody waits at expiry. A token naming a `kid` the set
+does not hold refetches at once (a rotation: the new key is used without a restart) unless the
+set was fetched less than ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS ago, so a flood of made-up kids
+cannot make Engram hammer the provider. When the provider is unreachable the keys already
+fetched keep verifying until their lifetime ends; a kid they lack is then a 401.
+
+Other reports this answers: a JWK without `kid` is used when it is the set's only signing key;
+a stale set is never trusted beyond its lifetime.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import jwt
+from django.conf import settings
+
+logger = logging.getLogger("engram.endusers")
+
+MAX_JWKS_BYTES = 512 * 1024
+
+
+class JwksError(Exception):
+    """Why a key could not be found (the message goes into the 401)."""
+
+
+@dataclass
+class _KeySet:
+    keys: list[dict] = field(default_factory=list)
+    fetched: float = float("-inf")  # monotonic time of the last successful fetch
+    attempted: float = float("-inf")  # of the last attempt, successful or not
+    error: str = ""  # why the last attempt failed
+    refreshing: bool = False
+
+
+_sets: dict[str, _KeySet] = {}
+_locks: dict[str, threading.Lock] = {}
+_guard = threading.Lock()
+
+
+def _lifetime() -> float:
+    return settings.ENGRAM_JWKS_CACHE_SECONDS
+
+
+def _cooldown() -> float:
+    return settings.ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS
+
+
+def clear() -> None:
+    """Tests: forget every key set."""
+    with _guard:
+        _sets.clear()
+
+
+# --- where a JWKS may live ----------------------------------------------------------------------
+
+
+def check_url(url: str) -> None:
+    """A JWKS URL Engram may fetch: https (http only where private addresses are allowed) on a
+    public address, unless ENGRAM_JWKS_ALLOW_PRIVATE (a workspace key must not turn Engram into
+    a probe of its own network)."""
+    parts = urlsplit(url)
+    allow_private = settings.ENGRAM_JWKS_ALLOW_PRIVATE
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise JwksError("the JWKS URL must be an https URL")
+    if parts.scheme == "http" and not allow_private:
+        raise JwksError("the JWKS URL must be https")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise JwksError(f"the JWKS host cannot be resolved ({type(exc).__name__})") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise JwksError(
+                "the JWKS URL points at a private address (set ENGRAM_JWKS_ALLOW_PRIVATE to allow)"
+            )
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # a redirect could lead past check_url
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def _fetch(url: str) -> list[dict]:
+    check_url(url)
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with _opener.open(request, timeout=settings.ENGRAM_JWKS_TIMEOUT_SECONDS) as response:
+            raw = response.read(MAX_JWKS_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise JwksError(f"the JWKS URL answered {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise JwksError(f"the JWKS URL is unreachable ({type(exc).__name__})") from None
+    if len(raw) > MAX_JWKS_BYTES:
+        raise JwksError("the JWKS is too large")
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise JwksError("the JWKS is not JSON") from None
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list):
+        raise JwksError("the JWKS has no `keys` array")
+    return [k for k in keys if isinstance(k, dict) and k.get("use", "sig") == "sig"]
+
+
+def _lock_of(url: str) -> threading.Lock:
+    with _guard:
+        return _locks.setdefault(url, threading.Lock())
+
+
+def _refetch(url: str, entry: _KeySet) -> None:
+    """Fetch `url` into `entry`; one fetch per URL at a time (others wait and share it)."""
+    attempted = entry.attempted
+    with _lock_of(url):
+        if entry.attempted != attempted:
+            return  # another thread fetched while this one waited
+        entry.attempted = time.monotonic()
+        try:
+            entry.keys = _fetch(url)
+            entry.fetched = entry.attempted
+            entry.error = ""
+        except JwksError as exc:
+            entry.error = str(exc)
+            logger.warning("JWKS fetch failed: %s", exc)
+
+
+def _refresh_in_background(url: str, entry: _KeySet) -> None:
+    with _guard:
+        if entry.refreshing:
+            return
+        entry.refreshing = True
+
+    def run() -> None:
+        try:
+            _refetch(url, entry)
+        finally:
+            entry.refreshing = False
+
+    threading.Thread(target=run, name="jwks-refresh", daemon=True).start()
+
+
+def _entry(url: str) -> _KeySet:
+    with _guard:
+        return _sets.setdefault(url, _KeySet())
+
+
+def _pick(keys: list[dict], kid: str | None) -> dict | None:
+    if kid is not None:
+        return next((k for k in keys if k.get("kid") == kid), None)
+    return keys[0] if len(keys) == 1 else None  # no kid: only an unambiguous set will do
+
+
+def signing_key(url: str, *, kid: str | None, algorithm: str):
+    """The public key for a token's header (`kid`, `alg`); JwksError says why there is none.
+    May fetch (the first use, an expired set, an unknown kid): call it off the event loop."""
+    entry = _entry(url)
+    now = time.monotonic()
+    age = now - entry.fetched
+    if age > _lifetime():
+        if now - entry.attempted >= _cooldown():  # a provider that is down is retried after it
+            _refetch(url, entry)
+        if time.monotonic() - entry.fetched > _lifetime():
+            raise JwksError(entry.error or "the JWKS could not be fetched")
+    elif age > _lifetime() / 2:
+        _refresh_in_background(url, entry)
+    jwk = _pick(entry.keys, kid)
+    if jwk is None and kid is not None and time.monotonic() - entry.attempted >= _cooldown():
+        _refetch(url, entry)  # a rotation: the provider has a key Engram has not seen yet
+        jwk = _pick(entry.keys, kid)
+    if jwk is None:
+        if kid is None:
+            raise JwksError("the token has no kid and the JWKS holds several keys")
+        if entry.error:
+            raise JwksError(f"no key with this kid in the cached JWKS, and {entry.error}")
+        raise JwksError("no key with this kid in the issuer's JWKS")
+    if jwk.get("alg") not in (None, algorithm):
+        raise JwksError(f"the key is for {jwk.get('alg')}, the token says {algorithm}")
+    try:
+        return jwt.PyJWK(jwk, algorithm=algorithm).key
+    except jwt.PyJWTError:
+        raise JwksError(f"the key with this kid cannot verify {algorithm}") from None

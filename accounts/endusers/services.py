@@ -1,0 +1,91 @@
+"""Issuers: created, edited and deleted here (the API and the admin), so every process forgets
+what it cached about them at once."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+
+from accounts.endusers import jwks
+from accounts.endusers.models import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
+from accounts.endusers.tokens import issuers_changed
+from accounts.models import Workspace
+from config.common.errors import Invalid
+
+FIELDS = (
+    "issuer",
+    "audiences",
+    "jwks_url",
+    "hs256_secret",
+    "algorithms",
+    "user_claim",
+    "required_scope",
+    "leeway_seconds",
+)
+
+
+def check(issuer: Issuer) -> None:
+    """The rules an issuer keeps whatever edit made it: one key source, its algorithms only."""
+    if not issuer.audiences:
+        raise Invalid("At least one audience: tokens are checked for `aud`.", field="audiences")
+    has_secret = bool(issuer.hs256_secret_encrypted)
+    if bool(issuer.jwks_url) == has_secret:
+        raise Invalid("Give either jwks_url or hs256_secret (exactly one).", field="jwks_url")
+    allowed = HMAC_ALGORITHMS if has_secret else ASYMMETRIC_ALGORITHMS
+    if not issuer.algorithms:
+        issuer.algorithms = ["HS256"] if has_secret else ["RS256", "ES256"]
+    wrong = [a for a in issuer.algorithms if a not in allowed]
+    if wrong:
+        source = "an hs256_secret" if has_secret else "a jwks_url"
+        raise Invalid(
+            f"Algorithms {wrong} cannot be used with {source} (allowed: {', '.join(allowed)}).",
+            field="algorithms",
+        )
+    if issuer.jwks_url:
+        try:
+            jwks.check_url(issuer.jwks_url)
+        except jwks.JwksError as exc:
+            raise Invalid(f"{str(exc).capitalize()}.", field="jwks_url") from None
+
+
+def apply(issuer: Issuer, changes: dict) -> None:
+    for name, value in changes.items():
+        if name == "hs256_secret":
+            issuer.set_secret(value or "")
+        elif name == "jwks_url":
+            issuer.jwks_url = value or ""
+        else:
+            setattr(issuer, name, value)
+
+
+def _save(issuer: Issuer) -> Issuer:
+    try:
+        with transaction.atomic():
+            issuer.save()
+    except IntegrityError:
+        raise Invalid("This workspace already trusts that issuer.", field="issuer") from None
+    issuers_changed()
+    return issuer
+
+
+@transaction.atomic
+def issuer_create(*, workspace: Workspace, **fields) -> Issuer:
+    issuer = Issuer(workspace=workspace)
+    apply(issuer, fields)
+    check(issuer)
+    return _save(issuer)
+
+
+@transaction.atomic
+def issuer_update(*, workspace: Workspace, issuer: Issuer, **changes) -> Issuer:
+    """Partial: switching key source means giving the new one and emptying the other."""
+    assert issuer.workspace_id == workspace.id
+    apply(issuer, changes)
+    check(issuer)
+    return _save(issuer)
+
+
+@transaction.atomic
+def issuer_delete(*, workspace: Workspace, issuer: Issuer) -> None:
+    """Its tokens stop working on every process at once."""
+    Issuer.objects.filter(workspace=workspace, id=issuer.id).delete()
+    issuers_changed()

@@ -1,0 +1,267 @@
+"""A JWT bearer -> the workspace and end user it names, verified with PyJWT.
+
+`verify` checks the signature (the issuer's JWKS or HS256 secret, only the issuer's algorithms:
+never `none`, never an HMAC token against a key-set issuer), `iss`, `aud` (always required),
+`exp` (required), `nbf` and `iat` (not in the future) with the issuer's leeway, an optional
+scope, and takes the user id from the issuer's claim. Any failure is a 401 whose message names
+the check, never the token.
+
+Verified tokens are cached by their SHA-256 until their `exp` (at most
+ENGRAM_TOKEN_CACHE_SECONDS), so a token costs one verification, then a dict lookup. Issuers are
+cached per `iss` and forgotten on every process when one changes (config.common.coherence).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import jwt
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from accounts.endusers import jwks
+from accounts.models import Workspace
+from config.common import coherence
+from config.common.cache import TTLCache
+from config.common.errors import ApiError
+from config.common.ids import is_id
+
+_MAX_TOKENS = 50_000
+_MAX_ISSUERS = 1_000
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    """An Issuer row as verification needs it (the secret decrypted once, when loaded)."""
+
+    id: str
+    workspace: Workspace
+    issuer: str
+    audiences: tuple[str, ...]
+    algorithms: tuple[str, ...]
+    jwks_url: str
+    secret: str
+    user_claim: str
+    required_scope: str
+    leeway_seconds: int
+
+
+@dataclass(frozen=True)
+class EndUser:
+    workspace: Workspace
+    user_id: str
+    issuer_id: str
+    valid_until: float  # epoch seconds: exp plus the issuer's leeway
+
+
+def rejected(reason: str) -> ApiError:
+    return ApiError(
+        401,
+        f"Invalid end-user token: {reason}.",
+        type="invalid_request_error",
+        code="invalid_api_key",
+    )
+
+
+def looks_like_jwt(token: str) -> bool:
+    """A compact JWS (base64url header starting `{"`); API keys start `sk-`."""
+    return token.startswith("eyJ") and token.count(".") == 2
+
+
+# --- issuers ------------------------------------------------------------------------------------
+
+
+def _issuer_ttl() -> float:
+    return settings.ENGRAM_ISSUER_CACHE_SECONDS
+
+
+issuer_cache: TTLCache[str, tuple[IssuerConfig, ...]] = TTLCache(
+    ttl=_issuer_ttl, max_entries=_MAX_ISSUERS
+)
+
+
+def _load_issuers(iss: str) -> tuple[IssuerConfig, ...]:
+    from accounts.endusers.selectors import issuers_for
+
+    return tuple(
+        IssuerConfig(
+            id=row.id,
+            workspace=row.workspace,
+            issuer=row.issuer,
+            audiences=tuple(row.audiences),
+            algorithms=tuple(row.algorithms),
+            jwks_url=row.jwks_url,
+            secret=row.get_secret(),
+            user_claim=row.user_claim,
+            required_scope=row.required_scope,
+            leeway_seconds=row.leeway_seconds,
+        )
+        for row in issuers_for(iss=iss)
+    )
+
+
+def _issuer(iss: str, workspace_hint: str | None, fresh: bool) -> IssuerConfig:
+    found = issuer_cache.get(iss, lambda: _load_issuers(iss)) if fresh else _load_issuers(iss)
+    if workspace_hint:
+        found = tuple(c for c in found if c.workspace.id == workspace_hint)
+        if not found:
+            raise rejected("the workspace in x-workspace-id does not trust this token's issuer")
+    if not found:
+        raise rejected("no workspace trusts this token's issuer (iss)")
+    if len(found) > 1:
+        raise rejected("several workspaces trust this token's issuer: send x-workspace-id")
+    return found[0]
+
+
+# --- verification -------------------------------------------------------------------------------
+
+_FAILURES: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "it has expired (exp)"),
+    (jwt.ImmatureSignatureError, "it is not valid yet (nbf or iat in the future)"),
+    (jwt.InvalidAudienceError, "wrong audience (aud)"),
+    (jwt.InvalidIssuerError, "wrong issuer (iss)"),
+    (jwt.InvalidIssuedAtError, "its iat is not a time"),
+    (jwt.InvalidSignatureError, "bad signature"),
+    (jwt.InvalidAlgorithmError, "its algorithm is not allowed for this issuer"),
+    (jwt.DecodeError, "malformed token"),
+)
+
+
+def _scopes(claims: dict) -> set[str]:
+    found: set[str] = set()
+    for name in ("scope", "scp"):  # OAuth2's space-separated string; Azure/Okta's list
+        value = claims.get(name)
+        if isinstance(value, str):
+            found.update(value.split())
+        elif isinstance(value, list):
+            found.update(v for v in value if isinstance(v, str))
+    return found
+
+
+def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> EndUser:
+    """The end user a JWT names; ApiError (401, or 403 for a missing scope) otherwise."""
+    try:
+        header = jwt.get_unverified_header(token)
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise rejected("malformed token") from None
+    iss = unverified.get("iss")
+    if not isinstance(iss, str) or not iss:
+        raise rejected("it has no issuer (iss)")
+    config = _issuer(iss, workspace_hint, fresh)
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str) or algorithm not in config.algorithms:
+        raise rejected(f"its algorithm ({str(algorithm)[:16]}) is not allowed for this issuer")
+    if config.secret:
+        key: object = config.secret
+    else:
+        kid = header.get("kid")
+        try:
+            key = jwks.signing_key(
+                config.jwks_url, kid=kid if isinstance(kid, str) else None, algorithm=algorithm
+            )
+        except jwks.JwksError as exc:
+            raise rejected(str(exc)) from None
+    try:
+        claims = jwt.decode(
+            token,
+            key,  # type: ignore[arg-type]
+            algorithms=[algorithm],
+            audience=list(config.audiences),
+            issuer=config.issuer,
+            leeway=config.leeway_seconds,
+            options={"require": ["exp", "iss", "aud"]},
+        )
+    except jwt.MissingRequiredClaimError as exc:
+        raise rejected(f"it has no {exc.claim} claim") from None
+    except jwt.PyJWTError as exc:
+        reason = next((r for kind, r in _FAILURES if isinstance(exc, kind)), "it was refused")
+        raise rejected(reason) from None
+    user_id = claims.get(config.user_claim)
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    if isinstance(user_id, str):
+        # Auth0's subs are `provider|id`; `|` is outside Engram's id rule, `:` means the same
+        user_id = user_id.replace("|", ":")
+    if not isinstance(user_id, str) or not is_id(user_id):
+        raise rejected(f"its {config.user_claim} claim is not a user id")
+    if config.required_scope and config.required_scope not in _scopes(claims):
+        raise ApiError(
+            403,
+            f"The token lacks the scope this issuer requires ({config.required_scope}).",
+            code="insufficient_scope",
+        )
+    return EndUser(
+        workspace=config.workspace,
+        user_id=user_id,
+        issuer_id=config.id,
+        valid_until=float(claims["exp"]) + config.leeway_seconds,
+    )
+
+
+def _verify_on_worker(token: str, workspace_hint: str | None, fresh: bool) -> EndUser:
+    close_old_connections()  # a pool thread: a healthy connection before and after
+    try:
+        return verify(token, workspace_hint=workspace_hint, fresh=fresh)
+    finally:
+        close_old_connections()
+
+
+_verify_async = sync_to_async(_verify_on_worker, thread_sensitive=False)
+
+
+# --- the verified-token cache -------------------------------------------------------------------
+
+
+def _token_ttl() -> float:
+    return settings.ENGRAM_TOKEN_CACHE_SECONDS
+
+
+# (sha256 of the token, x-workspace-id) -> who it names. The token itself is never kept.
+token_cache: TTLCache[tuple[str, str], EndUser] = TTLCache(ttl=_token_ttl, max_entries=_MAX_TOKENS)
+
+
+def _cache_key(token: str, workspace_hint: str | None) -> tuple[str, str]:
+    return hashlib.sha256(token.encode()).hexdigest(), workspace_hint or ""
+
+
+def _current(found: EndUser) -> EndUser:
+    if time.time() > found.valid_until:  # cached, but its exp has passed since
+        raise rejected("it has expired (exp)")
+    return found
+
+
+def resolve_sync(token: str, *, workspace_hint: str | None, fresh: bool) -> EndUser:
+    if not fresh:  # Redis cannot say whether the caches are current: verify against the rows
+        return verify(token, workspace_hint=workspace_hint, fresh=False)
+    key = _cache_key(token, workspace_hint)
+    return _current(token_cache.get(key, lambda: verify(token, workspace_hint=workspace_hint)))
+
+
+async def resolve_async(token: str, *, workspace_hint: str | None, fresh: bool) -> EndUser:
+    if not fresh:
+        return await _verify_async(token, workspace_hint, False)
+    key = _cache_key(token, workspace_hint)
+    return _current(await token_cache.aget(key, lambda: _verify_async(token, workspace_hint, True)))
+
+
+def issuers_changed() -> None:
+    """An issuer was added, edited or deleted: forget issuers and verified tokens here now, at
+    commit, and on every other process (as accounts.authentication.keys_changed)."""
+    clear()
+    from django.db import transaction
+
+    transaction.on_commit(clear)
+    coherence.publish("issuers")
+
+
+def clear() -> None:
+    issuer_cache.clear()
+    token_cache.clear()
+
+
+coherence.register("issuers", clear)
+coherence.register("keys", clear)  # a deleted workspace's issuers and tokens stop too

@@ -1,0 +1,474 @@
+"""End-user tokens: an app's own users call Engram with their provider's JWT (RS256 and ES256
+from a JWKS served on loopback, HS256 from a secret); each reaches only their own data."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from accounts.endusers.models import Issuer
+from memory.models import Conversation, Memory
+from tests.identity import (
+    AUD,
+    ISS,
+    JwksServer,
+    SigningKey,
+    forged_hs256,
+    hs256,
+    tampered,
+    unsigned,
+)
+from tests.upstream import Reply, openai_completion
+
+SECRET = "an-hs256-secret-of-at-least-32-characters"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_jwks(settings):
+    settings.ENGRAM_JWKS_ALLOW_PRIVATE = True  # the JWKS below lives on 127.0.0.1
+    settings.ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = 0.0  # rotations in a test are back to back
+
+
+@pytest.fixture(scope="module")
+def rsa_key():
+    return SigningKey("RS256", "rsa-1")
+
+
+@pytest.fixture(scope="module")
+def ec_key():
+    return SigningKey("ES256", "ec-1")
+
+
+@pytest.fixture
+def jwks(rsa_key, ec_key):
+    server = JwksServer(rsa_key, ec_key)
+    yield server
+    server.stop()
+
+
+def trust(http, url, **extra) -> dict:
+    body = {"issuer": ISS, "audiences": [AUD], "jwks_url": url, "algorithms": ["RS256", "ES256"]}
+    response = http.post("/v1/auth/issuers", json=body | extra)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture
+def issuer(http, jwks):
+    return trust(http, jwks.url)
+
+
+def as_user(server, token, **headers) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}", **headers}, timeout=30
+    )
+
+
+def chat(server, token, text="Hi", **headers) -> httpx.Response:
+    with as_user(server, token, **headers) as client:
+        return client.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
+        )
+
+
+def refused(response: httpx.Response, status: int, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    for word in words:
+        assert word in error["message"], error
+    return error
+
+
+# --- the issuers API ----------------------------------------------------------------------------
+
+
+def test_issuers_are_managed_with_the_workspace_key_and_secrets_never_come_back(
+    http, jwks, rsa_key, engram_server
+):
+    created = trust(http, jwks.url)
+    assert created["object"] == "auth.issuer" and created["user_claim"] == "sub"
+    assert created["has_hs256_secret"] is False and created["leeway_seconds"] == 30
+
+    secret_issuer = http.post(
+        "/v1/auth/issuers",
+        json={"issuer": "https://hs.example.test", "audiences": ["a"], "hs256_secret": SECRET},
+    )
+    assert secret_issuer.status_code == 201, secret_issuer.text
+    body = secret_issuer.json()
+    assert body["has_hs256_secret"] is True and body["algorithms"] == ["HS256"]
+    assert SECRET not in secret_issuer.text
+    stored = Issuer.objects.get(id=body["id"]).hs256_secret_encrypted
+    assert stored and SECRET not in stored  # encrypted at rest
+
+    listed = http.get("/v1/auth/issuers").json()
+    assert [i["id"] for i in listed["data"]] == [body["id"], created["id"]]
+    assert SECRET not in http.get(f"/v1/auth/issuers/{body['id']}").text
+
+    patched = http.patch(
+        f"/v1/auth/issuers/{created['id']}", json={"audiences": [AUD, "other"], "user_claim": "uid"}
+    ).json()
+    assert patched["audiences"] == [AUD, "other"] and patched["user_claim"] == "uid"
+
+    # the rules: alg none never, HS and RS never mixed, an audience always, one key source
+    bad = [
+        ({"algorithms": ["none"]}, "algorithms"),
+        ({"algorithms": ["HS256"]}, "algorithms"),
+        ({"audiences": []}, "audiences"),
+        ({"hs256_secret": SECRET}, "jwks_url"),
+    ]
+    for change, param in bad:
+        response = http.post(
+            "/v1/auth/issuers",
+            json={"issuer": "https://x.test", "audiences": [AUD], "jwks_url": jwks.url} | change,
+        )
+        assert response.status_code == 400, (change, response.text)
+        assert response.json()["error"]["param"].startswith(param), response.text
+    duplicate = http.post(
+        "/v1/auth/issuers", json={"issuer": ISS, "audiences": [AUD], "jwks_url": jwks.url}
+    )
+    refused(duplicate, 400, "already trusts")
+
+    # an end user's token cannot manage issuers (nor keys, collections or users at large)
+    http.patch(f"/v1/auth/issuers/{created['id']}", json={"user_claim": "sub"})
+    with as_user(engram_server, rsa_key.token("alice")) as alice:
+        assert alice.get("/v1/memories").status_code == 200
+        for method, path in [
+            ("GET", "/v1/auth/issuers"),
+            ("POST", "/v1/collections"),
+            ("GET", "/v1/users"),
+            ("POST", "/v1/conversations/c1/messages"),
+        ]:
+            assert alice.request(method, path, json={}).status_code == 403, path
+
+    assert http.delete(f"/v1/auth/issuers/{created['id']}").json()["deleted"] is True
+    assert http.get(f"/v1/auth/issuers/{created['id']}").status_code == 404
+    # its tokens stop at once, even one already verified and cached
+    refused(chat(engram_server, rsa_key.token("alice")), 401, "no workspace trusts")
+
+
+def test_a_private_jwks_url_is_refused_unless_the_setting_allows_it(http, jwks, settings):
+    settings.ENGRAM_JWKS_ALLOW_PRIVATE = False
+    response = http.post(
+        "/v1/auth/issuers", json={"issuer": ISS, "audiences": [AUD], "jwks_url": jwks.url}
+    )
+    error = refused(response, 400, "https")
+    assert error["param"] == "jwks_url"
+
+
+# --- chatting and remembering -------------------------------------------------------------------
+
+
+@pytest.fixture
+def offline_extraction(settings):
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+
+
+def test_a_valid_token_chats_and_remembers_as_its_sub(
+    engram_server, http, issuer, rsa_key, upstream, celery_worker, offline_extraction
+):
+    from openai import OpenAI
+
+    token = rsa_key.token("alice")
+    client = OpenAI(base_url=engram_server.url + "/v1", api_key=token, max_retries=0)
+    upstream.script(Reply(json=openai_completion("Lisbon is lovely!")))
+    answer = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "I live in Lisbon."}],
+        extra_headers={"x-conversation-id": "first"},
+    )
+    assert answer.choices[0].message.content == "Lisbon is lovely!"
+    conversation = Conversation.objects.get(external_id="first")
+    assert conversation.user_id == "alice"
+
+    with as_user(engram_server, token) as alice:
+        deadline = time.monotonic() + 60
+        while alice.get("/v1/conversations/first").json()["processing"]["pending"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        mine = alice.get("/v1/memories").json()["data"]
+    assert mine and all(m["user_id"] == "alice" for m in mine)
+    assert any("Lisbon" in m["text"] for m in mine)
+    # the workspace key sees the same memories under the token's sub
+    assert {m["id"] for m in http.get("/v1/memories?user_id=alice").json()["data"]} == {
+        m["id"] for m in mine
+    }
+    # the next chat of alice (a fresh token, same sub) is given her memory
+    client = OpenAI(base_url=engram_server.url + "/v1", api_key=rsa_key.token("alice"))
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Where do I live?"}]
+    )
+    assert "Lisbon" in str(upstream.chat_requests()[-1].body["messages"])
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["asgi-door", "django-view"])
+def test_an_x_user_id_or_user_that_differs_from_the_token_is_403_naming_it(
+    engram_server, issuer, ec_key, upstream, settings, fast_path
+):
+    settings.ENGRAM_GATEWAY_FAST_PATH = fast_path
+    token = ec_key.token("alice")
+    error = refused(chat(engram_server, token, **{"x-user-id": "bob"}), 403, "x-user-id")
+    assert error["param"] == "x-user-id" and error["code"] == "user_mismatch"
+    with as_user(engram_server, token) as alice:
+        body = {"model": "m", "user": "bob", "messages": [{"role": "user", "content": "Hi"}]}
+        assert refused(alice.post("/v1/chat/completions", json=body), 403)["param"] == "user"
+        # the Django door (POST /v1/context) keeps the same rule
+        context = alice.post("/v1/context", json=body)
+        assert refused(context, 403)["param"] == "user"
+        assert alice.post("/v1/context", json=body | {"user": "alice"}).json()["user_id"] == "alice"
+    assert chat(engram_server, token, **{"x-user-id": "alice"}).status_code == 200
+
+
+# --- one user, not another ----------------------------------------------------------------------
+
+
+def test_a_second_user_cannot_reach_the_first_users_memories_or_conversations(
+    engram_server, http, issuer, rsa_key, ec_key
+):
+    memory = http.post("/v1/memories", json={"user_id": "alice", "text": "Alice lives in Oslo."})
+    memory_id = memory.json()["id"]
+    imported = http.post(
+        "/v1/conversations/c-alice/messages",
+        json={"user_id": "alice", "messages": [{"role": "user", "content": "I moved to Oslo"}]},
+    )
+    assert imported.status_code == 201, imported.text
+    conversation_id = Conversation.objects.get(external_id="c-alice").id
+
+    with as_user(engram_server, ec_key.token("bob")) as bob:
+        assert bob.get("/v1/memories").json()["data"] == []
+        assert refused(bob.get("/v1/memories?user_id=alice"), 403)["param"] == "user_id"
+        for path in (f"/v1/memories/{memory_id}", f"/v1/memories/{memory_id}/history"):
+            refused(bob.get(path), 404)
+        refused(bob.patch(f"/v1/memories/{memory_id}", json={"text": "Bob was here."}), 404)
+        refused(bob.delete(f"/v1/memories/{memory_id}"), 404)
+        search = {"query": "Where does Alice live?", "user_id": "alice"}
+        assert refused(bob.post("/v1/memories/search", json=search), 403)["param"] == "user_id"
+        search.pop("user_id")
+        assert "Oslo" not in bob.post("/v1/memories/search", json=search).text
+        refused(bob.get("/v1/conversations?user_id=alice"), 403)
+        assert bob.get("/v1/conversations").json()["data"] == []
+        for path in ("c-alice", conversation_id, "c-alice/messages"):
+            refused(bob.get(f"/v1/conversations/{path}"), 404)
+        for method in ("GET", "DELETE"):
+            refused(bob.request(method, "/v1/users/alice"), 403)
+        refused(bob.get("/v1/users/alice/export"), 403)
+        # bob's own data is his to manage
+        own = bob.post("/v1/memories", json={"text": "Bob likes rain."})
+        assert own.status_code == 201 and own.json()["user_id"] == "bob"
+        assert bob.get("/v1/users/bob/export").status_code == 200
+
+    assert Memory.objects.get(id=memory_id).text == "Alice lives in Oslo."  # untouched
+    with as_user(engram_server, rsa_key.token("alice")) as alice:
+        assert alice.get(f"/v1/memories/{memory_id}").json()["user_id"] == "alice"
+        assert alice.get("/v1/conversations/c-alice/messages").json()["data"]
+        export = alice.get("/v1/users/alice/export")
+        assert export.status_code == 200 and "Oslo" in export.text and "Bob" not in export.text
+        assert alice.delete(f"/v1/memories/{memory_id}").json()["deleted"] is True
+        assert alice.delete("/v1/users/alice").json()["deleted"] is True
+    assert not Conversation.objects.filter(user_id="alice").exists()
+
+
+# --- refusals -----------------------------------------------------------------------------------
+
+
+def test_tokens_that_fail_a_check_are_401_saying_which(engram_server, issuer, rsa_key, ec_key):
+    impostor = SigningKey("RS256", "rsa-1")  # same kid, another key
+    cases = [
+        (rsa_key.token(exp=int(time.time()) - 120), "expired"),
+        (rsa_key.token(aud="someone-else"), "audience"),
+        (rsa_key.token(iss="https://evil.example.test/"), "issuer"),
+        (unsigned(), "algorithm"),
+        (forged_hs256(rsa_key.public_pem(), kid="rsa-1"), "algorithm"),
+        (tampered(rsa_key.token("alice"), sub="bob"), "signature"),
+        (impostor.token(), "signature"),
+        (rsa_key.token(nbf=int(time.time()) + 3600), "not valid yet"),
+        (rsa_key.token(exp=None), "exp"),
+        (rsa_key.token(aud=None), "aud"),
+        (ec_key.token(headers={"kid": "nobody"}), "kid"),
+        ("eyJhbGciOi.not-json.x", "malformed"),
+    ]
+    for token, word in cases:
+        error = refused(chat(engram_server, token), 401, word)
+        assert error["code"] == "invalid_api_key"
+        assert token not in error["message"]
+        # the REST door answers the same
+        with as_user(engram_server, token) as client:
+            assert client.get("/v1/memories").json()["error"]["message"] == error["message"]
+
+
+def test_an_hs256_issuer_accepts_its_secret_only(engram_server, http, rsa_key):
+    created = http.post(
+        "/v1/auth/issuers",
+        json={"issuer": ISS, "audiences": [AUD], "hs256_secret": SECRET, "user_claim": "uid"},
+    )
+    assert created.status_code == 201, created.text
+    with as_user(engram_server, hs256(SECRET, uid="carol")) as carol:
+        mine = carol.post("/v1/memories", json={"text": "Carol plays chess."})
+        assert mine.status_code == 201 and mine.json()["user_id"] == "carol"
+    with as_user(engram_server, hs256(SECRET, uid="auth0|abc")) as auth0_user:
+        mine = auth0_user.post("/v1/memories", json={"text": "An Auth0 user."})
+        assert mine.json()["user_id"] == "auth0:abc"  # `|` is outside the id rule
+    refused(chat(engram_server, hs256(SECRET, uid="has space")), 401, "uid claim")
+    refused(chat(engram_server, hs256("another-secret-of-at-least-32-chars!!", uid="c")), 401)
+    refused(chat(engram_server, hs256(SECRET)), 401, "uid claim")  # no uid
+    refused(chat(engram_server, rsa_key.token(uid="carol")), 401, "algorithm")
+
+
+def test_a_required_scope_is_checked(engram_server, http, jwks, rsa_key):
+    trust(http, jwks.url, required_scope="engram:chat")
+    refused(chat(engram_server, rsa_key.token(scope="openid email")), 403, "engram:chat")
+    with as_user(engram_server, rsa_key.token(scope="openid engram:chat")) as ok:
+        assert ok.get("/v1/memories").status_code == 200
+
+
+def test_one_issuer_serving_two_workspaces_needs_x_workspace_id(
+    engram_server, http, outsider, jwks, rsa_key
+):
+    trust(http, jwks.url)
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}
+    ) as other:
+        trust(other, jwks.url)
+    refused(chat(engram_server, rsa_key.token()), 401, "x-workspace-id")
+    with as_user(engram_server, rsa_key.token("dan"), **{"x-workspace-id": outsider[0].id}) as dan:
+        assert dan.post("/v1/memories", json={"text": "Dan."}).status_code == 201
+    assert Memory.objects.get(user_id="dan").workspace_id == outsider[0].id
+
+
+# --- the key set: rotation, outages, no kid ------------------------------------------------------
+
+
+def test_a_rotated_key_is_used_without_restart_and_a_removed_one_stops(
+    engram_server, issuer, jwks, rsa_key
+):
+    assert chat(engram_server, rsa_key.token()).status_code == 200
+    fetched = jwks.requests
+    rotated = SigningKey("RS256", "rsa-2")
+    jwks.keys.append(rotated)  # the provider publishes its next key
+    assert chat(engram_server, rotated.token()).status_code == 200  # refetched on the new kid
+    assert jwks.requests == fetched + 1
+    assert chat(engram_server, rsa_key.token()).status_code == 200  # the old key still holds
+
+    jwks.keys.remove(rsa_key)  # the provider retires the old key
+    refused(chat(engram_server, SigningKey("RS256", "rsa-3").token()), 401, "kid")  # refetch
+    refused(chat(engram_server, rsa_key.token()), 401, "kid")
+    assert chat(engram_server, rotated.token()).status_code == 200
+
+
+def test_when_the_jwks_is_down_cached_keys_verify_and_a_new_kid_is_401(
+    engram_server, http, issuer, jwks, rsa_key
+):
+    assert chat(engram_server, rsa_key.token()).status_code == 200
+    jwks.stop()
+    assert chat(engram_server, rsa_key.token("bob")).status_code == 200  # a new token, cached key
+    error = refused(chat(engram_server, SigningKey("RS256", "rsa-9").token()), 401, "kid")
+    assert "unreachable" in error["message"]
+
+    # an issuer whose JWKS never answered: 401 saying so, never a 5xx
+    http.patch(f"/v1/auth/issuers/{issuer['id']}", json={"jwks_url": jwks.url + "?other"})
+    refused(chat(engram_server, rsa_key.token()), 401, "unreachable")
+
+
+def test_a_token_without_kid_verifies_against_a_one_key_set(engram_server, http):
+    lone = SigningKey("ES256", None)
+    server = JwksServer(lone)
+    try:
+        trust(http, server.url)
+        assert chat(engram_server, lone.token("erin")).status_code == 200
+        server.keys.append(SigningKey("ES256", "ec-2"))
+        Issuer.objects.update(jwks_url=server.url + "?again")  # a fresh set of two keys
+        from accounts.endusers.tokens import clear
+
+        clear()
+        refused(chat(engram_server, lone.token("erin")), 401, "no kid")
+    finally:
+        server.stop()
+
+
+def test_an_aging_key_set_is_refreshed_in_the_background_and_expires_with_its_lifetime(
+    settings, jwks, rsa_key
+):
+    from accounts.endusers import jwks as keysets
+
+    keysets.clear()
+    lifetime = settings.ENGRAM_JWKS_CACHE_SECONDS
+    assert keysets.signing_key(jwks.url, kid="rsa-1", algorithm="RS256") is not None
+    assert jwks.requests == 1
+    entry = keysets._sets[jwks.url]
+    entry.fetched -= lifetime * 0.75  # past half its life: served now, refreshed behind
+    assert keysets.signing_key(jwks.url, kid="rsa-1", algorithm="RS256") is not None
+    deadline = time.monotonic() + 10
+    while jwks.requests < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    jwks.stop()
+    while entry.refreshing:
+        time.sleep(0.01)
+    entry.fetched -= lifetime * 2  # past its life, and the provider is down
+    with pytest.raises(keysets.JwksError, match="unreachable"):
+        keysets.signing_key(jwks.url, kid="rsa-1", algorithm="RS256")
+
+
+def test_the_sync_door_resolves_the_same_principal(transactional_db, owner, jwks, rsa_key):
+    from accounts.authentication import resolve_sync
+    from accounts.endusers import services
+
+    services.issuer_create(workspace=owner[0], issuer=ISS, audiences=[AUD], jwks_url=jwks.url)
+    principal = resolve_sync(rsa_key.token("frank"))
+    assert principal is not None
+    assert principal.end_user == "frank" and principal.workspace == owner[0]
+    assert principal.key_id is None and not principal.is_operator
+
+
+def test_the_admin_adds_an_issuer_with_a_write_only_secret(admin_client, owner):
+    from django.urls import reverse
+
+    add = reverse("admin:accounts_issuer_add")
+    form = {
+        "workspace": owner[0].pk,
+        "issuer": "https://admin.example.test/",
+        "audiences": '["app"]',
+        "jwks_url": "",
+        "algorithms": "[]",
+        "user_claim": "sub",
+        "required_scope": "",
+        "leeway_seconds": "30",
+    }
+    page = admin_client.post(add, form | {"algorithms": '["RS256"]', "hs256_secret": SECRET})
+    assert page.status_code == 200 and b"cannot be used with" in page.content  # the API's rule
+    assert not Issuer.objects.exists()
+    assert admin_client.post(add, form | {"hs256_secret": SECRET}).status_code == 302
+    issuer = Issuer.objects.get()
+    assert issuer.get_secret() == SECRET and SECRET not in issuer.hs256_secret_encrypted
+    change = admin_client.get(reverse("admin:accounts_issuer_change", args=[issuer.pk]))
+    assert SECRET.encode() not in change.content
+
+
+def test_a_deleted_workspace_s_tokens_stop_at_once(engram_server, owner, issuer, rsa_key):
+    from accounts.services import workspace_delete
+
+    token = rsa_key.token("gina")
+    with as_user(engram_server, token) as gina:
+        assert gina.get("/v1/memories").status_code == 200  # verified, cached
+        workspace_delete(workspace=owner[0])
+        refused(gina.get("/v1/memories"), 401, "no workspace trusts")
+
+
+def test_made_up_kids_do_not_refetch_within_the_cool_down(settings, jwks):
+    from accounts.endusers import jwks as keysets
+
+    keysets.clear()
+    settings.ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = 60.0
+    assert keysets.signing_key(jwks.url, kid="ec-1", algorithm="ES256") is not None
+    for n in range(5):
+        with pytest.raises(keysets.JwksError, match="kid"):
+            keysets.signing_key(jwks.url, kid=f"made-up-{n}", algorithm="RS256")
+    assert jwks.requests == 1  # one fetch, however many unknown kids
+    with pytest.raises(keysets.JwksError, match="ES256"):
+        keysets.signing_key(jwks.url, kid="ec-1", algorithm="RS256")  # an EC key, an RS alg
+    settings.ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = 0.0
+    with pytest.raises(keysets.JwksError):
+        keysets.signing_key(jwks.url, kid="made-up-again", algorithm="RS256")
+    assert jwks.requests == 2
