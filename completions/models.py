@@ -115,3 +115,6 @@ class ModelAlias(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alias} → {self.target_model}"
+
+
+from completions.agents.models import Agent, AgentVersion  # noqa: E402, F401 - registered here
