@@ -112,7 +112,8 @@ def seeded(http, owner, operator_http):
         json={"text": "# Returns\nWithin 30 days.", "title": "Returns"},
     )
     spare = operator_http.post(f"/v1/workspaces/{owner[0].id}/api_keys", json={"name": "spare"})
-    for response in (memory, imported, collection, document, spare):
+    agent = http.post("/v1/agents", json={"name": "helper", "model": "local"})
+    for response in (memory, imported, collection, document, spare, agent):
         assert response.status_code in (201, 202), response.text
     Session.objects.create(workspace=owner[0], external_id="s1", user_id="alice")
     return {
@@ -123,7 +124,8 @@ def seeded(http, owner, operator_http):
         "document_id": document.json()["id"],
         "model_id": "local",
         "workspace_id": owner[0].id,
-        "key_id": spare.json()["id"],  # revoking it leaves the caller's key working
+        "key_id": spare.json()["id"],
+        "agent_id": agent.json()["id"],  # revoking it leaves the caller's key working
     }
 
 

@@ -16,7 +16,7 @@ class AgentForm(forms.ModelForm):
         fields = ("workspace", *CONFIG_FIELDS)
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         for field, check in policy.CHECKS.items():
             if field in data and field not in self.errors:
                 try:
