@@ -380,3 +380,20 @@ def test_engram_tools_in_json_answers_only_when_declared(sdk, http, upstream):
         final = stream.get_final_completion()
     names = [c.function.name for c in final.choices[0].message.tool_calls]
     assert names == ["_engramSearchSources", "get_weather"]
+
+
+def test_an_agent_change_published_elsewhere_reaches_the_next_call(sdk, http, owner, upstream):
+    """What another process's services do: change the rows, publish "agents" on commit."""
+    from completions.agents.models import Agent
+    from config.common import coherence
+
+    agent = _agent(http, instructions="Old.")
+    hi = [{"role": "user", "content": "Hi"}]
+    sdk.chat.completions.create(model="agent:helper", messages=hi)
+    assert _sent(upstream)["messages"][0]["content"] == "Old."
+    Agent.objects.filter(id=agent["id"]).update(instructions="New.", version=2)
+    sdk.chat.completions.create(model="agent:helper", messages=hi)
+    assert _sent(upstream)["messages"][0]["content"] == "Old."  # cached, unpublished
+    coherence._publish_now("agents")
+    sdk.chat.completions.create(model="agent:helper", messages=hi)
+    assert _sent(upstream)["messages"][0]["content"] == "New."
