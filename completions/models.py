@@ -35,6 +35,8 @@ class UsageRecord(models.Model):
     latency_ms = models.FloatField()
     upstream_ms = models.FloatField(null=True, blank=True)
     incomplete = models.BooleanField(default=False)
+    agent_id = models.CharField(max_length=40, blank=True, default="", help_text="agent called")
+    agent_version = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -115,3 +117,6 @@ class ModelAlias(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alias} → {self.target_model}"
+
+
+from completions.agents.models import Agent, AgentVersion  # noqa: E402, F401 - registered here

@@ -125,7 +125,8 @@ def seeded(http, owner, operator_http):
         "/v1/auth/issuers",
         json={"issuer": "https://id.example/", "audiences": ["app"], "hs256_secret": "s" * 32},
     )
-    for response in (memory, imported, collection, document, spare, issuer):
+    agent = http.post("/v1/agents", json={"name": "helper", "model": "local"})
+    for response in (memory, imported, collection, document, spare, issuer, agent):
         assert response.status_code in (201, 202), response.text
     Session.objects.create(workspace=owner[0], external_id="s1", user_id="alice")
     return {
@@ -138,6 +139,7 @@ def seeded(http, owner, operator_http):
         "workspace_id": owner[0].id,
         "key_id": spare.json()["id"],
         "issuer_id": issuer.json()["id"],  # revoking it leaves the caller's key working
+        "agent_id": agent.json()["id"],
     }
 
 

@@ -1,0 +1,29 @@
+"""Reads for agents: always scoped to a workspace."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from accounts.models import Workspace
+from completions.agents.models import Agent, AgentVersion
+
+
+def agent_list(*, workspace: Workspace | str) -> QuerySet[Agent]:
+    return Agent.objects.filter(workspace=workspace).order_by("created_at", "id")
+
+
+def agent_get(*, workspace: Workspace | str, agent_id: str) -> Agent:
+    """Raises Agent.DoesNotExist for an unknown id or another workspace's."""
+    return agent_list(workspace=workspace).get(id=agent_id)
+
+
+def agent_version_list(*, workspace: Workspace | str, agent_id: str) -> QuerySet[AgentVersion]:
+    return AgentVersion.objects.filter(workspace=workspace, agent_id=agent_id).order_by("-version")
+
+
+def agent_version_get(
+    *, workspace: Workspace | str, agent_id: str, version: int
+) -> AgentVersion | None:
+    return (
+        agent_version_list(workspace=workspace, agent_id=agent_id).filter(version=version).first()
+    )

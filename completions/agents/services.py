@@ -1,0 +1,125 @@
+"""Writes for agents: the API and the admin both call these. Every change that alters the
+configuration writes the next AgentVersion (a PATCH that changes nothing writes none) and
+forgets the workspace's cached agents (completions.agents.cache) here and, through
+config.common.coherence, on every process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import Workspace
+from completions.agents import cache, policy
+from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
+from config.common.errors import Invalid, NotFound
+
+NOT_FOUND_CODE = "agent_not_found"
+
+
+def _checked(values: dict[str, Any]) -> dict[str, Any]:
+    return {field: policy.CHECKS[field](value) for field, value in values.items()}
+
+
+def _collections_exist(*, workspace: Workspace, collection_ids: list[str]) -> None:
+    from memory.knowledge.search import collections_check
+
+    collections_check(workspace=workspace, collection_ids=collection_ids)
+
+
+def _name_taken(name: str) -> Invalid:
+    return Invalid(
+        f"An agent named '{name}' already exists in this workspace.",
+        field="name",
+        code="agent_name_taken",
+    )
+
+
+def _snapshot(agent: Agent) -> AgentVersion:
+    return AgentVersion.objects.create(
+        agent=agent,
+        workspace_id=agent.workspace_id,
+        version=agent.version,
+        created_at=agent.updated_at,
+        **{field: getattr(agent, field) for field in CONFIG_FIELDS},
+    )
+
+
+def _locked(*, workspace: Workspace, agent_id: str) -> Agent:
+    agent = Agent.objects.select_for_update().filter(workspace=workspace, id=agent_id).first()
+    if agent is None:
+        raise NotFound(f"No agent '{agent_id}' in this workspace.", code=NOT_FOUND_CODE)
+    return agent
+
+
+@transaction.atomic
+def agent_create(
+    *,
+    workspace: Workspace,
+    name: str,
+    model: str,
+    instructions: str = "",
+    parameters: dict | None = None,
+    memory: dict | None = None,
+    collection_ids: list[str] | None = None,
+    metadata: dict | None = None,
+) -> Agent:
+    values = _checked(
+        {
+            "name": name,
+            "instructions": instructions,
+            "model": model,
+            "parameters": parameters,
+            "memory": memory,
+            "collection_ids": collection_ids,
+            "metadata": metadata,
+        }
+    )
+    _collections_exist(workspace=workspace, collection_ids=values["collection_ids"])
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            agent = Agent.objects.create(
+                workspace=workspace, version=1, created_at=now, updated_at=now, **values
+            )
+    except IntegrityError:
+        raise _name_taken(values["name"]) from None
+    _snapshot(agent)
+    cache.invalidate(workspace.id)
+    return agent
+
+
+@transaction.atomic
+def agent_update(*, workspace: Workspace, agent_id: str, **changes: Any) -> Agent:
+    """Change any of CONFIG_FIELDS (only those given); the next version if anything changed."""
+    unknown = sorted(set(changes) - set(CONFIG_FIELDS))
+    if unknown:
+        raise Invalid(f"{unknown[0]} is not a field of an agent.", field=unknown[0])
+    agent = _locked(workspace=workspace, agent_id=agent_id)
+    values = _checked(changes)
+    if "collection_ids" in values:
+        _collections_exist(workspace=workspace, collection_ids=values["collection_ids"])
+    changed = {f: v for f, v in values.items() if getattr(agent, f) != v}
+    if not changed:
+        return agent
+    for field, value in changed.items():
+        setattr(agent, field, value)
+    agent.version += 1
+    agent.updated_at = timezone.now()
+    try:
+        with transaction.atomic():
+            agent.save()
+    except IntegrityError:
+        raise _name_taken(agent.name) from None
+    _snapshot(agent)
+    cache.invalidate(workspace.id)
+    return agent
+
+
+@transaction.atomic
+def agent_delete(*, workspace: Workspace, agent_id: str) -> None:
+    """Remove the agent and its versions (NotFound for an unknown or foreign id)."""
+    agent = _locked(workspace=workspace, agent_id=agent_id)
+    agent.delete()
+    cache.invalidate(workspace.id)
