@@ -119,7 +119,7 @@ def test_a_killed_worker_is_restarted_and_sigterm_leaves_nothing_behind():
         user = f"u-{uuid.uuid4().hex[:8]}"
         assert _chat(base, key, user, "Hello there.").status_code == 200
 
-        web = sup.child("uvicorn")
+        web = sup.child("config.web")
         assert not _torch_loaded(web.pid), "the web process embedded the query without torch"
 
         worker = sup.child("worker")

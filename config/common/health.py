@@ -66,6 +66,13 @@ def _warm(name: str) -> concurrent.futures.Future:
         return future
 
 
+def warm_all() -> None:
+    """Start every warm-up now, on the warm-up thread (a web process at its start: each of
+    several processes is warm before a chat reaches it, not only the one /readyz reached)."""
+    for name in sorted(_warmups):
+        _warm(name)
+
+
 def _warmup_check(name: str):
     async def check() -> None:
         future = asyncio.wrap_future(_warm(name))
