@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import resource
 import sys
@@ -331,8 +330,10 @@ def main() -> int:
                     )
         time.sleep(2.0)  # a cut stream not freed by now is not freed within 1 s anyway
         freed = httpx.get(f"http://127.0.0.1:{mock_port}/freed", timeout=30).json()
-    print(f"\n  {'path':<8}{'streams':>8}{'errors':>8}{'TTFT p50':>10}{'TTFT p99':>10}"
-          f"{'all p50':>10}{'all p99':>10}   (ms)")
+    print(
+        f"\n  {'path':<8}{'streams':>8}{'errors':>8}{'TTFT p50':>10}{'TTFT p99':>10}"
+        f"{'all p50':>10}{'all p99':>10}   (ms)"
+    )
     results["direct"] = report("direct", direct)
     results["engram"] = report("engram", through)
     added = {q: results["engram"][f"ttft_p{q}"] - results["direct"][f"ttft_p{q}"] for q in (50, 99)}

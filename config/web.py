@@ -68,9 +68,7 @@ def supervise(host: str, port: int, *, processes: int, grace: float, log_level: 
 
     supervisor.catch_signals()
     args = web_args(sys.executable, host, port, grace=grace, log_level=log_level)
-    children = [
-        supervisor.Child(f"web{i + 1}", args, grace=grace + 5) for i in range(processes)
-    ]
+    children = [supervisor.Child(f"web{i + 1}", args, grace=grace + 5) for i in range(processes)]
     for child in children:
         child.start()
     print(f"engram: {processes} web processes on {host}:{port}", flush=True)
