@@ -374,6 +374,17 @@ def wait_listening(pid: int, port: int, processes: int, timeout: float = 90) -> 
     raise RuntimeError(f"fewer than {processes} processes listen on {port}")
 
 
+def wait_quiet(pid: int, timeout: float = 120) -> None:
+    """Until pid's tree has finished starting: each web process loads the embedding model and
+    the tokenizer at start (seconds of CPU) and would otherwise bill them to the first block."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < 0.05:
+            return
+
+
 def make_workspace_key() -> str:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -607,6 +618,7 @@ def main() -> int:
             engram_pid = engram.pid
             wait_port(engram_port, engram)
             wait_listening(engram_pid, engram_port, processes)
+            wait_quiet(engram_pid)
         wait_port(mock_port, mock)
 
         plain = {

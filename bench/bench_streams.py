@@ -44,6 +44,7 @@ from bench.bench_gateway import (  # noqa: E402
     percentile,
     wait_listening,
     wait_port,
+    wait_quiet,
 )
 
 BODY = {
@@ -288,6 +289,7 @@ def main() -> int:
         wait_port(mock_port, mock)
         wait_port(engram_port, engram)
         wait_listening(engram.pid, engram_port, processes)
+        wait_quiet(engram.pid)
         print(
             f"{args.clients} concurrent streams ({args.chunks} chunks x {args.chunk_ms:g} ms), "
             f"{processes} Engram web process(es), {args.slices} x {args.slice_seconds:g} s "
