@@ -30,7 +30,11 @@ def web_processes() -> int:
     """ENGRAM_WEB_PROCESSES: how many web (uvicorn) processes share the port; by default one
     per CPU this process may run on (its affinity: a container's cpuset, not the host's)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    count = env.int("ENGRAM_WEB_PROCESSES", default=0) or cores or 1
-    if count < 1:
-        raise ImproperlyConfigured(f"ENGRAM_WEB_PROCESSES={count}: at least 1")
-    return count
+    raw = env.str("ENGRAM_WEB_PROCESSES", default="").strip()
+    if not raw:
+        return cores or 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ImproperlyConfigured(
+            f"ENGRAM_WEB_PROCESSES={raw!r}: a number of processes, 1 or more"
+        )
+    return int(raw)

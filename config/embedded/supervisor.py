@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.embedded import servers as embedded
 from config.env import web_processes
 from config.web import web_args
@@ -315,6 +317,10 @@ def main() -> int:
         port = int(os.environ.get("PORT", "8000"))
     except ValueError:
         return _fail(f"PORT={os.environ['PORT']!r} is not a port number")
+    try:
+        web_processes()
+    except ImproperlyConfigured as exc:
+        return _fail(str(exc))
     if problem := port_problem(host, port) or data_dir_problem():
         return _fail(problem)
     if warning := loop_warning(host, port, os.environ):
