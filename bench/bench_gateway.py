@@ -9,6 +9,11 @@ process on the embedded database with a workspace key made for it. A closed-loop
 generator (raw HTTP/1.1 keep-alive connections on uvloop, one per client) alternates short
 slices: direct at the mock, through Engram, direct, through Engram... so both paths see the
 same machine noise. Added latency is Engram's percentile minus the direct percentile.
+
+Engram serves with `--web-processes` uvicorn processes on one port (default: one per core, as
+`make run`; config/web.py). Beside its figures it prints the machine's load average, the steal
+time of each block and a fixed CPU calibration (bench/machine.py), so a slow machine can be
+told from a slow gateway.
 """
 
 from __future__ import annotations
@@ -304,14 +309,26 @@ def rss_mb(pid: int) -> float:
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """CPU the process has used (user + system). Per request, it shows what the gateway costs
-    even when other jobs share the cores and latency mostly measures waiting for a CPU."""
+    """CPU the process and its children (every web process) have used (user + system). Per
+    request, it shows what the gateway costs even when other jobs share the cores and latency
+    mostly measures waiting for a CPU."""
     if pid is None:
         return float("nan")
     import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    parent = psutil.Process(pid)
+    total = 0.0
+    for process in [parent, *parent.children(recursive=True)]:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    import psutil
+
+    parent = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
 
 
 def cpu_ms_per_request(stats: Stats, cpu: float) -> float:
@@ -392,6 +409,38 @@ def agent_request(port: int, key: str) -> bytes:
     return build_request(port, {"model": f"agent:{AGENT_NAME}", "messages": rest}, key)
 
 
+def wait_listening(pid: int, port: int, processes: int, timeout: float = 90) -> None:
+    """Until `processes` processes of pid's tree listen on `port` (each web process binds its
+    own socket: before they all do, the kernel sends every connection to the first ones)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parent = psutil.Process(pid)
+        listening = 0
+        for process in [parent, *parent.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                listening += any(
+                    c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                    for c in process.net_connections("tcp")
+                )
+        if listening >= processes:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"fewer than {processes} processes listen on {port}")
+
+
+def wait_quiet(pid: int, timeout: float = 120) -> None:
+    """Until pid's tree has finished starting: each web process loads the embedding model and
+    the tokenizer at start (seconds of CPU) and would otherwise bill them to the first block."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < 0.05:
+            return
+
+
 def make_workspace_key() -> str:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -456,23 +505,31 @@ def child(args: list[str], env: dict | None = None):
                 proc.wait()
 
 
+def _engram_env(mock_port: int, env: dict | None) -> dict:
+    return {
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
+        "OPENAI_API_KEY": "sk-mock",
+        "ANTHROPIC_BASE_URL": "",
+        "ANTHROPIC_API_KEY": "",
+        "LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+
+
 def engram_process(port: int, mock_port: int, *, app: str = "config.asgi:application", env=None):
-    """Engram as a real uvicorn process (one worker) in front of the mock upstream."""
+    """Engram as one plain uvicorn process in front of the mock upstream (--layers)."""
     args = [sys.executable, "-m", "uvicorn", *app.split(), "--host", "127.0.0.1"]
     args += ["--port", str(port), "--no-access-log", "--lifespan", "off"]
     args += ["--log-level", "warning", "--backlog", "4096"]
-    return child(
-        args,
-        env={
-            "DJANGO_SETTINGS_MODULE": "config.settings.base",
-            "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
-            "OPENAI_API_KEY": "sk-mock",
-            "ANTHROPIC_BASE_URL": "",
-            "ANTHROPIC_API_KEY": "",
-            "LOG_LEVEL": "WARNING",
-            **(env or {}),
-        },
-    )
+    return child(args, env=_engram_env(mock_port, env))
+
+
+def engram_web(port: int, mock_port: int, processes: int, env: dict | None = None):
+    """Engram as `make run` serves it: `processes` web processes on one port (config/web.py)."""
+    args = [sys.executable, "-m", "config.web", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--processes", str(processes), "--log-level", "warning"]
+    return child(args, env=_engram_env(mock_port, env))
 
 
 # --- layers: what each part of the path costs (--layers) -----------------------------------
@@ -596,6 +653,9 @@ def main() -> int:
         action="store_true",
         help="also measure each layer: stock Django, the Django view, the ASGI door, httpx/aiohttp",
     )
+    parser.add_argument(
+        "--web-processes", type=int, default=0, help="Engram's web processes (default: cores)"
+    )
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global USER_ID
@@ -612,6 +672,10 @@ def main() -> int:
 
     import uvloop
 
+    from bench import machine
+
+    calibration = machine.calibration_ms()
+    steal = machine.Steal()
     mock_port = free_port()
     mock_args = [
         sys.executable,
@@ -626,7 +690,7 @@ def main() -> int:
         str(args.chunk_ms),
     ]
     results: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {**machine.describe(calibration), "python": platform.python_version()},
         "upstream_latency_ms": args.latency_ms,
         "stream": {"chunks": args.stream_chunks, "chunk_ms": args.chunk_ms},
     }
@@ -638,9 +702,15 @@ def main() -> int:
         else:
             key = make_workspace_key()  # also starts the embedded database when needed
             engram_port = free_port()
-            engram = stack.enter_context(engram_process(engram_port, mock_port))
+            from config.env import web_processes
+
+            processes = args.web_processes or web_processes()
+            results["web_processes"] = processes
+            engram = stack.enter_context(engram_web(engram_port, mock_port, processes))
             engram_pid = engram.pid
             wait_port(engram_port, engram)
+            wait_listening(engram_pid, engram_port, processes)
+            wait_quiet(engram_pid)
         wait_port(mock_port, mock)
 
         plain: dict[str, tuple[int, bytes | list[bytes]]] = {
@@ -662,13 +732,15 @@ def main() -> int:
         load = os.getloadavg()[0]
         results["machine"]["load_average_at_start"] = load
         print(
-            f"Gateway benchmark: upstream {args.latency_ms:g} ms, {os.cpu_count()} CPUs "
-            f"(load average {load:.2f} at start), {args.slices} x {args.slice_seconds:g} s "
-            "slices per path, interleaved"
+            f"Gateway benchmark: upstream {args.latency_ms:g} ms, "
+            f"{results.get('web_processes', '?')} Engram web process(es), {args.slices} x "
+            f"{args.slice_seconds:g} s slices per path, interleaved"
         )
+        print(f"  machine at start: {machine.line(calibration)}")
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(interleaved(clients=4, slices=1, slice_seconds=1.5, targets=plain))  # warm
             for clients in [int(c) for c in args.concurrency.split(",")]:
+                steal.start()
                 cpu_before = cpu_seconds(engram_pid)
                 stats = runner.run(
                     interleaved(
@@ -681,8 +753,10 @@ def main() -> int:
                 figures = summarize(stats)
                 cpu_ms = cpu_ms_per_request(stats, cpu_seconds(engram_pid) - cpu_before)
                 figures["engram_cpu_ms_per_request"] = cpu_ms
+                figures["load_average"] = os.getloadavg()[0]
+                figures["steal_percent"] = steal.percent()
                 figures["rss_mb"] = {
-                    "engram": rss_mb(engram_pid) if engram_pid else None,
+                    "engram": tree_rss_mb(engram_pid) if engram_pid else None,
                     "mock": rss_mb(mock.pid),
                     "loadgen": rss_mb(os.getpid()),
                 }
@@ -693,12 +767,14 @@ def main() -> int:
                     + ", ".join(f"{k} {v:.0f}" for k, v in figures["rss_mb"].items() if v)
                 )
                 print(f"  Engram CPU per request: {cpu_ms:.2f} ms")
+                print(f"  machine: {machine.line(steal=steal)}")
             # Calling an agent against calling its model directly, both through Engram.
             clients = args.agent_concurrency
             agents = {
                 "model": (engram_port, build_request(engram_port, PROMPT, key)),
                 "agent": (engram_port, agent_request(engram_port, key)),
             }
+            steal.start()
             stats = runner.run(
                 interleaved(
                     clients=clients,
@@ -715,7 +791,9 @@ def main() -> int:
                 "latency of an agent",
                 paths=("model", "agent"),
             )
+            print(f"  machine: {machine.line(steal=steal)}")
             clients = args.stream_concurrency
+            steal.start()
             stats = runner.run(
                 interleaved(
                     clients=clients,
@@ -726,16 +804,23 @@ def main() -> int:
             )
             ttft = summarize(stats, "ttft")
             total = summarize(stats)
-            results[f"stream_c{clients}"] = {"ttft": ttft, "total": total}
+            results[f"stream_c{clients}"] = {
+                "ttft": ttft,
+                "total": total,
+                "load_average": os.getloadavg()[0],
+                "steal_percent": steal.percent(),
+            }
             title = (
                 f"stream ({args.stream_chunks} chunks x {args.chunk_ms:g} ms), {clients} concurrent"
             )
             print_block(title + ": time to first token", ttft, "TTFT")
             print_block(title + ": whole stream", total)
+            print(f"  machine: {machine.line(steal=steal)}")
             if args.layers and key:
                 results["layers"] = layers(runner, mock_port, key, 16, args.slice_seconds * 2)
     results["machine"]["load_average_at_end"] = os.getloadavg()[0]
-    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+    results["machine"]["calibration_at_end_ms"] = end = machine.calibration_ms()
+    print(f"\nmachine at the end: {machine.line(end)}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -93,7 +93,7 @@ def one_run(command: list[str], data_dir: str) -> dict[str, float | bool]:
         if "config.embedded.supervisor" in " ".join(p.cmdline())
     )
     children = supervisor.children()
-    web = [p for p in children if "uvicorn" in p.cmdline()]
+    web = [p for p in children if "config.web" in p.cmdline()]  # one per core
     worker_main = [p for p in children if "worker" in p.cmdline()]
     worker = [*worker_main, *worker_main[0].children(recursive=True)]
     figures: dict[str, float | bool] = {

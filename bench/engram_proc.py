@@ -78,7 +78,7 @@ def live_engram(*, data_dir: str | None = None, env: dict | None = None, timeout
 
 
 def service_rss_mb(supervisor_pid: int) -> dict[str, float]:
-    """Memory of `make run`'s web process and of its worker (main process plus its pool), in MB:
+    """Memory of `make run`'s web processes (all of them) and of its worker (main process plus its pool), in MB:
     RSS, and PSS (each page shared between processes counted once in all, so a forked pool's
     pages that are still its parent's are not counted three times)."""
     import psutil
@@ -86,15 +86,18 @@ def service_rss_mb(supervisor_pid: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     for child in psutil.Process(supervisor_pid).children():
         command = " ".join(child.cmdline())
-        if "uvicorn" in command:
+        if "config.web" in command:
             name = "web"
         elif " worker" in command:
             name = "worker"
         else:
             continue
         processes = [child, *child.children(recursive=True)]
-        figures[f"{name} RSS"] = sum(p.memory_info().rss for p in processes) / 2**20
-        figures[f"{name} PSS"] = sum(p.memory_full_info().pss for p in processes) / 2**20
+        for kind, size in (
+            ("RSS", sum(p.memory_info().rss for p in processes)),
+            ("PSS", sum(p.memory_full_info().pss for p in processes)),
+        ):
+            figures[f"{name} {kind}"] = figures.get(f"{name} {kind}", 0.0) + size / 2**20
         if name == "worker":
             figures["worker largest process RSS"] = (
                 max(p.memory_info().rss for p in processes) / 2**20

@@ -1,5 +1,6 @@
 """The one place that reads the environment (django-environ)."""
 
+import os
 from pathlib import Path
 
 import environ
@@ -23,3 +24,17 @@ def service_urls() -> tuple[str, str]:
             "(or manage.py), which starts the embedded PostgreSQL and Redis."
         )
     return env.str("DATABASE_URL"), env.str("REDIS_URL")
+
+
+def web_processes() -> int:
+    """ENGRAM_WEB_PROCESSES: how many web (uvicorn) processes share the port; by default one
+    per CPU this process may run on (its affinity: a container's cpuset, not the host's)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    raw = env.str("ENGRAM_WEB_PROCESSES", default="").strip()
+    if not raw:
+        return cores or 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ImproperlyConfigured(
+            f"ENGRAM_WEB_PROCESSES={raw!r}: a number of processes, 1 or more"
+        )
+    return int(raw)

@@ -119,7 +119,7 @@ def test_a_killed_worker_is_restarted_and_sigterm_leaves_nothing_behind():
         user = f"u-{uuid.uuid4().hex[:8]}"
         assert _chat(base, key, user, "Hello there.").status_code == 200
 
-        web = sup.child("uvicorn")
+        web = sup.child("config.web")
         assert not _torch_loaded(web.pid), "the web process embedded the query without torch"
 
         worker = sup.child("worker")
@@ -217,3 +217,17 @@ def test_the_onnx_embedder_loads_and_embeds_without_torch():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_bad_number_of_web_processes_is_a_one_line_refusal():
+    done = subprocess.run(
+        [sys.executable, "-m", "config.embedded.supervisor"],
+        cwd=ROOT,
+        env=_env(PORT=str(_free_port()), ENGRAM_WEB_PROCESSES="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ENGRAM_WEB_PROCESSES" in lines[0], done.stderr

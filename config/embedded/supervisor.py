@@ -3,8 +3,9 @@
 Checks what would make the start fail (the port, the data folder) before anything heavy, then
 prepares the embedding model (in a process of its own: the only one that imports torch), starts
 (or reuses) PostgreSQL and Redis, migrates, ensures the demo workspace and key and the operator
-key, and runs three children: the web server (uvicorn), a Celery worker and Celery beat. Each
-step prints how long it took; the URLs and keys follow once /readyz answers 200.
+key, and runs its children: the web server (ENGRAM_WEB_PROCESSES uvicorn processes, default one
+per core, sharing the port: config/web.py), a Celery worker and Celery beat. Each step prints
+how long it took; the URLs and keys follow once /readyz answers 200.
 
 A child that dies is restarted after 1 s, 2 s, 4 s... (at most 30 s; back to 1 s after a minute
 up). Only Ctrl-C / SIGTERM stop the service: web first (uvicorn finishes its replies and usage
@@ -32,7 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.embedded import servers as embedded
+from config.env import web_processes
+from config.web import web_args
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 60.0  # a child up this long that dies starts over at the first backoff
@@ -41,6 +46,21 @@ ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_VARIABLES = ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL")
 
 _signals = 0
+
+
+def _on_signal(signum, frame) -> None:
+    global _signals
+    _signals += 1
+
+
+def catch_signals() -> None:
+    """SIGINT / SIGTERM are counted (`signals()`), not raised: the loop stops the children."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def signals() -> int:
+    return _signals
 
 
 def _log(message: str) -> None:
@@ -231,6 +251,10 @@ def _children(python: str, host: str, port: int, data: Path) -> list[Child]:
     # Without -Q the worker consumes every queue the settings define (ENGRAM_QUEUES).
     queues = os.environ.get("ENGRAM_WORKER_QUEUES", "")
     celery = [python, "-m", "celery", "-A", "config"]
+    # Every core serves: one web process each, on one port (SO_REUSEPORT; config/web.py says
+    # why), each supervised here with its own backoff.
+    processes = web_processes()
+    web = web_args(python, host, port, grace=web_grace, log_level="info")
     return [
         Child(
             "worker",
@@ -254,24 +278,9 @@ def _children(python: str, host: str, port: int, data: Path) -> list[Child]:
             [*celery, "beat", "--loglevel", "INFO", "-s", str(data / "celerybeat-schedule")],
             grace=10,
         ),
-        Child(
-            "web",
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--lifespan",
-                "off",
-                "--timeout-graceful-shutdown",
-                f"{web_grace:g}",
-            ],
-            grace=web_grace + 5,
+        *(
+            Child(f"web{i + 1}" if processes > 1 else "web", web, grace=web_grace + 5)
+            for i in range(processes)
         ),
     ]
 
@@ -308,17 +317,16 @@ def main() -> int:
         port = int(os.environ.get("PORT", "8000"))
     except ValueError:
         return _fail(f"PORT={os.environ['PORT']!r} is not a port number")
+    try:
+        web_processes()
+    except ImproperlyConfigured as exc:
+        return _fail(str(exc))
     if problem := port_problem(host, port) or data_dir_problem():
         return _fail(problem)
     if warning := loop_warning(host, port, os.environ):
         _log(warning)
 
-    def on_signal(signum, frame):
-        global _signals
-        _signals += 1
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    catch_signals()
     data = embedded.data_dir()
     python = sys.executable
     children = _children(python, host, port, data)
@@ -386,9 +394,12 @@ def _start(python: str, data: Path, children: list[Child]) -> list[str]:
             demo = _run_quiet([python, "manage.py", "ensuredemo", "--migrate"], "migrate")
         # Web and beat start before the export ends: their imports overlap it, and the web
         # server's /readyz waits for the model (its warm-up waits on the export's lock).
-        for name in ("beat", "web"):
-            with _step(f"starting {name}"):
-                by_name[name].start()
+        with _step("starting beat"):
+            by_name["beat"].start()
+        webs = [child for child in children if child.name.startswith("web")]
+        with _step(f"starting web ({len(webs)} process{'es' if len(webs) > 1 else ''})"):
+            for child in webs:
+                child.start()
         out, err = export.communicate()
     finally:
         if export.poll() is None:
@@ -407,8 +418,11 @@ def _start(python: str, data: Path, children: list[Child]) -> list[str]:
 def _shutdown(children: list[Child]) -> None:
     by_name = {child.name: child for child in children}
     _log("stopping: web first (finishing replies)...")
-    by_name["web"].terminate()
-    by_name["web"].wait()
+    webs = [child for child in children if child.name.startswith("web")]
+    for child in webs:
+        child.terminate()
+    for child in webs:
+        child.wait()
     _log("stopping: beat and worker (running tasks finish)...")
     for name in ("beat", "worker"):
         by_name[name].terminate()
