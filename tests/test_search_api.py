@@ -30,7 +30,9 @@ def add(http, user_id, text):
 
 
 def imported(http, user_id="alice"):
-    response = http.post("/v1/conversations/trip/messages", json={"user_id": user_id, "messages": TRIP})
+    response = http.post(
+        "/v1/conversations/trip/messages", json={"user_id": user_id, "messages": TRIP}
+    )
     assert response.status_code == 201, response.text
     return response.json()["data"]
 
