@@ -200,11 +200,13 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
                 store.replace(updated, vec)
                 counts["updated"] += 1
                 continue
-        near = store.nearest(vec, k=1, min_similarity=threshold)
+        near = [
+            memory
+            for memory, _ in store.nearest(vec, k=3, min_similarity=threshold)
+            if offline.same_fact(memory.text, fact.text)
+        ]
         if near:
-            memory_add_sources(
-                workspace=workspace, memory=near[0][0], source_message_ids=[message.id]
-            )
+            memory_add_sources(workspace=workspace, memory=near[0], source_message_ids=[message.id])
             counts["unchanged"] += 1
             continue
         metadata = {"subject": subject}
