@@ -63,6 +63,7 @@ def memory_search(
     limit: int,
     min_similarity: float = 0.0,
     with_sources: bool = False,
+    keep_best: int = 0,
 ) -> list[Found]:
     hits = memories.ranked(
         workspace_id=workspace.id,
@@ -72,7 +73,10 @@ def memory_search(
         with_sources=with_sources,
     )
     found = []
-    for hit in fusion.with_recency(hits, when="updated_at", min_similarity=min_similarity)[:limit]:
+    kept = fusion.with_recency(
+        hits, when="updated_at", min_similarity=min_similarity, keep_best=keep_best
+    )
+    for hit in kept[:limit]:
         row = dict(hit.row)
         sources = row.pop("sources", [])
         memory = Memory(workspace=workspace, **row)

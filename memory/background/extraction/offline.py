@@ -219,7 +219,14 @@ _SUBJECT_I = re.compile(
     r"\b(?:I am|I'm|Im|I've|I'd|I'll|I)\b"
     rf"(?:\s+{_NOT_I}([A-Za-z']+))?(?:\s+{_NOT_I}([A-Za-z']+))?"
 )
-_CONTRACTIONS = {"i am": "am", "i'm": "am", "im": "am", "i've": "have", "i'd": "would", "i'll": "will"}
+_CONTRACTIONS = {
+    "i am": "am",
+    "i'm": "am",
+    "im": "am",
+    "i've": "have",
+    "i'd": "would",
+    "i'll": "will",
+}
 _THEY = {"am": "are", "was": "were", "have": "have", "would": "would", "will": "will"}
 
 
@@ -249,7 +256,7 @@ def _conjugate(verb: str) -> str:
 
 
 def third_person(sentence: str, subject: str) -> str:
-    """"I drink oat milk in my coffee" -> "User drinks oat milk in their coffee".
+    """ "I drink oat milk in my coffee" -> "User drinks oat milk in their coffee".
 
     The first mention names the subject ("User", "User's"); later ones in the sentence are
     pronouns (they, their, them), with the verb agreeing. A subject "I" after a possessive
@@ -316,10 +323,11 @@ _REQUEST = re.compile(
     r"^(?:please|pls|kindly|can you|could you|would you|will you|can u|tell me|show me|give me|"
     r"help me|let me|let's|remind me|find me|get me|send me|play|stream|write|translate|"
     r"summari[sz]e|explain|list|draft|generate|make me|book me)\b"
-    r"|\bplease\b"
     r"|\b(?:I|I'd|I would) (?:want|need|like) you to\b",
     re.IGNORECASE,
 )
+# "I'm allergic to peanuts, so please keep them out": the fact, without the request after it.
+_TRAILING_REQUEST = re.compile(r"\s*(?:[,;:-]\s*)?(?:\b(?:so|and|but)\s+)?\bplease\b.*$", re.I)
 # A statement about oneself has a first-person subject or possessive; "me" alone ("stream me
 # something") is an object, usually of a request.
 _SELF = re.compile(r"\b(?:I|I'm|Im|I've|I'd|I'll|my|My|we|We|our|Our)\b")
@@ -393,7 +401,11 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
     m = _FAVORITE.search(sentence)
     if m:
         thing, value = m.group(1).lower(), m.group(2).strip()
-        found["favorite"] = (f"favorite:{thing}", value, f"{subject}'s favorite {thing} is {value}.")
+        found["favorite"] = (
+            f"favorite:{thing}",
+            value,
+            f"{subject}'s favorite {thing} is {value}.",
+        )
     return list(found.values())
 
 
@@ -452,7 +464,10 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
     for sentence in (c for s in sentences(text) for c in clauses(s)):
-        if sentence.endswith("?") or not _SELF.search(sentence) or _REQUEST.search(sentence):
+        if sentence.endswith("?") or _REQUEST.search(sentence):
+            continue
+        sentence = _TRAILING_REQUEST.sub("", sentence)
+        if not _SELF.search(sentence):
             continue
         words = sentence.split()
         if len(words) < 3 or len(words) > 80:
