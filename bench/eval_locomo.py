@@ -31,7 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.engram_proc import live_engram, service_rss_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "eval-data" / "locomo-dev.json"
+# ../shared beside a clone; from a worktree under /work/wt/, two levels up
+DATA = next(
+    (
+        path
+        for path in (
+            ROOT.parent / "shared" / "eval-data" / "locomo-dev.json",
+            ROOT.parent.parent / "shared" / "eval-data" / "locomo-dev.json",
+        )
+        if path.exists()
+    ),
+    ROOT.parent / "shared" / "eval-data" / "locomo-dev.json",
+)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (5, 10, 20)
 # Chosen before any figure of this split was read (2026-12-03): the first three by sample id.
