@@ -53,7 +53,9 @@ def main() -> int:
         f"labelled statements: {len(statements)} ({len(statements) - negatives} with facts, "
         f"{negatives} negatives); facts expected {expected}, written {predicted}"
     )
-    print(f"precision {100 * tp / max(predicted, 1):.1f} %  recall {100 * tp / max(expected, 1):.1f} %")
+    print(
+        f"precision {100 * tp / max(predicted, 1):.1f} %  recall {100 * tp / max(expected, 1):.1f} %"
+    )
     for text, fact in false_positives:
         print(f"  wrote  {fact!r}  from {text!r}")
     for text, fact, got in false_negatives:

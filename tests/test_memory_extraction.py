@@ -193,11 +193,48 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
 def test_distinct_facts_stay_distinct_and_restatements_merge(
     offline, django_capture_on_commit_callbacks
 ):
-    names = (
-        "Biscuit Nibbles Pepper Mango Ziggy Luna Oreo Bandit Noodle Pickles Waffles Gizmo Peanut "
-        "Socks Whiskers Pippin Maple Juniper Sprout Tofu Bean Comet Dusty Fidget Gadget Hazel "
-        "Inky Jasper Kiwi Lentil Mochi Nacho Olive Pudding Quill Rascal Sable Truffle Umber Velvet"
-    ).split()
+    names = [
+        "Biscuit",
+        "Nibbles",
+        "Pepper",
+        "Mango",
+        "Ziggy",
+        "Luna",
+        "Oreo",
+        "Bandit",
+        "Noodle",
+        "Pickles",
+        "Waffles",
+        "Gizmo",
+        "Peanut",
+        "Socks",
+        "Whiskers",
+        "Pippin",
+        "Maple",
+        "Juniper",
+        "Sprout",
+        "Tofu",
+        "Bean",
+        "Comet",
+        "Dusty",
+        "Fidget",
+        "Gadget",
+        "Hazel",
+        "Inky",
+        "Jasper",
+        "Kiwi",
+        "Lentil",
+        "Mochi",
+        "Nacho",
+        "Olive",
+        "Pudding",
+        "Quill",
+        "Rascal",
+        "Sable",
+        "Truffle",
+        "Umber",
+        "Velvet",
+    ]
     assert len(set(names)) == 40
     workspace, _ = make_workspace()
     conv = say(workspace, "u", *(f"I have a pet ferret called {n}." for n in names))
@@ -208,7 +245,7 @@ def test_distinct_facts_stay_distinct_and_restatements_merge(
     say(workspace, "u", f"I have a pet ferret called {names[0]}!", "I love climbing.")
     extract(workspace, conv, django_capture_on_commit_callbacks)
     say(workspace, "u", "I really love climbing.")
-    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    extract(workspace, conv, django_capture_on_commit_callbacks)
     assert Memory.objects.count() == 41
     assert Memory.objects.get(text__endswith=f"called {names[0]}.").sources.count() == 2
 

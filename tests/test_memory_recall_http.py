@@ -63,11 +63,48 @@ def test_a_paraphrase_with_no_shared_word_reaches_the_context(
 
 
 def test_forty_distinct_facts_are_forty_memories(http, celery_worker, offline_extraction):
-    names = (
-        "Biscuit Nibbles Pepper Mango Ziggy Luna Oreo Bandit Noodle Pickles Waffles Gizmo Peanut "
-        "Socks Whiskers Pippin Maple Juniper Sprout Tofu Bean Comet Dusty Fidget Gadget Hazel "
-        "Inky Jasper Kiwi Lentil Mochi Nacho Olive Pudding Quill Rascal Sable Truffle Umber Velvet"
-    ).split()
+    names = [
+        "Biscuit",
+        "Nibbles",
+        "Pepper",
+        "Mango",
+        "Ziggy",
+        "Luna",
+        "Oreo",
+        "Bandit",
+        "Noodle",
+        "Pickles",
+        "Waffles",
+        "Gizmo",
+        "Peanut",
+        "Socks",
+        "Whiskers",
+        "Pippin",
+        "Maple",
+        "Juniper",
+        "Sprout",
+        "Tofu",
+        "Bean",
+        "Comet",
+        "Dusty",
+        "Fidget",
+        "Gadget",
+        "Hazel",
+        "Inky",
+        "Jasper",
+        "Kiwi",
+        "Lentil",
+        "Mochi",
+        "Nacho",
+        "Olive",
+        "Pudding",
+        "Quill",
+        "Rascal",
+        "Sable",
+        "Truffle",
+        "Umber",
+        "Velvet",
+    ]
     tell(http, "fern", "pets", *(f"I have a pet ferret called {n}." for n in names))
     texts = sorted(m["text"] for m in memories(http, "fern"))
     assert texts == sorted(f"User has a pet ferret called {n}." for n in names)
