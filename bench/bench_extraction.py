@@ -180,7 +180,7 @@ def main() -> int:
     stamp = f"{int(time.time())}"
     turns = load_turns(args.turns, rng)
     load = os.getloadavg()[0]
-    results = {"load_average_1m": round(load, 2)}
+    results: dict = {"load_average_1m": round(load, 2)}
     results["throughput"] = throughput(workspace, turns, args.per_job, stamp)
     tp = results["throughput"]
     print(

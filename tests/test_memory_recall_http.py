@@ -120,8 +120,8 @@ def test_forty_distinct_facts_are_forty_memories(http, celery_worker, offline_ex
         },
     )
     tell(http, "fern", "pets", "I drink oat milk in my coffee.")
-    texts = {m["text"] for m in memories(http, "fern")}
-    assert len(texts) == 41 and "User drinks oat milk in their coffee." in texts
+    after = {m["text"] for m in memories(http, "fern")}
+    assert len(after) == 41 and "User drinks oat milk in their coffee." in after
 
 
 def test_a_move_updates_the_one_memory_of_where_the_user_lives(

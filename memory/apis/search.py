@@ -76,6 +76,7 @@ def _ts(value) -> int | None:
 def search_item(found: Found) -> dict:
     """One typed item: what every type shares, then the type's own fields."""
     obj = found.obj
+    item_id = found.id
     if isinstance(obj, Memory):
         own = {
             "user_id": obj.user_id,
@@ -95,10 +96,11 @@ def search_item(found: Found) -> dict:
     else:
         own = {k: obj[k] for k in ("collection_id", "document_id", "title", "chunk_index")}
         text, created_at = obj["text"], obj["created_at"]
+        item_id = f"{obj['document_id']}#{obj['chunk_index']}"
     return {
         "object": "search.result",
         "type": found.kind,
-        "id": found.id if found.kind != "chunk" else f"{obj['document_id']}#{obj['chunk_index']}",
+        "id": item_id,
         "text": text,
         "score": round(found.score, 6),
         "created_at": _ts(created_at),

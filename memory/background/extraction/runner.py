@@ -16,7 +16,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from completions.providers.llm import LLMError, LLMUnavailable
+from completions.providers.llm import LLMError, LLMUnavailable, available
 from memory.background.extraction import offline
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
@@ -45,28 +45,28 @@ def job_messages(job: ProcessingJob) -> list[Message]:
     )
 
 
-def embed_messages(rows: list[Message]) -> int:
-    """Vectors for the messages that have none yet (the request path never embeds them).
+def embed_messages(rows: list[Message], also: list[str] | None = None) -> tuple[int, np.ndarray]:
+    """Vectors for the messages that have none yet (the request path never embeds them), and
+    for the texts `also` (the offline extractor's facts), returned in their order.
 
     A message is embedded alone ("[date] speaker: text"); its full-text index is widened to
     its neighbours here too, for it and for the earlier messages the new ones now follow.
     """
     todo = [m for m in rows if m.embedding is None and m.content]
+    also = also or []
+    texts = [
+        message_search_text(role=m.role, name=m.name, content=m.content, created_at=m.created_at)
+        for m in todo
+    ]
+    # One call for both: the embedder sorts all texts by length, so batches carry little
+    # padding, and a job pays for one batched run instead of two.
+    vectors = get_embedder().embed(texts + also) if texts or also else np.zeros((0, 384))
     if todo:
-        # One call: the embedder sorts all texts by length, so batches carry little padding.
-        vectors = get_embedder().embed(
-            [
-                message_search_text(
-                    role=m.role, name=m.name, content=m.content, created_at=m.created_at
-                )
-                for m in todo
-            ]
-        )
-        for message, vector in zip(todo, vectors, strict=True):
+        for message, vector in zip(todo, vectors[: len(todo)], strict=True):
             message.embedding = vector.tolist()
         Message.objects.bulk_update(todo, ["embedding"], batch_size=UPDATE_BATCH)
     widen_search_windows(rows)
-    return len(todo)
+    return len(todo), vectors[len(todo) :]
 
 
 def widen_search_windows(rows: list[Message]) -> None:
@@ -119,36 +119,41 @@ def extraction_run(*, job: ProcessingJob, fallback_on_error: bool = True) -> dic
     until its last try, so a passing outage is retried with the LLM first.
     """
     rows = job_messages(job)
-    embedded = embed_messages(rows)
     mode = settings.ENGRAM_MEMORY_EXTRACTION
-    if mode != "offline":
-        from memory.background.extraction import llm
+    if mode == "offline" or (mode == "auto" and not available(workspace=job.workspace)):
+        # One embedding run for the messages and their facts (bench/bench_extraction.py).
+        found, texts = offline_facts(rows)
+        embedded, vectors = embed_messages(rows, also=texts)
+        return {"embedded": embedded, "extractor": "offline", **offline_apply(job, found, vectors)}
+    embedded, _ = embed_messages(rows)
+    from memory.background.extraction import llm
 
-        try:
-            counts = llm.extract(job=job, rows=rows)
-            return {"embedded": embedded, "extractor": "llm", **counts}
-        except LLMUnavailable:
-            if mode == "llm":
-                raise
-        except llm.LLMExtractionFailed as failed:
-            if isinstance(failed.cause, LLMError) and not fallback_on_error:
-                raise failed.cause from failed
-            logger.warning(
-                "memory job %s: LLM extraction failed, offline fallback: %s", job.id, failed
-            )
-            rest = [m for m in rows if m.id not in failed.done]
-            counts = offline_extract(job=job, rows=rest)
-            return {
-                "embedded": embedded,
-                "extractor": "offline-fallback",
-                "fallback": f"LLM extraction failed, offline extractor used: {failed}",
-                "llm": failed.counts,
-                **counts,
-            }
+    try:
+        counts = llm.extract(job=job, rows=rows)
+        return {"embedded": embedded, "extractor": "llm", **counts}
+    except LLMUnavailable:
+        if mode == "llm":
+            raise
+    except llm.LLMExtractionFailed as failed:
+        if isinstance(failed.cause, LLMError) and not fallback_on_error:
+            raise failed.cause from failed
+        logger.warning("memory job %s: LLM extraction failed, offline fallback: %s", job.id, failed)
+        rest = [m for m in rows if m.id not in failed.done]
+        counts = offline_extract(job=job, rows=rest)
+        return {
+            "embedded": embedded,
+            "extractor": "offline-fallback",
+            "fallback": f"LLM extraction failed, offline extractor used: {failed}",
+            "llm": failed.counts,
+            **counts,
+        }
+    # LLMUnavailable in "auto": the route changed since `available` looked
     return {"embedded": embedded, "extractor": "offline", **offline_extract(job=job, rows=rows)}
 
 
-def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
+    """The facts of the user's messages, each with its message and subject, and the texts to
+    embed them by."""
     found: list[tuple[offline.Fact, Message, str]] = []
     for message in rows:
         if message.role != "user" or not message.content:
@@ -158,15 +163,23 @@ def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
             message.content, subject=subject, today=message.created_at.date()
         ):
             found.append((fact, message, subject))
-    if not found:
-        return {"added": 0, "updated": 0, "unchanged": 0}
     texts = [
         memory_search_text(text=f.text, when=f.event_date or m.created_at.date())
         for f, m, _ in found
     ]
-    vectors = get_embedder().embed(texts)
+    return found, texts
+
+
+def offline_apply(job: ProcessingJob, found: list, vectors) -> dict:
+    if not found:
+        return {"added": 0, "updated": 0, "unchanged": 0}
     with transaction.atomic():  # one commit for the job's memories
         return _apply_offline(job, found, vectors)
+
+
+def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+    found, texts = offline_facts(rows)
+    return offline_apply(job, found, get_embedder().embed(texts) if texts else [])
 
 
 def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
