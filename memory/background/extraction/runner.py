@@ -20,8 +20,13 @@ from completions.providers.llm import LLMError, LLMUnavailable, available
 from memory.background.extraction import offline
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
-from memory.models import Message, ProcessingJob
-from memory.services.memories import memory_add_sources, memory_create, memory_update
+from memory.models import Memory, Message, ProcessingJob
+from memory.services.memories import (
+    NewMemory,
+    memories_create,
+    memory_add_sources,
+    memory_update,
+)
 from memory.text import (
     WINDOW_BEFORE,
     context_vector,
@@ -187,17 +192,42 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
     store = UserMemories(workspace, user_id)
     threshold = settings.ENGRAM_MEMORY_DUPLICATE_SIMILARITY
     counts = {"added": 0, "updated": 0, "unchanged": 0}
+    # New memories are written together at the end (memories_create); until then they are
+    # matched against like stored ones, and a restatement adds to their sources.
+    pending: dict[str, NewMemory] = {}
+
+    def flush() -> None:
+        if pending:
+            created = memories_create(
+                workspace=workspace,
+                user_id=user_id,
+                new=list(pending.values()),
+                actor="extractor:offline",
+                reason="first-person statement",
+            )
+            for memory in created:
+                store.replace(memory, memory.embedding)
+            pending.clear()
+
+    def add_source(memory: Memory, message: Message) -> None:
+        if memory.id in pending:
+            pending[memory.id].source_message_ids.append(message.id)
+        else:
+            memory_add_sources(workspace=workspace, memory=memory, source_message_ids=[message.id])
+
     for (fact, message, subject), vector in zip(found, vectors, strict=True):
         vec = vector.tolist()
         if fact.slot:
             current = store.by_slot(fact.slot, subject)
             if current is not None:
                 if current.metadata.get("value", "").lower() == fact.value.lower():
-                    memory_add_sources(
-                        workspace=workspace, memory=current, source_message_ids=[message.id]
-                    )
+                    add_source(current, message)
                     counts["unchanged"] += 1
                     continue
+                if current.id in pending:
+                    flush()  # an update needs the stored row
+                    current = store.get(current.id)
+                    assert current is not None
                 old_value = current.metadata.get("value", "")
                 updated = memory_update(
                     workspace=workspace,
@@ -219,25 +249,26 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
             if offline.same_fact(memory.text, fact.text)
         ]
         if near:
-            memory_add_sources(workspace=workspace, memory=near[0], source_message_ids=[message.id])
+            add_source(near[0], message)
             counts["unchanged"] += 1
             continue
         metadata = {"subject": subject}
         if fact.slot:
             metadata |= {"slot": fact.slot, "value": fact.value}
-        memory = memory_create(
-            workspace=workspace,
-            user_id=user_id,
+        placeholder = Memory(
+            workspace=workspace, user_id=user_id, text=fact.text, metadata=metadata
+        )
+        pending[placeholder.id] = NewMemory(
             text=fact.text,
             kind=fact.kind,
             event_date=fact.event_date,
             metadata=metadata,
             source_message_ids=[message.id],
             learned_on=message.created_at.date(),
-            actor="extractor:offline",
-            reason="first-person statement",
             embedding=vec,
+            id=placeholder.id,
         )
-        store.add(memory, vec)
+        store.add(placeholder, vec)
         counts["added"] += 1
+    flush()
     return counts
