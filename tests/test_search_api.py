@@ -160,3 +160,28 @@ def test_unified_search_input_is_validated(http):
     assert error({"user_id": "u", "query": "tea", "types": []}) == "types"
     assert error({"user_id": "u", "query": "tea", "limit": 0}) == "limit"
     assert error({"user_id": "u"}) == "query"
+
+
+def test_an_assistant_echo_of_the_user_is_not_a_second_result(http):
+    said = "I live in Berlin since last spring."
+    response = http.post(
+        "/v1/conversations/echo/messages",
+        json={
+            "user_id": "eve",
+            "messages": [
+                {"role": "user", "content": said},
+                {
+                    "role": "assistant",
+                    "content": f"(local model, no LLM configured) You said: {said}",
+                },
+                {"role": "assistant", "content": "Berlin is lovely in spring."},
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+    found = http.post(
+        "/v1/search", json={"user_id": "eve", "query": "Berlin", "types": ["messages"]}
+    ).json()["data"]
+    texts = [f["text"] for f in found]
+    assert said in texts and "Berlin is lovely in spring." in texts
+    assert not any("You said" in t for t in texts)

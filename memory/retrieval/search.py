@@ -104,7 +104,9 @@ def message_search(
         exclude_ids=list(exclude_ids),
         feedback=feedback,
     )
-    found, seen = [], set()
+    found: list[Found] = []
+    seen: set[str] = set()
+    said: list[str] = []  # the user's own words among the hits, for spotting echoes
     for hit in fusion.with_recency(hits, when="created_at", min_similarity=min_similarity):
         row = dict(hit.row)
         conversation = Conversation(
@@ -119,6 +121,11 @@ def message_search(
         if key in seen:
             continue  # the same words said twice are one piece of evidence
         seen.add(key)
+        if message.role == "user" and len(key) >= _ECHO_MIN_CHARS:
+            said.append(key)
+            found = [f for f in found if not _echoes(f, [key])]  # an echo that ranked first
+        elif _echoes_text(message, key, said):
+            continue
         found.append(
             Found(
                 "message", message, hit.score, hit.similarity, hit.ranks, [message_source(message)]
@@ -127,6 +134,22 @@ def message_search(
         if len(found) == limit:
             break
     return found
+
+
+# An assistant message that quotes a user message word for word (the local model's "You said:
+# ...", a model repeating the user) adds nothing the user's own message does not, wherever
+# either ranks. Shorter user messages ("yes", "thanks") are quoted by chance, not echoed.
+_ECHO_MIN_CHARS = 16
+
+
+def _echoes_text(message: Message, key: str, said: list[str]) -> bool:
+    return message.role == "assistant" and any(s in key for s in said)
+
+
+def _echoes(found: Found, said: list[str]) -> bool:
+    message = found.obj
+    assert isinstance(message, Message)
+    return _echoes_text(message, " ".join(message.content.lower().split()), said)
 
 
 def chunk_search(
