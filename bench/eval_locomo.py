@@ -3,9 +3,15 @@
 For each conversation of shared/eval-data/locomo-dev.json: one user; every turn imported with
 POST /v1/conversations/{id}/messages as a `user` message (name = speaker, created_at = session
 date, metadata = {"dia_id"}; an image turn's caption appended); wait for processing.pending == 0;
-then for each question of categories 1-4, POST /v1/memories/search (limit 20) and flatten
-sources[].metadata.dia_id in rank order without duplicates -> evidence recall@5/10/20; and
-POST /v1/context for the median context_tokens. Prints a table, writes a JSON report.
+then for each question of categories 1-4, POST /v1/search (types memories and messages, limit
+20) and flatten sources[].metadata.dia_id in rank order without duplicates -> evidence
+recall@5/10/20; and POST /v1/context for the median context_tokens. Prints a table, writes a
+JSON report.
+
+Dev and held-out: DEV names the conversations a change may be chosen on (every weight and
+threshold is tuned looking at their figures only); HELD_OUT are reported, never tuned on. Both
+tables are printed, with each conversation's own R@10 and their mean (leave-one-out: a choice
+made on four conversations is checked on the fifth by reading that conversation's row).
 """
 
 from __future__ import annotations
@@ -25,9 +31,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.engram_proc import live_engram, service_rss_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "eval-data" / "locomo-dev.json"
+# ../shared beside a clone; from a worktree under /work/wt/, two levels up
+DATA = next(
+    (
+        path
+        for path in (
+            ROOT.parent / "shared" / "eval-data" / "locomo-dev.json",
+            ROOT.parent.parent / "shared" / "eval-data" / "locomo-dev.json",
+        )
+        if path.exists()
+    ),
+    ROOT.parent / "shared" / "eval-data" / "locomo-dev.json",
+)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (5, 10, 20)
+# Chosen before any figure of this split was read (2026-12-03): the first three by sample id.
+DEV = ("conv-26", "conv-30", "conv-41")
+HELD_OUT = ("conv-42", "conv-43")
+SEARCH_TYPES = ["memories", "messages"]
 
 
 def session_date(raw: str) -> str:
@@ -127,8 +148,13 @@ def evaluate(base_url: str, api_key: str, args) -> dict:
                 continue
             t0 = time.perf_counter()
             resp = client.post(
-                "/v1/memories/search",
-                json={"user_id": user_id, "query": qa["question"], "limit": 20},
+                "/v1/search",
+                json={
+                    "user_id": user_id,
+                    "query": qa["question"],
+                    "limit": 20,
+                    "types": SEARCH_TYPES,
+                },
             )
             search_ms.append((time.perf_counter() - t0) * 1000)
             resp.raise_for_status()
@@ -158,20 +184,35 @@ def evaluate(base_url: str, api_key: str, args) -> dict:
     return summarize(per_question, search_ms, context_tokens, ingest_seconds, len(samples))
 
 
-def summarize(rows, search_ms, context_tokens, ingest_seconds, conversations) -> dict:
-    def mean(values):
-        return round(100 * statistics.fmean(values), 1) if values else None
+def _mean(values):
+    return round(100 * statistics.fmean(values), 1) if values else None
 
+
+def recall_table(rows) -> dict:
     table = {}
     for cat, name in [*CATEGORIES.items(), (0, "overall")]:
         subset = [r for r in rows if cat == 0 or r["category"] == cat]
         table[name] = {
             "questions": len(subset),
-            **{f"r@{k}": mean([r[f"r@{k}"] for r in subset]) for k in KS},
+            **{f"r@{k}": _mean([r[f"r@{k}"] for r in subset]) for k in KS},
         }
+    return table
+
+
+def summarize(rows, search_ms, context_tokens, ingest_seconds, conversations) -> dict:
+    samples = list(dict.fromkeys(r["sample"] for r in rows))
+    per_conversation = {
+        sample: recall_table([r for r in rows if r["sample"] == sample]) for sample in samples
+    }
+    fold_r10 = [per_conversation[s]["overall"]["r@10"] for s in samples]
     return {
         "conversations": conversations,
-        "recall": table,
+        "recall": recall_table(rows),
+        "split": {"dev": list(DEV), "held_out": list(HELD_OUT)},
+        "recall_dev": recall_table([r for r in rows if r["sample"] in DEV]),
+        "recall_held_out": recall_table([r for r in rows if r["sample"] in HELD_OUT]),
+        "recall_per_conversation": per_conversation,
+        "leave_one_out_mean_r@10": round(statistics.fmean(fold_r10), 1) if fold_r10 else None,
         "context_tokens_median": statistics.median(context_tokens) if context_tokens else None,
         "search_ms": {
             "p50": round(percentile(search_ms, 0.5), 1),
@@ -183,13 +224,31 @@ def summarize(rows, search_ms, context_tokens, ingest_seconds, conversations) ->
     }
 
 
-def print_table(report: dict) -> None:
+def print_recall(title: str, table: dict) -> None:
     print()
+    print(title)
     print(f"{'category':<12} {'questions':>9} {'R@5':>6} {'R@10':>6} {'R@20':>6}")
-    for name, row in report["recall"].items():
+    for name, row in table.items():
         print(
             f"{name:<12} {row['questions']:>9} {row['r@5']!s:>6} {row['r@10']!s:>6} {row['r@20']!s:>6}"
         )
+
+
+def print_table(report: dict) -> None:
+    split = report["split"]
+    print_recall(f"all conversations (POST /v1/search, types {SEARCH_TYPES})", report["recall"])
+    print_recall(f"dev (tune on these only): {', '.join(split['dev'])}", report["recall_dev"])
+    print_recall(
+        f"held-out (report, never tune): {', '.join(split['held_out'])}",
+        report["recall_held_out"],
+    )
+    print()
+    print("per conversation (each one's row is its leave-one-out fold):")
+    for sample, table in report["recall_per_conversation"].items():
+        row = table["overall"]
+        cats = " ".join(f"{n} {table[n]['r@10']}" for n in CATEGORIES.values())
+        print(f"  {sample}: R@10 {row['r@10']} ({row['questions']} q; {cats})")
+    print(f"leave-one-out mean R@10: {report['leave_one_out_mean_r@10']}")
     print(f"median context tokens: {report['context_tokens_median']}")
     print(f"search latency ms: {report['search_ms']}")
     print(

@@ -136,6 +136,33 @@ class SearchInput(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
 
 
+class UnifiedSearchInput(serializers.Serializer):
+    user_id = UserIdField(required=False)
+    query = serializers.CharField(max_length=4000)
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
+    types = serializers.ListField(
+        child=serializers.ChoiceField(choices=["memories", "messages", "chunks"]),
+        min_length=1,
+        max_length=3,
+        default=["memories", "messages"],
+    )
+    collection_ids = serializers.ListField(
+        child=serializers.CharField(max_length=40), max_length=100, required=False, default=list
+    )
+
+    def validate(self, attrs):
+        types = set(attrs["types"])
+        if types & {"memories", "messages"} and not attrs.get("user_id"):
+            raise serializers.ValidationError(
+                {"user_id": "Memories and messages are a user's: give user_id."}
+            )
+        if "chunks" in types and not attrs["collection_ids"]:
+            raise serializers.ValidationError(
+                {"collection_ids": "Chunks come from collections: name them in collection_ids."}
+            )
+        return attrs
+
+
 class FlexibleDateTimeField(serializers.DateTimeField):
     """ISO 8601 or a Unix timestamp (what OpenAI's own objects use)."""
 

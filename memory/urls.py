@@ -2,6 +2,7 @@ from django.urls import path
 
 from memory.apis import conversations as conversation_apis
 from memory.apis import memories as apis
+from memory.apis import search as search_apis
 from memory.apis import users as user_apis
 
 urlpatterns = [
@@ -9,6 +10,7 @@ urlpatterns = [
     path("memories/search", apis.MemorySearchApi.as_view()),
     path("memories/<id:memory_id>", apis.MemoryDetailApi.as_view()),
     path("memories/<id:memory_id>/history", apis.MemoryHistoryApi.as_view()),
+    path("search", search_apis.SearchApi.as_view()),
     path("users", user_apis.UserListApi.as_view()),
     path("users/<id:user_id>", user_apis.UserApi.as_view()),
     path("users/<id:user_id>/export", user_apis.UserExportApi.as_view()),

@@ -88,7 +88,7 @@ def test_imported_messages_go_through_extraction(http, celery_worker, settings):
     assert support["event_date"] == "2023-05-07"
     assert [s["metadata"]["dia_id"] for s in support["sources"]] == ["D1:3"]
     found = http.post(
-        "/v1/memories/search",
+        "/v1/search",
         json={
             "user_id": "locomo-26",
             "query": "When did Caroline go to the support group?",

@@ -17,9 +17,9 @@ from tests.stack import Redis, Stack, wait_until
 from tests.upstream import Reply, openai_completion
 
 FACTS = {
-    "I live in Lisbon.": "User lives in Lisbon",
+    "I live in Lisbon.": "User lives in Lisbon.",
     "I love jazz.": "User loves jazz.",
-    "I work at Initech.": "User works at Initech",
+    "I work at Initech.": "User works at Initech.",
     "I have a dog named Rex.": "User has a dog named Rex.",
 }
 
@@ -249,5 +249,5 @@ def test_malformed_llm_extraction_falls_back_to_the_offline_extractor(
     extraction_calls = [r for r in upstream.chat_requests() if r.body.get("response_format")]
     assert len(extraction_calls) == 3  # the LLM had its attempts first
     memory = Memory.objects.get(user_id="rui")
-    assert memory.text == "User lives in Rome"
+    assert memory.text == "User lives in Rome."
     assert MemoryEvent.objects.get(memory_id=memory.id).actor == "extractor:offline"

@@ -83,6 +83,7 @@ def _routes(world: dict) -> list[Route]:
             {"user_id": USER, "text": "likes tea", "kind": "fact", "metadata": {"k": "v"}},
         ),
         Route("POST", "/v1/memories/search", {"user_id": USER, "query": "tea", "limit": 5}),
+        Route("POST", "/v1/search", {"user_id": USER, "query": "tea", "limit": 5}),
         Route("GET", "/v1/memories/{memory_id}", ids={"memory_id": memory}),
         Route(
             "PATCH",
@@ -547,6 +548,7 @@ def test_nul_and_lone_surrogates_are_400_naming_the_field(http, raw, param):
         "/v1/memories",
         "/v1/collections",
         "/v1/memories/search",
+        "/v1/search",
         "/v1/workspaces",
         "/v1/conversations/c1/messages",
         "/v1/chat/completions",

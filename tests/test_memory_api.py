@@ -92,58 +92,6 @@ def test_memories_are_invisible_to_other_workspaces(http, outsider_http):
     assert Memory.objects.filter(id=memory["id"]).exists()
 
 
-def test_search_ranks_memories_and_messages_with_sources(http):
-    imported = http.post(
-        "/v1/conversations/trip/messages",
-        json={
-            "user_id": "alice",
-            "messages": [
-                {
-                    "role": "user",
-                    "name": "Alice",
-                    "content": "We booked a cabin in Norway for July.",
-                    "created_at": "2023-05-08T13:56:00Z",
-                    "metadata": {"dia_id": "D1:1"},
-                },
-                {
-                    "role": "user",
-                    "name": "Alice",
-                    "content": "My sister makes the best pancakes.",
-                    "created_at": "2023-05-08T13:57:00Z",
-                    "metadata": {"dia_id": "D1:2"},
-                },
-            ],
-        },
-    )
-    assert imported.status_code == 201
-    add(http, "alice", "Alice is afraid of heights.")
-    add(http, "bob", "Bob booked a cabin in Norway too.")
-    result = http.post(
-        "/v1/memories/search",
-        json={"user_id": "alice", "query": "Where is the cabin trip?", "limit": 5},
-    ).json()
-    data = result["data"]
-    assert data and all(isinstance(d["score"], float) for d in data)
-    assert [d["score"] for d in data] == sorted((d["score"] for d in data), reverse=True)
-    top = data[0]
-    assert top["object"] == "message" and "cabin in Norway" in top["text"]
-    assert top["sources"] == [
-        {
-            "message_id": top["id"],
-            "conversation_id": "trip",
-            "created_at": 1683554160,
-            "metadata": {"dia_id": "D1:1"},
-        }
-    ]
-    assert "Bob" not in str(data)
-    assert {d["object"] for d in data} <= {"memory", "message"}
-    heights = http.post(
-        "/v1/memories/search", json={"user_id": "alice", "query": "afraid of heights", "limit": 1}
-    ).json()["data"]
-    assert heights[0]["object"] == "memory" and heights[0]["text"] == "Alice is afraid of heights."
-    assert "vector rank" in heights[0]["why"]
-
-
 def test_user_delete_removes_every_trace_in_the_workspace(http, outsider_http, outsider):
     workspace_other, _ = outsider
     http.post(

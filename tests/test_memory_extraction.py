@@ -66,8 +66,8 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
     job.refresh_from_db()
     assert job.status == "done" and job.attempts == 1 and job.extractor == "offline"
     texts = sorted(Memory.objects.values_list("text", flat=True))
-    assert texts == ["User lives in Paris", "User loves jazz."]
-    home = Memory.objects.get(text="User lives in Paris")
+    assert texts == ["User lives in Paris.", "User loves jazz."]
+    home = Memory.objects.get(text="User lives in Paris.")
     source = Message.objects.get(content__startswith="Hi!")
     assert list(home.sources.all()) == [source]  # provenance
     assert home.embedding is not None and "lives in Paris" in home.search_text
@@ -75,15 +75,15 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
     say(workspace, "sam", "Big news: I moved from Paris to Berlin last week.")
     extract(workspace, conv, django_capture_on_commit_callbacks)
     home.refresh_from_db()
-    assert home.text == "User lives in Berlin (moved from Paris)"
+    assert home.text == "User lives in Berlin (moved from Paris)."
     assert not Memory.objects.filter(text__contains="lives in Paris").exists()
     assert Memory.objects.filter(user_id="sam").count() == 2
     events = list(
         MemoryEvent.objects.filter(memory_id=home.id).values_list("event", "old_text", "new_text")
     )
     assert events == [
-        ("ADD", "", "User lives in Paris"),
-        ("UPDATE", "User lives in Paris", "User lives in Berlin (moved from Paris)"),
+        ("ADD", "", "User lives in Paris."),
+        ("UPDATE", "User lives in Paris.", "User lives in Berlin (moved from Paris)."),
     ]
     assert home.sources.count() == 2
 
@@ -160,6 +160,94 @@ def test_near_duplicates_are_merged_by_embedding_similarity(
     extract(workspace, conv, django_capture_on_commit_callbacks)
     memory = Memory.objects.get()
     assert memory.sources.count() == 2
+
+
+OFFLINE_FACTS = [
+    # grammatical third person: the verb agrees, later mentions are pronouns
+    ("I drink oat milk in my coffee.", ["User drinks oat milk in their coffee."]),
+    ("I usually watch movies on Fridays.", ["User usually watches movies on Fridays."]),
+    ("I don't like spicy food.", ["User doesn't like spicy food."]),
+    ("I think I'm tired of my job.", ["User thinks they are tired of their job."]),
+    ("I am allergic to peanuts.", ["User is allergic to peanuts."]),
+    ("I study math and I teach kids.", ["User studies math.", "User teaches kids."]),
+    ("My sister and I went hiking.", ["User's sister and User went hiking."]),
+    ("My dog loves me.", ["User's dog loves them."]),
+    ("I finally finished my degree.", ["User finally finished their degree."]),
+    # requests and commands are not facts about the user
+    ("Stream me something please.", []),
+    ("Tell me a joke.", []),
+    ("Can you recommend a book?", []),
+    ("I want you to write a poem about my cat.", []),
+    ("Please remember that I like tea.", []),
+]
+
+
+@pytest.mark.parametrize(("said", "facts"), OFFLINE_FACTS)
+def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
+    from memory.background.extraction.offline import extract as offline_extract
+
+    found = offline_extract(said, subject="User", today=dt.date(2023, 5, 8))
+    assert [f.text for f in found] == facts
+
+
+def test_distinct_facts_stay_distinct_and_restatements_merge(
+    offline, django_capture_on_commit_callbacks
+):
+    names = [
+        "Biscuit",
+        "Nibbles",
+        "Pepper",
+        "Mango",
+        "Ziggy",
+        "Luna",
+        "Oreo",
+        "Bandit",
+        "Noodle",
+        "Pickles",
+        "Waffles",
+        "Gizmo",
+        "Peanut",
+        "Socks",
+        "Whiskers",
+        "Pippin",
+        "Maple",
+        "Juniper",
+        "Sprout",
+        "Tofu",
+        "Bean",
+        "Comet",
+        "Dusty",
+        "Fidget",
+        "Gadget",
+        "Hazel",
+        "Inky",
+        "Jasper",
+        "Kiwi",
+        "Lentil",
+        "Mochi",
+        "Nacho",
+        "Olive",
+        "Pudding",
+        "Quill",
+        "Rascal",
+        "Sable",
+        "Truffle",
+        "Umber",
+        "Velvet",
+    ]
+    assert len(set(names)) == 40
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", *(f"I have a pet ferret called {n}." for n in names))
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    texts = set(Memory.objects.values_list("text", flat=True))
+    assert texts == {f"User has a pet ferret called {n}." for n in names}
+    # the same fact said again, or with nothing new, joins the memory it restates
+    say(workspace, "u", f"I have a pet ferret called {names[0]}!", "I love climbing.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    say(workspace, "u", "I really love climbing.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert Memory.objects.count() == 41
+    assert Memory.objects.get(text__endswith=f"called {names[0]}.").sources.count() == 2
 
 
 @llm_db
@@ -242,7 +330,7 @@ def test_malformed_llm_output_is_retried_then_falls_back_to_the_offline_extracto
     assert job.status == "done" and job.extractor == "offline-fallback"
     assert "malformed model output" in job.error
     memory = Memory.objects.get()
-    assert memory.text == "User lives in Rome"
+    assert memory.text == "User lives in Rome."
     assert MemoryEvent.objects.get(memory_id=memory.id).actor == "extractor:offline"
 
 
@@ -351,7 +439,7 @@ def test_an_upstream_that_keeps_failing_falls_back_after_the_retries(upstream, c
     job = wait_job(extraction_enqueue(workspace=workspace, conversation=conv))
     assert job.status == "done" and job.attempts == 4  # the LLM had every retry first
     assert job.extractor == "offline-fallback" and "LLMError" in job.error
-    assert Memory.objects.get().text == "User lives in Quito"
+    assert Memory.objects.get().text == "User lives in Quito."
 
 
 def test_memory_tasks_run_on_their_own_queue():

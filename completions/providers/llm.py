@@ -35,6 +35,14 @@ def _default_model(workspace_id: str) -> str:
     return "gpt-4o-mini"
 
 
+def available(*, workspace: Workspace, model: str | None = None) -> bool:
+    """Whether `chat` would reach a real LLM (else it raises LLMUnavailable): background work
+    picks its offline path up front instead of preparing for a call that cannot happen."""
+    return (
+        resolve_sync(workspace.id, model or _default_model(workspace.id)).provider.name != "local"
+    )
+
+
 def chat(
     *,
     workspace: Workspace,

@@ -16,7 +16,7 @@ from config.common.pagination import paginate
 from memory import selectors, services
 from memory.apis import openapi as docs
 from memory.models import Memory
-from memory.retrieval.search import Found, search
+from memory.retrieval.search import Found, memory_search
 from memory.serializers import (
     MemoryCreateInput,
     MemoryUpdateInput,
@@ -149,12 +149,13 @@ class MemorySearchApi(APIView):
     permission_classes = [EndUserAllowed]
 
     @extend_schema(
-        summary="Search a user's memories and past messages",
-        description="One ranking: cosine similarity blended with BM25; each hit has `score`, "
-        "`why` and the messages it came from.",
+        summary="Search a user's memories",
+        description="Memories only (facts, preferences, plans, events), best first: cosine "
+        "similarity blended with BM25. Each has `score`, `why` and `sources`, the messages it was "
+        "extracted from. Past messages and knowledge chunks: `POST /v1/search`.",
         tags=["memories"],
         request=SearchInput,
-        responses=docs.SearchResultsSerializer,
+        responses=docs.MemorySearchResultsSerializer,
         examples=[
             OpenApiExample(
                 "A question",
@@ -168,32 +169,20 @@ class MemorySearchApi(APIView):
 
         data = _valid(SearchInput, with_own_user(request, request.data))
         vector = get_embedder().embed_one(data["query"])
-        results = search(
+        found = memory_search(
             workspace=request.workspace,
             user_id=own_user(request, data["user_id"]),
             query=data["query"],
             vector=vector,
             limit=data["limit"],
+            with_sources=True,
         )
-        return Response({"object": "list", "data": [search_result(f) for f in results]})
+        return Response({"object": "list", "data": [memory_hit(f) for f in found]})
 
 
-def search_result(found: Found) -> dict:
-    if isinstance(found.obj, Memory):
-        body = memory_body(found.obj, found.sources)
-    else:
-        message = found.obj
-        body = {
-            "id": message.id,
-            "object": "message",
-            "conversation_id": message.conversation.external_id,
-            "role": message.role,
-            "name": message.name or None,
-            "text": message.content,
-            "metadata": message.metadata,
-            "created_at": int(message.created_at.timestamp()),
-            "sources": found.sources,
-        }
+def memory_hit(found: Found) -> dict:
+    assert isinstance(found.obj, Memory)
+    body = memory_body(found.obj, found.sources)
     body["score"] = round(found.score, 6)
     body["why"] = found.why()
     return body

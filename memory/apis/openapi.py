@@ -50,19 +50,52 @@ class MemoryEventSerializer(serializers.Serializer):
     created_at = _ts()
 
 
-class SearchHitSerializer(serializers.Serializer):
-    """A memory (the memory's fields) or a past message, with its score and why."""
+class MemoryHitSerializer(MemorySerializer):
+    """A memory with its score and why."""
 
-    id = serializers.CharField()
-    object = serializers.ChoiceField(choices=["memory", "message"])
-    text = serializers.CharField()
-    score = serializers.FloatField()
+    score = serializers.FloatField(help_text="Cosine similarity blended with BM25, plus recency.")
     why = serializers.CharField()
-    sources = SourceSerializer(many=True)
+
+
+class UnifiedSourceSerializer(serializers.Serializer):
+    """A message (of a memory or a message item) or a document (of a chunk item)."""
+
+    message_id = serializers.CharField(required=False)
+    conversation_id = serializers.CharField(required=False)
+    created_at = _ts(required=False)
+    metadata = serializers.DictField(required=False)
+    collection_id = serializers.CharField(required=False)
+    document_id = serializers.CharField(required=False)
+    title = serializers.CharField(required=False, allow_blank=True)
+    chunk_index = serializers.IntegerField(required=False)
+    heading = serializers.CharField(required=False, allow_blank=True)
+
+
+class UnifiedHitSerializer(serializers.Serializer):
+    """One item of the unified ranking; the fields after `why` are its type's."""
+
+    object = const("search.result")
+    type = serializers.ChoiceField(choices=["memory", "message", "chunk"])
+    id = serializers.CharField(help_text="A chunk's is `<document_id>#<chunk_index>`.")
+    text = serializers.CharField()
+    score = serializers.FloatField(help_text="Cosine similarity blended with BM25, one scale.")
+    created_at = serializers.IntegerField(help_text="Unix seconds; a chunk's: its document's.")
+    sources = UnifiedSourceSerializer(
+        many=True,
+        help_text="A message: itself. A memory: the messages it came from. A chunk: its document.",
+    )
+    why = serializers.CharField()
     user_id = serializers.CharField(required=False, help_text="memory")
-    kind = serializers.CharField(required=False, help_text="memory")
+    kind = serializers.ChoiceField(choices=KINDS, required=False, help_text="memory")
+    event_date = serializers.DateField(required=False, allow_null=True, help_text="memory")
+    metadata = serializers.DictField(required=False, help_text="memory, message")
     conversation_id = serializers.CharField(required=False, help_text="message")
     role = serializers.CharField(required=False, help_text="message")
+    name = serializers.CharField(required=False, allow_null=True, help_text="message")
+    collection_id = serializers.CharField(required=False, help_text="chunk")
+    document_id = serializers.CharField(required=False, help_text="chunk")
+    title = serializers.CharField(required=False, allow_blank=True, help_text="chunk")
+    chunk_index = serializers.IntegerField(required=False, help_text="chunk")
 
 
 class ProcessingSerializer(serializers.Serializer):
@@ -174,7 +207,8 @@ class UserExportSerializer(serializers.Serializer):
 
 MemoryListSerializer = list_of(MemorySerializer, "MemoryList")
 MemoryEventListSerializer = list_of(MemoryEventSerializer, "MemoryEventList", cursor=False)
-SearchResultsSerializer = list_of(SearchHitSerializer, "SearchResults", cursor=False)
+MemorySearchResultsSerializer = list_of(MemoryHitSerializer, "MemorySearchResults", cursor=False)
+UnifiedSearchResultsSerializer = list_of(UnifiedHitSerializer, "SearchResults", cursor=False)
 ConversationListSerializer = list_of(ConversationSerializer, "ConversationList")
 MessageListSerializer = list_of(MessageSerializer, "MessageList")
 UserListSerializer = list_of(UserSerializer, "UserList")

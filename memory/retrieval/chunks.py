@@ -47,12 +47,13 @@ _DOCUMENT = "JOIN memory_document doc ON doc.id = t.document_id"
 def ranked(
     *, workspace_id: str, collection_ids: list[str], query: str, vector
 ) -> list[fusion.Ranked]:
-    """The candidates, blended and ranked on each side, best first; row["title"] is the document's."""
+    """The candidates, blended and ranked on each side, best first; row["title"] and
+    row["created_at"] are the document's."""
     stats = terms.collection_stats(workspace_id=workspace_id, collection_ids=collection_ids)
     sql = fusion.statement(
         table="memory_chunk",
         scope=_SCOPE,
-        columns=[*(f"t.{c}" for c in COLUMNS), "doc.title"],
+        columns=[*(f"t.{c}" for c in COLUMNS), "doc.title", "doc.created_at"],
         joins=_DOCUMENT,
         text_rows=_MATCHED,
         text_scope=_READY,
@@ -69,7 +70,7 @@ def ranked(
         stats=stats,
         vector=vector,
     )
-    names = [*COLUMNS, "title"]
+    names = [*COLUMNS, "title", "created_at"]
     hits = [
         fusion.Ranked(row[0], dict(zip(names, row, strict=False)), row[-2], bm25=row[-1])
         for row in rows

@@ -191,11 +191,22 @@ def _rank(hits: list[Ranked], side: str, key, counted) -> None:
         hit.ranks[side] = rank + 1
 
 
-def with_recency(hits: list[Ranked], *, when: str, min_similarity: float) -> list[Ranked]:
-    """Add the recency term, drop what is neither a word match nor close enough; best first."""
+def with_recency(
+    hits: list[Ranked], *, when: str, min_similarity: float, keep_best: int = 0
+) -> list[Ranked]:
+    """Add the recency term, drop what is neither a word match nor close enough; best first.
+
+    `keep_best`: the nearest few by cosine stay whatever their similarity, so a paraphrase
+    sharing no word with the one memory that answers it ("What should I avoid eating?" and
+    "User is allergic to peanuts.": cosine 0.19 with MiniLM) is not lost to a fixed threshold
+    when nothing else matches.
+    """
     by_age = sorted(hits, key=lambda h: h.row[when], reverse=True)
     for rank, hit in enumerate(by_age):
         hit.ranks["recency"] = rank + 1
         hit.score += RECENCY_SHARE * (1 - rank / len(by_age))
-    kept = [h for h in hits if h.bm25 > 0 or (h.similarity or 0.0) >= min_similarity]
+    nearest = {h.id for h in sorted(hits, key=lambda h: -(h.similarity or 0.0))[:keep_best]}
+    kept = [
+        h for h in hits if h.bm25 > 0 or (h.similarity or 0.0) >= min_similarity or h.id in nearest
+    ]
     return sorted(kept, key=lambda h: h.score, reverse=True)

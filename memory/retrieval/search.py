@@ -1,9 +1,9 @@
-"""Search of what a user said and what was remembered about them: the selectors callers use.
+"""Search of what a user said, what was remembered about them and what the workspace knows.
 
 `memory_search` and `message_search` rank one source each (memory.retrieval.memories and
 .messages, both on the blend of memory.retrieval.fusion), add the recency term and build model
-instances from the rows; `search` merges the two into one list, an item joining only when it
-adds evidence.
+instances from the rows; `chunk_search` ranks knowledge chunks on the same blend; `search`
+merges the sources asked for into one list, an item joining only when it adds evidence.
 """
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ from dataclasses import dataclass, field
 
 from accounts.models import Workspace
 from memory.models import Conversation, Memory, Message
-from memory.retrieval import fusion, memories, messages
+from memory.retrieval import chunks, fusion, memories, messages
 
 MIN_SIMILARITY = fusion.MIN_SIMILARITY
+TYPES = ("memories", "messages", "chunks")
 
 
 @dataclass
 class Found:
     """A ranked memory or past message, with why it ranked and where it came from."""
 
-    kind: str  # "memory" | "message"
-    obj: Memory | Message
+    kind: str  # "memory" | "message" | "chunk"
+    obj: Memory | Message | dict  # a chunk is its row (memory.retrieval.chunks.COLUMNS + title)
     score: float
     similarity: float | None
     ranks: dict[str, int]
@@ -31,7 +32,7 @@ class Found:
 
     @property
     def id(self) -> str:
-        return self.obj.id
+        return self.obj["id"] if isinstance(self.obj, dict) else self.obj.id
 
     def why(self) -> str:
         parts = []
@@ -62,6 +63,7 @@ def memory_search(
     limit: int,
     min_similarity: float = 0.0,
     with_sources: bool = False,
+    keep_best: int = 0,
 ) -> list[Found]:
     hits = memories.ranked(
         workspace_id=workspace.id,
@@ -71,7 +73,10 @@ def memory_search(
         with_sources=with_sources,
     )
     found = []
-    for hit in fusion.with_recency(hits, when="updated_at", min_similarity=min_similarity)[:limit]:
+    kept = fusion.with_recency(
+        hits, when="updated_at", min_similarity=min_similarity, keep_best=keep_best
+    )
+    for hit in kept[:limit]:
         row = dict(hit.row)
         sources = row.pop("sources", [])
         memory = Memory(workspace=workspace, **row)
@@ -99,7 +104,9 @@ def message_search(
         exclude_ids=list(exclude_ids),
         feedback=feedback,
     )
-    found, seen = [], set()
+    found: list[Found] = []
+    seen: set[str] = set()
+    said: list[str] = []  # the user's own words among the hits, for spotting echoes
     for hit in fusion.with_recency(hits, when="created_at", min_similarity=min_similarity):
         row = dict(hit.row)
         conversation = Conversation(
@@ -114,6 +121,11 @@ def message_search(
         if key in seen:
             continue  # the same words said twice are one piece of evidence
         seen.add(key)
+        if message.role == "user" and len(key) >= _ECHO_MIN_CHARS:
+            said.append(key)
+            found = [f for f in found if not _echoes(f, [key])]  # an echo that ranked first
+        elif _echoes_text(message, key, said):
+            continue
         found.append(
             Found(
                 "message", message, hit.score, hit.similarity, hit.ranks, [message_source(message)]
@@ -124,40 +136,99 @@ def message_search(
     return found
 
 
-def search(
-    *, workspace: Workspace, user_id: str, query: str, vector: list[float] | None, limit: int
+# An assistant message that quotes a user message word for word (the local model's "You said:
+# ...", a model repeating the user) adds nothing the user's own message does not, wherever
+# either ranks. Shorter user messages ("yes", "thanks") are quoted by chance, not echoed.
+_ECHO_MIN_CHARS = 16
+
+
+def _echoes_text(message: Message, key: str, said: list[str]) -> bool:
+    return message.role == "assistant" and any(s in key for s in said)
+
+
+def _echoes(found: Found, said: list[str]) -> bool:
+    message = found.obj
+    assert isinstance(message, Message)
+    return _echoes_text(message, " ".join(message.content.lower().split()), said)
+
+
+def chunk_search(
+    *, workspace: Workspace, collection_ids: list[str], query: str, vector, limit: int
 ) -> list[Found]:
-    """Memories and past messages in one ranking; an item adds evidence or it is left out."""
-    memories_found = memory_search(
-        workspace=workspace,
-        user_id=user_id,
-        query=query,
-        vector=vector,
-        limit=limit,
-        min_similarity=MIN_SIMILARITY,
-        with_sources=True,
+    """The best chunks of the ready documents of these collections; a chunk's source is its
+    document. The caller has checked the collections are the workspace's."""
+    hits = chunks.ranked(
+        workspace_id=workspace.id, collection_ids=list(collection_ids), query=query, vector=vector
     )
-    messages_found = message_search(
-        workspace=workspace,
-        user_id=user_id,
-        query=query,
-        vector=vector,
-        limit=limit,
-        min_similarity=MIN_SIMILARITY,
-        feedback=True,
-    )
-    ranked = sorted(
-        memories_found + messages_found,
+    found = []
+    for hit in hits[:limit]:
+        row = dict(hit.row)
+        source = {
+            k: row[k] for k in ("collection_id", "document_id", "title", "chunk_index", "heading")
+        }
+        found.append(Found("chunk", row, hit.score, hit.similarity, hit.ranks, [source]))
+    return found
+
+
+def search(
+    *,
+    workspace: Workspace,
+    user_id: str | None,
+    query: str,
+    vector: list[float] | None,
+    limit: int,
+    types: Iterable[str] = ("memories", "messages"),
+    collection_ids: Iterable[str] = (),
+) -> list[Found]:
+    """The sources named in `types` in one ranking; an item adds evidence or it is left out.
+
+    A memory restates its source messages: it outranks them only when clearly better
+    (fusion.MEMORY_WEIGHT), and a memory whose every source message already ranks above it adds
+    nothing (the LoCoMo evaluation counts evidence, not items). Chunks join on their own blended
+    score, on the same scale.
+    """
+    types = set(types)
+    ranked: list[Found] = []
+    if "memories" in types and user_id:
+        ranked += memory_search(
+            workspace=workspace,
+            user_id=user_id,
+            query=query,
+            vector=vector,
+            limit=limit,
+            min_similarity=MIN_SIMILARITY,
+            with_sources=True,
+        )
+    if "messages" in types and user_id:
+        ranked += message_search(
+            workspace=workspace,
+            user_id=user_id,
+            query=query,
+            vector=vector,
+            limit=limit,
+            min_similarity=MIN_SIMILARITY,
+            feedback=True,
+        )
+    if "chunks" in types and collection_ids:
+        ranked += chunk_search(
+            workspace=workspace,
+            collection_ids=list(collection_ids),
+            query=query,
+            vector=vector,
+            limit=limit,
+        )
+    ranked.sort(
         key=lambda f: f.score * (fusion.MEMORY_WEIGHT if f.kind == "memory" else 1.0),
         reverse=True,
     )
     results: list[Found] = []
     covered: set[str] = set()
     for found in ranked:
-        ids = {s["message_id"] for s in found.sources}
-        if ids and ids <= covered:
-            continue
-        covered |= ids
+        if found.kind != "chunk":
+            ids = {s["message_id"] for s in found.sources}
+            if ids and ids <= covered:
+                continue
+            covered |= ids
         results.append(found)
         if len(results) == limit:
             break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
@@ -97,6 +98,77 @@ def memory_create(
         source_message_ids=source_ids,
     )
     return memory
+
+
+@dataclass
+class NewMemory:
+    """One memory for memories_create: the arguments memory_create takes, per memory."""
+
+    text: str
+    kind: str
+    event_date: dt.date | None
+    metadata: dict
+    source_message_ids: list[str]
+    learned_on: dt.date | None
+    embedding: list[float]
+    id: str | None = None  # the new memory's id, when the caller chose it
+    memory: Memory | None = None  # set by memories_create
+
+
+@transaction.atomic
+def memories_create(
+    *, workspace: Workspace, user_id: str, new: list[NewMemory], actor: str, reason: str = ""
+) -> list[Memory]:
+    """memory_create for many memories in four statements (memories, sources, events), not
+    four per memory: an extraction job's new facts (bench/bench_extraction.py).
+
+    Source messages are taken as given: the caller read them from the user's own conversation.
+    """
+    memories = []
+    for item in new:
+        metadata = dict(item.metadata)
+        if item.learned_on:
+            metadata["learned_on"] = item.learned_on.isoformat()
+        memory = Memory(
+            workspace=workspace,
+            user_id=user_id,
+            text=item.text.strip(),
+            kind=item.kind,
+            event_date=item.event_date,
+            metadata=metadata,
+        )
+        if item.id:
+            memory.id = item.id
+        _index(memory, embedding=item.embedding)
+        item.memory = memory
+        memories.append(memory)
+    Memory.objects.bulk_create(memories)
+    through = Memory.sources.through
+    through.objects.bulk_create(
+        [
+            through(memory_id=item.memory.id, message_id=message_id)
+            for item in new
+            if item.memory is not None
+            for message_id in dict.fromkeys(item.source_message_ids)
+        ],
+        ignore_conflicts=True,
+    )
+    MemoryEvent.objects.bulk_create(
+        [
+            MemoryEvent(
+                workspace=workspace,
+                memory_id=memory.id,
+                user_id=user_id,
+                event=MemoryEvent.Event.ADD,
+                new_text=memory.text,
+                actor=actor,
+                reason=reason,
+                source_message_ids=list(dict.fromkeys(item.source_message_ids)),
+            )
+            for item, memory in zip(new, memories, strict=True)
+        ]
+    )
+    return memories
 
 
 class _Unset(enum.Enum):

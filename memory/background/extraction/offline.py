@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_FIRST_PERSON = re.compile(r"\b(I|I'm|I've|I'd|I'll|my|My|me|we|We|our|Our|us|mine)\b")
 _PHATIC = re.compile(
     r"^(?:oh,?\s+|wow,?\s+|yeah,?\s+|haha,?\s+|aw+,?\s+)*(?:thanks?|thank you|i see|i agree|"
     r"i know|i think so|i hope so|i understand|i guess|i mean|me too|i bet|i can imagine|"
@@ -197,72 +196,179 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
 
 # --- third person -------------------------------------------------------------------------------
 
-_IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is", "'m": "is"}
-_ADVERBS = {"really", "also", "just", "still", "usually", "always", "never", "often", "now"}
-_BASE_VERBS = set(
+_IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is", "don't": "doesn't"}
+_IRREGULAR |= {"haven't": "hasn't", "'m": "is"}
+# Words after "I" that are not a present-tense verb to conjugate: modals, past forms, adverbs.
+_KEEP = set(
     [
-        "love",
-        "like",
-        "live",
-        "work",
-        "want",
-        "need",
-        "enjoy",
-        "prefer",
-        "hate",
-        "think",
-        "feel",
-        "plan",
-        "hope",
-        "go",
-        "have",
-        "do",
-        "know",
-        "believe",
-        "teach",
-        "study",
-        "play",
-        "run",
-        "write",
-        "paint",
-        "read",
-        "cook",
-        "own",
-        "use",
-        "miss",
-        "visit",
-        "wish",
-        "try",
-        "volunteer",
-        "collect",
-        "keep",
-        "spend",
-        "watch",
-        "listen",
-        "make",
-        "take",
-        "find",
-        "get",
-        "see",
-        "care",
-        "struggle",
-        "remember",
-        "dream",
-        "sing",
-        "dance",
-        "swim",
-        "practice",
-        "attend",
-        "belong",
+        "can",
+        "can't",
+        "cannot",
+        "could",
+        "couldn't",
+        "will",
+        "won't",
+        "would",
+        "wouldn't",
+        "should",
+        "shouldn't",
+        "must",
+        "mustn't",
+        "may",
+        "might",
+        "shall",
+        "was",
+        "wasn't",
+        "did",
+        "didn't",
+        "had",
+        "hadn't",
+        "used",
+        "got",
+        "went",
+        "made",
+        "took",
+        "saw",
+        "met",
+        "found",
+        "bought",
+        "ran",
+        "wrote",
+        "began",
+        "came",
+        "felt",
+        "left",
+        "lost",
+        "thought",
+        "told",
+        "said",
+        "sold",
+        "spent",
+        "won",
+        "gave",
+        "knew",
+        "heard",
+        "kept",
+        "built",
+        "brought",
+        "taught",
+        "caught",
+        "fell",
+        "flew",
+        "drove",
+        "ate",
+        "drank",
+        "sang",
+        "swam",
+        "chose",
+        "broke",
+        "became",
+        "grew",
+        "threw",
+        "woke",
+        "wore",
+        "sat",
+        "stood",
+        "understood",
+        "forgot",
+        "fought",
+        "hung",
+        "led",
+        "meant",
+        "paid",
+        "rode",
+        "rose",
+        "sent",
+        "shot",
+        "slept",
+        "spoke",
+        "stole",
+        "stuck",
+        "struck",
+        "swore",
+        "tore",
+        "wept",
+        "wound",
+        "held",
+        "lent",
+        "lit",
+        "dug",
+        "drew",
+        "hid",
+        "bit",
+        "bent",
+        "fed",
     ]
 )
+_ADVERBS = set(
+    [
+        "really",
+        "also",
+        "just",
+        "still",
+        "usually",
+        "always",
+        "never",
+        "often",
+        "now",
+        "actually",
+        "definitely",
+        "sometimes",
+        "rarely",
+        "seldom",
+        "already",
+        "even",
+        "only",
+        "mostly",
+        "generally",
+        "normally",
+        "totally",
+        "absolutely",
+        "truly",
+        "recently",
+        "finally",
+        "currently",
+        "personally",
+        "occasionally",
+        "typically",
+        "basically",
+    ]
+)
+# "-ly" words that are verbs, not adverbs
+_LY_VERBS = {"apply", "rely", "reply", "fly", "supply", "multiply", "ally", "bully", "tally"}
+_NOT_I = r"(?!(?:I|I'm|Im|I've|I'd|I'll)\b)"
+_SUBJECT_I = re.compile(
+    r"\b(?:I am|I'm|Im|I've|I'd|I'll|I)\b"
+    rf"(?:\s+{_NOT_I}([A-Za-z']+))?(?:\s+{_NOT_I}([A-Za-z']+))?"
+)
+_CONTRACTIONS = {
+    "i am": "am",
+    "i'm": "am",
+    "im": "am",
+    "i've": "have",
+    "i'd": "would",
+    "i'll": "will",
+}
+_THEY = {"am": "are", "was": "were", "have": "have", "would": "would", "will": "will"}
+
+
+def _is_adverb(word: str) -> bool:
+    low = word.lower()
+    return low in _ADVERBS or (low.endswith("ly") and low not in _LY_VERBS and len(low) > 4)
 
 
 def _conjugate(verb: str) -> str:
+    """A present-tense verb after "I" -> its third-person singular form ("drink" -> "drinks")."""
     low = verb.lower()
     if low in _IRREGULAR:
         return _IRREGULAR[low]
-    if low not in _BASE_VERBS:
+    if (
+        low in _KEEP
+        or not low.isalpha()
+        or not verb.islower()
+        or low.endswith("ed")
+        or len(low) < 2
+    ):
         return verb
     if low.endswith(("s", "sh", "ch", "x", "z", "o")):
         return verb + "es"
@@ -272,28 +378,81 @@ def _conjugate(verb: str) -> str:
 
 
 def third_person(sentence: str, subject: str) -> str:
-    possessive = f"{subject}'s"
-    text = sentence
-    text = re.sub(r"\bI am\b|\bI'm\b|\bIm\b", f"{subject} is", text)
-    text = re.sub(r"\bI've\b", f"{subject} has", text)
-    text = re.sub(r"\bI'd\b", f"{subject} would", text)
-    text = re.sub(r"\bI'll\b", f"{subject} will", text)
+    """ "I drink oat milk in my coffee" -> "User drinks oat milk in their coffee".
 
-    def i_verb(m: re.Match) -> str:
-        words = m.group(1).split()
-        if words[0].lower() in _ADVERBS and len(words) > 1:
-            return f"{subject} {words[0]} {_conjugate(words[1])}"
-        return f"{subject} {_conjugate(words[0])}" + (
-            " " + " ".join(words[1:]) if len(words) > 1 else ""
-        )
+    The first mention names the subject ("User", "User's"); later ones in the sentence are
+    pronouns (they, their, them), with the verb agreeing. A subject "I" after a possessive
+    mention still gets the name: "My sister and I went" -> "User's sister and User went".
+    """
+    state = {"named": False, "possessed": False}
 
-    text = re.sub(r"\bI ((?:\w+)(?: \w+)?)", i_verb, text)
-    text = re.sub(r"\bI\b", subject, text)
-    text = re.sub(r"\b[Mm]y\b", possessive, text)
-    text = re.sub(r"\bmine\b", possessive, text)
-    text = re.sub(r"\bmyself\b", subject, text)
-    text = re.sub(r"\bme\b", subject, text)
-    return text
+    def i_clause(m: re.Match) -> str:
+        token = "i am" if m.group(0).lower().startswith("i am") else m.group(0).split()[0].lower()
+        words = [w for w in (m.group(1), m.group(2)) if w]
+        contraction = _CONTRACTIONS.get(token)
+        # "my kids and I are": a compound subject keeps its plural verb
+        compound = sentence[: m.start()].rstrip().lower().endswith(" and")
+        pronoun = state["named"]
+        who = "they" if pronoun else subject
+        state["named"] = True
+        if contraction:  # I'm / I've / I'd / I'll / I am
+            verb = _THEY[contraction] if pronoun or compound else _conjugate(contraction)
+            return " ".join([who, verb, *words])
+        if not words:
+            return who
+        out = [who]
+        rest = list(words)
+        if _is_adverb(rest[0]) and len(rest) > 1:
+            out.append(rest.pop(0))
+        out.append(rest[0] if pronoun or compound else _conjugate(rest[0]))
+        out += rest[1:]
+        return " ".join(out)
+
+    text = _SUBJECT_I.sub(i_clause, sentence)
+
+    def possessive(m: re.Match) -> str:
+        if state["named"] or state["possessed"]:
+            return "Their" if m.group(0)[0] == "M" and m.start() == 0 else "their"
+        state["possessed"] = True
+        return f"{subject}'s"
+
+    # Walk the text once, left to right, so "first mention" means what it says.
+    out, pos = [], 0
+    mention = re.compile(rf"\b{re.escape(subject)}\b|\b[Mm]y\b|\bmine\b|\bmyself\b|\bme\b")
+    state["named"] = False
+    for m in mention.finditer(text):
+        out.append(text[pos : m.start()])
+        word = m.group(0)
+        if word == subject:
+            state["named"] = True
+            out.append(word)
+        elif word.lower() == "my":
+            out.append(possessive(m))
+        elif word == "mine":
+            out.append("theirs" if state["named"] or state["possessed"] else f"{subject}'s")
+        elif word == "myself":
+            out.append("themselves" if state["named"] or state["possessed"] else subject)
+        else:  # me
+            out.append("them" if state["named"] or state["possessed"] else subject)
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+# --- requests: what a user asks for is not a fact about them -------------------------------------
+
+_REQUEST = re.compile(
+    r"^(?:please|pls|kindly|can you|could you|would you|will you|can u|tell me|show me|give me|"
+    r"help me|let me|let's|remind me|find me|get me|send me|play|stream|write|translate|"
+    r"summari[sz]e|explain|list|draft|generate|make me|book me)\b"
+    r"|\b(?:I|I'd|I would) (?:want|need|like) you to\b",
+    re.IGNORECASE,
+)
+# "I'm allergic to peanuts, so please keep them out": the fact, without the request after it.
+_TRAILING_REQUEST = re.compile(r"\s*(?:[,;:-]\s*)?(?:\b(?:so|and|but)\s+)?\bplease\b.*$", re.I)
+# A statement about oneself has a first-person subject or possessive; "me" alone ("stream me
+# something") is an object, usually of a request.
+_SELF = re.compile(r"\b(?:I|I'm|Im|I've|I'd|I'll|my|My|we|We|our|Our)\b")
 
 
 # --- slots: facts with one current value ---------------------------------------------------------
@@ -360,12 +519,93 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
             text = f"{subject} is {value} years old"
         else:
             text = f"{subject} is {value}"
-        found[slot] = (slot, value, text)
+        found[slot] = (slot, value, text + ".")
     m = _FAVORITE.search(sentence)
     if m:
         thing, value = m.group(1).lower(), m.group(2).strip()
-        found["favorite"] = (f"favorite:{thing}", value, f"{subject}'s favorite {thing} is {value}")
+        found["favorite"] = (
+            f"favorite:{thing}",
+            value,
+            f"{subject}'s favorite {thing} is {value}.",
+        )
     return list(found.values())
+
+
+_STOP = set(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "so",
+        "to",
+        "of",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "from",
+        "by",
+        "about",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "has",
+        "have",
+        "had",
+        "do",
+        "does",
+        "did",
+        "will",
+        "would",
+        "can",
+        "could",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "their",
+        "they",
+        "them",
+        "very",
+        "really",
+        "also",
+        "just",
+        "still",
+        "too",
+    ]
+)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s", "e"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    return {_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP}
+
+
+def same_fact(a: str, b: str) -> bool:
+    """Whether two close facts say one thing: one's content words are all in the other.
+
+    Embedding similarity alone merged "has a pet ferret called Biscuit" with "... called
+    Nibbles" (one word apart, cosine > 0.9); a name, number or thing only one of them has makes
+    them two facts, while a restatement with more detail stays one.
+    """
+    left, right = content_words(a), content_words(b)
+    return left <= right or right <= left
 
 
 def _kind(sentence: str, event_date: dt.date | None, today: dt.date) -> str:
@@ -394,7 +634,10 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
     for sentence in (c for s in sentences(text) for c in clauses(s)):
-        if sentence.endswith("?") or not _FIRST_PERSON.search(sentence):
+        if sentence.endswith("?") or _REQUEST.search(sentence):
+            continue
+        sentence = _TRAILING_REQUEST.sub("", sentence)
+        if not _SELF.search(sentence):
             continue
         words = sentence.split()
         if len(words) < 3 or len(words) > 80:

@@ -16,12 +16,17 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from completions.providers.llm import LLMError, LLMUnavailable
+from completions.providers.llm import LLMError, LLMUnavailable, available
 from memory.background.extraction import offline
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
-from memory.models import Message, ProcessingJob
-from memory.services.memories import memory_add_sources, memory_create, memory_update
+from memory.models import Memory, Message, ProcessingJob
+from memory.services.memories import (
+    NewMemory,
+    memories_create,
+    memory_add_sources,
+    memory_update,
+)
 from memory.text import (
     WINDOW_BEFORE,
     context_vector,
@@ -45,28 +50,28 @@ def job_messages(job: ProcessingJob) -> list[Message]:
     )
 
 
-def embed_messages(rows: list[Message]) -> int:
-    """Vectors for the messages that have none yet (the request path never embeds them).
+def embed_messages(rows: list[Message], also: list[str] | None = None) -> tuple[int, np.ndarray]:
+    """Vectors for the messages that have none yet (the request path never embeds them), and
+    for the texts `also` (the offline extractor's facts), returned in their order.
 
     A message is embedded alone ("[date] speaker: text"); its full-text index is widened to
     its neighbours here too, for it and for the earlier messages the new ones now follow.
     """
     todo = [m for m in rows if m.embedding is None and m.content]
+    also = also or []
+    texts = [
+        message_search_text(role=m.role, name=m.name, content=m.content, created_at=m.created_at)
+        for m in todo
+    ]
+    # One call for both: the embedder sorts all texts by length, so batches carry little
+    # padding, and a job pays for one batched run instead of two.
+    vectors = get_embedder().embed(texts + also) if texts or also else np.zeros((0, 384))
     if todo:
-        # One call: the embedder sorts all texts by length, so batches carry little padding.
-        vectors = get_embedder().embed(
-            [
-                message_search_text(
-                    role=m.role, name=m.name, content=m.content, created_at=m.created_at
-                )
-                for m in todo
-            ]
-        )
-        for message, vector in zip(todo, vectors, strict=True):
+        for message, vector in zip(todo, vectors[: len(todo)], strict=True):
             message.embedding = vector.tolist()
         Message.objects.bulk_update(todo, ["embedding"], batch_size=UPDATE_BATCH)
     widen_search_windows(rows)
-    return len(todo)
+    return len(todo), vectors[len(todo) :]
 
 
 def widen_search_windows(rows: list[Message]) -> None:
@@ -119,36 +124,41 @@ def extraction_run(*, job: ProcessingJob, fallback_on_error: bool = True) -> dic
     until its last try, so a passing outage is retried with the LLM first.
     """
     rows = job_messages(job)
-    embedded = embed_messages(rows)
     mode = settings.ENGRAM_MEMORY_EXTRACTION
-    if mode != "offline":
-        from memory.background.extraction import llm
+    if mode == "offline" or (mode == "auto" and not available(workspace=job.workspace)):
+        # One embedding run for the messages and their facts (bench/bench_extraction.py).
+        found, texts = offline_facts(rows)
+        embedded, vectors = embed_messages(rows, also=texts)
+        return {"embedded": embedded, "extractor": "offline", **offline_apply(job, found, vectors)}
+    embedded, _ = embed_messages(rows)
+    from memory.background.extraction import llm
 
-        try:
-            counts = llm.extract(job=job, rows=rows)
-            return {"embedded": embedded, "extractor": "llm", **counts}
-        except LLMUnavailable:
-            if mode == "llm":
-                raise
-        except llm.LLMExtractionFailed as failed:
-            if isinstance(failed.cause, LLMError) and not fallback_on_error:
-                raise failed.cause from failed
-            logger.warning(
-                "memory job %s: LLM extraction failed, offline fallback: %s", job.id, failed
-            )
-            rest = [m for m in rows if m.id not in failed.done]
-            counts = offline_extract(job=job, rows=rest)
-            return {
-                "embedded": embedded,
-                "extractor": "offline-fallback",
-                "fallback": f"LLM extraction failed, offline extractor used: {failed}",
-                "llm": failed.counts,
-                **counts,
-            }
+    try:
+        counts = llm.extract(job=job, rows=rows)
+        return {"embedded": embedded, "extractor": "llm", **counts}
+    except LLMUnavailable:
+        if mode == "llm":
+            raise
+    except llm.LLMExtractionFailed as failed:
+        if isinstance(failed.cause, LLMError) and not fallback_on_error:
+            raise failed.cause from failed
+        logger.warning("memory job %s: LLM extraction failed, offline fallback: %s", job.id, failed)
+        rest = [m for m in rows if m.id not in failed.done]
+        counts = offline_extract(job=job, rows=rest)
+        return {
+            "embedded": embedded,
+            "extractor": "offline-fallback",
+            "fallback": f"LLM extraction failed, offline extractor used: {failed}",
+            "llm": failed.counts,
+            **counts,
+        }
+    # LLMUnavailable in "auto": the route changed since `available` looked
     return {"embedded": embedded, "extractor": "offline", **offline_extract(job=job, rows=rows)}
 
 
-def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
+    """The facts of the user's messages, each with its message and subject, and the texts to
+    embed them by."""
     found: list[tuple[offline.Fact, Message, str]] = []
     for message in rows:
         if message.role != "user" or not message.content:
@@ -158,15 +168,23 @@ def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
             message.content, subject=subject, today=message.created_at.date()
         ):
             found.append((fact, message, subject))
-    if not found:
-        return {"added": 0, "updated": 0, "unchanged": 0}
     texts = [
         memory_search_text(text=f.text, when=f.event_date or m.created_at.date())
         for f, m, _ in found
     ]
-    vectors = get_embedder().embed(texts)
+    return found, texts
+
+
+def offline_apply(job: ProcessingJob, found: list, vectors) -> dict:
+    if not found:
+        return {"added": 0, "updated": 0, "unchanged": 0}
     with transaction.atomic():  # one commit for the job's memories
         return _apply_offline(job, found, vectors)
+
+
+def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+    found, texts = offline_facts(rows)
+    return offline_apply(job, found, get_embedder().embed(texts) if texts else [])
 
 
 def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
@@ -174,17 +192,42 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
     store = UserMemories(workspace, user_id)
     threshold = settings.ENGRAM_MEMORY_DUPLICATE_SIMILARITY
     counts = {"added": 0, "updated": 0, "unchanged": 0}
+    # New memories are written together at the end (memories_create); until then they are
+    # matched against like stored ones, and a restatement adds to their sources.
+    pending: dict[str, NewMemory] = {}
+
+    def flush() -> None:
+        if pending:
+            created = memories_create(
+                workspace=workspace,
+                user_id=user_id,
+                new=list(pending.values()),
+                actor="extractor:offline",
+                reason="first-person statement",
+            )
+            for memory in created:
+                store.replace(memory, memory.embedding)
+            pending.clear()
+
+    def add_source(memory: Memory, message: Message) -> None:
+        if memory.id in pending:
+            pending[memory.id].source_message_ids.append(message.id)
+        else:
+            memory_add_sources(workspace=workspace, memory=memory, source_message_ids=[message.id])
+
     for (fact, message, subject), vector in zip(found, vectors, strict=True):
         vec = vector.tolist()
         if fact.slot:
             current = store.by_slot(fact.slot, subject)
             if current is not None:
                 if current.metadata.get("value", "").lower() == fact.value.lower():
-                    memory_add_sources(
-                        workspace=workspace, memory=current, source_message_ids=[message.id]
-                    )
+                    add_source(current, message)
                     counts["unchanged"] += 1
                     continue
+                if current.id in pending:
+                    flush()  # an update needs the stored row
+                    current = store.get(current.id)
+                    assert current is not None
                 old_value = current.metadata.get("value", "")
                 updated = memory_update(
                     workspace=workspace,
@@ -200,29 +243,32 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
                 store.replace(updated, vec)
                 counts["updated"] += 1
                 continue
-        near = store.nearest(vec, k=1, min_similarity=threshold)
+        near = [
+            memory
+            for memory, _ in store.nearest(vec, k=3, min_similarity=threshold)
+            if offline.same_fact(memory.text, fact.text)
+        ]
         if near:
-            memory_add_sources(
-                workspace=workspace, memory=near[0][0], source_message_ids=[message.id]
-            )
+            add_source(near[0], message)
             counts["unchanged"] += 1
             continue
         metadata = {"subject": subject}
         if fact.slot:
             metadata |= {"slot": fact.slot, "value": fact.value}
-        memory = memory_create(
-            workspace=workspace,
-            user_id=user_id,
+        placeholder = Memory(
+            workspace=workspace, user_id=user_id, text=fact.text, metadata=metadata
+        )
+        pending[placeholder.id] = NewMemory(
             text=fact.text,
             kind=fact.kind,
             event_date=fact.event_date,
             metadata=metadata,
             source_message_ids=[message.id],
             learned_on=message.created_at.date(),
-            actor="extractor:offline",
-            reason="first-person statement",
             embedding=vec,
+            id=placeholder.id,
         )
-        store.add(memory, vec)
+        store.add(placeholder, vec)
         counts["added"] += 1
+    flush()
     return counts

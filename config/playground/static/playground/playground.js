@@ -344,15 +344,6 @@
     return item;
   }
 
-  function messageItem(found) {
-    return el(
-      "li",
-      { class: "found-message" },
-      el("p", { class: "text", text: found.text }),
-      el("small", { text: `past ${found.role} message · score ${found.score} · ${found.why || ""}` }),
-    );
-  }
-
   async function loadMemories() {
     if (!key()) return;
     if (!userId()) return say("memory-status", "Set a user id to see its memories.");
@@ -375,9 +366,7 @@
         method: "POST",
         body: { user_id: userId(), query, limit: 20 },
       });
-      $("memory-list").replaceChildren(
-        ...data.map((f) => (f.object === "memory" ? memoryItem(f) : messageItem(f))),
-      );
+      $("memory-list").replaceChildren(...data.map(memoryItem));
       say("memory-status", `${data.length} results for “${query}”.`);
     } catch (error) {
       say("memory-status", error.message, true);

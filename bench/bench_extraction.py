@@ -1,0 +1,208 @@
+"""Background processing with the offline extractor: throughput per worker process, and lag.
+
+    python bench/bench_extraction.py [--turns 1000] [--per-job 10] [--rate 20] [--seconds 60]
+
+Runs against the bench database of bench_memory.py (`engram_bench`, created if missing).
+1. Throughput: conversations of LoCoMo turns (or synthetic first-person ones) imported
+   `--per-job` turns at a time, then every extraction and summary job they queued run back to
+   back in this one process (memory.tasks.extract / .summarize, what one worker pool process
+   does per task, broker excluded). Prints turns per second of job time (target >= 50).
+2. Lag: a real Celery worker (solo pool: one process, queue `memory`) while turns arrive at
+   `--rate` per second for `--seconds`, one turn per import across `--users` conversations, as
+   chat turns arrive; a turn's lag is from its job's creation (the turn stored) to the job done.
+   Prints p50 / p95 / max (target p95 <= 2 s at 20 turns/s for a minute). `--skip-lag` skips it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_memory import bench_database_url, child_env, django_setup  # noqa: E402
+from bench.eval_locomo import DATA  # noqa: E402
+
+
+def load_turns(count: int, rng: random.Random) -> list[dict]:
+    turns = []
+    if DATA.exists():
+        for sample in json.loads(DATA.read_text()):
+            conversation = sample["conversation"]
+            n = 1
+            while f"session_{n}" in conversation:
+                for turn in conversation[f"session_{n}"]:
+                    turns.append({"role": "user", "name": turn["speaker"], "content": turn["text"]})
+                n += 1
+    if not turns:  # without the evaluation data: first-person statements
+        things = ["jazz", "hiking", "tea", "Berlin", "my sister", "pottery", "chess", "my dog"]
+        turns = [
+            {"role": "user", "content": f"I really like {rng.choice(things)} and I go often."}
+            for _ in range(count)
+        ]
+    start = rng.randrange(max(1, len(turns) - count))
+    return turns[start : start + count]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def throughput(workspace, turns: list[dict], per_job: int, stamp: str) -> dict:
+    from memory import tasks
+    from memory.models import ProcessingJob
+    from memory.services import conversation_get_or_create, messages_import
+
+    conversations = []
+    for start in range(0, len(turns), per_job):
+        conversation, _ = conversation_get_or_create(
+            workspace=workspace, external_id=f"tp-{stamp}-{start // 200}", user_id=f"tp-{stamp}"
+        )
+        messages_import(
+            workspace=workspace, conversation=conversation, messages=turns[start : start + per_job]
+        )
+        conversations.append(conversation.id)
+    jobs = list(
+        ProcessingJob.objects.filter(conversation_id__in=set(conversations), status="pending")
+        .order_by("created_at")
+        .values_list("id", "kind")
+    )
+    started = time.perf_counter()
+    for job_id, kind in jobs:
+        (tasks.extract if kind == "extract" else tasks.summarize)(job_id)
+    seconds = time.perf_counter() - started
+    failed = ProcessingJob.objects.filter(id__in=[j for j, _ in jobs], status="failed").count()
+    return {
+        "turns": len(turns),
+        "jobs": len(jobs),
+        "summary_jobs": sum(1 for _, k in jobs if k == "summarize"),
+        "failed_jobs": failed,
+        "seconds": round(seconds, 2),
+        "turns_per_s": round(len(turns) / seconds, 1),
+    }
+
+
+def lag(
+    database_url: str,
+    workspace,
+    turns: list[dict],
+    rate: float,
+    seconds: float,
+    users: int,
+    stamp: str,
+) -> dict:
+    from config.celery import app
+    from memory.models import ProcessingJob
+    from memory.services import conversation_get_or_create, messages_import
+
+    app.control.purge()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "memory", "-P", "solo",
+         "-c", "1", "--loglevel", "WARNING", "-n", f"bench-extraction-{os.getpid()}@%h"],
+        cwd=ROOT,
+        env=child_env(database_url, ENGRAM_MEMORY_EXTRACTION="offline"),
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not app.control.ping(timeout=1.0):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start")
+        conversations = [
+            conversation_get_or_create(
+                workspace=workspace, external_id=f"lag-{stamp}-{u}", user_id=f"lag-{stamp}-{u}"
+            )[0]
+            for u in range(users)
+        ]
+        count = int(rate * seconds)
+        began = time.monotonic()
+        for i in range(count):
+            time.sleep(max(0.0, began + i / rate - time.monotonic()))
+            messages_import(
+                workspace=workspace,
+                conversation=conversations[i % users],
+                messages=[turns[i % len(turns)]],
+            )
+        sent_seconds = time.monotonic() - began
+        jobs = ProcessingJob.objects.filter(conversation__in=conversations, kind="extract")
+        deadline = time.monotonic() + 600
+        while jobs.exclude(status__in=["done", "failed"]).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("extraction did not catch up in 10 minutes")
+            time.sleep(0.2)
+        lags = [
+            (done - created).total_seconds()
+            for created, done in jobs.values_list("created_at", "updated_at")
+        ]
+        return {
+            "rate_turns_per_s": rate,
+            "offered_seconds": round(sent_seconds, 1),
+            "turns": count,
+            "jobs": len(lags),
+            "lag_p50_s": round(statistics.median(lags), 3),
+            "lag_p95_s": round(percentile(lags, 0.95), 3),
+            "lag_max_s": round(max(lags), 3),
+        }
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=1000)
+    parser.add_argument("--per-job", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--skip-lag", action="store_true")
+    parser.add_argument("--seed", type=int, default=13)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    database_url = bench_database_url()
+    django_setup(database_url)
+    from accounts.models import Workspace
+    from accounts.services import workspace_create
+
+    workspace = Workspace.objects.filter(name="bench-extraction").first() or workspace_create(
+        name="bench-extraction"
+    )
+    stamp = f"{int(time.time())}"
+    turns = load_turns(args.turns, rng)
+    load = os.getloadavg()[0]
+    results: dict = {"load_average_1m": round(load, 2)}
+    results["throughput"] = throughput(workspace, turns, args.per_job, stamp)
+    tp = results["throughput"]
+    print(
+        f"throughput, one process: {tp['turns_per_s']} turns/s ({tp['turns']} turns, "
+        f"{args.per_job} per job, {tp['jobs']} jobs of which {tp['summary_jobs']} summaries, "
+        f"{tp['failed_jobs']} failed, {tp['seconds']} s; target >= 50); load {load:.2f}"
+    )
+    if not args.skip_lag:
+        results["lag"] = lag(
+            database_url, workspace, turns, args.rate, args.seconds, args.users, stamp
+        )
+        lg = results["lag"]
+        print(
+            f"lag at {lg['rate_turns_per_s']} turns/s for {lg['offered_seconds']} s, one worker "
+            f"process: p50 {lg['lag_p50_s']} s, p95 {lg['lag_p95_s']} s, max {lg['lag_max_s']} s "
+            f"({lg['jobs']} jobs; target p95 <= 2 s)"
+        )
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "extraction.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

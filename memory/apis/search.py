@@ -1,0 +1,110 @@
+"""Unified search: a user's memories and past messages and the workspace's knowledge chunks in
+one ranking (memory.retrieval.search.search)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.common.openapi import error
+from memory.apis import openapi as docs
+from memory.models import Memory, Message
+from memory.retrieval.search import Found, search
+from memory.serializers import UnifiedSearchInput
+
+
+class SearchApi(APIView):
+    @extend_schema(
+        summary="Search memories, past messages and knowledge chunks in one ranking",
+        description="`types` (default memories and messages) names what to search: `memories` "
+        "and `messages` are `user_id`'s, `chunks` come from `collection_ids`. Every item has "
+        "`type`, `id`, `text`, `score` (cosine blended with BM25, on one scale), `created_at` "
+        "and `sources`: a message's is itself, a memory's the messages it was extracted from, "
+        "a chunk's its document. A memory whose source messages all rank above it is left out: "
+        "it would add nothing.",
+        tags=["search"],
+        request=UnifiedSearchInput,
+        responses={
+            200: docs.UnifiedSearchResultsSerializer,
+            404: error(404, "A collection that is not the workspace's (`collection_not_found`)."),
+        },
+        examples=[
+            OpenApiExample(
+                "Memories and messages",
+                value={"user_id": "alice", "query": "Where does Alice live?", "limit": 5},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Everything",
+                value={
+                    "user_id": "alice",
+                    "query": "What is the refund policy?",
+                    "types": ["memories", "messages", "chunks"],
+                    "collection_ids": ["col_..."],
+                },
+                request_only=True,
+            ),
+        ],
+    )
+    def post(self, request):
+        from memory.embeddings import get_embedder
+        from memory.knowledge.search import collections_check
+
+        serializer = UnifiedSearchInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        collection_ids = data["collection_ids"] if "chunks" in data["types"] else []
+        if collection_ids:
+            collections_check(workspace=request.workspace, collection_ids=collection_ids)
+        found = search(
+            workspace=request.workspace,
+            user_id=data.get("user_id"),
+            query=data["query"],
+            vector=get_embedder().embed_one(data["query"]),
+            limit=data["limit"],
+            types=data["types"],
+            collection_ids=collection_ids,
+        )
+        return Response({"object": "list", "data": [search_item(f) for f in found]})
+
+
+def _ts(value) -> int | None:
+    return int(value.timestamp()) if value else None
+
+
+def search_item(found: Found) -> dict:
+    """One typed item: what every type shares, then the type's own fields."""
+    obj = found.obj
+    item_id = found.id
+    if isinstance(obj, Memory):
+        own = {
+            "user_id": obj.user_id,
+            "kind": obj.kind,
+            "event_date": obj.event_date.isoformat() if obj.event_date else None,
+            "metadata": obj.metadata,
+        }
+        text, created_at = obj.text, obj.created_at
+    elif isinstance(obj, Message):
+        own = {
+            "conversation_id": obj.conversation.external_id,
+            "role": obj.role,
+            "name": obj.name or None,
+            "metadata": obj.metadata,
+        }
+        text, created_at = obj.content, obj.created_at
+    else:
+        own = {k: obj[k] for k in ("collection_id", "document_id", "title", "chunk_index")}
+        text, created_at = obj["text"], obj["created_at"]
+        item_id = f"{obj['document_id']}#{obj['chunk_index']}"
+    return {
+        "object": "search.result",
+        "type": found.kind,
+        "id": item_id,
+        "text": text,
+        "score": round(found.score, 6),
+        "created_at": _ts(created_at),
+        "sources": found.sources,
+        "why": found.why(),
+        **own,
+    }

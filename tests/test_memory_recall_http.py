@@ -1,0 +1,141 @@
+"""What a user tells Engram comes back over HTTP: facts as grammatical memories, distinct facts
+kept apart, a changed fact updated, and a paraphrased question reaching the memory."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+
+@pytest.fixture
+def offline_extraction(settings):
+    settings.OPENAI_BASE_URL = ""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+
+
+def tell(http, user, conversation, *texts):
+    response = http.post(
+        f"/v1/conversations/{conversation}/messages",
+        json={"user_id": user, "messages": [{"role": "user", "content": t} for t in texts]},
+    )
+    assert response.status_code == 201, response.text
+    deadline = time.monotonic() + 60
+    while True:
+        body = http.get(f"/v1/conversations/{conversation}").json()
+        if body["processing"]["pending"] == 0:
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+
+
+def memories(http, user) -> list[dict]:
+    return http.get("/v1/memories", params={"user_id": user, "limit": 100}).json()["data"]
+
+
+def test_a_paraphrase_with_no_shared_word_reaches_the_context(
+    http, celery_worker, offline_extraction
+):
+    tell(
+        http,
+        "pat",
+        "first",
+        "I'm allergic to peanuts, so please keep them out of any recipe.",
+        "I live in Berlin. I love jazz. I work at Initech.",
+    )
+    texts = {m["text"] for m in memories(http, "pat")}
+    assert "User is allergic to peanuts." in texts and len(texts) == 4
+    # cosine to the allergy (MiniLM): 0.15 and 0.07, under the 0.15 floor of a word-less match
+    for question in ("What should I avoid eating?", "Which dishes are unsafe for me?"):
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}]}
+        response = http.post(
+            "/v1/context", json=body, headers={"x-user-id": "pat", "x-conversation-id": "second"}
+        )
+        assert response.status_code == 200, response.text
+        context = response.json()
+        assert context["engram"]["memories_used"] >= 1, question
+        assert "allergic to peanuts" in str(context["messages"][0]["content"]), question
+    # memory search ranks it first
+    found = http.post(
+        "/v1/memories/search", json={"user_id": "pat", "query": "What should I avoid eating?"}
+    ).json()["data"]
+    assert found[0]["text"] == "User is allergic to peanuts." and found[0]["sources"]
+
+
+def test_forty_distinct_facts_are_forty_memories(http, celery_worker, offline_extraction):
+    names = [
+        "Biscuit",
+        "Nibbles",
+        "Pepper",
+        "Mango",
+        "Ziggy",
+        "Luna",
+        "Oreo",
+        "Bandit",
+        "Noodle",
+        "Pickles",
+        "Waffles",
+        "Gizmo",
+        "Peanut",
+        "Socks",
+        "Whiskers",
+        "Pippin",
+        "Maple",
+        "Juniper",
+        "Sprout",
+        "Tofu",
+        "Bean",
+        "Comet",
+        "Dusty",
+        "Fidget",
+        "Gadget",
+        "Hazel",
+        "Inky",
+        "Jasper",
+        "Kiwi",
+        "Lentil",
+        "Mochi",
+        "Nacho",
+        "Olive",
+        "Pudding",
+        "Quill",
+        "Rascal",
+        "Sable",
+        "Truffle",
+        "Umber",
+        "Velvet",
+    ]
+    tell(http, "fern", "pets", *(f"I have a pet ferret called {n}." for n in names))
+    texts = sorted(m["text"] for m in memories(http, "fern"))
+    assert texts == sorted(f"User has a pet ferret called {n}." for n in names)
+    # a request and an assistant's echo are not facts
+    tell(http, "fern", "pets", "Stream me something please.")
+    http.post(
+        "/v1/conversations/pets/messages",
+        json={
+            "user_id": "fern",
+            "messages": [
+                {"role": "assistant", "content": "You said: I have a pet ferret called Zed."}
+            ],
+        },
+    )
+    tell(http, "fern", "pets", "I drink oat milk in my coffee.")
+    after = {m["text"] for m in memories(http, "fern")}
+    assert len(after) == 41 and "User drinks oat milk in their coffee." in after
+
+
+def test_a_move_updates_the_one_memory_of_where_the_user_lives(
+    http, celery_worker, offline_extraction
+):
+    tell(http, "sam", "c1", "I live in Paris.")
+    [home] = memories(http, "sam")
+    assert home["text"] == "User lives in Paris."
+    tell(http, "sam", "c2", "I moved to Berlin last month.")
+    [moved] = memories(http, "sam")
+    assert moved["id"] == home["id"] and moved["text"] == "User lives in Berlin."
+    assert len(moved["sources"]) == 2
+    history = http.get(f"/v1/memories/{home['id']}/history").json()["data"]
+    assert [(e["event"], e["new_text"]) for e in history] == [
+        ("ADD", "User lives in Paris."),
+        ("UPDATE", "User lives in Berlin."),
+    ]

@@ -1,0 +1,187 @@
+"""Search over HTTP says what it returns: memory search gives memories (with the messages they
+came from), the unified search typed items of the sources asked for, in one ranking."""
+
+from __future__ import annotations
+
+from memory.knowledge import services as knowledge
+
+TRIP = [
+    {
+        "role": "user",
+        "name": "Alice",
+        "content": "We booked a cabin in Norway for July.",
+        "created_at": "2023-05-08T13:56:00Z",
+        "metadata": {"dia_id": "D1:1"},
+    },
+    {
+        "role": "user",
+        "name": "Alice",
+        "content": "My sister makes the best pancakes.",
+        "created_at": "2023-05-08T13:57:00Z",
+        "metadata": {"dia_id": "D1:2"},
+    },
+]
+
+
+def add(http, user_id, text):
+    response = http.post("/v1/memories", json={"user_id": user_id, "text": text})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def imported(http, user_id="alice"):
+    response = http.post(
+        "/v1/conversations/trip/messages", json={"user_id": user_id, "messages": TRIP}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+def test_memory_search_returns_memories_with_their_sources_never_messages(http):
+    messages = imported(http)
+    lives = add(http, "alice", "Alice lives in Berlin.")
+    add(http, "alice", "Alice is afraid of heights.")
+    add(http, "bob", "Bob lives in Berlin too.")
+    # a memory whose source message is the best message hit still comes back: it is a memory
+    from memory.models import Memory
+
+    cabin = Memory.objects.get(id=add(http, "alice", "Alice booked a cabin in Norway.")["id"])
+    cabin.sources.set([messages[0]["id"]])
+
+    found = http.post(
+        "/v1/memories/search", json={"user_id": "alice", "query": "cabin in Norway", "limit": 10}
+    ).json()["data"]
+    assert found and {f["object"] for f in found} == {"memory"}
+    assert found[0]["text"] == "Alice booked a cabin in Norway."
+    assert found[0]["sources"] == [
+        {
+            "message_id": messages[0]["id"],
+            "conversation_id": "trip",
+            "created_at": 1683554160,
+            "metadata": {"dia_id": "D1:1"},
+        }
+    ]
+    assert [f["score"] for f in found] == sorted((f["score"] for f in found), reverse=True)
+    assert "Bob" not in str(found)
+
+    berlin = http.post(
+        "/v1/memories/search", json={"user_id": "alice", "query": "Berlin", "limit": 1}
+    ).json()["data"]
+    assert [b["id"] for b in berlin] == [lives["id"]] and "vector rank" in berlin[0]["why"]
+
+
+def test_unified_search_ranks_typed_memories_and_messages(http):
+    messages = imported(http)
+    heights = add(http, "alice", "Alice is afraid of heights.")
+    found = http.post(
+        "/v1/search", json={"user_id": "alice", "query": "Where is the cabin trip?", "limit": 5}
+    ).json()["data"]
+    assert [f["score"] for f in found] == sorted((f["score"] for f in found), reverse=True)
+    top = found[0]
+    assert top["type"] == "message" and top["id"] == messages[0]["id"]
+    assert top["text"] == "We booked a cabin in Norway for July."
+    assert top["created_at"] == 1683554160 and top["role"] == "user"
+    assert top["sources"] == [
+        {
+            "message_id": top["id"],
+            "conversation_id": "trip",
+            "created_at": 1683554160,
+            "metadata": {"dia_id": "D1:1"},
+        }
+    ]
+    assert {f["type"] for f in found} <= {"memory", "message"}
+
+    only = http.post(
+        "/v1/search",
+        json={"user_id": "alice", "query": "afraid of heights", "types": ["memories"]},
+    ).json()["data"]
+    assert [(f["type"], f["id"]) for f in only] == [("memory", heights["id"])]
+    messages_only = http.post(
+        "/v1/search",
+        json={"user_id": "alice", "query": "afraid of heights", "types": ["messages"]},
+    ).json()["data"]
+    assert {f["type"] for f in messages_only} <= {"message"}
+
+
+def test_unified_search_adds_knowledge_chunks_with_their_document(http, owner, outsider):
+    workspace, _ = owner
+    collection = knowledge.collection_create(workspace=workspace, name="handbook")
+    document, _ = knowledge.document_create(
+        workspace=workspace,
+        collection=collection,
+        raw=b"Refunds are paid within 14 days of a return reaching the warehouse.",
+        title="Refund policy",
+    )
+    assert knowledge.document_ingest(document_id=document.id) == "ready"
+    imported(http)
+    body = {
+        "user_id": "alice",
+        "query": "How long do refunds take?",
+        "types": ["memories", "messages", "chunks"],
+        "collection_ids": [collection.id],
+    }
+    found = http.post("/v1/search", json=body).json()["data"]
+    chunk = found[0]
+    assert chunk["type"] == "chunk" and "14 days" in chunk["text"]
+    assert chunk["id"] == f"{document.id}#0" and chunk["created_at"] > 0
+    assert chunk["sources"] == [
+        {
+            "collection_id": collection.id,
+            "document_id": document.id,
+            "title": "Refund policy",
+            "chunk_index": 0,
+            "heading": "",
+        }
+    ]
+    # without a user: chunks alone
+    alone = http.post("/v1/search", json={**body, "user_id": None, "types": ["chunks"]})
+    assert alone.status_code == 400  # null is not an id
+    body.pop("user_id")
+    alone = http.post("/v1/search", json={**body, "types": ["chunks"]}).json()["data"]
+    assert [a["type"] for a in alone] == ["chunk"]
+    # another workspace's collection is a 404 naming it
+    foreign = knowledge.collection_create(workspace=outsider[0], name="theirs")
+    missing = http.post(
+        "/v1/search", json={**body, "types": ["chunks"], "collection_ids": [foreign.id]}
+    )
+    assert missing.status_code == 404
+    assert missing.json()["error"]["param"] == "collection_ids"
+
+
+def test_unified_search_input_is_validated(http):
+    def error(body):
+        response = http.post("/v1/search", json=body)
+        assert response.status_code == 400, response.text
+        return response.json()["error"]["param"]
+
+    assert error({"query": "tea"}) == "user_id"
+    assert error({"user_id": "u", "query": "tea", "types": ["chunks"]}) == "collection_ids"
+    assert error({"user_id": "u", "query": "tea", "types": ["gossip"]}) == "types[0]"
+    assert error({"user_id": "u", "query": "tea", "types": []}) == "types"
+    assert error({"user_id": "u", "query": "tea", "limit": 0}) == "limit"
+    assert error({"user_id": "u"}) == "query"
+
+
+def test_an_assistant_echo_of_the_user_is_not_a_second_result(http):
+    said = "I live in Berlin since last spring."
+    response = http.post(
+        "/v1/conversations/echo/messages",
+        json={
+            "user_id": "eve",
+            "messages": [
+                {"role": "user", "content": said},
+                {
+                    "role": "assistant",
+                    "content": f"(local model, no LLM configured) You said: {said}",
+                },
+                {"role": "assistant", "content": "Berlin is lovely in spring."},
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+    found = http.post(
+        "/v1/search", json={"user_id": "eve", "query": "Berlin", "types": ["messages"]}
+    ).json()["data"]
+    texts = [f["text"] for f in found]
+    assert said in texts and "Berlin is lovely in spring." in texts
+    assert not any("You said" in t for t in texts)
