@@ -247,6 +247,10 @@ def test_a_second_user_cannot_reach_the_first_users_memories_or_conversations(
         assert refused(bob.post("/v1/memories/search", json=search), 403)["param"] == "user_id"
         search.pop("user_id")
         assert "Oslo" not in bob.post("/v1/memories/search", json=search).text
+        unified = {"query": "Where does Alice live?", "user_id": "alice"}
+        assert refused(bob.post("/v1/search", json=unified), 403)["param"] == "user_id"
+        unified.pop("user_id")
+        assert "Oslo" not in bob.post("/v1/search", json=unified).text
         refused(bob.get("/v1/conversations?user_id=alice"), 403)
         assert bob.get("/v1/conversations").json()["data"] == []
         for path in ("c-alice", conversation_id, "c-alice/messages"):
@@ -263,6 +267,8 @@ def test_a_second_user_cannot_reach_the_first_users_memories_or_conversations(
     with as_user(engram_server, rsa_key.token("alice")) as alice:
         assert alice.get(f"/v1/memories/{memory_id}").json()["user_id"] == "alice"
         assert alice.get("/v1/conversations/c-alice/messages").json()["data"]
+        found = alice.post("/v1/search", json={"query": "Where does Alice live?"})
+        assert found.status_code == 200 and "Oslo" in found.text
         export = alice.get("/v1/users/alice/export")
         assert export.status_code == 200 and "Oslo" in export.text and "Bob" not in export.text
         assert alice.delete(f"/v1/memories/{memory_id}").json()["deleted"] is True

@@ -7,6 +7,8 @@ from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import EndUserAllowed
+from accounts.endusers.scope import own_user, with_own_user
 from config.common.openapi import error
 from memory.apis import openapi as docs
 from memory.models import Memory, Message
@@ -15,6 +17,10 @@ from memory.serializers import UnifiedSearchInput
 
 
 class SearchApi(APIView):
+    # an end user's token searches only its own memories and messages (and, as in a chat turn,
+    # the collections it names)
+    permission_classes = [EndUserAllowed]
+
     @extend_schema(
         summary="Search memories, past messages and knowledge chunks in one ranking",
         description="`types` (default memories and messages) names what to search: `memories` "
@@ -51,7 +57,7 @@ class SearchApi(APIView):
         from memory.embeddings import get_embedder
         from memory.knowledge.search import collections_check
 
-        serializer = UnifiedSearchInput(data=request.data)
+        serializer = UnifiedSearchInput(data=with_own_user(request, request.data))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         collection_ids = data["collection_ids"] if "chunks" in data["types"] else []
@@ -59,7 +65,7 @@ class SearchApi(APIView):
             collections_check(workspace=request.workspace, collection_ids=collection_ids)
         found = search(
             workspace=request.workspace,
-            user_id=data.get("user_id"),
+            user_id=own_user(request, data.get("user_id")),
             query=data["query"],
             vector=get_embedder().embed_one(data["query"]),
             limit=data["limit"],
