@@ -234,3 +234,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+from completions.agents import admin as _agents_admin  # noqa: E402, F401 - registers AgentAdmin

@@ -16,8 +16,11 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts.requests import ApiRequest
 from completions import gateway
 from completions import request as chat_request
+from completions.agents import calls as agent_calls
+from completions.agents.cache import AgentConfig
 from completions.catalogue import available_models
 from config.common.errors import EDGE_ERRORS, ApiError
+from memory.turn.contract import TurnContext
 from memory.turn.pipeline import prepare_turn
 
 
@@ -79,7 +82,7 @@ async def models_retrieve(request: ApiRequest, model_id: str) -> HttpResponse:
     if request.workspace is None:
         return _workspace_required()
     for model in await available_models(request.workspace.id):
-        if model["id"] == model_id:
+        if model_id in (model["id"], model.get("agent_id")):
             return JsonResponse(model)
     return ApiError(
         404,
@@ -104,6 +107,10 @@ async def context_preview(request: ApiRequest) -> HttpResponse:
             headers=request.headers,
             body=body,
         )
+        agent = None
+        if agent_calls.is_agent(ctx.model):
+            agent = await agent_calls.resolve_async(request.workspace.id, ctx.model)
+            agent_calls.apply(ctx, agent)
         prepared = await prepare_turn(ctx, dry_run=True)
     except EDGE_ERRORS as exc:  # named as on the chat door: by the header that carried it
         return chat_request.api_error(exc).response()
@@ -111,8 +118,9 @@ async def context_preview(request: ApiRequest) -> HttpResponse:
     response = JsonResponse(
         {
             "object": "context",
-            "model": ctx.model,
+            "model": body.get("model") or "",
             "user_id": ctx.user_id,
+            "agent": _agent_explained(ctx, agent),
             "messages": prepared.messages,
             "context_tokens": explain.get("context_tokens", 0),
             "budget": explain.get("budget"),
@@ -123,3 +131,19 @@ async def context_preview(request: ApiRequest) -> HttpResponse:
     for name, value in prepared.headers.items():
         response[name] = value
     return response
+
+
+def _agent_explained(ctx: TurnContext, agent: AgentConfig | None) -> dict | None:
+    """Which agent version a context came from, and what it added to the request."""
+    if agent is None:
+        return None
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "version": agent.version,
+        "model": agent.model,
+        "instructions": agent_calls.instructions(agent, ctx),
+        "parameters": dict(agent.parameters),
+        "memory": dict(agent.memory),
+        "collection_ids": list(agent.collection_ids),
+    }

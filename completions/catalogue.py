@@ -1,6 +1,6 @@
 """GET /v1/models and /v1/models/{id}: what the workspace can use, in OpenAI's shape.
 
-Aliases, `local`, and the models each configured upstream lists (its own /models, asked with
+The workspace's agents (`agent:<name>`, owned by the workspace), aliases, `local`, and the models each configured upstream lists (its own /models, asked with
 a short timeout and cached for a minute per upstream).
 """
 
@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from completions import routing
+from completions.agents import cache as agent_cache
 from completions.providers.base import Upstream
 from completions.providers.registry import PROVIDERS, upstream_for
 from config.common.cache import TTLCache
@@ -38,6 +39,13 @@ async def _upstream_models(provider: str, upstream: Upstream) -> list[str]:
 async def available_models(workspace_id: str) -> list[dict]:
     snapshot = await routing.snapshot_async(workspace_id)
     models: dict[str, dict] = {}
+    # The workspace's agents first, as model pickers call them (agent:<name>).
+    for agent in (await agent_cache.agents_async(workspace_id)).by_id.values():
+        models[f"agent:{agent.name}"] = model_body(f"agent:{agent.name}", workspace_id) | {
+            "agent_id": agent.id,
+            "version": agent.version,
+            "target": agent.model,
+        }
     for alias, target in snapshot.aliases.items():
         models[alias] = model_body(alias, "engram-alias") | {"target": target.model}
     models.setdefault("local", model_body("local", "engram"))

@@ -16,7 +16,8 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 
 from accounts.models import Workspace
-from completions import request, routing, usage, validation
+from completions import engram_tools, request, routing, usage, validation
+from completions.agents import calls as agent_calls
 from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
@@ -66,6 +67,8 @@ class Turn:
     upstream_ms: float | None = None
     finished: bool = False
     engram: dict = field(default_factory=dict)
+    agent: dict | None = None  # the agent called: {"id", "name", "version"}
+    tool_calls: list[dict] = field(default_factory=list)  # engram_tools' calls to emit
 
     def stream_opened(self, stream: UpstreamStream) -> None:
         self.upstream_ms = stream.upstream_ms
@@ -148,6 +151,8 @@ def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code:
             latency_ms=(time.perf_counter() - turn.started) * 1000,
             upstream_ms=turn.upstream_ms,
             incomplete=incomplete,
+            agent_id=turn.agent["id"] if turn.agent else "",
+            agent_version=turn.agent["version"] if turn.agent else None,
         )
     )
 
@@ -197,9 +202,15 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
         headers=headers,
         body=body,
     )
-    turn.route = route = await routing.resolve_async(turn.workspace.id, turn.model)
+    if agent_calls.is_agent(turn.model):
+        agent_calls.apply(ctx, await agent_calls.resolve_async(turn.workspace.id, turn.model))
+        turn.agent = ctx.agent
+    declared = engram_tools.take_declared(body)
+    turn.route = route = await routing.resolve_async(turn.workspace.id, ctx.model)
     turn.prepared = prepared = await prepare_turn(ctx)
     turn.engram = prepared.engram or {}
+    if declared:
+        turn.tool_calls = engram_tools.tool_calls(declared, ctx, prepared)
     call = Call(
         body={**body, "messages": prepared.messages, "model": route.model},
         upstream=route.upstream,
@@ -217,12 +228,22 @@ async def _complete(turn: Turn, route: Route, prepared: PreparedTurn, call: Call
     data = completion.data
     choices = data.get("choices") or []
     first = choices[0] if choices and isinstance(choices[0], dict) else {}
+    assistant = first.get("message")  # what memory stores: the model's, without Engram's calls
+    rewritten = bool(turn.engram or turn.agent or turn.tool_calls)
     if turn.engram:
         data["engram"] = turn.engram
+    if turn.agent:
+        data["model"] = turn.model  # the agent's name as the client sent it
+    if turn.tool_calls and isinstance(assistant, dict):
+        first["message"] = {
+            **assistant,
+            "tool_calls": [*turn.tool_calls, *(assistant.get("tool_calls") or [])],
+        }
+    if rewritten:
         payload = dumps(data)
     else:
         payload = completion.raw if completion.raw is not None else dumps(data)
-    turn.finish(status=200, assistant=first.get("message"), usage=data.get("usage"))
+    turn.finish(status=200, assistant=assistant, usage=data.get("usage"))
     await turn.reply_committed()
     return Reply(200, {**prepared.headers, **turn.timing_headers()}, payload)
 
@@ -247,5 +268,14 @@ async def _stream(
         "cache-control": "no-cache",
         "x-accel-buffering": "no",
     }
-    events = relay(turn, opener, include_usage=include_usage, keepalive=keepalive)
+    events = relay(
+        turn,
+        opener,
+        include_usage=include_usage,
+        keepalive=keepalive,
+        model=turn.model if turn.agent else None,
+        tool_calls=turn.tool_calls,
+        stream_id=f"chatcmpl-{turn.request_id}",
+        client_model=turn.model,
+    )
     return Reply(200, headers, stream=events, content_type="text/event-stream")

@@ -35,6 +35,8 @@ class UsageRecord(models.Model):
     latency_ms = models.FloatField()
     upstream_ms = models.FloatField(null=True, blank=True)
     incomplete = models.BooleanField(default=False)
+    agent_id = models.CharField(max_length=40, blank=True, default="", help_text="agent called")
+    agent_version = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

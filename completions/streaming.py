@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -95,9 +97,48 @@ class Assembler:
         return message
 
 
-def _outgoing(chunk: Chunk, include_usage: bool, roles: set[int]) -> bytes | None:
+@dataclass(frozen=True)
+class Rewrite:
+    """What Engram changes in the upstream's chunks: `model` (an agent's, as the client sent
+    it) and the index of the model's tool calls, after the `shift` calls Engram sent first."""
+
+    model: str | None = None
+    shift: int = 0
+
+
+def preface(tool_calls: list[dict], *, stream_id: str, model: str) -> list[bytes]:
+    """Engram's own tool calls (completions.engram_tools) as chunks, one call each."""
+    created = int(time.time())
+    frames = []
+    for index, call in enumerate(tool_calls):
+        delta: dict[str, Any] = {"tool_calls": [{"index": index, **call}]}
+        if index == 0:
+            delta = {"role": "assistant", "content": None, **delta}
+        chunk = {
+            "id": stream_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
+        }
+        frames.append(frame(dumps(chunk)))
+    return frames
+
+
+def _outgoing(
+    chunk: Chunk, include_usage: bool, roles: set[int], rewrite: Rewrite | None = None
+) -> bytes | None:
     """The bytes to send for one upstream chunk, or None to drop it."""
     data, raw = chunk.data, chunk.raw
+    if rewrite is not None:
+        raw = None
+        if rewrite.model is not None and "model" in data:
+            data["model"] = rewrite.model
+        if rewrite.shift:
+            for choice in data.get("choices") or ():
+                for call in (choice.get("delta") or {}).get("tool_calls") or ():
+                    if choice.get("index", 0) == 0 and isinstance(call, dict):
+                        call["index"] = call.get("index", 0) + rewrite.shift
     choices = data.get("choices")
     if not choices and data.get("usage"):
         if not include_usage:
@@ -118,16 +159,31 @@ def _outgoing(chunk: Chunk, include_usage: bool, roles: set[int]) -> bytes | Non
 
 
 async def relay(
-    turn: Finisher, opener: asyncio.Task, *, include_usage: bool, keepalive: float
+    turn: Finisher,
+    opener: asyncio.Task,
+    *,
+    include_usage: bool,
+    keepalive: float,
+    model: str | None = None,
+    tool_calls: list[dict] | None = None,
+    stream_id: str = "",
+    client_model: str = "",
 ) -> AsyncGenerator[bytes, None]:
+    """`model` replaces the upstream's in every chunk; `tool_calls` go out first (named by
+    `stream_id` and `client_model`: the upstream has not answered yet)."""
     stream: UpstreamStream | None = None
     pending: asyncio.Future | None = None
     assembler = Assembler()
     roles: set[int] = set()
+    rewrite = Rewrite(model, len(tool_calls or ())) if model or tool_calls else None
     outcome = "cut"  # until proven otherwise: the client went away
     error: dict | None = None
     error_status = 200  # the stream's status line has gone out already
     try:
+        if tool_calls:
+            for out in preface(tool_calls, stream_id=stream_id, model=model or client_model):
+                yield out
+            roles.add(0)
         while not opener.done():
             done, _ = await asyncio.wait({opener}, timeout=keepalive)
             if not done:
@@ -152,12 +208,12 @@ async def relay(
                 chunk = None
             if chunk is not None:
                 assembler.add(chunk.data)
-                out = _outgoing(chunk, include_usage, roles)
+                out = _outgoing(chunk, include_usage, roles, rewrite)
                 if out is not None:
                     yield out
                 async for chunk in chunks:
                     assembler.add(chunk.data)
-                    out = _outgoing(chunk, include_usage, roles)
+                    out = _outgoing(chunk, include_usage, roles, rewrite)
                     if out is not None:
                         yield out
             outcome = "done"
@@ -211,7 +267,7 @@ async def relay(
             "id": head.get("id"),
             "object": "chat.completion.chunk",
             "created": head.get("created"),
-            "model": head.get("model"),
+            "model": model or head.get("model"),
             "choices": [],
             "engram": turn.engram,
         }

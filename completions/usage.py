@@ -43,6 +43,8 @@ class Usage:
     total_tokens: int | None = None
     upstream_ms: float | None = None
     incomplete: bool = False
+    agent_id: str = ""
+    agent_version: int | None = None
     created_at: datetime = field(default_factory=timezone.now)
 
 

@@ -19,6 +19,7 @@ handler500 = "config.common.errors.handler500"
 api_patterns = [
     path("", include("accounts.urls")),
     path("", include("completions.urls")),
+    path("", include("completions.agents.urls")),
     path("", include("memory.urls")),
     path("", include("memory.knowledge.urls")),
 ]

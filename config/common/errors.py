@@ -112,7 +112,11 @@ _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     Gone: (410, "gone"),
 }
 # The knowledge API names what is missing; any other missing row is `not_found`.
-NOT_FOUND_CODES = {"collection": "collection_not_found", "document": "document_not_found"}
+NOT_FOUND_CODES = {
+    "collection": "collection_not_found",
+    "document": "document_not_found",
+    "agent": "agent_not_found",
+}
 # What `api_error` maps: what a door catches around the domain.
 EDGE_ERRORS = (ApiError, DomainError, ObjectDoesNotExist)
 

@@ -124,13 +124,19 @@ class Assembly:
     history_ids: list[str]
 
 
-def caps_for(budget: int) -> dict[str, int]:
-    """Each block's share: a setting, never more than a fraction of the budget."""
+def caps_for(budget: int, overrides: dict[str, int] | None = None) -> dict[str, int]:
+    """Each block's share: a setting (or an agent's own cap, `overrides`), never more than a
+    fraction of the budget."""
+    caps = overrides or {}
     return {
-        "summary": min(settings.ENGRAM_CONTEXT_SUMMARY_TOKENS, budget // 6),
-        "knowledge": min(settings.ENGRAM_CONTEXT_KNOWLEDGE_TOKENS, budget // 3),
-        "memories": min(settings.ENGRAM_CONTEXT_MEMORY_TOKENS, budget // 4),
-        "retrieved": min(settings.ENGRAM_CONTEXT_RETRIEVED_TOKENS, budget // 4),
+        "summary": min(caps.get("summary", settings.ENGRAM_CONTEXT_SUMMARY_TOKENS), budget // 6),
+        "knowledge": min(
+            caps.get("knowledge", settings.ENGRAM_CONTEXT_KNOWLEDGE_TOKENS), budget // 3
+        ),
+        "memories": min(caps.get("memories", settings.ENGRAM_CONTEXT_MEMORY_TOKENS), budget // 4),
+        "retrieved": min(
+            caps.get("retrieved", settings.ENGRAM_CONTEXT_RETRIEVED_TOKENS), budget // 4
+        ),
     }
 
 

@@ -26,6 +26,12 @@ class TurnContext:
     conversation_id: str | None = None  # x-conversation-id
     session_id: str | None = None  # x-session-id, else the body's `session_id`
     collection_ids: list[str] = field(default_factory=list)  # x-collection-ids
+    # An agent's memory policy (completions.agents.calls.apply); these defaults without one.
+    remember: bool = True  # off: nothing stored or recalled, as without a user id
+    extraction: bool = True  # off: turns are stored, no memories extracted from them
+    retrieve_messages: bool = True  # off: past conversations' messages are not searched
+    budgets: dict[str, int] = field(default_factory=dict)  # per-block token caps (caps_for)
+    agent: dict | None = None  # {"id", "name", "version"} of the agent called
 
     @property
     def memory_user_id(self) -> str:

@@ -129,7 +129,8 @@ async def _knowledge_only(ctx: TurnContext, messages: list[dict]) -> PreparedTur
 
 async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTurn:
     messages = list(ctx.body.get("messages") or [])
-    user_id = ctx.user_id
+    # An agent with memory off: nothing stored or recalled, as for a turn without a user.
+    user_id = ctx.user_id if ctx.remember else None
     if not user_id:
         if ctx.collection_ids:
             return await _knowledge_only(ctx, messages)
@@ -243,7 +244,8 @@ def _finish(
                 )
         else:
             newest = state.stored_ids[-1] if state.stored_ids else None
-        extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)
+        if ctx.extraction:
+            extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)
         summary_enqueue(workspace=ctx.workspace, conversation=conversation)
 
 

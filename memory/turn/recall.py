@@ -139,7 +139,7 @@ def knowledge_only(ctx: TurnContext, query: str, messages: list[dict]):
         from memory.embeddings import get_embedder
 
         vector = get_embedder().embed_one(query)
-        blocks.append(_knowledge_block(ctx, query, vector, caps_for(budget.total)))
+        blocks.append(_knowledge_block(ctx, query, vector, caps_for(budget.total, ctx.budgets)))
     assembly = assemble(request_messages=messages, blocks=blocks, history=[], budget=budget.total)
     return assembly, budget
 
@@ -155,12 +155,12 @@ def recall_and_assemble(
 ):
     """Past messages (and knowledge) here; memories too unless they were searched in parallel."""
     budget = budget_for(ctx.body, ctx.model)
-    caps = caps_for(budget.total)
+    caps = caps_for(budget.total, ctx.budgets)
     workspace, user_id = ctx.workspace, ctx.memory_user_id
     messages_found = []
     if memories is None:
         memories = _memory_hits(ctx, query, vector, dry_run)
-    if query:
+    if query and ctx.retrieve_messages:
         messages_found = search.message_search(
             workspace=workspace,
             user_id=user_id,

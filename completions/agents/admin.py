@@ -1,0 +1,73 @@
+"""Agents in the admin: the current configuration, edited through completions.agents.services
+(a change writes the next version and reaches every process's cache, as the API's do), and the
+versions, read-only, below it."""
+
+from django import forms
+from django.contrib import admin
+
+from completions.agents import policy, services
+from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
+from config.common.errors import DomainError
+
+
+class AgentForm(forms.ModelForm):
+    class Meta:
+        model = Agent
+        fields = ("workspace", *CONFIG_FIELDS)
+
+    def clean(self):
+        data = super().clean()
+        for field, check in policy.CHECKS.items():
+            if field in data and field not in self.errors:
+                try:
+                    data[field] = check(data[field])
+                except DomainError as exc:
+                    self.add_error(field, exc.message)
+        return data
+
+
+class AgentVersionInline(admin.TabularInline):
+    model = AgentVersion
+    fields = ("version", "name", "model", "instructions", "parameters", "memory", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    form = AgentForm
+    list_display = ("name", "model", "version", "workspace", "updated_at")
+    search_fields = ("name", "id", "model", "workspace__name", "workspace__id")
+    readonly_fields = ("id", "version", "created_at", "updated_at")
+    inlines = [AgentVersionInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        fixed = ("workspace",) if obj is not None else ()
+        return (*fixed, *self.readonly_fields)
+
+    def save_model(self, request, obj, form, change):
+        values = {field: form.cleaned_data[field] for field in CONFIG_FIELDS}
+        if change:
+            saved = services.agent_update(workspace=obj.workspace, agent_id=obj.id, **values)
+        else:
+            saved = services.agent_create(workspace=obj.workspace, **values)
+        obj.pk, obj.version = saved.pk, saved.version
+        obj._state.adding = False
+
+    def save_related(self, request, form, formsets, change):
+        pass  # versions are written by the services, never from the page
+
+    def delete_model(self, request, obj):
+        services.agent_delete(workspace=obj.workspace, agent_id=obj.id)
+
+    def delete_queryset(self, request, queryset):
+        for agent in queryset.select_related("workspace"):
+            self.delete_model(request, agent)

@@ -1,0 +1,136 @@
+"""Agents over HTTP: thin views over completions.agents' selectors and services."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from completions.agents import openapi as docs
+from completions.agents import selectors, services
+from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
+from config.common.errors import Invalid
+from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
+from config.common.pagination import list_body, paginate
+
+
+def _ts(value) -> int:
+    return int(value.timestamp())
+
+
+def _config(row: Agent | AgentVersion) -> dict:
+    return {field: getattr(row, field) for field in CONFIG_FIELDS}
+
+
+def agent_body(agent: Agent) -> dict:
+    return {
+        "id": agent.id,
+        "object": "agent",
+        **_config(agent),
+        "version": agent.version,
+        "created_at": _ts(agent.created_at),
+        "updated_at": _ts(agent.updated_at),
+    }
+
+
+def version_body(version: AgentVersion) -> dict:
+    return {
+        "object": "agent.version",
+        "agent_id": version.agent_id,
+        "version": version.version,
+        **_config(version),
+        "created_at": _ts(version.created_at),
+    }
+
+
+def _fields(data: object, *, required: tuple[str, ...] = ()) -> dict:
+    """The body's agent fields (the services check each); an unknown field is a 400."""
+    if not isinstance(data, dict):
+        raise Invalid("The body must be a JSON object.")
+    unknown = sorted(set(data) - set(CONFIG_FIELDS))
+    if unknown:
+        raise Invalid(f"Unknown field '{unknown[0]}'.", field=unknown[0], code="unknown_field")
+    for name in required:
+        if name not in data:
+            raise Invalid(
+                f"Missing required field '{name}'.", field=name, code="missing_required_parameter"
+            )
+    return dict(data)
+
+
+_EXAMPLE = {
+    "name": "support",
+    "model": "gpt-4o-mini",
+    "instructions": "You help {{user_id}} with our product. Today is {{date}}.",
+    "parameters": {"temperature": 0.2},
+    "memory": {"enabled": True, "extraction": True},
+    "collection_ids": [],
+    "metadata": {},
+}
+
+
+class AgentListCreateApi(APIView):
+    @extend_schema(
+        summary="List agents",
+        tags=["agents"],
+        parameters=LIST_PARAMETERS,
+        responses=docs.AgentListSerializer,
+    )
+    def get(self, request):
+        agents = selectors.agent_list(workspace=request.workspace)
+        return Response(paginate(agents, request.query_params, agent_body))
+
+    @extend_schema(
+        summary="Create an agent (version 1)",
+        tags=["agents"],
+        request=docs.AgentInputSerializer,
+        responses={201: docs.AgentSerializer},
+        examples=[OpenApiExample("Support", value=_EXAMPLE, request_only=True)],
+    )
+    def post(self, request):
+        fields = _fields(request.data, required=("name", "model"))
+        agent = services.agent_create(workspace=request.workspace, **fields)
+        return Response(agent_body(agent), status=status.HTTP_201_CREATED)
+
+
+class AgentDetailApi(APIView):
+    @extend_schema(summary="One agent", tags=["agents"], responses=docs.AgentSerializer)
+    def get(self, request, agent_id: str):
+        return Response(
+            agent_body(selectors.agent_get(workspace=request.workspace, agent_id=agent_id))
+        )
+
+    @extend_schema(
+        summary="Edit an agent (a change makes the next version)",
+        tags=["agents"],
+        request=docs.AgentInputSerializer(partial=True),
+        responses=docs.AgentSerializer,
+    )
+    def patch(self, request, agent_id: str):
+        selectors.agent_get(workspace=request.workspace, agent_id=agent_id)  # 404 first
+        fields = _fields(request.data)
+        agent = services.agent_update(workspace=request.workspace, agent_id=agent_id, **fields)
+        return Response(agent_body(agent))
+
+    @extend_schema(
+        summary="Delete an agent and its versions",
+        tags=["agents"],
+        responses={200: DeletedSerializer},
+    )
+    def delete(self, request, agent_id: str):
+        selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
+        services.agent_delete(workspace=request.workspace, agent_id=agent_id)
+        return Response({"id": agent_id, "object": "agent.deleted", "deleted": True})
+
+
+class AgentVersionListApi(APIView):
+    @extend_schema(
+        summary="An agent's versions, newest first",
+        tags=["agents"],
+        responses=docs.AgentVersionListSerializer,
+    )
+    def get(self, request, agent_id: str):
+        selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
+        versions = selectors.agent_version_list(workspace=request.workspace, agent_id=agent_id)
+        return Response(list_body(versions, version_body))
