@@ -20,6 +20,7 @@ api_patterns = [
     path("", include("accounts.urls")),
     path("", include("completions.urls")),
     path("", include("completions.agents.urls")),
+    path("", include("completions.tools.urls")),
     path("", include("memory.urls")),
     path("", include("memory.knowledge.urls")),
 ]

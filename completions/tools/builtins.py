@@ -41,8 +41,10 @@ def memory_search(args: dict, scope: Any) -> list[dict]:
         vector=get_embedder().embed_one(query),
         limit=limit,
     )
-    return [{"id": f.obj.id, "text": getattr(f.obj, "text", ""), "score": round(f.score, 4)}
-        for f in found]
+    return [
+        {"id": f.obj.id, "text": getattr(f.obj, "text", ""), "score": round(f.score, 4)}
+        for f in found
+    ]
 
 
 def knowledge_search(args: dict, scope: Any) -> list[dict]:
@@ -66,12 +68,20 @@ def remember(args: dict, scope: Any) -> dict:
     if not isinstance(text, str) or not text.strip() or len(text) > 2000:
         raise Refused('"text" (1-2,000 characters) is required')
     memory = memory_create(
-        workspace=scope.workspace, user_id=_user(scope), text=text, actor="agent", reason="remember tool"
+        workspace=scope.workspace,
+        user_id=_user(scope),
+        text=text,
+        actor="agent",
+        reason="remember tool",
     )
     return {"id": memory.id, "text": memory.text}
 
 
-RUNNERS = {"memory_search": memory_search, "knowledge_search": knowledge_search, "remember": remember}
+RUNNERS = {
+    "memory_search": memory_search,
+    "knowledge_search": knowledge_search,
+    "remember": remember,
+}
 
 
 def run(name: str, args: dict, scope: Any) -> str:

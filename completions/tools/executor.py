@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from asgiref.sync import sync_to_async
 
 from completions.tools import builtins, policy
@@ -57,7 +57,9 @@ class _CheckedResolver(AbstractResolver):
     def __init__(self) -> None:
         self._inner = aiohttp.ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):  # type: ignore[override]
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         infos = await self._inner.resolve(host, port, family)
         if not all(policy.address_allowed(info["host"]) for info in infos):
             raise PrivateAddress(host)
@@ -79,12 +81,14 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
         kwargs["json"] = arguments
     connector = aiohttp.TCPConnector(resolver=_CheckedResolver(), use_dns_cache=False)
     timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        async with session.request(tool.http_method, tool.http_url, **kwargs) as response:
-            text = await response.text(errors="replace")
-            if response.status >= 400:
-                raise _Failed(f"HTTP {response.status}: {text[:500]}")
-            return text[:MAX_RESULT]
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        session.request(tool.http_method, tool.http_url, **kwargs) as response,
+    ):
+        text = await response.text(errors="replace")
+        if response.status >= 400:
+            raise _Failed(f"HTTP {response.status}: {text[:500]}")
+        return text[:MAX_RESULT]
 
 
 class _Failed(Exception):

@@ -71,12 +71,14 @@ class Execution(models.Model):
     model = models.CharField(max_length=200)  # what the client sent, named in every answer
     route_model = models.CharField(max_length=200)  # what routing resolves on resume
     stream = models.BooleanField(default=False)
+    collection_ids = models.JSONField(default=list)  # what knowledge_search searches
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
     # The upstream body without messages (parameters, tools) and the messages so far.
     body = models.JSONField(default=dict)
     messages = models.JSONField(default=list)
     steps = models.JSONField(default=list)  # see completions.tools.run: one dict per step
-    pending = models.JSONField(default=list)  # the assistant's tool calls waiting for approval
+    # While waiting: {"message": the assistant message, "waiting": [ids of the calls it holds]}
+    pending = models.JSONField(default=dict)
     usage = models.JSONField(default=dict)  # summed over every upstream call of the run
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)

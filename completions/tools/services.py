@@ -19,7 +19,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from completions import crypto
 from completions.agents.models import Agent
-from completions.tools import policy
+from completions.tools import cache, policy
 from completions.tools.models import Approval, Execution, Tool
 from config.common.errors import Gone, Invalid, NotFound
 
@@ -49,7 +49,9 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
         tool.name = policy.name(values["name"])
     if "description" in values:
         if not isinstance(values["description"], str) or len(values["description"]) > 4000:
-            raise Invalid("description must be a string of 4,000 characters at most.", field="description")
+            raise Invalid(
+                "description must be a string of 4,000 characters at most.", field="description"
+            )
         tool.description = values["description"]
     if "parameters" in values:
         tool.parameters = policy.parameters(values["parameters"])
@@ -85,12 +87,15 @@ def _unknown(values: dict[str, Any]) -> None:
 
 
 def _saved(tool: Tool) -> Tool:
+    cache.invalidate(tool.workspace_id, tool.agent_id)
     try:
         with transaction.atomic():
             tool.save()
     except IntegrityError:
         raise Invalid(
-            f"This agent already has a tool named '{tool.name}'.", field="name", code="tool_name_taken"
+            f"This agent already has a tool named '{tool.name}'.",
+            field="name",
+            code="tool_name_taken",
         ) from None
     return tool
 
@@ -101,7 +106,9 @@ def tool_create(*, workspace: Workspace, agent_id: str, values: dict[str, Any]) 
     if not Agent.objects.filter(workspace=workspace, id=agent_id).exists():
         raise NotFound(f"No agent '{agent_id}' in this workspace.", code="agent_not_found")
     if "name" not in values or "type" not in values:
-        raise Invalid("A tool needs a name and a type.", field="name" if "name" not in values else "type")
+        raise Invalid(
+            "A tool needs a name and a type.", field="name" if "name" not in values else "type"
+        )
     tool = Tool(workspace=workspace, agent_id=agent_id, kind=values["type"])
     _apply(tool, values)
     return _saved(tool)
@@ -117,6 +124,7 @@ def tool_update(*, workspace: Workspace, tool: Tool, values: dict[str, Any]) -> 
 
 def tool_delete(*, workspace: Workspace, tool: Tool) -> None:
     Tool.objects.filter(workspace=workspace, id=tool.id).delete()
+    cache.invalidate(tool.workspace_id, tool.agent_id)
 
 
 # --- executions -----------------------------------------------------------------------------
@@ -132,6 +140,7 @@ def execution_create(
     route_model: str,
     stream: bool,
     body: dict,
+    collection_ids: list[str],
 ) -> Execution:
     return Execution.objects.create(
         workspace=workspace,
@@ -142,27 +151,40 @@ def execution_create(
         route_model=route_model,
         stream=stream,
         body=body,
+        collection_ids=collection_ids,
     )
 
 
 def execution_save(*, execution: Execution) -> None:
     execution.updated_at = timezone.now()
     execution.save(
-        update_fields=["status", "messages", "steps", "pending", "usage", "error", "stream", "updated_at"]
+        update_fields=[
+            "status",
+            "messages",
+            "steps",
+            "pending",
+            "usage",
+            "error",
+            "stream",
+            "updated_at",
+        ]
     )
 
 
 @transaction.atomic
-def execution_pause(*, execution: Execution, tool_calls: list[dict], ttl_seconds: int) -> Approval:
-    """Store the run's state and the calls that wait; the approval that resumes it."""
+def execution_pause(
+    *, execution: Execution, message: dict, waiting: list[dict], ttl_seconds: int
+) -> Approval:
+    """Store the run's state (the assistant message whose calls wait) and create the approval
+    that resumes it."""
     execution.status = Execution.Status.WAITING
-    execution.pending = tool_calls
+    execution.pending = {"message": message, "waiting": [c["id"] for c in waiting]}
     execution_save(execution=execution)
     return Approval.objects.create(
         workspace_id=execution.workspace_id,
         execution=execution,
         user_id=execution.user_id,
-        tool_calls=tool_calls,
+        tool_calls=waiting,
         expires_at=Approval.expiry(ttl_seconds),
     )
 
@@ -178,7 +200,9 @@ class Claimed:
 
 def _gone(approval: Approval) -> Gone:
     if approval.status == Approval.Status.EXPIRED:
-        return Gone(f"The approval '{approval.id}' expired.", field="approval_id", code="approval_expired")
+        return Gone(
+            f"The approval '{approval.id}' expired.", field="approval_id", code="approval_expired"
+        )
     return Gone(
         f"The approval '{approval.id}' was already {approval.status}.",
         field="approval_id",
@@ -192,8 +216,12 @@ def approval_claim(
     """Decide a pending approval once. NotFound for an unknown id, another workspace's, or
     another end user's; Gone when it was decided or expired (an expired one is recorded so)."""
     found = Approval.objects.filter(workspace=workspace, id=approval_id).first()
-    if found is None or (found.user_id and user_id and found.user_id != user_id):
-        raise NotFound(f"No approval '{approval_id}' in this workspace.", field="approval_id", code="approval_not_found")
+    if found is None or (found.user_id and found.user_id != user_id):
+        raise NotFound(
+            f"No approval '{approval_id}' in this workspace.",
+            field="approval_id",
+            code="approval_not_found",
+        )
     now = timezone.now()
     status = Approval.Status.APPROVED if approve else Approval.Status.REJECTED
     claimed = Approval.objects.filter(

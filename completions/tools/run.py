@@ -1,0 +1,487 @@
+"""The tool loop of an agent with tools: call the model with the agent's tools added; when it
+calls server-side tools, run them (in parallel where it asked for several), append their
+results and call it again, up to ENGRAM_TOOLS_MAX_STEPS model calls (the last one with
+`tool_choice: "none"`, so the run ends with an answer). A call whose tool's approval policy
+holds pauses the run instead (completions.tools.services.execution_pause); a call of a tool the
+agent does not have is the client's: that answer goes back to the client unchanged.
+
+Every model call and every tool call is a step of the Execution (GET /v1/executions/{id}):
+
+    {"index", "type": "model", "at", "duration_ms", "finish_reason", "content", "tool_calls":
+     [{"id", "name", "arguments"}], "usage"}
+    {"index", "type": "tool", "at", "duration_ms", "tool_call_id", "name", "arguments",
+     "status": "completed" | "failed" | "rejected", "result" | "error"}
+    {"index", "type": "approval", "at", "approval_id", "decision", "status", "reason"}
+
+In a stream, each executed call goes out when it starts as a tool-call delta of choice 0 (its
+`index` after every call sent before in the stream) in a chunk that also carries
+`"engram": {"tool_call": {"id", "name", "status": "running", "execution_id"}}`; its result follows
+in a chunk with no choices and `"engram": {"tool_result": {"tool_call_id", "name", "status",
+"content" | "error", "duration_ms"}}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from completions.providers.base import Call, StreamFailed
+from completions.providers.registry import Route
+from completions.streaming import DONE, Assembler, dumps, frame
+from completions.tools import executor, policy, services
+from completions.tools.executor import Result, Scope
+from completions.tools.models import Approval, Execution, Tool
+from config.common.errors import ApiError
+
+# The body fields the run sets itself on each upstream call.
+_PER_CALL = ("messages", "stream", "stream_options")
+
+
+async def db(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """A write of this module's, on a worker thread (the ORM is sync)."""
+
+    def call() -> Any:
+        try:
+            return fn(**kwargs)
+        finally:
+            close_old_connections()
+
+    return await sync_to_async(call, thread_sensitive=False)()
+
+
+def specs(tools: tuple[Tool, ...] | list[Tool]) -> list[dict]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters or {"type": "object", "properties": {}},
+            },
+        }
+        for t in tools
+    ]
+
+
+def upstream_body(body: dict, tools: tuple[Tool, ...]) -> dict:
+    """The client's body without the per-call fields, with the agent's tools added (a client
+    tool of the same name gives way: the agent's is what runs)."""
+    names = {t.name for t in tools}
+    client = [
+        t
+        for t in body.get("tools") or ()
+        if not (isinstance(t, dict) and (t.get("function") or {}).get("name") in names)
+    ]
+    out = {k: v for k, v in body.items() if k not in _PER_CALL}
+    out["tools"] = [*client, *specs(tools)]
+    return out
+
+
+def _add_usage(total: dict, usage: Any) -> None:
+    if isinstance(usage, dict):
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            if isinstance(usage.get(key), int):
+                total[key] = total.get(key, 0) + usage[key]
+
+
+def _call_view(call: dict) -> dict:
+    function = call.get("function") or {}
+    return {
+        "id": call.get("id"),
+        "name": function.get("name"),
+        "arguments": function.get("arguments"),
+    }
+
+
+@dataclass
+class Decision:
+    kind: str  # "answer" (no calls, or the client's calls), "pause", "execute"
+    calls: list[dict] = field(default_factory=list)  # the server-side calls of the step
+    waiting: list[dict] = field(default_factory=list)  # those that need an approval
+
+
+@dataclass
+class Run:
+    execution: Execution
+    tools: dict[str, Tool]
+    route: Route
+    scope: Scope
+    request_id: str
+    engram: dict = field(default_factory=dict)  # memory's `engram` object, kept in answers
+    upstream_ms: float = 0.0
+    model_calls: int = 0
+    spent: dict = field(default_factory=dict)  # this request's upstream calls' usage
+
+    def __post_init__(self) -> None:  # a resumed run counts the model calls made before it
+        self.model_calls = sum(1 for s in self.execution.steps if s.get("type") == "model")
+
+    @property
+    def usage(self) -> dict:
+        return self.execution.usage
+
+    def call(self, *, stream: bool) -> Call:
+        body = {**self.execution.body, "messages": self.execution.messages, "stream": stream}
+        if self.model_calls + 1 >= settings.ENGRAM_TOOLS_MAX_STEPS:
+            body["tool_choice"] = "none"  # the last step allowed: an answer, not more calls
+        return Call(body=body, upstream=self.route.upstream, request_id=self.request_id)
+
+    def step(self, kind: str, **values: Any) -> None:
+        steps = self.execution.steps
+        steps.append({"index": len(steps), "type": kind, "at": int(time.time()), **values})
+
+    def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
+        self.model_calls += 1
+        self.upstream_ms += ms
+        _add_usage(self.usage, usage)
+        _add_usage(self.spent, usage)
+        self.step(
+            "model",
+            duration_ms=round(ms, 1),
+            finish_reason=finish_reason,
+            content=message.get("content"),
+            tool_calls=[_call_view(c) for c in message.get("tool_calls") or ()],
+            usage=usage if isinstance(usage, dict) else None,
+        )
+
+    def decide(self, message: dict) -> Decision:
+        calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+        if not calls or self.model_calls >= settings.ENGRAM_TOOLS_MAX_STEPS:
+            return Decision("answer")
+        if any((c.get("function") or {}).get("name") not in self.tools for c in calls):
+            return Decision("answer")  # the client's own tools: it runs them, as without agents
+        waiting = [
+            c
+            for c in calls
+            if policy.needs_approval(
+                self.tools[c["function"]["name"]].approval, c["function"].get("arguments") or ""
+            )
+        ]
+        return Decision("pause" if waiting else "execute", calls, waiting)
+
+    async def execute(
+        self,
+        message: dict,
+        calls: list[dict],
+        *,
+        rejected: set[str] | frozenset[str] = frozenset(),
+        reason: str = "",
+    ) -> list[tuple[dict, Result, str]]:
+        """Run the calls not rejected, append the assistant message and every call's result."""
+        self.execution.messages.append(message)
+        runnable = [c for c in calls if c["id"] not in rejected]
+        results = iter(
+            await executor.execute_all(
+                runnable, self.tools, key_prefix=self.execution.id, scope=self.scope
+            )
+        )
+        done = []
+        for call in calls:
+            if call["id"] in rejected:
+                refusal = "The user rejected this call" + (f": {reason}" if reason else ".")
+                result, status = Result("", refusal, 0.0), "rejected"
+            else:
+                result = next(results)
+                status = "completed" if result.error is None else "failed"
+            self.execution.messages.append(executor.tool_message(call["id"], result))
+            view = _call_view(call)
+            self.step(
+                "tool",
+                duration_ms=round(result.ms, 1),
+                tool_call_id=view["id"],
+                name=view["name"],
+                arguments=view["arguments"],
+                status=status,
+                **({"result": result.content} if result.error is None else {"error": result.error}),
+            )
+            done.append((call, result, status))
+        return done
+
+    async def pause(self, message: dict, waiting: list[dict]) -> Approval:
+        ttl = min(self.tools[c["function"]["name"]].approval_ttl_seconds for c in waiting)
+        return await db(
+            services.execution_pause,
+            execution=self.execution,
+            message=message,
+            waiting=waiting,
+            ttl_seconds=ttl,
+        )
+
+    async def end(self, status: str, error: str = "") -> None:
+        self.execution.status = status
+        self.execution.error = error[:2000]
+        self.execution.pending = {}
+        await db(services.execution_save, execution=self.execution)
+
+    def engram_of(self, approval: Approval | None = None) -> dict:
+        out = {**self.engram, "execution_id": self.execution.id, "request_id": self.request_id}
+        if approval is not None:
+            out["approval_id"] = approval.id
+            out["expires_at"] = int(approval.expires_at.timestamp())
+        return out
+
+
+@dataclass
+class Resumed:
+    """What a resume does before the loop goes on: the paused step's calls, decided."""
+
+    message: dict
+    calls: list[dict]
+    rejected: set[str]
+    reason: str
+
+
+# --- not streamed ---------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    data: dict  # the chat.completion to send
+    assistant: dict | None  # what memory stores as the answer
+
+
+async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
+    try:
+        if resumed is not None:
+            await run.execute(
+                resumed.message, resumed.calls, rejected=resumed.rejected, reason=resumed.reason
+            )
+        while True:
+            completion = await run.route.provider.complete(run.call(stream=False))
+            data = completion.data
+            choices = data.get("choices") or []
+            first = choices[0] if choices and isinstance(choices[0], dict) else {}
+            message: dict = first["message"] if isinstance(first.get("message"), dict) else {}
+            run.model_step(
+                message, first.get("finish_reason"), data.get("usage"), completion.upstream_ms
+            )
+            decision = run.decide(message)
+            if decision.kind == "execute":
+                await run.execute(message, decision.calls)
+                continue
+            data["model"] = run.execution.model
+            data["usage"] = dict(run.spent) or data.get("usage")
+            if decision.kind == "pause":
+                approval = await run.pause(message, decision.waiting)
+                pending = {**message, "tool_calls": decision.waiting}
+                data["choices"] = [
+                    {
+                        "index": 0,
+                        "message": pending,
+                        "finish_reason": "tool_calls",
+                        "logprobs": None,
+                    }
+                ]
+                data["engram"] = run.engram_of(approval)
+                return Answer(data, pending)
+            run.execution.messages.append(message)
+            await run.end(Execution.Status.COMPLETED)
+            data["engram"] = run.engram_of()
+            return Answer(data, message)
+    except BaseException as exc:
+        if run.execution.status == Execution.Status.RUNNING:
+            await _failed(run, exc)
+        raise
+
+
+async def _failed(run: Run, exc: BaseException) -> None:
+    message = exc.message if isinstance(exc, ApiError) else type(exc).__name__
+    # If the database is what failed, the original error is still the one to raise.
+    with contextlib.suppress(Exception):
+        await run.end(Execution.Status.FAILED, message)
+
+
+# --- streamed -------------------------------------------------------------------------------
+
+
+class Streamer:
+    """The run as SSE frames. `on_end(status, assistant, incomplete)` is called once."""
+
+    def __init__(
+        self,
+        run: Run,
+        *,
+        include_usage: bool,
+        on_end: Callable[[int, dict | None, bool, str], None],
+    ) -> None:
+        self.run = run
+        self.include_usage = include_usage
+        self.on_end = on_end
+        self.id = f"chatcmpl-{run.request_id}"
+        self.created = int(time.time())
+        self.role_sent = False
+        self.index = 0  # the next tool-call index of choice 0 in this stream
+
+    def chunk(
+        self,
+        delta: dict | None,
+        *,
+        finish: str | None = None,
+        engram: dict | None = None,
+        usage: dict | None = None,
+    ) -> bytes:
+        choices = []
+        if delta is not None:
+            if not self.role_sent:
+                delta = {"role": "assistant", **delta}
+                self.role_sent = True
+            choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        data = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.run.execution.model,
+            "choices": choices,
+        }
+        if usage is not None:
+            data["usage"] = usage
+        if engram is not None:
+            data["engram"] = engram
+        return frame(dumps(data))
+
+    def calls_delta(self, calls: list[dict]) -> dict:
+        delta = {
+            "tool_calls": [
+                {
+                    "index": self.index + i,
+                    "id": c.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": (c.get("function") or {}).get("name"),
+                        "arguments": (c.get("function") or {}).get("arguments") or "",
+                    },
+                }
+                for i, c in enumerate(calls)
+            ]
+        }
+        self.index += len(calls)
+        return delta
+
+    async def frames(self, resumed: Resumed | None = None) -> AsyncGenerator[bytes, None]:
+        run = self.run
+        ended = False
+        try:
+            if resumed is not None:
+                async for out in self._execute(resumed.message, resumed.calls, resumed):
+                    yield out
+            while True:
+                message: dict = {}
+                async for out in self._model(message):
+                    yield out
+                decision = run.decide(message)
+                if decision.kind == "execute":
+                    async for out in self._execute(message, decision.calls, None):
+                        yield out
+                    continue
+                usage = dict(run.spent) if self.include_usage else None
+                if decision.kind == "pause":
+                    approval = await run.pause(message, decision.waiting)
+                    yield self.chunk(self.calls_delta(decision.waiting))
+                    ended = True
+                    self.on_end(200, {**message, "tool_calls": decision.waiting}, False, "")
+                    yield self.chunk(
+                        {}, finish="tool_calls", engram=run.engram_of(approval), usage=usage
+                    )
+                    yield DONE
+                    return
+                calls = message.get("tool_calls") or []
+                if calls:  # the client's own tools
+                    yield self.chunk(self.calls_delta(calls))
+                run.execution.messages.append(message)
+                await run.end(Execution.Status.COMPLETED)
+                ended = True
+                self.on_end(200, message, False, "")
+                yield self.chunk({}, finish="tool_calls" if calls else "stop")
+                if usage is not None:
+                    yield self.chunk(None, usage=usage)
+                yield self.chunk(None, engram=run.engram_of())
+                yield DONE
+                return
+        except (ApiError, StreamFailed, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if isinstance(exc, ApiError):
+                error = exc.body()["error"]
+            elif isinstance(exc, StreamFailed):
+                error = exc.error
+            else:
+                error = {
+                    "message": f"The upstream failed ({type(exc).__name__}).",
+                    "type": "upstream_error",
+                }
+            await _failed(run, exc)
+            ended = True
+            self.on_end(200, None, True, "stream_failed")
+            yield frame(
+                dumps(
+                    {
+                        "error": {
+                            "message": "",
+                            "type": "upstream_error",
+                            "param": None,
+                            "code": None,
+                        }
+                        | error
+                    }
+                )
+            )
+            yield DONE
+        finally:
+            if not ended:  # the client went away
+                self.on_end(499, None, True, "client_closed")
+
+    async def _model(self, message: dict) -> AsyncGenerator[bytes, None]:
+        """One upstream call: its text goes out as it comes; `message` receives the answer."""
+        run = self.run
+        started = time.perf_counter()
+        opened = await run.route.provider.stream(run.call(stream=True))
+        assembler = Assembler()
+        finish = None
+        try:
+            async for chunk in opened.chunks():
+                assembler.add(chunk.data)
+                for choice in chunk.data.get("choices") or ():
+                    if choice.get("index", 0) != 0:
+                        continue
+                    finish = choice.get("finish_reason") or finish
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        yield self.chunk({"content": content})
+        finally:
+            await opened.aclose()
+        message.update(assembler.assistant())
+        run.model_step(message, finish, assembler.usage, (time.perf_counter() - started) * 1000)
+
+    async def _execute(
+        self, message: dict, calls: list[dict], resumed: Resumed | None
+    ) -> AsyncGenerator[bytes, None]:
+        run = self.run
+        rejected: set[str] = resumed.rejected if resumed else set()
+        for call in calls:
+            if call["id"] in rejected:
+                continue
+            mark = {"id": call["id"], "name": call["function"]["name"], "status": "running"}
+            yield self.chunk(
+                self.calls_delta([call]),
+                engram={"tool_call": {**mark, "execution_id": run.execution.id}},
+            )
+        done = await run.execute(
+            message, calls, rejected=rejected, reason=resumed.reason if resumed else ""
+        )
+        for call, result, status in done:
+            outcome: dict[str, Any] = {
+                "tool_call_id": call["id"],
+                "name": call["function"]["name"],
+                "status": status,
+                "duration_ms": round(result.ms, 1),
+            }
+            if result.error is None:
+                outcome["content"] = result.content
+            else:
+                outcome["error"] = result.error
+            yield self.chunk(None, engram={"tool_result": outcome})
