@@ -98,6 +98,32 @@ def test_docs_are_public_and_offline(anon_http):
 # --- the live run ---------------------------------------------------------------------------
 
 
+def _agent_rows(http, workspace) -> tuple[str, str, str]:
+    """An agent, its tool and an execution (completions.agents, completions.tools)."""
+    from completions.tools.services import execution_create
+
+    agent = http.post("/v1/agents", json={"name": "seeded", "model": "local"})
+    assert agent.status_code == 201, agent.text
+    agent_id = agent.json()["id"]
+    tool = http.post(
+        f"/v1/agents/{agent_id}/tools",
+        json={"name": "recall", "type": "builtin", "builtin": "memory_search"},
+    )
+    assert tool.status_code == 201, tool.text
+    execution = execution_create(
+        workspace=workspace,
+        agent_id=agent_id,
+        user_id="alice",
+        request_id="req_seeded",
+        model=agent_id,
+        route_model="local",
+        stream=False,
+        body={},
+        collection_ids=[],
+    )
+    return agent_id, tool.json()["id"], execution.id
+
+
 @pytest.fixture
 def seeded(http, owner, operator_http):
     """Rows for the generated requests to find: each path id names one of them."""
@@ -115,7 +141,11 @@ def seeded(http, owner, operator_http):
     for response in (memory, imported, collection, document, spare):
         assert response.status_code in (201, 202), response.text
     Session.objects.create(workspace=owner[0], external_id="s1", user_id="alice")
+    agent, tool, execution = _agent_rows(http, owner[0])
     return {
+        "agent_id": agent,
+        "tool_id": tool,
+        "execution_id": execution,
         "memory_id": memory.json()["id"],
         "conversation_id": "c1",
         "user_id": "alice",

@@ -19,6 +19,7 @@ from openai.types.chat import ChatCompletion
 from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
 from memory.models import Memory
+from tests.completions_support import wait_for
 from tests.livesrv import ThreadedServer
 from tests.test_errors import assert_envelope
 from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
@@ -499,3 +500,119 @@ def test_builtin_remember_and_memory_search(sdk, http, upstream, owner, settings
     ask(sdk, agent, "What do I drink?", user="alice")
     found = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
     assert memory.id in [m["id"] for m in found]
+
+
+def test_admin_adds_a_tool_with_write_only_headers(client, owner, http, tool_server):
+    from django.contrib.auth.models import User
+
+    agent = make_agent(http)
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    form = {
+        "workspace": owner[0].id,
+        "agent": agent,
+        "name": "lookup",
+        "description": "",
+        "parameters": "{}",
+        "kind": "http",
+        "builtin": "",
+        "http_url": tool_server.url + "/weather",
+        "http_method": "POST",
+        "headers": '{"Authorization": "Bearer admin-secret"}',
+        "approval": '"always"',
+        "approval_ttl_seconds": "900",
+        "timeout_seconds": "10",
+    }
+    resp = client.post("/admin/completions/tool/add/", form)
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    tool = Tool.objects.get(agent_id=agent, name="lookup")
+    assert tool.approval == "always"
+    assert "admin-secret" not in tool.http_headers_encrypted
+    page = client.get(f"/admin/completions/tool/{tool.id}/change/").content.decode()
+    assert "Authorization" in page and "admin-secret" not in page
+    refused = client.post(
+        "/admin/completions/tool/add/", {**form, "name": "x", "http_url": "ftp://a"}
+    )
+    assert refused.status_code == 200  # the form again, with the error
+    assert not Tool.objects.filter(name="x").exists()
+
+
+def test_the_step_limit_ends_the_run_with_an_answer(sdk, http, upstream, tool_server, settings):
+    settings.ENGRAM_TOOLS_MAX_STEPS = 2
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    answer = ask(sdk, agent)
+    assert answer.choices[0].message.content == "It is sunny."
+    first, last = upstream.chat_requests()
+    assert "tool_choice" not in first.body
+    assert last.body["tool_choice"] == "none"  # the last step allowed asks for an answer
+
+
+def test_usage_records_count_every_upstream_call(sdk, http, upstream, tool_server, owner):
+    from completions.models import UsageRecord
+    from completions.usage import buffer
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
+        Reply(json=openai_completion(tool_calls=[tool_call("c2", "weather", {"city": "Y"})])),
+        Reply(json=openai_completion("done")),
+    )
+    first = ask(sdk, agent)
+    again = resume(sdk, engram(first)["approval_id"])  # runs c1, pauses again on c2
+    assert again.choices[0].finish_reason == "tool_calls"
+    answer = resume(sdk, engram(again)["approval_id"])
+    assert answer.choices[0].message.content == "done"
+    assert answer.usage.total_tokens == 18  # this request's own upstream call
+    buffer.flush()
+    records = UsageRecord.objects.filter(workspace=owner[0]).order_by("created_at")
+    assert [r.total_tokens for r in records] == [18, 18, 18]
+    execution = Execution.objects.get(id=engram(answer)["execution_id"])
+    assert execution.usage["total_tokens"] == 54
+    assert [s["type"] for s in execution.steps] == [
+        "model",
+        "approval",
+        "tool",
+        "model",
+        "approval",
+        "tool",
+        "model",
+    ]
+
+
+def test_the_turn_is_stored_in_the_conversation(sdk, http, upstream, tool_server, owner):
+    from memory.models import Message, ProcessingJob
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", name="lookup")
+    make_tool(http, agent, tool_server.url + "/weather", name="book", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "lookup", {"city": "Oslo"})])),
+        Reply(json=openai_completion(tool_calls=[tool_call("c2", "book", {"city": "Oslo"})])),
+        Reply(json=openai_completion("Booked.")),
+    )
+    headers = {"x-user-id": "alice", "x-conversation-id": "trip"}
+    paused = sdk.chat.completions.create(
+        model=agent,
+        messages=[{"role": "user", "content": "Book Oslo"}],
+        extra_headers=headers,
+    )
+    answer = sdk.post(
+        "/chat/resume",
+        body={"approval_id": engram(paused)["approval_id"], "decision": "approve"},
+        cast_to=ChatCompletion,
+        options={"headers": headers},
+    )
+    assert answer.choices[0].message.content == "Booked."
+
+    def stored():
+        rows = Message.objects.filter(workspace=owner[0], conversation__external_id="trip")
+        return [(m.role, m.content, bool(m.tool_calls)) for m in rows.order_by("created_at", "id")]
+
+    wait_for(lambda: len(stored()) == 6)  # finish_turn stores in the background
+    roles = [row[0] for row in stored()]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert stored()[-1] == ("assistant", "Booked.", False)
+    assert stored()[3][2] is True  # the call that waited, with its tool_calls
+    assert ProcessingJob.objects.filter(conversation__external_id="trip").exists()

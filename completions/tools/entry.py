@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,12 +19,14 @@ from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
 from completions.tools.run import Resumed, Run, Streamer, complete, db, upstream_body
 from config.common import errors, jsonbody
+from config.common.background import spawn
 from config.common.errors import EDGE_ERRORS, ApiError, Invalid
 from config.common.ids import identifier
 
 if TYPE_CHECKING:
     from completions.gateway import Reply, Turn
 
+logger = logging.getLogger("engram.tools")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -55,6 +58,8 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         stream=turn.stream,
         body=upstream_body(call.body, tools),
         collection_ids=list(ctx.collection_ids),
+        conversation_pk=getattr(turn.prepared.state, "conversation_pk", "") or "",
+        session_pk=getattr(turn.prepared.state, "session_pk", "") or "",
     )
     execution.messages = list(call.body.get("messages") or [])
     run = Run(
@@ -69,22 +74,56 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
     if turn.stream:
 
         def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
-            turn.upstream_ms = run.upstream_ms
-            turn.finish(
-                status=status,
-                assistant=assistant,
-                usage=dict(run.spent) or None,
-                incomplete=incomplete,
-                error_code=code,
-            )
+            async def finish() -> None:
+                await _store(run, _before_answer(run, assistant), extraction=False)
+                turn.upstream_ms = run.upstream_ms
+                turn.finish(
+                    status=status,
+                    assistant=assistant,
+                    usage=dict(run.spent) or None,
+                    incomplete=incomplete,
+                    error_code=code,
+                )
+
+            spawn(finish(), name="tools_finish")
 
         streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
         return _reply(200, {**headers, **turn.timing_headers()}, stream=streamer.frames())
     answer = await complete(run)
+    # The tool calls and results first; finish_turn stores the answer after them.
+    await _store(run, _before_answer(run, answer.assistant), extraction=False)
     turn.upstream_ms = run.upstream_ms
     turn.finish(status=200, assistant=answer.assistant, usage=dict(run.spent) or None)
     await turn.reply_committed()
     return _reply(200, {**headers, **turn.timing_headers()}, dumps(answer.data))
+
+
+def _before_answer(run: Run, assistant: dict | None) -> list[dict]:
+    """The run's new messages but the answer, which finish_turn stores as the turn's."""
+    if assistant is not None and run.transcript and run.transcript[-1] is assistant:
+        return run.transcript[:-1]
+    return run.transcript
+
+
+async def _store(run: Run, messages: list[dict], *, extraction: bool) -> None:
+    """Into the turn's conversation; a failure loses history, never the answer."""
+    try:
+        await db(
+            services.execution_messages_store,
+            execution=run.execution,
+            messages=messages,
+            extraction=extraction,
+        )
+    except Exception:
+        logger.exception("storing the tool run's messages failed")
+
+
+async def _extraction(workspace_id: str, agent_id: str) -> bool:
+    """The agent's memory policy: are its turns' memories extracted?"""
+    from completions.agents.cache import agents_async
+
+    agent = (await agents_async(workspace_id)).by_id.get(agent_id)
+    return agent is None or agent.memory.get("extraction", True) is not False
 
 
 def _include_usage(body: dict) -> bool:
@@ -165,9 +204,15 @@ async def resume(
     resumed = _resumed(run, claimed.approval, approve, reason)
     execution.status = Execution.Status.RUNNING
     execution.stream = stream
+    extraction = await _extraction(workspace.id, execution.agent_id)
     account = _Account(run, workspace, api_key_id, request_id, started, stream)
     if stream:
-        streamer = Streamer(run, include_usage=_include_usage(body), on_end=account.end)
+
+        def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
+            account.end(status, assistant, incomplete, code)
+            spawn(_store(run, run.transcript, extraction=extraction), name="tools_store")
+
+        streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
         return _reply(200, {}, stream=streamer.frames(resumed))
     try:
         answer = await complete(run, resumed)
@@ -176,6 +221,7 @@ async def resume(
         account.end(error.status, None, True, error.code or error.type)
         return _reply(error.status, dict(error.headers), dumps(error.body()))
     account.end(200, answer.assistant, False, "")
+    await _store(run, run.transcript, extraction=extraction)
     return _reply(
         200,
         {"openai-processing-ms": str(round((time.perf_counter() - started) * 1000))},

@@ -72,6 +72,9 @@ class Execution(models.Model):
     route_model = models.CharField(max_length=200)  # what routing resolves on resume
     stream = models.BooleanField(default=False)
     collection_ids = models.JSONField(default=list)  # what knowledge_search searches
+    # The memory conversation (and session) the turn is stored in; blank: memory stores nothing.
+    conversation_pk = models.CharField(max_length=40, blank=True, default="")
+    session_pk = models.CharField(max_length=40, blank=True, default="")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
     # The upstream body without messages (parameters, tools) and the messages so far.
     body = models.JSONField(default=dict)

@@ -43,6 +43,8 @@ class ToolInputSerializer(serializers.Serializer):
 
 
 class ToolSerializer(ToolInputSerializer):
+    http = HttpToolSerializer(allow_null=True, help_text="null for a built-in tool.")
+    builtin = serializers.ChoiceField(choices=BUILTINS, allow_null=True)
     id = serializers.CharField()
     object = const("agent.tool")
     agent_id = serializers.CharField()
@@ -55,7 +57,7 @@ ToolListSerializer = list_of(ToolSerializer, "ToolList")
 
 class ExecutionApprovalSerializer(serializers.Serializer):
     id = serializers.CharField()
-    status = serializers.ChoiceField(choices=["pending", "approved", "rejected", "expired"])
+    status = serializers.CharField(help_text="pending, approved, rejected or expired.")
     tool_call_ids = serializers.ListField(child=serializers.CharField())
     expires_at = serializers.IntegerField()
     decided_at = serializers.IntegerField(allow_null=True)
@@ -69,7 +71,7 @@ class ExecutionSerializer(serializers.Serializer):
     model = serializers.CharField()
     user_id = serializers.CharField(allow_null=True)
     request_id = serializers.CharField()
-    status = serializers.ChoiceField(choices=["running", "waiting_approval", "completed", "failed"])
+    status = serializers.CharField(help_text="running, waiting_approval, completed or failed.")
     error = serializers.CharField(allow_null=True)
     steps = serializers.ListField(
         child=serializers.DictField(),
@@ -91,6 +93,7 @@ class ResumeInputSerializer(serializers.Serializer):
 class ChatResumeDoc(APIView):
     openapi_errors = {
         400: "A missing or malformed field.",
+        401: "A missing or unknown key.",
         403: "An operator key.",
         404: "An unknown approval, another workspace's, or another end user's (`x-user-id`).",
         410: "The approval was already used or expired (`approval_used`, `approval_expired`); "

@@ -119,6 +119,8 @@ class Run:
     upstream_ms: float = 0.0
     model_calls: int = 0
     spent: dict = field(default_factory=dict)  # this request's upstream calls' usage
+    # This request's new messages, for the conversation (completions.tools.entry stores them).
+    transcript: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:  # a resumed run counts the model calls made before it
         self.model_calls = sum(1 for s in self.execution.steps if s.get("type") == "model")
@@ -173,9 +175,13 @@ class Run:
         *,
         rejected: set[str] | frozenset[str] = frozenset(),
         reason: str = "",
+        resumed: bool = False,
     ) -> list[tuple[dict, Result, str]]:
-        """Run the calls not rejected, append the assistant message and every call's result."""
+        """Run the calls not rejected, append the assistant message and every call's result.
+        (A resumed message was stored in the conversation when the run paused.)"""
         self.execution.messages.append(message)
+        if not resumed:
+            self.transcript.append(message)
         runnable = [c for c in calls if c["id"] not in rejected]
         results = iter(
             await executor.execute_all(
@@ -190,7 +196,9 @@ class Run:
             else:
                 result = next(results)
                 status = "completed" if result.error is None else "failed"
-            self.execution.messages.append(executor.tool_message(call["id"], result))
+            reply = executor.tool_message(call["id"], result)
+            self.execution.messages.append(reply)
+            self.transcript.append(reply)
             view = _call_view(call)
             self.step(
                 "tool",
@@ -251,7 +259,11 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
     try:
         if resumed is not None:
             await run.execute(
-                resumed.message, resumed.calls, rejected=resumed.rejected, reason=resumed.reason
+                resumed.message,
+                resumed.calls,
+                rejected=resumed.rejected,
+                reason=resumed.reason,
+                resumed=True,
             )
         while True:
             completion = await run.route.provider.complete(run.call(stream=False))
@@ -280,8 +292,10 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
                     }
                 ]
                 data["engram"] = run.engram_of(approval)
+                run.transcript.append(pending)
                 return Answer(data, pending)
             run.execution.messages.append(message)
+            run.transcript.append(message)
             await run.end(Execution.Status.COMPLETED)
             data["engram"] = run.engram_of()
             return Answer(data, message)
@@ -385,7 +399,9 @@ class Streamer:
                     approval = await run.pause(message, decision.waiting)
                     yield self.chunk(self.calls_delta(decision.waiting))
                     ended = True
-                    self.on_end(200, {**message, "tool_calls": decision.waiting}, False, "")
+                    pending = {**message, "tool_calls": decision.waiting}
+                    run.transcript.append(pending)
+                    self.on_end(200, pending, False, "")
                     yield self.chunk(
                         {}, finish="tool_calls", engram=run.engram_of(approval), usage=usage
                     )
@@ -395,6 +411,7 @@ class Streamer:
                 if calls:  # the client's own tools
                     yield self.chunk(self.calls_delta(calls))
                 run.execution.messages.append(message)
+                run.transcript.append(message)
                 await run.end(Execution.Status.COMPLETED)
                 ended = True
                 self.on_end(200, message, False, "")
@@ -471,7 +488,11 @@ class Streamer:
                 engram={"tool_call": {**mark, "execution_id": run.execution.id}},
             )
         done = await run.execute(
-            message, calls, rejected=rejected, reason=resumed.reason if resumed else ""
+            message,
+            calls,
+            rejected=rejected,
+            reason=resumed.reason if resumed else "",
+            resumed=resumed is not None,
         )
         for call, result, status in done:
             outcome: dict[str, Any] = {

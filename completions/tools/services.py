@@ -100,6 +100,12 @@ def _saved(tool: Tool) -> Tool:
     return tool
 
 
+def tool_validate(*, values: dict[str, Any]) -> None:
+    """Check a tool's fields without saving (the admin's form shows the error on the page)."""
+    _unknown(values)
+    _apply(Tool(kind=values.get("type") or ""), values)
+
+
 @transaction.atomic
 def tool_create(*, workspace: Workspace, agent_id: str, values: dict[str, Any]) -> Tool:
     _unknown(values)
@@ -141,6 +147,8 @@ def execution_create(
     stream: bool,
     body: dict,
     collection_ids: list[str],
+    conversation_pk: str = "",
+    session_pk: str = "",
 ) -> Execution:
     return Execution.objects.create(
         workspace=workspace,
@@ -152,6 +160,8 @@ def execution_create(
         stream=stream,
         body=body,
         collection_ids=collection_ids,
+        conversation_pk=conversation_pk,
+        session_pk=session_pk,
     )
 
 
@@ -269,3 +279,43 @@ def approvals_expire(*, ids: list[str] | None = None) -> int:
     if count:
         logger.info("tools: %d approval(s) expired, resolved as rejected", count)
     return count
+
+
+def execution_messages_store(
+    *, execution: Execution, messages: list[dict], extraction: bool
+) -> None:
+    """Store a run's tool calls, their results and (on resume) its answer in the turn's
+    conversation, so they are history and feed memory extraction like any other turn."""
+    from memory.models import Conversation, Session
+    from memory.services.conversations import messages_append
+    from memory.services.processing import extraction_enqueue, summary_enqueue
+
+    if not messages or not execution.conversation_pk:
+        return
+    conversation = Conversation.objects.filter(
+        workspace_id=execution.workspace_id, pk=execution.conversation_pk
+    ).first()
+    if conversation is None:  # deleted meanwhile (the user's data was erased)
+        return
+    session = (
+        Session.objects.filter(pk=execution.session_pk).first() if execution.session_pk else None
+    )
+    with transaction.atomic():
+        stored = messages_append(
+            workspace=conversation.workspace,
+            conversation=conversation,
+            session=session,
+            messages=[_storable(m) for m in messages],
+        )
+        if extraction:
+            extraction_enqueue(
+                workspace=conversation.workspace, conversation=conversation, upto=stored[-1].id
+            )
+        summary_enqueue(workspace=conversation.workspace, conversation=conversation)
+
+
+def _storable(message: dict) -> dict:
+    keep = ("role", "content", "tool_calls", "tool_call_id", "name")
+    return {k: message[k] for k in keep if message.get(k) is not None} | {
+        "content": message.get("content")
+    }
