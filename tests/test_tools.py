@@ -616,3 +616,17 @@ def test_the_turn_is_stored_in_the_conversation(sdk, http, upstream, tool_server
     assert stored()[-1] == ("assistant", "Booked.", False)
     assert stored()[3][2] is True  # the call that waited, with its tool_calls
     assert ProcessingJob.objects.filter(conversation__external_id="trip").exists()
+
+
+def test_a_waiting_run_does_not_block_the_conversation(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    headers = {"x-user-id": "alice", "x-conversation-id": "c1"}
+    paused = ask(sdk, agent, extra_headers=headers)
+    upstream.reset()
+    upstream.script(Reply(json=openai_completion("Something else.")))
+    other = ask(sdk, agent, "Never mind, tell me a joke", extra_headers=headers)
+    assert other.choices[0].message.content == "Something else."
+    assert engram(other)["execution_id"] != engram(paused)["execution_id"]
+    assert Approval.objects.get(id=engram(paused)["approval_id"]).status == "pending"

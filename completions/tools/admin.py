@@ -69,7 +69,7 @@ class ToolForm(forms.ModelForm):
         return values
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         if self.errors:
             return data
         agent = data.get("agent")

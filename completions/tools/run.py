@@ -22,6 +22,7 @@ in a chunk with no choices and `"engram": {"tool_result": {"tool_call_id", "name
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -33,9 +34,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
+from completions.conf import conf
 from completions.providers.base import Call, StreamFailed
 from completions.providers.registry import Route
-from completions.streaming import DONE, Assembler, dumps, frame
+from completions.streaming import DONE, KEEPALIVE, Assembler, dumps, frame
 from completions.tools import executor, policy, services
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
@@ -487,14 +489,23 @@ class Streamer:
                 self.calls_delta([call]),
                 engram={"tool_call": {**mark, "execution_id": run.execution.id}},
             )
-        done = await run.execute(
-            message,
-            calls,
-            rejected=rejected,
-            reason=resumed.reason if resumed else "",
-            resumed=resumed is not None,
+        work = asyncio.ensure_future(
+            run.execute(
+                message,
+                calls,
+                rejected=rejected,
+                reason=resumed.reason if resumed else "",
+                resumed=resumed is not None,
+            )
         )
-        for call, result, status in done:
+        try:
+            # SSE comments while the tools run, so proxies keep a slow tool's stream open.
+            while not (await asyncio.wait({work}, timeout=conf().keepalive))[0]:
+                yield KEEPALIVE
+        finally:
+            if not work.done():
+                work.cancel()
+        for call, result, status in work.result():
             outcome: dict[str, Any] = {
                 "tool_call_id": call["id"],
                 "name": call["function"]["name"],
