@@ -341,6 +341,22 @@ def test_engram_tools_in_json_answers_only_when_declared(sdk, http, upstream):
     assert answer.choices[0].message.content == "with tools"
     assert _sent(upstream)["tools"] == [weather]  # only the client's own tool went upstream
 
+    # the client resends its transcript with Engram's calls in it: they do not go upstream,
+    # and the history still names the same conversation
+    transcript = [
+        *hi,
+        answer.choices[0].message.model_dump(exclude_none=True),
+        {"role": "user", "content": "And now?"},
+    ]
+    again = sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=transcript,
+        tools=[weather, *ENGRAM_TOOLS],
+        extra_headers={"x-user-id": "dee"},
+    )
+    assert not any(m.get("tool_calls") for m in _sent(upstream)["messages"])
+    assert again.model_extra["engram"]["conversation_id"] == appended["conversation_id"]
+
     # the model's own tool calls keep their place after Engram's in a stream
     model_call = [
         {
