@@ -261,9 +261,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def summarize(stats: Stats, key: str = "latency") -> dict:
+def summarize(
+    stats: Stats, key: str = "latency", paths: tuple[str, str] = ("direct", "engram")
+) -> dict:
+    base, measured = paths
     out = {}
-    for path in ("direct", "engram"):
+    for path in paths:
         values = [getattr(s, key) for s in stats.samples if s.path == path]
         values = [v * 1000 for v in values if v is not None]
         out[path] = {
@@ -271,7 +274,7 @@ def summarize(stats: Stats, key: str = "latency") -> dict:
             "rps": len(values) / stats.seconds.get(path, 1.0),
             **{f"p{q}": percentile(values, q) for q in (50, 95, 99)},
         }
-    out["added"] = {f"p{q}": out["engram"][f"p{q}"] - out["direct"][f"p{q}"] for q in (50, 95, 99)}
+    out["added"] = {f"p{q}": out[measured][f"p{q}"] - out[base][f"p{q}"] for q in (50, 95, 99)}
     header = [s.overhead_header for s in stats.samples if s.overhead_header is not None]
     out["engram_reported_overhead_ms"] = {f"p{q}": percentile(header, q) for q in (50, 95, 99)}
     out["errors"] = dict(stats.errors)
@@ -300,10 +303,15 @@ def cpu_ms_per_request(stats: Stats, cpu: float) -> float:
     return cpu / served * 1000 if served else float("nan")
 
 
-def print_block(title: str, figures: dict, unit: str = "latency") -> None:
+def print_block(
+    title: str,
+    figures: dict,
+    unit: str = "latency",
+    paths: tuple[str, str] = ("direct", "engram"),
+) -> None:
     print(f"\n{title}")
     print(f"  {'path':<8}{'n':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
-    for path in ("direct", "engram"):
+    for path in paths:
         f = figures[path]
         print(
             f"  {path:<8}{f['n']:>7}{f['rps']:>9.0f}{f['p50']:>9.2f}{f['p95']:>9.2f}{f['p99']:>9.2f}"
@@ -334,6 +342,33 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+AGENT_NAME = "bench-gateway"
+
+
+def agent_request(port: int, key: str) -> bytes:
+    """The same call as PROMPT through an agent that holds its system prompt and parameters
+    (created over HTTP, so an --engram-url Engram gets it too): the upstream receives the
+    same body either way, and the difference is what calling an agent adds."""
+    import httpx
+
+    system, *rest = PROMPT["messages"]
+    agent = {
+        "name": AGENT_NAME,
+        "model": PROMPT["model"],
+        "instructions": system["content"],
+        "parameters": {"temperature": PROMPT["temperature"], "max_tokens": PROMPT["max_tokens"]},
+    }
+    resp = httpx.post(
+        f"http://127.0.0.1:{port}/v1/agents",
+        json=agent,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    if resp.status_code != 201 and (resp.json().get("error") or {}).get("param") != "name":
+        raise SystemExit(f"could not create the agent: {resp.text}")
+    return build_request(port, {"model": f"agent:{AGENT_NAME}", "messages": rest}, key)
 
 
 def make_workspace_key() -> str:
@@ -499,6 +534,7 @@ def main() -> int:
     parser.add_argument("--stream-chunks", type=int, default=20)
     parser.add_argument("--chunk-ms", type=float, default=10)
     parser.add_argument("--stream-concurrency", type=int, default=16)
+    parser.add_argument("--agent-concurrency", type=int, default=16)
     parser.add_argument("--engram-url", help="an already running Engram (with --engram-key)")
     parser.add_argument("--engram-key")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -594,6 +630,28 @@ def main() -> int:
                     + ", ".join(f"{k} {v:.0f}" for k, v in figures["rss_mb"].items() if v)
                 )
                 print(f"  Engram CPU per request: {cpu_ms:.2f} ms")
+            # Calling an agent against calling its model directly, both through Engram.
+            clients = args.agent_concurrency
+            agents = {
+                "model": (engram_port, build_request(engram_port, PROMPT, key)),
+                "agent": (engram_port, agent_request(engram_port, key)),
+            }
+            stats = runner.run(
+                interleaved(
+                    clients=clients,
+                    slices=args.slices,
+                    slice_seconds=args.slice_seconds,
+                    targets=agents,
+                )
+            )
+            figures = summarize(stats, paths=("model", "agent"))
+            results[f"agent_c{clients}"] = figures
+            print_block(
+                f"agent vs its model through Engram, {clients} concurrent clients",
+                figures,
+                "latency of an agent",
+                paths=("model", "agent"),
+            )
             clients = args.stream_concurrency
             stats = runner.run(
                 interleaved(

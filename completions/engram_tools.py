@@ -15,7 +15,8 @@ message's `tool_calls`. Each call's `arguments` is a JSON object:
   "conversation_id", "session_id"}` — the conversation Engram appended the turn to (send it
   back as x-conversation-id to continue it explicitly).
 
-Clients that declare none of them see exactly what they saw before.
+Clients that declare none of them see exactly what they saw before. Engram's calls that a
+client resends in its history (and results for them) are removed from it (`_strip_history`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,40 @@ def _name(tool: object) -> str | None:
     return None
 
 
+def _strip_history(body: dict) -> None:
+    """A client that keeps its transcript resends Engram's calls in the assistant messages
+    (and maybe results for them): they are Engram's, not the model's, and an upstream refuses
+    tool calls without results, so they go, as the stored conversation never had them."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(
+        isinstance(m, dict) and m.get("tool_calls") for m in messages
+    ):
+        return
+    ours: set[str] = set()
+    kept_messages = []
+    for message in messages:
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        if isinstance(calls, list) and any(_name(c) in TOOLS for c in calls):
+            ours.update(str(c.get("id")) for c in calls if _name(c) in TOOLS)
+            message = {**message}
+            kept = [c for c in calls if _name(c) not in TOOLS]
+            if kept:
+                message["tool_calls"] = kept
+            else:
+                del message["tool_calls"]
+                if message.get("content") is None:
+                    message["content"] = ""
+        elif isinstance(message, dict) and message.get("role") == "tool":
+            if message.get("tool_call_id") in ours:
+                continue
+        kept_messages.append(message)
+    body["messages"] = kept_messages
+
+
 def take_declared(body: dict) -> frozenset[str]:
-    """The Engram tools the request declares, removed from `body` (which the upstream gets)."""
+    """The Engram tools the request declares, removed from `body` (which the upstream gets),
+    and Engram's earlier calls removed from the history the client resent."""
+    _strip_history(body)
     tools = body.get("tools")
     if not isinstance(tools, list):
         return frozenset()

@@ -52,7 +52,13 @@ SCHEMAS: dict[str, dict] = {
         "unchanged. `session_id` is Engram's own (removed before the upstream call).",
         "required": ["model", "messages"],
         "properties": {
-            "model": {"type": "string", "minLength": 1, "examples": ["local"]},
+            "model": {
+                "type": "string",
+                "minLength": 1,
+                "examples": ["local", "agent:support"],
+                "description": "A model, an alias, or an agent: `agent_…`, `agent:<name>`, "
+                "`agent:<name>@<version>` (an unknown or foreign agent: 404 `model_not_found`).",
+            },
             "messages": {"type": "array", "minItems": 1, "items": ref("ChatMessage")},
             "stream": {"type": "boolean"},
             "stream_options": {
@@ -191,6 +197,11 @@ SCHEMAS: dict[str, dict] = {
             "object": {"const": "context"},
             "model": _NULLABLE_STRING,
             "user_id": _NULLABLE_STRING,
+            "agent": {
+                "type": ["object", "null"],
+                "description": "The agent version `model` called and what it added: id, name, "
+                "version, model, instructions (filled in), parameters, memory, collection_ids.",
+            },
             "messages": {"type": "array", "items": ref("ChatMessage")},
             "context_tokens": {"type": "integer"},
             "budget": {
@@ -217,7 +228,12 @@ SCHEMAS: dict[str, dict] = {
             "object": {"const": "model"},
             "created": {"type": "integer"},
             "owned_by": {"type": "string"},
-            "target": {"type": "string", "description": "A workspace alias's upstream model."},
+            "target": {
+                "type": "string",
+                "description": "A workspace alias's upstream model, or an agent's model.",
+            },
+            "agent_id": {"type": "string", "description": "An agent's id (`agent:<name>`)."},
+            "version": {"type": "integer", "description": "An agent's current version."},
         },
     },
     "ModelList": {
@@ -295,8 +311,8 @@ class ChatCompletionsDoc(APIView):
         "the upstream's own 400.",
         401: "A missing or unknown key (or the upstream refused its key).",
         403: "An operator key, or `x-workspace-id` naming another workspace.",
-        404: "A collection in `x-collection-ids` that is not the workspace's, or the "
-        "upstream's 404 (an unknown model).",
+        404: "A collection in `x-collection-ids` that is not the workspace's, an unknown or "
+        "foreign agent (`model_not_found`), or the upstream's 404 (an unknown model).",
         413: "The body is over `ENGRAM_MAX_REQUEST_BYTES`.",
         429: "The upstream's rate limit, after Engram's retries (`retry-after` passed on).",
         502: "The upstream failed (5xx or connection error) after Engram's retries.",
@@ -309,7 +325,11 @@ class ChatCompletionsDoc(APIView):
         description="OpenAI's whole request and response; the official SDKs work unchanged "
         "(`base_url=http://host/v1`). With `stream: true` the answer is server-sent events: "
         "`data: <ChatCompletionChunk>` lines, Engram's `engram` chunk, then `data: [DONE]`. "
-        "An upstream 4xx keeps its status and message.",
+        "An upstream 4xx keeps its status and message. Function tools named "
+        "`_engramSearchProgress`, `_engramSearchSources`, `_engramAppendConversationMessage` are "
+        "not sent upstream: Engram calls them itself (first in the stream, before the model's "
+        "first token; first in `message.tool_calls`) with the searches, the sources and the "
+        "conversation of the turn (their arguments: README, *Agents*).",
         tags=["chat"],
         parameters=[*TURN_HEADERS, *_CHAT_RESPONSE_HEADERS],
         request={"application/json": ref("ChatCompletionRequest")},
@@ -410,7 +430,8 @@ class ModelListDoc(APIView):
     @extend_schema(
         operation_id="models_list",
         summary="The models this workspace can use",
-        description="Aliases, `local`, and the configured upstreams' own `/models`.",
+        description="The workspace's agents (`agent:<name>`, owned by the workspace), aliases, "
+        "`local`, and the configured upstreams' own `/models`.",
         tags=["chat"],
         responses={200: OpenApiResponse(ref("ModelList"))},
     )

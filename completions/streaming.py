@@ -181,8 +181,8 @@ async def relay(
     error_status = 200  # the stream's status line has gone out already
     try:
         if tool_calls:
-            for out in preface(tool_calls, stream_id=stream_id, model=model or client_model):
-                yield out
+            for call in preface(tool_calls, stream_id=stream_id, model=model or client_model):
+                yield call
             roles.add(0)
         while not opener.done():
             done, _ = await asyncio.wait({opener}, timeout=keepalive)

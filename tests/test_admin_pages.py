@@ -13,6 +13,8 @@ from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
 from accounts.models import ApiKey
+from completions.agents.models import Agent
+from completions.agents.services import agent_create
 from completions.models import ModelAlias, ProviderCredential, UsageRecord
 from memory.background.titles import conversation_title_generate, title_from
 from memory.models import (
@@ -117,6 +119,7 @@ def world(db):
     Group.objects.create(name="operators")
     ProviderCredential.objects.create(workspace=workspace, provider="openai")
     ModelAlias.objects.create(workspace=workspace, alias="fast", target_model="gpt-4o-mini")
+    agent_create(workspace=workspace, name="support", model="fast", instructions="Be kind.")
     UsageRecord.objects.create(
         workspace=workspace,
         api_key_id=key.id,
@@ -139,6 +142,32 @@ def world(db):
         "job": job,
         "document": document,
     }
+
+
+def test_an_agent_edited_in_the_admin_gets_its_next_version(admin_client, world):
+    agent = Agent.objects.get(workspace=world["workspace"])
+    url = reverse("admin:completions_agent_change", args=[agent.pk])
+    form = {
+        "name": "support",
+        "instructions": "Be brief.",
+        "model": "fast",
+        "parameters": '{"temperature": 0.5}',
+        "memory": "{}",
+        "collection_ids": "[]",
+        "metadata": "{}",
+        "versions-TOTAL_FORMS": "1",
+        "versions-INITIAL_FORMS": "1",
+        "versions-MIN_NUM_FORMS": "0",
+        "versions-MAX_NUM_FORMS": "1000",
+    }
+    refused = admin_client.post(url, {**form, "parameters": '{"temperature": 9}'})
+    assert refused.status_code == 200 and b"temperature" in refused.content  # the form's error
+    assert admin_client.post(url, form).status_code == 302
+    agent.refresh_from_db()
+    assert agent.version == 2 and agent.instructions == "Be brief."
+    assert agent.memory["enabled"] is True  # the policy's defaults filled in, as the API does
+    versions = list(agent.versions.values_list("version", "instructions"))
+    assert versions == [(2, "Be brief."), (1, "Be kind.")]
 
 
 def test_titles_are_the_first_user_message_cut_at_a_word():

@@ -34,6 +34,17 @@ CHAT = {
 }
 
 
+AGENT = {
+    "name": "a1",
+    "model": "local",
+    "instructions": "Help {{user_id}}.",
+    "parameters": {"temperature": 0.5, "stop": ["x"]},
+    "memory": {"enabled": True, "budgets": {"memories": 100}},
+    "collection_ids": [],
+    "metadata": {"k": "v"},
+}
+
+
 @dataclass
 class Route:
     method: str
@@ -52,7 +63,7 @@ def _routes(world: dict) -> list[Route]:
         world["collection"],
         world["doc"],
     )
-    ws, key = world["workspace"], world["key"]
+    ws, key, agent = world["workspace"], world["key"], world["agent"]
     page = ("limit", "after", "before", "order")
     return [
         Route("GET", "/healthz"),
@@ -145,6 +156,13 @@ def _routes(world: dict) -> list[Route]:
             "/v1/collections/{collection_id}/documents/{document_id}",
             ids={"collection_id": col, "document_id": "doc_nope"},
         ),
+        Route("GET", "/v1/agents", query=page),
+        Route("POST", "/v1/agents", AGENT),
+        Route("GET", "/v1/agents/{agent_id}", ids={"agent_id": agent}),
+        Route("PATCH", "/v1/agents/{agent_id}", AGENT, ids={"agent_id": agent}),
+        Route("GET", "/v1/agents/{agent_id}/versions", ids={"agent_id": agent}),
+        Route("DELETE", "/v1/agents/{agent_id}", ids={"agent_id": "agent_nope"}),
+        Route("POST", "/v1/chat/completions", {**CHAT, "model": "agent:hostile"}),
         Route("GET", "/v1/workspaces", operator=True, query=page),
         Route("POST", "/v1/workspaces", {"name": "w"}, operator=True),
         Route(
@@ -401,6 +419,7 @@ def world(http, operator_http, owner, upstream, celery_worker) -> dict:
     col = ok(http.post("/v1/collections", json={"name": "Docs"}))["id"]
     doc = ok(http.post(f"/v1/collections/{col}/documents", json={"text": "tea is good"}))["id"]
     ws = owner[0].id
+    agent = ok(http.post("/v1/agents", json={**AGENT, "name": "hostile"}))["id"]
     key = ok(operator_http.post(f"/v1/workspaces/{ws}/api_keys", json={"name": "spare"}))["id"]
     return {
         "memory": memory,
@@ -409,6 +428,7 @@ def world(http, operator_http, owner, upstream, celery_worker) -> dict:
         "doc": doc,
         "workspace": ws,
         "key": key,
+        "agent": agent,
     }
 
 

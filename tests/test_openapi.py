@@ -98,13 +98,10 @@ def test_docs_are_public_and_offline(anon_http):
 # --- the live run ---------------------------------------------------------------------------
 
 
-def _agent_rows(http, workspace) -> tuple[str, str, str]:
-    """An agent, its tool and an execution (completions.agents, completions.tools)."""
+def _tool_rows(http, workspace, agent_id: str) -> tuple[str, str]:
+    """A tool of the agent and an execution (completions.tools)."""
     from completions.tools.services import execution_create
 
-    agent = http.post("/v1/agents", json={"name": "seeded", "model": "local"})
-    assert agent.status_code == 201, agent.text
-    agent_id = agent.json()["id"]
     tool = http.post(
         f"/v1/agents/{agent_id}/tools",
         json={"name": "recall", "type": "builtin", "builtin": "memory_search"},
@@ -121,7 +118,7 @@ def _agent_rows(http, workspace) -> tuple[str, str, str]:
         body={},
         collection_ids=[],
     )
-    return agent_id, tool.json()["id"], execution.id
+    return tool.json()["id"], execution.id
 
 
 @pytest.fixture
@@ -138,12 +135,12 @@ def seeded(http, owner, operator_http):
         json={"text": "# Returns\nWithin 30 days.", "title": "Returns"},
     )
     spare = operator_http.post(f"/v1/workspaces/{owner[0].id}/api_keys", json={"name": "spare"})
-    for response in (memory, imported, collection, document, spare):
+    agent = http.post("/v1/agents", json={"name": "helper", "model": "local"})
+    for response in (memory, imported, collection, document, spare, agent):
         assert response.status_code in (201, 202), response.text
     Session.objects.create(workspace=owner[0], external_id="s1", user_id="alice")
-    agent, tool, execution = _agent_rows(http, owner[0])
+    tool, execution = _tool_rows(http, owner[0], agent.json()["id"])
     return {
-        "agent_id": agent,
         "tool_id": tool,
         "execution_id": execution,
         "memory_id": memory.json()["id"],
@@ -154,6 +151,7 @@ def seeded(http, owner, operator_http):
         "model_id": "local",
         "workspace_id": owner[0].id,
         "key_id": spare.json()["id"],  # revoking it leaves the caller's key working
+        "agent_id": agent.json()["id"],
     }
 
 

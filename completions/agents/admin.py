@@ -16,7 +16,7 @@ class AgentForm(forms.ModelForm):
         fields = ("workspace", *CONFIG_FIELDS)
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         for field, check in policy.CHECKS.items():
             if field in data and field not in self.errors:
                 try:
@@ -63,7 +63,10 @@ class AgentAdmin(admin.ModelAdmin):
         obj._state.adding = False
 
     def save_related(self, request, form, formsets, change):
-        pass  # versions are written by the services, never from the page
+        # Versions are written by the services, never from the page (the change message
+        # reads what each formset saved: nothing).
+        for formset in formsets:
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     def delete_model(self, request, obj):
         services.agent_delete(workspace=obj.workspace, agent_id=obj.id)

@@ -28,6 +28,7 @@ What each cache of Engram may serve after a change made by another process:
 | --- | --- | --- |
 | key check (accounts.authentication) | keys | none; Redis down: none (database per request) |
 | routing snapshot (completions.routing) | routing | none on the doors; workers check per LLM call; Redis down: ENGRAM_ROUTING_CACHE_SECONDS (5 s) |
+| agents (completions.agents.cache) | agents | as routing |
 | upstream model lists (completions.catalogue) | — | 60 s (what the upstream lists; keyed by credential, so a credential change is seen at once) |
 | term statistics, speakers, lexemes (memory.retrieval.terms) | — | 60 s per user (600 s per collection): ranking weights only, never access |
 """

@@ -145,7 +145,13 @@
     const previous = select.value;
     const { data } = await api("/v1/models");
     select.replaceChildren(
-      ...data.map((m) => el("option", { value: m.id, text: `${m.id} (${m.owned_by})` })),
+      ...data.map((m) =>
+        el("option", {
+          value: m.id,
+          // /v1/models lists the workspace's agents first (agent:<name>, with agent_id)
+          text: m.agent_id ? `${m.id} (agent v${m.version}, ${m.target})` : `${m.id} (${m.owned_by})`,
+        }),
+      ),
     );
     if (data.some((m) => m.id === previous)) select.value = previous;
   }
