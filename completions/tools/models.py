@@ -19,6 +19,11 @@ from config.common.ids import new_id
 DEFAULT_APPROVAL_TTL = 15 * 60
 
 
+def approval_never() -> str:
+    """The default approval policy (a callable: Django wants one for a JSONField default)."""
+    return "never"
+
+
 class Tool(models.Model):
     class Kind(models.TextChoices):
         HTTP = "http"
@@ -39,7 +44,7 @@ class Tool(models.Model):
     # {name: value} as one Fernet token (completions.crypto): header values are secrets.
     http_headers_encrypted = models.TextField(blank=True, default="")
     timeout_seconds = models.FloatField(default=10.0)
-    approval = models.JSONField(default="never")  # "never" | "always" | {rule}
+    approval = models.JSONField(default=approval_never)  # "never" | "always" | {rule}
     approval_ttl_seconds = models.PositiveIntegerField(default=DEFAULT_APPROVAL_TTL)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
