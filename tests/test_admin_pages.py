@@ -132,7 +132,7 @@ def world(db):
         total_tokens=15,
         latency_ms=2527.0219890001044,
     )
-    _tools_rows(workspace)
+    _tools_rows(other)  # its own workspace: the agent tests find one agent in the first
     return {
         "workspace": workspace,
         "other": other,

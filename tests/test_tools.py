@@ -49,7 +49,10 @@ class ToolServer:
             with self._lock:
                 self.calls.append({"path": scope["path"], "headers": headers, "body": body})
             status, payload = 200, {"ok": True, "got": body}
-            if scope["path"] == "/fail":
+            extra: list = []
+            if scope["path"] == "/redirect":
+                status, extra = 302, [(b"location", b"http://169.254.169.254/latest")]
+            elif scope["path"] == "/fail":
                 status, payload = 500, {"error": "boom"}
             elif scope["path"] == "/pair":
                 payload["together"] = await self._together()
@@ -58,7 +61,7 @@ class ToolServer:
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": [(b"content-type", b"application/json")],
+                    "headers": [(b"content-type", b"application/json"), *extra],
                 }
             )
             await send({"type": "http.response.body", "body": data})
@@ -630,3 +633,13 @@ def test_a_waiting_run_does_not_block_the_conversation(sdk, http, upstream, tool
     assert other.choices[0].message.content == "Something else."
     assert engram(other)["execution_id"] != engram(paused)["execution_id"]
     assert Approval.objects.get(id=engram(paused)["approval_id"]).status == "pending"
+
+
+def test_redirects_are_not_followed(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/redirect")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    ask(sdk, agent)
+    assert [c["path"] for c in tool_server.calls] == ["/redirect"]
+    error = json.loads(upstream.chat_requests()[1].body["messages"][-1]["content"])["error"]
+    assert "302" in error and "redirect" in error

@@ -81,13 +81,22 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
         kwargs["json"] = arguments
     connector = aiohttp.TCPConnector(resolver=_CheckedResolver(), use_dns_cache=False)
     timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds)
+    # No redirects: a redirect to a literal private address would pass the resolver's check.
     async with (
         aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-        session.request(tool.http_method, tool.http_url, **kwargs) as response,
+        session.request(
+            tool.http_method, tool.http_url, allow_redirects=False, **kwargs
+        ) as response,
     ):
-        text = await response.text(errors="replace")
+        raw = await response.content.read(MAX_RESULT * 4)  # never a whole huge body in memory
+        try:
+            text = raw.decode(response.charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            text = raw.decode("utf-8", errors="replace")
         if response.status >= 400:
             raise _Failed(f"HTTP {response.status}: {text[:500]}")
+        if 300 <= response.status < 400:
+            raise _Failed(f"HTTP {response.status}: tools' redirects are not followed")
         return text[:MAX_RESULT]
 
 

@@ -62,8 +62,9 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
     if "http" in values and values["http"] is not None:
         checked = policy.http(values["http"])
         tool.http_url, tool.http_method = checked["url"], checked["method"]
-        headers = checked["headers"]
-        tool.http_headers_encrypted = crypto.encrypt(json.dumps(headers)) if headers else ""
+        if "headers" in values["http"]:  # absent from a PATCH: the stored headers stay
+            headers = checked["headers"]
+            tool.http_headers_encrypted = crypto.encrypt(json.dumps(headers)) if headers else ""
     if "builtin" in values and values["builtin"] is not None:
         tool.builtin = policy.builtin(values["builtin"])
     if "approval" in values:
