@@ -12,8 +12,14 @@ from completions.tools.models import Tool
 from config.common import coherence
 from config.common.cache import TTLCache
 
+
+def _ttl() -> float:
+    return settings.ENGRAM_ROUTING_CACHE_SECONDS
+
+
+# Reloaded in the background once half a TTL old, as the agents are: no request waits on it.
 _tools: TTLCache[tuple[str, str], tuple[Tool, ...]] = TTLCache(
-    ttl=lambda: settings.ENGRAM_ROUTING_CACHE_SECONDS, max_entries=10_000
+    ttl=_ttl, refresh_after=lambda: _ttl() / 2, max_entries=10_000
 )
 coherence.register("agents", _tools.clear)
 
