@@ -64,9 +64,12 @@ def _strip_history(body: dict) -> None:
                 del message["tool_calls"]
                 if message.get("content") is None:
                     message["content"] = ""
-        elif isinstance(message, dict) and message.get("role") == "tool":
-            if message.get("tool_call_id") in ours:
-                continue
+        elif (
+            isinstance(message, dict)
+            and message.get("role") == "tool"
+            and message.get("tool_call_id") in ours
+        ):
+            continue
         kept_messages.append(message)
     body["messages"] = kept_messages
 

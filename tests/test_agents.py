@@ -413,3 +413,13 @@ def test_an_agent_change_published_elsewhere_reaches_the_next_call(sdk, http, ow
     coherence._publish_now("agents")
     sdk.chat.completions.create(model="agent:helper", messages=hi)
     assert _sent(upstream)["messages"][0]["content"] == "New."
+
+
+def test_a_deleted_collection_is_no_longer_searched(sdk, http, upstream):
+    col = http.post("/v1/collections", json={"name": "Gone soon"}).json()
+    _agent(http, name="reader", collection_ids=[col["id"]])
+    hi = [{"role": "user", "content": "Hi"}]
+    sdk.chat.completions.create(model="agent:reader", messages=hi)  # cached with the collection
+    assert http.delete(f"/v1/collections/{col['id']}").status_code == 200
+    answer = sdk.chat.completions.create(model="agent:reader", messages=hi)  # not a 404
+    assert answer.choices[0].message.content

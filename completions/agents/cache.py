@@ -8,6 +8,7 @@ so every door's per-request check clears the entries of every process before the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -79,13 +80,35 @@ def _clear() -> None:
 coherence.register("agents", _clear)
 
 
+def _existing_collections(workspace_id: str, rows: list) -> set[str]:
+    """Which of the agents' collections still exist: a deleted one is no longer searched
+    (rather than every call of the agent being a 404 naming it)."""
+    from memory.models import Collection
+
+    named = {cid for row in rows for cid in row.collection_ids or ()}
+    if not named:
+        return set()
+    found = Collection.objects.filter(workspace_id=workspace_id, id__in=named)
+    return set(found.values_list("id", flat=True))
+
+
+def config_existing(row: Any, agent_id: str, existing: set[str]) -> AgentConfig:
+    config = config_of(row, agent_id)
+    kept = tuple(c for c in config.collection_ids if c in existing)
+    if kept == config.collection_ids:
+        return config
+    return dataclasses.replace(config, collection_ids=kept)
+
+
 def load(workspace_id: str) -> Agents:
     from django.db import close_old_connections
 
     from completions.agents.selectors import agent_list
 
     try:
-        configs = [config_of(a, a.id) for a in agent_list(workspace=workspace_id)]
+        rows = list(agent_list(workspace=workspace_id))
+        existing = _existing_collections(workspace_id, rows)
+        configs = [config_existing(a, a.id, existing) for a in rows]
     finally:
         close_old_connections()
     return Agents(by_id={c.id: c for c in configs}, by_name={c.name: c for c in configs})
@@ -98,9 +121,11 @@ def load_version(workspace_id: str, agent_id: str, version: int) -> AgentConfig 
 
     try:
         row = agent_version_get(workspace=workspace_id, agent_id=agent_id, version=version)
+        if row is None:
+            return None
+        return config_existing(row, agent_id, _existing_collections(workspace_id, [row]))
     finally:
         close_old_connections()
-    return None if row is None else config_of(row, agent_id)
 
 
 def invalidate(workspace_id: str) -> None:

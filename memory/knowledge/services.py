@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Workspace
+from config.common import coherence
 from config.common.errors import Invalid, TooLarge, Unsupported
 from memory.knowledge import parsing as extraction
 from memory.models import Chunk, Collection, Document
@@ -83,6 +84,9 @@ def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
     # defer the stored bytes: the delete collector would otherwise load every upload
     Document.objects.filter(workspace=workspace, collection=collection).defer("raw").delete()
     collection.delete()
+    # Agents that name it stop searching it (completions.agents.cache drops ids that are gone
+    # when it reloads): every process's cached agents are cleared on commit.
+    coherence.publish("agents")
 
 
 def document_send(document_id: str) -> None:
