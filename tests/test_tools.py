@@ -643,3 +643,32 @@ def test_redirects_are_not_followed(sdk, http, upstream, tool_server):
     assert [c["path"] for c in tool_server.calls] == ["/redirect"]
     error = json.loads(upstream.chat_requests()[1].body["messages"][-1]["content"])["error"]
     assert "302" in error and "redirect" in error
+
+
+def test_engram_calls_lead_a_tool_run_when_declared(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    sources = {
+        "type": "function",
+        "function": {"name": "_engramSearchSources", "parameters": {"type": "object"}},
+    }
+    answer = ask(sdk, agent, tools=[sources])
+    names = [c.function.name for c in answer.choices[0].message.tool_calls]
+    assert names == ["_engramSearchSources"]
+    assert answer.choices[0].message.content == "It is sunny."
+    for request in upstream.chat_requests():
+        assert [t["function"]["name"] for t in request.body["tools"]] == ["weather"]
+
+
+def test_the_sweep_ends_runs_whose_process_was_lost(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    execution_id = engram(ask(sdk, agent))["execution_id"]
+    Execution.objects.filter(id=execution_id).update(status="running")
+    approvals_expire()
+    assert Execution.objects.get(id=execution_id).status == "running"  # recent: maybe alive
+    Execution.objects.filter(id=execution_id).update(updated_at="2000-01-01T00:00:00Z")
+    approvals_expire()
+    assert Execution.objects.get(id=execution_id).status == "failed"

@@ -69,6 +69,7 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         scope=Scope(turn.workspace, ctx.user_id, tuple(ctx.collection_ids)),
         request_id=turn.request_id,
         engram=dict(turn.engram),
+        preface=list(turn.tool_calls),
     )
     headers = dict(turn.prepared.headers)
     if turn.stream:

@@ -123,6 +123,9 @@ class Run:
     spent: dict = field(default_factory=dict)  # this request's upstream calls' usage
     # This request's new messages, for the conversation (completions.tools.entry stores them).
     transcript: list[dict] = field(default_factory=list)
+    # Engram's own `_engram…` calls (completions.engram_tools) for a client that declared them:
+    # first in a stream, leading the answer's tool_calls otherwise.
+    preface: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:  # a resumed run counts the model calls made before it
         self.model_calls = sum(1 for s in self.execution.steps if s.get("type") == "model")
@@ -300,6 +303,9 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
             run.transcript.append(message)
             await run.end(Execution.Status.COMPLETED)
             data["engram"] = run.engram_of()
+            if run.preface and isinstance(first, dict):
+                calls = [*run.preface, *(message.get("tool_calls") or [])]
+                first["message"] = {**message, "tool_calls": calls}
             return Answer(data, message)
     except BaseException as exc:
         if run.execution.status == Execution.Status.RUNNING:
@@ -384,6 +390,8 @@ class Streamer:
         run = self.run
         ended = False
         try:
+            if run.preface:
+                yield self.chunk(self.calls_delta(run.preface))
             if resumed is not None:
                 async for out in self._execute(resumed.message, resumed.calls, resumed):
                     yield out

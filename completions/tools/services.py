@@ -8,6 +8,7 @@ cannot run them again. `approvals_expire` resolves what nobody decided in time a
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -279,7 +280,24 @@ def approvals_expire(*, ids: list[str] | None = None) -> int:
             execution_save(execution=execution)
     if count:
         logger.info("tools: %d approval(s) expired, resolved as rejected", count)
+    if ids is None:
+        _interrupted(now)
     return count
+
+
+# A run still RUNNING this long after its last write lost its process (a restart mid-run): no
+# run lasts this long (tool and upstream timeouts bound every step).
+STALE_RUN = dt.timedelta(hours=1)
+
+
+def _interrupted(now: dt.datetime) -> None:
+    lost = Execution.objects.filter(
+        status=Execution.Status.RUNNING, updated_at__lt=now - STALE_RUN
+    ).update(
+        status=Execution.Status.FAILED, error="interrupted: its process was lost", updated_at=now
+    )
+    if lost:
+        logger.warning("tools: %d run(s) had lost their process", lost)
 
 
 def execution_messages_store(
