@@ -17,7 +17,8 @@ from completions.streaming import dumps
 from completions.tools import cache, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
-from completions.tools.run import Resumed, Run, Streamer, complete, db, upstream_body
+from completions.tools.run import Resumed, Run, complete, db, upstream_body
+from completions.tools.stream import Streamer
 from config.common import errors, jsonbody
 from config.common.background import spawn
 from config.common.errors import EDGE_ERRORS, ApiError, Invalid
