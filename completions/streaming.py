@@ -1,6 +1,8 @@
 """The SSE relay: upstream chunks go out one by one as they arrive, never buffered.
 
-Role delta first; tool-call deltas as they come; the usage chunk only when the client asked
+Engram's own tool calls first when the client declared them (completions.engram_tools, the
+model's tool calls numbered after them); an agent's name as `model` in every chunk when one was
+called; role delta first; tool-call deltas as they come; the usage chunk only when the client asked
 (`stream_options.include_usage`) — Engram always asks the upstream for it; the `engram` chunk
 (when memory has something to say) just before `data: [DONE]`. Before the first chunk, SSE
 comments keep the connection alive. A failure after the first byte is one error frame, then
