@@ -46,12 +46,17 @@ class ToolServer:
                     break
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             body = json.loads(raw) if raw else None
+            query = scope.get("query_string", b"").decode()
             with self._lock:
-                self.calls.append({"path": scope["path"], "headers": headers, "body": body})
+                self.calls.append(
+                    {"path": scope["path"], "headers": headers, "body": body, "query": query}
+                )
             status, payload = 200, {"ok": True, "got": body}
             extra: list = []
             if scope["path"] == "/redirect":
                 status, extra = 302, [(b"location", b"http://169.254.169.254/latest")]
+            elif scope["path"] == "/slow":
+                await asyncio.sleep(1.5)
             elif scope["path"] == "/fail":
                 status, payload = 500, {"error": "boom"}
             elif scope["path"] == "/pair":
@@ -660,6 +665,18 @@ def test_engram_calls_lead_a_tool_run_when_declared(sdk, http, upstream, tool_se
     for request in upstream.chat_requests():
         assert [t["function"]["name"] for t in request.body["tools"]] == ["weather"]
 
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_2", "weather", {"city": "Oslo"})])),
+        Reply(stream=openai_stream(["Cold."])),
+    )
+    with sdk.chat.completions.stream(
+        model=agent, messages=[{"role": "user", "content": "Oslo?"}], tools=[sources]
+    ) as stream:
+        final = stream.get_final_completion()
+    names = [c.function.name for c in final.choices[0].message.tool_calls]
+    assert names == ["_engramSearchSources", "weather"]  # Engram's first, then the executed
+    assert final.choices[0].message.content == "Cold."
+
 
 def test_the_sweep_ends_runs_whose_process_was_lost(sdk, http, upstream, tool_server):
     agent = make_agent(http)
@@ -672,3 +689,27 @@ def test_the_sweep_ends_runs_whose_process_was_lost(sdk, http, upstream, tool_se
     Execution.objects.filter(id=execution_id).update(updated_at="2000-01-01T00:00:00Z")
     approvals_expire()
     assert Execution.objects.get(id=execution_id).status == "failed"
+
+
+def test_get_tools_take_a_query_string_and_slow_tools_time_out(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    http.post(
+        f"/v1/agents/{agent}/tools",
+        json={
+            "name": "find",
+            "type": "http",
+            "http": {"url": tool_server.url + "/find", "method": "GET"},
+        },
+    )
+    make_tool(http, agent, tool_server.url + "/slow", name="slow", timeout_seconds=0.5)
+    script_call_then_answer(
+        upstream,
+        tool_call("c1", "find", {"q": "tea", "n": 2}),
+        tool_call("c2", "slow", {"city": "Oslo"}),
+    )
+    ask(sdk, agent)
+    found = next(c for c in tool_server.calls if c["path"] == "/find")
+    assert found["body"] is None and found["query"] == "q=tea&n=2"
+    results = [m for m in upstream.chat_requests()[1].body["messages"] if m["role"] == "tool"]
+    assert json.loads(results[0]["content"])["ok"] is True
+    assert "timed out" in json.loads(results[1]["content"])["error"]
