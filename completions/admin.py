@@ -237,3 +237,4 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 
 from completions.agents import admin as _agents_admin  # noqa: E402, F401 - registers AgentAdmin
+from completions.tools import admin as _tools_admin  # noqa: E402, F401 - registers ToolAdmin

@@ -221,6 +221,12 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
         request_id=turn.request_id,
     )
     turn.upstream_started = time.perf_counter()
+    if turn.agent is not None:  # an agent's server-side tools: its run loop answers
+        from completions.tools.entry import serve as tools_serve
+
+        reply = await tools_serve(turn, route, call, body)
+        if reply is not None:
+            return reply
     if turn.stream:
         return await _stream(turn, route, prepared, call, body)
     return await _complete(turn, route, prepared, call)

@@ -120,3 +120,4 @@ class ModelAlias(models.Model):
 
 
 from completions.agents.models import Agent, AgentVersion  # noqa: E402, F401 - registered here
+from completions.tools.models import Approval, Execution, Tool  # noqa: E402, F401 - registered here

@@ -101,6 +101,17 @@ def _token_user(end_user: str, headers: Mapping[str, str], body: dict) -> str:
     return end_user
 
 
+def caller_user(*, headers: Mapping[str, str], body: dict, end_user: str | None) -> str | None:
+    """The end user a request acts for: `x-user-id`, else the body's `user`; an end-user
+    token's own user, which those may repeat but not change (403 naming the field)."""
+    user_id = identifier(headers.get(HEADERS["user_id"]), HEADERS["user_id"])
+    if user_id is None:
+        user_id = identifier(body.get("user"), "user")
+    if end_user is not None:
+        return _token_user(end_user, headers, body)
+    return user_id
+
+
 def turn_context(
     *,
     workspace: Workspace,
@@ -121,11 +132,7 @@ def turn_context(
             code="workspace_mismatch",
         )
     owned = {name: body.pop(name) for name in ENGRAM_BODY_FIELDS if name in body}
-    user_id = identifier(headers.get(HEADERS["user_id"]), HEADERS["user_id"])
-    if user_id is None:
-        user_id = identifier(body.get("user"), "user")
-    if end_user is not None:
-        user_id = _token_user(end_user, headers, body)
+    user_id = caller_user(headers=headers, body=body, end_user=end_user)
     session_id = identifier(headers.get(HEADERS["session_id"]), HEADERS["session_id"])
     if session_id is None:
         session_id = identifier(owned.get("session_id"), "session_id")

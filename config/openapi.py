@@ -167,6 +167,8 @@ def _documented() -> dict:
     """Plain Django view -> the documentation-only DRF view that describes it."""
     from completions import apis
     from completions import openapi as chat
+    from completions.tools import apis as tools
+    from completions.tools import openapi as tools_docs
     from config.common import health
 
     return {
@@ -176,6 +178,7 @@ def _documented() -> dict:
         apis.context_preview: chat.ContextDoc,
         apis.models_list: chat.ModelListDoc,
         apis.models_retrieve: chat.ModelDoc,
+        tools.chat_resume: tools_docs.ChatResumeDoc,
     }
 
 

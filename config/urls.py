@@ -21,6 +21,7 @@ api_patterns = [
     path("", include("accounts.endusers.urls")),
     path("", include("completions.urls")),
     path("", include("completions.agents.urls")),
+    path("", include("completions.tools.urls")),
     path("", include("memory.urls")),
     path("", include("memory.knowledge.urls")),
 ]

@@ -131,9 +131,12 @@ def summarize(self, job_id: str) -> None:
 
 @shared_task(name="memory.sweep_jobs", ignore_result=True, **time_limits("memory.sweep_jobs"))
 def sweep_jobs() -> None:
-    """Celery beat's tick: send again the jobs whose send or worker was lost."""
+    """Celery beat's tick: send again the jobs whose send or worker was lost; resolve the
+    tool approvals nobody decided in time as rejected."""
+    from completions.tools.services import approvals_expire
     from memory.services.sweep import jobs_sweep
 
     swept = jobs_sweep()
     if swept.sent or swept.failed or swept.documents:
         logger.info("sweep: %s", swept)
+    approvals_expire()

@@ -107,6 +107,29 @@ def test_docs_are_public_and_offline(anon_http):
 # --- the live run ---------------------------------------------------------------------------
 
 
+def _tool_rows(http, workspace, agent_id: str) -> tuple[str, str]:
+    """A tool of the agent and an execution (completions.tools)."""
+    from completions.tools.services import execution_create
+
+    tool = http.post(
+        f"/v1/agents/{agent_id}/tools",
+        json={"name": "recall", "type": "builtin", "builtin": "memory_search"},
+    )
+    assert tool.status_code == 201, tool.text
+    execution = execution_create(
+        workspace=workspace,
+        agent_id=agent_id,
+        user_id="alice",
+        request_id="req_seeded",
+        model=agent_id,
+        route_model="local",
+        stream=False,
+        body={},
+        collection_ids=[],
+    )
+    return tool.json()["id"], execution.id
+
+
 @pytest.fixture
 def seeded(http, owner, operator_http):
     """Rows for the generated requests to find: each path id names one of them."""
@@ -129,7 +152,10 @@ def seeded(http, owner, operator_http):
     for response in (memory, imported, collection, document, spare, issuer, agent):
         assert response.status_code in (201, 202), response.text
     Session.objects.create(workspace=owner[0], external_id="s1", user_id="alice")
+    tool, execution = _tool_rows(http, owner[0], agent.json()["id"])
     return {
+        "tool_id": tool,
+        "execution_id": execution,
         "memory_id": memory.json()["id"],
         "conversation_id": "c1",
         "user_id": "alice",

@@ -106,6 +106,48 @@ def openai_stream(
     return chunks
 
 
+def tool_call(call_id: str, name: str, arguments: dict | str) -> dict:
+    """One tool call of an assistant message, as OpenAI sends it."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+def openai_tool_stream(calls: list[dict], *, model: str = "gpt-4o-mini") -> list[Any]:
+    """A streamed answer that calls tools: each call's id and name, then its arguments in two
+    pieces (as real upstreams split them), finish_reason "tool_calls", usage, [DONE]."""
+    base = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "created": 1}
+    base["model"] = model
+
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks: list[Any] = [chunk({"role": "assistant", "content": None})]
+    for index, call in enumerate(calls):
+        args = call["function"]["arguments"]
+        half = len(args) // 2
+        head = {"index": index, "id": call["id"], "type": "function"}
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        head
+                        | {"function": {"name": call["function"]["name"], "arguments": args[:half]}}
+                    ]
+                }
+            )
+        )
+        chunks.append(
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": args[half:]}}]})
+        )
+    chunks.append(chunk({}, "tool_calls"))
+    chunks.append(
+        base
+        | {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}
+    )
+    chunks.append("[DONE]")
+    return chunks
+
+
 def _last_user_text(body: dict | None) -> str:
     for message in reversed((body or {}).get("messages", [])):
         if message.get("role") == "user":

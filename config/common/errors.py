@@ -97,6 +97,11 @@ class Unsupported(DomainError):
     """The input is of a kind Engram cannot handle."""
 
 
+class Gone(DomainError):
+    """It existed and can no longer be used (a spent or expired single-use token): 410, which
+    the OpenAI SDKs do not retry, unlike 409."""
+
+
 # (status, default code) of each kind of domain error.
 _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
@@ -104,6 +109,7 @@ _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     Invalid: (400, "invalid_value"),
     TooLarge: (413, "too_large"),
     Unsupported: (415, "unsupported"),
+    Gone: (410, "gone"),
 }
 # The knowledge API names what is missing; any other missing row is `not_found`.
 NOT_FOUND_CODES = {

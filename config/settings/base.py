@@ -211,6 +211,10 @@ ENGRAM_ANTHROPIC_MAX_TOKENS = env.int("ENGRAM_ANTHROPIC_MAX_TOKENS", default=409
 ENGRAM_ROUTING_CACHE_SECONDS = env.float("ENGRAM_ROUTING_CACHE_SECONDS", default=5.0)
 ENGRAM_USAGE_FLUSH_SECONDS = env.float("ENGRAM_USAGE_FLUSH_SECONDS", default=1.0)
 ENGRAM_GATEWAY_FAST_PATH = env.bool("ENGRAM_GATEWAY_FAST_PATH", default=True)
+# Agents' HTTP tools: private, loopback and link-local addresses are refused unless allowed
+# (an agent's tool must not become a way into the operator's own network).
+ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = env.bool("ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS", default=False)
+ENGRAM_TOOLS_MAX_STEPS = env.int("ENGRAM_TOOLS_MAX_STEPS", default=8)
 
 # Memory
 ENGRAM_EMBEDDING_MODEL = env("ENGRAM_EMBEDDING_MODEL", default="all-MiniLM-L6-v2")

@@ -1,0 +1,197 @@
+"""Tools, executions and resume over HTTP: thin views over completions.tools' selectors and
+services. The tools CRUD lives under /v1/agents/{id}/tools; header values never come back (only
+their names, each with "***")."""
+
+from __future__ import annotations
+
+import time
+
+from django.http import HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.requests import ApiRequest
+from completions.tools import entry, selectors, services
+from completions.tools import openapi as docs
+from completions.tools.models import Execution, Tool
+from config.common.errors import ApiError, Invalid
+from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
+from config.common.pagination import paginate
+
+MASK = "***"
+
+
+def _ts(value) -> int:
+    return int(value.timestamp())
+
+
+def tool_body(tool: Tool) -> dict:
+    http = None
+    if tool.kind == Tool.Kind.HTTP:
+        http = {
+            "url": tool.http_url,
+            "method": tool.http_method,
+            "headers": {name: MASK for name in services.headers_of(tool)},
+        }
+    return {
+        "id": tool.id,
+        "object": "agent.tool",
+        "agent_id": tool.agent_id,
+        "name": tool.name,
+        "description": tool.description,
+        "parameters": tool.parameters,
+        "type": tool.kind,
+        "http": http,
+        "builtin": tool.builtin or None,
+        "approval": tool.approval,
+        "approval_ttl_seconds": tool.approval_ttl_seconds,
+        "timeout_seconds": tool.timeout_seconds,
+        "created_at": _ts(tool.created_at),
+        "updated_at": _ts(tool.updated_at),
+    }
+
+
+def execution_body(execution: Execution) -> dict:
+    approvals = [
+        {
+            "id": a.id,
+            "status": a.status,
+            "tool_call_ids": [c.get("id") for c in a.tool_calls],
+            "expires_at": _ts(a.expires_at),
+            "decided_at": _ts(a.decided_at) if a.decided_at else None,
+            "reason": a.reason,
+        }
+        for a in execution.approvals.order_by("created_at")
+    ]
+    return {
+        "id": execution.id,
+        "object": "execution",
+        "agent_id": execution.agent_id,
+        "model": execution.model,
+        "user_id": execution.user_id or None,
+        "request_id": execution.request_id,
+        "status": execution.status,
+        "error": execution.error or None,
+        "steps": execution.steps,
+        "approvals": approvals,
+        "usage": execution.usage,
+        "created_at": _ts(execution.created_at),
+        "updated_at": _ts(execution.updated_at),
+    }
+
+
+def _body(data: object) -> dict:
+    if not isinstance(data, dict):
+        raise Invalid("The body must be a JSON object.")
+    return dict(data)
+
+
+_EXAMPLE = {
+    "name": "refund",
+    "description": "Refund an order.",
+    "parameters": {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
+        "required": ["order_id"],
+    },
+    "type": "http",
+    "http": {
+        "url": "https://tools.example.com/refund",
+        "method": "POST",
+        "headers": {"Authorization": "Bearer ..."},
+    },
+    "approval": {"argument": "amount", "op": "gt", "value": 100},
+    "approval_ttl_seconds": 900,
+}
+
+
+class ToolListCreateApi(APIView):
+    @extend_schema(
+        summary="List an agent's tools",
+        tags=["agents"],
+        parameters=LIST_PARAMETERS,
+        responses=docs.ToolListSerializer,
+    )
+    def get(self, request, agent_id: str):
+        tools = selectors.tool_list(workspace=request.workspace, agent_id=agent_id)
+        return Response(paginate(tools, request.query_params, tool_body))
+
+    @extend_schema(
+        summary="Add a tool to an agent",
+        tags=["agents"],
+        request=docs.ToolInputSerializer,
+        responses={201: docs.ToolSerializer},
+        examples=[OpenApiExample("HTTP tool", value=_EXAMPLE, request_only=True)],
+    )
+    def post(self, request, agent_id: str):
+        tool = services.tool_create(
+            workspace=request.workspace, agent_id=agent_id, values=_body(request.data)
+        )
+        return Response(tool_body(tool), status=status.HTTP_201_CREATED)
+
+
+class ToolDetailApi(APIView):
+    @extend_schema(summary="One tool", tags=["agents"], responses=docs.ToolSerializer)
+    def get(self, request, agent_id: str, tool_id: str):
+        return Response(
+            tool_body(
+                selectors.tool_get(workspace=request.workspace, agent_id=agent_id, tool_id=tool_id)
+            )
+        )
+
+    @extend_schema(
+        summary="Edit a tool",
+        tags=["agents"],
+        request=docs.ToolInputSerializer(partial=True),
+        responses=docs.ToolSerializer,
+    )
+    def patch(self, request, agent_id: str, tool_id: str):
+        tool = selectors.tool_get(workspace=request.workspace, agent_id=agent_id, tool_id=tool_id)
+        tool = services.tool_update(
+            workspace=request.workspace, tool=tool, values=_body(request.data)
+        )
+        return Response(tool_body(tool))
+
+    @extend_schema(summary="Delete a tool", tags=["agents"], responses={200: DeletedSerializer})
+    def delete(self, request, agent_id: str, tool_id: str):
+        tool = selectors.tool_get(workspace=request.workspace, agent_id=agent_id, tool_id=tool_id)
+        services.tool_delete(workspace=request.workspace, tool=tool)
+        return Response({"id": tool_id, "object": "agent.tool.deleted", "deleted": True})
+
+
+class ExecutionDetailApi(APIView):
+    @extend_schema(
+        summary="One execution of an agent's tools: every step",
+        tags=["agents"],
+        responses=docs.ExecutionSerializer,
+    )
+    def get(self, request, execution_id: str):
+        return Response(
+            execution_body(
+                selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
+            )
+        )
+
+
+@csrf_exempt
+async def chat_resume(request: ApiRequest) -> HttpResponseBase:
+    from completions.apis import to_django
+
+    started = time.perf_counter()
+    if request.method != "POST":
+        response = ApiError(405, "Method not allowed.", code="method_not_allowed").response()
+        response["Allow"] = "POST"
+        return response
+    reply = await entry.resume(
+        workspace=request.workspace,
+        api_key_id=request.api_key_id,
+        request_id=request.request_id,
+        headers=request.headers,
+        raw_body=request.body,
+        started=started,
+        end_user=request.principal.end_user if request.principal else None,
+    )
+    return to_django(reply)

@@ -1,0 +1,167 @@
+"""Running one server-side tool call: an HTTP request or a built-in, never raising.
+
+HTTP tools: the arguments go as the JSON body (POST/PUT/PATCH) or the query string (GET,
+DELETE); every request carries `Idempotency-Key` (the same for a call however often it is
+tried) and the tool's own headers (decrypted here, never logged). Private, loopback and
+link-local addresses are refused unless ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS: a literal address
+before the request, a host name by the resolver the connection uses (so a name that resolves
+to a private address later is caught too). The answer's text (cut to MAX_RESULT characters)
+is the tool's result; a status >= 400, a timeout or a refused address is an error result, which
+the model receives as the tool's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from asgiref.sync import sync_to_async
+
+from completions.tools import builtins, policy
+from completions.tools.models import Tool
+from completions.tools.services import headers_of
+from config.common.errors import DomainError
+
+MAX_RESULT = 16_000
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@dataclass
+class Result:
+    content: str
+    error: str | None
+    ms: float
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who the call acts for: built-ins read and write this user's memories."""
+
+    workspace: Any
+    user_id: str | None
+    collection_ids: tuple[str, ...]
+
+
+class PrivateAddress(Exception):
+    pass
+
+
+class _CheckedResolver(AbstractResolver):
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        infos = await self._inner.resolve(host, port, family)
+        if not all(policy.address_allowed(info["host"]) for info in infos):
+            raise PrivateAddress(host)
+        return infos
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
+    policy.host_allowed(urlsplit(tool.http_url).hostname or "")
+    headers = {**headers_of(tool), IDEMPOTENCY_HEADER: idempotency_key}
+    kwargs: dict[str, Any] = {"headers": headers}
+    if tool.http_method in ("GET", "DELETE"):
+        kwargs["params"] = {
+            k: v if isinstance(v, str) else json.dumps(v) for k, v in arguments.items()
+        }
+    else:
+        kwargs["json"] = arguments
+    connector = aiohttp.TCPConnector(resolver=_CheckedResolver(), use_dns_cache=False)
+    timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds)
+    # No redirects: a redirect to a literal private address would pass the resolver's check.
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        session.request(
+            tool.http_method, tool.http_url, allow_redirects=False, **kwargs
+        ) as response,
+    ):
+        raw = await response.content.read(MAX_RESULT * 4)  # never a whole huge body in memory
+        try:
+            text = raw.decode(response.charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            text = raw.decode("utf-8", errors="replace")
+        if response.status >= 400:
+            raise _Failed(f"HTTP {response.status}: {text[:500]}")
+        if 300 <= response.status < 400:
+            raise _Failed(f"HTTP {response.status}: tools' redirects are not followed")
+        return text[:MAX_RESULT]
+
+
+class _Failed(Exception):
+    pass
+
+
+def _arguments(raw: str) -> dict:
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError:
+        raise _Failed("the arguments are not valid JSON") from None
+    if not isinstance(value, dict):
+        raise _Failed("the arguments must be a JSON object")
+    return value
+
+
+async def execute(*, tool: Tool, arguments: str, idempotency_key: str, scope: Scope) -> Result:
+    started = time.perf_counter()
+    try:
+        args = _arguments(arguments)
+        if tool.kind == Tool.Kind.HTTP:
+            content = await _http(tool, args, idempotency_key)
+        else:
+            content = await sync_to_async(builtins.run, thread_sensitive=False)(
+                tool.builtin, args, scope
+            )
+        error = None
+    except (_Failed, builtins.Refused) as exc:
+        content, error = "", str(exc)
+    except DomainError as exc:  # a private literal address, a bad argument to a built-in
+        content, error = "", exc.message
+    except PrivateAddress:
+        content, error = "", "refused: the tool's host resolves to a private address"
+    except TimeoutError:
+        content, error = "", f"timed out after {tool.timeout_seconds:g} s"
+    except (aiohttp.ClientError, OSError) as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, PrivateAddress):
+            content, error = "", "refused: the tool's host resolves to a private address"
+        else:
+            content, error = "", f"the request failed ({type(exc).__name__})"
+    return Result(content, error, (time.perf_counter() - started) * 1000)
+
+
+def tool_message(call_id: str, result: Result) -> dict:
+    """The `tool` message the model receives for a call."""
+    content = result.content if result.error is None else json.dumps({"error": result.error})
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+async def execute_all(
+    calls: list[dict], tools: dict[str, Tool], *, key_prefix: str, scope: Scope
+) -> list[Result]:
+    """Several calls of one step at once (the model asked for them together)."""
+    return list(
+        await asyncio.gather(
+            *(
+                execute(
+                    tool=tools[c["function"]["name"]],
+                    arguments=c["function"].get("arguments") or "",
+                    idempotency_key=f"{key_prefix}:{c['id']}",
+                    scope=scope,
+                )
+                for c in calls
+            )
+        )
+    )

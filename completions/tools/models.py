@@ -1,0 +1,138 @@
+"""A tool of an agent, an execution (one run of the tool loop, every step recorded) and an
+approval (a paused run waiting for a human's decision).
+
+The pending state of a paused run lives in its Execution row (the upstream messages so far and
+the calls that wait), so any process can resume it; an Approval is claimed once by
+compare-and-set on its status (completions.tools.services.approval_claim).
+"""
+
+import datetime as dt
+from functools import partial
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Workspace
+from completions.agents.models import Agent
+from config.common.ids import new_id
+
+DEFAULT_APPROVAL_TTL = 15 * 60
+
+
+def approval_never() -> str:
+    """The default approval policy (a callable: Django wants one for a JSONField default)."""
+    return "never"
+
+
+class Tool(models.Model):
+    class Kind(models.TextChoices):
+        HTTP = "http"
+        BUILTIN = "builtin"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "tool"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="tools")
+    name = models.CharField(max_length=64, help_text="The function name the model calls.")
+    description = models.TextField(blank=True, default="")
+    parameters = models.JSONField(default=dict, blank=True)  # a JSON schema
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    builtin = models.CharField(max_length=32, blank=True, default="")
+    http_url = models.URLField(max_length=2000, blank=True, default="")
+    http_method = models.CharField(max_length=8, blank=True, default="POST")
+    # {name: value} as one Fernet token (config.common.crypto): header values are secrets.
+    http_headers_encrypted = models.TextField(blank=True, default="")
+    timeout_seconds = models.FloatField(default=10.0)
+    approval = models.JSONField(default=approval_never)  # "never" | "always" | {rule}
+    approval_ttl_seconds = models.PositiveIntegerField(default=DEFAULT_APPROVAL_TTL)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "name"], name="one_tool_per_agent_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Execution(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        WAITING = "waiting_approval"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "exec"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    agent_id = models.CharField(max_length=40)
+    user_id = models.CharField(max_length=200, blank=True, default="")
+    request_id = models.CharField(max_length=128, blank=True, default="")
+    model = models.CharField(max_length=200)  # what the client sent, named in every answer
+    route_model = models.CharField(max_length=200)  # what routing resolves on resume
+    stream = models.BooleanField(default=False)
+    collection_ids = models.JSONField(default=list)  # what knowledge_search searches
+    # The memory conversation (and session) the turn is stored in; blank: memory stores nothing.
+    conversation_pk = models.CharField(max_length=40, blank=True, default="")
+    session_pk = models.CharField(max_length=40, blank=True, default="")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    # The upstream body without messages (parameters, tools) and the messages so far.
+    body = models.JSONField(default=dict)
+    messages = models.JSONField(default=list)
+    steps = models.JSONField(default=list)  # see completions.tools.run: one dict per step
+    # While waiting: {"message": the assistant message, "waiting": [ids of the calls it holds]}
+    pending = models.JSONField(default=dict)
+    usage = models.JSONField(default=dict)  # summed over every upstream call of the run
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="execution_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+
+class Approval(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        EXPIRED = "expired"  # resolved as rejected by the sweep or a late resume
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "appr"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="approvals")
+    user_id = models.CharField(max_length=200, blank=True, default="")
+    tool_calls = models.JSONField(default=list)  # the calls this decision covers
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reason = models.TextField(blank=True, default="")
+    expires_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                name="approval_pending_expiry",
+                condition=models.Q(status="pending"),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @staticmethod
+    def expiry(ttl_seconds: int) -> dt.datetime:
+        return timezone.now() + dt.timedelta(seconds=ttl_seconds)

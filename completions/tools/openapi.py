@@ -1,0 +1,125 @@
+"""OpenAPI shapes of the tools, executions and resume APIs (documentation only; see apis.py)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from completions.openapi import ref
+from completions.tools.policy import BUILTINS, METHODS
+from config.common.openapi import const, list_of
+
+
+class HttpToolSerializer(serializers.Serializer):
+    url = serializers.URLField(
+        help_text="Private and loopback addresses are refused unless "
+        "ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS."
+    )
+    method = serializers.ChoiceField(choices=METHODS, required=False, help_text="Default POST.")
+    headers = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Sent with every call; values are encrypted at rest and answered as ***.",
+    )
+
+
+class ToolInputSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The function name the model calls (unique per agent).")
+    description = serializers.CharField(required=False, allow_blank=True)
+    parameters = serializers.DictField(required=False, help_text="A JSON schema of type object.")
+    type = serializers.ChoiceField(choices=["http", "builtin"])
+    http = HttpToolSerializer(required=False)
+    builtin = serializers.ChoiceField(choices=BUILTINS, required=False)
+    approval = serializers.JSONField(
+        required=False,
+        help_text='"never" (default), "always", or a rule on the arguments: '
+        '{"argument", "op": eq|ne|gt|gte|lt|lte|in|contains, "value"} or {"any": [rules]}.',
+    )
+    approval_ttl_seconds = serializers.IntegerField(
+        required=False, help_text="How long an approval waits (default 900); then rejected."
+    )
+    timeout_seconds = serializers.FloatField(required=False, help_text="Default 10.")
+
+
+class ToolSerializer(ToolInputSerializer):
+    http = HttpToolSerializer(allow_null=True, help_text="null for a built-in tool.")
+    builtin = serializers.ChoiceField(choices=BUILTINS, allow_null=True)
+    id = serializers.CharField()
+    object = const("agent.tool")
+    agent_id = serializers.CharField()
+    created_at = serializers.IntegerField()
+    updated_at = serializers.IntegerField()
+
+
+ToolListSerializer = list_of(ToolSerializer, "ToolList")
+
+
+class ExecutionApprovalSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    status = serializers.CharField(help_text="pending, approved, rejected or expired.")
+    tool_call_ids = serializers.ListField(child=serializers.CharField())
+    expires_at = serializers.IntegerField()
+    decided_at = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField()
+
+
+class ExecutionSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("execution")
+    agent_id = serializers.CharField()
+    model = serializers.CharField()
+    user_id = serializers.CharField(allow_null=True)
+    request_id = serializers.CharField()
+    status = serializers.CharField(help_text="running, waiting_approval, completed or failed.")
+    error = serializers.CharField(allow_null=True)
+    steps = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="model, tool and approval steps in order (see README, Tools).",
+    )
+    approvals = ExecutionApprovalSerializer(many=True)
+    usage = serializers.DictField()
+    created_at = serializers.IntegerField()
+    updated_at = serializers.IntegerField()
+
+
+class ResumeInputSerializer(serializers.Serializer):
+    approval_id = serializers.CharField()
+    decision = serializers.ChoiceField(choices=["approve", "reject"])
+    reason = serializers.CharField(required=False)
+    stream = serializers.BooleanField(required=False)
+
+
+class ChatResumeDoc(APIView):
+    openapi_errors = {
+        400: "A missing or malformed field.",
+        401: "A missing or unknown key.",
+        403: "An operator key.",
+        404: "An unknown approval, another workspace's, or another end user's (`x-user-id`).",
+        410: "The approval was already used or expired (`approval_used`, `approval_expired`); "
+        "an expired approval has been resolved as rejected.",
+    }
+
+    @extend_schema(
+        operation_id="chat_resume",
+        summary="Decide a pending tool approval and continue the paused run",
+        description="The answer has the shapes of /v1/chat/completions (JSON, or server-sent "
+        "events with `stream: true`); it may pause again with a new `engram.approval_id`. "
+        "An approval is used once: a second resume gets 410, never 409.",
+        tags=["chat"],
+        request=ResumeInputSerializer,
+        responses={
+            (200, "application/json"): OpenApiResponse(ref("ChatCompletion")),
+            (200, "text/event-stream"): OpenApiResponse(
+                {"type": "string", "contentMediaType": "text/event-stream"}
+            ),
+        },
+        examples=[
+            OpenApiExample(
+                "Approve",
+                value={"approval_id": "appr_...", "decision": "approve"},
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request): ...

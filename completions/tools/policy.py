@@ -1,0 +1,187 @@
+"""The rules of a tool's fields, its approval policy and the addresses HTTP tools may reach.
+
+An approval policy is "never", "always" or a rule on the call's arguments:
+`{"argument": "<name>", "op": "eq"|"ne"|"gt"|"gte"|"lt"|"lte"|"in"|"contains", "value": …}`
+or `{"any": [rule, …]}`: the call waits for a human when the rule holds. Arguments the model
+sent as broken JSON always wait (a rule cannot vouch for them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from config.common.errors import Invalid
+
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for a function name
+BUILTINS = ("memory_search", "knowledge_search", "remember")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains")
+MAX_TTL = 7 * 24 * 3600
+MAX_TIMEOUT = 120.0
+MAX_HEADERS = 20
+
+
+def name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise Invalid("name must be 1-64 letters, digits, _ or -.", field="name")
+    if value.startswith("_engram"):
+        raise Invalid("Names starting with _engram are Engram's own.", field="name")
+    return value
+
+
+def parameters(value: Any) -> dict:
+    if value is None:
+        return {"type": "object", "properties": {}}
+    if not isinstance(value, dict) or value.get("type", "object") != "object":
+        raise Invalid('parameters must be a JSON schema of "type": "object".', field="parameters")
+    if len(json.dumps(value)) > 32_000:
+        raise Invalid("parameters is too large (32,000 characters at most).", field="parameters")
+    return value
+
+
+def _rule(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise Invalid("An approval rule is an object.", field="approval")
+    if "any" in value:
+        if not isinstance(value["any"], list) or not value["any"] or len(value) != 1:
+            raise Invalid('"any" takes a non-empty list of rules.', field="approval")
+        for rule in value["any"]:
+            _rule(rule)
+        return
+    if set(value) - {"argument", "op", "value"} or not isinstance(value.get("argument"), str):
+        raise Invalid(
+            'An approval rule is {"argument", "op", "value"} or {"any": [...]}.', field="approval"
+        )
+    if value.get("op", "eq") not in OPS:
+        raise Invalid(f"op must be one of {', '.join(OPS)}.", field="approval")
+
+
+def approval(value: Any) -> Any:
+    if value is None:
+        return "never"
+    if value in ("never", "always"):
+        return value
+    _rule(value)
+    return value
+
+
+def approval_ttl(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TTL:
+        raise Invalid(f"approval_ttl_seconds must be 1-{MAX_TTL}.", field="approval_ttl_seconds")
+    return value
+
+
+def timeout(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise Invalid("timeout_seconds must be a number.", field="timeout_seconds")
+    if not 0 < value <= MAX_TIMEOUT:
+        raise Invalid(f"timeout_seconds must be in (0, {MAX_TIMEOUT}].", field="timeout_seconds")
+    return float(value)
+
+
+def builtin(value: Any) -> str:
+    if value not in BUILTINS:
+        raise Invalid(f"builtin must be one of {', '.join(BUILTINS)}.", field="builtin")
+    return value
+
+
+def http(value: Any) -> dict:
+    """{"url", "method", "headers"} checked; a literal private address is refused here, a host
+    name at each call (completions.tools.executor resolves and checks it)."""
+    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+        raise Invalid('http must be {"url", "method"?, "headers"?}.', field="http")
+    url = value["url"]
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+        raise Invalid("http.url must be an http(s) URL.", field="http.url")
+    host_allowed(parts.hostname)
+    method = str(value.get("method") or "POST").upper()
+    if method not in METHODS:
+        raise Invalid(f"http.method must be one of {', '.join(METHODS)}.", field="http.method")
+    headers = value.get("headers") or {}
+    if (
+        not isinstance(headers, dict)
+        or len(headers) > MAX_HEADERS
+        or not all(
+            isinstance(k, str) and NAME.match(k) and isinstance(v, str) and "\n" not in v
+            for k, v in headers.items()
+        )
+    ):
+        raise Invalid("http.headers must be an object of header names to strings.", field="http")
+    return {"url": url, "method": method, "headers": headers}
+
+
+def address_allowed(address: str) -> bool:
+    if settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS:
+        return True
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def host_allowed(host: str) -> None:
+    """Invalid for a literal address (or localhost) that address_allowed refuses."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = host.lower().rstrip(".") in ("localhost",) or host.lower().endswith(".localhost")
+        if literal and not settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS:
+            raise _private() from None
+        return
+    if not address_allowed(host.strip("[]")):
+        raise _private()
+
+
+def _private() -> Invalid:
+    return Invalid(
+        "http.url is a private or loopback address; the operator allows those with "
+        "ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS.",
+        field="http.url",
+        code="private_address",
+    )
+
+
+def _holds(rule: dict, arguments: dict) -> bool:
+    if "any" in rule:
+        return any(_holds(r, arguments) for r in rule["any"])
+    if rule["argument"] not in arguments:
+        return False
+    actual, expected, op = arguments[rule["argument"]], rule.get("value"), rule.get("op", "eq")
+    try:
+        if op == "eq":
+            return actual == expected
+        if op == "ne":
+            return actual != expected
+        if op == "in":
+            return isinstance(expected, list) and actual in expected
+        if op == "contains":
+            return isinstance(actual, str | list) and expected in actual
+        return {
+            "gt": actual > expected,
+            "gte": actual >= expected,
+            "lt": actual < expected,
+            "lte": actual <= expected,
+        }[op]
+    except TypeError:  # compared what does not compare: a human decides
+        return True
+
+
+def needs_approval(policy: Any, arguments: str) -> bool:
+    if policy == "never":
+        return False
+    if policy == "always" or not isinstance(policy, dict):
+        return True
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return True
+    if not isinstance(parsed, dict):
+        return True
+    return _holds(policy, parsed)

@@ -1,0 +1,312 @@
+"""The tool loop of an agent with tools: call the model with the agent's tools added; when it
+calls server-side tools, run them (in parallel where it asked for several), append their
+results and call it again, up to ENGRAM_TOOLS_MAX_STEPS model calls (the last one with
+`tool_choice: "none"`, so the run ends with an answer). A call whose tool's approval policy
+holds pauses the run instead (completions.tools.services.execution_pause); a call of a tool the
+agent does not have is the client's: that answer goes back to the client unchanged.
+
+Every model call and every tool call is a step of the Execution (GET /v1/executions/{id}):
+
+    {"index", "type": "model", "at", "duration_ms", "finish_reason", "content", "tool_calls":
+     [{"id", "name", "arguments"}], "usage"}
+    {"index", "type": "tool", "at", "duration_ms", "tool_call_id", "name", "arguments",
+     "status": "completed" | "failed" | "rejected", "result" | "error"}
+    {"index", "type": "approval", "at", "approval_id", "decision", "status", "reason"}
+
+The streamed form of the loop is completions.tools.stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from completions.providers.base import Call
+from completions.providers.registry import Route
+from completions.tools import executor, policy, services
+from completions.tools.executor import Result, Scope
+from completions.tools.models import Approval, Execution, Tool
+from config.common.errors import ApiError
+
+# The body fields the run sets itself on each upstream call.
+_PER_CALL = ("messages", "stream", "stream_options")
+
+
+async def db(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """A write of this module's, on a worker thread (the ORM is sync)."""
+
+    def call() -> Any:
+        try:
+            return fn(**kwargs)
+        finally:
+            close_old_connections()
+
+    return await sync_to_async(call, thread_sensitive=False)()
+
+
+def specs(tools: tuple[Tool, ...] | list[Tool]) -> list[dict]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters or {"type": "object", "properties": {}},
+            },
+        }
+        for t in tools
+    ]
+
+
+def upstream_body(body: dict, tools: tuple[Tool, ...]) -> dict:
+    """The client's body without the per-call fields, with the agent's tools added (a client
+    tool of the same name gives way: the agent's is what runs)."""
+    names = {t.name for t in tools}
+    client = [
+        t
+        for t in body.get("tools") or ()
+        if not (isinstance(t, dict) and (t.get("function") or {}).get("name") in names)
+    ]
+    out = {k: v for k, v in body.items() if k not in _PER_CALL}
+    out["tools"] = [*client, *specs(tools)]
+    return out
+
+
+def _add_usage(total: dict, usage: Any) -> None:
+    if isinstance(usage, dict):
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            if isinstance(usage.get(key), int):
+                total[key] = total.get(key, 0) + usage[key]
+
+
+def _call_view(call: dict) -> dict:
+    function = call.get("function") or {}
+    return {
+        "id": call.get("id"),
+        "name": function.get("name"),
+        "arguments": function.get("arguments"),
+    }
+
+
+@dataclass
+class Decision:
+    kind: str  # "answer" (no calls, or the client's calls), "pause", "execute"
+    calls: list[dict] = field(default_factory=list)  # the server-side calls of the step
+    waiting: list[dict] = field(default_factory=list)  # those that need an approval
+
+
+@dataclass
+class Run:
+    execution: Execution
+    tools: dict[str, Tool]
+    route: Route
+    scope: Scope
+    request_id: str
+    engram: dict = field(default_factory=dict)  # memory's `engram` object, kept in answers
+    upstream_ms: float = 0.0
+    model_calls: int = 0
+    spent: dict = field(default_factory=dict)  # this request's upstream calls' usage
+    # This request's new messages, for the conversation (completions.tools.entry stores them).
+    transcript: list[dict] = field(default_factory=list)
+    # Engram's own `_engram…` calls (completions.engram_tools) for a client that declared them:
+    # first in a stream, leading the answer's tool_calls otherwise.
+    preface: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:  # a resumed run counts the model calls made before it
+        self.model_calls = sum(1 for s in self.execution.steps if s.get("type") == "model")
+
+    @property
+    def usage(self) -> dict:
+        return self.execution.usage
+
+    def call(self, *, stream: bool) -> Call:
+        body = {**self.execution.body, "messages": self.execution.messages, "stream": stream}
+        if self.model_calls + 1 >= settings.ENGRAM_TOOLS_MAX_STEPS:
+            body["tool_choice"] = "none"  # the last step allowed: an answer, not more calls
+        return Call(body=body, upstream=self.route.upstream, request_id=self.request_id)
+
+    def step(self, kind: str, **values: Any) -> None:
+        steps = self.execution.steps
+        steps.append({"index": len(steps), "type": kind, "at": int(time.time()), **values})
+
+    def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
+        self.model_calls += 1
+        self.upstream_ms += ms
+        _add_usage(self.usage, usage)
+        _add_usage(self.spent, usage)
+        self.step(
+            "model",
+            duration_ms=round(ms, 1),
+            finish_reason=finish_reason,
+            content=message.get("content"),
+            tool_calls=[_call_view(c) for c in message.get("tool_calls") or ()],
+            usage=usage if isinstance(usage, dict) else None,
+        )
+
+    def decide(self, message: dict) -> Decision:
+        calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+        if not calls or self.model_calls >= settings.ENGRAM_TOOLS_MAX_STEPS:
+            return Decision("answer")
+        if any((c.get("function") or {}).get("name") not in self.tools for c in calls):
+            return Decision("answer")  # the client's own tools: it runs them, as without agents
+        waiting = [
+            c
+            for c in calls
+            if policy.needs_approval(
+                self.tools[c["function"]["name"]].approval, c["function"].get("arguments") or ""
+            )
+        ]
+        return Decision("pause" if waiting else "execute", calls, waiting)
+
+    async def execute(
+        self,
+        message: dict,
+        calls: list[dict],
+        *,
+        rejected: set[str] | frozenset[str] = frozenset(),
+        reason: str = "",
+        resumed: bool = False,
+    ) -> list[tuple[dict, Result, str]]:
+        """Run the calls not rejected, append the assistant message and every call's result.
+        (A resumed message was stored in the conversation when the run paused.)"""
+        self.execution.messages.append(message)
+        if not resumed:
+            self.transcript.append(message)
+        runnable = [c for c in calls if c["id"] not in rejected]
+        results = iter(
+            await executor.execute_all(
+                runnable, self.tools, key_prefix=self.execution.id, scope=self.scope
+            )
+        )
+        done = []
+        for call in calls:
+            if call["id"] in rejected:
+                refusal = "The user rejected this call" + (f": {reason}" if reason else ".")
+                result, status = Result("", refusal, 0.0), "rejected"
+            else:
+                result = next(results)
+                status = "completed" if result.error is None else "failed"
+            reply = executor.tool_message(call["id"], result)
+            self.execution.messages.append(reply)
+            self.transcript.append(reply)
+            view = _call_view(call)
+            self.step(
+                "tool",
+                duration_ms=round(result.ms, 1),
+                tool_call_id=view["id"],
+                name=view["name"],
+                arguments=view["arguments"],
+                status=status,
+                **({"result": result.content} if result.error is None else {"error": result.error}),
+            )
+            done.append((call, result, status))
+        return done
+
+    async def pause(self, message: dict, waiting: list[dict]) -> Approval:
+        ttl = min(self.tools[c["function"]["name"]].approval_ttl_seconds for c in waiting)
+        return await db(
+            services.execution_pause,
+            execution=self.execution,
+            message=message,
+            waiting=waiting,
+            ttl_seconds=ttl,
+        )
+
+    async def end(self, status: str, error: str = "") -> None:
+        self.execution.status = status
+        self.execution.error = error[:2000]
+        self.execution.pending = {}
+        await db(services.execution_save, execution=self.execution)
+
+    def engram_of(self, approval: Approval | None = None) -> dict:
+        out = {**self.engram, "execution_id": self.execution.id, "request_id": self.request_id}
+        if approval is not None:
+            out["approval_id"] = approval.id
+            out["expires_at"] = int(approval.expires_at.timestamp())
+        return out
+
+
+@dataclass
+class Resumed:
+    """What a resume does before the loop goes on: the paused step's calls, decided."""
+
+    message: dict
+    calls: list[dict]
+    rejected: set[str]
+    reason: str
+
+
+# --- not streamed ---------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    data: dict  # the chat.completion to send
+    assistant: dict | None  # what memory stores as the answer
+
+
+async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
+    try:
+        if resumed is not None:
+            await run.execute(
+                resumed.message,
+                resumed.calls,
+                rejected=resumed.rejected,
+                reason=resumed.reason,
+                resumed=True,
+            )
+        while True:
+            completion = await run.route.provider.complete(run.call(stream=False))
+            data = completion.data
+            choices = data.get("choices") or []
+            first = choices[0] if choices and isinstance(choices[0], dict) else {}
+            message: dict = first["message"] if isinstance(first.get("message"), dict) else {}
+            run.model_step(
+                message, first.get("finish_reason"), data.get("usage"), completion.upstream_ms
+            )
+            decision = run.decide(message)
+            if decision.kind == "execute":
+                await run.execute(message, decision.calls)
+                continue
+            data["model"] = run.execution.model
+            data["usage"] = dict(run.spent) or data.get("usage")
+            if decision.kind == "pause":
+                approval = await run.pause(message, decision.waiting)
+                pending = {**message, "tool_calls": decision.waiting}
+                data["choices"] = [
+                    {
+                        "index": 0,
+                        "message": pending,
+                        "finish_reason": "tool_calls",
+                        "logprobs": None,
+                    }
+                ]
+                data["engram"] = run.engram_of(approval)
+                run.transcript.append(pending)
+                return Answer(data, pending)
+            run.execution.messages.append(message)
+            run.transcript.append(message)
+            await run.end(Execution.Status.COMPLETED)
+            data["engram"] = run.engram_of()
+            if run.preface and isinstance(first, dict):
+                calls = [*run.preface, *(message.get("tool_calls") or [])]
+                first["message"] = {**message, "tool_calls": calls}
+            return Answer(data, message)
+    except BaseException as exc:
+        if run.execution.status == Execution.Status.RUNNING:
+            await failed(run, exc)
+        raise
+
+
+async def failed(run: Run, exc: BaseException) -> None:
+    message = exc.message if isinstance(exc, ApiError) else type(exc).__name__
+    # If the database is what failed, the original error is still the one to raise.
+    with contextlib.suppress(Exception):
+        await run.end(Execution.Status.FAILED, message)

@@ -1,0 +1,28 @@
+"""Reads for tools and executions: always scoped to a workspace."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from accounts.models import Workspace
+from completions.agents.models import Agent
+from completions.tools.models import Execution, Tool
+
+
+def tool_list(*, workspace: Workspace | str, agent_id: str) -> QuerySet[Tool]:
+    """Raises Agent.DoesNotExist for an unknown or foreign agent."""
+    Agent.objects.filter(workspace=workspace).only("id").get(id=agent_id)
+    return Tool.objects.filter(workspace=workspace, agent_id=agent_id).order_by("created_at", "id")
+
+
+def tool_get(*, workspace: Workspace | str, agent_id: str, tool_id: str) -> Tool:
+    return Tool.objects.get(workspace=workspace, agent_id=agent_id, id=tool_id)
+
+
+def agent_tools(*, workspace: Workspace | str, agent_id: str) -> list[Tool]:
+    """The tools a call of the agent offers the model (none for an unknown agent)."""
+    return list(Tool.objects.filter(workspace=workspace, agent_id=agent_id).order_by("name"))
+
+
+def execution_get(*, workspace: Workspace | str, execution_id: str) -> Execution:
+    return Execution.objects.get(workspace=workspace, id=execution_id)

@@ -1,0 +1,340 @@
+"""Writes for tools, executions and approvals.
+
+An approval is used once: `approval_claim` moves it from PENDING by compare-and-set
+(`filter(status=PENDING, expires_at__gt=now).update(...) == 1`, as the extraction jobs claim
+theirs), so of two concurrent resumes exactly one runs the tools, and a restart in between
+cannot run them again. `approvals_expire` resolves what nobody decided in time as rejected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import Workspace
+from completions.agents.models import Agent
+from completions.tools import cache, policy
+from completions.tools.models import Approval, Execution, Tool
+from config.common import crypto
+from config.common.errors import Gone, Invalid, NotFound
+
+logger = logging.getLogger("engram.tools")
+
+FIELDS = (
+    "name",
+    "description",
+    "parameters",
+    "type",
+    "http",
+    "builtin",
+    "approval",
+    "approval_ttl_seconds",
+    "timeout_seconds",
+)
+
+
+def headers_of(tool: Tool) -> dict[str, str]:
+    if not tool.http_headers_encrypted:
+        return {}
+    return json.loads(crypto.decrypt(tool.http_headers_encrypted))
+
+
+def _apply(tool: Tool, values: dict[str, Any]) -> None:
+    if "name" in values:
+        tool.name = policy.name(values["name"])
+    if "description" in values:
+        if not isinstance(values["description"], str) or len(values["description"]) > 4000:
+            raise Invalid(
+                "description must be a string of 4,000 characters at most.", field="description"
+            )
+        tool.description = values["description"]
+    if "parameters" in values:
+        tool.parameters = policy.parameters(values["parameters"])
+    if "type" in values:
+        if values["type"] not in Tool.Kind.values:
+            raise Invalid('type must be "http" or "builtin".', field="type")
+        tool.kind = values["type"]
+    if "http" in values and values["http"] is not None:
+        checked = policy.http(values["http"])
+        tool.http_url, tool.http_method = checked["url"], checked["method"]
+        if "headers" in values["http"]:  # absent from a PATCH: the stored headers stay
+            headers = checked["headers"]
+            tool.http_headers_encrypted = crypto.encrypt(json.dumps(headers)) if headers else ""
+    if "builtin" in values and values["builtin"] is not None:
+        tool.builtin = policy.builtin(values["builtin"])
+    if "approval" in values:
+        tool.approval = policy.approval(values["approval"])
+    if "approval_ttl_seconds" in values:
+        tool.approval_ttl_seconds = policy.approval_ttl(values["approval_ttl_seconds"])
+    if "timeout_seconds" in values:
+        tool.timeout_seconds = policy.timeout(values["timeout_seconds"])
+    if tool.kind == Tool.Kind.HTTP and not tool.http_url:
+        raise Invalid('An "http" tool needs http.url.', field="http")
+    if tool.kind == Tool.Kind.BUILTIN:
+        if not tool.builtin:
+            raise Invalid('A "builtin" tool needs builtin.', field="builtin")
+        tool.http_url, tool.http_headers_encrypted = "", ""
+
+
+def _unknown(values: dict[str, Any]) -> None:
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise Invalid(f"{unknown[0]} is not a field of a tool.", field=unknown[0])
+
+
+def _saved(tool: Tool) -> Tool:
+    cache.invalidate(tool.workspace_id, tool.agent_id)
+    try:
+        with transaction.atomic():
+            tool.save()
+    except IntegrityError:
+        raise Invalid(
+            f"This agent already has a tool named '{tool.name}'.",
+            field="name",
+            code="tool_name_taken",
+        ) from None
+    return tool
+
+
+def tool_validate(*, values: dict[str, Any]) -> None:
+    """Check a tool's fields without saving (the admin's form shows the error on the page)."""
+    _unknown(values)
+    _apply(Tool(kind=values.get("type") or ""), values)
+
+
+@transaction.atomic
+def tool_create(*, workspace: Workspace, agent_id: str, values: dict[str, Any]) -> Tool:
+    _unknown(values)
+    if not Agent.objects.filter(workspace=workspace, id=agent_id).exists():
+        raise NotFound(f"No agent '{agent_id}' in this workspace.", code="agent_not_found")
+    if "name" not in values or "type" not in values:
+        raise Invalid(
+            "A tool needs a name and a type.", field="name" if "name" not in values else "type"
+        )
+    tool = Tool(workspace=workspace, agent_id=agent_id, kind=values["type"])
+    _apply(tool, values)
+    return _saved(tool)
+
+
+@transaction.atomic
+def tool_update(*, workspace: Workspace, tool: Tool, values: dict[str, Any]) -> Tool:
+    _unknown(values)
+    _apply(tool, values)
+    tool.updated_at = timezone.now()
+    return _saved(tool)
+
+
+def tool_delete(*, workspace: Workspace, tool: Tool) -> None:
+    Tool.objects.filter(workspace=workspace, id=tool.id).delete()
+    cache.invalidate(tool.workspace_id, tool.agent_id)
+
+
+# --- executions -----------------------------------------------------------------------------
+
+
+def execution_create(
+    *,
+    workspace: Workspace,
+    agent_id: str,
+    user_id: str,
+    request_id: str,
+    model: str,
+    route_model: str,
+    stream: bool,
+    body: dict,
+    collection_ids: list[str],
+    conversation_pk: str = "",
+    session_pk: str = "",
+) -> Execution:
+    return Execution.objects.create(
+        workspace=workspace,
+        agent_id=agent_id,
+        user_id=user_id,
+        request_id=request_id,
+        model=model,
+        route_model=route_model,
+        stream=stream,
+        body=body,
+        collection_ids=collection_ids,
+        conversation_pk=conversation_pk,
+        session_pk=session_pk,
+    )
+
+
+def execution_save(*, execution: Execution) -> None:
+    execution.updated_at = timezone.now()
+    execution.save(
+        update_fields=[
+            "status",
+            "messages",
+            "steps",
+            "pending",
+            "usage",
+            "error",
+            "stream",
+            "updated_at",
+        ]
+    )
+
+
+@transaction.atomic
+def execution_pause(
+    *, execution: Execution, message: dict, waiting: list[dict], ttl_seconds: int
+) -> Approval:
+    """Store the run's state (the assistant message whose calls wait) and create the approval
+    that resumes it."""
+    execution.status = Execution.Status.WAITING
+    execution.pending = {"message": message, "waiting": [c["id"] for c in waiting]}
+    execution_save(execution=execution)
+    return Approval.objects.create(
+        workspace_id=execution.workspace_id,
+        execution=execution,
+        user_id=execution.user_id,
+        tool_calls=waiting,
+        expires_at=Approval.expiry(ttl_seconds),
+    )
+
+
+# --- approvals ------------------------------------------------------------------------------
+
+
+@dataclass
+class Claimed:
+    approval: Approval
+    execution: Execution
+
+
+def _gone(approval: Approval) -> Gone:
+    if approval.status == Approval.Status.EXPIRED:
+        return Gone(
+            f"The approval '{approval.id}' expired.", field="approval_id", code="approval_expired"
+        )
+    return Gone(
+        f"The approval '{approval.id}' was already {approval.status}.",
+        field="approval_id",
+        code="approval_used",
+    )
+
+
+def approval_claim(
+    *, workspace: Workspace, approval_id: str, user_id: str | None, approve: bool, reason: str
+) -> Claimed:
+    """Decide a pending approval once. NotFound for an unknown id, another workspace's, or
+    another end user's; Gone when it was decided or expired (an expired one is recorded so)."""
+    found = Approval.objects.filter(workspace=workspace, id=approval_id).first()
+    if found is None or (found.user_id and found.user_id != user_id):
+        raise NotFound(
+            f"No approval '{approval_id}' in this workspace.",
+            field="approval_id",
+            code="approval_not_found",
+        )
+    now = timezone.now()
+    status = Approval.Status.APPROVED if approve else Approval.Status.REJECTED
+    claimed = Approval.objects.filter(
+        id=found.id, status=Approval.Status.PENDING, expires_at__gt=now
+    ).update(status=status, reason=reason[:2000], decided_at=now)
+    if claimed != 1:
+        approvals_expire(ids=[found.id])
+        found.refresh_from_db()
+        raise _gone(found)
+    found.refresh_from_db()
+    execution = Execution.objects.get(id=found.execution_id)
+    return Claimed(found, execution)
+
+
+def approvals_expire(*, ids: list[str] | None = None) -> int:
+    """Resolve pending approvals past their expiry as rejected (EXPIRED), and record it on the
+    execution's steps; the run stays ended (nobody waits on it)."""
+    now = timezone.now()
+    due = Approval.objects.filter(status=Approval.Status.PENDING, expires_at__lte=now)
+    if ids is not None:
+        due = due.filter(id__in=ids)
+    count = 0
+    for approval_id, execution_id in list(due.values_list("id", "execution_id")[:500]):
+        with transaction.atomic():
+            won = Approval.objects.filter(id=approval_id, status=Approval.Status.PENDING).update(
+                status=Approval.Status.EXPIRED, decided_at=now, reason="expired: rejected"
+            )
+            if not won:
+                continue
+            count += 1
+            execution = Execution.objects.select_for_update().get(id=execution_id)
+            execution.steps = [
+                *execution.steps,
+                {
+                    "type": "approval",
+                    "approval_id": approval_id,
+                    "decision": "reject",
+                    "status": "expired",
+                    "at": int(now.timestamp()),
+                },
+            ]
+            execution.status = Execution.Status.FAILED
+            execution.error = "approval expired"
+            execution_save(execution=execution)
+    if count:
+        logger.info("tools: %d approval(s) expired, resolved as rejected", count)
+    if ids is None:
+        _interrupted(now)
+    return count
+
+
+# A run still RUNNING this long after its last write lost its process (a restart mid-run): no
+# run lasts this long (tool and upstream timeouts bound every step).
+STALE_RUN = dt.timedelta(hours=1)
+
+
+def _interrupted(now: dt.datetime) -> None:
+    lost = Execution.objects.filter(
+        status=Execution.Status.RUNNING, updated_at__lt=now - STALE_RUN
+    ).update(
+        status=Execution.Status.FAILED, error="interrupted: its process was lost", updated_at=now
+    )
+    if lost:
+        logger.warning("tools: %d run(s) had lost their process", lost)
+
+
+def execution_messages_store(
+    *, execution: Execution, messages: list[dict], extraction: bool
+) -> None:
+    """Store a run's tool calls, their results and (on resume) its answer in the turn's
+    conversation, so they are history and feed memory extraction like any other turn."""
+    from memory.models import Conversation, Session
+    from memory.services.conversations import messages_append
+    from memory.services.processing import extraction_enqueue, summary_enqueue
+
+    if not messages or not execution.conversation_pk:
+        return
+    conversation = Conversation.objects.filter(
+        workspace_id=execution.workspace_id, pk=execution.conversation_pk
+    ).first()
+    if conversation is None:  # deleted meanwhile (the user's data was erased)
+        return
+    session = (
+        Session.objects.filter(pk=execution.session_pk).first() if execution.session_pk else None
+    )
+    with transaction.atomic():
+        stored = messages_append(
+            workspace=conversation.workspace,
+            conversation=conversation,
+            session=session,
+            messages=[_storable(m) for m in messages],
+        )
+        if extraction:
+            extraction_enqueue(
+                workspace=conversation.workspace, conversation=conversation, upto=stored[-1].id
+            )
+        summary_enqueue(workspace=conversation.workspace, conversation=conversation)
+
+
+def _storable(message: dict) -> dict:
+    keep = ("role", "content", "tool_calls", "tool_call_id", "name")
+    return {k: message[k] for k in keep if message.get(k) is not None} | {
+        "content": message.get("content")
+    }

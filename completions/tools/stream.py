@@ -1,0 +1,230 @@
+"""The tool loop as server-sent events (completions.tools.run has the loop's rules).
+
+The model's text goes out as it comes. Each executed call goes out when it starts as a
+tool-call delta of choice 0 (its `index` after every call sent before in the stream) in a chunk
+that also carries `"engram": {"tool_call": {"id", "name", "status": "running",
+"execution_id"}}`; its result follows in a chunk with no choices and `"engram": {"tool_result":
+{"tool_call_id", "name", "status", "content" | "error", "duration_ms"}}`; SSE comments keep the
+stream open while tools run. A pause ends with the waiting calls as deltas and one last chunk
+(`finish_reason: "tool_calls"`, `engram.approval_id`, …) before `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import aiohttp
+
+from completions.conf import conf
+from completions.providers.base import StreamFailed
+from completions.streaming import DONE, KEEPALIVE, Assembler, dumps, frame
+from completions.tools.models import Execution
+from completions.tools.run import Resumed, Run, failed
+from config.common.errors import ApiError
+
+
+class Streamer:
+    """The run as SSE frames. `on_end(status, assistant, incomplete)` is called once."""
+
+    def __init__(
+        self,
+        run: Run,
+        *,
+        include_usage: bool,
+        on_end: Callable[[int, dict | None, bool, str], None],
+    ) -> None:
+        self.run = run
+        self.include_usage = include_usage
+        self.on_end = on_end
+        self.id = f"chatcmpl-{run.request_id}"
+        self.created = int(time.time())
+        self.role_sent = False
+        self.index = 0  # the next tool-call index of choice 0 in this stream
+
+    def chunk(
+        self,
+        delta: dict | None,
+        *,
+        finish: str | None = None,
+        engram: dict | None = None,
+        usage: dict | None = None,
+    ) -> bytes:
+        choices = []
+        if delta is not None:
+            if not self.role_sent:
+                delta = {"role": "assistant", **delta}
+                self.role_sent = True
+            choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        data = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.run.execution.model,
+            "choices": choices,
+        }
+        if usage is not None:
+            data["usage"] = usage
+        if engram is not None:
+            data["engram"] = engram
+        return frame(dumps(data))
+
+    def calls_delta(self, calls: list[dict]) -> dict:
+        delta = {
+            "tool_calls": [
+                {
+                    "index": self.index + i,
+                    "id": c.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": (c.get("function") or {}).get("name"),
+                        "arguments": (c.get("function") or {}).get("arguments") or "",
+                    },
+                }
+                for i, c in enumerate(calls)
+            ]
+        }
+        self.index += len(calls)
+        return delta
+
+    async def frames(self, resumed: Resumed | None = None) -> AsyncGenerator[bytes, None]:
+        run = self.run
+        ended = False
+        try:
+            if run.preface:
+                yield self.chunk(self.calls_delta(run.preface))
+            if resumed is not None:
+                async for out in self._execute(resumed.message, resumed.calls, resumed):
+                    yield out
+            while True:
+                message: dict = {}
+                async for out in self._model(message):
+                    yield out
+                decision = run.decide(message)
+                if decision.kind == "execute":
+                    async for out in self._execute(message, decision.calls, None):
+                        yield out
+                    continue
+                usage = dict(run.spent) if self.include_usage else None
+                if decision.kind == "pause":
+                    approval = await run.pause(message, decision.waiting)
+                    yield self.chunk(self.calls_delta(decision.waiting))
+                    ended = True
+                    pending = {**message, "tool_calls": decision.waiting}
+                    run.transcript.append(pending)
+                    self.on_end(200, pending, False, "")
+                    yield self.chunk(
+                        {}, finish="tool_calls", engram=run.engram_of(approval), usage=usage
+                    )
+                    yield DONE
+                    return
+                calls = message.get("tool_calls") or []
+                if calls:  # the client's own tools
+                    yield self.chunk(self.calls_delta(calls))
+                run.execution.messages.append(message)
+                run.transcript.append(message)
+                await run.end(Execution.Status.COMPLETED)
+                ended = True
+                self.on_end(200, message, False, "")
+                yield self.chunk({}, finish="tool_calls" if calls else "stop")
+                if usage is not None:
+                    yield self.chunk(None, usage=usage)
+                yield self.chunk(None, engram=run.engram_of())
+                yield DONE
+                return
+        except (ApiError, StreamFailed, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if isinstance(exc, ApiError):
+                error = exc.body()["error"]
+            elif isinstance(exc, StreamFailed):
+                error = exc.error
+            else:
+                error = {
+                    "message": f"The upstream failed ({type(exc).__name__}).",
+                    "type": "upstream_error",
+                }
+            await failed(run, exc)
+            ended = True
+            self.on_end(200, None, True, "stream_failed")
+            yield frame(
+                dumps(
+                    {
+                        "error": {
+                            "message": "",
+                            "type": "upstream_error",
+                            "param": None,
+                            "code": None,
+                        }
+                        | error
+                    }
+                )
+            )
+            yield DONE
+        finally:
+            if not ended:  # the client went away
+                self.on_end(499, None, True, "client_closed")
+
+    async def _model(self, message: dict) -> AsyncGenerator[bytes, None]:
+        """One upstream call: its text goes out as it comes; `message` receives the answer."""
+        run = self.run
+        started = time.perf_counter()
+        opened = await run.route.provider.stream(run.call(stream=True))
+        assembler = Assembler()
+        finish = None
+        try:
+            async for chunk in opened.chunks():
+                assembler.add(chunk.data)
+                for choice in chunk.data.get("choices") or ():
+                    if choice.get("index", 0) != 0:
+                        continue
+                    finish = choice.get("finish_reason") or finish
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        yield self.chunk({"content": content})
+        finally:
+            await opened.aclose()
+        message.update(assembler.assistant())
+        run.model_step(message, finish, assembler.usage, (time.perf_counter() - started) * 1000)
+
+    async def _execute(
+        self, message: dict, calls: list[dict], resumed: Resumed | None
+    ) -> AsyncGenerator[bytes, None]:
+        run = self.run
+        rejected: set[str] = resumed.rejected if resumed else set()
+        for call in calls:
+            if call["id"] in rejected:
+                continue
+            mark = {"id": call["id"], "name": call["function"]["name"], "status": "running"}
+            yield self.chunk(
+                self.calls_delta([call]),
+                engram={"tool_call": {**mark, "execution_id": run.execution.id}},
+            )
+        work = asyncio.ensure_future(
+            run.execute(
+                message,
+                calls,
+                rejected=rejected,
+                reason=resumed.reason if resumed else "",
+                resumed=resumed is not None,
+            )
+        )
+        try:
+            # SSE comments while the tools run, so proxies keep a slow tool's stream open.
+            while not (await asyncio.wait({work}, timeout=conf().keepalive))[0]:
+                yield KEEPALIVE
+        finally:
+            if not work.done():
+                work.cancel()
+        for call, result, status in work.result():
+            outcome: dict[str, Any] = {
+                "tool_call_id": call["id"],
+                "name": call["function"]["name"],
+                "status": status,
+                "duration_ms": round(result.ms, 1),
+            }
+            if result.error is None:
+                outcome["content"] = result.content
+            else:
+                outcome["error"] = result.error
+            yield self.chunk(None, engram={"tool_result": outcome})

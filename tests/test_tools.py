@@ -1,0 +1,746 @@
+"""Agents' server-side tools over HTTP: the run loop, approvals and POST /v1/chat/resume.
+
+The official `openai` client talks to Engram; the loopback upstream is scripted to call tools;
+a loopback HTTP tool server (below) records every call it receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletion
+
+from completions.tools.models import Approval, Execution, Tool
+from completions.tools.services import approvals_expire
+from memory.models import Memory
+from tests.completions_support import wait_for
+from tests.livesrv import ThreadedServer
+from tests.test_errors import assert_envelope
+from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
+
+
+class ToolServer:
+    """A loopback HTTP tool: answers {"ok": true, "got": <body>}; /fail answers 500; /pair
+    answers only once two calls are in flight at the same time (or says it waited alone)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self._lock = threading.Lock()
+        self._pair: asyncio.Event | None = None
+        self._inflight = 0
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            raw = b""
+            while True:
+                message = await receive()
+                raw += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            body = json.loads(raw) if raw else None
+            query = scope.get("query_string", b"").decode()
+            with self._lock:
+                self.calls.append(
+                    {"path": scope["path"], "headers": headers, "body": body, "query": query}
+                )
+            status, payload = 200, {"ok": True, "got": body}
+            extra: list = []
+            if scope["path"] == "/redirect":
+                status, extra = 302, [(b"location", b"http://169.254.169.254/latest")]
+            elif scope["path"] == "/slow":
+                await asyncio.sleep(1.5)
+            elif scope["path"] == "/fail":
+                status, payload = 500, {"error": "boom"}
+            elif scope["path"] == "/pair":
+                payload["together"] = await self._together()
+            data = json.dumps(payload).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"application/json"), *extra],
+                }
+            )
+            await send({"type": "http.response.body", "body": data})
+
+        self.server = ThreadedServer(app)
+        self.url = self.server.url
+
+    async def _together(self) -> bool:
+        if self._pair is None:
+            self._pair = asyncio.Event()
+        self._inflight += 1
+        if self._inflight >= 2:
+            self._pair.set()
+        try:
+            await asyncio.wait_for(self._pair.wait(), 10)
+            return True
+        except TimeoutError:
+            return False
+
+
+@pytest.fixture
+def tool_server(settings):
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = True  # the tool server is on loopback
+    server = ToolServer()
+    server.server.start()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture
+def sdk(engram_server, owner):
+    return openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0)
+
+
+def make_agent(http, name="helper") -> str:
+    resp = http.post("/v1/agents", json={"name": name, "model": "gpt-4o-mini"})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def make_tool(http, agent_id, url, *, name="weather", approval="never", **extra) -> dict:
+    body = {
+        "name": name,
+        "description": "Look something up.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "type": "http",
+        "http": {"url": url, "method": "POST", "headers": {"X-Tool-Secret": "s3cret-value"}},
+        "approval": approval,
+        **extra,
+    }
+    resp = http.post(f"/v1/agents/{agent_id}/tools", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def ask(sdk, agent_id, text="Weather in Paris?", **kwargs):
+    return sdk.chat.completions.create(
+        model=agent_id, messages=[{"role": "user", "content": text}], **kwargs
+    )
+
+
+def resume(sdk, approval_id, decision="approve", **extra):
+    return sdk.post(
+        "/chat/resume",
+        body={"approval_id": approval_id, "decision": decision, **extra},
+        cast_to=ChatCompletion,
+    )
+
+
+def engram(obj) -> dict:
+    return obj.model_extra["engram"]
+
+
+def script_call_then_answer(upstream, *calls, answer="It is sunny."):
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=list(calls))),
+        Reply(json=openai_completion(answer)),
+    )
+
+
+# --- never: runs, and the answer arrives in one call ------------------------------------------
+
+
+def test_never_tool_runs_and_the_answer_comes_in_one_call(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.model == agent
+    assert len(tool_server.calls) == 1
+    call = tool_server.calls[0]
+    assert call["body"] == {"city": "Paris"}
+    assert call["headers"]["x-tool-secret"] == "s3cret-value"
+    assert call["headers"]["idempotency-key"].endswith(":call_1")
+    first, second = upstream.chat_requests()
+    assert [t["function"]["name"] for t in first.body["tools"]] == ["weather"]
+    tool_message = second.body["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_1"
+    assert json.loads(tool_message["content"])["got"] == {"city": "Paris"}
+    assert answer.usage.total_tokens == 36  # both upstream calls of the run
+
+    execution = http.get(f"/v1/executions/{engram(answer)['execution_id']}").json()
+    assert execution["status"] == "completed"
+    assert [s["type"] for s in execution["steps"]] == ["model", "tool", "model"]
+    tool_step = execution["steps"][1]
+    assert tool_step["name"] == "weather" and tool_step["status"] == "completed"
+    assert json.loads(tool_step["arguments"]) == {"city": "Paris"}
+    assert "s3cret" not in json.dumps(execution)
+
+
+def test_several_calls_of_one_step_run_in_parallel(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/pair")
+    script_call_then_answer(
+        upstream,
+        tool_call("call_a", "weather", {"city": "Paris"}),
+        tool_call("call_b", "weather", {"city": "Rome"}),
+    )
+    answer = ask(sdk, agent)
+    assert answer.choices[0].message.content == "It is sunny."
+    assert len(tool_server.calls) == 2
+    results = [m for m in upstream.chat_requests()[1].body["messages"] if m["role"] == "tool"]
+    # /pair answers `together` only when both calls were in flight at once
+    assert [json.loads(m["content"])["together"] for m in results] == [True, True]
+
+
+def test_a_failing_tool_is_an_error_result_the_model_answers(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/fail")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    answer = ask(sdk, agent)
+    assert answer.choices[0].message.content == "It is sunny."
+    tool_message = upstream.chat_requests()[1].body["messages"][-1]
+    assert "HTTP 500" in json.loads(tool_message["content"])["error"]
+    execution = Execution.objects.get(id=engram(answer)["execution_id"])
+    assert execution.steps[1]["status"] == "failed"
+
+
+def test_client_declared_tools_come_back_unchanged(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    client_call = tool_call("call_c", "open_map", {"place": "Paris"})
+    upstream.script(Reply(json=openai_completion(tool_calls=[client_call])))
+    client_tool = {
+        "type": "function",
+        "function": {"name": "open_map", "parameters": {"type": "object", "properties": {}}},
+    }
+    answer = ask(sdk, agent, tools=[client_tool])
+    assert answer.choices[0].finish_reason == "tool_calls"
+    assert answer.choices[0].message.tool_calls[0].function.name == "open_map"
+    assert tool_server.calls == []
+    names = [t["function"]["name"] for t in upstream.last.body["tools"]]
+    assert sorted(names) == ["open_map", "weather"]
+
+
+# --- always: pause, resume ----------------------------------------------------------------------
+
+
+def test_always_pauses_then_approve_runs_the_tool_once(sdk, http, upstream, tool_server, owner):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    paused = ask(sdk, agent)
+
+    assert paused.choices[0].finish_reason == "tool_calls"
+    assert paused.choices[0].message.tool_calls[0].id == "call_1"
+    marks = engram(paused)
+    assert {"approval_id", "execution_id", "expires_at", "request_id"} <= set(marks)
+    approval = Approval.objects.get(id=marks["approval_id"])
+    assert approval.status == "pending" and approval.workspace_id == owner[0].id
+    assert int(approval.expires_at.timestamp()) == marks["expires_at"]
+    assert tool_server.calls == []
+
+    answer = resume(sdk, marks["approval_id"])
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert engram(answer)["execution_id"] == marks["execution_id"]
+    assert len(tool_server.calls) == 1
+    with pytest.raises(openai.APIStatusError) as again:
+        resume(sdk, marks["approval_id"])
+    assert again.value.status_code == 410
+    assert again.value.body["code"] == "approval_used"
+    assert len(tool_server.calls) == 1
+    execution = http.get(f"/v1/executions/{marks['execution_id']}").json()
+    assert [s["type"] for s in execution["steps"]] == ["model", "approval", "tool", "model"]
+    assert execution["approvals"][0]["status"] == "approved"
+    assert execution["status"] == "completed"
+
+
+def test_reject_answers_without_running_the_tool(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(
+        upstream, tool_call("call_1", "weather", {"city": "Paris"}), answer="I did not check."
+    )
+    paused = ask(sdk, agent)
+    answer = resume(sdk, engram(paused)["approval_id"], "reject", reason="not now")
+    assert answer.choices[0].message.content == "I did not check."
+    assert tool_server.calls == []
+    tool_message = upstream.chat_requests()[-1].body["messages"][-1]
+    assert tool_message["role"] == "tool"
+    assert "rejected" in tool_message["content"] and "not now" in tool_message["content"]
+    execution = Execution.objects.get(id=engram(paused)["execution_id"])
+    assert execution.steps[-2]["status"] == "rejected"
+
+
+def test_a_rule_decides_which_calls_wait(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    rule = {"argument": "city", "op": "in", "value": ["Paris"]}
+    make_tool(http, agent, tool_server.url + "/weather", approval=rule)
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Rome"}))
+    assert ask(sdk, agent).choices[0].finish_reason == "stop"
+    assert len(tool_server.calls) == 1
+    script_call_then_answer(upstream, tool_call("call_2", "weather", {"city": "Paris"}))
+    assert "approval_id" in engram(ask(sdk, agent))
+    assert len(tool_server.calls) == 1
+
+
+def test_two_concurrent_resumes_one_execution_one_4xx(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    approval_id = engram(ask(sdk, agent))["approval_id"]
+
+    def attempt():
+        return http.post(
+            "/v1/chat/resume", json={"approval_id": approval_id, "decision": "approve"}
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(r.status_code for r in pool.map(lambda _: attempt(), range(2)))
+    assert statuses == [200, 410]
+    assert len(tool_server.calls) == 1
+
+
+def test_expired_approval_is_410_and_recorded_as_rejected(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always", approval_ttl_seconds=60)
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))
+    assert Approval.objects.get(id=marks["approval_id"]).expires_at  # 60 s from now
+    Approval.objects.filter(id=marks["approval_id"]).update(expires_at="2000-01-01T00:00:00Z")
+
+    resp = http.post(
+        "/v1/chat/resume", json={"approval_id": marks["approval_id"], "decision": "approve"}
+    )
+
+    assert_envelope(resp, 410, code="approval_expired")
+    assert tool_server.calls == []
+    assert Approval.objects.get(id=marks["approval_id"]).status == "expired"
+    execution = Execution.objects.get(id=marks["execution_id"])
+    assert execution.steps[-1]["type"] == "approval" and execution.steps[-1]["decision"] == "reject"
+    assert execution.status == "failed"
+
+
+def test_the_sweep_resolves_expired_approvals_as_rejected(sdk, http, upstream, tool_server):
+    from memory.tasks import sweep_jobs
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))
+    assert approvals_expire() == 0  # not yet due
+    Approval.objects.filter(id=marks["approval_id"]).update(expires_at="2000-01-01T00:00:00Z")
+    sweep_jobs()
+    assert Approval.objects.get(id=marks["approval_id"]).status == "expired"
+    resp = http.post(
+        "/v1/chat/resume", json={"approval_id": marks["approval_id"], "decision": "approve"}
+    )
+    assert_envelope(resp, 410, code="approval_expired")
+
+
+def test_another_workspace_or_end_user_gets_404(
+    sdk, http, upstream, tool_server, outsider, engram_server
+):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent, user="alice"))
+    body = {"approval_id": marks["approval_id"], "decision": "approve"}
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}
+    ) as other:
+        assert_envelope(other.post("/v1/chat/resume", json=body), 404, code="approval_not_found")
+        assert_envelope(other.get(f"/v1/executions/{marks['execution_id']}"), 404)
+    assert_envelope(http.post("/v1/chat/resume", json=body, headers={"x-user-id": "bob"}), 404)
+    assert_envelope(http.post("/v1/chat/resume", json={**body, "approval_id": "appr_nope"}), 404)
+    assert tool_server.calls == []
+    answer = http.post("/v1/chat/resume", json=body, headers={"x-user-id": "alice"})
+    assert answer.status_code == 200, answer.text
+    assert len(tool_server.calls) == 1
+
+
+def test_bad_resume_bodies_are_400(http):
+    for body in ({}, {"approval_id": "appr_x"}, {"approval_id": "appr_x", "decision": "maybe"}):
+        assert_envelope(http.post("/v1/chat/resume", json=body), 400)
+
+
+# --- streaming ----------------------------------------------------------------------------------
+
+
+def sse(resp) -> list:
+    events = []
+    for line in resp.iter_lines():
+        if line.startswith("data: "):
+            payload = line[len("data: ") :]
+            events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+def test_stream_executed_calls_and_results_are_visible(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_1", "weather", {"city": "Paris"})])),
+        Reply(stream=openai_stream(["It is ", "sunny."])),
+    )
+    with sdk.chat.completions.stream(
+        model=agent, messages=[{"role": "user", "content": "Weather?"}]
+    ) as stream:
+        chunks = [e.chunk for e in stream if e.type == "chunk"]
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "It is sunny."
+    assert final.choices[0].message.tool_calls[0].function.name == "weather"  # shown, marked
+    marks = [c.model_extra.get("engram") for c in chunks if c.model_extra.get("engram")]
+    assert marks[0]["tool_call"] == {
+        "id": "call_1",
+        "name": "weather",
+        "status": "running",
+        "execution_id": marks[-1]["execution_id"],
+    }
+    assert marks[1]["tool_result"]["status"] == "completed"
+    assert json.loads(marks[1]["tool_result"]["content"])["got"] == {"city": "Paris"}
+    assert len(tool_server.calls) == 1
+
+
+def test_stream_pauses_with_the_approval_chunk_last_then_resumes(http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_1", "weather", {"city": "Paris"})])),
+        Reply(stream=openai_stream(["Sunny."])),
+    )
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather?"}], "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert resp.status_code == 200
+        events = sse(resp)
+    assert events[-1] == "[DONE]"
+    last = events[-2]
+    assert last["choices"][0]["finish_reason"] == "tool_calls"
+    marks = last["engram"]
+    assert {"approval_id", "execution_id", "expires_at", "request_id"} <= set(marks)
+    calls = [
+        c for e in events[:-1] for ch in e["choices"] for c in ch["delta"].get("tool_calls") or []
+    ]
+    assert calls[0]["id"] == "call_1" and calls[0]["function"]["name"] == "weather"
+    assert all("approval_id" not in (e.get("engram") or {}) for e in events[:-2])
+    assert tool_server.calls == []
+
+    resumed_body = {"approval_id": marks["approval_id"], "decision": "approve", "stream": True}
+    with http.stream("POST", "/v1/chat/resume", json=resumed_body) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        events = sse(resp)
+    assert events[-1] == "[DONE]"
+    text = "".join(ch["delta"].get("content") or "" for e in events[:-1] for ch in e["choices"])
+    assert text == "Sunny."
+    results = [
+        e["engram"]["tool_result"] for e in events[:-1] if "tool_result" in (e.get("engram") or {})
+    ]
+    assert results[0]["tool_call_id"] == "call_1" and results[0]["status"] == "completed"
+    assert len(tool_server.calls) == 1
+
+
+# --- tools: the address check, CRUD, built-ins --------------------------------------------------
+
+
+def test_private_addresses_are_refused_unless_allowed(http, settings, upstream, sdk, tool_server):
+    agent = make_agent(http)
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = False
+    for url in (
+        "http://127.0.0.1:9/x",
+        "http://10.0.0.5/x",
+        "http://[::1]/x",
+        "http://localhost/x",
+    ):
+        body = {"name": "t", "type": "http", "http": {"url": url}}
+        error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+        assert error["param"] == "http.url"
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = True
+    make_tool(http, agent, tool_server.url + "/weather")
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = False  # turned off after the tool was made
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    ask(sdk, agent)
+    assert tool_server.calls == []
+    tool_message = upstream.chat_requests()[1].body["messages"][-1]
+    assert "private" in json.loads(tool_message["content"])["error"]
+
+
+def test_tools_crud_hides_header_values(http, engram_server, outsider, tool_server):
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    assert tool["http"]["headers"] == {"X-Tool-Secret": "***"}
+    stored = Tool.objects.get(id=tool["id"])
+    assert "s3cret" not in stored.http_headers_encrypted
+    listed = http.get(f"/v1/agents/{agent}/tools").json()
+    assert [t["id"] for t in listed["data"]] == [tool["id"]]
+    patched = http.patch(f"/v1/agents/{agent}/tools/{tool['id']}", json={"approval": "always"})
+    assert patched.json()["approval"] == "always"
+    assert_envelope(http.post(f"/v1/agents/{agent}/tools", json={**patched.json(), "id": "x"}), 400)
+    dup = {"name": "weather", "type": "builtin", "builtin": "memory_search"}
+    assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=dup), 400, code="tool_name_taken")
+    bad = {"name": "w2", "type": "http", "http": {"url": tool_server.url}, "approval": {"x": 1}}
+    assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=bad), 400)
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}
+    ) as other:
+        assert_envelope(other.get(f"/v1/agents/{agent}/tools"), 404)
+        assert_envelope(other.get(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
+        assert_envelope(other.delete(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
+    assert http.delete(f"/v1/agents/{agent}/tools/{tool['id']}").json()["deleted"] is True
+    assert_envelope(http.get(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
+
+
+def test_builtin_remember_and_memory_search(sdk, http, upstream, owner, settings):
+    agent = make_agent(http)
+    for builtin in ("remember", "memory_search"):
+        body = {"name": builtin, "type": "builtin", "builtin": builtin}
+        assert http.post(f"/v1/agents/{agent}/tools", json=body).status_code == 201
+    script_call_then_answer(upstream, tool_call("c1", "remember", {"text": "Likes green tea"}))
+    ask(sdk, agent, "Remember I like green tea", user="alice")
+    memory = Memory.objects.get(workspace=owner[0], user_id="alice", text="Likes green tea")
+    script_call_then_answer(upstream, tool_call("c2", "memory_search", {"query": "green tea"}))
+    ask(sdk, agent, "What do I drink?", user="alice")
+    found = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
+    assert memory.id in [m["id"] for m in found]
+
+
+def test_admin_adds_a_tool_with_write_only_headers(client, owner, http, tool_server):
+    from django.contrib.auth.models import User
+
+    agent = make_agent(http)
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    form = {
+        "workspace": owner[0].id,
+        "agent": agent,
+        "name": "lookup",
+        "description": "",
+        "parameters": "{}",
+        "kind": "http",
+        "builtin": "",
+        "http_url": tool_server.url + "/weather",
+        "http_method": "POST",
+        "headers": '{"Authorization": "Bearer admin-secret"}',
+        "approval": '"always"',
+        "approval_ttl_seconds": "900",
+        "timeout_seconds": "10",
+    }
+    resp = client.post("/admin/completions/tool/add/", form)
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    tool = Tool.objects.get(agent_id=agent, name="lookup")
+    assert tool.approval == "always"
+    assert "admin-secret" not in tool.http_headers_encrypted
+    page = client.get(f"/admin/completions/tool/{tool.id}/change/").content.decode()
+    assert "Authorization" in page and "admin-secret" not in page
+    refused = client.post(
+        "/admin/completions/tool/add/", {**form, "name": "x", "http_url": "ftp://a"}
+    )
+    assert refused.status_code == 200  # the form again, with the error
+    assert not Tool.objects.filter(name="x").exists()
+
+
+def test_the_step_limit_ends_the_run_with_an_answer(sdk, http, upstream, tool_server, settings):
+    settings.ENGRAM_TOOLS_MAX_STEPS = 2
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    answer = ask(sdk, agent)
+    assert answer.choices[0].message.content == "It is sunny."
+    first, last = upstream.chat_requests()
+    assert "tool_choice" not in first.body
+    assert last.body["tool_choice"] == "none"  # the last step allowed asks for an answer
+
+
+def test_usage_records_count_every_upstream_call(sdk, http, upstream, tool_server, owner):
+    from completions.models import UsageRecord
+    from completions.usage import buffer
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
+        Reply(json=openai_completion(tool_calls=[tool_call("c2", "weather", {"city": "Y"})])),
+        Reply(json=openai_completion("done")),
+    )
+    first = ask(sdk, agent)
+    again = resume(sdk, engram(first)["approval_id"])  # runs c1, pauses again on c2
+    assert again.choices[0].finish_reason == "tool_calls"
+    answer = resume(sdk, engram(again)["approval_id"])
+    assert answer.choices[0].message.content == "done"
+    assert answer.usage.total_tokens == 18  # this request's own upstream call
+    buffer.flush()
+    records = UsageRecord.objects.filter(workspace=owner[0]).order_by("created_at")
+    assert [r.total_tokens for r in records] == [18, 18, 18]
+    execution = Execution.objects.get(id=engram(answer)["execution_id"])
+    assert execution.usage["total_tokens"] == 54
+    assert [s["type"] for s in execution.steps] == [
+        "model",
+        "approval",
+        "tool",
+        "model",
+        "approval",
+        "tool",
+        "model",
+    ]
+
+
+def test_the_turn_is_stored_in_the_conversation(sdk, http, upstream, tool_server, owner):
+    from memory.models import Message, ProcessingJob
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", name="lookup")
+    make_tool(http, agent, tool_server.url + "/weather", name="book", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "lookup", {"city": "Oslo"})])),
+        Reply(json=openai_completion(tool_calls=[tool_call("c2", "book", {"city": "Oslo"})])),
+        Reply(json=openai_completion("Booked.")),
+    )
+    headers = {"x-user-id": "alice", "x-conversation-id": "trip"}
+    paused = sdk.chat.completions.create(
+        model=agent,
+        messages=[{"role": "user", "content": "Book Oslo"}],
+        extra_headers=headers,
+    )
+    answer = sdk.post(
+        "/chat/resume",
+        body={"approval_id": engram(paused)["approval_id"], "decision": "approve"},
+        cast_to=ChatCompletion,
+        options={"headers": headers},
+    )
+    assert answer.choices[0].message.content == "Booked."
+
+    def stored():
+        rows = Message.objects.filter(workspace=owner[0], conversation__external_id="trip")
+        return [(m.role, m.content, bool(m.tool_calls)) for m in rows.order_by("created_at", "id")]
+
+    wait_for(lambda: len(stored()) == 6)  # finish_turn stores in the background
+    roles = [row[0] for row in stored()]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert stored()[-1] == ("assistant", "Booked.", False)
+    assert stored()[3][2] is True  # the call that waited, with its tool_calls
+    assert ProcessingJob.objects.filter(conversation__external_id="trip").exists()
+
+
+def test_a_waiting_run_does_not_block_the_conversation(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    headers = {"x-user-id": "alice", "x-conversation-id": "c1"}
+    paused = ask(sdk, agent, extra_headers=headers)
+    upstream.reset()
+    upstream.script(Reply(json=openai_completion("Something else.")))
+    other = ask(sdk, agent, "Never mind, tell me a joke", extra_headers=headers)
+    assert other.choices[0].message.content == "Something else."
+    assert engram(other)["execution_id"] != engram(paused)["execution_id"]
+    assert Approval.objects.get(id=engram(paused)["approval_id"]).status == "pending"
+
+
+def test_redirects_are_not_followed(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/redirect")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    ask(sdk, agent)
+    assert [c["path"] for c in tool_server.calls] == ["/redirect"]
+    error = json.loads(upstream.chat_requests()[1].body["messages"][-1]["content"])["error"]
+    assert "302" in error and "redirect" in error
+
+
+def test_engram_calls_lead_a_tool_run_when_declared(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    sources = {
+        "type": "function",
+        "function": {"name": "_engramSearchSources", "parameters": {"type": "object"}},
+    }
+    answer = ask(sdk, agent, tools=[sources])
+    names = [c.function.name for c in answer.choices[0].message.tool_calls]
+    assert names == ["_engramSearchSources"]
+    assert answer.choices[0].message.content == "It is sunny."
+    for request in upstream.chat_requests():
+        assert [t["function"]["name"] for t in request.body["tools"]] == ["weather"]
+
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_2", "weather", {"city": "Oslo"})])),
+        Reply(stream=openai_stream(["Cold."])),
+    )
+    with sdk.chat.completions.stream(
+        model=agent, messages=[{"role": "user", "content": "Oslo?"}], tools=[sources]
+    ) as stream:
+        final = stream.get_final_completion()
+    names = [c.function.name for c in final.choices[0].message.tool_calls]
+    assert names == ["_engramSearchSources", "weather"]  # Engram's first, then the executed
+    assert final.choices[0].message.content == "Cold."
+
+
+def test_the_sweep_ends_runs_whose_process_was_lost(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    execution_id = engram(ask(sdk, agent))["execution_id"]
+    Execution.objects.filter(id=execution_id).update(status="running")
+    approvals_expire()
+    assert Execution.objects.get(id=execution_id).status == "running"  # recent: maybe alive
+    Execution.objects.filter(id=execution_id).update(updated_at="2000-01-01T00:00:00Z")
+    approvals_expire()
+    assert Execution.objects.get(id=execution_id).status == "failed"
+
+
+def test_get_tools_take_a_query_string_and_slow_tools_time_out(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    http.post(
+        f"/v1/agents/{agent}/tools",
+        json={
+            "name": "find",
+            "type": "http",
+            "http": {"url": tool_server.url + "/find", "method": "GET"},
+        },
+    )
+    make_tool(http, agent, tool_server.url + "/slow", name="slow", timeout_seconds=0.5)
+    script_call_then_answer(
+        upstream,
+        tool_call("c1", "find", {"q": "tea", "n": 2}),
+        tool_call("c2", "slow", {"city": "Oslo"}),
+    )
+    ask(sdk, agent)
+    found = next(c for c in tool_server.calls if c["path"] == "/find")
+    assert found["body"] is None and found["query"] == "q=tea&n=2"
+    results = [m for m in upstream.chat_requests()[1].body["messages"] if m["role"] == "tool"]
+    assert json.loads(results[0]["content"])["ok"] is True
+    assert "timed out" in json.loads(results[1]["content"])["error"]
+
+
+def test_an_end_user_token_resumes_only_its_own_approvals(
+    sdk, http, upstream, tool_server, engram_server
+):
+    from tests.identity import AUD, ISS, hs256
+
+    secret = "a-tools-test-secret-of-at-least-32-characters"
+    issuer = {"issuer": ISS, "audiences": [AUD], "hs256_secret": secret}
+    assert http.post("/v1/auth/issuers", json=issuer).status_code == 201
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent, user="alice"))
+    body = {"approval_id": marks["approval_id"], "decision": "approve"}
+
+    def as_user(sub: str) -> httpx.Client:
+        token = hs256(secret, sub=sub)
+        return httpx.Client(
+            base_url=engram_server.url, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    with as_user("bob") as bob:
+        refused = bob.post("/v1/chat/resume", json=body, headers={"x-user-id": "alice"})
+        assert_envelope(refused, 403, code="user_mismatch")  # a token cannot claim alice
+        assert_envelope(bob.post("/v1/chat/resume", json=body), 404)  # bob's own: not his
+    assert tool_server.calls == []
+    with as_user("alice") as alice:
+        answer = alice.post("/v1/chat/resume", json=body)
+        assert answer.status_code == 200, answer.text
+    assert len(tool_server.calls) == 1
