@@ -26,6 +26,7 @@ from django.db import close_old_connections, transaction
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
+from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
@@ -43,6 +44,8 @@ class Principal:
     workspace: Workspace | None
     key_id: str | None
     is_operator: bool = False
+    # Its limits and budgets, loaded with the key: the request path reads them from here.
+    limits: Policy = NO_POLICY
 
 
 def _key_ttl() -> float:
@@ -73,6 +76,7 @@ def is_operator_key(raw_key: str) -> bool:
 
 
 def _lookup(raw_key: str) -> Principal | None:
+    from accounts.limits.selectors import limit_policy
     from accounts.selectors import api_key_authenticate
     from accounts.services import api_key_touch
 
@@ -82,7 +86,8 @@ def _lookup(raw_key: str) -> Principal | None:
     if not _touched.peek(identity.key_id)[0]:
         _touched.put(identity.key_id, True)
         api_key_touch(key_id=identity.key_id)
-    return Principal(workspace=identity.workspace, key_id=identity.key_id)
+    limits = limit_policy(workspace=identity.workspace, key_id=identity.key_id)
+    return Principal(workspace=identity.workspace, key_id=identity.key_id, limits=limits)
 
 
 def _lookup_on_worker(raw_key: str) -> Principal | None:

@@ -12,8 +12,8 @@ from django.db.models import Aggregate, Avg, Count, FloatField, OuterRef, Subque
 from django.template.response import TemplateResponse
 
 from accounts.models import ApiKey
-from completions import services
-from completions.models import ModelAlias, ProviderCredential, UsageRecord
+from completions import pricing, services
+from completions.models import ModelAlias, Price, ProviderCredential, UsageRecord
 
 
 class ProviderCredentialForm(forms.ModelForm):
@@ -234,3 +234,23 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    """List prices per model; a change reaches every process's next request."""
+
+    list_display = ("model", "input_per_million", "cached_input_per_million", "output_per_million")
+    search_fields = ("model",)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        pricing.prices_changed()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        pricing.prices_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        pricing.prices_changed()

@@ -156,6 +156,7 @@ class CompletionsApp:
                 headers=headers,
                 raw_body=body,
                 started=started,
+                limits=principal.limits,
             )
         except asyncio.CancelledError:
             raise

@@ -35,6 +35,7 @@ class UsageRecord(models.Model):
     latency_ms = models.FloatField()
     upstream_ms = models.FloatField(null=True, blank=True)
     incomplete = models.BooleanField(default=False)
+    credits = models.FloatField(null=True, blank=True, help_text="in the workspace's unit")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -115,3 +116,27 @@ class ModelAlias(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alias} → {self.target_model}"
+
+
+class Price(models.Model):
+    """List price of a model in US dollars per million tokens. `model` matches the upstream
+    model name exactly or as its longest prefix (`gpt-4o-mini` prices `gpt-4o-mini-2024-07-18`).
+    Edited in the admin (completions.pricing keeps the table cached in every process)."""
+
+    model = models.CharField(max_length=200, unique=True)
+    input_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cached_input_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Prompt tokens the upstream reports as cached. Blank: the input price.",
+    )
+    output_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return f"{self.model}: ${self.input_per_million} in / ${self.output_per_million} out"

@@ -43,6 +43,7 @@ class Usage:
     total_tokens: int | None = None
     upstream_ms: float | None = None
     incomplete: bool = False
+    credits: float | None = None
     created_at: datetime = field(default_factory=timezone.now)
 
 
