@@ -30,10 +30,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
-import redis.asyncio as aioredis
 from django.conf import settings
 
 from accounts.limits.policy import Policy, Rule
+from accounts.limits.wire import Pipeline
 from config.common.errors import ApiError
 
 logger = logging.getLogger("engram.limits")
@@ -41,9 +41,19 @@ logger = logging.getLogger("engram.limits")
 _HERE = Path(__file__).parent
 RESERVE = (_HERE / "reserve.lua").read_text()
 SETTLE = (_HERE / "settle.lua").read_text()
-TIMEOUT_SECONDS = 0.25  # as config.common.coherence: Redis is on the request path
+# Redis is on the request path: a request waits at most this long before the fail-open/closed
+# rule decides, and after a failure Redis is not asked again for RETRY_SECONDS.
+TIMEOUT_SECONDS = 0.5
 RETRY_SECONDS = 1.0
-_FAILURES = (redis.RedisError, OSError, TimeoutError, EOFError, ValueError)
+_FAILURES = (
+    redis.RedisError,
+    OSError,
+    TimeoutError,
+    EOFError,
+    ValueError,
+    asyncio.LimitOverrunError,
+    asyncio.IncompleteReadError,
+)
 _state = {"down_until": 0.0}
 KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "concurrent requests"}
 
@@ -262,30 +272,22 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# One client per event loop (a process serves on one; tests start many) and Redis URL.
-_clients: dict[tuple[asyncio.AbstractEventLoop, str], tuple[aioredis.Redis, dict]] = {}
+# One pipelined connection per event loop (a process serves on one; tests start many).
+_pipes: dict[asyncio.AbstractEventLoop, Pipeline] = {}
 
 
 async def _call(script: str, keys: list[str], args: list):
     if time.monotonic() < _state["down_until"]:
         raise redis.ConnectionError("resting after a failure")
     loop = asyncio.get_running_loop()
-    slot = (loop, settings.REDIS_URL)
-    entry = _clients.get(slot)
-    if entry is None:
-        for closed in [s for s in _clients if s[0].is_closed()]:
-            del _clients[closed]
-        client = aioredis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=TIMEOUT_SECONDS,
-            socket_connect_timeout=TIMEOUT_SECONDS,
-        )
-        entry = _clients[slot] = (client, {})
-    client, scripts = entry
-    registered = scripts.get(script)
-    if registered is None:
-        registered = scripts[script] = client.register_script(script)
-    return await registered(keys=keys, args=args)
+    pipe = _pipes.get(loop)
+    if pipe is None or pipe.url != settings.REDIS_URL:
+        for closed in [other for other in _pipes if other.is_closed()]:
+            del _pipes[closed]
+        if pipe is not None:
+            pipe.close()
+        pipe = _pipes[loop] = Pipeline(settings.REDIS_URL)
+    return await pipe.script(script, keys, args, timeout=TIMEOUT_SECONDS)
 
 
 def reset() -> None:
