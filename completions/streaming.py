@@ -2,7 +2,7 @@
 
 Role delta first; tool-call deltas as they come; the usage chunk only when the client asked
 (`stream_options.include_usage`) — Engram always asks the upstream for it; the `engram` chunk
-(when memory has something to say) just before `data: [DONE]`. Before the first chunk, SSE
+(credits charged, request id, what memory did) just before `data: [DONE]`. Before the first chunk, SSE
 comments keep the connection alive. A failure after the first byte is one error frame, then
 [DONE]. Whatever ends the stream (done, failure, client gone) closes the upstream response
 and finishes the turn exactly once.
