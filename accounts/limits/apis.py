@@ -10,16 +10,32 @@ from accounts.limits import selectors, services
 from accounts.limits.models import Limit, Period, Subject
 from accounts.models import Workspace
 
+# The columns' range (PositiveIntegerField), and budgets whose micro-credits stay exact in
+# Redis's Lua numbers (doubles: integers exact below 2**53).
+MAX_RATE = 2_147_483_647
+MAX_CREDITS = 1_000_000_000
+
+
+def _rate() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        min_value=1, max_value=MAX_RATE, allow_null=True, required=False
+    )
+
 
 class RateInput(serializers.Serializer):
-    rpm = serializers.IntegerField(min_value=1, allow_null=True, required=False)
-    tpm = serializers.IntegerField(min_value=1, allow_null=True, required=False)
-    max_concurrent = serializers.IntegerField(min_value=1, allow_null=True, required=False)
+    rpm = _rate()
+    tpm = _rate()
+    max_concurrent = _rate()
 
 
 class BudgetInput(serializers.Serializer):
     credits = serializers.DecimalField(
-        max_digits=20, decimal_places=6, min_value=0, allow_null=True, required=False
+        max_digits=20,
+        decimal_places=6,
+        min_value=0,
+        max_value=MAX_CREDITS,
+        allow_null=True,
+        required=False,
     )
     period = serializers.ChoiceField(choices=Period.values, required=False)
 
