@@ -9,6 +9,10 @@ process on the embedded database with a workspace key made for it. A closed-loop
 generator (raw HTTP/1.1 keep-alive connections on uvloop, one per client) alternates short
 slices: direct at the mock, through Engram, direct, through Engram... so both paths see the
 same machine noise. Added latency is Engram's percentile minus the direct percentile.
+
+`--limits` adds a third path: Engram with a key that has rpm, tpm and concurrency limits and a
+budget (key and workspace, all too generous to refuse anything), so every request runs the
+limits' Redis script and settles; "limits added" is that path's percentile minus plain Engram's.
 """
 
 from __future__ import annotations
@@ -263,7 +267,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def summarize(stats: Stats, key: str = "latency") -> dict:
     out = {}
-    for path in ("direct", "engram"):
+    for path in PATHS:
+        if path == "limited" and path not in stats.seconds:
+            continue
         values = [getattr(s, key) for s in stats.samples if s.path == path]
         values = [v * 1000 for v in values if v is not None]
         out[path] = {
@@ -272,6 +278,10 @@ def summarize(stats: Stats, key: str = "latency") -> dict:
             **{f"p{q}": percentile(values, q) for q in (50, 95, 99)},
         }
     out["added"] = {f"p{q}": out["engram"][f"p{q}"] - out["direct"][f"p{q}"] for q in (50, 95, 99)}
+    if "limited" in out:
+        out["limits_added"] = {
+            f"p{q}": out["limited"][f"p{q}"] - out["engram"][f"p{q}"] for q in (50, 95, 99)
+        }
     header = [s.overhead_header for s in stats.samples if s.overhead_header is not None]
     out["engram_reported_overhead_ms"] = {f"p{q}": percentile(header, q) for q in (50, 95, 99)}
     out["errors"] = dict(stats.errors)
@@ -303,13 +313,16 @@ def cpu_ms_per_request(stats: Stats, cpu: float) -> float:
 def print_block(title: str, figures: dict, unit: str = "latency") -> None:
     print(f"\n{title}")
     print(f"  {'path':<8}{'n':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
-    for path in ("direct", "engram"):
+    for path in (p for p in PATHS if p in figures):
         f = figures[path]
         print(
             f"  {path:<8}{f['n']:>7}{f['rps']:>9.0f}{f['p50']:>9.2f}{f['p95']:>9.2f}{f['p99']:>9.2f}"
         )
     a = figures["added"]
     print(f"  {'added ' + unit:<33}{a['p50']:>+9.2f}{a['p95']:>+9.2f}{a['p99']:>+9.2f}")
+    if "limits_added" in figures:
+        a = figures["limits_added"]
+        print(f"  {'limits added ' + unit:<33}{a['p50']:>+9.2f}{a['p95']:>+9.2f}{a['p99']:>+9.2f}")
     h = figures["engram_reported_overhead_ms"]
     print(f"  {'x-engram-overhead-ms':<33}{h['p50']:>9.0f}{h['p95']:>9.0f}{h['p99']:>9.0f}")
     print(f"  errors: {figures['errors'] or 0}")
@@ -334,6 +347,26 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+PATHS = ("direct", "engram", "limited")
+
+
+def make_limited_key() -> str:
+    """A key of its own workspace with every kind of limit and budget, none of them reached."""
+    from accounts.limits.services import limit_update
+    from accounts.services import api_key_create, workspace_create
+
+    workspace = workspace_create(name="bench-gateway-limits")
+    created = api_key_create(workspace=workspace, name="bench limits")
+    rates = {"rpm": 1_000_000_000, "tpm": 2_000_000_000, "max_concurrent": 1_000_000}
+    budget = {"credits": 1_000_000_000, "period": "month"}
+    for subject, key_id in (("workspace", None), ("api_key", created.api_key.id)):
+        limit_update(
+            workspace=workspace, subject=subject, key_id=key_id, limits=rates, budget=budget
+        )
+    limit_update(workspace=workspace, subject="end_user", limits=rates, budget=budget)
+    return created.raw_key
 
 
 def make_workspace_key() -> str:
@@ -508,6 +541,9 @@ def main() -> int:
         action="store_true",
         help="also measure each layer: stock Django, the Django view, the ASGI door, httpx/aiohttp",
     )
+    parser.add_argument(
+        "--limits", action="store_true", help="also Engram with limits and budgets on"
+    )
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global USER_ID
@@ -555,6 +591,9 @@ def main() -> int:
             "direct": (mock_port, build_request(mock_port, PROMPT, None)),
             "engram": (engram_port, build_request(engram_port, PROMPT, key)),
         }
+        if args.limits:  # needs this process's Django (made by make_workspace_key)
+            limited_key = make_limited_key()
+            plain["limited"] = (engram_port, build_request(engram_port, PROMPT, limited_key))
         streamed_body = PROMPT | {"stream": True}
         streamed = {
             "direct": (mock_port, build_request(mock_port, streamed_body, None)),
