@@ -27,6 +27,7 @@ class Pipeline(_Wire):
         self.connecting: asyncio.Future | None = None
         self.pump: asyncio.Task | None = None
         self.shas: dict[str, str] = {}
+        self.out: list[bytes] = []  # commands of this loop turn, written with one send
 
     async def script(self, body: str, keys: list[str], args: list, *, timeout: float):
         """EVALSHA, loading the script once per connection when Redis does not know it."""
@@ -45,12 +46,27 @@ class Pipeline(_Wire):
     async def call(self, *args: str) -> object:
         if self.writer is None:
             await self._connected()
-        future = asyncio.get_running_loop().create_future()
-        self._send(*args)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self.out:
+            loop.call_soon(self._flush)
+        self.out.append(_encode(args))
         self.waiting.append(future)
         if self.pump is None or self.pump.done():
             self.pump = asyncio.ensure_future(self._pump())
         return await asyncio.shield(future)  # a caller that gives up leaves the order intact
+
+    def _flush(self) -> None:
+        """One send for every command of the loop turn: the send is most of a call's cost (a
+        syscall that wakes Redis: ~0.4 ms of CPU here under load), so concurrent requests share
+        it (their settles too)."""
+        out, self.out = self.out, []
+        if not out:
+            return
+        if self.writer is None:
+            self._fail(ConnectionResetError("closed meanwhile"))
+            return
+        self.writer.write(b"".join(out))
 
     async def _connected(self) -> None:
         if self.connecting is None or self.connecting.done():
@@ -84,6 +100,7 @@ class Pipeline(_Wire):
 
     def _fail(self, exc: BaseException) -> None:
         waiting, self.waiting = self.waiting, deque()
+        self.out = []  # their commands are not sent on a later connection
         for future in waiting:
             if not future.done():
                 future.set_exception(ConnectionError(f"redis connection lost ({exc!r})"))
@@ -114,6 +131,14 @@ class _Replay:
 
     async def readexactly(self, n: int) -> bytes:
         return await self.reader.readexactly(n)
+
+
+def _encode(args: tuple[str, ...]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _retrieved(future: asyncio.Future) -> None:
