@@ -320,3 +320,47 @@ def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id
     assert operator_http.patch(f"{url}/api_keys/key_nope", json={}).status_code == 404
     assert operator_http.patch("/v1/workspaces/ws_nope", json={}).status_code == 404
     assert http.patch(url, json={}).status_code == 403  # a workspace key is not the operator
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+
+def test_usage_query_totals_and_groups(client, http, engram_server, owner, outsider, metered):
+    ask(client, model=METERED, user="alice")  # 7 credits each (7 completion tokens)
+    ask(client, model=METERED, user="alice")
+    ask(client, model=METERED, user="bob")
+    bad = http.post("/v1/chat/completions", json={"model": METERED, "messages": []})
+    assert bad.status_code == 400  # an error, counted as one
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 4)
+    usage = http.get("/v1/usage").json()
+    totals = usage["totals"]
+    assert totals["requests"] == 4 and totals["errors"] == 1 and totals["credits"] == 21
+    assert totals["completion_tokens"] == 21 and totals["latency_ms"]["p50"] > 0
+    by_user = http.get("/v1/usage", params={"group_by": "user"}).json()["data"]
+    assert [(g["group"], g["requests"], g["credits"]) for g in by_user] == [
+        ("", 1, 0),
+        ("alice", 2, 14),
+        ("bob", 1, 7),
+    ]
+    by_day = http.get("/v1/usage", params={"group_by": "day"}).json()["data"]
+    assert len(by_day) == 1 and by_day[0]["requests"] == 4
+    by_key = http.get("/v1/usage", params={"group_by": "key"}).json()["data"]
+    assert [g["group"] for g in by_key] == [ApiKey.objects.get(workspace=owner[0]).id]
+    later = http.get("/v1/usage", params={"start": "2999-01-01", "end": "2999-01-02"}).json()
+    assert later["totals"]["requests"] == 0 and later["data"] == []
+    with httpx_client(engram_server, outsider[1]) as other:
+        assert other.get("/v1/usage").json()["totals"]["requests"] == 0  # its own workspace only
+    for params, param in (
+        ({"group_by": "planet"}, "group_by"),
+        ({"start": "yesterday"}, "start"),
+        ({"start": "2026-02-01", "end": "2026-01-01"}, "start"),
+    ):
+        resp = http.get("/v1/usage", params=params)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == param
+
+
+def httpx_client(engram_server, key):
+    import httpx
+
+    return httpx.Client(base_url=engram_server.url, headers={"Authorization": f"Bearer {key}"})
