@@ -137,4 +137,7 @@ atexit.register(lambda: buffer.flush() if buffer._items else None)
 
 
 def record(usage: Usage) -> None:
+    from completions import metrics  # prometheus-client: loaded once, on first use
+
     buffer.add(usage)
+    metrics.observe(usage)

@@ -1,17 +1,20 @@
 """GET /v1/usage: a workspace's usage over a time range, in total and per key, end user,
-model or day — the figures the admin's usage page shows (completions.selectors)."""
+model or day — the figures the admin's usage page shows (completions.selectors); and
+GET /metrics, the same activity for Prometheus (completions.metrics)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from completions import selectors
-from config.common.errors import Invalid
+from config.common.errors import ApiError, Invalid
 from config.common.openapi import const
 
 DEFAULT_DAYS = 30
@@ -127,3 +130,20 @@ class UsageApi(APIView):
                 "data": [{"group": _group(g["group"]), **_figures(g)} for g in groups],
             }
         )
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics: Prometheus's text format, for the operator key only (the scrape reads the
+    database and Redis: not for every workspace key)."""
+    from completions import metrics
+
+    principal = getattr(request, "principal", None)
+    if principal is None or not principal.is_operator:
+        return ApiError(
+            403, "/metrics needs the operator key.", type="permission_error", code="forbidden"
+        ).response()
+    if request.method != "GET":
+        response = ApiError(405, "Method not allowed.", code="method_not_allowed").response()
+        response["Allow"] = "GET"
+        return response
+    return HttpResponse(metrics.scrape(), content_type=CONTENT_TYPE_LATEST)

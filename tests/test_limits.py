@@ -364,3 +364,27 @@ def httpx_client(engram_server, key):
     import httpx
 
     return httpx.Client(base_url=engram_server.url, headers={"Authorization": f"Bearer {key}"})
+
+
+def test_metrics_for_the_operator(client, http, operator_http, owner, key_id, metered):
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 1}})
+    ask(client, model=METERED)
+    with pytest.raises(openai.RateLimitError):
+        ask(client, model=METERED)
+    assert http.get("/metrics").status_code == 403  # a workspace key
+    scraped = operator_http.get("/metrics")
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    text = scraped.text
+    for line in (
+        'engram_requests_total{status="200"}',
+        'engram_requests_total{status="429"}',
+        'engram_limits_hit_total{code="rate_limit_exceeded"}',
+        'engram_tokens_total{kind="completion"}',
+        "engram_credits_total",
+        "engram_request_seconds_bucket",
+        "engram_upstream_seconds_bucket",
+        "engram_overhead_seconds_bucket",
+        'engram_queue_depth{queue="memory"}',
+        "engram_extraction_lag_seconds",
+    ):
+        assert line in text, line
