@@ -90,10 +90,11 @@ def test_stream_is_relayed_chunk_for_chunk(client, upstream):
     scripted = openai_stream(["Hel", "lo", " wor", "ld"])
     upstream.script(Reply(stream=scripted))
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=_user(), stream=True)
-    *received, last = [chunk.to_dict() for chunk in stream]
+    received = [chunk.to_dict() for chunk in stream]
+    engram = received[-1].pop("engram")  # Engram's one addition, on the finishing chunk
+    assert set(engram) == {"credits_charged", "request_id"}
     expected = [c for c in scripted if c != "[DONE]" and c["choices"]]  # no usage: not asked
     assert received == expected
-    assert last["choices"] == [] and set(last["engram"]) == {"credits_charged", "request_id"}
     assert received[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in received)
     assert text == "Hello world"
@@ -111,10 +112,9 @@ def test_include_usage_gives_one_final_usage_chunk(client, upstream):
     )
     chunks = list(stream)
     with_usage = [c for c in chunks if c.usage is not None]
-    # the usage chunk, then Engram's own last chunk (credits_charged, request_id)
-    assert len(with_usage) == 1 and with_usage[0] is chunks[-2]
-    assert chunks[-2].choices == [] and chunks[-1].model_extra["engram"]
-    assert chunks[-2].usage.completion_tokens == 2 and chunks[-2].usage.total_tokens == 7
+    assert len(with_usage) == 1 and with_usage[0] is chunks[-1]
+    assert chunks[-1].choices == [] and chunks[-1].model_extra["engram"]["request_id"]
+    assert chunks[-1].usage.completion_tokens == 2 and chunks[-1].usage.total_tokens == 7
 
 
 def test_no_usage_chunk_when_not_asked(engram_server, owner, upstream):
@@ -131,7 +131,7 @@ def test_no_usage_chunk_when_not_asked(engram_server, owner, upstream):
     assert frames[-1] == "[DONE]"
     payloads = [json.loads(f) for f in frames[:-1]]
     assert all("usage" not in p for p in payloads)
-    assert all(p["choices"] for p in payloads[:-1]) and "engram" in payloads[-1]
+    assert all(p["choices"] for p in payloads) and "engram" in payloads[-1]
 
 
 def test_tool_calls_non_streamed(client, upstream):
