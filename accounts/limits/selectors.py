@@ -2,17 +2,18 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.db.models import Q
+
 from accounts.limits.models import CreditUnit, Limit, Subject
 from accounts.limits.policy import NO_RULE, Policy, rule_of
 from accounts.models import Workspace
 
 
 def limit_policy(*, workspace: Workspace, key_id: str | None) -> Policy:
-    """The limits that apply to requests made with `key_id` (one query, plus one for the
-    credit unit); called when a key's lookup is cached, never per request."""
-    rows = list(Limit.objects.filter(workspace=workspace).filter(api_key__isnull=True))
-    if key_id is not None:
-        rows += list(Limit.objects.filter(workspace=workspace, api_key_id=key_id))
+    """The limits that apply to requests made with `key_id` (one query, and one for the credit
+    unit), loaded with the key's lookup (accounts.authentication), never per request."""
+    mine = Q(api_key__isnull=True) | Q(api_key_id=key_id) if key_id else Q(api_key__isnull=True)
+    rows = Limit.objects.filter(mine, workspace=workspace)
     rules = {row.subject: rule_of(row) for row in rows}
     unit = CreditUnit.objects.filter(workspace=workspace).first()
     return Policy(
