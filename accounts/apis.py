@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 from accounts import openapi as docs
 from accounts import selectors, services
 from accounts.authentication import IsOperator
+from accounts.limits import apis as limits
 from accounts.models import ApiKey, Workspace
 from config.common.openapi import LIST_PARAMETERS
 from config.common.pagination import paginate
@@ -64,6 +65,56 @@ class WorkspaceListCreateApi(APIView):
         return Response(workspace_body(workspace), status=status.HTTP_201_CREATED)
 
 
+class WorkspaceDetailApi(APIView):
+    permission_classes = [IsOperator]
+
+    @extend_schema(
+        summary="Retrieve a workspace with its limits, budgets and credit unit",
+        tags=["operators"],
+        responses=docs.WorkspaceDetailSerializer,
+    )
+    def get(self, request, workspace_id: str):
+        workspace = selectors.workspace_get(workspace_id=workspace_id)
+        body = workspace_body(workspace) | limits.workspace_limits_body(workspace=workspace)
+        return Response(body)
+
+    @extend_schema(
+        summary="Update a workspace: name, limits, budget, end users' defaults, credit unit",
+        description=(
+            "Fields left out are kept; a limit set to null is removed. `end_user_limits` and "
+            "`end_user_budget` apply to each end user (`x-user-id` or the body's `user`) "
+            "separately. Changes apply on every process from the next request."
+        ),
+        tags=["operators"],
+        request=limits.WorkspaceLimitsInput,
+        responses=docs.WorkspaceDetailSerializer,
+        examples=[
+            OpenApiExample(
+                "Limits",
+                value={
+                    "limits": {"rpm": 600, "tpm": 200000, "max_concurrent": 20},
+                    "budget": {"credits": 100, "period": "month"},
+                    "end_user_limits": {"rpm": 20},
+                    "end_user_budget": {"credits": 1, "period": "day"},
+                    "credit_unit": {"name": "credits", "per_usd": 1},
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def patch(self, request, workspace_id: str):
+        workspace = selectors.workspace_get(workspace_id=workspace_id)
+        data = limits.WorkspaceLimitsInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        if "name" in data.validated_data:
+            workspace = services.workspace_rename(
+                workspace=workspace, name=data.validated_data["name"]
+            )
+        limits.apply_workspace(workspace=workspace, data=data.validated_data)
+        body = workspace_body(workspace) | limits.workspace_limits_body(workspace=workspace)
+        return Response(body)
+
+
 class ApiKeyListCreateApi(APIView):
     permission_classes = [IsOperator]
 
@@ -106,3 +157,26 @@ class ApiKeyRevokeApi(APIView):
         workspace = selectors.workspace_get(workspace_id=workspace_id)
         key = services.api_key_revoke(workspace=workspace, key_id=key_id)
         return Response(api_key_body(key) | {"deleted": True})
+
+    @extend_schema(
+        summary="Set an API key's limits and budget",
+        description="Fields left out are kept; a limit set to null is removed.",
+        tags=["operators"],
+        request=limits.KeyLimitsInput,
+        responses=docs.ApiKeyLimitsSerializer,
+        examples=[
+            OpenApiExample(
+                "Limits",
+                value={"limits": {"rpm": 60, "tpm": 40000}, "budget": {"credits": 5}},
+                request_only=True,
+            )
+        ],
+    )
+    def patch(self, request, workspace_id: str, key_id: str):
+        workspace = selectors.workspace_get(workspace_id=workspace_id)
+        key = selectors.api_key_get(workspace=workspace, key_id=key_id)
+        data = limits.KeyLimitsInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        limits.apply_key(workspace=workspace, key_id=key.id, data=data.validated_data)
+        body = limits.key_limits_body(workspace=workspace, key_id=key.id)
+        return Response(api_key_body(key) | body)

@@ -30,6 +30,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
 from accounts.endusers import tokens as enduser_tokens
+from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
@@ -50,12 +51,37 @@ class Principal:
     is_operator: bool = False
     end_user: str | None = None
     issuer_id: str | None = None
+    # Its limits and budgets, loaded with the key: the request path reads them from here.
+    limits: Policy = NO_POLICY
 
 
-def _end_user(found: enduser_tokens.EndUser) -> Principal:
+def _end_user(found: enduser_tokens.EndUser, limits: Policy) -> Principal:
     return Principal(
-        workspace=found.workspace, key_id=None, end_user=found.user_id, issuer_id=found.issuer_id
+        workspace=found.workspace,
+        key_id=None,
+        end_user=found.user_id,
+        issuer_id=found.issuer_id,
+        limits=limits,
     )
+
+
+def _end_user_policy(workspace: Workspace) -> Policy:
+    """The limits of an end user's token: the workspace's, and its default for each end user
+    (a token has no key), loaded once per workspace and forgotten with the keys."""
+    from accounts.limits.selectors import limit_policy
+
+    return limit_policy(workspace=workspace, key_id=None)
+
+
+def _end_user_policy_on_worker(workspace: Workspace) -> Policy:
+    close_old_connections()
+    try:
+        return _end_user_policy(workspace)
+    finally:
+        close_old_connections()
+
+
+_end_user_policy_async = sync_to_async(_end_user_policy_on_worker, thread_sensitive=False)
 
 
 def _key_ttl() -> float:
@@ -65,6 +91,10 @@ def _key_ttl() -> float:
 # raw key -> its Principal, or None for a key that is not valid (cached too: a client retrying
 # a bad key does not reach the database every time). Never holds the operator key.
 key_cache: TTLCache[str, Principal | None] = TTLCache(
+    ttl=_key_ttl, refresh_after=lambda: _key_ttl() / 2, max_entries=_MAX_KEYS
+)
+# workspace id -> the limits of its end users' tokens (kept and forgotten with the keys').
+end_user_policies: TTLCache[str, Policy] = TTLCache(
     ttl=_key_ttl, refresh_after=lambda: _key_ttl() / 2, max_entries=_MAX_KEYS
 )
 # key id -> True while its last_used_at is fresh enough.
@@ -86,6 +116,7 @@ def is_operator_key(raw_key: str) -> bool:
 
 
 def _lookup(raw_key: str) -> Principal | None:
+    from accounts.limits.selectors import limit_policy
     from accounts.selectors import api_key_authenticate
     from accounts.services import api_key_touch
 
@@ -95,7 +126,8 @@ def _lookup(raw_key: str) -> Principal | None:
     if not _touched.peek(identity.key_id)[0]:
         _touched.put(identity.key_id, True)
         api_key_touch(key_id=identity.key_id)
-    return Principal(workspace=identity.workspace, key_id=identity.key_id)
+    limits = limit_policy(workspace=identity.workspace, key_id=identity.key_id)
+    return Principal(workspace=identity.workspace, key_id=identity.key_id, limits=limits)
 
 
 def _lookup_on_worker(raw_key: str) -> Principal | None:
@@ -118,8 +150,12 @@ def resolve_sync(raw_key: str, workspace_hint: str | None = None) -> Principal |
         return OPERATOR
     fresh = coherence.check_sync()
     if enduser_tokens.looks_like_jwt(raw_key):
+        found = enduser_tokens.resolve_sync(raw_key, workspace_hint=workspace_hint, fresh=fresh)
+        workspace = found.workspace
+        if not fresh:
+            return _end_user(found, _end_user_policy(workspace))
         return _end_user(
-            enduser_tokens.resolve_sync(raw_key, workspace_hint=workspace_hint, fresh=fresh)
+            found, end_user_policies.get(workspace.id, lambda: _end_user_policy(workspace))
         )
     if not fresh:
         return _lookup(raw_key)  # Redis cannot say whether the cache is current: the database
@@ -135,7 +171,13 @@ async def resolve_async(raw_key: str, workspace_hint: str | None = None) -> Prin
         found = await enduser_tokens.resolve_async(
             raw_key, workspace_hint=workspace_hint, fresh=fresh
         )
-        return _end_user(found)
+        workspace = found.workspace
+        if not fresh:
+            return _end_user(found, await _end_user_policy_async(workspace))
+        policy = await end_user_policies.aget(
+            workspace.id, lambda: _end_user_policy_async(workspace)
+        )
+        return _end_user(found, policy)
     if not fresh:
         return await _lookup_async(raw_key)  # Redis cannot say whether the cache is current
     return await key_cache.aget(raw_key, lambda: _lookup_async(raw_key))
@@ -145,17 +187,22 @@ def keys_changed() -> None:
     """A key was revoked (or deleted): forget every cached lookup now, and again at commit so
     a lookup that read the row in between is not kept; at commit every other process is told
     too. Revocations are rare; the cost is one lookup per active key in each process."""
-    key_cache.clear()
-    transaction.on_commit(key_cache.clear)
+    _forget_keys()
+    transaction.on_commit(_forget_keys)
     coherence.publish("keys")
 
 
-coherence.register("keys", key_cache.clear)
+def _forget_keys() -> None:
+    key_cache.clear()
+    end_user_policies.clear()
+
+
+coherence.register("keys", _forget_keys)
 
 
 def clear_caches() -> None:
     """Tests: start from nothing cached."""
-    key_cache.clear()
+    _forget_keys()
     _touched.clear()
     enduser_tokens.clear()
     coherence.reset()

@@ -32,5 +32,34 @@ class ApiKeyRevokedSerializer(ApiKeySerializer):
     deleted = serializers.BooleanField()
 
 
+class RatesSerializer(serializers.Serializer):
+    rpm = serializers.IntegerField(allow_null=True, help_text="Requests per minute.")
+    tpm = serializers.IntegerField(allow_null=True, help_text="Tokens per minute.")
+    max_concurrent = serializers.IntegerField(allow_null=True)
+
+
+class BudgetSerializer(serializers.Serializer):
+    credits = serializers.FloatField(allow_null=True, help_text="Per period; null: none.")
+    period = serializers.ChoiceField(choices=["day", "week", "month", "none"])
+
+
+class CreditUnitSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    per_usd = serializers.FloatField(help_text="Credits per US dollar of list price.")
+
+
+class WorkspaceDetailSerializer(WorkspaceSerializer):
+    limits = RatesSerializer()
+    budget = BudgetSerializer()
+    end_user_limits = RatesSerializer(help_text="Each end user's.")
+    end_user_budget = BudgetSerializer(help_text="Each end user's.")
+    credit_unit = CreditUnitSerializer()
+
+
+class ApiKeyLimitsSerializer(ApiKeySerializer):
+    limits = RatesSerializer()
+    budget = BudgetSerializer()
+
+
 WorkspaceListSerializer = list_of(WorkspaceSerializer, "WorkspaceList")
 ApiKeyListSerializer = list_of(ApiKeySerializer, "ApiKeyList")

@@ -40,3 +40,7 @@ def workspace_get(*, workspace_id: str) -> Workspace:
 
 def api_key_list(*, workspace: Workspace) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(workspace=workspace).order_by("created_at")
+
+
+def api_key_get(*, workspace: Workspace, key_id: str) -> ApiKey:
+    return ApiKey.objects.get(workspace=workspace, id=key_id)

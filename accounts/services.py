@@ -22,6 +22,14 @@ def workspace_create(*, name: str) -> Workspace:
 
 
 @transaction.atomic
+def workspace_rename(*, workspace: Workspace, name: str) -> Workspace:
+    workspace.name = name
+    workspace.save(update_fields=["name"])
+    keys_changed()  # the key cache holds the workspace row
+    return workspace
+
+
+@transaction.atomic
 def workspace_delete(*, workspace: Workspace) -> None:
     """Delete a workspace and everything it owns; its keys stop working on every process at once."""
     workspace.delete()

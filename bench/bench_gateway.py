@@ -14,6 +14,10 @@ Engram serves with `--web-processes` uvicorn processes on one port (default: one
 `make run`; config/web.py). Beside its figures it prints the machine's load average, the steal
 time of each block and a fixed CPU calibration (bench/machine.py), so a slow machine can be
 told from a slow gateway.
+
+`--limits` adds a third path: Engram with a key that has rpm, tpm and concurrency limits and a
+budget (key and workspace, all too generous to refuse anything), so every request runs the
+limits' Redis script and settles; "limits added" is that path's percentile minus plain Engram's.
 """
 
 from __future__ import annotations
@@ -280,10 +284,10 @@ def summarize(
 ) -> dict:
     base, measured = paths
     out = {}
-    # --jwt adds a third path beside the key's (an end user's token, same turns)
-    for path in (*paths, "jwt") if paths == ("direct", "engram") else paths:
+    # --jwt and --limits add paths beside the key's: each compared with plain Engram
+    for path in (*paths, *EXTRA_PATHS) if paths == ("direct", "engram") else paths:
         values = [getattr(s, key) for s in stats.samples if s.path == path]
-        if path == "jwt" and not values:
+        if path in EXTRA_PATHS and not values:
             continue
         values = [v * 1000 for v in values if v is not None]
         out[path] = {
@@ -292,10 +296,11 @@ def summarize(
             **{f"p{q}": percentile(values, q) for q in (50, 95, 99)},
         }
     out["added"] = {f"p{q}": out[measured][f"p{q}"] - out[base][f"p{q}"] for q in (50, 95, 99)}
-    if "jwt" in out:  # --jwt: an end user's token against the workspace key, same turns
-        out["jwt_over_key"] = {
-            f"p{q}": out["jwt"][f"p{q}"] - out["engram"][f"p{q}"] for q in (50, 95, 99)
-        }
+    for extra in EXTRA_PATHS:
+        if extra in out:
+            out[f"{extra}_over_engram"] = {
+                f"p{q}": out[extra][f"p{q}"] - out["engram"][f"p{q}"] for q in (50, 95, 99)
+            }
     header = [s.overhead_header for s in stats.samples if s.overhead_header is not None]
     out["engram_reported_overhead_ms"] = {f"p{q}": percentile(header, q) for q in (50, 95, 99)}
     out["errors"] = dict(stats.errors)
@@ -344,7 +349,7 @@ def print_block(
 ) -> None:
     print(f"\n{title}")
     print(f"  {'path':<8}{'n':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
-    for path in (*paths, "jwt"):
+    for path in (*paths, *EXTRA_PATHS):
         if path not in figures:
             continue
         f = figures[path]
@@ -353,9 +358,10 @@ def print_block(
         )
     a = figures["added"]
     print(f"  {'added ' + unit:<33}{a['p50']:>+9.2f}{a['p95']:>+9.2f}{a['p99']:>+9.2f}")
-    if "jwt_over_key" in figures:
-        j = figures["jwt_over_key"]
-        print(f"  {'JWT bearer over key':<33}{j['p50']:>+9.2f}{j['p95']:>+9.2f}{j['p99']:>+9.2f}")
+    for extra, label in (("jwt", "JWT bearer over key"), ("limited", "limits added")):
+        if f"{extra}_over_engram" in figures:
+            j = figures[f"{extra}_over_engram"]
+            print(f"  {label:<33}{j['p50']:>+9.2f}{j['p95']:>+9.2f}{j['p99']:>+9.2f}")
     h = figures["engram_reported_overhead_ms"]
     print(f"  {'x-engram-overhead-ms':<33}{h['p50']:>9.0f}{h['p95']:>9.0f}{h['p99']:>9.0f}")
     print(f"  errors: {figures['errors'] or 0}")
@@ -439,6 +445,27 @@ def wait_quiet(pid: int, timeout: float = 120) -> None:
         time.sleep(1.0)
         if cpu_seconds(pid) - before < 0.05:
             return
+
+
+# paths beside direct and engram, each measured against plain Engram
+EXTRA_PATHS = ("jwt", "limited")
+
+
+def make_limited_key() -> str:
+    """A key of its own workspace with every kind of limit and budget, none of them reached."""
+    from accounts.limits.services import limit_update
+    from accounts.services import api_key_create, workspace_create
+
+    workspace = workspace_create(name="bench-gateway-limits")
+    created = api_key_create(workspace=workspace, name="bench limits")
+    rates = {"rpm": 1_000_000_000, "tpm": 2_000_000_000, "max_concurrent": 1_000_000}
+    budget = {"credits": 1_000_000_000, "period": "month"}
+    for subject, key_id in (("workspace", None), ("api_key", created.api_key.id)):
+        limit_update(
+            workspace=workspace, subject=subject, key_id=key_id, limits=rates, budget=budget
+        )
+    limit_update(workspace=workspace, subject="end_user", limits=rates, budget=budget)
+    return created.raw_key
 
 
 def make_workspace_key() -> str:
@@ -656,6 +683,9 @@ def main() -> int:
     parser.add_argument(
         "--web-processes", type=int, default=0, help="Engram's web processes (default: cores)"
     )
+    parser.add_argument(
+        "--limits", action="store_true", help="also Engram with limits and budgets on"
+    )
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global USER_ID
@@ -724,6 +754,9 @@ def main() -> int:
                 engram_port,
                 [build_request(engram_port, PROMPT, t, user_header=False) for t in tokens],
             )
+        if args.limits:  # needs this process's Django (made by make_workspace_key)
+            limited_key = make_limited_key()
+            plain["limited"] = (engram_port, build_request(engram_port, PROMPT, limited_key))
         streamed_body = PROMPT | {"stream": True}
         streamed = {
             "direct": (mock_port, build_request(mock_port, streamed_body, None)),

@@ -8,12 +8,13 @@ cached routes the same way. A credential is known by (workspace, provider) and a
 
 from django import forms
 from django.contrib import admin
-from django.db.models import Aggregate, Avg, Count, FloatField, OuterRef, Subquery, Sum
+from django.db.models import OuterRef, Subquery
 from django.template.response import TemplateResponse
 
 from accounts.models import ApiKey
-from completions import services
-from completions.models import ModelAlias, ProviderCredential, UsageRecord
+from completions import pricing, services
+from completions.models import ModelAlias, Price, ProviderCredential, UsageRecord
+from completions.selectors import usage_figures
 
 
 class ProviderCredentialForm(forms.ModelForm):
@@ -137,35 +138,21 @@ class ApiKeyFilter(admin.SimpleListFilter):
         return queryset.filter(api_key_id=self.value()) if self.value() else queryset
 
 
-class Percentile(Aggregate):
-    function = "PERCENTILE_CONT"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression, fraction: float, **extra):
-        super().__init__(expression, fraction=float(fraction), **extra)
-
-
 def usage_totals(queryset) -> dict:
-    """Requests, tokens and latency over the rows of the current filter."""
-    totals = queryset.order_by().aggregate(
-        requests=Count("id"),
-        prompt_tokens=Sum("prompt_tokens"),
-        completion_tokens=Sum("completion_tokens"),
-        total_tokens=Sum("total_tokens"),
-        latency_mean=Avg("latency_ms"),
-        latency_p95=Percentile("latency_ms", 0.95),
-    )
-    for name in ("latency_mean", "latency_p95"):
+    """Requests, errors, tokens, credits and latency over the rows of the current filter (the
+    figures of GET /v1/usage)."""
+    totals = queryset.order_by().aggregate(**usage_figures(queryset))
+    for name in ("latency_mean", "latency_p50", "latency_p95"):
         if totals[name] is not None:
             totals[name] = round(totals[name])
+    if totals["credits"] is not None:
+        totals["credits"] = round(totals["credits"], 6)
     return totals
 
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
-    """Read-only usage with totals for the current filter. Engram has no prices, so it shows
-    tokens, not cost."""
+    """Read-only usage with totals for the current filter, credits included."""
 
     list_display = (
         "created_at",
@@ -177,6 +164,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "prompt_tokens",
         "completion_tokens",
         "total_tokens",
+        "credits",
         "latency",
         "stream",
     )
@@ -234,6 +222,26 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    """List prices per model; a change reaches every process's next request."""
+
+    list_display = ("model", "input_per_million", "cached_input_per_million", "output_per_million")
+    search_fields = ("model",)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        pricing.prices_changed()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        pricing.prices_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        pricing.prices_changed()
 
 
 from completions.agents import admin as _agents_admin  # noqa: E402, F401 - registers AgentAdmin

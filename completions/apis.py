@@ -13,6 +13,7 @@ import time
 from django.http import HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts.limits.policy import NO_POLICY
 from accounts.requests import ApiRequest
 from completions import gateway
 from completions import request as chat_request
@@ -65,6 +66,7 @@ async def chat_completions(request: ApiRequest) -> HttpResponseBase:
         headers=request.headers,
         raw_body=request.body,
         started=started,
+        limits=request.principal.limits if request.principal else NO_POLICY,
     )
     return to_django(reply)
 

@@ -160,6 +160,7 @@ class CompletionsApp:
                 headers=headers,
                 raw_body=body,
                 started=started,
+                limits=principal.limits,
             )
         except asyncio.CancelledError:
             raise

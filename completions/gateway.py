@@ -15,8 +15,9 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 
+from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
-from completions import engram_tools, request, routing, usage, validation
+from completions import charging, engram_tools, request, routing, usage, validation
 from completions.agents import calls as agent_calls
 from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream
@@ -70,6 +71,8 @@ class Turn:
     end_user: str | None = None  # an end-user token's user: the only user this turn may be
     agent: dict | None = None  # the agent called: {"id", "name", "version"}
     tool_calls: list[dict] = field(default_factory=list)  # engram_tools' calls to emit
+    charge: charging.Charge = field(default_factory=charging.Charge)
+    credits: float | None = None
 
     def stream_opened(self, stream: UpstreamStream) -> None:
         self.upstream_ms = stream.upstream_ms
@@ -101,6 +104,7 @@ class Turn:
         if self.finished:
             return
         self.finished = True
+        self._charge(usage, assistant)
         tokens = usage if isinstance(usage, dict) else {}
         _record(self, status, tokens, incomplete, error_code)
         if self.prepared is not None and self.ctx is not None:
@@ -121,6 +125,20 @@ class Turn:
                 ),
                 name="finish_turn",
             )
+
+    def _charge(self, usage: dict | None, assistant: dict | None) -> None:
+        """Credits at the table's price into `engram` (every answer has one); the limits'
+        reservation settled in the background."""
+        self.credits = charging.finish(
+            self.charge,
+            usage=usage,
+            assistant=assistant,
+            engram=self.engram,
+            request_id=self.client_request_id or self.request_id,
+        )
+
+    def limit_headers(self) -> dict[str, str]:
+        return self.charge.headers
 
     async def reply_committed(self) -> None:
         """Wait until the answer is in the database, so an answer a client has received whole
@@ -154,6 +172,7 @@ def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code:
             incomplete=incomplete,
             agent_id=turn.agent["id"] if turn.agent else "",
             agent_version=turn.agent["version"] if turn.agent else None,
+            credits=turn.credits,
         )
     )
 
@@ -167,6 +186,7 @@ async def chat_completions(
     raw_body: bytes,
     started: float,
     end_user: str | None = None,
+    limits: Policy = NO_POLICY,
 ) -> Reply:
     if workspace is None:
         error = ApiError(
@@ -178,6 +198,7 @@ async def chat_completions(
         return Reply(error.status, {}, dumps(error.body()))
     turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
     turn.end_user = end_user
+    turn.charge.limits = limits
     try:
         return await _serve(turn, headers, raw_body)
     except EDGE_ERRORS as exc:  # the provider's ApiError, or the memory's domain error
@@ -211,8 +232,9 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
         turn.agent = ctx.agent
     declared = engram_tools.take_declared(body)
     turn.route = route = await routing.resolve_async(turn.workspace.id, ctx.model)
+    await _admit(turn, route, body)
     turn.prepared = prepared = await prepare_turn(ctx)
-    turn.engram = prepared.engram or {}
+    turn.engram = dict(prepared.engram or {})
     if declared:
         turn.tool_calls = engram_tools.tool_calls(declared, ctx, prepared)
     call = Call(
@@ -232,6 +254,19 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
     return await _complete(turn, route, prepared, call)
 
 
+async def _admit(turn: Turn, route: Route, body: dict) -> None:
+    """Limits and budgets, before memory's work and the upstream call (429 when over)."""
+    await charging.admit(
+        turn.charge,
+        workspace_id=turn.workspace.id,
+        key_id=turn.api_key_id,
+        user_id=turn.ctx.user_id if turn.ctx else None,
+        request_id=turn.request_id,
+        upstream_model=route.model,
+        body=body,
+    )
+
+
 async def _complete(turn: Turn, route: Route, prepared: PreparedTurn, call: Call) -> Reply:
     completion = await route.provider.complete(call)
     turn.upstream_ms = completion.upstream_ms
@@ -239,9 +274,8 @@ async def _complete(turn: Turn, route: Route, prepared: PreparedTurn, call: Call
     choices = data.get("choices") or []
     first = choices[0] if choices and isinstance(choices[0], dict) else {}
     assistant = first.get("message")  # what memory stores: the model's, without Engram's calls
-    rewritten = bool(turn.engram or turn.agent or turn.tool_calls)
-    if turn.engram:
-        data["engram"] = turn.engram
+    turn.finish(status=200, assistant=assistant, usage=data.get("usage"))
+    data["engram"] = turn.engram  # credits_charged and request_id: finish put them there
     if turn.agent:
         data["model"] = turn.model  # the agent's name as the client sent it
     if turn.tool_calls and isinstance(assistant, dict):
@@ -249,13 +283,10 @@ async def _complete(turn: Turn, route: Route, prepared: PreparedTurn, call: Call
             **assistant,
             "tool_calls": [*turn.tool_calls, *(assistant.get("tool_calls") or [])],
         }
-    if rewritten:
-        payload = dumps(data)
-    else:
-        payload = completion.raw if completion.raw is not None else dumps(data)
-    turn.finish(status=200, assistant=assistant, usage=data.get("usage"))
+    payload = dumps(data)
     await turn.reply_committed()
-    return Reply(200, {**prepared.headers, **turn.timing_headers()}, payload)
+    headers = {**prepared.headers, **turn.limit_headers(), **turn.timing_headers()}
+    return Reply(200, headers, payload)
 
 
 async def _stream(
@@ -274,6 +305,7 @@ async def _stream(
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     headers = {
         **prepared.headers,
+        **turn.limit_headers(),
         **turn.timing_headers(),
         "cache-control": "no-cache",
         "x-accel-buffering": "no",

@@ -37,6 +37,7 @@ class UsageRecord(models.Model):
     incomplete = models.BooleanField(default=False)
     agent_id = models.CharField(max_length=40, blank=True, default="", help_text="agent called")
     agent_version = models.PositiveIntegerField(null=True, blank=True)
+    credits = models.FloatField(null=True, blank=True, help_text="in the workspace's unit")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -121,3 +122,27 @@ class ModelAlias(models.Model):
 
 from completions.agents.models import Agent, AgentVersion  # noqa: E402, F401 - registered here
 from completions.tools.models import Approval, Execution, Tool  # noqa: E402, F401 - registered here
+
+
+class Price(models.Model):
+    """List price of a model in US dollars per million tokens. `model` matches the upstream
+    model name exactly or as its longest prefix (`gpt-4o-mini` prices `gpt-4o-mini-2024-07-18`).
+    Edited in the admin (completions.pricing keeps the table cached in every process)."""
+
+    model = models.CharField(max_length=200, unique=True)
+    input_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cached_input_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Prompt tokens the upstream reports as cached. Blank: the input price.",
+    )
+    output_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return f"{self.model}: ${self.input_per_million} in / ${self.output_per_million} out"

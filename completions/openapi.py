@@ -97,10 +97,20 @@ SCHEMAS: dict[str, dict] = {
     },
     "Engram": {
         "type": "object",
-        "description": "What memory did for this turn (in streams: one last chunk before "
-        "`data: [DONE]`).",
-        "required": ["memories_used", "context_tokens"],
+        "description": "On every completion (in streams: one last chunk before "
+        "`data: [DONE]`): the credits charged, the request id, and what memory did for "
+        "this turn when it did something.",
+        "required": ["credits_charged", "request_id"],
         "properties": {
+            "credits_charged": {
+                "type": "number",
+                "description": "The upstream's reported usage at the price table's rates, in "
+                "the workspace's credit unit.",
+            },
+            "request_id": {
+                "type": "string",
+                "description": "The client's `metadata.request_id` when given, else Engram's.",
+            },
             "session_id": _NULLABLE_STRING,
             "conversation_id": _NULLABLE_STRING,
             "memories_used": {"type": "integer"},
@@ -298,6 +308,15 @@ _CHAT_RESPONSE_HEADERS = [
     _response_header("x-engram-memories-used", "Memories put in the context."),
     _response_header("x-engram-context-tokens", "Tokens of the assembled context."),
     _response_header("x-session-id", "The session of this turn, when there is one."),
+    *(
+        _response_header(
+            f"x-ratelimit-{what}-{kind}",
+            f"OpenAI's rate-limit header ({what} {kind} of the tightest limit that applies; "
+            "only when a limit of that kind is set; reset as a duration: `20ms`, `6m0s`).",
+        )
+        for kind in ("requests", "tokens")
+        for what in ("limit", "remaining", "reset")
+    ),
 ]
 
 _EXAMPLE_BODY = {
@@ -317,7 +336,11 @@ class ChatCompletionsDoc(APIView):
         404: "A collection in `x-collection-ids` that is not the workspace's, an unknown or "
         "foreign agent (`model_not_found`), or the upstream's 404 (an unknown model).",
         413: "The body is over `ENGRAM_MAX_REQUEST_BYTES`.",
-        429: "The upstream's rate limit, after Engram's retries (`retry-after` passed on).",
+        429: "`rate_limit_exceeded`: over a limit of the key, the workspace or the end user "
+        "(the message says which; `retry-after`); `insufficient_quota`: over a budget (do not "
+        "retry); or the upstream's rate limit, after Engram's retries (`retry-after` passed on).",
+        503: "`limits_unavailable`: Redis is unreachable and limits fail closed "
+        "(budgets by default; ENGRAM_LIMITS_*_FAIL_OPEN).",
         502: "The upstream failed (5xx or connection error) after Engram's retries.",
         504: "The upstream timed out (`ENGRAM_UPSTREAM_TIMEOUT`).",
     }

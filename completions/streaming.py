@@ -3,8 +3,9 @@
 Engram's own tool calls first when the client declared them (completions.engram_tools, the
 model's tool calls numbered after them); an agent's name as `model` in every chunk when one was
 called; role delta first; tool-call deltas as they come; the usage chunk only when the client asked
-(`stream_options.include_usage`) — Engram always asks the upstream for it; the `engram` chunk
-(when memory has something to say) just before `data: [DONE]`. Before the first chunk, SSE
+(`stream_options.include_usage`) — Engram always asks the upstream for it; the `engram` object
+(credits charged, request id, what memory did) on the last chunk before `data: [DONE]` (see
+`Tail`). Before the first chunk, SSE
 comments keep the connection alive. A failure after the first byte is one error frame, then
 [DONE]. Whatever ends the stream (done, failure, client gone) closes the upstream response
 and finishes the turn exactly once.
@@ -160,6 +161,48 @@ def _outgoing(
     return frame(raw if raw is not None else dumps(data))
 
 
+class Tail:
+    """The stream's last chunks, held until the answer is charged, so `engram` rides on the
+    last one: the usage chunk when the client asked for usage (it stays the last chunk, as
+    OpenAI's), else the chunk that carries the finish reason (so every chunk still has a
+    choice, as OpenAI's do without usage). Only those chunks wait, and only for the end of
+    the stream, which comes right after them; no token is held back."""
+
+    def __init__(self, include_usage: bool, roles: set[int], rewrite: Rewrite | None) -> None:
+        self.include_usage = include_usage
+        self.roles = roles
+        self.rewrite = rewrite
+        self.held: list[Chunk] = []
+
+    def take(self, chunk: Chunk) -> list[bytes]:
+        """The frames to send now for `chunk`: none while it is held."""
+        data = chunk.data
+        choices = data.get("choices") or []
+        finishing = any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+        usage_only = not choices and bool(data.get("usage"))
+        if usage_only:  # the client did not ask for it: not sent (Engram asked, to charge)
+            if self.include_usage:
+                self.held.append(chunk)
+            return []
+        if finishing:
+            out = self.flush()  # an earlier finish (another choice) goes out first
+            self.held.append(chunk)
+            return out
+        out = self.flush()
+        sent = _outgoing(chunk, self.include_usage, self.roles, self.rewrite)
+        return [*out, sent] if sent is not None else out
+
+    def flush(self, engram: dict | None = None) -> list[bytes]:
+        """The held chunks, `engram` on the last; [] when none is held."""
+        held, self.held = self.held, []
+        if engram is not None and held:
+            last = held[-1]
+            last.data["engram"] = engram
+            last.raw = None
+        frames = (_outgoing(chunk, self.include_usage, self.roles, self.rewrite) for chunk in held)
+        return [f for f in frames if f is not None]
+
+
 async def relay(
     turn: Finisher,
     opener: asyncio.Task,
@@ -178,6 +221,7 @@ async def relay(
     assembler = Assembler()
     roles: set[int] = set()
     rewrite = Rewrite(model, len(tool_calls or ())) if model or tool_calls else None
+    tail = Tail(include_usage, roles, rewrite)
     outcome = "cut"  # until proven otherwise: the client went away
     error: dict | None = None
     error_status = 200  # the stream's status line has gone out already
@@ -210,13 +254,11 @@ async def relay(
                 chunk = None
             if chunk is not None:
                 assembler.add(chunk.data)
-                out = _outgoing(chunk, include_usage, roles, rewrite)
-                if out is not None:
+                for out in tail.take(chunk):
                     yield out
                 async for chunk in chunks:
                     assembler.add(chunk.data)
-                    out = _outgoing(chunk, include_usage, roles, rewrite)
-                    if out is not None:
+                    for out in tail.take(chunk):
                         yield out
             outcome = "done"
     except StreamFailed as exc:
@@ -259,11 +301,16 @@ async def relay(
     )
     await turn.reply_committed()
     if error is not None:
+        for out in tail.flush():
+            yield out
         error = {"message": "", "type": "upstream_error", "param": None, "code": None} | error
         yield frame(dumps({"error": error}))
         yield DONE
         return
-    if turn.engram:
+    last_frames = tail.flush(turn.engram or None)
+    for out in last_frames:
+        yield out
+    if turn.engram and not last_frames:  # nothing held (no finish reason): a chunk of its own
         head = assembler.head or {}
         last: dict[str, Any] = {
             "id": head.get("id"),

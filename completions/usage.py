@@ -45,6 +45,7 @@ class Usage:
     incomplete: bool = False
     agent_id: str = ""
     agent_version: int | None = None
+    credits: float | None = None
     created_at: datetime = field(default_factory=timezone.now)
 
 
@@ -138,4 +139,7 @@ atexit.register(lambda: buffer.flush() if buffer._items else None)
 
 
 def record(usage: Usage) -> None:
+    from completions import metrics  # prometheus-client: loaded once, on first use
+
     buffer.add(usage)
+    metrics.observe(usage)

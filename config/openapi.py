@@ -14,6 +14,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
@@ -163,15 +164,36 @@ class ReadyzDoc(_PublicDoc):
     def get(self, request): ...
 
 
+class MetricsDoc(APIView):
+    def get_permissions(self):
+        from accounts.authentication import IsOperator
+
+        return [IsOperator()]
+
+    openapi_errors = {401: "", 403: "A workspace key: /metrics needs the operator key."}
+
+    @extend_schema(
+        summary="Prometheus metrics (text exposition format)",
+        description="Requests, errors, latency histograms (total, upstream, Engram's own), "
+        "tokens, credits, limits hit, the Celery queues' depth and the extraction lag. "
+        "Counters are per web process.",
+        tags=["operators"],
+        responses={(200, "text/plain"): OpenApiTypes.STR},
+    )
+    def get(self, request): ...
+
+
 def _documented() -> dict:
     """Plain Django view -> the documentation-only DRF view that describes it."""
     from completions import apis
     from completions import openapi as chat
     from completions.tools import apis as tools
     from completions.tools import openapi as tools_docs
+    from completions.usage_api import metrics_view
     from config.common import health
 
     return {
+        metrics_view: MetricsDoc,
         health.healthz: HealthzDoc,
         health.readyz: ReadyzDoc,
         apis.chat_completions: chat.ChatCompletionsDoc,

@@ -5,6 +5,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
+from completions.usage_api import metrics_view
 from config.common import health
 from config.common.ids import PathIdConverter
 from config.playground.views import playground
@@ -28,6 +29,7 @@ api_patterns = [
 
 urlpatterns = [
     path("healthz", health.healthz),
+    path("metrics", metrics_view),
     path("readyz", health.readyz),
     path("admin/", admin.site.urls),
     path("playground", playground, name="playground"),

@@ -13,10 +13,11 @@ from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
 from accounts.endusers.models import Issuer
+from accounts.limits.models import CreditUnit, Limit
 from accounts.models import ApiKey
 from completions.agents.models import Agent
 from completions.agents.services import agent_create
-from completions.models import ModelAlias, ProviderCredential, UsageRecord
+from completions.models import ModelAlias, Price, ProviderCredential, UsageRecord
 from memory.background.titles import conversation_title_generate, title_from
 from memory.models import (
     Chunk,
@@ -128,6 +129,9 @@ def world(db):
         algorithms=["RS256"],
     )
     agent_create(workspace=workspace, name="support", model="fast", instructions="Be kind.")
+    Limit.objects.create(workspace=workspace, subject="workspace", rpm=60, budget_credits=5)
+    CreditUnit.objects.create(workspace=workspace, name="tokens", per_usd=1000)
+    Price.objects.get_or_create(model="gpt-4o-mini", defaults={"output_per_million": "0.60"})
     UsageRecord.objects.create(
         workspace=workspace,
         api_key_id=key.id,
@@ -274,7 +278,7 @@ def test_usage_shows_tokens_and_rounded_latency_with_totals_for_the_filter(admin
     assert totals["latency_p95"] == 895  # 300 + 0.85 * 700, PostgreSQL's percentile_cont
     body = filtered.content.decode()
     assert '<td class="requests">4</td>' in body and '<td class="latency-p95">895 ms</td>' in body
-    assert "no model prices" in body
+    assert '<td class="credits">' in body and '<td class="latency-p50">' in body
 
     by_key = admin_client.get(url, {"key": key.id})
     assert by_key.context["totals"]["requests"] == 5  # alice's four and the fixture's one

@@ -76,7 +76,9 @@ def test_non_stream_is_the_upstream_answer(client, upstream):
     scripted = openai_completion("Hello there!", model="gpt-4o-mini-2024-07-18")
     upstream.script(Reply(json=scripted))
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=_user())
-    assert json.loads(raw.text) == scripted
+    answer = json.loads(raw.text)
+    assert set(answer.pop("engram")) == {"credits_charged", "request_id"}  # Engram's one addition
+    assert answer == scripted
     completion = raw.parse()
     assert completion.choices[0].message.content == "Hello there!"
     assert completion.usage.total_tokens == 18
@@ -89,6 +91,8 @@ def test_stream_is_relayed_chunk_for_chunk(client, upstream):
     upstream.script(Reply(stream=scripted))
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=_user(), stream=True)
     received = [chunk.to_dict() for chunk in stream]
+    engram = received[-1].pop("engram")  # Engram's one addition, on the finishing chunk
+    assert set(engram) == {"credits_charged", "request_id"}
     expected = [c for c in scripted if c != "[DONE]" and c["choices"]]  # no usage: not asked
     assert received == expected
     assert received[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -109,7 +113,7 @@ def test_include_usage_gives_one_final_usage_chunk(client, upstream):
     chunks = list(stream)
     with_usage = [c for c in chunks if c.usage is not None]
     assert len(with_usage) == 1 and with_usage[0] is chunks[-1]
-    assert chunks[-1].choices == []
+    assert chunks[-1].choices == [] and chunks[-1].model_extra["engram"]["request_id"]
     assert chunks[-1].usage.completion_tokens == 2 and chunks[-1].usage.total_tokens == 7
 
 
@@ -127,7 +131,7 @@ def test_no_usage_chunk_when_not_asked(engram_server, owner, upstream):
     assert frames[-1] == "[DONE]"
     payloads = [json.loads(f) for f in frames[:-1]]
     assert all("usage" not in p for p in payloads)
-    assert all(p["choices"] for p in payloads)
+    assert all(p["choices"] for p in payloads) and "engram" in payloads[-1]
 
 
 def test_tool_calls_non_streamed(client, upstream):

@@ -27,7 +27,9 @@ def test_answers_and_streams_alike(door, engram_server, owner, upstream):
     scripted = openai_completion("same")
     upstream.script(Reply(json=scripted))
     raw = sdk.chat.completions.with_raw_response.create(**BODY)
-    assert json.loads(raw.text) == scripted and raw.parse()._request_id.startswith("req_")
+    answer = json.loads(raw.text)
+    assert answer.pop("engram")["request_id"] == raw.headers["x-request-id"]
+    assert answer == scripted and raw.parse()._request_id.startswith("req_")
     assert int(raw.headers["x-engram-upstream-ms"]) >= 0
     upstream.script(Reply(stream=openai_stream(["a", "b"])))
     chunks = list(

@@ -196,7 +196,13 @@ def test_prepared_turn_shapes_request_and_response(http, upstream, seam):
     }
     assert upstream.last.body["messages"][1:] == BODY["messages"]
     data = resp.json()
-    assert data["engram"] == {"session_id": "sess_1", "memories_used": 1, "context_tokens": 42}
+    assert data["engram"] == {
+        "session_id": "sess_1",
+        "memories_used": 1,
+        "context_tokens": 42,
+        "credits_charged": 0.0,  # no price for gpt-4o-mini in this test's table
+        "request_id": resp.headers["x-request-id"],
+    }
     assert {k: v for k, v in data.items() if k != "engram"} == scripted
     assert resp.headers["x-engram-memories-used"] == "1"
     wait_for(lambda: seam["finish"])
@@ -206,10 +212,16 @@ def test_prepared_turn_shapes_request_and_response(http, upstream, seam):
     assert prepared.engram["memories_used"] == 1
 
 
-def test_no_engram_object_when_memory_has_nothing(http, upstream, seam):
+def test_only_credits_and_request_id_when_memory_has_nothing(http, upstream, seam):
     scripted = openai_completion("plain")
     upstream.script(Reply(json=scripted))
-    assert post(http).json() == scripted
+    resp = post(http)
+    data = resp.json()
+    assert data.pop("engram") == {
+        "credits_charged": 0.0,
+        "request_id": resp.headers["x-request-id"],
+    }
+    assert data == scripted
 
 
 def test_stream_carries_engram_chunk_before_done(http, upstream, seam):
@@ -219,8 +231,10 @@ def test_stream_carries_engram_chunk_before_done(http, upstream, seam):
         frames = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
         assert resp.headers["x-engram-context-tokens"] == "42"
     assert frames[-1] == "[DONE]"
-    last = json.loads(frames[-2])
-    assert last["choices"] == [] and last["object"] == "chat.completion.chunk"
+    last = json.loads(frames[-2])  # the finishing chunk carries it: every chunk has a choice
+    assert (
+        last["choices"][0]["finish_reason"] == "stop" and last["object"] == "chat.completion.chunk"
+    )
     assert last["engram"]["memories_used"] == 1 and last["id"] == "chatcmpl-upstream"
     assert all("engram" not in json.loads(f) for f in frames[:-2])
     wait_for(lambda: seam["finish"])

@@ -96,7 +96,10 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
     await _store(run, _before_answer(run, answer.assistant), extraction=False)
     turn.upstream_ms = run.upstream_ms
     turn.finish(status=200, assistant=answer.assistant, usage=dict(run.spent) or None)
+    # finish charged the run's every upstream call: credits_charged and the client's request id
+    answer.data["engram"] = {**(answer.data.get("engram") or {}), **turn.engram}
     await turn.reply_committed()
+    headers |= turn.limit_headers()
     return _reply(200, {**headers, **turn.timing_headers()}, dumps(answer.data))
 
 

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI as static files: /docs works offline
     "accounts",
+    "accounts.limits",
     "memory",
     "completions",
     "config.playground",
@@ -215,6 +216,13 @@ ENGRAM_GATEWAY_FAST_PATH = env.bool("ENGRAM_GATEWAY_FAST_PATH", default=True)
 # (an agent's tool must not become a way into the operator's own network).
 ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = env.bool("ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS", default=False)
 ENGRAM_TOOLS_MAX_STEPS = env.int("ENGRAM_TOOLS_MAX_STEPS", default=8)
+# Limits with Redis unreachable: rate limits let requests through, budgets refuse them (503).
+ENGRAM_LIMITS_RATE_FAIL_OPEN = env.bool("ENGRAM_LIMITS_RATE_FAIL_OPEN", default=True)
+ENGRAM_LIMITS_BUDGET_FAIL_OPEN = env.bool("ENGRAM_LIMITS_BUDGET_FAIL_OPEN", default=False)
+# Completion tokens reserved when a request names no max_tokens (settled to the real figure).
+ENGRAM_LIMITS_DEFAULT_MAX_TOKENS = env.int("ENGRAM_LIMITS_DEFAULT_MAX_TOKENS", default=1024)
+# A concurrency slot's lease: freed by the answer's end, or by this when a process died.
+ENGRAM_LIMITS_LEASE_SECONDS = env.float("ENGRAM_LIMITS_LEASE_SECONDS", default=660.0)
 
 # Memory
 ENGRAM_EMBEDDING_MODEL = env("ENGRAM_EMBEDDING_MODEL", default="all-MiniLM-L6-v2")

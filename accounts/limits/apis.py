@@ -1,0 +1,123 @@
+"""Limits in the provisioning API: the serializers and bodies that `PATCH /v1/workspaces/{id}`
+and `PATCH /v1/workspaces/{id}/api_keys/{key_id}` share (accounts.apis holds the views)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from rest_framework import serializers
+
+from accounts.limits import selectors, services
+from accounts.limits.models import Limit, Period, Subject
+from accounts.models import Workspace
+
+# The columns' range (PositiveIntegerField), and budgets whose micro-credits stay exact in
+# Redis's Lua numbers (doubles: integers exact below 2**53).
+MAX_RATE = 2_147_483_647
+MAX_CREDITS = 1_000_000_000
+
+
+def _rate() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        min_value=1, max_value=MAX_RATE, allow_null=True, required=False
+    )
+
+
+class RateInput(serializers.Serializer):
+    rpm = _rate()
+    tpm = _rate()
+    max_concurrent = _rate()
+
+
+class BudgetInput(serializers.Serializer):
+    credits = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=6,
+        min_value=0,
+        max_value=MAX_CREDITS,
+        allow_null=True,
+        required=False,
+    )
+    period = serializers.ChoiceField(choices=Period.values, required=False)
+
+
+class CreditUnitInput(serializers.Serializer):
+    name = serializers.CharField(max_length=40, required=False)
+    per_usd = serializers.DecimalField(max_digits=20, decimal_places=6, min_value=0, required=False)
+
+
+class KeyLimitsInput(serializers.Serializer):
+    limits = RateInput(required=False)
+    budget = BudgetInput(required=False)
+
+
+class WorkspaceLimitsInput(KeyLimitsInput):
+    name = serializers.CharField(max_length=200, required=False)
+    end_user_limits = RateInput(required=False)
+    end_user_budget = BudgetInput(required=False)
+    credit_unit = CreditUnitInput(required=False)
+
+
+def _rates(row: Limit | None) -> dict:
+    return {name: getattr(row, name, None) for name in services.RATE_FIELDS}
+
+
+def _budget(row: Limit | None) -> dict:
+    credits = row.budget_credits if row else None
+    return {
+        "credits": None if credits is None else float(credits),
+        "period": row.budget_period if row else Period.MONTH,
+    }
+
+
+def key_limits_body(*, workspace: Workspace, key_id: str) -> dict:
+    row = selectors.limit_get(workspace=workspace, subject=Subject.API_KEY, key_id=key_id)
+    return {"limits": _rates(row), "budget": _budget(row)}
+
+
+def workspace_limits_body(*, workspace: Workspace) -> dict:
+    own = selectors.limit_get(workspace=workspace, subject=Subject.WORKSPACE)
+    users = selectors.limit_get(workspace=workspace, subject=Subject.END_USER)
+    unit = selectors.credit_unit_get(workspace=workspace)
+    return {
+        "limits": _rates(own),
+        "budget": _budget(own),
+        "end_user_limits": _rates(users),
+        "end_user_budget": _budget(users),
+        "credit_unit": {
+            "name": unit.name if unit else "credits",
+            "per_usd": float(unit.per_usd) if unit else 1.0,
+        },
+    }
+
+
+@transaction.atomic
+def apply_workspace(*, workspace: Workspace, data: dict) -> None:
+    if "limits" in data or "budget" in data:
+        services.limit_update(
+            workspace=workspace,
+            subject=Subject.WORKSPACE,
+            limits=data.get("limits"),
+            budget=data.get("budget"),
+        )
+    if "end_user_limits" in data or "end_user_budget" in data:
+        services.limit_update(
+            workspace=workspace,
+            subject=Subject.END_USER,
+            limits=data.get("end_user_limits"),
+            budget=data.get("end_user_budget"),
+        )
+    if "credit_unit" in data:
+        unit = data["credit_unit"]
+        services.credit_unit_update(
+            workspace=workspace, name=unit.get("name"), per_usd=unit.get("per_usd")
+        )
+
+
+def apply_key(*, workspace: Workspace, key_id: str, data: dict) -> None:
+    services.limit_update(
+        workspace=workspace,
+        subject=Subject.API_KEY,
+        key_id=key_id,
+        limits=data.get("limits"),
+        budget=data.get("budget"),
+    )

@@ -1,0 +1,67 @@
+"""Limits and budgets, one row per subject: a workspace, one of its keys, or the default of
+each of its end users. A missing row (or a null field) means no limit of that kind."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from accounts.models import ApiKey, Workspace
+
+
+class Subject(models.TextChoices):
+    WORKSPACE = "workspace", "Workspace"
+    API_KEY = "api_key", "API key"
+    END_USER = "end_user", "Each end user (default)"
+
+
+class Period(models.TextChoices):
+    DAY = "day", "Day (UTC)"
+    WEEK = "week", "Week (ISO, UTC)"
+    MONTH = "month", "Month (UTC)"
+    NONE = "none", "None (lifetime)"
+
+
+class Limit(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    subject = models.CharField(max_length=16, choices=Subject.choices)
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    rpm = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
+    tpm = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute.")
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True)
+    budget_credits = models.DecimalField(
+        max_digits=20, decimal_places=6, null=True, blank=True, help_text="Credits per period."
+    )
+    budget_period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTH)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "subject"],
+                condition=models.Q(api_key__isnull=True),
+                name="one_limit_per_workspace_subject",
+            ),
+            models.UniqueConstraint(fields=["api_key"], name="one_limit_per_api_key"),
+            models.CheckConstraint(
+                condition=models.Q(subject="api_key", api_key__isnull=False)
+                | (~models.Q(subject="api_key") & models.Q(api_key__isnull=True)),
+                name="api_key_iff_key_subject",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = self.api_key_id if self.api_key_id else self.get_subject_display()
+        return f"limits of {who} ({self.workspace_id})"
+
+
+class CreditUnit(models.Model):
+    """What a workspace calls a credit and how many make one US dollar of list price."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=40, default="credits")
+    per_usd = models.DecimalField(max_digits=20, decimal_places=6, default=1)
+
+    def __str__(self) -> str:
+        return f"{self.per_usd} {self.name} per USD ({self.workspace_id})"

@@ -1,0 +1,99 @@
+-- Check and count one request against every subject's limits, atomically (one round trip).
+-- Rates are GCRA (one "theoretical arrival time" per limit, burst = one minute's worth);
+-- concurrency is a sorted set of leases (request id -> expiry), so a crashed process's
+-- requests free their slots when the lease ends; budgets are integer micro-credits per period.
+-- KEYS: per subject 4 keys: rpm, tpm, concurrency, budget.
+-- ARGV: now_ms, request_id, lease_ms, n, then per subject 7 values:
+--   rpm, tpm, max_concurrent, budget (0 = none; budget -1 = none), tokens, credits, budget_ttl_ms
+-- Returns {verdict, subject, kind, retry_ms, limit_req, remaining_req, reset_req_ms,
+--          limit_tok, remaining_tok, reset_tok_ms}
+--   verdict 0 = admitted, 1 = rate limited, 2 = over budget; kind 1 rpm 2 tpm 3 concurrency 4 budget
+local now = tonumber(ARGV[1])
+local rid = ARGV[2]
+local lease = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local WINDOW = 60000
+
+local verdict, who, kind, retry = 0, 0, 0, 0
+local plans = {}
+-- headers: the tightest subject of each kind (fewest remaining)
+local hl_r, hr_r, hx_r, hl_t, hr_t, hx_t = -1, -1, -1, -1, -1, -1
+
+local function gcra(key, limit, cost)
+  local interval = WINDOW / limit
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new = tat + cost * interval
+  return tat, new, interval
+end
+
+for i = 1, n do
+  local a = 4 + (i - 1) * 7
+  local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local budget, tokens, credits = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+  local k = (i - 1) * 4
+  local plan = {}
+  if budget >= 0 then
+    local spent = tonumber(redis.call('GET', KEYS[k + 4]) or 0)
+    if spent >= budget or spent + credits > budget then
+      if verdict ~= 2 then verdict, who, kind, retry = 2, i, 4, 0 end
+    end
+  end
+  if rpm > 0 then
+    local tat, new, interval = gcra(KEYS[k + 1], rpm, 1)
+    plan.rpm = new
+    local over = new - now - WINDOW
+    local remaining = math.floor((WINDOW - (new - now)) / interval)
+    if over > 0 then
+      remaining = math.floor((WINDOW - (tat - now)) / interval)
+      if verdict == 0 or (verdict == 1 and over > retry) then verdict, who, kind, retry = 1, i, 1, over end
+    end
+    if hr_r < 0 or remaining < hr_r then
+      hl_r, hr_r, hx_r = rpm, math.max(remaining, 0), math.max(new - now, 0)
+    end
+  end
+  if tpm > 0 then
+    local tat, new, interval = gcra(KEYS[k + 2], tpm, tokens)
+    plan.tpm = new
+    local over = new - now - WINDOW
+    local remaining = math.floor((WINDOW - (new - now)) / interval)
+    if over > 0 then
+      remaining = math.floor((WINDOW - (tat - now)) / interval)
+      if tokens > tpm then over = -1 end  -- can never fit: no retry helps
+      if verdict == 0 or (verdict == 1 and retry >= 0 and (over > retry or over < 0)) then
+        verdict, who, kind, retry = 1, i, 2, over
+      end
+    end
+    if hr_t < 0 or remaining < hr_t then
+      hl_t, hr_t, hx_t = tpm, math.max(remaining, 0), math.max(new - now, 0)
+    end
+  end
+  if conc > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', now)
+    if redis.call('ZCARD', KEYS[k + 3]) >= conc and verdict == 0 then
+      verdict, who, kind, retry = 1, i, 3, 1000
+    end
+  end
+  plans[i] = plan
+end
+
+if verdict == 0 then
+  for i = 1, n do
+    local a = 4 + (i - 1) * 7
+    local conc, budget = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+    local credits, ttl = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+    local k = (i - 1) * 4
+    local plan = plans[i]
+    if plan.rpm then redis.call('SET', KEYS[k + 1], plan.rpm, 'PX', math.ceil(plan.rpm - now) + 1000) end
+    if plan.tpm then redis.call('SET', KEYS[k + 2], plan.tpm, 'PX', math.ceil(plan.tpm - now) + 1000) end
+    if conc > 0 then
+      redis.call('ZADD', KEYS[k + 3], now + lease, rid)
+      redis.call('PEXPIRE', KEYS[k + 3], lease)
+    end
+    if budget >= 0 then
+      redis.call('INCRBY', KEYS[k + 4], credits)
+      if ttl > 0 then redis.call('PEXPIRE', KEYS[k + 4], ttl) end
+    end
+  end
+end
+return {verdict, who, kind, math.ceil(retry), hl_r, hr_r, math.ceil(hx_r), hl_t, hr_t, math.ceil(hx_t)}

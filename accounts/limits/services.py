@@ -1,0 +1,67 @@
+"""Writes of limits, budgets and the credit unit. Each change voids the key cache of every
+process (accounts.authentication.keys_changed), where the request path reads limits from."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+
+from accounts.authentication import keys_changed
+from accounts.limits.models import CreditUnit, Limit, Period, Subject
+from accounts.models import ApiKey, Workspace
+from config.common.errors import Invalid, NotFound
+
+RATE_FIELDS = ("rpm", "tpm", "max_concurrent")
+
+
+@transaction.atomic
+def limit_update(
+    *,
+    workspace: Workspace,
+    subject: str,
+    key_id: str | None = None,
+    limits: dict | None = None,
+    budget: dict | None = None,
+) -> Limit:
+    """Set the given fields (a None value removes that limit; absent fields are kept).
+    `limits`: rpm, tpm, max_concurrent; `budget`: credits, period."""
+    api_key = None
+    if subject == Subject.API_KEY:
+        api_key = ApiKey.objects.filter(workspace=workspace, id=key_id).first()
+        if api_key is None:
+            raise NotFound(f"No API key '{key_id}'.", field="key_id")
+    row, _ = Limit.objects.select_for_update().get_or_create(
+        workspace=workspace, subject=subject, api_key=api_key
+    )
+    for name, value in (limits or {}).items():
+        if name not in RATE_FIELDS:
+            raise Invalid(f"Unknown limit '{name}'.", field=f"limits.{name}")
+        setattr(row, name, value)
+    if budget:
+        if "credits" in budget:
+            credits = budget["credits"]
+            row.budget_credits = None if credits is None else Decimal(str(credits))
+        if "period" in budget:
+            if budget["period"] not in Period.values:
+                raise Invalid(
+                    f"period must be one of {', '.join(Period.values)}.", field="budget.period"
+                )
+            row.budget_period = budget["period"]
+    row.save()
+    keys_changed()
+    return row
+
+
+@transaction.atomic
+def credit_unit_update(
+    *, workspace: Workspace, name: str | None = None, per_usd: Decimal | None = None
+) -> CreditUnit:
+    unit, _ = CreditUnit.objects.select_for_update().get_or_create(workspace=workspace)
+    if name is not None:
+        unit.name = name
+    if per_usd is not None:
+        unit.per_usd = per_usd
+    unit.save()
+    keys_changed()
+    return unit

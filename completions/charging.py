@@ -1,0 +1,127 @@
+"""Limits, budgets and credits of one completion, for the gateway.
+
+`admit` runs before the upstream call (and before memory's work, which a refused request need
+not do): it prices the model (cached), estimates the request's tokens (the prompt counted with
+the one tokenizer, plus `max_tokens` or ENGRAM_LIMITS_DEFAULT_MAX_TOKENS) and their credits,
+and reserves both in one Redis round trip (accounts.limits.limiter), raising the 429 that
+refuses it. `finish` runs once when the answer ends, streamed or not: it charges the
+upstream's reported usage at the table's price, puts `credits_charged` and `request_id` in
+the answer's `engram` object, and settles the reservation in the background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from accounts.limits import limiter
+from accounts.limits.policy import NO_POLICY, Policy
+from completions import pricing
+from config.common import tokens as tokenizer
+from config.common.background import spawn
+
+PER_MESSAGE_TOKENS = 4  # OpenAI's framing of each message, roughly
+
+
+@dataclass
+class Charge:
+    limits: Policy = NO_POLICY
+    price: pricing.ModelPrice = pricing.FREE
+    prompt_estimate: int = 0
+    admission: limiter.Admission | None = None
+    micro: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def prompt_tokens(body: dict) -> int:
+    total = 0
+    for message in body.get("messages") or ():
+        total += PER_MESSAGE_TOKENS
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            total += tokenizer.count(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    total += tokenizer.count(part["text"])
+    return total
+
+
+def max_tokens(body: dict) -> int:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and value > 0:
+            return value
+    return settings.ENGRAM_LIMITS_DEFAULT_MAX_TOKENS
+
+
+async def admit(
+    charge: Charge,
+    *,
+    workspace_id: str,
+    key_id: str | None,
+    user_id: str | None,
+    request_id: str,
+    upstream_model: str,
+    body: dict,
+) -> None:
+    charge.price = await pricing.price_async(upstream_model)
+    if charge.limits.empty:
+        return
+    found = limiter.subjects(
+        workspace_id=workspace_id, key_id=key_id, user_id=user_id, policy=charge.limits
+    )
+    if not found:
+        return
+    charge.prompt_estimate = prompt = prompt_tokens(body)
+    completion = max_tokens(body)
+    credits = pricing.micro_credits(
+        charge.price, prompt=prompt, completion=completion, per_usd=charge.limits.credits_per_usd
+    )
+    charge.admission = await limiter.reserve(
+        request_id=request_id, found=found, tokens=prompt + completion, credits_micro=credits
+    )
+    charge.headers = charge.admission.headers
+
+
+def finish(
+    charge: Charge, *, usage: dict | None, assistant: dict | None, engram: dict, request_id: str
+) -> float:
+    """Charge the answer; returns the credits charged (also put in `engram`)."""
+    prompt, completion, cached = _used(charge, usage, assistant)
+    charge.micro = pricing.micro_credits(
+        charge.price,
+        prompt=prompt,
+        completion=completion,
+        cached=cached,
+        per_usd=charge.limits.credits_per_usd,
+    )
+    credits = pricing.as_credits(charge.micro)
+    engram["credits_charged"] = credits
+    engram["request_id"] = request_id
+    if charge.admission is not None and charge.admission.counted:
+        spawn(
+            limiter.settle(
+                charge.admission, tokens=prompt + completion, credits_micro=charge.micro
+            ),
+            name="limits_settle",
+        )
+    return credits
+
+
+def _used(charge: Charge, usage: dict | None, assistant: dict | None) -> tuple[int, int, int]:
+    """(prompt, completion, cached prompt) tokens: the upstream's figures; for an answer cut
+    short without them, the prompt's estimate and the text received so far."""
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        details = usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+        return (
+            usage["prompt_tokens"],
+            usage.get("completion_tokens") or 0,
+            cached if isinstance(cached, int) else 0,
+        )
+    if assistant is None:
+        return 0, 0, 0  # nothing was answered: nothing is charged
+    text = assistant.get("content") if isinstance(assistant.get("content"), str) else ""
+    return charge.prompt_estimate, tokenizer.count(text or ""), 0

@@ -1,0 +1,138 @@
+"""Prometheus metrics at GET /metrics (the operator key), with prometheus-client.
+
+Per request (recorded with its usage record, `observe`): requests by status, errors by code,
+latency histograms (total, upstream, Engram's own), tokens, credits, and limits hit. At scrape
+time: the Celery queues' depth (Redis LLEN) and the extraction lag (the age of the oldest
+extraction job not done yet). Counters are per web process (no multiprocess directory): scrape
+each process, or sum across them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger("engram.metrics")
+
+REGISTRY = CollectorRegistry()
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Engram's own share is small: finer buckets at the low end.
+_OWN_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+LIMIT_CODES = ("rate_limit_exceeded", "insufficient_quota", "limits_unavailable")
+
+requests = Counter(
+    "engram_requests", "Chat completion requests, by status.", ["status"], registry=REGISTRY
+)
+errors = Counter(
+    "engram_errors", "Chat completions that failed, by code.", ["code"], registry=REGISTRY
+)
+latency = Histogram(
+    "engram_request_seconds", "Whole request latency.", buckets=_BUCKETS, registry=REGISTRY
+)
+upstream = Histogram(
+    "engram_upstream_seconds", "Time waiting on the upstream.", buckets=_BUCKETS, registry=REGISTRY
+)
+overhead = Histogram(
+    "engram_overhead_seconds",
+    "Engram's own time (total less upstream).",
+    buckets=_OWN_BUCKETS,
+    registry=REGISTRY,
+)
+tokens = Counter(
+    "engram_tokens", "Tokens the upstreams reported, by kind.", ["kind"], registry=REGISTRY
+)
+credits = Counter("engram_credits", "Credits charged.", registry=REGISTRY)
+limits_hit = Counter(
+    "engram_limits_hit",
+    "Requests refused by a limit or budget, by code.",
+    ["code"],
+    registry=REGISTRY,
+)
+
+
+def observe(record) -> None:
+    """One finished request (a completions.usage.Usage)."""
+    requests.labels(str(record.status_code)).inc()
+    if record.status_code >= 400 or record.error_code:
+        code = record.error_code or str(record.status_code)
+        errors.labels(code).inc()
+        if code in LIMIT_CODES:
+            limits_hit.labels(code).inc()
+    seconds = record.latency_ms / 1000
+    latency.observe(seconds)
+    if record.upstream_ms is not None:
+        upstream.observe(record.upstream_ms / 1000)
+        overhead.observe(max(0.0, seconds - record.upstream_ms / 1000))
+    if record.prompt_tokens:
+        tokens.labels("prompt").inc(record.prompt_tokens)
+    if record.completion_tokens:
+        tokens.labels("completion").inc(record.completion_tokens)
+    if record.credits:
+        credits.inc(record.credits)
+
+
+class _Workers(Collector):
+    """Read at scrape time: never on the request path."""
+
+    def collect(self):
+        depth = GaugeMetricFamily(
+            "engram_queue_depth", "Tasks waiting in each Celery queue.", labels=["queue"]
+        )
+        for queue, size in _queue_depths().items():
+            depth.add_metric([queue], size)
+        yield depth
+        lag = _extraction_lag()
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "engram_extraction_lag_seconds",
+                "Age of the oldest memory extraction not done yet (0: none waiting).",
+                value=lag,
+            )
+
+
+def _queue_depths() -> dict[str, int]:
+    import redis
+    from django.conf import settings
+
+    try:
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=1)
+        with client.pipeline(transaction=False) as pipe:
+            for queue in settings.ENGRAM_QUEUES:
+                pipe.llen(queue)
+            sizes = pipe.execute()
+        return dict(zip(settings.ENGRAM_QUEUES, sizes, strict=True))
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("queue depth unavailable (%s)", type(exc).__name__)
+        return {}
+
+
+def _extraction_lag() -> float | None:
+    from django.db import DatabaseError
+
+    from memory.models import ProcessingJob
+
+    try:
+        oldest = (
+            ProcessingJob.objects.filter(
+                kind=ProcessingJob.Kind.EXTRACT,
+                status__in=[ProcessingJob.Status.PENDING, ProcessingJob.Status.RUNNING],
+            )
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+    except DatabaseError as exc:
+        logger.warning("extraction lag unavailable (%s)", type(exc).__name__)
+        return None
+    return 0.0 if oldest is None else max(0.0, time.time() - oldest.timestamp())
+
+
+REGISTRY.register(_Workers())
+
+
+def scrape() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,149 @@
+"""GET /v1/usage: a workspace's usage over a time range, in total and per key, end user,
+model or day — the figures the admin's usage page shows (completions.selectors); and
+GET /metrics, the same activity for Prometheus (completions.metrics)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.http import HttpRequest, HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from prometheus_client import CONTENT_TYPE_LATEST
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from completions import selectors
+from config.common.errors import ApiError, Invalid
+from config.common.openapi import const
+
+DEFAULT_DAYS = 30
+
+
+def _moment(raw: str | None, name: str, default: datetime) -> datetime:
+    """Unix seconds or an ISO 8601 date or time (UTC unless it says otherwise)."""
+    if raw is None or raw == "":
+        return default
+    try:
+        if raw.lstrip("-").isdigit():
+            return datetime.fromtimestamp(int(raw), UTC)
+        moment = datetime.fromisoformat(raw)
+    except (ValueError, OverflowError, OSError):
+        raise Invalid(
+            f"{name} must be Unix seconds or an ISO 8601 date, e.g. 2026-12-01.", field=name
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _figures(row: dict) -> dict:
+    def ms(value):
+        return None if value is None else round(value, 1)
+
+    return {
+        "requests": row["requests"],
+        "errors": row["errors"],
+        "prompt_tokens": row["prompt_tokens"] or 0,
+        "completion_tokens": row["completion_tokens"] or 0,
+        "total_tokens": row["total_tokens"] or 0,
+        "credits": round(row["credits"] or 0.0, 6),
+        "latency_ms": {"p50": ms(row["latency_p50"]), "p95": ms(row["latency_p95"])},
+    }
+
+
+def _group(value) -> str:
+    return value.date().isoformat() if isinstance(value, datetime) else (value or "")
+
+
+def _figure_fields() -> dict[str, serializers.Field]:
+    return {
+        "requests": serializers.IntegerField(),
+        "errors": serializers.IntegerField(help_text="Answers with a status of 400 or more."),
+        "prompt_tokens": serializers.IntegerField(),
+        "completion_tokens": serializers.IntegerField(),
+        "total_tokens": serializers.IntegerField(),
+        "credits": serializers.FloatField(help_text="In the workspace's credit unit."),
+        "latency_ms": serializers.DictField(child=serializers.FloatField(allow_null=True)),
+    }
+
+
+# Built with type(): `errors` and `data` are names a declared Serializer keeps for itself.
+UsageFigures = type("UsageFiguresSerializer", (serializers.Serializer,), _figure_fields())
+UsageGroup = type(
+    "UsageGroupSerializer",
+    (serializers.Serializer,),
+    {
+        "group": serializers.CharField(
+            help_text="The key id, end user id, model or day (YYYY-MM-DD); empty for none."
+        ),
+        **_figure_fields(),
+    },
+)
+UsageReport = type(
+    "UsageReportSerializer",
+    (serializers.Serializer,),
+    {
+        "object": const("usage"),
+        "start": serializers.IntegerField(),
+        "end": serializers.IntegerField(),
+        "group_by": serializers.CharField(allow_null=True),
+        "totals": UsageFigures(),
+        "data": UsageGroup(many=True),
+    },
+)
+
+
+class UsageApi(APIView):
+    @extend_schema(
+        summary="Usage: tokens, requests, credits, errors and latency over a time range",
+        tags=["usage"],
+        parameters=[
+            OpenApiParameter(
+                "start", str, description="Unix seconds or ISO 8601 (default: 30 days ago)."
+            ),
+            OpenApiParameter("end", str, description="Unix seconds or ISO 8601 (default: now)."),
+            OpenApiParameter("group_by", str, enum=list(selectors.USAGE_GROUPS)),
+        ],
+        responses=UsageReport,
+    )
+    def get(self, request):
+        now = datetime.now(UTC)
+        params = request.query_params
+        end = _moment(params.get("end"), "end", now + timedelta(seconds=1))
+        start = _moment(params.get("start"), "start", end - timedelta(days=DEFAULT_DAYS))
+        if start >= end:
+            raise Invalid("start must be before end.", field="start")
+        group_by = params.get("group_by") or None
+        if group_by is not None and group_by not in selectors.USAGE_GROUPS:
+            raise Invalid(
+                f"group_by must be one of {', '.join(selectors.USAGE_GROUPS)}.", field="group_by"
+            )
+        groups, totals = selectors.usage_summary(
+            workspace=request.workspace, start=start, end=end, group_by=group_by
+        )
+        return Response(
+            {
+                "object": "usage",
+                "start": int(start.timestamp()),
+                "end": int(end.timestamp()),
+                "group_by": group_by,
+                "totals": _figures(totals),
+                "data": [{"group": _group(g["group"]), **_figures(g)} for g in groups],
+            }
+        )
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics: Prometheus's text format, for the operator key only (the scrape reads the
+    database and Redis: not for every workspace key)."""
+    from completions import metrics
+
+    principal = getattr(request, "principal", None)
+    if principal is None or not principal.is_operator:
+        return ApiError(
+            403, "/metrics needs the operator key.", type="permission_error", code="forbidden"
+        ).response()
+    if request.method != "GET":
+        response = ApiError(405, "Method not allowed.", code="method_not_allowed").response()
+        response["Allow"] = "GET"
+        return response
+    return HttpResponse(metrics.scrape(), content_type=CONTENT_TYPE_LATEST)

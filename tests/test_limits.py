@@ -1,0 +1,415 @@
+"""Limits, budgets and credits over HTTP, with the official client: rpm, tpm and concurrency per
+key and per end user, OpenAI's headers and 429s, budgets (64 concurrent requests against a small
+one), credits at the table's price (stream and not), and Redis down."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import openai
+import pytest
+
+from accounts.limits import limiter
+from accounts.models import ApiKey
+from completions import pricing
+from completions.models import Price, UsageRecord
+from completions.usage import buffer
+from tests.completions_support import wait_for
+from tests.test_coherence import dead_redis_url
+from tests.upstream import Reply, openai_completion, openai_stream
+
+HI = [{"role": "user", "content": "Hi"}]
+METERED = "metered-model"  # 1 credit per completion token (see `metered`)
+
+
+@pytest.fixture(autouse=True)
+def _limiter_awake():
+    limiter.reset()
+    yield
+    limiter.reset()
+
+
+@pytest.fixture
+def client(engram_server, owner, upstream):
+    with openai.OpenAI(
+        base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0, timeout=20
+    ) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+def key_id(owner):
+    return ApiKey.objects.get(workspace=owner[0]).id
+
+
+@pytest.fixture
+def metered(owner, operator_http):
+    """A model priced 1 USD per million output tokens, and a unit of a million credits per USD:
+    each completion token costs exactly one credit."""
+    Price.objects.create(model=METERED, input_per_million=0, output_per_million=1)
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+
+
+def patch_workspace(operator_http, owner, body):
+    resp = operator_http.patch(f"/v1/workspaces/{owner[0].id}", json=body)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def patch_key(operator_http, owner, key_id, body):
+    resp = operator_http.patch(f"/v1/workspaces/{owner[0].id}/api_keys/{key_id}", json=body)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def ask(client, *, user=None, model="gpt-4o-mini", **kwargs):
+    headers = {"x-user-id": user} if user else {}
+    return client.chat.completions.with_raw_response.create(
+        model=model, messages=HI, extra_headers=headers, **kwargs
+    )
+
+
+# --- rates ----------------------------------------------------------------------------------
+
+
+def test_rpm_per_key_headers_count_down_then_429(client, operator_http, owner, key_id):
+    body = patch_key(operator_http, owner, key_id, {"limits": {"rpm": 3}})
+    assert body["limits"] == {"rpm": 3, "tpm": None, "max_concurrent": None}
+    remaining = []
+    for _ in range(3):
+        raw = ask(client)
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        remaining.append(int(raw.headers["x-ratelimit-remaining-requests"]))
+        assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert remaining == [2, 1, 0]
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(client)
+    error = info.value
+    assert error.status_code == 429 and error.code == "rate_limit_exceeded"
+    assert "requests per minute" in error.message and "API key" in error.message
+    assert int(error.response.headers["retry-after"]) >= 1
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert error.body["type"] == "requests"
+
+
+def test_headers_reset_after_the_stated_time(client, operator_http, owner, key_id):
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 600}})  # one per 100 ms
+    ask(client)
+    raw = ask(client)
+    assert int(raw.headers["x-ratelimit-remaining-requests"]) <= 598
+    reset = raw.headers["x-ratelimit-reset-requests"]
+    assert reset.endswith("ms")
+    time.sleep(int(reset[:-2]) / 1000 + 0.05)
+    assert ask(client).headers["x-ratelimit-remaining-requests"] == "599"  # whole again, less 1
+
+
+def test_end_user_limit_is_per_end_user(client, operator_http, owner):
+    body = patch_workspace(operator_http, owner, {"end_user_limits": {"rpm": 2}})
+    assert body["end_user_limits"]["rpm"] == 2 and body["limits"]["rpm"] is None
+    for _ in range(2):
+        ask(client, user="alice")
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(client, user="alice")
+    assert "end user 'alice'" in info.value.message
+    raw = ask(client, user="bob")  # another end user is not limited by alice
+    assert raw.headers["x-ratelimit-remaining-requests"] == "1"
+    # the body's `user` names the end user too (LiteLLM ignored budgets given that way)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=HI, user="alice")
+
+
+def test_tpm_reserves_the_estimate_and_settles_the_real_usage(client, operator_http, owner, key_id):
+    patch_key(operator_http, owner, key_id, {"limits": {"tpm": 100}})
+    first = ask(client, max_tokens=40)  # reserves 40 + the prompt's estimate; uses 18
+    assert first.headers["x-ratelimit-limit-tokens"] == "100"
+    after_first = int(first.headers["x-ratelimit-remaining-tokens"])
+    assert 40 <= after_first <= 56
+    wait_for(lambda: _settled(owner, key_id, "tpm", below_ms=60_000 * 46 / 100))
+    second = ask(client, max_tokens=40)
+    # without settling it would be after_first - 45 (at most 11); settled, the unused comes back
+    assert int(second.headers["x-ratelimit-remaining-tokens"]) >= after_first - 45 + 20
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(client, max_tokens=500)  # can never fit in 100 tokens a minute
+    assert "too large" in info.value.message and info.value.code == "rate_limit_exceeded"
+    assert info.value.response.headers["x-should-retry"] == "false"
+
+
+def _settled(owner, key_id, kind, *, below_ms):
+    """The key's GCRA time for `kind` lies less than `below_ms` ahead (its settle landed)."""
+    import redis
+    from django.conf import settings
+
+    value = redis.Redis.from_url(settings.REDIS_URL).get(
+        f"engram:lim:{{{owner[0].id}}}:key:{key_id}:{kind}"
+    )
+    return value is not None and float(value) - time.time() * 1000 < below_ms
+
+
+def test_concurrency_limit_per_key(client, operator_http, owner, key_id, upstream):
+    patch_key(operator_http, owner, key_id, {"limits": {"max_concurrent": 2}})
+    slow = openai_completion("slow")
+    upstream.script(Reply(json=slow, delay=1.5), Reply(json=slow, delay=1.5))
+    with ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(ask, client) for _ in range(2)]
+        wait_for(lambda: len(upstream.chat_requests()) == 2)
+        with pytest.raises(openai.RateLimitError) as info:
+            ask(client)
+        assert "concurrent requests" in info.value.message
+        assert all(f.result().status_code == 200 for f in running)
+    wait_for(lambda: _free(owner, key_id))
+    assert ask(client).status_code == 200  # the slots were freed when the answers ended
+
+
+def _free(owner, key_id):
+    import redis
+    from django.conf import settings
+
+    key = f"engram:lim:{{{owner[0].id}}}:key:{key_id}:conc"
+    return redis.Redis.from_url(settings.REDIS_URL).zcard(key) == 0
+
+
+# --- credits and budgets ---------------------------------------------------------------------
+
+
+def test_credits_charged_is_price_times_usage_and_request_id_echoed(
+    client, operator_http, owner, upstream
+):
+    Price.objects.create(
+        model="priced-model",
+        input_per_million=2,
+        cached_input_per_million=Decimal("0.5"),
+        output_per_million=3,
+    )
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"name": "mc", "per_usd": 1_000_000}})
+    upstream.script(Reply(json=openai_completion("x", model="priced-model")))
+    raw = ask(client, model="priced-model", metadata={"request_id": "client-42"})
+    engram = raw.parse().model_extra["engram"]
+    assert engram["credits_charged"] == 11 * 2 + 7 * 3  # usage: 11 prompt, 7 completion
+    assert engram["request_id"] == "client-42"
+    cached = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+    cached["prompt_tokens_details"] = {"cached_tokens": 8}
+    upstream.script(Reply(json=openai_completion("x", model="priced-model", usage=cached)))
+    engram = ask(client, model="priced-model").parse().model_extra["engram"]
+    assert engram["credits_charged"] == 2 * 2 + 8 * 0.5 + 1 * 3
+    # no metadata: Engram's own request id, the one in the x-request-id header
+    raw = ask(client, model="priced-model")
+    assert raw.parse().model_extra["engram"]["request_id"] == raw.headers["x-request-id"]
+
+    upstream.script(Reply(stream=openai_stream(["a", "b", "c"], model="priced-model")))
+    stream = client.chat.completions.create(
+        model="priced-model", messages=HI, stream=True, metadata={"request_id": "client-43"}
+    )
+    extras = [c.model_extra["engram"] for c in stream if (c.model_extra or {}).get("engram")]
+    assert extras == [{"credits_charged": 5 * 2 + 3 * 3, "request_id": "client-43"}]
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 4)
+    credits = sorted(
+        UsageRecord.objects.filter(workspace=owner[0]).values_list("credits", flat=True)
+    )
+    assert credits == [11.0, 19.0, 43.0, 43.0]
+
+
+def test_budget_exhausted_is_insufficient_quota(client, operator_http, owner, key_id, metered):
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
+    ok = ask(client, model=METERED, max_tokens=7)
+    assert ok.parse().model_extra["engram"]["credits_charged"] == 7
+    with pytest.raises(openai.RateLimitError) as info:  # 7 spent + 7 reserved > 10
+        ask(client, model=METERED, max_tokens=7)
+    error = info.value
+    assert error.code == "insufficient_quota" and error.body["type"] == "insufficient_quota"
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "budget of the API key" in error.message
+
+
+def test_streamed_answers_settle_their_budget(client, operator_http, owner, metered, upstream):
+    patch_workspace(operator_http, owner, {"budget": {"credits": 5, "period": "none"}})
+    upstream.script(Reply(stream=openai_stream(["a", "b"], model=METERED)))
+    stream = client.chat.completions.create(model=METERED, messages=HI, stream=True, max_tokens=5)
+    extras = [c.model_extra["engram"] for c in stream if (c.model_extra or {}).get("engram")]
+    assert extras[0]["credits_charged"] == 2  # two completion tokens, not the 5 reserved
+    wait_for(lambda: _budget_spent(owner, "ws:") == 2 * 1_000_000)
+    ask(client, model=METERED, max_tokens=3)  # 2 + 3 fit in 5 only because 3 came back
+
+
+def _budget_spent(owner, who):
+    import redis
+    from django.conf import settings
+
+    value = redis.Redis.from_url(settings.REDIS_URL).get(
+        f"engram:lim:{{{owner[0].id}}}:{who}bud:all"
+    )
+    return int(value) if value is not None else None
+
+
+def test_64_concurrent_requests_never_overshoot_a_budget_of_10(
+    engram_server, operator_http, owner, key_id, metered, upstream
+):
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 70, "period": "month"}})
+    sdk = openai.OpenAI(
+        base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0, timeout=30
+    )
+
+    def one(_):
+        try:
+            sdk.chat.completions.create(model=METERED, messages=HI, max_tokens=7)
+            return "served"
+        except openai.RateLimitError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(64) as pool:
+        outcomes = list(pool.map(one, range(64)))
+    served = outcomes.count("served")
+    assert served <= 10 and outcomes.count("insufficient_quota") == 64 - served
+    assert served >= 1
+    buffer.flush()
+    charged = UsageRecord.objects.filter(workspace=owner[0], status_code=200)
+    wait_for(lambda: charged.count() == served)
+    spent = sum(charged.values_list("credits", flat=True))
+    assert spent <= 70 + 7  # at most one request's reservation beyond the budget
+
+
+# --- Redis down ------------------------------------------------------------------------------
+
+
+def test_redis_down_rates_fail_open_budgets_fail_closed(
+    client, operator_http, owner, key_id, settings, caplog
+):
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 1}})
+    ask(client)
+    settings.REDIS_URL = dead_redis_url()
+    for _ in range(2):  # over the rpm, but it cannot be counted: served (fail open)
+        raw = ask(client)
+        assert raw.status_code == 200 and "x-ratelimit-limit-requests" not in raw.headers
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 100}})
+    with pytest.raises(openai.InternalServerError) as info:  # budgets fail closed: 503
+        ask(client)
+    assert info.value.status_code == 503 and info.value.code == "limits_unavailable"
+    settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN = True
+    assert ask(client).status_code == 200
+    settings.ENGRAM_LIMITS_RATE_FAIL_OPEN = False
+    with pytest.raises(openai.InternalServerError):
+        ask(client)
+
+
+def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id, http):
+    body = patch_workspace(
+        operator_http,
+        owner,
+        {
+            "name": "renamed",
+            "limits": {"rpm": 600, "max_concurrent": 5},
+            "budget": {"credits": 12.5, "period": "week"},
+            "end_user_budget": {"credits": 1, "period": "day"},
+        },
+    )
+    assert body["name"] == "renamed" and body["budget"] == {"credits": 12.5, "period": "week"}
+    assert body["end_user_budget"]["credits"] == 1.0
+    body = patch_workspace(operator_http, owner, {"limits": {"rpm": None}})
+    assert body["limits"] == {"rpm": None, "tpm": None, "max_concurrent": 5}
+    got = operator_http.get(f"/v1/workspaces/{owner[0].id}").json()
+    assert got["limits"]["max_concurrent"] == 5 and got["credit_unit"]["per_usd"] == 1.0
+    url = f"/v1/workspaces/{owner[0].id}"
+    bad = operator_http.patch(url, json={"limits": {"rpm": 0}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "limits.rpm"
+    bad = operator_http.patch(url, json={"budget": {"period": "year"}})
+    assert bad.status_code == 400
+    assert operator_http.patch(f"{url}/api_keys/key_nope", json={}).status_code == 404
+    assert operator_http.patch("/v1/workspaces/ws_nope", json={}).status_code == 404
+    assert http.patch(url, json={}).status_code == 403  # a workspace key is not the operator
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+
+def test_usage_query_totals_and_groups(client, http, engram_server, owner, outsider, metered):
+    ask(client, model=METERED, user="alice")  # 7 credits each (7 completion tokens)
+    ask(client, model=METERED, user="alice")
+    ask(client, model=METERED, user="bob")
+    bad = http.post("/v1/chat/completions", json={"model": METERED, "messages": []})
+    assert bad.status_code == 400  # an error, counted as one
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 4)
+    usage = http.get("/v1/usage").json()
+    totals = usage["totals"]
+    assert totals["requests"] == 4 and totals["errors"] == 1 and totals["credits"] == 21
+    assert totals["completion_tokens"] == 21 and totals["latency_ms"]["p50"] > 0
+    by_user = http.get("/v1/usage", params={"group_by": "user"}).json()["data"]
+    assert [(g["group"], g["requests"], g["credits"]) for g in by_user] == [
+        ("", 1, 0),
+        ("alice", 2, 14),
+        ("bob", 1, 7),
+    ]
+    by_day = http.get("/v1/usage", params={"group_by": "day"}).json()["data"]
+    assert len(by_day) == 1 and by_day[0]["requests"] == 4
+    by_key = http.get("/v1/usage", params={"group_by": "key"}).json()["data"]
+    assert [g["group"] for g in by_key] == [ApiKey.objects.get(workspace=owner[0]).id]
+    later = http.get("/v1/usage", params={"start": "2999-01-01", "end": "2999-01-02"}).json()
+    assert later["totals"]["requests"] == 0 and later["data"] == []
+    with httpx_client(engram_server, outsider[1]) as other:
+        assert other.get("/v1/usage").json()["totals"]["requests"] == 0  # its own workspace only
+    for params, param in (
+        ({"group_by": "planet"}, "group_by"),
+        ({"start": "yesterday"}, "start"),
+        ({"start": "2026-02-01", "end": "2026-01-01"}, "start"),
+    ):
+        resp = http.get("/v1/usage", params=params)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == param
+
+
+def httpx_client(engram_server, key):
+    import httpx
+
+    return httpx.Client(base_url=engram_server.url, headers={"Authorization": f"Bearer {key}"})
+
+
+def test_metrics_for_the_operator(client, http, operator_http, owner, key_id, metered):
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 1}})
+    ask(client, model=METERED)
+    with pytest.raises(openai.RateLimitError):
+        ask(client, model=METERED)
+    assert http.get("/metrics").status_code == 403  # a workspace key
+    scraped = operator_http.get("/metrics")
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    text = scraped.text
+    for line in (
+        'engram_requests_total{status="200"}',
+        'engram_requests_total{status="429"}',
+        'engram_limits_hit_total{code="rate_limit_exceeded"}',
+        'engram_tokens_total{kind="completion"}',
+        "engram_credits_total",
+        "engram_request_seconds_bucket",
+        "engram_upstream_seconds_bucket",
+        "engram_overhead_seconds_bucket",
+        'engram_queue_depth{queue="memory"}',
+        "engram_extraction_lag_seconds",
+    ):
+        assert line in text, line
+
+
+def test_an_end_user_token_is_limited_as_its_subject(engram_server, http, operator_http, owner):
+    """The token's subject is the end user the limits count (no x-user-id needed), and a
+    change of the workspace's limits reaches tokens already verified."""
+    from tests.identity import AUD, ISS, hs256
+
+    secret = "a-limits-test-secret-of-at-least-32-characters"
+    issuer = {"issuer": ISS, "audiences": [AUD], "hs256_secret": secret}
+    assert http.post("/v1/auth/issuers", json=issuer).status_code == 201
+
+    def as_user(sub: str) -> openai.OpenAI:
+        token = hs256(secret, sub=sub)
+        return openai.OpenAI(
+            base_url=engram_server.url + "/v1", api_key=token, max_retries=0, timeout=20
+        )
+
+    dana, eli = as_user("dana"), as_user("eli")
+    ask(dana)  # verified and cached before the limit exists
+    patch_workspace(operator_http, owner, {"end_user_limits": {"rpm": 1}})
+    ask(dana)
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(dana)
+    assert "end user 'dana'" in info.value.message
+    ask(eli)  # another subject of the same issuer has its own count
