@@ -43,7 +43,13 @@ class Percentile(Aggregate):
 
 
 # What usage can be grouped by: the record's column for each name.
-USAGE_GROUPS = {"key": "api_key_id", "user": "user_id", "model": "model", "day": "day"}
+USAGE_GROUPS = {
+    "key": "api_key_id",
+    "user": "user_id",
+    "model": "model",
+    "agent": "agent_id",
+    "day": "day",
+}
 
 
 def usage_figures(queryset: QuerySet[UsageRecord]) -> dict:

@@ -331,20 +331,27 @@ def test_usage_query_totals_and_groups(client, http, engram_server, owner, outsi
     ask(client, model=METERED, user="bob")
     bad = http.post("/v1/chat/completions", json={"model": METERED, "messages": []})
     assert bad.status_code == 400  # an error, counted as one
+    agent = http.post("/v1/agents", json={"name": "metered", "model": METERED}).json()["id"]
+    ask(client, model="agent:metered", user="bob")
     buffer.flush()
-    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 4)
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 5)
     usage = http.get("/v1/usage").json()
     totals = usage["totals"]
-    assert totals["requests"] == 4 and totals["errors"] == 1 and totals["credits"] == 21
-    assert totals["completion_tokens"] == 21 and totals["latency_ms"]["p50"] > 0
+    assert totals["requests"] == 5 and totals["errors"] == 1 and totals["credits"] == 28
+    assert totals["completion_tokens"] == 28 and totals["latency_ms"]["p50"] > 0
+    by_agent = http.get("/v1/usage", params={"group_by": "agent"}).json()["data"]
+    assert [(g["group"], g["requests"], g["credits"]) for g in by_agent] == [
+        ("", 4, 21),
+        (agent, 1, 7),
+    ]
     by_user = http.get("/v1/usage", params={"group_by": "user"}).json()["data"]
     assert [(g["group"], g["requests"], g["credits"]) for g in by_user] == [
         ("", 1, 0),
         ("alice", 2, 14),
-        ("bob", 1, 7),
+        ("bob", 2, 14),
     ]
     by_day = http.get("/v1/usage", params={"group_by": "day"}).json()["data"]
-    assert len(by_day) == 1 and by_day[0]["requests"] == 4
+    assert len(by_day) == 1 and by_day[0]["requests"] == 5
     by_key = http.get("/v1/usage", params={"group_by": "key"}).json()["data"]
     assert [g["group"] for g in by_key] == [ApiKey.objects.get(workspace=owner[0]).id]
     later = http.get("/v1/usage", params={"start": "2999-01-01", "end": "2999-01-02"}).json()
