@@ -3,13 +3,15 @@
 Per request (recorded with its usage record, `observe`): requests by status, errors by code,
 latency histograms (total, upstream, Engram's own), tokens, credits, and limits hit. At scrape
 time: the Celery queues' depth (Redis LLEN) and the extraction lag (the age of the oldest
-extraction job not done yet). Counters are per web process (no multiprocess directory): scrape
-each process, or sum across them.
+extraction job not done yet). With several web processes (config/web.py sets
+PROMETHEUS_MULTIPROC_DIR for them) every process writes its counters to that folder and a scrape
+of any one sums them all.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -131,8 +133,16 @@ def _extraction_lag() -> float | None:
     return 0.0 if oldest is None else max(0.0, time.time() - oldest.timestamp())
 
 
-REGISTRY.register(_Workers())
+_WORKERS = _Workers()
+REGISTRY.register(_WORKERS)
 
 
 def scrape() -> bytes:
-    return generate_latest(REGISTRY)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY)
+    from prometheus_client import multiprocess
+
+    every_process = CollectorRegistry()
+    multiprocess.MultiProcessCollector(every_process)
+    every_process.register(_WORKERS)
+    return generate_latest(every_process)

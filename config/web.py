@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -62,11 +65,30 @@ def serve_one(host: str, port: int, *, grace: float, log_level: str) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+# prometheus-client's own variable: where each process writes its counters (read at import).
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_metrics(directory: Path | None = None) -> None:
+    """Web processes count into one folder (prometheus-client's multiprocess files), so
+    /metrics on whichever process answers reports the sum over all of them; alone, each
+    reported only the requests it served itself. Emptied here, before any process starts;
+    an operator's own setting is kept."""
+    if os.environ.get(METRICS_DIR):
+        return
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="engram-metrics-"))
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[METRICS_DIR] = str(directory)
+
+
 def supervise(host: str, port: int, *, processes: int, grace: float, log_level: str) -> int:
     """N `--single` children, each restarted with backoff; SIGTERM / Ctrl-C stop them all."""
     from config.embedded import supervisor
 
     supervisor.catch_signals()
+    share_metrics()
     args = web_args(sys.executable, host, port, grace=grace, log_level=log_level)
     children = [supervisor.Child(f"web{i + 1}", args, grace=grace + 5) for i in range(processes)]
     for child in children:

@@ -187,3 +187,27 @@ def test_a_dead_process_is_restarted_and_the_port_stays_served(web, upstream):
     assert "web1 exited (signal 9)" in web.tail() or "web2 exited (signal 9)" in web.tail()
     served = on_every_process(lambda http: chat(http, web.url, key))  # the new one serves too
     assert all(r.status_code == 200 for responses in served.values() for r in responses)
+
+
+def test_metrics_count_the_requests_of_every_process(web, upstream):
+    """/metrics answered by any one process sums what all of them served."""
+    workspace, key = make_workspace("metrics")
+    operator = {"Authorization": f"Bearer {settings.ENGRAM_ADMIN_KEY}"}
+
+    def served_200() -> float:
+        with httpx.Client(timeout=60) as http:
+            text = http.get(web.url + "/metrics", headers=operator).text
+        for line in text.splitlines():
+            if line.startswith('engram_requests_total{status="200"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = served_200()
+    answered = on_every_process(lambda http: chat(http, web.url, key))
+    sent = sum(len(responses) for responses in answered.values())
+    assert len(answered) == PROCESSES and all(
+        r.status_code == 200 for responses in answered.values() for r in responses
+    )
+    # each scrape lands on one process or the other: each must report both processes' requests
+    readings = [served_200() - before for _ in range(6)]
+    assert readings == [sent] * 6, (readings, sent)

@@ -37,7 +37,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.embedded import servers as embedded
 from config.env import web_processes
-from config.web import web_args
+from config.web import share_metrics, web_args
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 60.0  # a child up this long that dies starts over at the first backoff
@@ -254,6 +254,8 @@ def _children(python: str, host: str, port: int, data: Path) -> list[Child]:
     # Every core serves: one web process each, on one port (SO_REUSEPORT; config/web.py says
     # why), each supervised here with its own backoff.
     processes = web_processes()
+    if processes > 1:
+        share_metrics(data / "metrics")
     web = web_args(python, host, port, grace=web_grace, log_level="info")
     return [
         Child(
