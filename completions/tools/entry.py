@@ -202,7 +202,9 @@ async def resume(
         scope=Scope(workspace, execution.user_id or None, tuple(execution.collection_ids)),
         request_id=request_id,
     )
-    resumed = _resumed(run, claimed.approval, approve, reason)
+    resumed: Resumed | None = _resumed(run, claimed.approval, approve, reason, claimed.retry)
+    if claimed.retry and resumed is not None:
+        resumed = run.recover(resumed)
     execution.status = Execution.Status.RUNNING
     execution.stream = stream
     extraction = await _extraction(workspace.id, execution.agent_id)
@@ -211,7 +213,8 @@ async def resume(
 
         def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
             account.end(status, assistant, incomplete, code)
-            spawn(_store(run, run.transcript, extraction=extraction), name="tools_store")
+            if assistant is not None:  # a failed run's part is stored by its retry, once
+                spawn(_store(run, run.transcript, extraction=extraction), name="tools_store")
 
         streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
         return _reply(200, {}, stream=streamer.frames(resumed))
@@ -230,7 +233,7 @@ async def resume(
     )
 
 
-def _resumed(run: Run, approval: Approval, approve: bool, reason: str) -> Resumed:
+def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bool) -> Resumed:
     execution = run.execution
     message = execution.pending.get("message") or {}
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
@@ -241,7 +244,7 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str) -> Resume
         "approval",
         approval_id=approval.id,
         decision="approve" if approve else "reject",
-        status=approval.status,
+        status="retried" if retry else approval.status,
         reason=reason,
     )
     rejected = (set() if approve else waiting) | gone

@@ -23,6 +23,7 @@ from completions.providers.base import StreamFailed
 from completions.streaming import DONE, KEEPALIVE, Assembler, dumps, frame
 from completions.tools.models import Execution
 from completions.tools.run import Resumed, Run, failed
+from config.common.background import spawn
 from config.common.errors import ApiError
 
 
@@ -164,6 +165,12 @@ class Streamer:
         finally:
             if not ended:  # the client went away
                 self.on_end(499, None, True, "client_closed")
+                if run.execution.status == Execution.Status.RUNNING:
+                    # Recorded, so a resume sent again goes on from here (no lost process).
+                    spawn(
+                        run.end(Execution.Status.FAILED, "interrupted: the client went away"),
+                        name="tools_client_gone",
+                    )
 
     async def _model(self, message: dict) -> AsyncGenerator[bytes, None]:
         """One upstream call: its text goes out as it comes; `message` receives the answer."""
