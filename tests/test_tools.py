@@ -879,3 +879,84 @@ def test_a_call_interrupted_mid_run_is_never_run_again(sdk, http, upstream, tool
     assert len(tool_server.calls) == 1
     sent = upstream.chat_requests()[-1].body["messages"][-1]
     assert sent["tool_call_id"] == "call_1" and "interrupted" in sent["content"]
+
+
+# --- a client without x-conversation-id resends the transcript of a tool run -----------------
+
+
+def _next_turn(sdk, agent, user, messages) -> str:
+    """The conversation the client's next turn (its transcript resent) lands in."""
+    reply = sdk.chat.completions.create(
+        model=agent,
+        messages=[*messages, {"role": "user", "content": "And tomorrow?"}],
+        extra_headers={"x-user-id": user},
+    )
+    return engram(reply)["conversation_id"]
+
+
+def test_resent_transcripts_of_a_paused_run_continue_its_conversation(
+    sdk, http, upstream, tool_server
+):
+    from memory.models import Conversation
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    user_text = {"role": "user", "content": "Weather in Paris?"}
+    # The shapes a client may resend: the answer after the call it approved; the result it
+    # put in between (here what the stream showed); the stream's calls merged into the answer.
+    shapes = {
+        "plain": lambda pending, result: [user_text, pending, ANSWER],
+        "with-result": lambda pending, result: [user_text, pending, result, ANSWER],
+        "merged": lambda pending, result: [
+            user_text,
+            pending,
+            result,
+            {**ANSWER, "tool_calls": pending["tool_calls"]},
+        ],
+    }
+    for user, shape in shapes.items():
+        script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+        headers = {"x-user-id": user}
+        paused = ask(sdk, agent, extra_headers=headers)
+        conversation = engram(paused)["conversation_id"]
+        sdk.post(
+            "/chat/resume",
+            body={"approval_id": engram(paused)["approval_id"], "decision": "approve"},
+            cast_to=ChatCompletion,
+            options={"headers": headers},
+        )
+        pending = paused.choices[0].message.model_dump(exclude_none=True)
+        result = {"role": "tool", "tool_call_id": "call_1", "content": "as the client saw it"}
+
+        assert _next_turn(sdk, agent, user, shape(pending, result)) == conversation, user
+        assert Conversation.objects.filter(user_id=user).count() == 1
+
+
+ANSWER = {"role": "assistant", "content": "It is sunny."}
+
+
+def test_resent_transcripts_of_a_run_continue_its_conversation(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    call = tool_call("call_1", "weather", {"city": "Paris"})
+    user_text = {"role": "user", "content": "Weather in Paris?"}
+    shapes = {
+        "answer-only": [user_text, ANSWER],  # what the JSON answer shows
+        "stream": [  # the stream's calls merged into the answer, its results after
+            user_text,
+            {**ANSWER, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+        ],
+        "canonical": [
+            user_text,
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+            ANSWER,
+        ],
+    }
+    for user, messages in shapes.items():
+        script_call_then_answer(upstream, call)
+        first = ask(sdk, agent, extra_headers={"x-user-id": user})
+        assert first.choices[0].message.content == "It is sunny."
+
+        assert _next_turn(sdk, agent, user, messages) == engram(first)["conversation_id"], user

@@ -107,7 +107,9 @@ def _before_answer(run: Run, assistant: dict | None) -> list[dict]:
     return run.transcript
 
 
-async def _store(run: Run, messages: list[dict], *, extraction: bool) -> None:
+async def _store(
+    run: Run, messages: list[dict], *, extraction: bool, resumed: bool = False
+) -> None:
     """Into the turn's conversation; a failure loses history, never the answer."""
     try:
         await db(
@@ -115,6 +117,7 @@ async def _store(run: Run, messages: list[dict], *, extraction: bool) -> None:
             execution=run.execution,
             messages=messages,
             extraction=extraction,
+            resumed=resumed,
         )
     except Exception:
         logger.exception("storing the tool run's messages failed")
@@ -214,7 +217,10 @@ async def resume(
         def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
             account.end(status, assistant, incomplete, code)
             if assistant is not None:  # a failed run's part is stored by its retry, once
-                spawn(_store(run, run.transcript, extraction=extraction), name="tools_store")
+                spawn(
+                    _store(run, run.transcript, extraction=extraction, resumed=True),
+                    name="tools_store",
+                )
 
         streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
         return _reply(200, {}, stream=streamer.frames(resumed))
@@ -225,7 +231,7 @@ async def resume(
         account.end(error.status, None, True, error.code or error.type)
         return _reply(error.status, dict(error.headers), dumps(error.body()))
     account.end(200, answer.assistant, False, "")
-    await _store(run, run.transcript, extraction=extraction)
+    await _store(run, run.transcript, extraction=extraction, resumed=True)
     return _reply(
         200,
         {"openai-processing-ms": str(round((time.perf_counter() - started) * 1000))},

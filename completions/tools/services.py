@@ -336,13 +336,18 @@ def _interrupted(now: dt.datetime) -> None:
 
 
 def execution_messages_store(
-    *, execution: Execution, messages: list[dict], extraction: bool
+    *, execution: Execution, messages: list[dict], extraction: bool, resumed: bool = False
 ) -> None:
     """Store a run's tool calls, their results and (on resume) its answer in the turn's
-    conversation, so they are history and feed memory extraction like any other turn."""
-    from memory.models import Conversation, Session
-    from memory.services.conversations import messages_append
+    conversation, so they are history and feed memory extraction like any other turn.
+
+    A resume's messages also extend the fingerprint of a conversation found by the history its
+    client resent (memory.turn.conversation), as finish_turn does for a turn's answer: the
+    client's next turn, resending the transcript, lands in the same conversation."""
+    from memory.models import Conversation, Message, Session
+    from memory.services.conversations import conversation_fingerprint_set, messages_append
     from memory.services.processing import extraction_enqueue, summary_enqueue
+    from memory.turn.conversation import HEAD_ROLES, fingerprint
 
     if not messages or not execution.conversation_pk:
         return
@@ -355,6 +360,22 @@ def execution_messages_store(
         Session.objects.filter(pk=execution.session_pk).first() if execution.session_pk else None
     )
     with transaction.atomic():
+        if resumed and conversation.fingerprint:
+            last = (
+                Message.objects.filter(conversation=conversation)
+                .exclude(role__in=HEAD_ROLES)
+                .order_by("-created_at", "-id")
+                .values_list("raw", flat=True)
+                .first()
+            ) or {}
+            # Only while the paused answer is still the conversation's last message: had a new
+            # turn come meanwhile, the fingerprint is that turn's.
+            waited = {c.get("id") for c in last.get("tool_calls") or () if isinstance(c, dict)}
+            if messages[0].get("tool_call_id") in waited:
+                conversation_fingerprint_set(
+                    conversation=conversation,
+                    fingerprint=fingerprint(messages, conversation.fingerprint),
+                )
         stored = messages_append(
             workspace=conversation.workspace,
             conversation=conversation,
