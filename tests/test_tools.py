@@ -960,3 +960,22 @@ def test_resent_transcripts_of_a_run_continue_its_conversation(sdk, http, upstre
         assert first.choices[0].message.content == "It is sunny."
 
         assert _next_turn(sdk, agent, user, messages) == engram(first)["conversation_id"], user
+
+
+def test_a_streamed_run_keeps_alive_until_the_models_first_token(
+    http, upstream, tool_server, settings
+):
+    settings.ENGRAM_KEEPALIVE_SECONDS = 0.1
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_1", "weather", {"city": "Paris"})])),
+        Reply(stream=openai_stream(["Sunny."]), first_delay=0.6),  # thinks after the tool
+    )
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather?"}], "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        lines = [line for line in resp.iter_lines() if line]
+    result = next(i for i, line in enumerate(lines) if "tool_result" in line)
+    text = next(i for i, line in enumerate(lines) if "Sunny." in line)
+    assert ": keep-alive" in lines[result + 1 : text]
+    assert lines[-1] == "data: [DONE]"
