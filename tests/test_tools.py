@@ -979,3 +979,41 @@ def test_a_streamed_run_keeps_alive_until_the_models_first_token(
     text = next(i for i, line in enumerate(lines) if "Sunny." in line)
     assert ": keep-alive" in lines[result + 1 : text]
     assert lines[-1] == "data: [DONE]"
+
+
+def test_a_client_gone_mid_tool_resumes_again_without_a_second_call(
+    engram_server, owner, http, upstream, tool_server, sdk, settings
+):
+    import socket
+
+    settings.ENGRAM_KEEPALIVE_SECONDS = 0.1  # writes that find the client gone
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(json=openai_completion("Could not tell.")),
+    )
+    marks = engram(ask(sdk, agent))
+    body = json.dumps({"approval_id": marks["approval_id"], "decision": "approve", "stream": True})
+    host, port = engram_server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v1/chat/resume HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {owner[1]}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body.encode()
+    )
+    received = b""
+    while b"tool_call" not in received:
+        received += sock.recv(65536)
+    wait_for(lambda: len(tool_server.calls) == 1)
+    sock.close()  # while the slow tool runs: the client goes away
+    execution = Execution.objects.filter(id=marks["execution_id"])
+    wait_for(lambda: execution.get().status == "failed", timeout=10)
+    assert execution.get().error == "interrupted: the client went away"
+
+    answer = resume(sdk, marks["approval_id"])
+
+    assert answer.choices[0].message.content == "Could not tell."
+    assert len(tool_server.calls) == 1
+    sent = upstream.chat_requests()[-1].body["messages"][-1]
+    assert sent["tool_call_id"] == "call_1" and "interrupted" in sent["content"]
