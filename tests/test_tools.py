@@ -744,3 +744,276 @@ def test_an_end_user_token_resumes_only_its_own_approvals(
         answer = alice.post("/v1/chat/resume", json=body)
         assert answer.status_code == 200, answer.text
     assert len(tool_server.calls) == 1
+
+
+# --- a resume sent again after its run failed ------------------------------------------------
+
+
+def test_a_resume_retried_after_an_upstream_failure_answers_without_rerunning_the_tool(
+    engram_server, owner, http, upstream, tool_server, settings
+):
+    from memory.models import Message
+
+    settings.ENGRAM_UPSTREAM_RETRIES = 0  # the upstream's 500 reaches the client as a 502
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(status=500, json={"error": {"message": "down"}}),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+    headers = {"x-user-id": "alice", "x-conversation-id": "retry"}
+    # The SDK's own retries: the 502 of the first resume is replayed with the same body.
+    retrying = openai.OpenAI(
+        base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=2
+    ).with_options(default_headers=headers)
+    paused = ask(retrying, agent)
+    marks = engram(paused)
+
+    answer = resume(retrying, marks["approval_id"])
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert len(tool_server.calls) == 1  # the retry used the recorded result
+    last = upstream.chat_requests()[-1].body["messages"]
+    assert last[-1]["role"] == "tool" and json.loads(last[-1]["content"])["ok"] is True
+    with pytest.raises(openai.APIStatusError) as again:  # the run answered: used
+        resume(retrying, marks["approval_id"])
+    assert again.value.status_code == 410 and again.value.body["code"] == "approval_used"
+    execution = http.get(f"/v1/executions/{marks['execution_id']}").json()
+    assert execution["status"] == "completed"
+    assert [s["type"] for s in execution["steps"]] == [
+        "model",
+        "approval",
+        "tool",
+        "approval",
+        "model",
+    ]
+    assert execution["steps"][3]["status"] == "retried"
+
+    def roles():
+        rows = Message.objects.filter(workspace=owner[0], conversation__external_id="retry")
+        return [m.role for m in rows.order_by("created_at", "id")]
+
+    wait_for(lambda: len(roles()) == 4)
+    assert roles() == ["user", "assistant", "tool", "assistant"]  # the tool's result once
+
+
+def test_a_broken_resume_stream_is_resumed_again_once(http, upstream, tool_server, sdk):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(stream=openai_stream(["Sun", "ny", "."]), drop_after=2),
+        Reply(stream=openai_stream(["Sunny."])),
+    )
+    marks = engram(ask(sdk, agent))
+    body = {"approval_id": marks["approval_id"], "decision": "approve", "stream": True}
+    with http.stream("POST", "/v1/chat/resume", json=body) as resp:
+        broken = sse(resp)
+    assert broken[-2]["error"]["type"] == "upstream_error"
+    assert len(tool_server.calls) == 1
+
+    with http.stream("POST", "/v1/chat/resume", json=body) as resp:
+        assert resp.status_code == 200
+        events = sse(resp)
+
+    assert events[-1] == "[DONE]"
+    text = "".join(ch["delta"].get("content") or "" for e in events[:-1] for ch in e["choices"])
+    assert text == "Sunny."
+    assert len(tool_server.calls) == 1
+    assert http.post("/v1/chat/resume", json=body).status_code == 410
+    rejected = {**body, "decision": "reject"}  # another decision than the one taken: used
+    assert http.post("/v1/chat/resume", json=rejected).status_code == 410
+
+
+def test_a_retried_resume_that_paused_again_leaves_the_old_approval_used(
+    sdk, http, upstream, tool_server, settings
+):
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"c": "x"})])),
+        Reply(status=500, json={"error": {"message": "down"}}),
+        Reply(json=openai_completion(tool_calls=[tool_call("c2", "weather", {"c": "y"})])),
+    )
+    first = engram(ask(sdk, agent))["approval_id"]
+    with pytest.raises(openai.APIStatusError) as failed:
+        resume(sdk, first)
+    assert failed.value.status_code == 502
+
+    again = resume(sdk, first)  # goes on, and pauses on the next call
+
+    second = engram(again)["approval_id"]
+    assert second != first and again.choices[0].finish_reason == "tool_calls"
+    with pytest.raises(openai.APIStatusError) as used:
+        resume(sdk, first)
+    assert used.value.status_code == 410
+    assert len(tool_server.calls) == 1
+
+
+def test_a_call_interrupted_mid_run_is_never_run_again(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(json=openai_completion("Could not tell.")),
+    )
+    marks = engram(ask(sdk, agent))
+    pending = Execution.objects.get(id=marks["execution_id"]).pending
+    resume(sdk, marks["approval_id"])  # the run, as a lost process would leave it:
+    execution = Execution.objects.get(id=marks["execution_id"])
+    at = next(i for i, m in enumerate(execution.messages) if m.get("tool_calls"))
+    Execution.objects.filter(id=execution.id).update(
+        status="failed",
+        error="interrupted: its process was lost",
+        messages=execution.messages[: at + 1],  # the call started, its outcome unrecorded
+        steps=execution.steps[:2],
+        pending=pending,
+    )
+    upstream.script(Reply(json=openai_completion("Could not tell.")))
+
+    answer = resume(sdk, marks["approval_id"])
+
+    assert answer.choices[0].message.content == "Could not tell."
+    assert len(tool_server.calls) == 1
+    sent = upstream.chat_requests()[-1].body["messages"][-1]
+    assert sent["tool_call_id"] == "call_1" and "interrupted" in sent["content"]
+
+
+# --- a client without x-conversation-id resends the transcript of a tool run -----------------
+
+
+def _next_turn(sdk, agent, user, messages) -> str:
+    """The conversation the client's next turn (its transcript resent) lands in."""
+    reply = sdk.chat.completions.create(
+        model=agent,
+        messages=[*messages, {"role": "user", "content": "And tomorrow?"}],
+        extra_headers={"x-user-id": user},
+    )
+    return engram(reply)["conversation_id"]
+
+
+def test_resent_transcripts_of_a_paused_run_continue_its_conversation(
+    sdk, http, upstream, tool_server
+):
+    from memory.models import Conversation
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    user_text = {"role": "user", "content": "Weather in Paris?"}
+    # The shapes a client may resend: the answer after the call it approved; the result it
+    # put in between (here what the stream showed); the stream's calls merged into the answer.
+    shapes = {
+        "plain": lambda pending, result: [user_text, pending, ANSWER],
+        "with-result": lambda pending, result: [user_text, pending, result, ANSWER],
+        "merged": lambda pending, result: [
+            user_text,
+            pending,
+            result,
+            {**ANSWER, "tool_calls": pending["tool_calls"]},
+        ],
+    }
+    for user, shape in shapes.items():
+        script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+        headers = {"x-user-id": user}
+        paused = ask(sdk, agent, extra_headers=headers)
+        conversation = engram(paused)["conversation_id"]
+        sdk.post(
+            "/chat/resume",
+            body={"approval_id": engram(paused)["approval_id"], "decision": "approve"},
+            cast_to=ChatCompletion,
+            options={"headers": headers},
+        )
+        pending = paused.choices[0].message.model_dump(exclude_none=True)
+        result = {"role": "tool", "tool_call_id": "call_1", "content": "as the client saw it"}
+
+        assert _next_turn(sdk, agent, user, shape(pending, result)) == conversation, user
+        assert Conversation.objects.filter(user_id=user).count() == 1
+
+
+ANSWER = {"role": "assistant", "content": "It is sunny."}
+
+
+def test_resent_transcripts_of_a_run_continue_its_conversation(sdk, http, upstream, tool_server):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    call = tool_call("call_1", "weather", {"city": "Paris"})
+    user_text = {"role": "user", "content": "Weather in Paris?"}
+    shapes = {
+        "answer-only": [user_text, ANSWER],  # what the JSON answer shows
+        "stream": [  # the stream's calls merged into the answer, its results after
+            user_text,
+            {**ANSWER, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+        ],
+        "canonical": [
+            user_text,
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+            ANSWER,
+        ],
+    }
+    for user, messages in shapes.items():
+        script_call_then_answer(upstream, call)
+        first = ask(sdk, agent, extra_headers={"x-user-id": user})
+        assert first.choices[0].message.content == "It is sunny."
+
+        assert _next_turn(sdk, agent, user, messages) == engram(first)["conversation_id"], user
+
+
+def test_a_streamed_run_keeps_alive_until_the_models_first_token(
+    http, upstream, tool_server, settings
+):
+    settings.ENGRAM_KEEPALIVE_SECONDS = 0.1
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_1", "weather", {"city": "Paris"})])),
+        Reply(stream=openai_stream(["Sunny."]), first_delay=0.6),  # thinks after the tool
+    )
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather?"}], "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        lines = [line for line in resp.iter_lines() if line]
+    result = next(i for i, line in enumerate(lines) if "tool_result" in line)
+    text = next(i for i, line in enumerate(lines) if "Sunny." in line)
+    assert ": keep-alive" in lines[result + 1 : text]
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_a_client_gone_mid_tool_resumes_again_without_a_second_call(
+    engram_server, owner, http, upstream, tool_server, sdk, settings
+):
+    import socket
+
+    settings.ENGRAM_KEEPALIVE_SECONDS = 0.1  # writes that find the client gone
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(json=openai_completion("Could not tell.")),
+    )
+    marks = engram(ask(sdk, agent))
+    body = json.dumps({"approval_id": marks["approval_id"], "decision": "approve", "stream": True})
+    host, port = engram_server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v1/chat/resume HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {owner[1]}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body.encode()
+    )
+    received = b""
+    while b"tool_call" not in received:
+        received += sock.recv(65536)
+    wait_for(lambda: len(tool_server.calls) == 1)
+    sock.close()  # while the slow tool runs: the client goes away
+    execution = Execution.objects.filter(id=marks["execution_id"])
+    wait_for(lambda: execution.get().status == "failed", timeout=10)
+    assert execution.get().error == "interrupted: the client went away"
+
+    answer = resume(sdk, marks["approval_id"])
+
+    assert answer.choices[0].message.content == "Could not tell."
+    assert len(tool_server.calls) == 1
+    sent = upstream.chat_requests()[-1].body["messages"][-1]
+    assert sent["tool_call_id"] == "call_1" and "interrupted" in sent["content"]

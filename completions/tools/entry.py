@@ -110,7 +110,9 @@ def _before_answer(run: Run, assistant: dict | None) -> list[dict]:
     return run.transcript
 
 
-async def _store(run: Run, messages: list[dict], *, extraction: bool) -> None:
+async def _store(
+    run: Run, messages: list[dict], *, extraction: bool, resumed: bool = False
+) -> None:
     """Into the turn's conversation; a failure loses history, never the answer."""
     try:
         await db(
@@ -118,6 +120,7 @@ async def _store(run: Run, messages: list[dict], *, extraction: bool) -> None:
             execution=run.execution,
             messages=messages,
             extraction=extraction,
+            resumed=resumed,
         )
     except Exception:
         logger.exception("storing the tool run's messages failed")
@@ -205,7 +208,9 @@ async def resume(
         scope=Scope(workspace, execution.user_id or None, tuple(execution.collection_ids)),
         request_id=request_id,
     )
-    resumed = _resumed(run, claimed.approval, approve, reason)
+    resumed: Resumed | None = _resumed(run, claimed.approval, approve, reason, claimed.retry)
+    if claimed.retry and resumed is not None:
+        resumed = run.recover(resumed)
     execution.status = Execution.Status.RUNNING
     execution.stream = stream
     extraction = await _extraction(workspace.id, execution.agent_id)
@@ -214,7 +219,11 @@ async def resume(
 
         def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
             account.end(status, assistant, incomplete, code)
-            spawn(_store(run, run.transcript, extraction=extraction), name="tools_store")
+            if assistant is not None:  # a failed run's part is stored by its retry, once
+                spawn(
+                    _store(run, run.transcript, extraction=extraction, resumed=True),
+                    name="tools_store",
+                )
 
         streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
         return _reply(200, {}, stream=streamer.frames(resumed))
@@ -225,7 +234,7 @@ async def resume(
         account.end(error.status, None, True, error.code or error.type)
         return _reply(error.status, dict(error.headers), dumps(error.body()))
     account.end(200, answer.assistant, False, "")
-    await _store(run, run.transcript, extraction=extraction)
+    await _store(run, run.transcript, extraction=extraction, resumed=True)
     return _reply(
         200,
         {"openai-processing-ms": str(round((time.perf_counter() - started) * 1000))},
@@ -233,7 +242,7 @@ async def resume(
     )
 
 
-def _resumed(run: Run, approval: Approval, approve: bool, reason: str) -> Resumed:
+def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bool) -> Resumed:
     execution = run.execution
     message = execution.pending.get("message") or {}
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
@@ -244,7 +253,7 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str) -> Resume
         "approval",
         approval_id=approval.id,
         decision="approve" if approve else "reject",
-        status=approval.status,
+        status="retried" if retry else approval.status,
         reason=reason,
     )
     rejected = (set() if approve else waiting) | gone

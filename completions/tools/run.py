@@ -180,6 +180,10 @@ class Run:
         if not resumed:
             self.transcript.append(message)
         runnable = [c for c in calls if c["id"] not in rejected]
+        if runnable:
+            # Stored before the tools start: a run resumed again after a failure or a lost
+            # process sees these calls as started and never runs them a second time.
+            await db(services.execution_save, execution=self.execution)
         results = iter(
             await executor.execute_all(
                 runnable, self.tools, key_prefix=self.execution.id, scope=self.scope
@@ -207,7 +211,49 @@ class Run:
                 **({"result": result.content} if result.error is None else {"error": result.error}),
             )
             done.append((call, result, status))
+        if runnable:  # their results, kept if what follows fails
+            await db(services.execution_save, execution=self.execution)
         return done
+
+    def recover(self, resumed: Resumed) -> Resumed | None:
+        """Where a run stands when its resume is sent again after it failed. The paused calls
+        not started yet: `resumed`, to decide them now. Started: None, the run goes on with a
+        model call; their recorded results stay, and a call whose outcome was never recorded
+        is answered as interrupted, not run again (at most once)."""
+        messages = self.execution.messages
+        ids = [c.get("id") for c in resumed.message.get("tool_calls") or ()]
+        at = next(
+            (
+                i
+                for i in range(len(messages) - 1, -1, -1)
+                if messages[i].get("role") == "assistant"
+                and [c.get("id") for c in messages[i].get("tool_calls") or ()] == ids
+            ),
+            None,
+        )
+        if at is None:
+            return resumed
+        self.transcript.extend(messages[at + 1 :])  # what the conversation does not hold yet
+        last = max(i for i in range(len(messages)) if messages[i].get("role") == "assistant")
+        answered = {m.get("tool_call_id") for m in messages[last + 1 :]}
+        for call in messages[last].get("tool_calls") or ():
+            if call.get("id") in answered:
+                continue
+            result = Result("", "interrupted: its outcome is unknown, so it is not run again", 0.0)
+            reply = executor.tool_message(call.get("id"), result)
+            messages.append(reply)
+            self.transcript.append(reply)
+            view = _call_view(call)
+            self.step(
+                "tool",
+                duration_ms=0.0,
+                tool_call_id=view["id"],
+                name=view["name"],
+                arguments=view["arguments"],
+                status="failed",
+                error=result.error,
+            )
+        return None
 
     async def pause(self, message: dict, waiting: list[dict]) -> Approval:
         ttl = min(self.tools[c["function"]["name"]].approval_ttl_seconds for c in waiting)
@@ -222,7 +268,8 @@ class Run:
     async def end(self, status: str, error: str = "") -> None:
         self.execution.status = status
         self.execution.error = error[:2000]
-        self.execution.pending = {}
+        if status != Execution.Status.FAILED:  # a failed run keeps it, to be resumed again
+            self.execution.pending = {}
         await db(services.execution_save, execution=self.execution)
 
     def engram_of(self, approval: Approval | None = None) -> dict:

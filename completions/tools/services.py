@@ -4,6 +4,12 @@ An approval is used once: `approval_claim` moves it from PENDING by compare-and-
 (`filter(status=PENDING, expires_at__gt=now).update(...) == 1`, as the extraction jobs claim
 theirs), so of two concurrent resumes exactly one runs the tools, and a restart in between
 cannot run them again. `approvals_expire` resolves what nobody decided in time as rejected.
+
+A resume whose run then failed (the upstream's error, a broken stream, a lost process) can be
+sent again: the same decision on the run's latest approval claims the FAILED run back by
+compare-and-set on its status, and the run goes on from its stored state (the tools' recorded
+results; a call whose outcome was not recorded is never run again). Once the run answered or
+paused on a new approval, the old approval is 410 again.
 """
 
 from __future__ import annotations
@@ -203,11 +209,14 @@ def execution_pause(
 
 # --- approvals ------------------------------------------------------------------------------
 
+EXPIRED_ERROR = "approval expired"
+
 
 @dataclass
 class Claimed:
     approval: Approval
     execution: Execution
+    retry: bool = False  # a resume sent again after its run failed: it goes on from its state
 
 
 def _gone(approval: Approval) -> Gone:
@@ -236,16 +245,42 @@ def approval_claim(
         )
     now = timezone.now()
     status = Approval.Status.APPROVED if approve else Approval.Status.REJECTED
-    claimed = Approval.objects.filter(
-        id=found.id, status=Approval.Status.PENDING, expires_at__gt=now
-    ).update(status=status, reason=reason[:2000], decided_at=now)
+    with transaction.atomic():
+        claimed = Approval.objects.filter(
+            id=found.id, status=Approval.Status.PENDING, expires_at__gt=now
+        ).update(status=status, reason=reason[:2000], decided_at=now)
+        if claimed == 1:
+            # RUNNING in the same commit: a resume sent again meanwhile sees a run in progress.
+            Execution.objects.filter(id=found.execution_id).update(
+                status=Execution.Status.RUNNING, updated_at=now
+            )
     if claimed != 1:
         approvals_expire(ids=[found.id])
         found.refresh_from_db()
+        if found.status == status and _reclaimed(found, now):
+            return Claimed(found, Execution.objects.get(id=found.execution_id), retry=True)
         raise _gone(found)
     found.refresh_from_db()
     execution = Execution.objects.get(id=found.execution_id)
     return Claimed(found, execution)
+
+
+def _reclaimed(approval: Approval, now: dt.datetime) -> bool:
+    """The failed run of this (its latest) approval, claimed back for a resume sent again."""
+    latest = (
+        Approval.objects.filter(execution_id=approval.execution_id)
+        .order_by("-created_at", "-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if latest != approval.id:  # the run moved on to a new approval
+        return False
+    return (
+        Execution.objects.filter(id=approval.execution_id, status=Execution.Status.FAILED)
+        .exclude(error=EXPIRED_ERROR)
+        .update(status=Execution.Status.RUNNING, error="", updated_at=now)
+        == 1
+    )
 
 
 def approvals_expire(*, ids: list[str] | None = None) -> int:
@@ -276,7 +311,7 @@ def approvals_expire(*, ids: list[str] | None = None) -> int:
                 },
             ]
             execution.status = Execution.Status.FAILED
-            execution.error = "approval expired"
+            execution.error = EXPIRED_ERROR
             execution_save(execution=execution)
     if count:
         logger.info("tools: %d approval(s) expired, resolved as rejected", count)
@@ -301,13 +336,18 @@ def _interrupted(now: dt.datetime) -> None:
 
 
 def execution_messages_store(
-    *, execution: Execution, messages: list[dict], extraction: bool
+    *, execution: Execution, messages: list[dict], extraction: bool, resumed: bool = False
 ) -> None:
     """Store a run's tool calls, their results and (on resume) its answer in the turn's
-    conversation, so they are history and feed memory extraction like any other turn."""
-    from memory.models import Conversation, Session
-    from memory.services.conversations import messages_append
+    conversation, so they are history and feed memory extraction like any other turn.
+
+    A resume's messages also extend the fingerprint of a conversation found by the history its
+    client resent (memory.turn.conversation), as finish_turn does for a turn's answer: the
+    client's next turn, resending the transcript, lands in the same conversation."""
+    from memory.models import Conversation, Message, Session
+    from memory.services.conversations import conversation_fingerprint_set, messages_append
     from memory.services.processing import extraction_enqueue, summary_enqueue
+    from memory.turn.conversation import HEAD_ROLES, fingerprint
 
     if not messages or not execution.conversation_pk:
         return
@@ -320,6 +360,22 @@ def execution_messages_store(
         Session.objects.filter(pk=execution.session_pk).first() if execution.session_pk else None
     )
     with transaction.atomic():
+        if resumed and conversation.fingerprint:
+            last = (
+                Message.objects.filter(conversation=conversation)
+                .exclude(role__in=HEAD_ROLES)
+                .order_by("-created_at", "-id")
+                .values_list("raw", flat=True)
+                .first()
+            ) or {}
+            # Only while the paused answer is still the conversation's last message: had a new
+            # turn come meanwhile, the fingerprint is that turn's.
+            waited = {c.get("id") for c in last.get("tool_calls") or () if isinstance(c, dict)}
+            if messages[0].get("tool_call_id") in waited:
+                conversation_fingerprint_set(
+                    conversation=conversation,
+                    fingerprint=fingerprint(messages, conversation.fingerprint),
+                )
         stored = messages_append(
             workspace=conversation.workspace,
             conversation=conversation,

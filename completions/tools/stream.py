@@ -5,24 +5,26 @@ tool-call delta of choice 0 (its `index` after every call sent before in the str
 that also carries `"engram": {"tool_call": {"id", "name", "status": "running",
 "execution_id"}}`; its result follows in a chunk with no choices and `"engram": {"tool_result":
 {"tool_call_id", "name", "status", "content" | "error", "duration_ms"}}`; SSE comments keep the
-stream open while tools run. A pause ends with the waiting calls as deltas and one last chunk
-(`finish_reason: "tool_calls"`, `engram.approval_id`, …) before `data: [DONE]`.
+stream open while tools run and while the model has not sent its first token. A pause ends with
+the waiting calls as deltas and one last chunk (`finish_reason: "tool_calls"`,
+`engram.approval_id`, …) before `data: [DONE]`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 
 from completions.conf import conf
-from completions.providers.base import StreamFailed
+from completions.providers.base import Chunk, StreamFailed
 from completions.streaming import DONE, KEEPALIVE, Assembler, dumps, frame
 from completions.tools.models import Execution
 from completions.tools.run import Resumed, Run, failed
+from config.common.background import spawn
 from config.common.errors import ApiError
 
 
@@ -164,16 +166,29 @@ class Streamer:
         finally:
             if not ended:  # the client went away
                 self.on_end(499, None, True, "client_closed")
+                if run.execution.status == Execution.Status.RUNNING:
+                    # Recorded, so a resume sent again goes on from here (no lost process).
+                    spawn(
+                        run.end(Execution.Status.FAILED, "interrupted: the client went away"),
+                        name="tools_client_gone",
+                    )
 
     async def _model(self, message: dict) -> AsyncGenerator[bytes, None]:
         """One upstream call: its text goes out as it comes; `message` receives the answer."""
         run = self.run
         started = time.perf_counter()
-        opened = await run.route.provider.stream(run.call(stream=True))
+        opener = asyncio.ensure_future(run.route.provider.stream(run.call(stream=True)))
+        async for out in _kept_alive(opener):
+            yield out
+        opened = opener.result()
         assembler = Assembler()
         finish = None
         try:
-            async for chunk in opened.chunks():
+            chunks = opened.chunks().__aiter__()
+            first = asyncio.ensure_future(chunks.__anext__())  # the model may think a while
+            async for out in _kept_alive(first):
+                yield out
+            async for chunk in _from(first, chunks):
                 assembler.add(chunk.data)
                 for choice in chunk.data.get("choices") or ():
                     if choice.get("index", 0) != 0:
@@ -209,13 +224,8 @@ class Streamer:
                 resumed=resumed is not None,
             )
         )
-        try:
-            # SSE comments while the tools run, so proxies keep a slow tool's stream open.
-            while not (await asyncio.wait({work}, timeout=conf().keepalive))[0]:
-                yield KEEPALIVE
-        finally:
-            if not work.done():
-                work.cancel()
+        async for out in _kept_alive(work):
+            yield out
         for call, result, status in work.result():
             outcome: dict[str, Any] = {
                 "tool_call_id": call["id"],
@@ -228,3 +238,25 @@ class Streamer:
             else:
                 outcome["error"] = result.error
             yield self.chunk(None, engram={"tool_result": outcome})
+
+
+async def _kept_alive(future: asyncio.Future) -> AsyncGenerator[bytes, None]:
+    """SSE comments until `future` is done, so proxies keep the stream open while the model
+    thinks before its first token or a slow tool runs; cancelled if the client goes away."""
+    try:
+        while not (await asyncio.wait({future}, timeout=conf().keepalive))[0]:
+            yield KEEPALIVE
+    finally:
+        if not future.done():
+            future.cancel()
+
+
+async def _from(first: asyncio.Future, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """The stream's chunks: the first (awaited apart, with keep-alives), then the rest."""
+    try:
+        chunk = first.result()
+    except StopAsyncIteration:  # an empty stream
+        return
+    yield chunk
+    async for chunk in rest:
+        yield chunk

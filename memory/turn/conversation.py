@@ -31,13 +31,18 @@ def _text(message: dict) -> str:
     return " ".join(content_text(message.get("content")).split())
 
 
-def _normalized(message: dict) -> str:
-    """A message as a fingerprint sees it: role, text (as _text), tool call ids."""
-    text = _text(message)
-    calls = ",".join(
-        str(c.get("id")) for c in message.get("tool_calls") or [] if isinstance(c, dict)
-    )
-    return f"{message.get('role')}\x1f{text}\x1f{calls}\x1f{message.get('tool_call_id') or ''}"
+def _normalized(message: dict) -> str | None:
+    """A message as a fingerprint sees it: role and text (as _text); None: not counted.
+
+    Tool traffic does not count (tool results, tool call ids, an assistant message that only
+    calls tools): a client shows a tool run that Engram ran on the server in several shapes
+    (the answer alone, the calls merged into it from a stream, calls and results as their own
+    messages), and every one of them continues the same conversation.
+    """
+    role, text = message.get("role"), _text(message)
+    if role == "tool" or (role == "assistant" and not text):
+        return None
+    return f"{role}\x1f{text}"
 
 
 def fingerprint(messages: list[dict], start: str = "") -> str:
@@ -48,7 +53,10 @@ def fingerprint(messages: list[dict], start: str = "") -> str:
     """
     digest = start
     for message in messages:
-        step = f"{digest}\x1e{_normalized(message)}".encode()
+        normalized = _normalized(message)
+        if normalized is None:
+            continue
+        step = f"{digest}\x1e{normalized}".encode()
         digest = hashlib.sha256(step).hexdigest()[:32]
     return digest
 
