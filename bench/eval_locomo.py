@@ -18,7 +18,9 @@ Comparing changes: `--keep` leaves the imported users in `.engram/eval` and prin
 ENGRAM_SEARCH_* setting), `--label` names the report. `--compare A.json B.json ...` prints one
 row per report (each fold's R@10, multi-hop, open-domain, mean) and the leave-one-out choice
 among them: for each conversation, the report with the best mean R@10 on the other four, and
-that report's R@10 on the one held out.
+that report's R@10 on the one held out. `--dump PATH --limit 100` also saves every question's
+ranked items (type, score, sources) for bench/probe_rerank.py, which replays search-time
+re-rankings on them in seconds.
 """
 
 from __future__ import annotations
@@ -139,6 +141,32 @@ def ranked_dia_ids(results: list[dict]) -> list[str]:
     return list(seen)
 
 
+def dump_row(sample_id: str, qa: dict, items: list[dict]) -> dict:
+    """One question and its ranked items, as bench/probe_rerank.py reads them."""
+    return {
+        "sample": sample_id,
+        "category": qa["category"],
+        "question": qa["question"],
+        "evidence": qa["evidence"],
+        "items": [
+            {
+                "type": item["type"],
+                "score": item["score"],
+                "sources": [
+                    {
+                        "id": s.get("message_id"),
+                        "conversation_id": s.get("conversation_id"),
+                        "created_at": s.get("created_at"),
+                        "dia_id": (s.get("metadata") or {}).get("dia_id"),
+                    }
+                    for s in item.get("sources", [])
+                ],
+            }
+            for item in items
+        ],
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -153,7 +181,7 @@ def evaluate(base_url: str, api_key: str, args) -> dict:
     )
     run = latest_run(client) if args.reuse == "latest" else args.reuse or f"{int(time.time())}"
     print(f"run id: {run}", flush=True)
-    per_question = []
+    per_question, dumped = [], []
     search_ms, context_tokens = [], []
     ingest_seconds = 0.0
     for sample in samples:
@@ -178,13 +206,15 @@ def evaluate(base_url: str, api_key: str, args) -> dict:
                 json={
                     "user_id": user_id,
                     "query": qa["question"],
-                    "limit": 20,
+                    "limit": args.limit,
                     "types": SEARCH_TYPES,
                 },
             )
             search_ms.append((time.perf_counter() - t0) * 1000)
             resp.raise_for_status()
             ranked = ranked_dia_ids(resp.json()["data"])
+            if args.dump:
+                dumped.append(dump_row(sample["sample_id"], qa, resp.json()["data"]))
             evidence = set(qa["evidence"])
             recalls = {k: len(evidence & set(ranked[:k])) / len(evidence) for k in KS}
             per_question.append(
@@ -207,6 +237,8 @@ def evaluate(base_url: str, api_key: str, args) -> dict:
                 context_tokens.append(ctx.json()["context_tokens"])
         if not (args.keep or args.reuse):
             client.delete(f"/v1/users/{user_id}")
+    if args.dump:
+        Path(args.dump).write_text(json.dumps(dumped))
     report = summarize(per_question, search_ms, context_tokens, ingest_seconds, len(samples))
     report["label"] = args.label
     return report
@@ -302,22 +334,36 @@ def compare(paths: list[str]) -> None:
             + f" {report['leave_one_out_mean_r@10']!s:>6} {rec['multi-hop']['r@10']!s:>9}"
             + f" {rec['open-domain']['r@10']!s:>8} {rec['temporal']['r@10']!s:>8}"
         )
+    leave_one_out(
+        {
+            report.get("label") or Path(path).stem: {
+                f: report["recall_per_conversation"][f]["overall"]["r@10"] for f in folds
+            }
+            for path, report in zip(paths, reports, strict=True)
+        }
+    )
+
+
+def leave_one_out(table: dict[str, dict[str, float]]) -> float:
+    """table: change -> fold -> R@10. For each fold, the change with the best mean on the other
+    folds, and its R@10 on this one; prints them and returns their mean."""
+    folds = list(next(iter(table.values())))
     held = []
     for fold in folds:
         others = [f for f in folds if f != fold]
 
-        def on_others(report: dict, others=others) -> float:
-            per = report["recall_per_conversation"]
-            return statistics.fmean(per[f]["overall"]["r@10"] for f in others)
+        def on_others(change: str, others=others) -> float:
+            return statistics.fmean(table[change][f] for f in others)
 
-        chosen = max(reports, key=on_others)
-        r10 = chosen["recall_per_conversation"][fold]["overall"]["r@10"]
-        held.append(r10)
+        chosen = max(table, key=on_others)
+        held.append(table[chosen][fold])
         print(
-            f"  {fold} held out: chosen on the other four -> "
-            f"{chosen.get('label')} ({on_others(chosen):.1f}); held-out R@10 {r10}"
+            f"  {fold} held out: chosen on the other four -> {chosen} "
+            f"({on_others(chosen):.1f}); held-out R@10 {table[chosen][fold]:.1f}"
         )
-    print(f"leave-one-out mean R@10 of the choice: {statistics.fmean(held):.1f}")
+    mean = statistics.fmean(held)
+    print(f"leave-one-out mean R@10 of the choice: {mean:.1f}")
+    return mean
 
 
 def main() -> int:
@@ -330,8 +376,12 @@ def main() -> int:
     parser.add_argument("--skip-context", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the imported users")
     parser.add_argument("--report", default=str(ROOT / "bench" / "results" / "eval-locomo.json"))
-    parser.add_argument("--reuse", metavar="RUN", help="score a kept run's users, no import ('latest': the newest)")
+    parser.add_argument(
+        "--reuse", metavar="RUN", help="score a kept run's users, no import ('latest': the newest)"
+    )
     parser.add_argument("--label", help="the change this report measures (for --compare)")
+    parser.add_argument("--limit", type=int, default=20, help="/v1/search limit")
+    parser.add_argument("--dump", metavar="PATH", help="save each question's ranked items")
     parser.add_argument("--compare", nargs="+", metavar="REPORT", help="fold table of reports")
     args = parser.parse_args()
     if args.compare:

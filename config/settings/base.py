@@ -269,6 +269,3 @@ ENGRAM_SUMMARY_MAX_TOKENS = env.int("ENGRAM_SUMMARY_MAX_TOKENS", default=500)
 # auto: the LLM when an upstream is configured, else offline; or force "llm" / "offline".
 ENGRAM_MEMORY_EXTRACTION = env("ENGRAM_MEMORY_EXTRACTION", default="auto")
 ENGRAM_MEMORY_DUPLICATE_SIMILARITY = env.float("ENGRAM_MEMORY_DUPLICATE_SIMILARITY", default=0.9)
-# /v1/search: each item already taken from a conversation's day multiplies the next one's score
-# from that day by this (1.0: off); chosen leave-one-out on LoCoMo (README, Memory quality).
-ENGRAM_SEARCH_EPISODE_DECAY = env.float("ENGRAM_SEARCH_EPISODE_DECAY", default=1.0)

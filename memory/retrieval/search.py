@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-
-from django.conf import settings
 
 from accounts.models import Workspace
 from memory.models import Conversation, Memory, Message
@@ -191,10 +188,6 @@ def search(
     score, on the same scale.
     """
     types = set(types)
-    decay = settings.ENGRAM_SEARCH_EPISODE_DECAY
-    # With the episode decay, a few more candidates per source: the ones it lifts into the
-    # list come from below the plain ranking's cut.
-    pool = limit * 2 if decay < 1.0 else limit
     ranked: list[Found] = []
     if "memories" in types and user_id:
         ranked += memory_search(
@@ -202,7 +195,7 @@ def search(
             user_id=user_id,
             query=query,
             vector=vector,
-            limit=pool,
+            limit=limit,
             min_similarity=MIN_SIMILARITY,
             with_sources=True,
         )
@@ -212,7 +205,7 @@ def search(
             user_id=user_id,
             query=query,
             vector=vector,
-            limit=pool,
+            limit=limit,
             min_similarity=MIN_SIMILARITY,
             feedback=True,
         )
@@ -224,47 +217,19 @@ def search(
             vector=vector,
             limit=limit,
         )
-    return _assemble(ranked, limit=limit, decay=decay)
-
-
-def episode(found: Found) -> tuple[str, str] | None:
-    """The conversation and day an item was said in (a memory's: its first source's). Turns of
-    one episode are indexed with their neighbours' words, so they rank together."""
-    if found.kind == "chunk" or not found.sources:
-        return None
-    source = found.sources[0]
-    day = datetime.fromtimestamp(source["created_at"], tz=UTC).date().isoformat()
-    return source["conversation_id"], day
-
-
-def _assemble(ranked: list[Found], *, limit: int, decay: float) -> list[Found]:
-    """Greedy selection, best adjusted score first: an item whose source messages all rank above
-    it adds no evidence and is left out (a memory's score is weighed by fusion.MEMORY_WEIGHT
-    here), and each item already taken from an episode multiplies
-    the next one's score from that episode by `decay` (1.0: plain ranking). A question whose
-    answer spans sessions (LoCoMo multi-hop) otherwise gets ten turns of the one session its
-    best hit is in."""
-    def weighted(found: Found) -> float:
-        return found.score * (fusion.MEMORY_WEIGHT if found.kind == "memory" else 1.0)
-
-    pending = sorted(ranked, key=weighted, reverse=True)
-    taken: dict[tuple[str, str], int] = {}
+    ranked.sort(
+        key=lambda f: f.score * (fusion.MEMORY_WEIGHT if f.kind == "memory" else 1.0),
+        reverse=True,
+    )
     results: list[Found] = []
     covered: set[str] = set()
-    while pending and len(results) < limit:
-
-        def adjusted(found: Found) -> float:
-            key = episode(found)
-            return weighted(found) * decay ** taken.get(key, 0) if key else weighted(found)
-
-        best = max(range(len(pending)), key=lambda i: adjusted(pending[i]))
-        found = pending.pop(best)
+    for found in ranked:
         if found.kind != "chunk":
             ids = {s["message_id"] for s in found.sources}
             if ids and ids <= covered:
                 continue
             covered |= ids
-            if (key := episode(found)) is not None:
-                taken[key] = taken.get(key, 0) + 1
         results.append(found)
+        if len(results) == limit:
+            break
     return results
