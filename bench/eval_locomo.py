@@ -12,6 +12,15 @@ Dev and held-out: DEV names the conversations a change may be chosen on (every w
 threshold is tuned looking at their figures only); HELD_OUT are reported, never tuned on. Both
 tables are printed, with each conversation's own R@10 and their mean (leave-one-out: a choice
 made on four conversations is checked on the fifth by reading that conversation's row).
+
+Comparing changes: `--keep` leaves the imported users in `.engram/eval` and prints the run id;
+`--reuse RUN` scores them again without importing (a search-time change, e.g. under another
+ENGRAM_SEARCH_* setting), `--label` names the report. `--compare A.json B.json ...` prints one
+row per report (each fold's R@10, multi-hop, open-domain, mean) and the leave-one-out choice
+among them: for each conversation, the report with the best mean R@10 on the other four, and
+that report's R@10 on the one held out. `--dump PATH --limit 100` also saves every question's
+ranked items (type, score, sources) for bench/probe_rerank.py, which replays search-time
+re-rankings on them in seconds.
 """
 
 from __future__ import annotations
@@ -93,6 +102,23 @@ def import_conversation(client: httpx.Client, sample: dict, user_id: str, conv_i
     return count
 
 
+def latest_run(client: httpx.Client) -> str:
+    """The newest kept run's id, from the workspace's users (locomo-<sample>-<run>)."""
+    runs, after = [], None
+    while True:
+        page = client.get("/v1/users", params={"limit": 100, **({"after": after} if after else {})})
+        page.raise_for_status()
+        body = page.json()
+        ids = [u["id"] for u in body["data"]]
+        runs += [i.rsplit("-", 1)[1] for i in ids if i.startswith("locomo-")]
+        if not body.get("has_more") or not ids:
+            break
+        after = ids[-1]
+    if not runs:
+        raise RuntimeError("no kept run to reuse")
+    return max(runs)
+
+
 def wait_processed(client: httpx.Client, conv_id: str, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -115,6 +141,32 @@ def ranked_dia_ids(results: list[dict]) -> list[str]:
     return list(seen)
 
 
+def dump_row(sample_id: str, qa: dict, items: list[dict]) -> dict:
+    """One question and its ranked items, as bench/probe_rerank.py reads them."""
+    return {
+        "sample": sample_id,
+        "category": qa["category"],
+        "question": qa["question"],
+        "evidence": qa["evidence"],
+        "items": [
+            {
+                "type": item["type"],
+                "score": item["score"],
+                "sources": [
+                    {
+                        "id": s.get("message_id"),
+                        "conversation_id": s.get("conversation_id"),
+                        "created_at": s.get("created_at"),
+                        "dia_id": (s.get("metadata") or {}).get("dia_id"),
+                    }
+                    for s in item.get("sources", [])
+                ],
+            }
+            for item in items
+        ],
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -127,22 +179,24 @@ def evaluate(base_url: str, api_key: str, args) -> dict:
     client = httpx.Client(
         base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=120
     )
-    run = f"{int(time.time())}"
-    per_question = []
+    run = latest_run(client) if args.reuse == "latest" else args.reuse or f"{int(time.time())}"
+    print(f"run id: {run}", flush=True)
+    per_question, dumped = [], []
     search_ms, context_tokens = [], []
     ingest_seconds = 0.0
     for sample in samples:
         user_id = f"locomo-{sample['sample_id']}-{run}"
         conv_id = f"locomo-{sample['sample_id']}-{run}"
-        started = time.monotonic()
-        n = import_conversation(client, sample, user_id, conv_id)
-        processing = wait_processed(client, conv_id, args.timeout)
-        took = time.monotonic() - started
-        ingest_seconds += took
-        print(
-            f"{sample['sample_id']}: imported {n} turns, processed in {took:.1f}s ({processing})",
-            flush=True,
-        )
+        if not args.reuse:
+            started = time.monotonic()
+            n = import_conversation(client, sample, user_id, conv_id)
+            processing = wait_processed(client, conv_id, args.timeout)
+            took = time.monotonic() - started
+            ingest_seconds += took
+            print(
+                f"{sample['sample_id']}: imported {n} turns, processed in {took:.1f}s ({processing})",
+                flush=True,
+            )
         for qa in sample["qa"]:
             if qa["category"] not in CATEGORIES or not qa.get("evidence"):
                 continue
@@ -152,13 +206,15 @@ def evaluate(base_url: str, api_key: str, args) -> dict:
                 json={
                     "user_id": user_id,
                     "query": qa["question"],
-                    "limit": 20,
+                    "limit": args.limit,
                     "types": SEARCH_TYPES,
                 },
             )
             search_ms.append((time.perf_counter() - t0) * 1000)
             resp.raise_for_status()
             ranked = ranked_dia_ids(resp.json()["data"])
+            if args.dump:
+                dumped.append(dump_row(sample["sample_id"], qa, resp.json()["data"]))
             evidence = set(qa["evidence"])
             recalls = {k: len(evidence & set(ranked[:k])) / len(evidence) for k in KS}
             per_question.append(
@@ -179,9 +235,13 @@ def evaluate(base_url: str, api_key: str, args) -> dict:
                 )
                 ctx.raise_for_status()
                 context_tokens.append(ctx.json()["context_tokens"])
-        if not args.keep:
+        if not (args.keep or args.reuse):
             client.delete(f"/v1/users/{user_id}")
-    return summarize(per_question, search_ms, context_tokens, ingest_seconds, len(samples))
+    if args.dump:
+        Path(args.dump).write_text(json.dumps(dumped))
+    report = summarize(per_question, search_ms, context_tokens, ingest_seconds, len(samples))
+    report["label"] = args.label
+    return report
 
 
 def _mean(values):
@@ -256,6 +316,56 @@ def print_table(report: dict) -> None:
     )
 
 
+def compare(paths: list[str]) -> None:
+    """One row per report, then the leave-one-out choice among them."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    folds = list(reports[0]["recall_per_conversation"])
+    print(
+        f"{'change':<28} "
+        + " ".join(f"{f:>8}" for f in folds)
+        + f" {'mean':>6} {'multi-hop':>9} {'open-dom':>8} {'temporal':>8}"
+    )
+    for path, report in zip(paths, reports, strict=True):
+        per = report["recall_per_conversation"]
+        rec = report["recall"]
+        print(
+            f"{report.get('label') or Path(path).stem:<28} "
+            + " ".join(f"{per[f]['overall']['r@10']!s:>8}" for f in folds)
+            + f" {report['leave_one_out_mean_r@10']!s:>6} {rec['multi-hop']['r@10']!s:>9}"
+            + f" {rec['open-domain']['r@10']!s:>8} {rec['temporal']['r@10']!s:>8}"
+        )
+    leave_one_out(
+        {
+            report.get("label") or Path(path).stem: {
+                f: report["recall_per_conversation"][f]["overall"]["r@10"] for f in folds
+            }
+            for path, report in zip(paths, reports, strict=True)
+        }
+    )
+
+
+def leave_one_out(table: dict[str, dict[str, float]]) -> float:
+    """table: change -> fold -> R@10. For each fold, the change with the best mean on the other
+    folds, and its R@10 on this one; prints them and returns their mean."""
+    folds = list(next(iter(table.values())))
+    held = []
+    for fold in folds:
+        others = [f for f in folds if f != fold]
+
+        def on_others(change: str, others=others) -> float:
+            return statistics.fmean(table[change][f] for f in others)
+
+        chosen = max(table, key=on_others)
+        held.append(table[chosen][fold])
+        print(
+            f"  {fold} held out: chosen on the other four -> {chosen} "
+            f"({on_others(chosen):.1f}); held-out R@10 {table[chosen][fold]:.1f}"
+        )
+    mean = statistics.fmean(held)
+    print(f"leave-one-out mean R@10 of the choice: {mean:.1f}")
+    return mean
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--conversations", nargs="*", help="sample ids (default: all five)")
@@ -266,7 +376,17 @@ def main() -> int:
     parser.add_argument("--skip-context", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the imported users")
     parser.add_argument("--report", default=str(ROOT / "bench" / "results" / "eval-locomo.json"))
+    parser.add_argument(
+        "--reuse", metavar="RUN", help="score a kept run's users, no import ('latest': the newest)"
+    )
+    parser.add_argument("--label", help="the change this report measures (for --compare)")
+    parser.add_argument("--limit", type=int, default=20, help="/v1/search limit")
+    parser.add_argument("--dump", metavar="PATH", help="save each question's ranked items")
+    parser.add_argument("--compare", nargs="+", metavar="REPORT", help="fold table of reports")
     args = parser.parse_args()
+    if args.compare:
+        compare(args.compare)
+        return 0
     with live_engram(data_dir=str(ROOT / ".engram" / "eval")) as (base_url, api_key):
         report = evaluate(base_url, api_key, args)
         pid = getattr(live_engram, "supervisor_pid", None)

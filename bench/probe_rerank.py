@@ -1,0 +1,214 @@
+"""Replays search-time re-rankings of /v1/search's list on a saved run, fold by fold.
+
+    .venv/bin/python bench/eval_locomo.py --keep --skip-context --limit 100 --dump /tmp/d.json
+    .venv/bin/python bench/probe_rerank.py /tmp/d.json
+
+Each family of changes is a few settings of one idea applied to the saved items (the first
+`limit` 100 of each question's list); each row gives every conversation's R@10 (its
+leave-one-out fold), then the leave-one-out choice (bench/eval_locomo.leave_one_out): for each
+conversation, the setting with the best mean on the other four, scored on that one. The
+baseline row re-assembles the list as memory.retrieval.search.search does (a memory's score
+weighed by fusion.MEMORY_WEIGHT; an item whose source messages all rank above it left out), and
+reproduces the live run's figures exactly; the episode-decay rows match live runs under that
+change (2026-12-03: 0.9 and 0.8 gave 77.7 and 74.1 live, 77.7 and 74.3 here). The ideas, and
+why none was kept, are in README, Memory quality.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.eval_locomo import CATEGORIES, leave_one_out  # noqa: E402
+
+MEMORY_WEIGHT = 0.85  # memory.retrieval.fusion.MEMORY_WEIGHT
+LIMIT = 20
+
+Item = dict
+Rerank = Callable[[dict, list[Item]], list[Item]]
+
+
+def weighted(item: Item, memory_weight: float = MEMORY_WEIGHT) -> float:
+    return item["score"] * (memory_weight if item["type"] == "memory" else 1.0)
+
+
+def episode(item: Item) -> tuple[str, date]:
+    """The conversation and day of an item's first source."""
+    source = item["sources"][0]
+    return source["conversation_id"], datetime.fromtimestamp(source["created_at"], UTC).date()
+
+
+def assemble(items: list[Item], key: Callable[[Item], float]) -> list[Item]:
+    results: list[Item] = []
+    covered: set[str] = set()
+    for item in sorted(items, key=key, reverse=True):
+        ids = {s["id"] for s in item["sources"]}
+        if ids and ids <= covered:
+            continue
+        covered |= ids
+        results.append(item)
+        if len(results) == LIMIT:
+            break
+    return results
+
+
+def memory_weight(w: float) -> Rerank:
+    return lambda row, items: assemble(items, lambda it: weighted(it, w))
+
+
+def episode_decay(decay: float, free: int) -> Rerank:
+    """Greedy: each item already taken from an episode beyond the first `free` multiplies the
+    next one's score from that episode by `decay` (session diversity, for multi-hop)."""
+
+    def rerank(row, items):
+        pending = sorted(items, key=weighted, reverse=True)
+        taken: dict = {}
+        results: list[Item] = []
+        covered: set[str] = set()
+        while pending and len(results) < LIMIT:
+
+            def adjusted(it):
+                return weighted(it) * decay ** max(0, taken.get(episode(it), 0) - free + 1)
+
+            item = pending.pop(max(range(len(pending)), key=lambda i: adjusted(pending[i])))
+            ids = {s["id"] for s in item["sources"]}
+            if ids and ids <= covered:
+                continue
+            covered |= ids
+            taken[episode(item)] = taken.get(episode(item), 0) + 1
+            results.append(item)
+        return results
+
+    return rerank
+
+
+def episode_vote(beta: float, top: int) -> Rerank:
+    """Each item's score times 1 + beta * its episode's share of the top items' scores (beta > 0:
+    the episode prior of a hierarchical search; beta < 0: soft diversity)."""
+
+    def rerank(row, items):
+        ranked = sorted(items, key=weighted, reverse=True)
+        votes: dict = {}
+        for it in ranked[:top]:
+            votes[episode(it)] = votes.get(episode(it), 0.0) + weighted(it)
+        most = max(votes.values(), default=1.0) or 1.0
+        return assemble(
+            items, lambda it: weighted(it) * (1 + beta * votes.get(episode(it), 0) / most)
+        )
+
+    return rerank
+
+
+MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_name) if m}
+_M = "|".join(MONTHS)
+_DAY = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({_M}),?\s+(\d{{4}})\b", re.I)
+_DAY_US = re.compile(rf"\b({_M})\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s*(\d{{4}})\b", re.I)
+_MONTH = re.compile(rf"\b({_M}),?\s+(\d{{4}})\b", re.I)
+_YEAR = re.compile(r"\b(?:in|of|during)\s+((?:19|20)\d\d)\b", re.I)
+
+
+def named_period(question: str) -> tuple[date, date] | None:
+    """The day (± 1), month or year a question names, if any."""
+    if m := _DAY.search(question):
+        day = date(int(m[3]), MONTHS[m[2].lower()], int(m[1]))
+    elif m := _DAY_US.search(question):
+        day = date(int(m[3]), MONTHS[m[1].lower()], int(m[2]))
+    elif m := _MONTH.search(question):
+        year, month = int(m[2]), MONTHS[m[1].lower()]
+        return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
+    elif m := _YEAR.search(question):
+        return date(int(m[1]), 1, 1), date(int(m[1]), 12, 31)
+    else:
+        return None
+    return day - timedelta(days=1), day + timedelta(days=1)
+
+
+def date_boost(gamma: float, pool: int) -> Rerank:
+    """A question that names a date: items said in that period score 1 + gamma times more,
+    from a pool of its first `pool` items."""
+
+    def rerank(row, items):
+        period = named_period(row["question"])
+        if not period:
+            return assemble(items, weighted)
+        return assemble(
+            items[:pool],
+            lambda it: (
+                weighted(it) * (1 + gamma if period[0] <= episode(it)[1] <= period[1] else 1)
+            ),
+        )
+
+    return rerank
+
+
+FAMILIES: dict[str, dict[str, Rerank]] = {
+    "memory weight": {f"memory weight {w}": memory_weight(w) for w in (0.7, 0.8, 0.9, 1.0, 1.2)},
+    "episode decay": {
+        f"episode decay {d} after {f}": episode_decay(d, f)
+        for d in (0.95, 0.9, 0.8, 0.7)
+        for f in (1, 2, 3, 5)
+    },
+    "episode vote": {
+        f"episode vote {b:+} top {t}": episode_vote(b, t)
+        for b in (-0.1, 0.1, 0.2, 0.3)
+        for t in (10, 20, 40)
+    },
+    "date boost": {
+        f"date boost {g} pool {p}": date_boost(g, p)
+        for g in (0.1, 0.2, 0.5, 1.0)
+        for p in (40, 100)
+    },
+}
+
+
+def recall10(row: dict, ranked: list[Item]) -> float:
+    seen: dict[str, None] = {}
+    for item in ranked:
+        for source in item["sources"]:
+            if source.get("dia_id"):
+                seen.setdefault(source["dia_id"], None)
+    return len(set(row["evidence"]) & set(list(seen)[:10])) / len(row["evidence"])
+
+
+def main() -> int:
+    rows = json.loads(Path(sys.argv[1]).read_text())
+    folds = list(dict.fromkeys(r["sample"] for r in rows))
+    cats = list(CATEGORIES)
+    for family, changes in FAMILIES.items():
+        print(f"\n{family}")
+        print(
+            f"{'change':<30} "
+            + " ".join(f"{f:>8}" for f in folds)
+            + "   mean "
+            + " ".join(f"{CATEGORIES[c][:9]:>9}" for c in cats)
+        )
+        table = {}
+        for name, rerank in {"baseline": memory_weight(MEMORY_WEIGHT), **changes}.items():
+            scores = [(r, recall10(r, rerank(r, r["items"]))) for r in rows]
+            per = {
+                f: 100 * statistics.fmean(s for r, s in scores if r["sample"] == f) for f in folds
+            }
+            by_cat = [
+                100 * statistics.fmean(s for r, s in scores if r["category"] == c) for c in cats
+            ]
+            table[name] = per
+            print(
+                f"{name:<30} "
+                + " ".join(f"{per[f]:8.1f}" for f in folds)
+                + f" {statistics.fmean(per.values()):6.1f} "
+                + " ".join(f"{v:9.1f}" for v in by_cat)
+            )
+        leave_one_out(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
