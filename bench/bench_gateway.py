@@ -206,10 +206,14 @@ USER_ID: str | None = None
 CLIENT = "<client>"  # replaced by each client's number in run_slice
 
 
-def build_request(port: int, body: dict, key: str | None, *, user_header: bool = True) -> bytes:
+def build_request(
+    port: int, body: dict, key: str | None, *, user_header: bool = True, user: str | None = None
+) -> bytes:
     payload = json.dumps(body).encode()
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
-    if key and USER_ID and user_header:
+    if key and user:
+        auth += f"x-user-id: {user}\r\n"
+    elif key and USER_ID and user_header:
         auth += f"x-user-id: {USER_ID.replace('{n}', CLIENT)}\r\n"
     return (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
@@ -297,7 +301,7 @@ def summarize(
         }
     out["added"] = {f"p{q}": out[measured][f"p{q}"] - out[base][f"p{q}"] for q in (50, 95, 99)}
     for extra in EXTRA_PATHS:
-        if extra in out:
+        if extra in out and "engram" in out and extra != measured:
             out[f"{extra}_over_engram"] = {
                 f"p{q}": out[extra][f"p{q}"] - out["engram"][f"p{q}"] for q in (50, 95, 99)
             }
@@ -349,7 +353,7 @@ def print_block(
 ) -> None:
     print(f"\n{title}")
     print(f"  {'path':<8}{'n':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
-    for path in (*paths, *EXTRA_PATHS):
+    for path in dict.fromkeys((*paths, *EXTRA_PATHS)):
         if path not in figures:
             continue
         f = figures[path]
@@ -358,7 +362,7 @@ def print_block(
         )
     a = figures["added"]
     print(f"  {'added ' + unit:<33}{a['p50']:>+9.2f}{a['p95']:>+9.2f}{a['p99']:>+9.2f}")
-    for extra, label in (("jwt", "JWT bearer over key"), ("limited", "limits added")):
+    for extra, label in (("limited", "limits added"),):
         if f"{extra}_over_engram" in figures:
             j = figures[f"{extra}_over_engram"]
             print(f"  {label:<33}{j['p50']:>+9.2f}{j['p95']:>+9.2f}{j['p99']:>+9.2f}")
@@ -415,6 +419,24 @@ def agent_request(port: int, key: str) -> bytes:
     return build_request(port, {"model": f"agent:{AGENT_NAME}", "messages": rest}, key)
 
 
+NO_MEMORY_AGENT = "bench-no-memory"
+
+
+def no_memory_agent(port: int, key: str) -> None:
+    """--jwt: an agent on PROMPT's model with memory off (nothing stored or recalled)."""
+    import httpx
+
+    agent = {"name": NO_MEMORY_AGENT, "model": PROMPT["model"], "memory": {"enabled": False}}
+    resp = httpx.post(
+        f"http://127.0.0.1:{port}/v1/agents",
+        json=agent,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    if resp.status_code != 201 and (resp.json().get("error") or {}).get("param") != "name":
+        raise SystemExit(f"could not create the agent: {resp.text}")
+
+
 def wait_listening(pid: int, port: int, processes: int, timeout: float = 90) -> None:
     """Until `processes` processes of pid's tree listen on `port` (each web process binds its
     own socket: before they all do, the kernel sends every connection to the first ones)."""
@@ -448,7 +470,7 @@ def wait_quiet(pid: int, timeout: float = 120) -> None:
 
 
 # paths beside direct and engram, each measured against plain Engram
-EXTRA_PATHS = ("jwt", "limited")
+EXTRA_PATHS = ("limited",)
 
 
 def make_limited_key() -> str:
@@ -672,8 +694,8 @@ def main() -> int:
     parser.add_argument(
         "--jwt",
         action="store_true",
-        help="also send each client's end-user JWT (HS256 issuer made here) as a third path; "
-        "the key's requests then name the same users (--user-id bench-{n})",
+        help="also a block of end users' JWTs (HS256 issuer made here) against the key naming "
+        "the same users, both calling an agent with memory off: what verifying a token adds",
     )
     parser.add_argument(
         "--layers",
@@ -690,10 +712,8 @@ def main() -> int:
     args = parser.parse_args()
     global USER_ID
     USER_ID = args.user_id
-    if args.jwt:
-        if args.engram_url:
-            parser.error("--jwt makes its issuer in the embedded database: no --engram-url")
-        USER_ID = "bench-{n}"  # the key's requests name the users the tokens do
+    if args.jwt and args.engram_url:
+        parser.error("--jwt makes its issuer in the embedded database: no --engram-url")
     if args.serve_mock:
         serve_mock(
             args.serve_mock, args.latency_ms / 1000, args.stream_chunks, args.chunk_ms / 1000
@@ -747,13 +767,6 @@ def main() -> int:
             "direct": (mock_port, build_request(mock_port, PROMPT, None)),
             "engram": (engram_port, build_request(engram_port, PROMPT, key)),
         }
-        if args.jwt:
-            most = max(int(c) for c in args.concurrency.split(","))
-            tokens = make_end_user_tokens(most)
-            plain["jwt"] = (
-                engram_port,
-                [build_request(engram_port, PROMPT, t, user_header=False) for t in tokens],
-            )
         if args.limits:  # needs this process's Django (made by make_workspace_key)
             limited_key = make_limited_key()
             plain["limited"] = (engram_port, build_request(engram_port, PROMPT, limited_key))
@@ -825,6 +838,45 @@ def main() -> int:
                 paths=("model", "agent"),
             )
             print(f"  machine: {machine.line(steal=steal)}")
+            if args.jwt:
+                # An end user's JWT against the workspace key naming the same user, both
+                # calling an agent with memory off: a token always names a user, and a
+                # remembered turn's ~50 ms of memory work would drown the auth's cost.
+                clients = args.agent_concurrency
+                tokens = make_end_user_tokens(clients)
+                quiet = {"model": f"agent:{NO_MEMORY_AGENT}", "messages": PROMPT["messages"]}
+                no_memory_agent(engram_port, key)
+                auths = {
+                    "key": (
+                        engram_port,
+                        [
+                            build_request(engram_port, quiet, key, user=f"bench-{n}")
+                            for n in range(clients)
+                        ],
+                    ),
+                    "jwt": (
+                        engram_port,
+                        [build_request(engram_port, quiet, t, user_header=False) for t in tokens],
+                    ),
+                }
+                steal.start()
+                stats = runner.run(
+                    interleaved(
+                        clients=clients,
+                        slices=args.slices,
+                        slice_seconds=args.slice_seconds,
+                        targets=auths,
+                    )
+                )
+                figures = summarize(stats, paths=("key", "jwt"))
+                results[f"jwt_c{clients}"] = figures
+                print_block(
+                    f"end user's JWT vs workspace key, {clients} concurrent clients",
+                    figures,
+                    "latency of a JWT",
+                    paths=("key", "jwt"),
+                )
+                print(f"  machine: {machine.line(steal=steal)}")
             clients = args.stream_concurrency
             steal.start()
             stats = runner.run(
