@@ -250,6 +250,15 @@ def test_always_pauses_then_approve_runs_the_tool_once(sdk, http, upstream, tool
     assert answer.choices[0].message.content == "It is sunny."
     assert engram(answer)["execution_id"] == marks["execution_id"]
     assert len(tool_server.calls) == 1
+    # the resume's upstream call is charged like any answer's, and recorded with its credits
+    charged = engram(answer)["credits_charged"]
+    assert charged > 0 and engram(paused)["credits_charged"] > 0
+    from completions.models import UsageRecord
+    from completions.usage import buffer
+
+    buffer.flush()
+    record = UsageRecord.objects.get(request_id=engram(answer)["request_id"])
+    assert record.credits == charged
     with pytest.raises(openai.APIStatusError) as again:
         resume(sdk, marks["approval_id"])
     assert again.value.status_code == 410

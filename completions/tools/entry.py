@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from accounts.models import Workspace
-from completions import routing, usage
+from completions import charging, pricing, routing, usage
 from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.request import caller_user
@@ -215,6 +215,7 @@ async def resume(
     execution.stream = stream
     extraction = await _extraction(workspace.id, execution.agent_id)
     account = _Account(run, workspace, api_key_id, request_id, started, stream)
+    account.charge.price = await pricing.price_async(route.model)
     if stream:
 
         def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
@@ -234,6 +235,7 @@ async def resume(
         account.end(error.status, None, True, error.code or error.type)
         return _reply(error.status, dict(error.headers), dumps(error.body()))
     account.end(200, answer.assistant, False, "")
+    answer.data["engram"] = {**(answer.data.get("engram") or {}), **account.engram}
     await _store(run, run.transcript, extraction=extraction, resumed=True)
     return _reply(
         200,
@@ -275,12 +277,23 @@ class _Account:
         self.run, self.workspace, self.api_key_id = run, workspace, api_key_id
         self.request_id, self.started, self.stream = request_id, started, stream
         self.done = False
+        # A resume's upstream calls are charged at the table's price like any answer's; the
+        # run's limits and budget were reserved by the request that started it.
+        self.charge = charging.Charge()
+        self.engram: dict = {}
 
     def end(self, status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
         if self.done:
             return
         self.done = True
         run, tokens = self.run, self.run.spent
+        credits = charging.finish(
+            self.charge,
+            usage=dict(tokens) or None,
+            assistant=assistant,
+            engram=self.engram,
+            request_id=self.request_id,
+        )
         usage.record(
             usage.Usage(
                 workspace_id=self.workspace.id,
@@ -300,5 +313,6 @@ class _Account:
                 upstream_ms=run.upstream_ms,
                 incomplete=incomplete,
                 agent_id=run.execution.agent_id,
+                credits=credits,
             )
         )
