@@ -230,6 +230,14 @@ def test_client_declared_tools_come_back_unchanged(sdk, http, upstream, tool_ser
 
 
 def test_always_pauses_then_approve_runs_the_tool_once(sdk, http, upstream, tool_server, owner):
+    from completions import pricing
+    from completions.models import Price
+
+    # a price of its own: a flushed table (transactional tests) has lost the default rows
+    Price.objects.update_or_create(
+        model="gpt-4o-mini", defaults={"input_per_million": 1, "output_per_million": 2}
+    )
+    pricing.prices_changed()
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/weather", approval="always")
     script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
