@@ -419,6 +419,23 @@ def agent_request(port: int, key: str) -> bytes:
     return build_request(port, {"model": f"agent:{AGENT_NAME}", "messages": rest}, key)
 
 
+def compare(runner, args, steal, targets: dict, *, clients: int, title: str, unit: str) -> dict:
+    """Two paths through Engram, interleaved: the second's percentiles minus the first's."""
+    from bench import machine
+
+    paths = tuple(targets)
+    steal.start()
+    stats = runner.run(
+        interleaved(
+            clients=clients, slices=args.slices, slice_seconds=args.slice_seconds, targets=targets
+        )
+    )
+    figures = summarize(stats, paths=paths)
+    print_block(title, figures, f"latency of {unit}", paths=paths)
+    print(f"  machine: {machine.line(steal=steal)}")
+    return figures
+
+
 NO_MEMORY_AGENT = "bench-no-memory"
 
 
@@ -820,24 +837,10 @@ def main() -> int:
                 "model": (engram_port, build_request(engram_port, PROMPT, key)),
                 "agent": (engram_port, agent_request(engram_port, key)),
             }
-            steal.start()
-            stats = runner.run(
-                interleaved(
-                    clients=clients,
-                    slices=args.slices,
-                    slice_seconds=args.slice_seconds,
-                    targets=agents,
-                )
+            title = f"agent vs its model through Engram, {clients} concurrent clients"
+            results[f"agent_c{clients}"] = compare(
+                runner, args, steal, agents, clients=clients, title=title, unit="an agent"
             )
-            figures = summarize(stats, paths=("model", "agent"))
-            results[f"agent_c{clients}"] = figures
-            print_block(
-                f"agent vs its model through Engram, {clients} concurrent clients",
-                figures,
-                "latency of an agent",
-                paths=("model", "agent"),
-            )
-            print(f"  machine: {machine.line(steal=steal)}")
             if args.jwt:
                 # An end user's JWT against the workspace key naming the same user, both
                 # calling an agent with memory off: a token always names a user, and a
@@ -859,24 +862,10 @@ def main() -> int:
                         [build_request(engram_port, quiet, t, user_header=False) for t in tokens],
                     ),
                 }
-                steal.start()
-                stats = runner.run(
-                    interleaved(
-                        clients=clients,
-                        slices=args.slices,
-                        slice_seconds=args.slice_seconds,
-                        targets=auths,
-                    )
+                title = f"end user's JWT vs workspace key, {clients} concurrent clients"
+                results[f"jwt_c{clients}"] = compare(
+                    runner, args, steal, auths, clients=clients, title=title, unit="a JWT"
                 )
-                figures = summarize(stats, paths=("key", "jwt"))
-                results[f"jwt_c{clients}"] = figures
-                print_block(
-                    f"end user's JWT vs workspace key, {clients} concurrent clients",
-                    figures,
-                    "latency of a JWT",
-                    paths=("key", "jwt"),
-                )
-                print(f"  machine: {machine.line(steal=steal)}")
             clients = args.stream_concurrency
             steal.start()
             stats = runner.run(

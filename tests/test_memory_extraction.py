@@ -15,7 +15,7 @@ from memory.services import (
     messages_append,
     summary_enqueue,
 )
-from tests.factories import make_workspace
+from tests.factories import FERRET_NAMES, make_workspace
 from tests.upstream import Reply, openai_completion
 
 pytestmark = pytest.mark.django_db
@@ -193,48 +193,7 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
 def test_distinct_facts_stay_distinct_and_restatements_merge(
     offline, django_capture_on_commit_callbacks
 ):
-    names = [
-        "Biscuit",
-        "Nibbles",
-        "Pepper",
-        "Mango",
-        "Ziggy",
-        "Luna",
-        "Oreo",
-        "Bandit",
-        "Noodle",
-        "Pickles",
-        "Waffles",
-        "Gizmo",
-        "Peanut",
-        "Socks",
-        "Whiskers",
-        "Pippin",
-        "Maple",
-        "Juniper",
-        "Sprout",
-        "Tofu",
-        "Bean",
-        "Comet",
-        "Dusty",
-        "Fidget",
-        "Gadget",
-        "Hazel",
-        "Inky",
-        "Jasper",
-        "Kiwi",
-        "Lentil",
-        "Mochi",
-        "Nacho",
-        "Olive",
-        "Pudding",
-        "Quill",
-        "Rascal",
-        "Sable",
-        "Truffle",
-        "Umber",
-        "Velvet",
-    ]
+    names = FERRET_NAMES
     assert len(set(names)) == 40
     workspace, _ = make_workspace()
     conv = say(workspace, "u", *(f"I have a pet ferret called {n}." for n in names))

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from tests.factories import FERRET_NAMES
+
 
 @pytest.fixture
 def offline_extraction(settings):
@@ -63,48 +65,7 @@ def test_a_paraphrase_with_no_shared_word_reaches_the_context(
 
 
 def test_forty_distinct_facts_are_forty_memories(http, celery_worker, offline_extraction):
-    names = [
-        "Biscuit",
-        "Nibbles",
-        "Pepper",
-        "Mango",
-        "Ziggy",
-        "Luna",
-        "Oreo",
-        "Bandit",
-        "Noodle",
-        "Pickles",
-        "Waffles",
-        "Gizmo",
-        "Peanut",
-        "Socks",
-        "Whiskers",
-        "Pippin",
-        "Maple",
-        "Juniper",
-        "Sprout",
-        "Tofu",
-        "Bean",
-        "Comet",
-        "Dusty",
-        "Fidget",
-        "Gadget",
-        "Hazel",
-        "Inky",
-        "Jasper",
-        "Kiwi",
-        "Lentil",
-        "Mochi",
-        "Nacho",
-        "Olive",
-        "Pudding",
-        "Quill",
-        "Rascal",
-        "Sable",
-        "Truffle",
-        "Umber",
-        "Velvet",
-    ]
+    names = FERRET_NAMES
     tell(http, "fern", "pets", *(f"I have a pet ferret called {n}." for n in names))
     texts = sorted(m["text"] for m in memories(http, "fern"))
     assert texts == sorted(f"User has a pet ferret called {n}." for n in names)
