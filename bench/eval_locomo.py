@@ -4,7 +4,7 @@ For each conversation of shared/eval-data/locomo-dev.json: one user; every turn 
 POST /v1/conversations/{id}/messages as a `user` message (name = speaker, created_at = session
 date, metadata = {"dia_id"}; an image turn's caption appended); wait for processing.pending == 0;
 then for each question of categories 1-4, POST /v1/search (types memories and messages, limit
-20) and flatten sources[].metadata.dia_id in rank order without duplicates -> evidence
+20) and flatten sources[].metadata.dia_id in rank order without repeats -> evidence
 recall@5/10/20; and POST /v1/context for the median context_tokens. Prints a table, writes a
 JSON report.
 
