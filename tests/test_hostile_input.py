@@ -35,6 +35,20 @@ CHAT = {
 }
 
 
+TOOL = {
+    "name": "recall",
+    "description": "Search the user's memories.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    "type": "builtin",
+    "builtin": "memory_search",
+    "approval": {"argument": "query", "op": "contains", "value": "secret"},
+    "approval_ttl_seconds": 600,
+}
+LIMITS = {
+    "limits": {"rpm": 100000, "tpm": 100000000, "max_concurrent": 1000},
+    "budget": {"credits": 1000000, "period": "month"},
+}
+
 AGENT = {
     "name": "a1",
     "model": "local",
@@ -175,6 +189,43 @@ def _routes(world: dict) -> list[Route]:
         Route("GET", "/v1/agents/{agent_id}/versions", ids={"agent_id": agent}),
         Route("DELETE", "/v1/agents/{agent_id}", ids={"agent_id": "agent_nope"}),
         Route("POST", "/v1/chat/completions", {**CHAT, "model": "agent:hostile"}),
+        Route("GET", "/v1/agents/{agent_id}/tools", ids={"agent_id": agent}),
+        Route("POST", "/v1/agents/{agent_id}/tools", TOOL, ids={"agent_id": agent}),
+        Route(
+            "GET",
+            "/v1/agents/{agent_id}/tools/{tool_id}",
+            ids={"agent_id": agent, "tool_id": world["tool"]},
+        ),
+        Route(
+            "PATCH",
+            "/v1/agents/{agent_id}/tools/{tool_id}",
+            {"description": "Recall.", "approval": "always"},
+            ids={"agent_id": agent, "tool_id": world["tool"]},
+        ),
+        Route(
+            "DELETE",
+            "/v1/agents/{agent_id}/tools/{tool_id}",
+            ids={"agent_id": agent, "tool_id": "tool_nope"},
+        ),
+        Route("POST", "/v1/chat/resume", {"approval_id": "appr_nope", "decision": "approve"}),
+        Route("GET", "/v1/executions/{execution_id}", ids={"execution_id": "exec_nope"}),
+        Route("GET", "/v1/usage", query=("start", "end", "group_by")),
+        Route("GET", "/metrics", operator=True),
+        Route("GET", "/v1/workspaces/{workspace_id}", operator=True, ids={"workspace_id": ws}),
+        Route(
+            "PATCH",
+            "/v1/workspaces/{workspace_id}",
+            {**LIMITS, "end_user_limits": {"rpm": 100000}, "credit_unit": {"per_usd": 100}},
+            operator=True,
+            ids={"workspace_id": ws},
+        ),
+        Route(
+            "PATCH",
+            "/v1/workspaces/{workspace_id}/api_keys/{key_id}",
+            LIMITS,
+            operator=True,
+            ids={"workspace_id": ws, "key_id": key},
+        ),
         Route("GET", "/v1/workspaces", operator=True, query=page),
         Route("POST", "/v1/workspaces", {"name": "w"}, operator=True),
         Route(
@@ -440,7 +491,9 @@ def world(http, operator_http, owner, upstream, celery_worker) -> dict:
     agent = ok(http.post("/v1/agents", json={**AGENT, "name": "hostile"}))["id"]
     key = ok(operator_http.post(f"/v1/workspaces/{ws}/api_keys", json={"name": "spare"}))["id"]
     issuer = ok(http.post("/v1/auth/issuers", json=ISSUER))["id"]
+    tool = ok(http.post(f"/v1/agents/{agent}/tools", json={**TOOL, "name": "hostile"}))["id"]
     return {
+        "tool": tool,
         "issuer": issuer,
         "memory": memory,
         "conversation": "conv_h",
