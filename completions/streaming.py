@@ -117,15 +117,25 @@ def preface(tool_calls: list[dict], *, stream_id: str, model: str) -> list[bytes
         delta: dict[str, Any] = {"tool_calls": [{"index": index, **call}]}
         if index == 0:
             delta = {"role": "assistant", "content": None, **delta}
-        chunk = {
-            "id": stream_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
-        }
-        frames.append(frame(dumps(chunk)))
+        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]
+        frames.append(own_chunk(stream_id=stream_id, created=created, model=model, choices=choices))
     return frames
+
+
+def own_chunk(
+    *, stream_id: str | None, created: int | None, model: str | None, choices: list, **extra
+) -> bytes:
+    """A chunk of Engram's own making (not relayed from the upstream) as a frame; `extra`
+    fields (`usage`, `engram`) only where given."""
+    data = {
+        "id": stream_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    data.update((name, value) for name, value in extra.items() if value is not None)
+    return frame(dumps(data))
 
 
 def _outgoing(
@@ -312,13 +322,11 @@ async def relay(
         yield out
     if turn.engram and not last_frames:  # nothing held (no finish reason): a chunk of its own
         head = assembler.head or {}
-        last: dict[str, Any] = {
-            "id": head.get("id"),
-            "object": "chat.completion.chunk",
-            "created": head.get("created"),
-            "model": model or head.get("model"),
-            "choices": [],
-            "engram": turn.engram,
-        }
-        yield frame(dumps(last))
+        yield own_chunk(
+            stream_id=head.get("id"),
+            created=head.get("created"),
+            model=model or head.get("model"),
+            choices=[],
+            engram=turn.engram,
+        )
     yield DONE

@@ -21,7 +21,7 @@ import aiohttp
 
 from completions.conf import conf
 from completions.providers.base import Chunk, StreamFailed
-from completions.streaming import DONE, KEEPALIVE, Assembler, dumps, frame
+from completions.streaming import DONE, KEEPALIVE, Assembler, dumps, frame, own_chunk
 from completions.tools.models import Execution
 from completions.tools.run import Resumed, Run, failed
 from config.common.background import spawn
@@ -60,18 +60,14 @@ class Streamer:
                 delta = {"role": "assistant", **delta}
                 self.role_sent = True
             choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        data = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.run.execution.model,
-            "choices": choices,
-        }
-        if usage is not None:
-            data["usage"] = usage
-        if engram is not None:
-            data["engram"] = engram
-        return frame(dumps(data))
+        return own_chunk(
+            stream_id=self.id,
+            created=self.created,
+            model=self.run.execution.model,
+            choices=choices,
+            usage=usage,
+            engram=engram,
+        )
 
     def calls_delta(self, calls: list[dict]) -> dict:
         delta = {
