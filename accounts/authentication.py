@@ -23,9 +23,8 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
@@ -34,6 +33,7 @@ from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
+from config.common.orm import on_pool_thread
 
 # last_used_at is written at most once a minute per key per process: a write per request
 # would put a row lock and a WAL record on the hot path for a figure nobody needs to the second.
@@ -73,15 +73,7 @@ def _end_user_policy(workspace: Workspace) -> Policy:
     return limit_policy(workspace=workspace, key_id=None)
 
 
-def _end_user_policy_on_worker(workspace: Workspace) -> Policy:
-    close_old_connections()
-    try:
-        return _end_user_policy(workspace)
-    finally:
-        close_old_connections()
-
-
-_end_user_policy_async = sync_to_async(_end_user_policy_on_worker, thread_sensitive=False)
+_end_user_policy_async = on_pool_thread(_end_user_policy)
 
 
 def _key_ttl() -> float:
@@ -130,17 +122,7 @@ def _lookup(raw_key: str) -> Principal | None:
     return Principal(workspace=identity.workspace, key_id=identity.key_id, limits=limits)
 
 
-def _lookup_on_worker(raw_key: str) -> Principal | None:
-    """On a pool thread (not asgiref's one shared thread: a slow lookup must not queue every
-    other sync hop behind it), with a healthy connection before and after."""
-    close_old_connections()
-    try:
-        return _lookup(raw_key)
-    finally:
-        close_old_connections()
-
-
-_lookup_async = sync_to_async(_lookup_on_worker, thread_sensitive=False)
+_lookup_async = on_pool_thread(_lookup)
 
 
 def resolve_sync(raw_key: str, workspace_hint: str | None = None) -> Principal | None:

@@ -18,9 +18,7 @@ import time
 from dataclasses import dataclass
 
 import jwt
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 
 from accounts.endusers import jwks
 from accounts.models import Workspace
@@ -28,6 +26,7 @@ from config.common import coherence
 from config.common.cache import TTLCache
 from config.common.errors import ApiError
 from config.common.ids import is_id
+from config.common.orm import on_pool_thread
 
 _MAX_TOKENS = 50_000
 _MAX_ISSUERS = 1_000
@@ -202,15 +201,7 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
     )
 
 
-def _verify_on_worker(token: str, workspace_hint: str | None, fresh: bool) -> EndUser:
-    close_old_connections()  # a pool thread: a healthy connection before and after
-    try:
-        return verify(token, workspace_hint=workspace_hint, fresh=fresh)
-    finally:
-        close_old_connections()
-
-
-_verify_async = sync_to_async(_verify_on_worker, thread_sensitive=False)
+_verify_async = on_pool_thread(verify)
 
 
 # --- the verified-token cache -------------------------------------------------------------------
@@ -243,9 +234,13 @@ def resolve_sync(token: str, *, workspace_hint: str | None, fresh: bool) -> EndU
 
 async def resolve_async(token: str, *, workspace_hint: str | None, fresh: bool) -> EndUser:
     if not fresh:
-        return await _verify_async(token, workspace_hint, False)
+        return await _verify_async(token, workspace_hint=workspace_hint, fresh=False)
     key = _cache_key(token, workspace_hint)
-    return _current(await token_cache.aget(key, lambda: _verify_async(token, workspace_hint, True)))
+    return _current(
+        await token_cache.aget(
+            key, lambda: _verify_async(token, workspace_hint=workspace_hint, fresh=True)
+        )
+    )
 
 
 def issuers_changed() -> None:

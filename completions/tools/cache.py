@@ -4,13 +4,13 @@ publishes "agents" (config.common.coherence), which clears this cache on every p
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
 
 from completions.tools.models import Tool
 from config.common import coherence
 from config.common.cache import TTLCache
+from config.common.orm import on_pool_thread
 
 
 def _ttl() -> float:
@@ -27,13 +27,10 @@ coherence.register("agents", _tools.clear)
 def _load(workspace_id: str, agent_id: str) -> tuple[Tool, ...]:
     from completions.tools.selectors import agent_tools
 
-    try:
-        return tuple(agent_tools(workspace=workspace_id, agent_id=agent_id))
-    finally:
-        close_old_connections()
+    return tuple(agent_tools(workspace=workspace_id, agent_id=agent_id))
 
 
-_load_on_worker = sync_to_async(_load, thread_sensitive=False)
+_load_on_worker = on_pool_thread(_load)
 
 
 async def tools_async(workspace_id: str, agent_id: str) -> tuple[Tool, ...]:

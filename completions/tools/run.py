@@ -24,9 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 
 from completions.providers.base import Call
 from completions.providers.registry import Route
@@ -34,6 +32,7 @@ from completions.tools import executor, policy, services
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
 from config.common.errors import ApiError
+from config.common.orm import on_pool_thread
 
 # The body fields the run sets itself on each upstream call.
 _PER_CALL = ("messages", "stream", "stream_options")
@@ -41,14 +40,7 @@ _PER_CALL = ("messages", "stream", "stream_options")
 
 async def db(fn: Callable[..., Any], **kwargs: Any) -> Any:
     """A write of this module's, on a worker thread (the ORM is sync)."""
-
-    def call() -> Any:
-        try:
-            return fn(**kwargs)
-        finally:
-            close_old_connections()
-
-    return await sync_to_async(call, thread_sensitive=False)()
+    return await on_pool_thread(fn)(**kwargs)
 
 
 def specs(tools: tuple[Tool, ...] | list[Tool]) -> list[dict]:
