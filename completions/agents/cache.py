@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 
 from config.common import coherence
 from config.common.cache import TTLCache
+from config.common.orm import on_pool_thread
 
 logger = logging.getLogger("engram.agents")
 
@@ -101,31 +101,21 @@ def config_existing(row: Any, agent_id: str, existing: set[str]) -> AgentConfig:
 
 
 def load(workspace_id: str) -> Agents:
-    from django.db import close_old_connections
-
     from completions.agents.selectors import agent_list
 
-    try:
-        rows = list(agent_list(workspace=workspace_id))
-        existing = _existing_collections(workspace_id, rows)
-        configs = [config_existing(a, a.id, existing) for a in rows]
-    finally:
-        close_old_connections()
+    rows = list(agent_list(workspace=workspace_id))
+    existing = _existing_collections(workspace_id, rows)
+    configs = [config_existing(a, a.id, existing) for a in rows]
     return Agents(by_id={c.id: c for c in configs}, by_name={c.name: c for c in configs})
 
 
 def load_version(workspace_id: str, agent_id: str, version: int) -> AgentConfig | None:
-    from django.db import close_old_connections
-
     from completions.agents.selectors import agent_version_get
 
-    try:
-        row = agent_version_get(workspace=workspace_id, agent_id=agent_id, version=version)
-        if row is None:
-            return None
-        return config_existing(row, agent_id, _existing_collections(workspace_id, [row]))
-    finally:
-        close_old_connections()
+    row = agent_version_get(workspace=workspace_id, agent_id=agent_id, version=version)
+    if row is None:
+        return None
+    return config_existing(row, agent_id, _existing_collections(workspace_id, [row]))
 
 
 def invalidate(workspace_id: str) -> None:
@@ -141,8 +131,8 @@ def invalidate(workspace_id: str) -> None:
     coherence.publish("agents")
 
 
-_load_on_worker = sync_to_async(load, thread_sensitive=False)
-_load_version_on_worker = sync_to_async(load_version, thread_sensitive=False)
+_load_on_worker = on_pool_thread(load)
+_load_version_on_worker = on_pool_thread(load_version)
 
 
 async def agents_async(workspace_id: str) -> Agents:
