@@ -8,6 +8,15 @@ from completions.services import model_alias_set
 from tests.test_errors import assert_envelope
 
 
+@pytest.fixture(autouse=True)
+def _upstream_lists_not_cached():
+    """The upstreams' model lists are cached for a minute per upstream, and the loopback
+    upstream is the whole session's: another module's /v1/models would answer from it."""
+    from completions import catalogue
+
+    catalogue._upstream_names.clear()
+
+
 @pytest.fixture
 def sdk(engram_server, owner):
     return openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0)
