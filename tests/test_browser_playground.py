@@ -172,3 +172,21 @@ def test_a_markdown_upload_reaches_ready_and_its_chunks_are_cited(
     expect(turn.locator(".sources blockquote").first).to_contain_text("Gustavo")
     expect(turn.locator(".blocks")).to_contain_text("knowledge")
     assert "Gustavo" in str(upstream.chat_requests()[-1].body["messages"])
+
+
+def test_the_model_picker_lists_agents_and_a_chat_with_one_uses_its_instructions(
+    page, engram_server, owner, http, upstream
+):
+    _, key = owner
+    agent = {"name": "concierge", "model": MODEL, "instructions": "Answer as a concierge."}
+    assert http.post("/v1/agents", json=agent).status_code == 201
+    open_playground(page, engram_server, key, "ada")
+    option = page.locator('#model option[value="agent:concierge"]')
+    expect(option).to_have_text(f"agent:concierge (agent v1, {MODEL})")
+    page.get_by_label("Model").select_option("agent:concierge")
+
+    turn = ask(page, "Where can I eat tonight?")
+    expect(turn.locator(".answer")).to_have_text("echo: Where can I eat tonight?")
+    sent = upstream.chat_requests()[-1].body
+    assert sent["model"] == MODEL  # the agent's model reached the upstream
+    assert sent["messages"][0] == {"role": "system", "content": "Answer as a concierge."}
