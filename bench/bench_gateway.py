@@ -725,8 +725,14 @@ def main() -> int:
     parser.add_argument(
         "--limits", action="store_true", help="also Engram with limits and budgets on"
     )
+    parser.add_argument(
+        "--blocks",
+        default="plain,agent,stream",
+        help="which blocks to run (comma-separated): plain, agent, stream",
+    )
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    blocks = set(args.blocks.split(","))
     global USER_ID
     USER_ID = args.user_id
     if args.jwt and args.engram_url:
@@ -802,7 +808,7 @@ def main() -> int:
         print(f"  machine at start: {machine.line(calibration)}")
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(interleaved(clients=4, slices=1, slice_seconds=1.5, targets=plain))  # warm
-            for clients in [int(c) for c in args.concurrency.split(",")]:
+            for clients in [int(c) for c in args.concurrency.split(",")] * ("plain" in blocks):
                 steal.start()
                 cpu_before = cpu_seconds(engram_pid)
                 stats = runner.run(
@@ -833,14 +839,19 @@ def main() -> int:
                 print(f"  machine: {machine.line(steal=steal)}")
             # Calling an agent against calling its model directly, both through Engram.
             clients = args.agent_concurrency
-            agents = {
-                "model": (engram_port, build_request(engram_port, PROMPT, key)),
-                "agent": (engram_port, agent_request(engram_port, key)),
-            }
-            title = f"agent vs its model through Engram, {clients} concurrent clients"
-            results[f"agent_c{clients}"] = compare(
-                runner, args, steal, agents, clients=clients, title=title, unit="an agent"
+            agents = (
+                {}
+                if "agent" not in blocks
+                else {
+                    "model": (engram_port, build_request(engram_port, PROMPT, key)),
+                    "agent": (engram_port, agent_request(engram_port, key)),
+                }
             )
+            title = f"agent vs its model through Engram, {clients} concurrent clients"
+            if agents:
+                results[f"agent_c{clients}"] = compare(
+                    runner, args, steal, agents, clients=clients, title=title, unit="an agent"
+                )
             if args.jwt:
                 # An end user's JWT against the workspace key naming the same user, both
                 # calling an agent with memory off: a token always names a user, and a
@@ -866,30 +877,29 @@ def main() -> int:
                 results[f"jwt_c{clients}"] = compare(
                     runner, args, steal, auths, clients=clients, title=title, unit="a JWT"
                 )
-            clients = args.stream_concurrency
-            steal.start()
-            stats = runner.run(
-                interleaved(
-                    clients=clients,
-                    slices=args.slices,
-                    slice_seconds=args.slice_seconds,
-                    targets=streamed,
+            if "stream" in blocks:
+                clients = args.stream_concurrency
+                steal.start()
+                stats = runner.run(
+                    interleaved(
+                        clients=clients,
+                        slices=args.slices,
+                        slice_seconds=args.slice_seconds,
+                        targets=streamed,
+                    )
                 )
-            )
-            ttft = summarize(stats, "ttft")
-            total = summarize(stats)
-            results[f"stream_c{clients}"] = {
-                "ttft": ttft,
-                "total": total,
-                "load_average": os.getloadavg()[0],
-                "steal_percent": steal.percent(),
-            }
-            title = (
-                f"stream ({args.stream_chunks} chunks x {args.chunk_ms:g} ms), {clients} concurrent"
-            )
-            print_block(title + ": time to first token", ttft, "TTFT")
-            print_block(title + ": whole stream", total)
-            print(f"  machine: {machine.line(steal=steal)}")
+                ttft = summarize(stats, "ttft")
+                total = summarize(stats)
+                results[f"stream_c{clients}"] = {
+                    "ttft": ttft,
+                    "total": total,
+                    "load_average": os.getloadavg()[0],
+                    "steal_percent": steal.percent(),
+                }
+                title = f"stream ({args.stream_chunks} chunks x {args.chunk_ms:g} ms), {clients} concurrent"
+                print_block(title + ": time to first token", ttft, "TTFT")
+                print_block(title + ": whole stream", total)
+                print(f"  machine: {machine.line(steal=steal)}")
             if args.layers and key:
                 results["layers"] = layers(runner, mock_port, key, 16, args.slice_seconds * 2)
     results["machine"]["load_average_at_end"] = os.getloadavg()[0]
