@@ -249,3 +249,27 @@ def _day_spent(owner, who) -> int | None:
     key, _ = limiter.period_key(prefix, "day", datetime.now(UTC))
     value = redis.Redis.from_url(settings.REDIS_URL).get(key)
     return int(value) if value is not None else None
+
+
+def test_a_resume_with_redis_down_fails_closed_on_a_budget(
+    sdk, http, operator_http, owner, key_id, upstream, tools, settings
+):
+    from tests.test_coherence import dead_redis_url
+
+    agent = make_agent(http)
+    make_tool(http, agent, tools.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+    approval_id = engram(sdk.chat.completions.create(model=agent, messages=WEATHER))["approval_id"]
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 100}})
+    settings.REDIS_URL = dead_redis_url()
+
+    with pytest.raises(openai.InternalServerError) as info:  # budgets fail closed: 503
+        resume_raw(sdk, approval_id)
+
+    assert info.value.status_code == 503 and info.value.code == "limits_unavailable"
+    assert Approval.objects.get(id=approval_id).status == "pending" and tools.calls == []
+    settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN = True  # open: served, not counted
+    assert resume_raw(sdk, approval_id).status_code == 200 and len(tools.calls) == 1
