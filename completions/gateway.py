@@ -104,7 +104,7 @@ class Turn:
         if self.finished:
             return
         self.finished = True
-        self._charge(usage, assistant)
+        self.charge_once(usage=usage, assistant=assistant)
         tokens = usage if isinstance(usage, dict) else {}
         _record(self, status, tokens, incomplete, error_code)
         if self.prepared is not None and self.ctx is not None:
@@ -125,6 +125,12 @@ class Turn:
                 ),
                 name="finish_turn",
             )
+
+    def charge_once(self, *, usage: dict | None, assistant: dict | None) -> None:
+        """Charge the answer unless it was already: a tool run's stream charges before its
+        last chunk (which carries the credits) and finishes after storing its messages."""
+        if self.credits is None:
+            self._charge(usage, assistant)
 
     def _charge(self, usage: dict | None, assistant: dict | None) -> None:
         """Credits at the table's price into `engram` (every answer has one); the limits'

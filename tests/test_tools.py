@@ -441,6 +441,8 @@ def test_stream_pauses_with_the_approval_chunk_last_then_resumes(http, upstream,
     assert last["choices"][0]["finish_reason"] == "tool_calls"
     marks = last["engram"]
     assert {"approval_id", "execution_id", "expires_at", "request_id"} <= set(marks)
+    assert marks["request_id"] == resp.headers["x-request-id"]
+    assert marks["credits_charged"] >= 0  # a streamed run's pause is charged as its answer
     calls = [
         c for e in events[:-1] for ch in e["choices"] for c in ch["delta"].get("tool_calls") or []
     ]
@@ -461,6 +463,10 @@ def test_stream_pauses_with_the_approval_chunk_last_then_resumes(http, upstream,
     ]
     assert results[0]["tool_call_id"] == "call_1" and results[0]["status"] == "completed"
     assert len(tool_server.calls) == 1
+    charged = [e["engram"] for e in events[:-1] if "credits_charged" in (e.get("engram") or {})]
+    assert charged == [events[-2]["engram"]]  # the last chunk only
+    assert charged[0]["request_id"] == resp.headers["x-request-id"]
+    assert charged[0]["execution_id"] == marks["execution_id"]
 
 
 # --- tools: the address check, CRUD, built-ins --------------------------------------------------

@@ -13,6 +13,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.limits.policy import NO_POLICY
 from accounts.requests import ApiRequest
 from completions.tools import entry, selectors, services
 from completions.tools import openapi as docs
@@ -193,5 +194,6 @@ async def chat_resume(request: ApiRequest) -> HttpResponseBase:
         raw_body=request.body,
         started=started,
         end_user=request.principal.end_user if request.principal else None,
+        limits=request.principal.limits if request.principal else NO_POLICY,
     )
     return to_django(reply)

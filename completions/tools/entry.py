@@ -4,18 +4,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
-from completions import charging, pricing, routing, usage
+from completions import charging, request, routing
 from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.request import caller_user
 from completions.streaming import dumps
-from completions.tools import cache, services
+from completions.tools import cache, selectors, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
 from completions.tools.run import Resumed, Run, complete, db, upstream_body
@@ -23,6 +24,7 @@ from completions.tools.stream import Streamer
 from config.common import errors, jsonbody
 from config.common.background import spawn
 from config.common.errors import EDGE_ERRORS, ApiError, Invalid
+from memory.turn.contract import TurnContext
 
 if TYPE_CHECKING:
     from completions.gateway import Reply, Turn
@@ -52,6 +54,7 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         services.execution_create,
         workspace=turn.workspace,
         agent_id=turn.agent["id"],
+        agent_version=turn.agent.get("version"),
         user_id=ctx.user_id or "",
         request_id=turn.request_id,
         model=turn.model,
@@ -72,35 +75,55 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         engram=dict(turn.engram),
         preface=list(turn.tool_calls),
     )
-    headers = dict(turn.prepared.headers)
+    headers = {**turn.prepared.headers, **turn.limit_headers()}
     if turn.stream:
 
-        def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
+        def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> dict:
+            # Charged now, for the last chunk; finished (usage row, memory) once the tool calls
+            # and results are stored, so finish_turn stores the answer after them.
+            turn.charge_once(usage=dict(run.spent) or None, assistant=assistant)
+
             async def finish() -> None:
                 await _store(run, _before_answer(run, assistant), extraction=False)
-                turn.upstream_ms = run.upstream_ms
-                turn.finish(
-                    status=status,
-                    assistant=assistant,
-                    usage=dict(run.spent) or None,
-                    incomplete=incomplete,
-                    error_code=code,
-                )
+                _finish(turn, run, status, assistant, incomplete, code)
 
             spawn(finish(), name="tools_finish")
+            return dict(turn.engram)
 
         streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
         return _reply(200, {**headers, **turn.timing_headers()}, stream=streamer.frames())
-    answer = await complete(run)
+    try:
+        answer = await complete(run)
+    except EDGE_ERRORS as exc:  # the gateway answers it; the calls made before are charged here
+        error = request.api_error(exc)
+        _finish(turn, run, error.status, None, True, error.code or error.type)
+        raise
+    except asyncio.CancelledError:
+        _finish(turn, run, 499, None, True, "client_closed")
+        raise
     # The tool calls and results first; finish_turn stores the answer after them.
     await _store(run, _before_answer(run, answer.assistant), extraction=False)
-    turn.upstream_ms = run.upstream_ms
-    turn.finish(status=200, assistant=answer.assistant, usage=dict(run.spent) or None)
-    # finish charged the run's every upstream call: credits_charged and the client's request id
-    answer.data["engram"] = {**(answer.data.get("engram") or {}), **turn.engram}
+    charged = _finish(turn, run, 200, answer.assistant, False, "")
+    answer.data["engram"] = {**(answer.data.get("engram") or {}), **charged}
     await turn.reply_committed()
-    headers |= turn.limit_headers()
     return _reply(200, {**headers, **turn.timing_headers()}, dumps(answer.data))
+
+
+def _finish(
+    turn: Turn, run: Run, status: int, assistant: dict | None, incomplete: bool, code: str
+) -> dict:
+    """Finish the turn once, as the gateway does (completions.gateway.Turn.finish: the charge,
+    the usage row, memory's part): charged the run's every upstream call, summed. Returns
+    the answer's `engram` (credits_charged and the client's request id in it)."""
+    turn.upstream_ms = run.upstream_ms
+    turn.finish(
+        status=status,
+        assistant=assistant,
+        usage=dict(run.spent) or None,
+        incomplete=incomplete,
+        error_code=code,
+    )
+    return dict(turn.engram)
 
 
 def _before_answer(run: Run, assistant: dict | None) -> list[dict]:
@@ -175,7 +198,13 @@ async def resume(
     raw_body: bytes,
     started: float,
     end_user: str | None = None,
+    limits: Policy = NO_POLICY,
 ) -> Reply:
+    """Continue a paused run. Admitted as a chat completion is (limits and budgets reserved,
+    429 when over) before the approval is claimed, so a refused resume leaves it pending;
+    charged, settled and recorded as one (completions.gateway.Turn)."""
+    from completions.gateway import Turn
+
     if workspace is None:
         error = ApiError(
             403,
@@ -184,22 +213,49 @@ async def resume(
             code="workspace_key_required",
         )
         return _reply(error.status, {}, dumps(error.body()))
+    turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
+    turn.charge.limits = limits
     try:
         approval_id, approve, reason, stream, body = _resume_fields(raw_body)
+        turn.stream = stream
         user_id = caller_user(headers=headers, body=body, end_user=end_user)
+        approval = await db(
+            selectors.approval_get, workspace=workspace, approval_id=approval_id, user_id=user_id
+        )
+        execution = approval.execution
+        turn.model = execution.model
+        turn.agent = {"id": execution.agent_id, "name": "", "version": execution.agent_version}
+        turn.ctx = TurnContext(
+            workspace=workspace,
+            api_key_id=api_key_id,
+            request_id=request_id,
+            body=body,
+            model=execution.route_model,
+            user_id=user_id or execution.user_id or None,
+            agent=turn.agent,
+        )
+        turn.route = route = await routing.resolve_async(workspace.id, execution.route_model)
+        await charging.admit(
+            turn.charge,
+            workspace_id=workspace.id,
+            key_id=api_key_id,
+            user_id=turn.ctx.user_id,
+            request_id=request_id,
+            upstream_model=route.model,
+            body={**execution.body, "messages": execution.messages},
+        )
         claimed = await db(
             services.approval_claim,
             workspace=workspace,
-            approval_id=approval_id,
-            user_id=user_id,
+            approval=approval,
             approve=approve,
             reason=reason,
         )
-        execution = claimed.execution
-        route = await routing.resolve_async(workspace.id, execution.route_model)
-    except EDGE_ERRORS as exc:
+    except EDGE_ERRORS as exc:  # recorded as the gateway records a refusal; a reservation freed
         error = errors.api_error(exc)
-        return _reply(error.status, dict(error.headers), dumps(error.body()))
+        turn.finish(status=error.status, error_code=error.code or error.type)
+        return _reply(error.status, {**error.headers, **turn.timing_headers()}, dumps(error.body()))
+    execution = claimed.execution
     tools = await cache.tools_async(workspace.id, execution.agent_id)
     run = Run(
         execution=execution,
@@ -214,34 +270,33 @@ async def resume(
     execution.status = Execution.Status.RUNNING
     execution.stream = stream
     extraction = await _extraction(workspace.id, execution.agent_id)
-    account = _Account(run, workspace, api_key_id, request_id, started, stream)
-    account.charge.price = await pricing.price_async(route.model)
     if stream:
 
-        def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
-            account.end(status, assistant, incomplete, code)
+        def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> dict:
+            charged = _finish(turn, run, status, assistant, incomplete, code)
             if assistant is not None:  # a failed run's part is stored by its retry, once
                 spawn(
                     _store(run, run.transcript, extraction=extraction, resumed=True),
                     name="tools_store",
                 )
+            return charged
 
         streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
-        return _reply(200, {}, stream=streamer.frames(resumed))
+        headers = {**turn.limit_headers(), **turn.timing_headers()}
+        return _reply(200, headers, stream=streamer.frames(resumed))
     try:
         answer = await complete(run, resumed)
     except EDGE_ERRORS as exc:  # the upstream's error: the run is recorded as failed
         error = errors.api_error(exc)
-        account.end(error.status, None, True, error.code or error.type)
-        return _reply(error.status, dict(error.headers), dumps(error.body()))
-    account.end(200, answer.assistant, False, "")
-    answer.data["engram"] = {**(answer.data.get("engram") or {}), **account.engram}
+        _finish(turn, run, error.status, None, True, error.code or error.type)
+        return _reply(error.status, {**error.headers, **turn.timing_headers()}, dumps(error.body()))
+    except asyncio.CancelledError:
+        _finish(turn, run, 499, None, True, "client_closed")
+        raise
+    charged = _finish(turn, run, 200, answer.assistant, False, "")
+    answer.data["engram"] = {**(answer.data.get("engram") or {}), **charged}
     await _store(run, run.transcript, extraction=extraction, resumed=True)
-    return _reply(
-        200,
-        {"openai-processing-ms": str(round((time.perf_counter() - started) * 1000))},
-        dumps(answer.data),
-    )
+    return _reply(200, {**turn.limit_headers(), **turn.timing_headers()}, dumps(answer.data))
 
 
 def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bool) -> Resumed:
@@ -260,59 +315,3 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
     )
     rejected = (set() if approve else waiting) | gone
     return Resumed(message=message, calls=calls, rejected=rejected, reason=reason)
-
-
-class _Account:
-    """The usage record of a resume: every upstream call it made, summed."""
-
-    def __init__(
-        self,
-        run: Run,
-        workspace: Workspace,
-        api_key_id: str | None,
-        request_id: str,
-        started: float,
-        stream: bool,
-    ):
-        self.run, self.workspace, self.api_key_id = run, workspace, api_key_id
-        self.request_id, self.started, self.stream = request_id, started, stream
-        self.done = False
-        # A resume's upstream calls are charged at the table's price like any answer's; the
-        # run's limits and budget were reserved by the request that started it.
-        self.charge = charging.Charge()
-        self.engram: dict = {}
-
-    def end(self, status: int, assistant: dict | None, incomplete: bool, code: str) -> None:
-        if self.done:
-            return
-        self.done = True
-        run, tokens = self.run, self.run.spent
-        credits = charging.finish(
-            self.charge,
-            usage=dict(tokens) or None,
-            assistant=assistant,
-            engram=self.engram,
-            request_id=self.request_id,
-        )
-        usage.record(
-            usage.Usage(
-                workspace_id=self.workspace.id,
-                api_key_id=self.api_key_id or "",
-                user_id=run.execution.user_id,
-                request_id=self.request_id,
-                model=run.execution.model[:200],
-                upstream_model=run.route.model[:200],
-                provider=run.route.provider.name,
-                stream=self.stream,
-                status_code=status,
-                error_code=code[:64],
-                prompt_tokens=tokens.get("prompt_tokens"),
-                completion_tokens=tokens.get("completion_tokens"),
-                total_tokens=tokens.get("total_tokens"),
-                latency_ms=(time.perf_counter() - self.started) * 1000,
-                upstream_ms=run.upstream_ms,
-                incomplete=incomplete,
-                agent_id=run.execution.agent_id,
-                credits=credits,
-            )
-        )

@@ -71,6 +71,8 @@ class Execution(models.Model):
     )
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     agent_id = models.CharField(max_length=40)
+    # The agent's version the run started with: a resume's usage row names it, as the first's.
+    agent_version = models.PositiveIntegerField(null=True, blank=True)
     user_id = models.CharField(max_length=200, blank=True, default="")
     request_id = models.CharField(max_length=128, blank=True, default="")
     model = models.CharField(max_length=200)  # what the client sent, named in every answer

@@ -98,13 +98,19 @@ class ChatResumeDoc(APIView):
         404: "An unknown approval, another workspace's, or another end user's (`x-user-id`).",
         410: "The approval was already used or expired (`approval_used`, `approval_expired`); "
         "an expired approval has been resolved as rejected.",
+        429: "`rate_limit_exceeded` (`retry-after`) or `insufficient_quota`, as on "
+        "/v1/chat/completions: a resume is admitted against the same limits and budgets, "
+        "before its approval is claimed (a refused resume leaves the approval pending).",
+        503: "`limits_unavailable`: Redis is unreachable and limits fail closed.",
     }
 
     @extend_schema(
         operation_id="chat_resume",
         summary="Decide a pending tool approval and continue the paused run",
         description="The answer has the shapes of /v1/chat/completions (JSON, or server-sent "
-        "events with `stream: true`); it may pause again with a new `engram.approval_id`. "
+        "events with `stream: true`), its `engram.credits_charged` (every upstream call of "
+        "this resume, summed) and rate-limit headers included; it may pause again with a new "
+        "`engram.approval_id`. "
         "An approval is used once: a second resume gets 410, never 409.",
         tags=["chat"],
         request=ResumeInputSerializer,

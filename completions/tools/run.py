@@ -72,10 +72,18 @@ def upstream_body(body: dict, tools: tuple[Tool, ...]) -> dict:
 
 
 def _add_usage(total: dict, usage: Any) -> None:
-    if isinstance(usage, dict):
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            if isinstance(usage.get(key), int):
-                total[key] = total.get(key, 0) + usage[key]
+    """Sum one upstream call's usage into `total`, cached prompt tokens included: a run is
+    charged its calls' sum at the table's price, and cached input has a price of its own."""
+    if not isinstance(usage, dict):
+        return
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        if isinstance(usage.get(key), int):
+            total[key] = total.get(key, 0) + usage[key]
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if isinstance(cached, int) and cached > 0:
+        summed = total.setdefault("prompt_tokens_details", {})
+        summed["cached_tokens"] = summed.get("cached_tokens", 0) + cached
 
 
 def _call_view(call: dict) -> dict:

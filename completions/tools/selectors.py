@@ -6,7 +6,8 @@ from django.db.models import QuerySet
 
 from accounts.models import Workspace
 from completions.agents.models import Agent
-from completions.tools.models import Execution, Tool
+from completions.tools.models import Approval, Execution, Tool
+from config.common.errors import NotFound
 
 
 def tool_list(*, workspace: Workspace | str, agent_id: str) -> QuerySet[Tool]:
@@ -26,3 +27,20 @@ def agent_tools(*, workspace: Workspace | str, agent_id: str) -> list[Tool]:
 
 def execution_get(*, workspace: Workspace | str, execution_id: str) -> Execution:
     return Execution.objects.get(workspace=workspace, id=execution_id)
+
+
+def approval_get(*, workspace: Workspace, approval_id: str, user_id: str | None) -> Approval:
+    """The approval a resume decides, with its run. NotFound for an unknown id, another
+    workspace's, or another end user's."""
+    found = (
+        Approval.objects.select_related("execution")
+        .filter(workspace=workspace, id=approval_id)
+        .first()
+    )
+    if found is None or (found.user_id and found.user_id != user_id):
+        raise NotFound(
+            f"No approval '{approval_id}' in this workspace.",
+            field="approval_id",
+            code="approval_not_found",
+        )
+    return found

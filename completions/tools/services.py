@@ -157,10 +157,12 @@ def execution_create(
     collection_ids: list[str],
     conversation_pk: str = "",
     session_pk: str = "",
+    agent_version: int | None = None,
 ) -> Execution:
     return Execution.objects.create(
         workspace=workspace,
         agent_id=agent_id,
+        agent_version=agent_version,
         user_id=user_id,
         request_id=request_id,
         model=model,
@@ -232,22 +234,17 @@ def _gone(approval: Approval) -> Gone:
 
 
 def approval_claim(
-    *, workspace: Workspace, approval_id: str, user_id: str | None, approve: bool, reason: str
+    *, workspace: Workspace, approval: Approval, approve: bool, reason: str
 ) -> Claimed:
-    """Decide a pending approval once. NotFound for an unknown id, another workspace's, or
-    another end user's; Gone when it was decided or expired (an expired one is recorded so)."""
-    found = Approval.objects.filter(workspace=workspace, id=approval_id).first()
-    if found is None or (found.user_id and found.user_id != user_id):
-        raise NotFound(
-            f"No approval '{approval_id}' in this workspace.",
-            field="approval_id",
-            code="approval_not_found",
-        )
+    """Decide a pending approval once (`approval` as completions.tools.selectors.approval_get
+    found it, for this workspace and end user). Gone when it was decided or expired (an
+    expired one is recorded so)."""
+    found = approval
     now = timezone.now()
     status = Approval.Status.APPROVED if approve else Approval.Status.REJECTED
     with transaction.atomic():
         claimed = Approval.objects.filter(
-            id=found.id, status=Approval.Status.PENDING, expires_at__gt=now
+            workspace=workspace, id=found.id, status=Approval.Status.PENDING, expires_at__gt=now
         ).update(status=status, reason=reason[:2000], decided_at=now)
         if claimed == 1:
             # RUNNING in the same commit: a resume sent again meanwhile sees a run in progress.

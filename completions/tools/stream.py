@@ -29,14 +29,16 @@ from config.common.errors import ApiError
 
 
 class Streamer:
-    """The run as SSE frames. `on_end(status, assistant, incomplete)` is called once."""
+    """The run as SSE frames. `on_end(status, assistant, incomplete, code)` is called once,
+    before the last chunk: it charges the run and returns what that chunk's `engram` adds
+    (`credits_charged`, the client's `request_id`)."""
 
     def __init__(
         self,
         run: Run,
         *,
         include_usage: bool,
-        on_end: Callable[[int, dict | None, bool, str], None],
+        on_end: Callable[[int, dict | None, bool, str], dict],
     ) -> None:
         self.run = run
         self.include_usage = include_usage
@@ -112,9 +114,12 @@ class Streamer:
                     ended = True
                     pending = {**message, "tool_calls": decision.waiting}
                     run.transcript.append(pending)
-                    self.on_end(200, pending, False, "")
+                    charged = self.on_end(200, pending, False, "")
                     yield self.chunk(
-                        {}, finish="tool_calls", engram=run.engram_of(approval), usage=usage
+                        {},
+                        finish="tool_calls",
+                        engram=run.engram_of(approval) | charged,
+                        usage=usage,
                     )
                     yield DONE
                     return
@@ -125,11 +130,11 @@ class Streamer:
                 run.transcript.append(message)
                 await run.end(Execution.Status.COMPLETED)
                 ended = True
-                self.on_end(200, message, False, "")
+                charged = self.on_end(200, message, False, "")
                 yield self.chunk({}, finish="tool_calls" if calls else "stop")
                 if usage is not None:
                     yield self.chunk(None, usage=usage)
-                yield self.chunk(None, engram=run.engram_of())
+                yield self.chunk(None, engram=run.engram_of() | charged)
                 yield DONE
                 return
         except (ApiError, StreamFailed, TimeoutError, aiohttp.ClientError, OSError) as exc:

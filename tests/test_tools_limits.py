@@ -1,0 +1,275 @@
+"""Tool runs under limits, budgets and credits (#16), over HTTP with the official client: a run
+is charged the sum of its upstream calls at the table's price (streamed: on its last chunk)
+and settles that sum; POST /v1/chat/resume is admitted like a chat completion (429s in
+OpenAI's words, the approval left pending) and answers with the rate-limit headers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletion
+
+from accounts.limits import limiter
+from accounts.models import ApiKey
+from completions import pricing
+from completions.models import Price, UsageRecord
+from completions.tools.models import Approval
+from completions.usage import buffer
+from tests.completions_support import wait_for
+from tests.test_limits import _budget_spent, patch_key, patch_workspace
+from tests.test_tools import ToolServer, engram, make_agent, make_tool
+from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
+
+WEATHER = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+@pytest.fixture(autouse=True)
+def _limiter_awake():
+    limiter.reset()
+    yield
+    limiter.reset()
+
+
+@pytest.fixture
+def tools(settings):
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = True  # the tool server is on loopback
+    server = ToolServer()
+    server.server.start()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture
+def sdk(engram_server, owner, upstream):
+    with openai.OpenAI(
+        base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0, timeout=20
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def key_id(owner):
+    return ApiKey.objects.get(workspace=owner[0]).id
+
+
+def price(operator_http, owner, *, input, output, cached=None):
+    """gpt-4o-mini (the agents' model) at these USD per million, a million credits per USD:
+    credits are the per-million prices times the tokens."""
+    Price.objects.update_or_create(
+        model="gpt-4o-mini",
+        defaults={
+            "input_per_million": input,
+            "cached_input_per_million": cached,
+            "output_per_million": output,
+        },
+    )
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+
+
+def resume_raw(sdk, approval_id) -> httpx.Response:
+    """POST /v1/chat/resume with the official client; the raw response, for its headers."""
+    body = {"approval_id": approval_id, "decision": "approve"}
+    return sdk.post("/chat/resume", body=body, cast_to=httpx.Response)
+
+
+def record(request_id: str) -> UsageRecord:
+    """The request's usage row (a stream's is buffered once its run's messages are stored)."""
+
+    def written() -> bool:
+        buffer.flush()
+        return UsageRecord.objects.filter(request_id=request_id).exists()
+
+    wait_for(written)
+    return UsageRecord.objects.get(request_id=request_id)
+
+
+def test_a_streamed_run_charges_every_call_on_its_last_chunk(
+    sdk, http, operator_http, owner, key_id, upstream, tools
+):
+    price(operator_http, owner, input=2, output=3)
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 100, "tpm": 100_000}})
+    patch_workspace(operator_http, owner, {"budget": {"credits": 100_000, "period": "none"}})
+    agent = make_agent(http)
+    make_tool(http, agent, tools.url + "/weather")
+    upstream.script(  # usage: 9 prompt + 4 completion, then 5 + 2
+        Reply(stream=openai_tool_stream([tool_call("call_1", "weather", {"city": "Paris"})])),
+        Reply(stream=openai_stream(["It is ", "sunny."])),
+    )
+
+    raw = sdk.chat.completions.with_raw_response.create(
+        model=agent, messages=WEATHER, stream=True, metadata={"request_id": "client-7"}
+    )
+    chunks = list(raw.parse())
+
+    assert raw.headers["x-ratelimit-limit-requests"] == "100"
+    assert raw.headers["x-ratelimit-remaining-requests"] == "99"
+    assert raw.headers["x-ratelimit-limit-tokens"] == "100000"
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 100_000 - 1024  # reserved
+    charged = [c.model_extra["engram"] for c in chunks if "credits_charged" in _marks(c)]
+    assert charged == [chunks[-1].model_extra["engram"]]  # on the last chunk, once
+    assert charged[0]["credits_charged"] == (9 + 5) * 2 + (4 + 2) * 3  # both calls, summed
+    assert charged[0]["request_id"] == "client-7"
+    assert charged[0]["execution_id"].startswith("exec")
+    row = record(raw.headers["x-request-id"])
+    assert row.credits == 46 and row.total_tokens == 13 + 7 and row.stream
+    assert row.client_request_id == "client-7" and row.agent_id == agent
+    assert row.agent_version == 1 and row.latency_ms > 0 and row.status_code == 200
+    wait_for(lambda: _budget_spent(owner, "ws:") == 46 * 1_000_000)  # settled: the sum
+
+
+def _marks(chunk) -> dict:
+    return (chunk.model_extra or {}).get("engram") or {}
+
+
+def test_a_run_is_charged_its_calls_summed_cached_input_included(
+    sdk, http, operator_http, owner, upstream, tools
+):
+    price(operator_http, owner, input=2, output=3, cached=Decimal("0.5"))
+    patch_workspace(operator_http, owner, {"budget": {"credits": 10_000, "period": "none"}})
+    agent = make_agent(http)
+    make_tool(http, agent, tools.url + "/weather")
+
+    def usage(prompt, cached, completion):
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
+
+    call = tool_call("call_1", "weather", {"city": "Paris"})
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[call], usage=usage(100, 60, 10))),
+        Reply(json=openai_completion("It is sunny.", usage=usage(120, 100, 5))),
+    )
+
+    answer = sdk.chat.completions.create(model=agent, messages=WEATHER)
+
+    assert answer.usage.prompt_tokens == 220 and answer.usage.completion_tokens == 15
+    assert answer.usage.prompt_tokens_details.cached_tokens == 160
+    # (220 - 160) uncached x 2 + 160 cached x 0.5 + 15 completion x 3
+    assert engram(answer)["credits_charged"] == 60 * 2 + 160 * 0.5 + 15 * 3
+    wait_for(lambda: _budget_spent(owner, "ws:") == 245 * 1_000_000)
+
+
+def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
+    sdk, http, operator_http, owner, key_id, upstream, tools
+):
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 2}})
+    agent = make_agent(http)
+    make_tool(http, agent, tools.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
+        Reply(json=openai_completion(tool_calls=[tool_call("c2", "weather", {"city": "Y"})])),
+        Reply(json=openai_completion("done")),
+    )
+    first = sdk.chat.completions.create(model=agent, messages=WEATHER)  # 1 of 2
+
+    again = resume_raw(sdk, engram(first)["approval_id"])  # 2 of 2: runs c1, pauses on c2
+
+    assert again.status_code == 200
+    assert again.headers["x-ratelimit-limit-requests"] == "2"
+    assert again.headers["x-ratelimit-remaining-requests"] == "0"
+    assert again.headers["x-ratelimit-reset-requests"].endswith("s")
+    waiting = again.json()["engram"]["approval_id"]
+    with pytest.raises(openai.RateLimitError) as info:
+        sdk.post(
+            "/chat/resume",
+            body={"approval_id": waiting, "decision": "approve"},
+            cast_to=ChatCompletion,
+        )
+    error = info.value
+    assert error.status_code == 429 and error.code == "rate_limit_exceeded"
+    assert "requests per minute" in error.message and "API key" in error.message
+    assert int(error.response.headers["retry-after"]) >= 1
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+    # refused before the approval was claimed: still pending, c2 not run, nothing upstream
+    assert Approval.objects.get(id=waiting).status == "pending"
+    assert len(tools.calls) == 1 and len(upstream.chat_requests()) == 2
+    refused = record(error.response.headers["x-request-id"])
+    assert refused.status_code == 429 and refused.error_code == "rate_limit_exceeded"
+    assert refused.credits == 0 and refused.agent_id == agent
+
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": None}})
+    answer = resume_raw(sdk, waiting)  # the same approval, once the limit allows it
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "done"
+    assert len(tools.calls) == 2
+
+
+def test_a_resume_over_the_budget_is_insufficient_quota(
+    sdk, http, operator_http, owner, key_id, upstream, tools
+):
+    price(operator_http, owner, input=0, output=1)  # a credit per completion token
+    agent = make_agent(http)
+    make_tool(http, agent, tools.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
+        Reply(json=openai_completion("It is sunny.")),  # usage: 11 prompt, 7 completion
+    )
+    paused = sdk.chat.completions.create(model=agent, messages=WEATHER)
+    approval_id = engram(paused)["approval_id"]
+    # A resume reserves its upstream call's max_tokens (1,024 by default): more than 100.
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 100, "period": "day"}})
+
+    with pytest.raises(openai.RateLimitError) as info:
+        resume_raw(sdk, approval_id)
+
+    error = info.value
+    assert error.code == "insufficient_quota" and error.body["type"] == "insufficient_quota"
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "budget of the API key" in error.message
+    assert Approval.objects.get(id=approval_id).status == "pending"
+    assert tools.calls == []
+
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 5000, "period": "day"}})
+    answer = resume_raw(sdk, approval_id)
+    assert answer.status_code == 200
+    marks = answer.json()["engram"]
+    assert marks["credits_charged"] == 7 and marks["request_id"] == answer.headers["x-request-id"]
+    row = record(marks["request_id"])  # a resume's usage row: as a chat completion's
+    assert row.credits == 7 and row.total_tokens == 18 and row.status_code == 200
+    assert row.agent_id == agent and row.agent_version == 1 and not row.stream
+    assert row.upstream_model == "gpt-4o-mini" and row.latency_ms > 0
+    # settled: the 1,024 reserved came back but the 7 spent (the refused resume reserved none)
+    wait_for(lambda: _day_spent(owner, f"key:{key_id}:") == 7 * 1_000_000)
+
+
+def _day_spent(owner, who) -> int | None:
+    """The spend in the current day's budget key of `who`."""
+    from datetime import UTC, datetime
+
+    import redis
+    from django.conf import settings
+
+    prefix = f"engram:lim:{{{owner[0].id}}}:{who}"
+    key, _ = limiter.period_key(prefix, "day", datetime.now(UTC))
+    value = redis.Redis.from_url(settings.REDIS_URL).get(key)
+    return int(value) if value is not None else None
+
+
+def test_a_resume_with_redis_down_fails_closed_on_a_budget(
+    sdk, http, operator_http, owner, key_id, upstream, tools, settings
+):
+    from tests.test_coherence import dead_redis_url
+
+    agent = make_agent(http)
+    make_tool(http, agent, tools.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+    approval_id = engram(sdk.chat.completions.create(model=agent, messages=WEATHER))["approval_id"]
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 100}})
+    settings.REDIS_URL = dead_redis_url()
+
+    with pytest.raises(openai.InternalServerError) as info:  # budgets fail closed: 503
+        resume_raw(sdk, approval_id)
+
+    assert info.value.status_code == 503 and info.value.code == "limits_unavailable"
+    assert Approval.objects.get(id=approval_id).status == "pending" and tools.calls == []
+    settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN = True  # open: served, not counted
+    assert resume_raw(sdk, approval_id).status_code == 200 and len(tools.calls) == 1
