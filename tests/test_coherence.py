@@ -6,8 +6,10 @@ then publishing as that process's commit would; tests/test_production_shape.py r
 
 import asyncio
 import socket
+import threading
 
 import pytest
+import redis
 from django.utils import timezone
 
 from accounts.keys import key_prefix
@@ -106,52 +108,63 @@ def test_workers_check_before_using_a_snapshot(owner):
     assert routing.snapshot_sync(owner[0].id).aliases["fast"].model == "two"
 
 
-def test_concurrent_checks_share_reads_that_start_after_they_arrive(db):
-    """Every caller's answer comes from an MGET sent after it called; callers that arrive
-    together share one."""
+BUSY_SCRIPT = """
+local start = redis.call('TIME')
+local from_us = start[1] * 1000000 + start[2]
+while true do
+  local now = redis.call('TIME')
+  if now[1] * 1000000 + now[2] - from_us >= tonumber(ARGV[1]) then return 1 end
+end
+"""
+
+
+def test_a_slow_redis_is_waited_for_off_the_event_loop(db, settings):
+    """A reply that takes longer than INLINE_WAIT is read on a thread: the check still sees
+    the change, and the event loop runs other tasks meanwhile."""
+    from config.common import inline_redis
+
+    coherence.check_sync()
+    coherence._publish_now("keys")
+    other = redis.Redis.from_url(settings.REDIS_URL)
 
     async def scenario():
-        reader = coherence._reader()
-        real_mget = reader.wire.mget
-        reads = 0
-        arrived = 0
+        ticks = 0
 
-        async def marked_mget(keys, after=None):
-            nonlocal reads
-            reads += 1
-            at_start = arrived
-            await real_mget(keys, after)
-            await asyncio.sleep(0.01)  # a slow Redis: many callers arrive during each read
-            return [at_start]  # which callers had arrived when this read began
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
 
-        reader.wire.mget = marked_mget  # type: ignore[method-assign]
+        running = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        # Redis busy for 0.15 s (it runs one script at a time): the MGET waits behind it.
+        sleeper = threading.Thread(target=other.eval, args=(BUSY_SCRIPT, 0, 150_000))
+        sleeper.start()
+        await asyncio.sleep(0.01)
+        before = ticks
+        fresh = await coherence.check_async()
+        during = ticks - before
+        running.cancel()
+        sleeper.join()
+        return fresh, during
 
-        async def caller():
-            nonlocal arrived
-            arrived += 1
-            me = arrived
-            (at_start,) = await reader.tokens(["keys"])
-            assert at_start >= me
-
-        tasks = []
-        for _ in range(5):  # five groups of ten callers, each group arriving together
-            tasks += [asyncio.ensure_future(caller()) for _ in range(10)]
-            await asyncio.sleep(0.002)  # while the group's read is still in flight
-        await asyncio.gather(*tasks)
-        return reads, arrived
-
-    reads, callers = asyncio.run(scenario())
-    assert callers == 50 and reads == 5
+    fresh, ticks_during_check = asyncio.run(scenario())
+    assert fresh is True
+    assert ticks_during_check >= 5  # the loop was not blocked for the ~0.14 s of waiting
+    assert inline_redis.pool(settings.REDIS_URL).open <= inline_redis.MAX_CONNECTIONS
 
 
 def test_the_wire_selects_the_database_of_redis_url(db, settings):
     """A REDIS_URL naming another database (and a password, when set) is read where written."""
     settings.REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/5"
     coherence._publish_now("keys")
-    written = coherence._sync_client().get(coherence.PREFIX + "keys")
+    written = redis.Redis.from_url(settings.REDIS_URL).get(coherence.PREFIX + "keys")
+    assert written is not None
+    pool = coherence._pool()
 
     async def read():
-        return await coherence._reader().tokens(["keys"])
+        return await pool.call("MGET", coherence.PREFIX + "keys", timeout=1)
 
     assert asyncio.run(read()) == [written]
     coherence._publish_now("keys")

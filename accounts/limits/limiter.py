@@ -22,7 +22,7 @@ A request admitted without Redis is not settled.
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,7 +33,7 @@ import redis
 from django.conf import settings
 
 from accounts.limits.policy import Policy, Rule
-from accounts.limits.wire import Pipeline
+from config.common import inline_redis
 from config.common.errors import ApiError
 
 logger = logging.getLogger("engram.limits")
@@ -41,19 +41,12 @@ logger = logging.getLogger("engram.limits")
 _HERE = Path(__file__).parent
 RESERVE = (_HERE / "reserve.lua").read_text()
 SETTLE = (_HERE / "settle.lua").read_text()
+_SHAS = {script: hashlib.sha1(script.encode()).hexdigest() for script in (RESERVE, SETTLE)}
 # Redis is on the request path: a request waits at most this long before the fail-open/closed
 # rule decides, and after a failure Redis is not asked again for RETRY_SECONDS.
 TIMEOUT_SECONDS = 0.5
 RETRY_SECONDS = 1.0
-_FAILURES = (
-    redis.RedisError,
-    OSError,
-    TimeoutError,
-    EOFError,
-    ValueError,
-    asyncio.LimitOverrunError,
-    asyncio.IncompleteReadError,
-)
+_FAILURES = (redis.RedisError, OSError, ValueError)
 _state = {"down_until": 0.0}
 KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "concurrent requests"}
 
@@ -272,22 +265,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# One pipelined connection per event loop (a process serves on one; tests start many).
-_pipes: dict[asyncio.AbstractEventLoop, Pipeline] = {}
-
-
 async def _call(script: str, keys: list[str], args: list):
+    """EVALSHA in line (config.common.inline_redis), loading the script when Redis lacks it."""
     if time.monotonic() < _state["down_until"]:
         raise redis.ConnectionError("resting after a failure")
-    loop = asyncio.get_running_loop()
-    pipe = _pipes.get(loop)
-    if pipe is None or pipe.url != settings.REDIS_URL:
-        for closed in [other for other in _pipes if other.is_closed()]:
-            del _pipes[closed]
-        if pipe is not None:
-            pipe.close()
-        pipe = _pipes[loop] = Pipeline(settings.REDIS_URL)
-    return await pipe.script(script, keys, args, timeout=TIMEOUT_SECONDS)
+    pool = inline_redis.pool(settings.REDIS_URL)
+    argv = [str(len(keys)), *keys, *(str(a) for a in args)]
+    try:
+        return await pool.call("EVALSHA", _SHAS[script], *argv, timeout=TIMEOUT_SECONDS)
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("NOSCRIPT"):
+            raise
+        return await pool.call("EVAL", script, *argv, timeout=TIMEOUT_SECONDS)
 
 
 def reset() -> None:

@@ -1,0 +1,71 @@
+"""config.common.inline_redis against the real (embedded) Redis: replies of every kind, error
+replies that leave the connection usable, a Redis that is gone, and replies cut in pieces."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from django.conf import settings
+
+from config.common import inline_redis
+
+
+@pytest.fixture
+def pool():
+    pool = inline_redis.Pool(settings.REDIS_URL)
+    yield pool
+    pool.close()
+
+
+def test_replies_of_every_kind(pool):
+    async def calls():
+        await pool.call("SET", "inline:test:s", "value", timeout=1)
+        return [
+            await pool.call("GET", "inline:test:s", timeout=1),
+            await pool.call("GET", "inline:test:missing", timeout=1),
+            await pool.call("INCRBY", "inline:test:n", "5", timeout=1),
+            await pool.call("MGET", "inline:test:s", "inline:test:missing", timeout=1),
+            await pool.call("EVAL", "return {1, 'two', {3}}", "0", timeout=1),
+            await pool.call("PING", timeout=1),
+        ]
+
+    got = asyncio.run(calls())
+    assert got[0] == b"value"
+    assert got[1] is None
+    assert isinstance(got[2], int) and got[2] >= 5
+    assert got[3] == [b"value", None]
+    assert got[4] == [1, b"two", [3]]
+    assert got[5] == b"PONG"
+    assert pool.call_sync("GET", "inline:test:s", timeout=1) == b"value"
+
+
+def test_an_error_reply_is_raised_and_the_connection_kept(pool):
+    async def calls():
+        with pytest.raises(redis.ResponseError, match="NOSCRIPT"):
+            await pool.call("EVALSHA", "0" * 40, "0", timeout=1)
+        return await pool.call("PING", timeout=1)
+
+    assert asyncio.run(calls()) == b"PONG"
+    assert pool.open == 1 and len(pool.idle) == 1
+
+
+def test_a_redis_that_is_gone_fails_fast_and_frees_its_slot():
+    pool = inline_redis.Pool("redis://127.0.0.1:1/0")  # nothing listens on port 1
+
+    async def call():
+        return await pool.call("PING", timeout=0.5)
+
+    for _ in range(inline_redis.MAX_CONNECTIONS + 2):  # no slot is lost to a failed connect
+        with pytest.raises(OSError):
+            asyncio.run(call())
+    assert pool.open == 0
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7, 12])
+def test_a_reply_cut_anywhere_is_incomplete_until_whole(cut):
+    whole = b"*3\r\n:1\r\n$3\r\ntwo\r\n*1\r\n$-1\r\n"
+    with pytest.raises(inline_redis._Incomplete):
+        inline_redis._parse(bytearray(whole[:cut]), 0)
+    assert inline_redis._parse(bytearray(whole), 0) == ([1, b"two", [None]], len(whole))
