@@ -108,7 +108,7 @@ class Pool:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.options = parse_url(url)
+        self.options: dict = dict(parse_url(url))
         self.idle: list[_Connection] = []
         self.open = 0
         self.lock = threading.Lock()
