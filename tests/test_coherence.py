@@ -169,3 +169,33 @@ def test_the_wire_selects_the_database_of_redis_url(db, settings):
     assert asyncio.run(read()) == [written]
     coherence._publish_now("keys")
     assert asyncio.run(read()) != [written]
+
+
+def test_checks_of_one_loop_turn_share_a_read_and_a_later_turn_reads_again(db, monkeypatch):
+    """A burst of requests starting in one turn costs one MGET; a check in a later turn (which
+    may have arrived after a change) reads again and sees the change."""
+    cleared = []
+    monkeypatch.setitem(coherence._clearers, "test-shared", [lambda: cleared.append(1)])
+    pool = coherence._pool()
+    reads = []
+    real_call = pool.call
+
+    async def counted(*args, **kwargs):
+        reads.append(args[0])
+        return await real_call(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "call", counted)
+
+    async def scenario():
+        await coherence.check_async()  # learn the current tokens
+        before = len(reads)
+        assert all(await asyncio.gather(*(coherence.check_async() for _ in range(10))))
+        burst = len(reads) - before
+        cleared.clear()
+        coherence._publish_now("test-shared")
+        assert await coherence.check_async()
+        return burst, len(reads) - before - burst
+
+    burst, later = asyncio.run(scenario())
+    assert burst == 1
+    assert later == 1 and cleared == [1]

@@ -8,10 +8,11 @@ one this process saw last clears the caches registered under that name. So a req
 starts after a change committed — on any process — sees the change: a key revoked through
 process A is refused by process B on its very next request.
 
-Cost: one MGET per request, sent after it arrived and read in line (config.common.inline_redis:
-≈ 50 µs on loopback, without yielding to the event loop). Before, the requests of one loop turn
-shared an MGET read by a pipelined asyncio reader; fewer round trips, but each request then
-waited three or four loop turns for its reply, ~1 ms each under a burst.
+Cost: one MGET per event-loop turn that has requests, sent after they arrived and read in line
+(config.common.inline_redis: ≈ 50 µs on loopback, without yielding to the loop); the requests
+whose first step runs in that turn share it (`check_async`). Before, an asyncio reader shared
+one MGET between the requests of a turn too, but each then waited three or four loop turns for
+the reply, ~1 ms each under a burst of 16.
 
 A random token rather than a counter: a Redis restart or eviction that loses the key reads as
 a change (None) instead of counting up to a value this process already saw.
@@ -35,6 +36,7 @@ What each cache of Engram may serve after a change made by another process:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
@@ -103,16 +105,38 @@ def check_sync() -> bool:
 
 
 async def check_async() -> bool:
-    """As `check_sync`, for async doors: the read in line, or on a thread when Redis is slow."""
+    """As `check_sync`, for async doors: the read in line, or on a thread when Redis is slow.
+
+    Requests whose first step runs in the same event-loop turn as a read that completed in
+    line share it: their bytes were read from their sockets before this turn's callbacks ran,
+    so before the read was sent (the loop runs callbacks queued during a turn on the next
+    one, and the turn's end is itself such a callback). A burst of 16 then costs one read."""
     names = _names()
     if not names or _resting():
         return not names
+    loop = asyncio.get_running_loop()
+    turn = _turns.get(loop)
+    if turn is not None and turn.read_done:
+        return True
+    if turn is None:
+        turn = _turns[loop] = _Turn()
+        loop.call_soon(_turns.pop, loop, None)
     try:
         tokens = await _pool().call("MGET", *(PREFIX + n for n in names), timeout=TIMEOUT_SECONDS)
     except _FAILURES as exc:
         return _failed(exc)
     _apply(names, tokens)
+    if _turns.get(loop) is turn:  # still the turn it was sent in: the reply came in line
+        turn.read_done = True
     return True
+
+
+class _Turn:
+    read_done = False
+
+
+# event loop -> its current turn, while that turn has sent a read (tests run many loops)
+_turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
 
 
 def reset() -> None:
