@@ -69,3 +69,32 @@ def test_a_reply_cut_anywhere_is_incomplete_until_whole(cut):
     with pytest.raises(inline_redis._Incomplete):
         inline_redis._parse(bytearray(whole[:cut]), 0)
     assert inline_redis._parse(bytearray(whole), 0) == ([1, b"two", [None]], len(whole))
+
+
+def test_calls_of_one_loop_turn_share_one_write(pool, monkeypatch):
+    """call_in_turn: the calls made in one turn go out as one batch, each gets its own reply
+    (an error reply raised to its own caller only)."""
+    batches = []
+    real_call_many = pool.call_many
+
+    async def counted(commands, **kwargs):
+        batches.append(len(commands))
+        return await real_call_many(commands, **kwargs)
+
+    monkeypatch.setattr(pool, "call_many", counted)
+
+    async def calls():
+        results = await asyncio.gather(
+            *(pool.call_in_turn("INCRBY", "inline:test:turn", "1", timeout=1) for _ in range(9)),
+            pool.call_in_turn("EVALSHA", "0" * 40, "0", timeout=1),
+            return_exceptions=True,
+        )
+        later = await pool.call_in_turn("PING", timeout=1)
+        return results, later
+
+    results, later = asyncio.run(calls())
+    counts = results[:9]
+    assert sorted(counts) == list(range(counts[0], counts[0] + 9))  # nine distinct increments
+    assert isinstance(results[9], redis.ResponseError) and "NOSCRIPT" in str(results[9])
+    assert later == b"PONG"
+    assert batches == [10, 1]
