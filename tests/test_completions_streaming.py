@@ -137,3 +137,19 @@ def test_role_delta_comes_first_even_if_the_upstream_omits_it(http, upstream):
         payloads = [json.loads(line[6:]) for line in frames_of(resp) if line.startswith("data: {")]
     assert payloads[0]["choices"][0]["delta"] == {"role": "assistant", "content": "x"}
     assert all("role" not in p["choices"][0]["delta"] for p in payloads[1:] if p["choices"])
+
+
+def test_what_orjson_refuses_is_still_written_as_json():
+    """An upstream's lone surrogate (escaped in its JSON), an integer past 64 bits and a
+    non-string key survive Engram's re-encoding as valid UTF-8 JSON with the same values."""
+    import json
+
+    from completions.streaming import dumps
+
+    data = {"text": "caf\u00e9 \ud800", "big": 2**70, "nested": {"n": [1, 2.5, None]}}
+    written = dumps(data)
+    written.decode("utf-8")  # valid UTF-8, or this raises
+    assert json.loads(written) == data
+    assert json.loads(dumps({1: "one"})) == {"1": "one"}
+    plain = {"text": "caf\u00e9", "n": 1}
+    assert dumps(plain) == json.dumps(plain, separators=(",", ":"), ensure_ascii=False).encode()
