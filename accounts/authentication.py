@@ -2,7 +2,7 @@
 
 Every door resolves keys here: the ASGI gateway (`resolve_async`), ApiKeyMiddleware (both
 modes), and DRF through the middleware's result. A key's lookup is cached in-process for
-ENGRAM_KEY_CACHE_SECONDS (1 s) in the one TTLCache: a request waits on the database only when
+ENGRAM_KEY_CACHE_SECONDS (60 s) in the one TTLCache: a request waits on the database only when
 its key is not cached at all, and then shares the one lookup in flight; a busy key is reloaded
 in the background once it is half that old, so it never waits at expiry (before, every second
 each busy key's entry expired and the requests of that moment each made their own lookup: a

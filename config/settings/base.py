@@ -231,7 +231,11 @@ ENGRAM_EMBEDDING_BACKEND = env("ENGRAM_EMBEDDING_BACKEND", default="onnx")
 ENGRAM_EMBEDDING_DIMENSIONS = 384
 ENGRAM_DEFAULT_CONTEXT_WINDOW = env.int("ENGRAM_DEFAULT_CONTEXT_WINDOW", default=8192)
 ENGRAM_MEMORY_LLM_MODEL = env("ENGRAM_MEMORY_LLM_MODEL", default="")
-ENGRAM_KEY_CACHE_SECONDS = env.float("ENGRAM_KEY_CACHE_SECONDS", default=1.0)
+# A key's lookup (workspace, limits) stays cached this long; every change to them is published
+# (config.common.coherence) and seen by every process on its next request, so this only bounds
+# how often a busy key is reloaded in the background. At 1 s each process reloaded each busy
+# key twice a second: three queries on a pool thread, ~2 % of the web process's samples.
+ENGRAM_KEY_CACHE_SECONDS = env.float("ENGRAM_KEY_CACHE_SECONDS", default=60.0)
 # End-user tokens (accounts.endusers): JWKS lifetime, the least time between two fetches of one
 # JWKS (unknown kids, a provider that is down), its timeout; verified tokens and issuers cached.
 ENGRAM_JWKS_CACHE_SECONDS = env.float("ENGRAM_JWKS_CACHE_SECONDS", default=600.0)
