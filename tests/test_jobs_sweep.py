@@ -164,7 +164,7 @@ def test_a_running_job_renews_its_lease_while_it_works(settings):
     claimed = job_claim(job_id=job.id)
     assert claimed is not None
     stamps = []
-    with tasks._leased(claimed):  # the work: four seconds, longer than two leases
+    with tasks._leased([claimed]):  # the work: four seconds, longer than two leases
         for _ in range(8):
             time.sleep(0.5)
             stamps.append(ProcessingJob.objects.get(id=job.id).updated_at)
