@@ -20,11 +20,13 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from accounts.models import Workspace
 from completions.providers.llm import LLMError, LLMUnavailable, available
 from memory.background.extraction import offline
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
+from memory.services.indexing import messages_index_update
 from memory.services.memories import (
     NewMemory,
     memories_add_sources,
@@ -40,8 +42,6 @@ from memory.text import (
 )
 
 logger = logging.getLogger("engram.memory")
-
-UPDATE_BATCH = 200
 
 
 def job_messages(jobs: list[ProcessingJob]) -> list[Message]:
@@ -83,39 +83,52 @@ def embed_messages(
     return todo, vectors[len(todo) :]
 
 
-def write_messages(rows: list[Message], embedded: list[Message]) -> None:
+def write_messages(workspace: Workspace, rows: list[Message], embedded: list[Message]) -> None:
     """Store the new vectors, and widen the search windows of the messages and the earlier ones
-    they now follow.
+    they now follow: one new row version per message (memory.services.indexing).
 
     A message is embedded alone ("[date] speaker: text"); its indexes take in its neighbours.
     """
-    Message.objects.bulk_update(embedded, ["embedding"], batch_size=UPDATE_BATCH)
-    widen_search_windows(rows)
-
-
-def widen_search_windows(rows: list[Message]) -> None:
-    """Re-index the job's messages, and the ones just before them, with their neighbours.
-
-    Both indexes: the full-text window (message_window_text) and the vector blended with the
-    turns around it (context_vector).
-    """
     if not rows:
         return
-    conversation_id = rows[0].conversation_id
+    changed = widen_search_windows(rows)
+    written = {m.id: m for m in [*embedded, *changed]}
+    messages_index_update(
+        workspace=workspace,
+        messages=list(written.values()),
+        embedded={m.id for m in embedded},
+    )
+
+
+SPOKEN = ("user", "assistant")
+
+
+def widen_search_windows(rows: list[Message]) -> list[Message]:
+    """Re-index the run's messages, and the ones just before them, with their neighbours: the
+    messages whose indexes changed, with their new ones set (not written).
+
+    Both indexes: the full-text window (message_window_text) and the vector blended with the
+    turns around it (context_vector). The run's messages are taken as they are in memory
+    (with the vectors just made); only their neighbours are read.
+    """
     first = min(rows, key=lambda m: (m.created_at, m.id))
     fields = ("id", "role", "name", "content", "created_at", "search_text")
-    spoken = Message.objects.filter(
-        conversation_id=conversation_id, role__in=("user", "assistant")
-    ).only(*fields, "embedding", "context_embedding")
+    spoken = Message.objects.filter(conversation_id=rows[0].conversation_id, role__in=SPOKEN).only(
+        *fields, "embedding", "context_embedding"
+    )
     before = list(
         spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")[
             :WINDOW_BEFORE
         ]
     )[::-1]
-    after = list(spoken.filter(created_at__gte=first.created_at).order_by("created_at", "id"))
+    mine = {m.id for m in rows}
+    later = list(spoken.filter(created_at__gte=first.created_at).exclude(id__in=mine))
+    after = sorted(
+        [m for m in rows if m.role in SPOKEN] + later, key=lambda m: (m.created_at, m.id)
+    )
     window = before + after
     changed = []
-    upto = {m.id for m in rows} | {m.id for m in before}
+    upto = mine | {m.id for m in before}
     for index, message in enumerate(window):
         if message.id not in upto:
             continue
@@ -125,9 +138,7 @@ def widen_search_windows(rows: list[Message]) -> None:
             message.search_text = text
             message.context_embedding = vector
             changed.append(message)
-    Message.objects.bulk_update(
-        changed, ["search_text", "context_embedding"], batch_size=UPDATE_BATCH
-    )
+    return changed
 
 
 def _same(vector: list[float] | None, stored) -> bool:
@@ -152,11 +163,11 @@ def extraction_run(*, jobs: list[ProcessingJob], fallback_on_error: bool = True)
         found, texts = offline_facts(rows)
         todo, vectors = embed_messages(rows, also=texts)
         with transaction.atomic():
-            write_messages(rows, todo)
+            write_messages(job.workspace, rows, todo)
             counts = _apply_offline(job, found, vectors)
         return {"embedded": len(todo), "extractor": "offline", **counts}
     todo, _ = embed_messages(rows)
-    write_messages(rows, todo)
+    write_messages(job.workspace, rows, todo)
     embedded = len(todo)
     from memory.background.extraction import llm
 
