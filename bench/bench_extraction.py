@@ -13,7 +13,8 @@ Runs against the bench database of bench_memory.py (`engram_bench`, created if m
    functions (by their own time, then cumulative).
 2. Lag: a real Celery worker (solo pool: one process, queue `memory`) while turns arrive at
    `--rate` per second for `--seconds`, one turn per import across `--users` conversations, as
-   chat turns arrive; a turn's lag is from its job's creation (the turn stored) to the job done.
+   chat turns arrive (each reads its conversation first, as a chat turn does); a turn's lag is
+   from its job's creation (the turn stored) to the job done.
    Prints p50 / p95 / max (target p95 <= 2 s at 20 turns/s for a minute). `--skip-lag` skips it.
 Before and after, the machine line (bench/machine.py): load average, steal, and the
 calibration (one ONNX query embedding's p50 on one core).
@@ -179,9 +180,16 @@ def lag(
         began = time.monotonic()
         for i in range(count):
             time.sleep(max(0.0, began + i / rate - time.monotonic()))
+            # Read as a chat turn reads it: a conversation titled since is not sent to the
+            # worker's title task again (a stale copy sent one with every turn).
+            conversation, _ = conversation_get_or_create(
+                workspace=workspace,
+                external_id=conversations[i % users].external_id,
+                user_id=conversations[i % users].user_id,
+            )
             messages_import(
                 workspace=workspace,
-                conversation=conversations[i % users],
+                conversation=conversation,
                 messages=[turns[i % len(turns)]],
             )
         sent_seconds = time.monotonic() - began

@@ -22,7 +22,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Max, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -125,17 +125,20 @@ def _claimable(now: dt.datetime) -> Q:
     return Q(status=Status.PENDING) | Q(status=Status.RUNNING, updated_at__lt=now - lease())
 
 
+def _take(*, job_id: str, now: dt.datetime) -> bool:
+    claimed = ProcessingJob.objects.filter(_claimable(now), id=job_id).update(
+        status=Status.RUNNING, attempts=F("attempts") + 1, updated_at=now
+    )
+    return claimed == 1
+
+
 def job_claim(*, job_id: str) -> ProcessingJob | None:
     """RUNNING for this worker, or None when another run has it (or it is finished).
 
     One compare-and-set: of two deliveries of one job (a redelivery, a re-send by the sweep),
     exactly one claims it. The returned job's `attempts` is this run's fencing token.
     """
-    now = timezone.now()
-    claimed = ProcessingJob.objects.filter(_claimable(now), id=job_id).update(
-        status=Status.RUNNING, attempts=F("attempts") + 1, updated_at=now
-    )
-    if claimed != 1:
+    if not _take(job_id=job_id, now=timezone.now()):
         return None
     return ProcessingJob.objects.select_related("conversation", "workspace").get(id=job_id)
 
@@ -155,15 +158,22 @@ def jobs_claim(*, job_id: str) -> list[ProcessingJob]:
     The others are taken under FOR UPDATE SKIP LOCKED: a job another worker is claiming at
     that moment stays its own. Each claimed job's `attempts` is its fencing token.
     """
-    job = job_claim(job_id=job_id)
-    if job is None:
-        return []
     now = timezone.now()
+    if not _take(job_id=job_id, now=now):  # the same compare-and-set as job_claim
+        return []
+    queued = ProcessingJob.objects.filter(
+        _claimable(now), conversation_id=OuterRef("conversation_id"), kind=OuterRef("kind")
+    ).exclude(id=OuterRef("id"))
+    job = (
+        ProcessingJob.objects.select_related("conversation", "workspace")
+        .annotate(queued=Exists(queued))
+        .get(id=job_id)
+    )
+    if not job.queued:  # the usual case when the worker keeps up: no lock, no more queries
+        return [job]
     others = ProcessingJob.objects.filter(
         _claimable(now), conversation_id=job.conversation_id, kind=job.kind
     ).exclude(id=job.id)
-    if not others.exists():  # the usual case when the worker keeps up: one query, no lock
-        return [job]
     messages = (
         Message.objects.filter(
             conversation_id=OuterRef("conversation_id"),

@@ -116,17 +116,15 @@ def widen_search_windows(rows: list[Message]) -> list[Message]:
     spoken = Message.objects.filter(conversation_id=rows[0].conversation_id, role__in=SPOKEN).only(
         *fields, "embedding", "context_embedding"
     )
-    before = list(
-        spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")[
-            :WINDOW_BEFORE
-        ]
-    )[::-1]
     mine = {m.id for m in rows}
-    later = list(spoken.filter(created_at__gte=first.created_at).exclude(id__in=mine))
-    after = sorted(
-        [m for m in rows if m.role in SPOKEN] + later, key=lambda m: (m.created_at, m.id)
+    # One query for the neighbours: the turns just before, and any later ones not in the run.
+    just_before = spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")
+    later = spoken.filter(created_at__gte=first.created_at).exclude(id__in=mine)
+    neighbours = list(just_before[:WINDOW_BEFORE].union(later, all=True))
+    window = sorted(
+        [*neighbours, *(m for m in rows if m.role in SPOKEN)], key=lambda m: (m.created_at, m.id)
     )
-    window = before + after
+    before = [m for m in neighbours if m.created_at < first.created_at]
     changed = []
     upto = mine | {m.id for m in before}
     for index, message in enumerate(window):
