@@ -4,6 +4,11 @@ Each task takes a ProcessingJob id, claims it atomically (a second delivery find
 done and returns), holds the claim's lease while it works (a heartbeat thread), retries
 transient failures with backoff, and records a final failure on the job: `processing.failed` —
 never a silent drop. `memory.sweep_jobs` (Celery beat) sends again what was lost.
+
+`memory.extract` also claims the other extraction jobs its conversation has queued, and runs
+them as one (memory.services.processing.jobs_claim): a worker that falls behind catches up in
+batches. Should a batch fail for any reason but a transient one, each of its jobs runs again
+alone, so one turn's failure is recorded on its own job only.
 """
 
 from __future__ import annotations
