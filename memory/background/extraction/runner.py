@@ -213,7 +213,7 @@ def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
 
 def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
     found, texts = offline_facts(rows)
-    vectors = get_embedder().embed(texts) if texts else []
+    vectors = get_embedder().embed(texts)
     with transaction.atomic():  # one commit for the run's memories
         return _apply_offline(job, found, vectors)
 
