@@ -112,11 +112,13 @@ def _work(task, jobs: list[ProcessingJob], work: Work) -> None:
         if len(jobs) > 1:
             # One job's bad input must not fail the others taken with it: each alone.
             logger.exception("memory jobs %s failed together; running them one by one", names)
-            for done, job in enumerate(jobs):
+            in_order = sorted(jobs, key=lambda job: job.upto_message_id)  # the turns' order
+            for done, job in enumerate(in_order):
                 try:
                     _alone(job, work)
                 except SoftTimeLimitExceeded:
-                    jobs_finish(jobs=jobs[done:], status=Status.FAILED, error="time limit exceeded")
+                    left = in_order[done:]
+                    jobs_finish(jobs=left, status=Status.FAILED, error="time limit exceeded")
                     return
             return
         logger.exception("memory job %s failed", names)

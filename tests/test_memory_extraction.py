@@ -520,3 +520,28 @@ def test_a_run_takes_a_bounded_batch(offline, monkeypatch, django_capture_on_com
     tasks.extract(jobs[2].id)
     assert states(jobs) == [("done", 1)] * 5
     assert Memory.objects.count() == 5
+
+
+@llm_db
+def test_a_turn_that_fails_its_batch_fails_alone(upstream, django_capture_on_commit_callbacks):
+    """A failure that is not transient (here a fact PostgreSQL cannot store: a NUL character,
+    as a model may write) is recorded on the turn's own job; its batch-mate is extracted."""
+    workspace, _ = make_workspace()
+    jobs = queue(
+        workspace, "u", "Hello there.", "I love chess.", capture=django_capture_on_commit_callbacks
+    )
+    unstorable = reply({"facts": [{"text": "Loves \x00chess", "sources": [2]}]})
+    upstream.script(
+        unstorable,  # the batch: both turns in one chunk, nothing stored
+        reply({"facts": []}),  # then each turn alone
+        unstorable,
+    )
+    tasks.extract(jobs[1].id)
+    first, second = ProcessingJob.objects.filter(id__in=[j.id for j in jobs]).order_by("created_at")
+    assert (first.status, first.extractor, first.error) == ("done", "llm", "")
+    assert second.status == "failed" and "DataError" in second.error
+    assert not Memory.objects.exists()
+    assert not Message.objects.filter(embedding__isnull=True).exists()  # both turns embedded
+    transcripts = [r.body["messages"][1]["content"] for r in upstream.chat_requests()]
+    assert len(transcripts) == 3 and "Hello there." in transcripts[0]
+    assert "chess" in transcripts[0] and "chess" not in transcripts[1]
