@@ -1,7 +1,7 @@
 """Background processing with the offline extractor: throughput per worker process, and lag.
 
     python bench/bench_extraction.py [--turns 1000] [--per-job 10] [--rate 20] [--seconds 60]
-                                     [--profile 25]
+                                     [--profile 25] [--one-turn-jobs 400]
 
 Runs against the bench database of bench_memory.py (`engram_bench`, created if missing).
 1. Throughput: conversations of LoCoMo turns (or synthetic first-person ones) imported
@@ -10,7 +10,9 @@ Runs against the bench database of bench_memory.py (`engram_bench`, created if m
    does per task, broker excluded). Prints turns per second of job time (target >= 50), the
    bench process's CPU time per turn (embedding included; the database's own CPU not) and the
    SQL statements per turn. `--profile N` runs it under cProfile and prints the N costliest
-   functions (by their own time, then cumulative).
+   functions (by their own time, then cumulative). `--one-turn-jobs N` adds N jobs of one turn
+   each, each run as soon as its turn is stored (no backlog: nothing to batch), across 20
+   conversations: ms and CPU ms per job, SQL statements per job.
 2. Lag: a real Celery worker (solo pool: one process, queue `memory`) while turns arrive at
    `--rate` per second for `--seconds`, one turn per import across `--users` conversations, as
    chat turns arrive (each reads its conversation first, as a chat turn does); a turn's lag is
@@ -144,6 +146,40 @@ def throughput(workspace, turns: list[dict], per_job: int, stamp: str, profile: 
     }
 
 
+def one_turn_jobs(workspace, turns: list[dict], count: int, stamp: str) -> dict:
+    from django.db import connection
+
+    from memory import tasks
+    from memory.models import ProcessingJob
+    from memory.services import conversation_get_or_create, messages_import
+
+    conversations = [
+        conversation_get_or_create(
+            workspace=workspace, external_id=f"one-{stamp}-{u}", user_id=f"one-{stamp}-{u}"
+        )[0]
+        for u in range(20)
+    ]
+    counter = QueryCounter()
+    wall = cpu = 0.0
+    for i in range(count):
+        conversation = conversations[i % len(conversations)]
+        messages_import(
+            workspace=workspace, conversation=conversation, messages=[turns[i % len(turns)]]
+        )
+        job = ProcessingJob.objects.get(conversation=conversation, status="pending")
+        began, began_cpu = time.perf_counter(), time.process_time()
+        with connection.execute_wrapper(counter):
+            tasks.extract(job.id)
+        wall += time.perf_counter() - began
+        cpu += time.process_time() - began_cpu
+    return {
+        "jobs": count,
+        "ms_per_job": round(1000 * wall / count, 1),
+        "cpu_ms_per_job": round(1000 * cpu / count, 1),
+        "queries_per_job": round(counter.count / count, 1),
+    }
+
+
 def lag(
     database_url: str,
     workspace,
@@ -227,6 +263,7 @@ def main() -> int:
     parser.add_argument("--skip-lag", action="store_true")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
+    parser.add_argument("--one-turn-jobs", type=int, default=0, metavar="N")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     database_url = bench_database_url()
@@ -252,6 +289,14 @@ def main() -> int:
         f"CPU {tp['cpu_ms_per_turn']} ms/turn, {tp['queries_per_turn']} SQL statements/turn, "
         f"user's memories at the end {tp['memories_of_user']}; {machine.line(steal=steal)}"
     )
+    if args.one_turn_jobs:
+        steal.start()
+        one = results["one_turn_jobs"] = one_turn_jobs(workspace, turns, args.one_turn_jobs, stamp)
+        print(
+            f"one-turn jobs, no backlog: {one['ms_per_job']} ms a job ({one['cpu_ms_per_job']} ms "
+            f"CPU), {one['queries_per_job']} SQL statements a job ({one['jobs']} jobs); "
+            f"{machine.line(steal=steal)}"
+        )
     if not args.skip_lag:
         steal.start()
         results["lag"] = lag(
