@@ -1,16 +1,25 @@
 """Background processing with the offline extractor: throughput per worker process, and lag.
 
     python bench/bench_extraction.py [--turns 1000] [--per-job 10] [--rate 20] [--seconds 60]
+                                     [--profile 25] [--one-turn-jobs 400]
 
 Runs against the bench database of bench_memory.py (`engram_bench`, created if missing).
 1. Throughput: conversations of LoCoMo turns (or synthetic first-person ones) imported
    `--per-job` turns at a time, then every extraction and summary job they queued run back to
    back in this one process (memory.tasks.extract / .summarize, what one worker pool process
-   does per task, broker excluded). Prints turns per second of job time (target >= 50).
+   does per task, broker excluded). Prints turns per second of job time (target >= 50), the
+   bench process's CPU time per turn (embedding included; the database's own CPU not) and the
+   SQL statements per turn. `--profile N` runs it under cProfile and prints the N costliest
+   functions (by their own time, then cumulative). `--one-turn-jobs N` adds N jobs of one turn
+   each, each run as soon as its turn is stored (no backlog: nothing to batch), across 20
+   conversations: ms and CPU ms per job, SQL statements per job.
 2. Lag: a real Celery worker (solo pool: one process, queue `memory`) while turns arrive at
    `--rate` per second for `--seconds`, one turn per import across `--users` conversations, as
-   chat turns arrive; a turn's lag is from its job's creation (the turn stored) to the job done.
+   chat turns arrive (each reads its conversation first, as a chat turn does); a turn's lag is
+   from its job's creation (the turn stored) to the job done.
    Prints p50 / p95 / max (target p95 <= 2 s at 20 turns/s for a minute). `--skip-lag` skips it.
+Before and after, the machine line (bench/machine.py): load average, steal, and the
+calibration (one ONNX query embedding's p50 on one core).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import machine  # noqa: E402
 from bench.bench_memory import bench_database_url, child_env, django_setup  # noqa: E402
 from bench.eval_locomo import DATA  # noqa: E402
 
@@ -58,9 +68,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def throughput(workspace, turns: list[dict], per_job: int, stamp: str) -> dict:
+class QueryCounter:
+    """Counts the SQL statements this process sends (django's execute_wrapper)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def throughput(workspace, turns: list[dict], per_job: int, stamp: str, profile: int = 0) -> dict:
+    from django.db import connection
+
     from memory import tasks
-    from memory.models import ProcessingJob
+    from memory.models import Memory, ProcessingJob
     from memory.services import conversation_get_or_create, messages_import
 
     conversations = []
@@ -77,10 +100,36 @@ def throughput(workspace, turns: list[dict], per_job: int, stamp: str) -> dict:
         .order_by("created_at")
         .values_list("id", "kind")
     )
+
+    from memory.embeddings import get_embedder
+
+    get_embedder().embed(["a worker process loads its model once"])  # not part of the figure
+
+    def run() -> None:
+        for job_id, kind in jobs:
+            (tasks.extract if kind == "extract" else tasks.summarize)(job_id)
+
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    counter = QueryCounter()
+    cpu = time.process_time()
     started = time.perf_counter()
-    for job_id, kind in jobs:
-        (tasks.extract if kind == "extract" else tasks.summarize)(job_id)
+    with connection.execute_wrapper(counter):
+        if profiler is not None:
+            profiler.runcall(run)
+        else:
+            run()
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    if profiler is not None:
+        import pstats
+
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(profile)
+        stats.sort_stats("cumulative").print_stats(profile)
     failed = ProcessingJob.objects.filter(id__in=[j for j, _ in jobs], status="failed").count()
     return {
         "turns": len(turns),
@@ -89,6 +138,45 @@ def throughput(workspace, turns: list[dict], per_job: int, stamp: str) -> dict:
         "failed_jobs": failed,
         "seconds": round(seconds, 2),
         "turns_per_s": round(len(turns) / seconds, 1),
+        "cpu_ms_per_turn": round(1000 * cpu / len(turns), 2),
+        "queries_per_turn": round(counter.count / len(turns), 2),
+        "memories_of_user": Memory.objects.filter(
+            workspace=workspace, user_id=f"tp-{stamp}"
+        ).count(),
+    }
+
+
+def one_turn_jobs(workspace, turns: list[dict], count: int, stamp: str) -> dict:
+    from django.db import connection
+
+    from memory import tasks
+    from memory.models import ProcessingJob
+    from memory.services import conversation_get_or_create, messages_import
+
+    conversations = [
+        conversation_get_or_create(
+            workspace=workspace, external_id=f"one-{stamp}-{u}", user_id=f"one-{stamp}-{u}"
+        )[0]
+        for u in range(20)
+    ]
+    counter = QueryCounter()
+    wall = cpu = 0.0
+    for i in range(count):
+        conversation = conversations[i % len(conversations)]
+        messages_import(
+            workspace=workspace, conversation=conversation, messages=[turns[i % len(turns)]]
+        )
+        job = ProcessingJob.objects.get(conversation=conversation, status="pending")
+        began, began_cpu = time.perf_counter(), time.process_time()
+        with connection.execute_wrapper(counter):
+            tasks.extract(job.id)
+        wall += time.perf_counter() - began
+        cpu += time.process_time() - began_cpu
+    return {
+        "jobs": count,
+        "ms_per_job": round(1000 * wall / count, 1),
+        "cpu_ms_per_job": round(1000 * cpu / count, 1),
+        "queries_per_job": round(counter.count / count, 1),
     }
 
 
@@ -128,9 +216,16 @@ def lag(
         began = time.monotonic()
         for i in range(count):
             time.sleep(max(0.0, began + i / rate - time.monotonic()))
+            # Read as a chat turn reads it: a conversation titled since is not sent to the
+            # worker's title task again (a stale copy sent one with every turn).
+            conversation, _ = conversation_get_or_create(
+                workspace=workspace,
+                external_id=conversations[i % users].external_id,
+                user_id=conversations[i % users].user_id,
+            )
             messages_import(
                 workspace=workspace,
-                conversation=conversations[i % users],
+                conversation=conversation,
                 messages=[turns[i % len(turns)]],
             )
         sent_seconds = time.monotonic() - began
@@ -167,6 +262,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--skip-lag", action="store_true")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--profile", type=int, default=0, metavar="N")
+    parser.add_argument("--one-turn-jobs", type=int, default=0, metavar="N")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     database_url = bench_database_url()
@@ -179,16 +276,29 @@ def main() -> int:
     )
     stamp = f"{int(time.time())}"
     turns = load_turns(args.turns, rng)
-    load = os.getloadavg()[0]
-    results: dict = {"load_average_1m": round(load, 2)}
-    results["throughput"] = throughput(workspace, turns, args.per_job, stamp)
+    calibration = machine.calibration_ms()
+    results: dict = {"machine_before": machine.describe(calibration)}
+    print(f"machine before: {machine.line(calibration)}")
+    steal = machine.Steal()
+    results["throughput"] = throughput(workspace, turns, args.per_job, stamp, args.profile)
     tp = results["throughput"]
     print(
         f"throughput, one process: {tp['turns_per_s']} turns/s ({tp['turns']} turns, "
         f"{args.per_job} per job, {tp['jobs']} jobs of which {tp['summary_jobs']} summaries, "
-        f"{tp['failed_jobs']} failed, {tp['seconds']} s; target >= 50); load {load:.2f}"
+        f"{tp['failed_jobs']} failed, {tp['seconds']} s; target >= 50); "
+        f"CPU {tp['cpu_ms_per_turn']} ms/turn, {tp['queries_per_turn']} SQL statements/turn, "
+        f"user's memories at the end {tp['memories_of_user']}; {machine.line(steal=steal)}"
     )
+    if args.one_turn_jobs:
+        steal.start()
+        one = results["one_turn_jobs"] = one_turn_jobs(workspace, turns, args.one_turn_jobs, stamp)
+        print(
+            f"one-turn jobs, no backlog: {one['ms_per_job']} ms a job ({one['cpu_ms_per_job']} ms "
+            f"CPU), {one['queries_per_job']} SQL statements a job ({one['jobs']} jobs); "
+            f"{machine.line(steal=steal)}"
+        )
     if not args.skip_lag:
+        steal.start()
         results["lag"] = lag(
             database_url, workspace, turns, args.rate, args.seconds, args.users, stamp
         )
@@ -196,8 +306,11 @@ def main() -> int:
         print(
             f"lag at {lg['rate_turns_per_s']} turns/s for {lg['offered_seconds']} s, one worker "
             f"process: p50 {lg['lag_p50_s']} s, p95 {lg['lag_p95_s']} s, max {lg['lag_max_s']} s "
-            f"({lg['jobs']} jobs; target p95 <= 2 s)"
+            f"({lg['jobs']} jobs; target p95 <= 2 s); {machine.line(steal=steal)}"
         )
+    calibration = machine.calibration_ms()
+    results["machine_after"] = machine.describe(calibration)
+    print(f"machine after: {machine.line(calibration)}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "extraction.json").write_text(json.dumps(results, indent=2))

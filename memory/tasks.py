@@ -4,6 +4,11 @@ Each task takes a ProcessingJob id, claims it atomically (a second delivery find
 done and returns), holds the claim's lease while it works (a heartbeat thread), retries
 transient failures with backoff, and records a final failure on the job: `processing.failed` —
 never a silent drop. `memory.sweep_jobs` (Celery beat) sends again what was lost.
+
+`memory.extract` also claims the other extraction jobs its conversation has queued, and runs
+them as one (memory.services.processing.jobs_claim): a worker that falls behind catches up in
+batches. Should a batch fail for any reason but a transient one, each of its jobs runs again
+alone, so one turn's failure is recorded on its own job only.
 """
 
 from __future__ import annotations
@@ -35,26 +40,27 @@ def _retryable() -> tuple[type[Exception], ...]:
 
 
 @contextlib.contextmanager
-def _leased(job: ProcessingJob) -> Iterator[None]:
-    """Renew the job's lease every third of it while the body runs (a thread: the work may sit
+def _leased(jobs: list[ProcessingJob]) -> Iterator[None]:
+    """Renew the jobs' leases every third of it while the body runs (a thread: the work may sit
     in one long call, such as embedding 200 messages, for longer than a lease)."""
-    from memory.services.processing import job_heartbeat, lease
+    from memory.services.processing import jobs_heartbeat, lease
 
     stop = threading.Event()
+    names = ", ".join(job.id for job in jobs)
 
     def beat() -> None:
         try:
             while not stop.wait(lease().total_seconds() / 3):
                 try:
-                    if not job_heartbeat(job=job):
-                        logger.warning("memory job %s lost its lease", job.id)
+                    if not jobs_heartbeat(jobs=jobs):
+                        logger.warning("memory job(s) %s lost their lease", names)
                         return
                 except (OperationalError, InterfaceError) as exc:
-                    logger.warning("memory job %s: lease not renewed (%s)", job.id, exc)
+                    logger.warning("memory job(s) %s: lease not renewed (%s)", names, exc)
         finally:
             connections.close_all()  # this thread's connection
 
-    thread = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"lease-{jobs[0].id}", daemon=True)
     thread.start()
     try:
         yield
@@ -63,40 +69,98 @@ def _leased(job: ProcessingJob) -> Iterator[None]:
         thread.join(timeout=30)
 
 
-def _run(task, job_id: str, work: Callable[[ProcessingJob], dict]) -> None:
+Work = Callable[[list["ProcessingJob"]], dict]
+
+
+def _run(task, job_id: str, work: Work, *, batch: bool = False) -> None:
+    """Claim the job (with `batch`, and its conversation's other queued jobs of its kind: one
+    run for all), run `work` on them under a lease, and record the outcome on each."""
+    from memory.services.processing import job_claim, jobs_claim
+
+    if batch:
+        jobs = jobs_claim(job_id=job_id)
+    else:
+        job = job_claim(job_id=job_id)
+        jobs = [job] if job is not None else []
+    if not jobs:
+        return  # already done, failed, or running elsewhere
+    with _leased(jobs):
+        _work(task, jobs, work)
+
+
+def _work(task, jobs: list[ProcessingJob], work: Work) -> None:
     from memory.models import ProcessingJob
-    from memory.services.processing import job_claim, job_finish
+    from memory.services.processing import jobs_finish
 
     Status = ProcessingJob.Status
-    job = job_claim(job_id=job_id)
-    if job is None:
-        return  # already done, failed, or running elsewhere
+    names = ", ".join(job.id for job in jobs)
     try:
-        with _leased(job):
-            result = work(job)
+        result = work(jobs)
     except SoftTimeLimitExceeded:
-        job_finish(job=job, status=Status.FAILED, error="time limit exceeded")
+        jobs_finish(jobs=jobs, status=Status.FAILED, error="time limit exceeded")
         return
     except _retryable() as exc:
         error = f"{type(exc).__name__}: {exc}"
         if task.request.retries < MAX_RETRIES:
-            job_finish(job=job, status=Status.PENDING, error=error)
+            jobs_finish(jobs=jobs, status=Status.PENDING, error=error)
+            # the retry claims them all again (their own tasks found them taken and returned)
             raise task.retry(exc=exc, countdown=2**task.request.retries) from exc
-        logger.warning("memory job %s failed after retries: %s", job_id, error)
-        job_finish(job=job, status=Status.FAILED, error=error)
+        logger.warning("memory job(s) %s failed after retries: %s", names, error)
+        jobs_finish(jobs=jobs, status=Status.FAILED, error=error)
         return
     except Exception as exc:  # recorded on the job, and logged with its traceback
-        logger.exception("memory job %s failed", job_id)
-        job_finish(job=job, status=Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        if len(jobs) > 1:
+            # One job's bad input must not fail the others taken with it: each alone.
+            logger.exception("memory jobs %s failed together; running them one by one", names)
+            in_order = sorted(jobs, key=lambda job: job.upto_message_id)  # the turns' order
+            for done, job in enumerate(in_order):
+                try:
+                    _alone(job, work)
+                except SoftTimeLimitExceeded:
+                    left = in_order[done:]
+                    jobs_finish(jobs=left, status=Status.FAILED, error="time limit exceeded")
+                    return
+            return
+        logger.exception("memory job %s failed", names)
+        jobs_finish(jobs=jobs, status=Status.FAILED, error=f"{type(exc).__name__}: {exc}")
         return
-    logger.info("memory job %s done: %s", job_id, result)
+    logger.info("memory job(s) %s done: %s", names, result)
+    _done(jobs, result)
+
+
+def _done(jobs: list[ProcessingJob], result: dict) -> None:
+    from memory.models import ProcessingJob
+    from memory.services.processing import jobs_finish
+
     # a fallback is no failure, but its reason stays on the record
-    job_finish(
-        job=job,
-        status=Status.DONE,
+    jobs_finish(
+        jobs=jobs,
+        status=ProcessingJob.Status.DONE,
         error=result.get("fallback", ""),
         extractor=result.get("extractor", ""),
     )
+
+
+def _alone(job: ProcessingJob, work: Work) -> None:
+    """One job of a batch that failed, run by itself: a transient failure leaves it PENDING
+    (the sweep sends it again after the grace), any other is recorded on it."""
+    from memory.models import ProcessingJob
+    from memory.services.processing import jobs_finish
+
+    Status = ProcessingJob.Status
+    try:
+        result = work([job])
+    except SoftTimeLimitExceeded:
+        raise  # the batch's own handler records it on this job and the rest
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, _retryable()):
+            jobs_finish(jobs=[job], status=Status.PENDING, error=error)
+        else:
+            logger.exception("memory job %s failed", job.id)
+            jobs_finish(jobs=[job], status=Status.FAILED, error=error)
+        return
+    _done([job], result)
 
 
 @shared_task(
@@ -112,7 +176,12 @@ def extract(self, job_id: str) -> None:
 
     # An upstream that still fails on the last try leaves the turn to the offline extractor.
     last_try = self.request.retries >= MAX_RETRIES
-    _run(self, job_id, lambda job: extraction_run(job=job, fallback_on_error=last_try))
+    _run(
+        self,
+        job_id,
+        lambda jobs: extraction_run(jobs=jobs, fallback_on_error=last_try),
+        batch=True,
+    )
 
 
 @shared_task(
@@ -126,7 +195,8 @@ def extract(self, job_id: str) -> None:
 def summarize(self, job_id: str) -> None:
     from memory.background.summarization import summary_run
 
-    _run(self, job_id, lambda job: summary_run(job=job))
+    # One summary job per conversation at a time (summary_enqueue): nothing to batch.
+    _run(self, job_id, lambda jobs: summary_run(job=jobs[0]))
 
 
 @shared_task(name="memory.sweep_jobs", ignore_result=True, **time_limits("memory.sweep_jobs"))

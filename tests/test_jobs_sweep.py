@@ -16,7 +16,14 @@ from django.utils import timezone
 
 from memory.models import Document, ProcessingJob
 from memory.services import conversation_get_or_create, extraction_enqueue, messages_append
-from memory.services.processing import job_claim, job_finish, job_heartbeat
+from memory.services.processing import (
+    job_claim,
+    job_finish,
+    job_heartbeat,
+    jobs_claim,
+    jobs_finish,
+    jobs_heartbeat,
+)
 from memory.services.sweep import SWEEP_LOCK, jobs_sweep
 from tests.factories import make_workspace
 
@@ -113,6 +120,35 @@ def test_a_run_that_lost_its_lease_cannot_overwrite_the_next_run(job, settings):
     assert (job.status, job.error, job.extractor) == ("done", "", "offline")
 
 
+def test_a_batch_claim_keeps_each_jobs_lease_and_fence(
+    job, settings, django_capture_on_commit_callbacks
+):
+    conv, workspace = job.conversation, job.workspace
+    later = []
+    for text in ("I love tea.", "I love chess."):
+        messages_append(
+            workspace=workspace,
+            conversation=conv,
+            session=None,
+            messages=[{"role": "user", "content": text}],
+        )
+        with django_capture_on_commit_callbacks(execute=False):
+            later.append(extraction_enqueue(workspace=workspace, conversation=conv))
+    batch = jobs_claim(job_id=later[0].id)
+    assert [j.id for j in batch] == [later[0].id, job.id, later[1].id]  # its own first
+    assert all(j.status == "running" and j.attempts == 1 for j in batch)
+    assert jobs_claim(job_id=job.id) == []  # a second delivery of any of them: refused
+    assert jobs_heartbeat(jobs=batch) == 3
+    # one of them lapses (its run stalled) and another run takes it over: fenced off
+    age(job, django_settings.ENGRAM_JOB_LEASE_SECONDS + 1)
+    again = job_claim(job_id=job.id)
+    assert again is not None and again.attempts == 2
+    assert jobs_heartbeat(jobs=batch) == 2
+    assert jobs_finish(jobs=batch, status="done") == 2
+    assert ProcessingJob.objects.get(id=job.id).status == "running"  # the new run's
+    assert job_finish(job=again, status="done")
+
+
 def test_one_sweeper_at_a_time(job, django_capture_on_commit_callbacks):
     age(job, 10_000)
     db = connection.settings_dict
@@ -164,7 +200,7 @@ def test_a_running_job_renews_its_lease_while_it_works(settings):
     claimed = job_claim(job_id=job.id)
     assert claimed is not None
     stamps = []
-    with tasks._leased(claimed):  # the work: four seconds, longer than two leases
+    with tasks._leased([claimed]):  # the work: four seconds, longer than two leases
         for _ in range(8):
             time.sleep(0.5)
             stamps.append(ProcessingJob.objects.get(id=job.id).updated_at)

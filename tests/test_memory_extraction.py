@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import pytest
+from django.utils import timezone
 
 from memory import tasks
 from memory.models import Memory, MemoryEvent, Message, ProcessingJob
@@ -409,3 +410,138 @@ def test_memory_tasks_run_on_their_own_queue():
         assert app.amqp.router.route({}, name)["queue"].name == "memory"
     assert tasks.extract.acks_late and tasks.extract.ignore_result
     assert tasks.extract.soft_time_limit < tasks.extract.time_limit
+
+
+# --- several queued turns, one run ------------------------------------------------------------
+
+
+def queue(workspace, user, *turns, conversation="c", capture):
+    """Each turn stored and its extraction job queued (sent on commit: captured, not run)."""
+    jobs = []
+    for text in turns:
+        conv = say(workspace, user, text, conversation=conversation)
+        with capture(execute=False):
+            jobs.append(extraction_enqueue(workspace=workspace, conversation=conv))
+    assert all(jobs) and len({j.id for j in jobs}) == len(turns)
+    return jobs
+
+
+def states(jobs):
+    return [
+        (j.status, j.attempts)
+        for j in ProcessingJob.objects.filter(id__in=[j.id for j in jobs]).order_by("created_at")
+    ]
+
+
+def test_one_run_extracts_every_queued_turn_of_the_conversation(
+    offline, django_capture_on_commit_callbacks
+):
+    workspace, _ = make_workspace()
+    capture = django_capture_on_commit_callbacks
+    jobs = queue(
+        workspace,
+        "sam",
+        "I live in Paris and I love jazz.",
+        "I have a pet ferret called Biscuit.",
+        "I have a pet ferret called Pepper.",
+        "Big news: I moved from Paris to Berlin last week.",
+        "I love jazz!",
+        capture=capture,
+    )
+    [other] = queue(workspace, "kim", "I work at Initech.", conversation="k", capture=capture)
+    tasks.extract(jobs[2].id)  # the broker may deliver any of them first
+    assert states(jobs) == [("done", 1)] * 5
+    assert states([other]) == [("pending", 0)]  # another conversation's: its own run
+    # as job by job: distinct facts stay distinct, the move updates, the restatement merges
+    assert sorted(Memory.objects.filter(user_id="sam").values_list("text", flat=True)) == [
+        "User has a pet ferret called Biscuit.",
+        "User has a pet ferret called Pepper.",
+        "User lives in Berlin (moved from Paris).",
+        "User loves jazz.",
+    ]
+    home = Memory.objects.get(text__startswith="User lives in Berlin")
+    assert list(MemoryEvent.objects.filter(memory_id=home.id).values_list("event", "new_text")) == [
+        ("ADD", "User lives in Paris."),
+        ("UPDATE", "User lives in Berlin (moved from Paris)."),
+    ]
+    assert Memory.objects.get(text="User loves jazz.").sources.count() == 2
+    assert not Message.objects.filter(
+        conversation__external_id="c", embedding__isnull=True
+    ).exists()
+    # the other deliveries find their jobs done; a redelivery of the lot changes nothing
+    for job in jobs:
+        tasks.extract(job.id)
+    assert states(jobs) == [("done", 1)] * 5
+    ProcessingJob.objects.filter(id__in=[j.id for j in jobs]).update(status="pending")
+    tasks.extract(jobs[0].id)
+    assert states(jobs) == [("done", 2)] * 5
+    assert Memory.objects.filter(user_id="sam").count() == 4
+    assert MemoryEvent.objects.filter(user_id="sam", event="ADD").count() == 4
+
+
+def test_a_run_takes_only_the_jobs_no_live_run_holds(
+    offline, settings, django_capture_on_commit_callbacks
+):
+    from memory.services.processing import job_claim
+
+    workspace, _ = make_workspace()
+    jobs = queue(
+        workspace,
+        "u",
+        "I love climbing.",
+        "I drink oat milk in my coffee.",
+        "I am allergic to peanuts.",
+        capture=django_capture_on_commit_callbacks,
+    )
+    held = job_claim(job_id=jobs[1].id)  # another worker's, its lease alive
+    assert held is not None
+    tasks.extract(jobs[0].id)
+    assert states(jobs) == [("done", 1), ("running", 1), ("done", 1)]
+    assert not Memory.objects.filter(text__contains="oat milk").exists()
+    # that worker died: past its lease, the next run takes its job over
+    ProcessingJob.objects.filter(id=held.id).update(
+        updated_at=timezone.now() - dt.timedelta(seconds=settings.ENGRAM_JOB_LEASE_SECONDS + 1)
+    )
+    ProcessingJob.objects.filter(id=jobs[2].id).update(status="pending")
+    tasks.extract(jobs[2].id)
+    assert states(jobs) == [("done", 1), ("done", 2), ("done", 2)]
+    assert Memory.objects.filter(text__contains="oat milk").count() == 1
+
+
+def test_a_run_takes_a_bounded_batch(offline, monkeypatch, django_capture_on_commit_callbacks):
+    from memory.services import processing
+
+    monkeypatch.setattr(processing, "BATCH_JOBS", 3)
+    workspace, _ = make_workspace()
+    turns = [f"I have a pet ferret called {name}." for name in FERRET_NAMES[:5]]
+    jobs = queue(workspace, "u", *turns, capture=django_capture_on_commit_callbacks)
+    tasks.extract(jobs[4].id)  # itself and the two oldest others
+    assert states(jobs) == [("done", 1)] * 2 + [("pending", 0)] * 2 + [("done", 1)]
+    tasks.extract(jobs[2].id)
+    assert states(jobs) == [("done", 1)] * 5
+    assert Memory.objects.count() == 5
+
+
+@llm_db
+def test_a_turn_that_fails_its_batch_fails_alone(upstream, django_capture_on_commit_callbacks):
+    """A failure that is not transient (here a fact PostgreSQL cannot store: a NUL character,
+    as a model may write) is recorded on the turn's own job; its batch-mate is extracted."""
+    workspace, _ = make_workspace()
+    jobs = queue(
+        workspace, "u", "Hello there.", "I love chess.", capture=django_capture_on_commit_callbacks
+    )
+    unstorable = reply({"facts": [{"text": "Loves \x00chess", "sources": [2]}]})
+    upstream.script(
+        unstorable,  # the batch: both turns in one chunk, nothing stored
+        reply({"facts": []}),  # then each turn alone
+        unstorable,
+    )
+    tasks.extract(jobs[1].id)
+    first, second = ProcessingJob.objects.filter(id__in=[j.id for j in jobs]).order_by("created_at")
+    assert (first.status, first.extractor, first.error) == ("done", "llm", "")
+    assert second.status == "failed" and "DataError" in second.error
+    assert not Memory.objects.exists()
+    assert not Message.objects.filter(embedding__isnull=True).exists()  # both turns embedded
+    transcripts = [r.body["messages"][1]["content"] for r in upstream.chat_requests()]
+    assert len(transcripts) == 3 and "Hello there." in transcripts[0]
+    assert "chess" in transcripts[0] and "chess" not in transcripts[1]

@@ -235,6 +235,19 @@ def memory_add_sources(
         )
 
 
+def memories_add_sources(*, workspace: Workspace, links: Iterable[tuple[str, str]]) -> None:
+    """memory_add_sources for many (memory id, message id) pairs in one statement (pairs
+    already linked are left as they are): an extraction run's restatements.
+
+    The pairs are taken as given, as in memories_create: the caller read the memories as
+    `workspace`'s and the messages from their user's own conversation.
+    """
+    through = Memory.sources.through
+    rows = [through(memory_id=m, message_id=s) for m, s in dict.fromkeys(links)]
+    if rows:
+        through.objects.bulk_create(rows, ignore_conflicts=True)
+
+
 @transaction.atomic
 def memory_delete(
     *, workspace: Workspace, memory: Memory, actor: str = "api", reason: str = ""

@@ -5,9 +5,14 @@ Its row exists before the task is sent (on commit), so `processing.pending` neve
 and the row, not the broker, is the source of truth: a send lost with Redis, or a worker killed
 mid-job, is picked up by the sweep (memory.services.sweep).
 
-A claimed job holds a lease: its worker renews `updated_at` (job_heartbeat) every third of
+A claimed job holds a lease: its worker renews `updated_at` (jobs_heartbeat) every third of
 ENGRAM_JOB_LEASE_SECONDS; a RUNNING job whose lease lapsed lost its worker and may be claimed
 again. `attempts` numbers the claims and fences the writes of a run that lost its lease.
+
+A run that claims an extraction job also claims the other extraction jobs of the conversation
+that are claimable then (jobs_claim): a backlog of turns is worked off in one run — one
+embedding run, one load of the user's memories, one commit — rather than job by job. Each job
+keeps its own claim, lease and fencing token; the others' own tasks find them taken and return.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Max, Q, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -116,40 +121,119 @@ def summary_enqueue(*, workspace: Workspace, conversation: Conversation) -> Proc
     )
 
 
+def _claimable(now: dt.datetime) -> Q:
+    return Q(status=Status.PENDING) | Q(status=Status.RUNNING, updated_at__lt=now - lease())
+
+
+def _take(*, job_id: str, now: dt.datetime) -> bool:
+    claimed = ProcessingJob.objects.filter(_claimable(now), id=job_id).update(
+        status=Status.RUNNING, attempts=F("attempts") + 1, updated_at=now
+    )
+    return claimed == 1
+
+
 def job_claim(*, job_id: str) -> ProcessingJob | None:
     """RUNNING for this worker, or None when another run has it (or it is finished).
 
     One compare-and-set: of two deliveries of one job (a redelivery, a re-send by the sweep),
     exactly one claims it. The returned job's `attempts` is this run's fencing token.
     """
-    now = timezone.now()
-    claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, updated_at__lt=now - lease())
-    claimed = ProcessingJob.objects.filter(claimable, id=job_id).update(
-        status=Status.RUNNING, attempts=F("attempts") + 1, updated_at=now
-    )
-    if claimed != 1:
+    if not _take(job_id=job_id, now=timezone.now()):
         return None
     return ProcessingJob.objects.select_related("conversation", "workspace").get(id=job_id)
 
 
+# One run takes at most this many of a conversation's queued jobs, with at most this many
+# messages besides the job it was sent for: a batch stays well inside the task's time limit
+# (offline, ~25 ms a message on a slow machine: 256 messages ≈ 6 s).
+BATCH_JOBS = 32
+BATCH_MESSAGES = 256
+
+
+def jobs_claim(*, job_id: str) -> list[ProcessingJob]:
+    """The job (first, with its conversation and workspace) and the other jobs of its
+    conversation and kind claimable now, oldest first, all RUNNING for this run; [] when
+    another run has the job or it is finished (then nothing else is claimed either).
+
+    The others are taken under FOR UPDATE SKIP LOCKED: a job another worker is claiming at
+    that moment stays its own. Each claimed job's `attempts` is its fencing token.
+    """
+    now = timezone.now()
+    if not _take(job_id=job_id, now=now):  # the same compare-and-set as job_claim
+        return []
+    queued = ProcessingJob.objects.filter(
+        _claimable(now), conversation_id=OuterRef("conversation_id"), kind=OuterRef("kind")
+    ).exclude(id=OuterRef("id"))
+    job = (
+        ProcessingJob.objects.select_related("conversation", "workspace")
+        .annotate(queued=Exists(queued))
+        .get(id=job_id)
+    )
+    if not job.queued:  # the usual case when the worker keeps up: no lock, no more queries
+        return [job]
+    others = ProcessingJob.objects.filter(
+        _claimable(now), conversation_id=job.conversation_id, kind=job.kind
+    ).exclude(id=job.id)
+    messages = (
+        Message.objects.filter(
+            conversation_id=OuterRef("conversation_id"),
+            id__gt=OuterRef("after_message_id"),
+            id__lte=OuterRef("upto_message_id"),
+        )
+        .order_by()
+        .values("conversation_id")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    with transaction.atomic():
+        candidates = list(
+            others.select_for_update(skip_locked=True, of=("self",))
+            .annotate(messages=Subquery(messages))
+            .order_by("upto_message_id")[: BATCH_JOBS - 1]
+        )
+        taken, budget = [], BATCH_MESSAGES
+        for other in candidates:
+            budget -= other.messages or 0
+            if budget < 0:
+                break
+            taken.append(other)
+        ProcessingJob.objects.filter(id__in=[o.id for o in taken]).update(
+            status=Status.RUNNING, attempts=F("attempts") + 1, updated_at=now
+        )
+    for other in taken:  # what the update wrote: the rows were locked since they were read
+        other.status, other.attempts, other.updated_at = Status.RUNNING, other.attempts + 1, now
+    return [job, *taken]
+
+
+def _fenced(jobs: list[ProcessingJob]) -> Q:
+    """This run's claims: each job with the attempt number it was claimed with."""
+    fence = Q(pk__in=[])
+    for job in jobs:
+        fence |= Q(id=job.id, attempts=job.attempts)
+    return fence & Q(status=Status.RUNNING)
+
+
+def jobs_heartbeat(*, jobs: list[ProcessingJob]) -> int:
+    """Renew the claims' leases; how many are still this run's (0: it lost them all)."""
+    return ProcessingJob.objects.filter(_fenced(jobs)).update(updated_at=timezone.now())
+
+
 def job_heartbeat(*, job: ProcessingJob) -> bool:
     """Renew the claim's lease; False when the job is no longer this run's (it lost the lease)."""
-    return (
-        ProcessingJob.objects.filter(
-            id=job.id, status=Status.RUNNING, attempts=job.attempts
-        ).update(updated_at=timezone.now())
-        == 1
-    )
+    return jobs_heartbeat(jobs=[job]) == 1
+
+
+def jobs_finish(
+    *, jobs: list[ProcessingJob], status: str, error: str = "", extractor: str = ""
+) -> int:
+    """Record the run's outcome on the jobs still this run's (how many: another claim may
+    have taken one since)."""
+    fields: dict = {"status": status, "error": error[:2000], "updated_at": timezone.now()}
+    if extractor:
+        fields["extractor"] = extractor
+    return ProcessingJob.objects.filter(_fenced(jobs)).update(**fields)
 
 
 def job_finish(*, job: ProcessingJob, status: str, error: str = "", extractor: str = "") -> bool:
     """Record the run's outcome, unless another claim took the job since (then False)."""
-    fields: dict = {"status": status, "error": error[:2000], "updated_at": timezone.now()}
-    if extractor:
-        fields["extractor"] = extractor
-    return (
-        ProcessingJob.objects.filter(
-            id=job.id, status=Status.RUNNING, attempts=job.attempts
-        ).update(**fields)
-        == 1
-    )
+    return jobs_finish(jobs=[job], status=status, error=error, extractor=extractor) == 1

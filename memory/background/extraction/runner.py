@@ -1,4 +1,7 @@
-"""One extraction job: embed the job's messages, then turn them into memories.
+"""One extraction run: embed the messages of its jobs, then turn them into memories.
+
+A run takes one job, or several queued jobs of one conversation (memory.services.processing
+.jobs_claim), as one range of messages: the result is the same as job by job, in fewer steps.
 
 With an LLM (completions.providers.llm.chat) the model proposes facts and decides ADD / UPDATE / DELETE /
 NONE against the nearest memories; without one (LLMUnavailable, or ENGRAM_MEMORY_EXTRACTION =
@@ -15,16 +18,19 @@ import logging
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
+from accounts.models import Workspace
 from completions.providers.llm import LLMError, LLMUnavailable, available
 from memory.background.extraction import offline
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
+from memory.services.indexing import messages_index_update
 from memory.services.memories import (
     NewMemory,
+    memories_add_sources,
     memories_create,
-    memory_add_sources,
     memory_update,
 )
 from memory.text import (
@@ -37,25 +43,31 @@ from memory.text import (
 
 logger = logging.getLogger("engram.memory")
 
-UPDATE_BATCH = 200
 
-
-def job_messages(job: ProcessingJob) -> list[Message]:
+def job_messages(jobs: list[ProcessingJob]) -> list[Message]:
+    """The messages the jobs cover (all of one conversation), in order."""
+    spans: list[list[str]] = []  # (after, upto], adjacent ranges joined
+    for job in sorted(jobs, key=lambda j: j.after_message_id):
+        if spans and job.after_message_id <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], job.upto_message_id)
+        else:
+            spans.append([job.after_message_id, job.upto_message_id])
+    covered = Q()
+    for after, upto in spans:
+        covered |= Q(id__gt=after, id__lte=upto)
     return list(
-        Message.objects.filter(
-            conversation_id=job.conversation_id,
-            id__gt=job.after_message_id,
-            id__lte=job.upto_message_id,
-        ).order_by("id")
+        Message.objects.filter(covered, conversation_id=jobs[0].conversation_id)
+        .defer("search")
+        .order_by("id")
     )
 
 
-def embed_messages(rows: list[Message], also: list[str] | None = None) -> tuple[int, np.ndarray]:
-    """Vectors for the messages that have none yet (the request path never embeds them), and
-    for the texts `also` (the offline extractor's facts), returned in their order.
-
-    A message is embedded alone ("[date] speaker: text"); its full-text index is widened to
-    its neighbours here too, for it and for the earlier messages the new ones now follow.
+def embed_messages(
+    rows: list[Message], also: list[str] | None = None
+) -> tuple[list[Message], np.ndarray]:
+    """Vectors for the messages that have none yet (the request path never embeds them), set on
+    them (write_messages stores them), and for the texts `also` (the offline extractor's
+    facts): the messages given vectors, and the vectors of `also` in their order.
     """
     todo = [m for m in rows if m.embedding is None and m.content]
     also = also or []
@@ -64,39 +76,57 @@ def embed_messages(rows: list[Message], also: list[str] | None = None) -> tuple[
         for m in todo
     ]
     # One call for both: the embedder sorts all texts by length, so batches carry little
-    # padding, and a job pays for one batched run instead of two.
+    # padding, and a run pays for one batched run instead of two.
     vectors = get_embedder().embed(texts + also) if texts or also else np.zeros((0, 384))
-    if todo:
-        for message, vector in zip(todo, vectors[: len(todo)], strict=True):
-            message.embedding = vector.tolist()
-        Message.objects.bulk_update(todo, ["embedding"], batch_size=UPDATE_BATCH)
-    widen_search_windows(rows)
-    return len(todo), vectors[len(todo) :]
+    for message, vector in zip(todo, vectors[: len(todo)], strict=True):
+        message.embedding = vector.tolist()
+    return todo, vectors[len(todo) :]
 
 
-def widen_search_windows(rows: list[Message]) -> None:
-    """Re-index the job's messages, and the ones just before them, with their neighbours.
+def write_messages(workspace: Workspace, rows: list[Message], embedded: list[Message]) -> None:
+    """Store the new vectors, and widen the search windows of the messages and the earlier ones
+    they now follow: one new row version per message (memory.services.indexing).
 
-    Both indexes: the full-text window (message_window_text) and the vector blended with the
-    turns around it (context_vector).
+    A message is embedded alone ("[date] speaker: text"); its indexes take in its neighbours.
     """
     if not rows:
         return
-    conversation_id = rows[0].conversation_id
+    changed = widen_search_windows(rows)
+    written = {m.id: m for m in [*embedded, *changed]}
+    messages_index_update(
+        workspace=workspace,
+        messages=list(written.values()),
+        embedded={m.id for m in embedded},
+    )
+
+
+SPOKEN = ("user", "assistant")
+
+
+def widen_search_windows(rows: list[Message]) -> list[Message]:
+    """Re-index the run's messages, and the ones just before them, with their neighbours: the
+    messages whose indexes changed, with their new ones set (not written).
+
+    Both indexes: the full-text window (message_window_text) and the vector blended with the
+    turns around it (context_vector). The run's messages are taken as they are in memory
+    (with the vectors just made); only their neighbours are read.
+    """
     first = min(rows, key=lambda m: (m.created_at, m.id))
     fields = ("id", "role", "name", "content", "created_at", "search_text")
-    spoken = Message.objects.filter(
-        conversation_id=conversation_id, role__in=("user", "assistant")
-    ).only(*fields, "embedding", "context_embedding")
-    before = list(
-        spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")[
-            :WINDOW_BEFORE
-        ]
-    )[::-1]
-    after = list(spoken.filter(created_at__gte=first.created_at).order_by("created_at", "id"))
-    window = before + after
+    spoken = Message.objects.filter(conversation_id=rows[0].conversation_id, role__in=SPOKEN).only(
+        *fields, "embedding", "context_embedding"
+    )
+    mine = {m.id for m in rows}
+    # One query for the neighbours: the turns just before, and any later ones not in the run.
+    just_before = spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")
+    later = spoken.filter(created_at__gte=first.created_at).exclude(id__in=mine)
+    neighbours = list(just_before[:WINDOW_BEFORE].union(later, all=True))
+    window = sorted(
+        [*neighbours, *(m for m in rows if m.role in SPOKEN)], key=lambda m: (m.created_at, m.id)
+    )
+    before = [m for m in neighbours if m.created_at < first.created_at]
     changed = []
-    upto = {m.id for m in rows} | {m.id for m in before}
+    upto = mine | {m.id for m in before}
     for index, message in enumerate(window):
         if message.id not in upto:
             continue
@@ -106,9 +136,7 @@ def widen_search_windows(rows: list[Message]) -> None:
             message.search_text = text
             message.context_embedding = vector
             changed.append(message)
-    Message.objects.bulk_update(
-        changed, ["search_text", "context_embedding"], batch_size=UPDATE_BATCH
-    )
+    return changed
 
 
 def _same(vector: list[float] | None, stored) -> bool:
@@ -117,20 +145,28 @@ def _same(vector: list[float] | None, stored) -> bool:
     return bool(np.allclose(vector, stored, atol=1e-6))
 
 
-def extraction_run(*, job: ProcessingJob, fallback_on_error: bool = True) -> dict:
+def extraction_run(*, jobs: list[ProcessingJob], fallback_on_error: bool = True) -> dict:
     """Counts, `extractor` ("llm", "offline" or "offline-fallback") and, on a fallback, why.
 
+    `jobs`: one conversation's, the first with its conversation and workspace loaded.
     fallback_on_error: an upstream error (LLMError) falls back too; the task passes False
     until its last try, so a passing outage is retried with the LLM first.
     """
-    rows = job_messages(job)
+    job = jobs[0]
+    rows = job_messages(jobs)
     mode = settings.ENGRAM_MEMORY_EXTRACTION
     if mode == "offline" or (mode == "auto" and not available(workspace=job.workspace)):
-        # One embedding run for the messages and their facts (bench/bench_extraction.py).
+        # One embedding run for the messages and their facts, and one commit for what they
+        # wrote (bench/bench_extraction.py).
         found, texts = offline_facts(rows)
-        embedded, vectors = embed_messages(rows, also=texts)
-        return {"embedded": embedded, "extractor": "offline", **offline_apply(job, found, vectors)}
-    embedded, _ = embed_messages(rows)
+        todo, vectors = embed_messages(rows, also=texts)
+        with transaction.atomic():
+            write_messages(job.workspace, rows, todo)
+            counts = _apply_offline(job, found, vectors)
+        return {"embedded": len(todo), "extractor": "offline", **counts}
+    todo, _ = embed_messages(rows)
+    write_messages(job.workspace, rows, todo)
+    embedded = len(todo)
     from memory.background.extraction import llm
 
     try:
@@ -175,23 +211,22 @@ def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
     return found, texts
 
 
-def offline_apply(job: ProcessingJob, found: list, vectors) -> dict:
-    if not found:
-        return {"added": 0, "updated": 0, "unchanged": 0}
-    with transaction.atomic():  # one commit for the job's memories
+def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+    found, texts = offline_facts(rows)
+    vectors = get_embedder().embed(texts)
+    with transaction.atomic():  # one commit for the run's memories
         return _apply_offline(job, found, vectors)
 
 
-def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
-    found, texts = offline_facts(rows)
-    return offline_apply(job, found, get_embedder().embed(texts) if texts else [])
-
-
 def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    if not found:
+        return counts
     workspace, user_id = job.workspace, job.conversation.user_id
     store = UserMemories(workspace, user_id)
     threshold = settings.ENGRAM_MEMORY_DUPLICATE_SIMILARITY
-    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    # Restatements of stored memories: linked in one statement at the end.
+    links: list[tuple[str, str]] = []
     # New memories are written together at the end (memories_create); until then they are
     # matched against like stored ones, and a restatement adds to their sources.
     pending: dict[str, NewMemory] = {}
@@ -213,7 +248,7 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
         if memory.id in pending:
             pending[memory.id].source_message_ids.append(message.id)
         else:
-            memory_add_sources(workspace=workspace, memory=memory, source_message_ids=[message.id])
+            links.append((memory.id, message.id))
 
     for (fact, message, subject), vector in zip(found, vectors, strict=True):
         vec = vector.tolist()
@@ -271,4 +306,5 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
         store.add(placeholder, vec)
         counts["added"] += 1
     flush()
+    memories_add_sources(workspace=workspace, links=links)
     return counts
