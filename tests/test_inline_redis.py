@@ -98,3 +98,24 @@ def test_calls_of_one_loop_turn_share_one_write(pool, monkeypatch):
     assert isinstance(results[9], redis.ResponseError) and "NOSCRIPT" in str(results[9])
     assert later == b"PONG"
     assert batches == [10, 1]
+
+
+def test_a_refused_handshake_closes_its_socket_and_frees_its_slot(pool):
+    """AUTH refused (this Redis has no password): the caller gets the error, the socket is
+    closed and the pool's slot is free again."""
+    pool.options["password"] = "not-the-password"
+    opened: list[inline_redis._Connection] = []
+    real_init = inline_redis._Connection.__init__
+
+    def recorded(self, options, timeout):
+        opened.append(self)
+        real_init(self, options, timeout)
+
+    inline_redis._Connection.__init__ = recorded  # type: ignore[method-assign]
+    try:
+        with pytest.raises(redis.ResponseError):
+            pool.call_sync("PING", timeout=1)
+    finally:
+        inline_redis._Connection.__init__ = real_init  # type: ignore[method-assign]
+    assert pool.open == 0
+    assert opened and opened[0].sock.fileno() == -1  # closed

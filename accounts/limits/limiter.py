@@ -46,7 +46,7 @@ _SHAS = {script: hashlib.sha1(script.encode()).hexdigest() for script in (RESERV
 # rule decides, and after a failure Redis is not asked again for RETRY_SECONDS.
 TIMEOUT_SECONDS = 0.5
 RETRY_SECONDS = 1.0
-_FAILURES = (redis.RedisError, OSError, ValueError)
+_FAILURES = inline_redis.FAILURES
 _state = {"down_until": 0.0}
 KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "concurrent requests"}
 

@@ -43,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
 from django.conf import settings
 from django.db import transaction
 
@@ -57,9 +56,7 @@ PREFIX = "engram:coherence:"
 TIMEOUT_SECONDS = 0.25
 RETRY_SECONDS = 1.0
 _UNKNOWN = object()
-# What a read from Redis can fail with: the server's errors, the network's, a timeout, a reply
-# cut short or garbled.
-_FAILURES = (redis.RedisError, OSError, ValueError)
+_FAILURES = inline_redis.FAILURES
 
 _clearers: dict[str, list[Callable[[], None]]] = {}
 _seen: dict[str, object] = {}  # name -> the token this process saw last

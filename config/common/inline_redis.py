@@ -32,6 +32,9 @@ from redis.asyncio.connection import parse_url
 
 INLINE_WAIT = 0.001  # s: the longest the event loop waits for a reply without yielding
 MAX_CONNECTIONS = 16
+# What a call can fail with: the server's errors, the network's (timeouts included), a reply
+# garbled.
+FAILURES = (redis.RedisError, OSError, ValueError)
 _slow = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="redis-slow")
 
 
@@ -56,18 +59,24 @@ class _Connection:
         self.sock = sock
         self.buffer = bytearray()
         self.timeout: float | None = None
-        if options.get("password"):
-            user = [options["username"]] if options.get("username") else []
-            self.round_trip(_encode(("AUTH", *user, options["password"])), timeout)
-        if options.get("db"):
-            self.round_trip(_encode(("SELECT", str(options["db"]))), timeout)
+        try:
+            if options.get("password"):
+                user = [options["username"]] if options.get("username") else []
+                self.round_trip(_encode(("AUTH", *user, options["password"])), timeout)
+            if options.get("db"):
+                self.round_trip(_encode(("SELECT", str(options["db"]))), timeout)
+        except BaseException:
+            sock.close()
+            raise
 
     def round_trip(self, command: bytes, timeout: float) -> object:
-        self.send(command)
-        return _raised(self.read(time.monotonic() + timeout, timeout))
+        deadline = time.monotonic() + timeout
+        self.send(command, deadline)
+        return _raised(self.read(deadline, timeout))
 
-    def send(self, command: bytes) -> None:
-        self._wait_at_most(1.0)
+    def send(self, command: bytes, deadline: float) -> None:
+        """Write `command`, blocking at most until `deadline` (a full socket buffer)."""
+        self._wait_at_most(max(deadline - time.monotonic(), 0.001))
         self.sock.sendall(command)
 
     def read(self, deadline: float, wait: float) -> object:
@@ -143,6 +152,14 @@ class Pool:
         with self.lock:
             self.open -= 1
 
+    def _send(self, connection: _Connection, commands: list[tuple[str, ...]], deadline: float):
+        """Write the commands with one send; a connection that fails is closed."""
+        try:
+            connection.send(b"".join(_encode(args) for args in commands), deadline)
+        except BaseException:
+            self._drop(connection)
+            raise
+
     def _finish(
         self,
         connection: _Connection,
@@ -187,11 +204,7 @@ class Pool:
             except asyncio.CancelledError:  # the caller left: the new connection is kept
                 connecting.add_done_callback(self._keep)
                 raise
-        try:
-            connection.send(b"".join(_encode(args) for args in commands))
-        except BaseException:
-            self._drop(connection)
-            raise
+        self._send(connection, commands, deadline)
         replies: list = []
         try:
             return self._finish(
@@ -243,11 +256,7 @@ class Pool:
         """As `call`, for sync callers (a thread may block)."""
         deadline = time.monotonic() + timeout
         connection = self._take() or self._connect(timeout)
-        try:
-            connection.send(_encode(args))
-        except BaseException:
-            self._drop(connection)
-            raise
+        self._send(connection, [args], deadline)
         (reply,) = self._finish(connection, [], 1, deadline, timeout)
         return _raised(reply)
 
