@@ -6,7 +6,8 @@ the one tokenizer, plus `max_tokens` or ENGRAM_LIMITS_DEFAULT_MAX_TOKENS) and th
 and reserves both in one Redis round trip (accounts.limits.limiter), raising the 429 that
 refuses it. `finish` runs once when the answer ends, streamed or not: it charges the
 upstream's reported usage at the table's price, puts `credits_charged` and `request_id` in
-the answer's `engram` object, and settles the reservation in the background.
+the answer's `engram` object, and settles the reservation (sent with its loop turn's other
+settles; nothing waits for it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from accounts.limits import limiter
 from accounts.limits.policy import NO_POLICY, Policy
 from completions import pricing
 from config.common import tokens as tokenizer
-from config.common.background import spawn
 
 PER_MESSAGE_TOKENS = 4  # OpenAI's framing of each message, roughly
 
@@ -101,12 +101,7 @@ def finish(
     engram["credits_charged"] = credits
     engram["request_id"] = request_id
     if charge.admission is not None and charge.admission.counted:
-        spawn(
-            limiter.settle(
-                charge.admission, tokens=prompt + completion, credits_micro=charge.micro
-            ),
-            name="limits_settle",
-        )
+        limiter.settle(charge.admission, tokens=prompt + completion, credits_micro=charge.micro)
     return credits
 
 

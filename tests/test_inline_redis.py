@@ -119,3 +119,35 @@ def test_a_refused_handshake_closes_its_socket_and_frees_its_slot(pool):
         inline_redis._Connection.__init__ = real_init  # type: ignore[method-assign]
     assert pool.open == 0
     assert opened and opened[0].sock.fileno() == -1  # closed
+
+
+def test_send_in_turn_hands_each_reply_to_its_callback(pool):
+    """send_in_turn: no future, no task per command — the turn's commands go out together and
+    each callback gets its own reply (an error reply as a value), or what failed the batch."""
+    got: list = []
+
+    async def sends():
+        for n in range(3):
+            pool.send_in_turn(("ECHO", f"m{n}"), timeout=1, then=got.append)
+        pool.send_in_turn(("EVALSHA", "0" * 40, "0"), timeout=1, then=got.append)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(got) == 4:
+                return
+
+    asyncio.run(sends())
+    assert got[:3] == [b"m0", b"m1", b"m2"]
+    assert isinstance(got[3], redis.ResponseError) and "NOSCRIPT" in str(got[3])
+
+    gone = inline_redis.Pool("redis://127.0.0.1:1/0")
+    failed: list = []
+
+    async def lost():
+        gone.send_in_turn(("PING",), timeout=0.5, then=failed.append)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if failed:
+                return
+
+    asyncio.run(lost())
+    assert len(failed) == 1 and isinstance(failed[0], inline_redis.FAILURES)

@@ -22,11 +22,12 @@ A request admitted without Redis is not settled.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import redis
@@ -48,6 +49,7 @@ TIMEOUT_SECONDS = 0.5
 RETRY_SECONDS = 1.0
 _FAILURES = inline_redis.FAILURES
 _state = {"down_until": 0.0}
+DAY_MS = 86_400_000
 KINDS = {1: "requests per minute", 2: "tokens per minute", 3: "concurrent requests"}
 
 
@@ -98,21 +100,28 @@ def subjects(*, workspace_id: str, key_id: str | None, user_id: str | None, poli
 
 
 def period_key(prefix: str, period: str, now: datetime) -> tuple[str, int]:
-    """The budget's Redis key for the period `now` falls in, and its time to live (ms): the
-    rest of the period and a day, so settling a long answer still finds it."""
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "day":
-        start, end = day, day + timedelta(days=1)
-    elif period == "week":
-        start = day - timedelta(days=day.weekday())
-        end = start + timedelta(days=7)
-    elif period == "month":
-        start = day.replace(day=1)
-        end = (start + timedelta(days=32)).replace(day=1)
-    else:
+    """The budget's Redis key for the period `now` (UTC) falls in, and its time to live (ms):
+    the rest of the period and a day, so settling a long answer still finds it."""
+    if period not in ("day", "week", "month"):
         return prefix + "bud:all", 0
-    ttl = int((end - now).total_seconds() * 1000) + 86_400_000
-    return f"{prefix}bud:{period}:{start:%Y%m%d}", ttl
+    suffix, end_ms = _period(period, now.date())
+    return prefix + suffix, end_ms - int(now.timestamp() * 1000) + DAY_MS
+
+
+@functools.lru_cache(maxsize=32)
+def _period(period: str, day: date) -> tuple[str, int]:
+    """(key suffix, end in epoch ms) of the period holding `day`: the same all day, so worked
+    out once a day (the datetime arithmetic was ~8 µs per subject per request)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    if period == "day":
+        end = start + timedelta(days=1)
+    elif period == "week":
+        start -= timedelta(days=start.weekday())
+        end = start + timedelta(days=7)
+    else:
+        start = start.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    return f"bud:{period}:{start:%Y%m%d}", int(end.timestamp() * 1000)
 
 
 async def reserve(
@@ -192,20 +201,36 @@ async def reserve(
     )
 
 
-async def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:
-    """Give back what was reserved and not used (or take what was used beyond it)."""
+def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:
+    """Give back what was reserved and not used (or take what was used beyond it). Returns at
+    once: the settle joins its loop turn's one write to Redis (no response waits on it)."""
     if not admission.counted:
         return
     keys, args = admission.settle_args(tokens, credits_micro)
-    try:
-        await _call(SETTLE, keys, args)
-    except _FAILURES as exc:
-        _down(exc)
-        logger.warning(
-            "could not settle request %s (%s): its reservation stands",
-            admission.request_id,
-            type(exc).__name__,
-        )
+    argv = (str(len(keys)), *keys, *(str(a) for a in args))
+
+    def settled(reply: object, *, loaded: bool = False) -> None:
+        lost = isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT")
+        if lost and not loaded:  # Redis restarted without the script: send it whole, once
+            pool.send_in_turn(
+                ("EVAL", SETTLE, *argv),
+                timeout=TIMEOUT_SECONDS,
+                then=lambda again: settled(again, loaded=True),
+            )
+            return
+        if isinstance(reply, _FAILURES):
+            _down(reply)
+            logger.warning(
+                "could not settle request %s (%s): its reservation stands",
+                admission.request_id,
+                type(reply).__name__,
+            )
+
+    if time.monotonic() < _state["down_until"]:
+        settled(redis.ConnectionError("resting after a failure"))
+        return
+    pool = inline_redis.pool(settings.REDIS_URL)
+    pool.send_in_turn(("EVALSHA", _SHAS[SETTLE], *argv), timeout=TIMEOUT_SECONDS, then=settled)
 
 
 def duration(ms: int) -> str:
@@ -266,16 +291,14 @@ def _now_ms() -> int:
 
 
 async def _call(script: str, keys: list[str], args: list):
-    """EVALSHA (config.common.inline_redis), loading the script when Redis lacks it. The
-    reserve is read in line; a settle, which no response waits on, shares its loop turn's
-    round trip with the other settles."""
+    """EVALSHA, read in line (config.common.inline_redis), loading the script when Redis
+    lacks it."""
     if time.monotonic() < _state["down_until"]:
         raise redis.ConnectionError("resting after a failure")
     pool = inline_redis.pool(settings.REDIS_URL)
     argv = [str(len(keys)), *keys, *(str(a) for a in args)]
-    call = pool.call_in_turn if script is SETTLE else pool.call
     try:
-        return await call("EVALSHA", _SHAS[script], *argv, timeout=TIMEOUT_SECONDS)
+        return await pool.call("EVALSHA", _SHAS[script], *argv, timeout=TIMEOUT_SECONDS)
     except redis.ResponseError as exc:
         if not str(exc).startswith("NOSCRIPT"):
             raise

@@ -91,8 +91,10 @@ if verdict == 0 then
       redis.call('PEXPIRE', KEYS[k + 3], lease)
     end
     if budget >= 0 then
-      redis.call('INCRBY', KEYS[k + 4], credits)
-      if ttl > 0 then redis.call('PEXPIRE', KEYS[k + 4], ttl) end
+      -- a period's key gets its time to live once, when this INCRBY makes it (the value is
+      -- then this request's credits); the same end all period long, so not again each time
+      local spent = redis.call('INCRBY', KEYS[k + 4], credits)
+      if spent == credits and ttl > 0 then redis.call('PEXPIRE', KEYS[k + 4], ttl) end
     end
   end
 end

@@ -1,0 +1,81 @@
+"""accounts.limits.limiter against the real (embedded) Redis, below HTTP: a settle is sent with
+its loop turn's batch and nothing waits for it, it still lands when Redis has lost the script
+(a restart), and a budget's period key gets its time to live once, when it is made."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis
+from django.conf import settings
+
+from accounts.limits import limiter
+from accounts.limits.policy import Policy, Rule
+
+RULE = Rule(rpm=1000, tpm=100_000, max_concurrent=5, budget_micro=10_000_000, period="day")
+
+
+@pytest.fixture
+def store():
+    limiter.reset()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.close()
+    limiter.reset()
+
+
+def _subjects():
+    workspace = f"ws_{uuid.uuid4().hex[:12]}"
+    policy = Policy(workspace=RULE)
+    return limiter.subjects(workspace_id=workspace, key_id=None, user_id=None, policy=policy)
+
+
+async def _reserve_then_settle(found, request_id: str, *, flush_scripts, store) -> None:
+    admission = await limiter.reserve(
+        request_id=request_id, found=found, tokens=100, credits_micro=3_000_000
+    )
+    assert admission.counted
+    if flush_scripts:
+        store.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
+    limiter.settle(admission, tokens=40, credits_micro=1_000_000)  # returns at once
+    for _ in range(50):  # the batch goes out on the next loop turn
+        await asyncio.sleep(0.01)
+        if not store.zcard(found[0].prefix + "conc"):
+            return
+
+
+@pytest.mark.parametrize("flush_scripts", [False, True])
+def test_a_settle_lands_without_anyone_waiting_even_after_the_scripts_are_lost(
+    store, flush_scripts
+):
+    found = _subjects()
+    asyncio.run(_reserve_then_settle(found, "req-1", flush_scripts=flush_scripts, store=store))
+    subject = found[0]
+    assert store.zcard(subject.prefix + "conc") == 0  # the lease is freed
+    budget_key, _ = limiter.period_key(subject.prefix, "day", _now())
+    assert int(store.get(budget_key)) == 1_000_000  # 3 reserved, 1 spent: 2 given back
+
+
+def test_a_budget_key_gets_its_time_to_live_when_made_and_keeps_it(store):
+    found = _subjects()
+    subject = found[0]
+    budget_key, ttl = limiter.period_key(subject.prefix, "day", _now())
+
+    async def reserve(request_id: str) -> None:
+        await limiter.reserve(request_id=request_id, found=found, tokens=10, credits_micro=5)
+
+    asyncio.run(reserve("first"))
+    first = store.pttl(budget_key)
+    assert 0 < first <= ttl + 1000  # the rest of the day, and a day
+    store.pexpire(budget_key, 3_600_000)  # an hour left: a later reserve does not reset it
+    asyncio.run(reserve("second"))
+    assert 0 < store.pttl(budget_key) <= 3_600_000
+    assert int(store.get(budget_key)) == 10
+
+
+def _now():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
