@@ -13,46 +13,17 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from accounts.limits import limiter
-from accounts.models import ApiKey
 from completions import pricing
 from completions.models import Price, UsageRecord
 from completions.tools.models import Approval
 from completions.usage import buffer
 from tests.completions_support import wait_for
 from tests.test_limits import _budget_spent, patch_key, patch_workspace
-from tests.test_tools import ToolServer, engram, make_agent, make_tool
+from tests.test_tools import engram, make_agent, make_tool
 from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
 
 WEATHER = [{"role": "user", "content": "Weather in Paris?"}]
-
-
-@pytest.fixture(autouse=True)
-def _limiter_awake():
-    limiter.reset()
-    yield
-    limiter.reset()
-
-
-@pytest.fixture
-def tools(settings):
-    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = True  # the tool server is on loopback
-    server = ToolServer()
-    server.server.start()
-    yield server
-    server.server.stop()
-
-
-@pytest.fixture
-def sdk(engram_server, owner, upstream):
-    with openai.OpenAI(
-        base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0, timeout=20
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def key_id(owner):
-    return ApiKey.objects.get(workspace=owner[0]).id
+pytestmark = pytest.mark.usefixtures("limiter_awake")
 
 
 def price(operator_http, owner, *, input, output, cached=None):
@@ -88,13 +59,13 @@ def record(request_id: str) -> UsageRecord:
 
 
 def test_a_streamed_run_charges_every_call_on_its_last_chunk(
-    sdk, http, operator_http, owner, key_id, upstream, tools
+    sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):
     price(operator_http, owner, input=2, output=3)
     patch_key(operator_http, owner, key_id, {"limits": {"rpm": 100, "tpm": 100_000}})
     patch_workspace(operator_http, owner, {"budget": {"credits": 100_000, "period": "none"}})
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather")
+    make_tool(http, agent, tool_server.url + "/weather")
     upstream.script(  # usage: 9 prompt + 4 completion, then 5 + 2
         Reply(stream=openai_tool_stream([tool_call("call_1", "weather", {"city": "Paris"})])),
         Reply(stream=openai_stream(["It is ", "sunny."])),
@@ -126,12 +97,12 @@ def _marks(chunk) -> dict:
 
 
 def test_a_run_is_charged_its_calls_summed_cached_input_included(
-    sdk, http, operator_http, owner, upstream, tools
+    sdk, http, operator_http, owner, upstream, tool_server
 ):
     price(operator_http, owner, input=2, output=3, cached=Decimal("0.5"))
     patch_workspace(operator_http, owner, {"budget": {"credits": 10_000, "period": "none"}})
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather")
+    make_tool(http, agent, tool_server.url + "/weather")
 
     def usage(prompt, cached, completion):
         return {
@@ -157,11 +128,11 @@ def test_a_run_is_charged_its_calls_summed_cached_input_included(
 
 
 def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
-    sdk, http, operator_http, owner, key_id, upstream, tools
+    sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):
     patch_key(operator_http, owner, key_id, {"limits": {"rpm": 2}})
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather", approval="always")
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
     upstream.script(
         Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
         Reply(json=openai_completion(tool_calls=[tool_call("c2", "weather", {"city": "Y"})])),
@@ -189,7 +160,7 @@ def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
     assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
     # refused before the approval was claimed: still pending, c2 not run, nothing upstream
     assert Approval.objects.get(id=waiting).status == "pending"
-    assert len(tools.calls) == 1 and len(upstream.chat_requests()) == 2
+    assert len(tool_server.calls) == 1 and len(upstream.chat_requests()) == 2
     refused = record(error.response.headers["x-request-id"])
     assert refused.status_code == 429 and refused.error_code == "rate_limit_exceeded"
     assert refused.credits == 0 and refused.agent_id == agent
@@ -197,15 +168,15 @@ def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
     patch_key(operator_http, owner, key_id, {"limits": {"rpm": None}})
     answer = resume_raw(sdk, waiting)  # the same approval, once the limit allows it
     assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "done"
-    assert len(tools.calls) == 2
+    assert len(tool_server.calls) == 2
 
 
 def test_a_resume_over_the_budget_is_insufficient_quota(
-    sdk, http, operator_http, owner, key_id, upstream, tools
+    sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):
     price(operator_http, owner, input=0, output=1)  # a credit per completion token
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather", approval="always")
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
     upstream.script(
         Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
         Reply(json=openai_completion("It is sunny.")),  # usage: 11 prompt, 7 completion
@@ -223,7 +194,7 @@ def test_a_resume_over_the_budget_is_insufficient_quota(
     assert error.response.headers["x-should-retry"] == "false"
     assert "budget of the API key" in error.message
     assert Approval.objects.get(id=approval_id).status == "pending"
-    assert tools.calls == []
+    assert tool_server.calls == []
 
     patch_key(operator_http, owner, key_id, {"budget": {"credits": 5000, "period": "day"}})
     answer = resume_raw(sdk, approval_id)
@@ -252,12 +223,12 @@ def _day_spent(owner, who) -> int | None:
 
 
 def test_a_resume_with_redis_down_fails_closed_on_a_budget(
-    sdk, http, operator_http, owner, key_id, upstream, tools, settings
+    sdk, http, operator_http, owner, key_id, upstream, tool_server, settings
 ):
     from tests.test_coherence import dead_redis_url
 
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather", approval="always")
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
     upstream.script(
         Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
         Reply(json=openai_completion("It is sunny.")),
@@ -270,6 +241,6 @@ def test_a_resume_with_redis_down_fails_closed_on_a_budget(
         resume_raw(sdk, approval_id)
 
     assert info.value.status_code == 503 and info.value.code == "limits_unavailable"
-    assert Approval.objects.get(id=approval_id).status == "pending" and tools.calls == []
+    assert Approval.objects.get(id=approval_id).status == "pending" and tool_server.calls == []
     settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN = True  # open: served, not counted
-    assert resume_raw(sdk, approval_id).status_code == 200 and len(tools.calls) == 1
+    assert resume_raw(sdk, approval_id).status_code == 200 and len(tool_server.calls) == 1
