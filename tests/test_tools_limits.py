@@ -1,7 +1,8 @@
 """Tool runs under limits, budgets and credits (#16), over HTTP with the official client: a run
 is charged the sum of its upstream calls at the table's price (streamed: on its last chunk)
 and settles that sum; POST /v1/chat/resume is admitted like a chat completion (429s in
-OpenAI's words, the approval left pending) and answers with the rate-limit headers."""
+OpenAI's words, the approval left pending) and answers with the rate-limit headers; a resume's
+`metadata.request_id` is echoed and recorded as a chat completion's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from accounts.limits import limiter
 from completions import pricing
@@ -18,6 +19,7 @@ from completions.models import Price, UsageRecord
 from completions.tools.models import Approval
 from completions.usage import buffer
 from tests.completions_support import wait_for
+from tests.test_errors import assert_envelope
 from tests.test_limits import _budget_spent, patch_key, patch_workspace
 from tests.test_tools import engram, make_agent, make_tool
 from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
@@ -41,9 +43,9 @@ def price(operator_http, owner, *, input, output, cached=None):
     patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
 
 
-def resume_raw(sdk, approval_id) -> httpx.Response:
+def resume_raw(sdk, approval_id, **extra) -> httpx.Response:
     """POST /v1/chat/resume with the official client; the raw response, for its headers."""
-    body = {"approval_id": approval_id, "decision": "approve"}
+    body = {"approval_id": approval_id, "decision": "approve", **extra}
     return sdk.post("/chat/resume", body=body, cast_to=httpx.Response)
 
 
@@ -244,3 +246,79 @@ def test_a_resume_with_redis_down_fails_closed_on_a_budget(
     assert Approval.objects.get(id=approval_id).status == "pending" and tool_server.calls == []
     settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN = True  # open: served, not counted
     assert resume_raw(sdk, approval_id).status_code == 200 and len(tool_server.calls) == 1
+
+
+# --- the client's metadata ------------------------------------------------------------------
+
+
+def _paused(sdk, http, upstream, tool_server, *, then: Reply) -> str:
+    """A run of an agent whose weather tool needs approval, paused: its approval's id."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    call = tool_call("c1", "weather", {"city": "Paris"})
+    upstream.script(Reply(json=openai_completion(tool_calls=[call])), then)
+    return engram(sdk.chat.completions.create(model=agent, messages=WEATHER))["approval_id"]
+
+
+def test_a_resume_echoes_the_clients_request_id_and_records_it(sdk, http, upstream, tool_server):
+    approval_id = _paused(
+        sdk, http, upstream, tool_server, then=Reply(json=openai_completion("It is sunny."))
+    )
+
+    raw = resume_raw(sdk, approval_id, metadata={"request_id": "client-r1", "trace": "t-9"})
+
+    assert raw.status_code == 200 and len(tool_server.calls) == 1
+    assert ChatCompletion.model_validate(raw.json()).choices[0].message.content == "It is sunny."
+    assert raw.json()["engram"]["request_id"] == "client-r1"
+    row = record(raw.headers["x-request-id"])  # Engram's id names the row; the client's is kept
+    assert row.client_request_id == "client-r1" and row.status_code == 200 and not row.stream
+
+
+def test_a_streamed_resume_echoes_the_clients_request_id_on_its_last_chunk(
+    sdk, http, upstream, tool_server
+):
+    approval_id = _paused(
+        sdk, http, upstream, tool_server, then=Reply(stream=openai_stream(["It is ", "sunny."]))
+    )
+    long_id = "r" * 250  # the usage record's column holds 200 characters, as chat's
+
+    stream = sdk.post(
+        "/chat/resume",
+        body={
+            "approval_id": approval_id,
+            "decision": "approve",
+            "stream": True,
+            "metadata": {"request_id": long_id},
+        },
+        cast_to=ChatCompletionChunk,
+        stream=True,
+        stream_cls=openai.Stream[ChatCompletionChunk],
+    )
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "It is sunny." and len(tool_server.calls) == 1
+    charged = [c.model_extra["engram"] for c in chunks if "credits_charged" in _marks(c)]
+    assert charged == [chunks[-1].model_extra["engram"]]  # on the last chunk, once
+    assert charged[0]["request_id"] == long_id[:200]
+    row = record(stream.response.headers["x-request-id"])
+    assert row.client_request_id == long_id[:200] and row.stream and row.status_code == 200
+
+
+def test_a_resume_with_bad_metadata_is_400_and_leaves_its_approval_pending(
+    sdk, http, upstream, tool_server
+):
+    approval_id = _paused(
+        sdk, http, upstream, tool_server, then=Reply(json=openai_completion("It is sunny."))
+    )
+    for metadata in ("client-r3", ["client-r3"], {"request_id": 7}):
+        body = {"approval_id": approval_id, "decision": "approve", "metadata": metadata}
+        error = assert_envelope(http.post("/v1/chat/resume", json=body), 400, code="invalid_type")
+        assert error["param"] == "metadata"  # chat's rule and words (completions.validation)
+    assert Approval.objects.get(id=approval_id).status == "pending" and tool_server.calls == []
+
+    # a refusal once the body is read keeps the client's id in its usage row, as chat's does
+    body = {"approval_id": "appr_unknown", "decision": "approve", "metadata": {"request_id": "r4"}}
+    unknown = http.post("/v1/chat/resume", json=body)
+    assert_envelope(unknown, 404)
+    assert record(unknown.headers["x-request-id"]).client_request_id == "r4"
