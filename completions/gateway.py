@@ -222,9 +222,7 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
         turn.model = body["model"]  # named in the usage record even when the body is refused
     validation.validate(body)
     turn.stream = body.get("stream") is True
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("request_id"), str):
-        turn.client_request_id = metadata["request_id"][:200]
+    turn.client_request_id = validation.client_request_id(body)
     turn.ctx = ctx = request.turn_context(
         workspace=turn.workspace,
         api_key_id=turn.api_key_id,

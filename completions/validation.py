@@ -214,6 +214,23 @@ def _response_format(body: dict) -> None:
             raise _type_error("response_format.json_schema.name", "a string", schema)
 
 
+def metadata(body: dict) -> dict[str, str]:
+    """The body's `metadata` ({} without one); 400 unless it is an object of strings. The one
+    rule for it, of /v1/chat/completions and /v1/chat/resume alike."""
+    value = body.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _type_error("metadata", "an object of strings", value)
+    return value
+
+
+def client_request_id(body: dict) -> str:
+    """The client's `metadata.request_id`, echoed as the answer's `engram.request_id` and kept
+    in its usage record (whose column holds 200 characters); "" without one."""
+    return metadata(body).get("request_id", "")[:200]
+
+
 def validate(body: dict, *, model_required: bool = True) -> None:
     """Raise the 400 envelope, naming `param`, for the first problem found."""
     model = body.get("model")
@@ -272,11 +289,7 @@ def validate(body: dict, *, model_required: bool = True) -> None:
                 raise _invalid(
                     f"logit_bias.{token}", "Invalid 'logit_bias': values must be -100 to 100."
                 )
-    metadata = body.get("metadata")
-    if metadata is not None and (
-        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
-    ):
-        raise _type_error("metadata", "an object of strings", metadata)
+    metadata(body)
     options = body.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):

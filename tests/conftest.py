@@ -92,6 +92,48 @@ def anon_http(engram_server):
 
 
 @pytest.fixture
+def sdk(engram_server, owner, upstream):
+    """The official `openai` client on the owner's key (no retries: a test sees every status)."""
+    import openai
+
+    with openai.OpenAI(
+        base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0, timeout=20
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def key_id(owner):
+    """The id of the owner's API key."""
+    from accounts.models import ApiKey
+
+    return ApiKey.objects.get(workspace=owner[0]).id
+
+
+@pytest.fixture
+def limiter_awake():
+    """The limiter's in-process state (a Redis outage's cool-down) reset around the test;
+    modules that test limits use it on every test (`pytestmark`)."""
+    from accounts.limits import limiter
+
+    limiter.reset()
+    yield
+    limiter.reset()
+
+
+@pytest.fixture
+def tool_server(settings):
+    """A loopback HTTP tool (tests.tools_support.ToolServer) that records every call."""
+    from tests.tools_support import ToolServer
+
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = True  # the tool server is on loopback
+    server = ToolServer()
+    server.server.start()
+    yield server
+    server.server.stop()
+
+
+@pytest.fixture
 def celery_worker(transactional_db):
     """A real Celery worker (threads, real Redis broker) consuming every Engram queue."""
     from celery.contrib.testing.worker import start_worker

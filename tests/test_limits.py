@@ -11,7 +11,6 @@ from decimal import Decimal
 import openai
 import pytest
 
-from accounts.limits import limiter
 from accounts.models import ApiKey
 from completions import pricing
 from completions.models import Price, UsageRecord
@@ -22,26 +21,7 @@ from tests.upstream import Reply, openai_completion, openai_stream
 
 HI = [{"role": "user", "content": "Hi"}]
 METERED = "metered-model"  # 1 credit per completion token (see `metered`)
-
-
-@pytest.fixture(autouse=True)
-def _limiter_awake():
-    limiter.reset()
-    yield
-    limiter.reset()
-
-
-@pytest.fixture
-def client(engram_server, owner, upstream):
-    with openai.OpenAI(
-        base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0, timeout=20
-    ) as sdk:
-        yield sdk
-
-
-@pytest.fixture
-def key_id(owner):
-    return ApiKey.objects.get(workspace=owner[0]).id
+pytestmark = pytest.mark.usefixtures("limiter_awake")
 
 
 @pytest.fixture
@@ -65,9 +45,9 @@ def patch_key(operator_http, owner, key_id, body):
     return resp.json()
 
 
-def ask(client, *, user=None, model="gpt-4o-mini", **kwargs):
+def ask(sdk, *, user=None, model="gpt-4o-mini", **kwargs):
     headers = {"x-user-id": user} if user else {}
-    return client.chat.completions.with_raw_response.create(
+    return sdk.chat.completions.with_raw_response.create(
         model=model, messages=HI, extra_headers=headers, **kwargs
     )
 
@@ -75,18 +55,18 @@ def ask(client, *, user=None, model="gpt-4o-mini", **kwargs):
 # --- rates ----------------------------------------------------------------------------------
 
 
-def test_rpm_per_key_headers_count_down_then_429(client, operator_http, owner, key_id):
+def test_rpm_per_key_headers_count_down_then_429(sdk, operator_http, owner, key_id):
     body = patch_key(operator_http, owner, key_id, {"limits": {"rpm": 3}})
     assert body["limits"] == {"rpm": 3, "tpm": None, "max_concurrent": None}
     remaining = []
     for _ in range(3):
-        raw = ask(client)
+        raw = ask(sdk)
         assert raw.headers["x-ratelimit-limit-requests"] == "3"
         remaining.append(int(raw.headers["x-ratelimit-remaining-requests"]))
         assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
     assert remaining == [2, 1, 0]
     with pytest.raises(openai.RateLimitError) as info:
-        ask(client)
+        ask(sdk)
     error = info.value
     assert error.status_code == 429 and error.code == "rate_limit_exceeded"
     assert "requests per minute" in error.message and "API key" in error.message
@@ -95,44 +75,44 @@ def test_rpm_per_key_headers_count_down_then_429(client, operator_http, owner, k
     assert error.body["type"] == "requests"
 
 
-def test_headers_reset_after_the_stated_time(client, operator_http, owner, key_id):
+def test_headers_reset_after_the_stated_time(sdk, operator_http, owner, key_id):
     patch_key(operator_http, owner, key_id, {"limits": {"rpm": 600}})  # one per 100 ms
-    ask(client)
-    raw = ask(client)
+    ask(sdk)
+    raw = ask(sdk)
     assert int(raw.headers["x-ratelimit-remaining-requests"]) <= 598
     reset = raw.headers["x-ratelimit-reset-requests"]
     assert reset.endswith("ms")
     time.sleep(int(reset[:-2]) / 1000 + 0.05)
-    assert ask(client).headers["x-ratelimit-remaining-requests"] == "599"  # whole again, less 1
+    assert ask(sdk).headers["x-ratelimit-remaining-requests"] == "599"  # whole again, less 1
 
 
-def test_end_user_limit_is_per_end_user(client, operator_http, owner):
+def test_end_user_limit_is_per_end_user(sdk, operator_http, owner):
     body = patch_workspace(operator_http, owner, {"end_user_limits": {"rpm": 2}})
     assert body["end_user_limits"]["rpm"] == 2 and body["limits"]["rpm"] is None
     for _ in range(2):
-        ask(client, user="alice")
+        ask(sdk, user="alice")
     with pytest.raises(openai.RateLimitError) as info:
-        ask(client, user="alice")
+        ask(sdk, user="alice")
     assert "end user 'alice'" in info.value.message
-    raw = ask(client, user="bob")  # another end user is not limited by alice
+    raw = ask(sdk, user="bob")  # another end user is not limited by alice
     assert raw.headers["x-ratelimit-remaining-requests"] == "1"
     # the body's `user` names the end user too (LiteLLM ignored budgets given that way)
     with pytest.raises(openai.RateLimitError):
-        client.chat.completions.create(model="gpt-4o-mini", messages=HI, user="alice")
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, user="alice")
 
 
-def test_tpm_reserves_the_estimate_and_settles_the_real_usage(client, operator_http, owner, key_id):
+def test_tpm_reserves_the_estimate_and_settles_the_real_usage(sdk, operator_http, owner, key_id):
     patch_key(operator_http, owner, key_id, {"limits": {"tpm": 100}})
-    first = ask(client, max_tokens=40)  # reserves 40 + the prompt's estimate; uses 18
+    first = ask(sdk, max_tokens=40)  # reserves 40 + the prompt's estimate; uses 18
     assert first.headers["x-ratelimit-limit-tokens"] == "100"
     after_first = int(first.headers["x-ratelimit-remaining-tokens"])
     assert 40 <= after_first <= 56
     wait_for(lambda: _settled(owner, key_id, "tpm", below_ms=60_000 * 46 / 100))
-    second = ask(client, max_tokens=40)
+    second = ask(sdk, max_tokens=40)
     # without settling it would be after_first - 45 (at most 11); settled, the unused comes back
     assert int(second.headers["x-ratelimit-remaining-tokens"]) >= after_first - 45 + 20
     with pytest.raises(openai.RateLimitError) as info:
-        ask(client, max_tokens=500)  # can never fit in 100 tokens a minute
+        ask(sdk, max_tokens=500)  # can never fit in 100 tokens a minute
     assert "too large" in info.value.message and info.value.code == "rate_limit_exceeded"
     assert info.value.response.headers["x-should-retry"] == "false"
 
@@ -148,19 +128,19 @@ def _settled(owner, key_id, kind, *, below_ms):
     return value is not None and float(value) - time.time() * 1000 < below_ms
 
 
-def test_concurrency_limit_per_key(client, operator_http, owner, key_id, upstream):
+def test_concurrency_limit_per_key(sdk, operator_http, owner, key_id, upstream):
     patch_key(operator_http, owner, key_id, {"limits": {"max_concurrent": 2}})
     slow = openai_completion("slow")
     upstream.script(Reply(json=slow, delay=1.5), Reply(json=slow, delay=1.5))
     with ThreadPoolExecutor(2) as pool:
-        running = [pool.submit(ask, client) for _ in range(2)]
+        running = [pool.submit(ask, sdk) for _ in range(2)]
         wait_for(lambda: len(upstream.chat_requests()) == 2)
         with pytest.raises(openai.RateLimitError) as info:
-            ask(client)
+            ask(sdk)
         assert "concurrent requests" in info.value.message
         assert all(f.result().status_code == 200 for f in running)
     wait_for(lambda: _free(owner, key_id))
-    assert ask(client).status_code == 200  # the slots were freed when the answers ended
+    assert ask(sdk).status_code == 200  # the slots were freed when the answers ended
 
 
 def _free(owner, key_id):
@@ -175,7 +155,7 @@ def _free(owner, key_id):
 
 
 def test_credits_charged_is_price_times_usage_and_request_id_echoed(
-    client, operator_http, owner, upstream
+    sdk, operator_http, owner, upstream
 ):
     Price.objects.create(
         model="priced-model",
@@ -186,21 +166,21 @@ def test_credits_charged_is_price_times_usage_and_request_id_echoed(
     pricing.prices_changed()
     patch_workspace(operator_http, owner, {"credit_unit": {"name": "mc", "per_usd": 1_000_000}})
     upstream.script(Reply(json=openai_completion("x", model="priced-model")))
-    raw = ask(client, model="priced-model", metadata={"request_id": "client-42"})
+    raw = ask(sdk, model="priced-model", metadata={"request_id": "client-42"})
     engram = raw.parse().model_extra["engram"]
     assert engram["credits_charged"] == 11 * 2 + 7 * 3  # usage: 11 prompt, 7 completion
     assert engram["request_id"] == "client-42"
     cached = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
     cached["prompt_tokens_details"] = {"cached_tokens": 8}
     upstream.script(Reply(json=openai_completion("x", model="priced-model", usage=cached)))
-    engram = ask(client, model="priced-model").parse().model_extra["engram"]
+    engram = ask(sdk, model="priced-model").parse().model_extra["engram"]
     assert engram["credits_charged"] == 2 * 2 + 8 * 0.5 + 1 * 3
     # no metadata: Engram's own request id, the one in the x-request-id header
-    raw = ask(client, model="priced-model")
+    raw = ask(sdk, model="priced-model")
     assert raw.parse().model_extra["engram"]["request_id"] == raw.headers["x-request-id"]
 
     upstream.script(Reply(stream=openai_stream(["a", "b", "c"], model="priced-model")))
-    stream = client.chat.completions.create(
+    stream = sdk.chat.completions.create(
         model="priced-model", messages=HI, stream=True, metadata={"request_id": "client-43"}
     )
     extras = [c.model_extra["engram"] for c in stream if (c.model_extra or {}).get("engram")]
@@ -213,26 +193,26 @@ def test_credits_charged_is_price_times_usage_and_request_id_echoed(
     assert credits == [11.0, 19.0, 43.0, 43.0]
 
 
-def test_budget_exhausted_is_insufficient_quota(client, operator_http, owner, key_id, metered):
+def test_budget_exhausted_is_insufficient_quota(sdk, operator_http, owner, key_id, metered):
     patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
-    ok = ask(client, model=METERED, max_tokens=7)
+    ok = ask(sdk, model=METERED, max_tokens=7)
     assert ok.parse().model_extra["engram"]["credits_charged"] == 7
     with pytest.raises(openai.RateLimitError) as info:  # 7 spent + 7 reserved > 10
-        ask(client, model=METERED, max_tokens=7)
+        ask(sdk, model=METERED, max_tokens=7)
     error = info.value
     assert error.code == "insufficient_quota" and error.body["type"] == "insufficient_quota"
     assert error.response.headers["x-should-retry"] == "false"
     assert "budget of the API key" in error.message
 
 
-def test_streamed_answers_settle_their_budget(client, operator_http, owner, metered, upstream):
+def test_streamed_answers_settle_their_budget(sdk, operator_http, owner, metered, upstream):
     patch_workspace(operator_http, owner, {"budget": {"credits": 5, "period": "none"}})
     upstream.script(Reply(stream=openai_stream(["a", "b"], model=METERED)))
-    stream = client.chat.completions.create(model=METERED, messages=HI, stream=True, max_tokens=5)
+    stream = sdk.chat.completions.create(model=METERED, messages=HI, stream=True, max_tokens=5)
     extras = [c.model_extra["engram"] for c in stream if (c.model_extra or {}).get("engram")]
     assert extras[0]["credits_charged"] == 2  # two completion tokens, not the 5 reserved
     wait_for(lambda: _budget_spent(owner, "ws:") == 2 * 1_000_000)
-    ask(client, model=METERED, max_tokens=3)  # 2 + 3 fit in 5 only because 3 came back
+    ask(sdk, model=METERED, max_tokens=3)  # 2 + 3 fit in 5 only because 3 came back
 
 
 def _budget_spent(owner, who):
@@ -276,23 +256,23 @@ def test_64_concurrent_requests_never_overshoot_a_budget_of_10(
 
 
 def test_redis_down_rates_fail_open_budgets_fail_closed(
-    client, operator_http, owner, key_id, settings, caplog
+    sdk, operator_http, owner, key_id, settings, caplog
 ):
     patch_key(operator_http, owner, key_id, {"limits": {"rpm": 1}})
-    ask(client)
+    ask(sdk)
     settings.REDIS_URL = dead_redis_url()
     for _ in range(2):  # over the rpm, but it cannot be counted: served (fail open)
-        raw = ask(client)
+        raw = ask(sdk)
         assert raw.status_code == 200 and "x-ratelimit-limit-requests" not in raw.headers
     patch_key(operator_http, owner, key_id, {"budget": {"credits": 100}})
     with pytest.raises(openai.InternalServerError) as info:  # budgets fail closed: 503
-        ask(client)
+        ask(sdk)
     assert info.value.status_code == 503 and info.value.code == "limits_unavailable"
     settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN = True
-    assert ask(client).status_code == 200
+    assert ask(sdk).status_code == 200
     settings.ENGRAM_LIMITS_RATE_FAIL_OPEN = False
     with pytest.raises(openai.InternalServerError):
-        ask(client)
+        ask(sdk)
 
 
 def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id, http):
@@ -325,14 +305,14 @@ def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id
 # --- usage ----------------------------------------------------------------------------------
 
 
-def test_usage_query_totals_and_groups(client, http, engram_server, owner, outsider, metered):
-    ask(client, model=METERED, user="alice")  # 7 credits each (7 completion tokens)
-    ask(client, model=METERED, user="alice")
-    ask(client, model=METERED, user="bob")
+def test_usage_query_totals_and_groups(sdk, http, engram_server, owner, outsider, metered):
+    ask(sdk, model=METERED, user="alice")  # 7 credits each (7 completion tokens)
+    ask(sdk, model=METERED, user="alice")
+    ask(sdk, model=METERED, user="bob")
     bad = http.post("/v1/chat/completions", json={"model": METERED, "messages": []})
     assert bad.status_code == 400  # an error, counted as one
     agent = http.post("/v1/agents", json={"name": "metered", "model": METERED}).json()["id"]
-    ask(client, model="agent:metered", user="bob")
+    ask(sdk, model="agent:metered", user="bob")
     buffer.flush()
     wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 5)
     usage = http.get("/v1/usage").json()
@@ -373,11 +353,11 @@ def httpx_client(engram_server, key):
     return httpx.Client(base_url=engram_server.url, headers={"Authorization": f"Bearer {key}"})
 
 
-def test_metrics_for_the_operator(client, http, operator_http, owner, key_id, metered):
+def test_metrics_for_the_operator(sdk, http, operator_http, owner, key_id, metered):
     patch_key(operator_http, owner, key_id, {"limits": {"rpm": 1}})
-    ask(client, model=METERED)
+    ask(sdk, model=METERED)
     with pytest.raises(openai.RateLimitError):
-        ask(client, model=METERED)
+        ask(sdk, model=METERED)
     assert http.get("/metrics").status_code == 403  # a workspace key
     scraped = operator_http.get("/metrics")
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")

@@ -1,14 +1,13 @@
 """Agents' server-side tools over HTTP: the run loop, approvals and POST /v1/chat/resume.
 
 The official `openai` client talks to Engram; the loopback upstream is scripted to call tools;
-a loopback HTTP tool server (below) records every call it receives.
+a loopback HTTP tool server (tests/tools_support.py, the `tool_server` fixture) records every
+call it receives.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -20,85 +19,8 @@ from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
 from memory.models import Memory
 from tests.completions_support import wait_for
-from tests.livesrv import ThreadedServer
 from tests.test_errors import assert_envelope
 from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
-
-
-class ToolServer:
-    """A loopback HTTP tool: answers {"ok": true, "got": <body>}; /fail answers 500; /pair
-    answers only once two calls are in flight at the same time (or says it waited alone)."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-        self._lock = threading.Lock()
-        self._pair: asyncio.Event | None = None
-        self._inflight = 0
-
-        async def app(scope, receive, send):
-            if scope["type"] != "http":
-                return
-            raw = b""
-            while True:
-                message = await receive()
-                raw += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
-            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-            body = json.loads(raw) if raw else None
-            query = scope.get("query_string", b"").decode()
-            with self._lock:
-                self.calls.append(
-                    {"path": scope["path"], "headers": headers, "body": body, "query": query}
-                )
-            status, payload = 200, {"ok": True, "got": body}
-            extra: list = []
-            if scope["path"] == "/redirect":
-                status, extra = 302, [(b"location", b"http://169.254.169.254/latest")]
-            elif scope["path"] == "/slow":
-                await asyncio.sleep(1.5)
-            elif scope["path"] == "/fail":
-                status, payload = 500, {"error": "boom"}
-            elif scope["path"] == "/pair":
-                payload["together"] = await self._together()
-            data = json.dumps(payload).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", b"application/json"), *extra],
-                }
-            )
-            await send({"type": "http.response.body", "body": data})
-
-        self.server = ThreadedServer(app)
-        self.url = self.server.url
-
-    async def _together(self) -> bool:
-        if self._pair is None:
-            self._pair = asyncio.Event()
-        self._inflight += 1
-        if self._inflight >= 2:
-            self._pair.set()
-        try:
-            await asyncio.wait_for(self._pair.wait(), 10)
-            return True
-        except TimeoutError:
-            return False
-
-
-@pytest.fixture
-def tool_server(settings):
-    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = True  # the tool server is on loopback
-    server = ToolServer()
-    server.server.start()
-    yield server
-    server.server.stop()
-
-
-@pytest.fixture
-def sdk(engram_server, owner):
-    return openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0)
 
 
 def make_agent(http, name="helper") -> str:

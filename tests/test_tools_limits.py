@@ -1,7 +1,8 @@
 """Tool runs under limits, budgets and credits (#16), over HTTP with the official client: a run
 is charged the sum of its upstream calls at the table's price (streamed: on its last chunk)
 and settles that sum; POST /v1/chat/resume is admitted like a chat completion (429s in
-OpenAI's words, the approval left pending) and answers with the rate-limit headers."""
+OpenAI's words, the approval left pending) and answers with the rate-limit headers; a resume's
+`metadata.request_id` is echoed and recorded as a chat completion's."""
 
 from __future__ import annotations
 
@@ -10,49 +11,21 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from accounts.limits import limiter
-from accounts.models import ApiKey
 from completions import pricing
 from completions.models import Price, UsageRecord
 from completions.tools.models import Approval
 from completions.usage import buffer
 from tests.completions_support import wait_for
+from tests.test_errors import assert_envelope
 from tests.test_limits import _budget_spent, patch_key, patch_workspace
-from tests.test_tools import ToolServer, engram, make_agent, make_tool
+from tests.test_tools import engram, make_agent, make_tool
 from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
 
 WEATHER = [{"role": "user", "content": "Weather in Paris?"}]
-
-
-@pytest.fixture(autouse=True)
-def _limiter_awake():
-    limiter.reset()
-    yield
-    limiter.reset()
-
-
-@pytest.fixture
-def tools(settings):
-    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = True  # the tool server is on loopback
-    server = ToolServer()
-    server.server.start()
-    yield server
-    server.server.stop()
-
-
-@pytest.fixture
-def sdk(engram_server, owner, upstream):
-    with openai.OpenAI(
-        base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0, timeout=20
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def key_id(owner):
-    return ApiKey.objects.get(workspace=owner[0]).id
+pytestmark = pytest.mark.usefixtures("limiter_awake")
 
 
 def price(operator_http, owner, *, input, output, cached=None):
@@ -70,9 +43,9 @@ def price(operator_http, owner, *, input, output, cached=None):
     patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
 
 
-def resume_raw(sdk, approval_id) -> httpx.Response:
+def resume_raw(sdk, approval_id, **extra) -> httpx.Response:
     """POST /v1/chat/resume with the official client; the raw response, for its headers."""
-    body = {"approval_id": approval_id, "decision": "approve"}
+    body = {"approval_id": approval_id, "decision": "approve", **extra}
     return sdk.post("/chat/resume", body=body, cast_to=httpx.Response)
 
 
@@ -88,13 +61,13 @@ def record(request_id: str) -> UsageRecord:
 
 
 def test_a_streamed_run_charges_every_call_on_its_last_chunk(
-    sdk, http, operator_http, owner, key_id, upstream, tools
+    sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):
     price(operator_http, owner, input=2, output=3)
     patch_key(operator_http, owner, key_id, {"limits": {"rpm": 100, "tpm": 100_000}})
     patch_workspace(operator_http, owner, {"budget": {"credits": 100_000, "period": "none"}})
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather")
+    make_tool(http, agent, tool_server.url + "/weather")
     upstream.script(  # usage: 9 prompt + 4 completion, then 5 + 2
         Reply(stream=openai_tool_stream([tool_call("call_1", "weather", {"city": "Paris"})])),
         Reply(stream=openai_stream(["It is ", "sunny."])),
@@ -126,12 +99,12 @@ def _marks(chunk) -> dict:
 
 
 def test_a_run_is_charged_its_calls_summed_cached_input_included(
-    sdk, http, operator_http, owner, upstream, tools
+    sdk, http, operator_http, owner, upstream, tool_server
 ):
     price(operator_http, owner, input=2, output=3, cached=Decimal("0.5"))
     patch_workspace(operator_http, owner, {"budget": {"credits": 10_000, "period": "none"}})
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather")
+    make_tool(http, agent, tool_server.url + "/weather")
 
     def usage(prompt, cached, completion):
         return {
@@ -157,11 +130,11 @@ def test_a_run_is_charged_its_calls_summed_cached_input_included(
 
 
 def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
-    sdk, http, operator_http, owner, key_id, upstream, tools
+    sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):
     patch_key(operator_http, owner, key_id, {"limits": {"rpm": 2}})
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather", approval="always")
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
     upstream.script(
         Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
         Reply(json=openai_completion(tool_calls=[tool_call("c2", "weather", {"city": "Y"})])),
@@ -189,7 +162,7 @@ def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
     assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
     # refused before the approval was claimed: still pending, c2 not run, nothing upstream
     assert Approval.objects.get(id=waiting).status == "pending"
-    assert len(tools.calls) == 1 and len(upstream.chat_requests()) == 2
+    assert len(tool_server.calls) == 1 and len(upstream.chat_requests()) == 2
     refused = record(error.response.headers["x-request-id"])
     assert refused.status_code == 429 and refused.error_code == "rate_limit_exceeded"
     assert refused.credits == 0 and refused.agent_id == agent
@@ -197,15 +170,15 @@ def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
     patch_key(operator_http, owner, key_id, {"limits": {"rpm": None}})
     answer = resume_raw(sdk, waiting)  # the same approval, once the limit allows it
     assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "done"
-    assert len(tools.calls) == 2
+    assert len(tool_server.calls) == 2
 
 
 def test_a_resume_over_the_budget_is_insufficient_quota(
-    sdk, http, operator_http, owner, key_id, upstream, tools
+    sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):
     price(operator_http, owner, input=0, output=1)  # a credit per completion token
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather", approval="always")
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
     upstream.script(
         Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
         Reply(json=openai_completion("It is sunny.")),  # usage: 11 prompt, 7 completion
@@ -223,7 +196,7 @@ def test_a_resume_over_the_budget_is_insufficient_quota(
     assert error.response.headers["x-should-retry"] == "false"
     assert "budget of the API key" in error.message
     assert Approval.objects.get(id=approval_id).status == "pending"
-    assert tools.calls == []
+    assert tool_server.calls == []
 
     patch_key(operator_http, owner, key_id, {"budget": {"credits": 5000, "period": "day"}})
     answer = resume_raw(sdk, approval_id)
@@ -252,12 +225,12 @@ def _day_spent(owner, who) -> int | None:
 
 
 def test_a_resume_with_redis_down_fails_closed_on_a_budget(
-    sdk, http, operator_http, owner, key_id, upstream, tools, settings
+    sdk, http, operator_http, owner, key_id, upstream, tool_server, settings
 ):
     from tests.test_coherence import dead_redis_url
 
     agent = make_agent(http)
-    make_tool(http, agent, tools.url + "/weather", approval="always")
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
     upstream.script(
         Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
         Reply(json=openai_completion("It is sunny.")),
@@ -270,6 +243,82 @@ def test_a_resume_with_redis_down_fails_closed_on_a_budget(
         resume_raw(sdk, approval_id)
 
     assert info.value.status_code == 503 and info.value.code == "limits_unavailable"
-    assert Approval.objects.get(id=approval_id).status == "pending" and tools.calls == []
+    assert Approval.objects.get(id=approval_id).status == "pending" and tool_server.calls == []
     settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN = True  # open: served, not counted
-    assert resume_raw(sdk, approval_id).status_code == 200 and len(tools.calls) == 1
+    assert resume_raw(sdk, approval_id).status_code == 200 and len(tool_server.calls) == 1
+
+
+# --- the client's metadata ------------------------------------------------------------------
+
+
+def _paused(sdk, http, upstream, tool_server, *, then: Reply) -> str:
+    """A run of an agent whose weather tool needs approval, paused: its approval's id."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    call = tool_call("c1", "weather", {"city": "Paris"})
+    upstream.script(Reply(json=openai_completion(tool_calls=[call])), then)
+    return engram(sdk.chat.completions.create(model=agent, messages=WEATHER))["approval_id"]
+
+
+def test_a_resume_echoes_the_clients_request_id_and_records_it(sdk, http, upstream, tool_server):
+    approval_id = _paused(
+        sdk, http, upstream, tool_server, then=Reply(json=openai_completion("It is sunny."))
+    )
+
+    raw = resume_raw(sdk, approval_id, metadata={"request_id": "client-r1", "trace": "t-9"})
+
+    assert raw.status_code == 200 and len(tool_server.calls) == 1
+    assert ChatCompletion.model_validate(raw.json()).choices[0].message.content == "It is sunny."
+    assert raw.json()["engram"]["request_id"] == "client-r1"
+    row = record(raw.headers["x-request-id"])  # Engram's id names the row; the client's is kept
+    assert row.client_request_id == "client-r1" and row.status_code == 200 and not row.stream
+
+
+def test_a_streamed_resume_echoes_the_clients_request_id_on_its_last_chunk(
+    sdk, http, upstream, tool_server
+):
+    approval_id = _paused(
+        sdk, http, upstream, tool_server, then=Reply(stream=openai_stream(["It is ", "sunny."]))
+    )
+    long_id = "r" * 250  # the usage record's column holds 200 characters, as chat's
+
+    stream = sdk.post(
+        "/chat/resume",
+        body={
+            "approval_id": approval_id,
+            "decision": "approve",
+            "stream": True,
+            "metadata": {"request_id": long_id},
+        },
+        cast_to=ChatCompletionChunk,
+        stream=True,
+        stream_cls=openai.Stream[ChatCompletionChunk],
+    )
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "It is sunny." and len(tool_server.calls) == 1
+    charged = [c.model_extra["engram"] for c in chunks if "credits_charged" in _marks(c)]
+    assert charged == [chunks[-1].model_extra["engram"]]  # on the last chunk, once
+    assert charged[0]["request_id"] == long_id[:200]
+    row = record(stream.response.headers["x-request-id"])
+    assert row.client_request_id == long_id[:200] and row.stream and row.status_code == 200
+
+
+def test_a_resume_with_bad_metadata_is_400_and_leaves_its_approval_pending(
+    sdk, http, upstream, tool_server
+):
+    approval_id = _paused(
+        sdk, http, upstream, tool_server, then=Reply(json=openai_completion("It is sunny."))
+    )
+    for metadata in ("client-r3", ["client-r3"], {"request_id": 7}):
+        body = {"approval_id": approval_id, "decision": "approve", "metadata": metadata}
+        error = assert_envelope(http.post("/v1/chat/resume", json=body), 400, code="invalid_type")
+        assert error["param"] == "metadata"  # chat's rule and words (completions.validation)
+    assert Approval.objects.get(id=approval_id).status == "pending" and tool_server.calls == []
+
+    # a refusal once the body is read keeps the client's id in its usage row, as chat's does
+    body = {"approval_id": "appr_unknown", "decision": "approve", "metadata": {"request_id": "r4"}}
+    unknown = http.post("/v1/chat/resume", json=body)
+    assert_envelope(unknown, 404)
+    assert record(unknown.headers["x-request-id"]).client_request_id == "r4"

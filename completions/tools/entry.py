@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
-from completions import charging, request, routing
+from completions import charging, request, routing, validation
 from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.request import caller_user
@@ -168,7 +168,8 @@ def _include_usage(body: dict) -> bool:
 def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     body = jsonbody.loads_object(raw)
     unknown = sorted(
-        set(body) - {"approval_id", "decision", "reason", "stream", "stream_options", "user"}
+        set(body)
+        - {"approval_id", "decision", "reason", "stream", "stream_options", "user", "metadata"}
     )
     if unknown:
         raise Invalid(f"Unknown field '{unknown[0]}'.", field=unknown[0], code="unknown_field")
@@ -218,6 +219,8 @@ async def resume(
     try:
         approval_id, approve, reason, stream, body = _resume_fields(raw_body)
         turn.stream = stream
+        # Echoed in `engram` and kept in the usage record, refusals' included, as chat's is.
+        turn.client_request_id = validation.client_request_id(body)
         user_id = caller_user(headers=headers, body=body, end_user=end_user)
         approval = await db(
             selectors.approval_get, workspace=workspace, approval_id=approval_id, user_id=user_id

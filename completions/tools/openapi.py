@@ -88,11 +88,18 @@ class ResumeInputSerializer(serializers.Serializer):
     decision = serializers.ChoiceField(choices=["approve", "reject"])
     reason = serializers.CharField(required=False)
     stream = serializers.BooleanField(required=False)
+    metadata = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="As on /v1/chat/completions: strings; its `request_id` is echoed as the "
+        "answer's `engram.request_id` (streamed: on the last chunk) and kept in the usage "
+        "record.",
+    )
 
 
 class ChatResumeDoc(APIView):
     openapi_errors = {
-        400: "A missing or malformed field.",
+        400: "A missing or malformed field (`metadata` not an object of strings included).",
         401: "A missing or unknown key.",
         403: "An operator key.",
         404: "An unknown approval, another workspace's, or another end user's (`x-user-id`).",

@@ -1,0 +1,71 @@
+"""A loopback HTTP tool server for the tool-run tests (the `tool_server` fixture in conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+from tests.livesrv import ThreadedServer
+
+
+class ToolServer:
+    """A loopback HTTP tool: answers {"ok": true, "got": <body>}; /fail answers 500; /pair
+    answers only once two calls are in flight at the same time (or says it waited alone)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self._lock = threading.Lock()
+        self._pair: asyncio.Event | None = None
+        self._inflight = 0
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            raw = b""
+            while True:
+                message = await receive()
+                raw += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            body = json.loads(raw) if raw else None
+            query = scope.get("query_string", b"").decode()
+            with self._lock:
+                self.calls.append(
+                    {"path": scope["path"], "headers": headers, "body": body, "query": query}
+                )
+            status, payload = 200, {"ok": True, "got": body}
+            extra: list = []
+            if scope["path"] == "/redirect":
+                status, extra = 302, [(b"location", b"http://169.254.169.254/latest")]
+            elif scope["path"] == "/slow":
+                await asyncio.sleep(1.5)
+            elif scope["path"] == "/fail":
+                status, payload = 500, {"error": "boom"}
+            elif scope["path"] == "/pair":
+                payload["together"] = await self._together()
+            data = json.dumps(payload).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"application/json"), *extra],
+                }
+            )
+            await send({"type": "http.response.body", "body": data})
+
+        self.server = ThreadedServer(app)
+        self.url = self.server.url
+
+    async def _together(self) -> bool:
+        if self._pair is None:
+            self._pair = asyncio.Event()
+        self._inflight += 1
+        if self._inflight >= 2:
+            self._pair.set()
+        try:
+            await asyncio.wait_for(self._pair.wait(), 10)
+            return True
+        except TimeoutError:
+            return False
