@@ -151,3 +151,23 @@ def test_send_in_turn_hands_each_reply_to_its_callback(pool):
 
     asyncio.run(lost())
     assert len(failed) == 1 and isinstance(failed[0], inline_redis.FAILURES)
+
+
+def test_a_batch_of_a_loop_closed_before_it_ran_does_not_linger(pool):
+    """A loop that closes with its turn's batch still queued (tests start many loops) takes
+    the batch with it: the pool keeps no reference to a dead loop."""
+    import gc
+
+    loop = asyncio.new_event_loop()
+
+    def queue_one_then_stop() -> None:
+        pool.send_in_turn(("PING",), timeout=1, then=lambda reply: None)
+        loop.stop()  # the loop ends with this turn: the batch's call_soon never runs
+
+    loop.call_soon(queue_one_then_stop)
+    loop.run_forever()
+    assert len(pool.batches) == 1
+    loop.close()
+    del loop
+    gc.collect()
+    assert len(pool.batches) == 0

@@ -41,6 +41,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from django.conf import settings
@@ -133,7 +134,8 @@ class _Turn:
 
 
 # event loop -> its current turn, while that turn has sent a read (tests run many loops)
-_turns: dict[asyncio.AbstractEventLoop, _Turn] = {}
+# Weak: an entry whose loop closed before its call_soon ran (tests start many) goes with it.
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] = weakref.WeakKeyDictionary()
 
 
 def reset() -> None:

@@ -26,6 +26,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -121,7 +122,10 @@ class Pool:
         self.idle: list[_Connection] = []
         self.open = 0
         self.lock = threading.Lock()
-        self.batches: dict[asyncio.AbstractEventLoop, list] = {}
+        # Weak: a batch whose loop closed before its call_soon ran (tests) goes with the loop.
+        self.batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list] = (
+            weakref.WeakKeyDictionary()
+        )
         self.sending: set[asyncio.Task] = set()
 
     def _take(self) -> _Connection | None:
