@@ -183,7 +183,7 @@ def main() -> None:
                     text=True,
                     check=True,
                 )
-                pairs = [tuple(float(x) for x in f.split("/")) for f in child.stdout.split()]
+                pairs = [[float(x) for x in f.split("/")] for f in child.stdout.split()]
                 for i, name in ((0, "CPU"), (1, "loop wall time")):
                     figures = sorted(pair[i] for pair in pairs)
                     print(
