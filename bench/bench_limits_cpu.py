@@ -185,11 +185,11 @@ def main() -> None:
                 )
                 pairs = [[float(x) for x in f.split("/")] for f in child.stdout.split()]
                 for i, name in ((0, "CPU"), (1, "loop wall time")):
-                    figures = sorted(pair[i] for pair in pairs)
+                    ranked = sorted(pair[i] for pair in pairs)
                     print(
                         f"{name} µs per request (admit + finish), per repetition: "
-                        + ", ".join(f"{f:.0f}" for f in figures)
-                        + f"; median {figures[len(figures) // 2]:.0f}"
+                        + ", ".join(f"{f:.0f}" for f in ranked)
+                        + f"; median {ranked[len(ranked) // 2]:.0f}"
                     )
         finally:
             redis_proc.terminate()
