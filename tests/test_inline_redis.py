@@ -171,3 +171,35 @@ def test_a_batch_of_a_loop_closed_before_it_ran_does_not_linger(pool):
     del loop
     gc.collect()
     assert len(pool.batches) == 0
+
+
+def test_a_batch_is_read_by_the_loop_and_a_silent_redis_times_out(pool, monkeypatch):
+    """The turn's batch (replies nobody waits for) is read by the loop's reader, neither in line
+    (the loop held while Redis runs the batch) nor on a thread; a reply that never comes fails
+    its callback at the deadline and closes the connection."""
+    threaded: list = []
+    real_slow = inline_redis._slow
+
+    class Recording:
+        def submit(self, fn, *args):
+            threaded.append(fn)
+            return real_slow.submit(fn, *args)
+
+    got: list = []
+    ticks = 0
+
+    async def run() -> None:
+        nonlocal ticks
+        await pool.call("PING", timeout=1)  # a connection open and idle before the batch
+        monkeypatch.setattr(inline_redis, "_slow", Recording())
+        pool.send_in_turn(("BLPOP", "inline:test:never", "5"), timeout=0.3, then=got.append)
+        pool.send_in_turn(("ECHO", "after"), timeout=0.3, then=got.append)
+        while len(got) < 2:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    asyncio.run(run())
+    assert all(isinstance(reply, TimeoutError) for reply in got)  # one batch, one deadline
+    assert threaded == []
+    assert ticks >= 10  # ~30 turns in 0.3 s: the loop ran on meanwhile
+    assert pool.open == 0 and not pool.idle  # the connection whose reply never came is gone
