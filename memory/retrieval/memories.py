@@ -56,9 +56,17 @@ def ranked(
     names = [*COLUMNS, "sources"] if with_sources else COLUMNS
     hits = []
     for row in rows:
+        # metadata and sources stay JSON text (Django's psycopg setup leaves json as text): a
+        # search keeps `limit` of ~90 candidates and parses theirs (parsed_row)
         data = dict(zip(names, row[: len(names)], strict=True))
-        for key in ("metadata", "sources"):  # Django's psycopg setup leaves json as text
-            if isinstance(data.get(key), str):
-                data[key] = json.loads(data[key])
         hits.append(fusion.Ranked(data["id"], data, similarity=row[-2], bm25=row[-1]))
     return fusion.blend(hits, vector_share=fusion.MEMORY_VECTOR_SHARE)
+
+
+def parsed_row(row: dict) -> dict:
+    """A ranked row with its metadata and sources parsed."""
+    data = dict(row)
+    for key in ("metadata", "sources"):
+        if isinstance(data.get(key), str):
+            data[key] = json.loads(data[key])
+    return data

@@ -65,9 +65,9 @@ def ranked(
     )
     hits = []
     for row in rows:
+        # metadata stays JSON text (Django's psycopg setup leaves json as text): of ~150
+        # candidates a search keeps about 20, and parses theirs (message_metadata)
         data = dict(zip(COLUMNS, row[: len(COLUMNS)], strict=True))
-        if isinstance(data.get("metadata"), str):
-            data["metadata"] = json.loads(data["metadata"])
         data["conversation_external_id"] = row[len(COLUMNS)]
         hits.append(fusion.Ranked(data["id"], data, similarity=row[-2], bm25=row[-1]))
     names = terms.named_in(query or "")
@@ -91,6 +91,12 @@ def ranked(
     )
 
 
+def message_metadata(row: dict):
+    """A ranked row's metadata, parsed."""
+    value = row["metadata"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _feedback(
     *, stats: terms.TermStats, asked: str, first: list[fusion.Ranked]
 ) -> dict[str, float]:
@@ -111,13 +117,17 @@ def _feedback(
     chosen = sorted(counts, key=lambda x: (-counts[x] * stats.idf(x), x))[:FEEDBACK_TERMS]
     if not chosen:
         return {}
+    # Only the chosen lexemes of each candidate are unnested (marked A, then kept, as in
+    # fusion's text side): unnesting all ~55 of each of ~150 candidates and filtering them was
+    # 3.6 ms of PostgreSQL CPU per search on the LoCoMo users, this is 1.3 ms; same rows.
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT t.id, length(t.search), x.lexeme, "
             "coalesce(array_length(x.positions, 1), 1) "
-            "FROM memory_message t, unnest(t.search) x "
-            "WHERE t.id = ANY(%s) AND x.lexeme = ANY(%s)",
-            [[h.id for h in first], chosen],
+            "FROM memory_message t, "
+            "unnest(ts_filter(setweight(t.search, 'A', %s::text[]), '{a}')) x "
+            "WHERE t.id = ANY(%s)",
+            [chosen, [h.id for h in first]],
         )
         hits = cursor.fetchall()
     k1, b = fusion.BM25_K1, fusion.BM25_B
