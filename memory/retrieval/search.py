@@ -9,11 +9,15 @@ merges the sources asked for into one list, an item joining only when it adds ev
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
+
+from django.db import connection
 
 from accounts.models import Workspace
 from memory.models import Conversation, Memory, Message
-from memory.retrieval import chunks, fusion, memories, messages
+from memory.retrieval import chunks, elsewhere, fusion, memories, messages
 
 MIN_SIMILARITY = fusion.MIN_SIMILARITY
 TYPES = ("memories", "messages", "chunks")
@@ -199,8 +203,10 @@ def search(
     """
     types = set(types)
     ranked: list[Found] = []
+    memories_ranked: Future[list[Found]] | None = None
     if "memories" in types and user_id:
-        ranked += memory_search(
+        rank_memories = partial(
+            memory_search,
             workspace=workspace,
             user_id=user_id,
             query=query,
@@ -209,6 +215,12 @@ def search(
             min_similarity=MIN_SIMILARITY,
             with_sources=True,
         )
+        if "messages" in types and not connection.in_atomic_block:
+            # Memories on a second connection while this one ranks messages: two queries of
+            # ~7 ms of PostgreSQL CPU each, side by side rather than one after the other.
+            memories_ranked = elsewhere.submit(rank_memories)
+        else:
+            ranked += rank_memories()
     if "messages" in types and user_id:
         ranked += message_search(
             workspace=workspace,
@@ -219,6 +231,8 @@ def search(
             min_similarity=MIN_SIMILARITY,
             feedback=True,
         )
+    if memories_ranked is not None:
+        ranked = memories_ranked.result() + ranked  # in the order the serial search had
     if "chunks" in types and collection_ids:
         ranked += chunk_search(
             workspace=workspace,

@@ -17,17 +17,13 @@ from django.db import transaction
 
 from config.common import background
 from memory.models import Conversation, Session
+from memory.retrieval.elsewhere import parallel
 from memory.retrieval.search import Found
 from memory.text import content_text, count_messages
 from memory.turn.assembly import Assembly, Budget
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.conversation import fingerprint, load_and_store, relaxed_commit
-from memory.turn.recall import (
-    knowledge_only,
-    memory_hits_elsewhere,
-    parallel,
-    recall_and_assemble,
-)
+from memory.turn.recall import knowledge_only, memory_hits_elsewhere, recall_and_assemble
 
 QUERY_CHARS = 2000
 FINISH_WAIT_SECONDS = 10.0

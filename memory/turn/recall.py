@@ -11,6 +11,7 @@ import concurrent.futures
 
 from memory.models import Memory, Message
 from memory.retrieval import search
+from memory.retrieval.elsewhere import on_own_connection
 from memory.text import day_label, memory_date, speaker
 from memory.turn.assembly import Block, Item, assemble, budget_for, caps_for, history_units
 from memory.turn.contract import TurnContext
@@ -39,22 +40,9 @@ def _memory_hits(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
     )
 
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def parallel() -> concurrent.futures.ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="engram-memories")
-    return _pool
-
-
 def memory_hits_elsewhere(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
-    """The same, on a worker thread's own connection (checked like a request's would be)."""
-    from django.db import close_old_connections
-
-    close_old_connections()
-    return _memory_hits(ctx, query, vector, dry_run)
+    """The same, on a worker thread's own connection (memory.retrieval.elsewhere)."""
+    return on_own_connection(_memory_hits, ctx=ctx, query=query, vector=vector, dry_run=dry_run)
 
 
 def _memory_item(found: search.Found) -> Item:
