@@ -50,7 +50,9 @@ def upstream_frames(kind: str) -> list[bytes]:
         return b"data: " + json.dumps(payload, separators=separators).encode() + b"\n\n"
 
     def choice(delta: dict, finish: str | None = None) -> dict:
-        return {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return {
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        }
 
     frames = [sse(base | choice({"role": "assistant", "content": ""}))]
     frames += [sse(base | choice({"content": f"piece {i} "})) for i in range(PIECES)]

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import httpx
@@ -349,7 +350,7 @@ class SseParser:
             if buffer.endswith(b"\r"):  # its LF may come with the next read
                 buffer, carried = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n")
-        events = []
+        events: list[tuple[str | None, bytes]] = []
         start = 0
         while (end := buffer.find(b"\n\n", start)) != -1:
             block = buffer[start:end]
@@ -393,7 +394,7 @@ async def sse_events(byte_chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[s
         yield event
 
 
-def loads(raw: bytes):
+def loads(raw: bytes) -> Any:
     """JSON from an upstream: orjson first (a streamed chunk: 1.0 against 4.7 µs for the
     stdlib), the stdlib for what orjson refuses (an integer past 64 bits, NaN, a lone
     surrogate, UTF-16) as before. ValueError (or UnicodeDecodeError) when neither reads it."""
