@@ -39,7 +39,7 @@ KINDS = ("mock", "openai", "usage", "agent")
 
 
 def upstream_frames(kind: str) -> list[bytes]:
-    """The upstream's reads: one frame each, the last three frames and [DONE] in one."""
+    """The upstream's reads: one frame each, the finish and usage chunks with [DONE] in one."""
     base: dict = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1}
     base["model"] = "m"
     if kind != "mock":  # OpenAI's: compact, usage null on each chunk but the last
