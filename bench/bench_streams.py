@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench import machine  # noqa: E402
 from bench.bench_gateway import (  # noqa: E402
     child,
+    cpu_seconds,
     engram_web,
     free_port,
     make_workspace_key,
@@ -136,11 +137,18 @@ def serve_mock(port: int, chunks: int, gap: float) -> None:
 
 
 @dataclass
+class Incomplete(ValueError):
+    pass
+
+
+@dataclass
 class Figures:
     ttft: list[float] = field(default_factory=list)
     total: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     cuts: dict[str, float] = field(default_factory=dict)  # tag -> when the client hung up
+    frames: int = 0  # data frames received (chunks relayed), [DONE] left out
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds in the slices
 
     def error(self, name: str) -> None:
         self.errors[name] = self.errors.get(name, 0) + 1
@@ -156,9 +164,15 @@ def request_bytes(port: int, key: str | None, tag: str) -> bytes:
 
 
 async def one_stream(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes, cut_after: int | None
-) -> tuple[int, float | None, float, bool]:
-    """(status, seconds to the first data frame, seconds in all, cut) of one stream."""
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    raw: bytes,
+    cut_after: int | None,
+    pieces: int,
+) -> tuple[int, float | None, float, bool, int]:
+    """(status, seconds to the first data frame, seconds in all, cut, data frames) of one
+    stream. A stream read to its end must have brought every piece and `[DONE]` (else
+    ValueError: an error); the frames are counted, not parsed."""
     started = time.perf_counter()
     writer.write(raw)
     head = await reader.readuntil(b"\r\n\r\n")
@@ -166,22 +180,29 @@ async def one_stream(
     chunked = b"transfer-encoding: chunked" in head.lower()
     first = None
     frames = 0
+    seen = 0  # the mock's content pieces ("piece N ")
+    done = False
     if not chunked:
         length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
         await reader.readexactly(length)
-        return status, None, time.perf_counter() - started, False
+        return status, None, time.perf_counter() - started, False, 0
     while True:
         size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
         if size == 0:
             await reader.readuntil(b"\r\n")
-            return status, first, time.perf_counter() - started, False
+            if seen != pieces or not done:
+                raise Incomplete(f"incomplete stream: {seen} of {pieces} pieces, [DONE] {done}")
+            return status, first, time.perf_counter() - started, False, frames
         data = await reader.readexactly(size + 2)
         if b"data: {" in data:
             frames += data.count(b"data: {")
+            seen += data.count(b'"piece ')
             if first is None:
                 first = time.perf_counter() - started
             if cut_after is not None and frames >= cut_after:
-                return status, first, time.perf_counter() - started, True
+                return status, first, time.perf_counter() - started, True, frames
+        if b"data: [DONE]" in data:
+            done = True
 
 
 async def run_slice(
@@ -195,6 +216,7 @@ async def run_slice(
     cut_every: int,
     cut_after: int,
     serial: list[int],
+    pieces: int,
 ) -> None:
     deadline = time.perf_counter() + seconds
 
@@ -209,8 +231,8 @@ async def run_slice(
             try:
                 if writer is None:
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                status, first, total, was_cut = await asyncio.wait_for(
-                    one_stream(reader, writer, request_bytes(port, key, tag), cut), 60
+                status, first, total, was_cut, frames = await asyncio.wait_for(
+                    one_stream(reader, writer, request_bytes(port, key, tag), cut, pieces), 60
                 )
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
                 figures.error(type(exc).__name__)
@@ -222,6 +244,7 @@ async def run_slice(
             if status != 200:
                 figures.error(f"http {status}")
                 continue
+            figures.frames += frames
             if first is not None:
                 figures.ttft.append(first * 1000)
             if was_cut:
@@ -234,6 +257,34 @@ async def run_slice(
             writer.close()
 
     await asyncio.gather(*(client(n) for n in range(clients)))
+
+
+def cpu(engram_pid: int, mock_pid: int) -> dict[str, float]:
+    """CPU seconds so far (user + system) of Engram's web processes, the mock and this load
+    generator: per 1,000 relayed frames, what each stream's chunks cost whoever carries them,
+    whatever else shares the cores."""
+    import psutil
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    parent = psutil.Process(engram_pid)
+    kernel = sum(p.cpu_times().system for p in [parent, *parent.children(recursive=True)])
+    return {
+        "engram": cpu_seconds(engram_pid),
+        "engram_system": kernel,
+        "mock": cpu_seconds(mock_pid),
+        "client": own.ru_utime + own.ru_stime,
+    }
+
+
+def cpu_report(title: str, figures: Figures) -> dict:
+    per = {name: seconds * 1000 / max(figures.frames, 1) for name, seconds in figures.cpu.items()}
+    streams = len(figures.total) + len(figures.cuts)
+    print(
+        f"  {title:<8}{figures.frames:>9}{per['engram']:>10.3f}{per['mock']:>10.3f}"
+        f"{per['client']:>10.3f}{figures.cpu['engram'] * 1000 / max(streams, 1):>14.2f}"
+        f"{per['engram_system']:>10.3f}"
+    )
+    return {"frames": figures.frames, "cpu_s": dict(figures.cpu), "cpu_s_per_1000_frames": per}
 
 
 def report(title: str, figures: Figures) -> dict:
@@ -313,10 +364,12 @@ def main() -> int:
                         cut_every=0,
                         cut_after=args.cut_after,
                         serial=serial,
+                        pieces=args.chunks,
                     )
                 )
             for _ in range(args.slices):
                 for path, port, token, figures in targets:
+                    before = cpu(engram.pid, mock.pid)
                     runner.run(
                         run_slice(
                             path=path,
@@ -328,8 +381,12 @@ def main() -> int:
                             cut_every=args.cut_every,
                             cut_after=args.cut_after,
                             serial=serial,
+                            pieces=args.chunks,
                         )
                     )
+                    after = cpu(engram.pid, mock.pid)
+                    for name in after:
+                        figures.cpu[name] = figures.cpu.get(name, 0.0) + after[name] - before[name]
         time.sleep(2.0)  # a cut stream not freed by now is not freed within 1 s anyway
         freed = httpx.get(f"http://127.0.0.1:{mock_port}/freed", timeout=30).json()
     print(
@@ -341,6 +398,13 @@ def main() -> int:
     added = {q: results["engram"][f"ttft_p{q}"] - results["direct"][f"ttft_p{q}"] for q in (50, 99)}
     results["added_ttft"] = added
     print(f"  added time to first token: p50 {added[50]:+.2f} ms, p99 {added[99]:+.2f} ms")
+    print(
+        f"\n  {'path':<8}{'frames':>9}{'Engram':>10}{'mock':>10}{'client':>10}{'Engram':>14}"
+        f"{'of which':>10}   (CPU s per 1,000 data frames; Engram's CPU ms per stream; of\n"
+        f"  {'':<61}{'kernel':>10}    which in the kernel, per 1,000 frames)"
+    )
+    results["direct"]["cpu"] = cpu_report("direct", direct)
+    results["engram"]["cpu"] = cpu_report("engram", through)
     lags = [(freed[tag] - at) * 1000 for tag, at in through.cuts.items() if tag in freed]
     missing = sum(1 for tag in through.cuts if tag not in freed)
     late = sum(1 for lag in lags if lag > 1000)

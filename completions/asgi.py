@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import AsyncGenerator
 from itertools import count
 from typing import Any
 
@@ -33,6 +34,7 @@ from accounts.authentication import bearer_token, resolve_async
 from completions import gateway
 from completions.conf import conf
 from completions.providers import hops
+from completions.streaming import DONE
 from config.common.errors import ApiError, error_body, invalid_api_key
 from config.common.logging import request_id_var
 
@@ -174,18 +176,29 @@ class CompletionsApp:
             await send({"type": "http.response.start", "status": reply.status, "headers": head})
             await send({"type": "http.response.body", "body": reply.body})
             return
-        stream = reply.stream
-        try:
-            await send(
-                {"type": "http.response.start", "status": reply.status, "headers": [*head, _SSE]}
-            )
-            async for part in stream:
+        await send_stream(send, reply.status, [*head, _SSE], reply.stream)
+
+
+async def send_stream(send, status: int, head: list, stream: AsyncGenerator[bytes, None]) -> None:
+    """An SSE reply: its status and headers, then each part as it comes."""
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        # [DONE] is a stream's last frame: the part that ends with it waits for the stream to
+        # end (at once) and goes out with the chunked body's end, one write for both.
+        last = b""
+        async for part in stream:
+            if last:
+                await send({"type": "http.response.body", "body": last, "more_body": True})
+                last = b""
+            if part.endswith(DONE):
+                last = part
+            else:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        except OSError:  # the client went away mid-write (uvicorn's ClientDisconnected)
-            pass
-        finally:
-            await stream.aclose()
+        await send({"type": "http.response.body", "body": last})
+    except OSError:  # the client went away mid-write (uvicorn's ClientDisconnected)
+        pass
+    finally:
+        await stream.aclose()
 
 
 class GatewayHandler(ASGIHandler):

@@ -153,3 +153,57 @@ def test_what_orjson_refuses_is_still_written_as_json():
     assert json.loads(dumps({1: "one"})) == {"1": "one"}
     plain = {"text": "caf\u00e9", "n": 1}
     assert dumps(plain) == json.dumps(plain, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_a_chunk_goes_out_as_the_upstream_wrote_it_without_its_null_usage(http, upstream):
+    # OpenAI's chunks carry "usage": null when usage is asked for (Engram always asks); a
+    # client that did not ask gets the upstream's own bytes without that member, not the
+    # chunk written anew (which would also have lost the upstream's spacing).
+    chunks = [
+        c if c == "[DONE]" or c["choices"] == [] else {**c, "usage": None}
+        for c in openai_stream(["a", "b"])
+    ]
+    upstream.script(Reply(stream=chunks))
+    with http.stream("POST", URL, json=STREAM) as resp:
+        lines = [line for line in frames_of(resp) if line.startswith("data: {")]
+    expected = [
+        "data: " + json.dumps({k: v for k, v in c.items() if k != "usage"}) for c in chunks[:3]
+    ]
+    assert lines[:3] == expected
+    assert not any('"usage"' in line for line in lines)
+
+
+def test_sse_parser_reads_events_cut_anywhere():
+    from completions.providers.base import SseParser
+
+    stream = (
+        b': a comment\r\n\r\ndata: {"a": 1}\r\n\r\nevent: delta\ndata: one\ndata:two\n\n'
+        b"id: 7\nretry: 10\ndata: [DONE]\n\ndata: tail"
+    )
+    expected = [(None, b'{"a": 1}'), ("delta", b"one\ntwo"), (None, b"[DONE]"), (None, b"tail")]
+    for size in (1, 2, 3, 5, 8, 13, len(stream)):
+        parser = SseParser()
+        events = []
+        for start in range(0, len(stream), size):
+            events += parser.feed(stream[start : start + size])
+        assert events + parser.end() == expected, size
+
+
+def test_the_last_frames_leave_with_the_end_of_the_body():
+    import asyncio
+
+    from completions.asgi import send_stream
+    from completions.streaming import DONE
+
+    async def parts():
+        yield b"data: {}\n\n"
+        yield b"data: {}\n\n" + DONE
+
+    messages: list[dict] = []
+
+    async def send(message):
+        messages.append(message)
+
+    asyncio.run(send_stream(send, 200, [], parts()))
+    bodies = [(m["body"], m.get("more_body", False)) for m in messages[1:]]
+    assert bodies == [(b"data: {}\n\n", True), (b"data: {}\n\n" + DONE, False)]

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import httpx
@@ -333,41 +334,80 @@ class HttpProvider(Provider):
         return error
 
 
+class SseParser:
+    """Server-sent events from the bytes of a stream as they come: (event name, data) per
+    event; comments, ids and `retry` skipped; CRLF line ends read as LF. It works on whole
+    events with bytes operations: an upstream's usual event (one `data:` line, then a blank
+    line) costs one `find` and one slice. An event cut across two reads waits for the rest."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, data: bytes) -> list[tuple[str | None, bytes]]:
+        buffer = self.pending + data if self.pending else data
+        carried = b""
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):  # its LF may come with the next read
+                buffer, carried = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n")
+        events: list[tuple[str | None, bytes]] = []
+        start = 0
+        while (end := buffer.find(b"\n\n", start)) != -1:
+            block = buffer[start:end]
+            start = end + 2
+            if block.startswith(b"data:") and b"\n" not in block:
+                events.append((None, block[6:] if block.startswith(b"data: ") else block[5:]))
+            else:
+                event = _event(block)
+                if event is not None:
+                    events.append(event)
+        self.pending = buffer[start:] + carried if start else buffer + carried
+        return events
+
+    def end(self) -> list[tuple[str | None, bytes]]:
+        """The event the stream ended in without its blank line, if it had data."""
+        block, self.pending = self.pending, b""
+        event = _event(block.rstrip(b"\r"))
+        return [event] if event is not None else []
+
+
+def _event(block: bytes) -> tuple[str | None, bytes] | None:
+    """One event's lines (no blank line among them, but at its edges): None without data."""
+    name: str | None = None
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            name = line[6:].strip().decode()
+    return (name, b"\n".join(data)) if data else None
+
+
 async def sse_events(byte_chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
     """(event name, data) per server-sent event; comments and ids are skipped."""
-    pending = b""
-    event: str | None = None
-    data: list[bytes] = []
+    parser = SseParser()
     async for chunk in byte_chunks:
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                if data:
-                    yield event, b"\n".join(data)
-                event, data = None, []
-            elif line.startswith(b"data:"):
-                value = line[5:]
-                data.append(value[1:] if value.startswith(b" ") else value)
-            elif line.startswith(b"event:"):
-                event = line[6:].strip().decode()
-    if pending.startswith(b"data:"):
-        value = pending[5:]
-        data.append(value[1:] if value.startswith(b" ") else value)
-    if data:
-        yield event, b"\n".join(data)
+        for event in parser.feed(chunk):
+            yield event
+    for event in parser.end():
+        yield event
+
+
+def loads(raw: bytes) -> Any:
+    """JSON from an upstream: orjson first (a streamed chunk: 1.0 against 4.7 µs for the
+    stdlib), the stdlib for what orjson refuses (an integer past 64 bits, NaN, a lone
+    surrogate, UTF-16) as before. ValueError (or UnicodeDecodeError) when neither reads it."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def loads_json(raw: bytes) -> dict:
-    """An upstream's JSON object: orjson first (each streamed chunk is one: 1.0 against 4.7 µs),
-    the stdlib for what orjson refuses (an integer past 64 bits, NaN) as before."""
+    """An upstream's JSON object (`loads`), or ApiError."""
     try:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            data = json.loads(raw)
+        data = loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(
             502, "The upstream provider sent malformed JSON.", type="upstream_error"
