@@ -215,7 +215,7 @@ class HttpProvider(Provider):
         upstream = call.upstream
         if upstream is None:
             raise ApiError(400, f"The {self.name} provider is not configured.", param="model")
-        content = json.dumps(payload).encode()
+        content = dumps(payload)
         headers = self.marked_headers(upstream)
         url = self.endpoint(upstream)
         started = time.perf_counter()
@@ -293,7 +293,7 @@ class HttpProvider(Provider):
             try:
                 response = sync_client().post(
                     self.endpoint(upstream),
-                    content=json.dumps(payload).encode(),
+                    content=dumps(payload),
                     headers=self.marked_headers(upstream),
                     timeout=timeout,
                 )
@@ -392,6 +392,18 @@ async def sse_events(byte_chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[s
             yield event
     for event in parser.end():
         yield event
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON in UTF-8: the answers Engram writes and the requests it sends upstream (these
+    were the stdlib's, ~10 µs each). orjson writes the same bytes as the stdlib's compact form,
+    ~20x faster (a completion with its `engram` object: 0.5 against 10.2 µs here); what it refuses
+    (a lone surrogate, an integer past 64 bits, a non-string key) the stdlib writes as before.
+    NaN, which the stdlib wrote as the invalid `NaN`, is written `null`."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(data, separators=(",", ":")).encode()  # escaped: valid UTF-8
 
 
 def loads(raw: bytes) -> Any:
