@@ -7,6 +7,7 @@ import json
 import threading
 
 from tests.livesrv import ThreadedServer
+from tests.upstream import read_body, request_headers
 
 
 class ToolServer:
@@ -22,13 +23,8 @@ class ToolServer:
         async def app(scope, receive, send):
             if scope["type"] != "http":
                 return
-            raw = b""
-            while True:
-                message = await receive()
-                raw += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
-            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            raw = await read_body(receive)
+            headers = request_headers(scope)
             body = json.loads(raw) if raw else None
             query = scope.get("query_string", b"").decode()
             with self._lock:

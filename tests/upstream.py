@@ -44,6 +44,20 @@ class Recorded:
     body: dict | None
 
 
+async def read_body(receive) -> bytes:
+    """An ASGI request's whole body (the loopback servers' one reader)."""
+    raw = b""
+    while True:
+        message = await receive()
+        raw += message.get("body", b"")
+        if not message.get("more_body"):
+            return raw
+
+
+def request_headers(scope) -> dict[str, str]:
+    return {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+
+
 def openai_completion(
     content: str = "Hello!", *, model: str = "gpt-4o-mini", tool_calls=None, n: int = 1, usage=None
 ):
@@ -201,13 +215,8 @@ class UpstreamServer:
     async def app(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        raw = await read_body(receive)
+        headers = request_headers(scope)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
