@@ -72,8 +72,9 @@ def test_a_reply_cut_anywhere_is_incomplete_until_whole(cut):
 
 
 def test_calls_of_one_loop_turn_share_one_write(pool, monkeypatch):
-    """call_in_turn: the calls made in one turn go out as one batch, each gets its own reply
-    (an error reply raised to its own caller only)."""
+    """send_in_turn: the commands queued in one turn go out as one batch, each callback gets
+    its own reply (an error reply to its own callback only); a later turn is a batch of its
+    own."""
     batches = []
     real_call_many = pool.call_many
 
@@ -83,13 +84,19 @@ def test_calls_of_one_loop_turn_share_one_write(pool, monkeypatch):
 
     monkeypatch.setattr(pool, "call_many", counted)
 
+    async def replies_of(commands: list[tuple[str, ...]]) -> list:
+        got: dict[int, object] = {}
+        for n, args in enumerate(commands):
+            pool.send_in_turn(args, timeout=1, then=lambda reply, n=n: got.__setitem__(n, reply))
+        while len(got) < len(commands):
+            await asyncio.sleep(0.005)
+        return [got[n] for n in range(len(commands))]
+
     async def calls():
-        results = await asyncio.gather(
-            *(pool.call_in_turn("INCRBY", "inline:test:turn", "1", timeout=1) for _ in range(9)),
-            pool.call_in_turn("EVALSHA", "0" * 40, "0", timeout=1),
-            return_exceptions=True,
+        results = await replies_of(
+            [*(("INCRBY", "inline:test:turn", "1") for _ in range(9)), ("EVALSHA", "0" * 40, "0")]
         )
-        later = await pool.call_in_turn("PING", timeout=1)
+        (later,) = await replies_of([("PING",)])
         return results, later
 
     results, later = asyncio.run(calls())

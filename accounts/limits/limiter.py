@@ -208,10 +208,10 @@ def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:
         return
     keys, args = admission.settle_args(tokens, credits_micro)
     argv = (str(len(keys)), *keys, *(str(a) for a in args))
+    pool = inline_redis.pool(settings.REDIS_URL)
 
     def settled(reply: object, *, loaded: bool = False) -> None:
-        lost = isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT")
-        if lost and not loaded:  # Redis restarted without the script: send it whole, once
+        if _script_lost(reply) and not loaded:  # Redis restarted without it: send it whole
             pool.send_in_turn(
                 ("EVAL", SETTLE, *argv),
                 timeout=TIMEOUT_SECONDS,
@@ -229,7 +229,6 @@ def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:
     if time.monotonic() < _state["down_until"]:
         settled(redis.ConnectionError("resting after a failure"))
         return
-    pool = inline_redis.pool(settings.REDIS_URL)
     pool.send_in_turn(("EVALSHA", _SHAS[SETTLE], *argv), timeout=TIMEOUT_SECONDS, then=settled)
 
 
@@ -300,9 +299,14 @@ async def _call(script: str, keys: list[str], args: list):
     try:
         return await pool.call("EVALSHA", _SHAS[script], *argv, timeout=TIMEOUT_SECONDS)
     except redis.ResponseError as exc:
-        if not str(exc).startswith("NOSCRIPT"):
+        if not _script_lost(exc):
             raise
         return await pool.call("EVAL", script, *argv, timeout=TIMEOUT_SECONDS)
+
+
+def _script_lost(reply: object) -> bool:
+    """Redis's answer when it lacks the script (restarted, or SCRIPT FLUSH): send it whole."""
+    return isinstance(reply, redis.ResponseError) and str(reply).startswith("NOSCRIPT")
 
 
 def reset() -> None:

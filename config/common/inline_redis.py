@@ -292,24 +292,15 @@ class Pool:
         loop.add_reader(fd, readable)
         return future
 
-    async def call_in_turn(self, *args: str, timeout: float) -> object:
-        """As `call`, for replies no response waits on: the calls of one event-loop turn share
-        one write and one read, on the next turn — a burst of 16 answers settles in one round
-        trip."""
-        future = asyncio.get_running_loop().create_future()
-        self.send_in_turn(args, timeout=timeout, then=future.set_result)
-        reply = await future
-        if isinstance(reply, BaseException):  # an error reply, or what failed the batch
-            raise reply
-        return reply
-
     def send_in_turn(
         self, args: tuple[str, ...], *, timeout: float, then: Callable[[object], None]
     ) -> None:
-        """Queue one command for this loop turn's batch and return at once; `then` gets its
-        reply, an error reply as a redis.ResponseError value, or the exception that failed the
-        batch (one of FAILURES). No task or future per command: a limits settle after each
-        answer cost ~15 µs more as a task of its own awaiting `call_in_turn`."""
+        """For replies no response waits on (a limits settle after the answer): queue one
+        command for this loop turn's batch and return at once. The commands of one turn share
+        one write, on the next turn — a burst of 16 answers settles in one round trip. `then`
+        gets its reply, an error reply as a redis.ResponseError value, or the exception that
+        failed the batch (one of FAILURES). No task or future per command: a settle cost ~15 µs
+        more as a task of its own awaiting a future."""
         loop = asyncio.get_running_loop()
         batch = self.batches.get(loop)
         if batch is None:
