@@ -41,6 +41,33 @@ def test_replies_of_every_kind(pool):
     assert pool.call_sync("GET", "inline:test:s", timeout=1) == b"value"
 
 
+def test_a_command_encoded_in_parts_is_the_same_command(pool):
+    """The limits encode the parts of their commands that repeat once (`bulk`), then join them
+    with the request's own (`encoded`): Redis must read exactly what the plain form sends."""
+    key = inline_redis.bulk("inline:test:parts")
+
+    async def calls():
+        await pool.call_many(
+            [
+                inline_redis.encoded(
+                    4,
+                    inline_redis.bulk("SET"),
+                    key,
+                    inline_redis.bulk(-42),
+                    inline_redis.bulk("KEEPTTL"),
+                )
+            ],
+            timeout=1,
+        )
+        (echo,) = await pool.call_many(
+            [inline_redis.encoded(2, inline_redis.bulk("ECHO"), inline_redis.bulk("é\r\n"))],
+            timeout=1,
+        )
+        return echo, await pool.call("GET", "inline:test:parts", timeout=1)
+
+    assert asyncio.run(calls()) == ("é\r\n".encode(), b"-42")
+
+
 def test_an_error_reply_is_raised_and_the_connection_kept(pool):
     async def calls():
         with pytest.raises(redis.ResponseError, match="NOSCRIPT"):

@@ -79,3 +79,26 @@ def _now():
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def test_a_reserve_on_the_next_day_counts_against_that_day_s_budget(store, monkeypatch):
+    """A subject's keys are encoded once a day (limiter._wire): the day comes from the
+    request's own clock, so the first request after midnight (UTC) opens the new day's budget."""
+    from datetime import timedelta
+
+    found = _subjects()
+    prefix = found[0].prefix
+    today = _now()
+    tomorrow = today + timedelta(days=1)
+
+    async def reserve(request_id: str) -> None:
+        await limiter.reserve(request_id=request_id, found=found, tokens=10, credits_micro=7)
+
+    asyncio.run(reserve("today"))
+    monkeypatch.setattr(limiter, "_now_ms", lambda: int(tomorrow.timestamp() * 1000))
+    asyncio.run(reserve("tomorrow"))
+    asyncio.run(reserve("tomorrow-again"))
+    assert int(store.get(limiter.period_key(prefix, "day", today)[0])) == 7
+    next_key, ttl = limiter.period_key(prefix, "day", tomorrow)
+    assert int(store.get(next_key)) == 14
+    assert 0 < store.pttl(next_key) <= ttl  # tomorrow's rest and a day, from tomorrow's clock

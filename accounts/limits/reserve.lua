@@ -3,16 +3,19 @@
 -- concurrency is a sorted set of leases (request id -> expiry), so a crashed process's
 -- requests free their slots when the lease ends; budgets are integer micro-credits per period.
 -- KEYS: per subject 4 keys: rpm, tpm, concurrency, budget.
--- ARGV: now_ms, request_id, lease_ms, n, then per subject 7 values:
---   rpm, tpm, max_concurrent, budget (0 = none; budget -1 = none), tokens, credits, budget_ttl_ms
--- Returns {verdict, subject, kind, retry_ms, limit_req, remaining_req, reset_req_ms,
---          limit_tok, remaining_tok, reset_tok_ms}
+-- ARGV: now_ms, request_id, lease_ms, n, tokens, credits, then per subject 5 values (the same
+--   for a subject all day: encoded once by the caller):
+--   rpm, tpm, max_concurrent (0 = none), budget (-1 = none), the budget period's end (ms; 0 = none)
+-- Returns "verdict subject kind retry_ms limit_req remaining_req reset_req_ms
+--          limit_tok remaining_tok reset_tok_ms" (integers, space-separated)
 --   verdict 0 = admitted, 1 = rate limited, 2 = over budget; kind 1 rpm 2 tpm 3 concurrency 4 budget
 local now = tonumber(ARGV[1])
 local rid = ARGV[2]
 local lease = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
+local tokens, credits = tonumber(ARGV[5]), tonumber(ARGV[6])
 local WINDOW = 60000
+local DAY = 86400000
 
 local verdict, who, kind, retry = 0, 0, 0, 0
 local plans = {}
@@ -28,11 +31,11 @@ local function gcra(key, limit, cost)
 end
 
 for i = 1, n do
-  local a = 4 + (i - 1) * 7
+  local a = 6 + (i - 1) * 5
   local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local budget, tokens, credits = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+  local budget = tonumber(ARGV[a + 4])
   local k = (i - 1) * 4
-  local plan = {}
+  local plan = {conc = conc, budget = budget, ends = tonumber(ARGV[a + 5])}
   if budget >= 0 then
     local spent = tonumber(redis.call('GET', KEYS[k + 4]) or 0)
     if spent >= budget or spent + credits > budget then
@@ -79,11 +82,9 @@ end
 
 if verdict == 0 then
   for i = 1, n do
-    local a = 4 + (i - 1) * 7
-    local conc, budget = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-    local credits, ttl = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
     local k = (i - 1) * 4
     local plan = plans[i]
+    local conc, budget = plan.conc, plan.budget
     if plan.rpm then redis.call('SET', KEYS[k + 1], plan.rpm, 'PX', math.ceil(plan.rpm - now) + 1000) end
     if plan.tpm then redis.call('SET', KEYS[k + 2], plan.tpm, 'PX', math.ceil(plan.tpm - now) + 1000) end
     if conc > 0 then
@@ -94,8 +95,13 @@ if verdict == 0 then
       -- a period's key gets its time to live once, when this INCRBY makes it (the value is
       -- then this request's credits); the same end all period long, so not again each time
       local spent = redis.call('INCRBY', KEYS[k + 4], credits)
-      if spent == credits and ttl > 0 then redis.call('PEXPIRE', KEYS[k + 4], ttl) end
+      if spent == credits and plan.ends > 0 then
+        -- the rest of the period and a day, so settling a long answer still finds it
+        redis.call('PEXPIRE', KEYS[k + 4], plan.ends - now + DAY)
+      end
     end
   end
 end
-return {verdict, who, kind, math.ceil(retry), hl_r, hr_r, math.ceil(hx_r), hl_t, hr_t, math.ceil(hx_t)}
+-- one string of ten integers: the caller parses one reply instead of eleven
+return string.format('%d %d %d %d %d %d %d %d %d %d', verdict, who, kind, math.ceil(retry),
+  hl_r, hr_r, math.ceil(hx_r), hl_t, hr_t, math.ceil(hx_t))

@@ -38,6 +38,8 @@ MAX_CONNECTIONS = 16
 # What a call can fail with: the server's errors, the network's (timeouts included), a reply
 # garbled.
 FAILURES = (redis.RedisError, OSError, ValueError)
+# A command: its arguments, or the whole of it already in Redis's wire format (`encoded`).
+Command = tuple[str, ...] | bytes
 _slow = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="redis-slow")
 
 
@@ -178,10 +180,10 @@ class Pool:
         with self.lock:
             self.open -= 1
 
-    def _send(self, connection: _Connection, commands: list[tuple[str, ...]], deadline: float):
+    def _send(self, connection: _Connection, commands: list[Command], deadline: float):
         """Write the commands with one send; a connection that fails is closed."""
         try:
-            connection.send(b"".join(_encode(args) for args in commands), deadline)
+            connection.send(b"".join(map(_encode, commands)), deadline)
         except BaseException:
             self._drop(connection)
             raise
@@ -217,7 +219,7 @@ class Pool:
         return _raised(reply)
 
     async def call_many(
-        self, commands: list[tuple[str, ...]], *, timeout: float, inline: bool = True
+        self, commands: list[Command], *, timeout: float, inline: bool = True
     ) -> list:
         """The replies of several commands sent with one write (error replies as
         redis.ResponseError values): in line when they come within INLINE_WAIT, else read on
@@ -293,7 +295,7 @@ class Pool:
         return future
 
     def send_in_turn(
-        self, args: tuple[str, ...], *, timeout: float, then: Callable[[object], None]
+        self, args: Command, *, timeout: float, then: Callable[[object], None]
     ) -> None:
         """For replies no response waits on (a limits settle after the answer): queue one
         command for this loop turn's batch and return at once. The commands of one turn share
@@ -362,12 +364,22 @@ def _raised(reply: object) -> object:
     return reply
 
 
-def _encode(args: tuple[str, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+def bulk(value: str | int) -> bytes:
+    """One argument in Redis's wire format: to encode once the parts of a command that repeat
+    from request to request (accounts.limits.limiter's keys and limits)."""
+    data = value.encode() if isinstance(value, str) else b"%d" % value
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def encoded(count: int, *parts: bytes) -> bytes:
+    """A whole command of `count` arguments, each already encoded by `bulk` (in `parts`)."""
+    return b"*%d\r\n" % count + b"".join(parts)
+
+
+def _encode(command: Command) -> bytes:
+    if isinstance(command, bytes):
+        return command
+    return encoded(len(command), *map(bulk, command))
 
 
 def _parse(buffer: bytearray, at: int) -> tuple[object, int]:
