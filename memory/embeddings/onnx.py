@@ -27,6 +27,8 @@ from memory.embeddings.sentence_transformers import _model_path
 
 logger = logging.getLogger("engram.embeddings")
 BATCH = 16  # measured: small batches of similar lengths beat large padded ones on CPU
+# The int8 graph's recipe (memory.embeddings.prepare.quantize), part of its file name.
+QUANTIZATION = "int8"
 
 
 def _cache_dir() -> Path:
@@ -50,26 +52,56 @@ def exported_path(model: str) -> Path:
     return _cache_dir() / f"{Path(source).name}-{_fingerprint(source)}.onnx"
 
 
+def quantized_path(model: str) -> Path:
+    """Where the int8 graph of `model` lives: named after the fp32 export it is made from (the
+    weights' fingerprint) and the recipe, so new weights or a new recipe make a new file."""
+    exported = exported_path(model)
+    return exported.with_name(f"{exported.stem}-{QUANTIZATION}.onnx")
+
+
 def ensure_exported(model: str) -> Path:
     """The exported file; a missing one is exported by `memory.embeddings.prepare` in a child
     process, so the caller (the web server, a worker) never imports torch."""
     target = exported_path(model)
-    if target.exists():
-        return target
-    logger.warning("embedding model %s not exported yet; exporting it now (once)", model)
+    if not target.exists():
+        logger.warning("embedding model %s not exported yet; exporting it now (once)", model)
+        _prepare(model, target, "onnx")
+    return target
+
+
+def ensure_quantized(model: str) -> Path:
+    """The int8 graph; a missing one is made (and the fp32 export before it, if missing) by
+    `memory.embeddings.prepare` in a child process: onnx and the quantizer stay out of the
+    caller."""
+    target = quantized_path(model)
+    if not target.exists():
+        logger.warning("embedding model %s not quantized yet; quantizing it now (once)", model)
+        _prepare(model, target, "onnx-int8")
+    return target
+
+
+def _prepare(model: str, target: Path, backend: str) -> None:
     root = Path(__file__).resolve().parent.parent.parent  # where `memory` is importable
     done = subprocess.run(
-        [sys.executable, "-m", "memory.embeddings.prepare", "--model", model, "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "memory.embeddings.prepare",
+            "--model",
+            model,
+            "--backend",
+            backend,
+            "--quiet",
+        ],
         cwd=root,
         capture_output=True,
         text=True,
     )
     if done.returncode != 0 or not target.exists():
         raise RuntimeError(
-            f"exporting embedding model {model!r} failed: {done.stderr.strip()[-500:]}"
-            " (run `python -m memory.embeddings.prepare`)"
+            f"preparing embedding model {model!r} ({backend}) failed: "
+            f"{done.stderr.strip()[-500:]} (run `python -m memory.embeddings.prepare`)"
         )
-    return target
 
 
 def _max_length(source: str) -> int:
@@ -81,12 +113,14 @@ def _max_length(source: str) -> int:
 
 @register("onnx")
 class OnnxEmbedder(Embedder):
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, graph: Path | None = None) -> None:
+        """`graph`: another ONNX file of the same model (a benchmark's candidate); by default
+        the backend's own (`_graph`)."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         source = model_source(model)
-        target = ensure_exported(model)
+        target = graph or self._graph(model)
         options = ort.SessionOptions()
         threads = int(os.environ.get("ENGRAM_EMBEDDING_THREADS", "1"))
         options.intra_op_num_threads = threads
@@ -121,6 +155,23 @@ class OnnxEmbedder(Embedder):
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
             out[batch] = pooled / np.clip(norms, 1e-12, None)
         return out
+
+    def _graph(self, model: str) -> Path:
+        return ensure_exported(model)
+
+
+@register("onnx-int8")
+class QuantizedOnnxEmbedder(OnnxEmbedder):
+    """The same model with its weights in int8 (dynamic quantization, per channel)."""
+
+    def _graph(self, model: str) -> Path:
+        try:
+            return ensure_quantized(model)
+        except RuntimeError as exc:
+            # Its vectors are fp32's to within quantization noise, so the fp32 graph serves
+            # (slower) and stored vectors stay comparable either way.
+            logger.warning("int8 embedding graph unavailable (%s); using fp32", exc)
+            return ensure_exported(model)
 
 
 def _fingerprint(source: str) -> str:
