@@ -17,7 +17,8 @@ Candidates: `int8` is the product's (backend `onnx-int8`: memory.embeddings.prep
 quantized file, made if missing, run one text at a time); the other names are recipes built
 into a temporary folder from the fp32 export, run in batches of 16 like fp32: `int8-tensor`
 (one scale per tensor), `uint8` (uint8 weights), `int8-rr` (7-bit range), `fused` (ONNX
-Runtime's BERT fusions, fp32), `fused-int8`.
+Runtime's BERT fusions, fp32), `fused-int8`; and `fp32-1`, the fp32 graph one text at a
+time (what batching alone changes).
 
     .venv/bin/python bench/bench_embedding.py                       # fp32 vs int8, twice
     .venv/bin/python bench/bench_embedding.py --candidates int8 uint8 fused --rounds 2
@@ -57,6 +58,8 @@ def build(recipe: str, fp32: Path, folder: Path) -> Path:
         from memory.embeddings.onnx import ensure_quantized
 
         return ensure_quantized(MODEL)
+    if recipe == "fp32-1":
+        return fp32
     target = folder / f"{recipe}.onnx"
     if recipe.startswith("fused"):
         from onnxruntime.transformers.optimizer import optimize_model
@@ -206,6 +209,8 @@ def main() -> int:
                 if recipe == "int8"
                 else OnnxEmbedder(MODEL, graph=path)
             )
+            if recipe == "fp32-1":
+                embedders[recipe].batch = 1
         print(f"machine: {os.cpu_count()} CPUs, one thread per session")
         print(
             f"{'round':<6} {'graph':<12} {'query p50':>9} {'p95':>6} {'CPU p50':>7}"

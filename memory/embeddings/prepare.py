@@ -7,8 +7,8 @@ this machine: torch in the web process held 744 MB RSS and made the first chat a
 36 s (export on the first request); without it the web process stays near 200 MB.
 
 The int8 graph (backend `onnx-int8`, the default) is made from the fp32 export by
-onnxruntime's dynamic quantizer, ~10 s once per data folder; it needs onnx, not torch. With
-ENGRAM_EMBEDDING_BACKEND=onnx only the fp32 export is made.
+onnxruntime's dynamic quantizer (4.8 s once per data folder at load 5; 22 MB against 86 MB);
+it needs onnx, not torch. With ENGRAM_EMBEDDING_BACKEND=onnx only the fp32 export is made.
 
 Needs no database and no Django settings: the model name comes from ENGRAM_EMBEDDING_MODEL, the
 backend from ENGRAM_EMBEDDING_BACKEND.
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     if not args.quiet:
-        verb = "exported to" if fresh else "already exported at"
+        verb = ("quantized to" if int8 else "exported to") if fresh else "already prepared at"
         print(f"embedding model {args.model} {verb} {path} ({time.monotonic() - started:.1f} s)")
     return 0
 
