@@ -37,6 +37,16 @@ def test_int8_vectors_are_unit_vectors_close_to_fp32(fp32):
     assert isinstance(get_embedder("onnx-int8", MODEL), QuantizedOnnxEmbedder)
 
 
+def test_int8_vector_of_a_text_does_not_depend_on_its_companions():
+    # Dynamic quantization scales activations per run: batched, the companions would move it.
+    int8 = QuantizedOnnxEmbedder(MODEL)
+
+    together = int8.embed(TEXTS)
+
+    for text, vector in zip(TEXTS, together, strict=True):
+        assert np.array_equal(int8.embed([text])[0], vector)
+
+
 def test_int8_graph_is_named_after_the_fp32_export():
     fp32_path, int8_path = onnx.exported_path(MODEL), onnx.quantized_path(MODEL)
 
