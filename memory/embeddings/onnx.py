@@ -40,6 +40,7 @@ logger = logging.getLogger("engram.embeddings")
 BATCH = 16  # measured: small batches of similar lengths beat large padded ones on CPU
 # The int8 graph's recipe (memory.embeddings.prepare.quantize), part of its file name.
 QUANTIZATION = "int8"
+FP32_BACKEND, INT8_BACKEND = "onnx", "onnx-int8"
 
 
 def _cache_dir() -> Path:
@@ -76,7 +77,7 @@ def ensure_exported(model: str) -> Path:
     target = exported_path(model)
     if not target.exists():
         logger.warning("embedding model %s not exported yet; exporting it now (once)", model)
-        _prepare(model, target, "onnx")
+        _prepare(model, target, FP32_BACKEND)
     return target
 
 
@@ -87,7 +88,7 @@ def ensure_quantized(model: str) -> Path:
     target = quantized_path(model)
     if not target.exists():
         logger.warning("embedding model %s not quantized yet; quantizing it now (once)", model)
-        _prepare(model, target, "onnx-int8")
+        _prepare(model, target, INT8_BACKEND)
     return target
 
 
@@ -122,7 +123,7 @@ def _max_length(source: str) -> int:
     return 256
 
 
-@register("onnx")
+@register(FP32_BACKEND)
 class OnnxEmbedder(Embedder):
     batch = BATCH
 
@@ -173,7 +174,7 @@ class OnnxEmbedder(Embedder):
         return ensure_exported(model)
 
 
-@register("onnx-int8")
+@register(INT8_BACKEND)
 class QuantizedOnnxEmbedder(OnnxEmbedder):
     """The same model with its weights in int8 (dynamic quantization, per channel)."""
 

@@ -23,9 +23,11 @@ import sys
 import time
 from pathlib import Path
 
+from memory.embeddings.onnx import INT8_BACKEND
+
 # The settings' defaults (config/settings/base.py); here without loading Django.
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-DEFAULT_BACKEND = "onnx-int8"
+DEFAULT_BACKEND = INT8_BACKEND
 OPSET = 17
 
 
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.monotonic()
     try:
-        int8 = args.backend == "onnx-int8"
+        int8 = args.backend == INT8_BACKEND
         path, fresh = export_quantized(args.model) if int8 else export(args.model)
         # Load and run it the way the web server will: a broken export fails here, not there.
         from memory.embeddings.onnx import OnnxEmbedder, QuantizedOnnxEmbedder
