@@ -6,7 +6,8 @@ COPY . .
 # Pinned torch; set PIP_EXTRA_INDEX_URL at build time to a CPU wheel index to keep the image small.
 RUN pip install --no-cache-dir torch==2.13.0 \
  && pip install --no-cache-dir .
-# The embedding model's ONNX export, made once here: web and worker load it without torch.
+# The embedding model's ONNX export and its int8 graph, made once here: web and worker load
+# them without torch.
 RUN python -m memory.embeddings.prepare
 # The admin's static files, served by the app itself (WhiteNoise); collecting connects to nothing.
 RUN DATABASE_URL=postgres://collectstatic@localhost/none REDIS_URL=redis://localhost/0 \

@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e ".[dev]"
 	$(call DONE,installing)
-	$(call STEP,exporting the embedding model to ONNX (the web server never loads torch))
+	$(call STEP,exporting the embedding model to ONNX and int8 (the web server never loads torch))
 	$(PY) -m memory.embeddings.prepare
 	$(call DONE,exporting the embedding model)
 	@rm -f $(VENV)/.step
