@@ -11,6 +11,10 @@ each stage, per question: wall time, this process's CPU and the PostgreSQL backe
     .venv/bin/python bench/profile_search.py --run 1796285311 --dump /tmp/items.json
 
 `--dump` saves every question's items, to check that a speed change returns the same results.
+By default memories are ranked on a second connection, as the endpoint does: that backend's CPU
+is not in the per-stage PostgreSQL column and its thread's Python CPU lands in whichever stage
+runs meanwhile. `--serial` ranks both on this connection (inside one transaction, as search()
+does in one), so each stage's figures are its own.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", help="the kept run's id (default: the newest)")
     parser.add_argument("--dump", metavar="PATH", help="save each question's items (JSON)")
+    parser.add_argument(
+        "--serial", action="store_true", help="rank memories on this connection, not a second"
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("ENGRAM_DATA_DIR", str(ROOT / ".engram" / "eval"))
@@ -43,7 +50,7 @@ def main() -> int:
     import django
 
     django.setup()
-    from django.db import connection
+    from django.db import connection, transaction
 
     from accounts.models import Workspace
     from bench.eval_locomo import CATEGORIES, DATA
@@ -108,7 +115,8 @@ def main() -> int:
         if qa["category"] in CATEGORIES and qa.get("evidence")
     ]
     dumped = []
-    with connection.execute_wrapper(each_statement):
+    serial = transaction.atomic() if args.serial else contextlib.nullcontext()
+    with serial, connection.execute_wrapper(each_statement):
         for user_id, question in questions:
             with stage("total"):
                 with stage("embedding"):
@@ -127,7 +135,10 @@ def main() -> int:
             if args.dump:
                 dumped.append(json.loads(items))
     n = len(questions)
-    print(f"run {run}: {n} questions; per question: wall / this process's CPU / PostgreSQL CPU")
+    how = "one connection" if args.serial else "memories on a second connection"
+    print(
+        f"run {run}: {n} questions ({how}); per question: wall / this process's CPU / PostgreSQL CPU"
+    )
     print(f"{'stage':<58} {'wall':>7} {'py CPU':>7} {'pg CPU':>7} {'calls':>6}")
     for name, (wall, cpu, pg, calls) in totals.items():
         print(f"{name:<58} {wall / n:7.2f} {cpu / n:7.2f} {pg / n:7.2f} {calls / n:6.2f}")

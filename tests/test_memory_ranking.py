@@ -198,3 +198,47 @@ def test_a_memory_newer_than_the_cached_statistics_is_found_by_its_words():
     memory_create(workspace=workspace, user_id="u", text="Ana started a pottery class.")
     found = search("Ana's pottery and budget")
     assert found[0].obj.text == "Ana started a pottery class."
+
+
+def test_ranked_items_are_their_rows_as_stored(
+    offline, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    """Search builds its memories and messages from the ranking rows (positional model
+    construction, psycopg's own timestamp loader): every field it fills is the stored one."""
+    from memory.models import Memory
+
+    workspace, _ = make_workspace()
+    imported(
+        workspace,
+        "u",
+        [
+            ("Ana", "I keep bees in the garden behind the house.", DAY),
+            ("Ana", "My bees made twelve jars of honey this summer.", DAY + dt.timedelta(hours=2)),
+        ],
+        django_capture_on_commit_callbacks,
+    )
+    query = "What does Ana keep in the garden?"
+    asked = {"workspace": workspace, "user_id": "u", "query": query, "limit": 10}
+    vector = get_embedder().embed_one(query)
+    found = [
+        *selectors.memory_search(**asked, vector=vector, with_sources=True),
+        *selectors.message_search(**asked, vector=vector),
+    ]
+    assert {f.kind for f in found} == {"memory", "message"}
+    for item in found:
+        obj = item.obj
+        stored = type(obj).objects.get(id=obj.id)
+        names = (
+            ["user_id", "text", "kind", "event_date", "metadata", "created_at", "updated_at"]
+            if isinstance(obj, Memory)
+            else ["user_id", "role", "name", "content", "metadata", "created_at", "conversation_id"]
+        )
+        for name in [*names, "workspace_id"]:
+            assert getattr(obj, name) == getattr(stored, name), name
+        assert obj.created_at.utcoffset() == dt.timedelta(0)
+        assert not obj._state.adding
+        with django_assert_num_queries(0):  # related objects come with it, as before
+            assert obj.workspace == workspace
+            if isinstance(obj, Message):
+                assert obj.conversation.external_id == "c"
+                assert obj.conversation.workspace == workspace

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from operator import attrgetter
 
+import psycopg
 from django.db import connection
 
 from memory.retrieval.terms import TermStats, query_lexemes
@@ -147,11 +149,27 @@ def run(
     if vector is None:  # '[0]' has no dimension to compare with
         sql = _DISTANCE.sub("0::float8", sql)
     with connection.cursor() as cursor:
+        native_timestamps(cursor)
         cursor.execute(sql, values)
         return cursor.fetchall()
 
 
 _DISTANCE = re.compile(r"t\.\w+ <=> %\(vector\)s::vector")
+_TIMESTAMPTZ = psycopg.adapters.get_loader(
+    psycopg.adapters.types["timestamptz"].oid, psycopg.pq.Format.TEXT
+)
+
+
+def native_timestamps(cursor) -> None:
+    """This cursor's timestamps read by psycopg's own loader (in C with psycopg[binary]).
+
+    Django's loader is that class's pure-Python base plus a `replace(tzinfo=UTC)`: 1.3 ms per
+    300 timestamps against 0.1, and a search reads ~290 (every candidate's created_at, a
+    memory's updated_at too). Both give the same UTC datetimes: Django sets the session's
+    TimeZone to its own (UTC), which psycopg's loader follows.
+    """
+    if connection.timezone_name == "UTC":
+        cursor.cursor.adapters.register_loader("timestamptz", _TIMESTAMPTZ)
 
 
 def literal(vector) -> str:
@@ -175,22 +193,30 @@ def blend(
     id is in `boosted` are multiplied by `boost`.
     """
     top = max((h.bm25 for h in hits), default=0.0) or 1.0
+    text_share = 1 - vector_share
     for hit in hits:
         text = hit.bm25 / top
         if feedback:
             text = (text + feedback_share * feedback.get(hit.id, 0.0)) / (1 + feedback_share)
-        hit.score = vector_share * (hit.similarity or 0.0) + (1 - vector_share) * text
+        hit.score = vector_share * (hit.similarity or 0.0) + text_share * text
         if boosted and hit.id in boosted:
             hit.score *= boost
-    _rank(hits, "blend", lambda h: h.score, lambda h: True)
-    _rank(hits, "text", lambda h: h.bm25, lambda h: h.bm25 > 0)
-    _rank(hits, "vector", lambda h: h.similarity or 0.0, lambda h: h.similarity is not None)
-    return sorted(hits, key=lambda h: h.score, reverse=True)
+    # One sort by score gives both the blend ranks and the order returned; the sides are ranked
+    # on what they count (a stable sort each, as before). ~0.5 ms of Python per search saved.
+    ordered = _rank(hits, "blend", _SCORE)
+    _rank([h for h in hits if h.bm25 > 0], "text", _BM25)
+    _rank([h for h in hits if h.similarity is not None], "vector", _SIMILARITY)
+    return ordered
 
 
-def _rank(hits: list[Ranked], side: str, key, counted) -> None:
-    for rank, hit in enumerate(sorted((h for h in hits if counted(h)), key=key, reverse=True)):
-        hit.ranks[side] = rank + 1
+_SCORE, _BM25, _SIMILARITY = attrgetter("score"), attrgetter("bm25"), attrgetter("similarity")
+
+
+def _rank(hits: list[Ranked], side: str, key) -> list[Ranked]:
+    ordered = sorted(hits, key=key, reverse=True)
+    for rank, hit in enumerate(ordered, 1):
+        hit.ranks[side] = rank
+    return ordered
 
 
 def with_recency(
@@ -204,11 +230,16 @@ def with_recency(
     when nothing else matches.
     """
     by_age = sorted(hits, key=lambda h: h.row[when], reverse=True)
+    count = len(by_age)
     for rank, hit in enumerate(by_age):
         hit.ranks["recency"] = rank + 1
-        hit.score += RECENCY_SHARE * (1 - rank / len(by_age))
-    nearest = {h.id for h in sorted(hits, key=lambda h: -(h.similarity or 0.0))[:keep_best]}
+        hit.score += RECENCY_SHARE * (1 - rank / count)
+    nearest = (
+        {h.id for h in sorted(hits, key=lambda h: -(h.similarity or 0.0))[:keep_best]}
+        if keep_best
+        else set()
+    )
     kept = [
         h for h in hits if h.bm25 > 0 or (h.similarity or 0.0) >= min_similarity or h.id in nearest
     ]
-    return sorted(kept, key=lambda h: h.score, reverse=True)
+    return sorted(kept, key=_SCORE, reverse=True)

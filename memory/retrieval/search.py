@@ -12,8 +12,10 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
-from django.db import connection
+from django.db import connection, models
+from django.db.models.base import DEFERRED
 
 from accounts.models import Workspace
 from memory.models import Conversation, Memory, Message
@@ -49,17 +51,45 @@ class Found:
         return "; ".join(parts) + f"; blended score {self.score:.4f}"
 
 
-def _message(workspace: Workspace, user_id: str, row: dict) -> Message:
-    row = dict(row, metadata=messages.message_metadata(row))
-    conversation = Conversation(
-        id=row.pop("conversation_id"),
-        external_id=row.pop("conversation_external_id"),
-        workspace=workspace,
-        user_id=user_id,
+_M = TypeVar("_M", bound=models.Model)
+_FIELDS: dict[type, list[tuple[str, models.Field]]] = {}
+
+
+def _instance(model: type[_M], values: dict, related: dict[str, models.Model]) -> _M:
+    """`model(**values, **related)`, as loaded from the database, through Model.__init__'s
+    positional path: the same attributes (a field's default where the row has no value, a
+    generated field left unset) and the related objects cached as keyword assignment caches
+    them. A message with its conversation took 44 µs by keywords, 22 µs so; a search builds
+    ~40 instances."""
+    fields = _FIELDS.get(model)
+    if fields is None:
+        fields = _FIELDS[model] = [(f.attname, f) for f in model._meta.concrete_fields]
+    instance = model(
+        *[
+            DEFERRED if f.generated else values[name] if name in values else f.get_default()
+            for name, f in fields
+        ]
     )
-    message = Message(workspace=workspace, user_id=user_id, conversation=conversation, **row)
-    message._state.adding = False
-    return message
+    instance._state.adding = False
+    for name, obj in related.items():
+        model._meta.get_field(name).set_cached_value(instance, obj)  # type: ignore[union-attr]
+    return instance
+
+
+def _message(workspace: Workspace, user_id: str, row: dict) -> Message:
+    conversation = _instance(
+        Conversation,
+        {
+            "id": row["conversation_id"],
+            "external_id": row["conversation_external_id"],
+            "workspace_id": workspace.id,
+            "user_id": user_id,
+        },
+        {"workspace": workspace},
+    )
+    values = dict(row, metadata=messages.message_metadata(row), workspace_id=workspace.id)
+    values["user_id"] = user_id
+    return _instance(Message, values, {"workspace": workspace, "conversation": conversation})
 
 
 def message_source(message: Message) -> dict:
@@ -96,8 +126,7 @@ def memory_search(
     for hit in kept[:limit]:
         row = memories.parsed_row(hit.row)
         sources = row.pop("sources", [])
-        memory = Memory(workspace=workspace, **row)
-        memory._state.adding = False
+        memory = _instance(Memory, dict(row, workspace_id=workspace.id), {"workspace": workspace})
         found.append(Found("memory", memory, hit.score, hit.similarity, hit.ranks, sources))
     return found
 
