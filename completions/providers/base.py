@@ -84,11 +84,27 @@ class HttpStream(UpstreamStream):
         self.response = response
         self.upstream_ms = upstream_ms
         self.complete = False
+        self.waiting = False  # in a read of the body (what the read timeout measures)
+        self.read_timeout = ReadTimeout.take_over(self)
 
-    def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
-        return sse_events(self.response.content.iter_any())
+    async def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
+        """(event name, data) per server-sent event of the body."""
+        content = self.response.content
+        parser = SseParser()
+        while True:
+            self.waiting = True
+            data = await content.readany()
+            self.waiting = False
+            if not data:
+                break
+            for event in parser.feed(data):
+                yield event
+        for event in parser.end():
+            yield event
 
     async def aclose(self) -> None:
+        if self.read_timeout is not None:
+            self.read_timeout.cancel()
         if not self.complete:
             self.response.close()
         elif self.response.content.at_eof():
@@ -103,6 +119,60 @@ class HttpStream(UpstreamStream):
             self.response.close()
         else:
             self.response.release()
+
+
+class ReadTimeout:
+    """The upstream's read timeout (ENGRAM_UPSTREAM_TIMEOUT) for a stream's body, one timer a
+    stream: aiohttp's own cancels a timer and starts one for every read of the socket (on
+    uvloop a libuv timer made and closed per frame: ~N instructions of a frame's ~N,
+    bench_relay_cpu.py --whole). The same rule: the stream fails with aiohttp's timeout error
+    when the upstream sent nothing for `seconds` while the relay waited for it (a relay busy
+    writing to a slow client does not count, as aiohttp stops its timer while the reading is
+    paused). The timer looks every quarter of `seconds`: a stall is seen after 1 to 1.25 x."""
+
+    def __init__(self, stream: HttpStream, seconds: float) -> None:
+        self.stream = stream
+        self.content = stream.response.content
+        self.seconds = seconds
+        self.loop = asyncio.get_running_loop()
+        self.seen = self.content.total_bytes
+        self.quiet_since = self.loop.time()
+        self.handle: asyncio.TimerHandle | None = self.loop.call_later(seconds / 4, self.check)
+
+    @classmethod
+    def take_over(cls, stream: HttpStream) -> ReadTimeout | None:
+        """Stop aiohttp's per-read timer for this response and start this one instead. The
+        setting is the connection's for this response only: aiohttp sets it again for the
+        next request on the connection."""
+        connection = stream.response.connection
+        protocol = connection.protocol if connection is not None else None
+        seconds = protocol.read_timeout if protocol is not None else None
+        if not seconds:
+            return None
+        # The timer aiohttp armed with the headers' read stays until the body's next read (or
+        # its end): a stall before that fails the stream as it did.
+        protocol.read_timeout = None
+        return cls(stream, seconds)
+
+    def check(self) -> None:
+        content = self.content
+        if content.is_eof():
+            self.handle = None
+            return
+        now = self.loop.time()
+        if content.total_bytes != self.seen or not self.stream.waiting:
+            self.seen = content.total_bytes
+            self.quiet_since = now
+        elif now - self.quiet_since >= self.seconds:
+            self.handle = None
+            content.set_exception(aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
+            return
+        self.handle = self.loop.call_later(self.seconds / 4, self.check)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 class Provider:
@@ -382,16 +452,6 @@ def _event(block: bytes) -> tuple[str | None, bytes] | None:
         elif line.startswith(b"event:"):
             name = line[6:].strip().decode()
     return (name, b"\n".join(data)) if data else None
-
-
-async def sse_events(byte_chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
-    """(event name, data) per server-sent event; comments and ids are skipped."""
-    parser = SseParser()
-    async for chunk in byte_chunks:
-        for event in parser.feed(chunk):
-            yield event
-    for event in parser.end():
-        yield event
 
 
 def dumps(data: Any) -> bytes:
