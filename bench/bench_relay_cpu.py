@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +172,11 @@ def run(kind: str, repetitions: int) -> tuple[int, int]:
 
 WHOLE_AT_ONCE = 5  # requests at once: under callgrind each frame must still be its own read
 WHOLE_GAP = 0.06  # seconds between the mock's frames, and its latency for a JSON answer
-WHOLE_PIECES = (2, 22)  # streams of both lengths: the difference is the per-frame part
+WHOLE_PIECES = (2, 12)
+WHOLE_ROUNDS = (
+    2,
+    10,
+)  # the first rounds warm up (connections, first imports): left out  # streams of both lengths: the difference is the per-frame part
 COMPLETION = {
     "id": "chatcmpl-mock",
     "object": "chat.completion",
@@ -320,6 +325,13 @@ def whole_env() -> dict:
         "ANTHROPIC_API_KEY": "",
         "LOG_LEVEL": "WARNING",
         "PROMETHEUS_MULTIPROC_DIR": metrics,  # as the web processes count (config/web.py)
+        # No work on the clock: under callgrind a run lasts minutes, and the usage flushes
+        # (a connection each), the routing and key caches' reloads would be counted by the
+        # minute, not by the request. The usage records are written once, at exit.
+        "ENGRAM_USAGE_FLUSH_SECONDS": "3600",
+        "ENGRAM_ROUTING_CACHE_SECONDS": "3600",
+        "ENGRAM_KEY_CACHE_SECONDS": "3600",
+        "PYTHONHASHSEED": "0",  # the same dict and set layouts in every run
     }
 
 
@@ -360,29 +372,30 @@ def whole(args) -> None:
         wait_port(port, mock)
         print(f"whole requests, {WHOLE_AT_ONCE} at once, the mock's frames {WHOLE_GAP:g} s apart")
         per_request: dict[tuple[str, int], float] = {}
-        for kind, pieces in [("stream", p) for p in WHOLE_PIECES] + [("json", 16)]:
-            if args.profile:
+        runs = [("stream", p) for p in WHOLE_PIECES] + [("json", 16)]
+        if args.profile:
+            for kind, pieces in runs:
                 profile(kind, pieces, env, args.profile)
-                continue
-            if args.callgrind:
-                base, _ = callgrind(["--inner-whole", kind, "1", str(pieces)], env)
-                more, figures = callgrind(["--inner-whole", kind, "3", str(pieces)], env)
-                per = (more - base) / (int(figures[1]) * 2 / 3)
-                unit = "user-space instructions"
-            else:
-                rounds = args.repetitions
-                run = [sys.executable, __file__, "--inner-whole", kind]
-                started = subprocess.run([*run, "1", str(pieces)], env=env, capture_output=True)
-                ended = subprocess.run(
-                    [*run, str(rounds), str(pieces)], env=env, capture_output=True
+            return
+        if not args.callgrind:
+            raise SystemExit("--whole counts with --callgrind (or --profile N)")
+        # Two runs per kind, 2 and 10 rounds (the difference: 40 requests), `--workers` at a
+        # time (callgrind uses one core each).
+        with ThreadPoolExecutor(args.workers) as pool:
+            counted = {
+                (kind, pieces, rounds): pool.submit(
+                    callgrind, ["--inner-whole", kind, str(rounds), str(pieces)], env
                 )
-                figures = ended.stdout.decode().split()
-                base_cpu, more_cpu = float(started.stdout.split()[2]), float(figures[2])
-                per = (more_cpu - base_cpu) / (int(figures[1]) * (rounds - 1) / rounds) * 1e6
-                unit = "CPU µs"
-            per_request[kind, pieces] = per
-            what = f"a stream of {pieces} pieces" if kind == "stream" else "a JSON request"
-            print(f"  {what:<26} {unit} per request: {per:,.0f}")
+                for kind, pieces in runs
+                for rounds in WHOLE_ROUNDS
+            }
+            for kind, pieces in runs:
+                base, _ = counted[kind, pieces, WHOLE_ROUNDS[0]].result()
+                more, figures = counted[kind, pieces, WHOLE_ROUNDS[1]].result()
+                requests = int(figures[1]) * (1 - WHOLE_ROUNDS[0] / WHOLE_ROUNDS[1])
+                per = per_request[kind, pieces] = (more - base) / requests
+                what = f"a stream of {pieces} pieces" if kind == "stream" else "a JSON answer"
+                print(f"  {what:<24} user-space instructions per request: {per:,.0f}")
         if len(per_request) == 3:
             short, long = (per_request["stream", p] for p in WHOLE_PIECES)
             frame = (long - short) / (WHOLE_PIECES[1] - WHOLE_PIECES[0])
@@ -413,6 +426,7 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=40, help="x 50 streams (CPU time)")
     parser.add_argument("--whole", action="store_true", help="whole requests, not only frames")
     parser.add_argument("--profile", type=int, help="--whole: cProfile's top N functions")
+    parser.add_argument("--workers", type=int, default=2, help="--whole: callgrind runs at once")
     parser.add_argument("--inner", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--inner-whole", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)

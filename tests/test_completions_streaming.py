@@ -235,3 +235,42 @@ def test_the_read_timeout_is_per_read_not_per_stream(http, upstream, settings):
     upstream.script(Reply(json={"id": "x"}, delay=2))
     error = http.post(URL, json=BODY).json()["error"]
     assert error["code"] == "upstream_timeout"
+
+
+def test_the_read_timeout_lets_a_stream_nobody_holds_go():
+    import asyncio
+    import gc
+
+    from aiohttp.streams import StreamReader
+
+    from completions.providers.base import HttpStream
+
+    class Protocol:  # what aiohttp's StreamReader and ReadTimeout.take_over ask of it
+        connected = True
+        _reading_paused = False
+        read_timeout: float | None = 60.0
+
+        def pause_reading(self, **_) -> None:
+            pass
+
+        def resume_reading(self, **_) -> None:
+            pass
+
+    class Response:
+        def __init__(self, content, protocol) -> None:
+            self.content = content
+            self.connection = type("Connection", (), {"protocol": protocol})()
+
+    async def main() -> None:
+        protocol = Protocol()
+        reader = StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+        stream = HttpStream(Response(reader, protocol), 1.0)  # type: ignore[arg-type]
+        timer = stream.read_timeout
+        assert timer is not None and timer.handle is not None
+        assert protocol.read_timeout is None  # aiohttp's timer per read is off for this body
+        del stream
+        gc.collect()
+        timer.check()
+        assert timer.handle is None  # no timer left running for a stream that is gone
+
+    asyncio.run(main())
