@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -171,7 +172,7 @@ def run(kind: str, repetitions: int) -> tuple[int, int]:
 # called directly), nor is the mock.
 
 WHOLE_AT_ONCE = 5  # requests at once: under callgrind each frame must still be its own read
-WHOLE_GAP = 0.06  # seconds between the mock's frames, and its latency for a JSON answer
+WHOLE_GAP = 0.15  # seconds between the mock's frames (each its own read even under callgrind)
 WHOLE_PIECES = (2, 12)
 WHOLE_ROUNDS = (
     2,
@@ -299,6 +300,10 @@ def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
         if refused:
             raise RuntimeError(f"Engram refused requests: {refused[:5]}")
 
+    # The cyclic GC off: a full collection walks the whole heap (tens of millions of
+    # instructions here), and whether one falls inside the counted rounds swung the figure
+    # per request by ±1M between identical runs. What is counted is the requests' own work.
+    gc.disable()
     profile_to = os.environ.get("ENGRAM_BENCH_PROFILE")
     if profile_to:
         import cProfile

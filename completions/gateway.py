@@ -22,7 +22,7 @@ from completions.agents import calls as agent_calls
 from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
-from completions.streaming import dumps, relay
+from completions.streaming import done_within, dumps, relay
 from config.common.background import spawn
 from config.common.errors import EDGE_ERRORS, ApiError
 from memory.turn.contract import PreparedTurn, TurnContext
@@ -319,11 +319,11 @@ async def _stream(
     keepalive = conf().keepalive
     opener = asyncio.get_running_loop().create_task(route.provider.stream(call))
     try:
-        done, _ = await asyncio.wait({opener}, timeout=keepalive)
+        opened = await done_within(opener, keepalive)
     except asyncio.CancelledError:
         opener.cancel()
         raise
-    if done:
+    if opened:
         stream = opener.result()  # ApiError here is still a proper status and envelope
         turn.upstream_ms = stream.upstream_ms
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True
