@@ -31,8 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAMS = 50  # relayed at once, a frame each in turn
@@ -288,7 +290,7 @@ def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await never  # the client stays: the door's watcher is cancelled at the end
 
-        async def send(message: dict) -> None:
+        async def send(message: Mapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 if message["status"] != 200:
                     refused.append(message["status"])

@@ -148,9 +148,9 @@ class ReadTimeout:
         next request on the connection."""
         connection = stream.response.connection
         protocol = connection.protocol if connection is not None else None
-        seconds = protocol.read_timeout if protocol is not None else None
-        if not seconds:
+        if protocol is None or not protocol.read_timeout:
             return None
+        seconds = protocol.read_timeout
         # The timer aiohttp armed with the headers' read stays until the body's next read (or
         # its end): a stall before that fails the stream as it did.
         protocol.read_timeout = None
