@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -30,7 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAMS = 50  # relayed at once, a frame each in turn
@@ -38,7 +42,7 @@ PIECES = 20
 KINDS = ("mock", "openai", "usage", "agent")
 
 
-def upstream_frames(kind: str) -> list[bytes]:
+def upstream_frames(kind: str, pieces: int = PIECES) -> list[bytes]:
     """The upstream's reads: one frame each, the finish and usage chunks with [DONE] in one."""
     base: dict = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1}
     base["model"] = "m"
@@ -55,8 +59,8 @@ def upstream_frames(kind: str) -> list[bytes]:
         }
 
     frames = [sse(base | choice({"role": "assistant", "content": ""}))]
-    frames += [sse(base | choice({"content": f"piece {i} "})) for i in range(PIECES)]
-    usage = {"prompt_tokens": 12, "completion_tokens": PIECES, "total_tokens": 12 + PIECES}
+    frames += [sse(base | choice({"content": f"piece {i} "})) for i in range(pieces)]
+    usage = {"prompt_tokens": 12, "completion_tokens": pieces, "total_tokens": 12 + pieces}
     tail = sse(base | choice({}, "stop")) + sse(base | {"choices": [], "usage": usage})
     return [*frames, tail + b"data: [DONE]\n\n"]
 
@@ -73,6 +77,8 @@ class _Protocol:  # what aiohttp's StreamReader asks of its connection
 
 
 class _Response:
+    connection = None  # no socket: no read timeout
+
     def __init__(self, content) -> None:
         self.content = content
 
@@ -160,8 +166,188 @@ def run(kind: str, repetitions: int) -> tuple[int, int]:
     return sent[0], sent[1]
 
 
-def callgrind(kind: str, repetitions: int) -> tuple[int, int]:
-    """(instructions, data frames) of a child that relays `repetitions` x STREAMS streams."""
+# --- whole requests (--whole) ------------------------------------------------------------------
+# The door (CompletionsApp), the key check, limits and routing, memory's pass-through, the
+# upstream request (aiohttp, a real socket to a mock in its own process), every frame, and the
+# finish (usage record, metrics, memory's finish_turn): what a request costs once, beside what
+# each of its frames costs. uvicorn's own parsing and writing are not counted (the ASGI app is
+# called directly), nor is the mock.
+
+WHOLE_AT_ONCE = 5  # requests at once: under callgrind each frame must still be its own read
+WHOLE_GAP = 0.15  # seconds between the mock's frames (each its own read even under callgrind)
+WHOLE_PIECES = (2, 12)  # streams of both lengths: the difference is the per-frame part
+WHOLE_ROUNDS = (2, 10)  # rounds of the two runs: the first rounds warm up (connections, imports)
+COMPLETION = {
+    "id": "chatcmpl-mock",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Paris."},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
+}
+
+
+def serve_mock(port: int) -> None:
+    """The upstream: keep-alive HTTP/1.1; a stream of `max_tokens` pieces (bench_streams.py's
+    chunks, each frame its own chunked write WHOLE_GAP apart, the last with the body's end), or
+    a JSON completion after WHOLE_GAP."""
+    import uvloop
+
+    async def connection(reader, writer) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                found = re.search(rb"(?i)content-length: *(\d+)", head)
+                body = json.loads(await reader.readexactly(int(found.group(1)) if found else 0))
+                if not body.get("stream"):
+                    await asyncio.sleep(WHOLE_GAP)
+                    payload = json.dumps(COMPLETION).encode()
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (len(payload), payload)
+                    )
+                    continue
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n"
+                )
+                frames = upstream_frames("mock", body.get("max_tokens", PIECES))
+                for number, frame in enumerate(frames, 1):
+                    await asyncio.sleep(WHOLE_GAP)
+                    end = b"0\r\n\r\n" if number == len(frames) else b""
+                    writer.write(b"%x\r\n%s\r\n%s" % (len(frame), frame, end))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(connection, "127.0.0.1", port, backlog=1024)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
+def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
+    """(data frames, requests) of `rounds` x WHOLE_AT_ONCE requests through Engram's ASGI app
+    (`kind` stream or json), against the mock at OPENAI_BASE_URL with the key ENGRAM_BENCH_KEY."""
+    import uvloop
+
+    sys.path.insert(0, str(ROOT))
+    from config.asgi import application  # first: it sets Django up
+
+    key = os.environ["ENGRAM_BENCH_KEY"].encode()
+    # Nor these, which no setting moves: the key's last-used time (a write a minute) and the
+    # price table's reload (every 150 s). Bench only.
+    from accounts import authentication
+    from completions import pricing
+
+    authentication._touched._ttl = 3600.0
+    pricing._table._ttl = pricing._table._refresh_after = 3600.0
+    body = json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Tell me a story in short pieces."}],
+            "max_tokens": pieces,
+            "stream": kind == "stream",
+        }
+    ).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"authorization", b"Bearer " + key),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    counted = {"frames": 0, "requests": 0}
+    refused: list[int] = []
+
+    async def one() -> None:
+        asked = False
+        never = asyncio.get_running_loop().create_future()
+
+        async def receive() -> dict:
+            nonlocal asked
+            if not asked:
+                asked = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await never  # the client stays: the door's watcher is cancelled at the end
+
+        async def send(message: Mapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                if message["status"] != 200:
+                    refused.append(message["status"])
+                return
+            counted["frames"] += message.get("body", b"").count(b"data: {")
+
+        await application(dict(scope), receive, send)
+        counted["requests"] += 1
+
+    async def main() -> None:
+        for _ in range(rounds):
+            await asyncio.gather(*(one() for _ in range(WHOLE_AT_ONCE)))
+        if refused:
+            raise RuntimeError(f"Engram refused requests: {refused[:5]}")
+
+    # The cyclic GC off: a full collection walks the whole heap (tens of millions of
+    # instructions here), and whether one falls inside the counted rounds swung the figure
+    # per request by ±1M between identical runs. What is counted is the requests' own work.
+    gc.disable()
+    profile_to = os.environ.get("ENGRAM_BENCH_PROFILE")
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)  # CPU, not the waits
+        profiler.runcall(uvloop.run, main())
+        profiler.dump_stats(profile_to)
+    else:
+        uvloop.run(main())
+    return counted["frames"], counted["requests"]
+
+
+def whole_env() -> dict:
+    """A workspace key on the embedded database, a mock upstream; the inner runs' variables."""
+    from bench.bench_gateway import make_workspace_key
+
+    key = make_workspace_key()  # also sets DATABASE_URL / REDIS_URL (the embedded servers)
+    metrics = tempfile.mkdtemp(prefix="engram-bench-metrics-")
+    return {
+        **os.environ,
+        "ENGRAM_BENCH_KEY": key,
+        "OPENAI_API_KEY": "sk-mock",
+        "ANTHROPIC_BASE_URL": "",
+        "ANTHROPIC_API_KEY": "",
+        "LOG_LEVEL": "WARNING",
+        "PROMETHEUS_MULTIPROC_DIR": metrics,  # as the web processes count (config/web.py)
+        # No work on the clock: under callgrind a run lasts minutes, and the usage flushes
+        # (a connection each), the routing and key caches' reloads would be counted by the
+        # minute, not by the request. The usage records are written once, at exit.
+        "ENGRAM_USAGE_FLUSH_SECONDS": "3600",
+        "ENGRAM_ROUTING_CACHE_SECONDS": "3600",
+        "ENGRAM_KEY_CACHE_SECONDS": "3600",
+        "PYTHONHASHSEED": "0",  # the same dict and set layouts in every run
+    }
+
+
+def callgrind(inner: list[str], env: dict | None = None) -> tuple[int, list[str]]:
+    """(instructions, the inner run's printed figures) of a child run under callgrind."""
     with tempfile.TemporaryDirectory() as folder:
         result = subprocess.run(
             [
@@ -170,36 +356,114 @@ def callgrind(kind: str, repetitions: int) -> tuple[int, int]:
                 f"--callgrind-out-file={Path(folder) / 'callgrind.out'}",
                 sys.executable,
                 __file__,
-                "--inner",
-                kind,
-                str(repetitions),
+                *inner,
             ],
             capture_output=True,
             text=True,
+            env=env,
         )
     found = re.search(r"Collected : (\d+)", result.stderr)
     if result.returncode != 0 or not found:
         raise RuntimeError(f"callgrind run failed:\n{result.stderr[-2000:]}")
-    return int(found.group(1)), int(result.stdout.split()[0])
+    return int(found.group(1)), result.stdout.split()
+
+
+def whole(args) -> None:
+    import signal
+
+    from bench.bench_gateway import free_port, wait_port
+
+    env = whole_env()
+    port = free_port()
+    env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
+    mock = subprocess.Popen(
+        [sys.executable, __file__, "--serve-mock", str(port)], start_new_session=True
+    )
+    try:
+        wait_port(port, mock)
+        print(f"whole requests, {WHOLE_AT_ONCE} at once, the mock's frames {WHOLE_GAP:g} s apart")
+        per_request: dict[tuple[str, int], float] = {}
+        runs = [("stream", p) for p in WHOLE_PIECES] + [("json", 16)]
+        if args.profile:
+            for kind, pieces in runs:
+                profile(kind, pieces, env, args.profile)
+            return
+        if not args.callgrind:
+            raise SystemExit("--whole counts with --callgrind (or --profile N)")
+        # Two runs per kind, 2 and 10 rounds (the difference: 40 requests), `--workers` at a
+        # time (callgrind uses one core each).
+        with ThreadPoolExecutor(args.workers) as pool:
+            counted = {
+                (kind, pieces, rounds): pool.submit(
+                    callgrind, ["--inner-whole", kind, str(rounds), str(pieces)], env
+                )
+                for kind, pieces in runs
+                for rounds in WHOLE_ROUNDS
+            }
+            for kind, pieces in runs:
+                base, _ = counted[kind, pieces, WHOLE_ROUNDS[0]].result()
+                more, figures = counted[kind, pieces, WHOLE_ROUNDS[1]].result()
+                requests = int(figures[1]) * (1 - WHOLE_ROUNDS[0] / WHOLE_ROUNDS[1])
+                per = per_request[kind, pieces] = (more - base) / requests
+                what = f"a stream of {pieces} pieces" if kind == "stream" else "a JSON answer"
+                print(f"  {what:<24} user-space instructions per request: {per:,.0f}")
+        if len(per_request) == 3:
+            short, long = (per_request["stream", p] for p in WHOLE_PIECES)
+            frame = (long - short) / (WHOLE_PIECES[1] - WHOLE_PIECES[0])
+            opening = short - (WHOLE_PIECES[0] + 2) * frame  # + the role chunk and the tail
+            print(f"  per frame: {frame:,.0f}; per stream, its frames left out: {opening:,.0f}")
+    finally:
+        os.killpg(mock.pid, signal.SIGTERM)
+        mock.wait()
+
+
+def profile(kind: str, pieces: int, env: dict, top: int) -> None:
+    """cProfile of one inner run (20 rounds), the `top` functions by their own time."""
+    import pstats
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = str(Path(folder) / "profile")
+        inner = [sys.executable, __file__, "--inner-whole", kind, "20", str(pieces)]
+        subprocess.run(inner, env={**env, "ENGRAM_BENCH_PROFILE": out}, check=True)
+        print(f"\n--- {kind}, {pieces} pieces: 20 x {WHOLE_AT_ONCE} requests, by own time")
+        pstats.Stats(out).sort_stats("tottime").print_stats(top)
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--callgrind", action="store_true", help="instructions, not CPU time")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--repetitions", type=int, default=40, help="x 50 streams (CPU time)")
+    parser.add_argument("--whole", action="store_true", help="whole requests, not only frames")
+    parser.add_argument("--profile", type=int, help="--whole: cProfile's top N functions")
+    parser.add_argument("--workers", type=int, default=2, help="--whole: callgrind runs at once")
     parser.add_argument("--inner", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--inner-whole", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
         frames, size = run(args.inner[0], int(args.inner[1]))
         print(frames, size)
         return
-    print(f"load average {os.getloadavg()[0]:.2f}; {STREAMS} streams at once, {PIECES} pieces each")
+    if args.inner_whole:
+        kind, rounds, pieces = args.inner_whole
+        frames, requests = run_whole(kind, int(rounds), int(pieces))
+        print(frames, requests, time.process_time())
+        return
+    if args.serve_mock:
+        serve_mock(args.serve_mock)
+        return
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    if args.whole:
+        whole(args)
+        return
+    print(f"{STREAMS} streams at once, {PIECES} pieces each")
     for kind in args.kinds.split(","):
         if args.callgrind:
-            base, _ = callgrind(kind, 1)
-            more, frames = callgrind(kind, 3)
-            per = (more - base) / (frames * 2 / 3)
+            base, _ = callgrind(["--inner", kind, "1"])
+            more, figures = callgrind(["--inner", kind, "3"])
+            per = (more - base) / (int(figures[0]) * 2 / 3)
             print(f"  {kind:<7} user-space instructions per relayed frame: {per:,.0f}")
             continue
         run(kind, 3)  # warm

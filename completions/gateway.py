@@ -9,8 +9,8 @@ response.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +22,7 @@ from completions.agents import calls as agent_calls
 from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
-from completions.streaming import dumps, relay
+from completions.streaming import done_within, dumps, relay
 from config.common.background import spawn
 from config.common.errors import EDGE_ERRORS, ApiError
 from memory.turn.contract import PreparedTurn, TurnContext
@@ -63,7 +63,7 @@ class Turn:
     route: Route | None = None
     ctx: TurnContext | None = None
     prepared: PreparedTurn | None = None
-    reply_stored: asyncio.Event | None = None
+    reply_stored: asyncio.Future | None = None  # done once the answer is committed
     upstream_started: float | None = None
     upstream_ms: float | None = None
     finished: bool = False
@@ -109,10 +109,17 @@ class Turn:
         _record(self, status, tokens, incomplete, error_code)
         if self.prepared is not None and self.ctx is not None:
             loop = asyncio.get_running_loop()
-            stored = self.reply_stored = asyncio.Event()
+            stored = self.reply_stored = loop.create_future()
+            here = threading.get_ident()
 
-            def on_stored() -> None:  # called from the thread that committed
-                loop.call_soon_threadsafe(stored.set)
+            def on_stored() -> None:
+                # From the thread that committed, or (a turn memory did not store) from the
+                # finishing task on this loop: there at once, without waking the loop through
+                # its self-pipe (a write and a read, system calls, per request).
+                if threading.get_ident() == here:
+                    _settle(stored)
+                else:
+                    loop.call_soon_threadsafe(_settle, stored)
 
             spawn(
                 finish_turn(
@@ -150,9 +157,22 @@ class Turn:
         """Wait until the answer is in the database, so an answer a client has received whole
         survives the process being killed right after; the extraction and summary jobs are
         sent after this point, so a Redis outage does not hold the answer back."""
-        if self.reply_stored is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.reply_stored.wait(), REPLY_STORE_WAIT)
+        stored = self.reply_stored
+        if stored is None or stored.done():
+            return
+        # The future itself, with one timer: asyncio.wait_for on an Event made a task per
+        # request for the waiting.
+        timer = stored.get_loop().call_later(REPLY_STORE_WAIT, _settle, stored)
+        try:
+            await stored
+        finally:
+            timer.cancel()
+
+
+def _settle(stored: asyncio.Future) -> None:
+    """The answer is stored, or it is no longer waited for (REPLY_STORE_WAIT); once."""
+    if not stored.done():
+        stored.set_result(None)
 
 
 def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code: str) -> None:
@@ -299,11 +319,11 @@ async def _stream(
     keepalive = conf().keepalive
     opener = asyncio.get_running_loop().create_task(route.provider.stream(call))
     try:
-        done, _ = await asyncio.wait({opener}, timeout=keepalive)
+        opened = await done_within(opener, keepalive)
     except asyncio.CancelledError:
         opener.cancel()
         raise
-    if done:
+    if opened:
         stream = opener.result()  # ApiError here is still a proper status and envelope
         turn.upstream_ms = stream.upstream_ms
     include_usage = (body.get("stream_options") or {}).get("include_usage") is True

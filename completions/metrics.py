@@ -58,23 +58,35 @@ limits_hit = Counter(
 
 def observe(record) -> None:
     """One finished request (a completions.usage.Usage)."""
-    requests.labels(str(record.status_code)).inc()
+    _child(requests, str(record.status_code)).inc()
     if record.status_code >= 400 or record.error_code:
         code = record.error_code or str(record.status_code)
-        errors.labels(code).inc()
+        _child(errors, code).inc()
         if code in LIMIT_CODES:
-            limits_hit.labels(code).inc()
+            _child(limits_hit, code).inc()
     seconds = record.latency_ms / 1000
     latency.observe(seconds)
     if record.upstream_ms is not None:
         upstream.observe(record.upstream_ms / 1000)
         overhead.observe(max(0.0, seconds - record.upstream_ms / 1000))
     if record.prompt_tokens:
-        tokens.labels("prompt").inc(record.prompt_tokens)
+        _child(tokens, "prompt").inc(record.prompt_tokens)
     if record.completion_tokens:
-        tokens.labels("completion").inc(record.completion_tokens)
+        _child(tokens, "completion").inc(record.completion_tokens)
     if record.credits:
         credits.inc(record.credits)
+
+
+# Each labelled series once looked up: `labels()` takes a lock and builds its key every call
+# (~1 µs each, three a request). Created on first use, as `labels()` creates them.
+_children: dict[tuple[Counter, str], Counter] = {}
+
+
+def _child(metric: Counter, label: str) -> Counter:
+    child = _children.get((metric, label))
+    if child is None:
+        child = _children[metric, label] = metric.labels(label)
+    return child
 
 
 class _Workers(Collector):

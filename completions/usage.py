@@ -12,6 +12,7 @@ import atexit
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
@@ -138,8 +139,15 @@ buffer = UsageBuffer()
 atexit.register(lambda: buffer.flush() if buffer._items else None)
 
 
-def record(usage: Usage) -> None:
-    from completions import metrics  # prometheus-client: loaded once, on first use
+_observe: Callable[[Usage], None] | None = None  # completions.metrics.observe, once loaded
 
+
+def record(usage: Usage) -> None:
+    global _observe
     buffer.add(usage)
-    metrics.observe(usage)
+    if _observe is None:  # prometheus-client loads on the first record, not at import; an
+        # import statement here cost every request a pass through the import machinery
+        from completions.metrics import observe
+
+        _observe = observe
+    _observe(usage)

@@ -207,3 +207,70 @@ def test_the_last_frames_leave_with_the_end_of_the_body():
     asyncio.run(send_stream(send, 200, [], parts()))
     bodies = [(m["body"], m.get("more_body", False)) for m in messages[1:]]
     assert bodies == [(b"data: {}\n\n", True), (b"data: {}\n\n" + DONE, False)]
+
+
+def test_an_upstream_silent_mid_stream_times_out_as_one_error_frame(http, upstream, settings):
+    settings.ENGRAM_UPSTREAM_TIMEOUT = 0.3  # between two reads of the upstream's body
+    upstream.script(Reply(stream=openai_stream(["a", "late"]), delay=3))
+    with http.stream("POST", URL, json=STREAM) as resp:
+        assert resp.status_code == 200
+        lines = frames_of(resp)
+    assert lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][6:])["error"]
+    assert error["type"] == "timeout_error" and "timed out mid-stream" in error["message"]
+    assert not any("late" in line for line in lines)
+    wait_for(lambda: upstream.disconnects, timeout=5)  # its connection closed, not pooled
+
+
+def test_the_read_timeout_is_per_read_not_per_stream(http, upstream, settings):
+    settings.ENGRAM_UPSTREAM_TIMEOUT = 0.3
+    pieces = [f"w{i}" for i in range(6)]  # 0.15 s apart: the stream takes ~1.2 s in all
+    upstream.script(Reply(stream=openai_stream(pieces), delay=0.15))
+    with http.stream("POST", URL, json=STREAM) as resp:
+        lines = frames_of(resp)
+    assert lines[-1] == "data: [DONE]" and not any('"error"' in line for line in lines)
+    deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in lines[:-1]]
+    assert "".join(delta.get("content") or "" for delta in deltas) == "".join(pieces)
+    # the pooled connection the stream read still times out the next request's reads
+    upstream.script(Reply(json={"id": "x"}, delay=2))
+    error = http.post(URL, json=BODY).json()["error"]
+    assert error["code"] == "upstream_timeout"
+
+
+def test_the_read_timeout_lets_a_stream_nobody_holds_go():
+    import asyncio
+    import gc
+
+    from aiohttp.streams import StreamReader
+
+    from completions.providers.base import HttpStream
+
+    class Protocol:  # what aiohttp's StreamReader and ReadTimeout.take_over ask of it
+        connected = True
+        _reading_paused = False
+        read_timeout: float | None = 60.0
+
+        def pause_reading(self, **_) -> None:
+            pass
+
+        def resume_reading(self, **_) -> None:
+            pass
+
+    class Response:
+        def __init__(self, content, protocol) -> None:
+            self.content = content
+            self.connection = type("Connection", (), {"protocol": protocol})()
+
+    async def main() -> None:
+        protocol = Protocol()
+        reader = StreamReader(protocol, 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+        stream = HttpStream(Response(reader, protocol), 1.0)  # type: ignore[arg-type]
+        timer = stream.read_timeout
+        assert timer is not None and timer.handle is not None
+        assert protocol.read_timeout is None  # aiohttp's timer per read is off for this body
+        del stream
+        gc.collect()
+        timer.check()
+        assert timer.handle is None  # no timer left running for a stream that is gone
+
+    asyncio.run(main())

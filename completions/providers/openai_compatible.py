@@ -29,7 +29,9 @@ class OpenAIStream(HttpStream):
         content = self.response.content
         parser = SseParser()
         while True:
+            self.waiting = True
             data = await content.readany()
+            self.waiting = False
             for _event, raw in parser.feed(data) if data else parser.end():
                 if raw == b"[DONE]":
                     self.complete = True
