@@ -75,7 +75,6 @@ class _Wire:
     subject, rule and day, so encoded once (`_wire`). A request encodes only its own figures:
     encoding all ~40 arguments of a reserve, and ~20 of a settle, was ~20 µs per request."""
 
-    budget_key: str
     reserve_keys: bytes  # rpm, tpm, concurrency, budget
     reserve_args: bytes  # rpm, tpm, max_concurrent, budget (-1: none), the period's end (ms)
     settle_keys: bytes  # tpm, concurrency, budget
@@ -85,13 +84,9 @@ class _Wire:
 @functools.lru_cache(maxsize=4096)
 def _wire(prefix: str, rule: Rule, day: date) -> _Wire:
     bulk = inline_redis.bulk
-    if rule.period in ("day", "week", "month"):
-        suffix, end_ms = _period(rule.period, day)
-    else:
-        suffix, end_ms = "bud:all", 0
+    suffix, end_ms = _period(rule.period, day)
     rpm, tpm, conc, budget = (prefix + k for k in ("rpm", "tpm", "conc", suffix))
     return _Wire(
-        budget_key=budget,
         reserve_keys=b"".join(map(bulk, (rpm, tpm, conc, budget))),
         reserve_args=b"".join(
             map(
@@ -155,16 +150,19 @@ def subjects(*, workspace_id: str, key_id: str | None, user_id: str | None, poli
 def period_key(prefix: str, period: str, now: datetime) -> tuple[str, int]:
     """The budget's Redis key for the period `now` (UTC) falls in, and its time to live (ms):
     the rest of the period and a day, so settling a long answer still finds it."""
-    if period not in ("day", "week", "month"):
-        return prefix + "bud:all", 0
     suffix, end_ms = _period(period, now.date())
+    if not end_ms:
+        return prefix + suffix, 0
     return prefix + suffix, end_ms - int(now.timestamp() * 1000) + DAY_MS
 
 
 @functools.lru_cache(maxsize=32)
 def _period(period: str, day: date) -> tuple[str, int]:
-    """(key suffix, end in epoch ms) of the period holding `day`: the same all day, so worked
-    out once a day (the datetime arithmetic was ~8 µs per subject per request)."""
+    """(key suffix, end in epoch ms; 0 for a budget with no period) of the period holding
+    `day`: the same all day, so worked out once a day (the datetime arithmetic was ~8 µs per
+    subject per request)."""
+    if period not in ("day", "week", "month"):
+        return "bud:all", 0
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     if period == "day":
         end = start + timedelta(days=1)
