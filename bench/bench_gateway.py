@@ -341,7 +341,8 @@ def tree_rss_mb(pid: int) -> float:
 
 
 def cpu_ms_per_request(stats: Stats, cpu: float) -> float:
-    served = sum(1 for s in stats.samples if s.path == "engram")
+    # every path but the direct one goes through Engram (--limits and --jwt add their own)
+    served = sum(1 for s in stats.samples if s.path != "direct")
     return cpu / served * 1000 if served else float("nan")
 
 
