@@ -139,8 +139,9 @@ def test_a_slow_redis_is_waited_for_off_the_event_loop(db, settings):
 
         running = asyncio.ensure_future(ticker())
         await asyncio.sleep(0)
-        # Redis busy for 0.3 s (it runs one script at a time): the MGET waits behind it.
-        sleeper = threading.Thread(target=other.eval, args=(BUSY_SCRIPT, 0, 300_000))
+        # Redis busy for 0.2 s (it runs one script at a time): the MGET waits behind it, within
+        # the check's TIMEOUT_SECONDS (0.25 s).
+        sleeper = threading.Thread(target=other.eval, args=(BUSY_SCRIPT, 0, 200_000))
         sleeper.start()
         await asyncio.sleep(0.03)
         before, started = ticks, time.monotonic()
@@ -186,13 +187,13 @@ def test_checks_of_one_loop_turn_share_a_read_and_a_later_turn_reads_again(db, m
     monkeypatch.setitem(coherence._clearers, "test-shared", [lambda: cleared.append(1)])
     pool = coherence._pool()
     reads = []
-    real_call = pool.call
+    real_call = pool.call_many
 
-    async def counted(*args, **kwargs):
-        reads.append(args[0])
-        return await real_call(*args, **kwargs)
+    async def counted(commands, **kwargs):
+        reads.extend(commands)
+        return await real_call(commands, **kwargs)
 
-    monkeypatch.setattr(pool, "call", counted)
+    monkeypatch.setattr(pool, "call_many", counted)
 
     async def scenario():
         await coherence.check_async()  # learn the current tokens

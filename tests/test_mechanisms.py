@@ -152,3 +152,19 @@ def test_one_tokenizer_loaded_once(module):
     assert tokens.count("Hello, world!") == 4
     assert "".join(tokens.windows("one two three four", 2)) == "one two three four"
     assert tokens.tail("one two three four", 1) == " four"
+
+
+def test_token_counts_kept_for_recent_texts_match_the_encoder():
+    """Counts served from the cache of recent texts are the encoder's, short texts and long
+    (past the cached size) alike, and a text counted twice is encoded once."""
+    from config.common import tokens
+
+    enc = tokens.encoding()
+    short = "Paris is the capital of France. " * 3
+    long = "word " * (tokens.CACHED_TEXT_CHARS // 4)
+    assert len(long) > tokens.CACHED_TEXT_CHARS
+    for text in (short, long, short + "<|endoftext|>"):
+        assert tokens.count(text) == len(enc.encode(text, disallowed_special=()))
+    hits = tokens._count_cached.cache_info().hits
+    assert tokens.count(short) == tokens.count(short)
+    assert tokens._count_cached.cache_info().hits == hits + 2

@@ -37,6 +37,7 @@ What each cache of Engram may serve after a change made by another process:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import threading
@@ -95,7 +96,7 @@ def check_sync() -> bool:
     if not names or _resting():
         return not names
     try:
-        tokens = _pool().call_sync("MGET", *(PREFIX + n for n in names), timeout=TIMEOUT_SECONDS)
+        tokens = _pool().call_sync(_mget(names), timeout=TIMEOUT_SECONDS)
     except _FAILURES as exc:
         return _failed(exc)
     _apply(names, tokens)
@@ -120,7 +121,7 @@ async def check_async() -> bool:
         turn = _turns[loop] = _Turn()
         loop.call_soon(_turns.pop, loop, None)
     try:
-        tokens = await _pool().call("MGET", *(PREFIX + n for n in names), timeout=TIMEOUT_SECONDS)
+        tokens = await _pool().call(_mget(names), timeout=TIMEOUT_SECONDS)
     except _FAILURES as exc:
         return _failed(exc)
     _apply(names, tokens)
@@ -148,8 +149,17 @@ def reset() -> None:
 # --- internals ----------------------------------------------------------------------------
 
 
-def _names() -> list[str]:
-    return sorted(_clearers)
+def _names() -> tuple[str, ...]:
+    return tuple(sorted(_clearers))
+
+
+@functools.lru_cache(maxsize=8)
+def _mget(names: tuple[str, ...]) -> bytes:
+    """The MGET of every name's token in Redis's wire format. The names are registered at
+    import time, so it is encoded once, not per request (~12 µs each in a busy web process)."""
+    bulk = inline_redis.bulk
+    keys = (bulk(PREFIX + name) for name in names)
+    return inline_redis.encoded(len(names) + 1, bulk("MGET"), *keys)
 
 
 def _resting() -> bool:
@@ -169,7 +179,7 @@ def _failed(exc: BaseException) -> bool:
     return False
 
 
-def _apply(names: list[str], tokens) -> None:
+def _apply(names: tuple[str, ...], tokens) -> None:
     changed = []
     with _lock:
         for name, token in zip(names, tokens, strict=True):

@@ -29,6 +29,7 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import redis
 from redis.asyncio.connection import parse_url
@@ -213,9 +214,10 @@ class Pool:
         self._give_back(connection)
         return replies
 
-    async def call(self, *args: str, timeout: float) -> object:
-        """One command's reply (an error reply raised as redis.ResponseError)."""
-        (reply,) = await self.call_many([args], timeout=timeout)
+    async def call(self, *args: str | bytes, timeout: float) -> object:
+        """One command's reply (an error reply raised as redis.ResponseError): its arguments,
+        or the whole of it already encoded (`encoded`)."""
+        (reply,) = await self.call_many([_command(args)], timeout=timeout)
         return _raised(reply)
 
     async def call_many(
@@ -328,11 +330,11 @@ class Pool:
             with contextlib.suppress(asyncio.InvalidStateError):  # its caller was cancelled
                 then(reply)
 
-    def call_sync(self, *args: str, timeout: float) -> object:
+    def call_sync(self, *args: str | bytes, timeout: float) -> object:
         """As `call`, for sync callers (a thread may block)."""
         deadline = time.monotonic() + timeout
         connection = self._take() or self._connect(timeout)
-        self._send(connection, [args], deadline)
+        self._send(connection, [_command(args)], deadline)
         (reply,) = self._finish(connection, [], 1, deadline, timeout)
         return _raised(reply)
 
@@ -374,6 +376,13 @@ def bulk(value: str | int) -> bytes:
 def encoded(count: int, *parts: bytes) -> bytes:
     """A whole command of `count` arguments, each already encoded by `bulk` (in `parts`)."""
     return b"*%d\r\n" % count + b"".join(parts)
+
+
+def _command(args: tuple[str | bytes, ...]) -> Command:
+    """`call`'s arguments as a command: one bytes argument is a command already encoded."""
+    if len(args) == 1 and isinstance(args[0], bytes):
+        return args[0]
+    return cast(tuple[str, ...], args)
 
 
 def _encode(command: Command) -> bytes:
