@@ -31,8 +31,9 @@ def encoding() -> tiktoken.Encoding | None:
 # A conversation's earlier messages and its system prompt come back with every turn, so the
 # counts of recent texts are kept: in a busy web process one short message cost ~30 µs to
 # count (the encoder releases and takes back the GIL) against ~0.3 µs to look up. Texts up to
-# CACHED_TEXT_CHARS only, so the cache holds at most ~COUNT_CACHE_SIZE x 8 KB.
-COUNT_CACHE_SIZE = 2048
+# CACHED_TEXT_CHARS only, so the cache holds at most COUNT_CACHE_SIZE x 8 K characters (8 MB
+# of ASCII).
+COUNT_CACHE_SIZE = 1024
 CACHED_TEXT_CHARS = 8192
 
 
