@@ -441,9 +441,9 @@ def test_finishing_a_turn_takes_the_same_few_queries_however_long_the_conversati
     for _ in range(6):
         prepared = prepare(context)
         # the conversation and its session (1), SET LOCAL (1), the answer (1), the last
-        # extraction job's range (1), the new job in a savepoint (3), the summary check (2),
+        # extraction job's range (1), the new job in a savepoint (3), the summary's tokens (1),
         # and the test's savepoint for the finish's transaction (2); 15 before
-        with django_assert_max_num_queries(11):
+        with django_assert_max_num_queries(10):
             finish(context, prepared)
     assert Message.objects.filter(conversation__external_id="c1").count() == 12
     assert ProcessingJob.objects.filter(kind="extract").count() == 6

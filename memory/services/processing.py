@@ -102,14 +102,16 @@ def extraction_enqueue(
 @transaction.atomic(savepoint=False)  # as extraction_enqueue
 def summary_enqueue(*, workspace: Workspace, conversation: Conversation) -> ProcessingJob | None:
     """Fold older messages into the rolling summary once enough have piled up past it."""
+    # The tokens first: most turns stop there, below the trigger, in one query (the check for a
+    # summary in flight came first and cost every turn a second one).
+    unsummarized = Message.objects.filter(
+        conversation=conversation, id__gt=conversation.summary_upto
+    ).aggregate(tokens=Sum("token_count"))
+    if (unsummarized["tokens"] or 0) < settings.ENGRAM_SUMMARY_TRIGGER_TOKENS:
+        return None
     if ProcessingJob.objects.filter(
         conversation=conversation, kind=Kind.SUMMARIZE, status__in=[Status.PENDING, Status.RUNNING]
     ).exists():
-        return None
-    unsummarized = Message.objects.filter(
-        conversation=conversation, id__gt=conversation.summary_upto
-    ).aggregate(tokens=Sum("token_count"), last=Max("id"))
-    if (unsummarized["tokens"] or 0) < settings.ENGRAM_SUMMARY_TRIGGER_TOKENS:
         return None
     # Keep the most recent turns out of the summary: they travel verbatim as history.
     keep = settings.ENGRAM_SUMMARY_KEEP_MESSAGES
