@@ -1,7 +1,7 @@
 import logging
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
@@ -30,6 +30,19 @@ def time_limits(name: str) -> dict[str, int]:
 app = Celery("engram")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _connections_as_a_request(sender=None, **kwargs: object) -> None:
+    """Around each task, what Django does around a request: a connection that broke or outlived
+    CONN_MAX_AGE goes (back to the pool, settings.CELERY_DB_REUSE_MAX), the next is checked.
+    Not for an eager task (apply()): it runs inside its caller's connection and transaction."""
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 def send(task, *args: object, then: str) -> bool:

@@ -229,3 +229,28 @@ def test_time_limits_visibility_timeout_and_beat_agree():
     assert entry["schedule"] < django_settings.ENGRAM_JOB_GRACE_SECONDS
     assert django_settings.CELERY_BEAT_SCHEDULE_FILENAME.endswith("celerybeat-schedule")
     assert ".engram" in django_settings.CELERY_BEAT_SCHEDULE_FILENAME  # not the repo root
+
+
+def test_a_worker_keeps_its_connection_pool_from_task_to_task(monkeypatch):
+    """Celery's Django fixup closed the pool around every task of a prefork worker (2-3 new
+    PostgreSQL backends a task); with CELERY_DB_REUSE_MAX it leaves the pool, and each task
+    hands its connection back as a request does, except an eager one (its caller's)."""
+    from types import SimpleNamespace
+
+    from celery.fixups.django import DjangoWorkerFixup
+
+    from config.celery import _connections_as_a_request, app
+
+    fixup = DjangoWorkerFixup(app)
+    assert fixup.db_reuse_max == django_settings.CELERY_DB_REUSE_MAX
+    recycled = []
+    monkeypatch.setattr(fixup, "_close_database", lambda: recycled.append(1))
+    for _ in range(1000):  # the fixup's prerun and postrun of 500 tasks
+        fixup.close_database()
+    assert recycled == []
+    handed_back = []
+    monkeypatch.setattr("django.db.close_old_connections", lambda: handed_back.append(1))
+    _connections_as_a_request(sender=SimpleNamespace(request=SimpleNamespace(is_eager=True)))
+    assert handed_back == []
+    _connections_as_a_request(sender=SimpleNamespace(request=SimpleNamespace(is_eager=False)))
+    assert handed_back == [1]

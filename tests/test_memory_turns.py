@@ -425,3 +425,36 @@ def test_text_matching_ignores_words_most_of_the_users_rows_contain():
     ranked = sorted(hits, key=lambda h: h.score, reverse=True)
     assert ranked[0].row["content"] == "Caroline started a pottery class."
     assert ranked[0].ranks["text"] == 1 and ranked[0].score > ranked[1].score
+
+
+def test_finishing_a_turn_takes_the_same_few_queries_however_long_the_conversation(
+    django_assert_max_num_queries,
+):
+    """The answer, its extraction job and the summary check: no query per stored message."""
+    workspace, _ = make_workspace()
+    context = ctx(
+        workspace,
+        [{"role": "user", "content": "I live in Oslo."}],
+        user_id="u1",
+        conversation_id="c1",
+    )
+    for _ in range(6):
+        prepared = prepare(context)
+        # the conversation and its session (1), SET LOCAL (1), the answer (1), the last
+        # extraction job's range (1), the new job in a savepoint (3), the summary's tokens (1),
+        # and the test's savepoint for the finish's transaction (2); 15 before
+        with django_assert_max_num_queries(10):
+            finish(context, prepared)
+    assert Message.objects.filter(conversation__external_id="c1").count() == 12
+    assert ProcessingJob.objects.filter(kind="extract").count() == 6
+
+
+def test_an_answer_whose_session_was_deleted_meanwhile_is_stored_without_one():
+    workspace, _ = make_workspace()
+    messages = [{"role": "user", "content": "Hi there"}]
+    context = ctx(workspace, messages, user_id="u1", conversation_id="c1", session_id="s1")
+    prepared = prepare(context)
+    Session.objects.filter(external_id="s1").delete()
+    finish(context, prepared, "Hello")
+    answer = Message.objects.get(conversation__external_id="c1", role="assistant")
+    assert answer.content == "Hello" and answer.session_id is None

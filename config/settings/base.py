@@ -159,6 +159,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes the whole connection pool before and after every task in a
+# prefork worker unless this is set: each task then opened 2-3 new PostgreSQL backends (the
+# pool's min_size and the one it used), 3.5 per remembered turn (bench/bench_turn_cpu.py).
+# With it the fixup recycles the pool once per 2 x this many tasks; config.celery returns the
+# task's connection to the pool after each task instead, as a request does.
+CELERY_DB_REUSE_MAX = 5000
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # A queue per kind of work, named once: a worker started without -Q consumes all of them.
 ENGRAM_QUEUES = ("default", "memory", "knowledge")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
+from django.db.models import Exists
 
 from config.common import background
 from memory.models import Conversation, Session
@@ -38,6 +39,7 @@ class TurnState:
     session_pk: str | None
     session_id: str | None
     stored_ids: list[str] = field(default_factory=list)
+    session: Session | None = None  # the row session_pk names, as prepare_turn resolved it
     fingerprint: str | None = None  # found by its history: this request's transcript's
 
 
@@ -188,6 +190,7 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             session_pk=loaded.session.pk if loaded.session else None,
             session_id=loaded.session_id,
             stored_ids=loaded.stored_ids,
+            session=loaded.session,
             fingerprint=loaded.fingerprint,
         )
     return PreparedTurn(
@@ -210,8 +213,18 @@ def _finish(
     from memory.services.conversations import conversation_fingerprint_set, messages_append
     from memory.services.processing import extraction_enqueue, summary_enqueue
 
-    conversation = Conversation.objects.get(pk=state.conversation_pk)
-    session = Session.objects.filter(pk=state.session_pk).first() if state.session_pk else None
+    # The conversation read again (its summary and title may have moved since prepare_turn),
+    # and whether its session is still there in the same statement: the answer goes to a
+    # session deleted meanwhile without one, as before. One query less a turn.
+    session = None
+    if state.session_pk:
+        conversation = Conversation.objects.annotate(
+            session_kept=Exists(Session.objects.filter(pk=state.session_pk))
+        ).get(pk=state.conversation_pk)
+        if conversation.session_kept:
+            session = state.session or Session.objects.get(pk=state.session_pk)
+    else:
+        conversation = Conversation.objects.get(pk=state.conversation_pk)
     with transaction.atomic():
         relaxed_commit()
         if on_stored is not None:  # registered first, so it runs before the jobs' sends
