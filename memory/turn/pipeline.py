@@ -217,12 +217,14 @@ def _finish(
     # and whether its session is still there in the same statement: the answer goes to a
     # session deleted meanwhile without one, as before. One query less a turn.
     session = None
+    conversation: Conversation
     if state.session_pk:
-        conversation = Conversation.objects.annotate(
+        annotated = Conversation.objects.annotate(
             session_kept=Exists(Session.objects.filter(pk=state.session_pk))
         ).get(pk=state.conversation_pk)
-        if conversation.session_kept:
+        if annotated.session_kept:
             session = state.session or Session.objects.get(pk=state.session_pk)
+        conversation = annotated
     else:
         conversation = Conversation.objects.get(pk=state.conversation_pk)
     with transaction.atomic():
