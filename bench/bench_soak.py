@@ -171,6 +171,22 @@ def extraction_lags(since: float, wait: float) -> tuple[list[float], int]:
     return lags, jobs.exclude(status="done").count()
 
 
+def behind_mock(latency_ms: float, extraction: str) -> tuple[int, list[str], dict[str, str]]:
+    """(port, command, Engram's environment) of bench_gateway's mock upstream answering in
+    `latency_ms`, with `extraction` as the memory extractor (bench_turn_cpu.py uses it too)."""
+    port = free_port()
+    command = [sys.executable, str(ROOT / "bench" / "bench_gateway.py")]
+    command += ["--serve-mock", str(port), "--latency-ms", str(latency_ms)]
+    env = {
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+        "OPENAI_API_KEY": "sk-mock",
+        "ANTHROPIC_BASE_URL": "",
+        "ENGRAM_MEMORY_EXTRACTION": extraction,
+        "LOG_LEVEL": "WARNING",
+    }
+    return port, command, env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=600)
@@ -189,16 +205,7 @@ def main() -> int:
 
     calibration = machine.calibration_ms()
     steal = machine.Steal()
-    mock_port = free_port()
-    mock_args = [sys.executable, str(ROOT / "bench" / "bench_gateway.py")]
-    mock_args += ["--serve-mock", str(mock_port), "--latency-ms", str(args.latency_ms)]
-    env = {
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
-        "OPENAI_API_KEY": "sk-mock",
-        "ANTHROPIC_BASE_URL": "",
-        "ENGRAM_MEMORY_EXTRACTION": args.extraction,
-        "LOG_LEVEL": "WARNING",
-    }
+    mock_port, mock_args, env = behind_mock(args.latency_ms, args.extraction)
     series: list[dict] = []
     with child(mock_args) as mock, live_engram(env=env) as (base, key):
         wait_port(mock_port, mock)

@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import machine  # noqa: E402
-from bench.bench_gateway import child, free_port, wait_port  # noqa: E402
-from bench.bench_soak import Load  # noqa: E402
+from bench.bench_gateway import child, wait_port  # noqa: E402
+from bench.bench_soak import Load, behind_mock  # noqa: E402
 from bench.engram_proc import live_engram  # noqa: E402
 
 KINDS = ("web", "worker", "beat", "supervisor", "postgres", "redis", "mock", "load")
@@ -197,16 +197,7 @@ def main() -> int:
     args = parser.parse_args()
 
     calibration = machine.calibration_ms()
-    mock_port = free_port()
-    mock_args = [sys.executable, str(ROOT / "bench" / "bench_gateway.py")]
-    mock_args += ["--serve-mock", str(mock_port), "--latency-ms", str(args.latency_ms)]
-    env = {
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
-        "OPENAI_API_KEY": "sk-mock",
-        "ANTHROPIC_BASE_URL": "",
-        "ENGRAM_MEMORY_EXTRACTION": "offline",
-        "LOG_LEVEL": "WARNING",
-    }
+    mock_port, mock_args, env = behind_mock(args.latency_ms, "offline")
     tag = f"turncpu-{int(time.time())}"
     with child(mock_args) as mock, live_engram(env=env) as (base, key):
         wait_port(mock_port, mock)
