@@ -36,11 +36,14 @@ class TurnState:
     user_id: str
     conversation_pk: str
     conversation_id: str
-    session_pk: str | None
+    session: Session | None  # as prepare_turn resolved it
     session_id: str | None
     stored_ids: list[str] = field(default_factory=list)
-    session: Session | None = None  # the row session_pk names, as prepare_turn resolved it
     fingerprint: str | None = None  # found by its history: this request's transcript's
+
+    @property
+    def session_pk(self) -> str | None:
+        return self.session.pk if self.session is not None else None
 
 
 def _finishing(workspace_id: str, user_id: str) -> tuple[str, str, str]:
@@ -187,10 +190,9 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             user_id=user_id,
             conversation_pk=loaded.conversation.pk,
             conversation_id=loaded.conversation.external_id,
-            session_pk=loaded.session.pk if loaded.session else None,
+            session=loaded.session,
             session_id=loaded.session_id,
             stored_ids=loaded.stored_ids,
-            session=loaded.session,
             fingerprint=loaded.fingerprint,
         )
     return PreparedTurn(
@@ -218,12 +220,12 @@ def _finish(
     # session deleted meanwhile without one, as before. One query less a turn.
     session = None
     conversation: Conversation
-    if state.session_pk:
+    if state.session is not None:
         annotated = Conversation.objects.annotate(
-            session_kept=Exists(Session.objects.filter(pk=state.session_pk))
+            session_kept=Exists(Session.objects.filter(pk=state.session.pk))
         ).get(pk=state.conversation_pk)
         if annotated.session_kept:
-            session = state.session or Session.objects.get(pk=state.session_pk)
+            session = state.session
         conversation = annotated
     else:
         conversation = Conversation.objects.get(pk=state.conversation_pk)
