@@ -74,3 +74,35 @@ def test_data_survives_restart_and_kill_9(tmp_path):
         if p.info["cmdline"] and str(data_dir) in " ".join(p.info["cmdline"])
     ]
     assert not [p for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_redis_counts_as_started_only_once_it_answers_commands():
+    """Redis listens at once but answers "-LOADING" while it replays a large append-only file:
+    the embedded start waits for PONG, so the first requests do not find limits failing closed."""
+    import socket
+    import threading
+
+    from config.embedded.servers import _redis_ready
+
+    answers = [b"-LOADING Redis is loading the dataset in memory\r\n", b"+PONG\r\n"]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        for answer in answers:
+            client, _ = server.accept()
+            with client:
+                assert client.recv(64) == b"PING\r\n"
+                client.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert _redis_ready(port) is False  # listening, still loading
+        assert _redis_ready(port) is True
+    finally:
+        thread.join(timeout=5)
+        server.close()
+    assert _redis_ready(port) is False  # nothing listens any more

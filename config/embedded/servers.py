@@ -74,6 +74,17 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _redis_ready(port: int) -> bool:
+    """Redis answers PING: it listens as soon as it starts, but refuses commands ("LOADING")
+    while it replays its append-only file (~1 s for one that many benchmark runs grew)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def _alive(pid: int, name: str) -> bool:
     import psutil
 
@@ -335,7 +346,7 @@ def ensure_redis() -> str:
             start_new_session=True,
         )
         deadline = time.monotonic() + 15
-        while not _port_open(port):
+        while not _redis_ready(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"embedded Redis failed to start; see {root / 'redis.log'}")
             time.sleep(0.05)
