@@ -22,7 +22,7 @@ import httpx
 import orjson
 from django.conf import settings
 
-from completions.providers import hops
+from completions.providers import hops, http
 from config.common.background import spawn
 from config.common.errors import ApiError
 
@@ -282,8 +282,6 @@ class HttpProvider(Provider):
     async def send(self, call: Call, payload: dict) -> tuple[aiohttp.ClientResponse, float]:
         """The upstream's 2xx response (headers read, body not yet) and the ms it took to get
         it, or ApiError. The caller reads the body and must release or close the response."""
-        from completions.providers.http import session, timeout
-
         upstream = call.upstream
         if upstream is None:
             raise ApiError(400, f"The {self.name} provider is not configured.", param="model")
@@ -295,8 +293,12 @@ class HttpProvider(Provider):
         while True:
             retry_after = None
             try:
-                response = await session().post(
-                    url, data=content, headers=headers, timeout=timeout(), allow_redirects=False
+                response = await http.session().post(
+                    url,
+                    data=content,
+                    headers=headers,
+                    timeout=http.timeout(),
+                    allow_redirects=False,
                 )
             except TimeoutError as exc:
                 error = ApiError(
@@ -354,8 +356,6 @@ class HttpProvider(Provider):
 
     def send_sync(self, call: Call, payload: dict, *, timeout: float) -> dict:
         """Engram's own calls (Celery): one attempt per retry budget, the JSON answer."""
-        from completions.providers.http import sync_client
-
         upstream = call.upstream
         if upstream is None:
             raise ApiError(400, f"The {self.name} provider is not configured.", param="model")
@@ -363,7 +363,7 @@ class HttpProvider(Provider):
         while True:
             retry_after = None
             try:
-                response = sync_client().post(
+                response = http.sync_client().post(
                     self.endpoint(upstream),
                     content=dumps(payload),
                     headers=self.marked_headers(upstream),
