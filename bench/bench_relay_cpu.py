@@ -13,8 +13,9 @@ chunked body as uvicorn does. Kinds of stream: `mock` (bench_streams.py's chunks
 for usage), `usage` (the same, the client asked), `agent` (an agent's name written into each).
 
 CPU time on this shared 2-core machine moves by ±30 % from run to run; `--callgrind` counts the
-instructions the process executes (valgrind), the same whatever else runs: the difference of
-two runs that differ only in the number of streams relayed, divided by the frames relayed.
+instructions the event loop's thread executes (valgrind), the same whatever else runs: counted
+in the process between callgrind client requests (after a warm-up), divided by the frames
+relayed; `--keep PATH` keeps the profile for callgrind_annotate.
 Neither counts the sockets' system calls or aiohttp's parsing of the upstream's HTTP, which
 bench_streams.py's CPU figures include.
 """
