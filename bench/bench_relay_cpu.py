@@ -13,8 +13,9 @@ chunked body as uvicorn does. Kinds of stream: `mock` (bench_streams.py's chunks
 for usage), `usage` (the same, the client asked), `agent` (an agent's name written into each).
 
 CPU time on this shared 2-core machine moves by ±30 % from run to run; `--callgrind` counts the
-instructions the process executes (valgrind), the same whatever else runs: the difference of
-two runs that differ only in the number of streams relayed, divided by the frames relayed.
+instructions the event loop's thread executes (valgrind), the same whatever else runs: counted
+in the process between callgrind client requests (after a warm-up), divided by the frames
+relayed; `--keep PATH` keeps the profile for callgrind_annotate.
 Neither counts the sockets' system calls or aiohttp's parsing of the upstream's HTTP, which
 bench_streams.py's CPU figures include.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import json
 import os
@@ -158,9 +160,17 @@ def run(kind: str, repetitions: int) -> tuple[int, int]:
             await asyncio.sleep(0)
         await asyncio.gather(*tasks)
 
+    counting = os.environ.get("ENGRAM_BENCH_CALLGRIND_LIB")
+    client_requests = ctypes.CDLL(counting) if counting else None
+
     async def main() -> None:
-        for _ in range(repetitions):
+        for number in range(repetitions):
+            if client_requests is not None and number == 1:  # after one to warm up
+                client_requests.engram_zero()
+                sent[0] = sent[1] = 0
             await streams()
+        if client_requests is not None:
+            client_requests.engram_dump(b"counted repetitions")
 
     uvloop.run(main())
     return sent[0], sent[1]
@@ -176,7 +186,10 @@ def run(kind: str, repetitions: int) -> tuple[int, int]:
 WHOLE_AT_ONCE = 5  # requests at once: under callgrind each frame must still be its own read
 WHOLE_GAP = 0.15  # seconds between the mock's frames (each its own read even under callgrind)
 WHOLE_PIECES = (2, 12)  # streams of both lengths: the difference is the per-frame part
-WHOLE_ROUNDS = (2, 10)  # rounds of the two runs: the first rounds warm up (connections, imports)
+WHOLE_WARM = 3  # rounds before the count (connections, imports, caches), then
+WHOLE_COUNTED = 10  # rounds counted in the process itself (callgrind's client requests)
+WHOLE_SETTLE = 0.5  # seconds before the count starts and before it ends: the rounds' own
+# background work (finish_turn, the upstream's drain) inside the rounds that made it
 COMPLETION = {
     "id": "chatcmpl-mock",
     "object": "chat.completion",
@@ -235,7 +248,9 @@ def serve_mock(port: int) -> None:
 
 def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
     """(data frames, requests) of `rounds` x WHOLE_AT_ONCE requests through Engram's ASGI app
-    (`kind` stream or json), against the mock at OPENAI_BASE_URL with the key ENGRAM_BENCH_KEY."""
+    (`kind` stream or json), against the mock at OPENAI_BASE_URL with the key ENGRAM_BENCH_KEY.
+    Under callgrind (ENGRAM_BENCH_CALLGRIND_LIB: the client requests' library) the counters are
+    zeroed after the first WHOLE_WARM rounds and dumped after the rest, so only those count."""
     import uvloop
 
     sys.path.insert(0, str(ROOT))
@@ -300,9 +315,19 @@ def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
         await application(dict(scope), receive, send)
         counted["requests"] += 1
 
+    counting = os.environ.get("ENGRAM_BENCH_CALLGRIND_LIB")
+    client_requests = ctypes.CDLL(counting) if counting else None
+
     async def main() -> None:
-        for _ in range(rounds):
+        for number in range(rounds):
+            if client_requests is not None and number == WHOLE_WARM:
+                await asyncio.sleep(WHOLE_SETTLE)
+                client_requests.engram_zero()
+                counted["frames"] = counted["requests"] = 0
             await asyncio.gather(*(one() for _ in range(WHOLE_AT_ONCE)))
+        if client_requests is not None:
+            await asyncio.sleep(WHOLE_SETTLE)
+            client_requests.engram_dump(b"counted rounds")
         if refused:
             raise RuntimeError(f"Engram refused requests: {refused[:5]}")
 
@@ -346,23 +371,51 @@ def whole_env() -> dict:
     }
 
 
-def callgrind(inner: list[str], env: dict | None = None) -> tuple[int, list[str]]:
-    """(instructions, the inner run's printed figures) of a child run under callgrind."""
+# Callgrind's client requests (valgrind/callgrind.h's macros), for Python through ctypes: start
+# counting from zero, dump the counts. Outside valgrind they do nothing.
+CLIENT_REQUESTS = """#include <valgrind/callgrind.h>
+void engram_zero(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_ZERO_STATS; }
+void engram_dump(const char *why) { CALLGRIND_DUMP_STATS_AT(why); }
+"""
+
+
+def callgrind(
+    inner: list[str], env: dict | None = None, *, in_process: bool = False, keep: str = ""
+) -> tuple[int, list[str]]:
+    """(instructions, the inner run's printed figures) of a child run under callgrind: all of
+    the run's, or (`in_process`) those between its own zero and dump. `keep`: a path to copy
+    the counted profile to (for callgrind_annotate)."""
     with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "callgrind.out"
+        if in_process:
+            source = Path(folder) / "client_requests.c"
+            source.write_text(CLIENT_REQUESTS)
+            library = Path(folder) / "client_requests.so"
+            subprocess.run(["cc", "-shared", "-fPIC", "-o", library, source], check=True)
+            env = {**(env or os.environ), "ENGRAM_BENCH_CALLGRIND_LIB": str(library)}
+        # In the process: the event loop's thread only (--separate-threads; its dump is
+        # callgrind.out.1-01). The other threads' work in the counted rounds belongs to no
+        # request: the imports of a loader thread started during the warm-up rounds (~40M
+        # instructions, slow under valgrind) and OpenBLAS's spinning threads (~29M) made half
+        # of what was counted, by the clock.
+        threads = ["--separate-threads=yes"] if in_process else []
         result = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={Path(folder) / 'callgrind.out'}",
-                sys.executable,
-                __file__,
-                *inner,
-            ],
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *threads]
+            # Not instrumented until the count starts: Django's set-up and the warm-up run
+            # ~10x faster (minutes under full instrumentation).
+            + (["--instr-atstart=no"] if in_process else [])
+            + [sys.executable, __file__, *inner],
             capture_output=True,
             text=True,
             env=env,
         )
-    found = re.search(r"Collected : (\d+)", result.stderr)
+        found = re.search(r"Collected : (\d+)", result.stderr)
+        if in_process:  # the dump the run asked for, of its main thread
+            dumped = Path(f"{out}.1-01")
+            text = dumped.read_text() if dumped.exists() else ""
+            found = re.search(r"^summary: (\d+)", text, re.M)
+            if keep and found:
+                Path(keep).write_text(text)
     if result.returncode != 0 or not found:
         raise RuntimeError(f"callgrind run failed:\n{result.stderr[-2000:]}")
     return int(found.group(1)), result.stdout.split()
@@ -390,21 +443,25 @@ def whole(args) -> None:
             return
         if not args.callgrind:
             raise SystemExit("--whole counts with --callgrind (or --profile N)")
-        # Two runs per kind, 2 and 10 rounds (the difference: 40 requests), `--workers` at a
-        # time (callgrind uses one core each).
+        # One run per kind: WHOLE_WARM rounds, then WHOLE_COUNTED rounds counted in the
+        # process (the difference of two runs' totals swung by ±1M a request under load: the
+        # start-up, the warm-up and the exit were counted too). `--workers` runs at a time
+        # (callgrind uses one core each).
+        rounds = str(WHOLE_WARM + WHOLE_COUNTED)
         with ThreadPoolExecutor(args.workers) as pool:
             counted = {
-                (kind, pieces, rounds): pool.submit(
-                    callgrind, ["--inner-whole", kind, str(rounds), str(pieces)], env
+                (kind, pieces): pool.submit(
+                    callgrind,
+                    ["--inner-whole", kind, rounds, str(pieces)],
+                    env,
+                    in_process=True,
+                    keep=f"{args.keep}.{kind}-{pieces}" if args.keep else "",
                 )
                 for kind, pieces in runs
-                for rounds in WHOLE_ROUNDS
             }
             for kind, pieces in runs:
-                base, _ = counted[kind, pieces, WHOLE_ROUNDS[0]].result()
-                more, figures = counted[kind, pieces, WHOLE_ROUNDS[1]].result()
-                requests = int(figures[1]) * (1 - WHOLE_ROUNDS[0] / WHOLE_ROUNDS[1])
-                per = per_request[kind, pieces] = (more - base) / requests
+                instructions, figures = counted[kind, pieces].result()
+                per = per_request[kind, pieces] = instructions / int(figures[1])
                 what = f"a stream of {pieces} pieces" if kind == "stream" else "a JSON answer"
                 print(f"  {what:<24} user-space instructions per request: {per:,.0f}")
         if len(per_request) == 3:
@@ -438,6 +495,7 @@ def main() -> None:
     parser.add_argument("--whole", action="store_true", help="whole requests, not only frames")
     parser.add_argument("--profile", type=int, help="--whole: cProfile's top N functions")
     parser.add_argument("--workers", type=int, default=2, help="--whole: callgrind runs at once")
+    parser.add_argument("--keep", help="--callgrind: keep the counted profiles as KEEP.*")
     parser.add_argument("--inner", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--inner-whole", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
@@ -460,10 +518,10 @@ def main() -> None:
         return
     print(f"{STREAMS} streams at once, {PIECES} pieces each")
     for kind in args.kinds.split(","):
-        if args.callgrind:
-            base, _ = callgrind(["--inner", kind, "1"])
-            more, figures = callgrind(["--inner", kind, "3"])
-            per = (more - base) / (int(figures[0]) * 2 / 3)
+        if args.callgrind:  # the last two of three repetitions, counted in the process
+            keep = f"{args.keep}.{kind}" if args.keep else ""
+            counted, figures = callgrind(["--inner", kind, "3"], in_process=True, keep=keep)
+            per = counted / int(figures[0])
             print(f"  {kind:<7} user-space instructions per relayed frame: {per:,.0f}")
             continue
         run(kind, 3)  # warm

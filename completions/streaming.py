@@ -202,9 +202,10 @@ def _without_usage(raw: bytes) -> bytes | None:
     87,623 per relayed frame, bench_relay_cpu.py --callgrind; 108,472 writing it anew)."""
     if raw.count(b'"usage"') != 1:
         return None
-    for member in _NULL_USAGE:
-        if member in raw:
-            return raw.replace(member, b"", 1)
+    for member in _NULL_USAGE:  # replaced if there (`member in raw` costs ~2,400: base._CR)
+        stripped = raw.replace(member, b"", 1)
+        if len(stripped) != len(raw):
+            return stripped
     return None
 
 

@@ -11,10 +11,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from completions.conf import Conf
 
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()
@@ -44,11 +49,18 @@ def session() -> aiohttp.ClientSession:
     return pooled
 
 
+_conf: Callable[[], Conf] | None = None  # completions.conf.conf, once loaded
+
+
 def timeout(*, read: float | None = None) -> aiohttp.ClientTimeout:
     """Connect, then each read: ENGRAM_UPSTREAM_CONNECT_TIMEOUT / ENGRAM_UPSTREAM_TIMEOUT."""
-    from completions.conf import conf
+    global _conf
+    if _conf is None:  # completions.conf imports providers.base, which imports this module;
+        # an import statement run per request cost ~7,000 instructions (callgrind)
+        from completions.conf import conf
 
-    configured = conf().timeout
+        _conf = conf
+    configured = _conf().timeout
     if read is None:
         return configured
     return aiohttp.ClientTimeout(sock_connect=configured.sock_connect, sock_read=read)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from completions.conf import conf
 from completions.providers.anthropic import AnthropicProvider
 from completions.providers.base import Provider, Upstream
 from completions.providers.local import LocalProvider
@@ -45,8 +46,6 @@ class Route:
 
 def env_upstream(provider: str) -> Upstream | None:
     """The deployment-wide upstream for a provider, from the environment (None: unconfigured)."""
-    from completions.conf import conf
-
     return conf().upstreams.get(provider)
 
 

@@ -57,15 +57,24 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite
 # a 10 KB conversation (measured on this 2-core machine, loaded). Whatever it refuses — NaN,
 # 1e400, a lone surrogate, a BOM, another encoding, nesting past 1024 — goes to the stdlib
 # decoder above, which gives the error (or the value) exactly as before. An integer of 19+
-# digits goes there first: orjson would make it a float, the stdlib keeps it an int.
-_LONG_INTEGER = re.compile(rb"\d{19}")
+# digits goes there first: orjson would make it a float, the stdlib keeps it an int. Found by
+# mapping every digit to 0 and anything else to x, then looking for 19 zeros: the regular
+# expression rb"\d{19}" this replaces tries every position (87.7 against 5.9 us for a 12 KB
+# chat body, 1.05 against 0.18 us for a short one; ~7,700 instructions of a short request).
+_DIGITS_AS_ZEROS = bytes(48 if 48 <= byte <= 57 else 120 for byte in range(256))
+_NINETEEN_DIGITS = b"0" * 19
+
+
+def _long_integer(raw: bytes) -> bool:
+    """Whether `raw` has 19 digits in a row (what re.search(rb"\d{19}", raw) finds)."""
+    return raw.translate(_DIGITS_AS_ZEROS).find(_NINETEEN_DIGITS) != -1
 
 
 def loads(raw: bytes | str, *, param: str = "") -> object:
     """Any JSON value, checked as the module docstring says; `param` names a JSON text that
     arrived as one field (a multipart form's `metadata`)."""
     try:
-        if isinstance(raw, str) or _LONG_INTEGER.search(raw):
+        if isinstance(raw, str) or _long_integer(raw):
             raise ValueError("the stdlib decides")
         value = orjson.loads(raw)
     except ValueError:  # orjson.JSONDecodeError is one
