@@ -218,17 +218,13 @@ def _finish(
     # The conversation read again (its summary and title may have moved since prepare_turn),
     # and whether its session is still there in the same statement: the answer goes to a
     # session deleted meanwhile without one, as before. One query less a turn.
-    session = None
-    conversation: Conversation
+    conversations = Conversation.objects.all()
     if state.session is not None:
-        annotated = Conversation.objects.annotate(
+        conversations = conversations.annotate(
             session_kept=Exists(Session.objects.filter(pk=state.session.pk))
-        ).get(pk=state.conversation_pk)
-        if annotated.session_kept:
-            session = state.session
-        conversation = annotated
-    else:
-        conversation = Conversation.objects.get(pk=state.conversation_pk)
+        )
+    conversation = conversations.get(pk=state.conversation_pk)
+    session = state.session if getattr(conversation, "session_kept", False) else None
     with transaction.atomic():
         relaxed_commit()
         if on_stored is not None:  # registered first, so it runs before the jobs' sends
