@@ -347,11 +347,15 @@ def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
     return counted["frames"], counted["requests"]
 
 
-def whole_env() -> dict:
-    """A workspace key on the embedded database, a mock upstream; the inner runs' variables."""
-    from bench.bench_gateway import make_workspace_key
+def whole_env(*, limited: bool = False) -> dict:
+    """A workspace key on the embedded database, a mock upstream; the inner runs' variables.
+    `limited`: the key of bench_gateway's limited path (rpm, tpm, concurrency and a budget on
+    its workspace and itself, none reached)."""
+    from bench.bench_gateway import make_limited_key, make_workspace_key
 
     key = make_workspace_key()  # also sets DATABASE_URL / REDIS_URL (the embedded servers)
+    if limited:
+        key = make_limited_key()
     metrics = tempfile.mkdtemp(prefix="engram-bench-metrics-")
     return {
         **os.environ,
@@ -426,7 +430,7 @@ def whole(args) -> None:
 
     from bench.bench_gateway import free_port, wait_port
 
-    env = whole_env()
+    env = whole_env(limited=args.limited)
     port = free_port()
     env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
     mock = subprocess.Popen(
@@ -435,6 +439,8 @@ def whole(args) -> None:
     try:
         wait_port(port, mock)
         print(f"whole requests, {WHOLE_AT_ONCE} at once, the mock's frames {WHOLE_GAP:g} s apart")
+        if args.limited:
+            print("  with bench_gateway's limited key (limits and budgets on, none reached)")
         per_request: dict[tuple[str, int], float] = {}
         runs = [("stream", p) for p in WHOLE_PIECES] + [("json", 16)]
         if args.profile:
@@ -496,6 +502,7 @@ def main() -> None:
     parser.add_argument("--profile", type=int, help="--whole: cProfile's top N functions")
     parser.add_argument("--workers", type=int, default=2, help="--whole: callgrind runs at once")
     parser.add_argument("--keep", help="--callgrind: keep the counted profiles as KEEP.*")
+    parser.add_argument("--limited", action="store_true", help="--whole: a key with limits")
     parser.add_argument("--inner", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--inner-whole", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)

@@ -4,6 +4,7 @@ replies that leave the connection usable, a Redis that is gone, and replies cut 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis
@@ -76,6 +77,28 @@ def test_an_error_reply_is_raised_and_the_connection_kept(pool):
 
     assert asyncio.run(calls()) == b"PONG"
     assert pool.open == 1 and len(pool.idle) == 1
+
+
+def test_waits_longer_than_the_in_line_one_and_writes_larger_than_the_socket_buffer(pool):
+    """A reply that comes after INLINE_WAIT (the kernel's receive timeout ends, the clock says
+    wait on) is still read, a silent one fails at the call's deadline, and a command larger
+    than the socket's buffer goes out whole while Redis drains it."""
+    large = "x" * (8 * 2**20)
+
+    async def calls():
+        started = time.monotonic()
+        late = await pool.call("BLPOP", "inline:test:never", "0.05", timeout=1)
+        waited = time.monotonic() - started
+        with pytest.raises(TimeoutError):
+            await pool.call("BLPOP", "inline:test:never", "5", timeout=0.2)
+        stored = await pool.call("SET", "inline:test:large", large, timeout=5)
+        length = await pool.call("STRLEN", "inline:test:large", timeout=1)
+        await pool.call("DEL", "inline:test:large", timeout=1)
+        return late, waited, stored, length
+
+    late, waited, stored, length = asyncio.run(calls())
+    assert late is None and waited >= 0.05
+    assert stored == b"OK" and length == len(large)
 
 
 def test_a_redis_that_is_gone_fails_fast_and_frees_its_slot():

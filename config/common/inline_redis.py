@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import select
 import socket
 import ssl
+import struct
 import threading
 import time
 import weakref
@@ -65,6 +68,14 @@ class _Connection:
         self.sock = sock
         self.buffer = bytearray()
         self.timeout: float | None = None
+        # A plain socket (not TLS) is blocking, its waits bounded by the kernel's own receive
+        # timeout (SO_RCVTIMEO): a round trip is two system calls, a send and a receive.
+        # Python's timeout mode made it six (FIONBIO each time the timeout changed, and a poll
+        # before each send and receive): a PING round trip 42.8 µs of CPU.
+        self.kernel_timed = not isinstance(sock, ssl.SSLSocket)
+        self.receive_ms = 0  # SO_RCVTIMEO as last set (0: none, the kernel's "forever")
+        if self.kernel_timed:
+            sock.settimeout(None)
         try:
             if options.get("password"):
                 user = [options["username"]] if options.get("username") else []
@@ -82,8 +93,21 @@ class _Connection:
 
     def send(self, command: bytes, deadline: float) -> None:
         """Write `command`, blocking at most until `deadline` (a full socket buffer)."""
-        self._wait_at_most(max(deadline - time.monotonic(), 0.001))
-        self.sock.sendall(command)
+        if not self.kernel_timed:
+            self._wait_at_most(max(deadline - time.monotonic(), 0.001))
+            self.sock.sendall(command)
+            return
+        try:  # the usual case: the buffer has room, one system call
+            sent = self.sock.send(command, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        rest = memoryview(command)[sent:]
+        while rest:  # a full buffer: wait until it drains, or the deadline
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [self.sock], [], left)[1]:
+                raise TimeoutError("redis send")
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                rest = rest[self.sock.send(rest, socket.MSG_DONTWAIT) :]
 
     def read(self, deadline: float, wait: float) -> object:
         """The next reply (an error reply as a redis.ResponseError value); TimeoutError when
@@ -101,8 +125,15 @@ class _Connection:
             left = until - time.monotonic()
             if left <= 0:
                 raise TimeoutError("redis reply")
-            self._wait_at_most(left)
-            data = self.sock.recv(65536)  # TimeoutError (socket.timeout) when none came
+            if self.kernel_timed:
+                self._receive_within(left)
+                try:
+                    data = self.sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue  # the kernel's wait is over (or a signal): the clock decides
+            else:
+                self._wait_at_most(left)
+                data = self.sock.recv(65536)  # TimeoutError (socket.timeout) when none came
             if not data:
                 raise ConnectionResetError("redis closed the connection")
             self.buffer += data
@@ -110,9 +141,12 @@ class _Connection:
     def take_ready(self, replies: list, count: int) -> None:
         """Without blocking: receive what has come and add the complete replies to `replies`
         (up to `count`)."""
-        self._wait_at_most(0.0)
         try:
-            data = self.sock.recv(65536)
+            if self.kernel_timed:
+                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            else:
+                self._wait_at_most(0.0)
+                data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             data = None
         else:
@@ -128,9 +162,23 @@ class _Connection:
             replies.append(value)
 
     def _wait_at_most(self, seconds: float) -> None:
+        """TLS: Python's timeout on the socket."""
         if self.timeout != seconds:
             self.sock.settimeout(seconds)
             self.timeout = seconds
+
+    def _receive_within(self, seconds: float) -> None:
+        """A plain socket: the kernel's receive timeout, in whole milliseconds rounded up (so
+        the in-line wait's is the same call after call, set once)."""
+        ms = max(1, math.ceil(seconds * 1000))
+        if ms != self.receive_ms:
+            seconds_part, ms_part = divmod(ms, 1000)
+            self.sock.setsockopt(
+                socket.SOL_SOCKET,
+                socket.SO_RCVTIMEO,
+                struct.pack("@ll", seconds_part, ms_part * 1000),
+            )
+            self.receive_ms = ms
 
     def close(self) -> None:
         self.sock.close()
