@@ -4,6 +4,7 @@ replies that leave the connection usable, a Redis that is gone, and replies cut 
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 
 import pytest
@@ -121,42 +122,6 @@ def test_a_reply_cut_anywhere_is_incomplete_until_whole(cut):
     assert inline_redis._parse(bytearray(whole), 0) == ([1, b"two", [None]], len(whole))
 
 
-def test_calls_of_one_loop_turn_share_one_write(pool, monkeypatch):
-    """send_in_turn: the commands queued in one turn go out as one batch, each callback gets
-    its own reply (an error reply to its own callback only); a later turn is a batch of its
-    own."""
-    batches = []
-    real_call_many = pool.call_many
-
-    async def counted(commands, **kwargs):
-        batches.append(len(commands))
-        return await real_call_many(commands, **kwargs)
-
-    monkeypatch.setattr(pool, "call_many", counted)
-
-    async def replies_of(commands: list[tuple[str, ...]]) -> list:
-        got: dict[int, object] = {}
-        for n, args in enumerate(commands):
-            pool.send_in_turn(args, timeout=1, then=lambda reply, n=n: got.__setitem__(n, reply))
-        while len(got) < len(commands):
-            await asyncio.sleep(0.005)
-        return [got[n] for n in range(len(commands))]
-
-    async def calls():
-        results = await replies_of(
-            [*(("INCRBY", "inline:test:turn", "1") for _ in range(9)), ("EVALSHA", "0" * 40, "0")]
-        )
-        (later,) = await replies_of([("PING",)])
-        return results, later
-
-    results, later = asyncio.run(calls())
-    counts = results[:9]
-    assert sorted(counts) == list(range(counts[0], counts[0] + 9))  # nine distinct increments
-    assert isinstance(results[9], redis.ResponseError) and "NOSCRIPT" in str(results[9])
-    assert later == b"PONG"
-    assert batches == [10, 1]
-
-
 def test_a_refused_handshake_closes_its_socket_and_frees_its_slot(pool):
     """AUTH refused (this Redis has no password): the caller gets the error, the socket is
     closed and the pool's slot is free again."""
@@ -178,36 +143,87 @@ def test_a_refused_handshake_closes_its_socket_and_frees_its_slot(pool):
     assert opened and opened[0].sock.fileno() == -1  # closed
 
 
-def test_send_in_turn_hands_each_reply_to_its_callback(pool):
-    """send_in_turn: no future, no task per command — the turn's commands go out together and
-    each callback gets its own reply (an error reply as a value), or what failed the batch."""
-    got: list = []
+async def _until(condition, seconds: float = 2.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
 
-    async def sends():
-        for n in range(3):
-            pool.send_in_turn(("ECHO", f"m{n}"), timeout=1, then=got.append)
-        pool.send_in_turn(("EVALSHA", "0" * 40, "0"), timeout=1, then=got.append)
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if len(got) == 4:
-                return
 
-    asyncio.run(sends())
-    assert got[:3] == [b"m0", b"m1", b"m2"]
-    assert isinstance(got[3], redis.ResponseError) and "NOSCRIPT" in str(got[3])
+def test_posts_of_one_loop_turn_share_one_write_and_redis_answers_none(pool, monkeypatch):
+    """post_in_turn: the commands queued in one turn go out as one write (the first batch on
+    a thread, which opens the posting connection; later ones in line), every one lands, and
+    Redis sends nothing back on that connection (CLIENT REPLY OFF): nothing to read."""
+    writes: list[int] = []
+    real_post = inline_redis._Connection.post
 
-    gone = inline_redis.Pool("redis://127.0.0.1:1/0")
+    def counted(self, data: bytes) -> None:
+        writes.append(data.count(b"INCRBY"))
+        real_post(self, data)
+
+    monkeypatch.setattr(inline_redis._Connection, "post", counted)
+    store = redis.Redis.from_url(settings.REDIS_URL)
+    store.delete("inline:test:posted")
+    failed: list = []
+
+    def incr() -> bytes:
+        return inline_redis.encoded(
+            3, *map(inline_redis.bulk, ("INCRBY", "inline:test:posted", "1"))
+        )
+
+    async def posts():
+        for _ in range(9):
+            pool.post_in_turn(incr(), failed=failed.append)
+        await _until(lambda: store.get("inline:test:posted") == b"9")
+        pool.post_in_turn(incr(), failed=failed.append)
+        await _until(lambda: store.get("inline:test:posted") == b"10")
+        await asyncio.sleep(0.05)
+        return select.select([pool.posting.sock], [], [], 0)[0]
+
+    readable = asyncio.run(posts())
+    assert store.get("inline:test:posted") == b"10"
+    assert writes == [9, 1] and failed == []
+    assert readable == []  # no reply came back
+    store.close()
+
+
+def test_a_post_after_redis_closed_the_connection_lands_on_a_new_one(pool):
+    """Redis closed the posting connection (a restart, a CLIENT KILL): the next batch finds it
+    closed before writing, opens another and lands; nothing goes into the dead one unseen."""
+    store = redis.Redis.from_url(settings.REDIS_URL)
+    store.delete("inline:test:reopened")
+    failed: list = []
+    command = inline_redis.encoded(2, *map(inline_redis.bulk, ("INCR", "inline:test:reopened")))
+
+    async def posts():
+        pool.post_in_turn(command, failed=failed.append)
+        await _until(lambda: store.get("inline:test:reopened") == b"1")
+        first = pool.posting
+        host, port = first.sock.getsockname()[:2]
+        store.client_kill(f"{host}:{port}")
+        await asyncio.sleep(0.05)
+        pool.post_in_turn(command, failed=failed.append)
+        await _until(lambda: store.get("inline:test:reopened") == b"2")
+        return first
+
+    first = asyncio.run(posts())
+    assert store.get("inline:test:reopened") == b"2" and failed == []
+    assert pool.posting is not first and first.sock.fileno() == -1
+    store.close()
+
+
+def test_a_post_that_cannot_be_sent_calls_its_failed():
+    gone = inline_redis.Pool("redis://127.0.0.1:1/0")  # nothing listens on port 1
     failed: list = []
 
     async def lost():
-        gone.send_in_turn(("PING",), timeout=0.5, then=failed.append)
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if failed:
-                return
+        gone.post_in_turn(b"*1\r\n$4\r\nPING\r\n", failed=failed.append)
+        gone.post_in_turn(b"*1\r\n$4\r\nPING\r\n", failed=failed.append)
+        await _until(lambda: len(failed) == 2)
 
     asyncio.run(lost())
-    assert len(failed) == 1 and isinstance(failed[0], inline_redis.FAILURES)
+    assert len(failed) == 2 and all(isinstance(f, inline_redis.FAILURES) for f in failed)
+    assert gone.posting is None
 
 
 def test_a_batch_of_a_loop_closed_before_it_ran_does_not_linger(pool):
@@ -218,45 +234,13 @@ def test_a_batch_of_a_loop_closed_before_it_ran_does_not_linger(pool):
     loop = asyncio.new_event_loop()
 
     def queue_one_then_stop() -> None:
-        pool.send_in_turn(("PING",), timeout=1, then=lambda reply: None)
+        pool.post_in_turn(b"*1\r\n$4\r\nPING\r\n", failed=lambda exc: None)
         asyncio.get_running_loop().stop()  # ends with this turn: the batch never goes out
 
     loop.call_soon(queue_one_then_stop)
     loop.run_forever()
-    assert len(pool.batches) == 1
+    assert len(pool.posts) == 1
     loop.close()
     del loop
     gc.collect()
-    assert len(pool.batches) == 0
-
-
-def test_a_batch_is_read_by_the_loop_and_a_silent_redis_times_out(pool, monkeypatch):
-    """The turn's batch (replies nobody waits for) is read by the loop's reader, neither in line
-    (the loop held while Redis runs the batch) nor on a thread; a reply that never comes fails
-    its callback at the deadline and closes the connection."""
-    threaded: list = []
-    real_slow = inline_redis._slow
-
-    class Recording:
-        def submit(self, fn, *args):
-            threaded.append(fn)
-            return real_slow.submit(fn, *args)
-
-    got: list = []
-    ticks = 0
-
-    async def run() -> None:
-        nonlocal ticks
-        await pool.call("PING", timeout=1)  # a connection open and idle before the batch
-        monkeypatch.setattr(inline_redis, "_slow", Recording())
-        pool.send_in_turn(("BLPOP", "inline:test:never", "5"), timeout=0.3, then=got.append)
-        pool.send_in_turn(("ECHO", "after"), timeout=0.3, then=got.append)
-        while len(got) < 2:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    asyncio.run(run())
-    assert all(isinstance(reply, TimeoutError) for reply in got)  # one batch, one deadline
-    assert threaded == []
-    assert ticks >= 10  # ~30 turns in 0.3 s: the loop ran on meanwhile
-    assert pool.open == 0 and not pool.idle  # the connection whose reply never came is gone
+    assert len(pool.posts) == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import select
 import socket
@@ -39,6 +40,7 @@ from redis.asyncio.connection import parse_url
 
 INLINE_WAIT = 0.001  # s: the longest the event loop waits for a reply without yielding
 MAX_CONNECTIONS = 16
+POST_WAIT = 0.5  # s: the longest a post's connect or send waits (on a thread)
 # What a call can fail with: the server's errors, the network's (timeouts included), a reply
 # garbled.
 FAILURES = (redis.RedisError, OSError, ValueError)
@@ -49,6 +51,10 @@ _slow = ThreadPoolExecutor(max_workers=MAX_CONNECTIONS, thread_name_prefix="redi
 
 class _Incomplete(Exception):
     pass
+
+
+class _MustOpen(Exception):
+    """The posting connection has to be opened first: not on the event loop's thread."""
 
 
 class _Connection:
@@ -109,6 +115,27 @@ class _Connection:
             with contextlib.suppress(BlockingIOError, InterruptedError):
                 rest = rest[self.sock.send(rest, socket.MSG_DONTWAIT) :]
 
+    def post(self, data: bytes) -> None:
+        """Write `data` whole without waiting (a connection Redis sends no replies on). A
+        socket buffer too full to take it means Redis is not reading: BlockingIOError, and the
+        connection (holding part of a command) must be closed."""
+        if not self.kernel_timed:  # TLS: the send's own wait, bounded
+            self.send(data, time.monotonic() + POST_WAIT)
+        elif self.sock.send(data, socket.MSG_DONTWAIT) < len(data):
+            raise BlockingIOError("redis is not reading: the socket buffer is full")
+
+    def alive(self) -> bool:
+        """Not closed by Redis (nothing to read on a connection that gets no replies: an end
+        of file or an error is all a peek can find)."""
+        if not self.kernel_timed:
+            return True  # TLS: found out by the send
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+
     def read(self, deadline: float, wait: float) -> object:
         """The next reply (an error reply as a redis.ResponseError value); TimeoutError when
         none has come within `wait` (the bytes read so far are kept for the next `read`)."""
@@ -137,29 +164,6 @@ class _Connection:
             if not data:
                 raise ConnectionResetError("redis closed the connection")
             self.buffer += data
-
-    def take_ready(self, replies: list, count: int) -> None:
-        """Without blocking: receive what has come and add the complete replies to `replies`
-        (up to `count`)."""
-        try:
-            if self.kernel_timed:
-                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
-            else:
-                self._wait_at_most(0.0)
-                data = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            data = None
-        else:
-            if not data:
-                raise ConnectionResetError("redis closed the connection")
-            self.buffer += data
-        while len(replies) < count and self.buffer:
-            try:
-                value, end = _parse(self.buffer, 0)
-            except _Incomplete:
-                return
-            del self.buffer[:end]
-            replies.append(value)
 
     def _wait_at_most(self, seconds: float) -> None:
         """TLS: Python's timeout on the socket."""
@@ -193,11 +197,13 @@ class Pool:
         self.idle: list[_Connection] = []
         self.open = 0
         self.lock = threading.Lock()
-        # Weak: a batch whose loop closed before its call_soon ran (tests) goes with the loop.
-        self.batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list] = (
+        # This turn's posts, per loop. Weak: a batch whose loop closed before its call_soon ran
+        # (tests) goes with the loop.
+        self.posts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list] = (
             weakref.WeakKeyDictionary()
         )
-        self.sending: set[asyncio.Task] = set()
+        self.posting: _Connection | None = None  # CLIENT REPLY OFF: see post_in_turn
+        self.posting_lock = threading.Lock()  # one writer at a time on it
 
     def _take(self) -> _Connection | None:
         with self.lock:
@@ -268,13 +274,10 @@ class Pool:
         (reply,) = await self.call_many([_command(args)], timeout=timeout)
         return _raised(reply)
 
-    async def call_many(
-        self, commands: list[Command], *, timeout: float, inline: bool = True
-    ) -> list:
+    async def call_many(self, commands: list[Command], *, timeout: float) -> list:
         """The replies of several commands sent with one write (error replies as
         redis.ResponseError values): in line when they come within INLINE_WAIT, else read on
-        a thread. `inline=False`: read when the event loop sees them come, never blocking it
-        (replies nobody is waiting for)."""
+        a thread."""
         deadline = time.monotonic() + timeout
         connection = self._take()
         loop = asyncio.get_running_loop()
@@ -286,8 +289,6 @@ class Pool:
                 connecting.add_done_callback(self._keep)
                 raise
         self._send(connection, commands, deadline)
-        if not inline and not isinstance(connection.sock, ssl.SSLSocket):
-            return await self._read_by_loop(loop, connection, len(commands), deadline)
         replies: list = []
         try:
             return self._finish(
@@ -301,82 +302,69 @@ class Pool:
             _slow, self._finish, connection, replies, len(commands), deadline, timeout
         )
 
-    def _read_by_loop(
-        self, loop: asyncio.AbstractEventLoop, connection: _Connection, count: int, deadline: float
-    ) -> asyncio.Future:
-        """`count` replies, read by the loop's reader callback as they come. A caller that
-        leaves meanwhile does not stop it: the replies are read and dropped, and the connection
-        goes back to the pool (or is closed on a failure or at the deadline)."""
-        future = loop.create_future()
-        replies: list = []
-        fd = connection.sock.fileno()
-        ended = False
-
-        def end(error: BaseException | None) -> None:
-            nonlocal ended
-            if ended:
-                return
-            ended = True
-            loop.remove_reader(fd)
-            timer.cancel()
-            if error is None:
-                self._give_back(connection)
-            else:
-                self._drop(connection)
-            if not future.done():
-                if error is None:
-                    future.set_result(replies)
-                else:
-                    future.set_exception(error)
-
-        def readable() -> None:
-            try:
-                connection.take_ready(replies, count)
-            except Exception as exc:  # FAILURES, and a garbled reply's
-                end(exc)
-                return
-            if len(replies) >= count:
-                end(None)
-
-        timer = loop.call_later(
-            max(deadline - time.monotonic(), 0.0), end, TimeoutError("redis reply")
-        )
-        loop.add_reader(fd, readable)
-        return future
-
-    def send_in_turn(
-        self, args: Command, *, timeout: float, then: Callable[[object], None]
-    ) -> None:
-        """For replies no response waits on (a limits settle after the answer): queue one
-        command for this loop turn's batch and return at once. The commands of one turn share
-        one write, on the next turn — a burst of 16 answers settles in one round trip. `then`
-        gets its reply, an error reply as a redis.ResponseError value, or the exception that
-        failed the batch (one of FAILURES). No task or future per command: a settle cost ~15 µs
-        more as a task of its own awaiting a future."""
+    def post_in_turn(self, command: bytes, *, failed: Callable[[BaseException], None]) -> None:
+        """For a command whose reply nobody needs (a limits settle, after the answer): queue it
+        for this loop turn's one write on the pool's posting connection, on which Redis sends
+        no replies (CLIENT REPLY OFF). Nothing reads, waits or wakes up for it: a settle is its
+        share of one send. With replies (a task, a future, a reader and a timer per batch, and
+        the wake-up to read them) a settle cost ~55 µs of CPU. `failed` gets the exception
+        when the command could not be sent (one of FAILURES); one that was sent is not
+        confirmed, so `command` must not need its reply (a script sent whole, EVAL, cannot
+        meet a NOSCRIPT)."""
         loop = asyncio.get_running_loop()
-        batch = self.batches.get(loop)
+        batch = self.posts.get(loop)
         if batch is None:
-            batch = self.batches[loop] = []
-            loop.call_soon(self._send_batch, loop, timeout)
-        batch.append((args, then))
+            batch = self.posts[loop] = []
+            loop.call_soon(self._post_batch, loop)
+        batch.append((command, failed))
 
-    def _send_batch(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        task = loop.create_task(self._run_batch(self.batches.pop(loop), timeout))
-        self.sending.add(task)
-        task.add_done_callback(self.sending.discard)
+    def _post_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self.posts.pop(loop)
+        data = b"".join(command for command, _ in batch)
+        # In line when the posting connection is open, alive and free; else (to be opened, or
+        # a thread still on it) on a thread, which may wait: connecting takes up to POST_WAIT.
+        if self.posting_lock.acquire(blocking=False):
+            try:
+                self._post(data, may_open=False)
+                return
+            except _MustOpen:
+                pass
+            except FAILURES as exc:
+                _failed(batch, exc)
+                return
+            finally:
+                self.posting_lock.release()
+        sent = loop.run_in_executor(_slow, self._post_locked, data)
+        sent.add_done_callback(functools.partial(_failed_if, batch))
 
-    async def _run_batch(self, batch: list, timeout: float) -> None:
+    def _post_locked(self, data: bytes) -> None:
+        with self.posting_lock:
+            self._post(data, may_open=True)
+
+    def _post(self, data: bytes, *, may_open: bool) -> None:
+        """Under posting_lock: send on the posting connection, opened first if it is not open
+        or Redis has closed it (a restart: checked before each batch, so no batch goes into a
+        closed connection unseen); _MustOpen when that is needed and not `may_open`. A failure
+        closes it (the next batch opens another)."""
+        if self.posting is not None and not self.posting.alive():
+            self.posting.close()
+            self.posting = None
+        if self.posting is None:
+            if not may_open:
+                raise _MustOpen
+            connection = _Connection(self.options, POST_WAIT)
+            try:
+                connection.send(_encode(("CLIENT", "REPLY", "OFF")), time.monotonic() + POST_WAIT)
+            except BaseException:
+                connection.close()
+                raise
+            self.posting = connection
         try:
-            # Read when they come, not in line: nobody waits for these replies, and in line the
-            # loop sat blocked while Redis ran the whole batch (a settle script is ~20 µs).
-            replies = await self.call_many(
-                [args for args, _ in batch], timeout=timeout, inline=False
-            )
-        except FAILURES as exc:
-            replies = [exc] * len(batch)
-        for (_, then), reply in zip(batch, replies, strict=True):
-            with contextlib.suppress(asyncio.InvalidStateError):  # its caller was cancelled
-                then(reply)
+            self.posting.post(data)
+        except BaseException:
+            self.posting.close()
+            self.posting = None
+            raise
 
     def call_sync(self, *args: str | bytes, timeout: float) -> object:
         """As `call`, for sync callers (a thread may block)."""
@@ -392,6 +380,10 @@ class Pool:
             self.open -= len(idle)
         for connection in idle:
             connection.close()
+        with self.posting_lock:
+            if self.posting is not None:
+                self.posting.close()
+                self.posting = None
 
 
 _pools: dict[str, Pool] = {}
@@ -406,6 +398,19 @@ def pool(url: str) -> Pool:
             if found is None:
                 found = _pools[url] = Pool(url)
     return found
+
+
+def _failed(batch: list, error: BaseException) -> None:
+    for _, failed in batch:
+        failed(error)
+
+
+def _failed_if(batch: list, sent: asyncio.Future) -> None:
+    if sent.cancelled():  # the loop closed first: the batch's fate is unknown
+        return
+    error = sent.exception()
+    if error is not None:
+        _failed(batch, error)
 
 
 def _raised(reply: object) -> object:
