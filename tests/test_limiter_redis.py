@@ -5,6 +5,7 @@ its loop turn's batch and nothing waits for it, it still lands when Redis has lo
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -13,6 +14,7 @@ from django.conf import settings
 
 from accounts.limits import limiter
 from accounts.limits.policy import Policy, Rule
+from config.common.errors import ApiError
 
 RULE = Rule(rpm=1000, tpm=100_000, max_concurrent=5, budget_micro=10_000_000, period="day")
 
@@ -102,3 +104,47 @@ def test_a_reserve_on_the_next_day_counts_against_that_day_s_budget(store, monke
     next_key, ttl = limiter.period_key(prefix, "day", tomorrow)
     assert int(store.get(next_key)) == 14
     assert 0 < store.pttl(next_key) <= ttl  # tomorrow's rest and a day, from tomorrow's clock
+
+
+def test_a_lease_never_settled_frees_its_slot_when_it_ends(store, settings):
+    """A request whose process died holds its concurrency slot until its lease ends; the next
+    request that would be refused for it prunes the ended lease and is admitted."""
+    settings.ENGRAM_LIMITS_LEASE_SECONDS = 0.2
+    workspace = f"ws_{uuid.uuid4().hex[:12]}"
+    policy = Policy(workspace=Rule(max_concurrent=1))
+    found = limiter.subjects(workspace_id=workspace, key_id=None, user_id=None, policy=policy)
+
+    async def reserve(request_id: str) -> limiter.Admission:
+        return await limiter.reserve(request_id=request_id, found=found, tokens=1, credits_micro=0)
+
+    asyncio.run(reserve("died"))  # never settled
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(reserve("too-soon"))
+    assert refused.value.status == 429 and "concurrent" in str(refused.value)
+    time.sleep(0.25)
+    assert asyncio.run(reserve("after")).counted
+    assert store.zrange(found[0].prefix + "conc", 0, -1) == [b"after"]
+
+
+def test_rates_and_leases_stay_out_of_the_append_only_file_budgets_go_in(store):
+    """A restart replays the append-only file: budgets (money) are in it, the rate limits'
+    arrival times and the concurrency leases (a minute's state, and requests a restart forgets
+    anyway) are not — each write kept out spares Redis its share of an AOF write."""
+    from pathlib import Path
+
+    if store.config_get("appendonly")["appendonly"] != "yes":
+        pytest.skip("this Redis keeps no append-only file")
+    workspace = f"ws_{uuid.uuid4().hex[:12]}"
+    rule = Rule(rpm=100, tpm=10_000, max_concurrent=3, budget_micro=10**9, period="day")
+    found = limiter.subjects(
+        workspace_id=workspace, key_id=None, user_id=None, policy=Policy(workspace=rule)
+    )
+    prefix = found[0].prefix
+    asyncio.run(_reserve_then_settle(found, "req-aof", flush_scripts=False, store=store))
+    assert store.exists(prefix + "rpm") and store.exists(prefix + "tpm")  # in Redis, counted
+    folder = Path(store.config_get("dir")["dir"])
+    written = b"".join(path.read_bytes() for path in folder.rglob("*.aof*") if path.is_file())
+    budget_key, _ = limiter.period_key(prefix, "day", _now())
+    assert budget_key.encode() in written
+    for kind in ("rpm", "tpm", "conc"):
+        assert (prefix + kind).encode() not in written

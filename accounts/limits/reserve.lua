@@ -22,28 +22,40 @@ local plans = {}
 -- headers: the tightest subject of each kind (fewest remaining)
 local hl_r, hr_r, hx_r, hl_t, hr_t, hx_t = -1, -1, -1, -1, -1, -1
 
-local function gcra(key, limit, cost)
+local function gcra(stored, limit, cost)
   local interval = WINDOW / limit
-  local tat = tonumber(redis.call('GET', key) or now)
+  local tat = tonumber(stored or now)
   if tat < now then tat = now end
   local new = tat + cost * interval
   return tat, new, interval
 end
+
+-- Every subject's two arrival times and budget spent in one read: its keys share one hash
+-- slot (the workspace's tag), and each redis.call is a round of Redis's command dispatch.
+local names = {}
+for i = 1, n do
+  local k = (i - 1) * 4
+  names[#names + 1] = KEYS[k + 1]
+  names[#names + 1] = KEYS[k + 2]
+  names[#names + 1] = KEYS[k + 4]
+end
+local stored = redis.call('MGET', unpack(names))
 
 for i = 1, n do
   local a = 6 + (i - 1) * 5
   local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local budget = tonumber(ARGV[a + 4])
   local k = (i - 1) * 4
+  local s = (i - 1) * 3
   local plan = {conc = conc, budget = budget, ends = tonumber(ARGV[a + 5])}
   if budget >= 0 then
-    local spent = tonumber(redis.call('GET', KEYS[k + 4]) or 0)
+    local spent = tonumber(stored[s + 3] or 0)
     if spent >= budget or spent + credits > budget then
       if verdict ~= 2 then verdict, who, kind, retry = 2, i, 4, 0 end
     end
   end
   if rpm > 0 then
-    local tat, new, interval = gcra(KEYS[k + 1], rpm, 1)
+    local tat, new, interval = gcra(stored[s + 1], rpm, 1)
     plan.rpm = new
     local over = new - now - WINDOW
     local remaining = math.floor((WINDOW - (new - now)) / interval)
@@ -56,7 +68,7 @@ for i = 1, n do
     end
   end
   if tpm > 0 then
-    local tat, new, interval = gcra(KEYS[k + 2], tpm, tokens)
+    local tat, new, interval = gcra(stored[s + 2], tpm, tokens)
     plan.tpm = new
     local over = new - now - WINDOW
     local remaining = math.floor((WINDOW - (new - now)) / interval)
@@ -72,8 +84,16 @@ for i = 1, n do
     end
   end
   if conc > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', now)
-    if redis.call('ZCARD', KEYS[k + 3]) >= conc and verdict == 0 then
+    local held = redis.call('ZCARD', KEYS[k + 3])
+    if held >= conc then
+      -- leases whose request was never settled (a process that died) end here, where they
+      -- would refuse one: not pruned on every request (one command less each)
+      redis.set_repl(redis.REPL_NONE)
+      redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', ARGV[1])
+      redis.set_repl(redis.REPL_ALL)
+      held = redis.call('ZCARD', KEYS[k + 3])
+    end
+    if held >= conc and verdict == 0 then
       verdict, who, kind, retry = 1, i, 3, 1000
     end
   end
@@ -81,20 +101,31 @@ for i = 1, n do
 end
 
 if verdict == 0 then
+  -- Rates and leases live a minute (or a lease): kept out of the append-only file and the
+  -- replicas, which a restart would replay for nothing (it forgets the requests in flight
+  -- too); budgets are written through. Each write propagated costs Redis its share of an AOF
+  -- write per request.
+  redis.set_repl(redis.REPL_NONE)
   for i = 1, n do
     local k = (i - 1) * 4
     local plan = plans[i]
-    local conc, budget = plan.conc, plan.budget
     if plan.rpm then redis.call('SET', KEYS[k + 1], plan.rpm, 'PX', math.ceil(plan.rpm - now) + 1000) end
     if plan.tpm then redis.call('SET', KEYS[k + 2], plan.tpm, 'PX', math.ceil(plan.tpm - now) + 1000) end
-    if conc > 0 then
+    if plan.conc > 0 then
       redis.call('ZADD', KEYS[k + 3], now + lease, rid)
-      redis.call('PEXPIRE', KEYS[k + 3], lease)
+      -- an argument as it came, not a Lua number: Redis prints those with "%.17g" (~6,000
+      -- instructions of glibc's float printing each)
+      redis.call('PEXPIRE', KEYS[k + 3], ARGV[3])
     end
-    if budget >= 0 then
+  end
+  redis.set_repl(redis.REPL_ALL)
+  for i = 1, n do
+    local k = (i - 1) * 4
+    local plan = plans[i]
+    if plan.budget >= 0 then
       -- a period's key gets its time to live once, when this INCRBY makes it (the value is
       -- then this request's credits); the same end all period long, so not again each time
-      local spent = redis.call('INCRBY', KEYS[k + 4], credits)
+      local spent = redis.call('INCRBY', KEYS[k + 4], ARGV[6])
       if spent == credits and plan.ends > 0 then
         -- the rest of the period and a day, so settling a long answer still finds it
         redis.call('PEXPIRE', KEYS[k + 4], plan.ends - now + DAY)
