@@ -244,3 +244,27 @@ def test_a_batch_of_a_loop_closed_before_it_ran_does_not_linger(pool):
     del loop
     gc.collect()
     assert len(pool.posts) == 0
+
+
+def test_a_forked_child_opens_its_own_connections():
+    """After a fork (Celery's prefork pool) the child does not use the connections it
+    inherited: both processes' commands would interleave on one socket."""
+    import os
+
+    shared = inline_redis.pool(settings.REDIS_URL)
+    assert shared.call_sync("PING", timeout=1) == b"PONG"
+    inherited = list(shared.idle)
+    assert inherited
+    child = os.fork()
+    if child == 0:  # the child: its own connection, and it works
+        code = 1
+        try:
+            fresh = inline_redis.pool(settings.REDIS_URL)
+            ok = fresh.call_sync("ECHO", "child", timeout=1) == b"child"
+            code = 0 if ok and not any(c in inherited for c in fresh.idle) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert shared.call_sync("ECHO", "parent", timeout=1) == b"parent"
+    assert any(c in inherited for c in shared.idle)  # the parent's own, still in use

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import os
 import select
 import socket
 import ssl
@@ -388,6 +389,20 @@ class Pool:
 
 _pools: dict[str, Pool] = {}
 _pools_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a Celery prefork pool process) must not write to its parent's sockets:
+    two processes' commands would interleave on one connection. It opens its own."""
+    for found in _pools.values():
+        found.idle = []
+        found.open = 0
+        found.posting = None
+        found.lock = threading.Lock()
+        found.posting_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def pool(url: str) -> Pool:
