@@ -222,6 +222,36 @@ class Tail:
         self.rewrite = rewrite
         self.held: list[Chunk] = []
 
+    def usual(self, chunk: Chunk, assembler: Assembler) -> bytes | None:
+        """The frame of the usual chunk, its text added to `assembler`: one choice, index 0 (its
+        role sent already), no finish reason, no tool calls, no usage, nothing held or rewritten.
+        None, with nothing done, for any other chunk: then `assembler.add` and `take`, which give
+        the same frame and text for the usual chunk at ~5,000 instructions more (their loops,
+        lookups and calls: a relayed frame ~68,000 -> ~64,000, bench_relay_cpu.py --callgrind)."""
+        if self.held or self.rewrite is not None or assembler.head is None or 0 not in self.roles:
+            return None
+        data = chunk.data
+        try:  # what is not one choice with a delta raises here (a usage chunk's [], once)
+            [choice] = data["choices"]
+            delta = choice["delta"]
+        except (KeyError, TypeError, ValueError):
+            return None
+        if (
+            type(delta) is not dict
+            or choice.get("finish_reason")
+            or choice.get("index", 0) != 0
+            or data.get("usage")
+            or delta.get("tool_calls")
+        ):
+            return None
+        if content := delta.get("content"):
+            assembler.content.append(content)
+        raw = chunk.raw
+        if not self.include_usage and "usage" in data:  # as _outgoing
+            del data["usage"]
+            raw = _without_usage(raw) if raw is not None else None
+        return frame(raw if raw is not None else dumps(data))
+
     def take(self, chunk: Chunk) -> bytes:
         """The bytes to send now for `chunk` (the frames of any chunk held before it first):
         b"" while it is held."""
@@ -301,8 +331,11 @@ async def relay(
                 if out := tail.take(chunk):
                     yield out
                 async for chunk in chunks:
-                    assembler.add(chunk.data)
-                    if out := tail.take(chunk):
+                    out = tail.usual(chunk, assembler)
+                    if out is None:
+                        assembler.add(chunk.data)
+                        out = tail.take(chunk)
+                    if out:
                         yield out
             outcome = "done"
     except StreamFailed as exc:
