@@ -2,8 +2,8 @@
 
 One request: parse and validate the body, build the memory TurnContext from the headers,
 route the model (cached, no database query), `prepare_turn`, call the provider, answer (JSON
-or the SSE relay), then spawn `finish_turn` and buffer a usage record — neither delays the
-response.
+or the SSE relay), then hand the answer to memory (`finish_turn_soon`) and buffer a usage
+record — neither delays the response.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
 from completions.streaming import done_within, dumps, relay
-from config.common.background import spawn
 from config.common.errors import EDGE_ERRORS, ApiError
 from memory.turn.contract import PreparedTurn, TurnContext
-from memory.turn.pipeline import finish_turn, prepare_turn
+from memory.turn.pipeline import finish_turn_soon, prepare_turn
 
 logger = logging.getLogger("engram.gateway")
 
@@ -121,16 +120,13 @@ class Turn:
                 else:
                     loop.call_soon_threadsafe(_settle, stored)
 
-            spawn(
-                finish_turn(
-                    self.ctx,
-                    self.prepared,
-                    assistant=assistant,
-                    usage=usage,
-                    incomplete=incomplete,
-                    on_stored=on_stored,
-                ),
-                name="finish_turn",
+            finish_turn_soon(
+                self.ctx,
+                self.prepared,
+                assistant=assistant,
+                usage=usage,
+                incomplete=incomplete,
+                on_stored=on_stored,
             )
 
     def charge_once(self, *, usage: dict | None, assistant: dict | None) -> None:
