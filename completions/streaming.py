@@ -338,12 +338,13 @@ async def relay(
                 if out := tail.take(chunk):
                     yield out
                 async for chunk in chunks:
-                    out = tail.usual(chunk, assembler)
-                    if out is None:
+                    usual = tail.usual(chunk, assembler)
+                    if usual is not None:
+                        yield usual
+                    else:
                         assembler.add(chunk.data)
-                        out = tail.take(chunk)
-                    if out:
-                        yield out
+                        if out := tail.take(chunk):
+                            yield out
             outcome = "done"
     except StreamFailed as exc:
         error = exc.error
