@@ -23,7 +23,6 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import transaction
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
@@ -34,6 +33,7 @@ from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
 from config.common.orm import on_pool_thread
+from config.common.setting import setting
 
 # last_used_at is written at most once a minute per key per process: a write per request
 # would put a row lock and a WAL record on the hot path for a figure nobody needs to the second.
@@ -77,7 +77,7 @@ _end_user_policy_async = on_pool_thread(_end_user_policy)
 
 
 def _key_ttl() -> float:
-    return settings.ENGRAM_KEY_CACHE_SECONDS
+    return setting("ENGRAM_KEY_CACHE_SECONDS")
 
 
 # raw key -> its Principal, or None for a key that is not valid (cached too: a client retrying
@@ -103,7 +103,7 @@ def bearer_token(authorization: str) -> str | None:
 
 
 def is_operator_key(raw_key: str) -> bool:
-    admin_key = settings.ENGRAM_ADMIN_KEY
+    admin_key = setting("ENGRAM_ADMIN_KEY")
     return bool(admin_key) and hmac.compare_digest(raw_key.encode(), admin_key.encode())
 
 

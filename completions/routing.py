@@ -15,19 +15,19 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import transaction
 
 from completions.providers.base import Upstream
 from completions.providers.registry import AliasTarget, Route, Snapshot, route
 from config.common import coherence
 from config.common.cache import TTLCache
+from config.common.setting import setting
 
 logger = logging.getLogger("engram.routing")
 
 
 def _ttl() -> float:
-    return settings.ENGRAM_ROUTING_CACHE_SECONDS
+    return setting("ENGRAM_ROUTING_CACHE_SECONDS")
 
 
 _snapshots: TTLCache[str, Snapshot] = TTLCache(

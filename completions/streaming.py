@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +54,13 @@ async def done_within(future: asyncio.Future, seconds: float) -> bool:
         timer.cancel()
         future.remove_done_callback(wake)
     return future.done()
+
+
+async def _first(chunks: AsyncIterator[Chunk]) -> Chunk:
+    """The stream's first chunk, read in a task of its own while the keep-alives wait beside
+    it (a task made directly: ensure_future(chunks.__anext__()) wrapped the awaitable in a
+    coroutine of its own after a failed hasattr, ~4,000 instructions more)."""
+    return await chunks.__anext__()
 
 
 class Finisher(Protocol):
@@ -222,6 +229,36 @@ class Tail:
         self.rewrite = rewrite
         self.held: list[Chunk] = []
 
+    def usual(self, chunk: Chunk, assembler: Assembler) -> bytes | None:
+        """The frame of the usual chunk, its text added to `assembler`: one choice, index 0 (its
+        role sent already), no finish reason, no tool calls, no usage, nothing held or rewritten.
+        None, with nothing done, for any other chunk: then `assembler.add` and `take`, which give
+        the same frame and text for the usual chunk at ~5,000 instructions more (their loops,
+        lookups and calls: a relayed frame ~68,000 -> ~64,000, bench_relay_cpu.py --callgrind)."""
+        if self.held or self.rewrite is not None or assembler.head is None or 0 not in self.roles:
+            return None
+        data = chunk.data
+        try:  # what is not one choice with a delta raises here (a usage chunk's [], once)
+            [choice] = data["choices"]
+            delta = choice["delta"]
+        except (KeyError, TypeError, ValueError):
+            return None
+        if (
+            type(delta) is not dict
+            or choice.get("finish_reason")
+            or choice.get("index", 0) != 0
+            or data.get("usage")
+            or delta.get("tool_calls")
+        ):
+            return None
+        if content := delta.get("content"):
+            assembler.content.append(content)
+        raw = chunk.raw
+        if not self.include_usage and "usage" in data:  # as _outgoing
+            del data["usage"]
+            raw = _without_usage(raw) if raw is not None else None
+        return frame(raw if raw is not None else dumps(data))
+
     def take(self, chunk: Chunk) -> bytes:
         """The bytes to send now for `chunk` (the frames of any chunk held before it first):
         b"" while it is held."""
@@ -288,7 +325,7 @@ async def relay(
         else:
             turn.stream_opened(stream)
             chunks = stream.chunks().__aiter__()
-            pending = asyncio.ensure_future(chunks.__anext__())
+            pending = asyncio.get_running_loop().create_task(_first(chunks))
             while not await done_within(pending, keepalive):
                 yield KEEPALIVE
             first, pending = pending, None
@@ -301,9 +338,13 @@ async def relay(
                 if out := tail.take(chunk):
                     yield out
                 async for chunk in chunks:
-                    assembler.add(chunk.data)
-                    if out := tail.take(chunk):
-                        yield out
+                    usual = tail.usual(chunk, assembler)
+                    if usual is not None:
+                        yield usual
+                    else:
+                        assembler.add(chunk.data)
+                        if out := tail.take(chunk):
+                            yield out
             outcome = "done"
     except StreamFailed as exc:
         error = exc.error

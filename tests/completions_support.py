@@ -6,10 +6,10 @@ from completions import gateway
 
 
 def spy_on_seam(monkeypatch) -> dict:
-    """Wraps the real prepare_turn/finish_turn, recording their arguments; `answer` lets a test
-    decide what memory adds to the prepared turn (as memory will)."""
+    """Wraps the real prepare_turn/finish_turn_soon, recording their arguments; `answer` lets a
+    test decide what memory adds to the prepared turn (as memory will)."""
     calls = {"prepare": [], "finish": [], "answer": None}
-    real_prepare, real_finish = gateway.prepare_turn, gateway.finish_turn
+    real_prepare, real_finish = gateway.prepare_turn, gateway.finish_turn_soon
 
     async def prepare(ctx, **kwargs):
         calls["prepare"].append(ctx)
@@ -18,12 +18,12 @@ def spy_on_seam(monkeypatch) -> dict:
             return calls["answer"](ctx, prepared)
         return prepared
 
-    async def finish(ctx, prepared, **kwargs):
+    def finish(ctx, prepared, **kwargs):
         calls["finish"].append((ctx, prepared, kwargs))
-        return await real_finish(ctx, prepared, **kwargs)
+        return real_finish(ctx, prepared, **kwargs)
 
     monkeypatch.setattr(gateway, "prepare_turn", prepare)
-    monkeypatch.setattr(gateway, "finish_turn", finish)
+    monkeypatch.setattr(gateway, "finish_turn_soon", finish)
     return calls
 
 

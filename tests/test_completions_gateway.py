@@ -396,6 +396,56 @@ def test_usage_record_for_every_request(http, owner, upstream):
     assert third.status_code == 400 and third.prompt_tokens is None
 
 
+def test_the_usage_record_puts_each_value_in_its_field(monkeypatch):
+    """gateway._record builds the Usage positionally (a call with 20 keywords costs ~10,000
+    instructions more on Python 3.11): every value must land in the field that names it."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from completions import gateway, usage
+
+    recorded: list = []
+    monkeypatch.setattr(usage, "record", recorded.append)
+    turn = gateway.Turn(
+        workspace=SimpleNamespace(id="ws_1"),  # type: ignore[arg-type]
+        api_key_id="key_1",
+        request_id="req_1",
+        started=time.perf_counter() - 1,
+    )
+    turn.model, turn.stream, turn.client_request_id = "agent:helper", True, "client-1"
+    turn.route = SimpleNamespace(model="gpt-x", provider=SimpleNamespace(name="openai"))  # type: ignore[assignment]
+    turn.ctx = SimpleNamespace(user_id="alice")  # type: ignore[assignment]
+    turn.upstream_ms, turn.credits = 250.0, 0.5
+    turn.agent = {"id": "agt_1", "name": "helper", "version": 3}
+    tokens = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    gateway._record(turn, 499, tokens, True, "client_closed")
+    [record] = recorded
+    fields = asdict(record)
+    assert 1000 <= fields.pop("latency_ms") < 60_000
+    assert fields.pop("created_at").tzinfo is not None  # aware, as timezone.now with USE_TZ
+    assert fields == {
+        "workspace_id": "ws_1",
+        "request_id": "req_1",
+        "status_code": 499,
+        "api_key_id": "key_1",
+        "user_id": "alice",
+        "client_request_id": "client-1",
+        "model": "agent:helper",
+        "upstream_model": "gpt-x",
+        "provider": "openai",
+        "stream": True,
+        "error_code": "client_closed",
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+        "upstream_ms": 250.0,
+        "incomplete": True,
+        "agent_id": "agt_1",
+        "agent_version": 3,
+        "credits": 0.5,
+    }
+
+
 def test_hot_path_makes_no_database_query(http, owner, upstream, monkeypatch):
     import threading
 

@@ -173,6 +173,57 @@ def test_a_chunk_goes_out_as_the_upstream_wrote_it_without_its_null_usage(http, 
     assert not any('"usage"' in line for line in lines)
 
 
+def test_the_usual_chunk_takes_the_short_way_to_the_same_frames_and_text():
+    """Tail.usual relays the usual chunk (one choice, text only) without Assembler.add and
+    Tail.take; every chunk, usual or not, must give the same frames, text, usage and head."""
+    from completions.providers.base import Chunk, loads
+    from completions.streaming import Assembler, Tail
+
+    def chunk(choices, **extra) -> bytes:
+        head = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        return json.dumps({**head, "choices": choices, **extra}).encode()
+
+    def choice(delta, index=0, finish=None) -> dict:
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    call = {"index": 0, "id": "t1", "function": {"name": "f", "arguments": "{}"}}
+    raws = [
+        chunk([choice({"role": "assistant", "content": ""})]),
+        chunk([choice({"content": "a"})]),
+        chunk([choice({"content": "b"})], usage=None),
+        chunk([choice({"content": "c"}), choice({"content": "x"}, index=1)]),
+        chunk([choice({"content": "d"}, index=1)]),
+        chunk([choice({})]),
+        chunk([choice(None)]),
+        chunk([{"delta": {"content": "e"}}]),
+        chunk([{"index": 0}]),
+        chunk([choice({"tool_calls": [call]})]),
+        chunk([choice({"content": "f"})], usage={"total_tokens": 3}),
+        chunk([choice({"content": "g"})]),
+        chunk([choice({}, finish="stop")]),
+        chunk([], usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}),
+    ]
+    for include_usage in (False, True):
+        results, short = [], 0
+        for short_way in (False, True):
+            assembler, tail = Assembler(), Tail(include_usage, set(), None)
+            frames = []
+            for raw in raws:
+                data = Chunk(loads(raw), raw)
+                sent = tail.usual(data, assembler) if short_way else None
+                if sent is None:
+                    assembler.add(data.data)
+                    sent = tail.take(data)
+                else:
+                    short += 1
+                frames.append(sent)
+            frames.append(tail.flush({"credits_charged": 0.5}))
+            results.append((frames, assembler.assistant(), assembler.usage, assembler.head))
+        assert results[0] == results[1]
+        assert short == 5  # a, b (its null usage dropped or kept), the empty delta, e and g
+        assert results[1][1]["content"] == "abcefg" and results[1][1]["tool_calls"]
+
+
 def test_sse_parser_reads_events_cut_anywhere():
     from completions.providers.base import SseParser
 

@@ -51,7 +51,7 @@ class Completion:
     upstream_ms: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Chunk:
     data: dict  # an OpenAI chat.completion.chunk
     raw: bytes | None = None  # the upstream's bytes for `data`, if unmodified

@@ -16,9 +16,8 @@ import hashlib
 import hmac
 import re
 
-from django.conf import settings
-
 from config.common.errors import ApiError
+from config.common.setting import setting
 
 HEADER = "x-engram-hop"
 CODE = "engram_loop"
@@ -34,7 +33,7 @@ _cached: tuple[str, str] = ("", "")  # (SECRET_KEY, mark)
 def mark() -> str:
     """This deployment's mark: a digest of SECRET_KEY (which it does not reveal)."""
     global _cached
-    secret = settings.SECRET_KEY
+    secret = setting("SECRET_KEY")
     if _cached[0] != secret:
         digest = hmac.new(secret.encode(), b"engram-hop", hashlib.sha256).hexdigest()[:16]
         _cached = (secret, digest)

@@ -2,7 +2,8 @@
 
 A door builds a TurnContext (completions.request), awaits memory.turn.pipeline.prepare_turn
 before calling the upstream (sending `PreparedTurn.messages` instead of the client's), and
-schedules memory.turn.pipeline.finish_turn after the answer (or the cut stream) has gone out.
+calls memory.turn.pipeline.finish_turn_soon after the answer (or the cut stream) has gone out,
+which schedules finish_turn when there is something to store.
 With no user id nothing is stored or recalled from memory: the turn is a pass-through, or, when
 it names collections, knowledge retrieval only (their chunks join the context).
 """

@@ -278,3 +278,34 @@ async def finish_turn(
     finally:
         if on_stored is not None:
             on_stored()  # again after the commit's call: setting an event twice is harmless
+
+
+def finish_turn_soon(
+    ctx: TurnContext,
+    prepared: PreparedTurn,
+    *,
+    assistant: dict | None,
+    usage: dict | None,
+    incomplete: bool,
+    on_stored: Callable[[], None] | None = None,
+) -> asyncio.Task | None:
+    """What a door calls once a turn is answered (on the event loop, never waiting): the turn's
+    `finish_turn` in the background, its task returned; a turn memory stored nothing for (a
+    pass-through or a dry run) has nothing to finish: `on_stored` is called at once and no task
+    is made (a task that returns at once, its done callback and the door's wait for it cost a
+    pass-through ~30,000 instructions, bench_relay_cpu.py --whole --callgrind)."""
+    if not isinstance(prepared.state, TurnState):
+        if on_stored is not None:
+            on_stored()
+        return None
+    return background.spawn(
+        finish_turn(
+            ctx,
+            prepared,
+            assistant=assistant,
+            usage=usage,
+            incomplete=incomplete,
+            on_stored=on_stored,
+        ),
+        name="finish_turn",
+    )
