@@ -49,6 +49,7 @@ def serve_one(host: str, port: int, *, grace: float, log_level: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     import config.asgi  # noqa: F401 - Django set up and the gateway loaded before the warm-ups
     from config.common import health
+    from config.common.http_protocol import EnvelopeHttpToolsProtocol
 
     sock = listening_socket(host, port)
     health.warm_all()
@@ -57,6 +58,7 @@ def serve_one(host: str, port: int, *, grace: float, log_level: str) -> None:
         host=host,
         port=port,
         lifespan="off",  # Django has no lifespan handlers; as `make run` always served it
+        http=EnvelopeHttpToolsProtocol,  # what the parser refuses gets the error envelope too
         access_log=False,
         log_level=log_level,
         timeout_graceful_shutdown=grace,

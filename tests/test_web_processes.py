@@ -211,3 +211,40 @@ def test_metrics_count_the_requests_of_every_process(web, upstream):
     # each scrape lands on one process or the other: each must report both processes' requests
     readings = [served_200() - before for _ in range(6)]
     assert readings == [sent] * 6, (readings, sent)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"x-user-id: alice\x01\r\n",  # a control character in a header value
+        b"x-user\x00-id: alice\r\n",  # a NUL in a header name
+        b"x-user-id alice\r\n",  # a header without its colon
+    ],
+)
+def test_what_the_http_parser_refuses_is_a_400_in_the_error_envelope(web, bad):
+    """The parser's refusals never reach Django; they are answered in OpenAI's envelope all the
+    same (config.common.http_protocol), not in uvicorn's plain text."""
+    import json
+    import socket
+
+    host, port = web.url.removeprefix("http://").split(":")
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}'
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: engram\r\ncontent-type: application/json\r\n"
+        + bad
+        + b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after it
+            received += chunk
+    head, _, payload = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), received
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(payload)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_http")
