@@ -17,6 +17,7 @@ why none was kept, are in README, Memory quality.
 from __future__ import annotations
 
 import calendar
+import functools
 import json
 import re
 import statistics
@@ -27,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.eval_locomo import CATEGORIES, leave_one_out  # noqa: E402
+from bench.eval_locomo import CATEGORIES, DATA, leave_one_out  # noqa: E402
 
 MEMORY_WEIGHT = 0.85  # memory.retrieval.fusion.MEMORY_WEIGHT
 LIMIT = 20
@@ -149,6 +150,78 @@ def date_boost(gamma: float, pool: int) -> Rerank:
     return rerank
 
 
+@functools.cache
+def _turns() -> tuple[dict[tuple[str, str], dict], dict[str, tuple[str, str]]]:
+    """Every LoCoMo turn by (sample, dia_id), and each sample's two speakers."""
+    turns, speakers = {}, {}
+    for sample in json.loads(DATA.read_text()):
+        conversation = sample["conversation"]
+        speakers[sample["sample_id"]] = (conversation["speaker_a"], conversation["speaker_b"])
+        for key, session in conversation.items():
+            if key.startswith("session_") and isinstance(session, list):
+                for turn in session:
+                    turns[sample["sample_id"], turn["dia_id"]] = turn
+    return turns, speakers
+
+
+def _turn(row: dict, item: Item) -> dict | None:
+    return _turns()[0].get((row["sample"], item["sources"][0].get("dia_id")))
+
+
+def speaker_boost(delta: float) -> Rerank:
+    """A question naming one of the two speakers: that speaker's turns score 1 + delta times
+    more (who said it, as an entity-aware index would know)."""
+
+    def rerank(row, items):
+        names = [n for n in _turns()[1][row["sample"]] if re.search(rf"\b{n}\b", row["question"])]
+        if len(names) != 1:
+            return assemble(items, weighted)
+
+        def key(it):
+            turn = _turn(row, it)
+            return weighted(it) * (1 + delta if turn and turn["speaker"] == names[0] else 1)
+
+        return assemble(items, key)
+
+    return rerank
+
+
+def answer_follows(alpha: float, pool: int, questions_only: bool = True) -> Rerank:
+    """Each of the first `pool` items that asks something (or any, with `questions_only`
+    False) lifts the turn after it to alpha times its own score (the answer rarely repeats the
+    question's words); that turn joins the list if it was not in it."""
+
+    def following(dia_id: str) -> str:
+        session, n = dia_id.split(":")
+        return f"{session}:{int(n) + 1}"
+
+    def rerank(row, items):
+        best: dict[str, float] = {}
+        for it in items:
+            for source in it["sources"]:
+                best[source["dia_id"]] = max(best.get(source["dia_id"], 0.0), weighted(it))
+        lifted = []
+        for it in sorted(items, key=weighted, reverse=True)[:pool]:
+            turn = _turn(row, it)
+            if turn is None or (questions_only and "?" not in turn["text"]):
+                continue
+            after = following(turn["dia_id"])
+            if (row["sample"], after) not in _turns()[0] or best.get(
+                after, 0.0
+            ) >= alpha * weighted(it):
+                continue
+            best[after] = alpha * weighted(it)
+            lifted.append({"type": "message", "score": best[after], "sources": [{"dia_id": after}]})
+        # a turn is one source whatever item brought it: ids by dia_id
+        by_turn = [
+            {**it, "sources": [{**s, "id": s["dia_id"]} for s in it["sources"]]}
+            for it in [*items, *lifted]
+        ]
+        return assemble(by_turn, weighted)
+
+    return rerank
+
+
 FAMILIES: dict[str, dict[str, Rerank]] = {
     "memory weight": {f"memory weight {w}": memory_weight(w) for w in (0.7, 0.8, 0.9, 1.0, 1.2)},
     "episode decay": {
@@ -165,6 +238,17 @@ FAMILIES: dict[str, dict[str, Rerank]] = {
         f"date boost {g} pool {p}": date_boost(g, p)
         for g in (0.1, 0.2, 0.5, 1.0)
         for p in (40, 100)
+    },
+    "speaker boost": {f"speaker boost {d}": speaker_boost(d) for d in (0.05, 0.1, 0.2, 0.3)},
+    "answer follows question": {
+        f"answer {a} pool {p}": answer_follows(a, p)
+        for a in (0.5, 0.7, 0.85, 0.95)
+        for p in (5, 20)
+    },
+    "next turn lifted": {
+        f"next turn {a} pool {p}": answer_follows(a, p, False)
+        for a in (0.5, 0.7, 0.85)
+        for p in (5, 10)
     },
 }
 
