@@ -132,6 +132,32 @@ def _tool_calls(calls, param: str) -> None:
                 )
 
 
+def _call_fields(message: dict, param: str, role: str) -> None:
+    """The tool-call fields, whatever the role: a message is stored as it came and sent again
+    as history with later turns, so a malformed one would fail every turn after it."""
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if calls and role != "assistant":
+            raise _invalid(
+                f"{param}.tool_calls",
+                f"Invalid parameter: '{param}.tool_calls' is only allowed on messages with "
+                "role 'assistant'.",
+            )
+        _tool_calls(calls, f"{param}.tool_calls")
+    for name in ("tool_call_id", "refusal"):
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _type_error(f"{param}.{name}", "a string", value)
+    function_call = message.get("function_call")
+    if function_call is not None:
+        if not isinstance(function_call, dict) or not isinstance(function_call.get("name"), str):
+            raise _type_error(f"{param}.function_call.name", "a string", function_call)
+        if not isinstance(function_call.get("arguments"), str):
+            raise _type_error(
+                f"{param}.function_call.arguments", "a string", function_call.get("arguments")
+            )
+
+
 def _message(message, i: int) -> None:
     param = f"messages[{i}]"
     if not isinstance(message, dict):
@@ -150,6 +176,7 @@ def _message(message, i: int) -> None:
         )
     if message.get("name") is not None and not isinstance(message["name"], str):
         raise _type_error(f"{param}.name", "a string", message["name"])
+    _call_fields(message, param, role)
     content = f"{param}.content"
     if role in ("system", "developer"):
         _content(message, content, parts=("text",), required=True)
@@ -158,8 +185,6 @@ def _message(message, i: int) -> None:
     elif role == "assistant":
         has_calls = bool(message.get("tool_calls") or message.get("function_call"))
         _content(message, content, parts=("text", "refusal"), required=not has_calls)
-        if message.get("tool_calls") is not None:
-            _tool_calls(message["tool_calls"], f"{param}.tool_calls")
     elif role == "tool":
         _content(message, content, parts=("text",), required=True)
         if not isinstance(message.get("tool_call_id"), str):

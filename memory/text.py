@@ -138,6 +138,16 @@ def memory_search_text(*, text: str, when: dt.date | dt.datetime | None) -> str:
 count_text = tokens.count
 
 
+def tool_call_ids(message: dict) -> list:
+    """The ids of a stored message's tool calls, in order. The door checks them now; a row
+    stored before it did may hold anything there (`"tool_calls": true`), which must not fail
+    every later turn of its conversation."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return []
+    return [call.get("id") for call in calls if isinstance(call, dict)]
+
+
 def count_message(message: dict) -> int:
     """Tokens one chat message costs in a request (content, name, tool calls, framing)."""
     tokens = MESSAGE_OVERHEAD + count_text(str(message.get("role", "")))

@@ -681,3 +681,66 @@ def test_import_refuses_content_parts_the_tokenizer_cannot_read(http):
         body = {"user_id": "u", "messages": [{"role": "user", "content": [part]}]}
         resp = http.post("/v1/conversations/c1/messages", json=body)
         assert assert_envelope(resp, 400)["param"] == "messages[0].content"
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+REMEMBERED = {"x-user-id": "u_calls", "x-conversation-id": "c_calls"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "param", "code"),
+    [
+        ({"role": "user", "content": "Hi", "tool_calls": True}, "tool_calls", "invalid_value"),
+        ({"role": "user", "content": "Hi", "tool_calls": [CALL]}, "tool_calls", "invalid_value"),
+        ({"role": "system", "content": "Hi", "tool_calls": {}}, "tool_calls", "invalid_type"),
+        ({"role": "assistant", "content": "Hi", "tool_calls": {}}, "tool_calls", "invalid_type"),
+        ({"role": "assistant", "tool_calls": [{"id": 1}]}, "tool_calls[0].id", "invalid_type"),
+        ({"role": "user", "content": "Hi", "tool_call_id": 7}, "tool_call_id", "invalid_type"),
+        ({"role": "assistant", "content": "Hi", "refusal": {}}, "refusal", "invalid_type"),
+        (
+            {"role": "assistant", "content": "Hi", "function_call": {"name": "f"}},
+            "function_call.arguments",
+            "invalid_type",
+        ),
+    ],
+)
+def test_malformed_tool_call_fields_are_400_whatever_the_role(http, upstream, bad, param, code):
+    """Stored as it came and sent again as history, a malformed message would fail every later
+    turn of its conversation: the door refuses it, and the conversation goes on."""
+    messages = [{"role": "user", "content": "Earlier"}, bad, {"role": "user", "content": "Now"}]
+    body = {"model": "gpt-4o-mini", "messages": messages}
+    refused = http.post("/v1/chat/completions", json=body, headers=REMEMBERED)
+    error = assert_envelope(refused, 400, code=code)
+    assert error["param"] == f"messages[1].{param}"
+    body["messages"] = [{"role": "user", "content": "Hi again"}]
+    served = http.post("/v1/chat/completions", json=body, headers=REMEMBERED)
+    assert served.status_code == 200, served.text
+
+
+def test_empty_or_null_tool_calls_on_a_user_message_are_accepted(http, upstream):
+    for calls in ([], None):
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Hi", "tool_calls": calls}],
+        }
+        served = http.post("/v1/chat/completions", json=body, headers=REMEMBERED)
+        assert served.status_code == 200, served.text
+
+
+def test_a_malformed_message_stored_before_the_door_checked_does_not_fail_the_next_turn(
+    http, upstream
+):
+    from memory.models import Message
+
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "I live in Paris."}]}
+    first = http.post("/v1/chat/completions", json=body, headers=REMEMBERED)
+    assert first.status_code == 200, first.text
+    stored = Message.objects.get(conversation__external_id="c_calls", role="user")
+    stored.raw = {**stored.raw, "tool_calls": True}  # what an earlier version let through
+    stored.save(update_fields=["raw"])
+    body["messages"] = [{"role": "user", "content": "Where do I live?"}]
+    served = http.post("/v1/chat/completions", json=body, headers=REMEMBERED)
+    assert served.status_code == 200, served.text
+    sent = upstream.requests[-1].body["messages"]
+    assert sent[-1]["content"] == "Where do I live?"
+    assert any(m.get("content") == "I live in Paris." for m in sent)  # its history still sent

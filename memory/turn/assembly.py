@@ -19,6 +19,7 @@ from memory.text import (
     count_message,
     count_messages,
     count_text,
+    tool_call_ids,
 )
 
 # Context windows of common models, longest prefix first wins.
@@ -268,7 +269,7 @@ def history_units(rows: list[dict]) -> list[HistoryUnit]:
 
 
 def _answered(unit: HistoryUnit) -> bool:
-    calls = {c.get("id") for m in unit.messages for c in (m.get("tool_calls") or [])}
+    calls = {call_id for m in unit.messages for call_id in tool_call_ids(m)}
     results = {m.get("tool_call_id") for m in unit.messages if m.get("role") == "tool"}
     return calls <= results
 

@@ -18,7 +18,7 @@ from django.db import transaction
 
 from memory import selectors
 from memory.models import Conversation, Message, Session
-from memory.text import content_text
+from memory.text import content_text, tool_call_ids
 from memory.turn.contract import TurnContext
 
 HISTORY_ROWS = 400  # stored messages considered for de-duplication and server-side history
@@ -103,8 +103,7 @@ def _same(stored: dict, incoming: dict) -> bool:
         return False
     if stored.get("tool_call_id") != incoming.get("tool_call_id"):
         return False
-    calls = [c.get("id") for c in stored.get("tool_calls") or []]
-    return calls == [c.get("id") for c in incoming.get("tool_calls") or []]
+    return tool_call_ids(stored) == tool_call_ids(incoming)
 
 
 def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool = False) -> int:
