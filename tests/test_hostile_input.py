@@ -34,6 +34,26 @@ CHAT = {
     "metadata": {"k": "v"},
 }
 
+# The tool-call fields, on messages of each role, for the sweep to replace.
+CHAT_CALL_FIELDS = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": "user", "content": "Hi", "tool_calls": [], "tool_call_id": "", "refusal": ""},
+        {
+            "role": "assistant",
+            "content": "Hello",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+            "refusal": "",
+            "function_call": {"name": "f", "arguments": "{}"},
+        },
+        {"role": "tool", "content": "done", "tool_call_id": "c1"},
+        {"role": "user", "content": "And now?"},
+    ],
+    "user": USER,
+}
+CALLS_CONVERSATION = {"x-user-id": USER, "x-conversation-id": "conv_calls"}
 
 TOOL = {
     "name": "recall",
@@ -69,6 +89,7 @@ class Route:
     query: tuple[str, ...] = ()
     multipart: bool = False
     ids: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)  # sent with each body case
 
 
 def _routes(world: dict) -> list[Route]:
@@ -87,6 +108,9 @@ def _routes(world: dict) -> list[Route]:
         Route("GET", "/v1/schema"),
         Route("GET", "/readyz"),
         Route("POST", "/v1/chat/completions", CHAT),
+        # one conversation for all its cases: a value stored by one fails the next, or the
+        # turn after the sweep (_afterwards)
+        Route("POST", "/v1/chat/completions", CHAT_CALL_FIELDS, headers=CALLS_CONVERSATION),
         Route("POST", "/v1/context", CHAT),
         Route("GET", "/v1/models"),
         Route("GET", "/v1/models/{model_id}", ids={"model_id": "gpt-4o-mini"}),
@@ -383,10 +407,11 @@ def cases(world: dict) -> Iterator[Case]:
         if route.body is None:
             continue
         path = _fill(route)
+        body_type = {**json_type, **route.headers}
         for name, raw in RAW_BODIES.items():
-            yield case(f"{where} body {name}", path=path, content=raw, headers=json_type)
+            yield case(f"{where} body {name}", path=path, content=raw, headers=body_type)
         for name, body in _mutations(route.body):
-            yield case(f"{where} field {name}", path=path, content=_json(body), headers=json_type)
+            yield case(f"{where} field {name}", path=path, content=_json(body), headers=body_type)
         good = _json(route.body)
         for content_type in (
             "text/plain",
@@ -505,6 +530,46 @@ def world(http, operator_http, owner, upstream, celery_worker) -> dict:
     }
 
 
+def _afterwards(world: dict) -> Iterator[Case]:
+    """Requests that read back what the hostile sweep stored, each as a valid request."""
+    remembered = {"x-user-id": USER, "content-type": "application/json"}
+    turn = json.dumps({**CHAT, "user": None}).encode()
+    streamed = json.dumps({**CHAT, "user": None, "stream": True}).encode()
+    agent_turn = json.dumps({**CHAT, "model": "agent:hostile"}).encode()
+    # the sweep's conversations of CHAT_CALL_FIELDS, found again by the history resent
+    calls_turn = json.dumps({**CHAT_CALL_FIELDS, "user": None}).encode()
+    conv, col, agent = world["conversation"], world["collection"], world["agent"]
+    for headers, content in (
+        (remembered, turn),
+        ({**remembered, "x-conversation-id": conv}, turn),
+        ({**remembered, "x-conversation-id": conv}, streamed),
+        ({"content-type": "application/json"}, agent_turn),
+        ({**remembered, **CALLS_CONVERSATION}, calls_turn),
+    ):
+        yield Case(
+            "afterwards chat", "POST", "/v1/chat/completions", headers=headers, content=content
+        )
+    yield Case("afterwards context", "POST", "/v1/context", headers=remembered, content=turn)
+    for path in (
+        f"/v1/memories?user_id={USER}",
+        f"/v1/conversations?user_id={USER}",
+        f"/v1/conversations/{conv}",
+        f"/v1/conversations/{conv}/messages",
+        f"/v1/users/{USER}",
+        f"/v1/users/{USER}/export",
+        f"/v1/collections/{col}/documents",
+        f"/v1/agents/{agent}",
+        f"/v1/agents/{agent}/tools",
+        f"/v1/agents/{agent}/versions",
+        "/v1/auth/issuers",
+        "/v1/usage",
+    ):
+        yield Case(f"afterwards GET {path}", "GET", path)
+    search = json.dumps({"user_id": USER, "query": "tea", "limit": 20}).encode()
+    for path in ("/v1/memories/search", "/v1/search"):
+        yield Case(f"afterwards {path}", "POST", path, headers=JSON, content=search)
+
+
 def _send(client: httpx.Client, case: Case, prefix: str = "") -> httpx.Response:
     return client.request(
         case.method,
@@ -559,6 +624,13 @@ def test_hostile_input_on_every_route_is_never_a_5xx(world, http, operator_http,
             _check(resp, case, problems)
     print("\n".join(slow))
     assert http.get("/readyz").status_code == 200
+    # What the sweep stored is read again later: history resent with the next turn, lists,
+    # exports, context. A value a door let through must not fail those (a user message stored
+    # with "tool_calls": true once made every later turn of its conversation a 500).
+    for case in _afterwards(world):
+        resp = _send(operator_http if case.operator else http, case)
+        statuses[resp.status_code] += 1
+        _check(resp, case, problems)
     total = sum(statuses.values())
     with capsys.disabled():
         print("\n".join(slow))
