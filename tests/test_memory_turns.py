@@ -440,13 +440,29 @@ def test_finishing_a_turn_takes_the_same_few_queries_however_long_the_conversati
     )
     for _ in range(6):
         prepared = prepare(context)
-        # the conversation and its session (1), SET LOCAL (1), the answer (1), the last
-        # extraction job's range (1), the new job in a savepoint (3), the summary's tokens (1),
-        # and the test's savepoint for the finish's transaction (2); 15 before
-        with django_assert_max_num_queries(10):
+        # the conversation and its session (1), SET LOCAL (1), the user's lock against an
+        # erasure (1), the answer (1), the last extraction job's range (1), the new job in a
+        # savepoint (3), the summary's tokens (1), and the test's savepoint for the finish's
+        # transaction (2); 15 before
+        with django_assert_max_num_queries(11):
             finish(context, prepared)
     assert Message.objects.filter(conversation__external_id="c1").count() == 12
     assert ProcessingJob.objects.filter(kind="extract").count() == 6
+
+
+def test_an_answer_whose_user_was_erased_meanwhile_is_not_stored():
+    from memory.services import user_delete
+
+    workspace, _ = make_workspace()
+    context = ctx(
+        workspace, [{"role": "user", "content": "Hi"}], user_id="u1", conversation_id="c1"
+    )
+    prepared = prepare(context)
+    assert Message.objects.filter(user_id="u1").count() == 1
+    user_delete(workspace=workspace, user_id="u1")  # during the upstream call
+    finish(context, prepared, "Hello")  # no error: the answer has nowhere to go
+    assert not Message.objects.filter(user_id="u1").exists()
+    assert not Conversation.objects.filter(user_id="u1").exists()
 
 
 def test_an_answer_whose_session_was_deleted_meanwhile_is_stored_without_one():

@@ -105,3 +105,37 @@ def test_an_erased_user_is_gone(http, people):
     assert http.delete("/v1/users/bob").status_code == 200
     assert http.get("/v1/users/bob").status_code == 404
     assert "bob" not in [u["id"] for u in http.get("/v1/users").json()["data"]]
+
+
+def test_erasing_a_user_while_their_turns_run_is_never_a_5xx(engram_server, owner, upstream):
+    """An erasure racing a user's turns and imports: each waits for the other (one lock per
+    user), so the erasure and the turns all answer — before, the erasure deadlocked or hit a
+    message inserted after the messages went, and turns failed on a conversation deleted under
+    them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    key = owner[1]
+    headers = {"Authorization": f"Bearer {key}"}
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "I have a cat."}]}
+
+    def one(i: int) -> int:
+        with httpx.Client(base_url=engram_server.url, headers=headers, timeout=60) as http:
+            if i % 4 == 0:
+                return http.delete("/v1/users/racer").status_code
+            if i % 4 == 1:
+                imported = {"user_id": "racer", "messages": [{"role": "user", "content": f"m{i}"}]}
+                return http.post(
+                    "/v1/conversations/race-import/messages", json=imported
+                ).status_code
+            turn = {"x-user-id": "racer", "x-conversation-id": f"race-{i % 3}"}
+            return http.post("/v1/chat/completions", json=chat, headers=turn).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(one, range(96)))
+    assert all(s < 500 for s in statuses), sorted(set(statuses))
+    assert statuses.count(200) >= 96 // 2  # every erasure and chat turn answered
+    with httpx.Client(base_url=engram_server.url, headers=headers, timeout=60) as http:
+        assert http.delete("/v1/users/racer").status_code == 200
+        assert http.get("/v1/conversations", params={"user_id": "racer"}).json()["data"] == []

@@ -97,11 +97,11 @@ class ConversationMessagesApi(APIView):
         serializer = ImportInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        conversation, created = services.conversation_get_or_create(
-            workspace=request.workspace, external_id=conversation_id, user_id=data["user_id"]
-        )
-        rows = services.messages_import(
-            workspace=request.workspace, conversation=conversation, messages=data["messages"]
+        conversation, rows = services.conversation_import(
+            workspace=request.workspace,
+            external_id=conversation_id,
+            user_id=data["user_id"],
+            messages=data["messages"],
         )
         counts = selectors.processing_counts(workspace=request.workspace, conversation=conversation)
         conversation.refresh_from_db()

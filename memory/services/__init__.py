@@ -2,6 +2,7 @@
 
 from memory.services.conversations import (
     conversation_get_or_create,
+    conversation_import,
     messages_append,
     messages_import,
     session_resolve,
@@ -12,6 +13,7 @@ from memory.services.users import user_delete
 
 __all__ = [
     "conversation_get_or_create",
+    "conversation_import",
     "extraction_enqueue",
     "memory_create",
     "memory_delete",

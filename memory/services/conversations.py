@@ -13,6 +13,7 @@ from accounts.models import Workspace
 from config.common.errors import Forbidden
 from config.common.ids import new_id
 from memory.models import Conversation, Message, Session
+from memory.services.users import user_lock
 from memory.text import content_text, count_message, message_search_text
 
 STORED_ROLES = {"user", "assistant", "tool", "function"}
@@ -206,6 +207,21 @@ def _title_later(conversation: Conversation, rows: list[Message]) -> None:
 
     transaction.on_commit(
         lambda: send(title_conversation, conversation.pk, then="the next turn asks again")
+    )
+
+
+@transaction.atomic
+def conversation_import(
+    *, workspace: Workspace, external_id: str, user_id: str, messages: list[dict]
+) -> tuple[Conversation, list[Message]]:
+    """Messages imported into a conversation (created on first use), under the user's lock: an
+    erasure of the user runs wholly before or after (memory.services.users.user_lock)."""
+    user_lock(workspace_id=workspace.id, user_id=user_id)
+    conversation, _ = conversation_get_or_create(
+        workspace=workspace, external_id=external_id, user_id=user_id
+    )
+    return conversation, messages_import(
+        workspace=workspace, conversation=conversation, messages=messages
     )
 
 

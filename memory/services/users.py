@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import Workspace
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 from memory.retrieval import terms
 
 
+def user_lock(*, workspace_id: str, user_id: str, exclusive: bool = False) -> None:
+    """Hold the user's lock until the transaction ends: shared by the writes of their turns and
+    imports, exclusive for their erasure. Without it an erasure racing a turn deadlocked on the
+    rows both touch, or failed on a message a turn inserted after the messages went, and the
+    turn failed on the conversation deleted under it (a 500 either way); now each waits for
+    the other, and a turn after the erasure starts a new conversation. Ids that hash alike
+    share a lock: they only wait for each other."""
+    kind = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {kind}(hashtextextended(%s, 0))",
+            [f"{len(workspace_id)}:{workspace_id}:{user_id}"],
+        )
+
+
 @transaction.atomic
 def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
+    user_lock(workspace_id=workspace.id, user_id=user_id, exclusive=True)
     scope = {"workspace": workspace, "user_id": user_id}
     counts = {
         "memories": Memory.objects.filter(**scope).delete()[1].get("memory.Memory", 0),

@@ -18,6 +18,7 @@ from django.db import transaction
 
 from memory import selectors
 from memory.models import Conversation, Message, Session
+from memory.services.users import user_lock
 from memory.text import content_text, tool_call_ids
 from memory.turn.contract import TurnContext
 
@@ -145,6 +146,7 @@ def load_and_store(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loa
     with transaction.atomic():
         if not dry_run:
             relaxed_commit()
+            user_lock(workspace_id=ctx.workspace.id, user_id=ctx.memory_user_id)
         loaded = _load_and_store_in_transaction(ctx, messages, dry_run)
     loaded.in_transaction = connection.in_atomic_block
     return loaded

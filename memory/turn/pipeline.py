@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,11 +21,14 @@ from config.common import background
 from memory.models import Conversation, Session
 from memory.retrieval.elsewhere import parallel
 from memory.retrieval.search import Found
+from memory.services.users import user_lock
 from memory.text import content_text, count_messages
 from memory.turn.assembly import Assembly, Budget
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.conversation import fingerprint, load_and_store, relaxed_commit
 from memory.turn.recall import knowledge_only, memory_hits_elsewhere, recall_and_assemble
+
+logger = logging.getLogger("engram.memory")
 
 QUERY_CHARS = 2000
 FINISH_WAIT_SECONDS = 10.0
@@ -223,10 +227,14 @@ def _finish(
         conversations = conversations.annotate(
             session_kept=Exists(Session.objects.filter(pk=state.session.pk))
         )
-    conversation = conversations.get(pk=state.conversation_pk)
-    session = state.session if getattr(conversation, "session_kept", False) else None
     with transaction.atomic():
         relaxed_commit()
+        user_lock(workspace_id=state.workspace_id, user_id=state.user_id)
+        conversation = conversations.filter(pk=state.conversation_pk).first()
+        if conversation is None:  # the user was erased during the upstream call
+            logger.info("turn of an erased conversation: its answer is not stored")
+            return
+        session = state.session if getattr(conversation, "session_kept", False) else None
         if on_stored is not None:  # registered first, so it runs before the jobs' sends
             transaction.on_commit(on_stored)
         if assistant is not None and (
