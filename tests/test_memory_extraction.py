@@ -545,3 +545,57 @@ def test_a_turn_that_fails_its_batch_fails_alone(upstream, django_capture_on_com
     transcripts = [r.body["messages"][1]["content"] for r in upstream.chat_requests()]
     assert len(transcripts) == 3 and "Hello there." in transcripts[0]
     assert "chess" in transcripts[0] and "chess" not in transcripts[1]
+
+
+def _erased_during(monkeypatch, module, name: str, workspace, user_id: str) -> None:
+    """`module.name` erases the user once it has run: the erasure lands mid-run, after the
+    run read the messages and before it writes."""
+    from memory.services import user_delete
+
+    real = getattr(module, name)
+
+    def erasing(*args, **kwargs):
+        result = real(*args, **kwargs)
+        user_delete(workspace=workspace, user_id=user_id)
+        return result
+
+    monkeypatch.setattr(module, name, erasing)
+
+
+def _run_extraction(workspace, conv, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks():
+        job = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert job is not None
+    tasks.extract(job.id)
+    assert not ProcessingJob.objects.filter(pk=job.pk).exists()  # gone with the conversation
+
+
+def test_an_erasure_during_an_offline_run_leaves_nothing_of_the_user(
+    offline, monkeypatch, django_capture_on_commit_callbacks
+):
+    from memory.background.extraction import runner
+
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u1", "I live in Paris.", "My sister is called Anna.")
+    _erased_during(monkeypatch, runner, "embed_messages", workspace, "u1")
+    _run_extraction(workspace, conv, django_capture_on_commit_callbacks)
+    assert not Memory.objects.filter(user_id="u1").exists()
+    assert not MemoryEvent.objects.filter(user_id="u1").exists()
+    assert not Message.objects.filter(user_id="u1").exists()
+
+
+@llm_db
+def test_an_erasure_while_the_model_extracts_leaves_nothing_of_the_user(
+    upstream, monkeypatch, django_capture_on_commit_callbacks
+):
+    from memory.background.extraction import llm
+
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I live in Paris.")
+    upstream.script(
+        reply({"facts": [{"text": "Sam lives in Paris", "kind": "fact", "sources": [1]}]})
+    )
+    _erased_during(monkeypatch, llm, "ask_json", workspace, "sam")  # the model's seconds
+    _run_extraction(workspace, conv, django_capture_on_commit_callbacks)
+    assert not Memory.objects.filter(user_id="sam").exists()
+    assert not MemoryEvent.objects.filter(user_id="sam").exists()

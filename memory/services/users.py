@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import connection, transaction
 
 from accounts.models import Workspace
-from memory.models import Conversation, Memory, MemoryEvent, Message, Session
+from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
 from memory.retrieval import terms
 
 
@@ -22,6 +22,16 @@ def user_lock(*, workspace_id: str, user_id: str, exclusive: bool = False) -> No
             f"SELECT {kind}(hashtextextended(%s, 0))",
             [f"{len(workspace_id)}:{workspace_id}:{user_id}"],
         )
+
+
+def still_the_users(job: ProcessingJob) -> bool:
+    """In a background run's write transaction, before it writes: the user's lock (shared: an
+    erasure waits for the write, or the write for the erasure), then whether the job is still
+    there. An erasure deletes the conversation and its jobs; what the run read before it must
+    not be written after it (memory_create links the source messages that still exist: a
+    memory written then would outlive its user, sourceless)."""
+    user_lock(workspace_id=job.workspace_id, user_id=job.conversation.user_id)
+    return ProcessingJob.objects.filter(pk=job.pk).exists()
 
 
 @transaction.atomic

@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.db import transaction
+
 from accounts.models import Workspace
 from completions.providers import llm as chat_llm
 from memory.background.extraction.store import UserMemories
@@ -24,6 +26,7 @@ from memory.services.memories import (
     memory_delete,
     memory_update,
 )
+from memory.services.users import still_the_users
 from memory.text import day_label, memory_search_text, speaker
 
 ATTEMPTS = 3
@@ -153,6 +156,8 @@ def extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
     counts = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0}
     done: set[str] = set()
     for chunk in _chunks(rows):
+        if counts.get("erased"):
+            break  # the user was erased meanwhile: nothing more to ask or write
         transcript = "\n".join(
             f"[{i + 1}] ({day_label(m.created_at)}) {speaker(m.role, m.name)}: {m.content}"
             for i, m in enumerate(chunk)
@@ -209,56 +214,63 @@ def _apply(
     else:
         numbered = {}
         actions = [{"event": "ADD", "text": f["text"], "fact": i} for i, f in enumerate(facts)]
-    for action in actions:
-        event = str(action["event"]).upper()
-        index = action.get("fact")
-        fact = facts[index] if isinstance(index, int) and 0 <= index < len(facts) else None
-        if fact is None:
-            fact = next((f for f in facts if f["text"] == action.get("text")), None)
-        sources = _fact_sources(fact or {}, chunk)
-        target = numbered.get(str(action.get("id")))
-        text = str(action.get("text") or (fact or {}).get("text") or "").strip()
-        stated_kind = (fact or {}).get("kind")
-        kind = str(stated_kind) if stated_kind in KINDS else "fact"
-        if event == "ADD" and text:
-            if any(m.text.strip().lower() == text.lower() for m in store.memories):
-                continue  # the same words again (a re-run): nothing new
-            vector = get_embedder().embed_one(memory_search_text(text=text, when=learned_on))
-            memory = memory_create(
-                workspace=workspace,
-                user_id=user_id,
-                text=text,
-                kind=kind,
-                event_date=_date((fact or {}).get("date")),
-                source_message_ids=sources,
-                learned_on=learned_on,
-                actor="extractor:llm",
-                embedding=vector,
-            )
-            store.add(memory, vector)
-            counts["added"] += 1
-        elif event == "UPDATE" and target is not None and text:
-            if text == target.text:
-                continue
-            updated = memory_update(
-                workspace=workspace,
-                memory=target,
-                text=text,
-                source_message_ids=sources,
-                actor="extractor:llm",
-                reason="the model found newer information",
-            )
-            store.replace(updated, updated.embedding)
-            counts["updated"] += 1
-        elif event == "DELETE" and target is not None and store.get(target.id):
-            memory_delete(
-                workspace=workspace,
-                memory=target,
-                actor="extractor:llm",
-                reason="contradicted by the conversation",
-            )
-            store.remove(target.id)
-            counts["deleted"] += 1
-        elif event == "NONE" and target is not None and store.get(target.id):
-            memory_add_sources(workspace=workspace, memory=target, source_message_ids=sources)
-            counts["unchanged"] += 1
+    # The run's writes for this chunk in one transaction, under the user's lock (see
+    # runner.still_the_users): the model's answers took seconds, in which the user may
+    # have been erased.
+    with transaction.atomic():
+        if not still_the_users(job):
+            counts["erased"] = 1
+            return
+        for action in actions:
+            event = str(action["event"]).upper()
+            index = action.get("fact")
+            fact = facts[index] if isinstance(index, int) and 0 <= index < len(facts) else None
+            if fact is None:
+                fact = next((f for f in facts if f["text"] == action.get("text")), None)
+            sources = _fact_sources(fact or {}, chunk)
+            target = numbered.get(str(action.get("id")))
+            text = str(action.get("text") or (fact or {}).get("text") or "").strip()
+            stated_kind = (fact or {}).get("kind")
+            kind = str(stated_kind) if stated_kind in KINDS else "fact"
+            if event == "ADD" and text:
+                if any(m.text.strip().lower() == text.lower() for m in store.memories):
+                    continue  # the same words again (a re-run): nothing new
+                vector = get_embedder().embed_one(memory_search_text(text=text, when=learned_on))
+                memory = memory_create(
+                    workspace=workspace,
+                    user_id=user_id,
+                    text=text,
+                    kind=kind,
+                    event_date=_date((fact or {}).get("date")),
+                    source_message_ids=sources,
+                    learned_on=learned_on,
+                    actor="extractor:llm",
+                    embedding=vector,
+                )
+                store.add(memory, vector)
+                counts["added"] += 1
+            elif event == "UPDATE" and target is not None and text:
+                if text == target.text:
+                    continue
+                updated = memory_update(
+                    workspace=workspace,
+                    memory=target,
+                    text=text,
+                    source_message_ids=sources,
+                    actor="extractor:llm",
+                    reason="the model found newer information",
+                )
+                store.replace(updated, updated.embedding)
+                counts["updated"] += 1
+            elif event == "DELETE" and target is not None and store.get(target.id):
+                memory_delete(
+                    workspace=workspace,
+                    memory=target,
+                    actor="extractor:llm",
+                    reason="contradicted by the conversation",
+                )
+                store.remove(target.id)
+                counts["deleted"] += 1
+            elif event == "NONE" and target is not None and store.get(target.id):
+                memory_add_sources(workspace=workspace, memory=target, source_message_ids=sources)
+                counts["unchanged"] += 1

@@ -33,6 +33,7 @@ from memory.services.memories import (
     memories_create,
     memory_update,
 )
+from memory.services.users import still_the_users
 from memory.text import (
     WINDOW_BEFORE,
     context_vector,
@@ -145,6 +146,9 @@ def _same(vector: list[float] | None, stored) -> bool:
     return bool(np.allclose(vector, stored, atol=1e-6))
 
 
+ERASED = {"erased": True}  # a run whose user was erased meanwhile: it wrote nothing
+
+
 def extraction_run(*, jobs: list[ProcessingJob], fallback_on_error: bool = True) -> dict:
     """Counts, `extractor` ("llm", "offline" or "offline-fallback") and, on a fallback, why.
 
@@ -161,6 +165,8 @@ def extraction_run(*, jobs: list[ProcessingJob], fallback_on_error: bool = True)
         found, texts = offline_facts(rows)
         todo, vectors = embed_messages(rows, also=texts)
         with transaction.atomic():
+            if not still_the_users(job):
+                return {"embedded": 0, "extractor": "offline", **ERASED}
             write_messages(job.workspace, rows, todo)
             counts = _apply_offline(job, found, vectors)
         return {"embedded": len(todo), "extractor": "offline", **counts}
@@ -215,6 +221,8 @@ def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
     found, texts = offline_facts(rows)
     vectors = get_embedder().embed(texts)
     with transaction.atomic():  # one commit for the run's memories
+        if not still_the_users(job):
+            return dict(ERASED)
         return _apply_offline(job, found, vectors)
 
 
