@@ -147,3 +147,44 @@ def test_export_returns_everything_stored_for_the_user(http):
         ("assistant", "Hi Alice", {}),
     ]
     assert "Bob" not in str(export)
+
+
+def test_an_update_of_a_memory_deleted_since_it_was_read_does_not_bring_it_back(owner):
+    from memory.services import memory_create, memory_update
+
+    workspace, _ = owner
+    memory = memory_create(workspace=workspace, user_id="u1", text="likes tea")
+    Memory.objects.filter(pk=memory.pk).delete()  # its user deleted it meanwhile
+    with pytest.raises(Memory.DoesNotExist):
+        memory_update(workspace=workspace, memory=memory, text="likes green tea")
+    assert not Memory.objects.filter(pk=memory.pk).exists()
+
+
+def test_a_memory_deleted_beside_concurrent_patches_stays_deleted(engram_server, owner):
+    """Each round: three PATCHes and a DELETE of one memory at once. Before, a PATCH that had
+    read the memory before the DELETE saved it again afterwards (13 rounds of 20)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    headers = {"Authorization": f"Bearer {owner[1]}"}
+    with httpx.Client(base_url=engram_server.url, headers=headers, timeout=60) as http:
+        ids = [
+            http.post("/v1/memories", json={"user_id": "u_race", "text": f"likes tea {r}"}).json()[
+                "id"
+            ]
+            for r in range(12)
+        ]
+
+    def send(request: tuple[str, str, int]) -> int:
+        method, memory_id, i = request
+        with httpx.Client(base_url=engram_server.url, headers=headers, timeout=60) as http:
+            if method == "DELETE":
+                return http.delete(f"/v1/memories/{memory_id}").status_code
+            return http.patch(f"/v1/memories/{memory_id}", json={"text": f"tea {i}"}).status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for memory_id in ids:
+            requests = [("PATCH", memory_id, i) for i in range(3)] + [("DELETE", memory_id, 3)]
+            statuses = list(pool.map(send, requests))
+            assert set(statuses) <= {200, 404}, statuses
+            assert statuses[-1] == 200
+            assert not Memory.objects.filter(pk=memory_id).exists()

@@ -252,14 +252,18 @@ def _apply(
             elif event == "UPDATE" and target is not None and text:
                 if text == target.text:
                     continue
-                updated = memory_update(
-                    workspace=workspace,
-                    memory=target,
-                    text=text,
-                    source_message_ids=sources,
-                    actor="extractor:llm",
-                    reason="the model found newer information",
-                )
+                try:
+                    updated = memory_update(
+                        workspace=workspace,
+                        memory=target,
+                        text=text,
+                        source_message_ids=sources,
+                        actor="extractor:llm",
+                        reason="the model found newer information",
+                    )
+                except Memory.DoesNotExist:  # its user deleted it meanwhile: left deleted
+                    store.remove(target.id)
+                    continue
                 store.replace(updated, updated.embedding)
                 counts["updated"] += 1
             elif event == "DELETE" and target is not None and store.get(target.id):

@@ -272,17 +272,21 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
                     current = store.get(current.id)
                     assert current is not None
                 old_value = current.metadata.get("value", "")
-                updated = memory_update(
-                    workspace=workspace,
-                    memory=current,
-                    text=fact.text,
-                    event_date=fact.event_date,
-                    metadata=current.metadata | {"value": fact.value},
-                    source_message_ids=[message.id],
-                    actor="extractor:offline",
-                    reason=f"{fact.slot} changed from {old_value!r} to {fact.value!r}",
-                    embedding=vec,
-                )
+                try:
+                    updated = memory_update(
+                        workspace=workspace,
+                        memory=current,
+                        text=fact.text,
+                        event_date=fact.event_date,
+                        metadata=current.metadata | {"value": fact.value},
+                        source_message_ids=[message.id],
+                        actor="extractor:offline",
+                        reason=f"{fact.slot} changed from {old_value!r} to {fact.value!r}",
+                        embedding=vec,
+                    )
+                except Memory.DoesNotExist:  # its user deleted it during the run: left deleted
+                    store.remove(current.id)
+                    continue
                 store.replace(updated, vec)
                 counts["updated"] += 1
                 continue
