@@ -10,6 +10,7 @@ from accounts.endusers.models import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Iss
 from accounts.endusers.tokens import issuers_changed
 from accounts.models import Workspace
 from config.common.errors import Invalid
+from config.common.rows import lock_existing
 
 FIELDS = (
     "issuer",
@@ -79,6 +80,7 @@ def issuer_create(*, workspace: Workspace, **fields) -> Issuer:
 def issuer_update(*, workspace: Workspace, issuer: Issuer, **changes) -> Issuer:
     """Partial: switching key source means giving the new one and emptying the other."""
     assert issuer.workspace_id == workspace.id
+    lock_existing(issuer)  # or Issuer.DoesNotExist: a deleted issuer's tokens stay refused
     apply(issuer, changes)
     check(issuer)
     return _save(issuer)

@@ -29,6 +29,7 @@ from completions.tools import cache, policy
 from completions.tools.models import Approval, Execution, Tool
 from config.common import crypto
 from config.common.errors import Gone, Invalid, NotFound
+from config.common.rows import lock_existing
 
 logger = logging.getLogger("engram.tools")
 
@@ -131,6 +132,7 @@ def tool_create(*, workspace: Workspace, agent_id: str, values: dict[str, Any]) 
 @transaction.atomic
 def tool_update(*, workspace: Workspace, tool: Tool, values: dict[str, Any]) -> Tool:
     _unknown(values)
+    lock_existing(tool)  # or Tool.DoesNotExist: never saved back after a delete
     _apply(tool, values)
     tool.updated_at = timezone.now()
     return _saved(tool)

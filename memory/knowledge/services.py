@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.errors import Invalid, TooLarge, Unsupported
+from config.common.rows import lock_existing
 from memory.knowledge import parsing as extraction
 from memory.models import Chunk, Collection, Document
 
@@ -67,6 +68,7 @@ def collection_update(
     metadata: dict | None = None,
 ) -> Collection:
     assert collection.workspace_id == workspace.id
+    lock_existing(collection)  # or Collection.DoesNotExist: never saved back after a delete
     if name is not None:
         collection.name = name
     if description is not None:

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
+from config.common.rows import lock_existing
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
 from memory.text import memory_search_text
@@ -180,15 +181,6 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 
 
-def _lock_row(memory: Memory) -> None:
-    """The memory's row locked until the transaction ends, or Memory.DoesNotExist when it was
-    deleted since it was read: Django's save() inserts a row its UPDATE did not find, so an
-    update racing a delete brought back the memory its user had just deleted (13 of 20 tries
-    of a PATCH beside a DELETE)."""
-    if not Memory.objects.select_for_update().filter(pk=memory.pk).values_list("pk"):
-        raise Memory.DoesNotExist(f"Memory '{memory.pk}' was deleted.")
-
-
 @transaction.atomic
 def memory_update(
     *,
@@ -204,7 +196,7 @@ def memory_update(
     embedding: list[float] | None = None,
 ) -> Memory:
     assert memory.workspace_id == workspace.id
-    _lock_row(memory)
+    lock_existing(memory)  # or Memory.DoesNotExist: never saved back after a delete
     old_text = memory.text
     if kind is not None:
         memory.kind = kind
