@@ -10,8 +10,8 @@ from memory.retrieval import terms
 
 
 def user_lock(*, workspace_id: str, user_id: str, exclusive: bool = False) -> None:
-    """Hold the user's lock until the transaction ends: shared by the writes of their turns and
-    imports, exclusive for their erasure. Without it an erasure racing a turn deadlocked on the
+    """Hold the user's lock until the transaction ends: shared by the writes of their turns,
+    imports and extraction runs, exclusive for their erasure. Without it an erasure racing a turn deadlocked on the
     rows both touch, or failed on a message a turn inserted after the messages went, and the
     turn failed on the conversation deleted under it (a 500 either way); now each waits for
     the other, and a turn after the erasure starts a new conversation. Ids that hash alike

@@ -215,8 +215,8 @@ def _apply(
         numbered = {}
         actions = [{"event": "ADD", "text": f["text"], "fact": i} for i, f in enumerate(facts)]
     # The run's writes for this chunk in one transaction, under the user's lock (see
-    # runner.still_the_users): the model's answers took seconds, in which the user may
-    # have been erased.
+    # memory.services.users.still_the_users): the model's answers took seconds, in which the
+    # user may have been erased.
     with transaction.atomic():
         if not still_the_users(job):
             counts["erased"] = 1
