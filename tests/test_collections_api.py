@@ -202,6 +202,41 @@ def test_upload_errors_use_the_envelope(http, settings):
     assert Document.objects.filter(collection_id=col["id"]).count() == 1
 
 
+def test_a_word_document_that_unpacks_too_far_is_refused(http, settings):
+    """A zip bomb: deflate packs a run of one byte ~1,000:1, so a small upload could unpack to
+    gigabytes in the worker. Its declared sizes are read at upload: 413, nothing stored."""
+    import io
+    import zipfile
+
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES = 1_000_000
+    genuine = docx_bytes([("Heading", ["A paragraph."])])
+    buffer = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(genuine)) as source,
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bomb,
+    ):
+        for part in source.infolist():
+            data = source.read(part)
+            if part.filename == "word/document.xml":  # the text padded with 2 MB of spaces
+                data = data.replace(b"A paragraph.", b"A paragraph." + b" " * 2_000_000)
+            bomb.writestr(part.filename, data)
+    raw = buffer.getvalue()
+    assert len(raw) < 50_000  # a small upload
+    err = _error(
+        http.post(url, files={"file": ("bomb.docx", raw, "application/octet-stream")}),
+        413,
+        "document_too_large",
+        "file",
+    )
+    assert "unpacks to" in err["message"] and "ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES" in err["message"]
+    assert not Document.objects.filter(collection_id=col["id"]).exists()
+    # the genuine document is under the limit and accepted
+    ok = http.post(url, files={"file": ("fine.docx", genuine, "application/octet-stream")})
+    assert ok.status_code == 202, ok.text
+
+
 def test_search_validates_its_body(http):
     col = _collection(http)
     _error(http.post("/v1/collections/search", json={"query": "x"}), 400, param="collection_ids")

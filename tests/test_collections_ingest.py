@@ -386,6 +386,68 @@ def test_a_run_out_of_time_releases_the_document_and_the_next_run_finishes(
     assert not Chunk.objects.filter(document=document, embedding__isnull=True).exists()
 
 
+def test_a_document_whose_runs_keep_dying_is_failed_not_retried_forever(
+    owner, settings, django_capture_on_commit_callbacks
+):
+    """Runs that die before committing anything (a worker killed by what a file does to it):
+    the sweep and the broker's redelivery would send the document again forever; after
+    ENGRAM_JOB_MAX_ATTEMPTS such runs it is failed, and a re-run starts the count again."""
+    from memory.services.sweep import jobs_sweep
+
+    settings.ENGRAM_JOB_MAX_ATTEMPTS = 3
+    document = _bare_document(owner[0], "# Poison\n\n" + filler(0, 4))
+    stale = timezone.now() - timezone.timedelta(seconds=services.LEASE_SECONDS + 1)
+    for _ in range(3):
+        assert services._claim(document.id) == "claimed"  # a worker took it, then died
+        Document.objects.filter(id=document.id).update(updated_at=stale)
+    assert services.document_ingest(document_id=document.id) == "failed"
+    document.refresh_from_db()
+    assert document.status == "failed" and "started 3 times without progress" in document.error
+    assert not Chunk.objects.filter(document=document).exists()
+    Document.objects.filter(id=document.id).update(updated_at=stale)
+    with django_capture_on_commit_callbacks(execute=False) as sends:
+        assert jobs_sweep().documents == 0  # a failed document is not sent again
+    assert sends == []
+
+    with django_capture_on_commit_callbacks(execute=False):
+        services.document_rerun(workspace=owner[0], document=document)
+    assert services.document_ingest(document_id=document.id) == "ready"
+    document.refresh_from_db()
+    assert (document.status, document.attempts, document.error) == ("ready", 0, "")
+
+
+def test_runs_that_make_progress_are_not_counted_against_the_document(owner, settings, monkeypatch):
+    """A long document that runs out of time after every batch still finishes: each run that
+    commits a batch starts the count again."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from memory.embeddings import get_embedder
+
+    settings.ENGRAM_JOB_MAX_ATTEMPTS = 2
+    settings.ENGRAM_INGEST_BATCH = 2
+    settings.ENGRAM_CHUNK_TOKENS = 60
+    document = _bare_document(owner[0], "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(8)))
+    embedder = get_embedder()
+    real_embed = embedder.embed
+    calls = []
+
+    def one_batch_per_run(texts):
+        calls.append(len(texts))
+        if len(calls) % 2 == 0:  # the soft time limit fires at each run's second batch
+            raise SoftTimeLimitExceeded()
+        return real_embed(texts)
+
+    monkeypatch.setattr(embedder, "embed", one_batch_per_run)
+    runs = []
+    while (outcome := services.document_ingest(document_id=document.id)) == "again":
+        runs.append(outcome)
+        assert len(runs) < 20
+    document.refresh_from_db()
+    assert outcome == "ready" and document.status == "ready"
+    assert len(runs) > settings.ENGRAM_JOB_MAX_ATTEMPTS  # more runs than the limit, all fine
+    assert document.chunks_done == document.chunks_total > 4
+
+
 def test_a_document_deleted_mid_ingestion_stops_quietly(owner, settings):
     document = _bare_document(owner[0], "# T\n\n" + filler(0, 30))
     assert services._claim(document.id) == "claimed"

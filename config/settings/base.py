@@ -120,6 +120,11 @@ WHITENOISE_USE_FINDERS = env.bool("ENGRAM_STATIC_FINDERS", default=DEBUG)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("ENGRAM_MAX_REQUEST_BYTES", default=20 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 ENGRAM_MAX_DOCUMENT_BYTES = env.int("ENGRAM_MAX_DOCUMENT_BYTES", default=10 * 1024 * 1024)
+# What a Word document's zip parts may unpack to, all together (a text-heavy DOCX unpacks to
+# ~5-10x its size; deflate allows ~1,000x, which a worker would hold in memory).
+ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES = env.int(
+    "ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES", default=200 * 1024 * 1024
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.WorkspaceKeyAuthentication"],

@@ -55,6 +55,9 @@ class Document(models.Model):
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)
     pages = models.PositiveIntegerField(default=0)
+    # Runs started since the last progress (a batch committed): a document whose runs keep
+    # dying or running out of time before any progress is failed after ENGRAM_JOB_MAX_ATTEMPTS.
+    attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -25,6 +25,14 @@ class UnsupportedType(Exception):
     """The bytes are none of the supported formats."""
 
 
+class ExpandsTooFar(Exception):
+    """A zip archive (DOCX) whose parts would unpack to more than the caller allows."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"its parts unpack to {size} bytes")
+        self.size = size
+
+
 class ExtractionError(Exception):
     """The bytes claim a supported format but cannot be read; the message says why."""
 
@@ -79,18 +87,25 @@ def decode_text(raw: bytes) -> str | None:
     return text
 
 
-def detect(raw: bytes) -> str:
-    """The content type of `raw`, by content; UnsupportedType when it is none we read."""
+def detect(raw: bytes, *, max_expanded: int | None = None) -> str:
+    """The content type of `raw`, by content; UnsupportedType when it is none we read, and
+    ExpandsTooFar for a Word document whose parts unpack to more than `max_expanded` bytes
+    (deflate packs up to ~1,000:1: a 10 MB upload could unpack to 10 GB in the worker)."""
     if raw.lstrip(b"\xef\xbb\xbf \t\r\n")[:5] == b"%PDF-":
         return PDF
     if raw[:4] == b"PK\x03\x04":
         try:
-            names = set(zipfile.ZipFile(io.BytesIO(raw)).namelist())
+            parts = zipfile.ZipFile(io.BytesIO(raw)).infolist()
         except (zipfile.BadZipFile, OSError, ValueError):
             raise UnsupportedType("a damaged zip archive") from None
-        if "word/document.xml" in names:
-            return DOCX
-        raise UnsupportedType("a zip archive that is not a Word document")
+        if not any(part.filename == "word/document.xml" for part in parts):
+            raise UnsupportedType("a zip archive that is not a Word document")
+        # The sizes the archive declares bound what reading it yields: zipfile stops a part
+        # at its declared size (and fails its CRC check when the data says otherwise).
+        expanded = sum(part.file_size for part in parts)
+        if max_expanded is not None and expanded > max_expanded:
+            raise ExpandsTooFar(expanded)
+        return DOCX
     text = decode_text(raw)
     if text is None:
         raise UnsupportedType("binary content that is not PDF or DOCX")

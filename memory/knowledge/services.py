@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -119,7 +119,16 @@ def document_create(
     if not raw.strip():
         raise Invalid("The document is empty.", field="file", code="empty_document")
     try:
-        content_type = extraction.detect(raw)
+        content_type = extraction.detect(
+            raw, max_expanded=settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES
+        )
+    except extraction.ExpandsTooFar as exc:
+        raise TooLarge(
+            f"The document unpacks to {exc.size} bytes; the limit is "
+            f"{settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES} (ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES).",
+            field="file",
+            code="document_too_large",
+        ) from None
     except extraction.UnsupportedType as exc:
         raise Unsupported(
             f"Unsupported document type: {exc}. Send PDF, DOCX, HTML, Markdown or plain text.",
@@ -161,7 +170,12 @@ def document_delete(*, workspace: Workspace, document: Document) -> None:
 def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bool = False) -> None:
     """Queue ingestion again: resuming (chunks already embedded are kept) or from the bytes."""
     assert document.workspace_id == workspace.id
-    fields = {"status": Document.Status.QUEUED, "error": "", "updated_at": timezone.now()}
+    fields = {
+        "status": Document.Status.QUEUED,
+        "error": "",
+        "updated_at": timezone.now(),
+        "attempts": 0,
+    }
     if from_scratch:
         Chunk.objects.filter(document=document).delete()
         fields |= {"chunks_total": 0, "chunks_done": 0, "pages": 0}
@@ -177,21 +191,46 @@ class _Gone(Exception):
 
 
 def _claim(document_id: str) -> str:
-    """'claimed', 'busy' (another live run has it) or 'skip' (gone, ready or failed)."""
+    """'claimed', 'busy' (another live run has it), 'failed' (its runs kept dying) or 'skip'
+    (gone, ready or failed).
+
+    Each claim counts a run; progress (a committed batch, `_touch(progress=True)`) sets the
+    count back to zero. A document whose worker dies (the memory a damaged file takes, a crash
+    in a parser's C code, the hard time limit) or runs out of time before it commits anything
+    would otherwise be sent again by the sweep and redelivered by the broker forever, taking a
+    worker with it each time: after ENGRAM_JOB_MAX_ATTEMPTS such runs it is failed instead.
+    """
     now = timezone.now()
     stale = now - timedelta(seconds=LEASE_SECONDS)
-    claimed = Document.objects.filter(
-        Q(status=Document.Status.QUEUED)
-        | Q(status=Document.Status.PROCESSING, updated_at__lt=stale),
-        id=document_id,
-    ).update(status=Document.Status.PROCESSING, error="", updated_at=now)
-    if claimed:
+    takeable = Q(status=Document.Status.QUEUED) | Q(
+        status=Document.Status.PROCESSING, updated_at__lt=stale
+    )
+    limit = settings.ENGRAM_JOB_MAX_ATTEMPTS
+    mine = Document.objects.filter(takeable, id=document_id)
+    if mine.filter(attempts__lt=limit).update(
+        status=Document.Status.PROCESSING, error="", updated_at=now, attempts=F("attempts") + 1
+    ):
         return "claimed"
+    if mine.update(
+        status=Document.Status.FAILED,
+        error=(
+            f"ingestion was started {limit} times without progress: each run died or ran out "
+            "of time before finishing a batch; re-run it once the cause is fixed"
+        ),
+        updated_at=now,
+    ):
+        logger.warning("document %s failed: %d runs without progress", document_id, limit)
+        return "failed"
     status = Document.objects.filter(id=document_id).values_list("status", flat=True).first()
     return "busy" if status == Document.Status.PROCESSING else "skip"
 
 
-def _touch(document_id: str, **fields: object) -> None:
+def _touch(document_id: str, *, progress: bool = False, **fields: object) -> None:
+    """Renew this run's lease (and set `fields`); `progress`: a batch was committed, so the
+    runs counted by `_claim` start again from zero. _Gone when the document is no longer
+    this run's."""
+    if progress:
+        fields["attempts"] = 0
     updated = Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
         updated_at=timezone.now(), **fields
     )
@@ -216,7 +255,13 @@ def _split(document: Document) -> None:
     title = document.title or extracted.title or first_heading or document.filename
     title = title[:300]
     with transaction.atomic():
-        _touch(document.id, chunks_total=len(drafts), pages=extracted.pages, title=title)
+        _touch(
+            document.id,
+            progress=True,
+            chunks_total=len(drafts),
+            pages=extracted.pages,
+            title=title,
+        )
         Chunk.objects.bulk_create(
             [
                 Chunk(
@@ -253,7 +298,7 @@ def _embed_pending(document_id: str, batch_size: int) -> None:
                 ["embedding"],
             )
             done = Chunk.objects.filter(document_id=document_id, embedding__isnull=False).count()
-            _touch(document_id, chunks_done=done)
+            _touch(document_id, progress=True, chunks_done=done)
 
 
 def _fail(document_id: str, reason: str) -> None:
