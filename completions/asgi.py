@@ -35,7 +35,13 @@ from completions import gateway
 from completions.conf import conf
 from completions.providers import hops
 from completions.streaming import DONE
-from config.common.errors import ApiError, error_body, invalid_api_key
+from config.common.errors import (
+    DATABASE_UNAVAILABLE,
+    ApiError,
+    database_unavailable,
+    error_body,
+    invalid_api_key,
+)
 from config.common.logging import request_id_var
 
 logger = logging.getLogger("engram.gateway")
@@ -83,6 +89,9 @@ class CompletionsApp:
             principal = await resolve_async(token, headers.get("x-workspace-id")) if token else None
         except ApiError as refused:  # an end-user token that failed a check says which
             return await self._error(send, refused, base)
+        except DATABASE_UNAVAILABLE as exc:  # a key not cached, and no database to look it up
+            logger.warning("database unavailable: %s", type(exc).__name__)
+            return await self._error(send, database_unavailable(), base)
         if principal is None:  # as ApiKeyMiddleware: the key before anything else
             return await self._error(send, invalid_api_key(), base)
         if scope["method"] != "POST":
@@ -168,6 +177,10 @@ class CompletionsApp:
             )
         except asyncio.CancelledError:
             raise
+        except DATABASE_UNAVAILABLE as exc:
+            logger.warning("completion failed, database unavailable: %s", type(exc).__name__)
+            error = database_unavailable()
+            reply = gateway.Reply(error.status, error.headers, gateway.dumps(error.body()))
         except Exception:
             logger.exception("completion failed")
             payload = gateway.dumps(error_body("Internal server error.", type="server_error"))

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from memory.models import Memory, MemoryEvent, Message, ProcessingJob
-from tests.stack import Redis, Stack, wait_until
+from tests.stack import Redis, Stack, TcpProxy, wait_until
 from tests.upstream import Reply, openai_completion
 
 FACTS = {
@@ -39,6 +39,27 @@ def stack(transactional_db, tmp_path):
     yield stack
     stack.stop()
     redis.stop()
+
+
+@pytest.fixture
+def proxied(transactional_db, tmp_path):
+    """A stack whose database is reached through a TcpProxy the test can cut: (stack, proxy)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    proxy = TcpProxy(int(db["PORT"])).start()
+    redis = Redis(tmp_path).start()
+    stack = Stack(
+        database_url=f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}",
+        redis=redis,
+        workdir=tmp_path,
+        ENGRAM_MEMORY_EXTRACTION="offline",
+        ENGRAM_DB_POOL_TIMEOUT="2",
+    )
+    yield stack, proxy
+    stack.stop()
+    redis.stop()
+    proxy.cut()
 
 
 def client(stack: Stack, key: str, **headers: str) -> httpx.Client:
@@ -112,6 +133,39 @@ IMPORT_FACTS = [
     "I play the violin.",
     "My favorite food is ramen.",
 ]
+
+
+def test_a_database_restart_answers_503_while_down_and_nothing_fails_after(proxied, owner):
+    stack, proxy = proxied
+    stack.web()
+    headers = {"x-user-id": "ana", "x-conversation-id": "restart"}
+    with client(stack, owner[1], **headers) as http:
+        assert [chat(http, f"Warm-up {i}.").status_code for i in range(3)] == [200] * 3
+
+        # A restart between two turns: the connection the chat path keeps is dead; the next
+        # turn must not be the one that finds out (it answered 500 before).
+        proxy.cut()
+        proxy.start()
+        statuses = [chat(http, f"After the restart {i}.").status_code for i in range(5)]
+        assert statuses == [200] * 5
+        assert http.get("/v1/users").status_code == 200
+
+        # Down: both doors answer a retryable 503 in the envelope, not a 500.
+        proxy.cut()
+        for response in (chat(http, "While it is down."), http.get("/v1/users")):
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            error = response.json()["error"]
+            assert error["code"] == "database_unavailable"
+            assert error["type"] == "service_unavailable"
+            assert "127.0.0.1" not in error["message"]  # the driver's text stays in the log
+
+        proxy.start()
+        statuses = [chat(http, f"Back {i}.").status_code for i in range(5)]
+        assert statuses == [200] * 5
+        assert http.get("/v1/users").status_code == 200
+    stored = Message.objects.filter(conversation__external_id="restart", role="user")
+    assert stored.count() == 13  # every turn answered 200, none of the refused one
 
 
 def import_messages(count: int) -> list[dict]:

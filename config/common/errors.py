@@ -9,9 +9,11 @@ the chat doors (`completions.request.api_error`, which names headers) all call i
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 
 from django.core.exceptions import ObjectDoesNotExist
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import exceptions as drf_exceptions
 
@@ -176,6 +178,22 @@ def invalid_api_key() -> ApiError:
     )
 
 
+# The database could not be reached or answer (down, restarting, out of connections, a query
+# cancelled): the request may be retried, unlike a bug's 500. The OpenAI SDKs retry a 503 and
+# honour retry-after.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER_SECONDS = 1
+
+
+def database_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "The database is unavailable for the moment; retry shortly.",
+        code="database_unavailable",
+        headers={"retry-after": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def _first_error(detail, prefix: str = "") -> tuple[str | None, str]:
     """DRF's nested validation errors -> (param, message) of the first one. A list's errors come
     as a list or, since DRF 3.15, as a dict keyed by index: both name `messages[0].content`."""
@@ -248,4 +266,7 @@ def handler404(request, exception=None):
 
 
 def handler500(request):
+    # Django calls it inside its `except`: the exception is still the one being handled.
+    if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
+        return database_unavailable().response()
     return error_response(500, "Internal server error.", type="server_error")

@@ -83,7 +83,14 @@ if env.bool("ENGRAM_DB_POOL", default=True):
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": env.int("ENGRAM_DB_POOL_SIZE", default=20),
-        "timeout": 10,
+        # How long a request waits for a connection (all in use, or the database unreachable)
+        # before it is answered 503 database_unavailable.
+        "timeout": env.float("ENGRAM_DB_POOL_TIMEOUT", default=10.0),
+        # While the database is down the pool retries a connection with a doubling delay (1 s,
+        # 2 s, 4 s...) until this runs out; the next request then starts a new try at once. At
+        # psycopg_pool's default (300 s) the tries were a minute apart after a long outage,
+        # and requests after the database came back waited for the next one and got 503s.
+        "reconnect_timeout": 2.0,
     }
 # The chunk graph index (memory.retrieval.chunks): 200 candidates per graph search, and a
 # filtered scan that goes on past chunks outside the caller's collections until it has enough.

@@ -1,6 +1,6 @@
 """A turn around the upstream call: prepare (store, recall, assemble) and finish (store, enqueue).
 
-Runs in the async request path: ORM work goes through sync_to_async in two hops. A worker thread
+Runs in the async request path: ORM work goes through on_request_thread in two hops. A worker thread
 computes the one query embedding and then ranks memories on its own connection while the first
 hop stores the turn (memory.turn.conversation); the second ranks past messages and assembles (memory.turn.recall).
 """
@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import Exists
 
 from config.common import background
+from config.common.orm import on_request_thread
 from memory.models import Conversation, Session
 from memory.retrieval.elsewhere import parallel
 from memory.retrieval.search import Found
@@ -113,7 +113,7 @@ def _sources(ctx: TurnContext, assembly: Assembly) -> dict:
 
 async def _knowledge_only(ctx: TurnContext, messages: list[dict]) -> PreparedTurn:
     """A turn without a user that names collections: knowledge, nothing remembered."""
-    assembly, budget = await sync_to_async(knowledge_only)(ctx, query_text(messages), messages)
+    assembly, budget = await on_request_thread(knowledge_only)(ctx, query_text(messages), messages)
     engram = {
         "session_id": None,
         "conversation_id": None,
@@ -156,7 +156,7 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
         await background.wait_for(
             _finishing(ctx.workspace.id, user_id), timeout=FINISH_WAIT_SECONDS
         )
-        loaded = await sync_to_async(load_and_store)(ctx, messages, dry_run)
+        loaded = await on_request_thread(load_and_store)(ctx, messages, dry_run)
     except BaseException:
         if memories is not None:
             memories.cancel()
@@ -165,7 +165,7 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
     if loaded.in_transaction:
         # Inside a caller's transaction (tests) another connection cannot see its rows.
         memories = None
-    assembly, budget = await sync_to_async(recall_and_assemble)(
+    assembly, budget = await on_request_thread(recall_and_assemble)(
         ctx, loaded, query, vector, messages, dry_run, memories
     )
     memories_used = len(assembly.used.get("memories", []))
@@ -282,7 +282,7 @@ async def finish_turn(
         if not isinstance(state, TurnState):
             return  # a pass-through or a dry run: nothing was stored, nothing to finish
         with background.holding(_finishing(state.workspace_id, state.user_id)):
-            await sync_to_async(_finish)(ctx, state, assistant, usage, incomplete, on_stored)
+            await on_request_thread(_finish)(ctx, state, assistant, usage, incomplete, on_stored)
     finally:
         if on_stored is not None:
             on_stored()  # again after the commit's call: setting an event twice is harmless
