@@ -39,8 +39,8 @@ from config.common.errors import (
     DATABASE_UNAVAILABLE,
     ApiError,
     database_unavailable,
-    error_body,
     invalid_api_key,
+    server_error,
 )
 from config.common.logging import request_id_var
 
@@ -92,6 +92,9 @@ class CompletionsApp:
         except DATABASE_UNAVAILABLE as exc:  # a key not cached, and no database to look it up
             logger.warning("database unavailable: %s", type(exc).__name__)
             return await self._error(send, database_unavailable(), base)
+        except Exception:  # a bug: the envelope all the same, not uvicorn's plain-text 500
+            logger.exception("the key check failed")
+            return await self._error(send, server_error(), base)
         if principal is None:  # as ApiKeyMiddleware: the key before anything else
             return await self._error(send, invalid_api_key(), base)
         if scope["method"] != "POST":
@@ -179,12 +182,10 @@ class CompletionsApp:
             raise
         except DATABASE_UNAVAILABLE as exc:
             logger.warning("completion failed, database unavailable: %s", type(exc).__name__)
-            error = database_unavailable()
-            reply = gateway.Reply(error.status, error.headers, gateway.dumps(error.body()))
+            reply = _reply_of(database_unavailable())
         except Exception:
             logger.exception("completion failed")
-            payload = gateway.dumps(error_body("Internal server error.", type="server_error"))
-            reply = gateway.Reply(500, {}, payload)
+            reply = _reply_of(server_error())
         head = [*base, *((k.encode(), v.encode()) for k, v in reply.headers.items())]
         if reply.stream is None:
             head += [_JSON, (b"content-length", b"%d" % len(reply.body))]
@@ -192,6 +193,10 @@ class CompletionsApp:
             await send({"type": "http.response.body", "body": reply.body})
             return
         await send_stream(send, reply.status, [*head, _SSE], reply.stream)
+
+
+def _reply_of(error: ApiError) -> gateway.Reply:
+    return gateway.Reply(error.status, error.headers, gateway.dumps(error.body()))
 
 
 async def send_stream(send, status: int, head: list, stream: AsyncGenerator[bytes, None]) -> None:

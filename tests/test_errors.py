@@ -1,6 +1,7 @@
 """Every error the foundation produces is OpenAI's envelope, with x-request-id."""
 
 import pytest
+from django.db import OperationalError
 
 
 def assert_envelope(resp, status, *, code=None):
@@ -83,3 +84,35 @@ def test_request_id_is_echoed_or_generated(anon_http):
     assert resp.headers["x-request-id"] == "client-abc-1"
     generated = anon_http.get("/healthz").headers["x-request-id"]
     assert generated.startswith("req_")
+
+
+def _raising(exc: Exception):
+    async def resolve(*args, **kwargs):
+        raise exc
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (RuntimeError("secret detail of a bug"), 500),
+        (OperationalError("connection refused, secret"), 503),
+    ],
+    ids=["bug", "database-down"],
+)
+def test_a_failing_key_check_on_the_chat_door_is_an_envelope(
+    http, settings, monkeypatch, raised, status
+):
+    # The lean chat door checks the key itself: what escapes that check was uvicorn's
+    # plain-text 500 ("Internal Server Error"), which the OpenAI SDKs cannot read.
+    settings.ENGRAM_GATEWAY_FAST_PATH = True
+    monkeypatch.setattr("completions.asgi.resolve_async", _raising(raised))
+    resp = http.post("/v1/chat/completions", json={"model": "local", "messages": []})
+    error = assert_envelope(resp, status)
+    assert "secret" not in resp.text
+    if status == 503:
+        assert error["code"] == "database_unavailable"
+        assert resp.headers["retry-after"] == "1"
+    else:
+        assert error["type"] == "server_error"

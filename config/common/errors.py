@@ -185,6 +185,11 @@ DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 DATABASE_RETRY_AFTER_SECONDS = 1
 
 
+def server_error() -> ApiError:
+    """A bug's answer: the envelope, nothing of the exception (it is in the log)."""
+    return ApiError(500, "Internal server error.", type="server_error")
+
+
 def database_unavailable() -> ApiError:
     return ApiError(
         503,
@@ -269,4 +274,4 @@ def handler500(request):
     # Django calls it inside its `except`: the exception is still the one being handled.
     if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
         return database_unavailable().response()
-    return error_response(500, "Internal server error.", type="server_error")
+    return server_error().response()
