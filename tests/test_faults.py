@@ -6,6 +6,7 @@ The database is the source of truth for background work: what the broker lost, t
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -24,21 +25,33 @@ FACTS = {
 }
 
 
-@pytest.fixture
-def stack(transactional_db, tmp_path):
+@contextlib.contextmanager
+def running_stack(tmp_path, *, host: str | None = None, port: int | None = None, **env: str):
+    """A Stack on the test database (at `host:port` instead, when given) and a Redis of its
+    own, stopped at the end."""
     from django.db import connection
 
     db = connection.settings_dict
+    where = f"{host or db['HOST']}:{port or db['PORT']}"
     redis = Redis(tmp_path).start()
     stack = Stack(
-        database_url=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        database_url=f"postgres://{db['USER']}@{where}/{db['NAME']}",
         redis=redis,
         workdir=tmp_path,
         ENGRAM_MEMORY_EXTRACTION="offline",
+        **env,
     )
-    yield stack
-    stack.stop()
-    redis.stop()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        redis.stop()
+
+
+@pytest.fixture
+def stack(transactional_db, tmp_path):
+    with running_stack(tmp_path) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -46,20 +59,14 @@ def proxied(transactional_db, tmp_path):
     """A stack whose database is reached through a TcpProxy the test can cut: (stack, proxy)."""
     from django.db import connection
 
-    db = connection.settings_dict
-    proxy = TcpProxy(int(db["PORT"])).start()
-    redis = Redis(tmp_path).start()
-    stack = Stack(
-        database_url=f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}",
-        redis=redis,
-        workdir=tmp_path,
-        ENGRAM_MEMORY_EXTRACTION="offline",
-        ENGRAM_DB_POOL_TIMEOUT="2",
-    )
-    yield stack, proxy
-    stack.stop()
-    redis.stop()
-    proxy.cut()
+    proxy = TcpProxy(int(connection.settings_dict["PORT"])).start()
+    try:
+        with running_stack(
+            tmp_path, host="127.0.0.1", port=proxy.port, ENGRAM_DB_POOL_TIMEOUT="2"
+        ) as stack:
+            yield stack, proxy
+    finally:
+        proxy.cut()
 
 
 def client(stack: Stack, key: str, **headers: str) -> httpx.Client:
