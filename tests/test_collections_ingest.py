@@ -1,5 +1,6 @@
 """Ingestion through the real Celery worker, resuming, de-duplication, deletion and retrieval."""
 
+import itertools
 import time
 
 import httpx
@@ -354,32 +355,38 @@ def test_ingestion_resumes_where_a_dead_worker_stopped(owner, settings):
     assert services.document_ingest(document_id="doc_missing") == "skip"
 
 
-def test_a_run_out_of_time_releases_the_document_and_the_next_run_finishes(
-    owner, settings, monkeypatch
-):
+def _time_out_on_calls(monkeypatch, times_out) -> None:
+    """The embedder raises Celery's soft time limit on the calls (counted from 1) for which
+    `times_out(call)` holds, until `monkeypatch.undo()`."""
     from celery.exceptions import SoftTimeLimitExceeded
 
     from memory.embeddings import get_embedder
 
-    settings.ENGRAM_INGEST_BATCH = 3
-    settings.ENGRAM_CHUNK_TOKENS = 60
-    document = _bare_document(owner[0], "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(8)))
     embedder = get_embedder()
     real_embed = embedder.embed
-    calls = []
+    calls = itertools.count(1)
 
-    def embed_then_time_out(texts):
-        calls.append(len(texts))
-        if len(calls) == 2:  # the soft time limit fires during the second batch
+    def embed(texts):
+        if times_out(next(calls)):
             raise SoftTimeLimitExceeded()
         return real_embed(texts)
 
-    monkeypatch.setattr(embedder, "embed", embed_then_time_out)
+    monkeypatch.setattr(embedder, "embed", embed)
+
+
+def test_a_run_out_of_time_releases_the_document_and_the_next_run_finishes(
+    owner, settings, monkeypatch
+):
+    settings.ENGRAM_INGEST_BATCH = 3
+    settings.ENGRAM_CHUNK_TOKENS = 60
+    document = _bare_document(owner[0], "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(8)))
+    # The soft time limit fires during the second batch.
+    _time_out_on_calls(monkeypatch, lambda call: call == 2)
     assert services.document_ingest(document_id=document.id) == "again"
     document.refresh_from_db()
     assert (document.status, document.chunks_done) == ("queued", 3)
     assert document.chunks_total > 6
-    monkeypatch.setattr(embedder, "embed", real_embed)
+    monkeypatch.undo()
     assert services.document_ingest(document_id=document.id) == "ready"
     document.refresh_from_db()
     assert document.chunks_done == document.chunks_total
@@ -419,25 +426,12 @@ def test_a_document_whose_runs_keep_dying_is_failed_not_retried_forever(
 def test_runs_that_make_progress_are_not_counted_against_the_document(owner, settings, monkeypatch):
     """A long document that runs out of time after every batch still finishes: each run that
     commits a batch starts the count again."""
-    from celery.exceptions import SoftTimeLimitExceeded
-
-    from memory.embeddings import get_embedder
-
     settings.ENGRAM_JOB_MAX_ATTEMPTS = 2
     settings.ENGRAM_INGEST_BATCH = 2
     settings.ENGRAM_CHUNK_TOKENS = 60
     document = _bare_document(owner[0], "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(8)))
-    embedder = get_embedder()
-    real_embed = embedder.embed
-    calls = []
-
-    def one_batch_per_run(texts):
-        calls.append(len(texts))
-        if len(calls) % 2 == 0:  # the soft time limit fires at each run's second batch
-            raise SoftTimeLimitExceeded()
-        return real_embed(texts)
-
-    monkeypatch.setattr(embedder, "embed", one_batch_per_run)
+    # The soft time limit fires at each run's second batch.
+    _time_out_on_calls(monkeypatch, lambda call: call % 2 == 0)
     runs = []
     while (outcome := services.document_ingest(document_id=document.id)) == "again":
         runs.append(outcome)
