@@ -7,12 +7,21 @@ The database is the source of truth for background work: what the broker lost, t
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from config.env import BASE_DIR
 from memory.models import Memory, MemoryEvent, Message, ProcessingJob
 from tests.stack import Redis, Stack, TcpProxy, wait_until
 from tests.upstream import Reply, openai_completion
@@ -312,3 +321,76 @@ def test_malformed_llm_extraction_falls_back_to_the_offline_extractor(
     memory = Memory.objects.get(user_id="rui")
     assert memory.text == "User lives in Rome."
     assert MemoryEvent.objects.get(memory_id=memory.id).actor == "extractor:offline"
+
+
+@contextlib.contextmanager
+def embedded_postgres(data: Path):
+    """An embedded PostgreSQL kept in `data`, started (or recovered) by the code `make run`
+    uses, in a process of its own that stops it on leaving; yields (url, the server's pid)."""
+    starter = (
+        "import sys; from config.embedded.servers import ensure_postgres; "
+        "print(ensure_postgres(), flush=True); sys.stdin.read()"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", starter],
+        env={**os.environ, "ENGRAM_DATA_DIR": str(data)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        url = owner.stdout.readline().strip()
+        assert url.startswith("postgres://"), "the embedded PostgreSQL did not start"
+        yield url, json.loads((data / "postgres.json").read_text())["pid"]
+    finally:
+        owner.communicate(timeout=60)  # its stdin closed: it stops the server (if alive)
+
+
+def _manage(stack: Stack, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        env=stack.env,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_an_answer_received_is_stored_when_the_database_is_killed_right_after(tmp_path):
+    # A PostgreSQL of the test's own (not the suite's), SIGKILLed the moment the last answer
+    # arrives, then recovered from its WAL: every turn whose answer the client received is
+    # there. The turn's first commit does not wait for the disk; its last one does, and the
+    # WAL is one sequence, so that flush carries the first too.
+    data = tmp_path / "data"
+    redis = Redis(tmp_path).start()
+    with embedded_postgres(data) as (url, pid):
+        stack = Stack(
+            database_url=url, redis=redis, workdir=tmp_path, ENGRAM_MEMORY_EXTRACTION="offline"
+        )
+        try:
+            _manage(stack, "migrate", "-v0")
+            created = _manage(stack, "createworkspace", "crash", "--key")
+            key = re.search(r"API key: (\S+)", created)
+            assert key is not None
+            stack.web()
+            headers = {"x-user-id": "ana", "x-conversation-id": "crash"}
+            with client(stack, key.group(1), **headers) as http:
+                for i in range(6):
+                    assert chat(http, f"Entry {i}: I keep a diary.").status_code == 200
+                os.killpg(pid, signal.SIGKILL)  # the server and every backend, at once
+        finally:
+            stack.stop()
+    redis.stop()
+    # Recovery: the server replays its WAL.
+    with (
+        embedded_postgres(data) as (url, _),
+        psycopg.connect(url.replace("postgres://", "postgresql://", 1)) as db,
+    ):
+        rows = db.execute(
+            "SELECT role, count(*) FROM memory_message GROUP BY role ORDER BY role"
+        ).fetchall()
+    assert rows == [("assistant", 6), ("user", 6)]

@@ -25,7 +25,7 @@ from memory.services.users import user_lock
 from memory.text import content_text, count_messages
 from memory.turn.assembly import Assembly, Budget
 from memory.turn.contract import PreparedTurn, TurnContext
-from memory.turn.conversation import fingerprint, load_and_store, relaxed_commit
+from memory.turn.conversation import fingerprint, load_and_store
 from memory.turn.recall import knowledge_only, memory_hits_elsewhere, recall_and_assemble
 
 logger = logging.getLogger("engram.memory")
@@ -227,8 +227,11 @@ def _finish(
         conversations = conversations.annotate(
             session_kept=Exists(Session.objects.filter(pk=state.session.pk))
         )
+    # This commit waits for the disk (unlike load_and_store's): the client's last bytes wait
+    # for it, and its WAL flush carries the turn's first commit too (one sequence), so an
+    # answer the client received survives the database server crashing right after. ~0.2-0.4
+    # ms here, after the answer, never before its first token.
     with transaction.atomic():
-        relaxed_commit()
         user_lock(workspace_id=state.workspace_id, user_id=state.user_id)
         conversation = conversations.filter(pk=state.conversation_pk).first()
         if conversation is None:  # the user was erased during the upstream call
