@@ -13,13 +13,15 @@ settles; nothing waits for it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from django.conf import settings
 
 from accounts.limits import limiter
 from accounts.limits.policy import NO_POLICY, Policy
-from completions import pricing
+from completions import pricing, selectors
 from config.common import tokens as tokenizer
+from config.common.orm import on_pool_thread
 
 PER_MESSAGE_TOKENS = 4  # OpenAI's framing of each message, roughly
 
@@ -80,9 +82,26 @@ async def admit(
         charge.price, prompt=prompt, completion=completion, per_usd=charge.limits.credits_per_usd
     )
     charge.admission = await limiter.reserve(
-        request_id=request_id, found=found, tokens=prompt + completion, credits_micro=credits
+        request_id=request_id,
+        found=found,
+        tokens=prompt + completion,
+        credits_micro=credits,
+        spent_since=_spent_since,
     )
     charge.headers = charge.admission.headers
+
+
+@on_pool_thread
+def _spent_since(subject: limiter.Subject, since_ms: int | None) -> int:
+    """A budget's subject's spending (micro-credits) in the database, for the limiter's seed."""
+    since = datetime.fromtimestamp(since_ms / 1000, tz=UTC) if since_ms is not None else None
+    spent = selectors.usage_credits_since(
+        workspace=subject.workspace_id,
+        since=since,
+        api_key_id=subject.api_key_id,
+        user_id=subject.user_id,
+    )
+    return round(spent * pricing.MICRO)
 
 
 def finish(

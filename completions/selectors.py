@@ -33,6 +33,26 @@ def usage_record_list(*, workspace: Workspace | str) -> QuerySet[UsageRecord]:
     return UsageRecord.objects.filter(workspace=workspace).order_by("-created_at")
 
 
+def usage_credits_since(
+    *,
+    workspace: Workspace | str,
+    since: datetime | None,
+    api_key_id: str | None = None,
+    user_id: str | None = None,
+) -> float:
+    """The credits the workspace's usage records hold since `since` (None: ever), narrowed to
+    a key or an end user: what a budget's subject has spent (accounts.limits.limiter seeds
+    Redis with it)."""
+    records = UsageRecord.objects.filter(workspace=workspace)
+    if since is not None:
+        records = records.filter(created_at__gte=since)
+    if api_key_id is not None:
+        records = records.filter(api_key_id=api_key_id)
+    if user_id is not None:
+        records = records.filter(user_id=user_id)
+    return records.aggregate(total=Sum("credits"))["total"] or 0.0
+
+
 class Percentile(Aggregate):
     function = "PERCENTILE_CONT"
     template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"

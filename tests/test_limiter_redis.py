@@ -1,6 +1,6 @@
 """accounts.limits.limiter against the real (embedded) Redis, below HTTP: a settle is sent with
 its loop turn's batch and nothing waits for it, it still lands when Redis has lost the script
-(a restart), and a budget's period key gets its time to live once, when it is made."""
+(a restart), and a budget's period key gets its time to live once, when it is seeded."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ from accounts.limits.policy import Policy, Rule
 from config.common.errors import ApiError
 
 RULE = Rule(rpm=1000, tpm=100_000, max_concurrent=5, budget_micro=10_000_000, period="day")
+
+
+async def spent_nothing(subject: limiter.Subject, since_ms: int | None) -> int:
+    """The database's figure for subjects no usage record names (these tests' own)."""
+    return 0
 
 
 @pytest.fixture
@@ -36,7 +41,11 @@ def _subjects():
 
 async def _reserve_then_settle(found, request_id: str, *, flush_scripts, store) -> None:
     admission = await limiter.reserve(
-        request_id=request_id, found=found, tokens=100, credits_micro=3_000_000
+        request_id=request_id,
+        found=found,
+        tokens=100,
+        credits_micro=3_000_000,
+        spent_since=spent_nothing,
     )
     assert admission.counted
     if flush_scripts:
@@ -66,7 +75,13 @@ def test_a_budget_key_gets_its_time_to_live_when_made_and_keeps_it(store):
     budget_key, ttl = limiter.period_key(subject.prefix, "day", _now())
 
     async def reserve(request_id: str) -> None:
-        await limiter.reserve(request_id=request_id, found=found, tokens=10, credits_micro=5)
+        await limiter.reserve(
+            request_id=request_id,
+            found=found,
+            tokens=10,
+            credits_micro=5,
+            spent_since=spent_nothing,
+        )
 
     asyncio.run(reserve("first"))
     first = store.pttl(budget_key)
@@ -94,7 +109,13 @@ def test_a_reserve_on_the_next_day_counts_against_that_day_s_budget(store, monke
     tomorrow = today + timedelta(days=1)
 
     async def reserve(request_id: str) -> None:
-        await limiter.reserve(request_id=request_id, found=found, tokens=10, credits_micro=7)
+        await limiter.reserve(
+            request_id=request_id,
+            found=found,
+            tokens=10,
+            credits_micro=7,
+            spent_since=spent_nothing,
+        )
 
     asyncio.run(reserve("today"))
     monkeypatch.setattr(limiter, "_now_ms", lambda: int(tomorrow.timestamp() * 1000))
@@ -115,7 +136,9 @@ def test_a_lease_never_settled_frees_its_slot_when_it_ends(store, settings):
     found = limiter.subjects(workspace_id=workspace, key_id=None, user_id=None, policy=policy)
 
     async def reserve(request_id: str) -> limiter.Admission:
-        return await limiter.reserve(request_id=request_id, found=found, tokens=1, credits_micro=0)
+        return await limiter.reserve(
+            request_id=request_id, found=found, tokens=1, credits_micro=0, spent_since=spent_nothing
+        )
 
     asyncio.run(reserve("died"))  # never settled
     with pytest.raises(ApiError) as refused:
@@ -148,3 +171,51 @@ def test_rates_and_leases_stay_out_of_the_append_only_file_budgets_go_in(store):
     assert budget_key.encode() in written
     for kind in ("rpm", "tpm", "conc"):
         assert (prefix + kind).encode() not in written
+
+
+def test_a_budget_without_its_key_starts_from_the_period_s_spending(store):
+    """The first requests of a period (or after Redis lost the key) seed it with what the
+    database says the subject spent since the period began: set once (NX) however many ask,
+    with the period's time to live, and each request counted on top."""
+    found = _subjects()
+    budget_key, ttl = limiter.period_key(found[0].prefix, "day", _now())
+    asked: list[int | None] = []
+
+    async def spent_four(subject: limiter.Subject, since_ms: int | None) -> int:
+        asked.append(since_ms)
+        await asyncio.sleep(0.01)  # the database's time: both requests ask before either sets
+        return 4_000_000
+
+    async def two_at_once() -> None:
+        await asyncio.gather(
+            *(
+                limiter.reserve(
+                    request_id=f"req-{n}",
+                    found=found,
+                    tokens=10,
+                    credits_micro=1_000_000,
+                    spent_since=spent_four,
+                )
+                for n in range(2)
+            )
+        )
+
+    asyncio.run(two_at_once())
+    midnight = _now().replace(hour=0, minute=0, second=0, microsecond=0)
+    assert asked == [int(midnight.timestamp() * 1000)] * 2
+    assert int(store.get(budget_key)) == 4_000_000 + 2 * 1_000_000
+    assert 0 < store.pttl(budget_key) <= ttl + 1000
+
+    # 6 of 10 spent: a request of 5 more is over the budget.
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(
+            limiter.reserve(
+                request_id="over",
+                found=found,
+                tokens=10,
+                credits_micro=5_000_000,
+                spent_since=spent_four,
+            )
+        )
+    assert refused.value.code == "insufficient_quota"
+    assert len(asked) == 2  # the key is there now: no more questions to the database

@@ -205,6 +205,32 @@ def test_budget_exhausted_is_insufficient_quota(sdk, operator_http, owner, key_i
     assert "budget of the API key" in error.message
 
 
+@pytest.mark.parametrize("period", ["day", "none"])
+def test_a_budget_redis_lost_is_taken_up_from_the_usage_records(
+    sdk, operator_http, owner, key_id, metered, period
+):
+    """Redis may lose its data (a new server, a flush): the spending it counted is in the
+    usage records, and the next request's budget starts from there, not from nothing."""
+    import redis
+    from django.conf import settings
+
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": period}})
+    assert ask(sdk, model=METERED, max_tokens=7).parse().model_extra["engram"]["credits_charged"]
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0], credits=7).exists())
+    store = redis.Redis.from_url(settings.REDIS_URL)
+    budget_keys = store.keys(f"engram:lim:{{{owner[0].id}}}:key:*:bud:*")
+    assert len(budget_keys) == 1 and int(store.get(budget_keys[0])) == 7_000_000
+    store.delete(*budget_keys)  # what a Redis that lost its data no longer has
+
+    with pytest.raises(openai.RateLimitError) as info:  # 7 spent (in the database) + 7 > 10
+        ask(sdk, model=METERED, max_tokens=7)
+    assert info.value.code == "insufficient_quota"
+    assert int(store.get(budget_keys[0])) == 7_000_000
+    assert (store.pttl(budget_keys[0]) > 0) is (period == "day")  # a period's key expires
+    ask(sdk, model=METERED, max_tokens=3)  # what is left of the budget is still served
+
+
 def test_streamed_answers_settle_their_budget(sdk, operator_http, owner, metered, upstream):
     patch_workspace(operator_http, owner, {"budget": {"credits": 5, "period": "none"}})
     upstream.script(Reply(stream=openai_stream(["a", "b"], model=METERED)))

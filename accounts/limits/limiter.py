@@ -26,6 +26,7 @@ import functools
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -72,6 +73,14 @@ class Subject:
     label: str  # "workspace", "api key", "end user 'alice'" — said in a 429's message
     prefix: str  # its Redis keys' common part (one hash tag per workspace: one cluster slot)
     rule: Rule
+    workspace_id: str = ""
+    api_key_id: str | None = None  # the usage records that are this subject's: the
+    user_id: str | None = None  # workspace's, narrowed to a key or an end user
+
+
+# The credits (micro) a subject's usage records hold since a time (epoch ms; None: ever): the
+# database is the truth of what was spent; Redis holds the running figure.
+SpentSince = Callable[[Subject, int | None], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ class _Wire:
     encoding all ~40 arguments of a reserve, and ~20 of a settle, was ~20 µs per request."""
 
     reserve_keys: bytes  # rpm, tpm, concurrency, budget
-    reserve_args: bytes  # rpm, tpm, max_concurrent, budget (-1: none), the period's end (ms)
+    reserve_args: bytes  # rpm, tpm, max_concurrent, budget (-1: none)
     settle_keys: bytes  # tpm, concurrency, budget
     settle_args: bytes  # tpm, has a budget (1 / 0)
 
@@ -89,7 +98,7 @@ class _Wire:
 @functools.lru_cache(maxsize=4096)
 def _wire(prefix: str, rule: Rule, day: date) -> _Wire:
     bulk = inline_redis.bulk
-    suffix, end_ms = _period(rule.period, day)
+    suffix, _, _ = _period(rule.period, day)
     rpm, tpm, conc, budget = (prefix + k for k in ("rpm", "tpm", "conc", suffix))
     return _Wire(
         reserve_keys=b"".join(map(bulk, (rpm, tpm, conc, budget))),
@@ -101,7 +110,6 @@ def _wire(prefix: str, rule: Rule, day: date) -> _Wire:
                     rule.tpm or 0,
                     rule.max_concurrent or 0,
                     rule.budget_micro if rule.budget_micro is not None else -1,
-                    end_ms,
                 ),
             )
         ),
@@ -144,30 +152,36 @@ def subjects(*, workspace_id: str, key_id: str | None, user_id: str | None, poli
     base = f"engram:lim:{{{workspace_id}}}:"
     found = []
     if not policy.workspace.empty:
-        found.append(Subject("workspace", base + "ws:", policy.workspace))
+        found.append(Subject("workspace", base + "ws:", policy.workspace, workspace_id))
     if key_id and not policy.key.empty:
-        found.append(Subject("API key", base + f"key:{key_id}:", policy.key))
+        subject = Subject("API key", base + f"key:{key_id}:", policy.key, workspace_id, key_id)
+        found.append(subject)
     if user_id and not policy.end_user.empty:
-        found.append(Subject(f"end user '{user_id}'", base + f"user:{user_id}:", policy.end_user))
+        label, prefix = f"end user '{user_id}'", base + f"user:{user_id}:"
+        found.append(Subject(label, prefix, policy.end_user, workspace_id, user_id=user_id))
     return found
 
 
 def period_key(prefix: str, period: str, now: datetime) -> tuple[str, int]:
     """The budget's Redis key for the period `now` (UTC) falls in, and its time to live (ms):
     the rest of the period and a day, so settling a long answer still finds it."""
-    suffix, end_ms = _period(period, now.date())
-    if not end_ms:
-        return prefix + suffix, 0
-    return prefix + suffix, end_ms - int(now.timestamp() * 1000) + DAY_MS
+    suffix, _, end_ms = _period(period, now.date())
+    return prefix + suffix, _time_to_live(end_ms, int(now.timestamp() * 1000))
+
+
+def _time_to_live(end_ms: int, now_ms: int) -> int:
+    """A budget key's (ms; 0: for ever): the rest of its period and a day, so settling a long
+    answer still finds it."""
+    return end_ms - now_ms + DAY_MS if end_ms else 0
 
 
 @functools.lru_cache(maxsize=32)
-def _period(period: str, day: date) -> tuple[str, int]:
-    """(key suffix, end in epoch ms; 0 for a budget with no period) of the period holding
-    `day`: the same all day, so worked out once a day (the datetime arithmetic was ~8 µs per
-    subject per request)."""
+def _period(period: str, day: date) -> tuple[str, int, int]:
+    """(key suffix, start and end in epoch ms; 0, 0 for a budget with no period) of the period
+    holding `day`: the same all day, so worked out once a day (the datetime arithmetic was ~8
+    µs per subject per request)."""
     if period not in ("day", "week", "month"):
-        return "bud:all", 0
+        return "bud:all", 0, 0
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     if period == "day":
         end = start + timedelta(days=1)
@@ -177,7 +191,11 @@ def _period(period: str, day: date) -> tuple[str, int]:
     else:
         start = start.replace(day=1)
         end = (start + timedelta(days=32)).replace(day=1)
-    return f"bud:{period}:{start:%Y%m%d}", int(end.timestamp() * 1000)
+    return (
+        f"bud:{period}:{start:%Y%m%d}",
+        int(start.timestamp() * 1000),
+        int(end.timestamp() * 1000),
+    )
 
 
 async def reserve(
@@ -186,8 +204,58 @@ async def reserve(
     found: list[Subject],
     tokens: int,
     credits_micro: int,
+    spent_since: SpentSince,
 ) -> Admission:
-    """Count the request against every subject, or raise the 429 (or 503) that refuses it."""
+    """Count the request against every subject, or raise the 429 (or 503) that refuses it.
+
+    A budget whose period has no key in Redis yet — its first request, or a Redis that lost
+    its data (a new server, a flush) — starts from what the database's usage records say was
+    spent in the period, not from nothing: the reserve answers which subjects lack one, they
+    are seeded, and it is asked again (once a period per subject; usage not yet flushed to the
+    database, ENGRAM_USAGE_FLUSH_SECONDS, is not in the seed)."""
+    admission, figures = await _reserve_once(request_id, found, tokens, credits_micro)
+    if figures is not None and figures[0] == UNSEEDED:
+        try:
+            await _seed(found, figures[1], spent_since)
+        except _FAILURES as exc:
+            return _unreachable(admission, exc)
+        admission, figures = await _reserve_once(request_id, found, tokens, credits_micro)
+        if figures is not None and figures[0] == UNSEEDED:  # Redis did not keep the seeds
+            return _unreachable(admission, redis.ResponseError("budget seeds not kept"))
+    if figures is None:  # Redis unreachable, failing open: served, not counted
+        return admission
+    return _verdict(admission, figures, found, tokens)
+
+
+UNSEEDED = 3  # the reserve's verdict for budgets without a key
+
+
+async def _seed(found: list[Subject], mask: int, spent_since: SpentSince) -> None:
+    """Each budget key the mask names, set to its subject's spending in the period unless
+    another request set it meanwhile (NX)."""
+    now = _now_ms()
+    day = _EPOCH_DAY + timedelta(days=now // DAY_MS)
+    bulk = inline_redis.bulk
+    commands: list[inline_redis.Command] = []
+    for index, subject in enumerate(found):
+        if not mask >> index & 1:
+            continue
+        suffix, start_ms, end_ms = _period(subject.rule.period, day)
+        spent = await spent_since(subject, start_ms if end_ms else None)
+        ttl = _time_to_live(end_ms, now)
+        args = ["SET", subject.prefix + suffix, spent, *(("PX", ttl) if ttl else ()), "NX"]
+        commands.append(inline_redis.encoded(len(args), *map(bulk, args)))
+    pool = inline_redis.pool(settings.REDIS_URL)
+    for reply in await pool.call_many(commands, timeout=TIMEOUT_SECONDS):
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+
+
+async def _reserve_once(
+    request_id: str, found: list[Subject], tokens: int, credits_micro: int
+) -> tuple[Admission, list[int] | None]:
+    """The reserve script's figures (None: Redis unreachable and failing open; failing
+    closed raises)."""
     now = _now_ms()
     day = _EPOCH_DAY + timedelta(days=now // DAY_MS)  # UTC
     wires = [_wire(s.prefix, s.rule, day) for s in found]
@@ -207,10 +275,16 @@ async def reserve(
         *(w.reserve_args for w in wires),
     )
     try:
-        reply = await _call(RESERVE, 9 + 9 * n, body)
+        reply = await _call(RESERVE, 9 + 8 * n, body)
     except _FAILURES as exc:
-        return _unreachable(admission, exc)
-    figures = [int(x) for x in reply.split()]
+        return _unreachable(admission, exc), None
+    return admission, [int(x) for x in reply.split()]
+
+
+def _verdict(
+    admission: Admission, figures: list[int], found: list[Subject], tokens: int
+) -> Admission:
+    """The admission the reserve's reply admits, or the 429 it refuses with."""
     verdict, who, kind, retry_ms = figures[:4]
     admission.headers = _headers(figures[4:])
     if verdict == 0:

@@ -3,19 +3,21 @@
 -- concurrency is a sorted set of leases (request id -> expiry), so a crashed process's
 -- requests free their slots when the lease ends; budgets are integer micro-credits per period.
 -- KEYS: per subject 4 keys: rpm, tpm, concurrency, budget.
--- ARGV: now_ms, request_id, lease_ms, n, tokens, credits, then per subject 5 values (the same
+-- ARGV: now_ms, request_id, lease_ms, n, tokens, credits, then per subject 4 values (the same
 --   for a subject all day: encoded once by the caller):
---   rpm, tpm, max_concurrent (0 = none), budget (-1 = none), the budget period's end (ms; 0 = none)
+--   rpm, tpm, max_concurrent (0 = none), budget (-1 = none)
 -- Returns "verdict subject kind retry_ms limit_req remaining_req reset_req_ms
 --          limit_tok remaining_tok reset_tok_ms" (integers, space-separated)
 --   verdict 0 = admitted, 1 = rate limited, 2 = over budget; kind 1 rpm 2 tpm 3 concurrency 4 budget
+--   verdict 3 = a budget's period has no key (its first request, or a Redis that lost its
+--   data): nothing counted; `subject` is the bit mask of those subjects (bit 0: the first),
+--   which the caller seeds from the database's usage records before asking again
 local now = tonumber(ARGV[1])
 local rid = ARGV[2]
 local lease = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local tokens, credits = tonumber(ARGV[5]), tonumber(ARGV[6])
 local WINDOW = 60000
-local DAY = 86400000
 
 local verdict, who, kind, retry = 0, 0, 0, 0
 local plans = {}
@@ -41,13 +43,23 @@ for i = 1, n do
 end
 local stored = redis.call('MGET', unpack(names))
 
+local unseeded = 0
 for i = 1, n do
-  local a = 6 + (i - 1) * 5
+  if tonumber(ARGV[6 + (i - 1) * 4 + 4]) >= 0 and not stored[(i - 1) * 3 + 3] then
+    unseeded = unseeded + 2 ^ (i - 1)
+  end
+end
+if unseeded > 0 then
+  return string.format('3 %d 0 0 -1 -1 0 -1 -1 0', unseeded)
+end
+
+for i = 1, n do
+  local a = 6 + (i - 1) * 4
   local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local budget = tonumber(ARGV[a + 4])
   local k = (i - 1) * 4
   local s = (i - 1) * 3
-  local plan = {conc = conc, budget = budget, ends = tonumber(ARGV[a + 5])}
+  local plan = {conc = conc, budget = budget}
   if budget >= 0 then
     local spent = tonumber(stored[s + 3] or 0)
     if spent >= budget or spent + credits > budget then
@@ -123,13 +135,8 @@ if verdict == 0 then
     local k = (i - 1) * 4
     local plan = plans[i]
     if plan.budget >= 0 then
-      -- a period's key gets its time to live once, when this INCRBY makes it (the value is
-      -- then this request's credits); the same end all period long, so not again each time
-      local spent = redis.call('INCRBY', KEYS[k + 4], ARGV[6])
-      if spent == credits and plan.ends > 0 then
-        -- the rest of the period and a day, so settling a long answer still finds it
-        redis.call('PEXPIRE', KEYS[k + 4], plan.ends - now + DAY)
-      end
+      -- the key exists: its seed (the caller's SET) gave it its time to live
+      redis.call('INCRBY', KEYS[k + 4], ARGV[6])
     end
   end
 end
