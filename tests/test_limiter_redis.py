@@ -24,6 +24,19 @@ async def spent_nothing(subject: limiter.Subject, since_ms: int | None) -> int:
     return 0
 
 
+def reserve(found, request_id: str, *, credits_micro: int, tokens: int = 10, spent_since=None):
+    """One reserve, run to its end (spent_nothing unless told)."""
+    return asyncio.run(
+        limiter.reserve(
+            request_id=request_id,
+            found=found,
+            tokens=tokens,
+            credits_micro=credits_micro,
+            spent_since=spent_since or spent_nothing,
+        )
+    )
+
+
 @pytest.fixture
 def store():
     limiter.reset()
@@ -74,20 +87,11 @@ def test_a_budget_key_gets_its_time_to_live_when_made_and_keeps_it(store):
     subject = found[0]
     budget_key, ttl = limiter.period_key(subject.prefix, "day", _now())
 
-    async def reserve(request_id: str) -> None:
-        await limiter.reserve(
-            request_id=request_id,
-            found=found,
-            tokens=10,
-            credits_micro=5,
-            spent_since=spent_nothing,
-        )
-
-    asyncio.run(reserve("first"))
+    reserve(found, "first", credits_micro=5)
     first = store.pttl(budget_key)
     assert 0 < first <= ttl + 1000  # the rest of the day, and a day
     store.pexpire(budget_key, 3_600_000)  # an hour left: a later reserve does not reset it
-    asyncio.run(reserve("second"))
+    reserve(found, "second", credits_micro=5)
     assert 0 < store.pttl(budget_key) <= 3_600_000
     assert int(store.get(budget_key)) == 10
 
@@ -108,19 +112,10 @@ def test_a_reserve_on_the_next_day_counts_against_that_day_s_budget(store, monke
     today = _now()
     tomorrow = today + timedelta(days=1)
 
-    async def reserve(request_id: str) -> None:
-        await limiter.reserve(
-            request_id=request_id,
-            found=found,
-            tokens=10,
-            credits_micro=7,
-            spent_since=spent_nothing,
-        )
-
-    asyncio.run(reserve("today"))
+    reserve(found, "today", credits_micro=7)
     monkeypatch.setattr(limiter, "_now_ms", lambda: int(tomorrow.timestamp() * 1000))
-    asyncio.run(reserve("tomorrow"))
-    asyncio.run(reserve("tomorrow-again"))
+    reserve(found, "tomorrow", credits_micro=7)
+    reserve(found, "tomorrow-again", credits_micro=7)
     assert int(store.get(limiter.period_key(prefix, "day", today)[0])) == 7
     next_key, ttl = limiter.period_key(prefix, "day", tomorrow)
     assert int(store.get(next_key)) == 14
@@ -135,17 +130,12 @@ def test_a_lease_never_settled_frees_its_slot_when_it_ends(store, settings):
     policy = Policy(workspace=Rule(max_concurrent=1))
     found = limiter.subjects(workspace_id=workspace, key_id=None, user_id=None, policy=policy)
 
-    async def reserve(request_id: str) -> limiter.Admission:
-        return await limiter.reserve(
-            request_id=request_id, found=found, tokens=1, credits_micro=0, spent_since=spent_nothing
-        )
-
-    asyncio.run(reserve("died"))  # never settled
+    reserve(found, "died", credits_micro=0, tokens=1)  # never settled
     with pytest.raises(ApiError) as refused:
-        asyncio.run(reserve("too-soon"))
+        reserve(found, "too-soon", credits_micro=0, tokens=1)
     assert refused.value.status == 429 and "concurrent" in str(refused.value)
     time.sleep(0.25)
-    assert asyncio.run(reserve("after")).counted
+    assert reserve(found, "after", credits_micro=0, tokens=1).counted
     assert store.zrange(found[0].prefix + "conc", 0, -1) == [b"after"]
 
 
@@ -208,14 +198,6 @@ def test_a_budget_without_its_key_starts_from_the_period_s_spending(store):
 
     # 6 of 10 spent: a request of 5 more is over the budget.
     with pytest.raises(ApiError) as refused:
-        asyncio.run(
-            limiter.reserve(
-                request_id="over",
-                found=found,
-                tokens=10,
-                credits_micro=5_000_000,
-                spent_since=spent_four,
-            )
-        )
+        reserve(found, "over", credits_micro=5_000_000, spent_since=spent_four)
     assert refused.value.code == "insufficient_quota"
     assert len(asked) == 2  # the key is there now: no more questions to the database
