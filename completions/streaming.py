@@ -376,8 +376,8 @@ async def relay(
                 await stream.aclose()
     # Finish before the last frames: finishing only schedules work, and a client that leaves
     # during the last write must not skip it. The last frames wait for the answer's commit: a
-    # client that saw [DONE] has an answer that is stored (unless the database could not take
-    # it: the failure is logged and the stream ends all the same; its text has gone out).
+    # client that saw [DONE] has an answer that is stored (a database away longer than the
+    # wait: [DONE] goes out, and the store goes on trying, memory.turn.pipeline).
     turn.finish(
         status=error_status,
         assistant=assembler.assistant() if assembler.head else None,

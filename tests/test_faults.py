@@ -24,7 +24,7 @@ import pytest
 from config.env import BASE_DIR
 from memory.models import Memory, MemoryEvent, Message, ProcessingJob
 from tests.stack import Redis, Stack, TcpProxy, wait_until
-from tests.upstream import Reply, openai_completion
+from tests.upstream import Reply, openai_completion, openai_stream
 
 FACTS = {
     "I live in Lisbon.": "User lives in Lisbon.",
@@ -345,6 +345,33 @@ def embedded_postgres(data: Path):
         yield url, json.loads((data / "postgres.json").read_text())["pid"]
     finally:
         owner.communicate(timeout=60)  # its stdin closed: it stops the server (if alive)
+
+
+def test_an_answer_finished_while_the_database_is_down_is_stored_once_it_returns(
+    proxied, owner, upstream
+):
+    stack, proxy = proxied
+    stack.env["OPENAI_BASE_URL"] = upstream.url + "/v1"
+    stack.web()
+    pieces = [f"piece {i} " for i in range(8)]
+    upstream.script(Reply(stream=openai_stream(pieces), delay=0.1))
+    headers = {"x-user-id": "ana", "x-conversation-id": "midway"}
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "Go"}]}
+    restored = threading.Timer(3.5, proxy.start)  # down longer than a connection is waited for
+    with client(stack, owner[1], **headers) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            frames = []
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    frames.append(line)
+                    if len(frames) == 3:  # the turn's request is stored; its answer is coming
+                        proxy.cut()
+                        restored.start()
+        assert response.status_code == 200 and frames[-1] == "data: [DONE]"
+    restored.join()
+    answers = Message.objects.filter(conversation__external_id="midway", role="assistant")
+    wait_until(answers.exists, timeout=30, what="the answer stored after the database returned")
+    assert list(answers.values_list("content", flat=True)) == ["".join(pieces)]
 
 
 def _manage(stack: Stack, *args: str) -> str:

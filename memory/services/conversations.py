@@ -174,11 +174,13 @@ def messages_append(
     conversation: Conversation,
     session: Session | None,
     messages: list[dict],
+    ids: list[str] | None = None,
     **extra: Any,
 ) -> list[Message]:
-    """Store a turn's messages as they arrived (embedded later, in the background)."""
+    """Store a turn's messages as they arrived (embedded later, in the background); `ids`:
+    theirs, chosen by the caller (one that may store them again after a doubtful commit)."""
     now = timezone.now()
-    ids = ordered_ids(len(messages))
+    ids = ids or ordered_ids(len(messages))
     rows = [
         _row(
             workspace=workspace,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from django.db import transaction
 from django.db.models import Exists
 
 from config.common import background
+from config.common.errors import DATABASE_UNAVAILABLE
 from config.common.orm import on_request_thread
 from memory.models import Conversation, Session
 from memory.retrieval.elsewhere import parallel
@@ -32,6 +34,9 @@ logger = logging.getLogger("engram.memory")
 
 QUERY_CHARS = 2000
 FINISH_WAIT_SECONDS = 10.0
+# How long an answer's store is tried again while the database is unreachable (a restart
+# takes seconds); the process keeps the answer in memory meanwhile.
+FINISH_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -215,9 +220,19 @@ def _finish(
     usage: dict | None,
     incomplete: bool,
     on_stored: Callable[[], None] | None,
+    answer_id: str,
+    again: bool,
 ) -> None:
+    from memory.models import Message
     from memory.services.conversations import conversation_fingerprint_set, messages_append
     from memory.services.processing import extraction_enqueue, summary_enqueue
+
+    # Again after a failure: a connection lost during COMMIT leaves it unknown whether the
+    # commit was made; the answer's id says (one query, only then).
+    if again and Message.objects.filter(pk=answer_id).exists():
+        if on_stored is not None:
+            on_stored()
+        return
 
     # The conversation read again (its summary and title may have moved since prepare_turn),
     # and whether its session is still there in the same statement: the answer goes to a
@@ -252,6 +267,7 @@ def _finish(
                 conversation=conversation,
                 session=session,
                 messages=[message],
+                ids=[answer_id],
                 incomplete=incomplete,
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
@@ -285,10 +301,45 @@ async def finish_turn(
         if not isinstance(state, TurnState):
             return  # a pass-through or a dry run: nothing was stored, nothing to finish
         with background.holding(_finishing(state.workspace_id, state.user_id)):
-            await on_request_thread(_finish)(ctx, state, assistant, usage, incomplete, on_stored)
+            await _finish_while_the_database_returns(
+                ctx, state, assistant, usage, incomplete, on_stored
+            )
     finally:
         if on_stored is not None:
             on_stored()  # again after the commit's call: setting an event twice is harmless
+
+
+async def _finish_while_the_database_returns(
+    ctx: TurnContext,
+    state: TurnState,
+    assistant: dict | None,
+    usage: dict | None,
+    incomplete: bool,
+    on_stored: Callable[[], None] | None,
+) -> None:
+    """`_finish`, tried again while the database is unreachable, for up to
+    FINISH_RETRY_SECONDS: an answer whose store met a restart is stored once the database is
+    back (the client's last bytes wait for it up to the gateway's REPLY_STORE_WAIT; after that
+    it goes on here), instead of being delivered and lost."""
+    from memory.services.conversations import ordered_ids
+
+    [answer_id] = ordered_ids(1)
+    deadline = time.monotonic() + FINISH_RETRY_SECONDS
+    pause, again = 0.1, False
+    while True:
+        try:
+            finish = on_request_thread(_finish)
+            return await finish(
+                ctx, state, assistant, usage, incomplete, on_stored, answer_id, again
+            )
+        except DATABASE_UNAVAILABLE as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning(
+                "storing an answer: database unavailable (%s); again", type(exc).__name__
+            )
+        await asyncio.sleep(pause)
+        pause, again = min(pause * 2, 2.0), True
 
 
 def finish_turn_soon(
