@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -301,26 +301,22 @@ async def finish_turn(
         if not isinstance(state, TurnState):
             return  # a pass-through or a dry run: nothing was stored, nothing to finish
         with background.holding(_finishing(state.workspace_id, state.user_id)):
-            await _finish_while_the_database_returns(
-                ctx, state, assistant, usage, incomplete, on_stored
+            finish = on_request_thread(_finish)
+            await _until_stored(
+                lambda answer_id, again: finish(
+                    ctx, state, assistant, usage, incomplete, on_stored, answer_id, again
+                )
             )
     finally:
         if on_stored is not None:
             on_stored()  # again after the commit's call: setting an event twice is harmless
 
 
-async def _finish_while_the_database_returns(
-    ctx: TurnContext,
-    state: TurnState,
-    assistant: dict | None,
-    usage: dict | None,
-    incomplete: bool,
-    on_stored: Callable[[], None] | None,
-) -> None:
-    """`_finish`, tried again while the database is unreachable, for up to
-    FINISH_RETRY_SECONDS: an answer whose store met a restart is stored once the database is
-    back (the client's last bytes wait for it up to the gateway's REPLY_STORE_WAIT; after that
-    it goes on here), instead of being delivered and lost."""
+async def _until_stored(store: Callable[[str, bool], Awaitable[None]]) -> None:
+    """`store(answer_id, again)` (the answer's `_finish`), tried again while the database is
+    unreachable, for up to FINISH_RETRY_SECONDS: an answer whose store met a restart is stored
+    once the database is back (the client's last bytes wait for it up to the gateway's
+    REPLY_STORE_WAIT; after that it goes on here), instead of being delivered and lost."""
     from memory.services.conversations import ordered_ids
 
     [answer_id] = ordered_ids(1)
@@ -328,10 +324,7 @@ async def _finish_while_the_database_returns(
     pause, again = 0.1, False
     while True:
         try:
-            finish = on_request_thread(_finish)
-            return await finish(
-                ctx, state, assistant, usage, incomplete, on_stored, answer_id, again
-            )
+            return await store(answer_id, again)
         except DATABASE_UNAVAILABLE as exc:
             if time.monotonic() + pause > deadline:
                 raise
