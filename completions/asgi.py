@@ -38,9 +38,8 @@ from completions.streaming import DONE
 from config.common.errors import (
     DATABASE_UNAVAILABLE,
     ApiError,
-    database_unavailable,
     invalid_api_key,
-    server_error,
+    unexpected_error,
 )
 from config.common.logging import request_id_var
 
@@ -89,12 +88,8 @@ class CompletionsApp:
             principal = await resolve_async(token, headers.get("x-workspace-id")) if token else None
         except ApiError as refused:  # an end-user token that failed a check says which
             return await self._error(send, refused, base)
-        except DATABASE_UNAVAILABLE as exc:  # a key not cached, and no database to look it up
-            logger.warning("database unavailable: %s", type(exc).__name__)
-            return await self._error(send, database_unavailable(), base)
-        except Exception:  # a bug: the envelope all the same, not uvicorn's plain-text 500
-            logger.exception("the key check failed")
-            return await self._error(send, server_error(), base)
+        except Exception as exc:  # the envelope all the same, not uvicorn's plain-text 500
+            return await self._error(send, _unexpected(exc, "the key check failed"), base)
         if principal is None:  # as ApiKeyMiddleware: the key before anything else
             return await self._error(send, invalid_api_key(), base)
         if scope["method"] != "POST":
@@ -180,12 +175,9 @@ class CompletionsApp:
             )
         except asyncio.CancelledError:
             raise
-        except DATABASE_UNAVAILABLE as exc:
-            logger.warning("completion failed, database unavailable: %s", type(exc).__name__)
-            reply = _reply_of(database_unavailable())
-        except Exception:
-            logger.exception("completion failed")
-            reply = _reply_of(server_error())
+        except Exception as exc:
+            error = _unexpected(exc, "completion failed")
+            reply = gateway.Reply(error.status, error.headers, gateway.dumps(error.body()))
         head = [*base, *((k.encode(), v.encode()) for k, v in reply.headers.items())]
         if reply.stream is None:
             head += [_JSON, (b"content-length", b"%d" % len(reply.body))]
@@ -195,8 +187,14 @@ class CompletionsApp:
         await send_stream(send, reply.status, [*head, _SSE], reply.stream)
 
 
-def _reply_of(error: ApiError) -> gateway.Reply:
-    return gateway.Reply(error.status, error.headers, gateway.dumps(error.body()))
+def _unexpected(exc: Exception, what: str) -> ApiError:
+    """Its envelope (config.common.errors.unexpected_error), logged: a database away as a
+    warning with its kind, anything else with its traceback."""
+    if isinstance(exc, DATABASE_UNAVAILABLE):  # a key not cached, or a turn's store
+        logger.warning("%s: database unavailable (%s)", what, type(exc).__name__)
+    else:
+        logger.exception(what)
+    return unexpected_error(exc)
 
 
 async def send_stream(send, status: int, head: list, stream: AsyncGenerator[bytes, None]) -> None:

@@ -73,9 +73,9 @@ class Subject:
     label: str  # "workspace", "api key", "end user 'alice'" — said in a 429's message
     prefix: str  # its Redis keys' common part (one hash tag per workspace: one cluster slot)
     rule: Rule
-    workspace_id: str = ""
-    api_key_id: str | None = None  # the usage records that are this subject's: the
-    user_id: str | None = None  # workspace's, narrowed to a key or an end user
+    workspace_id: str  # the usage records that are this subject's: the workspace's,
+    api_key_id: str | None = None  # narrowed to a key
+    user_id: str | None = None  # or an end user
 
 
 # The credits (micro) a subject's usage records hold since a time (epoch ms; None: ever): the

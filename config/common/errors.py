@@ -199,6 +199,12 @@ def database_unavailable() -> ApiError:
     )
 
 
+def unexpected_error(exc: BaseException | None) -> ApiError:
+    """The answer to an exception no door expected: 503 when the database is away (retry), a
+    bug's 500 otherwise."""
+    return database_unavailable() if isinstance(exc, DATABASE_UNAVAILABLE) else server_error()
+
+
 def _first_error(detail, prefix: str = "") -> tuple[str | None, str]:
     """DRF's nested validation errors -> (param, message) of the first one. A list's errors come
     as a list or, since DRF 3.15, as a dict keyed by index: both name `messages[0].content`."""
@@ -272,6 +278,4 @@ def handler404(request, exception=None):
 
 def handler500(request):
     # Django calls it inside its `except`: the exception is still the one being handled.
-    if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
-        return database_unavailable().response()
-    return server_error().response()
+    return unexpected_error(sys.exc_info()[1]).response()

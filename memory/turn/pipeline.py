@@ -230,9 +230,7 @@ def _finish(
     # Again after a failure: a connection lost during COMMIT leaves it unknown whether the
     # commit was made; the answer's id says (one query, only then).
     if again and Message.objects.filter(pk=answer_id).exists():
-        if on_stored is not None:
-            on_stored()
-        return
+        return  # finish_turn calls on_stored all the same
 
     # The conversation read again (its summary and title may have moved since prepare_turn),
     # and whether its session is still there in the same statement: the answer goes to a
