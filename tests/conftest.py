@@ -1,9 +1,13 @@
+import functools
 import os
 
 import httpx
 import pytest
 from django.conf import settings
+from django.core.management.base import CommandError
 from django.db import connection
+from django.test import TransactionTestCase
+from psycopg.errors import DeadlockDetected
 
 from tests.browser import chromium, page  # noqa: F401  (fixtures for the browser tests)
 from tests.factories import make_workspace
@@ -11,6 +15,41 @@ from tests.livesrv import ThreadedServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+FLUSH_ATTEMPTS = 5
+
+
+def _flush_retried_on_deadlock(teardown):
+    """A transactional test's flush is one TRUNCATE of every table, which locks them one by one.
+    A process of the test's own (tests/processes.py) that inserts a usage record at that moment
+    holds that table and waits for accounts_workspace (its foreign key), which the TRUNCATE may
+    already hold: PostgreSQL ends one of the two after deadlock_timeout (1 s), and when it ends
+    the TRUNCATE the test errors at teardown (seen once in CI). The flush is rolled back whole,
+    so it is run again."""
+
+    @functools.wraps(teardown)
+    def flush(self):
+        for attempt in range(1, FLUSH_ATTEMPTS + 1):
+            try:
+                return teardown(self)
+            except CommandError as exc:
+                if attempt == FLUSH_ATTEMPTS or not _is_deadlock(exc):
+                    raise
+
+    return flush
+
+
+def _is_deadlock(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, DeadlockDetected):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+TransactionTestCase._fixture_teardown = _flush_retried_on_deadlock(  # type: ignore[method-assign]
+    TransactionTestCase._fixture_teardown
+)
 
 
 @pytest.fixture(autouse=True)
