@@ -93,10 +93,14 @@ class _Workers(Collector):
     """Read at scrape time: never on the request path."""
 
     def collect(self):
+        from django.conf import settings
+
+        from config.celery import queue_lengths
+
         depth = GaugeMetricFamily(
             "engram_queue_depth", "Tasks waiting in each Celery queue.", labels=["queue"]
         )
-        for queue, size in _queue_depths().items():
+        for queue, size in queue_lengths(settings.ENGRAM_QUEUES).items():
             depth.add_metric([queue], size)
         yield depth
         lag = _extraction_lag()
@@ -106,22 +110,6 @@ class _Workers(Collector):
                 "Age of the oldest memory extraction not done yet (0: none waiting).",
                 value=lag,
             )
-
-
-def _queue_depths() -> dict[str, int]:
-    import redis
-    from django.conf import settings
-
-    try:
-        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=1)
-        with client.pipeline(transaction=False) as pipe:
-            for queue in settings.ENGRAM_QUEUES:
-                pipe.llen(queue)
-            sizes = pipe.execute()
-        return dict(zip(settings.ENGRAM_QUEUES, sizes, strict=True))
-    except (redis.RedisError, OSError) as exc:
-        logger.warning("queue depth unavailable (%s)", type(exc).__name__)
-        return {}
 
 
 def _extraction_lag() -> float | None:

@@ -1,5 +1,6 @@
 import logging
 import os
+from collections.abc import Iterable
 
 from celery import Celery, signals
 
@@ -58,3 +59,24 @@ def send(task, *args: object, then: str) -> bool:
         )
         return False
     return True
+
+
+def queue_lengths(queues: Iterable[str]) -> dict[str, int]:
+    """How many messages wait in each broker queue (a Redis list each, in one round trip); {}
+    when Redis does not answer (logged)."""
+    import redis
+    from django.conf import settings
+
+    names = list(queues)
+    try:
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=1)
+        with client.pipeline(transaction=False) as pipe:
+            for queue in names:
+                pipe.llen(queue)
+            sizes = pipe.execute()
+    except (redis.RedisError, OSError) as exc:
+        logging.getLogger("engram.tasks").warning(
+            "queue lengths unavailable (%s)", type(exc).__name__
+        )
+        return {}
+    return dict(zip(names, sizes, strict=True))

@@ -46,6 +46,19 @@ def job(django_capture_on_commit_callbacks):
     return job
 
 
+@pytest.fixture(autouse=True)
+def memory_queue():
+    """The broker's memory queue (a Redis list in the suite's Redis), empty before and after:
+    what the sweep sends again depends on how many messages wait there."""
+    import redis
+
+    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    queue = django_settings.CELERY_TASK_ROUTES["memory.*"]["queue"]
+    client.delete(queue)
+    yield client, queue
+    client.delete(queue)
+
+
 def age(job: ProcessingJob, seconds: float, **fields) -> None:
     ProcessingJob.objects.filter(id=job.id).update(
         updated_at=timezone.now() - dt.timedelta(seconds=seconds), **fields
@@ -73,6 +86,35 @@ def test_a_pending_job_is_sent_again_after_the_grace_once_per_grace(
 
     swept, sends = sweep(django_capture_on_commit_callbacks)
     assert swept.sent == 0 and not sends  # re-stamped: not again until another grace
+
+
+def test_pending_jobs_behind_a_backlog_are_not_sent_again_until_the_queue_is_shorter(
+    job, settings, memory_queue, django_capture_on_commit_callbacks
+):
+    settings.ENGRAM_JOB_GRACE_SECONDS = 15
+    client, queue = memory_queue
+    other = ProcessingJob.objects.create(
+        workspace=job.workspace,
+        conversation=job.conversation,
+        kind="summarize",
+        upto_message_id=job.upto_message_id,
+    )
+    age(job, 60)
+    age(other, 60)
+    client.rpush(queue, "a waiting message", "another")  # as many as the pending jobs
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert (swept.sent, swept.queued, len(sends)) == (0, 2, 0)
+    job.refresh_from_db()
+    assert timezone.now() - job.updated_at > dt.timedelta(seconds=50)  # not re-stamped either
+
+    client.lpop(queue)  # one taken: one pending job may have lost its message
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert (swept.sent, swept.queued, len(sends)) == (2, 0, 1)  # which one is not known: both
+
+    client.delete(queue)  # a Redis that lost its data: an empty queue
+    age(job, 60)
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert (swept.sent, len(sends)) == (1, 1)
 
 
 def test_a_running_job_whose_lease_lapsed_is_claimable_and_swept_back_to_pending(
