@@ -123,6 +123,7 @@ def test_a_killed_worker_is_restarted_and_sigterm_leaves_nothing_behind():
         assert not _torch_loaded(web.pid), "the web process embedded the query without torch"
 
         worker = sup.child("worker")
+        assert (web.nice(), worker.nice()) == (0, 10)  # an answer before a memory
         worker.send_signal(signal.SIGKILL)
         sup.wait_for(r"worker exited \(signal 9\).*restarting in 1 s", timeout=30)
         sup.wait_for(r"worker restarted \(pid \d+\)", timeout=30)
@@ -147,6 +148,7 @@ def test_a_killed_worker_is_restarted_and_sigterm_leaves_nothing_behind():
         assert any("Lisbon" in memory["text"] for memory in memories)
         for proc in sup.child("worker").children(recursive=True):  # the pool that embedded it
             assert not _torch_loaded(proc.pid)
+            assert proc.nice() == 10  # the restarted worker's pool too
 
         family = psutil.Process(sup.proc.pid).children(recursive=True)
         assert len(family) >= 3
