@@ -73,8 +73,9 @@ def jobs_sweep() -> Swept:
             .order_by("updated_at")
             .values_list("id", "kind", "status", "attempts")[:BATCH]
         )
-        if any(status == Status.PENDING for _, _, status, _ in due) and _queue_covers_pending():
-            swept.queued = sum(1 for _, _, status, _ in due if status == Status.PENDING)
+        pending = [row for row in due if row[2] == Status.PENDING]
+        if pending and _queue_covers_pending():
+            swept.queued = len(pending)
             due = [row for row in due if row[2] != Status.PENDING]
         limit = settings.ENGRAM_JOB_MAX_ATTEMPTS
         lost = {i for i, _, status, _ in due if status == Status.RUNNING}
