@@ -46,6 +46,19 @@ def _connections_as_a_request(sender=None, **kwargs: object) -> None:
     close_old_connections()
 
 
+@signals.worker_process_init.connect
+def _warm_up(**kwargs: object) -> None:
+    """Each pool process loads what its tasks use (the embedding model, the tokenizer) as it
+    starts, as a web process does: on the warm-ups' own thread, so the process is up at once
+    and its first task waits only for what it needs (the embedder's lock). Loaded lazily
+    instead, the tokenizer came with a conversation's first summary: in the soak the pool's
+    RSS stepped 213 → 249 MB minutes into the run (tiktoken's cl100k is ~60 MB in a bare
+    process) and the first extraction paid the model's load."""
+    from config.common import health
+
+    health.warm_all()
+
+
 def send(task, *args: object, then: str) -> bool:
     """Send `task(*args)` now. A broker failure (Redis down) is logged, never raised: the work's
     row in the database is the truth, and `then` says what sends it later."""

@@ -88,6 +88,12 @@ def _torch_loaded(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
+def _warm(pid: int) -> bool:
+    """The process has loaded the embedding model (ONNX Runtime) and the tokenizer (tiktoken)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "onnxruntime" in maps and "tiktoken" in maps
+
+
 def _chat(base: str, key: str, user: str, text: str) -> httpx.Response:
     return httpx.post(
         f"{base}/v1/chat/completions",
@@ -132,6 +138,12 @@ def test_a_killed_worker_is_restarted_and_sigterm_leaves_nothing_behind():
             lambda: httpx.get(f"{base}/readyz", timeout=15).status_code == 200,
             120,
             "the new worker answers /readyz",
+        )
+        # Its pool loads the model and the tokenizer as it starts, before any turn reaches it.
+        _until(
+            lambda: (pool := sup.child("worker").children()) and all(_warm(p.pid) for p in pool),
+            60,
+            "the new worker's pool is warm before its first task",
         )
 
         # The restarted worker processes work: the turn's memory extraction runs.
