@@ -177,7 +177,7 @@ class CompletionsApp:
             raise
         except Exception as exc:
             error = _unexpected(exc, "completion failed")
-            reply = gateway.Reply(error.status, error.headers, gateway.dumps(error.body()))
+            reply = gateway.Reply.of_error(error)
         head = [*base, *((k.encode(), v.encode()) for k, v in reply.headers.items())]
         if reply.stream is None:
             head += [_JSON, (b"content-length", b"%d" % len(reply.body))]

@@ -43,6 +43,11 @@ class Reply:
     stream: AsyncGenerator[bytes, None] | None = None
     content_type: str = "application/json"
 
+    @classmethod
+    def of_error(cls, error: ApiError, headers: Mapping[str, str] | None = None) -> Reply:
+        """The error's envelope, with its own headers (Retry-After, rate limits) and `headers`."""
+        return cls(error.status, {**error.headers, **(headers or {})}, dumps(error.body()))
+
 
 def _ms(seconds: float) -> str:
     return str(max(0, round(seconds * 1000)))
@@ -218,7 +223,7 @@ async def chat_completions(
             type="permission_error",
             code="workspace_key_required",
         )
-        return Reply(error.status, {}, dumps(error.body()))
+        return Reply.of_error(error)
     turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
     turn.end_user = end_user
     turn.charge.limits = limits
@@ -227,7 +232,7 @@ async def chat_completions(
     except EDGE_ERRORS as exc:  # the provider's ApiError, or the memory's domain error
         error = request.api_error(exc)
         turn.finish(status=error.status, error_code=error.code or error.type)
-        return Reply(error.status, {**error.headers, **turn.timing_headers()}, dumps(error.body()))
+        return Reply.of_error(error, turn.timing_headers())
     except asyncio.CancelledError:  # the client went away before the answer
         turn.finish(status=499, incomplete=True, error_code="client_closed")
         raise

@@ -46,17 +46,26 @@ def job(django_capture_on_commit_callbacks):
     return job
 
 
-@pytest.fixture(autouse=True)
-def memory_queue():
-    """The broker's memory queue (a Redis list in the suite's Redis), empty before and after:
-    what the sweep sends again depends on how many messages wait there."""
+def _broker_queue(route: str):
+    """The broker's queue of `route` (a Redis list in the suite's Redis), empty before and
+    after: what the sweep sends again depends on how many messages wait there."""
     import redis
 
     client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-    queue = django_settings.CELERY_TASK_ROUTES["memory.*"]["queue"]
+    queue = django_settings.CELERY_TASK_ROUTES[route]["queue"]
     client.delete(queue)
     yield client, queue
     client.delete(queue)
+
+
+@pytest.fixture(autouse=True)
+def memory_queue():
+    yield from _broker_queue("memory.*")
+
+
+@pytest.fixture(autouse=True)
+def knowledge_queue():
+    yield from _broker_queue("knowledge.*")
 
 
 def age(job: ProcessingJob, seconds: float, **fields) -> None:
@@ -224,6 +233,28 @@ def test_a_document_stuck_queued_or_processing_is_sent_again(
     assert swept.documents == 2 and len(sends) == 1
     statuses = dict(Document.objects.values_list("id", "status"))
     assert statuses == {queued.id: "queued", processing.id: "queued", fresh.id: "queued"}
+
+
+def test_queued_documents_behind_a_backlog_are_not_sent_again_until_the_queue_is_shorter(
+    settings, knowledge_queue, django_capture_on_commit_callbacks
+):
+    from memory.knowledge.services import collection_create, document_create
+
+    settings.ENGRAM_JOB_GRACE_SECONDS = 15
+    client, queue = knowledge_queue
+    workspace, _ = make_workspace()
+    collection = collection_create(workspace=workspace, name="uploads")
+    with django_capture_on_commit_callbacks(execute=False):
+        for text in (b"alpha text", b"beta text"):
+            document_create(workspace=workspace, collection=collection, raw=text)
+    Document.objects.update(updated_at=timezone.now() - dt.timedelta(seconds=60))
+    client.rpush(queue, "a waiting message", "another")  # as many as the queued documents
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert (swept.documents, swept.documents_queued, len(sends)) == (0, 2, 0)
+
+    client.lpop(queue)  # one taken: one queued document may have lost its message
+    swept, sends = sweep(django_capture_on_commit_callbacks)
+    assert (swept.documents, swept.documents_queued, len(sends)) == (2, 0, 1)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -33,6 +33,12 @@ logger = logging.getLogger("engram.tools")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+def _error_reply(error: ApiError, headers: dict[str, str] | None = None) -> Reply:
+    from completions.gateway import Reply
+
+    return Reply.of_error(error, headers)
+
+
 def _reply(status: int, headers: dict[str, str], body: bytes = b"", stream=None) -> Reply:
     from completions.gateway import Reply
 
@@ -213,7 +219,7 @@ async def resume(
             type="permission_error",
             code="workspace_key_required",
         )
-        return _reply(error.status, {}, dumps(error.body()))
+        return _error_reply(error)
     turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
     turn.charge.limits = limits
     try:
@@ -257,7 +263,7 @@ async def resume(
     except EDGE_ERRORS as exc:  # recorded as the gateway records a refusal; a reservation freed
         error = errors.api_error(exc)
         turn.finish(status=error.status, error_code=error.code or error.type)
-        return _reply(error.status, {**error.headers, **turn.timing_headers()}, dumps(error.body()))
+        return _error_reply(error, turn.timing_headers())
     execution = claimed.execution
     tools = await cache.tools_async(workspace.id, execution.agent_id)
     run = Run(
@@ -292,7 +298,7 @@ async def resume(
     except EDGE_ERRORS as exc:  # the upstream's error: the run is recorded as failed
         error = errors.api_error(exc)
         _finish(turn, run, error.status, None, True, error.code or error.type)
-        return _reply(error.status, {**error.headers, **turn.timing_headers()}, dumps(error.body()))
+        return _error_reply(error, turn.timing_headers())
     except asyncio.CancelledError:
         _finish(turn, run, 499, None, True, "client_closed")
         raise

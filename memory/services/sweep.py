@@ -15,6 +15,7 @@ such deliveries a second (500 a sweep). So pending jobs are sent again only whil
 queue holds fewer messages than there are pending jobs: while it holds as many, each may still
 have its own (a backlog, not a loss) and the lost one runs when the queue has drained to below
 the count — no later than its lost message would have. A queue that Redis lost reads as empty.
+Queued knowledge documents behind their own queue's backlog (a bulk upload) likewise.
 One sweeper at a time: a transaction-scoped advisory lock; a second sweep finds it taken and
 returns.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -50,6 +52,7 @@ class Swept:
     failed: int = 0  # jobs whose workers died ENGRAM_JOB_MAX_ATTEMPTS times
     queued: int = 0  # pending past the grace, not sent: the queue may hold their messages
     documents: int = 0  # knowledge documents sent again
+    documents_queued: int = 0  # queued past the grace, not sent: as `queued`
     locked: bool = False  # another sweep was running: this one did nothing
 
 
@@ -74,7 +77,7 @@ def jobs_sweep() -> Swept:
             .values_list("id", "kind", "status", "attempts")[:BATCH]
         )
         pending = [row for row in due if row[2] == Status.PENDING]
-        if pending and _queue_covers_pending():
+        if pending and _queue_covers("memory.*", _pending_jobs):
             swept.queued = len(pending)
             due = [row for row in due if row[2] != Status.PENDING]
         limit = settings.ENGRAM_JOB_MAX_ATTEMPTS
@@ -91,7 +94,7 @@ def jobs_sweep() -> Swept:
         if lost:
             logger.warning("sweep: %d running job(s) had lost their worker", len(lost))
         swept.sent, swept.failed = len(resend), len(exhausted)
-        documents = _due_documents(now)
+        documents = _due_documents(now, swept)
         swept.documents = len(documents)
 
         def send() -> None:
@@ -105,16 +108,24 @@ def jobs_sweep() -> Swept:
     return swept
 
 
-def _queue_covers_pending() -> bool:
-    """Whether the memory queue holds at least one message per pending job. The queue is read
-    first: a job sent between the two reads counts as pending without its message (one send
-    too many), never the other way round."""
-    queue = settings.CELERY_TASK_ROUTES["memory.*"]["queue"]
+def _queue_covers(route: str, waiting: Callable[[], int]) -> bool:
+    """Whether the broker queue of the tasks `route` holds at least one message per thing
+    waiting (`waiting()`). The queue is read first: a thing sent between the two reads counts
+    as waiting without its message (one send too many), never the other way round."""
+    queue = settings.CELERY_TASK_ROUTES[route]["queue"]
     queued = queue_lengths([queue]).get(queue, 0)
-    return queued > 0 and queued >= ProcessingJob.objects.filter(status=Status.PENDING).count()
+    return queued > 0 and queued >= waiting()
 
 
-def _due_documents(now: dt.datetime) -> list[str]:
+def _pending_jobs() -> int:
+    return ProcessingJob.objects.filter(status=Status.PENDING).count()
+
+
+def _queued_documents() -> int:
+    return Document.objects.filter(status=Document.Status.QUEUED).count()
+
+
+def _due_documents(now: dt.datetime, swept: Swept) -> list[str]:
     grace = now - dt.timedelta(seconds=settings.ENGRAM_JOB_GRACE_SECONDS)
     stale = now - dt.timedelta(seconds=DOCUMENT_LEASE_SECONDS)
     due = list(
@@ -124,8 +135,13 @@ def _due_documents(now: dt.datetime) -> list[str]:
             | Q(status=Document.Status.PROCESSING, updated_at__lt=stale)
         )
         .order_by("updated_at")
-        .values_list("id", flat=True)[:BATCH]
+        .values_list("id", "status")[:BATCH]
     )
+    queued = [i for i, status in due if status == Document.Status.QUEUED]
+    if queued and _queue_covers("knowledge.*", _queued_documents):
+        swept.documents_queued = len(queued)
+        due = [(i, status) for i, status in due if status != Document.Status.QUEUED]
+    ids = [i for i, _ in due]
     # back to QUEUED, re-stamped: the ingestion resumes from its last embedded batch
-    Document.objects.filter(id__in=due).update(status=Document.Status.QUEUED, updated_at=now)
-    return due
+    Document.objects.filter(id__in=ids).update(status=Document.Status.QUEUED, updated_at=now)
+    return ids
