@@ -13,8 +13,10 @@ CPU each (2,000 deliveries of a job already done, measured). Behind a backlog ev
 is past the grace, and sending them all again fed the worker that was already behind up to 100
 such deliveries a second (500 a sweep). So pending jobs are sent again only while the broker's
 queue holds fewer messages than there are pending jobs: while it holds as many, each may still
-have its own (a backlog, not a loss) and the lost one runs when the queue has drained to below
-the count — no later than its lost message would have. A queue that Redis lost reads as empty.
+have its own (a backlog, not a loss) and the lost one is sent when the queue has drained to
+below the count — about when its lost message would have run; a title task's message in the same
+queue counts too, so at the latest when the queue is empty. A queue that Redis lost reads as
+empty.
 Queued knowledge documents behind their own queue's backlog (a bulk upload) likewise.
 One sweeper at a time: a transaction-scoped advisory lock; a second sweep finds it taken and
 returns.
