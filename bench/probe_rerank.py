@@ -222,12 +222,43 @@ def answer_follows(alpha: float, pool: int, questions_only: bool = True) -> Rera
     return rerank
 
 
+# Questions that ask for a set gathered across sessions ("What books has Melanie read?", "Where
+# has she camped?", "What do they have in common?"): the cue list was written before any figure
+# of this family was read, from the wording of such questions in general, not from LoCoMo's
+# labels; only the decay and how many items of one day go free are chosen per fold.
+_AGGREGATE = re.compile(
+    r"\b(?:what|which) (?:kinds?|types?|sorts?) of\b|\bhow many\b|\bwhat are\b|\bboth\b"
+    r"|\bin common\b|\b(?:what|where|who|which \w+) (?:has|have)\b"
+    r"|\bwhat (?:\w+ )?(?:activities|books|events|places|things|hobbies|items|pets|instruments"
+    r"|sports|games|countries|cities|ways|plans|goals|kinds)\b",
+    re.I,
+)
+
+
+def aggregate_decay(decay: float, free: int) -> Rerank:
+    """Episode decay (session diversity) for questions that ask for a set only; every other
+    question keeps the baseline's list, so single-hop answers are not pushed down."""
+    diverse = episode_decay(decay, free)
+
+    def rerank(row, items):
+        if _AGGREGATE.search(row["question"]):
+            return diverse(row, items)
+        return assemble(items, weighted)
+
+    return rerank
+
+
 FAMILIES: dict[str, dict[str, Rerank]] = {
     "memory weight": {f"memory weight {w}": memory_weight(w) for w in (0.7, 0.8, 0.9, 1.0, 1.2)},
     "episode decay": {
         f"episode decay {d} after {f}": episode_decay(d, f)
         for d in (0.95, 0.9, 0.8, 0.7)
         for f in (1, 2, 3, 5)
+    },
+    "episode decay, set questions only": {
+        f"set decay {d} after {f}": aggregate_decay(d, f)
+        for d in (0.95, 0.9, 0.8, 0.7)
+        for f in (1, 2, 3)
     },
     "episode vote": {
         f"episode vote {b:+} top {t}": episode_vote(b, t)
@@ -266,7 +297,10 @@ def main() -> int:
     rows = json.loads(Path(sys.argv[1]).read_text())
     folds = list(dict.fromkeys(r["sample"] for r in rows))
     cats = list(CATEGORIES)
+    wanted = sys.argv[2:]  # family names; all when none
     for family, changes in FAMILIES.items():
+        if wanted and family not in wanted:
+            continue
         print(f"\n{family}")
         print(
             f"{'change':<30} "
