@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import machine  # noqa: E402
 from bench.bench_gateway import PROMPT, child, free_port, percentile, wait_port  # noqa: E402
-from bench.engram_proc import live_engram  # noqa: E402
+from bench.engram_proc import cpu_seconds, live_engram, roots  # noqa: E402
 
 CITIES = ["Lisbon", "Oslo", "Kyoto", "Lima", "Accra", "Perth", "Quito", "Riga", "Turin", "Hanoi"]
 LIKES = ["jazz", "chess", "ramen", "hiking", "sailing", "poetry", "tennis", "baking", "opera"]
@@ -229,12 +229,23 @@ def main() -> int:
                 flush=True,
             )
 
+        # Where the CPU went during the load, by kind of process, beside how busy the machine
+        # was: whether a lag is the worker's share of a saturated machine or something else.
+        found = roots(supervisor, mock.pid)
+        cpu_before, busy = cpu_seconds(found), machine.Steal()
+        load_started = time.perf_counter()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(
                 load.run(
                     rate=args.rate, seconds=args.seconds, sample=sample, every=args.sample_seconds
                 )
             )
+        load_seconds = time.perf_counter() - load_started
+        cores = {
+            kind: (seconds - cpu_before[kind]) / load_seconds
+            for kind, seconds in cpu_seconds(found).items()
+        }
+        busy_percent = busy.busy_percent()
         lags, pending = extraction_lags(started_wall, wait=30)
     after = [s for s in series if s["t"] >= args.warmup_seconds] or series
     growth = {}
@@ -256,6 +267,11 @@ def main() -> int:
         f"{percentile(lags, 50):.2f} s, p95 {lag_p95:.2f} s, max {max(lags, default=0):.2f} s; "
         f"not done 30 s after the load: {pending}"
     )
+    print(
+        f"  CPU during the load: the machine {busy_percent:.1f} % busy "
+        f"({os.cpu_count()} cores); cores used by "
+        + ", ".join(f"{kind} {used:.2f}" for kind, used in cores.items())
+    )
     print(f"  machine over the run: {machine.line(steal=steal)}")
     flat = all(pct <= 10 for pct in growth.values())
     lag_ok = bool(lags) and lag_p95 <= 2 and pending == 0
@@ -273,6 +289,7 @@ def main() -> int:
             "growth_percent": growth,
             "errors": load.errors,
             "extraction_lag_s": {"n": len(lags), "p95": lag_p95, "pending": pending},
+            "cpu": {"busy_percent": busy_percent, "cores_by_kind": cores},
             "verdict": verdict,
         }
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,4 +104,68 @@ def service_rss_mb(supervisor_pid: int) -> dict[str, float]:
             figures["worker largest process RSS"] = (
                 max(p.memory_info().rss for p in processes) / 2**20
             )
+    return figures
+
+
+# --- CPU by kind of process (bench_turn_cpu, bench_soak) -----------------------------------------
+
+KINDS = ("web", "worker", "beat", "supervisor", "postgres", "redis", "mock", "load")
+
+
+def _tree_cpu(root: psutil.Process) -> float:
+    """CPU seconds of a process and its descendants, live and reaped (children_* times)."""
+    total = 0.0
+    try:
+        times = root.cpu_times()
+        total += times.user + times.system + times.children_user + times.children_system
+        descendants = root.children(recursive=True)
+    except psutil.Error:
+        return total
+    for proc in descendants:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system  # a child's reaped children are in its own
+            total += times.children_user + times.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _state_pid(name: str) -> int:
+    """The pid of an embedded server (postgres, redis) of this data folder."""
+    data = Path(os.environ.get("ENGRAM_DATA_DIR") or ROOT / ".engram")
+    return int(json.loads((data / f"{name}.json").read_text())["pid"])
+
+
+def roots(supervisor_pid: int, mock_pid: int) -> dict[str, list[psutil.Process]]:
+    found: dict[str, list[psutil.Process]] = {kind: [] for kind in KINDS}
+    supervisor = psutil.Process(supervisor_pid)
+    for proc in supervisor.children():
+        command = " ".join(proc.cmdline())
+        if "config.web" in command:
+            found["web"].append(proc)
+        elif " worker" in command:
+            found["worker"].append(proc)
+        elif " beat" in command:
+            found["beat"].append(proc)
+    found["supervisor"] = [supervisor]
+    found["postgres"] = [psutil.Process(_state_pid("postgres"))]
+    found["redis"] = [psutil.Process(_state_pid("redis"))]
+    found["mock"] = [psutil.Process(mock_pid)]
+    found["load"] = [psutil.Process()]
+    return found
+
+
+def cpu_seconds(found: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """kind -> CPU seconds. The supervisor's own excludes its children (counted by kind)."""
+    figures = {}
+    for kind, procs in found.items():
+        if kind == "supervisor":
+            times = procs[0].cpu_times()
+            figures[kind] = times.user + times.system
+        elif kind == "load":
+            times = procs[0].cpu_times()
+            figures[kind] = times.user + times.system  # the mock is its child: not counted here
+        else:
+            figures[kind] = sum(_tree_cpu(proc) for proc in procs)
     return figures

@@ -71,6 +71,14 @@ class Steal:
         total = sum(delta)
         return 100.0 * delta[7] / total if total else 0.0
 
+    def busy_percent(self) -> float:
+        """The share of CPU time spent running anything since `start()` (%): not idle, not
+        waiting for I/O, not stolen."""
+        now = _cpu_ticks()
+        delta = [b - a for a, b in zip(self.ticks, now, strict=True)]
+        total = sum(delta)
+        return 100.0 * (total - delta[3] - delta[4] - delta[7]) / total if total else 0.0
+
 
 def describe(calibration: float | None) -> dict:
     load1, load5, load15 = os.getloadavg()
