@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import machine  # noqa: E402
 from bench.bench_gateway import PROMPT, child, free_port, percentile, wait_port  # noqa: E402
-from bench.engram_proc import cpu_seconds, live_engram, roots  # noqa: E402
+from bench.engram_proc import child_kind, cpu_seconds, live_engram, roots  # noqa: E402
 
 CITIES = ["Lisbon", "Oslo", "Kyoto", "Lima", "Accra", "Perth", "Quito", "Riga", "Turin", "Hanoi"]
 LIKES = ["jazz", "chess", "ramen", "hiking", "sailing", "poetry", "tennis", "baking", "opera"]
@@ -57,10 +57,10 @@ def processes(supervisor_pid: int) -> dict[str, list]:
 
     found: dict[str, list] = {"web": [], "worker": []}
     for proc in psutil.Process(supervisor_pid).children():
-        command = " ".join(proc.cmdline())
-        if "config.web" in command:
+        kind = child_kind(proc)
+        if kind == "web":
             found["web"].append(proc)
-        elif " worker" in command:
+        elif kind == "worker":
             found["worker"] += [proc, *proc.children(recursive=True)]
     return found
 

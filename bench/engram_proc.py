@@ -79,20 +79,27 @@ def live_engram(*, data_dir: str | None = None, env: dict | None = None, timeout
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def child_kind(proc: psutil.Process) -> str | None:
+    """Which of `make run`'s children a process of the supervisor is: "web", "worker", "beat"
+    (by its command line), or None."""
+    command = " ".join(proc.cmdline())
+    if "config.web" in command:
+        return "web"
+    if " worker" in command:
+        return "worker"
+    if " beat" in command:
+        return "beat"
+    return None
+
+
 def service_rss_mb(supervisor_pid: int) -> dict[str, float]:
     """Memory of `make run`'s web processes (all of them) and of its worker (main process plus its pool), in MB:
     RSS, and PSS (each page shared between processes counted once in all, so a forked pool's
     pages that are still its parent's are not counted three times)."""
-    import psutil
-
     figures: dict[str, float] = {}
     for child in psutil.Process(supervisor_pid).children():
-        command = " ".join(child.cmdline())
-        if "config.web" in command:
-            name = "web"
-        elif " worker" in command:
-            name = "worker"
-        else:
+        name = child_kind(child)
+        if name not in ("web", "worker"):
             continue
         processes = [child, *child.children(recursive=True)]
         for kind, size in (
@@ -141,13 +148,8 @@ def roots(supervisor_pid: int, mock_pid: int) -> dict[str, list[psutil.Process]]
     found: dict[str, list[psutil.Process]] = {kind: [] for kind in KINDS}
     supervisor = psutil.Process(supervisor_pid)
     for proc in supervisor.children():
-        command = " ".join(proc.cmdline())
-        if "config.web" in command:
-            found["web"].append(proc)
-        elif " worker" in command:
-            found["worker"].append(proc)
-        elif " beat" in command:
-            found["beat"].append(proc)
+        if kind := child_kind(proc):
+            found[kind].append(proc)
     found["supervisor"] = [supervisor]
     found["postgres"] = [psutil.Process(_state_pid("postgres"))]
     found["redis"] = [psutil.Process(_state_pid("redis"))]

@@ -65,18 +65,19 @@ class Steal:
     def start(self) -> None:
         self.ticks = _cpu_ticks()
 
+    def _since(self) -> tuple[list[int], int]:
+        """Each tick count's change since `start()`, and their sum."""
+        delta = [b - a for a, b in zip(self.ticks, _cpu_ticks(), strict=True)]
+        return delta, sum(delta)
+
     def percent(self) -> float:
-        now = _cpu_ticks()
-        delta = [b - a for a, b in zip(self.ticks, now, strict=True)]
-        total = sum(delta)
+        delta, total = self._since()
         return 100.0 * delta[7] / total if total else 0.0
 
     def busy_percent(self) -> float:
         """The share of CPU time spent running anything since `start()` (%): not idle, not
         waiting for I/O, not stolen."""
-        now = _cpu_ticks()
-        delta = [b - a for a, b in zip(self.ticks, now, strict=True)]
-        total = sum(delta)
+        delta, total = self._since()
         return 100.0 * (total - delta[3] - delta[4] - delta[7]) / total if total else 0.0
 
 
