@@ -274,6 +274,12 @@ class ProcessingJob(models.Model):
                 condition=models.Q(status__in=["pending", "running"]),
                 name="job_unfinished_by_age",
             ),
+            # a run that takes its workspace's other queued jobs (offline extraction): oldest first
+            models.Index(
+                fields=["workspace", "kind", "upto_message_id"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="job_unfinished_by_workspace",
+            ),
         ]
 
     def __str__(self) -> str:

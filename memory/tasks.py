@@ -5,9 +5,9 @@ done and returns), holds the claim's lease while it works (a heartbeat thread), 
 transient failures with backoff, and records a final failure on the job: `processing.failed` —
 never a silent drop. `memory.sweep_jobs` (Celery beat) sends again what was lost.
 
-`memory.extract` also claims the other extraction jobs its conversation has queued, and runs
-them as one (memory.services.processing.jobs_claim): a worker that falls behind catches up in
-batches. Should a batch fail for any reason but a transient one, each of its jobs runs again
+`memory.extract` also claims the other extraction jobs its conversation has queued (offline:
+its workspace), and runs them as one (memory.services.processing.jobs_claim): a worker that
+falls behind catches up in batches. Should a batch fail for any reason but a transient one, each of its jobs runs again
 alone, so one turn's failure is recorded on its own job only.
 """
 
@@ -72,13 +72,21 @@ def _leased(jobs: list[ProcessingJob]) -> Iterator[None]:
 Work = Callable[[list["ProcessingJob"]], dict]
 
 
-def _run(task, job_id: str, work: Work, *, batch: bool = False) -> None:
-    """Claim the job (with `batch`, and its conversation's other queued jobs of its kind: one
-    run for all), run `work` on them under a lease, and record the outcome on each."""
+def _run(
+    task,
+    job_id: str,
+    work: Work,
+    *,
+    batch: bool = False,
+    any_conversation: Callable[[ProcessingJob], bool] | None = None,
+) -> None:
+    """Claim the job (with `batch`, and its conversation's other queued jobs of its kind, or
+    its workspace's where `any_conversation(job)`: one run for all), run `work` on them under a
+    lease, and record the outcome on each."""
     from memory.services.processing import job_claim, jobs_claim
 
     if batch:
-        jobs = jobs_claim(job_id=job_id)
+        jobs = jobs_claim(job_id=job_id, any_conversation=any_conversation)
     else:
         job = job_claim(job_id=job_id)
         jobs = [job] if job is not None else []
@@ -172,7 +180,7 @@ def _alone(job: ProcessingJob, work: Work) -> None:
     **time_limits("memory.extract"),
 )
 def extract(self, job_id: str) -> None:
-    from memory.background.extraction.runner import extraction_run
+    from memory.background.extraction.runner import extraction_run, runs_offline
 
     # An upstream that still fails on the last try leaves the turn to the offline extractor.
     last_try = self.request.retries >= MAX_RETRIES
@@ -181,6 +189,8 @@ def extract(self, job_id: str) -> None:
         job_id,
         lambda jobs: extraction_run(jobs=jobs, fallback_on_error=last_try),
         batch=True,
+        # Offline, many users' turns share a run; with an LLM each conversation is its own call.
+        any_conversation=lambda job: runs_offline(job.workspace),
     )
 
 

@@ -448,10 +448,11 @@ def test_one_run_extracts_every_queued_turn_of_the_conversation(
         "I love jazz!",
         capture=capture,
     )
-    [other] = queue(workspace, "kim", "I work at Initech.", conversation="k", capture=capture)
+    elsewhere, _ = make_workspace()
+    [other] = queue(elsewhere, "kim", "I work at Initech.", conversation="k", capture=capture)
     tasks.extract(jobs[2].id)  # the broker may deliver any of them first
     assert states(jobs) == [("done", 1)] * 5
-    assert states([other]) == [("pending", 0)]  # another conversation's: its own run
+    assert states([other]) == [("pending", 0)]  # another workspace's: its own run
     # as job by job: distinct facts stay distinct, the move updates, the restatement merges
     assert sorted(Memory.objects.filter(user_id="sam").values_list("text", flat=True)) == [
         "User has a pet ferret called Biscuit.",
@@ -477,6 +478,74 @@ def test_one_run_extracts_every_queued_turn_of_the_conversation(
     assert states(jobs) == [("done", 2)] * 5
     assert Memory.objects.filter(user_id="sam").count() == 4
     assert MemoryEvent.objects.filter(user_id="sam", event="ADD").count() == 4
+
+
+def test_an_offline_run_takes_the_other_conversations_of_its_workspace(
+    offline, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Many users' single turns, one run: each user's memories are their own, as run by run —
+    a user's facts merge and update across their conversations, never across users — and a
+    user erased during the run loses everything while the others keep theirs."""
+    from memory.background.extraction import runner
+
+    workspace, _ = make_workspace()
+    capture = django_capture_on_commit_callbacks
+    [sam_paris] = queue(workspace, "sam", "I live in Paris.", conversation="s1", capture=capture)
+    [kim] = queue(
+        workspace, "kim", "I live in Paris and I love jazz.", conversation="k", capture=capture
+    )
+    [sam_jazz] = queue(workspace, "sam", "I love jazz.", conversation="s2", capture=capture)
+    [gone] = queue(
+        workspace, "lee", "I have a pet ferret called Biscuit.", conversation="l", capture=capture
+    )
+    [sam_berlin] = queue(
+        workspace,
+        "sam",
+        "Big news: I moved to Berlin last week.",
+        conversation="s3",
+        capture=capture,
+    )
+    elsewhere, _ = make_workspace()
+    [other] = queue(elsewhere, "kim", "I work at Initech.", conversation="k", capture=capture)
+    _erased_during(monkeypatch, runner, "embed_messages", workspace, "lee")
+
+    tasks.extract(kim.id)
+    assert states([sam_paris, kim, sam_jazz, sam_berlin]) == [("done", 1)] * 4
+    assert not ProcessingJob.objects.filter(id=gone.id).exists()  # erased with its user
+    assert states([other]) == [("pending", 0)]
+    texts = dict.fromkeys(["sam", "kim", "lee"])
+    for user in texts:
+        texts[user] = sorted(Memory.objects.filter(user_id=user).values_list("text", flat=True))
+    assert texts == {
+        "sam": ["User lives in Berlin.", "User loves jazz."],
+        "kim": ["User lives in Paris.", "User loves jazz."],
+        "lee": [],
+    }
+    home = Memory.objects.get(user_id="sam", text__startswith="User lives in Berlin")
+    assert list(MemoryEvent.objects.filter(memory_id=home.id).values_list("event", "new_text")) == [
+        ("ADD", "User lives in Paris."),
+        ("UPDATE", "User lives in Berlin."),
+    ]
+    assert {s.conversation.external_id for s in home.sources.all()} == {"s1", "s3"}
+    assert not Message.objects.filter(workspace=workspace, embedding__isnull=True).exists()
+    assert not Message.objects.filter(user_id="lee").exists()
+    # each job's own delivery finds it done
+    for job in (sam_paris, sam_jazz, sam_berlin):
+        tasks.extract(job.id)
+    assert states([sam_paris, kim, sam_jazz, sam_berlin]) == [("done", 1)] * 4
+
+
+@llm_db
+def test_with_an_llm_each_conversation_is_its_own_run(upstream, django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    capture = django_capture_on_commit_callbacks
+    [first] = queue(workspace, "sam", "I love chess.", conversation="a", capture=capture)
+    [second] = queue(workspace, "kim", "I love golf.", conversation="b", capture=capture)
+    upstream.script(reply({"facts": [{"text": "Sam loves chess", "sources": [1]}]}))
+    tasks.extract(first.id)
+    assert states([first, second]) == [("done", 1), ("pending", 0)]
+    [request] = upstream.chat_requests()
+    assert "golf" not in json.dumps(request.body)
 
 
 def test_a_run_takes_only_the_jobs_no_live_run_holds(

@@ -11,18 +11,22 @@ again. `attempts` numbers the claims and fences the writes of a run that lost it
 
 A run that claims an extraction job also claims the other extraction jobs of the conversation
 that are claimable then (jobs_claim): a backlog of turns is worked off in one run — one
-embedding run, one load of the user's memories, one commit — rather than job by job. Each job
-keeps its own claim, lease and fencing token; the others' own tasks find them taken and return.
+embedding run, one load of the user's memories, one commit — rather than job by job. With the
+offline extractor the run takes the workspace's other conversations' jobs too: one claim, one
+embedding run, one write of the messages, one commit and one finish for many users' turns.
+Each job keeps its own claim, lease and fencing token; the others' own tasks find them taken
+and return.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, Subquery, Sum, Value
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -133,7 +137,10 @@ def summary_enqueue(*, workspace: Workspace, conversation: Conversation) -> Proc
 
 
 def _claimable(now: dt.datetime) -> Q:
-    return Q(status=Status.PENDING) | Q(status=Status.RUNNING, updated_at__lt=now - lease())
+    # The IN first: the unfinished jobs' partial indexes are seen to apply at a glance.
+    return Q(status__in=[Status.PENDING, Status.RUNNING]) & (
+        Q(status=Status.PENDING) | Q(status=Status.RUNNING, updated_at__lt=now - lease())
+    )
 
 
 def _take(*, job_id: str, now: dt.datetime) -> bool:
@@ -161,10 +168,17 @@ BATCH_JOBS = 32
 BATCH_MESSAGES = 256
 
 
-def jobs_claim(*, job_id: str) -> list[ProcessingJob]:
+def jobs_claim(
+    *, job_id: str, any_conversation: Callable[[ProcessingJob], bool] | None = None
+) -> list[ProcessingJob]:
     """The job (first, with its conversation and workspace) and the other jobs of its
     conversation and kind claimable now, oldest first, all RUNNING for this run; [] when
     another run has the job or it is finished (then nothing else is claimed either).
+
+    With `any_conversation(job)` true, the others are those of its kind in its whole workspace,
+    each with its conversation: the offline extractor runs many conversations' turns in one run
+    (memory.background.extraction.runner), so a worker behind on many users' single turns
+    catches up in batches as it does on one user's many turns.
 
     The others are taken under FOR UPDATE SKIP LOCKED: a job another worker is claiming at
     that moment stays its own. Each claimed job's `attempts` is its fencing token.
@@ -172,19 +186,32 @@ def jobs_claim(*, job_id: str) -> list[ProcessingJob]:
     now = timezone.now()
     if not _take(job_id=job_id, now=now):  # the same compare-and-set as job_claim
         return []
-    queued = ProcessingJob.objects.filter(
-        _claimable(now), conversation_id=OuterRef("conversation_id"), kind=OuterRef("kind")
-    ).exclude(id=OuterRef("id"))
+
+    def queued(scope: str) -> Exists:
+        return Exists(
+            ProcessingJob.objects.filter(
+                _claimable(now), **{scope: OuterRef(scope)}, kind=OuterRef("kind")
+            ).exclude(id=OuterRef("id"))
+        )
+
+    # Whether anything else is queued, here and in the workspace, in the job's own query.
     job = (
         ProcessingJob.objects.select_related("conversation", "workspace")
-        .annotate(queued=Exists(queued))
+        .annotate(
+            queued=queued("conversation_id"),
+            queued_around=queued("workspace_id") if any_conversation else Value(False),
+        )
         .get(id=job_id)
     )
-    if not job.queued:  # the usual case when the worker keeps up: no lock, no more queries
+    wide = any_conversation is not None and job.queued_around and any_conversation(job)
+    if not (job.queued or wide):  # the usual case when the worker keeps up: no lock, no more
         return [job]
-    others = ProcessingJob.objects.filter(
-        _claimable(now), conversation_id=job.conversation_id, kind=job.kind
-    ).exclude(id=job.id)
+    scope = {"workspace_id": job.workspace_id} if wide else {"conversation_id": job.conversation_id}
+    others = ProcessingJob.objects.filter(_claimable(now), kind=job.kind, **scope).exclude(
+        id=job.id
+    )
+    if wide:
+        others = others.select_related("conversation")
     messages = (
         Message.objects.filter(
             conversation_id=OuterRef("conversation_id"),
@@ -213,6 +240,9 @@ def jobs_claim(*, job_id: str) -> list[ProcessingJob]:
         )
     for other in taken:  # what the update wrote: the rows were locked since they were read
         other.status, other.attempts, other.updated_at = Status.RUNNING, other.attempts + 1, now
+        other.workspace = job.workspace
+        if not wide:
+            other.conversation = job.conversation
     return [job, *taken]
 
 

@@ -2,6 +2,9 @@
 
 A run takes one job, or several queued jobs of one conversation (memory.services.processing
 .jobs_claim), as one range of messages: the result is the same as job by job, in fewer steps.
+With the offline extractor it may take several conversations' jobs: each conversation is
+indexed and de-duplicated on its own, as in a run of its own, and they share the embedding
+run, the messages' write, the commit and the claim.
 
 With an LLM (completions.providers.llm.chat) the model proposes facts and decides ADD / UPDATE / DELETE /
 NONE against the nearest memories; without one (LLMUnavailable, or ENGRAM_MEMORY_EXTRACTION =
@@ -46,21 +49,18 @@ logger = logging.getLogger("engram.memory")
 
 
 def job_messages(jobs: list[ProcessingJob]) -> list[Message]:
-    """The messages the jobs cover (all of one conversation), in order."""
-    spans: list[list[str]] = []  # (after, upto], adjacent ranges joined
-    for job in sorted(jobs, key=lambda j: j.after_message_id):
-        if spans and job.after_message_id <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], job.upto_message_id)
+    """The messages the jobs cover (of one conversation or several), in order: one query."""
+    spans: list[list[str]] = []  # (conversation, after, upto), adjacent ranges joined
+    for job in sorted(jobs, key=lambda j: (j.conversation_id, j.after_message_id)):
+        last = spans[-1] if spans else None
+        if last and last[0] == job.conversation_id and job.after_message_id <= last[2]:
+            last[2] = max(last[2], job.upto_message_id)
         else:
-            spans.append([job.after_message_id, job.upto_message_id])
-    covered = Q()
-    for after, upto in spans:
-        covered |= Q(id__gt=after, id__lte=upto)
-    return list(
-        Message.objects.filter(covered, conversation_id=jobs[0].conversation_id)
-        .defer("search")
-        .order_by("id")
-    )
+            spans.append([job.conversation_id, job.after_message_id, job.upto_message_id])
+    covered = Q(pk__in=[])
+    for conversation_id, after, upto in spans:
+        covered |= Q(conversation_id=conversation_id, id__gt=after, id__lte=upto)
+    return list(Message.objects.filter(covered).defer("search").order_by("id"))
 
 
 def embed_messages(
@@ -86,19 +86,27 @@ def embed_messages(
 
 def write_messages(workspace: Workspace, rows: list[Message], embedded: list[Message]) -> None:
     """Store the new vectors, and widen the search windows of the messages and the earlier ones
-    they now follow: one new row version per message (memory.services.indexing).
+    they now follow: one new row version per message, one statement for the run's
+    conversations (memory.services.indexing).
 
     A message is embedded alone ("[date] speaker: text"); its indexes take in its neighbours.
     """
-    if not rows:
-        return
-    changed = widen_search_windows(rows)
+    changed = [m for group in by_conversation(rows).values() for m in widen_search_windows(group)]
     written = {m.id: m for m in [*embedded, *changed]}
-    messages_index_update(
-        workspace=workspace,
-        messages=list(written.values()),
-        embedded={m.id for m in embedded},
-    )
+    if written:
+        messages_index_update(
+            workspace=workspace,
+            messages=list(written.values()),
+            embedded={m.id for m in embedded},
+        )
+
+
+def by_conversation(rows: list[Message]) -> dict[str, list[Message]]:
+    """The messages of each conversation, in their order."""
+    groups: dict[str, list[Message]] = {}
+    for message in rows:
+        groups.setdefault(message.conversation_id, []).append(message)
+    return groups
 
 
 SPOKEN = ("user", "assistant")
@@ -149,27 +157,86 @@ def _same(vector: list[float] | None, stored) -> bool:
 ERASED = {"erased": True}  # a run whose user was erased meanwhile: it wrote nothing
 
 
+def runs_offline(workspace: Workspace) -> bool:
+    """Whether the workspace's extraction runs the offline extractor (no LLM to ask)."""
+    mode = settings.ENGRAM_MEMORY_EXTRACTION
+    return mode == "offline" or (mode == "auto" and not available(workspace=workspace))
+
+
 def extraction_run(*, jobs: list[ProcessingJob], fallback_on_error: bool = True) -> dict:
     """Counts, `extractor` ("llm", "offline" or "offline-fallback") and, on a fallback, why.
 
-    `jobs`: one conversation's, the first with its conversation and workspace loaded.
+    `jobs`: of one workspace, each with its conversation loaded, the first with its
+    workspace too; of several conversations only when the workspace runs offline (jobs_claim).
     fallback_on_error: an upstream error (LLMError) falls back too; the task passes False
     until its last try, so a passing outage is retried with the LLM first.
     """
+    if runs_offline(jobs[0].workspace):
+        return _offline_run(jobs)
+    groups: dict[str, list[ProcessingJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.conversation_id, []).append(job)
+    if len(groups) == 1:
+        return _llm_run(jobs, fallback_on_error)
+    # Claimed for the offline extractor, and an LLM route appeared since: one after another.
+    totals: dict = {}
+    for group in groups.values():
+        group[0].workspace = jobs[0].workspace
+        for key, value in _llm_run(group, fallback_on_error).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+            else:
+                totals.setdefault(key, value)
+    return totals
+
+
+def _offline_run(jobs: list[ProcessingJob]) -> dict:
+    """The offline extractor over the jobs' messages, of one conversation or several: one
+    embedding run for the messages and their facts, one write of the messages and one commit
+    for what they wrote (bench/bench_extraction.py)."""
+    workspace = jobs[0].workspace
+    first_job: dict[str, ProcessingJob] = {}
+    for job in jobs:
+        first_job.setdefault(job.conversation_id, job)
+    groups = by_conversation(job_messages(jobs))
+    facts = {conversation: offline_facts(rows) for conversation, rows in groups.items()}
+    texts = [text for _, found_texts in facts.values() for text in found_texts]
+    todo, vectors = embed_messages([m for rows in groups.values() for m in rows], also=texts)
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    erased = 0
+    with transaction.atomic():
+        live = []
+        for conversation in first_job:
+            if still_the_users(first_job[conversation]):
+                live.append(conversation)
+            else:
+                erased += 1
+        if not live:
+            return {"embedded": 0, "extractor": "offline", **ERASED}
+        kept = set(live)
+        write_messages(
+            workspace,
+            [m for conversation in live for m in groups.get(conversation, [])],
+            [m for m in todo if m.conversation_id in kept],
+        )
+        start = 0
+        for conversation, (found, found_texts) in facts.items():
+            mine = vectors[start : start + len(found_texts)]
+            start += len(found_texts)
+            if conversation in kept:
+                job = first_job[conversation]
+                job.workspace = workspace
+                for key, value in _apply_offline(job, found, mine).items():
+                    counts[key] += value
+    result = {"embedded": len(todo), "extractor": "offline", **counts}
+    if erased:
+        result["erased_conversations"] = erased
+    return result
+
+
+def _llm_run(jobs: list[ProcessingJob], fallback_on_error: bool) -> dict:
     job = jobs[0]
     rows = job_messages(jobs)
-    mode = settings.ENGRAM_MEMORY_EXTRACTION
-    if mode == "offline" or (mode == "auto" and not available(workspace=job.workspace)):
-        # One embedding run for the messages and their facts, and one commit for what they
-        # wrote (bench/bench_extraction.py).
-        found, texts = offline_facts(rows)
-        todo, vectors = embed_messages(rows, also=texts)
-        with transaction.atomic():
-            if not still_the_users(job):
-                return {"embedded": 0, "extractor": "offline", **ERASED}
-            write_messages(job.workspace, rows, todo)
-            counts = _apply_offline(job, found, vectors)
-        return {"embedded": len(todo), "extractor": "offline", **counts}
     todo, _ = embed_messages(rows)
     write_messages(job.workspace, rows, todo)
     embedded = len(todo)
@@ -179,7 +246,7 @@ def extraction_run(*, jobs: list[ProcessingJob], fallback_on_error: bool = True)
         counts = llm.extract(job=job, rows=rows)
         return {"embedded": embedded, "extractor": "llm", **counts}
     except LLMUnavailable:
-        if mode == "llm":
+        if settings.ENGRAM_MEMORY_EXTRACTION == "llm":
             raise
     except llm.LLMExtractionFailed as failed:
         if isinstance(failed.cause, LLMError) and not fallback_on_error:
