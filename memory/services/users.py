@@ -19,9 +19,12 @@ def user_lock(*, workspace_id: str, user_id: str, exclusive: bool = False) -> No
     kind = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {kind}(hashtextextended(%s, 0))",
-            [f"{len(workspace_id)}:{workspace_id}:{user_id}"],
+            f"SELECT {kind}(hashtextextended(%s, 0))", [_lock_key(workspace_id, user_id)]
         )
+
+
+def _lock_key(workspace_id: str, user_id: str) -> str:
+    return f"{len(workspace_id)}:{workspace_id}:{user_id}"
 
 
 def still_the_users(job: ProcessingJob) -> bool:
@@ -30,8 +33,22 @@ def still_the_users(job: ProcessingJob) -> bool:
     there. An erasure deletes the conversation and its jobs; what the run read before it must
     not be written after it (memory_create links the source messages that still exist: a
     memory written then would outlive its user, sourceless)."""
-    user_lock(workspace_id=job.workspace_id, user_id=job.conversation.user_id)
-    return ProcessingJob.objects.filter(pk=job.pk).exists()
+    return bool(jobs_still_there([job]))
+
+
+def jobs_still_there(jobs: list[ProcessingJob]) -> set[str]:
+    """still_the_users for a run of several users' jobs, in two statements: their users' locks
+    (shared, taken in one order), then the ids of the jobs still there."""
+    keys = sorted({_lock_key(job.workspace_id, job.conversation.user_id) for job in jobs})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock_shared(hashtextextended(key, 0)))"
+            " FROM unnest(%s::text[]) AS k(key)",
+            [keys],
+        )
+    return set(
+        ProcessingJob.objects.filter(pk__in=[job.pk for job in jobs]).values_list("pk", flat=True)
+    )
 
 
 @transaction.atomic

@@ -36,7 +36,7 @@ from memory.services.memories import (
     memories_create,
     memory_update,
 )
-from memory.services.users import still_the_users
+from memory.services.users import jobs_still_there, still_the_users
 from memory.text import (
     WINDOW_BEFORE,
     context_vector,
@@ -203,14 +203,10 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
     texts = [text for _, found_texts in facts.values() for text in found_texts]
     todo, vectors = embed_messages([m for rows in groups.values() for m in rows], also=texts)
     counts = {"added": 0, "updated": 0, "unchanged": 0}
-    erased = 0
     with transaction.atomic():
-        live = []
-        for conversation in first_job:
-            if still_the_users(first_job[conversation]):
-                live.append(conversation)
-            else:
-                erased += 1
+        there = jobs_still_there(list(first_job.values()))
+        live = [conversation for conversation, job in first_job.items() if job.pk in there]
+        erased = len(first_job) - len(live)
         if not live:
             return {"embedded": 0, "extractor": "offline", **ERASED}
         kept = set(live)
