@@ -548,6 +548,39 @@ def test_with_an_llm_each_conversation_is_its_own_run(upstream, django_capture_o
     assert "golf" not in json.dumps(request.body)
 
 
+@llm_db
+def test_a_model_route_that_appears_after_a_wide_claim_asks_it_per_conversation(
+    upstream, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Claimed across conversations for the offline extractor, run once a model is reachable:
+    each conversation is its own call, and every job is done."""
+    from memory.background.extraction import runner
+
+    answers = iter([True])  # offline when the run claims, a model by the time it runs
+    monkeypatch.setattr(runner, "runs_offline", lambda workspace: next(answers, False))
+    workspace, _ = make_workspace()
+    capture = django_capture_on_commit_callbacks
+    [first] = queue(workspace, "sam", "I love chess.", conversation="a", capture=capture)
+    [second] = queue(workspace, "kim", "I love golf.", conversation="b", capture=capture)
+    upstream.script(
+        reply({"facts": [{"text": "Sam loves chess", "sources": [1]}]}),
+        reply({"facts": [{"text": "Kim loves golf", "sources": [1]}]}),
+    )
+    tasks.extract(first.id)
+    assert states([first, second]) == [("done", 1), ("done", 1)]
+    assert set(
+        ProcessingJob.objects.filter(id__in=[first.id, second.id]).values_list(
+            "extractor", flat=True
+        )
+    ) == {"llm"}
+    chess, golf = (json.dumps(r.body) for r in upstream.chat_requests())
+    assert "chess" in chess and "golf" not in chess and "golf" in golf and "chess" not in golf
+    assert dict(Memory.objects.values_list("user_id", "text")) == {
+        "sam": "Sam loves chess",
+        "kim": "Kim loves golf",
+    }
+
+
 def test_a_run_takes_only_the_jobs_no_live_run_holds(
     offline, settings, django_capture_on_commit_callbacks
 ):

@@ -179,15 +179,18 @@ def extraction_run(*, jobs: list[ProcessingJob], fallback_on_error: bool = True)
     if len(groups) == 1:
         return _llm_run(jobs, fallback_on_error)
     # Claimed for the offline extractor, and an LLM route appeared since: one after another.
-    totals: dict = {}
+    results = []
     for group in groups.values():
         group[0].workspace = jobs[0].workspace
-        for key, value in _llm_run(group, fallback_on_error).items():
+        results.append(_llm_run(group, fallback_on_error))
+    totals: dict = {}
+    for result in results:
+        for key, value in result.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 totals[key] = totals.get(key, 0) + value
-            else:
-                totals.setdefault(key, value)
-    return totals
+    # the jobs record a fallback if any conversation's run fell back
+    fell_back = next((r for r in results if "fallback" in r), results[0])
+    return totals | {k: fell_back[k] for k in ("extractor", "fallback") if k in fell_back}
 
 
 def _offline_run(jobs: list[ProcessingJob]) -> dict:
@@ -205,14 +208,13 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     with transaction.atomic():
         there = jobs_still_there(list(first_job.values()))
-        live = [conversation for conversation, job in first_job.items() if job.pk in there]
-        erased = len(first_job) - len(live)
-        if not live:
+        kept = {conversation for conversation, job in first_job.items() if job.pk in there}
+        erased = len(first_job) - len(kept)
+        if not kept:
             return {"embedded": 0, "extractor": "offline", **ERASED}
-        kept = set(live)
         write_messages(
             workspace,
-            [m for conversation in live for m in groups.get(conversation, [])],
+            [m for conversation, rows in groups.items() if conversation in kept for m in rows],
             [m for m in todo if m.conversation_id in kept],
         )
         start = 0
