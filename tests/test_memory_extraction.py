@@ -581,6 +581,40 @@ def test_a_model_route_that_appears_after_a_wide_claim_asks_it_per_conversation(
     }
 
 
+def test_the_memories_a_run_loads_answer_as_all_the_users_would(
+    offline, django_capture_on_commit_callbacks
+):
+    """An offline run loads each new fact's nearest memories and its slots' memories, not the
+    user's every memory: what it asks of them answers as over all of them."""
+    from memory.background.extraction.store import UserMemories
+    from memory.embeddings import get_embedder
+
+    workspace, _ = make_workspace()
+    said = [f"I have a pet ferret called {name}." for name in FERRET_NAMES[:30]]
+    said += ["I live in Paris.", "I work at Initech.", "I love jazz.", "I work as a nurse."]
+    extract(workspace, say(workspace, "u", *said), django_capture_on_commit_callbacks)
+    whole = UserMemories(workspace, "u")
+    assert len(whole.memories) == 34
+    asked = [
+        "User has a pet ferret called Biscuit.",
+        "User lives in Berlin.",
+        "User loves opera.",
+        "User works at Globex.",
+    ]
+    vectors = get_embedder().embed(asked)
+    loaded = UserMemories.around(
+        workspace, "u", vectors=vectors, k=3, slots={"residence", "workplace"}
+    )
+    assert len(loaded.memories) < 14  # 4 x 3 nearest, and the two slots' memories among them
+    for vector in vectors:
+        assert [(m.id, round(s, 5)) for m, s in loaded.nearest(vector, k=3)] == [
+            (m.id, round(s, 5)) for m, s in whole.nearest(vector, k=3)
+        ]
+    for slot in ("residence", "workplace"):
+        found, expected = loaded.by_slot(slot, "User"), whole.by_slot(slot, "User")
+        assert found is not None and expected is not None and found.id == expected.id
+
+
 def test_a_run_takes_only_the_jobs_no_live_run_holds(
     offline, settings, django_capture_on_commit_callbacks
 ):

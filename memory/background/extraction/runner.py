@@ -291,12 +291,21 @@ def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
         return _apply_offline(job, found, vectors)
 
 
+NEAR = 3  # a new fact is compared with its this many nearest memories
+
+
 def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     if not found:
         return counts
     workspace, user_id = job.workspace, job.conversation.user_id
-    store = UserMemories(workspace, user_id)
+    store = UserMemories.around(
+        workspace,
+        user_id,
+        vectors=vectors,
+        k=NEAR,
+        slots={fact.slot for fact, _, _ in found if fact.slot},
+    )
     threshold = settings.ENGRAM_MEMORY_DUPLICATE_SIMILARITY
     # Restatements of stored memories: linked in one statement at the end.
     links: list[tuple[str, str]] = []
@@ -357,7 +366,7 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
                 continue
         near = [
             memory
-            for memory, _ in store.nearest(vec, k=3, min_similarity=threshold)
+            for memory, _ in store.nearest(vec, k=NEAR, min_similarity=threshold)
             if offline.same_fact(memory.text, fact.text)
         ]
         if near:
