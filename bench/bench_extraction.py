@@ -12,7 +12,9 @@ Runs against the bench database of bench_memory.py (`engram_bench`, created if m
    SQL statements per turn. `--profile N` runs it under cProfile and prints the N costliest
    functions (by their own time, then cumulative). `--one-turn-jobs N` adds N jobs of one turn
    each, each run as soon as its turn is stored (no backlog: nothing to batch), across 20
-   conversations: ms and CPU ms per job, SQL statements per job.
+   conversations: ms and CPU ms per job, SQL statements per job; `--known-memories M` gives
+   each of those users M stored memories first (random vectors), to read a lone turn's cost
+   against how much the user has.
 2. Lag: a real Celery worker (solo pool: one process, queue `memory`) while turns arrive at
    `--rate` per second for `--seconds`, one turn per import across `--users` conversations, as
    chat turns arrive (each reads its conversation first, as a chat turn does); a turn's lag is
@@ -146,7 +148,33 @@ def throughput(workspace, turns: list[dict], per_job: int, stamp: str, profile: 
     }
 
 
-def one_turn_jobs(workspace, turns: list[dict], count: int, stamp: str) -> dict:
+def known_memories(workspace, user_id: str, count: int, rng: random.Random) -> None:
+    """`count` stored memories for the user, written in bulk with random unit vectors: what a
+    run's cost is read against, not what it de-duplicates with (nothing is near them)."""
+    import numpy as np
+
+    from memory.models import Memory
+
+    vectors = np.random.default_rng(rng.randrange(2**32)).standard_normal((count, 384))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    Memory.objects.bulk_create(
+        [
+            Memory(
+                workspace=workspace,
+                user_id=user_id,
+                text=f"User knows thing {i}.",
+                search_text=f"User knows thing {i}.",
+                embedding=vector.tolist(),
+            )
+            for i, vector in enumerate(vectors)
+        ],
+        batch_size=500,
+    )
+
+
+def one_turn_jobs(
+    workspace, turns: list[dict], count: int, stamp: str, memories: int = 0, seed: int = 0
+) -> dict:
     from django.db import connection
 
     from memory import tasks
@@ -159,6 +187,9 @@ def one_turn_jobs(workspace, turns: list[dict], count: int, stamp: str) -> dict:
         )[0]
         for u in range(20)
     ]
+    rng = random.Random(seed)
+    for conversation in conversations if memories else []:
+        known_memories(workspace, conversation.user_id, memories, rng)
     counter = QueryCounter()
     wall = cpu = 0.0
     for i in range(count):
@@ -264,6 +295,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--one-turn-jobs", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--known-memories",
+        type=int,
+        default=0,
+        metavar="M",
+        help="each one-turn user starts with M stored memories",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     database_url = bench_database_url()
@@ -291,9 +329,12 @@ def main() -> int:
     )
     if args.one_turn_jobs:
         steal.start()
-        one = results["one_turn_jobs"] = one_turn_jobs(workspace, turns, args.one_turn_jobs, stamp)
+        one = results["one_turn_jobs"] = one_turn_jobs(
+            workspace, turns, args.one_turn_jobs, stamp, args.known_memories, args.seed
+        )
         print(
-            f"one-turn jobs, no backlog: {one['ms_per_job']} ms a job ({one['cpu_ms_per_job']} ms "
+            f"one-turn jobs, no backlog, users with {args.known_memories} memories besides: "
+            f"{one['ms_per_job']} ms a job ({one['cpu_ms_per_job']} ms "
             f"CPU), {one['queries_per_job']} SQL statements a job ({one['jobs']} jobs); "
             f"{machine.line(steal=steal)}"
         )

@@ -22,14 +22,15 @@ def _binary_vector() -> Func:
     return Func(F("embedding"), function="vector_send", output_field=BinaryField())
 
 
-# The k nearest stored memories of each of a run's vectors (exact: the user's rows through
-# memory_user_vectors, as search scans them).
+# The k nearest stored memories of each of a run's vectors (exact, over the user's rows). The
+# vectors are parsed once, in the array: `<=> q.vector::vector` parsed one for every row it
+# was compared with (53 ms a vector against a user's 2,000 memories).
 _NEAREST = """
-SELECT n.id FROM unnest(%s::text[]) AS q(vector)
+SELECT n.id FROM unnest(%s::text[]::vector[]) AS q(vector)
 CROSS JOIN LATERAL (
     SELECT m.id FROM memory_memory m
     WHERE m.workspace_id = %s AND m.user_id = %s AND m.embedding IS NOT NULL
-    ORDER BY m.embedding <=> q.vector::vector LIMIT %s
+    ORDER BY m.embedding <=> q.vector LIMIT %s
 ) n
 """
 
