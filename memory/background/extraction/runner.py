@@ -17,6 +17,7 @@ and why, and the job records it.
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 import numpy as np
 from django.conf import settings
@@ -46,6 +47,8 @@ from memory.text import (
 )
 
 logger = logging.getLogger("engram.memory")
+
+Of = TypeVar("Of", Message, ProcessingJob)
 
 
 def job_messages(jobs: list[ProcessingJob]) -> list[Message]:
@@ -101,11 +104,11 @@ def write_messages(workspace: Workspace, rows: list[Message], embedded: list[Mes
         )
 
 
-def by_conversation(rows: list[Message]) -> dict[str, list[Message]]:
-    """The messages of each conversation, in their order."""
-    groups: dict[str, list[Message]] = {}
-    for message in rows:
-        groups.setdefault(message.conversation_id, []).append(message)
+def by_conversation(rows: list[Of]) -> dict[str, list[Of]]:
+    """The messages (or jobs) of each conversation, in their order."""
+    groups: dict[str, list[Of]] = {}
+    for row in rows:
+        groups.setdefault(row.conversation_id, []).append(row)
     return groups
 
 
@@ -166,23 +169,18 @@ def runs_offline(workspace: Workspace) -> bool:
 def extraction_run(*, jobs: list[ProcessingJob], fallback_on_error: bool = True) -> dict:
     """Counts, `extractor` ("llm", "offline" or "offline-fallback") and, on a fallback, why.
 
-    `jobs`: of one workspace, each with its conversation loaded, the first with its
-    workspace too; of several conversations only when the workspace runs offline (jobs_claim).
+    `jobs`: of one workspace, each with its conversation and workspace loaded (jobs_claim);
+    of several conversations only when the workspace runs offline.
     fallback_on_error: an upstream error (LLMError) falls back too; the task passes False
     until its last try, so a passing outage is retried with the LLM first.
     """
     if runs_offline(jobs[0].workspace):
         return _offline_run(jobs)
-    groups: dict[str, list[ProcessingJob]] = {}
-    for job in jobs:
-        groups.setdefault(job.conversation_id, []).append(job)
+    groups = by_conversation(jobs)
     if len(groups) == 1:
         return _llm_run(jobs, fallback_on_error)
     # Claimed for the offline extractor, and an LLM route appeared since: one after another.
-    results = []
-    for group in groups.values():
-        group[0].workspace = jobs[0].workspace
-        results.append(_llm_run(group, fallback_on_error))
+    results = [_llm_run(group, fallback_on_error) for group in groups.values()]
     totals: dict = {}
     for result in results:
         for key, value in result.items():
@@ -198,9 +196,7 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
     embedding run for the messages and their facts, one write of the messages and one commit
     for what they wrote (bench/bench_extraction.py)."""
     workspace = jobs[0].workspace
-    first_job: dict[str, ProcessingJob] = {}
-    for job in jobs:
-        first_job.setdefault(job.conversation_id, job)
+    first_job = {conversation: group[0] for conversation, group in by_conversation(jobs).items()}
     groups = by_conversation(job_messages(jobs))
     facts = {conversation: offline_facts(rows) for conversation, rows in groups.items()}
     texts = [text for _, found_texts in facts.values() for text in found_texts]
@@ -222,9 +218,7 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
             mine = vectors[start : start + len(found_texts)]
             start += len(found_texts)
             if conversation in kept:
-                job = first_job[conversation]
-                job.workspace = workspace
-                for key, value in _apply_offline(job, found, mine).items():
+                for key, value in _apply_offline(first_job[conversation], found, mine).items():
                     counts[key] += value
     result = {"embedded": len(todo), "extractor": "offline", **counts}
     if erased:
