@@ -23,11 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Max, OuterRef, Q, Subquery, Sum
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, Subquery, Sum, Value
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -144,56 +143,11 @@ def _claimable(now: dt.datetime) -> Q:
     )
 
 
-def _claimable_sql(alias: str) -> str:
-    """_claimable in SQL, for the row `alias` (the IN first, as there)."""
-    return (
-        f"{alias}.status IN (%(pending)s, %(running)s)"
-        f" AND ({alias}.status = %(pending)s OR {alias}.updated_at < %(expired)s)"
+def _take(*, job_id: str, now: dt.datetime) -> bool:
+    claimed = ProcessingJob.objects.filter(_claimable(now), id=job_id).update(
+        status=Status.RUNNING, attempts=F("attempts") + 1, updated_at=now
     )
-
-
-def _queued_sql(scope: str) -> str:
-    """Whether another job of the taken job's kind and `scope` column is claimable."""
-    return (
-        f"EXISTS (SELECT 1 FROM {_JOBS} AS other WHERE other.{scope} = job.{scope}"
-        f" AND other.kind = job.kind AND other.id <> job.id AND {_claimable_sql('other')})"
-    )
-
-
-_JOBS = ProcessingJob._meta.db_table
-# The compare-and-set of every claim, answering in the same statement whether more of its kind
-# is queued in its conversation, and (with %(around)s) in its workspace. Raw SQL: the ORM's
-# update, then a get annotated with the two EXISTS, took 2.4-2.5 ms of the worker's CPU a job
-# (most of it compiling them); this statement and a plain get take 0.8 ms, and a delivery that
-# finds its job taken (a batch took it) pays 0.1-0.2 ms instead of 0.5 (bench/README,
-# *Background extraction*).
-_TAKE = (
-    f"UPDATE {_JOBS} AS job SET status = %(running)s, attempts = job.attempts + 1,"
-    f" updated_at = %(now)s WHERE job.id = %(id)s AND {_claimable_sql('job')}"
-    f" RETURNING {_queued_sql('conversation_id')}, %(around)s AND {_queued_sql('workspace_id')}"
-)
-
-
-@dataclass
-class Taken:
-    queued: bool  # another job of its kind is claimable in its conversation
-    queued_around: bool  # ... in its workspace (asked only with `around`)
-
-
-def _take(*, job_id: str, now: dt.datetime, around: bool = False) -> Taken | None:
-    """Claim the job (one compare-and-set) and say what else is queued; None: not claimable."""
-    params: dict[str, str | bool | dt.datetime] = {
-        "id": job_id,
-        "now": now,
-        "expired": now - lease(),
-        "pending": Status.PENDING,
-        "running": Status.RUNNING,
-        "around": around,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(_TAKE, params)
-        row = cursor.fetchone()
-    return Taken(queued=row[0], queued_around=row[1]) if row else None
+    return claimed == 1
 
 
 def job_claim(*, job_id: str) -> ProcessingJob | None:
@@ -202,7 +156,7 @@ def job_claim(*, job_id: str) -> ProcessingJob | None:
     One compare-and-set: of two deliveries of one job (a redelivery, a re-send by the sweep),
     exactly one claims it. The returned job's `attempts` is this run's fencing token.
     """
-    if _take(job_id=job_id, now=timezone.now()) is None:
+    if not _take(job_id=job_id, now=timezone.now()):
         return None
     return ProcessingJob.objects.select_related("conversation", "workspace").get(id=job_id)
 
@@ -230,12 +184,27 @@ def jobs_claim(
     that moment stays its own. Each claimed job's `attempts` is its fencing token.
     """
     now = timezone.now()
-    claim = _take(job_id=job_id, now=now, around=any_conversation is not None)
-    if claim is None:  # the same compare-and-set as job_claim
+    if not _take(job_id=job_id, now=now):  # the same compare-and-set as job_claim
         return []
-    job = ProcessingJob.objects.select_related("conversation", "workspace").get(id=job_id)
-    wide = any_conversation is not None and claim.queued_around and any_conversation(job)
-    if not (claim.queued or wide):  # the usual case when the worker keeps up: no lock, no more
+
+    def queued(scope: str) -> Exists:
+        return Exists(
+            ProcessingJob.objects.filter(
+                _claimable(now), **{scope: OuterRef(scope)}, kind=OuterRef("kind")
+            ).exclude(id=OuterRef("id"))
+        )
+
+    # Whether anything else is queued, here and in the workspace, in the job's own query.
+    job = (
+        ProcessingJob.objects.select_related("conversation", "workspace")
+        .annotate(
+            queued=queued("conversation_id"),
+            queued_around=queued("workspace_id") if any_conversation else Value(False),
+        )
+        .get(id=job_id)
+    )
+    wide = any_conversation is not None and job.queued_around and any_conversation(job)
+    if not (job.queued or wide):  # the usual case when the worker keeps up: no lock, no more
         return [job]
     scope = {"workspace_id": job.workspace_id} if wide else {"conversation_id": job.conversation_id}
     others = ProcessingJob.objects.filter(_claimable(now), kind=job.kind, **scope).exclude(
