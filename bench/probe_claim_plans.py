@@ -8,7 +8,8 @@ jobs, then ANALYZE: the statistics of a table that usually has nothing queued. T
 jobs are queued (one per conversation, as many users' single turns) and a claim's two
 statements — the compare-and-set and the job's get with its queued checks, as
 memory.services.processing.jobs_claim runs them — are timed by EXPLAIN ANALYZE, with the index
-each one read. Then it waits (up to `--wait` s) for autovacuum to analyze the table on its own,
+each one read, and the same for a claim in a second workspace with nothing else queued. Then
+it waits (up to `--wait` s) for autovacuum to analyze the table on its own,
 and times them again. It prints the table's autovacuum settings, and when autovacuum analyzed.
 The rows it made are deleted at the end.
 """
@@ -134,6 +135,7 @@ def main() -> int:
     from memory.models import ProcessingJob
 
     workspace = workspace_create(name=f"probe-claim-plans-{int(time.time())}")
+    other = workspace_create(name=f"probe-claim-plans-other-{int(time.time())}")
     tag = f"pcp{int(time.time())}"
     if args.postgres_defaults:
         with connection.cursor() as cursor:
@@ -152,12 +154,16 @@ def main() -> int:
             "queued job, before autovacuum analyzes again:"
         )
         print("\n".join(_claim_plans(queued[len(queued) // 2])))
+        print("  a claim in another workspace, whose only job it is (the backlog is not its own):")
+        print("\n".join(_claim_plans(_make_jobs(other, 1, "pending", f"{tag}o")[0])))
         began = time.monotonic()
         while time.monotonic() - began < args.wait:
             last, changed = _last_analyzed()
             if last is not None and last != analyzed:
                 print(f"  autovacuum analyzed the table {time.monotonic() - began:.0f} s later:")
                 print("\n".join(_claim_plans(queued[len(queued) // 2 + 1])))
+                print("  and in the other workspace:")
+                print("\n".join(_claim_plans(_make_jobs(other, 1, "pending", f"{tag}p")[0])))
                 break
             time.sleep(2)
         else:
@@ -167,8 +173,9 @@ def main() -> int:
                 f"({changed} rows changed since the last analyze)"
             )
     finally:
-        ProcessingJob.objects.filter(workspace=workspace).delete()
-        workspace.delete()
+        for each in (workspace, other):
+            ProcessingJob.objects.filter(workspace=each).delete()
+            each.delete()
         if args.postgres_defaults:
             with connection.cursor() as cursor:
                 cursor.execute(analyze_often.ANALYZE_OFTEN)
