@@ -64,27 +64,13 @@ def _make_jobs(workspace, count: int, status: str, tag: str) -> list[str]:
 def _claim_plans(job_id: str) -> list[str]:
     """EXPLAIN ANALYZE of the claim's statements for `job_id` (rolled back): one line each."""
     from django.db import connection, transaction
-    from django.db.models import Exists, OuterRef
     from django.utils import timezone
 
-    from memory.models import ProcessingJob
-    from memory.services.processing import _claimable
+    from memory.services.processing import takeable, taken_with_queue
 
     now = timezone.now()
-
-    def queued(scope: str) -> Exists:
-        return Exists(
-            ProcessingJob.objects.filter(
-                _claimable(now), **{scope: OuterRef(scope)}, kind=OuterRef("kind")
-            ).exclude(id=OuterRef("id"))
-        )
-
-    take = ProcessingJob.objects.filter(_claimable(now), id=job_id)
-    get = (
-        ProcessingJob.objects.select_related("conversation", "workspace")
-        .annotate(queued=queued("conversation_id"), queued_around=queued("workspace_id"))
-        .filter(id=job_id)
-    )
+    take = takeable(job_id=job_id, now=now)
+    get = taken_with_queue(job_id=job_id, now=now, around=True)
     lines = []
     with transaction.atomic(), connection.cursor() as cursor:
         for name, queryset in (("compare-and-set", take), ("get, queued checks", get)):
