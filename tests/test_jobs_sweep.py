@@ -23,6 +23,7 @@ from memory.services.processing import (
     jobs_claim,
     jobs_finish,
     jobs_heartbeat,
+    taken_with_queue,
 )
 from memory.services.sweep import SWEEP_LOCK, jobs_sweep
 from tests.factories import make_workspace
@@ -198,6 +199,45 @@ def test_a_batch_claim_keeps_each_jobs_lease_and_fence(
     assert jobs_finish(jobs=batch, status="done") == 2
     assert ProcessingJob.objects.get(id=job.id).status == "running"  # the new run's
     assert job_finish(job=again, status="done")
+
+
+def _queued_job(workspace, conversation: str, text: str, capture) -> ProcessingJob:
+    conv, _ = conversation_get_or_create(workspace=workspace, external_id=conversation, user_id="u")
+    messages_append(
+        workspace=workspace,
+        conversation=conv,
+        session=None,
+        messages=[{"role": "user", "content": text}],
+    )
+    with capture(execute=False):
+        queued = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert queued is not None
+    return queued
+
+
+def test_a_claim_sees_what_else_is_queued_in_its_own_conversation_and_workspace_only(
+    job, django_capture_on_commit_callbacks
+):
+    """The claim's flags (taken_with_queue) decide whether a run takes more jobs: another
+    workspace's backlog is never its own, and the job itself is not 'something else'."""
+    capture = django_capture_on_commit_callbacks
+    busy, _ = make_workspace()
+    for n in range(3):
+        _queued_job(busy, f"b{n}", "I love tea.", capture)
+
+    def flags(of: ProcessingJob) -> tuple[bool, bool]:
+        row = taken_with_queue(job_id=of.id, now=timezone.now(), around=True).get()
+        return row.queued, row.queued_around
+
+    assert flags(job) == (False, False)  # alone in its workspace, whatever the other holds
+    same_conversation = _queued_job(job.workspace, "c", "I love chess.", capture)
+    assert flags(job) == (True, True)
+    ProcessingJob.objects.filter(id=same_conversation.id).update(status="done")
+    assert flags(job) == (False, False)
+    _queued_job(job.workspace, "c2", "I love go.", capture)
+    assert flags(job) == (False, True)
+    row = taken_with_queue(job_id=job.id, now=timezone.now(), around=False).get()
+    assert (row.queued, row.queued_around) == (False, False)  # not asked: not looked for
 
 
 def test_one_sweeper_at_a_time(job, django_capture_on_commit_callbacks):
