@@ -352,18 +352,36 @@ _CONTRACTIONS = {
 _THEY = {"am": "are", "was": "were", "have": "have", "would": "would", "will": "will"}
 
 
+# Verbs whose past form is their present: after a past date ("I quit smoking last year") they
+# are past, and stay as said.
+_SAME_IN_PAST = {
+    "quit", "put", "set", "cut", "hit", "let", "hurt", "shut", "cost", "bet", "split",
+    "spread", "read", "burst", "cast", "upset", "broadcast", "forecast",
+}  # fmt: skip
+# "we" speaks for the user too ("We adopted a cat" is about them): its forms are read as "I"'s.
+_WE = {
+    "we": "I", "we're": "I'm", "we've": "I've", "we'd": "I'd", "we'll": "I'll",
+    "our": "my", "ours": "mine", "us": "me", "ourselves": "myself",
+}  # fmt: skip
+_WE_FORMS = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in _WE) + r")\b", re.I)
+# "My wife and I": the user first, the other by a pronoun ("User and their wife").
+_COMPOUND_I = re.compile(r"\b[Mm]y ((?:[a-z'\-]+ ){0,2}[a-z'\-]+) and I\b")
+
+
 def _is_adverb(word: str) -> bool:
     low = word.lower()
     return low in _ADVERBS or (low.endswith("ly") and low not in _LY_VERBS and len(low) > 4)
 
 
-def _conjugate(verb: str) -> str:
-    """A present-tense verb after "I" -> its third-person singular form ("drink" -> "drinks")."""
+def _conjugate(verb: str, past: bool = False) -> str:
+    """A present-tense verb after "I" -> its third-person singular form ("drink" -> "drinks");
+    `past`: the sentence is dated before today, so a verb whose past is its present stays."""
     low = verb.lower()
     if low in _IRREGULAR:
         return _IRREGULAR[low]
     if (
         low in _KEEP
+        or (past and low in _SAME_IN_PAST)
         or not low.isalpha()
         or not verb.islower()
         or low.endswith("ed")
@@ -377,13 +395,23 @@ def _conjugate(verb: str) -> str:
     return verb + "s"
 
 
-def third_person(sentence: str, subject: str) -> str:
+def _as_i(m: re.Match) -> str:
+    word = m.group(0)
+    said = _WE[word.lower()]
+    return said if said.startswith("I") or not word[0].isupper() else said.capitalize()
+
+
+def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
     """ "I drink oat milk in my coffee" -> "User drinks oat milk in their coffee".
 
     The first mention names the subject ("User", "User's"); later ones in the sentence are
-    pronouns (they, their, them), with the verb agreeing. A subject "I" after a possessive
-    mention still gets the name: "My sister and I went" -> "User's sister and User went".
+    pronouns (they, their, them), with the verb agreeing. "My sister and I went" -> "User and
+    their sister went"; "we" is read as "I" ("We adopted a cat" -> "User adopted a cat").
+    `past`: the sentence is dated before today (for "quit", "put", "read"...).
     """
+    sentence = _COMPOUND_I.sub(lambda m: f"{subject} and my {m.group(1)}", sentence)
+    sentence = _WE_FORMS.sub(_as_i, sentence)
+    sentence = re.sub(r"\bI were\b", "I was", sentence)
     state = {"named": False, "possessed": False}
 
     def i_clause(m: re.Match) -> str:
@@ -404,7 +432,7 @@ def third_person(sentence: str, subject: str) -> str:
         rest = list(words)
         if _is_adverb(rest[0]) and len(rest) > 1:
             out.append(rest.pop(0))
-        out.append(rest[0] if pronoun or compound else _conjugate(rest[0]))
+        out.append(rest[0] if pronoun or compound else _conjugate(rest[0], past))
         out += rest[1:]
         return " ".join(out)
 
@@ -617,6 +645,21 @@ def _kind(sentence: str, event_date: dt.date | None, today: dt.date) -> str:
     return "event" if event_date else "fact"
 
 
+# Two words are too few for a statement ("I agree", "I'm tired") unless the second is a lasting
+# trait of the person: diet, health, faith, situation.
+_TRAIT = re.compile(
+    r"^(?:I'm|Im) (vegetarian|vegan|pescatarian|diabetic|celiac|coeliac|asthmatic|epileptic|"
+    r"pregnant|retired|unemployed|married|engaged|divorced|widowed|single|sober|teetotal|"
+    r"left-handed|right-handed|colou?rblind|deaf|blind|autistic|dyslexic|atheist|agnostic|"
+    r"christian|catholic|muslim|jewish|hindu|buddhist|sikh|vaccinated)[.!]?$",
+    re.I,
+)
+# An opinion of the moment, not about the person: "I think the weather is nice today".
+_OPINION_OF_NOW = re.compile(
+    r"^I (?:think|believe|guess|suppose|feel like|reckon)\b(?!.*\b(?:I|I'm|I've|my|me)\b)"
+    r".*\b(?:today|tonight|right now|this morning|this evening|at the moment)\b",
+    re.I,
+)
 _CLAUSE = re.compile(r",?\s+(?:and|but|so|while)\s+(?=(?:I|I'm|I've|my|My)\b)|;\s+")
 
 
@@ -640,7 +683,9 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         if not _SELF.search(sentence):
             continue
         words = sentence.split()
-        if len(words) < 3 or len(words) > 80:
+        if (len(words) < 3 and not _TRAIT.match(sentence)) or len(words) > 80:
+            continue
+        if _OPINION_OF_NOW.search(sentence):
             continue
         if _PHATIC.match(sentence) and len(words) < 10:
             continue
@@ -649,6 +694,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         if slots:
             facts += [Fact(text, "fact", event_date, name, value) for name, value, text in slots]
             continue
-        rewritten = third_person(resolved, subject).rstrip(" .!") + "."
+        past = event_date is not None and event_date < today
+        rewritten = third_person(resolved, subject, past=past).rstrip(" .!") + "."
         facts.append(Fact(rewritten, _kind(sentence, event_date, today), event_date))
     return facts
