@@ -73,7 +73,7 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
     assert list(home.sources.all()) == [source]  # provenance
     assert home.embedding is not None and "lives in Paris" in home.search_text
 
-    say(workspace, "sam", "Big news: I moved from Paris to Berlin last week.")
+    say(workspace, "sam", "Big news: I moved from Paris to Berlin.")
     extract(workspace, conv, django_capture_on_commit_callbacks)
     home.refresh_from_db()
     assert home.text == "User lives in Berlin (moved from Paris)."
@@ -180,6 +180,16 @@ OFFLINE_FACTS = [
     ("We were in Rome for a week.", ["User was in Rome for a week."]),
     ("I quit smoking last year.", ["User quit smoking in 2022."]),
     ("I quit my job whenever I get bored.", ["User quits their job whenever they get bored."]),
+    # a move keeps when it happened
+    ("I moved to Lisbon in 2019.", ["User lives in Lisbon (moved there in 2019)."]),
+    (
+        "We moved from Paris to Berlin last week.",
+        ["User lives in Berlin (moved from Paris in the week of 1 May 2023)."],
+    ),
+    # not statements about the user: a hypothetical, a question asked indirectly, a reply
+    ("If I won the lottery I would buy a boat.", []),
+    ("I wonder if it will rain tomorrow.", []),
+    ("I'm not sure what you mean.", []),
     # two words: a lasting trait is a fact, a passing state is not
     ("I'm vegetarian.", ["User is vegetarian."]),
     ("I'm tired.", []),
@@ -456,7 +466,7 @@ def test_one_run_extracts_every_queued_turn_of_the_conversation(
         "I live in Paris and I love jazz.",
         "I have a pet ferret called Biscuit.",
         "I have a pet ferret called Pepper.",
-        "Big news: I moved from Paris to Berlin last week.",
+        "Big news: I moved from Paris to Berlin.",
         "I love jazz!",
         capture=capture,
     )
@@ -513,7 +523,7 @@ def test_an_offline_run_takes_the_other_conversations_of_its_workspace(
     [sam_berlin] = queue(
         workspace,
         "sam",
-        "Big news: I moved to Berlin last week.",
+        "Big news: I moved to Berlin.",
         conversation="s3",
         capture=capture,
     )

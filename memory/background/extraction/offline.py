@@ -489,7 +489,7 @@ _SLOTS = [
     (
         "residence",
         re.compile(
-            r"\b(?:I|we) (?:just |recently |finally )?(?:moved|relocated) from "
+            r"\b(?:I|[Ww]e) (?:just |recently |finally )?(?:moved|relocated) from "
             + _CITY
             + r" to "
             + _CITY
@@ -497,12 +497,12 @@ _SLOTS = [
     ),
     (
         "residence",
-        re.compile(r"\b(?:I|we) (?:just |recently |finally )?(?:moved|relocated) to " + _CITY),
+        re.compile(r"\b(?:I|[Ww]e) (?:just |recently |finally )?(?:moved|relocated) to " + _CITY),
     ),
-    ("residence", re.compile(r"\b(?:I|we) (?:now |currently |still )?live in " + _CITY)),
+    ("residence", re.compile(r"\b(?:I|[Ww]e) (?:now |currently |still )?live in " + _CITY)),
     (
         "residence",
-        re.compile(r"\b(?:I'm|I am|we're|we are) (?:now |currently )?(?:living|based) in " + _CITY),
+        re.compile(r"\b(?:I'm|I am|[Ww]e're|[Ww]e are) (?:now |currently )?(?:living|based) in " + _CITY),
     ),
     ("workplace", re.compile(r"\bI (?:now |currently |still )?work (?:at|for) " + _CITY)),
     (
@@ -524,6 +524,13 @@ _SLOTS = [
 _FAVORITE = re.compile(r"\b[Mm]y favou?rite ([a-z]+(?: [a-z]+)?) (?:is|are) ([^.,!;]+)")
 
 
+# When a move happened, as said right after its place ("to Lisbon in 2019", "last week" resolved).
+_WHEN_AFTER = re.compile(
+    r"^\s*,?\s*((?:back )?(?:in|on|since|during) (?:the (?:week|weekend) (?:of|before) )?"
+    r"(?:\d{1,2} )?(?:[A-Z][a-z]+ )?\d{4})\b"
+)
+
+
 def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
     """(slot, value, canonical text) for each one-valued fact the sentence sets."""
     found: dict[str, tuple[str, str, str]] = {}
@@ -535,8 +542,11 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
         value = groups[-1].strip()
         if slot == "residence":
             text = f"{subject} lives in {value}"
-            if len(groups) == 2:
-                text += f" (moved from {groups[0].strip()})"
+            moved = "moved" in m.group(0) or "relocated" in m.group(0)
+            when = _WHEN_AFTER.match(sentence[m.end() :]) if moved else None
+            if len(groups) == 2 or when:
+                origin = f" from {groups[0].strip()}" if len(groups) == 2 else " there"
+                text += f" (moved{origin}{' ' + when.group(1) if when else ''})"
         elif slot == "workplace":
             text = f"{subject} works at {value}"
         elif slot == "occupation":
@@ -654,6 +664,14 @@ _TRAIT = re.compile(
     r"christian|catholic|muslim|jewish|hindu|buddhist|sikh|vaccinated)[.!]?$",
     re.I,
 )
+# Said to the assistant about the conversation, or not a statement at all: a question asked
+# indirectly, a hypothetical, a reply to what the assistant said.
+_NOT_A_STATEMENT = re.compile(
+    r"^(?:if|suppose|imagine)\b|^I (?:wonder|was wondering|am wondering)\b|^I'm wondering\b"
+    r"|\b(?:what|how) you (?:mean|meant|said|say|wrote|write)\b"
+    r"|\byour (?:answer|response|reply|suggestion|explanation|question|point)\b",
+    re.I,
+)
 # An opinion of the moment, not about the person: "I think the weather is nice today".
 _OPINION_OF_NOW = re.compile(
     r"^I (?:think|believe|guess|suppose|feel like|reckon)\b(?!.*\b(?:I|I'm|I've|my|me)\b)"
@@ -685,12 +703,12 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         words = sentence.split()
         if (len(words) < 3 and not _TRAIT.match(sentence)) or len(words) > 80:
             continue
-        if _OPINION_OF_NOW.search(sentence):
+        if _OPINION_OF_NOW.search(sentence) or _NOT_A_STATEMENT.search(sentence):
             continue
         if _PHATIC.match(sentence) and len(words) < 10:
             continue
-        slots = slot_facts(sentence, subject)
         resolved, event_date = resolve_dates(sentence, today)
+        slots = slot_facts(resolved, subject)
         if slots:
             facts += [Fact(text, "fact", event_date, name, value) for name, value, text in slots]
             continue
