@@ -71,7 +71,7 @@ def main() -> int:
     for text, fact, got in false_negatives:
         print(f"  missed {fact!r}  from {text!r} (wrote {got})")
     unseen = json.loads(UNSEEN.read_text())
-    for part in ("dev", "heldout", "heldout2"):
+    for part in ("dev", "heldout", "heldout2", "heldout3", "heldout4"):
         score_unseen(part, unseen[part], dt.date.fromisoformat(unseen["today"]), unseen["subject"])
     return 0
 

@@ -190,6 +190,19 @@ OFFLINE_FACTS = [
     ("If I won the lottery I would buy a boat.", []),
     ("I wonder if it will rain tomorrow.", []),
     ("I'm not sure what you mean.", []),
+    # a memory is read alone: nothing that points back into the conversation or speaks to it
+    ("We moved to Oslo, and I love it.", ["User lives in Oslo."]),
+    ("Nevermind, I figured it out.", []),
+    ("I'll think about it and get back to you.", []),
+    ("I have a question about Python decorators.", []),
+    # what is said before a statement is not part of it; a date after a preposition keeps it
+    ("Ugh, my flight got cancelled again.", ["User's flight got cancelled again."]),
+    (
+        "Honestly I'm stuck in Frankfurt until tomorrow.",
+        ["User is stuck in Frankfurt until 9 May 2023."],
+    ),
+    ("I saw Anna the day before yesterday.", ["User saw Anna on 6 May 2023."]),
+    ("I'm just curious.", []),
     # two words: a lasting trait is a fact, a passing state is not
     ("I'm vegetarian.", ["User is vegetarian."]),
     ("I'm tired.", []),

@@ -117,6 +117,9 @@ def _month_label(day: dt.date) -> str:
     return f"{day:%B %Y}"
 
 
+_PREPOSITION = r"until|till|by|since|before|after|from"
+
+
 def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
     """Relative time words -> absolute dates (text rewritten, and the event's date)."""
     found: list[dt.date] = []
@@ -129,11 +132,21 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
         found.append(day)
         return prefix + _label(day)
 
+    def named_day(words: str, delta_days: int) -> None:
+        """`words` -> "on <date>", or "<preposition> <date>" after one ("until tomorrow")."""
+        nonlocal text
+        text = sub(
+            rf"\b(?:({_PREPOSITION})\s+)?(?:{words})\b",
+            lambda m: day_of(delta_days, f"{m.group(1)} " if m.group(1) else "on "),
+            text,
+        )
+
     text = sentence
-    text = sub(r"\b(?:yesterday|last night)\b", lambda m: day_of(1), text)
-    text = sub(r"\btoday\b|\btonight\b|\bthis morning\b", lambda m: day_of(0), text)
-    text = sub(r"\bthe day before yesterday\b", lambda m: day_of(2), text)
-    text = sub(r"\btomorrow\b", lambda m: day_of(-1), text)
+    # the longer phrase first: "yesterday" alone would take its last word
+    named_day("the day before yesterday", 2)
+    named_day("yesterday|last night", 1)
+    named_day("today|tonight|this morning", 0)
+    named_day("tomorrow", -1)
 
     def ago(m: re.Match) -> str:
         raw = m.group(1).lower()
@@ -502,7 +515,9 @@ _SLOTS = [
     ("residence", re.compile(r"\b(?:I|[Ww]e) (?:now |currently |still )?live in " + _CITY)),
     (
         "residence",
-        re.compile(r"\b(?:I'm|I am|[Ww]e're|[Ww]e are) (?:now |currently )?(?:living|based) in " + _CITY),
+        re.compile(
+            r"\b(?:I'm|I am|[Ww]e're|[Ww]e are) (?:now |currently )?(?:living|based) in " + _CITY
+        ),
     ),
     ("workplace", re.compile(r"\bI (?:now |currently |still )?work (?:at|for) " + _CITY)),
     (
@@ -668,6 +683,8 @@ _TRAIT = re.compile(
 # indirectly, a hypothetical, a reply to what the assistant said.
 _NOT_A_STATEMENT = re.compile(
     r"^(?:if|suppose|imagine)\b|^I (?:wonder|was wondering|am wondering)\b|^I'm wondering\b"
+    r"|^I (?:have|had|got) (?:a |one |another |some |a few |a couple of )?(?:quick |small )?"
+    r"(?:questions?|doubts?|requests?)\b"
     r"|\b(?:what|how) you (?:mean|meant|said|say|wrote|write)\b"
     r"|\byour (?:answer|response|reply|suggestion|explanation|question|point)\b",
     re.I,
@@ -676,6 +693,22 @@ _NOT_A_STATEMENT = re.compile(
 _OPINION_OF_NOW = re.compile(
     r"^I (?:think|believe|guess|suppose|feel like|reckon)\b(?!.*\b(?:I|I'm|I've|my|me)\b)"
     r".*\b(?:today|tonight|right now|this morning|this evening|at the moment)\b",
+    re.I,
+)
+# A memory is read alone, later: one that ends on what the conversation pointed at ("User loves
+# it.", "Maybe User should try that sometime.", "User meant the other one.", "User figured it
+# out.") or that speaks to the assistant ("… get back to you") says nothing then.
+_POINTS_BACK = re.compile(
+    r"\b(?:it|that|this|these|those|them|the other one|that one|this one)"
+    r"(?: (?:out|up|down|off|over|through|yet|sometime|someday|again|too|as well|anymore|now|"
+    r"later|then))?[.!]$|\b(?:you|your|yours|yourself)\b",
+    re.I,
+)
+# Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…".
+_OPENER = re.compile(
+    r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|no|nah|honestly|actually|"
+    r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|"
+    r"quick one|funny enough|to be honest)\b[,:!]?\s+)+",
     re.I,
 )
 _CLAUSE = re.compile(r",?\s+(?:and|but|so|while)\s+(?=(?:I|I'm|I've|my|My)\b)|;\s+")
@@ -698,10 +731,13 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         if sentence.endswith("?") or _REQUEST.search(sentence):
             continue
         sentence = _TRAILING_REQUEST.sub("", sentence)
+        sentence = _OPENER.sub("", sentence)
         if not _SELF.search(sentence):
             continue
         words = sentence.split()
-        if (len(words) < 3 and not _TRAIT.match(sentence)) or len(words) > 80:
+        # "I'm just curious" is two words to the floor: an adverb says nothing of its own
+        said = [w for w in words if not _is_adverb(w.strip(",.!"))]
+        if (len(said) < 3 and not _TRAIT.match(sentence)) or len(words) > 80:
             continue
         if _OPINION_OF_NOW.search(sentence) or _NOT_A_STATEMENT.search(sentence):
             continue
@@ -713,6 +749,9 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
             facts += [Fact(text, "fact", event_date, name, value) for name, value, text in slots]
             continue
         past = event_date is not None and event_date < today
+        # as said: in the rewrite "them" is also the user ("My dog loves me" -> "… loves them")
+        if _POINTS_BACK.search(sentence.rstrip(" .!") + "."):
+            continue
         rewritten = third_person(resolved, subject, past=past).rstrip(" .!") + "."
         facts.append(Fact(rewritten, _kind(sentence, event_date, today), event_date))
     return facts
