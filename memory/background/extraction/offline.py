@@ -132,6 +132,8 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
         found.append(day)
         return prefix + _label(day)
 
+    text = sentence
+
     def named_day(words: str, delta_days: int) -> None:
         """`words` -> "on <date>", or "<preposition> <date>" after one ("until tomorrow")."""
         nonlocal text
@@ -141,7 +143,6 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
             text,
         )
 
-    text = sentence
     # the longer phrase first: "yesterday" alone would take its last word
     named_day("the day before yesterday", 2)
     named_day("yesterday|last night", 1)
