@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from memory.background.extraction.offline import extract  # noqa: E402
+from memory.background.extraction.remarks import without_remarks  # noqa: E402
+from memory.text import memory_search_text  # noqa: E402
+
+MODEL = "all-MiniLM-L6-v2"
 
 LABELS = ROOT / "bench" / "data" / "extractor-labels.json"
 UNSEEN = ROOT / "bench" / "data" / "extractor-heldout.json"
@@ -38,14 +42,30 @@ def norm(text: str) -> str:
     return " ".join(text.split()).rstrip(".").lower()
 
 
+def written(text: str, subject: str, today: dt.date, embedder) -> list[str]:
+    """The facts the worker would keep: the extractor's, less remarks when `embedder` is given
+    (vectors of the dated text, as memory.background.extraction.runner embeds them)."""
+    facts = extract(text, subject=subject, today=today)
+    if embedder is None or not facts:
+        return [f.text for f in facts]
+    vectors = embedder.embed(
+        [memory_search_text(text=f.text, when=f.event_date or today) for f in facts]
+    )
+    kept, _ = without_remarks(facts, vectors, [f.slot for f in facts], embedder)
+    return [f.text for f in kept]
+
+
 def main() -> int:
+    from memory.embeddings.onnx import QuantizedOnnxEmbedder
+
+    embedder = QuantizedOnnxEmbedder(MODEL)
     labels = json.loads(LABELS.read_text())
     today = dt.date.fromisoformat(labels["today"])
     subject = labels["subject"]
     tp = predicted = expected = 0
     false_negatives, false_positives = [], []
     for row in labels["statements"]:
-        got = [f.text for f in extract(row["text"], subject=subject, today=today)]
+        got = written(row["text"], subject, today, embedder)
         want = {norm(f) for f in row["facts"]}
         hits = {norm(g) for g in got} & want
         tp += len(hits)
@@ -61,7 +81,8 @@ def main() -> int:
     negatives = sum(1 for r in statements if not r["facts"])
     print(
         f"labelled statements: {len(statements)} ({len(statements) - negatives} with facts, "
-        f"{negatives} negatives); facts expected {expected}, written {predicted}"
+        f"{negatives} negatives); facts expected {expected}, written {predicted} "
+        "(with the remark filter, whose fact examples these are)"
     )
     print(
         f"precision {100 * tp / max(predicted, 1):.1f} %  recall {100 * tp / max(expected, 1):.1f} %"
@@ -71,8 +92,15 @@ def main() -> int:
     for text, fact, got in false_negatives:
         print(f"  missed {fact!r}  from {text!r} (wrote {got})")
     unseen = json.loads(UNSEEN.read_text())
-    for part in ("dev", "heldout", "heldout2", "heldout3", "heldout4"):
-        score_unseen(part, unseen[part], dt.date.fromisoformat(unseen["today"]), unseen["subject"])
+    for part in ("dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6"):
+        for filtered in (None, embedder):
+            score_unseen(
+                part,
+                unseen[part],
+                dt.date.fromisoformat(unseen["today"]),
+                unseen["subject"],
+                filtered,
+            )
     return 0
 
 
@@ -81,11 +109,11 @@ def well_formed(fact: str, subject: str) -> bool:
     return fact.startswith(subject) and not FIRST_PERSON.search(fact.replace(subject, ""))
 
 
-def score_unseen(part: str, rows: list[dict], today: dt.date, subject: str) -> None:
+def score_unseen(part: str, rows: list[dict], today: dt.date, subject: str, embedder) -> None:
     tp = predicted = expected = 0
     wrong: list[str] = []
     for row in rows:
-        got = [f.text for f in extract(row["text"], subject=subject, today=today)]
+        got = written(row["text"], subject, today, embedder)
         open_facts = [list(words) for words in row["facts"]]
         predicted += len(got)
         expected += len(open_facts)
@@ -106,7 +134,8 @@ def score_unseen(part: str, rows: list[dict], today: dt.date, subject: str) -> N
         wrong += [f"  missed {words}  from {row['text']!r} (wrote {got})" for words in open_facts]
     negatives = sum(1 for r in rows if not r["facts"])
     print(
-        f"\nunseen statements, {part}: {len(rows)} ({negatives} negatives); facts expected "
+        f"\nunseen statements, {part}, {'remark filter' if embedder else 'patterns only'}: "
+        f"{len(rows)} ({negatives} negatives); facts expected "
         f"{expected}, written {predicted}; precision {100 * tp / max(predicted, 1):.1f} %  "
         f"recall {100 * tp / max(expected, 1):.1f} %"
     )

@@ -151,6 +151,41 @@ def test_running_an_extraction_twice_creates_no_duplicate(
     assert MemoryEvent.objects.filter(event="ADD").count() == 3
 
 
+def test_remarks_about_the_conversation_are_not_remembered(
+    offline, django_capture_on_commit_callbacks
+):
+    """Statements the word patterns keep, told apart by their vectors
+    (memory.background.extraction.remarks): none of these sentences is among its examples."""
+    workspace, _ = make_workspace()
+    conv = say(
+        workspace,
+        "u",
+        "I'm scrolling through the list now.",
+        "I adopted a beagle called Biscuit in March.",
+        "I'm a bit lost with these steps.",
+        "I play the trumpet in a jazz band.",
+        "I live in Lyon.",
+    )
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert sorted(Memory.objects.values_list("text", flat=True)) == [
+        "User adopted a beagle called Biscuit in March.",
+        "User lives in Lyon.",
+        "User plays the trumpet in a jazz band.",
+    ]
+
+
+def test_one_valued_facts_are_kept_whatever_they_look_like():
+    import numpy as np
+
+    from memory.background.extraction.remarks import remarks_mask, without_remarks
+    from memory.embeddings import get_embedder
+
+    vectors = get_embedder().embed(["User is not convinced.", "User is not convinced."])
+    assert remarks_mask(vectors).all()  # an example of a remark, twice
+    kept, kept_vectors = without_remarks(["remark", "slot"], vectors, ["", "residence"])
+    assert kept == ["slot"] and np.array_equal(kept_vectors, vectors[1:])
+
+
 def test_near_duplicates_are_merged_by_embedding_similarity(
     offline, django_capture_on_commit_callbacks
 ):

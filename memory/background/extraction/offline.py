@@ -317,6 +317,8 @@ _KEEP = set(
 _ADVERBS = set(
     [
         "really",
+        "almost",
+        "nearly",
         "also",
         "just",
         "still",

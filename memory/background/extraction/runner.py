@@ -27,6 +27,7 @@ from django.db.models import Q
 from accounts.models import Workspace
 from completions.providers.llm import LLMError, LLMUnavailable, available
 from memory.background.extraction import offline
+from memory.background.extraction.remarks import without_remarks
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
@@ -201,6 +202,13 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
     facts = {conversation: offline_facts(rows) for conversation, rows in groups.items()}
     texts = [text for _, found_texts in facts.values() for text in found_texts]
     todo, vectors = embed_messages([m for rows in groups.values() for m in rows], also=texts)
+    # each conversation's facts with their vectors, remarks left out (before the transaction:
+    # the filter's first use in a process embeds its examples)
+    kept_facts: dict[str, tuple[list, np.ndarray]] = {}
+    start = 0
+    for conversation, (found, found_texts) in facts.items():
+        kept_facts[conversation] = facts_kept(found, vectors[start : start + len(found_texts)])
+        start += len(found_texts)
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     with transaction.atomic():
         there = jobs_still_there(list(first_job.values()))
@@ -213,10 +221,7 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
             [m for conversation, rows in groups.items() if conversation in kept for m in rows],
             [m for m in todo if m.conversation_id in kept],
         )
-        start = 0
-        for conversation, (found, found_texts) in facts.items():
-            mine = vectors[start : start + len(found_texts)]
-            start += len(found_texts)
+        for conversation, (found, mine) in kept_facts.items():
             if conversation in kept:
                 for key, value in _apply_offline(first_job[conversation], found, mine).items():
                     counts[key] += value
@@ -276,9 +281,14 @@ def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
     return found, texts
 
 
+def facts_kept(found: list, vectors: np.ndarray) -> tuple[list, np.ndarray]:
+    """The facts (of offline_facts) and their vectors, less conversational remarks."""
+    return without_remarks(found, vectors, [fact.slot for fact, _, _ in found])
+
+
 def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
     found, texts = offline_facts(rows)
-    vectors = get_embedder().embed(texts)
+    found, vectors = facts_kept(found, get_embedder().embed(texts))
     with transaction.atomic():  # one commit for the run's memories
         if not still_the_users(job):
             return dict(ERASED)
