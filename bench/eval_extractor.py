@@ -1,4 +1,5 @@
-"""Precision and recall of the offline extractor on a labelled set (no server, no database).
+"""Precision and recall of the offline extractor on a labelled set (no server, no database;
+the remark filter embeds with the int8 ONNX model, as the worker does by default).
 
 bench/data/extractor-labels.json: first-person statements, each with the facts it should yield
 (third person, subject "User", dated against "today"), and negatives that should yield none

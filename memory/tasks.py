@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from celery import shared_task
+from celery import shared_task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError, connections
 
@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger("engram.memory")
 
 MAX_RETRIES = 3
+
+
+@signals.worker_process_init.connect
+def _warm_remark_filter(**kwargs: object) -> None:
+    """A pool process embeds the remark filter's examples as it starts, on a thread of its own
+    (as config.celery's warm-ups): its first extraction does not pay them (~1 s of CPU)."""
+    from memory.background.extraction import remarks
+
+    threading.Thread(target=remarks.warm, name="warm-remark-filter", daemon=True).start()
 
 
 def _retryable() -> tuple[type[Exception], ...]:

@@ -186,6 +186,19 @@ def test_one_valued_facts_are_kept_whatever_they_look_like():
     assert kept == ["slot"] and np.array_equal(kept_vectors, vectors[1:])
 
 
+def test_a_pool_process_embeds_the_remark_examples_as_it_starts(monkeypatch):
+    import threading
+
+    from memory.background.extraction import remarks
+
+    monkeypatch.setattr(remarks, "_examples", {})
+    tasks._warm_remark_filter()
+    [warming] = [t for t in threading.enumerate() if t.name == "warm-remark-filter"]
+    warming.join(timeout=60)
+    [(facts, found_remarks)] = remarks._examples.values()
+    assert facts.shape[0] > 200 and found_remarks.shape[0] > 50
+
+
 def test_near_duplicates_are_merged_by_embedding_similarity(
     offline, django_capture_on_commit_callbacks
 ):

@@ -56,6 +56,12 @@ def _example_vectors(embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
     return _examples[key]
 
 
+def warm() -> None:
+    """Embed the examples now (a worker's pool process at its start: ~1 s of CPU, once, rather
+    than in its first extraction)."""
+    _example_vectors(get_embedder())
+
+
 def _nearest_mean(vectors: np.ndarray, examples: np.ndarray) -> np.ndarray:
     similarity = vectors @ examples.T
     k = min(K, examples.shape[0])
