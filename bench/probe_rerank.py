@@ -293,38 +293,41 @@ def recall10(row: dict, ranked: list[Item]) -> float:
     return len(set(row["evidence"]) & set(list(seen)[:10])) / len(row["evidence"])
 
 
-def main() -> int:
-    rows = json.loads(Path(sys.argv[1]).read_text())
+def fold_table(rows: list[dict], changes: dict[str, Rerank]) -> None:
+    """Each change's R@10 per conversation (its leave-one-out fold), mean and per category,
+    then the leave-one-out choice."""
     folds = list(dict.fromkeys(r["sample"] for r in rows))
     cats = list(CATEGORIES)
+    width = max(30, *(len(name) + 1 for name in changes))
+    print(
+        f"{'change':<{width}} "
+        + " ".join(f"{f:>8}" for f in folds)
+        + "   mean "
+        + " ".join(f"{CATEGORIES[c][:9]:>9}" for c in cats)
+    )
+    table = {}
+    for name, rerank in changes.items():
+        scores = [(r, recall10(r, rerank(r, r["items"]))) for r in rows]
+        per = {f: 100 * statistics.fmean(s for r, s in scores if r["sample"] == f) for f in folds}
+        by_cat = [100 * statistics.fmean(s for r, s in scores if r["category"] == c) for c in cats]
+        table[name] = per
+        print(
+            f"{name:<{width}} "
+            + " ".join(f"{per[f]:8.1f}" for f in folds)
+            + f" {statistics.fmean(per.values()):6.1f} "
+            + " ".join(f"{v:9.1f}" for v in by_cat)
+        )
+    leave_one_out(table)
+
+
+def main() -> int:
+    rows = json.loads(Path(sys.argv[1]).read_text())
     wanted = sys.argv[2:]  # family names; all when none
     for family, changes in FAMILIES.items():
         if wanted and family not in wanted:
             continue
         print(f"\n{family}")
-        print(
-            f"{'change':<30} "
-            + " ".join(f"{f:>8}" for f in folds)
-            + "   mean "
-            + " ".join(f"{CATEGORIES[c][:9]:>9}" for c in cats)
-        )
-        table = {}
-        for name, rerank in {"baseline": memory_weight(MEMORY_WEIGHT), **changes}.items():
-            scores = [(r, recall10(r, rerank(r, r["items"]))) for r in rows]
-            per = {
-                f: 100 * statistics.fmean(s for r, s in scores if r["sample"] == f) for f in folds
-            }
-            by_cat = [
-                100 * statistics.fmean(s for r, s in scores if r["category"] == c) for c in cats
-            ]
-            table[name] = per
-            print(
-                f"{name:<30} "
-                + " ".join(f"{per[f]:8.1f}" for f in folds)
-                + f" {statistics.fmean(per.values()):6.1f} "
-                + " ".join(f"{v:9.1f}" for v in by_cat)
-            )
-        leave_one_out(table)
+        fold_table(rows, {"baseline": memory_weight(MEMORY_WEIGHT), **changes})
     return 0
 
 

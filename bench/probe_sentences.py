@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import os
 import re
-import statistics
 import sys
 from pathlib import Path
 
@@ -29,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.eval_locomo import CATEGORIES, DATA, leave_one_out, turn_text, turns  # noqa: E402
-from bench.probe_rerank import assemble, recall10, weighted  # noqa: E402
+from bench.eval_locomo import DATA, turn_text, turns  # noqa: E402
+from bench.probe_rerank import assemble, fold_table, weighted  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 VECTOR_SHARE = 0.6  # memory.retrieval.fusion's cosine share of the blend
@@ -111,16 +110,18 @@ def main() -> int:
             }
         )
 
+    sims_of = {id(r): sim for r, sim in zip(rows, sims, strict=True)}
+
     def variant(lift: float, found: int, gain_only: bool = False):
-        def rerank(i: int, r: dict) -> list:
-            sim = sims[i]
+        def rerank(r: dict, given: list) -> list:
+            sim = sims_of[id(r)]
 
             def key(item):
                 dia = item["sources"][0].get("dia_id") if item["sources"] else None
                 turn, best = sim.get(dia, (0.0, 0.0))
                 return weighted(item) + lift * (max(best, turn) if gain_only else best - turn)
 
-            items = list(r["items"])
+            items = list(given)
             if found:
                 have = {s.get("dia_id") for it in items for s in it["sources"]}
                 nearest = sorted(sim, key=lambda d: sim[d][1], reverse=True)[:found]
@@ -145,26 +146,7 @@ def main() -> int:
             changes[f"lift {lift} + found {found}"] = variant(lift, found)
     for lift in (0.1, 0.3, 0.6):
         changes[f"max {lift} + found 30"] = variant(lift, 30, gain_only=True)
-    cats = list(CATEGORIES)
-    print(
-        f"{'change':<26} "
-        + " ".join(f"{f:>8}" for f in folds)
-        + "   mean "
-        + " ".join(f"{CATEGORIES[c][:9]:>9}" for c in cats)
-    )
-    table = {}
-    for name, rerank in changes.items():
-        scores = [(r, recall10(r, rerank(i, r))) for i, r in enumerate(rows)]
-        per = {f: 100 * statistics.fmean(s for r, s in scores if r["sample"] == f) for f in folds}
-        by_cat = [100 * statistics.fmean(s for r, s in scores if r["category"] == c) for c in cats]
-        table[name] = per
-        print(
-            f"{name:<26} "
-            + " ".join(f"{per[f]:8.1f}" for f in folds)
-            + f" {statistics.fmean(per.values()):6.1f} "
-            + " ".join(f"{v:9.1f}" for v in by_cat)
-        )
-    leave_one_out(table)
+    fold_table(rows, changes)
     return 0
 
 
