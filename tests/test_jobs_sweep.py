@@ -31,20 +31,25 @@ from tests.factories import make_workspace
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def job(django_capture_on_commit_callbacks):
-    workspace, _ = make_workspace()
-    conv, _ = conversation_get_or_create(workspace=workspace, external_id="c", user_id="u")
+def _queued_job(workspace, conversation: str, text: str, capture) -> ProcessingJob:
+    """`text` said in `conversation` and its extraction job queued (its send captured, once)."""
+    conv, _ = conversation_get_or_create(workspace=workspace, external_id=conversation, user_id="u")
     messages_append(
         workspace=workspace,
         conversation=conv,
         session=None,
-        messages=[{"role": "user", "content": "I love jazz."}],
+        messages=[{"role": "user", "content": text}],
     )
-    with django_capture_on_commit_callbacks(execute=False) as sent:
-        job = extraction_enqueue(workspace=workspace, conversation=conv)
-    assert job is not None and len(sent) == 1
-    return job
+    with capture(execute=False) as sent:
+        queued = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert queued is not None and len(sent) == 1
+    return queued
+
+
+@pytest.fixture
+def job(django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    return _queued_job(workspace, "c", "I love jazz.", django_capture_on_commit_callbacks)
 
 
 def _broker_queue(route: str):
@@ -175,17 +180,10 @@ def test_a_run_that_lost_its_lease_cannot_overwrite_the_next_run(job, settings):
 def test_a_batch_claim_keeps_each_jobs_lease_and_fence(
     job, settings, django_capture_on_commit_callbacks
 ):
-    conv, workspace = job.conversation, job.workspace
-    later = []
-    for text in ("I love tea.", "I love chess."):
-        messages_append(
-            workspace=workspace,
-            conversation=conv,
-            session=None,
-            messages=[{"role": "user", "content": text}],
-        )
-        with django_capture_on_commit_callbacks(execute=False):
-            later.append(extraction_enqueue(workspace=workspace, conversation=conv))
+    later = [
+        _queued_job(job.workspace, "c", text, django_capture_on_commit_callbacks)
+        for text in ("I love tea.", "I love chess.")
+    ]
     batch = jobs_claim(job_id=later[0].id)
     assert [j.id for j in batch] == [later[0].id, job.id, later[1].id]  # its own first
     assert all(j.status == "running" and j.attempts == 1 for j in batch)
@@ -199,20 +197,6 @@ def test_a_batch_claim_keeps_each_jobs_lease_and_fence(
     assert jobs_finish(jobs=batch, status="done") == 2
     assert ProcessingJob.objects.get(id=job.id).status == "running"  # the new run's
     assert job_finish(job=again, status="done")
-
-
-def _queued_job(workspace, conversation: str, text: str, capture) -> ProcessingJob:
-    conv, _ = conversation_get_or_create(workspace=workspace, external_id=conversation, user_id="u")
-    messages_append(
-        workspace=workspace,
-        conversation=conv,
-        session=None,
-        messages=[{"role": "user", "content": text}],
-    )
-    with capture(execute=False):
-        queued = extraction_enqueue(workspace=workspace, conversation=conv)
-    assert queued is not None
-    return queued
 
 
 def test_a_claim_sees_what_else_is_queued_in_its_own_conversation_and_workspace_only(
