@@ -238,6 +238,15 @@ OFFLINE_FACTS = [
     ("If I won the lottery I would buy a boat.", []),
     ("I wonder if it will rain tomorrow.", []),
     ("I'm not sure what you mean.", []),
+    # a second verb of the user's agrees too; other words after "and" are left as said
+    (
+        "I have type 1 diabetes and use an insulin pump.",
+        ["User has type 1 diabetes and uses an insulin pump."],
+    ),
+    ("I have three cats and love them.", ["User has three cats and loves them."]),
+    ("I like tea and coffee in the morning.", ["User likes tea and coffee in the morning."]),
+    ("I love to cook and bake bread.", ["User loves to cook and bake bread."]),
+    ("I can swim and play the piano.", ["User can swim and play the piano."]),
     # a memory is read alone: nothing that points back into the conversation or speaks to it
     ("We moved to Oslo, and I love it.", ["User lives in Oslo."]),
     ("Nevermind, I figured it out.", []),

@@ -411,6 +411,38 @@ def _conjugate(verb: str, past: bool = False) -> str:
     return verb + "s"
 
 
+# Common verbs in their base form. After "and"/"or" in a statement whose first verb agreed with
+# the user, such a verb shares that subject and agrees too ("I have diabetes and use a pump" ->
+# "User has diabetes and uses a pump"); a word not listed here is left as said ("I like tea and
+# coffee in the morning").
+_COMMON_VERB_WORDS = (
+    "use have take make go get play work live eat drink watch read write run walk drive ride "
+    "cook bake teach study love like hate enjoy prefer need want own keep collect build grow "
+    "practice practise visit volunteer coach train swim paint draw sing dance speak wear bring "
+    "buy sell help care spend travel hike climb knit sew listen follow support manage lead "
+    "attend organize organise host fix make do try plan save share raise adopt foster mentor "
+    "tutor design code program develop restore repair brew ferment grill bike cycle ski surf "
+    "skate row jog lift meditate pray blog stream record film shoot edit"
+)
+_COMMON_VERBS = set(_COMMON_VERB_WORDS.split())
+_SECOND_VERB = re.compile(
+    r"\b(and|or) ([a-z]+)\b(?= (?:a|an|the|my|some|to|in|on|at|with|for|from|about|every|all|"
+    r"two|three|several|lots|most|our|it|them|him|her)\b)"
+)
+
+
+def _second_verbs(text: str) -> str:
+    """Conjugate the listed verbs after "and"/"or" (not inside "to cook and bake")."""
+
+    def agree(m: re.Match) -> str:
+        before = text[: m.start()]
+        if m.group(2) not in _COMMON_VERBS or re.search(r"\bto [a-z]+ $", before):
+            return m.group(0)
+        return f"{m.group(1)} {_conjugate(m.group(2))}"
+
+    return _SECOND_VERB.sub(agree, text)
+
+
 def _as_i(m: re.Match) -> str:
     word = m.group(0)
     said = _WE[word.lower()]
@@ -428,7 +460,7 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
     sentence = _COMPOUND_I.sub(lambda m: f"{subject} and my {m.group(1)}", sentence)
     sentence = _WE_FORMS.sub(_as_i, sentence)
     sentence = re.sub(r"\bI were\b", "I was", sentence)
-    state = {"named": False, "possessed": False}
+    state = {"named": False, "possessed": False, "agreed": False}
 
     def i_clause(m: re.Match) -> str:
         token = "i am" if m.group(0).lower().startswith("i am") else m.group(0).split()[0].lower()
@@ -448,11 +480,15 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
         rest = list(words)
         if _is_adverb(rest[0]) and len(rest) > 1:
             out.append(rest.pop(0))
-        out.append(rest[0] if pronoun or compound else _conjugate(rest[0], past))
+        verb = rest[0] if pronoun or compound else _conjugate(rest[0], past)
+        state["agreed"] = state["agreed"] or verb != rest[0]
+        out.append(verb)
         out += rest[1:]
         return " ".join(out)
 
     text = _SUBJECT_I.sub(i_clause, sentence)
+    if state["agreed"]:
+        text = _second_verbs(text)
 
     def possessive(m: re.Match) -> str:
         if state["named"] or state["possessed"]:
@@ -698,15 +734,18 @@ _OPINION_OF_NOW = re.compile(
     r".*\b(?:today|tonight|right now|this morning|this evening|at the moment)\b",
     re.I,
 )
-# A memory is read alone, later: one that ends on what the conversation pointed at ("User loves
-# it.", "Maybe User should try that sometime.", "User meant the other one.", "User figured it
-# out.") or that speaks to the assistant ("… get back to you") says nothing then.
+# A memory is read alone, later: a short statement that ends on what the conversation pointed
+# at ("I love it", "Maybe I should try that sometime", "I meant the other one", "I figured it
+# out") says nothing then; in a longer one the thing is usually named ("I have three cats and
+# love them"). Nor does one that speaks to the assistant ("… and get back to you").
 _POINTS_BACK = re.compile(
     r"\b(?:it|that|this|these|those|them|the other one|that one|this one)"
     r"(?: (?:out|up|down|off|over|through|yet|sometime|someday|again|too|as well|anymore|now|"
-    r"later|then))?[.!]$|\b(?:you|your|yours|yourself)\b",
+    r"later|then))?[.!]$",
     re.I,
 )
+POINTS_BACK_MAX_WORDS = 6
+_TO_ASSISTANT = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
 # Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…".
 _OPENER = re.compile(
     r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|no|nah|honestly|actually|"
@@ -753,7 +792,9 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
             continue
         past = event_date is not None and event_date < today
         # as said: in the rewrite "them" is also the user ("My dog loves me" -> "… loves them")
-        if _POINTS_BACK.search(sentence.rstrip(" .!") + "."):
+        if _TO_ASSISTANT.search(sentence) or (
+            len(said) <= POINTS_BACK_MAX_WORDS and _POINTS_BACK.search(sentence.rstrip(" .!") + ".")
+        ):
             continue
         rewritten = third_person(resolved, subject, past=past).rstrip(" .!") + "."
         facts.append(Fact(rewritten, _kind(sentence, event_date, today), event_date))
