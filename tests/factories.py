@@ -53,3 +53,38 @@ FERRET_NAMES = [
     "Umber",
     "Velvet",
 ]
+
+
+def deleted_while_written(delete, insert_sql: str, params: list) -> list[BaseException]:
+    """Run `delete()` on a thread while another connection holds an uncommitted row inserted by
+    `insert_sql`, its foreign keys checked at once (so it locks what it references until it
+    commits); commit that row once the deletion waits, and return what the deletion raised.
+    Needs committed data (django_db(transaction=True))."""
+    import threading
+
+    import psycopg
+    from django.db import connection
+
+    db = connection.settings_dict
+    url = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    errors: list[BaseException] = []
+
+    def deleting_thread() -> None:
+        try:
+            delete()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with psycopg.connect(url) as writer:
+        writer.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        writer.execute(insert_sql, params)
+        deleting = threading.Thread(target=deleting_thread)
+        deleting.start()
+        deleting.join(timeout=1.0)
+        assert deleting.is_alive(), errors  # the deletion waits for the writer's row
+        writer.commit()
+    deleting.join(timeout=30)
+    assert not deleting.is_alive()
+    return errors

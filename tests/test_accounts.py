@@ -97,3 +97,26 @@ def test_management_commands(capsys):
     call_command("createapikey", workspace_id, "--name", "second")
     second = capsys.readouterr().out.split("API key: ")[1].strip()
     assert api_key_authenticate(raw_key=second).workspace.id == workspace_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_workspace_while_a_row_of_it_is_being_written_deletes_both():
+    """A usage row (or any row of the workspace) committed by another connection while the
+    deletion runs: the deletion waits for it and deletes it too, instead of failing its commit
+    on the foreign key (seen as a flaky test: a usage flush landed mid-deletion)."""
+    from accounts.services import workspace_delete
+    from completions.models import UsageRecord
+    from tests.factories import deleted_while_written, make_workspace
+
+    workspace, _ = make_workspace()
+    errors = deleted_while_written(
+        lambda: workspace_delete(workspace=workspace),
+        "INSERT INTO completions_usagerecord (workspace_id, api_key_id, user_id, request_id,"
+        " client_request_id, model, upstream_model, provider, stream, status_code, error_code,"
+        " latency_ms, incomplete, agent_id, created_at)"
+        " VALUES (%s, '', '', 'req_1', '', 'm', 'm', 'openai', false, 200, '', 1.0, false, '',"
+        " now())",
+        [workspace.id],
+    )
+    assert not errors
+    assert not UsageRecord.objects.filter(workspace_id=workspace.id).exists()

@@ -505,3 +505,33 @@ def test_admin_shows_status_and_reruns(admin_client, owner, celery_worker):
     rerun("rerun_from_scratch")  # re-extract: new chunk rows, same count
     fresh = set(Chunk.objects.filter(document=document).values_list("id", flat=True))
     assert len(fresh) == total and not fresh & ready_ids
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("deleted", ["document", "collection"])
+def test_deleting_while_an_ingestion_writes_chunks_deletes_them_too(deleted):
+    """Chunks an ingestion commits while the document (or its collection) is being deleted are
+    deleted with it; the deletion does not fail its commit on their foreign key."""
+    from tests.factories import deleted_while_written
+
+    workspace, _ = make_workspace()
+    collection = services.collection_create(workspace=workspace, name="Handbook")
+    document, _ = services.document_create(
+        workspace=workspace, collection=collection, raw=BAKERY_MD.encode()
+    )
+
+    def delete() -> None:
+        if deleted == "document":
+            services.document_delete(workspace=workspace, document=document)
+        else:
+            services.collection_delete(workspace=workspace, collection=collection)
+
+    errors = deleted_while_written(
+        delete,
+        "INSERT INTO memory_chunk (workspace_id, collection_id, document_id, chunk_index,"
+        " heading, text, token_count, search_text) VALUES (%s, %s, %s, 0, '', 'x', 1, 'x')",
+        [workspace.id, collection.id, document.id],
+    )
+    assert not errors
+    assert not Chunk.objects.filter(document_id=document.id).exists()
+    assert not Document.objects.filter(id=document.id).exists()

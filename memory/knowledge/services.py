@@ -82,6 +82,13 @@ def collection_update(
 @transaction.atomic
 def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
     assert collection.workspace_id == workspace.id
+    # The collection's row and its documents' first, as document_delete does.
+    try:
+        lock_existing(collection)
+    except Collection.DoesNotExist:
+        return
+    documents = Document.objects.filter(workspace=workspace, collection=collection)
+    list(documents.select_for_update().values_list("pk"))
     Chunk.objects.filter(workspace=workspace, collection=collection).delete()
     # defer the stored bytes: the delete collector would otherwise load every upload
     Document.objects.filter(workspace=workspace, collection=collection).defer("raw").delete()
@@ -161,7 +168,14 @@ def document_create(
 
 @transaction.atomic
 def document_delete(*, workspace: Workspace, document: Document) -> None:
+    """Delete the document and its chunks. Its row is locked first: an ingestion writing chunks
+    holds it until its commit, so those chunks are deleted too, rather than failing this
+    deletion's commit on their foreign key (tests/test_collections_ingest.py)."""
     assert document.workspace_id == workspace.id
+    try:
+        lock_existing(document)
+    except Document.DoesNotExist:
+        return
     Chunk.objects.filter(workspace=workspace, document=document).delete()
     document.delete()
 
