@@ -66,3 +66,35 @@ def test_an_update_of_a_row_deleted_since_it_was_read_is_refused(make):
     with pytest.raises(model.DoesNotExist):
         update()
     assert not model.objects.filter(pk=obj.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_memory_while_a_source_is_linked_to_it_deletes_both():
+    """The other side of the same lock: a source an extraction run links while the user deletes
+    the memory is deleted with it, instead of failing the deletion's commit (a 500)."""
+    from memory.models import Memory
+    from memory.services import (
+        conversation_get_or_create,
+        memory_create,
+        memory_delete,
+        messages_append,
+    )
+    from tests.factories import deleted_while_written
+
+    workspace, _ = make_workspace()
+    conversation, _ = conversation_get_or_create(workspace=workspace, external_id="c", user_id="u1")
+    [message] = messages_append(
+        workspace=workspace,
+        conversation=conversation,
+        session=None,
+        messages=[{"role": "user", "content": "I like tea."}],
+    )
+    memory = memory_create(workspace=workspace, user_id="u1", text="likes tea")
+    errors = deleted_while_written(
+        lambda: memory_delete(workspace=workspace, memory=memory),
+        "INSERT INTO memory_memory_sources (memory_id, message_id) VALUES (%s, %s)",
+        [memory.id, message.id],
+    )
+    assert not errors
+    assert not Memory.objects.filter(id=memory.id).exists()
+    assert not Memory.sources.through.objects.filter(memory_id=memory.id).exists()

@@ -255,6 +255,12 @@ def memory_delete(
     *, workspace: Workspace, memory: Memory, actor: str = "api", reason: str = ""
 ) -> None:
     assert memory.workspace_id == workspace.id
+    # Its row first: a source an extraction run links meanwhile is either deleted with it or
+    # waits and fails its own foreign key, never this deletion's commit (as workspace_delete).
+    try:
+        lock_existing(memory)
+    except Memory.DoesNotExist:
+        return  # deleted meanwhile: that deletion wrote the DELETE event
     _event(
         workspace=workspace,
         memory=memory,
