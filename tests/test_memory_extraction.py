@@ -228,6 +228,11 @@ OFFLINE_FACTS = [
     ("We were in Rome for a week.", ["User was in Rome for a week."]),
     ("I quit smoking last year.", ["User quit smoking in 2022."]),
     ("I quit my job whenever I get bored.", ["User quits their job whenever they get bored."]),
+    # a clause of "we" is a statement of its own, as one of "I" is
+    (
+        "I moved to Oslo last month and we adopted a cat named Miso.",
+        ["User lives in Oslo (moved there in April 2023).", "User adopted a cat named Miso."],
+    ),
     # a move keeps when it happened
     ("I moved to Lisbon in 2019.", ["User lives in Lisbon (moved there in 2019)."]),
     (

@@ -753,7 +753,9 @@ _OPENER = re.compile(
     r"quick one|funny enough|to be honest)\b[,:!]?\s+)+",
     re.I,
 )
-_CLAUSE = re.compile(r",?\s+(?:and|but|so|while)\s+(?=(?:I|I'm|I've|my|My)\b)|;\s+")
+_CLAUSE = re.compile(
+    r",?\s+(?:and|but|so|while)\s+(?=(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b)|;\s+"
+)
 
 
 def sentences(text: str) -> list[str]:
