@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from celery import shared_task, signals
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import InterfaceError, OperationalError, connections
+from django.db import IntegrityError, InterfaceError, OperationalError, connections
 
 from config.celery import time_limits
 
@@ -43,9 +43,20 @@ def _warm_remark_filter(**kwargs: object) -> None:
 
 
 def _retryable() -> tuple[type[Exception], ...]:
+    """Failures a later try can get past. IntegrityError among them: a row the run relied on
+    was deleted under it (a memory its user deleted while the run linked a source to it); the
+    next try reads the rows as they are then. A real conflict fails the same way each try and
+    is recorded after the retries."""
     from completions.providers.llm import LLMError
 
-    return (LLMError, OperationalError, InterfaceError, ConnectionError, TimeoutError)
+    return (
+        LLMError,
+        OperationalError,
+        InterfaceError,
+        IntegrityError,
+        ConnectionError,
+        TimeoutError,
+    )
 
 
 @contextlib.contextmanager
@@ -122,27 +133,40 @@ def _work(task, jobs: list[ProcessingJob], work: Work) -> None:
             jobs_finish(jobs=jobs, status=Status.PENDING, error=error)
             # the retry claims them all again (their own tasks found them taken and returned)
             raise task.retry(exc=exc, countdown=2**task.request.retries) from exc
+        if isinstance(exc, IntegrityError) and len(jobs) > 1:
+            # a conflict that outlived the retries may be one job's input: each alone
+            logger.warning("memory jobs %s failed together after retries: %s", names, error)
+            _one_by_one(jobs, work)
+            return
         logger.warning("memory job(s) %s failed after retries: %s", names, error)
         jobs_finish(jobs=jobs, status=Status.FAILED, error=error)
         return
     except Exception as exc:  # recorded on the job, and logged with its traceback
         if len(jobs) > 1:
-            # One job's bad input must not fail the others taken with it: each alone.
             logger.exception("memory jobs %s failed together; running them one by one", names)
-            in_order = sorted(jobs, key=lambda job: job.upto_message_id)  # the turns' order
-            for done, job in enumerate(in_order):
-                try:
-                    _alone(job, work)
-                except SoftTimeLimitExceeded:
-                    left = in_order[done:]
-                    jobs_finish(jobs=left, status=Status.FAILED, error="time limit exceeded")
-                    return
+            _one_by_one(jobs, work)
             return
         logger.exception("memory job %s failed", names)
         jobs_finish(jobs=jobs, status=Status.FAILED, error=f"{type(exc).__name__}: {exc}")
         return
     logger.info("memory job(s) %s done: %s", names, result)
     _done(jobs, result)
+
+
+def _one_by_one(jobs: list[ProcessingJob], work: Work) -> None:
+    """One job's bad input must not fail the others taken with it: each alone, in the turns'
+    order."""
+    from memory.models import ProcessingJob
+    from memory.services.processing import jobs_finish
+
+    in_order = sorted(jobs, key=lambda job: job.upto_message_id)
+    for done, job in enumerate(in_order):
+        try:
+            _alone(job, work)
+        except SoftTimeLimitExceeded:
+            left = in_order[done:]
+            jobs_finish(jobs=left, status=ProcessingJob.Status.FAILED, error="time limit exceeded")
+            return
 
 
 def _done(jobs: list[ProcessingJob], result: dict) -> None:

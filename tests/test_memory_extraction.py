@@ -488,6 +488,33 @@ def test_the_worker_retries_a_failing_upstream(upstream, celery_worker):
 
 
 @llm_db
+def test_a_run_that_meets_a_row_deleted_under_it_is_run_again(offline, celery_worker, monkeypatch):
+    """A memory its user deletes while a run links a source to it fails the run's commit on the
+    foreign key (memory_delete locks the memory, so the run's link waits, then fails): the run
+    is tried again with the memories as they are then, instead of failing the turn's job."""
+    from django.db import IntegrityError
+
+    from memory.background.extraction import runner
+
+    real, calls = runner._apply_offline, []
+
+    def deleted_the_first_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError(
+                'insert on table "memory_memory_sources" violates foreign key constraint'
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_apply_offline", deleted_the_first_time)
+    workspace, _ = make_workspace()
+    conv = say(workspace, "u", "I live in Quito.")
+    job = wait_job(extraction_enqueue(workspace=workspace, conversation=conv))
+    assert job.status == "done" and job.attempts == 2, job.error
+    assert Memory.objects.get().text == "User lives in Quito."
+
+
+@llm_db
 def test_an_upstream_that_keeps_failing_falls_back_after_the_retries(upstream, celery_worker):
     workspace, _ = make_workspace()
     conv = say(workspace, "u", "I live in Quito.")
