@@ -5,7 +5,7 @@ import re
 import zipfile
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from memory.knowledge import parsing as ex
@@ -148,6 +148,7 @@ _words = st.text(alphabet="abcdefghij ", min_size=1, max_size=60).map(str.strip)
 
 
 @settings(max_examples=40, deadline=None)
+@example(paragraphs=["a. a. aababaaabfjebcchbcbfjgj."], max_tokens=20)  # 21 tokens once joined
 @given(
     paragraphs=st.lists(
         st.lists(_words, min_size=1, max_size=12).map(lambda ws: ". ".join(ws) + "."),
