@@ -225,6 +225,11 @@ OFFLINE_FACTS = [
     # "we" speaks for the user; a verb whose past is its present stays past after a past date
     ("We adopted a cat named Miso.", ["User adopted a cat named Miso."]),
     ("Our son plays the violin.", ["User's son plays the violin."]),
+    ("We're thinking about getting a dog.", ["User is thinking about getting a dog."]),
+    (
+        "I've been a fan since I was a kid.",
+        ["User has been a fan since they were a kid."],
+    ),
     ("We were in Rome for a week.", ["User was in Rome for a week."]),
     ("I quit smoking last year.", ["User quit smoking in 2022."]),
     ("I quit my job whenever I get bored.", ["User quits their job whenever they get bored."]),

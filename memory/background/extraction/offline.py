@@ -379,7 +379,10 @@ _WE = {
     "we": "I", "we're": "I'm", "we've": "I've", "we'd": "I'd", "we'll": "I'll",
     "our": "my", "ours": "mine", "us": "me", "ourselves": "myself",
 }  # fmt: skip
-_WE_FORMS = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in _WE) + r")\b", re.I)
+# the longest first: "we" alone would take "We're" and leave "'re" ("User're")
+_WE_FORMS = re.compile(
+    r"\b(?:" + "|".join(re.escape(w) for w in sorted(_WE, key=len, reverse=True)) + r")\b", re.I
+)
 # "My wife and I": the user first, the other by a pronoun ("User and their wife").
 _COMPOUND_I = re.compile(r"\b[Mm]y ((?:[a-z'\-]+ ){0,2}[a-z'\-]+) and I\b")
 
@@ -480,7 +483,11 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
         rest = list(words)
         if _is_adverb(rest[0]) and len(rest) > 1:
             out.append(rest.pop(0))
-        verb = rest[0] if pronoun or compound else _conjugate(rest[0], past)
+        # a later "I" is "they": its verb plural ("since they were a kid"), only "was" differs
+        if pronoun:
+            verb = "were" if rest[0].lower() == "was" else rest[0]
+        else:
+            verb = rest[0] if compound else _conjugate(rest[0], past)
         state["agreed"] = state["agreed"] or verb != rest[0]
         out.append(verb)
         out += rest[1:]
