@@ -40,12 +40,11 @@ def workspace_delete(*, workspace: Workspace) -> None:
     drops such a record). Without the lock, a row committed between the collection and the
     workspace's own delete failed the deletion's commit: a 500 (tests/test_accounts.py).
     """
-    with transaction.atomic():
-        try:
-            lock_existing(workspace)
-        except Workspace.DoesNotExist:
-            return  # deleted meanwhile, by a deletion that tells the caches itself
-        workspace.delete()
+    try:
+        lock_existing(workspace)
+    except Workspace.DoesNotExist:
+        return  # deleted meanwhile, by a deletion that tells the caches itself
+    workspace.delete()
     keys_changed()
     issuers_changed()  # its end users' tokens too
 

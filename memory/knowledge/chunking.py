@@ -30,25 +30,19 @@ class ChunkDraft:
     token_count: int
 
 
-def _units(text: str, max_tokens: int) -> list[tuple[str, int]]:
-    """(text, tokens) pieces of a paragraph, each within max_tokens."""
-    size = count_tokens(text)
-    if size <= max_tokens:
-        return [(text, size)]
+def _units(text: str, max_tokens: int) -> list[str]:
+    """Pieces of a paragraph, each within max_tokens."""
+    if count_tokens(text) <= max_tokens:
+        return [text]
     units = []
     for sentence in _SENTENCE.split(text):
         sentence = sentence.strip()
         if not sentence:
             continue
-        size = count_tokens(sentence)
-        if size <= max_tokens:
-            units.append((sentence, size))
+        if count_tokens(sentence) <= max_tokens:
+            units.append(sentence)
         else:
-            units += [
-                (w, count_tokens(w))
-                for w in (w.strip() for w in tokens.windows(sentence, max_tokens))
-                if w
-            ]
+            units += [w for w in (w.strip() for w in tokens.windows(sentence, max_tokens)) if w]
     return units
 
 
@@ -117,13 +111,15 @@ def chunk_blocks(
                 stack.pop()
             stack.append((block.level, block.text.strip()))
             continue
-        for text, _size in _units(block.text, max_tokens):
-            if fresh and not fits(with_unit(text, number)):
+        for text in _units(block.text, max_tokens):
+            candidate = with_unit(text, number)
+            fit = fits(candidate)
+            if not fit and fresh:
                 emit(carry=True)
-            if parts and not fits(with_unit(text, number)):  # the carried overlap leaves no room
-                parts, owner = [], -1
-            parts = with_unit(text, number)
-            owner = number
-            fresh = True
+                candidate = with_unit(text, number)
+                fit = fits(candidate)
+            if not fit:  # the carried overlap leaves no room (a piece alone always fits)
+                candidate = [text]
+            parts, owner, fresh = candidate, number, True
     emit(carry=False)
     return chunks

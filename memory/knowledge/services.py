@@ -91,7 +91,7 @@ def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
     list(documents.select_for_update().values_list("pk"))
     Chunk.objects.filter(workspace=workspace, collection=collection).delete()
     # defer the stored bytes: the delete collector would otherwise load every upload
-    Document.objects.filter(workspace=workspace, collection=collection).defer("raw").delete()
+    documents.defer("raw").delete()
     collection.delete()
     # Agents that name it stop searching it (completions.agents.cache drops ids that are gone
     # when it reloads): every process's cached agents are cleared on commit.

@@ -4,7 +4,7 @@ Word patterns (memory.background.extraction.offline) keep first-person statement
 requests, questions and small talk they can name; what is left is conversational remarks with a
 first-person subject ("I'm not convinced", "I made a typo", "I'm going to bed now") that no
 pattern list closes: on statements it was never shown the extractor's precision stayed at
-76-83 % round after round (bench/README, *Offline extractor precision and recall*). Their
+55-83 % round after round (bench/README, *Offline extractor precision and recall*). Their
 vectors tell them apart better than their words: each new fact's vector (computed for
 de-duplication anyway: no extra embedding) is compared with examples of both
 (remark_examples.json), and a fact whose K nearest remarks are closer than its K nearest facts
@@ -42,7 +42,7 @@ Found = TypeVar("Found")
 
 
 def _example_vectors(embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
-    """The examples' vectors by this process's embedder: made once (~230 short texts)."""
+    """The examples' vectors by this process's embedder: made once (~370 short texts)."""
     key = id(embedder)
     if key not in _examples:
         with _lock:
