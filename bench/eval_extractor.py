@@ -93,7 +93,16 @@ def main() -> int:
     for text, fact, got in false_negatives:
         print(f"  missed {fact!r}  from {text!r} (wrote {got})")
     unseen = json.loads(UNSEEN.read_text())
-    for part in ("dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6"):
+    for part in (
+        "dev",
+        "heldout",
+        "heldout2",
+        "heldout3",
+        "heldout4",
+        "heldout5",
+        "heldout6",
+        "heldout7",
+    ):
         for filtered in (None, embedder):
             score_unseen(
                 part,

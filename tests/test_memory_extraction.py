@@ -276,6 +276,12 @@ OFFLINE_FACTS = [
     # an opinion of the moment is not about the user; one about themselves is
     ("I think the weather is nice today.", []),
     ("I think I'm getting better at chess.", ["User thinks they are getting better at chess."]),
+    # a base form that ends like a past tense agrees; an initial or a title ends no sentence
+    ("I need a new laptop for work.", ["User needs a new laptop for work."]),
+    ("My favourite author is Ursula K. Le Guin.", ["User's favorite author is Ursula K. Le Guin."]),
+    ("My dentist is Dr. Patel.", ["User's dentist is Dr. Patel."]),
+    # "one" that stands for something said before points back too
+    ("I'm allergic to cats but I still have one.", ["User is allergic to cats."]),
     # requests and commands are not facts about the user
     ("Stream me something please.", []),
     ("Tell me a joke.", []),

@@ -13,7 +13,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+# Not after an initial or a title: "Ursula K. Le Guin", "Dr. Patel" ("I." ends a sentence).
+_SENTENCE = re.compile(r"(?<=[.!?])(?<!\b[A-HJ-Z]\.)(?<!\b(?:Mr|Ms|Dr|St)\.)(?<!\bMrs\.)\s+|\n+")
 _PHATIC = re.compile(
     r"^(?:oh,?\s+|wow,?\s+|yeah,?\s+|haha,?\s+|aw+,?\s+)*(?:thanks?|thank you|i see|i agree|"
     r"i know|i think so|i hope so|i understand|i guess|i mean|me too|i bet|i can imagine|"
@@ -392,6 +393,28 @@ def _is_adverb(word: str) -> bool:
     return low in _ADVERBS or (low.endswith("ly") and low not in _LY_VERBS and len(low) > 4)
 
 
+# Base forms that end like a past tense: "I need" -> "User needs", not "User need".
+_BASE_IN_ED = set(
+    [
+        "need",
+        "feed",
+        "breed",
+        "bleed",
+        "speed",
+        "succeed",
+        "proceed",
+        "exceed",
+        "seed",
+        "weed",
+        "heed",
+        "shed",
+        "shred",
+        "wed",
+        "embed",
+    ]
+)
+
+
 def _conjugate(verb: str, past: bool = False) -> str:
     """A present-tense verb after "I" -> its third-person singular form ("drink" -> "drinks");
     `past`: the sentence is dated before today, so a verb whose past is its present stays."""
@@ -403,7 +426,7 @@ def _conjugate(verb: str, past: bool = False) -> str:
         or (past and low in _SAME_IN_PAST)
         or not low.isalpha()
         or not verb.islower()
-        or low.endswith("ed")
+        or (low.endswith("ed") and low not in _BASE_IN_ED)
         or len(low) < 2
     ):
         return verb
@@ -582,7 +605,10 @@ _SLOTS = [
         ),
     ),
 ]
-_FAVORITE = re.compile(r"\b[Mm]y favou?rite ([a-z]+(?: [a-z]+)?) (?:is|are) ([^.,!;]+)")
+# The value runs to the sentence's end; an initial's period is part of it ("Ursula K. Le Guin").
+_FAVORITE = re.compile(
+    r"\b[Mm]y favou?rite ([a-z]+(?: [a-z]+)?) (?:is|are) ((?:\b[A-Z]\.(?= [A-Z])|[^.,!;])+)"
+)
 
 
 # When a move happened, as said right after its place ("to Lisbon in 2019", "last week" resolved).
@@ -746,7 +772,8 @@ _OPINION_OF_NOW = re.compile(
 # out") says nothing then; in a longer one the thing is usually named ("I have three cats and
 # love them"). Nor does one that speaks to the assistant ("… and get back to you").
 _POINTS_BACK = re.compile(
-    r"\b(?:it|that|this|these|those|them|the other one|that one|this one)"
+    r"\b(?:it|that|this|these|those|them|the other one|that one|this one"
+    r"|(?:have|has|had|got|get|bought|buy|want|need) one)"
     r"(?: (?:out|up|down|off|over|through|yet|sometime|someday|again|too|as well|anymore|now|"
     r"later|then))?[.!]$",
     re.I,
