@@ -394,25 +394,8 @@ def _is_adverb(word: str) -> bool:
 
 
 # Base forms that end like a past tense: "I need" -> "User needs", not "User need".
-_BASE_IN_ED = set(
-    [
-        "need",
-        "feed",
-        "breed",
-        "bleed",
-        "speed",
-        "succeed",
-        "proceed",
-        "exceed",
-        "seed",
-        "weed",
-        "heed",
-        "shed",
-        "shred",
-        "wed",
-        "embed",
-    ]
-)
+_BASE_IN_ED = {"need", "feed", "breed", "bleed", "speed", "succeed", "proceed", "exceed"}
+_BASE_IN_ED |= {"seed", "weed", "heed", "shed", "shred", "wed", "embed"}
 
 
 def _conjugate(verb: str, past: bool = False) -> str:
