@@ -102,6 +102,7 @@ def main() -> int:
         "heldout5",
         "heldout6",
         "heldout7",
+        "heldout8",
     ):
         for filtered in (None, embedder):
             score_unseen(
