@@ -182,6 +182,31 @@ def test_an_agent_edited_in_the_admin_gets_its_next_version(admin_client, world)
     assert versions == [(2, "Be brief."), (1, "Be kind.")]
 
 
+def test_an_issuer_edited_in_the_admin_is_saved_through_the_service(admin_client, world):
+    """The form hands every field to the service, "issuer" among them (a 500 before: the
+    service's own argument had that name)."""
+    issuer = Issuer.objects.get(workspace=world["workspace"])
+    url = reverse("admin:accounts_issuer_change", args=[issuer.pk])
+    form = {
+        "issuer": "https://login.acme.example/",
+        "audiences": '["acme-app", "acme-mobile"]',
+        "jwks_url": "",  # from keys at a URL to a shared secret (a URL is resolved on save)
+        "algorithms": '["HS256"]',
+        "user_claim": "sub",
+        "required_scope": "",
+        "leeway_seconds": "30",
+        "hs256_secret": "s" * 40,
+    }
+    refused = admin_client.post(url, {**form, "audiences": "[]"})
+    assert refused.status_code == 200 and b"audience" in refused.content  # the API's rule
+    saved = admin_client.post(url, form)
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+    issuer.refresh_from_db()
+    assert issuer.issuer == "https://login.acme.example/"
+    assert issuer.audiences == ["acme-app", "acme-mobile"] and issuer.jwks_url in ("", None)
+    assert issuer.hs256_secret_encrypted and "s" * 40 not in issuer.hs256_secret_encrypted
+
+
 def test_titles_are_the_first_user_message_cut_at_a_word():
     assert title_from("  Hello\n  there ") == "Hello there"
     title = title_from(FIRST_QUESTION)

@@ -111,6 +111,13 @@ def test_issuers_are_managed_with_the_workspace_key_and_secrets_never_come_back(
         f"/v1/auth/issuers/{created['id']}", json={"audiences": [AUD, "other"], "user_claim": "uid"}
     ).json()
     assert patched["audiences"] == [AUD, "other"] and patched["user_claim"] == "uid"
+    # the field named like the service's own argument (a 500 before: two values for "issuer")
+    moved = http.patch(
+        f"/v1/auth/issuers/{body['id']}", json={"issuer": "https://hs2.example.test"}
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["issuer"] == "https://hs2.example.test"
+    assert Issuer.objects.get(id=body["id"]).issuer == "https://hs2.example.test"
 
     # the rules: alg none never, HS and RS never mixed, an audience always, one key source
     bad = [

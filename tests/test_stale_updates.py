@@ -37,7 +37,9 @@ def _issuer(workspace):
         audiences=["app"],
         hs256_secret="s" * 32,
     )
-    return issuer, lambda: issuer_update(workspace=workspace, issuer=issuer, audiences=["web"])
+    return issuer, lambda: issuer_update(
+        workspace=workspace, issuer=issuer, changes={"audiences": ["web"]}
+    )
 
 
 def _tool(workspace):

@@ -59,7 +59,7 @@ class IssuerAdmin(admin.ModelAdmin):
         changes = form.changes
         try:
             if change:
-                saved = services.issuer_update(workspace=obj.workspace, issuer=obj, **changes)
+                saved = services.issuer_update(workspace=obj.workspace, issuer=obj, changes=changes)
             else:
                 changes.pop("workspace", None)
                 saved = services.issuer_create(workspace=obj.workspace, **changes)

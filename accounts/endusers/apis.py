@@ -116,7 +116,7 @@ class IssuerDetailApi(APIView):
         changes = _changes(data.validated_data)
         if not changes:
             raise ApiError(400, f"Nothing to update: give one of {', '.join(services.FIELDS)}.")
-        issuer = services.issuer_update(workspace=request.workspace, issuer=issuer, **changes)
+        issuer = services.issuer_update(workspace=request.workspace, issuer=issuer, changes=changes)
         return Response(issuer_body(issuer))
 
     @extend_schema(

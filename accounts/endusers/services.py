@@ -3,6 +3,9 @@ what it cached about them at once."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.db import IntegrityError, transaction
 
 from accounts.endusers import jwks
@@ -48,7 +51,7 @@ def check(issuer: Issuer) -> None:
             raise Invalid(f"{str(exc).capitalize()}.", field="jwks_url") from None
 
 
-def apply(issuer: Issuer, changes: dict) -> None:
+def apply(issuer: Issuer, changes: Mapping[str, Any]) -> None:
     for name, value in changes.items():
         if name == "hs256_secret":
             issuer.set_secret(value or "")
@@ -77,8 +80,11 @@ def issuer_create(*, workspace: Workspace, **fields) -> Issuer:
 
 
 @transaction.atomic
-def issuer_update(*, workspace: Workspace, issuer: Issuer, **changes) -> Issuer:
-    """Partial: switching key source means giving the new one and emptying the other."""
+def issuer_update(*, workspace: Workspace, issuer: Issuer, changes: Mapping[str, Any]) -> Issuer:
+    """Partial: switching key source means giving the new one and emptying the other.
+
+    `changes` is a mapping, not keywords: one of its fields is itself named "issuer".
+    """
     assert issuer.workspace_id == workspace.id
     lock_existing(issuer)  # or Issuer.DoesNotExist: a deleted issuer's tokens stay refused
     apply(issuer, changes)
