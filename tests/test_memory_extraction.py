@@ -238,6 +238,10 @@ OFFLINE_FACTS = [
         "I moved to Oslo last month and we adopted a cat named Miso.",
         ["User lives in Oslo (moved there in April 2023).", "User adopted a cat named Miso."],
     ),
+    (
+        "I sold my car last week and now I cycle to work.",
+        ["User sold their car in the week of 1 May 2023.", "User cycles to work."],
+    ),
     # a move keeps when it happened
     ("I moved to Lisbon in 2019.", ["User lives in Lisbon (moved there in 2019)."]),
     (

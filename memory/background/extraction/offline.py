@@ -770,8 +770,10 @@ _OPENER = re.compile(
     r"quick one|funny enough|to be honest)\b[,:!]?\s+)+",
     re.I,
 )
+# "… and I …", also with a word of time between ("I sold my car and now I cycle to work").
 _CLAUSE = re.compile(
-    r",?\s+(?:and|but|so|while)\s+(?=(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b)|;\s+"
+    r",?\s+(?:and|but|so|while)\s+(?:(?:now|then|also|later|since then|these days),?\s+)?"
+    r"(?=(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b)|;\s+"
 )
 
 
