@@ -26,6 +26,50 @@ def ref(name: str) -> dict:
 _ID = {"type": "string", "pattern": rf"^[A-Za-z0-9_.:@+\-/=]{{1,{MAX_ID_CHARS}}}$"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
 
+# What memory did for a turn: on a completion (with its charge and request id) and on a preview.
+_ENGRAM_PROPERTIES: dict[str, dict] = {
+    "credits_charged": {
+        "type": "number",
+        "description": "The upstream's reported usage at the price table's rates, in "
+        "the workspace's credit unit.",
+    },
+    "request_id": {
+        "type": "string",
+        "description": "The client's `metadata.request_id` when given, else Engram's.",
+    },
+    "session_id": _NULLABLE_STRING,
+    "conversation_id": _NULLABLE_STRING,
+    "memories_used": {"type": "integer"},
+    "messages_retrieved": {"type": "integer"},
+    "history_messages": {"type": "integer"},
+    "context_tokens": {"type": "integer"},
+    "sources": {"type": "array", "items": ref("EngramSource")},
+}
+# One event of a streamed answer, as a client's SSE reader sees it (read as each event's schema
+# by schemathesis for OpenAPI before 3.2, which has no `itemSchema`).
+SSE_EVENT = {
+    "type": "object",
+    "description": "Server-sent events: each `data: ` holds a ChatCompletionChunk "
+    "(#/components/schemas/ChatCompletionChunk), Engram's `engram` chunk comes last, then "
+    "`data: [DONE]`.",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "description": "A chunk's JSON, or `[DONE]` at the end.",
+            "anyOf": [
+                {"const": "[DONE]"},
+                {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": ref("ChatCompletionChunk"),
+                },
+            ],
+        },
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+    },
+}
+
 SCHEMAS: dict[str, dict] = {
     "ChatMessage": {
         "type": "object",
@@ -101,23 +145,16 @@ SCHEMAS: dict[str, dict] = {
         "`data: [DONE]`): the credits charged, the request id, and what memory did for "
         "this turn when it did something.",
         "required": ["credits_charged", "request_id"],
+        "properties": _ENGRAM_PROPERTIES,
+    },
+    "ContextEngram": {
+        "type": "object",
+        "description": "What memory would do for this turn (empty with no user): a preview "
+        "calls nothing and charges nothing, so no `credits_charged` and no `request_id`.",
         "properties": {
-            "credits_charged": {
-                "type": "number",
-                "description": "The upstream's reported usage at the price table's rates, in "
-                "the workspace's credit unit.",
-            },
-            "request_id": {
-                "type": "string",
-                "description": "The client's `metadata.request_id` when given, else Engram's.",
-            },
-            "session_id": _NULLABLE_STRING,
-            "conversation_id": _NULLABLE_STRING,
-            "memories_used": {"type": "integer"},
-            "messages_retrieved": {"type": "integer"},
-            "history_messages": {"type": "integer"},
-            "context_tokens": {"type": "integer"},
-            "sources": {"type": "array", "items": ref("EngramSource")},
+            name: value
+            for name, value in _ENGRAM_PROPERTIES.items()
+            if name not in ("credits_charged", "request_id")
         },
     },
     "Usage": {
@@ -228,7 +265,7 @@ SCHEMAS: dict[str, dict] = {
                 "description": "Each block of the context, its tokens and why each item was chosen.",
                 "items": {"type": "object"},
             },
-            "engram": ref("Engram"),
+            "engram": ref("ContextEngram"),
         },
     },
     "Model": {
@@ -361,15 +398,7 @@ class ChatCompletionsDoc(APIView):
         request={"application/json": ref("ChatCompletionRequest")},
         responses={
             (200, "application/json"): OpenApiResponse(ref("ChatCompletion")),
-            (200, "text/event-stream"): OpenApiResponse(
-                {
-                    "type": "string",
-                    "description": "Server-sent events: `data: ` + a ChatCompletionChunk "
-                    "(#/components/schemas/ChatCompletionChunk) per event, the `engram` "
-                    "chunk, then `data: [DONE]`.",
-                    "contentMediaType": "text/event-stream",
-                },
-            ),
+            (200, "text/event-stream"): OpenApiResponse(SSE_EVENT),
         },
         examples=[
             OpenApiExample("No-LLM mode", value=_EXAMPLE_BODY, request_only=True),

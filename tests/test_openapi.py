@@ -314,3 +314,22 @@ def test_no_generated_request_gets_a_server_error(engram_server, anon_http, owne
     print(f"\nserver-error sweep: statuses {dict(sorted(statuses.items()))}")
     assert statuses[400] > 100 and statuses[200] > 100  # both kinds of data were sent
     assert errors == []
+
+
+def test_a_stream_and_a_context_preview_conform_to_the_schema(engram_server, anon_http, owner):
+    """Two answers the generated requests reach only now and then: a streamed completion (each
+    event read as the document's event schema) and /v1/context's `engram`, which has no charge."""
+    import schemathesis
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    schema = schemathesis.openapi.from_dict(_schema(anon_http))
+    headers = {"Authorization": f"Bearer {owner[1]}", "x-user-id": "alice"}
+    message = [{"role": "user", "content": "Hi, I live in Berlin."}]
+    for path, body in [
+        ("/v1/chat/completions", {"model": "local", "messages": message, "stream": True}),
+        ("/v1/context", {"model": "local", "messages": message}),
+    ]:
+        case = schema[path]["POST"].Case(body=body, headers=headers)
+        response = case.call(base_url=engram_server.url, timeout=30)
+        assert response.status_code == 200, response.text
+        case.validate_response(response, checks=[response_schema_conformance])

@@ -6,7 +6,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from completions.openapi import ref
+from completions.openapi import SSE_EVENT, ref
 from completions.tools.policy import BUILTINS, METHODS
 from config.common.openapi import const, list_of
 
@@ -123,9 +123,7 @@ class ChatResumeDoc(APIView):
         request=ResumeInputSerializer,
         responses={
             (200, "application/json"): OpenApiResponse(ref("ChatCompletion")),
-            (200, "text/event-stream"): OpenApiResponse(
-                {"type": "string", "contentMediaType": "text/event-stream"}
-            ),
+            (200, "text/event-stream"): OpenApiResponse(SSE_EVENT),
         },
         examples=[
             OpenApiExample(
