@@ -242,6 +242,10 @@ OFFLINE_FACTS = [
         "I sold my car last week and now I cycle to work.",
         ["User sold their car in the week of 1 May 2023.", "User cycles to work."],
     ),
+    (
+        "Dancing makes me so happy, and now I get to share that with other people.",
+        ["Dancing makes User so happy, and now User gets to share that with other people."],
+    ),
     # a move keeps when it happened
     ("I moved to Lisbon in 2019.", ["User lives in Lisbon (moved there in 2019)."]),
     (

@@ -784,7 +784,11 @@ def sentences(text: str) -> list[str]:
 def clauses(sentence: str) -> list[str]:
     """'I live in Paris and I love jazz' -> two facts."""
     parts = [p.strip() for p in _CLAUSE.split(sentence) if p and p.strip()]
-    return parts if all(len(p.split()) >= 3 for p in parts) else [sentence]
+    # Only when each part is a statement of the user's own: "Dancing makes me so happy, and
+    # now I get to share that" stays whole (its first part alone would be dropped, and its
+    # second points back).
+    whole = all(len(p.split()) >= 3 and _SELF.search(p) for p in parts)
+    return parts if whole else [sentence]
 
 
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
