@@ -169,12 +169,46 @@ def seeded(http, owner, operator_http):
     }
 
 
-def test_live_responses_conform_to_the_schema(engram_server, anon_http, owner, seeded):
+def _live_schema(client, *, mode: str):
+    """The served document for schemathesis: `mode` "positive" (valid data) or "all" (invalid
+    too, NUL bytes included)."""
     import schemathesis
+    from schemathesis.config import SchemathesisConfig
+
+    config = SchemathesisConfig.from_dict(
+        {
+            "generation": {
+                "mode": mode,
+                "allow-x00": mode != "positive",
+                "with-security-parameters": False,
+            }
+        }
+    )
+    return schemathesis.openapi.from_dict(_schema(client), config=config)
+
+
+def _generated(strategy, examples: int, send) -> None:
+    """`send` each of `examples` cases generated from `strategy` (the same cases every run)."""
     from hypothesis import HealthCheck, Phase, given
     from hypothesis import settings as hypothesis_settings
+
+    @hypothesis_settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def probe(case) -> None:
+        send(case)
+
+    probe()
+
+
+def test_live_responses_conform_to_the_schema(engram_server, anon_http, owner, seeded):
     from schemathesis.checks import not_a_server_error
-    from schemathesis.config import SchemathesisConfig
     from schemathesis.core.result import Ok
     from schemathesis.specs.openapi.checks import (
         content_type_conformance,
@@ -188,11 +222,8 @@ def test_live_responses_conform_to_the_schema(engram_server, anon_http, owner, s
         content_type_conformance,
         response_schema_conformance,
     ]
-    config = SchemathesisConfig.from_dict(
-        # NUL bytes and lone surrogates are hostile-input parsing, tested where it is handled.
-        {"generation": {"mode": "positive", "allow-x00": False, "with-security-parameters": False}}
-    )
-    schema = schemathesis.openapi.from_dict(_schema(anon_http), config=config)
+    # NUL bytes and lone surrogates are hostile-input parsing, tested where it is handled.
+    schema = _live_schema(anon_http, mode="positive")
     keys = {"WorkspaceKey": owner[1], "OperatorKey": settings.ENGRAM_ADMIN_KEY}
     statuses: collections.Counter = collections.Counter()
     failures: list[str] = []
@@ -212,16 +243,7 @@ def test_live_responses_conform_to_the_schema(engram_server, anon_http, owner, s
         # /readyz's documented 503 (no worker in this test) is its answer, not a server error.
         operation_checks = checks[1:] if operation.path == "/readyz" else checks
 
-        @hypothesis_settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(case=strategy)
-        def probe(case) -> None:
+        def send(case) -> None:
             response = case.call(base_url=engram_server.url, headers=headers, timeout=30)
             statuses[response.status_code] += 1
             try:
@@ -229,7 +251,7 @@ def test_live_responses_conform_to_the_schema(engram_server, anon_http, owner, s
             except (Exception, BaseExceptionGroup) as exc:  # recorded, asserted at the end
                 failures.append(f"{operation.label} -> {response.status_code}: {exc}"[:1500])
 
-        probe()
+        _generated(strategy, examples, send)
 
     for operation in operations:
         if operation.definition.raw.get("security"):  # no key: 401; the other kind: 403
@@ -267,16 +289,9 @@ SWEEP_EXAMPLES = 20
 def test_no_generated_request_gets_a_server_error(engram_server, anon_http, owner, seeded):
     """Invalid data too (negative mode: wrong types, unknown fields, NUL bytes), with the
     operation's own key: whatever comes, a 4xx or a success, never a 5xx."""
-    import schemathesis
-    from hypothesis import HealthCheck, Phase, given
-    from hypothesis import settings as hypothesis_settings
-    from schemathesis.config import SchemathesisConfig
     from schemathesis.core.result import Ok
 
-    config = SchemathesisConfig.from_dict(
-        {"generation": {"mode": "all", "allow-x00": True, "with-security-parameters": False}}
-    )
-    schema = schemathesis.openapi.from_dict(_schema(anon_http), config=config)
+    schema = _live_schema(anon_http, mode="all")
     keys = {"WorkspaceKey": owner[1], "OperatorKey": settings.ENGRAM_ADMIN_KEY}
     statuses: collections.Counter = collections.Counter()
     errors: list[str] = []
@@ -284,22 +299,13 @@ def test_no_generated_request_gets_a_server_error(engram_server, anon_http, owne
     operations.sort(key=lambda op: op.method.upper() == "DELETE")
 
     def sweep(strategy, label: str, headers: dict) -> None:
-        @hypothesis_settings(
-            max_examples=SWEEP_EXAMPLES,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(case=strategy)
-        def probe(case) -> None:
+        def send(case) -> None:
             response = case.call(base_url=engram_server.url, headers=headers, timeout=30)
             statuses[response.status_code] += 1
             if response.status_code >= 500:
                 errors.append(f"{label} -> {response.status_code}: {case.body!r}"[:500])
 
-        probe()
+        _generated(strategy, SWEEP_EXAMPLES, send)
 
     for operation in operations:
         if operation.path == "/readyz":  # its documented 503: no worker in this test
