@@ -787,8 +787,8 @@ def clauses(sentence: str) -> list[str]:
     # Only when each part is a statement of the user's own: "Dancing makes me so happy, and
     # now I get to share that" stays whole (its first part alone would be dropped, and its
     # second points back).
-    whole = all(len(p.split()) >= 3 and _SELF.search(p) for p in parts)
-    return parts if whole else [sentence]
+    each_stands = all(len(p.split()) >= 3 and _SELF.search(p) for p in parts)
+    return parts if each_stands else [sentence]
 
 
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
