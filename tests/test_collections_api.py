@@ -80,6 +80,21 @@ def test_collection_crud(http):
     assert [c["id"] for c in http.get("/v1/collections").json()["data"]] == [other["id"]]
 
 
+def test_only_a_document_upload_takes_multipart(http):
+    """Elsewhere a form body is a 415, not an object field read as {} ("metadata": true once
+    created a collection with no metadata)."""
+    form = {"name": "Handbook", "metadata": "true"}
+    _error(http.post("/v1/collections", data=form), 415, "unsupported_media_type")
+    _error(http.post("/v1/collections", files={"name": (None, "Handbook")}), 415)
+    assert http.get("/v1/collections").json()["data"] == []
+    collection = http.post("/v1/collections", json={"name": "Handbook"}).json()
+    upload = http.post(
+        f"/v1/collections/{collection['id']}/documents",
+        files={"file": ("notes.txt", b"Returns within 30 days.", "text/plain")},
+    )
+    assert upload.status_code == 202, upload.text
+
+
 def test_text_and_file_uploads_are_queued_and_typed_by_content(http):
     col = _collection(http)
     resp = http.post(

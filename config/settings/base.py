@@ -137,10 +137,10 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.WorkspaceKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.authentication.IsWorkspace"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "config.common.jsonbody.JSONParser",  # the chat doors' decoder: one rule for every body
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # The chat doors' decoder: one rule for every body. Multipart only where a file is taken
+    # (memory.knowledge.apis.DocumentListCreateApi): elsewhere DRF's form parsing read an
+    # object field as {} whatever was sent ("metadata": true created a collection).
+    "DEFAULT_PARSER_CLASSES": ["config.common.jsonbody.JSONParser"],
     "EXCEPTION_HANDLER": "config.common.errors.drf_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "config.openapi.EngramAutoSchema",
     "UNAUTHENTICATED_USER": None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -191,6 +192,8 @@ def _document_input(request) -> dict:
 
 
 class DocumentListCreateApi(APIView):
+    parser_classes = [jsonbody.JSONParser, MultiPartParser]  # a file upload, or a text as JSON
+
     @extend_schema(
         summary="List a collection's documents",
         tags=["collections"],
