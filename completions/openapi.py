@@ -16,14 +16,13 @@ from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from completions.request import HEADERS, MAX_COLLECTIONS
-from config.common.ids import MAX_ID_CHARS
+from config.common.openapi import ID_SCHEMA
 
 
 def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-_ID = {"type": "string", "pattern": rf"^[A-Za-z0-9_.:@+\-/=]{{1,{MAX_ID_CHARS}}}$"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
 
 # What memory did for a turn: on a completion (with its charge and request id) and on a preview.
@@ -119,10 +118,10 @@ SCHEMAS: dict[str, dict] = {
             "tools": {"type": "array", "items": {"type": "object"}},
             "tool_choice": {"oneOf": [{"type": "string"}, {"type": "object"}]},
             "response_format": {"type": "object"},
-            "user": {**_ID, "description": "The end user, when `x-user-id` is not sent."},
+            "user": {**ID_SCHEMA, "description": "The end user, when `x-user-id` is not sent."},
             "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
             "session_id": {
-                **_ID,
+                **ID_SCHEMA,
                 "description": "Engram: the session, when `x-session-id` is not sent.",
             },
         },
@@ -298,20 +297,20 @@ SCHEMAS: dict[str, dict] = {
 TURN_HEADERS = [
     OpenApiParameter(
         HEADERS["user_id"],
-        _ID,
+        ID_SCHEMA,
         OpenApiParameter.HEADER,
         description="The end user whose memory this turn uses (else the body's `user`).",
     ),
     OpenApiParameter(
         HEADERS["conversation_id"],
-        _ID,
+        ID_SCHEMA,
         OpenApiParameter.HEADER,
         description="The client's conversation id: Engram stores the turn in it and puts "
         "earlier turns back when only new messages are sent.",
     ),
     OpenApiParameter(
         HEADERS["session_id"],
-        _ID,
+        ID_SCHEMA,
         OpenApiParameter.HEADER,
         description="The session (else the body's `session_id`; created on first use, echoed).",
     ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from completions.agents.policy import BUDGET_BLOCKS, PARAMETERS
+from completions.agents.policy import BUDGET_BLOCKS, NAME_PATTERN, PARAMETERS
 from config.common.openapi import const, list_of
 
 
@@ -27,7 +27,9 @@ class MemoryPolicySerializer(serializers.Serializer):
 
 
 class AgentInputSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="Unique per workspace; called as `agent:<name>`.")
+    name = serializers.RegexField(
+        NAME_PATTERN, help_text="Unique per workspace; called as `agent:<name>`."
+    )
     model = serializers.CharField(help_text="A model name or alias (not another agent).")
     instructions = serializers.CharField(
         required=False,

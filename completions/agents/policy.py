@@ -12,7 +12,8 @@ from config.common.errors import ApiError, Invalid
 from config.common.ids import ID_RULE, is_id
 
 NAME_RULE = "1-64 characters of letters, digits and . _ -, starting with a letter or digit"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # NAME_RULE, in the OpenAPI document too
+_NAME = re.compile(NAME_PATTERN)
 MAX_INSTRUCTIONS_CHARS = 100_000
 MAX_COLLECTIONS = 20
 MAX_METADATA_BYTES = 16 * 1024

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from completions.openapi import SSE_EVENT, ref
-from completions.tools.policy import BUILTINS, METHODS
+from completions.tools.policy import BUILTINS, METHODS, NAME_PATTERN
 from config.common.openapi import const, list_of
 
 
@@ -25,7 +25,9 @@ class HttpToolSerializer(serializers.Serializer):
 
 
 class ToolInputSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="The function name the model calls (unique per agent).")
+    name = serializers.RegexField(
+        NAME_PATTERN, help_text="The function name the model calls (unique per agent)."
+    )
     description = serializers.CharField(required=False, allow_blank=True)
     parameters = serializers.DictField(required=False, help_text="A JSON schema of type object.")
     type = serializers.ChoiceField(choices=["http", "builtin"])

@@ -19,6 +19,7 @@ from django.conf import settings
 from config.common.errors import Invalid
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for a function name
+NAME_PATTERN = r"^(?!_engram)[A-Za-z0-9_-]{1,64}$"  # and not Engram's own: for the document
 BUILTINS = ("memory_search", "knowledge_search", "remember")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains")

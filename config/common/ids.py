@@ -28,6 +28,8 @@ def new_id(prefix: str) -> str:
 MAX_ID_CHARS = 200
 ID_RULE = f"1-{MAX_ID_CHARS} characters of letters, digits and . _ : @ + - / ="
 _ID = re.compile(rf"[\w.:@+\-/=]{{1,{MAX_ID_CHARS}}}")
+# The rule as the OpenAPI document gives it: JSON Schema's \w is ASCII, so its letters are.
+ID_PATTERN = rf"^[A-Za-z0-9_.:@+\-/=]{{1,{MAX_ID_CHARS}}}$"
 
 
 def is_id(value: str) -> bool:

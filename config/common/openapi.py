@@ -9,7 +9,10 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
+from config.common.ids import ID_PATTERN
 from config.common.pagination import MAX_LIMIT
+
+ID_SCHEMA = {"type": "string", "pattern": ID_PATTERN}  # an id a client names (config.common.ids)
 
 
 def const(value: str, **kwargs) -> serializers.CharField:
@@ -67,13 +70,13 @@ LIST_PARAMETERS = [
     OpenApiParameter(
         "order", str, enum=["asc", "desc"], description="By id (default desc).", required=False
     ),
-    OpenApiParameter("after", str, description="The page after this id.", required=False),
-    OpenApiParameter("before", str, description="The page before this id.", required=False),
+    OpenApiParameter("after", ID_SCHEMA, description="The page after this id.", required=False),
+    OpenApiParameter("before", ID_SCHEMA, description="The page before this id.", required=False),
 ]
 
 
 def user_id_query(description: str = "Only this end user's.") -> OpenApiParameter:
-    return OpenApiParameter("user_id", str, description=description, required=False)
+    return OpenApiParameter("user_id", ID_SCHEMA, description=description, required=False)
 
 
 # What each error status means, where an operation has it; a view may name its own.
