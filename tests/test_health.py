@@ -7,6 +7,16 @@ def test_healthz(anon_http):
     assert resp.status_code == 200 and resp.json() == {"status": "ok"}
 
 
+def test_probes_answer_get_and_head_only(anon_http):
+    assert anon_http.head("/healthz").status_code == 200
+    for method in ("POST", "DELETE", "TRACE"):
+        for path in ("/healthz", "/readyz"):
+            resp = anon_http.request(method, path)
+            assert resp.status_code == 405, (method, path, resp.text)
+            assert resp.json()["error"]["code"] == "method_not_allowed"
+            assert set(resp.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+
+
 def test_readyz_names_the_missing_worker(anon_http):
     resp = anon_http.get("/readyz")
     assert resp.status_code == 503

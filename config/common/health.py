@@ -17,8 +17,13 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 
+# GET and HEAD; anything else is the envelope's 405 (config.common.middleware), not CSRF's 403.
+@csrf_exempt
+@require_safe
 async def healthz(request):
     return JsonResponse({"status": "ok"})
 
@@ -110,6 +115,8 @@ async def _run(name: str, check, timeout: float = 2) -> tuple[str, str | None]:
         return name, f"{type(exc).__name__}: {exc}"[:200]
 
 
+@csrf_exempt
+@require_safe
 async def readyz(request):
     results = await asyncio.gather(
         _run("database", sync_to_async(_check_database)),
