@@ -16,4 +16,10 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
 
     if chosen is None:  # ...whose setdefault must not outrank pyproject's test settings
         os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+    redis_given = bool(os.environ.get("REDIS_URL"))
     ensure_environment()
+    if not redis_given:
+        # A `make run` of this checkout may be up on the same embedded Redis (its database 0):
+        # the tests take database 1, so its worker never takes their tasks nor answers their
+        # pings, and its caches are not theirs (the database is apart already: test_engram_*).
+        os.environ["REDIS_URL"] = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/1"
