@@ -103,6 +103,7 @@ def main() -> int:
         "heldout6",
         "heldout7",
         "heldout8",
+        "heldout9",
     ):
         for filtered in (None, embedder):
             score_unseen(
