@@ -246,6 +246,15 @@ OFFLINE_FACTS = [
         "Dancing makes me so happy, and now I get to share that with other people.",
         ["Dancing makes User so happy, and now User gets to share that with other people."],
     ),
+    # a period said first goes last, so the fact starts with its subject; a clause after a
+    # period keeps it
+    ("Yesterday I saw Anna.", ["User saw Anna on 7 May 2023."]),
+    (
+        "I love hiking, and last summer I walked the Camino de Santiago.",
+        ["User loves hiking.", "User walked the Camino de Santiago last summer."],
+    ),
+    # a command after ", so" is not part of the fact
+    ("I'm allergic to nuts, so keep them out of the recipe.", ["User is allergic to nuts."]),
     # a move keeps when it happened
     ("I moved to Lisbon in 2019.", ["User lives in Lisbon (moved there in 2019)."]),
     (

@@ -541,8 +541,13 @@ _REQUEST = re.compile(
     r"|\b(?:I|I'd|I would) (?:want|need|like) you to\b",
     re.IGNORECASE,
 )
-# "I'm allergic to peanuts, so please keep them out": the fact, without the request after it.
-_TRAILING_REQUEST = re.compile(r"\s*(?:[,;:-]\s*)?(?:\b(?:so|and|but)\s+)?\bplease\b.*$", re.I)
+# "I'm allergic to peanuts, so please keep them out": the fact, without the request after it;
+# also a command after ", so" ("I have a meeting in five minutes, so be quick").
+_TRAILING_REQUEST = re.compile(
+    r"\s*(?:[,;:-]\s*)?(?:\b(?:so|and|but)\s+)?\bplease\b.*$"
+    r"|\s*,\s*so\s+(?:be|keep|make|give|send|tell|hurry|answer|reply|use|write|explain|list)\b.*$",
+    re.I,
+)
 # A statement about oneself has a first-person subject or possessive; "me" alone ("stream me
 # something") is an object, usually of a request.
 _SELF = re.compile(r"\b(?:I|I'm|Im|I've|I'd|I'll|my|My|we|We|our|Our)\b")
@@ -770,11 +775,28 @@ _OPENER = re.compile(
     r"quick one|funny enough|to be honest)\b[,:!]?\s+)+",
     re.I,
 )
-# "… and I …", also with a word of time between ("I sold my car and now I cycle to work").
+_PERIOD = (
+    r"(?:yesterday|today|tonight|this morning|this evening|last night|"
+    r"(?:last|this|next) (?:summer|winter|spring|autumn|fall|year|month|week|weekend))"
+)
+_SELF_SUBJECT = r"(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b"
+# "… and I …", also with a word of time between: "I sold my car and now I cycle to work" (the
+# word dropped), "… and last summer I walked the Camino" (the period kept with its clause).
 _CLAUSE = re.compile(
     r",?\s+(?:and|but|so|while)\s+(?:(?:now|then|also|later|since then|these days),?\s+)?"
-    r"(?=(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b)|;\s+"
+    rf"(?=(?:{_PERIOD},?\s+)?{_SELF_SUBJECT})|;\s+"
 )
+# "Yesterday I saw Anna" -> "I saw Anna yesterday": a fact starts with its subject, and the
+# period is resolved where it stands last ("User saw Anna on 7 May").
+_LEADING_PERIOD = re.compile(rf"^({_PERIOD}),?\s+(?={_SELF_SUBJECT})", re.I)
+
+
+def _period_last(sentence: str) -> str:
+    m = _LEADING_PERIOD.match(sentence)
+    if not m:
+        return sentence
+    rest = sentence[m.end() :].rstrip(" .!")
+    return f"{rest} {m.group(1).lower()}."
 
 
 def sentences(text: str) -> list[str]:
@@ -798,7 +820,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         if sentence.endswith("?") or _REQUEST.search(sentence):
             continue
         sentence = _TRAILING_REQUEST.sub("", sentence)
-        sentence = _OPENER.sub("", sentence)
+        sentence = _period_last(_OPENER.sub("", sentence))
         if not _SELF.search(sentence):
             continue
         words = sentence.split()
