@@ -8,7 +8,7 @@ from accounts.endusers.tokens import issuers_changed
 from accounts.keys import generate_key, key_digest, key_prefix
 from accounts.models import ApiKey, Workspace
 from config.common.errors import NotFound
-from config.common.rows import lock_existing
+from config.common.rows import lock_if_present
 
 
 @dataclass(frozen=True)
@@ -34,15 +34,13 @@ def workspace_rename(*, workspace: Workspace, name: str) -> Workspace:
 def workspace_delete(*, workspace: Workspace) -> None:
     """Delete a workspace and everything it owns; its keys stop working on every process at once.
 
-    Its row is locked first (config.common.rows.lock_existing): a row of the workspace written
+    Its row is locked first (config.common.rows.lock_if_present): a row of the workspace written
     meanwhile (a usage flush, a turn) either committed before, and is collected and deleted with
     the rest, or waits for the deletion and then fails its own foreign key (completions.usage
     drops such a record). Without the lock, a row committed between the collection and the
     workspace's own delete failed the deletion's commit: a 500 (tests/test_accounts.py).
     """
-    try:
-        lock_existing(workspace)
-    except Workspace.DoesNotExist:
+    if not lock_if_present(workspace):
         return  # deleted meanwhile, by a deletion that tells the caches itself
     workspace.delete()
     keys_changed()

@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.errors import Invalid, TooLarge, Unsupported
-from config.common.rows import lock_existing
+from config.common.rows import lock_existing, lock_if_present
 from memory.knowledge import parsing as extraction
 from memory.models import Chunk, Collection, Document
 
@@ -83,9 +83,7 @@ def collection_update(
 def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
     assert collection.workspace_id == workspace.id
     # The collection's row and its documents' first, as document_delete does.
-    try:
-        lock_existing(collection)
-    except Collection.DoesNotExist:
+    if not lock_if_present(collection):
         return
     documents = Document.objects.filter(workspace=workspace, collection=collection)
     list(documents.select_for_update().values_list("pk"))
@@ -172,9 +170,7 @@ def document_delete(*, workspace: Workspace, document: Document) -> None:
     holds it until its commit, so those chunks are deleted too, rather than failing this
     deletion's commit on their foreign key (tests/test_collections_ingest.py)."""
     assert document.workspace_id == workspace.id
-    try:
-        lock_existing(document)
-    except Document.DoesNotExist:
+    if not lock_if_present(document):
         return
     Chunk.objects.filter(workspace=workspace, document=document).delete()
     document.delete()

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.common.rows import lock_existing
+from config.common.rows import lock_existing, lock_if_present
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
 from memory.text import memory_search_text
@@ -257,9 +257,7 @@ def memory_delete(
     assert memory.workspace_id == workspace.id
     # Its row first: a source an extraction run links meanwhile is either deleted with it or
     # waits and fails its own foreign key, never this deletion's commit (as workspace_delete).
-    try:
-        lock_existing(memory)
-    except Memory.DoesNotExist:
+    if not lock_if_present(memory):
         return  # deleted meanwhile: that deletion wrote the DELETE event
     _event(
         workspace=workspace,
