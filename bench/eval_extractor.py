@@ -93,18 +93,7 @@ def main() -> int:
     for text, fact, got in false_negatives:
         print(f"  missed {fact!r}  from {text!r} (wrote {got})")
     unseen = json.loads(UNSEEN.read_text())
-    for part in (
-        "dev",
-        "heldout",
-        "heldout2",
-        "heldout3",
-        "heldout4",
-        "heldout5",
-        "heldout6",
-        "heldout7",
-        "heldout8",
-        "heldout9",
-    ):
+    for part in (name for name, rows in unseen.items() if isinstance(rows, list)):  # in order
         for filtered in (None, embedder):
             score_unseen(
                 part,

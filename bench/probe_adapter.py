@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.probe_rerank import assemble, fold_table, weighted  # noqa: E402
+from bench.probe_rerank import MEMORY_WEIGHT, assemble, fold_table, memory_weight, weighted  # noqa: E402
 from bench.probe_sentences import VECTOR_SHARE, corpus, embed_all  # noqa: E402
 
 TAU = 0.05  # softmax temperature over cosines (MiniLM's cosines of a question span ~0.0-0.7)
@@ -158,7 +158,7 @@ def main() -> int:
 
         return rerank
 
-    changes = {"baseline": lambda r, items: assemble(items, weighted)}
+    changes = {"baseline": memory_weight(MEMORY_WEIGHT)}
     for setting in settings:
         name = f"lam {setting[0]} rank {setting[1] or 'full'}"
         changes[name] = variant(setting, False, 0)

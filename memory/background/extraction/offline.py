@@ -429,7 +429,7 @@ _COMMON_VERB_WORDS = (
     "cook bake teach study love like hate enjoy prefer need want own keep collect build grow "
     "practice practise visit volunteer coach train swim paint draw sing dance speak wear bring "
     "buy sell help care spend travel hike climb knit sew listen follow support manage lead "
-    "attend organize organise host fix make do try plan save share raise adopt foster mentor "
+    "attend organize organise host fix do try plan save share raise adopt foster mentor "
     "tutor design code program develop restore repair brew ferment grill bike cycle ski surf "
     "skate row jog lift meditate pray blog stream record film shoot edit"
 )
