@@ -12,6 +12,7 @@ settles; nothing waits for it).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from django.conf import settings
 from accounts.limits import limiter
 from accounts.limits.policy import NO_POLICY, Policy
 from completions import pricing, selectors
+from completions.usage import buffer
 from config.common import tokens as tokenizer
 from config.common.orm import on_pool_thread
 
@@ -93,7 +95,12 @@ async def admit(
 
 @on_pool_thread
 def _spent_since(subject: limiter.Subject, since_ms: int | None) -> int:
-    """A budget's subject's spending (micro-credits) in the database, for the limiter's seed."""
+    """A budget's subject's spending (micro-credits) in the database, for the limiter's seed:
+    this process's buffered usage records written first, so a budget set just after a request
+    counts it (other processes' records reach the database within ENGRAM_USAGE_FLUSH_SECONDS).
+    Once a period per subject, so the flush is no cost on the request path."""
+    with contextlib.suppress(Exception):  # the database is down: the query below says so
+        buffer.flush()
     since = datetime.fromtimestamp(since_ms / 1000, tz=UTC) if since_ms is not None else None
     spent = selectors.usage_credits_since(
         workspace=subject.workspace_id,

@@ -205,6 +205,17 @@ def test_budget_exhausted_is_insufficient_quota(sdk, operator_http, owner, key_i
     assert "budget of the API key" in error.message
 
 
+def test_a_budget_set_just_after_a_request_counts_it(sdk, operator_http, owner, key_id, metered):
+    """The budget's first request seeds it from the usage records, this process's buffered
+    ones included: a request answered a moment before the budget was set is not forgotten."""
+    assert ask(sdk, model=METERED, max_tokens=7).parse().model_extra["engram"]["credits_charged"]
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
+    with pytest.raises(openai.RateLimitError) as info:  # 7 spent + 7 reserved > 10
+        ask(sdk, model=METERED, max_tokens=7)
+    assert info.value.code == "insufficient_quota"
+    ask(sdk, model=METERED, max_tokens=3)  # what is left of the budget is still served
+
+
 @pytest.mark.parametrize("period", ["day", "none"])
 def test_a_budget_redis_lost_is_taken_up_from_the_usage_records(
     sdk, operator_http, owner, key_id, metered, period

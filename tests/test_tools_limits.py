@@ -207,8 +207,9 @@ def test_a_resume_over_the_budget_is_insufficient_quota(
     assert row.credits == 7 and row.total_tokens == 18 and row.status_code == 200
     assert row.agent_id == agent and row.agent_version == 1 and not row.stream
     assert row.upstream_model == "gpt-4o-mini" and row.latency_ms > 0
-    # settled: the 1,024 reserved came back but the 7 spent (the refused resume reserved none)
-    wait_for(lambda: _day_spent(owner, f"key:{key_id}:") == 7 * 1_000_000)
+    # settled: the 1,024 reserved came back but the 7 spent (the refused resume reserved
+    # none), on top of the paused call's 7, which the budget's seed counted
+    wait_for(lambda: _day_spent(owner, f"key:{key_id}:") == 14 * 1_000_000)
 
 
 def _day_spent(owner, who) -> int | None:
