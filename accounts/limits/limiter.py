@@ -211,7 +211,8 @@ async def reserve(
     A budget whose period has no key in Redis yet — its first request, or a Redis that lost
     its data (a new server, a flush) — starts from what the database's usage records say was
     spent in the period, not from nothing: the reserve answers which subjects lack one, they
-    are seeded, and it is asked again (once a period per subject; usage not yet flushed to the
+    are seeded, and it is asked again (once a period per subject; `spent_since` writes its own
+    process's buffered usage first, and other processes' usage not yet flushed to the
     database, ENGRAM_USAGE_FLUSH_SECONDS, is not in the seed)."""
     admission, figures = await _reserve_once(request_id, found, tokens, credits_micro)
     if figures is not None and figures[0] == UNSEEDED:
