@@ -121,9 +121,7 @@ def user_id_page(*, workspace: Workspace, cursor: Cursor) -> tuple[list[str], bo
     ]
     parts[-1] = parts[-1].exclude(user_id="")  # a session may be anonymous
     ids = parts[0].union(*parts[1:])  # UNION: each id once
-    ordered = ids.order_by("user_id" if cursor.order == "asc" else "-user_id")
-    rows = list(ordered[: cursor.limit + 1])
-    return rows[: cursor.limit], len(rows) > cursor.limit
+    return cursor.page(list(ids.order_by(cursor.order_by("user_id"))[: cursor.limit + 1]))
 
 
 def user_stats(

@@ -188,3 +188,18 @@ def test_a_memory_deleted_beside_concurrent_patches_stays_deleted(engram_server,
             assert set(statuses) <= {200, 404}, statuses
             assert statuses[-1] == 200
             assert not Memory.objects.filter(pk=memory_id).exists()
+
+
+def test_before_is_the_page_just_before_the_cursor(http):
+    ids = sorted(add(http, "pager", f"Pager fact {n}.")["id"] for n in range(5))
+    page = http.get("/v1/memories", params={"user_id": "pager", "limit": 2, "before": ids[1]})
+    assert [m["id"] for m in page.json()["data"]] == [ids[3], ids[2]]  # newest first
+    assert page.json()["has_more"] is True  # ids[4] precedes them
+    page = http.get(
+        "/v1/memories",
+        params={"user_id": "pager", "limit": 2, "order": "asc", "before": ids[3]},
+    )
+    assert [m["id"] for m in page.json()["data"]] == [ids[1], ids[2]]
+    assert page.json()["has_more"] is True
+    window = {"user_id": "pager", "order": "asc", "after": ids[0], "before": ids[4]}
+    assert [m["id"] for m in http.get("/v1/memories", params=window).json()["data"]] == ids[1:4]

@@ -65,6 +65,13 @@ def test_list_pages_by_cursor(http, people):
     assert [u["id"] for u in rest["data"]] == ["carol"] and rest["has_more"] is False
     back = http.get("/v1/users", params={"order": "desc", "before": "alice"}).json()
     assert [u["id"] for u in back["data"]] == ["carol", "bob"]
+    # `before` is the page just before the cursor (not the list's first page), in the list's
+    # order; has_more says more precede it
+    just_before = http.get("/v1/users", params={"order": "asc", "limit": 1, "before": "carol"})
+    assert [u["id"] for u in just_before.json()["data"]] == ["bob"]
+    assert just_before.json()["has_more"] is True
+    earliest = http.get("/v1/users", params={"order": "asc", "limit": 1, "before": "bob"}).json()
+    assert [u["id"] for u in earliest["data"]] == ["alice"] and earliest["has_more"] is False
     bad = http.get("/v1/users", params={"limit": 0})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
 

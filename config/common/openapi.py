@@ -71,7 +71,12 @@ LIST_PARAMETERS = [
         "order", str, enum=["asc", "desc"], description="By id (default desc).", required=False
     ),
     OpenApiParameter("after", ID_SCHEMA, description="The page after this id.", required=False),
-    OpenApiParameter("before", ID_SCHEMA, description="The page before this id.", required=False),
+    OpenApiParameter(
+        "before",
+        ID_SCHEMA,
+        description="The page just before this id (in the list's order; has_more then says whether more precede it).",
+        required=False,
+    ),
 ]
 
 

@@ -62,6 +62,25 @@ class Cursor:
             bounds[f"{key}__{backward}"] = self.before
         return bounds
 
+    @property
+    def backwards(self) -> bool:
+        """`before` alone asks for the page just before it: read towards the list's start (in
+        the reverse order), then turned back. With `after` too, the window is read forwards."""
+        return bool(self.before) and not self.after
+
+    def order_by(self, key: str) -> str:
+        """The order to read `key` in: the list's, or its reverse for a page before a cursor."""
+        return key if (self.order == "asc") != self.backwards else f"-{key}"
+
+    def page(self, rows: list) -> tuple[list, bool]:
+        """The page among `rows` (read with order_by, up to limit + 1), in the list's order, and
+        whether more follow in the direction read (before the page, for `before`, as Stripe's
+        `ending_before`)."""
+        page = rows[: self.limit]
+        if self.backwards:
+            page.reverse()
+        return page, len(rows) > self.limit
+
 
 def parse_cursor(query_params) -> Cursor:
     """The one reader of the list parameters, as in OpenAI's list endpoints."""
@@ -80,6 +99,6 @@ def parse_cursor(query_params) -> Cursor:
 def paginate(queryset: QuerySet, query_params, serialize: Callable) -> dict:
     """`limit`, `after`, `before` and `order` (asc|desc) as in OpenAI's list endpoints."""
     cursor = parse_cursor(query_params)
-    queryset = queryset.order_by("id" if cursor.order == "asc" else "-id")
-    rows = list(queryset.filter(**cursor.bounds("id"))[: cursor.limit + 1])
-    return list_body(rows[: cursor.limit], serialize, has_more=len(rows) > cursor.limit)
+    queryset = queryset.order_by(cursor.order_by("id"))
+    page, has_more = cursor.page(list(queryset.filter(**cursor.bounds("id"))[: cursor.limit + 1]))
+    return list_body(page, serialize, has_more=has_more)
