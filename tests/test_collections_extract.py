@@ -104,6 +104,19 @@ def test_html_drops_scripts_and_chrome_and_keeps_structure():
     assert any(t.startswith("Tier | Owner") for t in texts)
 
 
+def test_deeply_nested_html_is_read_whole():
+    """5,000 nested <div>s (55 kB) passed Python's recursion limit: the document failed."""
+    depth = 5_000
+    page = "<html><body>" + "<div>" * depth + "<p>Deep fact.</p>" + "</div>" * depth
+    page += "<h2>After</h2><p>Shallow fact.</p></body></html>"
+    blocks = ex.extract(page.encode()).blocks
+    assert [(b.kind, b.text) for b in blocks] == [
+        ("text", "Deep fact."),
+        ("heading", "After"),
+        ("text", "Shallow fact."),
+    ]
+
+
 def test_markdown_headings_code_fences_and_setext():
     blocks = ex.extract(MARKDOWN).blocks
     headings = [(b.text, b.level) for b in blocks if b.kind == "heading"]

@@ -269,6 +269,9 @@ _HTML_BLOCK = {
 }
 
 
+_END, _FLUSH = object(), object()  # _html's markers: children done; a block element ended
+
+
 def _html(text: str) -> Extracted:
     from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 
@@ -283,31 +286,34 @@ def _html(text: str) -> Extracted:
         if joined:
             blocks.append(Block("text", joined))
 
-    def walk(node) -> None:
-        for child in node.children:
-            if isinstance(child, Comment):
-                continue
-            if isinstance(child, NavigableString):
-                buffer.append(str(child))
-                continue
-            if not isinstance(child, Tag) or child.name in _HTML_SKIP:
-                continue
-            name = child.name
-            if re.fullmatch(r"h[1-6]", name):
-                flush()
-                heading = child.get_text(" ", strip=True)
-                if heading:
-                    blocks.append(Block("heading", heading, level=int(name[1])))
-            elif name in ("td", "th"):
-                buffer.append(child.get_text(" ", strip=True) + " |")
-            elif name in _HTML_BLOCK:
-                flush()
-                walk(child)
-                flush()
-            else:
-                walk(child)
-
-    walk(soup.body or soup)
+    # Walked with a stack of the open elements' children, not by recursion: a document of a
+    # few thousand nested <div>s (55 kB) passed Python's recursion limit and failed to ingest.
+    # A block element's children are followed by _FLUSH, which ends its text block.
+    stack = [iter((soup.body or soup).children)]
+    while stack:
+        child = next(stack[-1], _END)
+        if child is _END:
+            stack.pop()
+        elif child is _FLUSH:
+            flush()
+        elif isinstance(child, Comment):
+            continue
+        elif isinstance(child, NavigableString):
+            buffer.append(str(child))
+        elif not isinstance(child, Tag) or child.name in _HTML_SKIP:
+            continue
+        elif re.fullmatch(r"h[1-6]", child.name):
+            flush()
+            heading = child.get_text(" ", strip=True)
+            if heading:
+                blocks.append(Block("heading", heading, level=int(child.name[1])))
+        elif child.name in ("td", "th"):
+            buffer.append(child.get_text(" ", strip=True) + " |")
+        elif child.name in _HTML_BLOCK:
+            flush()
+            stack += [iter((_FLUSH,)), iter(child.children)]
+        else:
+            stack.append(iter(child.children))
     flush()
     return Extracted(content_type=HTML, blocks=blocks, title=title)
 
