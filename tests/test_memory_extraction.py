@@ -13,6 +13,7 @@ from memory.models import Memory, MemoryEvent, Message, ProcessingJob
 from memory.services import (
     conversation_get_or_create,
     extraction_enqueue,
+    memory_update,
     messages_append,
     summary_enqueue,
 )
@@ -87,6 +88,35 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
         ("UPDATE", "User lives in Paris.", "User lives in Berlin (moved from Paris)."),
     ]
     assert home.sources.count() == 2
+
+
+def test_a_fact_edited_by_hand_is_set_again_when_the_user_restates_it(
+    offline, django_capture_on_commit_callbacks
+):
+    """An edit of a one-valued fact's text leaves its value unknown: the user saying the old
+    value again updates the memory back, instead of counting it as no change."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "mona", "I live in Paris.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    home = Memory.objects.get(user_id="mona")
+    assert home.text == "User lives in Paris." and home.metadata["value"] == "Paris"
+    edited = memory_update(workspace=workspace, memory=home, text="User lives in Rome.")
+    assert "value" not in edited.metadata and edited.metadata["slot"] == home.metadata["slot"]
+
+    say(workspace, "mona", "I live in Paris.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    home.refresh_from_db()
+    assert home.text == "User lives in Paris." and home.metadata["value"] == "Paris"
+    assert Memory.objects.filter(user_id="mona").count() == 1
+    # an edit that sets the value with the text keeps it
+    memory_update(
+        workspace=workspace,
+        memory=home,
+        text="User lives in Oslo.",
+        metadata=home.metadata | {"value": "Oslo"},
+    )
+    home.refresh_from_db()
+    assert home.metadata["value"] == "Oslo"
 
 
 def test_offline_extraction_keeps_dated_events_plans_and_relations(

@@ -202,10 +202,22 @@ def memory_update(
         memory.kind = kind
     if not isinstance(event_date, _Unset):
         memory.event_date = event_date
+    old_metadata = memory.metadata or {}
     if metadata is not None:
         memory.metadata = metadata
     if text is not None:
         memory.text = text.strip()
+        # A one-valued fact's text changed by hand ("User lives in Rome." for "... Paris.")
+        # without its slot's value: the value no longer says what the text does, and the
+        # extractor would take the user restating "I live in Paris" for no change. Unknown,
+        # the next statement of the slot sets it again.
+        kept = memory.metadata or {}
+        if (
+            memory.text != old_text
+            and "value" in kept
+            and kept["value"] == old_metadata.get("value")
+        ):
+            memory.metadata = {k: v for k, v in kept.items() if k != "value"}
     _index(memory, embedding=embedding if text is not None else None)
     memory.save(force_update=True)
     source_ids = list(dict.fromkeys(source_message_ids))
