@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 PDF = "application/pdf"
@@ -289,7 +290,7 @@ def _html(text: str) -> Extracted:
     # Walked with a stack of the open elements' children, not by recursion: a document of a
     # few thousand nested <div>s (55 kB) passed Python's recursion limit and failed to ingest.
     # A block element's children are followed by _FLUSH, which ends its text block.
-    stack = [iter((soup.body or soup).children)]
+    stack: list[Iterator[object]] = [iter((soup.body or soup).children)]
     while stack:
         child = next(stack[-1], _END)
         if child is _END:
