@@ -66,6 +66,12 @@ def _number(body: dict, name: str, low: float, high: float) -> None:
         raise _invalid(name, f"Invalid '{name}': {value} is not between {low:g} and {high:g}.")
 
 
+# An answer's token cap: the largest a 32-bit field holds (vLLM, llama.cpp), far past any
+# model's. Unbounded, 10**30 reached the limits' arithmetic and came back as a reset header of
+# -9223372036854775808ms.
+MAX_OUTPUT_TOKENS = 2**31 - 1
+
+
 def _integer(body: dict, name: str, low: int, high: int | None = None) -> None:
     value = body.get(name)
     if value is None:
@@ -287,8 +293,8 @@ def validate(body: dict, *, model_required: bool = True) -> None:
     _number(body, "presence_penalty", -2, 2)
     _number(body, "frequency_penalty", -2, 2)
     _integer(body, "n", 1, 128)
-    _integer(body, "max_tokens", 1)
-    _integer(body, "max_completion_tokens", 1)
+    _integer(body, "max_tokens", 1, MAX_OUTPUT_TOKENS)
+    _integer(body, "max_completion_tokens", 1, MAX_OUTPUT_TOKENS)
     _integer(body, "top_logprobs", 0, 20)
     _integer(body, "seed", -(2**63), 2**63 - 1)
     for name in ("stream", "logprobs", "parallel_tool_calls", "store"):

@@ -51,6 +51,8 @@ BAD_BODIES = [
     ({**BODY, "n": 0}, "n"),
     ({**BODY, "n": 1.5}, "n"),
     ({**BODY, "max_tokens": 0}, "max_tokens"),
+    ({**BODY, "max_tokens": 10**30}, "max_tokens"),  # reached the limits' arithmetic
+    ({**BODY, "max_completion_tokens": 2**31}, "max_completion_tokens"),
     ({**BODY, "presence_penalty": 3}, "presence_penalty"),
     ({**BODY, "frequency_penalty": -3}, "frequency_penalty"),
     ({**BODY, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
