@@ -41,6 +41,7 @@ from config.common.errors import (
     invalid_api_key,
     unexpected_error,
 )
+from config.common.ids import keep_encoded_slashes
 from config.common.logging import request_id_var
 
 logger = logging.getLogger("engram.gateway")
@@ -263,6 +264,6 @@ def with_gateway(app):
         elif route is not None:
             await lean(scope, receive, send)
         else:
-            await app(scope, receive, send)
+            await app(keep_encoded_slashes(scope), receive, send)
 
     return application

@@ -146,3 +146,31 @@ def test_erasing_a_user_while_their_turns_run_is_never_a_5xx(engram_server, owne
     with httpx.Client(base_url=engram_server.url, headers=headers, timeout=60) as http:
         assert http.delete("/v1/users/racer").status_code == 200
         assert http.get("/v1/conversations", params={"user_id": "racer"}).json()["data"] == []
+
+
+def test_a_user_id_with_a_slash_is_read_exported_and_erased_with_it_encoded(http):
+    """An id may hold "/" ("org/alice"); in a path it goes encoded, %2F."""
+    _remember(http, "org/alice", "Alice has a dog named Rex.")
+    _remember(http, "org", "The org has no dog.")
+    assert http.get("/v1/users/org%2Falice").json()["counts"]["memories"] == 1
+    export = http.get("/v1/users/org%2Falice/export")
+    assert export.status_code == 200 and "Rex" in export.text and "no dog" not in export.text
+    assert http.get("/v1/users/org/alice").status_code == 404  # a literal slash: no such route
+    assert http.delete("/v1/users/org%2Falice").status_code == 200
+    assert http.get("/v1/users/org%2Falice").status_code == 404
+    assert http.get("/v1/users/org").json()["counts"]["memories"] == 1  # another user
+
+
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_a_user_id_beyond_ascii_is_refused_as_the_rule_says(http, where):
+    """A header's bytes are read as Latin-1: "ü" in x-user-id was "Ã¼", another user than the
+    body's "ü". Ids are ASCII at every door, as the OpenAPI document says."""
+    body = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}
+    if where == "header":
+        response = http.post("/v1/chat/completions", json=body, headers={"x-user-id": "ü".encode()})
+        param = "x-user-id"
+    else:
+        response = http.post("/v1/memories", json={"user_id": "ü", "text": "x"})
+        param = "user_id"
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param

@@ -26,10 +26,11 @@ def new_id(prefix: str) -> str:
 # The one rule for an id a client names (x-user-id, a conversation or session id, a path or
 # query id, a model name): what Engram's columns and the upstream can hold, checked at the door.
 MAX_ID_CHARS = 200
-ID_RULE = f"1-{MAX_ID_CHARS} characters of letters, digits and . _ : @ + - / ="
-_ID = re.compile(rf"[\w.:@+\-/=]{{1,{MAX_ID_CHARS}}}")
-# The rule as the OpenAPI document gives it: JSON Schema's \w is ASCII, so its letters are.
-ID_PATTERN = rf"^[A-Za-z0-9_.:@+\-/=]{{1,{MAX_ID_CHARS}}}$"
+ID_RULE = f"1-{MAX_ID_CHARS} characters of ASCII letters, digits and . _ : @ + - / ="
+# ASCII, as the OpenAPI document says: a header's bytes are read as Latin-1, so "ü" sent as
+# UTF-8 in x-user-id arrived as "Ã¼", another user than the body's "ü".
+_ID = re.compile(rf"[A-Za-z0-9_.:@+\-/=]{{1,{MAX_ID_CHARS}}}")
+ID_PATTERN = rf"^{_ID.pattern}$"  # the rule as the OpenAPI document gives it
 
 
 def is_id(value: str) -> bool:
@@ -50,14 +51,35 @@ def identifier(value: object, param: str) -> str | None:
     return value.strip()
 
 
-class PathIdConverter:
-    """`<id:memory_id>` in a URL: one path segment that is an id. Anything else (NUL, 201
-    characters, a space) matches no route: the envelope's 404, before a query is made."""
+# An id may hold "/" ("org/alice"); in a path it is sent encoded, %2F (as GitLab's API asks of
+# a namespaced project). The server decodes the path before routing, so keep_encoded_slashes
+# hands the app the path with each encoded slash as ENCODED_SLASH (outside every id rule),
+# which the converter turns back into "/". Without it a user "org/alice" could be listed but
+# not read, exported or erased.
+ENCODED_SLASH = "\x1f"
 
-    regex = rf"[\w.:@+\-=]{{1,{MAX_ID_CHARS}}}"
+
+def keep_encoded_slashes(scope: dict) -> dict:
+    """An ASGI http scope whose path keeps its encoded slashes as ENCODED_SLASH."""
+    raw = scope.get("raw_path")
+    if not raw or b"%2f" not in raw.lower():
+        return scope
+    from urllib.parse import unquote
+
+    segments = raw.split(b"?", 1)[0].decode("latin-1").split("/")
+    return {**scope, "path": "/".join(unquote(s).replace("/", ENCODED_SLASH) for s in segments)}
+
+
+class PathIdConverter:
+    """`<id:memory_id>` in a URL: one path segment that is an id (its slashes encoded, %2F).
+    Anything else (NUL, 201 characters, a space) matches no route: the envelope's 404, before
+    a query is made. Wider than the rule in one way: letters beyond ASCII, so an id stored
+    before the rule was ASCII can still be read, exported and erased."""
+
+    regex = rf"[\w.:@+\-={ENCODED_SLASH}]{{1,{MAX_ID_CHARS}}}"
 
     def to_python(self, value: str) -> str:
-        return value
+        return value.replace(ENCODED_SLASH, "/")
 
     def to_url(self, value: str) -> str:
-        return value
+        return value.replace("/", ENCODED_SLASH)
