@@ -185,3 +185,32 @@ def test_an_assistant_echo_of_the_user_is_not_a_second_result(http):
     texts = [f["text"] for f in found]
     assert said in texts and "Berlin is lovely in spring." in texts
     assert not any("You said" in t for t in texts)
+
+
+def test_an_echo_is_left_out_when_the_words_it_quotes_do_not_rank(http):
+    """The echo's own words ("local model") match where the user's do not: it was the only
+    result, the quoted message absent."""
+    said = "I have a pet ferret called Biscuit."
+    response = http.post(
+        "/v1/conversations/echo2/messages",
+        json={
+            "user_id": "zed",
+            "messages": [
+                {"role": "user", "content": said},
+                {
+                    "role": "assistant",
+                    "content": f"(local model, no LLM configured) You said: {said}",
+                },
+                {"role": "user", "content": "My local library has no model trains."},
+                {"role": "assistant", "content": "A local model railway club could help."},
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+    found = http.post(
+        "/v1/search",
+        json={"user_id": "zed", "query": "local model configured", "types": ["messages"]},
+    ).json()["data"]
+    texts = [f["text"] for f in found]
+    assert "A local model railway club could help." in texts  # an answer that quotes no one
+    assert not any("You said" in t for t in texts)

@@ -15,6 +15,7 @@ from functools import partial
 from typing import TypeVar
 
 from django.db import connection, models
+from django.db.models import OuterRef, Subquery
 from django.db.models.base import DEFERRED
 
 from accounts.models import Workspace
@@ -141,7 +142,13 @@ def message_search(
     exclude_ids: Iterable[str] = (),
     min_similarity: float = 0.0,
     feedback: bool = False,
+    every_echo: bool = False,
 ) -> list[Found]:
+    """The user's past messages, best first. An assistant message quoting a user message that
+    ranks too is left out; with `every_echo`, also one quoting the user message before it that
+    does not rank (one more query: /v1/search, where the echoes were what a new user saw,
+    not a chat turn, whose history holds the user's words)."""
+    wanted = limit + _ECHO_SPARE if every_echo else limit
     hits = messages.ranked(
         workspace_id=workspace.id,
         user_id=user_id,
@@ -172,15 +179,42 @@ def message_search(
                 "message", message, hit.score, hit.similarity, hit.ranks, [message_source(message)]
             )
         )
-        if len(found) == limit:
+        if len(found) == wanted:
             break
-    return found
+    if every_echo:
+        found = _without_echoes_of_the_turn_before(workspace, found)
+    return found[:limit]
+
+
+def _without_echoes_of_the_turn_before(workspace: Workspace, found: list[Found]) -> list[Found]:
+    """`found` without the assistant messages that quote the conversation's user message just
+    before them (one query for all of them)."""
+    answers = {
+        f.obj.pk: f for f in found if isinstance(f.obj, Message) and f.obj.role == "assistant"
+    }
+    if not answers:
+        return found
+    before = Message.objects.filter(
+        conversation_id=OuterRef("conversation_id"),
+        role="user",
+        created_at__lte=OuterRef("created_at"),
+    ).exclude(pk=OuterRef("pk"))
+    asked = Message.objects.filter(workspace_id=workspace.id, pk__in=list(answers)).annotate(
+        asked=Subquery(before.order_by("-created_at", "-id").values("content")[:1])
+    )
+    echoes = set()
+    for pk, text in asked.values_list("pk", "asked"):
+        said = " ".join((text or "").lower().split())
+        if len(said) >= _ECHO_MIN_CHARS and _echoes(answers[pk], [said]):
+            echoes.add(pk)
+    return [f for f in found if not (isinstance(f.obj, Message) and f.obj.pk in echoes)]
 
 
 # An assistant message that quotes a user message word for word (the local model's "You said:
 # ...", a model repeating the user) adds nothing the user's own message does not, wherever
 # either ranks. Shorter user messages ("yes", "thanks") are quoted by chance, not echoed.
 _ECHO_MIN_CHARS = 16
+_ECHO_SPARE = 5  # messages ranked past the limit, to take the place of echoes left out
 
 
 def _echoes_text(role: str, key: str, said: list[str]) -> bool:
@@ -259,6 +293,7 @@ def search(
             limit=limit,
             min_similarity=MIN_SIMILARITY,
             feedback=True,
+            every_echo=True,
         )
     if memories_ranked is not None:
         ranked = memories_ranked.result() + ranked  # in the order the serial search had
