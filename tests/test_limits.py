@@ -334,6 +334,14 @@ def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "limits.rpm"
     bad = operator_http.patch(url, json={"budget": {"period": "year"}})
     assert bad.status_code == 400
+    # a misspelt field is refused, naming it, not dropped (it left no limit)
+    bad = operator_http.patch(url, json={"limits": {"max_concurent": 1}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "limits.max_concurent"
+    bad = operator_http.patch(f"{url}/api_keys/{key_id}", json={"budget": {"credit": 5}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "budget.credit"
+    bad = operator_http.patch(url, json={"credit_unit": {"per_usd": 0}})  # every answer free
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "credit_unit.per_usd"
+    assert operator_http.get(url).json()["limits"]["max_concurrent"] == 5  # nothing changed
     assert operator_http.patch(f"{url}/api_keys/key_nope", json={}).status_code == 404
     assert operator_http.patch("/v1/workspaces/ws_nope", json={}).status_code == 404
     assert http.patch(url, json={}).status_code == 403  # a workspace key is not the operator

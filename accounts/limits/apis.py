@@ -3,6 +3,8 @@ and `PATCH /v1/workspaces/{id}/api_keys/{key_id}` share (accounts.apis holds the
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db import transaction
 from rest_framework import serializers
 
@@ -16,19 +18,33 @@ MAX_RATE = 2_147_483_647
 MAX_CREDITS = 1_000_000_000
 
 
+class _Closed(serializers.Serializer):
+    """An unknown field is a 400 naming it: a misspelt `max_concurent` was dropped in silence
+    and left no limit, as the agents' and tools' bodies already refuse."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {unknown[0]: [f"Unknown field '{unknown[0]}'."]}, code="unknown_field"
+                )
+        return super().to_internal_value(data)
+
+
 def _rate() -> serializers.IntegerField:
     return serializers.IntegerField(
         min_value=1, max_value=MAX_RATE, allow_null=True, required=False
     )
 
 
-class RateInput(serializers.Serializer):
+class RateInput(_Closed):
     rpm = _rate()
     tpm = _rate()
     max_concurrent = _rate()
 
 
-class BudgetInput(serializers.Serializer):
+class BudgetInput(_Closed):
     credits = serializers.DecimalField(
         max_digits=20,
         decimal_places=6,
@@ -40,12 +56,15 @@ class BudgetInput(serializers.Serializer):
     period = serializers.ChoiceField(choices=Period.values, required=False)
 
 
-class CreditUnitInput(serializers.Serializer):
+class CreditUnitInput(_Closed):
     name = serializers.CharField(max_length=40, required=False)
-    per_usd = serializers.DecimalField(max_digits=20, decimal_places=6, min_value=0, required=False)
+    # Above 0: at 0 every answer cost 0 credits, and a budget never ran out.
+    per_usd = serializers.DecimalField(
+        max_digits=20, decimal_places=6, min_value=Decimal("0.000001"), required=False
+    )
 
 
-class KeyLimitsInput(serializers.Serializer):
+class KeyLimitsInput(_Closed):
     limits = RateInput(required=False)
     budget = BudgetInput(required=False)
 
