@@ -72,8 +72,9 @@ def test_list_pages_by_cursor(http, people):
     assert just_before.json()["has_more"] is True
     earliest = http.get("/v1/users", params={"order": "asc", "limit": 1, "before": "bob"}).json()
     assert [u["id"] for u in earliest["data"]] == ["alice"] and earliest["has_more"] is False
-    bad = http.get("/v1/users", params={"limit": 0})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+    for limit in (0, "+5", "٣", " 5", "2.0"):
+        bad = http.get("/v1/users", params={"limit": limit})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit", limit
 
 
 def test_detail_adds_sessions_and_summaries(http, people):

@@ -19,12 +19,10 @@ MAX_LIMIT = 100
 def parse_limit(raw: str | None, *, default: int = 20) -> int:
     if raw is None or raw == "":
         return default
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise ApiError(
-            400, "limit must be an integer.", param="limit", code="invalid_value"
-        ) from None
+    # ASCII digits only: int() also reads "+5", " 5" and "٣" (Arabic-Indic three).
+    if not (raw.isascii() and raw.isdigit()):
+        raise ApiError(400, "limit must be an integer.", param="limit", code="invalid_value")
+    limit = int(raw)
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(
             400, f"limit must be between 1 and {MAX_LIMIT}.", param="limit", code="invalid_value"
