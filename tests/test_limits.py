@@ -73,6 +73,9 @@ def test_rpm_per_key_headers_count_down_then_429(sdk, operator_http, owner, key_
     assert int(error.response.headers["retry-after"]) >= 1
     assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
     assert error.body["type"] == "requests"
+    # the refused request is not counted: full again within the minute (not 1m19s)
+    reset = error.response.headers["x-ratelimit-reset-requests"]
+    assert reset.endswith("s") and "m" not in reset, reset
 
 
 def test_headers_reset_after_the_stated_time(sdk, operator_http, owner, key_id):

@@ -71,12 +71,14 @@ for i = 1, n do
     plan.rpm = new
     local over = new - now - WINDOW
     local remaining = math.floor((WINDOW - (new - now)) / interval)
-    if over > 0 then
+    local reset = new - now
+    if over > 0 then  -- refused: not counted, so the headers read the state without it
       remaining = math.floor((WINDOW - (tat - now)) / interval)
+      reset = tat - now
       if verdict == 0 or (verdict == 1 and over > retry) then verdict, who, kind, retry = 1, i, 1, over end
     end
     if hr_r < 0 or remaining < hr_r then
-      hl_r, hr_r, hx_r = rpm, math.max(remaining, 0), math.max(new - now, 0)
+      hl_r, hr_r, hx_r = rpm, math.max(remaining, 0), math.max(reset, 0)
     end
   end
   if tpm > 0 then
@@ -84,15 +86,17 @@ for i = 1, n do
     plan.tpm = new
     local over = new - now - WINDOW
     local remaining = math.floor((WINDOW - (new - now)) / interval)
+    local reset = new - now
     if over > 0 then
       remaining = math.floor((WINDOW - (tat - now)) / interval)
+      reset = tat - now
       if tokens > tpm then over = -1 end  -- can never fit: no retry helps
       if verdict == 0 or (verdict == 1 and retry >= 0 and (over > retry or over < 0)) then
         verdict, who, kind, retry = 1, i, 2, over
       end
     end
     if hr_t < 0 or remaining < hr_t then
-      hl_t, hr_t, hx_t = tpm, math.max(remaining, 0), math.max(new - now, 0)
+      hl_t, hr_t, hx_t = tpm, math.max(remaining, 0), math.max(reset, 0)
     end
   end
   if conc > 0 then
