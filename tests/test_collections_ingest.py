@@ -374,6 +374,23 @@ def _time_out_on_calls(monkeypatch, times_out) -> None:
     monkeypatch.setattr(embedder, "embed", embed)
 
 
+def test_a_run_yields_after_its_slice_and_the_next_runs_finish(owner, settings, monkeypatch):
+    """An ingestion embeds for INGEST_SLICE_SECONDS, then hands the worker back (memory
+    extraction shares its one pool process) with its progress kept."""
+    settings.ENGRAM_INGEST_BATCH = 3
+    settings.ENGRAM_CHUNK_TOKENS = 60
+    document = _bare_document(owner[0], "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(8)))
+    monkeypatch.setattr(services, "INGEST_SLICE_SECONDS", 0.0)  # one batch a run
+    outcomes = []
+    while (outcome := services.document_ingest(document_id=document.id)) == "yield":
+        document.refresh_from_db()
+        assert document.status == "queued"  # released: the next run claims it
+        outcomes.append(document.chunks_done)
+    assert outcome == "ready"
+    assert outcomes == list(range(3, document.chunks_total, 3))  # a batch more each run
+    assert not Chunk.objects.filter(document=document, embedding__isnull=True).exists()
+
+
 def test_a_run_out_of_time_releases_the_document_and_the_next_run_finishes(
     owner, settings, monkeypatch
 ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -25,6 +26,10 @@ MAX_METADATA_BYTES = 16 * 1024
 # A worker refreshes its document's updated_at at every batch; a PROCESSING document untouched
 # for this long belongs to a worker that died, and the next delivery of the task takes it over.
 LEASE_SECONDS = 120
+# An ingestion embeds for this long, then queues itself again behind the work already waiting:
+# the worker's one pool process (make run) is shared with memory extraction, and a 1.2 MB
+# document held it for minutes, so new memories waited as long.
+INGEST_SLICE_SECONDS = 5.0
 
 
 def _metadata(metadata: dict | None) -> dict:
@@ -290,14 +295,20 @@ def _split(document: Document) -> None:
         )
 
 
-def _embed_pending(document_id: str, batch_size: int) -> None:
+def _embed_pending(document_id: str, batch_size: int, until: float) -> bool:
+    """Embed the chunks still without a vector, batch by batch, until done (True) or the
+    monotonic clock passes `until` with some left (False; after one batch at least)."""
     from memory.embeddings import get_embedder
 
     embedder = get_embedder()
     pending = Chunk.objects.filter(document_id=document_id, embedding__isnull=True)
+    first = True  # a run embeds one batch at least: progress, which _claim's count needs
     while batch := list(
         pending.order_by("chunk_index").values_list("id", "search_text")[:batch_size]
     ):
+        if not first and time.monotonic() > until:
+            return False
+        first = False
         vectors = embedder.embed([text for _, text in batch])
         with transaction.atomic():
             Chunk.objects.bulk_update(
@@ -309,6 +320,14 @@ def _embed_pending(document_id: str, batch_size: int) -> None:
             )
             done = Chunk.objects.filter(document_id=document_id, embedding__isnull=False).count()
             _touch(document_id, progress=True, chunks_done=done)
+    return True
+
+
+def _release(document_id: str) -> None:
+    """Hand a document being ingested back to the queue, its progress kept."""
+    Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
+        status=Document.Status.QUEUED, updated_at=timezone.now()
+    )
 
 
 def _fail(document_id: str, reason: str) -> None:
@@ -318,7 +337,8 @@ def _fail(document_id: str, reason: str) -> None:
 
 
 def document_ingest(*, document_id: str) -> str:
-    """Run (or resume) one document's ingestion: 'ready', 'failed', 'busy', 'again' or 'skip'.
+    """Run (or resume) one document's ingestion: 'ready', 'failed', 'busy', 'again', 'yield'
+    or 'skip' ('yield': its time slice ran out, INGEST_SLICE_SECONDS, with chunks left).
 
     Safe to run twice: the claim admits one run at a time, chunks are unique per index and only
     chunks without an embedding are embedded, so a resumed run picks up where the last stopped.
@@ -332,7 +352,10 @@ def document_ingest(*, document_id: str) -> str:
         document = Document.objects.get(id=document_id)
         if not Chunk.objects.filter(document_id=document_id).exists():
             _split(document)
-        _embed_pending(document_id, getattr(settings, "ENGRAM_INGEST_BATCH", 32))
+        batch = getattr(settings, "ENGRAM_INGEST_BATCH", 32)
+        if not _embed_pending(document_id, batch, time.monotonic() + INGEST_SLICE_SECONDS):
+            _release(document_id)
+            return "yield"
         total = Chunk.objects.filter(document_id=document_id).count()
         _touch(document_id, status=Document.Status.READY, chunks_total=total, chunks_done=total)
         return "ready"
@@ -342,9 +365,7 @@ def document_ingest(*, document_id: str) -> str:
         _fail(document_id, str(exc))
     except SoftTimeLimitExceeded:
         # A long document: release it with its progress kept; the task queues itself again.
-        Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
-            status=Document.Status.QUEUED, updated_at=timezone.now()
-        )
+        _release(document_id)
         return "again"
     except Exception as exc:
         logger.exception("ingestion of %s failed", document_id)

@@ -15,7 +15,7 @@ from memory.knowledge.services import LEASE_SECONDS
     max_retries=30,
 )
 def ingest_document(self, document_id: str) -> None:
-    from memory.knowledge.services import document_ingest
+    from memory.knowledge.services import document_ingest, document_send
 
     outcome = document_ingest(document_id=document_id)
     if outcome == "busy":
@@ -24,3 +24,5 @@ def ingest_document(self, document_id: str) -> None:
         raise self.retry(countdown=LEASE_SECONDS + 5)
     if outcome == "again":  # out of time: continue in a fresh run from the last batch
         raise self.retry(countdown=1)
+    if outcome == "yield":  # its slice is over: a new run, queued behind what waits meanwhile
+        document_send(document_id)
