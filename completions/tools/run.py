@@ -354,6 +354,15 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
 
 async def failed(run: Run, exc: BaseException) -> None:
     message = exc.message if isinstance(exc, ApiError) else type(exc).__name__
-    # If the database is what failed, the original error is still the one to raise.
-    with contextlib.suppress(Exception):
+    try:
         await run.end(Execution.Status.FAILED, message)
+    except Exception:
+        # The run's messages or steps are what the database refused: its status still goes
+        # in. If the database itself is away, the original error is still the one to raise.
+        with contextlib.suppress(Exception):
+            await db(
+                services.execution_status_set,
+                execution=run.execution,
+                status=Execution.Status.FAILED,
+                error=message,
+            )

@@ -193,6 +193,15 @@ def execution_save(*, execution: Execution) -> None:
     )
 
 
+def execution_status_set(*, execution: Execution, status: str, error: str = "") -> None:
+    """Only the run's status and error: what still stores when its messages cannot (a run
+    that failed on storing them must not stay `running`)."""
+    execution.status, execution.error = status, error[:2000]
+    Execution.objects.filter(id=execution.id).update(
+        status=status, error=execution.error, updated_at=timezone.now()
+    )
+
+
 @transaction.atomic
 def execution_pause(
     *, execution: Execution, message: dict, waiting: list[dict], ttl_seconds: int
