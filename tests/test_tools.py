@@ -691,6 +691,33 @@ def test_an_end_user_token_resumes_only_its_own_approvals(
     assert len(tool_server.calls) == 1
 
 
+def test_an_approval_without_an_end_user_is_the_workspace_keys_only(
+    sdk, http, upstream, tool_server, engram_server
+):
+    from tests.identity import AUD, ISS, hs256
+
+    secret = "a-tools-test-secret-of-at-least-32-characters"
+    issuer = {"issuer": ISS, "audiences": [AUD], "hs256_secret": secret}
+    assert http.post("/v1/auth/issuers", json=issuer).status_code == 201
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))  # a workspace key, no end user
+    body = {"approval_id": marks["approval_id"], "decision": "approve"}
+
+    token = hs256(secret, sub="mallory")
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {token}"}
+    ) as mallory:
+        refused = mallory.post("/v1/chat/resume", json=body)
+    assert_envelope(refused, 404, code="approval_not_found")
+    assert tool_server.calls == []
+    assert Approval.objects.get(id=marks["approval_id"]).status == "pending"
+    answer = http.post("/v1/chat/resume", json=body)
+    assert answer.status_code == 200, answer.text
+    assert len(tool_server.calls) == 1
+
+
 # --- a resume sent again after its run failed ------------------------------------------------
 
 

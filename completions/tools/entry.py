@@ -240,7 +240,11 @@ async def resume(
         turn.client_request_id = validation.client_request_id(body)
         user_id = caller_user(headers=headers, body=body, end_user=end_user)
         approval = await db(
-            selectors.approval_get, workspace=workspace, approval_id=approval_id, user_id=user_id
+            selectors.approval_get,
+            workspace=workspace,
+            approval_id=approval_id,
+            user_id=user_id,
+            end_user=end_user,
         )
         execution = approval.execution
         turn.model = execution.model
