@@ -15,6 +15,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
+from completions.tools import services
 from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
 from memory.models import Memory
@@ -439,6 +440,32 @@ def test_tools_crud_hides_header_values(http, engram_server, outsider, tool_serv
         assert_envelope(other.delete(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
     assert http.delete(f"/v1/agents/{agent}/tools/{tool['id']}").json()["deleted"] is True
     assert_envelope(http.get(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
+
+
+def test_a_read_tools_masked_headers_patched_back_keep_their_values(
+    sdk, http, upstream, tool_server
+):
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    url = f"/v1/agents/{agent}/tools/{tool['id']}"
+    read = http.get(url).json()["http"]
+    assert read["headers"] == {"X-Tool-Secret": "***"}
+    # the read object back, a header added beside it
+    read["headers"]["X-Other"] = "plain"
+    patched = http.patch(url, json={"http": read})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["http"]["headers"] == {"X-Tool-Secret": "***", "X-Other": "***"}
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    ask(sdk, agent)
+    assert tool_server.calls[0]["headers"]["x-tool-secret"] == "s3cret-value"
+    assert tool_server.calls[0]["headers"]["x-other"] == "plain"
+
+    unknown = {**read, "headers": {"X-Tool-Secret": "***", "X-New": "***"}}
+    error = assert_envelope(http.patch(url, json={"http": unknown}), 400)
+    assert error["param"] == "http.headers" and "X-New" in error["message"]
+    created = {"name": "w2", "type": "http", "http": {**unknown, "headers": {"X-A": "***"}}}
+    assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=created), 400)
+    assert services.headers_of(Tool.objects.get(id=tool["id"]))["X-Tool-Secret"] == "s3cret-value"
 
 
 def test_builtin_remember_and_memory_search(sdk, http, upstream, owner, settings):
