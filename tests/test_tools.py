@@ -218,6 +218,31 @@ def test_reject_answers_without_running_the_tool(sdk, http, upstream, tool_serve
     assert execution.steps[-2]["status"] == "rejected"
 
 
+@pytest.mark.parametrize("deleted", ["tool", "agent"])
+def test_approving_a_call_whose_tool_was_deleted_says_it_no_longer_exists(
+    sdk, http, upstream, tool_server, deleted
+):
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))
+    target = f"/v1/agents/{agent}" + (f"/tools/{tool['id']}" if deleted == "tool" else "")
+    assert http.delete(target).status_code == 200
+
+    answer = resume(sdk, marks["approval_id"])
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert tool_server.calls == []
+    result = upstream.chat_requests()[-1].body["messages"][-1]
+    assert result["tool_call_id"] == "call_1"
+    error = json.loads(result["content"])["error"]
+    assert "no longer exists" in error and "rejected" not in error
+    execution = Execution.objects.get(id=marks["execution_id"])
+    approval, step = execution.steps[1], execution.steps[2]
+    assert approval["decision"] == "approve" and approval["status"] == "approved"
+    assert step["status"] == "failed" and step["error"] == error
+
+
 def test_a_rule_decides_which_calls_wait(sdk, http, upstream, tool_server):
     agent = make_agent(http)
     rule = {"argument": "city", "op": "in", "value": ["Paris"]}

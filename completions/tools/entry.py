@@ -335,7 +335,8 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
     message = execution.pending.get("message") or {}
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     waiting = set(execution.pending.get("waiting") or ())
-    # A tool deleted while the run waited cannot run: its call is answered as rejected.
+    # A tool (or agent) deleted while the run waited cannot run: the model is told it no
+    # longer exists, not that the user rejected it (completions.tools.run.Run.execute).
     gone = {c["id"] for c in calls if (c.get("function") or {}).get("name") not in run.tools}
     run.step(
         "approval",
@@ -344,5 +345,7 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
         status="retried" if retry else approval.status,
         reason=reason,
     )
-    rejected = (set() if approve else waiting) | gone
-    return Resumed(message=message, calls=calls, rejected=rejected, reason=reason)
+    rejected = set() if approve else waiting
+    return Resumed(
+        message=message, calls=calls, rejected=rejected, reason=reason, gone=gone - rejected
+    )

@@ -224,8 +224,9 @@ class Streamer:
     ) -> AsyncGenerator[bytes, None]:
         run = self.run
         rejected: set[str] = resumed.rejected if resumed else set()
+        gone: set[str] = resumed.gone if resumed else set()
         for call in calls:
-            if call["id"] in rejected:
+            if call["id"] in rejected or call["id"] in gone:
                 continue
             mark = {"id": call["id"], "name": call["function"]["name"], "status": "running"}
             yield self.chunk(
@@ -239,6 +240,7 @@ class Streamer:
                 rejected=rejected,
                 reason=resumed.reason if resumed else "",
                 resumed=resumed is not None,
+                gone=gone,
             )
         )
         async for out in _kept_alive(work):
