@@ -23,7 +23,7 @@ from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
 from completions.streaming import done_within, dumps, relay
-from config.common.errors import EDGE_ERRORS, ApiError
+from config.common.errors import EDGE_ERRORS, ApiError, unexpected_error
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.pipeline import finish_turn_soon, prepare_turn
 
@@ -235,6 +235,10 @@ async def chat_completions(
         return Reply.of_error(error, turn.timing_headers())
     except asyncio.CancelledError:  # the client went away before the answer
         turn.finish(status=499, incomplete=True, error_code="client_closed")
+        raise
+    except Exception as exc:  # a bug: the door answers 500; the limits' lease is freed here
+        error = unexpected_error(exc)
+        turn.finish(status=error.status, incomplete=True, error_code=error.code or error.type)
         raise
 
 

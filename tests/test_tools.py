@@ -15,6 +15,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
+from completions.tools import services
 from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
 from memory.models import Memory
@@ -215,6 +216,31 @@ def test_reject_answers_without_running_the_tool(sdk, http, upstream, tool_serve
     assert "rejected" in tool_message["content"] and "not now" in tool_message["content"]
     execution = Execution.objects.get(id=engram(paused)["execution_id"])
     assert execution.steps[-2]["status"] == "rejected"
+
+
+@pytest.mark.parametrize("deleted", ["tool", "agent"])
+def test_approving_a_call_whose_tool_was_deleted_says_it_no_longer_exists(
+    sdk, http, upstream, tool_server, deleted
+):
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))
+    target = f"/v1/agents/{agent}" + (f"/tools/{tool['id']}" if deleted == "tool" else "")
+    assert http.delete(target).status_code == 200
+
+    answer = resume(sdk, marks["approval_id"])
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert tool_server.calls == []
+    result = upstream.chat_requests()[-1].body["messages"][-1]
+    assert result["tool_call_id"] == "call_1"
+    error = json.loads(result["content"])["error"]
+    assert "no longer exists" in error and "rejected" not in error
+    execution = Execution.objects.get(id=marks["execution_id"])
+    approval, step = execution.steps[1], execution.steps[2]
+    assert approval["decision"] == "approve" and approval["status"] == "approved"
+    assert step["status"] == "failed" and step["error"] == error
 
 
 def test_a_rule_decides_which_calls_wait(sdk, http, upstream, tool_server):
@@ -439,6 +465,32 @@ def test_tools_crud_hides_header_values(http, engram_server, outsider, tool_serv
         assert_envelope(other.delete(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
     assert http.delete(f"/v1/agents/{agent}/tools/{tool['id']}").json()["deleted"] is True
     assert_envelope(http.get(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
+
+
+def test_a_read_tools_masked_headers_patched_back_keep_their_values(
+    sdk, http, upstream, tool_server
+):
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    url = f"/v1/agents/{agent}/tools/{tool['id']}"
+    read = http.get(url).json()["http"]
+    assert read["headers"] == {"X-Tool-Secret": "***"}
+    # the read object back, a header added beside it
+    read["headers"]["X-Other"] = "plain"
+    patched = http.patch(url, json={"http": read})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["http"]["headers"] == {"X-Tool-Secret": "***", "X-Other": "***"}
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    ask(sdk, agent)
+    assert tool_server.calls[0]["headers"]["x-tool-secret"] == "s3cret-value"
+    assert tool_server.calls[0]["headers"]["x-other"] == "plain"
+
+    unknown = {**read, "headers": {"X-Tool-Secret": "***", "X-New": "***"}}
+    error = assert_envelope(http.patch(url, json={"http": unknown}), 400)
+    assert error["param"] == "http.headers" and "X-New" in error["message"]
+    created = {"name": "w2", "type": "http", "http": {**unknown, "headers": {"X-A": "***"}}}
+    assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=created), 400)
+    assert services.headers_of(Tool.objects.get(id=tool["id"]))["X-Tool-Secret"] == "s3cret-value"
 
 
 def test_builtin_remember_and_memory_search(sdk, http, upstream, owner, settings):
@@ -688,6 +740,33 @@ def test_an_end_user_token_resumes_only_its_own_approvals(
     with as_user("alice") as alice:
         answer = alice.post("/v1/chat/resume", json=body)
         assert answer.status_code == 200, answer.text
+    assert len(tool_server.calls) == 1
+
+
+def test_an_approval_without_an_end_user_is_the_workspace_keys_only(
+    sdk, http, upstream, tool_server, engram_server
+):
+    from tests.identity import AUD, ISS, hs256
+
+    secret = "a-tools-test-secret-of-at-least-32-characters"
+    issuer = {"issuer": ISS, "audiences": [AUD], "hs256_secret": secret}
+    assert http.post("/v1/auth/issuers", json=issuer).status_code == 201
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))  # a workspace key, no end user
+    body = {"approval_id": marks["approval_id"], "decision": "approve"}
+
+    token = hs256(secret, sub="mallory")
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {token}"}
+    ) as mallory:
+        refused = mallory.post("/v1/chat/resume", json=body)
+    assert_envelope(refused, 404, code="approval_not_found")
+    assert tool_server.calls == []
+    assert Approval.objects.get(id=marks["approval_id"]).status == "pending"
+    answer = http.post("/v1/chat/resume", json=body)
+    assert answer.status_code == 200, answer.text
     assert len(tool_server.calls) == 1
 
 

@@ -12,7 +12,8 @@ from tests.upstream import read_body, request_headers
 
 class ToolServer:
     """A loopback HTTP tool: answers {"ok": true, "got": <body>}; /fail answers 500; /pair
-    answers only once two calls are in flight at the same time (or says it waited alone)."""
+    answers only once two calls are in flight at the same time (or says it waited alone);
+    /nul answers JSON with a NUL escaped in it, /nul-raw a raw NUL byte."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
@@ -42,6 +43,10 @@ class ToolServer:
             elif scope["path"] == "/pair":
                 payload["together"] = await self._together()
             data = json.dumps(payload).encode()
+            if scope["path"] == "/nul":
+                data = b'{"v": "a\\u0000b"}'
+            elif scope["path"] == "/nul-raw":
+                data = b'{"v": "a\x00b"}'
             await send(
                 {
                     "type": "http.response.start",

@@ -1,6 +1,6 @@
 """Tools, executions and resume over HTTP: thin views over completions.tools' selectors and
 services. The tools CRUD lives under /v1/agents/{id}/tools; header values never come back (only
-their names, each with "***")."""
+their names, each with the mask, which written back keeps the value)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ from accounts.requests import ApiRequest
 from completions.tools import entry, selectors, services
 from completions.tools import openapi as docs
 from completions.tools.models import Execution, Tool
+from completions.tools.policy import HEADER_MASK
 from config.common.errors import ApiError, Invalid
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import paginate
-
-MASK = "***"
 
 
 def _ts(value) -> int:
@@ -35,7 +34,7 @@ def tool_body(tool: Tool) -> dict:
         http = {
             "url": tool.http_url,
             "method": tool.http_method,
-            "headers": {name: MASK for name in services.headers_of(tool)},
+            "headers": {name: HEADER_MASK for name in services.headers_of(tool)},
         }
     return {
         "id": tool.id,

@@ -8,13 +8,23 @@ from typing import Any
 
 from django.db import close_old_connections
 
+from config.common.text import storable
+
 
 class Refused(Exception):
     pass
 
 
+def _text(args: dict, name: str) -> object:
+    """An argument as the model sent it, a string made storable: the model's arguments are not
+    a client's body, so a NUL or a lone surrogate in them is cleaned, not refused (PostgreSQL
+    and the tokenizer take neither)."""
+    value = args.get(name)
+    return storable(value) if isinstance(value, str) else value
+
+
 def _query(args: dict) -> tuple[str, int]:
-    query = args.get("query")
+    query = _text(args, "query")
     if not isinstance(query, str) or not query.strip():
         raise Refused('"query" (a non-empty string) is required')
     limit = args.get("limit", 5)
@@ -63,7 +73,7 @@ def knowledge_search(args: dict, scope: Any) -> list[dict]:
 def remember(args: dict, scope: Any) -> dict:
     from memory.services.memories import memory_create
 
-    text = args.get("text")
+    text = _text(args, "text")
     if not isinstance(text, str) or not text.strip() or len(text) > 2000:
         raise Refused('"text" (1-2,000 characters) is required')
     memory = memory_create(

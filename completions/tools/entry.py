@@ -23,7 +23,7 @@ from completions.tools.run import Resumed, Run, complete, db, upstream_body
 from completions.tools.stream import Streamer
 from config.common import errors, jsonbody
 from config.common.background import spawn
-from config.common.errors import EDGE_ERRORS, ApiError, Invalid
+from config.common.errors import EDGE_ERRORS, ApiError, Invalid, unexpected_error
 from memory.turn.contract import TurnContext
 
 if TYPE_CHECKING:
@@ -107,6 +107,9 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
     except asyncio.CancelledError:
         _finish(turn, run, 499, None, True, "client_closed")
         raise
+    except Exception as exc:  # a bug: the door answers 500; the turn is finished here
+        _unexpected(turn, run, exc)
+        raise
     # The tool calls and results first; finish_turn stores the answer after them.
     await _store(run, _before_answer(run, answer.assistant), extraction=False)
     charged = _finish(turn, run, 200, answer.assistant, False, "")
@@ -130,6 +133,14 @@ def _finish(
         error_code=code,
     )
     return dict(turn.engram)
+
+
+def _unexpected(turn: Turn, run: Run, exc: Exception) -> None:
+    """Finish a turn that a bug (or the database) ended: recorded with the status its answer
+    has (config.common.errors.unexpected_error), the calls made charged, the limits' lease
+    freed. The run itself was marked failed by the loop (completions.tools.run.complete)."""
+    error = unexpected_error(exc)
+    _finish(turn, run, error.status, None, True, error.code or error.type)
 
 
 def _before_answer(run: Run, assistant: dict | None) -> list[dict]:
@@ -229,7 +240,11 @@ async def resume(
         turn.client_request_id = validation.client_request_id(body)
         user_id = caller_user(headers=headers, body=body, end_user=end_user)
         approval = await db(
-            selectors.approval_get, workspace=workspace, approval_id=approval_id, user_id=user_id
+            selectors.approval_get,
+            workspace=workspace,
+            approval_id=approval_id,
+            user_id=user_id,
+            end_user=end_user,
         )
         execution = approval.execution
         turn.model = execution.model
@@ -264,6 +279,10 @@ async def resume(
         error = errors.api_error(exc)
         turn.finish(status=error.status, error_code=error.code or error.type)
         return _error_reply(error, turn.timing_headers())
+    except Exception as exc:  # a bug, or the database away: recorded, a reservation freed
+        error = unexpected_error(exc)
+        turn.finish(status=error.status, error_code=error.code or error.type)
+        raise
     execution = claimed.execution
     tools = await cache.tools_async(workspace.id, execution.agent_id)
     run = Run(
@@ -302,6 +321,9 @@ async def resume(
     except asyncio.CancelledError:
         _finish(turn, run, 499, None, True, "client_closed")
         raise
+    except Exception as exc:  # a bug: the door answers 500; the turn is finished here
+        _unexpected(turn, run, exc)
+        raise
     charged = _finish(turn, run, 200, answer.assistant, False, "")
     answer.data["engram"] = {**(answer.data.get("engram") or {}), **charged}
     await _store(run, run.transcript, extraction=extraction, resumed=True)
@@ -313,7 +335,8 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
     message = execution.pending.get("message") or {}
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     waiting = set(execution.pending.get("waiting") or ())
-    # A tool deleted while the run waited cannot run: its call is answered as rejected.
+    # A tool (or agent) deleted while the run waited cannot run: the model is told it no
+    # longer exists, not that the user rejected it (completions.tools.run.Run.execute).
     gone = {c["id"] for c in calls if (c.get("function") or {}).get("name") not in run.tools}
     run.step(
         "approval",
@@ -322,5 +345,7 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
         status="retried" if retry else approval.status,
         reason=reason,
     )
-    rejected = (set() if approve else waiting) | gone
-    return Resumed(message=message, calls=calls, rejected=rejected, reason=reason)
+    rejected = set() if approve else waiting
+    return Resumed(
+        message=message, calls=calls, rejected=rejected, reason=reason, gone=gone - rejected
+    )

@@ -5,9 +5,10 @@ DELETE); every request carries `Idempotency-Key` (the same for a call however of
 tried) and the tool's own headers (decrypted here, never logged). Private, loopback and
 link-local addresses are refused unless ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS: a literal address
 before the request, a host name by the resolver the connection uses (so a name that resolves
-to a private address later is caught too). The answer's text (cut to MAX_RESULT characters)
-is the tool's result; a status >= 400, a timeout or a refused address is an error result, which
-the model receives as the tool's answer.
+to a private address later is caught too). The answer's text (cut to MAX_RESULT characters,
+NULs dropped and lone surrogates replaced: config.common.text.storable) is the tool's result;
+a status >= 400, a timeout or a refused address is an error result, which the model receives
+as the tool's answer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from completions.tools import builtins, policy
 from completions.tools.models import Tool
 from completions.tools.services import headers_of
 from config.common.errors import DomainError
+from config.common.text import storable
 
 MAX_RESULT = 16_000
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -139,7 +141,10 @@ async def execute(*, tool: Tool, arguments: str, idempotency_key: str, scope: Sc
             content, error = "", "refused: the tool's host resolves to a private address"
         else:
             content, error = "", f"the request failed ({type(exc).__name__})"
-    return Result(content, error, (time.perf_counter() - started) * 1000)
+    # What a tool answers is stored with the run and read by the tokenizer: a NUL byte or a
+    # lone surrogate in it would fail the run (an error's text quotes the tool's body too).
+    ms = (time.perf_counter() - started) * 1000
+    return Result(storable(content), None if error is None else storable(error), ms)
 
 
 def tool_message(call_id: str, result: Result) -> dict:

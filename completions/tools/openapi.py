@@ -20,7 +20,8 @@ class HttpToolSerializer(serializers.Serializer):
     headers = serializers.DictField(
         child=serializers.CharField(),
         required=False,
-        help_text="Sent with every call; values are encrypted at rest and answered as ***.",
+        help_text="Sent with every call; values are encrypted at rest and answered as ***. "
+        "*** written back keeps the stored value of that header.",
     )
 
 

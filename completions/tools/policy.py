@@ -28,6 +28,11 @@ MAX_TIMEOUT = 120.0
 MAX_HEADERS = 20
 
 
+# What a read shows for a header's value (a secret, never sent back); the same value written
+# back keeps the stored one (completions.tools.services).
+HEADER_MASK = "***"
+
+
 def name(value: Any) -> str:
     if not isinstance(value, str) or not NAME.match(value):
         raise Invalid("name must be 1-64 letters, digits, _ or -.", field="name")

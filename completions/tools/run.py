@@ -11,6 +11,8 @@ Every model call and every tool call is a step of the Execution (GET /v1/executi
      [{"id", "name", "arguments"}], "usage"}
     {"index", "type": "tool", "at", "duration_ms", "tool_call_id", "name", "arguments",
      "status": "completed" | "failed" | "rejected", "result" | "error"}
+    (a call whose tool was deleted while the run waited for its approval: "failed", its error
+    saying the tool no longer exists, which is also what the model receives)
     {"index", "type": "approval", "at", "approval_id", "decision", "status", "reason"}
 
 The streamed form of the loop is completions.tools.stream.
@@ -173,13 +175,15 @@ class Run:
         rejected: set[str] | frozenset[str] = frozenset(),
         reason: str = "",
         resumed: bool = False,
+        gone: set[str] | frozenset[str] = frozenset(),
     ) -> list[tuple[dict, Result, str]]:
-        """Run the calls not rejected, append the assistant message and every call's result.
-        (A resumed message was stored in the conversation when the run paused.)"""
+        """Run the calls not rejected nor `gone` (their tool was deleted while the run waited),
+        append the assistant message and every call's result. (A resumed message was stored
+        in the conversation when the run paused.)"""
         self.execution.messages.append(message)
         if not resumed:
             self.transcript.append(message)
-        runnable = [c for c in calls if c["id"] not in rejected]
+        runnable = [c for c in calls if c["id"] not in rejected and c["id"] not in gone]
         if runnable:
             # Stored before the tools start: a run resumed again after a failure or a lost
             # process sees these calls as started and never runs them a second time.
@@ -194,6 +198,9 @@ class Run:
             if call["id"] in rejected:
                 refusal = "The user rejected this call" + (f": {reason}" if reason else ".")
                 result, status = Result("", refusal, 0.0), "rejected"
+            elif call["id"] in gone:
+                name = (call.get("function") or {}).get("name")
+                result, status = Result("", f"the tool '{name}' no longer exists", 0.0), "failed"
             else:
                 result = next(results)
                 status = "completed" if result.error is None else "failed"
@@ -288,6 +295,7 @@ class Resumed:
     calls: list[dict]
     rejected: set[str]
     reason: str
+    gone: set[str] = field(default_factory=set)  # calls whose tool was deleted meanwhile
 
 
 # --- not streamed ---------------------------------------------------------------------------
@@ -308,6 +316,7 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
                 rejected=resumed.rejected,
                 reason=resumed.reason,
                 resumed=True,
+                gone=resumed.gone,
             )
         while True:
             completion = await run.route.provider.complete(run.call(stream=False))
@@ -354,6 +363,15 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
 
 async def failed(run: Run, exc: BaseException) -> None:
     message = exc.message if isinstance(exc, ApiError) else type(exc).__name__
-    # If the database is what failed, the original error is still the one to raise.
-    with contextlib.suppress(Exception):
+    try:
         await run.end(Execution.Status.FAILED, message)
+    except Exception:
+        # The run's messages or steps are what the database refused: its status still goes
+        # in. If the database itself is away, the original error is still the one to raise.
+        with contextlib.suppress(Exception):
+            await db(
+                services.execution_status_set,
+                execution=run.execution,
+                status=Execution.Status.FAILED,
+                error=message,
+            )

@@ -29,15 +29,23 @@ def execution_get(*, workspace: Workspace | str, execution_id: str) -> Execution
     return Execution.objects.get(workspace=workspace, id=execution_id)
 
 
-def approval_get(*, workspace: Workspace, approval_id: str, user_id: str | None) -> Approval:
+def approval_get(
+    *, workspace: Workspace, approval_id: str, user_id: str | None, end_user: str | None = None
+) -> Approval:
     """The approval a resume decides, with its run. NotFound for an unknown id, another
-    workspace's, or another end user's."""
+    workspace's, or another end user's (`user_id`, the caller's). An end-user token's caller
+    (`end_user`, accounts.endusers.scope) reaches only approvals of its own user: one made
+    with no end user is the workspace key's."""
     found = (
         Approval.objects.select_related("execution")
         .filter(workspace=workspace, id=approval_id)
         .first()
     )
-    if found is None or (found.user_id and found.user_id != user_id):
+    if found is None or (
+        found.user_id != end_user
+        if end_user is not None  # a token: its own user's only, never the key's
+        else found.user_id and found.user_id != user_id
+    ):
         raise NotFound(
             f"No approval '{approval_id}' in this workspace.",
             field="approval_id",

@@ -71,7 +71,7 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
         checked = policy.http(values["http"])
         tool.http_url, tool.http_method = checked["url"], checked["method"]
         if "headers" in values["http"]:  # absent from a PATCH: the stored headers stay
-            headers = checked["headers"]
+            headers = _unmasked(checked["headers"], headers_of(tool))
             tool.http_headers_encrypted = crypto.encrypt(json.dumps(headers)) if headers else ""
     if "builtin" in values and values["builtin"] is not None:
         tool.builtin = policy.builtin(values["builtin"])
@@ -87,6 +87,25 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
         if not tool.builtin:
             raise Invalid('A "builtin" tool needs builtin.', field="builtin")
         tool.http_url, tool.http_headers_encrypted = "", ""
+
+
+def _unmasked(headers: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
+    """The headers to store: a value that is the mask a read shows keeps the stored value of
+    that header (a read object written back loses no secret); a mask for a header with no
+    stored value is refused (it would be sent as the literal mask)."""
+    by_name = {name.lower(): value for name, value in stored.items()}
+    out = {}
+    for name, value in headers.items():
+        if value == policy.HEADER_MASK:
+            if name.lower() not in by_name:
+                raise Invalid(
+                    f"http.headers.{name} is the mask {policy.HEADER_MASK!r}, but this tool "
+                    "has no stored value for it: send its value.",
+                    field="http.headers",
+                )
+            value = by_name[name.lower()]
+        out[name] = value
+    return out
 
 
 def _unknown(values: dict[str, Any]) -> None:
@@ -190,6 +209,15 @@ def execution_save(*, execution: Execution) -> None:
             "stream",
             "updated_at",
         ]
+    )
+
+
+def execution_status_set(*, execution: Execution, status: str, error: str = "") -> None:
+    """Only the run's status and error: what still stores when its messages cannot (a run
+    that failed on storing them must not stay `running`)."""
+    execution.status, execution.error = status, error[:2000]
+    Execution.objects.filter(id=execution.id).update(
+        status=status, error=execution.error, updated_at=timezone.now()
     )
 
 

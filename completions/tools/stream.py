@@ -7,12 +7,14 @@ that also carries `"engram": {"tool_call": {"id", "name", "status": "running",
 {"tool_call_id", "name", "status", "content" | "error", "duration_ms"}}`; SSE comments keep the
 stream open while tools run and while the model has not sent its first token. A pause ends with
 the waiting calls as deltas and one last chunk (`finish_reason: "tool_calls"`,
-`engram.approval_id`, …) before `data: [DONE]`.
+`engram.approval_id`, …) before `data: [DONE]`. A failure mid-run (the upstream's, or a bug's)
+ends the stream with one error frame, then `data: [DONE]`, as the gateway's relay does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
@@ -25,7 +27,9 @@ from completions.streaming import DONE, KEEPALIVE, Assembler, dumps, frame, own_
 from completions.tools.models import Execution
 from completions.tools.run import Resumed, Run, failed
 from config.common.background import spawn
-from config.common.errors import ApiError
+from config.common.errors import ApiError, unexpected_error
+
+logger = logging.getLogger("engram.tools")
 
 
 class Streamer:
@@ -92,64 +96,76 @@ class Streamer:
     async def frames(self, resumed: Resumed | None = None) -> AsyncGenerator[bytes, None]:
         run = self.run
         ended = False
+        failure: Exception
+        error: dict
         try:
-            if run.preface:
-                yield self.chunk(self.calls_delta(run.preface))
-            if resumed is not None:
-                async for out in self._execute(resumed.message, resumed.calls, resumed):
-                    yield out
-            while True:
-                message: dict = {}
-                async for out in self._model(message):
-                    yield out
-                decision = run.decide(message)
-                if decision.kind == "execute":
-                    async for out in self._execute(message, decision.calls, None):
+            try:
+                if run.preface:
+                    yield self.chunk(self.calls_delta(run.preface))
+                if resumed is not None:
+                    async for out in self._execute(resumed.message, resumed.calls, resumed):
                         yield out
-                    continue
-                usage = dict(run.spent) if self.include_usage else None
-                if decision.kind == "pause":
-                    approval = await run.pause(message, decision.waiting)
-                    yield self.chunk(self.calls_delta(decision.waiting))
+                while True:
+                    message: dict = {}
+                    async for out in self._model(message):
+                        yield out
+                    decision = run.decide(message)
+                    if decision.kind == "execute":
+                        async for out in self._execute(message, decision.calls, None):
+                            yield out
+                        continue
+                    usage = dict(run.spent) if self.include_usage else None
+                    if decision.kind == "pause":
+                        approval = await run.pause(message, decision.waiting)
+                        yield self.chunk(self.calls_delta(decision.waiting))
+                        ended = True
+                        pending = {**message, "tool_calls": decision.waiting}
+                        run.transcript.append(pending)
+                        charged = self.on_end(200, pending, False, "")
+                        yield self.chunk(
+                            {},
+                            finish="tool_calls",
+                            engram=run.engram_of(approval) | charged,
+                            usage=usage,
+                        )
+                        yield DONE
+                        return
+                    calls = message.get("tool_calls") or []
+                    if calls:  # the client's own tools
+                        yield self.chunk(self.calls_delta(calls))
+                    run.execution.messages.append(message)
+                    run.transcript.append(message)
+                    await run.end(Execution.Status.COMPLETED)
                     ended = True
-                    pending = {**message, "tool_calls": decision.waiting}
-                    run.transcript.append(pending)
-                    charged = self.on_end(200, pending, False, "")
-                    yield self.chunk(
-                        {},
-                        finish="tool_calls",
-                        engram=run.engram_of(approval) | charged,
-                        usage=usage,
-                    )
+                    charged = self.on_end(200, message, False, "")
+                    yield self.chunk({}, finish="tool_calls" if calls else "stop")
+                    if usage is not None:
+                        yield self.chunk(None, usage=usage)
+                    yield self.chunk(None, engram=run.engram_of() | charged)
                     yield DONE
                     return
-                calls = message.get("tool_calls") or []
-                if calls:  # the client's own tools
-                    yield self.chunk(self.calls_delta(calls))
-                run.execution.messages.append(message)
-                run.transcript.append(message)
-                await run.end(Execution.Status.COMPLETED)
-                ended = True
-                charged = self.on_end(200, message, False, "")
-                yield self.chunk({}, finish="tool_calls" if calls else "stop")
-                if usage is not None:
-                    yield self.chunk(None, usage=usage)
-                yield self.chunk(None, engram=run.engram_of() | charged)
-                yield DONE
-                return
-        except (ApiError, StreamFailed, TimeoutError, aiohttp.ClientError, OSError) as exc:
-            if isinstance(exc, ApiError):
-                error = exc.body()["error"]
-            elif isinstance(exc, StreamFailed):
-                error = exc.error
-            else:
-                error = {
-                    "message": f"The upstream failed ({type(exc).__name__}).",
-                    "type": "upstream_error",
-                }
-            await failed(run, exc)
+            except (ApiError, StreamFailed, TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if isinstance(exc, ApiError):
+                    error = exc.body()["error"]
+                elif isinstance(exc, StreamFailed):
+                    error = exc.error
+                else:
+                    error = {
+                        "message": f"The upstream failed ({type(exc).__name__}).",
+                        "type": "upstream_error",
+                    }
+                failure, status, code = exc, 200, "stream_failed"
+            except Exception as exc:  # a bug: the stream still ends as every stream does
+                if ended:  # the run was finished and charged: nothing left to end
+                    raise
+                logger.exception("a streamed tool run failed")
+                unexpected = unexpected_error(exc)
+                error = unexpected.body()["error"]
+                failure, status = exc, unexpected.status
+                code = unexpected.code or unexpected.type
+            await failed(run, failure)
             ended = True
-            self.on_end(200, None, True, "stream_failed")
+            self.on_end(status, None, True, code)
             yield frame(
                 dumps(
                     {
@@ -208,8 +224,9 @@ class Streamer:
     ) -> AsyncGenerator[bytes, None]:
         run = self.run
         rejected: set[str] = resumed.rejected if resumed else set()
+        gone: set[str] = resumed.gone if resumed else set()
         for call in calls:
-            if call["id"] in rejected:
+            if call["id"] in rejected or call["id"] in gone:
                 continue
             mark = {"id": call["id"], "name": call["function"]["name"], "status": "running"}
             yield self.chunk(
@@ -223,6 +240,7 @@ class Streamer:
                 rejected=rejected,
                 reason=resumed.reason if resumed else "",
                 resumed=resumed is not None,
+                gone=gone,
             )
         )
         async for out in _kept_alive(work):

@@ -1,0 +1,162 @@
+"""Tool runs fed what PostgreSQL and the tokenizer cannot take, and a tool run that fails for
+a reason no door expected, over HTTP: a tool's answer or a built-in's argument with a NUL or a
+lone surrogate simply works (the NUL dropped, the surrogate replaced); a bug mid-run still
+finishes the turn (the usage record, the limits' lease freed, the execution failed) and a
+stream ends with the error frame and [DONE]."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from completions.tools import builtins, executor
+from completions.tools.models import Execution
+from memory.models import Memory
+from tests.completions_support import wait_for
+from tests.test_limits import _free, patch_key
+from tests.test_tools import ask, engram, make_agent, make_tool, script_call_then_answer, sse
+from tests.test_tools_limits import record
+from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
+
+pytestmark = pytest.mark.usefixtures("limiter_awake")
+
+
+def _tool_result(upstream) -> str:
+    return upstream.chat_requests()[1].body["messages"][-1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("path", "received"),
+    [
+        ("/nul-raw", '{"v": "ab"}'),  # a raw NUL byte: dropped
+        ("/nul", '{"v": "a\\u0000b"}'),  # JSON's escape of one: text, kept as it came
+    ],
+)
+def test_a_tool_answer_with_a_nul_reaches_the_model_without_it(
+    sdk, http, upstream, tool_server, path, received
+):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + path)
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert _tool_result(upstream) == received
+    execution = Execution.objects.get(id=engram(answer)["execution_id"])
+    assert execution.status == "completed" and execution.steps[1]["result"] == received
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"])
+def test_remember_and_memory_search_take_a_nul_or_a_lone_surrogate(sdk, http, upstream, owner, bad):
+    agent = make_agent(http)
+    for builtin in ("remember", "memory_search"):
+        body = {"name": builtin, "type": "builtin", "builtin": builtin}
+        assert http.post(f"/v1/agents/{agent}/tools", json=body).status_code == 201
+    call = tool_call("c1", "remember", {"text": f"Likes green{bad} tea"})
+    script_call_then_answer(upstream, call)
+
+    answer = ask(sdk, agent, "Remember I like green tea", user="alice")
+
+    assert answer.choices[0].message.content == "It is sunny."
+    memory = Memory.objects.get(workspace=owner[0], user_id="alice")
+    assert memory.text == ("Likes green tea" if bad == "\x00" else "Likes green\ufffd tea")
+    script_call_then_answer(upstream, tool_call("c2", "memory_search", {"query": f"tea{bad}"}))
+    ask(sdk, agent, "What do I drink?", user="alice")
+    found = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
+    assert memory.id in [m["id"] for m in found]
+
+
+def _broken(args, scope):
+    raise RuntimeError("a bug in a built-in")
+
+
+def _concurrency_of_one(operator_http, owner, key_id):
+    patch_key(operator_http, owner, key_id, {"limits": {"max_concurrent": 1}})
+
+
+def test_a_bug_mid_run_is_a_500_that_frees_the_lease_and_is_recorded(
+    sdk, http, operator_http, owner, key_id, upstream, monkeypatch
+):
+    _concurrency_of_one(operator_http, owner, key_id)
+    agent = make_agent(http)
+    assert http.post(
+        f"/v1/agents/{agent}/tools",
+        json={"name": "remember", "type": "builtin", "builtin": "remember"},
+    ).is_success
+    monkeypatch.setitem(builtins.RUNNERS, "remember", _broken)
+    call = tool_call("c1", "remember", {"text": "x"})
+    upstream.script(Reply(json=openai_completion(tool_calls=[call])))
+
+    with pytest.raises(openai.InternalServerError) as info:
+        ask(sdk, agent, user="alice")
+
+    assert info.value.status_code == 500 and info.value.body["type"] == "server_error"
+    request_id = info.value.response.headers["x-request-id"]
+    row = record(request_id)
+    assert row.status_code == 500 and row.error_code == "server_error" and row.incomplete
+    assert row.total_tokens and row.agent_id == agent  # the model call made before is counted
+    execution = Execution.objects.get(request_id=request_id)
+    assert execution.status == "failed" and execution.error == "RuntimeError"
+    wait_for(lambda: _free(owner, key_id))
+    upstream.script(Reply(json=openai_completion("fine")))
+    assert ask(sdk, agent).choices[0].message.content == "fine"  # the next one is admitted
+
+
+def test_a_run_whose_messages_cannot_be_stored_is_still_finished(
+    sdk, http, operator_http, owner, key_id, upstream, tool_server, monkeypatch
+):
+    """A database error storing the run (a NUL that slipped through): the execution is still
+    marked failed and the request recorded, its lease freed."""
+    _concurrency_of_one(operator_http, owner, key_id)
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+
+    def unstorable(call_id, result):
+        return {"role": "tool", "tool_call_id": call_id, "content": "a\x00b"}
+
+    monkeypatch.setattr(executor, "tool_message", unstorable)
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    with pytest.raises(openai.InternalServerError) as info:
+        ask(sdk, agent)
+
+    request_id = info.value.response.headers["x-request-id"]
+    assert record(request_id).status_code == 500
+    execution = Execution.objects.get(request_id=request_id)
+    assert execution.status == "failed" and execution.error == "DataError"
+    wait_for(lambda: _free(owner, key_id))
+
+
+def test_a_bug_mid_stream_ends_with_the_error_frame_and_done(
+    http, operator_http, owner, key_id, upstream, monkeypatch
+):
+    _concurrency_of_one(operator_http, owner, key_id)
+    agent = make_agent(http)
+    assert http.post(
+        f"/v1/agents/{agent}/tools",
+        json={"name": "remember", "type": "builtin", "builtin": "remember"},
+    ).is_success
+    monkeypatch.setitem(builtins.RUNNERS, "remember", _broken)
+    upstream.script(Reply(stream=openai_tool_stream([tool_call("c1", "remember", {"text": "x"})])))
+    body = {"model": agent, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+    with http.stream(
+        "POST", "/v1/chat/completions", json=body, headers={"x-user-id": "al"}
+    ) as resp:
+        assert resp.status_code == 200
+        events = sse(resp)
+
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"]["type"] == "server_error"
+    assert events[-2]["error"]["message"] == "Internal server error."
+    request_id = resp.headers["x-request-id"]
+    row = record(request_id)
+    assert row.status_code == 500 and row.error_code == "server_error" and row.stream
+    wait_for(lambda: Execution.objects.get(request_id=request_id).status == "failed")
+    wait_for(lambda: _free(owner, key_id))
+    upstream.script(Reply(stream=openai_stream(["fine"])))
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert resp.status_code == 200 and sse(resp)[-1] == "[DONE]"
