@@ -199,7 +199,9 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
                 workspace=workspace, external_id=f"auto:{uuid.uuid4().hex[:24]}", user_id=user_id
             )
     else:
-        external_id = ctx.conversation_id or f"session:{ctx.session_id}"
+        external_id = ctx.conversation_id or Conversation.session_external_id(
+            ctx.session_id or ""  # set: this branch has a conversation or a session id
+        )
         if dry_run:
             conversation = Conversation.objects.filter(
                 workspace=workspace, external_id=external_id
