@@ -53,3 +53,71 @@ def test_context_sees_a_long_sessions_conversation(http, upstream):
     stored = Conversation.objects.get(user_id="long-session")
     assert response.headers["x-engram-conversation-id"] == stored.external_id
 
+
+def _conv_id(http, user_id):
+    listed = http.get("/v1/conversations", params={"user_id": user_id}).json()["data"]
+    assert len(listed) == 1, listed
+    return listed[0]["id"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_chat_naming_engrams_conv_id_continues_that_conversation(http, upstream, streamed):
+    headers = {"x-user-id": "kim", "x-conversation-id": "kims-chat"}
+    upstream.script(Reply(json=openai_completion("Hi Kim!")))
+    assert _chat(http, headers).status_code == 200
+    conv_id = _conv_id(http, "kim")
+    assert conv_id.startswith("conv_")
+
+    upstream.script(
+        Reply(stream=openai_stream(["Again"])) if streamed else Reply(json=openai_completion("A"))
+    )
+    by_conv = {"x-user-id": "kim", "x-conversation-id": conv_id}
+    response = _chat(http, by_conv, stream=streamed)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-engram-conversation-id"] == "kims-chat"
+    # The stored history reached the upstream: it is the same conversation.
+    sent = [m["content"] for m in upstream.chat_requests()[-1].body["messages"]]
+    assert "Hi Kim!" in sent
+    assert _conv_id(http, "kim") == conv_id  # still one conversation, reachable by its id
+    messages = http.get(f"/v1/conversations/{conv_id}/messages").json()["data"]
+    assert [m["role"] for m in messages][:3] == ["user", "assistant", "user"]
+
+
+def test_context_and_import_naming_engrams_conv_id_use_that_conversation(http, upstream):
+    upstream.script(Reply(json=openai_completion("Noted.")))
+    _chat(http, {"x-user-id": "lee", "x-conversation-id": "lees-chat"})
+    conv_id = _conv_id(http, "lee")
+
+    preview = http.post(
+        "/v1/context", json=CHAT, headers={"x-user-id": "lee", "x-conversation-id": conv_id}
+    )
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["engram"]["conversation_id"] == "lees-chat"
+
+    imported = http.post(
+        f"/v1/conversations/{conv_id}/messages",
+        json={"user_id": "lee", "messages": [{"role": "user", "content": "imported"}]},
+    )
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["conversation"]["id"] == conv_id
+    assert _conv_id(http, "lee") == conv_id
+    contents = [
+        m["content"] for m in http.get(f"/v1/conversations/{conv_id}/messages").json()["data"]
+    ]
+    assert contents[-1] == "imported" and "Noted." in contents
+
+
+def test_another_users_conv_id_stays_refused(http, upstream):
+    upstream.script(Reply(json=openai_completion("Mine.")))
+    _chat(http, {"x-user-id": "ann", "x-conversation-id": "anns-chat"})
+    conv_id = _conv_id(http, "ann")
+
+    chat = _chat(http, {"x-user-id": "bob", "x-conversation-id": conv_id})
+    assert chat.status_code == 403, chat.text
+    assert chat.json()["error"]["param"] == "x-conversation-id"
+    imported = http.post(
+        f"/v1/conversations/{conv_id}/messages",
+        json={"user_id": "bob", "messages": [{"role": "user", "content": "mine now"}]},
+    )
+    assert imported.status_code == 403, imported.text
+    assert Conversation.objects.count() == 1

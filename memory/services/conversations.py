@@ -12,6 +12,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from config.common.errors import Forbidden
 from config.common.ids import new_id
+from memory import selectors
 from memory.models import Conversation, Message, Session
 from memory.services.users import user_lock
 from memory.text import content_text, count_message, message_search_text
@@ -42,7 +43,10 @@ def _stale(when: dt.datetime | None) -> bool:
 def conversation_get_or_create(
     *, workspace: Workspace, external_id: str, user_id: str, metadata: dict | None = None
 ) -> tuple[Conversation, bool]:
-    conversation = Conversation.objects.filter(workspace=workspace, external_id=external_id).first()
+    """The conversation `external_id` names as reads find it (selectors.conversation_find: the
+    client's id, else Engram's conv_ id), else a new one under that client id; Forbidden when
+    it is another user's."""
+    conversation = selectors.conversation_find(workspace=workspace, conversation_id=external_id)
     created = False
     if conversation is None:
         try:
@@ -216,8 +220,9 @@ def _title_later(conversation: Conversation, rows: list[Message]) -> None:
 def conversation_import(
     *, workspace: Workspace, external_id: str, user_id: str, messages: list[dict]
 ) -> tuple[Conversation, list[Message]]:
-    """Messages imported into a conversation (created on first use), under the user's lock: an
-    erasure of the user runs wholly before or after (memory.services.users.user_lock)."""
+    """Messages imported into a conversation (found as conversation_get_or_create finds it,
+    else created), under the user's lock: an erasure of the user runs wholly before or after
+    (memory.services.users.user_lock)."""
     user_lock(workspace_id=workspace.id, user_id=user_id)
     conversation, _ = conversation_get_or_create(
         workspace=workspace, external_id=external_id, user_id=user_id

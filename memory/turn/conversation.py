@@ -203,9 +203,9 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             ctx.session_id or ""  # set: this branch has a conversation or a session id
         )
         if dry_run:
-            conversation = Conversation.objects.filter(
-                workspace=workspace, external_id=external_id
-            ).first()
+            conversation = selectors.conversation_find(
+                workspace=workspace, conversation_id=external_id
+            )
             if conversation is not None and conversation.user_id != user_id:
                 conversation_get_or_create(
                     workspace=workspace, external_id=external_id, user_id=user_id
