@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -12,6 +12,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from config.common.errors import Forbidden
 from config.common.ids import new_id
+from config.common.jsonbody import storable
 from memory import selectors
 from memory.models import Conversation, Message, Session
 from memory.services.users import user_lock
@@ -143,6 +144,9 @@ def _row(
     metadata: dict | None = None,
     **extra: Any,
 ) -> Message:
+    # An upstream's answer or a tool's result may hold what PostgreSQL cannot (a NUL, a lone
+    # surrogate): cleaned, never refused or dropped (a request's own text was refused at the door).
+    message = cast(dict, storable(message))
     role = message.get("role", "user")
     name = str(message.get("name") or "")[:200]
     content = content_text(message.get("content"))

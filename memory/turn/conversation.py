@@ -57,7 +57,8 @@ def fingerprint(messages: list[dict], start: str = "") -> str:
         normalized = _normalized(message)
         if normalized is None:
             continue
-        step = f"{digest}\x1e{normalized}".encode()
+        # surrogatepass: an upstream's answer may hold a lone surrogate (stored as U+FFFD)
+        step = f"{digest}\x1e{normalized}".encode("utf-8", "surrogatepass")
         digest = hashlib.sha256(step).hexdigest()[:32]
     return digest
 
