@@ -33,6 +33,11 @@ def _owned(obj: Owned, user_id: str, what: str, external_id: str) -> Owned:
     return obj
 
 
+def session_owned(*, session: Session, user_id: str) -> Session:
+    """The session, when it is `user_id`'s (or nobody's); Forbidden naming the session."""
+    return _owned(session, user_id, "Session", session.external_id)
+
+
 # Activity timestamps move at most once a minute: a round trip saved on most turns.
 TOUCH_EVERY = dt.timedelta(seconds=60)
 

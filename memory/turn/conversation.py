@@ -170,6 +170,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         conversation_create,
         conversation_get_or_create,
         messages_append,
+        session_owned,
         session_resolve,
     )
 
@@ -186,6 +187,10 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     resent = 0  # conversation messages the client resent as the found conversation's history
     whole: str | None = None  # found by the history it resent: the request's fingerprint
     serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
+    if session is not None:
+        # Sessions are the workspace's: another user's is refused by its own name, before the
+        # conversation it names (whose id the client never sent) is looked at.
+        session_owned(session=session, user_id=user_id)
     if session is not None and session.conversation_id:
         conversation = Conversation.objects.get(pk=session.conversation_id)
         if conversation.user_id != user_id:
