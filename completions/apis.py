@@ -117,7 +117,7 @@ async def context_preview(request: ApiRequest) -> HttpResponse:
             agent_calls.apply(ctx, agent)
         prepared = await prepare_turn(ctx, dry_run=True)
     except EDGE_ERRORS as exc:  # named as on the chat door: by the header that carried it
-        return chat_request.api_error(exc).response()
+        return chat_request.api_error(exc, request.headers).response()
     explain = prepared.explain
     response = JsonResponse(
         {

@@ -230,7 +230,7 @@ async def chat_completions(
     try:
         return await _serve(turn, headers, raw_body)
     except EDGE_ERRORS as exc:  # the provider's ApiError, or the memory's domain error
-        error = request.api_error(exc)
+        error = request.api_error(exc, headers)
         turn.finish(status=error.status, error_code=error.code or error.type)
         return Reply.of_error(error, turn.timing_headers())
     except asyncio.CancelledError:  # the client went away before the answer

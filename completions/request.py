@@ -44,9 +44,16 @@ HEADERS = {
 }
 
 
-def api_error(exc: ApiError | errors.DomainError | ObjectDoesNotExist) -> ApiError:
-    """errors.api_error for a chat door: a domain field is named by the header that carried it."""
-    return errors.api_error(exc, params=HEADERS)
+def api_error(
+    exc: ApiError | errors.DomainError | ObjectDoesNotExist,
+    headers: Mapping[str, str] | None = None,
+) -> ApiError:
+    """errors.api_error for a chat door: a domain field is named by the header that carried it;
+    with the request's `headers`, a session id that no header carried is the body's field."""
+    params = HEADERS
+    if headers is not None and not headers.get(HEADERS["session_id"]):
+        params = {**HEADERS, "session_id": "session_id"}
+    return errors.api_error(exc, params=params)
 
 
 def parse_body(raw: bytes, *, model_required: bool = True) -> dict:

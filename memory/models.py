@@ -15,9 +15,13 @@ from django.db import models
 from pgvector.django import VectorField
 
 from accounts.models import Workspace
-from config.common.ids import new_id
+from config.common.ids import MAX_ID_CHARS, new_id
 from config.common.text import shorten
 from memory.fields import EMBEDDING_DIMENSIONS, search_vector
+
+# A turn named by its session alone (no x-conversation-id) belongs to the conversation
+# "session:<session id>"; the column holds that name for the longest id a client may send.
+SESSION_CONVERSATION_PREFIX = "session:"
 
 
 class Conversation(models.Model):
@@ -25,7 +29,10 @@ class Conversation(models.Model):
         primary_key=True, max_length=40, default=partial(new_id, "conv"), editable=False
     )
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    external_id = models.CharField(max_length=200, help_text="The client's x-conversation-id")
+    external_id = models.CharField(
+        max_length=MAX_ID_CHARS + len(SESSION_CONVERSATION_PREFIX),
+        help_text="The client's x-conversation-id, or session:<x-session-id>",
+    )
     user_id = models.CharField(max_length=200, db_index=True)
     title = models.CharField(max_length=300, blank=True, default="")
     summary = models.TextField(blank=True, default="")
@@ -61,6 +68,11 @@ class Conversation(models.Model):
 
     def __str__(self) -> str:
         return self.title or self.external_id
+
+    @staticmethod
+    def session_external_id(session_id: str) -> str:
+        """The external id of the conversation a session names when no conversation id does."""
+        return SESSION_CONVERSATION_PREFIX + session_id
 
 
 class Session(models.Model):

@@ -19,15 +19,32 @@ from memory.models import Conversation, Memory, MemoryEvent, Message, Processing
 # --- conversations --------------------------------------------------------------------------
 
 
-def conversation_get(
+ENGRAM_CONVERSATION_PREFIX = "conv_"  # Conversation.id's (new_id("conv"))
+
+
+def conversation_find(
     *, workspace: Workspace, conversation_id: str, user_id: str | None = None
-) -> Conversation:
-    """By the client's id (x-conversation-id), or by Engram's conv_ id; with `user_id`, only
-    that user's (an end-user token)."""
+) -> Conversation | None:
+    """The conversation an id names, for every door that takes one (reads, chat turns,
+    /v1/context, imports): the client's id (x-conversation-id) first, else Engram's conv_ id;
+    with `user_id`, only that user's (an end-user token). None: no such conversation."""
     scope = Conversation.objects.filter(workspace=workspace)
     if user_id is not None:
         scope = scope.filter(user_id=user_id)
-    return scope.filter(external_id=conversation_id).first() or scope.get(id=conversation_id)
+    found = scope.filter(external_id=conversation_id).first()
+    if found is None and conversation_id.startswith(ENGRAM_CONVERSATION_PREFIX):
+        found = scope.filter(id=conversation_id).first()  # a client's own id costs no 2nd query
+    return found
+
+
+def conversation_get(
+    *, workspace: Workspace, conversation_id: str, user_id: str | None = None
+) -> Conversation:
+    """As conversation_find; Conversation.DoesNotExist (a 404) when there is none."""
+    found = conversation_find(workspace=workspace, conversation_id=conversation_id, user_id=user_id)
+    if found is None:
+        raise Conversation.DoesNotExist
+    return found
 
 
 def conversation_list(*, workspace: Workspace, user_id: str | None = None) -> QuerySet:

@@ -11,6 +11,9 @@ tokenizer or PostgreSQL:
 - a number jsonb cannot hold (NaN, Infinity, 1e400), naming the field;
 - a NUL or a lone UTF-16 surrogate in any string or key, naming the field: PostgreSQL text and
   jsonb cannot store either, and UTF-8 cannot encode a lone surrogate.
+
+Text that did not come in a request (an upstream's answer) is not refused but made storable
+(`storable`): the client has already received it, and it is stored all the same.
 """
 
 from __future__ import annotations
@@ -125,6 +128,24 @@ def text_problem(value: str) -> str | None:
     except UnicodeEncodeError:
         return "lone UTF-16 surrogates are not allowed"
     return None
+
+
+def storable(value: object) -> object:
+    """`value` (a JSON value) as PostgreSQL text and jsonb can hold it: NUL removed, each lone
+    surrogate replaced with U+FFFD, everything else as it was. For text Engram did not parse and
+    must not lose (an upstream's answer, a tool's result); a client's own is refused (`check`)."""
+    if isinstance(value, str):
+        if text_problem(value) is None:
+            return value
+        # UTF-16 with surrogatepass joins a pair written as two code points; "replace" makes a
+        # lone surrogate one U+FFFD.
+        text = value.replace("\x00", "").encode("utf-16", "surrogatepass")
+        return text.decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
 
 
 def check(value: object, param: str = "") -> None:

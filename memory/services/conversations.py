@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -12,6 +12,8 @@ from django.utils import timezone
 from accounts.models import Workspace
 from config.common.errors import Forbidden
 from config.common.ids import new_id
+from config.common.jsonbody import storable
+from memory import selectors
 from memory.models import Conversation, Message, Session
 from memory.services.users import user_lock
 from memory.text import content_text, count_message, message_search_text
@@ -31,6 +33,11 @@ def _owned(obj: Owned, user_id: str, what: str, external_id: str) -> Owned:
     return obj
 
 
+def session_owned(*, session: Session, user_id: str) -> Session:
+    """The session, when it is `user_id`'s (or nobody's); Forbidden naming the session."""
+    return _owned(session, user_id, "Session", session.external_id)
+
+
 # Activity timestamps move at most once a minute: a round trip saved on most turns.
 TOUCH_EVERY = dt.timedelta(seconds=60)
 
@@ -42,7 +49,10 @@ def _stale(when: dt.datetime | None) -> bool:
 def conversation_get_or_create(
     *, workspace: Workspace, external_id: str, user_id: str, metadata: dict | None = None
 ) -> tuple[Conversation, bool]:
-    conversation = Conversation.objects.filter(workspace=workspace, external_id=external_id).first()
+    """The conversation `external_id` names as reads find it (selectors.conversation_find: the
+    client's id, else Engram's conv_ id), else a new one under that client id; Forbidden when
+    it is another user's."""
+    conversation = selectors.conversation_find(workspace=workspace, conversation_id=external_id)
     created = False
     if conversation is None:
         try:
@@ -139,6 +149,9 @@ def _row(
     metadata: dict | None = None,
     **extra: Any,
 ) -> Message:
+    # An upstream's answer or a tool's result may hold what PostgreSQL cannot (a NUL, a lone
+    # surrogate): cleaned, never refused or dropped (a request's own text was refused at the door).
+    message = cast(dict, storable(message))
     role = message.get("role", "user")
     name = str(message.get("name") or "")[:200]
     content = content_text(message.get("content"))
@@ -216,8 +229,9 @@ def _title_later(conversation: Conversation, rows: list[Message]) -> None:
 def conversation_import(
     *, workspace: Workspace, external_id: str, user_id: str, messages: list[dict]
 ) -> tuple[Conversation, list[Message]]:
-    """Messages imported into a conversation (created on first use), under the user's lock: an
-    erasure of the user runs wholly before or after (memory.services.users.user_lock)."""
+    """Messages imported into a conversation (found as conversation_get_or_create finds it,
+    else created), under the user's lock: an erasure of the user runs wholly before or after
+    (memory.services.users.user_lock)."""
     user_lock(workspace_id=workspace.id, user_id=user_id)
     conversation, _ = conversation_get_or_create(
         workspace=workspace, external_id=external_id, user_id=user_id

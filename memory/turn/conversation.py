@@ -57,7 +57,8 @@ def fingerprint(messages: list[dict], start: str = "") -> str:
         normalized = _normalized(message)
         if normalized is None:
             continue
-        step = f"{digest}\x1e{normalized}".encode()
+        # surrogatepass: an upstream's answer may hold a lone surrogate (stored as U+FFFD)
+        step = f"{digest}\x1e{normalized}".encode("utf-8", "surrogatepass")
         digest = hashlib.sha256(step).hexdigest()[:32]
     return digest
 
@@ -169,6 +170,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         conversation_create,
         conversation_get_or_create,
         messages_append,
+        session_owned,
         session_resolve,
     )
 
@@ -185,6 +187,10 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     resent = 0  # conversation messages the client resent as the found conversation's history
     whole: str | None = None  # found by the history it resent: the request's fingerprint
     serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
+    if session is not None:
+        # Sessions are the workspace's: another user's is refused by its own name, before the
+        # conversation it names (whose id the client never sent) is looked at.
+        session_owned(session=session, user_id=user_id)
     if session is not None and session.conversation_id:
         conversation = Conversation.objects.get(pk=session.conversation_id)
         if conversation.user_id != user_id:
@@ -199,11 +205,13 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
                 workspace=workspace, external_id=f"auto:{uuid.uuid4().hex[:24]}", user_id=user_id
             )
     else:
-        external_id = ctx.conversation_id or f"session:{ctx.session_id}"
+        external_id = ctx.conversation_id or Conversation.session_external_id(
+            ctx.session_id or ""  # set: this branch has a conversation or a session id
+        )
         if dry_run:
-            conversation = Conversation.objects.filter(
-                workspace=workspace, external_id=external_id
-            ).first()
+            conversation = selectors.conversation_find(
+                workspace=workspace, conversation_id=external_id
+            )
             if conversation is not None and conversation.user_id != user_id:
                 conversation_get_or_create(
                     workspace=workspace, external_id=external_id, user_id=user_id

@@ -1,0 +1,67 @@
+"""An upstream answer whose text PostgreSQL cannot hold as it came (a NUL, a lone UTF-16
+surrogate) is stored cleaned, never dropped: NUL removed, a lone surrogate as U+FFFD."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.upstream import Reply, openai_completion, openai_stream, tool_call
+
+DIRTY = "a\u0000b \ud83d c"
+CLEAN = "ab \ufffd c"
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "look", "parameters": {"type": "object", "properties": {}}},
+    }
+]
+
+
+def _stored_answer(http, conversation_id: str) -> dict:
+    deadline = time.monotonic() + 20  # stored off the request path
+    while True:
+        messages = http.get(f"/v1/conversations/{conversation_id}/messages").json()["data"]
+        answers = [m for m in messages if m["role"] == "assistant"]
+        if answers or time.monotonic() > deadline:
+            assert len(answers) == 1, messages
+            return answers[0]
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_an_answer_with_nul_and_a_lone_surrogate_is_stored_cleaned(http, upstream, streamed):
+    upstream.script(
+        Reply(stream=openai_stream(["a\u0000b ", "\ud83d c"]))
+        if streamed
+        else Reply(json=openai_completion(DIRTY))
+    )
+    response = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "say it"}],
+            "stream": streamed,
+        },
+        headers={"x-user-id": "u-dirty", "x-conversation-id": "dirty"},
+    )
+    assert response.status_code == 200, response.text
+    assert _stored_answer(http, "dirty")["content"] == CLEAN
+
+
+def test_tool_call_names_and_arguments_are_stored_cleaned(http, upstream):
+    call = tool_call("call_1", "lo\u0000ok", '{"q": "' + DIRTY + '"}')
+    upstream.script(Reply(json=openai_completion(tool_calls=[call])))
+    response = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "look it up"}],
+            "tools": TOOLS,
+        },
+        headers={"x-user-id": "u-dirty", "x-conversation-id": "dirty-calls"},
+    )
+    assert response.status_code == 200, response.text
+    [stored] = _stored_answer(http, "dirty-calls")["tool_calls"]
+    assert stored["function"] == {"name": "look", "arguments": '{"q": "' + CLEAN + '"}'}

@@ -1,0 +1,142 @@
+"""Which conversation a chat turn or an import names, over HTTP: a session's derived
+conversation, Engram's conv_ ids, and whose a shared id is."""
+
+from __future__ import annotations
+
+import pytest
+
+from memory.models import Conversation, Message
+from tests.upstream import Reply, openai_completion, openai_stream
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+
+
+def _chat(http, headers, body=None, stream=False):
+    payload = dict(body or CHAT)
+    if stream:
+        payload["stream"] = True
+    return http.post("/v1/chat/completions", json=payload, headers=headers)
+
+
+@pytest.mark.parametrize("door", ["header", "header-streamed", "body"])
+def test_a_session_id_of_the_longest_allowed_length_names_its_conversation(http, upstream, door):
+    session_id = "s" * 200  # ids may be 200 characters; its conversation's name is longer
+    headers = {"x-user-id": "long-session"}
+    body = dict(CHAT)
+    if door == "body":
+        body["session_id"] = session_id
+    else:
+        headers["x-session-id"] = session_id
+    streamed = door == "header-streamed"
+    upstream.script(
+        Reply(stream=openai_stream(["Hi"])) if streamed else Reply(json=openai_completion("Hi"))
+    )
+    response = _chat(http, headers, body, stream=streamed)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-session-id"] == session_id
+    conversation = Conversation.objects.get(user_id="long-session")
+    assert conversation.external_id.endswith(session_id)
+    # The same session continues the same conversation.
+    upstream.script(Reply(json=openai_completion("Again")))
+    again = _chat(http, headers, body)
+    assert again.status_code == 200, again.text
+    assert Conversation.objects.filter(user_id="long-session").count() == 1
+    assert Message.objects.filter(conversation=conversation, role="user").count() == 2
+
+
+def test_context_sees_a_long_sessions_conversation(http, upstream):
+    headers = {"x-user-id": "long-session", "x-session-id": "c" * 200}
+    upstream.script(Reply(json=openai_completion("Hi")))
+    assert _chat(http, headers).status_code == 200
+    response = http.post("/v1/context", json=CHAT, headers=headers)
+    assert response.status_code == 200, response.text
+    stored = Conversation.objects.get(user_id="long-session")
+    assert response.headers["x-engram-conversation-id"] == stored.external_id
+
+
+def _conv_id(http, user_id):
+    listed = http.get("/v1/conversations", params={"user_id": user_id}).json()["data"]
+    assert len(listed) == 1, listed
+    return listed[0]["id"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_chat_naming_engrams_conv_id_continues_that_conversation(http, upstream, streamed):
+    headers = {"x-user-id": "kim", "x-conversation-id": "kims-chat"}
+    upstream.script(Reply(json=openai_completion("Hi Kim!")))
+    assert _chat(http, headers).status_code == 200
+    conv_id = _conv_id(http, "kim")
+    assert conv_id.startswith("conv_")
+
+    upstream.script(
+        Reply(stream=openai_stream(["Again"])) if streamed else Reply(json=openai_completion("A"))
+    )
+    by_conv = {"x-user-id": "kim", "x-conversation-id": conv_id}
+    response = _chat(http, by_conv, stream=streamed)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-engram-conversation-id"] == "kims-chat"
+    # The stored history reached the upstream: it is the same conversation.
+    sent = [m["content"] for m in upstream.chat_requests()[-1].body["messages"]]
+    assert "Hi Kim!" in sent
+    assert _conv_id(http, "kim") == conv_id  # still one conversation, reachable by its id
+    messages = http.get(f"/v1/conversations/{conv_id}/messages").json()["data"]
+    assert [m["role"] for m in messages][:3] == ["user", "assistant", "user"]
+
+
+def test_context_and_import_naming_engrams_conv_id_use_that_conversation(http, upstream):
+    upstream.script(Reply(json=openai_completion("Noted.")))
+    _chat(http, {"x-user-id": "lee", "x-conversation-id": "lees-chat"})
+    conv_id = _conv_id(http, "lee")
+
+    preview = http.post(
+        "/v1/context", json=CHAT, headers={"x-user-id": "lee", "x-conversation-id": conv_id}
+    )
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["engram"]["conversation_id"] == "lees-chat"
+
+    imported = http.post(
+        f"/v1/conversations/{conv_id}/messages",
+        json={"user_id": "lee", "messages": [{"role": "user", "content": "imported"}]},
+    )
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["conversation"]["id"] == conv_id
+    assert _conv_id(http, "lee") == conv_id
+    contents = [
+        m["content"] for m in http.get(f"/v1/conversations/{conv_id}/messages").json()["data"]
+    ]
+    assert contents[-1] == "imported" and "Noted." in contents
+
+
+def test_another_users_conv_id_stays_refused(http, upstream):
+    upstream.script(Reply(json=openai_completion("Mine.")))
+    _chat(http, {"x-user-id": "ann", "x-conversation-id": "anns-chat"})
+    conv_id = _conv_id(http, "ann")
+
+    chat = _chat(http, {"x-user-id": "bob", "x-conversation-id": conv_id})
+    assert chat.status_code == 403, chat.text
+    assert chat.json()["error"]["param"] == "x-conversation-id"
+    imported = http.post(
+        f"/v1/conversations/{conv_id}/messages",
+        json={"user_id": "bob", "messages": [{"role": "user", "content": "mine now"}]},
+    )
+    assert imported.status_code == 403, imported.text
+    assert Conversation.objects.count() == 1
+
+
+@pytest.mark.parametrize("door", ["header", "body"])
+def test_another_users_session_is_a_403_naming_the_session(http, upstream, door):
+    upstream.script(Reply(json=openai_completion("Mine.")))
+    assert _chat(http, {"x-user-id": "ann", "x-session-id": "s-shared"}).status_code == 200
+
+    headers, body = {"x-user-id": "bob"}, dict(CHAT)
+    if door == "header":
+        headers["x-session-id"] = "s-shared"
+    else:
+        body["session_id"] = "s-shared"
+    for path in ("/v1/chat/completions", "/v1/context"):
+        response = http.post(path, json=body, headers=headers)
+        assert response.status_code == 403, response.text
+        error = response.json()["error"]
+        assert error["param"] == ("x-session-id" if door == "header" else "session_id")
+        assert error["message"] == ("Session 's-shared' belongs to another user of this workspace.")
+    assert Conversation.objects.count() == 1
