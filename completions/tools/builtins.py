@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from config.common.text import storable
+from config.common.jsonbody import storable
 
 
 class Refused(Exception):

@@ -6,7 +6,7 @@ tried) and the tool's own headers (decrypted here, never logged). Private, loopb
 link-local addresses are refused unless ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS: a literal address
 before the request, a host name by the resolver the connection uses (so a name that resolves
 to a private address later is caught too). The answer's text (cut to MAX_RESULT characters,
-NULs dropped and lone surrogates replaced: config.common.text.storable) is the tool's result;
+NULs dropped and lone surrogates replaced: config.common.jsonbody.storable) is the tool's result;
 a status >= 400, a timeout or a refused address is an error result, which the model receives
 as the tool's answer.
 """
@@ -29,7 +29,7 @@ from completions.tools import builtins, policy
 from completions.tools.models import Tool
 from completions.tools.services import headers_of
 from config.common.errors import DomainError
-from config.common.text import storable
+from config.common.jsonbody import storable
 
 MAX_RESULT = 16_000
 IDEMPOTENCY_HEADER = "Idempotency-Key"

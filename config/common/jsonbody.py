@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import overload
 
 import orjson
 from django.conf import settings
@@ -130,6 +131,10 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+@overload
+def storable(value: str) -> str: ...
+@overload
+def storable(value: object) -> object: ...
 def storable(value: object) -> object:
     """`value` (a JSON value) as PostgreSQL text and jsonb can hold it: NUL removed, each lone
     surrogate replaced with U+FFFD, everything else as it was. For text Engram did not parse and
