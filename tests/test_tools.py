@@ -467,6 +467,27 @@ def test_tools_crud_hides_header_values(http, engram_server, outsider, tool_serv
     assert_envelope(http.get(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
 
 
+def test_tool_parameters_must_be_json_schema(http, tool_server):
+    """What a strict provider refuses with every call is refused once, when the tool is made;
+    a schema without "type" is an object's, as OpenAI needs it said."""
+    agent = make_agent(http)
+    url = tool_server.url + "/weather"
+    for schema in (
+        {"type": "object", "properties": "notadict"},
+        {"type": "object", "properties": {"city": {"type": "town"}}},
+        {"type": "object", "required": "city"},
+    ):
+        body = {"name": "w", "type": "http", "http": {"url": url}, "parameters": schema}
+        error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+        assert error["param"] == "parameters" and "JSON Schema" in error["message"], error
+    body = {"name": "w", "type": "http", "http": {"url": url}, "parameters": {"properties": {}}}
+    made = http.post(f"/v1/agents/{agent}/tools", json=body)
+    assert made.status_code == 201 and made.json()["parameters"] == {
+        "type": "object",
+        "properties": {},
+    }
+
+
 def test_a_read_tools_masked_headers_patched_back_keep_their_values(
     sdk, http, upstream, tool_server
 ):

@@ -48,7 +48,19 @@ def parameters(value: Any) -> dict:
         raise Invalid('parameters must be a JSON schema of "type": "object".', field="parameters")
     if len(json.dumps(value)) > 32_000:
         raise Invalid("parameters is too large (32,000 characters at most).", field="parameters")
-    return value
+    # Checked against JSON Schema's own meta-schema: {"properties": "notadict"} was stored and
+    # sent upstream with every call, where a strict provider refuses the whole request.
+    from jsonschema import SchemaError, validators
+
+    try:
+        validators.validator_for(value, default=validators.Draft202012Validator).check_schema(value)
+    except SchemaError as exc:
+        where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
+        raise Invalid(
+            f"parameters{where} is not valid JSON Schema: {exc.message}", field="parameters"
+        ) from None
+    # OpenAI refuses a function whose parameters do not say "type": "object".
+    return {"type": "object", **value}
 
 
 def _rule(value: Any) -> None:
