@@ -181,6 +181,9 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 
 
+HAND_ACTORS = ("api", "admin")  # a memory edited by a person, not by an extractor
+
+
 @transaction.atomic
 def memory_update(
     *,
@@ -210,10 +213,12 @@ def memory_update(
         # A one-valued fact's text changed by hand ("User lives in Rome." for "... Paris.")
         # without its slot's value: the value no longer says what the text does, and the
         # extractor would take the user restating "I live in Paris" for no change. Unknown,
-        # the next statement of the slot sets it again.
+        # the next statement of the slot sets it again. (The extractor rewrites a text with
+        # its value the same, "User lives in Berlin (moved there in …)": it keeps it.)
         kept = memory.metadata or {}
         if (
-            memory.text != old_text
+            actor in HAND_ACTORS
+            and memory.text != old_text
             and "value" in kept
             and kept["value"] == old_metadata.get("value")
         ):
