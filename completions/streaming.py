@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import aiohttp
 
 from completions.providers.base import Chunk, StreamFailed, UpstreamStream, dumps
 from config.common.errors import ApiError
+
+logger = logging.getLogger("engram.gateway")
 
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
@@ -312,6 +315,7 @@ async def relay(
     outcome = "cut"  # until proven otherwise: the client went away
     error: dict | None = None
     error_status = 200  # the stream's status line has gone out already
+    error_code = "stream_failed"  # the usage record's, when `error` is set
     try:
         if tool_calls:
             yield b"".join(preface(tool_calls, stream_id=stream_id, model=model or client_model))
@@ -355,6 +359,10 @@ async def relay(
             "message": f"The upstream connection failed mid-stream ({type(exc).__name__}).",
             "type": "upstream_error",
         }
+    except Exception:  # a bug: the stream still ends as a stream does, and the turn is finished
+        logger.exception("relaying a stream failed")
+        error = {"message": "Internal server error.", "type": "server_error"}
+        error_status, error_code = 500, "server_error"
     finally:
         if pending is not None:
             pending.cancel()
@@ -383,7 +391,7 @@ async def relay(
         assistant=assembler.assistant() if assembler.head else None,
         usage=assembler.usage,
         incomplete=error is not None,
-        error_code="stream_failed" if error is not None else "",
+        error_code=error_code if error is not None else "",
     )
     await turn.reply_committed()
     # The last frames go out as one write, [DONE] with them (the ASGI door sends the stream's

@@ -160,3 +160,36 @@ def test_a_bug_mid_stream_ends_with_the_error_frame_and_done(
     upstream.script(Reply(stream=openai_stream(["fine"])))
     with http.stream("POST", "/v1/chat/completions", json=body) as resp:
         assert resp.status_code == 200 and sse(resp)[-1] == "[DONE]"
+
+
+def test_a_bug_relaying_a_plain_stream_ends_with_the_error_frame_and_done(
+    http, upstream, monkeypatch
+):
+    """The chat stream without tools: a bug mid-relay was a cut stream (no error frame, no
+    [DONE]) recorded as the client's hang-up (499)."""
+    from completions import streaming
+
+    real_add = streaming.Assembler.add
+    seen = []
+
+    def add(self, data):
+        seen.append(data)
+        if len(seen) == 2:
+            raise RuntimeError("a bug")
+        return real_add(self, data)
+
+    monkeypatch.setattr(streaming.Assembler, "add", add)
+    upstream.script(Reply(stream=openai_stream(["a", "b", "c"])))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert resp.status_code == 200
+        events = sse(resp)
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"] == {
+        "message": "Internal server error.",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+    row = record(resp.headers["x-request-id"])
+    assert row.status_code == 500 and row.error_code == "server_error" and row.incomplete
