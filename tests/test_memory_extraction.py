@@ -841,14 +841,27 @@ def test_a_run_takes_a_bounded_batch(offline, monkeypatch, django_capture_on_com
 
 
 @llm_db
-def test_a_turn_that_fails_its_batch_fails_alone(upstream, django_capture_on_commit_callbacks):
-    """A failure that is not transient (here a fact PostgreSQL cannot store: a NUL character,
-    as a model may write) is recorded on the turn's own job; its batch-mate is extracted."""
+def test_a_turn_that_fails_its_batch_fails_alone(
+    upstream, django_capture_on_commit_callbacks, monkeypatch
+):
+    """A failure that is not transient (here a fact the database refuses) is recorded on the
+    turn's own job; its batch-mate is extracted."""
+    from django.db import DataError
+
+    from memory.background.extraction import llm
+
+    def refused(*, text, when):
+        if "chess" in text:
+            raise DataError("a value the column cannot hold")
+        return real(text=text, when=when)
+
+    real = llm.memory_search_text
+    monkeypatch.setattr(llm, "memory_search_text", refused)
     workspace, _ = make_workspace()
     jobs = queue(
         workspace, "u", "Hello there.", "I love chess.", capture=django_capture_on_commit_callbacks
     )
-    unstorable = reply({"facts": [{"text": "Loves \x00chess", "sources": [2]}]})
+    unstorable = reply({"facts": [{"text": "Loves chess", "sources": [2]}]})
     upstream.script(
         unstorable,  # the batch: both turns in one chunk, nothing stored
         reply({"facts": []}),  # then each turn alone
@@ -863,6 +876,22 @@ def test_a_turn_that_fails_its_batch_fails_alone(upstream, django_capture_on_com
     transcripts = [r.body["messages"][1]["content"] for r in upstream.chat_requests()]
     assert len(transcripts) == 3 and "Hello there." in transcripts[0]
     assert "chess" in transcripts[0] and "chess" not in transcripts[1]
+
+
+@llm_db
+def test_a_fact_a_model_wrote_with_a_nul_is_kept_without_it(
+    upstream, django_capture_on_commit_callbacks
+):
+    """A model may write what PostgreSQL cannot store: the fact is cleaned and kept."""
+    workspace, _ = make_workspace()
+    jobs = queue(workspace, "u", "I love chess.", capture=django_capture_on_commit_callbacks)
+    upstream.script(
+        reply({"facts": [{"text": "Loves \x00chess \ud800now", "sources": [1]}]}),
+        reply({"actions": [{"event": "ADD", "fact": 0, "text": "Loves \x00chess \ud800now"}]}),
+    )
+    tasks.extract(jobs[0].id)
+    assert ProcessingJob.objects.get(id=jobs[0].id).status == "done"
+    assert list(Memory.objects.values_list("text", flat=True)) == ["Loves chess \ufffdnow"]
 
 
 def _erased_during(monkeypatch, module, name: str, workspace, user_id: str) -> None:

@@ -15,6 +15,7 @@ from completions.providers.registry import upstream_for
 from completions.routing import resolve_sync, snapshot_sync
 from config.common.errors import ApiError
 from config.common.ids import new_id
+from config.common.jsonbody import storable
 
 
 class LLMUnavailable(Exception):
@@ -73,6 +74,10 @@ def chat(
             f"{route.provider.name} upstream failed ({exc.status}): {exc.message}"
         ) from exc
     try:
-        return data["choices"][0]["message"]["content"] or ""
+        content = data["choices"][0]["message"]["content"] or ""
     except (KeyError, IndexError, TypeError) as exc:
         raise LLMError("malformed upstream reply") from exc
+    if not isinstance(content, str):
+        raise LLMError("malformed upstream reply")
+    # Stored by its callers (a summary, a title): a NUL or a lone surrogate cleaned, not fatal.
+    return storable(content)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -151,7 +151,7 @@ def _row(
 ) -> Message:
     # An upstream's answer or a tool's result may hold what PostgreSQL cannot (a NUL, a lone
     # surrogate): cleaned, never refused or dropped (a request's own text was refused at the door).
-    message = cast(dict, storable(message))
+    message = storable(message)
     role = message.get("role", "user")
     name = str(message.get("name") or "")[:200]
     content = content_text(message.get("content"))

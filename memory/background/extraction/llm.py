@@ -17,6 +17,7 @@ from django.db import transaction
 
 from accounts.models import Workspace
 from completions.providers import llm as chat_llm
+from config.common.jsonbody import storable
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
@@ -82,7 +83,9 @@ def _parse(reply: str) -> dict:
     data = json.loads(text[start : end + 1])
     if not isinstance(data, dict):
         raise ValueError("not an object")
-    return data
+    # A model may write what PostgreSQL cannot store ("\u0000" in a fact): cleaned, the fact
+    # kept, rather than failing the turn's extraction.
+    return storable(data)
 
 
 def ask_json(*, workspace: Workspace, system: str, user: str, validate: Callable[[dict], T]) -> T:
