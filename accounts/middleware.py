@@ -10,7 +10,8 @@ HINT = "x-workspace-id"  # names the workspace when one token issuer serves seve
 PUBLIC_PREFIXES = (
     "/healthz",
     "/readyz",
-    "/admin/",
+    "/admin",  # the admin's own sign-in guards it; "/admin" redirects to "/admin/"
+    "/favicon.ico",
     "/static/",
     "/v1/schema",
     "/docs",

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.http import HttpResponse
 from django.urls import include, path, register_converter
+from django.views.generic.base import RedirectView
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularSwaggerView,
@@ -31,7 +33,10 @@ urlpatterns = [
     path("healthz", health.healthz),
     path("metrics", metrics_view),
     path("readyz", health.readyz),
+    path("admin", RedirectView.as_view(url="/admin/")),
     path("admin/", admin.site.urls),
+    # No icon: "nothing", so the browser's request for one is not an error in every console.
+    path("favicon.ico", lambda request: HttpResponse(status=204)),
     path("playground", playground, name="playground"),
     # Public, like the health checks (accounts.middleware.PUBLIC_PREFIXES).
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),

@@ -25,3 +25,23 @@ def test_docs_render_offline_from_engram_alone(page, engram_server):
     assert page.locator(".opblock").count() >= 30
     assert origins == {urlsplit(engram_server.url).netloc}, origins
     assert not failed, failed
+
+
+def test_a_key_given_to_docs_stays_out_of_local_storage(page, engram_server, owner):
+    """Swagger UI's persistAuthorization kept the pasted key in localStorage, past the tab and
+    readable by any page of the origin. And no page load logs an error (the browser's own
+    request for /favicon.ico was a 401)."""
+    errors: list[str] = []
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+    page.goto(engram_server.url + "/docs")
+    page.locator("button.authorize").first.click()
+    page.locator(".modal-ux input").first.fill(owner[1])
+    page.locator(".modal-ux button.authorize").first.click()
+    expect(page.locator(".modal-ux button", has_text="Logout").first).to_be_visible()
+    stored = page.evaluate("JSON.stringify(Object.assign({}, localStorage))")
+    assert owner[1] not in stored, stored
+    page.goto(engram_server.url + "/docs")
+    assert owner[1] not in page.evaluate("JSON.stringify(Object.assign({}, localStorage))")
+    assert not errors, errors

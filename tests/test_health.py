@@ -55,3 +55,12 @@ def test_production_settings_refuse_to_start_without_secrets():
     )
     assert proc.returncode != 0
     assert "DJANGO_SECRET_KEY" in proc.stderr or "ImproperlyConfigured" in proc.stderr
+
+
+def test_the_browsers_own_requests_are_no_errors(anon_http):
+    """A browser asks every origin for /favicon.ico (a 401 was a console error on each page),
+    and a person types /admin without its slash (a 401 JSON envelope)."""
+    assert anon_http.get("/favicon.ico").status_code == 204
+    admin = anon_http.get("/admin", follow_redirects=False)
+    assert admin.status_code in (301, 302) and admin.headers["location"] == "/admin/"
+    assert anon_http.get("/v1/models").status_code == 401  # the API still needs its key

@@ -165,7 +165,9 @@ SPECTACULAR_SETTINGS = {
     ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": True},
+    # persistAuthorization would keep the key pasted into /docs in localStorage, past the tab
+    # and readable by any page of the origin (the playground keeps its key in sessionStorage).
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": False, "displayOperationId": True},
 }
 
 # Celery
