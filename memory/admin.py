@@ -4,13 +4,16 @@ and background jobs; the end-user pages are memory/admin_users.py.
 Edits and deletes of memories go through the services, so the admin leaves history too.
 """
 
+from django import forms
 from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from config.common.ids import ID_RULE, is_id
 from memory import services
 from memory.admin_users import user_url
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
+from memory.serializers import KINDS
 
 
 def _link(obj, label: str | None = None) -> str:
@@ -24,8 +27,26 @@ def _user_link(obj) -> str:
     return format_html('<a href="{}">{}</a>', user_url(obj.workspace_id, obj.user_id), obj.user_id)
 
 
+class MemoryForm(forms.ModelForm):
+    """The API's rules for what a memory is: a user id the API can name (or the user could not
+    be read, exported or erased there) and one of the kinds."""
+
+    kind = forms.ChoiceField(choices=[(kind, kind) for kind in KINDS])
+
+    class Meta:
+        model = Memory
+        fields = ("workspace", "user_id", "text", "kind", "event_date", "metadata")
+
+    def clean_user_id(self) -> str:
+        value = self.cleaned_data["user_id"]
+        if not is_id(value):
+            raise forms.ValidationError(f"A user id is {ID_RULE}.")
+        return value
+
+
 @admin.register(Memory)
 class MemoryAdmin(admin.ModelAdmin):
+    form = MemoryForm
     list_display = ("__str__", "end_user", "kind", "event_date", "workspace", "updated_at")
     list_filter = ("kind", "workspace")
     list_select_related = ("workspace",)

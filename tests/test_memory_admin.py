@@ -83,6 +83,27 @@ def test_admin_edit_and_delete_leave_history(admin_client, memory):
     assert MemoryEvent.objects.filter(memory_id=memory.id, event="DELETE", actor="admin").exists()
 
 
+def test_admin_adds_a_memory_under_the_apis_rules(admin_client, memory):
+    """A user id the API cannot name could not be read, exported or erased there; a kind
+    outside the five reached the API and the playground."""
+    url = reverse("admin:memory_memory_add")
+    form = {
+        "workspace": memory.workspace_id,
+        "user_id": "bad user <x>",
+        "text": "Likes tea.",
+        "kind": "bogus-kind",
+        "event_date": "",
+        "metadata": "{}",
+    }
+    refused = admin_client.post(url, form)
+    assert refused.status_code == 200  # the form again, with its errors
+    assert b"A user id is" in refused.content and b"bogus-kind is not one of" in refused.content
+    assert not Memory.objects.filter(text="Likes tea.").exists()
+    added = admin_client.post(url, form | {"user_id": "carol", "kind": "preference"})
+    assert added.status_code == 302, added.content[:2000]
+    assert Memory.objects.get(text="Likes tea.").kind == "preference"
+
+
 def test_admin_pages_for_conversations_sessions_and_messages(admin_client, memory):
     source = memory.sources.get()
     for name in ("conversation", "session", "message", "memoryevent"):
