@@ -190,3 +190,39 @@ def test_the_model_picker_lists_agents_and_a_chat_with_one_uses_its_instructions
     sent = upstream.chat_requests()[-1].body
     assert sent["model"] == MODEL  # the agent's model reached the upstream
     assert sent["messages"][0] == {"role": "system", "content": "Answer as a concierge."}
+
+
+def test_a_new_chat_mid_answer_no_user_and_a_forgotten_key_leave_nothing_behind(
+    page, engram_server, owner, http, upstream
+):
+    """ "New chat" while an answer streamed put that answer at the head of the new chat; a turn
+    without a user id read "? context tokens"; another user's memories (or none's) stayed
+    listed with live buttons, and so did everything after "Forget key"."""
+    _, key = owner
+    assert http.post("/v1/memories", json={"user_id": "ada", "text": "Ada keeps bees."}).is_success
+    open_playground(page, engram_server, key, "ada")
+    expect(page.locator("#memory-list")).to_contain_text("keeps bees")
+
+    upstream.script(Reply(stream=openai_stream(["slow", " answer"]), delay=0.5))
+    page.get_by_label("Message").fill("First chat.")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#transcript .answer')].pop()?.textContent === 'slow'"
+    )
+    page.get_by_role("button", name="New chat").click()
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()  # the first answer ended
+    ask(page, "Second chat.")
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] in ("user", "assistant")] == ["Second chat."]
+
+    page.get_by_label("User id").fill("")
+    page.get_by_label("User id").dispatch_event("change")
+    expect(page.locator("#memory-list li")).to_have_count(0)
+    page.get_by_label("Message").fill("Anyone there?")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".summary")).to_have_text("No memory for this turn (no user id).")
+
+    page.get_by_role("button", name="Forget key").click()
+    expect(page.locator("#model option")).to_have_count(0)
+    expect(page.locator("#memory-list li")).to_have_count(0)

@@ -5,6 +5,7 @@
 
 (() => {
   const KEY_ITEM = "engram.playground.key";
+  const NO_MEMORY = "No memory for this turn (no user id).";
   const POLL_MS = 500;
   const $ = (id) => document.getElementById(id);
 
@@ -127,6 +128,9 @@
   function forgetKey() {
     sessionStorage.removeItem(KEY_ITEM);
     showKeyState();
+    // What the key showed goes with it: memories, models and collections of that workspace.
+    for (const id of ["memory-list", "model", "chat-collections", "upload-collection"]) $(id).replaceChildren();
+    say("memory-status", "");
   }
 
   async function loadEverything() {
@@ -209,9 +213,12 @@
       count(engram.memories_used, "memory used", "memories used"),
       count(engram.messages_retrieved, "past message retrieved", "past messages retrieved"),
       count(engram.history_messages, "earlier turn", "earlier turns"),
-      `${engram.context_tokens ?? "?"} context tokens`,
+      `${engram.context_tokens} context tokens`,
     ];
-    turn.querySelector(".summary").textContent = parts.join(" · ");
+    // Without a user id the engram object holds only the charge: nothing was remembered.
+    turn.querySelector(".summary").textContent =
+      engram.context_tokens == null ? NO_MEMORY : parts.join(" · ");
+    turn.dataset.engram = "shown";
     const sources = engram.sources || [];
     turn.querySelector(".sources").replaceChildren(
       ...sources.map((s) =>
@@ -266,11 +273,14 @@
     chat.busy = true;
     $("chat-send").disabled = true;
     input.value = "";
-    chat.messages.push({ role: "user", content: text });
+    // This turn's conversation: "New chat" while the answer streams starts another, and the
+    // late answer must not open it.
+    const history = chat.messages;
+    history.push({ role: "user", content: text });
     addUserTurn(text);
     const turn = addAssistantTurn();
     const answer = turn.querySelector(".answer");
-    const body = { model: $("model").value, messages: chat.messages };
+    const body = { model: $("model").value, messages: history };
     const headers = chatHeaders();
     let content = "";
     try {
@@ -300,16 +310,16 @@
           }
         }
       });
-      if (!turn.querySelector(".summary").textContent.includes("context tokens")) {
-        turn.querySelector(".summary").textContent = "No memory for this turn (no user id).";
+      if (!turn.dataset.engram) {
+        turn.querySelector(".summary").textContent = NO_MEMORY; // no engram chunk at all
       }
       say("chat-status", "");
     } catch (error) {
       say("chat-status", error.message, true);
       answer.append(el("p", { class: "error", text: error.message }));
     } finally {
-      if (content) chat.messages.push({ role: "assistant", content });
-      else chat.messages.pop(); // nothing came back: the question is not part of the history
+      if (content) history.push({ role: "assistant", content });
+      else history.pop(); // nothing came back: the question is not part of the history
       chat.busy = false;
       $("chat-send").disabled = false;
       input.focus();
@@ -346,6 +356,8 @@
 
   async function loadMemories() {
     if (!key()) return;
+    // Another user's memories never stay on screen under this one's id (nor under none).
+    $("memory-list").replaceChildren();
     if (!userId()) return say("memory-status", "Set a user id to see its memories.");
     try {
       const query = new URLSearchParams({ user_id: userId(), limit: "100" });
