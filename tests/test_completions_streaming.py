@@ -115,6 +115,28 @@ def test_error_after_first_byte_is_one_error_frame_then_done(http, upstream, eng
         list(sdk.chat.completions.create(**STREAM))
 
 
+def test_a_stream_without_done_is_complete_once_its_answer_says_why_it_stopped(http, upstream):
+    """llama.cpp's server (before PR 9459) and ik_llama.cpp end a stream at its last chunk,
+    with no [DONE]: every such answer ended in an error frame and was stored incomplete."""
+    headers = {"x-user-id": "lc", "x-conversation-id": "no-done"}
+    upstream.script(Reply(stream=openai_stream(["a", "b"])[:-1]))  # all but [DONE]
+    with http.stream("POST", URL, json=STREAM, headers=headers) as resp:
+        lines = frames_of(resp)
+    assert lines[-1] == "data: [DONE]" and not any('"error"' in line for line in lines)
+    assert "engram" in json.loads(lines[-2][6:])
+    stored = http.get("/v1/conversations/no-done/messages").json()["data"]
+    assert [(m["role"], m["content"], m["incomplete"]) for m in stored][-1] == (
+        "assistant",
+        "ab",
+        False,
+    )
+    # cut before the answer said why it stopped: still a failure
+    upstream.script(Reply(stream=openai_stream(["a", "b"])[:-3]))
+    with http.stream("POST", URL, json=STREAM) as resp:
+        lines = frames_of(resp)
+    assert "ended before it was complete" in json.loads(lines[-2][6:])["error"]["message"]
+
+
 def test_upstream_error_event_is_relayed_as_one_frame(http, upstream):
     chunks = openai_stream(["a"])[:2] + [
         {"error": {"message": "overloaded", "type": "server_error"}}

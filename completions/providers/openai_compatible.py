@@ -28,6 +28,7 @@ class OpenAIStream(HttpStream):
         # suspend), each chunk's JSON read by orjson.
         content = self.response.content
         parser = SseParser()
+        answered: dict = {}  # the last chunk with choices
         while True:
             self.waiting = True
             data = await content.readany()
@@ -51,9 +52,24 @@ class OpenAIStream(HttpStream):
                         type=error.get("type") or "upstream_error",
                         code=error.get("code"),
                     )
+                if parsed.get("choices"):
+                    answered = parsed
                 yield Chunk(parsed, raw)  # positional: keywords cost ~1,200 instructions more
             if not data:
+                # No [DONE]: llama.cpp's server before PR 9459 (2024) and ik_llama.cpp end a
+                # stream at its last chunk. One whose answer says why it stopped is complete.
+                if _finished(answered):
+                    self.complete = True
+                    return
                 raise StreamFailed("The upstream stream ended before it was complete.")
+
+
+def _finished(chunk: dict) -> bool:
+    """Whether a chunk's choices all say why they stopped (a finish_reason)."""
+    choices = chunk.get("choices")
+    return isinstance(choices, list) and all(
+        isinstance(c, dict) and c.get("finish_reason") for c in choices
+    )
 
 
 class OpenAICompatibleProvider(HttpProvider):
