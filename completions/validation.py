@@ -241,8 +241,10 @@ def _response_format(body: dict) -> None:
         )
     if kind == "json_schema":
         schema = fmt.get("json_schema")
-        if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
-            raise _type_error("response_format.json_schema.name", "a string", schema)
+        if not isinstance(schema, dict):
+            raise _type_error("response_format.json_schema", "an object", schema)
+        if not isinstance(schema.get("name"), str):
+            raise _type_error("response_format.json_schema.name", "a string", schema.get("name"))
 
 
 def metadata(body: dict) -> dict[str, str]:

@@ -69,7 +69,15 @@ BAD_BODIES = [
     ({**BODY, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name"),
     ({**BODY, "tool_choice": "sometimes"}, "tool_choice"),
     ({**BODY, "response_format": {"type": "xml"}}, "response_format.type"),
-    ({**BODY, "response_format": {"type": "json_schema"}}, "response_format.json_schema.name"),
+    ({**BODY, "response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    (
+        {**BODY, "response_format": {"type": "json_schema", "json_schema": "x"}},
+        "response_format.json_schema",
+    ),
+    (
+        {**BODY, "response_format": {"type": "json_schema", "json_schema": {"name": 5}}},
+        "response_format.json_schema.name",
+    ),
     ({**BODY, "metadata": {"a": 1}}, "metadata"),
     ({**BODY, "user": 7}, "user"),
     ({**BODY, "session_id": 7}, "session_id"),
@@ -319,6 +327,31 @@ def test_retry_after_too_long_is_passed_through(http, upstream, settings):
     assert_envelope(resp, 429)
     assert resp.headers["retry-after"] == "60"
     assert len(upstream.chat_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "kind"),
+    [
+        # vLLM's older shape: the fields at the top, not under "error"
+        (
+            {"object": "error", "message": "vllm says no", "type": "BadRequestError", "code": 400},
+            "vllm says no",
+            "BadRequestError",
+        ),
+        # FastAPI's validation errors: JSON, not Python's repr of it
+        (
+            {"detail": [{"loc": ["body", "x"], "msg": "field required"}]},
+            '[{"loc": ["body", "x"], "msg": "field required"}]',
+            "invalid_request_error",
+        ),
+    ],
+)
+def test_an_upstreams_own_error_shapes_reach_the_client_as_it_wrote_them(
+    http, upstream, body, message, kind
+):
+    upstream.script(Reply(status=400, json=body))
+    error = assert_envelope(post(http), 400)
+    assert error["message"] == message and error["type"] == kind
 
 
 def test_stream_is_retried_before_the_first_byte_only(http, upstream, settings):

@@ -242,9 +242,24 @@ def _error_fields(content: bytes) -> tuple[str, str | None, str | None, str | No
         )
     if isinstance(error, str):
         return error, None, None, None
-    if isinstance(data, dict) and "detail" in data:  # FastAPI-style servers (vLLM)
-        return str(data["detail"]), None, None, None
-    return str(data)[:500], None, None, None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        # vLLM's older shape, the fields at the top: {"object": "error", "message", "type", ...}
+        code = data.get("code")
+        return (
+            data["message"],
+            data.get("type") if isinstance(data.get("type"), str) else None,
+            data.get("param") if isinstance(data.get("param"), str) else None,
+            str(code) if code is not None else None,
+        )
+    if isinstance(data, dict) and "detail" in data:  # FastAPI-style servers
+        detail = data["detail"]
+        return (detail if isinstance(detail, str) else _json_text(detail)), None, None, None
+    return _json_text(data), None, None, None
+
+
+def _json_text(value: object) -> str:
+    """An upstream's JSON as JSON (Python's repr of it was what the client read)."""
+    return json.dumps(value, ensure_ascii=False)[:500]
 
 
 def retry_wait(attempt: int, *, retryable: bool, retry_after: str | None = None) -> float | None:
