@@ -165,3 +165,33 @@ def test_streams_are_stored_and_a_cut_stream_is_marked_incomplete(engram_server,
     replies = list(Message.objects.filter(role="assistant").order_by("created_at"))
     assert replies[0].content == "Hello there" and not replies[0].incomplete
     assert replies[1].incomplete and replies[1].content.startswith("Once")
+
+
+def test_a_retry_after_a_cut_answer_stores_its_question_once(engram_server, owner, upstream):
+    """The client retries a turn whose answer was cut mid-stream, resending its question: the
+    question was stored a second time and the model read the half answer before it again."""
+    _, key = owner
+    user = client(engram_server, key, **{"x-user-id": "retrier", "x-conversation-id": "rt"})
+    question = [{"role": "user", "content": "Tell me a story."}]
+    upstream.script(
+        Reply(stream=openai_stream(["Once", " upon", " a", " time"]), drop_after=3, delay=0.05)
+    )
+    with pytest.raises(Exception):  # noqa: B017 - the SDK raises on a cut stream
+        for _ in user.chat.completions.create(model="gpt-4o-mini", messages=question, stream=True):
+            pass
+    deadline = time.monotonic() + 20  # the half answer is stored off the request path
+    while not Message.objects.filter(role="assistant").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    upstream.script(Reply(json=openai_completion("Once upon a time, the end.")))
+    user.chat.completions.create(model="gpt-4o-mini", messages=question)
+
+    sent = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
+    assert sent == question  # not the half answer, not the question twice
+    stored = list(
+        Message.objects.order_by("created_at").values_list("role", "content", "incomplete")
+    )
+    assert [(role, incomplete) for role, _, incomplete in stored] == [
+        ("user", False),
+        ("assistant", True),  # kept: nothing stored is lost
+        ("assistant", False),
+    ]

@@ -226,11 +226,18 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             Message.objects.filter(conversation=conversation)
             .exclude(role__in=HEAD_ROLES)
             .order_by("-created_at", "-id")
-            .values("id", "raw", "token_count")[:HISTORY_ROWS]
+            .values("id", "raw", "token_count", "incomplete")[:HISTORY_ROWS]
         )
         rows.reverse()
     stored = [r["raw"] for r in rows]
     k = matched_prefix(stored, conversation_messages, truncated=len(rows) == HISTORY_ROWS)
+    if not k and rows and rows[-1]["incomplete"] and stored[-1].get("role") == "assistant":
+        # A retry of a turn whose answer was cut mid-stream resends its question without the
+        # half answer: matched without it, the question is not stored twice, and the half
+        # answer (kept, marked incomplete) is not history the model reads before it again.
+        k = matched_prefix(stored[:-1], conversation_messages, truncated=len(rows) == HISTORY_ROWS)
+        if k:
+            rows = rows[:-1]
     # Found by its history: that history is stored, even after an unanswered message of a turn
     # that failed (which matched_prefix alone would not see past).
     k = max(k, resent)
