@@ -42,6 +42,9 @@ def _as_path(regex: str) -> str:
     return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
 
 
+PAGES = ("admin", "api/v1/", "v1/schema", "docs", "static/", "playground", "favicon.ico")
+
+
 def test_schema_is_public_31_and_lists_every_route_once(anon_http):
     schema = _schema(anon_http)
     assert schema["openapi"] == "3.1.0"
@@ -49,8 +52,8 @@ def test_schema_is_public_31_and_lists_every_route_once(anon_http):
     served = {
         _as_path(regex)
         for regex in _routes(get_resolver().url_patterns)
-        # pages for people, not API operations
-        if not regex.startswith(("admin/", "api/v1/", "v1/schema", "docs", "static/", "playground"))
+        # pages for people (and the browser's own icon request), not API operations
+        if not regex.startswith(PAGES)
     }
     assert served - paths == set()  # nothing served is missing
     assert {"/v1/chat/completions", "/v1/context", "/v1/models", "/v1/users"} <= paths
