@@ -354,6 +354,28 @@ def test_an_upstreams_own_error_shapes_reach_the_client_as_it_wrote_them(
     assert error["message"] == message and error["type"] == kind
 
 
+def test_retry_after_ms_is_the_finer_wait(http, upstream, settings):
+    """OpenAI sends retry-after-ms beside a retry-after rounded up to whole seconds: a wait
+    of 100 ms read as "60" was given up on (past ENGRAM_UPSTREAM_RETRY_MAX_WAIT)."""
+    settings.ENGRAM_UPSTREAM_RETRY_MAX_WAIT = 5
+    refusal = {"error": {"message": "slow down"}}
+    upstream.script(
+        Reply(status=429, headers={"retry-after": "60", "retry-after-ms": "100"}, json=refusal),
+        Reply(json=openai_completion("after the wait")),
+    )
+    started = time.monotonic()
+    resp = post(http)
+    assert resp.status_code == 200 and time.monotonic() - started >= 0.1
+    assert len(upstream.chat_requests()) == 2
+    # given up on (a wait past the limit): both headers reach the client
+    upstream.script(
+        Reply(status=429, headers={"retry-after": "60", "retry-after-ms": "60000"}, json=refusal)
+    )
+    resp = post(http)
+    assert_envelope(resp, 429)
+    assert resp.headers["retry-after"] == "60" and resp.headers["retry-after-ms"] == "60000"
+
+
 def test_stream_is_retried_before_the_first_byte_only(http, upstream, settings):
     settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
     upstream.script(

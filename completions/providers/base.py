@@ -203,10 +203,7 @@ class Provider:
 def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
     """An upstream's error answer, in OpenAI's envelope: 4xx keep their status, 5xx become 502."""
     message, type_, param, code = _error_fields(content)
-    passthrough = {}
-    retry_after = headers.get("retry-after")
-    if retry_after:
-        passthrough["retry-after"] = retry_after
+    passthrough = {name: headers[name] for name in RETRY_HEADERS if headers.get(name)}
     if status >= 500:
         detail = f": {message}" if message else ""
         return ApiError(
@@ -260,6 +257,22 @@ def _error_fields(content: bytes) -> tuple[str, str | None, str | None, str | No
 def _json_text(value: object) -> str:
     """An upstream's JSON as JSON (Python's repr of it was what the client read)."""
     return json.dumps(value, ensure_ascii=False)[:500]
+
+
+RETRY_HEADERS = ("retry-after", "retry-after-ms")  # passed on to the client with a refusal
+
+
+def retry_after_of(headers: Mapping[str, str]) -> str | None:
+    """An upstream's wait before a retry, in seconds: OpenAI's `retry-after-ms` when it is a
+    number (`retry-after` beside it is rounded up to whole seconds: 0.1 s read as 1, or a wait
+    of 60 given up on), else `retry-after`."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return str(max(0.0, float(ms)) / 1000)
+        except ValueError:
+            pass
+    return headers.get("retry-after")
 
 
 def retry_wait(attempt: int, *, retryable: bool, retry_after: str | None = None) -> float | None:
@@ -340,7 +353,7 @@ class HttpProvider(Provider):
                 finally:
                     response.release()
                 error = self.refusal(upstream, response.status, body, response.headers)
-                retry_after = response.headers.get("retry-after")
+                retry_after = retry_after_of(response.headers)
                 retryable = retryable_status(response.status)
             delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
             if delay is None:
@@ -396,7 +409,7 @@ class HttpProvider(Provider):
                 error = self.refusal(
                     upstream, response.status_code, response.content, response.headers
                 )
-                retry_after = response.headers.get("retry-after")
+                retry_after = retry_after_of(response.headers)
                 retryable = retryable_status(response.status_code)
             delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
             if delay is None:
