@@ -354,6 +354,12 @@ def test_an_upstreams_own_error_shapes_reach_the_client_as_it_wrote_them(
     assert error["message"] == message and error["type"] == kind
 
 
+def test_an_error_under_status_200_is_a_502_with_its_message(http, upstream):
+    upstream.script(Reply(json={"error": {"message": "model overloaded", "type": "server_error"}}))
+    error = assert_envelope(post(http), 502)
+    assert "model overloaded" in error["message"] and error["type"] == "upstream_error"
+
+
 def test_retry_after_ms_is_the_finer_wait(http, upstream, settings):
     """OpenAI sends retry-after-ms beside a retry-after rounded up to whole seconds: a wait
     of 100 ms read as "60" was given up on (past ENGRAM_UPSTREAM_RETRY_MAX_WAIT)."""

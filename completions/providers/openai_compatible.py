@@ -16,7 +16,9 @@ from completions.providers.base import (
     UpstreamStream,
     loads,
     loads_json,
+    upstream_error,
 )
+from config.common.errors import ApiError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -86,7 +88,19 @@ class OpenAICompatibleProvider(HttpProvider):
 
     async def complete(self, call: Call) -> Completion:
         raw, upstream_ms = await self.send_read(call, call.body)
-        return Completion(data=loads_json(raw), raw=raw, upstream_ms=upstream_ms)
+        data = loads_json(raw)
+        if "error" in data and "choices" not in data:
+            # An error under status 200 (some OpenAI-compatible servers, proxies): the client
+            # gets it as the failure it is, a 502 with the upstream's message, never a "success"
+            # without choices that the SDK cannot read.
+            message = upstream_error(400, raw, {}).message  # the upstream's, as it wrote it
+            raise ApiError(
+                502,
+                f"The upstream provider answered an error with status 200: {message}",
+                type="upstream_error",
+                code="upstream_error",
+            )
+        return Completion(data=data, raw=raw, upstream_ms=upstream_ms)
 
     async def stream(self, call: Call) -> UpstreamStream:
         # Engram always asks for usage (to account tokens); the relay drops it when unasked.
