@@ -68,6 +68,11 @@ BAD_BODIES = [
     ({**BODY, "tools": {"type": "function"}}, "tools"),
     ({**BODY, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name"),
     ({**BODY, "tool_choice": "sometimes"}, "tool_choice"),
+    ({**BODY, "tool_choice": {"type": "function"}}, "tool_choice.function.name"),
+    (
+        {**BODY, "tool_choice": {"type": "function", "function": {"name": 3}}},
+        "tool_choice.function.name",
+    ),
     ({**BODY, "response_format": {"type": "xml"}}, "response_format.type"),
     ({**BODY, "response_format": {"type": "json_schema"}}, "response_format.json_schema"),
     (
