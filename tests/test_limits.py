@@ -11,6 +11,7 @@ from decimal import Decimal
 import openai
 import pytest
 
+from accounts.limits import limiter
 from accounts.models import ApiKey
 from completions import pricing
 from completions.models import Price, UsageRecord
@@ -245,6 +246,28 @@ def test_a_budget_redis_lost_is_taken_up_from_the_usage_records(
     ask(sdk, model=METERED, max_tokens=3)  # what is left of the budget is still served
 
 
+@pytest.mark.parametrize(
+    "interruption",
+    [{"credits": None}, {"credits": 100, "period": "day"}],
+    ids=["budget-removed", "another-period-meanwhile"],
+)
+def test_a_budget_set_again_counts_what_was_spent_while_it_was_off(
+    sdk, operator_http, owner, key_id, metered, interruption
+):
+    """Nothing counts a budget while it is removed (or counts another period): set again,
+    it starts from the usage records. It kept the count it had before and served what the
+    records say was already spent: 7 + 7 + 7 credits on a budget of 10."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "none"}})
+    ask(sdk, model=METERED, max_tokens=7)
+    patch_key(operator_http, owner, key_id, {"budget": interruption})
+    ask(sdk, model=METERED, max_tokens=7)
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "none"}})
+
+    with pytest.raises(openai.RateLimitError) as info:  # 14 spent, in the usage records
+        ask(sdk, model=METERED, max_tokens=1)
+    assert info.value.code == "insufficient_quota"
+
+
 def test_streamed_answers_settle_their_budget(sdk, operator_http, owner, metered, upstream):
     patch_workspace(operator_http, owner, {"budget": {"credits": 5, "period": "none"}})
     upstream.script(Reply(stream=openai_stream(["a", "b"], model=METERED)))
@@ -256,13 +279,28 @@ def test_streamed_answers_settle_their_budget(sdk, operator_http, owner, metered
 
 
 def _budget_spent(owner, who):
+    """What the budget of `who` ("ws:", "key:<id>:", "user:<id>:") has counted in Redis in
+    its current period."""
     import redis
     from django.conf import settings
 
-    value = redis.Redis.from_url(settings.REDIS_URL).get(
-        f"engram:lim:{{{owner[0].id}}}:{who}bud:all"
-    )
+    value = redis.Redis.from_url(settings.REDIS_URL).get(budget_key(owner, who))
     return int(value) if value is not None else None
+
+
+def budget_key(owner, who) -> str:
+    """The Redis key of the budget of `who` now: its period's and its limit's version."""
+    from datetime import UTC, datetime
+
+    from accounts.limits.selectors import limit_policy
+
+    key_id = who.split(":")[1] if who.startswith("key:") else None
+    policy = limit_policy(workspace=owner[0], key_id=key_id)
+    kind = who.split(":")[0]
+    rule = {"ws": policy.workspace, "key": policy.key, "user": policy.end_user}[kind]
+    prefix = f"engram:lim:{{{owner[0].id}}}:{who}"
+    key, _ = limiter.period_key(prefix, rule.period, datetime.now(UTC), version=rule.version)
+    return key
 
 
 def test_64_concurrent_requests_never_overshoot_a_budget_of_10(

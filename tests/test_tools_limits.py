@@ -13,7 +13,6 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from accounts.limits import limiter
 from completions import pricing
 from completions.models import Price, UsageRecord
 from completions.tools.models import Approval
@@ -209,20 +208,7 @@ def test_a_resume_over_the_budget_is_insufficient_quota(
     assert row.upstream_model == "gpt-4o-mini" and row.latency_ms > 0
     # settled: the 1,024 reserved came back but the 7 spent (the refused resume reserved
     # none), on top of the paused call's 7, which the budget's seed counted
-    wait_for(lambda: _day_spent(owner, f"key:{key_id}:") == 14 * 1_000_000)
-
-
-def _day_spent(owner, who) -> int | None:
-    """The spend in the current day's budget key of `who`."""
-    from datetime import UTC, datetime
-
-    import redis
-    from django.conf import settings
-
-    prefix = f"engram:lim:{{{owner[0].id}}}:{who}"
-    key, _ = limiter.period_key(prefix, "day", datetime.now(UTC))
-    value = redis.Redis.from_url(settings.REDIS_URL).get(key)
-    return int(value) if value is not None else None
+    wait_for(lambda: _budget_spent(owner, f"key:{key_id}:") == 14 * 1_000_000)
 
 
 def test_a_resume_with_redis_down_fails_closed_on_a_budget(

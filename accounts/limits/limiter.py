@@ -98,7 +98,7 @@ class _Wire:
 @functools.lru_cache(maxsize=4096)
 def _wire(prefix: str, rule: Rule, day: date) -> _Wire:
     bulk = inline_redis.bulk
-    suffix, _, _ = _period(rule.period, day)
+    suffix, _, _ = _budget_period(rule, day)
     rpm, tpm, conc, budget = (prefix + k for k in ("rpm", "tpm", "conc", suffix))
     return _Wire(
         reserve_keys=b"".join(map(bulk, (rpm, tpm, conc, budget))),
@@ -162,11 +162,18 @@ def subjects(*, workspace_id: str, key_id: str | None, user_id: str | None, poli
     return found
 
 
-def period_key(prefix: str, period: str, now: datetime) -> tuple[str, int]:
+def period_key(prefix: str, period: str, now: datetime, *, version: int = 0) -> tuple[str, int]:
     """The budget's Redis key for the period `now` (UTC) falls in, and its time to live (ms):
     the rest of the period and a day, so settling a long answer still finds it."""
-    suffix, _, end_ms = _period(period, now.date())
+    rule = Rule(period=period, version=version)
+    suffix, _, end_ms = _budget_period(rule, now.date())
     return prefix + suffix, _time_to_live(end_ms, int(now.timestamp() * 1000))
+
+
+def _budget_period(rule: Rule, day: date) -> tuple[str, int, int]:
+    """As `_period`, the key suffix naming the rule's version too (policy.Rule.version)."""
+    suffix, start_ms, end_ms = _period(rule.period, day)
+    return (f"{suffix}:v{rule.version}" if rule.version else suffix), start_ms, end_ms
 
 
 def _time_to_live(end_ms: int, now_ms: int) -> int:
@@ -241,7 +248,7 @@ async def _seed(found: list[Subject], mask: int, spent_since: SpentSince) -> Non
     for index, subject in enumerate(found):
         if not mask >> index & 1:
             continue
-        suffix, start_ms, end_ms = _period(subject.rule.period, day)
+        suffix, start_ms, end_ms = _budget_period(subject.rule, day)
         spent = await spent_since(subject, start_ms if end_ms else None)
         ttl = _time_to_live(end_ms, now)
         args = ["SET", subject.prefix + suffix, spent, *(("PX", ttl) if ttl else ()), "NX"]

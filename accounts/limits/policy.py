@@ -17,6 +17,11 @@ class Rule:
     max_concurrent: int | None = None
     budget_micro: int | None = None  # credits * MICRO
     period: str = "month"
+    # When its row last changed (epoch ms), part of the budget's Redis key: a changed budget
+    # starts its count again from the usage records. One removed and set again, or switched
+    # to another period and back, kept the count it had before and missed what was spent
+    # meanwhile.
+    version: int = 0
 
     @property
     def empty(self) -> bool:
@@ -59,4 +64,5 @@ def rule_of(row) -> Rule:
         max_concurrent=row.max_concurrent or None,
         budget_micro=None if budget is None else int(Decimal(budget) * MICRO),
         period=row.budget_period,
+        version=int(row.updated_at.timestamp() * 1000),
     )
