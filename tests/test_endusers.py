@@ -350,6 +350,33 @@ def test_one_issuer_serving_two_workspaces_needs_x_workspace_id(
     assert Memory.objects.get(user_id="dan").workspace_id == outsider[0].id
 
 
+def test_another_workspace_trusting_the_same_iss_with_its_own_key_stops_nobody(
+    engram_server, http, owner, outsider, jwks, rsa_key
+):
+    """Any workspace key can register any `iss`: another tenant naming this one's issuer with
+    a secret of its own refused every token of this one's users that lacked x-workspace-id.
+    A token goes to the workspace whose key signed it; each reaches only its own data."""
+    trust(http, jwks.url)
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}
+    ) as other:
+        squatted = other.post(
+            "/v1/auth/issuers", json={"issuer": ISS, "audiences": [AUD], "hs256_secret": SECRET}
+        )
+        assert squatted.status_code == 201, squatted.text
+
+    with as_user(engram_server, rsa_key.token("erin")) as erin:
+        assert erin.post("/v1/memories", json={"text": "Erin."}).status_code == 201
+    with as_user(engram_server, hs256(SECRET, "mallory")) as mallory:
+        assert mallory.post("/v1/memories", json={"text": "Mallory."}).status_code == 201
+        assert mallory.get("/v1/memories").json()["data"][0]["text"] == "Mallory."
+    assert Memory.objects.get(user_id="erin").workspace_id == owner[0].id
+    assert Memory.objects.get(user_id="mallory").workspace_id == outsider[0].id
+    # refused by both: the reason is the one of the issuer whose key signed it
+    expired = rsa_key.token("erin", exp=int(time.time()) - 3600)
+    refused(chat(engram_server, expired), 401, "expired")
+
+
 # --- the key set: rotation, outages, no kid ------------------------------------------------------
 
 

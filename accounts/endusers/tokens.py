@@ -65,6 +65,19 @@ def rejected(reason: str) -> ApiError:
     )
 
 
+class _NotItsKey(ApiError):
+    """A refusal before the signature was found good: the token may be another issuer's."""
+
+
+def _not_its_key(reason: str) -> _NotItsKey:
+    return _NotItsKey(
+        401,
+        f"Invalid end-user token: {reason}.",
+        type="invalid_request_error",
+        code="invalid_api_key",
+    )
+
+
 def looks_like_jwt(token: str) -> bool:
     """A compact JWS (base64url header starting `{"`); API keys start `sk-`."""
     return token.startswith("eyJ") and token.count(".") == 2
@@ -102,7 +115,8 @@ def _load_issuers(iss: str) -> tuple[IssuerConfig, ...]:
     )
 
 
-def _issuer(iss: str, workspace_hint: str | None, fresh: bool) -> IssuerConfig:
+def _issuers(iss: str, workspace_hint: str | None, fresh: bool) -> tuple[IssuerConfig, ...]:
+    """The issuers that may have made a token of `iss` (at least one)."""
     found = issuer_cache.get(iss, lambda: _load_issuers(iss)) if fresh else _load_issuers(iss)
     if workspace_hint:
         found = tuple(c for c in found if c.workspace.id == workspace_hint)
@@ -110,9 +124,7 @@ def _issuer(iss: str, workspace_hint: str | None, fresh: bool) -> IssuerConfig:
             raise rejected("the workspace in x-workspace-id does not trust this token's issuer")
     if not found:
         raise rejected("no workspace trusts this token's issuer (iss)")
-    if len(found) > 1:
-        raise rejected("several workspaces trust this token's issuer: send x-workspace-id")
-    return found[0]
+    return found
 
 
 # --- verification -------------------------------------------------------------------------------
@@ -129,6 +141,10 @@ _FAILURES: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 )
 
 
+def _reason(exc: jwt.PyJWTError) -> str:
+    return next((r for kind, r in _FAILURES if isinstance(exc, kind)), "it was refused")
+
+
 def _scopes(claims: dict) -> set[str]:
     found: set[str] = set()
     for name in ("scope", "scp"):  # OAuth2's space-separated string; Azure/Okta's list
@@ -141,7 +157,12 @@ def _scopes(claims: dict) -> set[str]:
 
 
 def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> EndUser:
-    """The end user a JWT names; ApiError (401, or 403 for a missing scope) otherwise."""
+    """The end user a JWT names; ApiError (401, or 403 for a missing scope) otherwise.
+
+    Several workspaces may trust one `iss`: the token is theirs whose keys and audiences it
+    is valid for. Any workspace key can register any `iss`, so the mere presence of another
+    workspace's issuer must not refuse a token it could not have made (it refused them all
+    without x-workspace-id: one tenant could stop another's end users)."""
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -150,10 +171,29 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
     iss = unverified.get("iss")
     if not isinstance(iss, str) or not iss:
         raise rejected("it has no issuer (iss)")
-    config = _issuer(iss, workspace_hint, fresh)
+    candidates = _issuers(iss, workspace_hint, fresh)
+    if len(candidates) == 1:
+        return _verify_for(candidates[0], token, header)
+    verified: list[EndUser] = []
+    refusals: list[ApiError] = []
+    for config in candidates:
+        try:
+            verified.append(_verify_for(config, token, header))
+        except ApiError as exc:
+            refusals.append(exc)
+    if len(verified) == 1:
+        return verified[0]
+    if verified:
+        raise rejected("several workspaces trust this token's issuer: send x-workspace-id")
+    # the refusal of the issuer whose key signed it says most (expired, wrong audience, ...)
+    raise next((r for r in refusals if not isinstance(r, _NotItsKey)), refusals[0])
+
+
+def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
+    """The end user a JWT names for one issuer's keys, audiences and claims."""
     algorithm = header.get("alg")
     if not isinstance(algorithm, str) or algorithm not in config.algorithms:
-        raise rejected(f"its algorithm ({str(algorithm)[:16]}) is not allowed for this issuer")
+        raise _not_its_key(f"its algorithm ({str(algorithm)[:16]}) is not allowed for this issuer")
     if config.secret:
         key: object = config.secret
     else:
@@ -163,7 +203,7 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
                 config.jwks_url, kid=kid if isinstance(kid, str) else None, algorithm=algorithm
             )
         except jwks.JwksError as exc:
-            raise rejected(str(exc)) from None
+            raise _not_its_key(str(exc)) from None
     try:
         claims = jwt.decode(
             token,
@@ -176,9 +216,10 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
         )
     except jwt.MissingRequiredClaimError as exc:
         raise rejected(f"it has no {exc.claim} claim") from None
+    except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
+        raise _not_its_key(_reason(exc)) from None
     except jwt.PyJWTError as exc:
-        reason = next((r for kind, r in _FAILURES if isinstance(exc, kind)), "it was refused")
-        raise rejected(reason) from None
+        raise rejected(_reason(exc)) from None
     user_id = claims.get(config.user_claim)
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
