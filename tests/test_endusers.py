@@ -329,6 +329,20 @@ def test_an_hs256_issuer_accepts_its_secret_only(engram_server, http, rsa_key):
     refused(chat(engram_server, rsa_key.token(uid="carol")), 401, "algorithm")
 
 
+def test_a_numeric_sub_or_jti_is_a_user_like_any_other(engram_server, http):
+    """Laravel's jwt-auth and many in-house issuers put the user's numeric id in `sub` (and a
+    number in `jti`): PyJWT refused those tokens whole ('it was refused'), though a number in
+    the user's claim is meant to name the user."""
+    created = http.post(
+        "/v1/auth/issuers", json={"issuer": ISS, "audiences": [AUD], "hs256_secret": SECRET}
+    )
+    assert created.status_code == 201, created.text
+    with as_user(engram_server, hs256(SECRET, 42, jti=7)) as user_42:
+        mine = user_42.post("/v1/memories", json={"text": "User 42 plays go."})
+        assert mine.status_code == 201, mine.text
+        assert mine.json()["user_id"] == "42"
+
+
 def test_a_required_scope_is_checked(engram_server, http, jwks, rsa_key):
     trust(http, jwks.url, required_scope="engram:chat")
     refused(chat(engram_server, rsa_key.token(scope="openid email")), 403, "engram:chat")

@@ -212,7 +212,9 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
             audience=list(config.audiences),
             issuer=config.issuer,
             leeway=config.leeway_seconds,
-            options={"require": ["exp", "iss", "aud"]},
+            # `sub` and `jti` may be numbers (Laravel's jwt-auth, many in-house issuers): the
+            # user's claim is checked below, by Engram's id rule; PyJWT refused the whole token
+            options={"require": ["exp", "iss", "aud"], "verify_sub": False, "verify_jti": False},
         )
     except jwt.MissingRequiredClaimError as exc:
         raise rejected(f"it has no {exc.claim} claim") from None
