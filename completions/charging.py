@@ -53,11 +53,16 @@ def prompt_tokens(body: dict) -> int:
 
 
 def max_tokens(body: dict) -> int:
+    """The completion tokens a request may cost: `max_tokens` for each of its `n` choices (one
+    choice's worth was reserved for `n` of them: n=100 overshot a budget a hundredfold)."""
+    choices = body.get("n")
+    if not isinstance(choices, int) or isinstance(choices, bool) or choices < 1:
+        choices = 1
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if isinstance(value, int) and value > 0:
-            return value
-    return settings.ENGRAM_LIMITS_DEFAULT_MAX_TOKENS
+            return value * choices
+    return settings.ENGRAM_LIMITS_DEFAULT_MAX_TOKENS * choices
 
 
 async def admit(

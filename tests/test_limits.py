@@ -209,6 +209,20 @@ def test_budget_exhausted_is_insufficient_quota(sdk, operator_http, owner, key_i
     assert "budget of the API key" in error.message
 
 
+def test_a_request_for_several_choices_reserves_each_choice(
+    sdk, operator_http, owner, key_id, metered, upstream
+):
+    """`n` choices may each cost `max_tokens`: one choice's worth was reserved, so n=100
+    went past any budget a hundredfold before its settle. Now it is refused before the call."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
+    with pytest.raises(openai.RateLimitError) as info:  # 2 x 7 reserved > 10
+        ask(sdk, model=METERED, max_tokens=7, n=2)
+    assert info.value.code == "insufficient_quota"
+    assert upstream.chat_requests() == []
+    upstream.script(Reply(json=openai_completion("a", model=METERED, n=2)))
+    ask(sdk, model=METERED, max_tokens=5, n=2)  # 2 x 5 fits
+
+
 def test_a_budget_set_just_after_a_request_counts_it(sdk, operator_http, owner, key_id, metered):
     """The budget's first request seeds it from the usage records, this process's buffered
     ones included: a request answered a moment before the budget was set is not forgotten."""
