@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletion
 from completions.tools import services
 from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
+from config.common import crypto
 from memory.models import Memory
 from tests.completions_support import wait_for
 from tests.test_errors import assert_envelope
@@ -1062,3 +1063,29 @@ def test_a_client_gone_mid_tool_resumes_again_without_a_second_call(
     assert len(tool_server.calls) == 1
     sent = upstream.chat_requests()[-1].body["messages"][-1]
     assert sent["tool_call_id"] == "call_1" and "interrupted" in sent["content"]
+
+
+def test_a_header_value_with_a_carriage_return_is_refused_and_never_breaks_a_run(
+    http, sdk, upstream, tool_server
+):
+    agent = make_agent(http)
+    body = {
+        "name": "w",
+        "type": "http",
+        "http": {"url": tool_server.url, "headers": {"X-A": "a\rb"}},
+    }
+    error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+    assert error["param"] == "http.headers" and "X-A" in error["message"]
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    # A tool stored before the check: its call is a failed result the model reads, not a 500.
+    stored = Tool.objects.get(id=tool["id"])
+    stored.http_headers_encrypted = crypto.encrypt(json.dumps({"X-A": "a\rb"}))
+    services.tool_update(workspace=stored.workspace, tool=stored, values={})
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert tool_server.calls == []
+    tool_message = upstream.chat_requests()[1].body["messages"][-1]
+    assert "control character" in json.loads(tool_message["content"])["error"]

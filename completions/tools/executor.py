@@ -81,6 +81,9 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
         }
     else:
         kwargs["json"] = arguments
+    if any(policy.HEADER_CONTROL.search(value) for value in headers.values()):
+        # Stored before policy.http refused them: aiohttp would raise a ValueError.
+        raise _Failed("the tool's headers cannot be sent: a value holds a control character")
     connector = aiohttp.TCPConnector(resolver=_CheckedResolver(), use_dns_cache=False)
     timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds)
     # No redirects: a redirect to a literal private address would pass the resolver's check.
