@@ -1089,3 +1089,56 @@ def test_a_header_value_with_a_carriage_return_is_refused_and_never_breaks_a_run
     assert tool_server.calls == []
     tool_message = upstream.chat_requests()[1].body["messages"][-1]
     assert "control character" in json.loads(tool_message["content"])["error"]
+
+
+def test_a_stream_keeps_the_models_finish_reason_refusal_and_logprobs(
+    sdk, http, upstream, tool_server
+):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    logprobs = {
+        "content": [{"token": "It", "logprob": -0.1, "bytes": [73, 116], "top_logprobs": []}]
+    }
+    head = {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+    }
+    upstream.script(
+        Reply(
+            stream=[
+                head
+                | {
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": "It"},
+                            "logprobs": logprobs,
+                            "finish_reason": None,
+                        }
+                    ]
+                },
+                head
+                | {"choices": [{"index": 0, "delta": {"refusal": "No."}, "finish_reason": None}]},
+                head | {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+                "[DONE]",
+            ]
+        )
+    )
+
+    chunks = list(
+        sdk.chat.completions.create(
+            model=agent,
+            messages=[{"role": "user", "content": "Weather?"}],
+            stream=True,
+            logprobs=True,
+            max_tokens=1,
+        )
+    )
+
+    choices = [c.choices[0] for c in chunks if c.choices]
+    assert [c.finish_reason for c in choices if c.finish_reason] == ["length"]  # not "stop"
+    assert choices[0].delta.content == "It"
+    assert choices[0].logprobs.content[0].token == "It"
+    assert [c.delta.refusal for c in choices if c.delta.refusal] == ["No."]
