@@ -334,6 +334,12 @@ def test_another_workspace_or_end_user_gets_404(
 def test_bad_resume_bodies_are_400(http):
     for body in ({}, {"approval_id": "appr_x"}, {"approval_id": "appr_x", "decision": "maybe"}):
         assert_envelope(http.post("/v1/chat/resume", json=body), 400)
+    # The id rule, as for every id: a 400 naming approval_id, not a 404 quoting 5,000 characters
+    # or a "required" for an approval_id that was sent.
+    for bad in ("a" * 5000, "appr x", 5):
+        body = {"approval_id": bad, "decision": "approve"}
+        error = assert_envelope(http.post("/v1/chat/resume", json=body), 400, code="invalid_value")
+        assert error["param"] == "approval_id" and len(error["message"]) < 300
 
 
 # --- streaming ----------------------------------------------------------------------------------
