@@ -1148,3 +1148,21 @@ def test_a_stream_keeps_the_models_finish_reason_refusal_and_logprobs(
     assert choices[0].delta.content == "It"
     assert choices[0].logprobs.content[0].token == "It"
     assert [c.delta.refusal for c in choices if c.delta.refusal] == ["No."]
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "weather"}}]
+)
+def test_a_forced_tool_choice_forces_the_first_call_only(sdk, http, upstream, tool_server, choice):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent, tool_choice=choice)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    first, second = (r.body for r in upstream.chat_requests())
+    assert first["tool_choice"] == choice
+    # Forced again, a model calls the tool after every result, up to ENGRAM_TOOLS_MAX_STEPS.
+    assert second["tool_choice"] == "auto"
+    assert len(tool_server.calls) == 1
