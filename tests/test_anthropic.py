@@ -304,3 +304,23 @@ def test_n_above_1_is_rejected(client, upstream):
         )
     assert info.value.param == "n"
     assert upstream.chat_requests() == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ("message_start", [1, 2]),  # JSON, not an event object
+        ("message_start", {"type": "message_start", "message": [1]}),
+        ("content_block_start", {"type": "content_block_start", "content_block": "text"}),
+    ],
+)
+def test_a_stream_event_of_the_wrong_shape_is_an_error_frame_not_a_500(client, upstream, event):
+    upstream.script(Reply(stream=[event]))
+    with pytest.raises(openai.APIError) as info:
+        list(
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        )
+    assert "Internal server error" not in str(info.value)
+    assert info.value.type == "upstream_error"

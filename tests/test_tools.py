@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletion
 from completions.tools import services
 from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
+from config.common import crypto
 from memory.models import Memory
 from tests.completions_support import wait_for
 from tests.test_errors import assert_envelope
@@ -333,6 +334,12 @@ def test_another_workspace_or_end_user_gets_404(
 def test_bad_resume_bodies_are_400(http):
     for body in ({}, {"approval_id": "appr_x"}, {"approval_id": "appr_x", "decision": "maybe"}):
         assert_envelope(http.post("/v1/chat/resume", json=body), 400)
+    # The id rule, as for every id: a 400 naming approval_id, not a 404 quoting 5,000 characters
+    # or a "required" for an approval_id that was sent.
+    for bad in ("a" * 5000, "appr x", 5):
+        body = {"approval_id": bad, "decision": "approve"}
+        error = assert_envelope(http.post("/v1/chat/resume", json=body), 400, code="invalid_value")
+        assert error["param"] == "approval_id" and len(error["message"]) < 300
 
 
 # --- streaming ----------------------------------------------------------------------------------
@@ -1062,3 +1069,100 @@ def test_a_client_gone_mid_tool_resumes_again_without_a_second_call(
     assert len(tool_server.calls) == 1
     sent = upstream.chat_requests()[-1].body["messages"][-1]
     assert sent["tool_call_id"] == "call_1" and "interrupted" in sent["content"]
+
+
+def test_a_header_value_with_a_carriage_return_is_refused_and_never_breaks_a_run(
+    http, sdk, upstream, tool_server
+):
+    agent = make_agent(http)
+    body = {
+        "name": "w",
+        "type": "http",
+        "http": {"url": tool_server.url, "headers": {"X-A": "a\rb"}},
+    }
+    error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+    assert error["param"] == "http.headers" and "X-A" in error["message"]
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    # A tool stored before the check: its call is a failed result the model reads, not a 500.
+    stored = Tool.objects.get(id=tool["id"])
+    stored.http_headers_encrypted = crypto.encrypt(json.dumps({"X-A": "a\rb"}))
+    services.tool_update(workspace=stored.workspace, tool=stored, values={})
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert tool_server.calls == []
+    tool_message = upstream.chat_requests()[1].body["messages"][-1]
+    assert "control character" in json.loads(tool_message["content"])["error"]
+
+
+def test_a_stream_keeps_the_models_finish_reason_refusal_and_logprobs(
+    sdk, http, upstream, tool_server
+):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    logprobs = {
+        "content": [{"token": "It", "logprob": -0.1, "bytes": [73, 116], "top_logprobs": []}]
+    }
+    head = {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+    }
+    upstream.script(
+        Reply(
+            stream=[
+                head
+                | {
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": "It"},
+                            "logprobs": logprobs,
+                            "finish_reason": None,
+                        }
+                    ]
+                },
+                head
+                | {"choices": [{"index": 0, "delta": {"refusal": "No."}, "finish_reason": None}]},
+                head | {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+                "[DONE]",
+            ]
+        )
+    )
+
+    chunks = list(
+        sdk.chat.completions.create(
+            model=agent,
+            messages=[{"role": "user", "content": "Weather?"}],
+            stream=True,
+            logprobs=True,
+            max_tokens=1,
+        )
+    )
+
+    choices = [c.choices[0] for c in chunks if c.choices]
+    assert [c.finish_reason for c in choices if c.finish_reason] == ["length"]  # not "stop"
+    assert choices[0].delta.content == "It"
+    assert choices[0].logprobs.content[0].token == "It"
+    assert [c.delta.refusal for c in choices if c.delta.refusal] == ["No."]
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "weather"}}]
+)
+def test_a_forced_tool_choice_forces_the_first_call_only(sdk, http, upstream, tool_server, choice):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent, tool_choice=choice)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    first, second = (r.body for r in upstream.chat_requests())
+    assert first["tool_choice"] == choice
+    # Forced again, a model calls the tool after every result, up to ENGRAM_TOOLS_MAX_STEPS.
+    assert second["tool_choice"] == "auto"
+    assert len(tool_server.calls) == 1

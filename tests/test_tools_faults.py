@@ -193,3 +193,18 @@ def test_a_bug_relaying_a_plain_stream_ends_with_the_error_frame_and_done(
     }
     row = record(resp.headers["x-request-id"])
     assert row.status_code == 500 and row.error_code == "server_error" and row.incomplete
+
+
+def test_a_tool_answer_that_arrives_in_parts_reaches_the_model_whole(
+    sdk, http, upstream, tool_server
+):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/split")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    whole = '{"ok": true, "got": {"city": "Paris"}}'
+    assert _tool_result(upstream) == whole
+    execution = Execution.objects.get(id=engram(answer)["execution_id"])
+    assert execution.steps[1]["result"] == whole

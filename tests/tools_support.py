@@ -13,7 +13,9 @@ from tests.upstream import read_body, request_headers
 class ToolServer:
     """A loopback HTTP tool: answers {"ok": true, "got": <body>}; /fail answers 500; /pair
     answers only once two calls are in flight at the same time (or says it waited alone);
-    /nul answers JSON with a NUL escaped in it, /nul-raw a raw NUL byte."""
+    /nul answers JSON with a NUL escaped in it, /nul-raw a raw NUL byte; /split sends its
+    answer in two parts, the second a moment after the first (as a slow server's or a large
+    answer's packets arrive)."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
@@ -54,6 +56,11 @@ class ToolServer:
                     "headers": [(b"content-type", b"application/json"), *extra],
                 }
             )
+            if scope["path"] == "/split":
+                head, tail = data[:10], data[10:]
+                await send({"type": "http.response.body", "body": head, "more_body": True})
+                await asyncio.sleep(0.3)  # the first part is read alone
+                data = tail
             await send({"type": "http.response.body", "body": data})
 
         self.server = ThreadedServer(app)

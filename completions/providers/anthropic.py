@@ -35,6 +35,11 @@ def _api_root(base_url: str) -> str:
     return base if base.endswith("/v1") else base + "/v1"
 
 
+def _dict(value: object) -> dict:
+    """An event's object field, or {} for what is missing or not an object."""
+    return value if isinstance(value, dict) else {}
+
+
 class AnthropicStream(HttpStream):
     """Messages API events -> OpenAI chunks: role first, text and tool deltas, finish, usage."""
 
@@ -61,15 +66,17 @@ class AnthropicStream(HttpStream):
                 data = json.loads(raw)
             except (ValueError, UnicodeDecodeError):
                 raise StreamFailed("The upstream provider sent a malformed stream event.") from None
+            if not isinstance(data, dict):  # JSON, but not an event: AttributeError further on
+                raise StreamFailed("The upstream provider sent a malformed stream event.")
             kind = data.get("type") or event
             if kind == "message_start":
-                message = data.get("message") or {}
+                message = _dict(data.get("message"))
                 base["id"] = f"chatcmpl-{message.get('id', '')}"
                 base["model"] = message.get("model") or self.model
-                usage.update(message.get("usage") or {})
+                usage.update(_dict(message.get("usage")))
                 yield chunk({"role": "assistant", "content": ""})
             elif kind == "content_block_start":
-                block = data.get("content_block") or {}
+                block = _dict(data.get("content_block"))
                 if block.get("type") == "tool_use":
                     index = tools[data.get("index", 0)] = len(tools)
                     call = {
@@ -82,7 +89,7 @@ class AnthropicStream(HttpStream):
                 elif block.get("type") == "text" and block.get("text"):
                     yield chunk({"content": block["text"]})
             elif kind == "content_block_delta":
-                delta = data.get("delta") or {}
+                delta = _dict(data.get("delta"))
                 if delta.get("type") == "text_delta":
                     yield chunk({"content": delta.get("text", "")})
                 elif delta.get("type") == "input_json_delta":
@@ -90,15 +97,15 @@ class AnthropicStream(HttpStream):
                     arguments = {"arguments": delta.get("partial_json", "")}
                     yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
             elif kind == "message_delta":
-                usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
-                reason = (data.get("delta") or {}).get("stop_reason")
+                usage.update({k: v for k, v in _dict(data.get("usage")).items() if v is not None})
+                reason = _dict(data.get("delta")).get("stop_reason")
                 yield chunk({}, STOP_REASONS.get(reason, "stop"))
             elif kind == "message_stop":
                 self.complete = True
                 yield Chunk(data={**base, "choices": [], "usage": usage_from(usage)})
                 return
             elif kind == "error":
-                error = data.get("error") or {}
+                error = _dict(data.get("error"))
                 raise StreamFailed(
                     str(error.get("message") or "The upstream provider failed."),
                     type=error.get("type") or "upstream_error",

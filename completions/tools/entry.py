@@ -24,6 +24,7 @@ from completions.tools.stream import Streamer
 from config.common import errors, jsonbody
 from config.common.background import spawn
 from config.common.errors import EDGE_ERRORS, ApiError, Invalid, unexpected_error
+from config.common.ids import identifier
 from memory.turn.contract import TurnContext
 
 if TYPE_CHECKING:
@@ -190,8 +191,8 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     )
     if unknown:
         raise Invalid(f"Unknown field '{unknown[0]}'.", field=unknown[0], code="unknown_field")
-    approval_id = body.get("approval_id")
-    if not isinstance(approval_id, str) or not approval_id:
+    approval_id = identifier(body.get("approval_id"), "approval_id")  # the id rule, as every id's
+    if approval_id is None:
         raise Invalid(
             "approval_id is required.", field="approval_id", code="missing_required_parameter"
         )

@@ -81,6 +81,9 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
         }
     else:
         kwargs["json"] = arguments
+    if any(policy.HEADER_CONTROL.search(value) for value in headers.values()):
+        # Stored before policy.http refused them: aiohttp would raise a ValueError.
+        raise _Failed("the tool's headers cannot be sent: a value holds a control character")
     connector = aiohttp.TCPConnector(resolver=_CheckedResolver(), use_dns_cache=False)
     timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds)
     # No redirects: a redirect to a literal private address would pass the resolver's check.
@@ -90,7 +93,7 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
             tool.http_method, tool.http_url, allow_redirects=False, **kwargs
         ) as response,
     ):
-        raw = await response.content.read(MAX_RESULT * 4)  # never a whole huge body in memory
+        raw = await _read_at_most(response, MAX_RESULT * 4)  # never a whole huge body in memory
         try:
             text = raw.decode(response.charset or "utf-8", errors="replace")
         except LookupError:  # a charset Python does not know
@@ -100,6 +103,20 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
         if 300 <= response.status < 400:
             raise _Failed(f"HTTP {response.status}: tools' redirects are not followed")
         return text[:MAX_RESULT]
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to `limit` bytes. One `content.read(n)` gives what has arrived so far, which
+    for an answer in several packets is its first part only."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        part = await response.content.read(limit - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 class _Failed(Exception):

@@ -26,6 +26,9 @@ OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains")
 MAX_TTL = 7 * 24 * 3600
 MAX_TIMEOUT = 120.0
 MAX_HEADERS = 20
+HEADER_CONTROL = re.compile(
+    r"[\x00-\x08\x0a-\x1f\x7f]"
+)  # what a header value cannot hold (tab can)
 
 
 # What a read shows for a header's value (a secret, never sent back); the same value written
@@ -127,11 +130,18 @@ def http(value: Any) -> dict:
         not isinstance(headers, dict)
         or len(headers) > MAX_HEADERS
         or not all(
-            isinstance(k, str) and NAME.match(k) and isinstance(v, str) and "\n" not in v
-            for k, v in headers.items()
+            isinstance(k, str) and NAME.match(k) and isinstance(v, str) for k, v in headers.items()
         )
     ):
         raise Invalid("http.headers must be an object of header names to strings.", field="http")
+    for header, text in headers.items():
+        # A CR was stored and then refused by the HTTP client at every call of the tool.
+        if HEADER_CONTROL.search(text):
+            raise Invalid(
+                f"http.headers.{header} has a control character (CR, LF, ...); "
+                "a header's value is one line of text.",
+                field="http.headers",
+            )
     return {"url": url, "method": method, "headers": headers}
 
 

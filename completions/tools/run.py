@@ -130,6 +130,11 @@ class Run:
 
     def call(self, *, stream: bool) -> Call:
         body = {**self.execution.body, "messages": self.execution.messages, "stream": stream}
+        choice = body.get("tool_choice")
+        if self.model_calls and (choice == "required" or isinstance(choice, dict)):
+            # A forced call is made once: forced at every step, the model would call the tool
+            # again after each result (a refund run ENGRAM_TOOLS_MAX_STEPS - 1 times).
+            body["tool_choice"] = "auto"
         if self.model_calls + 1 >= settings.ENGRAM_TOOLS_MAX_STEPS:
             body["tool_choice"] = "none"  # the last step allowed: an answer, not more calls
         return Call(body=body, upstream=self.route.upstream, request_id=self.request_id)

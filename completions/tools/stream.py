@@ -51,6 +51,7 @@ class Streamer:
         self.created = int(time.time())
         self.role_sent = False
         self.index = 0  # the next tool-call index of choice 0 in this stream
+        self.finish: str | None = None  # the last model call's finish_reason
 
     def chunk(
         self,
@@ -59,13 +60,14 @@ class Streamer:
         finish: str | None = None,
         engram: dict | None = None,
         usage: dict | None = None,
+        logprobs: Any = None,
     ) -> bytes:
         choices = []
         if delta is not None:
             if not self.role_sent:
                 delta = {"role": "assistant", **delta}
                 self.role_sent = True
-            choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            choices = [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]
         return own_chunk(
             stream_id=self.id,
             created=self.created,
@@ -138,7 +140,10 @@ class Streamer:
                     await run.end(Execution.Status.COMPLETED)
                     ended = True
                     charged = self.on_end(200, message, False, "")
-                    yield self.chunk({}, finish="tool_calls" if calls else "stop")
+                    # The model's own reason ("length", "content_filter", ...) unless the
+                    # answer is the client's calls: a cut answer must not read as complete.
+                    finish = "tool_calls" if calls else self.finish or "stop"
+                    yield self.chunk({}, finish=finish)
                     if usage is not None:
                         yield self.chunk(None, usage=usage)
                     yield self.chunk(None, engram=run.engram_of() | charged)
@@ -211,11 +216,14 @@ class Streamer:
                     if choice.get("index", 0) != 0:
                         continue
                     finish = choice.get("finish_reason") or finish
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        yield self.chunk({"content": content})
+                    delta = choice.get("delta") or {}
+                    # The text as it comes, with its refusal and logprobs (what was asked for).
+                    text = {k: delta[k] for k in ("content", "refusal") if delta.get(k)}
+                    if text or choice.get("logprobs"):
+                        yield self.chunk(text, logprobs=choice.get("logprobs"))
         finally:
             await opened.aclose()
+        self.finish = finish
         message.update(assembler.assistant())
         run.model_step(message, finish, assembler.usage, (time.perf_counter() - started) * 1000)
 
