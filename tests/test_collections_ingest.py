@@ -176,6 +176,40 @@ def test_worker_ingests_every_format_and_a_corrupt_pdf_fails_alone(http, celery_
     assert hits and all(h["document_id"] != ids["pdf"] for h in hits)
 
 
+def test_text_with_nul_characters_is_ingested_without_them(http, celery_worker):
+    """PostgreSQL text cannot hold a NUL: a PDF whose text operator draws one, UTF-16 text with
+    one and a text file with one past the sample `detect` reads each failed to ingest
+    ("ingestion failed (DataError); re-run it to resume", which no re-run could)."""
+    col = http.post("/v1/collections", json={"name": "Nul"}).json()
+    url = f"/v1/collections/{col['id']}/documents"
+    pdf = pdf_bytes(["Gate code", "The gate code is 4711."], title="Gatehouse")
+    pdf = pdf.replace(b"(Gate code)", b"(Gate\\000code)")  # a NUL in the page's text
+    uploads = {
+        "pdf": ("gate.pdf", pdf),
+        "utf16": ("boat.txt", ("The boat\x00 is moored at pier nine. " * 20).encode("utf-16")),
+        "late": ("kiln.txt", filler(0, 200).encode() + b"\x00 The kiln fires at dawn.\n"),
+    }
+    ids = {}
+    for kind, (name, raw) in uploads.items():
+        resp = http.post(url, files={"file": (name, raw, "application/octet-stream")})
+        assert resp.status_code == 202, resp.text
+        ids[kind] = resp.json()["id"]
+
+    docs = {d["id"]: d for d in wait_settled(http, col["id"], len(uploads))}
+    for kind, document_id in ids.items():
+        assert docs[document_id]["status"] == "ready", (kind, docs[document_id])
+    assert docs[ids["pdf"]]["title"] == "Gatehouse" and docs[ids["pdf"]]["pages"] == 2
+    texts = list(Chunk.objects.filter(collection_id=col["id"]).values_list("text", flat=True))
+    assert not any("\x00" in text for text in texts)
+    for query, kind, answer in [
+        ("What is the gate code?", "pdf", "4711"),
+        ("Where is the boat moored?", "utf16", "pier nine"),
+        ("When does the kiln fire?", "late", "kiln fires at dawn"),
+    ]:
+        top = search(http, [col["id"]], query)[0]
+        assert top["document_id"] == ids[kind] and answer in top["text"], (query, top)
+
+
 def test_a_second_workspace_cannot_search_or_use_the_collection(
     engram_server, owner, celery_worker
 ):
