@@ -586,3 +586,80 @@ def test_deleting_while_an_ingestion_writes_chunks_deletes_them_too(deleted):
     assert not errors
     assert not Chunk.objects.filter(document_id=document.id).exists()
     assert not Document.objects.filter(id=document.id).exists()
+
+
+def test_deleting_a_document_while_its_chunks_are_embedded_is_not_a_deadlock(
+    http, owner, settings, monkeypatch
+):
+    """DELETE locks the document's row, then deletes its chunks; an embedding batch updated
+    the chunks, then renewed the row: each waited for the other until PostgreSQL broke the
+    deadlock, and the DELETE was a 503 (or the ingestion failed instead). Here the DELETE holds
+    the row while the ingestion's batch starts; it must wait without holding any chunk."""
+    import threading
+
+    from django.db import connection
+
+    from config.common import rows
+    from memory.embeddings import get_embedder
+
+    settings.ENGRAM_INGEST_BATCH = 2
+    settings.ENGRAM_CHUNK_TOKENS = 60
+    collection = services.collection_create(workspace=owner[0], name="Deadlock")
+    document, _ = services.document_create(
+        workspace=owner[0], collection=collection, raw=BAKERY_MD.encode()
+    )
+    embedding, locked, go = threading.Event(), threading.Event(), threading.Event()
+
+    embedder = get_embedder()
+    real_embed = embedder.embed
+
+    def embed(texts):  # the ingestion's first batch waits until the deletion holds the row
+        embedding.set()
+        assert locked.wait(30)
+        return real_embed(texts)
+
+    def lock_if_present(obj):  # the deletion holds the row until the ingestion waits for it
+        present = rows.lock_if_present(obj)
+        if isinstance(obj, Document):
+            locked.set()
+            assert go.wait(30)
+        return present
+
+    monkeypatch.setattr(embedder, "embed", embed)
+    monkeypatch.setattr(services, "lock_if_present", lock_if_present)
+    outcome: list[str] = []
+    deleted: list[httpx.Response] = []
+
+    def ingest() -> None:
+        try:
+            outcome.append(services.document_ingest(document_id=document.id))
+        finally:
+            connection.close()
+
+    ingesting = threading.Thread(target=ingest)
+    ingesting.start()
+    assert embedding.wait(30)
+    url = f"/v1/collections/{collection.id}/documents/{document.id}"
+    deleting = threading.Thread(target=lambda: deleted.append(http.delete(url)))
+    deleting.start()
+    assert locked.wait(30)
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while True:  # the ingestion's batch is blocked on a lock the deletion holds
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    go.set()
+    deleting.join(60)
+    ingesting.join(60)
+    assert not deleting.is_alive() and not ingesting.is_alive()
+
+    assert deleted[0].status_code == 200, deleted[0].text
+    assert outcome == ["skip"]
+    assert not Document.objects.filter(id=document.id).exists()
+    assert not Chunk.objects.filter(document_id=document.id).exists()

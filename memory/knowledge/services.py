@@ -311,6 +311,9 @@ def _embed_pending(document_id: str, batch_size: int, until: float) -> bool:
         first = False
         vectors = embedder.embed([text for _, text in batch])
         with transaction.atomic():
+            # The document's row before its chunks', the order document_delete locks them in:
+            # chunks first, then the row, deadlocked with a deletion (503 to its caller).
+            _touch(document_id)
             Chunk.objects.bulk_update(
                 [
                     Chunk(id=pk, embedding=vector)
