@@ -643,17 +643,7 @@ def test_deleting_a_document_while_its_chunks_are_embedded_is_not_a_deadlock(
     deleting = threading.Thread(target=lambda: deleted.append(http.delete(url)))
     deleting.start()
     assert locked.wait(30)
-    deadline = time.monotonic() + 30
-    with connection.cursor() as cursor:
-        while True:  # the ingestion's batch is blocked on a lock the deletion holds
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    _wait_for_a_lock_wait()  # the ingestion's batch waits for the row the deletion holds
     go.set()
     deleting.join(60)
     ingesting.join(60)
@@ -663,3 +653,83 @@ def test_deleting_a_document_while_its_chunks_are_embedded_is_not_a_deadlock(
     assert outcome == ["skip"]
     assert not Document.objects.filter(id=document.id).exists()
     assert not Chunk.objects.filter(document_id=document.id).exists()
+
+
+def test_deleting_a_collection_while_a_document_is_split_is_not_a_deadlock(
+    http, owner, monkeypatch
+):
+    """DELETE of a collection locks its row, then its documents'; the split of a document
+    locked the document's row, then (the chunks' foreign key) the collection's: each waited for
+    the other until PostgreSQL broke the deadlock, a 503 or a failed ingestion."""
+    import threading
+
+    from django.db import connection
+
+    from config.common import rows
+    from memory.knowledge import parsing
+
+    collection = services.collection_create(workspace=owner[0], name="Deadlock")
+    document, _ = services.document_create(
+        workspace=owner[0], collection=collection, raw=BAKERY_MD.encode()
+    )
+    splitting, locked, go = threading.Event(), threading.Event(), threading.Event()
+    real_extract = parsing.extract
+
+    def extract(*args, **kwargs):  # the split waits until the deletion holds the collection
+        splitting.set()
+        assert locked.wait(30)
+        return real_extract(*args, **kwargs)
+
+    def lock_if_present(obj):  # the deletion holds the collection until the split waits
+        present = rows.lock_if_present(obj)
+        if isinstance(obj, Collection):
+            locked.set()
+            assert go.wait(30)
+        return present
+
+    monkeypatch.setattr(parsing, "extract", extract)
+    monkeypatch.setattr(services, "lock_if_present", lock_if_present)
+    outcome: list[str] = []
+    deleted: list[httpx.Response] = []
+
+    def ingest() -> None:
+        try:
+            outcome.append(services.document_ingest(document_id=document.id))
+        finally:
+            connection.close()
+
+    ingesting = threading.Thread(target=ingest)
+    ingesting.start()
+    assert splitting.wait(30)
+    deleting = threading.Thread(
+        target=lambda: deleted.append(http.delete(f"/v1/collections/{collection.id}"))
+    )
+    deleting.start()
+    assert locked.wait(30)
+    _wait_for_a_lock_wait()
+    go.set()
+    deleting.join(60)
+    ingesting.join(60)
+    assert not deleting.is_alive() and not ingesting.is_alive()
+
+    assert deleted[0].status_code == 200, deleted[0].text
+    assert outcome == ["skip"]
+    assert not Collection.objects.filter(id=collection.id).exists()
+    assert not Chunk.objects.filter(collection_id=collection.id).exists()
+
+
+def _wait_for_a_lock_wait() -> None:
+    """Until a session of the test database waits for a lock another holds."""
+    from django.db import connection
+
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
