@@ -185,7 +185,9 @@ def _is_part(part) -> bool:
 
 class ImportMessageInput(serializers.Serializer):
     role = serializers.ChoiceField(choices=["user", "assistant", "system", "developer", "tool"])
-    content = serializers.JSONField()
+    # null or left out as OpenAI allows it (an assistant's tool calls): ImportInput checks each
+    # message with the chat doors' rule
+    content = serializers.JSONField(required=False, allow_null=True)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     created_at = FlexibleDateTimeField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, default=dict)
@@ -207,3 +209,10 @@ class ImportInput(serializers.Serializer):
     user_id = UserIdField()
     # DRF >= 3.15 hands max_length to the ListSerializer; the stubs (3.16.9) do not list it.
     messages = ImportMessageInput(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]
+
+    def validate_messages(self, messages: list[dict]) -> list[dict]:
+        from completions import validation
+
+        for i, message in enumerate(messages):
+            validation.message(message, i)
+        return messages
