@@ -100,8 +100,10 @@ def session_body(session: Session) -> dict:
 KINDS = ["fact", "preference", "plan", "relation", "event"]
 
 
-class UserIdField(serializers.CharField):
-    """A user id in a body: the same rule as x-user-id and a path or query id (config.common.ids)."""
+class IdField(serializers.CharField):
+    """An id in a body: the same rule as a header, path or query id (config.common.ids)."""
+
+    noun = "An id"
 
     def __init__(self, **kwargs):
         super().__init__(trim_whitespace=True, **kwargs)
@@ -111,8 +113,19 @@ class UserIdField(serializers.CharField):
             self.fail("invalid")
         value = super().to_internal_value(data)
         if not is_id(value):
-            raise serializers.ValidationError(f"A user id is {ID_RULE}.")
+            raise serializers.ValidationError(f"{self.noun} is {ID_RULE}.")
         return value
+
+
+class UserIdField(IdField):
+    noun = "A user id"
+
+
+class CollectionIdField(IdField):
+    """A collection id in a body, as x-collection-ids takes it: a malformed one was looked up
+    and answered 404 (`7` as "7"), where a header naming it is a 400."""
+
+    noun = "A collection id"
 
 
 class MemoryCreateInput(serializers.Serializer):
@@ -147,7 +160,7 @@ class UnifiedSearchInput(serializers.Serializer):
         default=["memories", "messages"],
     )
     collection_ids = serializers.ListField(
-        child=serializers.CharField(max_length=40), max_length=100, required=False, default=list
+        child=CollectionIdField(), max_length=100, required=False, default=list
     )
 
     def validate(self, attrs):
