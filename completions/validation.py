@@ -164,7 +164,11 @@ def _call_fields(message: dict, param: str, role: str) -> None:
             )
 
 
-def _message(message, i: int) -> None:
+def message(message, i: int) -> None:
+    """`messages[i]` as every door that stores a message checks it (400 naming the field): the
+    chat doors, and the import of a conversation's messages. Stored as it came and sent again
+    as history, a message the upstream refuses would fail every later turn of its
+    conversation."""
     param = f"messages[{i}]"
     if not isinstance(message, dict):
         raise _type_error(param, "an object", message)
@@ -293,8 +297,8 @@ def validate(body: dict, *, model_required: bool = True) -> None:
             "Invalid 'messages': empty array. Expected an array with minimum length 1.",
             "empty_array",
         )
-    for i, message in enumerate(messages):
-        _message(message, i)
+    for i, item in enumerate(messages):
+        message(item, i)
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
     _number(body, "presence_penalty", -2, 2)

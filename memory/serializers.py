@@ -100,8 +100,10 @@ def session_body(session: Session) -> dict:
 KINDS = ["fact", "preference", "plan", "relation", "event"]
 
 
-class UserIdField(serializers.CharField):
-    """A user id in a body: the same rule as x-user-id and a path or query id (config.common.ids)."""
+class IdField(serializers.CharField):
+    """An id in a body: the same rule as a header, path or query id (config.common.ids)."""
+
+    noun = "An id"
 
     def __init__(self, **kwargs):
         super().__init__(trim_whitespace=True, **kwargs)
@@ -111,8 +113,19 @@ class UserIdField(serializers.CharField):
             self.fail("invalid")
         value = super().to_internal_value(data)
         if not is_id(value):
-            raise serializers.ValidationError(f"A user id is {ID_RULE}.")
+            raise serializers.ValidationError(f"{self.noun} is {ID_RULE}.")
         return value
+
+
+class UserIdField(IdField):
+    noun = "A user id"
+
+
+class CollectionIdField(IdField):
+    """A collection id in a body, as x-collection-ids takes it: a malformed one was looked up
+    and answered 404 (`7` as "7"), where a header naming it is a 400."""
+
+    noun = "A collection id"
 
 
 class MemoryCreateInput(serializers.Serializer):
@@ -147,7 +160,7 @@ class UnifiedSearchInput(serializers.Serializer):
         default=["memories", "messages"],
     )
     collection_ids = serializers.ListField(
-        child=serializers.CharField(max_length=40), max_length=100, required=False, default=list
+        child=CollectionIdField(), max_length=100, required=False, default=list
     )
 
     def validate(self, attrs):
@@ -185,7 +198,9 @@ def _is_part(part) -> bool:
 
 class ImportMessageInput(serializers.Serializer):
     role = serializers.ChoiceField(choices=["user", "assistant", "system", "developer", "tool"])
-    content = serializers.JSONField()
+    # null or left out as OpenAI allows it (an assistant's tool calls): ImportInput checks each
+    # message with the chat doors' rule
+    content = serializers.JSONField(required=False, allow_null=True)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     created_at = FlexibleDateTimeField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, default=dict)
@@ -207,3 +222,10 @@ class ImportInput(serializers.Serializer):
     user_id = UserIdField()
     # DRF >= 3.15 hands max_length to the ListSerializer; the stubs (3.16.9) do not list it.
     messages = ImportMessageInput(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]
+
+    def validate_messages(self, messages: list[dict]) -> list[dict]:
+        from completions import validation
+
+        for i, message in enumerate(messages):
+            validation.message(message, i)
+        return messages

@@ -176,6 +176,40 @@ def test_worker_ingests_every_format_and_a_corrupt_pdf_fails_alone(http, celery_
     assert hits and all(h["document_id"] != ids["pdf"] for h in hits)
 
 
+def test_text_with_nul_characters_is_ingested_without_them(http, celery_worker):
+    """PostgreSQL text cannot hold a NUL: a PDF whose text operator draws one, UTF-16 text with
+    one and a text file with one past the sample `detect` reads each failed to ingest
+    ("ingestion failed (DataError); re-run it to resume", which no re-run could)."""
+    col = http.post("/v1/collections", json={"name": "Nul"}).json()
+    url = f"/v1/collections/{col['id']}/documents"
+    pdf = pdf_bytes(["Gate code", "The gate code is 4711."], title="Gatehouse")
+    pdf = pdf.replace(b"(Gate code)", b"(Gate\\000code)")  # a NUL in the page's text
+    uploads = {
+        "pdf": ("gate.pdf", pdf),
+        "utf16": ("boat.txt", ("The boat\x00 is moored at pier nine. " * 20).encode("utf-16")),
+        "late": ("kiln.txt", filler(0, 200).encode() + b"\x00 The kiln fires at dawn.\n"),
+    }
+    ids = {}
+    for kind, (name, raw) in uploads.items():
+        resp = http.post(url, files={"file": (name, raw, "application/octet-stream")})
+        assert resp.status_code == 202, resp.text
+        ids[kind] = resp.json()["id"]
+
+    docs = {d["id"]: d for d in wait_settled(http, col["id"], len(uploads))}
+    for kind, document_id in ids.items():
+        assert docs[document_id]["status"] == "ready", (kind, docs[document_id])
+    assert docs[ids["pdf"]]["title"] == "Gatehouse" and docs[ids["pdf"]]["pages"] == 2
+    texts = list(Chunk.objects.filter(collection_id=col["id"]).values_list("text", flat=True))
+    assert not any("\x00" in text for text in texts)
+    for query, kind, answer in [
+        ("What is the gate code?", "pdf", "4711"),
+        ("Where is the boat moored?", "utf16", "pier nine"),
+        ("When does the kiln fire?", "late", "kiln fires at dawn"),
+    ]:
+        top = search(http, [col["id"]], query)[0]
+        assert top["document_id"] == ids[kind] and answer in top["text"], (query, top)
+
+
 def test_a_second_workspace_cannot_search_or_use_the_collection(
     engram_server, owner, celery_worker
 ):
@@ -552,3 +586,150 @@ def test_deleting_while_an_ingestion_writes_chunks_deletes_them_too(deleted):
     assert not errors
     assert not Chunk.objects.filter(document_id=document.id).exists()
     assert not Document.objects.filter(id=document.id).exists()
+
+
+def test_deleting_a_document_while_its_chunks_are_embedded_is_not_a_deadlock(
+    http, owner, settings, monkeypatch
+):
+    """DELETE locks the document's row, then deletes its chunks; an embedding batch updated
+    the chunks, then renewed the row: each waited for the other until PostgreSQL broke the
+    deadlock, and the DELETE was a 503 (or the ingestion failed instead). Here the DELETE holds
+    the row while the ingestion's batch starts; it must wait without holding any chunk."""
+    import threading
+
+    from django.db import connection
+
+    from config.common import rows
+    from memory.embeddings import get_embedder
+
+    settings.ENGRAM_INGEST_BATCH = 2
+    settings.ENGRAM_CHUNK_TOKENS = 60
+    collection = services.collection_create(workspace=owner[0], name="Deadlock")
+    document, _ = services.document_create(
+        workspace=owner[0], collection=collection, raw=BAKERY_MD.encode()
+    )
+    embedding, locked, go = threading.Event(), threading.Event(), threading.Event()
+
+    embedder = get_embedder()
+    real_embed = embedder.embed
+
+    def embed(texts):  # the ingestion's first batch waits until the deletion holds the row
+        embedding.set()
+        assert locked.wait(30)
+        return real_embed(texts)
+
+    def lock_if_present(obj):  # the deletion holds the row until the ingestion waits for it
+        present = rows.lock_if_present(obj)
+        if isinstance(obj, Document):
+            locked.set()
+            assert go.wait(30)
+        return present
+
+    monkeypatch.setattr(embedder, "embed", embed)
+    monkeypatch.setattr(services, "lock_if_present", lock_if_present)
+    outcome: list[str] = []
+    deleted: list[httpx.Response] = []
+
+    def ingest() -> None:
+        try:
+            outcome.append(services.document_ingest(document_id=document.id))
+        finally:
+            connection.close()
+
+    ingesting = threading.Thread(target=ingest)
+    ingesting.start()
+    assert embedding.wait(30)
+    url = f"/v1/collections/{collection.id}/documents/{document.id}"
+    deleting = threading.Thread(target=lambda: deleted.append(http.delete(url)))
+    deleting.start()
+    assert locked.wait(30)
+    _wait_for_a_lock_wait()  # the ingestion's batch waits for the row the deletion holds
+    go.set()
+    deleting.join(60)
+    ingesting.join(60)
+    assert not deleting.is_alive() and not ingesting.is_alive()
+
+    assert deleted[0].status_code == 200, deleted[0].text
+    assert outcome == ["skip"]
+    assert not Document.objects.filter(id=document.id).exists()
+    assert not Chunk.objects.filter(document_id=document.id).exists()
+
+
+def test_deleting_a_collection_while_a_document_is_split_is_not_a_deadlock(
+    http, owner, monkeypatch
+):
+    """DELETE of a collection locks its row, then its documents'; the split of a document
+    locked the document's row, then (the chunks' foreign key) the collection's: each waited for
+    the other until PostgreSQL broke the deadlock, a 503 or a failed ingestion."""
+    import threading
+
+    from django.db import connection
+
+    from config.common import rows
+    from memory.knowledge import parsing
+
+    collection = services.collection_create(workspace=owner[0], name="Deadlock")
+    document, _ = services.document_create(
+        workspace=owner[0], collection=collection, raw=BAKERY_MD.encode()
+    )
+    splitting, locked, go = threading.Event(), threading.Event(), threading.Event()
+    real_extract = parsing.extract
+
+    def extract(*args, **kwargs):  # the split waits until the deletion holds the collection
+        splitting.set()
+        assert locked.wait(30)
+        return real_extract(*args, **kwargs)
+
+    def lock_if_present(obj):  # the deletion holds the collection until the split waits
+        present = rows.lock_if_present(obj)
+        if isinstance(obj, Collection):
+            locked.set()
+            assert go.wait(30)
+        return present
+
+    monkeypatch.setattr(parsing, "extract", extract)
+    monkeypatch.setattr(services, "lock_if_present", lock_if_present)
+    outcome: list[str] = []
+    deleted: list[httpx.Response] = []
+
+    def ingest() -> None:
+        try:
+            outcome.append(services.document_ingest(document_id=document.id))
+        finally:
+            connection.close()
+
+    ingesting = threading.Thread(target=ingest)
+    ingesting.start()
+    assert splitting.wait(30)
+    deleting = threading.Thread(
+        target=lambda: deleted.append(http.delete(f"/v1/collections/{collection.id}"))
+    )
+    deleting.start()
+    assert locked.wait(30)
+    _wait_for_a_lock_wait()
+    go.set()
+    deleting.join(60)
+    ingesting.join(60)
+    assert not deleting.is_alive() and not ingesting.is_alive()
+
+    assert deleted[0].status_code == 200, deleted[0].text
+    assert outcome == ["skip"]
+    assert not Collection.objects.filter(id=collection.id).exists()
+    assert not Chunk.objects.filter(collection_id=collection.id).exists()
+
+
+def _wait_for_a_lock_wait() -> None:
+    """Until a session of the test database waits for a lock another holds."""
+    from django.db import connection
+
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

@@ -134,6 +134,54 @@ def test_list_conversations_by_user_and_validation(http):
     assert http.get("/v1/conversations/nope").status_code == 404
 
 
+CALL = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+
+
+def test_import_takes_tool_calls_as_openai_writes_them_and_refuses_what_chat_refuses(http):
+    """An assistant message that only calls tools has `content: null` (or none) in OpenAI's
+    transcripts: the import refused it (400 "may not be null"), while it stored tool calls the
+    chat doors refuse (a name that is a number, arguments that are an object), sent again as
+    history with every later turn of the conversation."""
+    transcript = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "4 degrees, rain"},
+        {"role": "assistant", "tool_calls": [{**CALL, "id": "call_2"}]},
+        {"role": "tool", "tool_call_id": "call_2", "content": "still rain"},
+        {"role": "assistant", "content": "4 degrees and rain in Oslo."},
+    ]
+    imported = http.post(
+        "/v1/conversations/oslo/messages", json={"user_id": "ola", "messages": transcript}
+    )
+    assert imported.status_code == 201, imported.text
+    listed = http.get("/v1/conversations/oslo/messages").json()["data"]
+    assert [(m["role"], m["content"]) for m in listed] == [
+        ("user", "Weather in Oslo?"),
+        ("assistant", None),
+        ("tool", "4 degrees, rain"),
+        ("assistant", None),
+        ("tool", "still rain"),
+        ("assistant", "4 degrees and rain in Oslo."),
+    ]
+    assert listed[1]["tool_calls"] == [CALL]
+
+    bad_call = {**CALL, "function": {"name": 5, "arguments": {"city": "Oslo"}}}
+    for bad, param in [
+        ({"role": "assistant", "content": "On it.", "tool_calls": [bad_call]}, "tool_calls[0]"),
+        ({"role": "user", "content": "Hi", "tool_calls": [CALL]}, "tool_calls"),
+        ({"role": "tool", "content": "rain"}, "tool_call_id"),
+        ({"role": "user"}, "content"),
+        ({"role": "assistant", "content": None}, "content"),
+    ]:
+        refused = http.post(
+            "/v1/conversations/oslo/messages",
+            json={"user_id": "ola", "messages": [{"role": "user", "content": "Again?"}, bad]},
+        )
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.json()["error"]["param"].startswith(f"messages[1].{param}"), refused.text
+    assert len(http.get("/v1/conversations/oslo/messages").json()["data"]) == len(transcript)
+
+
 def test_conversations_are_invisible_to_other_workspaces(http, outsider_http):
     http.post(
         "/v1/conversations/secret/messages",

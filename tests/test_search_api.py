@@ -214,3 +214,19 @@ def test_an_echo_is_left_out_when_the_words_it_quotes_do_not_rank(http):
     texts = [f["text"] for f in found]
     assert "A local model railway club could help." in texts  # an answer that quotes no one
     assert not any("You said" in t for t in texts)
+
+
+def test_a_malformed_collection_id_is_a_400_on_both_searches(http):
+    """As in x-collection-ids: a collection id that breaks the id rule (a number, a space, 201
+    characters) is a 400 naming it, not a 404 "No collection '7'"; a well-formed id longer
+    than 40 characters is looked up like any other."""
+    for path, extra in (("/v1/search", {"types": ["chunks"]}), ("/v1/collections/search", {})):
+        for bad in (7, "col one", "c" * 201, ["col_x"]):
+            body = {"query": "tea", "collection_ids": [bad], **extra}
+            response = http.post(path, json=body)
+            assert response.status_code == 400, (path, bad, response.text)
+            assert response.json()["error"]["param"] == "collection_ids[0]"
+        body = {"query": "tea", "collection_ids": ["org/" + "c" * 60], **extra}
+        response = http.post(path, json=body)
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "collection_not_found"

@@ -122,7 +122,23 @@ def detect(raw: bytes, *, max_expanded: int | None = None) -> str:
 
 
 def extract(raw: bytes, content_type: str | None = None) -> Extracted:
-    content_type = content_type or detect(raw)
+    """The document's blocks and title, as PostgreSQL text can hold them: a NUL (a PDF's text
+    operator, UTF-16 text, a text file past the 8 kB that `decode_text` samples) failed the
+    chunks' insert, and the document with it, whatever re-ran it."""
+    from config.common.jsonbody import storable  # imports DRF: this module runs without Django
+
+    extracted = _extract(raw, content_type or detect(raw))
+    extracted.title = storable(extracted.title).strip()
+    blocks = []
+    for block in extracted.blocks:
+        block.text = storable(block.text).strip()
+        if block.text:
+            blocks.append(block)
+    extracted.blocks = blocks
+    return extracted
+
+
+def _extract(raw: bytes, content_type: str) -> Extracted:
     if content_type == PDF:
         return _pdf(raw)
     if content_type == DOCX:

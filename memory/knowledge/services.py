@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -270,6 +270,14 @@ def _split(document: Document) -> None:
     title = document.title or extracted.title or first_heading or document.filename
     title = title[:300]
     with transaction.atomic():
+        # The collection's row, then the document's, then the chunks: the order collection_delete
+        # locks them in. The chunks' foreign key check took the collection's last, and a
+        # collection deleted meanwhile deadlocked with the worker (503 to its caller).
+        with connection.cursor() as cursor:  # FOR KEY SHARE, as the foreign key check takes it
+            cursor.execute(
+                f"SELECT 1 FROM {Collection._meta.db_table} WHERE id = %s FOR KEY SHARE",
+                [document.collection_id],
+            )
         _touch(
             document.id,
             progress=True,
@@ -311,6 +319,9 @@ def _embed_pending(document_id: str, batch_size: int, until: float) -> bool:
         first = False
         vectors = embedder.embed([text for _, text in batch])
         with transaction.atomic():
+            # The document's row before its chunks', the order document_delete locks them in:
+            # chunks first, then the row, deadlocked with a deletion (503 to its caller).
+            _touch(document_id)
             Chunk.objects.bulk_update(
                 [
                     Chunk(id=pk, embedding=vector)
