@@ -51,8 +51,11 @@ run: $(STAMP) $(STATIC)
 # Lint, format, types, then the tests; the first failure stops it. The admin's static files
 # are collected first, as for `make run` (a fresh clone's tests otherwise warned 21 times that
 # WhiteNoise found no .engram/static/).
+# pytest-xdist: one worker per core (TEST_WORKERS=0 runs them in this process), each with a
+# test database and a Redis database of its own; 9.3 min on one, 6.8 on two here.
+TEST_WORKERS ?= auto
 test: lint $(CHROMIUM) $(STATIC)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 8 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

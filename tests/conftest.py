@@ -215,3 +215,16 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """`make test` spreads the tests over pytest-xdist's workers one by one (`--dist loadgroup`),
+    except the tests of a module that share a module-scoped fixture (a browser, a set of web
+    processes): those go to one worker, which sets it up once. (Before xdist's own hook, which
+    reads the group.)"""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info else ()
+        if any(d.scope == "module" for chain in defs for d in chain):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
