@@ -1097,6 +1097,49 @@ def test_a_header_value_with_a_carriage_return_is_refused_and_never_breaks_a_run
     assert "control character" in json.loads(tool_message["content"])["error"]
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Host",
+        "content-length",
+        "Transfer-Encoding",
+        "Connection",
+        "Upgrade",
+        "TE",
+        "Trailer",
+        "Proxy-Authorization",
+        "Keep-Alive",
+        "Idempotency-Key",
+    ],
+)
+def test_framing_and_hop_by_hop_headers_are_refused_and_never_sent(
+    http, sdk, upstream, tool_server, header
+):
+    agent = make_agent(http)
+    body = {"name": "w", "type": "http", "http": {"url": tool_server.url, "headers": {header: "x"}}}
+    error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+    assert error["param"] == "http.headers" and header in error["message"]
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    patch = {"http": {"url": tool_server.url + "/weather", "headers": {header: "x"}}}
+    error = assert_envelope(http.patch(f"/v1/agents/{agent}/tools/{tool['id']}", json=patch), 400)
+    assert error["param"] == "http.headers"
+    # A tool stored before the rule: the header is left out, the call goes as it should.
+    stored = Tool.objects.get(id=tool["id"])
+    value = "999" if header.lower() == "content-length" else "evil.example"
+    secret = {"X-Tool-Secret": "s3cret-value", header: value}
+    stored.http_headers_encrypted = crypto.encrypt(json.dumps(secret))
+    services.tool_update(workspace=stored.workspace, tool=stored, values={})
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    (call,) = tool_server.calls
+    assert call["body"] == {"city": "Paris"} and call["headers"]["x-tool-secret"] == "s3cret-value"
+    assert value not in call["headers"].values()
+    assert call["headers"]["idempotency-key"].endswith(":call_1")
+
+
 def test_a_stream_keeps_the_models_finish_reason_refusal_and_logprobs(
     sdk, http, upstream, tool_server
 ):

@@ -73,7 +73,9 @@ class _CheckedResolver(AbstractResolver):
 
 async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
     policy.host_allowed(urlsplit(tool.http_url).hostname or "")
-    headers = {**headers_of(tool), IDEMPOTENCY_HEADER: idempotency_key}
+    # A reserved header (policy.RESERVED_HEADERS) stored before the rule is left out.
+    own = {k: v for k, v in headers_of(tool).items() if not policy.header_reserved(k)}
+    headers = {**own, IDEMPOTENCY_HEADER: idempotency_key}
     kwargs: dict[str, Any] = {"headers": headers}
     if tool.http_method in ("GET", "DELETE"):
         kwargs["params"] = {
