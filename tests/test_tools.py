@@ -150,6 +150,29 @@ def test_client_declared_tools_come_back_unchanged(sdk, http, upstream, tool_ser
     assert sorted(names) == ["open_map", "weather"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_n_over_one_through_an_agent_with_tools_is_a_400_naming_n(
+    http, upstream, tool_server, stream
+):
+    from memory.models import Conversation, Message
+
+    agent = make_agent(http)
+    body = {"model": agent, "messages": [{"role": "user", "content": "Hi"}], "n": 2}
+    plain = http.post("/v1/chat/completions", json={**body, "stream": False})
+    assert plain.status_code == 200 and upstream.last.body["n"] == 2  # no tools: passed on
+    upstream.reset()
+    make_tool(http, agent, tool_server.url + "/weather")
+    conversations, messages = Conversation.objects.count(), Message.objects.count()
+
+    resp = http.post("/v1/chat/completions", json={**body, "stream": stream})
+
+    error = assert_envelope(resp, 400, code="unsupported")
+    assert error["param"] == "n" and "n greater than 1" in error["message"]
+    assert upstream.chat_requests() == []
+    assert not Execution.objects.exists()
+    assert (Conversation.objects.count(), Message.objects.count()) == (conversations, messages)
+
+
 # --- always: pause, resume ----------------------------------------------------------------------
 
 

@@ -50,6 +50,20 @@ def _reply(status: int, headers: dict[str, str], body: bytes = b"", stream=None)
     return Reply(status, headers, body)
 
 
+async def refuse_unsupported(turn: Turn, body: dict) -> None:
+    """What an agent with tools cannot do, refused before the turn is admitted or stored: `n`
+    over 1 (its run follows one answer: the tools the model calls, then the model again)."""
+    assert turn.agent is not None
+    if (body.get("n") or 1) > 1 and await cache.tools_async(turn.workspace.id, turn.agent["id"]):
+        raise ApiError(
+            400,
+            "n greater than 1 is not supported by an agent with tools: its run follows one "
+            "answer of the model.",
+            param="n",
+            code="unsupported",
+        )
+
+
 async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | None:
     """The answer of an agent call when the agent has tools; None when it has none."""
     assert turn.agent is not None and turn.ctx is not None and turn.prepared is not None
