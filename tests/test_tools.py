@@ -267,6 +267,40 @@ def test_approving_a_call_whose_tool_was_deleted_says_it_no_longer_exists(
     assert step["status"] == "failed" and step["error"] == error
 
 
+def test_approving_a_call_whose_tool_changed_since_it_paused_is_410_stale(
+    sdk, http, upstream, tool_server
+):
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    url = f"/v1/agents/{agent}/tools/{tool['id']}"
+    # A change that does not alter what the call does (its description) keeps the approval.
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))
+    assert http.patch(url, json={"description": "Weather, by city."}).status_code == 200
+    assert resume(sdk, marks["approval_id"]).choices[0].message.content == "It is sunny."
+    assert [c["path"] for c in tool_server.calls] == ["/weather"]
+
+    script_call_then_answer(upstream, tool_call("call_2", "weather", {"city": "Rome"}))
+    marks = engram(ask(sdk, agent))
+    patched = http.patch(url, json={"http": {"url": tool_server.url + "/elsewhere"}})
+    assert patched.status_code == 200
+    requests = len(upstream.chat_requests())
+
+    with pytest.raises(openai.APIStatusError) as stale:
+        resume(sdk, marks["approval_id"])
+
+    assert stale.value.status_code == 410
+    error = stale.value.body
+    assert error["code"] == "approval_stale" and error["param"] == "approval_id"
+    assert "'weather' was changed" in error["message"]
+    assert len(tool_server.calls) == 1 and len(upstream.chat_requests()) == requests
+    assert Approval.objects.get(id=marks["approval_id"]).status == "pending"
+    # Still rejectable: the run ends with the model's answer, the tool never called.
+    answer = resume(sdk, marks["approval_id"], "reject", reason="it changed")
+    assert answer.choices[0].message.content == "It is sunny."
+    assert len(tool_server.calls) == 1
+
+
 def test_a_rule_decides_which_calls_wait(sdk, http, upstream, tool_server):
     agent = make_agent(http)
     rule = {"argument": "city", "op": "in", "value": ["Paris"]}

@@ -262,6 +262,9 @@ async def resume(
             end_user=end_user,
         )
         execution = approval.execution
+        tools = await cache.tools_async(workspace.id, execution.agent_id)
+        if approve:  # before the approval is claimed: it stays pending, to be rejected
+            services.approval_current_check(approval=approval, tools=tools)
         turn.model = execution.model
         turn.agent = {"id": execution.agent_id, "name": "", "version": execution.agent_version}
         turn.ctx = TurnContext(
@@ -299,7 +302,6 @@ async def resume(
         turn.finish(status=error.status, error_code=error.code or error.type)
         raise
     execution = claimed.execution
-    tools = await cache.tools_async(workspace.id, execution.agent_id)
     run = Run(
         execution=execution,
         tools={t.name: t for t in tools},

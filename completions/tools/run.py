@@ -269,12 +269,15 @@ class Run:
 
     async def pause(self, message: dict, waiting: list[dict]) -> Approval:
         ttl = min(self.tools[c["function"]["name"]].approval_ttl_seconds for c in waiting)
+        names = {(c.get("function") or {}).get("name") for c in message.get("tool_calls") or ()}
+        stamps = {t.name: services.tool_stamp(t) for t in self.tools.values() if t.name in names}
         return await db(
             services.execution_pause,
             execution=self.execution,
             message=message,
             waiting=waiting,
             ttl_seconds=ttl,
+            stamps=stamps,
         )
 
     async def end(self, status: str, error: str = "") -> None:
