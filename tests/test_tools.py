@@ -173,6 +173,160 @@ def test_n_over_one_through_an_agent_with_tools_is_a_400_naming_n(
     assert (Conversation.objects.count(), Message.objects.count()) == (conversations, messages)
 
 
+MAP_TOOL = {
+    "type": "function",
+    "function": {"name": "open_map", "parameters": {"type": "object", "properties": {}}},
+}
+WEATHER_CALL = tool_call("call_w", "weather", {"city": "Paris"})
+MAP_CALL = tool_call("call_m", "open_map", {"place": "Paris"})
+
+
+def assert_every_call_answered(messages: list[dict]) -> None:
+    """What OpenAI checks of a request: each assistant message's tool calls are answered by the
+    tool messages right after it, and each tool message answers one of them."""
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            following = []
+            for later in messages[i + 1 :]:
+                if later["role"] != "tool":
+                    break
+                following.append(later["tool_call_id"])
+            assert sorted(following) == sorted(c["id"] for c in message["tool_calls"]), messages
+        if message["role"] == "tool":
+            before = next(m for m in reversed(messages[:i]) if m["role"] != "tool")
+            assert message["tool_call_id"] in [c["id"] for c in before.get("tool_calls") or []]
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["resent", "x-conversation-id"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_step_calling_the_agents_and_the_apps_tools_runs_the_agents_and_hands_back_the_apps(
+    sdk, http, upstream, tool_server, stream, served
+):
+    from memory.models import Conversation, Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    both = [WEATHER_CALL, MAP_CALL]
+    first = (
+        Reply(stream=openai_tool_stream(both))
+        if stream
+        else Reply(json=openai_completion(tool_calls=both))
+    )
+    upstream.script(first, Reply(json=openai_completion("Here it is.")))
+    headers = {"x-user-id": f"mixed-{stream}"}
+    if served:  # the history is the conversation's, the app sends only its new messages
+        headers["x-conversation-id"] = f"mixed-{stream}"
+
+    if stream:
+        with sdk.chat.completions.stream(
+            model=agent,
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=[MAP_TOOL],
+            extra_headers=headers,
+        ) as events:
+            chunks = [e.chunk for e in events if e.type == "chunk"]
+            answer = events.get_final_completion()
+        marks = [c.model_extra["engram"] for c in chunks if c.model_extra.get("engram")]
+        running = next(m["tool_call"] for m in marks if "tool_call" in m)
+        assert running["id"] == "call_w" and running["status"] == "running"
+        assert not next(
+            c for c in chunks if "tool_call" in (c.model_extra.get("engram") or {})
+        ).choices
+        result = next(m["tool_result"] for m in marks if "tool_result" in m)
+        assert result["tool_call_id"] == "call_w" and result["status"] == "completed"
+        execution_id = marks[-1]["execution_id"]
+    else:
+        answer = ask(sdk, agent, tools=[MAP_TOOL], extra_headers=headers)
+        execution_id = engram(answer)["execution_id"]
+
+    # The agent's call ran; the app gets its own call alone, the model was called once.
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]
+    assert answer.choices[0].finish_reason == "tool_calls"
+    assert [c.id for c in answer.choices[0].message.tool_calls] == ["call_m"]
+    assert len(upstream.chat_requests()) == 1
+    execution = http.get(f"/v1/executions/{execution_id}").json()
+    assert execution["status"] == "completed"
+    assert [s["type"] for s in execution["steps"]] == ["model", "tool"]
+
+    # What Engram stored is history the upstream takes: every call answered once the app's is.
+    conversation = Conversation.objects.get(user_id=headers["x-user-id"])
+    wait_for(lambda: Message.objects.filter(conversation=conversation).count() == 4)
+    stored = [
+        m.raw
+        for m in Message.objects.filter(conversation=conversation).order_by("created_at", "id")
+    ]
+    assert [(m["role"], [c["id"] for c in m.get("tool_calls") or []]) for m in stored] == [
+        ("user", []),
+        ("assistant", ["call_w"]),
+        ("tool", []),
+        ("assistant", ["call_m"]),
+    ]
+    assert_every_call_answered(
+        [*stored, {"role": "tool", "tool_call_id": "call_m", "content": "."}]
+    )
+
+    # The app's next request (its call answered) is one the upstream takes.
+    result = {"role": "tool", "tool_call_id": "call_m", "content": "map shown"}
+    transcript = [
+        {"role": "user", "content": "Weather in Paris?"},
+        answer.choices[0].message.model_dump(exclude_none=True),
+        result,
+    ]
+    sdk.chat.completions.create(
+        model=agent,
+        messages=[result] if served else transcript,
+        tools=[MAP_TOOL],
+        extra_headers=headers,
+    )
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert sent[-1]["tool_call_id"] == "call_m"
+    assert_every_call_answered(sent)
+    # Served from the conversation, the history holds the agent's result too.
+    assert any(m.get("tool_call_id") == "call_w" for m in sent) is served
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_step_calling_an_approval_tool_and_the_apps_hands_back_the_apps_after_the_resume(
+    sdk, http, upstream, tool_server, stream
+):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(Reply(json=openai_completion(tool_calls=[WEATHER_CALL, MAP_CALL])))
+    headers = {"x-user-id": "mixed-approval"}
+
+    paused = ask(sdk, agent, tools=[MAP_TOOL], extra_headers=headers)
+
+    assert [c.id for c in paused.choices[0].message.tool_calls] == ["call_w"]  # to approve
+    assert tool_server.calls == []
+    body = {"approval_id": engram(paused)["approval_id"], "decision": "approve"}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+        with http.stream("POST", "/v1/chat/resume", json=body, headers=headers) as resp:
+            events = sse(resp)[:-1]
+        choices = [ch for e in events for ch in e["choices"]]
+        calls = [c["id"] for ch in choices for c in ch["delta"].get("tool_calls") or []]
+        finish = [ch["finish_reason"] for ch in choices if ch["finish_reason"]]
+        usage = next(e["usage"] for e in events if e.get("usage"))
+    else:
+        answer = sdk.post(
+            "/chat/resume", body=body, cast_to=ChatCompletion, options={"headers": headers}
+        )
+        calls = [c.id for c in answer.choices[0].message.tool_calls]
+        finish = [answer.choices[0].finish_reason]
+        usage = answer.usage.model_dump()
+
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]
+    assert finish == ["tool_calls"] and calls == ["call_m"]  # the agent's call shown apart
+    assert len(upstream.chat_requests()) == 1  # the app's call handed back, no model call
+    assert usage["total_tokens"] == 0
+    execution = Execution.objects.get(id=engram(paused)["execution_id"])
+    assert execution.status == "completed"
+    assert [s["type"] for s in execution.steps] == ["model", "approval", "tool"]
+    assert_every_call_answered(
+        [*execution.messages, {"role": "tool", "tool_call_id": "call_m", "content": "."}]
+    )
+
+
 # --- always: pause, resume ----------------------------------------------------------------------
 
 

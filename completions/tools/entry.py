@@ -363,6 +363,7 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
         reason=reason,
     )
     rejected = set() if approve else waiting
+    run.handback = execution.pending.get("handback")  # the client's calls of the paused step
     return Resumed(
         message=message, calls=calls, rejected=rejected, reason=reason, gone=gone - rejected
     )

@@ -248,14 +248,18 @@ def execution_pause(
     waiting: list[dict],
     ttl_seconds: int,
     stamps: dict[str, str],
+    handback: dict | None = None,
 ) -> Approval:
-    """Store the run's state (the assistant message whose calls wait, and the stamps of the
-    tools it calls: tool_stamp) and create the approval that resumes it."""
+    """Store the run's state (the assistant message whose calls wait, the stamps of the tools
+    it calls: tool_stamp, and the client's own calls of that step, the run's answer once the
+    agent's have run: completions.tools.run.Run.hand_back) and create the approval that
+    resumes it."""
     execution.status = Execution.Status.WAITING
     execution.pending = {
         "message": message,
         "waiting": [c["id"] for c in waiting],
         "stamps": stamps,
+        **({"handback": handback} if handback else {}),
     }
     execution_save(execution=execution)
     return Approval.objects.create(
