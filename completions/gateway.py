@@ -260,6 +260,9 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
     if agent_calls.is_agent(turn.model):
         agent_calls.apply(ctx, await agent_calls.resolve_async(turn.workspace.id, turn.model))
         turn.agent = ctx.agent
+        from completions.tools.entry import refuse_unsupported
+
+        await refuse_unsupported(turn, body)  # before anything of the turn is stored
     declared = engram_tools.take_declared(body)
     turn.route = route = await routing.resolve_async(turn.workspace.id, ctx.model)
     await _admit(turn, route, body)

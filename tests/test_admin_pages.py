@@ -85,7 +85,9 @@ def _tools_rows(workspace) -> None:
     )
     call = {"id": "call_1", "type": "function", "function": {"name": "recall", "arguments": "{}"}}
     message = {"role": "assistant", "content": None, "tool_calls": [call]}
-    tools.execution_pause(execution=execution, message=message, waiting=[call], ttl_seconds=60)
+    tools.execution_pause(
+        execution=execution, message=message, waiting=[call], ttl_seconds=60, stamps={}
+    )
 
 
 @pytest.fixture

@@ -150,6 +150,183 @@ def test_client_declared_tools_come_back_unchanged(sdk, http, upstream, tool_ser
     assert sorted(names) == ["open_map", "weather"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_n_over_one_through_an_agent_with_tools_is_a_400_naming_n(
+    http, upstream, tool_server, stream
+):
+    from memory.models import Conversation, Message
+
+    agent = make_agent(http)
+    body = {"model": agent, "messages": [{"role": "user", "content": "Hi"}], "n": 2}
+    plain = http.post("/v1/chat/completions", json={**body, "stream": False})
+    assert plain.status_code == 200 and upstream.last.body["n"] == 2  # no tools: passed on
+    upstream.reset()
+    make_tool(http, agent, tool_server.url + "/weather")
+    conversations, messages = Conversation.objects.count(), Message.objects.count()
+
+    resp = http.post("/v1/chat/completions", json={**body, "stream": stream})
+
+    error = assert_envelope(resp, 400, code="unsupported")
+    assert error["param"] == "n" and "n greater than 1" in error["message"]
+    assert upstream.chat_requests() == []
+    assert not Execution.objects.exists()
+    assert (Conversation.objects.count(), Message.objects.count()) == (conversations, messages)
+
+
+MAP_TOOL = {
+    "type": "function",
+    "function": {"name": "open_map", "parameters": {"type": "object", "properties": {}}},
+}
+WEATHER_CALL = tool_call("call_w", "weather", {"city": "Paris"})
+MAP_CALL = tool_call("call_m", "open_map", {"place": "Paris"})
+
+
+def assert_every_call_answered(messages: list[dict]) -> None:
+    """What OpenAI checks of a request: each assistant message's tool calls are answered by the
+    tool messages right after it, and each tool message answers one of them."""
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            following = []
+            for later in messages[i + 1 :]:
+                if later["role"] != "tool":
+                    break
+                following.append(later["tool_call_id"])
+            assert sorted(following) == sorted(c["id"] for c in message["tool_calls"]), messages
+        if message["role"] == "tool":
+            before = next(m for m in reversed(messages[:i]) if m["role"] != "tool")
+            assert message["tool_call_id"] in [c["id"] for c in before.get("tool_calls") or []]
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["resent", "x-conversation-id"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_step_calling_the_agents_and_the_apps_tools_runs_the_agents_and_hands_back_the_apps(
+    sdk, http, upstream, tool_server, stream, served
+):
+    from memory.models import Conversation, Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    both = [WEATHER_CALL, MAP_CALL]
+    first = (
+        Reply(stream=openai_tool_stream(both))
+        if stream
+        else Reply(json=openai_completion(tool_calls=both))
+    )
+    upstream.script(first, Reply(json=openai_completion("Here it is.")))
+    headers = {"x-user-id": f"mixed-{stream}"}
+    if served:  # the history is the conversation's, the app sends only its new messages
+        headers["x-conversation-id"] = f"mixed-{stream}"
+
+    if stream:
+        with sdk.chat.completions.stream(
+            model=agent,
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=[MAP_TOOL],
+            extra_headers=headers,
+        ) as events:
+            chunks = [e.chunk for e in events if e.type == "chunk"]
+            answer = events.get_final_completion()
+        marks = [c.model_extra["engram"] for c in chunks if c.model_extra.get("engram")]
+        running = next(m["tool_call"] for m in marks if "tool_call" in m)
+        assert running["id"] == "call_w" and running["status"] == "running"
+        assert not next(
+            c for c in chunks if "tool_call" in (c.model_extra.get("engram") or {})
+        ).choices
+        result = next(m["tool_result"] for m in marks if "tool_result" in m)
+        assert result["tool_call_id"] == "call_w" and result["status"] == "completed"
+        execution_id = marks[-1]["execution_id"]
+    else:
+        answer = ask(sdk, agent, tools=[MAP_TOOL], extra_headers=headers)
+        execution_id = engram(answer)["execution_id"]
+
+    # The agent's call ran; the app gets its own call alone, the model was called once.
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]
+    assert answer.choices[0].finish_reason == "tool_calls"
+    assert [c.id for c in answer.choices[0].message.tool_calls] == ["call_m"]
+    assert len(upstream.chat_requests()) == 1
+    execution = http.get(f"/v1/executions/{execution_id}").json()
+    assert execution["status"] == "completed"
+    assert [s["type"] for s in execution["steps"]] == ["model", "tool"]
+
+    # What Engram stored is history the upstream takes: every call answered once the app's is.
+    conversation = Conversation.objects.get(user_id=headers["x-user-id"])
+    wait_for(lambda: Message.objects.filter(conversation=conversation).count() == 4)
+    stored = [
+        m.raw
+        for m in Message.objects.filter(conversation=conversation).order_by("created_at", "id")
+    ]
+    assert [(m["role"], [c["id"] for c in m.get("tool_calls") or []]) for m in stored] == [
+        ("user", []),
+        ("assistant", ["call_w"]),
+        ("tool", []),
+        ("assistant", ["call_m"]),
+    ]
+    assert_every_call_answered(
+        [*stored, {"role": "tool", "tool_call_id": "call_m", "content": "."}]
+    )
+
+    # The app's next request (its call answered) is one the upstream takes.
+    result = {"role": "tool", "tool_call_id": "call_m", "content": "map shown"}
+    transcript = [
+        {"role": "user", "content": "Weather in Paris?"},
+        answer.choices[0].message.model_dump(exclude_none=True),
+        result,
+    ]
+    sdk.chat.completions.create(
+        model=agent,
+        messages=[result] if served else transcript,
+        tools=[MAP_TOOL],
+        extra_headers=headers,
+    )
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert sent[-1]["tool_call_id"] == "call_m"
+    assert_every_call_answered(sent)
+    # Served from the conversation, the history holds the agent's result too.
+    assert any(m.get("tool_call_id") == "call_w" for m in sent) is served
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_step_calling_an_approval_tool_and_the_apps_hands_back_the_apps_after_the_resume(
+    sdk, http, upstream, tool_server, stream
+):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(Reply(json=openai_completion(tool_calls=[WEATHER_CALL, MAP_CALL])))
+    headers = {"x-user-id": "mixed-approval"}
+
+    paused = ask(sdk, agent, tools=[MAP_TOOL], extra_headers=headers)
+
+    assert [c.id for c in paused.choices[0].message.tool_calls] == ["call_w"]  # to approve
+    assert tool_server.calls == []
+    body = {"approval_id": engram(paused)["approval_id"], "decision": "approve"}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+        with http.stream("POST", "/v1/chat/resume", json=body, headers=headers) as resp:
+            events = sse(resp)[:-1]
+        choices = [ch for e in events for ch in e["choices"]]
+        calls = [c["id"] for ch in choices for c in ch["delta"].get("tool_calls") or []]
+        finish = [ch["finish_reason"] for ch in choices if ch["finish_reason"]]
+        usage = next(e["usage"] for e in events if e.get("usage"))
+    else:
+        answer = sdk.post(
+            "/chat/resume", body=body, cast_to=ChatCompletion, options={"headers": headers}
+        )
+        calls = [c.id for c in answer.choices[0].message.tool_calls]
+        finish = [answer.choices[0].finish_reason]
+        usage = answer.usage.model_dump()
+
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]
+    assert finish == ["tool_calls"] and calls == ["call_m"]  # the agent's call shown apart
+    assert len(upstream.chat_requests()) == 1  # the app's call handed back, no model call
+    assert usage["total_tokens"] == 0
+    execution = Execution.objects.get(id=engram(paused)["execution_id"])
+    assert execution.status == "completed"
+    assert [s["type"] for s in execution.steps] == ["model", "approval", "tool"]
+    assert_every_call_answered(
+        [*execution.messages, {"role": "tool", "tool_call_id": "call_m", "content": "."}]
+    )
+
+
 # --- always: pause, resume ----------------------------------------------------------------------
 
 
@@ -242,6 +419,40 @@ def test_approving_a_call_whose_tool_was_deleted_says_it_no_longer_exists(
     approval, step = execution.steps[1], execution.steps[2]
     assert approval["decision"] == "approve" and approval["status"] == "approved"
     assert step["status"] == "failed" and step["error"] == error
+
+
+def test_approving_a_call_whose_tool_changed_since_it_paused_is_410_stale(
+    sdk, http, upstream, tool_server
+):
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    url = f"/v1/agents/{agent}/tools/{tool['id']}"
+    # A change that does not alter what the call does (its description) keeps the approval.
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))
+    assert http.patch(url, json={"description": "Weather, by city."}).status_code == 200
+    assert resume(sdk, marks["approval_id"]).choices[0].message.content == "It is sunny."
+    assert [c["path"] for c in tool_server.calls] == ["/weather"]
+
+    script_call_then_answer(upstream, tool_call("call_2", "weather", {"city": "Rome"}))
+    marks = engram(ask(sdk, agent))
+    patched = http.patch(url, json={"http": {"url": tool_server.url + "/elsewhere"}})
+    assert patched.status_code == 200
+    requests = len(upstream.chat_requests())
+
+    with pytest.raises(openai.APIStatusError) as stale:
+        resume(sdk, marks["approval_id"])
+
+    assert stale.value.status_code == 410
+    error = stale.value.body
+    assert error["code"] == "approval_stale" and error["param"] == "approval_id"
+    assert "'weather' was changed" in error["message"]
+    assert len(tool_server.calls) == 1 and len(upstream.chat_requests()) == requests
+    assert Approval.objects.get(id=marks["approval_id"]).status == "pending"
+    # Still rejectable: the run ends with the model's answer, the tool never called.
+    answer = resume(sdk, marks["approval_id"], "reject", reason="it changed")
+    assert answer.choices[0].message.content == "It is sunny."
+    assert len(tool_server.calls) == 1
 
 
 def test_a_rule_decides_which_calls_wait(sdk, http, upstream, tool_server):
@@ -1095,6 +1306,49 @@ def test_a_header_value_with_a_carriage_return_is_refused_and_never_breaks_a_run
     assert tool_server.calls == []
     tool_message = upstream.chat_requests()[1].body["messages"][-1]
     assert "control character" in json.loads(tool_message["content"])["error"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Host",
+        "content-length",
+        "Transfer-Encoding",
+        "Connection",
+        "Upgrade",
+        "TE",
+        "Trailer",
+        "Proxy-Authorization",
+        "Keep-Alive",
+        "Idempotency-Key",
+    ],
+)
+def test_framing_and_hop_by_hop_headers_are_refused_and_never_sent(
+    http, sdk, upstream, tool_server, header
+):
+    agent = make_agent(http)
+    body = {"name": "w", "type": "http", "http": {"url": tool_server.url, "headers": {header: "x"}}}
+    error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+    assert error["param"] == "http.headers" and header in error["message"]
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    patch = {"http": {"url": tool_server.url + "/weather", "headers": {header: "x"}}}
+    error = assert_envelope(http.patch(f"/v1/agents/{agent}/tools/{tool['id']}", json=patch), 400)
+    assert error["param"] == "http.headers"
+    # A tool stored before the rule: the header is left out, the call goes as it should.
+    stored = Tool.objects.get(id=tool["id"])
+    value = "999" if header.lower() == "content-length" else "evil.example"
+    secret = {"X-Tool-Secret": "s3cret-value", header: value}
+    stored.http_headers_encrypted = crypto.encrypt(json.dumps(secret))
+    services.tool_update(workspace=stored.workspace, tool=stored, values={})
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    (call,) = tool_server.calls
+    assert call["body"] == {"city": "Paris"} and call["headers"]["x-tool-secret"] == "s3cret-value"
+    assert value not in call["headers"].values()
+    assert call["headers"]["idempotency-key"].endswith(":call_1")
 
 
 def test_a_stream_keeps_the_models_finish_reason_refusal_and_logprobs(

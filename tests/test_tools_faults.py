@@ -208,3 +208,21 @@ def test_a_tool_answer_that_arrives_in_parts_reaches_the_model_whole(
     assert _tool_result(upstream) == whole
     execution = Execution.objects.get(id=engram(answer)["execution_id"])
     assert execution.steps[1]["result"] == whole
+
+
+@pytest.mark.parametrize(
+    ("path", "mark"),
+    [("/long", "[cut: 4,000 more characters left out]"), ("/huge", "[cut: over 48,000 more")],
+)
+def test_a_tool_answer_over_the_limit_says_it_was_cut(sdk, http, upstream, tool_server, path, mark):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + path)
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    result = _tool_result(upstream)
+    assert result.startswith("x" * 16_000) and "x" * 16_001 not in result
+    assert result[16_000:].startswith("\n" + mark), result[16_000:]
+    execution = Execution.objects.get(id=engram(answer)["execution_id"])
+    assert execution.steps[1]["result"] == result

@@ -15,7 +15,7 @@ class ToolServer:
     answers only once two calls are in flight at the same time (or says it waited alone);
     /nul answers JSON with a NUL escaped in it, /nul-raw a raw NUL byte; /split sends its
     answer in two parts, the second a moment after the first (as a slow server's or a large
-    answer's packets arrive)."""
+    answer's packets arrive); /long answers 20,000 characters, /huge 100,000."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
@@ -49,6 +49,8 @@ class ToolServer:
                 data = b'{"v": "a\\u0000b"}'
             elif scope["path"] == "/nul-raw":
                 data = b'{"v": "a\x00b"}'
+            elif scope["path"] in ("/long", "/huge"):
+                data = b"x" * (20_000 if scope["path"] == "/long" else 100_000)
             await send(
                 {
                     "type": "http.response.start",

@@ -50,6 +50,20 @@ def _reply(status: int, headers: dict[str, str], body: bytes = b"", stream=None)
     return Reply(status, headers, body)
 
 
+async def refuse_unsupported(turn: Turn, body: dict) -> None:
+    """What an agent with tools cannot do, refused before the turn is admitted or stored: `n`
+    over 1 (its run follows one answer: the tools the model calls, then the model again)."""
+    assert turn.agent is not None
+    if (body.get("n") or 1) > 1 and await cache.tools_async(turn.workspace.id, turn.agent["id"]):
+        raise ApiError(
+            400,
+            "n greater than 1 is not supported by an agent with tools: its run follows one "
+            "answer of the model.",
+            param="n",
+            code="unsupported",
+        )
+
+
 async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | None:
     """The answer of an agent call when the agent has tools; None when it has none."""
     assert turn.agent is not None and turn.ctx is not None and turn.prepared is not None
@@ -248,6 +262,9 @@ async def resume(
             end_user=end_user,
         )
         execution = approval.execution
+        tools = await cache.tools_async(workspace.id, execution.agent_id)
+        if approve:  # before the approval is claimed: it stays pending, to be rejected
+            services.approval_current_check(approval=approval, tools=tools)
         turn.model = execution.model
         turn.agent = {"id": execution.agent_id, "name": "", "version": execution.agent_version}
         turn.ctx = TurnContext(
@@ -285,7 +302,6 @@ async def resume(
         turn.finish(status=error.status, error_code=error.code or error.type)
         raise
     execution = claimed.execution
-    tools = await cache.tools_async(workspace.id, execution.agent_id)
     run = Run(
         execution=execution,
         tools={t.name: t for t in tools},
@@ -347,6 +363,7 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
         reason=reason,
     )
     rejected = set() if approve else waiting
+    run.handback = execution.pending.get("handback")  # the client's calls of the paused step
     return Resumed(
         message=message, calls=calls, rejected=rejected, reason=reason, gone=gone - rejected
     )

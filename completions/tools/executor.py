@@ -5,10 +5,10 @@ DELETE); every request carries `Idempotency-Key` (the same for a call however of
 tried) and the tool's own headers (decrypted here, never logged). Private, loopback and
 link-local addresses are refused unless ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS: a literal address
 before the request, a host name by the resolver the connection uses (so a name that resolves
-to a private address later is caught too). The answer's text (cut to MAX_RESULT characters,
-NULs dropped and lone surrogates replaced: config.common.jsonbody.storable) is the tool's result;
-a status >= 400, a timeout or a refused address is an error result, which the model receives
-as the tool's answer.
+to a private address later is caught too). The answer's text (cut to MAX_RESULT characters
+with a mark saying how many more were left out, NULs dropped and lone surrogates replaced:
+config.common.jsonbody.storable) is the tool's result; a status >= 400, a timeout or a refused
+address is an error result, which the model receives as the tool's answer.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ class _CheckedResolver(AbstractResolver):
 
 async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
     policy.host_allowed(urlsplit(tool.http_url).hostname or "")
-    headers = {**headers_of(tool), IDEMPOTENCY_HEADER: idempotency_key}
+    # A reserved header (policy.RESERVED_HEADERS) stored before the rule is left out.
+    own = {k: v for k, v in headers_of(tool).items() if not policy.header_reserved(k)}
+    headers = {**own, IDEMPOTENCY_HEADER: idempotency_key}
     kwargs: dict[str, Any] = {"headers": headers}
     if tool.http_method in ("GET", "DELETE"):
         kwargs["params"] = {
@@ -93,7 +95,8 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
             tool.http_method, tool.http_url, allow_redirects=False, **kwargs
         ) as response,
     ):
-        raw = await _read_at_most(response, MAX_RESULT * 4)  # never a whole huge body in memory
+        # Never a whole huge body in memory: 4 bytes a character at most, and whether it goes on.
+        raw, more = await _read_at_most(response, MAX_RESULT * 4)
         try:
             text = raw.decode(response.charset or "utf-8", errors="replace")
         except LookupError:  # a charset Python does not know
@@ -102,21 +105,33 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
             raise _Failed(f"HTTP {response.status}: {text[:500]}")
         if 300 <= response.status < 400:
             raise _Failed(f"HTTP {response.status}: tools' redirects are not followed")
-        return text[:MAX_RESULT]
+        return cut(text, more=more)
 
 
-async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body up to `limit` bytes. One `content.read(n)` gives what has arrived so far, which
-    for an answer in several packets is its first part only."""
+def cut(text: str, *, more: bool) -> str:
+    """The text up to MAX_RESULT characters; a longer one ends with a mark saying how much was
+    left out, so the model (and the run's record) knows it reads a part, not the whole."""
+    if len(text) <= MAX_RESULT and not more:
+        return text
+    left = len(text) - MAX_RESULT
+    return (
+        text[:MAX_RESULT] + f"\n[cut: {'over ' if more else ''}{left:,} more characters left out]"
+    )
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """The body up to `limit` bytes, and whether more followed. One `content.read(n)` gives
+    what has arrived so far, which for an answer in several packets is its first part only."""
     parts: list[bytes] = []
     size = 0
     while size < limit:
         part = await response.content.read(limit - size)
         if not part:
-            break
+            return b"".join(parts), False
         parts.append(part)
         size += len(part)
-    return b"".join(parts)
+    # Not a read of one more byte: a tool that stalls after the limit would time the call out.
+    return b"".join(parts), not response.content.at_eof()
 
 
 class _Failed(Exception):

@@ -21,7 +21,9 @@ class HttpToolSerializer(serializers.Serializer):
         child=serializers.CharField(),
         required=False,
         help_text="Sent with every call; values are encrypted at rest and answered as ***. "
-        "*** written back keeps the stored value of that header.",
+        "*** written back keeps the stored value of that header. Host, Content-Length, "
+        "Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-* and "
+        "Idempotency-Key are refused.",
     )
 
 

@@ -31,6 +31,30 @@ HEADER_CONTROL = re.compile(
 )  # what a header value cannot hold (tab can)
 
 
+# Headers a tool may not set: HTTP's framing and hop-by-hop headers (a tool's `Host` or
+# `Content-Length` would misroute or corrupt its own request; proxies' are the connection's)
+# and the one Engram sets itself. Refused when a tool is written, left out of a call for a tool
+# stored before the rule (completions.tools.executor).
+RESERVED_HEADERS = frozenset(
+    (
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "idempotency-key",
+    )
+)
+
+
+def header_reserved(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in RESERVED_HEADERS or lowered.startswith("proxy-")
+
+
 # What a read shows for a header's value (a secret, never sent back); the same value written
 # back keeps the stored one (completions.tools.services).
 HEADER_MASK = "***"
@@ -135,6 +159,13 @@ def http(value: Any) -> dict:
     ):
         raise Invalid("http.headers must be an object of header names to strings.", field="http")
     for header, text in headers.items():
+        if header_reserved(header):
+            raise Invalid(
+                f"http.headers.{header} is set by Engram or HTTP itself; a tool cannot set "
+                "Host, Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, "
+                "Trailer, Proxy-* or Idempotency-Key.",
+                field="http.headers",
+            )
         # A CR was stored and then refused by the HTTP client at every call of the tool.
         if HEADER_CONTROL.search(text):
             raise Invalid(

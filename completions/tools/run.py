@@ -3,7 +3,12 @@ calls server-side tools, run them (in parallel where it asked for several), appe
 results and call it again, up to ENGRAM_TOOLS_MAX_STEPS model calls (the last one with
 `tool_choice: "none"`, so the run ends with an answer). A call whose tool's approval policy
 holds pauses the run instead (completions.tools.services.execution_pause); a call of a tool the
-agent does not have is the client's: that answer goes back to the client unchanged.
+agent does not have is the client's: an answer of only such calls goes back to the client
+unchanged. A step that calls both runs the agent's calls first (pausing for an approval as any
+step does), then answers with the client's calls alone (`finish_reason: "tool_calls"`), without
+calling the model again: the run's history holds the agent's calls and their results as an
+assistant message of their own, then the client's calls as the answer, so every call in it is
+answered once the client sends its results.
 
 Every model call and every tool call is a step of the Execution (GET /v1/executions/{id}):
 
@@ -99,9 +104,10 @@ def _call_view(call: dict) -> dict:
 
 @dataclass
 class Decision:
-    kind: str  # "answer" (no calls, or the client's calls), "pause", "execute"
+    kind: str  # "answer" (no calls, or only the client's calls), "pause", "execute"
     calls: list[dict] = field(default_factory=list)  # the server-side calls of the step
     waiting: list[dict] = field(default_factory=list)  # those that need an approval
+    client: list[dict] = field(default_factory=list)  # the client's own calls beside them
 
 
 @dataclass
@@ -120,6 +126,9 @@ class Run:
     # Engram's own `_engram…` calls (completions.engram_tools) for a client that declared them:
     # first in a stream, leading the answer's tool_calls otherwise.
     preface: list[dict] = field(default_factory=list)
+    # The client's own calls of a step that also called the agent's tools: the run's answer
+    # once the agent's calls have run (hand_back).
+    handback: dict | None = None
 
     def __post_init__(self) -> None:  # a resumed run counts the model calls made before it
         self.model_calls = sum(1 for s in self.execution.steps if s.get("type") == "model")
@@ -127,6 +136,14 @@ class Run:
     @property
     def usage(self) -> dict:
         return self.execution.usage
+
+    @property
+    def client_tools(self) -> bool:
+        """Did the request declare tools of its own (beside the agent's)?"""
+        return any(
+            isinstance(t, dict) and (t.get("function") or {}).get("name") not in self.tools
+            for t in self.execution.body.get("tools") or ()
+        )
 
     def call(self, *, stream: bool) -> Call:
         body = {**self.execution.body, "messages": self.execution.messages, "stream": stream}
@@ -161,16 +178,31 @@ class Run:
         calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
         if not calls or self.model_calls >= settings.ENGRAM_TOOLS_MAX_STEPS:
             return Decision("answer")
-        if any((c.get("function") or {}).get("name") not in self.tools for c in calls):
+        ours = [c for c in calls if (c.get("function") or {}).get("name") in self.tools]
+        if not ours:
             return Decision("answer")  # the client's own tools: it runs them, as without agents
+        client = [c for c in calls if c not in ours]
         waiting = [
             c
-            for c in calls
+            for c in ours
             if policy.needs_approval(
                 self.tools[c["function"]["name"]].approval, c["function"].get("arguments") or ""
             )
         ]
-        return Decision("pause" if waiting else "execute", calls, waiting)
+        return Decision("pause" if waiting else "execute", ours, waiting, client)
+
+    def hand_back(self, message: dict, decision: Decision, *, pausing: bool) -> dict:
+        """The step's message as the run goes on with it: with the agent's calls only when it
+        also called the client's tools, which wait in `handback` as the run's answer. The
+        message's text goes with what the client sees first: the pause, else its calls."""
+        if not decision.client:
+            return message
+        ours = {**message, "tool_calls": decision.calls}
+        theirs = {"role": "assistant", "content": None, "tool_calls": decision.client}
+        if not pausing:
+            ours, theirs = {**ours, "content": None}, {**theirs, "content": message.get("content")}
+        self.handback = theirs
+        return ours
 
     async def execute(
         self,
@@ -269,13 +301,23 @@ class Run:
 
     async def pause(self, message: dict, waiting: list[dict]) -> Approval:
         ttl = min(self.tools[c["function"]["name"]].approval_ttl_seconds for c in waiting)
+        names = {(c.get("function") or {}).get("name") for c in message.get("tool_calls") or ()}
+        stamps = {t.name: services.tool_stamp(t) for t in self.tools.values() if t.name in names}
         return await db(
             services.execution_pause,
             execution=self.execution,
             message=message,
             waiting=waiting,
             ttl_seconds=ttl,
+            stamps=stamps,
+            handback=self.handback,
         )
+
+    async def answer(self, message: dict) -> None:
+        """End the run with `message` as its answer."""
+        self.execution.messages.append(message)
+        self.transcript.append(message)
+        await self.end(Execution.Status.COMPLETED)
 
     async def end(self, status: str, error: str = "") -> None:
         self.execution.status = status
@@ -294,7 +336,8 @@ class Run:
 
 @dataclass
 class Resumed:
-    """What a resume does before the loop goes on: the paused step's calls, decided."""
+    """What a resume does before the loop goes on: the paused step's calls, decided (the
+    client's calls of that step, if any, are the run's `handback`)."""
 
     message: dict
     calls: list[dict]
@@ -323,7 +366,10 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
                 resumed=True,
                 gone=resumed.gone,
             )
+        data: dict = {}  # the last model call's answer
         while True:
+            if run.handback is not None:
+                return await _handed_back(run, data)
             completion = await run.route.provider.complete(run.call(stream=False))
             data = completion.data
             choices = data.get("choices") or []
@@ -334,11 +380,12 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
             )
             decision = run.decide(message)
             if decision.kind == "execute":
-                await run.execute(message, decision.calls)
+                await run.execute(run.hand_back(message, decision, pausing=False), decision.calls)
                 continue
             data["model"] = run.execution.model
             data["usage"] = dict(run.spent) or data.get("usage")
             if decision.kind == "pause":
+                message = run.hand_back(message, decision, pausing=True)
                 approval = await run.pause(message, decision.waiting)
                 pending = {**message, "tool_calls": decision.waiting}
                 data["choices"] = [
@@ -352,9 +399,7 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
                 data["engram"] = run.engram_of(approval)
                 run.transcript.append(pending)
                 return Answer(data, pending)
-            run.execution.messages.append(message)
-            run.transcript.append(message)
-            await run.end(Execution.Status.COMPLETED)
+            await run.answer(message)
             data["engram"] = run.engram_of()
             if run.preface and isinstance(first, dict):
                 calls = [*run.preface, *(message.get("tool_calls") or [])]
@@ -364,6 +409,35 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
         if run.execution.status == Execution.Status.RUNNING:
             await failed(run, exc)
         raise
+
+
+async def _handed_back(run: Run, data: dict) -> Answer:
+    """The run's answer: the client's own calls of its last step (Run.hand_back), once the
+    agent's calls of that step have run. `data`: the last model call's answer, or nothing
+    (a resume that made no model call)."""
+    message = run.handback
+    assert message is not None
+    run.handback = None
+    await run.answer(message)
+    shown = {**message, "tool_calls": [*run.preface, *message["tool_calls"]]}
+    out = {
+        "id": f"chatcmpl-{run.request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        **data,
+        "model": run.execution.model,
+        "choices": [
+            {"index": 0, "message": shown, "finish_reason": "tool_calls", "logprobs": None}
+        ],
+        "usage": usage_of(run.spent),
+        "engram": run.engram_of(),
+    }
+    return Answer(out, message)
+
+
+def usage_of(spent: dict) -> dict:
+    """`usage` of an answer: what this request's upstream calls used (zeros: none made)."""
+    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, **spent}
 
 
 async def failed(run: Run, exc: BaseException) -> None:

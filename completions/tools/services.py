@@ -22,6 +22,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from accounts.models import Workspace
 from completions.agents.models import Agent
@@ -50,6 +51,24 @@ def headers_of(tool: Tool) -> dict[str, str]:
     if not tool.http_headers_encrypted:
         return {}
     return json.loads(crypto.decrypt(tool.http_headers_encrypted))
+
+
+def tool_stamp(tool: Tool) -> str:
+    """What a call of `tool` does (which tool, its type and built-in, URL, method, headers and
+    parameters), as a digest keyed by SECRET_KEY (the headers are secrets): a paused step
+    keeps its tools' stamps, and approving it once one of them changed is refused
+    (approval_current_check). Its description, approval policy and timeouts are not part."""
+    what = {
+        "id": tool.id,
+        "kind": tool.kind,
+        "builtin": tool.builtin,
+        "url": tool.http_url,
+        "method": tool.http_method,
+        "headers": headers_of(tool),
+        "parameters": tool.parameters,
+    }
+    payload = json.dumps(what, sort_keys=True)
+    return salted_hmac("engram.tools.stamp", payload, algorithm="sha256").hexdigest()
 
 
 def _apply(tool: Tool, values: dict[str, Any]) -> None:
@@ -223,12 +242,25 @@ def execution_status_set(*, execution: Execution, status: str, error: str = "") 
 
 @transaction.atomic
 def execution_pause(
-    *, execution: Execution, message: dict, waiting: list[dict], ttl_seconds: int
+    *,
+    execution: Execution,
+    message: dict,
+    waiting: list[dict],
+    ttl_seconds: int,
+    stamps: dict[str, str],
+    handback: dict | None = None,
 ) -> Approval:
-    """Store the run's state (the assistant message whose calls wait) and create the approval
-    that resumes it."""
+    """Store the run's state (the assistant message whose calls wait, the stamps of the tools
+    it calls: tool_stamp, and the client's own calls of that step, the run's answer once the
+    agent's have run: completions.tools.run.Run.hand_back) and create the approval that
+    resumes it."""
     execution.status = Execution.Status.WAITING
-    execution.pending = {"message": message, "waiting": [c["id"] for c in waiting]}
+    execution.pending = {
+        "message": message,
+        "waiting": [c["id"] for c in waiting],
+        "stamps": stamps,
+        **({"handback": handback} if handback else {}),
+    }
     execution_save(execution=execution)
     return Approval.objects.create(
         workspace_id=execution.workspace_id,
@@ -261,6 +293,28 @@ def _gone(approval: Approval) -> Gone:
         field="approval_id",
         code="approval_used",
     )
+
+
+def approval_current_check(*, approval: Approval, tools: tuple[Tool, ...] | list[Tool]) -> None:
+    """Gone (`approval_stale`) when a tool of the paused step was changed (or replaced) since
+    it paused: a human approved calls of the tool as it was, so they never run against another
+    URL or other headers. A deleted tool is not stale: its call fails as no longer existing
+    (completions.tools.entry). Only a pending approval is checked: a used or expired one is
+    refused by approval_claim in its own words, and a resume sent again goes on with the
+    calls its approved first try began. A run paused before stamps were kept is not checked."""
+    if approval.status != Approval.Status.PENDING or approval.expires_at <= timezone.now():
+        return
+    stamps = approval.execution.pending.get("stamps") or {}
+    by_name = {t.name: t for t in tools}
+    for name, stamp in sorted(stamps.items()):
+        tool = by_name.get(name)
+        if tool is not None and tool_stamp(tool) != stamp:
+            raise Gone(
+                f"The approval '{approval.id}' is stale: the tool '{name}' was changed after "
+                "its call paused for approval. Reject it, or send the request again.",
+                field="approval_id",
+                code="approval_stale",
+            )
 
 
 def approval_claim(

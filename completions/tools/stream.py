@@ -3,7 +3,8 @@
 The model's text goes out as it comes. Each executed call goes out when it starts as a
 tool-call delta of choice 0 (its `index` after every call sent before in the stream) in a chunk
 that also carries `"engram": {"tool_call": {"id", "name", "status": "running",
-"execution_id"}}`; its result follows in a chunk with no choices and `"engram": {"tool_result":
+"execution_id"}}` (for a client that declared tools of its own, in a chunk with no choices: the
+message its SDK assembles then holds only its own calls, which it runs); its result follows in a chunk with no choices and `"engram": {"tool_result":
 {"tool_call_id", "name", "status", "content" | "error", "duration_ms"}}`; SSE comments keep the
 stream open while tools run and while the model has not sent its first token. A pause ends with
 the waiting calls as deltas and one last chunk (`finish_reason: "tool_calls"`,
@@ -25,7 +26,7 @@ from completions.conf import conf
 from completions.providers.base import Chunk, StreamFailed
 from completions.streaming import DONE, KEEPALIVE, Assembler, dumps, frame, own_chunk
 from completions.tools.models import Execution
-from completions.tools.run import Resumed, Run, failed
+from completions.tools.run import Decision, Resumed, Run, failed, usage_of
 from config.common.background import spawn
 from config.common.errors import ApiError, unexpected_error
 
@@ -109,15 +110,21 @@ class Streamer:
                         yield out
                 while True:
                     message: dict = {}
-                    async for out in self._model(message):
-                        yield out
-                    decision = run.decide(message)
+                    if run.handback is not None:  # the client's calls, once the agent's ran
+                        message, run.handback = run.handback, None
+                        decision = Decision("answer")
+                    else:
+                        async for out in self._model(message):
+                            yield out
+                        decision = run.decide(message)
                     if decision.kind == "execute":
-                        async for out in self._execute(message, decision.calls, None):
+                        ours = run.hand_back(message, decision, pausing=False)
+                        async for out in self._execute(ours, decision.calls, None):
                             yield out
                         continue
-                    usage = dict(run.spent) if self.include_usage else None
+                    usage = usage_of(run.spent) if self.include_usage else None
                     if decision.kind == "pause":
+                        message = run.hand_back(message, decision, pausing=True)
                         approval = await run.pause(message, decision.waiting)
                         yield self.chunk(self.calls_delta(decision.waiting))
                         ended = True
@@ -135,9 +142,7 @@ class Streamer:
                     calls = message.get("tool_calls") or []
                     if calls:  # the client's own tools
                         yield self.chunk(self.calls_delta(calls))
-                    run.execution.messages.append(message)
-                    run.transcript.append(message)
-                    await run.end(Execution.Status.COMPLETED)
+                    await run.answer(message)
                     ended = True
                     charged = self.on_end(200, message, False, "")
                     # The model's own reason ("length", "content_filter", ...) unless the
@@ -233,12 +238,15 @@ class Streamer:
         run = self.run
         rejected: set[str] = resumed.rejected if resumed else set()
         gone: set[str] = resumed.gone if resumed else set()
+        # A client with tools of its own runs every call of the message its SDK assembles:
+        # it is shown Engram's calls in chunks with no choices, so that message holds its own.
+        shown = not run.client_tools
         for call in calls:
             if call["id"] in rejected or call["id"] in gone:
                 continue
             mark = {"id": call["id"], "name": call["function"]["name"], "status": "running"}
             yield self.chunk(
-                self.calls_delta([call]),
+                self.calls_delta([call]) if shown else None,
                 engram={"tool_call": {**mark, "execution_id": run.execution.id}},
             )
         work = asyncio.ensure_future(
