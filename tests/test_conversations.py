@@ -199,3 +199,35 @@ def test_conversations_are_invisible_to_other_workspaces(http, outsider_http):
     assert [m["content"] for m in http.get("/v1/conversations/secret/messages").json()["data"]] == [
         "my PIN is 1234"
     ]
+
+
+def test_a_message_from_the_future_is_refused(http):
+    """created_at 9999-12-31 was stored, and the user's last_active_at became year 9999. A time
+    more than a day past the server's clock is a 400 naming the message's field; a little ahead
+    (a client's clock running fast) is taken."""
+    soon = int(time.time()) + 3600
+    imported = http.post(
+        "/v1/conversations/clock/messages",
+        json={
+            "user_id": "tick",
+            "messages": [{"role": "user", "content": "hi", "created_at": soon}],
+        },
+    )
+    assert imported.status_code == 201, imported.text
+    for future in ("9999-12-31T00:00:00Z", int(time.time()) + 2 * 86400):
+        refused = http.post(
+            "/v1/conversations/clock/messages",
+            json={
+                "user_id": "tick",
+                "messages": [
+                    {"role": "user", "content": "hello"},
+                    {"role": "user", "content": "from the future", "created_at": future},
+                ],
+            },
+        )
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "messages[1].created_at", error
+        assert "future" in error["message"] and error["type"] == "invalid_request_error"
+    assert len(http.get("/v1/conversations/clock/messages").json()["data"]) == 1
+    assert http.get("/v1/users/tick").json()["last_active_at"] == soon
