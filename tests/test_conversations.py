@@ -231,3 +231,35 @@ def test_a_message_from_the_future_is_refused(http):
         assert "future" in error["message"] and error["type"] == "invalid_request_error"
     assert len(http.get("/v1/conversations/clock/messages").json()["data"]) == 1
     assert http.get("/v1/users/tick").json()["last_active_at"] == soon
+
+
+@pytest.mark.parametrize(
+    "when", ["0001-01-01T00:00:00Z", -62135596800, "1969-07-20T20:17:00Z", "2023-05-08T13:56:00Z"]
+)
+def test_a_message_dated_long_ago_is_imported_and_extracted(http, celery_worker, settings, when):
+    """A message dated in year 1 that said "yesterday" failed its extraction (the day before
+    1 January of year 1 is off the calendar), as did any that spoke of "5000 years ago": such a
+    phrase now stays as written. Before 1970 is a negative Unix time, everywhere it is shown."""
+    settings.OPENAI_BASE_URL = ""  # the offline extractor
+    message = {
+        "role": "user",
+        "content": "I went to a pottery class yesterday. I moved to Lisbon 3 years ago. "
+        "I collect pottery shards from 5000 years ago.",
+        "created_at": when,
+    }
+    imported = http.post(
+        "/v1/conversations/ancient/messages", json={"user_id": "old", "messages": [message]}
+    )
+    assert imported.status_code == 201, imported.text
+    assert (imported.json()["data"][0]["created_at"] < 0) == (when != "2023-05-08T13:56:00Z")
+    assert wait_processed(http, "ancient")["processing"] == {"pending": 0, "done": 1, "failed": 0}
+    texts = [m["text"] for m in http.get("/v1/memories", params={"user_id": "old"}).json()["data"]]
+    assert any("pottery" in t for t in texts), texts
+    for path in ("/v1/users/old", "/v1/users/old/export", "/v1/conversations/ancient/messages"):
+        response = http.get(path)
+        assert response.status_code == 200, (path, response.text)
+    found = http.post(
+        "/v1/search",
+        json={"user_id": "old", "query": "pottery class", "types": ["messages", "memories"]},
+    )
+    assert found.status_code == 200 and found.json()["data"], found.text
