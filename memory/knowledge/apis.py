@@ -162,7 +162,7 @@ def _document_input(request) -> dict:
     if request.content_type.startswith("multipart/form-data"):
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > limit + _MULTIPART_SLACK:  # refuse before reading the body
-            raise services.document_too_large(length)
+            raise services.document_too_large(length, whole_upload=True)
         data: serializers.Serializer = FileDocumentInput(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]

@@ -44,14 +44,18 @@ def _metadata(metadata: dict | None) -> dict:
     return metadata
 
 
-def document_too_large(size: int) -> TooLarge:
-    """The refusal of a `size`-byte document; the API raises it before reading an upload."""
+def document_too_large(size: int, *, whole_upload: bool = False) -> TooLarge:
+    """The refusal of a `size`-byte document; `whole_upload`: `size` is the whole multipart
+    request's, refused before reading it (so before the file's own size is known)."""
     limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
-    return TooLarge(
-        f"The document is {size} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES).",
-        field="file",
-        code="document_too_large",
-    )
+    if whole_upload:
+        message = (
+            f"The upload is {size} bytes in all (the file and its form fields); a document "
+            f"may be at most {limit} bytes (ENGRAM_MAX_DOCUMENT_BYTES)."
+        )
+    else:
+        message = f"The document is {size} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES)."
+    return TooLarge(message, field="file", code="document_too_large")
 
 
 @transaction.atomic
