@@ -13,7 +13,7 @@ from config.common.errors import NotFound
 from memory.knowledge import services
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Chunk, Collection, Document
-from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, pdf_bytes
+from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, docx_with_parts, pdf_bytes
 from tests.factories import make_workspace
 
 TOPICS = [
@@ -780,6 +780,28 @@ def test_reingesting_from_scratch_while_the_document_is_deleted_is_not_a_deadloc
     assert reran and reran[0].status_code == 302, "the re-run raised"
     assert not Document.objects.filter(id=document.id).exists()
     assert not Chunk.objects.filter(document_id=document.id).exists()
+
+
+@pytest.mark.parametrize(
+    ("parts", "error"),
+    [
+        ({"word/document.xml": b"<w:document><w:body><w:p>"}, "its document.xml could not be read"),
+        ({"word/styles.xml": b"\x00\x01 not XML"}, "its styles.xml could not be read"),
+        ({"_rels/.rels": None}, "its .rels is missing"),
+    ],
+)
+def test_a_damaged_docx_fails_with_a_plain_reason(http, owner, parts, error):
+    """A Word document whose XML is broken failed with lxml's own words in its `error`
+    ("Namespace prefix w on document is not defined, line 1, column 12 (<string>, line 1)")."""
+    raw = docx_with_parts(docx_bytes([("Suppliers", [filler(6, 5)])], title="Parts"), parts)
+    col = http.post("/v1/collections", json={"name": "Damaged"}).json()
+    url = f"/v1/collections/{col['id']}/documents"
+    uploaded = http.post(url, files={"file": ("parts.docx", raw, "application/octet-stream")})
+    assert uploaded.status_code == 202, uploaded.text
+    assert services.document_ingest(document_id=uploaded.json()["id"]) == "failed"
+    document = http.get(f"{url}/{uploaded.json()['id']}").json()
+    assert document["status"] == "failed" and document["chunk_count"] == 0
+    assert document["error"] == f"the DOCX file is damaged: {error}", document
 
 
 def _wait_for_a_lock_wait() -> None:
