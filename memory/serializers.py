@@ -8,6 +8,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from config.common.ids import ID_RULE, is_id
+from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
 
@@ -129,6 +130,14 @@ class CollectionIdField(IdField):
     noun = "A collection id"
 
 
+class CollectionIdsField(serializers.ListField):
+    """Collection ids in a body: as many as x-collection-ids takes, refused in its words."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("error_messages", {})["max_length"] = TOO_MANY_COLLECTIONS
+        super().__init__(child=CollectionIdField(), max_length=MAX_COLLECTIONS, **kwargs)
+
+
 class MemoryCreateInput(serializers.Serializer):
     user_id = UserIdField()
     text = serializers.CharField(max_length=4000)
@@ -160,9 +169,7 @@ class UnifiedSearchInput(serializers.Serializer):
         max_length=3,
         default=["memories", "messages"],
     )
-    collection_ids = serializers.ListField(
-        child=CollectionIdField(), max_length=100, required=False, default=list
-    )
+    collection_ids = CollectionIdsField(required=False, default=list)
 
     def validate(self, attrs):
         types = set(attrs["types"])

@@ -17,7 +17,7 @@ from memory.knowledge import openapi as docs
 from memory.knowledge import selectors, services
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Collection, Document
-from memory.serializers import CollectionIdField
+from memory.serializers import CollectionIdsField
 
 # multipart framing around the file: boundaries, part headers, the title and metadata fields
 _MULTIPART_SLACK = 64 * 1024
@@ -293,7 +293,7 @@ class DocumentDetailApi(APIView):
 
 
 class CollectionSearchInput(serializers.Serializer):
-    collection_ids = serializers.ListField(child=CollectionIdField(), min_length=1, max_length=100)
+    collection_ids = CollectionIdsField(min_length=1)
     query = serializers.CharField(max_length=4000)
     limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=5)
 
