@@ -15,8 +15,9 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
-from completions.request import HEADERS, MAX_COLLECTIONS
+from completions.request import HEADERS
 from config.common.openapi import ID_SCHEMA
+from memory.knowledge.search import MAX_COLLECTIONS
 
 
 def ref(name: str) -> dict:

@@ -12,7 +12,8 @@ to name the model in the usage record of a body it refuses):
 - x-workspace-id: must name the key's workspace (403 otherwise)
 - with an end-user token (`end_user`), the user is the token's: an x-user-id or body `user`
   that names another is a 403 naming it
-- x-collection-ids: a JSON array of at most 20 collection ids, each an id as above
+- x-collection-ids: a JSON array of at most MAX_COLLECTIONS (20) collection ids, each an id as
+  above
 - `session_id`: Engram's own body field, removed before the upstream call
 
 `api_error` is how every chat door answers an error: the domain names a field
@@ -30,9 +31,9 @@ from completions import validation
 from config.common import errors, jsonbody
 from config.common.errors import ApiError
 from config.common.ids import ID_RULE, identifier, is_id
+from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.turn.contract import TurnContext
 
-MAX_COLLECTIONS = 20
 ENGRAM_BODY_FIELDS = ("session_id",)  # Engram's own body fields: removed before the upstream
 # The header that carries each domain field of a turn (the only place the two names meet).
 HEADERS = {
@@ -80,9 +81,7 @@ def collection_ids(raw: str | None) -> list[str]:
             code="invalid_value",
         )
     if len(value) > MAX_COLLECTIONS:
-        raise ApiError(
-            400, f"At most {MAX_COLLECTIONS} collection ids.", param=param, code="invalid_value"
-        )
+        raise ApiError(400, TOO_MANY_COLLECTIONS, param=param, code="invalid_value")
     for item in value:
         if not is_id(item):
             raise ApiError(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from config.common.ids import ID_RULE, is_id
+from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
 
@@ -128,6 +130,14 @@ class CollectionIdField(IdField):
     noun = "A collection id"
 
 
+class CollectionIdsField(serializers.ListField):
+    """Collection ids in a body: as many as x-collection-ids takes, refused in its words."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("error_messages", {})["max_length"] = TOO_MANY_COLLECTIONS
+        super().__init__(child=CollectionIdField(), max_length=MAX_COLLECTIONS, **kwargs)
+
+
 class MemoryCreateInput(serializers.Serializer):
     user_id = UserIdField()
     text = serializers.CharField(max_length=4000)
@@ -159,9 +169,7 @@ class UnifiedSearchInput(serializers.Serializer):
         max_length=3,
         default=["memories", "messages"],
     )
-    collection_ids = serializers.ListField(
-        child=CollectionIdField(), max_length=100, required=False, default=list
-    )
+    collection_ids = CollectionIdsField(required=False, default=list)
 
     def validate(self, attrs):
         types = set(attrs["types"])
@@ -196,6 +204,11 @@ def _is_part(part) -> bool:
     return part["type"] != "text" or isinstance(part.get("text"), str)
 
 
+# How far past the server's clock an imported message's time may be: the importer's clock may
+# run a little ahead; a later time (9999-12-31) made the user's last_active_at that year.
+IMPORT_CLOCK_SKEW = dt.timedelta(days=1)
+
+
 class ImportMessageInput(serializers.Serializer):
     role = serializers.ChoiceField(choices=["user", "assistant", "system", "developer", "tool"])
     # null or left out as OpenAI allows it (an assistant's tool calls): ImportInput checks each
@@ -206,6 +219,14 @@ class ImportMessageInput(serializers.Serializer):
     metadata = serializers.DictField(required=False, default=dict)
     tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
     tool_call_id = serializers.CharField(max_length=200, required=False)
+
+    def validate_created_at(self, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value > timezone.now() + IMPORT_CLOCK_SKEW:
+            raise serializers.ValidationError(
+                f"{value.isoformat()} is in the future: a message's time may be at most "
+                f"{IMPORT_CLOCK_SKEW.days} day ahead of the server's clock."
+            )
+        return value
 
     def validate_content(self, value):
         if value is None or isinstance(value, str):

@@ -86,3 +86,17 @@ def docx_bytes(sections: list[tuple[str, list[str]]], *, title: str = "") -> byt
     buffer = io.BytesIO()
     document.save(buffer)
     return buffer.getvalue()
+
+
+def docx_with_parts(raw: bytes, parts: dict[str, bytes | None]) -> bytes:
+    """The Word document `raw` with some parts replaced (bytes) or left out (None)."""
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(raw))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in source.namelist():
+            data = parts.get(name, source.read(name))
+            if data is not None:
+                archive.writestr(name, data)
+    return out.getvalue()

@@ -175,18 +175,23 @@ def test_upload_errors_use_the_envelope(http, settings):
     col = _collection(http)
     url = f"/v1/collections/{col['id']}/documents"
     settings.ENGRAM_MAX_DOCUMENT_BYTES = 2000
-    _error(
+    err = _error(
         http.post(url, files={"file": ("big.txt", b"a " * 1500, "text/plain")}),
         413,
         "document_too_large",
     )
+    assert err["message"].startswith("The document is 3000 bytes; the limit is 2000 "), err
     _error(http.post(url, json={"text": "é" * 1001}), 413, "document_too_large")  # 2002 bytes
-    # far over the limit: refused from the Content-Length, before the body is read
-    _error(
-        http.post(url, files={"file": ("huge.txt", b"x" * 200_000, "text/plain")}),
-        413,
-        "document_too_large",
-    )
+    # far over the limit: refused from the Content-Length, before the body is read. The
+    # message named the whole request's size as the document's.
+    huge = http.post(url, files={"file": ("huge.txt", b"x" * 200_000, "text/plain")})
+    err = _error(huge, 413, "document_too_large")
+    sent = int(huge.request.headers["content-length"])
+    assert sent > 200_000
+    assert err["message"] == (
+        f"The upload is {sent} bytes in all (the file and its form fields); a document may be "
+        "at most 2000 bytes (ENGRAM_MAX_DOCUMENT_BYTES)."
+    ), err
     assert http.post(url, json={"text": "é" * 999}).status_code == 202
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 5000  # a JSON body is refused before it is read
     _error(http.post(url, json={"text": "a" * 6000}), 413, "request_too_large")

@@ -13,7 +13,7 @@ from config.common.errors import NotFound
 from memory.knowledge import services
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Chunk, Collection, Document
-from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, pdf_bytes
+from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, docx_with_parts, pdf_bytes
 from tests.factories import make_workspace
 
 TOPICS = [
@@ -716,6 +716,92 @@ def test_deleting_a_collection_while_a_document_is_split_is_not_a_deadlock(
     assert outcome == ["skip"]
     assert not Collection.objects.filter(id=collection.id).exists()
     assert not Chunk.objects.filter(collection_id=collection.id).exists()
+
+
+def test_reingesting_from_scratch_while_the_document_is_deleted_is_not_a_deadlock(
+    http, owner, admin_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The admin's "re-ingest from the stored bytes" deleted the chunks, then updated the
+    document's row; DELETE of the document locks the row, then deletes the chunks: each waited
+    for the other until PostgreSQL broke the deadlock, a 503 to the DELETE. Here the DELETE
+    holds the row while the re-run starts; the re-run must wait without holding any chunk,
+    then find the document gone."""
+    import threading
+
+    from django.db import connection
+
+    from config.common import rows
+
+    collection = services.collection_create(workspace=owner[0], name="Deadlock")
+    document, _ = services.document_create(
+        workspace=owner[0], collection=collection, raw=BAKERY_MD.encode()
+    )
+    assert services.document_ingest(document_id=document.id) == "ready"
+    assert Chunk.objects.filter(document_id=document.id).exists()
+    locked, go = threading.Event(), threading.Event()
+    held = []
+
+    def lock_if_present(obj):  # the deletion (the first to lock the row) holds it a while
+        present = rows.lock_if_present(obj)
+        if isinstance(obj, Document) and not held:
+            held.append(obj.pk)
+            locked.set()
+            assert go.wait(30)
+        return present
+
+    monkeypatch.setattr(services, "lock_if_present", lock_if_present)
+    deleted: list[httpx.Response] = []
+    reran: list = []
+
+    def rerun() -> None:
+        try:
+            reran.append(
+                admin_client.post(
+                    "/admin/memory/document/",
+                    {"action": "rerun_from_scratch", "_selected_action": [document.id]},
+                )
+            )
+        finally:
+            connection.close()
+
+    url = f"/v1/collections/{collection.id}/documents/{document.id}"
+    deleting = threading.Thread(target=lambda: deleted.append(http.delete(url)))
+    deleting.start()
+    assert locked.wait(30)
+    rerunning = threading.Thread(target=rerun)
+    rerunning.start()
+    _wait_for_a_lock_wait()  # the re-run waits for a row the deletion holds
+    go.set()
+    deleting.join(60)
+    rerunning.join(60)
+    assert not deleting.is_alive() and not rerunning.is_alive()
+
+    assert deleted[0].status_code == 200, deleted[0].text
+    assert reran and reran[0].status_code == 302, "the re-run raised"
+    assert not Document.objects.filter(id=document.id).exists()
+    assert not Chunk.objects.filter(document_id=document.id).exists()
+
+
+@pytest.mark.parametrize(
+    ("parts", "error"),
+    [
+        ({"word/document.xml": b"<w:document><w:body><w:p>"}, "its document.xml could not be read"),
+        ({"word/styles.xml": b"\x00\x01 not XML"}, "its styles.xml could not be read"),
+        ({"_rels/.rels": None}, "its .rels is missing"),
+    ],
+)
+def test_a_damaged_docx_fails_with_a_plain_reason(http, owner, parts, error):
+    """A Word document whose XML is broken failed with lxml's own words in its `error`
+    ("Namespace prefix w on document is not defined, line 1, column 12 (<string>, line 1)")."""
+    raw = docx_with_parts(docx_bytes([("Suppliers", [filler(6, 5)])], title="Parts"), parts)
+    col = http.post("/v1/collections", json={"name": "Damaged"}).json()
+    url = f"/v1/collections/{col['id']}/documents"
+    uploaded = http.post(url, files={"file": ("parts.docx", raw, "application/octet-stream")})
+    assert uploaded.status_code == 202, uploaded.text
+    assert services.document_ingest(document_id=uploaded.json()["id"]) == "failed"
+    document = http.get(f"{url}/{uploaded.json()['id']}").json()
+    assert document["status"] == "failed" and document["chunk_count"] == 0
+    assert document["error"] == f"the DOCX file is damaged: {error}", document
 
 
 def _wait_for_a_lock_wait() -> None:

@@ -199,3 +199,67 @@ def test_conversations_are_invisible_to_other_workspaces(http, outsider_http):
     assert [m["content"] for m in http.get("/v1/conversations/secret/messages").json()["data"]] == [
         "my PIN is 1234"
     ]
+
+
+def test_a_message_from_the_future_is_refused(http):
+    """created_at 9999-12-31 was stored, and the user's last_active_at became year 9999. A time
+    more than a day past the server's clock is a 400 naming the message's field; a little ahead
+    (a client's clock running fast) is taken."""
+    soon = int(time.time()) + 3600
+    imported = http.post(
+        "/v1/conversations/clock/messages",
+        json={
+            "user_id": "tick",
+            "messages": [{"role": "user", "content": "hi", "created_at": soon}],
+        },
+    )
+    assert imported.status_code == 201, imported.text
+    for future in ("9999-12-31T00:00:00Z", int(time.time()) + 2 * 86400):
+        refused = http.post(
+            "/v1/conversations/clock/messages",
+            json={
+                "user_id": "tick",
+                "messages": [
+                    {"role": "user", "content": "hello"},
+                    {"role": "user", "content": "from the future", "created_at": future},
+                ],
+            },
+        )
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "messages[1].created_at", error
+        assert "future" in error["message"] and error["type"] == "invalid_request_error"
+    assert len(http.get("/v1/conversations/clock/messages").json()["data"]) == 1
+    assert http.get("/v1/users/tick").json()["last_active_at"] == soon
+
+
+@pytest.mark.parametrize(
+    "when", ["0001-01-01T00:00:00Z", -62135596800, "1969-07-20T20:17:00Z", "2023-05-08T13:56:00Z"]
+)
+def test_a_message_dated_long_ago_is_imported_and_extracted(http, celery_worker, settings, when):
+    """A message dated in year 1 that said "yesterday" failed its extraction (the day before
+    1 January of year 1 is off the calendar), as did any that spoke of "5000 years ago": such a
+    phrase now stays as written. Before 1970 is a negative Unix time, everywhere it is shown."""
+    settings.OPENAI_BASE_URL = ""  # the offline extractor
+    message = {
+        "role": "user",
+        "content": "I went to a pottery class yesterday. I moved to Lisbon 3 years ago. "
+        "I collect pottery shards from 5000 years ago.",
+        "created_at": when,
+    }
+    imported = http.post(
+        "/v1/conversations/ancient/messages", json={"user_id": "old", "messages": [message]}
+    )
+    assert imported.status_code == 201, imported.text
+    assert (imported.json()["data"][0]["created_at"] < 0) == (when != "2023-05-08T13:56:00Z")
+    assert wait_processed(http, "ancient")["processing"] == {"pending": 0, "done": 1, "failed": 0}
+    texts = [m["text"] for m in http.get("/v1/memories", params={"user_id": "old"}).json()["data"]]
+    assert any("pottery" in t for t in texts), texts
+    for path in ("/v1/users/old", "/v1/users/old/export", "/v1/conversations/ancient/messages"):
+        response = http.get(path)
+        assert response.status_code == 200, (path, response.text)
+    found = http.post(
+        "/v1/search",
+        json={"user_id": "old", "query": "pottery class", "types": ["messages", "memories"]},
+    )
+    assert found.status_code == 200 and found.json()["data"], found.text

@@ -10,6 +10,7 @@ import pytest
 
 from memory.knowledge import services
 from memory.models import Conversation, Memory, Message, Session
+from memory.text import count_messages
 from tests.test_collections_ingest import LIGHTHOUSE_FACT
 
 MANUAL = (
@@ -128,3 +129,59 @@ def test_an_unknown_or_foreign_collection_is_404_naming_it(
     assert "col_nope" in caught.value.response.json()["error"]["message"]
     assert upstream.chat_requests() == []
     assert not Conversation.objects.exists()
+
+
+RETRY_MD = """# Retry helper
+
+Use this function to retry a flaky call:
+
+```python
+def retry(fn, attempts=3):
+    for i in range(attempts):
+        try:
+            return fn()
+        except IOError:
+            if i == attempts - 1:
+                raise
+```
+
+## Options table
+
+| option   | default |
+| -------- | ------- |
+| attempts | 3       |
+| backoff  | 0.5     |
+"""
+RETRY_CODE = """def retry(fn, attempts=3):
+    for i in range(attempts):
+        try:
+            return fn()
+        except IOError:
+            if i == attempts - 1:
+                raise"""
+
+
+def test_the_knowledge_block_keeps_each_chunks_lines(engram_server, owner, upstream, http):
+    """A chunk went upstream squashed onto one line: a code block lost its newlines (Python
+    its indentation) and a table its rows. Its lines are kept, with its section's heading, and
+    /v1/context shows the text the upstream received, counted as sent."""
+    collection = services.collection_create(workspace=owner[0], name="Code docs")
+    document, _ = services.document_create(
+        workspace=owner[0], collection=collection, raw=RETRY_MD.encode(), filename="retry.md"
+    )
+    assert services.document_ingest(document_id=document.id) == "ready"
+    headers = {"x-collection-ids": json.dumps([collection.id])}
+    messages = [{"role": "user", "content": "How do I retry a flaky call? Options table?"}]
+    _sdk(engram_server, owner[1], headers).chat.completions.create(model="m", messages=messages)
+    sent = _context_text(upstream)
+    assert RETRY_CODE in sent, sent
+    assert "| attempts | 3       |\n| backoff  | 0.5     |" in sent, sent
+    assert '<document title="Retry helper" heading="Retry helper > Options table"' in sent, sent
+
+    shown = http.post("/v1/context", json={"model": "m", "messages": messages}, headers=headers)
+    assert shown.status_code == 200, shown.text
+    data = shown.json()
+    assert data["messages"] == upstream.chat_requests()[-1].body["messages"]
+    knowledge = next(b for b in data["blocks"] if b["name"] == "knowledge")
+    assert any(RETRY_CODE in item["text"] for item in knowledge["items"])
+    assert data["context_tokens"] == count_messages(data["messages"])

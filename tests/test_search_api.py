@@ -3,6 +3,8 @@ came from), the unified search typed items of the sources asked for, in one rank
 
 from __future__ import annotations
 
+import json
+
 from memory.knowledge import services as knowledge
 
 TRIP = [
@@ -230,3 +232,35 @@ def test_a_malformed_collection_id_is_a_400_on_both_searches(http):
         response = http.post(path, json=body)
         assert response.status_code == 404, response.text
         assert response.json()["error"]["code"] == "collection_not_found"
+
+
+def test_every_door_takes_the_same_number_of_collection_ids(http):
+    """The search bodies took up to 100 collection ids where x-collection-ids (and an agent)
+    took 20: 21 is now a 400 on every door, in the same words; 20 are looked up."""
+    ids = [f"col_{i}" for i in range(21)]
+    query = {"query": "tea"}
+    chat = {"model": "local", "messages": [{"role": "user", "content": "tea"}]}
+    doors = {
+        "/v1/search": lambda ids: http.post(
+            "/v1/search", json={**query, "types": ["chunks"], "collection_ids": ids}
+        ),
+        "/v1/collections/search": lambda ids: http.post(
+            "/v1/collections/search", json={**query, "collection_ids": ids}
+        ),
+        "x-collection-ids": lambda ids: http.post(
+            "/v1/context", json=chat, headers={"x-collection-ids": json.dumps(ids)}
+        ),
+        "agent": lambda ids: http.post(
+            "/v1/agents", json={"name": "reader", "model": "local", "collection_ids": ids}
+        ),
+    }
+    for door, send in doors.items():
+        refused = send(ids)
+        assert refused.status_code == 400, (door, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "invalid_value", (door, error)
+        assert error["message"].endswith("At most 20 collection ids."), (door, error)
+        assert error["param"] in ("collection_ids", "x-collection-ids"), (door, error)
+        looked_up = send(ids[:20])
+        assert looked_up.status_code == 404, (door, looked_up.text)
+        assert looked_up.json()["error"]["code"] == "collection_not_found"

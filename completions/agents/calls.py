@@ -14,8 +14,8 @@ import datetime
 
 from completions.agents import cache
 from completions.agents.cache import AgentConfig
-from completions.request import MAX_COLLECTIONS
 from config.common.errors import NotFound
+from memory.knowledge.search import MAX_COLLECTIONS
 from memory.turn.contract import TurnContext
 
 ID_PREFIX = "agent_"

@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from completions.agents.policy import BUDGET_BLOCKS, NAME_PATTERN, PARAMETERS
 from config.common.openapi import const, list_of
+from memory.knowledge.search import MAX_COLLECTIONS
 
 
 class MemoryPolicySerializer(serializers.Serializer):
@@ -44,6 +45,7 @@ class AgentInputSerializer(serializers.Serializer):
     memory = MemoryPolicySerializer(required=False)
     collection_ids = serializers.ListField(
         child=serializers.CharField(),
+        max_length=MAX_COLLECTIONS,
         required=False,
         help_text="Searched on every call; the request's x-collection-ids adds to them.",
     )

@@ -10,12 +10,12 @@ import re
 from completions import validation
 from config.common.errors import ApiError, Invalid
 from config.common.ids import ID_RULE, is_id
+from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 
 NAME_RULE = "1-64 characters of letters, digits and . _ -, starting with a letter or digit"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # NAME_RULE, in the OpenAPI document too
 _NAME = re.compile(NAME_PATTERN)
 MAX_INSTRUCTIONS_CHARS = 100_000
-MAX_COLLECTIONS = 20
 MAX_METADATA_BYTES = 16 * 1024
 # The request parameters an agent may preset (the request's own values win). Each is checked by
 # completions.validation, the chat body's one validator.
@@ -136,7 +136,7 @@ def collection_ids(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and is_id(v) for v in value):
         raise Invalid("collection_ids must be an array of collection ids.", field="collection_ids")
     if len(value) > MAX_COLLECTIONS:
-        raise Invalid(f"At most {MAX_COLLECTIONS} collection ids.", field="collection_ids")
+        raise Invalid(TOO_MANY_COLLECTIONS, field="collection_ids")
     return list(dict.fromkeys(value))
 
 

@@ -17,7 +17,7 @@ from memory.knowledge import openapi as docs
 from memory.knowledge import selectors, services
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Collection, Document
-from memory.serializers import CollectionIdField
+from memory.serializers import CollectionIdsField
 
 # multipart framing around the file: boundaries, part headers, the title and metadata fields
 _MULTIPART_SLACK = 64 * 1024
@@ -162,7 +162,7 @@ def _document_input(request) -> dict:
     if request.content_type.startswith("multipart/form-data"):
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > limit + _MULTIPART_SLACK:  # refuse before reading the body
-            raise services.document_too_large(length)
+            raise services.document_too_large(length, whole_upload=True)
         data: serializers.Serializer = FileDocumentInput(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
@@ -293,7 +293,7 @@ class DocumentDetailApi(APIView):
 
 
 class CollectionSearchInput(serializers.Serializer):
-    collection_ids = serializers.ListField(child=CollectionIdField(), min_length=1, max_length=100)
+    collection_ids = CollectionIdsField(min_length=1)
     query = serializers.CharField(max_length=4000)
     limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=5)
 

@@ -251,11 +251,38 @@ def _docx(raw: bytes) -> Extracted:
                 if table:
                     blocks.append(Block("text", table))
         title = (document.core_properties.title or "").strip()
-    except (KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise ExtractionError(f"the Word document could not be read: {_reason(exc)}") from None
-    except Exception as exc:  # lxml's XMLSyntaxError and friends: a damaged part
-        raise ExtractionError(f"the Word document could not be read: {_reason(exc)}") from None
+    except Exception:  # lxml's XMLSyntaxError, a missing part, a bad CRC: a damaged file
+        raise ExtractionError(f"the DOCX file is damaged: {_docx_damage(raw)}") from None
     return Extracted(content_type=DOCX, blocks=blocks, title=title)
+
+
+_DOCX_REQUIRED = ("word/document.xml", "[Content_Types].xml", "_rels/.rels")
+
+
+def _docx_damage(raw: bytes) -> str:
+    """What is wrong with a Word document python-docx could not read, in words for its owner
+    (the document's `error`): lxml's message ("Namespace prefix w on document is not defined,
+    line 1, column 12 (<string>, line 1)") says nothing to them. The first part that does not
+    read as XML, the text first, else a part that is missing."""
+    from docx.oxml.parser import parse_xml  # the parser python-docx read the parts with
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+        names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "it is not a readable zip archive"
+    order = {name: i for i, name in enumerate(_DOCX_REQUIRED)}
+    for name in sorted(names, key=lambda n: (order.get(n, len(order)), n)):
+        if not name.endswith((".xml", ".rels")):
+            continue
+        try:
+            parse_xml(archive.read(name))
+        except Exception:  # not XML, a bad CRC, a broken deflate stream
+            return f"its {name.rsplit('/', 1)[-1]} could not be read"
+    for name in _DOCX_REQUIRED:
+        if name not in names:
+            return f"its {name.rsplit('/', 1)[-1]} is missing"
+    return "its parts do not make a Word document"
 
 
 _HTML_SKIP = {"script", "style", "noscript", "template", "svg", "nav", "footer", "head", "form"}

@@ -14,6 +14,11 @@ from config.common.errors import NOT_FOUND_CODES, NotFound
 from memory.models import Collection
 from memory.retrieval import chunks
 
+# How many collections one request may name, at every door: x-collection-ids, the body of
+# /v1/search and /v1/collections/search, an agent's own. The bodies took 100 where the header
+# took 20.
+MAX_COLLECTIONS = 20
+TOO_MANY_COLLECTIONS = f"At most {MAX_COLLECTIONS} collection ids."
 _SNIPPET_CHARS = 240
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")

@@ -44,14 +44,18 @@ def _metadata(metadata: dict | None) -> dict:
     return metadata
 
 
-def document_too_large(size: int) -> TooLarge:
-    """The refusal of a `size`-byte document; the API raises it before reading an upload."""
+def document_too_large(size: int, *, whole_upload: bool = False) -> TooLarge:
+    """The refusal of a `size`-byte document; `whole_upload`: `size` is the whole multipart
+    request's, refused before reading it (so before the file's own size is known)."""
     limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
-    return TooLarge(
-        f"The document is {size} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES).",
-        field="file",
-        code="document_too_large",
-    )
+    if whole_upload:
+        message = (
+            f"The upload is {size} bytes in all (the file and its form fields); a document "
+            f"may be at most {limit} bytes (ENGRAM_MAX_DOCUMENT_BYTES)."
+        )
+    else:
+        message = f"The document is {size} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES)."
+    return TooLarge(message, field="file", code="document_too_large")
 
 
 @transaction.atomic
@@ -191,6 +195,12 @@ def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bo
         "updated_at": timezone.now(),
         "attempts": 0,
     }
+    # The collection's row, the document's, then its chunks: the order a deletion and a running
+    # ingestion lock them in. Deleting the chunks first deadlocked with a document deleted
+    # meanwhile (it holds the document's row and waits for the chunks).
+    _collection_key_share(document.collection_id)
+    if not lock_if_present(document):
+        return  # deleted meanwhile: nothing to run again
     if from_scratch:
         Chunk.objects.filter(document=document).delete()
         fields |= {"chunks_total": 0, "chunks_done": 0, "pages": 0}
@@ -240,6 +250,16 @@ def _claim(document_id: str) -> str:
     return "busy" if status == Document.Status.PROCESSING else "skip"
 
 
+def _collection_key_share(collection_id: str) -> None:
+    """Lock the collection's row FOR KEY SHARE (as a chunk's foreign key check takes it) until
+    the transaction ends: the first of the rows every writer of a document's chunks locks."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {Collection._meta.db_table} WHERE id = %s FOR KEY SHARE",
+            [collection_id],
+        )
+
+
 def _touch(document_id: str, *, progress: bool = False, **fields: object) -> None:
     """Renew this run's lease (and set `fields`); `progress`: a batch was committed, so the
     runs counted by `_claim` start again from zero. _Gone when the document is no longer
@@ -273,11 +293,7 @@ def _split(document: Document) -> None:
         # The collection's row, then the document's, then the chunks: the order collection_delete
         # locks them in. The chunks' foreign key check took the collection's last, and a
         # collection deleted meanwhile deadlocked with the worker (503 to its caller).
-        with connection.cursor() as cursor:  # FOR KEY SHARE, as the foreign key check takes it
-            cursor.execute(
-                f"SELECT 1 FROM {Collection._meta.db_table} WHERE id = %s FOR KEY SHARE",
-                [document.collection_id],
-            )
+        _collection_key_share(document.collection_id)
         _touch(
             document.id,
             progress=True,

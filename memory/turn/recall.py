@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
+from config.common.text import tidy_lines
 from memory.models import Memory, Message
 from memory.retrieval import search
 from memory.retrieval.elsewhere import on_own_connection
@@ -80,6 +81,11 @@ def collections_check(ctx: TurnContext) -> None:
     collections_check(workspace=ctx.workspace, collection_ids=ctx.collection_ids)
 
 
+def _attribute(value: str) -> str:
+    """A value inside a tag's double quotes: a quote in a title or heading would end it early."""
+    return value.replace('"', "&quot;")
+
+
 def _knowledge_items(ctx: TurnContext, query: str, vector) -> list[Item]:
     from memory.knowledge.search import knowledge_search
 
@@ -92,8 +98,13 @@ def _knowledge_items(ctx: TurnContext, query: str, vector) -> list[Item]:
     )
     items = []
     for chunk in chunks:
-        title = chunk.get("title") or chunk.get("document_id")
-        text = " ".join(str(chunk.get("text", "")).split())
+        title = str(chunk.get("title") or chunk.get("document_id"))
+        heading = str(chunk.get("heading") or "")
+        attributes = f'title="{_attribute(title)}"'
+        if heading and heading != title:
+            attributes += f' heading="{_attribute(heading)}"'
+        # the chunk's lines as written: code keeps its indentation, a table its rows
+        text = tidy_lines(str(chunk.get("text", "")))
         source = {
             k: chunk.get(k)
             for k in ("collection_id", "document_id", "title", "chunk_index", "score", "snippet")
@@ -102,7 +113,7 @@ def _knowledge_items(ctx: TurnContext, query: str, vector) -> list[Item]:
             Item(
                 kind="knowledge",
                 id=f"{chunk.get('document_id')}#{chunk.get('chunk_index')}",
-                line=f'<document title="{title}" chunk="{chunk.get("chunk_index")}">\n{text}\n</document>',
+                line=f'<document {attributes} chunk="{chunk.get("chunk_index")}">\n{text}\n</document>',
                 score=chunk.get("score"),
                 why="knowledge collection match",
                 sources=[source],

@@ -89,7 +89,7 @@ _MONTHS = [
     "december",
 ]
 _AGO = re.compile(
-    r"\b(\d+|a couple of|a few|few|several|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
+    r"\b(\d{1,9}|a couple of|a few|few|several|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
     r"\s+(day|week|month|year)s?\s+ago\b",
     re.I,
 )
@@ -121,15 +121,27 @@ def _month_label(day: dt.date) -> str:
 _PREPOSITION = r"until|till|by|since|before|after|from"
 
 
+def _days_after(today: dt.date, days: int) -> dt.date | None:
+    """`today` moved by `days`, or None past the calendar's ends (year 1 and 9999): a message
+    dated in year 1 said "yesterday", or someone spoke of "66000000 years ago"."""
+    try:
+        return today + dt.timedelta(days=days)
+    except OverflowError:
+        return None
+
+
 def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
-    """Relative time words -> absolute dates (text rewritten, and the event's date)."""
+    """Relative time words -> absolute dates (text rewritten, and the event's date); words
+    whose date falls off the calendar stay as written."""
     found: list[dt.date] = []
 
     def sub(pattern, repl, text, flags=re.I):
         return re.sub(pattern, repl, text, flags=flags)
 
-    def day_of(delta_days: int, prefix: str = "on ") -> str:
-        day = today - dt.timedelta(days=delta_days)
+    def day_of(m: re.Match, delta_days: int, prefix: str = "on ") -> str:
+        day = _days_after(today, -delta_days)
+        if day is None:
+            return m.group(0)
         found.append(day)
         return prefix + _label(day)
 
@@ -140,7 +152,7 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
         nonlocal text
         text = sub(
             rf"\b(?:({_PREPOSITION})\s+)?(?:{words})\b",
-            lambda m: day_of(delta_days, f"{m.group(1)} " if m.group(1) else "on "),
+            lambda m: day_of(m, delta_days, f"{m.group(1)} " if m.group(1) else "on "),
             text,
         )
 
@@ -155,7 +167,9 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
         n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
         unit = m.group(2).lower()
         days = {"day": 1, "week": 7, "month": 30, "year": 365}[unit] * n
-        day = today - dt.timedelta(days=days)
+        day = _days_after(today, -days)
+        if day is None:
+            return m.group(0)
         found.append(day)
         if unit == "day":
             return "on " + _label(day)
@@ -170,12 +184,14 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
     def last_weekday(m: re.Match) -> str:
         target = _WEEKDAYS.index(m.group(1).lower())
         back = (today.weekday() - target) % 7 or 7
-        return day_of(back)
+        return day_of(m, back)
 
     text = _LAST_WEEKDAY.sub(last_weekday, text)
 
-    def period(delta: int, unit: str, word: str) -> str:
-        day = today + dt.timedelta(days=delta)
+    def period(m: re.Match, delta: int, unit: str, word: str) -> str:
+        day = _days_after(today, delta)
+        if day is None:
+            return m.group(0)
         found.append(day)
         if unit == "week":
             return f"{word} the week of {_label(day)}"
@@ -184,12 +200,12 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
         return f"in {day.year}"
 
     text = sub(r"\blast weekend\b", lambda m: "on the weekend before " + _label(today), text)
-    text = sub(r"\blast week\b", lambda m: period(-7, "week", "in"), text)
-    text = sub(r"\blast month\b", lambda m: period(-30, "month", "in"), text)
-    text = sub(r"\blast year\b", lambda m: period(-365, "year", "in"), text)
-    text = sub(r"\bnext week\b", lambda m: period(7, "week", "in"), text)
-    text = sub(r"\bnext month\b", lambda m: period(30, "month", "in"), text)
-    text = sub(r"\bnext year\b", lambda m: period(365, "year", "in"), text)
+    text = sub(r"\blast week\b", lambda m: period(m, -7, "week", "in"), text)
+    text = sub(r"\blast month\b", lambda m: period(m, -30, "month", "in"), text)
+    text = sub(r"\blast year\b", lambda m: period(m, -365, "year", "in"), text)
+    text = sub(r"\bnext week\b", lambda m: period(m, 7, "week", "in"), text)
+    text = sub(r"\bnext month\b", lambda m: period(m, 30, "month", "in"), text)
+    text = sub(r"\bnext year\b", lambda m: period(m, 365, "year", "in"), text)
     if not found:
         m = _EXPLICIT.search(text)
         if m:
