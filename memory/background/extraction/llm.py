@@ -22,6 +22,7 @@ from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
 from memory.services.memories import (
+    MemoryChanged,
     memory_add_sources,
     memory_create,
     memory_delete,
@@ -263,19 +264,26 @@ def _apply(
                         source_message_ids=sources,
                         actor="extractor:llm",
                         reason="the model found newer information",
+                        unless_changed=True,
                     )
                 except Memory.DoesNotExist:  # its user deleted it meanwhile: left deleted
                     store.remove(target.id)
                     continue
+                except MemoryChanged:  # edited while the model decided on its old text
+                    continue
                 store.replace(updated, updated.embedding)
                 counts["updated"] += 1
             elif event == "DELETE" and target is not None and store.get(target.id):
-                memory_delete(
-                    workspace=workspace,
-                    memory=target,
-                    actor="extractor:llm",
-                    reason="contradicted by the conversation",
-                )
+                try:
+                    memory_delete(
+                        workspace=workspace,
+                        memory=target,
+                        actor="extractor:llm",
+                        reason="contradicted by the conversation",
+                        unless_changed=True,
+                    )
+                except MemoryChanged:  # edited while the model decided on its old text
+                    continue
                 store.remove(target.id)
                 counts["deleted"] += 1
             elif event == "NONE" and target is not None and store.get(target.id):

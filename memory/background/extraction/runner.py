@@ -33,6 +33,7 @@ from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
 from memory.services.indexing import messages_index_update
 from memory.services.memories import (
+    MemoryChanged,
     NewMemory,
     memories_add_sources,
     memories_create,
@@ -361,9 +362,13 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
                         actor="extractor:offline",
                         reason=f"{fact.slot} changed from {old_value!r} to {fact.value!r}",
                         embedding=vec,
+                        unless_changed=True,
                     )
                 except Memory.DoesNotExist:  # its user deleted it during the run: left deleted
                     store.remove(current.id)
+                    continue
+                except MemoryChanged:  # edited since the run read it: the newer text stays
+                    counts["unchanged"] += 1
                     continue
                 store.replace(updated, vec)
                 counts["updated"] += 1
