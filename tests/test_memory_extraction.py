@@ -996,3 +996,37 @@ def test_a_memory_edited_by_hand_while_the_model_decides_keeps_the_edit(
     assert (memory.json()["text"], memory.json()["metadata"]) == (edit["text"], edit["metadata"])
     history = http.get(f"/v1/memories/{made['id']}/history").json()["data"]
     assert [(e["event"], e["actor"]) for e in history] == [("ADD", "api"), ("UPDATE", "api")]
+
+
+@llm_db
+def test_a_run_whose_lease_lapsed_while_the_model_answered_writes_nothing_twice(
+    upstream, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A worker stopped (SIGSTOP, a pause) past its lease while the model answers: the sweep
+    gives its job to another run, which extracts the turn; the first, resumed, must not write
+    the same memories again. It wrote them: each memory twice, the job done once."""
+    from memory.background.extraction import llm
+
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I have a cat named Miso.")
+    facts = reply({"facts": [{"text": "Sam has a cat named Miso", "sources": [1]}]})
+    upstream.script(facts, facts)
+    with django_capture_on_commit_callbacks():
+        job = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert job is not None
+    real, taken_over = llm.ask_json, []
+
+    def lapsed_meanwhile(*args, **kwargs):
+        if not taken_over:  # the first run waits on the model: its lease lapses, the job is
+            taken_over.append(True)  # claimed again and run to the end by another run
+            stale = timezone.now() - dt.timedelta(seconds=settings.ENGRAM_JOB_LEASE_SECONDS + 1)
+            ProcessingJob.objects.filter(pk=job.pk).update(updated_at=stale)
+            tasks.extract(job.id)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "ask_json", lapsed_meanwhile)
+    tasks.extract(job.id)
+    assert list(Memory.objects.values_list("text", flat=True)) == ["Sam has a cat named Miso"]
+    assert MemoryEvent.objects.filter(event="ADD").count() == 1
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("done", 2)
