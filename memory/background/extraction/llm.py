@@ -163,8 +163,8 @@ def extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
     counts = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0}
     done: set[str] = set()
     for chunk in _chunks(rows):
-        if counts.get("erased"):
-            break  # the user was erased meanwhile: nothing more to ask or write
+        if counts.get("not_held"):
+            break  # erased meanwhile, or its jobs taken by another run: nothing more to do
         transcript = "\n".join(
             f"[{i + 1}] ({day_label(m.created_at)}) {speaker(m.role, m.name)}: {m.content}"
             for i, m in enumerate(chunk)
@@ -226,7 +226,7 @@ def _apply(
     # user may have been erased, or the run's lease lapsed and another run took its jobs.
     with transaction.atomic():
         if not still_held(jobs):
-            counts["erased"] = 1
+            counts["not_held"] = 1
             return
         for action in actions:
             event = str(action["event"]).upper()

@@ -161,7 +161,7 @@ def _same(vector: list[float] | None, stored) -> bool:
 
 
 # A run whose user was erased meanwhile, or whose jobs another run took: it wrote nothing.
-ERASED = {"erased": True}
+NOT_HELD = {"not_held": True}
 Status = ProcessingJob.Status
 
 
@@ -223,9 +223,9 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
         partly = [job for c, group in claims.items() if c not in kept for job in group]
         if still_mine := [job for job in partly if job.pk in held]:
             jobs_finish(jobs=still_mine, status=Status.PENDING)
-        erased = len(first_job) - len(kept)
+        not_held = len(first_job) - len(kept)
         if not kept:
-            return {"embedded": 0, "extractor": "offline", **ERASED}
+            return {"embedded": 0, "extractor": "offline", **NOT_HELD}
         write_messages(
             workspace,
             [m for conversation, rows in groups.items() if conversation in kept for m in rows],
@@ -236,8 +236,8 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
                 for key, value in _apply_offline(first_job[conversation], found, mine).items():
                     counts[key] += value
     result = {"embedded": len(todo), "extractor": "offline", **counts}
-    if erased:
-        result["erased_conversations"] = erased
+    if not_held:
+        result["conversations_not_held"] = not_held
     return result
 
 
@@ -302,7 +302,7 @@ def offline_extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
     found, vectors = facts_kept(found, get_embedder().embed(texts))
     with transaction.atomic():  # one commit for the run's memories
         if not still_held(jobs):
-            return dict(ERASED)
+            return dict(NOT_HELD)
         return _apply_offline(jobs[0], found, vectors)
 
 
