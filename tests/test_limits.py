@@ -315,6 +315,32 @@ def test_redis_down_rates_fail_open_budgets_fail_closed(
         ask(sdk)
 
 
+def test_budgets_are_checked_again_once_redis_is_back_however_busy_the_door(
+    sdk, operator_http, owner, key_id, settings
+):
+    """After a Redis failure the limiter rests a second before asking it again. Each request
+    refused while it rested started the rest over: under steady traffic a Redis back within a
+    second (a restart) was never asked again, and every budgeted request was a 503 until the
+    traffic paused for a whole second."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 100}})
+    assert ask(sdk).status_code == 200
+    redis_url, settings.REDIS_URL = settings.REDIS_URL, dead_redis_url()
+    with pytest.raises(openai.InternalServerError):
+        ask(sdk)
+    settings.REDIS_URL = redis_url  # back, while requests keep coming (none waits in between)
+    served = []
+
+    def steady_traffic_is_served() -> bool:
+        try:
+            served.append(ask(sdk).status_code)
+        except openai.InternalServerError as refused:
+            assert refused.code == "limits_unavailable"
+        return bool(served)
+
+    wait_for(steady_traffic_is_served, timeout=30)
+    assert served == [200]
+
+
 def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id, http):
     body = patch_workspace(
         operator_http,

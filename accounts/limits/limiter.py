@@ -397,13 +397,18 @@ def _unreachable(admission: Admission, exc: BaseException) -> Admission:
 
 
 def _down(exc: BaseException) -> None:
-    if time.monotonic() >= _state["down_until"]:
-        logger.warning(
-            "Redis unreachable for limits (%s): rate limits fail %s, budgets fail %s",
-            type(exc).__name__,
-            "open" if settings.ENGRAM_LIMITS_RATE_FAIL_OPEN else "closed",
-            "open" if settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN else "closed",
-        )
+    """Rest RETRY_SECONDS from a failure before asking Redis again. A failure met while resting
+    (the requests refused meanwhile, calls that were already on their way) leaves the rest's end
+    where it is: each started it over, so under steady traffic a Redis back within a second was
+    never asked again and every budgeted request was a 503 until the traffic paused."""
+    if time.monotonic() < _state["down_until"]:
+        return
+    logger.warning(
+        "Redis unreachable for limits (%s): rate limits fail %s, budgets fail %s",
+        type(exc).__name__,
+        "open" if settings.ENGRAM_LIMITS_RATE_FAIL_OPEN else "closed",
+        "open" if settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN else "closed",
+    )
     _state["down_until"] = time.monotonic() + RETRY_SECONDS
 
 
