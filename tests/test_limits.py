@@ -146,6 +146,29 @@ def test_concurrency_limit_per_key(sdk, operator_http, owner, key_id, upstream):
     assert ask(sdk).status_code == 200  # the slots were freed when the answers ended
 
 
+def test_an_answer_that_ends_while_redis_is_unreachable_frees_its_slot_once_it_is_back(
+    sdk, operator_http, owner, key_id, upstream, settings, monkeypatch
+):
+    """A request admitted before a Redis failure and answered after it: its settle could not
+    be sent while the limiter rested, and was dropped, so its concurrency slot stayed taken
+    for ENGRAM_LIMITS_LEASE_SECONDS (11 minutes of max_concurrent 1 refusing everything after
+    a half-second Redis stall). It is sent once Redis is asked again."""
+    from accounts.limits import limiter
+
+    monkeypatch.setattr(limiter, "RETRY_SECONDS", 3600)  # the rest outlasts the answer
+    patch_key(operator_http, owner, key_id, {"limits": {"max_concurrent": 1}})
+    upstream.script(Reply(json=openai_completion("slow"), delay=1))
+    with ThreadPoolExecutor(1) as pool:
+        admitted = pool.submit(ask, sdk)
+        wait_for(lambda: len(upstream.chat_requests()) == 1)  # its slot taken, on its way
+        redis_url, settings.REDIS_URL = settings.REDIS_URL, dead_redis_url()
+        assert ask(sdk).status_code == 200  # uncounted (fail open): the limiter rests
+        settings.REDIS_URL = redis_url
+        assert admitted.result().status_code == 200  # answered while the limiter rested
+    limiter.reset()  # the rest is over: Redis is asked again
+    assert ask(sdk).status_code == 200, "the answered request's slot was given back"
+
+
 def _free(owner, key_id):
     import redis
     from django.conf import settings
