@@ -147,6 +147,29 @@ def test_concurrency_limit_per_key(sdk, operator_http, owner, key_id, upstream):
     assert ask(sdk).status_code == 200  # the slots were freed when the answers ended
 
 
+def test_an_answer_that_ends_while_redis_is_unreachable_frees_its_slot_once_it_is_back(
+    sdk, operator_http, owner, key_id, upstream, settings, monkeypatch
+):
+    """A request admitted before a Redis failure and answered after it: its settle could not
+    be sent while the limiter rested, and was dropped, so its concurrency slot stayed taken
+    for ENGRAM_LIMITS_LEASE_SECONDS (11 minutes of max_concurrent 1 refusing everything after
+    a half-second Redis stall). It is sent once Redis is asked again."""
+    from accounts.limits import limiter
+
+    monkeypatch.setattr(limiter, "RETRY_SECONDS", 3600)  # the rest outlasts the answer
+    patch_key(operator_http, owner, key_id, {"limits": {"max_concurrent": 1}})
+    upstream.script(Reply(json=openai_completion("slow"), delay=1))
+    with ThreadPoolExecutor(1) as pool:
+        admitted = pool.submit(ask, sdk)
+        wait_for(lambda: len(upstream.chat_requests()) == 1)  # its slot taken, on its way
+        redis_url, settings.REDIS_URL = settings.REDIS_URL, dead_redis_url()
+        assert ask(sdk).status_code == 200  # uncounted (fail open): the limiter rests
+        settings.REDIS_URL = redis_url
+        assert admitted.result().status_code == 200  # answered while the limiter rested
+    limiter.reset()  # the rest is over: Redis is asked again
+    assert ask(sdk).status_code == 200, "the answered request's slot was given back"
+
+
 def _free(owner, key_id):
     import redis
     from django.conf import settings
@@ -365,6 +388,32 @@ def test_redis_down_rates_fail_open_budgets_fail_closed(
     settings.ENGRAM_LIMITS_RATE_FAIL_OPEN = False
     with pytest.raises(openai.InternalServerError):
         ask(sdk)
+
+
+def test_budgets_are_checked_again_once_redis_is_back_however_busy_the_door(
+    sdk, operator_http, owner, key_id, settings
+):
+    """After a Redis failure the limiter rests a second before asking it again. Each request
+    refused while it rested started the rest over: under steady traffic a Redis back within a
+    second (a restart) was never asked again, and every budgeted request was a 503 until the
+    traffic paused for a whole second."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 100}})
+    assert ask(sdk).status_code == 200
+    redis_url, settings.REDIS_URL = settings.REDIS_URL, dead_redis_url()
+    with pytest.raises(openai.InternalServerError):
+        ask(sdk)
+    settings.REDIS_URL = redis_url  # back, while requests keep coming (none waits in between)
+    served = []
+
+    def steady_traffic_is_served() -> bool:
+        try:
+            served.append(ask(sdk).status_code)
+        except openai.InternalServerError as refused:
+            assert refused.code == "limits_unavailable"
+        return bool(served)
+
+    wait_for(steady_traffic_is_served, timeout=30)
+    assert served == [200]
 
 
 def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id, http):

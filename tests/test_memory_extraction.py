@@ -946,3 +946,87 @@ def test_an_erasure_while_the_model_extracts_leaves_nothing_of_the_user(
     _run_extraction(workspace, conv, django_capture_on_commit_callbacks)
     assert not Memory.objects.filter(user_id="sam").exists()
     assert not MemoryEvent.objects.filter(user_id="sam").exists()
+
+
+def _edited_during_the_decision(monkeypatch, edit) -> None:
+    """The model's ADD / UPDATE / DELETE decision is asked for only once `edit()` (a person's
+    edit over HTTP) is made: it lands while the run waits on the model, after it read the
+    user's memories."""
+    from memory.background.extraction import llm
+
+    real = llm.ask_json
+
+    def editing(*args, **kwargs):
+        if kwargs.get("system") == llm.UPDATE_PROMPT:
+            edit()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "ask_json", editing)
+
+
+@pytest.mark.parametrize("decision", ["UPDATE", "DELETE"])
+def test_a_memory_edited_by_hand_while_the_model_decides_keeps_the_edit(
+    decision, upstream, owner, http, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The run decided on the text it read; a person's edit made meanwhile wins. It was
+    overwritten whole: the edit's text, and its metadata with the text read before it, and the
+    history named that older text as the one replaced (or the edited memory was deleted)."""
+    workspace, _ = owner
+    made = http.post(
+        "/v1/memories",
+        json={"user_id": "sam", "text": "Sam lives in Paris", "metadata": {"note": "onboarding"}},
+    ).json()
+    conv = say(workspace, "sam", "I moved to Berlin.")
+    action = {"event": decision, "id": "0", "text": "Sam lives in Berlin"}
+    upstream.script(
+        reply({"facts": [{"text": "Sam moved to Berlin", "kind": "fact", "sources": [1]}]}),
+        reply({"actions": [action]}),
+    )
+    edit = {"text": "Sam lives in Lyon", "metadata": {"note": "onboarding", "verified": "yes"}}
+
+    def patch() -> None:
+        assert http.patch(f"/v1/memories/{made['id']}", json=edit).status_code == 200
+
+    _edited_during_the_decision(monkeypatch, patch)
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done", job.error
+
+    memory = http.get(f"/v1/memories/{made['id']}")
+    assert memory.status_code == 200, "the edited memory is still there"
+    assert (memory.json()["text"], memory.json()["metadata"]) == (edit["text"], edit["metadata"])
+    history = http.get(f"/v1/memories/{made['id']}/history").json()["data"]
+    assert [(e["event"], e["actor"]) for e in history] == [("ADD", "api"), ("UPDATE", "api")]
+
+
+@llm_db
+def test_a_run_whose_lease_lapsed_while_the_model_answered_writes_nothing_twice(
+    upstream, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A worker stopped (SIGSTOP, a pause) past its lease while the model answers: the sweep
+    gives its job to another run, which extracts the turn; the first, resumed, must not write
+    the same memories again. It wrote them: each memory twice, the job done once."""
+    from memory.background.extraction import llm
+
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I have a cat named Miso.")
+    facts = reply({"facts": [{"text": "Sam has a cat named Miso", "sources": [1]}]})
+    upstream.script(facts, facts)
+    with django_capture_on_commit_callbacks():
+        job = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert job is not None
+    real, taken_over = llm.ask_json, []
+
+    def lapsed_meanwhile(*args, **kwargs):
+        if not taken_over:  # the first run waits on the model: its lease lapses, the job is
+            taken_over.append(True)  # claimed again and run to the end by another run
+            stale = timezone.now() - dt.timedelta(seconds=settings.ENGRAM_JOB_LEASE_SECONDS + 1)
+            ProcessingJob.objects.filter(pk=job.pk).update(updated_at=stale)
+            tasks.extract(job.id)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "ask_json", lapsed_meanwhile)
+    tasks.extract(job.id)
+    assert list(Memory.objects.values_list("text", flat=True)) == ["Sam has a cat named Miso"]
+    assert MemoryEvent.objects.filter(event="ADD").count() == 1
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("done", 2)

@@ -3,6 +3,7 @@ test run's PostgreSQL and Redis (DATABASE_URL / REDIS_URL, set by tests/embedded
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -245,3 +246,47 @@ def test_a_bad_number_of_web_processes_is_a_one_line_refusal():
     assert done.returncode != 0 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "ENGRAM_WEB_PROCESSES" in lines[0], done.stderr
+
+
+def test_an_embedded_redis_that_dies_is_started_again_where_its_clients_look(tmp_path):
+    """`make run` on the embedded default owns its Redis: killed (SIGKILL, the OOM killer), it is
+    started again on its port and data, and the turns taken meanwhile get their memories. It
+    was left dead: no task was sent or swept again until an operator restarted everything."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    (tmp_path / "models").symlink_to(ROOT / ".engram" / "models")  # exported once per checkout
+    env = _env(PORT=str(port), ENGRAM_DATA_DIR=str(tmp_path), ENGRAM_WEB_PROCESSES="1")
+    env.pop("REDIS_URL", None)  # the supervisor starts (and owns) an embedded one
+    sup = Supervisor(env)
+    try:
+        sup.wait_for(r"serving on", timeout=300)
+        key = sup.wait_for(r"API key: (sk-\S+)", timeout=1).group(1)
+        redis = psutil.Process(json.loads((tmp_path / "redis.json").read_text())["pid"])
+        url = sup.wait_for(r"redis (redis://\S+)", timeout=1).group(1)
+        redis.kill()
+        revived = sup.wait_for(r"embedded redis had exited; restarted \((\S+)\)", timeout=60)
+        assert revived.group(1) == url, "the same address: every child reconnects to it"
+        _until(
+            lambda: httpx.get(f"{base}/readyz", timeout=15).status_code == 200,
+            120,
+            "Redis and the worker answer /readyz again",
+        )
+        user = f"u-{uuid.uuid4().hex[:8]}"
+        assert _chat(base, key, user, "I live in Lisbon.").status_code == 200
+        memories = _until(
+            lambda: httpx.get(
+                f"{base}/v1/memories",
+                params={"user_id": user},
+                headers={"Authorization": f"Bearer {key}"},
+            ).json()["data"],
+            120,
+            "a memory is extracted",
+        )
+        assert any("Lisbon" in memory["text"] for memory in memories)
+        successor = psutil.Process(json.loads((tmp_path / "redis.json").read_text())["pid"])
+        sup.proc.send_signal(signal.SIGTERM)
+        assert sup.proc.wait(timeout=120) == 0, sup.tail()
+        stopped = not successor.is_running() or successor.status() == psutil.STATUS_ZOMBIE
+        assert stopped, "the Redis it started again is stopped with the rest"
+    finally:
+        sup.kill()

@@ -353,12 +353,33 @@ def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:
             type(exc).__name__,
         )
 
+    command = admission.settle_command(_SETTLE_HEAD, tokens, credits_micro)
     if time.monotonic() < _state["down_until"]:
-        failed(redis.ConnectionError("resting after a failure"))
+        _keep_unsent(command)
         return
-    inline_redis.pool(settings.REDIS_URL).post_in_turn(
-        admission.settle_command(_SETTLE_HEAD, tokens, credits_micro), failed=failed
-    )
+    inline_redis.pool(settings.REDIS_URL).post_in_turn(command, failed=failed)
+
+
+# Settles not sent while the limiter rested after a Redis failure: they go before the next
+# reserve, in its round trip. Dropped, each one left its request's concurrency slot taken for
+# ENGRAM_LIMITS_LEASE_SECONDS (11 minutes: a user of max_concurrent 2 served by one slot after a
+# half-second Redis stall) and its tokens and credits reserved rather than spent.
+_unsent: list[bytes] = []
+MAX_UNSENT = 10_000
+
+
+def _keep_unsent(command: bytes) -> None:
+    if len(_unsent) >= MAX_UNSENT:  # a long outage: the oldest lease frees itself in time
+        del _unsent[0]
+        logger.warning("settles kept for Redis's return: %d, the oldest dropped", MAX_UNSENT)
+    _unsent.append(command)
+
+
+def _take_unsent() -> list[bytes]:
+    """The settles kept while resting, to send now (each once: a settle is not idempotent)."""
+    taken = _unsent[:]
+    _unsent.clear()
+    return taken
 
 
 def duration(ms: int) -> str:
@@ -404,13 +425,18 @@ def _unreachable(admission: Admission, exc: BaseException) -> Admission:
 
 
 def _down(exc: BaseException) -> None:
-    if time.monotonic() >= _state["down_until"]:
-        logger.warning(
-            "Redis unreachable for limits (%s): rate limits fail %s, budgets fail %s",
-            type(exc).__name__,
-            "open" if settings.ENGRAM_LIMITS_RATE_FAIL_OPEN else "closed",
-            "open" if settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN else "closed",
-        )
+    """Rest RETRY_SECONDS from a failure before asking Redis again. A failure met while resting
+    (the requests refused meanwhile, calls that were already on their way) leaves the rest's end
+    where it is: each started it over, so under steady traffic a Redis back within a second was
+    never asked again and every budgeted request was a 503 until the traffic paused."""
+    if time.monotonic() < _state["down_until"]:
+        return
+    logger.warning(
+        "Redis unreachable for limits (%s): rate limits fail %s, budgets fail %s",
+        type(exc).__name__,
+        "open" if settings.ENGRAM_LIMITS_RATE_FAIL_OPEN else "closed",
+        "open" if settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN else "closed",
+    )
     _state["down_until"] = time.monotonic() + RETRY_SECONDS
 
 
@@ -431,9 +457,19 @@ async def _call(script: str, count: int, body: tuple[bytes, ...]):
         raise redis.ConnectionError("resting after a failure")
     pool = inline_redis.pool(settings.REDIS_URL)
     by_sha, whole = _HEADS[script]
-    (reply,) = await pool.call_many(
-        [inline_redis.encoded(count, by_sha, *body)], timeout=TIMEOUT_SECONDS
-    )
+    # The settles kept while resting go first, in the same round trip: this reserve already
+    # counts what they give back. Their replies are not read (a settle's is always 1).
+    unsent = _take_unsent()
+    try:
+        *_, reply = await pool.call_many(
+            [*unsent, inline_redis.encoded(count, by_sha, *body)], timeout=TIMEOUT_SECONDS
+        )
+    except _FAILURES:
+        if unsent:  # perhaps sent, perhaps not: never twice
+            logger.warning(
+                "%d settle(s) may not have reached Redis: reservations stand", len(unsent)
+            )
+        raise
     if _script_lost(reply):
         (reply,) = await pool.call_many(
             [inline_redis.encoded(count, whole, *body)], timeout=TIMEOUT_SECONDS
@@ -449,5 +485,5 @@ def _script_lost(reply: object) -> bool:
 
 
 def reset() -> None:
-    """Tests: forget a failure."""
+    """Tests: forget a failure (the settles kept for Redis's return stay kept)."""
     _state["down_until"] = 0.0

@@ -60,6 +60,9 @@ def _free_port(preferred: int | None = None) -> int:
     candidates = [preferred] if preferred else []
     for port in [*candidates, 0]:
         with socket.socket() as sock:
+            # As the servers bind it: the connections of one just killed, left in TIME_WAIT,
+            # do not stop its successor from listening on its port (its clients' URL).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
@@ -382,6 +385,26 @@ def stop_owned() -> None:
 
 
 atexit.register(stop_owned)
+
+
+def revive_owned() -> dict[str, str]:
+    """Start again, on the same port and data, each server this process owns that has died
+    (a SIGKILL, the OOM killer): {name: its URL} for each one started again.
+
+    Without this a `make run` whose Redis died served on without it for good: no task was sent
+    or swept again, and every turn's memory waited until an operator restarted everything."""
+    revived: dict[str, str] = {}
+    for owned in list(_owned):
+        if _read_state(owned.state_file).get("owner") != os.getpid():
+            continue  # another process's server
+        if _alive(owned.pid, owned.name):
+            continue
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(owned.pid, os.WNOHANG)  # this process started it: reap it
+        # Forgotten only once its successor runs: one that fails to start is tried again.
+        revived[owned.name] = ensure_postgres() if owned.name == "postgres" else ensure_redis()
+        _owned.remove(owned)
+    return revived
 
 
 def ensure_environment() -> None:

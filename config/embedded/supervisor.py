@@ -40,6 +40,7 @@ from config.env import web_processes
 from config.web import share_metrics, web_args
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+SERVERS_CHECK_SECONDS = 1.0  # how often the embedded servers this process started are checked
 STABLE_AFTER = 60.0  # a child up this long that dies starts over at the first backoff
 READY_TIMEOUT = 300.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,9 +354,13 @@ def main() -> int:
     threading.Thread(target=_wait_ready, args=(f"{base}/readyz", ready, stop), daemon=True).start()
     _log("waiting for /readyz (database, Redis, worker, embedding model)...")
     announced = late = False
+    servers_checked = 0.0
     try:
         while not _signals:
             now = time.monotonic()
+            if now - servers_checked >= SERVERS_CHECK_SECONDS:
+                servers_checked = now
+                _revive_servers(children)
             for child in children:
                 child.check(now)
             if ready.is_set() and not announced:
@@ -373,6 +378,27 @@ def main() -> int:
         stop.set()
         _shutdown(children)
     return 0
+
+
+def _revive_servers(children: list[Child]) -> None:
+    """Start again an embedded server this process started that has died: the children
+    reconnect to it by themselves; should its port have been taken meanwhile, they are
+    restarted with its new address."""
+    try:
+        revived = embedded.revive_owned()
+    except (RuntimeError, OSError) as exc:  # it failed to start: tried again at the next check
+        _log(f"an embedded server could not be restarted ({exc}); trying again")
+        return
+    moved = False
+    for name, url in revived.items():
+        variable = "DATABASE_URL" if name == "postgres" else "REDIS_URL"
+        _log(f"embedded {name} had exited; restarted ({_redact(url)})")
+        if os.environ.get(variable) != url:
+            os.environ[variable] = url
+            moved = True
+    if moved:
+        for child in children:
+            child.terminate()
 
 
 def _start(python: str, data: Path, children: list[Child]) -> list[str]:

@@ -11,7 +11,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.common.rows import lock_existing, lock_if_present
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
 from memory.text import memory_search_text
@@ -184,6 +183,27 @@ _UNSET = _Unset.UNSET
 HAND_ACTORS = ("api", "admin")  # a memory edited by a person, not by an extractor
 
 
+class MemoryChanged(Exception):
+    """The memory was written since the caller read it (`unless_changed`): an extraction run
+    that decided on the text it read leaves a newer one, a person's edit above all, alone."""
+
+
+def _lock_as_read(memory: Memory, *, unless_changed: bool) -> bool:
+    """Lock the memory's row until the transaction ends; False when it was deleted since it
+    was read. With `unless_changed`, MemoryChanged when it was written since."""
+    written = (
+        Memory.objects.select_for_update()
+        .filter(pk=memory.pk)
+        .values_list("updated_at", flat=True)
+        .first()
+    )
+    if written is None:
+        return False
+    if unless_changed and written != memory.updated_at:
+        raise MemoryChanged(f"memory '{memory.pk}' was changed since it was read")
+    return True
+
+
 @transaction.atomic
 def memory_update(
     *,
@@ -197,9 +217,22 @@ def memory_update(
     actor: str = "api",
     reason: str = "",
     embedding: list[float] | None = None,
+    unless_changed: bool = False,
 ) -> Memory:
+    """Change the fields given; the others keep what the row holds now.
+
+    unless_changed: MemoryChanged when the row was written since `memory` was read (an
+    extraction run's decision, taken on the text it read, never overwrites a newer edit).
+    """
     assert memory.workspace_id == workspace.id
-    lock_existing(memory)  # or Memory.DoesNotExist: never saved back after a delete
+    if not _lock_as_read(memory, unless_changed=unless_changed):
+        # never saved back after a delete: Django's save() would insert it again
+        raise Memory.DoesNotExist(f"memory '{memory.pk}' was deleted.")
+    # The row as it is now (locked): `memory` may have been read long before (an extraction
+    # run reads a user's memories, then waits seconds for the model), and saving it whole
+    # wrote back its old metadata, kind and date over a person's edit made meanwhile, and its
+    # old text into the history as the text replaced.
+    memory.refresh_from_db()
     old_text = memory.text
     if kind is not None:
         memory.kind = kind
@@ -269,13 +302,21 @@ def memories_add_sources(*, workspace: Workspace, links: Iterable[tuple[str, str
 
 @transaction.atomic
 def memory_delete(
-    *, workspace: Workspace, memory: Memory, actor: str = "api", reason: str = ""
+    *,
+    workspace: Workspace,
+    memory: Memory,
+    actor: str = "api",
+    reason: str = "",
+    unless_changed: bool = False,
 ) -> None:
+    """unless_changed: MemoryChanged when the row was written since `memory` was read (as
+    memory_update)."""
     assert memory.workspace_id == workspace.id
     # Its row first: a source an extraction run links meanwhile is either deleted with it or
     # waits and fails its own foreign key, never this deletion's commit (as workspace_delete).
-    if not lock_if_present(memory):
+    if not _lock_as_read(memory, unless_changed=unless_changed):
         return  # deleted meanwhile: that deletion wrote the DELETE event
+    memory.refresh_from_db()  # the history keeps the text deleted, not the one read
     _event(
         workspace=workspace,
         memory=memory,

@@ -297,6 +297,13 @@ def _fenced(jobs: list[ProcessingJob]) -> Q:
     return fence & Q(status=Status.RUNNING)
 
 
+def jobs_held(*, jobs: list[ProcessingJob]) -> QuerySet[ProcessingJob]:
+    """Those of the jobs still this run's claims (claimed with the same attempt, still
+    RUNNING): not deleted with their conversation, not taken back by the sweep after their
+    lease lapsed, not claimed again by another run."""
+    return ProcessingJob.objects.filter(_fenced(jobs))
+
+
 def jobs_heartbeat(*, jobs: list[ProcessingJob]) -> int:
     """Renew the claims' leases; how many are still this run's (0: it lost them all)."""
     return ProcessingJob.objects.filter(_fenced(jobs)).update(updated_at=timezone.now())

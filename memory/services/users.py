@@ -7,6 +7,7 @@ from django.db import connection, transaction
 from accounts.models import Workspace
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
 from memory.retrieval import terms
+from memory.services.processing import jobs_held
 
 
 def user_lock(*, workspace_id: str, user_id: str, exclusive: bool = False) -> None:
@@ -27,18 +28,22 @@ def _lock_key(workspace_id: str, user_id: str) -> str:
     return f"{len(workspace_id)}:{workspace_id}:{user_id}"
 
 
-def still_the_users(job: ProcessingJob) -> bool:
-    """In a background run's write transaction, before it writes: the user's lock (shared: an
-    erasure waits for the write, or the write for the erasure), then whether the job is still
-    there. An erasure deletes the conversation and its jobs; what the run read before it must
-    not be written after it (memory_create links the source messages that still exist: a
-    memory written then would outlive its user, sourceless)."""
-    return bool(jobs_still_there([job]))
+def still_held(jobs: list[ProcessingJob]) -> bool:
+    """In a background run's write transaction, before it writes: whether every one of its
+    jobs is still its own (jobs_still_held)."""
+    return len(jobs_still_held(jobs)) == len({job.pk for job in jobs})
 
 
-def jobs_still_there(jobs: list[ProcessingJob]) -> set[str]:
-    """still_the_users for a run of several users' jobs, in two statements: their users' locks
-    (shared, taken in one order), then the ids of the jobs still there."""
+def jobs_still_held(jobs: list[ProcessingJob]) -> set[str]:
+    """In a background run's write transaction, before it writes: the users' locks (shared,
+    taken in one order: an erasure waits for the write, or the write for the erasure), then the
+    ids of the jobs still this run's claims (memory.services.processing.jobs_held), their rows
+    locked until the transaction ends, so no other run claims them before this one commits.
+
+    What the run read must not be written when a job is no longer its own: an erasure deleted
+    the conversation and its jobs (a memory written then would outlive its user, sourceless),
+    or the run's lease lapsed (its worker was stopped, or paused longer than the lease) and
+    the sweep gave the job to another run, which writes the same memories (each one twice)."""
     keys = sorted({_lock_key(job.workspace_id, job.conversation.user_id) for job in jobs})
     with connection.cursor() as cursor:
         cursor.execute(
@@ -46,9 +51,7 @@ def jobs_still_there(jobs: list[ProcessingJob]) -> set[str]:
             " FROM unnest(%s::text[]) AS k(key)",
             [keys],
         )
-    return set(
-        ProcessingJob.objects.filter(pk__in=[job.pk for job in jobs]).values_list("pk", flat=True)
-    )
+    return set(jobs_held(jobs=jobs).select_for_update().values_list("pk", flat=True))
 
 
 @transaction.atomic

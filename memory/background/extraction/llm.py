@@ -22,12 +22,13 @@ from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
 from memory.services.memories import (
+    MemoryChanged,
     memory_add_sources,
     memory_create,
     memory_delete,
     memory_update,
 )
-from memory.services.users import still_the_users
+from memory.services.users import still_held
 from memory.text import day_label, memory_search_text, speaker
 
 ATTEMPTS = 3
@@ -153,14 +154,17 @@ def _date(raw) -> dt.date | None:
         return None
 
 
-def extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+def extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
+    """The model's facts of `rows`, decided against the user's memories, for the jobs (of one
+    conversation) of the run."""
+    job = jobs[0]
     workspace, user_id = job.workspace, job.conversation.user_id
     store = UserMemories(workspace, user_id)
     counts = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0}
     done: set[str] = set()
     for chunk in _chunks(rows):
-        if counts.get("erased"):
-            break  # the user was erased meanwhile: nothing more to ask or write
+        if counts.get("not_held"):
+            break  # erased meanwhile, or its jobs taken by another run: nothing more to do
         transcript = "\n".join(
             f"[{i + 1}] ({day_label(m.created_at)}) {speaker(m.role, m.name)}: {m.content}"
             for i, m in enumerate(chunk)
@@ -170,7 +174,7 @@ def extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
                 workspace=workspace, system=FACTS_PROMPT, user=transcript, validate=_facts
             )
             if facts:
-                _apply(job=job, chunk=chunk, facts=facts, store=store, counts=counts)
+                _apply(jobs=jobs, chunk=chunk, facts=facts, store=store, counts=counts)
         except (MalformedOutput, chat_llm.LLMError) as exc:
             raise LLMExtractionFailed(exc, done=done, counts=counts) from exc
         done.update(m.id for m in chunk)
@@ -187,13 +191,13 @@ def _fact_sources(fact: dict, chunk: list[Message]) -> list[str]:
 
 def _apply(
     *,
-    job: ProcessingJob,
+    jobs: list[ProcessingJob],
     chunk: list[Message],
     facts: list[dict],
     store: UserMemories,
     counts: dict[str, int],
 ) -> None:
-    workspace, user_id = job.workspace, job.conversation.user_id
+    workspace, user_id = jobs[0].workspace, jobs[0].conversation.user_id
     learned_on = chunk[-1].created_at.date()
     vectors = get_embedder().embed(
         [memory_search_text(text=f["text"], when=_date(f.get("date")) or learned_on) for f in facts]
@@ -218,11 +222,11 @@ def _apply(
         numbered = {}
         actions = [{"event": "ADD", "text": f["text"], "fact": i} for i, f in enumerate(facts)]
     # The run's writes for this chunk in one transaction, under the user's lock (see
-    # memory.services.users.still_the_users): the model's answers took seconds, in which the
-    # user may have been erased.
+    # memory.services.users.jobs_still_held): the model's answers took seconds, in which the
+    # user may have been erased, or the run's lease lapsed and another run took its jobs.
     with transaction.atomic():
-        if not still_the_users(job):
-            counts["erased"] = 1
+        if not still_held(jobs):
+            counts["not_held"] = 1
             return
         for action in actions:
             event = str(action["event"]).upper()
@@ -263,19 +267,26 @@ def _apply(
                         source_message_ids=sources,
                         actor="extractor:llm",
                         reason="the model found newer information",
+                        unless_changed=True,
                     )
                 except Memory.DoesNotExist:  # its user deleted it meanwhile: left deleted
                     store.remove(target.id)
                     continue
+                except MemoryChanged:  # edited while the model decided on its old text
+                    continue
                 store.replace(updated, updated.embedding)
                 counts["updated"] += 1
             elif event == "DELETE" and target is not None and store.get(target.id):
-                memory_delete(
-                    workspace=workspace,
-                    memory=target,
-                    actor="extractor:llm",
-                    reason="contradicted by the conversation",
-                )
+                try:
+                    memory_delete(
+                        workspace=workspace,
+                        memory=target,
+                        actor="extractor:llm",
+                        reason="contradicted by the conversation",
+                        unless_changed=True,
+                    )
+                except MemoryChanged:  # edited while the model decided on its old text
+                    continue
                 store.remove(target.id)
                 counts["deleted"] += 1
             elif event == "NONE" and target is not None and store.get(target.id):

@@ -33,12 +33,14 @@ from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
 from memory.services.indexing import messages_index_update
 from memory.services.memories import (
+    MemoryChanged,
     NewMemory,
     memories_add_sources,
     memories_create,
     memory_update,
 )
-from memory.services.users import jobs_still_there, still_the_users
+from memory.services.processing import jobs_finish
+from memory.services.users import jobs_still_held, still_held
 from memory.text import (
     WINDOW_BEFORE,
     context_vector,
@@ -158,7 +160,9 @@ def _same(vector: list[float] | None, stored) -> bool:
     return bool(np.allclose(vector, stored, atol=1e-6))
 
 
-ERASED = {"erased": True}  # a run whose user was erased meanwhile: it wrote nothing
+# A run whose user was erased meanwhile, or whose jobs another run took: it wrote nothing.
+NOT_HELD = {"not_held": True}
+Status = ProcessingJob.Status
 
 
 def runs_offline(workspace: Workspace) -> bool:
@@ -211,11 +215,17 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
         start += len(found_texts)
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     with transaction.atomic():
-        there = jobs_still_there(list(first_job.values()))
-        kept = {conversation for conversation, job in first_job.items() if job.pk in there}
-        erased = len(first_job) - len(kept)
+        held = jobs_still_held(jobs)
+        claims = by_conversation(jobs)
+        kept = {c for c, group in claims.items() if all(job.pk in held for job in group)}
+        # A conversation some of whose jobs another run took (the sweep re-sent part of a
+        # lapsed run): written by none of this run; its jobs still here wait for the next one.
+        partly = [job for c, group in claims.items() if c not in kept for job in group]
+        if still_mine := [job for job in partly if job.pk in held]:
+            jobs_finish(jobs=still_mine, status=Status.PENDING)
+        not_held = len(first_job) - len(kept)
         if not kept:
-            return {"embedded": 0, "extractor": "offline", **ERASED}
+            return {"embedded": 0, "extractor": "offline", **NOT_HELD}
         write_messages(
             workspace,
             [m for conversation, rows in groups.items() if conversation in kept for m in rows],
@@ -226,8 +236,8 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
                 for key, value in _apply_offline(first_job[conversation], found, mine).items():
                     counts[key] += value
     result = {"embedded": len(todo), "extractor": "offline", **counts}
-    if erased:
-        result["erased_conversations"] = erased
+    if not_held:
+        result["conversations_not_held"] = not_held
     return result
 
 
@@ -240,7 +250,7 @@ def _llm_run(jobs: list[ProcessingJob], fallback_on_error: bool) -> dict:
     from memory.background.extraction import llm
 
     try:
-        counts = llm.extract(job=job, rows=rows)
+        counts = llm.extract(jobs=jobs, rows=rows)
         return {"embedded": embedded, "extractor": "llm", **counts}
     except LLMUnavailable:
         if settings.ENGRAM_MEMORY_EXTRACTION == "llm":
@@ -250,7 +260,7 @@ def _llm_run(jobs: list[ProcessingJob], fallback_on_error: bool) -> dict:
             raise failed.cause from failed
         logger.warning("memory job %s: LLM extraction failed, offline fallback: %s", job.id, failed)
         rest = [m for m in rows if m.id not in failed.done]
-        counts = offline_extract(job=job, rows=rest)
+        counts = offline_extract(jobs=jobs, rows=rest)
         return {
             "embedded": embedded,
             "extractor": "offline-fallback",
@@ -259,7 +269,7 @@ def _llm_run(jobs: list[ProcessingJob], fallback_on_error: bool) -> dict:
             **counts,
         }
     # LLMUnavailable in "auto": the route changed since `available` looked
-    return {"embedded": embedded, "extractor": "offline", **offline_extract(job=job, rows=rows)}
+    return {"embedded": embedded, "extractor": "offline", **offline_extract(jobs=jobs, rows=rows)}
 
 
 def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
@@ -286,13 +296,14 @@ def facts_kept(found: list, vectors: np.ndarray) -> tuple[list, np.ndarray]:
     return without_remarks(found, vectors, [fact.slot for fact, _, _ in found])
 
 
-def offline_extract(*, job: ProcessingJob, rows: list[Message]) -> dict:
+def offline_extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
+    """The offline extractor over `rows`, for the jobs (of one conversation) of an LLM run."""
     found, texts = offline_facts(rows)
     found, vectors = facts_kept(found, get_embedder().embed(texts))
     with transaction.atomic():  # one commit for the run's memories
-        if not still_the_users(job):
-            return dict(ERASED)
-        return _apply_offline(job, found, vectors)
+        if not still_held(jobs):
+            return dict(NOT_HELD)
+        return _apply_offline(jobs[0], found, vectors)
 
 
 NEAR = 3  # a new fact is compared with its this many nearest memories
@@ -361,9 +372,13 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
                         actor="extractor:offline",
                         reason=f"{fact.slot} changed from {old_value!r} to {fact.value!r}",
                         embedding=vec,
+                        unless_changed=True,
                     )
                 except Memory.DoesNotExist:  # its user deleted it during the run: left deleted
                     store.remove(current.id)
+                    continue
+                except MemoryChanged:  # edited since the run read it: the newer text stays
+                    counts["unchanged"] += 1
                     continue
                 store.replace(updated, vec)
                 counts["updated"] += 1
