@@ -19,6 +19,7 @@ from django.db.models.functions import TruncDay
 
 from accounts.models import Workspace
 from completions.models import ModelAlias, ProviderCredential, UsageRecord
+from completions.services import erased_user_id
 
 
 def model_alias_list(*, workspace: Workspace | str) -> QuerySet[ModelAlias]:
@@ -48,8 +49,10 @@ def usage_credits_since(
         records = records.filter(created_at__gte=since)
     if api_key_id is not None:
         records = records.filter(api_key_id=api_key_id)
-    if user_id is not None:
-        records = records.filter(user_id=user_id)
+    if user_id is not None:  # and what they spent before an erasure (services.user_forget)
+        workspace_id = workspace if isinstance(workspace, str) else workspace.id
+        erased = erased_user_id(workspace_id=workspace_id, user_id=user_id)
+        records = records.filter(user_id__in=(user_id, erased))
     return records.aggregate(total=Sum("credits"))["total"] or 0.0
 
 

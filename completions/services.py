@@ -5,11 +5,18 @@ process applies to its next request; other processes see it within ENGRAM_ROUTIN
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+
+from django.conf import settings
 from django.db import transaction
 
 from accounts.models import Workspace
 from completions import routing
-from completions.models import ModelAlias, ProviderCredential
+from completions.models import ModelAlias, ProviderCredential, UsageRecord
+
+logger = logging.getLogger("engram.usage")
 
 
 @transaction.atomic
@@ -55,3 +62,54 @@ def model_alias_delete(*, workspace: Workspace, alias: str) -> None:
     """Remove the workspace's alias (nothing to do if there is none)."""
     ModelAlias.objects.filter(workspace=workspace, alias=alias).delete()
     routing.invalidate(workspace.id)
+
+
+# --- a user's erasure ---------------------------------------------------------------------------
+
+ERASED_PREFIX = "erased:"
+# A usage record still in a process's buffer at the erasure (written within
+# ENGRAM_USAGE_FLUSH_SECONDS, 1 s) names the user: a second pass this long after renames those.
+ERASED_AGAIN_SECONDS = 5
+
+
+def erased_user_id(*, workspace_id: str, user_id: str) -> str:
+    """The pseudonym an erased user's usage records keep: a keyed digest (the key pepper), so
+    the id cannot be read back from it, and the user's budget still counts what it spent."""
+    pepper = settings.ENGRAM_KEY_PEPPER.encode()
+    message = f"{workspace_id}\x1f{user_id}".encode()
+    return ERASED_PREFIX + hmac.new(pepper, message, hashlib.sha256).hexdigest()[:32]
+
+
+def user_forget(*, workspace: Workspace, user_id: str) -> dict[str, int]:
+    """What the gateway keeps of an end user, for their erasure (memory.services.user_delete):
+    their tool runs (executions, with every message and tool result, and their approvals) are
+    deleted; their usage records stay for billing and budgets under `erased_user_id`."""
+    from completions.tools.models import Execution
+
+    executions = Execution.objects.filter(workspace=workspace, user_id=user_id).delete()[1]
+    transaction.on_commit(lambda: _usage_forget_later(workspace.id, user_id))
+    return {
+        "executions": executions.get("completions.Execution", 0),
+        "usage_records_pseudonymized": usage_forget_user(
+            workspace_id=workspace.id, user_id=user_id
+        ),
+    }
+
+
+def usage_forget_user(*, workspace_id: str, user_id: str) -> int:
+    """The user's usage records under their pseudonym; how many were renamed (safe to repeat)."""
+    return UsageRecord.objects.filter(workspace_id=workspace_id, user_id=user_id).update(
+        user_id=erased_user_id(workspace_id=workspace_id, user_id=user_id)
+    )
+
+
+def _usage_forget_later(workspace_id: str, user_id: str) -> None:
+    from completions.tasks import usage_forget_user_task
+
+    try:
+        usage_forget_user_task.apply_async(
+            kwargs={"workspace_id": workspace_id, "user_id": user_id},
+            countdown=ERASED_AGAIN_SECONDS,
+        )
+    except Exception as exc:  # Redis down: the records of that second keep the id
+        logger.warning("could not send the erasure's second pass (%s)", type(exc).__name__)

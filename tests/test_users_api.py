@@ -1,5 +1,7 @@
 """GET /v1/users and /v1/users/{id}: a workspace's end users, their counts and last activity."""
 
+import json
+
 import httpx
 import pytest
 
@@ -175,3 +177,43 @@ def test_a_user_id_beyond_ascii_is_refused_as_the_rule_says(http, where):
         param = "user_id"
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+def test_erasure_deletes_the_users_tool_runs_and_keeps_usage_under_a_pseudonym(
+    sdk, http, upstream, tool_server, owner
+):
+    """`DELETE /v1/users/{id}` erases every trace: an agent's tool run (its messages, tool
+    arguments and results, approvals) went on being served by GET /v1/executions/{id}, and
+    usage records named the user (an email, often) in /v1/usage. The records stay for billing
+    and budgets under `erased:<digest>`, which a later budget seed still counts."""
+    from completions import selectors
+    from completions.models import UsageRecord
+    from completions.usage import buffer
+    from tests.test_tools import ask, engram, make_agent, make_tool, script_call_then_answer
+    from tests.upstream import tool_call
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    answer = ask(sdk, agent, text="Weather where I live, Oslo?", user="ann@example.com")
+    execution_id = engram(answer)["execution_id"]
+    bystander = ask(sdk, agent, text="And here?", user="bob")  # upstream's default answer
+    assert http.get(f"/v1/executions/{execution_id}").status_code == 200
+    buffer.flush()
+    spent = selectors.usage_credits_since(workspace=owner[0], since=None, user_id="ann@example.com")
+
+    erased = http.delete("/v1/users/ann@example.com")
+
+    assert erased.status_code == 200, erased.text
+    counts = erased.json()["counts"]
+    assert counts["executions"] == 1 and counts["usage_records_pseudonymized"] == 1
+    assert http.get(f"/v1/executions/{execution_id}").status_code == 404
+    assert http.get(f"/v1/executions/{engram(bystander)['execution_id']}").status_code == 200
+    by_user = http.get("/v1/usage", params={"group_by": "user"}).json()
+    assert "ann@example.com" not in json.dumps(by_user)
+    assert not UsageRecord.objects.filter(user_id="ann@example.com").exists()
+    kept = UsageRecord.objects.get(workspace=owner[0], user_id__startswith="erased:")
+    assert kept.credits == pytest.approx(spent) and UsageRecord.objects.filter(user_id="bob")
+    assert selectors.usage_credits_since(
+        workspace=owner[0], since=None, user_id="ann@example.com"
+    ) == pytest.approx(spent)

@@ -183,6 +183,10 @@ class UserDeletedCountsSerializer(serializers.Serializer):
     messages = serializers.IntegerField()
     conversations = serializers.IntegerField()
     sessions = serializers.IntegerField()
+    executions = serializers.IntegerField(help_text="agent tool runs, with their approvals")
+    usage_records_pseudonymized = serializers.IntegerField(
+        help_text="usage records kept for billing and budgets, the user id replaced by `erased:…`"
+    )
 
 
 class UserDeletedSerializer(serializers.Serializer):

@@ -66,6 +66,9 @@ def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
     deleted = Conversation.objects.filter(**scope).delete()[1]
     counts["conversations"] = deleted.get("memory.Conversation", 0)
     counts["sessions"] = Session.objects.filter(**scope).delete()[0]
+    from completions.services import user_forget  # completions imports memory at load
+
+    counts.update(user_forget(workspace=workspace, user_id=user_id))
     # This process's derived caches (speaker names, word counts) go too; other processes'
     # expire within a minute and only ever ranked the user's own, now deleted, rows.
     transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
