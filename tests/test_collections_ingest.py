@@ -588,6 +588,37 @@ def test_deleting_while_an_ingestion_writes_chunks_deletes_them_too(deleted):
     assert not Document.objects.filter(id=document.id).exists()
 
 
+def _delete_while_ingesting(http, document, url: str, *, started, locked, go):
+    """Ingests `document` on a thread; once it has `started`, DELETEs `url` on another; once
+    the deletion holds its row (`locked`) and the ingestion waits for a lock, lets the deletion
+    go on (`go`). The ingestion's outcomes and the DELETE's response."""
+    import threading
+
+    from django.db import connection
+
+    outcome: list[str] = []
+    deleted: list[httpx.Response] = []
+
+    def ingest() -> None:
+        try:
+            outcome.append(services.document_ingest(document_id=document.id))
+        finally:
+            connection.close()
+
+    ingesting = threading.Thread(target=ingest)
+    ingesting.start()
+    assert started.wait(30)
+    deleting = threading.Thread(target=lambda: deleted.append(http.delete(url)))
+    deleting.start()
+    assert locked.wait(30)
+    _wait_for_a_lock_wait()  # the ingestion waits for the row the deletion holds
+    go.set()
+    deleting.join(60)
+    ingesting.join(60)
+    assert not deleting.is_alive() and not ingesting.is_alive()
+    return outcome, deleted[0]
+
+
 def test_deleting_a_document_while_its_chunks_are_embedded_is_not_a_deadlock(
     http, owner, settings, monkeypatch
 ):
@@ -596,8 +627,6 @@ def test_deleting_a_document_while_its_chunks_are_embedded_is_not_a_deadlock(
     deadlock, and the DELETE was a 503 (or the ingestion failed instead). Here the DELETE holds
     the row while the ingestion's batch starts; it must wait without holding any chunk."""
     import threading
-
-    from django.db import connection
 
     from config.common import rows
     from memory.embeddings import get_embedder
@@ -627,29 +656,12 @@ def test_deleting_a_document_while_its_chunks_are_embedded_is_not_a_deadlock(
 
     monkeypatch.setattr(embedder, "embed", embed)
     monkeypatch.setattr(services, "lock_if_present", lock_if_present)
-    outcome: list[str] = []
-    deleted: list[httpx.Response] = []
-
-    def ingest() -> None:
-        try:
-            outcome.append(services.document_ingest(document_id=document.id))
-        finally:
-            connection.close()
-
-    ingesting = threading.Thread(target=ingest)
-    ingesting.start()
-    assert embedding.wait(30)
     url = f"/v1/collections/{collection.id}/documents/{document.id}"
-    deleting = threading.Thread(target=lambda: deleted.append(http.delete(url)))
-    deleting.start()
-    assert locked.wait(30)
-    _wait_for_a_lock_wait()  # the ingestion's batch waits for the row the deletion holds
-    go.set()
-    deleting.join(60)
-    ingesting.join(60)
-    assert not deleting.is_alive() and not ingesting.is_alive()
+    outcome, deleted = _delete_while_ingesting(
+        http, document, url, started=embedding, locked=locked, go=go
+    )
 
-    assert deleted[0].status_code == 200, deleted[0].text
+    assert deleted.status_code == 200, deleted.text
     assert outcome == ["skip"]
     assert not Document.objects.filter(id=document.id).exists()
     assert not Chunk.objects.filter(document_id=document.id).exists()
@@ -662,8 +674,6 @@ def test_deleting_a_collection_while_a_document_is_split_is_not_a_deadlock(
     locked the document's row, then (the chunks' foreign key) the collection's: each waited for
     the other until PostgreSQL broke the deadlock, a 503 or a failed ingestion."""
     import threading
-
-    from django.db import connection
 
     from config.common import rows
     from memory.knowledge import parsing
@@ -689,30 +699,12 @@ def test_deleting_a_collection_while_a_document_is_split_is_not_a_deadlock(
 
     monkeypatch.setattr(parsing, "extract", extract)
     monkeypatch.setattr(services, "lock_if_present", lock_if_present)
-    outcome: list[str] = []
-    deleted: list[httpx.Response] = []
-
-    def ingest() -> None:
-        try:
-            outcome.append(services.document_ingest(document_id=document.id))
-        finally:
-            connection.close()
-
-    ingesting = threading.Thread(target=ingest)
-    ingesting.start()
-    assert splitting.wait(30)
-    deleting = threading.Thread(
-        target=lambda: deleted.append(http.delete(f"/v1/collections/{collection.id}"))
+    url = f"/v1/collections/{collection.id}"
+    outcome, deleted = _delete_while_ingesting(
+        http, document, url, started=splitting, locked=locked, go=go
     )
-    deleting.start()
-    assert locked.wait(30)
-    _wait_for_a_lock_wait()
-    go.set()
-    deleting.join(60)
-    ingesting.join(60)
-    assert not deleting.is_alive() and not ingesting.is_alive()
 
-    assert deleted[0].status_code == 200, deleted[0].text
+    assert deleted.status_code == 200, deleted.text
     assert outcome == ["skip"]
     assert not Collection.objects.filter(id=collection.id).exists()
     assert not Chunk.objects.filter(collection_id=collection.id).exists()

@@ -56,8 +56,8 @@ class EndUser:
     valid_until: float  # epoch seconds: exp plus the issuer's leeway
 
 
-def rejected(reason: str) -> ApiError:
-    return ApiError(
+def rejected(reason: str, *, kind: type[ApiError] = ApiError) -> ApiError:
+    return kind(
         401,
         f"Invalid end-user token: {reason}.",
         type="invalid_request_error",
@@ -69,13 +69,8 @@ class _NotItsKey(ApiError):
     """A refusal before the signature was found good: the token may be another issuer's."""
 
 
-def _not_its_key(reason: str) -> _NotItsKey:
-    return _NotItsKey(
-        401,
-        f"Invalid end-user token: {reason}.",
-        type="invalid_request_error",
-        code="invalid_api_key",
-    )
+def _not_its_key(reason: str) -> ApiError:
+    return rejected(reason, kind=_NotItsKey)
 
 
 def looks_like_jwt(token: str) -> bool:
