@@ -183,6 +183,7 @@ class UserDeletedCountsSerializer(serializers.Serializer):
     messages = serializers.IntegerField()
     conversations = serializers.IntegerField()
     sessions = serializers.IntegerField()
+    executions = serializers.IntegerField(help_text="agent tool runs, with their approvals")
 
 
 class UserDeletedSerializer(serializers.Serializer):

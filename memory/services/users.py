@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import connection, transaction
 
 from accounts.models import Workspace
+from completions.tools.models import Execution
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
 from memory.retrieval import terms
 from memory.services.processing import jobs_held
@@ -66,6 +67,12 @@ def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
     deleted = Conversation.objects.filter(**scope).delete()[1]
     counts["conversations"] = deleted.get("memory.Conversation", 0)
     counts["sessions"] = Session.objects.filter(**scope).delete()[0]
+    # An agent's runs hold the user's turns, the memories and messages recalled into them and
+    # the tools' results (GET /v1/executions/{id}), and a waiting one could still be resumed
+    # for them: they go with their approvals.
+    counts["executions"] = (
+        Execution.objects.filter(**scope).delete()[1].get("completions.Execution", 0)
+    )
     # This process's derived caches (speaker names, word counts) go too; other processes'
     # expire within a minute and only ever ranked the user's own, now deleted, rows.
     transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
