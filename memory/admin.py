@@ -1,7 +1,8 @@
 """Django admin for memories (with history and source links), conversations, sessions, messages
 and background jobs; the end-user pages are memory/admin_users.py.
 
-Edits and deletes of memories go through the services, so the admin leaves history too.
+Edits and deletes of memories go through the services, so the admin leaves history too; a
+conversation deleted there takes the memories derived from it alone, as through the API.
 """
 
 from django import forms
@@ -195,10 +196,25 @@ class ConversationAdmin(admin.ModelAdmin):
     list_select_related = ("workspace",)
     readonly_fields = ("id", "end_user", "created_at", "updated_at", "summary_upto")
     inlines = [MessageInline, JobInline]
+    actions = ["delete_with_derived"]
 
     @admin.display(description="end user", ordering="user_id")
     def end_user(self, obj):
         return _user_link(obj)
+
+    def delete_model(self, request, obj):
+        # as DELETE /v1/conversations/{id}: the memories derived from it alone go too
+        services.conversation_delete(workspace=obj.workspace, conversation=obj, actor="admin")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # a bulk delete would leave its memories behind
+        return actions
+
+    @admin.action(description="Delete selected conversations (and their memories)")
+    def delete_with_derived(self, request, queryset):
+        for conversation in queryset:
+            self.delete_model(request, conversation)
 
 
 @admin.register(ProcessingJob)

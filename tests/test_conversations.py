@@ -263,3 +263,50 @@ def test_a_message_dated_long_ago_is_imported_and_extracted(http, celery_worker,
         json={"user_id": "old", "query": "pottery class", "types": ["messages", "memories"]},
     )
     assert found.status_code == 200 and found.json()["data"], found.text
+
+
+def _said(http, conversation_id, user_id, *texts):
+    response = http.post(
+        f"/v1/conversations/{conversation_id}/messages",
+        json={"user_id": user_id, "messages": [{"role": "user", "content": t} for t in texts]},
+    )
+    assert response.status_code == 201, response.text
+    wait_processed(http, conversation_id)
+
+
+def test_deleting_a_conversation_deletes_what_was_derived_from_it_alone(
+    http, outsider_http, celery_worker, settings
+):
+    settings.OPENAI_BASE_URL = ""  # the offline extractor
+    _said(http, "trip", "alice", "I am allergic to peanuts.", "I live in Berlin.")
+    _said(http, "home", "alice", "I live in Berlin.")
+    http.post("/v1/memories", json={"user_id": "alice", "text": "Alice likes tea."})
+    by_text = {m["text"]: m for m in http.get("/v1/memories?user_id=alice").json()["data"]}
+    peanuts = by_text["User is allergic to peanuts."]
+    assert {s["conversation_id"] for s in by_text["User lives in Berlin."]["sources"]} == {
+        "trip",
+        "home",
+    }
+    assert outsider_http.delete("/v1/conversations/trip").status_code == 404
+
+    deleted = http.delete("/v1/conversations/trip")
+
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["object"] == "conversation.deleted"
+    assert deleted.json()["counts"]["memories"] == 1 and deleted.json()["counts"]["messages"] == 2
+    assert http.get("/v1/conversations/trip").status_code == 404
+    left = {m["text"]: m for m in http.get("/v1/memories?user_id=alice").json()["data"]}
+    assert set(left) == {"User lives in Berlin.", "Alice likes tea."}
+    assert [s["conversation_id"] for s in left["User lives in Berlin."]["sources"]] == ["home"]
+    history = http.get(f"/v1/memories/{peanuts['id']}/history").json()["data"]
+    assert history[-1]["event"] == "DELETE" and "trip" in history[-1]["reason"]
+    # nowhere to be found: search (memories and messages) and the context of a chat turn
+    found = http.post("/v1/search", json={"user_id": "alice", "query": "allergic to peanuts"})
+    assert "peanut" not in found.text.lower()
+    context = http.post(
+        "/v1/context",
+        headers={"x-user-id": "alice"},
+        json={"model": "local", "messages": [{"role": "user", "content": "Any allergies?"}]},
+    )
+    assert context.status_code == 200 and "peanut" not in context.text.lower()
+    assert http.delete("/v1/conversations/trip").status_code == 404

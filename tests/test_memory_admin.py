@@ -114,3 +114,19 @@ def test_admin_pages_for_conversations_sessions_and_messages(admin_client, memor
     assert conversation.status_code == 200 and b"I keep bees on my roof." in conversation.content
     message = admin_client.get(reverse("admin:memory_message_change", args=[source.pk]))
     assert message.status_code == 200 and b"Alice keeps bees." in message.content
+
+
+def test_admin_deletes_a_conversation_with_the_memories_derived_from_it_alone(admin_client, memory):
+    """A conversation deleted in the admin left its memories behind, sourceless, still
+    recalled into every chat: they go with it, recorded in their history."""
+    conversation = memory.sources.get().conversation
+    bob = Memory.objects.get(text="Bob sails.")
+
+    delete = admin_client.post(
+        reverse("admin:memory_conversation_delete", args=[conversation.pk]), {"post": "yes"}
+    )
+
+    assert delete.status_code == 302
+    assert not Memory.objects.filter(pk=memory.pk).exists()
+    assert MemoryEvent.objects.filter(memory_id=memory.id, event="DELETE", actor="admin").exists()
+    assert Memory.objects.filter(pk=bob.pk).exists()

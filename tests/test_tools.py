@@ -542,6 +542,29 @@ def test_another_workspace_or_end_user_gets_404(
     assert len(tool_server.calls) == 1
 
 
+def test_erasing_a_user_erases_their_runs_and_approvals(sdk, http, upstream, tool_server):
+    """A run holds the user's words and what was recalled for them; erased, it no longer
+    answers, and its waiting approval no longer runs a tool for a user who is gone."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent, text="I am allergic to peanuts; weather?", user="alice"))
+    assert http.get(f"/v1/executions/{marks['execution_id']}").status_code == 200
+    stored = Execution.objects.get(id=marks["execution_id"])
+    assert "allergic to peanuts" in json.dumps(stored.messages)
+
+    erased = http.delete("/v1/users/alice")
+
+    assert erased.status_code == 200 and erased.json()["counts"]["executions"] == 1
+    assert_envelope(http.get(f"/v1/executions/{marks['execution_id']}"), 404)
+    body = {"approval_id": marks["approval_id"], "decision": "approve"}
+    gone = http.post("/v1/chat/resume", json=body, headers={"x-user-id": "alice"})
+    assert_envelope(gone, 404, code="approval_not_found")
+    assert tool_server.calls == []
+    assert not Execution.objects.filter(id=marks["execution_id"]).exists()
+    assert not Approval.objects.filter(id=marks["approval_id"]).exists()
+
+
 def test_bad_resume_bodies_are_400(http):
     for body in ({}, {"approval_id": "appr_x"}, {"approval_id": "appr_x", "decision": "maybe"}):
         assert_envelope(http.post("/v1/chat/resume", json=body), 400)

@@ -215,19 +215,17 @@ def execution_create(
     )
 
 
-def execution_save(*, execution: Execution) -> None:
+_SAVED_FIELDS = ("status", "messages", "steps", "pending", "usage", "error", "stream")
+
+
+def execution_save(*, execution: Execution) -> bool:
+    """Store the run's state; False when its row is gone (its user was erased meanwhile:
+    memory.services.users.user_delete), where save() raised and failed the run's answer."""
     execution.updated_at = timezone.now()
-    execution.save(
-        update_fields=[
-            "status",
-            "messages",
-            "steps",
-            "pending",
-            "usage",
-            "error",
-            "stream",
-            "updated_at",
-        ]
+    fields = {name: getattr(execution, name) for name in _SAVED_FIELDS}
+    return (
+        Execution.objects.filter(id=execution.id).update(**fields, updated_at=execution.updated_at)
+        == 1
     )
 
 

@@ -61,6 +61,33 @@ class ConversationDetailApi(APIView):
         counts = selectors.processing_counts(workspace=request.workspace, conversation=conversation)
         return Response(conversation_body(conversation, counts))
 
+    @extend_schema(
+        summary="Delete a conversation and what was derived from it alone",
+        description="Its messages, summary, sessions and background jobs, the agent runs of its "
+        "turns, and the memories extracted from its messages only (each keeps a DELETE in its "
+        "history). A memory also said in another conversation, or added by hand, stays.",
+        tags=["conversations"],
+        parameters=[_CONVERSATION_ID],
+        responses={200: docs.ConversationDeletedSerializer},
+    )
+    def delete(self, request, conversation_id: str):
+        conversation = selectors.conversation_get(
+            workspace=request.workspace,
+            conversation_id=conversation_id,
+            user_id=end_user(request),
+        )
+        counts = services.conversation_delete(
+            workspace=request.workspace, conversation=conversation
+        )
+        return Response(
+            {
+                "id": conversation_id,
+                "object": "conversation.deleted",
+                "deleted": True,
+                "counts": counts,
+            }
+        )
+
 
 class ConversationMessagesApi(APIView):
     permission_classes = [EndUserAllowed]

@@ -196,6 +196,20 @@ class UserDeletedSerializer(serializers.Serializer):
     counts = UserDeletedCountsSerializer()
 
 
+class ConversationDeletedCountsSerializer(serializers.Serializer):
+    memories = serializers.IntegerField(help_text="extracted from this conversation only")
+    messages = serializers.IntegerField()
+    sessions = serializers.IntegerField()
+    executions = serializers.IntegerField(help_text="agent tool runs, with their approvals")
+
+
+class ConversationDeletedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("conversation.deleted")
+    deleted = serializers.BooleanField()
+    counts = ConversationDeletedCountsSerializer()
+
+
 class ExportedConversationSerializer(ConversationSerializer):
     messages = MessageSerializer(many=True)
 

@@ -1,10 +1,12 @@
-"""Erasure: a user's every trace in one workspace."""
+"""Erasure: a user's every trace in one workspace, or one conversation's."""
 
 from __future__ import annotations
 
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 
 from accounts.models import Workspace
+from completions.tools.models import Execution
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
 from memory.retrieval import terms
 from memory.services.processing import jobs_held
@@ -71,5 +73,57 @@ def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
     counts.update(user_forget(workspace=workspace, user_id=user_id))
     # This process's derived caches (speaker names, word counts) go too; other processes'
     # expire within a minute and only ever ranked the user's own, now deleted, rows.
+    transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
+    return counts
+
+
+@transaction.atomic
+def conversation_delete(
+    *, workspace: Workspace, conversation: Conversation, actor: str = "api"
+) -> dict[str, int]:
+    """A conversation and what was derived from it alone: its messages, summary, sessions,
+    jobs and agent runs, and the memories every source of which was one of its messages (each
+    leaves a DELETE in its history, as memory_delete). A memory also said elsewhere, or added
+    by hand, stays (it loses this conversation's sources).
+
+    Under the user's lock, exclusive as for an erasure: a turn storing into the conversation
+    finishes first, or finds it gone and is not stored (memory.turn.pipeline), and an
+    extraction run over its messages writes nothing (its jobs go with it)."""
+    from memory.services.memories import memory_delete
+
+    user_id = conversation.user_id
+    user_lock(workspace_id=workspace.id, user_id=user_id, exclusive=True)
+    # Sources are memory.sources' rows: a memory is derived only from here when none of its
+    # sources is a message of another conversation.
+    through = Memory.sources.through
+    here = through.objects.filter(message__conversation=conversation)
+    elsewhere = through.objects.filter(memory_id=OuterRef("memory_id")).exclude(
+        message__conversation=conversation
+    )
+    only_here = here.filter(~Exists(elsewhere)).values_list("memory_id", flat=True).distinct()
+    memories = Memory.objects.filter(workspace=workspace, user_id=user_id, id__in=list(only_here))
+    for memory in memories:
+        memory_delete(
+            workspace=workspace,
+            memory=memory,
+            actor=actor,
+            reason=f"its conversation '{conversation.external_id}' was deleted",
+        )
+    counts = {"memories": len(memories)}
+    counts["executions"] = (
+        Execution.objects.filter(workspace=workspace, conversation_pk=conversation.pk)
+        .delete()[1]
+        .get("completions.Execution", 0)
+    )
+    counts["messages"] = (
+        Message.objects.filter(workspace=workspace, conversation=conversation)
+        .delete()[1]
+        .get("memory.Message", 0)
+    )
+    counts["sessions"] = Session.objects.filter(
+        workspace=workspace, conversation=conversation
+    ).delete()[0]
+    conversation.delete()
+    # Word counts of the user's rows (BM25) are cached a minute: dropped here at once.
     transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
     return counts
