@@ -40,6 +40,20 @@ _ENGRAM_PROPERTIES: dict[str, dict] = {
     "session_id": _NULLABLE_STRING,
     "conversation_id": _NULLABLE_STRING,
     "memories_used": {"type": "integer"},
+    "memories": {
+        "type": "array",
+        "description": "The user's memories this answer was given: each one's id (as in "
+        "/v1/memories), the line the model read, its score and why it was chosen.",
+        "items": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "line": {"type": "string"},
+                "score": {"type": ["number", "null"]},
+                "why": {"type": "string"},
+            },
+        },
+    },
     "messages_retrieved": {"type": "integer"},
     "history_messages": {"type": "integer"},
     "context_tokens": {"type": "integer"},

@@ -142,6 +142,26 @@ def test_deleting_a_memory_in_the_panel_keeps_it_out_of_the_next_answer(
     assert "pasta" in sent and "teal" not in sent
 
 
+def test_the_memories_beside_an_answer_are_the_ones_the_answer_was_given(
+    page, engram_server, owner, http, upstream
+):
+    """The list beside an answer comes from the answer itself (engram.memories), not only from
+    the /v1/context preview made before it: with the preview failing, the list showed the
+    failure and never what the model read."""
+    _, key = owner
+    made = http.post("/v1/memories", json={"user_id": "cy", "text": "My dog is called Rex."})
+    assert made.status_code == 201
+    open_playground(page, engram_server, key, "cy")
+    page.route("**/v1/context", lambda route: route.fulfill(status=503, body="{}"))
+
+    turn = ask(page, "What is my dog called?")
+
+    used = turn.locator(".memories-used li")
+    expect(used).to_have_count(1)
+    expect(used).to_contain_text("dog is called Rex")
+    assert used.get_attribute("data-memory-id") == made.json()["id"]
+
+
 def test_a_markdown_upload_reaches_ready_and_its_chunks_are_cited(
     page, engram_server, owner, upstream, celery_worker, offline_extraction
 ):

@@ -3,6 +3,7 @@ kept apart, a changed fact updated, and a paraphrased question reaching the memo
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -103,3 +104,31 @@ def test_a_move_updates_the_one_memory_of_where_the_user_lives(
         ("ADD", "User lives in Paris."),
         ("UPDATE", moved["text"]),
     ]
+
+
+def test_an_answer_says_which_memories_it_was_given_and_why(
+    http, celery_worker, offline_extraction, upstream
+):
+    """Users see why a memory was used: the answer names each memory it was given (the id
+    /v1/memories reads and deletes, the line the model read, the score and why); a count was
+    all it said. Streamed, the same list comes in the `engram` chunk."""
+    tell(http, "liv", "first", "I'm allergic to peanuts, so keep them out of any recipe.")
+    allergy = next(m for m in memories(http, "liv") if "peanuts" in m["text"])
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Any snack ideas?"}]}
+    headers = {"x-user-id": "liv", "x-conversation-id": "second"}
+
+    answer = http.post("/v1/chat/completions", json=body, headers=headers).json()
+    streamed = http.post(
+        "/v1/chat/completions", json={**body, "stream": True}, headers=headers
+    ).text
+
+    used = answer["engram"]["memories"]
+    assert answer["engram"]["memories_used"] == len(used) >= 1
+    given = next(m for m in used if m["id"] == allergy["id"])
+    assert "allergic to peanuts" in given["line"] and given["why"]
+    assert given["line"] in str(upstream.chat_requests()[0].body["messages"])
+    last = [json.loads(line[6:]) for line in streamed.splitlines() if line.startswith("data: {")]
+    assert allergy["id"] in [m["id"] for m in last[-1]["engram"]["memories"]]
+    assert http.delete(f"/v1/memories/{allergy['id']}").status_code in (200, 204)
+    again = http.post("/v1/chat/completions", json=body, headers=headers).json()
+    assert allergy["id"] not in [m["id"] for m in again["engram"]["memories"]]

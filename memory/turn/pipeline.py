@@ -123,6 +123,7 @@ async def _knowledge_only(ctx: TurnContext, messages: list[dict]) -> PreparedTur
         "session_id": None,
         "conversation_id": None,
         "memories_used": 0,
+        "memories": [],
         "messages_retrieved": 0,
         "history_messages": 0,
         "context_tokens": assembly.tokens,
@@ -173,12 +174,19 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
     assembly, budget = await on_request_thread(recall_and_assemble)(
         ctx, loaded, query, vector, messages, dry_run, memories
     )
-    memories_used = len(assembly.used.get("memories", []))
+    used_memories = assembly.used.get("memories", [])
+    memories_used = len(used_memories)
     conversation_id = loaded.conversation.external_id if loaded.conversation else None
     engram = {
         "session_id": loaded.session_id,
         "conversation_id": conversation_id,
         "memories_used": memories_used,
+        # which memories this answer was given, and why: what the user sees beside the answer
+        # (a count alone said nothing; /v1/context before the turn may differ from the turn)
+        "memories": [
+            {"id": item.id, "line": item.line, "score": item.score, "why": item.why}
+            for item in used_memories
+        ],
         "messages_retrieved": len(assembly.used.get("retrieved_messages", [])),
         "history_messages": len(assembly.history_ids),
         "context_tokens": assembly.tokens,

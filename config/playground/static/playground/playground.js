@@ -185,21 +185,29 @@
     return turn;
   }
 
-  function renderPreview(turn, preview) {
-    const blocks = preview.blocks || [];
-    const used = blocks.filter((b) => b.name === "memories").flatMap((b) => b.items || []);
+  // The memories a turn was given: the preview's (/v1/context) first, then the answer's own
+  // (engram.memories), which is what the model really read.
+  function renderMemoriesUsed(turn, used) {
     const list = turn.querySelector(".memories-used");
     list.replaceChildren(
       ...used.map((item) =>
         el(
           "li",
           { "data-memory-id": item.id },
-          el("span", { text: (item.text || "").replace(/^- /, "") }),
+          el("span", { text: (item.line || item.text || "").replace(/^- /, "") }),
           el("small", { text: item.why || "" }),
         ),
       ),
     );
     if (!used.length) list.append(el("li", { class: "none", text: "none" }));
+  }
+
+  function renderPreview(turn, preview) {
+    const blocks = preview.blocks || [];
+    renderMemoriesUsed(
+      turn,
+      blocks.filter((b) => b.name === "memories").flatMap((b) => b.items || []),
+    );
     const body = turn.querySelector(".blocks tbody");
     body.replaceChildren(
       ...blocks.map((b) => el("tr", {}, el("th", { scope: "row", text: b.name }), el("td", { text: String(b.tokens) }))),
@@ -219,6 +227,7 @@
     turn.querySelector(".summary").textContent =
       engram.context_tokens == null ? NO_MEMORY : parts.join(" · ");
     turn.dataset.engram = "shown";
+    if (Array.isArray(engram.memories)) renderMemoriesUsed(turn, engram.memories);
     const sources = engram.sources || [];
     turn.querySelector(".sources").replaceChildren(
       ...sources.map((s) =>
