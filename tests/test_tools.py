@@ -1351,6 +1351,71 @@ def test_resent_transcripts_of_a_run_continue_its_conversation(sdk, http, upstre
         assert _next_turn(sdk, agent, user, messages) == engram(first)["conversation_id"], user
 
 
+CALL = tool_call("call_1", "weather", {"city": "Paris"})
+QUESTION = {"role": "user", "content": "Weather in Paris?"}
+RESENT = {  # what a client resends of a run, as it saw it
+    "answer-only": [QUESTION, ANSWER],
+    "stream": [
+        QUESTION,
+        {**ANSWER, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+    ],
+    "canonical": [
+        QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+        ANSWER,
+    ],
+    "paused": [  # the call it approved, the result the resumed stream showed, the answer
+        QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+        ANSWER,
+    ],
+}
+
+
+@pytest.mark.parametrize("shape", list(RESENT))
+def test_a_transcript_resent_with_a_conversation_id_after_a_tool_run_is_stored_once(
+    sdk, http, upstream, tool_server, shape
+):
+    agent = make_agent(http)
+    make_tool(
+        http,
+        agent,
+        tool_server.url + "/weather",
+        approval="always" if shape == "paused" else "never",
+    )
+    user = f"resend-{shape}"
+    headers = {"x-user-id": user, "x-conversation-id": user}
+    script_call_then_answer(upstream, CALL)
+    first = ask(sdk, agent, extra_headers=headers)
+    if shape == "paused":
+        resume_body = {"approval_id": engram(first)["approval_id"], "decision": "approve"}
+        http.post("/v1/chat/resume", json=resume_body, headers=headers).raise_for_status()
+    wait_for(lambda: len(_stored(user)) == 4)
+
+    upstream.script(Reply(json=openai_completion("Rain tomorrow.")))
+    new = {"role": "user", "content": "And tomorrow?"}
+    sdk.chat.completions.create(model=agent, messages=[*RESENT[shape], new], extra_headers=headers)
+
+    wait_for(lambda: _stored(user)[-1].get("content") == "Rain tomorrow.")
+    assert _shape(_stored(user)) == [
+        ("user", None, []),
+        ("assistant", None, ["call_1"]),
+        ("tool", "call_1", []),
+        ("assistant", None, []),
+        ("user", None, []),  # the new message alone
+        ("assistant", None, []),
+    ]
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == [
+        "Weather in Paris?",
+        "And tomorrow?",
+    ]  # what the client resent, not the stored history again before it
+    assert_every_call_answered(sent)
+
+
 def test_a_streamed_run_keeps_alive_until_the_models_first_token(
     http, upstream, tool_server, settings
 ):
