@@ -384,15 +384,58 @@ def test_matching_what_a_client_resent():
         ]
 
     stored = m("a", "b", "c", "d")
-    assert matched_prefix(stored, m("a", "b", "c", "d") + [{"role": "user", "content": "e"}]) == 4
-    assert matched_prefix(stored, m("c", "d")) == 2  # a sliding window of the history
-    assert matched_prefix(stored, [{"role": "user", "content": "e"}]) == 0  # only the new one
-    assert matched_prefix([], m("a", "b")) == 0
+    assert (
+        matched_prefix(stored, m("a", "b", "c", "d") + [{"role": "user", "content": "e"}]).incoming
+        == 4
+    )
+    assert matched_prefix(stored, m("c", "d")).incoming == 2  # a sliding window of the history
+    assert (
+        matched_prefix(stored, [{"role": "user", "content": "e"}]).incoming == 0
+    )  # only the new one
+    assert matched_prefix([], m("a", "b")).incoming == 0
     # a resent history longer than the loaded window of a long conversation
     long = m(*[str(i) for i in range(10)])
     window = long[-4:]
-    assert matched_prefix(window, long + [{"role": "user", "content": "new"}], truncated=True) == 10
-    assert matched_prefix(window, long, truncated=False) == 0
+    assert (
+        matched_prefix(window, long + [{"role": "user", "content": "new"}], truncated=True).incoming
+        == 10
+    )
+    assert matched_prefix(window, long, truncated=False).incoming == 0
+
+
+def test_matching_a_resent_transcript_skips_the_tool_steps_the_store_holds():
+    from memory.turn.conversation import Match, matched_prefix
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    question = {"role": "user", "content": "Weather?"}
+    answer = {"role": "assistant", "content": "Sunny."}
+    stored = [
+        question,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21°C"},
+        answer,
+    ]
+    new = {"role": "user", "content": "And tomorrow?"}
+    for shown in (
+        [answer],  # the JSON answer
+        [
+            {**answer, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "?"},
+        ],
+        stored[1:],  # calls and results as their own messages
+    ):
+        assert matched_prefix(stored, [question, *shown, new]) == Match(len(shown) + 1, 4)
+    # Only the newest turn resent: the stored rows before it stay history.
+    assert matched_prefix(stored, [answer, new]) == Match(1, 1)
+    # A call the store does not hold, or a result it has not stored, is the client's, new.
+    mine = {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "{}"}}
+    ask = {"role": "assistant", "content": None, "tool_calls": [mine]}
+    assert matched_prefix(stored, [question, answer, ask]) == Match(2, 4)
+    waiting = [question, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    result = {"role": "tool", "tool_call_id": "call_1", "content": "done by the client"}
+    assert matched_prefix(waiting, [question, waiting[1], result]) == Match(2, 2)
+    # Different tool traffic is no match: a call the store lacks, inside the history.
+    assert matched_prefix(stored, [question, ask, answer, new]).incoming == 0
 
 
 def test_text_matching_ignores_words_most_of_the_users_rows_contain():

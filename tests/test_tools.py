@@ -20,6 +20,7 @@ from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
 from config.common import crypto
 from memory.models import Memory
+from memory.text import tool_call_ids
 from tests.completions_support import wait_for
 from tests.test_errors import assert_envelope
 from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
@@ -325,6 +326,128 @@ def test_a_step_calling_an_approval_tool_and_the_apps_hands_back_the_apps_after_
     assert_every_call_answered(
         [*execution.messages, {"role": "tool", "tool_call_id": "call_m", "content": "."}]
     )
+
+
+def _stored(user: str) -> list[dict]:
+    from memory.models import Message
+
+    rows = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")
+    return [m.raw for m in rows]
+
+
+def _shape(messages: list[dict]) -> list[tuple]:
+    return [(m["role"], m.get("tool_call_id"), tool_call_ids(m)) for m in messages]
+
+
+PAUSE_CASES = {
+    # a tool that always waits beside one that never does
+    "always-and-never": [WEATHER_CALL, tool_call("call_c", "clock", {})],
+    # one tool called twice, only one call holding its rule
+    "rule-holds-once": [WEATHER_CALL, tool_call("call_r", "weather", {"city": "Rome"})],
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("case", list(PAUSE_CASES))
+def test_a_pause_beside_calls_needing_no_approval_stores_history_the_upstream_takes(
+    sdk, http, upstream, tool_server, case, stream
+):
+    agent = make_agent(http)
+    if case == "always-and-never":
+        make_tool(http, agent, tool_server.url + "/weather", approval="always")
+        make_tool(http, agent, tool_server.url + "/clock", name="clock")
+    else:
+        rule = {"argument": "city", "op": "eq", "value": "Paris"}
+        make_tool(http, agent, tool_server.url + "/weather", approval=rule)
+    calls = PAUSE_CASES[case]
+    ids = [c["id"] for c in calls]
+    if stream:
+        upstream.script(
+            Reply(stream=openai_tool_stream(calls)), Reply(stream=openai_stream(["Sunny."]))
+        )
+    else:
+        upstream.script(
+            Reply(json=openai_completion(tool_calls=calls)), Reply(json=openai_completion("Sunny."))
+        )
+    user = f"pause-{case}-{stream}"
+    headers = {"x-user-id": user, "x-conversation-id": user}
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather?"}]}
+
+    if stream:
+        with http.stream(
+            "POST", "/v1/chat/completions", json={**body, "stream": True}, headers=headers
+        ) as resp:
+            events = sse(resp)[:-1]
+        shown = [
+            c["id"]
+            for e in events
+            for ch in e["choices"]
+            for c in ch["delta"].get("tool_calls") or []
+        ]
+        approval_id = events[-1]["engram"]["approval_id"]
+    else:
+        paused = http.post("/v1/chat/completions", json=body, headers=headers).json()
+        shown = [c["id"] for c in paused["choices"][0]["message"]["tool_calls"]]
+        approval_id = paused["engram"]["approval_id"]
+    assert shown == ["call_w"]  # the call to approve
+    wait_for(lambda: len(_stored(user)) == 2)  # the question, the paused step
+
+    body = {"approval_id": approval_id, "decision": "approve", "stream": stream}
+    resp = http.post("/v1/chat/resume", json=body, headers=headers)
+    assert resp.status_code == 200, resp.text
+    assert len(tool_server.calls) == 2
+
+    # The paused step is stored with every call it made, each answered by its result.
+    wait_for(lambda: len(_stored(user)) == 5)
+    stored = _stored(user)
+    assert _shape(stored) == [
+        ("user", None, []),
+        ("assistant", None, ids),
+        ("tool", ids[0], []),
+        ("tool", ids[1], []),
+        ("assistant", None, []),
+    ]
+    assert_every_call_answered(stored)
+
+    # The next turn's history, served by the conversation, is one the upstream takes.
+    upstream.script(Reply(json=openai_completion("You are welcome.")))
+    reply = sdk.chat.completions.create(
+        model=agent, messages=[{"role": "user", "content": "Thanks!"}], extra_headers=headers
+    )
+    assert reply.choices[0].message.content == "You are welcome."
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m.get("tool_call_id") for m in sent if m["role"] == "tool"] == ids
+    assert_every_call_answered(sent)
+
+
+def test_a_stored_result_whose_call_the_step_before_lacks_is_left_out_of_the_history(
+    sdk, upstream, owner
+):
+    """A conversation stored before a paused step was kept whole: the waiting call alone, then
+    results for every call of the step. Its history still goes upstream as one it takes."""
+    from memory.services.conversations import conversation_get_or_create, messages_append
+
+    conversation, _ = conversation_get_or_create(
+        workspace=owner[0], external_id="before-the-fix", user_id="old"
+    )
+    old = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [WEATHER_CALL]},
+        {"role": "tool", "tool_call_id": "call_w", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "call_c", "content": "noon"},  # its call not stored
+        {"role": "assistant", "content": "Sunny."},
+    ]
+    messages_append(workspace=owner[0], conversation=conversation, session=None, messages=old)
+
+    sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Thanks!"}],
+        extra_headers={"x-user-id": "old", "x-conversation-id": "before-the-fix"},
+    )
+
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m.get("tool_call_id") for m in sent if m["role"] == "tool"] == ["call_w"]
+    assert_every_call_answered(sent)
 
 
 # --- always: pause, resume ----------------------------------------------------------------------
@@ -1185,6 +1308,9 @@ def test_resent_transcripts_of_a_paused_run_continue_its_conversation(
 ):
     from memory.models import Conversation
 
+    # Which conversation a transcript lands in, whatever its shape: the plain and merged ones
+    # leave a call unanswered, which OpenAI itself would refuse.
+    upstream.checks_tool_history = False
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/weather", approval="always")
     user_text = {"role": "user", "content": "Weather in Paris?"}
@@ -1246,6 +1372,71 @@ def test_resent_transcripts_of_a_run_continue_its_conversation(sdk, http, upstre
         assert first.choices[0].message.content == "It is sunny."
 
         assert _next_turn(sdk, agent, user, messages) == engram(first)["conversation_id"], user
+
+
+CALL = tool_call("call_1", "weather", {"city": "Paris"})
+QUESTION = {"role": "user", "content": "Weather in Paris?"}
+RESENT = {  # what a client resends of a run, as it saw it
+    "answer-only": [QUESTION, ANSWER],
+    "stream": [
+        QUESTION,
+        {**ANSWER, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+    ],
+    "canonical": [
+        QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+        ANSWER,
+    ],
+    "paused": [  # the call it approved, the result the resumed stream showed, the answer
+        QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+        ANSWER,
+    ],
+}
+
+
+@pytest.mark.parametrize("shape", list(RESENT))
+def test_a_transcript_resent_with_a_conversation_id_after_a_tool_run_is_stored_once(
+    sdk, http, upstream, tool_server, shape
+):
+    agent = make_agent(http)
+    make_tool(
+        http,
+        agent,
+        tool_server.url + "/weather",
+        approval="always" if shape == "paused" else "never",
+    )
+    user = f"resend-{shape}"
+    headers = {"x-user-id": user, "x-conversation-id": user}
+    script_call_then_answer(upstream, CALL)
+    first = ask(sdk, agent, extra_headers=headers)
+    if shape == "paused":
+        resume_body = {"approval_id": engram(first)["approval_id"], "decision": "approve"}
+        http.post("/v1/chat/resume", json=resume_body, headers=headers).raise_for_status()
+    wait_for(lambda: len(_stored(user)) == 4)
+
+    upstream.script(Reply(json=openai_completion("Rain tomorrow.")))
+    new = {"role": "user", "content": "And tomorrow?"}
+    sdk.chat.completions.create(model=agent, messages=[*RESENT[shape], new], extra_headers=headers)
+
+    wait_for(lambda: _stored(user)[-1].get("content") == "Rain tomorrow.")
+    assert _shape(_stored(user)) == [
+        ("user", None, []),
+        ("assistant", None, ["call_1"]),
+        ("tool", "call_1", []),
+        ("assistant", None, []),
+        ("user", None, []),  # the new message alone
+        ("assistant", None, []),
+    ]
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == [
+        "Weather in Paris?",
+        "And tomorrow?",
+    ]  # what the client resent, not the stored history again before it
+    assert_every_call_answered(sent)
 
 
 def test_a_streamed_run_keeps_alive_until_the_models_first_token(

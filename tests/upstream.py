@@ -172,12 +172,54 @@ def _last_user_text(body: dict | None) -> str:
     return ""
 
 
+def tool_history_error(body: dict | None) -> dict | None:
+    """OpenAI's 400 for messages whose tool traffic does not pair up: every call of an
+    assistant message answered by the tool messages right after it, every tool message
+    answering a call of the assistant message before it. None: the history is valid."""
+    messages = (body or {}).get("messages")
+    if not isinstance(messages, list):
+        return None
+    calls: list[str] = []  # the calls of the last assistant message not answered yet
+    at = 0  # where that message is
+    for index, message in enumerate([*messages, {"role": "end"}]):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "tool":
+            if message.get("tool_call_id") not in calls:
+                return _invalid(
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'.",
+                    f"messages.[{index}].role",
+                )
+            calls.remove(message["tool_call_id"])
+            continue
+        if calls:
+            return _invalid(
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(calls)}",
+                f"messages.[{at}].role",
+            )
+        calls, at = [], index
+        if role == "assistant" and isinstance(message.get("tool_calls"), list):
+            calls = [c.get("id") for c in message["tool_calls"] if isinstance(c, dict)]
+    return None
+
+
+def _invalid(message: str, param: str) -> dict:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+    }
+
+
 class UpstreamServer:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.replies: deque[Reply] = deque()
         self.disconnects: list[float] = []
         self.open_streams = 0
+        # Refuse, as OpenAI does, chat messages whose tool calls and results do not pair up
+        # (tool_history_error); off only where the client's own transcript is the point.
+        self.checks_tool_history = True
         self._lock = threading.Lock()
 
         async def asgi(scope, receive, send):  # a plain function: uvicorn detects ASGI 3
@@ -203,6 +245,7 @@ class UpstreamServer:
             self.requests.clear()
             self.replies.clear()
             self.disconnects.clear()
+            self.checks_tool_history = True
 
     @property
     def last(self) -> Recorded:
@@ -222,9 +265,17 @@ class UpstreamServer:
         except ValueError:
             body = None
         path = scope["path"]
+        refusal = None
+        if self.checks_tool_history and path.endswith("/chat/completions"):
+            refusal = tool_history_error(body)
         with self._lock:
             self.requests.append(Recorded(path=path, headers=headers, body=body))
-            reply = self.replies.popleft() if self.replies and path != "/v1/models" else None
+            if refusal is not None:  # what OpenAI answers such history; the script waits
+                reply = Reply(json=refusal, status=400)
+            elif self.replies and path != "/v1/models":
+                reply = self.replies.popleft()
+            else:
+                reply = None
         if path.endswith("/models") and scope["method"] == "GET":
             return await self._json(
                 send,

@@ -299,11 +299,14 @@ class Run:
             )
         return None
 
-    async def pause(self, message: dict, waiting: list[dict]) -> Approval:
+    async def pause(self, message: dict, decision: Decision) -> Paused:
+        """Pause the run on the step's calls that need an approval."""
+        message = self.hand_back(message, decision, pausing=True)
+        waiting = decision.waiting
         ttl = min(self.tools[c["function"]["name"]].approval_ttl_seconds for c in waiting)
         names = {(c.get("function") or {}).get("name") for c in message.get("tool_calls") or ()}
         stamps = {t.name: services.tool_stamp(t) for t in self.tools.values() if t.name in names}
-        return await db(
+        approval = await db(
             services.execution_pause,
             execution=self.execution,
             message=message,
@@ -312,6 +315,8 @@ class Run:
             stamps=stamps,
             handback=self.handback,
         )
+        self.transcript.append(message)
+        return Paused(approval, stored=message, shown={**message, "tool_calls": waiting})
 
     async def answer(self, message: dict) -> None:
         """End the run with `message` as its answer."""
@@ -332,6 +337,16 @@ class Run:
             out["approval_id"] = approval.id
             out["expires_at"] = int(approval.expires_at.timestamp())
         return out
+
+
+@dataclass
+class Paused:
+    approval: Approval
+    # The step whole, the turn's answer in the conversation: the resume stores a result for
+    # every call of it, and the upstream refuses a result whose call is not in the assistant
+    # message before it.
+    stored: dict
+    shown: dict  # what the client is shown: the step with the calls to decide only
 
 
 @dataclass
@@ -385,20 +400,17 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
             data["model"] = run.execution.model
             data["usage"] = dict(run.spent) or data.get("usage")
             if decision.kind == "pause":
-                message = run.hand_back(message, decision, pausing=True)
-                approval = await run.pause(message, decision.waiting)
-                pending = {**message, "tool_calls": decision.waiting}
+                paused = await run.pause(message, decision)
                 data["choices"] = [
                     {
                         "index": 0,
-                        "message": pending,
+                        "message": paused.shown,
                         "finish_reason": "tool_calls",
                         "logprobs": None,
                     }
                 ]
-                data["engram"] = run.engram_of(approval)
-                run.transcript.append(pending)
-                return Answer(data, pending)
+                data["engram"] = run.engram_of(paused.approval)
+                return Answer(data, paused.stored)
             await run.answer(message)
             data["engram"] = run.engram_of()
             if run.preface and isinstance(first, dict):

@@ -124,17 +124,14 @@ class Streamer:
                         continue
                     usage = usage_of(run.spent) if self.include_usage else None
                     if decision.kind == "pause":
-                        message = run.hand_back(message, decision, pausing=True)
-                        approval = await run.pause(message, decision.waiting)
-                        yield self.chunk(self.calls_delta(decision.waiting))
+                        paused = await run.pause(message, decision)
+                        yield self.chunk(self.calls_delta(paused.shown["tool_calls"]))
                         ended = True
-                        pending = {**message, "tool_calls": decision.waiting}
-                        run.transcript.append(pending)
-                        charged = self.on_end(200, pending, False, "")
+                        charged = self.on_end(200, paused.stored, False, "")
                         yield self.chunk(
                             {},
                             finish="tool_calls",
-                            engram=run.engram_of(approval) | charged,
+                            engram=run.engram_of(paused.approval) | charged,
                             usage=usage,
                         )
                         yield DONE

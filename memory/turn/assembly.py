@@ -253,13 +253,16 @@ def history_units(rows: list[dict]) -> list[HistoryUnit]:
 
     An assistant's tool calls whose results never came back are kept only as the last unit
     (the request may carry the results); anywhere else they would make the upstream refuse.
+    So would a result whose call is not in the assistant message before it (a conversation
+    stored before Engram kept a paused step whole held some): it is left out.
     """
     units: list[HistoryUnit] = []
     for row in rows:
         message, tokens = row["message"], row["tokens"]
         if message.get("role") == "tool":
             last = units[-1] if units else None
-            if last is not None and any(m.get("tool_calls") for m in last.messages):
+            calls = tool_call_ids(last.messages[0]) if last is not None else []
+            if last is not None and message.get("tool_call_id") in calls:
                 last.messages.append(message)
                 last.ids.append(row["id"])
                 last.tokens += tokens

@@ -1,7 +1,8 @@
 """Server-side history: which conversation a turn belongs to, what the client resent, storing.
 
 With an x-conversation-id the client may send only its new messages: the conversation's earlier
-turns come back from the store. A client that resends its whole history stores nothing twice.
+turns come back from the store. A client that resends its whole history stores nothing twice,
+whatever it shows of the tool runs the store holds (matched_prefix).
 Without a conversation or session id, the history the client resent names the conversation: the
 user's conversation whose fingerprint (its transcript as of its last turn, system prompt
 included) is that history's; else a new one. A request with no assistant message yet is a new
@@ -98,30 +99,62 @@ def _found_by_history(ctx: TurnContext, messages: list[dict]) -> ByHistory:
     return ByHistory(conversation, resent if conversation else 0, whole)
 
 
-def _same(stored: dict, incoming: dict) -> bool:
-    if stored.get("role") != incoming.get("role"):
-        return False
-    if _text(stored) != _text(incoming):
-        return False
-    if stored.get("tool_call_id") != incoming.get("tool_call_id"):
-        return False
-    return tool_call_ids(stored) == tool_call_ids(incoming)
+def _key(message: dict, calls: set, results: set) -> tuple | None:
+    """A message as a resent transcript is matched against the store: role, text (as _text),
+    tool call ids. None: a tool step the store holds (`calls`: the ids of its assistant
+    messages' calls; `results`: those its tool results answer), which a client's transcript
+    may show in any shape or not at all (of a run Engram made on the server, the JSON answer
+    is the final message alone).
+
+    The ids of calls the store holds are left out of an assistant message with text (a stream
+    merges the run's calls into its answer); a result's text is not compared (a client shows
+    its own version of what Engram's tool answered, or none).
+    """
+    role, text = message.get("role"), _text(message)
+    if role == "tool":
+        call_id = message.get("tool_call_id")
+        return None if call_id in results else (role, text, call_id, ())
+    ids = tool_call_ids(message)
+    new = tuple(i for i in ids if i not in calls)
+    if role == "assistant" and ids and not new and not text:
+        return None
+    return (role, text, None, new)
 
 
-def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool = False) -> int:
+@dataclass
+class Match:
+    """What of a request the store already holds: the client resent it."""
+
+    incoming: int  # the request's leading messages that the store holds
+    rows: int  # the stored rows (the newest) they stand for, tool steps left out included
+
+
+def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool = False) -> Match:
     """How many leading incoming messages the store already holds (the client resent them).
 
-    The largest k with incoming[:k] ending in the stored messages' tail. When `stored` is only
-    the newest window of a longer conversation (`truncated`), a resent history longer than that
-    window still matches by its last len(stored) messages.
+    The largest k with incoming[:k] ending in the stored messages' tail, tool steps the store
+    holds skipped on both sides (_key): a client resends a server-side tool run as the answer
+    alone, or with the calls merged into it, or with calls and results of its own. Tool steps
+    of the store's right after that are resent too; anything else after it is new (never
+    dropped). When `stored` is only the newest window of a longer conversation (`truncated`),
+    a resent history longer than that window still matches by its last messages.
     """
-    longest = len(incoming) if truncated else min(len(stored), len(incoming))
+    calls = {i for m in stored for i in tool_call_ids(m)}
+    results = {m.get("tool_call_id") for m in stored if m.get("role") == "tool"}
+    keyed = [(i, _key(m, calls, results)) for i, m in enumerate(stored)]
+    theirs = [(i, key) for i, key in keyed if key is not None]
+    keyed = [(i, _key(m, calls, results)) for i, m in enumerate(incoming)]
+    ours = [(i, key) for i, key in keyed if key is not None]
+    longest = len(ours) if truncated else min(len(theirs), len(ours))
     for k in range(longest, 0, -1):
-        m = min(k, len(stored))
-        offset = len(stored) - m
-        if m and all(_same(stored[offset + i], incoming[k - m + i]) for i in range(m)):
-            return k
-    return 0
+        m = min(k, len(theirs))
+        offset = len(theirs) - m
+        if m and all(theirs[offset + i][1] == ours[k - m + i][1] for i in range(m)):
+            end = ours[k - 1][0] + 1
+            while end < len(incoming) and _key(incoming[end], calls, results) is None:
+                end += 1
+            return Match(incoming=end, rows=len(stored) - theirs[offset][0])
+    return Match(incoming=0, rows=0)
 
 
 @dataclass
@@ -230,19 +263,27 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         )
         rows.reverse()
     stored = [r["raw"] for r in rows]
-    k = matched_prefix(stored, conversation_messages, truncated=len(rows) == HISTORY_ROWS)
-    if not k and rows and rows[-1]["incomplete"] and stored[-1].get("role") == "assistant":
+    match = matched_prefix(stored, conversation_messages, truncated=len(rows) == HISTORY_ROWS)
+    if (
+        not match.incoming
+        and rows
+        and rows[-1]["incomplete"]
+        and stored[-1].get("role") == "assistant"
+    ):
         # A retry of a turn whose answer was cut mid-stream resends its question without the
         # half answer: matched without it, the question is not stored twice, and the half
         # answer (kept, marked incomplete) is not history the model reads before it again.
-        k = matched_prefix(stored[:-1], conversation_messages, truncated=len(rows) == HISTORY_ROWS)
-        if k:
+        match = matched_prefix(
+            stored[:-1], conversation_messages, truncated=len(rows) == HISTORY_ROWS
+        )
+        if match.incoming:
             rows = rows[:-1]
     # Found by its history: that history is stored, even after an unanswered message of a turn
     # that failed (which matched_prefix alone would not see past).
-    k = max(k, resent)
+    k = max(match.incoming, resent)
+    resent_rows = min(len(rows), max(match.rows, resent))
     new = conversation_messages[k:]
-    before = rows[: max(0, len(rows) - k)]
+    before = rows[: len(rows) - resent_rows]
     stored_ids: list[str] = []
     session_id = ctx.session_id
     if not dry_run:
@@ -264,7 +305,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     elif conversation is not None and not session_id:
         current = selectors.session_current(workspace=workspace, conversation=conversation)
         session_id = current.external_id if current else None
-    resent_ids = [r["id"] for r in rows[max(0, len(rows) - k) :]]
+    resent_ids = [r["id"] for r in rows[len(rows) - resent_rows :]]
     # Messages already in the request or in the history candidates are not "retrieved" again.
     exclude = stored_ids + resent_ids + ([r["id"] for r in before] if serve else [])
     return Loaded(
