@@ -1,0 +1,80 @@
+"""vLLM, Ollama, llama.cpp and other OpenAI-compatible servers as the upstream: their quirks in
+answers, and the context budget with small windows and model names Engram does not know."""
+
+from __future__ import annotations
+
+import json
+
+from tests.upstream import Reply, openai_completion
+
+URL = "/v1/chat/completions"
+CALL = {"id": "call_w1", "type": "function", "function": {"name": "get_weather"}}
+ARGUMENTS = {"city": "Paris", "unit": "C"}
+
+
+def _chunk(delta: dict, finish: str | None = None) -> dict:
+    return {
+        "id": "chatcmpl-q",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "qwen2.5:7b",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _object_arguments_stream() -> list:
+    """A tool call whose arguments come as a JSON object, in one chunk (as some servers send)."""
+    call = {"index": 0, **CALL, "function": {**CALL["function"], "arguments": ARGUMENTS}}
+    return [
+        _chunk({"role": "assistant", "content": None}),
+        _chunk({"tool_calls": [call]}),
+        _chunk({}, "tool_calls"),
+        "[DONE]",
+    ]
+
+
+def _sent_calls(upstream) -> list[dict]:
+    """The tool calls of the assistant messages in the last request the upstream received."""
+    messages = upstream.chat_requests()[-1].body["messages"]
+    return [c for m in messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+
+
+def test_streamed_tool_call_arguments_sent_as_an_object_reach_the_client_as_text(http, upstream):
+    upstream.script(Reply(stream=_object_arguments_stream()))
+    headers = {"x-user-id": "olga", "x-conversation-id": "weather-stream"}
+    body = {
+        "model": "qwen2.5:7b",
+        "stream": True,
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    resp = http.post(URL, json=body, headers=headers)
+    assert resp.status_code == 200
+    events = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert not [c for c in chunks if "error" in c], chunks  # was an "Internal server error" frame
+    calls = [t for c in chunks for ch in c["choices"] for t in ch["delta"].get("tool_calls") or []]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [ARGUMENTS]
+    # The answer was stored with its arguments as text: the next turn sends them so.
+    upstream.script(Reply(json=openai_completion("Sunny.")))
+    result = {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"}
+    follow = {"model": "qwen2.5:7b", "messages": [result]}
+    assert http.post(URL, json=follow, headers=headers).status_code == 200
+    assert [json.loads(c["function"]["arguments"]) for c in _sent_calls(upstream)] == [ARGUMENTS]
+
+
+def test_tool_call_arguments_sent_as_an_object_come_back_as_text(http, upstream):
+    call = {**CALL, "function": {**CALL["function"], "arguments": ARGUMENTS}}
+    upstream.script(Reply(json=openai_completion(tool_calls=[call], model="llama3.1:8b")))
+    question = {"role": "user", "content": "Weather in Paris?"}
+    headers = {"x-user-id": "olga"}
+    resp = http.post(URL, json={"model": "llama3.1:8b", "messages": [question]}, headers=headers)
+    assert resp.status_code == 200
+    message = resp.json()["choices"][0]["message"]
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == ARGUMENTS
+    # The client sends its transcript back as the SDK keeps it: Engram takes it (the arguments
+    # of a client's message must be text, and were an object).
+    result = {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"}
+    transcript = [question, message, result]
+    again = http.post(URL, json={"model": "llama3.1:8b", "messages": transcript}, headers=headers)
+    assert again.status_code == 200, again.text
