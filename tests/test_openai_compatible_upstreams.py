@@ -78,3 +78,61 @@ def test_tool_call_arguments_sent_as_an_object_come_back_as_text(http, upstream)
     transcript = [question, message, result]
     again = http.post(URL, json={"model": "llama3.1:8b", "messages": transcript}, headers=headers)
     assert again.status_code == 200, again.text
+
+
+# --- the context budget ------------------------------------------------------------------------
+
+
+def _import_history(http, conversation_id: str, user_id: str, turns: int) -> None:
+    messages = []
+    for i in range(turns):
+        messages.append({"role": "user", "content": f"Question {i} about topic {i}, in detail."})
+        messages.append({"role": "assistant", "content": f"Answer {i}: topic {i} is this. " * 4})
+    resp = http.post(
+        f"/v1/conversations/{conversation_id}/messages",
+        json={"user_id": user_id, "messages": messages},
+    )
+    assert resp.status_code == 201, resp.text
+
+
+def _prompt_tokens(body: dict) -> int:
+    """What the upstream reads, counted with tiktoken's cl100k as Engram says it counts."""
+    from config.common.tokens import count
+    from memory.text import count_messages
+
+    tools = json.dumps({"tools": body["tools"]}, separators=(",", ":")) if "tools" in body else ""
+    return count_messages(body["messages"]) + count(tools)
+
+
+def test_tool_definitions_count_in_the_context_budget(http, upstream, settings):
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 2048
+    _import_history(http, "tools-budget", "tess", 60)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": f"tool_{i}",
+                "description": "Looks something up in the company's records. " * 6,
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
+        }
+        for i in range(8)
+    ]
+    body = {
+        "model": "my-vllm-model",  # unknown: ENGRAM_DEFAULT_CONTEXT_WINDOW
+        "max_tokens": 256,
+        "tools": tools,
+        "messages": [{"role": "user", "content": "What was topic 59 about?"}],
+    }
+    headers = {"x-user-id": "tess", "x-conversation-id": "tools-budget"}
+    preview = http.post("/v1/context", json=body, headers=headers).json()
+    resp = http.post(URL, json=body, headers=headers)
+    assert resp.status_code == 200
+    sent = upstream.chat_requests()[-1].body
+    assert sent["tools"] == tools
+    assert sent["messages"][-3:-1] == preview["messages"][-3:-1]  # history: the newest turns
+    assert _prompt_tokens(sent) <= 2048 - 256  # was ~2,250 with the tools' ~560 tokens
+    budget = preview["budget"]
+    assert budget["reserved_for_definitions"] > 500
+    assert budget["available"] == 2048 - 256 - budget["reserved_for_definitions"]
+    assert preview["context_tokens"] <= budget["available"]

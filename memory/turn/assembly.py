@@ -9,6 +9,7 @@ messages already do, nothing is added).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -52,14 +53,27 @@ def context_window(model: str) -> int:
     return dict(_WINDOWS)[best]
 
 
+# What the model reads beside the messages, counted in its prompt by the upstream: the tool
+# (and legacy function) definitions and a structured output's schema.
+DEFINITION_FIELDS = ("tools", "functions", "response_format")
+
+
 @dataclass
 class Budget:
     window: int
     reserved: int  # for the completion
+    definitions: int = 0  # the request's tools, functions and response_format
 
     @property
     def total(self) -> int:
-        return max(0, self.window - self.reserved)
+        return max(0, self.window - self.reserved - self.definitions)
+
+
+def definitions_tokens(body: dict) -> int:
+    present = {name: body[name] for name in DEFINITION_FIELDS if body.get(name)}
+    if not present:
+        return 0
+    return count_text(json.dumps(present, separators=(",", ":"), ensure_ascii=False))
 
 
 def budget_for(body: dict, model: str) -> Budget:
@@ -70,7 +84,7 @@ def budget_for(body: dict, model: str) -> Budget:
     else:
         # Nothing asked: keep room for an answer rather than fill the window to the brim.
         reserved = min(4096, window // 4)
-    return Budget(window=window, reserved=reserved)
+    return Budget(window=window, reserved=reserved, definitions=definitions_tokens(body))
 
 
 @dataclass
