@@ -136,3 +136,27 @@ def test_tool_definitions_count_in_the_context_budget(http, upstream, settings):
     assert budget["reserved_for_definitions"] > 500
     assert budget["available"] == 2048 - 256 - budget["reserved_for_definitions"]
     assert preview["context_tokens"] <= budget["available"]
+
+
+def test_an_alias_is_sized_for_the_window_of_the_model_it_names(http, owner, upstream, settings):
+    """Apps keep `model: "gpt-4o"` in their code and the operator points it at a local model:
+    the budget is the local model's window (unknown: the default), not gpt-4o's 128,000."""
+    from completions.services import model_alias_set
+
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 2048
+    model_alias_set(workspace=owner[0], alias="gpt-4o", target_model="tiny-vllm")
+    _import_history(http, "aliased", "alia", 80)
+    body = {
+        "model": "gpt-4o",
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "What was topic 79 about?"}],
+    }
+    headers = {"x-user-id": "alia", "x-conversation-id": "aliased"}
+    preview = http.post("/v1/context", json=body, headers=headers).json()
+    assert preview["budget"]["context_window"] == 2048
+    resp = http.post(URL, json=body, headers=headers)
+    assert resp.status_code == 200
+    sent = upstream.chat_requests()[-1].body
+    assert sent["model"] == "tiny-vllm"
+    assert _prompt_tokens(sent) <= 2048 - 200  # was the whole stored history, ~5,000 tokens
+    assert resp.json()["engram"]["context_tokens"] == preview["context_tokens"]
