@@ -145,6 +145,9 @@ def test_known_windows_and_the_default(settings):
     assert context_window("openai/gpt-4o") == 128_000
     assert context_window("claude-3-5-sonnet-latest") == 200_000
     assert context_window("gpt-4") == 8_192
+    assert context_window("llama3:8b") == 8_192  # Llama 3; 3.1 and later have 128 K
+    assert context_window("llama3.1:8b") == 128_000
+    assert context_window("llama3-70b-8192") == 8_192
     assert context_window("my-local-llama") == 1234
     assert budget_for({"max_tokens": 34}, "my-local-llama").total == 1200
     assert budget_for({"max_completion_tokens": 200}, "gpt-4").total == 8_192 - 200

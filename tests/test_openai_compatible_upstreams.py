@@ -160,3 +160,39 @@ def test_an_alias_is_sized_for_the_window_of_the_model_it_names(http, owner, ups
     assert sent["model"] == "tiny-vllm"
     assert _prompt_tokens(sent) <= 2048 - 200  # was the whole stored history, ~5,000 tokens
     assert resp.json()["engram"]["context_tokens"] == preview["context_tokens"]
+
+
+def test_the_operator_names_the_windows_of_the_models_it_serves(http, upstream, settings):
+    """vLLM serving Llama 3.1 with --max-model-len 4096: Engram's table says 128,000 for
+    llama3.1, ENGRAM_CONTEXT_WINDOWS says what the server takes."""
+    settings.ENGRAM_CONTEXT_WINDOWS = {"meta-llama/llama-3.1-8b-instruct": 4096, "tiny": 1024}
+    _import_history(http, "served", "vera", 150)
+    body = {
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
+        "max_tokens": 300,
+        "messages": [{"role": "user", "content": "What was topic 149 about?"}],
+    }
+    headers = {"x-user-id": "vera", "x-conversation-id": "served"}
+    preview = http.post("/v1/context", json=body, headers=headers).json()
+    assert preview["budget"]["context_window"] == 4096
+    assert http.post(URL, json=body, headers=headers).status_code == 200
+    assert _prompt_tokens(upstream.chat_requests()[-1].body) <= 4096 - 300
+    tiny = {**body, "model": "tiny-3b-q4"}  # a prefix
+    assert (
+        http.post("/v1/context", json=tiny, headers=headers).json()["budget"]["context_window"]
+        == 1024
+    )
+
+
+def test_the_windows_setting_is_read_strictly(monkeypatch):
+    import pytest
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.env import context_windows
+
+    monkeypatch.setenv("ENGRAM_CONTEXT_WINDOWS", " llama3.1:8b=8192, Qwen/Qwen2.5-7B=4096 ,")
+    assert context_windows() == {"llama3.1:8b": 8192, "qwen/qwen2.5-7b": 4096}
+    for bad in ("llama3.1:8b", "x=0", "=4096", "x=8k"):
+        monkeypatch.setenv("ENGRAM_CONTEXT_WINDOWS", bad)
+        with pytest.raises(ImproperlyConfigured, match="ENGRAM_CONTEXT_WINDOWS"):
+            context_windows()

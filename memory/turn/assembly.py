@@ -23,7 +23,8 @@ from memory.text import (
     tool_call_ids,
 )
 
-# Context windows of common models, longest prefix first wins.
+# Context windows of common models, the longest matching prefix wins. Where a family's sizes
+# differ, the smaller: a window too small costs some history, one too large an upstream's 400.
 _WINDOWS = [
     ("gpt-4.1", 1_047_576),
     ("gpt-4o", 128_000),
@@ -38,19 +39,33 @@ _WINDOWS = [
     ("o4", 200_000),
     ("claude", 200_000),
     ("gemini", 1_048_576),
-    ("llama-3", 128_000),
-    ("llama3", 128_000),
+    ("llama-3", 8_192),  # Llama 3 (Groq's llama3-8b-8192, Ollama's llama3); 3.1 and later:
+    ("llama-3.", 128_000),
+    ("llama3", 8_192),
+    ("llama3.", 128_000),
     ("mistral-large", 128_000),
     ("qwen2.5", 32_768),
 ]
 
 
+_KNOWN = dict(_WINDOWS)
+
+
 def context_window(model: str) -> int:
-    name = (model or "").lower().rsplit("/", 1)[-1]
-    best = max((p for p, _ in _WINDOWS if name.startswith(p)), key=len, default=None)
-    if best is None:
-        return settings.ENGRAM_DEFAULT_CONTEXT_WINDOW
-    return dict(_WINDOWS)[best]
+    """The operator's window for the model (ENGRAM_CONTEXT_WINDOWS: the longest prefix of its
+    whole name, else of the name after its last "/"), else the table's (of that last part:
+    `openai/gpt-4o`), else ENGRAM_DEFAULT_CONTEXT_WINDOW."""
+    name = (model or "").lower()
+    short = name.rsplit("/", 1)[-1]
+    for table, candidates in (
+        (settings.ENGRAM_CONTEXT_WINDOWS, (name, short)),
+        (_KNOWN, (short,)),
+    ):
+        for candidate in candidates:
+            best = max((p for p in table if candidate.startswith(p)), key=len, default=None)
+            if best is not None:
+                return table[best]
+    return settings.ENGRAM_DEFAULT_CONTEXT_WINDOW
 
 
 # What the model reads beside the messages, counted in its prompt by the upstream: the tool
