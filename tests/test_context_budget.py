@@ -124,6 +124,8 @@ def test_assembly_never_exceeds_the_budget_and_never_cuts(request, history, bloc
     unit_ids = [i for unit in units for i in unit.ids]
     taken = result.history_ids
     assert taken == (unit_ids[len(unit_ids) - len(taken) :] if taken else [])  # newest stretch
+    if taken and len(taken) < len(unit_ids):  # cut short: it starts at a question
+        assert by_id_first(history, taken[0])["role"] == "user"
     by_id = {row["id"]: row["message"] for row in history}
     assert injected_history == [by_id[i] for i in taken]
     ids = {c["id"] for m in injected_history for c in m.get("tool_calls") or []}
@@ -137,6 +139,10 @@ def test_assembly_never_exceeds_the_budget_and_never_cuts(request, history, bloc
             assert lines[1].startswith("<") and lines[-1].startswith("</")
             body_text = "\n".join(lines[2:-1])
             assert any(body_text.startswith(line) for line in offered)
+
+
+def by_id_first(history, message_id):
+    return next(row["message"] for row in history if row["id"] == message_id)
 
 
 def test_known_windows_and_the_default(settings):

@@ -196,3 +196,25 @@ def test_the_windows_setting_is_read_strictly(monkeypatch):
         monkeypatch.setenv("ENGRAM_CONTEXT_WINDOWS", bad)
         with pytest.raises(ImproperlyConfigured, match="ENGRAM_CONTEXT_WINDOWS"):
             context_windows()
+
+
+def test_history_cut_short_starts_at_a_question(http, upstream, settings):
+    """The oldest turns are dropped whole: the history never opens with an answer whose
+    question was left out."""
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 2048
+    _import_history(http, "cut", "cleo", 60)
+    headers = {"x-user-id": "cleo", "x-conversation-id": "cut"}
+    firsts = set()
+    for max_tokens in range(300, 360, 6):  # cut points across several turns
+        body = {
+            "model": "my-vllm-model",
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "What was topic 59 about?"}],
+        }
+        preview = http.post("/v1/context", json=body, headers=headers).json()
+        history = preview["messages"][:-1]
+        history = [m for m in history if m["role"] != "system"]
+        assert history, preview["blocks"]
+        firsts.add(history[0]["role"])
+        assert len(history) % 2 == 0  # whole turns, question and answer
+    assert firsts == {"user"}

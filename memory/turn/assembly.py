@@ -247,11 +247,13 @@ def assemble(
         taken.append(unit)
         remaining -= unit.tokens
     taken.reverse()
+    _from_a_question(taken, whole=len(taken) == len(history))
     old = [m for unit in taken for m in unit.messages]
     messages = head + injected + old + body
     total = count_messages(messages)
     while total > budget and taken:  # per-message counts summed exactly; kept as a guard
         taken.pop(0)
+        _from_a_question(taken, whole=False)
         old = [m for unit in taken for m in unit.messages]
         messages = head + injected + old + body
         total = count_messages(messages)
@@ -275,6 +277,14 @@ def assemble(
         used=used,
         history_ids=[mid for u in taken for mid in u.ids],
     )
+
+
+def _from_a_question(taken: list[HistoryUnit], *, whole: bool) -> None:
+    """History cut short starts at a user message: an answer (or a tool run) whose question
+    was left out is left out with it; the model would read a reply to nothing, and chat
+    templates that want user and assistant turns in alternation (Mistral's) refuse it."""
+    while not whole and taken and taken[0].messages[0].get("role") != "user":
+        taken.pop(0)
 
 
 def history_units(rows: list[dict]) -> list[HistoryUnit]:
