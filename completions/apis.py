@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.limits.policy import NO_POLICY
 from accounts.requests import ApiRequest
-from completions import gateway
+from completions import gateway, routing
 from completions import request as chat_request
 from completions.agents import calls as agent_calls
 from completions.agents.cache import AgentConfig
@@ -115,6 +115,8 @@ async def context_preview(request: ApiRequest) -> HttpResponse:
         if agent_calls.is_agent(ctx.model):
             agent = await agent_calls.resolve_async(request.workspace.id, ctx.model)
             agent_calls.apply(ctx, agent)
+        # The context the chat door would send: sized for the model the route names.
+        ctx.upstream_model = (await routing.resolve_async(request.workspace.id, ctx.model)).model
         prepared = await prepare_turn(ctx, dry_run=True)
     except EDGE_ERRORS as exc:  # named as on the chat door: by the header that carried it
         return chat_request.api_error(exc, request.headers).response()

@@ -265,6 +265,7 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
         await refuse_unsupported(turn, body)  # before anything of the turn is stored
     declared = engram_tools.take_declared(body)
     turn.route = route = await routing.resolve_async(turn.workspace.id, ctx.model)
+    ctx.upstream_model = route.model
     await _admit(turn, route, body)
     turn.prepared = prepared = await prepare_turn(ctx)
     turn.engram = dict(prepared.engram or {})

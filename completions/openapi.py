@@ -271,6 +271,11 @@ SCHEMAS: dict[str, dict] = {
                 "properties": {
                     "context_window": {"type": "integer"},
                     "reserved_for_completion": {"type": "integer"},
+                    "reserved_for_definitions": {
+                        "type": "integer",
+                        "description": "Tokens of the request's `tools`, `functions` and "
+                        "`response_format`, which the model reads beside the messages.",
+                    },
                     "available": {"type": "integer"},
                 },
             },

@@ -26,6 +26,23 @@ def service_urls() -> tuple[str, str]:
     return env.str("DATABASE_URL"), env.str("REDIS_URL")
 
 
+def context_windows() -> dict[str, int]:
+    """ENGRAM_CONTEXT_WINDOWS: `name=tokens` pairs, comma-separated (a model name or its
+    prefix, as the upstream receives it): the windows of the models a deployment serves itself
+    (vLLM's --max-model-len, Ollama's num_ctx, llama.cpp's --ctx-size)."""
+    raw = env.str("ENGRAM_CONTEXT_WINDOWS", default="").strip()
+    windows: dict[str, int] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        name, _, tokens = pair.rpartition("=")
+        if not name.strip() or not tokens.strip().isdigit() or int(tokens) < 1:
+            raise ImproperlyConfigured(
+                f"ENGRAM_CONTEXT_WINDOWS: {pair!r} is not name=tokens "
+                "(e.g. llama3.1:8b=8192,Qwen/Qwen2.5-7B-Instruct=32768)"
+            )
+        windows[name.strip().lower()] = int(tokens)
+    return windows
+
+
 def web_processes() -> int:
     """ENGRAM_WEB_PROCESSES: how many web (uvicorn) processes share the port; by default one
     per CPU this process may run on (its affinity: a container's cpuset, not the host's)."""

@@ -266,3 +266,15 @@ def test_llm_chat_errors(owner, upstream, settings):
     upstream.script(Reply(json={"choices": []}))
     with pytest.raises(llm.LLMError):
         llm.chat(workspace=owner[0], messages=[{"role": "user", "content": "x"}])
+
+
+def test_llm_chat_leaves_out_a_reasoning_models_thinking(owner, upstream):
+    """DeepSeek-R1 / Qwen3 on Ollama put "<think>...</think>" before the answer: summaries and
+    extraction read the answer, not the reasoning (whose drafts hold braces and fences)."""
+    thought = '<think>\nThe user wants JSON. Draft: ```json\n{"facts": [}\n```\n</think>\n\n'
+    upstream.script(Reply(json=openai_completion(thought + '{"facts": ["lives in Berlin"]}')))
+    text = llm.chat(workspace=owner[0], messages=[{"role": "user", "content": "x"}])
+    assert text == '{"facts": ["lives in Berlin"]}'
+    upstream.script(Reply(json=openai_completion("<think>\nStill thinking when max_tokens ran")))
+    with pytest.raises(llm.LLMError, match="all thinking"):
+        llm.chat(workspace=owner[0], messages=[{"role": "user", "content": "x"}])

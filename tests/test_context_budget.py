@@ -124,6 +124,8 @@ def test_assembly_never_exceeds_the_budget_and_never_cuts(request, history, bloc
     unit_ids = [i for unit in units for i in unit.ids]
     taken = result.history_ids
     assert taken == (unit_ids[len(unit_ids) - len(taken) :] if taken else [])  # newest stretch
+    if taken and len(taken) < len(unit_ids):  # cut short: it starts at a question
+        assert by_id_first(history, taken[0])["role"] == "user"
     by_id = {row["id"]: row["message"] for row in history}
     assert injected_history == [by_id[i] for i in taken]
     ids = {c["id"] for m in injected_history for c in m.get("tool_calls") or []}
@@ -139,12 +141,19 @@ def test_assembly_never_exceeds_the_budget_and_never_cuts(request, history, bloc
             assert any(body_text.startswith(line) for line in offered)
 
 
+def by_id_first(history, message_id):
+    return next(row["message"] for row in history if row["id"] == message_id)
+
+
 def test_known_windows_and_the_default(settings):
     settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 1234
     assert context_window("gpt-4o-mini") == 128_000
     assert context_window("openai/gpt-4o") == 128_000
     assert context_window("claude-3-5-sonnet-latest") == 200_000
     assert context_window("gpt-4") == 8_192
+    assert context_window("llama3:8b") == 8_192  # Llama 3; 3.1 and later have 128 K
+    assert context_window("llama3.1:8b") == 128_000
+    assert context_window("llama3-70b-8192") == 8_192
     assert context_window("my-local-llama") == 1234
     assert budget_for({"max_tokens": 34}, "my-local-llama").total == 1200
     assert budget_for({"max_completion_tokens": 200}, "gpt-4").total == 8_192 - 200

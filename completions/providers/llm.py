@@ -7,6 +7,8 @@ to their offline path.
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 
 from accounts.models import Workspace
@@ -16,6 +18,10 @@ from completions.routing import resolve_sync, snapshot_sync
 from config.common.errors import ApiError
 from config.common.ids import new_id
 from config.common.jsonbody import storable
+
+# Reasoning models served without a reasoning parser (DeepSeek-R1 or Qwen3 on Ollama, llama.cpp,
+# vLLM without --reasoning-parser) open their answer with their thinking: "<think>...</think>".
+THINKING = re.compile(r"\A\s*<think>.*?</think>\s*", re.S)
 
 
 class LLMUnavailable(Exception):
@@ -79,5 +85,14 @@ def chat(
         raise LLMError("malformed upstream reply") from exc
     if not isinstance(content, str):
         raise LLMError("malformed upstream reply")
+    # The answer is what follows the thinking: a summary stored (and put in every later turn's
+    # context) with the model's reasoning in it, or a JSON reply parsed from braces and fences
+    # the reasoning drafted, would be wrong.
+    content = THINKING.sub("", content, count=1)
+    if content.lstrip().startswith("<think>"):
+        raise LLMError(
+            "the model's reply was all thinking (no </think> within max_tokens): "
+            "use a model without it, or turn its thinking off"
+        )
     # Stored by its callers (a summary, a title): a NUL or a lone surrogate cleaned, not fatal.
     return storable(content)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 from completions.providers.base import (
@@ -56,6 +57,9 @@ class OpenAIStream(HttpStream):
                     )
                 if parsed.get("choices"):
                     answered = parsed
+                    if b"tool_calls" in raw and _arguments_as_text(parsed, "delta"):
+                        yield Chunk(parsed, None)  # rewritten: it goes out as `parsed` says
+                        continue
                 yield Chunk(parsed, raw)  # positional: keywords cost ~1,200 instructions more
             if not data:
                 # No [DONE]: llama.cpp's server before PR 9459 (2024) and ik_llama.cpp end a
@@ -64,6 +68,26 @@ class OpenAIStream(HttpStream):
                     self.complete = True
                     return
                 raise StreamFailed("The upstream stream ended before it was complete.")
+
+
+def _arguments_as_text(data: dict, key: str) -> bool:
+    """Tool calls' `arguments` as the JSON text OpenAI's schema has (in place); whether any was
+    not. Some OpenAI-compatible servers (Ollama's and LM Studio's in some versions, proxies in
+    front of native APIs) send the arguments as a JSON object: the client's SDK, the stored
+    answer, and the transcript a client sends back (validated as text) all need the text."""
+    changed = False
+    for choice in data.get("choices") or ():
+        message = choice.get(key) if isinstance(choice, dict) else None
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict):
+                continue
+            arguments = function.get("arguments")
+            if arguments is not None and not isinstance(arguments, str):
+                function["arguments"] = json.dumps(arguments, ensure_ascii=False)
+                changed = True
+    return changed
 
 
 def _finished(chunk: dict) -> bool:
@@ -100,7 +124,8 @@ class OpenAICompatibleProvider(HttpProvider):
                 type="upstream_error",
                 code="upstream_error",
             )
-        return Completion(data=data, raw=raw, upstream_ms=upstream_ms)
+        rewritten = _arguments_as_text(data, "message")  # then the upstream's bytes are not `data`
+        return Completion(data=data, raw=None if rewritten else raw, upstream_ms=upstream_ms)
 
     async def stream(self, call: Call) -> UpstreamStream:
         # Engram always asks for usage (to account tokens); the relay drops it when unasked.

@@ -5,7 +5,7 @@ from pathlib import Path
 from kombu import Queue
 
 from config.celery import VISIBILITY_TIMEOUT
-from config.env import BASE_DIR, env, service_urls
+from config.env import BASE_DIR, context_windows, env, service_urls
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-engram-secret-change-me")
 # Pepper for API key digests; a separate secret so rotating Django's does not void keys.
@@ -257,6 +257,8 @@ ENGRAM_EMBEDDING_MODEL = env("ENGRAM_EMBEDDING_MODEL", default="all-MiniLM-L6-v2
 ENGRAM_EMBEDDING_BACKEND = env("ENGRAM_EMBEDDING_BACKEND", default="onnx-int8")
 ENGRAM_EMBEDDING_DIMENSIONS = 384
 ENGRAM_DEFAULT_CONTEXT_WINDOW = env.int("ENGRAM_DEFAULT_CONTEXT_WINDOW", default=8192)
+# Windows of named models (name or prefix -> tokens), before the built-in table.
+ENGRAM_CONTEXT_WINDOWS = context_windows()
 ENGRAM_MEMORY_LLM_MODEL = env("ENGRAM_MEMORY_LLM_MODEL", default="")
 # A key's lookup (workspace, limits) stays cached this long; every change to them is published
 # (config.common.coherence) and seen by every process on its next request, so this only bounds

@@ -9,6 +9,7 @@ messages already do, nothing is added).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -22,7 +23,8 @@ from memory.text import (
     tool_call_ids,
 )
 
-# Context windows of common models, longest prefix first wins.
+# Context windows of common models, the longest matching prefix wins. Where a family's sizes
+# differ, the smaller: a window too small costs some history, one too large an upstream's 400.
 _WINDOWS = [
     ("gpt-4.1", 1_047_576),
     ("gpt-4o", 128_000),
@@ -37,29 +39,56 @@ _WINDOWS = [
     ("o4", 200_000),
     ("claude", 200_000),
     ("gemini", 1_048_576),
-    ("llama-3", 128_000),
-    ("llama3", 128_000),
+    ("llama-3", 8_192),  # Llama 3 (Groq's llama3-8b-8192, Ollama's llama3); 3.1 and later:
+    ("llama-3.", 128_000),
+    ("llama3", 8_192),
+    ("llama3.", 128_000),
     ("mistral-large", 128_000),
     ("qwen2.5", 32_768),
 ]
 
 
+_KNOWN = dict(_WINDOWS)
+
+
 def context_window(model: str) -> int:
-    name = (model or "").lower().rsplit("/", 1)[-1]
-    best = max((p for p, _ in _WINDOWS if name.startswith(p)), key=len, default=None)
-    if best is None:
-        return settings.ENGRAM_DEFAULT_CONTEXT_WINDOW
-    return dict(_WINDOWS)[best]
+    """The operator's window for the model (ENGRAM_CONTEXT_WINDOWS: the longest prefix of its
+    whole name, else of the name after its last "/"), else the table's (of that last part:
+    `openai/gpt-4o`), else ENGRAM_DEFAULT_CONTEXT_WINDOW."""
+    name = (model or "").lower()
+    short = name.rsplit("/", 1)[-1]
+    for table, candidates in (
+        (settings.ENGRAM_CONTEXT_WINDOWS, (name, short)),
+        (_KNOWN, (short,)),
+    ):
+        for candidate in candidates:
+            best = max((p for p in table if candidate.startswith(p)), key=len, default=None)
+            if best is not None:
+                return table[best]
+    return settings.ENGRAM_DEFAULT_CONTEXT_WINDOW
+
+
+# What the model reads beside the messages, counted in its prompt by the upstream: the tool
+# (and legacy function) definitions and a structured output's schema.
+DEFINITION_FIELDS = ("tools", "functions", "response_format")
 
 
 @dataclass
 class Budget:
     window: int
     reserved: int  # for the completion
+    definitions: int = 0  # the request's tools, functions and response_format
 
     @property
     def total(self) -> int:
-        return max(0, self.window - self.reserved)
+        return max(0, self.window - self.reserved - self.definitions)
+
+
+def definitions_tokens(body: dict) -> int:
+    present = {name: body[name] for name in DEFINITION_FIELDS if body.get(name)}
+    if not present:
+        return 0
+    return count_text(json.dumps(present, separators=(",", ":"), ensure_ascii=False))
 
 
 def budget_for(body: dict, model: str) -> Budget:
@@ -70,7 +99,7 @@ def budget_for(body: dict, model: str) -> Budget:
     else:
         # Nothing asked: keep room for an answer rather than fill the window to the brim.
         reserved = min(4096, window // 4)
-    return Budget(window=window, reserved=reserved)
+    return Budget(window=window, reserved=reserved, definitions=definitions_tokens(body))
 
 
 @dataclass
@@ -218,11 +247,13 @@ def assemble(
         taken.append(unit)
         remaining -= unit.tokens
     taken.reverse()
+    _from_a_question(taken, whole=len(taken) == len(history))
     old = [m for unit in taken for m in unit.messages]
     messages = head + injected + old + body
     total = count_messages(messages)
     while total > budget and taken:  # per-message counts summed exactly; kept as a guard
         taken.pop(0)
+        _from_a_question(taken, whole=False)
         old = [m for unit in taken for m in unit.messages]
         messages = head + injected + old + body
         total = count_messages(messages)
@@ -246,6 +277,14 @@ def assemble(
         used=used,
         history_ids=[mid for u in taken for mid in u.ids],
     )
+
+
+def _from_a_question(taken: list[HistoryUnit], *, whole: bool) -> None:
+    """History cut short starts at a user message: an answer (or a tool run) whose question
+    was left out is left out with it; the model would read a reply to nothing, and chat
+    templates that want user and assistant turns in alternation (Mistral's) refuse it."""
+    while not whole and taken and taken[0].messages[0].get("role") != "user":
+        taken.pop(0)
 
 
 def history_units(rows: list[dict]) -> list[HistoryUnit]:

@@ -23,6 +23,9 @@ class TurnContext:
     request_id: str
     body: dict  # the client's validated chat completions body (Engram-owned fields removed)
     model: str
+    # The name the upstream receives (an alias's target; the doors set it once routed): the
+    # model whose context window the budget is. Blank: `model`.
+    upstream_model: str = ""
     user_id: str | None = None  # x-user-id, else the body's `user`
     conversation_id: str | None = None  # x-conversation-id
     session_id: str | None = None  # x-session-id, else the body's `session_id`

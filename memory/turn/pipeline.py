@@ -103,6 +103,7 @@ def _explain(assembly: Assembly, budget: Budget, stored_ids: list[str]) -> dict:
         "budget": {
             "context_window": budget.window,
             "reserved_for_completion": budget.reserved,
+            "reserved_for_definitions": budget.definitions,
             "available": budget.total,
         },
         "blocks": assembly.blocks,

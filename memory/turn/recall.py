@@ -136,7 +136,7 @@ def knowledge_only(ctx: TurnContext, query: str, messages: list[dict]):
     """A turn without a user: its collections checked (NotFound naming an unknown or foreign
     one), their best chunks fitted beside the request. No memories, no history, nothing stored."""
     collections_check(ctx)
-    budget = budget_for(ctx.body, ctx.model)
+    budget = budget_for(ctx.body, ctx.upstream_model or ctx.model)
     blocks = []
     if query:
         from memory.embeddings import get_embedder
@@ -157,7 +157,7 @@ def recall_and_assemble(
     memories=None,
 ):
     """Past messages (and knowledge) here; memories too unless they were searched in parallel."""
-    budget = budget_for(ctx.body, ctx.model)
+    budget = budget_for(ctx.body, ctx.upstream_model or ctx.model)
     caps = caps_for(budget.total, ctx.budgets)
     workspace, user_id = ctx.workspace, ctx.memory_user_id
     messages_found = []

@@ -1,0 +1,220 @@
+"""vLLM, Ollama, llama.cpp and other OpenAI-compatible servers as the upstream: their quirks in
+answers, and the context budget with small windows and model names Engram does not know."""
+
+from __future__ import annotations
+
+import json
+
+from tests.upstream import Reply, openai_completion
+
+URL = "/v1/chat/completions"
+CALL = {"id": "call_w1", "type": "function", "function": {"name": "get_weather"}}
+ARGUMENTS = {"city": "Paris", "unit": "C"}
+
+
+def _chunk(delta: dict, finish: str | None = None) -> dict:
+    return {
+        "id": "chatcmpl-q",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "qwen2.5:7b",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _object_arguments_stream() -> list:
+    """A tool call whose arguments come as a JSON object, in one chunk (as some servers send)."""
+    call = {"index": 0, **CALL, "function": {**CALL["function"], "arguments": ARGUMENTS}}
+    return [
+        _chunk({"role": "assistant", "content": None}),
+        _chunk({"tool_calls": [call]}),
+        _chunk({}, "tool_calls"),
+        "[DONE]",
+    ]
+
+
+def _sent_calls(upstream) -> list[dict]:
+    """The tool calls of the assistant messages in the last request the upstream received."""
+    messages = upstream.chat_requests()[-1].body["messages"]
+    return [c for m in messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+
+
+def test_streamed_tool_call_arguments_sent_as_an_object_reach_the_client_as_text(http, upstream):
+    upstream.script(Reply(stream=_object_arguments_stream()))
+    headers = {"x-user-id": "olga", "x-conversation-id": "weather-stream"}
+    body = {
+        "model": "qwen2.5:7b",
+        "stream": True,
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    resp = http.post(URL, json=body, headers=headers)
+    assert resp.status_code == 200
+    events = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert not [c for c in chunks if "error" in c], chunks  # was an "Internal server error" frame
+    calls = [t for c in chunks for ch in c["choices"] for t in ch["delta"].get("tool_calls") or []]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [ARGUMENTS]
+    # The answer was stored with its arguments as text: the next turn sends them so.
+    upstream.script(Reply(json=openai_completion("Sunny.")))
+    result = {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"}
+    follow = {"model": "qwen2.5:7b", "messages": [result]}
+    assert http.post(URL, json=follow, headers=headers).status_code == 200
+    assert [json.loads(c["function"]["arguments"]) for c in _sent_calls(upstream)] == [ARGUMENTS]
+
+
+def test_tool_call_arguments_sent_as_an_object_come_back_as_text(http, upstream):
+    call = {**CALL, "function": {**CALL["function"], "arguments": ARGUMENTS}}
+    upstream.script(Reply(json=openai_completion(tool_calls=[call], model="llama3.1:8b")))
+    question = {"role": "user", "content": "Weather in Paris?"}
+    headers = {"x-user-id": "olga"}
+    resp = http.post(URL, json={"model": "llama3.1:8b", "messages": [question]}, headers=headers)
+    assert resp.status_code == 200
+    message = resp.json()["choices"][0]["message"]
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == ARGUMENTS
+    # The client sends its transcript back as the SDK keeps it: Engram takes it (the arguments
+    # of a client's message must be text, and were an object).
+    result = {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"}
+    transcript = [question, message, result]
+    again = http.post(URL, json={"model": "llama3.1:8b", "messages": transcript}, headers=headers)
+    assert again.status_code == 200, again.text
+
+
+# --- the context budget ------------------------------------------------------------------------
+
+
+def _import_history(http, conversation_id: str, user_id: str, turns: int) -> None:
+    messages = []
+    for i in range(turns):
+        messages.append({"role": "user", "content": f"Question {i} about topic {i}, in detail."})
+        messages.append({"role": "assistant", "content": f"Answer {i}: topic {i} is this. " * 4})
+    resp = http.post(
+        f"/v1/conversations/{conversation_id}/messages",
+        json={"user_id": user_id, "messages": messages},
+    )
+    assert resp.status_code == 201, resp.text
+
+
+def _prompt_tokens(body: dict) -> int:
+    """What the upstream reads, counted with tiktoken's cl100k as Engram says it counts."""
+    from config.common.tokens import count
+    from memory.text import count_messages
+
+    tools = json.dumps({"tools": body["tools"]}, separators=(",", ":")) if "tools" in body else ""
+    return count_messages(body["messages"]) + count(tools)
+
+
+def test_tool_definitions_count_in_the_context_budget(http, upstream, settings):
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 2048
+    _import_history(http, "tools-budget", "tess", 60)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": f"tool_{i}",
+                "description": "Looks something up in the company's records. " * 6,
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
+        }
+        for i in range(8)
+    ]
+    body = {
+        "model": "my-vllm-model",  # unknown: ENGRAM_DEFAULT_CONTEXT_WINDOW
+        "max_tokens": 256,
+        "tools": tools,
+        "messages": [{"role": "user", "content": "What was topic 59 about?"}],
+    }
+    headers = {"x-user-id": "tess", "x-conversation-id": "tools-budget"}
+    preview = http.post("/v1/context", json=body, headers=headers).json()
+    resp = http.post(URL, json=body, headers=headers)
+    assert resp.status_code == 200
+    sent = upstream.chat_requests()[-1].body
+    assert sent["tools"] == tools
+    assert sent["messages"][-3:-1] == preview["messages"][-3:-1]  # history: the newest turns
+    assert _prompt_tokens(sent) <= 2048 - 256  # was ~2,250 with the tools' ~560 tokens
+    budget = preview["budget"]
+    assert budget["reserved_for_definitions"] > 500
+    assert budget["available"] == 2048 - 256 - budget["reserved_for_definitions"]
+    assert preview["context_tokens"] <= budget["available"]
+
+
+def test_an_alias_is_sized_for_the_window_of_the_model_it_names(http, owner, upstream, settings):
+    """Apps keep `model: "gpt-4o"` in their code and the operator points it at a local model:
+    the budget is the local model's window (unknown: the default), not gpt-4o's 128,000."""
+    from completions.services import model_alias_set
+
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 2048
+    model_alias_set(workspace=owner[0], alias="gpt-4o", target_model="tiny-vllm")
+    _import_history(http, "aliased", "alia", 80)
+    body = {
+        "model": "gpt-4o",
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "What was topic 79 about?"}],
+    }
+    headers = {"x-user-id": "alia", "x-conversation-id": "aliased"}
+    preview = http.post("/v1/context", json=body, headers=headers).json()
+    assert preview["budget"]["context_window"] == 2048
+    resp = http.post(URL, json=body, headers=headers)
+    assert resp.status_code == 200
+    sent = upstream.chat_requests()[-1].body
+    assert sent["model"] == "tiny-vllm"
+    assert _prompt_tokens(sent) <= 2048 - 200  # was the whole stored history, ~5,000 tokens
+    assert resp.json()["engram"]["context_tokens"] == preview["context_tokens"]
+
+
+def test_the_operator_names_the_windows_of_the_models_it_serves(http, upstream, settings):
+    """vLLM serving Llama 3.1 with --max-model-len 4096: Engram's table says 128,000 for
+    llama3.1, ENGRAM_CONTEXT_WINDOWS says what the server takes."""
+    settings.ENGRAM_CONTEXT_WINDOWS = {"meta-llama/llama-3.1-8b-instruct": 4096, "tiny": 1024}
+    _import_history(http, "served", "vera", 150)
+    body = {
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
+        "max_tokens": 300,
+        "messages": [{"role": "user", "content": "What was topic 149 about?"}],
+    }
+    headers = {"x-user-id": "vera", "x-conversation-id": "served"}
+    preview = http.post("/v1/context", json=body, headers=headers).json()
+    assert preview["budget"]["context_window"] == 4096
+    assert http.post(URL, json=body, headers=headers).status_code == 200
+    assert _prompt_tokens(upstream.chat_requests()[-1].body) <= 4096 - 300
+    tiny = {**body, "model": "tiny-3b-q4"}  # a prefix
+    assert (
+        http.post("/v1/context", json=tiny, headers=headers).json()["budget"]["context_window"]
+        == 1024
+    )
+
+
+def test_the_windows_setting_is_read_strictly(monkeypatch):
+    import pytest
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.env import context_windows
+
+    monkeypatch.setenv("ENGRAM_CONTEXT_WINDOWS", " llama3.1:8b=8192, Qwen/Qwen2.5-7B=4096 ,")
+    assert context_windows() == {"llama3.1:8b": 8192, "qwen/qwen2.5-7b": 4096}
+    for bad in ("llama3.1:8b", "x=0", "=4096", "x=8k"):
+        monkeypatch.setenv("ENGRAM_CONTEXT_WINDOWS", bad)
+        with pytest.raises(ImproperlyConfigured, match="ENGRAM_CONTEXT_WINDOWS"):
+            context_windows()
+
+
+def test_history_cut_short_starts_at_a_question(http, upstream, settings):
+    """The oldest turns are dropped whole: the history never opens with an answer whose
+    question was left out."""
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 2048
+    _import_history(http, "cut", "cleo", 60)
+    headers = {"x-user-id": "cleo", "x-conversation-id": "cut"}
+    firsts = set()
+    for max_tokens in range(300, 360, 6):  # cut points across several turns
+        body = {
+            "model": "my-vllm-model",
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "What was topic 59 about?"}],
+        }
+        preview = http.post("/v1/context", json=body, headers=headers).json()
+        history = preview["messages"][:-1]
+        history = [m for m in history if m["role"] != "system"]
+        assert history, preview["blocks"]
+        firsts.add(history[0]["role"])
+        assert len(history) % 2 == 0  # whole turns, question and answer
+    assert firsts == {"user"}
