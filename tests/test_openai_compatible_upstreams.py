@@ -218,3 +218,31 @@ def test_history_cut_short_starts_at_a_question(http, upstream, settings):
         firsts.add(history[0]["role"])
         assert len(history) % 2 == 0  # whole turns, question and answer
     assert firsts == {"user"}
+
+
+def test_one_system_message_for_templates_that_take_one(http, upstream, settings):
+    """Mistral's chat template on vLLM refuses a second system message ("Conversation roles
+    must alternate"): with ENGRAM_SYSTEM_MESSAGES=one, the request's system prompt and Engram's
+    memory block go upstream as one leading system message, and /v1/context shows the same."""
+    made = http.post("/v1/memories", json={"user_id": "mo", "text": "Mo lives in Lyon."})
+    assert made.status_code == 201, made.text
+    body = {
+        "model": "mistral-7b",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Where does Mo live?"},
+        ],
+    }
+    headers = {"x-user-id": "mo"}
+    assert http.post(URL, json=body, headers=headers).status_code == 200
+    separate = upstream.chat_requests()[-1].body["messages"]
+    assert [m["role"] for m in separate] == ["system", "system", "user"]
+
+    settings.ENGRAM_SYSTEM_MESSAGES = "one"
+    assert http.post(URL, json=body, headers=headers).status_code == 200
+    sent = upstream.chat_requests()[-1].body["messages"]
+    context = http.post("/v1/context", json=body, headers=headers).json()
+
+    assert [m["role"] for m in sent[:-1]].count("system") == 1 and sent[0]["role"] == "system"
+    assert sent[0]["content"].startswith("Be brief.\n\n") and "lives in Lyon" in sent[0]["content"]
+    assert context["messages"][:1] == sent[:1]

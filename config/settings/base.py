@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from config.celery import VISIBILITY_TIMEOUT
@@ -259,6 +260,12 @@ ENGRAM_EMBEDDING_DIMENSIONS = 384
 ENGRAM_DEFAULT_CONTEXT_WINDOW = env.int("ENGRAM_DEFAULT_CONTEXT_WINDOW", default=8192)
 # Windows of named models (name or prefix -> tokens), before the built-in table.
 ENGRAM_CONTEXT_WINDOWS = context_windows()
+# "separate": the request's system messages, then each of Engram's blocks (memories, summary,
+# knowledge) as a system message of its own; "one": all of them in one leading system message,
+# for chat templates that take one (Mistral's on vLLM).
+ENGRAM_SYSTEM_MESSAGES = env.str("ENGRAM_SYSTEM_MESSAGES", default="separate")
+if ENGRAM_SYSTEM_MESSAGES not in ("separate", "one"):
+    raise ImproperlyConfigured("ENGRAM_SYSTEM_MESSAGES is 'separate' or 'one'.")
 ENGRAM_MEMORY_LLM_MODEL = env("ENGRAM_MEMORY_LLM_MODEL", default="")
 # A key's lookup (workspace, limits) stays cached this long; every change to them is published
 # (config.common.coherence) and seen by every process on its next request, so this only bounds

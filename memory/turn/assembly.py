@@ -201,6 +201,19 @@ def _fill(block: Block, allowance: int) -> tuple[dict | None, list[Item], int]:
     return None, [], 0
 
 
+def _leading(head: list[dict], injected: list[dict]) -> list[dict]:
+    """The system messages in front: the request's own, then Engram's blocks, each a message;
+    or, with ENGRAM_SYSTEM_MESSAGES=one, all in one system message, for chat templates that
+    take at most one (Mistral's on vLLM: "Conversation roles must alternate"). A request's
+    system message with parts other than text keeps them: nothing is merged then."""
+    lead = head + injected
+    if settings.ENGRAM_SYSTEM_MESSAGES != "one" or len(lead) < 2:
+        return lead
+    if any(not isinstance(m.get("content"), str) for m in lead):
+        return lead
+    return [{"role": "system", "content": "\n\n".join(m["content"] for m in lead)}]
+
+
 def _split_head(messages: list[dict]) -> tuple[list[dict], list[dict]]:
     cut = 0
     while cut < len(messages) and messages[cut].get("role") in ("system", "developer"):
@@ -249,13 +262,13 @@ def assemble(
     taken.reverse()
     _from_a_question(taken, whole=len(taken) == len(history))
     old = [m for unit in taken for m in unit.messages]
-    messages = head + injected + old + body
+    messages = _leading(head, injected) + old + body
     total = count_messages(messages)
     while total > budget and taken:  # per-message counts summed exactly; kept as a guard
         taken.pop(0)
         _from_a_question(taken, whole=False)
         old = [m for unit in taken for m in unit.messages]
-        messages = head + injected + old + body
+        messages = _leading(head, injected) + old + body
         total = count_messages(messages)
     if taken:
         report.append(
