@@ -1030,3 +1030,35 @@ def test_a_run_whose_lease_lapsed_while_the_model_answered_writes_nothing_twice(
     assert MemoryEvent.objects.filter(event="ADD").count() == 1
     job.refresh_from_db()
     assert (job.status, job.attempts) == ("done", 2)
+
+
+@llm_db
+def test_a_long_backlog_is_summarized_in_slices_that_fit_the_models_window(
+    upstream, settings, django_capture_on_commit_callbacks
+):
+    """A bulk import of hundreds of messages was one summary prompt, far past a small model's
+    window (vLLM with --max-model-len 2048 refuses it), and the summary was never made. The
+    messages now go in slices that fit the memory model's window, each folded into the
+    summary so far."""
+    from memory.text import count_messages
+
+    settings.ENGRAM_SUMMARY_TRIGGER_TOKENS = 20
+    settings.ENGRAM_SUMMARY_KEEP_MESSAGES = 1
+    settings.ENGRAM_SUMMARY_MAX_TOKENS = 200
+    settings.ENGRAM_CONTEXT_WINDOWS = {"gpt-4o-mini": 2048}
+    workspace, _ = make_workspace()
+    said = [f"Note {i}: the shipment of crate {i} left the Oslo depot on time." for i in range(300)]
+    conv = say(workspace, "u", *said)
+    upstream.script(*(Reply(json=openai_completion(f"Summary {n}.")) for n in range(1, 20)))
+    with django_capture_on_commit_callbacks():
+        job = summary_enqueue(workspace=workspace, conversation=conv)
+    tasks.summarize(job.id)
+
+    calls = upstream.chat_requests()
+    conv.refresh_from_db()
+    assert len(calls) >= 3 and conv.summary == f"Summary {len(calls)}."
+    for call in calls:  # each prompt and its answer fit the window
+        assert count_messages(call.body["messages"]) + call.body["max_tokens"] <= 2048
+    assert "Previous summary:\nSummary 1." in calls[1].body["messages"][1]["content"]
+    sent = "".join(c.body["messages"][1]["content"] for c in calls)
+    assert all(f"crate {i} " in sent for i in range(299))  # every message read, once

@@ -50,6 +50,13 @@ def available(*, workspace: Workspace, model: str | None = None) -> bool:
     )
 
 
+def context_window(*, workspace: Workspace, model: str | None = None) -> int:
+    """The window of the model `chat` would call (as routed: an alias sized by its target)."""
+    from memory.turn.assembly import context_window as window_of
+
+    return window_of(resolve_sync(workspace.id, model or _default_model(workspace.id)).model)
+
+
 def chat(
     *,
     workspace: Workspace,

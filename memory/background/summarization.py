@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from completions.providers.llm import LLMUnavailable
+from config.common import tokens
 from memory.background.extraction import offline
 from memory.models import Conversation, Message, ProcessingJob
 from memory.text import count_text, day_label, speaker
@@ -19,33 +20,74 @@ class EmptySummary(Exception):
     pass
 
 
-def _transcript(rows: list[Message]) -> str:
-    return "\n".join(
+# What one summary call reads at most (tokens of new messages): more come in slices, each folded
+# into the summary so far. A bulk import of thousands of messages was one prompt, far past a
+# small model's window (a 4,096-token vLLM model), and its summary was never made.
+SUMMARY_INPUT_TOKENS = 6000
+# The prompt's own words and the message framing around the previous summary and transcript.
+_PROMPT_SLACK = 200
+
+
+def _lines(rows: list[Message]) -> list[str]:
+    return [
         f"({day_label(m.created_at)}) {speaker(m.role, m.name)}: {m.content}"
         for m in rows
         if m.content
-    )
+    ]
+
+
+def transcript_slices(rows: list[Message], allowance: int) -> list[str]:
+    """The new messages' transcript in pieces of at most `allowance` tokens each, whole lines
+    where they fit (a line longer than that is cut into pieces of its own)."""
+    slices: list[str] = []
+    current: list[str] = []
+    used = 0
+    for line in _lines(rows):
+        cost = count_text(line) + 1
+        if current and used + cost > allowance:
+            slices.append("\n".join(current))
+            current, used = [], 0
+        if cost > allowance:
+            slices.extend(tokens.windows(line, allowance))
+            continue
+        current.append(line)
+        used += cost
+    if current:
+        slices.append("\n".join(current))
+    return slices
+
+
+def _allowance(job: ProcessingJob) -> int:
+    """Tokens of new messages one call may read: the memory model's window less its answer,
+    the previous summary (each at most ENGRAM_SUMMARY_MAX_TOKENS) and the prompt."""
+    from completions.providers import llm
+
+    window = llm.context_window(workspace=job.workspace)
+    room = window - 2 * settings.ENGRAM_SUMMARY_MAX_TOKENS - _PROMPT_SLACK
+    return max(256, min(SUMMARY_INPUT_TOKENS, room))
 
 
 def _llm_summary(job: ProcessingJob, previous: str, rows: list[Message]) -> str:
+    """The summary so far with the new messages folded in, a slice at a time."""
     from completions.providers import llm
 
     words = max(50, settings.ENGRAM_SUMMARY_MAX_TOKENS * 3 // 4)
-    text = llm.chat(
-        workspace=job.workspace,
-        messages=[
-            {"role": "system", "content": SUMMARY_PROMPT.format(words=words)},
-            {
-                "role": "user",
-                "content": f"Previous summary:\n{previous or '(none)'}\n\nNew messages:\n"
-                + _transcript(rows),
-            },
-        ],
-        max_tokens=settings.ENGRAM_SUMMARY_MAX_TOKENS,
-    ).strip()
-    if not text:
-        raise EmptySummary("the model returned an empty summary")
-    return text
+    for transcript in transcript_slices(rows, _allowance(job)):
+        previous = llm.chat(
+            workspace=job.workspace,
+            messages=[
+                {"role": "system", "content": SUMMARY_PROMPT.format(words=words)},
+                {
+                    "role": "user",
+                    "content": f"Previous summary:\n{previous or '(none)'}\n\nNew messages:\n"
+                    + transcript,
+                },
+            ],
+            max_tokens=settings.ENGRAM_SUMMARY_MAX_TOKENS,
+        ).strip()
+        if not previous:
+            raise EmptySummary("the model returned an empty summary")
+    return previous
 
 
 def extractive_summary(previous: str, rows: list[Message], max_tokens: int) -> str:
