@@ -162,6 +162,7 @@ _words = st.text(alphabet="abcdefghij ", min_size=1, max_size=60).map(str.strip)
 
 @settings(max_examples=40, deadline=None)
 @example(paragraphs=["a. a. aababaaabfjebcchbcbfjgj."], max_tokens=20)  # 21 tokens once joined
+@example(paragraphs=["aaabbaa aababaaabaaabfjaaeaaabjaaeaa."], max_tokens=20)  # a word cut
 @given(
     paragraphs=st.lists(
         st.lists(_words, min_size=1, max_size=12).map(lambda ws: ". ".join(ws) + "."),

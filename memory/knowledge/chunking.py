@@ -42,8 +42,23 @@ def _units(text: str, max_tokens: int) -> list[str]:
         if count_tokens(sentence) <= max_tokens:
             units.append(sentence)
         else:
-            units += [w for w in (w.strip() for w in tokens.windows(sentence, max_tokens)) if w]
+            units += _word_windows(sentence, max_tokens)
     return units
+
+
+def _word_windows(sentence: str, max_tokens: int) -> list[str]:
+    """A sentence over max_tokens in pieces of at most that: cut by tokens, then each cut that
+    went through a word moved back to the word's start when the next piece still fits, so a
+    word is whole in one piece (a property test found "...aaabjaae" | "aa." split)."""
+    pieces = tokens.windows(sentence, max_tokens)
+    for i in range(len(pieces) - 1):
+        head, nxt = pieces[i], pieces[i + 1]
+        if not head or not nxt or head[-1].isspace() or nxt[0].isspace() or " " not in head:
+            continue
+        kept, _, cut = head.rpartition(" ")
+        if kept.strip() and count_tokens(cut + nxt) <= max_tokens:
+            pieces[i], pieces[i + 1] = kept, cut + nxt
+    return [w for w in (w.strip() for w in pieces) if w]
 
 
 def _tail(text: str, budget: int) -> str:
