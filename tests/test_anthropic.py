@@ -324,3 +324,52 @@ def test_a_stream_event_of_the_wrong_shape_is_an_error_frame_not_a_500(client, u
         )
     assert "Internal server error" not in str(info.value)
     assert info.value.type == "upstream_error"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"type": "message", "content": "Hello", "stop_reason": "end_turn"},  # not a list
+        {"type": "message", "content": ["Hello"]},  # blocks not objects
+        {"type": "message", "content": [{"type": "text", "text": ["Hello"]}]},
+    ],
+)
+def test_a_reply_of_the_wrong_shape_is_a_502_not_a_500(client, upstream, reply):
+    upstream.script(Reply(json=reply))
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502
+    assert info.value.type == "upstream_error"
+
+
+def test_a_stop_reason_or_usage_of_the_wrong_type_is_no_500(client, upstream):
+    reply = anthropic_message("Hi") | {"stop_reason": ["end_turn"], "usage": "12 tokens"}
+    upstream.script(Reply(json=reply))
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}]
+    )
+    assert completion.choices[0].message.content == "Hi"
+    assert completion.choices[0].finish_reason == "stop" and completion.usage is None
+
+
+def _stream_with(position: int, **fields):
+    events = anthropic_stream(["a"], model=MODEL)
+    events[position][1].update(fields)
+    return events
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        _stream_with(-2, delta={"stop_reason": ["end_turn"]}),  # message_delta
+        _stream_with(2, index=[0], delta={"type": "input_json_delta", "partial_json": "{"}),
+    ],
+)
+def test_stream_fields_of_the_wrong_type_are_not_a_500(client, upstream, events):
+    upstream.script(Reply(stream=events))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    )
+    assert chunks[-1].choices[0].finish_reason == "stop"

@@ -208,8 +208,17 @@ def _tool_choice(choice: Any, parallel: Any) -> dict | None:
     return out
 
 
-def usage_from(usage: dict | None) -> dict | None:
-    if not usage:
+def finish_reason(stop_reason: Any) -> str:
+    """OpenAI's finish_reason for Anthropic's stop_reason (whatever the upstream put there)."""
+    return STOP_REASONS.get(stop_reason if isinstance(stop_reason, str) else None, "stop")
+
+
+def _unexpected() -> ApiError:
+    return ApiError(502, "The upstream provider sent an unexpected reply.", type="upstream_error")
+
+
+def usage_from(usage: Any) -> dict | None:
+    if not usage or not isinstance(usage, dict):
         return None
     cached = usage.get("cache_read_input_tokens") or 0
     prompt = (usage.get("input_tokens") or 0) + cached
@@ -227,8 +236,14 @@ def from_anthropic(data: dict, *, model: str) -> dict:
     """The OpenAI chat.completion for a Messages API response."""
     text = ""
     tool_calls = []
-    for block in data.get("content") or []:
+    content = data.get("content") or []
+    # A malformed reply is the upstream's failure (502), as in the stream, not Engram's 500.
+    if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
+        raise _unexpected()
+    for block in content:
         if block.get("type") == "text":
+            if not isinstance(block.get("text", ""), str):
+                raise _unexpected()
             text += block.get("text", "")
         elif block.get("type") == "tool_use":
             tool_calls.append(
@@ -256,7 +271,7 @@ def from_anthropic(data: dict, *, model: str) -> dict:
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": STOP_REASONS.get(data.get("stop_reason"), "stop"),
+                "finish_reason": finish_reason(data.get("stop_reason")),
             }
         ],
         "usage": usage_from(data.get("usage")),
