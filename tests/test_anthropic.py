@@ -373,3 +373,39 @@ def test_stream_fields_of_the_wrong_type_are_not_a_500(client, upstream, events)
         )
     )
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_blank_text_is_left_out_and_a_prefill_loses_its_trailing_whitespace(client, upstream):
+    """Anthropic refuses blank text blocks and a last assistant turn ending in whitespace
+    (400), where OpenAI answers: a history with an empty turn must not fail every later turn."""
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": ""},
+            {"role": "assistant", "content": "  "},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": ""},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    {"type": "text", "text": " \n"},
+                    {"type": "text", "text": "What is it?"},
+                ],
+            },
+            {"role": "assistant", "content": "It is a "},
+        ],
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert upstream.last.body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                },
+                {"type": "text", "text": "What is it?"},
+            ],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": "It is a"}]},
+    ]

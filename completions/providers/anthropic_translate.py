@@ -50,15 +50,21 @@ def _image(url: str, param: str) -> dict:
     return {"type": "image", "source": source}
 
 
+def _text_blocks(text: str) -> list[dict]:
+    """A text block, or none for blank text: Anthropic refuses a text block that is empty or
+    only whitespace (400 "text content blocks must be non-empty"), where OpenAI takes it."""
+    return [{"type": "text", "text": text}] if text.strip() else []
+
+
 def _user_blocks(content: Any, index: int) -> list[dict]:
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
+        return _text_blocks(content)
     blocks = []
     for j, part in enumerate(content or []):
         param = f"messages[{index}].content[{j}]"
         kind = part.get("type")
         if kind == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
+            blocks.extend(_text_blocks(part.get("text", "")))
         elif kind == "image_url":
             blocks.append(_image(part["image_url"]["url"], param))
         elif kind == "file" and (
@@ -91,6 +97,17 @@ def _append(messages: list[dict], role: str, blocks: list[dict]) -> None:
         messages.append({"role": role, "content": blocks})
 
 
+def _trim_prefill(messages: list[dict]) -> None:
+    """A conversation ending with the assistant's words asks Claude to continue them, and
+    Anthropic refuses them ending in whitespace (400 "final assistant content cannot end with
+    trailing whitespace")."""
+    if not messages or messages[-1]["role"] != "assistant":
+        return
+    last = messages[-1]["content"][-1]
+    if last["type"] == "text":
+        last["text"] = last["text"].rstrip()
+
+
 def _tool_result(message: dict, tool_use_id: str) -> dict:
     content = message.get("content")
     value = content if isinstance(content, str) else _text(content)
@@ -110,10 +127,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         elif role == "user":
             _append(messages, "user", _user_blocks(message.get("content"), i))
         elif role == "assistant":
-            blocks: list[dict] = []
-            text = _text(message.get("content"))
-            if text:
-                blocks.append({"type": "text", "text": text})
+            blocks = _text_blocks(_text(message.get("content")))
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
                 blocks.append(
@@ -139,6 +153,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
             _append(messages, "user", [_tool_result(message, message["tool_call_id"])])
         elif role == "function":
             _append(messages, "user", [_tool_result(message, f"call_{message.get('name')}")])
+    _trim_prefill(messages)
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_object":
         system.append("Reply with one JSON object and nothing else.")
