@@ -409,3 +409,15 @@ def test_blank_text_is_left_out_and_a_prefill_loses_its_trailing_whitespace(clie
         },
         {"role": "assistant", "content": [{"type": "text", "text": "It is a"}]},
     ]
+
+
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [("\n", None), (["\n", "", "END", " \t"], ["END"]), (["END", "STOP"], ["END", "STOP"])],
+)
+def test_blank_stop_sequences_are_left_out(client, upstream, stop, expected):
+    """Anthropic refuses a whitespace-only stop sequence with 400; OpenAI takes stop="\\n"."""
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], stop=stop
+    )
+    assert upstream.last.body.get("stop_sequences") == expected

@@ -177,8 +177,11 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if body.get("top_p") is not None:
         payload["top_p"] = body["top_p"]
     stop = body.get("stop")
-    if stop:
-        payload["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    # Anthropic refuses a blank stop sequence (400 "each stop sequence must contain
+    # non-whitespace"), so OpenAI's common stop=["\n"] failed the whole request: left out.
+    sequences = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s.strip()]
+    if sequences:
+        payload["stop_sequences"] = sequences
     if body.get("tools"):
         payload["tools"] = [_tool(t) for t in body["tools"]]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
