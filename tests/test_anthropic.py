@@ -421,3 +421,29 @@ def test_blank_stop_sequences_are_left_out(client, upstream, stop, expected):
         model=MODEL, messages=[{"role": "user", "content": "x"}], stop=stop
     )
     assert upstream.last.body.get("stop_sequences") == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tools": [*TOOLS, {"type": "custom", "custom": {"name": "grep"}}]}, "tools[1].type"),
+        (
+            {
+                "tools": TOOLS,
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "allowed_tools": {"mode": "auto", "tools": [TOOLS[0]]},
+                },
+            },
+            "tool_choice.type",
+        ),
+    ],
+)
+def test_a_tool_anthropic_has_no_equivalent_for_is_a_400_naming_it(client, upstream, fields, param):
+    """It reached Anthropic with a null name, and its 400 named a field the client never sent."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], **fields
+        )
+    assert info.value.param == param and info.value.code == "unsupported"
+    assert upstream.chat_requests() == []

@@ -183,7 +183,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if sequences:
         payload["stop_sequences"] = sequences
     if body.get("tools"):
-        payload["tools"] = [_tool(t) for t in body["tools"]]
+        payload["tools"] = [_tool(t, j) for j, t in enumerate(body["tools"])]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice and body.get("tools"):
         payload["tool_choice"] = choice
@@ -197,7 +197,10 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     return payload
 
 
-def _tool(tool: dict) -> dict:
+def _tool(tool: dict, index: int) -> dict:
+    # Anthropic's tools are functions: another kind (OpenAI's "custom") reached it nameless.
+    if tool.get("type") != "function":
+        raise _unsupported(f"tools[{index}].type", f"A tool of type '{tool.get('type')}'")
     function = tool.get("function") or {}
     out = {
         "name": function.get("name"),
@@ -217,8 +220,10 @@ def _tool_choice(choice: Any, parallel: Any) -> dict | None:
         out = {"type": "any"}
     elif choice == "none":
         return {"type": "none"}
-    elif isinstance(choice, dict):
+    elif isinstance(choice, dict) and choice.get("type") == "function":
         out = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    elif isinstance(choice, dict):
+        raise _unsupported("tool_choice.type", f"A tool_choice of type '{choice.get('type')}'")
     else:
         return None
     if parallel is False:
