@@ -447,3 +447,22 @@ def test_a_tool_anthropic_has_no_equivalent_for_is_a_400_naming_it(client, upstr
         )
     assert info.value.param == param and info.value.code == "unsupported"
     assert upstream.chat_requests() == []
+
+
+def test_default_max_tokens_leaves_room_beyond_a_thinking_budget(client, upstream, settings):
+    """Anthropic refuses max_tokens not above thinking.budget_tokens: the client gave no
+    max_tokens, so Engram's default must not make its request invalid."""
+    budget = settings.ENGRAM_ANTHROPIC_MAX_TOKENS + 1000
+    thinking = {"type": "enabled", "budget_tokens": budget}
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], extra_body={"thinking": thinking}
+    )
+    body = upstream.last.body
+    assert body["thinking"] == thinking
+    assert body["max_tokens"] == budget + settings.ENGRAM_ANTHROPIC_MAX_TOKENS
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        extra_body={"thinking": {"type": "enabled", "budget_tokens": 1024}},
+    )
+    assert upstream.last.body["max_tokens"] == settings.ENGRAM_ANTHROPIC_MAX_TOKENS

@@ -168,7 +168,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         "messages": messages,
         "max_tokens": body.get("max_completion_tokens")
         or body.get("max_tokens")
-        or settings.ENGRAM_ANTHROPIC_MAX_TOKENS,
+        or _default_max_tokens(body.get("thinking")),
     }
     if system:
         payload["system"] = "\n\n".join(s for s in system if s)
@@ -195,6 +195,17 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if stream:
         payload["stream"] = True
     return payload
+
+
+def _default_max_tokens(thinking: Any) -> int:
+    """max_tokens for a client that gave none. Anthropic counts extended thinking in it and
+    refuses a budget_tokens that is not below it (400), so a budget at or above the default
+    gets the default on top of it for the answer."""
+    default = settings.ENGRAM_ANTHROPIC_MAX_TOKENS
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget >= default:
+        return budget + default
+    return default
 
 
 def _tool(tool: dict, index: int) -> dict:
