@@ -466,3 +466,14 @@ def test_default_max_tokens_leaves_room_beyond_a_thinking_budget(client, upstrea
         extra_body={"thinking": {"type": "enabled", "budget_tokens": 1024}},
     )
     assert upstream.last.body["max_tokens"] == settings.ENGRAM_ANTHROPIC_MAX_TOKENS
+
+
+@pytest.mark.parametrize("mime", ["image/jpg", "image/JPEG", "Image/Jpg"])
+def test_a_jpeg_data_url_is_sent_as_image_jpeg(client, upstream, mime):
+    """Anthropic takes only image/jpeg, image/png, image/gif and image/webp (400 otherwise)."""
+    image = {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{PNG}"}}
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": [{"type": "text", "text": "?"}, image]}]
+    )
+    source = upstream.last.body["messages"][0]["content"][1]["source"]
+    assert source == {"type": "base64", "media_type": "image/jpeg", "data": PNG}

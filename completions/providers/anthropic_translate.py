@@ -42,7 +42,10 @@ def _text(content: Any) -> str:
 def _image(url: str, param: str) -> dict:
     match = _DATA_URL.match(url)
     if match:
-        source = {"type": "base64", "media_type": match["mime"], "data": match["data"]}
+        mime = match["mime"].lower()
+        # "image/jpg" is common and OpenAI takes it; Anthropic knows JPEG only as image/jpeg.
+        media_type = "image/jpeg" if mime == "image/jpg" else mime
+        source = {"type": "base64", "media_type": media_type, "data": match["data"]}
     elif url.startswith(("http://", "https://")):
         source = {"type": "url", "url": url}
     else:
