@@ -477,3 +477,20 @@ def test_a_jpeg_data_url_is_sent_as_image_jpeg(client, upstream, mime):
     )
     source = upstream.last.body["messages"][0]["content"][1]["source"]
     assert source == {"type": "base64", "media_type": "image/jpeg", "data": PNG}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"), [({"logprobs": True}, "logprobs"), ({"top_logprobs": 3}, "top_logprobs")]
+)
+def test_logprobs_are_refused_not_answered_without(client, upstream, fields, param):
+    """Anthropic has no log probabilities: the answer's logprobs were null, which a client
+    reading choice.logprobs.content fails on."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], **fields
+        )
+    assert info.value.param == param and info.value.code == "unsupported"
+    assert upstream.chat_requests() == []
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], logprobs=False
+    )
