@@ -494,3 +494,17 @@ def test_logprobs_are_refused_not_answered_without(client, upstream, fields, par
     client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "x"}], logprobs=False
     )
+
+
+def test_legacy_functions_are_refused_not_dropped(client, upstream):
+    """They were left out of the Anthropic request: the model answered as if it had none."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Weather in Rome?"}],
+            functions=[TOOLS[0]["function"]],
+            function_call="auto",
+        )
+    assert info.value.param == "functions" and info.value.code == "unsupported"
+    assert "tools" in info.value.message
+    assert upstream.chat_requests() == []

@@ -121,6 +121,8 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     """The Messages API request for an OpenAI chat completions body."""
     if (body.get("n") or 1) > 1:
         raise _unsupported("n", "n greater than 1")
+    if body.get("functions"):  # else left out unsaid: the model answered without them
+        raise _unsupported("functions", "The legacy 'functions' (use 'tools')")
     if body.get("logprobs") or body.get("top_logprobs"):  # else an answer without them
         name = "logprobs" if body.get("logprobs") else "top_logprobs"
         raise _unsupported(name, "logprobs")
