@@ -508,3 +508,15 @@ def test_legacy_functions_are_refused_not_dropped(client, upstream):
     assert info.value.param == "functions" and info.value.code == "unsupported"
     assert "tools" in info.value.message
     assert upstream.chat_requests() == []
+
+
+def test_a_file_part_whose_data_is_not_a_string_is_a_400_not_a_500(client, upstream):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "user", "content": [{"type": "file", "file": {"file_data": 12345}}]}
+            ],
+        )
+    assert info.value.param == "messages[0].content[0]"
+    assert upstream.chat_requests() == []

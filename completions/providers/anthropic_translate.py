@@ -59,6 +59,12 @@ def _text_blocks(text: str) -> list[dict]:
     return [{"type": "text", "text": text}] if text.strip() else []
 
 
+def _file_data(part: dict) -> str:
+    """A file part's file_data, "" for none or for one that is not a string (a TypeError)."""
+    data = (part.get("file") or {}).get("file_data")
+    return data if isinstance(data, str) else ""
+
+
 def _user_blocks(content: Any, index: int) -> list[dict]:
     if isinstance(content, str):
         return _text_blocks(content)
@@ -70,9 +76,7 @@ def _user_blocks(content: Any, index: int) -> list[dict]:
             blocks.extend(_text_blocks(part.get("text", "")))
         elif kind == "image_url":
             blocks.append(_image(part["image_url"]["url"], param))
-        elif kind == "file" and (
-            match := _DATA_URL.match(part.get("file", {}).get("file_data") or "")
-        ):
+        elif kind == "file" and (match := _DATA_URL.match(_file_data(part))):
             source = {"type": "base64", "media_type": match["mime"], "data": match["data"]}
             blocks.append({"type": "document", "source": source})
         else:
