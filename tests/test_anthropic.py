@@ -520,3 +520,26 @@ def test_a_file_part_whose_data_is_not_a_string_is_a_400_not_a_500(client, upstr
         )
     assert info.value.param == "messages[0].content[0]"
     assert upstream.chat_requests() == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"id": "c1", "type": "custom", "custom": {"name": "grep", "input": "x"}},
+        {"id": "c1", "type": "custom", "function": "grep"},
+    ],
+)
+def test_a_tool_call_of_another_type_in_history_is_a_400_naming_it(client, upstream, call):
+    """Validation checks only function calls: another kind reached Anthropic nameless (its 400
+    named a field the client never sent), or raised AttributeError (500)."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "found"},
+            ],
+        )
+    assert info.value.param == "messages[1].tool_calls[0].type"
+    assert upstream.chat_requests() == []

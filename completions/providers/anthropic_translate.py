@@ -140,8 +140,11 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
             _append(messages, "user", _user_blocks(message.get("content"), i))
         elif role == "assistant":
             blocks = _text_blocks(_text(message.get("content")))
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {}
+            for j, call in enumerate(message.get("tool_calls") or []):
+                if call.get("type", "function") != "function":  # unchecked: a 500 or no name
+                    kind = f"A tool call of type '{call.get('type')}'"
+                    raise _unsupported(f"messages[{i}].tool_calls[{j}].type", kind)
+                function = call["function"]
                 blocks.append(
                     {
                         "type": "tool_use",
