@@ -352,6 +352,27 @@ def test_a_stop_reason_or_usage_of_the_wrong_type_is_no_500(client, upstream):
     assert completion.choices[0].finish_reason == "stop" and completion.usage is None
 
 
+def test_token_counts_that_are_not_numbers_are_no_500(client, upstream):
+    usage = {"input_tokens": "12", "cache_read_input_tokens": None, "output_tokens": 6}
+    upstream.script(Reply(json=anthropic_message("Hi") | {"usage": usage}))
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}]
+    )
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (0, 6)
+    events = anthropic_stream(["a"], model=MODEL)
+    events[-2][1]["usage"] = {"output_tokens": "3"}
+    upstream.script(Reply(stream=events))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage.prompt_tokens == 12 and chunks[-1].usage.completion_tokens == 0
+
+
 def _stream_with(position: int, **fields):
     events = anthropic_stream(["a"], model=MODEL)
     events[position][1].update(fields)

@@ -269,10 +269,14 @@ def _unexpected() -> ApiError:
 def usage_from(usage: Any) -> dict | None:
     if not usage or not isinstance(usage, dict):
         return None
-    cached = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cached
-    prompt += usage.get("cache_creation_input_tokens") or 0
-    completion = usage.get("output_tokens") or 0
+
+    def count(name: str) -> int:  # a count that is not a whole number reads as none
+        value = usage.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    cached = count("cache_read_input_tokens")
+    prompt = count("input_tokens") + cached + count("cache_creation_input_tokens")
+    completion = count("output_tokens")
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
