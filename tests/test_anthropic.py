@@ -324,3 +324,243 @@ def test_a_stream_event_of_the_wrong_shape_is_an_error_frame_not_a_500(client, u
         )
     assert "Internal server error" not in str(info.value)
     assert info.value.type == "upstream_error"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"type": "message", "content": "Hello", "stop_reason": "end_turn"},  # not a list
+        {"type": "message", "content": ["Hello"]},  # blocks not objects
+        {"type": "message", "content": [{"type": "text", "text": ["Hello"]}]},
+    ],
+)
+def test_a_reply_of_the_wrong_shape_is_a_502_not_a_500(client, upstream, reply):
+    upstream.script(Reply(json=reply))
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502
+    assert info.value.type == "upstream_error"
+
+
+def test_a_stop_reason_or_usage_of_the_wrong_type_is_no_500(client, upstream):
+    reply = anthropic_message("Hi") | {"stop_reason": ["end_turn"], "usage": "12 tokens"}
+    upstream.script(Reply(json=reply))
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}]
+    )
+    assert completion.choices[0].message.content == "Hi"
+    assert completion.choices[0].finish_reason == "stop" and completion.usage is None
+
+
+def test_token_counts_that_are_not_numbers_are_no_500(client, upstream):
+    usage = {"input_tokens": "12", "cache_read_input_tokens": None, "output_tokens": 6}
+    upstream.script(Reply(json=anthropic_message("Hi") | {"usage": usage}))
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}]
+    )
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (0, 6)
+    events = anthropic_stream(["a"], model=MODEL)
+    events[-2][1]["usage"] = {"output_tokens": "3"}
+    upstream.script(Reply(stream=events))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage.prompt_tokens == 12 and chunks[-1].usage.completion_tokens == 0
+
+
+def _stream_with(position: int, **fields):
+    events = anthropic_stream(["a"], model=MODEL)
+    events[position][1].update(fields)
+    return events
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        _stream_with(-2, delta={"stop_reason": ["end_turn"]}),  # message_delta
+        _stream_with(2, index=[0], delta={"type": "input_json_delta", "partial_json": "{"}),
+    ],
+)
+def test_stream_fields_of_the_wrong_type_are_not_a_500(client, upstream, events):
+    upstream.script(Reply(stream=events))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    )
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_blank_text_is_left_out_and_a_prefill_loses_its_trailing_whitespace(client, upstream):
+    """Anthropic refuses blank text blocks and a last assistant turn ending in whitespace
+    (400), where OpenAI answers: a history with an empty turn must not fail every later turn."""
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": ""},
+            {"role": "assistant", "content": "  "},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": ""},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    {"type": "text", "text": " \n"},
+                    {"type": "text", "text": "What is it?"},
+                ],
+            },
+            {"role": "assistant", "content": "It is a "},
+        ],
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert upstream.last.body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                },
+                {"type": "text", "text": "What is it?"},
+            ],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": "It is a"}]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [("\n", None), (["\n", "", "END", " \t"], ["END"]), (["END", "STOP"], ["END", "STOP"])],
+)
+def test_blank_stop_sequences_are_left_out(client, upstream, stop, expected):
+    """Anthropic refuses a whitespace-only stop sequence with 400; OpenAI takes stop="\\n"."""
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], stop=stop
+    )
+    assert upstream.last.body.get("stop_sequences") == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tools": [*TOOLS, {"type": "custom", "custom": {"name": "grep"}}]}, "tools[1].type"),
+        (
+            {
+                "tools": TOOLS,
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "allowed_tools": {"mode": "auto", "tools": [TOOLS[0]]},
+                },
+            },
+            "tool_choice.type",
+        ),
+    ],
+)
+def test_a_tool_anthropic_has_no_equivalent_for_is_a_400_naming_it(client, upstream, fields, param):
+    """It reached Anthropic with a null name, and its 400 named a field the client never sent."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], **fields
+        )
+    assert info.value.param == param and info.value.code == "unsupported"
+    assert upstream.chat_requests() == []
+
+
+def test_default_max_tokens_leaves_room_beyond_a_thinking_budget(client, upstream, settings):
+    """Anthropic refuses max_tokens not above thinking.budget_tokens: the client gave no
+    max_tokens, so Engram's default must not make its request invalid."""
+    budget = settings.ENGRAM_ANTHROPIC_MAX_TOKENS + 1000
+    thinking = {"type": "enabled", "budget_tokens": budget}
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], extra_body={"thinking": thinking}
+    )
+    body = upstream.last.body
+    assert body["thinking"] == thinking
+    assert body["max_tokens"] == budget + settings.ENGRAM_ANTHROPIC_MAX_TOKENS
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        extra_body={"thinking": {"type": "enabled", "budget_tokens": 1024}},
+    )
+    assert upstream.last.body["max_tokens"] == settings.ENGRAM_ANTHROPIC_MAX_TOKENS
+
+
+@pytest.mark.parametrize("mime", ["image/jpg", "image/JPEG", "Image/Jpg"])
+def test_a_jpeg_data_url_is_sent_as_image_jpeg(client, upstream, mime):
+    """Anthropic takes only image/jpeg, image/png, image/gif and image/webp (400 otherwise)."""
+    image = {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{PNG}"}}
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": [{"type": "text", "text": "?"}, image]}]
+    )
+    source = upstream.last.body["messages"][0]["content"][1]["source"]
+    assert source == {"type": "base64", "media_type": "image/jpeg", "data": PNG}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"), [({"logprobs": True}, "logprobs"), ({"top_logprobs": 3}, "top_logprobs")]
+)
+def test_logprobs_are_refused_not_answered_without(client, upstream, fields, param):
+    """Anthropic has no log probabilities: the answer's logprobs were null, which a client
+    reading choice.logprobs.content fails on."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], **fields
+        )
+    assert info.value.param == param and info.value.code == "unsupported"
+    assert upstream.chat_requests() == []
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], logprobs=False
+    )
+
+
+def test_legacy_functions_are_refused_not_dropped(client, upstream):
+    """They were left out of the Anthropic request: the model answered as if it had none."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Weather in Rome?"}],
+            functions=[TOOLS[0]["function"]],
+            function_call="auto",
+        )
+    assert info.value.param == "functions" and info.value.code == "unsupported"
+    assert "tools" in info.value.message
+    assert upstream.chat_requests() == []
+
+
+def test_a_file_part_whose_data_is_not_a_string_is_a_400_not_a_500(client, upstream):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "user", "content": [{"type": "file", "file": {"file_data": 12345}}]}
+            ],
+        )
+    assert info.value.param == "messages[0].content[0]"
+    assert upstream.chat_requests() == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"id": "c1", "type": "custom", "custom": {"name": "grep", "input": "x"}},
+        {"id": "c1", "type": "custom", "function": "grep"},
+    ],
+)
+def test_a_tool_call_of_another_type_in_history_is_a_400_naming_it(client, upstream, call):
+    """Validation checks only function calls: another kind reached Anthropic nameless (its 400
+    named a field the client never sent), or raised AttributeError (500)."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "found"},
+            ],
+        )
+    assert info.value.param == "messages[1].tool_calls[0].type"
+    assert upstream.chat_requests() == []

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from completions.providers.anthropic_translate import (
-    STOP_REASONS,
+    finish_reason,
     from_anthropic,
     to_anthropic,
     usage_from,
@@ -38,6 +38,12 @@ def _api_root(base_url: str) -> str:
 def _dict(value: object) -> dict:
     """An event's object field, or {} for what is missing or not an object."""
     return value if isinstance(value, dict) else {}
+
+
+def _block_index(data: dict) -> int:
+    """An event's content block index, or 0 for what is missing or not an integer."""
+    index = data.get("index")
+    return index if isinstance(index, int) else 0
 
 
 class AnthropicStream(HttpStream):
@@ -78,7 +84,7 @@ class AnthropicStream(HttpStream):
             elif kind == "content_block_start":
                 block = _dict(data.get("content_block"))
                 if block.get("type") == "tool_use":
-                    index = tools[data.get("index", 0)] = len(tools)
+                    index = tools[_block_index(data)] = len(tools)
                     call = {
                         "index": index,
                         "id": block.get("id"),
@@ -93,13 +99,13 @@ class AnthropicStream(HttpStream):
                 if delta.get("type") == "text_delta":
                     yield chunk({"content": delta.get("text", "")})
                 elif delta.get("type") == "input_json_delta":
-                    index = tools.get(data.get("index", 0), 0)
+                    index = tools.get(_block_index(data), 0)
                     arguments = {"arguments": delta.get("partial_json", "")}
                     yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
             elif kind == "message_delta":
                 usage.update({k: v for k, v in _dict(data.get("usage")).items() if v is not None})
                 reason = _dict(data.get("delta")).get("stop_reason")
-                yield chunk({}, STOP_REASONS.get(reason, "stop"))
+                yield chunk({}, finish_reason(reason))
             elif kind == "message_stop":
                 self.complete = True
                 yield Chunk(data={**base, "choices": [], "usage": usage_from(usage)})

@@ -42,7 +42,10 @@ def _text(content: Any) -> str:
 def _image(url: str, param: str) -> dict:
     match = _DATA_URL.match(url)
     if match:
-        source = {"type": "base64", "media_type": match["mime"], "data": match["data"]}
+        mime = match["mime"].lower()
+        # "image/jpg" is common and OpenAI takes it; Anthropic knows JPEG only as image/jpeg.
+        media_type = "image/jpeg" if mime == "image/jpg" else mime
+        source = {"type": "base64", "media_type": media_type, "data": match["data"]}
     elif url.startswith(("http://", "https://")):
         source = {"type": "url", "url": url}
     else:
@@ -50,20 +53,30 @@ def _image(url: str, param: str) -> dict:
     return {"type": "image", "source": source}
 
 
+def _text_blocks(text: str) -> list[dict]:
+    """A text block, or none for blank text: Anthropic refuses a text block that is empty or
+    only whitespace (400 "text content blocks must be non-empty"), where OpenAI takes it."""
+    return [{"type": "text", "text": text}] if text.strip() else []
+
+
+def _file_data(part: dict) -> str:
+    """A file part's file_data, "" for none or for one that is not a string (a TypeError)."""
+    data = (part.get("file") or {}).get("file_data")
+    return data if isinstance(data, str) else ""
+
+
 def _user_blocks(content: Any, index: int) -> list[dict]:
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
+        return _text_blocks(content)
     blocks = []
     for j, part in enumerate(content or []):
         param = f"messages[{index}].content[{j}]"
         kind = part.get("type")
         if kind == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
+            blocks.extend(_text_blocks(part.get("text", "")))
         elif kind == "image_url":
             blocks.append(_image(part["image_url"]["url"], param))
-        elif kind == "file" and (
-            match := _DATA_URL.match(part.get("file", {}).get("file_data") or "")
-        ):
+        elif kind == "file" and (match := _DATA_URL.match(_file_data(part))):
             source = {"type": "base64", "media_type": match["mime"], "data": match["data"]}
             blocks.append({"type": "document", "source": source})
         else:
@@ -91,6 +104,17 @@ def _append(messages: list[dict], role: str, blocks: list[dict]) -> None:
         messages.append({"role": role, "content": blocks})
 
 
+def _trim_prefill(messages: list[dict]) -> None:
+    """A conversation ending with the assistant's words asks Claude to continue them, and
+    Anthropic refuses them ending in whitespace (400 "final assistant content cannot end with
+    trailing whitespace")."""
+    if not messages or messages[-1]["role"] != "assistant":
+        return
+    last = messages[-1]["content"][-1]
+    if last["type"] == "text":
+        last["text"] = last["text"].rstrip()
+
+
 def _tool_result(message: dict, tool_use_id: str) -> dict:
     content = message.get("content")
     value = content if isinstance(content, str) else _text(content)
@@ -101,6 +125,11 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     """The Messages API request for an OpenAI chat completions body."""
     if (body.get("n") or 1) > 1:
         raise _unsupported("n", "n greater than 1")
+    if body.get("functions"):  # else left out unsaid: the model answered without them
+        raise _unsupported("functions", "The legacy 'functions' (use 'tools')")
+    if body.get("logprobs") or body.get("top_logprobs"):  # else an answer without them
+        name = "logprobs" if body.get("logprobs") else "top_logprobs"
+        raise _unsupported(name, "logprobs")
     system: list[str] = []
     messages: list[dict] = []
     for i, message in enumerate(body["messages"]):
@@ -110,12 +139,12 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         elif role == "user":
             _append(messages, "user", _user_blocks(message.get("content"), i))
         elif role == "assistant":
-            blocks: list[dict] = []
-            text = _text(message.get("content"))
-            if text:
-                blocks.append({"type": "text", "text": text})
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {}
+            blocks = _text_blocks(_text(message.get("content")))
+            for j, call in enumerate(message.get("tool_calls") or []):
+                if call.get("type", "function") != "function":  # unchecked: a 500 or no name
+                    kind = f"A tool call of type '{call.get('type')}'"
+                    raise _unsupported(f"messages[{i}].tool_calls[{j}].type", kind)
+                function = call["function"]
                 blocks.append(
                     {
                         "type": "tool_use",
@@ -139,6 +168,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
             _append(messages, "user", [_tool_result(message, message["tool_call_id"])])
         elif role == "function":
             _append(messages, "user", [_tool_result(message, f"call_{message.get('name')}")])
+    _trim_prefill(messages)
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_object":
         system.append("Reply with one JSON object and nothing else.")
@@ -153,7 +183,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         "messages": messages,
         "max_tokens": body.get("max_completion_tokens")
         or body.get("max_tokens")
-        or settings.ENGRAM_ANTHROPIC_MAX_TOKENS,
+        or _default_max_tokens(body.get("thinking")),
     }
     if system:
         payload["system"] = "\n\n".join(s for s in system if s)
@@ -162,10 +192,13 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if body.get("top_p") is not None:
         payload["top_p"] = body["top_p"]
     stop = body.get("stop")
-    if stop:
-        payload["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    # Anthropic refuses a blank stop sequence (400 "each stop sequence must contain
+    # non-whitespace"), so OpenAI's common stop=["\n"] failed the whole request: left out.
+    sequences = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s.strip()]
+    if sequences:
+        payload["stop_sequences"] = sequences
     if body.get("tools"):
-        payload["tools"] = [_tool(t) for t in body["tools"]]
+        payload["tools"] = [_tool(t, j) for j, t in enumerate(body["tools"])]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice and body.get("tools"):
         payload["tool_choice"] = choice
@@ -179,7 +212,21 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     return payload
 
 
-def _tool(tool: dict) -> dict:
+def _default_max_tokens(thinking: Any) -> int:
+    """max_tokens for a client that gave none. Anthropic counts extended thinking in it and
+    refuses a budget_tokens that is not below it (400), so a budget at or above the default
+    gets the default on top of it for the answer."""
+    default = settings.ENGRAM_ANTHROPIC_MAX_TOKENS
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget >= default:
+        return budget + default
+    return default
+
+
+def _tool(tool: dict, index: int) -> dict:
+    # Anthropic's tools are functions: another kind (OpenAI's "custom") reached it nameless.
+    if tool.get("type") != "function":
+        raise _unsupported(f"tools[{index}].type", f"A tool of type '{tool.get('type')}'")
     function = tool.get("function") or {}
     out = {
         "name": function.get("name"),
@@ -199,8 +246,10 @@ def _tool_choice(choice: Any, parallel: Any) -> dict | None:
         out = {"type": "any"}
     elif choice == "none":
         return {"type": "none"}
-    elif isinstance(choice, dict):
+    elif isinstance(choice, dict) and choice.get("type") == "function":
         out = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    elif isinstance(choice, dict):
+        raise _unsupported("tool_choice.type", f"A tool_choice of type '{choice.get('type')}'")
     else:
         return None
     if parallel is False:
@@ -208,13 +257,26 @@ def _tool_choice(choice: Any, parallel: Any) -> dict | None:
     return out
 
 
-def usage_from(usage: dict | None) -> dict | None:
-    if not usage:
+def finish_reason(stop_reason: Any) -> str:
+    """OpenAI's finish_reason for Anthropic's stop_reason (whatever the upstream put there)."""
+    return STOP_REASONS.get(stop_reason if isinstance(stop_reason, str) else None, "stop")
+
+
+def _unexpected() -> ApiError:
+    return ApiError(502, "The upstream provider sent an unexpected reply.", type="upstream_error")
+
+
+def usage_from(usage: Any) -> dict | None:
+    if not usage or not isinstance(usage, dict):
         return None
-    cached = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cached
-    prompt += usage.get("cache_creation_input_tokens") or 0
-    completion = usage.get("output_tokens") or 0
+
+    def count(name: str) -> int:  # a count that is not a whole number reads as none
+        value = usage.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    cached = count("cache_read_input_tokens")
+    prompt = count("input_tokens") + cached + count("cache_creation_input_tokens")
+    completion = count("output_tokens")
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -227,8 +289,14 @@ def from_anthropic(data: dict, *, model: str) -> dict:
     """The OpenAI chat.completion for a Messages API response."""
     text = ""
     tool_calls = []
-    for block in data.get("content") or []:
+    content = data.get("content") or []
+    # A malformed reply is the upstream's failure (502), as in the stream, not Engram's 500.
+    if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
+        raise _unexpected()
+    for block in content:
         if block.get("type") == "text":
+            if not isinstance(block.get("text", ""), str):
+                raise _unexpected()
             text += block.get("text", "")
         elif block.get("type") == "tool_use":
             tool_calls.append(
@@ -256,7 +324,7 @@ def from_anthropic(data: dict, *, model: str) -> dict:
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": STOP_REASONS.get(data.get("stop_reason"), "stop"),
+                "finish_reason": finish_reason(data.get("stop_reason")),
             }
         ],
         "usage": usage_from(data.get("usage")),
