@@ -275,3 +275,40 @@ def test_a_turn_after_a_retried_cut_answer_is_stored_once(engram_server, owner, 
         "user",
         "assistant",
     ]
+
+
+def test_an_edited_question_and_another_devices_turns_are_stored_once(
+    engram_server, owner, upstream
+):
+    """With x-conversation-id, a transcript resent from the start that leaves out some stored
+    messages (the user edited an earlier question, or another device took a turn meanwhile)
+    matched nothing: it was stored all over again and the model read both versions."""
+    _, key = owner
+    user = client(engram_server, key, **{"x-user-id": "brancher", "x-conversation-id": "br"})
+
+    def turn(transcript, answer):
+        upstream.script(Reply(json=openai_completion(answer)))
+        user.chat.completions.create(model="gpt-4o-mini", messages=transcript)
+        sent = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
+        assert sent == transcript  # the client's transcript, once
+        return [*transcript, {"role": "assistant", "content": answer}]
+
+    first = turn([{"role": "user", "content": "Hi."}], "Hello.")
+    phone = turn([*first, {"role": "user", "content": "From my phone."}], "Phone noted.")
+    laptop = turn([*first, {"role": "user", "content": "From my laptop."}], "Laptop noted.")
+    turn([*phone, {"role": "user", "content": "Phone again."}], "Again noted.")
+    # The laptop edits its question and asks again.
+    turn([*first, {"role": "user", "content": "From my laptop, edited."}], "Edit noted.")
+    assert laptop[2]["content"] == "From my laptop."
+    assert _stored("br") == [
+        ("user", "Hi."),
+        ("assistant", "Hello."),
+        ("user", "From my phone."),
+        ("assistant", "Phone noted."),
+        ("user", "From my laptop."),
+        ("assistant", "Laptop noted."),
+        ("user", "Phone again."),
+        ("assistant", "Again noted."),
+        ("user", "From my laptop, edited."),
+        ("assistant", "Edit noted."),
+    ]

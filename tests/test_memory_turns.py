@@ -539,3 +539,20 @@ def test_matching_a_regenerated_answer():
         resent = [*m("a", "b", "c"), {"role": "assistant", "content": kept}]
         assert matched_prefix(again, [*resent, {"role": "user", "content": "e"}]) == Match(4, 5)
     assert matched_prefix(again, m("a", "b", "c")) == Match(3, 5)  # a second regenerate
+
+
+def test_matching_a_transcript_resent_from_the_start_that_leaves_out_stored_messages():
+    from memory.turn.conversation import Match, matched_prefix
+
+    def m(*texts):
+        return [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": t}
+            for i, t in enumerate(texts)
+        ]
+
+    stored = m("a", "b", "c", "d")
+    assert matched_prefix(stored, m("a", "b", "c2")) == Match(2, 4)  # c edited: c2 is new
+    assert matched_prefix(stored, m("a")).incoming == 0  # only a new message, as the first
+    assert matched_prefix(stored, m("b", "c2")).incoming == 0  # not from the start
+    window = m("x", "y", *[t for t in "abcd"])[2:]
+    assert matched_prefix(window, m("a", "b", "c2"), truncated=True).incoming == 0

@@ -166,6 +166,26 @@ def _aligned(
     return None
 
 
+def _branched(theirs: list[tuple[int, tuple]], ours: list[tuple[int, tuple]]) -> _Aligned | None:
+    """A transcript resent from the conversation's first message that leaves out some of what
+    the store holds: an earlier message edited and answered again (a branch), or the turns
+    another device took meanwhile. The longest ours[:k] found in the store in order, from its
+    first message on; it must hold an answer (a client sending only its new message, the
+    same as the conversation's first one, is not resending anything)."""
+    if not theirs or not ours or ours[0][1] != theirs[0][1]:
+        return None
+    j = k = 0
+    for _, key in ours:
+        while j < len(theirs) and theirs[j][1] != key:
+            j += 1
+        if j == len(theirs):
+            break
+        j, k = j + 1, k + 1
+    if not any(key[0] == "assistant" for _, key in ours[:k]):
+        return None
+    return _Aligned(k=k, row=theirs[0][0])
+
+
 def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool = False) -> Match:
     """How many leading incoming messages the store already holds (the client resent them).
 
@@ -180,7 +200,9 @@ def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool 
     it kept), and a transcript resent without the last answer asks for that answer again (it
     is then among the rows resent, never history before the request). So that a client that
     sends only its new message, saying again what it said last ("hello" twice), is not taken
-    for one, the transcript must hold an answer.
+    for one, the transcript must hold an answer. Else a transcript resent from the start that
+    leaves out some of the store's messages (_branched): what it shares with the store is
+    resent, the rest is new, and none of the stored rows is history before it.
     """
     calls = {i for m in stored for i in tool_call_ids(m)}
     results = {m.get("tool_call_id") for m in stored if m.get("role") == "tool"}
@@ -196,6 +218,8 @@ def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool 
         again = _aligned(slots[:-1], ours, truncated=truncated)
         if again is not None and any(key[0] == "assistant" for _, key in ours[: again.k]):
             found = again
+    if found is None and not truncated:
+        found = _branched(theirs, ours)
     if found is None:
         return Match(incoming=0, rows=0)
     end = ours[found.k - 1][0] + 1
