@@ -310,3 +310,40 @@ def test_deleting_a_conversation_deletes_what_was_derived_from_it_alone(
     )
     assert context.status_code == 200 and "peanut" not in context.text.lower()
     assert http.delete("/v1/conversations/trip").status_code == 404
+
+
+def test_messages_list_in_the_order_they_were_said_page_by_page(http):
+    """A conversation's messages were listed, and paged, in the order they were stored: an
+    import of earlier messages into a conversation came after its later turns ("oldest first"
+    said otherwise), unlike the history the model reads (by date)."""
+    import_ = "/v1/conversations/said/messages"
+    later = [
+        {"role": "user", "content": "later question", "created_at": "2024-05-01T10:00:00Z"},
+        {"role": "assistant", "content": "later answer", "created_at": "2024-05-01T10:00:05Z"},
+    ]
+    earlier = [
+        {"role": "user", "content": "earlier question", "created_at": "2023-01-01T10:00:00Z"},
+        {"role": "assistant", "content": "earlier answer", "created_at": "2023-01-01T10:00:05Z"},
+    ]
+    for messages in (later, earlier):
+        response = http.post(import_, json={"user_id": "said", "messages": messages})
+        assert response.status_code == 201, response.text
+    said = ["earlier question", "earlier answer", "later question", "later answer"]
+
+    def pages(**params):
+        seen, params = [], {"limit": 1, **params}
+        while True:
+            page = http.get(import_, params=params).json()
+            seen += [m["content"] for m in page["data"]]
+            if not page["has_more"]:
+                return seen
+            params["after"] = page["last_id"]
+
+    assert [m["content"] for m in http.get(import_).json()["data"]] == said
+    assert pages() == said
+    assert pages(order="desc") == said[::-1]
+    ids = [m["id"] for m in http.get(import_).json()["data"]]
+    before = http.get(import_, params={"before": ids[2], "limit": 1}).json()
+    assert [m["content"] for m in before["data"]] == ["earlier answer"] and before["has_more"]
+    window = http.get(import_, params={"after": ids[0], "before": ids[3]}).json()
+    assert [m["content"] for m in window["data"]] == said[1:3]

@@ -195,3 +195,120 @@ def test_a_retry_after_a_cut_answer_stores_its_question_once(engram_server, owne
         ("assistant", True),  # kept: nothing stored is lost
         ("assistant", False),
     ]
+
+
+def _stored(conversation_id):
+    return list(
+        Message.objects.filter(conversation__external_id=conversation_id)
+        .order_by("created_at", "id")
+        .values_list("role", "content")
+    )
+
+
+def test_a_regenerated_answer_stores_the_transcript_once(engram_server, owner, upstream):
+    """With x-conversation-id, a client that regenerates its last answer (or retries a turn
+    whose answer it never got) resends its transcript without that answer: nothing matched the
+    store, so the whole transcript was stored a second time, the model read it twice, and the
+    next turn (with the new answer) stored everything a third time."""
+    _, key = owner
+    user = client(engram_server, key, **{"x-user-id": "regen", "x-conversation-id": "rg"})
+    transcript: list[dict] = []
+    for question, answer in (("First?", "One."), ("Second?", "Two.")):
+        transcript.append({"role": "user", "content": question})
+        upstream.script(Reply(json=openai_completion(answer)))
+        user.chat.completions.create(model="gpt-4o-mini", messages=transcript)
+        transcript.append({"role": "assistant", "content": answer})
+
+    upstream.script(Reply(json=openai_completion("Two, again.")))
+    user.chat.completions.create(model="gpt-4o-mini", messages=transcript[:-1])
+    sent = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
+    assert sent == transcript[:-1]  # once, without the answer it replaces
+    assert _stored("rg") == [
+        ("user", "First?"),
+        ("assistant", "One."),
+        ("user", "Second?"),
+        ("assistant", "Two."),  # kept: nothing stored is lost
+        ("assistant", "Two, again."),
+    ]
+
+    # The client goes on from the new answer: only its new message is stored.
+    transcript = [*transcript[:3], {"role": "assistant", "content": "Two, again."}]
+    transcript.append({"role": "user", "content": "Third?"})
+    upstream.script(Reply(json=openai_completion("Noted.")))
+    user.chat.completions.create(model="gpt-4o-mini", messages=transcript)
+    sent = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
+    assert sent == transcript
+    assert _stored("rg")[5:] == [("user", "Third?"), ("assistant", "Noted.")]
+
+
+def test_a_turn_after_a_retried_cut_answer_is_stored_once(engram_server, owner, upstream):
+    """After a cut answer and its retry, the store holds both answers: the next turn's resent
+    transcript (with the retry's answer) matched neither, and was stored all over again."""
+    _, key = owner
+    user = client(engram_server, key, **{"x-user-id": "cut-then", "x-conversation-id": "ct"})
+    question = [{"role": "user", "content": "Tell me a story."}]
+    upstream.script(
+        Reply(stream=openai_stream(["Once", " upon", " a", " time"]), drop_after=3, delay=0.05)
+    )
+    with pytest.raises(Exception):  # noqa: B017 - the SDK raises on a cut stream
+        for _ in user.chat.completions.create(model="gpt-4o-mini", messages=question, stream=True):
+            pass
+    deadline = time.monotonic() + 20  # the half answer is stored off the request path
+    while not Message.objects.filter(role="assistant").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    upstream.script(Reply(json=openai_completion("Once upon a time, the end.")))
+    user.chat.completions.create(model="gpt-4o-mini", messages=question)
+
+    transcript = [
+        *question,
+        {"role": "assistant", "content": "Once upon a time, the end."},
+        {"role": "user", "content": "Another one."},
+    ]
+    upstream.script(Reply(json=openai_completion("The end.")))
+    user.chat.completions.create(model="gpt-4o-mini", messages=transcript)
+    sent = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
+    assert sent == transcript
+    assert [role for role, _ in _stored("ct")] == [
+        "user",
+        "assistant",  # the half answer, kept
+        "assistant",
+        "user",
+        "assistant",
+    ]
+
+
+def test_an_edited_question_and_another_devices_turns_are_stored_once(
+    engram_server, owner, upstream
+):
+    """With x-conversation-id, a transcript resent from the start that leaves out some stored
+    messages (the user edited an earlier question, or another device took a turn meanwhile)
+    matched nothing: it was stored all over again and the model read both versions."""
+    _, key = owner
+    user = client(engram_server, key, **{"x-user-id": "brancher", "x-conversation-id": "br"})
+
+    def turn(transcript, answer):
+        upstream.script(Reply(json=openai_completion(answer)))
+        user.chat.completions.create(model="gpt-4o-mini", messages=transcript)
+        sent = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
+        assert sent == transcript  # the client's transcript, once
+        return [*transcript, {"role": "assistant", "content": answer}]
+
+    first = turn([{"role": "user", "content": "Hi."}], "Hello.")
+    phone = turn([*first, {"role": "user", "content": "From my phone."}], "Phone noted.")
+    laptop = turn([*first, {"role": "user", "content": "From my laptop."}], "Laptop noted.")
+    turn([*phone, {"role": "user", "content": "Phone again."}], "Again noted.")
+    # The laptop edits its question and asks again.
+    turn([*first, {"role": "user", "content": "From my laptop, edited."}], "Edit noted.")
+    assert laptop[2]["content"] == "From my laptop."
+    assert _stored("br") == [
+        ("user", "Hi."),
+        ("assistant", "Hello."),
+        ("user", "From my phone."),
+        ("assistant", "Phone noted."),
+        ("user", "From my laptop."),
+        ("assistant", "Laptop noted."),
+        ("user", "Phone again."),
+        ("assistant", "Again noted."),
+        ("user", "From my laptop, edited."),
+        ("assistant", "Edit noted."),
+    ]

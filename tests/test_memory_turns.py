@@ -517,3 +517,42 @@ def test_an_answer_whose_session_was_deleted_meanwhile_is_stored_without_one():
     finish(context, prepared, "Hello")
     answer = Message.objects.get(conversation__external_id="c1", role="assistant")
     assert answer.content == "Hello" and answer.session_id is None
+
+
+def test_matching_a_regenerated_answer():
+    from memory.turn.conversation import Match, matched_prefix
+
+    def m(*texts):
+        return [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": t}
+            for i, t in enumerate(texts)
+        ]
+
+    stored = m("a", "b", "c", "d")
+    # Resent without its last answer: asks for it again; the answer is not history before it.
+    assert matched_prefix(stored, m("a", "b", "c")) == Match(3, 4)
+    # A client sending only its new message, the same as its last one: new, stored.
+    assert matched_prefix(stored, m("c")).incoming == 0
+    again = [*stored, {"role": "assistant", "content": "d2"}]
+    # Either answer may be the one the client kept.
+    for kept in ("d", "d2"):
+        resent = [*m("a", "b", "c"), {"role": "assistant", "content": kept}]
+        assert matched_prefix(again, [*resent, {"role": "user", "content": "e"}]) == Match(4, 5)
+    assert matched_prefix(again, m("a", "b", "c")) == Match(3, 5)  # a second regenerate
+
+
+def test_matching_a_transcript_resent_from_the_start_that_leaves_out_stored_messages():
+    from memory.turn.conversation import Match, matched_prefix
+
+    def m(*texts):
+        return [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": t}
+            for i, t in enumerate(texts)
+        ]
+
+    stored = m("a", "b", "c", "d")
+    assert matched_prefix(stored, m("a", "b", "c2")) == Match(2, 4)  # c edited: c2 is new
+    assert matched_prefix(stored, m("a")).incoming == 0  # only a new message, as the first
+    assert matched_prefix(stored, m("b", "c2")).incoming == 0  # not from the start
+    window = m("x", "y", *[t for t in "abcd"])[2:]
+    assert matched_prefix(window, m("a", "b", "c2"), truncated=True).incoming == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from config.common.errors import ApiError
 from config.common.ids import identifier
@@ -50,9 +50,14 @@ class Cursor:
     after: str | None
     before: str | None
 
+    @property
+    def directions(self) -> tuple[str, str]:
+        """The lookups past `after` and before `before` in the list's order."""
+        return ("gt", "lt") if self.order == "asc" else ("lt", "gt")
+
     def bounds(self, key: str) -> dict[str, str]:
         """Filter kwargs that keep `key` strictly after `after` and before `before`."""
-        forward, backward = ("gt", "lt") if self.order == "asc" else ("lt", "gt")
+        forward, backward = self.directions
         bounds = {}
         if self.after:
             bounds[f"{key}__{forward}"] = self.after
@@ -94,9 +99,34 @@ def parse_cursor(query_params) -> Cursor:
     )
 
 
-def paginate(queryset: QuerySet, query_params, serialize: Callable) -> dict:
-    """`limit`, `after`, `before` and `order` (asc|desc) as in OpenAI's list endpoints."""
+def _after_row(queryset: QuerySet, field: str, cursor_id: str, direction: str) -> Q:
+    """The rows past the row `cursor_id` in (`field`, id) order, `direction` "gt" or "lt"; an
+    id not in the list: the rows past it by id alone, as a list ordered by id reads it."""
+    value = queryset.filter(id=cursor_id).values_list(field, flat=True).first()
+    if value is None:
+        return Q(**{f"id__{direction}": cursor_id})
+    return Q(**{f"{field}__{direction}": value}) | Q(
+        **{field: value, f"id__{direction}": cursor_id}
+    )
+
+
+def paginate(
+    queryset: QuerySet, query_params, serialize: Callable, *, by: str | None = None
+) -> dict:
+    """`limit`, `after`, `before` and `order` (asc|desc) as in OpenAI's list endpoints; in id
+    order, or with `by` in that field's order (ties by id), the cursors still ids: a
+    conversation's messages read in the order they were said, which an import's `created_at`
+    sets apart from the order they were stored in."""
     cursor = parse_cursor(query_params)
-    queryset = queryset.order_by(cursor.order_by("id"))
-    page, has_more = cursor.page(list(queryset.filter(**cursor.bounds("id"))[: cursor.limit + 1]))
+    if by is None:
+        queryset = queryset.order_by(cursor.order_by("id"))
+        bounded = queryset.filter(**cursor.bounds("id"))
+    else:
+        bounded = queryset.order_by(cursor.order_by(by), cursor.order_by("id"))
+        forward, backward = cursor.directions
+        if cursor.after:
+            bounded = bounded.filter(_after_row(queryset, by, cursor.after, forward))
+        if cursor.before:
+            bounded = bounded.filter(_after_row(queryset, by, cursor.before, backward))
+    page, has_more = cursor.page(list(bounded[: cursor.limit + 1]))
     return list_body(page, serialize, has_more=has_more)

@@ -110,7 +110,9 @@ class ConversationMessagesApi(APIView):
             params.update(request.query_params)
             params["order"] = "asc"
         messages = selectors.message_list(workspace=request.workspace, conversation=conversation)
-        return Response(paginate(messages, params, lambda m: message_body(m, conversation)))
+        return Response(
+            paginate(messages, params, lambda m: message_body(m, conversation), by="created_at")
+        )
 
     @extend_schema(
         summary="Import messages (the conversation is created on first use)",

@@ -129,6 +129,63 @@ class Match:
     rows: int  # the stored rows (the newest) they stand for, tool steps left out included
 
 
+def _answer(key: tuple | None) -> bool:
+    """An assistant message with text, as _key sees it."""
+    return key is not None and key[0] == "assistant" and bool(key[1])
+
+
+def _slots(keyed: list[tuple[int, tuple]], *, alternatives: bool) -> list[tuple[int, list]]:
+    """The stored side of a match: (first row, the keys a resent message may have there).
+    With `alternatives`, consecutive answers are one place the client shows one of: a
+    regenerated answer, or a retry's answer after a cut one, follows the answer it replaces."""
+    slots: list[tuple[int, list]] = []
+    for i, key in keyed:
+        if alternatives and slots and _answer(key) and _answer(slots[-1][1][-1]):
+            slots[-1][1].append(key)
+        else:
+            slots.append((i, [key]))
+    return slots
+
+
+@dataclass
+class _Aligned:
+    k: int  # ours[:k] ends in the slots' tail
+    row: int  # the stored row that tail starts at
+
+
+def _aligned(
+    slots: list[tuple[int, list]], ours: list[tuple[int, tuple]], *, truncated: bool
+) -> _Aligned | None:
+    """The largest k with ours[:k] ending in the slots' tail; None: no k."""
+    longest = len(ours) if truncated else min(len(slots), len(ours))
+    for k in range(longest, 0, -1):
+        m = min(k, len(slots))
+        offset = len(slots) - m
+        if m and all(ours[k - m + i][1] in slots[offset + i][1] for i in range(m)):
+            return _Aligned(k=k, row=slots[offset][0])
+    return None
+
+
+def _branched(theirs: list[tuple[int, tuple]], ours: list[tuple[int, tuple]]) -> _Aligned | None:
+    """A transcript resent from the conversation's first message that leaves out some of what
+    the store holds: an earlier message edited and answered again (a branch), or the turns
+    another device took meanwhile. The longest ours[:k] found in the store in order, from its
+    first message on; it must hold an answer (a client sending only its new message, the
+    same as the conversation's first one, is not resending anything)."""
+    if not theirs or not ours or ours[0][1] != theirs[0][1]:
+        return None
+    j = k = 0
+    for _, key in ours:
+        while j < len(theirs) and theirs[j][1] != key:
+            j += 1
+        if j == len(theirs):
+            break
+        j, k = j + 1, k + 1
+    if not any(key[0] == "assistant" for _, key in ours[:k]):
+        return None
+    return _Aligned(k=k, row=theirs[0][0])
+
+
 def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool = False) -> Match:
     """How many leading incoming messages the store already holds (the client resent them).
 
@@ -138,6 +195,14 @@ def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool 
     of the store's right after that are resent too; anything else after it is new (never
     dropped). When `stored` is only the newest window of a longer conversation (`truncated`),
     a resent history longer than that window still matches by its last messages.
+
+    Else, a regenerate: consecutive stored answers are alternatives (the client shows the one
+    it kept), and a transcript resent without the last answer asks for that answer again (it
+    is then among the rows resent, never history before the request). So that a client that
+    sends only its new message, saying again what it said last ("hello" twice), is not taken
+    for one, the transcript must hold an answer. Else a transcript resent from the start that
+    leaves out some of the store's messages (_branched): what it shares with the store is
+    resent, the rest is new, and none of the stored rows is history before it.
     """
     calls = {i for m in stored for i in tool_call_ids(m)}
     results = {m.get("tool_call_id") for m in stored if m.get("role") == "tool"}
@@ -145,16 +210,22 @@ def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool 
     theirs = [(i, key) for i, key in keyed if key is not None]
     keyed = [(i, _key(m, calls, results)) for i, m in enumerate(incoming)]
     ours = [(i, key) for i, key in keyed if key is not None]
-    longest = len(ours) if truncated else min(len(theirs), len(ours))
-    for k in range(longest, 0, -1):
-        m = min(k, len(theirs))
-        offset = len(theirs) - m
-        if m and all(theirs[offset + i][1] == ours[k - m + i][1] for i in range(m)):
-            end = ours[k - 1][0] + 1
-            while end < len(incoming) and _key(incoming[end], calls, results) is None:
-                end += 1
-            return Match(incoming=end, rows=len(stored) - theirs[offset][0])
-    return Match(incoming=0, rows=0)
+    found = _aligned(_slots(theirs, alternatives=False), ours, truncated=truncated)
+    slots = _slots(theirs, alternatives=True)
+    if found is None:
+        found = _aligned(slots, ours, truncated=truncated)
+    if found is None and slots and _answer(slots[-1][1][0]):
+        again = _aligned(slots[:-1], ours, truncated=truncated)
+        if again is not None and any(key[0] == "assistant" for _, key in ours[: again.k]):
+            found = again
+    if found is None and not truncated:
+        found = _branched(theirs, ours)
+    if found is None:
+        return Match(incoming=0, rows=0)
+    end = ours[found.k - 1][0] + 1
+    while end < len(incoming) and _key(incoming[end], calls, results) is None:
+        end += 1
+    return Match(incoming=end, rows=len(stored) - found.row)
 
 
 @dataclass
