@@ -457,3 +457,76 @@ def test_static_files_are_served_by_the_asgi_app(engram_server):
         assert head.status_code == 200 and head.content == b""
         missing = client.get("/static/admin/css/nope.css")
         assert missing.status_code == 404
+
+
+def _http_tool(workspace, agent_name: str):
+    from completions.tools import services as tools
+
+    agent = agent_create(workspace=workspace, name=agent_name, model="gpt-4o-mini")
+    values = {
+        "name": "crm",
+        "type": "http",
+        "http": {
+            "url": "https://crm.example.com/lookup",
+            "method": "POST",
+            "headers": {"Authorization": "Bearer acme-crm-secret"},
+        },
+    }
+    return agent, tools.tool_create(workspace=workspace, agent_id=agent.id, values=values)
+
+
+def test_a_tool_stays_with_its_workspace_and_agent_when_edited_in_the_admin(admin_client, world):
+    """The change form let the operator pick another workspace and agent: the tool, with the
+    first tenant's encrypted CRM header, became the other tenant's agent's."""
+    from completions.tools import services as tools
+    from completions.tools.models import Tool
+
+    workspace, other = world["workspace"], world["other"]
+    agent, tool = _http_tool(workspace, "acme-crm")
+    foreign_agent = Agent.objects.get(workspace=other)
+    url = reverse("admin:completions_tool_change", args=[tool.pk])
+    form = {
+        "workspace": other.pk,
+        "agent": foreign_agent.pk,
+        "name": "crm",
+        "description": "Looks a customer up.",
+        "parameters": "{}",
+        "kind": "http",
+        "builtin": "",
+        "http_url": "https://crm.example.com/lookup",
+        "http_method": "POST",
+        "approval": '"never"',
+        "approval_ttl_seconds": "900",
+        "timeout_seconds": "10",
+        "headers": "",
+    }
+    saved = admin_client.post(url, form)
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+    tool = Tool.objects.get(pk=tool.pk)
+    assert (tool.workspace_id, tool.agent_id) == (workspace.pk, agent.pk)
+    assert tool.description == "Looks a customer up."  # the editable fields are saved
+    assert tools.headers_of(tool) == {"Authorization": "Bearer acme-crm-secret"}
+    assert not Tool.objects.filter(agent=foreign_agent, name="crm").exists()
+
+
+def test_tools_deleted_together_in_the_admin_leave_no_cached_tool(admin_client, world):
+    """The list's "Delete selected" skipped the service: the agent's cached tools kept the
+    deleted one (its calls went on until the cache expired)."""
+    from completions.tools import cache
+    from completions.tools.models import Tool
+    from completions.tools.selectors import agent_tools
+
+    workspace = world["workspace"]
+    agent, tool = _http_tool(workspace, "acme-crm")
+    key = (workspace.pk, agent.pk)
+    cached = cache._tools.get(
+        key, lambda: tuple(agent_tools(workspace=workspace.pk, agent_id=agent.pk))
+    )
+    assert [t.pk for t in cached] == [tool.pk]  # what a call of the agent reads
+    done = admin_client.post(
+        reverse("admin:completions_tool_changelist"),
+        {"action": "delete_selected", "_selected_action": [tool.pk], "post": "yes"},
+    )
+    assert done.status_code == 302
+    assert not Tool.objects.filter(pk=tool.pk).exists()
+    assert cache._tools.peek(key) == (False, None)  # the next call reloads: no deleted tool
