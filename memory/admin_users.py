@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Max
+from django.db.models import Count, Max, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -27,6 +28,7 @@ from memory import selectors, services
 from memory.models import Conversation, Memory, Session
 
 PER_PAGE = 100
+SHOWN = 100  # of each kind of row on a user's page; the rest in the model's list
 # What a user has, where their activity is dated.
 _COUNTED = (
     (Memory, "memories", "updated_at"),
@@ -78,6 +80,18 @@ def end_users(*, workspace_id: str = "", query: str = "") -> list[dict[str, Any]
     return sorted(users.values(), key=lambda u: (u["last_active"], u["user_id"]), reverse=True)
 
 
+def _section(rows: QuerySet, scope: dict[str, Any]) -> dict[str, Any]:
+    """The first SHOWN of a user's rows, their count and the model's list filtered to them:
+    a user with thousands of memories got a page of thousands of rows."""
+    meta = rows.model._meta
+    query = urlencode({"workspace__id__exact": scope["workspace"].pk, "user_id": scope["user_id"]})
+    return {
+        "rows": rows[:SHOWN],
+        "count": rows.count(),
+        "all_url": reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist") + "?" + query,
+    }
+
+
 def _check(request: HttpRequest, action: str) -> None:
     if not request.user.has_perm(f"memory.{action}_memory"):
         raise PermissionDenied
@@ -114,14 +128,19 @@ def user_urls(site) -> list[URLPattern]:
             .annotate(message_count=Count("messages"))
             .order_by("-updated_at")
         )
+        sessions = (
+            Session.objects.filter(**scope)
+            .select_related("conversation")
+            .order_by("-last_active_at")
+        )
         context = {
             **site.each_context(request),
             "title": f"End user {user_id}",
             "workspace": workspace,
             "user_id": user_id,
-            "memories": Memory.objects.filter(**scope).order_by("-updated_at"),
-            "conversations": conversations,
-            "sessions": Session.objects.filter(**scope).order_by("-last_active_at"),
+            "memories": _section(Memory.objects.filter(**scope).order_by("-updated_at"), scope),
+            "conversations": _section(conversations, scope),
+            "sessions": _section(sessions, scope),
             "export_url": reverse("admin:memory_enduser_export", args=[workspace.pk, user]),
             "delete_url": reverse("admin:memory_enduser_delete", args=[workspace.pk, user]),
         }

@@ -530,3 +530,36 @@ def test_tools_deleted_together_in_the_admin_leave_no_cached_tool(admin_client, 
     assert done.status_code == 302
     assert not Tool.objects.filter(pk=tool.pk).exists()
     assert cache._tools.peek(key) == (False, None)  # the next call reloads: no deleted tool
+
+
+def test_end_user_page_of_a_heavy_user_shows_the_latest_rows_with_links_to_all(
+    admin_client, world, django_assert_max_num_queries
+):
+    """A user with thousands of memories got every one on the page, and each session cost a
+    query for its conversation: the page timed out. Now each kind shows its latest rows and
+    links to its full list, filtered to the user; the queries do not grow with the rows."""
+    from memory.admin_users import user_url
+
+    workspace, SHOWN = world["workspace"], 100  # rows of each kind on the page
+    Memory.objects.bulk_create(
+        Memory(workspace=workspace, user_id="carol", text=f"Carol fact {i}.", kind="fact")
+        for i in range(SHOWN + 20)
+    )
+    for i in range(30):
+        conversation = Conversation.objects.create(
+            workspace=workspace, user_id="carol", external_id=f"c{i}"
+        )
+        Session.objects.create(
+            workspace=workspace, user_id="carol", external_id=f"s{i}", conversation=conversation
+        )
+    with django_assert_max_num_queries(15):
+        page = admin_client.get(user_url(workspace.id, "carol"))
+    assert page.status_code == 200
+    memories = page.context["memories"]
+    assert memories["count"] == SHOWN + 20 and len(memories["rows"]) == SHOWN
+    assert page.context["sessions"]["count"] == 30 and len(page.context["sessions"]["rows"]) == 30
+    body = page.content.decode()
+    assert f"All {SHOWN + 20} memories" in body and "All 30 sessions" not in body
+    everything = admin_client.get(memories["all_url"])
+    assert everything.status_code == 200
+    assert everything.context["cl"].result_count == SHOWN + 20  # carol's, in this workspace only
