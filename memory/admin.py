@@ -28,6 +28,17 @@ def _user_link(obj) -> str:
     return format_html('<a href="{}">{}</a>', user_url(obj.workspace_id, obj.user_id), obj.user_id)
 
 
+class OwnerFixed(admin.ModelAdmin):
+    """A row's owner (its workspace, its user, what it belongs to) is fixed once it exists:
+    moved on the change form, a conversation left its messages, memories and jobs in the
+    first workspace and showed up in the other tenant's API, and a user's erasure missed it."""
+
+    owner_fields: tuple[str, ...] = ("workspace", "user_id")
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, *(self.owner_fields if obj else ()))
+
+
 class MemoryForm(forms.ModelForm):
     """The API's rules for what a memory is: a user id the API can name (or the user could not
     be read, exported or erased there) and one of the kinds."""
@@ -46,7 +57,7 @@ class MemoryForm(forms.ModelForm):
 
 
 @admin.register(Memory)
-class MemoryAdmin(admin.ModelAdmin):
+class MemoryAdmin(OwnerFixed):
     form = MemoryForm
     list_display = ("__str__", "end_user", "kind", "event_date", "workspace", "updated_at")
     list_filter = ("kind", "workspace")
@@ -67,10 +78,6 @@ class MemoryAdmin(admin.ModelAdmin):
     )
     readonly_fields = ("id", "created_at", "updated_at", "source_messages", "history")
     actions = ["delete_with_history"]
-
-    def get_readonly_fields(self, request, obj=None):
-        # The owner of a memory is fixed once it exists.
-        return self.readonly_fields + (("workspace", "user_id") if obj else ())
 
     @admin.display(description="end user", ordering="user_id")
     def end_user(self, obj):
@@ -189,7 +196,7 @@ class JobInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(OwnerFixed):
     list_display = ("__str__", "end_user", "external_id", "workspace", "updated_at")
     search_fields = ("title", "external_id", "user_id", "id")
     list_filter = ("workspace",)
@@ -246,7 +253,9 @@ class ProcessingJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(OwnerFixed):
+    owner_fields = ("workspace", "user_id", "conversation")
+
     list_display = ("external_id", "user_id", "conversation", "last_active_at")
     search_fields = ("external_id", "user_id")
     list_select_related = ("conversation",)
@@ -255,7 +264,9 @@ class SessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(OwnerFixed):
+    owner_fields = ("workspace", "user_id", "conversation", "session")
+
     list_display = ("__str__", "user_id", "conversation", "created_at", "incomplete")
     list_select_related = ("conversation",)
     list_filter = ("role", "incomplete")

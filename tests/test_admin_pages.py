@@ -563,3 +563,43 @@ def test_end_user_page_of_a_heavy_user_shows_the_latest_rows_with_links_to_all(
     everything = admin_client.get(memories["all_url"])
     assert everything.status_code == 200
     assert everything.context["cl"].result_count == SHOWN + 20  # carol's, in this workspace only
+
+
+def _change_form_data(page) -> dict:
+    """What the change page would post as it stands: its form's values and its inlines'
+    management forms and rows."""
+    form = page.context["adminform"].form
+    data = {}
+    for name, field in form.fields.items():
+        value = form[name].value()
+        data[name] = field.widget.format_value(value) if value is not None else ""
+        if isinstance(value, (dict, list)):
+            data[name] = json.dumps(value)
+    for inline in page.context["inline_admin_formsets"]:
+        management = inline.formset.management_form
+        for name in management.fields:
+            data[f"{management.prefix}-{name}"] = management[name].value()
+        for inline_form in inline.formset.forms:  # their rows' hidden ids
+            for name in inline_form.fields:
+                value = inline_form[name].value()
+                data[inline_form.add_prefix(name)] = "" if value is None else str(value)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+@pytest.mark.parametrize("model", [Conversation, Session, Message])
+def test_a_conversation_its_sessions_and_messages_keep_their_owner_in_the_admin(
+    admin_client, world, model
+):
+    """The change forms let an operator pick another workspace or user for a conversation (a
+    session, a message): it showed up in the other tenant's API while its messages, memories
+    and jobs stayed behind, and the first user's erasure no longer found it."""
+    workspace, other = world["workspace"], world["other"]
+    row = model.objects.filter(workspace=workspace, user_id="alice").first()
+    url = reverse(f"admin:memory_{model._meta.model_name}_change", args=[row.pk])
+    page = admin_client.get(url)
+    data = _change_form_data(page)
+    data.update(workspace=other.pk, user_id="mallory")
+    saved = admin_client.post(url, data)
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+    row.refresh_from_db()
+    assert (row.workspace_id, row.user_id) == (workspace.pk, "alice")
