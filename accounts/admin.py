@@ -65,7 +65,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj._state.adding = False
         messages.warning(request, f"New API key (shown once, copy it now): {created.raw_key}")
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         for key in queryset.filter(revoked_at__isnull=True).select_related("workspace"):
             services.api_key_revoke(workspace=key.workspace, key_id=key.id)

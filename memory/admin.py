@@ -152,7 +152,9 @@ class MemoryAdmin(OwnerFixed):
         actions.pop("delete_selected", None)  # bulk delete would skip the history
         return actions
 
-    @admin.action(description="Delete selected memories (recorded in their history)")
+    @admin.action(
+        description="Delete selected memories (recorded in their history)", permissions=["delete"]
+    )
     def delete_with_history(self, request, queryset):
         for memory in queryset:
             self.delete_model(request, memory)
@@ -218,7 +220,9 @@ class ConversationAdmin(OwnerFixed):
         actions.pop("delete_selected", None)  # a bulk delete would leave its memories behind
         return actions
 
-    @admin.action(description="Delete selected conversations (and their memories)")
+    @admin.action(
+        description="Delete selected conversations (and their memories)", permissions=["delete"]
+    )
     def delete_with_derived(self, request, queryset):
         for conversation in queryset:
             self.delete_model(request, conversation)

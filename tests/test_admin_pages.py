@@ -603,3 +603,37 @@ def test_a_conversation_its_sessions_and_messages_keep_their_owner_in_the_admin(
     assert saved.status_code == 302, saved.context["adminform"].form.errors
     row.refresh_from_db()
     assert (row.workspace_id, row.user_id) == (workspace.pk, "alice")
+
+
+def test_a_staff_user_who_may_only_view_cannot_run_the_actions(client, world):
+    """Custom actions named no permission, so Django offered them to anyone who could open the
+    list: a view-only operator revoked a production key, deleted memories and conversations and
+    re-ran ingestion."""
+    from django.contrib.auth.models import Permission
+
+    viewer = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(viewer)
+    workspace, key, document = world["workspace"], world["key"], world["document"]
+    conversation, memory = world["conversation"], world["memory"]
+    actions = [
+        ("accounts_apikey", "revoke", key.pk),
+        ("memory_memory", "delete_with_history", memory.pk),
+        ("memory_conversation", "delete_with_derived", conversation.pk),
+        ("memory_document", "rerun", document.pk),
+        ("memory_document", "rerun_from_scratch", document.pk),
+    ]
+    for page, action, pk in actions:
+        url = reverse(f"admin:{page}_changelist")
+        listed = client.get(url)
+        assert listed.status_code == 200  # they may look
+        form = listed.context["action_form"]  # None when no action is offered
+        offered = [name for name, _ in form.fields["action"].choices] if form else []
+        assert action not in offered, page
+        client.post(url, {"action": action, "_selected_action": [pk], "index": "0"})
+    key.refresh_from_db()
+    assert key.revoked_at is None
+    assert Memory.objects.filter(pk=memory.pk).exists()
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+    assert Document.objects.get(pk=document.pk).status == document.status
+    assert Memory.objects.filter(workspace=workspace, user_id="alice").exists()

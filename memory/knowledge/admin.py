@@ -107,10 +107,15 @@ class DocumentAdmin(admin.ModelAdmin):
             )
         self.message_user(request, f"Queued {len(queryset)} document(s).", messages.SUCCESS)
 
-    @admin.action(description="Re-run ingestion (resume: keep embedded chunks)")
+    @admin.action(
+        description="Re-run ingestion (resume: keep embedded chunks)", permissions=["change"]
+    )
     def rerun(self, request, queryset):
         self._rerun(request, queryset, from_scratch=False)
 
-    @admin.action(description="Re-ingest from the stored bytes (re-extract and re-chunk)")
+    @admin.action(
+        description="Re-ingest from the stored bytes (re-extract and re-chunk)",
+        permissions=["change"],
+    )
     def rerun_from_scratch(self, request, queryset):
         self._rerun(request, queryset, from_scratch=True)
