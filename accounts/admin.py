@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import ApiKey, Workspace
+from config.admin_deletion import CountsOnDelete
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -22,11 +23,19 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(admin.ModelAdmin):
+class WorkspaceAdmin(CountsOnDelete):
     list_display = ("name", "id", "created_at")
     search_fields = ("name", "id")
     readonly_fields = ("id", "created_at")
     inlines = [ApiKeyInline]
+
+    @staticmethod
+    def owned(workspaces):
+        from completions.models import UsageRecord
+        from memory.models import Chunk, Collection, Conversation, Document, Memory, Message
+
+        models = (ApiKey, Memory, Conversation, Message, Collection, Document, Chunk, UsageRecord)
+        return ((m, m._default_manager.filter(workspace__in=workspaces)) for m in models)
 
     def delete_model(self, request, obj):
         services.workspace_delete(workspace=obj)

@@ -637,3 +637,43 @@ def test_a_staff_user_who_may_only_view_cannot_run_the_actions(client, world):
     assert Conversation.objects.filter(pk=conversation.pk).exists()
     assert Document.objects.get(pk=document.pk).status == document.status
     assert Memory.objects.filter(workspace=workspace, user_id="alice").exists()
+
+
+def _reads_uploads(queries) -> bool:
+    return any(
+        q["sql"].lstrip().startswith("SELECT") and '"raw"' in q["sql"] and "document" in q["sql"]
+        for q in queries
+    )
+
+
+@pytest.mark.parametrize("page", ["collection", "document", "workspace"])
+def test_deleting_a_collection_document_or_workspace_counts_what_goes_without_loading_it(
+    admin_client, world, page
+):
+    """The "Are you sure?" page listed every related row, loading each document's uploaded
+    bytes and each chunk to print its name (a collection of some size timed the page out), and
+    the deletion skipped the service (a collection's agents kept searching it)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    document = world["document"]
+    Document.objects.filter(pk=document.pk).update(raw=b"x" * 100_000)
+    obj = {
+        "collection": document.collection,
+        "document": document,
+        "workspace": world["workspace"],
+    }[page]
+    app = "accounts" if page == "workspace" else "memory"
+    url = reverse(f"admin:{app}_{page}_delete", args=[obj.pk])
+    with CaptureQueriesContext(connection) as confirming:
+        confirm = admin_client.get(url)
+    assert confirm.status_code == 200
+    assert dict(confirm.context["model_count"])["chunks"] == 2  # counted, not listed
+    assert not _reads_uploads(confirming.captured_queries)
+    with CaptureQueriesContext(connection) as deleting:
+        done = admin_client.post(url, {"post": "yes"})
+    assert done.status_code == 302
+    assert not type(obj).objects.filter(pk=obj.pk).exists()
+    assert not Chunk.objects.filter(document_id=document.pk).exists()
+    if page != "workspace":  # (the workspace's own delete collects every row it owns)
+        assert not _reads_uploads(deleting.captured_queries)
