@@ -223,6 +223,11 @@ class UsageRecordAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # the truth of what was spent: budgets and GET /v1/usage count them (an erasure
+        # pseudonymizes a user's records instead)
+        return False
+
 
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):

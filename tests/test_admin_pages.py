@@ -677,3 +677,19 @@ def test_deleting_a_collection_document_or_workspace_counts_what_goes_without_lo
     assert not Chunk.objects.filter(document_id=document.pk).exists()
     if page != "workspace":  # (the workspace's own delete collects every row it owns)
         assert not _reads_uploads(deleting.captured_queries)
+
+
+def test_usage_records_cannot_be_deleted_in_the_admin(admin_client, world):
+    """The read-only usage page offered "Delete selected usage records": what budgets and
+    GET /v1/usage count could be erased from the list."""
+    record = UsageRecord.objects.get(workspace=world["workspace"])
+    url = reverse("admin:completions_usagerecord_changelist")
+    listed = admin_client.get(url)
+    form = listed.context["action_form"]  # None when no action is offered
+    assert form is None or "delete_selected" not in dict(form.fields["action"].choices)
+    admin_client.post(
+        url, {"action": "delete_selected", "_selected_action": [record.pk], "post": "yes"}
+    )
+    delete_url = reverse("admin:completions_usagerecord_delete", args=[record.pk])
+    assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
+    assert UsageRecord.objects.filter(pk=record.pk).exists()
