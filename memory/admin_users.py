@@ -92,8 +92,14 @@ def _section(rows: QuerySet, scope: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# A user's page shows (and their erasure deletes) these models' rows.
+_HELD = ("memory", "conversation", "message", "session")
+
+
 def _check(request: HttpRequest, action: str) -> None:
-    if not request.user.has_perm(f"memory.{action}_memory"):
+    """The permission on every kind of row the page shows or deletes: a staff user allowed to
+    delete memories alone erased the user's conversations, messages and sessions too."""
+    if not request.user.has_perms([f"memory.{action}_{model}" for model in _HELD]):
         raise PermissionDenied
 
 

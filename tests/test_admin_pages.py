@@ -693,3 +693,25 @@ def test_usage_records_cannot_be_deleted_in_the_admin(admin_client, world):
     delete_url = reverse("admin:completions_usagerecord_delete", args=[record.pk])
     assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
     assert UsageRecord.objects.filter(pk=record.pk).exists()
+
+
+def test_erasing_an_end_user_in_the_admin_needs_leave_to_delete_everything_it_deletes(
+    client, world
+):
+    """The erasure asked for leave to delete memories only: a staff user who could not delete
+    a conversation, a message or a session erased all of the user's."""
+    from django.contrib.auth.models import Permission
+
+    from memory.admin_users import user_url
+
+    staff = User.objects.create_user("mod", "mod@example.com", "pw", is_staff=True)
+    staff.user_permissions.set(
+        Permission.objects.filter(codename__startswith="view_")
+        | Permission.objects.filter(codename="delete_memory")
+    )
+    client.force_login(staff)
+    workspace = world["workspace"]
+    assert client.get(user_url(workspace.id, "alice")).status_code == 200  # they may look
+    assert client.post(user_url(workspace.id, "alice") + "delete/").status_code == 403
+    assert Conversation.objects.filter(workspace=workspace, user_id="alice").exists()
+    assert Message.objects.filter(workspace=workspace, user_id="alice").exists()
