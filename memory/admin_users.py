@@ -151,8 +151,9 @@ def _user(workspace_id: str, user: str) -> tuple[Workspace, str]:
 def user_urls(site) -> list[URLPattern]:
     def list_view(request: HttpRequest) -> HttpResponse:
         _check(request, "view")
-        workspace_id = request.GET.get("workspace", "")
-        query = request.GET.get("q", "").strip()
+        # PostgreSQL refuses a NUL in a query (a 500): what no id or text holds goes
+        workspace_id = request.GET.get("workspace", "").replace("\x00", "")
+        query = request.GET.get("q", "").replace("\x00", "").strip()
         page = Paginator(EndUsers(workspace_id=workspace_id, query=query), PER_PAGE).get_page(
             request.GET.get("p")
         )

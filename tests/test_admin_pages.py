@@ -745,3 +745,19 @@ def test_the_end_user_list_reads_one_page_of_users_from_the_database(admin_clien
     assert max(fetched) <= PER_PAGE  # a page's rows, not every user's
     listed = {u["user_id"]: u for u in page.object_list}
     assert listed["cust000"]["memories"] == 1 and listed["cust000"]["conversations"] == 0
+
+
+@pytest.mark.parametrize(
+    "page, params",
+    [
+        ("admin:completions_usagerecord_changelist", {"user": "ali\x00ce"}),
+        ("admin:completions_usagerecord_changelist", {"key": "key_\x00"}),
+        ("admin:memory_enduser_changelist", {"q": "ali\x00"}),
+        ("admin:memory_enduser_changelist", {"workspace": "ws_\x00"}),
+    ],
+)
+def test_a_nul_in_the_admins_own_filters_finds_nothing_rather_than_a_500(
+    admin_client, world, page, params
+):
+    response = admin_client.get(reverse(page), params)
+    assert response.status_code == 200
