@@ -761,3 +761,33 @@ def test_a_nul_in_the_admins_own_filters_finds_nothing_rather_than_a_500(
 ):
     response = admin_client.get(reverse(page), params)
     assert response.status_code == 200
+
+
+def test_a_keys_limit_in_the_admin_is_saved_only_in_the_keys_workspace(
+    admin_client, world, settings
+):
+    """A limit saved under another workspace than its key's never applied (the request path reads
+    it in the key's own workspace), and held the key's one limit: the provisioning API's PATCH
+    of that key's limits then failed on the unique constraint, a 500."""
+    from django.test import Client
+
+    workspace, other = world["workspace"], world["other"]
+    foreign_key = ApiKey.objects.get(workspace=other)
+    form = {
+        "workspace": workspace.pk,
+        "subject": "api_key",
+        "api_key": foreign_key.pk,
+        "rpm": "10",
+        "budget_period": "month",
+    }
+    refused = admin_client.post(reverse("admin:limits_limit_add"), form)
+    assert refused.status_code == 200 and b"belongs to another workspace" in refused.content
+    assert not Limit.objects.filter(api_key=foreign_key).exists()
+    operator = Client(headers={"Authorization": f"Bearer {settings.ENGRAM_ADMIN_KEY}"})
+    patched = operator.patch(
+        f"/v1/workspaces/{other.pk}/api_keys/{foreign_key.pk}",
+        {"limits": {"rpm": 30}},
+        content_type="application/json",
+    )
+    assert patched.status_code == 200, patched.content
+    assert Limit.objects.get(api_key=foreign_key).workspace_id == other.pk
