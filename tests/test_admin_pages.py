@@ -791,3 +791,33 @@ def test_a_keys_limit_in_the_admin_is_saved_only_in_the_keys_workspace(
     )
     assert patched.status_code == 200, patched.content
     assert Limit.objects.get(api_key=foreign_key).workspace_id == other.pk
+
+
+def test_an_agent_naming_another_workspaces_collection_is_refused_on_the_form(admin_client, world):
+    """The service refused the collection at save, and the admin answered with a bare 404
+    instead of the form and its error."""
+    agent = Agent.objects.get(workspace=world["workspace"])
+    foreign = Collection.objects.create(workspace=world["other"], name="Their handbook")
+    url = reverse("admin:completions_agent_change", args=[agent.pk])
+    form = {
+        "name": "support",
+        "instructions": "Be kind.",
+        "model": "fast",
+        "parameters": "{}",
+        "memory": "{}",
+        "collection_ids": f'["{foreign.pk}"]',
+        "metadata": "{}",
+        "versions-TOTAL_FORMS": "1",
+        "versions-INITIAL_FORMS": "1",
+        "versions-MIN_NUM_FORMS": "0",
+        "versions-MAX_NUM_FORMS": "1000",
+    }
+    refused = admin_client.post(url, form)
+    assert refused.status_code == 200
+    errors = refused.context["adminform"].form.errors
+    assert "collection_ids" in errors and foreign.pk in str(errors["collection_ids"])
+    own = world["document"].collection
+    saved = admin_client.post(url, {**form, "collection_ids": f'["{own.pk}"]'})
+    assert saved.status_code == 302
+    agent.refresh_from_db()
+    assert agent.collection_ids == [own.pk] and agent.version == 2
