@@ -2,7 +2,9 @@
 deleted, through accounts.services, as the API does, so the cached key check of every process
 is voided at once."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts import services
@@ -72,7 +74,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
         created = services.api_key_create(workspace=obj.workspace, name=obj.name)
         obj.pk, obj.prefix = created.api_key.pk, created.api_key.prefix
         obj._state.adding = False
-        messages.warning(request, f"New API key (shown once, copy it now): {created.raw_key}")
+        obj.raw_key = created.raw_key  # for response_add, the one page that shows it
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The new key on the answer to the form itself. It was a message for the next page,
+        and Django keeps messages in a cookie: the key went back and forth in a readable
+        `messages` cookie (and into every log of request headers on the way)."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New API key",
+            "key": obj,
+            "raw_key": obj.raw_key,
+            "change_url": reverse("admin:accounts_apikey_change", args=[obj.pk]),
+            "list_url": reverse("admin:accounts_apikey_changelist"),
+        }
+        return TemplateResponse(request, "admin/accounts/apikey/created.html", context)
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):

@@ -821,3 +821,24 @@ def test_an_agent_naming_another_workspaces_collection_is_refused_on_the_form(ad
     assert saved.status_code == 302
     agent.refresh_from_db()
     assert agent.collection_ids == [own.pk] and agent.version == 2
+
+
+def test_a_key_made_in_the_admin_is_shown_on_the_answer_and_never_in_a_cookie(admin_client, world):
+    """The new key was a message for the next page, which Django keeps in a cookie: the raw
+    key travelled in a readable `messages` cookie."""
+    from accounts.authentication import resolve_sync
+
+    made = admin_client.post(
+        reverse("admin:accounts_apikey_add"), {"workspace": world["other"].pk, "name": "ci"}
+    )
+    assert made.status_code == 200 and "no-store" in made["Cache-Control"]
+    raw_key = made.context["raw_key"]
+    assert raw_key.startswith("sk-") and raw_key in made.content.decode()
+    principal = resolve_sync(raw_key)  # the key shown is the key made, and it works
+    assert principal is not None and principal.workspace.pk == world["other"].pk
+    cookies = "".join(morsel.OutputString() for morsel in made.cookies.values())
+    assert raw_key[3:15] not in cookies and "messages" not in made.cookies
+    assert (
+        raw_key
+        not in admin_client.get(reverse("admin:accounts_apikey_changelist")).content.decode()
+    )
