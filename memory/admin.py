@@ -268,8 +268,10 @@ class SessionAdmin(OwnerFixed):
 
 
 @admin.register(Message)
-class MessageAdmin(OwnerFixed):
-    owner_fields = ("workspace", "user_id", "conversation", "session")
+class MessageAdmin(admin.ModelAdmin):
+    """Read-only: a message's text lives on in its search text, its embeddings and the body
+    the client sent (`raw`, which the user's export returns), none of which an edit here
+    changed; a "redaction" in this form left the text searchable and exported."""
 
     list_display = ("__str__", "user_id", "conversation", "created_at", "incomplete")
     list_select_related = ("conversation",)
@@ -278,6 +280,12 @@ class MessageAdmin(OwnerFixed):
     readonly_fields = ("id", "created_at", "search_text", "token_count", "memories_from_here")
     exclude = ("embedding", "context_embedding")
     raw_id_fields = ("conversation", "session")
+
+    def has_add_permission(self, request):
+        return False  # messages come in through the turns and imports, which index them
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
     @admin.display(description="Memories from this message")
     def memories_from_here(self, obj):
