@@ -2,11 +2,14 @@
 deleted, through accounts.services, as the API does, so the cached key check of every process
 is voided at once."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts import services
 from accounts.models import ApiKey, Workspace
+from config.admin_deletion import CountsOnDelete
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -22,11 +25,19 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(admin.ModelAdmin):
+class WorkspaceAdmin(CountsOnDelete):
     list_display = ("name", "id", "created_at")
     search_fields = ("name", "id")
     readonly_fields = ("id", "created_at")
     inlines = [ApiKeyInline]
+
+    @staticmethod
+    def owned(workspaces):
+        from completions.models import UsageRecord
+        from memory.models import Chunk, Collection, Conversation, Document, Memory, Message
+
+        models = (ApiKey, Memory, Conversation, Message, Collection, Document, Chunk, UsageRecord)
+        return ((m, m._default_manager.filter(workspace__in=workspaces)) for m in models)
 
     def delete_model(self, request, obj):
         services.workspace_delete(workspace=obj)
@@ -63,9 +74,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
         created = services.api_key_create(workspace=obj.workspace, name=obj.name)
         obj.pk, obj.prefix = created.api_key.pk, created.api_key.prefix
         obj._state.adding = False
-        messages.warning(request, f"New API key (shown once, copy it now): {created.raw_key}")
+        obj.raw_key = created.raw_key  # for response_add, the one page that shows it
 
-    @admin.action(description="Revoke selected keys")
+    def response_add(self, request, obj, post_url_continue=None):
+        """The new key on the answer to the form itself. It was a message for the next page,
+        and Django keeps messages in a cookie: the key went back and forth in a readable
+        `messages` cookie (and into every log of request headers on the way)."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New API key",
+            "key": obj,
+            "raw_key": obj.raw_key,
+            "change_url": reverse("admin:accounts_apikey_change", args=[obj.pk]),
+            "list_url": reverse("admin:accounts_apikey_changelist"),
+        }
+        return TemplateResponse(request, "admin/accounts/apikey/created.html", context)
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         for key in queryset.filter(revoked_at__isnull=True).select_related("workspace"):
             services.api_key_revoke(workspace=key.workspace, key_id=key.id)

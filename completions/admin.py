@@ -15,6 +15,7 @@ from accounts.models import ApiKey
 from completions import pricing, services
 from completions.models import ModelAlias, Price, ProviderCredential, UsageRecord
 from completions.selectors import usage_figures
+from config.common.ids import is_id
 
 
 class ProviderCredentialForm(forms.ModelForm):
@@ -101,6 +102,14 @@ class ModelAliasAdmin(admin.ModelAdmin):
             self.delete_model(request, alias)
 
 
+def _by_id(queryset, field: str, value: str | None):
+    """The rows of one id typed or pasted in the URL; none for what no id can be (a NUL made
+    PostgreSQL refuse the query: a 500)."""
+    if not value:
+        return queryset
+    return queryset.filter(**{field: value}) if is_id(value) else queryset.none()
+
+
 class EndUserFilter(admin.SimpleListFilter):
     """A text box: end users are too many to list as links."""
 
@@ -112,7 +121,7 @@ class EndUserFilter(admin.SimpleListFilter):
         return [("", "")]  # one placeholder choice, so the filter is shown
 
     def queryset(self, request, queryset):
-        return queryset.filter(user_id=self.value()) if self.value() else queryset
+        return _by_id(queryset, "user_id", self.value())
 
     def choices(self, changelist):
         kept = {k: v for k, v in changelist.params.items() if k != self.parameter_name}
@@ -135,7 +144,7 @@ class ApiKeyFilter(admin.SimpleListFilter):
         return [(key.id, str(key)) for key in keys[:200]]
 
     def queryset(self, request, queryset):
-        return queryset.filter(api_key_id=self.value()) if self.value() else queryset
+        return _by_id(queryset, "api_key_id", self.value())
 
 
 def usage_totals(queryset) -> dict:
@@ -221,6 +230,11 @@ class UsageRecordAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # the truth of what was spent: budgets and GET /v1/usage count them (an erasure
+        # pseudonymizes a user's records instead)
         return False
 
 

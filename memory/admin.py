@@ -28,6 +28,17 @@ def _user_link(obj) -> str:
     return format_html('<a href="{}">{}</a>', user_url(obj.workspace_id, obj.user_id), obj.user_id)
 
 
+class OwnerFixed(admin.ModelAdmin):
+    """A row's owner (its workspace, its user, what it belongs to) is fixed once it exists:
+    moved on the change form, a conversation left its messages, memories and jobs in the
+    first workspace and showed up in the other tenant's API, and a user's erasure missed it."""
+
+    owner_fields: tuple[str, ...] = ("workspace", "user_id")
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, *(self.owner_fields if obj else ()))
+
+
 class MemoryForm(forms.ModelForm):
     """The API's rules for what a memory is: a user id the API can name (or the user could not
     be read, exported or erased there) and one of the kinds."""
@@ -46,7 +57,7 @@ class MemoryForm(forms.ModelForm):
 
 
 @admin.register(Memory)
-class MemoryAdmin(admin.ModelAdmin):
+class MemoryAdmin(OwnerFixed):
     form = MemoryForm
     list_display = ("__str__", "end_user", "kind", "event_date", "workspace", "updated_at")
     list_filter = ("kind", "workspace")
@@ -67,10 +78,6 @@ class MemoryAdmin(admin.ModelAdmin):
     )
     readonly_fields = ("id", "created_at", "updated_at", "source_messages", "history")
     actions = ["delete_with_history"]
-
-    def get_readonly_fields(self, request, obj=None):
-        # The owner of a memory is fixed once it exists.
-        return self.readonly_fields + (("workspace", "user_id") if obj else ())
 
     @admin.display(description="end user", ordering="user_id")
     def end_user(self, obj):
@@ -145,7 +152,9 @@ class MemoryAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)  # bulk delete would skip the history
         return actions
 
-    @admin.action(description="Delete selected memories (recorded in their history)")
+    @admin.action(
+        description="Delete selected memories (recorded in their history)", permissions=["delete"]
+    )
     def delete_with_history(self, request, queryset):
         for memory in queryset:
             self.delete_model(request, memory)
@@ -189,7 +198,7 @@ class JobInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(OwnerFixed):
     list_display = ("__str__", "end_user", "external_id", "workspace", "updated_at")
     search_fields = ("title", "external_id", "user_id", "id")
     list_filter = ("workspace",)
@@ -211,7 +220,9 @@ class ConversationAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)  # a bulk delete would leave its memories behind
         return actions
 
-    @admin.action(description="Delete selected conversations (and their memories)")
+    @admin.action(
+        description="Delete selected conversations (and their memories)", permissions=["delete"]
+    )
     def delete_with_derived(self, request, queryset):
         for conversation in queryset:
             self.delete_model(request, conversation)
@@ -246,7 +257,9 @@ class ProcessingJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(OwnerFixed):
+    owner_fields = ("workspace", "user_id", "conversation")
+
     list_display = ("external_id", "user_id", "conversation", "last_active_at")
     search_fields = ("external_id", "user_id")
     list_select_related = ("conversation",)
@@ -256,6 +269,10 @@ class SessionAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
+    """Read-only: a message's text lives on in its search text, its embeddings and the body
+    the client sent (`raw`, which the user's export returns), none of which an edit here
+    changed; a "redaction" in this form left the text searchable and exported."""
+
     list_display = ("__str__", "user_id", "conversation", "created_at", "incomplete")
     list_select_related = ("conversation",)
     list_filter = ("role", "incomplete")
@@ -263,6 +280,12 @@ class MessageAdmin(admin.ModelAdmin):
     readonly_fields = ("id", "created_at", "search_text", "token_count", "memories_from_here")
     exclude = ("embedding", "context_embedding")
     raw_id_fields = ("conversation", "session")
+
+    def has_add_permission(self, request):
+        return False  # messages come in through the turns and imports, which index them
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
     @admin.display(description="Memories from this message")
     def memories_from_here(self, obj):

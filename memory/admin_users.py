@@ -10,13 +10,16 @@ services.user_delete), behind a confirmation page.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, overload
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Max
+from django.db import connection
+from django.db.models import Count, Max, QuerySet, Value
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -27,6 +30,7 @@ from memory import selectors, services
 from memory.models import Conversation, Memory, Session
 
 PER_PAGE = 100
+SHOWN = 100  # of each kind of row on a user's page; the rest in the model's list
 # What a user has, where their activity is dated.
 _COUNTED = (
     (Memory, "memories", "updated_at"),
@@ -51,35 +55,92 @@ def user_url(workspace_id: str, user_id: str) -> str:
     return reverse("admin:memory_enduser_change", args=[workspace_id, quote(user_id)])
 
 
-def end_users(*, workspace_id: str = "", query: str = "") -> list[dict[str, Any]]:
-    """Every (workspace, user) with their counts, the most recently active first."""
-    users: dict[tuple[str, str], dict[str, Any]] = {}
-    for model, counted, dated in _COUNTED:
-        rows = model._default_manager.exclude(user_id="")
-        if workspace_id:
-            rows = rows.filter(workspace_id=workspace_id)
-        if query:
-            rows = rows.filter(user_id__icontains=query)
-        grouped = rows.values("workspace_id", "user_id").annotate(n=Count("pk"), last=Max(dated))
-        for row in grouped.order_by():
-            key = (row["workspace_id"], row["user_id"])
-            user = users.setdefault(
-                key,
-                {
-                    "workspace_id": key[0],
-                    "user_id": key[1],
-                    "url": user_url(*key),
-                    "last_active": row["last"],
-                    **{name: 0 for _, name, _ in _COUNTED},
-                },
+class EndUsers(Sequence[dict[str, Any]]):
+    """Every (workspace, user) with their counts, the most recently active first, grouped and
+    paged by the database (a Paginator's object list: its length and slices). Grouped in Python,
+    every page loaded every user: 1.2 s a page at 50,000 users, growing with them."""
+
+    def __init__(self, *, workspace_id: str = "", query: str = "") -> None:
+        parts, self._params = [], []
+        for i, (model, _, dated) in enumerate(_COUNTED):
+            rows = model._default_manager.exclude(user_id="")
+            if workspace_id:
+                rows = rows.filter(workspace_id=workspace_id)
+            if query:
+                rows = rows.filter(user_id__icontains=query)
+            counts: dict[str, Any] = {name: Value(0) for _, name, _ in _COUNTED}
+            counts[_COUNTED[i][1]] = Count("pk")
+            grouped = (
+                rows.values("workspace_id", "user_id")
+                .annotate(**counts, last=Max(dated))
+                .order_by()
             )
-            user[counted] = row["n"]
-            user["last_active"] = max(user["last_active"], row["last"])
-    return sorted(users.values(), key=lambda u: (u["last_active"], u["user_id"]), reverse=True)
+            sql, params = grouped.query.sql_with_params()
+            parts.append(f"({sql})")
+            self._params.extend(params)
+        self._union = " UNION ALL ".join(parts)
+
+    def __len__(self) -> int:
+        sql = f"SELECT count(DISTINCT (u.workspace_id, u.user_id)) FROM ({self._union}) u"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, self._params)
+            return cursor.fetchone()[0]
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, int):
+            return self[index : index + 1][0]
+        return self._window(index)
+
+    def _window(self, window: slice) -> list[dict[str, Any]]:
+        names = [name for _, name, _ in _COUNTED]
+        sums = ", ".join(f"sum(u.{name})::bigint" for name in names)
+        sql = (
+            f"SELECT u.workspace_id, u.user_id, {sums}, max(u.last) AS last_active"
+            f" FROM ({self._union}) u GROUP BY 1, 2 ORDER BY last_active DESC, 2 DESC"
+            " LIMIT %s OFFSET %s"
+        )
+        start = window.start or 0
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*self._params, window.stop - start, start])
+            rows = cursor.fetchall()
+        return [
+            {
+                "workspace_id": row[0],
+                "user_id": row[1],
+                "url": user_url(row[0], row[1]),
+                **dict(zip(names, row[2:-1], strict=True)),
+                "last_active": row[-1],
+            }
+            for row in rows
+        ]
+
+
+def _section(rows: QuerySet, scope: dict[str, Any]) -> dict[str, Any]:
+    """The first SHOWN of a user's rows, their count and the model's list filtered to them:
+    a user with thousands of memories got a page of thousands of rows."""
+    meta = rows.model._meta
+    query = urlencode({"workspace__id__exact": scope["workspace"].pk, "user_id": scope["user_id"]})
+    return {
+        "rows": rows[:SHOWN],
+        "count": rows.count(),
+        "all_url": reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist") + "?" + query,
+    }
+
+
+# A user's page shows (and their erasure deletes) these models' rows.
+_HELD = ("memory", "conversation", "message", "session")
 
 
 def _check(request: HttpRequest, action: str) -> None:
-    if not request.user.has_perm(f"memory.{action}_memory"):
+    """The permission on every kind of row the page shows or deletes: a staff user allowed to
+    delete memories alone erased the user's conversations, messages and sessions too."""
+    if not request.user.has_perms([f"memory.{action}_{model}" for model in _HELD]):
         raise PermissionDenied
 
 
@@ -90,9 +151,10 @@ def _user(workspace_id: str, user: str) -> tuple[Workspace, str]:
 def user_urls(site) -> list[URLPattern]:
     def list_view(request: HttpRequest) -> HttpResponse:
         _check(request, "view")
-        workspace_id = request.GET.get("workspace", "")
-        query = request.GET.get("q", "").strip()
-        page = Paginator(end_users(workspace_id=workspace_id, query=query), PER_PAGE).get_page(
+        # PostgreSQL refuses a NUL in a query (a 500): what no id or text holds goes
+        workspace_id = request.GET.get("workspace", "").replace("\x00", "")
+        query = request.GET.get("q", "").replace("\x00", "").strip()
+        page = Paginator(EndUsers(workspace_id=workspace_id, query=query), PER_PAGE).get_page(
             request.GET.get("p")
         )
         context = {
@@ -114,14 +176,19 @@ def user_urls(site) -> list[URLPattern]:
             .annotate(message_count=Count("messages"))
             .order_by("-updated_at")
         )
+        sessions = (
+            Session.objects.filter(**scope)
+            .select_related("conversation")
+            .order_by("-last_active_at")
+        )
         context = {
             **site.each_context(request),
             "title": f"End user {user_id}",
             "workspace": workspace,
             "user_id": user_id,
-            "memories": Memory.objects.filter(**scope).order_by("-updated_at"),
-            "conversations": conversations,
-            "sessions": Session.objects.filter(**scope).order_by("-last_active_at"),
+            "memories": _section(Memory.objects.filter(**scope).order_by("-updated_at"), scope),
+            "conversations": _section(conversations, scope),
+            "sessions": _section(sessions, scope),
             "export_url": reverse("admin:memory_enduser_export", args=[workspace.pk, user]),
             "delete_url": reverse("admin:memory_enduser_delete", args=[workspace.pk, user]),
         }

@@ -457,3 +457,402 @@ def test_static_files_are_served_by_the_asgi_app(engram_server):
         assert head.status_code == 200 and head.content == b""
         missing = client.get("/static/admin/css/nope.css")
         assert missing.status_code == 404
+
+
+def _http_tool(workspace, agent_name: str):
+    from completions.tools import services as tools
+
+    agent = agent_create(workspace=workspace, name=agent_name, model="gpt-4o-mini")
+    values = {
+        "name": "crm",
+        "type": "http",
+        "http": {
+            "url": "https://crm.example.com/lookup",
+            "method": "POST",
+            "headers": {"Authorization": "Bearer acme-crm-secret"},
+        },
+    }
+    return agent, tools.tool_create(workspace=workspace, agent_id=agent.id, values=values)
+
+
+def test_a_tool_stays_with_its_workspace_and_agent_when_edited_in_the_admin(admin_client, world):
+    """The change form let the operator pick another workspace and agent: the tool, with the
+    first tenant's encrypted CRM header, became the other tenant's agent's."""
+    from completions.tools import services as tools
+    from completions.tools.models import Tool
+
+    workspace, other = world["workspace"], world["other"]
+    agent, tool = _http_tool(workspace, "acme-crm")
+    foreign_agent = Agent.objects.get(workspace=other)
+    url = reverse("admin:completions_tool_change", args=[tool.pk])
+    form = {
+        "workspace": other.pk,
+        "agent": foreign_agent.pk,
+        "name": "crm",
+        "description": "Looks a customer up.",
+        "parameters": "{}",
+        "kind": "http",
+        "builtin": "",
+        "http_url": "https://crm.example.com/lookup",
+        "http_method": "POST",
+        "approval": '"never"',
+        "approval_ttl_seconds": "900",
+        "timeout_seconds": "10",
+        "headers": "",
+    }
+    saved = admin_client.post(url, form)
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+    tool = Tool.objects.get(pk=tool.pk)
+    assert (tool.workspace_id, tool.agent_id) == (workspace.pk, agent.pk)
+    assert tool.description == "Looks a customer up."  # the editable fields are saved
+    assert tools.headers_of(tool) == {"Authorization": "Bearer acme-crm-secret"}
+    assert not Tool.objects.filter(agent=foreign_agent, name="crm").exists()
+
+
+def test_tools_deleted_together_in_the_admin_leave_no_cached_tool(admin_client, world):
+    """The list's "Delete selected" skipped the service: the agent's cached tools kept the
+    deleted one (its calls went on until the cache expired)."""
+    from completions.tools import cache
+    from completions.tools.models import Tool
+    from completions.tools.selectors import agent_tools
+
+    workspace = world["workspace"]
+    agent, tool = _http_tool(workspace, "acme-crm")
+    key = (workspace.pk, agent.pk)
+    cached = cache._tools.get(
+        key, lambda: tuple(agent_tools(workspace=workspace.pk, agent_id=agent.pk))
+    )
+    assert [t.pk for t in cached] == [tool.pk]  # what a call of the agent reads
+    done = admin_client.post(
+        reverse("admin:completions_tool_changelist"),
+        {"action": "delete_selected", "_selected_action": [tool.pk], "post": "yes"},
+    )
+    assert done.status_code == 302
+    assert not Tool.objects.filter(pk=tool.pk).exists()
+    assert cache._tools.peek(key) == (False, None)  # the next call reloads: no deleted tool
+
+
+def test_end_user_page_of_a_heavy_user_shows_the_latest_rows_with_links_to_all(
+    admin_client, world, django_assert_max_num_queries
+):
+    """A user with thousands of memories got every one on the page, and each session cost a
+    query for its conversation: the page timed out. Now each kind shows its latest rows and
+    links to its full list, filtered to the user; the queries do not grow with the rows."""
+    from memory.admin_users import user_url
+
+    workspace, SHOWN = world["workspace"], 100  # rows of each kind on the page
+    Memory.objects.bulk_create(
+        Memory(workspace=workspace, user_id="carol", text=f"Carol fact {i}.", kind="fact")
+        for i in range(SHOWN + 20)
+    )
+    for i in range(30):
+        conversation = Conversation.objects.create(
+            workspace=workspace, user_id="carol", external_id=f"c{i}"
+        )
+        Session.objects.create(
+            workspace=workspace, user_id="carol", external_id=f"s{i}", conversation=conversation
+        )
+    with django_assert_max_num_queries(15):
+        page = admin_client.get(user_url(workspace.id, "carol"))
+    assert page.status_code == 200
+    memories = page.context["memories"]
+    assert memories["count"] == SHOWN + 20 and len(memories["rows"]) == SHOWN
+    assert page.context["sessions"]["count"] == 30 and len(page.context["sessions"]["rows"]) == 30
+    body = page.content.decode()
+    assert f"All {SHOWN + 20} memories" in body and "All 30 sessions" not in body
+    everything = admin_client.get(memories["all_url"])
+    assert everything.status_code == 200
+    assert everything.context["cl"].result_count == SHOWN + 20  # carol's, in this workspace only
+
+
+def _change_form_data(page) -> dict:
+    """What the change page would post as it stands: its form's values and its inlines'
+    management forms and rows."""
+    form = page.context["adminform"].form
+    data = {}
+    for name, field in form.fields.items():
+        value = form[name].value()
+        data[name] = field.widget.format_value(value) if value is not None else ""
+        if isinstance(value, (dict, list)):
+            data[name] = json.dumps(value)
+    for inline in page.context["inline_admin_formsets"]:
+        management = inline.formset.management_form
+        for name in management.fields:
+            data[f"{management.prefix}-{name}"] = management[name].value()
+        for inline_form in inline.formset.forms:  # their rows' hidden ids
+            for name in inline_form.fields:
+                value = inline_form[name].value()
+                data[inline_form.add_prefix(name)] = "" if value is None else str(value)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+@pytest.mark.parametrize("model", [Conversation, Session])
+def test_a_conversation_its_sessions_and_messages_keep_their_owner_in_the_admin(
+    admin_client, world, model
+):
+    """The change forms let an operator pick another workspace or user for a conversation (a
+    session, a message): it showed up in the other tenant's API while its messages, memories
+    and jobs stayed behind, and the first user's erasure no longer found it."""
+    workspace, other = world["workspace"], world["other"]
+    row = model.objects.filter(workspace=workspace, user_id="alice").first()
+    url = reverse(f"admin:memory_{model._meta.model_name}_change", args=[row.pk])
+    page = admin_client.get(url)
+    data = _change_form_data(page)
+    data.update(workspace=other.pk, user_id="mallory")
+    saved = admin_client.post(url, data)
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+    row.refresh_from_db()
+    assert (row.workspace_id, row.user_id) == (workspace.pk, "alice")
+
+
+def test_a_staff_user_who_may_only_view_cannot_run_the_actions(client, world):
+    """Custom actions named no permission, so Django offered them to anyone who could open the
+    list: a view-only operator revoked a production key, deleted memories and conversations and
+    re-ran ingestion."""
+    from django.contrib.auth.models import Permission
+
+    viewer = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(viewer)
+    workspace, key, document = world["workspace"], world["key"], world["document"]
+    conversation, memory = world["conversation"], world["memory"]
+    actions = [
+        ("accounts_apikey", "revoke", key.pk),
+        ("memory_memory", "delete_with_history", memory.pk),
+        ("memory_conversation", "delete_with_derived", conversation.pk),
+        ("memory_document", "rerun", document.pk),
+        ("memory_document", "rerun_from_scratch", document.pk),
+    ]
+    for page, action, pk in actions:
+        url = reverse(f"admin:{page}_changelist")
+        listed = client.get(url)
+        assert listed.status_code == 200  # they may look
+        form = listed.context["action_form"]  # None when no action is offered
+        offered = [name for name, _ in form.fields["action"].choices] if form else []
+        assert action not in offered, page
+        client.post(url, {"action": action, "_selected_action": [pk], "index": "0"})
+    key.refresh_from_db()
+    assert key.revoked_at is None
+    assert Memory.objects.filter(pk=memory.pk).exists()
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+    assert Document.objects.get(pk=document.pk).status == document.status
+    assert Memory.objects.filter(workspace=workspace, user_id="alice").exists()
+
+
+def _reads_uploads(queries) -> bool:
+    return any(
+        q["sql"].lstrip().startswith("SELECT") and '"raw"' in q["sql"] and "document" in q["sql"]
+        for q in queries
+    )
+
+
+@pytest.mark.parametrize("page", ["collection", "document", "workspace"])
+def test_deleting_a_collection_document_or_workspace_counts_what_goes_without_loading_it(
+    admin_client, world, page
+):
+    """The "Are you sure?" page listed every related row, loading each document's uploaded
+    bytes and each chunk to print its name (a collection of some size timed the page out), and
+    the deletion skipped the service (a collection's agents kept searching it)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    document = world["document"]
+    Document.objects.filter(pk=document.pk).update(raw=b"x" * 100_000)
+    obj = {
+        "collection": document.collection,
+        "document": document,
+        "workspace": world["workspace"],
+    }[page]
+    app = "accounts" if page == "workspace" else "memory"
+    url = reverse(f"admin:{app}_{page}_delete", args=[obj.pk])
+    with CaptureQueriesContext(connection) as confirming:
+        confirm = admin_client.get(url)
+    assert confirm.status_code == 200
+    assert dict(confirm.context["model_count"])["chunks"] == 2  # counted, not listed
+    assert not _reads_uploads(confirming.captured_queries)
+    with CaptureQueriesContext(connection) as deleting:
+        done = admin_client.post(url, {"post": "yes"})
+    assert done.status_code == 302
+    assert not type(obj).objects.filter(pk=obj.pk).exists()
+    assert not Chunk.objects.filter(document_id=document.pk).exists()
+    if page != "workspace":  # (the workspace's own delete collects every row it owns)
+        assert not _reads_uploads(deleting.captured_queries)
+
+
+def test_usage_records_cannot_be_deleted_in_the_admin(admin_client, world):
+    """The read-only usage page offered "Delete selected usage records": what budgets and
+    GET /v1/usage count could be erased from the list."""
+    record = UsageRecord.objects.get(workspace=world["workspace"])
+    url = reverse("admin:completions_usagerecord_changelist")
+    listed = admin_client.get(url)
+    form = listed.context["action_form"]  # None when no action is offered
+    assert form is None or "delete_selected" not in dict(form.fields["action"].choices)
+    admin_client.post(
+        url, {"action": "delete_selected", "_selected_action": [record.pk], "post": "yes"}
+    )
+    delete_url = reverse("admin:completions_usagerecord_delete", args=[record.pk])
+    assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
+    assert UsageRecord.objects.filter(pk=record.pk).exists()
+
+
+def test_erasing_an_end_user_in_the_admin_needs_leave_to_delete_everything_it_deletes(
+    client, world
+):
+    """The erasure asked for leave to delete memories only: a staff user who could not delete
+    a conversation, a message or a session erased all of the user's."""
+    from django.contrib.auth.models import Permission
+
+    from memory.admin_users import user_url
+
+    staff = User.objects.create_user("mod", "mod@example.com", "pw", is_staff=True)
+    staff.user_permissions.set(
+        Permission.objects.filter(codename__startswith="view_")
+        | Permission.objects.filter(codename="delete_memory")
+    )
+    client.force_login(staff)
+    workspace = world["workspace"]
+    assert client.get(user_url(workspace.id, "alice")).status_code == 200  # they may look
+    assert client.post(user_url(workspace.id, "alice") + "delete/").status_code == 403
+    assert Conversation.objects.filter(workspace=workspace, user_id="alice").exists()
+    assert Message.objects.filter(workspace=workspace, user_id="alice").exists()
+
+
+def test_the_end_user_list_reads_one_page_of_users_from_the_database(admin_client, world):
+    """Every page of the list grouped every user of every workspace in Python (1.2 s a page at
+    50,000 users, growing with them); now the database groups, orders and pages them."""
+    from django.db import connection
+
+    from memory.admin_users import PER_PAGE
+
+    workspace = world["workspace"]
+    Memory.objects.bulk_create(
+        Memory(workspace=workspace, user_id=f"cust{i:03}", text="A fact.", kind="fact")
+        for i in range(PER_PAGE + 50)
+    )
+    fetched: list[int] = []
+
+    def rows_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.lstrip().upper().startswith("SELECT") and "memory_memory" in sql:
+            fetched.append(context["cursor"].rowcount)
+        return result
+
+    with connection.execute_wrapper(rows_read):
+        second = admin_client.get(reverse("admin:memory_enduser_changelist"), {"p": "2"})
+    page = second.context["page"]
+    assert page.paginator.count == PER_PAGE + 50 + 3  # and alice, bob, the other alice
+    assert len(page.object_list) == 53
+    assert max(fetched) <= PER_PAGE  # a page's rows, not every user's
+    listed = {u["user_id"]: u for u in page.object_list}
+    assert listed["cust000"]["memories"] == 1 and listed["cust000"]["conversations"] == 0
+
+
+@pytest.mark.parametrize(
+    "page, params",
+    [
+        ("admin:completions_usagerecord_changelist", {"user": "ali\x00ce"}),
+        ("admin:completions_usagerecord_changelist", {"key": "key_\x00"}),
+        ("admin:memory_enduser_changelist", {"q": "ali\x00"}),
+        ("admin:memory_enduser_changelist", {"workspace": "ws_\x00"}),
+    ],
+)
+def test_a_nul_in_the_admins_own_filters_finds_nothing_rather_than_a_500(
+    admin_client, world, page, params
+):
+    response = admin_client.get(reverse(page), params)
+    assert response.status_code == 200
+
+
+def test_a_keys_limit_in_the_admin_is_saved_only_in_the_keys_workspace(
+    admin_client, world, settings
+):
+    """A limit saved under another workspace than its key's never applied (the request path reads
+    it in the key's own workspace), and held the key's one limit: the provisioning API's PATCH
+    of that key's limits then failed on the unique constraint, a 500."""
+    from django.test import Client
+
+    workspace, other = world["workspace"], world["other"]
+    foreign_key = ApiKey.objects.get(workspace=other)
+    form = {
+        "workspace": workspace.pk,
+        "subject": "api_key",
+        "api_key": foreign_key.pk,
+        "rpm": "10",
+        "budget_period": "month",
+    }
+    refused = admin_client.post(reverse("admin:limits_limit_add"), form)
+    assert refused.status_code == 200 and b"belongs to another workspace" in refused.content
+    assert not Limit.objects.filter(api_key=foreign_key).exists()
+    operator = Client(headers={"Authorization": f"Bearer {settings.ENGRAM_ADMIN_KEY}"})
+    patched = operator.patch(
+        f"/v1/workspaces/{other.pk}/api_keys/{foreign_key.pk}",
+        {"limits": {"rpm": 30}},
+        content_type="application/json",
+    )
+    assert patched.status_code == 200, patched.content
+    assert Limit.objects.get(api_key=foreign_key).workspace_id == other.pk
+
+
+def test_an_agent_naming_another_workspaces_collection_is_refused_on_the_form(admin_client, world):
+    """The service refused the collection at save, and the admin answered with a bare 404
+    instead of the form and its error."""
+    agent = Agent.objects.get(workspace=world["workspace"])
+    foreign = Collection.objects.create(workspace=world["other"], name="Their handbook")
+    url = reverse("admin:completions_agent_change", args=[agent.pk])
+    form = {
+        "name": "support",
+        "instructions": "Be kind.",
+        "model": "fast",
+        "parameters": "{}",
+        "memory": "{}",
+        "collection_ids": f'["{foreign.pk}"]',
+        "metadata": "{}",
+        "versions-TOTAL_FORMS": "1",
+        "versions-INITIAL_FORMS": "1",
+        "versions-MIN_NUM_FORMS": "0",
+        "versions-MAX_NUM_FORMS": "1000",
+    }
+    refused = admin_client.post(url, form)
+    assert refused.status_code == 200
+    errors = refused.context["adminform"].form.errors
+    assert "collection_ids" in errors and foreign.pk in str(errors["collection_ids"])
+    own = world["document"].collection
+    saved = admin_client.post(url, {**form, "collection_ids": f'["{own.pk}"]'})
+    assert saved.status_code == 302
+    agent.refresh_from_db()
+    assert agent.collection_ids == [own.pk] and agent.version == 2
+
+
+def test_a_key_made_in_the_admin_is_shown_on_the_answer_and_never_in_a_cookie(admin_client, world):
+    """The new key was a message for the next page, which Django keeps in a cookie: the raw
+    key travelled in a readable `messages` cookie."""
+    from accounts.authentication import resolve_sync
+
+    made = admin_client.post(
+        reverse("admin:accounts_apikey_add"), {"workspace": world["other"].pk, "name": "ci"}
+    )
+    assert made.status_code == 200 and "no-store" in made["Cache-Control"]
+    raw_key = made.context["raw_key"]
+    assert raw_key.startswith("sk-") and raw_key in made.content.decode()
+    principal = resolve_sync(raw_key)  # the key shown is the key made, and it works
+    assert principal is not None and principal.workspace.pk == world["other"].pk
+    cookies = "".join(morsel.OutputString() for morsel in made.cookies.values())
+    assert raw_key[3:15] not in cookies and "messages" not in made.cookies
+    assert (
+        raw_key
+        not in admin_client.get(reverse("admin:accounts_apikey_changelist")).content.decode()
+    )
+
+
+def test_a_message_cannot_be_edited_in_the_admin(admin_client, world):
+    """An edit of a message's content left its search text, embeddings and the body the client
+    sent (returned by the user's export) as they were: a "redaction" there stayed searchable
+    and exported."""
+    message = Message.objects.filter(workspace=world["workspace"], user_id="alice").first()
+    url = reverse("admin:memory_message_change", args=[message.pk])
+    page = admin_client.get(url)
+    assert page.status_code == 200 and "content" not in page.context["adminform"].form.fields
+    posted = admin_client.post(url, {"content": "[redacted]", "role": "user"})
+    assert posted.status_code == 403
+    message.refresh_from_db()
+    assert message.content == FIRST_QUESTION

@@ -1,6 +1,7 @@
 """Limits, budgets and credit units in the admin. Every save and delete voids the key cache of
 every process (where the request path reads limits), as the provisioning API's writes do."""
 
+from django import forms
 from django.contrib import admin
 
 from accounts.authentication import keys_changed
@@ -21,8 +22,34 @@ class VoidsKeyCache(admin.ModelAdmin):
         keys_changed()
 
 
+class LimitForm(forms.ModelForm):
+    class Meta:
+        model = Limit
+        fields = (
+            "workspace",
+            "subject",
+            "api_key",
+            "rpm",
+            "tpm",
+            "max_concurrent",
+            "budget_credits",
+            "budget_period",
+        )
+
+    def clean(self):
+        data = super().clean() or {}
+        key, workspace = data.get("api_key"), data.get("workspace")
+        # The request path reads a key's limit in the key's own workspace: one saved under
+        # another never applied, and then held the key's one limit, so the API's PUT of that
+        # key's limit failed on the unique constraint (a 500).
+        if key is not None and workspace is not None and key.workspace_id != workspace.pk:
+            self.add_error("api_key", "The API key belongs to another workspace.")
+        return data
+
+
 @admin.register(Limit)
 class LimitAdmin(VoidsKeyCache):
+    form = LimitForm
     list_display = (
         "workspace",
         "subject",

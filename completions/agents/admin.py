@@ -23,7 +23,21 @@ class AgentForm(forms.ModelForm):
                     data[field] = check(data[field])
                 except DomainError as exc:
                     self.add_error(field, exc.message)
+        self._check_collections(data)
         return data
+
+    def _check_collections(self, data: dict) -> None:
+        """The collections are the workspace's (the service's rule, shown on the form): the
+        service's refusal at save answered the page with a bare 404."""
+        from memory.knowledge.search import collections_check
+
+        workspace = data.get("workspace") or getattr(self.instance, "workspace", None)
+        if "collection_ids" in self.errors or workspace is None:
+            return
+        try:
+            collections_check(workspace=workspace, collection_ids=data.get("collection_ids") or [])
+        except DomainError as exc:
+            self.add_error("collection_ids", exc.message)
 
 
 class AgentVersionInline(admin.TabularInline):

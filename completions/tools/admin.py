@@ -94,6 +94,12 @@ class ToolAdmin(admin.ModelAdmin):
     search_fields = ("name", "id", "agent__name", "agent__id", "workspace__name")
     readonly_fields = ("id", "header_names", "created_at", "updated_at")
 
+    def get_readonly_fields(self, request, obj=None):
+        # A tool (and its encrypted headers) stays with the workspace and agent it was made
+        # for: moved, one tenant's agent would call with another tenant's credentials.
+        fixed = ("workspace", "agent") if obj is not None else ()
+        return (*fixed, *self.readonly_fields)
+
     @admin.display(description="approval")
     def approval_display(self, obj):
         return obj.approval if isinstance(obj.approval, str) else json.dumps(obj.approval)
@@ -114,6 +120,11 @@ class ToolAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         services.tool_delete(workspace=obj.workspace, tool=obj)
+
+    def delete_queryset(self, request, queryset):
+        # through the service, as one delete is: every process forgets the agent's tools
+        for tool in queryset.select_related("workspace"):
+            self.delete_model(request, tool)
 
 
 class _ReadOnly(admin.ModelAdmin):

@@ -3,6 +3,7 @@
 from django.contrib import admin, messages
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 
+from config.admin_deletion import CountsOnDelete
 from memory.knowledge import services
 from memory.models import Chunk, Collection, Document
 
@@ -38,10 +39,25 @@ class ChunkInline(admin.TabularInline):
 
 
 @admin.register(Collection)
-class CollectionAdmin(admin.ModelAdmin):
+class CollectionAdmin(CountsOnDelete):
     list_display = ("name", "id", "workspace", "documents", "created_at")
     search_fields = ("id", "name", "workspace__name")
     readonly_fields = ("id", "workspace", "created_at", "updated_at")
+
+    @staticmethod
+    def owned(collections):
+        return (
+            (Document, Document.objects.filter(collection__in=collections)),
+            (Chunk, Chunk.objects.filter(collection__in=collections)),
+        )
+
+    def delete_model(self, request, obj):
+        # as DELETE /v1/collections/{id}: the uploads are not loaded, agents stop searching it
+        services.collection_delete(workspace=obj.workspace, collection=obj)
+
+    def delete_queryset(self, request, queryset):
+        for collection in queryset.select_related("workspace"):
+            self.delete_model(request, collection)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(document_count=Count("documents"))
@@ -52,7 +68,7 @@ class CollectionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Document)
-class DocumentAdmin(admin.ModelAdmin):
+class DocumentAdmin(CountsOnDelete):
     list_display = (
         "__str__",
         "collection",
@@ -92,6 +108,18 @@ class DocumentAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # documents come in through the API, which checks and hashes them
 
+    @staticmethod
+    def owned(documents):
+        return ((Chunk, Chunk.objects.filter(document__in=documents)),)
+
+    def delete_model(self, request, obj):
+        # as DELETE /v1/documents/{id}: locked first, so an ingestion's chunks go too
+        services.document_delete(workspace=obj.workspace, document=obj)
+
+    def delete_queryset(self, request, queryset):
+        for document in queryset.select_related("workspace"):
+            self.delete_model(request, document)
+
     @admin.display(description="progress")
     def progress(self, obj) -> str:
         return f"{obj.chunks_done}/{obj.chunks_total}"
@@ -107,10 +135,15 @@ class DocumentAdmin(admin.ModelAdmin):
             )
         self.message_user(request, f"Queued {len(queryset)} document(s).", messages.SUCCESS)
 
-    @admin.action(description="Re-run ingestion (resume: keep embedded chunks)")
+    @admin.action(
+        description="Re-run ingestion (resume: keep embedded chunks)", permissions=["change"]
+    )
     def rerun(self, request, queryset):
         self._rerun(request, queryset, from_scratch=False)
 
-    @admin.action(description="Re-ingest from the stored bytes (re-extract and re-chunk)")
+    @admin.action(
+        description="Re-ingest from the stored bytes (re-extract and re-chunk)",
+        permissions=["change"],
+    )
     def rerun_from_scratch(self, request, queryset):
         self._rerun(request, queryset, from_scratch=True)
