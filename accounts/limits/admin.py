@@ -22,19 +22,22 @@ class VoidsKeyCache(admin.ModelAdmin):
         keys_changed()
 
 
+LIMIT_FIELDS = (
+    "workspace",
+    "subject",
+    "api_key",
+    "rpm",
+    "tpm",
+    "max_concurrent",
+    "budget_credits",
+    "budget_period",
+)
+
+
 class LimitForm(forms.ModelForm):
     class Meta:
         model = Limit
-        fields = (
-            "workspace",
-            "subject",
-            "api_key",
-            "rpm",
-            "tpm",
-            "max_concurrent",
-            "budget_credits",
-            "budget_period",
-        )
+        fields = LIMIT_FIELDS
 
     def clean(self):
         data = super().clean() or {}
@@ -50,16 +53,7 @@ class LimitForm(forms.ModelForm):
 @admin.register(Limit)
 class LimitAdmin(VoidsKeyCache):
     form = LimitForm
-    list_display = (
-        "workspace",
-        "subject",
-        "api_key",
-        "rpm",
-        "tpm",
-        "max_concurrent",
-        "budget_credits",
-        "budget_period",
-    )
+    list_display = LIMIT_FIELDS
     list_filter = ("subject", "budget_period")
     search_fields = ("workspace__name", "workspace__id", "api_key__id")
     raw_id_fields = ("workspace", "api_key")
