@@ -80,20 +80,12 @@ def erased_user_id(*, workspace_id: str, user_id: str) -> str:
     return ERASED_PREFIX + hmac.new(pepper, message, hashlib.sha256).hexdigest()[:32]
 
 
-def user_forget(*, workspace: Workspace, user_id: str) -> dict[str, int]:
-    """What the gateway keeps of an end user, for their erasure (memory.services.user_delete):
-    their tool runs (executions, with every message and tool result, and their approvals) are
-    deleted; their usage records stay for billing and budgets under `erased_user_id`."""
-    from completions.tools.models import Execution
-
-    executions = Execution.objects.filter(workspace=workspace, user_id=user_id).delete()[1]
+def usage_erase(*, workspace: Workspace, user_id: str) -> int:
+    """An erased user's usage records (memory.services.user_delete) under `erased_user_id`,
+    now and again ERASED_AGAIN_SECONDS after the commit; how many were renamed now. They stay
+    for billing and budgets."""
     transaction.on_commit(lambda: _usage_forget_later(workspace.id, user_id))
-    return {
-        "executions": executions.get("completions.Execution", 0),
-        "usage_records_pseudonymized": usage_forget_user(
-            workspace_id=workspace.id, user_id=user_id
-        ),
-    }
+    return usage_forget_user(workspace_id=workspace.id, user_id=user_id)
 
 
 def usage_forget_user(*, workspace_id: str, user_id: str) -> int:

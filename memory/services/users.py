@@ -6,6 +6,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 
 from accounts.models import Workspace
+from completions.services import usage_erase
 from completions.tools.models import Execution
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
 from memory.retrieval import terms
@@ -68,9 +69,12 @@ def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
     deleted = Conversation.objects.filter(**scope).delete()[1]
     counts["conversations"] = deleted.get("memory.Conversation", 0)
     counts["sessions"] = Session.objects.filter(**scope).delete()[0]
-    from completions.services import user_forget  # completions imports memory at load
-
-    counts.update(user_forget(workspace=workspace, user_id=user_id))
+    # An agent's runs hold the user's turns, what was recalled into them and the tools'
+    # results (GET /v1/executions/{id}); they go with their approvals.
+    counts["executions"] = (
+        Execution.objects.filter(**scope).delete()[1].get("completions.Execution", 0)
+    )
+    counts["usage_records_pseudonymized"] = usage_erase(workspace=workspace, user_id=user_id)
     # This process's derived caches (speaker names, word counts) go too; other processes'
     # expire within a minute and only ever ranked the user's own, now deleted, rows.
     transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
