@@ -149,16 +149,7 @@ def test_a_killed_worker_is_restarted_and_sigterm_leaves_nothing_behind():
 
         # The restarted worker processes work: the turn's memory extraction runs.
         assert _chat(base, key, user, "I live in Lisbon.").status_code == 200
-        memories = _until(
-            lambda: httpx.get(
-                f"{base}/v1/memories",
-                params={"user_id": user},
-                headers={"Authorization": f"Bearer {key}"},
-            ).json()["data"],
-            120,
-            "a memory is extracted",
-        )
-        assert any("Lisbon" in memory["text"] for memory in memories)
+        _until_remembered(base, key, user, "Lisbon")
         for proc in sup.child("worker").children(recursive=True):  # the pool that embedded it
             assert not _torch_loaded(proc.pid)
             assert proc.nice() == 10  # the restarted worker's pool too
@@ -172,6 +163,20 @@ def test_a_killed_worker_is_restarted_and_sigterm_leaves_nothing_behind():
         assert stopping[0].startswith("engram: stopping: web first"), sup.tail()
     finally:
         sup.kill()
+
+
+def _until_remembered(base: str, key: str, user: str, word: str) -> None:
+    """Waits until the worker has extracted a memory of `user` that holds `word`."""
+    memories = _until(
+        lambda: httpx.get(
+            f"{base}/v1/memories",
+            params={"user_id": user},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()["data"],
+        120,
+        "a memory is extracted",
+    )
+    assert any(word in memory["text"] for memory in memories)
 
 
 def test_a_taken_port_is_a_one_line_refusal_before_anything_starts():
@@ -273,16 +278,7 @@ def test_an_embedded_redis_that_dies_is_started_again_where_its_clients_look(tmp
         )
         user = f"u-{uuid.uuid4().hex[:8]}"
         assert _chat(base, key, user, "I live in Lisbon.").status_code == 200
-        memories = _until(
-            lambda: httpx.get(
-                f"{base}/v1/memories",
-                params={"user_id": user},
-                headers={"Authorization": f"Bearer {key}"},
-            ).json()["data"],
-            120,
-            "a memory is extracted",
-        )
-        assert any("Lisbon" in memory["text"] for memory in memories)
+        _until_remembered(base, key, user, "Lisbon")
         successor = psutil.Process(json.loads((tmp_path / "redis.json").read_text())["pid"])
         sup.proc.send_signal(signal.SIGTERM)
         assert sup.proc.wait(timeout=120) == 0, sup.tail()
