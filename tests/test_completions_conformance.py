@@ -274,6 +274,32 @@ def test_401_is_authentication_error(engram_server, upstream):
     assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [401, 403])
+def test_upstream_refusing_engrams_key_is_502_not_the_clients_401(client, upstream, status, stream):
+    """The provider refused Engram's key, not the client's: a 401 relayed made the SDK raise
+    AuthenticationError (apps sign their user out), and OpenAI's message quotes the provider
+    key's last characters."""
+    upstream.script(
+        Reply(
+            status=status,
+            json={
+                "error": {
+                    "message": "Incorrect API key provided: sk-proj-****abcd.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+        )
+    )
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="gpt-4o-mini", messages=_user(), stream=stream)
+    assert info.value.status_code == 502
+    assert info.value.code == "upstream_credential_refused"
+    assert "OPENAI_API_KEY" in info.value.message
+    assert "abcd" not in info.value.message and "sk-proj" not in info.value.response.text
+
+
 def test_404_is_not_found_error(client, upstream):
     upstream.script(
         Reply(

@@ -92,12 +92,12 @@ def test_keepalive_stream_still_reads_with_the_sdk(engram_server, owner, upstrea
 def test_error_before_the_stream_is_a_plain_status(http, upstream):
     upstream.script(
         Reply(
-            status=401,
-            json={"error": {"message": "bad upstream key", "type": "invalid_request_error"}},
+            status=400,
+            json={"error": {"message": "bad upstream field", "type": "invalid_request_error"}},
         )
     )
     resp = http.post(URL, json=STREAM)
-    assert resp.status_code == 401 and resp.json()["error"]["message"] == "bad upstream key"
+    assert resp.status_code == 400 and resp.json()["error"]["message"] == "bad upstream field"
 
 
 def test_error_after_first_byte_is_one_error_frame_then_done(http, upstream, engram_server, owner):

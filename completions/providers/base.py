@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 import weakref
@@ -25,6 +26,8 @@ from django.conf import settings
 from completions.providers import hops, http
 from config.common.background import spawn
 from config.common.errors import ApiError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,37 @@ def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> A
         param=param,
         code=code,
         headers=passthrough,
+    )
+
+
+# An upstream refusing Engram's own provider key. Relayed as it came, the client's SDK read it
+# as a refusal of the client's key (openai.AuthenticationError: apps sign the user out), and
+# OpenAI's message quotes the provider key's last characters ("Incorrect API key provided:
+# sk-...abcd") to every tenant of the deployment.
+CREDENTIAL_REFUSALS = frozenset({401, 403, 407})
+
+
+def credential_refused(provider: str, source: str, status: int, upstream: ApiError) -> ApiError:
+    """A 502 naming the credential to fix; the upstream's own words go to the log only."""
+    where = (
+        f"the deployment's {provider.upper()}_API_KEY"
+        if source == "env"
+        else f"the workspace's {provider} provider credential (in the admin)"
+    )
+    logger.warning(
+        "upstream %s refused its credential (%s): status %s, type %s, code %s",
+        provider,
+        source,
+        status,
+        upstream.type,
+        upstream.code,
+    )
+    return ApiError(
+        502,
+        f"The {provider} provider refused the credential Engram used for it (status {status}): "
+        f"the operator should check {where}.",
+        type="upstream_error",
+        code="upstream_credential_refused",
     )
 
 
@@ -431,6 +465,8 @@ class HttpProvider(Provider):
         error = self.error_from(status, content, headers)
         if status == 400 and error.code == hops.CODE:
             return hops.loop_error(self.name, upstream.source)
+        if status in CREDENTIAL_REFUSALS:
+            return credential_refused(self.name, upstream.source, status, error)
         return error
 
 
