@@ -205,6 +205,79 @@ def tool_history_error(body: dict | None) -> dict | None:
     return None
 
 
+def signed_blocks(reply: Reply) -> list[dict]:
+    """The thinking and redacted_thinking blocks a Messages API reply carries (a stream's put
+    together from its deltas), as Anthropic signed them."""
+    if reply.stream is None:
+        content = (reply.json or {}).get("content")
+        blocks = content if isinstance(content, list) else []
+        return [
+            b
+            for b in blocks
+            if isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking")
+        ]
+    open_blocks: dict[int, dict] = {}
+    done = []
+    for item in reply.stream:
+        data = item[1] if isinstance(item, tuple) else item
+        if not isinstance(data, dict):
+            continue
+        kind, index = data.get("type"), data.get("index")
+        index = index if isinstance(index, int) else -1
+        block = data.get("content_block")
+        block = block if isinstance(block, dict) else {}
+        if kind == "content_block_start" and block.get("type") in ("thinking", "redacted_thinking"):
+            open_blocks[index] = dict(block)
+        elif kind == "content_block_delta" and index in open_blocks:
+            delta = data.get("delta")
+            for field in ("thinking", "signature"):
+                if isinstance(delta, dict) and delta.get("type") == f"{field}_delta":
+                    open_blocks[index][field] = open_blocks[index].get(field, "") + delta[field]
+        elif kind == "content_block_stop" and index in open_blocks:
+            done.append(open_blocks.pop(index))
+    return done
+
+
+def thinking_history_error(body: dict | None, signed: set[str]) -> dict | None:
+    """Anthropic's 400 for a request with thinking on whose last assistant turn called tools
+    (answered by the tool_result turn after it) without the thinking blocks Anthropic signed
+    for that turn first, unchanged (`signed`: the blocks served, as JSON). None: valid."""
+    thinking = (body or {}).get("thinking")
+    messages = (body or {}).get("messages")
+    if not isinstance(thinking, dict) or thinking.get("type") == "disabled":
+        return None
+    if not isinstance(messages, list) or len(messages) < 2:
+        return None
+    turn, answer = messages[-2], messages[-1]
+    content = turn.get("content") if isinstance(turn, dict) else None
+    if turn.get("role") != "assistant" or not isinstance(content, list) or not content:
+        return None
+    results = answer.get("content") if isinstance(answer, dict) else None
+    if not any(isinstance(b, dict) and b.get("type") == "tool_result" for b in results or ()):
+        return None
+    at = len(messages) - 2
+    first = content[0]
+    if first.get("type") not in ("thinking", "redacted_thinking"):
+        return _anthropic_invalid(
+            f"messages.{at}.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+            f"found `{first.get('type')}`. When `thinking` is enabled, a final `assistant` "
+            "message must start with a thinking block (preceeding the lastmost set of "
+            "`tool_use` and `tool_result` blocks)."
+        )
+    for j, block in enumerate(content):
+        if block.get("type") not in ("thinking", "redacted_thinking"):
+            break
+        if json.dumps(block, sort_keys=True) not in signed:
+            return _anthropic_invalid(
+                f"messages.{at}.content.{j}: Invalid `signature` in `{block['type']}` block"
+            )
+    return None
+
+
+def _anthropic_invalid(message: str) -> dict:
+    return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+
+
 def _invalid(message: str, param: str) -> dict:
     return {
         "error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}
@@ -220,6 +293,9 @@ class UpstreamServer:
         # Refuse, as OpenAI does, chat messages whose tool calls and results do not pair up
         # (tool_history_error); off only where the client's own transcript is the point.
         self.checks_tool_history = True
+        # Anthropic's side: the thinking blocks it signed (as JSON), which a tool_result turn
+        # must send back first, unchanged (thinking_history_error).
+        self.signed: set[str] = set()
         self._lock = threading.Lock()
 
         async def asgi(scope, receive, send):  # a plain function: uvicorn detects ASGI 3
@@ -246,6 +322,7 @@ class UpstreamServer:
             self.replies.clear()
             self.disconnects.clear()
             self.checks_tool_history = True
+            self.signed.clear()
 
     @property
     def last(self) -> Recorded:
@@ -269,6 +346,8 @@ class UpstreamServer:
         if self.checks_tool_history and path.endswith("/chat/completions"):
             refusal = tool_history_error(body)
         with self._lock:
+            if path.endswith("/messages"):
+                refusal = thinking_history_error(body, self.signed)
             self.requests.append(Recorded(path=path, headers=headers, body=body))
             if refusal is not None:  # what OpenAI answers such history; the script waits
                 reply = Reply(json=refusal, status=400)
@@ -276,6 +355,8 @@ class UpstreamServer:
                 reply = self.replies.popleft()
             else:
                 reply = None
+            if reply is not None and path.endswith("/messages"):
+                self.signed.update(json.dumps(b, sort_keys=True) for b in signed_blocks(reply))
         if path.endswith("/models") and scope["method"] == "GET":
             return await self._json(
                 send,

@@ -11,6 +11,7 @@ import aiohttp
 from completions.providers.anthropic_translate import (
     finish_reason,
     from_anthropic,
+    reasoning_detail,
     to_anthropic,
     usage_from,
 )
@@ -47,7 +48,9 @@ def _block_index(data: dict) -> int:
 
 
 class AnthropicStream(HttpStream):
-    """Messages API events -> OpenAI chunks: role first, text and tool deltas, finish, usage."""
+    """Messages API events -> OpenAI chunks: role first, text and tool deltas, finish, usage.
+    Thinking goes out as `reasoning_content` deltas while it comes, and each thinking block,
+    once whole (its signature comes last), as one `reasoning_details` entry."""
 
     def __init__(self, response: aiohttp.ClientResponse, upstream_ms: float, model: str) -> None:
         super().__init__(response, upstream_ms)
@@ -61,6 +64,8 @@ class AnthropicStream(HttpStream):
             "model": self.model,
         }
         tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
+        thinking: dict[int, dict] = {}  # Anthropic block index -> the block as it grows
+        details = 0  # reasoning_details entries sent
         usage: dict = {}
 
         def chunk(delta: dict, finish: str | None = None) -> Chunk:
@@ -94,14 +99,31 @@ class AnthropicStream(HttpStream):
                     yield chunk({"tool_calls": [call]})
                 elif block.get("type") == "text" and block.get("text"):
                     yield chunk({"content": block["text"]})
+                elif block.get("type") in ("thinking", "redacted_thinking"):
+                    thinking[_block_index(data)] = {"thinking": "", "signature": "", **block}
+                    if isinstance(block.get("thinking"), str) and block["thinking"]:
+                        yield chunk({"reasoning_content": block["thinking"]})
             elif kind == "content_block_delta":
                 delta = _dict(data.get("delta"))
                 if delta.get("type") == "text_delta":
                     yield chunk({"content": delta.get("text", "")})
+                elif delta.get("type") in ("thinking_delta", "signature_delta"):
+                    field = delta["type"].removesuffix("_delta")
+                    piece = delta.get(field)
+                    growing = thinking.get(_block_index(data))
+                    if isinstance(piece, str) and growing is not None:
+                        growing[field] = f"{growing[field]}{piece}"
+                        if field == "thinking" and piece:
+                            yield chunk({"reasoning_content": piece})
                 elif delta.get("type") == "input_json_delta":
                     index = tools.get(_block_index(data), 0)
                     arguments = {"arguments": delta.get("partial_json", "")}
                     yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
+            elif kind == "content_block_stop" and _block_index(data) in thinking:
+                detail = reasoning_detail(thinking.pop(_block_index(data)), details)
+                if detail is not None:
+                    details += 1
+                    yield chunk({"reasoning_details": [detail]})
             elif kind == "message_delta":
                 usage.update({k: v for k, v in _dict(data.get("usage")).items() if v is not None})
                 reason = _dict(data.get("delta")).get("stop_reason")
