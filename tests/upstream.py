@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from tests.livesrv import ThreadedServer
 
@@ -42,6 +43,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict | None
+    query: str = ""
 
 
 async def read_body(receive) -> bytes:
@@ -294,8 +296,9 @@ class UpstreamServer:
         # (tool_history_error); off only where the client's own transcript is the point.
         self.checks_tool_history = True
         # Anthropic's side: the thinking blocks it signed (as JSON), which a tool_result turn
-        # must send back first, unchanged (thinking_history_error).
+        # must send back first, unchanged (thinking_history_error); and /v1/models in pages.
         self.signed: set[str] = set()
+        self.anthropic_model_pages: list[list[str]] | None = None
         self._lock = threading.Lock()
 
         async def asgi(scope, receive, send):  # a plain function: uvicorn detects ASGI 3
@@ -323,6 +326,7 @@ class UpstreamServer:
             self.disconnects.clear()
             self.checks_tool_history = True
             self.signed.clear()
+            self.anthropic_model_pages = None
 
     @property
     def last(self) -> Recorded:
@@ -345,10 +349,11 @@ class UpstreamServer:
         refusal = None
         if self.checks_tool_history and path.endswith("/chat/completions"):
             refusal = tool_history_error(body)
+        query = scope.get("query_string", b"").decode()
         with self._lock:
             if path.endswith("/messages"):
                 refusal = thinking_history_error(body, self.signed)
-            self.requests.append(Recorded(path=path, headers=headers, body=body))
+            self.requests.append(Recorded(path=path, headers=headers, body=body, query=query))
             if refusal is not None:  # what OpenAI answers such history; the script waits
                 reply = Reply(json=refusal, status=400)
             elif self.replies and path != "/v1/models":
@@ -357,6 +362,8 @@ class UpstreamServer:
                 reply = None
             if reply is not None and path.endswith("/messages"):
                 self.signed.update(json.dumps(b, sort_keys=True) for b in signed_blocks(reply))
+        if path.endswith("/models") and scope["method"] == "GET" and "anthropic-version" in headers:
+            return await self._json(send, 200, self._anthropic_models(query))
         if path.endswith("/models") and scope["method"] == "GET":
             return await self._json(
                 send,
@@ -383,6 +390,20 @@ class UpstreamServer:
                 return
             return await self._json(send, reply.status, reply.json or {}, reply.headers)
         await self._stream(scope, receive, send, reply)
+
+    def _anthropic_models(self, query: str) -> dict:
+        """Anthropic's model list, a page of `anthropic_model_pages` a request (after_id: the
+        last id of the page before), or the one page the OpenAI side lists."""
+        pages = self.anthropic_model_pages or [["upstream-model-a"]]
+        after = parse_qs(query).get("after_id", [None])[0]
+        number = next((i + 1 for i, page in enumerate(pages) if page[-1] == after), 0)
+        page = pages[number] if number < len(pages) else []
+        return {
+            "data": [{"type": "model", "id": name, "display_name": name} for name in page],
+            "has_more": number + 1 < len(pages),
+            "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None,
+        }
 
     @staticmethod
     async def _disconnected_within(receive, seconds: float) -> bool:

@@ -29,6 +29,8 @@ from completions.providers.base import (
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
+MODEL_PAGE_SIZE = 1000  # the most Anthropic's /v1/models gives a page
+MODEL_PAGES = 10  # a bound on the pages read: an upstream always saying has_more stops here
 
 
 def _api_root(base_url: str) -> str:
@@ -179,16 +181,40 @@ class AnthropicProvider(HttpProvider):
         return from_anthropic(data, model=body["model"])
 
     async def list_models(self, upstream: Upstream | None) -> list[str]:
+        """Every page of Anthropic's list (`has_more`, then `after_id` its `last_id`), up to
+        MODEL_PAGES of them; the names of the pages read before one that fails are kept."""
         if upstream is None:
             return []
+        names: list[str] = []
+        params = {"limit": str(MODEL_PAGE_SIZE)}
+        for _ in range(MODEL_PAGES):
+            try:
+                page = await self._models_page(upstream, params)
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                if not names:
+                    raise  # as before: the catalogue logs it
+                break
+            if page is None:
+                break
+            data = page.get("data")
+            models = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+            names += [m["id"] for m in models if isinstance(m.get("id"), str)]
+            last = page.get("last_id")
+            if page.get("has_more") is not True or not isinstance(last, str) or not last:
+                break
+            params = {**params, "after_id": last}
+        return names
+
+    async def _models_page(self, upstream: Upstream, params: dict[str, str]) -> dict | None:
+        """One page of /v1/models, None when the upstream refused it."""
         from completions.providers.http import session, timeout
 
         async with session().get(
             _api_root(upstream.base_url) + "/models",
+            params=params,
             headers=self.marked_headers(upstream),
             timeout=timeout(read=3.0),
         ) as response:
             if response.status != 200:
-                return []
-            data = (await response.json(content_type=None)).get("data") or []
-        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+                return None
+            return _dict(await response.json(content_type=None))
