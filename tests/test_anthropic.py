@@ -715,6 +715,25 @@ def test_reasoning_details_anthropic_did_not_sign_are_not_sent(client, upstream)
     assert upstream.last.body["messages"][1]["content"] == [{"type": "text", "text": "Hi."}]
 
 
+def test_the_text_parts_of_a_system_message_stay_apart(client, upstream):
+    """They were glued ("Be brief.Answer in French."): each part is a paragraph, as the parts
+    of a user message are blocks of their own."""
+    parts = [
+        {"type": "text", "text": "Be brief."},
+        {"type": "text", "text": " "},
+        {"type": "text", "text": "Answer in French."},
+    ]
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": parts},
+            {"role": "developer", "content": [{"type": "text", "text": "No emoji."}]},
+            {"role": "user", "content": "Hello"},
+        ],
+    )
+    assert upstream.last.body["system"] == "Be brief.\n\nAnswer in French.\n\nNo emoji."
+
+
 def test_a_tool_result_turn_that_lost_the_thinking_is_refused_as_anthropic_does(client, upstream):
     """The loopback Anthropic enforces the rule the tests above rely on."""
     call = {"id": "toolu_7", "type": "function"}

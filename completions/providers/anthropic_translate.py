@@ -44,6 +44,15 @@ def _text(content: Any) -> str:
     return "".join(p.get("text", "") for p in content if p.get("type") == "text")
 
 
+def _system_text(content: Any) -> str:
+    """A system or developer message's text: its parts are separate paragraphs (as a user
+    message's parts are separate blocks), never glued into one word."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = (p.get("text", "") for p in content if p.get("type") == "text")
+    return "\n\n".join(t for t in texts if t.strip())
+
+
 def _image(url: str, param: str) -> dict:
     match = _DATA_URL.match(url)
     if match:
@@ -179,7 +188,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     for i, message in enumerate(body["messages"]):
         role = message["role"]
         if role in ("system", "developer"):
-            system.append(_text(message.get("content")))
+            system.append(_system_text(message.get("content")))
         elif role == "user":
             _append(messages, "user", _user_blocks(message.get("content"), i))
         elif role == "assistant":
