@@ -777,3 +777,18 @@ def test_an_agents_tool_run_sends_the_thinking_back_with_the_result(
     assert text == "Sunny in Berlin."
     assert len(tool_server.calls) == 1
     assert upstream.last.body["messages"][1]["content"] == [SIGNED, REDACTED, CALL]
+
+
+def test_an_answer_whose_thinking_is_all_redacted_has_no_empty_reasoning_text(client, upstream):
+    upstream.script(
+        Reply(json=anthropic_message(content=[REDACTED, {"type": "text", "text": "Hi"}]))
+    )
+    message = (
+        client.chat.completions.create(
+            model=MODEL, messages=[QUESTION], extra_body={"thinking": THINKING}
+        )
+        .choices[0]
+        .message
+    )
+    assert "reasoning_content" not in message.model_extra
+    assert message.model_extra["reasoning_details"] == [DETAILS[1] | {"index": 0}]

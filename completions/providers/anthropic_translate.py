@@ -368,8 +368,9 @@ def from_anthropic(data: dict, *, model: str) -> dict:
             )
     message: dict = {"role": "assistant", "content": text or None, "refusal": None}
     if details:
-        thought = [d["text"] for d in details if d["type"] == "reasoning.text"]
-        message["reasoning_content"] = "".join(thought)
+        thought = "".join(d["text"] for d in details if d["type"] == "reasoning.text")
+        if thought:  # none when every block was redacted
+            message["reasoning_content"] = thought
         message["reasoning_details"] = details
     if tool_calls:
         message["tool_calls"] = tool_calls
