@@ -84,12 +84,19 @@ class Finisher(Protocol):
     async def reply_committed(self) -> None: ...
 
 
+# The text fields of a `reasoning_details` entry a stream may send in pieces (OpenRouter's
+# convention): the pieces of one entry (one `index`) are concatenated, its other fields kept.
+_DETAIL_TEXT = ("text", "summary", "data", "signature")
+
+
 class Assembler:
-    """Rebuilds choice 0 (content and tool calls) and keeps the usage, for memory and accounting."""
+    """Rebuilds choice 0 (content, tool calls, reasoning details) and keeps the usage, for
+    memory and accounting."""
 
     def __init__(self) -> None:
         self.content: list[str] = []
         self.tool_calls: dict[int, dict] = {}
+        self.reasoning_details: list[dict] = []
         self.usage: dict | None = None
         self.head: dict | None = None  # id, created, model of the stream
 
@@ -120,11 +127,33 @@ class Assembler:
                     slot["function"]["name"] += function["name"]
                 if function.get("arguments"):
                     slot["function"]["arguments"] += function["arguments"]
+            details = delta.get("reasoning_details")
+            for detail in details if isinstance(details, list) else ():
+                if isinstance(detail, dict):
+                    self._add_detail(detail)
+
+    def _add_detail(self, detail: dict) -> None:
+        index = detail.get("index")
+        slot = next(
+            (d for d in self.reasoning_details if index is not None and d.get("index") == index),
+            None,
+        )
+        if slot is None:
+            self.reasoning_details.append(dict(detail))
+            return
+        for name, value in detail.items():
+            if name in _DETAIL_TEXT and isinstance(value, str):
+                before = slot.get(name)
+                slot[name] = before + value if isinstance(before, str) else value
+            elif value is not None:
+                slot[name] = value
 
     def assistant(self) -> dict:
         message: dict = {"role": "assistant", "content": "".join(self.content) or None}
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        if self.reasoning_details:
+            message["reasoning_details"] = self.reasoning_details
         return message
 
 
@@ -252,6 +281,7 @@ class Tail:
             or choice.get("index", 0) != 0
             or data.get("usage")
             or delta.get("tool_calls")
+            or delta.get("reasoning_details")
         ):
             return None
         if content := delta.get("content"):

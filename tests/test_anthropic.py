@@ -564,3 +564,231 @@ def test_a_tool_call_of_another_type_in_history_is_a_400_naming_it(client, upstr
         )
     assert info.value.param == "messages[1].tool_calls[0].type"
     assert upstream.chat_requests() == []
+
+
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+SIGNED = {"type": "thinking", "thinking": "Berlin first.", "signature": "sig-Berlin=="}
+REDACTED = {"type": "redacted_thinking", "data": "EncryptedBlob=="}
+CALL = {"type": "tool_use", "id": "toolu_7", "name": "get_weather", "input": {"city": "Berlin"}}
+DETAILS = [
+    {
+        "type": "reasoning.text",
+        "text": "Berlin first.",
+        "signature": "sig-Berlin==",
+        "format": "anthropic-claude-v1",
+        "index": 0,
+    },
+    {"type": "reasoning.encrypted", "data": "EncryptedBlob==", "format": "anthropic-claude-v1"}
+    | {"index": 1},
+]
+QUESTION = {"role": "user", "content": "Weather in Berlin?"}
+RESULT = {"role": "tool", "tool_call_id": "toolu_7", "content": "Sunny"}
+
+
+def _thinking_tool_stream():
+    """A streamed answer that thinks (text, then its signature), has a redacted block, then
+    calls a tool, as Anthropic streams it."""
+    events = anthropic_stream([], model=MODEL)
+    head, tail = events[:1], events[-2:]  # message_start / message_delta, message_stop
+
+    def event(kind, **fields):
+        return (kind, {"type": kind, **fields})
+
+    head += [
+        event("content_block_start", index=0, content_block={"type": "thinking", "thinking": ""}),
+        event("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "Ber"}),
+        event(
+            "content_block_delta",
+            index=0,
+            delta={"type": "thinking_delta", "thinking": "lin first."},
+        ),
+        event(
+            "content_block_delta", index=0, delta={"type": "signature_delta", "signature": "sig-"}
+        ),
+        event(
+            "content_block_delta",
+            index=0,
+            delta={"type": "signature_delta", "signature": "Berlin=="},
+        ),
+        event("content_block_stop", index=0),
+        event("content_block_start", index=1, content_block=REDACTED),
+        event("content_block_stop", index=1),
+        event("content_block_start", index=2, content_block=CALL | {"input": {}}),
+        event(
+            "content_block_delta",
+            index=2,
+            delta={"type": "input_json_delta", "partial_json": '{"city": "Berlin"}'},
+        ),
+        event("content_block_stop", index=2),
+    ]
+    tail[0][1]["delta"]["stop_reason"] = "tool_use"
+    return head + tail
+
+
+def _thinking_reply(stream: bool) -> Reply:
+    if stream:
+        return Reply(stream=_thinking_tool_stream())
+    return Reply(json=anthropic_message(content=[SIGNED, REDACTED, CALL], stop_reason="tool_use"))
+
+
+def _answer(client, stream: bool, **headers) -> dict:
+    """The assistant message of a thinking turn that calls get_weather, as a client keeps it
+    (from the JSON answer, or put together from the chunks as the SDK's stream helper does)."""
+    fields = {"model": MODEL, "tools": TOOLS, "extra_body": {"thinking": THINKING}}
+    if not stream:
+        completion = client.chat.completions.create(
+            messages=[QUESTION], extra_headers=headers, **fields
+        )
+        return completion.choices[0].message.model_dump(exclude_none=True)
+    with client.chat.completions.stream(
+        messages=[QUESTION], extra_headers=headers, **fields
+    ) as events:
+        reasoning = [
+            e.chunk.choices[0].delta.model_extra.get("reasoning_content")
+            for e in events
+            if e.type == "chunk" and e.chunk.choices
+        ]
+        final = events.get_final_completion()
+    assert "".join(r for r in reasoning if r) == "Berlin first."
+    return final.choices[0].message.model_dump(exclude_none=True, exclude={"parsed"})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_thinking_before_a_tool_call_goes_back_to_anthropic_with_its_result(
+    client, upstream, stream
+):
+    """With thinking on, Anthropic refuses (400) a tool_result turn whose tool_use turn lost
+    its signed thinking blocks, and OpenAI's shape has no field for them: the answer carries
+    them as `reasoning_details` (the text also as `reasoning_content`), and the client's
+    assistant message, sent back as it came, puts them back first, unchanged."""
+    upstream.script(_thinking_reply(stream))
+    assistant = _answer(client, stream)
+    assert assistant["reasoning_content"] == "Berlin first."
+    assert assistant["reasoning_details"] == DETAILS
+    assert assistant["tool_calls"][0]["id"] == "toolu_7"
+    upstream.script(Reply(json=anthropic_message("Sunny in Berlin.")))
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[QUESTION, assistant, RESULT],
+        tools=TOOLS,
+        extra_body={"thinking": THINKING},
+    )
+    assert completion.choices[0].message.content == "Sunny in Berlin."
+    assert upstream.last.body["messages"][1]["content"] == [SIGNED, REDACTED, CALL]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_history_served_from_the_store_keeps_the_signed_thinking(client, upstream, stream):
+    """A client that sends only its new messages (x-conversation-id): the tool-calling answer
+    Engram stored keeps its thinking blocks, so the tool result's turn is not refused."""
+    conversation = {"x-conversation-id": f"think-{stream}", "x-user-id": "tina"}
+    upstream.script(_thinking_reply(stream))
+    _answer(client, stream, **conversation)
+    upstream.script(Reply(json=anthropic_message("Sunny in Berlin.")))
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[RESULT],
+        tools=TOOLS,
+        extra_body={"thinking": THINKING},
+        extra_headers=conversation,
+    )
+    assert completion.choices[0].message.content == "Sunny in Berlin."
+    sent = upstream.last.body["messages"]
+    assert sent[-2]["content"] == [SIGNED, REDACTED, CALL]
+
+
+def test_reasoning_details_anthropic_did_not_sign_are_not_sent(client, upstream):
+    """Another provider's details (a conversation that changed model), or any with thinking
+    off, are left out: Anthropic would refuse them."""
+    other = {"type": "reasoning.summary", "summary": "s", "format": "openai-responses-v1"}
+    earlier = {"role": "assistant", "content": "Hi.", "reasoning_details": [*DETAILS, other]}
+    messages = [{"role": "user", "content": "Hello"}, earlier, QUESTION]
+    client.chat.completions.create(
+        model=MODEL, messages=messages, extra_body={"thinking": THINKING}
+    )
+    assert upstream.last.body["messages"][1]["content"] == [
+        SIGNED,
+        REDACTED,
+        {"type": "text", "text": "Hi."},
+    ]
+    client.chat.completions.create(model=MODEL, messages=messages)
+    assert upstream.last.body["messages"][1]["content"] == [{"type": "text", "text": "Hi."}]
+
+
+def test_the_text_parts_of_a_system_message_stay_apart(client, upstream):
+    """They were glued ("Be brief.Answer in French."): each part is a paragraph, as the parts
+    of a user message are blocks of their own."""
+    parts = [
+        {"type": "text", "text": "Be brief."},
+        {"type": "text", "text": " "},
+        {"type": "text", "text": "Answer in French."},
+    ]
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": parts},
+            {"role": "developer", "content": [{"type": "text", "text": "No emoji."}]},
+            {"role": "user", "content": "Hello"},
+        ],
+    )
+    assert upstream.last.body["system"] == "Be brief.\n\nAnswer in French.\n\nNo emoji."
+
+
+def test_a_tool_result_turn_that_lost_the_thinking_is_refused_as_anthropic_does(client, upstream):
+    """The loopback Anthropic enforces the rule the tests above rely on."""
+    call = {"id": "toolu_7", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Berlin"}'}
+    bare = {"role": "assistant", "content": None, "tool_calls": [call]}
+    upstream.script(_thinking_reply(False))
+    client.chat.completions.create(
+        model=MODEL, messages=[QUESTION], tools=TOOLS, extra_body={"thinking": THINKING}
+    )
+    for details in (None, [DETAILS[0] | {"text": "Paris first."}]):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model=MODEL,
+                messages=[QUESTION, bare | {"reasoning_details": details}, RESULT],
+                tools=TOOLS,
+                extra_body={"thinking": THINKING},
+            )
+        assert "thinking" in info.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_agents_tool_run_sends_the_thinking_back_with_the_result(
+    client, http, upstream, tool_server, stream
+):
+    """An agent's server-side tool run on Claude with thinking: its second step carries the
+    first step's signed thinking before the call it answers (Anthropic refused it, 400)."""
+    from tests.test_tools import make_tool
+
+    agent = http.post("/v1/agents", json={"name": "thinker", "model": MODEL}).json()["id"]
+    make_tool(http, agent, tool_server.url + "/weather", name="get_weather")
+    upstream.script(_thinking_reply(stream), Reply(json=anthropic_message("Sunny in Berlin.")))
+    if stream:
+        upstream.replies[-1] = Reply(stream=anthropic_stream(["Sunny in Berlin."], model=MODEL))
+    answer = client.chat.completions.create(
+        model=agent, messages=[QUESTION], extra_body={"thinking": THINKING}, stream=stream
+    )
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+    else:
+        text = answer.choices[0].message.content
+    assert text == "Sunny in Berlin."
+    assert len(tool_server.calls) == 1
+    assert upstream.last.body["messages"][1]["content"] == [SIGNED, REDACTED, CALL]
+
+
+def test_an_answer_whose_thinking_is_all_redacted_has_no_empty_reasoning_text(client, upstream):
+    upstream.script(
+        Reply(json=anthropic_message(content=[REDACTED, {"type": "text", "text": "Hi"}]))
+    )
+    message = (
+        client.chat.completions.create(
+            model=MODEL, messages=[QUESTION], extra_body={"thinking": THINKING}
+        )
+        .choices[0]
+        .message
+    )
+    assert "reasoning_content" not in message.model_extra
+    assert message.model_extra["reasoning_details"] == [DETAILS[1] | {"index": 0}]

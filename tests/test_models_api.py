@@ -63,3 +63,25 @@ def test_without_upstreams_only_local(http, settings, owner):
 def test_needs_a_workspace_key(anon_http, operator_http):
     assert_envelope(anon_http.get("/v1/models"), 401)
     assert_envelope(operator_http.get("/v1/models"), 403)
+
+
+def test_anthropic_models_are_read_from_every_page(http, owner, upstream):
+    """Anthropic's /v1/models comes in pages (`has_more`, then `after_id`): only the first
+    was read, so the models on the later pages were missing from the list."""
+    upstream.anthropic_model_pages = [["claude-a", "claude-b"], ["claude-c"]]
+    ids = [m["id"] for m in http.get("/v1/models").json()["data"]]
+    assert {"claude-a", "claude-b", "claude-c"} <= set(ids)
+    pages = [r for r in upstream.requests if "anthropic-version" in r.headers]
+    assert [r.query for r in pages] == ["limit=1000", "limit=1000&after_id=claude-b"]
+
+
+def test_anthropic_models_stop_at_a_bound_of_pages(http, owner, upstream):
+    """An upstream that always says has_more is not followed forever."""
+    from completions.providers import anthropic
+
+    upstream.anthropic_model_pages = [[f"claude-{i}"] for i in range(anthropic.MODEL_PAGES + 5)]
+    ids = [m["id"] for m in http.get("/v1/models").json()["data"]]
+    assert (
+        f"claude-{anthropic.MODEL_PAGES - 1}" in ids
+        and f"claude-{anthropic.MODEL_PAGES}" not in ids
+    )

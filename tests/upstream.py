@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from tests.livesrv import ThreadedServer
 
@@ -42,6 +43,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict | None
+    query: str = ""
 
 
 async def read_body(receive) -> bytes:
@@ -205,6 +207,79 @@ def tool_history_error(body: dict | None) -> dict | None:
     return None
 
 
+def signed_blocks(reply: Reply) -> list[dict]:
+    """The thinking and redacted_thinking blocks a Messages API reply carries (a stream's put
+    together from its deltas), as Anthropic signed them."""
+    if reply.stream is None:
+        content = (reply.json or {}).get("content")
+        blocks = content if isinstance(content, list) else []
+        return [
+            b
+            for b in blocks
+            if isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking")
+        ]
+    open_blocks: dict[int, dict] = {}
+    done = []
+    for item in reply.stream:
+        data = item[1] if isinstance(item, tuple) else item
+        if not isinstance(data, dict):
+            continue
+        kind, index = data.get("type"), data.get("index")
+        index = index if isinstance(index, int) else -1
+        block = data.get("content_block")
+        block = block if isinstance(block, dict) else {}
+        if kind == "content_block_start" and block.get("type") in ("thinking", "redacted_thinking"):
+            open_blocks[index] = dict(block)
+        elif kind == "content_block_delta" and index in open_blocks:
+            delta = data.get("delta")
+            for field in ("thinking", "signature"):
+                if isinstance(delta, dict) and delta.get("type") == f"{field}_delta":
+                    open_blocks[index][field] = open_blocks[index].get(field, "") + delta[field]
+        elif kind == "content_block_stop" and index in open_blocks:
+            done.append(open_blocks.pop(index))
+    return done
+
+
+def thinking_history_error(body: dict | None, signed: set[str]) -> dict | None:
+    """Anthropic's 400 for a request with thinking on whose last assistant turn called tools
+    (answered by the tool_result turn after it) without the thinking blocks Anthropic signed
+    for that turn first, unchanged (`signed`: the blocks served, as JSON). None: valid."""
+    thinking = (body or {}).get("thinking")
+    messages = (body or {}).get("messages")
+    if not isinstance(thinking, dict) or thinking.get("type") == "disabled":
+        return None
+    if not isinstance(messages, list) or len(messages) < 2:
+        return None
+    turn, answer = messages[-2], messages[-1]
+    content = turn.get("content") if isinstance(turn, dict) else None
+    if turn.get("role") != "assistant" or not isinstance(content, list) or not content:
+        return None
+    results = answer.get("content") if isinstance(answer, dict) else None
+    if not any(isinstance(b, dict) and b.get("type") == "tool_result" for b in results or ()):
+        return None
+    at = len(messages) - 2
+    first = content[0]
+    if first.get("type") not in ("thinking", "redacted_thinking"):
+        return _anthropic_invalid(
+            f"messages.{at}.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+            f"found `{first.get('type')}`. When `thinking` is enabled, a final `assistant` "
+            "message must start with a thinking block (preceeding the lastmost set of "
+            "`tool_use` and `tool_result` blocks)."
+        )
+    for j, block in enumerate(content):
+        if block.get("type") not in ("thinking", "redacted_thinking"):
+            break
+        if json.dumps(block, sort_keys=True) not in signed:
+            return _anthropic_invalid(
+                f"messages.{at}.content.{j}: Invalid `signature` in `{block['type']}` block"
+            )
+    return None
+
+
+def _anthropic_invalid(message: str) -> dict:
+    return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+
+
 def _invalid(message: str, param: str) -> dict:
     return {
         "error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}
@@ -220,6 +295,10 @@ class UpstreamServer:
         # Refuse, as OpenAI does, chat messages whose tool calls and results do not pair up
         # (tool_history_error); off only where the client's own transcript is the point.
         self.checks_tool_history = True
+        # Anthropic's side: the thinking blocks it signed (as JSON), which a tool_result turn
+        # must send back first, unchanged (thinking_history_error); and /v1/models in pages.
+        self.signed: set[str] = set()
+        self.anthropic_model_pages: list[list[str]] | None = None
         self._lock = threading.Lock()
 
         async def asgi(scope, receive, send):  # a plain function: uvicorn detects ASGI 3
@@ -246,6 +325,8 @@ class UpstreamServer:
             self.replies.clear()
             self.disconnects.clear()
             self.checks_tool_history = True
+            self.signed.clear()
+            self.anthropic_model_pages = None
 
     @property
     def last(self) -> Recorded:
@@ -268,14 +349,21 @@ class UpstreamServer:
         refusal = None
         if self.checks_tool_history and path.endswith("/chat/completions"):
             refusal = tool_history_error(body)
+        query = scope.get("query_string", b"").decode()
         with self._lock:
-            self.requests.append(Recorded(path=path, headers=headers, body=body))
+            if path.endswith("/messages"):
+                refusal = thinking_history_error(body, self.signed)
+            self.requests.append(Recorded(path=path, headers=headers, body=body, query=query))
             if refusal is not None:  # what OpenAI answers such history; the script waits
                 reply = Reply(json=refusal, status=400)
             elif self.replies and path != "/v1/models":
                 reply = self.replies.popleft()
             else:
                 reply = None
+            if reply is not None and path.endswith("/messages"):
+                self.signed.update(json.dumps(b, sort_keys=True) for b in signed_blocks(reply))
+        if path.endswith("/models") and scope["method"] == "GET" and "anthropic-version" in headers:
+            return await self._json(send, 200, self._anthropic_models(query))
         if path.endswith("/models") and scope["method"] == "GET":
             return await self._json(
                 send,
@@ -302,6 +390,20 @@ class UpstreamServer:
                 return
             return await self._json(send, reply.status, reply.json or {}, reply.headers)
         await self._stream(scope, receive, send, reply)
+
+    def _anthropic_models(self, query: str) -> dict:
+        """Anthropic's model list, a page of `anthropic_model_pages` a request (after_id: the
+        last id of the page before), or the one page the OpenAI side lists."""
+        pages = self.anthropic_model_pages or [["upstream-model-a"]]
+        after = parse_qs(query).get("after_id", [None])[0]
+        number = next((i + 1 for i, page in enumerate(pages) if page[-1] == after), 0)
+        page = pages[number] if number < len(pages) else []
+        return {
+            "data": [{"type": "model", "id": name, "display_name": name} for name in page],
+            "has_more": number + 1 < len(pages),
+            "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None,
+        }
 
     @staticmethod
     async def _disconnected_within(receive, seconds: float) -> bool:

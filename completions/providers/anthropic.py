@@ -11,6 +11,7 @@ import aiohttp
 from completions.providers.anthropic_translate import (
     finish_reason,
     from_anthropic,
+    reasoning_detail,
     to_anthropic,
     usage_from,
 )
@@ -28,6 +29,8 @@ from completions.providers.base import (
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
+MODEL_PAGE_SIZE = 1000  # the most Anthropic's /v1/models gives a page
+MODEL_PAGES = 10  # a bound on the pages read: an upstream always saying has_more stops here
 
 
 def _api_root(base_url: str) -> str:
@@ -47,7 +50,9 @@ def _block_index(data: dict) -> int:
 
 
 class AnthropicStream(HttpStream):
-    """Messages API events -> OpenAI chunks: role first, text and tool deltas, finish, usage."""
+    """Messages API events -> OpenAI chunks: role first, text and tool deltas, finish, usage.
+    Thinking goes out as `reasoning_content` deltas while it comes, and each thinking block,
+    once whole (its signature comes last), as one `reasoning_details` entry."""
 
     def __init__(self, response: aiohttp.ClientResponse, upstream_ms: float, model: str) -> None:
         super().__init__(response, upstream_ms)
@@ -61,6 +66,8 @@ class AnthropicStream(HttpStream):
             "model": self.model,
         }
         tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
+        thinking: dict[int, dict] = {}  # Anthropic block index -> the block as it grows
+        details = 0  # reasoning_details entries sent
         usage: dict = {}
 
         def chunk(delta: dict, finish: str | None = None) -> Chunk:
@@ -94,14 +101,31 @@ class AnthropicStream(HttpStream):
                     yield chunk({"tool_calls": [call]})
                 elif block.get("type") == "text" and block.get("text"):
                     yield chunk({"content": block["text"]})
+                elif block.get("type") in ("thinking", "redacted_thinking"):
+                    thinking[_block_index(data)] = {"thinking": "", "signature": "", **block}
+                    if isinstance(block.get("thinking"), str) and block["thinking"]:
+                        yield chunk({"reasoning_content": block["thinking"]})
             elif kind == "content_block_delta":
                 delta = _dict(data.get("delta"))
                 if delta.get("type") == "text_delta":
                     yield chunk({"content": delta.get("text", "")})
+                elif delta.get("type") in ("thinking_delta", "signature_delta"):
+                    field = delta["type"].removesuffix("_delta")
+                    piece = delta.get(field)
+                    growing = thinking.get(_block_index(data))
+                    if isinstance(piece, str) and growing is not None:
+                        growing[field] = f"{growing[field]}{piece}"
+                        if field == "thinking" and piece:
+                            yield chunk({"reasoning_content": piece})
                 elif delta.get("type") == "input_json_delta":
                     index = tools.get(_block_index(data), 0)
                     arguments = {"arguments": delta.get("partial_json", "")}
                     yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
+            elif kind == "content_block_stop" and _block_index(data) in thinking:
+                detail = reasoning_detail(thinking.pop(_block_index(data)), details)
+                if detail is not None:
+                    details += 1
+                    yield chunk({"reasoning_details": [detail]})
             elif kind == "message_delta":
                 usage.update({k: v for k, v in _dict(data.get("usage")).items() if v is not None})
                 reason = _dict(data.get("delta")).get("stop_reason")
@@ -157,16 +181,40 @@ class AnthropicProvider(HttpProvider):
         return from_anthropic(data, model=body["model"])
 
     async def list_models(self, upstream: Upstream | None) -> list[str]:
+        """Every page of Anthropic's list (`has_more`, then `after_id` its `last_id`), up to
+        MODEL_PAGES of them; the names of the pages read before one that fails are kept."""
         if upstream is None:
             return []
+        names: list[str] = []
+        params = {"limit": str(MODEL_PAGE_SIZE)}
+        for _ in range(MODEL_PAGES):
+            try:
+                page = await self._models_page(upstream, params)
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                if not names:
+                    raise  # as before: the catalogue logs it
+                break
+            if page is None:
+                break
+            data = page.get("data")
+            models = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+            names += [m["id"] for m in models if isinstance(m.get("id"), str)]
+            last = page.get("last_id")
+            if page.get("has_more") is not True or not isinstance(last, str) or not last:
+                break
+            params = {**params, "after_id": last}
+        return names
+
+    async def _models_page(self, upstream: Upstream, params: dict[str, str]) -> dict | None:
+        """One page of /v1/models, None when the upstream refused it."""
         from completions.providers.http import session, timeout
 
         async with session().get(
             _api_root(upstream.base_url) + "/models",
+            params=params,
             headers=self.marked_headers(upstream),
             timeout=timeout(read=3.0),
         ) as response:
             if response.status != 200:
-                return []
-            data = (await response.json(content_type=None)).get("data") or []
-        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+                return None
+            return _dict(await response.json(content_type=None))

@@ -23,6 +23,11 @@ STOP_REASONS: dict[str | None, str] = {
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
 # Anthropic-native fields a client may send through an OpenAI SDK's extra_body.
 _NATIVE = ("top_k", "thinking")
+# Thinking blocks travel in OpenAI's shape as OpenRouter's `reasoning_details` (an assistant
+# message's array of {"type": "reasoning.text" | "reasoning.encrypted", ..., "format", "index"})
+# and their text as `reasoning_content` (DeepSeek's, vLLM's): the client sends the details
+# back unchanged, and Anthropic requires them, signed, before a tool_use it is answered for.
+REASONING_FORMAT = "anthropic-claude-v1"
 
 
 def _unsupported(param: str, what: str) -> ApiError:
@@ -37,6 +42,15 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+
+
+def _system_text(content: Any) -> str:
+    """A system or developer message's text: its parts are separate paragraphs (as a user
+    message's parts are separate blocks), never glued into one word."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = (p.get("text", "") for p in content if p.get("type") == "text")
+    return "\n\n".join(t for t in texts if t.strip())
 
 
 def _image(url: str, param: str) -> dict:
@@ -115,6 +129,43 @@ def _trim_prefill(messages: list[dict]) -> None:
         last["text"] = last["text"].rstrip()
 
 
+def _thinking_blocks(message: dict) -> list[dict]:
+    """An assistant message's thinking blocks from its `reasoning_details`, in their order,
+    as Anthropic signed them. Details of another provider's format, or not of this shape, are
+    left out: the history may come from another model, and Anthropic refuses them."""
+    details = message.get("reasoning_details")
+    blocks: list[dict] = []
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict) or detail.get("format", REASONING_FORMAT) != (
+            REASONING_FORMAT
+        ):
+            continue
+        kind, text = detail.get("type"), detail.get("text")
+        signature, data = detail.get("signature"), detail.get("data")
+        if kind == "reasoning.text" and isinstance(signature, str) and signature:
+            thinking = text if isinstance(text, str) else ""
+            blocks.append({"type": "thinking", "thinking": thinking, "signature": signature})
+        elif kind == "reasoning.encrypted" and isinstance(data, str) and data:
+            blocks.append({"type": "redacted_thinking", "data": data})
+    return blocks
+
+
+def reasoning_detail(block: dict, index: int) -> dict | None:
+    """A thinking or redacted_thinking block as a `reasoning_details` entry, None for another
+    block (or one whose fields are not strings)."""
+    kind = block.get("type")
+    if kind == "thinking":
+        text, signature = block.get("thinking", ""), block.get("signature", "")
+        if not isinstance(text, str) or not isinstance(signature, str):
+            return None
+        detail = {"type": "reasoning.text", "text": text, "signature": signature}
+    elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
+        detail = {"type": "reasoning.encrypted", "data": block["data"]}
+    else:
+        return None
+    return {**detail, "format": REASONING_FORMAT, "index": index}
+
+
 def _tool_result(message: dict, tool_use_id: str) -> dict:
     content = message.get("content")
     value = content if isinstance(content, str) else _text(content)
@@ -132,14 +183,17 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         raise _unsupported(name, "logprobs")
     system: list[str] = []
     messages: list[dict] = []
+    thinking = body.get("thinking")
+    keeps_thinking = isinstance(thinking, dict) and thinking.get("type") != "disabled"
     for i, message in enumerate(body["messages"]):
         role = message["role"]
         if role in ("system", "developer"):
-            system.append(_text(message.get("content")))
+            system.append(_system_text(message.get("content")))
         elif role == "user":
             _append(messages, "user", _user_blocks(message.get("content"), i))
         elif role == "assistant":
-            blocks = _text_blocks(_text(message.get("content")))
+            blocks = _thinking_blocks(message) if keeps_thinking else []
+            blocks += _text_blocks(_text(message.get("content")))
             for j, call in enumerate(message.get("tool_calls") or []):
                 if call.get("type", "function") != "function":  # unchecked: a 500 or no name
                     kind = f"A tool call of type '{call.get('type')}'"
@@ -289,6 +343,7 @@ def from_anthropic(data: dict, *, model: str) -> dict:
     """The OpenAI chat.completion for a Messages API response."""
     text = ""
     tool_calls = []
+    details: list[dict] = []
     content = data.get("content") or []
     # A malformed reply is the upstream's failure (502), as in the stream, not Engram's 500.
     if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
@@ -298,6 +353,8 @@ def from_anthropic(data: dict, *, model: str) -> dict:
             if not isinstance(block.get("text", ""), str):
                 raise _unexpected()
             text += block.get("text", "")
+        elif (detail := reasoning_detail(block, len(details))) is not None:
+            details.append(detail)
         elif block.get("type") == "tool_use":
             tool_calls.append(
                 {
@@ -310,6 +367,11 @@ def from_anthropic(data: dict, *, model: str) -> dict:
                 }
             )
     message: dict = {"role": "assistant", "content": text or None, "refusal": None}
+    if details:
+        thought = "".join(d["text"] for d in details if d["type"] == "reasoning.text")
+        if thought:  # none when every block was redacted
+            message["reasoning_content"] = thought
+        message["reasoning_details"] = details
     if tool_calls:
         message["tool_calls"] = tool_calls
     elif message["content"] is None:

@@ -268,6 +268,12 @@ def _finish(
             message = {"role": "assistant", "content": assistant.get("content")}
             if assistant.get("tool_calls"):
                 message["tool_calls"] = assistant["tool_calls"]
+                # The signed thinking before the calls (Anthropic's, as `reasoning_details`):
+                # required back with their results, so history served from the store carries
+                # it. Kept only here: a finished answer's thinking is not asked for again, and
+                # some upstreams refuse a message field they do not know.
+                if isinstance(assistant.get("reasoning_details"), list):
+                    message["reasoning_details"] = assistant["reasoning_details"]
             usage = usage or {}
             [stored] = messages_append(
                 workspace=ctx.workspace,
