@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from tests.stack import beat_args, free_port, web_args, worker_args
+from tests.stack import beat_args, free_port, listens, web_args, worker_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,6 +148,9 @@ def _wait_ready(running: Cluster, app, timeout: float) -> None:
                 f"not ready: {sorted(pending_web | pending_workers)}\n{running.logs()}"
             )
         for url in list(pending_web):
+            index = running.web.index(url)
+            if not listens(running.processes[f"web{index}"].pid, int(url.rsplit(":", 1)[1])):
+                continue
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                     pending_web.discard(url)

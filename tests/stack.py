@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from config.embedded.servers import _redis_server_binary
 from config.env import BASE_DIR
@@ -69,6 +70,19 @@ def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on `port`. With two test processes (xdist), the
+    port one's free_port() gave can be taken by the other's server first; /healthz is then
+    answered by that server while this one failed to bind, and the test met "connection
+    refused" when the other stopped."""
+    with contextlib.suppress(psutil.Error):
+        return any(
+            conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+            for conn in psutil.Process(pid).net_connections(kind="tcp")
+        )
+    return False
 
 
 def wait_until(check, *, timeout: float, what: str, every: float = 0.2):
@@ -165,6 +179,8 @@ class Stack:
 
         def up() -> bool:
             assert proc.poll() is None, self.log("web")
+            if not listens(proc.pid, port):
+                return False
             with contextlib.suppress(httpx.HTTPError):
                 return httpx.get(self.web_url + "/healthz", timeout=2).status_code == 200
             return False
