@@ -15,6 +15,9 @@ overshoot came from a read, then a separate increment). A budget is reserved in 
 the call, so it is overshot only by what admitted requests end up costing beyond their
 reservation.
 
+Concurrency slots are leases that the serving process renews while its request lives
+(accounts.limits.leases): a process that dies frees its slots within ENGRAM_LIMITS_LEASE_SECONDS.
+
 Redis unreachable: rates fail open and budgets fail closed by default
 (ENGRAM_LIMITS_RATE_FAIL_OPEN / ENGRAM_LIMITS_BUDGET_FAIL_OPEN), and the choice is logged.
 A request admitted without Redis is not settled.
