@@ -50,6 +50,27 @@ class UsageRecord(models.Model):
         )
 
 
+class UsageErasure(models.Model):
+    """An erased user's second pass over usage records, owed from `due_at`: records still in
+    a process's buffer at the erasure are written after it with the plain id
+    (completions.services.usage_erase). The task sent on commit does it on time; the sweep
+    (memory.sweep_jobs) does it when that task was lost with the broker's data. The pass
+    deletes the row, which names the user."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    user_id = models.CharField(max_length=200)
+    due_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "user_id"], name="one_usage_erasure")
+        ]
+        indexes = [models.Index(fields=["due_at"])]
+
+    def __str__(self) -> str:
+        return f"usage erasure due at {self.due_at:%Y-%m-%d %H:%M:%S}"
+
+
 class ProviderCredential(models.Model):
     """A workspace's own upstream for one provider; the secret is Fernet-encrypted at rest."""
 

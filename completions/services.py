@@ -8,13 +8,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import Workspace
 from completions import routing
-from completions.models import ModelAlias, ProviderCredential, UsageRecord
+from completions.models import ModelAlias, ProviderCredential, UsageErasure, UsageRecord
 
 logger = logging.getLogger("engram.usage")
 
@@ -70,6 +72,7 @@ ERASED_PREFIX = "erased:"
 # A usage record still in a process's buffer at the erasure (written within
 # ENGRAM_USAGE_FLUSH_SECONDS, 1 s) names the user: a second pass this long after renames those.
 ERASED_AGAIN_SECONDS = 5
+ERASURES_BATCH = 100  # second passes per sweep
 
 
 def erased_user_id(*, workspace_id: str, user_id: str) -> str:
@@ -83,7 +86,18 @@ def erased_user_id(*, workspace_id: str, user_id: str) -> str:
 def usage_erase(*, workspace: Workspace, user_id: str) -> int:
     """An erased user's usage records (memory.services.user_delete) under `erased_user_id`,
     now and again ERASED_AGAIN_SECONDS after the commit; how many were renamed now. They stay
-    for billing and budgets."""
+    for billing and budgets.
+
+    The second pass is owed in the database (UsageErasure), in the erasure's transaction: the
+    task sent on commit does it on time, and the sweep (usage_erasures_sweep) does it when the
+    task was lost (Redis down at the send, or its data lost before the countdown ended)."""
+    due = timezone.now() + timedelta(seconds=ERASED_AGAIN_SECONDS)
+    UsageErasure.objects.bulk_create(
+        [UsageErasure(workspace=workspace, user_id=user_id, due_at=due)],
+        update_conflicts=True,  # erased again before the pass: one pass, at the later time
+        unique_fields=["workspace", "user_id"],
+        update_fields=["due_at"],
+    )
     transaction.on_commit(lambda: _usage_forget_later(workspace.id, user_id))
     return usage_forget_user(workspace_id=workspace.id, user_id=user_id)
 
@@ -95,6 +109,31 @@ def usage_forget_user(*, workspace_id: str, user_id: str) -> int:
     )
 
 
+@transaction.atomic
+def usage_erasure_finish(*, workspace_id: str, user_id: str) -> int:
+    """An erasure's second pass: the records written since under the pseudonym, and the pass
+    no longer owed once it is due (one run early leaves it to the sweep); how many were
+    renamed. Safe to repeat."""
+    renamed = usage_forget_user(workspace_id=workspace_id, user_id=user_id)
+    UsageErasure.objects.filter(
+        workspace_id=workspace_id, user_id=user_id, due_at__lte=timezone.now()
+    ).delete()
+    return renamed
+
+
+def usage_erasures_sweep() -> int:
+    """The second passes due and not done (their task lost), done now; how many (the sweep,
+    memory.sweep_jobs, every ENGRAM_JOB_SWEEP_SECONDS)."""
+    due = list(
+        UsageErasure.objects.filter(due_at__lte=timezone.now())
+        .order_by("due_at")
+        .values_list("workspace_id", "user_id")[:ERASURES_BATCH]
+    )
+    for workspace_id, user_id in due:
+        usage_erasure_finish(workspace_id=workspace_id, user_id=user_id)
+    return len(due)
+
+
 def _usage_forget_later(workspace_id: str, user_id: str) -> None:
     from completions.tasks import usage_forget_user_task
 
@@ -103,5 +142,5 @@ def _usage_forget_later(workspace_id: str, user_id: str) -> None:
             kwargs={"workspace_id": workspace_id, "user_id": user_id},
             countdown=ERASED_AGAIN_SECONDS,
         )
-    except Exception as exc:  # Redis down: the records of that second keep the id
+    except Exception as exc:  # Redis down: the sweep does the pass (UsageErasure)
         logger.warning("could not send the erasure's second pass (%s)", type(exc).__name__)

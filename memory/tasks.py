@@ -245,7 +245,9 @@ def summarize(self, job_id: str) -> None:
 @shared_task(name="memory.sweep_jobs", ignore_result=True, **time_limits("memory.sweep_jobs"))
 def sweep_jobs() -> None:
     """Celery beat's tick: send again the jobs whose send or worker was lost; resolve the
-    tool approvals nobody decided in time as rejected."""
+    tool approvals nobody decided in time as rejected; do the erasures' second passes over
+    usage records whose task was lost."""
+    from completions.services import usage_erasures_sweep
     from completions.tools.services import approvals_expire
     from memory.services.sweep import jobs_sweep
 
@@ -253,3 +255,5 @@ def sweep_jobs() -> None:
     if swept.sent or swept.failed or swept.documents:
         logger.info("sweep: %s", swept)
     approvals_expire()
+    if erased := usage_erasures_sweep():
+        logger.info("sweep: %d erasure(s)' second pass over usage records", erased)

@@ -421,3 +421,84 @@ def test_an_answer_received_is_stored_when_the_database_is_killed_right_after(tm
             "SELECT role, count(*) FROM memory_message GROUP BY role ORDER BY role"
         ).fetchall()
     assert rows == [("assistant", 6), ("user", 6)]
+
+
+def test_a_web_process_killed_mid_stream_frees_its_user_s_slot_within_a_few_leases(
+    tmp_path, owner, _upstream_server
+):
+    """A user of max_concurrent 1 whose stream was cut by the SIGKILL of the process serving it
+    (a crash, a deploy's hard stop) was locked out for ENGRAM_LIMITS_LEASE_SECONDS, 11 minutes.
+    The lease is short and renewed by the living process (accounts.limits.leases): the stream
+    keeps its slot past its lease while it lives, and once its process is dead the user is
+    served again by another process within a few leases."""
+    import redis
+
+    from accounts.limits.models import Subject
+    from accounts.limits.services import limit_update
+    from accounts.models import ApiKey
+
+    lease = 2.0
+    workspace, raw_key = owner
+    key_id = ApiKey.objects.get(workspace=workspace).id
+    limit_update(
+        workspace=workspace,
+        subject=Subject.API_KEY,
+        key_id=key_id,
+        limits={"max_concurrent": 1},
+    )
+    _upstream_server.reset()
+    pieces = [f"piece {i} " for i in range(600)]
+    _upstream_server.script(Reply(stream=openai_stream(pieces), delay=0.1))  # a minute long
+    with running_stack(
+        tmp_path,
+        OPENAI_BASE_URL=_upstream_server.url + "/v1",
+        OPENAI_API_KEY="sk-upstream-test",
+        ENGRAM_LIMITS_LEASE_SECONDS=str(lease),
+    ) as stack:
+        serving = stack.web()
+        serving_url = stack.web_url
+        stack.web()  # the one left serving after the kill
+        other_url = stack.web_url
+        store = redis.Redis.from_url(stack.redis.url)
+        leases = f"engram:lim:{{{workspace.id}}}:key:{key_id}:conc"
+        body = {"model": "gpt-4o-mini", "stream": True}
+        body["messages"] = [{"role": "user", "content": "Tell me a long story."}]
+        headers = {"Authorization": f"Bearer {raw_key}"}
+        streamed: list[str] = []
+
+        def listen() -> None:
+            url = serving_url + "/v1/chat/completions"
+            with (
+                contextlib.suppress(httpx.HTTPError),
+                httpx.Client(timeout=120) as http,
+                http.stream("POST", url, json=body, headers=headers) as response,
+            ):
+                for text in response.iter_text():
+                    streamed.append(text)
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        wait_until(lambda: "piece 1 " in "".join(streamed), timeout=30, what="the stream")
+        ((_, first_expiry),) = store.zrange(leases, 0, -1, withscores=True)
+
+        def ask() -> httpx.Response:
+            with client(stack, raw_key) as http:
+                http.base_url = httpx.URL(other_url)
+                return chat(http, "Hi")
+
+        wait_until(
+            lambda: time.time() * 1000 > first_expiry + 500, timeout=10, what="a lease gone by"
+        )
+        refused = ask()
+        assert refused.status_code == 429, refused.text  # held: renewed by the living process
+        assert "concurrent requests" in refused.json()["error"]["message"]
+
+        Stack.kill(serving)
+        listener.join(timeout=30)
+        assert not listener.is_alive()
+        wait_until(
+            lambda: ask().status_code == 200,
+            timeout=5 * lease,
+            what="the dead process's slot freed",
+            every=0.5,
+        )

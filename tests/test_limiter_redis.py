@@ -1,6 +1,7 @@
 """accounts.limits.limiter against the real (embedded) Redis, below HTTP: a settle is sent with
 its loop turn's batch and nothing waits for it, it still lands when Redis has lost the script
-(a restart), and a budget's period key gets its time to live once, when it is seeded."""
+(a restart), a budget's period key gets its time to live once, when it is seeded, and a
+concurrency lease is renewed while its request lives and ends when its process is gone."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from accounts.limits import limiter
+from accounts.limits import leases, limiter
 from accounts.limits.policy import Policy, Rule
 from config.common.errors import ApiError
 
@@ -130,7 +131,8 @@ def test_a_lease_never_settled_frees_its_slot_when_it_ends(store, settings):
     policy = Policy(workspace=Rule(max_concurrent=1))
     found = limiter.subjects(workspace_id=workspace, key_id=None, user_id=None, policy=policy)
 
-    reserve(found, "died", credits_micro=0, tokens=1)  # never settled
+    died = reserve(found, "died", credits_micro=0, tokens=1)  # never settled
+    leases.release(died)  # and never renewed: its process is gone
     with pytest.raises(ApiError) as refused:
         reserve(found, "too-soon", credits_micro=0, tokens=1)
     assert refused.value.status == 429 and "concurrent" in str(refused.value)
@@ -201,3 +203,35 @@ def test_a_budget_without_its_key_starts_from_the_period_s_spending(store):
         reserve(found, "over", credits_micro=5_000_000, spent_since=spent_four)
     assert refused.value.code == "insufficient_quota"
     assert len(asked) == 2  # the key is there now: no more questions to the database
+
+
+def test_a_held_lease_is_renewed_and_one_settled_meanwhile_is_not_taken_again(store, settings):
+    """A process renews the leases of its requests in flight (accounts.limits.leases), all in
+    one script call: each moves to a lease from now. A lease its settle removed while the
+    renewal was on its way stays removed (ZADD XX), and a request that is gone without its
+    settle (its admission collected) is renewed no more."""
+    import gc
+
+    settings.ENGRAM_LIMITS_LEASE_SECONDS = 60
+    found = _subjects()
+    key = found[0].prefix + "conc"
+    live = reserve(found, "live", credits_micro=0)
+    settled = reserve(found, "settled", credits_micro=0)
+    reserve(found, "gone", credits_micro=0)  # its admission dropped: collected below
+    gc.collect()
+    soon = int(time.time() * 1000) + 1000
+    store.zadd(key, {"live": soon, "settled": soon, "gone": soon})  # their leases about to end
+    store.zrem(key, "settled")  # its settle, landing before the renewal
+
+    leases.renew()
+
+    renewed = dict(store.zrange(key, 0, -1, withscores=True))
+    assert set(renewed) == {b"live", b"gone"}  # "settled" not put back
+    assert renewed[b"live"] > soon + 50_000  # a lease (60 s) from now
+    assert renewed[b"gone"] == soon  # nobody renews it: it ends with its lease
+    assert store.pttl(key) > 50_000  # the key outlives the renewed lease
+    assert settled.counted and live.counted
+    leases.release(live)  # as its settle does
+    store.zadd(key, {"live": soon})
+    leases.renew()
+    assert store.zscore(key, "live") == soon

@@ -170,6 +170,44 @@ def test_an_answer_that_ends_while_redis_is_unreachable_frees_its_slot_once_it_i
     assert ask(sdk).status_code == 200, "the answered request's slot was given back"
 
 
+def test_a_stream_keeps_its_slot_past_its_lease_and_a_dead_process_s_slot_frees_after_one(
+    sdk, operator_http, owner, key_id, upstream, settings
+):
+    """A concurrency slot is a short lease that the process serving the request renews while
+    the request lives (accounts.limits.leases): a stream longer than the lease keeps its slot,
+    and a slot whose process died (nobody renews it) is free once its lease ends — it was held
+    for 11 minutes, locking a user of max_concurrent 1 out after every crash or deploy."""
+    import redis
+
+    settings.ENGRAM_LIMITS_LEASE_SECONDS = 1.0  # renewed every third of a second
+    patch_key(operator_http, owner, key_id, {"limits": {"max_concurrent": 1}})
+    store = redis.Redis.from_url(settings.REDIS_URL)
+    key = f"engram:lim:{{{owner[0].id}}}:key:{key_id}:conc"
+    pieces = [f"piece {i} " for i in range(30)]
+    upstream.script(Reply(stream=openai_stream(pieces), delay=0.1))  # 3 s: three leases
+
+    stream = sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+    chunks = iter(stream)
+    next(chunks)  # the answer has begun
+    ((_, first_expiry),) = store.zrange(key, 0, -1, withscores=True)
+    wait_for(lambda: time.time() * 1000 > first_expiry + 100)  # its first lease is over
+    with pytest.raises(openai.RateLimitError) as refused:
+        ask(sdk)
+    assert "concurrent requests" in refused.value.message  # still held: renewed
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).endswith(
+        "piece 29 "
+    )
+    wait_for(lambda: _free(owner, key_id))  # settled when the answer ended
+
+    # A lease left by a process that died mid-answer: nobody renews it.
+    expiry = time.time() * 1000 + 1000
+    store.zadd(key, {"req_of_a_dead_process": expiry})
+    with pytest.raises(openai.RateLimitError):
+        ask(sdk)
+    wait_for(lambda: time.time() * 1000 > expiry)
+    assert ask(sdk).status_code == 200
+
+
 def _free(owner, key_id):
     import redis
     from django.conf import settings

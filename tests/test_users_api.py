@@ -217,3 +217,67 @@ def test_erasure_deletes_the_users_tool_runs_and_keeps_usage_under_a_pseudonym(
     assert selectors.usage_credits_since(
         workspace=owner[0], since=None, user_id="ann@example.com"
     ) == pytest.approx(spent)
+
+
+def _late_record(workspace, user_id: str, request_id: str) -> None:
+    """A usage record still in a process's buffer at the erasure, flushed after it."""
+    from completions.usage import Usage, buffer
+
+    buffer.add(
+        Usage(
+            workspace_id=workspace.id,
+            request_id=request_id,
+            status_code=200,
+            latency_ms=1.0,
+            user_id=user_id,
+        )
+    )
+    buffer.flush()
+
+
+def test_an_erasure_s_second_pass_is_done_by_the_sweep_when_its_task_was_lost(
+    http, owner, monkeypatch
+):
+    """The second pass over usage records (for those still buffered at the erasure) was only a
+    Celery task sent on commit: lost with the broker's data, a record flushed late kept the
+    plain user id for good. The pass is owed in the database and the sweep does it."""
+    from completions import services
+    from completions.models import UsageRecord
+    from config.celery import app
+    from memory.tasks import sweep_jobs
+
+    monkeypatch.setattr(services, "ERASED_AGAIN_SECONDS", 0)  # due at once: no waiting here
+    _late_record(owner[0], "ann", "req_before")
+    assert http.delete("/v1/users/ann").status_code == 200
+    app.control.purge()  # the second pass's task, lost with Redis's data
+    _late_record(owner[0], "ann", "req_late")
+
+    sweep_jobs()  # Celery beat's tick
+
+    assert not UsageRecord.objects.filter(user_id="ann").exists()
+    pseudonym = services.erased_user_id(workspace_id=owner[0].id, user_id="ann")
+    assert UsageRecord.objects.get(request_id="req_late").user_id == pseudonym
+    from completions.models import UsageErasure
+
+    assert not UsageErasure.objects.filter(user_id="ann").exists()  # the row naming ann is gone
+    assert services.usage_erasures_sweep() == 0  # done once
+
+
+def test_an_erasure_s_second_pass_on_time_is_owed_no_more(http, owner, monkeypatch):
+    """The task on time does the pass and settles what the database owes: the sweep after it
+    has nothing to do; a second delivery of the task renames nothing more."""
+    from completions import services
+    from completions.models import UsageErasure, UsageRecord
+    from completions.tasks import usage_forget_user_task
+
+    monkeypatch.setattr(services, "ERASED_AGAIN_SECONDS", 0)
+    _late_record(owner[0], "ann", "req_before")
+    assert http.delete("/v1/users/ann").status_code == 200
+    _late_record(owner[0], "ann", "req_late")
+
+    usage_forget_user_task(workspace_id=owner[0].id, user_id="ann")  # as its worker runs it
+    usage_forget_user_task(workspace_id=owner[0].id, user_id="ann")  # delivered twice
+
+    assert not UsageRecord.objects.filter(user_id="ann").exists()
+    assert not UsageErasure.objects.exists()
+    assert services.usage_erasures_sweep() == 0

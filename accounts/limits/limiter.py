@@ -15,6 +15,9 @@ overshoot came from a read, then a separate increment). A budget is reserved in 
 the call, so it is overshot only by what admitted requests end up costing beyond their
 reservation.
 
+Concurrency slots are leases that the serving process renews while its request lives
+(accounts.limits.leases): a process that dies frees its slots within ENGRAM_LIMITS_LEASE_SECONDS.
+
 Redis unreachable: rates fail open and budgets fail closed by default
 (ENGRAM_LIMITS_RATE_FAIL_OPEN / ENGRAM_LIMITS_BUDGET_FAIL_OPEN), and the choice is logged.
 A request admitted without Redis is not settled.
@@ -34,6 +37,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from accounts.limits import leases
 from accounts.limits.policy import Policy, Rule
 from config.common import inline_redis
 from config.common.errors import ApiError
@@ -93,6 +97,7 @@ class _Wire:
     reserve_args: bytes  # rpm, tpm, max_concurrent, budget (-1: none)
     settle_keys: bytes  # tpm, concurrency, budget
     settle_args: bytes  # tpm, has a budget (1 / 0)
+    leased: bool  # a concurrency limit: the request holds a lease, renewed (leases.hold)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -115,10 +120,11 @@ def _wire(prefix: str, rule: Rule, day: date) -> _Wire:
         ),
         settle_keys=b"".join(map(bulk, (tpm, conc, budget))),
         settle_args=bulk(rule.tpm or 0) + bulk(1 if rule.has_budget else 0),
+        leased=bool(rule.max_concurrent),
     )
 
 
-@dataclass
+@dataclass(eq=False)  # by identity: held by weak reference while in flight (leases.hold)
 class Admission:
     """One admitted request: what it reserved where, and its rate-limit figures."""
 
@@ -297,6 +303,8 @@ def _verdict(
     admission.headers = _headers(figures[4:])
     if verdict == 0:
         admission.counted = True
+        if any(w.leased for w in admission.wires):
+            leases.hold(admission, settings.ENGRAM_LIMITS_LEASE_SECONDS)
         return admission
     subject = found[who - 1]
     if verdict == 2:
@@ -344,6 +352,7 @@ def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:
     that has lost it (a restart) runs it all the same."""
     if not admission.counted:
         return
+    leases.release(admission)
 
     def failed(exc: BaseException) -> None:
         _down(exc)
@@ -361,9 +370,10 @@ def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:
 
 
 # Settles not sent while the limiter rested after a Redis failure: they go before the next
-# reserve, in its round trip. Dropped, each one left its request's concurrency slot taken for
-# ENGRAM_LIMITS_LEASE_SECONDS (11 minutes: a user of max_concurrent 2 served by one slot after a
-# half-second Redis stall) and its tokens and credits reserved rather than spent.
+# reserve, in its round trip. Dropped, each one left its request's tokens and credits reserved
+# rather than spent, and its concurrency slot taken until its lease ended (11 minutes when the
+# lease was: a user of max_concurrent 2 served by one slot after a half-second Redis stall; now
+# ENGRAM_LIMITS_LEASE_SECONDS, no longer renewed once the answer ended).
 _unsent: list[bytes] = []
 MAX_UNSENT = 10_000
 

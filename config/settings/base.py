@@ -246,8 +246,9 @@ ENGRAM_LIMITS_RATE_FAIL_OPEN = env.bool("ENGRAM_LIMITS_RATE_FAIL_OPEN", default=
 ENGRAM_LIMITS_BUDGET_FAIL_OPEN = env.bool("ENGRAM_LIMITS_BUDGET_FAIL_OPEN", default=False)
 # Completion tokens reserved when a request names no max_tokens (settled to the real figure).
 ENGRAM_LIMITS_DEFAULT_MAX_TOKENS = env.int("ENGRAM_LIMITS_DEFAULT_MAX_TOKENS", default=1024)
-# A concurrency slot's lease: freed by the answer's end, or by this when a process died.
-ENGRAM_LIMITS_LEASE_SECONDS = env.float("ENGRAM_LIMITS_LEASE_SECONDS", default=660.0)
+# A concurrency slot's lease: freed by the answer's end, or by this when a process died; renewed
+# every third of it while the request lives (accounts.limits.leases says why 30).
+ENGRAM_LIMITS_LEASE_SECONDS = env.float("ENGRAM_LIMITS_LEASE_SECONDS", default=30.0)
 
 # Memory
 ENGRAM_EMBEDDING_MODEL = env("ENGRAM_EMBEDDING_MODEL", default="all-MiniLM-L6-v2")
