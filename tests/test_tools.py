@@ -1634,3 +1634,52 @@ def test_a_forced_tool_choice_forces_the_first_call_only(sdk, http, upstream, to
     # Forced again, a model calls the tool after every result, up to ENGRAM_TOOLS_MAX_STEPS.
     assert second["tool_choice"] == "auto"
     assert len(tool_server.calls) == 1
+
+
+# --- the agent's tool definitions in the context budget ----------------------------------------
+
+
+def test_an_agents_tool_definitions_are_reserved_in_the_context_budget(
+    sdk, http, upstream, tool_server, settings
+):
+    """The upstream reads the agent's tool definitions beside the messages: the history sent
+    with them fits the model's window (it overflowed it by the definitions' ~600 tokens)."""
+    from tests.test_openai_compatible_upstreams import _import_history, _prompt_tokens
+
+    settings.ENGRAM_CONTEXT_WINDOWS = {"gpt-4o-mini": 2048}
+    agent = make_agent(http)
+    for i in range(6):
+        make_tool(
+            http,
+            agent,
+            tool_server.url + "/weather",
+            name=f"lookup_{i}",
+            description="Looks something up in the company's records. " * 8,
+        )
+    _import_history(http, "agent-budget", "tess", 60)
+    body = {
+        "model": agent,
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "What was topic 59 about?"}],
+    }
+    headers = {"x-user-id": "tess", "x-conversation-id": "agent-budget"}
+    preview = http.post("/v1/context", json=body, headers=headers).json()
+    upstream.script(Reply(json=openai_completion("Topic 59 is this.")))
+
+    answer = ask(
+        sdk,
+        agent,
+        "What was topic 59 about?",
+        max_tokens=256,
+        extra_headers=headers,
+    )
+
+    assert answer.choices[0].message.content == "Topic 59 is this."
+    sent = upstream.chat_requests()[-1].body
+    assert [t["function"]["name"] for t in sent["tools"]] == [f"lookup_{i}" for i in range(6)]
+    assert len(sent["messages"]) > 10  # history went with them, as much as fits
+    assert _prompt_tokens(sent) <= 2048 - 256
+    budget = preview["budget"]
+    assert budget["reserved_for_definitions"] > 500
+    assert budget["available"] == 2048 - 256 - budget["reserved_for_definitions"]
+    assert sent["messages"][-3:-1] == preview["messages"][-3:-1]
