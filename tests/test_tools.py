@@ -1261,6 +1261,78 @@ def test_a_retried_resume_that_paused_again_leaves_the_old_approval_used(
     assert len(tool_server.calls) == 1
 
 
+@pytest.mark.parametrize("edited", [False, True])
+def test_a_resume_retried_before_its_calls_started_is_checked_for_a_changed_tool(
+    sdk, http, upstream, tool_server, monkeypatch, edited
+):
+    """The first resume fails before the approved call started (the database away as the run
+    began): its retry runs it then, so a tool changed meanwhile makes the retry 410 stale as
+    the first try would have been; the call never runs against the new URL."""
+    from django.db import OperationalError
+
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))
+    saving = services.execution_save
+
+    def database_away(**kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(services, "execution_save", database_away)
+    with pytest.raises(openai.APIStatusError) as failed:
+        resume(sdk, marks["approval_id"])
+    assert failed.value.status_code == 503
+    monkeypatch.setattr(services, "execution_save", saving)
+    assert Execution.objects.get(id=marks["execution_id"]).status == "failed"
+    assert tool_server.calls == []
+    if edited:
+        url = f"/v1/agents/{agent}/tools/{tool['id']}"
+        moved = http.patch(url, json={"http": {"url": tool_server.url + "/elsewhere"}})
+        assert moved.status_code == 200
+
+    if not edited:  # the retry runs the approved call, once
+        assert resume(sdk, marks["approval_id"]).choices[0].message.content == "It is sunny."
+        assert [c["path"] for c in tool_server.calls] == ["/weather"]
+        return
+    with pytest.raises(openai.APIStatusError) as stale:
+        resume(sdk, marks["approval_id"])
+
+    assert stale.value.status_code == 410
+    assert stale.value.body["code"] == "approval_stale"
+    assert "'weather' was changed" in stale.value.body["message"]
+    assert tool_server.calls == []
+    assert len(upstream.chat_requests()) == 1
+    assert Execution.objects.get(id=marks["execution_id"]).status == "failed"
+
+
+def test_a_resume_retried_after_its_calls_ran_goes_on_though_the_tool_changed(
+    sdk, http, upstream, tool_server, settings
+):
+    """The approved call ran, then the model's call failed: the retry sends the recorded
+    result to the model and runs nothing, so a tool changed meanwhile does not make it stale
+    (a 410 would leave a run nobody can resume)."""
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(status=500, json={"error": {"message": "down"}}),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+    marks = engram(ask(sdk, agent))
+    with pytest.raises(openai.APIStatusError) as failed:
+        resume(sdk, marks["approval_id"])
+    assert failed.value.status_code == 502
+    url = f"/v1/agents/{agent}/tools/{tool['id']}"
+    assert http.patch(url, json={"http": {"url": tool_server.url + "/elsewhere"}}).is_success
+
+    answer = resume(sdk, marks["approval_id"])
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert [c["path"] for c in tool_server.calls] == ["/weather"]
+
+
 def test_a_call_interrupted_mid_run_is_never_run_again(sdk, http, upstream, tool_server):
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/weather", approval="always")

@@ -263,7 +263,9 @@ async def resume(
         )
         execution = approval.execution
         tools = await cache.tools_async(workspace.id, execution.agent_id)
-        if approve:  # before the approval is claimed: it stays pending, to be rejected
+        # Before the approval is claimed: a pending one stays pending, to be rejected; one
+        # sent again after a failure is checked too when its calls were not started yet.
+        if approve:
             services.approval_current_check(approval=approval, tools=tools)
         turn.model = execution.model
         turn.agent = {"id": execution.agent_id, "name": "", "version": execution.agent_version}

@@ -270,16 +270,7 @@ class Run:
         model call; their recorded results stay, and a call whose outcome was never recorded
         is answered as interrupted, not run again (at most once)."""
         messages = self.execution.messages
-        ids = [c.get("id") for c in resumed.message.get("tool_calls") or ()]
-        at = next(
-            (
-                i
-                for i in range(len(messages) - 1, -1, -1)
-                if messages[i].get("role") == "assistant"
-                and [c.get("id") for c in messages[i].get("tool_calls") or ()] == ids
-            ),
-            None,
-        )
+        at = services.paused_step_index(self.execution)
         if at is None:
             return resumed
         self.transcript.extend(messages[at + 1 :])  # what the conversation does not hold yet
