@@ -699,6 +699,34 @@ def test_bad_resume_bodies_are_400(http):
         assert error["param"] == "approval_id" and len(error["message"]) < 300
 
 
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"stream_options": 5}, "stream_options"),
+        (
+            {"stream": True, "stream_options": {"include_usage": "yes"}},
+            "stream_options.include_usage",
+        ),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream
+    ],
+)
+def test_a_resume_checks_stream_options_as_chat_does(http, upstream, tool_server, extra, param):
+    """Refused in chat's words before the approval is claimed (it was ignored, and the run
+    went on): the approval stays pending for a resume that is right."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    marks = http.post("/v1/chat/completions", json=body).json()["engram"]
+    resume = {"approval_id": marks["approval_id"], "decision": "approve", **extra}
+
+    error = assert_envelope(http.post("/v1/chat/resume", json=resume), 400)
+
+    assert error["param"] == param
+    assert tool_server.calls == []
+    assert Approval.objects.get(id=marks["approval_id"]).status == "pending"
+
+
 # --- streaming ----------------------------------------------------------------------------------
 
 

@@ -219,6 +219,7 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise Invalid("stream must be a boolean.", field="stream")
+    validation.stream_options(body)  # chat's rule, in its words
     return approval_id, decision == "approve", reason, stream, body
 
 
