@@ -765,6 +765,35 @@ def test_stream_executed_calls_and_results_are_visible(sdk, http, upstream, tool
     assert len(tool_server.calls) == 1
 
 
+@pytest.mark.parametrize("status", [500, 400])
+def test_a_streamed_run_whose_first_model_call_fails_answers_with_its_status(
+    sdk, http, upstream, tool_server, settings, status
+):
+    """As a stream without tools: a failure before the first byte is the status (502, or the
+    upstream's 4xx) in the envelope, which the SDK raises as such and retries, not a 200
+    whose only frame is the error; the run is recorded as failed."""
+    from tests.test_tools_limits import record
+
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(Reply(status=status, json={"error": {"message": "no", "type": "x"}}))
+    body = {"model": agent, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+    resp = http.post("/v1/chat/completions", json=body, headers={"x-user-id": "al"})
+
+    assert_envelope(resp, 502 if status == 500 else 400)
+    request_id = resp.headers["x-request-id"]
+    assert record(request_id).status_code == resp.status_code
+    assert Execution.objects.get(request_id=request_id).status == "failed"
+    upstream.script(Reply(status=status, json={"error": {"message": "no", "type": "x"}}))
+    with pytest.raises(openai.APIStatusError):  # the SDK's exception, with its status
+        list(ask(sdk, agent, stream=True))
+    upstream.script(Reply(stream=openai_stream(["Fine."])))
+    with http.stream("POST", "/v1/chat/completions", json=body) as ok:
+        assert ok.status_code == 200 and sse(ok)[-1] == "[DONE]"
+
+
 def test_stream_pauses_with_the_approval_chunk_last_then_resumes(http, upstream, tool_server):
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/weather", approval="always")
