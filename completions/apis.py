@@ -114,7 +114,7 @@ async def context_preview(request: ApiRequest) -> HttpResponse:
         agent = None
         if agent_calls.is_agent(ctx.model):
             agent = await agent_calls.resolve_async(request.workspace.id, ctx.model)
-            agent_calls.apply(ctx, agent)
+            await agent_calls.apply(ctx, agent)
         # The context the chat door would send: sized for the model the route names.
         ctx.upstream_model = (await routing.resolve_async(request.workspace.id, ctx.model)).model
         prepared = await prepare_turn(ctx, dry_run=True)

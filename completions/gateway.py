@@ -258,7 +258,7 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
         end_user=turn.end_user,
     )
     if agent_calls.is_agent(turn.model):
-        agent_calls.apply(ctx, await agent_calls.resolve_async(turn.workspace.id, turn.model))
+        await agent_calls.apply(ctx, await agent_calls.resolve_async(turn.workspace.id, turn.model))
         turn.agent = ctx.agent
         from completions.tools.entry import refuse_unsupported
 

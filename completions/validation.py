@@ -273,6 +273,23 @@ def client_request_id(body: dict) -> str:
     return metadata(body).get("request_id", "")[:200]
 
 
+def stream_options(body: dict) -> None:
+    """`stream_options`: an object, only with `stream: true` (chat's and a resume's rule)."""
+    options = body.get("stream_options")
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise _type_error("stream_options", "an object", options)
+    if body.get("stream") is not True:
+        raise _invalid(
+            "stream_options",
+            "The 'stream_options' parameter is only allowed when 'stream' is true.",
+        )
+    usage = options.get("include_usage")
+    if usage is not None and not isinstance(usage, bool):
+        raise _type_error("stream_options.include_usage", "a boolean", usage)
+
+
 def validate(body: dict, *, model_required: bool = True) -> None:
     """Raise the 400 envelope, naming `param`, for the first problem found."""
     model = body.get("model")
@@ -332,17 +349,6 @@ def validate(body: dict, *, model_required: bool = True) -> None:
                     f"logit_bias.{token}", "Invalid 'logit_bias': values must be -100 to 100."
                 )
     metadata(body)
-    options = body.get("stream_options")
-    if options is not None:
-        if not isinstance(options, dict):
-            raise _type_error("stream_options", "an object", options)
-        if body.get("stream") is not True:
-            raise _invalid(
-                "stream_options",
-                "The 'stream_options' parameter is only allowed when 'stream' is true.",
-            )
-        usage = options.get("include_usage")
-        if usage is not None and not isinstance(usage, bool):
-            raise _type_error("stream_options.include_usage", "a boolean", usage)
+    stream_options(body)
     _tools(body)
     _response_format(body)

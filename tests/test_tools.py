@@ -699,6 +699,34 @@ def test_bad_resume_bodies_are_400(http):
         assert error["param"] == "approval_id" and len(error["message"]) < 300
 
 
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"stream_options": 5}, "stream_options"),
+        (
+            {"stream": True, "stream_options": {"include_usage": "yes"}},
+            "stream_options.include_usage",
+        ),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream
+    ],
+)
+def test_a_resume_checks_stream_options_as_chat_does(http, upstream, tool_server, extra, param):
+    """Refused in chat's words before the approval is claimed (it was ignored, and the run
+    went on): the approval stays pending for a resume that is right."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    marks = http.post("/v1/chat/completions", json=body).json()["engram"]
+    resume = {"approval_id": marks["approval_id"], "decision": "approve", **extra}
+
+    error = assert_envelope(http.post("/v1/chat/resume", json=resume), 400)
+
+    assert error["param"] == param
+    assert tool_server.calls == []
+    assert Approval.objects.get(id=marks["approval_id"]).status == "pending"
+
+
 # --- streaming ----------------------------------------------------------------------------------
 
 
@@ -735,6 +763,35 @@ def test_stream_executed_calls_and_results_are_visible(sdk, http, upstream, tool
     assert marks[1]["tool_result"]["status"] == "completed"
     assert json.loads(marks[1]["tool_result"]["content"])["got"] == {"city": "Paris"}
     assert len(tool_server.calls) == 1
+
+
+@pytest.mark.parametrize("status", [500, 400])
+def test_a_streamed_run_whose_first_model_call_fails_answers_with_its_status(
+    sdk, http, upstream, tool_server, settings, status
+):
+    """As a stream without tools: a failure before the first byte is the status (502, or the
+    upstream's 4xx) in the envelope, which the SDK raises as such and retries, not a 200
+    whose only frame is the error; the run is recorded as failed."""
+    from tests.test_tools_limits import record
+
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(Reply(status=status, json={"error": {"message": "no", "type": "x"}}))
+    body = {"model": agent, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+    resp = http.post("/v1/chat/completions", json=body, headers={"x-user-id": "al"})
+
+    assert_envelope(resp, 502 if status == 500 else 400)
+    request_id = resp.headers["x-request-id"]
+    assert record(request_id).status_code == resp.status_code
+    assert Execution.objects.get(request_id=request_id).status == "failed"
+    upstream.script(Reply(status=status, json={"error": {"message": "no", "type": "x"}}))
+    with pytest.raises(openai.APIStatusError):  # the SDK's exception, with its status
+        list(ask(sdk, agent, stream=True))
+    upstream.script(Reply(stream=openai_stream(["Fine."])))
+    with http.stream("POST", "/v1/chat/completions", json=body) as ok:
+        assert ok.status_code == 200 and sse(ok)[-1] == "[DONE]"
 
 
 def test_stream_pauses_with_the_approval_chunk_last_then_resumes(http, upstream, tool_server):
@@ -1261,6 +1318,78 @@ def test_a_retried_resume_that_paused_again_leaves_the_old_approval_used(
     assert len(tool_server.calls) == 1
 
 
+@pytest.mark.parametrize("edited", [False, True])
+def test_a_resume_retried_before_its_calls_started_is_checked_for_a_changed_tool(
+    sdk, http, upstream, tool_server, monkeypatch, edited
+):
+    """The first resume fails before the approved call started (the database away as the run
+    began): its retry runs it then, so a tool changed meanwhile makes the retry 410 stale as
+    the first try would have been; the call never runs against the new URL."""
+    from django.db import OperationalError
+
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    marks = engram(ask(sdk, agent))
+    saving = services.execution_save
+
+    def database_away(**kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(services, "execution_save", database_away)
+    with pytest.raises(openai.APIStatusError) as failed:
+        resume(sdk, marks["approval_id"])
+    assert failed.value.status_code == 503
+    monkeypatch.setattr(services, "execution_save", saving)
+    assert Execution.objects.get(id=marks["execution_id"]).status == "failed"
+    assert tool_server.calls == []
+    if edited:
+        url = f"/v1/agents/{agent}/tools/{tool['id']}"
+        moved = http.patch(url, json={"http": {"url": tool_server.url + "/elsewhere"}})
+        assert moved.status_code == 200
+
+    if not edited:  # the retry runs the approved call, once
+        assert resume(sdk, marks["approval_id"]).choices[0].message.content == "It is sunny."
+        assert [c["path"] for c in tool_server.calls] == ["/weather"]
+        return
+    with pytest.raises(openai.APIStatusError) as stale:
+        resume(sdk, marks["approval_id"])
+
+    assert stale.value.status_code == 410
+    assert stale.value.body["code"] == "approval_stale"
+    assert "'weather' was changed" in stale.value.body["message"]
+    assert tool_server.calls == []
+    assert len(upstream.chat_requests()) == 1
+    assert Execution.objects.get(id=marks["execution_id"]).status == "failed"
+
+
+def test_a_resume_retried_after_its_calls_ran_goes_on_though_the_tool_changed(
+    sdk, http, upstream, tool_server, settings
+):
+    """The approved call ran, then the model's call failed: the retry sends the recorded
+    result to the model and runs nothing, so a tool changed meanwhile does not make it stale
+    (a 410 would leave a run nobody can resume)."""
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(status=500, json={"error": {"message": "down"}}),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+    marks = engram(ask(sdk, agent))
+    with pytest.raises(openai.APIStatusError) as failed:
+        resume(sdk, marks["approval_id"])
+    assert failed.value.status_code == 502
+    url = f"/v1/agents/{agent}/tools/{tool['id']}"
+    assert http.patch(url, json={"http": {"url": tool_server.url + "/elsewhere"}}).is_success
+
+    answer = resume(sdk, marks["approval_id"])
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert [c["path"] for c in tool_server.calls] == ["/weather"]
+
+
 def test_a_call_interrupted_mid_run_is_never_run_again(sdk, http, upstream, tool_server):
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/weather", approval="always")
@@ -1634,3 +1763,52 @@ def test_a_forced_tool_choice_forces_the_first_call_only(sdk, http, upstream, to
     # Forced again, a model calls the tool after every result, up to ENGRAM_TOOLS_MAX_STEPS.
     assert second["tool_choice"] == "auto"
     assert len(tool_server.calls) == 1
+
+
+# --- the agent's tool definitions in the context budget ----------------------------------------
+
+
+def test_an_agents_tool_definitions_are_reserved_in_the_context_budget(
+    sdk, http, upstream, tool_server, settings
+):
+    """The upstream reads the agent's tool definitions beside the messages: the history sent
+    with them fits the model's window (it overflowed it by the definitions' ~600 tokens)."""
+    from tests.test_openai_compatible_upstreams import _import_history, _prompt_tokens
+
+    settings.ENGRAM_CONTEXT_WINDOWS = {"gpt-4o-mini": 2048}
+    agent = make_agent(http)
+    for i in range(6):
+        make_tool(
+            http,
+            agent,
+            tool_server.url + "/weather",
+            name=f"lookup_{i}",
+            description="Looks something up in the company's records. " * 8,
+        )
+    _import_history(http, "agent-budget", "tess", 60)
+    body = {
+        "model": agent,
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "What was topic 59 about?"}],
+    }
+    headers = {"x-user-id": "tess", "x-conversation-id": "agent-budget"}
+    preview = http.post("/v1/context", json=body, headers=headers).json()
+    upstream.script(Reply(json=openai_completion("Topic 59 is this.")))
+
+    answer = ask(
+        sdk,
+        agent,
+        "What was topic 59 about?",
+        max_tokens=256,
+        extra_headers=headers,
+    )
+
+    assert answer.choices[0].message.content == "Topic 59 is this."
+    sent = upstream.chat_requests()[-1].body
+    assert [t["function"]["name"] for t in sent["tools"]] == [f"lookup_{i}" for i in range(6)]
+    assert len(sent["messages"]) > 10  # history went with them, as much as fits
+    assert _prompt_tokens(sent) <= 2048 - 256
+    budget = preview["budget"]
+    assert budget["reserved_for_definitions"] > 500
+    assert budget["available"] == 2048 - 256 - budget["reserved_for_definitions"]
+    assert sent["messages"][-3:-1] == preview["messages"][-3:-1]

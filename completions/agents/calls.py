@@ -3,9 +3,9 @@
 `resolve_async` finds the version from the in-process cache (completions.agents.cache: no
 database query per request, except the first call of a pinned version per process); `apply`
 turns the client's turn into the agent's: its instructions first (the client's own system
-messages kept after them), its parameters where the request has none, its model for routing
-and the context window, its memory policy, its collections before the request's
-x-collection-ids. What the client sent as `model` is what the answer names.
+messages kept after them), its parameters where the request has none, its tools beside the
+request's, its model for routing and the context window, its memory policy, its collections
+before the request's x-collection-ids. What the client sent as `model` is what the answer names.
 """
 
 from __future__ import annotations
@@ -87,8 +87,21 @@ def instructions(agent: AgentConfig, ctx: TurnContext) -> str:
     )
 
 
-def apply(ctx: TurnContext, agent: AgentConfig) -> None:
-    """Make `ctx` (and its body, which the upstream receives) the agent's turn."""
+async def apply(ctx: TurnContext, agent: AgentConfig) -> None:
+    """Make `ctx` (and its body, which the upstream receives) the agent's turn. The agent's
+    tool definitions join the body's tools here, as its run sends them
+    (completions.tools.run.upstream_body): the context budget reserves room for them as for
+    the request's own (memory.turn.assembly.definitions_tokens), and the history fits beside."""
+    from completions.tools import cache as tool_cache
+    from completions.tools.run import with_agent_tools
+
+    _apply(ctx, agent)
+    tools = await tool_cache.tools_async(ctx.workspace.id, agent.id)
+    if tools:
+        ctx.body["tools"] = with_agent_tools(ctx.body.get("tools"), tools)
+
+
+def _apply(ctx: TurnContext, agent: AgentConfig) -> None:
     body = ctx.body
     asked_limit = any(body.get(name) is not None for name in _TOKEN_LIMITS)
     for name, value in agent.parameters.items():

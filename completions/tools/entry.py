@@ -19,8 +19,8 @@ from completions.streaming import dumps
 from completions.tools import cache, selectors, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
-from completions.tools.run import Resumed, Run, complete, db, upstream_body
-from completions.tools.stream import Streamer
+from completions.tools.run import Resumed, Run, complete, db, failed, upstream_body
+from completions.tools.stream import Streamer, open_first
 from config.common import errors, jsonbody
 from config.common.background import spawn
 from config.common.errors import EDGE_ERRORS, ApiError, Invalid, unexpected_error
@@ -111,7 +111,18 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
             spawn(finish(), name="tools_finish")
             return dict(turn.engram)
 
-        streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
+        try:
+            first = await open_first(run)
+        except EDGE_ERRORS as exc:  # before the first byte: the gateway answers its status
+            await failed(run, exc)
+            error = request.api_error(exc)
+            _finish(turn, run, error.status, None, True, error.code or error.type)
+            raise
+        except asyncio.CancelledError:
+            await failed(run, asyncio.CancelledError())
+            _finish(turn, run, 499, None, True, "client_closed")
+            raise
+        streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end, first=first)
         return _reply(200, {**headers, **turn.timing_headers()}, stream=streamer.frames())
     try:
         answer = await complete(run)
@@ -219,6 +230,7 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise Invalid("stream must be a boolean.", field="stream")
+    validation.stream_options(body)  # chat's rule, in its words
     return approval_id, decision == "approve", reason, stream, body
 
 
@@ -263,7 +275,9 @@ async def resume(
         )
         execution = approval.execution
         tools = await cache.tools_async(workspace.id, execution.agent_id)
-        if approve:  # before the approval is claimed: it stays pending, to be rejected
+        # Before the approval is claimed: a pending one stays pending, to be rejected; one
+        # sent again after a failure is checked too when its calls were not started yet.
+        if approve:
             services.approval_current_check(approval=approval, tools=tools)
         turn.model = execution.model
         turn.agent = {"id": execution.agent_id, "name": "", "version": execution.agent_version}

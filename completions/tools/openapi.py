@@ -93,6 +93,10 @@ class ResumeInputSerializer(serializers.Serializer):
     decision = serializers.ChoiceField(choices=["approve", "reject"])
     reason = serializers.CharField(required=False)
     stream = serializers.BooleanField(required=False)
+    stream_options = serializers.DictField(
+        required=False,
+        help_text='As on /v1/chat/completions: {"include_usage": bool}, with `stream: true` only.',
+    )
     metadata = serializers.DictField(
         child=serializers.CharField(),
         required=False,

@@ -64,17 +64,22 @@ def specs(tools: tuple[Tool, ...] | list[Tool]) -> list[dict]:
     ]
 
 
-def upstream_body(body: dict, tools: tuple[Tool, ...]) -> dict:
-    """The client's body without the per-call fields, with the agent's tools added (a client
-    tool of the same name gives way: the agent's is what runs)."""
+def with_agent_tools(client_tools: Any, tools: tuple[Tool, ...]) -> list[dict]:
+    """The client's tools with the agent's added (a client tool of the same name gives way:
+    the agent's is what runs). Given its own result again, the same list."""
     names = {t.name for t in tools}
     client = [
         t
-        for t in body.get("tools") or ()
+        for t in client_tools or ()
         if not (isinstance(t, dict) and (t.get("function") or {}).get("name") in names)
     ]
+    return [*client, *specs(tools)]
+
+
+def upstream_body(body: dict, tools: tuple[Tool, ...]) -> dict:
+    """The client's body without the per-call fields, with the agent's tools added."""
     out = {k: v for k, v in body.items() if k not in _PER_CALL}
-    out["tools"] = [*client, *specs(tools)]
+    out["tools"] = with_agent_tools(body.get("tools"), tools)
     return out
 
 
@@ -265,16 +270,7 @@ class Run:
         model call; their recorded results stay, and a call whose outcome was never recorded
         is answered as interrupted, not run again (at most once)."""
         messages = self.execution.messages
-        ids = [c.get("id") for c in resumed.message.get("tool_calls") or ()]
-        at = next(
-            (
-                i
-                for i in range(len(messages) - 1, -1, -1)
-                if messages[i].get("role") == "assistant"
-                and [c.get("id") for c in messages[i].get("tool_calls") or ()] == ids
-            ),
-            None,
-        )
+        at = services.paused_step_index(self.execution)
         if at is None:
             return resumed
         self.transcript.extend(messages[at + 1 :])  # what the conversation does not hold yet

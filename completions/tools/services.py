@@ -293,23 +293,65 @@ def _gone(approval: Approval) -> Gone:
     )
 
 
+def paused_step_index(execution: Execution) -> int | None:
+    """Where the paused step's assistant message stands in the run's messages once a resume
+    went on with its calls (they were started: a resume sent again never runs them again,
+    completions.tools.run.Run.recover); None while they were not started."""
+    message = execution.pending.get("message") or {}
+    ids = [c.get("id") for c in message.get("tool_calls") or ()]
+    messages = execution.messages
+    return next(
+        (
+            i
+            for i in range(len(messages) - 1, -1, -1)
+            if messages[i].get("role") == "assistant"
+            and [c.get("id") for c in messages[i].get("tool_calls") or ()] == ids
+        ),
+        None,
+    )
+
+
+def _runs_when_claimed(approval: Approval) -> bool:
+    """Would a resume approving `approval` run its paused calls now? A pending approval's,
+    until it expires; an approved one's whose run failed before they were started (its
+    resume sent again runs them then, approval_claim). A used or expired approval is refused
+    by approval_claim in its own words."""
+    if approval.status == Approval.Status.PENDING:
+        return approval.expires_at > timezone.now()
+    execution = approval.execution
+    waiting = [c.get("id") for c in approval.tool_calls if isinstance(c, dict)]
+    return (
+        approval.status == Approval.Status.APPROVED
+        and execution.status == Execution.Status.FAILED
+        and execution.error != EXPIRED_ERROR
+        and execution.pending.get("waiting") == waiting  # still this approval's pause
+        and paused_step_index(execution) is None
+    )
+
+
 def approval_current_check(*, approval: Approval, tools: tuple[Tool, ...] | list[Tool]) -> None:
     """Gone (`approval_stale`) when a tool of the paused step was changed (or replaced) since
-    it paused: a human approved calls of the tool as it was, so they never run against another
-    URL or other headers. A deleted tool is not stale: its call fails as no longer existing
-    (completions.tools.entry). Only a pending approval is checked: a used or expired one is
-    refused by approval_claim in its own words, and a resume sent again goes on with the
-    calls its approved first try began. A run paused before stamps were kept is not checked."""
-    if approval.status != Approval.Status.PENDING or approval.expires_at <= timezone.now():
+    it paused and approving would run its calls now: a human approved calls of the tool as it
+    was, so they never run against another URL or other headers — neither on the first
+    resume nor on one sent again after a failure that came before they started. A deleted
+    tool is not stale: its call fails as no longer existing (completions.tools.entry). A
+    resume sent again after the calls started goes on without running them again, and is not
+    checked. A run paused before stamps were kept is not checked."""
+    if not _runs_when_claimed(approval):
         return
     stamps = approval.execution.pending.get("stamps") or {}
     by_name = {t.name: t for t in tools}
     for name, stamp in sorted(stamps.items()):
         tool = by_name.get(name)
         if tool is not None and tool_stamp(tool) != stamp:
+            then = (
+                "Reject it, or send the request again."
+                if approval.status == Approval.Status.PENDING
+                else "Send the request again."
+            )
             raise Gone(
                 f"The approval '{approval.id}' is stale: the tool '{name}' was changed after "
-                "its call paused for approval. Reject it, or send the request again.",
+                f"its call paused for approval. {then}",
                 field="approval_id",
                 code="approval_stale",
             )

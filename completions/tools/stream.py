@@ -8,8 +8,10 @@ message its SDK assembles then holds only its own calls, which it runs); its res
 {"tool_call_id", "name", "status", "content" | "error", "duration_ms"}}`; SSE comments keep the
 stream open while tools run and while the model has not sent its first token. A pause ends with
 the waiting calls as deltas and one last chunk (`finish_reason: "tool_calls"`,
-`engram.approval_id`, …) before `data: [DONE]`. A failure mid-run (the upstream's, or a bug's)
-ends the stream with one error frame, then `data: [DONE]`, as the gateway's relay does.
+`engram.approval_id`, …) before `data: [DONE]`. The first model call is opened before the
+answer's status goes out (open_first): its failure then is that status, as the gateway's is. A
+failure mid-run (the upstream's, or a bug's) ends the stream with one error frame, then
+`data: [DONE]`, as the gateway's relay does.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ import aiohttp
 
 from completions.conf import conf
 from completions.providers.base import Chunk, StreamFailed
-from completions.streaming import DONE, KEEPALIVE, Assembler, dumps, frame, own_chunk
+from completions.streaming import (
+    DONE,
+    KEEPALIVE,
+    Assembler,
+    done_within,
+    dumps,
+    frame,
+    own_chunk,
+)
 from completions.tools.models import Execution
 from completions.tools.run import Decision, Resumed, Run, failed, usage_of
 from config.common.background import spawn
@@ -44,8 +54,12 @@ class Streamer:
         *,
         include_usage: bool,
         on_end: Callable[[int, dict | None, bool, str], dict],
+        first: tuple[asyncio.Future, float] | None = None,
     ) -> None:
         self.run = run
+        # The run's first model call and when it began, opened before the answer's status was
+        # sent (open_first).
+        self.first = first
         self.include_usage = include_usage
         self.on_end = on_end
         self.id = f"chatcmpl-{run.request_id}"
@@ -188,6 +202,9 @@ class Streamer:
             )
             yield DONE
         finally:
+            if self.first is not None:  # opened, never read: the client went away first
+                await _close(self.first[0])
+                self.first = None
             if not ended:  # the client went away
                 self.on_end(499, None, True, "client_closed")
                 if run.execution.status == Execution.Status.RUNNING:
@@ -200,8 +217,11 @@ class Streamer:
     async def _model(self, message: dict) -> AsyncGenerator[bytes, None]:
         """One upstream call: its text goes out as it comes; `message` receives the answer."""
         run = self.run
-        started = time.perf_counter()
-        opener = asyncio.ensure_future(run.route.provider.stream(run.call(stream=True)))
+        if self.first is not None:
+            (opener, started), self.first = self.first, None
+        else:
+            started = time.perf_counter()
+            opener = asyncio.ensure_future(run.route.provider.stream(run.call(stream=True)))
         async for out in _kept_alive(opener):
             yield out
         opened = opener.result()
@@ -270,6 +290,31 @@ class Streamer:
             else:
                 outcome["error"] = result.error
             yield self.chunk(None, engram={"tool_result": outcome})
+
+
+async def open_first(run: Run) -> tuple[asyncio.Future, float]:
+    """The run's first model call, opened while the answer's status is not sent yet: an upstream
+    error within the keep-alive interval (before any byte) is raised here, so the door answers
+    its status (502, 504, the upstream's 4xx) as a stream without tools does
+    (completions.gateway); later, it is the stream's error frame. Returns the call and when it
+    began, for Streamer(first=...)."""
+    started = time.perf_counter()
+    opener = asyncio.ensure_future(run.route.provider.stream(run.call(stream=True)))
+    try:
+        if await done_within(opener, conf().keepalive):
+            opener.result()
+    except BaseException:
+        opener.cancel()
+        raise
+    return opener, started
+
+
+async def _close(opener: asyncio.Future) -> None:
+    """An opened model call nobody reads: cancelled, or its stream closed."""
+    if not opener.done():
+        opener.cancel()
+    elif not opener.cancelled() and opener.exception() is None:
+        await opener.result().aclose()
 
 
 async def _kept_alive(future: asyncio.Future) -> AsyncGenerator[bytes, None]:
