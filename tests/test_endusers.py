@@ -166,6 +166,14 @@ def test_a_private_jwks_url_is_refused_unless_the_setting_allows_it(http, jwks, 
     assert error["param"] == "jwks_url"
 
 
+def test_a_jwks_url_on_an_ipv6_form_of_a_private_address_is_refused(http, settings):
+    settings.ENGRAM_JWKS_ALLOW_PRIVATE = False
+    for host in ("[64:ff9b::a9fe:a9fe]", "[2002:7f00:1::]", "[::127.0.0.1]"):
+        body = {"issuer": ISS, "audiences": [AUD], "jwks_url": f"https://{host}/jwks.json"}
+        error = refused(http.post("/v1/auth/issuers", json=body), 400, "private address")
+        assert error["param"] == "jwks_url"
+
+
 def test_a_jwks_host_that_answers_a_private_address_to_the_connection_is_refused(
     engram_server, http, rsa_key, settings, monkeypatch
 ):

@@ -15,7 +15,6 @@ a stale set is never trusted beyond its lifetime.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import logging
 import socket
@@ -28,6 +27,8 @@ from urllib.parse import urlsplit
 
 import jwt
 from django.conf import settings
+
+from config.common import addresses
 
 logger = logging.getLogger("engram.endusers")
 
@@ -90,8 +91,7 @@ def check_url(url: str) -> None:
 
 def _refuse_private(infos: list) -> None:
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+        if not addresses.public(str(info[4][0])):
             raise JwksError(
                 "the JWKS URL points at a private address (set ENGRAM_JWKS_ALLOW_PRIVATE to allow)"
             )

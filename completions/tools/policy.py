@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from config.common import addresses
 from config.common.errors import Invalid
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for a function name
@@ -177,12 +178,7 @@ def http(value: Any) -> dict:
 
 
 def address_allowed(address: str) -> bool:
-    if settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS:
-        return True
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    return settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS or addresses.public(address)
 
 
 def host_allowed(host: str) -> None:
