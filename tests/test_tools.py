@@ -806,6 +806,32 @@ def test_private_addresses_are_refused_unless_allowed(http, settings, upstream, 
     assert "private" in json.loads(tool_message["content"])["error"]
 
 
+def test_stored_header_values_never_follow_the_url_to_another_host(http, tool_server):
+    """Write-only secrets: moving a tool to a host of the caller's choosing must not send them
+    there (a PATCH of the URL alone, or with the masked values written back)."""
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    path = f"/v1/agents/{agent}/tools/{tool['id']}"
+    elsewhere = "https://collector.example.test/weather"
+    for http_field in (
+        {"url": elsewhere},
+        {"url": elsewhere, "headers": {"X-Tool-Secret": "***"}},
+        {"url": tool_server.url.replace("http://", "https://") + "/weather"},  # another scheme
+    ):
+        error = assert_envelope(http.patch(path, json={"http": http_field}), 400)
+        assert error["param"] == "http.headers", http_field
+    assert services.headers_of(Tool.objects.get(id=tool["id"])) == {"X-Tool-Secret": "s3cret-value"}
+    # the same host keeps them; another host takes new values, or none
+    assert http.patch(path, json={"http": {"url": tool_server.url + "/v2"}}).status_code == 200
+    assert services.headers_of(Tool.objects.get(id=tool["id"])) == {"X-Tool-Secret": "s3cret-value"}
+    moved = http.patch(path, json={"http": {"url": elsewhere, "headers": {}}})
+    assert moved.status_code == 200 and moved.json()["http"]["headers"] == {}
+    assert services.headers_of(Tool.objects.get(id=tool["id"])) == {}
+    for url in ("http://example.test:99999/", "http://example.test:port/"):
+        error = assert_envelope(http.patch(path, json={"http": {"url": url}}), 400)
+        assert error["param"] == "http.url", url
+
+
 def test_ipv6_forms_of_a_private_ipv4_address_are_refused(http, settings):
     """NAT64, 6to4 and IPv4-compatible addresses reach the IPv4 address they carry."""
     agent = make_agent(http)

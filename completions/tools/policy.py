@@ -144,6 +144,10 @@ def http(value: Any) -> dict:
         raise Invalid('http must be {"url", "method"?, "headers"?}.', field="http")
     url = value["url"]
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port outside 0-65535 or not a number
+    except ValueError:
+        raise Invalid("http.url has an invalid port.", field="http.url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
         raise Invalid("http.url must be an http(s) URL.", field="http.url")
     host_allowed(parts.hostname)
@@ -175,6 +179,13 @@ def http(value: Any) -> dict:
                 field="http.headers",
             )
     return {"url": url, "method": method, "headers": headers}
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Where a URL's requests go: scheme, host and port (the scheme's own when left out)."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").rstrip("."), port
 
 
 def address_allowed(address: str) -> bool:
