@@ -8,8 +8,9 @@ import json
 from django import forms
 from django.contrib import admin
 
-from completions.tools import policy, services
+from completions.tools import services
 from completions.tools.models import Approval, Execution, Tool
+from config.common import addresses
 from config.common.errors import DomainError
 
 _FIELD_OF = {
@@ -83,7 +84,8 @@ class ToolForm(forms.ModelForm):
             self.instance.pk
             and data.get("headers") is None
             and services.headers_of(self.instance)
-            and policy.origin(data.get("http_url") or "") != policy.origin(self.instance.http_url)
+            and addresses.origin(data.get("http_url") or "")
+            != addresses.origin(self.instance.http_url)
         ):  # as the API: stored secrets never follow the URL to another host
             self.add_error("headers", "The URL moves to another host: enter the headers again.")
             return data

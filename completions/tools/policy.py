@@ -181,13 +181,6 @@ def http(value: Any) -> dict:
     return {"url": url, "method": method, "headers": headers}
 
 
-def origin(url: str) -> tuple[str, str, int | None]:
-    """Where a URL's requests go: scheme, host and port (the scheme's own when left out)."""
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").rstrip("."), port
-
-
 def address_allowed(address: str) -> bool:
     return settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS or addresses.public(address)
 

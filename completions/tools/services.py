@@ -28,7 +28,7 @@ from accounts.models import Workspace
 from completions.agents.models import Agent
 from completions.tools import cache, policy
 from completions.tools.models import Approval, Execution, Tool
-from config.common import crypto
+from config.common import addresses, crypto
 from config.common.errors import Gone, Invalid, NotFound
 from config.common.rows import lock_existing
 
@@ -91,7 +91,7 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
         stored = headers_of(tool)
         # Stored values go only where they were given for: kept for another host, a PATCH of
         # the URL alone would have sent the write-only secrets to whoever the caller chose.
-        moved = bool(stored) and policy.origin(checked["url"]) != policy.origin(tool.http_url)
+        moved = bool(stored) and addresses.origin(checked["url"]) != addresses.origin(tool.http_url)
         tool.http_url, tool.http_method = checked["url"], checked["method"]
         if "headers" in values["http"]:  # absent from a PATCH: the stored headers stay
             headers = _unmasked(checked["headers"], {} if moved else stored)
