@@ -509,6 +509,39 @@ def test_a_tool_stays_with_its_workspace_and_agent_when_edited_in_the_admin(admi
     assert not Tool.objects.filter(agent=foreign_agent, name="crm").exists()
 
 
+def test_a_tool_moved_to_another_host_in_the_admin_needs_its_headers_again(admin_client, world):
+    """Blank headers keep the stored ones, but not for another host: the operator's form sent
+    the tenant's secret wherever its URL field was changed to."""
+    from completions.tools import services as tools
+    from completions.tools.models import Tool
+
+    agent, tool = _http_tool(world["workspace"], "acme-crm")
+    url = reverse("admin:completions_tool_change", args=[tool.pk])
+    form = {
+        "name": "crm",
+        "description": "",
+        "parameters": "{}",
+        "kind": "http",
+        "builtin": "",
+        "http_url": "https://collector.example.net/lookup",
+        "http_method": "POST",
+        "approval": '"never"',
+        "approval_ttl_seconds": "900",
+        "timeout_seconds": "10",
+        "headers": "",
+    }
+    refused = admin_client.post(url, form)
+    assert refused.status_code == 200
+    assert "headers" in refused.context["adminform"].form.errors
+    tool = Tool.objects.get(pk=tool.pk)
+    assert tool.http_url == "https://crm.example.com/lookup"
+    same_host = {**form, "http_url": "https://crm.example.com/v2/lookup"}
+    assert admin_client.post(url, same_host).status_code == 302
+    assert tools.headers_of(Tool.objects.get(pk=tool.pk)) == {
+        "Authorization": "Bearer acme-crm-secret"
+    }
+
+
 def test_tools_deleted_together_in_the_admin_leave_no_cached_tool(admin_client, world):
     """The list's "Delete selected" skipped the service: the agent's cached tools kept the
     deleted one (its calls went on until the cache expired)."""

@@ -3,6 +3,7 @@ from a JWKS served on loopback, HS256 from a secret); each reaches only their ow
 
 from __future__ import annotations
 
+import socket
 import time
 
 import httpx
@@ -163,6 +164,44 @@ def test_a_private_jwks_url_is_refused_unless_the_setting_allows_it(http, jwks, 
     )
     error = refused(response, 400, "https")
     assert error["param"] == "jwks_url"
+
+
+def test_a_jwks_url_on_an_ipv6_form_of_a_private_address_is_refused(http, settings):
+    settings.ENGRAM_JWKS_ALLOW_PRIVATE = False
+    for host in ("[64:ff9b::a9fe:a9fe]", "[2002:7f00:1::]", "[::127.0.0.1]"):
+        body = {"issuer": ISS, "audiences": [AUD], "jwks_url": f"https://{host}/jwks.json"}
+        error = refused(http.post("/v1/auth/issuers", json=body), 400, "private address")
+        assert error["param"] == "jwks_url"
+
+
+def test_a_jwks_host_that_answers_a_private_address_to_the_connection_is_refused(
+    engram_server, http, rsa_key, settings, monkeypatch
+):
+    """DNS rebinding: the name resolves to a public address when checked and to loopback when
+    connected. The fetch connects only to an address it checked itself."""
+    settings.ENGRAM_JWKS_ALLOW_PRIVATE = False
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    real = socket.getaddrinfo
+
+    def rebinding(host, *args, **kwargs):
+        if host != "jwks.rebind.test":
+            return real(host, *args, **kwargs)
+        checked = kwargs.get("proto") == socket.IPPROTO_TCP  # check_url's lookup
+        address = "93.184.215.14" if checked else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    try:
+        trust(http, f"https://jwks.rebind.test:{port}/jwks.json")
+        refused(chat(engram_server, rsa_key.token()), 401, "private address")
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing connected to the loopback listener
+            listener.accept()
+    finally:
+        listener.close()
 
 
 # --- chatting and remembering -------------------------------------------------------------------

@@ -863,6 +863,50 @@ def test_private_addresses_are_refused_unless_allowed(http, settings, upstream, 
     assert "private" in json.loads(tool_message["content"])["error"]
 
 
+def test_stored_header_values_never_follow_the_url_to_another_host(http, tool_server):
+    """Write-only secrets: moving a tool to a host of the caller's choosing must not send them
+    there (a PATCH of the URL alone, or with the masked values written back)."""
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    path = f"/v1/agents/{agent}/tools/{tool['id']}"
+    elsewhere = "https://collector.example.test/weather"
+    for http_field in (
+        {"url": elsewhere},
+        {"url": elsewhere, "headers": {"X-Tool-Secret": "***"}},
+        {"url": tool_server.url.replace("http://", "https://") + "/weather"},  # another scheme
+    ):
+        error = assert_envelope(http.patch(path, json={"http": http_field}), 400)
+        assert error["param"] == "http.headers", http_field
+    assert services.headers_of(Tool.objects.get(id=tool["id"])) == {"X-Tool-Secret": "s3cret-value"}
+    # the same host keeps them; another host takes new values, or none
+    assert http.patch(path, json={"http": {"url": tool_server.url + "/v2"}}).status_code == 200
+    assert services.headers_of(Tool.objects.get(id=tool["id"])) == {"X-Tool-Secret": "s3cret-value"}
+    moved = http.patch(path, json={"http": {"url": elsewhere, "headers": {}}})
+    assert moved.status_code == 200 and moved.json()["http"]["headers"] == {}
+    assert services.headers_of(Tool.objects.get(id=tool["id"])) == {}
+    for url in ("http://example.test:99999/", "http://example.test:port/"):
+        error = assert_envelope(http.patch(path, json={"http": {"url": url}}), 400)
+        assert error["param"] == "http.url", url
+
+
+def test_ipv6_forms_of_a_private_ipv4_address_are_refused(http, settings):
+    """NAT64, 6to4 and IPv4-compatible addresses reach the IPv4 address they carry."""
+    agent = make_agent(http)
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = False
+    for url in (
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 to 169.254.169.254
+        "http://[64:ff9b::7f00:1]:6379/",
+        "http://[64:ff9b:1::a00:5]/",  # a network's own NAT64 prefix
+        "http://[2002:a00:5::1]/",  # 6to4 of 10.0.0.5
+        "http://[::127.0.0.1]/",
+    ):
+        body = {"name": "t", "type": "http", "http": {"url": url}}
+        error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+        assert error["param"] == "http.url" and error["code"] == "private_address", url
+    public = {"name": "t", "type": "http", "http": {"url": "http://[64:ff9b::808:808]/"}}
+    assert http.post(f"/v1/agents/{agent}/tools", json=public).status_code == 201
+
+
 def test_tools_crud_hides_header_values(http, engram_server, outsider, tool_server):
     agent = make_agent(http)
     tool = make_tool(http, agent, tool_server.url + "/weather")

@@ -14,7 +14,7 @@ a stale set is never trusted beyond its lifetime.
 
 from __future__ import annotations
 
-import ipaddress
+import http.client
 import json
 import logging
 import socket
@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 import jwt
 from django.conf import settings
+
+from config.common import addresses
 
 logger = logging.getLogger("engram.endusers")
 
@@ -84,12 +86,51 @@ def check_url(url: str) -> None:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
     except OSError as exc:
         raise JwksError(f"the JWKS host cannot be resolved ({type(exc).__name__})") from None
+    _refuse_private(infos)
+
+
+def _refuse_private(infos: list) -> None:
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+        if not addresses.public(str(info[4][0])):
             raise JwksError(
                 "the JWKS URL points at a private address (set ENGRAM_JWKS_ALLOW_PRIVATE to allow)"
             )
+
+
+def _connect_public(address: tuple[str, int], *args) -> socket.socket:
+    """socket.create_connection to an address this lookup checked. check_url's own lookup is
+    not the connection's: a host name answering a public address to the one and a private
+    address to the other (DNS rebinding) got past it."""
+    host, port = address
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not settings.ENGRAM_JWKS_ALLOW_PRIVATE:
+        _refuse_private(infos)
+    failed: OSError = OSError(f"no address for {host}")
+    for info in infos:
+        try:
+            return socket.create_connection((str(info[4][0]), port), *args)
+        except OSError as exc:
+            failed = exc
+    raise failed
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS still verifies the host name: only the TCP connection goes to the checked address."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = self._connect
+
+    def _connect(self, address: tuple[str, int], *args) -> socket.socket:
+        # Through an HTTPS proxy the proxy resolves the host: check_url's lookup is all there is.
+        if getattr(self, "_tunnel_host", None):
+            return socket.create_connection(address, *args)
+        return _connect_public(address, *args)
+
+
+class _CheckedHTTPS(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_CheckedHTTPSConnection, req)  # the default context: verified
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -97,7 +138,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # a redirect could lead past check_url
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+_opener = urllib.request.build_opener(_NoRedirects, _CheckedHTTPS)
 
 
 def _fetch(url: str) -> list[dict]:

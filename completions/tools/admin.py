@@ -1,7 +1,7 @@
 """Tools, executions and approvals in the admin. A tool is edited through completions.tools.
 services (the same checks and cache invalidation as the API); its header values are write-only:
-the page shows their names, and a blank headers field keeps the stored ones. Executions and
-approvals are read-only records."""
+the page shows their names, and a blank headers field keeps the stored ones while the URL
+stays on the same host. Executions and approvals are read-only records."""
 
 import json
 
@@ -10,6 +10,7 @@ from django.contrib import admin
 
 from completions.tools import services
 from completions.tools.models import Approval, Execution, Tool
+from config.common import addresses
 from config.common.errors import DomainError
 
 _FIELD_OF = {
@@ -24,7 +25,7 @@ class ToolForm(forms.ModelForm):
     headers = forms.JSONField(
         required=False,
         help_text='{"Header-Name": "value"}; values are encrypted and never shown again. '
-        "Leave blank to keep the stored headers.",
+        "Leave blank to keep the stored headers (while the URL stays on the same host).",
     )
 
     class Meta:
@@ -79,6 +80,15 @@ class ToolForm(forms.ModelForm):
             and agent.workspace_id != data["workspace"].id
         ):
             self.add_error("agent", "The agent belongs to another workspace.")
+        if (
+            self.instance.pk
+            and data.get("headers") is None
+            and services.headers_of(self.instance)
+            and addresses.origin(data.get("http_url") or "")
+            != addresses.origin(self.instance.http_url)
+        ):  # as the API: stored secrets never follow the URL to another host
+            self.add_error("headers", "The URL moves to another host: enter the headers again.")
+            return data
         try:
             services.tool_validate(values=self.values())
         except DomainError as exc:

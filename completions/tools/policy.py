@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from config.common import addresses
 from config.common.errors import Invalid
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for a function name
@@ -143,6 +144,10 @@ def http(value: Any) -> dict:
         raise Invalid('http must be {"url", "method"?, "headers"?}.', field="http")
     url = value["url"]
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port outside 0-65535 or not a number
+    except ValueError:
+        raise Invalid("http.url has an invalid port.", field="http.url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
         raise Invalid("http.url must be an http(s) URL.", field="http.url")
     host_allowed(parts.hostname)
@@ -177,12 +182,7 @@ def http(value: Any) -> dict:
 
 
 def address_allowed(address: str) -> bool:
-    if settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS:
-        return True
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    return settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS or addresses.public(address)
 
 
 def host_allowed(host: str) -> None:

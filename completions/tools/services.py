@@ -28,7 +28,7 @@ from accounts.models import Workspace
 from completions.agents.models import Agent
 from completions.tools import cache, policy
 from completions.tools.models import Approval, Execution, Tool
-from config.common import crypto
+from config.common import addresses, crypto
 from config.common.errors import Gone, Invalid, NotFound
 from config.common.rows import lock_existing
 
@@ -88,10 +88,20 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
         tool.kind = values["type"]
     if "http" in values and values["http"] is not None:
         checked = policy.http(values["http"])
+        stored = headers_of(tool)
+        # Stored values go only where they were given for: kept for another host, a PATCH of
+        # the URL alone would have sent the write-only secrets to whoever the caller chose.
+        moved = bool(stored) and addresses.origin(checked["url"]) != addresses.origin(tool.http_url)
         tool.http_url, tool.http_method = checked["url"], checked["method"]
         if "headers" in values["http"]:  # absent from a PATCH: the stored headers stay
-            headers = _unmasked(checked["headers"], headers_of(tool))
+            headers = _unmasked(checked["headers"], {} if moved else stored)
             tool.http_headers_encrypted = crypto.encrypt(json.dumps(headers)) if headers else ""
+        elif moved:
+            raise Invalid(
+                "http.url names another host than the stored headers were given for: send "
+                "http.headers again (their values, or {} for none).",
+                field="http.headers",
+            )
     if "builtin" in values and values["builtin"] is not None:
         tool.builtin = policy.builtin(values["builtin"])
     if "approval" in values:
@@ -111,7 +121,8 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
 def _unmasked(headers: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
     """The headers to store: a value that is the mask a read shows keeps the stored value of
     that header (a read object written back loses no secret); a mask for a header with no
-    stored value is refused (it would be sent as the literal mask)."""
+    stored value, or with the URL moved to another host, is refused (it would be sent as the
+    literal mask)."""
     by_name = {name.lower(): value for name, value in stored.items()}
     out = {}
     for name, value in headers.items():
@@ -119,7 +130,7 @@ def _unmasked(headers: dict[str, str], stored: dict[str, str]) -> dict[str, str]
             if name.lower() not in by_name:
                 raise Invalid(
                     f"http.headers.{name} is the mask {policy.HEADER_MASK!r}, but this tool "
-                    "has no stored value for it: send its value.",
+                    "has no stored value for it at this host: send its value.",
                     field="http.headers",
                 )
             value = by_name[name.lower()]
