@@ -40,6 +40,11 @@ class Conversation(models.Model):
         max_length=40, blank=True, default="", help_text="last message id folded into the summary"
     )
     metadata = models.JSONField(default=dict, blank=True)
+    extraction = models.BooleanField(
+        default=True,
+        help_text="Memories are extracted from its turns (off: its last turn's agent said so); "
+        "the sweep of unanswered turns reads it (memory.services.unanswered)",
+    )
     fingerprint = models.CharField(
         max_length=32,
         blank=True,
