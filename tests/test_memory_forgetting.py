@@ -183,3 +183,33 @@ def test_the_llm_extractor_does_not_write_a_deleted_memory_again_from_a_resend(h
         Reply(json=openai_completion(json.dumps(add))),  # decided beside the dog
     )
     assert [m["text"] for m in allergy(http)] == ["Alice is allergic to peanuts"]
+
+
+def test_a_fact_the_model_gives_no_source_for_stays_forgotten_if_an_old_message_may_say_it(
+    http, upstream
+):
+    """Without sources the fact may come from any user message of the chunk: the resent old
+    one may be what says it, so the deletion holds; in a chunk of new messages only, it is
+    said again."""
+    peanuts = "Alice is allergic to peanuts."
+    chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"], facts((peanuts, 1)))
+    [memory] = allergy(http)
+    assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+    unsourced = {"facts": [{"text": peanuts, "kind": "fact"}]}
+    question = {"role": "user", "content": "What should I cook tonight?"}
+    chat(
+        http,
+        upstream,
+        [NEW_SYSTEM, ALLERGY, NOTED, question],
+        "Pasta.",
+        Reply(json=openai_completion(json.dumps(unsourced))),
+    )
+    assert allergy(http) == []
+    chat(
+        http,
+        upstream,
+        [OLD_SYSTEM, {"role": "user", "content": "Peanuts make me ill, I'm allergic."}],
+        "Noted.",
+        Reply(json=openai_completion(json.dumps(unsourced))),
+    )
+    assert [m["text"] for m in allergy(http)] == [peanuts]

@@ -44,10 +44,17 @@ class Verdict:
 
 
 def forgotten(
-    *, workspace: Workspace, user_id: str, facts: list[tuple[str, list[Message]]]
+    *,
+    workspace: Workspace,
+    user_id: str,
+    facts: list[tuple[str, list[Message]]],
+    guessed: frozenset[int] = frozenset(),
 ) -> Verdict:
     """Which of the facts (text, the messages it came from) may be written, and which
-    suppressions they lift. One query when the user deleted nothing."""
+    suppressions they lift. One query when the user deleted nothing.
+
+    `guessed`: the facts whose messages are only the ones they may have come from (a model that
+    named none): said anew only if all of them were, since an old one may be what said it."""
     verdict = Verdict(keep=[True] * len(facts))
     suppressions = list(
         MemorySuppression.objects.filter(workspace=workspace, user_id=user_id).only(
@@ -71,7 +78,8 @@ def forgotten(
         ]
         if not matched:
             continue
-        if any(_said_anew(message, s) for s in matched for message in sources):
+        anew = all if i in guessed else any
+        if any(anew(_said_anew(message, s) for message in sources) for s in matched):
             verdict.lift.update(s.id for s in matched)
         else:
             verdict.keep[i] = False

@@ -183,12 +183,17 @@ def extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
     return counts
 
 
-def _fact_sources(fact: dict, chunk: list[Message]) -> list[str]:
+def _named_sources(fact: dict, chunk: list[Message]) -> list[str]:
+    """The messages the model said the fact came from."""
     picked = []
     for n in fact.get("sources") or []:
         if isinstance(n, int) and 1 <= n <= len(chunk):
             picked.append(chunk[n - 1].id)
-    return picked or [m.id for m in chunk if m.role == "user"]
+    return picked
+
+
+def _fact_sources(fact: dict, chunk: list[Message]) -> list[str]:
+    return _named_sources(fact, chunk) or [m.id for m in chunk if m.role == "user"]
 
 
 def _apply(
@@ -206,6 +211,7 @@ def _apply(
         workspace=workspace,
         user_id=user_id,
         facts=[(f["text"], [by_id[i] for i in _fact_sources(f, chunk)]) for f in facts],
+        guessed=frozenset(i for i, f in enumerate(facts) if not _named_sources(f, chunk)),
     )
     if not all(verdict.keep):
         counts["forgotten"] = counts.get("forgotten", 0) + verdict.keep.count(False)
