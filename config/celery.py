@@ -15,6 +15,7 @@ HARD_TIME_LIMITS = {
     "memory.summarize": 330,
     "knowledge.ingest_document": 1900,
     "memory.sweep_jobs": 120,
+    "memory.extract_unanswered": 120,
 }
 SOFT_MARGIN = 60
 # Redis re-delivers an unacknowledged task this long after it was sent: longer than any task may

@@ -203,7 +203,7 @@ class ConversationAdmin(OwnerFixed):
     search_fields = ("title", "external_id", "user_id", "id")
     list_filter = ("workspace",)
     list_select_related = ("workspace",)
-    readonly_fields = ("id", "end_user", "created_at", "updated_at", "summary_upto")
+    readonly_fields = ("id", "end_user", "created_at", "updated_at", "summary_upto", "extraction")
     inlines = [MessageInline, JobInline]
     actions = ["delete_with_derived"]
 

@@ -40,6 +40,11 @@ class Conversation(models.Model):
         max_length=40, blank=True, default="", help_text="last message id folded into the summary"
     )
     metadata = models.JSONField(default=dict, blank=True)
+    extraction = models.BooleanField(
+        default=True,
+        help_text="Memories are extracted from its turns (off: its last turn's agent said so); "
+        "the sweep of unanswered turns reads it (memory.services.unanswered)",
+    )
     fingerprint = models.CharField(
         max_length=32,
         blank=True,
@@ -234,6 +239,33 @@ class MemoryEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.memory_id}: {shorten(self.new_text or self.old_text, 60)}"
+
+
+class MemorySuppression(models.Model):
+    """A memory its user (or the workspace, for them) deleted: the extractor does not write it
+    again from what was said before the deletion, nor from a copy of it resent later
+    (memory.background.extraction.forgotten). Said anew after the deletion, it is remembered
+    again and this row goes. Shown nowhere; erased with the user."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=partial(new_id, "sup"), editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    user_id = models.CharField(max_length=200)
+    memory_id = models.CharField(max_length=40, help_text="the memory deleted")
+    normalized = models.TextField(help_text="its text, normalized (forgotten.normalized)")
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+    source_message_ids = models.JSONField(default=list, blank=True)
+    source_hashes = models.JSONField(
+        default=list, blank=True, help_text="digests of its source messages' text"
+    )
+    deleted_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "user_id"])]
+
+    def __str__(self) -> str:
+        return shorten(self.normalized, 80)
 
 
 class ProcessingJob(models.Model):

@@ -257,3 +257,14 @@ def sweep_jobs() -> None:
     approvals_expire()
     if erased := usage_erasures_sweep():
         logger.info("sweep: %d erasure(s)' second pass over usage records", erased)
+
+
+@shared_task(
+    name="memory.extract_unanswered", ignore_result=True, **time_limits("memory.extract_unanswered")
+)
+def extract_unanswered() -> None:
+    """Celery beat's minute: extraction for the turns whose answer never came (their web
+    process died mid-turn), which no turn's finish enqueued."""
+    from memory.services.unanswered import unanswered_extract
+
+    unanswered_extract()

@@ -312,7 +312,8 @@ def test_time_limits_visibility_timeout_and_beat_agree():
     from memory import tasks
     from memory.knowledge.tasks import ingest_document
 
-    for task in (tasks.extract, tasks.summarize, tasks.sweep_jobs, ingest_document):
+    every = (tasks.extract, tasks.summarize, tasks.sweep_jobs, tasks.extract_unanswered)
+    for task in (*every, ingest_document):
         assert task.time_limit == HARD_TIME_LIMITS[task.name]
         assert task.soft_time_limit == task.time_limit - SOFT_MARGIN
         # Redis must never re-deliver a task that may still be running
@@ -320,7 +321,7 @@ def test_time_limits_visibility_timeout_and_beat_agree():
     assert django_settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] == (
         VISIBILITY_TIMEOUT
     )
-    (entry,) = django_settings.CELERY_BEAT_SCHEDULE.values()
+    entry = django_settings.CELERY_BEAT_SCHEDULE["sweep-jobs"]
     assert entry["task"] == "memory.sweep_jobs" and entry["task"] in app.tasks
     assert app.amqp.router.route({}, "memory.sweep_jobs")["queue"].name == "default"
     assert entry["schedule"] < django_settings.ENGRAM_JOB_GRACE_SECONDS

@@ -190,6 +190,7 @@ ENGRAM_QUEUES = ("default", "memory", "knowledge")
 CELERY_TASK_QUEUES = [Queue(name) for name in ENGRAM_QUEUES]
 CELERY_TASK_ROUTES = {
     "memory.sweep_jobs": {"queue": "default"},  # not behind a backlog of memory work
+    "memory.extract_unanswered": {"queue": "default"},  # as the sweep
     "memory.*": {"queue": "memory"},
     "knowledge.*": {"queue": "knowledge"},
     "completions.*": {"queue": "default"},
@@ -206,13 +207,24 @@ ENGRAM_JOB_LEASE_SECONDS = env.float("ENGRAM_JOB_LEASE_SECONDS", default=30.0)
 ENGRAM_JOB_MAX_ATTEMPTS = env.int("ENGRAM_JOB_MAX_ATTEMPTS", default=5)
 # Celery beat sends the sweep this often (run `celery -A config beat -s <data dir>/...`).
 ENGRAM_JOB_SWEEP_SECONDS = env.float("ENGRAM_JOB_SWEEP_SECONDS", default=5.0)
+# A user message this old that no extraction job covers lost its turn (the web process died
+# before the answer): the sweep of unanswered turns, run this often, enqueues its extraction.
+# Long enough for any turn still running (a stream, a tool loop) to finish first; one that
+# finishes later only has its answer extracted in a job of its own.
+ENGRAM_UNANSWERED_AFTER_SECONDS = env.float("ENGRAM_UNANSWERED_AFTER_SECONDS", default=300.0)
+ENGRAM_UNANSWERED_SWEEP_SECONDS = env.float("ENGRAM_UNANSWERED_SWEEP_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE = {
     "sweep-jobs": {
         "task": "memory.sweep_jobs",
         "schedule": ENGRAM_JOB_SWEEP_SECONDS,
         # a sweep that waited longer than a tick is stale: the next one does its work
         "options": {"expires": ENGRAM_JOB_SWEEP_SECONDS},
-    }
+    },
+    "extract-unanswered": {
+        "task": "memory.extract_unanswered",
+        "schedule": ENGRAM_UNANSWERED_SWEEP_SECONDS,
+        "options": {"expires": ENGRAM_UNANSWERED_SWEEP_SECONDS},
+    },
 }
 # beat's own state (last run times), in the data dir rather than the working directory
 CELERY_BEAT_SCHEDULE_FILENAME = env(

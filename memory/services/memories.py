@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
+from memory.services.forgetting import suppression_record
 from memory.text import memory_search_text
 
 
@@ -310,7 +311,10 @@ def memory_delete(
     unless_changed: bool = False,
 ) -> None:
     """unless_changed: MemoryChanged when the row was written since `memory` was read (as
-    memory_update)."""
+    memory_update).
+
+    A person's deletion (`actor` api or admin) leaves a suppression: the extractor does not
+    write the memory again from what was said before (memory.services.forgetting)."""
     assert memory.workspace_id == workspace.id
     # Its row first: a source an extraction run links meanwhile is either deleted with it or
     # waits and fails its own foreign key, never this deletion's commit (as workspace_delete).
@@ -325,4 +329,6 @@ def memory_delete(
         actor=actor,
         reason=reason,
     )
+    if actor in HAND_ACTORS:
+        suppression_record(workspace=workspace, memory=memory)
     memory.delete()

@@ -8,7 +8,15 @@ from django.db.models import Exists, OuterRef
 from accounts.models import Workspace
 from completions.services import usage_erase
 from completions.tools.models import Execution
-from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
+from memory.models import (
+    Conversation,
+    Memory,
+    MemoryEvent,
+    MemorySuppression,
+    Message,
+    ProcessingJob,
+    Session,
+)
 from memory.retrieval import terms
 from memory.services.processing import jobs_held
 
@@ -66,6 +74,8 @@ def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
         "memory_events": MemoryEvent.objects.filter(**scope).delete()[0],
         "messages": Message.objects.filter(**scope).delete()[0],
     }
+    # What the user asked to be forgotten goes too (not counted: it is shown nowhere).
+    MemorySuppression.objects.filter(**scope).delete()
     deleted = Conversation.objects.filter(**scope).delete()[1]
     counts["conversations"] = deleted.get("memory.Conversation", 0)
     counts["sessions"] = Session.objects.filter(**scope).delete()[0]

@@ -366,6 +366,11 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             external_id=ctx.session_id,
         )
         session_id = session.external_id
+        if conversation.extraction != ctx.extraction:
+            # What a turn that never finishes leaves is extracted by the sweep, if this says so
+            # (memory.services.unanswered); changes only when the agent's policy does.
+            Conversation.objects.filter(pk=conversation.pk).update(extraction=ctx.extraction)
+            conversation.extraction = ctx.extraction
         if new:
             stored_ids = [
                 m.id

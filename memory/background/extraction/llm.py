@@ -18,9 +18,11 @@ from django.db import transaction
 from accounts.models import Workspace
 from completions.providers import llm as chat_llm
 from config.common.jsonbody import storable
+from memory.background.extraction.forgotten import forgotten
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
+from memory.services.forgetting import suppressions_lift
 from memory.services.memories import (
     MemoryChanged,
     memory_add_sources,
@@ -181,12 +183,17 @@ def extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
     return counts
 
 
-def _fact_sources(fact: dict, chunk: list[Message]) -> list[str]:
+def _named_sources(fact: dict, chunk: list[Message]) -> list[str]:
+    """The messages the model said the fact came from."""
     picked = []
     for n in fact.get("sources") or []:
         if isinstance(n, int) and 1 <= n <= len(chunk):
             picked.append(chunk[n - 1].id)
-    return picked or [m.id for m in chunk if m.role == "user"]
+    return picked
+
+
+def _fact_sources(fact: dict, chunk: list[Message]) -> list[str]:
+    return _named_sources(fact, chunk) or [m.id for m in chunk if m.role == "user"]
 
 
 def _apply(
@@ -198,6 +205,19 @@ def _apply(
     counts: dict[str, int],
 ) -> None:
     workspace, user_id = jobs[0].workspace, jobs[0].conversation.user_id
+    # Facts their user deleted, from what was said before (or resent since): not proposed.
+    by_id = {m.id: m for m in chunk}
+    verdict = forgotten(
+        workspace=workspace,
+        user_id=user_id,
+        facts=[(f["text"], [by_id[i] for i in _fact_sources(f, chunk)]) for f in facts],
+        guessed=frozenset(i for i, f in enumerate(facts) if not _named_sources(f, chunk)),
+    )
+    if not all(verdict.keep):
+        counts["forgotten"] = counts.get("forgotten", 0) + verdict.keep.count(False)
+        facts = [f for f, keep in zip(facts, verdict.keep, strict=True) if keep]
+    if not facts:
+        return
     learned_on = chunk[-1].created_at.date()
     vectors = get_embedder().embed(
         [memory_search_text(text=f["text"], when=_date(f.get("date")) or learned_on) for f in facts]
@@ -228,6 +248,7 @@ def _apply(
         if not still_held(jobs):
             counts["not_held"] = 1
             return
+        suppressions_lift(workspace=workspace, user_id=user_id, ids=verdict.lift)
         for action in actions:
             event = str(action["event"]).upper()
             index = action.get("fact")

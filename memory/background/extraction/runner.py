@@ -27,10 +27,12 @@ from django.db.models import Q
 from accounts.models import Workspace
 from completions.providers.llm import LLMError, LLMUnavailable, available
 from memory.background.extraction import offline
+from memory.background.extraction.forgotten import forgotten
 from memory.background.extraction.remarks import without_remarks
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
+from memory.services.forgetting import suppressions_lift
 from memory.services.indexing import messages_index_update
 from memory.services.memories import (
     MemoryChanged,
@@ -234,7 +236,7 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
         for conversation, (found, mine) in kept_facts.items():
             if conversation in kept:
                 for key, value in _apply_offline(first_job[conversation], found, mine).items():
-                    counts[key] += value
+                    counts[key] = counts.get(key, 0) + value
     result = {"embedded": len(todo), "extractor": "offline", **counts}
     if not_held:
         result["conversations_not_held"] = not_held
@@ -309,11 +311,30 @@ def offline_extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
 NEAR = 3  # a new fact is compared with its this many nearest memories
 
 
+def _not_forgotten(
+    workspace: Workspace, user_id: str, found: list, vectors: np.ndarray, counts: dict
+) -> tuple[list, np.ndarray]:
+    """The facts (and vectors) less those their user deleted and did not say again since; the
+    suppressions said again are lifted (in the run's transaction)."""
+    verdict = forgotten(
+        workspace=workspace, user_id=user_id, facts=[(f.text, [m]) for f, m, _ in found]
+    )
+    suppressions_lift(workspace=workspace, user_id=user_id, ids=verdict.lift)
+    if all(verdict.keep):
+        return found, vectors
+    counts["forgotten"] = verdict.keep.count(False)
+    kept = [i for i, keep in enumerate(verdict.keep) if keep]
+    return [found[i] for i in kept], vectors[kept]
+
+
 def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     if not found:
         return counts
     workspace, user_id = job.workspace, job.conversation.user_id
+    found, vectors = _not_forgotten(workspace, user_id, found, vectors, counts)
+    if not found:
+        return counts
     store = UserMemories.around(
         workspace,
         user_id,

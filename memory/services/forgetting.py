@@ -1,0 +1,60 @@
+"""Forgetting: a memory its user deleted stays deleted until they say it again.
+
+A deletion by a person (the API, the admin, a deleted conversation; not the extractor's own
+DELETE or merge, not an erasure, which deletes everything) leaves a MemorySuppression: the
+memory's normalized text and its vector, and digests of the messages it came from. The
+extractor then skips a fact that matches it when the fact comes from what was said before the
+deletion, or from a copy of it a client resent later (memory.background.extraction.forgotten).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Workspace
+from memory.embeddings import get_embedder
+from memory.models import Memory, MemorySuppression
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalized(text: str) -> str:
+    """A fact's text as suppressions compare it: case, spacing and end punctuation aside."""
+    return _SPACE.sub(" ", text).strip().rstrip(".!?;: ").lower()
+
+
+def content_digest(content: str) -> str:
+    """A message's text as a resent copy is recognized by (spacing at its ends aside)."""
+    return hashlib.sha256(content.strip().encode()).hexdigest()[:32]
+
+
+def suppression_record(*, workspace: Workspace, memory: Memory) -> MemorySuppression:
+    """Called by memory_delete for a person's deletion, before the memory's row goes."""
+    sources = list(memory.sources.filter(role="user").values_list("id", "content"))
+    text = normalized(memory.text)
+    return MemorySuppression.objects.create(
+        workspace=workspace,
+        user_id=memory.user_id,
+        memory_id=memory.id,
+        normalized=text,
+        embedding=get_embedder().embed_one(text),
+        source_message_ids=[i for i, _ in sources],
+        source_hashes=sorted({content_digest(c) for _, c in sources if c.strip()}),
+        deleted_at=timezone.now(),
+    )
+
+
+@transaction.atomic(savepoint=False)
+def suppressions_lift(*, workspace: Workspace, user_id: str, ids: Iterable[str]) -> int:
+    """The user said the fact again after deleting it: it may be remembered again."""
+    ids = list(ids)
+    if not ids:
+        return 0
+    return MemorySuppression.objects.filter(
+        workspace=workspace, user_id=user_id, id__in=ids
+    ).delete()[0]

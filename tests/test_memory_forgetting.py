@@ -1,0 +1,215 @@
+"""A memory its user deleted stays deleted: a client resending the old transcript (as a new
+conversation) does not bring it back; the user saying it again after the deletion does."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from memory import tasks
+from memory.models import Conversation, Memory, MemorySuppression, ProcessingJob
+from memory.services import memory_delete
+from tests.upstream import Reply, openai_completion
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OLD_SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+NEW_SYSTEM = {"role": "system", "content": "You are a helpful cooking assistant."}
+ALLERGY = {"role": "user", "content": "I am allergic to peanuts."}
+NOTED = {"role": "assistant", "content": "Noted, no peanuts."}
+
+
+@pytest.fixture
+def offline_memory(settings, upstream):
+    """Answers from the scripted upstream, memories from the offline extractor."""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+    return upstream
+
+
+def chat(http, upstream, messages: list[dict], answer: str, *then: Reply) -> str:
+    """One turn of alice's without any conversation id (then the upstream's replies `then`:
+    the extraction's); extracted; its conversation's id."""
+    upstream.script(Reply(json=openai_completion(answer)), *then)
+    response = http.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": messages},
+        headers={"x-user-id": "alice"},
+    )
+    assert response.status_code == 200, response.text
+    conversation_id = response.json()["engram"]["conversation_id"]
+    extract(conversation_id)
+    return conversation_id
+
+
+def extract(conversation_id: str) -> None:
+    """Run the turn's extraction job (created once its answer is stored, after the response)."""
+    conversation = Conversation.objects.get(external_id=conversation_id)
+    jobs = ProcessingJob.objects.filter(conversation=conversation, kind="extract")
+    deadline = time.monotonic() + 10
+    while not jobs.filter(status="pending").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for job in jobs.filter(status="pending"):
+        tasks.extract(job.id)
+
+
+def memories(http) -> list[dict]:
+    response = http.get("/v1/memories", params={"user_id": "alice"})
+    assert response.status_code == 200
+    return response.json()["data"]
+
+
+def allergy(http) -> list[dict]:
+    return [m for m in memories(http) if "peanut" in m["text"].lower()]
+
+
+def remembered_then_deleted(http, upstream) -> str:
+    """alice's allergy, extracted from her first chat, then deleted by her; the chat's id."""
+    conversation_id = chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"])
+    [memory] = allergy(http)
+    assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+    assert allergy(http) == []
+    return conversation_id
+
+
+def test_a_deleted_memory_is_not_extracted_again_from_the_old_transcript_resent(
+    http, offline_memory
+):
+    remembered_then_deleted(http, offline_memory)
+    # The client changed its system prompt: the same transcript is a new conversation, its
+    # messages stored again, the new one after them.
+    new = {"role": "user", "content": "I have a dog named Rex."}
+    resent = chat(http, offline_memory, [NEW_SYSTEM, ALLERGY, NOTED, new], "Hello Rex!")
+    assert Conversation.objects.get(external_id=resent).messages.count() == 4
+    assert allergy(http) == []
+    assert [m["text"] for m in memories(http)] == ["User has a dog named Rex."]
+    assert MemorySuppression.objects.count() == 1
+
+
+def test_a_deleted_memory_said_again_after_the_deletion_is_remembered_again(http, offline_memory):
+    remembered_then_deleted(http, offline_memory)
+    # The same words, as the new message of a new chat: said again, not resent.
+    chat(http, offline_memory, [OLD_SYSTEM, ALLERGY], "Noted again.")
+    assert [m["text"] for m in allergy(http)] == ["User is allergic to peanuts."]
+    assert MemorySuppression.objects.count() == 0  # lifted: a later resend restates it
+
+
+def test_a_deleted_conversations_memories_are_not_extracted_again_from_it_resent(
+    http, offline_memory
+):
+    """DELETE /v1/conversations/{id} deletes the memories drawn from it alone, as DELETE
+    /v1/memories/{id} does: resent, they stay deleted (the messages they came from are gone,
+    their digests kept)."""
+    conversation_id = chat(http, offline_memory, [OLD_SYSTEM, ALLERGY], NOTED["content"])
+    assert len(allergy(http)) == 1
+    assert http.delete(f"/v1/conversations/{conversation_id}").status_code == 200
+    assert allergy(http) == []
+    question = {"role": "user", "content": "What should I cook tonight?"}
+    chat(http, offline_memory, [NEW_SYSTEM, ALLERGY, NOTED, question], "Pasta.")
+    assert allergy(http) == []
+
+
+def test_an_erasure_takes_the_users_suppressions(http, offline_memory, owner):
+    remembered_then_deleted(http, offline_memory)
+    other = Memory.objects.create(workspace=owner[0], user_id="bob", text="Bob likes tea.")
+    memory_delete(workspace=owner[0], memory=other, actor="api")
+    assert MemorySuppression.objects.filter(user_id="alice").count() == 1
+    assert http.delete("/v1/users/alice").status_code == 200
+    assert not MemorySuppression.objects.filter(user_id="alice").exists()
+    assert MemorySuppression.objects.filter(user_id="bob").count() == 1
+
+
+def test_only_a_persons_deletion_is_remembered(owner):
+    """The extractor's own DELETE (a contradiction, a merge) forgets nothing on purpose."""
+    workspace = owner[0]
+    for actor in ("extractor:llm", "extractor:offline"):
+        memory = Memory.objects.create(workspace=workspace, user_id="alice", text="A fact.")
+        memory_delete(workspace=workspace, memory=memory, actor=actor)
+    assert not MemorySuppression.objects.exists()
+    memory = Memory.objects.create(workspace=workspace, user_id="alice", text="A fact.")
+    memory_delete(workspace=workspace, memory=memory, actor="admin")
+    assert MemorySuppression.objects.get().normalized == "a fact"
+
+
+def test_what_was_said_before_the_deletion_is_not_extracted_again(http, offline_memory):
+    """An import of old messages (dated before the deletion) restating it: still deleted."""
+    remembered_then_deleted(http, offline_memory)
+    response = http.post(
+        "/v1/conversations/diary/messages",
+        json={
+            "user_id": "alice",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "Peanuts again. I am allergic to peanuts!",
+                    "created_at": "2026-01-02T10:00:00Z",
+                },
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+    extract("diary")
+    assert allergy(http) == []
+
+
+def facts(*items: tuple[str, int]) -> Reply:
+    body = {"facts": [{"text": text, "kind": "fact", "sources": [n]} for text, n in items]}
+    return Reply(json=openai_completion(json.dumps(body)))
+
+
+def test_the_llm_extractor_does_not_write_a_deleted_memory_again_from_a_resend(http, upstream):
+    peanuts = "Alice is allergic to peanuts."
+    chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"], facts((peanuts, 1)))
+    [memory] = allergy(http)
+    assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+    new = {"role": "user", "content": "I have a dog named Rex."}
+    chat(
+        http,
+        upstream,
+        [NEW_SYSTEM, ALLERGY, NOTED, new],
+        "Hello Rex!",
+        facts((peanuts, 1), ("Alice has a dog named Rex.", 3)),
+    )
+    assert [m["text"] for m in memories(http)] == ["Alice has a dog named Rex."]
+    # said again, in a new message: remembered again
+    add = {"actions": [{"event": "ADD", "text": "Alice is allergic to peanuts", "fact": 0}]}
+    chat(
+        http,
+        upstream,
+        [OLD_SYSTEM, ALLERGY],
+        "Noted.",
+        facts(("Alice is allergic to peanuts", 1)),
+        Reply(json=openai_completion(json.dumps(add))),  # decided beside the dog
+    )
+    assert [m["text"] for m in allergy(http)] == ["Alice is allergic to peanuts"]
+
+
+def test_a_fact_the_model_gives_no_source_for_stays_forgotten_if_an_old_message_may_say_it(
+    http, upstream
+):
+    """Without sources the fact may come from any user message of the chunk: the resent old
+    one may be what says it, so the deletion holds; in a chunk of new messages only, it is
+    said again."""
+    peanuts = "Alice is allergic to peanuts."
+    chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"], facts((peanuts, 1)))
+    [memory] = allergy(http)
+    assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+    unsourced = {"facts": [{"text": peanuts, "kind": "fact"}]}
+    question = {"role": "user", "content": "What should I cook tonight?"}
+    chat(
+        http,
+        upstream,
+        [NEW_SYSTEM, ALLERGY, NOTED, question],
+        "Pasta.",
+        Reply(json=openai_completion(json.dumps(unsourced))),
+    )
+    assert allergy(http) == []
+    chat(
+        http,
+        upstream,
+        [OLD_SYSTEM, {"role": "user", "content": "Peanuts make me ill, I'm allergic."}],
+        "Noted.",
+        Reply(json=openai_completion(json.dumps(unsourced))),
+    )
+    assert [m["text"] for m in allergy(http)] == [peanuts]
