@@ -734,6 +734,30 @@ def test_the_text_parts_of_a_system_message_stay_apart(client, upstream):
     assert upstream.last.body["system"] == "Be brief.\n\nAnswer in French.\n\nNo emoji."
 
 
+def test_the_text_parts_of_an_assistant_message_and_a_tool_result_stay_apart(client, upstream):
+    """They were glued ("Checking.Berlin it is."): as a system message's parts, each is a
+    paragraph, blank ones left out."""
+    parts = [
+        {"type": "text", "text": "Checking."},
+        {"type": "text", "text": "  "},
+        {"type": "text", "text": "Berlin it is."},
+    ]
+    call = {"id": "toolu_7", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Berlin"}'}
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            QUESTION,
+            {"role": "assistant", "content": parts, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "toolu_7", "content": [parts[2], parts[1], parts[0]]},
+        ],
+        tools=TOOLS,
+    )
+    sent = upstream.last.body["messages"]
+    assert sent[1]["content"][0] == {"type": "text", "text": "Checking.\n\nBerlin it is."}
+    assert sent[2]["content"][0]["content"] == "Berlin it is.\n\nChecking."
+
+
 def test_a_tool_result_turn_that_lost_the_thinking_is_refused_as_anthropic_does(client, upstream):
     """The loopback Anthropic enforces the rule the tests above rely on."""
     call = {"id": "toolu_7", "type": "function"}
