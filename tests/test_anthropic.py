@@ -6,7 +6,7 @@ import json
 import openai
 import pytest
 
-from tests.upstream import Reply, anthropic_message, anthropic_stream
+from tests.upstream import Reply, anthropic_message, anthropic_stream, openai_completion
 
 MODEL = "claude-3-5-sonnet-latest"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -713,6 +713,62 @@ def test_reasoning_details_anthropic_did_not_sign_are_not_sent(client, upstream)
     ]
     client.chat.completions.create(model=MODEL, messages=messages)
     assert upstream.last.body["messages"][1]["content"] == [{"type": "text", "text": "Hi."}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_conversation_that_moves_from_claude_to_a_strict_upstream_goes_on(
+    client, upstream, stream
+):
+    """The tool-calling Claude turn Engram stored keeps its signed thinking; the tool result's
+    turn, sent to an OpenAI-compatible upstream, carried it as `reasoning_details`, which a
+    strict server (Mistral) refuses, 422 "Extra inputs are not permitted". Only Anthropic can
+    use those blocks: they are not sent elsewhere."""
+    conversation = {"x-conversation-id": f"switch-{stream}", "x-user-id": "tina"}
+    upstream.script(_thinking_reply(stream))
+    _answer(client, stream, **conversation)
+    upstream.refuses_extra_fields = True
+    upstream.script(Reply(json=openai_completion("Sunny in Berlin.")))
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[RESULT], tools=TOOLS, extra_headers=conversation
+    )
+    assert completion.choices[0].message.content == "Sunny in Berlin."
+    sent = upstream.last
+    assert sent.path == "/v1/chat/completions"
+    [turn] = [m for m in sent.body["messages"] if m["role"] == "assistant"]
+    assert "reasoning_details" not in turn and turn["tool_calls"][0]["id"] == "toolu_7"
+    # Back to Claude: the stored turn still has its blocks for Anthropic.
+    upstream.script(Reply(json=anthropic_message("Cloudy in Paris.")))
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "And Paris?"}],
+        extra_body={"thinking": THINKING},
+        extra_headers=conversation,
+    )
+    calls = [m for m in upstream.last.body["messages"] if m["role"] == "assistant"][0]
+    assert calls["content"] == [SIGNED, REDACTED, CALL]
+
+
+def test_only_anthropics_reasoning_details_are_kept_from_other_upstreams(client, upstream):
+    """Other formats (OpenRouter's own) go as the client sent them; a message whose details
+    were all Anthropic's loses the field."""
+    other = {"type": "reasoning.summary", "summary": "s", "format": "openai-responses-v1"}
+    messages = [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi.", "reasoning_details": [*DETAILS, other]},
+        {"role": "user", "content": "Hello again"},
+        {"role": "assistant", "content": "Hi again.", "reasoning_details": DETAILS},
+        QUESTION,
+    ]
+    for stream in (False, True):
+        answer = client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, stream=stream
+        )
+        if stream:
+            list(answer)
+        sent = upstream.last.body["messages"]
+        assert sent[1] == {"role": "assistant", "content": "Hi.", "reasoning_details": [other]}
+        assert sent[3] == {"role": "assistant", "content": "Hi again."}
+    assert messages[1]["reasoning_details"] == [*DETAILS, other]
 
 
 def test_the_text_parts_of_a_system_message_stay_apart(client, upstream):
