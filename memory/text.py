@@ -148,6 +148,18 @@ def tool_call_ids(message: dict) -> list:
     return [call.get("id") for call in calls if isinstance(call, dict)]
 
 
+def kept_reasoning(message: dict) -> dict:
+    """What of an answer's reasoning is stored with it: the signed thinking before its tool
+    calls (Anthropic's, as `reasoning_details`), required back with their results, so history
+    served from the store carries it. Not a finished answer's: its thinking is not asked for
+    again, and some upstreams refuse a message field they do not know. One rule for every
+    door that stores an answer (the turn, an agent's tool run)."""
+    details = message.get("reasoning_details")
+    if message.get("tool_calls") and isinstance(details, list):
+        return {"reasoning_details": details}
+    return {}
+
+
 def count_message(message: dict) -> int:
     """Tokens one chat message costs in a request (content, name, tool calls, framing)."""
     tokens = MESSAGE_OVERHEAD + count_text(str(message.get("role", "")))

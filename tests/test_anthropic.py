@@ -585,9 +585,10 @@ QUESTION = {"role": "user", "content": "Weather in Berlin?"}
 RESULT = {"role": "tool", "tool_call_id": "toolu_7", "content": "Sunny"}
 
 
-def _thinking_tool_stream():
+def _thinking_tool_stream(*calls: dict):
     """A streamed answer that thinks (text, then its signature), has a redacted block, then
-    calls a tool, as Anthropic streams it."""
+    calls tools (get_weather unless told), as Anthropic streams it."""
+    calls = calls or (CALL,)
     events = anthropic_stream([], model=MODEL)
     head, tail = events[:1], events[-2:]  # message_start / message_delta, message_stop
 
@@ -613,22 +614,28 @@ def _thinking_tool_stream():
         event("content_block_stop", index=0),
         event("content_block_start", index=1, content_block=REDACTED),
         event("content_block_stop", index=1),
-        event("content_block_start", index=2, content_block=CALL | {"input": {}}),
-        event(
-            "content_block_delta",
-            index=2,
-            delta={"type": "input_json_delta", "partial_json": '{"city": "Berlin"}'},
-        ),
-        event("content_block_stop", index=2),
     ]
+    for index, call in enumerate(calls, start=2):
+        arguments = json.dumps(call["input"])
+        head += [
+            event("content_block_start", index=index, content_block=call | {"input": {}}),
+            event(
+                "content_block_delta",
+                index=index,
+                delta={"type": "input_json_delta", "partial_json": arguments},
+            ),
+            event("content_block_stop", index=index),
+        ]
     tail[0][1]["delta"]["stop_reason"] = "tool_use"
     return head + tail
 
 
-def _thinking_reply(stream: bool) -> Reply:
+def _thinking_reply(stream: bool, *calls: dict) -> Reply:
+    calls = calls or (CALL,)
     if stream:
-        return Reply(stream=_thinking_tool_stream())
-    return Reply(json=anthropic_message(content=[SIGNED, REDACTED, CALL], stop_reason="tool_use"))
+        return Reply(stream=_thinking_tool_stream(*calls))
+    content = [SIGNED, REDACTED, *calls]
+    return Reply(json=anthropic_message(content=content, stop_reason="tool_use"))
 
 
 def _answer(client, stream: bool, **headers) -> dict:
@@ -872,3 +879,54 @@ def test_an_answer_whose_thinking_is_all_redacted_has_no_empty_reasoning_text(cl
     )
     assert "reasoning_content" not in message.model_extra
     assert message.model_extra["reasoning_details"] == [DETAILS[1] | {"index": 0}]
+
+
+TIME_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+}
+TIME_CALL = {"type": "tool_use", "id": "toolu_8", "name": "get_time", "input": {}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_clients_calls_an_agent_hands_back_keep_the_signed_thinking(
+    client, http, upstream, tool_server, stream
+):
+    """A Claude step with thinking calls the agent's tool and the client's: the agent's runs,
+    the client's are handed back as the answer. Its result, sent alone (x-conversation-id),
+    follows that handed-back turn, which lost its thinking when stored: Anthropic refused
+    it (400)."""
+    from memory.models import Message
+    from tests.completions_support import wait_for
+    from tests.test_tools import make_tool
+
+    agent = http.post("/v1/agents", json={"name": "thinker", "model": MODEL}).json()["id"]
+    make_tool(http, agent, tool_server.url + "/weather", name="get_weather")
+    conversation = {"x-conversation-id": f"handback-{stream}", "x-user-id": "tina"}
+    fields = {
+        "model": agent,
+        "tools": [TIME_TOOL],
+        "extra_body": {"thinking": THINKING},
+        "extra_headers": conversation,
+    }
+    upstream.script(_thinking_reply(stream, CALL, TIME_CALL))
+    if stream:
+        with client.chat.completions.stream(messages=[QUESTION], **fields) as events:
+            answer = events.get_final_completion()
+    else:
+        answer = client.chat.completions.create(messages=[QUESTION], **fields)
+        handed = answer.choices[0].message.model_dump(exclude_none=True)
+        assert handed["reasoning_details"] == DETAILS  # the client can send it back too
+    assert [c.id for c in answer.choices[0].message.tool_calls] == ["toolu_8"]
+    assert len(tool_server.calls) == 1 and len(upstream.chat_requests()) == 1
+    stored = Message.objects.filter(conversation__external_id=conversation["x-conversation-id"])
+    wait_for(lambda: stored.count() == 4)  # the question, the agent's call and result, the answer
+
+    upstream.script(Reply(json=anthropic_message("Sunny in Berlin at noon.")))
+    result = {"role": "tool", "tool_call_id": "toolu_8", "content": "noon"}
+    completion = client.chat.completions.create(messages=[result], **fields)
+    assert completion.choices[0].message.content == "Sunny in Berlin at noon."
+    sent = upstream.last.body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
+    assert sent[1]["content"] == [SIGNED, REDACTED, CALL]
+    assert sent[3]["content"] == [SIGNED, REDACTED, TIME_CALL]
