@@ -930,3 +930,45 @@ def test_the_clients_calls_an_agent_hands_back_keep_the_signed_thinking(
     assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
     assert sent[1]["content"] == [SIGNED, REDACTED, CALL]
     assert sent[3]["content"] == [SIGNED, REDACTED, TIME_CALL]
+
+
+def _sent_tokens(body: dict) -> int:
+    """The text a Messages API request carries (thinking and signatures included), counted as
+    Engram counts: fewer than Engram's count of the same messages, which adds their framing."""
+    from config.common.tokens import count
+
+    fields = ("text", "thinking", "signature", "data", "content")
+    texts = [body.get("system") or "", json.dumps(body.get("tools") or [])]
+    for message in body["messages"]:
+        for block in message["content"]:
+            texts += [block[f] for f in fields if isinstance(block.get(f), str)]
+            texts.append(json.dumps(block["input"]) if "input" in block else "")
+    return sum(count(t) for t in texts)
+
+
+def test_the_reasoning_details_a_turn_carries_count_in_the_context_budget(
+    client, http, upstream, settings
+):
+    """A stored tool-calling turn's signed thinking goes back to Claude with its result: it
+    was counted as nothing, so the history put beside it overflowed the window by its size."""
+    from tests.test_openai_compatible_upstreams import _import_history
+
+    settings.ENGRAM_CONTEXT_WINDOWS = {MODEL: 8192}
+    conversation = {"x-conversation-id": "long-thought", "x-user-id": "theo"}
+    _import_history(http, "long-thought", "theo", 150)  # ~8,000 tokens of history
+    thought = "Berlin is in Germany, so the weather tool wants the city alone. " * 150
+    signed = {"type": "thinking", "thinking": thought, "signature": "sig-" + "Qm9" * 300}
+    reply = anthropic_message(content=[signed, CALL], stop_reason="tool_use")
+    upstream.script(Reply(json=reply), Reply(json=anthropic_message("Sunny in Berlin.")))
+    fields = {
+        "model": MODEL,
+        "tools": TOOLS,
+        "max_tokens": 2048,
+        "extra_body": {"thinking": THINKING},
+        "extra_headers": conversation,
+    }
+    client.chat.completions.create(messages=[QUESTION], **fields)
+    client.chat.completions.create(messages=[RESULT], **fields)
+    sent = upstream.last.body
+    assert sent["messages"][-2]["content"][0] == signed
+    assert _sent_tokens(sent) <= 8192 - 2048  # was ~8,000: the thinking's ~2,000 on top
