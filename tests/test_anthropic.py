@@ -888,48 +888,53 @@ TIME_TOOL = {
 TIME_CALL = {"type": "tool_use", "id": "toolu_8", "name": "get_time", "input": {}}
 
 
+@pytest.mark.parametrize("served", [False, True], ids=["resent", "x-conversation-id"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_clients_calls_an_agent_hands_back_keep_the_signed_thinking(
-    client, http, upstream, tool_server, stream
+    client, http, upstream, tool_server, stream, served
 ):
     """A Claude step with thinking calls the agent's tool and the client's: the agent's runs,
     the client's are handed back as the answer. Its result, sent alone (x-conversation-id),
-    follows that handed-back turn, which lost its thinking when stored: Anthropic refused
-    it (400)."""
+    followed that handed-back turn, which lost its thinking when stored; sent with the
+    transcript, streamed, the client never had it: Anthropic refused both (400)."""
     from memory.models import Message
     from tests.completions_support import wait_for
     from tests.test_tools import make_tool
 
     agent = http.post("/v1/agents", json={"name": "thinker", "model": MODEL}).json()["id"]
     make_tool(http, agent, tool_server.url + "/weather", name="get_weather")
-    conversation = {"x-conversation-id": f"handback-{stream}", "x-user-id": "tina"}
+    conversation = {"x-conversation-id": f"handback-{stream}-{served}", "x-user-id": "tina"}
     fields = {
         "model": agent,
         "tools": [TIME_TOOL],
         "extra_body": {"thinking": THINKING},
-        "extra_headers": conversation,
+        "extra_headers": conversation if served else {"x-user-id": "tina"},
     }
     upstream.script(_thinking_reply(stream, CALL, TIME_CALL))
     if stream:
         with client.chat.completions.stream(messages=[QUESTION], **fields) as events:
             answer = events.get_final_completion()
+        handed = answer.choices[0].message.model_dump(exclude_none=True, exclude={"parsed"})
     else:
         answer = client.chat.completions.create(messages=[QUESTION], **fields)
         handed = answer.choices[0].message.model_dump(exclude_none=True)
-        assert handed["reasoning_details"] == DETAILS  # the client can send it back too
+    assert handed["reasoning_details"] == DETAILS  # the client can send it back too
     assert [c.id for c in answer.choices[0].message.tool_calls] == ["toolu_8"]
     assert len(tool_server.calls) == 1 and len(upstream.chat_requests()) == 1
-    stored = Message.objects.filter(conversation__external_id=conversation["x-conversation-id"])
-    wait_for(lambda: stored.count() == 4)  # the question, the agent's call and result, the answer
+    if served:
+        stored = Message.objects.filter(conversation__external_id=f"handback-{stream}-{served}")
+        wait_for(lambda: stored.count() == 4)  # the question, the agent's step, the answer
 
     upstream.script(Reply(json=anthropic_message("Sunny in Berlin at noon.")))
     result = {"role": "tool", "tool_call_id": "toolu_8", "content": "noon"}
-    completion = client.chat.completions.create(messages=[result], **fields)
+    messages = [result] if served else [QUESTION, handed, result]
+    completion = client.chat.completions.create(messages=messages, **fields)
     assert completion.choices[0].message.content == "Sunny in Berlin at noon."
     sent = upstream.last.body["messages"]
-    assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
-    assert sent[1]["content"] == [SIGNED, REDACTED, CALL]
-    assert sent[3]["content"] == [SIGNED, REDACTED, TIME_CALL]
+    assert sent[-2]["content"] == [SIGNED, REDACTED, TIME_CALL]
+    if served:  # the agent's step too, from the store
+        assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
+        assert sent[1]["content"] == [SIGNED, REDACTED, CALL]
 
 
 def _sent_tokens(body: dict) -> int:
