@@ -25,6 +25,7 @@ import aiohttp
 
 from completions.providers.base import Chunk, StreamFailed, UpstreamStream, dumps
 from config.common.errors import ApiError
+from memory.text import REASONING_DETAIL_TEXT
 
 logger = logging.getLogger("engram.gateway")
 
@@ -84,11 +85,6 @@ class Finisher(Protocol):
     async def reply_committed(self) -> None: ...
 
 
-# The text fields of a `reasoning_details` entry a stream may send in pieces (OpenRouter's
-# convention): the pieces of one entry (one `index`) are concatenated, its other fields kept.
-_DETAIL_TEXT = ("text", "summary", "data", "signature")
-
-
 class Assembler:
     """Rebuilds choice 0 (content, tool calls, reasoning details) and keeps the usage, for
     memory and accounting."""
@@ -142,7 +138,8 @@ class Assembler:
             self.reasoning_details.append(dict(detail))
             return
         for name, value in detail.items():
-            if name in _DETAIL_TEXT and isinstance(value, str):
+            # The pieces of one entry (one `index`): text fields concatenated, others kept.
+            if name in REASONING_DETAIL_TEXT and isinstance(value, str):
                 before = slot.get(name)
                 slot[name] = before + value if isinstance(before, str) else value
             elif value is not None:

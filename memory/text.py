@@ -148,8 +148,39 @@ def tool_call_ids(message: dict) -> list:
     return [call.get("id") for call in calls if isinstance(call, dict)]
 
 
+def kept_reasoning(message: dict) -> dict:
+    """What of an answer's reasoning is stored with it: the signed thinking before its tool
+    calls (Anthropic's, as `reasoning_details`), required back with their results, so history
+    served from the store carries it. Not a finished answer's: its thinking is not asked for
+    again, and some upstreams refuse a message field they do not know. One rule for every
+    door that stores an answer (the turn, an agent's tool run)."""
+    details = message.get("reasoning_details")
+    if message.get("tool_calls") and isinstance(details, list):
+        return {"reasoning_details": details}
+    return {}
+
+
+# The text fields of a `reasoning_details` entry (OpenRouter's convention): a stream sends them
+# in pieces, and every one goes back upstream with the message (Anthropic's signature and
+# redacted data too).
+REASONING_DETAIL_TEXT = ("text", "summary", "data", "signature")
+
+
+def reasoning_text(message: dict) -> str:
+    """The text of a message's `reasoning_details`, as sent back upstream."""
+    details = message.get("reasoning_details")
+    return "\n".join(
+        detail[name]
+        for detail in (details if isinstance(details, list) else ())
+        if isinstance(detail, dict)
+        for name in REASONING_DETAIL_TEXT
+        if isinstance(detail.get(name), str)
+    )
+
+
 def count_message(message: dict) -> int:
-    """Tokens one chat message costs in a request (content, name, tool calls, framing)."""
+    """Tokens one chat message costs in a request (content, name, tool calls, the reasoning
+    details it carries back, framing)."""
     tokens = MESSAGE_OVERHEAD + count_text(str(message.get("role", "")))
     content = message.get("content")
     tokens += count_text(content_text(content)) + IMAGE_TOKENS * image_parts(content)
@@ -161,6 +192,8 @@ def count_message(message: dict) -> int:
         tokens += count_text(json.dumps(message["function_call"], separators=(",", ":")))
     if message.get("tool_call_id"):
         tokens += count_text(str(message["tool_call_id"]))
+    if message.get("reasoning_details"):
+        tokens += count_text(reasoning_text(message))
     return tokens
 
 

@@ -6,7 +6,7 @@ import json
 import openai
 import pytest
 
-from tests.upstream import Reply, anthropic_message, anthropic_stream
+from tests.upstream import Reply, anthropic_message, anthropic_stream, openai_completion
 
 MODEL = "claude-3-5-sonnet-latest"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -585,9 +585,10 @@ QUESTION = {"role": "user", "content": "Weather in Berlin?"}
 RESULT = {"role": "tool", "tool_call_id": "toolu_7", "content": "Sunny"}
 
 
-def _thinking_tool_stream():
+def _thinking_tool_stream(*calls: dict):
     """A streamed answer that thinks (text, then its signature), has a redacted block, then
-    calls a tool, as Anthropic streams it."""
+    calls tools (get_weather unless told), as Anthropic streams it."""
+    calls = calls or (CALL,)
     events = anthropic_stream([], model=MODEL)
     head, tail = events[:1], events[-2:]  # message_start / message_delta, message_stop
 
@@ -613,22 +614,28 @@ def _thinking_tool_stream():
         event("content_block_stop", index=0),
         event("content_block_start", index=1, content_block=REDACTED),
         event("content_block_stop", index=1),
-        event("content_block_start", index=2, content_block=CALL | {"input": {}}),
-        event(
-            "content_block_delta",
-            index=2,
-            delta={"type": "input_json_delta", "partial_json": '{"city": "Berlin"}'},
-        ),
-        event("content_block_stop", index=2),
     ]
+    for index, call in enumerate(calls, start=2):
+        arguments = json.dumps(call["input"])
+        head += [
+            event("content_block_start", index=index, content_block=call | {"input": {}}),
+            event(
+                "content_block_delta",
+                index=index,
+                delta={"type": "input_json_delta", "partial_json": arguments},
+            ),
+            event("content_block_stop", index=index),
+        ]
     tail[0][1]["delta"]["stop_reason"] = "tool_use"
     return head + tail
 
 
-def _thinking_reply(stream: bool) -> Reply:
+def _thinking_reply(stream: bool, *calls: dict) -> Reply:
+    calls = calls or (CALL,)
     if stream:
-        return Reply(stream=_thinking_tool_stream())
-    return Reply(json=anthropic_message(content=[SIGNED, REDACTED, CALL], stop_reason="tool_use"))
+        return Reply(stream=_thinking_tool_stream(*calls))
+    content = [SIGNED, REDACTED, *calls]
+    return Reply(json=anthropic_message(content=content, stop_reason="tool_use"))
 
 
 def _answer(client, stream: bool, **headers) -> dict:
@@ -715,6 +722,62 @@ def test_reasoning_details_anthropic_did_not_sign_are_not_sent(client, upstream)
     assert upstream.last.body["messages"][1]["content"] == [{"type": "text", "text": "Hi."}]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_conversation_that_moves_from_claude_to_a_strict_upstream_goes_on(
+    client, upstream, stream
+):
+    """The tool-calling Claude turn Engram stored keeps its signed thinking; the tool result's
+    turn, sent to an OpenAI-compatible upstream, carried it as `reasoning_details`, which a
+    strict server (Mistral) refuses, 422 "Extra inputs are not permitted". Only Anthropic can
+    use those blocks: they are not sent elsewhere."""
+    conversation = {"x-conversation-id": f"switch-{stream}", "x-user-id": "tina"}
+    upstream.script(_thinking_reply(stream))
+    _answer(client, stream, **conversation)
+    upstream.refuses_extra_fields = True
+    upstream.script(Reply(json=openai_completion("Sunny in Berlin.")))
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[RESULT], tools=TOOLS, extra_headers=conversation
+    )
+    assert completion.choices[0].message.content == "Sunny in Berlin."
+    sent = upstream.last
+    assert sent.path == "/v1/chat/completions"
+    [turn] = [m for m in sent.body["messages"] if m["role"] == "assistant"]
+    assert "reasoning_details" not in turn and turn["tool_calls"][0]["id"] == "toolu_7"
+    # Back to Claude: the stored turn still has its blocks for Anthropic.
+    upstream.script(Reply(json=anthropic_message("Cloudy in Paris.")))
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "And Paris?"}],
+        extra_body={"thinking": THINKING},
+        extra_headers=conversation,
+    )
+    calls = [m for m in upstream.last.body["messages"] if m["role"] == "assistant"][0]
+    assert calls["content"] == [SIGNED, REDACTED, CALL]
+
+
+def test_only_anthropics_reasoning_details_are_kept_from_other_upstreams(client, upstream):
+    """Other formats (OpenRouter's own) go as the client sent them; a message whose details
+    were all Anthropic's loses the field."""
+    other = {"type": "reasoning.summary", "summary": "s", "format": "openai-responses-v1"}
+    messages = [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi.", "reasoning_details": [*DETAILS, other]},
+        {"role": "user", "content": "Hello again"},
+        {"role": "assistant", "content": "Hi again.", "reasoning_details": DETAILS},
+        QUESTION,
+    ]
+    for stream in (False, True):
+        answer = client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, stream=stream
+        )
+        if stream:
+            list(answer)
+        sent = upstream.last.body["messages"]
+        assert sent[1] == {"role": "assistant", "content": "Hi.", "reasoning_details": [other]}
+        assert sent[3] == {"role": "assistant", "content": "Hi again."}
+    assert messages[1]["reasoning_details"] == [*DETAILS, other]
+
+
 def test_the_text_parts_of_a_system_message_stay_apart(client, upstream):
     """They were glued ("Be brief.Answer in French."): each part is a paragraph, as the parts
     of a user message are blocks of their own."""
@@ -732,6 +795,30 @@ def test_the_text_parts_of_a_system_message_stay_apart(client, upstream):
         ],
     )
     assert upstream.last.body["system"] == "Be brief.\n\nAnswer in French.\n\nNo emoji."
+
+
+def test_the_text_parts_of_an_assistant_message_and_a_tool_result_stay_apart(client, upstream):
+    """They were glued ("Checking.Berlin it is."): as a system message's parts, each is a
+    paragraph, blank ones left out."""
+    parts = [
+        {"type": "text", "text": "Checking."},
+        {"type": "text", "text": "  "},
+        {"type": "text", "text": "Berlin it is."},
+    ]
+    call = {"id": "toolu_7", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Berlin"}'}
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            QUESTION,
+            {"role": "assistant", "content": parts, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "toolu_7", "content": [parts[2], parts[1], parts[0]]},
+        ],
+        tools=TOOLS,
+    )
+    sent = upstream.last.body["messages"]
+    assert sent[1]["content"][0] == {"type": "text", "text": "Checking.\n\nBerlin it is."}
+    assert sent[2]["content"][0]["content"] == "Berlin it is.\n\nChecking."
 
 
 def test_a_tool_result_turn_that_lost_the_thinking_is_refused_as_anthropic_does(client, upstream):
@@ -792,3 +879,101 @@ def test_an_answer_whose_thinking_is_all_redacted_has_no_empty_reasoning_text(cl
     )
     assert "reasoning_content" not in message.model_extra
     assert message.model_extra["reasoning_details"] == [DETAILS[1] | {"index": 0}]
+
+
+TIME_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+}
+TIME_CALL = {"type": "tool_use", "id": "toolu_8", "name": "get_time", "input": {}}
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["resent", "x-conversation-id"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_clients_calls_an_agent_hands_back_keep_the_signed_thinking(
+    client, http, upstream, tool_server, stream, served
+):
+    """A Claude step with thinking calls the agent's tool and the client's: the agent's runs,
+    the client's are handed back as the answer. Its result, sent alone (x-conversation-id),
+    followed that handed-back turn, which lost its thinking when stored; sent with the
+    transcript, streamed, the client never had it: Anthropic refused both (400)."""
+    from memory.models import Message
+    from tests.completions_support import wait_for
+    from tests.test_tools import make_tool
+
+    agent = http.post("/v1/agents", json={"name": "thinker", "model": MODEL}).json()["id"]
+    make_tool(http, agent, tool_server.url + "/weather", name="get_weather")
+    conversation = {"x-conversation-id": f"handback-{stream}-{served}", "x-user-id": "tina"}
+    fields = {
+        "model": agent,
+        "tools": [TIME_TOOL],
+        "extra_body": {"thinking": THINKING},
+        "extra_headers": conversation if served else {"x-user-id": "tina"},
+    }
+    upstream.script(_thinking_reply(stream, CALL, TIME_CALL))
+    if stream:
+        with client.chat.completions.stream(messages=[QUESTION], **fields) as events:
+            answer = events.get_final_completion()
+        handed = answer.choices[0].message.model_dump(exclude_none=True, exclude={"parsed"})
+    else:
+        answer = client.chat.completions.create(messages=[QUESTION], **fields)
+        handed = answer.choices[0].message.model_dump(exclude_none=True)
+    assert handed["reasoning_details"] == DETAILS  # the client can send it back too
+    assert [c.id for c in answer.choices[0].message.tool_calls] == ["toolu_8"]
+    assert len(tool_server.calls) == 1 and len(upstream.chat_requests()) == 1
+    if served:
+        stored = Message.objects.filter(conversation__external_id=f"handback-{stream}-{served}")
+        wait_for(lambda: stored.count() == 4)  # the question, the agent's step, the answer
+
+    upstream.script(Reply(json=anthropic_message("Sunny in Berlin at noon.")))
+    result = {"role": "tool", "tool_call_id": "toolu_8", "content": "noon"}
+    messages = [result] if served else [QUESTION, handed, result]
+    completion = client.chat.completions.create(messages=messages, **fields)
+    assert completion.choices[0].message.content == "Sunny in Berlin at noon."
+    sent = upstream.last.body["messages"]
+    assert sent[-2]["content"] == [SIGNED, REDACTED, TIME_CALL]
+    if served:  # the agent's step too, from the store
+        assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
+        assert sent[1]["content"] == [SIGNED, REDACTED, CALL]
+
+
+def _sent_tokens(body: dict) -> int:
+    """The text a Messages API request carries (thinking and signatures included), counted as
+    Engram counts: fewer than Engram's count of the same messages, which adds their framing."""
+    from config.common.tokens import count
+
+    fields = ("text", "thinking", "signature", "data", "content")
+    texts = [body.get("system") or "", json.dumps(body.get("tools") or [])]
+    for message in body["messages"]:
+        for block in message["content"]:
+            texts += [block[f] for f in fields if isinstance(block.get(f), str)]
+            texts.append(json.dumps(block["input"]) if "input" in block else "")
+    return sum(count(t) for t in texts)
+
+
+def test_the_reasoning_details_a_turn_carries_count_in_the_context_budget(
+    client, http, upstream, settings
+):
+    """A stored tool-calling turn's signed thinking goes back to Claude with its result: it
+    was counted as nothing, so the history put beside it overflowed the window by its size."""
+    from tests.test_openai_compatible_upstreams import _import_history
+
+    settings.ENGRAM_CONTEXT_WINDOWS = {MODEL: 8192}
+    conversation = {"x-conversation-id": "long-thought", "x-user-id": "theo"}
+    _import_history(http, "long-thought", "theo", 150)  # ~8,000 tokens of history
+    thought = "Berlin is in Germany, so the weather tool wants the city alone. " * 150
+    signed = {"type": "thinking", "thinking": thought, "signature": "sig-" + "Qm9" * 300}
+    reply = anthropic_message(content=[signed, CALL], stop_reason="tool_use")
+    upstream.script(Reply(json=reply), Reply(json=anthropic_message("Sunny in Berlin.")))
+    fields = {
+        "model": MODEL,
+        "tools": TOOLS,
+        "max_tokens": 2048,
+        "extra_body": {"thinking": THINKING},
+        "extra_headers": conversation,
+    }
+    client.chat.completions.create(messages=[QUESTION], **fields)
+    client.chat.completions.create(messages=[RESULT], **fields)
+    sent = upstream.last.body
+    assert sent["messages"][-2]["content"][0] == signed
+    assert _sent_tokens(sent) <= 8192 - 2048  # was ~8,000: the thinking's ~2,000 on top

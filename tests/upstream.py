@@ -207,6 +207,37 @@ def tool_history_error(body: dict | None) -> dict | None:
     return None
 
 
+# The fields of an assistant message in OpenAI's schema (and Mistral's `prefix`): what a strict
+# server takes. Anything else ("reasoning_details" from Claude's thinking) is refused.
+ASSISTANT_FIELDS = frozenset(
+    ("role", "content", "name", "tool_calls", "function_call", "refusal", "audio", "prefix")
+)
+
+
+def extra_field_error(body: dict | None) -> dict | None:
+    """Mistral's 422 for an assistant message with a field its schema does not have (pydantic's
+    extra="forbid"); None: every message is plain OpenAI."""
+    messages = (body or {}).get("messages")
+    for index, message in enumerate(messages if isinstance(messages, list) else ()):
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        for name in sorted(set(message) - ASSISTANT_FIELDS):
+            loc = ["body", "messages", index, "assistant", name]
+            detail = {
+                "type": "extra_forbidden",
+                "loc": loc,
+                "msg": "Extra inputs are not permitted",
+            }
+            return {
+                "object": "error",
+                "message": {"detail": [detail | {"input": message[name]}]},
+                "type": "invalid_request_message_error",
+                "param": None,
+                "code": None,
+            }
+    return None
+
+
 def signed_blocks(reply: Reply) -> list[dict]:
     """The thinking and redacted_thinking blocks a Messages API reply carries (a stream's put
     together from its deltas), as Anthropic signed them."""
@@ -295,6 +326,9 @@ class UpstreamServer:
         # Refuse, as OpenAI does, chat messages whose tool calls and results do not pair up
         # (tool_history_error); off only where the client's own transcript is the point.
         self.checks_tool_history = True
+        # Refuse, as Mistral does (422), an assistant message with a field OpenAI's schema does
+        # not have (extra_field_error); opt in, as most servers ignore such fields.
+        self.refuses_extra_fields = False
         # Anthropic's side: the thinking blocks it signed (as JSON), which a tool_result turn
         # must send back first, unchanged (thinking_history_error); and /v1/models in pages.
         self.signed: set[str] = set()
@@ -325,6 +359,7 @@ class UpstreamServer:
             self.replies.clear()
             self.disconnects.clear()
             self.checks_tool_history = True
+            self.refuses_extra_fields = False
             self.signed.clear()
             self.anthropic_model_pages = None
 
@@ -347,15 +382,19 @@ class UpstreamServer:
             body = None
         path = scope["path"]
         refusal = None
+        status = 400
         if self.checks_tool_history and path.endswith("/chat/completions"):
             refusal = tool_history_error(body)
+        if refusal is None and self.refuses_extra_fields and path.endswith("/chat/completions"):
+            refusal = extra_field_error(body)
+            status = 422
         query = scope.get("query_string", b"").decode()
         with self._lock:
             if path.endswith("/messages"):
                 refusal = thinking_history_error(body, self.signed)
             self.requests.append(Recorded(path=path, headers=headers, body=body, query=query))
             if refusal is not None:  # what OpenAI answers such history; the script waits
-                reply = Reply(json=refusal, status=400)
+                reply = Reply(json=refusal, status=status)
             elif self.replies and path != "/v1/models":
                 reply = self.replies.popleft()
             else:

@@ -37,16 +37,9 @@ def _unsupported(param: str, what: str) -> ApiError:
 
 
 def _text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content if p.get("type") == "text")
-
-
-def _system_text(content: Any) -> str:
-    """A system or developer message's text: its parts are separate paragraphs (as a user
-    message's parts are separate blocks), never glued into one word."""
+    """A message's text: a string as it is, the text parts of a list as separate paragraphs
+    (as a user message's parts are separate blocks), blank ones left out, never glued into one
+    word. One rule for system, assistant and tool-result text."""
     if content is None or isinstance(content, str):
         return content or ""
     texts = (p.get("text", "") for p in content if p.get("type") == "text")
@@ -188,7 +181,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     for i, message in enumerate(body["messages"]):
         role = message["role"]
         if role in ("system", "developer"):
-            system.append(_system_text(message.get("content")))
+            system.append(_text(message.get("content")))
         elif role == "user":
             _append(messages, "user", _user_blocks(message.get("content"), i))
         elif role == "assistant":

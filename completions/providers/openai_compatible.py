@@ -1,9 +1,11 @@
-"""OpenAI itself, vLLM, Ollama, llama.cpp's server: the body goes through as the client sent it."""
+"""OpenAI itself, vLLM, Ollama, llama.cpp's server: the body goes through as the client sent it,
+less Anthropic's signed thinking (`_outgoing`)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from completions.providers.base import (
     Call,
@@ -90,6 +92,35 @@ def _arguments_as_text(data: dict, key: str) -> bool:
     return changed
 
 
+def _outgoing(body: dict) -> dict:
+    """The body as the client sent it, less the `reasoning_details` entries in Anthropic's
+    format (signed thinking blocks; a message left with none loses the field). Only Anthropic
+    can use them, and a conversation that changed upstream carries them in the history Engram
+    stores, where strict servers refuse the field (Mistral: 422 "Extra inputs are not
+    permitted"). Other formats (OpenRouter's own) go as they came. No copy when none is there."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(
+        isinstance(m, dict) and "reasoning_details" in m for m in messages
+    ):
+        return body
+    return {**body, "messages": [_without_anthropic_details(m) for m in messages]}
+
+
+def _without_anthropic_details(message: Any) -> Any:
+    details = message.get("reasoning_details") if isinstance(message, dict) else None
+    if not isinstance(details, list):
+        return message
+    kept = [
+        d
+        for d in details
+        if not (isinstance(d, dict) and str(d.get("format") or "").startswith("anthropic"))
+    ]
+    if len(kept) == len(details):
+        return message
+    rest = {k: v for k, v in message.items() if k != "reasoning_details"}
+    return {**rest, "reasoning_details": kept} if kept else rest
+
+
 def _finished(chunk: dict) -> bool:
     """Whether a chunk's choices all say why they stopped (a finish_reason)."""
     choices = chunk.get("choices")
@@ -111,7 +142,7 @@ class OpenAICompatibleProvider(HttpProvider):
         return headers
 
     async def complete(self, call: Call) -> Completion:
-        raw, upstream_ms = await self.send_read(call, call.body)
+        raw, upstream_ms = await self.send_read(call, _outgoing(call.body))
         data = loads_json(raw)
         if "error" in data and "choices" not in data:
             # An error under status 200 (some OpenAI-compatible servers, proxies): the client
@@ -130,12 +161,12 @@ class OpenAICompatibleProvider(HttpProvider):
     async def stream(self, call: Call) -> UpstreamStream:
         # Engram always asks for usage (to account tokens); the relay drops it when unasked.
         options = call.body.get("stream_options") or {}
-        payload = {**call.body, "stream_options": {**options, "include_usage": True}}
+        payload = {**_outgoing(call.body), "stream_options": {**options, "include_usage": True}}
         response, upstream_ms = await self.send(call, payload)
         return OpenAIStream(response, upstream_ms)
 
     def complete_sync(self, call: Call, *, timeout: float) -> dict:
-        return self.send_sync(call, call.body, timeout=timeout)
+        return self.send_sync(call, _outgoing(call.body), timeout=timeout)
 
     async def list_models(self, upstream: Upstream | None) -> list[str]:
         if upstream is None:

@@ -204,6 +204,10 @@ class Run:
             return message
         ours = {**message, "tool_calls": decision.calls}
         theirs = {"role": "assistant", "content": None, "tool_calls": decision.client}
+        if "reasoning_details" in message:
+            # Both halves of the step follow its signed thinking (Anthropic's): the turn
+            # that calls the client's tools is refused without it once they are answered.
+            theirs["reasoning_details"] = message["reasoning_details"]
         if not pausing:
             ours, theirs = {**ours, "content": None}, {**theirs, "content": message.get("content")}
         self.handback = theirs

@@ -522,7 +522,10 @@ def execution_messages_store(
 
 
 def _storable(message: dict) -> dict:
+    from memory.text import kept_reasoning
+
     keep = ("role", "content", "tool_calls", "tool_call_id", "name")
     return {k: message[k] for k in keep if message.get(k) is not None} | {
-        "content": message.get("content")
+        "content": message.get("content"),
+        **kept_reasoning(message),
     }

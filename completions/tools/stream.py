@@ -39,6 +39,7 @@ from completions.tools.models import Execution
 from completions.tools.run import Decision, Resumed, Run, failed, usage_of
 from config.common.background import spawn
 from config.common.errors import ApiError, unexpected_error
+from memory.text import kept_reasoning
 
 logger = logging.getLogger("engram.tools")
 
@@ -151,8 +152,9 @@ class Streamer:
                         yield DONE
                         return
                     calls = message.get("tool_calls") or []
-                    if calls:  # the client's own tools
-                        yield self.chunk(self.calls_delta(calls))
+                    if calls:  # the client's own tools, after the step's signed thinking
+                        # (Anthropic's), which the client sends back with their results
+                        yield self.chunk(kept_reasoning(message) | self.calls_delta(calls))
                     await run.answer(message)
                     ended = True
                     charged = self.on_end(200, message, False, "")

@@ -24,7 +24,7 @@ from memory.models import Conversation, Session
 from memory.retrieval.elsewhere import parallel
 from memory.retrieval.search import Found
 from memory.services.users import user_lock
-from memory.text import content_text, count_messages
+from memory.text import content_text, count_messages, kept_reasoning
 from memory.turn.assembly import Assembly, Budget
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.conversation import fingerprint, load_and_store
@@ -268,12 +268,7 @@ def _finish(
             message = {"role": "assistant", "content": assistant.get("content")}
             if assistant.get("tool_calls"):
                 message["tool_calls"] = assistant["tool_calls"]
-                # The signed thinking before the calls (Anthropic's, as `reasoning_details`):
-                # required back with their results, so history served from the store carries
-                # it. Kept only here: a finished answer's thinking is not asked for again, and
-                # some upstreams refuse a message field they do not know.
-                if isinstance(assistant.get("reasoning_details"), list):
-                    message["reasoning_details"] = assistant["reasoning_details"]
+                message.update(kept_reasoning(assistant))
             usage = usage or {}
             [stored] = messages_append(
                 workspace=ctx.workspace,
