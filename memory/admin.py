@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from config.admin_paging import LargeList
 from config.common.ids import ID_RULE, is_id
 from memory import services
 from memory.admin_users import user_url
@@ -28,7 +29,7 @@ def _user_link(obj) -> str:
     return format_html('<a href="{}">{}</a>', user_url(obj.workspace_id, obj.user_id), obj.user_id)
 
 
-class OwnerFixed(admin.ModelAdmin):
+class OwnerFixed(LargeList):
     """A row's owner (its workspace, its user, what it belongs to) is fixed once it exists:
     moved on the change form, a conversation left its messages, memories and jobs in the
     first workspace and showed up in the other tenant's API, and a user's erasure missed it."""
@@ -62,6 +63,7 @@ class MemoryAdmin(OwnerFixed):
     list_display = ("__str__", "end_user", "kind", "event_date", "workspace", "updated_at")
     list_filter = ("kind", "workspace")
     list_select_related = ("workspace",)
+    list_defer = ("embedding", "search", "metadata")
     search_fields = ("user_id", "text", "id")
     fields = (
         "id",
@@ -161,7 +163,7 @@ class MemoryAdmin(OwnerFixed):
 
 
 @admin.register(MemoryEvent)
-class MemoryEventAdmin(admin.ModelAdmin):
+class MemoryEventAdmin(LargeList):
     list_display = ("__str__", "event", "memory_id", "user_id", "actor", "created_at")
     list_filter = ("event", "actor")
     search_fields = ("memory_id", "user_id", "old_text", "new_text")
@@ -229,7 +231,7 @@ class ConversationAdmin(OwnerFixed):
 
 
 @admin.register(ProcessingJob)
-class ProcessingJobAdmin(admin.ModelAdmin):
+class ProcessingJobAdmin(LargeList):
     list_display = ("__str__", "kind", "status", "attempts", "short_error", "updated_at")
     list_filter = ("kind", "status")
     search_fields = ("id", "conversation__title", "conversation__external_id")
@@ -268,13 +270,14 @@ class SessionAdmin(OwnerFixed):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(LargeList):
     """Read-only: a message's text lives on in its search text, its embeddings and the body
     the client sent (`raw`, which the user's export returns), none of which an edit here
     changed; a "redaction" in this form left the text searchable and exported."""
 
     list_display = ("__str__", "user_id", "conversation", "created_at", "incomplete")
     list_select_related = ("conversation",)
+    list_defer = ("embedding", "context_embedding", "search", "raw", "tool_calls", "metadata")
     list_filter = ("role", "incomplete")
     search_fields = ("user_id", "content", "id", "conversation__external_id")
     readonly_fields = ("id", "created_at", "search_text", "token_count", "memories_from_here")

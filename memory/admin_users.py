@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, Max, QuerySet, Value
 from django.http import HttpRequest, HttpResponse
@@ -26,6 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from accounts.models import Workspace
+from config.admin_paging import EstimatingPaginator
 from memory import selectors, services
 from memory.models import Conversation, Memory, Session
 
@@ -58,7 +58,8 @@ def user_url(workspace_id: str, user_id: str) -> str:
 class EndUsers(Sequence[dict[str, Any]]):
     """Every (workspace, user) with their counts, the most recently active first, grouped and
     paged by the database (a Paginator's object list: its length and slices). Grouped in Python,
-    every page loaded every user: 1.2 s a page at 50,000 users, growing with them."""
+    every page loaded every user: 1.2 s a page at 50,000 users, growing with them. Their exact
+    number (`len`) is counted only when the planner expects few (config.admin_paging)."""
 
     def __init__(self, *, workspace_id: str = "", query: str = "") -> None:
         parts, self._params = [], []
@@ -79,6 +80,10 @@ class EndUsers(Sequence[dict[str, Any]]):
             parts.append(f"({sql})")
             self._params.extend(params)
         self._union = " UNION ALL ".join(parts)
+
+    def counted_sql(self) -> tuple[str, list[Any]]:
+        """The (workspace, user) pairs, for config.admin_paging to estimate how many."""
+        return f"SELECT DISTINCT u.workspace_id, u.user_id FROM ({self._union}) u", self._params
 
     def __len__(self) -> int:
         sql = f"SELECT count(DISTINCT (u.workspace_id, u.user_id)) FROM ({self._union}) u"
@@ -154,9 +159,8 @@ def user_urls(site) -> list[URLPattern]:
         # PostgreSQL refuses a NUL in a query (a 500): what no id or text holds goes
         workspace_id = request.GET.get("workspace", "").replace("\x00", "")
         query = request.GET.get("q", "").replace("\x00", "").strip()
-        page = Paginator(EndUsers(workspace_id=workspace_id, query=query), PER_PAGE).get_page(
-            request.GET.get("p")
-        )
+        users = EndUsers(workspace_id=workspace_id, query=query)
+        page = EstimatingPaginator(users, PER_PAGE).get_page(request.GET.get("p"))
         context = {
             **site.each_context(request),
             "title": "End users",
