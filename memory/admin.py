@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from config.admin_paging import LargeList
+from config.admin_paging import LargeList, choices_filter
 from config.common.ids import ID_RULE, is_id
 from memory import services
 from memory.admin_users import user_url
@@ -61,7 +61,7 @@ class MemoryForm(forms.ModelForm):
 class MemoryAdmin(OwnerFixed):
     form = MemoryForm
     list_display = ("__str__", "end_user", "kind", "event_date", "workspace", "updated_at")
-    list_filter = ("kind", "workspace")
+    list_filter = (choices_filter("kind", [(kind, kind) for kind in KINDS]), "workspace")
     list_select_related = ("workspace",)
     list_defer = ("embedding", "search", "metadata")
     search_fields = ("user_id", "text", "id")
