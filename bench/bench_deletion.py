@@ -76,7 +76,8 @@ def fill(workspace_id: str, rows: int) -> None:
             " content, raw, metadata, token_count, incomplete, created_at, search_text,"
             " embedding, context_embedding)"
             " SELECT %s || '_m' || g, %s, %s || '_c' || (g %% %s), 'user-' || (g %% %s), 'user',"
-            " '', 'I am planning a cycling trip number ' || g, '{}', '{}', 9, false, now(),"
+            " '', 'I am planning a cycling trip number ' || g, '{}', '{}', 9, false,"
+            " now() - g * interval '1 s',"
             " 'I am planning a cycling trip number ' || g, %s::vector, %s::vector"
             " FROM generate_series(1, %s) g",
             [w, w, w, CONVERSATIONS, CONVERSATIONS, vector, vector, rows],
@@ -85,7 +86,8 @@ def fill(workspace_id: str, rows: int) -> None:
             "INSERT INTO memory_memory (id, workspace_id, user_id, text, kind, metadata,"
             " created_at, updated_at, search_text, embedding)"
             " SELECT %s || '_f' || g, %s, 'user-' || (g %% %s), 'Plans cycling trip ' || g,"
-            " 'fact', '{}', now(), now(), 'Plans cycling trip ' || g, %s::vector"
+            " 'fact', '{}', now(), now() - g * interval '1 s', 'Plans cycling trip ' || g,"
+            " %s::vector"
             " FROM generate_series(1, %s) g",
             [w, w, CONVERSATIONS, vector, rows],
         )
@@ -107,7 +109,8 @@ def fill(workspace_id: str, rows: int) -> None:
             " error_code, prompt_tokens, completion_tokens, total_tokens, latency_ms,"
             " incomplete, agent_id, created_at)"
             " SELECT %s, '', 'user-' || (g %% %s), 'req_' || g, '', 'm', 'm', 'openai', false,"
-            " 200, '', 10, 5, 15, 1.0, false, '', now() FROM generate_series(1, %s) g",
+            " 200, '', 10, 5, 15, 1.0, false, '', now() - g * interval '1 s'"
+            " FROM generate_series(1, %s) g",
             [w, CONVERSATIONS, rows],
         )
         c.execute("ANALYZE")
