@@ -144,3 +144,26 @@ def test_a_list_filter_of_fixed_choices_reads_no_distinct_values(
     assert listed == set(
         model._default_manager.filter(**{column: value}).values_list("pk", flat=True)
     )
+
+
+def test_a_document_page_shows_its_first_chunks_not_all(admin_client, world):
+    """A long document's thousands of chunks made a page of thousands of rows."""
+    from memory.knowledge.admin import CHUNKS_SHOWN
+    from memory.models import Chunk
+
+    document = world["document"]
+    Chunk.objects.bulk_create(
+        Chunk(
+            workspace=document.workspace,
+            collection=document.collection,
+            document=document,
+            chunk_index=i,
+            text=f"Paragraph {i}.",
+        )
+        for i in range(2, CHUNKS_SHOWN + 50)
+    )
+    page = admin_client.get(reverse("admin:memory_document_change", args=[document.pk]))
+    assert page.status_code == 200
+    (chunks,) = page.context["inline_admin_formsets"]
+    shown = [form.original.chunk_index for form in chunks]
+    assert shown == list(range(CHUNKS_SHOWN))
