@@ -175,8 +175,16 @@ class MemoryEventAdmin(LargeList):
         return False
 
 
+# A conversation's page shows its first messages and jobs: a long conversation's thousands made
+# a page of thousands of rows.
+INLINE_SHOWN = 100
+# What a list of messages never shows (vectors, the client's body, the search index).
+_MESSAGE_BODY = ("embedding", "context_embedding", "search", "raw", "tool_calls", "metadata")
+
+
 class MessageInline(admin.TabularInline):
     model = Message
+    verbose_name_plural = f"messages (the first {INLINE_SHOWN})"
     extra = 0
     fields = ("role", "name", "content", "created_at", "incomplete", "token_count")
     readonly_fields = fields
@@ -184,12 +192,17 @@ class MessageInline(admin.TabularInline):
     show_change_link = True
     ordering = ("created_at", "id")
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*_MESSAGE_BODY)
+
     def has_add_permission(self, request, obj=None):
         return False
 
 
 class JobInline(admin.TabularInline):
     model = ProcessingJob
+    verbose_name_plural = f"processing jobs (the first {INLINE_SHOWN})"
+    ordering = ("created_at", "id")
     extra = 0
     fields = ("kind", "status", "attempts", "error", "upto_message_id", "updated_at")
     readonly_fields = fields
@@ -212,6 +225,14 @@ class ConversationAdmin(OwnerFixed):
     @admin.display(description="end user", ordering="user_id")
     def end_user(self, obj):
         return _user_link(obj)
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if obj is not None:  # the first INLINE_SHOWN of the conversation's rows
+            rows = kwargs["queryset"]
+            first = rows.filter(conversation=obj).order_by(*inline.ordering).values("pk")
+            kwargs["queryset"] = rows.filter(pk__in=first[:INLINE_SHOWN])
+        return kwargs
 
     def delete_model(self, request, obj):
         # as DELETE /v1/conversations/{id}: the memories derived from it alone go too
@@ -277,7 +298,7 @@ class MessageAdmin(LargeList):
 
     list_display = ("__str__", "user_id", "conversation", "created_at", "incomplete")
     list_select_related = ("conversation",)
-    list_defer = ("embedding", "context_embedding", "search", "raw", "tool_calls", "metadata")
+    list_defer = _MESSAGE_BODY
     list_filter = ("role", "incomplete")
     search_fields = ("user_id", "content", "id", "conversation__external_id")
     readonly_fields = ("id", "created_at", "search_text", "token_count", "memories_from_here")

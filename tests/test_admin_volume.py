@@ -167,3 +167,35 @@ def test_a_document_page_shows_its_first_chunks_not_all(admin_client, world):
     (chunks,) = page.context["inline_admin_formsets"]
     shown = [form.original.chunk_index for form in chunks]
     assert shown == list(range(CHUNKS_SHOWN))
+
+
+def test_a_conversation_page_shows_its_first_messages_not_all(admin_client, world):
+    """A long conversation's thousands of messages made a page of thousands of rows, each
+    message read with its vectors."""
+    from django.utils import timezone
+
+    from memory.admin import INLINE_SHOWN
+    from memory.models import Conversation
+
+    conversation: Conversation = world["conversation"]
+    Message.objects.bulk_create(
+        Message(
+            workspace=conversation.workspace,
+            conversation=conversation,
+            user_id="alice",
+            role="user",
+            content=f"Message {i}.",
+            created_at=timezone.now(),
+        )
+        for i in range(INLINE_SHOWN + 20)
+    )
+    url = reverse("admin:memory_conversation_change", args=[conversation.pk])
+    with CaptureQueriesContext(connection) as captured:
+        page = admin_client.get(url)
+    assert page.status_code == 200
+    messages = page.context["inline_admin_formsets"][0]
+    shown = [form.original.pk for form in messages]
+    first = Message.objects.filter(conversation=conversation).order_by("created_at", "id")
+    assert shown == list(first.values_list("pk", flat=True)[:INLINE_SHOWN])
+    reads = [q["sql"] for q in captured.captured_queries if 'FROM "memory_message"' in q["sql"]]
+    assert not [s for s in reads if '"embedding"' in s]
