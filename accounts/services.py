@@ -3,7 +3,9 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import deletion
 from accounts.authentication import keys_changed
+from accounts.endusers.models import Issuer
 from accounts.endusers.tokens import issuers_changed
 from accounts.keys import generate_key, key_digest, key_prefix
 from accounts.models import ApiKey, Workspace
@@ -30,21 +32,36 @@ def workspace_rename(*, workspace: Workspace, name: str) -> Workspace:
     return workspace
 
 
-@transaction.atomic
 def workspace_delete(*, workspace: Workspace) -> None:
     """Delete a workspace and everything it owns; its keys stop working on every process at once.
 
-    Its row is locked first (config.common.rows.lock_if_present): a row of the workspace written
-    meanwhile (a usage flush, a turn) either committed before, and is collected and deleted with
-    the rest, or waits for the deletion and then fails its own foreign key (completions.usage
-    drops such a record). Without the lock, a row committed between the collection and the
-    workspace's own delete failed the deletion's commit: a 500 (tests/test_accounts.py).
+    Three steps, each its own transaction (none when called inside one, as the admin does):
+    its keys and token issuers go first, so nothing new comes in; then its rows, table by table
+    in batches (accounts.deletion: nothing is loaded, no lock is held for long); then, with its
+    row locked, what was written meanwhile and the workspace itself. Interrupted, it is safe to
+    call again: it goes on where it stopped.
+
+    The row lock (config.common.rows.lock_if_present) settles a row of the workspace written
+    meanwhile (a usage flush, a turn already past its key check): it either committed before the
+    last step, and is deleted with the rest, or waits for it and then fails its own foreign key
+    (completions.usage drops such a record). Without the lock, a row committed between the
+    collection and the workspace's own delete failed the deletion's commit: a 500
+    (tests/test_accounts.py).
     """
-    if not lock_if_present(workspace):
-        return  # deleted meanwhile, by a deletion that tells the caches itself
-    workspace.delete()
-    keys_changed()
-    issuers_changed()  # its end users' tokens too
+    with transaction.atomic():
+        if not lock_if_present(workspace):
+            return  # deleted meanwhile, by a deletion that tells the caches itself
+        deletion.doors_delete(workspace_id=workspace.pk, doors=(ApiKey, Issuer))
+        keys_changed()
+        issuers_changed()  # its end users' tokens too
+    deletion.rows_delete(workspace_id=workspace.pk, batch=deletion.BATCH_ROWS)
+    with transaction.atomic():
+        if not lock_if_present(workspace):
+            return
+        deletion.rows_delete(workspace_id=workspace.pk, batch=None)
+        Workspace.objects.filter(pk=workspace.pk)._raw_delete(Workspace.objects.db)
+        keys_changed()  # a key made meanwhile
+        issuers_changed()
 
 
 @transaction.atomic

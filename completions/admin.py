@@ -13,8 +13,9 @@ from django.template.response import TemplateResponse
 
 from accounts.models import ApiKey
 from completions import pricing, services
-from completions.models import ModelAlias, Price, ProviderCredential, UsageRecord
+from completions.models import ModelAlias, Price, Provider, ProviderCredential, UsageRecord
 from completions.selectors import usage_figures
+from config.admin_paging import LargeList, choices_filter
 from config.common.ids import is_id
 
 
@@ -160,7 +161,7 @@ def usage_totals(queryset) -> dict:
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(LargeList):
     """Read-only usage with totals for the current filter, credits included."""
 
     list_display = (
@@ -182,7 +183,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         ApiKeyFilter,
         EndUserFilter,
         "model",
-        "provider",
+        choices_filter("provider", Provider.choices),
         "status_code",
         "stream",
         "incomplete",

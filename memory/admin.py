@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from config.admin_paging import LargeList, choices_filter
 from config.common.ids import ID_RULE, is_id
 from memory import services
 from memory.admin_users import user_url
@@ -28,7 +29,7 @@ def _user_link(obj) -> str:
     return format_html('<a href="{}">{}</a>', user_url(obj.workspace_id, obj.user_id), obj.user_id)
 
 
-class OwnerFixed(admin.ModelAdmin):
+class OwnerFixed(LargeList):
     """A row's owner (its workspace, its user, what it belongs to) is fixed once it exists:
     moved on the change form, a conversation left its messages, memories and jobs in the
     first workspace and showed up in the other tenant's API, and a user's erasure missed it."""
@@ -60,8 +61,9 @@ class MemoryForm(forms.ModelForm):
 class MemoryAdmin(OwnerFixed):
     form = MemoryForm
     list_display = ("__str__", "end_user", "kind", "event_date", "workspace", "updated_at")
-    list_filter = ("kind", "workspace")
+    list_filter = (choices_filter("kind", [(kind, kind) for kind in KINDS]), "workspace")
     list_select_related = ("workspace",)
+    list_defer = ("embedding", "search", "metadata")
     search_fields = ("user_id", "text", "id")
     fields = (
         "id",
@@ -161,7 +163,7 @@ class MemoryAdmin(OwnerFixed):
 
 
 @admin.register(MemoryEvent)
-class MemoryEventAdmin(admin.ModelAdmin):
+class MemoryEventAdmin(LargeList):
     list_display = ("__str__", "event", "memory_id", "user_id", "actor", "created_at")
     list_filter = ("event", "actor")
     search_fields = ("memory_id", "user_id", "old_text", "new_text")
@@ -173,8 +175,16 @@ class MemoryEventAdmin(admin.ModelAdmin):
         return False
 
 
+# A conversation's page shows its first messages and jobs: a long conversation's thousands made
+# a page of thousands of rows.
+INLINE_SHOWN = 100
+# What a list of messages never shows (vectors, the client's body, the search index).
+_MESSAGE_BODY = ("embedding", "context_embedding", "search", "raw", "tool_calls", "metadata")
+
+
 class MessageInline(admin.TabularInline):
     model = Message
+    verbose_name_plural = f"messages (the first {INLINE_SHOWN})"
     extra = 0
     fields = ("role", "name", "content", "created_at", "incomplete", "token_count")
     readonly_fields = fields
@@ -182,12 +192,17 @@ class MessageInline(admin.TabularInline):
     show_change_link = True
     ordering = ("created_at", "id")
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*_MESSAGE_BODY)
+
     def has_add_permission(self, request, obj=None):
         return False
 
 
 class JobInline(admin.TabularInline):
     model = ProcessingJob
+    verbose_name_plural = f"processing jobs (the first {INLINE_SHOWN})"
+    ordering = ("created_at", "id")
     extra = 0
     fields = ("kind", "status", "attempts", "error", "upto_message_id", "updated_at")
     readonly_fields = fields
@@ -211,6 +226,14 @@ class ConversationAdmin(OwnerFixed):
     def end_user(self, obj):
         return _user_link(obj)
 
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if obj is not None:  # the first INLINE_SHOWN of the conversation's rows
+            rows = kwargs["queryset"]
+            first = rows.filter(conversation=obj).order_by(*inline.ordering).values("pk")
+            kwargs["queryset"] = rows.filter(pk__in=first[:INLINE_SHOWN])
+        return kwargs
+
     def delete_model(self, request, obj):
         # as DELETE /v1/conversations/{id}: the memories derived from it alone go too
         services.conversation_delete(workspace=obj.workspace, conversation=obj, actor="admin")
@@ -229,7 +252,7 @@ class ConversationAdmin(OwnerFixed):
 
 
 @admin.register(ProcessingJob)
-class ProcessingJobAdmin(admin.ModelAdmin):
+class ProcessingJobAdmin(LargeList):
     list_display = ("__str__", "kind", "status", "attempts", "short_error", "updated_at")
     list_filter = ("kind", "status")
     search_fields = ("id", "conversation__title", "conversation__external_id")
@@ -268,13 +291,14 @@ class SessionAdmin(OwnerFixed):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(LargeList):
     """Read-only: a message's text lives on in its search text, its embeddings and the body
     the client sent (`raw`, which the user's export returns), none of which an edit here
     changed; a "redaction" in this form left the text searchable and exported."""
 
     list_display = ("__str__", "user_id", "conversation", "created_at", "incomplete")
     list_select_related = ("conversation",)
+    list_defer = _MESSAGE_BODY
     list_filter = ("role", "incomplete")
     search_fields = ("user_id", "content", "id", "conversation__external_id")
     readonly_fields = ("id", "created_at", "search_text", "token_count", "memories_from_here")

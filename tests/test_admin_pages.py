@@ -708,8 +708,7 @@ def test_deleting_a_collection_document_or_workspace_counts_what_goes_without_lo
     assert done.status_code == 302
     assert not type(obj).objects.filter(pk=obj.pk).exists()
     assert not Chunk.objects.filter(document_id=document.pk).exists()
-    if page != "workspace":  # (the workspace's own delete collects every row it owns)
-        assert not _reads_uploads(deleting.captured_queries)
+    assert not _reads_uploads(deleting.captured_queries)
 
 
 def test_usage_records_cannot_be_deleted_in_the_admin(admin_client, world):

@@ -10,6 +10,7 @@ from django.contrib import admin
 
 from completions.tools import services
 from completions.tools.models import Approval, Execution, Tool
+from config.admin_paging import LargeList
 from config.common import addresses
 from config.common.errors import DomainError
 
@@ -137,7 +138,12 @@ class ToolAdmin(admin.ModelAdmin):
             self.delete_model(request, tool)
 
 
-class _ReadOnly(admin.ModelAdmin):
+# What an execution's list (and its approvals') never shows: the prompt, context and steps,
+# which can run to megabytes a row.
+_EXECUTION_BODY = ("body", "messages", "steps", "pending", "usage")
+
+
+class _ReadOnly(LargeList):
     def has_add_permission(self, request):
         return False
 
@@ -151,10 +157,13 @@ class ExecutionAdmin(_ReadOnly):
     list_filter = ("status",)
     search_fields = ("id", "agent_id", "user_id", "request_id")
     exclude = ("messages", "body")  # the prompt and context: the steps say what happened
+    list_defer = _EXECUTION_BODY
 
 
 @admin.register(Approval)
 class ApprovalAdmin(_ReadOnly):
     list_display = ("id", "execution", "status", "user_id", "expires_at", "decided_at")
+    list_select_related = ("execution",)
+    list_defer = tuple(f"execution__{name}" for name in _EXECUTION_BODY)
     list_filter = ("status",)
     search_fields = ("id", "execution__id", "user_id")

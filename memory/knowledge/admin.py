@@ -7,11 +7,16 @@ from config.admin_deletion import CountsOnDelete
 from memory.knowledge import services
 from memory.models import Chunk, Collection, Document
 
+# A document's page shows its first chunks: a long PDF's thousands made a page of thousands of
+# rows (every chunk's text, rendered as a form).
+CHUNKS_SHOWN = 100
+
 
 class ChunkInline(admin.TabularInline):
     """A document's chunks as ingestion cut them (read-only; re-run ingestion to change them)."""
 
     model = Chunk
+    verbose_name_plural = f"chunks (the first {CHUNKS_SHOWN})"
     extra = 0
     fields = ("chunk_index", "heading", "text", "token_count", "embedded")
     readonly_fields = fields
@@ -23,6 +28,7 @@ class ChunkInline(admin.TabularInline):
         return (
             super()
             .get_queryset(request)
+            .filter(chunk_index__lt=CHUNKS_SHOWN)  # not a slice: the formset filters it further
             .defer("search_text", "embedding")
             .annotate(is_embedded=embedded)
         )
