@@ -20,6 +20,7 @@ from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
 from config.common import crypto
 from memory.models import Memory
+from memory.services import memory_create
 from memory.text import tool_call_ids
 from tests.completions_support import wait_for
 from tests.test_errors import assert_envelope
@@ -890,6 +891,71 @@ def test_builtin_remember_and_memory_search(sdk, http, upstream, owner, settings
     ask(sdk, agent, "What do I drink?", user="alice")
     found = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
     assert memory.id in [m["id"] for m in found]
+
+
+def test_memory_builtins_are_refused_for_an_agent_whose_memory_is_off(http):
+    """Memory off means nothing stored, nothing recalled: adding a memory built-in to such an
+    agent, making one, or turning memory off beside one is a 400 naming the field."""
+    off = http.post(
+        "/v1/agents",
+        json={"name": "forgetful", "model": "gpt-4o-mini", "memory": {"enabled": False}},
+    ).json()["id"]
+    for builtin in ("remember", "memory_search"):
+        body = {"name": builtin, "type": "builtin", "builtin": builtin}
+        error = assert_envelope(
+            http.post(f"/v1/agents/{off}/tools", json=body), 400, code="memory_disabled"
+        )
+        assert error["param"] == "builtin" and builtin in error["message"]
+    knowledge = {"name": "docs", "type": "builtin", "builtin": "knowledge_search"}
+    created = http.post(f"/v1/agents/{off}/tools", json=knowledge)
+    assert created.status_code == 201, created.text  # the agent's collections are not memory
+    changed = http.patch(
+        f"/v1/agents/{off}/tools/{created.json()['id']}", json={"builtin": "remember"}
+    )
+    assert assert_envelope(changed, 400, code="memory_disabled")["param"] == "builtin"
+
+    on = make_agent(http, "mindful")
+    body = {"name": "remember", "type": "builtin", "builtin": "remember"}
+    assert http.post(f"/v1/agents/{on}/tools", json=body).status_code == 201
+    turned_off = http.patch(f"/v1/agents/{on}", json={"memory": {"enabled": False}})
+    error = assert_envelope(turned_off, 400, code="memory_tools")
+    assert error["param"] == "memory" and "remember" in error["message"]
+    agent = http.get(f"/v1/agents/{on}").json()
+    assert agent["memory"]["enabled"] is True and agent["version"] == 1
+
+
+def test_a_version_pinned_with_memory_off_neither_remembers_nor_recalls(sdk, http, upstream, owner):
+    """The backstop at run time: version 1's memory is off, the tools (not versioned) hold
+    the memory built-ins added once memory was on; calling version 1 stores and reads
+    nothing, and the model is told why."""
+    agent = http.post(
+        "/v1/agents",
+        json={"name": "pinned", "model": "gpt-4o-mini", "memory": {"enabled": False}},
+    ).json()["id"]
+    assert http.patch(f"/v1/agents/{agent}", json={"memory": {"enabled": True}}).is_success
+    for builtin in ("remember", "memory_search"):
+        body = {"name": builtin, "type": "builtin", "builtin": builtin}
+        assert http.post(f"/v1/agents/{agent}/tools", json=body).status_code == 201
+    memory_create(workspace=owner[0], user_id="u9", text="Likes coffee")
+
+    script_call_then_answer(upstream, tool_call("c1", "remember", {"text": "likes tea"}))
+    sdk.chat.completions.create(
+        model="agent:pinned@1",
+        messages=[{"role": "user", "content": "Remember I like tea"}],
+        extra_headers={"x-user-id": "u9"},
+    )
+    told = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
+    assert "memory is off" in told["error"]
+    assert not Memory.objects.filter(workspace=owner[0], user_id="u9", text="likes tea").exists()
+
+    script_call_then_answer(upstream, tool_call("c2", "memory_search", {"query": "coffee"}))
+    sdk.chat.completions.create(
+        model="agent:pinned@1",
+        messages=[{"role": "user", "content": "What do I drink?"}],
+        extra_headers={"x-user-id": "u9"},
+    )
+    told = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
+    assert "memory is off" in told["error"] and "coffee" not in json.dumps(told).lower()
 
 
 def test_admin_adds_a_tool_with_write_only_headers(client, owner, http, tool_server):

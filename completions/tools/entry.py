@@ -91,7 +91,7 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         execution=execution,
         tools={t.name: t for t in tools},
         route=route,
-        scope=Scope(turn.workspace, ctx.user_id, tuple(ctx.collection_ids)),
+        scope=Scope(turn.workspace, ctx.user_id, tuple(ctx.collection_ids), ctx.remember),
         request_id=turn.request_id,
         engram=dict(turn.engram),
         preface=list(turn.tool_calls),
@@ -187,6 +187,19 @@ async def _extraction(workspace_id: str, agent_id: str) -> bool:
 
     agent = (await agents_async(workspace_id)).by_id.get(agent_id)
     return agent is None or agent.memory.get("extraction", True) is not False
+
+
+async def _memory_on(workspace_id: str, execution: Execution) -> bool:
+    """The memory policy of the agent version the run started with: may its built-ins read
+    and write the end user's memories?"""
+    from completions.agents.cache import agents_async, version_async
+
+    agent: Any = None
+    if execution.agent_version is not None:
+        agent = await version_async(workspace_id, execution.agent_id, execution.agent_version)
+    if agent is None:
+        agent = (await agents_async(workspace_id)).by_id.get(execution.agent_id)
+    return agent is not None and agent.memory.get("enabled", True) is not False
 
 
 def _include_usage(body: dict) -> bool:
@@ -306,7 +319,12 @@ async def resume(
         execution=execution,
         tools={t.name: t for t in tools},
         route=route,
-        scope=Scope(workspace, execution.user_id or None, tuple(execution.collection_ids)),
+        scope=Scope(
+            workspace,
+            execution.user_id or None,
+            tuple(execution.collection_ids),
+            await _memory_on(workspace.id, execution),
+        ),
         request_id=request_id,
     )
     resumed: Resumed | None = _resumed(run, claimed.approval, approve, reason, claimed.retry)

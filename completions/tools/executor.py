@@ -44,11 +44,13 @@ class Result:
 
 @dataclass(frozen=True)
 class Scope:
-    """Who the call acts for: built-ins read and write this user's memories."""
+    """Who the call acts for: built-ins read and write this user's memories, unless the
+    agent's memory is off (`memory`: its policy's `enabled`)."""
 
     workspace: Any
     user_id: str | None
     collection_ids: tuple[str, ...]
+    memory: bool = True
 
 
 class PrivateAddress(Exception):
