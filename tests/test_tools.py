@@ -175,6 +175,37 @@ def test_n_over_one_through_an_agent_with_tools_is_a_400_naming_n(
     assert (Conversation.objects.count(), Message.objects.count()) == (conversations, messages)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_legacy_functions_through_an_agent_with_tools_is_a_400_naming_functions(
+    sdk, http, upstream, tool_server, stream
+):
+    """OpenAI refuses `functions` beside `tools`, and an agent's tools go upstream as `tools`:
+    a 400 naming `functions` before anything is stored, not the upstream's refusal mid-run."""
+    from memory.models import Conversation, Message
+
+    agent = make_agent(http)
+    legacy = {
+        "functions": [{"name": "open_map", "parameters": {"type": "object", "properties": {}}}],
+        "function_call": "auto",
+    }
+    plain = ask(sdk, agent, **legacy)  # no tools: passed on as it came
+    assert plain.choices[0].message.content and "tools" not in upstream.last.body
+    assert upstream.last.body["functions"] == legacy["functions"]
+    upstream.reset()
+    make_tool(http, agent, tool_server.url + "/weather")
+    conversations, messages = Conversation.objects.count(), Message.objects.count()
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(sdk, agent, stream=stream, user="alice", **legacy)
+
+    error = refused.value.body
+    assert refused.value.code == "unsupported" and error["param"] == "functions"
+    assert "tools" in error["message"]
+    assert upstream.chat_requests() == []
+    assert not Execution.objects.exists()
+    assert (Conversation.objects.count(), Message.objects.count()) == (conversations, messages)
+
+
 MAP_TOOL = {
     "type": "function",
     "function": {"name": "open_map", "parameters": {"type": "object", "properties": {}}},

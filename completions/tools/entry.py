@@ -52,16 +52,32 @@ def _reply(status: int, headers: dict[str, str], body: bytes = b"", stream=None)
 
 async def refuse_unsupported(turn: Turn, body: dict) -> None:
     """What an agent with tools cannot do, refused before the turn is admitted or stored: `n`
-    over 1 (its run follows one answer: the tools the model calls, then the model again)."""
+    over 1 (its run follows one answer: the tools the model calls, then the model again), and
+    the deprecated `functions` (its tools go upstream as `tools`, and OpenAI refuses a request
+    with both; every OpenAI SDK sends the same functions as `tools`)."""
     assert turn.agent is not None
-    if (body.get("n") or 1) > 1 and await cache.tools_async(turn.workspace.id, turn.agent["id"]):
+    n_over_one = (body.get("n") or 1) > 1
+    functions = body.get("functions") is not None
+    if not (n_over_one or functions):
+        return
+    if not await cache.tools_async(turn.workspace.id, turn.agent["id"]):
+        return
+    if functions:
         raise ApiError(
             400,
-            "n greater than 1 is not supported by an agent with tools: its run follows one "
-            "answer of the model.",
-            param="n",
+            "functions is not supported by an agent with tools: its tools go to the model as "
+            '`tools`, which cannot be sent beside the deprecated `functions`. Send each as {"type": '
+            '"function", "function": {...}} in `tools` (and `function_call` as `tool_choice`).',
+            param="functions",
             code="unsupported",
         )
+    raise ApiError(
+        400,
+        "n greater than 1 is not supported by an agent with tools: its run follows one "
+        "answer of the model.",
+        param="n",
+        code="unsupported",
+    )
 
 
 async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | None:
