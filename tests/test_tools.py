@@ -1023,6 +1023,61 @@ def test_admin_adds_a_tool_with_write_only_headers(client, owner, http, tool_ser
     assert not Tool.objects.filter(name="x").exists()
 
 
+def test_admin_keeps_memory_builtins_off_an_agent_whose_memory_is_off(client, owner, http):
+    """The admin's forms show the services' rule as an error on the page, never a 500."""
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    off = http.post(
+        "/v1/agents",
+        json={"name": "forgetful", "model": "gpt-4o-mini", "memory": {"enabled": False}},
+    ).json()["id"]
+    form = {
+        "workspace": owner[0].id,
+        "agent": off,
+        "name": "remember",
+        "description": "",
+        "parameters": "{}",
+        "kind": "builtin",
+        "builtin": "remember",
+        "http_url": "",
+        "http_method": "POST",
+        "headers": "",
+        "approval": '"never"',
+        "approval_ttl_seconds": "900",
+        "timeout_seconds": "10",
+    }
+    refused = client.post("/admin/completions/tool/add/", form)
+    assert refused.status_code == 200 and "memory is off" in refused.content.decode()
+    assert not Tool.objects.filter(agent_id=off).exists()
+
+    on = make_agent(http, "mindful")
+    assert client.post("/admin/completions/tool/add/", {**form, "agent": on}).status_code == 302
+    agent_form = {
+        "name": "mindful",
+        "model": "gpt-4o-mini",
+        "instructions": "",
+        "parameters": "{}",
+        "memory": '{"enabled": false}',
+        "collection_ids": "[]",
+        "metadata": "{}",
+        "versions-TOTAL_FORMS": "1",
+        "versions-INITIAL_FORMS": "1",
+        "versions-MIN_NUM_FORMS": "0",
+        "versions-MAX_NUM_FORMS": "1000",
+    }
+    assert (
+        client.post(  # the form is whole: saved with memory on
+            f"/admin/completions/agent/{on}/change/", {**agent_form, "memory": "{}"}
+        ).status_code
+        == 302
+    )
+    turned_off = client.post(f"/admin/completions/agent/{on}/change/", agent_form)
+    assert turned_off.status_code == 200, turned_off.status_code
+    assert "delete them first" in turned_off.content.decode()
+    assert http.get(f"/v1/agents/{on}").json()["memory"]["enabled"] is True
+
+
 def test_the_step_limit_ends_the_run_with_an_answer(sdk, http, upstream, tool_server, settings):
     settings.ENGRAM_TOOLS_MAX_STEPS = 2
     agent = make_agent(http)
