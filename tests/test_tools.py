@@ -20,6 +20,7 @@ from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
 from config.common import crypto
 from memory.models import Memory
+from memory.services import memory_create
 from memory.text import tool_call_ids
 from tests.completions_support import wait_for
 from tests.test_errors import assert_envelope
@@ -169,6 +170,37 @@ def test_n_over_one_through_an_agent_with_tools_is_a_400_naming_n(
 
     error = assert_envelope(resp, 400, code="unsupported")
     assert error["param"] == "n" and "n greater than 1" in error["message"]
+    assert upstream.chat_requests() == []
+    assert not Execution.objects.exists()
+    assert (Conversation.objects.count(), Message.objects.count()) == (conversations, messages)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_legacy_functions_through_an_agent_with_tools_is_a_400_naming_functions(
+    sdk, http, upstream, tool_server, stream
+):
+    """OpenAI refuses `functions` beside `tools`, and an agent's tools go upstream as `tools`:
+    a 400 naming `functions` before anything is stored, not the upstream's refusal mid-run."""
+    from memory.models import Conversation, Message
+
+    agent = make_agent(http)
+    legacy = {
+        "functions": [{"name": "open_map", "parameters": {"type": "object", "properties": {}}}],
+        "function_call": "auto",
+    }
+    plain = ask(sdk, agent, **legacy)  # no tools: passed on as it came
+    assert plain.choices[0].message.content and "tools" not in upstream.last.body
+    assert upstream.last.body["functions"] == legacy["functions"]
+    upstream.reset()
+    make_tool(http, agent, tool_server.url + "/weather")
+    conversations, messages = Conversation.objects.count(), Message.objects.count()
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(sdk, agent, stream=stream, user="alice", **legacy)
+
+    error = refused.value.body
+    assert refused.value.code == "unsupported" and error["param"] == "functions"
+    assert "tools" in error["message"]
     assert upstream.chat_requests() == []
     assert not Execution.objects.exists()
     assert (Conversation.objects.count(), Message.objects.count()) == (conversations, messages)
@@ -993,6 +1025,71 @@ def test_builtin_remember_and_memory_search(sdk, http, upstream, owner, settings
     assert memory.id in [m["id"] for m in found]
 
 
+def test_memory_builtins_are_refused_for_an_agent_whose_memory_is_off(http):
+    """Memory off means nothing stored, nothing recalled: adding a memory built-in to such an
+    agent, making one, or turning memory off beside one is a 400 naming the field."""
+    off = http.post(
+        "/v1/agents",
+        json={"name": "forgetful", "model": "gpt-4o-mini", "memory": {"enabled": False}},
+    ).json()["id"]
+    for builtin in ("remember", "memory_search"):
+        body = {"name": builtin, "type": "builtin", "builtin": builtin}
+        error = assert_envelope(
+            http.post(f"/v1/agents/{off}/tools", json=body), 400, code="memory_disabled"
+        )
+        assert error["param"] == "builtin" and builtin in error["message"]
+    knowledge = {"name": "docs", "type": "builtin", "builtin": "knowledge_search"}
+    created = http.post(f"/v1/agents/{off}/tools", json=knowledge)
+    assert created.status_code == 201, created.text  # the agent's collections are not memory
+    changed = http.patch(
+        f"/v1/agents/{off}/tools/{created.json()['id']}", json={"builtin": "remember"}
+    )
+    assert assert_envelope(changed, 400, code="memory_disabled")["param"] == "builtin"
+
+    on = make_agent(http, "mindful")
+    body = {"name": "remember", "type": "builtin", "builtin": "remember"}
+    assert http.post(f"/v1/agents/{on}/tools", json=body).status_code == 201
+    turned_off = http.patch(f"/v1/agents/{on}", json={"memory": {"enabled": False}})
+    error = assert_envelope(turned_off, 400, code="memory_tools")
+    assert error["param"] == "memory" and "remember" in error["message"]
+    agent = http.get(f"/v1/agents/{on}").json()
+    assert agent["memory"]["enabled"] is True and agent["version"] == 1
+
+
+def test_a_version_pinned_with_memory_off_neither_remembers_nor_recalls(sdk, http, upstream, owner):
+    """The backstop at run time: version 1's memory is off, the tools (not versioned) hold
+    the memory built-ins added once memory was on; calling version 1 stores and reads
+    nothing, and the model is told why."""
+    agent = http.post(
+        "/v1/agents",
+        json={"name": "pinned", "model": "gpt-4o-mini", "memory": {"enabled": False}},
+    ).json()["id"]
+    assert http.patch(f"/v1/agents/{agent}", json={"memory": {"enabled": True}}).is_success
+    for builtin in ("remember", "memory_search"):
+        body = {"name": builtin, "type": "builtin", "builtin": builtin}
+        assert http.post(f"/v1/agents/{agent}/tools", json=body).status_code == 201
+    memory_create(workspace=owner[0], user_id="u9", text="Likes coffee")
+
+    script_call_then_answer(upstream, tool_call("c1", "remember", {"text": "likes tea"}))
+    sdk.chat.completions.create(
+        model="agent:pinned@1",
+        messages=[{"role": "user", "content": "Remember I like tea"}],
+        extra_headers={"x-user-id": "u9"},
+    )
+    told = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
+    assert "memory is off" in told["error"]
+    assert not Memory.objects.filter(workspace=owner[0], user_id="u9", text="likes tea").exists()
+
+    script_call_then_answer(upstream, tool_call("c2", "memory_search", {"query": "coffee"}))
+    sdk.chat.completions.create(
+        model="agent:pinned@1",
+        messages=[{"role": "user", "content": "What do I drink?"}],
+        extra_headers={"x-user-id": "u9"},
+    )
+    told = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
+    assert "memory is off" in told["error"] and "coffee" not in json.dumps(told).lower()
+
+
 def test_admin_adds_a_tool_with_write_only_headers(client, owner, http, tool_server):
     from django.contrib.auth.models import User
 
@@ -1025,6 +1122,61 @@ def test_admin_adds_a_tool_with_write_only_headers(client, owner, http, tool_ser
     )
     assert refused.status_code == 200  # the form again, with the error
     assert not Tool.objects.filter(name="x").exists()
+
+
+def test_admin_keeps_memory_builtins_off_an_agent_whose_memory_is_off(client, owner, http):
+    """The admin's forms show the services' rule as an error on the page, never a 500."""
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    off = http.post(
+        "/v1/agents",
+        json={"name": "forgetful", "model": "gpt-4o-mini", "memory": {"enabled": False}},
+    ).json()["id"]
+    form = {
+        "workspace": owner[0].id,
+        "agent": off,
+        "name": "remember",
+        "description": "",
+        "parameters": "{}",
+        "kind": "builtin",
+        "builtin": "remember",
+        "http_url": "",
+        "http_method": "POST",
+        "headers": "",
+        "approval": '"never"',
+        "approval_ttl_seconds": "900",
+        "timeout_seconds": "10",
+    }
+    refused = client.post("/admin/completions/tool/add/", form)
+    assert refused.status_code == 200 and "memory is off" in refused.content.decode()
+    assert not Tool.objects.filter(agent_id=off).exists()
+
+    on = make_agent(http, "mindful")
+    assert client.post("/admin/completions/tool/add/", {**form, "agent": on}).status_code == 302
+    agent_form = {
+        "name": "mindful",
+        "model": "gpt-4o-mini",
+        "instructions": "",
+        "parameters": "{}",
+        "memory": '{"enabled": false}',
+        "collection_ids": "[]",
+        "metadata": "{}",
+        "versions-TOTAL_FORMS": "1",
+        "versions-INITIAL_FORMS": "1",
+        "versions-MIN_NUM_FORMS": "0",
+        "versions-MAX_NUM_FORMS": "1000",
+    }
+    assert (
+        client.post(  # the form is whole: saved with memory on
+            f"/admin/completions/agent/{on}/change/", {**agent_form, "memory": "{}"}
+        ).status_code
+        == 302
+    )
+    turned_off = client.post(f"/admin/completions/agent/{on}/change/", agent_form)
+    assert turned_off.status_code == 200, turned_off.status_code
+    assert "delete them first" in turned_off.content.decode()
+    assert http.get(f"/v1/agents/{on}").json()["memory"]["enabled"] is True
 
 
 def test_the_step_limit_ends_the_run_with_an_answer(sdk, http, upstream, tool_server, settings):

@@ -226,3 +226,48 @@ def test_a_tool_answer_over_the_limit_says_it_was_cut(sdk, http, upstream, tool_
     assert result[16_000:].startswith("\n" + mark), result[16_000:]
     execution = Execution.objects.get(id=engram(answer)["execution_id"])
     assert execution.steps[1]["result"] == result
+
+
+@pytest.mark.parametrize(("path", "read"), [("/long", 20_000), ("/huge", 64_000)])
+def test_a_follow_up_call_after_a_long_result_fits_the_window(
+    sdk, http, upstream, tool_server, settings, path, read
+):
+    """A 2,048-token window and a result cut at 16,000 characters: the model's next call is
+    fitted to the window (the older turns left out first, then the result cut further, with
+    the mark), keeps the system message, the question, the call and its result, and is valid
+    tool history. The run's record keeps the result as the tool sent it (cut at 16,000)."""
+    from memory.text import count_messages
+    from memory.turn.assembly import budget_for
+    from tests.test_tools import assert_every_call_answered
+
+    settings.ENGRAM_CONTEXT_WINDOWS = {"gpt-4o-mini": 2048}
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + path)
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    older = " ".join(f"word{i}" for i in range(150))
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": f"Earlier question: {older}"},
+        {"role": "assistant", "content": f"Earlier answer: {older}"},
+        {"role": "user", "content": "Weather in Paris?"},
+    ]
+
+    answer = sdk.chat.completions.create(model=agent, messages=messages)
+
+    first, second = upstream.chat_requests()
+    assert [m["content"] for m in first.body["messages"]] == [m["content"] for m in messages]
+    sent = second.body["messages"]
+    assert count_messages(sent) <= budget_for(second.body, "gpt-4o-mini").total
+    assert_every_call_answered(sent)
+    assert sent[0] == {"role": "system", "content": "Be brief."}
+    assert sent[1] == {"role": "user", "content": "Weather in Paris?"}  # older turns left out
+    assert [m["role"] for m in sent[2:]] == ["assistant", "tool"]
+    result = sent[-1]["content"]
+    assert result.startswith("x" * 200) and len(result) < 16_000
+    mark = result[result.index("\n[cut: ") :]  # one mark, counting all that was left out
+    over = read > 20_000  # the tool sent more than Engram reads: "over N"
+    assert mark.startswith("\n[cut: over " if over else "\n[cut: ") and mark.count("[cut") == 1
+    left = int(mark.removeprefix("\n[cut: ").removeprefix("over ").split(" ")[0].replace(",", ""))
+    assert mark.endswith(" more characters left out]") and left == read - result.index("\n")
+    execution = Execution.objects.get(id=engram(answer)["execution_id"])
+    assert execution.steps[1]["result"].startswith("x" * 16_000)

@@ -24,7 +24,21 @@ class AgentForm(forms.ModelForm):
                 except DomainError as exc:
                     self.add_error(field, exc.message)
         self._check_collections(data)
+        self._check_memory_tools(data)
         return data
+
+    def _check_memory_tools(self, data: dict) -> None:
+        """The service's rule on the form: memory off only without memory built-in tools."""
+        memory = data.get("memory")
+        if "memory" in self.errors or not self.instance.pk or not isinstance(memory, dict):
+            return
+        if memory.get("enabled") is False:
+            try:
+                services.memory_tools_check(
+                    workspace=self.instance.workspace, agent_id=self.instance.pk
+                )
+            except DomainError as exc:
+                self.add_error("memory", exc.message)
 
     def _check_collections(self, data: dict) -> None:
         """The collections are the workspace's (the service's rule, shown on the form): the

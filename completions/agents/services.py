@@ -53,6 +53,21 @@ def _locked(*, workspace: Workspace, agent_id: str) -> Agent:
     return agent
 
 
+def memory_tools_check(*, workspace: Workspace, agent_id: str) -> None:
+    """Memory off means nothing stored, nothing recalled: not while the agent has tools that
+    read or write memories (completions.tools.services refuses adding one to such an agent)."""
+    from completions.tools.selectors import memory_tool_names  # tools build on agents
+
+    names = memory_tool_names(workspace=workspace, agent_id=agent_id)
+    if names:
+        raise Invalid(
+            "memory.enabled cannot be false while the agent has the memory built-in tools "
+            f"{', '.join(names)}: delete them first.",
+            field="memory",
+            code="memory_tools",
+        )
+
+
 @transaction.atomic
 def agent_create(
     *,
@@ -103,6 +118,8 @@ def agent_update(*, workspace: Workspace, agent_id: str, **changes: Any) -> Agen
     changed = {f: v for f, v in values.items() if getattr(agent, f) != v}
     if not changed:
         return agent
+    if "memory" in changed and changed["memory"]["enabled"] is False:
+        memory_tools_check(workspace=workspace, agent_id=agent.id)
     for field, value in changed.items():
         setattr(agent, field, value)
     agent.version += 1

@@ -91,7 +91,9 @@ class ToolForm(forms.ModelForm):
             self.add_error("headers", "The URL moves to another host: enter the headers again.")
             return data
         try:
-            services.tool_validate(values=self.values())
+            if agent is None and self.instance.agent_id:  # a change: the agent is read-only
+                agent = self.instance.agent
+            services.tool_validate(values=self.values(), agent=agent)
         except DomainError as exc:
             field = _FIELD_OF.get(exc.field or "", exc.field)
             self.add_error(field if field in self.fields else None, exc.message)

@@ -34,6 +34,9 @@ def _query(args: dict) -> tuple[str, int]:
 
 
 def _user(scope: Any) -> str:
+    """The end user whose memories a built-in reads or writes."""
+    if not scope.memory:  # a tool stored before the rule, or a version pinned with memory off
+        raise Refused("memory is off for this agent: nothing is stored or read")
     if not scope.user_id:
         raise Refused("this call has no end user (send x-user-id or `user`)")
     return scope.user_id

@@ -52,16 +52,32 @@ def _reply(status: int, headers: dict[str, str], body: bytes = b"", stream=None)
 
 async def refuse_unsupported(turn: Turn, body: dict) -> None:
     """What an agent with tools cannot do, refused before the turn is admitted or stored: `n`
-    over 1 (its run follows one answer: the tools the model calls, then the model again)."""
+    over 1 (its run follows one answer: the tools the model calls, then the model again), and
+    the deprecated `functions` (its tools go upstream as `tools`, and OpenAI refuses a request
+    with both; every OpenAI SDK sends the same functions as `tools`)."""
     assert turn.agent is not None
-    if (body.get("n") or 1) > 1 and await cache.tools_async(turn.workspace.id, turn.agent["id"]):
+    n_over_one = (body.get("n") or 1) > 1
+    functions = body.get("functions") is not None
+    if not (n_over_one or functions):
+        return
+    if not await cache.tools_async(turn.workspace.id, turn.agent["id"]):
+        return
+    if functions:
         raise ApiError(
             400,
-            "n greater than 1 is not supported by an agent with tools: its run follows one "
-            "answer of the model.",
-            param="n",
+            "functions is not supported by an agent with tools: its tools go to the model as "
+            '`tools`, which cannot be sent beside the deprecated `functions`. Send each as {"type": '
+            '"function", "function": {...}} in `tools` (and `function_call` as `tool_choice`).',
+            param="functions",
             code="unsupported",
         )
+    raise ApiError(
+        400,
+        "n greater than 1 is not supported by an agent with tools: its run follows one "
+        "answer of the model.",
+        param="n",
+        code="unsupported",
+    )
 
 
 async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | None:
@@ -91,7 +107,7 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         execution=execution,
         tools={t.name: t for t in tools},
         route=route,
-        scope=Scope(turn.workspace, ctx.user_id, tuple(ctx.collection_ids)),
+        scope=Scope(turn.workspace, ctx.user_id, tuple(ctx.collection_ids), ctx.remember),
         request_id=turn.request_id,
         engram=dict(turn.engram),
         preface=list(turn.tool_calls),
@@ -198,6 +214,19 @@ async def _extraction(workspace_id: str, agent_id: str) -> bool:
 
     agent = (await agents_async(workspace_id)).by_id.get(agent_id)
     return agent is None or agent.memory.get("extraction", True) is not False
+
+
+async def _memory_on(workspace_id: str, execution: Execution) -> bool:
+    """The memory policy of the agent version the run started with: may its built-ins read
+    and write the end user's memories?"""
+    from completions.agents.cache import agents_async, version_async
+
+    agent: Any = None
+    if execution.agent_version is not None:
+        agent = await version_async(workspace_id, execution.agent_id, execution.agent_version)
+    if agent is None:
+        agent = (await agents_async(workspace_id)).by_id.get(execution.agent_id)
+    return agent is not None and agent.memory.get("enabled", True) is not False
 
 
 def _include_usage(body: dict) -> bool:
@@ -320,7 +349,12 @@ async def resume(
         execution=execution,
         tools={t.name: t for t in tools},
         route=route,
-        scope=Scope(workspace, execution.user_id or None, tuple(execution.collection_ids)),
+        scope=Scope(
+            workspace,
+            execution.user_id or None,
+            tuple(execution.collection_ids),
+            await _memory_on(workspace.id, execution),
+        ),
         request_id=request_id,
     )
     resumed: Resumed | None = _resumed(run, claimed.approval, approve, reason, claimed.retry)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -44,11 +45,13 @@ class Result:
 
 @dataclass(frozen=True)
 class Scope:
-    """Who the call acts for: built-ins read and write this user's memories."""
+    """Who the call acts for: built-ins read and write this user's memories, unless the
+    agent's memory is off (`memory`: its policy's `enabled`)."""
 
     workspace: Any
     user_id: str | None
     collection_ids: tuple[str, ...]
+    memory: bool = True
 
 
 class PrivateAddress(Exception):
@@ -108,15 +111,30 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
         return cut(text, more=more)
 
 
-def cut(text: str, *, more: bool) -> str:
-    """The text up to MAX_RESULT characters; a longer one ends with a mark saying how much was
-    left out, so the model (and the run's record) knows it reads a part, not the whole."""
-    if len(text) <= MAX_RESULT and not more:
+def cut(text: str, *, more: bool, limit: int = MAX_RESULT, before: int = 0) -> str:
+    """The text up to `limit` characters; a longer one ends with a mark saying how much was
+    left out (`before`: what an earlier cut left out already), so the model (and the run's
+    record) knows it reads a part, not the whole."""
+    if len(text) <= limit and not more:
         return text
-    left = len(text) - MAX_RESULT
-    return (
-        text[:MAX_RESULT] + f"\n[cut: {'over ' if more else ''}{left:,} more characters left out]"
-    )
+    left = len(text) - limit + before
+    return text[:limit] + f"\n[cut: {'over ' if more else ''}{left:,} more characters left out]"
+
+
+_MARK = re.compile(r"\n\[cut: (over )?([0-9,]+) more characters left out\]\Z")
+
+
+def cut_again(text: str, limit: int) -> str:
+    """A result (cut already or not) cut to `limit` characters, with one mark counting all
+    that was left out (completions.tools.window fits a follow-up model call to the window)."""
+    mark = _MARK.search(text)
+    if mark is None:
+        return cut(text, more=False, limit=limit) if len(text) > limit else text
+    kept = text[: mark.start()]
+    if len(kept) <= limit:
+        return text
+    before = int(mark.group(2).replace(",", ""))
+    return cut(kept, more=bool(mark.group(1)), limit=limit, before=before)
 
 
 async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:

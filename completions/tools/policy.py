@@ -22,6 +22,9 @@ from config.common.errors import Invalid
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for a function name
 NAME_PATTERN = r"^(?!_engram)[A-Za-z0-9_-]{1,64}$"  # and not Engram's own: for the document
 BUILTINS = ("memory_search", "knowledge_search", "remember")
+# The built-ins that read or write the end user's memories: not for an agent whose memory is
+# off (`memory.enabled: false` means nothing stored, nothing recalled, through tools too).
+MEMORY_BUILTINS = ("memory_search", "remember")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains")
 MAX_TTL = 7 * 24 * 3600
@@ -135,6 +138,15 @@ def builtin(value: Any) -> str:
     if value not in BUILTINS:
         raise Invalid(f"builtin must be one of {', '.join(BUILTINS)}.", field="builtin")
     return value
+
+
+def memory_builtin_refused(builtin_name: str) -> Invalid:
+    return Invalid(
+        f"builtin {builtin_name} reads or writes the end user's memories, and this agent's "
+        "memory is off (memory.enabled: false); turn its memory on first.",
+        field="builtin",
+        code="memory_disabled",
+    )
 
 
 def http(value: Any) -> dict:

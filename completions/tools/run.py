@@ -35,7 +35,7 @@ from django.conf import settings
 
 from completions.providers.base import Call
 from completions.providers.registry import Route
-from completions.tools import executor, policy, services
+from completions.tools import executor, policy, services, window
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
 from config.common.errors import ApiError
@@ -152,6 +152,8 @@ class Run:
 
     def call(self, *, stream: bool) -> Call:
         body = {**self.execution.body, "messages": self.execution.messages, "stream": stream}
+        if self.model_calls:  # after tool results: fitted to the window (the first call is)
+            body["messages"] = window.fitted(body["messages"], body=body, model=self.route.model)
         choice = body.get("tool_choice")
         if self.model_calls and (choice == "required" or isinstance(choice, dict)):
             # A forced call is made once: forced at every step, the model would call the tool

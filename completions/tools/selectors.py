@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from accounts.models import Workspace
 from completions.agents.models import Agent
 from completions.tools.models import Approval, Execution, Tool
+from completions.tools.policy import MEMORY_BUILTINS
 from config.common.errors import NotFound
 
 
@@ -23,6 +24,20 @@ def tool_get(*, workspace: Workspace | str, agent_id: str, tool_id: str) -> Tool
 def agent_tools(*, workspace: Workspace | str, agent_id: str) -> list[Tool]:
     """The tools a call of the agent offers the model (none for an unknown agent)."""
     return list(Tool.objects.filter(workspace=workspace, agent_id=agent_id).order_by("name"))
+
+
+def memory_tool_names(*, workspace: Workspace | str, agent_id: str) -> list[str]:
+    """The agent's tools that are memory built-ins (policy.MEMORY_BUILTINS)."""
+    return list(
+        Tool.objects.filter(
+            workspace=workspace,
+            agent_id=agent_id,
+            kind=Tool.Kind.BUILTIN,
+            builtin__in=MEMORY_BUILTINS,
+        )
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
 
 
 def execution_get(*, workspace: Workspace | str, execution_id: str) -> Execution:

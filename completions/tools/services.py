@@ -158,31 +158,55 @@ def _saved(tool: Tool) -> Tool:
     return tool
 
 
-def tool_validate(*, values: dict[str, Any]) -> None:
+def _memory_check(tool: Tool, agent: Agent) -> None:
+    """A memory built-in only for an agent whose memory is on: off means nothing stored,
+    nothing recalled (completions.agents.services refuses turning it off beside one)."""
+    if (
+        tool.kind == Tool.Kind.BUILTIN
+        and tool.builtin in policy.MEMORY_BUILTINS
+        and (agent.memory or {}).get("enabled", True) is False
+    ):
+        raise policy.memory_builtin_refused(tool.builtin)
+
+
+def _locked_agent(*, workspace: Workspace, agent_id: str) -> Agent:
+    """The tool's agent, locked: its memory policy cannot change while a tool is written."""
+    agent = Agent.objects.select_for_update().filter(workspace=workspace, id=agent_id).first()
+    if agent is None:
+        raise NotFound(f"No agent '{agent_id}' in this workspace.", code="agent_not_found")
+    return agent
+
+
+def tool_validate(*, values: dict[str, Any], agent: Agent | None = None) -> None:
     """Check a tool's fields without saving (the admin's form shows the error on the page)."""
     _unknown(values)
-    _apply(Tool(kind=values.get("type") or ""), values)
+    tool = Tool(kind=values.get("type") or "")
+    _apply(tool, values)
+    if agent is not None:
+        _memory_check(tool, agent)
 
 
 @transaction.atomic
 def tool_create(*, workspace: Workspace, agent_id: str, values: dict[str, Any]) -> Tool:
     _unknown(values)
-    if not Agent.objects.filter(workspace=workspace, id=agent_id).exists():
-        raise NotFound(f"No agent '{agent_id}' in this workspace.", code="agent_not_found")
+    agent = _locked_agent(workspace=workspace, agent_id=agent_id)
     if "name" not in values or "type" not in values:
         raise Invalid(
             "A tool needs a name and a type.", field="name" if "name" not in values else "type"
         )
     tool = Tool(workspace=workspace, agent_id=agent_id, kind=values["type"])
     _apply(tool, values)
+    _memory_check(tool, agent)
     return _saved(tool)
 
 
 @transaction.atomic
 def tool_update(*, workspace: Workspace, tool: Tool, values: dict[str, Any]) -> Tool:
     _unknown(values)
+    agent = _locked_agent(workspace=workspace, agent_id=tool.agent_id)
     lock_existing(tool)  # or Tool.DoesNotExist: never saved back after a delete
     _apply(tool, values)
+    _memory_check(tool, agent)
     tool.updated_at = timezone.now()
     return _saved(tool)
 

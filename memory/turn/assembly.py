@@ -214,7 +214,7 @@ def _leading(head: list[dict], injected: list[dict]) -> list[dict]:
     return [{"role": "system", "content": "\n\n".join(m["content"] for m in lead)}]
 
 
-def _split_head(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+def split_head(messages: list[dict]) -> tuple[list[dict], list[dict]]:
     cut = 0
     while cut < len(messages) and messages[cut].get("role") in ("system", "developer"):
         cut += 1
@@ -229,7 +229,7 @@ def assemble(
     budget: int,
 ) -> Assembly:
     """Fit blocks (in priority order) and then history (newest first) around the request."""
-    head, body = _split_head(list(request_messages))
+    head, body = split_head(list(request_messages))
     history = list(history)
     if body and body[0].get("role") == "tool" and history and not _answered(history[-1]):
         # The request carries the results of the last stored tool calls: they go together.
@@ -341,4 +341,5 @@ __all__ = [
     "caps_for",
     "context_window",
     "history_units",
+    "split_head",
 ]
