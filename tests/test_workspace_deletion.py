@@ -53,10 +53,17 @@ def populate(workspace: Workspace) -> None:
     from accounts.endusers.models import Issuer
     from accounts.limits.models import CreditUnit, Limit
     from completions.agents.services import agent_create
-    from completions.models import ModelAlias, ProviderCredential, UsageRecord
+    from completions.models import ModelAlias, ProviderCredential, UsageErasure, UsageRecord
     from completions.tools import services as tools
     from completions.tools.models import Approval
-    from memory.models import Chunk, Collection, Document, Message, ProcessingJob
+    from memory.models import (
+        Chunk,
+        Collection,
+        Document,
+        MemorySuppression,
+        Message,
+        ProcessingJob,
+    )
     from memory.services import conversation_get_or_create, memory_create, messages_append
     from memory.services.conversations import session_resolve
 
@@ -108,6 +115,15 @@ def populate(workspace: Workspace) -> None:
     CreditUnit.objects.create(workspace=workspace, name="tokens", per_usd=1000)
     UsageRecord.objects.create(
         workspace=workspace, api_key_id=key.id, request_id="req_1", status_code=200, latency_ms=1
+    )
+    UsageErasure.objects.create(workspace=workspace, user_id="gone", due_at=timezone.now())
+    MemorySuppression.objects.create(
+        workspace=workspace,
+        user_id="alice",
+        memory_id="mem_forgotten",
+        normalized="user keeps bees",
+        embedding=[0.1] * 384,
+        deleted_at=timezone.now(),
     )
     agent = agent_create(workspace=workspace, name="support", model="fast")
     values = {"name": "recall", "type": "builtin", "builtin": "memory_search"}
