@@ -1056,6 +1056,27 @@ def test_memory_builtins_are_refused_for_an_agent_whose_memory_is_off(http):
     assert agent["memory"]["enabled"] is True and agent["version"] == 1
 
 
+def test_an_agent_stored_with_memory_off_beside_memory_builtins_changes_its_memory_settings(
+    http, owner
+):
+    """The rule refuses turning memory off, not any change of an agent whose memory is off
+    already: one stored so beside a memory built-in (made before the rule) could not change
+    its budgets (400 memory_tools) until the tool was deleted."""
+    off = http.post(
+        "/v1/agents",
+        json={"name": "stored-off", "model": "gpt-4o-mini", "memory": {"enabled": False}},
+    ).json()["id"]
+    Tool.objects.create(
+        workspace=owner[0], agent_id=off, name="remember", kind="builtin", builtin="remember"
+    )
+    memory = {"enabled": False, "budgets": {"summary": 10}}
+    changed = http.patch(f"/v1/agents/{off}", json={"memory": memory})
+    assert changed.status_code == 200, changed.text
+    agent = http.get(f"/v1/agents/{off}").json()
+    assert agent["memory"]["enabled"] is False and agent["version"] == 2
+    assert agent["memory"]["budgets"]["summary"] == 10
+
+
 def test_a_version_pinned_with_memory_off_neither_remembers_nor_recalls(sdk, http, upstream, owner):
     """The backstop at run time: version 1's memory is off, the tools (not versioned) hold
     the memory built-ins added once memory was on; calling version 1 stores and reads
