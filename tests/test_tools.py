@@ -797,6 +797,35 @@ def test_stream_executed_calls_and_results_are_visible(sdk, http, upstream, tool
     assert len(tool_server.calls) == 1
 
 
+def test_a_streamed_run_relays_the_deltas_a_stream_without_tools_relays(
+    http, upstream, tool_server
+):
+    """The agent's stream passed on only `content` and `refusal`: the thinking a reasoning
+    upstream streams (`reasoning_content`, DeepSeek's and vLLM's) and the web-search citations
+    (`annotations`) reached a chat without an agent, not the same chat through one."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    citation = {"type": "url_citation", "url_citation": {"url": "https://x.test", "title": "X"}}
+    chunks = openai_stream(["It is ", "sunny."])
+    pieces = [{"reasoning_content": "Paris, "}, {"reasoning_content": "in June."}]
+    chunks[1:1] = [{**chunks[1], "choices": [{"index": 0, "delta": d}]} for d in pieces]
+    chunks[-2:-2] = [{**chunks[1], "choices": [{"index": 0, "delta": {"annotations": [citation]}}]}]
+
+    def deltas(model: str) -> list[dict]:
+        upstream.script(Reply(stream=chunks))
+        body = {"model": model, "messages": [{"role": "user", "content": "Weather?"}]}
+        with http.stream("POST", "/v1/chat/completions", json=body | {"stream": True}) as resp:
+            assert resp.status_code == 200
+            events = sse(resp)
+        sent = [c["delta"] for e in events[:-1] for c in e["choices"]]
+        return [d for d in ({k: v for k, v in d.items() if k != "role" and v} for d in sent) if d]
+
+    plain = deltas("gpt-4o-mini")
+    assert plain[:2] == pieces and {"annotations": [citation]} in plain
+    assert deltas(agent) == plain
+    assert tool_server.calls == []
+
+
 @pytest.mark.parametrize("status", [500, 400])
 def test_a_streamed_run_whose_first_model_call_fails_answers_with_its_status(
     sdk, http, upstream, tool_server, settings, status
