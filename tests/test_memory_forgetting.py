@@ -153,6 +153,9 @@ def test_what_was_said_before_the_deletion_is_not_extracted_again(http, offline_
     assert allergy(http) == []
 
 
+PEANUTS = "Alice is allergic to peanuts."
+
+
 def facts(*items: tuple[str, int]) -> Reply:
     body = {"facts": [{"text": text, "kind": "fact", "sources": [n]} for text, n in items]}
     return Reply(json=openai_completion(json.dumps(body)))
@@ -213,3 +216,36 @@ def test_a_fact_the_model_gives_no_source_for_stays_forgotten_if_an_old_message_
         Reply(json=openai_completion(json.dumps(unsourced))),
     )
     assert [m["text"] for m in allergy(http)] == [peanuts]
+
+
+def test_a_memory_deleted_while_the_model_decides_is_not_written_again(http, upstream, monkeypatch):
+    """The run checked the user's deletions before asking the model; the deletion came while
+    it waited: the run wrote the fact again (once) in its write, after the deletion."""
+    from memory.background.extraction import llm
+
+    chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"], facts((PEANUTS, 1)))
+    [memory] = allergy(http)
+    real = llm.ask_json
+
+    def deleted_meanwhile(*args, **kwargs):
+        if kwargs.get("system") == llm.UPDATE_PROMPT:  # after the check, before the write
+            assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "ask_json", deleted_meanwhile)
+    new = {"role": "user", "content": "I have a dog named Rex."}
+    actions = {
+        "actions": [
+            {"event": "ADD", "text": "Alice is allergic to peanuts", "fact": 0},
+            {"event": "ADD", "text": "Alice has a dog named Rex.", "fact": 1},
+        ]
+    }
+    chat(
+        http,
+        upstream,
+        [NEW_SYSTEM, ALLERGY, NOTED, new],
+        "Hello Rex!",
+        facts(("Alice is allergic to peanuts", 1), ("Alice has a dog named Rex.", 3)),
+        Reply(json=openai_completion(json.dumps(actions))),
+    )
+    assert [m["text"] for m in memories(http)] == ["Alice has a dog named Rex."]
