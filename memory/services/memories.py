@@ -220,7 +220,8 @@ def _person_lock(*, workspace: Workspace, memory: Memory) -> None:
     An extraction run's write (under the lock, shared) then runs wholly before, or wholly
     after and sees the suppression: a run that read the user's suppressions before it was
     recorded no longer writes the fact again (memory.background.extraction.llm re-reads them
-    in its write). Turns wait for the few statements, nothing is embedded under it."""
+    in its write). Turns wait only for its few statements: the vectors are made before it
+    (under it only for a text changed since the caller read it)."""
     user_lock(workspace_id=workspace.id, user_id=memory.user_id, exclusive=True)
 
 
