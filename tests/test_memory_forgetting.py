@@ -378,3 +378,40 @@ def test_a_persons_deletion_waits_for_an_extraction_runs_write(owner, change):
     thread.join(timeout=30)
     assert done == [None]
     assert MemorySuppression.objects.get().normalized == "alice is allergic to peanuts"
+
+
+def test_a_memory_deleted_while_the_model_finds_it_restated_fails_nothing(
+    http, upstream, monkeypatch
+):
+    """The model's NONE (already known) for a memory deleted while it decided linked the new
+    source to a row gone: the chunk's commit failed, the run's other facts with it (retried)."""
+    from memory.background.extraction import llm
+
+    chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"], facts((PEANUTS, 1)))
+    [memory] = allergy(http)
+    real = llm.ask_json
+
+    def deleted_meanwhile(*args, **kwargs):
+        if kwargs.get("system") == llm.UPDATE_PROMPT:
+            assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "ask_json", deleted_meanwhile)
+    new = {"role": "user", "content": "I have a dog named Rex."}
+    actions = {
+        "actions": [
+            {"event": "NONE", "id": "0", "fact": 0},
+            {"event": "ADD", "text": "Alice has a dog named Rex.", "fact": 1},
+        ]
+    }
+    resent = chat(
+        http,
+        upstream,
+        [NEW_SYSTEM, ALLERGY, NOTED, new],
+        "Hello Rex!",
+        facts((PEANUTS, 1), ("Alice has a dog named Rex.", 3)),
+        Reply(json=openai_completion(json.dumps(actions))),
+    )
+    assert [m["text"] for m in memories(http)] == ["Alice has a dog named Rex."]
+    jobs = ProcessingJob.objects.filter(conversation__external_id=resent, kind="extract")
+    assert [(job.status, job.error) for job in jobs] == [("done", "")]

@@ -293,6 +293,12 @@ def _apply(
             actions = _not_deleted_meanwhile(
                 jobs=jobs, chunk=chunk, facts=facts, actions=actions, counts=counts
             )
+            # The memories the model decided on that were deleted: out of the run's view, or
+            # a NONE linking its source to one failed the chunk's commit (its row gone).
+            shown = [m.id for m in numbered.values()]
+            kept = set(Memory.objects.filter(id__in=shown).values_list("id", flat=True))
+            for memory_id in set(shown) - kept:
+                store.remove(memory_id)
         suppressions_lift(workspace=workspace, user_id=user_id, ids=verdict.lift)
         for action in actions:
             event = str(action["event"]).upper()
