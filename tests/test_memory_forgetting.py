@@ -153,6 +153,9 @@ def test_what_was_said_before_the_deletion_is_not_extracted_again(http, offline_
     assert allergy(http) == []
 
 
+PEANUTS = "Alice is allergic to peanuts."
+
+
 def facts(*items: tuple[str, int]) -> Reply:
     body = {"facts": [{"text": text, "kind": "fact", "sources": [n]} for text, n in items]}
     return Reply(json=openai_completion(json.dumps(body)))
@@ -213,3 +216,202 @@ def test_a_fact_the_model_gives_no_source_for_stays_forgotten_if_an_old_message_
         Reply(json=openai_completion(json.dumps(unsourced))),
     )
     assert [m["text"] for m in allergy(http)] == [peanuts]
+
+
+def test_an_edited_memorys_old_text_is_not_extracted_again_from_the_old_transcript_resent(
+    http, offline_memory
+):
+    """A person's edit replaces the fact: the old text, resent, stays replaced. It came back
+    as a second memory beside the edited one."""
+    chat(http, offline_memory, [OLD_SYSTEM, ALLERGY], NOTED["content"])
+    [memory] = allergy(http)
+    edited = http.patch(
+        f"/v1/memories/{memory['id']}", json={"text": "User is allergic to tree nuts."}
+    )
+    assert edited.status_code == 200, edited.text
+    new = {"role": "user", "content": "I have a dog named Rex."}
+    chat(http, offline_memory, [NEW_SYSTEM, ALLERGY, NOTED, new], "Hello Rex!")
+    assert sorted(m["text"] for m in memories(http)) == [
+        "User has a dog named Rex.",
+        "User is allergic to tree nuts.",
+    ]
+    # said again, in a new message: remembered again
+    chat(http, offline_memory, [OLD_SYSTEM, ALLERGY], "Noted again.")
+    assert [m["text"] for m in allergy(http)] == ["User is allergic to peanuts."]
+    assert not MemorySuppression.objects.exists()
+
+
+def test_an_edit_that_keeps_the_facts_text_forgets_nothing(http, offline_memory):
+    chat(http, offline_memory, [OLD_SYSTEM, ALLERGY], NOTED["content"])
+    [memory] = allergy(http)
+    for change in ({"text": "user is allergic to  peanuts!"}, {"metadata": {"checked": "yes"}}):
+        assert http.patch(f"/v1/memories/{memory['id']}", json=change).status_code == 200
+    assert not MemorySuppression.objects.exists()
+
+
+@pytest.fixture
+def embeddings_under_a_lock(monkeypatch):
+    """Per embedder call: how many texts, and whether its connection held an advisory lock
+    (a user's) meanwhile."""
+    from django.db import connection
+
+    from memory.embeddings import get_embedder
+
+    embedder = get_embedder()
+    real, calls = embedder.embed, []
+
+    def embed(texts):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks"
+                " WHERE pid = pg_backend_pid() AND locktype = 'advisory'"
+            )
+            calls.append((len(texts), cursor.fetchone()[0] > 0))
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "embed", embed)
+    return calls
+
+
+def test_a_persons_deletion_embeds_nothing_under_the_users_lock(
+    http, offline_memory, embeddings_under_a_lock
+):
+    """Deleting a conversation embedded each deleted memory's text in a call of its own, under
+    the user's lock, which their turns wait for: now in one call, before it."""
+    said = {"role": "user", "content": "I am allergic to peanuts. I have a dog named Rex."}
+    conversation_id = chat(http, offline_memory, [OLD_SYSTEM, said], NOTED["content"])
+    assert len(memories(http)) == 2
+    embeddings_under_a_lock.clear()
+    assert http.delete(f"/v1/conversations/{conversation_id}").status_code == 200
+    assert embeddings_under_a_lock == [(2, False)]
+    assert MemorySuppression.objects.count() == 2
+
+    chat(http, offline_memory, [OLD_SYSTEM, {"role": "user", "content": "I live in Paris."}], "Ok.")
+    [memory] = memories(http)
+    embeddings_under_a_lock.clear()
+    edited = http.patch(f"/v1/memories/{memory['id']}", json={"text": "User lives in Lyon."})
+    assert edited.status_code == 200
+    assert embeddings_under_a_lock == [(2, False)]  # the new text's, the replaced one's
+    embeddings_under_a_lock.clear()
+    assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+    assert embeddings_under_a_lock == [(1, False)]
+
+
+def test_a_memory_deleted_while_the_model_decides_is_not_written_again(http, upstream, monkeypatch):
+    """The run checked the user's deletions before asking the model; the deletion came while
+    it waited: the run wrote the fact again (once) in its write, after the deletion."""
+    from memory.background.extraction import llm
+
+    chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"], facts((PEANUTS, 1)))
+    [memory] = allergy(http)
+    real = llm.ask_json
+
+    def deleted_meanwhile(*args, **kwargs):
+        if kwargs.get("system") == llm.UPDATE_PROMPT:  # after the check, before the write
+            assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "ask_json", deleted_meanwhile)
+    new = {"role": "user", "content": "I have a dog named Rex."}
+    actions = {
+        "actions": [
+            {"event": "ADD", "text": "Alice is allergic to peanuts", "fact": 0},
+            {"event": "ADD", "text": "Alice has a dog named Rex.", "fact": 1},
+        ]
+    }
+    chat(
+        http,
+        upstream,
+        [NEW_SYSTEM, ALLERGY, NOTED, new],
+        "Hello Rex!",
+        facts(("Alice is allergic to peanuts", 1), ("Alice has a dog named Rex.", 3)),
+        Reply(json=openai_completion(json.dumps(actions))),
+    )
+    assert [m["text"] for m in memories(http)] == ["Alice has a dog named Rex."]
+
+
+@pytest.mark.parametrize("change", ["delete", "edit"])
+def test_a_persons_deletion_waits_for_an_extraction_runs_write(owner, change):
+    """A run's write holds the user's lock (shared) from its check of their deletions to its
+    commit; a deletion (or edit) made then did not wait, and the run, which had not seen it,
+    wrote the fact again. Now it waits for the write, and the next run sees it."""
+    import threading
+
+    import psycopg
+    from django.db import connection
+
+    from memory.services import memory_create, memory_update
+    from memory.services.users import _lock_key
+
+    workspace = owner[0]
+    memory = memory_create(workspace=workspace, user_id="alice", text=PEANUTS)
+    db = connection.settings_dict
+    url = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    done: list[BaseException | None] = []
+
+    def person() -> None:
+        try:
+            if change == "delete":
+                memory_delete(workspace=workspace, memory=memory, actor="api")
+            else:
+                memory_update(workspace=workspace, memory=memory, text="Alice likes tea.")
+            done.append(None)
+        except BaseException as exc:
+            done.append(exc)
+        finally:
+            connection.close()
+
+    with psycopg.connect(url) as run:  # an extraction run's write transaction
+        run.execute(
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
+            [_lock_key(workspace.id, "alice")],
+        )
+        thread = threading.Thread(target=person)
+        thread.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline, waited = time.monotonic() + 10, False
+        while not done and not waited and time.monotonic() < deadline:
+            waited = run.execute(waiting).fetchone()[0] > 0
+            time.sleep(0.01)
+        assert waited and not done, "the deletion did not wait for the run's write"
+        run.commit()
+    thread.join(timeout=30)
+    assert done == [None]
+    assert MemorySuppression.objects.get().normalized == "alice is allergic to peanuts"
+
+
+def test_a_memory_deleted_while_the_model_finds_it_restated_fails_nothing(
+    http, upstream, monkeypatch
+):
+    """The model's NONE (already known) for a memory deleted while it decided linked the new
+    source to a row gone: the chunk's commit failed, the run's other facts with it (retried)."""
+    from memory.background.extraction import llm
+
+    chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"], facts((PEANUTS, 1)))
+    [memory] = allergy(http)
+    real = llm.ask_json
+
+    def deleted_meanwhile(*args, **kwargs):
+        if kwargs.get("system") == llm.UPDATE_PROMPT:
+            assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm, "ask_json", deleted_meanwhile)
+    new = {"role": "user", "content": "I have a dog named Rex."}
+    actions = {
+        "actions": [
+            {"event": "NONE", "id": "0", "fact": 0},
+            {"event": "ADD", "text": "Alice has a dog named Rex.", "fact": 1},
+        ]
+    }
+    resent = chat(
+        http,
+        upstream,
+        [NEW_SYSTEM, ALLERGY, NOTED, new],
+        "Hello Rex!",
+        facts((PEANUTS, 1), ("Alice has a dog named Rex.", 3)),
+        Reply(json=openai_completion(json.dumps(actions))),
+    )
+    assert [m["text"] for m in memories(http)] == ["Alice has a dog named Rex."]
+    jobs = ProcessingJob.objects.filter(conversation__external_id=resent, kind="extract")
+    assert [(job.status, job.error) for job in jobs] == [("done", "")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -13,13 +13,22 @@ from django.utils import timezone
 from accounts.models import Workspace
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
-from memory.services.forgetting import suppression_record
+from memory.services.forgetting import normalized, suppression_record, suppression_vectors
+from memory.services.users import user_lock
 from memory.text import memory_search_text
 
 
-def _index(memory: Memory, *, embedding: list[float] | None = None) -> None:
+def _index(
+    memory: Memory,
+    *,
+    embedding: list[float] | None = None,
+    ready: Mapping[str, list[float]] | None = None,
+) -> None:
+    """`ready`: vectors embedded beforehand, by search text (used when it is still the one)."""
     when = memory.event_date or _learned_on(memory)
     memory.search_text = memory_search_text(text=memory.text, when=when)
+    if embedding is None:
+        embedding = (ready or {}).get(memory.search_text)
     memory.embedding = (
         embedding if embedding is not None else get_embedder().embed_one(memory.search_text)
     )
@@ -205,6 +214,17 @@ def _lock_as_read(memory: Memory, *, unless_changed: bool) -> bool:
     return True
 
 
+def _person_lock(*, workspace: Workspace, memory: Memory) -> None:
+    """A person's deletion or edit of a memory records a suppression: under the user's lock,
+    exclusive (as an erasure, or a conversation's deletion), taken before the memory's row.
+    An extraction run's write (under the lock, shared) then runs wholly before, or wholly
+    after and sees the suppression: a run that read the user's suppressions before it was
+    recorded no longer writes the fact again (memory.background.extraction.llm re-reads them
+    in its write). Turns wait only for its few statements: the vectors are made before it
+    (under it only for a text changed since the caller read it)."""
+    user_lock(workspace_id=workspace.id, user_id=memory.user_id, exclusive=True)
+
+
 @transaction.atomic
 def memory_update(
     *,
@@ -224,8 +244,26 @@ def memory_update(
 
     unless_changed: MemoryChanged when the row was written since `memory` was read (an
     extraction run's decision, taken on the text it read, never overwrites a newer edit).
-    """
+
+    A person's edit of the text (`actor` api or admin) replaces the fact: the text it replaces
+    is suppressed as a deleted memory's is (memory.services.forgetting), unless the new one is
+    the same normalized text (case, spacing, end punctuation aside)."""
     assert memory.workspace_id == workspace.id
+    replaces = actor in HAND_ACTORS and text is not None
+    ready: dict[str, list[float]] = {}
+    if replaces:
+        assert text is not None
+        # What the edit embeds, in one call before the user's lock (their turns wait for it):
+        # the replaced text as read, and the new one as it will be indexed (what changed
+        # meanwhile is embedded under the lock).
+        when = memory.event_date if isinstance(event_date, _Unset) else event_date
+        search = memory_search_text(text=text.strip(), when=when or _learned_on(memory))
+        texts = [search] if embedding is None else []
+        if normalized(text) != normalized(memory.text):
+            texts.append(normalized(memory.text))
+        if texts:
+            ready = dict(zip(texts, get_embedder().embed(texts).tolist(), strict=True))
+        _person_lock(workspace=workspace, memory=memory)
     if not _lock_as_read(memory, unless_changed=unless_changed):
         # never saved back after a delete: Django's save() would insert it again
         raise Memory.DoesNotExist(f"memory '{memory.pk}' was deleted.")
@@ -257,7 +295,9 @@ def memory_update(
             and kept["value"] == old_metadata.get("value")
         ):
             memory.metadata = {k: v for k, v in kept.items() if k != "value"}
-    _index(memory, embedding=embedding if text is not None else None)
+    _index(memory, embedding=embedding if text is not None else None, ready=ready)
+    if replaces and normalized(memory.text) != normalized(old_text):
+        suppression_record(workspace=workspace, memory=memory, text=old_text, vectors=ready)
     memory.save(force_update=True)
     source_ids = list(dict.fromkeys(source_message_ids))
     if source_ids:
@@ -309,13 +349,19 @@ def memory_delete(
     actor: str = "api",
     reason: str = "",
     unless_changed: bool = False,
+    vectors: Mapping[str, list[float]] | None = None,
 ) -> None:
     """unless_changed: MemoryChanged when the row was written since `memory` was read (as
     memory_update).
 
     A person's deletion (`actor` api or admin) leaves a suppression: the extractor does not
-    write the memory again from what was said before (memory.services.forgetting)."""
+    write the memory again from what was said before (memory.services.forgetting). `vectors`:
+    its suppression's vector, when the caller embedded it beforehand (suppression_vectors)."""
     assert memory.workspace_id == workspace.id
+    if actor in HAND_ACTORS:
+        if vectors is None:  # embedded before the user's lock: their turns wait for it
+            vectors = suppression_vectors([memory.text])
+        _person_lock(workspace=workspace, memory=memory)
     # Its row first: a source an extraction run links meanwhile is either deleted with it or
     # waits and fails its own foreign key, never this deletion's commit (as workspace_delete).
     if not _lock_as_read(memory, unless_changed=unless_changed):
@@ -330,5 +376,5 @@ def memory_delete(
         reason=reason,
     )
     if actor in HAND_ACTORS:
-        suppression_record(workspace=workspace, memory=memory)
+        suppression_record(workspace=workspace, memory=memory, vectors=vectors)
     memory.delete()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 
 from accounts.models import Workspace
 from completions.services import usage_erase
@@ -18,6 +18,7 @@ from memory.models import (
     Session,
 )
 from memory.retrieval import terms
+from memory.services.forgetting import suppression_vectors
 from memory.services.processing import jobs_held
 
 
@@ -91,22 +92,29 @@ def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
     return counts
 
 
-@transaction.atomic
 def conversation_delete(
     *, workspace: Workspace, conversation: Conversation, actor: str = "api"
 ) -> dict[str, int]:
     """A conversation and what was derived from it alone: its messages, summary, sessions,
     jobs and agent runs, and the memories every source of which was one of its messages (each
-    leaves a DELETE in its history, as memory_delete). A memory also said elsewhere, or added
-    by hand, stays (it loses this conversation's sources).
+    leaves a DELETE in its history, and a suppression, as memory_delete). A memory also said
+    elsewhere, or added by hand, stays (it loses this conversation's sources).
 
     Under the user's lock, exclusive as for an erasure: a turn storing into the conversation
     finishes first, or finds it gone and is not stored (memory.turn.pipeline), and an
     extraction run over its messages writes nothing (its jobs go with it)."""
-    from memory.services.memories import memory_delete
+    # The memories' suppression vectors in one embedder call, before the lock: one call per
+    # memory under it (~5 ms each) held the user's turns. A memory derived from it between
+    # this read and the lock is embedded under the lock (memory_delete).
+    derived = _derived_only_from(workspace=workspace, conversation=conversation)
+    vectors = suppression_vectors(derived.values_list("text", flat=True))
+    return _conversation_delete(
+        workspace=workspace, conversation=conversation, actor=actor, vectors=vectors
+    )
 
-    user_id = conversation.user_id
-    user_lock(workspace_id=workspace.id, user_id=user_id, exclusive=True)
+
+def _derived_only_from(*, workspace: Workspace, conversation: Conversation) -> QuerySet[Memory]:
+    """The user's memories every source of which is one of the conversation's messages."""
     # Sources are memory.sources' rows: a memory is derived only from here when none of its
     # sources is a message of another conversation.
     through = Memory.sources.through
@@ -115,13 +123,31 @@ def conversation_delete(
         message__conversation=conversation
     )
     only_here = here.filter(~Exists(elsewhere)).values_list("memory_id", flat=True).distinct()
-    memories = Memory.objects.filter(workspace=workspace, user_id=user_id, id__in=list(only_here))
+    return Memory.objects.filter(
+        workspace=workspace, user_id=conversation.user_id, id__in=list(only_here)
+    )
+
+
+@transaction.atomic
+def _conversation_delete(
+    *,
+    workspace: Workspace,
+    conversation: Conversation,
+    actor: str,
+    vectors: dict[str, list[float]],
+) -> dict[str, int]:
+    from memory.services.memories import memory_delete
+
+    user_id = conversation.user_id
+    user_lock(workspace_id=workspace.id, user_id=user_id, exclusive=True)
+    memories = list(_derived_only_from(workspace=workspace, conversation=conversation))
     for memory in memories:
         memory_delete(
             workspace=workspace,
             memory=memory,
             actor=actor,
             reason=f"its conversation '{conversation.external_id}' was deleted",
+            vectors=vectors,
         )
     counts = {"memories": len(memories)}
     counts["executions"] = (

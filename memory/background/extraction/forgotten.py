@@ -41,6 +41,17 @@ SAME_REQUEST = dt.timedelta(milliseconds=1)
 class Verdict:
     keep: list[bool]  # per fact: False, forgotten
     lift: set[str] = field(default_factory=set)  # suppressions said again: to delete
+    seen: frozenset[str] = frozenset()  # the suppressions it was decided by
+
+
+def suppressed_since(*, workspace: Workspace, user_id: str, verdict: Verdict) -> bool:
+    """Whether the user deleted (or edited) a memory since the verdict was made: in a run's
+    write transaction, under the user's lock, a deletion made while the model decided."""
+    return (
+        MemorySuppression.objects.filter(workspace=workspace, user_id=user_id)
+        .exclude(id__in=verdict.seen)
+        .exists()
+    )
 
 
 def forgotten(
@@ -55,12 +66,12 @@ def forgotten(
 
     `guessed`: the facts whose messages are only the ones they may have come from (a model that
     named none): said anew only if all of them were, since an old one may be what said it."""
-    verdict = Verdict(keep=[True] * len(facts))
     suppressions = list(
         MemorySuppression.objects.filter(workspace=workspace, user_id=user_id).only(
             "id", "normalized", "embedding", "source_hashes", "deleted_at"
         )
     )
+    verdict = Verdict(keep=[True] * len(facts), seen=frozenset(s.id for s in suppressions))
     if not suppressions or not facts:
         return verdict
     texts = [normalized(text) for text, _ in facts]

@@ -18,7 +18,7 @@ from django.db import transaction
 from accounts.models import Workspace
 from completions.providers import llm as chat_llm
 from config.common.jsonbody import storable
-from memory.background.extraction.forgotten import forgotten
+from memory.background.extraction.forgotten import forgotten, suppressed_since
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
 from memory.models import Memory, Message, ProcessingJob
@@ -196,6 +196,47 @@ def _fact_sources(fact: dict, chunk: list[Message]) -> list[str]:
     return _named_sources(fact, chunk) or [m.id for m in chunk if m.role == "user"]
 
 
+def _action_fact(action: dict, facts: list[dict]) -> dict | None:
+    """The fact an action decides on: by its number, else by its text."""
+    index = action.get("fact")
+    if isinstance(index, int) and 0 <= index < len(facts):
+        return facts[index]
+    return next((f for f in facts if f["text"] == action.get("text")), None)
+
+
+def _not_deleted_meanwhile(
+    *,
+    jobs: list[ProcessingJob],
+    chunk: list[Message],
+    facts: list[dict],
+    actions: list[dict],
+    counts: dict[str, int],
+) -> list[dict]:
+    """The actions less the writes (ADD, UPDATE) of a fact its user deleted, or edited away,
+    while the model decided: checked again in the run's write, under the user's lock, which a
+    person's deletion takes too (memory.services.memories._person_lock). The check before the
+    model was made before that deletion, and the fact came back once."""
+    workspace, user_id = jobs[0].workspace, jobs[0].conversation.user_id
+    by_id = {m.id: m for m in chunk}
+    writes, checked = [], []
+    for action in actions:
+        text = str(action.get("text") or (_action_fact(action, facts) or {}).get("text") or "")
+        if str(action["event"]).upper() in ("ADD", "UPDATE") and text.strip():
+            writes.append(action)
+            checked.append((text, _action_fact(action, facts) or {}))
+    verdict = forgotten(
+        workspace=workspace,
+        user_id=user_id,
+        facts=[(text, [by_id[i] for i in _fact_sources(f, chunk)]) for text, f in checked],
+        guessed=frozenset(i for i, (_, f) in enumerate(checked) if not _named_sources(f, chunk)),
+    )
+    suppressions_lift(workspace=workspace, user_id=user_id, ids=verdict.lift)
+    dropped = {id(a) for a, keep in zip(writes, verdict.keep, strict=True) if not keep}
+    if dropped:
+        counts["forgotten"] = counts.get("forgotten", 0) + len(dropped)
+    return [a for a in actions if id(a) not in dropped]
+
+
 def _apply(
     *,
     jobs: list[ProcessingJob],
@@ -248,13 +289,20 @@ def _apply(
         if not still_held(jobs):
             counts["not_held"] = 1
             return
+        if suppressed_since(workspace=workspace, user_id=user_id, verdict=verdict):
+            actions = _not_deleted_meanwhile(
+                jobs=jobs, chunk=chunk, facts=facts, actions=actions, counts=counts
+            )
+            # The memories the model decided on that were deleted: out of the run's view, or
+            # a NONE linking its source to one failed the chunk's commit (its row gone).
+            shown = [m.id for m in numbered.values()]
+            kept = set(Memory.objects.filter(id__in=shown).values_list("id", flat=True))
+            for memory_id in set(shown) - kept:
+                store.remove(memory_id)
         suppressions_lift(workspace=workspace, user_id=user_id, ids=verdict.lift)
         for action in actions:
             event = str(action["event"]).upper()
-            index = action.get("fact")
-            fact = facts[index] if isinstance(index, int) and 0 <= index < len(facts) else None
-            if fact is None:
-                fact = next((f for f in facts if f["text"] == action.get("text")), None)
+            fact = _action_fact(action, facts)
             sources = _fact_sources(fact or {}, chunk)
             target = numbered.get(str(action.get("id")))
             text = str(action.get("text") or (fact or {}).get("text") or "").strip()
