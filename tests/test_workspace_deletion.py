@@ -381,3 +381,23 @@ def test_a_deleted_workspace_leaves_no_admin_log_entry_of_its_rows(two, django_u
     entries = LogEntry.objects.filter(object_repr="Alice cycles.")
     assert [e.object_id for e in entries] == [Memory.objects.get(workspace=kept).pk]
 
+
+def test_make_run_makes_a_new_demo_workspace_when_the_old_one_is_being_deleted(
+    db, tmp_path, monkeypatch
+):
+    """`make run`'s ensuredemo took the first workspace named "demo": one being deleted, which
+    gets no key (NotFound), stopped the start."""
+    from django.core.management import call_command
+
+    from accounts import services
+    from accounts.management.commands import ensuredemo
+
+    monkeypatch.setattr(ensuredemo, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr(services, "_send_deletion", lambda workspace_id: None)
+    old, _ = make_workspace("demo")
+    services.workspace_delete_begin(workspace=old)
+
+    call_command("ensuredemo")
+
+    fresh = Workspace.objects.get(name="demo", deleted_at=None)
+    assert fresh.pk != old.pk and ApiKey.objects.filter(workspace=fresh).exists()
