@@ -149,12 +149,18 @@ def workspace_delete(*, workspace: Workspace) -> None:
     logger.info("workspace %s deleted", workspace.pk)
 
 
-@transaction.atomic
-def api_key_create(*, workspace: Workspace, name: str = "") -> CreatedKey:
-    # Locked, so a deletion's mark (workspace_delete_begin) waits for it, or it for the mark,
-    # and no key outlives the mark.
+def workspace_lock_live(*, workspace: Workspace) -> None:
+    """In a transaction opening a door (a key, a token issuer): lock the workspace's row, or
+    raise NotFound when it is being deleted. The deletion's mark (workspace_delete_begin) waits
+    for the door's commit and deletes it, or the door waits for the mark and is refused: no
+    door outlives the mark."""
     if not Workspace.objects.select_for_update().filter(pk=workspace.pk, deleted_at=None):
         raise NotFound(f"No workspace '{workspace.pk}'.", field="workspace_id")
+
+
+@transaction.atomic
+def api_key_create(*, workspace: Workspace, name: str = "") -> CreatedKey:
+    workspace_lock_live(workspace=workspace)
     raw = generate_key()
     key = ApiKey.objects.create(
         workspace=workspace, name=name, prefix=key_prefix(raw), digest=key_digest(raw)

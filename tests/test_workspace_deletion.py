@@ -401,3 +401,25 @@ def test_make_run_makes_a_new_demo_workspace_when_the_old_one_is_being_deleted(
 
     fresh = Workspace.objects.get(name="demo", deleted_at=None)
     assert fresh.pk != old.pk and ApiKey.objects.filter(workspace=fresh).exists()
+
+
+def test_a_workspace_being_deleted_gets_no_token_issuer(admin_client, db, monkeypatch):
+    """Its issuers went with its keys; one added in the admin meanwhile let its end users'
+    tokens in until the worker's last step."""
+    from accounts import services
+    from accounts.endusers.services import issuer_create
+    from config.common.errors import NotFound
+
+    monkeypatch.setattr(services, "_send_deletion", lambda workspace_id: None)
+    doomed, _ = make_workspace("doomed")
+    services.workspace_delete_begin(workspace=doomed)
+    with pytest.raises(NotFound):
+        issuer_create(
+            workspace=doomed,
+            issuer="https://acme.example/",
+            audiences=["app"],
+            jwks_url="https://acme.example/jwks.json",
+            algorithms=["RS256"],
+        )
+    form = admin_client.get(reverse("admin:accounts_issuer_add")).content.decode()
+    assert doomed.pk not in form
