@@ -423,3 +423,11 @@ def test_a_workspace_being_deleted_gets_no_token_issuer(admin_client, db, monkey
         )
     form = admin_client.get(reverse("admin:accounts_issuer_add")).content.decode()
     assert doomed.pk not in form
+
+
+@pytest.mark.parametrize("bad", ["%00", "x" * 201, "%FF%FE", "%2E%2E", "a%20b", "%27%20OR%201"])
+def test_delete_with_a_hostile_id_is_a_4xx_envelope(engram_server, operator_http, owner, bad):
+    response = operator_http.delete(f"/v1/workspaces/{bad}")
+    assert 400 <= response.status_code < 500
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert Workspace.objects.filter(pk=owner[0].pk, deleted_at=None).exists()
