@@ -133,9 +133,17 @@ HealthSerializer = type(
     (serializers.Serializer,),
     {
         "status": serializers.CharField(help_text="`ok` or `unavailable`."),
-        "checks": serializers.DictField(child=serializers.CharField(), required=False),
+        "checks": serializers.DictField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="Each check's state: `ok`, `unavailable`, `timeout` or `loading`.",
+        ),
         "down": serializers.ListField(child=serializers.CharField(), required=False),
-        "errors": serializers.DictField(child=serializers.CharField(), required=False),
+        "errors": serializers.DictField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="The state of each check that is down (the error itself is logged).",
+        ),
     },
 )
 

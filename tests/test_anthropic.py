@@ -866,6 +866,56 @@ def test_an_agents_tool_run_sends_the_thinking_back_with_the_result(
     assert upstream.last.body["messages"][1]["content"] == [SIGNED, REDACTED, CALL]
 
 
+def _thinking_text_stream(text: str):
+    """A streamed answer that thinks as _thinking_tool_stream's does, then answers `text`."""
+    events = [e for e in _thinking_tool_stream(CALL) if e[1].get("index") != 2]  # not the call
+
+    def event(kind, **fields):
+        return (kind, {"type": kind, **fields})
+
+    block = [
+        event("content_block_start", index=2, content_block={"type": "text", "text": ""}),
+        event("content_block_delta", index=2, delta={"type": "text_delta", "text": text}),
+        event("content_block_stop", index=2),
+    ]
+    events[-2][1]["delta"]["stop_reason"] = "end_turn"
+    return events[:-2] + block + events[-2:]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_agents_answer_carries_its_thinking_streamed_or_not(
+    client, http, upstream, tool_server, stream
+):
+    """A streamed agent (one with tools) on Claude with thinking sent no `reasoning_content`
+    delta and no `reasoning_details`, which the same answer not streamed carries, as a chat
+    without an agent does streamed: the thinking goes out as it comes, the signed details with
+    the last chunk."""
+    from tests.test_tools import make_tool
+
+    agent = http.post("/v1/agents", json={"name": "thinker", "model": MODEL}).json()["id"]
+    make_tool(http, agent, tool_server.url + "/weather", name="get_weather")
+    if stream:
+        upstream.script(Reply(stream=_thinking_text_stream("Sunny, I think.")))
+    else:
+        content = [SIGNED, REDACTED, {"type": "text", "text": "Sunny, I think."}]
+        upstream.script(Reply(json=anthropic_message(content=content)))
+    fields = {"model": agent, "messages": [QUESTION], "extra_body": {"thinking": THINKING}}
+    if stream:
+        with client.chat.completions.stream(**fields) as events:
+            chunks = [e.chunk for e in events if e.type == "chunk" and e.chunk.choices]
+            final = events.get_final_completion()
+        thoughts = [c.choices[0].delta.model_extra.get("reasoning_content") for c in chunks]
+        assert "".join(t for t in thoughts if t) == "Berlin first."  # as it came
+        message = final.choices[0].message.model_dump(exclude_none=True, exclude={"parsed"})
+    else:
+        answer = client.chat.completions.create(**fields)
+        message = answer.choices[0].message.model_dump(exclude_none=True)
+    assert message["content"] == "Sunny, I think."
+    assert message["reasoning_content"] == "Berlin first."
+    assert message["reasoning_details"] == DETAILS
+    assert tool_server.calls == []
+
+
 def test_an_answer_whose_thinking_is_all_redacted_has_no_empty_reasoning_text(client, upstream):
     upstream.script(
         Reply(json=anthropic_message(content=[REDACTED, {"type": "text", "text": "Hi"}]))

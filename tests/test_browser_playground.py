@@ -246,3 +246,31 @@ def test_a_new_chat_mid_answer_no_user_and_a_forgotten_key_leave_nothing_behind(
     page.get_by_role("button", name="Forget key").click()
     expect(page.locator("#model option")).to_have_count(0)
     expect(page.locator("#memory-list li")).to_have_count(0)
+
+
+def test_a_memory_list_asked_for_before_the_user_id_changed_is_not_shown_after(
+    page, engram_server, owner, http, upstream
+):
+    """A turn's refresh of the memory list that answered after the user id was cleared (or
+    the key forgotten) filled the emptied list with the previous user's memories."""
+    _, key = owner
+    assert http.post("/v1/memories", json={"user_id": "ada", "text": "Ada keeps bees."}).is_success
+    open_playground(page, engram_server, key, "ada")
+    expect(page.locator("#memory-list")).to_contain_text("keeps bees")
+
+    held = []
+    page.route("**/v1/memories?*", lambda route: held.append(route))  # requests wait here
+    page.get_by_label("User id").fill("ada")
+    page.get_by_label("User id").dispatch_event("change")
+    for _ in range(50):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the playground asked for no memory list"
+
+    page.get_by_label("User id").fill("")
+    page.get_by_label("User id").dispatch_event("change")
+    expect(page.locator("#memory-list li")).to_have_count(0)
+    held[0].continue_()
+    page.wait_for_timeout(1000)  # the old answer has arrived
+    expect(page.locator("#memory-list li")).to_have_count(0)

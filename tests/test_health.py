@@ -1,6 +1,9 @@
 import subprocess
 import sys
 
+import httpx
+import pytest
+
 
 def test_healthz(anon_http):
     resp = anon_http.get("/healthz")
@@ -22,6 +25,32 @@ def test_readyz_names_the_missing_worker(anon_http):
     assert resp.status_code == 503
     body = resp.json()
     assert body["down"] == ["worker"]
+
+
+@pytest.mark.parametrize(
+    "pool", [{"ENGRAM_DB_POOL": "false"}, {"ENGRAM_DB_POOL_TIMEOUT": "1"}], ids=["direct", "pool"]
+)
+def test_readyz_names_a_database_that_is_down_without_the_drivers_text(tmp_path, pool):
+    """/readyz is public: it answered the driver's message, which holds the database's host,
+    port, user and name. The body names the check and a generic state; the text is logged."""
+    from django.db import connection
+
+    from tests.stack import free_port
+    from tests.test_faults import running_stack
+
+    db = connection.settings_dict
+    closed = free_port()  # nothing listens there
+    with running_stack(tmp_path, host="127.0.0.1", port=closed, **pool) as stack:
+        stack.web()
+        resp = httpx.get(stack.web_url + "/readyz", timeout=30)
+        log = stack.log("web")
+    assert resp.status_code == 503, resp.text
+    body = resp.json()
+    assert "database" in body["down"]
+    for secret in ("127.0.0.1", str(closed), db["USER"], db["NAME"], "connection"):
+        assert secret not in resp.text, secret
+    assert body["errors"]["database"] == body["checks"]["database"] == "unavailable"
+    assert str(closed) in log  # the driver's text, for the operator
 
 
 def test_readyz_ok_with_a_worker(anon_http, celery_worker):

@@ -797,6 +797,35 @@ def test_stream_executed_calls_and_results_are_visible(sdk, http, upstream, tool
     assert len(tool_server.calls) == 1
 
 
+def test_a_streamed_run_relays_the_deltas_a_stream_without_tools_relays(
+    http, upstream, tool_server
+):
+    """The agent's stream passed on only `content` and `refusal`: the thinking a reasoning
+    upstream streams (`reasoning_content`, DeepSeek's and vLLM's) and the web-search citations
+    (`annotations`) reached a chat without an agent, not the same chat through one."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    citation = {"type": "url_citation", "url_citation": {"url": "https://x.test", "title": "X"}}
+    chunks = openai_stream(["It is ", "sunny."])
+    pieces = [{"reasoning_content": "Paris, "}, {"reasoning_content": "in June."}]
+    chunks[1:1] = [{**chunks[1], "choices": [{"index": 0, "delta": d}]} for d in pieces]
+    chunks[-2:-2] = [{**chunks[1], "choices": [{"index": 0, "delta": {"annotations": [citation]}}]}]
+
+    def deltas(model: str) -> list[dict]:
+        upstream.script(Reply(stream=chunks))
+        body = {"model": model, "messages": [{"role": "user", "content": "Weather?"}]}
+        with http.stream("POST", "/v1/chat/completions", json=body | {"stream": True}) as resp:
+            assert resp.status_code == 200
+            events = sse(resp)
+        sent = [c["delta"] for e in events[:-1] for c in e["choices"]]
+        return [d for d in ({k: v for k, v in d.items() if k != "role" and v} for d in sent) if d]
+
+    plain = deltas("gpt-4o-mini")
+    assert plain[:2] == pieces and {"annotations": [citation]} in plain
+    assert deltas(agent) == plain
+    assert tool_server.calls == []
+
+
 @pytest.mark.parametrize("status", [500, 400])
 def test_a_streamed_run_whose_first_model_call_fails_answers_with_its_status(
     sdk, http, upstream, tool_server, settings, status
@@ -1054,6 +1083,27 @@ def test_memory_builtins_are_refused_for_an_agent_whose_memory_is_off(http):
     assert error["param"] == "memory" and "remember" in error["message"]
     agent = http.get(f"/v1/agents/{on}").json()
     assert agent["memory"]["enabled"] is True and agent["version"] == 1
+
+
+def test_an_agent_stored_with_memory_off_beside_memory_builtins_changes_its_memory_settings(
+    http, owner
+):
+    """The rule refuses turning memory off, not any change of an agent whose memory is off
+    already: one stored so beside a memory built-in (made before the rule) could not change
+    its budgets (400 memory_tools) until the tool was deleted."""
+    off = http.post(
+        "/v1/agents",
+        json={"name": "stored-off", "model": "gpt-4o-mini", "memory": {"enabled": False}},
+    ).json()["id"]
+    Tool.objects.create(
+        workspace=owner[0], agent_id=off, name="remember", kind="builtin", builtin="remember"
+    )
+    memory = {"enabled": False, "budgets": {"summary": 10}}
+    changed = http.patch(f"/v1/agents/{off}", json={"memory": memory})
+    assert changed.status_code == 200, changed.text
+    agent = http.get(f"/v1/agents/{off}").json()
+    assert agent["memory"]["enabled"] is False and agent["version"] == 2
+    assert agent["memory"]["budgets"]["summary"] == 10
 
 
 def test_a_version_pinned_with_memory_off_neither_remembers_nor_recalls(sdk, http, upstream, owner):

@@ -125,6 +125,15 @@ def populate(workspace: Workspace) -> None:
     UsageRecord.objects.create(
         workspace=workspace, api_key_id=key.id, request_id="req_1", status_code=200, latency_ms=1
     )
+    UsageErasure.objects.create(workspace=workspace, user_id="gone", due_at=timezone.now())
+    MemorySuppression.objects.create(
+        workspace=workspace,
+        user_id="alice",
+        memory_id="mem_forgotten",
+        normalized="user keeps bees",
+        embedding=[0.1] * 384,
+        deleted_at=timezone.now(),
+    )
     agent = agent_create(workspace=workspace, name="support", model="fast")
     values = {"name": "recall", "type": "builtin", "builtin": "memory_search"}
     tools.tool_create(workspace=workspace, agent_id=agent.id, values=values)

@@ -32,7 +32,7 @@ class AgentForm(forms.ModelForm):
         memory = data.get("memory")
         if "memory" in self.errors or not self.instance.pk or not isinstance(memory, dict):
             return
-        if memory.get("enabled") is False:
+        if services.turns_memory_off(self.instance.memory, memory):
             try:
                 services.memory_tools_check(
                     workspace=self.instance.workspace, agent_id=self.instance.pk

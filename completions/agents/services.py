@@ -68,6 +68,14 @@ def memory_tools_check(*, workspace: Workspace, agent_id: str) -> None:
         )
 
 
+def turns_memory_off(before: object, after: dict) -> bool:
+    """Whether a change of the memory policy turns memory off. An agent stored with memory
+    off beside memory built-ins (made before the rule, or pinned: see memory_tools_check)
+    still changes its other memory settings; only the switch from on to off is refused."""
+    was_on = not isinstance(before, dict) or before.get("enabled") is not False
+    return was_on and after.get("enabled") is False
+
+
 @transaction.atomic
 def agent_create(
     *,
@@ -118,7 +126,7 @@ def agent_update(*, workspace: Workspace, agent_id: str, **changes: Any) -> Agen
     changed = {f: v for f, v in values.items() if getattr(agent, f) != v}
     if not changed:
         return agent
-    if "memory" in changed and changed["memory"]["enabled"] is False:
+    if "memory" in changed and turns_memory_off(agent.memory, changed["memory"]):
         memory_tools_check(workspace=workspace, agent_id=agent.id)
     for field, value in changed.items():
         setattr(agent, field, value)

@@ -1,6 +1,7 @@
 """The tool loop as server-sent events (completions.tools.run has the loop's rules).
 
-The model's text goes out as it comes. Each executed call goes out when it starts as a
+The model's deltas go out as they come (its text, refusal, thinking, annotations: `relayed`),
+and the answer's signed thinking (`reasoning_details`) whole with its last chunk. Each executed call goes out when it starts as a
 tool-call delta of choice 0 (its `index` after every call sent before in the stream) in a chunk
 that also carries `"engram": {"tool_call": {"id", "name", "status": "running",
 "execution_id"}}` (for a client that declared tools of its own, in a chunk with no choices: the
@@ -140,7 +141,10 @@ class Streamer:
                     usage = usage_of(run.spent) if self.include_usage else None
                     if decision.kind == "pause":
                         paused = await run.pause(message, decision)
-                        yield self.chunk(self.calls_delta(paused.shown["tool_calls"]))
+                        shown = paused.shown
+                        yield self.chunk(
+                            kept_reasoning(shown) | self.calls_delta(shown["tool_calls"])
+                        )
                         ended = True
                         charged = self.on_end(200, paused.stored, False, "")
                         yield self.chunk(
@@ -161,7 +165,10 @@ class Streamer:
                     # The model's own reason ("length", "content_filter", ...) unless the
                     # answer is the client's calls: a cut answer must not read as complete.
                     finish = "tool_calls" if calls else self.finish or "stop"
-                    yield self.chunk({}, finish=finish)
+                    # The answer's signed thinking, as the answer not streamed carries it.
+                    details = message.get("reasoning_details")
+                    last = {"reasoning_details": details} if details and not calls else {}
+                    yield self.chunk(last, finish=finish)
                     if usage is not None:
                         yield self.chunk(None, usage=usage)
                     yield self.chunk(None, engram=run.engram_of() | charged)
@@ -240,9 +247,9 @@ class Streamer:
                     if choice.get("index", 0) != 0:
                         continue
                     finish = choice.get("finish_reason") or finish
-                    delta = choice.get("delta") or {}
-                    # The text as it comes, with its refusal and logprobs (what was asked for).
-                    text = {k: delta[k] for k in ("content", "refusal") if delta.get(k)}
+                    # What comes as it comes, as the gateway's relay sends it: the text, the
+                    # refusal, the thinking (`reasoning_content`), annotations, audio, logprobs.
+                    text = relayed(choice.get("delta"))
                     if text or choice.get("logprobs"):
                         yield self.chunk(text, logprobs=choice.get("logprobs"))
         finally:
@@ -292,6 +299,20 @@ class Streamer:
             else:
                 outcome["error"] = result.error
             yield self.chunk(None, engram={"tool_result": outcome})
+
+
+# The delta fields the run sends otherwise: the role once (Streamer.chunk); the tool calls as
+# each runs, is paused on, or is handed back; the signed thinking (`reasoning_details`) with the
+# answer's last chunk, once whole (sent in pieces, the client's SDK would join two steps' entries
+# of the same `index`).
+_NOT_RELAYED = frozenset({"role", "tool_calls", "function_call", "reasoning_details"})
+
+
+def relayed(delta: object) -> dict:
+    """The fields of an upstream delta that go out as they come (empty values left out)."""
+    if not isinstance(delta, dict):
+        return {}
+    return {k: v for k, v in delta.items() if k not in _NOT_RELAYED and v is not None and v != ""}
 
 
 async def open_first(run: Run) -> tuple[asyncio.Future, float]:

@@ -3,6 +3,9 @@
 Ready means ready: what the first request would otherwise load (the embedding model, the
 tokenizer) is loaded by /readyz, once, on a thread of its own, and /readyz answers 503 naming
 it until it has loaded. Apps register their warm-ups (`register_warmup`); nothing loads at import.
+
+Both are public (no key): a failed check is named with a generic state (`unavailable`,
+`timeout`, `loading`); the driver's text (a database's host, user, port) goes to the log only.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import logging
 import threading
 from collections.abc import Callable
 
@@ -19,6 +23,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
+
+logger = logging.getLogger("engram.health")
 
 
 # GET and HEAD; anything else is the envelope's 405 (config.common.middleware), not CSRF's 403.
@@ -84,13 +90,17 @@ def warm_all() -> None:
     _warm_pool.submit(gc.freeze)
 
 
+class _Loading(Exception):
+    """A warm-up that has not finished within WARM_WAIT."""
+
+
 def _warmup_check(name: str):
     async def check() -> None:
         future = asyncio.wrap_future(_warm(name))
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=WARM_WAIT)
         except TimeoutError:
-            raise RuntimeError("still loading") from None
+            raise _Loading("still loading") from None
 
     return check
 
@@ -104,15 +114,23 @@ def _tokenizer() -> None:
 register_warmup("tokenizer", _tokenizer)
 
 
-async def _run(name: str, check, timeout: float = 2) -> tuple[str, str | None]:
+async def _run(name: str, check, timeout: float = 2) -> tuple[str, str]:
+    """(name, state): "ok", or a generic state for a public answer; the error is logged."""
     try:
         if asyncio.iscoroutinefunction(check):
             await asyncio.wait_for(check(), timeout=timeout)
         else:
             await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(), timeout=3)
-        return name, None
+        return name, "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means "down"
-        return name, f"{type(exc).__name__}: {exc}"[:200]
+        if isinstance(exc, _Loading):
+            state = "loading"
+        elif isinstance(exc, TimeoutError):
+            state = "timeout"
+        else:
+            state = "unavailable"
+        logger.warning("readiness check %s: %s: %s", name, type(exc).__name__, str(exc)[:500])
+        return name, state
 
 
 @csrf_exempt
@@ -124,9 +142,9 @@ async def readyz(request):
         _run("worker", _check_worker),
         *(_run(name, _warmup_check(name), WARM_WAIT + 1) for name in sorted(_warmups)),
     )
-    down = {name: error for name, error in results if error}
+    checks = dict(results)
+    down = {name: state for name, state in results if state != "ok"}
     if down:
-        return JsonResponse(
-            {"status": "unavailable", "down": sorted(down), "errors": down}, status=503
-        )
-    return JsonResponse({"status": "ok", "checks": {name: "ok" for name, _ in results}})
+        body = {"status": "unavailable", "down": sorted(down), "errors": down, "checks": checks}
+        return JsonResponse(body, status=503)
+    return JsonResponse({"status": "ok", "checks": checks})

@@ -335,4 +335,8 @@ ENGRAM_SUMMARY_KEEP_MESSAGES = env.int("ENGRAM_SUMMARY_KEEP_MESSAGES", default=1
 ENGRAM_SUMMARY_MAX_TOKENS = env.int("ENGRAM_SUMMARY_MAX_TOKENS", default=500)
 # auto: the LLM when an upstream is configured, else offline; or force "llm" / "offline".
 ENGRAM_MEMORY_EXTRACTION = env("ENGRAM_MEMORY_EXTRACTION", default="auto")
+if ENGRAM_MEMORY_EXTRACTION not in ("auto", "llm", "offline"):
+    # A typo ran neither as documented: the LLM with the offline fallback of "auto" and the
+    # summaries of "llm".
+    raise ImproperlyConfigured("ENGRAM_MEMORY_EXTRACTION is 'auto', 'llm' or 'offline'.")
 ENGRAM_MEMORY_DUPLICATE_SIMILARITY = env.float("ENGRAM_MEMORY_DUPLICATE_SIMILARITY", default=0.9)

@@ -363,14 +363,22 @@
     return item;
   }
 
+  function stillAsked(asked) {
+    return asked.user === userId() && asked.key === key();
+  }
+
   async function loadMemories() {
     if (!key()) return;
     // Another user's memories never stay on screen under this one's id (nor under none).
     $("memory-list").replaceChildren();
     if (!userId()) return say("memory-status", "Set a user id to see its memories.");
+    const asked = { user: userId(), key: key() };
     try {
-      const query = new URLSearchParams({ user_id: userId(), limit: "100" });
+      const query = new URLSearchParams({ user_id: asked.user, limit: "100" });
       const { data, has_more } = await api("/v1/memories?" + query);
+      // A list asked for before the user id or key changed (a turn's refresh, then "Forget
+      // key") arrived after the change and filled the cleared list with the old user's.
+      if (!stillAsked(asked)) return;
       $("memory-list").replaceChildren(...data.map(memoryItem));
       say("memory-status", `${data.length}${has_more ? "+" : ""} memories of ${userId()}.`);
     } catch (error) {
@@ -382,11 +390,13 @@
     event.preventDefault();
     const query = $("memory-query").value.trim();
     if (!query) return loadMemories();
+    const asked = { user: userId(), key: key() };
     try {
       const { data } = await api("/v1/memories/search", {
         method: "POST",
-        body: { user_id: userId(), query, limit: 20 },
+        body: { user_id: asked.user, query, limit: 20 },
       });
+      if (!stillAsked(asked)) return;
       $("memory-list").replaceChildren(...data.map(memoryItem));
       say("memory-status", `${data.length} results for “${query}”.`);
     } catch (error) {

@@ -1,0 +1,99 @@
+"""README's *Configuration* table against the settings: every variable the settings read from
+the environment is in it (a new one cannot go undocumented), and every variable it lists is
+read somewhere."""
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.env import BASE_DIR
+
+SETTINGS = [
+    "config/env.py",
+    *sorted(str(p.relative_to(BASE_DIR)) for p in (BASE_DIR / "config" / "settings").glob("*.py")),
+]
+# Read with os.environ by what starts the processes (`make run`'s supervisor, ensuredemo).
+CODE = ["config", "accounts", "completions", "memory"]
+
+
+def environment_names(path: Path) -> set[str]:
+    """The names a settings module reads through `env` (`env("X")`, `env.int("X")`, ...)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        first, func = node.args[0], node.func
+        if isinstance(func, ast.Attribute):
+            func = func.value
+        if (
+            isinstance(func, ast.Name)
+            and func.id == "env"
+            and isinstance(first, ast.Constant)
+            and isinstance(first.value, str)
+        ):
+            names.add(first.value)
+    return names
+
+
+def configuration_table() -> str:
+    readme = (BASE_DIR / "README.md").read_text()
+    return readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_variable_the_settings_read_is_in_the_configuration_table():
+    table = configuration_table()
+    read = {name: path for path in SETTINGS for name in environment_names(BASE_DIR / path)}
+    assert len(read) > 50  # the parse found them: `env(...)` and `env.<type>(...)`
+    missing = sorted(f"{name} ({path})" for name, path in read.items() if f"`{name}`" not in table)
+    assert missing == [], "not in README's Configuration table: " + ", ".join(missing)
+
+
+# What only the test suite reads (config/settings/test.py).
+TEST_ONLY = {"ENGRAM_TEST_DB"}
+OS_ENVIRON = re.compile(r"(?:environ(?:\.get)?[(\[]|getenv\()\"([A-Z][A-Z0-9_]+)\"")
+
+
+def code() -> str:
+    paths = [BASE_DIR / "manage.py"]
+    for top in CODE:
+        paths += [p for p in (BASE_DIR / top).rglob("*.py") if "migrations" not in p.parts]
+    return "\n".join(p.read_text() for p in paths)
+
+
+def test_every_variable_read_with_os_environ_is_in_the_configuration_table():
+    """What starts the processes (`make run`'s supervisor, the embedded servers, the
+    embedder) reads some variables itself: those are operators' settings too."""
+    table = configuration_table()
+    read = set(OS_ENVIRON.findall(code())) - TEST_ONLY
+    assert "ENGRAM_WORKER_NICE" in read  # the pattern finds them
+    missing = sorted(name for name in read if f"`{name}`" not in table)
+    assert missing == [], "not in README's Configuration table: " + ", ".join(missing)
+
+
+def test_every_variable_in_the_configuration_table_is_read():
+    table = configuration_table()
+    listed = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", table, re.M))
+    listed |= set(re.findall(r" / `([A-Z][A-Z0-9_]+)`", table))
+    read = {name for path in SETTINGS for name in environment_names(BASE_DIR / path)}
+    read |= set(OS_ENVIRON.findall(code())) | {"PROMETHEUS_MULTIPROC_DIR"}  # config/web.py
+    unread = sorted(listed - read)
+    assert unread == [], "documented but never read: " + ", ".join(unread)
+
+
+@pytest.mark.parametrize("name, value", [("ENGRAM_MEMORY_EXTRACTION", "ofline")])
+def test_a_setting_outside_its_documented_values_refuses_to_start(name, value):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", name: value}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and name in proc.stderr, proc.stderr[-2000:]
