@@ -89,14 +89,6 @@ def populate(workspace: Workspace) -> None:
         source_message_ids=[source.id],
         embedding=ZERO,
     )
-    MemorySuppression.objects.create(
-        workspace=workspace,
-        user_id="alice",
-        memory_id="mem_gone",
-        normalized="alice swims",
-        deleted_at=timezone.now(),
-    )
-    UsageErasure.objects.create(workspace=workspace, user_id="bob", due_at=timezone.now())
     ProcessingJob.objects.create(
         workspace=workspace,
         conversation=conversation,
