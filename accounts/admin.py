@@ -1,8 +1,9 @@
 """Workspaces and their keys in the admin. Keys are created and revoked, and workspaces
 deleted, through accounts.services, as the API does, so the cached key check of every process
-is voided at once."""
+is voided at once. Deleting a workspace marks it and has a worker delete its rows
+(services.workspace_delete_begin): the admin's request no longer waits for millions of rows."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -26,9 +27,9 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Workspace)
 class WorkspaceAdmin(CountsOnDelete):
-    list_display = ("name", "id", "created_at")
+    list_display = ("name", "id", "created_at", "state")
     search_fields = ("name", "id")
-    readonly_fields = ("id", "created_at")
+    readonly_fields = ("id", "created_at", "state")
     inlines = [ApiKeyInline]
 
     @staticmethod
@@ -42,17 +43,28 @@ class WorkspaceAdmin(CountsOnDelete):
                 where |= Q(**{f"{lookup}__in": ids})
             yield owned.model, owned.model._base_manager.filter(where)
 
-    def delete_view(self, request, object_id, extra_context=None):
-        """Not in one transaction, as Django's is: the service deletes a batch a transaction,
-        so a big workspace holds no lock for minutes (accounts.deletion)."""
-        return self._delete_view(request, object_id, extra_context)  # type: ignore[attr-defined]
+    @admin.display(description="state")
+    def state(self, obj: Workspace) -> str:
+        if obj.deleted_at is None:
+            return "active"
+        return f"being deleted (since {obj.deleted_at:%Y-%m-%d %H:%M:%S} UTC)"
 
     def delete_model(self, request, obj):
-        services.workspace_delete(workspace=obj)
+        services.workspace_delete_begin(workspace=obj)
 
     def delete_queryset(self, request, queryset):
         for workspace in queryset:
-            services.workspace_delete(workspace=workspace)
+            services.workspace_delete_begin(workspace=workspace)
+
+    def response_delete(self, request, obj_display, obj_id):
+        """Django says "deleted successfully"; what is done by then is its keys."""
+        self.message_user(
+            request,
+            "Its keys no longer work; a worker deletes its rows in the background (the list "
+            "shows it as being deleted until then).",
+            messages.INFO,
+        )
+        return super().response_delete(request, obj_display, obj_id)
 
 
 @admin.register(ApiKey)
@@ -70,6 +82,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for key in queryset.select_related("workspace"):
             self.delete_model(request, key)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "workspace":  # none being deleted: it gets no new key
+            kwargs["queryset"] = Workspace.objects.filter(deleted_at=None)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
         fixed = ("workspace",) if obj is not None else ()

@@ -114,6 +114,28 @@ class WorkspaceDetailApi(APIView):
         body = workspace_body(workspace) | limits.workspace_limits_body(workspace=workspace)
         return Response(body)
 
+    @extend_schema(
+        summary="Delete a workspace and everything it owns (in the background)",
+        description=(
+            "Answers 202 at once: its API keys and token issuers stop working on every process "
+            "now, and it is hidden (GET answers 404, it leaves the list, it gets no new keys). "
+            "A worker then deletes its conversations, memories, documents, usage records and "
+            "the rest, and the workspace itself; a deletion whose worker was lost is sent again "
+            "by the sweep within ENGRAM_WORKSPACE_DELETION_RESEND_SECONDS. DELETE again while "
+            "it runs answers 202 with the same `deleted_at`; once it is done, 404."
+        ),
+        tags=["operators"],
+        responses={202: docs.WorkspaceDeletingSerializer},
+    )
+    def delete(self, request, workspace_id: str):
+        workspace = selectors.workspace_get_for_deletion(workspace_id=workspace_id)
+        workspace = services.workspace_delete_begin(workspace=workspace)
+        body = workspace_body(workspace) | {
+            "deleted_at": int(workspace.deleted_at.timestamp()),  # type: ignore[union-attr]
+            "deleted": True,
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
 
 class ApiKeyListCreateApi(APIView):
     permission_classes = [IsOperator]

@@ -119,3 +119,21 @@ def rows_delete(*, workspace_id: str, batch: int | None) -> int:
     """Delete every row the workspace owns (its own row stays), `batch` rows a transaction (None:
     all in the caller's); how many were deleted."""
     return sum(_delete(owned, workspace_id, batch) for owned in owned_models())
+
+
+def log_entries_delete(*, workspace_id: str, only: tuple[type[models.Model], ...] = ()) -> int:
+    """Delete the admin log entries (config.admin_log) of the workspace's rows (of `only`'s
+    models and those pointing at them, or of every model it owns); how many. Before the rows:
+    an entry is found through its row."""
+    from config.admin_log import log_entries_delete as delete_entries
+
+    deleted = 0
+    for owned in owned_models():
+        if only and not (owned.model in only or owned.references & set(only)):
+            continue
+        if owned.model._meta.auto_created:
+            continue  # a link table: never edited in the admin
+        for lookup in owned.lookups:
+            rows = owned.model._base_manager.filter(**{lookup: workspace_id})
+            deleted += delete_entries(model=owned.model, rows=rows)
+    return deleted

@@ -13,9 +13,21 @@ class Workspace(models.Model):
     )
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by DELETE /v1/workspaces/{id} (accounts.services.workspace_delete_begin): its keys
+    # are gone and it is hidden; a task deletes its rows, then the row itself.
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When its deletion was last sent to a worker: the sweep sends it again when it is old.
+    deletion_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["created_at"]
+        indexes = [
+            models.Index(
+                fields=["deletion_sent_at"],
+                name="workspace_being_deleted",
+                condition=models.Q(deleted_at__isnull=False),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"

@@ -14,6 +14,16 @@ class WorkspaceSerializer(serializers.Serializer):
     created_at = serializers.IntegerField()
 
 
+class WorkspaceDeletingSerializer(WorkspaceSerializer):
+    deleted_at = serializers.IntegerField(
+        help_text="When the deletion was asked for (the first DELETE); its keys stopped then."
+    )
+    deleted = serializers.BooleanField(
+        help_text="true: deletion accepted. Its rows are deleted in the background; then the "
+        "workspace is gone (404)."
+    )
+
+
 class ApiKeySerializer(serializers.Serializer):
     id = serializers.CharField()
     object = const("api_key")

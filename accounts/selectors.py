@@ -30,11 +30,19 @@ def api_key_authenticate(*, raw_key: str) -> KeyIdentity | None:
 
 
 def workspace_list() -> QuerySet[Workspace]:
-    """Operators only: every workspace (the provisioning API's own scope)."""
-    return Workspace.objects.order_by("created_at")
+    """Operators only: every workspace (the provisioning API's own scope) but those being
+    deleted (services.workspace_delete_begin)."""
+    return Workspace.objects.filter(deleted_at=None).order_by("created_at")
 
 
 def workspace_get(*, workspace_id: str) -> Workspace:
+    """A workspace not being deleted: one marked deleted is gone to the API."""
+    return Workspace.objects.get(id=workspace_id, deleted_at=None)
+
+
+def workspace_get_for_deletion(*, workspace_id: str) -> Workspace:
+    """A workspace, being deleted or not: DELETE again while its deletion runs is answered as
+    the first time (the deletion's state), until it is gone."""
     return Workspace.objects.get(id=workspace_id)
 
 

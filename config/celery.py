@@ -16,6 +16,8 @@ HARD_TIME_LIMITS = {
     "knowledge.ingest_document": 1900,
     "memory.sweep_jobs": 120,
     "memory.extract_unanswered": 120,
+    # A run cut short is sent again by the sweep and goes on where it stopped.
+    "accounts.workspace_delete": 1800,
 }
 SOFT_MARGIN = 60
 # Redis re-delivers an unacknowledged task this long after it was sent: longer than any task may

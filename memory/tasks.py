@@ -246,7 +246,8 @@ def summarize(self, job_id: str) -> None:
 def sweep_jobs() -> None:
     """Celery beat's tick: send again the jobs whose send or worker was lost; resolve the
     tool approvals nobody decided in time as rejected; do the erasures' second passes over
-    usage records whose task was lost."""
+    usage records whose task was lost; send again the workspace deletions lost."""
+    from accounts.services import workspace_deletions_sweep
     from completions.services import usage_erasures_sweep
     from completions.tools.services import approvals_expire
     from memory.services.sweep import jobs_sweep
@@ -257,6 +258,8 @@ def sweep_jobs() -> None:
     approvals_expire()
     if erased := usage_erasures_sweep():
         logger.info("sweep: %d erasure(s)' second pass over usage records", erased)
+    if deletions := workspace_deletions_sweep():
+        logger.info("sweep: %d workspace deletion(s) sent again", deletions)
 
 
 @shared_task(

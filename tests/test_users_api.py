@@ -281,3 +281,31 @@ def test_an_erasure_s_second_pass_on_time_is_owed_no_more(http, owner, monkeypat
     assert not UsageRecord.objects.filter(user_id="ann").exists()
     assert not UsageErasure.objects.exists()
     assert services.usage_erasures_sweep() == 0
+
+
+def test_an_erasure_leaves_no_admin_log_entry_with_the_users_words(http, owner, people):
+    """The admin's history keeps each row's str() as it was edited or deleted: a memory's text,
+    a message's words. An erasure deletes those entries, of rows deleted before it too."""
+    from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+    from django.contrib.auth.models import User
+
+    from memory.models import Memory, Message
+    from memory.services import memory_delete
+
+    root = User.objects.create_superuser("root", "root@example.com", "pw")
+    tea = Memory.objects.get(user_id="alice", text="Alice likes tea.")
+    rows = [*Memory.objects.filter(user_id="alice"), *Message.objects.filter(user_id="alice")]
+    LogEntry.objects.log_actions(root.pk, rows, CHANGE)
+    LogEntry.objects.log_actions(root.pk, [tea], DELETION, single_object=True)
+    memory_delete(workspace=owner[0], memory=tea, actor="admin")  # deleted before
+    bob = Memory.objects.get(user_id="bob")
+    LogEntry.objects.log_actions(root.pk, [bob], CHANGE, single_object=True)
+
+    assert http.delete("/v1/users/alice").status_code == 200
+
+    words = ("Oslo", "tea", "Hello", "Bye")
+    assert not [
+        e.object_repr for e in LogEntry.objects.all() if any(w in e.object_repr for w in words)
+    ]
+    kept = {e.object_repr for e in LogEntry.objects.all()}  # another user's, another workspace's
+    assert kept == {"Bob lives in Bergen.", "Other Alice lives in Rome."}

@@ -6,6 +6,7 @@ from django.contrib import admin
 
 from accounts.endusers import services
 from accounts.endusers.models import Issuer
+from accounts.models import Workspace
 from config.common.errors import DomainError
 
 
@@ -50,6 +51,11 @@ class IssuerAdmin(admin.ModelAdmin):
     list_display = ("issuer", "workspace", "user_claim", "created_at")
     search_fields = ("issuer", "workspace__name", "workspace__id")
     readonly_fields = ("id", "created_at", "updated_at")
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "workspace":  # none being deleted: it gets no new door
+            kwargs["queryset"] = Workspace.objects.filter(deleted_at=None)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
         fixed = ("workspace",) if obj is not None else ()

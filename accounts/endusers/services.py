@@ -12,6 +12,7 @@ from accounts.endusers import jwks
 from accounts.endusers.models import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
 from accounts.endusers.tokens import issuers_changed
 from accounts.models import Workspace
+from accounts.services import workspace_lock_live
 from config.common.errors import Invalid
 from config.common.rows import lock_existing
 
@@ -73,6 +74,7 @@ def _save(issuer: Issuer) -> Issuer:
 
 @transaction.atomic
 def issuer_create(*, workspace: Workspace, **fields) -> Issuer:
+    workspace_lock_live(workspace=workspace)
     issuer = Issuer(workspace=workspace)
     apply(issuer, fields)
     check(issuer)

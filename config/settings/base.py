@@ -194,6 +194,7 @@ CELERY_TASK_ROUTES = {
     "memory.*": {"queue": "memory"},
     "knowledge.*": {"queue": "knowledge"},
     "completions.*": {"queue": "default"},
+    "accounts.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
@@ -205,6 +206,11 @@ ENGRAM_JOB_GRACE_SECONDS = env.float("ENGRAM_JOB_GRACE_SECONDS", default=15.0)
 ENGRAM_JOB_LEASE_SECONDS = env.float("ENGRAM_JOB_LEASE_SECONDS", default=30.0)
 # A job whose worker died this many times is failed rather than sent again.
 ENGRAM_JOB_MAX_ATTEMPTS = env.int("ENGRAM_JOB_MAX_ATTEMPTS", default=5)
+# A workspace marked deleted (DELETE /v1/workspaces/{id}) whose deletion was sent this long ago
+# and is still present is sent again by the sweep: its task was lost, or its worker died.
+ENGRAM_WORKSPACE_DELETION_RESEND_SECONDS = env.float(
+    "ENGRAM_WORKSPACE_DELETION_RESEND_SECONDS", default=300.0
+)
 # Celery beat sends the sweep this often (run `celery -A config beat -s <data dir>/...`).
 ENGRAM_JOB_SWEEP_SECONDS = env.float("ENGRAM_JOB_SWEEP_SECONDS", default=5.0)
 # A user message this old that no extraction job covers lost its turn (the web process died

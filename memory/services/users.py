@@ -8,6 +8,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from accounts.models import Workspace
 from completions.services import usage_erase
 from completions.tools.models import Execution
+from config.admin_log import log_entries_delete
 from memory.models import (
     Conversation,
     Memory,
@@ -70,6 +71,7 @@ def jobs_still_held(jobs: list[ProcessingJob]) -> set[str]:
 def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
     user_lock(workspace_id=workspace.id, user_id=user_id, exclusive=True)
     scope = {"workspace": workspace, "user_id": user_id}
+    _log_entries_delete(scope)
     counts = {
         "memories": Memory.objects.filter(**scope).delete()[1].get("memory.Memory", 0),
         "memory_events": MemoryEvent.objects.filter(**scope).delete()[0],
@@ -90,6 +92,16 @@ def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
     # expire within a minute and only ever ranked the user's own, now deleted, rows.
     transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
     return counts
+
+
+def _log_entries_delete(scope: dict) -> None:
+    """The admin's log entries of the user's rows go first (they keep a memory's text, a
+    message's words: config.admin_log), and those of the memories deleted earlier, which
+    their MemoryEvents still name."""
+    log_entries_delete(model=Memory, rows=MemoryEvent.objects.filter(**scope), field="memory_id")
+    for model in (Memory, MemoryEvent, Message, MemorySuppression, Conversation, Session):
+        log_entries_delete(model=model, rows=model.objects.filter(**scope))
+    log_entries_delete(model=Execution, rows=Execution.objects.filter(**scope))
 
 
 def conversation_delete(

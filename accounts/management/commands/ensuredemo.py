@@ -29,9 +29,9 @@ class Command(BaseCommand):
         principal = resolve_sync(raw) if raw else None
         workspace = principal.workspace if principal is not None else None
         if workspace is None:
-            workspace = Workspace.objects.filter(name=DEMO_NAME).first() or workspace_create(
-                name=DEMO_NAME
-            )
+            workspace = Workspace.objects.filter(
+                name=DEMO_NAME, deleted_at=None
+            ).first() or workspace_create(name=DEMO_NAME)
             raw = api_key_create(workspace=workspace, name="demo").raw_key
             key_file.write_text(raw + "\n")
             key_file.chmod(0o600)
