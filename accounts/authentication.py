@@ -32,6 +32,7 @@ from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
+from config.common.errors import ApiError
 from config.common.orm import on_pool_thread
 from config.common.setting import setting
 
@@ -93,6 +94,23 @@ end_user_policies: TTLCache[str, Policy] = TTLCache(
 _touched: TTLCache[str, bool] = TTLCache(ttl=TOUCH_EVERY_SECONDS, max_entries=_MAX_KEYS)
 
 OPERATOR = Principal(workspace=None, key_id=None, is_operator=True)
+
+
+WORKSPACE_HEADER = "x-workspace-id"
+
+
+def check_claimed_workspace(*, workspace: Workspace | None, claimed: str | None) -> None:
+    """x-workspace-id, when sent with a workspace's key or token, must name that workspace: on
+    every route, so a client that believes it reaches another workspace is told so instead of
+    being answered with this one's data (the operator's key has no workspace to compare)."""
+    if claimed and workspace is not None and claimed != workspace.id:
+        raise ApiError(
+            403,
+            f"{WORKSPACE_HEADER} does not match the workspace of this API key.",
+            type="permission_error",
+            param=WORKSPACE_HEADER,
+            code="workspace_mismatch",
+        )
 
 
 def bearer_token(authorization: str) -> str | None:

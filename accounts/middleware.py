@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from accounts.authentication import bearer_token, resolve_async, resolve_sync
+from accounts.authentication import (
+    WORKSPACE_HEADER,
+    bearer_token,
+    check_claimed_workspace,
+    resolve_async,
+    resolve_sync,
+)
 from config.common.errors import ApiError, invalid_api_key
 from config.common.middleware import AsyncCapable
 
-HINT = "x-workspace-id"  # names the workspace when one token issuer serves several
+HINT = WORKSPACE_HEADER  # names the workspace when one token issuer serves several
 PUBLIC_PREFIXES = (
     "/healthz",
     "/readyz",
@@ -24,6 +30,7 @@ def _is_public(path: str) -> bool:
 
 
 def _apply(request, principal) -> None:
+    check_claimed_workspace(workspace=principal.workspace, claimed=request.headers.get(HINT))
     request.principal = principal
     request.workspace = principal.workspace
     request.api_key_id = principal.key_id
@@ -43,7 +50,10 @@ class ApiKeyMiddleware(AsyncCapable):
             return refused.response()
         if principal is None:
             return invalid_api_key().response()
-        _apply(request, principal)
+        try:
+            _apply(request, principal)
+        except ApiError as refused:
+            return refused.response()
         return self.get_response(request)
 
     async def __acall__(self, request):
@@ -57,5 +67,8 @@ class ApiKeyMiddleware(AsyncCapable):
             return refused.response()
         if principal is None:
             return invalid_api_key().response()
-        _apply(request, principal)
+        try:
+            _apply(request, principal)
+        except ApiError as refused:
+            return refused.response()
         return await self.get_response(request)

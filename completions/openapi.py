@@ -397,7 +397,8 @@ class ChatCompletionsDoc(APIView):
         "retry); or the upstream's rate limit, after Engram's retries (`retry-after` passed on).",
         503: "`limits_unavailable`: Redis is unreachable and limits fail closed "
         "(budgets by default; ENGRAM_LIMITS_*_FAIL_OPEN).",
-        502: "The upstream failed (5xx or connection error) after Engram's retries.",
+        502: "The upstream failed (5xx or connection error) after Engram's retries, or refused "
+        "Engram's own provider key (`upstream_credential_refused`, `x-should-retry: false`).",
         504: "The upstream timed out (`ENGRAM_UPSTREAM_TIMEOUT`).",
     }
 

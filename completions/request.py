@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 from django.core.exceptions import ObjectDoesNotExist
 
+from accounts.authentication import WORKSPACE_HEADER, check_claimed_workspace
 from accounts.models import Workspace
 from completions import validation
 from config.common import errors, jsonbody
@@ -41,7 +42,7 @@ HEADERS = {
     "conversation_id": "x-conversation-id",
     "session_id": "x-session-id",
     "collection_ids": "x-collection-ids",
-    "workspace_id": "x-workspace-id",
+    "workspace_id": WORKSPACE_HEADER,
 }
 
 
@@ -128,15 +129,7 @@ def turn_context(
     end_user: str | None = None,
 ) -> TurnContext:
     """The turn a request describes; Engram's own body fields are taken out of `body`."""
-    claimed = headers.get(HEADERS["workspace_id"])
-    if claimed and claimed != workspace.id:
-        raise ApiError(
-            403,
-            f"{HEADERS['workspace_id']} does not match the workspace of this API key.",
-            type="permission_error",
-            param=HEADERS["workspace_id"],
-            code="workspace_mismatch",
-        )
+    check_claimed_workspace(workspace=workspace, claimed=headers.get(HEADERS["workspace_id"]))
     owned = {name: body.pop(name) for name in ENGRAM_BODY_FIELDS if name in body}
     user_id = caller_user(headers=headers, body=body, end_user=end_user)
     session_id = identifier(headers.get(HEADERS["session_id"]), HEADERS["session_id"])

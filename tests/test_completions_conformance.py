@@ -300,6 +300,21 @@ def test_upstream_refusing_engrams_key_is_502_not_the_clients_401(client, upstre
     assert "abcd" not in info.value.message and "sk-proj" not in info.value.response.text
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_sdk_does_not_retry_a_refused_provider_key(engram_server, owner, upstream, stream):
+    """The OpenAI SDKs retry a 502 twice by default: each retry sent the refused key to the
+    provider again and tripled the client's wait, for an answer only the operator can change.
+    `x-should-retry: false` stops them, as for `insufficient_quota`."""
+    refused = {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}
+    upstream.script(Reply(status=401, json=refused))  # a retry would get the default echo
+    sdk = openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], timeout=20)
+    with pytest.raises(openai.InternalServerError) as info:
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=_user(), stream=stream)
+    assert info.value.code == "upstream_credential_refused"
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.chat_requests()) == 1
+
+
 def test_404_is_not_found_error(client, upstream):
     upstream.script(
         Reply(

@@ -191,6 +191,20 @@ def test_other_workspace_id_is_403(http, outsider, upstream):
     assert upstream.chat_requests() == []
 
 
+@pytest.mark.parametrize(
+    "method,path", [("get", "/v1/memories?user_id=u"), ("get", "/v1/users"), ("get", "/v1/models")]
+)
+def test_other_workspace_id_is_403_on_the_rest_routes_too(http, outsider, owner, method, path):
+    """A workspace key's x-workspace-id naming another workspace was refused by the chat doors
+    and ignored by every other route, which answered the key's workspace's data as if the
+    client had been told which one it reached."""
+    error = assert_envelope(
+        http.request(method, path, headers={"x-workspace-id": outsider[0].id}), 403
+    )
+    assert error["code"] == "workspace_mismatch" and error["param"] == "x-workspace-id"
+    assert http.request(method, path, headers={"x-workspace-id": owner[0].id}).status_code == 200
+
+
 def _memory_answer(ctx, prepared):
     memory = {"role": "system", "content": "The user lives in Berlin."}
     return PreparedTurn(

@@ -2058,3 +2058,17 @@ def test_an_agents_tool_definitions_are_reserved_in_the_context_budget(
     assert budget["reserved_for_definitions"] > 500
     assert budget["available"] == 2048 - 256 - budget["reserved_for_definitions"]
     assert sent["messages"][-3:-1] == preview["messages"][-3:-1]
+
+
+def test_a_tool_made_without_parameters_answers_the_schema_the_model_is_sent(http, upstream, sdk):
+    """Left out, `parameters` is an empty object schema (README): the answer said `{}` while
+    the model was sent `{"type": "object", "properties": {}}`."""
+    agent = make_agent(http)
+    body = {"name": "recall", "type": "builtin", "builtin": "memory_search"}
+    made = http.post(f"/v1/agents/{agent}/tools", json=body).json()
+    empty = {"type": "object", "properties": {}}
+    assert made["parameters"] == empty
+    assert http.get(f"/v1/agents/{agent}/tools/{made['id']}").json()["parameters"] == empty
+    ask(sdk, agent)
+    (sent,) = upstream.chat_requests()[0].body["tools"]
+    assert sent["function"]["parameters"] == empty

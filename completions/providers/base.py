@@ -254,6 +254,9 @@ def credential_refused(provider: str, source: str, status: int, upstream: ApiErr
         f"the operator should check {where}.",
         type="upstream_error",
         code="upstream_credential_refused",
+        # The SDKs retry a 502 twice: each retry sent the refused key again, and only the
+        # operator can change the answer (as with insufficient_quota).
+        headers={"x-should-retry": "false"},
     )
 
 

@@ -194,7 +194,13 @@ def tool_create(*, workspace: Workspace, agent_id: str, values: dict[str, Any]) 
         raise Invalid(
             "A tool needs a name and a type.", field="name" if "name" not in values else "type"
         )
-    tool = Tool(workspace=workspace, agent_id=agent_id, kind=values["type"])
+    # Left out, the schema is the one the model is sent, so the answer shows what it gets.
+    tool = Tool(
+        workspace=workspace,
+        agent_id=agent_id,
+        kind=values["type"],
+        parameters=policy.parameters(None),
+    )
     _apply(tool, values)
     _memory_check(tool, agent)
     return _saved(tool)
