@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from config.admin_log import DeletionLoggedById
 from config.admin_paging import LargeList, choices_filter
 from config.common.ids import ID_RULE, is_id
 from memory import services
@@ -58,7 +59,7 @@ class MemoryForm(forms.ModelForm):
 
 
 @admin.register(Memory)
-class MemoryAdmin(OwnerFixed):
+class MemoryAdmin(DeletionLoggedById, OwnerFixed):
     form = MemoryForm
     list_display = ("__str__", "end_user", "kind", "event_date", "workspace", "updated_at")
     list_filter = (choices_filter("kind", [(kind, kind) for kind in KINDS]), "workspace")
@@ -163,7 +164,7 @@ class MemoryAdmin(OwnerFixed):
 
 
 @admin.register(MemoryEvent)
-class MemoryEventAdmin(LargeList):
+class MemoryEventAdmin(DeletionLoggedById, LargeList):
     list_display = ("__str__", "event", "memory_id", "user_id", "actor", "created_at")
     list_filter = ("event", "actor")
     search_fields = ("memory_id", "user_id", "old_text", "new_text")
@@ -213,7 +214,7 @@ class JobInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(OwnerFixed):
+class ConversationAdmin(DeletionLoggedById, OwnerFixed):
     list_display = ("__str__", "end_user", "external_id", "workspace", "updated_at")
     search_fields = ("title", "external_id", "user_id", "id")
     list_filter = ("workspace",)
@@ -291,7 +292,7 @@ class SessionAdmin(OwnerFixed):
 
 
 @admin.register(Message)
-class MessageAdmin(LargeList):
+class MessageAdmin(DeletionLoggedById, LargeList):
     """Read-only: a message's text lives on in its search text, its embeddings and the body
     the client sent (`raw`, which the user's export returns), none of which an edit here
     changed; a "redaction" in this form left the text searchable and exported."""

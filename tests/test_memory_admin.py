@@ -130,3 +130,36 @@ def test_admin_deletes_a_conversation_with_the_memories_derived_from_it_alone(ad
     assert not Memory.objects.filter(pk=memory.pk).exists()
     assert MemoryEvent.objects.filter(memory_id=memory.id, event="DELETE", actor="admin").exists()
     assert Memory.objects.filter(pk=bob.pk).exists()
+
+
+def test_admin_deletions_leave_no_log_entry_with_the_words_deleted(admin_client, memory):
+    """Django logged a deletion with the row's str(), and the entries of its edits stayed: a
+    memory deleted in the admin kept its text in `django_admin_log`, a conversation its title
+    and messages. The deletion is logged by the row's id; its other entries go with it."""
+    from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+
+    from memory.models import Conversation, Message
+
+    url = reverse("admin:memory_memory_change", args=[memory.pk])
+    form = {"text": "Alice keeps two hives.", "kind": "fact", "event_date": "", "metadata": "{}"}
+    assert admin_client.post(url, form).status_code == 302
+    assert LogEntry.objects.filter(object_repr="Alice keeps two hives.").exists()
+    conversation = memory.sources.get().conversation
+    Conversation.objects.filter(pk=conversation.pk).update(title="Bees on the roof")
+    conversation.refresh_from_db()
+    LogEntry.objects.log_actions(
+        User.objects.get().pk, [conversation, *Message.objects.all()], CHANGE
+    )
+
+    delete = admin_client.post(
+        reverse("admin:memory_memory_delete", args=[memory.pk]), {"post": "yes"}
+    )
+    assert delete.status_code == 302
+    assert "hives" not in str(delete.cookies)  # nor in its "deleted successfully" message
+    delete = admin_client.post(
+        reverse("admin:memory_conversation_delete", args=[conversation.pk]), {"post": "yes"}
+    )
+    assert delete.status_code == 302 and "Bees" not in str(delete.cookies)
+
+    entries = {(e.action_flag, e.object_repr) for e in LogEntry.objects.all()}
+    assert entries == {(DELETION, memory.pk), (DELETION, conversation.pk)}

@@ -309,3 +309,30 @@ def test_an_erasure_leaves_no_admin_log_entry_with_the_users_words(http, owner, 
     ]
     kept = {e.object_repr for e in LogEntry.objects.all()}  # another user's, another workspace's
     assert kept == {"Bob lives in Bergen.", "Other Alice lives in Rome."}
+
+
+def test_a_deleted_memory_or_conversation_leaves_no_admin_log_entry_with_its_words(http, people):
+    """A memory edited in the admin, then deleted through the API, kept its text in the admin's
+    history (`django_admin_log.object_repr`); so did a deleted conversation's title and
+    messages. A person's deletion deletes the entries of what it deletes."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.auth.models import User
+
+    from memory.models import Conversation, Memory, Message
+
+    root = User.objects.create_superuser("root", "root@example.com", "pw")
+    Conversation.objects.filter(external_id="c-alice").update(title="Moving to Oslo")
+    rows = [
+        *Memory.objects.filter(user_id__in=("alice", "bob")),
+        *Message.objects.filter(user_id="alice"),
+        *Conversation.objects.filter(user_id="alice"),
+    ]
+    LogEntry.objects.log_actions(root.pk, rows, CHANGE)
+    tea = Memory.objects.get(user_id="alice", text="Alice likes tea.")
+
+    assert http.delete(f"/v1/memories/{tea.id}").status_code == 200
+    assert http.delete("/v1/conversations/c-alice").status_code == 200
+
+    kept = {e.object_repr for e in LogEntry.objects.all()}
+    # not deleted: her other memory, bob's, the other workspace's alice's
+    assert kept == {"Alice lives in Oslo.", "Bob lives in Bergen.", "Other Alice lives in Rome."}

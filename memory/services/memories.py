@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
+from config.admin_log import log_entries_delete
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
 from memory.services.forgetting import normalized, suppression_record, suppression_vectors
@@ -367,6 +368,10 @@ def memory_delete(
     if not _lock_as_read(memory, unless_changed=unless_changed):
         return  # deleted meanwhile: that deletion wrote the DELETE event
     memory.refresh_from_db()  # the history keeps the text deleted, not the one read
+    if actor in HAND_ACTORS:  # the admin's log keeps its text as edited there (config.admin_log)
+        log_entries_delete(
+            model=Memory, rows=Memory.objects.filter(pk=memory.pk), keep_deletion=True
+        )
     _event(
         workspace=workspace,
         memory=memory,

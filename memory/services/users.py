@@ -162,6 +162,7 @@ def _conversation_delete(
             vectors=vectors,
         )
     counts = {"memories": len(memories)}
+    _conversation_log_entries_delete(workspace=workspace, conversation=conversation)
     counts["executions"] = (
         Execution.objects.filter(workspace=workspace, conversation_pk=conversation.pk)
         .delete()[1]
@@ -179,3 +180,16 @@ def _conversation_delete(
     # Word counts of the user's rows (BM25) are cached a minute: dropped here at once.
     transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
     return counts
+
+
+def _conversation_log_entries_delete(*, workspace: Workspace, conversation: Conversation) -> None:
+    """The admin's log entries of the conversation's rows (its title, its messages' words:
+    config.admin_log), but the admin's record of this deletion, which names it by its id."""
+    scope = {"workspace": workspace, "conversation": conversation}
+    for model in (Message, Session):
+        log_entries_delete(model=model, rows=model.objects.filter(**scope))
+    executions = Execution.objects.filter(workspace=workspace, conversation_pk=conversation.pk)
+    log_entries_delete(model=Execution, rows=executions)
+    log_entries_delete(
+        model=Conversation, rows=Conversation.objects.filter(pk=conversation.pk), keep_deletion=True
+    )
