@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts import deletion, services
+from accounts.admin_workspaces import LiveWorkspaces
 from accounts.models import ApiKey, Workspace
 from config.admin_deletion import CountsOnDelete
 
@@ -68,7 +69,7 @@ class WorkspaceAdmin(CountsOnDelete):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(LiveWorkspaces):
     list_display = ("name", "prefix", "workspace", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("name", "prefix", "workspace__name", "workspace__id")
@@ -82,11 +83,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for key in queryset.select_related("workspace"):
             self.delete_model(request, key)
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "workspace":  # none being deleted: it gets no new key
-            kwargs["queryset"] = Workspace.objects.filter(deleted_at=None)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
         fixed = ("workspace",) if obj is not None else ()

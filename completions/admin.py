@@ -11,6 +11,7 @@ from django.contrib import admin
 from django.db.models import OuterRef, Subquery
 from django.template.response import TemplateResponse
 
+from accounts.admin_workspaces import LiveWorkspaces
 from accounts.models import ApiKey
 from completions import pricing, services
 from completions.models import ModelAlias, Price, Provider, ProviderCredential, UsageRecord
@@ -39,7 +40,7 @@ def _adopt(obj, saved) -> None:
 
 
 @admin.register(ProviderCredential)
-class ProviderCredentialAdmin(admin.ModelAdmin):
+class ProviderCredentialAdmin(LiveWorkspaces):
     form = ProviderCredentialForm
     list_display = ("workspace", "provider", "base_url", "secret_hint", "updated_at")
     list_filter = ("provider",)
@@ -77,7 +78,7 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelAlias)
-class ModelAliasAdmin(admin.ModelAdmin):
+class ModelAliasAdmin(LiveWorkspaces):
     list_display = ("alias", "target_model", "provider", "workspace", "created_at")
     list_filter = ("provider",)
     search_fields = ("alias", "target_model", "workspace__name", "workspace__id")

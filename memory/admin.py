@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from accounts.admin_workspaces import LiveWorkspaces
 from config.admin_log import DeletionLoggedById
 from config.admin_paging import LargeList, choices_filter
 from config.common.ids import ID_RULE, is_id
@@ -30,7 +31,7 @@ def _user_link(obj) -> str:
     return format_html('<a href="{}">{}</a>', user_url(obj.workspace_id, obj.user_id), obj.user_id)
 
 
-class OwnerFixed(LargeList):
+class OwnerFixed(LiveWorkspaces, LargeList):
     """A row's owner (its workspace, its user, what it belongs to) is fixed once it exists:
     moved on the change form, a conversation left its messages, memories and jobs in the
     first workspace and showed up in the other tenant's API, and a user's erasure missed it."""

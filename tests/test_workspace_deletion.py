@@ -432,3 +432,46 @@ def test_delete_with_a_hostile_id_is_a_4xx_envelope(engram_server, operator_http
     assert 400 <= response.status_code < 500
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     assert Workspace.objects.filter(pk=owner[0].pk, deleted_at=None).exists()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "accounts_apikey",
+        "accounts_issuer",
+        "limits_limit",
+        "limits_creditunit",
+        "completions_providercredential",
+        "completions_modelalias",
+        "completions_agent",
+        "completions_tool",
+        "memory_memory",
+        "memory_conversation",
+        "memory_session",
+        "memory_collection",
+    ],
+)
+def test_the_admins_add_forms_offer_no_workspace_being_deleted(admin_client, db, model):
+    """The key and issuer forms left one being deleted out; the others listed it, and a limit,
+    an alias, a credential or an agent added there waited for the worker's last step."""
+    doomed, _ = make_workspace("doomed")
+    live, _ = make_workspace("live")
+    Workspace.objects.filter(pk=doomed.pk).update(deleted_at=timezone.now())
+
+    response = admin_client.post(reverse(f"admin:{model}_add"), {"workspace": doomed.pk})
+
+    assert response.status_code == 200  # the form again: nothing added
+    form = response.context["adminform"].form
+    assert "workspace" in form.errors, form.errors
+    assert list(form.fields["workspace"].queryset) == [live]
+
+
+def test_a_collection_is_added_in_the_admin_to_the_workspace_chosen(admin_client, db):
+    """Its add form had no workspace field: adding one failed."""
+    from memory.models import Collection
+
+    live, _ = make_workspace("live")
+    form = {"workspace": live.pk, "name": "Handbook", "description": "", "metadata": "{}"}
+
+    assert admin_client.post(reverse("admin:memory_collection_add"), form).status_code == 302
+    assert Collection.objects.get(name="Handbook").workspace == live

@@ -4,9 +4,9 @@ process forgets its cached tokens); the HS256 secret is write-only."""
 from django import forms
 from django.contrib import admin
 
+from accounts.admin_workspaces import LiveWorkspaces
 from accounts.endusers import services
 from accounts.endusers.models import Issuer
-from accounts.models import Workspace
 from config.common.errors import DomainError
 
 
@@ -46,16 +46,11 @@ class IssuerForm(forms.ModelForm):
 
 
 @admin.register(Issuer)
-class IssuerAdmin(admin.ModelAdmin):
+class IssuerAdmin(LiveWorkspaces):
     form = IssuerForm
     list_display = ("issuer", "workspace", "user_claim", "created_at")
     search_fields = ("issuer", "workspace__name", "workspace__id")
     readonly_fields = ("id", "created_at", "updated_at")
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "workspace":  # none being deleted: it gets no new door
-            kwargs["queryset"] = Workspace.objects.filter(deleted_at=None)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
         fixed = ("workspace",) if obj is not None else ()

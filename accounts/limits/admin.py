@@ -4,11 +4,12 @@ every process (where the request path reads limits), as the provisioning API's w
 from django import forms
 from django.contrib import admin
 
+from accounts.admin_workspaces import LiveWorkspaces
 from accounts.authentication import keys_changed
 from accounts.limits.models import CreditUnit, Limit
 
 
-class VoidsKeyCache(admin.ModelAdmin):
+class VoidsKeyCache(LiveWorkspaces):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         keys_changed()

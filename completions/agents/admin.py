@@ -5,6 +5,7 @@ versions, read-only, below it."""
 from django import forms
 from django.contrib import admin
 
+from accounts.admin_workspaces import LiveWorkspaces
 from completions.agents import policy, services
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
 from config.common.errors import DomainError
@@ -70,7 +71,7 @@ class AgentVersionInline(admin.TabularInline):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(LiveWorkspaces):
     form = AgentForm
     list_display = ("name", "model", "version", "workspace", "updated_at")
     search_fields = ("name", "id", "model", "workspace__name", "workspace__id")

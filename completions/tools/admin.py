@@ -8,6 +8,7 @@ import json
 from django import forms
 from django.contrib import admin
 
+from accounts.admin_workspaces import LiveWorkspaces
 from completions.tools import services
 from completions.tools.models import Approval, Execution, Tool
 from config.admin_paging import LargeList
@@ -101,7 +102,7 @@ class ToolForm(forms.ModelForm):
 
 
 @admin.register(Tool)
-class ToolAdmin(admin.ModelAdmin):
+class ToolAdmin(LiveWorkspaces):
     form = ToolForm
     list_display = ("name", "kind", "agent", "approval_display", "workspace", "updated_at")
     search_fields = ("name", "id", "agent__name", "agent__id", "workspace__name")

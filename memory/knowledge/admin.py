@@ -3,6 +3,7 @@
 from django.contrib import admin, messages
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 
+from accounts.admin_workspaces import LiveWorkspaces
 from config.admin_deletion import CountsOnDelete
 from memory.knowledge import services
 from memory.models import Chunk, Collection, Document
@@ -45,10 +46,14 @@ class ChunkInline(admin.TabularInline):
 
 
 @admin.register(Collection)
-class CollectionAdmin(CountsOnDelete):
+class CollectionAdmin(LiveWorkspaces, CountsOnDelete):
     list_display = ("name", "id", "workspace", "documents", "created_at")
     search_fields = ("id", "name", "workspace__name")
-    readonly_fields = ("id", "workspace", "created_at", "updated_at")
+    readonly_fields = ("id", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        # chosen on the add form (it had none: the add failed), fixed once it exists
+        return (*(("workspace",) if obj is not None else ()), *self.readonly_fields)
 
     @staticmethod
     def owned(collections):
