@@ -188,6 +188,44 @@ def test_the_llm_extractor_does_not_write_a_deleted_memory_again_from_a_resend(h
     assert [m["text"] for m in allergy(http)] == ["Alice is allergic to peanuts"]
 
 
+def test_a_fact_deleted_as_the_offline_extractor_wrote_it_stays_deleted_for_the_model(
+    http, upstream, settings
+):
+    """The offline extractor calls the user "User"; the model calls them by the name it read
+    (their id, a message's `name`): "Alice is allergic to peanuts" scored 0.738 against the
+    deleted "User is allergic to peanuts." and came back from the resent transcript. The
+    user's subject is compared as one; another person's fact is not theirs."""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+    chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"])
+    [memory] = allergy(http)
+    assert memory["text"] == "User is allergic to peanuts."
+    assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+
+    settings.ENGRAM_MEMORY_EXTRACTION = "llm"
+    new = {
+        "role": "user",
+        "name": "Ally",
+        "content": "I have a dog named Rex, and Bob is allergic to peanuts.",
+    }
+    chat(
+        http,
+        upstream,
+        [NEW_SYSTEM, ALLERGY, NOTED, new],
+        "Hello Rex!",
+        facts(
+            ("Alice is allergic to peanuts.", 1),  # by the user's id
+            ("Ally is allergic to peanuts", 1),  # by the name her messages are sent with
+            ("The user is allergic to peanuts.", 1),
+            ("Alice has a dog named Rex.", 3),
+            ("Bob is allergic to peanuts.", 3),
+        ),
+    )
+    assert sorted(m["text"] for m in memories(http)) == [
+        "Alice has a dog named Rex.",
+        "Bob is allergic to peanuts.",
+    ]
+
+
 def test_a_fact_the_model_gives_no_source_for_stays_forgotten_if_an_old_message_may_say_it(
     http, upstream
 ):
@@ -377,7 +415,8 @@ def test_a_persons_deletion_waits_for_an_extraction_runs_write(owner, change):
         run.commit()
     thread.join(timeout=30)
     assert done == [None]
-    assert MemorySuppression.objects.get().normalized == "alice is allergic to peanuts"
+    # the user's subject as one ("alice", their id): memory.services.forgetting.SUBJECT
+    assert MemorySuppression.objects.get().normalized == "user is allergic to peanuts"
 
 
 def test_a_memory_deleted_while_the_model_finds_it_restated_fails_nothing(

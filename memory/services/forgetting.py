@@ -19,14 +19,37 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from memory.embeddings import get_embedder
-from memory.models import Memory, MemorySuppression
+from memory.models import Memory, MemorySuppression, Message
 
 _SPACE = re.compile(r"\s+")
+# The one subject a fact about the user is compared with. The offline extractor writes "User
+# lives in Paris."; the model writes the name it read in the transcript ("Alice: ...", a
+# message's `name`), or the user's id, or "The user": "Alice lives in Paris." scored 0.738
+# against "User lives in Paris." and a deleted fact came back from the other extractor.
+SUBJECT = "user"
 
 
-def normalized(text: str) -> str:
-    """A fact's text as suppressions compare it: case, spacing and end punctuation aside."""
-    return _SPACE.sub(" ", text).strip().rstrip(".!?;: ").lower()
+def user_subjects(*, workspace: Workspace, user_id: str) -> frozenset[str]:
+    """What a fact may call the user by, lower-cased: their id and the names their own
+    messages were sent with (never an assistant's)."""
+    names = (
+        Message.objects.filter(workspace=workspace, user_id=user_id, role="user")
+        .exclude(name="")
+        .values_list("name", flat=True)
+        .distinct()
+    )
+    return frozenset(_SPACE.sub(" ", n).strip().lower() for n in [user_id, *names] if n.strip())
+
+
+def normalized(text: str, subjects: frozenset[str] = frozenset()) -> str:
+    """A fact's text as suppressions compare it: case, spacing and end punctuation aside, and
+    its leading subject, when it is the user (one of `subjects`, "user", "the user"), SUBJECT."""
+    text = _SPACE.sub(" ", text).strip().rstrip(".!?;: ").lower()
+    for name in sorted({"the user", SUBJECT, *subjects}, key=len, reverse=True):
+        rest = text[len(name) :]
+        if text.startswith(name) and (not rest or rest[0] in " '’"):
+            return SUBJECT + rest
+    return text
 
 
 def content_digest(content: str) -> str:
@@ -34,15 +57,18 @@ def content_digest(content: str) -> str:
     return hashlib.sha256(content.strip().encode()).hexdigest()[:32]
 
 
-def suppression_vectors(texts: Iterable[str]) -> dict[str, list[float]]:
+def suppression_vectors(
+    texts: Iterable[str], subjects: frozenset[str] = frozenset()
+) -> dict[str, list[float]]:
     """The vectors suppressions of `texts` would keep, by normalized text, in one embedder
     call: made before the user's lock, which a person's deletion holds (turns wait for it).
 
     Not the memory's own vector: that one embeds its search text, dated ("[2 January 2026]
     User lives in Paris."), and the date moves a comparison past the threshold both ways
     (measured 2026-12-05: a reworded fact dated months apart 0.891, different facts dated
-    alike 0.913, where their normalized texts score 0.943 and 0.833)."""
-    keys = list(dict.fromkeys(normalized(text) for text in texts))
+    alike 0.913, where their normalized texts score 0.943 and 0.833). `subjects`:
+    user_subjects of their user."""
+    keys = list(dict.fromkeys(normalized(text, subjects) for text in texts))
     if not keys:
         return {}
     return dict(zip(keys, get_embedder().embed(keys).tolist(), strict=True))
@@ -59,7 +85,8 @@ def suppression_record(
     memory_update for a person's edit (`text`: the one replaced). `vectors`: of
     suppression_vectors, made beforehand; a text missing there is embedded now."""
     sources = list(memory.sources.filter(role="user").values_list("id", "content"))
-    text = normalized(memory.text if text is None else text)
+    subjects = user_subjects(workspace=workspace, user_id=memory.user_id)
+    text = normalized(memory.text if text is None else text, subjects)
     vector = (vectors or {}).get(text)
     return MemorySuppression.objects.create(
         workspace=workspace,

@@ -14,7 +14,12 @@ from accounts.models import Workspace
 from config.admin_log import log_entries_delete
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
-from memory.services.forgetting import normalized, suppression_record, suppression_vectors
+from memory.services.forgetting import (
+    normalized,
+    suppression_record,
+    suppression_vectors,
+    user_subjects,
+)
 from memory.services.users import user_lock
 from memory.text import memory_search_text
 
@@ -252,16 +257,18 @@ def memory_update(
     assert memory.workspace_id == workspace.id
     replaces = actor in HAND_ACTORS and text is not None
     ready: dict[str, list[float]] = {}
+    subjects: frozenset[str] = frozenset()
     if replaces:
         assert text is not None
+        subjects = user_subjects(workspace=workspace, user_id=memory.user_id)
         # What the edit embeds, in one call before the user's lock (their turns wait for it):
         # the replaced text as read, and the new one as it will be indexed (what changed
         # meanwhile is embedded under the lock).
         when = memory.event_date if isinstance(event_date, _Unset) else event_date
         search = memory_search_text(text=text.strip(), when=when or _learned_on(memory))
         texts = [search] if embedding is None else []
-        if normalized(text) != normalized(memory.text):
-            texts.append(normalized(memory.text))
+        if normalized(text, subjects) != normalized(memory.text, subjects):
+            texts.append(normalized(memory.text, subjects))
         if texts:
             ready = dict(zip(texts, get_embedder().embed(texts).tolist(), strict=True))
         _person_lock(workspace=workspace, memory=memory)
@@ -297,7 +304,7 @@ def memory_update(
         ):
             memory.metadata = {k: v for k, v in kept.items() if k != "value"}
     _index(memory, embedding=embedding if text is not None else None, ready=ready)
-    if replaces and normalized(memory.text) != normalized(old_text):
+    if replaces and normalized(memory.text, subjects) != normalized(old_text, subjects):
         suppression_record(workspace=workspace, memory=memory, text=old_text, vectors=ready)
     memory.save(force_update=True)
     source_ids = list(dict.fromkeys(source_message_ids))
@@ -361,7 +368,8 @@ def memory_delete(
     assert memory.workspace_id == workspace.id
     if actor in HAND_ACTORS:
         if vectors is None:  # embedded before the user's lock: their turns wait for it
-            vectors = suppression_vectors([memory.text])
+            subjects = user_subjects(workspace=workspace, user_id=memory.user_id)
+            vectors = suppression_vectors([memory.text], subjects)
         _person_lock(workspace=workspace, memory=memory)
     # Its row first: a source an extraction run links meanwhile is either deleted with it or
     # waits and fails its own foreign key, never this deletion's commit (as workspace_delete).

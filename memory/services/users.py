@@ -19,7 +19,7 @@ from memory.models import (
     Session,
 )
 from memory.retrieval import terms
-from memory.services.forgetting import suppression_vectors
+from memory.services.forgetting import suppression_vectors, user_subjects
 from memory.services.processing import jobs_held
 
 
@@ -119,7 +119,8 @@ def conversation_delete(
     # memory under it (~5 ms each) held the user's turns. A memory derived from it between
     # this read and the lock is embedded under the lock (memory_delete).
     derived = _derived_only_from(workspace=workspace, conversation=conversation)
-    vectors = suppression_vectors(derived.values_list("text", flat=True))
+    subjects = user_subjects(workspace=workspace, user_id=conversation.user_id)
+    vectors = suppression_vectors(derived.values_list("text", flat=True), subjects)
     return _conversation_delete(
         workspace=workspace, conversation=conversation, actor=actor, vectors=vectors
     )

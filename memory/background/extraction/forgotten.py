@@ -21,16 +21,22 @@ import numpy as np
 from accounts.models import Workspace
 from memory.embeddings import get_embedder
 from memory.models import MemorySuppression, Message
-from memory.services.forgetting import content_digest, normalized
+from memory.services.forgetting import content_digest, normalized, user_subjects
 
-# Measured with the embedder (2026-12-05), normalized texts: a reworded fact scores 0.947-0.985
-# ("user's sister is called anna" / "user has a sister named anna" 0.947, "... allergic to
-# peanuts" / "... severely allergic to peanuts" 0.983); different facts of one shape at most
-# 0.87 ("works at google" / "works at google as an engineer" 0.866, "a dog named rex" / "...
-# max" 0.675, "allergic to peanuts" / "... to shellfish" 0.539). 0.92 sits between, above the
-# extractor's own duplicate threshold (0.9): a suppression hides only what restates it. A
-# negation restates it too ("is not allergic to peanuts", 0.954): said before the deletion it
-# stays hidden; said after, it is new and remembered.
+# Measured with the embedder (2026-12-05, again with the subject made SUBJECT), normalized
+# texts: a fact about the user said by the other extractor, "alice is allergic to peanuts" /
+# "user is allergic to peanuts", scored 0.738 ("alice's sister is called anna" 0.739, "alice
+# lives in berlin" 0.670); with the subject made one it is the same text. A reworded fact
+# scores 0.936-0.978 ("user's sister is called anna" / "user has a sister named anna" 0.936,
+# "... allergic to peanuts" / "... severely allergic to peanuts" 0.978); different facts at
+# most 0.898 ("moved to oslo in 2024" / "moved to oslo" 0.898, "is vegetarian" / "is vegan"
+# 0.876, "user's daughter is allergic to peanuts" 0.862, "bob is allergic to peanuts" 0.727,
+# "works at google" / "... as an engineer" 0.833, "a dog named rex" / "... max" 0.691,
+# "allergic to peanuts" / "... to shellfish" 0.532). 0.92 sits between, above the extractor's
+# own duplicate threshold (0.9): a suppression hides only what restates it. A rewording into
+# a noun ("user has a peanut allergy", 0.881) is not hidden. A negation restates it too ("is
+# not allergic to peanuts", 0.973): said before the deletion it stays hidden; said after, it
+# is new and remembered.
 SIMILARITY = 0.92
 # Messages stored by one request are microseconds apart (messages_append); a turn's answer is
 # stored after the upstream's, never within this.
@@ -74,7 +80,8 @@ def forgotten(
     verdict = Verdict(keep=[True] * len(facts), seen=frozenset(s.id for s in suppressions))
     if not suppressions or not facts:
         return verdict
-    texts = [normalized(text) for text, _ in facts]
+    subjects = user_subjects(workspace=workspace, user_id=user_id)
+    texts = [normalized(text, subjects) for text, _ in facts]
     vectors = np.asarray(get_embedder().embed(texts), dtype=np.float32)
     known = np.zeros((len(suppressions), vectors.shape[1]), dtype=np.float32)
     for j, suppression in enumerate(suppressions):
@@ -85,7 +92,7 @@ def forgotten(
         matched = [
             s
             for j, s in enumerate(suppressions)
-            if s.normalized == texts[i] or similarity[i, j] >= SIMILARITY
+            if normalized(s.normalized, subjects) == texts[i] or similarity[i, j] >= SIMILARITY
         ]
         if not matched:
             continue
