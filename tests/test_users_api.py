@@ -311,7 +311,9 @@ def test_an_erasure_leaves_no_admin_log_entry_with_the_users_words(http, owner, 
     assert kept == {"Bob lives in Bergen.", "Other Alice lives in Rome."}
 
 
-def test_a_deleted_memory_or_conversation_leaves_no_admin_log_entry_with_its_words(http, people):
+def test_a_deleted_memory_or_conversation_leaves_no_admin_log_entry_with_its_words(
+    http, owner, people
+):
     """A memory edited in the admin, then deleted through the API, kept its text in the admin's
     history (`django_admin_log.object_repr`); so did a deleted conversation's title and
     messages. A person's deletion deletes the entries of what it deletes."""
@@ -319,9 +321,14 @@ def test_a_deleted_memory_or_conversation_leaves_no_admin_log_entry_with_its_wor
     from django.contrib.auth.models import User
 
     from memory.models import Conversation, Memory, Message
+    from memory.services import memory_create
 
     root = User.objects.create_superuser("root", "root@example.com", "pw")
     Conversation.objects.filter(external_id="c-alice").update(title="Moving to Oslo")
+    moved = Message.objects.get(user_id="alice", content="I moved to Oslo")
+    memory_create(  # goes with the conversation, its only source
+        workspace=owner[0], user_id="alice", text="Alice moved.", source_message_ids=[moved.id]
+    )
     rows = [
         *Memory.objects.filter(user_id__in=("alice", "bob")),
         *Message.objects.filter(user_id="alice"),
@@ -331,7 +338,8 @@ def test_a_deleted_memory_or_conversation_leaves_no_admin_log_entry_with_its_wor
     tea = Memory.objects.get(user_id="alice", text="Alice likes tea.")
 
     assert http.delete(f"/v1/memories/{tea.id}").status_code == 200
-    assert http.delete("/v1/conversations/c-alice").status_code == 200
+    deleted = http.delete("/v1/conversations/c-alice")
+    assert deleted.status_code == 200 and deleted.json()["counts"]["memories"] == 1
 
     kept = {e.object_repr for e in LogEntry.objects.all()}
     # not deleted: her other memory, bob's, the other workspace's alice's
