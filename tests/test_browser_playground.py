@@ -274,3 +274,55 @@ def test_a_memory_list_asked_for_before_the_user_id_changed_is_not_shown_after(
     held[0].continue_()
     page.wait_for_timeout(1000)  # the old answer has arrived
     expect(page.locator("#memory-list li")).to_have_count(0)
+
+
+def test_the_model_picker_starts_on_a_plain_model_not_the_first_agent(
+    page, engram_server, owner, http, upstream
+):
+    """Agents are listed first: the picker started on `agent:<first>`, whose tools may run or
+    wait for approval, when the user had picked nothing."""
+    _, key = owner
+    agent = {"name": "aardvark", "model": MODEL, "instructions": "Be an agent."}
+    assert http.post("/v1/agents", json=agent).status_code == 201
+    page.goto(engram_server.url + "/playground")
+    page.get_by_label("Workspace key").fill(key)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator('#model option[value="agent:aardvark"]')).to_be_attached()
+    assert page.locator("#model option").first.get_attribute("value") == "agent:aardvark"
+    expect(page.get_by_label("Model")).to_have_value("local")
+    page.get_by_label("Model").select_option("agent:aardvark")  # still selectable
+    expect(page.get_by_label("Model")).to_have_value("agent:aardvark")
+
+
+def test_without_the_local_model_the_picker_starts_on_the_first_upstream_model(
+    page, engram_server, owner
+):
+    _, key = owner
+    listing = {
+        "object": "list",
+        "data": [
+            {
+                "id": "agent:a",
+                "object": "model",
+                "created": 0,
+                "owned_by": "ws",
+                "agent_id": "x",
+                "version": 1,
+                "target": MODEL,
+            },
+            {
+                "id": "fast",
+                "object": "model",
+                "created": 0,
+                "owned_by": "engram-alias",
+                "target": MODEL,
+            },
+            {"id": MODEL, "object": "model", "created": 0, "owned_by": "openai"},
+        ],
+    }
+    page.route("**/v1/models", lambda route: route.fulfill(json=listing))
+    page.goto(engram_server.url + "/playground")
+    page.get_by_label("Workspace key").fill(key)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator("#model option")).to_have_count(3)
+    expect(page.get_by_label("Model")).to_have_value(MODEL)

@@ -158,6 +158,19 @@
       ),
     );
     if (data.some((m) => m.id === previous)) select.value = previous;
+    else select.value = defaultModel(data);
+  }
+
+  // A plain model, not the first entry (an agent, listed first): an agent may have tools that
+  // run or wait for approval, which nobody picked. The local model, else the first upstream's.
+  function defaultModel(data) {
+    const plain = data.filter((m) => !m.agent_id);
+    const pick =
+      plain.find((m) => m.id === "local") ||
+      plain.find((m) => m.owned_by === "openai" || m.owned_by === "anthropic") ||
+      plain[0] ||
+      data[0];
+    return pick ? pick.id : "";
   }
 
   // ---- chat ---------------------------------------------------------------------------------
