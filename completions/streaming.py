@@ -177,15 +177,23 @@ def preface(tool_calls: list[dict], *, stream_id: str, model: str) -> list[bytes
 
 
 def own_chunk(
-    *, stream_id: str | None, created: int | None, model: str | None, choices: list, **extra
+    *,
+    stream_id: str | None,
+    created: int | None,
+    model: str | None,
+    choices: list,
+    upstream: dict | None = None,
+    **extra,
 ) -> bytes:
-    """A chunk of Engram's own making (not relayed from the upstream) as a frame; `extra`
-    fields (`usage`, `engram`) only where given."""
+    """A chunk of Engram's own making (not relayed from the upstream) as a frame; `upstream`:
+    fields taken as the upstream sent them (`system_fingerprint`, `service_tier`, null ones
+    too); `extra` fields (`usage`, `engram`) only where given."""
     data = {
         "id": stream_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
+        **(upstream or {}),
         "choices": choices,
     }
     data.update((name, value) for name, value in extra.items() if value is not None)

@@ -10,7 +10,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.upstream import Reply, openai_stream
+from tests.upstream import Reply, openai_stream, openai_tool_stream, tool_call
 
 MODEL = "upstream-model-a"  # listed by the loopback upstream's /models, routed to it
 KEY_ITEM = "engram.playground.key"
@@ -274,3 +274,126 @@ def test_a_memory_list_asked_for_before_the_user_id_changed_is_not_shown_after(
     held[0].continue_()
     page.wait_for_timeout(1000)  # the old answer has arrived
     expect(page.locator("#memory-list li")).to_have_count(0)
+
+
+def test_the_model_picker_starts_on_a_plain_model_not_the_first_agent(
+    page, engram_server, owner, http, upstream
+):
+    """Agents are listed first: the picker started on `agent:<first>`, whose tools may run or
+    wait for approval, when the user had picked nothing."""
+    _, key = owner
+    agent = {"name": "aardvark", "model": MODEL, "instructions": "Be an agent."}
+    assert http.post("/v1/agents", json=agent).status_code == 201
+    page.goto(engram_server.url + "/playground")
+    page.get_by_label("Workspace key").fill(key)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator('#model option[value="agent:aardvark"]')).to_be_attached()
+    assert page.locator("#model option").first.get_attribute("value") == "agent:aardvark"
+    expect(page.get_by_label("Model")).to_have_value("local")
+    page.get_by_label("Model").select_option("agent:aardvark")  # still selectable
+    expect(page.get_by_label("Model")).to_have_value("agent:aardvark")
+
+
+def test_without_the_local_model_the_picker_starts_on_the_first_upstream_model(
+    page, engram_server, owner
+):
+    _, key = owner
+    listing = {
+        "object": "list",
+        "data": [
+            {
+                "id": "agent:a",
+                "object": "model",
+                "created": 0,
+                "owned_by": "ws",
+                "agent_id": "x",
+                "version": 1,
+                "target": MODEL,
+            },
+            {
+                "id": "fast",
+                "object": "model",
+                "created": 0,
+                "owned_by": "engram-alias",
+                "target": MODEL,
+            },
+            {"id": MODEL, "object": "model", "created": 0, "owned_by": "openai"},
+        ],
+    }
+    page.route("**/v1/models", lambda route: route.fulfill(json=listing))
+    page.goto(engram_server.url + "/playground")
+    page.get_by_label("Workspace key").fill(key)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator("#model option")).to_have_count(3)
+    expect(page.get_by_label("Model")).to_have_value(MODEL)
+
+
+def approval_agent(http, tool_server) -> None:
+    agent = {"name": "booker", "model": MODEL, "instructions": "Book tables."}
+    made = http.post("/v1/agents", json=agent)
+    assert made.status_code == 201, made.text
+    tool = {
+        "name": "book_table",
+        "description": "Book a table.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "type": "http",
+        "http": {"url": tool_server.url + "/book", "method": "POST"},
+        "approval": "always",
+    }
+    assert http.post(f"/v1/agents/{made.json()['id']}/tools", json=tool).status_code == 201
+
+
+def ask_the_agent(page, engram_server, key, upstream, answer: str):
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_1", "book_table", {"city": "Paris"})])),
+        Reply(stream=openai_stream([answer])),
+    )
+    open_playground(page, engram_server, key, "ada")
+    page.get_by_label("Model").select_option("agent:booker")
+    page.get_by_label("Message").fill("Book me a table in Paris.")
+    page.get_by_role("button", name="Send").click()
+    approval = page.get_by_role("group", name="Tool calls waiting for approval")
+    expect(approval).to_contain_text("Waiting for your approval")
+    expect(approval).to_contain_text("book_table")
+    expect(approval.locator("pre")).to_contain_text('"city": "Paris"')
+    return page.locator("#transcript li.turn:has(aside)").last, approval
+
+
+def test_an_agent_paused_for_approval_shows_the_call_and_goes_on_when_approved(
+    page, engram_server, owner, http, upstream, tool_server
+):
+    """A paused run showed nothing: an empty answer, and its call nowhere."""
+    _, key = owner
+    approval_agent(http, tool_server)
+    turn, approval = ask_the_agent(page, engram_server, key, upstream, "Booked for 8pm.")
+    expect(page.locator("#chat-status")).to_have_text("The agent waits for your approval.")
+    assert tool_server.calls == []  # nothing runs before the human says so
+
+    approval.get_by_role("button", name="Approve").click()
+    expect(turn.locator(".answer")).to_have_text("Booked for 8pm.")
+    expect(turn.locator(".tool-calls")).to_contain_text("book_table")
+    expect(turn.locator(".tool-calls")).to_contain_text("completed")
+    expect(approval.get_by_role("status")).to_have_text("Approved.")
+    expect(page.locator("#chat-status")).to_have_text("")
+    expect(approval.get_by_role("button", name="Approve")).to_be_disabled()
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]
+
+    ask(page, "Thanks!")  # the next turn carries the question and the answer after approval
+    sent = upstream.chat_requests()[-1].body["messages"]
+    said = [m.get("content") for m in sent if m["role"] in ("user", "assistant")]
+    assert said[-3:] == ["Book me a table in Paris.", "Booked for 8pm.", "Thanks!"], said
+
+
+def test_an_agent_paused_for_approval_answers_after_a_rejection(
+    page, engram_server, owner, http, upstream, tool_server
+):
+    _, key = owner
+    approval_agent(http, tool_server)
+    turn, approval = ask_the_agent(page, engram_server, key, upstream, "I did not book it.")
+    approval.get_by_label("Reason (optional, sent with a rejection)").fill("Too expensive")
+    approval.get_by_role("button", name="Reject").click()
+    expect(turn.locator(".answer")).to_have_text("I did not book it.")
+    expect(approval.get_by_role("status")).to_have_text("Rejected.")
+    assert tool_server.calls == []
+    tool_message = upstream.chat_requests()[-1].body["messages"][-1]
+    assert tool_message["role"] == "tool" and "Too expensive" in tool_message["content"]

@@ -71,7 +71,11 @@ def test_anthropic_and_workspace_credentials_are_named(looped, owner, settings):
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
         )
     message = caught.value.response.json()["error"]["message"]
-    assert "workspace's openai provider credential" in message
+    assert message == (
+        "The upstream base URL of the openai provider points at this Engram, so Engram would "
+        "call itself. Fix the base URL of the workspace's openai provider credential, in the "
+        "admin: point it at the real LLM provider."
+    )  # one sentence a person reads through, no parentheses nested in parentheses
 
 
 def test_models_listing_does_not_recurse(looped, owner):

@@ -826,6 +826,40 @@ def test_a_streamed_run_relays_the_deltas_a_stream_without_tools_relays(
     assert tool_server.calls == []
 
 
+def test_a_streamed_runs_chunks_carry_the_upstreams_fingerprint_and_tier_under_one_id(
+    http, upstream, tool_server
+):
+    """The agent's chunks carried neither `system_fingerprint` nor `service_tier`, which a
+    stream without an agent relays from the upstream (and an agent's answer not streamed
+    carries). Its id stays one for the whole run, over its several model calls."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    fields = {"system_fingerprint": "fp_abc123", "service_tier": "default"}
+
+    def marked(chunks: list) -> list:
+        return [c | fields if isinstance(c, dict) else c for c in chunks]
+
+    def events(model: str, *replies: list) -> list[dict]:
+        upstream.script(*(Reply(stream=marked(r)) for r in replies))
+        body = {"model": model, "messages": [{"role": "user", "content": "Weather?"}]}
+        with http.stream("POST", "/v1/chat/completions", json=body | {"stream": True}) as resp:
+            assert resp.status_code == 200
+            sent = sse(resp)
+        assert sent[-1] == "[DONE]"
+        return sent[:-1]
+
+    plain = events("gpt-4o-mini", openai_stream(["Sunny."]))
+    assert all({k: e[k] for k in fields} == fields for e in plain if e["choices"])
+
+    call = tool_call("call_1", "weather", {"city": "Paris"})
+    run = events(agent, openai_tool_stream([call]), openai_stream(["Sunny."]))
+    assert len(upstream.chat_requests()) == 3  # two model calls for the agent
+    assert "tool_result" in str(run)
+    assert all({k: e.get(k) for k in fields} == fields for e in run), run
+    assert len({e["id"] for e in run}) == 1  # one id across both model calls
+    assert run[0]["id"].startswith("chatcmpl-")
+
+
 @pytest.mark.parametrize("status", [500, 400])
 def test_a_streamed_run_whose_first_model_call_fails_answers_with_its_status(
     sdk, http, upstream, tool_server, settings, status

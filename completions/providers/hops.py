@@ -76,11 +76,12 @@ def loop_error(provider: str, source: str) -> ApiError:
         setting = f"{provider.upper()}_BASE_URL"
         where = f"the environment's {setting}"
     else:
-        where = f"the workspace's {provider} provider credential (its base URL, in the admin)"
+        where = f"the base URL of the workspace's {provider} provider credential, in the admin"
+    # No parentheses: the setting's name, nested in them, read as an aside within an aside.
     return ApiError(
         400,
-        f"The upstream base URL of the {provider} provider points at this Engram ({where}): "
-        "Engram would call itself. Point it at the real LLM provider.",
+        f"The upstream base URL of the {provider} provider points at this Engram, so Engram "
+        f"would call itself. Fix {where}: point it at the real LLM provider.",
         param="model",
         code=CODE,
     )

@@ -64,7 +64,14 @@ class Streamer:
         self.first = first
         self.include_usage = include_usage
         self.on_end = on_end
+        # One id for the whole stream, not the upstream's: a run makes several model calls,
+        # each with an id of its own, and sends chunks before the first (a resume's results,
+        # Engram's own calls); SDKs assemble one message from chunks sharing an id, and clients
+        # key a stream on it. The request id makes it findable in the usage records.
         self.id = f"chatcmpl-{run.request_id}"
+        # The upstream's `system_fingerprint` and `service_tier`, as its latest chunk sent
+        # them: every chunk from the first model chunk on carries them, as a relayed stream's do.
+        self.upstream: dict = {}
         self.created = int(time.time())
         self.role_sent = False
         self.index = 0  # the next tool-call index of choice 0 in this stream
@@ -90,6 +97,7 @@ class Streamer:
             created=self.created,
             model=self.run.execution.model,
             choices=choices,
+            upstream=self.upstream,
             usage=usage,
             engram=engram,
         )
@@ -243,6 +251,9 @@ class Streamer:
                 yield out
             async for chunk in _from(first, chunks):
                 assembler.add(chunk.data)
+                for name in _UPSTREAM_FIELDS:
+                    if name in chunk.data:
+                        self.upstream[name] = chunk.data[name]
                 for choice in chunk.data.get("choices") or ():
                     if choice.get("index", 0) != 0:
                         continue
@@ -300,6 +311,9 @@ class Streamer:
                 outcome["error"] = result.error
             yield self.chunk(None, engram={"tool_result": outcome})
 
+
+# The upstream's fields of a chunk that Engram's chunks repeat (Streamer.upstream).
+_UPSTREAM_FIELDS = ("system_fingerprint", "service_tier")
 
 # The delta fields the run sends otherwise: the role once (Streamer.chunk); the tool calls as
 # each runs, is paused on, or is handed back; the signed thinking (`reasoning_details`) with the

@@ -158,6 +158,19 @@
       ),
     );
     if (data.some((m) => m.id === previous)) select.value = previous;
+    else select.value = defaultModel(data);
+  }
+
+  // A plain model, not the first entry (an agent, listed first): an agent may have tools that
+  // run or wait for approval, which nobody picked. The local model, else the first upstream's.
+  function defaultModel(data) {
+    const plain = data.filter((m) => !m.agent_id);
+    const pick =
+      plain.find((m) => m.id === "local") ||
+      plain.find((m) => m.owned_by === "openai" || m.owned_by === "anthropic") ||
+      plain[0] ||
+      data[0];
+    return pick ? pick.id : "";
   }
 
   // ---- chat ---------------------------------------------------------------------------------
@@ -273,6 +286,140 @@
     }
   }
 
+  // One answer stream, a chat's or a resume's, into `turn`: the text as it comes (added to
+  // `state.content`), the calls an agent's tools run with their results, and what a paused
+  // run waits for. Returns the pause ({ approvalId, calls }) or null.
+  async function relay(turn, response, state) {
+    const answer = turn.querySelector(".answer");
+    const waiting = new Map(); // tool-call index -> { id, name, arguments }: shown, not run
+    let approvalId = "";
+    await readEvents(response, (data) => {
+      if (data.error) throw new ApiFailure(0, data.error.message || "The stream failed.");
+      const engram = data.engram || {};
+      if (engram.tool_call) showToolCall(turn, engram.tool_call);
+      else if (engram.tool_result) showToolResult(turn, engram.tool_result);
+      else if (data.engram && (!turn.dataset.engram || "context_tokens" in engram)) {
+        renderEngram(turn, engram); // a resume's last chunk holds no memory figures: kept
+      }
+      if (engram.approval_id) approvalId = engram.approval_id;
+      for (const choice of data.choices || []) {
+        if ((choice.index ?? 0) !== 0 || !choice.delta) continue;
+        if (choice.delta.content) {
+          state.content += choice.delta.content;
+          answer.textContent = state.content;
+        }
+        // Calls marked engram.tool_call run now (shown above); the others wait or go back.
+        for (const call of engram.tool_call ? [] : choice.delta.tool_calls || []) {
+          const slot = waiting.get(call.index) || { id: "", name: "", arguments: "" };
+          const fn = call.function || {};
+          slot.id = call.id || slot.id;
+          slot.name += fn.name || "";
+          slot.arguments += fn.arguments || "";
+          waiting.set(call.index, slot);
+        }
+      }
+    });
+    return approvalId ? { approvalId, calls: Array.from(waiting.values()) } : null;
+  }
+
+  function toolList(turn) {
+    let list = turn.querySelector(".tool-calls");
+    if (!list) {
+      list = el("ul", { class: "tool-calls", "aria-label": "Tools the agent ran" });
+      turn.querySelector(".answer").before(list);
+    }
+    return list;
+  }
+
+  function showToolCall(turn, call) {
+    toolList(turn).append(
+      el(
+        "li",
+        { "data-tool-call-id": call.id },
+        el("code", { text: call.name }),
+        el("span", { class: "badge " + call.status, text: call.status }),
+      ),
+    );
+  }
+
+  function showToolResult(turn, result) {
+    const list = toolList(turn);
+    const row = list.querySelector(`[data-tool-call-id="${CSS.escape(result.tool_call_id)}"]`);
+    const item = row || list.appendChild(el("li", {}, el("code", { text: result.name })));
+    item.querySelector(".badge")?.remove();
+    item.append(el("span", { class: "badge " + result.status, text: result.status }));
+  }
+
+  // The calls a paused run waits on, with Approve / Reject: the decision is sent to
+  // POST /v1/chat/resume, whose answer streams on into the same turn.
+  function showApproval(turn, pause, history, question) {
+    const reason = el("input", { "aria-label": "Reason (optional, sent with a rejection)", placeholder: "Reason (optional)" });
+    const status = el("p", { class: "status", role: "status" });
+    const buttons = [
+      el("button", { type: "button", text: "Approve", onclick: () => decide("approve") }),
+      el("button", { type: "button", class: "danger", text: "Reject", onclick: () => decide("reject") }),
+    ];
+    const box = el(
+      "div",
+      { class: "approval", role: "group", "aria-label": "Tool calls waiting for approval" },
+      el("h4", { text: "Waiting for your approval" }),
+      el(
+        "ul",
+        {},
+        ...pause.calls.map((c) =>
+          el("li", { "data-tool-call-id": c.id }, el("code", { text: c.name }), el("pre", { text: prettyJson(c.arguments) })),
+        ),
+      ),
+      el("div", { class: "row" }, ...buttons, reason),
+      status,
+    );
+    turn.querySelector(".answer").before(box);
+
+    async function decide(decision) {
+      if (chat.busy) return say("chat-status", "Wait for the answer being streamed.", true);
+      chat.busy = true;
+      $("chat-send").disabled = true;
+      for (const b of buttons) b.disabled = true;
+      status.textContent = decision === "approve" ? "Approved: running the tools…" : "Rejected: the model answers…";
+      const body = { approval_id: pause.approvalId, decision, stream: true };
+      if (decision === "reject" && reason.value.trim()) body.reason = reason.value.trim();
+      const headers = userId() ? { "x-user-id": userId() } : {};
+      const state = { content: "" };
+      let again = null;
+      try {
+        const response = await fetch("/v1/chat/resume", requestInit("POST", body, headers));
+        if (!response.ok) throw await failure(response);
+        box.dataset.decision = decision;
+        again = await relay(turn, response, state);
+        status.textContent = decision === "approve" ? "Approved." : "Rejected.";
+        box.querySelector("h4").textContent = decision === "approve" ? "Approved tool calls" : "Rejected tool calls";
+        say("chat-status", again ? "The agent waits for your approval." : "");
+        reason.disabled = true;
+        if (again) showApproval(turn, again, history, question); // paused again
+      } catch (error) {
+        status.textContent = error.message;
+        status.classList.add("error");
+        if (!box.dataset.decision) for (const b of buttons) b.disabled = false; // not sent: retry
+      } finally {
+        // The answer joins the transcript resent next turn, after its question.
+        if (state.content && history[history.length - 1] === question) {
+          history.push({ role: "assistant", content: state.content });
+        }
+        chat.busy = false;
+        $("chat-send").disabled = false;
+      }
+      loadMemories();
+    }
+  }
+
+  function prettyJson(text) {
+    try {
+      return JSON.stringify(JSON.parse(text), null, 2);
+    } catch (_) {
+      return text; // arguments that are not JSON are shown as the model wrote them
+    }
+  }
+
   async function send(event) {
     event.preventDefault();
     const input = $("chat-input");
@@ -285,13 +432,15 @@
     // This turn's conversation: "New chat" while the answer streams starts another, and the
     // late answer must not open it.
     const history = chat.messages;
-    history.push({ role: "user", content: text });
+    const question = { role: "user", content: text };
+    history.push(question);
     addUserTurn(text);
     const turn = addAssistantTurn();
     const answer = turn.querySelector(".answer");
     const body = { model: $("model").value, messages: history };
     const headers = chatHeaders();
-    let content = "";
+    const state = { content: "" };
+    let pause = null;
     try {
       say("chat-status", "Assembling context…");
       // What Engram will put in front of the model: the same request as a dry run. A failed
@@ -309,26 +458,20 @@
         requestInit("POST", { ...body, stream: true }, headers),
       );
       if (!response.ok) throw await failure(response);
-      await readEvents(response, (data) => {
-        if (data.error) throw new ApiFailure(0, data.error.message || "The stream failed.");
-        if (data.engram) renderEngram(turn, data.engram);
-        for (const choice of data.choices || []) {
-          if ((choice.index ?? 0) === 0 && choice.delta && choice.delta.content) {
-            content += choice.delta.content;
-            answer.textContent = content;
-          }
-        }
-      });
+      pause = await relay(turn, response, state);
       if (!turn.dataset.engram) {
         turn.querySelector(".summary").textContent = NO_MEMORY; // no engram chunk at all
       }
-      say("chat-status", "");
+      if (pause) showApproval(turn, pause, history, question);
+      say("chat-status", pause ? "The agent waits for your approval." : "");
     } catch (error) {
       say("chat-status", error.message, true);
       answer.append(el("p", { class: "error", text: error.message }));
     } finally {
-      if (content) history.push({ role: "assistant", content });
-      else history.pop(); // nothing came back: the question is not part of the history
+      if (state.content) history.push({ role: "assistant", content: state.content });
+      // Nothing came back: the question is not part of the history. A paused run's question
+      // is: its answer comes with the resume.
+      else if (!pause) history.pop();
       chat.busy = false;
       $("chat-send").disabled = false;
       input.focus();
