@@ -344,3 +344,26 @@ def test_a_deleted_memory_or_conversation_leaves_no_admin_log_entry_with_its_wor
     kept = {e.object_repr for e in LogEntry.objects.all()}
     # not deleted: her other memory, bob's, the other workspace's alice's
     assert kept == {"Alice lives in Oslo.", "Bob lives in Bergen.", "Other Alice lives in Rome."}
+
+
+def test_an_edited_memory_leaves_no_admin_log_entry_with_its_old_text(http, owner, people):
+    """A person's edit of a memory's text replaces the fact; the admin's history kept the text
+    replaced (`object_repr`). The entries of that memory go; an edit of its kind alone, or of
+    another memory, keeps them."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.auth.models import User
+
+    from memory.models import Memory
+
+    root = User.objects.create_superuser("root", "root@example.com", "pw")
+    rows = list(Memory.objects.filter(user_id__in=("alice", "bob")))
+    LogEntry.objects.log_actions(root.pk, rows, CHANGE)
+    tea = Memory.objects.get(user_id="alice", text="Alice likes tea.")
+    bob = Memory.objects.get(user_id="bob")
+
+    assert http.patch(f"/v1/memories/{bob.id}", json={"kind": "preference"}).status_code == 200
+    edited = http.patch(f"/v1/memories/{tea.id}", json={"text": "Alice likes coffee."})
+    assert edited.status_code == 200 and edited.json()["text"] == "Alice likes coffee."
+
+    kept = {e.object_repr for e in LogEntry.objects.all()}  # the other workspace's alice too
+    assert kept == {"Alice lives in Oslo.", "Bob lives in Bergen.", "Other Alice lives in Rome."}

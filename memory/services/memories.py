@@ -303,6 +303,10 @@ def memory_update(
             and kept["value"] == old_metadata.get("value")
         ):
             memory.metadata = {k: v for k, v in kept.items() if k != "value"}
+    if actor in HAND_ACTORS and memory.text != old_text:
+        # the admin's log named it by the text replaced (config.admin_log); an admin edit
+        # logs its change, with the new text, after this
+        log_entries_delete(model=Memory, rows=Memory.objects.filter(pk=memory.pk))
     _index(memory, embedding=embedding if text is not None else None, ready=ready)
     if replaces and normalized(memory.text, subjects) != normalized(old_text, subjects):
         suppression_record(workspace=workspace, memory=memory, text=old_text, vectors=ready)
