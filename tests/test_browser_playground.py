@@ -397,3 +397,41 @@ def test_an_agent_paused_for_approval_answers_after_a_rejection(
     assert tool_server.calls == []
     tool_message = upstream.chat_requests()[-1].body["messages"][-1]
     assert tool_message["role"] == "tool" and "Too expensive" in tool_message["content"]
+
+
+def test_a_resume_whose_stream_failed_can_be_sent_again(
+    page, engram_server, owner, http, upstream, tool_server, settings
+):
+    """The upstream failed during the resume's model call: the error showed, but Approve and
+    Reject stayed disabled, while Engram takes the same decision again and goes on."""
+    settings.ENGRAM_UPSTREAM_RETRIES = 0  # the one failure reaches the stream
+    _, key = owner
+    approval_agent(http, tool_server)
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_1", "book_table", {"city": "Paris"})])),
+        Reply(status=500, json={"error": {"message": "down"}}),
+        Reply(stream=openai_stream(["Booked for 8pm."])),
+    )
+    open_playground(page, engram_server, key, "ada")
+    page.get_by_label("Model").select_option("agent:booker")
+    page.get_by_label("Message").fill("Book me a table in Paris.")
+    page.get_by_role("button", name="Send").click()
+    approval = page.get_by_role("group", name="Tool calls waiting for approval")
+    approve = approval.get_by_role("button", name="Approve")
+    expect(approve).to_be_enabled()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+
+    approve.click()
+    expect(approval.get_by_role("status")).to_have_class(re.compile(r"\berror\b"))
+    expect(approval.get_by_role("status")).to_contain_text("status 500")
+    expect(approve).to_be_enabled()
+    # the decision is sent: the other one would be refused
+    expect(approval.get_by_role("button", name="Reject")).to_be_disabled()
+    expect(turn.locator(".answer")).to_have_text("")
+
+    approve.click()
+    expect(turn.locator(".answer")).to_have_text("Booked for 8pm.")
+    expect(approval.get_by_role("status")).to_have_text("Approved.")
+    expect(approval.get_by_role("status")).not_to_have_class(re.compile(r"\berror\b"))
+    expect(approve).to_be_disabled()
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]  # ran once

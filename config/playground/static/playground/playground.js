@@ -380,6 +380,7 @@
       chat.busy = true;
       $("chat-send").disabled = true;
       for (const b of buttons) b.disabled = true;
+      status.classList.remove("error");
       status.textContent = decision === "approve" ? "Approved: running the tools…" : "Rejected: the model answers…";
       const body = { approval_id: pause.approvalId, decision, stream: true };
       if (decision === "reject" && reason.value.trim()) body.reason = reason.value.trim();
@@ -399,7 +400,11 @@
       } catch (error) {
         status.textContent = error.message;
         status.classList.add("error");
-        if (!box.dataset.decision) for (const b of buttons) b.disabled = false; // not sent: retry
+        // Not sent: either decision. Sent, its stream failed: the same decision again (Engram
+        // goes on from the run's stored state; the other one is refused).
+        const chosen = box.dataset.decision;
+        buttons[0].disabled = chosen === "reject";
+        buttons[1].disabled = chosen === "approve";
       } finally {
         // The answer joins the transcript resent next turn, after its question.
         if (state.content && history[history.length - 1] === question) {
