@@ -80,12 +80,15 @@ def suppression_record(
     memory: Memory,
     text: str | None = None,
     vectors: Mapping[str, list[float]] | None = None,
+    subjects: frozenset[str] | None = None,
 ) -> MemorySuppression:
     """Called by memory_delete for a person's deletion, before the memory's row goes, and by
     memory_update for a person's edit (`text`: the one replaced). `vectors`: of
-    suppression_vectors, made beforehand; a text missing there is embedded now."""
+    suppression_vectors, made beforehand; a text missing there is embedded now. `subjects`:
+    the user_subjects those vectors were keyed with (read again when not given)."""
     sources = list(memory.sources.filter(role="user").values_list("id", "content"))
-    subjects = user_subjects(workspace=workspace, user_id=memory.user_id)
+    if subjects is None:
+        subjects = user_subjects(workspace=workspace, user_id=memory.user_id)
     text = normalized(memory.text if text is None else text, subjects)
     vector = (vectors or {}).get(text)
     return MemorySuppression.objects.create(

@@ -309,7 +309,9 @@ def memory_update(
         log_entries_delete(model=Memory, rows=Memory.objects.filter(pk=memory.pk))
     _index(memory, embedding=embedding if text is not None else None, ready=ready)
     if replaces and normalized(memory.text, subjects) != normalized(old_text, subjects):
-        suppression_record(workspace=workspace, memory=memory, text=old_text, vectors=ready)
+        suppression_record(
+            workspace=workspace, memory=memory, text=old_text, vectors=ready, subjects=subjects
+        )
     memory.save(force_update=True)
     source_ids = list(dict.fromkeys(source_message_ids))
     if source_ids:
@@ -362,17 +364,20 @@ def memory_delete(
     reason: str = "",
     unless_changed: bool = False,
     vectors: Mapping[str, list[float]] | None = None,
+    subjects: frozenset[str] | None = None,
 ) -> None:
     """unless_changed: MemoryChanged when the row was written since `memory` was read (as
     memory_update).
 
     A person's deletion (`actor` api or admin) leaves a suppression: the extractor does not
     write the memory again from what was said before (memory.services.forgetting). `vectors`:
-    its suppression's vector, when the caller embedded it beforehand (suppression_vectors)."""
+    its suppression's vector, when the caller embedded it beforehand (suppression_vectors,
+    with `subjects`: the user_subjects it was keyed with)."""
     assert memory.workspace_id == workspace.id
     if actor in HAND_ACTORS:
-        if vectors is None:  # embedded before the user's lock: their turns wait for it
+        if subjects is None:
             subjects = user_subjects(workspace=workspace, user_id=memory.user_id)
+        if vectors is None:  # embedded before the user's lock: their turns wait for it
             vectors = suppression_vectors([memory.text], subjects)
         _person_lock(workspace=workspace, memory=memory)
     # Its row first: a source an extraction run links meanwhile is either deleted with it or
@@ -393,5 +398,5 @@ def memory_delete(
         reason=reason,
     )
     if actor in HAND_ACTORS:
-        suppression_record(workspace=workspace, memory=memory, vectors=vectors)
+        suppression_record(workspace=workspace, memory=memory, vectors=vectors, subjects=subjects)
     memory.delete()

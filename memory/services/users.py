@@ -122,7 +122,11 @@ def conversation_delete(
     subjects = user_subjects(workspace=workspace, user_id=conversation.user_id)
     vectors = suppression_vectors(derived.values_list("text", flat=True), subjects)
     return _conversation_delete(
-        workspace=workspace, conversation=conversation, actor=actor, vectors=vectors
+        workspace=workspace,
+        conversation=conversation,
+        actor=actor,
+        vectors=vectors,
+        subjects=subjects,
     )
 
 
@@ -148,6 +152,7 @@ def _conversation_delete(
     conversation: Conversation,
     actor: str,
     vectors: dict[str, list[float]],
+    subjects: frozenset[str],
 ) -> dict[str, int]:
     from memory.services.memories import memory_delete
 
@@ -161,6 +166,7 @@ def _conversation_delete(
             actor=actor,
             reason=f"its conversation '{conversation.external_id}' was deleted",
             vectors=vectors,
+            subjects=subjects,
         )
     counts = {"memories": len(memories)}
     _conversation_log_entries_delete(workspace=workspace, conversation=conversation)

@@ -88,11 +88,12 @@ def forgotten(
         if suppression.embedding is not None:
             known[j] = np.asarray(suppression.embedding, dtype=np.float32)
     similarity = vectors @ known.T
+    stored = [normalized(s.normalized, subjects) for s in suppressions]
     for i, (_, sources) in enumerate(facts):
         matched = [
             s
             for j, s in enumerate(suppressions)
-            if normalized(s.normalized, subjects) == texts[i] or similarity[i, j] >= SIMILARITY
+            if stored[j] == texts[i] or similarity[i, j] >= SIMILARITY
         ]
         if not matched:
             continue
