@@ -12,7 +12,6 @@ from accounts.authentication import (
 from config.common.errors import ApiError, invalid_api_key
 from config.common.middleware import AsyncCapable
 
-HINT = WORKSPACE_HEADER  # names the workspace when one token issuer serves several
 PUBLIC_PREFIXES = (
     "/healthz",
     "/readyz",
@@ -30,7 +29,9 @@ def _is_public(path: str) -> bool:
 
 
 def _apply(request, principal) -> None:
-    check_claimed_workspace(workspace=principal.workspace, claimed=request.headers.get(HINT))
+    check_claimed_workspace(
+        workspace=principal.workspace, claimed=request.headers.get(WORKSPACE_HEADER)
+    )
     request.principal = principal
     request.workspace = principal.workspace
     request.api_key_id = principal.key_id
@@ -45,7 +46,9 @@ class ApiKeyMiddleware(AsyncCapable):
             return self.get_response(request)
         token = bearer_token(request.headers.get("Authorization", ""))
         try:
-            principal = resolve_sync(token, request.headers.get(HINT)) if token else None
+            principal = (
+                resolve_sync(token, request.headers.get(WORKSPACE_HEADER)) if token else None
+            )
         except ApiError as refused:  # an end-user token that failed a check says which
             return refused.response()
         if principal is None:
@@ -62,7 +65,9 @@ class ApiKeyMiddleware(AsyncCapable):
             return await self.get_response(request)
         token = bearer_token(request.headers.get("Authorization", ""))
         try:
-            principal = await resolve_async(token, request.headers.get(HINT)) if token else None
+            principal = (
+                await resolve_async(token, request.headers.get(WORKSPACE_HEADER)) if token else None
+            )
         except ApiError as refused:
             return refused.response()
         if principal is None:

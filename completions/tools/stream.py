@@ -237,8 +237,7 @@ class Streamer:
         if self.first is not None:
             (opener, started), self.first = self.first, None
         else:
-            started = time.perf_counter()
-            opener = asyncio.ensure_future(run.route.provider.stream(run.call(stream=True)))
+            opener, started = _open_call(run)
         async for out in _kept_alive(opener):
             yield out
         opened = opener.result()
@@ -335,8 +334,7 @@ async def open_first(run: Run) -> tuple[asyncio.Future, float]:
     its status (502, 504, the upstream's 4xx) as a stream without tools does
     (completions.gateway); later, it is the stream's error frame. Returns the call and when it
     began, for Streamer(first=...)."""
-    started = time.perf_counter()
-    opener = asyncio.ensure_future(run.route.provider.stream(run.call(stream=True)))
+    opener, started = _open_call(run)
     try:
         if await done_within(opener, conf().keepalive):
             opener.result()
@@ -344,6 +342,12 @@ async def open_first(run: Run) -> tuple[asyncio.Future, float]:
         opener.cancel()
         raise
     return opener, started
+
+
+def _open_call(run: Run) -> tuple[asyncio.Future, float]:
+    """One model call of the run, streamed, started now; and when it began."""
+    started = time.perf_counter()
+    return asyncio.ensure_future(run.route.provider.stream(run.call(stream=True))), started
 
 
 async def _close(opener: asyncio.Future) -> None:
