@@ -10,6 +10,34 @@ def make_workspace(name: str = "acme") -> tuple[Workspace, str]:
     return workspace, api_key_create(workspace=workspace, name="test").raw_key
 
 
+def paused_tool_run(workspace: Workspace, *, agent_name: str, model: str):
+    """An agent with a built-in tool whose run is paused on a call, as a run awaiting approval
+    is (completions.tools): the execution, for an approval or a deletion to point at."""
+    from completions.agents.services import agent_create
+    from completions.tools import services as tools
+
+    agent = agent_create(workspace=workspace, name=agent_name, model=model)
+    values = {"name": "recall", "type": "builtin", "builtin": "memory_search"}
+    tools.tool_create(workspace=workspace, agent_id=agent.id, values=values)
+    execution = tools.execution_create(
+        workspace=workspace,
+        agent_id=agent.id,
+        user_id="alice",
+        request_id="req_2",
+        model=f"agent:{agent_name}",
+        route_model="gpt-4o-mini",
+        stream=False,
+        body={},
+        collection_ids=[],
+    )
+    call = {"id": "call_1", "type": "function", "function": {"name": "recall", "arguments": "{}"}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    tools.execution_pause(
+        execution=execution, message=message, waiting=[call], ttl_seconds=60, stamps={}
+    )
+    return execution
+
+
 # Forty distinct names: "I have a pet ferret called X." forty times must make forty memories.
 FERRET_NAMES = [
     "Biscuit",

@@ -32,7 +32,7 @@ from memory.models import (
 )
 from memory.services import conversation_get_or_create, memory_create, messages_append
 from memory.services.conversations import session_resolve
-from tests.factories import make_workspace
+from tests.factories import make_workspace, paused_tool_run
 
 FIRST_QUESTION = (
     "Could you help me plan a three week cycling trip through the Pyrenees next summer "
@@ -62,32 +62,6 @@ def _chat(workspace, user_id: str, external_id: str, text: str) -> Conversation:
         messages=[{"role": "user", "content": text}, {"role": "assistant", "content": "Sure."}],
     )
     return conversation
-
-
-def _tools_rows(workspace) -> None:
-    """An agent's tool, an execution and its approval (completions.tools)."""
-    from completions.agents.services import agent_create
-    from completions.tools import services as tools
-
-    agent = agent_create(workspace=workspace, name="tools-agent", model="gpt-4o-mini")
-    values = {"name": "recall", "type": "builtin", "builtin": "memory_search"}
-    tools.tool_create(workspace=workspace, agent_id=agent.id, values=values)
-    execution = tools.execution_create(
-        workspace=workspace,
-        agent_id=agent.id,
-        user_id="alice",
-        request_id="req_2",
-        model="agent:tools-agent",
-        route_model="gpt-4o-mini",
-        stream=False,
-        body={},
-        collection_ids=[],
-    )
-    call = {"id": "call_1", "type": "function", "function": {"name": "recall", "arguments": "{}"}}
-    message = {"role": "assistant", "content": None, "tool_calls": [call]}
-    tools.execution_pause(
-        execution=execution, message=message, waiting=[call], ttl_seconds=60, stamps={}
-    )
 
 
 @pytest.fixture
@@ -146,7 +120,9 @@ def world(db):
         total_tokens=15,
         latency_ms=2527.0219890001044,
     )
-    _tools_rows(other)  # its own workspace: the agent tests find one agent in the first
+    paused_tool_run(
+        other, agent_name="tools-agent", model="gpt-4o-mini"
+    )  # its own workspace: the agent tests find one agent in the first
     return {
         "workspace": workspace,
         "other": other,

@@ -4,7 +4,6 @@ again."""
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ApiKey, Workspace
-from tests.factories import make_workspace
+from tests.factories import make_workspace, paused_tool_run
 
 ZERO = [0.0] * 384
 
@@ -53,10 +52,7 @@ def populate(workspace: Workspace) -> None:
     test_nothing_of_the_workspace_survives until it gets a row here."""
     from accounts.endusers.models import Issuer
     from accounts.limits.models import CreditUnit, Limit
-    from completions.agents.services import agent_create
     from completions.models import ModelAlias, ProviderCredential, UsageErasure, UsageRecord
-    from completions.tools import services as tools
-    from completions.tools.models import Approval
     from memory.models import (
         Chunk,
         Collection,
@@ -126,26 +122,7 @@ def populate(workspace: Workspace) -> None:
         embedding=[0.1] * 384,
         deleted_at=timezone.now(),
     )
-    agent = agent_create(workspace=workspace, name="support", model="fast")
-    values = {"name": "recall", "type": "builtin", "builtin": "memory_search"}
-    tools.tool_create(workspace=workspace, agent_id=agent.id, values=values)
-    execution = tools.execution_create(
-        workspace=workspace,
-        agent_id=agent.id,
-        user_id="alice",
-        request_id="req_2",
-        model="agent:support",
-        route_model="gpt-4o-mini",
-        stream=False,
-        body={},
-        collection_ids=[],
-    )
-    Approval.objects.create(
-        workspace=workspace,
-        execution=execution,
-        user_id="alice",
-        expires_at=timezone.now() + dt.timedelta(minutes=5),
-    )
+    paused_tool_run(workspace, agent_name="support", model="fast")  # with its approval
 
 
 @pytest.fixture
