@@ -1,6 +1,6 @@
 """README's *Configuration* table against the settings: every variable the settings read from
 the environment is in it (a new one cannot go undocumented), and every variable it lists is
-read somewhere."""
+read somewhere; and docker-compose's start order."""
 
 import ast
 import os
@@ -97,3 +97,18 @@ def test_a_setting_outside_its_documented_values_refuses_to_start(name, value):
         timeout=60,
     )
     assert proc.returncode != 0 and name in proc.stderr, proc.stderr[-2000:]
+
+
+def test_docker_compose_starts_the_app_after_its_migrations():
+    """Web, worker and beat wait for `migrate` to finish: started beside it, they served and
+    claimed jobs against tables that did not exist yet."""
+    import yaml
+
+    services = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]
+    app = [name for name, s in services.items() if s.get("image") == "engram:latest"]
+    assert set(app) == {"migrate", "web", "worker", "beat"}
+    for name in app:
+        waits = services[name].get("depends_on") or {}
+        assert waits.get("db") == {"condition": "service_healthy"}, name
+        if name != "migrate":
+            assert waits.get("migrate") == {"condition": "service_completed_successfully"}, name
