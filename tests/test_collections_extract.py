@@ -79,6 +79,24 @@ def test_corrupt_pdf_raises_a_reason():
         ex.extract(corrupt_pdf_bytes())
 
 
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ((b"/F1 10 Tf", b"1 0 R  Tf"), r"it is damaged \(AssertionError in pypdf\)"),
+        ((b"<< /Length", b"<</Filter/Zz/Length"), "Unsupported filter /Zz"),
+    ],
+)
+def test_a_pdf_that_pypdf_cannot_parse_is_unreadable_not_a_crash(damage, reason):
+    """An indirect reference inside a page's content stream ("1 0 R" as an operand) trips an
+    `assert` in pypdf's content parser, and a stream filter it does not know raises
+    NotImplementedError: both escaped the PDF reader, so the document failed as "ingestion
+    failed (AssertionError); re-run it to resume", which no re-run could, and the worker
+    logged a traceback for a damaged upload."""
+    raw = pdf_bytes(["Hello world."]).replace(*damage)
+    with pytest.raises(ex.ExtractionError, match=f"PDF could not be read: {reason}"):
+        ex.extract(raw)
+
+
 def test_docx_headings_paragraphs_tables():
     raw = docx_bytes([("Install", ["Run the installer."]), ("Usage", ["Type help."])], title="Tool")
     extracted = ex.extract(raw)

@@ -182,8 +182,22 @@ def _pdf(raw: bytes) -> Extracted:
             title = str(reader.metadata.title).strip()
     except ExtractionError:
         raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+    except (
+        PyPdfError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OSError,
+        NotImplementedError,  # a stream filter pypdf does not know: its words name it
+    ) as exc:
         raise ExtractionError(f"the PDF could not be read: {_reason(exc)}") from None
+    except Exception as exc:  # an `assert` or IndexError deep in pypdf: a damaged file too,
+        # whose message ("mypy") says nothing to its owner; escaping, it failed the document
+        # as a crash to "re-run", which cannot help
+        raise ExtractionError(
+            f"the PDF could not be read: it is damaged ({type(exc).__name__} in pypdf)"
+        ) from None
     if not pages:
         raise ExtractionError("the PDF has no pages")
     return Extracted(content_type=PDF, blocks=blocks, pages=len(pages), title=title)
