@@ -382,3 +382,17 @@ def test_uploading_a_failed_documents_bytes_again_queues_it_again(http):
     # a document that did not fail is given back as it is
     Document.objects.filter(id=first["id"]).update(status="ready")
     assert http.post(url, json={"text": "Returns within 30 days."}).json()["status"] == "ready"
+
+
+def test_a_refused_text_document_names_text_not_file(http, settings):
+    """A document sent as JSON `{"text"}` that the rules refuse (blank, over the size limit,
+    binary-looking) was answered with `param: "file"`, a field the request did not have."""
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    _error(http.post(url, json={"text": "  \n\t "}), 400, "empty_document", "text")
+    control = "".join(chr(c) for c in range(1, 9)) * 50
+    _error(http.post(url, json={"text": control}), 415, "unsupported_file_type", "text")
+    settings.ENGRAM_MAX_DOCUMENT_BYTES = 100
+    _error(http.post(url, json={"text": "a" * 101}), 413, "document_too_large", "text")
+    # an upload's own problems still name its `file`
+    _error(http.post(url, files={"file": ("e.txt", b" \n", "text/plain")}), 400, param="file")
