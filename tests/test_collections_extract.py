@@ -62,6 +62,26 @@ def test_types_are_decided_by_content_not_name():
         ex.detect(other_zip.getvalue())
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"\xff",  # a stray byte that is not UTF-8
+        "é".encode()[:1],  # the file cut inside its last character
+    ],
+)
+def test_utf8_text_with_a_bad_byte_keeps_its_letters(damage):
+    """One byte that is not UTF-8 sent the whole text to cp1252, so every accented letter of
+    the document became two ("cafÃ©") and a search for "café" no longer found it."""
+    raw = "Le café crème coûte trois euros à Zürich.\n".encode() * 20 + damage
+    text = ex.decode_text(raw)
+    assert text is not None and text.count("café crème") == 20 and "Ã" not in text
+    assert text.endswith("\ufffd")
+    # Windows-1252 text is still read as such
+    assert ex.decode_text("Le café crème, s'il vous plaît.".encode("cp1252")) == (
+        "Le café crème, s'il vous plaît."
+    )
+
+
 def test_pdf_pages_text_and_title():
     raw = pdf_bytes(
         ["First page talks about (parentheses) and kestrels.", "Second page: the ledger."],

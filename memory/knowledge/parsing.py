@@ -79,13 +79,24 @@ def decode_text(raw: bytes) -> str | None:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
+        text = _mostly_utf8(raw) or raw.decode("cp1252", errors="replace")
     sample = text[:8192]
     control = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f")
     bad = sample.count("\ufffd")
     if sample and (control + bad) / len(sample) > 0.05:
         return None
     return text
+
+
+def _mostly_utf8(raw: bytes) -> str | None:
+    """UTF-8 with a few bytes that are not (a file cut inside a character, a stray Latin-1
+    byte), those bytes as U+FFFD; None when the invalid sequences outnumber the valid non-ASCII
+    characters (Windows-1252 text: its "é" followed by a space is never valid UTF-8). Read as
+    cp1252, one such byte turned every accented letter of the document into two ("cafÃ©")."""
+    text = raw.decode("utf-8-sig", errors="replace")
+    invalid = text.count("\ufffd")
+    valid = len(text) - len(text.encode("ascii", "ignore")) - invalid  # non-ASCII, decoded
+    return text if valid > invalid else None
 
 
 def detect(raw: bytes, *, max_expanded: int | None = None) -> str:
