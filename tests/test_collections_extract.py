@@ -82,6 +82,19 @@ def test_utf8_text_with_a_bad_byte_keeps_its_letters(damage):
     )
 
 
+def test_detection_reads_runs_of_comments_and_blank_lines_in_one_pass():
+    """Detection runs in the upload's request. Its HTML test let a comment's `.*?` reach past
+    the comment's end, so a run of n comments before something that is not HTML was tried
+    2^n ways (600 "<!---->", 4 kB: a web process held for ever), and its Markdown test's
+    leading `\\s*` ran on across blank lines from every line start (quadratic: 20 kB of them
+    took 5 s)."""
+    assert ex.detect(b"<!---->" * 600) == ex.TEXT
+    assert ex.detect(b"<!-- a -->\n" * 400 + b"plain words") == ex.TEXT
+    assert ex.detect(b"<!-- a --->\n<!-- b -- c -->\n<html><body>x</body></html>") == ex.HTML
+    assert ex.detect(b" \n" * 10_000 + b"plain") == ex.TEXT
+    assert ex.detect(b"intro\n\n  - an item\n") == ex.MARKDOWN
+
+
 def test_pdf_pages_text_and_title():
     raw = pdf_bytes(
         ["First page talks about (parentheses) and kestrels.", "Second page: the ledger."],

@@ -56,13 +56,18 @@ class Extracted:
 
 # --- detection ------------------------------------------------------------------------------
 
+# A comment's text cannot contain "-->", so each comment matches one way: with `.*?` a run of
+# comments could be grouped 2^n ways, each tried before a file that is not HTML was let go
+# (a 4 kB upload of "<!---->" held a web process for ever).
 _HTML_START = re.compile(
-    rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b",
-    re.IGNORECASE | re.DOTALL,
+    rb"^\s*(<\?xml[^>]*>\s*)?(<!--(?:[^-]|-(?!->))*-->\s*)*<(!doctype\s+html|html|head|body)\b",
+    re.IGNORECASE,
 )
 _HTML_TAGS = re.compile(rb"<(p|div|h[1-6]|ul|ol|li|table|article|section|br)\b[^>]*>", re.I)
+# A list item's indentation is spaces and tabs: `\s*` ran on across the following lines at
+# every line start, quadratic in a run of blank lines (20 kB of them: 5 s of a web process).
 _MD_FEATURES = re.compile(
-    r"^(#{1,6}\s+\S|```|~~~|\s*[-*+]\s+\S|\s*\d+[.)]\s+\S|>\s|.*\]\(\S+\)|={3,}\s*$|-{3,}\s*$)",
+    r"^(#{1,6}\s+\S|```|~~~|[ \t]*[-*+]\s+\S|[ \t]*\d+[.)]\s+\S|>\s|.*\]\(\S+\)|={3,}\s*$|-{3,}\s*$)",
     re.MULTILINE,
 )
 
