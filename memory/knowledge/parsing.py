@@ -392,9 +392,19 @@ def _html(text: str) -> Extracted:
     return Extracted(content_type=HTML, blocks=blocks, title=title)
 
 
-_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+# The closing #s are taken off in _atx_text: `(.*?)\s*#*\s*$` tried every split of a run of
+# spaces between its three parts at each character, cubic (a 10 kB heading line of spaces
+# outlasted the ingestion's hard time limit), and it cut a word's own '#' ("C#").
+_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*)$")
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+
+
+def _atx_text(rest: str) -> str:
+    """An ATX heading's text without its closing sequence: #s alone or after a space."""
+    rest = rest.strip()
+    bare = rest.rstrip("#")
+    return bare.strip() if not bare or bare[-1] in " \t" else rest
 
 
 def _markdown_blocks(text: str) -> list[Block]:
@@ -424,8 +434,8 @@ def _markdown_blocks(text: str) -> list[Block]:
             continue
         if match := _ATX.match(line):
             flush()
-            if match.group(2):
-                blocks.append(Block("heading", match.group(2), level=len(match.group(1))))
+            if heading := _atx_text(match.group(2)):
+                blocks.append(Block("heading", heading, level=len(match.group(1))))
             continue
         if setext := _SETEXT.match(line):
             if len(para) == 1 and para[0].strip():
