@@ -361,3 +361,38 @@ def test_deleting_a_collection_removes_documents_and_chunks(http, owner):
     assert http.delete(f"/v1/collections/{col['id']}").status_code == 200
     assert not Document.objects.filter(id=doc["id"]).exists()
     assert not Chunk.objects.filter(collection_id=col["id"]).exists()
+
+
+def test_uploading_a_failed_documents_bytes_again_queues_it_again(http):
+    """A document that failed (a worker's crash: "ingestion failed (OperationalError); re-run
+    it to resume") could only be re-run from the admin: the same bytes uploaded again gave back
+    the failed document, as it was, so a tenant's one way out was to delete it and upload it
+    again. Now the upload is the re-run: the same document, queued again, its error gone."""
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    first = http.post(url, json={"text": "Returns within 30 days."}).json()
+    Document.objects.filter(id=first["id"]).update(
+        status="failed", error="ingestion failed (OperationalError); re-run it to resume"
+    )
+    again = http.post(url, json={"text": "Returns within 30 days."})
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert again.json()["id"] == first["id"]
+    assert again.json()["status"] == "queued" and again.json()["error"] is None
+    assert Document.objects.get(id=first["id"]).status == "queued"
+    # a document that did not fail is given back as it is
+    Document.objects.filter(id=first["id"]).update(status="ready")
+    assert http.post(url, json={"text": "Returns within 30 days."}).json()["status"] == "ready"
+
+
+def test_a_refused_text_document_names_text_not_file(http, settings):
+    """A document sent as JSON `{"text"}` that the rules refuse (blank, over the size limit,
+    binary-looking) was answered with `param: "file"`, a field the request did not have."""
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    _error(http.post(url, json={"text": "  \n\t "}), 400, "empty_document", "text")
+    control = "".join(chr(c) for c in range(1, 9)) * 50
+    _error(http.post(url, json={"text": control}), 415, "unsupported_file_type", "text")
+    settings.ENGRAM_MAX_DOCUMENT_BYTES = 100
+    _error(http.post(url, json={"text": "a" * 101}), 413, "document_too_large", "text")
+    # an upload's own problems still name its `file`
+    _error(http.post(url, files={"file": ("e.txt", b" \n", "text/plain")}), 400, param="file")

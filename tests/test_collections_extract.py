@@ -62,6 +62,39 @@ def test_types_are_decided_by_content_not_name():
         ex.detect(other_zip.getvalue())
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"\xff",  # a stray byte that is not UTF-8
+        "é".encode()[:1],  # the file cut inside its last character
+    ],
+)
+def test_utf8_text_with_a_bad_byte_keeps_its_letters(damage):
+    """One byte that is not UTF-8 sent the whole text to cp1252, so every accented letter of
+    the document became two ("cafÃ©") and a search for "café" no longer found it."""
+    raw = "Le café crème coûte trois euros à Zürich.\n".encode() * 20 + damage
+    text = ex.decode_text(raw)
+    assert text is not None and text.count("café crème") == 20 and "Ã" not in text
+    assert text.endswith("\ufffd")
+    # Windows-1252 text is still read as such
+    assert ex.decode_text("Le café crème, s'il vous plaît.".encode("cp1252")) == (
+        "Le café crème, s'il vous plaît."
+    )
+
+
+def test_detection_reads_runs_of_comments_and_blank_lines_in_one_pass():
+    """Detection runs in the upload's request. Its HTML test let a comment's `.*?` reach past
+    the comment's end, so a run of n comments before something that is not HTML was tried
+    2^n ways (600 "<!---->", 4 kB: a web process held for ever), and its Markdown test's
+    leading `\\s*` ran on across blank lines from every line start (quadratic: 20 kB of them
+    took 5 s)."""
+    assert ex.detect(b"<!---->" * 600) == ex.TEXT
+    assert ex.detect(b"<!-- a -->\n" * 400 + b"plain words") == ex.TEXT
+    assert ex.detect(b"<!-- a --->\n<!-- b -- c -->\n<html><body>x</body></html>") == ex.HTML
+    assert ex.detect(b" \n" * 10_000 + b"plain") == ex.TEXT
+    assert ex.detect(b"intro\n\n  - an item\n") == ex.MARKDOWN
+
+
 def test_pdf_pages_text_and_title():
     raw = pdf_bytes(
         ["First page talks about (parentheses) and kestrels.", "Second page: the ledger."],
@@ -77,6 +110,24 @@ def test_pdf_pages_text_and_title():
 def test_corrupt_pdf_raises_a_reason():
     with pytest.raises(ex.ExtractionError, match="PDF could not be read"):
         ex.extract(corrupt_pdf_bytes())
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ((b"/F1 10 Tf", b"1 0 R  Tf"), r"it is damaged \(AssertionError in pypdf\)"),
+        ((b"<< /Length", b"<</Filter/Zz/Length"), "Unsupported filter /Zz"),
+    ],
+)
+def test_a_pdf_that_pypdf_cannot_parse_is_unreadable_not_a_crash(damage, reason):
+    """An indirect reference inside a page's content stream ("1 0 R" as an operand) trips an
+    `assert` in pypdf's content parser, and a stream filter it does not know raises
+    NotImplementedError: both escaped the PDF reader, so the document failed as "ingestion
+    failed (AssertionError); re-run it to resume", which no re-run could, and the worker
+    logged a traceback for a damaged upload."""
+    raw = pdf_bytes(["Hello world."]).replace(*damage)
+    with pytest.raises(ex.ExtractionError, match=f"PDF could not be read: {reason}"):
+        ex.extract(raw)
 
 
 def test_docx_headings_paragraphs_tables():
@@ -123,6 +174,20 @@ def test_markdown_headings_code_fences_and_setext():
     assert headings == [("Field guide", 1), ("Birds", 2), ("Setext heading", 2)]
     code = next(b.text for b in blocks if b.text.startswith("```"))
     assert "# not a heading" in code and code.endswith("```")
+
+
+def test_atx_headings_keep_their_words_and_read_in_one_pass():
+    """The heading pattern took a closing '#' off a word ("C#" read "C") and tried every split
+    of a run of spaces between its parts, cubic: a 10 kB heading line of spaces outlasted the
+    ingestion's hard time limit, every run, holding the worker each time."""
+    blocks = ex._markdown_blocks("# Learning C#\n## Closed ##\n### Spaced   ###   \n#### ###")
+    assert [(b.kind, b.text, b.level) for b in blocks] == [
+        ("heading", "Learning C#", 1),
+        ("heading", "Closed", 2),
+        ("heading", "Spaced", 3),
+    ]
+    long_line = "a" + " " * 10_000 + "b"
+    assert [b.text for b in ex._markdown_blocks(f"# {long_line}")] == [long_line]
 
 
 def test_chunks_follow_headings_with_paths():

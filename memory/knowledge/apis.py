@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.common import jsonbody
-from config.common.errors import ApiError, Invalid
+from config.common.errors import ApiError, DomainError, Invalid, api_error
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import paginate
 from memory.knowledge import openapi as docs
@@ -156,10 +156,15 @@ def _filename(name: str | None) -> str:
     return name
 
 
+def _is_upload(request) -> bool:
+    """A multipart file upload, rather than a JSON text body."""
+    return request.content_type.startswith("multipart/form-data")
+
+
 def _document_input(request) -> dict:
     """(raw bytes, title, filename, metadata) from a multipart upload or a JSON text body."""
     limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
-    if request.content_type.startswith("multipart/form-data"):
+    if _is_upload(request):
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > limit + _MULTIPART_SLACK:  # refuse before reading the body
             raise services.document_too_large(length, whole_upload=True)
@@ -251,9 +256,12 @@ class DocumentListCreateApi(APIView):
         collection = selectors.collection_get(
             workspace=request.workspace, collection_id=collection_id
         )
-        document, created = services.document_create(
-            workspace=request.workspace, collection=collection, **_document_input(request)
-        )
+        try:
+            document, created = services.document_create(
+                workspace=request.workspace, collection=collection, **_document_input(request)
+            )
+        except DomainError as exc:  # the domain's `file` is the JSON body's `text`
+            raise api_error(exc, params=None if _is_upload(request) else {"file": "text"}) from None
         body = document_body(document) | {"duplicate": not created}
         return Response(body, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 

@@ -45,7 +45,8 @@ class DocumentSerializer(serializers.Serializer):
 
 class DocumentCreatedSerializer(DocumentSerializer):
     duplicate = serializers.BooleanField(
-        help_text="The same content was already in the collection (then 200, not 202)."
+        help_text="The same content was already in the collection (then 200, not 202); "
+        "a document of it that had failed is queued again."
     )
 
 

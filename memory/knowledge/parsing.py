@@ -56,13 +56,18 @@ class Extracted:
 
 # --- detection ------------------------------------------------------------------------------
 
+# A comment's text cannot contain "-->", so each comment matches one way: with `.*?` a run of
+# comments could be grouped 2^n ways, each tried before a file that is not HTML was let go
+# (a 4 kB upload of "<!---->" held a web process for ever).
 _HTML_START = re.compile(
-    rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b",
-    re.IGNORECASE | re.DOTALL,
+    rb"^\s*(<\?xml[^>]*>\s*)?(<!--(?:[^-]|-(?!->))*-->\s*)*<(!doctype\s+html|html|head|body)\b",
+    re.IGNORECASE,
 )
 _HTML_TAGS = re.compile(rb"<(p|div|h[1-6]|ul|ol|li|table|article|section|br)\b[^>]*>", re.I)
+# A list item's indentation is spaces and tabs: `\s*` ran on across the following lines at
+# every line start, quadratic in a run of blank lines (20 kB of them: 5 s of a web process).
 _MD_FEATURES = re.compile(
-    r"^(#{1,6}\s+\S|```|~~~|\s*[-*+]\s+\S|\s*\d+[.)]\s+\S|>\s|.*\]\(\S+\)|={3,}\s*$|-{3,}\s*$)",
+    r"^(#{1,6}\s+\S|```|~~~|[ \t]*[-*+]\s+\S|[ \t]*\d+[.)]\s+\S|>\s|.*\]\(\S+\)|={3,}\s*$|-{3,}\s*$)",
     re.MULTILINE,
 )
 
@@ -79,13 +84,24 @@ def decode_text(raw: bytes) -> str | None:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
+        text = _mostly_utf8(raw) or raw.decode("cp1252", errors="replace")
     sample = text[:8192]
     control = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f")
     bad = sample.count("\ufffd")
     if sample and (control + bad) / len(sample) > 0.05:
         return None
     return text
+
+
+def _mostly_utf8(raw: bytes) -> str | None:
+    """UTF-8 with a few bytes that are not (a file cut inside a character, a stray Latin-1
+    byte), those bytes as U+FFFD; None when the invalid sequences outnumber the valid non-ASCII
+    characters (Windows-1252 text: its "é" followed by a space is never valid UTF-8). Read as
+    cp1252, one such byte turned every accented letter of the document into two ("cafÃ©")."""
+    text = raw.decode("utf-8-sig", errors="replace")
+    invalid = text.count("\ufffd")
+    valid = len(text) - len(text.encode("ascii", "ignore")) - invalid  # non-ASCII, decoded
+    return text if valid > invalid else None
 
 
 def detect(raw: bytes, *, max_expanded: int | None = None) -> str:
@@ -182,8 +198,22 @@ def _pdf(raw: bytes) -> Extracted:
             title = str(reader.metadata.title).strip()
     except ExtractionError:
         raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+    except (
+        PyPdfError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OSError,
+        NotImplementedError,  # a stream filter pypdf does not know: its words name it
+    ) as exc:
         raise ExtractionError(f"the PDF could not be read: {_reason(exc)}") from None
+    except Exception as exc:  # an `assert` or IndexError deep in pypdf: a damaged file too,
+        # whose message ("mypy") says nothing to its owner; escaping, it failed the document
+        # as a crash to "re-run", which cannot help
+        raise ExtractionError(
+            f"the PDF could not be read: it is damaged ({type(exc).__name__} in pypdf)"
+        ) from None
     if not pages:
         raise ExtractionError("the PDF has no pages")
     return Extracted(content_type=PDF, blocks=blocks, pages=len(pages), title=title)
@@ -362,9 +392,19 @@ def _html(text: str) -> Extracted:
     return Extracted(content_type=HTML, blocks=blocks, title=title)
 
 
-_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+# The closing #s are taken off in _atx_text: `(.*?)\s*#*\s*$` tried every split of a run of
+# spaces between its three parts at each character, cubic (a 10 kB heading line of spaces
+# outlasted the ingestion's hard time limit), and it cut a word's own '#' ("C#").
+_ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*)$")
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+
+
+def _atx_text(rest: str) -> str:
+    """An ATX heading's text without its closing sequence: #s alone or after a space."""
+    rest = rest.strip()
+    bare = rest.rstrip("#")
+    return bare.strip() if not bare or bare[-1] in " \t" else rest
 
 
 def _markdown_blocks(text: str) -> list[Block]:
@@ -394,8 +434,8 @@ def _markdown_blocks(text: str) -> list[Block]:
             continue
         if match := _ATX.match(line):
             flush()
-            if match.group(2):
-                blocks.append(Block("heading", match.group(2), level=len(match.group(1))))
+            if heading := _atx_text(match.group(2)):
+                blocks.append(Block("heading", heading, level=len(match.group(1))))
             continue
         if setext := _SETEXT.match(line):
             if len(para) == 1 and para[0].strip():

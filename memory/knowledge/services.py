@@ -126,7 +126,8 @@ def document_create(
     filename: str = "",
     metadata: dict | None = None,
 ) -> tuple[Document, bool]:
-    """(document, created): identical bytes in the collection give back the existing document."""
+    """(document, created): identical bytes in the collection give back the existing document
+    (queued again if it had failed)."""
     assert collection.workspace_id == workspace.id
     if len(raw) > settings.ENGRAM_MAX_DOCUMENT_BYTES:
         raise document_too_large(len(raw))
@@ -153,6 +154,11 @@ def document_create(
     digest = hashlib.sha256(raw).hexdigest()
     existing = Document.objects.filter(collection=collection, content_hash=digest).defer("raw")
     if found := existing.first():
+        if found.status == Document.Status.FAILED:
+            # The tenant's way to re-run a failed document (its error may say "re-run it"; the
+            # admin's re-run is the operator's): the same bytes again queue it again, resuming.
+            document_rerun(workspace=workspace, document=found)
+            found.refresh_from_db(fields=["status", "error", "attempts", "updated_at"])
         return found, False
     try:
         with transaction.atomic():
