@@ -534,6 +534,15 @@ def test_usage_query_totals_and_groups(sdk, http, engram_server, owner, outsider
         assert resp.status_code == 400 and resp.json()["error"]["param"] == param
 
 
+@pytest.mark.parametrize("end", ["0001-01-01", "-62135596800", "0001-01-01T00:00:00+01:00"])
+def test_usage_query_ending_in_the_first_days_of_year_one_is_a_400_not_a_500(http, end):
+    """The default start, 30 days before `end`, is before year 1: it overflowed (a 500)."""
+    resp = http.get("/v1/usage", params={"end": end})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "start"
+    resp = http.get("/v1/usage", params={"end": "0001-01-02"})  # a day after the earliest
+    assert resp.status_code == 200 and resp.json()["start"] == -62135596800
+
+
 def httpx_client(engram_server, key):
     import httpx
 
