@@ -21,7 +21,7 @@ from django.conf import settings
 from accounts.limits import limiter
 from accounts.limits.policy import NO_POLICY, Policy
 from completions import pricing, selectors
-from completions.usage import buffer
+from completions.usage import buffer, count
 from config.common import tokens as tokenizer
 from config.common.orm import on_pool_thread
 
@@ -137,16 +137,13 @@ def finish(
 
 
 def _used(charge: Charge, usage: dict | None, assistant: dict | None) -> tuple[int, int, int]:
-    """(prompt, completion, cached prompt) tokens: the upstream's figures; for an answer cut
-    short without them, the prompt's estimate and the text received so far."""
-    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-        details = usage.get("prompt_tokens_details") or {}
-        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-        return (
-            usage["prompt_tokens"],
-            usage.get("completion_tokens") or 0,
-            cached if isinstance(cached, int) else 0,
-        )
+    """(prompt, completion, cached prompt) tokens: the upstream's figures (those that are
+    counts: completions.usage.count); for an answer cut short without them, the prompt's
+    estimate and the text received so far."""
+    if isinstance(usage, dict) and (prompt := count(usage.get("prompt_tokens"))) is not None:
+        details = usage.get("prompt_tokens_details")
+        cached = count(details.get("cached_tokens")) if isinstance(details, dict) else None
+        return prompt, count(usage.get("completion_tokens")) or 0, cached or 0
     if assistant is None:
         return 0, 0, 0  # nothing was answered: nothing is charged
     text = assistant.get("content") if isinstance(assistant.get("content"), str) else ""

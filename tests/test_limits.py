@@ -258,6 +258,37 @@ def test_credits_charged_is_price_times_usage_and_request_id_echoed(
     assert credits == [11.0, 19.0, 43.0, 43.0]
 
 
+@pytest.mark.parametrize(
+    "reported",
+    [
+        {"prompt_tokens": -5_000_000, "completion_tokens": -7, "total_tokens": -5_000_007},
+        {"prompt_tokens": 11, "completion_tokens": 7.0, "total_tokens": 18},
+        {"prompt_tokens": 11, "completion_tokens": "7", "total_tokens": 18},
+        {"prompt_tokens": 11, "completion_tokens": 3_000_000_000, "total_tokens": 3_000_000_011},
+    ],
+    ids=["negative", "float", "string", "past-the-column"],
+)
+def test_an_upstream_usage_figure_that_is_not_a_count_is_taken_as_unreported(
+    sdk, operator_http, owner, key_id, metered, upstream, reported
+):
+    """A workspace's own upstream can report any usage: a negative figure gave credits back
+    to the budget, a float or a string was a 500 that left the reservation standing, and one
+    past the record's integer column stopped every workspace's usage records being written."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 100, "period": "day"}})
+    upstream.script(Reply(json=openai_completion("x", model=METERED, usage=reported)))
+    charged = ask(sdk, model=METERED, max_tokens=7).parse().model_extra["engram"]
+    assert 0 <= charged["credits_charged"] <= 1  # at most "x", a token, when nothing is a count
+    wait_for(lambda: _budget_spent(owner, f"key:{key_id}:") == charged["credits_charged"] * 10**6)
+    ask(sdk, model=METERED, max_tokens=7)  # and the next request, whose record follows it
+    buffer.flush()
+    records = UsageRecord.objects.filter(workspace=owner[0]).order_by("created_at")
+    assert [(r.status_code, r.credits) for r in records] == [
+        (200, charged["credits_charged"]),
+        (200, 7),
+    ]
+    assert all(r.prompt_tokens is None or r.prompt_tokens >= 0 for r in records)
+
+
 def test_budget_exhausted_is_insufficient_quota(sdk, operator_http, owner, key_id, metered):
     patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
     ok = ask(sdk, model=METERED, max_tokens=7)
