@@ -32,7 +32,10 @@ PER_MESSAGE_TOKENS = 4  # OpenAI's framing of each message, roughly
 class Charge:
     limits: Policy = NO_POLICY
     price: pricing.ModelPrice = pricing.FREE
-    prompt_estimate: int = 0
+    # The prompt's tokens, counted on admission where a limit applies; else only for an
+    # answer cut short, which is charged it (`_used`): the request's body kept till then.
+    prompt_estimate: int | None = None
+    body: dict | None = None
     admission: limiter.Admission | None = None
     micro: int = 0
     headers: dict[str, str] = field(default_factory=dict)
@@ -76,6 +79,7 @@ async def admit(
     body: dict,
 ) -> None:
     charge.price = await pricing.price_async(upstream_model)
+    charge.body = body
     if charge.limits.empty:
         return
     found = limiter.subjects(
@@ -146,5 +150,7 @@ def _used(charge: Charge, usage: dict | None, assistant: dict | None) -> tuple[i
         return prompt, count(usage.get("completion_tokens")) or 0, cached or 0
     if assistant is None:
         return 0, 0, 0  # nothing was answered: nothing is charged
+    if charge.prompt_estimate is None:  # no limit applied: not counted on admission
+        charge.prompt_estimate = prompt_tokens(charge.body or {})
     text = assistant.get("content") if isinstance(assistant.get("content"), str) else ""
     return charge.prompt_estimate, tokenizer.count(text or ""), 0

@@ -13,7 +13,7 @@ import pytest
 
 from accounts.limits import limiter
 from accounts.models import ApiKey
-from completions import pricing
+from completions import charging, pricing
 from completions.models import Price, UsageRecord
 from completions.usage import buffer
 from tests.completions_support import wait_for
@@ -287,6 +287,28 @@ def test_an_upstream_usage_figure_that_is_not_a_count_is_taken_as_unreported(
         (200, 7),
     ]
     assert all(r.prompt_tokens is None or r.prompt_tokens >= 0 for r in records)
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["no-limit", "an-rpm-limit"])
+def test_a_stream_cut_short_is_charged_its_prompt_with_or_without_limits(
+    sdk, http, operator_http, owner, key_id, upstream, limited
+):
+    """An answer cut short has no usage from the upstream: it is charged the prompt's estimate
+    and the text received. The estimate was made only where a limit applied, so without one
+    the prompt cost nothing."""
+    Price.objects.create(model="priced-model", input_per_million=1, output_per_million=1)
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+    if limited:
+        patch_key(operator_http, owner, key_id, {"limits": {"rpm": 100}})
+    upstream.script(Reply(stream=openai_stream([" a", " b", " c"]), drop_after=3, delay=0.05))
+    body = {"model": "priced-model", "messages": HI, "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert b"error" in b"".join(resp.iter_bytes())  # the upstream went away mid-stream
+    buffer.flush()
+    record = UsageRecord.objects.get(workspace=owner[0])
+    assert record.incomplete
+    assert record.credits == charging.prompt_tokens({"messages": HI}) + 2  # " a", " b"
 
 
 def test_budget_exhausted_is_insufficient_quota(sdk, operator_http, owner, key_id, metered):
