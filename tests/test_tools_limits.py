@@ -128,6 +128,40 @@ def test_a_run_is_charged_its_calls_summed_cached_input_included(
     wait_for(lambda: _budget_spent(owner, "ws:") == 245 * 1_000_000)
 
 
+def test_a_run_whose_client_hangs_up_as_its_messages_are_stored_is_charged_its_calls(
+    sdk, http, operator_http, owner, upstream, tool_server, monkeypatch
+):
+    """A run not streamed stores its tool calls and results after its last model call, then
+    is charged: a client that hung up meanwhile (the door cancels the request) left the turn
+    to the gateway's finish, which knows nothing of the run's calls, and they cost nothing."""
+    import asyncio
+
+    from completions.tools import entry
+
+    price(operator_http, owner, input=0, output=1)  # a credit per completion token
+    patch_workspace(operator_http, owner, {"budget": {"credits": 10_000, "period": "none"}})
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(  # usage: 7 completion tokens each
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+
+    async def hung_up(*args, **kwargs):
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(entry, "_store", hung_up)
+    with pytest.raises((httpx.HTTPError, openai.APIError)):
+        sdk.with_options(max_retries=0).chat.completions.create(
+            model=agent, messages=WEATHER, metadata={"request_id": "cut"}
+        )
+
+    buffer.flush()
+    row = UsageRecord.objects.get(client_request_id="cut")
+    assert row.status_code == 499 and row.credits == 14
+    wait_for(lambda: _budget_spent(owner, "ws:") == 14 * 1_000_000)
+
+
 def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
     sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):

@@ -152,6 +152,9 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
     except Exception as exc:  # a bug: the door answers 500; the turn is finished here
         _unexpected(turn, run, exc)
         raise
+    # Charged before the store, as a stream is: a client that hangs up meanwhile leaves the
+    # finish to the gateway, which knows nothing of the run's calls (they cost nothing).
+    turn.charge_once(usage=dict(run.spent) or None, assistant=answer.assistant)
     # The tool calls and results first; finish_turn stores the answer after them.
     await _store(run, _before_answer(run, answer.assistant), extraction=False)
     charged = _finish(turn, run, 200, answer.assistant, False, "")
