@@ -121,6 +121,21 @@ def test_tpm_reserves_the_estimate_and_settles_the_real_usage(sdk, operator_http
     assert info.value.response.headers["x-should-retry"] == "false"
 
 
+def test_a_request_too_large_for_one_subject_is_not_retried_whatever_another_says(
+    sdk, operator_http, owner, key_id
+):
+    """Too large for the workspace's tpm, and over the key's rpm: the key's rate, checked
+    after, answered "try again in 59s" (and the SDKs retried a request that never fits)."""
+    patch_workspace(operator_http, owner, {"limits": {"tpm": 100}})
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 1}})
+    ask(sdk, max_tokens=10)
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(sdk, max_tokens=500)  # can never fit in 100 tokens a minute
+    assert "too large" in info.value.message and "workspace" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in info.value.response.headers
+
+
 def _settled(owner, key_id, kind, *, below_ms):
     """The key's GCRA time for `kind` lies less than `below_ms` ahead (its settle landed)."""
     import redis
