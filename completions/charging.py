@@ -21,7 +21,7 @@ from django.conf import settings
 from accounts.limits import limiter
 from accounts.limits.policy import NO_POLICY, Policy
 from completions import pricing, selectors
-from completions.usage import buffer
+from completions.usage import buffer, count
 from config.common import tokens as tokenizer
 from config.common.orm import on_pool_thread
 
@@ -32,7 +32,10 @@ PER_MESSAGE_TOKENS = 4  # OpenAI's framing of each message, roughly
 class Charge:
     limits: Policy = NO_POLICY
     price: pricing.ModelPrice = pricing.FREE
-    prompt_estimate: int = 0
+    # The prompt's tokens, counted on admission where a limit applies; else only for an
+    # answer cut short, which is charged it (`_used`): the request's body kept till then.
+    prompt_estimate: int | None = None
+    body: dict | None = None
     admission: limiter.Admission | None = None
     micro: int = 0
     headers: dict[str, str] = field(default_factory=dict)
@@ -76,6 +79,7 @@ async def admit(
     body: dict,
 ) -> None:
     charge.price = await pricing.price_async(upstream_model)
+    charge.body = body
     if charge.limits.empty:
         return
     found = limiter.subjects(
@@ -137,17 +141,16 @@ def finish(
 
 
 def _used(charge: Charge, usage: dict | None, assistant: dict | None) -> tuple[int, int, int]:
-    """(prompt, completion, cached prompt) tokens: the upstream's figures; for an answer cut
-    short without them, the prompt's estimate and the text received so far."""
-    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-        details = usage.get("prompt_tokens_details") or {}
-        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-        return (
-            usage["prompt_tokens"],
-            usage.get("completion_tokens") or 0,
-            cached if isinstance(cached, int) else 0,
-        )
+    """(prompt, completion, cached prompt) tokens: the upstream's figures (those that are
+    counts: completions.usage.count); for an answer cut short without them, the prompt's
+    estimate and the text received so far."""
+    if isinstance(usage, dict) and (prompt := count(usage.get("prompt_tokens"))) is not None:
+        details = usage.get("prompt_tokens_details")
+        cached = count(details.get("cached_tokens")) if isinstance(details, dict) else None
+        return prompt, count(usage.get("completion_tokens")) or 0, cached or 0
     if assistant is None:
         return 0, 0, 0  # nothing was answered: nothing is charged
+    if charge.prompt_estimate is None:  # no limit applied: not counted on admission
+        charge.prompt_estimate = prompt_tokens(charge.body or {})
     text = assistant.get("content") if isinstance(assistant.get("content"), str) else ""
     return charge.prompt_estimate, tokenizer.count(text or ""), 0

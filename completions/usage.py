@@ -24,6 +24,18 @@ from config.common.setting import setting
 logger = logging.getLogger("engram.usage")
 
 _MAX_BUFFER = 50_000
+MAX_COUNT = 2**31 - 1  # the usage record's token columns (PostgreSQL integer)
+
+
+def count(value: object) -> int | None:
+    """A token figure of the upstream's usage if it is one (a whole number from 0 to
+    MAX_COUNT), else None, as if not reported. A workspace's own upstream can report anything:
+    a negative figure gave credits back to its budget, a float or a string was a 500 that left
+    the request's reservation standing, and one past the column's range stopped every
+    workspace's usage records from being written (each flush failed on it)."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    return None
 
 
 def _now() -> datetime:
@@ -150,6 +162,10 @@ _observe: Callable[[Usage], None] | None = None  # completions.metrics.observe, 
 
 def record(usage: Usage) -> None:
     global _observe
+    # The upstream's figures as they came (completions.gateway): only those the columns hold.
+    usage.prompt_tokens = count(usage.prompt_tokens)
+    usage.completion_tokens = count(usage.completion_tokens)
+    usage.total_tokens = count(usage.total_tokens)
     buffer.add(usage)
     if _observe is None:  # prometheus-client loads on the first record, not at import; an
         # import statement here cost every request a pass through the import machinery

@@ -35,6 +35,15 @@ def _moment(raw: str | None, name: str, default: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _days_before(moment: datetime, days: int) -> datetime:
+    """`days` before `moment`, or the earliest time there is: an `end` in the first days of
+    year 1 has no default `start` 30 days before it (it was a 500)."""
+    try:
+        return moment - timedelta(days=days)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def _figures(row: dict) -> dict:
     def ms(value):
         return None if value is None else round(value, 1)
@@ -109,7 +118,7 @@ class UsageApi(APIView):
         now = datetime.now(UTC)
         params = request.query_params
         end = _moment(params.get("end"), "end", now + timedelta(seconds=1))
-        start = _moment(params.get("start"), "start", end - timedelta(days=DEFAULT_DAYS))
+        start = _moment(params.get("start"), "start", _days_before(end, DEFAULT_DAYS))
         if start >= end:
             raise Invalid("start must be before end.", field="start")
         group_by = params.get("group_by") or None

@@ -13,7 +13,7 @@ import pytest
 
 from accounts.limits import limiter
 from accounts.models import ApiKey
-from completions import pricing
+from completions import charging, pricing
 from completions.models import Price, UsageRecord
 from completions.usage import buffer
 from tests.completions_support import wait_for
@@ -119,6 +119,21 @@ def test_tpm_reserves_the_estimate_and_settles_the_real_usage(sdk, operator_http
         ask(sdk, max_tokens=500)  # can never fit in 100 tokens a minute
     assert "too large" in info.value.message and info.value.code == "rate_limit_exceeded"
     assert info.value.response.headers["x-should-retry"] == "false"
+
+
+def test_a_request_too_large_for_one_subject_is_not_retried_whatever_another_says(
+    sdk, operator_http, owner, key_id
+):
+    """Too large for the workspace's tpm, and over the key's rpm: the key's rate, checked
+    after, answered "try again in 59s" (and the SDKs retried a request that never fits)."""
+    patch_workspace(operator_http, owner, {"limits": {"tpm": 100}})
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 1}})
+    ask(sdk, max_tokens=10)
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(sdk, max_tokens=500)  # can never fit in 100 tokens a minute
+    assert "too large" in info.value.message and "workspace" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in info.value.response.headers
 
 
 def _settled(owner, key_id, kind, *, below_ms):
@@ -256,6 +271,59 @@ def test_credits_charged_is_price_times_usage_and_request_id_echoed(
         UsageRecord.objects.filter(workspace=owner[0]).values_list("credits", flat=True)
     )
     assert credits == [11.0, 19.0, 43.0, 43.0]
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [
+        {"prompt_tokens": -5_000_000, "completion_tokens": -7, "total_tokens": -5_000_007},
+        {"prompt_tokens": 11, "completion_tokens": 7.0, "total_tokens": 18},
+        {"prompt_tokens": 11, "completion_tokens": "7", "total_tokens": 18},
+        {"prompt_tokens": 11, "completion_tokens": 3_000_000_000, "total_tokens": 3_000_000_011},
+    ],
+    ids=["negative", "float", "string", "past-the-column"],
+)
+def test_an_upstream_usage_figure_that_is_not_a_count_is_taken_as_unreported(
+    sdk, operator_http, owner, key_id, metered, upstream, reported
+):
+    """A workspace's own upstream can report any usage: a negative figure gave credits back
+    to the budget, a float or a string was a 500 that left the reservation standing, and one
+    past the record's integer column stopped every workspace's usage records being written."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 100, "period": "day"}})
+    upstream.script(Reply(json=openai_completion("x", model=METERED, usage=reported)))
+    charged = ask(sdk, model=METERED, max_tokens=7).parse().model_extra["engram"]
+    assert 0 <= charged["credits_charged"] <= 1  # at most "x", a token, when nothing is a count
+    wait_for(lambda: _budget_spent(owner, f"key:{key_id}:") == charged["credits_charged"] * 10**6)
+    ask(sdk, model=METERED, max_tokens=7)  # and the next request, whose record follows it
+    buffer.flush()
+    records = UsageRecord.objects.filter(workspace=owner[0]).order_by("created_at")
+    assert [(r.status_code, r.credits) for r in records] == [
+        (200, charged["credits_charged"]),
+        (200, 7),
+    ]
+    assert all(r.prompt_tokens is None or r.prompt_tokens >= 0 for r in records)
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["no-limit", "an-rpm-limit"])
+def test_a_stream_cut_short_is_charged_its_prompt_with_or_without_limits(
+    sdk, http, operator_http, owner, key_id, upstream, limited
+):
+    """An answer cut short has no usage from the upstream: it is charged the prompt's estimate
+    and the text received. The estimate was made only where a limit applied, so without one
+    the prompt cost nothing."""
+    Price.objects.create(model="priced-model", input_per_million=1, output_per_million=1)
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+    if limited:
+        patch_key(operator_http, owner, key_id, {"limits": {"rpm": 100}})
+    upstream.script(Reply(stream=openai_stream([" a", " b", " c"]), drop_after=3, delay=0.05))
+    body = {"model": "priced-model", "messages": HI, "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert b"error" in b"".join(resp.iter_bytes())  # the upstream went away mid-stream
+    buffer.flush()
+    record = UsageRecord.objects.get(workspace=owner[0])
+    assert record.incomplete
+    assert record.credits == charging.prompt_tokens({"messages": HI}) + 2  # " a", " b"
 
 
 def test_budget_exhausted_is_insufficient_quota(sdk, operator_http, owner, key_id, metered):
@@ -532,6 +600,15 @@ def test_usage_query_totals_and_groups(sdk, http, engram_server, owner, outsider
     ):
         resp = http.get("/v1/usage", params=params)
         assert resp.status_code == 400 and resp.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("end", ["0001-01-01", "-62135596800", "0001-01-01T00:00:00+01:00"])
+def test_usage_query_ending_in_the_first_days_of_year_one_is_a_400_not_a_500(http, end):
+    """The default start, 30 days before `end`, is before year 1: it overflowed (a 500)."""
+    resp = http.get("/v1/usage", params={"end": end})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "start"
+    resp = http.get("/v1/usage", params={"end": "0001-01-02"})  # a day after the earliest
+    assert resp.status_code == 200 and resp.json()["start"] == -62135596800
 
 
 def httpx_client(engram_server, key):

@@ -128,6 +128,40 @@ def test_a_run_is_charged_its_calls_summed_cached_input_included(
     wait_for(lambda: _budget_spent(owner, "ws:") == 245 * 1_000_000)
 
 
+def test_a_run_whose_client_hangs_up_as_its_messages_are_stored_is_charged_its_calls(
+    sdk, http, operator_http, owner, upstream, tool_server, monkeypatch
+):
+    """A run not streamed stores its tool calls and results after its last model call, then
+    is charged: a client that hung up meanwhile (the door cancels the request) left the turn
+    to the gateway's finish, which knows nothing of the run's calls, and they cost nothing."""
+    import asyncio
+
+    from completions.tools import entry
+
+    price(operator_http, owner, input=0, output=1)  # a credit per completion token
+    patch_workspace(operator_http, owner, {"budget": {"credits": 10_000, "period": "none"}})
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(  # usage: 7 completion tokens each
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+
+    async def hung_up(*args, **kwargs):
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(entry, "_store", hung_up)
+    with pytest.raises((httpx.HTTPError, openai.APIError)):
+        sdk.with_options(max_retries=0).chat.completions.create(
+            model=agent, messages=WEATHER, metadata={"request_id": "cut"}
+        )
+
+    buffer.flush()
+    row = UsageRecord.objects.get(client_request_id="cut")
+    assert row.status_code == 499 and row.credits == 14
+    wait_for(lambda: _budget_spent(owner, "ws:") == 14 * 1_000_000)
+
+
 def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
     sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):
@@ -209,6 +243,39 @@ def test_a_resume_over_the_budget_is_insufficient_quota(
     # settled: the 1,024 reserved came back but the 7 spent (the refused resume reserved
     # none), on top of the paused call's 7, which the budget's seed counted
     wait_for(lambda: _budget_spent(owner, f"key:{key_id}:") == 14 * 1_000_000)
+
+
+def test_a_resume_whose_client_hangs_up_before_its_run_gives_its_reservation_back(
+    sdk, http, operator_http, owner, key_id, upstream, tool_server, monkeypatch
+):
+    """A resume is admitted (its reservation made) before its approval is claimed; a client
+    that hung up in between (Django cancels the view) left the reservation standing: 1,024
+    credits of the budget gone until the period ended, and no usage record."""
+    import asyncio
+
+    from completions.tools import entry
+
+    price(operator_http, owner, input=0, output=1)  # a credit per completion token
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {"city": "X"})])),
+    )
+    approval_id = engram(sdk.chat.completions.create(model=agent, messages=WEATHER))["approval_id"]
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 5000, "period": "day"}})
+
+    async def hung_up(*args, **kwargs):
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(entry, "_extraction", hung_up)
+    with pytest.raises((httpx.HTTPError, openai.APIError)):
+        resume_raw(sdk.with_options(max_retries=0), approval_id, metadata={"request_id": "cut"})
+
+    wait_for(lambda: _budget_spent(owner, f"key:{key_id}:") == 7 * 1_000_000)  # the paused call
+    buffer.flush()
+    row = UsageRecord.objects.get(client_request_id="cut")
+    assert row.status_code == 499 and row.incomplete and row.credits == 0
+    assert tool_server.calls == []
 
 
 def test_a_resume_with_redis_down_fails_closed_on_a_budget(

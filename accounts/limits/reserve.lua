@@ -75,7 +75,10 @@ for i = 1, n do
     if over > 0 then  -- refused: not counted, so the headers read the state without it
       remaining = math.floor((WINDOW - (tat - now)) / interval)
       reset = tat - now
-      if verdict == 0 or (verdict == 1 and over > retry) then verdict, who, kind, retry = 1, i, 1, over end
+      -- never over a request that can never fit (retry -1): no wait helps it
+      if verdict == 0 or (verdict == 1 and retry >= 0 and over > retry) then
+        verdict, who, kind, retry = 1, i, 1, over
+      end
     end
     if hr_r < 0 or remaining < hr_r then
       hl_r, hr_r, hx_r = rpm, math.max(remaining, 0), math.max(reset, 0)

@@ -152,6 +152,9 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
     except Exception as exc:  # a bug: the door answers 500; the turn is finished here
         _unexpected(turn, run, exc)
         raise
+    # Charged before the store, as a stream is: a client that hangs up meanwhile leaves the
+    # finish to the gateway, which knows nothing of the run's calls (they cost nothing).
+    turn.charge_once(usage=dict(run.spent) or None, assistant=answer.assistant)
     # The tool calls and results first; finish_turn stores the answer after them.
     await _store(run, _before_answer(run, answer.assistant), extraction=False)
     charged = _finish(turn, run, 200, answer.assistant, False, "")
@@ -329,6 +332,9 @@ async def resume(
             upstream_model=route.model,
             body={**execution.body, "messages": execution.messages},
         )
+        # Read before the claim: nothing after it waits until the run, which finishes the turn.
+        memory_on = await _memory_on(workspace.id, execution)
+        extraction = await _extraction(workspace.id, execution.agent_id)
         claimed = await db(
             services.approval_claim,
             workspace=workspace,
@@ -340,6 +346,9 @@ async def resume(
         error = errors.api_error(exc)
         turn.finish(status=error.status, error_code=error.code or error.type)
         return _error_reply(error, turn.timing_headers())
+    except asyncio.CancelledError:  # the client hung up: its reservation freed all the same
+        turn.finish(status=499, incomplete=True, error_code="client_closed")
+        raise
     except Exception as exc:  # a bug, or the database away: recorded, a reservation freed
         error = unexpected_error(exc)
         turn.finish(status=error.status, error_code=error.code or error.type)
@@ -350,10 +359,7 @@ async def resume(
         tools={t.name: t for t in tools},
         route=route,
         scope=Scope(
-            workspace,
-            execution.user_id or None,
-            tuple(execution.collection_ids),
-            await _memory_on(workspace.id, execution),
+            workspace, execution.user_id or None, tuple(execution.collection_ids), memory_on
         ),
         request_id=request_id,
     )
@@ -362,7 +368,6 @@ async def resume(
         resumed = run.recover(resumed)
     execution.status = Execution.Status.RUNNING
     execution.stream = stream
-    extraction = await _extraction(workspace.id, execution.agent_id)
     if stream:
 
         def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> dict:
