@@ -350,6 +350,19 @@ def test_tokens_that_fail_a_check_are_401_saying_which(engram_server, issuer, rs
             assert client.get("/v1/memories").json()["error"]["message"] == error["message"]
 
 
+def test_a_made_up_iss_no_issuer_could_have_is_401_not_500(engram_server, issuer, rsa_key):
+    from accounts.endusers import tokens
+
+    # unsigned claims: anyone can send them, and the iss is looked up before any key is
+    for iss in ("https://id.example.test/\x00", "\ud800", ISS + "x" * 500):
+        token = tampered(rsa_key.token(), iss=iss)
+        for path in ("/v1/chat/completions", "/v1/memories"):
+            with as_user(engram_server, token) as client:
+                response = client.post(path, json={"text": "hi"})
+            refused(response, 401, "no workspace trusts this token's issuer")
+    assert tokens.issuer_cache.peek(ISS + "x" * 500) == (False, None)  # not kept either
+
+
 def test_an_hs256_issuer_accepts_its_secret_only(engram_server, http, rsa_key):
     created = http.post(
         "/v1/auth/issuers",

@@ -9,7 +9,12 @@ from rest_framework.views import APIView
 
 from accounts.endusers import openapi as docs
 from accounts.endusers import selectors, services
-from accounts.endusers.models import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
+from accounts.endusers.models import (
+    ASYMMETRIC_ALGORITHMS,
+    HMAC_ALGORITHMS,
+    ISSUER_MAX_LENGTH,
+    Issuer,
+)
 from config.common.errors import ApiError
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import paginate
@@ -33,7 +38,7 @@ def issuer_body(issuer: Issuer) -> dict:
 
 
 class IssuerInput(serializers.Serializer):
-    issuer = serializers.CharField(max_length=500)
+    issuer = serializers.CharField(max_length=ISSUER_MAX_LENGTH)
     audiences = serializers.ListField(
         child=serializers.CharField(max_length=500), min_length=1, max_length=20
     )

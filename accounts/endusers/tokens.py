@@ -21,11 +21,13 @@ import jwt
 from django.conf import settings
 
 from accounts.endusers import jwks
+from accounts.endusers.models import ISSUER_MAX_LENGTH
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
 from config.common.errors import ApiError
 from config.common.ids import is_id
+from config.common.jsonbody import text_problem
 from config.common.orm import on_pool_thread
 
 _MAX_TOKENS = 50_000
@@ -110,6 +112,13 @@ def _load_issuers(iss: str) -> tuple[IssuerConfig, ...]:
     )
 
 
+def _could_be_issuer(iss: str) -> bool:
+    """An `iss` an Issuer row could hold. The rest is refused before the lookup: PostgreSQL
+    cannot compare a NUL or a lone surrogate (an unsigned token's made-up `iss` was a 500),
+    and each `iss` looked up is cached, so an over-long one held that memory."""
+    return len(iss) <= ISSUER_MAX_LENGTH and text_problem(iss) is None
+
+
 def _issuers(iss: str, workspace_hint: str | None, fresh: bool) -> tuple[IssuerConfig, ...]:
     """The issuers that may have made a token of `iss` (at least one)."""
     found = issuer_cache.get(iss, lambda: _load_issuers(iss)) if fresh else _load_issuers(iss)
@@ -166,6 +175,8 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
     iss = unverified.get("iss")
     if not isinstance(iss, str) or not iss:
         raise rejected("it has no issuer (iss)")
+    if not _could_be_issuer(iss):
+        raise rejected("no workspace trusts this token's issuer (iss)")
     candidates = _issuers(iss, workspace_hint, fresh)
     if len(candidates) == 1:
         return _verify_for(candidates[0], token, header)
