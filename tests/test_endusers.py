@@ -15,6 +15,7 @@ from tests.identity import (
     AUD,
     ISS,
     JwksServer,
+    RawHttpServer,
     SigningKey,
     forged_hs256,
     hs256,
@@ -475,6 +476,26 @@ def test_when_the_jwks_is_down_cached_keys_verify_and_a_new_kid_is_401(
     # an issuer whose JWKS never answered: 401 saying so, never a 5xx
     http.patch(f"/v1/auth/issuers/{issuer['id']}", json={"jwks_url": jwks.url + "?other"})
     refused(chat(engram_server, rsa_key.token()), 401, "unreachable")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"not http\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nx-long: " + b"a" * 70_000 + b"\r\n\r\n",
+        b'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n100\r\n{"keys": [',
+    ],
+    ids=["not-http", "header-too-long", "cut-chunk"],
+)
+def test_a_jwks_url_that_answers_no_valid_http_is_401_not_500(engram_server, http, rsa_key, reply):
+    provider = RawHttpServer(reply)
+    trust(http, provider.url)
+    try:
+        refused(chat(engram_server, rsa_key.token()), 401, "the JWKS URL gave no valid HTTP")
+        with as_user(engram_server, rsa_key.token()) as alice:
+            refused(alice.get("/v1/memories"), 401, "the JWKS URL gave no valid HTTP")
+    finally:
+        provider.stop()
 
 
 def test_a_token_without_kid_verifies_against_a_one_key_set(engram_server, http):

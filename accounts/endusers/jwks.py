@@ -149,6 +149,8 @@ def _fetch(url: str) -> list[dict]:
             raw = response.read(MAX_JWKS_BYTES + 1)
     except urllib.error.HTTPError as exc:
         raise JwksError(f"the JWKS URL answered {exc.code}") from None
+    except http.client.HTTPException as exc:  # not HTTP, a header line too long, a cut chunk
+        raise JwksError(f"the JWKS URL gave no valid HTTP answer ({type(exc).__name__})") from None
     except (OSError, ValueError) as exc:
         raise JwksError(f"the JWKS URL is unreachable ({type(exc).__name__})") from None
     if len(raw) > MAX_JWKS_BYTES:
