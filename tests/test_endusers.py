@@ -498,6 +498,22 @@ def test_a_jwks_url_that_answers_no_valid_http_is_401_not_500(engram_server, htt
         provider.stop()
 
 
+def test_a_jwks_url_that_answers_a_byte_at_a_time_fails_at_the_timeout(
+    engram_server, http, rsa_key, settings
+):
+    # each byte well within the socket's timeout, the whole answer ~15 s: the fetch, and the
+    # requests waiting for its keys, end at ENGRAM_JWKS_TIMEOUT_SECONDS instead
+    settings.ENGRAM_JWKS_TIMEOUT_SECONDS = 1.0
+    body = b'{"keys": []}' + b" " * 60
+    reply = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    provider = RawHttpServer(reply, pause=0.1)
+    trust(http, provider.url)
+    try:
+        refused(chat(engram_server, rsa_key.token()), 401, "did not answer within 1 s")
+    finally:
+        provider.stop()
+
+
 def test_a_token_without_kid_verifies_against_a_one_key_set(engram_server, http):
     lone = SigningKey("ES256", None)
     server = JwksServer(lone)
