@@ -589,6 +589,39 @@ def test_the_admin_adds_an_issuer_with_a_write_only_secret(admin_client, owner):
     assert SECRET.encode() not in change.content
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        # a JSON string, not a list: each of its characters was an accepted `aud`
+        ("audiences", '"app"', "list of strings"),
+        ("audiences", "[1]", "list of strings"),
+        ("audiences", '["app", ""]', "list of strings"),
+        ("algorithms", '"HS256"', "a list of algorithm names"),
+        # the API's limit: a day's leeway keeps an expired token working for a day
+        ("leeway_seconds", "86400", "300"),
+    ],
+)
+def test_the_admin_keeps_the_api_s_rules_for_audiences_algorithms_and_leeway(
+    admin_client, owner, field, value, why
+):
+    from django.urls import reverse
+
+    form = {
+        "workspace": owner[0].pk,
+        "issuer": "https://admin.example.test/",
+        "audiences": '["app"]',
+        "jwks_url": "",
+        "algorithms": '["HS256"]',
+        "user_claim": "sub",
+        "required_scope": "",
+        "leeway_seconds": "30",
+        "hs256_secret": SECRET,
+    }
+    page = admin_client.post(reverse("admin:accounts_issuer_add"), form | {field: value})
+    assert page.status_code == 200 and why.encode() in page.content
+    assert not Issuer.objects.exists()
+
+
 def test_a_deleted_workspace_s_tokens_stop_at_once(engram_server, owner, issuer, rsa_key):
     from accounts.services import workspace_delete
 

@@ -13,6 +13,7 @@ from accounts.endusers.models import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
     ISSUER_MAX_LENGTH,
+    MAX_LEEWAY_SECONDS,
     Issuer,
 )
 from config.common.errors import ApiError
@@ -60,7 +61,9 @@ class IssuerInput(serializers.Serializer):
     )
     user_claim = serializers.CharField(max_length=100, required=False)
     required_scope = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    leeway_seconds = serializers.IntegerField(min_value=0, max_value=300, required=False)
+    leeway_seconds = serializers.IntegerField(
+        min_value=0, max_value=MAX_LEEWAY_SECONDS, required=False
+    )
 
 
 _EXAMPLE = {
