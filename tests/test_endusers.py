@@ -599,6 +599,8 @@ def test_the_admin_adds_an_issuer_with_a_write_only_secret(admin_client, owner):
         ("algorithms", '"HS256"', "a list of algorithm names"),
         # the API's limit: a day's leeway keeps an expired token working for a day
         ("leeway_seconds", "86400", "300"),
+        # the API's 32: a short HS256 secret can be guessed offline from one token
+        ("hs256_secret", "secret", "At least 32 characters"),
     ],
 )
 def test_the_admin_keeps_the_api_s_rules_for_audiences_algorithms_and_leeway(

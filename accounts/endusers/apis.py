@@ -14,6 +14,7 @@ from accounts.endusers.models import (
     HMAC_ALGORITHMS,
     ISSUER_MAX_LENGTH,
     MAX_LEEWAY_SECONDS,
+    MIN_SECRET_LENGTH,
     Issuer,
 )
 from config.common.errors import ApiError
@@ -45,7 +46,7 @@ class IssuerInput(serializers.Serializer):
     )
     jwks_url = serializers.URLField(max_length=1000, required=False, allow_null=True)
     hs256_secret = serializers.CharField(
-        min_length=32,
+        min_length=MIN_SECRET_LENGTH,
         max_length=500,
         required=False,
         allow_null=True,

@@ -20,6 +20,7 @@ ASYMMETRIC_ALGORITHMS = (
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ISSUER_MAX_LENGTH = 500
 MAX_LEEWAY_SECONDS = 300
+MIN_SECRET_LENGTH = 32  # an HS256 secret shorter than its hash can be guessed offline
 
 
 class Issuer(models.Model):
