@@ -175,6 +175,14 @@ def test_a_jwks_url_on_an_ipv6_form_of_a_private_address_is_refused(http, settin
         assert error["param"] == "jwks_url"
 
 
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_a_jwks_url_with_a_port_out_of_range_is_400_not_500(http, settings, allow_private):
+    settings.ENGRAM_JWKS_ALLOW_PRIVATE = allow_private
+    body = {"issuer": ISS, "audiences": [AUD], "jwks_url": "https://id.example.test:99999/k"}
+    error = refused(http.post("/v1/auth/issuers", json=body), 400, "port")
+    assert error["param"] == "jwks_url"
+
+
 def test_a_jwks_host_that_answers_a_private_address_to_the_connection_is_refused(
     engram_server, http, rsa_key, settings, monkeypatch
 ):

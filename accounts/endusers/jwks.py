@@ -80,12 +80,16 @@ def check_url(url: str) -> None:
     allow_private = settings.ENGRAM_JWKS_ALLOW_PRIVATE
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise JwksError("the JWKS URL must be an https URL")
+    try:
+        port = parts.port  # Django's URL validator lets :99999 through
+    except ValueError:
+        raise JwksError("the JWKS URL's port is out of range (1-65535)") from None
     if parts.scheme == "http" and not allow_private:
         raise JwksError("the JWKS URL must be https")
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(parts.hostname, port or 443, proto=socket.IPPROTO_TCP)
     except OSError as exc:
         raise JwksError(f"the JWKS host cannot be resolved ({type(exc).__name__})") from None
     _refuse_private(infos)
