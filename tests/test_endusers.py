@@ -411,6 +411,15 @@ def test_a_required_scope_is_checked(engram_server, http, jwks, rsa_key):
         assert ok.get("/v1/memories").status_code == 200
 
 
+def test_a_required_scope_of_several_words_needs_each_of_them(engram_server, http, jwks, rsa_key):
+    # as OAuth writes scopes: space-separated; pasted with a trailing space, too
+    trust(http, jwks.url, required_scope=" engram:chat engram:memories ")
+    refused(chat(engram_server, rsa_key.token(scope="openid engram:chat")), 403, "engram:memories")
+    both = rsa_key.token(scope="engram:memories openid engram:chat")
+    assert chat(engram_server, both).status_code == 200
+    assert chat(engram_server, rsa_key.token(scp=["engram:chat", "engram:memories"])).is_success
+
+
 def test_one_issuer_serving_two_workspaces_needs_x_workspace_id(
     engram_server, http, outsider, jwks, rsa_key
 ):

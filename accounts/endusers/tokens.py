@@ -236,10 +236,14 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
         user_id = user_id.replace("|", ":")
     if not isinstance(user_id, str) or not is_id(user_id):
         raise rejected(f"its {config.user_claim} claim is not a user id")
-    if config.required_scope and config.required_scope not in _scopes(claims):
+    # Space-separated, as OAuth writes scopes: each is required ("a b" was one scope no token
+    # could carry, and a pasted trailing space refused every token too).
+    held = _scopes(claims)
+    missing = [scope for scope in config.required_scope.split() if scope not in held]
+    if missing:
         raise ApiError(
             403,
-            f"The token lacks the scope this issuer requires ({config.required_scope}).",
+            f"The token lacks the scope this issuer requires ({' '.join(missing)}).",
             code="insufficient_scope",
         )
     return EndUser(
