@@ -390,6 +390,24 @@ def test_an_hs256_issuer_accepts_its_secret_only(engram_server, http, rsa_key):
     refused(chat(engram_server, rsa_key.token(uid="carol")), 401, "algorithm")
 
 
+def test_an_issuer_whose_secret_the_key_cannot_decrypt_is_skipped_not_a_500(
+    engram_server, http, settings, caplog
+):
+    created = http.post(
+        "/v1/auth/issuers", json={"issuer": ISS, "audiences": [AUD], "hs256_secret": SECRET}
+    )
+    assert created.status_code == 201, created.text
+    settings.ENGRAM_ENCRYPTION_KEY = "a-key-that-did-not-encrypt-it"  # a rotation gone wrong
+    refused(chat(engram_server, hs256(SECRET)), 401, "no workspace trusts")
+    assert created.json()["id"] in caplog.text and SECRET not in caplog.text
+    # the API says what to do instead of a 500: give the secret again
+    issuer_url = f"/v1/auth/issuers/{created.json()['id']}"
+    error = refused(http.patch(issuer_url, json={"leeway_seconds": 10}), 400, "decrypt")
+    assert error["param"] == "hs256_secret"
+    assert http.patch(issuer_url, json={"hs256_secret": SECRET}).status_code == 200
+    assert chat(engram_server, hs256(SECRET)).status_code == 200
+
+
 def test_a_numeric_sub_or_jti_is_a_user_like_any_other(engram_server, http):
     """Laravel's jwt-auth and many in-house issuers put the user's numeric id in `sub` (and a
     number in `jti`): PyJWT refused those tokens whole ('it was refused'), though a number in

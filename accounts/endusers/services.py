@@ -19,6 +19,7 @@ from accounts.endusers.models import (
 from accounts.endusers.tokens import issuers_changed
 from accounts.models import Workspace
 from accounts.services import workspace_lock_live
+from config.common.crypto import SecretUnreadable
 from config.common.errors import Invalid
 from config.common.rows import lock_existing
 
@@ -48,7 +49,7 @@ def check(issuer: Issuer) -> None:
     has_secret = bool(issuer.hs256_secret_encrypted)
     if bool(issuer.jwks_url) == has_secret:
         raise Invalid("Give either jwks_url or hs256_secret (exactly one).", field="jwks_url")
-    if has_secret and len(issuer.get_secret()) < MIN_SECRET_LENGTH:
+    if has_secret and len(_secret(issuer)) < MIN_SECRET_LENGTH:
         raise Invalid(f"At least {MIN_SECRET_LENGTH} characters.", field="hs256_secret")
     allowed = HMAC_ALGORITHMS if has_secret else ASYMMETRIC_ALGORITHMS
     if not issuer.algorithms:
@@ -67,6 +68,16 @@ def check(issuer: Issuer) -> None:
             jwks.check_url(issuer.jwks_url)
         except jwks.JwksError as exc:
             raise Invalid(f"{str(exc).capitalize()}.", field="jwks_url") from None
+
+
+def _secret(issuer: Issuer) -> str:
+    try:
+        return issuer.get_secret()
+    except SecretUnreadable:
+        raise Invalid(
+            "The stored secret cannot be decrypted with ENGRAM_ENCRYPTION_KEY: give it again.",
+            field="hs256_secret",
+        ) from None
 
 
 def _strings(value: object) -> bool:

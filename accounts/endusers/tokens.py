@@ -14,6 +14,7 @@ cached per `iss` and forgotten on every process when one changes (config.common.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -25,10 +26,13 @@ from accounts.endusers.models import ISSUER_MAX_LENGTH
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
+from config.common.crypto import SecretUnreadable
 from config.common.errors import ApiError
 from config.common.ids import is_id
 from config.common.jsonbody import text_problem
 from config.common.orm import on_pool_thread
+
+logger = logging.getLogger("engram.endusers")
 
 _MAX_TOKENS = 50_000
 _MAX_ISSUERS = 1_000
@@ -95,21 +99,31 @@ issuer_cache: TTLCache[str, tuple[IssuerConfig, ...]] = TTLCache(
 def _load_issuers(iss: str) -> tuple[IssuerConfig, ...]:
     from accounts.endusers.selectors import issuers_for
 
-    return tuple(
-        IssuerConfig(
-            id=row.id,
-            workspace=row.workspace,
-            issuer=row.issuer,
-            audiences=tuple(row.audiences),
-            algorithms=tuple(row.algorithms),
-            jwks_url=row.jwks_url,
-            secret=row.get_secret(),
-            user_claim=row.user_claim,
-            required_scope=row.required_scope,
-            leeway_seconds=row.leeway_seconds,
+    found = []
+    for row in issuers_for(iss=iss):
+        try:
+            secret = row.get_secret()
+        except SecretUnreadable:
+            # ENGRAM_ENCRYPTION_KEY lost the key it was encrypted with: this issuer verifies
+            # nothing (its tokens are 401) until its secret is given again, and the other
+            # workspaces trusting this `iss` are not stopped by it (as routing's credentials)
+            logger.error("token issuer %s: its HS256 secret cannot be decrypted; ignored", row.id)
+            continue
+        found.append(
+            IssuerConfig(
+                id=row.id,
+                workspace=row.workspace,
+                issuer=row.issuer,
+                audiences=tuple(row.audiences),
+                algorithms=tuple(row.algorithms),
+                jwks_url=row.jwks_url,
+                secret=secret,
+                user_claim=row.user_claim,
+                required_scope=row.required_scope,
+                leeway_seconds=row.leeway_seconds,
+            )
         )
-        for row in issuers_for(iss=iss)
-    )
+    return tuple(found)
 
 
 def _could_be_issuer(iss: str) -> bool:
