@@ -533,6 +533,26 @@ def test_a_jwks_url_that_answers_no_valid_http_is_401_not_500(engram_server, htt
         provider.stop()
 
 
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"[" * 100_000, "not JSON"),  # nested past the decoder's recursion limit
+        (b"\xff\xfe{}", "not JSON"),
+        (b'{"keys": {"kid": "rsa-1"}}', "no `keys` array"),
+        (b'{"keys": [1, "a", {"kid": "rsa-1"}]}', "kid"),
+    ],
+    ids=["deep", "not-utf8", "keys-not-a-list", "keys-not-keys"],
+)
+def test_a_jwks_that_is_not_a_key_set_is_401_not_500(engram_server, http, rsa_key, body, why):
+    reply = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    provider = RawHttpServer(reply)
+    trust(http, provider.url)
+    try:
+        refused(chat(engram_server, rsa_key.token()), 401, why)
+    finally:
+        provider.stop()
+
+
 def test_a_jwks_url_that_answers_a_byte_at_a_time_fails_at_the_timeout(
     engram_server, http, rsa_key, settings
 ):

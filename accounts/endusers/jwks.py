@@ -236,7 +236,7 @@ def _fetch(url: str) -> list[dict]:
         raise JwksError("the JWKS is too large")
     try:
         document = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the decoder's limit: not a key set either
         raise JwksError("the JWKS is not JSON") from None
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list):
