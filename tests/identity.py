@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 import uuid
@@ -112,3 +113,37 @@ class JwksServer:
             self.httpd.shutdown()
             self.httpd.server_close()
             self.thread.join(timeout=5)
+
+
+class RawHttpServer:
+    """A JWKS URL on loopback that answers every request with `reply`, whatever it is (not
+    HTTP, a cut chunk, ...), `pause` seconds before each of its bytes when set."""
+
+    def __init__(self, reply: bytes, pause: float = 0.0) -> None:
+        self.reply = reply
+        self.pause = pause
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/jwks.json"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # stopped
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                step = 1 if self.pause else len(self.reply)
+                for start in range(0, len(self.reply), step):
+                    time.sleep(self.pause)
+                    conn.sendall(self.reply[start : start + step])
+            except OSError:
+                return  # the client gave up
+
+    def stop(self) -> None:
+        self.listener.close()

@@ -15,6 +15,7 @@ from tests.identity import (
     AUD,
     ISS,
     JwksServer,
+    RawHttpServer,
     SigningKey,
     forged_hs256,
     hs256,
@@ -172,6 +173,14 @@ def test_a_jwks_url_on_an_ipv6_form_of_a_private_address_is_refused(http, settin
         body = {"issuer": ISS, "audiences": [AUD], "jwks_url": f"https://{host}/jwks.json"}
         error = refused(http.post("/v1/auth/issuers", json=body), 400, "private address")
         assert error["param"] == "jwks_url"
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_a_jwks_url_with_a_port_out_of_range_is_400_not_500(http, settings, allow_private):
+    settings.ENGRAM_JWKS_ALLOW_PRIVATE = allow_private
+    body = {"issuer": ISS, "audiences": [AUD], "jwks_url": "https://id.example.test:99999/k"}
+    error = refused(http.post("/v1/auth/issuers", json=body), 400, "port")
+    assert error["param"] == "jwks_url"
 
 
 def test_a_jwks_host_that_answers_a_private_address_to_the_connection_is_refused(
@@ -350,6 +359,19 @@ def test_tokens_that_fail_a_check_are_401_saying_which(engram_server, issuer, rs
             assert client.get("/v1/memories").json()["error"]["message"] == error["message"]
 
 
+def test_a_made_up_iss_no_issuer_could_have_is_401_not_500(engram_server, issuer, rsa_key):
+    from accounts.endusers import tokens
+
+    # unsigned claims: anyone can send them, and the iss is looked up before any key is
+    for iss in ("https://id.example.test/\x00", "\ud800", ISS + "x" * 500):
+        token = tampered(rsa_key.token(), iss=iss)
+        for path in ("/v1/chat/completions", "/v1/memories"):
+            with as_user(engram_server, token) as client:
+                response = client.post(path, json={"text": "hi"})
+            refused(response, 401, "no workspace trusts this token's issuer")
+    assert tokens.issuer_cache.peek(ISS + "x" * 500) == (False, None)  # not kept either
+
+
 def test_an_hs256_issuer_accepts_its_secret_only(engram_server, http, rsa_key):
     created = http.post(
         "/v1/auth/issuers",
@@ -366,6 +388,24 @@ def test_an_hs256_issuer_accepts_its_secret_only(engram_server, http, rsa_key):
     refused(chat(engram_server, hs256("another-secret-of-at-least-32-chars!!", uid="c")), 401)
     refused(chat(engram_server, hs256(SECRET)), 401, "uid claim")  # no uid
     refused(chat(engram_server, rsa_key.token(uid="carol")), 401, "algorithm")
+
+
+def test_an_issuer_whose_secret_the_key_cannot_decrypt_is_skipped_not_a_500(
+    engram_server, http, settings, caplog
+):
+    created = http.post(
+        "/v1/auth/issuers", json={"issuer": ISS, "audiences": [AUD], "hs256_secret": SECRET}
+    )
+    assert created.status_code == 201, created.text
+    settings.ENGRAM_ENCRYPTION_KEY = "a-key-that-did-not-encrypt-it"  # a rotation gone wrong
+    refused(chat(engram_server, hs256(SECRET)), 401, "no workspace trusts")
+    assert created.json()["id"] in caplog.text and SECRET not in caplog.text
+    # the API says what to do instead of a 500: give the secret again
+    issuer_url = f"/v1/auth/issuers/{created.json()['id']}"
+    error = refused(http.patch(issuer_url, json={"leeway_seconds": 10}), 400, "decrypt")
+    assert error["param"] == "hs256_secret"
+    assert http.patch(issuer_url, json={"hs256_secret": SECRET}).status_code == 200
+    assert chat(engram_server, hs256(SECRET)).status_code == 200
 
 
 def test_a_numeric_sub_or_jti_is_a_user_like_any_other(engram_server, http):
@@ -387,6 +427,15 @@ def test_a_required_scope_is_checked(engram_server, http, jwks, rsa_key):
     refused(chat(engram_server, rsa_key.token(scope="openid email")), 403, "engram:chat")
     with as_user(engram_server, rsa_key.token(scope="openid engram:chat")) as ok:
         assert ok.get("/v1/memories").status_code == 200
+
+
+def test_a_required_scope_of_several_words_needs_each_of_them(engram_server, http, jwks, rsa_key):
+    # as OAuth writes scopes: space-separated; pasted with a trailing space, too
+    trust(http, jwks.url, required_scope=" engram:chat engram:memories ")
+    refused(chat(engram_server, rsa_key.token(scope="openid engram:chat")), 403, "engram:memories")
+    both = rsa_key.token(scope="engram:memories openid engram:chat")
+    assert chat(engram_server, both).status_code == 200
+    assert chat(engram_server, rsa_key.token(scp=["engram:chat", "engram:memories"])).is_success
 
 
 def test_one_issuer_serving_two_workspaces_needs_x_workspace_id(
@@ -464,6 +513,62 @@ def test_when_the_jwks_is_down_cached_keys_verify_and_a_new_kid_is_401(
     refused(chat(engram_server, rsa_key.token()), 401, "unreachable")
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"not http\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nx-long: " + b"a" * 70_000 + b"\r\n\r\n",
+        b'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n100\r\n{"keys": [',
+    ],
+    ids=["not-http", "header-too-long", "cut-chunk"],
+)
+def test_a_jwks_url_that_answers_no_valid_http_is_401_not_500(engram_server, http, rsa_key, reply):
+    provider = RawHttpServer(reply)
+    trust(http, provider.url)
+    try:
+        refused(chat(engram_server, rsa_key.token()), 401, "the JWKS URL gave no valid HTTP")
+        with as_user(engram_server, rsa_key.token()) as alice:
+            refused(alice.get("/v1/memories"), 401, "the JWKS URL gave no valid HTTP")
+    finally:
+        provider.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"[" * 100_000, "not JSON"),  # nested past the decoder's recursion limit
+        (b"\xff\xfe{}", "not JSON"),
+        (b'{"keys": {"kid": "rsa-1"}}', "no `keys` array"),
+        (b'{"keys": [1, "a", {"kid": "rsa-1"}]}', "kid"),
+    ],
+    ids=["deep", "not-utf8", "keys-not-a-list", "keys-not-keys"],
+)
+def test_a_jwks_that_is_not_a_key_set_is_401_not_500(engram_server, http, rsa_key, body, why):
+    reply = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    provider = RawHttpServer(reply)
+    trust(http, provider.url)
+    try:
+        refused(chat(engram_server, rsa_key.token()), 401, why)
+    finally:
+        provider.stop()
+
+
+def test_a_jwks_url_that_answers_a_byte_at_a_time_fails_at_the_timeout(
+    engram_server, http, rsa_key, settings
+):
+    # each byte well within the socket's timeout, the whole answer ~15 s: the fetch, and the
+    # requests waiting for its keys, end at ENGRAM_JWKS_TIMEOUT_SECONDS instead
+    settings.ENGRAM_JWKS_TIMEOUT_SECONDS = 1.0
+    body = b'{"keys": []}' + b" " * 60
+    reply = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    provider = RawHttpServer(reply, pause=0.1)
+    trust(http, provider.url)
+    try:
+        refused(chat(engram_server, rsa_key.token()), 401, "did not answer within 1 s")
+    finally:
+        provider.stop()
+
+
 def test_a_token_without_kid_verifies_against_a_one_key_set(engram_server, http):
     lone = SigningKey("ES256", None)
     server = JwksServer(lone)
@@ -537,6 +642,41 @@ def test_the_admin_adds_an_issuer_with_a_write_only_secret(admin_client, owner):
     assert issuer.get_secret() == SECRET and SECRET not in issuer.hs256_secret_encrypted
     change = admin_client.get(reverse("admin:accounts_issuer_change", args=[issuer.pk]))
     assert SECRET.encode() not in change.content
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        # a JSON string, not a list: each of its characters was an accepted `aud`
+        ("audiences", '"app"', "list of strings"),
+        ("audiences", "[1]", "list of strings"),
+        ("audiences", '["app", ""]', "list of strings"),
+        ("algorithms", '"HS256"', "a list of algorithm names"),
+        # the API's limit: a day's leeway keeps an expired token working for a day
+        ("leeway_seconds", "86400", "300"),
+        # the API's 32: a short HS256 secret can be guessed offline from one token
+        ("hs256_secret", "secret", "At least 32 characters"),
+    ],
+)
+def test_the_admin_keeps_the_api_s_rules_for_audiences_algorithms_and_leeway(
+    admin_client, owner, field, value, why
+):
+    from django.urls import reverse
+
+    form = {
+        "workspace": owner[0].pk,
+        "issuer": "https://admin.example.test/",
+        "audiences": '["app"]',
+        "jwks_url": "",
+        "algorithms": '["HS256"]',
+        "user_claim": "sub",
+        "required_scope": "",
+        "leeway_seconds": "30",
+        "hs256_secret": SECRET,
+    }
+    page = admin_client.post(reverse("admin:accounts_issuer_add"), form | {field: value})
+    assert page.status_code == 200 and why.encode() in page.content
+    assert not Issuer.objects.exists()
 
 
 def test_a_deleted_workspace_s_tokens_stop_at_once(engram_server, owner, issuer, rsa_key):

@@ -9,7 +9,14 @@ from rest_framework.views import APIView
 
 from accounts.endusers import openapi as docs
 from accounts.endusers import selectors, services
-from accounts.endusers.models import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
+from accounts.endusers.models import (
+    ASYMMETRIC_ALGORITHMS,
+    HMAC_ALGORITHMS,
+    ISSUER_MAX_LENGTH,
+    MAX_LEEWAY_SECONDS,
+    MIN_SECRET_LENGTH,
+    Issuer,
+)
 from config.common.errors import ApiError
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import paginate
@@ -33,13 +40,13 @@ def issuer_body(issuer: Issuer) -> dict:
 
 
 class IssuerInput(serializers.Serializer):
-    issuer = serializers.CharField(max_length=500)
+    issuer = serializers.CharField(max_length=ISSUER_MAX_LENGTH)
     audiences = serializers.ListField(
         child=serializers.CharField(max_length=500), min_length=1, max_length=20
     )
     jwks_url = serializers.URLField(max_length=1000, required=False, allow_null=True)
     hs256_secret = serializers.CharField(
-        min_length=32,
+        min_length=MIN_SECRET_LENGTH,
         max_length=500,
         required=False,
         allow_null=True,
@@ -55,7 +62,9 @@ class IssuerInput(serializers.Serializer):
     )
     user_claim = serializers.CharField(max_length=100, required=False)
     required_scope = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    leeway_seconds = serializers.IntegerField(min_value=0, max_value=300, required=False)
+    leeway_seconds = serializers.IntegerField(
+        min_value=0, max_value=MAX_LEEWAY_SECONDS, required=False
+    )
 
 
 _EXAMPLE = {

@@ -14,6 +14,7 @@ a stale set is never trusted beyond its lifetime.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -23,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import urlsplit
 
 import jwt
@@ -78,12 +80,16 @@ def check_url(url: str) -> None:
     allow_private = settings.ENGRAM_JWKS_ALLOW_PRIVATE
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise JwksError("the JWKS URL must be an https URL")
+    try:
+        port = parts.port  # Django's URL validator lets :99999 through
+    except ValueError:
+        raise JwksError("the JWKS URL's port is out of range (1-65535)") from None
     if parts.scheme == "http" and not allow_private:
         raise JwksError("the JWKS URL must be https")
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(parts.hostname, port or 443, proto=socket.IPPROTO_TCP)
     except OSError as exc:
         raise JwksError(f"the JWKS host cannot be resolved ({type(exc).__name__})") from None
     _refuse_private(infos)
@@ -114,23 +120,92 @@ def _connect_public(address: tuple[str, int], *args) -> socket.socket:
     raise failed
 
 
-class _CheckedHTTPSConnection(http.client.HTTPSConnection):
-    """TLS still verifies the host name: only the TCP connection goes to the checked address."""
+class _Deadline:
+    """Shuts a fetch's sockets down once ENGRAM_JWKS_TIMEOUT_SECONDS have passed, and fails the
+    fetch as late. A socket's timeout bounds each read, not the fetch: a provider sending a byte
+    every few seconds held it, and every request waiting for its keys (each on a pool thread),
+    for as long as it kept sending."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.passed = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._pass)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._timer.cancel()
+        if self.passed:  # whatever the shut socket made of the answer, it came too late
+            raise JwksError(f"the JWKS URL did not answer within {self.seconds:g} s")
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+            passed = self.passed
+        if passed:
+            _shut(sock)
+        return sock
+
+    def _pass(self) -> None:
+        with self._lock:
+            self.passed = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed already
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked on it (close would not)
+
+
+class _Checked:
+    """A connection to an address its own lookup checked, shut at the fetch's deadline."""
+
+    _deadline: _Deadline
+    _tunnel_host: str | None
+
+    def __init__(self, *args, deadline: _Deadline, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self._deadline = deadline
         self._create_connection = self._connect
 
     def _connect(self, address: tuple[str, int], *args) -> socket.socket:
         # Through an HTTPS proxy the proxy resolves the host: check_url's lookup is all there is.
         if getattr(self, "_tunnel_host", None):
-            return socket.create_connection(address, *args)
-        return _connect_public(address, *args)
+            return self._deadline.watch(socket.create_connection(address, *args))
+        return self._deadline.watch(_connect_public(address, *args))
+
+
+class _CheckedHTTPSConnection(_Checked, http.client.HTTPSConnection):
+    """TLS still verifies the host name: only the TCP connection goes to the checked address."""
+
+
+class _CheckedHTTPConnection(_Checked, http.client.HTTPConnection):
+    """http: only where ENGRAM_JWKS_ALLOW_PRIVATE allows it (check_url)."""
 
 
 class _CheckedHTTPS(urllib.request.HTTPSHandler):
-    def https_open(self, req):
-        return self.do_open(_CheckedHTTPSConnection, req)  # the default context: verified
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req):  # the default context: verified
+        return self.do_open(partial(_CheckedHTTPSConnection, deadline=self._deadline), req)
+
+
+class _CheckedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(partial(_CheckedHTTPConnection, deadline=self._deadline), req)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -138,24 +213,30 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # a redirect could lead past check_url
 
 
-_opener = urllib.request.build_opener(_NoRedirects, _CheckedHTTPS)
-
-
 def _fetch(url: str) -> list[dict]:
     check_url(url)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    try:
-        with _opener.open(request, timeout=settings.ENGRAM_JWKS_TIMEOUT_SECONDS) as response:
-            raw = response.read(MAX_JWKS_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise JwksError(f"the JWKS URL answered {exc.code}") from None
-    except (OSError, ValueError) as exc:
-        raise JwksError(f"the JWKS URL is unreachable ({type(exc).__name__})") from None
+    seconds = settings.ENGRAM_JWKS_TIMEOUT_SECONDS
+    with _Deadline(seconds) as deadline:
+        opener = urllib.request.build_opener(
+            _NoRedirects, _CheckedHTTPS(deadline), _CheckedHTTP(deadline)
+        )
+        try:
+            with opener.open(request, timeout=seconds) as response:
+                raw = response.read(MAX_JWKS_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            raise JwksError(f"the JWKS URL answered {exc.code}") from None
+        except http.client.HTTPException as exc:  # not HTTP, a header line too long, a cut chunk
+            raise JwksError(
+                f"the JWKS URL gave no valid HTTP answer ({type(exc).__name__})"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise JwksError(f"the JWKS URL is unreachable ({type(exc).__name__})") from None
     if len(raw) > MAX_JWKS_BYTES:
         raise JwksError("the JWKS is too large")
     try:
         document = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the decoder's limit: not a key set either
         raise JwksError("the JWKS is not JSON") from None
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list):

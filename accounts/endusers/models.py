@@ -18,6 +18,9 @@ ASYMMETRIC_ALGORITHMS = (
     "EdDSA",
 )
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+ISSUER_MAX_LENGTH = 500
+MAX_LEEWAY_SECONDS = 300
+MIN_SECRET_LENGTH = 32  # an HS256 secret shorter than its hash can be guessed offline
 
 
 class Issuer(models.Model):
@@ -31,7 +34,7 @@ class Issuer(models.Model):
         primary_key=True, max_length=40, default=partial(new_id, "issuer"), editable=False
     )
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="issuers")
-    issuer = models.CharField(max_length=500, help_text="The tokens' `iss`, exactly.")
+    issuer = models.CharField(max_length=ISSUER_MAX_LENGTH, help_text="The tokens' `iss`, exactly.")
     audiences = models.JSONField(default=list, help_text="Accepted `aud` values (at least one).")
     jwks_url = models.URLField(max_length=1000, blank=True, default="")
     hs256_secret_encrypted = models.TextField(blank=True, default="", editable=False)

@@ -9,10 +9,17 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from accounts.endusers import jwks
-from accounts.endusers.models import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, Issuer
+from accounts.endusers.models import (
+    ASYMMETRIC_ALGORITHMS,
+    HMAC_ALGORITHMS,
+    MAX_LEEWAY_SECONDS,
+    MIN_SECRET_LENGTH,
+    Issuer,
+)
 from accounts.endusers.tokens import issuers_changed
 from accounts.models import Workspace
 from accounts.services import workspace_lock_live
+from config.common.crypto import SecretUnreadable
 from config.common.errors import Invalid
 from config.common.rows import lock_existing
 
@@ -30,14 +37,25 @@ FIELDS = (
 
 def check(issuer: Issuer) -> None:
     """The rules an issuer keeps whatever edit made it: one key source, its algorithms only."""
-    if not issuer.audiences:
-        raise Invalid("At least one audience: tokens are checked for `aud`.", field="audiences")
+    # The admin's JSON fields take any JSON: a string there was read a character at a time
+    # (audiences "app" accepted the `aud` "a").
+    if not _strings(issuer.audiences):
+        raise Invalid(
+            "At least one audience, as a list of strings: tokens are checked for `aud`.",
+            field="audiences",
+        )
+    if issuer.leeway_seconds > MAX_LEEWAY_SECONDS:
+        raise Invalid(f"At most {MAX_LEEWAY_SECONDS} seconds.", field="leeway_seconds")
     has_secret = bool(issuer.hs256_secret_encrypted)
     if bool(issuer.jwks_url) == has_secret:
         raise Invalid("Give either jwks_url or hs256_secret (exactly one).", field="jwks_url")
+    if has_secret and len(_secret(issuer)) < MIN_SECRET_LENGTH:
+        raise Invalid(f"At least {MIN_SECRET_LENGTH} characters.", field="hs256_secret")
     allowed = HMAC_ALGORITHMS if has_secret else ASYMMETRIC_ALGORITHMS
     if not issuer.algorithms:
         issuer.algorithms = ["HS256"] if has_secret else ["RS256", "ES256"]
+    if not _strings(issuer.algorithms):
+        raise Invalid("Algorithms are a list of algorithm names.", field="algorithms")
     wrong = [a for a in issuer.algorithms if a not in allowed]
     if wrong:
         source = "an hs256_secret" if has_secret else "a jwks_url"
@@ -50,6 +68,21 @@ def check(issuer: Issuer) -> None:
             jwks.check_url(issuer.jwks_url)
         except jwks.JwksError as exc:
             raise Invalid(f"{str(exc).capitalize()}.", field="jwks_url") from None
+
+
+def _secret(issuer: Issuer) -> str:
+    try:
+        return issuer.get_secret()
+    except SecretUnreadable:
+        raise Invalid(
+            "The stored secret cannot be decrypted with ENGRAM_ENCRYPTION_KEY: give it again.",
+            field="hs256_secret",
+        ) from None
+
+
+def _strings(value: object) -> bool:
+    """A non-empty list of non-empty strings."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
 
 
 def apply(issuer: Issuer, changes: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ cached per `iss` and forgotten on every process when one changes (config.common.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -21,12 +22,17 @@ import jwt
 from django.conf import settings
 
 from accounts.endusers import jwks
+from accounts.endusers.models import ISSUER_MAX_LENGTH
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
+from config.common.crypto import SecretUnreadable
 from config.common.errors import ApiError
 from config.common.ids import is_id
+from config.common.jsonbody import text_problem
 from config.common.orm import on_pool_thread
+
+logger = logging.getLogger("engram.endusers")
 
 _MAX_TOKENS = 50_000
 _MAX_ISSUERS = 1_000
@@ -93,21 +99,38 @@ issuer_cache: TTLCache[str, tuple[IssuerConfig, ...]] = TTLCache(
 def _load_issuers(iss: str) -> tuple[IssuerConfig, ...]:
     from accounts.endusers.selectors import issuers_for
 
-    return tuple(
-        IssuerConfig(
-            id=row.id,
-            workspace=row.workspace,
-            issuer=row.issuer,
-            audiences=tuple(row.audiences),
-            algorithms=tuple(row.algorithms),
-            jwks_url=row.jwks_url,
-            secret=row.get_secret(),
-            user_claim=row.user_claim,
-            required_scope=row.required_scope,
-            leeway_seconds=row.leeway_seconds,
+    found = []
+    for row in issuers_for(iss=iss):
+        try:
+            secret = row.get_secret()
+        except SecretUnreadable:
+            # ENGRAM_ENCRYPTION_KEY lost the key it was encrypted with: this issuer verifies
+            # nothing (its tokens are 401) until its secret is given again, and the other
+            # workspaces trusting this `iss` are not stopped by it (as routing's credentials)
+            logger.error("token issuer %s: its HS256 secret cannot be decrypted; ignored", row.id)
+            continue
+        found.append(
+            IssuerConfig(
+                id=row.id,
+                workspace=row.workspace,
+                issuer=row.issuer,
+                audiences=tuple(row.audiences),
+                algorithms=tuple(row.algorithms),
+                jwks_url=row.jwks_url,
+                secret=secret,
+                user_claim=row.user_claim,
+                required_scope=row.required_scope,
+                leeway_seconds=row.leeway_seconds,
+            )
         )
-        for row in issuers_for(iss=iss)
-    )
+    return tuple(found)
+
+
+def _could_be_issuer(iss: str) -> bool:
+    """An `iss` an Issuer row could hold. The rest is refused before the lookup: PostgreSQL
+    cannot compare a NUL or a lone surrogate (an unsigned token's made-up `iss` was a 500),
+    and each `iss` looked up is cached, so an over-long one held that memory."""
+    return len(iss) <= ISSUER_MAX_LENGTH and text_problem(iss) is None
 
 
 def _issuers(iss: str, workspace_hint: str | None, fresh: bool) -> tuple[IssuerConfig, ...]:
@@ -166,6 +189,8 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
     iss = unverified.get("iss")
     if not isinstance(iss, str) or not iss:
         raise rejected("it has no issuer (iss)")
+    if not _could_be_issuer(iss):
+        raise rejected("no workspace trusts this token's issuer (iss)")
     candidates = _issuers(iss, workspace_hint, fresh)
     if len(candidates) == 1:
         return _verify_for(candidates[0], token, header)
@@ -225,10 +250,14 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
         user_id = user_id.replace("|", ":")
     if not isinstance(user_id, str) or not is_id(user_id):
         raise rejected(f"its {config.user_claim} claim is not a user id")
-    if config.required_scope and config.required_scope not in _scopes(claims):
+    # Space-separated, as OAuth writes scopes: each is required ("a b" was one scope no token
+    # could carry, and a pasted trailing space refused every token too).
+    held = _scopes(claims)
+    missing = [scope for scope in config.required_scope.split() if scope not in held]
+    if missing:
         raise ApiError(
             403,
-            f"The token lacks the scope this issuer requires ({config.required_scope}).",
+            f"The token lacks the scope this issuer requires ({' '.join(missing)}).",
             code="insufficient_scope",
         )
     return EndUser(
