@@ -155,13 +155,22 @@ def http(value: Any) -> dict:
     if not isinstance(value, dict) or not isinstance(value.get("url"), str):
         raise Invalid('http must be {"url", "method"?, "headers"?}.', field="http")
     url = value["url"]
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)  # raises for a bracket left open: "http://[::1"
+    except ValueError:
+        raise Invalid("http.url must be an http(s) URL.", field="http.url") from None
     try:
         parts.port  # noqa: B018 - raises for a port outside 0-65535 or not a number
     except ValueError:
         raise Invalid("http.url has an invalid port.", field="http.url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
         raise Invalid("http.url must be an http(s) URL.", field="http.url")
+    try:
+        # What the connection does with the name: an empty label or one over 63 characters
+        # was stored, then raised a UnicodeError at every call of the tool.
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise Invalid("http.url has an invalid host name.", field="http.url") from None
     host_allowed(parts.hostname)
     method = str(value.get("method") or "POST").upper()
     if method not in METHODS:
