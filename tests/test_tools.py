@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from completions.tools import services
+from completions.tools import policy, services
 from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
 from config.common import crypto
@@ -620,6 +620,38 @@ def test_a_rule_decides_which_calls_wait(sdk, http, upstream, tool_server):
     script_call_then_answer(upstream, tool_call("call_2", "weather", {"city": "Paris"}))
     assert "approval_id" in engram(ask(sdk, agent))
     assert len(tool_server.calls) == 1
+
+
+@pytest.mark.parametrize("amount", ["NaN", "-Infinity"])
+def test_arguments_that_are_not_json_wait_for_a_human_and_never_reach_the_tool(
+    sdk, http, upstream, tool_server, amount
+):
+    """Python's parser takes NaN, which compares false with everything: a refund of NaN ran
+    unapproved under "amount gt 100" (and under "lte" too), the tool sent NaN as JSON."""
+    agent = make_agent(http)
+    rule = {"any": [{"argument": "amount", "op": "gt", "value": 100}]}
+    make_tool(http, agent, tool_server.url + "/refund", name="refund", approval=rule)
+    arguments = '{"amount": ' + amount + "}"
+    script_call_then_answer(upstream, tool_call("call_1", "refund", arguments))
+
+    paused = ask(sdk, agent)
+
+    assert paused.choices[0].finish_reason == "tool_calls"
+    assert "approval_id" in engram(paused) and tool_server.calls == []
+    resume(sdk, engram(paused)["approval_id"])  # approved: the call fails, it is not JSON
+    assert tool_server.calls == []
+    result = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
+    assert result == {"error": "the arguments are not valid JSON"}
+
+
+def test_an_in_rule_takes_a_list(http, tool_server):
+    """{"op": "in", "value": "US"} never held: every call ran unapproved."""
+    agent = make_agent(http)
+    rule = {"argument": "country", "op": "in", "value": "US"}
+    body = {"name": "w", "type": "http", "http": {"url": tool_server.url}, "approval": rule}
+    error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+    assert error["param"] == "approval" and "list" in error["message"]
+    assert policy.needs_approval(rule, '{"country": "US"}')  # stored before the rule
 
 
 def test_two_concurrent_resumes_one_execution_one_4xx(sdk, http, upstream, tool_server):

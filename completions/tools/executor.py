@@ -160,12 +160,9 @@ class _Failed(Exception):
 
 def _arguments(raw: str) -> dict:
     try:
-        value = json.loads(raw or "{}")
-    except ValueError:
-        raise _Failed("the arguments are not valid JSON") from None
-    if not isinstance(value, dict):
-        raise _Failed("the arguments must be a JSON object")
-    return value
+        return policy.call_arguments(raw)
+    except ValueError as exc:
+        raise _Failed(str(exc)) from None
 
 
 async def execute(*, tool: Tool, arguments: str, idempotency_key: str, scope: Scope) -> Result:

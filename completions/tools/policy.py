@@ -109,6 +109,9 @@ def _rule(value: Any) -> None:
         )
     if value.get("op", "eq") not in OPS:
         raise Invalid(f"op must be one of {', '.join(OPS)}.", field="approval")
+    # Any other value never held: {"op": "in", "value": "US"} let every call run unapproved.
+    if value.get("op") == "in" and not isinstance(value.get("value"), list):
+        raise Invalid('"in" takes a list as its value.', field="approval")
 
 
 def approval(value: Any) -> Any:
@@ -240,7 +243,9 @@ def _holds(rule: dict, arguments: dict) -> bool:
         if op == "ne":
             return actual != expected
         if op == "in":
-            return isinstance(expected, list) and actual in expected
+            if not isinstance(expected, list):  # a rule stored before _rule refused it
+                raise TypeError("in takes a list")
+            return actual in expected
         if op == "contains":
             return isinstance(actual, str | list) and expected in actual
         return {
@@ -253,15 +258,32 @@ def _holds(rule: dict, arguments: dict) -> bool:
         return True
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def call_arguments(raw: str) -> dict:
+    """A call's arguments as the model sent them, parsed: a JSON object, else ValueError (the
+    one parser of the rules here and of the call, completions.tools.executor). NaN and
+    Infinity are not JSON, though Python's parser takes them: NaN compares false with
+    everything, so `amount gt 100` did not hold for `{"amount": NaN}` and the call ran
+    unapproved."""
+    try:
+        value = json.loads(raw or "{}", parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        raise ValueError("the arguments are not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("the arguments must be a JSON object")
+    return value
+
+
 def needs_approval(policy: Any, arguments: str) -> bool:
     if policy == "never":
         return False
     if policy == "always" or not isinstance(policy, dict):
         return True
     try:
-        parsed = json.loads(arguments or "{}")
+        parsed = call_arguments(arguments)
     except ValueError:
-        return True
-    if not isinstance(parsed, dict):
         return True
     return _holds(policy, parsed)
