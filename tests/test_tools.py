@@ -1377,6 +1377,43 @@ def test_the_turn_is_stored_in_the_conversation(sdk, http, upstream, tool_server
     assert ProcessingJob.objects.filter(conversation__external_id="trip").exists()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_run_that_fails_after_its_tools_ran_keeps_them_in_the_conversation(
+    sdk, http, upstream, tool_server, owner, stream
+):
+    """The upstream refuses the call after the tool's result: the tool ran (a refund made), so
+    the conversation holds its call and result, streamed or not (not streamed, they were in
+    the execution alone), and the next turn's history sends them, every call answered."""
+    from memory.models import Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", name="lookup")
+    call = tool_call("c1", "lookup", {"city": "Oslo"})
+    refused = Reply(status=400, json={"error": {"message": "no", "type": "invalid_request_error"}})
+    first = (
+        Reply(stream=openai_tool_stream([call]))
+        if stream
+        else Reply(json=openai_completion(tool_calls=[call]))
+    )
+    upstream.script(first, refused)
+    headers = {"x-user-id": "alice", "x-conversation-id": "trip"}
+    with pytest.raises(openai.APIError):
+        answer = ask(sdk, agent, "Book Oslo", extra_headers=headers, stream=stream)
+        list(answer)
+
+    def stored():
+        rows = Message.objects.filter(workspace=owner[0], conversation__external_id="trip")
+        return [(m.role, bool(m.tool_calls)) for m in rows.order_by("created_at", "id")]
+
+    wait_for(lambda: len(stored()) == 3)
+    assert stored() == [("user", False), ("assistant", True), ("tool", False)]
+    assert len(tool_server.calls) == 1
+    ask(sdk, agent, "And now?", extra_headers=headers)
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "user"]
+    assert_every_call_answered(sent)
+
+
 def test_a_waiting_run_does_not_block_the_conversation(sdk, http, upstream, tool_server):
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/weather", approval="always")
