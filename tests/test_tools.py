@@ -123,6 +123,41 @@ def test_several_calls_of_one_step_run_in_parallel(sdk, http, upstream, tool_ser
     assert [json.loads(m["content"])["together"] for m in results] == [True, True]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_calls_without_an_id_of_their_own_get_one(sdk, http, upstream, tool_server, stream):
+    """An OpenAI-compatible upstream that sends a call without an id failed the run (a 500);
+    one that sends an id twice, in a step or in the next, had both calls share an
+    Idempotency-Key, so a tool honouring it answered the second with the first's result."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    nameless = tool_call("x", "weather", {"city": "Oslo"})
+    del nameless["id"]
+    steps = [
+        [nameless, tool_call("call_0", "weather", {"city": "Rome"})],
+        [tool_call("call_0", "weather", {"city": "Lima"}), tool_call("", "weather", {})],
+    ]
+    replies = [Reply(json=openai_completion(tool_calls=calls)) for calls in steps]
+    done = Reply(json=openai_completion("Done."))
+    if stream:
+        replies = [Reply(stream=openai_tool_stream(calls)) for calls in steps]
+        done = Reply(stream=openai_stream(["Done."]))
+    upstream.script(*replies, done)
+
+    answer = ask(sdk, agent, stream=stream)
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+        assert text == "Done."
+    else:
+        assert answer.choices[0].message.content == "Done."
+
+    keys = [call["headers"]["idempotency-key"] for call in tool_server.calls]
+    assert len(keys) == 4 and len(set(keys)) == 4, keys
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert_every_call_answered(sent)
+    ids = [c["id"] for m in sent for c in m.get("tool_calls") or ()]
+    assert len(set(ids)) == 4 and "call_0" in ids, ids
+
+
 def test_a_failing_tool_is_an_error_result_the_model_answers(sdk, http, upstream, tool_server):
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/fail")

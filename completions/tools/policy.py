@@ -269,6 +269,8 @@ def call_arguments(raw: str) -> dict:
     everything, so `amount gt 100` did not hold for `{"amount": NaN}` and the call ran
     unapproved."""
     try:
+        if not isinstance(raw, str):  # an upstream's object, not the string OpenAI sends
+            raise ValueError(raw)
         value = json.loads(raw or "{}", parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise ValueError("the arguments are not valid JSON") from None

@@ -39,7 +39,9 @@ from completions.tools import executor, policy, services, window
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
 from config.common.errors import ApiError
+from config.common.ids import new_id
 from config.common.orm import on_pool_thread
+from memory.text import tool_call_ids
 
 # The body fields the run sets itself on each upstream call.
 _PER_CALL = ("messages", "stream", "stream_options")
@@ -168,6 +170,7 @@ class Run:
         steps.append({"index": len(steps), "type": kind, "at": int(time.time()), **values})
 
     def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
+        self._ids_given(message)
         self.model_calls += 1
         self.upstream_ms += ms
         _add_usage(self.usage, usage)
@@ -180,6 +183,23 @@ class Run:
             tool_calls=[_call_view(c) for c in message.get("tool_calls") or ()],
             usage=usage if isinstance(usage, dict) else None,
         )
+
+    def _ids_given(self, message: dict) -> None:
+        """Each call of the agent's tools in `message` with an id no other call of the run has
+        (set here when the upstream sent none, an empty one or one used already): the id pairs
+        the call with its result and makes its Idempotency-Key (`<execution_id>:<id>`). A
+        call without one failed the run (a 500); two with the same one had a tool honouring
+        the key answer the second with the first's result."""
+        calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+        ours = [c for c in calls if (c.get("function") or {}).get("name") in self.tools]
+        if not ours:
+            return
+        used = {i for m in self.execution.messages for i in tool_call_ids(m)}
+        used |= {c.get("id") for c in calls if c not in ours}
+        for call in ours:
+            if not isinstance(call.get("id"), str) or not call["id"] or call["id"] in used:
+                call["id"] = new_id("call")
+            used.add(call["id"])
 
     def decide(self, message: dict) -> Decision:
         calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
