@@ -1342,6 +1342,34 @@ def test_the_step_limit_ends_the_run_with_an_answer(sdk, http, upstream, tool_se
     assert last.body["tool_choice"] == "none"  # the last step allowed asks for an answer
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_calling_the_agents_tools_at_the_step_limit_ends_cut_short(
+    sdk, http, upstream, tool_server, settings, stream
+):
+    """Some upstreams ignore the last step's `tool_choice: "none"`: the client was answered
+    with calls of the agent's tools, which it does not have, as `finish_reason: "tool_calls"`."""
+    settings.ENGRAM_TOOLS_MAX_STEPS = 2
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    steps = [
+        [tool_call("call_1", "weather", {"city": "Oslo"})],
+        [tool_call("call_2", "weather", {"city": "Rome"})],
+    ]
+    if stream:
+        upstream.script(*(Reply(stream=openai_tool_stream(calls)) for calls in steps))
+        chunks = list(ask(sdk, agent, stream=True))
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+        assert [f for f in finishes if f] == ["length"]
+        shown = [t.id for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or ()]
+        assert shown == ["call_1"]  # the call that ran, marked so; never the one that did not
+    else:
+        upstream.script(*(Reply(json=openai_completion(tool_calls=calls)) for calls in steps))
+        answer = ask(sdk, agent)
+        assert answer.choices[0].finish_reason == "length"
+        assert not answer.choices[0].message.tool_calls
+    assert len(tool_server.calls) == 1
+
+
 def test_usage_records_count_every_upstream_call(sdk, http, upstream, tool_server, owner):
     from completions.models import UsageRecord
     from completions.usage import buffer

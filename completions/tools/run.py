@@ -115,6 +115,7 @@ class Decision:
     calls: list[dict] = field(default_factory=list)  # the server-side calls of the step
     waiting: list[dict] = field(default_factory=list)  # those that need an approval
     client: list[dict] = field(default_factory=list)  # the client's own calls beside them
+    finish: str | None = None  # an answer's finish_reason when it is not the model's
 
 
 @dataclass
@@ -203,8 +204,10 @@ class Run:
 
     def decide(self, message: dict) -> Decision:
         calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
-        if not calls or self.model_calls >= settings.ENGRAM_TOOLS_MAX_STEPS:
+        if not calls:
             return Decision("answer")
+        if self.model_calls >= settings.ENGRAM_TOOLS_MAX_STEPS:
+            return self._cut_short(message, calls)
         ours = [c for c in calls if (c.get("function") or {}).get("name") in self.tools]
         if not ours:
             return Decision("answer")  # the client's own tools: it runs them, as without agents
@@ -217,6 +220,21 @@ class Run:
             )
         ]
         return Decision("pause" if waiting else "execute", ours, waiting, client)
+
+    def _cut_short(self, message: dict, calls: list[dict]) -> Decision:
+        """The answer at the step limit. A model that called the agent's tools all the same
+        (its last call had `tool_choice: "none"`, which some upstreams ignore) answered the
+        client with calls of tools it does not have: they are left out (the step's record
+        keeps them) and the run ends as one cut short, `finish_reason: "length"`, unless
+        the client's own calls remain."""
+        client = [c for c in calls if (c.get("function") or {}).get("name") not in self.tools]
+        if len(client) == len(calls):
+            return Decision("answer")
+        if client:
+            message["tool_calls"] = client
+            return Decision("answer")
+        message.pop("tool_calls", None)
+        return Decision("answer", finish="length")
 
     def hand_back(self, message: dict, decision: Decision, *, pausing: bool) -> dict:
         """The step's message as the run goes on with it: with the agent's calls only when it
@@ -435,6 +453,8 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
                 return Answer(data, paused.stored)
             await run.answer(message)
             data["engram"] = run.engram_of()
+            if decision.finish is not None and isinstance(first, dict):
+                first["finish_reason"] = decision.finish
             if run.preface and isinstance(first, dict):
                 calls = [*run.preface, *(message.get("tool_calls") or [])]
                 first["message"] = {**message, "tool_calls": calls}
