@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from completions.tools import services
+from completions.tools import policy, services
 from completions.tools.models import Approval, Execution, Tool
 from completions.tools.services import approvals_expire
 from config.common import crypto
@@ -121,6 +121,41 @@ def test_several_calls_of_one_step_run_in_parallel(sdk, http, upstream, tool_ser
     results = [m for m in upstream.chat_requests()[1].body["messages"] if m["role"] == "tool"]
     # /pair answers `together` only when both calls were in flight at once
     assert [json.loads(m["content"])["together"] for m in results] == [True, True]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_calls_without_an_id_of_their_own_get_one(sdk, http, upstream, tool_server, stream):
+    """An OpenAI-compatible upstream that sends a call without an id failed the run (a 500);
+    one that sends an id twice, in a step or in the next, had both calls share an
+    Idempotency-Key, so a tool honouring it answered the second with the first's result."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    nameless = tool_call("x", "weather", {"city": "Oslo"})
+    del nameless["id"]
+    steps = [
+        [nameless, tool_call("call_0", "weather", {"city": "Rome"})],
+        [tool_call("call_0", "weather", {"city": "Lima"}), tool_call("", "weather", {})],
+    ]
+    replies = [Reply(json=openai_completion(tool_calls=calls)) for calls in steps]
+    done = Reply(json=openai_completion("Done."))
+    if stream:
+        replies = [Reply(stream=openai_tool_stream(calls)) for calls in steps]
+        done = Reply(stream=openai_stream(["Done."]))
+    upstream.script(*replies, done)
+
+    answer = ask(sdk, agent, stream=stream)
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+        assert text == "Done."
+    else:
+        assert answer.choices[0].message.content == "Done."
+
+    keys = [call["headers"]["idempotency-key"] for call in tool_server.calls]
+    assert len(keys) == 4 and len(set(keys)) == 4, keys
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert_every_call_answered(sent)
+    ids = [c["id"] for m in sent for c in m.get("tool_calls") or ()]
+    assert len(set(ids)) == 4 and "call_0" in ids, ids
 
 
 def test_a_failing_tool_is_an_error_result_the_model_answers(sdk, http, upstream, tool_server):
@@ -620,6 +655,38 @@ def test_a_rule_decides_which_calls_wait(sdk, http, upstream, tool_server):
     script_call_then_answer(upstream, tool_call("call_2", "weather", {"city": "Paris"}))
     assert "approval_id" in engram(ask(sdk, agent))
     assert len(tool_server.calls) == 1
+
+
+@pytest.mark.parametrize("amount", ["NaN", "-Infinity"])
+def test_arguments_that_are_not_json_wait_for_a_human_and_never_reach_the_tool(
+    sdk, http, upstream, tool_server, amount
+):
+    """Python's parser takes NaN, which compares false with everything: a refund of NaN ran
+    unapproved under "amount gt 100" (and under "lte" too), the tool sent NaN as JSON."""
+    agent = make_agent(http)
+    rule = {"any": [{"argument": "amount", "op": "gt", "value": 100}]}
+    make_tool(http, agent, tool_server.url + "/refund", name="refund", approval=rule)
+    arguments = '{"amount": ' + amount + "}"
+    script_call_then_answer(upstream, tool_call("call_1", "refund", arguments))
+
+    paused = ask(sdk, agent)
+
+    assert paused.choices[0].finish_reason == "tool_calls"
+    assert "approval_id" in engram(paused) and tool_server.calls == []
+    resume(sdk, engram(paused)["approval_id"])  # approved: the call fails, it is not JSON
+    assert tool_server.calls == []
+    result = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
+    assert result == {"error": "the arguments are not valid JSON"}
+
+
+def test_an_in_rule_takes_a_list(http, tool_server):
+    """{"op": "in", "value": "US"} never held: every call ran unapproved."""
+    agent = make_agent(http)
+    rule = {"argument": "country", "op": "in", "value": "US"}
+    body = {"name": "w", "type": "http", "http": {"url": tool_server.url}, "approval": rule}
+    error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+    assert error["param"] == "approval" and "list" in error["message"]
+    assert policy.needs_approval(rule, '{"country": "US"}')  # stored before the rule
 
 
 def test_two_concurrent_resumes_one_execution_one_4xx(sdk, http, upstream, tool_server):
@@ -1275,6 +1342,34 @@ def test_the_step_limit_ends_the_run_with_an_answer(sdk, http, upstream, tool_se
     assert last.body["tool_choice"] == "none"  # the last step allowed asks for an answer
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_calling_the_agents_tools_at_the_step_limit_ends_cut_short(
+    sdk, http, upstream, tool_server, settings, stream
+):
+    """Some upstreams ignore the last step's `tool_choice: "none"`: the client was answered
+    with calls of the agent's tools, which it does not have, as `finish_reason: "tool_calls"`."""
+    settings.ENGRAM_TOOLS_MAX_STEPS = 2
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    steps = [
+        [tool_call("call_1", "weather", {"city": "Oslo"})],
+        [tool_call("call_2", "weather", {"city": "Rome"})],
+    ]
+    if stream:
+        upstream.script(*(Reply(stream=openai_tool_stream(calls)) for calls in steps))
+        chunks = list(ask(sdk, agent, stream=True))
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+        assert [f for f in finishes if f] == ["length"]
+        shown = [t.id for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or ()]
+        assert shown == ["call_1"]  # the call that ran, marked so; never the one that did not
+    else:
+        upstream.script(*(Reply(json=openai_completion(tool_calls=calls)) for calls in steps))
+        answer = ask(sdk, agent)
+        assert answer.choices[0].finish_reason == "length"
+        assert not answer.choices[0].message.tool_calls
+    assert len(tool_server.calls) == 1
+
+
 def test_usage_records_count_every_upstream_call(sdk, http, upstream, tool_server, owner):
     from completions.models import UsageRecord
     from completions.usage import buffer
@@ -1343,6 +1438,43 @@ def test_the_turn_is_stored_in_the_conversation(sdk, http, upstream, tool_server
     assert stored()[-1] == ("assistant", "Booked.", False)
     assert stored()[3][2] is True  # the call that waited, with its tool_calls
     assert ProcessingJob.objects.filter(conversation__external_id="trip").exists()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_run_that_fails_after_its_tools_ran_keeps_them_in_the_conversation(
+    sdk, http, upstream, tool_server, owner, stream
+):
+    """The upstream refuses the call after the tool's result: the tool ran (a refund made), so
+    the conversation holds its call and result, streamed or not (not streamed, they were in
+    the execution alone), and the next turn's history sends them, every call answered."""
+    from memory.models import Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", name="lookup")
+    call = tool_call("c1", "lookup", {"city": "Oslo"})
+    refused = Reply(status=400, json={"error": {"message": "no", "type": "invalid_request_error"}})
+    first = (
+        Reply(stream=openai_tool_stream([call]))
+        if stream
+        else Reply(json=openai_completion(tool_calls=[call]))
+    )
+    upstream.script(first, refused)
+    headers = {"x-user-id": "alice", "x-conversation-id": "trip"}
+    with pytest.raises(openai.APIError):
+        answer = ask(sdk, agent, "Book Oslo", extra_headers=headers, stream=stream)
+        list(answer)
+
+    def stored():
+        rows = Message.objects.filter(workspace=owner[0], conversation__external_id="trip")
+        return [(m.role, bool(m.tool_calls)) for m in rows.order_by("created_at", "id")]
+
+    wait_for(lambda: len(stored()) == 3)
+    assert stored() == [("user", False), ("assistant", True), ("tool", False)]
+    assert len(tool_server.calls) == 1
+    ask(sdk, agent, "And now?", extra_headers=headers)
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "user"]
+    assert_every_call_answered(sent)
 
 
 def test_a_waiting_run_does_not_block_the_conversation(sdk, http, upstream, tool_server):

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from completions.tools import builtins, executor
-from completions.tools.models import Execution
+from completions.tools.models import Execution, Tool
 from memory.models import Memory
 from tests.completions_support import wait_for
 from tests.test_limits import _free, patch_key
@@ -271,3 +271,42 @@ def test_a_follow_up_call_after_a_long_result_fits_the_window(
     assert mark.endswith(" more characters left out]") and left == read - result.index("\n")
     execution = Execution.objects.get(id=engram(answer)["execution_id"])
     assert execution.steps[1]["result"].startswith("x" * 16_000)
+
+
+def test_a_tool_answer_its_own_charset_cannot_decode_is_read_as_utf8(
+    sdk, http, upstream, tool_server
+):
+    """charset=idna (or punycode) raises whatever `errors` says: the run answered 500."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/idna")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert _tool_result(upstream) == "café \ufffd"
+    execution = Execution.objects.get(id=engram(answer)["execution_id"])
+    assert execution.steps[1]["status"] == "completed"
+
+
+def test_a_tool_whose_host_name_cannot_be_sent_is_refused_and_never_breaks_a_run(
+    sdk, http, upstream, tool_server
+):
+    """A host label over 63 characters (or an empty one) was stored, then raised at every call
+    of the tool: the run answered 500. Now refused when written; one stored before is an
+    error result the model answers. A bracket left open was a 500 when written."""
+    from tests.test_errors import assert_envelope
+
+    agent = make_agent(http)
+    for url in ("http://" + "a" * 64 + ".example.com/", "http://a..example.com/", "http://[::1"):
+        body = {"name": "t", "type": "http", "http": {"url": url}}
+        error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+        assert error["param"] == "http.url", url
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    Tool.objects.filter(id=tool["id"]).update(http_url="http://" + "a" * 64 + ".example.com/")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].message.content == "It is sunny."
+    assert json.loads(_tool_result(upstream)) == {"error": "the request failed (UnicodeError)"}

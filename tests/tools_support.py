@@ -15,7 +15,8 @@ class ToolServer:
     answers only once two calls are in flight at the same time (or says it waited alone);
     /nul answers JSON with a NUL escaped in it, /nul-raw a raw NUL byte; /split sends its
     answer in two parts, the second a moment after the first (as a slow server's or a large
-    answer's packets arrive); /long answers 20,000 characters, /huge 100,000."""
+    answer's packets arrive); /long answers 20,000 characters, /huge 100,000; /idna answers
+    bytes its declared charset (idna) cannot decode."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
@@ -36,6 +37,7 @@ class ToolServer:
                 )
             status, payload = 200, {"ok": True, "got": body}
             extra: list = []
+            content_type = b"application/json"
             if scope["path"] == "/redirect":
                 status, extra = 302, [(b"location", b"http://169.254.169.254/latest")]
             elif scope["path"] == "/slow":
@@ -51,11 +53,13 @@ class ToolServer:
                 data = b'{"v": "a\x00b"}'
             elif scope["path"] in ("/long", "/huge"):
                 data = b"x" * (20_000 if scope["path"] == "/long" else 100_000)
+            elif scope["path"] == "/idna":
+                content_type, data = b"text/plain; charset=idna", b"caf\xc3\xa9 \xff"
             await send(
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": [(b"content-type", b"application/json"), *extra],
+                    "headers": [(b"content-type", content_type), *extra],
                 }
             )
             if scope["path"] == "/split":

@@ -141,7 +141,7 @@ def openai_tool_stream(calls: list[dict], *, model: str = "gpt-4o-mini") -> list
     for index, call in enumerate(calls):
         args = call["function"]["arguments"]
         half = len(args) // 2
-        head = {"index": index, "id": call["id"], "type": "function"}
+        head = {"index": index, "id": call.get("id"), "type": "function"}
         chunks.append(
             chunk(
                 {

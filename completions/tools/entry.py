@@ -140,16 +140,22 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
             raise
         streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end, first=first)
         return _reply(200, {**headers, **turn.timing_headers()}, stream=streamer.frames())
+    # A run that fails keeps in the conversation what ran before (the tool calls and their
+    # results, as a stream's end stores them): a refund made, then an upstream error, was
+    # in the execution alone, and the user's next turn did not know of it.
     try:
         answer = await complete(run)
     except EDGE_ERRORS as exc:  # the gateway answers it; the calls made before are charged here
         error = request.api_error(exc)
+        await _store(run, run.transcript, extraction=False)
         _finish(turn, run, error.status, None, True, error.code or error.type)
         raise
     except asyncio.CancelledError:
+        spawn(_store(run, run.transcript, extraction=False), name="tools_store")
         _finish(turn, run, 499, None, True, "client_closed")
         raise
     except Exception as exc:  # a bug: the door answers 500; the turn is finished here
+        await _store(run, run.transcript, extraction=False)
         _unexpected(turn, run, exc)
         raise
     # Charged before the store, as a stream is: a client that hangs up meanwhile leaves the

@@ -102,7 +102,9 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
         raw, more = await _read_at_most(response, MAX_RESULT * 4)
         try:
             text = raw.decode(response.charset or "utf-8", errors="replace")
-        except LookupError:  # a charset Python does not know
+        except (LookupError, UnicodeError):
+            # A charset Python does not know, or a codec that raises whatever `errors` says
+            # (charset=idna, punycode): the run failed on the tool's answer.
             text = raw.decode("utf-8", errors="replace")
         if response.status >= 400:
             raise _Failed(f"HTTP {response.status}: {text[:500]}")
@@ -158,12 +160,9 @@ class _Failed(Exception):
 
 def _arguments(raw: str) -> dict:
     try:
-        value = json.loads(raw or "{}")
-    except ValueError:
-        raise _Failed("the arguments are not valid JSON") from None
-    if not isinstance(value, dict):
-        raise _Failed("the arguments must be a JSON object")
-    return value
+        return policy.call_arguments(raw)
+    except ValueError as exc:
+        raise _Failed(str(exc)) from None
 
 
 async def execute(*, tool: Tool, arguments: str, idempotency_key: str, scope: Scope) -> Result:
@@ -185,7 +184,9 @@ async def execute(*, tool: Tool, arguments: str, idempotency_key: str, scope: Sc
         content, error = "", "refused: the tool's host resolves to a private address"
     except TimeoutError:
         content, error = "", f"timed out after {tool.timeout_seconds:g} s"
-    except (aiohttp.ClientError, OSError) as exc:
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        # ValueError: what the client raises for a URL or header it cannot send (a host name
+        # label over 63 characters, stored before policy.http refused it: a UnicodeError).
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, PrivateAddress):
             content, error = "", "refused: the tool's host resolves to a private address"

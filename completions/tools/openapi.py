@@ -39,7 +39,8 @@ class ToolInputSerializer(serializers.Serializer):
     approval = serializers.JSONField(
         required=False,
         help_text='"never" (default), "always", or a rule on the arguments: '
-        '{"argument", "op": eq|ne|gt|gte|lt|lte|in|contains, "value"} or {"any": [rules]}.',
+        '{"argument", "op": eq|ne|gt|gte|lt|lte|in|contains, "value"} (in takes a list) or '
+        '{"any": [rules]}.',
     )
     approval_ttl_seconds = serializers.IntegerField(
         required=False, help_text="How long an approval waits (default 900); then rejected."

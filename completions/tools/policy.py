@@ -109,6 +109,9 @@ def _rule(value: Any) -> None:
         )
     if value.get("op", "eq") not in OPS:
         raise Invalid(f"op must be one of {', '.join(OPS)}.", field="approval")
+    # Any other value never held: {"op": "in", "value": "US"} let every call run unapproved.
+    if value.get("op") == "in" and not isinstance(value.get("value"), list):
+        raise Invalid('"in" takes a list as its value.', field="approval")
 
 
 def approval(value: Any) -> Any:
@@ -155,13 +158,22 @@ def http(value: Any) -> dict:
     if not isinstance(value, dict) or not isinstance(value.get("url"), str):
         raise Invalid('http must be {"url", "method"?, "headers"?}.', field="http")
     url = value["url"]
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)  # raises for a bracket left open: "http://[::1"
+    except ValueError:
+        raise Invalid("http.url must be an http(s) URL.", field="http.url") from None
     try:
         parts.port  # noqa: B018 - raises for a port outside 0-65535 or not a number
     except ValueError:
         raise Invalid("http.url has an invalid port.", field="http.url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
         raise Invalid("http.url must be an http(s) URL.", field="http.url")
+    try:
+        # What the connection does with the name: an empty label or one over 63 characters
+        # was stored, then raised a UnicodeError at every call of the tool.
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise Invalid("http.url has an invalid host name.", field="http.url") from None
     host_allowed(parts.hostname)
     method = str(value.get("method") or "POST").upper()
     if method not in METHODS:
@@ -231,7 +243,9 @@ def _holds(rule: dict, arguments: dict) -> bool:
         if op == "ne":
             return actual != expected
         if op == "in":
-            return isinstance(expected, list) and actual in expected
+            if not isinstance(expected, list):  # a rule stored before _rule refused it
+                raise TypeError("in takes a list")
+            return actual in expected
         if op == "contains":
             return isinstance(actual, str | list) and expected in actual
         return {
@@ -244,15 +258,34 @@ def _holds(rule: dict, arguments: dict) -> bool:
         return True
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def call_arguments(raw: str) -> dict:
+    """A call's arguments as the model sent them, parsed: a JSON object, else ValueError (the
+    one parser of the rules here and of the call, completions.tools.executor). NaN and
+    Infinity are not JSON, though Python's parser takes them: NaN compares false with
+    everything, so `amount gt 100` did not hold for `{"amount": NaN}` and the call ran
+    unapproved."""
+    try:
+        if not isinstance(raw, str):  # an upstream's object, not the string OpenAI sends
+            raise ValueError(raw)
+        value = json.loads(raw or "{}", parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        raise ValueError("the arguments are not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("the arguments must be a JSON object")
+    return value
+
+
 def needs_approval(policy: Any, arguments: str) -> bool:
     if policy == "never":
         return False
     if policy == "always" or not isinstance(policy, dict):
         return True
     try:
-        parsed = json.loads(arguments or "{}")
+        parsed = call_arguments(arguments)
     except ValueError:
-        return True
-    if not isinstance(parsed, dict):
         return True
     return _holds(policy, parsed)

@@ -39,7 +39,9 @@ from completions.tools import executor, policy, services, window
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
 from config.common.errors import ApiError
+from config.common.ids import new_id
 from config.common.orm import on_pool_thread
+from memory.text import tool_call_ids
 
 # The body fields the run sets itself on each upstream call.
 _PER_CALL = ("messages", "stream", "stream_options")
@@ -113,6 +115,7 @@ class Decision:
     calls: list[dict] = field(default_factory=list)  # the server-side calls of the step
     waiting: list[dict] = field(default_factory=list)  # those that need an approval
     client: list[dict] = field(default_factory=list)  # the client's own calls beside them
+    finish: str | None = None  # an answer's finish_reason when it is not the model's
 
 
 @dataclass
@@ -168,6 +171,7 @@ class Run:
         steps.append({"index": len(steps), "type": kind, "at": int(time.time()), **values})
 
     def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
+        self._ids_given(message)
         self.model_calls += 1
         self.upstream_ms += ms
         _add_usage(self.usage, usage)
@@ -181,10 +185,29 @@ class Run:
             usage=usage if isinstance(usage, dict) else None,
         )
 
+    def _ids_given(self, message: dict) -> None:
+        """Each call of the agent's tools in `message` with an id no other call of the run has
+        (set here when the upstream sent none, an empty one or one used already): the id pairs
+        the call with its result and makes its Idempotency-Key (`<execution_id>:<id>`). A
+        call without one failed the run (a 500); two with the same one had a tool honouring
+        the key answer the second with the first's result."""
+        calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+        ours = [c for c in calls if (c.get("function") or {}).get("name") in self.tools]
+        if not ours:
+            return
+        used = {i for m in self.execution.messages for i in tool_call_ids(m)}
+        used |= {c.get("id") for c in calls if c not in ours}
+        for call in ours:
+            if not isinstance(call.get("id"), str) or not call["id"] or call["id"] in used:
+                call["id"] = new_id("call")
+            used.add(call["id"])
+
     def decide(self, message: dict) -> Decision:
         calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
-        if not calls or self.model_calls >= settings.ENGRAM_TOOLS_MAX_STEPS:
+        if not calls:
             return Decision("answer")
+        if self.model_calls >= settings.ENGRAM_TOOLS_MAX_STEPS:
+            return self._cut_short(message, calls)
         ours = [c for c in calls if (c.get("function") or {}).get("name") in self.tools]
         if not ours:
             return Decision("answer")  # the client's own tools: it runs them, as without agents
@@ -197,6 +220,21 @@ class Run:
             )
         ]
         return Decision("pause" if waiting else "execute", ours, waiting, client)
+
+    def _cut_short(self, message: dict, calls: list[dict]) -> Decision:
+        """The answer at the step limit. A model that called the agent's tools all the same
+        (its last call had `tool_choice: "none"`, which some upstreams ignore) answered the
+        client with calls of tools it does not have: they are left out (the step's record
+        keeps them) and the run ends as one cut short, `finish_reason: "length"`, unless
+        the client's own calls remain."""
+        client = [c for c in calls if (c.get("function") or {}).get("name") not in self.tools]
+        if len(client) == len(calls):
+            return Decision("answer")
+        if client:
+            message["tool_calls"] = client
+            return Decision("answer")
+        message.pop("tool_calls", None)
+        return Decision("answer", finish="length")
 
     def hand_back(self, message: dict, decision: Decision, *, pausing: bool) -> dict:
         """The step's message as the run goes on with it: with the agent's calls only when it
@@ -415,6 +453,8 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
                 return Answer(data, paused.stored)
             await run.answer(message)
             data["engram"] = run.engram_of()
+            if decision.finish is not None and isinstance(first, dict):
+                first["finish_reason"] = decision.finish
             if run.preface and isinstance(first, dict):
                 calls = [*run.preface, *(message.get("tool_calls") or [])]
                 first["message"] = {**message, "tool_calls": calls}

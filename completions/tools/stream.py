@@ -172,7 +172,7 @@ class Streamer:
                     charged = self.on_end(200, message, False, "")
                     # The model's own reason ("length", "content_filter", ...) unless the
                     # answer is the client's calls: a cut answer must not read as complete.
-                    finish = "tool_calls" if calls else self.finish or "stop"
+                    finish = "tool_calls" if calls else decision.finish or self.finish or "stop"
                     # The answer's signed thinking, as the answer not streamed carries it.
                     details = message.get("reasoning_details")
                     last = {"reasoning_details": details} if details and not calls else {}
