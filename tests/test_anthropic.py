@@ -258,6 +258,35 @@ def test_stream_tools(client, upstream):
     assert json.loads(call.function.arguments) == {"city": "Rome"}
 
 
+def test_a_streamed_tool_call_without_arguments_has_an_empty_object(client, upstream):
+    """Anthropic streams no input_json_delta with any text for a call without arguments (its
+    non-streamed answer says `input: {}`): the client got `arguments: ""`, which is not JSON
+    (json.loads fails, as does the SDK's parse of a strict tool), where OpenAI sends "{}"."""
+    events = anthropic_stream([], model=MODEL)
+    head, tail = events[:-2], events[-2:]
+    block = {"type": "tool_use", "id": "toolu_0", "name": "now", "input": {}}
+    empty = {"type": "input_json_delta", "partial_json": ""}
+    head += [
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 1, "content_block": block},
+        ),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": empty}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ]
+    tail[0][1]["delta"]["stop_reason"] = "tool_use"
+    upstream.script(Reply(stream=head + tail))
+    tools = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]
+    with client.chat.completions.stream(
+        model=MODEL, messages=[{"role": "user", "content": "Time?"}], tools=tools
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls
+    assert (call.id, call.function.name, call.function.arguments) == ("toolu_0", "now", "{}")
+
+
 def test_errors_keep_anthropic_messages(client, upstream, settings):
     settings.ENGRAM_UPSTREAM_RETRIES = 0
     upstream.script(
