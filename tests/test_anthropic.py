@@ -371,6 +371,17 @@ def test_a_reply_of_the_wrong_shape_is_a_502_not_a_500(client, upstream, reply):
     assert info.value.type == "upstream_error"
 
 
+def test_an_error_under_status_200_is_a_502_not_an_empty_answer(client, upstream):
+    """A proxy in front of Anthropic answering its error with status 200: the client got a
+    "success" with no text (id "chatcmpl-", no usage), its message lost."""
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    upstream.script(Reply(json=error))
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502 and info.value.type == "upstream_error"
+    assert "Overloaded" in info.value.message
+
+
 def test_a_stop_reason_or_usage_of_the_wrong_type_is_no_500(client, upstream):
     reply = anthropic_message("Hi") | {"stop_reason": ["end_turn"], "usage": "12 tokens"}
     upstream.script(Reply(json=reply))

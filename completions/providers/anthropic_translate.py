@@ -334,6 +334,18 @@ def usage_from(usage: Any) -> dict | None:
 
 def from_anthropic(data: dict, *, model: str) -> dict:
     """The OpenAI chat.completion for a Messages API response."""
+    if data.get("type") == "error" or ("error" in data and "content" not in data):
+        # An error under status 200 (proxies in front of Anthropic): the failure it is, with
+        # the upstream's message, never a "success" without an answer.
+        error = data.get("error")
+        said = error.get("message") if isinstance(error, dict) else error
+        said = said if isinstance(said, str) else json.dumps(said)
+        raise ApiError(
+            502,
+            f"The upstream provider answered an error with status 200: {said}",
+            type="upstream_error",
+            code="upstream_error",
+        )
     text = ""
     tool_calls = []
     details: list[dict] = []
