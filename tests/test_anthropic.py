@@ -557,6 +557,29 @@ def test_logprobs_are_refused_not_answered_without(client, upstream, fields, par
     )
 
 
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ],
+)
+def test_audio_output_and_logit_bias_are_refused_not_dropped(client, upstream, fields, param):
+    """They were left out of the Anthropic request: an answer without the audio asked for
+    (`message.audio` None), or with the tokens the client banned."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], **fields
+        )
+    assert info.value.param == param and info.value.code == "unsupported"
+    assert upstream.chat_requests() == []
+    client.chat.completions.create(  # what asks for nothing Claude cannot do still goes
+        model=MODEL, messages=[{"role": "user", "content": "x"}], modalities=["text"], logit_bias={}
+    )
+    assert upstream.chat_requests()
+
+
 def test_legacy_functions_are_refused_not_dropped(client, upstream):
     """They were left out of the Anthropic request: the model answered as if it had none."""
     with pytest.raises(openai.BadRequestError) as info:

@@ -174,6 +174,12 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if body.get("logprobs") or body.get("top_logprobs"):  # else an answer without them
         name = "logprobs" if body.get("logprobs") else "top_logprobs"
         raise _unsupported(name, "logprobs")
+    modalities = body.get("modalities")
+    if body.get("audio") or (isinstance(modalities, list) and "audio" in modalities):
+        # else an answer without the audio asked for (message.audio None)
+        raise _unsupported("audio" if body.get("audio") else "modalities", "Audio output")
+    if body.get("logit_bias"):  # OpenAI's token ids: else the banned tokens come anyway
+        raise _unsupported("logit_bias", "logit_bias")
     system: list[str] = []
     messages: list[dict] = []
     thinking = body.get("thinking")
