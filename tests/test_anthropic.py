@@ -580,6 +580,19 @@ def test_audio_output_and_logit_bias_are_refused_not_dropped(client, upstream, f
     assert upstream.chat_requests()
 
 
+def test_an_assistant_turn_given_as_openais_audio_id_is_refused_not_dropped(client, upstream):
+    """Only OpenAI knows the audio an id names: the turn reached Claude as nothing at all."""
+    messages = [
+        {"role": "user", "content": "Say hi"},
+        {"role": "assistant", "audio": {"id": "audio_abc123"}},
+        {"role": "user", "content": "Again"},
+    ]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=messages)
+    assert info.value.param == "messages[1].audio" and info.value.code == "unsupported"
+    assert upstream.chat_requests() == []
+
+
 def test_legacy_functions_are_refused_not_dropped(client, upstream):
     """They were left out of the Anthropic request: the model answered as if it had none."""
     with pytest.raises(openai.BadRequestError) as info:

@@ -380,3 +380,21 @@ def test_stream_exposes_request_id(client, upstream):
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=_user(), stream=True)
     assert stream.response.headers["x-request-id"].startswith("req_")
     list(stream)
+
+
+def test_an_assistant_turn_given_as_its_audio_id_goes_through(client, upstream):
+    """OpenAI's multi-turn audio sends a previous answer back as `{"role": "assistant",
+    "audio": {"id": ...}}`, without content: that was a 400 missing `content`."""
+    messages = [
+        {"role": "user", "content": "Say hi"},
+        {"role": "assistant", "audio": {"id": "audio_abc123"}},
+        {"role": "user", "content": "Again"},
+    ]
+    client.chat.completions.create(model="gpt-4o-audio-preview", messages=messages)
+    assert upstream.last.body["messages"] == messages
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="gpt-4o-audio-preview",
+            messages=[{"role": "user", "content": "x"}, {"role": "assistant", "audio": {}}],
+        )
+    assert info.value.param == "messages[1].audio.id"

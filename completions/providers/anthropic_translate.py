@@ -191,6 +191,8 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         elif role == "user":
             _append(messages, "user", _user_blocks(message.get("content"), i))
         elif role == "assistant":
+            if message.get("audio"):  # an id only OpenAI can read: else the turn went missing
+                raise _unsupported(f"messages[{i}].audio", "An assistant message's audio")
             blocks = _thinking_blocks(message) if keeps_thinking else []
             blocks += _text_blocks(_text(message.get("content")))
             for j, call in enumerate(message.get("tool_calls") or []):
