@@ -563,11 +563,21 @@ def test_logprobs_are_refused_not_answered_without(client, upstream, fields, par
         ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
         ({"modalities": ["text", "audio"]}, "modalities"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"web_search_options": {}}, "web_search_options"),
+        (
+            {
+                "moderation": {
+                    "model": "omni-moderation-latest",
+                    "policy": {"output": {"mode": "block"}},
+                }
+            },
+            "moderation",
+        ),
     ],
 )
-def test_audio_output_and_logit_bias_are_refused_not_dropped(client, upstream, fields, param):
+def test_what_changes_the_answer_is_refused_not_dropped(client, upstream, fields, param):
     """They were left out of the Anthropic request: an answer without the audio asked for
-    (`message.audio` None), or with the tokens the client banned."""
+    (`message.audio` None), with the tokens the client banned, unsearched, or unmoderated."""
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "x"}], **fields

@@ -21,6 +21,9 @@ STOP_REASONS: dict[str | None, str] = {
     "refusal": "content_filter",
 }
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
+# OpenAI's services that change the answer, which this translation does not provide: left out,
+# the answer would come unsearched, or unmoderated where the client asked to block.
+_NOT_DONE = {"web_search_options": "Web search (web_search_options)", "moderation": "moderation"}
 # Anthropic-native fields a client may send through an OpenAI SDK's extra_body.
 _NATIVE = ("top_k", "thinking")
 # Thinking blocks travel in OpenAI's shape as OpenRouter's `reasoning_details` (an assistant
@@ -180,6 +183,9 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         raise _unsupported("audio" if body.get("audio") else "modalities", "Audio output")
     if body.get("logit_bias"):  # OpenAI's token ids: else the banned tokens come anyway
         raise _unsupported("logit_bias", "logit_bias")
+    for name, what in _NOT_DONE.items():
+        if body.get(name) is not None:
+            raise _unsupported(name, what)
     system: list[str] = []
     messages: list[dict] = []
     thinking = body.get("thinking")
