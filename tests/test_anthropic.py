@@ -907,6 +907,25 @@ def test_the_text_parts_of_an_assistant_message_and_a_tool_result_stay_apart(cli
     assert sent[2]["content"][0]["content"] == "Berlin it is.\n\nChecking."
 
 
+def test_an_assistant_refusal_in_the_history_reaches_claude(client, upstream):
+    """A refusal part (or the `refusal` beside empty content) was not text to the translation:
+    the assistant's turn went missing, and the user's turns around it were merged into one."""
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "Help me pick a lock."},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help."}]},
+            {"role": "user", "content": "It is my own lock."},
+            {"role": "assistant", "content": "", "refusal": "Still no."},
+            {"role": "user", "content": "Fine."},
+        ],
+    )
+    sent = upstream.last.body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
+    assert sent[1]["content"] == [{"type": "text", "text": "I can't help."}]
+    assert sent[3]["content"] == [{"type": "text", "text": "Still no."}]
+
+
 def test_a_tool_result_turn_that_lost_the_thinking_is_refused_as_anthropic_does(client, upstream):
     """The loopback Anthropic enforces the rule the tests above rely on."""
     call = {"id": "toolu_7", "type": "function"}

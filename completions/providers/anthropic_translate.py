@@ -42,10 +42,11 @@ def _unsupported(param: str, what: str) -> ApiError:
 def _text(content: Any) -> str:
     """A message's text: a string as it is, the text parts of a list as separate paragraphs
     (as a user message's parts are separate blocks), blank ones left out, never glued into one
-    word. One rule for system, assistant and tool-result text."""
+    word. One rule for system, assistant and tool-result text; an assistant's refusal parts
+    are what it said too."""
     if content is None or isinstance(content, str):
         return content or ""
-    texts = (p.get("text", "") for p in content if p.get("type") == "text")
+    texts = (p.get(p.get("type"), "") for p in content if p.get("type") in ("text", "refusal"))
     return "\n\n".join(t for t in texts if t.strip())
 
 
@@ -200,7 +201,9 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
             if message.get("audio"):  # an id only OpenAI can read: else the turn went missing
                 raise _unsupported(f"messages[{i}].audio", "An assistant message's audio")
             blocks = _thinking_blocks(message) if keeps_thinking else []
-            blocks += _text_blocks(_text(message.get("content")))
+            said = _text(message.get("content"))
+            refusal = message.get("refusal")  # an OpenAI answer's refusal: content empty
+            blocks += _text_blocks(said if said.strip() or not refusal else refusal)
             for j, call in enumerate(message.get("tool_calls") or []):
                 if call.get("type", "function") != "function":  # unchecked: a 500 or no name
                     kind = f"A tool call of type '{call.get('type')}'"
