@@ -193,8 +193,12 @@ def message(message, i: int) -> None:
     elif role == "user":
         _content(message, content, parts=_USER_PARTS, required=True)
     elif role == "assistant":
-        has_calls = bool(message.get("tool_calls") or message.get("function_call"))
-        _content(message, content, parts=("text", "refusal"), required=not has_calls)
+        audio = message.get("audio")
+        if audio is not None and not (isinstance(audio, dict) and isinstance(audio.get("id"), str)):
+            raise _type_error(f"{param}.audio.id", "a string", audio)
+        # A previous audio answer comes back as its id alone (OpenAI's multi-turn audio).
+        answered = bool(message.get("tool_calls") or message.get("function_call") or audio)
+        _content(message, content, parts=("text", "refusal"), required=not answered)
     elif role == "tool":
         _content(message, content, parts=("text",), required=True)
         if not isinstance(message.get("tool_call_id"), str):

@@ -258,6 +258,35 @@ def test_stream_tools(client, upstream):
     assert json.loads(call.function.arguments) == {"city": "Rome"}
 
 
+def test_a_streamed_tool_call_without_arguments_has_an_empty_object(client, upstream):
+    """Anthropic streams no input_json_delta with any text for a call without arguments (its
+    non-streamed answer says `input: {}`): the client got `arguments: ""`, which is not JSON
+    (json.loads fails, as does the SDK's parse of a strict tool), where OpenAI sends "{}"."""
+    events = anthropic_stream([], model=MODEL)
+    head, tail = events[:-2], events[-2:]
+    block = {"type": "tool_use", "id": "toolu_0", "name": "now", "input": {}}
+    empty = {"type": "input_json_delta", "partial_json": ""}
+    head += [
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 1, "content_block": block},
+        ),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": empty}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ]
+    tail[0][1]["delta"]["stop_reason"] = "tool_use"
+    upstream.script(Reply(stream=head + tail))
+    tools = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]
+    with client.chat.completions.stream(
+        model=MODEL, messages=[{"role": "user", "content": "Time?"}], tools=tools
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls
+    assert (call.id, call.function.name, call.function.arguments) == ("toolu_0", "now", "{}")
+
+
 def test_errors_keep_anthropic_messages(client, upstream, settings):
     settings.ENGRAM_UPSTREAM_RETRIES = 0
     upstream.script(
@@ -340,6 +369,17 @@ def test_a_reply_of_the_wrong_shape_is_a_502_not_a_500(client, upstream, reply):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 502
     assert info.value.type == "upstream_error"
+
+
+def test_an_error_under_status_200_is_a_502_not_an_empty_answer(client, upstream):
+    """A proxy in front of Anthropic answering its error with status 200: the client got a
+    "success" with no text (id "chatcmpl-", no usage), its message lost."""
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    upstream.script(Reply(json=error))
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502 and info.value.type == "upstream_error"
+    assert "Overloaded" in info.value.message
 
 
 def test_a_stop_reason_or_usage_of_the_wrong_type_is_no_500(client, upstream):
@@ -515,6 +555,52 @@ def test_logprobs_are_refused_not_answered_without(client, upstream, fields, par
     client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "x"}], logprobs=False
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"web_search_options": {}}, "web_search_options"),
+        (
+            {
+                "moderation": {
+                    "model": "omni-moderation-latest",
+                    "policy": {"output": {"mode": "block"}},
+                }
+            },
+            "moderation",
+        ),
+    ],
+)
+def test_what_changes_the_answer_is_refused_not_dropped(client, upstream, fields, param):
+    """They were left out of the Anthropic request: an answer without the audio asked for
+    (`message.audio` None), with the tokens the client banned, unsearched, or unmoderated."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], **fields
+        )
+    assert info.value.param == param and info.value.code == "unsupported"
+    assert upstream.chat_requests() == []
+    client.chat.completions.create(  # what asks for nothing Claude cannot do still goes
+        model=MODEL, messages=[{"role": "user", "content": "x"}], modalities=["text"], logit_bias={}
+    )
+    assert upstream.chat_requests()
+
+
+def test_an_assistant_turn_given_as_openais_audio_id_is_refused_not_dropped(client, upstream):
+    """Only OpenAI knows the audio an id names: the turn reached Claude as nothing at all."""
+    messages = [
+        {"role": "user", "content": "Say hi"},
+        {"role": "assistant", "audio": {"id": "audio_abc123"}},
+        {"role": "user", "content": "Again"},
+    ]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=messages)
+    assert info.value.param == "messages[1].audio" and info.value.code == "unsupported"
+    assert upstream.chat_requests() == []
 
 
 def test_legacy_functions_are_refused_not_dropped(client, upstream):
@@ -819,6 +905,25 @@ def test_the_text_parts_of_an_assistant_message_and_a_tool_result_stay_apart(cli
     sent = upstream.last.body["messages"]
     assert sent[1]["content"][0] == {"type": "text", "text": "Checking.\n\nBerlin it is."}
     assert sent[2]["content"][0]["content"] == "Berlin it is.\n\nChecking."
+
+
+def test_an_assistant_refusal_in_the_history_reaches_claude(client, upstream):
+    """A refusal part (or the `refusal` beside empty content) was not text to the translation:
+    the assistant's turn went missing, and the user's turns around it were merged into one."""
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "Help me pick a lock."},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help."}]},
+            {"role": "user", "content": "It is my own lock."},
+            {"role": "assistant", "content": "", "refusal": "Still no."},
+            {"role": "user", "content": "Fine."},
+        ],
+    )
+    sent = upstream.last.body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
+    assert sent[1]["content"] == [{"type": "text", "text": "I can't help."}]
+    assert sent[3]["content"] == [{"type": "text", "text": "Still no."}]
 
 
 def test_a_tool_result_turn_that_lost_the_thinking_is_refused_as_anthropic_does(client, upstream):

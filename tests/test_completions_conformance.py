@@ -380,3 +380,41 @@ def test_stream_exposes_request_id(client, upstream):
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=_user(), stream=True)
     assert stream.response.headers["x-request-id"].startswith("req_")
     list(stream)
+
+
+def test_an_assistant_turn_given_as_its_audio_id_goes_through(client, upstream):
+    """OpenAI's multi-turn audio sends a previous answer back as `{"role": "assistant",
+    "audio": {"id": ...}}`, without content: that was a 400 missing `content`."""
+    messages = [
+        {"role": "user", "content": "Say hi"},
+        {"role": "assistant", "audio": {"id": "audio_abc123"}},
+        {"role": "user", "content": "Again"},
+    ]
+    client.chat.completions.create(model="gpt-4o-audio-preview", messages=messages)
+    assert upstream.last.body["messages"] == messages
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="gpt-4o-audio-preview",
+            messages=[{"role": "user", "content": "x"}, {"role": "assistant", "audio": {}}],
+        )
+    assert info.value.param == "messages[1].audio.id"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-3-5-sonnet-latest"])
+def test_an_upstream_redirect_is_a_502_naming_the_base_url(client, upstream, model, stream):
+    """Redirects are not followed (the body, key and all, would go where the upstream says),
+    but a 3xx was taken for success: its body came back as a 200 "completion" without choices
+    (an empty answer from Claude), or a stream said 200 and then broke."""
+    moved = Reply(
+        status=301,
+        headers={"location": "https://llm.example.com/v1/chat/completions"},
+        json={"moved": True},
+    )
+    upstream.script(moved)
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model=model, messages=_user(), stream=stream)
+    assert info.value.status_code == 502 and info.value.code == "upstream_redirect"
+    setting = "ANTHROPIC_BASE_URL" if model.startswith("claude") else "OPENAI_BASE_URL"
+    assert setting in info.value.message and "301" in info.value.message
+    assert len(upstream.chat_requests()) == 1  # not retried: only the operator can fix it

@@ -66,6 +66,10 @@ class AnthropicStream(HttpStream):
             "model": self.model,
         }
         tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
+        # Tool blocks whose input has not come as text yet -> the input their start gave.
+        # Anthropic streams no JSON for a call without arguments (its start says `input: {}`):
+        # the call's arguments would end as "", not JSON, where OpenAI's are "{}".
+        unargued: dict[int, object] = {}
         thinking: dict[int, dict] = {}  # Anthropic block index -> the block as it grows
         details = 0  # reasoning_details entries sent
         usage: dict = {}
@@ -92,6 +96,7 @@ class AnthropicStream(HttpStream):
                 block = _dict(data.get("content_block"))
                 if block.get("type") == "tool_use":
                     index = tools[_block_index(data)] = len(tools)
+                    unargued[_block_index(data)] = block.get("input")
                     call = {
                         "index": index,
                         "id": block.get("id"),
@@ -120,7 +125,14 @@ class AnthropicStream(HttpStream):
                 elif delta.get("type") == "input_json_delta":
                     index = tools.get(_block_index(data), 0)
                     arguments = {"arguments": delta.get("partial_json", "")}
+                    if arguments["arguments"]:
+                        unargued.pop(_block_index(data), None)
                     yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
+            elif kind == "content_block_stop" and _block_index(data) in unargued:
+                given = unargued.pop(_block_index(data))
+                arguments = {"arguments": json.dumps(given if isinstance(given, dict) else {})}
+                index = tools[_block_index(data)]
+                yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
             elif kind == "content_block_stop" and _block_index(data) in thinking:
                 detail = reasoning_detail(thinking.pop(_block_index(data)), details)
                 if detail is not None:

@@ -21,6 +21,9 @@ STOP_REASONS: dict[str | None, str] = {
     "refusal": "content_filter",
 }
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
+# OpenAI's services that change the answer, which this translation does not provide: left out,
+# the answer would come unsearched, or unmoderated where the client asked to block.
+_NOT_DONE = {"web_search_options": "Web search (web_search_options)", "moderation": "moderation"}
 # Anthropic-native fields a client may send through an OpenAI SDK's extra_body.
 _NATIVE = ("top_k", "thinking")
 # Thinking blocks travel in OpenAI's shape as OpenRouter's `reasoning_details` (an assistant
@@ -39,10 +42,11 @@ def _unsupported(param: str, what: str) -> ApiError:
 def _text(content: Any) -> str:
     """A message's text: a string as it is, the text parts of a list as separate paragraphs
     (as a user message's parts are separate blocks), blank ones left out, never glued into one
-    word. One rule for system, assistant and tool-result text."""
+    word. One rule for system, assistant and tool-result text; an assistant's refusal parts
+    are what it said too."""
     if content is None or isinstance(content, str):
         return content or ""
-    texts = (p.get("text", "") for p in content if p.get("type") == "text")
+    texts = (p.get(p.get("type"), "") for p in content if p.get("type") in ("text", "refusal"))
     return "\n\n".join(t for t in texts if t.strip())
 
 
@@ -174,6 +178,15 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if body.get("logprobs") or body.get("top_logprobs"):  # else an answer without them
         name = "logprobs" if body.get("logprobs") else "top_logprobs"
         raise _unsupported(name, "logprobs")
+    modalities = body.get("modalities")
+    if body.get("audio") or (isinstance(modalities, list) and "audio" in modalities):
+        # else an answer without the audio asked for (message.audio None)
+        raise _unsupported("audio" if body.get("audio") else "modalities", "Audio output")
+    if body.get("logit_bias"):  # OpenAI's token ids: else the banned tokens come anyway
+        raise _unsupported("logit_bias", "logit_bias")
+    for name, what in _NOT_DONE.items():
+        if body.get(name) is not None:
+            raise _unsupported(name, what)
     system: list[str] = []
     messages: list[dict] = []
     thinking = body.get("thinking")
@@ -185,8 +198,12 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         elif role == "user":
             _append(messages, "user", _user_blocks(message.get("content"), i))
         elif role == "assistant":
+            if message.get("audio"):  # an id only OpenAI can read: else the turn went missing
+                raise _unsupported(f"messages[{i}].audio", "An assistant message's audio")
             blocks = _thinking_blocks(message) if keeps_thinking else []
-            blocks += _text_blocks(_text(message.get("content")))
+            said = _text(message.get("content"))
+            refusal = message.get("refusal")  # an OpenAI answer's refusal: content empty
+            blocks += _text_blocks(said if said.strip() or not refusal else refusal)
             for j, call in enumerate(message.get("tool_calls") or []):
                 if call.get("type", "function") != "function":  # unchecked: a 500 or no name
                     kind = f"A tool call of type '{call.get('type')}'"
@@ -334,6 +351,18 @@ def usage_from(usage: Any) -> dict | None:
 
 def from_anthropic(data: dict, *, model: str) -> dict:
     """The OpenAI chat.completion for a Messages API response."""
+    if data.get("type") == "error" or ("error" in data and "content" not in data):
+        # An error under status 200 (proxies in front of Anthropic): the failure it is, with
+        # the upstream's message, never a "success" without an answer.
+        error = data.get("error")
+        said = error.get("message") if isinstance(error, dict) else error
+        said = said if isinstance(said, str) else json.dumps(said)
+        raise ApiError(
+            502,
+            f"The upstream provider answered an error with status 200: {said}",
+            type="upstream_error",
+            code="upstream_error",
+        )
     text = ""
     tool_calls = []
     details: list[dict] = []

@@ -260,6 +260,27 @@ def credential_refused(provider: str, source: str, status: int, upstream: ApiErr
     )
 
 
+def redirected(provider: str, source: str, status: int, location: str | None) -> ApiError:
+    """A 502 for an upstream's 3xx, naming the base URL to fix. Redirects are not followed:
+    the request, provider key and all, would go wherever the upstream says."""
+    where = (
+        f"the deployment's {provider.upper()}_BASE_URL"
+        if source == "env"
+        else f"the base URL of the workspace's {provider} provider credential (in the admin)"
+    )
+    logger.warning(
+        "upstream %s (%s) redirected: status %s to %s", provider, source, status, location
+    )
+    return ApiError(
+        502,
+        f"The {provider} provider redirected Engram's request (status {status}): the operator "
+        f"should set {where} to where it points.",
+        type="upstream_error",
+        code="upstream_redirect",
+        headers={"x-should-retry": "false"},  # as for a refused credential: only config helps
+    )
+
+
 def _error_fields(content: bytes) -> tuple[str, str | None, str | None, str | None]:
     try:
         data = json.loads(content)
@@ -381,7 +402,7 @@ class HttpProvider(Provider):
                 )
                 retryable = True
             else:
-                if response.status < 400:
+                if response.status < 300:
                     return response, (time.perf_counter() - started) * 1000
                 try:
                     body = await response.read()
@@ -438,7 +459,7 @@ class HttpProvider(Provider):
                 error = ApiError(502, f"upstream unreachable: {type(exc).__name__}")
                 retryable = not isinstance(exc, httpx.ReadTimeout)
             else:
-                if response.status_code < 400:
+                if response.status_code < 300:
                     try:
                         return response.json()
                     except ValueError:
@@ -465,6 +486,8 @@ class HttpProvider(Provider):
         self, upstream: Upstream, status: int, content: bytes, headers: Mapping[str, str]
     ) -> ApiError:
         """The upstream's error answer; an Engram refusing our own mark names what to fix."""
+        if status < 400:
+            return redirected(self.name, upstream.source, status, headers.get("location"))
         error = self.error_from(status, content, headers)
         if status == 400 and error.code == hops.CODE:
             return hops.loop_error(self.name, upstream.source)
