@@ -304,6 +304,11 @@ def memory_update(
         suppression_record(
             workspace=workspace, memory=memory, text=old_text, vectors=ready, subjects=subjects
         )
+        # Its messages said the text replaced (the suppression now keeps them), not this one:
+        # left as its sources, /v1/search hid the correction behind the stale message that
+        # outranked it, and deleting their conversation deleted the person's own fact. The
+        # history's ADD keeps where the memory first came from.
+        memory.sources.clear()
     memory.save(force_update=True)
     source_ids = list(dict.fromkeys(source_message_ids))
     if source_ids:

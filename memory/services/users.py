@@ -110,7 +110,8 @@ def conversation_delete(
     """A conversation and what was derived from it alone: its messages, summary, sessions,
     jobs and agent runs, and the memories every source of which was one of its messages (each
     leaves a DELETE in its history, and a suppression, as memory_delete). A memory also said
-    elsewhere, or added by hand, stays (it loses this conversation's sources).
+    elsewhere, or added or reworded by hand (sourceless), stays (it loses this conversation's
+    sources).
 
     Under the user's lock, exclusive as for an erasure: a turn storing into the conversation
     finishes first, or finds it gone and is not stored (memory.turn.pipeline), and an
