@@ -29,13 +29,15 @@ from django.urls import URLPattern, path, reverse
 from accounts.models import Workspace
 from config.admin_paging import EXACT_UP_TO, planned_rows
 from memory import selectors, services
-from memory.models import Conversation, Memory, Session
+from memory.models import Conversation, Memory, MemoryEvent, Session
 
 PER_PAGE = 100
 SHOWN = 100  # of each kind of row on a user's page; the rest in the model's list
 # What a user has, where their activity is dated.
 _COUNTED = (
     (Memory, "memories", "updated_at"),
+    # what a user's deleted memories said stays in their history until they are erased
+    (MemoryEvent, "memory_events", "created_at"),
     (Conversation, "conversations", "updated_at"),
     (Session, "sessions", "last_active_at"),
 )

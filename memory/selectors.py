@@ -124,9 +124,10 @@ def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[s
 
 
 # --- users ----------------------------------------------------------------------------------
-# An end user is not a row: it is a `user_id` that memories, conversations (and so messages) or
-# sessions carry in a workspace. Messages always belong to a conversation, so three tables name
-# every user.
+# An end user is not a row: it is a `user_id` that memories, their history, conversations (and
+# so messages) or sessions carry in a workspace. Messages always belong to a conversation, so
+# four tables name every user. A memory's history outlives it: a user whose every memory was
+# deleted by hand still has their facts' texts stored there, until erased.
 
 
 def user_id_page(*, workspace: Workspace, cursor: Cursor) -> tuple[list[str], bool]:
@@ -134,7 +135,7 @@ def user_id_page(*, workspace: Workspace, cursor: Cursor) -> tuple[list[str], bo
     bounds = cursor.bounds("user_id")
     parts = [
         model.objects.filter(workspace=workspace, **bounds).values_list("user_id", flat=True)
-        for model in (Memory, Conversation, Session)
+        for model in (Memory, MemoryEvent, Conversation, Session)
     ]
     parts[-1] = parts[-1].exclude(user_id="")  # a session may be anonymous
     ids = parts[0].union(*parts[1:])  # UNION: each id once
@@ -146,7 +147,8 @@ def user_stats(
 ) -> dict[str, dict]:
     """Per user: counts of what is stored and `last_active_at` (one grouped query per table).
 
-    `detail` adds sessions and conversation summaries. A user id with nothing stored is absent.
+    `detail` adds sessions, conversation summaries and memory history entries. A user id with
+    nothing stored is absent.
     """
     scope = {"workspace": workspace, "user_id__in": user_ids}
     found: dict[str, dict] = {}
@@ -156,7 +158,7 @@ def user_stats(
             user = found.setdefault(
                 row["user_id"],
                 {"memories": 0, "conversations": 0, "messages": 0}
-                | ({"sessions": 0, "summaries": 0} if detail else {})
+                | ({"sessions": 0, "summaries": 0, "memory_events": 0} if detail else {})
                 | {"last_active_at": None},
             )
             for name, column in counts.items():
@@ -178,16 +180,16 @@ def user_stats(
         {"conversations": "n"} | ({"summaries": "summaries"} if detail else {}),
     )
     merge(grouped(Message, "created_at"), {"messages": "n"})
-    sessions = grouped(Session, "last_active_at")
-    if detail:
-        merge(sessions, {"sessions": "n"})
-    else:  # sessions still count as activity, and name users who have only a session
-        merge(sessions, {})
+    # Sessions and memory history still count as activity, and name users who have only them
+    # (a user whose memories were all deleted was "No user" while their texts were kept).
+    merge(grouped(Session, "last_active_at"), {"sessions": "n"} if detail else {})
+    merge(grouped(MemoryEvent, "created_at"), {"memory_events": "n"} if detail else {})
     return found
 
 
 def user_get(*, workspace: Workspace, user_id: str) -> dict:
-    """One user's counts (with sessions and summaries); NotFound when nothing is stored."""
+    """One user's counts (with sessions, summaries and memory history entries); NotFound
+    when nothing is stored."""
     found = user_stats(workspace=workspace, user_ids=[user_id], detail=True)
     if user_id not in found:
         raise NotFound(f"No user '{user_id}'.", field="user_id", code="user_not_found")

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 
 import numpy as np
+from django.utils import timezone
 
 from config.common import tokens
 
@@ -117,15 +118,20 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 def memory_date(memory) -> dt.date:
     """When a memory happened, else when it was learned."""
-    if memory.event_date:
-        return memory.event_date
+    return memory.event_date or memory_learned_on(memory)
+
+
+def memory_learned_on(memory) -> dt.date:
+    """The day of the messages a memory came from (its metadata's `learned_on`), else of its
+    creation. The metadata is the client's too: a `learned_on` there that is no ISO date ("soon",
+    5) is not Engram's and is passed over (it made adding or editing the memory a 500)."""
     learned = (memory.metadata or {}).get("learned_on")
-    if learned:
+    if isinstance(learned, str):
         try:
             return dt.date.fromisoformat(learned)
         except ValueError:
             pass
-    return memory.created_at.date()
+    return (memory.created_at or timezone.now()).date()
 
 
 def memory_search_text(*, text: str, when: dt.date | dt.datetime | None) -> str:

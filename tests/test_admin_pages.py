@@ -315,6 +315,21 @@ def test_end_users_are_listed_per_workspace_with_counts(admin_client, world):
     assert [u["user_id"] for u in only_other.context["page"]] == ["alice"]
 
 
+def test_an_end_user_whose_memories_were_all_deleted_is_listed_while_their_history_is_kept(
+    admin_client, world
+):
+    """Their deleted memories' texts stay in the history until they are erased: the list left
+    them out, so the admin could not find them to export or erase."""
+    from memory.services import memory_create, memory_delete
+
+    memory = memory_create(workspace=world["workspace"], user_id="erin", text="Erin has diabetes.")
+    memory_delete(workspace=world["workspace"], memory=memory)
+    listing = admin_client.get(reverse("admin:memory_enduser_changelist"))
+    users = {(u["workspace_id"], u["user_id"]): u for u in listing.context["page"]}
+    erin = users[(world["workspace"].id, "erin")]
+    assert (erin["memories"], erin["memory_events"]) == (0, 2)
+
+
 def test_end_user_page_shows_their_rows(admin_client, world):
     from memory.admin_users import user_url
 

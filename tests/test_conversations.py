@@ -312,6 +312,35 @@ def test_deleting_a_conversation_deletes_what_was_derived_from_it_alone(
     assert http.delete("/v1/conversations/trip").status_code == 404
 
 
+def test_deleting_a_conversation_keeps_a_session_another_conversation_goes_on_in(http):
+    """One session (an app launch) over two conversations: deleting one deleted the session,
+    and the other's messages lost their session id (the user's count of sessions with it)."""
+    for conversation_id in ("first", "second", "first"):
+        said = http.post(
+            "/v1/chat/completions",
+            headers={
+                "x-user-id": "alice",
+                "x-conversation-id": conversation_id,
+                "x-session-id": "launch-1",
+            },
+            json={"model": "local", "messages": [{"role": "user", "content": "Hello."}]},
+        )
+        assert said.status_code == 200, said.text
+    deleted = http.delete("/v1/conversations/first")
+    assert deleted.status_code == 200 and deleted.json()["counts"]["sessions"] == 0
+    messages = http.get("/v1/conversations/second/messages").json()["data"]
+    assert [m["session_id"] for m in messages] == ["launch-1", "launch-1"]
+    assert http.get("/v1/users/alice").json()["counts"]["sessions"] == 1
+    # a session of the deleted conversation alone goes with it
+    http.post(
+        "/v1/chat/completions",
+        headers={"x-user-id": "alice", "x-conversation-id": "third", "x-session-id": "launch-2"},
+        json={"model": "local", "messages": [{"role": "user", "content": "Hi."}]},
+    )
+    assert http.delete("/v1/conversations/third").json()["counts"]["sessions"] == 1
+    assert [s["id"] for s in http.get("/v1/users/alice/export").json()["sessions"]] == ["launch-1"]
+
+
 def test_messages_list_in_the_order_they_were_said_page_by_page(http):
     """A conversation's messages were listed, and paged, in the order they were stored: an
     import of earlier messages into a conversation came after its later turns ("oldest first"

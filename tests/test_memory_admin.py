@@ -140,11 +140,11 @@ def test_admin_deletions_leave_no_log_entry_with_the_words_deleted(admin_client,
 
     from memory.models import Conversation, Message
 
+    conversation = memory.sources.get().conversation  # the edit replaces the fact: no source
     url = reverse("admin:memory_memory_change", args=[memory.pk])
     form = {"text": "Alice keeps two hives.", "kind": "fact", "event_date": "", "metadata": "{}"}
     assert admin_client.post(url, form, follow=True).redirect_chain[0][1] == 302
     assert LogEntry.objects.filter(object_repr="Alice keeps two hives.").exists()
-    conversation = memory.sources.get().conversation
     Conversation.objects.filter(pk=conversation.pk).update(title="Bees on the roof")
     conversation.refresh_from_db()
     LogEntry.objects.log_actions(

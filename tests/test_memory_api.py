@@ -75,6 +75,37 @@ def test_memory_input_is_validated(http):
     assert http.get("/v1/memories/mem_nope").json()["error"]["code"] == "not_found"
 
 
+def test_a_learned_on_in_the_clients_metadata_that_is_no_date_is_passed_over(http):
+    """Engram keeps the day a memory was learned in its metadata (`learned_on`); a client's
+    metadata naming it with no ISO date made adding, editing and every later recall a 500."""
+    for value in ("soon", 5, "2026-13-45"):
+        created = http.post(
+            "/v1/memories",
+            json={
+                "user_id": "ana",
+                "text": f"Ana collects stamps ({value}).",
+                "metadata": {"learned_on": value},
+            },
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["metadata"] == {"learned_on": value}
+    memory = add(http, "ana", "Ana plays the cello.")
+    patched = http.patch(f"/v1/memories/{memory['id']}", json={"metadata": {"learned_on": []}})
+    assert patched.status_code == 200, patched.text
+    renamed = http.patch(f"/v1/memories/{memory['id']}", json={"text": "Ana plays the viola."})
+    assert renamed.status_code == 200, renamed.text
+    context = http.post(
+        "/v1/context",
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Stamps or viola?"}],
+        },
+        headers={"x-user-id": "ana"},
+    )
+    assert context.status_code == 200, context.text
+    assert "Ana plays the viola." in str(context.json()["messages"])
+
+
 def test_memories_are_invisible_to_other_workspaces(http, outsider_http):
     memory = add(http, "alice", "Alice's locker code is 4312.")
     assert outsider_http.get(f"/v1/memories/{memory['id']}").status_code == 404

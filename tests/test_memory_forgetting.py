@@ -279,6 +279,30 @@ def test_an_edited_memorys_old_text_is_not_extracted_again_from_the_old_transcri
     assert not MemorySuppression.objects.exists()
 
 
+def test_an_edited_memory_is_no_longer_sourced_from_the_messages_of_the_text_it_replaced(
+    http, offline_memory
+):
+    """The messages said the text replaced, not the person's: they were still the edited
+    memory's `sources`, so /v1/search left it out wherever the old message ranked above it
+    (the stale "I am allergic to peanuts." shown, the correction hidden), and deleting that
+    conversation deleted the person's own fact as one derived from it alone."""
+    conversation_id = chat(http, offline_memory, [OLD_SYSTEM, ALLERGY], NOTED["content"])
+    [memory] = allergy(http)
+    assert memory["sources"] != []
+    edited = http.patch(
+        f"/v1/memories/{memory['id']}", json={"text": "User is allergic to tree nuts."}
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["sources"] == []
+    found = http.post(
+        "/v1/search", json={"user_id": "alice", "query": "What am I allergic to?"}
+    ).json()["data"]
+    assert "User is allergic to tree nuts." in [item["text"] for item in found]
+    deleted = http.delete(f"/v1/conversations/{conversation_id}")
+    assert deleted.status_code == 200 and deleted.json()["counts"]["memories"] == 0
+    assert [m["text"] for m in memories(http)] == ["User is allergic to tree nuts."]
+
+
 def test_an_edit_that_keeps_the_facts_text_forgets_nothing(http, offline_memory):
     chat(http, offline_memory, [OLD_SYSTEM, ALLERGY], NOTED["content"])
     [memory] = allergy(http)

@@ -19,6 +19,7 @@ def outsider_http(engram_server, outsider):
 def _remember(client, user_id, text):
     response = client.post("/v1/memories", json={"user_id": user_id, "text": text})
     assert response.status_code == 201, response.text
+    return response.json()
 
 
 def _import(client, conversation_id, user_id, *texts):
@@ -89,9 +90,34 @@ def test_detail_adds_sessions_and_summaries(http, people):
         "messages": 3,
         "sessions": 0,
         "summaries": 1,
+        "memory_events": 2,
     }
     carol = http.get("/v1/users/carol").json()
     assert carol["counts"]["sessions"] == 1 and carol["last_active_at"] is not None
+
+
+def test_a_user_whose_memories_were_all_deleted_is_listed_while_their_history_is_kept(http, people):
+    """Deleted memories leave their texts in the history until the user is erased: such a user
+    was "No user" (404) and never listed, so nobody could find them to export or erase."""
+    memory = _remember(http, "erin", "Erin has diabetes.")
+    assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+    erin = http.get("/v1/users/erin")
+    assert erin.status_code == 200, erin.text
+    assert erin.json()["counts"] == {
+        "memories": 0,
+        "conversations": 0,
+        "messages": 0,
+        "sessions": 0,
+        "summaries": 0,
+        "memory_events": 2,
+    }
+    assert erin.json()["last_active_at"] is not None
+    listed = http.get("/v1/users", params={"order": "asc"}).json()["data"]
+    assert [u["id"] for u in listed] == ["alice", "bob", "carol", "erin"]
+    assert "diabetes" in http.get("/v1/users/erin/export").text
+    assert http.delete("/v1/users/erin").json()["counts"]["memory_events"] == 2
+    assert http.get("/v1/users/erin").status_code == 404
+    assert "erin" not in [u["id"] for u in http.get("/v1/users").json()["data"]]
 
 
 def test_an_outsiders_user_is_not_found_and_never_listed(http, outsider_http, people):

@@ -63,9 +63,11 @@ class ConversationDetailApi(APIView):
 
     @extend_schema(
         summary="Delete a conversation and what was derived from it alone",
-        description="Its messages, summary, sessions and background jobs, the agent runs of its "
+        description="Its messages, summary, sessions (but one that goes on in another "
+        "conversation) and background jobs, the agent runs of its "
         "turns, and the memories extracted from its messages only (each keeps a DELETE in its "
-        "history). A memory also said in another conversation, or added by hand, stays.",
+        "history). A memory also said in another conversation, or added or reworded by hand, "
+        "stays.",
         tags=["conversations"],
         parameters=[_CONVERSATION_ID],
         responses={200: docs.ConversationDeletedSerializer},

@@ -164,6 +164,9 @@ class UserCountsSerializer(serializers.Serializer):
 class UserDetailCountsSerializer(UserCountsSerializer):
     sessions = serializers.IntegerField()
     summaries = serializers.IntegerField(help_text="Conversations with a rolling summary.")
+    memory_events = serializers.IntegerField(
+        help_text="Entries of their memories' history (kept after a memory is deleted)."
+    )
 
 
 class UserSerializer(serializers.Serializer):

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.utils import timezone
 
 from accounts.models import Workspace
 from config.admin_log import log_entries_delete
@@ -21,7 +20,7 @@ from memory.services.forgetting import (
     user_subjects,
 )
 from memory.services.users import user_lock
-from memory.text import memory_search_text
+from memory.text import memory_date, memory_learned_on, memory_search_text
 
 
 def _index(
@@ -31,20 +30,13 @@ def _index(
     ready: Mapping[str, list[float]] | None = None,
 ) -> None:
     """`ready`: vectors embedded beforehand, by search text (used when it is still the one)."""
-    when = memory.event_date or _learned_on(memory)
+    when = memory_date(memory)
     memory.search_text = memory_search_text(text=memory.text, when=when)
     if embedding is None:
         embedding = (ready or {}).get(memory.search_text)
     memory.embedding = (
         embedding if embedding is not None else get_embedder().embed_one(memory.search_text)
     )
-
-
-def _learned_on(memory: Memory) -> dt.date:
-    raw = memory.metadata.get("learned_on")
-    if raw:
-        return dt.date.fromisoformat(raw)
-    return (memory.created_at or timezone.now()).date()
 
 
 def _event(
@@ -265,7 +257,7 @@ def memory_update(
         # the replaced text as read, and the new one as it will be indexed (what changed
         # meanwhile is embedded under the lock).
         when = memory.event_date if isinstance(event_date, _Unset) else event_date
-        search = memory_search_text(text=text.strip(), when=when or _learned_on(memory))
+        search = memory_search_text(text=text.strip(), when=when or memory_learned_on(memory))
         texts = [search] if embedding is None else []
         if normalized(text, subjects) != normalized(memory.text, subjects):
             texts.append(normalized(memory.text, subjects))
@@ -312,6 +304,11 @@ def memory_update(
         suppression_record(
             workspace=workspace, memory=memory, text=old_text, vectors=ready, subjects=subjects
         )
+        # Its messages said the text replaced (the suppression now keeps them), not this one:
+        # left as its sources, /v1/search hid the correction behind the stale message that
+        # outranked it, and deleting their conversation deleted the person's own fact. The
+        # history's ADD keeps where the memory first came from.
+        memory.sources.clear()
     memory.save(force_update=True)
     source_ids = list(dict.fromkeys(source_message_ids))
     if source_ids:

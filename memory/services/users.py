@@ -107,10 +107,11 @@ def _log_entries_delete(scope: dict) -> None:
 def conversation_delete(
     *, workspace: Workspace, conversation: Conversation, actor: str = "api"
 ) -> dict[str, int]:
-    """A conversation and what was derived from it alone: its messages, summary, sessions,
-    jobs and agent runs, and the memories every source of which was one of its messages (each
+    """A conversation and what was derived from it alone: its messages, summary, sessions
+    (but one that goes on in another conversation), jobs and agent runs, and the memories every source of which was one of its messages (each
     leaves a DELETE in its history, and a suppression, as memory_delete). A memory also said
-    elsewhere, or added by hand, stays (it loses this conversation's sources).
+    elsewhere, or added or reworded by hand (sourceless), stays (it loses this conversation's
+    sources).
 
     Under the user's lock, exclusive as for an erasure: a turn storing into the conversation
     finishes first, or finds it gone and is not stored (memory.turn.pipeline), and an
@@ -180,21 +181,35 @@ def _conversation_delete(
         .delete()[1]
         .get("memory.Message", 0)
     )
-    counts["sessions"] = Session.objects.filter(
-        workspace=workspace, conversation=conversation
-    ).delete()[0]
+    counts["sessions"] = _sessions_only_of(workspace=workspace, conversation=conversation).delete()[
+        0
+    ]
     conversation.delete()
     # Word counts of the user's rows (BM25) are cached a minute: dropped here at once.
     transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
     return counts
 
 
+def _sessions_only_of(*, workspace: Workspace, conversation: Conversation) -> QuerySet[Session]:
+    """The sessions attached to the conversation that no message of another one names: a
+    session (an app launch, say) may go on in several conversations, and deleting the one it
+    was attached to deleted it under the others' messages."""
+    elsewhere = Message.objects.filter(session=OuterRef("pk")).exclude(conversation=conversation)
+    return Session.objects.filter(workspace=workspace, conversation=conversation).filter(
+        ~Exists(elsewhere)
+    )
+
+
 def _conversation_log_entries_delete(*, workspace: Workspace, conversation: Conversation) -> None:
     """The admin's log entries of the conversation's rows (its title, its messages' words:
     config.admin_log), but the admin's record of this deletion, which names it by its id."""
-    scope = {"workspace": workspace, "conversation": conversation}
-    for model in (Message, Session):
-        log_entries_delete(model=model, rows=model.objects.filter(**scope))
+    log_entries_delete(
+        model=Message,
+        rows=Message.objects.filter(workspace=workspace, conversation=conversation),
+    )
+    log_entries_delete(
+        model=Session, rows=_sessions_only_of(workspace=workspace, conversation=conversation)
+    )
     executions = Execution.objects.filter(workspace=workspace, conversation_pk=conversation.pk)
     log_entries_delete(model=Execution, rows=executions)
     log_entries_delete(
