@@ -112,9 +112,10 @@ def test_a_list_page_reads_no_embedding_or_request_body(admin_client, world, mod
     """A page of 100 messages decoded 200 vectors; a page of executions read every prompt."""
     from django.apps import apps
 
-    from tests.test_admin_pages import _tools_rows
+    from tests.factories import paused_tool_run
 
-    _tools_rows(world["workspace"])  # an execution waiting for its approval
+    # An execution waiting for its approval.
+    paused_tool_run(world["workspace"], agent_name="tools-agent", model="gpt-4o-mini")
     model = apps.get_model(model_label)
     sql = _queries(admin_client, _changelist(model._meta))
     table = f'"{model._meta.db_table}"'
