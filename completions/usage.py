@@ -124,8 +124,10 @@ _row = attrgetter(*_COLUMNS)
 
 def _write(items: list[Usage]) -> int:
     """COPY the rows in (little Python work while holding the GIL the event loop needs); if
-    one row breaks a constraint (its workspace was deleted), insert one by one and drop it."""
-    from django.db import IntegrityError, connection
+    one row breaks a constraint (its workspace was deleted) or is refused as data, insert one
+    by one and drop it: kept, it failed every flush, and no workspace's usage was written."""
+    from django.db import DataError, IntegrityError, connection
+    from psycopg import DataError as PgDataError
     from psycopg import IntegrityError as PgIntegrityError
 
     from completions.models import UsageRecord
@@ -141,14 +143,15 @@ def _write(items: list[Usage]) -> int:
                             copy.write_row(_row(item))
                         time.sleep(0)  # hand the GIL back to the event loop between slices
             return len(items)
-        except (IntegrityError, PgIntegrityError):  # the raw cursor's errors are not wrapped
+        # the raw cursor's errors are not wrapped
+        except (IntegrityError, DataError, PgIntegrityError, PgDataError):
             pass
     written = 0
     for item in items:
         try:
             UsageRecord.objects.create(**asdict(item))
             written += 1
-        except IntegrityError:
+        except (IntegrityError, DataError):
             logger.warning("usage record dropped", extra={"request": item.request_id})
     return written
 

@@ -611,6 +611,20 @@ def test_usage_query_ending_in_the_first_days_of_year_one_is_a_400_not_a_500(htt
     assert resp.status_code == 200 and resp.json()["start"] == -62135596800
 
 
+def test_a_usage_record_the_database_refuses_is_dropped_alone(owner):
+    """One record the database refuses as data (not a constraint) failed every flush after
+    it: no workspace's usage was written again, and budgets lost their seeds' truth."""
+    from completions.usage import Usage
+
+    workspace_id = owner[0].id
+    buffer.add(Usage(workspace_id, "req-before", 200, 1.0))
+    buffer.add(Usage(workspace_id, "req-refused", 200, 1.0, model="nul\x00"))
+    buffer.add(Usage(workspace_id, "req-after", 200, 1.0))
+    buffer.flush()
+    written = UsageRecord.objects.values_list("request_id", flat=True)
+    assert sorted(written) == ["req-after", "req-before"]
+
+
 def httpx_client(engram_server, key):
     import httpx
 
