@@ -1094,6 +1094,22 @@ def test_tools_crud_hides_header_values(http, engram_server, outsider, tool_serv
     assert_envelope(http.get(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
 
 
+def test_a_tool_is_http_or_builtin_never_both(http, tool_server):
+    """A built-in made an HTTP tool kept its built-in: its reads said "builtin": "remember"."""
+    agent = make_agent(http)
+    made = http.post(
+        f"/v1/agents/{agent}/tools",
+        json={"name": "b", "type": "builtin", "builtin": "knowledge_search"},
+    ).json()
+    http_tool = {"type": "http", "http": {"url": tool_server.url + "/weather"}}
+    changed = http.patch(f"/v1/agents/{agent}/tools/{made['id']}", json=http_tool).json()
+    assert (changed["type"], changed["builtin"]) == ("http", None)
+    both = {"name": "c", "builtin": "remember", **http_tool}
+    made = http.post(f"/v1/agents/{agent}/tools", json=both).json()
+    assert (made["type"], made["builtin"]) == ("http", None)
+    assert Tool.objects.get(id=made["id"]).builtin == ""
+
+
 def test_tool_parameters_must_be_json_schema(http, tool_server):
     """What a strict provider refuses with every call is refused once, when the tool is made;
     a schema without "type" is an object's, as OpenAI needs it said."""

@@ -110,8 +110,12 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
         tool.approval_ttl_seconds = policy.approval_ttl(values["approval_ttl_seconds"])
     if "timeout_seconds" in values:
         tool.timeout_seconds = policy.timeout(values["timeout_seconds"])
-    if tool.kind == Tool.Kind.HTTP and not tool.http_url:
-        raise Invalid('An "http" tool needs http.url.', field="http")
+    if tool.kind == Tool.Kind.HTTP:
+        if not tool.http_url:
+            raise Invalid('An "http" tool needs http.url.', field="http")
+        # As a built-in's URL and headers go below: a tool is one or the other, and a read of
+        # an HTTP tool made from a built-in (or sent one) showed "builtin": "remember".
+        tool.builtin = ""
     if tool.kind == Tool.Kind.BUILTIN:
         if not tool.builtin:
             raise Invalid('A "builtin" tool needs builtin.', field="builtin")
