@@ -534,10 +534,14 @@ def execution_messages_store(
                 .values_list("raw", flat=True)
                 .first()
             ) or {}
-            # Only while the paused answer is still the conversation's last message: had a new
-            # turn come meanwhile, the fingerprint is that turn's.
+            # Only while the paused answer (or what a failed try of the resume stored after
+            # it: this run's tool results) is still the conversation's last message: had a
+            # new turn come meanwhile, the fingerprint is that turn's.
             waited = {c.get("id") for c in last.get("tool_calls") or () if isinstance(c, dict)}
-            if messages[0].get("tool_call_id") in waited:
+            results = {m.get("tool_call_id") for m in execution.messages if m.get("role") == "tool"}
+            if messages[0].get("tool_call_id") in waited or (
+                last.get("role") == "tool" and last.get("tool_call_id") in results
+            ):
                 conversation_fingerprint_set(
                     conversation=conversation,
                     fingerprint=fingerprint(messages, conversation.fingerprint),
