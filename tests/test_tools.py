@@ -1094,6 +1094,22 @@ def test_tools_crud_hides_header_values(http, engram_server, outsider, tool_serv
     assert_envelope(http.get(f"/v1/agents/{agent}/tools/{tool['id']}"), 404)
 
 
+def test_a_tool_is_http_or_builtin_never_both(http, tool_server):
+    """A built-in made an HTTP tool kept its built-in: its reads said "builtin": "remember"."""
+    agent = make_agent(http)
+    made = http.post(
+        f"/v1/agents/{agent}/tools",
+        json={"name": "b", "type": "builtin", "builtin": "knowledge_search"},
+    ).json()
+    http_tool = {"type": "http", "http": {"url": tool_server.url + "/weather"}}
+    changed = http.patch(f"/v1/agents/{agent}/tools/{made['id']}", json=http_tool).json()
+    assert (changed["type"], changed["builtin"]) == ("http", None)
+    both = {"name": "c", "builtin": "remember", **http_tool}
+    made = http.post(f"/v1/agents/{agent}/tools", json=both).json()
+    assert (made["type"], made["builtin"]) == ("http", None)
+    assert Tool.objects.get(id=made["id"]).builtin == ""
+
+
 def test_tool_parameters_must_be_json_schema(http, tool_server):
     """What a strict provider refuses with every call is refused once, when the tool is made;
     a schema without "type" is an object's, as OpenAI needs it said."""
@@ -1886,6 +1902,61 @@ def test_resent_transcripts_of_a_paused_run_continue_its_conversation(
 
 
 ANSWER = {"role": "assistant", "content": "It is sunny."}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_resume_keeps_what_it_ran_in_the_conversation(
+    sdk, http, upstream, tool_server, owner, stream
+):
+    """The approved call ran (a refund made), then the upstream refused the next model call:
+    the conversation held the paused call alone, so a client that never sent the resume again
+    lost the result (the next turn's history left the unanswered call out). Sent again, the
+    resume stores only what follows, and the transcript resent lands in the same conversation."""
+    from memory.models import Conversation, Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    refused = Reply(status=400, json={"error": {"message": "no", "type": "invalid_request_error"}})
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        refused,
+        Reply(stream=openai_stream(["It is sunny."])) if stream else Reply(json=ANSWER_JSON()),
+    )
+    headers = {"x-user-id": "alice"}
+    paused = ask(sdk, agent, extra_headers=headers)
+    marks = engram(paused)
+
+    def roles():
+        rows = Message.objects.filter(workspace=owner[0], conversation__user_id="alice")
+        return [m.role for m in rows.order_by("created_at", "id")]
+
+    body = {"approval_id": marks["approval_id"], "decision": "approve", "stream": stream}
+
+    def send_resume():
+        if not stream:
+            return http.post("/v1/chat/resume", json=body, headers=headers)
+        with http.stream("POST", "/v1/chat/resume", json=body, headers=headers) as resp:
+            return sse(resp)
+
+    failed = send_resume()
+    if stream:
+        assert "error" in failed[-2] and failed[-1] == "[DONE]"
+    else:
+        assert failed.status_code == 400
+    wait_for(lambda: len(roles()) == 3)
+    assert roles() == ["user", "assistant", "tool"]
+
+    send_resume()
+    wait_for(lambda: len(roles()) == 4)
+    assert roles() == ["user", "assistant", "tool", "assistant"]  # the tool's result once
+    assert len(tool_server.calls) == 1
+    transcript = [{"role": "user", "content": "Weather in Paris?"}, ANSWER]
+    assert _next_turn(sdk, agent, "alice", transcript) == marks["conversation_id"]
+    assert Conversation.objects.filter(user_id="alice").count() == 1
+
+
+def ANSWER_JSON() -> dict:  # noqa: N802 - the ANSWER, as the upstream's JSON
+    return openai_completion(ANSWER["content"])
 
 
 def test_resent_transcripts_of_a_run_continue_its_conversation(sdk, http, upstream, tool_server):

@@ -378,26 +378,31 @@ async def resume(
 
         def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> dict:
             charged = _finish(turn, run, status, assistant, incomplete, code)
-            if assistant is not None:  # a failed run's part is stored by its retry, once
-                spawn(
-                    _store(run, run.transcript, extraction=extraction, resumed=True),
-                    name="tools_store",
-                )
+            # A failed run's part too: a resume sent again stores only what follows it.
+            spawn(
+                _store(run, run.transcript, extraction=extraction, resumed=True),
+                name="tools_store",
+            )
             return charged
 
         streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
         headers = {**turn.limit_headers(), **turn.timing_headers()}
         return _reply(200, headers, stream=streamer.frames(resumed))
+    # A resume that fails stores what it ran (the approved calls' results: a refund made)
+    # in the conversation, as a run does; a resume sent again stores only what follows.
     try:
         answer = await complete(run, resumed)
     except EDGE_ERRORS as exc:  # the upstream's error: the run is recorded as failed
         error = errors.api_error(exc)
+        await _store(run, run.transcript, extraction=extraction, resumed=True)
         _finish(turn, run, error.status, None, True, error.code or error.type)
         return _error_reply(error, turn.timing_headers())
     except asyncio.CancelledError:
+        spawn(_store(run, run.transcript, extraction=extraction, resumed=True), name="tools_store")
         _finish(turn, run, 499, None, True, "client_closed")
         raise
     except Exception as exc:  # a bug: the door answers 500; the turn is finished here
+        await _store(run, run.transcript, extraction=extraction, resumed=True)
         _unexpected(turn, run, exc)
         raise
     charged = _finish(turn, run, 200, answer.assistant, False, "")

@@ -317,7 +317,8 @@ class Run:
         at = services.paused_step_index(self.execution)
         if at is None:
             return resumed
-        self.transcript.extend(messages[at + 1 :])  # what the conversation does not hold yet
+        # What the conversation does not hold yet: the failed try stored what it ran (end).
+        self.transcript.extend(messages[max(at + 1, self.execution.pending.get("stored", 0)) :])
         last = max(i for i in range(len(messages)) if messages[i].get("role") == "assistant")
         answered = {m.get("tool_call_id") for m in messages[last + 1 :]}
         for call in messages[last].get("tool_calls") or ():
@@ -369,6 +370,10 @@ class Run:
         self.execution.error = error[:2000]
         if status != Execution.Status.FAILED:  # a failed run keeps it, to be resumed again
             self.execution.pending = {}
+        elif self.execution.pending.get("message"):
+            # A resume that failed stores what it ran in the conversation
+            # (completions.tools.entry): a resume sent again stores only what follows.
+            self.execution.pending["stored"] = len(self.execution.messages)
         await db(services.execution_save, execution=self.execution)
 
     def engram_of(self, approval: Approval | None = None) -> dict:

@@ -110,8 +110,12 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
         tool.approval_ttl_seconds = policy.approval_ttl(values["approval_ttl_seconds"])
     if "timeout_seconds" in values:
         tool.timeout_seconds = policy.timeout(values["timeout_seconds"])
-    if tool.kind == Tool.Kind.HTTP and not tool.http_url:
-        raise Invalid('An "http" tool needs http.url.', field="http")
+    if tool.kind == Tool.Kind.HTTP:
+        if not tool.http_url:
+            raise Invalid('An "http" tool needs http.url.', field="http")
+        # As a built-in's URL and headers go below: a tool is one or the other, and a read of
+        # an HTTP tool made from a built-in (or sent one) showed "builtin": "remember".
+        tool.builtin = ""
     if tool.kind == Tool.Kind.BUILTIN:
         if not tool.builtin:
             raise Invalid('A "builtin" tool needs builtin.', field="builtin")
@@ -530,10 +534,14 @@ def execution_messages_store(
                 .values_list("raw", flat=True)
                 .first()
             ) or {}
-            # Only while the paused answer is still the conversation's last message: had a new
-            # turn come meanwhile, the fingerprint is that turn's.
+            # Only while the paused answer (or what a failed try of the resume stored after
+            # it: this run's tool results) is still the conversation's last message: had a
+            # new turn come meanwhile, the fingerprint is that turn's.
             waited = {c.get("id") for c in last.get("tool_calls") or () if isinstance(c, dict)}
-            if messages[0].get("tool_call_id") in waited:
+            results = {m.get("tool_call_id") for m in execution.messages if m.get("role") == "tool"}
+            if messages[0].get("tool_call_id") in waited or (
+                last.get("role") == "tool" and last.get("tool_call_id") in results
+            ):
                 conversation_fingerprint_set(
                     conversation=conversation,
                     fingerprint=fingerprint(messages, conversation.fingerprint),
