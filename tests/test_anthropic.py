@@ -529,6 +529,40 @@ def test_default_max_tokens_leaves_room_beyond_a_thinking_budget(client, upstrea
     assert upstream.last.body["max_tokens"] == settings.ENGRAM_ANTHROPIC_MAX_TOKENS
 
 
+@pytest.mark.parametrize(
+    ("effort", "budget"), [("low", 1024), ("medium", 2048), ("high", 4096), ("minimal", None)]
+)
+def test_reasoning_effort_is_claudes_thinking_budget(client, upstream, settings, effort, budget):
+    """It was left out: Claude answered without thinking, however much the client asked for."""
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], reasoning_effort=effort
+    )
+    body = upstream.last.body
+    if budget is None:
+        assert "thinking" not in body
+        return
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert body["max_tokens"] > budget
+
+
+def test_reasoning_effort_leaves_the_clients_own_thinking_and_names_what_claude_lacks(
+    client, upstream
+):
+    thinking = {"type": "enabled", "budget_tokens": 3000}
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        reasoning_effort="high",
+        extra_body={"thinking": thinking},
+    )
+    assert upstream.last.body["thinking"] == thinking
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], reasoning_effort="ultra"
+        )
+    assert info.value.param == "reasoning_effort" and info.value.code == "unsupported"
+
+
 @pytest.mark.parametrize("mime", ["image/jpg", "image/JPEG", "Image/Jpg"])
 def test_a_jpeg_data_url_is_sent_as_image_jpeg(client, upstream, mime):
     """Anthropic takes only image/jpeg, image/png, image/gif and image/webp (400 otherwise)."""
