@@ -312,6 +312,21 @@ def test_errors_keep_anthropic_messages(client, upstream, settings):
     assert info.value.status_code == 502 and "Overloaded" in info.value.message
 
 
+def test_a_credit_balance_too_low_is_a_502_for_the_operator_not_the_clients_400(client, upstream):
+    """Anthropic answers an account out of credit with 400 invalid_request_error: relayed, the
+    client read it as its own request being wrong (BadRequestError)."""
+    low = (
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing."
+    )
+    error = {"type": "error", "error": {"type": "invalid_request_error", "message": low}}
+    upstream.script(Reply(status=400, json=error))
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502 and info.value.code == "upstream_quota_exceeded"
+    assert "ANTHROPIC_API_KEY" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+
+
 def test_stream_error_event_becomes_error_frame(client, upstream):
     events = anthropic_stream(["a"], model=MODEL)[:3] + [
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
