@@ -312,6 +312,21 @@ def test_errors_keep_anthropic_messages(client, upstream, settings):
     assert info.value.status_code == 502 and "Overloaded" in info.value.message
 
 
+def test_a_credit_balance_too_low_is_a_502_for_the_operator_not_the_clients_400(client, upstream):
+    """Anthropic answers an account out of credit with 400 invalid_request_error: relayed, the
+    client read it as its own request being wrong (BadRequestError)."""
+    low = (
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing."
+    )
+    error = {"type": "error", "error": {"type": "invalid_request_error", "message": low}}
+    upstream.script(Reply(status=400, json=error))
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502 and info.value.code == "upstream_quota_exceeded"
+    assert "ANTHROPIC_API_KEY" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+
+
 def test_stream_error_event_becomes_error_frame(client, upstream):
     events = anthropic_stream(["a"], model=MODEL)[:3] + [
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
@@ -527,6 +542,40 @@ def test_default_max_tokens_leaves_room_beyond_a_thinking_budget(client, upstrea
         extra_body={"thinking": {"type": "enabled", "budget_tokens": 1024}},
     )
     assert upstream.last.body["max_tokens"] == settings.ENGRAM_ANTHROPIC_MAX_TOKENS
+
+
+@pytest.mark.parametrize(
+    ("effort", "budget"), [("low", 1024), ("medium", 2048), ("high", 4096), ("minimal", None)]
+)
+def test_reasoning_effort_is_claudes_thinking_budget(client, upstream, settings, effort, budget):
+    """It was left out: Claude answered without thinking, however much the client asked for."""
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], reasoning_effort=effort
+    )
+    body = upstream.last.body
+    if budget is None:
+        assert "thinking" not in body
+        return
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert body["max_tokens"] > budget
+
+
+def test_reasoning_effort_leaves_the_clients_own_thinking_and_names_what_claude_lacks(
+    client, upstream
+):
+    thinking = {"type": "enabled", "budget_tokens": 3000}
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        reasoning_effort="high",
+        extra_body={"thinking": thinking},
+    )
+    assert upstream.last.body["thinking"] == thinking
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], reasoning_effort="ultra"
+        )
+    assert info.value.param == "reasoning_effort" and info.value.code == "unsupported"
 
 
 @pytest.mark.parametrize("mime", ["image/jpg", "image/JPEG", "Image/Jpg"])

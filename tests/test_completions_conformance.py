@@ -418,3 +418,29 @@ def test_an_upstream_redirect_is_a_502_naming_the_base_url(client, upstream, mod
     setting = "ANTHROPIC_BASE_URL" if model.startswith("claude") else "OPENAI_BASE_URL"
     assert setting in info.value.message and "301" in info.value.message
     assert len(upstream.chat_requests()) == 1  # not retried: only the operator can fix it
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_providers_quota_is_a_502_for_the_operator_not_the_clients_budget(
+    client, upstream, settings, stream
+):
+    """OpenAI's 429 insufficient_quota is about the deployment's OpenAI account: relayed, the
+    client read it as its own Engram budget spent (Engram's code for that), and Engram and the
+    SDK retried it, each time in vain."""
+    settings.ENGRAM_UPSTREAM_RETRIES = 2
+    settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
+    quota = {
+        "error": {
+            "message": "You exceeded your current quota, please check your plan and billing.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
+    upstream.script(*[Reply(status=429, json=quota)] * 3)
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="gpt-4o-mini", messages=_user(), stream=stream)
+    assert info.value.status_code == 502 and info.value.code == "upstream_quota_exceeded"
+    assert "OPENAI_API_KEY" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.chat_requests()) == 1

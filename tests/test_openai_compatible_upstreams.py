@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.upstream import Reply, openai_completion
 
 URL = "/v1/chat/completions"
@@ -246,3 +248,51 @@ def test_one_system_message_for_templates_that_take_one(http, upstream, settings
     assert [m["role"] for m in sent[:-1]].count("system") == 1 and sent[0]["role"] == "system"
     assert sent[0]["content"].startswith("Be brief.\n\n") and "lives in Lyon" in sent[0]["content"]
     assert context["messages"][:1] == sent[:1]
+
+
+ANSWER = {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"object": "chat.completion"},  # no choices
+        {"choices": "hi"},
+        {"choices": [1]},
+        {"choices": [{"index": 0, "message": "hi"}]},
+        {"choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": "x"}}]},
+        {"choices": [ANSWER], "usage": "12 tokens"},
+        {"choices": [ANSWER], "usage": {"prompt_tokens": "3", "completion_tokens": 1}},
+    ],
+)
+def test_an_answer_engram_cannot_read_is_a_502_not_a_200_or_a_500(http, upstream, reply):
+    """A reply of another shape under status 200 (a proxy's page, a server's bug) came back as
+    a "completion" without choices, or failed Engram itself: a 500 saying nothing."""
+    upstream.script(Reply(json=reply))
+    response = http.post(URL, json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["type"] == "upstream_error"
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        {"choices": "hi"},
+        {"choices": [1]},
+        {"choices": [{"index": 0, "delta": "hi"}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": "x"}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": 3}]}}]},
+        {"choices": [], "usage": "12 tokens"},
+        {"choices": [], "usage": {"prompt_tokens": None, "completion_tokens": "2"}},
+    ],
+)
+def test_a_chunk_engram_cannot_read_is_an_upstream_error_frame(http, upstream, chunk):
+    """Such a chunk failed the relay: an "Internal server error" frame, or (bad usage counts)
+    the connection cut with no frame and no [DONE]."""
+    upstream.script(Reply(stream=[_chunk({"role": "assistant", "content": "a"}), chunk, "[DONE]"]))
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    with http.stream("POST", URL, json=body | {"stream_options": {"include_usage": True}}) as resp:
+        frames = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    error = json.loads(frames[-2])["error"]
+    assert error["type"] == "upstream_error" and "unexpected" in error["message"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 
@@ -25,11 +25,15 @@ from completions.providers.base import (
     Upstream,
     UpstreamStream,
     loads_json,
+    quota_refused,
 )
+from config.common.errors import ApiError
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 MODEL_PAGE_SIZE = 1000  # the most Anthropic's /v1/models gives a page
+# The words of Anthropic's 400 for an account out of credit (it has no code of its own).
+CREDIT_TOO_LOW = "credit balance is too low"
 MODEL_PAGES = 10  # a bound on the pages read: an upstream always saying has_more stops here
 
 
@@ -170,6 +174,17 @@ class AnthropicProvider(HttpProvider):
             "x-api-key": upstream.api_key,
             "anthropic-version": API_VERSION,
         }
+
+    def refusal(
+        self, upstream: Upstream, status: int, content: bytes, headers: Mapping[str, str]
+    ) -> ApiError:
+        """As every provider's; and an account out of credit, which Anthropic answers with a
+        400 invalid_request_error (the client read it as its own request being wrong), is the
+        operator's, as OpenAI's insufficient_quota is."""
+        error = super().refusal(upstream, status, content, headers)
+        if status == 400 and CREDIT_TOO_LOW in error.message:
+            return quota_refused(self.name, upstream.source, error)
+        return error
 
     @staticmethod
     def _model(body: dict) -> dict:

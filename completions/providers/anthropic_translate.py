@@ -24,8 +24,19 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOT
 # OpenAI's services that change the answer, which this translation does not provide: left out,
 # the answer would come unsearched, or unmoderated where the client asked to block.
 _NOT_DONE = {"web_search_options": "Web search (web_search_options)", "moderation": "moderation"}
-# Anthropic-native fields a client may send through an OpenAI SDK's extra_body.
-_NATIVE = ("top_k", "thinking")
+# Anthropic-native fields a client may send through an OpenAI SDK's extra_body (and
+# `thinking`, which `_thinking` reads).
+_NATIVE = ("top_k",)
+# OpenAI's reasoning_effort as the budget of Claude's extended thinking (LiteLLM's figures),
+# for a client that sent no `thinking` of its own: it was left out, and Claude answered
+# without thinking. "none" and "minimal" ask for none (Claude's least budget is 1,024).
+THINKING_BUDGETS: dict[str, int | None] = {
+    "none": None,
+    "minimal": None,
+    "low": 1024,
+    "medium": 2048,
+    "high": 4096,
+}
 # Thinking blocks travel in OpenAI's shape as OpenRouter's `reasoning_details` (an assistant
 # message's array of {"type": "reasoning.text" | "reasoning.encrypted", ..., "format", "index"})
 # and their text as `reasoning_content` (DeepSeek's, vLLM's): the client sends the details
@@ -189,7 +200,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
             raise _unsupported(name, what)
     system: list[str] = []
     messages: list[dict] = []
-    thinking = body.get("thinking")
+    thinking = _thinking(body)
     keeps_thinking = isinstance(thinking, dict) and thinking.get("type") != "disabled"
     for i, message in enumerate(body["messages"]):
         role = message["role"]
@@ -247,7 +258,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         "messages": messages,
         "max_tokens": body.get("max_completion_tokens")
         or body.get("max_tokens")
-        or _default_max_tokens(body.get("thinking")),
+        or _default_max_tokens(thinking),
     }
     if system:
         payload["system"] = "\n\n".join(s for s in system if s)
@@ -271,9 +282,23 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     for name in _NATIVE:
         if body.get(name) is not None:
             payload[name] = body[name]
+    if thinking is not None:
+        payload["thinking"] = thinking
     if stream:
         payload["stream"] = True
     return payload
+
+
+def _thinking(body: dict) -> Any:
+    """The request's extended thinking: the client's `thinking` as it came, else its
+    reasoning_effort's budget (400 for an effort not in THINKING_BUDGETS), else None."""
+    thinking, effort = body.get("thinking"), body.get("reasoning_effort")
+    if thinking is not None or effort is None:
+        return thinking
+    if effort not in THINKING_BUDGETS:
+        raise _unsupported("reasoning_effort", f"The reasoning_effort '{effort}'")
+    budget = THINKING_BUDGETS[effort]
+    return {"type": "enabled", "budget_tokens": budget} if budget else None
 
 
 def _default_max_tokens(thinking: Any) -> int:

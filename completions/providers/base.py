@@ -260,6 +260,26 @@ def credential_refused(provider: str, source: str, status: int, upstream: ApiErr
     )
 
 
+def quota_refused(provider: str, source: str, upstream: ApiError) -> ApiError:
+    """A 502 for the provider's account being out of quota (OpenAI's 429 insufficient_quota).
+    Relayed, it read as the client's own Engram budget spent (the same code), and the retries
+    of Engram and of the SDKs asked again for what only the operator's billing changes."""
+    where = (
+        f"the account of the deployment's {provider.upper()}_API_KEY"
+        if source == "env"
+        else f"the account of the workspace's {provider} provider credential (in the admin)"
+    )
+    logger.warning("upstream %s (%s) is out of quota: %s", provider, source, upstream.message)
+    return ApiError(
+        502,
+        f"The {provider} provider refused the request for lack of quota: the operator should "
+        f"check the plan and billing of {where}.",
+        type="upstream_error",
+        code="upstream_quota_exceeded",
+        headers={"x-should-retry": "false"},
+    )
+
+
 def redirected(provider: str, source: str, status: int, location: str | None) -> ApiError:
     """A 502 for an upstream's 3xx, naming the base URL to fix. Redirects are not followed:
     the request, provider key and all, would go wherever the upstream says."""
@@ -352,6 +372,10 @@ def retry_wait(attempt: int, *, retryable: bool, retry_after: str | None = None)
     return base * (0.5 + random.random() / 2)
 
 
+def _final(error: ApiError) -> bool:
+    return error.headers.get("x-should-retry") == "false"
+
+
 def retryable_status(status: int) -> bool:
     return status == 429 or status >= 500
 
@@ -412,7 +436,8 @@ class HttpProvider(Provider):
                     response.release()
                 error = self.refusal(upstream, response.status, body, response.headers)
                 retry_after = retry_after_of(response.headers)
-                retryable = retryable_status(response.status)
+                # what the SDKs are told not to retry, Engram does not retry either
+                retryable = retryable_status(response.status) and not _final(error)
             delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
             if delay is None:
                 raise error
@@ -468,7 +493,8 @@ class HttpProvider(Provider):
                     upstream, response.status_code, response.content, response.headers
                 )
                 retry_after = retry_after_of(response.headers)
-                retryable = retryable_status(response.status_code)
+                # what the SDKs are told not to retry, Engram does not retry either
+                retryable = retryable_status(response.status_code) and not _final(error)
             delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
             if delay is None:
                 raise error
@@ -493,6 +519,8 @@ class HttpProvider(Provider):
             return hops.loop_error(self.name, upstream.source)
         if status in CREDENTIAL_REFUSALS:
             return credential_refused(self.name, upstream.source, status, error)
+        if status == 429 and error.code == "insufficient_quota":
+            return quota_refused(self.name, upstream.source, error)
         return error
 
 

@@ -50,6 +50,8 @@ class OpenAIStream(HttpStream):
                     ) from None
                 if not isinstance(parsed, dict):
                     continue
+                if _unreadable(parsed, "delta"):
+                    raise StreamFailed("The upstream provider sent an unexpected stream chunk.")
                 if "error" in parsed and "choices" not in parsed:
                     error = parsed["error"] if isinstance(parsed["error"], dict) else {}
                     raise StreamFailed(
@@ -70,6 +72,56 @@ class OpenAIStream(HttpStream):
                     self.complete = True
                     return
                 raise StreamFailed("The upstream stream ended before it was complete.")
+
+
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _unreadable(data: dict, key: str) -> bool:
+    """Whether an upstream's answer (`key` "message") or chunk ("delta") is of a shape the
+    gateway cannot read (it failed there: a 500, or a stream cut without its end): choices not
+    a list of objects (an answer without them), a message or delta not an object, tool calls
+    not objects whose index is a number and function an object, usage not an object of whole
+    numbers. Content goes as it came (some servers send a list of parts)."""
+    choices = data.get("choices")
+    if type(choices) is not list:
+        return choices is not None or key == "message"
+    for choice in choices:
+        if type(choice) is not dict:
+            return True
+        inner = choice.get(key)
+        if inner is None:
+            continue
+        if type(inner) is not dict:
+            return True
+        calls = inner.get("tool_calls")
+        if calls is not None and not _calls_readable(calls):
+            return True
+    usage = data.get("usage")
+    if usage is None:
+        return False
+    if type(usage) is not dict:
+        return True
+    return not all(usage.get(name) is None or type(usage[name]) is int for name in _COUNTS)
+
+
+def _calls_readable(calls: Any) -> bool:
+    if type(calls) is not list:
+        return False
+    for call in calls:
+        if type(call) is not dict:
+            return False
+        index, function = call.get("index"), call.get("function")
+        if index is not None and type(index) is not int:
+            return False
+        if function is None:
+            continue
+        if type(function) is not dict:
+            return False
+        name = function.get("name")
+        if name is not None and type(name) is not str:
+            return False
+    return True
 
 
 def _arguments_as_text(data: dict, key: str) -> bool:
@@ -154,6 +206,10 @@ class OpenAICompatibleProvider(HttpProvider):
                 f"The upstream provider answered an error with status 200: {message}",
                 type="upstream_error",
                 code="upstream_error",
+            )
+        if _unreadable(data, "message"):
+            raise ApiError(
+                502, "The upstream provider sent an unexpected reply.", type="upstream_error"
             )
         rewritten = _arguments_as_text(data, "message")  # then the upstream's bytes are not `data`
         return Completion(data=data, raw=None if rewritten else raw, upstream_ms=upstream_ms)
