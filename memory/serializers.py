@@ -138,19 +138,38 @@ class CollectionIdsField(serializers.ListField):
         super().__init__(child=CollectionIdField(), max_length=MAX_COLLECTIONS, **kwargs)
 
 
+class MemoryMetadataField(serializers.DictField):
+    """A memory's metadata: the client's keys, and Engram's (memory.services.memories.
+    ENGRAM_METADATA_KEYS), which a client may set only as Engram writes them: a slot's value
+    of 5 or null failed every later extraction of the user's facts of that slot."""
+
+    def to_internal_value(self, data):
+        metadata = super().to_internal_value(data)
+        for key in ("slot", "value", "subject"):
+            if key in metadata and not isinstance(metadata[key], str):
+                raise serializers.ValidationError(
+                    f"metadata.{key} is Engram's (a one-valued fact's {key}): a string."
+                )
+        return metadata
+
+
 class MemoryCreateInput(serializers.Serializer):
     user_id = UserIdField()
     text = serializers.CharField(max_length=4000)
     kind = serializers.ChoiceField(choices=KINDS, default="fact")
     event_date = serializers.DateField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, default=dict)
+    metadata = MemoryMetadataField(required=False, default=dict)
 
 
 class MemoryUpdateInput(serializers.Serializer):
     text = serializers.CharField(max_length=4000, required=False)
     kind = serializers.ChoiceField(choices=KINDS, required=False)
     event_date = serializers.DateField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False)
+    metadata = MemoryMetadataField(
+        required=False,
+        help_text="Replaces the client's keys; Engram's (learned_on, slot, value, subject) "
+        "stay unless named.",
+    )
 
 
 class SearchInput(serializers.Serializer):
