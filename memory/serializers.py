@@ -138,18 +138,23 @@ class CollectionIdsField(serializers.ListField):
         super().__init__(child=CollectionIdField(), max_length=MAX_COLLECTIONS, **kwargs)
 
 
-class MemoryMetadataField(serializers.DictField):
-    """A memory's metadata: the client's keys, and Engram's (memory.services.memories.
-    ENGRAM_METADATA_KEYS), which a client may set only as Engram writes them: a slot's value
-    of 5 or null failed every later extraction of the user's facts of that slot."""
+def engram_metadata_problem(metadata: dict) -> str | None:
+    """What is wrong with Engram's keys in a memory's metadata as a person gives it (the API,
+    the admin), or None: a one-valued fact's slot, value and subject (memory.services.memories.
+    ENGRAM_METADATA_KEYS) are strings, as Engram writes them. A value of 5 or null failed every
+    later extraction of the user's facts of that slot."""
+    for key in ("slot", "value", "subject"):
+        if key in metadata and not isinstance(metadata[key], str):
+            return f"metadata.{key} is Engram's (a one-valued fact's {key}): a string."
+    return None
 
+
+class MemoryMetadataField(serializers.DictField):
     def to_internal_value(self, data):
         metadata = super().to_internal_value(data)
-        for key in ("slot", "value", "subject"):
-            if key in metadata and not isinstance(metadata[key], str):
-                raise serializers.ValidationError(
-                    f"metadata.{key} is Engram's (a one-valued fact's {key}): a string."
-                )
+        problem = engram_metadata_problem(metadata)
+        if problem:
+            raise serializers.ValidationError(problem)
         return metadata
 
 
