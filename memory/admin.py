@@ -17,7 +17,7 @@ from config.common.ids import ID_RULE, is_id
 from memory import services
 from memory.admin_users import user_url
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
-from memory.serializers import KINDS
+from memory.serializers import KINDS, engram_metadata_problem
 
 
 def _link(obj, label: str | None = None) -> str:
@@ -56,6 +56,13 @@ class MemoryForm(forms.ModelForm):
         value = self.cleaned_data["user_id"]
         if not is_id(value):
             raise forms.ValidationError(f"A user id is {ID_RULE}.")
+        return value
+
+    def clean_metadata(self):
+        value = self.cleaned_data["metadata"]
+        problem = engram_metadata_problem(value) if isinstance(value, dict) else None
+        if problem:
+            raise forms.ValidationError(problem)
         return value
 
 

@@ -138,19 +138,43 @@ class CollectionIdsField(serializers.ListField):
         super().__init__(child=CollectionIdField(), max_length=MAX_COLLECTIONS, **kwargs)
 
 
+def engram_metadata_problem(metadata: dict) -> str | None:
+    """What is wrong with Engram's keys in a memory's metadata as a person gives it (the API,
+    the admin), or None: a one-valued fact's slot, value and subject (memory.services.memories.
+    ENGRAM_METADATA_KEYS) are strings, as Engram writes them. A value of 5 or null failed every
+    later extraction of the user's facts of that slot."""
+    for key in ("slot", "value", "subject"):
+        if key in metadata and not isinstance(metadata[key], str):
+            return f"metadata.{key} is Engram's (a one-valued fact's {key}): a string."
+    return None
+
+
+class MemoryMetadataField(serializers.DictField):
+    def to_internal_value(self, data):
+        metadata = super().to_internal_value(data)
+        problem = engram_metadata_problem(metadata)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return metadata
+
+
 class MemoryCreateInput(serializers.Serializer):
     user_id = UserIdField()
     text = serializers.CharField(max_length=4000)
     kind = serializers.ChoiceField(choices=KINDS, default="fact")
     event_date = serializers.DateField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, default=dict)
+    metadata = MemoryMetadataField(required=False, default=dict)
 
 
 class MemoryUpdateInput(serializers.Serializer):
     text = serializers.CharField(max_length=4000, required=False)
     kind = serializers.ChoiceField(choices=KINDS, required=False)
     event_date = serializers.DateField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False)
+    metadata = MemoryMetadataField(
+        required=False,
+        help_text="Replaces the client's keys; Engram's (learned_on, slot, value, subject) "
+        "stay unless named.",
+    )
 
 
 class SearchInput(serializers.Serializer):

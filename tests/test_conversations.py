@@ -331,6 +331,8 @@ def test_deleting_a_conversation_keeps_a_session_another_conversation_goes_on_in
     messages = http.get("/v1/conversations/second/messages").json()["data"]
     assert [m["session_id"] for m in messages] == ["launch-1", "launch-1"]
     assert http.get("/v1/users/alice").json()["counts"]["sessions"] == 1
+    [session] = http.get("/v1/users/alice/export").json()["sessions"]
+    assert session["id"] == "launch-1" and session["conversation_id"] == "second"
     # a session of the deleted conversation alone goes with it
     http.post(
         "/v1/chat/completions",
@@ -339,6 +341,9 @@ def test_deleting_a_conversation_keeps_a_session_another_conversation_goes_on_in
     )
     assert http.delete("/v1/conversations/third").json()["counts"]["sessions"] == 1
     assert [s["id"] for s in http.get("/v1/users/alice/export").json()["sessions"]] == ["launch-1"]
+    # and the kept one goes with the last conversation it was used in
+    assert http.delete("/v1/conversations/second").json()["counts"]["sessions"] == 1
+    assert http.get("/v1/users/alice/export").json()["sessions"] == []
 
 
 def test_messages_list_in_the_order_they_were_said_page_by_page(http):

@@ -99,6 +99,11 @@ def test_admin_adds_a_memory_under_the_apis_rules(admin_client, memory):
     assert refused.status_code == 200  # the form again, with its errors
     assert b"A user id is" in refused.content and b"bogus-kind is not one of" in refused.content
     assert not Memory.objects.filter(text="Likes tea.").exists()
+    # a one-valued fact's value is a string, as the API takes it
+    bad_value = admin_client.post(
+        url, form | {"user_id": "carol", "kind": "fact", "metadata": '{"value": 5}'}
+    )
+    assert bad_value.status_code == 200 and b"metadata.value is Engram" in bad_value.content
     added = admin_client.post(url, form | {"user_id": "carol", "kind": "preference"})
     assert added.status_code == 302, added.content[:2000]
     assert Memory.objects.get(text="Likes tea.").kind == "preference"

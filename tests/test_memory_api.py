@@ -106,6 +106,22 @@ def test_a_learned_on_in_the_clients_metadata_that_is_no_date_is_passed_over(htt
     assert "Ana plays the viola." in str(context.json()["messages"])
 
 
+def test_engrams_metadata_keys_are_strings_or_refused(http):
+    """A one-valued fact's slot, value and subject are Engram's: a value of 5 or null was
+    stored, and every later extraction of the user's facts of that slot failed on it."""
+    memory = add(http, "ana", "Ana lives in Porto.", metadata={"slot": "residence"})
+    for metadata in ({"value": 5}, {"value": None}, {"slot": ["residence"]}, {"subject": {}}):
+        patched = http.patch(f"/v1/memories/{memory['id']}", json={"metadata": metadata})
+        assert patched.status_code == 400, (metadata, patched.text)
+        assert patched.json()["error"]["param"] == "metadata"
+        created = http.post(
+            "/v1/memories", json={"user_id": "ana", "text": "Ana x.", "metadata": metadata}
+        )
+        assert created.status_code == 400 and created.json()["error"]["param"] == "metadata"
+    tagged = http.patch(f"/v1/memories/{memory['id']}", json={"metadata": {"value": "Porto"}})
+    assert tagged.json()["metadata"] == {"slot": "residence", "value": "Porto"}
+
+
 def test_memories_are_invisible_to_other_workspaces(http, outsider_http):
     memory = add(http, "alice", "Alice's locker code is 4312.")
     assert outsider_http.get(f"/v1/memories/{memory['id']}").status_code == 404

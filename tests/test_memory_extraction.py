@@ -119,6 +119,24 @@ def test_a_fact_edited_by_hand_is_set_again_when_the_user_restates_it(
     assert home.metadata["value"] == "Oslo"
 
 
+def test_a_clients_metadata_edit_keeps_the_slot_a_changed_fact_updates(
+    offline, django_capture_on_commit_callbacks
+):
+    """A client tagging a memory replaced its whole metadata: the slot went, and the move made
+    a second residence memory beside the first (both recalled) instead of updating it."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "vera", "I live in Vienna.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    home = Memory.objects.get(user_id="vera")
+    tagged = memory_update(workspace=workspace, memory=home, metadata={"pinned": True})
+    assert tagged.metadata == home.metadata | {"pinned": True}
+
+    say(workspace, "vera", "I moved to Berlin.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    [home] = Memory.objects.filter(user_id="vera")
+    assert home.text.startswith("User lives in Berlin") and home.metadata["pinned"] is True
+
+
 def test_offline_extraction_keeps_dated_events_plans_and_relations(
     offline, django_capture_on_commit_callbacks
 ):

@@ -190,6 +190,11 @@ _UNSET = _Unset.UNSET
 
 HAND_ACTORS = ("api", "admin")  # a memory edited by a person, not by an extractor
 
+# The keys of a memory's metadata that Engram writes and reads back: the day it was learned,
+# and a one-valued fact's slot, value and subject (the offline extractor updates "lives in
+# Paris" by them). The rest of the metadata is the client's.
+ENGRAM_METADATA_KEYS = ("learned_on", "slot", "value", "subject")
+
 
 class MemoryChanged(Exception):
     """The memory was written since the caller read it (`unless_changed`): an extraction run
@@ -238,7 +243,8 @@ def memory_update(
     embedding: list[float] | None = None,
     unless_changed: bool = False,
 ) -> Memory:
-    """Change the fields given; the others keep what the row holds now.
+    """Change the fields given; the others keep what the row holds now (`metadata` replaces
+    the client's keys; Engram's, ENGRAM_METADATA_KEYS, stay unless it names them).
 
     unless_changed: MemoryChanged when the row was written since `memory` was read (an
     extraction run's decision, taken on the text it read, never overwrites a newer edit).
@@ -279,7 +285,11 @@ def memory_update(
         memory.event_date = event_date
     old_metadata = memory.metadata or {}
     if metadata is not None:
-        memory.metadata = metadata
+        # Engram's keys stay unless the edit names them: a client tagging a memory
+        # ({"pinned": true}) wiped its slot, and "I moved to Berlin" then made a second
+        # residence memory beside "User lives in Vienna." instead of updating it.
+        kept = {k: old_metadata[k] for k in ENGRAM_METADATA_KEYS if k in old_metadata}
+        memory.metadata = kept | metadata
     if text is not None:
         memory.text = text.strip()
         # A one-valued fact's text changed by hand ("User lives in Rome." for "... Paris.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from accounts.models import Workspace
 from completions.services import usage_erase
@@ -181,9 +181,14 @@ def _conversation_delete(
         .delete()[1]
         .get("memory.Message", 0)
     )
-    counts["sessions"] = _sessions_only_of(workspace=workspace, conversation=conversation).delete()[
-        0
-    ]
+    only_here = _sessions_only_of(workspace=workspace, conversation=conversation)
+    counts["sessions"] = only_here.delete()[0]
+    # The others go on in another conversation: attached to the one they last spoke in (left
+    # unattached, deleting that one later kept them, named by nothing).
+    last_spoken_in = Message.objects.filter(session=OuterRef("pk")).order_by("-created_at")
+    Session.objects.filter(workspace=workspace, conversation=conversation).update(
+        conversation=Subquery(last_spoken_in.values("conversation_id")[:1])
+    )
     conversation.delete()
     # Word counts of the user's rows (BM25) are cached a minute: dropped here at once.
     transaction.on_commit(lambda: terms.forget_user(workspace_id=workspace.id, user_id=user_id))
