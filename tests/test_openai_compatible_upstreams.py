@@ -261,8 +261,6 @@ ANSWER = {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish
         {"choices": [1]},
         {"choices": [{"index": 0, "message": "hi"}]},
         {"choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": "x"}}]},
-        {"choices": [ANSWER], "usage": "12 tokens"},
-        {"choices": [ANSWER], "usage": {"prompt_tokens": "3", "completion_tokens": 1}},
     ],
 )
 def test_an_answer_engram_cannot_read_is_a_502_not_a_200_or_a_500(http, upstream, reply):
@@ -282,8 +280,6 @@ def test_an_answer_engram_cannot_read_is_a_502_not_a_200_or_a_500(http, upstream
         {"choices": [{"index": 0, "delta": "hi"}]},
         {"choices": [{"index": 0, "delta": {"tool_calls": "x"}}]},
         {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": 3}]}}]},
-        {"choices": [], "usage": "12 tokens"},
-        {"choices": [], "usage": {"prompt_tokens": None, "completion_tokens": "2"}},
     ],
 )
 def test_a_chunk_engram_cannot_read_is_an_upstream_error_frame(http, upstream, chunk):
@@ -296,3 +292,33 @@ def test_a_chunk_engram_cannot_read_is_an_upstream_error_frame(http, upstream, c
     assert frames[-1] == "[DONE]"
     error = json.loads(frames[-2])["error"]
     assert error["type"] == "upstream_error" and "unexpected" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "usage", ["12 tokens", {"prompt_tokens": "3", "completion_tokens": 1}, {"total_tokens": -4}]
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_usage_that_is_no_count_leaves_the_answer_whole(http, upstream, usage, stream):
+    """The answer is sound; only its figures are not (completions.usage.count reads them as
+    not reported): the client gets the answer, streamed to its [DONE], not a 502 or a cut."""
+    if stream:
+        chunks = [_chunk({"role": "assistant", "content": "hi"}), {"choices": [], "usage": usage}]
+        upstream.script(Reply(stream=[*chunks, "[DONE]"]))
+    else:
+        upstream.script(Reply(json={"choices": [ANSWER], "usage": usage}))
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": stream}
+    if not stream:
+        response = http.post(URL, json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["choices"][0]["message"]["content"] == "hi"
+        return
+    with http.stream("POST", URL, json=body | {"stream_options": {"include_usage": True}}) as resp:
+        frames = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert resp.status_code == 200 and frames[-1] == "[DONE]"
+    assert not any('"error"' in frame for frame in frames)
+    text = "".join(
+        c["delta"].get("content") or ""
+        for f in frames[:-1]
+        for c in json.loads(f).get("choices", [])
+    )
+    assert text == "hi"

@@ -74,15 +74,13 @@ class OpenAIStream(HttpStream):
                 raise StreamFailed("The upstream stream ended before it was complete.")
 
 
-_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
-
-
 def _unreadable(data: dict, key: str) -> bool:
     """Whether an upstream's answer (`key` "message") or chunk ("delta") is of a shape the
     gateway cannot read (it failed there: a 500, or a stream cut without its end): choices not
     a list of objects (an answer without them), a message or delta not an object, tool calls
-    not objects whose index is a number and function an object, usage not an object of whole
-    numbers. Content goes as it came (some servers send a list of parts)."""
+    not objects whose index is a number and function an object. Content goes as it came (some
+    servers send a list of parts); usage that is no count is read as not reported
+    (completions.usage.count), as the answer itself is sound."""
     choices = data.get("choices")
     if type(choices) is not list:
         return choices is not None or key == "message"
@@ -97,12 +95,7 @@ def _unreadable(data: dict, key: str) -> bool:
         calls = inner.get("tool_calls")
         if calls is not None and not _calls_readable(calls):
             return True
-    usage = data.get("usage")
-    if usage is None:
-        return False
-    if type(usage) is not dict:
-        return True
-    return not all(usage.get(name) is None or type(usage[name]) is int for name in _COUNTS)
+    return False
 
 
 def _calls_readable(calls: Any) -> bool:
