@@ -2,6 +2,7 @@
 
 from functools import partial
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -151,15 +152,22 @@ class Price(models.Model):
     Edited in the admin (completions.pricing keeps the table cached in every process)."""
 
     model = models.CharField(max_length=200, unique=True)
-    input_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    # Not below 0: a negative price gave credits back to budgets, and the credits counter of
+    # /metrics refused the negative amount, a 500 after the upstream had answered.
+    input_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
     cached_input_per_million = models.DecimalField(
         max_digits=12,
         decimal_places=6,
         null=True,
         blank=True,
+        validators=[MinValueValidator(0)],
         help_text="Prompt tokens the upstream reports as cached. Blank: the input price.",
     )
-    output_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    output_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

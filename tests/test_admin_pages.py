@@ -885,3 +885,49 @@ def test_a_message_cannot_be_edited_in_the_admin(admin_client, world):
     assert posted.status_code == 403
     message.refresh_from_db()
     assert message.content == FIRST_QUESTION
+
+
+@pytest.mark.parametrize(
+    "admin_url, form, field",
+    [
+        (
+            "admin:completions_price_add",
+            {"model": "m", "input_per_million": "-1", "output_per_million": "1"},
+            "input_per_million",
+        ),
+        (
+            "admin:completions_price_add",
+            {"model": "m", "input_per_million": "1", "output_per_million": "-0.5"},
+            "output_per_million",
+        ),
+        (
+            "admin:completions_price_add",
+            {
+                "model": "m",
+                "input_per_million": "1",
+                "cached_input_per_million": "-1",
+                "output_per_million": "1",
+            },
+            "cached_input_per_million",
+        ),
+        ("admin:limits_creditunit_add", {"name": "credits", "per_usd": "0"}, "per_usd"),
+        ("admin:limits_creditunit_add", {"name": "credits", "per_usd": "-100"}, "per_usd"),
+        (
+            "admin:limits_limit_add",
+            {"subject": "workspace", "budget_credits": "-5", "budget_period": "month"},
+            "budget_credits",
+        ),
+    ],
+)
+def test_the_admin_takes_no_price_or_credit_the_api_refuses(
+    admin_client, world, admin_url, form, field
+):
+    """A negative price gave credits back to every budget and made /metrics' credits counter
+    raise after the upstream had answered (a 500 for every request on that model); a credit
+    unit of 0 made every answer free. The API refused them, the admin took them."""
+    before = (Price.objects.count(), CreditUnit.objects.count(), Limit.objects.count())
+    form = {"workspace": world["workspace"].pk, **form}
+    refused = admin_client.post(reverse(admin_url), form)
+    assert refused.status_code == 200
+    assert field in refused.context["adminform"].form.errors
+    assert (Price.objects.count(), CreditUnit.objects.count(), Limit.objects.count()) == before

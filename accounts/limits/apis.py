@@ -3,19 +3,15 @@ and `PATCH /v1/workspaces/{id}/api_keys/{key_id}` share (accounts.apis holds the
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.db import transaction
 from rest_framework import serializers
 
 from accounts.limits import selectors, services
-from accounts.limits.models import Limit, Period, Subject
+from accounts.limits.models import MAX_CREDITS, MIN_PER_USD, Limit, Period, Subject
 from accounts.models import Workspace
 
-# The columns' range (PositiveIntegerField), and budgets whose micro-credits stay exact in
-# Redis's Lua numbers (doubles: integers exact below 2**53).
+# The columns' range (PositiveIntegerField).
 MAX_RATE = 2_147_483_647
-MAX_CREDITS = 1_000_000_000
 
 
 class _Closed(serializers.Serializer):
@@ -58,9 +54,8 @@ class BudgetInput(_Closed):
 
 class CreditUnitInput(_Closed):
     name = serializers.CharField(max_length=40, required=False)
-    # Above 0: at 0 every answer cost 0 credits, and a budget never ran out.
     per_usd = serializers.DecimalField(
-        max_digits=20, decimal_places=6, min_value=Decimal("0.000001"), required=False
+        max_digits=20, decimal_places=6, min_value=MIN_PER_USD, required=False
     )
 
 

@@ -3,9 +3,18 @@ each of its end users. A missing row (or a null field) means no limit of that ki
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from accounts.models import ApiKey, Workspace
+
+# Budgets whose micro-credits stay exact in Redis's Lua numbers (doubles: integers exact below
+# 2**53).
+MAX_CREDITS = 1_000_000_000
+# Above 0: at 0 every answer cost 0 credits, and a budget never ran out.
+MIN_PER_USD = Decimal("0.000001")
 
 
 class Subject(models.TextChoices):
@@ -31,7 +40,12 @@ class Limit(models.Model):
     tpm = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute.")
     max_concurrent = models.PositiveIntegerField(null=True, blank=True)
     budget_credits = models.DecimalField(
-        max_digits=20, decimal_places=6, null=True, blank=True, help_text="Credits per period."
+        max_digits=20,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(MAX_CREDITS)],
+        help_text="Credits per period.",
     )
     budget_period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTH)
     updated_at = models.DateTimeField(auto_now=True)
@@ -61,7 +75,9 @@ class CreditUnit(models.Model):
 
     workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=40, default="credits")
-    per_usd = models.DecimalField(max_digits=20, decimal_places=6, default=1)
+    per_usd = models.DecimalField(
+        max_digits=20, decimal_places=6, default=1, validators=[MinValueValidator(MIN_PER_USD)]
+    )
 
     def __str__(self) -> str:
         return f"{self.per_usd} {self.name} per USD ({self.workspace_id})"
