@@ -105,6 +105,22 @@ def test_end_user_limit_is_per_end_user(sdk, operator_http, owner):
         sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, user="alice")
 
 
+def test_an_end_users_limiter_keys_do_not_name_them(sdk, operator_http, owner):
+    """The keys outlive the user's erasure (a lifetime budget's for ever): Redis held the id."""
+    import redis
+    from django.conf import settings
+
+    patch_workspace(
+        operator_http,
+        owner,
+        {"end_user_limits": {"rpm": 5, "tpm": 5000}, "end_user_budget": {"credits": 100}},
+    )
+    ask(sdk, user="carol@example.com")
+    store = redis.Redis.from_url(settings.REDIS_URL)
+    keys = [k.decode() for k in store.scan_iter(f"engram:lim:{{{owner[0].id}}}:user:*")]
+    assert len(keys) >= 3 and not any("carol" in key for key in keys), keys
+
+
 def test_tpm_reserves_the_estimate_and_settles_the_real_usage(sdk, operator_http, owner, key_id):
     patch_key(operator_http, owner, key_id, {"limits": {"tpm": 100}})
     first = ask(sdk, max_tokens=40)  # reserves 40 + the prompt's estimate; uses 18

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -163,9 +164,19 @@ def subjects(*, workspace_id: str, key_id: str | None, user_id: str | None, poli
         subject = Subject("API key", base + f"key:{key_id}:", policy.key, workspace_id, key_id)
         found.append(subject)
     if user_id and not policy.end_user.empty:
-        label, prefix = f"end user '{user_id}'", base + f"user:{user_id}:"
+        label, prefix = f"end user '{user_id}'", base + f"user:{_user_key(user_id)}:"
         found.append(Subject(label, prefix, policy.end_user, workspace_id, user_id=user_id))
     return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _user_key(user_id: str) -> str:
+    """An end user's part of their keys' names: a keyed digest of the id, not the id. The keys
+    outlive the user's erasure (a budget's until its period ends, a lifetime budget's for ever)
+    and Redis must not keep the id meanwhile; keyed (the key pepper), so a guessable id (an
+    e-mail address) cannot be found by hashing candidates."""
+    pepper = settings.ENGRAM_KEY_PEPPER.encode()
+    return hmac.new(pepper, user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def period_key(prefix: str, period: str, now: datetime, *, version: int = 0) -> tuple[str, int]:
