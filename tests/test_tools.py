@@ -689,6 +689,19 @@ def test_an_in_rule_takes_a_list(http, tool_server):
     assert policy.needs_approval(rule, '{"country": "US"}')  # stored before the rule
 
 
+@pytest.mark.parametrize("op", ["gt", "gte", "lt", "lte"])
+@pytest.mark.parametrize("amount", ["true", "false", "null", "[500]", '"500"'])
+def test_a_value_an_order_rule_cannot_compare_waits_for_a_human(op, amount):
+    """JSON's true and false ordered as 1 and 0: under "amount gt 100" a call with
+    {"amount": true} ran unapproved."""
+    for value in (100, -100):
+        rule = {"argument": "amount", "op": op, "value": value}
+        assert policy.needs_approval(rule, '{"amount": ' + amount + "}")
+    assert not policy.needs_approval(
+        {"argument": "amount", "op": "gt", "value": 100}, '{"amount": 5}'
+    )
+
+
 def test_two_concurrent_resumes_one_execution_one_4xx(sdk, http, upstream, tool_server):
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/weather", approval="always")

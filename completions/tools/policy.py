@@ -248,6 +248,10 @@ def _holds(rule: dict, arguments: dict) -> bool:
             return actual in expected
         if op == "contains":
             return isinstance(actual, str | list) and expected in actual
+        if isinstance(actual, bool) or isinstance(expected, bool):
+            # Python orders booleans as 0 and 1: `amount gt 100` did not hold for
+            # {"amount": true}, and the call ran unapproved.
+            raise TypeError("booleans are not ordered")
         return {
             "gt": actual > expected,
             "gte": actual >= expected,
