@@ -155,6 +155,26 @@ def test_html_drops_scripts_and_chrome_and_keeps_structure():
     assert any(t.startswith("Tier | Owner") for t in texts)
 
 
+def test_html_code_keeps_its_lines_and_indentation():
+    """A <pre> block's whitespace was collapsed like a paragraph's: Python code became one
+    line ("def f(x): if x: return 1 return 2"), where Markdown's fenced code keeps its lines
+    (README: in the knowledge block "code keeps its line breaks and indentation")."""
+    html = (
+        b"<html><body><h1>API</h1><p>Call   it\n like this:</p>"
+        b"<pre><code>def f(x):\n    if x:\n        return 1\n    return 2\n</code></pre>"
+        b"<p>Done.</p></body></html>"
+    )
+    texts = [b.text for b in ex.extract(html).blocks]
+    assert texts == [
+        "API",
+        "Call it like this:",
+        "def f(x):\n    if x:\n        return 1\n    return 2",
+        "Done.",
+    ]
+    chunk = chunk_blocks(ex.extract(html).blocks)[0]
+    assert "def f(x):\n    if x:\n        return 1" in chunk.text
+
+
 def test_deeply_nested_html_is_read_whole():
     """5,000 nested <div>s (55 kB) passed Python's recursion limit: the document failed."""
     depth = 5_000
