@@ -242,6 +242,25 @@ def test_a_sentence_longer_than_the_budget_is_cut_by_tokens():
     assert "w599" in chunks[-1].text and "w0 " in chunks[0].text
 
 
+def test_a_long_code_block_is_cut_between_its_lines_and_keeps_them():
+    """A paragraph over the budget was cut into sentences (at line breaks too) and joined
+    again with spaces: a code block longer than a chunk lost its line breaks and indentation
+    in every chunk ("def f(): value_0 = compute(...) value_1 = ..."), and its overlap too."""
+    lines = [f"    value_{i} = compute(value_{i - 1}, factor={i})" for i in range(60)]
+    code = "```python\ndef f():\n" + "\n".join(lines) + "\n```"
+    blocks = [ex.Block("heading", "API", level=1), ex.Block("text", code)]
+    chunks = chunk_blocks(blocks, max_tokens=120, overlap_tokens=30)
+    assert len(chunks) > 2
+    source = set(code.split("\n"))
+    for chunk in chunks:
+        assert chunk.token_count <= 120
+        assert set(chunk.text.split("\n")) <= source, chunk.text  # whole lines, as written
+    assert set().union(*(c.text.split("\n") for c in chunks)) == source
+    # the overlap is the previous chunk's last lines
+    first, second = chunks[0].text.split("\n"), chunks[1].text.split("\n")
+    assert first[-1] in second and second[0] in first
+
+
 _words = st.text(alphabet="abcdefghij ", min_size=1, max_size=60).map(str.strip).filter(bool)
 
 
