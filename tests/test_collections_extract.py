@@ -155,6 +155,26 @@ def test_html_drops_scripts_and_chrome_and_keeps_structure():
     assert any(t.startswith("Tier | Owner") for t in texts)
 
 
+def test_html_code_keeps_its_lines_and_indentation():
+    """A <pre> block's whitespace was collapsed like a paragraph's: Python code became one
+    line ("def f(x): if x: return 1 return 2"), where Markdown's fenced code keeps its lines
+    (README: in the knowledge block "code keeps its line breaks and indentation")."""
+    html = (
+        b"<html><body><h1>API</h1><p>Call   it\n like this:</p>"
+        b"<pre><code>def f(x):\n    if x:\n        return 1\n    return 2\n</code></pre>"
+        b"<p>Done.</p></body></html>"
+    )
+    texts = [b.text for b in ex.extract(html).blocks]
+    assert texts == [
+        "API",
+        "Call it like this:",
+        "def f(x):\n    if x:\n        return 1\n    return 2",
+        "Done.",
+    ]
+    chunk = chunk_blocks(ex.extract(html).blocks)[0]
+    assert "def f(x):\n    if x:\n        return 1" in chunk.text
+
+
 def test_deeply_nested_html_is_read_whole():
     """5,000 nested <div>s (55 kB) passed Python's recursion limit: the document failed."""
     depth = 5_000
@@ -220,6 +240,25 @@ def test_a_sentence_longer_than_the_budget_is_cut_by_tokens():
     chunks = chunk_blocks([ex.Block("text", word_salad)], max_tokens=50, overlap_tokens=10)
     assert all(c.token_count <= 50 for c in chunks)
     assert "w599" in chunks[-1].text and "w0 " in chunks[0].text
+
+
+def test_a_long_code_block_is_cut_between_its_lines_and_keeps_them():
+    """A paragraph over the budget was cut into sentences (at line breaks too) and joined
+    again with spaces: a code block longer than a chunk lost its line breaks and indentation
+    in every chunk ("def f(): value_0 = compute(...) value_1 = ..."), and its overlap too."""
+    lines = [f"    value_{i} = compute(value_{i - 1}, factor={i})" for i in range(60)]
+    code = "```python\ndef f():\n" + "\n".join(lines) + "\n```"
+    blocks = [ex.Block("heading", "API", level=1), ex.Block("text", code)]
+    chunks = chunk_blocks(blocks, max_tokens=120, overlap_tokens=30)
+    assert len(chunks) > 2
+    source = set(code.split("\n"))
+    for chunk in chunks:
+        assert chunk.token_count <= 120
+        assert set(chunk.text.split("\n")) <= source, chunk.text  # whole lines, as written
+    assert set().union(*(c.text.split("\n") for c in chunks)) == source
+    # the overlap is the previous chunk's last lines
+    first, second = chunks[0].text.split("\n"), chunks[1].text.split("\n")
+    assert first[-1] in second and second[0] in first
 
 
 _words = st.text(alphabet="abcdefghij ", min_size=1, max_size=60).map(str.strip).filter(bool)

@@ -30,10 +30,27 @@ class ChunkDraft:
     token_count: int
 
 
-def _units(text: str, max_tokens: int) -> list[str]:
-    """Pieces of a paragraph, each within max_tokens."""
+def _units(text: str, max_tokens: int) -> list[tuple[str, str]]:
+    """Pieces of a paragraph, each within max_tokens, with what joins each to the piece before
+    it. A paragraph of several lines (code, a list, a table) is cut between its lines, kept as
+    lines: cut into sentences and joined with spaces, a long code block became one line with
+    its indentation gone."""
     if count_tokens(text) <= max_tokens:
-        return [text]
+        return [(text, " ")]
+    units: list[tuple[str, str]] = []
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        if count_tokens(line.rstrip()) <= max_tokens:
+            units.append((line.rstrip(), "\n"))
+            continue
+        for number, piece in enumerate(_sentence_units(line, max_tokens)):
+            units.append((piece, " " if number else "\n"))
+    return units
+
+
+def _sentence_units(text: str, max_tokens: int) -> list[str]:
+    """A line over max_tokens in sentences, each within it (or cut by tokens)."""
     units = []
     for sentence in _SENTENCE.split(text):
         sentence = sentence.strip()
@@ -62,9 +79,20 @@ def _word_windows(sentence: str, max_tokens: int) -> list[str]:
 
 
 def _tail(text: str, budget: int) -> str:
-    """The end of `text` within `budget` tokens, whole sentences when they fit."""
+    """The end of `text` within `budget` tokens: whole lines when they fit (a code block's
+    keep their breaks and indentation), else whole sentences."""
     if budget <= 0:
         return ""
+    lines: list[str] = []
+    used = 0
+    for line in reversed(text.split("\n")):
+        size = count_tokens(line)
+        if used + size > budget:
+            break
+        lines.insert(0, line)
+        used += size
+    if "".join(lines).strip():
+        return "\n".join(lines).strip("\n").rstrip()
     picked: list[str] = []
     used = 0
     for sentence in reversed([s for s in _SENTENCE.split(text) if s.strip()]):
@@ -108,10 +136,10 @@ def chunk_blocks(
         fresh = False
         owner = owner if tail else -1
 
-    def with_unit(text: str, number: int) -> list[str]:
+    def with_unit(text: str, number: int, joiner: str) -> list[str]:
         """The parts with `text` added: to its paragraph's last part, or as a paragraph."""
         if parts and owner == number:  # sentences of one paragraph stay one paragraph
-            return [*parts[:-1], parts[-1] + " " + text]
+            return [*parts[:-1], parts[-1] + joiner + text]
         return [*parts, text]
 
     def fits(candidate: list[str]) -> bool:
@@ -126,12 +154,12 @@ def chunk_blocks(
                 stack.pop()
             stack.append((block.level, block.text.strip()))
             continue
-        for text in _units(block.text, max_tokens):
-            candidate = with_unit(text, number)
+        for text, joiner in _units(block.text, max_tokens):
+            candidate = with_unit(text, number, joiner)
             fit = fits(candidate)
             if not fit and fresh:
                 emit(carry=True)
-                candidate = with_unit(text, number)
+                candidate = with_unit(text, number, joiner)
                 fit = fits(candidate)
             if not fit:  # the carried overlap leaves no room (a piece alone always fits)
                 candidate = [text]

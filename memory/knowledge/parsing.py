@@ -381,6 +381,11 @@ def _html(text: str) -> Extracted:
             heading = child.get_text(" ", strip=True)
             if heading:
                 blocks.append(Block("heading", heading, level=int(child.name[1])))
+        elif child.name == "pre":  # code: its lines and indentation as written
+            flush()
+            code = child.get_text().strip("\n")
+            if code.strip():
+                blocks.append(Block("text", code))
         elif child.name in ("td", "th"):
             buffer.append(child.get_text(" ", strip=True) + " |")
         elif child.name in _HTML_BLOCK:
