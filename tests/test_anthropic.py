@@ -65,6 +65,15 @@ def test_non_stream_translation_both_ways(client, upstream):
     assert completion.usage.total_tokens == 18
 
 
+def test_top_p_of_1_is_not_sent_beside_a_temperature(client, upstream):
+    """top_p 1 (the default many clients send) restricts nothing, and Claude's newer models
+    refuse temperature and top_p together (400): the request failed for a no-op."""
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], temperature=0.7, top_p=1
+    )
+    assert "top_p" not in upstream.last.body and upstream.last.body["temperature"] == 0.7
+
+
 def test_images_and_default_max_tokens(client, upstream, settings):
     client.chat.completions.create(
         model=MODEL,

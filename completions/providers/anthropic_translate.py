@@ -264,7 +264,9 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         payload["system"] = "\n\n".join(s for s in system if s)
     if body.get("temperature") is not None:
         payload["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0-1
-    if body.get("top_p") is not None:
+    # top_p 1 (many clients' default) restricts nothing; Claude's newer models refuse it
+    # beside a temperature (400 "temperature and top_p cannot both be specified").
+    if body.get("top_p") is not None and body["top_p"] < 1:
         payload["top_p"] = body["top_p"]
     stop = body.get("stop")
     # Anthropic refuses a blank stop sequence (400 "each stop sequence must contain
