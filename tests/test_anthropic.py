@@ -585,6 +585,16 @@ def test_reasoning_effort_leaves_the_clients_own_thinking_and_names_what_claude_
             model=MODEL, messages=[{"role": "user", "content": "x"}], reasoning_effort="ultra"
         )
     assert info.value.param == "reasoning_effort" and info.value.code == "unsupported"
+    # Claude refuses thinking where a tool call is forced: the call goes, without thinking
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        reasoning_effort="high",
+        tools=TOOLS,
+        tool_choice="required",
+    )
+    assert "thinking" not in upstream.last.body
+    assert upstream.last.body["tool_choice"] == {"type": "any"}
 
 
 @pytest.mark.parametrize("mime", ["image/jpg", "image/JPEG", "Image/Jpg"])

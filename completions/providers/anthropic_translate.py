@@ -300,6 +300,10 @@ def _thinking(body: dict) -> Any:
     if effort not in THINKING_BUDGETS:
         raise _unsupported("reasoning_effort", f"The reasoning_effort '{effort}'")
     budget = THINKING_BUDGETS[effort]
+    choice = body.get("tool_choice")
+    if body.get("tools") and (choice == "required" or isinstance(choice, dict)):
+        # Claude does not think where a tool call is forced (400): the call is what was asked.
+        return None
     return {"type": "enabled", "budget_tokens": budget} if budget else None
 
 
