@@ -597,6 +597,34 @@ def test_reasoning_effort_leaves_the_clients_own_thinking_and_names_what_claude_
     assert upstream.last.body["tool_choice"] == {"type": "any"}
 
 
+def test_reasoning_effort_in_a_tool_loop_whose_history_lost_the_thinking_goes_on(client, upstream):
+    """A client that builds the history itself sends the calling turn back without its
+    signed thinking: with thinking on, Anthropic refuses the tool results (400)."""
+    call = {"id": "toolu_1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Rome"}'}
+    messages = [
+        {"role": "user", "content": "Weather in Rome?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "Sunny"},
+    ]
+    completion = client.chat.completions.create(
+        model=MODEL, messages=messages, tools=TOOLS, reasoning_effort="low"
+    )
+    assert completion.choices[0].message.content
+    assert "thinking" not in upstream.last.body
+    client.chat.completions.create(  # a new question in the same loop: thinking again
+        model=MODEL,
+        messages=[
+            *messages,
+            {"role": "assistant", "content": "Sunny."},
+            {"role": "user", "content": "And Oslo?"},
+        ],
+        tools=TOOLS,
+        reasoning_effort="low",
+    )
+    assert upstream.last.body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
 @pytest.mark.parametrize("mime", ["image/jpg", "image/JPEG", "Image/Jpg"])
 def test_a_jpeg_data_url_is_sent_as_image_jpeg(client, upstream, mime):
     """Anthropic takes only image/jpeg, image/png, image/gif and image/webp (400 otherwise)."""

@@ -244,6 +244,11 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         elif role == "function":
             _append(messages, "user", [_tool_result(message, f"call_{message.get('name')}")])
     _trim_prefill(messages)
+    if body.get("thinking") is None and thinking is not None and _unthought_tool_turn(messages):
+        # Thinking that reasoning_effort asked for, in a tool loop whose calling turn came back
+        # without its signed thinking (a client that builds the history itself): Anthropic
+        # refuses that turn with thinking on (400), so the loop goes on without, as it did.
+        thinking = None
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_object":
         system.append("Reply with one JSON object and nothing else.")
@@ -305,6 +310,16 @@ def _thinking(body: dict) -> Any:
         # Claude does not think where a tool call is forced (400): the call is what was asked.
         return None
     return {"type": "enabled", "budget_tokens": budget} if budget else None
+
+
+def _unthought_tool_turn(messages: list[dict]) -> bool:
+    """Whether the request ends with tool results for an assistant turn that does not start
+    with a thinking block: with thinking on, Anthropic refuses it."""
+    if len(messages) < 2 or messages[-2]["role"] != "assistant":
+        return False
+    results = any(b.get("type") == "tool_result" for b in messages[-1]["content"])
+    first = messages[-2]["content"][0]
+    return results and first.get("type") not in ("thinking", "redacted_thinking")
 
 
 def _default_max_tokens(thinking: Any) -> int:
