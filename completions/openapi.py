@@ -397,8 +397,10 @@ class ChatCompletionsDoc(APIView):
         "retry); or the upstream's rate limit, after Engram's retries (`retry-after` passed on).",
         503: "`limits_unavailable`: Redis is unreachable and limits fail closed "
         "(budgets by default; ENGRAM_LIMITS_*_FAIL_OPEN).",
-        502: "The upstream failed (5xx or connection error) after Engram's retries, or refused "
-        "Engram's own provider key (`upstream_credential_refused`, `x-should-retry: false`).",
+        502: "The upstream failed (5xx or connection error) after Engram's retries, refused "
+        "Engram's own provider key (`upstream_credential_refused`), redirected "
+        "(`upstream_redirect`) or found its account out of quota (`upstream_quota_exceeded`): "
+        "these three with `x-should-retry: false`; or it sent a reply Engram cannot read.",
         504: "The upstream timed out (`ENGRAM_UPSTREAM_TIMEOUT`).",
     }
 

@@ -65,6 +65,15 @@ def test_non_stream_translation_both_ways(client, upstream):
     assert completion.usage.total_tokens == 18
 
 
+def test_top_p_of_1_is_not_sent_beside_a_temperature(client, upstream):
+    """top_p 1 (the default many clients send) restricts nothing, and Claude's newer models
+    refuse temperature and top_p together (400): the request failed for a no-op."""
+    client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], temperature=0.7, top_p=1
+    )
+    assert "top_p" not in upstream.last.body and upstream.last.body["temperature"] == 0.7
+
+
 def test_images_and_default_max_tokens(client, upstream, settings):
     client.chat.completions.create(
         model=MODEL,
@@ -576,6 +585,44 @@ def test_reasoning_effort_leaves_the_clients_own_thinking_and_names_what_claude_
             model=MODEL, messages=[{"role": "user", "content": "x"}], reasoning_effort="ultra"
         )
     assert info.value.param == "reasoning_effort" and info.value.code == "unsupported"
+    # Claude refuses thinking where a tool call is forced: the call goes, without thinking
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        reasoning_effort="high",
+        tools=TOOLS,
+        tool_choice="required",
+    )
+    assert "thinking" not in upstream.last.body
+    assert upstream.last.body["tool_choice"] == {"type": "any"}
+
+
+def test_reasoning_effort_in_a_tool_loop_whose_history_lost_the_thinking_goes_on(client, upstream):
+    """A client that builds the history itself sends the calling turn back without its
+    signed thinking: with thinking on, Anthropic refuses the tool results (400)."""
+    call = {"id": "toolu_1", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Rome"}'}
+    messages = [
+        {"role": "user", "content": "Weather in Rome?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "Sunny"},
+    ]
+    completion = client.chat.completions.create(
+        model=MODEL, messages=messages, tools=TOOLS, reasoning_effort="low"
+    )
+    assert completion.choices[0].message.content
+    assert "thinking" not in upstream.last.body
+    client.chat.completions.create(  # a new question in the same loop: thinking again
+        model=MODEL,
+        messages=[
+            *messages,
+            {"role": "assistant", "content": "Sunny."},
+            {"role": "user", "content": "And Oslo?"},
+        ],
+        tools=TOOLS,
+        reasoning_effort="low",
+    )
+    assert upstream.last.body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
 
 
 @pytest.mark.parametrize("mime", ["image/jpg", "image/JPEG", "Image/Jpg"])

@@ -244,6 +244,11 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         elif role == "function":
             _append(messages, "user", [_tool_result(message, f"call_{message.get('name')}")])
     _trim_prefill(messages)
+    if body.get("thinking") is None and thinking is not None and _unthought_tool_turn(messages):
+        # Thinking that reasoning_effort asked for, in a tool loop whose calling turn came back
+        # without its signed thinking (a client that builds the history itself): Anthropic
+        # refuses that turn with thinking on (400), so the loop goes on without, as it did.
+        thinking = None
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_object":
         system.append("Reply with one JSON object and nothing else.")
@@ -264,7 +269,9 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         payload["system"] = "\n\n".join(s for s in system if s)
     if body.get("temperature") is not None:
         payload["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0-1
-    if body.get("top_p") is not None:
+    # top_p 1 (many clients' default) restricts nothing; Claude's newer models refuse it
+    # beside a temperature (400 "temperature and top_p cannot both be specified").
+    if body.get("top_p") is not None and body["top_p"] < 1:
         payload["top_p"] = body["top_p"]
     stop = body.get("stop")
     # Anthropic refuses a blank stop sequence (400 "each stop sequence must contain
@@ -298,7 +305,21 @@ def _thinking(body: dict) -> Any:
     if effort not in THINKING_BUDGETS:
         raise _unsupported("reasoning_effort", f"The reasoning_effort '{effort}'")
     budget = THINKING_BUDGETS[effort]
+    choice = body.get("tool_choice")
+    if body.get("tools") and (choice == "required" or isinstance(choice, dict)):
+        # Claude does not think where a tool call is forced (400): the call is what was asked.
+        return None
     return {"type": "enabled", "budget_tokens": budget} if budget else None
+
+
+def _unthought_tool_turn(messages: list[dict]) -> bool:
+    """Whether the request ends with tool results for an assistant turn that does not start
+    with a thinking block: with thinking on, Anthropic refuses it."""
+    if len(messages) < 2 or messages[-2]["role"] != "assistant":
+        return False
+    results = any(b.get("type") == "tool_result" for b in messages[-1]["content"])
+    first = messages[-2]["content"][0]
+    return results and first.get("type") not in ("thinking", "redacted_thinking")
 
 
 def _default_max_tokens(thinking: Any) -> int:
