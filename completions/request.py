@@ -31,7 +31,7 @@ from accounts.models import Workspace
 from completions import validation
 from config.common import errors, jsonbody
 from config.common.errors import ApiError
-from config.common.ids import ID_RULE, identifier, is_id
+from config.common.ids import ID_RULE, as_user_id, identifier, is_id, user_identifier
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.turn.contract import TurnContext
 
@@ -97,7 +97,9 @@ def _token_user(end_user: str, headers: Mapping[str, str], body: dict) -> str:
         (HEADERS["user_id"], headers.get(HEADERS["user_id"])),
         ("user", body.get("user")),
     ):
-        if value not in (None, "") and value != end_user:
+        if value not in (None, "") and (
+            not isinstance(value, str) or as_user_id(value) != end_user
+        ):
             raise ApiError(
                 403,
                 f"{param} names another user than this end-user token's.",
@@ -111,9 +113,9 @@ def _token_user(end_user: str, headers: Mapping[str, str], body: dict) -> str:
 def caller_user(*, headers: Mapping[str, str], body: dict, end_user: str | None) -> str | None:
     """The end user a request acts for: `x-user-id`, else the body's `user`; an end-user
     token's own user, which those may repeat but not change (403 naming the field)."""
-    user_id = identifier(headers.get(HEADERS["user_id"]), HEADERS["user_id"])
+    user_id = user_identifier(headers.get(HEADERS["user_id"]), HEADERS["user_id"])
     if user_id is None:
-        user_id = identifier(body.get("user"), "user")
+        user_id = user_identifier(body.get("user"), "user")
     if end_user is not None:
         return _token_user(end_user, headers, body)
     return user_id

@@ -9,10 +9,11 @@ from drf_spectacular.views import (
 
 from completions.usage_api import metrics_view
 from config.common import health
-from config.common.ids import PathIdConverter
+from config.common.ids import PathIdConverter, PathUserIdConverter
 from config.playground.views import playground
 
 register_converter(PathIdConverter, "id")  # every id in a path: config.common.ids' one rule
+register_converter(PathUserIdConverter, "user")  # a user id: `|` read as `:`
 
 handler400 = "config.common.errors.handler400"
 handler403 = "config.common.errors.handler403"

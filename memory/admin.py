@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from accounts.admin_workspaces import LiveWorkspaces
 from config.admin_log import DeletionLoggedById
 from config.admin_paging import LargeList, choices_filter
-from config.common.ids import ID_RULE, is_id
+from config.common.ids import ID_RULE, as_user_id, is_id
 from memory import services
 from memory.admin_users import user_url
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
@@ -53,7 +53,7 @@ class MemoryForm(forms.ModelForm):
         fields = ("workspace", "user_id", "text", "kind", "event_date", "metadata")
 
     def clean_user_id(self) -> str:
-        value = self.cleaned_data["user_id"]
+        value = as_user_id(self.cleaned_data["user_id"])
         if not is_id(value):
             raise forms.ValidationError(f"A user id is {ID_RULE}.")
         return value

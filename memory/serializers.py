@@ -7,7 +7,7 @@ import datetime as dt
 from django.utils import timezone
 from rest_framework import serializers
 
-from config.common.ids import ID_RULE, is_id
+from config.common.ids import ID_RULE, as_user_id, is_id
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
@@ -121,6 +121,9 @@ class IdField(serializers.CharField):
 
 class UserIdField(IdField):
     noun = "A user id"
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(as_user_id(data) if isinstance(data, str) else data)
 
 
 class CollectionIdField(IdField):

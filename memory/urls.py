@@ -12,8 +12,8 @@ urlpatterns = [
     path("memories/<id:memory_id>/history", apis.MemoryHistoryApi.as_view()),
     path("search", search_apis.SearchApi.as_view()),
     path("users", user_apis.UserListApi.as_view()),
-    path("users/<id:user_id>", user_apis.UserApi.as_view()),
-    path("users/<id:user_id>/export", user_apis.UserExportApi.as_view()),
+    path("users/<user:user_id>", user_apis.UserApi.as_view()),
+    path("users/<user:user_id>/export", user_apis.UserExportApi.as_view()),
     path("conversations", conversation_apis.ConversationListApi.as_view()),
     path("conversations/<id:conversation_id>", conversation_apis.ConversationDetailApi.as_view()),
     path(

@@ -390,6 +390,30 @@ def test_an_hs256_issuer_accepts_its_secret_only(engram_server, http, rsa_key):
     refused(chat(engram_server, rsa_key.token(uid="carol")), 401, "algorithm")
 
 
+def test_an_auth0_sub_is_one_user_whichever_door_names_it(engram_server, http):
+    """A token's `auth0|abc` is kept as `auth0:abc`; x-user-id, a body, a query and a path
+    naming `auth0|abc` refused it (400, or 403 beside the user's own token), so the app's
+    server could not reach the user its tokens wrote as."""
+    created = http.post(
+        "/v1/auth/issuers",
+        json={"issuer": ISS, "audiences": [AUD], "hs256_secret": SECRET, "user_claim": "uid"},
+    )
+    assert created.status_code == 201, created.text
+    token = hs256(SECRET, uid="auth0|abc")
+    answered = chat(engram_server, token, **{"x-user-id": "auth0|abc"})
+    assert answered.status_code == 200, answered.text
+    with as_user(engram_server, token) as own:
+        listed = own.get("/v1/memories", params={"user_id": "auth0|abc"})
+        assert listed.status_code == 200, listed.text
+    # The workspace's key names the same person the same way.
+    added = http.post("/v1/memories", json={"user_id": "auth0|abc", "text": "Likes tea."})
+    assert added.status_code == 201 and added.json()["user_id"] == "auth0:abc"
+    user = http.get("/v1/users/auth0%7Cabc")
+    assert user.status_code == 200 and user.json()["id"] == "auth0:abc", user.text
+    listed = http.get("/v1/memories", params={"user_id": "auth0|abc"}).json()["data"]
+    assert [m["text"] for m in listed] == ["Likes tea."]
+
+
 def test_an_issuer_whose_secret_the_key_cannot_decrypt_is_skipped_not_a_500(
     engram_server, http, settings, caplog
 ):

@@ -28,7 +28,7 @@ from config.common import coherence
 from config.common.cache import TTLCache
 from config.common.crypto import SecretUnreadable
 from config.common.errors import ApiError
-from config.common.ids import is_id
+from config.common.ids import as_user_id, is_id
 from config.common.jsonbody import text_problem
 from config.common.orm import on_pool_thread
 
@@ -246,8 +246,7 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
     if isinstance(user_id, str):
-        # Auth0's subs are `provider|id`; `|` is outside Engram's id rule, `:` means the same
-        user_id = user_id.replace("|", ":")
+        user_id = as_user_id(user_id)  # Auth0's `provider|id`
     if not isinstance(user_id, str) or not is_id(user_id):
         raise rejected(f"its {config.user_claim} claim is not a user id")
     # Space-separated, as OAuth writes scopes: each is required ("a b" was one scope no token

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, with_own_user
 from config.common.errors import ApiError
-from config.common.ids import identifier
+from config.common.ids import user_identifier
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
@@ -47,7 +47,7 @@ class MemoryListCreateApi(APIView):
         responses=docs.MemoryListSerializer,
     )
     def get(self, request):
-        user_id = own_user(request, identifier(request.query_params.get("user_id"), "user_id"))
+        user_id = own_user(request, user_identifier(request.query_params.get("user_id"), "user_id"))
         memories = selectors.memory_list(workspace=request.workspace, user_id=user_id)
         page = paginate(memories, request.query_params, memory_body)
         sources = selectors.memory_sources(
