@@ -25,9 +25,16 @@ import aiohttp
 
 from completions.providers.base import Chunk, StreamFailed, UpstreamStream, dumps
 from config.common.errors import ApiError
-from memory.text import REASONING_DETAIL_TEXT
+from memory.text import REASONING_DETAIL_TEXT, content_text
 
 logger = logging.getLogger("engram.gateway")
+
+
+def _text(content: Any) -> str:
+    """A delta's content as text: some OpenAI-compatible servers stream a list of parts, which
+    failed the answer's assembly (a TypeError) after the client had it whole."""
+    return content if type(content) is str else content_text(content)
+
 
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
@@ -109,8 +116,8 @@ class Assembler:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            if delta.get("content"):
-                self.content.append(delta["content"])
+            if content := delta.get("content"):
+                self.content.append(_text(content))
             for call in delta.get("tool_calls") or ():
                 slot = self.tool_calls.setdefault(
                     call.get("index", 0),
@@ -290,7 +297,7 @@ class Tail:
         ):
             return None
         if content := delta.get("content"):
-            assembler.content.append(content)
+            assembler.content.append(_text(content))
         raw = chunk.raw
         if not self.include_usage and "usage" in data:  # as _outgoing
             del data["usage"]

@@ -65,3 +65,22 @@ def test_tool_call_names_and_arguments_are_stored_cleaned(http, upstream):
     assert response.status_code == 200, response.text
     [stored] = _stored_answer(http, "dirty-calls")["tool_calls"]
     assert stored["function"] == {"name": "look", "arguments": '{"q": "' + CLEAN + '"}'}
+
+
+def test_a_stream_of_content_parts_is_relayed_and_stored_as_its_text(http, upstream):
+    """Some OpenAI-compatible servers stream a delta's content as a list of parts: the
+    assembly of the answer failed on it, and the answer was not stored."""
+    parts = [[{"type": "text", "text": "Hel"}], [{"type": "text", "text": "lo."}]]
+    upstream.script(Reply(stream=openai_stream(parts)))
+    response = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "greet"}],
+            "stream": True,
+        },
+        headers={"x-user-id": "u-parts", "x-conversation-id": "parts"},
+    )
+    assert response.status_code == 200 and response.text.rstrip().endswith("[DONE]")
+    assert '"error"' not in response.text
+    assert _stored_answer(http, "parts")["content"] == "Hello."
