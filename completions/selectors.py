@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time
 from typing import Any
 
 from django.db.models import (
@@ -14,12 +14,16 @@ from django.db.models import (
     Q,
     QuerySet,
     Sum,
+    Value,
 )
-from django.db.models.functions import TruncDay
+from django.db.models.functions import NullIf, TruncDay
+from django.utils.timezone import make_aware
 
 from accounts.models import Workspace
 from completions.models import ModelAlias, ProviderCredential, UsageRecord
 from completions.services import erased_user_id
+from config.common.errors import Invalid
+from config.common.pagination import Cursor
 
 
 def model_alias_list(*, workspace: Workspace | str) -> QuerySet[ModelAlias]:
@@ -91,16 +95,44 @@ def usage_figures(queryset: QuerySet[UsageRecord]) -> dict:
 
 
 def usage_summary(
-    *, workspace: Workspace, start: datetime, end: datetime, group_by: str | None
-) -> tuple[list[dict], dict]:
-    """(one row per group, ordered by the group; the totals) of usage in [start, end)."""
+    *, workspace: Workspace, start: datetime, end: datetime, group_by: str | None, cursor: Cursor
+) -> tuple[list[dict], bool, dict]:
+    """(one page of the groups, whether more follow, the totals) of usage in [start, end).
+
+    Paged as every list is, a group its own cursor (a day as YYYY-MM-DD): aggregated whole, a
+    workspace with 500,000 end users was one answer of 500,000 rows. The group "" (no key,
+    user or agent) comes last in either order: "" is no cursor (an absent one), so first, in
+    a page of one, it gave that page again for ever."""
     rows = usage_record_list(workspace=workspace).filter(created_at__gte=start, created_at__lt=end)
     figures = usage_figures(rows)
     totals = rows.order_by().aggregate(**figures)
     if group_by is None:
-        return [], totals
+        return [], False, totals
     column = USAGE_GROUPS[group_by]
+    forward, backward = cursor.directions
     if column == "day":
-        rows = rows.annotate(day=TruncDay("created_at"))
-    groups = list(rows.order_by().values(group=F(column)).annotate(**figures).order_by("group"))
-    return groups, totals
+        rows = rows.annotate(day=TruncDay("created_at"), group=F("day"))
+        none = Q(pk__in=[])  # every row has a day
+    else:
+        rows = rows.annotate(group=NullIf(column, Value("")))
+        none = Q(**{column: ""})
+    if cursor.after:
+        after = _usage_cursor(group_by, cursor.after, "after")
+        rows = rows.filter(Q(**{f"{column}__{forward}": after}) | none)
+    if cursor.before:
+        before = _usage_cursor(group_by, cursor.before, "before")
+        rows = rows.filter(Q(**{f"{column}__{backward}": before}) & ~none)
+    order = F("group").asc if cursor.order_by("group") == "group" else F("group").desc
+    groups = rows.order_by().values("group").annotate(**figures).order_by(order(nulls_last=True))
+    return *cursor.page(list(groups[: cursor.limit + 1])), totals
+
+
+def _usage_cursor(group_by: str, value: str, param: str) -> str | datetime:
+    if group_by != "day":
+        return value
+    try:
+        return make_aware(datetime.combine(date.fromisoformat(value), time()))
+    except ValueError:
+        raise Invalid(
+            f"{param} must be a day (YYYY-MM-DD) with group_by=day.", field=param
+        ) from None

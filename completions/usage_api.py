@@ -15,7 +15,8 @@ from rest_framework.views import APIView
 
 from completions import selectors
 from config.common.errors import ApiError, Invalid
-from config.common.openapi import const
+from config.common.openapi import ID_SCHEMA, const
+from config.common.pagination import MAX_LIMIT, parse_cursor
 
 DEFAULT_DAYS = 30
 
@@ -82,7 +83,8 @@ UsageGroup = type(
     (serializers.Serializer,),
     {
         "group": serializers.CharField(
-            help_text="The key id, end user id, model or day (YYYY-MM-DD); empty for none."
+            help_text="The key id, end user id, model, agent id or day (YYYY-MM-DD); empty for "
+            "none (last in either order)."
         ),
         **_figure_fields(),
     },
@@ -95,8 +97,13 @@ UsageReport = type(
         "start": serializers.IntegerField(),
         "end": serializers.IntegerField(),
         "group_by": serializers.CharField(allow_null=True),
-        "totals": UsageFigures(),
+        "totals": UsageFigures(help_text="Of every row in the range, whatever the page."),
         "data": UsageGroup(many=True),
+        "first_id": serializers.CharField(allow_null=True, help_text="The page's first group."),
+        "last_id": serializers.CharField(
+            allow_null=True, help_text="The page's last group: `after` for the next page."
+        ),
+        "has_more": serializers.BooleanField(),
     },
 )
 
@@ -111,6 +118,25 @@ class UsageApi(APIView):
             ),
             OpenApiParameter("end", str, description="Unix seconds or ISO 8601 (default: now)."),
             OpenApiParameter("group_by", str, enum=list(selectors.USAGE_GROUPS)),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                description=f"Groups per page, 1-{MAX_LIMIT} (default {MAX_LIMIT}).",
+            ),
+            OpenApiParameter(
+                "order", str, enum=["asc", "desc"], description="By group (default asc)."
+            ),
+            OpenApiParameter(
+                "after",
+                ID_SCHEMA,
+                description="The page after this group (a day as YYYY-MM-DD): `last_id`.",
+            ),
+            OpenApiParameter(
+                "before",
+                ID_SCHEMA,
+                description="The page just before this group (has_more then says whether more "
+                "precede it).",
+            ),
         ],
         responses=UsageReport,
     )
@@ -126,9 +152,11 @@ class UsageApi(APIView):
             raise Invalid(
                 f"group_by must be one of {', '.join(selectors.USAGE_GROUPS)}.", field="group_by"
             )
-        groups, totals = selectors.usage_summary(
-            workspace=request.workspace, start=start, end=end, group_by=group_by
+        cursor = parse_cursor(params, default_limit=MAX_LIMIT, default_order="asc")
+        groups, has_more, totals = selectors.usage_summary(
+            workspace=request.workspace, start=start, end=end, group_by=group_by, cursor=cursor
         )
+        data = [{"group": _group(g["group"]), **_figures(g)} for g in groups]
         return Response(
             {
                 "object": "usage",
@@ -136,7 +164,10 @@ class UsageApi(APIView):
                 "end": int(end.timestamp()),
                 "group_by": group_by,
                 "totals": _figures(totals),
-                "data": [{"group": _group(g["group"]), **_figures(g)} for g in groups],
+                "data": data,
+                "first_id": data[0]["group"] if data else None,
+                "last_id": data[-1]["group"] if data else None,
+                "has_more": has_more,
             }
         )
 

@@ -234,7 +234,7 @@ def _routes(world: dict) -> list[Route]:
         ),
         Route("POST", "/v1/chat/resume", {"approval_id": "appr_nope", "decision": "approve"}),
         Route("GET", "/v1/executions/{execution_id}", ids={"execution_id": "exec_nope"}),
-        Route("GET", "/v1/usage", query=("start", "end", "group_by")),
+        Route("GET", "/v1/usage", query=("start", "end", "group_by", *page)),
         Route("GET", "/metrics", operator=True),
         Route("GET", "/v1/workspaces/{workspace_id}", operator=True, ids={"workspace_id": ws}),
         Route(

@@ -592,14 +592,14 @@ def test_usage_query_totals_and_groups(sdk, http, engram_server, owner, outsider
     assert totals["completion_tokens"] == 28 and totals["latency_ms"]["p50"] > 0
     by_agent = http.get("/v1/usage", params={"group_by": "agent"}).json()["data"]
     assert [(g["group"], g["requests"], g["credits"]) for g in by_agent] == [
-        ("", 4, 21),
         (agent, 1, 7),
+        ("", 4, 21),
     ]
     by_user = http.get("/v1/usage", params={"group_by": "user"}).json()["data"]
     assert [(g["group"], g["requests"], g["credits"]) for g in by_user] == [
-        ("", 1, 0),
         ("alice", 2, 14),
         ("bob", 2, 14),
+        ("", 1, 0),  # no end user: last, in either order
     ]
     by_day = http.get("/v1/usage", params={"group_by": "day"}).json()["data"]
     assert len(by_day) == 1 and by_day[0]["requests"] == 5
@@ -616,6 +616,59 @@ def test_usage_query_totals_and_groups(sdk, http, engram_server, owner, outsider
     ):
         resp = http.get("/v1/usage", params=params)
         assert resp.status_code == 400 and resp.json()["error"]["param"] == param
+
+
+def test_usage_groups_are_paged_by_cursor_and_the_totals_stay_whole(sdk, http, owner, metered):
+    """Every group came in one answer: a workspace with 500,000 end users got 500,000 rows
+    from one query. Now `limit` / `after` / `before` / `order` page them as every list does,
+    the group its own cursor, the requests without an end user last; the totals are the
+    range's, whatever the page."""
+    for user in ("carol", "alice", "dave", "bob"):
+        ask(sdk, model=METERED, user=user)
+    ask(sdk, model=METERED)  # no end user
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 5)
+
+    def page(**params):
+        resp = http.get("/v1/usage", params={"group_by": "user", **params})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["totals"]["requests"] == 5
+        return [g["group"] for g in body["data"]], body
+
+    seen, after = [], None
+    while True:
+        groups, body = page(limit=2, **({"after": after} if after else {}))
+        assert (body["first_id"], body["last_id"]) == (groups[0], groups[-1])
+        seen += groups
+        if not body["has_more"]:
+            break
+        after = body["last_id"]
+    assert seen == ["alice", "bob", "carol", "dave", ""]
+    assert page(limit=1)[0] == ["alice"]  # limit=1: one row, however many users
+    assert page(order="desc", limit=2)[0] == ["dave", "carol"]
+    assert page(order="desc", after="carol")[0] == ["bob", "alice", ""]
+    groups, body = page(before="carol", limit=1)
+    assert groups == ["bob"] and body["has_more"]  # alice precedes it
+    assert page(after="alice", before="dave")[0] == ["bob", "carol"]
+    days, body = page(group_by="day")
+    assert len(days) == 1 and not body["has_more"]
+    assert page(group_by="day", after=days[0])[0] == []
+    whole = http.get("/v1/usage").json()  # no group_by: the totals, as before
+    assert whole["data"] == [] and whole["totals"]["requests"] == 5 and not whole["has_more"]
+    for params, param in (
+        ({"limit": "0"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"order": "sideways"}, "order"),
+        ({"after": "a b"}, "after"),
+        ({"group_by": "day", "after": "yesterday"}, "after"),
+        ({"group_by": "day", "before": "2026-13-01"}, "before"),
+    ):
+        resp = http.get("/v1/usage", params={"group_by": "user", **params})
+        error = resp.json()["error"]
+        assert resp.status_code == 400 and error["param"] == param, resp.text
+        assert set(error) == {"message", "type", "param", "code"}
 
 
 @pytest.mark.parametrize("end", ["0001-01-01", "-62135596800", "0001-01-01T00:00:00+01:00"])

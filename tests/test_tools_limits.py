@@ -162,6 +162,37 @@ def test_a_run_whose_client_hangs_up_as_its_messages_are_stored_is_charged_its_c
     wait_for(lambda: _budget_spent(owner, "ws:") == 14 * 1_000_000)
 
 
+def test_a_streamed_run_cut_by_its_client_in_its_first_call_is_charged_the_text_received(
+    http, operator_http, owner, upstream, tool_server
+):
+    """A plain stream cut short is charged the prompt's estimate and the text received; a
+    run's stream cut in its first model call was charged nothing: no call had ended, so the
+    run had no usage, and its answer was not passed on."""
+    from completions import charging
+    from config.common import tokens
+
+    price(operator_http, owner, input=1, output=1)  # a credit per token
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(Reply(stream=openai_stream([f"w{i} " for i in range(200)]), delay=0.1))
+    body = {"model": agent, "messages": WEATHER, "stream": True}
+
+    seen = ""
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        request_id = resp.headers["x-request-id"]
+        for line in resp.iter_lines():
+            if line.startswith("data: {") and "w1 " in line:
+                seen = line
+                break  # the client hangs up: the model's text has come
+    assert seen
+
+    row = record(request_id)
+    assert row.status_code == 499 and row.incomplete and row.error_code == "client_closed"
+    received = "".join(f"w{i} " for i in range(2))
+    # the prompt's estimate and at least the text the client saw (more may have come since)
+    assert row.credits >= charging.prompt_tokens({"messages": WEATHER}) + tokens.count(received)
+
+
 def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
     sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):

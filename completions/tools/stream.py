@@ -76,6 +76,9 @@ class Streamer:
         self.role_sent = False
         self.index = 0  # the next tool-call index of choice 0 in this stream
         self.finish: str | None = None  # the last model call's finish_reason
+        # The model call being read, till it ends: an answer cut short is charged what came of
+        # it (completions.charging), as a plain stream cut short is.
+        self.reading: Assembler | None = None
 
     def chunk(
         self,
@@ -223,7 +226,7 @@ class Streamer:
                 await _close(self.first[0])
                 self.first = None
             if not ended:  # the client went away
-                self.on_end(499, None, True, "client_closed")
+                self.on_end(499, self.cut_short(), True, "client_closed")
                 if run.execution.status == Execution.Status.RUNNING:
                     # Recorded, so a resume sent again goes on from here (no lost process).
                     spawn(
@@ -241,7 +244,7 @@ class Streamer:
         async for out in _kept_alive(opener):
             yield out
         opened = opener.result()
-        assembler = Assembler()
+        assembler = self.reading = Assembler()
         finish = None
         try:
             chunks = opened.chunks().__aiter__()
@@ -265,8 +268,19 @@ class Streamer:
         finally:
             await opened.aclose()
         self.finish = finish
+        self.reading = None
         message.update(assembler.assistant())
         run.model_step(message, finish, assembler.usage, (time.perf_counter() - started) * 1000)
+
+    def cut_short(self) -> dict | None:
+        """What the model call being read had sent when the client went away, as a plain stream
+        cut short passes it on (None: nothing came). Its tool calls are left out: a call cut
+        mid-way never ran, and stored, the conversation would hold a call without a result."""
+        if self.reading is None or self.reading.head is None:
+            return None
+        cut = self.reading.assistant()
+        cut.pop("tool_calls", None)
+        return cut
 
     async def _execute(
         self, message: dict, calls: list[dict], resumed: Resumed | None

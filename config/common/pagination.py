@@ -85,10 +85,11 @@ class Cursor:
         return page, len(rows) > self.limit
 
 
-def parse_cursor(query_params) -> Cursor:
-    """The one reader of the list parameters, as in OpenAI's list endpoints."""
-    limit = parse_limit(query_params.get("limit"))
-    order = query_params.get("order", "desc")
+def parse_cursor(query_params, *, default_limit: int = 20, default_order: str = "desc") -> Cursor:
+    """The one reader of the list parameters, as in OpenAI's list endpoints (a list whose rows
+    came whole before it was paginated keeps its old order and as many rows as it can)."""
+    limit = parse_limit(query_params.get("limit"), default=default_limit)
+    order = query_params.get("order", default_order)
     if order not in ("asc", "desc"):
         raise ApiError(400, "order must be 'asc' or 'desc'.", param="order", code="invalid_value")
     return Cursor(
