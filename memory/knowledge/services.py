@@ -19,6 +19,7 @@ from config.common.errors import Invalid, TooLarge, Unsupported
 from config.common.rows import lock_existing, lock_if_present
 from memory.knowledge import parsing as extraction
 from memory.models import Chunk, Collection, Document
+from memory.retrieval import terms
 
 logger = logging.getLogger("engram.ingest")
 
@@ -100,6 +101,7 @@ def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
     # defer the stored bytes: the delete collector would otherwise load every upload
     documents.defer("raw").delete()
     collection.delete()
+    terms.collections_changed()
     # Agents that name it stop searching it (completions.agents.cache drops ids that are gone
     # when it reloads): every process's cached agents are cleared on commit.
     coherence.publish("agents")
@@ -189,6 +191,7 @@ def document_delete(*, workspace: Workspace, document: Document) -> None:
         return
     Chunk.objects.filter(workspace=workspace, document=document).delete()
     document.delete()
+    terms.collections_changed()  # its words leave the collection's term statistics
 
 
 @transaction.atomic
@@ -211,6 +214,7 @@ def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bo
         Chunk.objects.filter(document=document).delete()
         fields |= {"chunks_total": 0, "chunks_done": 0, "pages": 0}
     Document.objects.filter(id=document.id).update(**fields)
+    terms.collections_changed()  # a ready document's chunks stop counting until it is again
     _enqueue(document.id)
 
 
@@ -391,6 +395,7 @@ def document_ingest(*, document_id: str) -> str:
             return "yield"
         total = Chunk.objects.filter(document_id=document_id).count()
         _touch(document_id, status=Document.Status.READY, chunks_total=total, chunks_done=total)
+        terms.collections_changed()  # its chunks now count in the collection's term statistics
         return "ready"
     except (_Gone, Document.DoesNotExist):
         return "skip"
