@@ -59,6 +59,14 @@ def document_too_large(size: int, *, whole_upload: bool = False) -> TooLarge:
     return TooLarge(message, field="file", code="document_too_large")
 
 
+def _unpacks_too_far(size: int, *, at_least: bool = False) -> str:
+    limit = settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES
+    size_text = f"at least {size}" if at_least else f"{size}"
+    return (
+        f"unpacks to {size_text} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES)"
+    )
+
+
 @transaction.atomic
 def collection_create(
     *, workspace: Workspace, name: str, description: str = "", metadata: dict | None = None
@@ -141,10 +149,7 @@ def document_create(
         )
     except extraction.ExpandsTooFar as exc:
         raise TooLarge(
-            f"The document unpacks to {exc.size} bytes; the limit is "
-            f"{settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES} (ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES).",
-            field="file",
-            code="document_too_large",
+            f"The document {_unpacks_too_far(exc.size)}.", field="file", code="document_too_large"
         ) from None
     except extraction.UnsupportedType as exc:
         raise Unsupported(
@@ -287,7 +292,16 @@ def _split(document: Document) -> None:
     """Extract and chunk the stored bytes; the chunks (without embeddings) land in one commit."""
     from memory.knowledge.chunking import chunk_blocks
 
-    extracted = extraction.extract(bytes(document.raw), document.content_type or None)
+    try:
+        extracted = extraction.extract(
+            bytes(document.raw),
+            document.content_type or None,
+            max_expanded=settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES,
+        )
+    except extraction.ExpandsTooFar as exc:  # a PDF's streams: only known decompressed
+        raise extraction.ExtractionError(
+            f"the document is too large: it {_unpacks_too_far(exc.size, at_least=True)}"
+        ) from None
     drafts = chunk_blocks(
         extracted.blocks,
         max_tokens=getattr(settings, "ENGRAM_CHUNK_TOKENS", 200),
