@@ -14,8 +14,11 @@ def _pdf_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def pdf_bytes(pages: list[str], *, title: str = "") -> bytes:
-    """A PDF with one page per string; each string's lines are wrapped at 90 characters."""
+def pdf_bytes(pages: list[str], *, title: str = "", compress: bool = False) -> bytes:
+    """A PDF with one page per string; each string's lines are wrapped at 90 characters.
+    `compress`: the content streams deflated (/FlateDecode), as most writers store them."""
+    import zlib
+
     objects: list[bytes] = []
 
     def add(body: bytes) -> int:
@@ -36,7 +39,12 @@ def pdf_bytes(pages: list[str], *, title: str = "") -> bytes:
             ops.append(f"({_pdf_escape(line)}) Tj T*")
         ops.append("ET")
         stream = "\n".join(ops).encode("latin-1", "replace")
-        content = add(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+        filters = b""
+        if compress:
+            stream, filters = zlib.compress(stream, 9), b" /Filter /FlateDecode"
+        content = add(
+            b"<< /Length %d%s >>\nstream\n" % (len(stream), filters) + stream + b"\nendstream"
+        )
         kids.append(
             add(
                 f"<< /Type /Page /Parent {pages_obj} 0 R /MediaBox [0 0 595 842] "
@@ -60,6 +68,38 @@ def pdf_bytes(pages: list[str], *, title: str = "") -> bytes:
     trailer = f"<< /Size {len(objects) + 1} /Root {catalog} 0 R"
     trailer += f" /Info {info} 0 R >>" if info else " >>"
     out.write(b"trailer\n" + trailer.encode() + b"\nstartxref\n%d\n%%%%EOF\n" % xref)
+    return out.getvalue()
+
+
+def pdf_form_bytes(text: str, *, draws: int) -> bytes:
+    """A one-page PDF that draws one form XObject (`text` on it) `draws` times: a few kB whose
+    text is `draws` times `text`."""
+    import zlib
+
+    shown = f"BT /F1 10 Tf 50 700 Td ({_pdf_escape(text)}) Tj ET".encode("latin-1", "replace")
+    drawn = zlib.compress(b"/Fm0 Do\n" * draws, 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [6 0 R] /Count 1 >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /XObject /Subtype /Form /BBox [0 0 595 842] /Resources << /Font << /F1 3 0 R"
+        b" >> >> /Length %d >>\nstream\n" % len(shown) + shown + b"\nendstream",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(drawn) + drawn + b"\nendstream",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R"
+        b" >> /XObject << /Fm0 4 0 R >> >> /Contents 5 0 R >>",
+    ]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    trailer = b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+    out.write(trailer % (len(objects) + 1, xref))
     return out.getvalue()
 
 

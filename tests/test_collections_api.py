@@ -396,3 +396,47 @@ def test_a_refused_text_document_names_text_not_file(http, settings):
     _error(http.post(url, json={"text": "a" * 101}), 413, "document_too_large", "text")
     # an upload's own problems still name its `file`
     _error(http.post(url, files={"file": ("e.txt", b" \n", "text/plain")}), 400, param="file")
+
+
+def _chunked(body: bytes):
+    """The body as a generator: httpx sends it with Transfer-Encoding: chunked and no
+    Content-Length, as streaming clients (curl -T -, a proxy re-chunking) do."""
+    yield from (body[i : i + 7] for i in range(0, len(body), 7))
+
+
+def test_a_chunked_body_is_read_on_json_and_multipart_routes(http):
+    """DRF and Django's multipart parser took the missing Content-Length for 0: a chunked JSON
+    body read as empty ("text: This field is required.") and a chunked upload as "No file was
+    submitted."."""
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    text = json.dumps({"text": "Chunked notes about kestrels.", "title": "Kestrels"}).encode()
+    sent = http.post(url, content=_chunked(text), headers={"content-type": "application/json"})
+    assert sent.request.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in sent.request.headers
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["title"] == "Kestrels"
+
+    form = httpx.Request("POST", url, files={"file": ("owl.md", b"# Owls\n\nThey hoot at night.")})
+    body = form.read()
+    uploaded = http.post(
+        url, content=_chunked(body), headers={"content-type": form.headers["content-type"]}
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    assert uploaded.json()["filename"] == "owl.md"
+    assert Document.objects.filter(collection_id=col["id"]).count() == 2
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_by_its_received_size(http, settings):
+    """The size limits read Content-Length: a chunked upload, with none, is measured as received."""
+    settings.ENGRAM_MAX_DOCUMENT_BYTES = 10_000
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    form = httpx.Request("POST", url, files={"file": ("big.txt", b"word " * 40_000)})
+    body = form.read()
+    refused = http.post(
+        url, content=_chunked(body), headers={"content-type": form.headers["content-type"]}
+    )
+    err = _error(refused, 413, "document_too_large", "file")
+    assert f"{len(body)} bytes in all" in err["message"]
+    assert not Document.objects.filter(collection_id=col["id"]).exists()

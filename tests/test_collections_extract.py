@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from memory.knowledge import parsing as ex
 from memory.knowledge.chunking import chunk_blocks, count_tokens
-from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, pdf_bytes
+from tests.collections_docs import corrupt_pdf_bytes, docx_bytes, pdf_bytes, pdf_form_bytes
 
 MARKDOWN = b"""# Field guide
 
@@ -283,3 +283,31 @@ def test_chunking_covers_everything_within_budget(paragraphs, max_tokens):
     text = " ".join(c.text for c in chunks)
     for word in " ".join(paragraphs).replace(".", " ").split():
         assert word in text
+
+
+def test_a_pdf_whose_streams_unpack_past_the_limit_stops_there():
+    """DOCX had a limit on what it unpacks to, PDF none: pypdf stops each stream at 75 MB but
+    not their sum, so a small file of many highly compressed streams could take the worker's
+    memory. Extraction now stops once the decompressed contents pass the limit."""
+    page = "the same words again and again " * 200
+    raw = pdf_bytes([page] * 40, compress=True)
+    whole = sum(len(b.text) for b in ex.extract(raw).blocks)  # no limit: every page is read
+    assert len(raw) * 5 < whole
+    limit = whole // 4
+    with pytest.raises(ex.ExpandsTooFar) as stopped:
+        ex.extract(raw, max_expanded=limit)
+    # it stopped at the limit, within a page, not after reading the rest
+    assert limit < stopped.value.size < limit + 2 * len(page)
+    assert len(ex.extract(raw, max_expanded=4 * whole).blocks) == 40
+
+
+def test_a_pdf_drawing_one_form_many_times_stops_at_the_limit():
+    """A form XObject drawn thousands of times multiplies its text without another stream to
+    decompress; pypdf swallows errors inside a form, so the page's next operator stops it."""
+    text = "lorem ipsum dolor " * 100
+    raw = pdf_form_bytes(text, draws=2000)
+    assert len(raw) < 5_000  # its text would be 3.6 MB
+    with pytest.raises(ex.ExpandsTooFar) as stopped:
+        ex.extract(raw, max_expanded=100_000)
+    assert stopped.value.size < 100_000 + 2 * len(text)
+    assert ex.extract(pdf_form_bytes(text, draws=3), max_expanded=100_000).blocks

@@ -509,6 +509,20 @@ def test_an_unreadable_text_document_fails_with_a_reason(owner):
     assert document.status == "failed" and "no text could be extracted" in document.error
 
 
+def test_a_pdf_that_unpacks_past_the_limit_fails_as_too_large(owner, settings):
+    """A PDF's streams are only known decompressed, so the limit DOCX gets at upload applies
+    while the worker reads it: the document fails saying so, with nothing indexed."""
+    raw = pdf_bytes(["the same words again and again " * 200] * 20, compress=True)
+    settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES = 50_000
+    collection = services.collection_create(workspace=owner[0], name="Bombs")
+    document, _ = services.document_create(workspace=owner[0], collection=collection, raw=raw)
+    assert services.document_ingest(document_id=document.id) == "failed"
+    document.refresh_from_db()
+    assert document.error.startswith("the document is too large: it unpacks to at least ")
+    assert "the limit is 50000 (ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES)" in document.error
+    assert not Chunk.objects.filter(document_id=document.id).exists()
+
+
 def test_task_is_routed_to_the_knowledge_queue():
     from config.celery import app
     from memory.knowledge.tasks import ingest_document

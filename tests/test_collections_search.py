@@ -45,3 +45,32 @@ def test_a_paraphrased_question_ranks_the_answering_chunk_first(stdlib_docs):
         )
         assert hits[0]["title"] == module, question
         assert 0 <= hits[-1]["score"] <= hits[0]["score"] <= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_document_added_or_deleted_changes_the_term_statistics_of_every_process():
+    """Every process kept a collection's term statistics for ten minutes: a deleted document's
+    words went on weighing (and thinning) its searches, a new one's were not weighed."""
+    from config.common import coherence
+    from memory.retrieval import terms
+
+    workspace, _ = make_workspace()
+    collection = services.collection_create(workspace=workspace, name="notes")
+
+    def add(text: str):
+        document, _ = services.document_create(
+            workspace=workspace, collection=collection, raw=text.encode()
+        )
+        assert services.document_ingest(document_id=document.id) == "ready"
+        return document
+
+    def stats() -> terms.TermStats:
+        coherence.check_sync()  # what the next request of any process does first
+        return terms.collection_stats(workspace_id=workspace.id, collection_ids=[collection.id])
+
+    zeppelin = add("The zeppelin moored over the harbour at dawn.")
+    assert stats().rows == 1 and "zeppelin" in stats().df
+    add("A quokka smiled at the ferry passengers.")
+    assert stats().rows == 2 and "quokka" in stats().df
+    services.document_delete(workspace=workspace, document=zeppelin)
+    assert stats().rows == 1 and "zeppelin" not in stats().df

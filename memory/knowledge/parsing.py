@@ -27,10 +27,12 @@ class UnsupportedType(Exception):
 
 
 class ExpandsTooFar(Exception):
-    """A zip archive (DOCX) whose parts would unpack to more than the caller allows."""
+    """A document that would unpack to more than the caller allows: a zip archive (DOCX) whose
+    parts declare `size` bytes in all, or a PDF whose decompressed page contents or text passed
+    the limit (`size`: what was read when extraction stopped, a lower bound)."""
 
     def __init__(self, size: int) -> None:
-        super().__init__(f"its parts unpack to {size} bytes")
+        super().__init__(f"it unpacks to {size} bytes")
         self.size = size
 
 
@@ -137,13 +139,18 @@ def detect(raw: bytes, *, max_expanded: int | None = None) -> str:
 # --- extraction -----------------------------------------------------------------------------
 
 
-def extract(raw: bytes, content_type: str | None = None) -> Extracted:
+def extract(
+    raw: bytes, content_type: str | None = None, *, max_expanded: int | None = None
+) -> Extracted:
     """The document's blocks and title, as PostgreSQL text can hold them: a NUL (a PDF's text
     operator, UTF-16 text, a text file past the 8 kB that `decode_text` samples) failed the
-    chunks' insert, and the document with it, whatever re-ran it."""
+    chunks' insert, and the document with it, whatever re-ran it.
+
+    ExpandsTooFar when the document unpacks to more than `max_expanded` bytes."""
     from config.common.jsonbody import storable  # imports DRF: this module runs without Django
 
-    extracted = _extract(raw, content_type or detect(raw))
+    content_type = content_type or detect(raw, max_expanded=max_expanded)
+    extracted = _extract(raw, content_type, max_expanded=max_expanded)
     extracted.title = storable(extracted.title).strip()
     blocks = []
     for block in extracted.blocks:
@@ -154,9 +161,9 @@ def extract(raw: bytes, content_type: str | None = None) -> Extracted:
     return extracted
 
 
-def _extract(raw: bytes, content_type: str) -> Extracted:
+def _extract(raw: bytes, content_type: str, *, max_expanded: int | None) -> Extracted:
     if content_type == PDF:
-        return _pdf(raw)
+        return _pdf(raw, max_expanded=max_expanded)
     if content_type == DOCX:
         return _docx(raw)
     text = decode_text(raw)
@@ -177,10 +184,48 @@ def _paragraphs(text: str, page: int | None = None) -> list[Block]:
     return blocks
 
 
-def _pdf(raw: bytes) -> Extracted:
+class _Expansion:
+    """What a PDF has unpacked to so far, against the limit (a DOCX declares its parts' sizes
+    up front; a PDF's streams are only known decompressed). pypdf stops each stream at 75 MB,
+    but not their sum: a small file of many highly compressed streams took the worker's
+    memory, its decoded streams kept by the reader and its text in the blocks."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.size = 0
+
+    def add(self, size: int) -> None:
+        self.size += size
+        if self.limit is not None and self.size > self.limit:
+            raise ExpandsTooFar(self.size)
+
+    def page_text(self, page) -> str:
+        """The page's text, its content streams counted as they are decompressed and its text
+        as pypdf reports it: it stops at the limit, not after reading the whole page."""
+        from pypdf.generic import StreamObject
+
+        contents = page.get("/Contents")
+        contents = contents.get_object() if contents is not None else None
+        for item in contents if isinstance(contents, list) else [contents]:
+            stream = item.get_object() if item is not None else None
+            if isinstance(stream, StreamObject):  # decoded once: extract_text reuses it
+                self.add(len(stream.get_data()))
+
+        def count(text: str, *_: object) -> None:
+            self.add(len(text))  # past the limit, every later piece raises again
+
+        text = page.extract_text(visitor_text=count) or ""
+        # pypdf logs and swallows an error inside a form XObject; the page's next piece stops
+        # it (a small form drawn thousands of times made megabytes of text), else this does.
+        self.add(0)
+        return text
+
+
+def _pdf(raw: bytes, *, max_expanded: int | None = None) -> Extracted:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
+    expansion = _Expansion(max_expanded)
     try:
         reader = PdfReader(io.BytesIO(raw), strict=False)
         if reader.is_encrypted:
@@ -192,11 +237,11 @@ def _pdf(raw: bytes) -> Extracted:
         pages = list(reader.pages)
         blocks: list[Block] = []
         for number, page in enumerate(pages, start=1):
-            blocks += _paragraphs(_reflow(page.extract_text() or ""), page=number)
+            blocks += _paragraphs(_reflow(expansion.page_text(page)), page=number)
         title = ""
         if reader.metadata and reader.metadata.title:
             title = str(reader.metadata.title).strip()
-    except ExtractionError:
+    except (ExtractionError, ExpandsTooFar):
         raise
     except (
         PyPdfError,

@@ -19,6 +19,7 @@ from config.common.errors import Invalid, TooLarge, Unsupported
 from config.common.rows import lock_existing, lock_if_present
 from memory.knowledge import parsing as extraction
 from memory.models import Chunk, Collection, Document
+from memory.retrieval import terms
 
 logger = logging.getLogger("engram.ingest")
 
@@ -56,6 +57,14 @@ def document_too_large(size: int, *, whole_upload: bool = False) -> TooLarge:
     else:
         message = f"The document is {size} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_BYTES)."
     return TooLarge(message, field="file", code="document_too_large")
+
+
+def _unpacks_too_far(size: int, *, at_least: bool = False) -> str:
+    limit = settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES
+    size_text = f"at least {size}" if at_least else f"{size}"
+    return (
+        f"unpacks to {size_text} bytes; the limit is {limit} (ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES)"
+    )
 
 
 @transaction.atomic
@@ -100,6 +109,7 @@ def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
     # defer the stored bytes: the delete collector would otherwise load every upload
     documents.defer("raw").delete()
     collection.delete()
+    terms.collections_changed()
     # Agents that name it stop searching it (completions.agents.cache drops ids that are gone
     # when it reloads): every process's cached agents are cleared on commit.
     coherence.publish("agents")
@@ -139,10 +149,7 @@ def document_create(
         )
     except extraction.ExpandsTooFar as exc:
         raise TooLarge(
-            f"The document unpacks to {exc.size} bytes; the limit is "
-            f"{settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES} (ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES).",
-            field="file",
-            code="document_too_large",
+            f"The document {_unpacks_too_far(exc.size)}.", field="file", code="document_too_large"
         ) from None
     except extraction.UnsupportedType as exc:
         raise Unsupported(
@@ -189,6 +196,7 @@ def document_delete(*, workspace: Workspace, document: Document) -> None:
         return
     Chunk.objects.filter(workspace=workspace, document=document).delete()
     document.delete()
+    terms.collections_changed()  # its words leave the collection's term statistics
 
 
 @transaction.atomic
@@ -211,6 +219,7 @@ def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bo
         Chunk.objects.filter(document=document).delete()
         fields |= {"chunks_total": 0, "chunks_done": 0, "pages": 0}
     Document.objects.filter(id=document.id).update(**fields)
+    terms.collections_changed()  # a ready document's chunks stop counting until it is again
     _enqueue(document.id)
 
 
@@ -283,7 +292,16 @@ def _split(document: Document) -> None:
     """Extract and chunk the stored bytes; the chunks (without embeddings) land in one commit."""
     from memory.knowledge.chunking import chunk_blocks
 
-    extracted = extraction.extract(bytes(document.raw), document.content_type or None)
+    try:
+        extracted = extraction.extract(
+            bytes(document.raw),
+            document.content_type or None,
+            max_expanded=settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES,
+        )
+    except extraction.ExpandsTooFar as exc:  # a PDF's streams: only known decompressed
+        raise extraction.ExtractionError(
+            f"the document is too large: it {_unpacks_too_far(exc.size, at_least=True)}"
+        ) from None
     drafts = chunk_blocks(
         extracted.blocks,
         max_tokens=getattr(settings, "ENGRAM_CHUNK_TOKENS", 200),
@@ -391,6 +409,7 @@ def document_ingest(*, document_id: str) -> str:
             return "yield"
         total = Chunk.objects.filter(document_id=document_id).count()
         _touch(document_id, status=Document.Status.READY, chunks_total=total, chunks_done=total)
+        terms.collections_changed()  # its chunks now count in the collection's term statistics
         return "ready"
     except (_Gone, Document.DoesNotExist):
         return "skip"

@@ -3,7 +3,8 @@
 Query terms (content words, any of them), what PostgreSQL's english configuration makes of a
 word, per-scope term statistics (rows, average length, document frequency of each lexeme: the
 IDF of BM25 and the test for words too common to search by), and the speaker names of a user's
-messages. Every cache here is a config.common.cache.TTLCache; `forget_user` drops a user's.
+messages. Every cache here is a config.common.cache.TTLCache; `forget_user` drops a user's, and
+`collections_changed` every process's collection statistics.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
+from config.common import coherence
 from config.common.cache import TTLCache
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
@@ -34,9 +36,11 @@ COMMON_FLOOR = 10  # ...once there are enough rows to tell
 STATS_TTL = 60.0
 # A user's statistics are ~250 kB at 1k memories or 700 messages; a collection's ~2 MB at 10k
 # chunks, and loading them is one scan (~10 ms per user, ~0.3 s per 10k chunks), so collections
-# keep theirs longer: a document added meanwhile is still found by its words (an unseen word
-# is kept and weighs as a rare one), only its weights lag.
+# keep theirs longer. Their rows change when a document becomes ready or is deleted, and the
+# writers say so (`collections_changed`), so the TTL only bounds what a lost publish costs.
 COLLECTION_STATS_TTL = 600.0
+# The config.common.coherence name under which a collection's ready chunks changed.
+COLLECTION_TERMS = "collection-terms"
 
 
 def or_terms(text: str) -> str | None:
@@ -131,6 +135,17 @@ _user_stats: TTLCache[tuple[str, str, str], TermStats] = TTLCache(
 _collection_stats: TTLCache[tuple[str, str], TermStats] = TTLCache(
     ttl=COLLECTION_STATS_TTL, max_entries=64
 )
+
+
+# A deleted document's words stayed in every process's statistics for ten minutes (weighing
+# searches and making them drop query words as too common), a new document's were unweighed.
+coherence.register(COLLECTION_TERMS, _collection_stats.clear)
+
+
+def collections_changed() -> None:
+    """A collection's ready chunks changed (a document ready or deleted, a collection deleted):
+    every process drops its collection statistics when the current transaction commits."""
+    coherence.publish(COLLECTION_TERMS)
 
 
 def _load_stats(table: str, workspace_id: str, owner: str) -> TermStats:
