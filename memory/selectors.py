@@ -6,7 +6,7 @@ Search (ranked memories and past messages) is memory.retrieval.search.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db.models import Count, Max, Model, Q, QuerySet
@@ -80,9 +80,37 @@ def processing_counts(*, workspace: Workspace, conversation: Conversation) -> di
 # --- memories -------------------------------------------------------------------------------
 
 
-def memory_list(*, workspace: Workspace, user_id: str | None = None) -> QuerySet:
+def memory_list(
+    *,
+    workspace: Workspace,
+    user_id: str | None = None,
+    kinds: Sequence[str] = (),
+    conversation_id: str | None = None,
+    created_from: dt.datetime | None = None,
+    created_until: dt.datetime | None = None,
+) -> QuerySet:
+    """The workspace's memories; with `user_id`, that user's (with an end-user token, their
+    own, and only their own conversation names one). `kinds`: of these kinds; `conversation_id`
+    (as conversation_find reads it): with a source message said in it; created at or after
+    `created_from` and before `created_until`."""
     qs = Memory.objects.filter(workspace=workspace).defer("embedding", "search")
-    return qs.filter(user_id=user_id) if user_id else qs
+    if user_id:
+        qs = qs.filter(user_id=user_id)
+    if kinds:
+        qs = qs.filter(kind__in=kinds)
+    if conversation_id is not None:
+        conversation = conversation_find(
+            workspace=workspace, conversation_id=conversation_id, user_id=user_id or None
+        )
+        if conversation is None:
+            return qs.none()
+        from_it = Memory.sources.through.objects.filter(message__conversation=conversation)
+        qs = qs.filter(id__in=from_it.values("memory_id"))
+    if created_from is not None:
+        qs = qs.filter(created_at__gte=created_from)
+    if created_until is not None:
+        qs = qs.filter(created_at__lt=created_until)
+    return qs
 
 
 def memory_get(*, workspace: Workspace, memory_id: str, user_id: str | None = None) -> Memory:
