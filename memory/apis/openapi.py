@@ -168,6 +168,9 @@ class UserDetailCountsSerializer(UserCountsSerializer):
     memory_events = serializers.IntegerField(
         help_text="Entries of their memories' history (kept after a memory is deleted)."
     )
+    executions = serializers.IntegerField(
+        help_text="Agent runs, with the messages they hold (also when the agent's memory is off)."
+    )
 
 
 class UserSerializer(serializers.Serializer):
