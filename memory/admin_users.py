@@ -27,6 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from accounts.models import Workspace
+from completions.tools.models import Execution
 from config.admin_paging import EXACT_UP_TO, planned_rows
 from memory import selectors, services
 from memory.models import Conversation, Memory, MemoryEvent, Session
@@ -40,6 +41,8 @@ _COUNTED = (
     (MemoryEvent, "memory_events", "created_at"),
     (Conversation, "conversations", "updated_at"),
     (Session, "sessions", "last_active_at"),
+    # an agent with memory off stores no conversation, but its runs keep the user's messages
+    (Execution, "executions", "updated_at"),
 )
 
 

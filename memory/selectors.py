@@ -6,12 +6,13 @@ Search (ranked memories and past messages) is memory.retrieval.search.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db.models import Count, Max, Model, Q, QuerySet
 
 from accounts.models import Workspace
+from completions.tools.models import Execution
 from config.common.errors import NotFound
 from config.common.pagination import Cursor
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
@@ -80,9 +81,37 @@ def processing_counts(*, workspace: Workspace, conversation: Conversation) -> di
 # --- memories -------------------------------------------------------------------------------
 
 
-def memory_list(*, workspace: Workspace, user_id: str | None = None) -> QuerySet:
+def memory_list(
+    *,
+    workspace: Workspace,
+    user_id: str | None = None,
+    kinds: Sequence[str] = (),
+    conversation_id: str | None = None,
+    created_from: dt.datetime | None = None,
+    created_until: dt.datetime | None = None,
+) -> QuerySet:
+    """The workspace's memories; with `user_id`, that user's (with an end-user token, their
+    own, and only their own conversation names one). `kinds`: of these kinds; `conversation_id`
+    (as conversation_find reads it): with a source message said in it; created at or after
+    `created_from` and before `created_until`."""
     qs = Memory.objects.filter(workspace=workspace).defer("embedding", "search")
-    return qs.filter(user_id=user_id) if user_id else qs
+    if user_id:
+        qs = qs.filter(user_id=user_id)
+    if kinds:
+        qs = qs.filter(kind__in=kinds)
+    if conversation_id is not None:
+        conversation = conversation_find(
+            workspace=workspace, conversation_id=conversation_id, user_id=user_id or None
+        )
+        if conversation is None:
+            return qs.none()
+        from_it = Memory.sources.through.objects.filter(message__conversation=conversation)
+        qs = qs.filter(id__in=from_it.values("memory_id"))
+    if created_from is not None:
+        qs = qs.filter(created_at__gte=created_from)
+    if created_until is not None:
+        qs = qs.filter(created_at__lt=created_until)
+    return qs
 
 
 def memory_get(*, workspace: Workspace, memory_id: str, user_id: str | None = None) -> Memory:
@@ -125,21 +154,28 @@ def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[s
 
 # --- users ----------------------------------------------------------------------------------
 # An end user is not a row: it is a `user_id` that memories, their history, conversations (and
-# so messages) or sessions carry in a workspace. Messages always belong to a conversation, so
-# four tables name every user. A memory's history outlives it: a user whose every memory was
-# deleted by hand still has their facts' texts stored there, until erased.
+# so messages), sessions or agent runs carry in a workspace. Messages always belong to a
+# conversation, so five tables name every user. A memory's history outlives it: a user whose
+# every memory was deleted by hand still has their facts' texts stored there, until erased. An
+# agent with memory off stores no conversation, but its runs keep the user's messages.
 
 
 def user_id_page(*, workspace: Workspace, cursor: Cursor) -> tuple[list[str], bool]:
     """One page of the workspace's user ids in `user_id` order, and whether more follow."""
     bounds = cursor.bounds("user_id")
-    parts = [
-        model.objects.filter(workspace=workspace, **bounds).values_list("user_id", flat=True)
-        for model in (Memory, MemoryEvent, Conversation, Session)
-    ]
-    parts[-1] = parts[-1].exclude(user_id="")  # a session may be anonymous
+    order, wanted = cursor.order_by("user_id"), cursor.limit + 1
+    # The page's ids are among each table's first `wanted` ids in its order: each part reads
+    # only those, along its (workspace, user_id) index, rather than every row of the workspace
+    # (an agent's runs and a user's memories are many per user). Each part's own order also
+    # replaces its model's default one, which sorted every run of the workspace by date.
+    parts = []
+    for model in (Memory, MemoryEvent, Conversation, Session, Execution):
+        rows = model._default_manager.filter(workspace=workspace, **bounds)
+        if model in (Session, Execution):
+            rows = rows.exclude(user_id="")  # these may be anonymous
+        parts.append(rows.values_list("user_id", flat=True).distinct().order_by(order)[:wanted])
     ids = parts[0].union(*parts[1:])  # UNION: each id once
-    return cursor.page(list(ids.order_by(cursor.order_by("user_id"))[: cursor.limit + 1]))
+    return cursor.page(list(ids.order_by(order)[:wanted]))
 
 
 def user_stats(
@@ -147,8 +183,8 @@ def user_stats(
 ) -> dict[str, dict]:
     """Per user: counts of what is stored and `last_active_at` (one grouped query per table).
 
-    `detail` adds sessions, conversation summaries and memory history entries. A user id with
-    nothing stored is absent.
+    `detail` adds sessions, conversation summaries, memory history entries and agent runs. A
+    user id with nothing stored is absent.
     """
     scope = {"workspace": workspace, "user_id__in": user_ids}
     found: dict[str, dict] = {}
@@ -158,7 +194,11 @@ def user_stats(
             user = found.setdefault(
                 row["user_id"],
                 {"memories": 0, "conversations": 0, "messages": 0}
-                | ({"sessions": 0, "summaries": 0, "memory_events": 0} if detail else {})
+                | (
+                    {"sessions": 0, "summaries": 0, "memory_events": 0, "executions": 0}
+                    if detail
+                    else {}
+                )
                 | {"last_active_at": None},
             )
             for name, column in counts.items():
@@ -184,12 +224,14 @@ def user_stats(
     # (a user whose memories were all deleted was "No user" while their texts were kept).
     merge(grouped(Session, "last_active_at"), {"sessions": "n"} if detail else {})
     merge(grouped(MemoryEvent, "created_at"), {"memory_events": "n"} if detail else {})
+    # An agent's runs hold the user's messages even with memory off (no conversation stored).
+    merge(grouped(Execution, "updated_at"), {"executions": "n"} if detail else {})
     return found
 
 
 def user_get(*, workspace: Workspace, user_id: str) -> dict:
-    """One user's counts (with sessions, summaries and memory history entries); NotFound
-    when nothing is stored."""
+    """One user's counts (with sessions, summaries, memory history entries and agent runs);
+    NotFound when nothing is stored."""
     found = user_stats(workspace=workspace, user_ids=[user_id], detail=True)
     if user_id not in found:
         raise NotFound(f"No user '{user_id}'.", field="user_id", code="user_not_found")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from django.utils import timezone
 from rest_framework import serializers
 
-from config.common.ids import ID_RULE, as_user_id, is_id
+from config.common.errors import Invalid
+from config.common.ids import ID_RULE, as_user_id, identifier, is_id
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
@@ -100,6 +102,62 @@ def session_body(session: Session) -> dict:
 # --- inputs -------------------------------------------------------------------------------------
 
 KINDS = ["fact", "preference", "plan", "relation", "event"]
+
+
+@dataclass(frozen=True)
+class MemoryListFilters:
+    """What `GET /v1/memories` narrows to, from its query (memory_list_filters)."""
+
+    kinds: tuple[str, ...] = ()
+    conversation_id: str | None = None
+    created_from: dt.datetime | None = None  # created at or after
+    created_until: dt.datetime | None = None  # created before
+
+
+def memory_list_filters(query_params) -> MemoryListFilters:
+    """`kind` (repeated or comma-separated), `conversation_id`, `created_after` and
+    `created_before`; a 400 naming the parameter for what none of them can be."""
+    kinds: list[str] = []
+    for raw in query_params.getlist("kind"):
+        for kind in (k.strip() for k in raw.split(",")):
+            if kind and kind not in KINDS:
+                raise Invalid(f"kind must be one of {', '.join(KINDS)}.", field="kind")
+            if kind and kind not in kinds:
+                kinds.append(kind)
+    after = _moment(query_params.get("created_after"), "created_after")
+    before = _moment(query_params.get("created_before"), "created_before")
+    # Compared with `created_at` as a memory shows it, in whole seconds: `created_after` set to
+    # a listed memory's `created_at` leaves out that memory and those of the same second.
+    return MemoryListFilters(
+        kinds=tuple(kinds),
+        conversation_id=identifier(query_params.get("conversation_id"), "conversation_id"),
+        created_from=_next_second(after) if after else None,
+        created_until=_next_second(before) if before and before.microsecond else before,
+    )
+
+
+def _moment(raw: str | None, name: str) -> dt.datetime | None:
+    """Unix seconds or an ISO 8601 date or time (UTC unless it says otherwise), in UTC."""
+    if raw is None or raw == "":
+        return None
+    try:
+        if raw.lstrip("-").isascii() and raw.lstrip("-").isdigit():
+            return dt.datetime.fromtimestamp(int(raw), dt.UTC)
+        moment = dt.datetime.fromisoformat(raw)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        raise Invalid(
+            f"{name} must be Unix seconds or an ISO 8601 date or time, e.g. 2026-12-01.",
+            field=name,
+        ) from None
+
+
+def _next_second(moment: dt.datetime) -> dt.datetime:
+    """The start of the second after `moment`'s (the latest time there is, past year 9999)."""
+    try:
+        return moment.replace(microsecond=0) + dt.timedelta(seconds=1)
+    except OverflowError:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 class IdField(serializers.CharField):

@@ -330,6 +330,32 @@ def test_an_end_user_whose_memories_were_all_deleted_is_listed_while_their_histo
     assert (erin["memories"], erin["memory_events"]) == (0, 2)
 
 
+def test_an_end_user_of_an_agent_with_memory_off_is_listed_and_their_runs_counted(
+    admin_client, world
+):
+    """An agent with memory off stores no conversation, but its runs keep the user's messages
+    (and the erasure deletes them): the list left such a user out, so the admin could not find
+    them to export or erase."""
+    from completions.tools.models import Execution
+    from memory.admin_users import user_url
+
+    workspace = world["workspace"]
+    for user_id in ("erin", "erin", ""):  # two runs of erin's, one anonymous
+        Execution.objects.create(
+            workspace=workspace, agent_id="agent:off", user_id=user_id, model="m", route_model="m"
+        )
+    listing = admin_client.get(reverse("admin:memory_enduser_changelist"))
+    users = {(u["workspace_id"], u["user_id"]): u for u in listing.context["page"]}
+    assert (workspace.id, "") not in users
+    erin = users[(workspace.id, "erin")]
+    assert (erin["memories"], erin["conversations"], erin["executions"]) == (0, 0, 2)
+    assert erin["last_active"] is not None
+    confirm = admin_client.get(user_url(workspace.id, "erin") + "delete/")
+    assert "2 agent runs" in confirm.content.decode()
+    assert admin_client.post(user_url(workspace.id, "erin") + "delete/").status_code == 302
+    assert not Execution.objects.filter(user_id="erin").exists()
+
+
 def test_end_user_page_shows_their_rows(admin_client, world):
     from memory.admin_users import user_url
 

@@ -91,6 +91,7 @@ def test_detail_adds_sessions_and_summaries(http, people):
         "sessions": 0,
         "summaries": 1,
         "memory_events": 2,
+        "executions": 0,
     }
     carol = http.get("/v1/users/carol").json()
     assert carol["counts"]["sessions"] == 1 and carol["last_active_at"] is not None
@@ -110,6 +111,7 @@ def test_a_user_whose_memories_were_all_deleted_is_listed_while_their_history_is
         "sessions": 0,
         "summaries": 0,
         "memory_events": 2,
+        "executions": 0,
     }
     assert erin.json()["last_active_at"] is not None
     listed = http.get("/v1/users", params={"order": "asc"}).json()["data"]
@@ -393,3 +395,41 @@ def test_an_edited_memory_leaves_no_admin_log_entry_with_its_old_text(http, owne
 
     kept = {e.object_repr for e in LogEntry.objects.all()}  # the other workspace's alice too
     assert kept == {"Alice lives in Oslo.", "Bob lives in Bergen.", "Other Alice lives in Rome."}
+
+
+def test_a_user_of_an_agent_with_memory_off_is_listed_read_and_counted(
+    sdk, http, upstream, tool_server, owner
+):
+    """An agent whose memory is off stores no conversation, but its tool runs keep the user's
+    messages (GET /v1/executions/{id}), which DELETE /v1/users/{id} erases: the user was missing
+    from GET /v1/users and GET /v1/users/{id} was 404, so they could not find their data."""
+    from tests.test_tools import ask, engram, make_tool, script_call_then_answer
+    from tests.upstream import tool_call
+
+    agent = http.post(
+        "/v1/agents",
+        json={"name": "forgetful", "model": "gpt-4o-mini", "memory": {"enabled": False}},
+    ).json()["id"]
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    answer = ask(sdk, agent, text="Weather in Oslo?", user="erin")
+    assert http.get(f"/v1/executions/{engram(answer)['execution_id']}").status_code == 200
+    assert not Conversation.objects.filter(user_id="erin").exists()
+    _remember(http, "alice", "Alice lives in Oslo.")
+
+    listed = http.get("/v1/users", params={"order": "asc"}).json()
+    assert [u["id"] for u in listed["data"]] == ["alice", "erin"]
+    erin = listed["data"][1]
+    assert erin["counts"] == {"memories": 0, "conversations": 0, "messages": 0}
+    assert isinstance(erin["last_active_at"], int)
+    one = http.get("/v1/users/erin")
+    assert one.status_code == 200, one.text
+    assert one.json()["counts"]["executions"] == 1
+    assert http.get("/v1/users/alice").json()["counts"]["executions"] == 0
+    # the cursor steps over them as over any user
+    after = http.get("/v1/users", params={"order": "asc", "after": "alice"}).json()
+    assert [u["id"] for u in after["data"]] == ["erin"]
+
+    assert http.delete("/v1/users/erin").json()["counts"]["executions"] == 1
+    assert http.get("/v1/users/erin").status_code == 404
+    assert [u["id"] for u in http.get("/v1/users").json()["data"]] == ["alice"]

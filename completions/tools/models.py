@@ -96,7 +96,11 @@ class Execution(models.Model):
 
     class Meta:
         ordering = ["-created_at", "id"]
-        indexes = [models.Index(fields=["workspace", "-created_at"], name="execution_recent")]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"], name="execution_recent"),
+            # A workspace's end users, one user's counts and their erasure read runs by user.
+            models.Index(fields=["workspace", "user_id"], name="execution_user"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"

@@ -23,6 +23,7 @@ from memory.serializers import (
     SearchInput,
     event_body,
     memory_body,
+    memory_list_filters,
 )
 
 
@@ -42,13 +43,23 @@ class MemoryListCreateApi(APIView):
 
     @extend_schema(
         summary="List memories",
+        description="Newest first by default; the filters combine, and the cursors page "
+        "within them.",
         tags=["memories"],
-        parameters=[user_id_query(), *LIST_PARAMETERS],
+        parameters=[user_id_query(), *docs.MEMORY_LIST_FILTERS, *LIST_PARAMETERS],
         responses=docs.MemoryListSerializer,
     )
     def get(self, request):
         user_id = own_user(request, user_identifier(request.query_params.get("user_id"), "user_id"))
-        memories = selectors.memory_list(workspace=request.workspace, user_id=user_id)
+        filters = memory_list_filters(request.query_params)
+        memories = selectors.memory_list(
+            workspace=request.workspace,
+            user_id=user_id,
+            kinds=filters.kinds,
+            conversation_id=filters.conversation_id,
+            created_from=filters.created_from,
+            created_until=filters.created_until,
+        )
         page = paginate(memories, request.query_params, memory_body)
         sources = selectors.memory_sources(
             workspace=request.workspace, memory_ids=[m["id"] for m in page["data"]]

@@ -6,9 +6,10 @@ tests/test_openapi.py holds every live response to them.
 
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
-from config.common.openapi import const, list_of
+from config.common.openapi import ID_SCHEMA, const, list_of
 from memory.serializers import KINDS
 
 
@@ -167,6 +168,9 @@ class UserDetailCountsSerializer(UserCountsSerializer):
     memory_events = serializers.IntegerField(
         help_text="Entries of their memories' history (kept after a memory is deleted)."
     )
+    executions = serializers.IntegerField(
+        help_text="Agent runs, with the messages they hold (also when the agent's memory is off)."
+    )
 
 
 class UserSerializer(serializers.Serializer):
@@ -225,6 +229,41 @@ class UserExportSerializer(serializers.Serializer):
     conversations = ExportedConversationSerializer(many=True)
     sessions = SessionSerializer(many=True)
 
+
+_MOMENT = {"type": "string", "examples": ["1764547200", "2026-12-01", "2026-12-01T09:30:00+01:00"]}
+
+# GET /v1/memories's filters (memory.serializers.memory_list_filters).
+MEMORY_LIST_FILTERS = [
+    OpenApiParameter(
+        "kind",
+        {"type": "array", "items": {"type": "string", "enum": KINDS}},
+        style="form",
+        explode=True,
+        description="Only memories of these kinds: repeated (`kind=fact&kind=plan`) or "
+        "comma-separated (`kind=fact,plan`). Another value is 400 naming `kind`.",
+        required=False,
+    ),
+    OpenApiParameter(
+        "conversation_id",
+        ID_SCHEMA,
+        description="Only memories with a source message in this conversation (the client's "
+        "id, or Engram's `conv_…`); none when there is no such conversation (of this user).",
+        required=False,
+    ),
+    OpenApiParameter(
+        "created_after",
+        _MOMENT,
+        description="Only memories created after this moment: Unix seconds or ISO 8601 (UTC "
+        "unless it says otherwise), compared with `created_at` as listed, in whole seconds.",
+        required=False,
+    ),
+    OpenApiParameter(
+        "created_before",
+        _MOMENT,
+        description="Only memories created before this moment (as `created_after`).",
+        required=False,
+    ),
+]
 
 MemoryListSerializer = list_of(MemorySerializer, "MemoryList")
 MemoryEventListSerializer = list_of(MemoryEventSerializer, "MemoryEventList", cursor=False)

@@ -27,8 +27,8 @@ def user_body(user_id: str, stats: dict) -> dict:
 class UserListApi(APIView):
     @extend_schema(
         summary="The workspace's end users",
-        description="Everyone with a memory, a memory's history, a conversation or a session "
-        "here, by user id "
+        description="Everyone with a memory, a memory's history, a conversation, a session or "
+        "an agent run here, by user id "
         "(`after` / `before` take a user id), with counts and the last activity.",
         tags=["users"],
         parameters=LIST_PARAMETERS,
@@ -47,8 +47,8 @@ class UserApi(APIView):
     permission_classes = [EndUserAllowed]  # an end user: only their own id (own_user)
 
     @extend_schema(
-        summary="One end user: counts (with sessions, summaries and memory history entries) "
-        "and last activity",
+        summary="One end user: counts (with sessions, summaries, memory history entries and "
+        "agent runs) and last activity",
         tags=["users"],
         responses=docs.UserDetailSerializer,
     )
