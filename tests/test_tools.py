@@ -1595,6 +1595,29 @@ def test_get_tools_take_a_query_string_and_slow_tools_time_out(sdk, http, upstre
     assert "timed out" in json.loads(results[1]["content"])["error"]
 
 
+def test_a_get_tools_fixed_query_parameters_win_over_the_models_arguments(
+    sdk, http, upstream, tool_server
+):
+    """The URL's own parameters (an operator's key) are sent once, as written: an argument of
+    the same name is left out, not sent beside them for the tool's server to pick."""
+    agent = make_agent(http)
+    resp = http.post(
+        f"/v1/agents/{agent}/tools",
+        json={
+            "name": "find",
+            "type": "http",
+            "http": {"url": tool_server.url + "/find?key=abc&fixed=1&flag", "method": "GET"},
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    script_call_then_answer(
+        upstream, tool_call("c1", "find", {"key": "evil", "flag": "on", "q": "tea"})
+    )
+    ask(sdk, agent)
+    (found,) = [c for c in tool_server.calls if c["path"] == "/find"]
+    assert found["query"] == "key=abc&fixed=1&flag&q=tea"
+
+
 def test_an_end_user_token_resumes_only_its_own_approvals(
     sdk, http, upstream, tool_server, engram_server
 ):

@@ -1,7 +1,7 @@
 """Running one server-side tool call: an HTTP request or a built-in, never raising.
 
 HTTP tools: the arguments go as the JSON body (POST/PUT/PATCH) or the query string (GET,
-DELETE); every request carries `Idempotency-Key` (the same for a call however often it is
+DELETE, beside the URL's own parameters, which win); every request carries `Idempotency-Key` (the same for a call however often it is
 tried) and the tool's own headers (decrypted here, never logged). Private, loopback and
 link-local addresses are refused unless ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS: a literal address
 before the request, a host name by the resolver the connection uses (so a name that resolves
@@ -20,7 +20,7 @@ import socket
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -81,8 +81,16 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
     headers = {**own, IDEMPOTENCY_HEADER: idempotency_key}
     kwargs: dict[str, Any] = {"headers": headers}
     if tool.http_method in ("GET", "DELETE"):
+        # The URL's own query parameters are the operator's (a key, a fixed filter): an
+        # argument of the same name is left out, else the request would carry both values
+        # and the tool's server pick either.
+        fixed = {
+            name for name, _ in parse_qsl(urlsplit(tool.http_url).query, keep_blank_values=True)
+        }
         kwargs["params"] = {
-            k: v if isinstance(v, str) else json.dumps(v) for k, v in arguments.items()
+            k: v if isinstance(v, str) else json.dumps(v)
+            for k, v in arguments.items()
+            if k not in fixed
         }
     else:
         kwargs["json"] = arguments
