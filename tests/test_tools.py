@@ -1618,6 +1618,53 @@ def test_a_get_tools_fixed_query_parameters_win_over_the_models_arguments(
     assert found["query"] == "key=abc&fixed=1&flag&q=tea"
 
 
+def test_an_agent_whose_tool_calls_itself_stops_at_the_hop_limit(
+    sdk, http, upstream, owner, engram_server, settings
+):
+    """A tool whose URL is this Engram's own chat, calling the agent again: every level's tool
+    request carries the hop marks, so the nested calls go through (an agent may call an
+    agent) until the loop guard's limit, where the deepest call gets `engram_loop` as its
+    result and every level answers, instead of nesting without end."""
+    from completions.providers import hops
+
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = True  # Engram itself, on loopback
+    agent = make_agent(http)
+    resp = http.post(
+        f"/v1/agents/{agent}/tools",
+        json={
+            "name": "ask_agent",
+            "type": "http",
+            "http": {
+                "url": engram_server.url + "/v1/chat/completions",
+                "method": "POST",
+                "headers": {"Authorization": f"Bearer {owner[1]}"},
+            },
+            "timeout_seconds": 60,
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    again = {"model": agent, "messages": [{"role": "user", "content": "again"}]}
+    # More tool-calling answers than the limit allows levels; the rest are echoes.
+    upstream.script(
+        *(Reply(json=openai_completion(tool_calls=[tool_call("c1", "ask_agent", again)])),)
+        * (hops.MAX_HOPS + 4)
+    )
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].finish_reason == "stop"
+    assert Execution.objects.count() == hops.MAX_HOPS  # the first run and 7 nested ones
+    chains = {r.headers[hops.HEADER] for r in upstream.chat_requests()}
+    assert max(len(chain.split(", ")) for chain in chains) == hops.MAX_HOPS
+    results = [
+        m["content"]
+        for r in upstream.chat_requests()
+        for m in r.body["messages"]
+        if m["role"] == "tool"
+    ]
+    assert any("engram_loop" in content for content in results)
+
+
 def test_an_end_user_token_resumes_only_its_own_approvals(
     sdk, http, upstream, tool_server, engram_server
 ):
@@ -2183,6 +2230,7 @@ def test_a_header_value_with_a_carriage_return_is_refused_and_never_breaks_a_run
         "Proxy-Authorization",
         "Keep-Alive",
         "Idempotency-Key",
+        "X-Engram-Hop",
     ],
 )
 def test_framing_and_hop_by_hop_headers_are_refused_and_never_sent(

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from asgiref.sync import sync_to_async
 
+from completions.providers import hops
 from completions.tools import builtins, policy
 from completions.tools.models import Tool
 from completions.tools.services import headers_of
@@ -78,7 +79,9 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
     policy.host_allowed(urlsplit(tool.http_url).hostname or "")
     # A reserved header (policy.RESERVED_HEADERS) stored before the rule is left out.
     own = {k: v for k, v in headers_of(tool).items() if not policy.header_reserved(k)}
-    headers = {**own, IDEMPOTENCY_HEADER: idempotency_key}
+    # The hop mark: a tool that calls this Engram's own chat (the agent itself, at last) is
+    # counted by the loop guard, and stops at its limit.
+    headers = {**own, IDEMPOTENCY_HEADER: idempotency_key, hops.HEADER: hops.through_tool()}
     kwargs: dict[str, Any] = {"headers": headers}
     if tool.http_method in ("GET", "DELETE"):
         # The URL's own query parameters are the operator's (a key, a fixed filter): an
