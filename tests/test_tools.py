@@ -1930,6 +1930,110 @@ def test_a_call_interrupted_mid_run_is_never_run_again(sdk, http, upstream, tool
     assert sent["tool_call_id"] == "call_1" and "interrupted" in sent["content"]
 
 
+def test_a_run_that_lost_its_process_keeps_what_its_tools_did_in_the_conversation(
+    sdk, http, upstream, tool_server
+):
+    """The process is lost while a tool runs (no approval): the sweep that fails the run an
+    hour later stores in its conversation the call the run made, answered as interrupted (its
+    outcome was never recorded), as the door would have stored it: the user's next turn knows
+    a tool was called, and its history pairs every call with a result."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from memory.models import Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    user = "lost-process"
+    headers = {"x-user-id": user, "x-conversation-id": user}
+
+    def started() -> bool:
+        run = Execution.objects.first()
+        return run is not None and any(m.get("tool_calls") for m in run.messages)
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(ask, sdk, agent, extra_headers=headers)
+        wait_for(started)
+        lost = Execution.objects.get()  # what a process lost now leaves: the call started
+        running.result()
+    wait_for(lambda: len(_stored(user)) == 4)
+    # As if the process had died: the run as it was then, nothing after the question stored.
+    first = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")[0]
+    Message.objects.filter(conversation__user_id=user).exclude(id=first.id).delete()
+    Execution.objects.filter(id=lost.id).update(
+        status="running",
+        messages=lost.messages,
+        steps=lost.steps,
+        pending=lost.pending,
+        updated_at=timezone.now() - services.STALE_RUN - dt.timedelta(minutes=1),
+    )
+
+    approvals_expire()
+
+    run = Execution.objects.get(id=lost.id)
+    assert run.status == "failed" and run.error == "interrupted: its process was lost"
+    assert run.steps[-1]["type"] == "tool" and run.steps[-1]["status"] == "failed"
+    stored = _stored(user)
+    assert _shape(stored) == [
+        ("user", None, []),
+        ("assistant", None, ["call_1"]),
+        ("tool", "call_1", []),
+    ]
+    assert "interrupted" in json.loads(stored[-1]["content"])["error"]
+    approvals_expire()  # a second sweep finds nothing more to store
+    assert len(_stored(user)) == 3
+
+
+def test_a_resume_that_lost_its_process_keeps_its_call_in_the_conversation_once(
+    sdk, http, upstream, tool_server
+):
+    """The process is lost while an approved call runs: the sweep stores its interrupted
+    result after the paused step; the resume sent again then runs nothing and stores only its
+    answer, not the result a second time."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from memory.models import Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(json=openai_completion("Could not tell.")),
+    )
+    user = "lost-resume"
+    headers = {"x-user-id": user, "x-conversation-id": user}
+    marks = engram(ask(sdk, agent, extra_headers=headers))
+    wait_for(lambda: len(_stored(user)) == 2)  # the question, the paused step
+    pending = Execution.objects.get(id=marks["execution_id"]).pending
+    resume(sdk, marks["approval_id"], user=user)
+    wait_for(lambda: len(_stored(user)) == 4)
+    execution = Execution.objects.get(id=marks["execution_id"])
+    at = next(i for i, m in enumerate(execution.messages) if m.get("tool_calls"))
+    rows = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")
+    Message.objects.filter(id__in=[m.id for m in rows[2:]]).delete()
+    Execution.objects.filter(id=execution.id).update(  # as a process lost mid-call leaves it
+        status="running",
+        messages=execution.messages[: at + 1],
+        steps=execution.steps[:2],
+        pending=pending,
+        updated_at=timezone.now() - services.STALE_RUN - dt.timedelta(minutes=1),
+    )
+
+    approvals_expire()
+
+    assert _shape(_stored(user))[2:] == [("tool", "call_1", [])]
+    upstream.script(Reply(json=openai_completion("Could not tell.")))
+    answer = resume(sdk, marks["approval_id"], user=user)
+    assert answer.choices[0].message.content == "Could not tell."
+    assert len(tool_server.calls) == 1
+    wait_for(lambda: len(_stored(user)) == 4)
+    assert _shape(_stored(user))[2:] == [("tool", "call_1", []), ("assistant", None, [])]
+
+
 # --- a client without x-conversation-id resends the transcript of a tool run -----------------
 
 
