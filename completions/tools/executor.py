@@ -1,11 +1,13 @@
 """Running one server-side tool call: an HTTP request or a built-in, never raising.
 
 HTTP tools: the arguments go as the JSON body (POST/PUT/PATCH) or the query string (GET,
-DELETE, beside the URL's own parameters, which win); every request carries `Idempotency-Key` (the same for a call however often it is
-tried) and the tool's own headers (decrypted here, never logged). Private, loopback and
-link-local addresses are refused unless ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS: a literal address
-before the request, a host name by the resolver the connection uses (so a name that resolves
-to a private address later is caught too). The answer's text (cut to MAX_RESULT characters
+DELETE, beside the URL's own parameters, which win); every request carries `Idempotency-Key`
+(the same for a call however often it is tried), the loop guard's hop marks
+(completions.providers.hops) and the tool's own headers (decrypted here, never logged).
+Private, loopback and link-local addresses are refused unless
+ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS: a literal address before the request, a host name by the
+resolver the connection uses (so a name that resolves to a private address later is caught
+too). The answer's text (cut to MAX_RESULT characters
 with a mark saying how many more were left out, NULs dropped and lone surrogates replaced:
 config.common.jsonbody.storable) is the tool's result; a status >= 400, a timeout or a refused
 address is an error result, which the model receives as the tool's answer.
