@@ -99,6 +99,23 @@ def test_every_door_refuses_its_own_mark_before_the_key(engram_server, path):
         assert other.status_code == 401
 
 
+def test_hops_through_agents_tools_are_counted_up_to_the_limit(engram_server):
+    """A tool's request carries the tool mark, not this Engram's: an agent calling an agent
+    through a tool goes on (to the key), and a chain at the limit is a loop."""
+    body = {"model": "m", "messages": []}
+    with httpx.Client(base_url=engram_server.url) as client:
+        under = ", ".join([hops.tool_mark()] * (hops.MAX_HOPS - 1))
+        assert (
+            client.post("/v1/chat/completions", json=body, headers={hops.HEADER: under}).status_code
+            == 401
+        )
+        at = ", ".join([hops.tool_mark()] * hops.MAX_HOPS)
+        response = client.post("/v1/chat/completions", json=body, headers={hops.HEADER: at})
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "engram_loop" and "agent's tool" in error["message"]
+
+
 def test_upstream_requests_carry_the_marks(http, upstream):
     response = http.post(
         "/v1/chat/completions",

@@ -1595,6 +1595,76 @@ def test_get_tools_take_a_query_string_and_slow_tools_time_out(sdk, http, upstre
     assert "timed out" in json.loads(results[1]["content"])["error"]
 
 
+def test_a_get_tools_fixed_query_parameters_win_over_the_models_arguments(
+    sdk, http, upstream, tool_server
+):
+    """The URL's own parameters (an operator's key) are sent once, as written: an argument of
+    the same name is left out, not sent beside them for the tool's server to pick."""
+    agent = make_agent(http)
+    resp = http.post(
+        f"/v1/agents/{agent}/tools",
+        json={
+            "name": "find",
+            "type": "http",
+            "http": {"url": tool_server.url + "/find?key=abc&fixed=1&flag", "method": "GET"},
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    script_call_then_answer(
+        upstream, tool_call("c1", "find", {"key": "evil", "flag": "on", "q": "tea"})
+    )
+    ask(sdk, agent)
+    (found,) = [c for c in tool_server.calls if c["path"] == "/find"]
+    assert found["query"] == "key=abc&fixed=1&flag&q=tea"
+
+
+def test_an_agent_whose_tool_calls_itself_stops_at_the_hop_limit(
+    sdk, http, upstream, owner, engram_server, settings
+):
+    """A tool whose URL is this Engram's own chat, calling the agent again: every level's tool
+    request carries the hop marks, so the nested calls go through (an agent may call an
+    agent) until the loop guard's limit, where the deepest call gets `engram_loop` as its
+    result and every level answers, instead of nesting without end."""
+    from completions.providers import hops
+
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = True  # Engram itself, on loopback
+    agent = make_agent(http)
+    resp = http.post(
+        f"/v1/agents/{agent}/tools",
+        json={
+            "name": "ask_agent",
+            "type": "http",
+            "http": {
+                "url": engram_server.url + "/v1/chat/completions",
+                "method": "POST",
+                "headers": {"Authorization": f"Bearer {owner[1]}"},
+            },
+            "timeout_seconds": 60,
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    again = {"model": agent, "messages": [{"role": "user", "content": "again"}]}
+    # More tool-calling answers than the limit allows levels; the rest are echoes.
+    upstream.script(
+        *(Reply(json=openai_completion(tool_calls=[tool_call("c1", "ask_agent", again)])),)
+        * (hops.MAX_HOPS + 4)
+    )
+
+    answer = ask(sdk, agent)
+
+    assert answer.choices[0].finish_reason == "stop"
+    assert Execution.objects.count() == hops.MAX_HOPS  # the first run and 7 nested ones
+    chains = {r.headers[hops.HEADER] for r in upstream.chat_requests()}
+    assert max(len(chain.split(", ")) for chain in chains) == hops.MAX_HOPS
+    results = [
+        m["content"]
+        for r in upstream.chat_requests()
+        for m in r.body["messages"]
+        if m["role"] == "tool"
+    ]
+    assert any("engram_loop" in content for content in results)
+
+
 def test_an_end_user_token_resumes_only_its_own_approvals(
     sdk, http, upstream, tool_server, engram_server
 ):
@@ -1858,6 +1928,110 @@ def test_a_call_interrupted_mid_run_is_never_run_again(sdk, http, upstream, tool
     assert len(tool_server.calls) == 1
     sent = upstream.chat_requests()[-1].body["messages"][-1]
     assert sent["tool_call_id"] == "call_1" and "interrupted" in sent["content"]
+
+
+def test_a_run_that_lost_its_process_keeps_what_its_tools_did_in_the_conversation(
+    sdk, http, upstream, tool_server
+):
+    """The process is lost while a tool runs (no approval): the sweep that fails the run an
+    hour later stores in its conversation the call the run made, answered as interrupted (its
+    outcome was never recorded), as the door would have stored it: the user's next turn knows
+    a tool was called, and its history pairs every call with a result."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from memory.models import Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    user = "lost-process"
+    headers = {"x-user-id": user, "x-conversation-id": user}
+
+    def started() -> bool:
+        run = Execution.objects.first()
+        return run is not None and any(m.get("tool_calls") for m in run.messages)
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(ask, sdk, agent, extra_headers=headers)
+        wait_for(started)
+        lost = Execution.objects.get()  # what a process lost now leaves: the call started
+        running.result()
+    wait_for(lambda: len(_stored(user)) == 4)
+    # As if the process had died: the run as it was then, nothing after the question stored.
+    first = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")[0]
+    Message.objects.filter(conversation__user_id=user).exclude(id=first.id).delete()
+    Execution.objects.filter(id=lost.id).update(
+        status="running",
+        messages=lost.messages,
+        steps=lost.steps,
+        pending=lost.pending,
+        updated_at=timezone.now() - services.STALE_RUN - dt.timedelta(minutes=1),
+    )
+
+    approvals_expire()
+
+    run = Execution.objects.get(id=lost.id)
+    assert run.status == "failed" and run.error == "interrupted: its process was lost"
+    assert run.steps[-1]["type"] == "tool" and run.steps[-1]["status"] == "failed"
+    stored = _stored(user)
+    assert _shape(stored) == [
+        ("user", None, []),
+        ("assistant", None, ["call_1"]),
+        ("tool", "call_1", []),
+    ]
+    assert "interrupted" in json.loads(stored[-1]["content"])["error"]
+    approvals_expire()  # a second sweep finds nothing more to store
+    assert len(_stored(user)) == 3
+
+
+def test_a_resume_that_lost_its_process_keeps_its_call_in_the_conversation_once(
+    sdk, http, upstream, tool_server
+):
+    """The process is lost while an approved call runs: the sweep stores its interrupted
+    result after the paused step; the resume sent again then runs nothing and stores only its
+    answer, not the result a second time."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from memory.models import Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(json=openai_completion("Could not tell.")),
+    )
+    user = "lost-resume"
+    headers = {"x-user-id": user, "x-conversation-id": user}
+    marks = engram(ask(sdk, agent, extra_headers=headers))
+    wait_for(lambda: len(_stored(user)) == 2)  # the question, the paused step
+    pending = Execution.objects.get(id=marks["execution_id"]).pending
+    resume(sdk, marks["approval_id"], user=user)
+    wait_for(lambda: len(_stored(user)) == 4)
+    execution = Execution.objects.get(id=marks["execution_id"])
+    at = next(i for i, m in enumerate(execution.messages) if m.get("tool_calls"))
+    rows = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")
+    Message.objects.filter(id__in=[m.id for m in rows[2:]]).delete()
+    Execution.objects.filter(id=execution.id).update(  # as a process lost mid-call leaves it
+        status="running",
+        messages=execution.messages[: at + 1],
+        steps=execution.steps[:2],
+        pending=pending,
+        updated_at=timezone.now() - services.STALE_RUN - dt.timedelta(minutes=1),
+    )
+
+    approvals_expire()
+
+    assert _shape(_stored(user))[2:] == [("tool", "call_1", [])]
+    upstream.script(Reply(json=openai_completion("Could not tell.")))
+    answer = resume(sdk, marks["approval_id"], user=user)
+    assert answer.choices[0].message.content == "Could not tell."
+    assert len(tool_server.calls) == 1
+    wait_for(lambda: len(_stored(user)) == 4)
+    assert _shape(_stored(user))[2:] == [("tool", "call_1", []), ("assistant", None, [])]
 
 
 # --- a client without x-conversation-id resends the transcript of a tool run -----------------
@@ -2160,6 +2334,7 @@ def test_a_header_value_with_a_carriage_return_is_refused_and_never_breaks_a_run
         "Proxy-Authorization",
         "Keep-Alive",
         "Idempotency-Key",
+        "X-Engram-Hop",
     ],
 )
 def test_framing_and_hop_by_hop_headers_are_refused_and_never_sent(

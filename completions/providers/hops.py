@@ -7,6 +7,12 @@ the Engrams it already went through (taken from the request being served) plus t
 mark is derived from SECRET_KEY, so every process of one deployment shares it and two
 deployments chained on purpose do not refuse each other (a ring of them still stops: the marks
 travel along). The doors call `refused` before the key check or any other work.
+
+An agent's HTTP tool may call an Engram on purpose, this one included (another agent, with
+ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS for a local one), so a tool's request cannot carry the mark
+a provider request does, which this Engram refuses at once. It carries the marks it was served
+with plus the tool mark (`through_tool`): a nested agent call goes through, and an agent whose
+tool calls itself again (or a ring of them) stops at MAX_HOPS, as a chain of Engrams does.
 """
 
 from __future__ import annotations
@@ -27,17 +33,27 @@ _MARK = re.compile(r"^[0-9a-f]{1,64}$")
 _incoming: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "engram_hops", default=()
 )
-_cached: tuple[str, str] = ("", "")  # (SECRET_KEY, mark)
+_cached: dict[bytes, tuple[str, str]] = {}  # label: (SECRET_KEY, its digest)
+
+
+def _digest(label: bytes) -> str:
+    secret = setting("SECRET_KEY")
+    cached = _cached.get(label)
+    if cached is None or cached[0] != secret:
+        digest = hmac.new(secret.encode(), label, hashlib.sha256).hexdigest()[:16]
+        cached = _cached[label] = (secret, digest)
+    return cached[1]
 
 
 def mark() -> str:
     """This deployment's mark: a digest of SECRET_KEY (which it does not reveal)."""
-    global _cached
-    secret = setting("SECRET_KEY")
-    if _cached[0] != secret:
-        digest = hmac.new(secret.encode(), b"engram-hop", hashlib.sha256).hexdigest()[:16]
-        _cached = (secret, digest)
-    return _cached[1]
+    return _digest(b"engram-hop")
+
+
+def tool_mark() -> str:
+    """The mark of a hop through an agent's tool: not this deployment's own, so a tool calling
+    this Engram is counted, not refused."""
+    return _digest(b"engram-tool-hop")
 
 
 def _marks(value: str | None) -> tuple[str, ...]:
@@ -52,12 +68,20 @@ def refused(value: str | None) -> ApiError | None:
     marks = _marks(value)
     if not marks:
         return None
-    if mark() in marks or len(marks) >= MAX_HOPS:
+    if mark() in marks or (len(marks) >= MAX_HOPS and tool_mark() not in marks):
         return ApiError(
             400,
             "This request came from this Engram itself: an upstream base URL points back at "
             "Engram (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, or a workspace's provider credential). "
             "Point it at the real LLM provider.",
+            param=HEADER,
+            code=CODE,
+        )
+    if len(marks) >= MAX_HOPS:
+        return ApiError(
+            400,
+            f"This request went through {len(marks)} calls of Engram, agents' tools among "
+            "them: an agent's tool calls an agent that calls it back. Point the tool elsewhere.",
             param=HEADER,
             code=CODE,
         )
@@ -68,6 +92,11 @@ def refused(value: str | None) -> ApiError | None:
 def outgoing() -> str:
     """The header value for an upstream request: the incoming marks, then this Engram's."""
     return ", ".join((*_incoming.get(), mark()))
+
+
+def through_tool() -> str:
+    """The header value for an agent's tool request: the incoming marks, then the tool mark."""
+    return ", ".join((*_incoming.get(), tool_mark()))
 
 
 def loop_error(provider: str, source: str) -> ApiError:

@@ -103,6 +103,9 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         session_pk=getattr(turn.prepared.state, "session_pk", "") or "",
     )
     execution.messages = list(call.body.get("messages") or [])
+    # The conversation holds these (the turn stored the new ones): what a run whose process is
+    # lost leaves after them is what the sweep stores (services.approvals_expire).
+    execution.pending = {"stored": len(execution.messages)}
     run = Run(
         execution=execution,
         tools={t.name: t for t in tools},

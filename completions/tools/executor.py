@@ -1,11 +1,13 @@
 """Running one server-side tool call: an HTTP request or a built-in, never raising.
 
 HTTP tools: the arguments go as the JSON body (POST/PUT/PATCH) or the query string (GET,
-DELETE); every request carries `Idempotency-Key` (the same for a call however often it is
-tried) and the tool's own headers (decrypted here, never logged). Private, loopback and
-link-local addresses are refused unless ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS: a literal address
-before the request, a host name by the resolver the connection uses (so a name that resolves
-to a private address later is caught too). The answer's text (cut to MAX_RESULT characters
+DELETE, beside the URL's own parameters, which win); every request carries `Idempotency-Key`
+(the same for a call however often it is tried), the loop guard's hop marks
+(completions.providers.hops) and the tool's own headers (decrypted here, never logged).
+Private, loopback and link-local addresses are refused unless
+ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS: a literal address before the request, a host name by the
+resolver the connection uses (so a name that resolves to a private address later is caught
+too). The answer's text (cut to MAX_RESULT characters
 with a mark saying how many more were left out, NULs dropped and lone surrogates replaced:
 config.common.jsonbody.storable) is the tool's result; a status >= 400, a timeout or a refused
 address is an error result, which the model receives as the tool's answer.
@@ -20,12 +22,13 @@ import socket
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from asgiref.sync import sync_to_async
 
+from completions.providers import hops
 from completions.tools import builtins, policy
 from completions.tools.models import Tool
 from completions.tools.services import headers_of
@@ -78,11 +81,21 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
     policy.host_allowed(urlsplit(tool.http_url).hostname or "")
     # A reserved header (policy.RESERVED_HEADERS) stored before the rule is left out.
     own = {k: v for k, v in headers_of(tool).items() if not policy.header_reserved(k)}
-    headers = {**own, IDEMPOTENCY_HEADER: idempotency_key}
+    # The hop mark: a tool that calls this Engram's own chat (the agent itself, at last) is
+    # counted by the loop guard, and stops at its limit.
+    headers = {**own, IDEMPOTENCY_HEADER: idempotency_key, hops.HEADER: hops.through_tool()}
     kwargs: dict[str, Any] = {"headers": headers}
     if tool.http_method in ("GET", "DELETE"):
+        # The URL's own query parameters are the operator's (a key, a fixed filter): an
+        # argument of the same name is left out, else the request would carry both values
+        # and the tool's server pick either.
+        fixed = {
+            name for name, _ in parse_qsl(urlsplit(tool.http_url).query, keep_blank_values=True)
+        }
         kwargs["params"] = {
-            k: v if isinstance(v, str) else json.dumps(v) for k, v in arguments.items()
+            k: v if isinstance(v, str) else json.dumps(v)
+            for k, v in arguments.items()
+            if k not in fixed
         }
     else:
         kwargs["json"] = arguments

@@ -14,7 +14,8 @@ from config.common.openapi import const, list_of
 class HttpToolSerializer(serializers.Serializer):
     url = serializers.URLField(
         help_text="Private and loopback addresses are refused unless "
-        "ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS."
+        "ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS. For GET and DELETE, the arguments are added to "
+        "its query string; its own parameters win (an argument of the same name is left out)."
     )
     method = serializers.ChoiceField(choices=METHODS, required=False, help_text="Default POST.")
     headers = serializers.DictField(
@@ -22,8 +23,8 @@ class HttpToolSerializer(serializers.Serializer):
         required=False,
         help_text="Sent with every call; values are encrypted at rest and answered as ***. "
         "*** written back keeps the stored value of that header. Host, Content-Length, "
-        "Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-* and "
-        "Idempotency-Key are refused.",
+        "Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-*, "
+        "Idempotency-Key and x-engram-hop are refused.",
     )
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from completions.providers import hops
 from config.common import addresses
 from config.common.errors import Invalid
 
@@ -37,8 +38,9 @@ HEADER_CONTROL = re.compile(
 
 # Headers a tool may not set: HTTP's framing and hop-by-hop headers (a tool's `Host` or
 # `Content-Length` would misroute or corrupt its own request; proxies' are the connection's)
-# and the one Engram sets itself. Refused when a tool is written, left out of a call for a tool
-# stored before the rule (completions.tools.executor).
+# and the ones Engram sets itself (Idempotency-Key, the loop guard's mark). Refused when a
+# tool is written, left out of a call for a tool stored before the rule
+# (completions.tools.executor).
 RESERVED_HEADERS = frozenset(
     (
         "host",
@@ -50,6 +52,7 @@ RESERVED_HEADERS = frozenset(
         "te",
         "trailer",
         "idempotency-key",
+        hops.HEADER,
     )
 )
 

@@ -167,8 +167,7 @@ class Run:
         return Call(body=body, upstream=self.route.upstream, request_id=self.request_id)
 
     def step(self, kind: str, **values: Any) -> None:
-        steps = self.execution.steps
-        steps.append({"index": len(steps), "type": kind, "at": int(time.time()), **values})
+        _step(self.execution, kind, **values)
 
     def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
         self._ids_given(message)
@@ -319,25 +318,7 @@ class Run:
             return resumed
         # What the conversation does not hold yet: the failed try stored what it ran (end).
         self.transcript.extend(messages[max(at + 1, self.execution.pending.get("stored", 0)) :])
-        last = max(i for i in range(len(messages)) if messages[i].get("role") == "assistant")
-        answered = {m.get("tool_call_id") for m in messages[last + 1 :]}
-        for call in messages[last].get("tool_calls") or ():
-            if call.get("id") in answered:
-                continue
-            result = Result("", "interrupted: its outcome is unknown, so it is not run again", 0.0)
-            reply = executor.tool_message(call.get("id"), result)
-            messages.append(reply)
-            self.transcript.append(reply)
-            view = _call_view(call)
-            self.step(
-                "tool",
-                duration_ms=0.0,
-                tool_call_id=view["id"],
-                name=view["name"],
-                arguments=view["arguments"],
-                status="failed",
-                error=result.error,
-            )
+        self.transcript.extend(interrupted(self.execution, since=at))
         return None
 
     async def pause(self, message: dict, decision: Decision) -> Paused:
@@ -382,6 +363,50 @@ class Run:
             out["approval_id"] = approval.id
             out["expires_at"] = int(approval.expires_at.timestamp())
         return out
+
+
+def _step(execution: Execution, kind: str, **values: Any) -> None:
+    steps = execution.steps
+    steps.append({"index": len(steps), "type": kind, "at": int(time.time()), **values})
+
+
+def interrupted(execution: Execution, *, since: int) -> list[dict]:
+    """Answer as interrupted (a failed step) each call of the run's last assistant message at
+    or after `since` that has no result, and return those results: a call whose outcome was
+    never recorded is not run again (at most once), and a history holding a call without its
+    result is refused upstream."""
+    messages = execution.messages
+    last = next(
+        (
+            i
+            for i in range(len(messages) - 1, since - 1, -1)
+            if messages[i].get("role") == "assistant"
+        ),
+        None,
+    )
+    if last is None:
+        return []
+    answered = {m.get("tool_call_id") for m in messages[last + 1 :]}
+    replies = []
+    for call in messages[last].get("tool_calls") or ():
+        if call.get("id") in answered:
+            continue
+        result = Result("", "interrupted: its outcome is unknown, so it is not run again", 0.0)
+        reply = executor.tool_message(call.get("id"), result)
+        messages.append(reply)
+        replies.append(reply)
+        view = _call_view(call)
+        _step(
+            execution,
+            "tool",
+            duration_ms=0.0,
+            tool_call_id=view["id"],
+            name=view["name"],
+            arguments=view["arguments"],
+            status="failed",
+            error=result.error,
+        )
+    return replies
 
 
 @dataclass

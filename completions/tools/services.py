@@ -492,13 +492,55 @@ STALE_RUN = dt.timedelta(hours=1)
 
 
 def _interrupted(now: dt.datetime) -> None:
-    lost = Execution.objects.filter(
+    """Fail the runs that lost their process, and store in their conversation what they ran
+    (the tool calls and results the door would have stored, a call whose outcome was never
+    recorded answered as interrupted), so the user's next turn knows what the tools did."""
+    stale = Execution.objects.filter(
         status=Execution.Status.RUNNING, updated_at__lt=now - STALE_RUN
-    ).update(
-        status=Execution.Status.FAILED, error="interrupted: its process was lost", updated_at=now
     )
+    lost = 0
+    for execution_id in list(stale.values_list("id", flat=True)[:500]):
+        with transaction.atomic():
+            execution = stale.select_for_update().filter(id=execution_id).first()
+            if execution is None:  # it went on meanwhile
+                continue
+            lost += 1
+            unstored = _unstored(execution)
+            execution.status = Execution.Status.FAILED
+            execution.error = "interrupted: its process was lost"
+            # A resume sent again stores only what follows (completions.tools.run.Run.recover).
+            execution.pending["stored"] = len(execution.messages)
+            execution_save(execution=execution)
+            try:
+                with transaction.atomic():  # its own savepoint: a failure here keeps the status
+                    execution_messages_store(
+                        execution=execution,
+                        messages=unstored,
+                        extraction=False,  # as a run that failed at the door
+                        resumed=bool(execution.pending.get("message")),
+                    )
+            except Exception:  # history lost, the run failed all the same
+                logger.exception("storing a lost run's messages failed")
     if lost:
         logger.warning("tools: %d run(s) had lost their process", lost)
+
+
+def _unstored(execution: Execution) -> list[dict]:
+    """What a run that lost its process ran that its conversation does not hold: the messages
+    after `pending["stored"]` (set when the run starts, and by a resume that failed) or after
+    the paused step a resume went on with."""
+    from completions.tools.run import interrupted
+
+    if execution.pending.get("message"):
+        at = paused_step_index(execution)
+        if at is None:  # the paused calls were not started: nothing ran
+            return []
+        start = max(at + 1, execution.pending.get("stored", 0))
+    else:
+        # A run started before `stored` was kept: nothing known to store.
+        at = start = execution.pending.get("stored", len(execution.messages))
+    interrupted(execution, since=at)
+    return execution.messages[start:]
 
 
 def execution_messages_store(
