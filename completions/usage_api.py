@@ -17,23 +17,9 @@ from completions import selectors
 from config.common.errors import ApiError, Invalid
 from config.common.openapi import ID_SCHEMA, const
 from config.common.pagination import MAX_LIMIT, parse_cursor
+from config.common.times import query_time
 
 DEFAULT_DAYS = 30
-
-
-def _moment(raw: str | None, name: str, default: datetime) -> datetime:
-    """Unix seconds or an ISO 8601 date or time (UTC unless it says otherwise)."""
-    if raw is None or raw == "":
-        return default
-    try:
-        if raw.lstrip("-").isdigit():
-            return datetime.fromtimestamp(int(raw), UTC)
-        moment = datetime.fromisoformat(raw)
-    except (ValueError, OverflowError, OSError):
-        raise Invalid(
-            f"{name} must be Unix seconds or an ISO 8601 date, e.g. 2026-12-01.", field=name
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _days_before(moment: datetime, days: int) -> datetime:
@@ -143,8 +129,8 @@ class UsageApi(APIView):
     def get(self, request):
         now = datetime.now(UTC)
         params = request.query_params
-        end = _moment(params.get("end"), "end", now + timedelta(seconds=1))
-        start = _moment(params.get("start"), "start", _days_before(end, DEFAULT_DAYS))
+        end = query_time(params.get("end"), "end") or now + timedelta(seconds=1)
+        start = query_time(params.get("start"), "start") or _days_before(end, DEFAULT_DAYS)
         if start >= end:
             raise Invalid("start must be before end.", field="start")
         group_by = params.get("group_by") or None

@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from config.common.errors import Invalid
 from config.common.ids import ID_RULE, as_user_id, identifier, is_id
+from config.common.times import query_time
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
@@ -124,8 +125,8 @@ def memory_list_filters(query_params) -> MemoryListFilters:
                 raise Invalid(f"kind must be one of {', '.join(KINDS)}.", field="kind")
             if kind and kind not in kinds:
                 kinds.append(kind)
-    after = _moment(query_params.get("created_after"), "created_after")
-    before = _moment(query_params.get("created_before"), "created_before")
+    after = query_time(query_params.get("created_after"), "created_after")
+    before = query_time(query_params.get("created_before"), "created_before")
     # Compared with `created_at` as a memory shows it, in whole seconds: `created_after` set to
     # a listed memory's `created_at` leaves out that memory and those of the same second.
     return MemoryListFilters(
@@ -134,22 +135,6 @@ def memory_list_filters(query_params) -> MemoryListFilters:
         created_from=_next_second(after) if after else None,
         created_until=_next_second(before) if before and before.microsecond else before,
     )
-
-
-def _moment(raw: str | None, name: str) -> dt.datetime | None:
-    """Unix seconds or an ISO 8601 date or time (UTC unless it says otherwise), in UTC."""
-    if raw is None or raw == "":
-        return None
-    try:
-        if raw.lstrip("-").isascii() and raw.lstrip("-").isdigit():
-            return dt.datetime.fromtimestamp(int(raw), dt.UTC)
-        moment = dt.datetime.fromisoformat(raw)
-        return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
-    except (ValueError, OverflowError, OSError):
-        raise Invalid(
-            f"{name} must be Unix seconds or an ISO 8601 date or time, e.g. 2026-12-01.",
-            field=name,
-        ) from None
 
 
 def _next_second(moment: dt.datetime) -> dt.datetime:

@@ -671,11 +671,18 @@ def test_usage_groups_are_paged_by_cursor_and_the_totals_stay_whole(sdk, http, o
         assert set(error) == {"message", "type", "param", "code"}
 
 
-@pytest.mark.parametrize("end", ["0001-01-01", "-62135596800", "0001-01-01T00:00:00+01:00"])
-def test_usage_query_ending_in_the_first_days_of_year_one_is_a_400_not_a_500(http, end):
+@pytest.mark.parametrize(
+    "end, param",
+    [
+        ("0001-01-01", "start"),
+        ("-62135596800", "start"),
+        ("0001-01-01T00:00:00+01:00", "end"),  # itself before the earliest time in UTC
+    ],
+)
+def test_usage_query_ending_in_the_first_days_of_year_one_is_a_400_not_a_500(http, end, param):
     """The default start, 30 days before `end`, is before year 1: it overflowed (a 500)."""
     resp = http.get("/v1/usage", params={"end": end})
-    assert resp.status_code == 400 and resp.json()["error"]["param"] == "start"
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == param
     resp = http.get("/v1/usage", params={"end": "0001-01-02"})  # a day after the earliest
     assert resp.status_code == 200 and resp.json()["start"] == -62135596800
 
