@@ -31,7 +31,8 @@ What each cache of Engram may serve after a change made by another process:
 | routing snapshot (completions.routing) | routing | none on the doors; workers check per LLM call; Redis down: ENGRAM_ROUTING_CACHE_SECONDS (5 s) |
 | agents (completions.agents.cache) | agents | as routing |
 | upstream model lists (completions.catalogue) | — | 60 s (what the upstream lists; keyed by credential, so a credential change is seen at once) |
-| term statistics, speakers, lexemes (memory.retrieval.terms) | — | 60 s per user (600 s per collection): ranking weights only, never access |
+| term statistics, speakers, lexemes of a user (memory.retrieval.terms) | — | 60 s: ranking weights only, never access |
+| term statistics of collections (memory.retrieval.terms) | collection-terms | none on a request; Redis down: 600 s (ranking weights only) |
 """
 
 from __future__ import annotations
