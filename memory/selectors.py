@@ -261,6 +261,7 @@ def user_export(*, workspace: Workspace, user_id: str) -> dict:
         "object": "user.export",
         "user_id": user_id,
         "memories": [memory_body(m, sources.get(m.id, [])) for m in memories],
+        "executions": _executions_export(workspace=workspace, user_id=user_id),
         "memory_events": [
             event_body(e) for e in MemoryEvent.objects.filter(workspace=workspace, user_id=user_id)
         ],
@@ -270,3 +271,22 @@ def user_export(*, workspace: Workspace, user_id: str) -> dict:
             for s in Session.objects.filter(workspace=workspace, user_id=user_id).order_by("id")
         ],
     }
+
+
+# What a user's agent runs hold of theirs: their turns, the answers and the tools' results
+# (the agent's instructions and what was recalled into the system turn are the workspace's).
+_EXPORTED_ROLES = ("user", "assistant", "tool")
+
+
+def _executions_export(*, workspace: Workspace, user_id: str) -> list[dict]:
+    """The user's agent runs (an agent with memory off stores no conversation: the runs were
+    all there was of them, and the export left them out)."""
+    from completions.tools.apis import execution_body
+    from completions.tools.models import Execution
+
+    runs = Execution.objects.filter(workspace=workspace, user_id=user_id).order_by("id")
+    return [
+        execution_body(run)
+        | {"messages": [m for m in run.messages if m.get("role") in _EXPORTED_ROLES]}
+        for run in runs
+    ]

@@ -430,6 +430,15 @@ def test_a_user_of_an_agent_with_memory_off_is_listed_read_and_counted(
     after = http.get("/v1/users", params={"order": "asc", "after": "alice"}).json()
     assert [u["id"] for u in after["data"]] == ["erin"]
 
+    # ...and their export holds the run: their turn, the tool's result and the answer
+    export = http.get("/v1/users/erin/export").json()
+    [run] = export["executions"]
+    assert run["id"] == engram(answer)["execution_id"] and run["user_id"] == "erin"
+    roles = [m["role"] for m in run["messages"]]
+    assert roles[0] == "user" and "tool" in roles and "system" not in roles
+    assert run["messages"][0]["content"] == "Weather in Oslo?"
+    assert http.get("/v1/users/alice/export").json()["executions"] == []
+
     assert http.delete("/v1/users/erin").json()["counts"]["executions"] == 1
     assert http.get("/v1/users/erin").status_code == 404
     assert [u["id"] for u in http.get("/v1/users").json()["data"]] == ["alice"]

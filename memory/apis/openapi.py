@@ -9,6 +9,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
+from completions.tools.openapi import ExecutionSerializer
 from config.common.openapi import ID_SCHEMA, const, list_of
 from memory.serializers import KINDS
 
@@ -221,6 +222,10 @@ class ExportedConversationSerializer(ConversationSerializer):
     messages = MessageSerializer(many=True)
 
 
+class ExportedExecutionSerializer(ExecutionSerializer):
+    messages = serializers.ListField(child=serializers.DictField())
+
+
 class UserExportSerializer(serializers.Serializer):
     object = const("user.export")
     user_id = serializers.CharField()
@@ -228,6 +233,11 @@ class UserExportSerializer(serializers.Serializer):
     memory_events = MemoryEventSerializer(many=True)
     conversations = ExportedConversationSerializer(many=True)
     sessions = SessionSerializer(many=True)
+    executions = ExportedExecutionSerializer(
+        many=True,
+        help_text="The user's agent runs (GET /v1/executions/{id}) with their turns, the "
+        "answers and the tools' results.",
+    )
 
 
 _MOMENT = {"type": "string", "examples": ["1764547200", "2026-12-01", "2026-12-01T09:30:00+01:00"]}
