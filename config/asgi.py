@@ -1,5 +1,4 @@
 import os
-import tempfile
 
 import django
 from django.conf import settings
@@ -21,45 +20,46 @@ class BodyLengthHandler(ASGIHandler):
     async def read_body(self, receive):
         """Django's, stopped once the body passes ENGRAM_MAX_REQUEST_BYTES (every route's
         limit, uploads' included): Django spooled a body of any size to a temporary file
-        before any limit was read, so one request could fill the disk."""
+        before any limit was read, so one request could fill the disk. What arrived is kept,
+        and create_request gives the request that size, so reading it is the routes' 413."""
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         received = 0
 
         async def counted():
             nonlocal received
+            if limit is not None and received > limit:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             received += len(message.get("body", b""))
-            if limit is not None and received > limit:
-                raise _BodyTooLarge
             return message
 
-        try:
-            return await super().read_body(counted)
-        except _BodyTooLarge:
-            return _TooLargeBody()
+        body_file = await super().read_body(counted)
+        if limit is not None and received > limit:
+            body_file.received_past_limit = received
+        return body_file
+
+    async def listen_for_disconnect(self, receive):
+        async def past_the_body():
+            while (message := await receive())["type"] == "http.request":
+                pass  # the rest of a body read_body stopped reading: discarded, never stored
+            return message
+
+        return await super().listen_for_disconnect(past_the_body)
 
     def create_request(self, scope, body_file):
-        if isinstance(body_file, _TooLargeBody):
-            from config.common.errors import error_response
-
-            refused = error_response(413, "Request body too large.", code="request_too_large")
-            return None, refused
         request, error_response = super().create_request(scope, body_file)
-        if request is not None and "CONTENT_LENGTH" not in request.META:
+        past_limit = getattr(body_file, "received_past_limit", None)
+        if request is not None and past_limit is not None:
+            declared = request.META.get("CONTENT_LENGTH", "")
+            size = max(past_limit, int(declared) if declared.isdigit() else 0)
+            request.META["CONTENT_LENGTH"] = str(size)
+        elif request is not None and "CONTENT_LENGTH" not in request.META:
             body_file.seek(0, os.SEEK_END)
             size = body_file.tell()
             body_file.seek(0)
             if size:
                 request.META["CONTENT_LENGTH"] = str(size)
         return request, error_response
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _TooLargeBody(tempfile.SpooledTemporaryFile):
-    """The body read_body stopped reading: create_request answers 413 for it."""
 
 
 django.setup(set_prefix=False)  # what get_asgi_application does before making the handler

@@ -462,9 +462,12 @@ def test_a_body_past_the_request_limit_is_refused_without_being_spooled_whole(
     monkeypatch.setattr(asgi.tempfile, "SpooledTemporaryFile", Counted)
     chunks = (b"x" * 65_536 for _ in range(80))  # 5 MB
 
-    refused = http.post("/v1/memories", content=chunks, headers={"content-type": "text/plain"})
+    refused = http.post(
+        "/v1/memories", content=chunks, headers={"content-type": "application/json"}
+    )
 
     _error(refused, 413, "request_too_large")
+    assert refused.headers.get("x-request-id")  # answered through the middleware
     assert sum(spooled) <= 50_000 + 65_536
     small = http.post(
         "/v1/memories",
