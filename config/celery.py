@@ -1,5 +1,6 @@
 import logging
 import os
+import time
 from collections.abc import Iterable
 
 from celery import Celery, signals
@@ -23,6 +24,17 @@ SOFT_MARGIN = 60
 # Redis re-delivers an unacknowledged task this long after it was sent: longer than any task may
 # run, so a live task is never handed to a second worker (the claim would refuse it anyway).
 VISIBILITY_TIMEOUT = max(HARD_TIME_LIMITS.values()) + 300
+# A Redis that stops answering without closing its connections (paused, a failover, a
+# partition) held a publish forever: kombu's sockets wait without a timeout by default, and a
+# turn's jobs are sent on commit from the web process's request thread, which every turn's
+# database work shares. Redis answers in microseconds: a send that waits this long fails, and
+# the sweep sends its work (the database is the truth).
+BROKER_SOCKET_TIMEOUT = 2.0
+# One reconnect (a connection a Redis restart closed), then the send fails; after a failed
+# send the next ones are not tried for BROKER_REST_SECONDS: each try costs a timeout while
+# Redis hangs, and what is not sent meanwhile the sweep sends.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+BROKER_REST_SECONDS = 10.0
 
 
 def time_limits(name: str) -> dict[str, int]:
@@ -62,17 +74,25 @@ def _warm_up(**kwargs: object) -> None:
     health.warm_all()
 
 
-def send(task, *args: object, then: str) -> bool:
-    """Send `task(*args)` now. A broker failure (Redis down) is logged, never raised: the work's
-    row in the database is the truth, and `then` says what sends it later."""
-    from kombu.exceptions import OperationalError as BrokerError
+_broker = {"rest_until": 0.0}
 
+
+def send(task, *args: object, then: str) -> bool:
+    """Send `task(*args)` now. A broker failure (Redis down or hanging) is logged, never raised:
+    the work's row in the database is the truth, and `then` says what sends it later. Within
+    BROKER_REST_SECONDS of a failure nothing is tried."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis import RedisError
+
+    log = logging.getLogger("engram.tasks")
+    if time.monotonic() < _broker["rest_until"]:  # the failure was logged as a warning
+        log.info("%s%r not sent (Redis failed a moment ago); %s", task.name, args, then)
+        return False
     try:
-        task.delay(*args)
-    except (BrokerError, OSError) as exc:
-        logging.getLogger("engram.tasks").warning(
-            "%s%r not sent (%s: %s); %s", task.name, args, type(exc).__name__, exc, then
-        )
+        task.apply_async(args, retry_policy=PUBLISH_RETRY_POLICY)
+    except (BrokerError, RedisError, OSError) as exc:
+        _broker["rest_until"] = time.monotonic() + BROKER_REST_SECONDS
+        log.warning("%s%r not sent (%s: %s); %s", task.name, args, type(exc).__name__, exc, then)
         return False
     return True
 

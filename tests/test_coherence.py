@@ -83,6 +83,24 @@ def test_after_an_outage_what_was_cached_before_is_dropped(http, owner, upstream
     assert ask(http).status_code == 401
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["asgi", "django"])
+def test_a_publish_lost_in_an_outage_this_process_never_saw_is_sent_when_redis_answers(
+    http, owner, upstream, settings, fast_path
+):
+    """Redis restarted (with its append-only file: the old token came back) while another
+    process revoked a key: that process's publish failed, and a process with no request during
+    the outage still holds the token it saw. The publisher sends it again once Redis answers."""
+    settings.ENGRAM_GATEWAY_FAST_PATH = fast_path
+    real = settings.REDIS_URL
+    assert ask(http).status_code == 200  # cached here, the token seen
+    revoke_elsewhere(owner[1])
+    settings.REDIS_URL = dead_redis_url()
+    coherence._publish_now("keys")  # the revoking process's commit, during the restart
+    settings.REDIS_URL = real  # back, with the token it had: nothing says "changed"
+    assert ask(http).status_code == 401
+    assert not coherence._owed
+
+
 def test_a_routing_change_published_elsewhere_routes_the_next_request(http, owner, upstream):
     from completions.services import model_alias_set
 

@@ -141,6 +141,35 @@ def test_turns_taken_while_redis_is_down_are_extracted_once_it_returns(stack, ow
     assert jobs("outage-import").get().status == "done"
 
 
+def test_turns_taken_while_redis_hangs_are_answered_and_extracted_once_it_resumes(stack, owner):
+    """A Redis that stops answering without closing its connections (paused, a failover, a
+    partition): a turn's job send must not wait on it forever, nor hold up the next turns."""
+    stack.web()
+    stack.worker()
+    stack.beat()
+    os.kill(stack.redis.proc.pid, signal.SIGSTOP)
+    try:
+        with client(stack, owner[1], **{"x-user-id": "ana", "x-conversation-id": "hung"}) as http:
+            for text in FACTS:
+                response = chat(http, text)
+                assert response.status_code == 200, response.text
+        stored = Message.objects.filter(conversation__external_id="hung")
+        wait_until(
+            lambda: stored.filter(role="assistant").count() == 4, timeout=30, what="replies stored"
+        )
+    finally:
+        os.kill(stack.redis.proc.pid, signal.SIGCONT)
+    wait_until(
+        lambda: (
+            set(Memory.objects.filter(user_id="ana").values_list("text", flat=True))
+            == set(FACTS.values())
+        ),
+        timeout=90,
+        what="the four facts extracted after Redis resumed",
+    )
+    assert Memory.objects.count() == 4
+
+
 IMPORT_FACTS = [
     "I live in Lisbon.",
     "I love jazz.",

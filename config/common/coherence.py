@@ -21,7 +21,10 @@ Redis unreachable (error or RETRY_SECONDS after one): `check_*` return False and
 goes to the database (the truth) for that request instead of trusting its cache — a query
 per request until Redis answers again, rather than a key that may be revoked; every token
 seen is forgotten, so the first good read afterwards clears whatever was cached before. A
-publish that fails is logged; other processes then see the change within their cache's TTL.
+publish that fails is logged and owed: this process sends it again before its next read that
+reaches Redis. A process that had no request during the outage never forgot its tokens, and a
+Redis that restarted from its append-only file brings back the token they saw: without the
+owed publish, nothing would tell it of the change until its cache's TTL.
 
 What each cache of Engram may serve after a change made by another process:
 
@@ -63,6 +66,7 @@ _FAILURES = inline_redis.FAILURES
 
 _clearers: dict[str, list[Callable[[], None]]] = {}
 _seen: dict[str, object] = {}  # name -> the token this process saw last
+_owed: set[str] = set()  # names whose publish failed: sent again once Redis answers
 _lock = threading.Lock()
 _state = {"down_until": 0.0}
 
@@ -79,16 +83,30 @@ def publish(name: str) -> None:
     transaction.on_commit(lambda: _publish_now(name))
 
 
-def _publish_now(name: str) -> None:
+def _publish_now(name: str) -> bool:
     try:
         _pool().call_sync("SET", PREFIX + name, secrets.token_hex(8), timeout=TIMEOUT_SECONDS)
     except _FAILURES as exc:
+        with _lock:
+            _owed.add(name)
         logger.warning(
-            "could not publish a change of %s (%s): other processes see it "
-            "within their cache's TTL",
+            "could not publish a change of %s (%s): sent again when Redis answers",
             name,
             type(exc).__name__,
         )
+        return False
+    with _lock:
+        _owed.discard(name)
+    return True
+
+
+def _publish_owed() -> None:
+    """Send again the publishes that failed (rare: only after an outage this process saw)."""
+    with _lock:
+        owed = sorted(_owed)
+    for name in owed:
+        if not _publish_now(name):
+            return  # still unreachable: one timeout, not one per name
 
 
 def check_sync() -> bool:
@@ -96,6 +114,8 @@ def check_sync() -> bool:
     names = _names()
     if not names or _resting():
         return not names
+    if _owed:
+        _publish_owed()
     try:
         tokens = _pool().call_sync(_mget(names), timeout=TIMEOUT_SECONDS)
     except _FAILURES as exc:
@@ -121,6 +141,8 @@ async def check_async() -> bool:
     if turn is None:
         turn = _turns[loop] = _Turn()
         loop.call_soon(_turns.pop, loop, None)
+    if _owed:  # after an outage only: its round trips off the loop
+        await asyncio.to_thread(_publish_owed)
     try:
         tokens = await _pool().call(_mget(names), timeout=TIMEOUT_SECONDS)
     except _FAILURES as exc:
@@ -144,6 +166,7 @@ def reset() -> None:
     """Tests: forget every token seen and any failure."""
     with _lock:
         _seen.clear()
+        _owed.clear()
         _state["down_until"] = 0.0
 
 

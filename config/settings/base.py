@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from config.celery import VISIBILITY_TIMEOUT
+from config.celery import BROKER_SOCKET_TIMEOUT, VISIBILITY_TIMEOUT
 from config.env import BASE_DIR, context_windows, env, service_urls
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-engram-secret-change-me")
@@ -197,7 +197,11 @@ CELERY_TASK_ROUTES = {
     "accounts.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": VISIBILITY_TIMEOUT,
+    "socket_timeout": BROKER_SOCKET_TIMEOUT,
+    "socket_connect_timeout": BROKER_SOCKET_TIMEOUT,
+}
 ENGRAM_WORKER_QUEUES = ",".join(ENGRAM_QUEUES)
 # The database is the source of truth for background work; the broker only carries wake-ups.
 # A job still pending this long after its last send is sent again (its send may have been lost
