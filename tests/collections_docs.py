@@ -55,20 +55,7 @@ def pdf_bytes(pages: list[str], *, title: str = "", compress: bool = False) -> b
     refs = " ".join(f"{k} 0 R" for k in kids)
     objects[pages_obj - 1] = f"<< /Type /Pages /Kids [{refs}] /Count {len(kids)} >>".encode()
 
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    trailer = f"<< /Size {len(objects) + 1} /Root {catalog} 0 R"
-    trailer += f" /Info {info} 0 R >>" if info else " >>"
-    out.write(b"trailer\n" + trailer.encode() + b"\nstartxref\n%d\n%%%%EOF\n" % xref)
-    return out.getvalue()
+    return _pdf_file(objects, root=catalog, info=info)
 
 
 def pdf_form_bytes(text: str, *, draws: int) -> bytes:
@@ -88,19 +75,7 @@ def pdf_form_bytes(text: str, *, draws: int) -> bytes:
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R"
         b" >> /XObject << /Fm0 4 0 R >> >> /Contents 5 0 R >>",
     ]
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    trailer = b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
-    out.write(trailer % (len(objects) + 1, xref))
-    return out.getvalue()
+    return _pdf_file(objects, root=1)
 
 
 def corrupt_pdf_bytes() -> bytes:
@@ -139,4 +114,22 @@ def docx_with_parts(raw: bytes, parts: dict[str, bytes | None]) -> bytes:
             data = parts.get(name, source.read(name))
             if data is not None:
                 archive.writestr(name, data)
+    return out.getvalue()
+
+
+def _pdf_file(objects: list[bytes], *, root: int, info: int | None = None) -> bytes:
+    """A PDF of numbered `objects` (1 up), its cross-reference table and trailer."""
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    trailer = f"<< /Size {len(objects) + 1} /Root {root} 0 R"
+    trailer += f" /Info {info} 0 R >>" if info else " >>"
+    out.write(b"trailer\n" + trailer.encode() + b"\nstartxref\n%d\n%%%%EOF\n" % xref)
     return out.getvalue()

@@ -99,6 +99,15 @@ def outsider(transactional_db):
 
 
 @pytest.fixture
+def outsider_http(engram_server, outsider):
+    """An httpx client for the outsider's workspace."""
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
 def http(engram_server, owner):
     """An httpx client for the owner's workspace."""
     with httpx.Client(

@@ -7,19 +7,10 @@ stay `queued` (the tasks go to Redis and are purged by the next worker fixture).
 import json
 
 import httpx
-import pytest
 
 from memory.models import Chunk, Collection, Document
 from tests.collections_docs import docx_bytes, pdf_bytes
 from tests.factories import make_workspace
-
-
-@pytest.fixture
-def outsider_http(engram_server, outsider):
-    with httpx.Client(
-        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
-    ) as client:
-        yield client
 
 
 def _error(resp, status, code=None, param=None):

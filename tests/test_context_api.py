@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
-import pytest
-
 from memory.models import Conversation, Message, Session
 from memory.text import count_messages
-
-
-@pytest.fixture
-def outsider_http(engram_server, outsider):
-    with httpx.Client(
-        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
-    ) as client:
-        yield client
 
 
 def context(http, text, user=None, **headers):

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
-
-
-@pytest.fixture
-def outsider_http(engram_server, outsider):
-    with httpx.Client(
-        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
-    ) as client:
-        yield client
 
 
 def wait_processed(http, conversation_id, timeout=60.0) -> dict:

@@ -8,14 +8,6 @@ import pytest
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
 
-@pytest.fixture
-def outsider_http(engram_server, outsider):
-    with httpx.Client(
-        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
-    ) as client:
-        yield client
-
-
 def add(http, user_id, text, **extra):
     response = http.post("/v1/memories", json={"user_id": user_id, "text": text, **extra})
     assert response.status_code == 201, response.text

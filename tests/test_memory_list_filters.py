@@ -17,14 +17,6 @@ SECRET = "an-hs256-secret-of-at-least-32-characters"
 NOON = dt.datetime(2026, 12, 1, 12, 0, 0, 500_000, tzinfo=dt.UTC)  # half a second past noon
 
 
-@pytest.fixture
-def outsider_http(engram_server, outsider):
-    with httpx.Client(
-        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
-    ) as client:
-        yield client
-
-
 def _import(client, conversation_id, user_id, text) -> Message:
     response = client.post(
         f"/v1/conversations/{conversation_id}/messages",

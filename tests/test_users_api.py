@@ -8,14 +8,6 @@ import pytest
 from memory.models import Conversation, Session
 
 
-@pytest.fixture
-def outsider_http(engram_server, outsider):
-    with httpx.Client(
-        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}, timeout=30
-    ) as client:
-        yield client
-
-
 def _remember(client, user_id, text):
     response = client.post("/v1/memories", json={"user_id": user_id, "text": text})
     assert response.status_code == 201, response.text
@@ -151,8 +143,6 @@ def test_erasing_a_user_while_their_turns_run_is_never_a_5xx(engram_server, owne
     message inserted after the messages went, and turns failed on a conversation deleted under
     them."""
     from concurrent.futures import ThreadPoolExecutor
-
-    import httpx
 
     key = owner[1]
     headers = {"Authorization": f"Bearer {key}"}
