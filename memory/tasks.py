@@ -125,7 +125,7 @@ def _work(task, jobs: list[ProcessingJob], work: Work) -> None:
     try:
         result = work(jobs)
     except SoftTimeLimitExceeded:
-        jobs_finish(jobs=jobs, status=Status.FAILED, error="time limit exceeded")
+        _timed_out(jobs)
         return
     except _retryable() as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -156,17 +156,34 @@ def _work(task, jobs: list[ProcessingJob], work: Work) -> None:
 def _one_by_one(jobs: list[ProcessingJob], work: Work) -> None:
     """One job's bad input must not fail the others taken with it: each alone, in the turns'
     order."""
-    from memory.models import ProcessingJob
-    from memory.services.processing import jobs_finish
-
     in_order = sorted(jobs, key=lambda job: job.upto_message_id)
     for done, job in enumerate(in_order):
         try:
             _alone(job, work)
         except SoftTimeLimitExceeded:
-            left = in_order[done:]
-            jobs_finish(jobs=left, status=ProcessingJob.Status.FAILED, error="time limit exceeded")
+            _timed_out([job])  # alone, it does not fit its time
+            _alone_next(in_order[done + 1 :])
             return
+
+
+def _timed_out(jobs: list[ProcessingJob]) -> None:
+    """A run out of time: a job run alone fails; jobs run together each run alone next."""
+    from memory.models import ProcessingJob
+    from memory.services.processing import jobs_finish
+
+    if len(jobs) == 1:
+        jobs_finish(jobs=jobs, status=ProcessingJob.Status.FAILED, error="time limit exceeded")
+    else:
+        _alone_next(jobs)
+
+
+def _alone_next(jobs: list[ProcessingJob]) -> None:
+    """Queued again, each to be claimed alone (processing.TIMED_OUT_IN_BATCH; the sweep sends
+    them)."""
+    from memory.models import ProcessingJob
+    from memory.services.processing import TIMED_OUT_IN_BATCH, jobs_finish
+
+    jobs_finish(jobs=jobs, status=ProcessingJob.Status.PENDING, error=TIMED_OUT_IN_BATCH)
 
 
 def _done(jobs: list[ProcessingJob], result: dict) -> None:

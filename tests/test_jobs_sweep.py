@@ -177,6 +177,39 @@ def test_a_run_that_lost_its_lease_cannot_overwrite_the_next_run(job, settings):
     assert (job.status, job.error, job.extractor) == ("done", "", "offline")
 
 
+def test_a_batch_out_of_time_is_queued_again_each_to_run_alone(
+    job, django_capture_on_commit_callbacks
+):
+    """A batch of slow turns (a slow model) that hit the soft time limit failed every one of
+    its jobs for good: their memories were never extracted. Now each runs alone next, and
+    only a job that does not fit its time alone fails."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from memory.tasks import _work
+
+    later = [
+        _queued_job(job.workspace, "c", text, django_capture_on_commit_callbacks)
+        for text in ("I love tea.", "I love chess.")
+    ]
+    batch = jobs_claim(job_id=job.id)
+    assert len(batch) == 3
+
+    def out_of_time(jobs):
+        raise SoftTimeLimitExceeded()
+
+    _work(None, batch, out_of_time)
+
+    for queued in (job, *later):
+        queued.refresh_from_db()
+        assert queued.status == "pending" and "alone" in queued.error
+    alone = jobs_claim(job_id=later[0].id)
+    assert [j.id for j in alone] == [later[0].id]  # not batched with the others again
+    _work(None, alone, out_of_time)
+    later[0].refresh_from_db()
+    assert (later[0].status, later[0].error) == ("failed", "time limit exceeded")
+    assert [j.id for j in jobs_claim(job_id=job.id)] == [job.id]
+
+
 def test_a_batch_claim_keeps_each_jobs_lease_and_fence(
     job, settings, django_capture_on_commit_callbacks
 ):

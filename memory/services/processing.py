@@ -225,6 +225,10 @@ def job_claim(*, job_id: str) -> ProcessingJob | None:
 # (offline, ~25 ms a message on a slow machine: 256 messages ≈ 6 s).
 BATCH_JOBS = 32
 BATCH_MESSAGES = 256
+# What a batch that ran out of time leaves on its jobs, PENDING: each is then claimed alone,
+# and only a job that cannot fit its time alone fails (a batch of 32 slow turns, a slow model,
+# failed all 32 for good: their memories were never extracted).
+TIMED_OUT_IN_BATCH = "time limit exceeded in a batch; runs alone next"
 
 
 def jobs_claim(
@@ -249,9 +253,13 @@ def jobs_claim(
     wide = any_conversation is not None and job.queued_around and any_conversation(job)
     if not (job.queued or wide):  # the usual case when the worker keeps up: no lock, no more
         return [job]
+    if job.error == TIMED_OUT_IN_BATCH:
+        return [job]
     scope = {"workspace_id": job.workspace_id} if wide else {"conversation_id": job.conversation_id}
-    others = ProcessingJob.objects.filter(_claimable(now), kind=job.kind, **scope).exclude(
-        id=job.id
+    others = (
+        ProcessingJob.objects.filter(_claimable(now), kind=job.kind, **scope)
+        .exclude(id=job.id)
+        .exclude(error=TIMED_OUT_IN_BATCH)
     )
     if wide:
         others = others.select_related("conversation")
