@@ -93,3 +93,29 @@ def test_the_browsers_own_requests_are_no_errors(anon_http):
     admin = anon_http.get("/admin", follow_redirects=False)
     assert admin.status_code in (301, 302) and admin.headers["location"] == "/admin/"
     assert anon_http.get("/v1/models").status_code == 401  # the API still needs its key
+
+
+@pytest.mark.parametrize("pool", [{"ENGRAM_DB_POOL": "false"}, {}], ids=["direct", "pool"])
+def test_readyz_answers_quickly_when_the_database_stops_answering(tmp_path, pool):
+    """A database that accepts connections and then says nothing (a stalled host, a network
+    black hole): /readyz waited for it forever, its probe timed out at the orchestrator and
+    the process stayed 'ready' in no log. The check ran in the request's own thread, which the
+    rest of the request (its sync middleware) then queued behind. Now: 503, database "timeout"."""
+    import socket
+
+    from tests.test_faults import running_stack
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # the kernel accepts; nothing ever answers
+    try:
+        port = silent.getsockname()[1]
+        with running_stack(tmp_path, host="127.0.0.1", port=port, **pool) as stack:
+            stack.web()
+            for _ in range(2):  # and again while the first check is still stuck
+                resp = httpx.get(stack.web_url + "/readyz", timeout=15)
+                assert resp.status_code == 503, resp.text
+                assert resp.json()["errors"]["database"] == "timeout"
+            assert httpx.get(stack.web_url + "/healthz", timeout=5).status_code == 200
+    finally:
+        silent.close()

@@ -17,7 +17,6 @@ import logging
 import threading
 from collections.abc import Callable
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
@@ -35,8 +34,11 @@ async def healthz(request):
 
 
 def _check_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()  # back to the pool: a readiness thread keeps no connection
 
 
 async def _check_redis() -> None:
@@ -114,13 +116,21 @@ def _tokenizer() -> None:
 register_warmup("tokenizer", _tokenizer)
 
 
+# The blocking checks (the database, Celery's ping) run on threads of their own. A server that
+# stalls (accepts, then never answers) holds its check's thread until the driver gives up: in
+# the request's own thread (sync_to_async's default) the rest of the request, its sync
+# middleware, queued behind it and /readyz never answered. Few threads: checks queued behind
+# stuck ones time out too (and are cancelled) rather than piling up threads.
+_check_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="readiness")
+
+
 async def _run(name: str, check, timeout: float = 2) -> tuple[str, str]:
     """(name, state): "ok", or a generic state for a public answer; the error is logged."""
     try:
         if asyncio.iscoroutinefunction(check):
             await asyncio.wait_for(check(), timeout=timeout)
         else:
-            await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(), timeout=3)
+            await asyncio.wait_for(asyncio.wrap_future(_check_pool.submit(check)), timeout)
         return name, "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means "down"
         if isinstance(exc, _Loading):
@@ -137,9 +147,9 @@ async def _run(name: str, check, timeout: float = 2) -> tuple[str, str]:
 @require_safe
 async def readyz(request):
     results = await asyncio.gather(
-        _run("database", sync_to_async(_check_database)),
+        _run("database", _check_database),
         _run("redis", _check_redis),
-        _run("worker", _check_worker),
+        _run("worker", _check_worker, 3),  # its ping waits 1 s for the replies
         *(_run(name, _warmup_check(name), WARM_WAIT + 1) for name in sorted(_warmups)),
     )
     checks = dict(results)
