@@ -119,3 +119,34 @@ def test_readyz_answers_quickly_when_the_database_stops_answering(tmp_path, pool
             assert httpx.get(stack.web_url + "/healthz", timeout=5).status_code == 200
     finally:
         silent.close()
+
+
+def test_worker_log_lines_are_json_without_the_tasks_arguments(transactional_db, tmp_path):
+    """The worker logged in Celery's own format (Celery replaced Django's handlers): a failed
+    task's traceback spread over many lines no log pipeline could parse as one event, with no
+    request id field. Now Django's LOGGING holds there too: one JSON object a line; and the
+    task's arguments (an end user's id here), which Celery hands its log records as `data`,
+    stay out of them."""
+    import json
+
+    from config.celery import app
+    from tests.stack import wait_until
+    from tests.test_faults import running_stack
+
+    with running_stack(tmp_path) as stack:
+        stack.worker()
+        with app.connection_for_write(stack.redis.url) as conn:
+            app.send_task(
+                "completions.usage_forget_user",
+                # an argument the task does not take: it fails in the worker
+                kwargs={"workspace_id": "ws", "user_id": "alice@example.com", "stray": 1},
+                connection=conn,
+            )
+        wait_until(lambda: "stray" in stack.log("worker"), timeout=60, what="the task's failure")
+        log = stack.log("worker")
+    assert "alice@example.com" not in log
+    # (Celery's start-up banner is printed, not logged.)
+    assert not [line for line in log.splitlines() if line.startswith(("Traceback", "  File "))]
+    failed = [json.loads(line) for line in log.splitlines() if "stray" in line]
+    assert len(failed) == 1 and failed[0]["level"] == "ERROR", failed
+    assert "Traceback" in failed[0]["exc"] and "request_id" in failed[0]
