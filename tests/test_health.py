@@ -150,3 +150,36 @@ def test_worker_log_lines_are_json_without_the_tasks_arguments(transactional_db,
     failed = [json.loads(line) for line in log.splitlines() if "stray" in line]
     assert len(failed) == 1 and failed[0]["level"] == "ERROR", failed
     assert "Traceback" in failed[0]["exc"] and "request_id" in failed[0]
+
+
+def test_web_process_log_lines_are_json(tmp_path):
+    """A web process (config.web, as `make run` and docker-compose start it) logged uvicorn's
+    own lines in uvicorn's format ("INFO:     Started server process") beside Django's JSON:
+    two formats in one stream. Now uvicorn's records go through Django's LOGGING as well."""
+    import json
+    import signal
+
+    from tests.stack import free_port, wait_until
+    from tests.test_faults import running_stack
+
+    with running_stack(tmp_path) as stack:
+        port = free_port()
+        args = ["-m", "config.web", "--single", "--host", "127.0.0.1", "--port", str(port)]
+        proc = stack._spawn("web", args, None)
+        url = f"http://127.0.0.1:{port}/healthz"
+
+        def up() -> bool:
+            assert proc.poll() is None, stack.log("web")
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=90, what="web answering /healthz")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log = stack.log("web")
+    lines = [line for line in log.splitlines() if "server process" in line]
+    assert len(lines) == 2, log  # started, finished
+    for line in lines:
+        assert json.loads(line)["logger"].startswith("uvicorn"), line
