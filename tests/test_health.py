@@ -183,3 +183,29 @@ def test_web_process_log_lines_are_json(tmp_path):
     assert len(lines) == 2, log  # started, finished
     for line in lines:
         assert json.loads(line)["logger"].startswith("uvicorn"), line
+
+
+def test_metrics_error_codes_are_a_bounded_set_of_labels(db):
+    """A 4xx's code is the upstream's own (relayed): an upstream that puts a request's id in
+    it made a new engram_errors_total series per failed request, without end (Prometheus
+    keeps every series; scrapes grew with each). Past a bound, codes count as "other"."""
+    from types import SimpleNamespace
+
+    from completions import metrics
+
+    for n in range(300):
+        metrics.observe(
+            SimpleNamespace(
+                status_code=400,
+                error_code=f"req_{n:08d}_code",
+                latency_ms=5,
+                upstream_ms=None,
+                prompt_tokens=0,
+                completion_tokens=0,
+                credits=0,
+            )
+        )
+    text = metrics.scrape().decode()
+    series = [line for line in text.splitlines() if line.startswith("engram_errors_total{")]
+    assert len(series) <= 101  # the first 100 codes, and "other"
+    assert 'engram_errors_total{code="other"}' in text
