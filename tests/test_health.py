@@ -209,3 +209,24 @@ def test_metrics_error_codes_are_a_bounded_set_of_labels(db):
     series = [line for line in text.splitlines() if line.startswith("engram_errors_total{")]
     assert len(series) <= 101  # the first 100 codes, and "other"
     assert 'engram_errors_total{code="other"}' in text
+
+
+def test_a_stuck_readiness_check_does_not_hold_up_the_others():
+    """Each blocking check has threads of its own: a worker's ping stuck on a stalled Redis,
+    probe after probe, must leave the database's check free to answer."""
+    import asyncio
+    import threading
+
+    from config.common import health
+
+    stalled = threading.Event()
+
+    async def probes():
+        for _ in range(6):
+            assert await health._run("worker", stalled.wait, 0.05) == ("worker", "timeout")
+        return await health._run("database", lambda: None, 2)
+
+    try:
+        assert asyncio.run(probes()) == ("database", "ok")
+    finally:
+        stalled.set()

@@ -119,9 +119,19 @@ register_warmup("tokenizer", _tokenizer)
 # The blocking checks (the database, Celery's ping) run on threads of their own. A server that
 # stalls (accepts, then never answers) holds its check's thread until the driver gives up: in
 # the request's own thread (sync_to_async's default) the rest of the request, its sync
-# middleware, queued behind it and /readyz never answered. Few threads: checks queued behind
-# stuck ones time out too (and are cancelled) rather than piling up threads.
-_check_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="readiness")
+# middleware, queued behind it and /readyz never answered. Two threads a check: checks queued
+# behind stuck ones time out too (and are cancelled) rather than piling up threads, and a stalled
+# Redis holding the worker's ping does not make the database's check wait (a false "timeout").
+_check_pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _pool(name: str) -> concurrent.futures.ThreadPoolExecutor:
+    with _warm_lock:
+        if name not in _check_pools:
+            _check_pools[name] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix=f"readiness-{name}"
+            )
+        return _check_pools[name]
 
 
 async def _run(name: str, check, timeout: float = 2) -> tuple[str, str]:
@@ -130,7 +140,7 @@ async def _run(name: str, check, timeout: float = 2) -> tuple[str, str]:
         if asyncio.iscoroutinefunction(check):
             await asyncio.wait_for(check(), timeout=timeout)
         else:
-            await asyncio.wait_for(asyncio.wrap_future(_check_pool.submit(check)), timeout)
+            await asyncio.wait_for(asyncio.wrap_future(_pool(name).submit(check)), timeout)
         return name, "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means "down"
         if isinstance(exc, _Loading):
