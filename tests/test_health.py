@@ -182,7 +182,8 @@ def test_web_process_log_lines_are_json(tmp_path):
     lines = [line for line in log.splitlines() if "server process" in line]
     assert len(lines) == 2, log  # started, finished
     for line in lines:
-        assert json.loads(line)["logger"].startswith("uvicorn"), line
+        entry = json.loads(line)
+        assert entry["logger"].startswith("uvicorn") and "color_message" not in entry, line
 
 
 def test_metrics_error_codes_are_a_bounded_set_of_labels(db):

@@ -20,7 +20,12 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 class JsonFormatter(logging.Formatter):
-    _skip = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"request_id", "message"}
+    # (uvicorn's `color_message`: its message again, with terminal colour codes.)
+    _skip = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+        "request_id",
+        "message",
+        "color_message",
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
