@@ -231,3 +231,21 @@ def test_a_stuck_readiness_check_does_not_hold_up_the_others():
         assert asyncio.run(probes()) == ("database", "ok")
     finally:
         stalled.set()
+
+
+def test_a_redis_that_stops_answering_is_a_timeout(settings):
+    """redis-py's own TimeoutError (not the builtin) was reported "unavailable" for a Redis
+    that accepted and then said nothing; the database's stall is "timeout". Same state now."""
+    import asyncio
+    import socket
+
+    from config.common import health
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        assert asyncio.run(health._run("redis", health._check_redis)) == ("redis", "timeout")
+    finally:
+        silent.close()

@@ -22,6 +22,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
+from redis.exceptions import TimeoutError as RedisTimeout  # not the builtin TimeoutError
 
 logger = logging.getLogger("engram.health")
 
@@ -145,7 +146,7 @@ async def _run(name: str, check, timeout: float = 2) -> tuple[str, str]:
     except Exception as exc:  # noqa: BLE001 - any failure means "down"
         if isinstance(exc, _Loading):
             state = "loading"
-        elif isinstance(exc, TimeoutError):
+        elif isinstance(exc, TimeoutError | RedisTimeout):
             state = "timeout"
         else:
             state = "unavailable"
