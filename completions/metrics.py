@@ -25,6 +25,11 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 # Engram's own share is small: finer buckets at the low end.
 _OWN_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 LIMIT_CODES = ("rate_limit_exceeded", "insufficient_quota", "limits_unavailable")
+# An error's code is a label value, and a 4xx's code is the upstream's own, relayed: an
+# upstream writing a request's id there made a new series per failed request, which
+# Prometheus keeps for good. The first MAX_CODES codes a process sees are labelled as they
+# are; any later one counts as "other".
+MAX_CODES = 100
 
 requests = Counter(
     "engram_requests", "Chat completion requests, by status.", ["status"], registry=REGISTRY
@@ -61,7 +66,7 @@ def observe(record) -> None:
     _child(requests, str(record.status_code)).inc()
     if record.status_code >= 400 or record.error_code:
         code = record.error_code or str(record.status_code)
-        _child(errors, code).inc()
+        _child(errors, _bounded(code)).inc()
         if code in LIMIT_CODES:
             _child(limits_hit, code).inc()
     seconds = record.latency_ms / 1000
@@ -75,6 +80,17 @@ def observe(record) -> None:
         _child(tokens, "completion").inc(record.completion_tokens)
     if record.credits:
         credits.inc(record.credits)
+
+
+_codes: set[str] = set()
+
+
+def _bounded(code: str) -> str:
+    if code not in _codes:
+        if len(_codes) >= MAX_CODES:
+            return "other"
+        _codes.add(code)
+    return code
 
 
 # Each labelled series once looked up: `labels()` takes a lock and builds its key every call

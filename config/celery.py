@@ -43,6 +43,14 @@ def time_limits(name: str) -> dict[str, int]:
     return {"soft_time_limit": hard - SOFT_MARGIN, "time_limit": hard}
 
 
+@signals.setup_logging.connect
+def _keep_django_logging(**kwargs: object) -> None:
+    """The worker and beat log as the web does (settings.LOGGING: one JSON object a line, with
+    the level and the logger). Left to itself Celery replaced the root logger's handlers with
+    its own format: a failed task's traceback spread over many lines no log pipeline could
+    read as one event. A receiver here is what tells Celery to leave logging alone."""
+
+
 app = Celery("engram")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

@@ -60,6 +60,9 @@ def serve_one(host: str, port: int, *, grace: float, log_level: str) -> None:
         lifespan="off",  # Django has no lifespan handlers; as `make run` always served it
         http=EnvelopeHttpToolsProtocol,  # what the parser refuses gets the error envelope too
         access_log=False,
+        # uvicorn's records go to Django's LOGGING (config.asgi has set it up): its own config
+        # printed them in uvicorn's format beside the JSON lines of everything else.
+        log_config=None,
         log_level=log_level,
         timeout_graceful_shutdown=grace,
         backlog=2048,

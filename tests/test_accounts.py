@@ -120,3 +120,22 @@ def test_deleting_a_workspace_while_a_row_of_it_is_being_written_deletes_both():
     )
     assert not errors
     assert not UsageRecord.objects.filter(workspace_id=workspace.id).exists()
+
+
+@pytest.mark.django_db
+def test_createapikey_refuses_a_deleted_workspace(capsys):
+    """A workspace marked deleted (its rows being erased by a worker) was found by the command,
+    and the service's refusal came out as a NotFound traceback: the operator's one-line
+    "No workspace" instead, as for an id that never existed."""
+    from django.core.management import CommandError, call_command
+
+    from accounts.models import ApiKey, Workspace
+    from accounts.services import workspace_delete_begin
+
+    call_command("createworkspace", "Doomed Co")
+    workspace_id = capsys.readouterr().out.split("Workspace: ")[1].split()[0]
+    workspace_delete_begin(workspace=Workspace.objects.get(id=workspace_id))
+    with pytest.raises(CommandError, match="No workspace"):
+        call_command("createapikey", workspace_id)
+    assert "API key" not in capsys.readouterr().out
+    assert not ApiKey.objects.filter(workspace_id=workspace_id).exists()

@@ -444,3 +444,25 @@ def test_the_providers_quota_is_a_502_for_the_operator_not_the_clients_budget(
     assert "OPENAI_API_KEY" in info.value.message
     assert info.value.response.headers["x-should-retry"] == "false"
     assert len(upstream.chat_requests()) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [400, 429, 500])
+def test_an_upstream_error_quoting_engrams_provider_key_is_relayed_without_it(
+    client, upstream, caplog, status, stream
+):
+    """Some upstreams (proxies, self-hosted servers) quote the request's Authorization in
+    their error message: Engram relayed the message to the client, provider key and all (the
+    deployment's OPENAI_API_KEY to every tenant), and logged it (out of quota)."""
+    from django.conf import settings
+
+    key = settings.OPENAI_API_KEY
+    code = "insufficient_quota" if status == 429 else None
+    echo = {"error": {"message": f"bad request from Bearer {key}", "type": "x", "code": code}}
+    upstream.script(*[Reply(status=status, json=echo)] * 5)  # and the retries'
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model="gpt-4o-mini", messages=_user(), stream=stream)
+    # the upstream's words stay: relayed, or logged for the operator (out of quota)
+    assert "bad request from Bearer ***" in (caplog.text if code else info.value.response.text)
+    assert key not in info.value.response.text
+    assert key not in caplog.text

@@ -93,3 +93,159 @@ def test_the_browsers_own_requests_are_no_errors(anon_http):
     admin = anon_http.get("/admin", follow_redirects=False)
     assert admin.status_code in (301, 302) and admin.headers["location"] == "/admin/"
     assert anon_http.get("/v1/models").status_code == 401  # the API still needs its key
+
+
+@pytest.mark.parametrize("pool", [{"ENGRAM_DB_POOL": "false"}, {}], ids=["direct", "pool"])
+def test_readyz_answers_quickly_when_the_database_stops_answering(tmp_path, pool):
+    """A database that accepts connections and then says nothing (a stalled host, a network
+    black hole): /readyz waited for it forever, its probe timed out at the orchestrator and
+    the process stayed 'ready' in no log. The check ran in the request's own thread, which the
+    rest of the request (its sync middleware) then queued behind. Now: 503, database "timeout"."""
+    import socket
+
+    from tests.test_faults import running_stack
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # the kernel accepts; nothing ever answers
+    try:
+        port = silent.getsockname()[1]
+        with running_stack(tmp_path, host="127.0.0.1", port=port, **pool) as stack:
+            stack.web()
+            for _ in range(2):  # and again while the first check is still stuck
+                resp = httpx.get(stack.web_url + "/readyz", timeout=15)
+                assert resp.status_code == 503, resp.text
+                assert resp.json()["errors"]["database"] == "timeout"
+            assert httpx.get(stack.web_url + "/healthz", timeout=5).status_code == 200
+    finally:
+        silent.close()
+
+
+def test_worker_log_lines_are_json_without_the_tasks_arguments(transactional_db, tmp_path):
+    """The worker logged in Celery's own format (Celery replaced Django's handlers): a failed
+    task's traceback spread over many lines no log pipeline could parse as one event, with no
+    request id field. Now Django's LOGGING holds there too: one JSON object a line; and the
+    task's arguments (an end user's id here), which Celery hands its log records as `data`,
+    stay out of them."""
+    import json
+
+    from config.celery import app
+    from tests.stack import wait_until
+    from tests.test_faults import running_stack
+
+    with running_stack(tmp_path) as stack:
+        stack.worker()
+        with app.connection_for_write(stack.redis.url) as conn:
+            app.send_task(
+                "completions.usage_forget_user",
+                # an argument the task does not take: it fails in the worker
+                kwargs={"workspace_id": "ws", "user_id": "alice@example.com", "stray": 1},
+                connection=conn,
+            )
+        wait_until(lambda: "stray" in stack.log("worker"), timeout=60, what="the task's failure")
+        log = stack.log("worker")
+    assert "alice@example.com" not in log
+    # (Celery's start-up banner is printed, not logged.)
+    assert not [line for line in log.splitlines() if line.startswith(("Traceback", "  File "))]
+    failed = [json.loads(line) for line in log.splitlines() if "stray" in line]
+    assert len(failed) == 1 and failed[0]["level"] == "ERROR", failed
+    assert "Traceback" in failed[0]["exc"] and "request_id" in failed[0]
+
+
+def test_web_process_log_lines_are_json(tmp_path):
+    """A web process (config.web, as `make run` and docker-compose start it) logged uvicorn's
+    own lines in uvicorn's format ("INFO:     Started server process") beside Django's JSON:
+    two formats in one stream. Now uvicorn's records go through Django's LOGGING as well."""
+    import json
+    import signal
+
+    from tests.stack import free_port, wait_until
+    from tests.test_faults import running_stack
+
+    with running_stack(tmp_path) as stack:
+        port = free_port()
+        args = ["-m", "config.web", "--single", "--host", "127.0.0.1", "--port", str(port)]
+        proc = stack._spawn("web", args, None)
+        url = f"http://127.0.0.1:{port}/healthz"
+
+        def up() -> bool:
+            assert proc.poll() is None, stack.log("web")
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=90, what="web answering /healthz")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log = stack.log("web")
+    lines = [line for line in log.splitlines() if "server process" in line]
+    assert len(lines) == 2, log  # started, finished
+    for line in lines:
+        entry = json.loads(line)
+        assert entry["logger"].startswith("uvicorn") and "color_message" not in entry, line
+
+
+def test_metrics_error_codes_are_a_bounded_set_of_labels(db):
+    """A 4xx's code is the upstream's own (relayed): an upstream that puts a request's id in
+    it made a new engram_errors_total series per failed request, without end (Prometheus
+    keeps every series; scrapes grew with each). Past a bound, codes count as "other"."""
+    from types import SimpleNamespace
+
+    from completions import metrics
+
+    for n in range(300):
+        metrics.observe(
+            SimpleNamespace(
+                status_code=400,
+                error_code=f"req_{n:08d}_code",
+                latency_ms=5,
+                upstream_ms=None,
+                prompt_tokens=0,
+                completion_tokens=0,
+                credits=0,
+            )
+        )
+    text = metrics.scrape().decode()
+    series = [line for line in text.splitlines() if line.startswith("engram_errors_total{")]
+    assert len(series) <= 101  # the first 100 codes, and "other"
+    assert 'engram_errors_total{code="other"}' in text
+
+
+def test_a_stuck_readiness_check_does_not_hold_up_the_others():
+    """Each blocking check has threads of its own: a worker's ping stuck on a stalled Redis,
+    probe after probe, must leave the database's check free to answer."""
+    import asyncio
+    import threading
+
+    from config.common import health
+
+    stalled = threading.Event()
+
+    async def probes():
+        for _ in range(6):
+            assert await health._run("worker", stalled.wait, 0.05) == ("worker", "timeout")
+        return await health._run("database", lambda: None, 2)
+
+    try:
+        assert asyncio.run(probes()) == ("database", "ok")
+    finally:
+        stalled.set()
+
+
+def test_a_redis_that_stops_answering_is_a_timeout(settings):
+    """redis-py's own TimeoutError (not the builtin) was reported "unavailable" for a Redis
+    that accepted and then said nothing; the database's stall is "timeout". Same state now."""
+    import asyncio
+    import socket
+
+    from config.common import health
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        assert asyncio.run(health._run("redis", health._check_redis)) == ("redis", "timeout")
+    finally:
+        silent.close()

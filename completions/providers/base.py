@@ -203,6 +203,15 @@ class Provider:
 # --- HTTP providers ---------------------------------------------------------------------------
 
 
+def without_key(content: bytes, api_key: str) -> bytes:
+    """An upstream's answer with Engram's provider key masked: some upstreams (proxies,
+    self-hosted servers) quote the request's Authorization in their error message, which is
+    relayed to the client and logged. (Shorter than 8 characters it is no secret, "ollama".)"""
+    if len(api_key) < 8:
+        return content
+    return content.replace(api_key.encode(), b"***")
+
+
 def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
     """An upstream's error answer, in OpenAI's envelope: 4xx keep their status, 5xx become 502."""
     message, type_, param, code = _error_fields(content)
@@ -514,6 +523,7 @@ class HttpProvider(Provider):
         """The upstream's error answer; an Engram refusing our own mark names what to fix."""
         if status < 400:
             return redirected(self.name, upstream.source, status, headers.get("location"))
+        content = without_key(content, upstream.api_key)
         error = self.error_from(status, content, headers)
         if status == 400 and error.code == hops.CODE:
             return hops.loop_error(self.name, upstream.source)

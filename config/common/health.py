@@ -17,12 +17,12 @@ import logging
 import threading
 from collections.abc import Callable
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
+from redis.exceptions import TimeoutError as RedisTimeout  # not the builtin TimeoutError
 
 logger = logging.getLogger("engram.health")
 
@@ -35,8 +35,11 @@ async def healthz(request):
 
 
 def _check_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()  # back to the pool: a readiness thread keeps no connection
 
 
 async def _check_redis() -> None:
@@ -114,18 +117,36 @@ def _tokenizer() -> None:
 register_warmup("tokenizer", _tokenizer)
 
 
+# The blocking checks (the database, Celery's ping) run on threads of their own. A server that
+# stalls (accepts, then never answers) holds its check's thread until the driver gives up: in
+# the request's own thread (sync_to_async's default) the rest of the request, its sync
+# middleware, queued behind it and /readyz never answered. Two threads a check: checks queued
+# behind stuck ones time out too (and are cancelled) rather than piling up threads, and a stalled
+# Redis holding the worker's ping does not make the database's check wait (a false "timeout").
+_check_pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _pool(name: str) -> concurrent.futures.ThreadPoolExecutor:
+    with _warm_lock:
+        if name not in _check_pools:
+            _check_pools[name] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix=f"readiness-{name}"
+            )
+        return _check_pools[name]
+
+
 async def _run(name: str, check, timeout: float = 2) -> tuple[str, str]:
     """(name, state): "ok", or a generic state for a public answer; the error is logged."""
     try:
         if asyncio.iscoroutinefunction(check):
             await asyncio.wait_for(check(), timeout=timeout)
         else:
-            await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(), timeout=3)
+            await asyncio.wait_for(asyncio.wrap_future(_pool(name).submit(check)), timeout)
         return name, "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means "down"
         if isinstance(exc, _Loading):
             state = "loading"
-        elif isinstance(exc, TimeoutError):
+        elif isinstance(exc, TimeoutError | RedisTimeout):
             state = "timeout"
         else:
             state = "unavailable"
@@ -137,9 +158,9 @@ async def _run(name: str, check, timeout: float = 2) -> tuple[str, str]:
 @require_safe
 async def readyz(request):
     results = await asyncio.gather(
-        _run("database", sync_to_async(_check_database)),
+        _run("database", _check_database),
         _run("redis", _check_redis),
-        _run("worker", _check_worker),
+        _run("worker", _check_worker, 3),  # its ping waits 1 s for the replies
         *(_run(name, _warmup_check(name), WARM_WAIT + 1) for name in sorted(_warmups)),
     )
     checks = dict(results)

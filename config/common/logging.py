@@ -16,8 +16,16 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 class JsonFormatter(logging.Formatter):
-    _skip = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"request_id", "message"}
+    # (uvicorn's `color_message`: its message again, with terminal colour codes.)
+    _skip = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+        "request_id",
+        "message",
+        "color_message",
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -28,8 +36,11 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", None),
         }
         for key, value in record.__dict__.items():
-            if key not in self._skip and not key.startswith("_"):
-                entry[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
+            # Only plain values: a structure passed as `extra` is a library's context, and may
+            # hold what is no log's business (Celery's `data` holds a task's args and kwargs:
+            # an end user's id, a document's id).
+            if key not in self._skip and not key.startswith("_") and isinstance(value, _PLAIN):
+                entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)

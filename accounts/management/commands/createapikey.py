@@ -13,7 +13,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, workspace_id, name, **options):
         try:
-            workspace = Workspace.objects.get(id=workspace_id)
+            workspace = Workspace.objects.get(id=workspace_id, deleted_at=None)
         except Workspace.DoesNotExist:
             raise CommandError(f"No workspace '{workspace_id}'.") from None
         created = api_key_create(workspace=workspace, name=name)
