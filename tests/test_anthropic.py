@@ -406,6 +406,19 @@ def test_an_error_under_status_200_is_a_502_not_an_empty_answer(client, upstream
     assert "Overloaded" in info.value.message
 
 
+def test_an_error_under_status_200_quoting_the_provider_key_is_relayed_without_it(client, upstream):
+    """The proxy's page may quote the request's x-api-key: it reached the client."""
+    from django.conf import settings
+
+    key = settings.ANTHROPIC_API_KEY
+    error = {"type": "error", "error": {"type": "x", "message": f"no access for {key}"}}
+    upstream.script(Reply(json=error))
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502 and "no access for ***" in info.value.message
+    assert key not in info.value.response.text
+
+
 def test_a_stop_reason_or_usage_of_the_wrong_type_is_no_500(client, upstream):
     reply = anthropic_message("Hi") | {"stop_reason": ["end_turn"], "usage": "12 tokens"}
     upstream.script(Reply(json=reply))

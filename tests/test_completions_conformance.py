@@ -466,3 +466,18 @@ def test_an_upstream_error_quoting_engrams_provider_key_is_relayed_without_it(
     assert "bad request from Bearer ***" in (caplog.text if code else info.value.response.text)
     assert key not in info.value.response.text
     assert key not in caplog.text
+
+
+def test_an_error_under_status_200_quoting_engrams_provider_key_is_relayed_without_it(
+    client, upstream
+):
+    """A proxy's error page under status 200 quoting the request's Authorization: the
+    provider key reached the client in the 502's message."""
+    from django.conf import settings
+
+    key = settings.OPENAI_API_KEY
+    upstream.script(Reply(json={"error": {"message": f"denied for Bearer {key}", "type": "x"}}))
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model="gpt-4o-mini", messages=_user())
+    assert info.value.status_code == 502 and "denied for Bearer ***" in info.value.message
+    assert key not in info.value.response.text

@@ -26,6 +26,7 @@ from completions.providers.base import (
     UpstreamStream,
     loads_json,
     quota_refused,
+    without_key,
 )
 from config.common.errors import ApiError
 
@@ -194,6 +195,8 @@ class AnthropicProvider(HttpProvider):
     async def complete(self, call: Call) -> Completion:
         body = self._model(call.body)
         raw, upstream_ms = await self.send_read(call, to_anthropic(body, stream=False))
+        if call.upstream is not None:  # an error under status 200 may quote it (from_anthropic)
+            raw = without_key(raw, call.upstream.api_key)
         data = from_anthropic(loads_json(raw), model=body["model"])
         return Completion(data=data, upstream_ms=upstream_ms)
 

@@ -20,6 +20,7 @@ from completions.providers.base import (
     loads,
     loads_json,
     upstream_error,
+    without_key,
 )
 from config.common.errors import ApiError
 
@@ -193,7 +194,8 @@ class OpenAICompatibleProvider(HttpProvider):
             # An error under status 200 (some OpenAI-compatible servers, proxies): the client
             # gets it as the failure it is, a 502 with the upstream's message, never a "success"
             # without choices that the SDK cannot read.
-            message = upstream_error(400, raw, {}).message  # the upstream's, as it wrote it
+            said = without_key(raw, call.upstream.api_key) if call.upstream else raw
+            message = upstream_error(400, said, {}).message  # the upstream's, as it wrote it
             raise ApiError(
                 502,
                 f"The upstream provider answered an error with status 200: {message}",
