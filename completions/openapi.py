@@ -26,6 +26,16 @@ def ref(name: str) -> dict:
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 
+# What a turn was given, in its `engram` block (memory.turn.pipeline): a memory or a past message.
+_USED_ITEM = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "line": {"type": "string"},
+        "score": {"type": ["number", "null"]},
+        "why": {"type": "string"},
+    },
+}
 # What memory did for a turn: on a completion (with its charge and request id) and on a preview.
 _ENGRAM_PROPERTIES: dict[str, dict] = {
     "credits_charged": {
@@ -44,17 +54,16 @@ _ENGRAM_PROPERTIES: dict[str, dict] = {
         "type": "array",
         "description": "The user's memories this answer was given: each one's id (as in "
         "/v1/memories), the line the model read, its score and why it was chosen.",
-        "items": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "line": {"type": "string"},
-                "score": {"type": ["number", "null"]},
-                "why": {"type": "string"},
-            },
-        },
+        "items": _USED_ITEM,
     },
     "messages_retrieved": {"type": "integer"},
+    "messages": {
+        "type": "array",
+        "description": "The user's past messages this answer was given, as `memories`: each "
+        "one's id (as in /v1/conversations/{id}/messages), the line the model read, its score "
+        "and why it was chosen.",
+        "items": _USED_ITEM,
+    },
     "history_messages": {"type": "integer"},
     "context_tokens": {"type": "integer"},
     "sources": {"type": "array", "items": ref("EngramSource")},

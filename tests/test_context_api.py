@@ -64,6 +64,9 @@ def test_context_lists_the_messages_tokens_and_why(http):
         "dia_id": "D9:1"
     }
     assert "<past_messages>" in str(body["messages"]) and "[30 March 2024]" in past["text"]
+    # which past message it was, beside the memories, as the chat's answer says it
+    [said] = body["engram"]["messages"]
+    assert said["id"] == past["id"] and "Asics Novablast" in said["line"] and said["why"]
     # a dry run: nothing stored
     assert Conversation.objects.count() == conversations and Message.objects.count() == messages
     assert not Session.objects.exists()

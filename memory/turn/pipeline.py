@@ -126,6 +126,7 @@ async def _knowledge_only(ctx: TurnContext, messages: list[dict]) -> PreparedTur
         "memories_used": 0,
         "memories": [],
         "messages_retrieved": 0,
+        "messages": [],
         "history_messages": 0,
         "context_tokens": assembly.tokens,
         **_sources(ctx, assembly),
@@ -177,6 +178,7 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
     )
     used_memories = assembly.used.get("memories", [])
     memories_used = len(used_memories)
+    retrieved = assembly.used.get("retrieved_messages", [])
     conversation_id = loaded.conversation.external_id if loaded.conversation else None
     engram = {
         "session_id": loaded.session_id,
@@ -188,7 +190,12 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             {"id": item.id, "line": item.line, "score": item.score, "why": item.why}
             for item in used_memories
         ],
-        "messages_retrieved": len(assembly.used.get("retrieved_messages", [])),
+        "messages_retrieved": len(retrieved),
+        # and which of the user's past messages, as for memories
+        "messages": [
+            {"id": item.id, "line": item.line, "score": item.score, "why": item.why}
+            for item in retrieved
+        ],
         "history_messages": len(assembly.history_ids),
         "context_tokens": assembly.tokens,
         **_sources(ctx, assembly),
