@@ -20,11 +20,14 @@ def test_probes_answer_get_and_head_only(anon_http):
             assert set(resp.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
 
 
-def test_readyz_names_the_missing_worker(anon_http):
+def test_readyz_names_the_missing_worker(anon_http, caplog):
     resp = anon_http.get("/readyz")
     assert resp.status_code == 503
     body = resp.json()
     assert body["down"] == ["worker"]
+    # said once, as a warning naming it: not an ERROR of Django's request logger per probe
+    assert [r.levelname for r in caplog.records if r.name == "django.request"] == []
+    assert any(r.levelname == "WARNING" and "worker" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(

@@ -167,5 +167,10 @@ async def readyz(request):
     down = {name: state for name, state in results if state != "ok"}
     if down:
         body = {"status": "unavailable", "down": sorted(down), "errors": down, "checks": checks}
-        return JsonResponse(body, status=503)
+        logger.warning("not ready: %s", ", ".join(f"{n} {s}" for n, s in sorted(down.items())))
+        unavailable = JsonResponse(body, status=503)
+        # The answer a probe asks for, not a fault of the request: Django's request logger
+        # wrote it at ERROR ("Service Unavailable: /readyz") on every probe while one was down.
+        unavailable._has_been_logged = True  # type: ignore[attr-defined]
+        return unavailable
     return JsonResponse({"status": "ok", "checks": checks})
