@@ -48,7 +48,7 @@ class TurnState:
     session: Session | None  # as prepare_turn resolved it
     session_id: str | None
     stored_ids: list[str] = field(default_factory=list)
-    fingerprint: str | None = None  # found by its history: this request's transcript's
+    fingerprint: str | None = None  # the conversation's transcript's with this request's
 
     @property
     def session_pk(self) -> str | None:
