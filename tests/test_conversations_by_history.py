@@ -268,3 +268,35 @@ def test_a_conversation_begun_with_an_id_is_continued_without_it(sdk, upstream):
     assert third["conversation_id"] == "my-chat"
     _settled(6)
     assert Conversation.objects.count() == 1
+
+
+def test_a_retry_after_an_answer_cut_mid_stream_continues_the_conversation(owner):
+    """A stream cut (the client gone, the upstream failed): the client holds no answer and
+    resends the same transcript; it stays in its conversation, its question stored once."""
+    workspace = owner[0]
+    first_messages = [SYSTEM, {"role": "user", "content": "My name is Alice."}]
+    first = prepare(ctx(workspace, first_messages, user_id="u"))
+    finish(ctx(workspace, first_messages, user_id="u"), first, "Hello Alice.")
+    question = [
+        *first_messages,
+        {"role": "assistant", "content": "Hello Alice."},
+        {"role": "user", "content": "Plan my trip to Paris."},
+    ]
+    cut = prepare(ctx(workspace, question, user_id="u"))
+    finish(ctx(workspace, question, user_id="u"), cut, "Day one: the Lou", incomplete=True)
+    retried = prepare(ctx(workspace, question, user_id="u"))
+    assert retried.engram["conversation_id"] == first.engram["conversation_id"]
+    finish(ctx(workspace, question, user_id="u"), retried, "Day one: the Louvre.")
+    assert Conversation.objects.count() == 1
+    contents = list(Message.objects.order_by("created_at", "id").values_list("content", flat=True))
+    assert contents.count("Plan my trip to Paris.") == 1
+    # the answer the client received continues it
+    going_on = [
+        *question,
+        {"role": "assistant", "content": "Day one: the Louvre."},
+        {"role": "user", "content": "And day two?"},
+    ]
+    assert (
+        prepare(ctx(workspace, going_on, user_id="u")).engram["conversation_id"]
+        == (first.engram["conversation_id"])
+    )

@@ -281,7 +281,10 @@ def _finish(
                 completion_tokens=usage.get("completion_tokens"),
             )
             newest: str | None = stored.id
-            if state.fingerprint is not None:  # the next request resends this transcript
+            # The next request resends this transcript; not after an answer cut short: its
+            # client holds none and resends the same transcript (a retry), which must still
+            # name this conversation.
+            if state.fingerprint is not None and not incomplete:
                 conversation_fingerprint_set(
                     conversation=conversation,
                     fingerprint=fingerprint([message], state.fingerprint),
