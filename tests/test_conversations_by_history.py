@@ -209,3 +209,94 @@ def test_the_lookup_is_one_query_on_the_fingerprint_index(owner):
         cursor.execute(f"EXPLAIN {sql}")
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "conversation_fingerprint" in plan, plan
+
+
+def test_a_conversation_id_sent_on_some_turns_only_keeps_one_conversation(sdk, upstream):
+    """The auto: id echoed back on one turn and left out on the next: the transcript, resent
+    whole, still names the conversation (it is not copied into a new one)."""
+    upstream.script(
+        Reply(json=openai_completion("Hello Alice.")),
+        Reply(json=openai_completion("Paris is lovely.")),
+        Reply(json=openai_completion("You said Paris.")),
+    )
+    history = [SYSTEM, {"role": "user", "content": "My name is Alice."}]
+    reply, first = _ask(sdk, history)
+    history += [
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "I am going to Paris."},
+    ]
+    named = sdk.chat.completions.create(
+        model="m",
+        messages=history,
+        extra_headers={"x-conversation-id": first["conversation_id"]},
+    )
+    assert named.model_extra["engram"]["conversation_id"] == first["conversation_id"]
+    _settled(4)
+    history += [
+        {"role": "assistant", "content": named.choices[0].message.content},
+        {"role": "user", "content": "Where am I going?"},
+    ]
+    _, third = _ask(sdk, history)
+    assert third["conversation_id"] == first["conversation_id"]
+    _settled(6)  # nothing the client resent was stored again
+    assert Conversation.objects.count() == 1
+
+
+def test_a_conversation_begun_with_an_id_is_continued_without_it(sdk, upstream):
+    """Turns sent with only their new message under an id, then the whole transcript without:
+    the stored transcript (the client's system prompt before it) names the conversation."""
+    upstream.script(
+        Reply(json=openai_completion("Hello Alice.")),
+        Reply(json=openai_completion("Paris is lovely.")),
+        Reply(json=openai_completion("You said Paris.")),
+    )
+    hi = {"role": "user", "content": "My name is Alice."}
+    paris = {"role": "user", "content": "I am going to Paris."}
+    named = {"x-conversation-id": "my-chat"}
+    first = sdk.chat.completions.create(model="m", messages=[SYSTEM, hi], extra_headers=named)
+    second = sdk.chat.completions.create(model="m", messages=[SYSTEM, paris], extra_headers=named)
+    _settled(4)
+    history = [
+        SYSTEM,
+        hi,
+        {"role": "assistant", "content": first.choices[0].message.content},
+        paris,
+        {"role": "assistant", "content": second.choices[0].message.content},
+        {"role": "user", "content": "Where am I going?"},
+    ]
+    _, third = _ask(sdk, history)
+    assert third["conversation_id"] == "my-chat"
+    _settled(6)
+    assert Conversation.objects.count() == 1
+
+
+def test_a_retry_after_an_answer_cut_mid_stream_continues_the_conversation(owner):
+    """A stream cut (the client gone, the upstream failed): the client holds no answer and
+    resends the same transcript; it stays in its conversation, its question stored once."""
+    workspace = owner[0]
+    first_messages = [SYSTEM, {"role": "user", "content": "My name is Alice."}]
+    first = prepare(ctx(workspace, first_messages, user_id="u"))
+    finish(ctx(workspace, first_messages, user_id="u"), first, "Hello Alice.")
+    question = [
+        *first_messages,
+        {"role": "assistant", "content": "Hello Alice."},
+        {"role": "user", "content": "Plan my trip to Paris."},
+    ]
+    cut = prepare(ctx(workspace, question, user_id="u"))
+    finish(ctx(workspace, question, user_id="u"), cut, "Day one: the Lou", incomplete=True)
+    retried = prepare(ctx(workspace, question, user_id="u"))
+    assert retried.engram["conversation_id"] == first.engram["conversation_id"]
+    finish(ctx(workspace, question, user_id="u"), retried, "Day one: the Louvre.")
+    assert Conversation.objects.count() == 1
+    contents = list(Message.objects.order_by("created_at", "id").values_list("content", flat=True))
+    assert contents.count("Plan my trip to Paris.") == 1
+    # the answer the client received continues it
+    going_on = [
+        *question,
+        {"role": "assistant", "content": "Day one: the Louvre."},
+        {"role": "user", "content": "And day two?"},
+    ]
+    assert (
+        prepare(ctx(workspace, going_on, user_id="u")).engram["conversation_id"]
+        == (first.engram["conversation_id"])
+    )

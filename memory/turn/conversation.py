@@ -73,6 +73,17 @@ def resent_history(messages: list[dict]) -> list[dict]:
     return []
 
 
+def _stored_fingerprint(messages: list[dict], before: list[dict]) -> str:
+    """The fingerprint of a conversation's transcript as a turn named by its id stores it: the
+    request's leading system prompt, the stored messages before what the request resent, the
+    request's messages. So a later request without the id that resends that transcript, as
+    the OpenAI SDK does, continues this conversation (_found_by_history)."""
+    lead = next(
+        (i for i, m in enumerate(messages) if m.get("role") not in HEAD_ROLES), len(messages)
+    )
+    return fingerprint(messages[lead:], fingerprint(before, fingerprint(messages[:lead])))
+
+
 @dataclass
 class ByHistory:
     conversation: Conversation | None  # None: no history, or none matched (a new conversation)
@@ -237,8 +248,9 @@ class Loaded:
     exclude_ids: list[str]
     stored_ids: list[str]
     serve_history: bool
-    # Found by its history: the fingerprint of this request's whole transcript, which the reply
-    # extends into the conversation's new fingerprint (finish_turn).
+    # The fingerprint of the conversation's transcript with this request's messages (found by
+    # its history: the request's whole transcript), which the reply extends into the
+    # conversation's new fingerprint (finish_turn); None: not known whole (a long conversation).
     fingerprint: str | None = None
     # An enclosing transaction (a test's) hides its rows from other connections: then all
     # retrieval stays on this thread's connection instead of running in parallel.
@@ -333,8 +345,9 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             .values("id", "raw", "token_count", "incomplete")[:HISTORY_ROWS]
         )
         rows.reverse()
+    truncated = len(rows) == HISTORY_ROWS  # only the newest rows were read
     stored = [r["raw"] for r in rows]
-    match = matched_prefix(stored, conversation_messages, truncated=len(rows) == HISTORY_ROWS)
+    match = matched_prefix(stored, conversation_messages, truncated=truncated)
     if (
         not match.incoming
         and rows
@@ -344,9 +357,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         # A retry of a turn whose answer was cut mid-stream resends its question without the
         # half answer: matched without it, the question is not stored twice, and the half
         # answer (kept, marked incomplete) is not history the model reads before it again.
-        match = matched_prefix(
-            stored[:-1], conversation_messages, truncated=len(rows) == HISTORY_ROWS
-        )
+        match = matched_prefix(stored[:-1], conversation_messages, truncated=truncated)
         if match.incoming:
             rows = rows[:-1]
     # Found by its history: that history is stored, even after an unanswered message of a turn
@@ -355,6 +366,10 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     resent_rows = min(len(rows), max(match.rows, resent))
     new = conversation_messages[k:]
     before = rows[: len(rows) - resent_rows]
+    if whole is None and not truncated:
+        # Named by its id (or session): its transcript is known whole only when every stored
+        # message was read; then a later turn without the id finds it by its history.
+        whole = _stored_fingerprint(messages, [r["raw"] for r in before])
     stored_ids: list[str] = []
     session_id = ctx.session_id
     if not dry_run:

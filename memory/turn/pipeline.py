@@ -48,7 +48,7 @@ class TurnState:
     session: Session | None  # as prepare_turn resolved it
     session_id: str | None
     stored_ids: list[str] = field(default_factory=list)
-    fingerprint: str | None = None  # found by its history: this request's transcript's
+    fingerprint: str | None = None  # the conversation's transcript's with this request's
 
     @property
     def session_pk(self) -> str | None:
@@ -288,7 +288,10 @@ def _finish(
                 completion_tokens=usage.get("completion_tokens"),
             )
             newest: str | None = stored.id
-            if state.fingerprint is not None:  # the next request resends this transcript
+            # The next request resends this transcript; not after an answer cut short: its
+            # client holds none and resends the same transcript (a retry), which must still
+            # name this conversation.
+            if state.fingerprint is not None and not incomplete:
                 conversation_fingerprint_set(
                     conversation=conversation,
                     fingerprint=fingerprint([message], state.fingerprint),
