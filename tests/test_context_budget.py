@@ -221,3 +221,30 @@ def test_prepare_turn_stays_within_small_windows(
             assert prepared.messages == ctx.body["messages"]
     finally:
         django_settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 8192
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"thinking": {"type": "enabled", "budget_tokens": 30_000}},
+        {"reasoning_effort": "high"},
+    ],
+)
+def test_a_claude_turns_reserve_is_the_max_tokens_anthropic_receives(http, upstream, extra):
+    """Anthropic counts extended thinking in max_tokens and refuses a prompt that leaves less
+    than max_tokens of its window: with no max_tokens asked, Engram sends the thinking budget
+    plus the answer's default, so the context must leave room for that much, not only for the
+    answer's default (a long conversation was filled to within 4096 tokens of the window, and
+    every turn of it with thinking on was refused)."""
+    from tests.upstream import Reply, anthropic_message
+
+    model = "claude-sonnet-4-5"
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+    upstream.script(Reply(json=anthropic_message("ok", model=model)))
+    chat = http.post("/v1/chat/completions", json=body, headers={"x-user-id": "u1"})
+    assert chat.status_code == 200, chat.text
+    sent = upstream.last.body["max_tokens"]
+    preview = http.post("/v1/context", json=body, headers={"x-user-id": "u1"}).json()
+    budget = preview["budget"]
+    assert budget["reserved_for_completion"] >= sent
+    assert budget["available"] <= budget["context_window"] - sent

@@ -91,14 +91,40 @@ def definitions_tokens(body: dict) -> int:
     return count_text(json.dumps(present, separators=(",", ":"), ensure_ascii=False))
 
 
+def _positive_int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _claude(model: str) -> bool:
+    return (model or "").lower().rsplit("/", 1)[-1].startswith("claude")
+
+
+def _thinking_budget(body: dict, model: str) -> int:
+    """The extended thinking a request asks for: its `thinking.budget_tokens`, else a Claude
+    model's reasoning_effort as the Anthropic provider turns it into one."""
+    from completions.providers.anthropic_translate import THINKING_BUDGETS
+
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict):
+        return _positive_int(thinking.get("budget_tokens"))
+    effort = body.get("reasoning_effort")
+    if isinstance(effort, str) and _claude(model):
+        return THINKING_BUDGETS.get(effort) or 0
+    return 0
+
+
 def budget_for(body: dict, model: str) -> Budget:
     window = context_window(model)
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+    asked = _positive_int(body.get("max_completion_tokens") or body.get("max_tokens"))
+    if asked:
         reserved = asked
     else:
-        # Nothing asked: keep room for an answer rather than fill the window to the brim.
-        reserved = min(4096, window // 4)
+        # Nothing asked: keep room for an answer rather than fill the window to the brim. A
+        # Claude model gets ENGRAM_ANTHROPIC_MAX_TOKENS, and Anthropic counts extended thinking
+        # in max_tokens (Engram sends the budget on top of the answer's default) and refuses a
+        # prompt that leaves less than max_tokens of the window: room for both is kept.
+        answer = settings.ENGRAM_ANTHROPIC_MAX_TOKENS if _claude(model) else min(4096, window // 4)
+        reserved = answer + _thinking_budget(body, model)
     return Budget(window=window, reserved=reserved, definitions=definitions_tokens(body))
 
 
