@@ -155,6 +155,10 @@ def test_known_windows_and_the_default(settings):
     assert context_window("llama3.1:8b") == 128_000
     assert context_window("llama3-70b-8192") == 8_192
     assert context_window("my-local-llama") == 1234
+    # GPT-5 takes at most 272 K tokens of input (its 400 K count 128 K of output), and
+    # gpt-5-chat 128 K: a window of 400 K filled a long conversation past what it accepts.
+    assert context_window("gpt-5") == context_window("gpt-5-mini-2025-08-07") == 272_000
+    assert context_window("gpt-5-chat-latest") == 128_000
     assert budget_for({"max_tokens": 34}, "my-local-llama").total == 1200
     assert budget_for({"max_completion_tokens": 200}, "gpt-4").total == 8_192 - 200
 

@@ -32,7 +32,9 @@ _WINDOWS = [
     ("gpt-4-32k", 32_768),
     ("gpt-4", 8_192),
     ("gpt-3.5-turbo", 16_385),
-    ("gpt-5", 400_000),
+    # GPT-5's 400 K are 272 K of input and 128 K of output: a prompt past 272 K is refused.
+    ("gpt-5", 272_000),
+    ("gpt-5-chat", 128_000),
     ("o1-mini", 128_000),
     ("o1", 200_000),
     ("o3", 200_000),
