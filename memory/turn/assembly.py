@@ -3,17 +3,19 @@
 Priority: the client's system prompt and messages (always, as sent); then the rolling summary;
 knowledge chunks (when collections are asked for); memories; retrieved older messages; then the
 conversation's recent turns, newest first. Injected text goes in delimited system blocks with
-dates. Nothing is cut mid-message and the total never exceeds the budget (when the client's own
-messages already do, nothing is added).
+dates. Nothing is cut mid-message (but a rolling summary longer than its share keeps its end)
+and the total never exceeds the budget (when the client's own messages already do, nothing is
+added).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 
+from config.common import tokens
 from memory.text import (
     MESSAGE_OVERHEAD,
     REPLY_PRIMING,
@@ -170,6 +172,9 @@ class Block:
     tag: str
     items: list[Item]
     cap: int
+    # Its first item, when too long for the block, keeps its end instead of being left out
+    # (the rolling summary: one item, its end the most recent part).
+    keeps_end: bool = False
 
 
 @dataclass
@@ -226,6 +231,25 @@ def _fill(block: Block, allowance: int) -> tuple[dict | None, list[Item], int]:
         if exact <= limit:
             return message, chosen, exact
         chosen.pop()  # token merges made the estimate low: drop the weakest
+    if block.keeps_end:
+        return _end_of(block, block.items[0], limit, room=limit - frame - 1)
+    return None, [], 0
+
+
+CUT_MARK = "…"
+
+
+def _end_of(
+    block: Block, item: Item, limit: int, *, room: int
+) -> tuple[dict | None, list[Item], int]:
+    """The block with the last tokens of `item` that fit in `limit`, marked as cut."""
+    while room > 0:
+        cut = replace(item, line=CUT_MARK + tokens.tail(item.line, room))
+        message = _block_message(block, [cut])
+        exact = count_message(message)
+        if exact <= limit:
+            return message, [cut], exact
+        room -= exact - limit  # the mark and token merges at the cut cost a few more
     return None, [], 0
 
 
