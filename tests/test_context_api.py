@@ -122,6 +122,10 @@ def test_without_a_user_the_request_passes_through(http):
     assert response.status_code == 200
     assert response.json()["messages"] == body["messages"]
     assert response.json()["context_tokens"] == count_messages(body["messages"])
+    # the budget the request is measured against, as with a user (it was null)
+    budget = response.json()["budget"]
+    assert budget["context_window"] == 8192 and budget["reserved_for_completion"] == 2048
+    assert budget["available"] == 8192 - 2048
 
 
 def test_context_validates_headers_and_body(http, operator_http, owner):
