@@ -159,6 +159,11 @@ def test_known_windows_and_the_default(settings):
     # gpt-5-chat 128 K: a window of 400 K filled a long conversation past what it accepts.
     assert context_window("gpt-5") == context_window("gpt-5-mini-2025-08-07") == 272_000
     assert context_window("gpt-5-chat-latest") == 128_000
+    # Claude's tokenizer counts up to a third more than cl100k for the same text: its window,
+    # filled in cl100k tokens, was overfilled and the turn refused ("prompt is too long")
+    claude = budget_for({"max_tokens": 4000}, "anthropic/claude-sonnet-4-5")
+    assert claude.window == 200_000 and claude.total * 1.35 <= 200_000 - 4000
+    assert budget_for({"max_tokens": 4000}, "gpt-4o").total == 128_000 - 4000
     assert budget_for({"max_tokens": 34}, "my-local-llama").total == 1200
     assert budget_for({"max_completion_tokens": 200}, "gpt-4").total == 8_192 - 200
 

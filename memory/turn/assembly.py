@@ -54,6 +54,20 @@ _WINDOWS = [
 
 _KNOWN = dict(_WINDOWS)
 
+# Models whose tokenizer cuts the same text into more tokens than cl100k, which Engram counts
+# with: their window holds that many times fewer cl100k tokens. Claude's counts 16-30% more
+# (prose to code, measured against GPT-4o's), and Opus 4.7's up to 35% more again: filled to
+# its window in cl100k tokens, a long conversation was refused on every turn ("prompt is too
+# long"). The longest prefix of the name after its last "/" wins.
+_TOKENS_PER_COUNTED = {"claude": 1.35}
+
+
+def tokens_per_counted(model: str) -> float:
+    """The model's tokens per cl100k token, at most (1.0: as many)."""
+    short = (model or "").lower().rsplit("/", 1)[-1]
+    best = max((p for p in _TOKENS_PER_COUNTED if short.startswith(p)), key=len, default=None)
+    return _TOKENS_PER_COUNTED[best] if best is not None else 1.0
+
 
 def context_window(model: str) -> int:
     """The operator's window for the model (ENGRAM_CONTEXT_WINDOWS: the longest prefix of its
@@ -79,13 +93,16 @@ DEFINITION_FIELDS = ("tools", "functions", "response_format")
 
 @dataclass
 class Budget:
-    window: int
+    window: int  # in the model's tokens, as is `reserved`
     reserved: int  # for the completion
-    definitions: int = 0  # the request's tools, functions and response_format
+    definitions: int = 0  # the request's tools, functions and response_format (cl100k)
+    tokens_per_counted: float = 1.0  # the model's tokens per cl100k token
 
     @property
     def total(self) -> int:
-        return max(0, self.window - self.reserved - self.definitions)
+        """cl100k tokens the messages may take."""
+        room = int((self.window - self.reserved) / self.tokens_per_counted)
+        return max(0, room - self.definitions)
 
 
 def definitions_tokens(body: dict) -> int:
@@ -129,7 +146,12 @@ def budget_for(body: dict, model: str) -> Budget:
         # prompt that leaves less than max_tokens of the window: room for both is kept.
         answer = settings.ENGRAM_ANTHROPIC_MAX_TOKENS if _claude(model) else min(4096, window // 4)
         reserved = answer + _thinking_budget(body, model)
-    return Budget(window=window, reserved=reserved, definitions=definitions_tokens(body))
+    return Budget(
+        window=window,
+        reserved=reserved,
+        definitions=definitions_tokens(body),
+        tokens_per_counted=tokens_per_counted(model),
+    )
 
 
 @dataclass
