@@ -125,6 +125,10 @@ def test_without_a_user_the_request_passes_through(http):
     assert response.status_code == 200
     assert response.json()["messages"] == body["messages"]
     assert response.json()["context_tokens"] == count_messages(body["messages"])
+    # the budget the request is measured against, as with a user (it was null)
+    budget = response.json()["budget"]
+    assert budget["context_window"] == 8192 and budget["reserved_for_completion"] == 2048
+    assert budget["available"] == 8192 - 2048
 
 
 def test_context_validates_headers_and_body(http, operator_http, owner):
@@ -157,3 +161,30 @@ def test_context_validates_headers_and_body(http, operator_http, owner):
     body_user = http.post("/v1/context", json=ok | {"user": "from-body", "session_id": "sess-body"})
     assert body_user.json()["user_id"] == "from-body"
     assert body_user.json()["engram"]["session_id"] == "sess-body"
+
+
+def test_a_summary_longer_than_its_share_keeps_its_end(http, settings):
+    """A small window (a 2,048-token local model) gives the rolling summary a share smaller
+    than the summaries Engram writes (up to ENGRAM_SUMMARY_MAX_TOKENS): the whole summary was
+    left out of every turn, and the model lost the earlier conversation it stood for. Its end
+    (the most recent part) is kept instead, within the share."""
+    settings.ENGRAM_CONTEXT_WINDOWS = {"tiny": 2048}
+    http.post(
+        "/v1/conversations/chat-s/messages",
+        json={"user_id": "u", "messages": [{"role": "user", "content": "Hello there."}]},
+    )
+    summary = " ".join(f"Point {i}: the user chose plan {i}." for i in range(60))
+    summary += " Finally the user picked the blue tent."
+    Conversation.objects.filter(external_id="chat-s").update(summary=summary)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Which tent?"}]}
+    response = http.post(
+        "/v1/context", json=body, headers={"x-user-id": "u", "x-conversation-id": "chat-s"}
+    )
+    assert response.status_code == 200, response.text
+    out = response.json()
+    block = next(b for b in out["blocks"] if b["name"] == "summary")
+    cap = (2048 - 512) // 6
+    assert block["tokens"] <= cap and out["context_tokens"] <= out["budget"]["available"]
+    [message] = [m for m in out["messages"] if "<conversation_summary>" in m["content"]]
+    assert "Finally the user picked the blue tent." in message["content"]
+    assert count_messages(out["messages"]) == out["context_tokens"]

@@ -155,6 +155,15 @@ def test_known_windows_and_the_default(settings):
     assert context_window("llama3.1:8b") == 128_000
     assert context_window("llama3-70b-8192") == 8_192
     assert context_window("my-local-llama") == 1234
+    # GPT-5 takes at most 272 K tokens of input (its 400 K count 128 K of output), and
+    # gpt-5-chat 128 K: a window of 400 K filled a long conversation past what it accepts.
+    assert context_window("gpt-5") == context_window("gpt-5-mini-2025-08-07") == 272_000
+    assert context_window("gpt-5-chat-latest") == 128_000
+    # Claude's tokenizer counts up to a third more than cl100k for the same text: its window,
+    # filled in cl100k tokens, was overfilled and the turn refused ("prompt is too long")
+    claude = budget_for({"max_tokens": 4000}, "anthropic/claude-sonnet-4-5")
+    assert claude.window == 200_000 and claude.total * 1.35 <= 200_000 - 4000
+    assert budget_for({"max_tokens": 4000}, "gpt-4o").total == 128_000 - 4000
     assert budget_for({"max_tokens": 34}, "my-local-llama").total == 1200
     assert budget_for({"max_completion_tokens": 200}, "gpt-4").total == 8_192 - 200
 
@@ -221,3 +230,30 @@ def test_prepare_turn_stays_within_small_windows(
             assert prepared.messages == ctx.body["messages"]
     finally:
         django_settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 8192
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"thinking": {"type": "enabled", "budget_tokens": 30_000}},
+        {"reasoning_effort": "high"},
+    ],
+)
+def test_a_claude_turns_reserve_is_the_max_tokens_anthropic_receives(http, upstream, extra):
+    """Anthropic counts extended thinking in max_tokens and refuses a prompt that leaves less
+    than max_tokens of its window: with no max_tokens asked, Engram sends the thinking budget
+    plus the answer's default, so the context must leave room for that much, not only for the
+    answer's default (a long conversation was filled to within 4096 tokens of the window, and
+    every turn of it with thinking on was refused)."""
+    from tests.upstream import Reply, anthropic_message
+
+    model = "claude-sonnet-4-5"
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+    upstream.script(Reply(json=anthropic_message("ok", model=model)))
+    chat = http.post("/v1/chat/completions", json=body, headers={"x-user-id": "u1"})
+    assert chat.status_code == 200, chat.text
+    sent = upstream.last.body["max_tokens"]
+    preview = http.post("/v1/context", json=body, headers={"x-user-id": "u1"}).json()
+    budget = preview["budget"]
+    assert budget["reserved_for_completion"] >= sent
+    assert budget["available"] <= budget["context_window"] - sent

@@ -3,17 +3,19 @@
 Priority: the client's system prompt and messages (always, as sent); then the rolling summary;
 knowledge chunks (when collections are asked for); memories; retrieved older messages; then the
 conversation's recent turns, newest first. Injected text goes in delimited system blocks with
-dates. Nothing is cut mid-message and the total never exceeds the budget (when the client's own
-messages already do, nothing is added).
+dates. Nothing is cut mid-message (but a rolling summary longer than its share keeps its end)
+and the total never exceeds the budget (when the client's own messages already do, nothing is
+added).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 
+from config.common import tokens
 from memory.text import (
     MESSAGE_OVERHEAD,
     REPLY_PRIMING,
@@ -32,7 +34,9 @@ _WINDOWS = [
     ("gpt-4-32k", 32_768),
     ("gpt-4", 8_192),
     ("gpt-3.5-turbo", 16_385),
-    ("gpt-5", 400_000),
+    # GPT-5's 400 K are 272 K of input and 128 K of output: a prompt past 272 K is refused.
+    ("gpt-5", 272_000),
+    ("gpt-5-chat", 128_000),
     ("o1-mini", 128_000),
     ("o1", 200_000),
     ("o3", 200_000),
@@ -49,6 +53,20 @@ _WINDOWS = [
 
 
 _KNOWN = dict(_WINDOWS)
+
+# Models whose tokenizer cuts the same text into more tokens than cl100k, which Engram counts
+# with: their window holds that many times fewer cl100k tokens. Claude's counts 16-30% more
+# (prose to code, measured against GPT-4o's), and Opus 4.7's up to 35% more again: filled to
+# its window in cl100k tokens, a long conversation was refused on every turn ("prompt is too
+# long"). The longest prefix of the name after its last "/" wins.
+_TOKENS_PER_COUNTED = {"claude": 1.35}
+
+
+def tokens_per_counted(model: str) -> float:
+    """The model's tokens per cl100k token, at most (1.0: as many)."""
+    short = (model or "").lower().rsplit("/", 1)[-1]
+    best = max((p for p in _TOKENS_PER_COUNTED if short.startswith(p)), key=len, default=None)
+    return _TOKENS_PER_COUNTED[best] if best is not None else 1.0
 
 
 def context_window(model: str) -> int:
@@ -75,13 +93,16 @@ DEFINITION_FIELDS = ("tools", "functions", "response_format")
 
 @dataclass
 class Budget:
-    window: int
+    window: int  # in the model's tokens, as is `reserved`
     reserved: int  # for the completion
-    definitions: int = 0  # the request's tools, functions and response_format
+    definitions: int = 0  # the request's tools, functions and response_format (cl100k)
+    tokens_per_counted: float = 1.0  # the model's tokens per cl100k token
 
     @property
     def total(self) -> int:
-        return max(0, self.window - self.reserved - self.definitions)
+        """cl100k tokens the messages may take."""
+        room = int((self.window - self.reserved) / self.tokens_per_counted)
+        return max(0, room - self.definitions)
 
 
 def definitions_tokens(body: dict) -> int:
@@ -91,15 +112,46 @@ def definitions_tokens(body: dict) -> int:
     return count_text(json.dumps(present, separators=(",", ":"), ensure_ascii=False))
 
 
+def _positive_int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _claude(model: str) -> bool:
+    return (model or "").lower().rsplit("/", 1)[-1].startswith("claude")
+
+
+def _thinking_budget(body: dict, model: str) -> int:
+    """The extended thinking a request asks for: its `thinking.budget_tokens`, else a Claude
+    model's reasoning_effort as the Anthropic provider turns it into one."""
+    from completions.providers.anthropic_translate import THINKING_BUDGETS
+
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict):
+        return _positive_int(thinking.get("budget_tokens"))
+    effort = body.get("reasoning_effort")
+    if isinstance(effort, str) and _claude(model):
+        return THINKING_BUDGETS.get(effort) or 0
+    return 0
+
+
 def budget_for(body: dict, model: str) -> Budget:
     window = context_window(model)
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+    asked = _positive_int(body.get("max_completion_tokens") or body.get("max_tokens"))
+    if asked:
         reserved = asked
     else:
-        # Nothing asked: keep room for an answer rather than fill the window to the brim.
-        reserved = min(4096, window // 4)
-    return Budget(window=window, reserved=reserved, definitions=definitions_tokens(body))
+        # Nothing asked: keep room for an answer rather than fill the window to the brim. A
+        # Claude model gets ENGRAM_ANTHROPIC_MAX_TOKENS, and Anthropic counts extended thinking
+        # in max_tokens (Engram sends the budget on top of the answer's default) and refuses a
+        # prompt that leaves less than max_tokens of the window: room for both is kept.
+        answer = settings.ENGRAM_ANTHROPIC_MAX_TOKENS if _claude(model) else min(4096, window // 4)
+        reserved = answer + _thinking_budget(body, model)
+    return Budget(
+        window=window,
+        reserved=reserved,
+        definitions=definitions_tokens(body),
+        tokens_per_counted=tokens_per_counted(model),
+    )
 
 
 @dataclass
@@ -142,6 +194,9 @@ class Block:
     tag: str
     items: list[Item]
     cap: int
+    # Its first item, when too long for the block, keeps its end instead of being left out
+    # (the rolling summary: one item, its end the most recent part).
+    keeps_end: bool = False
 
 
 @dataclass
@@ -198,6 +253,25 @@ def _fill(block: Block, allowance: int) -> tuple[dict | None, list[Item], int]:
         if exact <= limit:
             return message, chosen, exact
         chosen.pop()  # token merges made the estimate low: drop the weakest
+    if block.keeps_end:
+        return _end_of(block, block.items[0], limit, room=limit - frame - 1)
+    return None, [], 0
+
+
+CUT_MARK = "…"
+
+
+def _end_of(
+    block: Block, item: Item, limit: int, *, room: int
+) -> tuple[dict | None, list[Item], int]:
+    """The block with the last tokens of `item` that fit in `limit`, marked as cut."""
+    while room > 0:
+        cut = replace(item, line=CUT_MARK + tokens.tail(item.line, room))
+        message = _block_message(block, [cut])
+        exact = count_message(message)
+        if exact <= limit:
+            return message, [cut], exact
+        room -= exact - limit  # the mark and token merges at the cut cost a few more
     return None, [], 0
 
 

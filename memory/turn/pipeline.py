@@ -24,8 +24,8 @@ from memory.models import Conversation, Session
 from memory.retrieval.elsewhere import parallel
 from memory.retrieval.search import Found
 from memory.services.users import user_lock
-from memory.text import content_text, count_messages, kept_reasoning
-from memory.turn.assembly import Assembly, Budget
+from memory.text import REPLY_PRIMING, content_text, count_messages, kept_reasoning
+from memory.turn.assembly import Assembly, Budget, budget_for
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.conversation import fingerprint, load_and_store
 from memory.turn.recall import knowledge_only, memory_hits_elsewhere, recall_and_assemble
@@ -97,15 +97,19 @@ def _embed_then_memories(
     return memory_hits_elsewhere(ctx, query, vector, dry_run)
 
 
+def _budget_explained(budget: Budget) -> dict:
+    return {
+        "context_window": budget.window,
+        "reserved_for_completion": budget.reserved,
+        "reserved_for_definitions": budget.definitions,
+        "available": budget.total,
+    }
+
+
 def _explain(assembly: Assembly, budget: Budget, stored_ids: list[str]) -> dict:
     return {
         "context_tokens": assembly.tokens,
-        "budget": {
-            "context_window": budget.window,
-            "reserved_for_completion": budget.reserved,
-            "reserved_for_definitions": budget.definitions,
-            "available": budget.total,
-        },
+        "budget": _budget_explained(budget),
         "blocks": assembly.blocks,
         "stored_message_ids": stored_ids,
     }
@@ -148,9 +152,13 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
         if ctx.collection_ids:
             return await _knowledge_only(ctx, messages)
         explain: dict = {}
-        if dry_run:
+        if dry_run:  # /v1/context: the request as it goes, beside the budget it is within
             tokens = count_messages(messages)
-            explain = {"context_tokens": tokens, "blocks": [{"name": "request", "tokens": tokens}]}
+            explain = {
+                "context_tokens": tokens,
+                "budget": _budget_explained(budget_for(ctx.body, ctx.upstream_model or ctx.model)),
+                "blocks": [{"name": "request", "tokens": tokens - REPLY_PRIMING if tokens else 0}],
+            }
         return PreparedTurn(messages=messages, explain=explain)
     query = query_text(messages)
     # The query embedding (the costliest step), then the memory ranking on a second connection,

@@ -185,6 +185,7 @@ def recall_and_assemble(
                 tag="conversation_summary",
                 items=[Item(kind="summary", id="summary", line=summary, why="rolling summary")],
                 cap=caps["summary"],
+                keeps_end=True,
             )
         )
     if ctx.collection_ids and query:
