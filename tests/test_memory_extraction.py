@@ -353,6 +353,9 @@ OFFLINE_FACTS = [
     ("Can you recommend a book?", []),
     ("I want you to write a poem about my cat.", []),
     ("Please remember that I like tea.", []),
+    # a fact said with a request after it: the fact, without the request
+    ("I'm vegan, suggest a recipe.", ["User is vegan."]),
+    ("I'm a nurse, tell me about night shift tips.", ["User is a nurse."]),
 ]
 
 

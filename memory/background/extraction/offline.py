@@ -558,10 +558,15 @@ _REQUEST = re.compile(
     re.IGNORECASE,
 )
 # "I'm allergic to peanuts, so please keep them out": the fact, without the request after it;
-# also a command after ", so" ("I have a meeting in five minutes, so be quick").
+# also a command after ", so" ("I have a meeting in five minutes, so be quick"), and one after
+# a comma or semicolon alone when it asks for something ("I'm vegan, suggest a recipe"; not
+# "I teach, write and paint", whose verb has no object after it).
 _TRAILING_REQUEST = re.compile(
     r"\s*(?:[,;:-]\s*)?(?:\b(?:so|and|but)\s+)?\bplease\b.*$"
-    r"|\s*,\s*so\s+(?:be|keep|make|give|send|tell|hurry|answer|reply|use|write|explain|list)\b.*$",
+    r"|\s*,\s*so\s+(?:be|keep|make|give|send|tell|hurry|answer|reply|use|write|explain|list)\b.*$"
+    r"|\s*[,;]\s*(?:so\s+)?(?:suggest|recommend|give|tell|show|find|send|write|draft|generate|"
+    r"list|explain|translate|summari[sz]e|help|make|book|remind)\s+"
+    r"(?:me|us|a|an|some|the|something|anything|any)\b.*$",
     re.I,
 )
 # A statement about oneself has a first-person subject or possessive; "me" alone ("stream me
