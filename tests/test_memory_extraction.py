@@ -356,6 +356,17 @@ OFFLINE_FACTS = [
     # a fact said with a request after it: the fact, without the request
     ("I'm vegan, suggest a recipe.", ["User is vegan."]),
     ("I'm a nurse, tell me about night shift tips.", ["User is a nurse."]),
+    # code, a traceback and a quoted line are not the user's prose; a list item's marker is
+    # not part of what it says
+    ("Here is my code:\n```python\nI = 3\nprint(my_list)\n```\nWhy does it fail?", []),
+    (
+        "I get this error:\nTraceback (most recent call last):\n"
+        '  File "my_app.py", line 3, in <module>\n'
+        "    raise ValueError('I am broken')\nValueError: I am broken",
+        [],
+    ),
+    ("> I love jazz\nNo, I don't.", []),
+    ("- I love jazz\n- I have two cats", ["User loves jazz.", "User has two cats."]),
 ]
 
 

@@ -820,8 +820,22 @@ def _period_last(sentence: str) -> str:
     return f"{rest} {m.group(1).lower()}."
 
 
+# Not prose of the user's: a fenced code block, a Python traceback (its header, the indented
+# frames, the exception's line), a quoted line ("> …", usually the assistant's words pasted
+# back). "I = 3" in code or "ValueError: I am broken" is no fact about anyone.
+_NOT_PROSE = re.compile(
+    r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)"
+    r"|^Traceback \(most recent call last\):[^\n]*(?:\n[ \t][^\n]*)*(?:\n[^\n]*)?"
+    r"|^[ \t]*>[^\n]*$",
+    re.M | re.S,
+)
+# A list item's marker is not part of what it says: "- I love jazz", "2. I have two cats".
+_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,3}[.)])[ \t]+", re.M)
+
+
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text or "") if s and s.strip()]
+    prose = _LIST_MARKER.sub("", _NOT_PROSE.sub("\n", text or ""))
+    return [s.strip() for s in _SENTENCE.split(prose) if s and s.strip()]
 
 
 def clauses(sentence: str) -> list[str]:
@@ -838,7 +852,9 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
     for sentence in (c for s in sentences(text) for c in clauses(s)):
-        if sentence.endswith("?") or _REQUEST.search(sentence):
+        # a question; or a line that ends on ":" and so introduces what follows (code, an
+        # error, a list), saying nothing alone ("Here is my code:")
+        if sentence.endswith(("?", ":")) or _REQUEST.search(sentence):
             continue
         sentence = _TRAILING_REQUEST.sub("", sentence)
         sentence = _period_last(_OPENER.sub("", sentence))
