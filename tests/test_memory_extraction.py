@@ -367,6 +367,9 @@ OFFLINE_FACTS = [
     ),
     ("> I love jazz\nNo, I don't.", []),
     ("- I love jazz\n- I have two cats", ["User loves jazz.", "User has two cats."]),
+    # words in quotes are someone else's, kept as said: no fact about the user, no slot set
+    ("My boss said 'I hate Mondays'.", ["User's boss said 'I hate Mondays'."]),
+    ('My sister wrote "I live in Paris now".', ['User\'s sister wrote "I live in Paris now".']),
 ]
 
 

@@ -848,10 +848,35 @@ def clauses(sentence: str) -> list[str]:
     return parts if each_stands else [sentence]
 
 
+# Words in quotes are someone's own, kept as said: in "My boss said 'I hate Mondays'" the "I"
+# is the boss, and "'I live in Paris', she wrote" sets no place for the user. A single quote
+# opens after a space and closes before one; an apostrophe between letters stays inside.
+_QUOTED = re.compile(
+    r'"[^"\n]*"|\u201c[^\u201d\n]*\u201d'
+    r"|(?<!\w)'(?=\S)(?:[^'\n]|(?<=\w)'(?=\w))*?(?<=\S)'(?!\w)"
+)
+_QUOTE_MARK = re.compile("\ue000(\\d+)\ue001")
+
+
+def _set_quotes_aside(sentence: str) -> tuple[str, list[str]]:
+    quotes: list[str] = []
+
+    def mark(m: re.Match) -> str:
+        quotes.append(m.group(0))
+        return f"\ue000{len(quotes) - 1}\ue001"
+
+    return _QUOTED.sub(mark, sentence), quotes
+
+
+def _with_quotes(text: str, quotes: list[str]) -> str:
+    return _QUOTE_MARK.sub(lambda m: quotes[int(m.group(1))], text)
+
+
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
-    for sentence in (c for s in sentences(text) for c in clauses(s)):
+    for said_sentence in (c for s in sentences(text) for c in clauses(s)):
+        sentence, quotes = _set_quotes_aside(said_sentence)
         # a question; or a line that ends on ":" and so introduces what follows (code, an
         # error, a list), saying nothing alone ("Here is my code:")
         if sentence.endswith(("?", ":")) or _REQUEST.search(sentence):
@@ -872,7 +897,16 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         resolved, event_date = resolve_dates(sentence, today)
         slots = slot_facts(resolved, subject)
         if slots:
-            facts += [Fact(text, "fact", event_date, name, value) for name, value, text in slots]
+            facts += [
+                Fact(
+                    _with_quotes(text, quotes),
+                    "fact",
+                    event_date,
+                    name,
+                    _with_quotes(value, quotes),
+                )
+                for name, value, text in slots
+            ]
             continue
         past = event_date is not None and event_date < today
         # as said: in the rewrite "them" is also the user ("My dog loves me" -> "… loves them")
@@ -880,6 +914,8 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
             len(said) <= POINTS_BACK_MAX_WORDS and _POINTS_BACK.search(sentence.rstrip(" .!") + ".")
         ):
             continue
-        rewritten = third_person(resolved, subject, past=past).rstrip(" .!") + "."
+        rewritten = _with_quotes(
+            third_person(resolved, subject, past=past).rstrip(" .!") + ".", quotes
+        )
         facts.append(Fact(rewritten, _kind(sentence, event_date, today), event_date))
     return facts
