@@ -370,6 +370,8 @@ OFFLINE_FACTS = [
     # words in quotes are someone else's, kept as said: no fact about the user, no slot set
     ("My boss said 'I hate Mondays'.", ["User's boss said 'I hate Mondays'."]),
     ('My sister wrote "I live in Paris now".', ['User\'s sister wrote "I live in Paris now".']),
+    # "no longer" is an adverb, not the verb
+    ("I no longer eat meat.", ["User no longer eats meat."]),
 ]
 
 

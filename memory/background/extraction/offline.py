@@ -333,6 +333,7 @@ _KEEP = set(
 )
 _ADVERBS = set(
     [
+        "no longer",
         "really",
         "almost",
         "nearly",
@@ -370,9 +371,10 @@ _ADVERBS = set(
 # "-ly" words that are verbs, not adverbs
 _LY_VERBS = {"apply", "rely", "reply", "fly", "supply", "multiply", "ally", "bully", "tally"}
 _NOT_I = r"(?!(?:I|I'm|Im|I've|I'd|I'll)\b)"
+# "no longer" is one adverb: "I no longer eat meat" -> "User no longer eats meat" (not "noes")
 _SUBJECT_I = re.compile(
     r"\b(?:I am|I'm|Im|I've|I'd|I'll|I)\b"
-    rf"(?:\s+{_NOT_I}([A-Za-z']+))?(?:\s+{_NOT_I}([A-Za-z']+))?"
+    rf"(?:\s+{_NOT_I}(no longer|[A-Za-z']+))?(?:\s+{_NOT_I}([A-Za-z']+))?"
 )
 _CONTRACTIONS = {
     "i am": "am",
