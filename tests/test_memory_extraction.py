@@ -372,6 +372,11 @@ OFFLINE_FACTS = [
     ('My sister wrote "I live in Paris now".', ['User\'s sister wrote "I live in Paris now".']),
     # "no longer" is an adverb, not the verb
     ("I no longer eat meat.", ["User no longer eats meat."]),
+    # a hypothetical makes none of its clauses so
+    ("If I won the lottery, I'd buy a house and I'd travel the world.", []),
+    ("Pretend I'm a pirate and I live on a ship.", []),
+    ("Assume I live in Berlin.", []),
+    ("I'd live in Paris if I were rich.", []),
 ]
 
 

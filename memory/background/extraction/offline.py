@@ -762,10 +762,18 @@ _TRAIT = re.compile(
     r"christian|catholic|muslim|jewish|hindu|buddhist|sikh|vaccinated)[.!]?$",
     re.I,
 )
+# A hypothetical: nothing in it is so, in any of its clauses ("Imagine I live in Paris and I
+# love jazz", "If I won the lottery, I'd buy a house and I'd travel").
+_HYPOTHETICAL = re.compile(
+    r"^(?:if|suppose|supposing|imagine|pretend|assume|assuming|say|let's say|let us say|"
+    r"hypothetically|what if|in theory)\b",
+    re.I,
+)
 # Said to the assistant about the conversation, or not a statement at all: a question asked
-# indirectly, a hypothetical, a reply to what the assistant said.
+# indirectly, a counterfactual ("I'd live in Paris if I were rich"), a reply to what the
+# assistant said.
 _NOT_A_STATEMENT = re.compile(
-    r"^(?:if|suppose|imagine)\b|^I (?:wonder|was wondering|am wondering)\b|^I'm wondering\b"
+    r"\bif (?:I|we) were\b|^I (?:wonder|was wondering|am wondering)\b|^I'm wondering\b"
     r"|^I (?:have|had|got) (?:a |one |another |some |a few |a couple of )?(?:quick |small )?"
     r"(?:questions?|doubts?|requests?)\b"
     r"|\b(?:what|how) you (?:mean|meant|said|say|wrote|write)\b"
@@ -877,7 +885,8 @@ def _with_quotes(text: str, quotes: list[str]) -> str:
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
-    for said_sentence in (c for s in sentences(text) for c in clauses(s)):
+    statements = (s for s in sentences(text) if not _HYPOTHETICAL.match(_OPENER.sub("", s)))
+    for said_sentence in (c for s in statements for c in clauses(s)):
         sentence, quotes = _set_quotes_aside(said_sentence)
         # a question; or a line that ends on ":" and so introduces what follows (code, an
         # error, a list), saying nothing alone ("Here is my code:")
@@ -892,7 +901,11 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         said = [w for w in words if not _is_adverb(w.strip(",.!"))]
         if (len(said) < 3 and not _TRAIT.match(sentence)) or len(words) > 80:
             continue
-        if _OPINION_OF_NOW.search(sentence) or _NOT_A_STATEMENT.search(sentence):
+        if (
+            _HYPOTHETICAL.match(sentence)
+            or _OPINION_OF_NOW.search(sentence)
+            or _NOT_A_STATEMENT.search(sentence)
+        ):
             continue
         if _PHATIC.match(sentence) and len(words) < 10:
             continue
