@@ -377,6 +377,13 @@ OFFLINE_FACTS = [
     ("Pretend I'm a pirate and I live on a ship.", []),
     ("Assume I live in Berlin.", []),
     ("I'd live in Paris if I were rich.", []),
+    # the assistant's words said back are not the user's
+    ("You said: I live in Paris.", []),
+    ("Assistant: My name is Sam.", []),
+    (
+        "I think you said I live in Paris, but I live in Lyon.",
+        ["User lives in Lyon."],
+    ),
 ]
 
 

@@ -771,9 +771,12 @@ _HYPOTHETICAL = re.compile(
 )
 # Said to the assistant about the conversation, or not a statement at all: a question asked
 # indirectly, a counterfactual ("I'd live in Paris if I were rich"), a reply to what the
-# assistant said.
+# assistant said, the assistant's words said back ("You said: I live in Paris", "Assistant: I
+# live in Paris": its "I" is not the user).
 _NOT_A_STATEMENT = re.compile(
     r"\bif (?:I|we) were\b|^I (?:wonder|was wondering|am wondering)\b|^I'm wondering\b"
+    r"|\byou (?:said|say|wrote|write|mentioned|claimed|suggested|assumed|thought|think)\b"
+    r"|^(?:assistant|ai|bot|chatbot|chatgpt|gpt|claude|gemini|copilot)\s*:"
     r"|^I (?:have|had|got) (?:a |one |another |some |a few |a couple of )?(?:quick |small )?"
     r"(?:questions?|doubts?|requests?)\b"
     r"|\b(?:what|how) you (?:mean|meant|said|say|wrote|write)\b"
