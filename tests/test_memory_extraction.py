@@ -384,6 +384,11 @@ OFFLINE_FACTS = [
         "I think you said I live in Paris, but I live in Lyon.",
         ["User lives in Lyon."],
     ),
+    # distinct favourites in one sentence stay distinct
+    (
+        "My favorite color is blue, my favorite food is sushi.",
+        ["User's favorite color is blue.", "User's favorite food is sushi."],
+    ),
 ]
 
 

@@ -656,13 +656,12 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
         else:
             text = f"{subject} is {value}"
         found[slot] = (slot, value, text + ".")
-    m = _FAVORITE.search(sentence)
-    if m:
+    # each favourite its own: "My favorite color is blue, my favorite food is sushi"
+    for m in _FAVORITE.finditer(sentence):
         thing, value = m.group(1).lower(), m.group(2).strip()
-        found["favorite"] = (
+        found.setdefault(
             f"favorite:{thing}",
-            value,
-            f"{subject}'s favorite {thing} is {value}.",
+            (f"favorite:{thing}", value, f"{subject}'s favorite {thing} is {value}."),
         )
     return list(found.values())
 
