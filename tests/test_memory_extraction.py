@@ -389,6 +389,8 @@ OFFLINE_FACTS = [
         "My favorite color is blue, my favorite food is sushi.",
         ["User's favorite color is blue.", "User's favorite food is sushi."],
     ),
+    # "US" in capitals is the country, not "us"
+    ("I live in the US.", ["User lives in the US."]),
 ]
 
 

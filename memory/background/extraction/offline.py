@@ -472,6 +472,8 @@ def _second_verbs(text: str) -> str:
 
 def _as_i(m: re.Match) -> str:
     word = m.group(0)
+    if len(word) > 1 and word.isupper():  # an abbreviation: "I live in the US"
+        return word
     said = _WE[word.lower()]
     return said if said.startswith("I") or not word[0].isupper() else said.capitalize()
 
