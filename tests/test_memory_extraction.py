@@ -391,6 +391,10 @@ OFFLINE_FACTS = [
     ),
     # "US" in capitals is the country, not "us"
     ("I live in the US.", ["User lives in the US."]),
+    # a place's or company's name is kept whole
+    ("I moved to St. Louis in 2019.", ["User lives in St. Louis (moved there in 2019)."]),
+    ("I live in Mt. Vernon, and I love jazz.", ["User lives in Mt. Vernon.", "User loves jazz."]),
+    ("I work at AT&T.", ["User works at AT&T."]),
 ]
 
 

@@ -13,8 +13,11 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-# Not after an initial or a title: "Ursula K. Le Guin", "Dr. Patel" ("I." ends a sentence).
-_SENTENCE = re.compile(r"(?<=[.!?])(?<!\b[A-HJ-Z]\.)(?<!\b(?:Mr|Ms|Dr|St)\.)(?<!\bMrs\.)\s+|\n+")
+# Not after an initial, a title or a place's abbreviation: "Ursula K. Le Guin", "Dr. Patel",
+# "Mt. Vernon" ("I." ends a sentence).
+_SENTENCE = re.compile(
+    r"(?<=[.!?])(?<!\b[A-HJ-Z]\.)(?<!\b(?:Mr|Ms|Dr|St|Mt|Ft)\.)(?<!\bMrs\.)\s+|\n+"
+)
 _PHATIC = re.compile(
     r"^(?:oh,?\s+|wow,?\s+|yeah,?\s+|haha,?\s+|aw+,?\s+)*(?:thanks?|thank you|i see|i agree|"
     r"i know|i think so|i hope so|i understand|i guess|i mean|me too|i bet|i can imagine|"
@@ -23,7 +26,9 @@ _PHATIC = re.compile(
     r"let me know|i'?ll (?:let you know|talk to you)|i love that|i'?m all ears)\b",
     re.IGNORECASE,
 )
-_CITY = r"([A-Z][\w'\-]+(?:\s+[A-Z][\w'\-]+){0,3})"
+# A name's word may hold "&" ("AT&T") or end on an abbreviation's period ("St. Louis"; a
+# sentence never ends there, see _SENTENCE).
+_CITY = r"([A-Z][\w'\-&]+(?:\.(?= [A-Z]))?(?:\s+[A-Z][\w'\-&]+(?:\.(?= [A-Z]))?){0,3})"
 
 _KIND_PATTERNS = [
     (
