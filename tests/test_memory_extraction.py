@@ -395,6 +395,9 @@ OFFLINE_FACTS = [
     ("I moved to St. Louis in 2019.", ["User lives in St. Louis (moved there in 2019)."]),
     ("I live in Mt. Vernon, and I love jazz.", ["User lives in Mt. Vernon.", "User loves jazz."]),
     ("I work at AT&T.", ["User works at AT&T."]),
+    # a greeting is an opener, not part of the fact
+    ("Hey there, I'm a nurse from Ohio.", ["User is a nurse from Ohio."]),
+    ("Hi, I'm Sam!", []),
 ]
 
 

@@ -808,11 +808,13 @@ _POINTS_BACK = re.compile(
 )
 POINTS_BACK_MAX_WORDS = 6
 _TO_ASSISTANT = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
-# Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…".
+# Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…",
+# "Hey there, I'm…".
 _OPENER = re.compile(
     r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|no|nah|honestly|actually|"
     r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|"
-    r"quick one|funny enough|to be honest)\b[,:!]?\s+)+",
+    r"quick one|funny enough|to be honest|"
+    r"(?:hi|hello|hey|hiya|greetings)(?: there| all| everyone)?)\b[,:!]?\s+)+",
     re.I,
 )
 _PERIOD = (
