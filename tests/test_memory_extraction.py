@@ -398,6 +398,11 @@ OFFLINE_FACTS = [
     # a greeting is an opener, not part of the fact
     ("Hey there, I'm a nurse from Ohio.", ["User is a nurse from Ohio."]),
     ("Hi, I'm Sam!", []),
+    # a secret's value is never remembered; a fact that names none is
+    ("My password is hunter2.", []),
+    ("My API key is sk-abc123def456.", []),
+    ("My PIN is 1234 and I live in Oslo.", ["User lives in Oslo."]),
+    ("I forgot my password.", ["User forgot their password."]),
 ]
 
 

@@ -768,6 +768,15 @@ _TRAIT = re.compile(
     r"christian|catholic|muslim|jewish|hindu|buddhist|sikh|vaccinated)[.!]?$",
     re.I,
 )
+# A secret's value is never remembered: a memory is shown in later prompts, sent upstream and
+# listed to whoever reads the user's memories ("My password is hunter2", "my API key: sk-…");
+# "I forgot my password" names no value and stays.
+_CREDENTIAL = re.compile(
+    r"\b(?:password|passcode|passphrase|pin(?: code)?|api[ -]?key|(?:access |auth |api )?token|"
+    r"secret(?: key)?|private key|ssn|social security number|(?:credit |debit )?card number|"
+    r"cvv|cvc|iban|account number)s?\s*(?:is|was|=|:)\s*\S",
+    re.I,
+)
 # A hypothetical: nothing in it is so, in any of its clauses ("Imagine I live in Paris and I
 # love jazz", "If I won the lottery, I'd buy a house and I'd travel").
 _HYPOTHETICAL = re.compile(
@@ -902,6 +911,8 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         # a question; or a line that ends on ":" and so introduces what follows (code, an
         # error, a list), saying nothing alone ("Here is my code:")
         if sentence.endswith(("?", ":")) or _REQUEST.search(sentence):
+            continue
+        if _CREDENTIAL.search(sentence):
             continue
         sentence = _TRAILING_REQUEST.sub("", sentence)
         sentence = _period_last(_OPENER.sub("", sentence))
