@@ -403,6 +403,13 @@ OFFLINE_FACTS = [
     ("My API key is sk-abc123def456.", []),
     ("My PIN is 1234 and I live in Oslo.", ["User lives in Oslo."]),
     ("I forgot my password.", ["User forgot their password."]),
+    # markdown's table rows, headings and emphasis are not what the user says
+    ("| I | love | jazz |", []),
+    ("**I live in Paris** and *I love jazz*.", ["User lives in Paris.", "User loves jazz."]),
+    ("## My hobbies\nI love jazz.", ["User loves jazz."]),
+    # a request after a dash is cut as one after a comma; a story's "I" is not the user
+    ("I'm going to Japan next month - help me plan.", ["User is going to Japan in June 2023."]),
+    ("In my story, I am a dragon who lives in a cave.", []),
 ]
 
 

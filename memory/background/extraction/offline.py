@@ -573,7 +573,7 @@ _REQUEST = re.compile(
 _TRAILING_REQUEST = re.compile(
     r"\s*(?:[,;:-]\s*)?(?:\b(?:so|and|but)\s+)?\bplease\b.*$"
     r"|\s*,\s*so\s+(?:be|keep|make|give|send|tell|hurry|answer|reply|use|write|explain|list)\b.*$"
-    r"|\s*[,;]\s*(?:so\s+)?(?:suggest|recommend|give|tell|show|find|send|write|draft|generate|"
+    r"|(?:\s*[,;]|\s+[-\u2013\u2014])\s*(?:so\s+)?(?:suggest|recommend|give|tell|show|find|send|write|draft|generate|"
     r"list|explain|translate|summari[sz]e|help|make|book|remind)\s+"
     r"(?:me|us|a|an|some|the|something|anything|any)\b.*$",
     re.I,
@@ -781,7 +781,8 @@ _CREDENTIAL = re.compile(
 # love jazz", "If I won the lottery, I'd buy a house and I'd travel").
 _HYPOTHETICAL = re.compile(
     r"^(?:if|suppose|supposing|imagine|pretend|assume|assuming|say|let's say|let us say|"
-    r"hypothetically|what if|in theory)\b",
+    r"hypothetically|what if|in theory|"
+    r"in (?:my|a|the|this|our) (?:story|novel|book|game|dream|script|role-?play|campaign))\b",
     re.I,
 )
 # Said to the assistant about the conversation, or not a statement at all: a question asked
@@ -856,15 +857,18 @@ def _period_last(sentence: str) -> str:
 _NOT_PROSE = re.compile(
     r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)"
     r"|^Traceback \(most recent call last\):[^\n]*(?:\n[ \t][^\n]*)*(?:\n[^\n]*)?"
-    r"|^[ \t]*>[^\n]*$",
+    r"|^[ \t]*>[^\n]*$"
+    r"|^[ \t]*\|[^\n]*$",  # a table's row: "| I | love | jazz |"
     re.M | re.S,
 )
 # A list item's marker is not part of what it says: "- I love jazz", "2. I have two cats".
-_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,3}[.)])[ \t]+", re.M)
+_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,3}[.)]|#{1,6})[ \t]+", re.M)
+# Nor is emphasis, a pair of markers around words: "**I live in Paris** and *I love jazz*".
+_EMPHASIS = re.compile(r"(\*\*|__|(?<![\w*])\*)(?=\S)([^\n]+?)(?<=\S)\1(?![\w*])")
 
 
 def sentences(text: str) -> list[str]:
-    prose = _LIST_MARKER.sub("", _NOT_PROSE.sub("\n", text or ""))
+    prose = _EMPHASIS.sub(r"\2", _LIST_MARKER.sub("", _NOT_PROSE.sub("\n", text or "")))
     return [s.strip() for s in _SENTENCE.split(prose) if s and s.strip()]
 
 
