@@ -410,6 +410,8 @@ OFFLINE_FACTS = [
     # a request after a dash is cut as one after a comma; a story's "I" is not the user
     ("I'm going to Japan next month - help me plan.", ["User is going to Japan in June 2023."]),
     ("In my story, I am a dragon who lives in a cave.", []),
+    # a label before a statement is not part of it
+    ("Quick background: I'm a nurse in Ohio.", ["User is a nurse in Ohio."]),
 ]
 
 

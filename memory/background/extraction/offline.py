@@ -785,6 +785,7 @@ _HYPOTHETICAL = re.compile(
     r"in (?:my|a|the|this|our) (?:story|novel|book|game|dream|script|role-?play|campaign))\b",
     re.I,
 )
+_ASSISTANT_LABEL = r"(?:assistant|ai|bot|chatbot|chatgpt|gpt|claude|gemini|copilot)\s*:"
 # Said to the assistant about the conversation, or not a statement at all: a question asked
 # indirectly, a counterfactual ("I'd live in Paris if I were rich"), a reply to what the
 # assistant said, the assistant's words said back ("You said: I live in Paris", "Assistant: I
@@ -792,7 +793,7 @@ _HYPOTHETICAL = re.compile(
 _NOT_A_STATEMENT = re.compile(
     r"\bif (?:I|we) were\b|^I (?:wonder|was wondering|am wondering)\b|^I'm wondering\b"
     r"|\byou (?:said|say|wrote|write|mentioned|claimed|suggested|assumed|thought|think)\b"
-    r"|^(?:assistant|ai|bot|chatbot|chatgpt|gpt|claude|gemini|copilot)\s*:"
+    rf"|^{_ASSISTANT_LABEL}"
     r"|^I (?:have|had|got) (?:a |one |another |some |a few |a couple of )?(?:quick |small )?"
     r"(?:questions?|doubts?|requests?)\b"
     r"|\b(?:what|how) you (?:mean|meant|said|say|wrote|write)\b"
@@ -832,6 +833,11 @@ _PERIOD = (
     r"(?:last|this|next) (?:summer|winter|spring|autumn|fall|year|month|week|weekend))"
 )
 _SELF_SUBJECT = r"(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b"
+# A label before a statement ("Quick background: I'm a nurse", "Here's a long one: I've…"),
+# not the assistant's name or what it said ("Assistant: I…", "You said: I…": not the user).
+_LEAD_IN = re.compile(
+    rf"^(?!{_ASSISTANT_LABEL})(?![^:\n]*\byou\b)[^:\n]{{1,40}}:\s+(?={_SELF_SUBJECT})", re.I
+)
 # "… and I …", also with a word of time between: "I sold my car and now I cycle to work" (the
 # word dropped), "… and last summer I walked the Camino" (the period kept with its clause).
 _CLAUSE = re.compile(
@@ -919,7 +925,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         if _CREDENTIAL.search(sentence):
             continue
         sentence = _TRAILING_REQUEST.sub("", sentence)
-        sentence = _period_last(_OPENER.sub("", sentence))
+        sentence = _period_last(_LEAD_IN.sub("", _OPENER.sub("", sentence)))
         if not _SELF.search(sentence):
             continue
         words = sentence.split()
