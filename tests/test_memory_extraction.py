@@ -412,6 +412,10 @@ OFFLINE_FACTS = [
     ("In my story, I am a dragon who lives in a cave.", []),
     # a label before a statement is not part of it
     ("Quick background: I'm a nurse in Ohio.", ["User is a nurse in Ohio."]),
+    # a statement before a question asked after a comma is still one
+    ("I'm vegan, can you suggest a recipe?", ["User is vegan."]),
+    ("I live in Berlin, what's the weather like?", ["User lives in Berlin."]),
+    ("Do you think I should move to Berlin?", []),
 ]
 
 

@@ -578,6 +578,14 @@ _TRAILING_REQUEST = re.compile(
     r"(?:me|us|a|an|some|the|something|anything|any)\b.*$",
     re.I,
 )
+# "I'm vegan, can you suggest a recipe?": the statement before a question asked after a comma
+# or a dash is still one ("I live in Berlin, what's the weather like?").
+_TRAILING_QUESTION = re.compile(
+    r"(?<=\w)\s*(?:[,;]|\s[-\u2013\u2014])\s*(?:so\s+|and\s+|but\s+)?"
+    r"(?:can|could|would|will|do|does|is|are|should|what|what's|how|where|when|which|who|why|"
+    r"any)\b[^,;]*\?$",
+    re.I,
+)
 # A statement about oneself has a first-person subject or possessive; "me" alone ("stream me
 # something") is an object, usually of a request.
 _SELF = re.compile(r"\b(?:I|I'm|Im|I've|I'd|I'll|my|My|we|We|our|Our)\b")
@@ -917,7 +925,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     facts: list[Fact] = []
     statements = (s for s in sentences(text) if not _HYPOTHETICAL.match(_OPENER.sub("", s)))
     for said_sentence in (c for s in statements for c in clauses(s)):
-        sentence, quotes = _set_quotes_aside(said_sentence)
+        sentence, quotes = _set_quotes_aside(_TRAILING_QUESTION.sub(".", said_sentence))
         # a question; or a line that ends on ":" and so introduces what follows (code, an
         # error, a list), saying nothing alone ("Here is my code:")
         if sentence.endswith(("?", ":")) or _REQUEST.search(sentence):
