@@ -416,6 +416,12 @@ OFFLINE_FACTS = [
     ("I'm vegan, can you suggest a recipe?", ["User is vegan."]),
     ("I live in Berlin, what's the weather like?", ["User lives in Berlin."]),
     ("Do you think I should move to Berlin?", []),
+    # web and e-mail addresses are kept as written
+    ("My website is https://sam.dev/my/about.", ["User's website is https://sam.dev/my/about."]),
+    (
+        "My email is me.myself@my-domain.com and I live in Oslo.",
+        ["User's email is me.myself@my-domain.com.", "User lives in Oslo."],
+    ),
 ]
 
 
