@@ -422,6 +422,10 @@ OFFLINE_FACTS = [
         "My email is me.myself@my-domain.com and I live in Oslo.",
         ["User's email is me.myself@my-domain.com.", "User lives in Oslo."],
     ),
+    (
+        "I deployed `git push my-app main` to Heroku.",
+        ["User deployed `git push my-app main` to Heroku."],
+    ),
 ]
 
 

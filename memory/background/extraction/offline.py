@@ -899,9 +899,10 @@ def clauses(sentence: str) -> list[str]:
 # Words in quotes are someone's own, kept as said: in "My boss said 'I hate Mondays'" the "I"
 # is the boss, and "'I live in Paris', she wrote" sets no place for the user. A single quote
 # opens after a space and closes before one; an apostrophe between letters stays inside. A web
-# address or an e-mail address is kept as written too ("…/I/live/in/Paris" is no "they").
+# address, an e-mail address or inline code is kept as written too ("…/I/live/in/Paris" is no
+# "they").
 _QUOTED = re.compile(
-    r"\b(?:https?://|www\.)[^\s]*[^\s.,;:!?)\]'\"]|[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+"
+    r"`[^`\n]+`|\b(?:https?://|www\.)[^\s]*[^\s.,;:!?)\]'\"]|[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+"
     r'|"[^"\n]*"|\u201c[^\u201d\n]*\u201d'
     r"|(?<!\w)'(?=\S)(?:[^'\n]|(?<=\w)'(?=\w))*?(?<=\S)'(?!\w)"
 )
