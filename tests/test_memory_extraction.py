@@ -353,6 +353,79 @@ OFFLINE_FACTS = [
     ("Can you recommend a book?", []),
     ("I want you to write a poem about my cat.", []),
     ("Please remember that I like tea.", []),
+    # a fact said with a request after it: the fact, without the request
+    ("I'm vegan, suggest a recipe.", ["User is vegan."]),
+    ("I'm a nurse, tell me about night shift tips.", ["User is a nurse."]),
+    # code, a traceback and a quoted line are not the user's prose; a list item's marker is
+    # not part of what it says
+    ("Here is my code:\n```python\nI = 3\nprint(my_list)\n```\nWhy does it fail?", []),
+    (
+        "I get this error:\nTraceback (most recent call last):\n"
+        '  File "my_app.py", line 3, in <module>\n'
+        "    raise ValueError('I am broken')\nValueError: I am broken",
+        [],
+    ),
+    ("> I love jazz\nNo, I don't.", []),
+    ("- I love jazz\n- I have two cats", ["User loves jazz.", "User has two cats."]),
+    # words in quotes are someone else's, kept as said: no fact about the user, no slot set
+    ("My boss said 'I hate Mondays'.", ["User's boss said 'I hate Mondays'."]),
+    ('My sister wrote "I live in Paris now".', ['User\'s sister wrote "I live in Paris now".']),
+    # "no longer" is an adverb, not the verb
+    ("I no longer eat meat.", ["User no longer eats meat."]),
+    # a hypothetical makes none of its clauses so
+    ("If I won the lottery, I'd buy a house and I'd travel the world.", []),
+    ("Pretend I'm a pirate and I live on a ship.", []),
+    ("Assume I live in Berlin.", []),
+    ("I'd live in Paris if I were rich.", []),
+    # the assistant's words said back are not the user's
+    ("You said: I live in Paris.", []),
+    ("Assistant: My name is Sam.", []),
+    (
+        "I think you said I live in Paris, but I live in Lyon.",
+        ["User lives in Lyon."],
+    ),
+    # distinct favourites in one sentence stay distinct
+    (
+        "My favorite color is blue, my favorite food is sushi.",
+        ["User's favorite color is blue.", "User's favorite food is sushi."],
+    ),
+    # "US" in capitals is the country, not "us"
+    ("I live in the US.", ["User lives in the US."]),
+    # a place's or company's name is kept whole
+    ("I moved to St. Louis in 2019.", ["User lives in St. Louis (moved there in 2019)."]),
+    ("I live in Mt. Vernon, and I love jazz.", ["User lives in Mt. Vernon.", "User loves jazz."]),
+    ("I work at AT&T.", ["User works at AT&T."]),
+    # a greeting is an opener, not part of the fact
+    ("Hey there, I'm a nurse from Ohio.", ["User is a nurse from Ohio."]),
+    ("Hi, I'm Sam!", []),
+    # a secret's value is never remembered; a fact that names none is
+    ("My password is hunter2.", []),
+    ("My API key is sk-abc123def456.", []),
+    ("My PIN is 1234 and I live in Oslo.", ["User lives in Oslo."]),
+    ("I forgot my password.", ["User forgot their password."]),
+    # markdown's table rows, headings and emphasis are not what the user says
+    ("| I | love | jazz |", []),
+    ("**I live in Paris** and *I love jazz*.", ["User lives in Paris.", "User loves jazz."]),
+    ("## My hobbies\nI love jazz.", ["User loves jazz."]),
+    # a request after a dash is cut as one after a comma; a story's "I" is not the user
+    ("I'm going to Japan next month - help me plan.", ["User is going to Japan in June 2023."]),
+    ("In my story, I am a dragon who lives in a cave.", []),
+    # a label before a statement is not part of it
+    ("Quick background: I'm a nurse in Ohio.", ["User is a nurse in Ohio."]),
+    # a statement before a question asked after a comma is still one
+    ("I'm vegan, can you suggest a recipe?", ["User is vegan."]),
+    ("I live in Berlin, what's the weather like?", ["User lives in Berlin."]),
+    ("Do you think I should move to Berlin?", []),
+    # web and e-mail addresses are kept as written
+    ("My website is https://sam.dev/my/about.", ["User's website is https://sam.dev/my/about."]),
+    (
+        "My email is me.myself@my-domain.com and I live in Oslo.",
+        ["User's email is me.myself@my-domain.com.", "User lives in Oslo."],
+    ),
+    (
+        "I deployed `git push my-app main` to Heroku.",
+        ["User deployed `git push my-app main` to Heroku."],
+    ),
 ]
 
 

@@ -13,8 +13,11 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-# Not after an initial or a title: "Ursula K. Le Guin", "Dr. Patel" ("I." ends a sentence).
-_SENTENCE = re.compile(r"(?<=[.!?])(?<!\b[A-HJ-Z]\.)(?<!\b(?:Mr|Ms|Dr|St)\.)(?<!\bMrs\.)\s+|\n+")
+# Not after an initial, a title or a place's abbreviation: "Ursula K. Le Guin", "Dr. Patel",
+# "Mt. Vernon" ("I." ends a sentence).
+_SENTENCE = re.compile(
+    r"(?<=[.!?])(?<!\b[A-HJ-Z]\.)(?<!\b(?:Mr|Ms|Dr|St|Mt|Ft)\.)(?<!\bMrs\.)\s+|\n+"
+)
 _PHATIC = re.compile(
     r"^(?:oh,?\s+|wow,?\s+|yeah,?\s+|haha,?\s+|aw+,?\s+)*(?:thanks?|thank you|i see|i agree|"
     r"i know|i think so|i hope so|i understand|i guess|i mean|me too|i bet|i can imagine|"
@@ -23,7 +26,9 @@ _PHATIC = re.compile(
     r"let me know|i'?ll (?:let you know|talk to you)|i love that|i'?m all ears)\b",
     re.IGNORECASE,
 )
-_CITY = r"([A-Z][\w'\-]+(?:\s+[A-Z][\w'\-]+){0,3})"
+# A name's word may hold "&" ("AT&T") or end on an abbreviation's period ("St. Louis"; a
+# sentence never ends there, see _SENTENCE).
+_CITY = r"([A-Z][\w'\-&]+(?:\.(?= [A-Z]))?(?:\s+[A-Z][\w'\-&]+(?:\.(?= [A-Z]))?){0,3})"
 
 _KIND_PATTERNS = [
     (
@@ -333,6 +338,7 @@ _KEEP = set(
 )
 _ADVERBS = set(
     [
+        "no longer",
         "really",
         "almost",
         "nearly",
@@ -370,9 +376,10 @@ _ADVERBS = set(
 # "-ly" words that are verbs, not adverbs
 _LY_VERBS = {"apply", "rely", "reply", "fly", "supply", "multiply", "ally", "bully", "tally"}
 _NOT_I = r"(?!(?:I|I'm|Im|I've|I'd|I'll)\b)"
+# "no longer" is one adverb: "I no longer eat meat" -> "User no longer eats meat" (not "noes")
 _SUBJECT_I = re.compile(
     r"\b(?:I am|I'm|Im|I've|I'd|I'll|I)\b"
-    rf"(?:\s+{_NOT_I}([A-Za-z']+))?(?:\s+{_NOT_I}([A-Za-z']+))?"
+    rf"(?:\s+{_NOT_I}(no longer|[A-Za-z']+))?(?:\s+{_NOT_I}([A-Za-z']+))?"
 )
 _CONTRACTIONS = {
     "i am": "am",
@@ -470,6 +477,8 @@ def _second_verbs(text: str) -> str:
 
 def _as_i(m: re.Match) -> str:
     word = m.group(0)
+    if len(word) > 1 and word.isupper():  # an abbreviation: "I live in the US"
+        return word
     said = _WE[word.lower()]
     return said if said.startswith("I") or not word[0].isupper() else said.capitalize()
 
@@ -558,10 +567,23 @@ _REQUEST = re.compile(
     re.IGNORECASE,
 )
 # "I'm allergic to peanuts, so please keep them out": the fact, without the request after it;
-# also a command after ", so" ("I have a meeting in five minutes, so be quick").
+# also a command after ", so" ("I have a meeting in five minutes, so be quick"), and one after
+# a comma or semicolon alone when it asks for something ("I'm vegan, suggest a recipe"; not
+# "I teach, write and paint", whose verb has no object after it).
 _TRAILING_REQUEST = re.compile(
     r"\s*(?:[,;:-]\s*)?(?:\b(?:so|and|but)\s+)?\bplease\b.*$"
-    r"|\s*,\s*so\s+(?:be|keep|make|give|send|tell|hurry|answer|reply|use|write|explain|list)\b.*$",
+    r"|\s*,\s*so\s+(?:be|keep|make|give|send|tell|hurry|answer|reply|use|write|explain|list)\b.*$"
+    r"|(?:\s*[,;]|\s+[-\u2013\u2014])\s*(?:so\s+)?(?:suggest|recommend|give|tell|show|find|send|write|draft|generate|"
+    r"list|explain|translate|summari[sz]e|help|make|book|remind)\s+"
+    r"(?:me|us|a|an|some|the|something|anything|any)\b.*$",
+    re.I,
+)
+# "I'm vegan, can you suggest a recipe?": the statement before a question asked after a comma
+# or a dash is still one ("I live in Berlin, what's the weather like?").
+_TRAILING_QUESTION = re.compile(
+    r"(?<=\w)\s*(?:[,;]|\s[-\u2013\u2014])\s*(?:so\s+|and\s+|but\s+)?"
+    r"(?:can|could|would|will|do|does|is|are|should|what|what's|how|where|when|which|who|why|"
+    r"any)\b[^,;]*\?$",
     re.I,
 )
 # A statement about oneself has a first-person subject or possessive; "me" alone ("stream me
@@ -649,13 +671,12 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
         else:
             text = f"{subject} is {value}"
         found[slot] = (slot, value, text + ".")
-    m = _FAVORITE.search(sentence)
-    if m:
+    # each favourite its own: "My favorite color is blue, my favorite food is sushi"
+    for m in _FAVORITE.finditer(sentence):
         thing, value = m.group(1).lower(), m.group(2).strip()
-        found["favorite"] = (
+        found.setdefault(
             f"favorite:{thing}",
-            value,
-            f"{subject}'s favorite {thing} is {value}.",
+            (f"favorite:{thing}", value, f"{subject}'s favorite {thing} is {value}."),
         )
     return list(found.values())
 
@@ -755,10 +776,32 @@ _TRAIT = re.compile(
     r"christian|catholic|muslim|jewish|hindu|buddhist|sikh|vaccinated)[.!]?$",
     re.I,
 )
+# A secret's value is never remembered: a memory is shown in later prompts, sent upstream and
+# listed to whoever reads the user's memories ("My password is hunter2", "my API key: sk-…");
+# "I forgot my password" names no value and stays.
+_CREDENTIAL = re.compile(
+    r"\b(?:password|passcode|passphrase|pin(?: code)?|api[ -]?key|(?:access |auth |api )?token|"
+    r"secret(?: key)?|private key|ssn|social security number|(?:credit |debit )?card number|"
+    r"cvv|cvc|iban|account number)s?\s*(?:is|was|=|:)\s*\S",
+    re.I,
+)
+# A hypothetical: nothing in it is so, in any of its clauses ("Imagine I live in Paris and I
+# love jazz", "If I won the lottery, I'd buy a house and I'd travel").
+_HYPOTHETICAL = re.compile(
+    r"^(?:if|suppose|supposing|imagine|pretend|assume|assuming|say|let's say|let us say|"
+    r"hypothetically|what if|in theory|"
+    r"in (?:my|a|the|this|our) (?:story|novel|book|game|dream|script|role-?play|campaign))\b",
+    re.I,
+)
+_ASSISTANT_LABEL = r"(?:assistant|ai|bot|chatbot|chatgpt|gpt|claude|gemini|copilot)\s*:"
 # Said to the assistant about the conversation, or not a statement at all: a question asked
-# indirectly, a hypothetical, a reply to what the assistant said.
+# indirectly, a counterfactual ("I'd live in Paris if I were rich"), a reply to what the
+# assistant said, the assistant's words said back ("You said: I live in Paris", "Assistant: I
+# live in Paris": its "I" is not the user).
 _NOT_A_STATEMENT = re.compile(
-    r"^(?:if|suppose|imagine)\b|^I (?:wonder|was wondering|am wondering)\b|^I'm wondering\b"
+    r"\bif (?:I|we) were\b|^I (?:wonder|was wondering|am wondering)\b|^I'm wondering\b"
+    r"|\byou (?:said|say|wrote|write|mentioned|claimed|suggested|assumed|thought|think)\b"
+    rf"|^{_ASSISTANT_LABEL}"
     r"|^I (?:have|had|got) (?:a |one |another |some |a few |a couple of )?(?:quick |small )?"
     r"(?:questions?|doubts?|requests?)\b"
     r"|\b(?:what|how) you (?:mean|meant|said|say|wrote|write)\b"
@@ -784,11 +827,13 @@ _POINTS_BACK = re.compile(
 )
 POINTS_BACK_MAX_WORDS = 6
 _TO_ASSISTANT = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
-# Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…".
+# Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…",
+# "Hey there, I'm…".
 _OPENER = re.compile(
     r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|no|nah|honestly|actually|"
     r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|"
-    r"quick one|funny enough|to be honest)\b[,:!]?\s+)+",
+    r"quick one|funny enough|to be honest|"
+    r"(?:hi|hello|hey|hiya|greetings)(?: there| all| everyone)?)\b[,:!]?\s+)+",
     re.I,
 )
 _PERIOD = (
@@ -796,6 +841,11 @@ _PERIOD = (
     r"(?:last|this|next) (?:summer|winter|spring|autumn|fall|year|month|week|weekend))"
 )
 _SELF_SUBJECT = r"(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b"
+# A label before a statement ("Quick background: I'm a nurse", "Here's a long one: I've…"),
+# not the assistant's name or what it said ("Assistant: I…", "You said: I…": not the user).
+_LEAD_IN = re.compile(
+    rf"^(?!{_ASSISTANT_LABEL})(?![^:\n]*\byou\b)[^:\n]{{1,40}}:\s+(?={_SELF_SUBJECT})", re.I
+)
 # "… and I …", also with a word of time between: "I sold my car and now I cycle to work" (the
 # word dropped), "… and last summer I walked the Camino" (the period kept with its clause).
 _CLAUSE = re.compile(
@@ -815,8 +865,25 @@ def _period_last(sentence: str) -> str:
     return f"{rest} {m.group(1).lower()}."
 
 
+# Not prose of the user's: a fenced code block, a Python traceback (its header, the indented
+# frames, the exception's line), a quoted line ("> …", usually the assistant's words pasted
+# back). "I = 3" in code or "ValueError: I am broken" is no fact about anyone.
+_NOT_PROSE = re.compile(
+    r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)"
+    r"|^Traceback \(most recent call last\):[^\n]*(?:\n[ \t][^\n]*)*(?:\n[^\n]*)?"
+    r"|^[ \t]*>[^\n]*$"
+    r"|^[ \t]*\|[^\n]*$",  # a table's row: "| I | love | jazz |"
+    re.M | re.S,
+)
+# A list item's marker is not part of what it says: "- I love jazz", "2. I have two cats".
+_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,3}[.)]|#{1,6})[ \t]+", re.M)
+# Nor is emphasis, a pair of markers around words: "**I live in Paris** and *I love jazz*".
+_EMPHASIS = re.compile(r"(\*\*|__|(?<![\w*])\*)(?=\S)([^\n]+?)(?<=\S)\1(?![\w*])")
+
+
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text or "") if s and s.strip()]
+    prose = _EMPHASIS.sub(r"\2", _LIST_MARKER.sub("", _NOT_PROSE.sub("\n", text or "")))
+    return [s.strip() for s in _SENTENCE.split(prose) if s and s.strip()]
 
 
 def clauses(sentence: str) -> list[str]:
@@ -829,14 +896,47 @@ def clauses(sentence: str) -> list[str]:
     return parts if each_stands else [sentence]
 
 
+# Words in quotes are someone's own, kept as said: in "My boss said 'I hate Mondays'" the "I"
+# is the boss, and "'I live in Paris', she wrote" sets no place for the user. A single quote
+# opens after a space and closes before one; an apostrophe between letters stays inside. A web
+# address, an e-mail address or inline code is kept as written too ("…/I/live/in/Paris" is no
+# "they").
+_QUOTED = re.compile(
+    r"`[^`\n]+`|\b(?:https?://|www\.)[^\s]*[^\s.,;:!?)\]'\"]|[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+"
+    r'|"[^"\n]*"|\u201c[^\u201d\n]*\u201d'
+    r"|(?<!\w)'(?=\S)(?:[^'\n]|(?<=\w)'(?=\w))*?(?<=\S)'(?!\w)"
+)
+_QUOTE_MARK = re.compile("\ue000(\\d+)\ue001")
+
+
+def _set_quotes_aside(sentence: str) -> tuple[str, list[str]]:
+    quotes: list[str] = []
+
+    def mark(m: re.Match) -> str:
+        quotes.append(m.group(0))
+        return f"\ue000{len(quotes) - 1}\ue001"
+
+    return _QUOTED.sub(mark, sentence), quotes
+
+
+def _with_quotes(text: str, quotes: list[str]) -> str:
+    return _QUOTE_MARK.sub(lambda m: quotes[int(m.group(1))], text)
+
+
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
-    for sentence in (c for s in sentences(text) for c in clauses(s)):
-        if sentence.endswith("?") or _REQUEST.search(sentence):
+    statements = (s for s in sentences(text) if not _HYPOTHETICAL.match(_OPENER.sub("", s)))
+    for said_sentence in (c for s in statements for c in clauses(s)):
+        sentence, quotes = _set_quotes_aside(_TRAILING_QUESTION.sub(".", said_sentence))
+        # a question; or a line that ends on ":" and so introduces what follows (code, an
+        # error, a list), saying nothing alone ("Here is my code:")
+        if sentence.endswith(("?", ":")) or _REQUEST.search(sentence):
+            continue
+        if _CREDENTIAL.search(sentence):
             continue
         sentence = _TRAILING_REQUEST.sub("", sentence)
-        sentence = _period_last(_OPENER.sub("", sentence))
+        sentence = _period_last(_LEAD_IN.sub("", _OPENER.sub("", sentence)))
         if not _SELF.search(sentence):
             continue
         words = sentence.split()
@@ -844,14 +944,27 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         said = [w for w in words if not _is_adverb(w.strip(",.!"))]
         if (len(said) < 3 and not _TRAIT.match(sentence)) or len(words) > 80:
             continue
-        if _OPINION_OF_NOW.search(sentence) or _NOT_A_STATEMENT.search(sentence):
+        if (
+            _HYPOTHETICAL.match(sentence)
+            or _OPINION_OF_NOW.search(sentence)
+            or _NOT_A_STATEMENT.search(sentence)
+        ):
             continue
         if _PHATIC.match(sentence) and len(words) < 10:
             continue
         resolved, event_date = resolve_dates(sentence, today)
         slots = slot_facts(resolved, subject)
         if slots:
-            facts += [Fact(text, "fact", event_date, name, value) for name, value, text in slots]
+            facts += [
+                Fact(
+                    _with_quotes(text, quotes),
+                    "fact",
+                    event_date,
+                    name,
+                    _with_quotes(value, quotes),
+                )
+                for name, value, text in slots
+            ]
             continue
         past = event_date is not None and event_date < today
         # as said: in the rewrite "them" is also the user ("My dog loves me" -> "… loves them")
@@ -859,6 +972,8 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
             len(said) <= POINTS_BACK_MAX_WORDS and _POINTS_BACK.search(sentence.rstrip(" .!") + ".")
         ):
             continue
-        rewritten = third_person(resolved, subject, past=past).rstrip(" .!") + "."
+        rewritten = _with_quotes(
+            third_person(resolved, subject, past=past).rstrip(" .!") + ".", quotes
+        )
         facts.append(Fact(rewritten, _kind(sentence, event_date, today), event_date))
     return facts
