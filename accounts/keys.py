@@ -17,9 +17,12 @@ def key_prefix(raw_key: str) -> str:
     return raw_key[:KEY_PREFIX_LEN]
 
 
-def key_digest(raw_key: str) -> str:
+def peppered_digest(value: str) -> str:
+    """The keyed digest (the key pepper) of what must not be kept as it is: an API key, and an
+    end user's id where it outlives their erasure (usage records, limiter keys). Keyed, so a
+    guessable value (an e-mail address) cannot be found by hashing candidates."""
     pepper = settings.ENGRAM_KEY_PEPPER.encode()
-    return hmac.new(pepper, raw_key.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(pepper, value.encode(), hashlib.sha256).hexdigest()
 
 
 def looks_like_key(raw_key: str) -> bool:

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
-from accounts.keys import key_digest, key_prefix, looks_like_key
+from accounts.keys import key_prefix, looks_like_key, peppered_digest
 from accounts.models import ApiKey, Workspace
 
 
@@ -24,7 +24,7 @@ def api_key_authenticate(*, raw_key: str) -> KeyIdentity | None:
         .filter(prefix=key_prefix(raw_key), revoked_at__isnull=True)
         .first()
     )
-    if key is None or not hmac.compare_digest(key.digest, key_digest(raw_key)):
+    if key is None or not hmac.compare_digest(key.digest, peppered_digest(raw_key)):
         return None
     return KeyIdentity(workspace=key.workspace, key_id=key.id, last_used_at=key.last_used_at)
 

@@ -9,7 +9,7 @@ from accounts import deletion
 from accounts.authentication import keys_changed
 from accounts.endusers.models import Issuer
 from accounts.endusers.tokens import issuers_changed
-from accounts.keys import generate_key, key_digest, key_prefix
+from accounts.keys import generate_key, key_prefix, peppered_digest
 from accounts.models import ApiKey, Workspace
 from config.common.errors import NotFound
 from config.common.rows import lock_if_present
@@ -163,7 +163,7 @@ def api_key_create(*, workspace: Workspace, name: str = "") -> CreatedKey:
     workspace_lock_live(workspace=workspace)
     raw = generate_key()
     key = ApiKey.objects.create(
-        workspace=workspace, name=name, prefix=key_prefix(raw), digest=key_digest(raw)
+        workspace=workspace, name=name, prefix=key_prefix(raw), digest=peppered_digest(raw)
     )
     return CreatedKey(api_key=key, raw_key=raw)
 

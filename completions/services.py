@@ -5,15 +5,13 @@ process applies to its next request; other processes see it within ENGRAM_ROUTIN
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.keys import peppered_digest
 from accounts.models import Workspace
 from completions import routing
 from completions.models import ModelAlias, ProviderCredential, UsageErasure, UsageRecord
@@ -78,9 +76,7 @@ ERASURES_BATCH = 100  # second passes per sweep
 def erased_user_id(*, workspace_id: str, user_id: str) -> str:
     """The pseudonym an erased user's usage records keep: a keyed digest (the key pepper), so
     the id cannot be read back from it, and the user's budget still counts what it spent."""
-    pepper = settings.ENGRAM_KEY_PEPPER.encode()
-    message = f"{workspace_id}\x1f{user_id}".encode()
-    return ERASED_PREFIX + hmac.new(pepper, message, hashlib.sha256).hexdigest()[:32]
+    return ERASED_PREFIX + peppered_digest(f"{workspace_id}\x1f{user_id}")[:32]
 
 
 def usage_erase(*, workspace: Workspace, user_id: str) -> int:

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from accounts.keys import key_digest, key_prefix
+from accounts.keys import key_prefix, peppered_digest
 from accounts.models import ApiKey
 from accounts.selectors import api_key_authenticate
 
@@ -55,7 +55,7 @@ def test_no_stored_value_authenticates(owner):
     workspace, raw = owner
     row = ApiKey.objects.get(workspace=workspace)
     assert raw not in (row.prefix, row.digest)
-    assert row.digest == key_digest(raw)
+    assert row.digest == peppered_digest(raw)
     assert api_key_authenticate(raw_key=raw).workspace == workspace
     for stored in (row.prefix, row.digest, row.id, "sk-" + row.digest):
         assert api_key_authenticate(raw_key=stored) is None

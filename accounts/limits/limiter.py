@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from accounts.keys import peppered_digest
 from accounts.limits import leases
 from accounts.limits.policy import Policy, Rule
 from config.common import inline_redis
@@ -171,12 +171,10 @@ def subjects(*, workspace_id: str, key_id: str | None, user_id: str | None, poli
 
 @functools.lru_cache(maxsize=4096)
 def _user_key(user_id: str) -> str:
-    """An end user's part of their keys' names: a keyed digest of the id, not the id. The keys
+    """An end user's part of their keys' names: the id's peppered digest, not the id. The keys
     outlive the user's erasure (a budget's until its period ends, a lifetime budget's for ever)
-    and Redis must not keep the id meanwhile; keyed (the key pepper), so a guessable id (an
-    e-mail address) cannot be found by hashing candidates."""
-    pepper = settings.ENGRAM_KEY_PEPPER.encode()
-    return hmac.new(pepper, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+    and Redis must not keep the id meanwhile."""
+    return peppered_digest(user_id)[:32]
 
 
 def period_key(prefix: str, period: str, now: datetime, *, version: int = 0) -> tuple[str, int]:
