@@ -359,9 +359,9 @@ def test_a_persons_deletion_embeds_nothing_under_the_users_lock(
     assert embeddings_under_a_lock == [(1, False)]
 
 
-def test_a_memory_deleted_while_the_model_decides_is_not_written_again(http, upstream, monkeypatch):
-    """The run checked the user's deletions before asking the model; the deletion came while
-    it waited: the run wrote the fact again (once) in its write, after the deletion."""
+def _deleted_while_the_model_decides(http, upstream, monkeypatch) -> None:
+    """The peanut allergy remembered; the person deletes it while the next run's model decides
+    (after the run checked their deletions, before its write)."""
     from memory.background.extraction import llm
 
     chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"], facts((PEANUTS, 1)))
@@ -369,11 +369,17 @@ def test_a_memory_deleted_while_the_model_decides_is_not_written_again(http, ups
     real = llm.ask_json
 
     def deleted_meanwhile(*args, **kwargs):
-        if kwargs.get("system") == llm.UPDATE_PROMPT:  # after the check, before the write
+        if kwargs.get("system") == llm.UPDATE_PROMPT:
             assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
         return real(*args, **kwargs)
 
     monkeypatch.setattr(llm, "ask_json", deleted_meanwhile)
+
+
+def test_a_memory_deleted_while_the_model_decides_is_not_written_again(http, upstream, monkeypatch):
+    """The run checked the user's deletions before asking the model; the deletion came while
+    it waited: the run wrote the fact again (once) in its write, after the deletion."""
+    _deleted_while_the_model_decides(http, upstream, monkeypatch)
     new = {"role": "user", "content": "I have a dog named Rex."}
     actions = {
         "actions": [
@@ -448,18 +454,7 @@ def test_a_memory_deleted_while_the_model_finds_it_restated_fails_nothing(
 ):
     """The model's NONE (already known) for a memory deleted while it decided linked the new
     source to a row gone: the chunk's commit failed, the run's other facts with it (retried)."""
-    from memory.background.extraction import llm
-
-    chat(http, upstream, [OLD_SYSTEM, ALLERGY], NOTED["content"], facts((PEANUTS, 1)))
-    [memory] = allergy(http)
-    real = llm.ask_json
-
-    def deleted_meanwhile(*args, **kwargs):
-        if kwargs.get("system") == llm.UPDATE_PROMPT:
-            assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(llm, "ask_json", deleted_meanwhile)
+    _deleted_while_the_model_decides(http, upstream, monkeypatch)
     new = {"role": "user", "content": "I have a dog named Rex."}
     actions = {
         "actions": [
