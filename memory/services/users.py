@@ -108,10 +108,10 @@ def conversation_delete(
     *, workspace: Workspace, conversation: Conversation, actor: str = "api"
 ) -> dict[str, int]:
     """A conversation and what was derived from it alone: its messages, summary, sessions
-    (but one that goes on in another conversation), jobs and agent runs, and the memories every source of which was one of its messages (each
-    leaves a DELETE in its history, and a suppression, as memory_delete). A memory also said
-    elsewhere, or added or reworded by hand (sourceless), stays (it loses this conversation's
-    sources).
+    (but one that goes on in another conversation), jobs and agent runs, and the memories
+    every source of which was one of its messages (each leaves a DELETE in its history, and a
+    suppression, as memory_delete). A memory also said elsewhere, or added or reworded by hand
+    (sourceless), stays (it loses this conversation's sources).
 
     Under the user's lock, exclusive as for an erasure: a turn storing into the conversation
     finishes first, or finds it gone and is not stored (memory.turn.pipeline), and an
