@@ -19,7 +19,7 @@ ENGRAM_SEARCH_* setting), `--label` names the report. `--compare A.json B.json .
 row per report (each fold's R@10, multi-hop, open-domain, mean) and the leave-one-out choice
 among them: for each conversation, the report with the best mean R@10 on the other four, and
 that report's R@10 on the one held out. `--dump PATH --limit 100` also saves every question's
-ranked items (type, score, sources) for bench/probe_rerank.py, which replays search-time
+ranked items (type, id, score, why, sources) for bench/probe_rerank.py, which replays search-time
 re-rankings on them in seconds.
 """
 
@@ -151,7 +151,9 @@ def dump_row(sample_id: str, qa: dict, items: list[dict]) -> dict:
         "items": [
             {
                 "type": item["type"],
+                "id": item.get("id"),
                 "score": item["score"],
+                "why": item.get("why"),
                 "sources": [
                     {
                         "id": s.get("message_id"),
