@@ -2034,8 +2034,9 @@ def test_a_resume_that_lost_its_process_keeps_its_call_in_the_conversation_once(
     assert _shape(_stored(user))[2:] == [("tool", "call_1", []), ("assistant", None, [])]
 
 
+@pytest.mark.parametrize("stream", [False, True])
 def test_a_chat_sent_again_after_its_run_lost_its_process_never_runs_its_tool_twice(
-    sdk, http, upstream, tool_server
+    sdk, http, upstream, tool_server, stream
 ):
     """The process is lost while a tool runs (a POST: side effects), the sweep fails the run
     and stores its call; the app's SDK sends the same request again (no Idempotency-Key):
@@ -2076,14 +2077,21 @@ def test_a_chat_sent_again_after_its_run_lost_its_process_never_runs_its_tool_tw
     )
     approvals_expire()  # the sweep: failed, its call stored with an interrupted result
     assert len(_stored(user)) == 3
-    upstream.script(Reply(json=openai_completion("I could not check the weather.")))
-
-    again = ask(sdk, agent, extra_headers=headers)
+    text = "I could not check the weather."
+    if stream:
+        upstream.script(Reply(stream=openai_stream([text])))
+        chunks = list(ask(sdk, agent, extra_headers=headers, stream=True))
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        marks = next(c.model_extra["engram"] for c in reversed(chunks) if "engram" in c.model_extra)
+    else:
+        upstream.script(Reply(json=openai_completion(text)))
+        again = ask(sdk, agent, extra_headers=headers)
+        content, marks = again.choices[0].message.content, engram(again)
 
     assert len(tool_server.calls) == 1  # the first try's call only
-    assert again.choices[0].message.content == "I could not check the weather."
-    assert engram(again)["execution_id"] == lost.id
-    assert engram(again)["conversation_id"] == engram(first)["conversation_id"]
+    assert content == text
+    assert marks["execution_id"] == lost.id
+    assert marks["conversation_id"] == engram(first)["conversation_id"]
     sent = upstream.chat_requests()[-1].body["messages"]
     assert sent[-1]["tool_call_id"] == "call_1" and "interrupted" in sent[-1]["content"]
     assert_every_call_answered(sent)
