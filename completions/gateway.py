@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
@@ -75,6 +76,10 @@ class Turn:
     end_user: str | None = None  # an end-user token's user: the only user this turn may be
     agent: dict | None = None  # the agent called: {"id", "name", "version"}
     tool_calls: list[dict] = field(default_factory=list)  # engram_tools' calls to emit
+    # An agent with tools: the request's digest, and the failed run it is a retry of
+    # (completions.tools.entry.sent_again), which goes on instead of a new run.
+    request_digest: str = ""
+    retry_of: Any = None
     charge: charging.Charge = field(default_factory=charging.Charge)
     credits: float | None = None
 
@@ -260,9 +265,10 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
     if agent_calls.is_agent(turn.model):
         await agent_calls.apply(ctx, await agent_calls.resolve_async(turn.workspace.id, turn.model))
         turn.agent = ctx.agent
-        from completions.tools.entry import refuse_unsupported
+        from completions.tools.entry import refuse_unsupported, sent_again
 
         await refuse_unsupported(turn, body)  # before anything of the turn is stored
+        await sent_again(turn, body)  # before it is stored: a retry's goes where its run's did
     declared = engram_tools.take_declared(body)
     turn.route = route = await routing.resolve_async(turn.workspace.id, ctx.model)
     ctx.upstream_model = route.model

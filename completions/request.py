@@ -15,6 +15,8 @@ to name the model in the usage record of a body it refuses):
 - x-collection-ids: a JSON array of at most MAX_COLLECTIONS (20) collection ids, each an id as
   above
 - `session_id`: Engram's own body field, removed before the upstream call
+- x-stainless-retry-count (the OpenAI SDKs' own, above 0 on their retries): read, never
+  refused (`retried`)
 
 `api_error` is how every chat door answers an error: the domain names a field
 (`conversation_id`), the client sent a header (`x-conversation-id`); HEADERS is that map.
@@ -44,6 +46,15 @@ HEADERS = {
     "collection_ids": "x-collection-ids",
     "workspace_id": WORKSPACE_HEADER,
 }
+RETRY_COUNT_HEADER = "x-stainless-retry-count"
+
+
+def retried(headers: Mapping[str, str]) -> bool:
+    """Does the client say it sent this request before? The OpenAI SDKs count their retries in
+    x-stainless-retry-count ("0" on the first try). Not Engram's header: any other value is
+    not a retry, never an error."""
+    count = (headers.get(RETRY_COUNT_HEADER) or "").strip()
+    return count.isascii() and count.isdigit() and count.strip("0") != ""
 
 
 def api_error(
@@ -149,4 +160,5 @@ def turn_context(
         ),
         session_id=session_id,
         collection_ids=collection_ids(headers.get(HEADERS["collection_ids"])),
+        retried=retried(headers),
     )

@@ -52,6 +52,13 @@ class Conversation(models.Model):
         help_text="A conversation found without an id: digest of its transcript as of its last "
         "turn (memory.turn.conversation.fingerprint)",
     )
+    retry_fingerprint = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="Digest of its last turn's request (its transcript before that turn's answer): "
+        "that request sent again without an id (a regenerate, an SDK's retry) lands here",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -68,6 +75,12 @@ class Conversation(models.Model):
                 fields=["workspace", "user_id", "fingerprint", "-updated_at"],
                 name="conversation_fingerprint",
                 condition=~models.Q(fingerprint=""),
+            ),
+            # ...or by the request it sent again (a regenerate, an SDK's retry).
+            models.Index(
+                fields=["workspace", "user_id", "retry_fingerprint", "-updated_at"],
+                name="conversation_retry_fingerprint",
+                condition=~models.Q(retry_fingerprint=""),
             ),
         ]
 

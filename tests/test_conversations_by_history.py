@@ -300,3 +300,75 @@ def test_a_retry_after_an_answer_cut_mid_stream_continues_the_conversation(owner
         prepare(ctx(workspace, going_on, user_id="u")).engram["conversation_id"]
         == (first.engram["conversation_id"])
     )
+
+
+def test_a_turn_sent_again_after_its_answer_was_stored_stays_in_its_conversation(sdk, upstream):
+    """An SDK's timeout retry (or a regenerate) without x-conversation-id, after Engram stored
+    the answer the client never received: the same transcript again lands in its conversation
+    (it forked a new one, the whole transcript copied into it and its memories extracted
+    twice); the new answer is stored after the one it replaces, as a regenerate with an id."""
+    upstream.script(
+        Reply(json=openai_completion("Hello Alice.")),
+        Reply(json=openai_completion("Paris is lovely.")),
+        Reply(json=openai_completion("Paris is lovely in spring.")),
+        Reply(json=openai_completion("You said Paris.")),
+    )
+    hi = {"role": "user", "content": "My name is Alice."}
+    reply, first = _ask(sdk, [SYSTEM, hi])
+    question = [
+        SYSTEM,
+        hi,
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "I am going to Paris."},
+    ]
+    _, second = _ask(sdk, question)
+    _settled(4)  # the answer the client is taken never to have received is stored
+
+    again, retried = _ask(sdk, question)
+
+    assert retried["conversation_id"] == first["conversation_id"] == second["conversation_id"]
+    assert Conversation.objects.count() == 1
+    assert _transcript(first["conversation_id"], 5) == [
+        ("user", "My name is Alice."),
+        ("assistant", "Hello Alice."),
+        ("user", "I am going to Paris."),  # once
+        ("assistant", "Paris is lovely."),
+        ("assistant", "Paris is lovely in spring."),  # the answer it replaces kept before it
+    ]
+    # the model read the client's transcript once, not the stored turns again before it
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == [
+        "My name is Alice.",
+        "I am going to Paris.",
+    ]
+    # the client goes on from the answer it received
+    _, third = _ask(
+        sdk,
+        [*question, {"role": "assistant", "content": again}, {"role": "user", "content": "Where?"}],
+    )
+    assert third["conversation_id"] == first["conversation_id"]
+    _settled(7)
+
+
+def test_an_sdk_retry_of_a_first_message_stays_in_its_conversation(sdk, upstream):
+    """A first message alone is a new chat each time, but the SDK's retry of it (it says so:
+    x-stainless-retry-count) after its answer was stored is that chat, within RETRY_WINDOW."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from memory.turn.conversation import RETRY_WINDOW
+
+    hi = [SYSTEM, {"role": "user", "content": "Book me a table."}]
+    _, first = _ask(sdk, hi)
+    _settled(2)
+    retry = {"x-stainless-retry-count": "1"}
+    retried = sdk.chat.completions.create(model="m", messages=hi, extra_headers=retry)
+    assert retried.model_extra["engram"]["conversation_id"] == first["conversation_id"]
+    _settled(3)  # the answer again, the question once
+    assert Conversation.objects.count() == 1
+
+    Conversation.objects.update(updated_at=timezone.now() - RETRY_WINDOW - dt.timedelta(minutes=1))
+    late = sdk.chat.completions.create(model="m", messages=hi, extra_headers=retry)
+    assert late.model_extra["engram"]["conversation_id"] != first["conversation_id"]
+    _settled(5)

@@ -2034,6 +2034,103 @@ def test_a_resume_that_lost_its_process_keeps_its_call_in_the_conversation_once(
     assert _shape(_stored(user))[2:] == [("tool", "call_1", []), ("assistant", None, [])]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_chat_sent_again_after_its_run_lost_its_process_never_runs_its_tool_twice(
+    sdk, http, upstream, tool_server, stream
+):
+    """The process is lost while a tool runs (a POST: side effects), the sweep fails the run
+    and stores its call; the app's SDK sends the same request again (no Idempotency-Key):
+    it started a new run and called the tool a second time. Now the run goes on from what it
+    recorded: the call in flight is answered as interrupted, the model answers, and the
+    conversation the first try opened (no x-conversation-id) holds the turn once."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from memory.models import Conversation, Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    user = "lost-then-retried"
+    headers = {"x-user-id": user}
+
+    def started() -> bool:
+        run = Execution.objects.first()
+        return run is not None and any(m.get("tool_calls") for m in run.messages)
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(ask, sdk, agent, extra_headers=headers)
+        wait_for(started)
+        lost = Execution.objects.get()  # what a process lost now leaves: the call started
+        first = running.result()
+    wait_for(lambda: len(_stored(user)) == 4)
+    # As if the process had died: the run as it was then, nothing after the question stored.
+    question = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")[0]
+    Message.objects.filter(conversation__user_id=user).exclude(id=question.id).delete()
+    Execution.objects.filter(id=lost.id).update(
+        status="running",
+        messages=lost.messages,
+        steps=lost.steps,
+        pending=lost.pending,
+        updated_at=timezone.now() - services.STALE_RUN - dt.timedelta(minutes=1),
+    )
+    approvals_expire()  # the sweep: failed, its call stored with an interrupted result
+    assert len(_stored(user)) == 3
+    text = "I could not check the weather."
+    if stream:
+        upstream.script(Reply(stream=openai_stream([text])))
+        chunks = list(ask(sdk, agent, extra_headers=headers, stream=True))
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        marks = next(c.model_extra["engram"] for c in reversed(chunks) if "engram" in c.model_extra)
+    else:
+        upstream.script(Reply(json=openai_completion(text)))
+        again = ask(sdk, agent, extra_headers=headers)
+        content, marks = again.choices[0].message.content, engram(again)
+
+    assert len(tool_server.calls) == 1  # the first try's call only
+    assert content == text
+    assert marks["execution_id"] == lost.id
+    assert marks["conversation_id"] == engram(first)["conversation_id"]
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert sent[-1]["tool_call_id"] == "call_1" and "interrupted" in sent[-1]["content"]
+    assert_every_call_answered(sent)
+    wait_for(lambda: len(_stored(user)) == 4)
+    assert _shape(_stored(user)) == [
+        ("user", None, []),  # once
+        ("assistant", None, ["call_1"]),
+        ("tool", "call_1", []),  # once
+        ("assistant", None, []),
+    ]
+    assert Conversation.objects.filter(user_id=user).count() == 1
+    assert Execution.objects.get(id=lost.id).status == "completed"
+
+
+def test_a_chat_sent_again_while_its_run_is_running_is_a_409_that_runs_nothing(
+    sdk, http, upstream, tool_server
+):
+    """The same request while its run still runs (or its process was lost, not yet swept):
+    a 409 in the envelope that the SDKs do not retry, and no tool runs a second time."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    headers = {"x-user-id": "alice", "x-conversation-id": "trip"}
+    execution_id = engram(ask(sdk, agent, extra_headers=headers))["execution_id"]
+    Execution.objects.filter(id=execution_id).update(status="running")  # as if still running
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+
+    resp = http.post("/v1/chat/completions", json=body, headers=headers)
+
+    assert_envelope(resp, 409, code="run_in_progress")
+    assert execution_id in resp.json()["error"]["message"]
+    assert resp.headers["x-should-retry"] == "false"
+    assert len(tool_server.calls) == 1
+    assert len(upstream.chat_requests()) == 2  # the first run's two model calls only
+    # another user's same request, or another message, is not that run's
+    other = http.post("/v1/chat/completions", json=body, headers={"x-user-id": "bob"})
+    assert other.status_code == 200, other.text
+
+
 # --- a client without x-conversation-id resends the transcript of a tool run -----------------
 
 

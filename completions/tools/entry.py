@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -80,6 +82,59 @@ async def refuse_unsupported(turn: Turn, body: dict) -> None:
     )
 
 
+def request_digest(turn: Turn, body: dict) -> str:
+    """What makes a chat request the same one sent again: the model (the agent) it names, its
+    conversation and session ids, its messages. The OpenAI SDKs retry a timeout, a 5xx or a
+    lost connection with the same body and no Idempotency-Key."""
+    assert turn.ctx is not None
+    what = [turn.model, turn.ctx.conversation_id, turn.ctx.session_id, body.get("messages")]
+    payload = json.dumps(what, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _in_progress(execution: Execution) -> ApiError:
+    return ApiError(
+        409,
+        f"This request is already running as the tool run '{execution.id}', or the process "
+        "running it was lost: its tools are not run a second time. Its steps: GET "
+        f"/v1/executions/{execution.id}. Sent again once that run has ended (a lost one is "
+        "ended within an hour), the request goes on from the results its tools recorded.",
+        code="run_in_progress",
+        headers={"x-should-retry": "false"},  # the SDKs retry a 409 otherwise: to no avail
+    )
+
+
+async def sent_again(turn: Turn, body: dict) -> None:
+    """Before the turn is stored: is this request (same user, agent, conversation, messages)
+    one whose tool run did not answer? Still running (or its process lost): 409, its tools
+    never started twice. Failed after its tools ran (an upstream error, the client gone, a
+    process lost and swept): the run goes on from what they recorded (serve), in its own
+    conversation (so nothing is stored twice, even without x-conversation-id)."""
+    assert turn.agent is not None and turn.ctx is not None
+    ctx = turn.ctx
+    if not ctx.user_id or not await cache.tools_async(turn.workspace.id, turn.agent["id"]):
+        return  # without a user, two people's same "hi" would be one request
+    turn.request_digest = request_digest(turn, body)
+    earlier = await db(
+        selectors.execution_of_request,
+        workspace=turn.workspace,
+        user_id=ctx.user_id,
+        agent_id=turn.agent["id"],
+        request_digest=turn.request_digest,
+    )
+    if earlier is None:
+        return
+    if earlier.status == Execution.Status.RUNNING:
+        raise _in_progress(earlier)
+    turn.retry_of = earlier
+    if earlier.conversation_pk and not ctx.conversation_id and not ctx.session_id:
+        ctx.conversation_id = await db(
+            selectors.conversation_external_id,
+            workspace=turn.workspace,
+            conversation_pk=earlier.conversation_pk,
+        )
+
+
 async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | None:
     """The answer of an agent call when the agent has tools; None when it has none."""
     assert turn.agent is not None and turn.ctx is not None and turn.prepared is not None
@@ -87,6 +142,8 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
     if not tools:
         return None
     ctx = turn.ctx
+    if turn.retry_of is not None:
+        return await _serve_again(turn, route, body, turn.retry_of, tools)
     execution = await db(
         services.execution_create,
         workspace=turn.workspace,
@@ -101,11 +158,13 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         collection_ids=list(ctx.collection_ids),
         conversation_pk=getattr(turn.prepared.state, "conversation_pk", "") or "",
         session_pk=getattr(turn.prepared.state, "session_pk", "") or "",
+        request_digest=turn.request_digest,
     )
     execution.messages = list(call.body.get("messages") or [])
     # The conversation holds these (the turn stored the new ones): what a run whose process is
-    # lost leaves after them is what the sweep stores (services.approvals_expire).
-    execution.pending = {"stored": len(execution.messages)}
+    # lost leaves after them is what the sweep stores (services.approvals_expire); the run's
+    # own messages start there (Run.retried).
+    execution.pending = {"stored": len(execution.messages), "start": len(execution.messages)}
     run = Run(
         execution=execution,
         tools={t.name: t for t in tools},
@@ -115,6 +174,35 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         engram=dict(turn.engram),
         preface=list(turn.tool_calls),
     )
+    return await _serve_run(turn, run, body)
+
+
+async def _serve_again(
+    turn: Turn, route: Route, body: dict, execution: Execution, tools: tuple
+) -> Reply:
+    """The request's failed run, claimed back, goes on (Run.retried): no tool runs twice."""
+    assert turn.ctx is not None
+    if not await db(services.execution_reclaim, execution=execution):
+        raise _in_progress(execution)  # another retry of it claimed it first
+    execution.stream = turn.stream
+    run = Run(
+        execution=execution,
+        tools={t.name: t for t in tools},
+        route=route,
+        scope=Scope(
+            turn.workspace, turn.ctx.user_id, tuple(execution.collection_ids), turn.ctx.remember
+        ),
+        request_id=turn.request_id,
+        engram=dict(turn.engram),
+        preface=list(turn.tool_calls),
+    )
+    run.retried()
+    return await _serve_run(turn, run, body)
+
+
+async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
+    """The run's answer, streamed or not; the turn finished (charged, recorded, stored)."""
+    assert turn.prepared is not None
     headers = {**turn.prepared.headers, **turn.limit_headers()}
     if turn.stream:
 

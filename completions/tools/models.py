@@ -75,6 +75,10 @@ class Execution(models.Model):
     agent_version = models.PositiveIntegerField(null=True, blank=True)
     user_id = models.CharField(max_length=200, blank=True, default="")
     request_id = models.CharField(max_length=128, blank=True, default="")
+    # Digest of the chat request that started the run (its model, conversation and session
+    # ids, messages): the same request sent again (an SDK's retry, which carries no
+    # Idempotency-Key) goes on from this run instead of running its tools a second time.
+    request_digest = models.CharField(max_length=32, blank=True, default="")
     model = models.CharField(max_length=200)  # what the client sent, named in every answer
     route_model = models.CharField(max_length=200)  # what routing resolves on resume
     stream = models.BooleanField(default=False)
@@ -100,6 +104,12 @@ class Execution(models.Model):
             models.Index(fields=["workspace", "-created_at"], name="execution_recent"),
             # A workspace's end users, one user's counts and their erasure read runs by user.
             models.Index(fields=["workspace", "user_id"], name="execution_user"),
+            # A chat request sent again finds its run (completions.tools.selectors).
+            models.Index(
+                fields=["workspace", "user_id", "request_digest", "-created_at"],
+                name="execution_request",
+                condition=~models.Q(request_digest=""),
+            ),
         ]
 
     def __str__(self) -> str:

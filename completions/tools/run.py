@@ -321,6 +321,17 @@ class Run:
         self.transcript.extend(interrupted(self.execution, since=at))
         return None
 
+    def retried(self) -> None:
+        """Where a run that never paused stands when its chat request is sent again after it
+        failed (completions.tools.entry): the calls it made keep their recorded results, a
+        call whose outcome was never recorded is answered as interrupted (not run again), and
+        the loop goes on with a model call. Only what the conversation lacks is stored."""
+        messages = self.execution.messages
+        stored = self.execution.pending.get("stored", len(messages))
+        start = self.execution.pending.get("start", stored)
+        self.transcript.extend(messages[stored:])
+        self.transcript.extend(interrupted(self.execution, since=start))
+
     async def pause(self, message: dict, decision: Decision) -> Paused:
         """Pause the run on the step's calls that need an approval."""
         message = self.hand_back(message, decision, pausing=True)
@@ -351,9 +362,9 @@ class Run:
         self.execution.error = error[:2000]
         if status != Execution.Status.FAILED:  # a failed run keeps it, to be resumed again
             self.execution.pending = {}
-        elif self.execution.pending.get("message"):
-            # A resume that failed stores what it ran in the conversation
-            # (completions.tools.entry): a resume sent again stores only what follows.
+        else:
+            # A run (or a resume) that failed stores what it ran in the conversation
+            # (completions.tools.entry): one sent again stores only what follows.
             self.execution.pending["stored"] = len(self.execution.messages)
         await db(services.execution_save, execution=self.execution)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from accounts.models import Workspace
 from completions.agents.models import Agent
@@ -67,3 +70,47 @@ def approval_get(
             code="approval_not_found",
         )
     return found
+
+
+# How long after a run started the same chat request sent again is its retry: the sweep fails
+# a run that lost its process after services.STALE_RUN, and a retry as long after that still
+# finds it. Later, the same request is a new one.
+RETRY_WINDOW = dt.timedelta(hours=2)
+
+
+def execution_of_request(
+    *, workspace: Workspace | str, user_id: str, agent_id: str, request_digest: str
+) -> Execution | None:
+    """The newest run this user's same chat request (Execution.request_digest) started within
+    RETRY_WINDOW, that never paused (a paused run goes on by /v1/chat/resume) and has not
+    answered: still running (or its process was lost), or failed after its tools ran."""
+    from completions.tools.services import EXPIRED_ERROR
+
+    run = (
+        Execution.objects.filter(
+            workspace=workspace,
+            user_id=user_id,
+            request_digest=request_digest,
+            agent_id=agent_id,
+            created_at__gte=timezone.now() - RETRY_WINDOW,
+        )
+        .order_by("-created_at")
+        .first()
+    )
+    if run is None or run.pending.get("message") or run.error == EXPIRED_ERROR:
+        return None
+    if run.status == Execution.Status.RUNNING:
+        return run
+    ran = any(step.get("type") == "tool" for step in run.steps)
+    return run if run.status == Execution.Status.FAILED and ran else None
+
+
+def conversation_external_id(*, workspace: Workspace | str, conversation_pk: str) -> str | None:
+    """The id a run's conversation is named by (None: deleted meanwhile)."""
+    from memory.models import Conversation
+
+    return (
+        Conversation.objects.filter(workspace=workspace, pk=conversation_pk)
+        .values_list("external_id", flat=True)
+        .first()
+    )

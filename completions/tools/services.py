@@ -243,6 +243,7 @@ def execution_create(
     conversation_pk: str = "",
     session_pk: str = "",
     agent_version: int | None = None,
+    request_digest: str = "",
 ) -> Execution:
     return Execution.objects.create(
         workspace=workspace,
@@ -250,6 +251,7 @@ def execution_create(
         agent_version=agent_version,
         user_id=user_id,
         request_id=request_id,
+        request_digest=request_digest,
         model=model,
         route_model=route_model,
         stream=stream,
@@ -447,6 +449,21 @@ def _reclaimed(approval: Approval, now: dt.datetime) -> bool:
         .update(status=Execution.Status.RUNNING, error="", updated_at=now)
         == 1
     )
+
+
+def execution_reclaim(*, execution: Execution) -> bool:
+    """Claim a failed run back for its chat request sent again (compare-and-set on its status,
+    as _reclaimed does for a resume): of two retries at once, one goes on with it."""
+    now = timezone.now()
+    won = (
+        Execution.objects.filter(id=execution.id, status=Execution.Status.FAILED).update(
+            status=Execution.Status.RUNNING, error="", updated_at=now
+        )
+        == 1
+    )
+    if won:
+        execution.status, execution.error, execution.updated_at = Execution.Status.RUNNING, "", now
+    return won
 
 
 def approvals_expire(*, ids: list[str] | None = None) -> int:

@@ -76,11 +76,17 @@ def conversation_create(*, workspace: Workspace, external_id: str, user_id: str)
     )
 
 
-def conversation_fingerprint_set(*, conversation: Conversation, fingerprint: str) -> None:
-    """The transcript's fingerprint as of the turn just stored (memory.turn.conversation)."""
-    Conversation.objects.filter(pk=conversation.pk).update(
-        fingerprint=fingerprint, updated_at=timezone.now()
-    )
+def conversation_fingerprint_set(
+    *, conversation: Conversation, fingerprint: str | None, retry_fingerprint: str | None = None
+) -> None:
+    """The transcript's fingerprint as of the turn just stored, and that turn's request's
+    (memory.turn.conversation); None: unchanged."""
+    values: dict = {"updated_at": timezone.now()}
+    if fingerprint is not None:
+        values["fingerprint"] = fingerprint
+    if retry_fingerprint is not None:
+        values["retry_fingerprint"] = retry_fingerprint
+    Conversation.objects.filter(pk=conversation.pk).update(**values)
 
 
 def session_resolve(

@@ -29,6 +29,9 @@ class TurnContext:
     user_id: str | None = None  # x-user-id, else the body's `user`
     conversation_id: str | None = None  # x-conversation-id
     session_id: str | None = None  # x-session-id, else the body's `session_id`
+    # The client says this request is one it sent before (the OpenAI SDKs' retries send
+    # x-stainless-retry-count above 0): a first message alone may then be that retry.
+    retried: bool = False
     collection_ids: list[str] = field(default_factory=list)  # x-collection-ids
     # An agent's memory policy (completions.agents.calls.apply); these defaults without one.
     remember: bool = True  # off: nothing stored or recalled, as without a user id

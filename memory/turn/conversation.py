@@ -6,16 +6,22 @@ whatever it shows of the tool runs the store holds (matched_prefix).
 Without a conversation or session id, the history the client resent names the conversation: the
 user's conversation whose fingerprint (its transcript as of its last turn, system prompt
 included) is that history's; else a new one. A request with no assistant message yet is a new
-chat, as in OpenAI's API.
+chat, as in OpenAI's API. A request that is a conversation's last turn's request again (its
+retry_fingerprint: a regenerate, or an SDK's retry of a turn whose answer Engram stored) lands
+in that conversation, as a regenerate with its id does; a first message alone only when the
+client says it is a retry (TurnContext.retried), within RETRY_WINDOW.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Value
+from django.utils import timezone
 
 from memory import selectors
 from memory.models import Conversation, Message, Session
@@ -25,6 +31,10 @@ from memory.turn.contract import TurnContext
 
 HISTORY_ROWS = 400  # stored messages considered for de-duplication and server-side history
 HEAD_ROLES = ("system", "developer")
+# How long after a conversation's last turn a first message alone, sent again as a retry
+# (TurnContext.retried), still names it: the OpenAI SDKs retry a request after its timeout (10
+# minutes by default) up to twice. Later, "Hi" again is a new chat.
+RETRY_WINDOW = dt.timedelta(minutes=30)
 
 
 def _text(message: dict) -> str:
@@ -89,25 +99,38 @@ class ByHistory:
     conversation: Conversation | None  # None: no history, or none matched (a new conversation)
     resent: int  # the request's conversation messages that the history holds
     fingerprint: str  # of the request's whole transcript
+    again: bool = False  # the conversation's last turn's request sent again (its rows all resent)
 
 
 def _found_by_history(ctx: TurnContext, messages: list[dict]) -> ByHistory:
     """Without any id: the user's conversation whose transcript, as of its last turn, is the
-    history this request resent (one indexed query). No history: a new conversation."""
+    history this request resent; else the one whose last turn's request is this request again
+    (a regenerate, or an SDK's retry of a turn whose answer was stored: the client never saw
+    it). One indexed query. No history: a new conversation, unless the client says it is a
+    retry (the request again, within RETRY_WINDOW)."""
     history = resent_history(messages)
     before = fingerprint(history)
     whole = fingerprint(messages[len(history) :], before)
-    if not history:
+    if not history and not ctx.retried:
         return ByHistory(None, 0, whole)
-    conversation = (
-        Conversation.objects.filter(
-            workspace=ctx.workspace, user_id=ctx.memory_user_id, fingerprint=before
-        )
-        .order_by("-updated_at")
-        .first()
-    )
-    resent = sum(1 for m in history if m.get("role") not in HEAD_ROLES)
-    return ByHistory(conversation, resent if conversation else 0, whole)
+    mine = Conversation.objects.filter(workspace=ctx.workspace, user_id=ctx.memory_user_id)
+    # Each on its own index, newest first, in one statement (UNION ALL).
+    found_again = mine.filter(retry_fingerprint=whole)
+    if not history:  # "Hi" again is a new chat, but not the SDK's retry of the "Hi" just answered
+        found_again = found_again.filter(updated_at__gte=timezone.now() - RETRY_WINDOW)
+    candidates = found_again.annotate(again=Value(True)).order_by("-updated_at")[:1]
+    if history:
+        by_history = mine.filter(fingerprint=before).annotate(again=Value(False))
+        candidates = candidates.union(by_history.order_by("-updated_at")[:1], all=True)
+    # The request again is the more telling match: a conversation whose transcript is only
+    # this request's history stopped there; the other answered this very request.
+    found = next(iter(sorted(candidates, key=lambda c: not c.again)), None)
+    if found is None:
+        return ByHistory(None, 0, whole)
+    if found.again:
+        resent = sum(1 for m in messages if m.get("role") not in HEAD_ROLES)
+        return ByHistory(found, resent, whole, again=True)
+    return ByHistory(found, sum(1 for m in history if m.get("role") not in HEAD_ROLES), whole)
 
 
 def _key(message: dict, calls: set, results: set) -> tuple | None:
@@ -302,6 +325,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         session = Session.objects.filter(workspace=workspace, external_id=ctx.session_id).first()
     resent = 0  # conversation messages the client resent as the found conversation's history
     whole: str | None = None  # found by the history it resent: the request's fingerprint
+    again = False  # found as its last turn's request sent again: every stored row was resent
     serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
     if session is not None:
         # Sessions are the workspace's: another user's is refused by its own name, before the
@@ -316,6 +340,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     elif not ctx.conversation_id and not ctx.session_id:
         found = _found_by_history(ctx, messages)
         conversation, resent, whole = found.conversation, found.resent, found.fingerprint
+        again = found.again
         if conversation is None and not dry_run:
             conversation = conversation_create(
                 workspace=workspace, external_id=f"auto:{uuid.uuid4().hex[:24]}", user_id=user_id
@@ -363,7 +388,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     # Found by its history: that history is stored, even after an unanswered message of a turn
     # that failed (which matched_prefix alone would not see past).
     k = max(match.incoming, resent)
-    resent_rows = min(len(rows), max(match.rows, resent))
+    resent_rows = len(rows) if again else min(len(rows), max(match.rows, resent))
     new = conversation_messages[k:]
     before = rows[: len(rows) - resent_rows]
     if whole is None and not truncated:

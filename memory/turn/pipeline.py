@@ -296,16 +296,20 @@ def _finish(
                 completion_tokens=usage.get("completion_tokens"),
             )
             newest: str | None = stored.id
-            # The next request resends this transcript; not after an answer cut short: its
-            # client holds none and resends the same transcript (a retry), which must still
-            # name this conversation.
-            if state.fingerprint is not None and not incomplete:
-                conversation_fingerprint_set(
-                    conversation=conversation,
-                    fingerprint=fingerprint([message], state.fingerprint),
-                )
+            answered = not incomplete
         else:
             newest = state.stored_ids[-1] if state.stored_ids else None
+            answered = False
+        if state.fingerprint is not None:
+            # The next request resends this transcript with the answer; not after an answer
+            # cut short (or none): its client holds none and resends the same transcript (a
+            # retry), which must still name this conversation. This request sent again (a
+            # regenerate, an SDK's retry of an answer it never received) names it too.
+            conversation_fingerprint_set(
+                conversation=conversation,
+                fingerprint=fingerprint([message], state.fingerprint) if answered else None,
+                retry_fingerprint=state.fingerprint,
+            )
         if ctx.extraction:
             extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)
         summary_enqueue(workspace=ctx.workspace, conversation=conversation)
