@@ -393,8 +393,10 @@ _EXAMPLE_BODY = {
 class ChatCompletionsDoc(APIView):
     permission_classes = [EndUserAllowed]  # documents: an end user's token works here too
     openapi_errors = {
-        400: "Invalid body or header (OpenAI's 400s; `param` names the field or header), or "
-        "the upstream's own 400.",
+        400: "Invalid body or header (OpenAI's 400s; `param` names the field or header); "
+        "`context_length_exceeded`: the request's own messages, tools and `max_tokens` cannot "
+        "fit the model's known window (answered without calling the upstream); or the "
+        "upstream's own 400.",
         401: "A missing or unknown key (or the upstream refused its key).",
         403: "An operator key, `x-workspace-id` naming another workspace, or an end-user "
         "token with an `x-user-id` or `user` naming another user (`user_mismatch`).",

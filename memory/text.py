@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+from collections.abc import Callable
 
 import numpy as np
 from django.utils import timezone
@@ -16,6 +18,22 @@ from config.common import tokens
 
 # A conservative price for an image part (OpenAI bills 85-1105 tokens per image by detail).
 IMAGE_TOKENS = 765
+# An `input_audio` part: OpenAI bills audio input at about 1 token per 100 ms of sound (its
+# gpt-4o audio models' pricing notes); the duration is read from the decoded size at the lowest
+# bitrate of its format, so a recording is never counted shorter than it can be.
+AUDIO_TOKENS_PER_SECOND = 10
+# wav: 16-bit mono PCM at 8 kHz (telephone speech, the lowest rate speech is recorded at);
+# mp3: 32 kbit/s (MPEG-1 Layer III's lowest). OpenAI takes only these two; another format
+# counts as mp3, the fewer bytes a second.
+AUDIO_BYTES_PER_SECOND = {"wav": 16_000, "mp3": 4_000}
+# A `file` part (a PDF for OpenAI, which puts each page's extracted text and an image of the
+# page in the context): counted as text of its decoded size, about 4 bytes a cl100k token of
+# English. Compact text PDFs hold more per byte, scans far less (over-counted: history makes
+# room for them); the size is all Engram knows without parsing the document.
+FILE_BYTES_PER_TOKEN = 4
+# A file known only by its `file_id` (uploaded to the provider, its size unknown here): an
+# allowance of about ten PDF pages (~800 tokens of text and IMAGE_TOKENS of image each).
+FILE_ID_TOKENS = 16_000
 # Per-message framing in OpenAI's chat format, and the reply's priming.
 MESSAGE_OVERHEAD = 3
 REPLY_PRIMING = 3
@@ -46,6 +64,46 @@ def image_parts(content) -> int:
         for p in content
         if isinstance(p, dict) and p.get("type") in ("image_url", "input_image", "image")
     )
+
+
+def _decoded_size(data) -> int:
+    """Bytes that base64 `data` (or a data URL's) decodes to, without decoding it."""
+    if not isinstance(data, str):
+        return 0
+    start = data.find(",") + 1 if data.startswith("data:") else 0
+    end = len(data)  # indices, not slices: the data may be megabytes
+    while end > start and data[end - 1] in "=\r\n\t ":
+        end -= 1
+    return (end - start) * 3 // 4
+
+
+def _audio_tokens(audio) -> int:
+    if not isinstance(audio, dict):
+        return 0
+    rate = AUDIO_BYTES_PER_SECOND.get(str(audio.get("format")), AUDIO_BYTES_PER_SECOND["mp3"])
+    return math.ceil(_decoded_size(audio.get("data")) * AUDIO_TOKENS_PER_SECOND / rate)
+
+
+def _file_tokens(file) -> int:
+    if not isinstance(file, dict):
+        return 0
+    if isinstance(file.get("file_data"), str):
+        return math.ceil(_decoded_size(file["file_data"]) / FILE_BYTES_PER_TOKEN)
+    return FILE_ID_TOKENS if file.get("file_id") else 0
+
+
+def estimated_parts_tokens(content) -> int:
+    """Tokens of a content's parts that have no text to count: images, audio and files, each
+    at the estimate above (0 for a string)."""
+    if not isinstance(content, list):
+        return 0
+    tokens = IMAGE_TOKENS * image_parts(content)
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "input_audio":
+            tokens += _audio_tokens(part.get("input_audio"))
+        elif isinstance(part, dict) and part.get("type") == "file":
+            tokens += _file_tokens(part.get("file"))
+    return tokens
 
 
 def day_label(when: dt.date | dt.datetime | None) -> str:
@@ -184,26 +242,41 @@ def reasoning_text(message: dict) -> str:
     )
 
 
-def count_message(message: dict) -> int:
+def count_message(
+    message: dict, *, estimated: bool = True, counter: Callable[[str], int] = count_text
+) -> int:
     """Tokens one chat message costs in a request (content, name, tool calls, the reasoning
-    details it carries back, framing)."""
-    tokens = MESSAGE_OVERHEAD + count_text(str(message.get("role", "")))
+    details it carries back, framing). `estimated=False` leaves out the parts only estimated
+    (images, audio, files): a floor of what the upstream counts, not a ceiling. `counter`
+    counts a text (utf8_bytes: a bound that costs no tokenizing)."""
+    tokens = MESSAGE_OVERHEAD + counter(str(message.get("role", "")))
     content = message.get("content")
-    tokens += count_text(content_text(content)) + IMAGE_TOKENS * image_parts(content)
+    tokens += counter(content_text(content))
+    if estimated:
+        tokens += estimated_parts_tokens(content)
     if message.get("name"):
-        tokens += 1 + count_text(str(message["name"]))
+        tokens += 1 + counter(str(message["name"]))
     if message.get("tool_calls"):
-        tokens += count_text(json.dumps(message["tool_calls"], separators=(",", ":")))
+        tokens += counter(json.dumps(message["tool_calls"], separators=(",", ":")))
     if message.get("function_call"):
-        tokens += count_text(json.dumps(message["function_call"], separators=(",", ":")))
+        tokens += counter(json.dumps(message["function_call"], separators=(",", ":")))
     if message.get("tool_call_id"):
-        tokens += count_text(str(message["tool_call_id"]))
+        tokens += counter(str(message["tool_call_id"]))
     if message.get("reasoning_details"):
-        tokens += count_text(reasoning_text(message))
+        tokens += counter(reasoning_text(message))
     return tokens
 
 
-def count_messages(messages: list[dict]) -> int:
+def count_messages(
+    messages: list[dict], *, estimated: bool = True, counter: Callable[[str], int] = count_text
+) -> int:
     if not messages:
         return 0
-    return sum(count_message(m) for m in messages) + REPLY_PRIMING
+    total = sum(count_message(m, estimated=estimated, counter=counter) for m in messages)
+    return total + REPLY_PRIMING
+
+
+def utf8_bytes(text: str) -> int:
+    """At least cl100k's count of `text` (each of its tokens is a byte of UTF-8 or more),
+    without tokenizing it: ASCII's length is known at once."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

@@ -25,7 +25,7 @@ from memory.retrieval.elsewhere import parallel
 from memory.retrieval.search import Found
 from memory.services.users import user_lock
 from memory.text import REPLY_PRIMING, content_text, count_messages, kept_reasoning
-from memory.turn.assembly import Assembly, Budget, budget_for
+from memory.turn.assembly import Assembly, Budget, budget_for, request_fits
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.conversation import fingerprint, load_and_store
 from memory.turn.recall import knowledge_only, memory_hits_elsewhere, recall_and_assemble
@@ -145,6 +145,8 @@ async def _knowledge_only(ctx: TurnContext, messages: list[dict]) -> PreparedTur
 
 
 async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTurn:
+    # Before anything of the turn is stored: a refused request leaves no turn behind.
+    request_fits(body=ctx.body, model=ctx.upstream_model or ctx.model)
     messages = list(ctx.body.get("messages") or [])
     # An agent with memory off: nothing stored or recalled, as for a turn without a user.
     user_id = ctx.user_id if ctx.remember else None
