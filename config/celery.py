@@ -69,6 +69,16 @@ def _connections_as_a_request(sender=None, **kwargs: object) -> None:
     close_old_connections()
 
 
+@signals.celeryd_init.connect
+def _unbounded(**kwargs: object) -> None:
+    """The worker's connections without the statement and lock bounds a request has: its tasks
+    are bounded by their hard time limits (config.common.database says why). `celery worker`
+    only, before its pool processes start and before any connection is made."""
+    from config.common import database
+
+    database.lift()
+
+
 @signals.worker_process_init.connect
 def _warm_up(**kwargs: object) -> None:
     """Each pool process loads what its tasks use (the embedding model, the tokenizer) as it
