@@ -6,6 +6,7 @@ work that is long by nature (migrations, the worker, an erasure) is not cut shor
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -139,6 +140,7 @@ def restored_options(transactional_db):
     before = database._options("default")
     yield
     database._set_options("default", before)
+    logging.captureWarnings(False)  # what the worker's celeryd_init also turned on
 
 
 def test_the_celery_worker_runs_without_the_statement_and_lock_bounds(restored_options):
@@ -183,3 +185,22 @@ def test_an_erasure_runs_its_statements_without_the_statement_bound(owner, upstr
     assert counts["messages"] >= 2
     assert seen and set(seen) == {("0", "10s")}
     assert _show("statement_timeout") == "30s"  # SET LOCAL: for the erasure's transaction only
+
+
+def test_the_bounds_are_read_from_the_environment(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.env import database_bounds
+
+    monkeypatch.setenv("ENGRAM_DB_STATEMENT_TIMEOUT", "2.5")
+    monkeypatch.setenv("ENGRAM_DB_LOCK_TIMEOUT", "0")
+    monkeypatch.setenv("ENGRAM_DB_CONNECT_TIMEOUT", "0")
+    monkeypatch.setenv("ENGRAM_DB_NETWORK_TIMEOUT", "0")
+    # 0: no bound (PostgreSQL's own 0; no connect timeout, no keepalives set)
+    assert database_bounds() == {"options": "-c statement_timeout=2500 -c lock_timeout=0"}
+    monkeypatch.setenv("ENGRAM_DB_NETWORK_TIMEOUT", "60")
+    assert database_bounds()["keepalives_idle"] == 20
+    assert database_bounds()["tcp_user_timeout"] == 60000
+    monkeypatch.setenv("ENGRAM_DB_LOCK_TIMEOUT", "-1")
+    with pytest.raises(ImproperlyConfigured, match="ENGRAM_DB_LOCK_TIMEOUT"):
+        database_bounds()
