@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 
 import psycopg
@@ -18,7 +19,9 @@ from django.db import connection
 from django.db.models.signals import pre_migrate
 
 from memory.models import Message
+from tests.stack import wait_until
 from tests.test_faults import chat, client, running_stack
+from tests.upstream import Reply, openai_stream
 
 
 @contextlib.contextmanager
@@ -91,6 +94,49 @@ def test_a_request_whose_table_is_locked_is_answered_503_not_held(
         "Before the lock.",
     ]
     assert Message.objects.filter(conversation__external_id="locked").count() == 4
+
+
+def test_an_answer_whose_store_meets_a_lock_is_stored_once_the_lock_goes(
+    transactional_db, tmp_path, owner, upstream
+):
+    """The answer's store cancelled by the lock bound is tried again (as while the database is
+    down: memory.turn.pipeline._until_stored), not lost and not stored twice; the client gets
+    its whole answer."""
+    pieces = [f"piece {i} " for i in range(8)]
+    upstream.script(Reply(stream=openai_stream(pieces), delay=0.1))
+    headers = {"x-user-id": "ana", "x-conversation-id": "midway"}
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "Go"}]}
+    locked, held = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with table_locked("memory_message"):
+            locked.set()
+            held.wait(3)  # three lock bounds and more: the store is cancelled, tried again
+
+    holder = threading.Thread(target=hold)
+    with running_stack(
+        tmp_path, ENGRAM_DB_LOCK_TIMEOUT="1", OPENAI_BASE_URL=upstream.url + "/v1"
+    ) as stack:
+        stack.web()
+        with (
+            client(stack, owner[1], **headers) as http,
+            http.stream("POST", "/v1/chat/completions", json=body) as response,
+        ):
+            frames = []
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    frames.append(line)
+                    if len(frames) == 3:  # the turn's request is stored; its answer is coming
+                        holder.start()
+                        assert locked.wait(10)
+        holder.join()
+        assert response.status_code == 200 and frames[-1] == "data: [DONE]"
+        answers = Message.objects.filter(conversation__external_id="midway", role="assistant")
+        wait_until(answers.exists, timeout=30, what="the answer stored after the lock went")
+        assert "storing an answer: database unavailable" in stack.log("web")  # it was cancelled
+    assert list(answers.values_list("content", flat=True)) == ["".join(pieces)]
+    stored = Message.objects.filter(conversation__external_id="midway", role="user")
+    assert list(stored.values_list("content", flat=True)) == ["Go"]
 
 
 def _show(name: str) -> str:
