@@ -69,6 +69,48 @@ def _connections_as_a_request(sender=None, **kwargs: object) -> None:
     close_old_connections()
 
 
+@signals.celeryd_init.connect
+def _unbounded(**kwargs: object) -> None:
+    """The worker's connections without the statement and lock bounds a request has: its tasks
+    are bounded by their hard time limits (config.common.database says why). `celery worker`
+    only, before its pool processes start and before any connection is made."""
+    from config.common import database
+
+    database.lift()
+
+
+@signals.celeryd_init.connect
+def _warnings_logged(**kwargs: object) -> None:
+    """A Python warning (Celery's SecurityWarning for a worker run as root, a library's
+    deprecation) as a log line like the rest (settings.LOGGING, configured by now): warnings
+    came before Celery's own logging set-up routes them to logging, and Python printed them on
+    stderr, over several lines no log pipeline could read as one event."""
+    logging.captureWarnings(True)
+
+
+@signals.celeryd_after_setup.connect
+def _banner_logged(sender: str, instance, **kwargs: object) -> None:
+    """The worker's start as one log line with what its banner said (the banner, ASCII art
+    and 20-odd plain lines on stdout amid the JSON ones, is not printed: as `--quiet`)."""
+    import celery
+
+    app = instance.app
+    pool = instance.pool_cls if isinstance(instance.pool_cls, str) else instance.pool_cls.__module__
+    instance.quiet = True  # read right after this signal: no banner
+    logging.getLogger("celery.apps.worker").info(
+        "%s starting",
+        sender,
+        extra={
+            "celery": celery.__version__,
+            "transport": app.connection().as_uri(),  # its password masked
+            "concurrency": instance.concurrency,
+            "pool": pool.rsplit(".", 1)[-1],
+            "queues": ",".join(sorted(app.amqp.queues.consume_from)),
+            "tasks": ",".join(sorted(n for n in app.tasks if not n.startswith("celery."))),
+        },
+    )
+
+
 @signals.worker_process_init.connect
 def _warm_up(**kwargs: object) -> None:
     """Each pool process loads what its tasks use (the embedding model, the tokenizer) as it

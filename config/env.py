@@ -55,3 +55,45 @@ def web_processes() -> int:
             f"ENGRAM_WEB_PROCESSES={raw!r}: a number of processes, 1 or more"
         )
     return int(raw)
+
+
+def database_bounds() -> dict[str, object]:
+    """What bounds a wait on the database, as libpq connection parameters (`options` holds the
+    server-side ones, `-c name=value` each): config.common.database says who lifts which.
+
+    ENGRAM_DB_STATEMENT_TIMEOUT / ENGRAM_DB_LOCK_TIMEOUT (seconds, 0: none): PostgreSQL cancels
+    a statement that runs, or waits for a lock, longer. ENGRAM_DB_CONNECT_TIMEOUT: a connection
+    not made by then fails. ENGRAM_DB_NETWORK_TIMEOUT: a connection whose server stopped
+    answering (a partition, a host gone: no FIN, no reset) fails after about that long, by TCP
+    keepalives while it waits for an answer and the kernel's user timeout while what it sent
+    is unacknowledged; a server that is merely slow acknowledges both, so no statement of any
+    length is cut by it."""
+    statement = env.float("ENGRAM_DB_STATEMENT_TIMEOUT", default=30.0)
+    lock = env.float("ENGRAM_DB_LOCK_TIMEOUT", default=10.0)
+    connect = env.float("ENGRAM_DB_CONNECT_TIMEOUT", default=5.0)
+    network = env.float("ENGRAM_DB_NETWORK_TIMEOUT", default=30.0)
+    for name, value in (
+        ("ENGRAM_DB_STATEMENT_TIMEOUT", statement),
+        ("ENGRAM_DB_LOCK_TIMEOUT", lock),
+        ("ENGRAM_DB_CONNECT_TIMEOUT", connect),
+        ("ENGRAM_DB_NETWORK_TIMEOUT", network),
+    ):
+        if value < 0:
+            raise ImproperlyConfigured(f"{name}={value:g}: seconds, 0 for no bound")
+    bounds: dict[str, object] = {
+        "options": f"-c statement_timeout={round(statement * 1000)} "
+        f"-c lock_timeout={round(lock * 1000)}",
+    }
+    if connect:
+        # libpq's unit is whole seconds, and it takes less than 2 as 2.
+        bounds["connect_timeout"] = max(2, round(connect))
+    if network:
+        # Quiet for a third of it, then 4 probes 1/6 of it apart: about `network` in all.
+        bounds |= {
+            "keepalives": 1,
+            "keepalives_idle": max(1, round(network / 3)),
+            "keepalives_interval": max(1, round(network / 6)),
+            "keepalives_count": 4,
+            "tcp_user_timeout": round(network * 1000),
+        }
+    return bounds

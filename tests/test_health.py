@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -129,15 +130,16 @@ def test_worker_log_lines_are_json_without_the_tasks_arguments(transactional_db,
     task's traceback spread over many lines no log pipeline could parse as one event, with no
     request id field. Now Django's LOGGING holds there too: one JSON object a line; and the
     task's arguments (an end user's id here), which Celery hands its log records as `data`,
-    stay out of them."""
+    stay out of them. Its start-up banner and Python's warnings are JSON lines as well."""
     import json
 
     from config.celery import app
-    from tests.stack import wait_until
+    from tests.stack import wait_until, worker_args
     from tests.test_faults import running_stack
 
-    with running_stack(tmp_path) as stack:
-        stack.worker()
+    # At INFO, as make run and docker-compose run it (the test settings log from WARNING).
+    with running_stack(tmp_path, DJANGO_SETTINGS_MODULE="config.settings.base") as stack:
+        stack._spawn("worker", worker_args("--without-mingle", "--loglevel", "INFO"), None)
         with app.connection_for_write(stack.redis.url) as conn:
             app.send_task(
                 "completions.usage_forget_user",
@@ -148,8 +150,17 @@ def test_worker_log_lines_are_json_without_the_tasks_arguments(transactional_db,
         wait_until(lambda: "stray" in stack.log("worker"), timeout=60, what="the task's failure")
         log = stack.log("worker")
     assert "alice@example.com" not in log
-    # (Celery's start-up banner is printed, not logged.)
-    assert not [line for line in log.splitlines() if line.startswith(("Traceback", "  File "))]
+    # Every line is one: Celery's start-up banner (ASCII art, its configuration and tasks on
+    # 25 plain lines) and Python's warnings (Celery's SecurityWarning under root: 7 lines on
+    # stderr) were printed beside the JSON lines.
+    entries = [json.loads(line) for line in log.splitlines() if line.strip()]
+    [start] = [e for e in entries if e["message"].endswith(" starting")]
+    assert start["logger"] == "celery.apps.worker" and start["pool"] == "thread"
+    assert "accounts.workspace_delete" in start["tasks"].split(",")
+    assert set(start["queues"].split(",")) == {"default", "memory", "knowledge"}
+    if os.geteuid() == 0:
+        [warned] = [e for e in entries if e["logger"] == "py.warnings"]
+        assert "SecurityWarning" in warned["message"], warned
     failed = [json.loads(line) for line in log.splitlines() if "stray" in line]
     assert len(failed) == 1 and failed[0]["level"] == "ERROR", failed
     assert "Traceback" in failed[0]["exc"] and "request_id" in failed[0]

@@ -6,7 +6,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from config.celery import BROKER_SOCKET_TIMEOUT, VISIBILITY_TIMEOUT
-from config.env import BASE_DIR, context_windows, env, service_urls
+from config.env import BASE_DIR, context_windows, database_bounds, env, service_urls
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-engram-secret-change-me")
 # Pepper for API key digests; a separate secret so rotating Django's does not void keys.
@@ -93,14 +93,26 @@ if env.bool("ENGRAM_DB_POOL", default=True):
         # and requests after the database came back waited for the next one and got 503s.
         "reconnect_timeout": 2.0,
     }
+# Every connection is bounded (config.env.database_bounds): a request whose database stalled (a
+# lock another transaction held, a server that stopped answering with the socket still open)
+# waited forever, holding its client and the thread the chat path's database work shares
+# (config.common.orm). Now the statement is cancelled, its transaction rolled back, and the
+# request answered 503 database_unavailable. Migrations and the worker lift the statement and
+# lock bounds, an erasure its statement bound (config.common.database says why). A parameter of
+# DATABASE_URL (?connect_timeout=...) wins over these.
+DATABASE_BOUNDS = database_bounds()
+DATABASES["default"]["OPTIONS"] = {
+    **{k: v for k, v in DATABASE_BOUNDS.items() if k != "options"},
+    **DATABASES["default"].get("OPTIONS", {}),
+}
 # The chunk graph index (memory.retrieval.chunks): 200 candidates per graph search, and a
 # filtered scan that goes on past chunks outside the caller's collections until it has enough.
 # Measured (bench/README.md): at 10k chunks the vector side took p50 8.5 ms through the graph
 # against 14.5 ms exact; the graph found 97% of the exact top 10 (96% of the top 50) on MiniLM
 # vectors of the bench's prose, 87% on random vectors; ef_search 500 found 99% in 4.5 ms, 100
 # found 92%. Set per connection: no statement pays for it.
-DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
-    "-c hnsw.ef_search=200 -c hnsw.iterative_scan=relaxed_order"
+DATABASES["default"]["OPTIONS"]["options"] = (
+    f"-c hnsw.ef_search=200 -c hnsw.iterative_scan=relaxed_order {DATABASE_BOUNDS['options']}"
 )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

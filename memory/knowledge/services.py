@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.common import coherence
+from config.common import coherence, database
 from config.common.errors import Invalid, TooLarge, Unsupported
 from config.common.rows import lock_existing, lock_if_present
 from memory.knowledge import parsing as extraction
@@ -100,6 +100,7 @@ def collection_update(
 @transaction.atomic
 def collection_delete(*, workspace: Workspace, collection: Collection) -> None:
     assert collection.workspace_id == workspace.id
+    database.long_statements()  # every chunk of every document, in this transaction
     # The collection's row and its documents' first, as document_delete does.
     if not lock_if_present(collection):
         return

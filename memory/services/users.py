@@ -9,6 +9,7 @@ from accounts.models import Workspace
 from completions.services import usage_erase
 from completions.tools.models import Execution
 from config.admin_log import log_entries_delete
+from config.common import database
 from memory.models import (
     Conversation,
     Memory,
@@ -69,6 +70,7 @@ def jobs_still_held(jobs: list[ProcessingJob]) -> set[str]:
 
 @transaction.atomic
 def user_delete(*, workspace: Workspace, user_id: str) -> dict[str, int]:
+    database.long_statements()  # all the user's rows, however many, in this transaction
     user_lock(workspace_id=workspace.id, user_id=user_id, exclusive=True)
     scope = {"workspace": workspace, "user_id": user_id}
     _log_entries_delete(scope)
@@ -158,6 +160,7 @@ def _conversation_delete(
     from memory.services.memories import memory_delete
 
     user_id = conversation.user_id
+    database.long_statements()  # all its messages, however many, in this transaction
     user_lock(workspace_id=workspace.id, user_id=user_id, exclusive=True)
     memories = list(_derived_only_from(workspace=workspace, conversation=conversation))
     for memory in memories:

@@ -1,0 +1,12 @@
+"""Django's `migrate`, without the database bounds a request has (config.common.database): a
+migration may build an index or rewrite a table for longer than a request should wait."""
+
+from django.core.management.commands import migrate
+
+from config.common import database
+
+
+class Command(migrate.Command):
+    def handle(self, *args, **options):
+        with database.migrating():
+            return super().handle(*args, **options)
