@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -19,6 +23,7 @@ from django.db import connection
 from django.db.models.signals import pre_migrate
 
 from memory.models import Message
+from tests.processes import ROOT
 from tests.stack import wait_until
 from tests.test_faults import chat, client, running_stack
 from tests.upstream import Reply, openai_stream
@@ -250,3 +255,40 @@ def test_the_bounds_are_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("ENGRAM_DB_LOCK_TIMEOUT", "-1")
     with pytest.raises(ImproperlyConfigured, match="ENGRAM_DB_LOCK_TIMEOUT"):
         database_bounds()
+
+
+def test_two_migrations_run_at_once_on_a_new_database_both_succeed():
+    """Two `migrate` runs on one database (two `make run` on one DATABASE_URL; a deploy's job
+    beside a developer's) each created the same tables, and the second failed on PostgreSQL's
+    catalog (`duplicate key value violates unique constraint "pg_type_typname_nsp_index"`).
+    They now take turns: both succeed, the second finding nothing left to do."""
+    db = connection.settings_dict
+    name = f"engram_migrate_{uuid.uuid4().hex[:8]}"
+    admin = dict(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname="postgres")
+    with psycopg.connect(**admin, autocommit=True) as server:
+        server.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.base",
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}",
+        }
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [run.communicate(timeout=300)[0] for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], outputs
+        with psycopg.connect(**{**admin, "dbname": name}) as migrated:
+            applied = migrated.execute("SELECT count(*) FROM django_migrations").fetchone()[0]
+        assert applied > 0
+    finally:
+        with psycopg.connect(**admin, autocommit=True) as server:
+            server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -21,6 +21,7 @@ only when the server stops answering, never a slow statement.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 from django.db import connection, connections
@@ -71,3 +72,31 @@ def _set_options(alias: str, options: str) -> None:
     # PostgreSQL's wrapper makes its pool at first use and keeps it on the class, by alias.
     if alias in getattr(type(db), "_connection_pools", {}):
         db.close_pool()  # type: ignore[attr-defined]  # the PostgreSQL backend's own
+
+
+# The advisory lock `manage.py migrate` holds: any key no other lock in Engram uses.
+MIGRATE_LOCK = "engram:migrate"
+MIGRATE_LOCK_POLL_SECONDS = 0.5
+
+
+@contextlib.contextmanager
+def one_migration_at_a_time(alias: str) -> Iterator[None]:
+    """Two `migrate` runs on one database (two `make run` on one DATABASE_URL, a deploy's
+    migrate job beside a developer's) wait for each other: run together, both create the same
+    tables and the second fails (`duplicate key … pg_type_typname_nsp_index`). A session lock:
+    a killed run's connection ends, and its lock with it. Tried, not waited for: a waiting
+    statement holds a snapshot, and the other run's CREATE INDEX CONCURRENTLY waits for every
+    older snapshot to end (a deadlock, PostgreSQL's)."""
+    db = connections[alias]
+    while True:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [MIGRATE_LOCK])
+            if cursor.fetchone()[0]:
+                break
+        time.sleep(MIGRATE_LOCK_POLL_SECONDS)
+    try:
+        yield
+    finally:
+        if db.connection is not None:  # a closed connection released the lock already
+            with db.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [MIGRATE_LOCK])
