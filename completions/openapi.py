@@ -397,7 +397,7 @@ class ChatCompletionsDoc(APIView):
         "`context_length_exceeded`: the request's own messages, tools and `max_tokens` cannot "
         "fit the model's known window (answered without calling the upstream); or the "
         "upstream's own 400.",
-        401: "A missing or unknown key (or the upstream refused its key).",
+        401: "A missing or unknown key (an upstream refusing Engram's own key is a 502, below).",
         403: "An operator key, `x-workspace-id` naming another workspace, or an end-user "
         "token with an `x-user-id` or `user` naming another user (`user_mismatch`).",
         404: "A collection in `x-collection-ids` that is not the workspace's, an unknown or "

@@ -444,11 +444,13 @@ async def relay(
         return
     last_frames = tail.flush(turn.engram or None)
     if turn.engram and not last_frames:  # nothing held (no finish reason): a chunk of its own
+        # An upstream that sent no chunk at all gave no id, created or model to copy: Engram's
+        # own, as OpenAI's schema requires them (strict clients refused nulls).
         head = assembler.head or {}
         last_frames = own_chunk(
-            stream_id=head.get("id"),
-            created=head.get("created"),
-            model=model or head.get("model"),
+            stream_id=head.get("id") or stream_id,
+            created=head.get("created") or int(time.time()),
+            model=model or head.get("model") or client_model,
             choices=[],
             engram=turn.engram,
         )

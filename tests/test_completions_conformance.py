@@ -481,3 +481,27 @@ def test_an_error_under_status_200_quoting_engrams_provider_key_is_relayed_witho
         client.chat.completions.create(model="gpt-4o-mini", messages=_user())
     assert info.value.status_code == 502 and "denied for Bearer ***" in info.value.message
     assert key not in info.value.response.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [429, 503])
+def test_an_upstreams_x_should_retry_false_is_obeyed_and_passed_on(
+    engram_server, owner, upstream, settings, status, stream
+):
+    """OpenAI's servers say `x-should-retry: false` where a retry cannot help, and the SDKs obey
+    it: Engram dropped the header, retried the refusal itself, and the client's SDK retried the
+    502 or 429 again (nine requests for one refusal)."""
+    settings.ENGRAM_UPSTREAM_RETRIES = 2
+    settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
+    refusal = Reply(
+        status=status,
+        headers={"x-should-retry": "false"},
+        json={"error": {"message": "Do not ask again.", "type": "server_error"}},
+    )
+    upstream.script(*[refusal] * 9)
+    sdk = openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], timeout=20)
+    with pytest.raises(openai.APIStatusError) as info:
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=_user(), stream=stream)
+    assert info.value.status_code == (502 if status >= 500 else status)
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.chat_requests()) == 1

@@ -137,6 +137,28 @@ def test_a_stream_without_done_is_complete_once_its_answer_says_why_it_stopped(h
     assert "ended before it was complete" in json.loads(lines[-2][6:])["error"]["message"]
 
 
+def test_engrams_own_last_chunk_is_a_whole_chunk_when_the_upstream_sent_none(
+    engram_server, owner, upstream
+):
+    """An upstream stream of only [DONE] (a proxy's empty answer): the chunk Engram adds to
+    carry its `engram` block had a null id, created and model, which OpenAI's schema does not
+    allow (the SDK's strict validation refused the stream)."""
+    upstream.script(Reply(stream=["[DONE]"]))
+    strict = openai.OpenAI(
+        base_url=engram_server.url + "/v1",
+        api_key=owner[1],
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+    chunks = list(
+        strict.chat.completions.create(model="gpt-4o-mini", messages=BODY["messages"], stream=True)
+    )
+    (last,) = chunks
+    assert last.id.startswith("chatcmpl-") and isinstance(last.created, int)
+    assert last.model == "gpt-4o-mini" and last.choices == []
+    assert last.model_extra["engram"]["request_id"]
+
+
 def test_upstream_error_event_is_relayed_as_one_frame(http, upstream):
     chunks = openai_stream(["a"])[:2] + [
         {"error": {"message": "overloaded", "type": "server_error"}}

@@ -346,7 +346,10 @@ def _json_text(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)[:500]
 
 
-RETRY_HEADERS = ("retry-after", "retry-after-ms")  # passed on to the client with a refusal
+# Passed on to the client with a refusal. `x-should-retry` is how OpenAI's and Anthropic's
+# servers tell their SDKs whether a retry can help; dropped, an upstream's "false" was retried
+# by Engram (`_final` reads it here) and then again by the client's SDK.
+RETRY_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 
 
 def retry_after_of(headers: Mapping[str, str]) -> str | None:
