@@ -439,6 +439,11 @@ OFFLINE_FACTS += [
     ("I'm happy.", []),
     ("I'm Sam's mother.", ["User is Sam's mother."]),
     ("I'm Dutch.", ["User is Dutch."]),
+    ("Hey, I'm Sam and I teach maths.", ["User's name is Sam.", "User teaches maths."]),
+    (
+        "I'm Lena, I'm a vet and I live in Graz.",
+        ["User's name is Lena.", "User is a vet.", "User lives in Graz."],
+    ),
     ("Call me tomorrow.", []),
     ("Don't call me Sam.", []),
     # written all in lowercase: the pronoun and the names a slot reads
@@ -510,6 +515,7 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
         "I'm not " * n: 0,
         "I stopped " * n: 0,
         "I quit my job at " + "A" * 2 * n: 1,
+        "I'm Sam, " * n + "I'm 40.": 1,  # an introduction is split off once
     }
     for text, count in hostile.items():
         assert len(offline_extract(text, subject="User", today=dt.date(2023, 5, 8))) == count

@@ -785,6 +785,8 @@ _NAME = r"([A-Z][a-z]+(?:-[A-Z][a-z]+)?(?: [A-Z][a-z]+(?:-[A-Z][a-z]+)?)?)"
 # ("I'm Sam, a nurse", "I'm Sam from Leeds"); "I'm Sam's mother" or "I'm Dutch" does not.
 _NAME_ENDS = r"(?=\s*(?:[.!,;]|$)|\s+(?:and|from|here|btw|by the way)\b)"
 _NAME_INTRO = re.compile(r"^(?:I'm|I am|Im) " + _NAME + _NAME_ENDS)
+# what follows an introduction's name as a statement of its own: "I'm Lena, I'm a vet"
+_AFTER_NAME = re.compile(r"\s*[,;]\s+(?=(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b)")
 # "Call me Sam", "Please call me Sam", "My friends call me Sam": said before the filters that
 # drop a request or a statement without "I" or "my".
 _CALL_ME = re.compile(
@@ -1123,11 +1125,22 @@ def sentences(text: str) -> list[str]:
 def clauses(sentence: str) -> list[str]:
     """'I live in Paris and I love jazz' -> two facts."""
     # without its opener: the "so" of "ok so I'm a nurse and I live in York" joins nothing
-    parts = [p.strip() for p in _CLAUSE.split(_OPENER.sub("", sentence)) if p and p.strip()]
+    said = _OPENER.sub("", sentence)
+    # "I'm Lena, I'm a vet": an introduction is a statement of its own, its name one slot
+    if (name := _NAME_INTRO.match(said)) and (rest := _AFTER_NAME.match(said, name.end())):
+        return [said[: name.end()], *_clauses(said[rest.end() :])]
+    return _clauses(sentence)
+
+
+def _clauses(sentence: str) -> list[str]:
+    said = _OPENER.sub("", sentence)
+    parts = [p.strip() for p in _CLAUSE.split(said) if p and p.strip()]
     # Only when each part is a statement of the user's own: "Dancing makes me so happy, and
     # now I get to share that" stays whole (its first part alone would be dropped, and its
-    # second points back).
-    each_stands = all(len(p.split()) >= 3 and _SELF.search(p) for p in parts)
+    # second points back). An introduction stands in two words ("I'm Sam and I teach").
+    each_stands = all(
+        (len(p.split()) >= 3 or _NAME_INTRO.match(p)) and _SELF.search(p) for p in parts
+    )
     return parts if each_stands else [sentence]
 
 
