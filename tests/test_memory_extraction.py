@@ -90,6 +90,24 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
     assert home.sources.count() == 2
 
 
+def test_a_negation_leaves_what_it_does_not_deny(offline, django_capture_on_commit_callbacks):
+    """"I no longer live in Paris" said while living in Berlin ends nothing; nor does "I don't
+    have a cat anymore" end the sister's cat."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "ines", "I live in Berlin.", "My sister has a cat named Tom.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    say(workspace, "ines", "I no longer live in Paris.", "I don't have a cat anymore.")
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done"
+    assert set(Memory.objects.filter(user_id="ines").values_list("text", flat=True)) == {
+        "User lives in Berlin.",
+        "User's sister has a cat named Tom.",
+        "User no longer lives in Paris.",
+        "User doesn't have a cat anymore.",
+    }
+    assert not MemoryEvent.objects.filter(event="UPDATE").exists()
+
+
 def test_a_fact_edited_by_hand_is_set_again_when_the_user_restates_it(
     offline, django_capture_on_commit_callbacks
 ):
@@ -478,6 +496,7 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
         ("I no longer live in Paris.", "User lives in Berlin.", False),
         ("I don't have a cat anymore.", "User has a cat named Miso.", True),
         ("I don't have a cat anymore.", "User is allergic to cats.", False),
+        ("I don't have a cat anymore.", "User's sister has a cat.", False),
         ("I don't have a cat anymore.", "User doesn't have a cat anymore.", False),
         ("I'm not vegetarian anymore.", "User is vegetarian.", True),
         ("I'm not vegetarian anymore.", "User loves vegetarian food.", False),
@@ -490,7 +509,7 @@ def test_a_negation_ends_only_the_memory_that_says_what_it_denies(said, memory, 
     from memory.background.extraction import offline
 
     [fact] = offline.extract(said, subject="User", today=dt.date(2023, 5, 8)) or [offline.Fact("")]
-    assert offline.ends(fact, memory) is ends
+    assert offline.ends(fact, memory, "User") is ends
 
 
 def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():

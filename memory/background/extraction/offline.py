@@ -727,11 +727,14 @@ def _ends(sentence: str, subject: str, today: dt.date) -> tuple[Ends | None, boo
     return Ends(said, words, kind, slot, value), past
 
 
-def ends(fact: Fact, memory_text: str) -> bool:
-    """Whether `memory_text` says what `fact` denies: all its content words, and a verb of its
-    kind ("User is allergic to cats" is not what "I don't have a cat anymore" ends)."""
+def ends(fact: Fact, memory_text: str, subject: str) -> bool:
+    """Whether `memory_text` says what `fact` denies: of the subject itself ("User's sister
+    has a cat" is no one's the user can end), all its content words, and a verb of its kind
+    ("User is allergic to cats" is not what "I don't have a cat anymore" ends)."""
     denied = fact.ends
     if denied is None or not denied.words or _DENIES.search(memory_text):
+        return False
+    if not memory_text.startswith(subject + " "):
         return False
     if not denied.words <= content_words(memory_text):
         return False

@@ -332,7 +332,7 @@ def _ended(store: UserMemories, fact: offline.Fact, subject: str, vector: list) 
             memory
             for memory, _ in store.nearest(vector, k=NEAR, min_similarity=ENDS_SIMILARITY)
             if (memory.metadata or {}).get("subject", subject) == subject
-            and offline.ends(fact, memory.text)
+            and offline.ends(fact, memory.text, subject)
         ),
         None,
     )
