@@ -91,7 +91,7 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
 
 
 def test_a_negation_leaves_what_it_does_not_deny(offline, django_capture_on_commit_callbacks):
-    """"I no longer live in Paris" said while living in Berlin ends nothing; nor does "I don't
+    """ "I no longer live in Paris" said while living in Berlin ends nothing; nor does "I don't
     have a cat anymore" end the sister's cat."""
     workspace, _ = make_workspace()
     conv = say(workspace, "ines", "I live in Berlin.", "My sister has a cat named Tom.")
