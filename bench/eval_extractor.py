@@ -52,7 +52,7 @@ def written(text: str, subject: str, today: dt.date, embedder) -> list[str]:
     vectors = embedder.embed(
         [memory_search_text(text=f.text, when=f.event_date or today) for f in facts]
     )
-    kept, _ = without_remarks(facts, vectors, [f.slot for f in facts], embedder)
+    kept, _ = without_remarks(facts, vectors, [f.slot_touched for f in facts], embedder)
     return [f.text for f in kept]
 
 

@@ -90,6 +90,24 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
     assert home.sources.count() == 2
 
 
+def test_a_negation_leaves_what_it_does_not_deny(offline, django_capture_on_commit_callbacks):
+    """ "I no longer live in Paris" said while living in Berlin ends nothing; nor does "I don't
+    have a cat anymore" end the sister's cat."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "ines", "I live in Berlin.", "My sister has a cat named Tom.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    say(workspace, "ines", "I no longer live in Paris.", "I don't have a cat anymore.")
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done"
+    assert set(Memory.objects.filter(user_id="ines").values_list("text", flat=True)) == {
+        "User lives in Berlin.",
+        "User's sister has a cat named Tom.",
+        "User no longer lives in Paris.",
+        "User doesn't have a cat anymore.",
+    }
+    assert not MemoryEvent.objects.filter(event="UPDATE").exists()
+
+
 def test_a_fact_edited_by_hand_is_set_again_when_the_user_restates_it(
     offline, django_capture_on_commit_callbacks
 ):
@@ -397,7 +415,7 @@ OFFLINE_FACTS = [
     ("I work at AT&T.", ["User works at AT&T."]),
     # a greeting is an opener, not part of the fact
     ("Hey there, I'm a nurse from Ohio.", ["User is a nurse from Ohio."]),
-    ("Hi, I'm Sam!", []),
+    ("Hi, I'm Sam!", ["User's name is Sam."]),
     # a secret's value is never remembered; a fact that names none is
     ("My password is hunter2.", []),
     ("My API key is sk-abc123def456.", []),
@@ -429,12 +447,97 @@ OFFLINE_FACTS = [
 ]
 
 
+OFFLINE_FACTS += [
+    # an introduction names the user; a feeling, a relation or a nationality does not
+    ("I'm Sam.", ["User's name is Sam."]),
+    ("I am Sam Lee and I live in Oslo.", ["User's name is Sam Lee.", "User lives in Oslo."]),
+    ("Call me Sam.", ["User's name is Sam."]),
+    ("Please call me Sam from now on.", ["User's name is Sam."]),
+    ("I'm tired.", []),
+    ("I'm happy.", []),
+    ("I'm Sam's mother.", ["User is Sam's mother."]),
+    ("I'm Dutch.", ["User is Dutch."]),
+    ("Hey, I'm Sam and I teach maths.", ["User's name is Sam.", "User teaches maths."]),
+    (
+        "I'm Lena, I'm a vet and I live in Graz.",
+        ["User's name is Lena.", "User is a vet.", "User lives in Graz."],
+    ),
+    ("Call me tomorrow.", []),
+    ("Don't call me Sam.", []),
+    # written all in lowercase: the pronoun and the names a slot reads
+    ("i live in berlin and i work at acme", ["User lives in Berlin.", "User works at Acme."]),
+    ("i moved from london to new york", ["User lives in New York (moved from London)."]),
+    ("my name is sam, i work for a startup", ["User's name is Sam."]),
+    ("i live in a flat with my dog", ["User lives in a flat with their dog."]),
+    ("ok so i'm a nurse and i live in york", ["User is a nurse.", "User lives in York."]),
+    (
+        "i always name the counter `i` in my scripts",
+        ["User always names the counter `i` in their scripts."],
+    ),
+    # a negation or cessation is written as said (what it ends: test_memory_recall_http)
+    ("I no longer live in Paris.", ["User no longer lives in Paris."]),
+    ("I quit my job at Acme.", ["User quit their job at Acme."]),
+    ("I'm not vegetarian anymore.", ["User is not vegetarian anymore."]),
+]
+
+
 @pytest.mark.parametrize(("said", "facts"), OFFLINE_FACTS)
 def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
     from memory.background.extraction.offline import extract as offline_extract
 
     found = offline_extract(said, subject="User", today=dt.date(2023, 5, 8))
     assert [f.text for f in found] == facts
+
+
+@pytest.mark.parametrize(
+    ("said", "memory", "ends"),
+    [
+        ("I no longer live in Paris.", "User lives in Paris (moved there in 2019).", True),
+        ("I no longer live in Paris.", "User lives in Berlin.", False),
+        ("I don't have a cat anymore.", "User has a cat named Miso.", True),
+        ("I don't have a cat anymore.", "User is allergic to cats.", False),
+        ("I don't have a cat anymore.", "User's sister has a cat.", False),
+        ("I don't have a cat anymore.", "User doesn't have a cat anymore.", False),
+        ("I'm not vegetarian anymore.", "User is vegetarian.", True),
+        ("I'm not vegetarian anymore.", "User loves vegetarian food.", False),
+        ("I stopped eating meat.", "User eats meat every day.", True),
+        ("I'm no longer working at Initech.", "User works at Initech.", True),
+        ("I don't know.", "User knows.", False),
+    ],
+)
+def test_a_negation_ends_only_the_memory_that_says_what_it_denies(said, memory, ends):
+    from memory.background.extraction import offline
+
+    [fact] = offline.extract(said, subject="User", today=dt.date(2023, 5, 8)) or [offline.Fact("")]
+    assert offline.ends(fact, memory, "User") is ends
+
+
+def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
+    """The patterns of names, lowercase and negations on text built to make a regex try again
+    from every position (each nested quantifier over the same characters did, before: 100,000
+    letters took 26 s). What matters is that each returns; what it finds is checked too."""
+    from memory.background.extraction.offline import extract as offline_extract
+
+    n = 50_000
+    hostile = {
+        "i " * n: 0,
+        "i live in " * n: 0,
+        "i live in " + "berlin " * n: 0,
+        "I'm " + "Sam " * n: 0,
+        "I'm S" + "a" * 2 * n: 1,
+        "I'm " + "Sam-" * n: 0,
+        "please " * n + "call me Sam": 0,
+        "call me " * n: 0,
+        "I don't " * n: 0,
+        "I don't have a cat" + " anymore" * n: 0,
+        "I'm not vegan" + ", now" * n: 0,
+        "I'm not " * n: 0,
+        "I stopped " * n: 0,
+        "I quit my job at " + "A" * 2 * n: 1,
+        "I'm Sam, " * n + "I'm 40.": 1,  # an introduction is split off once
+    }
+    for text, count in hostile.items():
+        assert len(offline_extract(text, subject="User", today=dt.date(2023, 5, 8))) == count
 
 
 def test_distinct_facts_stay_distinct_and_restatements_merge(

@@ -132,3 +132,74 @@ def test_an_answer_says_which_memories_it_was_given_and_why(
     assert http.delete(f"/v1/memories/{allergy['id']}").status_code in (200, 204)
     again = http.post("/v1/chat/completions", json=body, headers=headers).json()
     assert allergy["id"] not in [m["id"] for m in again["engram"]["memories"]]
+
+
+def test_saying_a_fact_is_no_longer_so_supersedes_its_memory(
+    http, celery_worker, offline_extraction
+):
+    """ "I no longer live in Paris" left "User lives in Paris." recalled beside it; the memory
+    it denies is now updated to it, as a move updates the old place (its history kept)."""
+    tell(
+        http,
+        "noor",
+        "c1",
+        "I live in Paris.",
+        "I have a cat named Miso.",
+        "I'm vegetarian.",
+        "I work at Acme.",
+        "I love jazz.",
+    )
+    before = {m["text"]: m["id"] for m in memories(http, "noor")}
+    assert set(before) == {
+        "User lives in Paris.",
+        "User has a cat named Miso.",
+        "User is vegetarian.",
+        "User works at Acme.",
+        "User loves jazz.",
+    }
+    tell(
+        http,
+        "noor",
+        "c2",
+        "I no longer live in Paris.",
+        "I don't have a cat anymore.",
+        "I'm not vegetarian anymore.",
+        "I quit my job at Acme.",
+    )
+    after = {m["text"]: m["id"] for m in memories(http, "noor")}
+    assert after == {
+        "User no longer lives in Paris.": before["User lives in Paris."],
+        "User doesn't have a cat anymore.": before["User has a cat named Miso."],
+        "User is not vegetarian anymore.": before["User is vegetarian."],
+        "User quit their job at Acme.": before["User works at Acme."],
+        "User loves jazz.": before["User loves jazz."],
+    }
+    history = http.get(f"/v1/memories/{before['User lives in Paris.']}/history").json()["data"]
+    assert [(e["event"], e["new_text"]) for e in history] == [
+        ("ADD", "User lives in Paris."),
+        ("UPDATE", "User no longer lives in Paris."),
+    ]
+    # the place is empty now: a new one fills it, in the same memory
+    tell(http, "noor", "c3", "I live in Lyon.")
+    homes = [m for m in memories(http, "noor") if "lives in" in m["text"]]
+    assert [(m["id"], m["text"]) for m in homes] == [
+        (before["User lives in Paris."], "User lives in Lyon.")
+    ]
+
+
+def test_an_all_lowercase_message_yields_its_facts(http, celery_worker, offline_extraction):
+    tell(http, "lowe", "c1", "i live in berlin and i work at acme")
+    assert {m["text"] for m in memories(http, "lowe")} == {
+        "User lives in Berlin.",
+        "User works at Acme.",
+    }
+
+
+def test_an_introduction_names_the_user_and_a_feeling_does_not(
+    http, celery_worker, offline_extraction
+):
+    tell(http, "intro", "c1", "I'm Sam.", "I'm tired.", "I'm Dana's mother.")
+    assert {m["text"] for m in memories(http, "intro")} == {
+        "User's name is Sam.",
+        "User is Dana's mother.",
+    }

@@ -106,6 +106,20 @@ _EXPLICIT = re.compile(
 )
 
 
+@dataclass(frozen=True)
+class Ends:
+    """What a negation or cessation says is no longer so ("I no longer live in Paris"): the
+    statement it denies, as its content words (`words`) and the kind of its verb ("be",
+    "have" or ""), and, when that statement fills a slot, the slot and its value ("" when
+    any value: "I quit my job")."""
+
+    said: str  # the denied statement, in the first person: "I live in Paris"
+    words: frozenset[str]
+    verb: str = ""
+    slot: str = ""
+    value: str = ""
+
+
 @dataclass
 class Fact:
     text: str
@@ -113,6 +127,13 @@ class Fact:
     event_date: dt.date | None = None
     slot: str = ""
     value: str = ""
+    ends: Ends | None = None  # a memory saying what this denies is superseded by it
+
+    @property
+    def slot_touched(self) -> str:
+        """The slot the fact sets or ends ("I no longer live in Paris"), or "": one-valued
+        facts are never dropped as remarks (memory.background.extraction.remarks)."""
+        return self.slot or (self.ends.slot if self.ends else "")
 
 
 def _label(day: dt.date) -> str:
@@ -557,6 +578,173 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
     return "".join(out)
 
 
+# --- written without capitals -------------------------------------------------------------------
+
+# "i" as the pronoun, in any message ("i live in berlin", "and so do i"), not a letter of
+# something else ("i.e.", "part-i", "/i/", "`i`").
+_LOWER_I = re.compile(r"(?<![\w'\u2019\-./@#`])i\b(?![.\-/]\w)(?!`)")
+# Where a slot's value follows in an all-lowercase message ("i live in berlin", "i work at
+# acme", "my name is sam"): the words after it, up to three, capitalised as a name would be.
+_VALUE_CUE = re.compile(
+    r"\b(?:(?:live|living|based|moved|relocated)\s+(?:in|to|from)"
+    r"|(?:work|working)\s+(?:at|for)|(?:a\s+)?job\s+(?:at|with)|name\s+is)\s+"
+)
+_LOWER_WORD = re.compile(r"[a-z][a-z'\-]*")
+# Not a name's first word: a place or employer named by a common noun ("i live in a flat",
+# "i work for myself") is said as it is.
+_NOT_A_VALUE_START_WORDS = (
+    "a an the my our his her their your this that these those some home here there myself "
+    "ourselves it them him one"
+)
+_NOT_A_VALUE_START = set(_NOT_A_VALUE_START_WORDS.split())
+# A name ends where these start: "i live in berlin with my wife", "i work at acme now".
+_AFTER_A_VALUE_WORDS = """
+    and but or so now with since for as at in on near by from to because until last next this
+    these those then anymore today yesterday tomorrow currently still again too though while
+    when where which who that if after before i im i'm we my our right remotely full part
+    during every each since these days is was are were has have had who's
+    """
+_AFTER_A_VALUE = set(_AFTER_A_VALUE_WORDS.split())
+
+
+def _value_words(text: str, at: int) -> list[re.Match]:
+    """The words of a name that starts at `at`, up to three (none when it is no name)."""
+    taken: list[re.Match] = []
+    while len(taken) < 3:
+        word = _LOWER_WORD.match(text, at)
+        if not word or word.group(0) in _AFTER_A_VALUE:
+            break
+        if not taken and word.group(0) in _NOT_A_VALUE_START:
+            break
+        taken.append(word)
+        at = word.end()
+        if text[at : at + 1] != " ":
+            break
+        at += 1
+    return taken
+
+
+def _capitalised(text: str) -> str:
+    """An all-lowercase message, its pronoun "i" and the names a slot reads capitalised."""
+    text = _LOWER_I.sub("I", text)
+    if any(c.isupper() for c in text.replace("I", "")):
+        return text
+    out, pos = [], 0
+    for cue in _VALUE_CUE.finditer(text):
+        if cue.start() < pos:
+            continue
+        taken = _value_words(text, cue.end())
+        # "moved from london to paris": the second place too
+        if taken and "from" in cue.group(0) and text.startswith(" to ", taken[-1].end()):
+            taken += _value_words(text, taken[-1].end() + 4)
+        for word in taken:
+            out.append(text[pos : word.start()])
+            out.append(word.group(0).capitalize())
+            pos = word.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+# --- negations and cessations: what the user says is no longer so --------------------------------
+
+# Said after what is denied, not part of it: "I don't have a cat anymore".
+_TRAILING_ANYMORE = ("anymore", "any more", "any longer", "these days", "now", "though")
+_SOFTENER = r"(?:(?:really|actually|just|honestly|officially|now|finally|recently) )?"
+# "I no longer live in Paris", "I don't have a cat anymore", "I don't drink": the statement
+# denied is the rest with "I" ("I live in Paris"). Not a verb of the mind or of the talk: "I
+# don't know", "I don't think so" deny nothing said of the user.
+_DO_NOT = re.compile(
+    rf"^(I|We) {_SOFTENER}(?:no longer|don't|dont|do not|do no longer) {_SOFTENER}"
+    r"(?!(?:know|think|understand|remember|mind|care|see|mean|believe|agree|get|follow|"
+    r"recall|feel like|wanna|have (?:a|any) (?:clue|idea|time))\b)([a-z].*)$"
+)
+# "I'm not vegetarian anymore", "I am no longer married": the denied "I'm vegetarian". Not a
+# state of the moment about the talk ("I'm not sure").
+_AM_NOT = re.compile(
+    rf"^(I'm|I am|Im|We're|We are) {_SOFTENER}(?:no longer|not) {_SOFTENER}"
+    r"(?!(?:sure|certain|convinced|kidding|joking|asking|saying|talking|done|finished)\b)"
+    r"([A-Za-z].*)$"
+)
+# "I quit my job at Acme", "I left my job", "I resigned from my position with Initech": the
+# denied "I work at Acme" (any workplace when none is named).
+_LEFT_JOB = re.compile(
+    rf"^(?:I|We) {_SOFTENER}(?:quit|left|resigned from|lost) (?:my|our) (?:job|position|role)"
+    r"(?: (?:at|with) ([A-Z].*))?$"
+)
+# "I stopped eating meat", "I gave up smoking", "I quit coffee": the denied "I eating meat",
+# read by its content words ("eat", "meat"), which a stored "User eats meat" holds.
+_STOPPED = re.compile(
+    rf"^(I|We) {_SOFTENER}(?:stopped|quit|gave up) "
+    r"(?!(?:by|at|in|on|to|for|with|from|over|and|because|when|after|before)\b)"
+    # a doing ("eating meat") or a thing in a word or two ("coffee", "red meat"): "I quit my
+    # job whenever I get bored" is a habit, not a cessation
+    r"([a-z]+ing\b.*|[a-z]+(?: [a-z]+)?)$"
+)
+# A memory that itself denies something is not what a negation ends.
+_DENIES = re.compile(r"\b(?:not|no longer|never|anymore|any more|quit|stopped|gave up)\b|n't\b")
+_BE = re.compile(r"\b(?:is|are|am|was|were|been|being)\b")
+_HAVE = re.compile(r"\b(?:has|have|had|having|got)\b")
+
+
+def _denied(sentence: str) -> tuple[str, bool] | None:
+    """The first-person statement a negation or cessation denies, and whether it is said in
+    the past ("I quit my job at Acme" -> ("I work at Acme", True)); None for any other."""
+    sentence = sentence.rstrip(" .!")
+    while tail := next((t for t in _TRAILING_ANYMORE if sentence.endswith(" " + t)), None):
+        sentence = sentence[: -len(tail) - 1].rstrip(" ,")
+    if m := _LEFT_JOB.match(sentence):
+        return (f"I work at {m.group(1)}" if m.group(1) else "I work"), True
+    if m := _STOPPED.match(sentence):
+        return f"{m.group(1)} {m.group(2)}", True
+    if m := _DO_NOT.match(sentence):
+        return f"{m.group(1)} {m.group(2)}", False
+    if m := _AM_NOT.match(sentence):
+        return f"{m.group(1)} {m.group(2)}", False
+    return None
+
+
+def _ends(sentence: str, subject: str, today: dt.date) -> tuple[Ends | None, bool]:
+    denied = _denied(sentence)
+    if denied is None:
+        return None, False
+    said, past = denied
+    subject_word, _, predicate = said.partition(" ")
+    verb = predicate.split()[0].lower() if predicate else ""
+    if subject_word in ("I", "We") and verb in ("am", "are"):
+        subject_word, predicate = "I'm", predicate.partition(" ")[2]
+        verb = predicate.split()[0].lower() if predicate else ""
+    # "I'm vegetarian" is ended in "User is vegetarian", not in "User loves vegetarian food";
+    # in "I'm working at Initech" the "be" is the tense's ("User works at Initech").
+    if subject_word in ("I'm", "Im", "We're"):
+        kind = "" if verb.endswith("ing") else "be"
+    else:
+        kind = "have" if verb in ("have", "has") else ""
+    slots = slot_facts(resolve_dates(said, today)[0], subject)
+    slot, value = (slots[0][0], slots[0][1]) if slots else ("", "")
+    if said == "I work":
+        slot = "workplace"
+    words = frozenset(content_words(predicate))
+    return Ends(said, words, kind, slot, value), past
+
+
+def ends(fact: Fact, memory_text: str, subject: str) -> bool:
+    """Whether `memory_text` says what `fact` denies: of the subject itself ("User's sister
+    has a cat" is no one's the user can end), all its content words, and a verb of its kind
+    ("User is allergic to cats" is not what "I don't have a cat anymore" ends)."""
+    denied = fact.ends
+    if denied is None or not denied.words or _DENIES.search(memory_text):
+        return False
+    if not memory_text.startswith(subject + " "):
+        return False
+    if not denied.words <= content_words(memory_text):
+        return False
+    if denied.verb == "be":
+        return bool(_BE.search(memory_text))
+    if denied.verb == "have":
+        return bool(_HAVE.search(memory_text))
+    return True
+
+
 # --- requests: what a user asks for is not a fact about them -------------------------------------
 
 _REQUEST = re.compile(
@@ -593,6 +781,52 @@ _SELF = re.compile(r"\b(?:I|I'm|Im|I've|I'd|I'll|my|My|we|We|our|Our)\b")
 
 # --- slots: facts with one current value ---------------------------------------------------------
 
+# A first name, perhaps with a second one or a surname ("Anne-Marie", "Sam Lee"); no apostrophe,
+# so "I'm Sam's mother" names no one.
+_NAME = r"([A-Z][a-z]+(?:-[A-Z][a-z]+)?(?: [A-Z][a-z]+(?:-[A-Z][a-z]+)?)?)"
+# "I'm Sam" introduces the speaker only where the name ends the statement or its first part
+# ("I'm Sam, a nurse", "I'm Sam from Leeds"); "I'm Sam's mother" or "I'm Dutch" does not.
+_NAME_ENDS = r"(?=\s*(?:[.!,;]|$)|\s+(?:and|from|here|btw|by the way)\b)"
+_NAME_INTRO = re.compile(r"^(?:I'm|I am|Im) " + _NAME + _NAME_ENDS)
+# what follows an introduction's name as a statement of its own: "I'm Lena, I'm a vet"
+_AFTER_NAME = re.compile(r"\s*[,;]\s+(?=(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b)")
+# "Call me Sam", "Please call me Sam", "My friends call me Sam": said before the filters that
+# drop a request or a statement without "I" or "my".
+_CALL_ME = re.compile(
+    r"^(?i:(?:(?:please|pls|just|you can|you may|feel free to|everyone|people|my friends|friends)"
+    r"\s+){0,3}calls? me )" + _NAME + r"(?![\w'])"
+)
+# Capitalised words that follow "I'm" and are not names: where one is from, faith, politics,
+# sign, state ("I'm Dutch", "I'm Catholic", "I'm Fine").
+_NOT_NAME_WORDS = """
+    american canadian mexican brazilian argentinian argentine chilean peruvian colombian cuban
+    venezuelan ecuadorian bolivian uruguayan paraguayan jamaican haitian dominican australian
+    kiwi aussie brit indian pakistani bangladeshi nepali iranian iraqi israeli saudi emirati
+    egyptian moroccan algerian tunisian nigerian ghanaian kenyan ethiopian african european
+    asian korean thai filipino filipina indonesian malaysian italian german russian ukrainian
+    belarusian romanian bulgarian hungarian czech slovak croatian serbian bosnian slovenian
+    greek cypriot norwegian dutch belgian austrian swiss french latvian lithuanian estonian
+    icelandic armenian georgian azerbaijani kazakh uzbek mongolian tibetan persian arab latino
+    latina hispanic black white native canadian texan californian muslim catholic protestant
+    mormon lutheran baptist methodist anglican orthodox evangelical quaker pagan wiccan
+    democrat republican libertarian conservative liberal labour tory green
+    aries taurus gemini cancer virgo libra scorpio sagittarius capricorn aquarius pisces
+    ok okay fine good great well back here there home sorry sure glad happy sad tired ready
+    done not so just also still new english
+    """
+_NOT_NAMES = set(_NOT_NAME_WORDS.split()) | set(_WEEKDAYS) | set(_MONTHS)
+
+
+def _a_name(value: str) -> bool:
+    first = value.split()[0].lower()
+    return not (
+        first in _NOT_NAMES
+        or first.endswith(("ish", "ese"))
+        or _TRAIT.match(f"I'm {first}")
+        or _is_adverb(first)
+    )
+
+
 _SLOTS = [
     (
         "residence",
@@ -623,6 +857,7 @@ _SLOTS = [
     ),
     ("occupation", re.compile(r"\bI work as an? ([a-z][a-z \-]{2,40}?)(?=[.,!;]|$| at | for )")),
     ("name", re.compile(r"\b[Mm]y name is ([A-Z][\w\-]+(?: [A-Z][\w\-]+)?)")),
+    ("name", _NAME_INTRO),
     ("age", re.compile(r"\b(?:I'm|I am) (\d{1,3}) years? old\b")),
     (
         "relationship",
@@ -653,6 +888,8 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
             continue
         groups = [g for g in m.groups() if g]
         value = groups[-1].strip()
+        if slot == "name" and not _a_name(value):
+            continue
         if slot == "residence":
             text = f"{subject} lives in {value}"
             moved = "moved" in m.group(0) or "relocated" in m.group(0)
@@ -890,11 +1127,23 @@ def sentences(text: str) -> list[str]:
 
 def clauses(sentence: str) -> list[str]:
     """'I live in Paris and I love jazz' -> two facts."""
-    parts = [p.strip() for p in _CLAUSE.split(sentence) if p and p.strip()]
+    # without its opener: the "so" of "ok so I'm a nurse and I live in York" joins nothing
+    said = _OPENER.sub("", sentence)
+    # "I'm Lena, I'm a vet": an introduction is a statement of its own, its name one slot
+    if (name := _NAME_INTRO.match(said)) and (rest := _AFTER_NAME.match(said, name.end())):
+        return [said[: name.end()], *_clauses(said[rest.end() :])]
+    return _clauses(sentence)
+
+
+def _clauses(sentence: str) -> list[str]:
+    said = _OPENER.sub("", sentence)
+    parts = [p.strip() for p in _CLAUSE.split(said) if p and p.strip()]
     # Only when each part is a statement of the user's own: "Dancing makes me so happy, and
     # now I get to share that" stays whole (its first part alone would be dropped, and its
-    # second points back).
-    each_stands = all(len(p.split()) >= 3 and _SELF.search(p) for p in parts)
+    # second points back). An introduction stands in two words ("I'm Sam and I teach").
+    each_stands = all(
+        (len(p.split()) >= 3 or _NAME_INTRO.match(p)) and _SELF.search(p) for p in parts
+    )
     return parts if each_stands else [sentence]
 
 
@@ -932,9 +1181,15 @@ def _with_quotes(text: str, quotes: list[str]) -> str:
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
+    text = _capitalised(text or "")
     statements = (s for s in sentences(text) if not _HYPOTHETICAL.match(_OPENER.sub("", s)))
     for said_sentence in (c for s in statements for c in clauses(s)):
         sentence, quotes = _set_quotes_aside(_TRAILING_QUESTION.sub(".", said_sentence))
+        if called := _CALL_ME.match(_OPENER.sub("", sentence)):
+            if _a_name(called.group(1)):
+                name = called.group(1)
+                facts.append(Fact(f"{subject}'s name is {name}.", "fact", None, "name", name))
+            continue
         # a question; or a line that ends on ":" and so introduces what follows (code, an
         # error, a list), saying nothing alone ("Here is my code:")
         if sentence.endswith(("?", ":")) or _REQUEST.search(sentence):
@@ -948,7 +1203,8 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         words = sentence.split()
         # "I'm just curious" is two words to the floor: an adverb says nothing of its own
         said = [w for w in words if not _is_adverb(w.strip(",.!"))]
-        if (len(said) < 3 and not _TRAIT.match(sentence)) or len(words) > 80:
+        short = len(said) < 3 and not (_TRAIT.match(sentence) or _NAME_INTRO.match(sentence))
+        if short or len(words) > 80:
             continue
         if (
             _HYPOTHETICAL.match(sentence)
@@ -978,8 +1234,11 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
             len(said) <= POINTS_BACK_MAX_WORDS and _POINTS_BACK.search(sentence.rstrip(" .!") + ".")
         ):
             continue
+        # "I no longer live in Paris": written as said, and superseding what it denies
+        denied, said_past = _ends(sentence, subject, today)
         rewritten = _with_quotes(
-            third_person(resolved, subject, past=past).rstrip(" .!") + ".", quotes
+            third_person(resolved, subject, past=past or said_past).rstrip(" .!") + ".", quotes
         )
-        facts.append(Fact(rewritten, _kind(sentence, event_date, today), event_date))
+        kind = _kind(sentence, event_date, today)
+        facts.append(Fact(rewritten, kind, event_date, ends=denied))
     return facts

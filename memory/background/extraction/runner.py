@@ -295,7 +295,7 @@ def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
 
 def facts_kept(found: list, vectors: np.ndarray) -> tuple[list, np.ndarray]:
     """The facts (of offline_facts) and their vectors, less conversational remarks."""
-    return without_remarks(found, vectors, [fact.slot for fact, _, _ in found])
+    return without_remarks(found, vectors, [fact.slot_touched for fact, _, _ in found])
 
 
 def offline_extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
@@ -309,6 +309,33 @@ def offline_extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
 
 
 NEAR = 3  # a new fact is compared with its this many nearest memories
+# A negation's vector is near the statement it denies, though less than a restatement's
+# (measured, 2026-12-05: "User doesn't have a cat anymore." / "User has a cat named Miso."
+# 0.755, "... / User has a cat." 0.887, "User quit their job at Acme." / "User works at Acme."
+# 0.821, "User gave up coffee." / "User drinks two coffees every morning." 0.752); what it
+# ends is decided by words (offline.ends), among its nearest memories above this floor.
+ENDS_SIMILARITY = 0.6
+
+
+def _ended(store: UserMemories, fact: offline.Fact, subject: str, vector: list) -> Memory | None:
+    """The memory a negation or cessation supersedes ("I no longer live in Paris": "User
+    lives in Paris."), if the user has one: the slot's, when it holds the value denied (any,
+    for "I quit my job"), else a near memory saying what it denies."""
+    assert fact.ends is not None
+    if fact.ends.slot:
+        current = store.by_slot(fact.ends.slot, subject)
+        value = (current.metadata.get("value", "") if current is not None else "").lower()
+        if current is not None and value and value == (fact.ends.value.lower() or value):
+            return current
+    return next(
+        (
+            memory
+            for memory, _ in store.nearest(vector, k=NEAR, min_similarity=ENDS_SIMILARITY)
+            if (memory.metadata or {}).get("subject", subject) == subject
+            and offline.ends(fact, memory.text, subject)
+        ),
+        None,
+    )
 
 
 def _not_forgotten(
@@ -368,8 +395,46 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
         else:
             links.append((memory.id, message.id))
 
+    def supersede(
+        current: Memory, fact: offline.Fact, message: Message, vec: list, value: str, reason: str
+    ) -> None:
+        """`current` becomes `fact` (the slot's value `value`, if it has a slot)."""
+        if current.id in pending:
+            flush()  # an update needs the stored row
+            read = store.get(current.id)
+            assert read is not None
+            current = read
+        metadata = current.metadata | {"value": value} if "slot" in current.metadata else None
+        try:
+            updated = memory_update(
+                workspace=workspace,
+                memory=current,
+                text=fact.text,
+                event_date=fact.event_date,
+                metadata=metadata,
+                source_message_ids=[message.id],
+                actor="extractor:offline",
+                reason=reason,
+                embedding=vec,
+                unless_changed=True,
+            )
+        except Memory.DoesNotExist:  # its user deleted it during the run: left deleted
+            store.remove(current.id)
+            return
+        except MemoryChanged:  # edited since the run read it: the newer text stays
+            counts["unchanged"] += 1
+            return
+        store.replace(updated, vec)
+        counts["updated"] += 1
+
     for (fact, message, subject), vector in zip(found, vectors, strict=True):
         vec = vector.tolist()
+        # "I no longer live in Paris": the memory it denies is superseded, as a move
+        # supersedes the old place (the slot emptied: a later place fills it again)
+        if fact.ends is not None and (ended := _ended(store, fact, subject, vec)) is not None:
+            reason = f"ended: {ended.text!r} by {fact.text!r}"
+            supersede(ended, fact, message, vec, "", reason)
+            continue
         if fact.slot:
             current = store.by_slot(fact.slot, subject)
             if current is not None:
@@ -377,32 +442,9 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
                     add_source(current, message)
                     counts["unchanged"] += 1
                     continue
-                if current.id in pending:
-                    flush()  # an update needs the stored row
-                    current = store.get(current.id)
-                    assert current is not None
                 old_value = current.metadata.get("value", "")
-                try:
-                    updated = memory_update(
-                        workspace=workspace,
-                        memory=current,
-                        text=fact.text,
-                        event_date=fact.event_date,
-                        metadata=current.metadata | {"value": fact.value},
-                        source_message_ids=[message.id],
-                        actor="extractor:offline",
-                        reason=f"{fact.slot} changed from {old_value!r} to {fact.value!r}",
-                        embedding=vec,
-                        unless_changed=True,
-                    )
-                except Memory.DoesNotExist:  # its user deleted it during the run: left deleted
-                    store.remove(current.id)
-                    continue
-                except MemoryChanged:  # edited since the run read it: the newer text stays
-                    counts["unchanged"] += 1
-                    continue
-                store.replace(updated, vec)
-                counts["updated"] += 1
+                reason = f"{fact.slot} changed from {old_value!r} to {fact.value!r}"
+                supersede(current, fact, message, vec, fact.value, reason)
                 continue
         near = [
             memory
