@@ -87,6 +87,8 @@ def usage_figures(queryset: QuerySet[UsageRecord]) -> dict:
         "prompt_tokens": Sum("prompt_tokens"),
         "completion_tokens": Sum("completion_tokens"),
         "total_tokens": Sum("total_tokens"),
+        "cached_tokens": Sum("cached_tokens"),
+        "cache_write_tokens": Sum("cache_write_tokens"),
         "credits": Sum("credits"),
         "latency_mean": Avg("latency_ms"),
         "latency_p50": Percentile("latency_ms", 0.5),

@@ -289,6 +289,99 @@ def test_credits_charged_is_price_times_usage_and_request_id_echoed(
     assert credits == [11.0, 19.0, 43.0, 43.0]
 
 
+CLAUDE = "claude-cache-test"  # routed to Anthropic by its name
+# Anthropic's usage of a prompt that wrote 1,000 tokens to the cache and read 4,000 from it
+CACHE_USAGE = {
+    "input_tokens": 100,
+    "cache_creation_input_tokens": 1000,
+    "cache_read_input_tokens": 4000,
+    "output_tokens": 6,
+}
+
+
+def _claude_answer(upstream, *, stream: bool) -> None:
+    from tests.upstream import anthropic_message, anthropic_stream
+
+    if stream:
+        events = anthropic_stream(["a", "b"], model=CLAUDE)
+        events[0][1]["message"]["usage"] = {**CACHE_USAGE, "output_tokens": 1}
+        events[-2][1]["usage"] = {"output_tokens": 6}
+        upstream.script(Reply(stream=events))
+    else:
+        upstream.script(Reply(json=anthropic_message("ab", model=CLAUDE) | {"usage": CACHE_USAGE}))
+
+
+def _claude_credits(sdk, *, stream: bool) -> float:
+    if not stream:
+        return ask(sdk, model=CLAUDE).parse().model_extra["engram"]["credits_charged"]
+    chunks = sdk.chat.completions.create(
+        model=CLAUDE, messages=HI, stream=True, stream_options={"include_usage": True}
+    )
+    extras = [c.model_extra["engram"] for c in chunks if (c.model_extra or {}).get("engram")]
+    return extras[-1]["credits_charged"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_anthropic_cache_writes_and_reads_are_charged_at_their_own_prices(
+    sdk, http, operator_http, owner, upstream, stream
+):
+    """Claude's cache writes (cache_creation_input_tokens) were charged at the input price,
+    and its cache reads too when the cached price was blank: Anthropic bills 1.25x the input
+    for a 5-minute cache write and 0.1x for a read. Blank prices follow those for a model
+    Anthropic serves; set ones are charged as set. The usage record and /v1/usage count both."""
+    Price.objects.create(model=CLAUDE, input_per_million=2, output_per_million=10)
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+
+    _claude_answer(upstream, stream=stream)
+    # 100 uncached at 2, 1,000 written at 2.5, 4,000 read at 0.2, 6 out at 10
+    assert _claude_credits(sdk, stream=stream) == 100 * 2 + 1000 * 2.5 + 4000 * 0.2 + 6 * 10
+
+    Price.objects.filter(model=CLAUDE).update(
+        cache_write_per_million=3, cached_input_per_million=Decimal("0.5")
+    )
+    pricing.prices_changed()
+    _claude_answer(upstream, stream=stream)
+    assert _claude_credits(sdk, stream=stream) == 100 * 2 + 1000 * 3 + 4000 * 0.5 + 6 * 10
+
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 2)
+    rows = UsageRecord.objects.filter(workspace=owner[0])
+    assert {(r.prompt_tokens, r.cached_tokens, r.cache_write_tokens) for r in rows} == {
+        (5100, 4000, 1000)
+    }
+    totals = http.get("/v1/usage").json()["totals"]
+    assert (totals["prompt_tokens"], totals["cached_tokens"], totals["cache_write_tokens"]) == (
+        10200,
+        8000,
+        2000,
+    )
+    assert totals["credits"] == 3560 + 5260
+
+
+def test_cache_writes_cost_the_input_price_unless_anthropic_serves_the_model(
+    sdk, operator_http, owner, upstream
+):
+    """An OpenAI-compatible upstream that reports cache writes (OpenRouter's
+    `prompt_tokens_details.cache_write_tokens`) is charged them at the row's cache-write
+    price, or the input price when blank: the 1.25x default is Anthropic's own."""
+    Price.objects.create(model="priced-model", input_per_million=2, output_per_million=3)
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+    reported = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+    reported["prompt_tokens_details"] = {"cached_tokens": 4, "cache_write_tokens": 5}
+    upstream.script(Reply(json=openai_completion("x", model="priced-model", usage=reported)))
+    assert ask(sdk, model="priced-model").parse().model_extra["engram"]["credits_charged"] == (
+        10 * 2 + 1 * 3
+    )
+    Price.objects.filter(model="priced-model").update(cache_write_per_million=4)
+    pricing.prices_changed()
+    upstream.script(Reply(json=openai_completion("x", model="priced-model", usage=reported)))
+    assert ask(sdk, model="priced-model").parse().model_extra["engram"]["credits_charged"] == (
+        1 * 2 + 4 * 2 + 5 * 4 + 1 * 3
+    )
+
+
 @pytest.mark.parametrize(
     "reported",
     [
