@@ -764,6 +764,120 @@ def test_usage_groups_are_paged_by_cursor_and_the_totals_stay_whole(sdk, http, o
         assert set(error) == {"message", "type", "param", "code"}
 
 
+def _usage_rows(workspace) -> dict[str, list]:
+    """Usage records of 7 end users and none, over 6 days with gaps wider than a page (2 days
+    apart, then 35 and 159): each group's, and each day's, `created_at`s."""
+    from datetime import UTC, datetime, timedelta
+
+    first = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    days = [first + timedelta(days=d) for d in (0, 1, 5, 40, 41, 200)]
+    rows, groups = [], {}
+    for n in range(40):
+        user = "" if n % 6 == 0 else f"u{n % 7:02d}"
+        at = days[n % len(days)] + timedelta(minutes=n)
+        rows.append(
+            UsageRecord(
+                workspace=workspace,
+                user_id=user,
+                request_id=f"r{n}",
+                status_code=200,
+                latency_ms=n,
+                credits=1.0,
+                created_at=at,
+            )
+        )
+        groups.setdefault(user, []).append(at)
+        groups.setdefault(at.date().isoformat(), []).append(at)
+    UsageRecord.objects.bulk_create(rows)
+    return groups
+
+
+def _rows_read(sql: str) -> float:
+    """The rows the plan's scans hand on to be grouped, run (EXPLAIN ANALYZE) with sequential
+    scans discouraged, as they are on a table of millions of rows."""
+    import json
+
+    from django.db import connection, transaction
+
+    def leaves(plan):
+        below = plan.get("Plans") or []
+        return [plan] if not below else [leaf for p in below for leaf in leaves(p)]
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)
+        (plan,) = cursor.fetchone()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return sum(leaf["Actual Rows"] * leaf["Actual Loops"] for leaf in leaves(plan[0]["Plan"]))
+
+
+@pytest.mark.parametrize("group_by", ["user", "day"])
+def test_a_usage_page_reads_its_own_groups_only_and_pages_stay_whole(owner, outsider, group_by):
+    """Each page aggregated the whole range: grouped by NULLIF(user_id, '') (to put "" last)
+    and by day over the rest of the range, every group was read and sorted before the page's
+    LIMIT. A page's query now holds the keyset and the LIMIT and reads no rows beyond the
+    page's groups (users by the index (workspace, user_id, created_at), days by created_at
+    windows); paged by 2 in either order, forwards and backwards, the pages are the whole."""
+    from datetime import UTC, datetime
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from completions.selectors import usage_summary
+    from completions.usage_api import _group as group_name
+    from config.common.pagination import Cursor
+
+    groups = _usage_rows(owner[0])
+    _usage_rows(outsider[0])  # another workspace's: in no page of this one
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    if group_by == "user":
+        expected = sorted(g for g in groups if g.startswith("u"))
+    else:
+        expected = sorted(g for g in groups if g[:1].isdigit())
+
+    def summary(*, order: str, after: str | None = None, before: str | None = None):
+        cursor = Cursor(limit=2, order=order, after=after, before=before)
+        page, more, totals = usage_summary(
+            workspace=owner[0], start=start, end=end, group_by=group_by, cursor=cursor
+        )
+        assert totals["requests"] == 40
+        names = [group_name(row["group"]) for row in page]
+        for name, row in zip(names, page, strict=True):  # each group's figures: its rows'
+            assert row["requests"] == len(groups[name]), row
+        return names, more
+
+    for order, whole in (("asc", expected), ("desc", expected[::-1])):
+        if group_by == "user":
+            whole = [*whole, ""]  # no end user: last in either order
+        seen: list[str] = []
+        after, more = None, True
+        while more:
+            page, more = summary(order=order, after=after)
+            assert len(page) == 2 or not more  # a page is full while more follow
+            seen, after = seen + page, page[-1]
+        assert seen == whole
+        keyed = [g for g in whole if g]
+        seen, before, more = [], keyed[-1], True
+        while more:  # backwards from the last group that can be a cursor
+            page, more = summary(order=order, before=before)
+            seen, before = page + seen, page[0]
+        assert seen == keyed[:-1]
+
+    # One page past a cursor: the SQL has the keyset and the LIMIT, and its scans hand on
+    # no more rows than the page's 2 groups and the one read to know that more follow hold
+    # (plus the first row past them).
+    after = expected[1]
+    with CaptureQueriesContext(connection) as captured:
+        page, _ = summary(order="asc", after=after)
+    grouped = [q["sql"] for q in captured.captured_queries if "GROUP BY" in q["sql"]]
+    assert grouped and all("LIMIT" in sql for sql in grouped)
+    if group_by == "user":
+        assert all(f"\"user_id\" > '{after}'" in sql for sql in grouped)
+    assert page == expected[2:4]
+    page_rows = sum(len(groups[g]) for g in expected[2:5])
+    assert sum(_rows_read(sql) for sql in grouped) <= page_rows + 1
+
+
 @pytest.mark.parametrize(
     "end, param",
     [
