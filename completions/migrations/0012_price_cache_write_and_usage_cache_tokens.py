@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('completions', '0010_execution_user'),
+        ('completions', '0011_execution_request_digest'),
     ]
 
     operations = [

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("accounts", "0003_workspace_deleted_at"),
-        ("completions", "0011_price_cache_write_and_usage_cache_tokens"),
+        ("completions", "0012_price_cache_write_and_usage_cache_tokens"),
     ]
 
     operations = [
