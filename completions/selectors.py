@@ -122,10 +122,11 @@ def _usage_keyed(
 ) -> list[dict]:
     """Up to limit + 1 groups of `column` in the order read, then the group "" if there is
     room. The keyset (the column past the cursors, "" apart) and the LIMIT are in the SQL, and
-    the rows are grouped by the bare column, which the index (workspace, column, created_at)
-    reads in order, so the aggregation ends at the page's last group. Grouped by
-    NULLIF(column, '') to put "" last, every group of the range was aggregated and sorted
-    before the LIMIT, on every page."""
+    the rows are grouped by the bare column, which the index `usage_user` reads in order for
+    end users (the column with many groups), so the aggregation ends at the page's last
+    group. Grouped by NULLIF(column, '') to put "" last, every group of the range was
+    aggregated and sorted before the LIMIT, on every page. Keys, models and agents are few:
+    their first page is usually the range's every group."""
     forward, backward = cursor.directions
     keyed = rows.exclude(**{column: ""})
     if cursor.after:

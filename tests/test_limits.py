@@ -771,7 +771,8 @@ def _usage_rows(workspace) -> dict[str, list]:
 
     first = datetime(2026, 3, 1, 12, tzinfo=UTC)
     days = [first + timedelta(days=d) for d in (0, 1, 5, 40, 41, 200)]
-    rows, groups = [], {}
+    rows: list[UsageRecord] = []
+    groups: dict[str, list] = {}
     for n in range(40):
         user = "" if n % 6 == 0 else f"u{n % 7:02d}"
         at = days[n % len(days)] + timedelta(minutes=n)
