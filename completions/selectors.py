@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.db.models import (
     Aggregate,
     Avg,
     Count,
-    F,
     FloatField,
     Q,
     QuerySet,
     Sum,
-    Value,
 )
-from django.db.models.functions import NullIf, TruncDay
-from django.utils.timezone import make_aware
+from django.db.models.functions import TruncDay
+from django.utils.timezone import localtime, make_aware
 
 from accounts.models import Workspace
 from completions.models import ModelAlias, ProviderCredential, UsageRecord
@@ -87,6 +85,8 @@ def usage_figures(queryset: QuerySet[UsageRecord]) -> dict:
         "prompt_tokens": Sum("prompt_tokens"),
         "completion_tokens": Sum("completion_tokens"),
         "total_tokens": Sum("total_tokens"),
+        "cached_tokens": Sum("cached_tokens"),
+        "cache_write_tokens": Sum("cache_write_tokens"),
         "credits": Sum("credits"),
         "latency_mean": Avg("latency_ms"),
         "latency_p50": Percentile("latency_ms", 0.5),
@@ -102,37 +102,114 @@ def usage_summary(
     Paged as every list is, a group its own cursor (a day as YYYY-MM-DD): aggregated whole, a
     workspace with 500,000 end users was one answer of 500,000 rows. The group "" (no key,
     user or agent) comes last in either order: "" is no cursor (an absent one), so first, in
-    a page of one, it gave that page again for ever."""
+    a page of one, it gave that page again for ever. A page's query reads the page's groups
+    only (`_usage_keyed`, `_usage_days`); the totals are the whole range's."""
     rows = usage_record_list(workspace=workspace).filter(created_at__gte=start, created_at__lt=end)
+    rows = rows.order_by()
     figures = usage_figures(rows)
-    totals = rows.order_by().aggregate(**figures)
+    totals = rows.aggregate(**figures)
     if group_by is None:
         return [], False, totals
-    column = USAGE_GROUPS[group_by]
-    forward, backward = cursor.directions
-    if column == "day":
-        rows = rows.annotate(day=TruncDay("created_at"), group=F("day"))
-        none = Q(pk__in=[])  # every row has a day
+    if group_by == "day":
+        groups = _usage_days(rows, figures=figures, cursor=cursor, start=start, end=end)
     else:
-        rows = rows.annotate(group=NullIf(column, Value("")))
-        none = Q(**{column: ""})
+        groups = _usage_keyed(rows, figures=figures, cursor=cursor, column=USAGE_GROUPS[group_by])
+    return *cursor.page(groups), totals
+
+
+def _usage_keyed(
+    rows: QuerySet[UsageRecord], *, figures: dict, cursor: Cursor, column: str
+) -> list[dict]:
+    """Up to limit + 1 groups of `column` in the order read, then the group "" if there is
+    room. The keyset (the column past the cursors, "" apart) and the LIMIT are in the SQL, and
+    the rows are grouped by the bare column, which the index `usage_user` reads in order for
+    end users (the column with many groups), so the aggregation ends at the page's last
+    group. Grouped by NULLIF(column, '') to put "" last, every group of the range was
+    aggregated and sorted before the LIMIT, on every page. Keys, models and agents are few:
+    their first page is usually the range's every group."""
+    forward, backward = cursor.directions
+    keyed = rows.exclude(**{column: ""})
     if cursor.after:
-        after = _usage_cursor(group_by, cursor.after, "after")
-        rows = rows.filter(Q(**{f"{column}__{forward}": after}) | none)
+        keyed = keyed.filter(**{f"{column}__{forward}": cursor.after})
     if cursor.before:
-        before = _usage_cursor(group_by, cursor.before, "before")
-        rows = rows.filter(Q(**{f"{column}__{backward}": before}) & ~none)
-    order = F("group").asc if cursor.order_by("group") == "group" else F("group").desc
-    groups = rows.order_by().values("group").annotate(**figures).order_by(order(nulls_last=True))
-    return *cursor.page(list(groups[: cursor.limit + 1])), totals
+        keyed = keyed.filter(**{f"{column}__{backward}": cursor.before})
+    wanted = cursor.limit + 1
+    read = keyed.values(column).annotate(**figures).order_by(cursor.order_by(column))
+    groups = [{"group": g.pop(column), **g} for g in read[:wanted]]
+    if cursor.before or len(groups) == wanted:  # "" is last: never before a cursor
+        return groups
+    unkeyed = rows.filter(**{column: ""})
+    if len(groups) == cursor.limit:  # "" is past the page: only whether it is there
+        if unkeyed.exists():
+            groups.append({"group": ""})
+    elif (found := unkeyed.aggregate(**figures))["requests"]:
+        groups.append({"group": "", **found})
+    return groups
 
 
-def _usage_cursor(group_by: str, value: str, param: str) -> str | datetime:
-    if group_by != "day":
-        return value
+def _usage_days(
+    rows: QuerySet[UsageRecord], *, figures: dict, cursor: Cursor, start: datetime, end: datetime
+) -> list[dict]:
+    """Up to limit + 1 days in the order read. A cursor's day bounds the range read (the
+    index on (workspace, created_at)); each query then reads from the next day with a row to
+    as many calendar days on as are still wanted, again past days without rows if it found
+    too few: never more than the page's days (grouped by TruncDay over the rest of the range,
+    every later day was aggregated on every page)."""
+    ascending = cursor.order == "asc"
+    low, high = start, end
+    if cursor.after:
+        after = _usage_day(cursor.after, "after")
+        if ascending:
+            low = max(low, _midnight(after, days=1) or high)
+        else:
+            high = min(high, _midnight(after) or low)
+    if cursor.before:
+        before = _usage_day(cursor.before, "before")
+        if ascending:
+            high = min(high, _midnight(before) or low)
+        else:
+            low = max(low, _midnight(before, days=1) or high)
+    forwards = cursor.order_by("group") == "group"  # the order read
+    wanted = cursor.limit + 1
+    days: list[dict] = []
+    while len(days) < wanted and low < high:
+        left = rows.filter(created_at__gte=low, created_at__lt=high)
+        edge = left.order_by("created_at" if forwards else "-created_at")
+        moment = edge.values_list("created_at", flat=True).first()
+        if moment is None:
+            break
+        first, more = localtime(moment).date(), wanted - len(days)
+        if forwards:
+            window = (low, min(high, _midnight(first, days=more) or high))
+            low = window[1]
+        else:
+            window = (max(low, _midnight(first, days=1 - more) or low), high)
+            high = window[0]
+        read = (
+            rows.filter(created_at__gte=window[0], created_at__lt=window[1])
+            .annotate(group=TruncDay("created_at"))
+            .values("group")
+            .annotate(**figures)
+            .order_by("group" if forwards else "-group")
+        )
+        days.extend(read[:more])
+    return days
+
+
+def _midnight(day: date, *, days: int = 0) -> datetime | None:
+    """The start of `days` after `day` in the current time zone (TruncDay's); None past the
+    calendar's end either way."""
     try:
-        return make_aware(datetime.combine(date.fromisoformat(value), time()))
+        return make_aware(datetime.combine(day + timedelta(days=days), time()))
+    except (OverflowError, ValueError):
+        return None
+
+
+def _usage_day(value: str, param: str) -> date:
+    try:
+        day = date.fromisoformat(value)
     except ValueError:
         raise Invalid(
             f"{param} must be a day (YYYY-MM-DD) with group_by=day.", field=param
         ) from None
+    return day

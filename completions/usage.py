@@ -38,6 +38,17 @@ def count(value: object) -> int | None:
     return None
 
 
+def cache_tokens(usage: dict) -> tuple[int | None, int | None]:
+    """(read from, written to) the upstream's cache, of an OpenAI usage's prompt tokens:
+    `prompt_tokens_details.cached_tokens` and `.cache_write_tokens` (which Anthropic's
+    translation fills from cache_creation_input_tokens, as OpenRouter names it), counts or
+    None. The one reader for the charge and the usage record."""
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, dict):
+        return None, None
+    return count(details.get("cached_tokens")), count(details.get("cache_write_tokens"))
+
+
 def _now() -> datetime:
     """django.utils.timezone.now without its read of settings.USE_TZ (~3,500 instructions)."""
     return datetime.now(tz=UTC if setting("USE_TZ") else None)
@@ -65,6 +76,8 @@ class Usage:
     agent_id: str = ""
     agent_version: int | None = None
     credits: float | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
     created_at: datetime = field(default_factory=_now)
 
 
@@ -169,6 +182,8 @@ def record(usage: Usage) -> None:
     usage.prompt_tokens = count(usage.prompt_tokens)
     usage.completion_tokens = count(usage.completion_tokens)
     usage.total_tokens = count(usage.total_tokens)
+    usage.cached_tokens = count(usage.cached_tokens)
+    usage.cache_write_tokens = count(usage.cache_write_tokens)
     buffer.add(usage)
     if _observe is None:  # prometheus-client loads on the first record, not at import; an
         # import statement here cost every request a pass through the import machinery

@@ -41,6 +41,8 @@ def _figures(row: dict) -> dict:
         "prompt_tokens": row["prompt_tokens"] or 0,
         "completion_tokens": row["completion_tokens"] or 0,
         "total_tokens": row["total_tokens"] or 0,
+        "cached_tokens": row["cached_tokens"] or 0,
+        "cache_write_tokens": row["cache_write_tokens"] or 0,
         "credits": round(row["credits"] or 0.0, 6),
         "latency_ms": {"p50": ms(row["latency_p50"]), "p95": ms(row["latency_p95"])},
     }
@@ -57,6 +59,12 @@ def _figure_fields() -> dict[str, serializers.Field]:
         "prompt_tokens": serializers.IntegerField(),
         "completion_tokens": serializers.IntegerField(),
         "total_tokens": serializers.IntegerField(),
+        "cached_tokens": serializers.IntegerField(
+            help_text="Of the prompt tokens: read from the upstream's cache."
+        ),
+        "cache_write_tokens": serializers.IntegerField(
+            help_text="Of the prompt tokens: written to the upstream's cache (Anthropic)."
+        ),
         "credits": serializers.FloatField(help_text="In the workspace's credit unit."),
         "latency_ms": serializers.DictField(child=serializers.FloatField(allow_null=True)),
     }

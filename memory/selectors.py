@@ -284,7 +284,12 @@ def _executions_export(*, workspace: Workspace, user_id: str) -> list[dict]:
     from completions.tools.apis import execution_body
     from completions.tools.models import Execution
 
-    runs = Execution.objects.filter(workspace=workspace, user_id=user_id).order_by("id")
+    # Approvals prefetched: execution_body read each run's with a query of its own.
+    runs = (
+        Execution.objects.filter(workspace=workspace, user_id=user_id)
+        .order_by("id")
+        .prefetch_related("approvals")
+    )
     return [
         execution_body(run)
         | {"messages": [m for m in run.messages if m.get("role") in _EXPORTED_ROLES]}

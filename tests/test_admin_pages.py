@@ -936,6 +936,16 @@ def test_a_message_cannot_be_edited_in_the_admin(admin_client, world):
             },
             "cached_input_per_million",
         ),
+        (
+            "admin:completions_price_add",
+            {
+                "model": "m",
+                "input_per_million": "1",
+                "cache_write_per_million": "-1.25",
+                "output_per_million": "1",
+            },
+            "cache_write_per_million",
+        ),
         ("admin:limits_creditunit_add", {"name": "credits", "per_usd": "0"}, "per_usd"),
         ("admin:limits_creditunit_add", {"name": "credits", "per_usd": "-100"}, "per_usd"),
         (

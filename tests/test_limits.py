@@ -289,6 +289,99 @@ def test_credits_charged_is_price_times_usage_and_request_id_echoed(
     assert credits == [11.0, 19.0, 43.0, 43.0]
 
 
+CLAUDE = "claude-cache-test"  # routed to Anthropic by its name
+# Anthropic's usage of a prompt that wrote 1,000 tokens to the cache and read 4,000 from it
+CACHE_USAGE = {
+    "input_tokens": 100,
+    "cache_creation_input_tokens": 1000,
+    "cache_read_input_tokens": 4000,
+    "output_tokens": 6,
+}
+
+
+def _claude_answer(upstream, *, stream: bool) -> None:
+    from tests.upstream import anthropic_message, anthropic_stream
+
+    if stream:
+        events = anthropic_stream(["a", "b"], model=CLAUDE)
+        events[0][1]["message"]["usage"] = {**CACHE_USAGE, "output_tokens": 1}
+        events[-2][1]["usage"] = {"output_tokens": 6}
+        upstream.script(Reply(stream=events))
+    else:
+        upstream.script(Reply(json=anthropic_message("ab", model=CLAUDE) | {"usage": CACHE_USAGE}))
+
+
+def _claude_credits(sdk, *, stream: bool) -> float:
+    if not stream:
+        return ask(sdk, model=CLAUDE).parse().model_extra["engram"]["credits_charged"]
+    chunks = sdk.chat.completions.create(
+        model=CLAUDE, messages=HI, stream=True, stream_options={"include_usage": True}
+    )
+    extras = [c.model_extra["engram"] for c in chunks if (c.model_extra or {}).get("engram")]
+    return extras[-1]["credits_charged"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_anthropic_cache_writes_and_reads_are_charged_at_their_own_prices(
+    sdk, http, operator_http, owner, upstream, stream
+):
+    """Claude's cache writes (cache_creation_input_tokens) were charged at the input price,
+    and its cache reads too when the cached price was blank: Anthropic bills 1.25x the input
+    for a 5-minute cache write and 0.1x for a read. Blank prices follow those for a model
+    Anthropic serves; set ones are charged as set. The usage record and /v1/usage count both."""
+    Price.objects.create(model=CLAUDE, input_per_million=2, output_per_million=10)
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+
+    _claude_answer(upstream, stream=stream)
+    # 100 uncached at 2, 1,000 written at 2.5, 4,000 read at 0.2, 6 out at 10
+    assert _claude_credits(sdk, stream=stream) == 100 * 2 + 1000 * 2.5 + 4000 * 0.2 + 6 * 10
+
+    Price.objects.filter(model=CLAUDE).update(
+        cache_write_per_million=3, cached_input_per_million=Decimal("0.5")
+    )
+    pricing.prices_changed()
+    _claude_answer(upstream, stream=stream)
+    assert _claude_credits(sdk, stream=stream) == 100 * 2 + 1000 * 3 + 4000 * 0.5 + 6 * 10
+
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 2)
+    rows = UsageRecord.objects.filter(workspace=owner[0])
+    assert {(r.prompt_tokens, r.cached_tokens, r.cache_write_tokens) for r in rows} == {
+        (5100, 4000, 1000)
+    }
+    totals = http.get("/v1/usage").json()["totals"]
+    assert (totals["prompt_tokens"], totals["cached_tokens"], totals["cache_write_tokens"]) == (
+        10200,
+        8000,
+        2000,
+    )
+    assert totals["credits"] == 3560 + 5260
+
+
+def test_cache_writes_cost_the_input_price_unless_anthropic_serves_the_model(
+    sdk, operator_http, owner, upstream
+):
+    """An OpenAI-compatible upstream that reports cache writes (OpenRouter's
+    `prompt_tokens_details.cache_write_tokens`) is charged them at the row's cache-write
+    price, or the input price when blank: the 1.25x default is Anthropic's own."""
+    Price.objects.create(model="priced-model", input_per_million=2, output_per_million=3)
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+    reported = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+    reported["prompt_tokens_details"] = {"cached_tokens": 4, "cache_write_tokens": 5}
+    upstream.script(Reply(json=openai_completion("x", model="priced-model", usage=reported)))
+    assert ask(sdk, model="priced-model").parse().model_extra["engram"]["credits_charged"] == (
+        10 * 2 + 1 * 3
+    )
+    Price.objects.filter(model="priced-model").update(cache_write_per_million=4)
+    pricing.prices_changed()
+    upstream.script(Reply(json=openai_completion("x", model="priced-model", usage=reported)))
+    assert ask(sdk, model="priced-model").parse().model_extra["engram"]["credits_charged"] == (
+        1 * 2 + 4 * 2 + 5 * 4 + 1 * 3
+    )
+
+
 @pytest.mark.parametrize(
     "reported",
     [
@@ -669,6 +762,123 @@ def test_usage_groups_are_paged_by_cursor_and_the_totals_stay_whole(sdk, http, o
         error = resp.json()["error"]
         assert resp.status_code == 400 and error["param"] == param, resp.text
         assert set(error) == {"message", "type", "param", "code"}
+
+
+def _usage_rows(workspace) -> dict[str, list]:
+    """Usage records of 7 end users and none, over 6 days with gaps wider than a page (2 days
+    apart, then 35 and 159): each group's, and each day's, `created_at`s."""
+    from datetime import UTC, datetime, timedelta
+
+    first = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    days = [first + timedelta(days=d) for d in (0, 1, 5, 40, 41, 200)]
+    rows: list[UsageRecord] = []
+    groups: dict[str, list] = {}
+    for n in range(40):
+        user = "" if n % 6 == 0 else f"u{n % 7:02d}"
+        at = days[n % len(days)] + timedelta(minutes=n)
+        rows.append(
+            UsageRecord(
+                workspace=workspace,
+                user_id=user,
+                request_id=f"r{n}",
+                status_code=200,
+                latency_ms=n,
+                credits=1.0,
+                created_at=at,
+            )
+        )
+        groups.setdefault(user, []).append(at)
+        groups.setdefault(at.date().isoformat(), []).append(at)
+    UsageRecord.objects.bulk_create(rows)
+    return groups
+
+
+def _rows_read(sql: str) -> float:
+    """The rows the plan's scans hand on to be grouped, run (EXPLAIN ANALYZE) with the plans
+    a table of millions of rows rules out discouraged (a few rows' plans are anyone's guess):
+    a plan that has to sort every row of the range still sorts them."""
+    import json
+
+    from django.db import connection, transaction
+
+    def leaves(plan):
+        below = plan.get("Plans") or []
+        return [plan] if not below else [leaf for p in below for leaf in leaves(p)]
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        for kind in ("seqscan", "bitmapscan", "sort", "hashagg"):  # what a big table avoids
+            cursor.execute(f"SET LOCAL enable_{kind} = off")
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)
+        (plan,) = cursor.fetchone()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return sum(leaf["Actual Rows"] * leaf["Actual Loops"] for leaf in leaves(plan[0]["Plan"]))
+
+
+@pytest.mark.parametrize("group_by", ["user", "day"])
+def test_a_usage_page_reads_its_own_groups_only_and_pages_stay_whole(owner, outsider, group_by):
+    """Each page aggregated the whole range: grouped by NULLIF(user_id, '') (to put "" last)
+    and by day over the rest of the range, every group was read and sorted before the page's
+    LIMIT. A page's query now holds the keyset and the LIMIT and reads no rows beyond the
+    page's groups (users by the index (workspace, user_id, created_at), days by created_at
+    windows); paged by 2 in either order, forwards and backwards, the pages are the whole."""
+    from datetime import UTC, datetime
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from completions.selectors import usage_summary
+    from completions.usage_api import _group as group_name
+    from config.common.pagination import Cursor
+
+    groups = _usage_rows(owner[0])
+    _usage_rows(outsider[0])  # another workspace's: in no page of this one
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    if group_by == "user":
+        expected = sorted(g for g in groups if g.startswith("u"))
+    else:
+        expected = sorted(g for g in groups if g[:1].isdigit())
+
+    def summary(*, order: str, after: str | None = None, before: str | None = None):
+        cursor = Cursor(limit=2, order=order, after=after, before=before)
+        page, more, totals = usage_summary(
+            workspace=owner[0], start=start, end=end, group_by=group_by, cursor=cursor
+        )
+        assert totals["requests"] == 40
+        names = [group_name(row["group"]) for row in page]
+        for name, row in zip(names, page, strict=True):  # each group's figures: its rows'
+            assert row["requests"] == len(groups[name]), row
+        return names, more
+
+    for order, whole in (("asc", expected), ("desc", expected[::-1])):
+        if group_by == "user":
+            whole = [*whole, ""]  # no end user: last in either order
+        seen: list[str] = []
+        after, more = None, True
+        while more:
+            page, more = summary(order=order, after=after)
+            assert len(page) == 2 or not more  # a page is full while more follow
+            seen, after = seen + page, page[-1]
+        assert seen == whole
+        keyed = [g for g in whole if g]
+        seen, before, more = [], keyed[-1], True
+        while more:  # backwards from the last group that can be a cursor
+            page, more = summary(order=order, before=before)
+            seen, before = page + seen, page[0]
+        assert seen == keyed[:-1]
+
+    # One page past a cursor: the SQL has the keyset and the LIMIT, and its scans hand on
+    # no more rows than the page's 2 groups and the one read to know that more follow hold
+    # (plus the first row past them).
+    after = expected[1]
+    with CaptureQueriesContext(connection) as captured:
+        page, _ = summary(order="asc", after=after)
+    grouped = [q["sql"] for q in captured.captured_queries if "GROUP BY" in q["sql"]]
+    assert grouped and all("LIMIT" in sql for sql in grouped)
+    if group_by == "user":
+        assert all(f"\"user_id\" > '{after}'" in sql for sql in grouped)
+    assert page == expected[2:4]
+    page_rows = sum(len(groups[g]) for g in expected[2:5])
+    assert sum(_rows_read(sql) for sql in grouped) <= page_rows + 1
 
 
 @pytest.mark.parametrize(

@@ -384,14 +384,17 @@ def usage_from(usage: Any) -> dict | None:
         value = usage.get(name)
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
+    # Anthropic's input_tokens are the uncached rest: OpenAI's prompt_tokens hold all three.
+    # The cache writes go on (OpenRouter's name for them) to be charged at their own price.
     cached = count("cache_read_input_tokens")
-    prompt = count("input_tokens") + cached + count("cache_creation_input_tokens")
+    written = count("cache_creation_input_tokens")
+    prompt = count("input_tokens") + cached + written
     completion = count("output_tokens")
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
     }
 
 

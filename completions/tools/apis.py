@@ -55,6 +55,8 @@ def tool_body(tool: Tool) -> dict:
 
 
 def execution_body(execution: Execution) -> dict:
+    """One run as the API shows it. Its approvals are read with `.all()`, sorted here, so a
+    list of runs that prefetched them (a user's export) makes no query per run."""
     approvals = [
         {
             "id": a.id,
@@ -64,7 +66,7 @@ def execution_body(execution: Execution) -> dict:
             "decided_at": _ts(a.decided_at) if a.decided_at else None,
             "reason": a.reason,
         }
-        for a in execution.approvals.order_by("created_at")
+        for a in sorted(execution.approvals.all(), key=lambda a: (a.created_at, a.id))
     ]
     return {
         "id": execution.id,

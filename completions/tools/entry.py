@@ -427,6 +427,7 @@ async def resume(
             user_id=turn.ctx.user_id,
             request_id=request_id,
             upstream_model=route.model,
+            provider=route.provider.name,
             body={**execution.body, "messages": execution.messages},
         )
         # Read before the claim: nothing after it waits until the run, which finishes the turn.

@@ -38,6 +38,7 @@ from completions.providers.registry import Route
 from completions.tools import executor, policy, services, window
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
+from completions.usage import cache_tokens
 from config.common.errors import ApiError
 from config.common.ids import new_id
 from config.common.orm import on_pool_thread
@@ -86,18 +87,19 @@ def upstream_body(body: dict, tools: tuple[Tool, ...]) -> dict:
 
 
 def _add_usage(total: dict, usage: Any) -> None:
-    """Sum one upstream call's usage into `total`, cached prompt tokens included: a run is
-    charged its calls' sum at the table's price, and cached input has a price of its own."""
+    """Sum one upstream call's usage into `total`, cache reads and writes included: a run is
+    charged its calls' sum at the table's price, and each has a price of its own."""
     if not isinstance(usage, dict):
         return
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         if isinstance(usage.get(key), int):
             total[key] = total.get(key, 0) + usage[key]
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    if isinstance(cached, int) and cached > 0:
-        summed = total.setdefault("prompt_tokens_details", {})
-        summed["cached_tokens"] = summed.get("cached_tokens", 0) + cached
+    for key, tokens in zip(
+        ("cached_tokens", "cache_write_tokens"), cache_tokens(usage), strict=True
+    ):
+        if tokens:
+            summed = total.setdefault("prompt_tokens_details", {})
+            summed[key] = summed.get(key, 0) + tokens
 
 
 def _call_view(call: dict) -> dict:
