@@ -499,7 +499,12 @@ def test_the_usage_record_puts_each_value_in_its_field(monkeypatch):
     turn.ctx = SimpleNamespace(user_id="alice")  # type: ignore[assignment]
     turn.upstream_ms, turn.credits = 250.0, 0.5
     turn.agent = {"id": "agt_1", "name": "helper", "version": 3}
-    tokens = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    tokens = {
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 5},
+    }
     gateway._record(turn, 499, tokens, True, "client_closed")
     [record] = recorded
     fields = asdict(record)
@@ -520,6 +525,8 @@ def test_the_usage_record_puts_each_value_in_its_field(monkeypatch):
         "prompt_tokens": 1,
         "completion_tokens": 2,
         "total_tokens": 3,
+        "cached_tokens": 4,
+        "cache_write_tokens": 5,
         "upstream_ms": 250.0,
         "incomplete": True,
         "agent_id": "agt_1",
