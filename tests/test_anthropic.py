@@ -392,7 +392,7 @@ def test_a_reply_of_the_wrong_shape_is_a_502_not_a_500(client, upstream, reply):
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 502
-    assert info.value.type == "upstream_error"
+    assert (info.value.type, info.value.code) == ("upstream_error", "upstream_bad_reply")
 
 
 def test_an_error_under_status_200_is_a_502_not_an_empty_answer(client, upstream):

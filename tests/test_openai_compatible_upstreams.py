@@ -265,11 +265,13 @@ ANSWER = {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish
 )
 def test_an_answer_engram_cannot_read_is_a_502_not_a_200_or_a_500(http, upstream, reply):
     """A reply of another shape under status 200 (a proxy's page, a server's bug) came back as
-    a "completion" without choices, or failed Engram itself: a 500 saying nothing."""
+    a "completion" without choices, or failed Engram itself: a 500 saying nothing. Its code
+    tells it from the upstream's own errors (it had none)."""
     upstream.script(Reply(json=reply))
     response = http.post(URL, json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert response.status_code == 502, response.text
-    assert response.json()["error"]["type"] == "upstream_error"
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("upstream_error", "upstream_bad_reply")
 
 
 @pytest.mark.parametrize(

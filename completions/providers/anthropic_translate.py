@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
+from completions.providers.base import bad_reply
 from config.common.errors import ApiError
 
 STOP_REASONS: dict[str | None, str] = {
@@ -373,7 +374,7 @@ def finish_reason(stop_reason: Any) -> str:
 
 
 def _unexpected() -> ApiError:
-    return ApiError(502, "The upstream provider sent an unexpected reply.", type="upstream_error")
+    return bad_reply()
 
 
 def usage_from(usage: Any) -> dict | None:

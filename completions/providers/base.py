@@ -622,16 +622,23 @@ def loads(raw: bytes) -> Any:
         return json.loads(raw)
 
 
+# The code of a reply no reader can use (not JSON, not the protocol's shape): a client can tell
+# it from the upstream's own errors, which pass on theirs (often a wrong base URL or a proxy's
+# page).
+BAD_REPLY_CODE = "upstream_bad_reply"
+
+
+def bad_reply(message: str = "The upstream provider sent an unexpected reply.") -> ApiError:
+    """The 502 for an upstream reply that is not what its protocol says."""
+    return ApiError(502, message, type="upstream_error", code=BAD_REPLY_CODE)
+
+
 def loads_json(raw: bytes) -> dict:
     """An upstream's JSON object (`loads`), or ApiError."""
     try:
         data = loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(
-            502, "The upstream provider sent malformed JSON.", type="upstream_error"
-        ) from None
+        raise bad_reply("The upstream provider sent malformed JSON.") from None
     if not isinstance(data, dict):
-        raise ApiError(
-            502, "The upstream provider sent an unexpected reply.", type="upstream_error"
-        )
+        raise bad_reply()
     return data

@@ -17,6 +17,7 @@ from completions.providers.base import (
     StreamFailed,
     Upstream,
     UpstreamStream,
+    bad_reply,
     loads,
     loads_json,
     upstream_error,
@@ -203,9 +204,7 @@ class OpenAICompatibleProvider(HttpProvider):
                 code="upstream_error",
             )
         if _unreadable(data, "message"):
-            raise ApiError(
-                502, "The upstream provider sent an unexpected reply.", type="upstream_error"
-            )
+            raise bad_reply()
         rewritten = _arguments_as_text(data, "message")  # then the upstream's bytes are not `data`
         return Completion(data=data, raw=None if rewritten else raw, upstream_ms=upstream_ms)
 
