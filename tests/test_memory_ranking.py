@@ -289,3 +289,19 @@ def test_ranked_items_are_their_rows_as_stored(
             if isinstance(obj, Message):
                 assert obj.conversation.external_id == "c"
                 assert obj.conversation.workspace == workspace
+
+
+def test_vectors_are_written_as_the_same_nine_digit_text_whatever_they_are_given_as():
+    """vector_text formats a whole vector at once: the text is the per-value 9-digit form
+    (exact for float32) for lists, float32 and float64 arrays, and the empty vector."""
+    from memory.services.indexing import vector_text
+
+    rng = np.random.default_rng(3)
+    vector = rng.standard_normal(384).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    for given in (vector, vector.tolist(), vector.astype(np.float64), [0.0, -0.0, 1e-9, 3.5]):
+        expected = "[" + ",".join(format(float(v), ".9g") for v in given) + "]"
+        assert vector_text(given) == expected
+    assert vector_text([]) == "[]" and vector_text(None) is None
+    parsed = np.array(vector_text(vector)[1:-1].split(","), dtype=np.float32)
+    assert np.array_equal(parsed, vector)  # exact once read back as float32
