@@ -1196,3 +1196,51 @@ def test_a_memorys_sources_are_only_its_users_own_messages():
     assert sorted(memory.sources.values_list("id", flat=True)) == own
     event = MemoryEvent.objects.filter(memory_id=memory.id).order_by("created_at").first()
     assert event is not None and event.source_message_ids[0] == own[0]
+
+
+def test_a_turns_extraction_job_is_one_insert_and_a_taken_range_none(
+    offline, django_capture_on_commit_callbacks
+):
+    """extraction_enqueue reads the covered range and inserts the job: two statements, no
+    savepoint; a range another job already took (a race) gives None, sends nothing and leaves
+    the caller's transaction usable."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from memory.services import processing
+
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I live in Paris.")
+    newest = Message.objects.filter(conversation=conv).latest("id").id
+    with (
+        transaction.atomic(),
+        django_capture_on_commit_callbacks() as sent,
+        CaptureQueriesContext(connection) as q,
+    ):
+        job = extraction_enqueue(workspace=workspace, conversation=conv, upto=newest)
+    assert len(q.captured_queries) == 2, [x["sql"][:60] for x in q.captured_queries]
+    assert job is not None and len(sent) == 1
+    stored = ProcessingJob.objects.get(pk=job.pk)
+    assert (stored.kind, stored.status, stored.after_message_id, stored.upto_message_id) == (
+        "extract",
+        "pending",
+        "",
+        newest,
+    )
+    assert stored.attempts == 0 and stored.created_at is not None and not job._state.adding
+    assert extraction_enqueue(workspace=workspace, conversation=conv, upto=newest) is None
+
+    say(workspace, "sam", "I love jazz.")
+    later = Message.objects.filter(conversation=conv).latest("id").id
+    with transaction.atomic(), django_capture_on_commit_callbacks() as sent:
+        # another finish took this range first
+        assert (
+            processing._create(
+                workspace=workspace, conversation=conv, kind="extract", after="", upto=newest
+            )
+            is None
+        )
+        assert Message.objects.filter(conversation=conv).count() == 2  # still usable
+        job = extraction_enqueue(workspace=workspace, conversation=conv, upto=later)
+    assert job is not None and job.after_message_id == newest and len(sent) == 1
+    assert ProcessingJob.objects.filter(conversation=conv).count() == 2
