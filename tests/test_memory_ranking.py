@@ -303,5 +303,7 @@ def test_vectors_are_written_as_the_same_nine_digit_text_whatever_they_are_given
         expected = "[" + ",".join(format(float(v), ".9g") for v in given) + "]"
         assert vector_text(given) == expected
     assert vector_text([]) == "[]" and vector_text(None) is None
-    parsed = np.array(vector_text(vector)[1:-1].split(","), dtype=np.float32)
+    text = vector_text(vector)
+    assert text is not None
+    parsed = np.array(text[1:-1].split(","), dtype=np.float32)
     assert np.array_equal(parsed, vector)  # exact once read back as float32
