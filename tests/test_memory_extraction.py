@@ -1256,3 +1256,94 @@ def test_a_long_backlog_is_summarized_in_slices_that_fit_the_models_window(
     assert "Previous summary:\nSummary 1." in calls[1].body["messages"][1]["content"]
     sent = "".join(c.body["messages"][1]["content"] for c in calls)
     assert all(f"crate {i} " in sent for i in range(299))  # every message read, once
+
+
+def test_a_memorys_sources_are_only_its_users_own_messages():
+    """memory_create, memory_update and memory_add_sources link the messages named by id, and
+    only those of the memory's user in its workspace (ids of another user's message or of
+    another workspace's are left out), whatever they are handed."""
+    from memory.services.memories import memory_add_sources, memory_create
+
+    workspace, _ = make_workspace()
+    other_workspace, _ = make_workspace()
+    say(workspace, "sam", "I live in Paris.", "I love jazz.", "I work as a nurse.")
+    say(workspace, "kim", "I live in Rome.", conversation="k")
+    say(other_workspace, "sam", "I live in Oslo.")
+    own = list(
+        Message.objects.filter(workspace=workspace, user_id="sam")
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    strangers = [
+        Message.objects.get(workspace=workspace, user_id="kim").id,
+        Message.objects.get(workspace=other_workspace).id,
+    ]
+    memory = memory_create(
+        workspace=workspace,
+        user_id="sam",
+        text="User lives in Paris.",
+        source_message_ids=[own[0], *strangers, "msg_missing"],
+    )
+    assert sorted(memory.sources.values_list("id", flat=True)) == [own[0]]
+    memory_update(
+        workspace=workspace,
+        memory=memory,
+        text="User lives in Paris and loves jazz.",
+        source_message_ids=[own[1], *strangers],
+        actor="extractor:offline",
+    )
+    assert sorted(memory.sources.values_list("id", flat=True)) == own[:2]
+    memory_add_sources(
+        workspace=workspace, memory=memory, source_message_ids=[own[2], own[0], *strangers]
+    )
+    assert sorted(memory.sources.values_list("id", flat=True)) == own
+    event = MemoryEvent.objects.filter(memory_id=memory.id).order_by("created_at").first()
+    assert event is not None and event.source_message_ids[0] == own[0]
+
+
+def test_a_turns_extraction_job_is_one_insert_and_a_taken_range_none(
+    offline, django_capture_on_commit_callbacks
+):
+    """extraction_enqueue reads the covered range and inserts the job: two statements, no
+    savepoint; a range another job already took (a race) gives None, sends nothing and leaves
+    the caller's transaction usable."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from memory.services import processing
+
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I live in Paris.")
+    newest = Message.objects.filter(conversation=conv).latest("id").id
+    with (
+        transaction.atomic(),
+        django_capture_on_commit_callbacks() as sent,
+        CaptureQueriesContext(connection) as q,
+    ):
+        job = extraction_enqueue(workspace=workspace, conversation=conv, upto=newest)
+    assert len(q.captured_queries) == 2, [x["sql"][:60] for x in q.captured_queries]
+    assert job is not None and len(sent) == 1
+    stored = ProcessingJob.objects.get(pk=job.pk)
+    assert (stored.kind, stored.status, stored.after_message_id, stored.upto_message_id) == (
+        "extract",
+        "pending",
+        "",
+        newest,
+    )
+    assert stored.attempts == 0 and stored.created_at is not None and not job._state.adding
+    assert extraction_enqueue(workspace=workspace, conversation=conv, upto=newest) is None
+
+    say(workspace, "sam", "I love jazz.")
+    later = Message.objects.filter(conversation=conv).latest("id").id
+    with transaction.atomic(), django_capture_on_commit_callbacks() as sent:
+        # another finish took this range first
+        assert (
+            processing._create(
+                workspace=workspace, conversation=conv, kind="extract", after="", upto=newest
+            )
+            is None
+        )
+        assert Message.objects.filter(conversation=conv).count() == 2  # still usable
+        job = extraction_enqueue(workspace=workspace, conversation=conv, upto=later)
+    assert job is not None and job.after_message_id == newest and len(sent) == 1
+    assert ProcessingJob.objects.filter(conversation=conv).count() == 2

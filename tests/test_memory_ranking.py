@@ -96,6 +96,53 @@ def test_a_later_turn_widens_the_vector_of_the_one_before(
     assert cosine(first.context_embedding, first.embedding) < 0.99
 
 
+def test_a_runs_neighbours_are_read_as_the_orm_reads_them(
+    offline, django_capture_on_commit_callbacks
+):
+    """The extraction run reads its messages' neighbours (the spoken turns just before it, and
+    any later ones not in the run) in one raw statement with binary vectors: the same rows,
+    fields and vectors as the querysets it replaced."""
+    from memory.background.extraction import runner
+    from memory.text import WINDOW_BEFORE
+
+    workspace, _ = make_workspace()
+    minute = dt.timedelta(minutes=1)
+    imported(
+        workspace,
+        "u",
+        [
+            ("Ana" if i % 2 else "Ben", f"Turn {i} about Lisbon.", DAY + i * minute)
+            for i in range(7)
+        ],
+        django_capture_on_commit_callbacks,
+    )
+    spoken = list(Message.objects.order_by("created_at", "id"))
+    Message.objects.filter(pk=spoken[1].pk).update(context_embedding=None)  # a null vector too
+    run = spoken[3:5]  # two later turns (5, 6) are not in the run
+    first = run[0]
+    fields = ("id", "role", "name", "content", "created_at", "search_text")
+    orm = Message.objects.filter(
+        conversation_id=first.conversation_id, role__in=["user", "assistant"]
+    )
+    orm = orm.only(*fields, "embedding", "context_embedding")
+    before = orm.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")
+    later = orm.filter(created_at__gte=first.created_at).exclude(id__in=[m.id for m in run])
+    expected = list(before[:WINDOW_BEFORE].union(later, all=True))
+
+    got = runner._neighbours(first.conversation_id, first.created_at, {m.id for m in run})
+
+    assert [m.id for m in got] == [m.id for m in expected] == [spoken[i].id for i in (2, 1, 5, 6)]
+    for new, old in zip(got, expected, strict=True):
+        assert [getattr(new, f) for f in fields] == [getattr(old, f) for f in fields]
+        assert new.get_deferred_fields() == old.get_deferred_fields()
+        for name in ("embedding", "context_embedding"):
+            a, b = getattr(new, name), getattr(old, name)
+            assert (a is None) == (b is None)
+            if a is not None:  # float32 values: exactly the same once in float32
+                assert np.array_equal(np.float32(a), np.float32(b))
+    assert got[1].context_embedding is None
+
+
 def test_feedback_rescores_candidates_by_the_words_the_best_matches_share(
     offline, django_capture_on_commit_callbacks
 ):
@@ -242,3 +289,21 @@ def test_ranked_items_are_their_rows_as_stored(
             if isinstance(obj, Message):
                 assert obj.conversation.external_id == "c"
                 assert obj.conversation.workspace == workspace
+
+
+def test_vectors_are_written_as_the_same_nine_digit_text_whatever_they_are_given_as():
+    """vector_text formats a whole vector at once: the text is the per-value 9-digit form
+    (exact for float32) for lists, float32 and float64 arrays, and the empty vector."""
+    from memory.services.indexing import vector_text
+
+    rng = np.random.default_rng(3)
+    vector = rng.standard_normal(384).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    for given in (vector, vector.tolist(), vector.astype(np.float64), [0.0, -0.0, 1e-9, 3.5]):
+        expected = "[" + ",".join(format(float(v), ".9g") for v in given) + "]"
+        assert vector_text(given) == expected
+    assert vector_text([]) == "[]" and vector_text(None) is None
+    text = vector_text(vector)
+    assert text is not None
+    parsed = np.array(text[1:-1].split(","), dtype=np.float32)
+    assert np.array_equal(parsed, vector)  # exact once read back as float32

@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 
@@ -36,6 +37,18 @@ def _index(
         embedding = (ready or {}).get(memory.search_text)
     memory.embedding = (
         embedding if embedding is not None else get_embedder().embed_one(memory.search_text)
+    )
+
+
+def _own_messages(workspace: Workspace, user_id: str, ids: list[str]) -> list[Any]:
+    """The ids among `ids` of the user's own messages: a memory's sources are linked by id.
+    Their whole rows (content, raw body, two vectors parsed from text) were read only to take
+    their ids, in every fact an extraction run updated. (list[Any]: add() takes primary keys,
+    which django-stubs types as int.)"""
+    return list(
+        Message.objects.filter(workspace=workspace, user_id=user_id, id__in=ids).values_list(
+            "pk", flat=True
+        )
     )
 
 
@@ -93,9 +106,7 @@ def memory_create(
     _index(memory, embedding=embedding)
     memory.save()
     if source_ids:
-        memory.sources.add(
-            *Message.objects.filter(workspace=workspace, user_id=user_id, id__in=source_ids)
-        )
+        memory.sources.add(*_own_messages(workspace, user_id, source_ids))
     _event(
         workspace=workspace,
         memory=memory,
@@ -322,9 +333,7 @@ def memory_update(
     memory.save(force_update=True)
     source_ids = list(dict.fromkeys(source_message_ids))
     if source_ids:
-        memory.sources.add(
-            *Message.objects.filter(workspace=workspace, user_id=memory.user_id, id__in=source_ids)
-        )
+        memory.sources.add(*_own_messages(workspace, memory.user_id, source_ids))
     _event(
         workspace=workspace,
         memory=memory,
@@ -344,9 +353,7 @@ def memory_add_sources(
     """The same fact said again: more provenance, no new memory and no history entry."""
     ids = list(source_message_ids)
     if ids:
-        memory.sources.add(
-            *Message.objects.filter(workspace=workspace, user_id=memory.user_id, id__in=ids)
-        )
+        memory.sources.add(*_own_messages(workspace, memory.user_id, ids))
 
 
 def memories_add_sources(*, workspace: Workspace, links: Iterable[tuple[str, str]]) -> None:

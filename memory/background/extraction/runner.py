@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
 from accounts.models import Workspace
@@ -129,15 +129,8 @@ def widen_search_windows(rows: list[Message]) -> list[Message]:
     (with the vectors just made); only their neighbours are read.
     """
     first = min(rows, key=lambda m: (m.created_at, m.id))
-    fields = ("id", "role", "name", "content", "created_at", "search_text")
-    spoken = Message.objects.filter(conversation_id=rows[0].conversation_id, role__in=SPOKEN).only(
-        *fields, "embedding", "context_embedding"
-    )
     mine = {m.id for m in rows}
-    # One query for the neighbours: the turns just before, and any later ones not in the run.
-    just_before = spoken.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")
-    later = spoken.filter(created_at__gte=first.created_at).exclude(id__in=mine)
-    neighbours = list(just_before[:WINDOW_BEFORE].union(later, all=True))
+    neighbours = _neighbours(rows[0].conversation_id, first.created_at, mine)
     window = sorted(
         [*neighbours, *(m for m in rows if m.role in SPOKEN)], key=lambda m: (m.created_at, m.id)
     )
@@ -154,6 +147,55 @@ def widen_search_windows(rows: list[Message]) -> list[Message]:
             message.context_embedding = vector
             changed.append(message)
     return changed
+
+
+# One statement for the neighbours: the turns just before the run, and any later ones not in
+# it. Raw, with the vectors in pgvector's binary form: the ORM's union of two querysets took
+# ~10 % of a lone turn's job in the worker (py-spy), most of it building the SQL again each
+# run and parsing four 384-float vectors from text; the binary form gives the same float32
+# values (store._binary_vector).
+_NEIGHBOURS = """
+(SELECT {columns} FROM {table}
+ WHERE conversation_id = %s AND role IN ('user', 'assistant') AND created_at < %s
+ ORDER BY created_at DESC, id DESC LIMIT %s)
+UNION ALL
+(SELECT {columns} FROM {table}
+ WHERE conversation_id = %s AND role IN ('user', 'assistant') AND created_at >= %s
+ AND NOT (id = ANY(%s::varchar[])))
+"""
+_NEIGHBOUR_FIELDS = ("id", "role", "name", "content", "created_at", "search_text")
+
+
+def _neighbours(conversation_id: str, first_at, mine: set[str]) -> list[Message]:
+    """The spoken messages just before `first_at` (WINDOW_BEFORE) and those at or after it not
+    in `mine`: Message rows with only the window's fields and both vectors loaded (as
+    `.only()` loads them: the others deferred)."""
+    sql = _NEIGHBOURS.format(
+        table=connection.ops.quote_name(Message._meta.db_table),
+        columns=", ".join(_NEIGHBOUR_FIELDS)
+        + ", vector_send(embedding), vector_send(context_embedding)",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [conversation_id, first_at, WINDOW_BEFORE, conversation_id, first_at, sorted(mine)],
+        )
+        found = cursor.fetchall()
+    names = [*_NEIGHBOUR_FIELDS, "embedding", "context_embedding"]
+    # from_db takes a partial row's values in the model's field order
+    order = [f.attname for f in Message._meta.concrete_fields if f.attname in names]
+    at = [names.index(name) for name in order]
+    messages = []
+    for row in found:
+        values = [*row[:-2], _from_binary(row[-2]), _from_binary(row[-1])]
+        messages.append(Message.from_db(connection.alias, order, [values[i] for i in at]))
+    return messages
+
+
+def _from_binary(value: bytes | None) -> list[float] | None:
+    """pgvector's binary form (int16 dimensions, int16 unused, big-endian float4s) as the
+    floats VectorField reads."""
+    return None if value is None else np.frombuffer(value, dtype=">f4", offset=4).tolist()
 
 
 def _same(vector: list[float] | None, stored) -> bool:
