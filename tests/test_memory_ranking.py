@@ -103,7 +103,6 @@ def test_a_runs_neighbours_are_read_as_the_orm_reads_them(
     any later ones not in the run) in one raw statement with binary vectors: the same rows,
     fields and vectors as the querysets it replaced."""
     from memory.background.extraction import runner
-    from memory.text import WINDOW_BEFORE
 
     workspace, _ = make_workspace()
     minute = dt.timedelta(minutes=1)
@@ -127,11 +126,12 @@ def test_a_runs_neighbours_are_read_as_the_orm_reads_them(
     orm = orm.only(*fields, "embedding", "context_embedding")
     before = orm.filter(created_at__lt=first.created_at).order_by("-created_at", "-id")
     later = orm.filter(created_at__gte=first.created_at).exclude(id__in=[m.id for m in run])
-    expected = list(before[:WINDOW_BEFORE].union(later, all=True))
+    expected = list(before[: runner.READ_BEFORE].union(later, all=True))
 
     got = runner._neighbours(first.conversation_id, first.created_at, {m.id for m in run})
 
-    assert [m.id for m in got] == [m.id for m in expected] == [spoken[i].id for i in (2, 1, 5, 6)]
+    assert [m.id for m in got] == [m.id for m in expected]
+    assert [m.id for m in got] == [spoken[i].id for i in (2, 1, 0, 5, 6)]
     for new, old in zip(got, expected, strict=True):
         assert [getattr(new, f) for f in fields] == [getattr(old, f) for f in fields]
         assert new.get_deferred_fields() == old.get_deferred_fields()
@@ -141,6 +141,36 @@ def test_a_runs_neighbours_are_read_as_the_orm_reads_them(
             if a is not None:  # float32 values: exactly the same once in float32
                 assert np.array_equal(np.float32(a), np.float32(b))
     assert got[1].context_embedding is None
+
+
+def test_a_later_run_leaves_the_earlier_turns_windows_as_one_run_makes_them(
+    offline, django_capture_on_commit_callbacks
+):
+    """A chat's turns are indexed one run per turn; each run re-indexes the two turns before
+    it. The earlier of those lost the start of its window (it kept itself and the two after),
+    so a chat's turns were found by less than the same conversation imported in one run."""
+    from memory.background.extraction import runner
+
+    workspace, _ = make_workspace()
+    minute = dt.timedelta(minutes=1)
+    turns = [
+        ("Ana" if i % 2 else "Ben", f"Turn {i} about {word}.", DAY + i * minute)
+        for i, word in enumerate(["Lisbon", "cellos", "ferries", "quinces", "owls", "kites"])
+    ]
+    imported(workspace, "u", turns, django_capture_on_commit_callbacks)
+    spoken = list(Message.objects.order_by("created_at", "id"))
+    whole = {m.id: (m.search_text, m.context_embedding) for m in spoken}
+    assert "Lisbon" in whole[spoken[2].id][0] and "owls" in whole[spoken[2].id][0]
+    # Turns 2 and 3 as they were before turn 4 and 5 came: their windows are made again.
+    Message.objects.filter(pk__in=[spoken[2].pk, spoken[3].pk]).update(search_text="before")
+
+    changed = runner.widen_search_windows(spoken[4:6])  # the last turn, as a run of its own
+
+    assert {spoken[2].id, spoken[3].id} <= {m.id for m in changed}
+    for message in changed:
+        text, vector = whole[message.id]
+        assert message.search_text == text, message.content
+        assert np.allclose(message.context_embedding, vector, atol=1e-6), message.content
 
 
 def test_feedback_rescores_candidates_by_the_words_the_best_matches_share(

@@ -134,9 +134,15 @@ def widen_search_windows(rows: list[Message]) -> list[Message]:
     window = sorted(
         [*neighbours, *(m for m in rows if m.role in SPOKEN)], key=lambda m: (m.created_at, m.id)
     )
-    before = [m for m in neighbours if m.created_at < first.created_at]
+    before = sorted(
+        (m for m in neighbours if m.created_at < first.created_at),
+        key=lambda m: (m.created_at, m.id),
+        reverse=True,
+    )  # nearest first
     changed = []
-    upto = mine | {m.id for m in before}
+    # Re-indexed: the run's messages and the WINDOW_BEFORE just before them (whose windows now
+    # reach the run's); the ones before those are read only as their windows' start.
+    upto = mine | {m.id for m in before[:WINDOW_BEFORE]}
     for index, message in enumerate(window):
         if message.id not in upto:
             continue
@@ -166,8 +172,15 @@ UNION ALL
 _NEIGHBOUR_FIELDS = ("id", "role", "name", "content", "created_at", "search_text")
 
 
+# The turns read before a run: the WINDOW_BEFORE it re-indexes, and theirs before them. Read
+# only WINDOW_BEFORE, the earliest re-indexed turn lost its own start at every run: a chat's
+# turn, taken one run per turn, kept "itself and the two after" where an import of the same
+# conversation in one run gave it "the two before, itself and the two after".
+READ_BEFORE = 2 * WINDOW_BEFORE
+
+
 def _neighbours(conversation_id: str, first_at, mine: set[str]) -> list[Message]:
-    """The spoken messages just before `first_at` (WINDOW_BEFORE) and those at or after it not
+    """The spoken messages just before `first_at` (READ_BEFORE) and those at or after it not
     in `mine`: Message rows with only the window's fields and both vectors loaded (as
     `.only()` loads them: the others deferred)."""
     sql = _NEIGHBOURS.format(
@@ -178,7 +191,7 @@ def _neighbours(conversation_id: str, first_at, mine: set[str]) -> list[Message]
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
-            [conversation_id, first_at, WINDOW_BEFORE, conversation_id, first_at, sorted(mine)],
+            [conversation_id, first_at, READ_BEFORE, conversation_id, first_at, sorted(mine)],
         )
         found = cursor.fetchall()
     names = [*_NEIGHBOUR_FIELDS, "embedding", "context_embedding"]
