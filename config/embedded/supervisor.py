@@ -289,7 +289,16 @@ def _children(python: str, host: str, port: int, data: Path) -> list[Child]:
         ),
         Child(
             "beat",
-            [*celery, "beat", "--loglevel", "INFO", "-s", str(data / "celerybeat-schedule")],
+            # --quiet: no banner, plain lines amid the JSON ones (beat logs its start itself)
+            [
+                *celery,
+                "--quiet",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "-s",
+                str(data / "celerybeat-schedule"),
+            ],
             grace=10,
         ),
         *(
