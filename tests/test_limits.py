@@ -299,24 +299,32 @@ CACHE_USAGE = {
 }
 
 
-def _claude_answer(upstream, *, stream: bool) -> None:
+def _claude_answer(upstream, *, stream: bool, usage: dict = CACHE_USAGE) -> None:
     from tests.upstream import anthropic_message, anthropic_stream
 
     if stream:
         events = anthropic_stream(["a", "b"], model=CLAUDE)
-        events[0][1]["message"]["usage"] = {**CACHE_USAGE, "output_tokens": 1}
+        events[0][1]["message"]["usage"] = {**usage, "output_tokens": 1}
         events[-2][1]["usage"] = {"output_tokens": 6}
         upstream.script(Reply(stream=events))
     else:
-        upstream.script(Reply(json=anthropic_message("ab", model=CLAUDE) | {"usage": CACHE_USAGE}))
+        upstream.script(Reply(json=anthropic_message("ab", model=CLAUDE) | {"usage": usage}))
 
 
-def _claude_credits(sdk, *, stream: bool) -> float:
+def _claude_credits(sdk, *, stream: bool, usage: list | None = None) -> float:
+    """The credits charged for the answer (and its usage appended to `usage`)."""
     if not stream:
-        return ask(sdk, model=CLAUDE).parse().model_extra["engram"]["credits_charged"]
-    chunks = sdk.chat.completions.create(
-        model=CLAUDE, messages=HI, stream=True, stream_options={"include_usage": True}
+        answer = ask(sdk, model=CLAUDE).parse()
+        if usage is not None:
+            usage.append(answer.usage.model_dump())
+        return answer.model_extra["engram"]["credits_charged"]
+    chunks = list(
+        sdk.chat.completions.create(
+            model=CLAUDE, messages=HI, stream=True, stream_options={"include_usage": True}
+        )
     )
+    if usage is not None:
+        usage.extend(c.usage.model_dump() for c in chunks if c.usage)
     extras = [c.model_extra["engram"] for c in chunks if (c.model_extra or {}).get("engram")]
     return extras[-1]["credits_charged"]
 
@@ -357,6 +365,67 @@ def test_anthropic_cache_writes_and_reads_are_charged_at_their_own_prices(
         2000,
     )
     assert totals["credits"] == 3560 + 5260
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_anthropic_one_hour_cache_writes_are_charged_twice_the_input_price(
+    sdk, operator_http, owner, upstream, stream
+):
+    """Every cache write was charged as a 5-minute one (1.25x the input): Anthropic bills a
+    1-hour write 2x, and its usage says which were which (`cache_creation`'s
+    ephemeral_5m_input_tokens / ephemeral_1h_input_tokens). A blank cache-write price charges
+    the hour's at 2x the input; a set one is the 5-minute price, the hour's 2 / 1.25 of it.
+    The answer's usage passes the hour's count on as `cache_write_1h_tokens`."""
+    Price.objects.create(model=CLAUDE, input_per_million=2, output_per_million=10)
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+    hour = {
+        **CACHE_USAGE,
+        "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 600},
+    }
+
+    _claude_answer(upstream, stream=stream, usage=hour)
+    reported: list[dict] = []
+    # 100 uncached at 2, 400 written for 5 minutes at 2.5 and 600 for an hour at 4, 4,000 read
+    # at 0.2, 6 out at 10
+    credits = _claude_credits(sdk, stream=stream, usage=reported)
+    assert credits == 100 * 2 + 400 * 2.5 + 600 * 4 + 4000 * 0.2 + 6 * 10
+    details = reported[-1]["prompt_tokens_details"]
+    assert (details["cache_write_tokens"], details["cache_write_1h_tokens"]) == (1000, 600)
+    assert reported[-1]["prompt_tokens"] == 5100
+
+    Price.objects.filter(model=CLAUDE).update(cache_write_per_million=3)
+    pricing.prices_changed()
+    _claude_answer(upstream, stream=stream, usage=hour)
+    credits = _claude_credits(sdk, stream=stream)
+    assert credits == 100 * 2 + 400 * 3 + 2880 + 4000 * 0.2 + 6 * 10  # 600 at 3 x 2 / 1.25
+
+    _claude_answer(upstream, stream=stream)  # no breakdown: every write a 5-minute one
+    assert _claude_credits(sdk, stream=stream) == 100 * 2 + 1000 * 3 + 4000 * 0.2 + 6 * 10
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 3)
+    rows = UsageRecord.objects.filter(workspace=owner[0])
+    assert {(r.prompt_tokens, r.cache_write_tokens) for r in rows} == {(5100, 1000)}
+
+
+def test_an_agent_runs_summed_usage_keeps_its_calls_one_hour_cache_writes():
+    """A run is charged its upstream calls' summed usage: the sum kept the cache writes but
+    not which were written for an hour, so a run's were all charged as 5-minute ones."""
+    from completions.tools.run import _add_usage
+    from completions.usage import cache_tokens
+
+    total: dict = {}
+    for written, hour in ((1000, 600), (300, 0), (50, 50)):
+        details = {"cached_tokens": 10, "cache_write_tokens": written}
+        if hour:
+            details["cache_write_1h_tokens"] = hour
+        _add_usage(total, {"prompt_tokens": 2000, "prompt_tokens_details": details})
+    assert total["prompt_tokens_details"] == {
+        "cached_tokens": 30,
+        "cache_write_tokens": 1350,
+        "cache_write_1h_tokens": 650,
+    }
+    assert cache_tokens(total) == (30, 1350, 650)
 
 
 def test_cache_writes_cost_the_input_price_unless_anthropic_serves_the_model(
