@@ -108,8 +108,8 @@ def usage_summary(
     The totals are the whole range's, so they are read on the first page only (no `after` or
     `before`) and are None on a page past a cursor: read on every page, one pass over the range
     with its percentiles (2.9 s on 1,000,000 records) was most of each page's cost, and a client
-    paging through has them from the first page (Stripe's lists count their total only when
-    asked, OpenAI's usage buckets have no total)."""
+    paging through has them from the first page (Stripe's list pages carry no total count by
+    default, OpenAI's organization usage pages of buckets no totals at all)."""
     rows = usage_record_list(workspace=workspace).filter(created_at__gte=start, created_at__lt=end)
     rows = rows.order_by()
     figures = usage_figures(rows)

@@ -252,7 +252,7 @@ def user_export(*, workspace: Workspace, user_id: str) -> dict:
     sources = memory_sources(workspace=workspace, memory_ids=[m.id for m in memories])
     owned = conversation_list(workspace=workspace, user_id=user_id)
     found = {c.id: c for c in owned.order_by("id")}
-    conversations = {id: conversation_body(c) | {"messages": []} for id, c in found.items()}
+    conversations = {key: conversation_body(c) | {"messages": []} for key, c in found.items()}
     for message in _conversations_messages(workspace=workspace, conversations=owned):
         if (body := conversations.get(message.conversation_id)) is not None:  # one begun since
             body["messages"].append(message_body(message, found[message.conversation_id]))
