@@ -125,13 +125,14 @@ def finish(
     charge: Charge, *, usage: dict | None, assistant: dict | None, engram: dict, request_id: str
 ) -> float:
     """Charge the answer; returns the credits charged (also put in `engram`)."""
-    prompt, completion, cached, cache_write = _used(charge, usage, assistant)
+    prompt, completion, cached, cache_write, cache_write_1h = _used(charge, usage, assistant)
     charge.micro = pricing.micro_credits(
         charge.price,
         prompt=prompt,
         completion=completion,
         cached=cached,
         cache_write=cache_write,
+        cache_write_1h=cache_write_1h,
         per_usd=charge.limits.credits_per_usd,
     )
     credits = pricing.as_credits(charge.micro)
@@ -142,18 +143,21 @@ def finish(
     return credits
 
 
-def _used(charge: Charge, usage: dict | None, assistant: dict | None) -> tuple[int, int, int, int]:
-    """(prompt, completion, cache-read prompt, cache-written prompt) tokens: the upstream's
+def _used(
+    charge: Charge, usage: dict | None, assistant: dict | None
+) -> tuple[int, int, int, int, int]:
+    """(prompt, completion, cache-read prompt, cache-written prompt, of those written for an
+    hour) tokens: the upstream's
     figures (those that are counts: completions.usage.count; Anthropic's cache figures as
     its translation puts them, completions.providers.anthropic_translate.usage_from); for an
     answer cut short without them, the prompt's estimate and the text received so far."""
     if isinstance(usage, dict) and (prompt := count(usage.get("prompt_tokens"))) is not None:
-        cached, cache_write = cache_tokens(usage)
+        cached, cache_write, cache_write_1h = cache_tokens(usage)
         completion = count(usage.get("completion_tokens")) or 0
-        return prompt, completion, cached or 0, cache_write or 0
+        return prompt, completion, cached or 0, cache_write or 0, cache_write_1h or 0
     if assistant is None:
-        return 0, 0, 0, 0  # nothing was answered: nothing is charged
+        return 0, 0, 0, 0, 0  # nothing was answered: nothing is charged
     if charge.prompt_estimate is None:  # no limit applied: not counted on admission
         charge.prompt_estimate = prompt_tokens(charge.body or {})
     text = assistant.get("content") if isinstance(assistant.get("content"), str) else ""
-    return charge.prompt_estimate, tokenizer.count(text or ""), 0, 0
+    return charge.prompt_estimate, tokenizer.count(text or ""), 0, 0, 0

@@ -183,7 +183,7 @@ def _settle(stored: asyncio.Future) -> None:
 
 def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code: str) -> None:
     route, agent = turn.route, turn.agent
-    cached, cache_write = usage.cache_tokens(tokens)
+    cached, cache_write, _ = usage.cache_tokens(tokens)  # the 1-hour share is in the credits
     # Positionally, in the fields' order: Python 3.11 compiles a call with more than 15
     # keywords to a dict unpacked again by the callee (~10,000 instructions more here).
     record = usage.Usage(

@@ -21,9 +21,11 @@ from config.common.cache import TTLCache
 MICRO = 1_000_000
 
 
-# What Anthropic bills of the input price for a 5-minute cache write and for a cache read: a
+# What Anthropic bills of the input price for a 5-minute cache write, a 1-hour cache write and
+# a cache read (https://docs.anthropic.com/en/docs/about-claude/pricing, "Prompt caching"): a
 # table row that leaves those prices blank follows them for models served by Anthropic's API.
 ANTHROPIC_CACHE_WRITE = Decimal("1.25")
+ANTHROPIC_CACHE_WRITE_1H = Decimal("2")
 ANTHROPIC_CACHE_READ = Decimal("0.1")
 
 
@@ -33,6 +35,7 @@ class ModelPrice:
     cached_input: Decimal
     output: Decimal
     cache_write: Decimal = Decimal(0)
+    cache_write_1h: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -47,15 +50,22 @@ class ListedPrice:
     def for_provider(self, provider: str) -> ModelPrice:
         """The prices charged for an answer from `provider`: a blank cached read or cache write
         costs Anthropic's share of the input price for Anthropic, else the input price
-        (OpenAI charges no cache writes, and the share of its cache reads varies by model)."""
+        (OpenAI charges no cache writes, and the share of its cache reads varies by model).
+
+        The row's cache-write price is the 5-minute write's: a 1-hour write (Anthropic's) costs
+        it times 2 / 1.25, which is 2x the input price for a blank one and keeps a row's own
+        price (a discount, or writes priced as input) in proportion."""
         anthropic = provider == "anthropic"
         read = ANTHROPIC_CACHE_READ if anthropic else Decimal(1)
         write = ANTHROPIC_CACHE_WRITE if anthropic else Decimal(1)
+        cache_write = self.input * write if self.cache_write is None else self.cache_write
+        longer = ANTHROPIC_CACHE_WRITE_1H / ANTHROPIC_CACHE_WRITE if anthropic else Decimal(1)
         return ModelPrice(
             input=self.input,
             cached_input=self.input * read if self.cached_input is None else self.cached_input,
             output=self.output,
-            cache_write=self.input * write if self.cache_write is None else self.cache_write,
+            cache_write=cache_write,
+            cache_write_1h=cache_write * longer,
         )
 
 
@@ -116,16 +126,20 @@ def micro_credits(
     completion: int,
     cached: int = 0,
     cache_write: int = 0,
+    cache_write_1h: int = 0,
     per_usd: Decimal,
 ) -> int:
     """What `prompt` (of which `cached` read from the upstream's cache and `cache_write`
-    written to it) and `completion` tokens cost, in micro-credits."""
+    written to it, `cache_write_1h` of those for an hour) and `completion` tokens cost, in
+    micro-credits."""
     cached = min(max(cached, 0), prompt)
     cache_write = min(max(cache_write, 0), prompt - cached)
+    cache_write_1h = min(max(cache_write_1h, 0), cache_write)
     usd_micro = (
         (prompt - cached - cache_write) * price.input
         + cached * price.cached_input
-        + cache_write * price.cache_write
+        + (cache_write - cache_write_1h) * price.cache_write
+        + cache_write_1h * price.cache_write_1h
         + completion * price.output
     )
     return int((usd_micro * per_usd).to_integral_value(rounding=ROUND_HALF_UP))

@@ -38,15 +38,20 @@ def count(value: object) -> int | None:
     return None
 
 
-def cache_tokens(usage: dict) -> tuple[int | None, int | None]:
-    """(read from, written to) the upstream's cache, of an OpenAI usage's prompt tokens:
-    `prompt_tokens_details.cached_tokens` and `.cache_write_tokens` (which Anthropic's
-    translation fills from cache_creation_input_tokens, as OpenRouter names it), counts or
-    None. The one reader for the charge and the usage record."""
+def cache_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
+    """(read from, written to, of those written for an hour) the upstream's cache, of an
+    OpenAI usage's prompt tokens: `prompt_tokens_details.cached_tokens`, `.cache_write_tokens`
+    (which Anthropic's translation fills from cache_creation_input_tokens, as OpenRouter names
+    it) and `.cache_write_1h_tokens` (from its cache_creation.ephemeral_1h_input_tokens),
+    counts or None. The one reader for the charge and the usage record."""
     details = usage.get("prompt_tokens_details")
     if not isinstance(details, dict):
-        return None, None
-    return count(details.get("cached_tokens")), count(details.get("cache_write_tokens"))
+        return None, None, None
+    return (
+        count(details.get("cached_tokens")),
+        count(details.get("cache_write_tokens")),
+        count(details.get("cache_write_1h_tokens")),
+    )
 
 
 def _now() -> datetime:

@@ -91,7 +91,12 @@ UsageReport = type(
         "start": serializers.IntegerField(),
         "end": serializers.IntegerField(),
         "group_by": serializers.CharField(allow_null=True),
-        "totals": UsageFigures(help_text="Of every row in the range, whatever the page."),
+        "totals": UsageFigures(
+            allow_null=True,
+            help_text="Of every row in the range, whatever the group: on the first page only "
+            "(no `after` or `before`), null on a page past a cursor (the whole range is read "
+            "once, not on every page).",
+        ),
         "data": UsageGroup(many=True),
         "first_id": serializers.CharField(allow_null=True, help_text="The page's first group."),
         "last_id": serializers.CharField(
@@ -157,7 +162,7 @@ class UsageApi(APIView):
                 "start": int(start.timestamp()),
                 "end": int(end.timestamp()),
                 "group_by": group_by,
-                "totals": _figures(totals),
+                "totals": None if totals is None else _figures(totals),
                 "data": data,
                 "first_id": data[0]["group"] if data else None,
                 "last_id": data[-1]["group"] if data else None,

@@ -1241,3 +1241,43 @@ def test_the_reasoning_details_a_turn_carries_count_in_the_context_budget(
     sent = upstream.last.body
     assert sent["messages"][-2]["content"][0] == signed
     assert _sent_tokens(sent) <= 8192 - 2048  # was ~8,000: the thinking's ~2,000 on top
+
+
+@pytest.mark.parametrize(
+    "usage, details",
+    [
+        (  # both: the hour's are a share of the writes
+            {
+                "cache_creation_input_tokens": 30,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": 10,
+                    "ephemeral_1h_input_tokens": 20,
+                },
+            },
+            {"cached_tokens": 0, "cache_write_tokens": 30, "cache_write_1h_tokens": 20},
+        ),
+        (  # the breakdown alone: its sum is the writes
+            {"cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20}},
+            {"cached_tokens": 0, "cache_write_tokens": 30, "cache_write_1h_tokens": 20},
+        ),
+        (  # no hour's writes, or a figure that is no count: as before
+            {
+                "cache_creation_input_tokens": 30,
+                "cache_creation": {"ephemeral_1h_input_tokens": "x"},
+            },
+            {"cached_tokens": 0, "cache_write_tokens": 30},
+        ),
+        (  # never more of the hour's than the writes
+            {"cache_creation_input_tokens": 5, "cache_creation": {"ephemeral_1h_input_tokens": 9}},
+            {"cached_tokens": 0, "cache_write_tokens": 5, "cache_write_1h_tokens": 5},
+        ),
+    ],
+)
+def test_usage_passes_the_one_hour_cache_writes_on(usage, details):
+    """Anthropic's cache_creation breakdown (5-minute and 1-hour writes, billed 1.25x and 2x the
+    input) was dropped: every write was charged as a 5-minute one."""
+    from completions.providers.anthropic_translate import usage_from
+
+    translated = usage_from({"input_tokens": 1, "output_tokens": 2, **usage})
+    assert translated["prompt_tokens_details"] == details
+    assert translated["prompt_tokens"] == 1 + details["cache_write_tokens"]

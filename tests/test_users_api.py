@@ -480,3 +480,77 @@ def test_export_reads_the_runs_approvals_in_a_fixed_number_of_queries(owner, out
     for i, run in enumerate(export["executions"]):
         calls = [a["tool_call_ids"] for a in run["approvals"]]
         assert calls == [[f"call_b_{i}"], [f"call_a_{i}"]]
+
+
+def _conversations_with_messages(workspace, user_id: str, n: int, *, tag: str = "") -> None:
+    """n conversations of 3 messages, two at the same moment (their id breaks the tie), a
+    session on the first, created newest conversation first and messages out of order."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from memory.models import Message
+
+    moment = timezone.now()
+    for i in reversed(range(n)):
+        conversation = Conversation.objects.create(
+            workspace=workspace, external_id=f"{user_id}-c{i}", user_id=user_id
+        )
+        session = Session.objects.create(
+            workspace=workspace, external_id=f"{user_id}-s{i}", user_id=user_id
+        )
+        for n_, (role, at, text) in enumerate(
+            [("assistant", 1, "Later"), ("user", 0, "Tied b"), ("user", 0, "Tied a")]
+        ):
+            Message.objects.create(
+                id=f"msg_{tag}{user_id}_{i}_{'zba'[n_]}",
+                workspace=workspace,
+                conversation=conversation,
+                session=session if role == "user" else None,
+                user_id=user_id,
+                role=role,
+                content=f"{text} {i}",
+                raw={"role": role, "content": [{"type": "text", "text": f"{text} {i}"}]}
+                if at
+                else {},
+                created_at=moment + timedelta(seconds=at + i),
+            )
+
+
+def test_export_reads_the_conversations_messages_in_a_fixed_number_of_queries(owner, outsider):
+    """A user's export read each conversation's messages with a query of its own: 10,000
+    conversations were 10,000 queries. One query now reads them all, the count the same for 1
+    conversation as for 5, and each conversation's messages are what its own query gave, in
+    its order (created_at, then id)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from memory.selectors import conversation_list, message_list, user_export
+    from memory.serializers import message_body
+
+    workspace = owner[0]
+    _conversations_with_messages(workspace, "one", 1)
+    _conversations_with_messages(workspace, "five", 5)
+    _conversations_with_messages(outsider[0], "five", 2, tag="x")  # another workspace's user
+
+    with CaptureQueriesContext(connection) as one:
+        assert len(user_export(workspace=workspace, user_id="one")["conversations"]) == 1
+    with CaptureQueriesContext(connection) as five:
+        export = user_export(workspace=workspace, user_id="five")
+    assert len(five.captured_queries) == len(one.captured_queries)
+
+    expected = [
+        [message_body(m, c) for m in message_list(workspace=workspace, conversation=c)]
+        for c in conversation_list(workspace=workspace, user_id="five").order_by("id")
+    ]
+    exported = export["conversations"]
+    assert [c["messages"] for c in exported] == expected
+    assert sorted(c["external_id"] for c in exported) == [f"five-c{i}" for i in range(5)]
+    for conversation in exported:
+        i = conversation["external_id"][-1]
+        texts = [
+            m["content"] if isinstance(m["content"], str) else "raw"
+            for m in conversation["messages"]
+        ]
+        assert texts == [f"Tied a {i}", f"Tied b {i}", "raw"]
+        assert [m["session_id"] for m in conversation["messages"]] == [f"five-s{i}"] * 2 + [None]

@@ -381,22 +381,37 @@ def usage_from(usage: Any) -> dict | None:
     if not usage or not isinstance(usage, dict):
         return None
 
-    def count(name: str) -> int:  # a count that is not a whole number reads as none
-        value = usage.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    def count(name: str) -> int:
+        return _count(usage.get(name))
 
     # Anthropic's input_tokens are the uncached rest: OpenAI's prompt_tokens hold all three.
-    # The cache writes go on (OpenRouter's name for them) to be charged at their own price.
+    # The cache writes go on (OpenRouter's name for them) to be charged at their own price,
+    # and of them those written for an hour (`cache_creation`'s breakdown), billed 2x the
+    # input where a 5-minute write is 1.25x (completions.pricing): all were charged as 5-minute.
     cached = count("cache_read_input_tokens")
     written = count("cache_creation_input_tokens")
+    breakdown = usage.get("cache_creation")
+    hour = 0
+    if isinstance(breakdown, dict):
+        hour = _count(breakdown.get("ephemeral_1h_input_tokens"))
+        written = written or hour + _count(breakdown.get("ephemeral_5m_input_tokens"))
+        hour = min(hour, written)
     prompt = count("input_tokens") + cached + written
     completion = count("output_tokens")
+    details = {"cached_tokens": cached, "cache_write_tokens": written}
+    if hour:
+        details["cache_write_1h_tokens"] = hour
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
+        "prompt_tokens_details": details,
     }
+
+
+def _count(value: Any) -> int:
+    """A count that is not a whole number reads as none."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def from_anthropic(data: dict, *, model: str) -> dict:

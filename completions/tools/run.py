@@ -95,7 +95,9 @@ def _add_usage(total: dict, usage: Any) -> None:
         if isinstance(usage.get(key), int):
             total[key] = total.get(key, 0) + usage[key]
     for key, tokens in zip(
-        ("cached_tokens", "cache_write_tokens"), cache_tokens(usage), strict=True
+        ("cached_tokens", "cache_write_tokens", "cache_write_1h_tokens"),
+        cache_tokens(usage),
+        strict=True,
     ):
         if tokens:
             summed = total.setdefault("prompt_tokens_details", {})
