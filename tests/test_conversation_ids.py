@@ -140,3 +140,26 @@ def test_another_users_session_is_a_403_naming_the_session(http, upstream, door)
         assert error["param"] == ("x-session-id" if door == "header" else "session_id")
         assert error["message"] == ("Session 's-shared' belongs to another user of this workspace.")
     assert Conversation.objects.count() == 1
+
+
+@pytest.mark.parametrize("door", ["header", "body"])
+def test_another_users_session_beside_ones_own_conversation_is_a_403_in_context_too(
+    http, upstream, door
+):
+    """/v1/context previewed a turn into another user's session (200, echoing its id) when the
+    request named a conversation of its own too, where the chat itself is refused."""
+    upstream.script(Reply(json=openai_completion("Mine.")))
+    assert _chat(http, {"x-user-id": "ann", "x-session-id": "s-shared"}).status_code == 200
+
+    headers, body = {"x-user-id": "bob", "x-conversation-id": "bobs-chat"}, dict(CHAT)
+    if door == "header":
+        headers["x-session-id"] = "s-shared"
+    else:
+        body["session_id"] = "s-shared"
+    for path in ("/v1/chat/completions", "/v1/context"):
+        response = http.post(path, json=body, headers=headers)
+        assert response.status_code == 403, f"{path}: {response.text}"
+        error = response.json()["error"]
+        assert error["param"] == ("x-session-id" if door == "header" else "session_id")
+        assert error["message"] == "Session 's-shared' belongs to another user of this workspace."
+    assert not Conversation.objects.filter(user_id="bob").exists()

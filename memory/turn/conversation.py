@@ -357,6 +357,14 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
                 conversation_get_or_create(
                     workspace=workspace, external_id=external_id, user_id=user_id
                 )  # raises the 403
+            if ctx.conversation_id and ctx.session_id:
+                # A turn refuses another user's session after the conversation (session_resolve,
+                # below); the preview must too, not show the turn going into it.
+                named = Session.objects.filter(
+                    workspace=workspace, external_id=ctx.session_id
+                ).first()
+                if named is not None:
+                    session_owned(session=named, user_id=user_id)
         else:
             conversation, _ = conversation_get_or_create(
                 workspace=workspace, external_id=external_id, user_id=user_id
