@@ -331,8 +331,13 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         # Sessions are the workspace's: another user's is refused by its own name, before the
         # conversation it names (whose id the client never sent) is looked at.
         session_owned(session=session, user_id=user_id)
+    linked = None  # the conversation the named session goes on in, when it is this workspace's
     if session is not None and session.conversation_id:
-        conversation = Conversation.objects.get(pk=session.conversation_id)
+        linked = Conversation.objects.filter(
+            workspace=workspace, pk=session.conversation_id
+        ).first()
+    if linked is not None:
+        conversation = linked
         if conversation.user_id != user_id:
             conversation_get_or_create(
                 workspace=workspace, external_id=conversation.external_id, user_id=user_id
