@@ -288,8 +288,29 @@ class ProcessingJobAdmin(LargeList):
         return False  # jobs are made by memory.services.processing, with their task
 
 
+class SessionForm(forms.ModelForm):
+    """A session goes on in a conversation of its own workspace and user: a turn naming the
+    session reads and writes the conversation it names (memory.turn.conversation)."""
+
+    class Meta:
+        model = Session
+        fields = ("workspace", "external_id", "user_id", "conversation", "metadata")
+
+    def clean(self):
+        data = super().clean() or {}
+        conversation, workspace = data.get("conversation"), data.get("workspace")
+        if conversation is None or workspace is None:
+            return data
+        if conversation.workspace_id != workspace.pk:
+            self.add_error("conversation", "The conversation belongs to another workspace.")
+        elif conversation.user_id != data.get("user_id"):
+            self.add_error("conversation", "The conversation belongs to another user.")
+        return data
+
+
 @admin.register(Session)
 class SessionAdmin(OwnerFixed):
+    form = SessionForm
     owner_fields = ("workspace", "user_id", "conversation")
 
     list_display = ("external_id", "user_id", "conversation", "last_active_at")

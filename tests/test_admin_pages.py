@@ -967,3 +967,24 @@ def test_the_admin_takes_no_price_or_credit_the_api_refuses(
     assert refused.status_code == 200
     assert field in refused.context["adminform"].form.errors
     assert (Price.objects.count(), CreditUnit.objects.count(), Limit.objects.count()) == before
+
+
+def test_a_session_in_the_admin_names_only_a_conversation_of_its_own_workspace_and_user(
+    admin_client, world
+):
+    """A session added with another workspace's conversation (or another user's) was saved: a
+    turn naming that session then read and wrote the other tenant's conversation."""
+    workspace, other = world["workspace"], world["other"]
+    theirs = Conversation.objects.get(workspace=other, user_id="alice")
+    bobs = Conversation.objects.get(workspace=workspace, user_id="bob")
+    form = {"workspace": workspace.pk, "external_id": "s-linked", "user_id": "alice"}
+    for foreign, words in ((theirs, b"another workspace"), (bobs, b"another user")):
+        refused = admin_client.post(
+            reverse("admin:memory_session_add"), {**form, "conversation": foreign.pk}
+        )
+        assert refused.status_code == 200 and words in refused.content
+    assert not Session.objects.filter(external_id="s-linked").exists()
+    own = Conversation.objects.get(workspace=workspace, user_id="alice")
+    saved = admin_client.post(reverse("admin:memory_session_add"), {**form, "conversation": own.pk})
+    assert saved.status_code == 302
+    assert Session.objects.get(external_id="s-linked").conversation_id == own.pk

@@ -140,3 +140,62 @@ def test_another_users_session_is_a_403_naming_the_session(http, upstream, door)
         assert error["param"] == ("x-session-id" if door == "header" else "session_id")
         assert error["message"] == ("Session 's-shared' belongs to another user of this workspace.")
     assert Conversation.objects.count() == 1
+
+
+@pytest.mark.parametrize("door", ["header", "body"])
+def test_another_users_session_beside_ones_own_conversation_is_a_403_in_context_too(
+    http, upstream, door
+):
+    """/v1/context previewed a turn into another user's session (200, echoing its id) when the
+    request named a conversation of its own too, where the chat itself is refused."""
+    upstream.script(Reply(json=openai_completion("Mine.")))
+    assert _chat(http, {"x-user-id": "ann", "x-session-id": "s-shared"}).status_code == 200
+
+    headers, body = {"x-user-id": "bob", "x-conversation-id": "bobs-chat"}, dict(CHAT)
+    if door == "header":
+        headers["x-session-id"] = "s-shared"
+    else:
+        body["session_id"] = "s-shared"
+    for path in ("/v1/chat/completions", "/v1/context"):
+        response = http.post(path, json=body, headers=headers)
+        assert response.status_code == 403, f"{path}: {response.text}"
+        error = response.json()["error"]
+        assert error["param"] == ("x-session-id" if door == "header" else "session_id")
+        assert error["message"] == "Session 's-shared' belongs to another user of this workspace."
+    assert not Conversation.objects.filter(user_id="bob").exists()
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/context"])
+def test_a_session_linked_to_another_workspaces_conversation_never_reaches_it(
+    http, outsider_http, owner, upstream, path
+):
+    """A session row naming another workspace's conversation (saved in the admin before its
+    form refused one) took its turns there: the other tenant's history was read into the
+    prompt, and the turn was stored in their conversation."""
+    from memory.models import Session
+
+    imported = outsider_http.post(
+        "/v1/conversations/their-chat/messages",
+        json={
+            "user_id": "alice",
+            "messages": [
+                {"role": "user", "content": "My door code is 4242."},
+                {"role": "assistant", "content": "Noted."},
+            ],
+        },
+    )
+    assert imported.status_code == 201, imported.text
+    theirs = Conversation.objects.get(external_id="their-chat")
+    Session.objects.create(
+        workspace=owner[0], external_id="s-linked", user_id="alice", conversation=theirs
+    )
+
+    upstream.script(Reply(json=openai_completion("Hi.")))
+    response = http.post(
+        path, json=CHAT, headers={"x-user-id": "alice", "x-session-id": "s-linked"}
+    )
+    assert response.status_code == 200, response.text
+    assert "4242" not in response.text and "their-chat" not in response.text
+    assert all("4242" not in str(r.body) for r in upstream.chat_requests())
+    assert Message.objects.filter(conversation=theirs).count() == 2
+    assert not Message.objects.filter(workspace=owner[0], conversation__workspace=theirs.workspace)

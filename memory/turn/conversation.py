@@ -331,8 +331,13 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         # Sessions are the workspace's: another user's is refused by its own name, before the
         # conversation it names (whose id the client never sent) is looked at.
         session_owned(session=session, user_id=user_id)
+    linked = None  # the conversation the named session goes on in, when it is this workspace's
     if session is not None and session.conversation_id:
-        conversation = Conversation.objects.get(pk=session.conversation_id)
+        linked = Conversation.objects.filter(
+            workspace=workspace, pk=session.conversation_id
+        ).first()
+    if linked is not None:
+        conversation = linked
         if conversation.user_id != user_id:
             conversation_get_or_create(
                 workspace=workspace, external_id=conversation.external_id, user_id=user_id
@@ -357,6 +362,14 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
                 conversation_get_or_create(
                     workspace=workspace, external_id=external_id, user_id=user_id
                 )  # raises the 403
+            if ctx.conversation_id and ctx.session_id:
+                # A turn refuses another user's session after the conversation (session_resolve,
+                # below); the preview must too, not show the turn going into it.
+                named = Session.objects.filter(
+                    workspace=workspace, external_id=ctx.session_id
+                ).first()
+                if named is not None:
+                    session_owned(session=named, user_id=user_id)
         else:
             conversation, _ = conversation_get_or_create(
                 workspace=workspace, external_id=external_id, user_id=user_id
