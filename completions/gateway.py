@@ -77,9 +77,11 @@ class Turn:
     agent: dict | None = None  # the agent called: {"id", "name", "version"}
     tool_calls: list[dict] = field(default_factory=list)  # engram_tools' calls to emit
     # An agent with tools: the request's digest, and the failed run it is a retry of
-    # (completions.tools.entry.sent_again), which goes on instead of a new run.
+    # (completions.tools.entry.sent_again), which goes on instead of a new run, or the run
+    # that answered it, whose answer an SDK's retry gets again (completions.tools.entry.replay).
     request_digest: str = ""
     retry_of: Any = None
+    replay_of: Any = None
     charge: charging.Charge = field(default_factory=charging.Charge)
     credits: float | None = None
 
@@ -276,6 +278,10 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
     turn.route = route = await routing.resolve_async(turn.workspace.id, ctx.model)
     ctx.upstream_model = route.model
     await _admit(turn, route, body)
+    if turn.replay_of is not None:  # nothing stored, recalled or run: the answer it had
+        from completions.tools.entry import replay
+
+        return await replay(turn, body)
     turn.prepared = prepared = await prepare_turn(ctx)
     turn.engram = dict(prepared.engram or {})
     if declared:

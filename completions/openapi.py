@@ -402,10 +402,12 @@ class ChatCompletionsDoc(APIView):
         "token with an `x-user-id` or `user` naming another user (`user_mismatch`).",
         404: "A collection in `x-collection-ids` that is not the workspace's, an unknown or "
         "foreign agent (`model_not_found`), or the upstream's 404 (an unknown model).",
-        409: "`run_in_progress` (`x-should-retry: false`): an agent's tool run of the same "
-        "request (same end user, conversation and messages) is still running, or its process "
-        "was lost and is not yet swept; its tools are not run twice. Sent again once it has "
-        "ended, the request goes on from the results its tools recorded.",
+        409: "`run_in_progress`: an agent's tool run of the same request (same end user, "
+        "conversation and messages) is still running in a live process; its tools are not run "
+        "twice. `retry-after` says when it would be taken as lost (its process silent for 40 "
+        "seconds), with `x-should-retry: true` (`false` for a run older than heartbeats). Sent "
+        "again once it has ended or was lost, the request goes on from the results its tools "
+        "recorded; an SDK's retry of one that answered gets that answer.",
         413: "The body is over `ENGRAM_MAX_REQUEST_BYTES`.",
         429: "`rate_limit_exceeded`: over a limit of the key, the workspace or the end user "
         "(the message says which; `retry-after`); `insufficient_quota`: over a budget (do not "

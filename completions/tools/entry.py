@@ -8,8 +8,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
 
 from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
@@ -17,7 +21,7 @@ from completions import charging, request, routing, validation
 from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.request import caller_user
-from completions.streaming import dumps
+from completions.streaming import DONE, dumps, own_chunk
 from completions.tools import cache, selectors, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
@@ -95,34 +99,69 @@ def request_digest(turn: Turn, body: dict) -> str:
 def _in_progress(execution: Execution) -> ApiError:
     return ApiError(
         409,
-        f"This request is already running as the tool run '{execution.id}', or the process "
-        "running it was lost: its tools are not run a second time. Its steps: GET "
-        f"/v1/executions/{execution.id}. Sent again once that run has ended (a lost one is "
-        "ended within an hour), the request goes on from the results its tools recorded.",
+        f"This request is already running as the tool run '{execution.id}': its tools are not "
+        f"run a second time. Its steps: GET /v1/executions/{execution.id}. Sent again once "
+        "that run has ended, the request goes on from the results its tools recorded; if the "
+        "process running it was lost, once it has been silent for "
+        f"{int(services.LOST_AFTER.total_seconds())} seconds.",
         code="run_in_progress",
-        headers={"x-should-retry": "false"},  # the SDKs retry a 409 otherwise: to no avail
+        headers=_come_back(execution),
+    )
+
+
+def _come_back(execution: Execution) -> dict[str, str]:
+    """When the 409's request is worth sending again: once the run would be taken as lost
+    (its heartbeat LOST_AFTER old), when it goes on here; or, had it answered meanwhile, an SDK's
+    retry gets that answer (replay). The SDKs wait out a `retry-after` of up to 60 seconds.
+    A run without a heartbeat (started before they were kept) is lost only after an hour:
+    not retried, to no avail."""
+    if execution.heartbeat_at is None:
+        return {"x-should-retry": "false"}
+    left = (execution.heartbeat_at + services.LOST_AFTER - timezone.now()).total_seconds()
+    wait = min(max(math.ceil(left) + 1, 1), 60)
+    return {"x-should-retry": "true", "retry-after": str(wait), "retry-after-ms": str(wait * 1000)}
+
+
+async def _earlier(turn: Turn) -> Execution | None:
+    assert turn.agent is not None and turn.ctx is not None and turn.ctx.user_id
+    return await db(
+        selectors.execution_of_request,
+        workspace=turn.workspace,
+        user_id=turn.ctx.user_id,
+        agent_id=turn.agent["id"],
+        request_digest=turn.request_digest,
     )
 
 
 async def sent_again(turn: Turn, body: dict) -> None:
     """Before the turn is stored: is this request (same user, agent, conversation, messages)
-    one whose tool run did not answer? Still running (or its process lost): 409, its tools
-    never started twice. Failed after its tools ran (an upstream error, the client gone, a
-    process lost and swept): the run goes on from what they recorded (serve), in its own
-    conversation (so nothing is stored twice, even without x-conversation-id)."""
+    one whose tool run did not answer? Still running in a live process: 409, its tools never
+    started twice. Its process lost (silent past services.LOST_AFTER): failed as the sweep
+    fails it, then as any failed run. Failed after its tools ran (an upstream error, the client
+    gone, a process lost): the run goes on from what they recorded (serve), in its own
+    conversation (so nothing is stored twice, even without x-conversation-id). An SDK's retry
+    of a run that answered meanwhile (its client never got the answer) gets that answer
+    (replay), its tools not run again."""
     assert turn.agent is not None and turn.ctx is not None
     ctx = turn.ctx
     if not ctx.user_id or not await cache.tools_async(turn.workspace.id, turn.agent["id"]):
         return  # without a user, two people's same "hi" would be one request
     turn.request_digest = request_digest(turn, body)
-    earlier = await db(
-        selectors.execution_of_request,
-        workspace=turn.workspace,
-        user_id=ctx.user_id,
-        agent_id=turn.agent["id"],
-        request_digest=turn.request_digest,
-    )
+    earlier = await _earlier(turn)
+    if earlier is not None and services.execution_is_lost(execution=earlier):
+        # Failed here (or by another retry of it, or the sweep, first: the row decides), then
+        # read again: another retry may have taken it over meanwhile.
+        await db(services.execution_lost_fail, execution=earlier)
+        earlier = await _earlier(turn)
     if earlier is None:
+        if ctx.retried:
+            turn.replay_of = await db(
+                selectors.execution_answered,
+                workspace=turn.workspace,
+                user_id=ctx.user_id,
+                agent_id=turn.agent["id"],
+                request_digest=turn.request_digest,
+            )
         return
     if earlier.status == Execution.Status.RUNNING:
         raise _in_progress(earlier)
@@ -174,6 +213,7 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         engram=dict(turn.engram),
         preface=list(turn.tool_calls),
     )
+    run.beat()
     return await _serve_run(turn, run, body)
 
 
@@ -197,6 +237,7 @@ async def _serve_again(
         preface=list(turn.tool_calls),
     )
     run.retried()
+    run.beat()
     return await _serve_run(turn, run, body)
 
 
@@ -327,6 +368,89 @@ async def _memory_on(workspace_id: str, execution: Execution) -> bool:
     if agent is None:
         agent = (await agents_async(workspace_id)).by_id.get(execution.agent_id)
     return agent is not None and agent.memory.get("enabled", True) is not False
+
+
+async def replay(turn: Turn, body: dict) -> Reply:
+    """An SDK's retry of a request whose run answered (its client never got the answer: a
+    timeout, a connection lost): that answer again, as it was (streamed if the retry asks so),
+    nothing run, stored or charged a second time (completions.tools.selectors.execution_answered).
+    `usage` is the run's, `engram.replayed` says it is a replay."""
+    execution = turn.replay_of
+    assert isinstance(execution, Execution) and turn.ctx is not None
+    answer = execution.messages[-1]
+    shown = {"role": "assistant", "content": None, **answer}
+    usage = run_usage(execution)
+    turn.finish(status=200, usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+    engram = {
+        **turn.engram,  # credits_charged (nothing) and the request id
+        "execution_id": execution.id,
+        "replayed": True,
+    }
+    if execution.conversation_pk:
+        conversation = await db(
+            selectors.conversation_external_id,
+            workspace=turn.workspace,
+            conversation_pk=execution.conversation_pk,
+        )
+        if conversation is not None:
+            engram["conversation_id"] = conversation
+    stream_id, created = f"chatcmpl-{execution.request_id}", int(time.time())
+    finish = _finish_reason(execution, answer)
+    headers = {**turn.limit_headers(), **turn.timing_headers()}
+    if not turn.stream:
+        data = {
+            "id": stream_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": execution.model,
+            "choices": [{"index": 0, "message": shown, "finish_reason": finish, "logprobs": None}],
+            "usage": usage,
+            "engram": engram,
+        }
+        return _reply(200, headers, dumps(data))
+    delta = dict(shown)
+    if delta.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(delta["tool_calls"])]
+
+    def chunk(choice: dict | None, **extra: Any) -> bytes:
+        return own_chunk(
+            stream_id=stream_id,
+            created=created,
+            model=execution.model,
+            choices=[] if choice is None else [choice],
+            **extra,
+        )
+
+    frames = [
+        chunk({"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}),
+        chunk({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}),
+        *([chunk(None, usage=usage)] if _include_usage(body) else []),
+        chunk(None, engram=engram),
+        DONE,
+    ]
+
+    async def replayed() -> Any:
+        for frame in frames:
+            yield frame
+
+    return _reply(200, headers, stream=replayed())
+
+
+def run_usage(execution: Execution) -> dict:
+    """The run's `usage`, summed over its model calls, as its answer carried it."""
+    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, **execution.usage}
+
+
+def _finish_reason(execution: Execution, answer: dict) -> str:
+    """The run's answer's finish_reason: its calls' (the client's own tools), or the last model
+    call's; a model that called the agent's tools at the step limit was cut short."""
+    if answer.get("tool_calls"):
+        return "tool_calls"
+    model: dict = next((s for s in reversed(execution.steps) if s.get("type") == "model"), {})
+    reason = model.get("finish_reason")
+    if reason == "tool_calls":
+        return "length"
+    return reason if isinstance(reason, str) and reason else "stop"
 
 
 def _include_usage(body: dict) -> bool:
@@ -461,6 +585,7 @@ async def resume(
         ),
         request_id=request_id,
     )
+    run.beat()
     resumed: Resumed | None = _resumed(run, claimed.approval, approve, reason, claimed.retry)
     if claimed.retry and resumed is not None:
         resumed = run.recover(resumed)

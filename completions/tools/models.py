@@ -97,6 +97,12 @@ class Execution(models.Model):
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    # The last sign of life of the process running the run: each write of its state, and a
+    # touch every services.HEARTBEAT_EVERY while a model or tool call is in flight. A `running`
+    # run whose heartbeat is older than services.LOST_AFTER lost its process: the same request
+    # sent again goes on with it (completions.tools.entry.sent_again). Null: a run started
+    # before heartbeats were kept, lost only after services.STALE_RUN.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "id"]

@@ -25,8 +25,11 @@ The streamed form of the loop is completions.tools.stream.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,10 +42,13 @@ from completions.tools import executor, policy, services, window
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
 from completions.usage import cache_tokens
+from config.common.background import spawn
 from config.common.errors import ApiError
 from config.common.ids import new_id
 from config.common.orm import on_pool_thread
 from memory.text import tool_call_ids
+
+logger = logging.getLogger("engram.tools")
 
 # The body fields the run sets itself on each upstream call.
 _PER_CALL = ("messages", "stream", "stream_options")
@@ -141,6 +147,7 @@ class Run:
     # The client's own calls of a step that also called the agent's tools: the run's answer
     # once the agent's calls have run (hand_back).
     handback: dict | None = None
+    beating: asyncio.Task | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:  # a resumed run counts the model calls made before it
         self.model_calls = sum(1 for s in self.execution.steps if s.get("type") == "model")
@@ -172,6 +179,14 @@ class Run:
 
     def step(self, kind: str, **values: Any) -> None:
         _step(self.execution, kind, **values)
+
+    def beat(self) -> None:
+        """While the run is `running` in this process, touch its heartbeat every
+        services.HEARTBEAT_EVERY (a model or a tool call can outlast it without a write), so
+        its request sent again tells this live run from one whose process died. Stops when the
+        run ends here (end), or is dropped unended (the task holds it weakly)."""
+        if self.beating is None:
+            self.beating = spawn(_heartbeat(weakref.ref(self), self.execution.id), name="heartbeat")
 
     def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
         self._ids_given(message)
@@ -362,6 +377,8 @@ class Run:
         await self.end(Execution.Status.COMPLETED)
 
     async def end(self, status: str, error: str = "") -> None:
+        if self.beating is not None:
+            self.beating.cancel()
         self.execution.status = status
         self.execution.error = error[:2000]
         if status != Execution.Status.FAILED:  # a failed run keeps it, to be resumed again
@@ -378,6 +395,28 @@ class Run:
             out["approval_id"] = approval.id
             out["expires_at"] = int(approval.expires_at.timestamp())
         return out
+
+
+async def _heartbeat(run: weakref.ref[Run], execution_id: str) -> None:
+    """Run.beat's touches, on a pool thread (off the event loop); the run is held weakly, so a
+    run nobody drives any longer stops saying it is alive."""
+    while True:
+        await asyncio.sleep(services.HEARTBEAT_EVERY.total_seconds())
+        held = run()
+        if held is None or held.execution.status != Execution.Status.RUNNING:
+            return
+        del held  # not kept alive by the touch
+        try:
+            alive = await db(services.execution_heartbeat, execution_id=execution_id)
+        except Exception:  # the database away: the next touch may get through
+            logger.warning("tools: the heartbeat of run %s failed", execution_id, exc_info=True)
+            continue
+        if not alive:
+            # Ended meanwhile, or (silent past services.LOST_AFTER) found lost and taken over
+            # by its request sent again: this process no longer speaks for it.
+            if (held := run()) is not None and held.execution.status == Execution.Status.RUNNING:
+                logger.warning("tools: run %s was taken as lost while it ran", execution_id)
+            return
 
 
 def _step(execution: Execution, kind: str, **values: Any) -> None:

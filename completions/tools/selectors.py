@@ -105,6 +105,38 @@ def execution_of_request(
     return run if run.status == Execution.Status.FAILED and ran else None
 
 
+# How long after a run answered an SDK's retry of its request gets that answer again
+# (execution_answered): the SDKs retry after a timeout (10 minutes by default), twice, as
+# memory.turn.conversation.RETRY_WINDOW counts them. Later, or without the SDK's retry count,
+# the same request is a regenerate: a new run.
+REPLAY_WINDOW = dt.timedelta(minutes=30)
+
+
+def execution_answered(
+    *, workspace: Workspace | str, user_id: str, agent_id: str, request_digest: str
+) -> Execution | None:
+    """The newest run of this user's same chat request if it answered (completed) within
+    REPLAY_WINDOW and never paused: a paused request's answer was its approval, and what its
+    resume answered is the resume's."""
+    now = timezone.now()
+    run = (
+        Execution.objects.filter(
+            workspace=workspace,
+            user_id=user_id,
+            request_digest=request_digest,
+            agent_id=agent_id,
+            created_at__gte=now - RETRY_WINDOW,
+        )
+        .order_by("-created_at")
+        .first()
+    )
+    if run is None or run.status != Execution.Status.COMPLETED or not run.messages:
+        return None
+    if run.updated_at < now - REPLAY_WINDOW or run.messages[-1].get("role") != "assistant":
+        return None
+    return None if any(s.get("type") == "approval" for s in run.steps) else run
+
+
 def conversation_external_id(*, workspace: Workspace | str, conversation_pk: str) -> str | None:
     """The id a run's conversation is named by (None: deleted meanwhile)."""
     from memory.models import Conversation

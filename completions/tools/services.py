@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -259,6 +260,7 @@ def execution_create(
         collection_ids=collection_ids,
         conversation_pk=conversation_pk,
         session_pk=session_pk,
+        heartbeat_at=timezone.now(),
     )
 
 
@@ -268,10 +270,33 @@ _SAVED_FIELDS = ("status", "messages", "steps", "pending", "usage", "error", "st
 def execution_save(*, execution: Execution) -> bool:
     """Store the run's state; False when its row is gone (its user was erased meanwhile:
     memory.services.users.user_delete), where save() raised and failed the run's answer."""
-    execution.updated_at = timezone.now()
+    execution.updated_at = execution.heartbeat_at = timezone.now()
     fields = {name: getattr(execution, name) for name in _SAVED_FIELDS}
     return (
-        Execution.objects.filter(id=execution.id).update(**fields, updated_at=execution.updated_at)
+        Execution.objects.filter(id=execution.id).update(
+            **fields, updated_at=execution.updated_at, heartbeat_at=execution.heartbeat_at
+        )
+        == 1
+    )
+
+
+# How often the process running a run says it is alive while a model or tool call is in flight
+# (completions.tools.run.Run.beat), and how long without a word a `running` run is lost: four
+# touches missed, so a busy database or event loop does not pass for a dead process (a live run
+# declared lost would have its tools run again by the retry that takes it over). Kept under a
+# minute: the 409 a retry meets meanwhile says when to come back (`retry-after`), which the
+# OpenAI SDKs wait out only up to 60 seconds.
+HEARTBEAT_EVERY = dt.timedelta(seconds=10)
+LOST_AFTER = 4 * HEARTBEAT_EVERY
+
+
+def execution_heartbeat(*, execution_id: str) -> bool:
+    """The run's process is alive (Run.beat); False once the run is no longer `running` (it
+    ended, or it was found lost and taken over): the touches stop."""
+    return (
+        Execution.objects.filter(id=execution_id, status=Execution.Status.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
         == 1
     )
 
@@ -420,7 +445,7 @@ def approval_claim(
         if claimed == 1:
             # RUNNING in the same commit: a resume sent again meanwhile sees a run in progress.
             Execution.objects.filter(id=found.execution_id).update(
-                status=Execution.Status.RUNNING, updated_at=now
+                status=Execution.Status.RUNNING, updated_at=now, heartbeat_at=now
             )
     if claimed != 1:
         approvals_expire(ids=[found.id])
@@ -446,7 +471,7 @@ def _reclaimed(approval: Approval, now: dt.datetime) -> bool:
     return (
         Execution.objects.filter(id=approval.execution_id, status=Execution.Status.FAILED)
         .exclude(error=EXPIRED_ERROR)
-        .update(status=Execution.Status.RUNNING, error="", updated_at=now)
+        .update(status=Execution.Status.RUNNING, error="", updated_at=now, heartbeat_at=now)
         == 1
     )
 
@@ -457,12 +482,13 @@ def execution_reclaim(*, execution: Execution) -> bool:
     now = timezone.now()
     won = (
         Execution.objects.filter(id=execution.id, status=Execution.Status.FAILED).update(
-            status=Execution.Status.RUNNING, error="", updated_at=now
+            status=Execution.Status.RUNNING, error="", updated_at=now, heartbeat_at=now
         )
         == 1
     )
     if won:
-        execution.status, execution.error, execution.updated_at = Execution.Status.RUNNING, "", now
+        execution.status, execution.error = Execution.Status.RUNNING, ""
+        execution.updated_at = execution.heartbeat_at = now
     return won
 
 
@@ -504,42 +530,71 @@ def approvals_expire(*, ids: list[str] | None = None) -> int:
 
 
 # A run still RUNNING this long after its last write lost its process (a restart mid-run): no
-# run lasts this long (tool and upstream timeouts bound every step).
+# run lasts this long (tool and upstream timeouts bound every step). A run with a heartbeat is
+# known lost sooner: silent for LOST_AFTER.
 STALE_RUN = dt.timedelta(hours=1)
+LOST_ERROR = "interrupted: its process was lost"
+
+
+def _lost(now: dt.datetime) -> QuerySet[Execution]:
+    """The runs still `running` whose process is lost: silent past LOST_AFTER, or not written
+    for STALE_RUN (a run started before heartbeats were kept has none)."""
+    return Execution.objects.filter(
+        Q(heartbeat_at__lt=now - LOST_AFTER) | Q(updated_at__lt=now - STALE_RUN),
+        status=Execution.Status.RUNNING,
+    )
+
+
+def execution_is_lost(*, execution: Execution, now: dt.datetime | None = None) -> bool:
+    """Has the `running` run lost its process (as _lost judges it, on the row as read)?"""
+    now = now or timezone.now()
+    silent = execution.heartbeat_at is not None and execution.heartbeat_at < now - LOST_AFTER
+    return execution.status == Execution.Status.RUNNING and (
+        silent or execution.updated_at < now - STALE_RUN
+    )
 
 
 def _interrupted(now: dt.datetime) -> None:
-    """Fail the runs that lost their process, and store in their conversation what they ran
-    (the tool calls and results the door would have stored, a call whose outcome was never
-    recorded answered as interrupted), so the user's next turn knows what the tools did."""
-    stale = Execution.objects.filter(
-        status=Execution.Status.RUNNING, updated_at__lt=now - STALE_RUN
-    )
-    lost = 0
-    for execution_id in list(stale.values_list("id", flat=True)[:500]):
-        with transaction.atomic():
-            execution = stale.select_for_update().filter(id=execution_id).first()
-            if execution is None:  # it went on meanwhile
-                continue
-            lost += 1
-            unstored = _unstored(execution)
-            execution.status = Execution.Status.FAILED
-            execution.error = "interrupted: its process was lost"
-            # A resume sent again stores only what follows (completions.tools.run.Run.recover).
-            execution.pending["stored"] = len(execution.messages)
-            execution_save(execution=execution)
-            try:
-                with transaction.atomic():  # its own savepoint: a failure here keeps the status
-                    execution_messages_store(
-                        execution=execution,
-                        messages=unstored,
-                        extraction=False,  # as a run that failed at the door
-                        resumed=bool(execution.pending.get("message")),
-                    )
-            except Exception:  # history lost, the run failed all the same
-                logger.exception("storing a lost run's messages failed")
+    """The sweep: fail the runs that lost their process (_interrupt)."""
+    stale = _lost(now)
+    lost = sum(_interrupt(stale, i) for i in list(stale.values_list("id", flat=True)[:500]))
     if lost:
         logger.warning("tools: %d run(s) had lost their process", lost)
+
+
+def execution_lost_fail(*, execution: Execution) -> bool:
+    """Fail the run if it is still lost, as the sweep does (_interrupt), for its request sent
+    again before the sweep came (completions.tools.entry.sent_again). False when it is not (it
+    went on, ended, or another retry of it got there first): the row decides, under its lock."""
+    return _interrupt(_lost(timezone.now()), execution.id)
+
+
+def _interrupt(stale: QuerySet[Execution], execution_id: str) -> bool:
+    """Fail a run that lost its process, and store in its conversation what it ran (the tool
+    calls and results the door would have stored, a call whose outcome was never recorded
+    answered as interrupted), so the user's next turn knows what the tools did. `stale` is
+    checked again under the row's lock: of two callers (the sweep, a retry) one fails it."""
+    with transaction.atomic():
+        execution = stale.select_for_update().filter(id=execution_id).first()
+        if execution is None:  # it went on meanwhile
+            return False
+        unstored = _unstored(execution)
+        execution.status = Execution.Status.FAILED
+        execution.error = LOST_ERROR
+        # A resume sent again stores only what follows (completions.tools.run.Run.recover).
+        execution.pending["stored"] = len(execution.messages)
+        execution_save(execution=execution)
+        try:
+            with transaction.atomic():  # its own savepoint: a failure here keeps the status
+                execution_messages_store(
+                    execution=execution,
+                    messages=unstored,
+                    extraction=False,  # as a run that failed at the door
+                    resumed=bool(execution.pending.get("message")),
+                )
+        except Exception:  # history lost, the run failed all the same
+            logger.exception("storing a lost run's messages failed")
+    return True
 
 
 def _unstored(execution: Execution) -> list[dict]:

@@ -1,0 +1,315 @@
+"""A chat request of an agent with tools sent again: a run whose process died is told from a live
+one by its heartbeat (Execution.heartbeat_at) and goes on at once, not after the hour-long
+sweep; an SDK's retry of a run that answered gets that answer, its tools not run again."""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.utils import timezone
+
+from completions.tools import services
+from completions.tools.models import Execution
+from tests.completions_support import wait_for
+from tests.test_errors import assert_envelope
+from tests.test_tools import (
+    _shape,
+    _stored,
+    ask,
+    assert_every_call_answered,
+    engram,
+    make_agent,
+    make_tool,
+    script_call_then_answer,
+)
+from tests.upstream import Reply, openai_completion, openai_stream, tool_call
+
+RETRY = {"x-stainless-retry-count": "1"}  # what the OpenAI SDKs send on their first retry
+
+
+SILENT_FOR = dt.timedelta(minutes=10)  # past services.LOST_AFTER, well within STALE_RUN
+
+
+def _silent() -> dt.datetime:
+    """A heartbeat as a dead process leaves it."""
+    return timezone.now() - SILENT_FOR
+
+
+def _lost_mid_call(sdk, agent: str, headers: dict) -> tuple[Execution, object]:
+    """Run a request whose tool is slow, and leave its run as a process that died while the
+    tool ran leaves it: `running`, the call started and no result, nothing after the question
+    in the conversation, its last write recent (the sweep's hour is far off) and its heartbeat
+    silent. Returns the run and the first answer."""
+    from memory.models import Message
+
+    user = headers["x-user-id"]
+
+    def started() -> bool:
+        run = Execution.objects.first()
+        return run is not None and any(m.get("tool_calls") for m in run.messages)
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(ask, sdk, agent, extra_headers=headers)
+        wait_for(started)
+        lost = Execution.objects.get()  # what a process lost now leaves: the call started
+        first = running.result()
+    wait_for(lambda: len(_stored(user)) == 4)
+    question = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")[0]
+    Message.objects.filter(conversation__user_id=user).exclude(id=question.id).delete()
+    Execution.objects.filter(id=lost.id).update(
+        status="running",
+        messages=lost.messages,
+        steps=lost.steps,
+        pending=lost.pending,
+        updated_at=timezone.now(),
+        heartbeat_at=_silent(),
+    )
+    return lost, first
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_chat_sent_again_after_its_process_died_goes_on_at_once_without_running_its_tool_twice(
+    sdk, http, upstream, tool_server, stream
+):
+    """The web process dies while a tool runs; the SDK sends the request again. The run was
+    `running` until the sweep failed it an hour later, so the retry got 409 `run_in_progress`
+    all that time. Now its silent heartbeat says the process is gone: the retry fails it as
+    the sweep does and goes on from what it recorded, the call in flight answered as
+    interrupted, and the conversation holds the turn once."""
+    from memory.models import Conversation
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    user = f"died-{stream}"
+    headers = {"x-user-id": user}
+    lost, first = _lost_mid_call(sdk, agent, headers)
+    assert services.LOST_AFTER < SILENT_FOR < services.STALE_RUN
+    text = "I could not check the weather."
+    if stream:
+        upstream.script(Reply(stream=openai_stream([text])))
+        chunks = list(ask(sdk, agent, extra_headers=headers | RETRY, stream=True))
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        marks = next(c.model_extra["engram"] for c in reversed(chunks) if "engram" in c.model_extra)
+    else:
+        upstream.script(Reply(json=openai_completion(text)))
+        again = ask(sdk, agent, extra_headers=headers | RETRY)
+        content, marks = again.choices[0].message.content, engram(again)
+
+    assert content == text
+    assert len(tool_server.calls) == 1  # the first try's call only
+    assert marks["execution_id"] == lost.id
+    assert marks["conversation_id"] == engram(first)["conversation_id"]
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert sent[-1]["tool_call_id"] == "call_1" and "interrupted" in sent[-1]["content"]
+    assert_every_call_answered(sent)
+    run = Execution.objects.get(id=lost.id)
+    assert run.status == "completed"
+    tools = [s for s in run.steps if s["type"] == "tool"]
+    assert [s["status"] for s in tools] == ["failed"] and "interrupted" in tools[0]["error"]
+    wait_for(lambda: len(_stored(user)) == 4)
+    assert _shape(_stored(user)) == [
+        ("user", None, []),  # once
+        ("assistant", None, ["call_1"]),
+        ("tool", "call_1", []),  # once
+        ("assistant", None, []),
+    ]
+    assert Conversation.objects.filter(user_id=user).count() == 1
+
+
+def test_a_chat_sent_again_while_its_run_is_alive_is_a_409_to_retry_once_it_could_be_lost(
+    sdk, http, upstream, tool_server
+):
+    """A run whose heartbeat is fresh is alive: the retry is 409 `run_in_progress` and runs
+    nothing, with a `retry-after` for when the run would be taken as lost (within the 60
+    seconds the SDKs wait out), so an SDK's own retry finds it ended or gone on. A run with no
+    heartbeat (started before they were kept) is not retried: it is lost only after an hour."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    headers = {"x-user-id": "alive", "x-conversation-id": "trip"}
+    execution_id = engram(ask(sdk, agent, extra_headers=headers))["execution_id"]
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    Execution.objects.filter(id=execution_id).update(status="running", heartbeat_at=timezone.now())
+
+    resp = http.post("/v1/chat/completions", json=body, headers=headers | RETRY)
+
+    assert_envelope(resp, 409, code="run_in_progress")
+    assert resp.headers["x-should-retry"] == "true"
+    wait = int(resp.headers["retry-after"])
+    assert 1 <= wait <= 60
+    assert wait <= services.LOST_AFTER.total_seconds() + 1
+    assert resp.headers["retry-after-ms"] == str(wait * 1000)
+    assert Execution.objects.get(id=execution_id).status == "running"  # not taken over
+    assert len(tool_server.calls) == 1
+    assert len(upstream.chat_requests()) == 2  # the first run's two model calls only
+
+    Execution.objects.filter(id=execution_id).update(heartbeat_at=None)
+    resp = http.post("/v1/chat/completions", json=body, headers=headers)
+    assert_envelope(resp, 409, code="run_in_progress")
+    assert resp.headers["x-should-retry"] == "false"
+
+
+def test_of_two_retries_of_a_lost_run_one_takes_it_over_and_the_other_is_a_409(
+    sdk, http, upstream, tool_server
+):
+    """Two retries find the same silent run: the row decides, under its lock, which one fails
+    it (the second finds it failed already), and the compare-and-set on its status which one
+    goes on with it. The other, reading it again, finds it running with a fresh heartbeat:
+    409, nothing run."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    headers = {"x-user-id": "raced"}
+    lost, _ = _lost_mid_call(sdk, agent, headers)
+    one, other = Execution.objects.get(id=lost.id), Execution.objects.get(id=lost.id)
+    assert services.execution_is_lost(execution=one) and services.execution_is_lost(execution=other)
+
+    assert [services.execution_lost_fail(execution=e) for e in (one, other)] == [True, False]
+    failed = Execution.objects.get(id=lost.id)
+    assert failed.status == "failed" and failed.error == services.LOST_ERROR
+    # The sweep, coming now, has nothing left to do (its function is the same).
+    services.approvals_expire()
+    assert Execution.objects.get(id=lost.id).steps == failed.steps
+    won = [services.execution_reclaim(execution=e) for e in (one, other)]
+    assert won == [True, False]
+
+    # The one that lost the race, sent over HTTP: the run is the winner's now, and alive.
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    resp = http.post("/v1/chat/completions", json=body, headers=headers | RETRY)
+    assert_envelope(resp, 409, code="run_in_progress")
+    assert len(tool_server.calls) == 1
+    assert len(upstream.chat_requests()) == 2  # the first try's model calls only
+
+
+def test_the_sweep_fails_a_silent_run_without_waiting_an_hour(sdk, http, upstream, tool_server):
+    """Nobody sends the request again: the sweep fails a run whose heartbeat is silent (its
+    GET shows it `failed`, its call in the conversation) instead of leaving it `running` for
+    an hour; a run whose heartbeat is fresh is left alone."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    user = "swept-early"
+    lost, _ = _lost_mid_call(sdk, agent, {"x-user-id": user})
+
+    Execution.objects.filter(id=lost.id).update(heartbeat_at=timezone.now())
+    services.approvals_expire()
+    assert Execution.objects.get(id=lost.id).status == "running"
+
+    Execution.objects.filter(id=lost.id).update(heartbeat_at=_silent())
+    services.approvals_expire()
+    run = Execution.objects.get(id=lost.id)
+    assert run.status == "failed" and run.error == services.LOST_ERROR
+    assert _shape(_stored(user)) == [
+        ("user", None, []),
+        ("assistant", None, ["call_1"]),
+        ("tool", "call_1", []),
+    ]
+
+
+def test_a_run_says_it_is_alive_while_its_tool_runs(sdk, http, upstream, tool_server, monkeypatch):
+    """A tool call (or a model call) outlasts the heartbeat's period without a write of the
+    run: its process touches the heartbeat meanwhile, so the run is not taken as lost."""
+    monkeypatch.setattr(services, "HEARTBEAT_EVERY", dt.timedelta(seconds=0.05))
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow")  # 1.5 seconds
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    marks: dict = {}
+
+    def started() -> bool:
+        run = Execution.objects.first()
+        if run is None or not any(m.get("tool_calls") for m in run.messages):
+            return False
+        marks.setdefault("written", run.updated_at)
+        marks.setdefault("beat", run.heartbeat_at)
+        return True
+
+    def touched() -> bool:
+        run = Execution.objects.get()
+        # a touch, not a write of its state (the tool's result would be one)
+        assert run.updated_at == marks["written"], "the tool ended before any touch"
+        return run.heartbeat_at is not None and run.heartbeat_at > marks["beat"]
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(ask, sdk, agent, extra_headers={"x-user-id": "beating"})
+        wait_for(started)
+        wait_for(touched)
+        answer = running.result()
+    assert answer.choices[0].message.content == "It is sunny."
+
+
+# --- an SDK's retry of a run that answered ---------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_sdk_retry_of_a_run_that_answered_gets_its_answer_without_running_its_tools_again(
+    sdk, http, upstream, tool_server, stream
+):
+    """The run answered but its client never got the answer (a timeout, a connection lost);
+    the SDK retries (x-stainless-retry-count: 1). It was a regenerate: a new run, the tool
+    (a POST: side effects) called a second time. Now the retry gets the run's answer, as a
+    completion or a stream as it asks, nothing run, stored or charged again. Without the
+    SDK's retry count the same request stays a regenerate."""
+    from memory.models import Message
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    user = f"replayed-{stream}"
+    headers = {"x-user-id": user}
+    first = ask(sdk, agent, extra_headers=headers)
+    wait_for(lambda: len(_stored(user)) == 4)
+    stored = Message.objects.filter(conversation__user_id=user).count()
+
+    if stream:
+        chunks = list(ask(sdk, agent, extra_headers=headers | RETRY, stream=True))
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        marks = next(c.model_extra["engram"] for c in reversed(chunks) if "engram" in c.model_extra)
+        assert chunks[0].choices[0].delta.role == "assistant"
+    else:
+        again = ask(sdk, agent, extra_headers=headers | RETRY)
+        content, finish, marks = (
+            again.choices[0].message.content,
+            again.choices[0].finish_reason,
+            engram(again),
+        )
+        assert again.model == agent
+        assert again.usage is not None and again.usage.total_tokens == first.usage.total_tokens
+
+    assert content == first.choices[0].message.content == "It is sunny."
+    assert finish == "stop"
+    assert marks["execution_id"] == engram(first)["execution_id"]
+    assert marks["conversation_id"] == engram(first)["conversation_id"]
+    assert marks["replayed"] is True and marks["credits_charged"] == 0
+    assert len(tool_server.calls) == 1
+    assert len(upstream.chat_requests()) == 2  # the run's two model calls only
+    assert Execution.objects.count() == 1
+    assert Message.objects.filter(conversation__user_id=user).count() == stored
+
+    # Without the retry count: the documented regenerate, a new run.
+    script_call_then_answer(upstream, tool_call("call_2", "weather", {"city": "Oslo"}))
+    regenerated = ask(sdk, agent, extra_headers=headers)
+    assert engram(regenerated)["execution_id"] != engram(first)["execution_id"]
+    assert "replayed" not in engram(regenerated)
+    assert len(tool_server.calls) == 2
+
+
+def test_an_sdk_retry_long_after_its_run_answered_is_a_regenerate(sdk, http, upstream, tool_server):
+    """Past the replay window an SDK's retry is a new run, as any regenerate is."""
+    from completions.tools import selectors
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    headers = {"x-user-id": "late-retry"}
+    first = engram(ask(sdk, agent, extra_headers=headers))
+    Execution.objects.filter(id=first["execution_id"]).update(
+        updated_at=timezone.now() - selectors.REPLAY_WINDOW - dt.timedelta(minutes=1)
+    )
+    script_call_then_answer(upstream, tool_call("call_2", "weather", {"city": "Oslo"}))
+    again = engram(ask(sdk, agent, extra_headers=headers | RETRY))
+    assert again["execution_id"] != first["execution_id"] and "replayed" not in again
+    assert len(tool_server.calls) == 2
