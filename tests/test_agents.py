@@ -118,6 +118,35 @@ def test_crud_and_versions(http, owner, outsider, engram_server):
     assert_envelope(http.get(url), 404, code="agent_not_found")
 
 
+def test_versions_are_a_paged_list(http):
+    """`GET .../versions` ignored `limit`, `order` and the cursors (even `limit=x`), answering
+    every version at once with `first_id` / `last_id` null; it pages as every list now, its
+    cursors being version numbers."""
+    agent = _agent(http, instructions="v1")
+    url = f"/v1/agents/{agent['id']}/versions"
+    for n in range(2, 6):
+        assert http.patch(f"/v1/agents/{agent['id']}", json={"instructions": f"v{n}"}).is_success
+
+    def page(**params) -> tuple[list[int], dict]:
+        body = http.get(url, params=params).json()
+        return [v["version"] for v in body["data"]], body
+
+    numbers, body = page(limit=2)
+    assert numbers == [5, 4] and body["has_more"] is True
+    assert (body["first_id"], body["last_id"]) == ("5", "4")
+    assert page(limit=2, after=body["last_id"])[0] == [3, 2]
+    numbers, body = page(limit=2, after="2")
+    assert numbers == [1] and body["has_more"] is False
+    assert page(limit=2, order="asc")[0] == [1, 2]
+    assert page(limit=2, before="2")[0] == [4, 3]  # the page just before version 2
+    assert page(after="99999999999999999999")[0] == [5, 4, 3, 2, 1]
+    assert page()[0] == [5, 4, 3, 2, 1]
+    assert_envelope(http.get(url, params={"limit": "x"}), 400)
+    bad = http.get(url, params={"after": "agent_x"})
+    assert_envelope(bad, 400)
+    assert bad.json()["error"]["param"] == "after"
+
+
 def test_agent_instructions_model_and_parameters_reach_the_upstream(sdk, http, owner, upstream):
     agent = _agent(
         http,
