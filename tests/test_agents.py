@@ -118,6 +118,21 @@ def test_crud_and_versions(http, owner, outsider, engram_server):
     assert_envelope(http.get(url), 404, code="agent_not_found")
 
 
+@pytest.mark.parametrize("budgets", [False, 0, [], ""])
+def test_memory_budgets_that_are_not_an_object_are_refused(http, budgets):
+    """`"budgets": false` (or 0, [], "") was taken as no budgets, a 201 for a typo'd policy,
+    while `"budgets": 5` was a 400."""
+    resp = http.post("/v1/agents", json={"name": "b", "model": "m", "memory": {"budgets": budgets}})
+    assert_envelope(resp, 400)
+    assert resp.json()["error"]["param"] == "memory"
+    assert (
+        http.post(
+            "/v1/agents", json={"name": "b", "model": "m", "memory": {"budgets": None}}
+        ).json()["memory"]["budgets"]
+        == {}
+    )
+
+
 def test_versions_are_a_paged_list(http):
     """`GET .../versions` ignored `limit`, `order` and the cursors (even `limit=x`), answering
     every version at once with `first_id` / `last_id` null; it pages as every list now, its
