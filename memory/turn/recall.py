@@ -109,6 +109,9 @@ def _knowledge_items(ctx: TurnContext, query: str, vector) -> list[Item]:
             k: chunk.get(k)
             for k in ("collection_id", "document_id", "title", "chunk_index", "score", "snippet")
         }
+        # The title the model read and was told to cite (an untitled document's is its id):
+        # a citation of it is matched against this
+        source["title"] = title
         items.append(
             Item(
                 kind="knowledge",
