@@ -220,6 +220,28 @@ def test_pinned_version_after_an_update(sdk, http, upstream):
         sdk.chat.completions.create(model="agent:helper@3", messages=hi)
 
 
+def test_a_pinned_version_outlives_a_rename(sdk, http, upstream):
+    """`agent:<name>@<n>` is pinned ("later edits do not change it"), but a rename, an edit
+    that makes a version like any other, turned every pinned call of the old name into a 404."""
+    agent = _agent(http, instructions="Version one.")
+    url = f"/v1/agents/{agent['id']}"
+    http.patch(url, json={"name": "helpdesk", "instructions": "Version two."})
+    hi = [{"role": "user", "content": "Hi"}]
+    answer = sdk.chat.completions.create(model="agent:helper@1", messages=hi)
+    assert answer.model == "agent:helper@1"
+    assert _sent(upstream)["messages"][0]["content"] == "Version one."
+    sdk.chat.completions.create(model="agent:helpdesk@2", messages=hi)
+    assert _sent(upstream)["messages"][0]["content"] == "Version two."
+    # the old name pins only its own versions; unpinned, it is gone
+    for model in ("agent:helper@2", "agent:helper"):
+        with pytest.raises(openai.NotFoundError):
+            sdk.chat.completions.create(model=model, messages=hi)
+    # a new agent of the old name takes it over
+    _agent(http, name="helper", instructions="Another agent.")
+    sdk.chat.completions.create(model="agent:helper@1", messages=hi)
+    assert _sent(upstream)["messages"][0]["content"] == "Another agent."
+
+
 def test_unknown_and_foreign_agents_are_model_not_found(http, engram_server, outsider, upstream):
     agent = _agent(http)
     before = len(upstream.chat_requests())

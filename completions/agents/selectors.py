@@ -22,6 +22,12 @@ def agent_version_list(*, workspace: Workspace | str, agent_id: str) -> QuerySet
     return AgentVersion.objects.filter(workspace=workspace, agent_id=agent_id).order_by("-version")
 
 
+def agent_version_names(*, workspace: Workspace | str) -> list[tuple[str, str]]:
+    """(agent id, name) of every name the workspace's agents' versions have had, once each."""
+    rows = AgentVersion.objects.filter(workspace=workspace).values_list("agent_id", "name")
+    return list(rows.distinct().order_by("agent_id", "name"))
+
+
 def agent_version_page(
     *, workspace: Workspace | str, agent_id: str, cursor: Cursor
 ) -> tuple[list[AgentVersion], bool]:
