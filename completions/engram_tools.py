@@ -117,7 +117,8 @@ def _source(block: str, item: dict) -> dict:
     }
     if block == "knowledge":
         for cited in item.get("sources") or ():
-            source.update({k: v for k, v in cited.items() if k != "score"})
+            # its documented fields: `why` is engram.sources' and /v1/context's
+            source.update({k: v for k, v in cited.items() if k not in ("score", "why")})
             break
     elif item.get("conversation_id"):
         source["conversation_id"] = item["conversation_id"]

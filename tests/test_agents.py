@@ -118,6 +118,50 @@ def test_crud_and_versions(http, owner, outsider, engram_server):
     assert_envelope(http.get(url), 404, code="agent_not_found")
 
 
+@pytest.mark.parametrize("budgets", [False, 0, [], ""])
+def test_memory_budgets_that_are_not_an_object_are_refused(http, budgets):
+    """`"budgets": false` (or 0, [], "") was taken as no budgets, a 201 for a typo'd policy,
+    while `"budgets": 5` was a 400."""
+    resp = http.post("/v1/agents", json={"name": "b", "model": "m", "memory": {"budgets": budgets}})
+    assert_envelope(resp, 400)
+    assert resp.json()["error"]["param"] == "memory"
+    assert (
+        http.post(
+            "/v1/agents", json={"name": "b", "model": "m", "memory": {"budgets": None}}
+        ).json()["memory"]["budgets"]
+        == {}
+    )
+
+
+def test_versions_are_a_paged_list(http):
+    """`GET .../versions` ignored `limit`, `order` and the cursors (even `limit=x`), answering
+    every version at once with `first_id` / `last_id` null; it pages as every list now, its
+    cursors being version numbers."""
+    agent = _agent(http, instructions="v1")
+    url = f"/v1/agents/{agent['id']}/versions"
+    for n in range(2, 6):
+        assert http.patch(f"/v1/agents/{agent['id']}", json={"instructions": f"v{n}"}).is_success
+
+    def page(**params) -> tuple[list[int], dict]:
+        body = http.get(url, params=params).json()
+        return [v["version"] for v in body["data"]], body
+
+    numbers, body = page(limit=2)
+    assert numbers == [5, 4] and body["has_more"] is True
+    assert (body["first_id"], body["last_id"]) == ("5", "4")
+    assert page(limit=2, after=body["last_id"])[0] == [3, 2]
+    numbers, body = page(limit=2, after="2")
+    assert numbers == [1] and body["has_more"] is False
+    assert page(limit=2, order="asc")[0] == [1, 2]
+    assert page(limit=2, before="2")[0] == [4, 3]  # the page just before version 2
+    assert page(after="99999999999999999999")[0] == [5, 4, 3, 2, 1]
+    assert page()[0] == [5, 4, 3, 2, 1]
+    assert_envelope(http.get(url, params={"limit": "x"}), 400)
+    bad = http.get(url, params={"after": "agent_x"})
+    assert_envelope(bad, 400)
+    assert bad.json()["error"]["param"] == "after"
+
+
 def test_agent_instructions_model_and_parameters_reach_the_upstream(sdk, http, owner, upstream):
     agent = _agent(
         http,
@@ -174,6 +218,28 @@ def test_pinned_version_after_an_update(sdk, http, upstream):
     )
     with pytest.raises(openai.NotFoundError):
         sdk.chat.completions.create(model="agent:helper@3", messages=hi)
+
+
+def test_a_pinned_version_outlives_a_rename(sdk, http, upstream):
+    """`agent:<name>@<n>` is pinned ("later edits do not change it"), but a rename, an edit
+    that makes a version like any other, turned every pinned call of the old name into a 404."""
+    agent = _agent(http, instructions="Version one.")
+    url = f"/v1/agents/{agent['id']}"
+    http.patch(url, json={"name": "helpdesk", "instructions": "Version two."})
+    hi = [{"role": "user", "content": "Hi"}]
+    answer = sdk.chat.completions.create(model="agent:helper@1", messages=hi)
+    assert answer.model == "agent:helper@1"
+    assert _sent(upstream)["messages"][0]["content"] == "Version one."
+    sdk.chat.completions.create(model="agent:helpdesk@2", messages=hi)
+    assert _sent(upstream)["messages"][0]["content"] == "Version two."
+    # the old name pins only its own versions; unpinned, it is gone
+    for model in ("agent:helper@2", "agent:helper"):
+        with pytest.raises(openai.NotFoundError):
+            sdk.chat.completions.create(model=model, messages=hi)
+    # a new agent of the old name takes it over
+    _agent(http, name="helper", instructions="Another agent.")
+    sdk.chat.completions.create(model="agent:helper@1", messages=hi)
+    assert _sent(upstream)["messages"][0]["content"] == "Another agent."
 
 
 def test_unknown_and_foreign_agents_are_model_not_found(http, engram_server, outsider, upstream):

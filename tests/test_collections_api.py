@@ -381,6 +381,16 @@ def test_a_refused_text_document_names_text_not_file(http, settings):
     col = _collection(http)
     url = f"/v1/collections/{col['id']}/documents"
     _error(http.post(url, json={"text": "  \n\t "}), 400, "empty_document", "text")
+    # Unicode blanks (no-break, zero-width, BOM) are empty too: a zero-width space was queued,
+    # chunked, and sent to the model as a passage
+    blanks = "\u00a0\u2003\u200b\ufeff"
+    _error(http.post(url, json={"text": blanks}), 400, "empty_document", "text")
+    _error(
+        http.post(url, files={"file": ("b.txt", blanks.encode(), "text/plain")}),
+        400,
+        "empty_document",
+        "file",
+    )
     control = "".join(chr(c) for c in range(1, 9)) * 50
     _error(http.post(url, json={"text": control}), 415, "unsupported_file_type", "text")
     settings.ENGRAM_MAX_DOCUMENT_BYTES = 100

@@ -311,3 +311,33 @@ def test_a_pdf_drawing_one_form_many_times_stops_at_the_limit():
         ex.extract(raw, max_expanded=100_000)
     assert stopped.value.size < 100_000 + 2 * len(text)
     assert ex.extract(pdf_form_bytes(text, draws=3), max_expanded=100_000).blocks
+
+
+def test_a_table_nested_in_a_word_table_cell_keeps_its_text():
+    """python-docx's `cell.text` holds a cell's paragraphs alone: the text of a table nested
+    in a cell (a common layout: a form, a two-column page) was never extracted."""
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("Intro paragraph about wombats.")
+    table = document.add_table(rows=1, cols=2)
+    table.cell(0, 0).text = "Outer cell"
+    inner = table.cell(0, 1).add_table(rows=2, cols=1)
+    inner.cell(0, 0).text = "Numbats eat termites."
+    inner.cell(1, 0).text = "Quolls are marsupials."
+    buffer = io.BytesIO()
+    document.save(buffer)
+    texts = [b.text for b in ex.extract(buffer.getvalue()).blocks]
+    assert texts == [
+        "Intro paragraph about wombats.",
+        "Outer cell | Numbats eat termites.\nQuolls are marsupials.",
+    ]
+
+
+@pytest.mark.parametrize("blank", ["\u200b", "\u00a0\u200b\u2060", "\ufeff\u3000\u200d"])
+def test_a_block_of_unicode_blanks_is_no_text(blank):
+    """Zero-width spaces, joiners and BOMs survive str.strip(): a paragraph of them became a
+    chunk, put before the model as an empty passage for any question."""
+    html = f"<html><body><p>{blank}</p><p>Real words.</p></body></html>".encode()
+    assert [b.text for b in ex.extract(html).blocks] == ["Real words."]
+    assert ex.extract(blank.encode()).blocks == []

@@ -185,3 +185,45 @@ def test_the_knowledge_block_keeps_each_chunks_lines(engram_server, owner, upstr
     knowledge = next(b for b in data["blocks"] if b["name"] == "knowledge")
     assert any(RETRY_CODE in item["text"] for item in knowledge["items"])
     assert data["context_tokens"] == count_messages(data["messages"])
+
+
+def test_a_source_names_the_title_the_model_was_told_to_cite(engram_server, owner, upstream):
+    """A document sent as JSON text without a title reached the model as
+    `<document title="doc_…">` ("cite their titles"), while `engram.sources` said `"title": ""`:
+    the model's citation matched no source's title."""
+    collection = services.collection_create(workspace=owner[0], name="Notes")
+    untitled, _ = services.document_create(
+        workspace=owner[0], collection=collection, raw=MANUAL.encode()
+    )
+    assert services.document_ingest(document_id=untitled.id) == "ready"
+    headers = {"x-collection-ids": json.dumps([collection.id])}
+    answer = _sdk(engram_server, owner[1], headers).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": QUESTION}]
+    )
+    sources = answer.model_extra["engram"]["sources"]
+    assert [s["document_id"] for s in sources] == [untitled.id]
+    sent = _context_text(upstream)
+    assert f'<document title="{sources[0]["title"]}" chunk="0">' in sent, (sources, sent)
+
+
+def test_a_chunk_says_why_it_was_used(engram_server, owner, upstream, http, manual):
+    """A memory in `engram` says why it was chosen; a chunk said nothing (`engram.sources`) or
+    the constant "knowledge collection match" (/v1/context). Each now says how it ranked, as
+    /v1/search words it."""
+    collection_id, document_id = manual
+    headers = {"x-collection-ids": json.dumps([collection_id])}
+    messages = [{"role": "user", "content": QUESTION}]
+    answer = _sdk(engram_server, owner[1], headers).chat.completions.create(
+        model="m", messages=messages
+    )
+    (source,) = answer.model_extra["engram"]["sources"]
+    assert source["document_id"] == document_id
+    assert source["why"].startswith("vector rank 1 (similarity "), source
+    assert f"blended score {source['score']:.4f}" in source["why"], source
+    shown = http.post("/v1/context", json={"model": "m", "messages": messages}, headers=headers)
+    knowledge = next(b for b in shown.json()["blocks"] if b["name"] == "knowledge")
+    assert [item["why"] for item in knowledge["items"]] == [source["why"]]
+    found = http.post(
+        "/v1/collections/search", json={"collection_ids": [collection_id], "query": QUESTION}
+    ).json()["data"]
+    assert found[0]["why"] == source["why"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -10,9 +12,9 @@ from rest_framework.views import APIView
 from completions.agents import openapi as docs
 from completions.agents import selectors, services
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
-from config.common.errors import Invalid
+from config.common.errors import ApiError, Invalid
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
-from config.common.pagination import list_body, paginate
+from config.common.pagination import Cursor, list_body, paginate, parse_cursor
 
 
 def _ts(value) -> int:
@@ -124,13 +126,48 @@ class AgentDetailApi(APIView):
         return Response({"id": agent_id, "object": "agent.deleted", "deleted": True})
 
 
+# A version number past PostgreSQL's integer (an agent never gets there) failed the query
+_MAX_VERSION = 2**31 - 1
+
+
+def _version_cursor(query_params) -> Cursor:
+    """The list parameters, `after` and `before` being version numbers."""
+    cursor = parse_cursor(query_params)
+    bounds = {}
+    for param in ("after", "before"):
+        value = getattr(cursor, param)
+        if value is None:
+            continue
+        if not (value.isascii() and value.isdigit()):
+            raise ApiError(
+                400, f"{param} must be a version number.", param=param, code="invalid_value"
+            )
+        bounds[param] = str(min(int(value), _MAX_VERSION))
+    return replace(cursor, **bounds)
+
+
 class AgentVersionListApi(APIView):
     @extend_schema(
         summary="An agent's versions, newest first",
+        description="Paged as every list; `after` and `before` take a version number "
+        "(`first_id` and `last_id` are the page's first and last).",
         tags=["agents"],
+        parameters=LIST_PARAMETERS,
         responses=docs.AgentVersionListSerializer,
     )
     def get(self, request, agent_id: str):
         selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
-        versions = selectors.agent_version_list(workspace=request.workspace, agent_id=agent_id)
-        return Response(list_body(versions, version_body))
+        cursor = _version_cursor(request.query_params)
+        versions, has_more = selectors.agent_version_page(
+            workspace=request.workspace, agent_id=agent_id, cursor=cursor
+        )
+        body = list_body(versions, version_body, has_more=has_more)
+        # A version has no id of its own: its number is the cursor
+        numbers = [str(v.version) for v in versions]
+        return Response(
+            body
+            | {
+                "first_id": numbers[0] if numbers else None,
+                "last_id": numbers[-1] if numbers else None,
+            }
+        )

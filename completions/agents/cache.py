@@ -42,6 +42,9 @@ class AgentConfig:
 class Agents:
     by_id: dict[str, AgentConfig] = field(default_factory=dict)
     by_name: dict[str, AgentConfig] = field(default_factory=dict)
+    # A name an agent's earlier version had and no agent has now -> the ids of the agents that
+    # had it: `agent:<old name>@<n>` keeps calling the version pinned before a rename.
+    former_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def config_of(row: Any, agent_id: str) -> AgentConfig:
@@ -101,12 +104,21 @@ def config_existing(row: Any, agent_id: str, existing: set[str]) -> AgentConfig:
 
 
 def load(workspace_id: str) -> Agents:
-    from completions.agents.selectors import agent_list
+    from completions.agents.selectors import agent_list, agent_version_names
 
     rows = list(agent_list(workspace=workspace_id))
     existing = _existing_collections(workspace_id, rows)
     configs = [config_existing(a, a.id, existing) for a in rows]
-    return Agents(by_id={c.id: c for c in configs}, by_name={c.name: c for c in configs})
+    by_name = {c.name: c for c in configs}
+    former: dict[str, list[str]] = {}
+    for agent_id, name in agent_version_names(workspace=workspace_id):
+        if name not in by_name:
+            former.setdefault(name, []).append(agent_id)
+    return Agents(
+        by_id={c.id: c for c in configs},
+        by_name=by_name,
+        former_names={name: tuple(ids) for name, ids in former.items()},
+    )
 
 
 def load_version(workspace_id: str, agent_id: str, version: int) -> AgentConfig | None:

@@ -48,33 +48,40 @@ def _parse(model: str) -> tuple[str | None, str | None, int | None]:
     return None, name, int(version)
 
 
-def _find(agents: cache.Agents, model: str) -> tuple[AgentConfig, int | None]:
+def _find(agents: cache.Agents, model: str) -> tuple[AgentConfig, int | None, str | None]:
+    """(the agent's current version, the version pinned, the name that version must have).
+
+    A pinned call of a name no agent has now calls the agent whose version of that number had
+    it: a rename is a later edit, and `agent:<name>@<n>` once answered 404 after one."""
     agent_id, name, version = _parse(model)
     current = agents.by_id.get(agent_id) if agent_id else agents.by_name.get(name or "")
-    if current is None:
+    if current is not None:
+        return current, version, None
+    former = agents.former_names.get(name or "", ()) if version is not None else ()
+    if len(former) == 1 and former[0] in agents.by_id:  # two agents had it: which is unknown
+        return agents.by_id[former[0]], version, name
+    raise _not_found(model)
+
+
+def _pinned(model: str, pinned: AgentConfig | None, name: str | None) -> AgentConfig:
+    if pinned is None or (name is not None and pinned.name != name):
         raise _not_found(model)
-    return current, version
+    return pinned
 
 
 async def resolve_async(workspace_id: str, model: str) -> AgentConfig:
     """The agent version `model` calls in the workspace; NotFound (`model_not_found`) else."""
-    current, version = _find(await cache.agents_async(workspace_id), model)
-    if version is None or version == current.version:
+    current, version, name = _find(await cache.agents_async(workspace_id), model)
+    if version is None or (version == current.version and name is None):
         return current
-    pinned = await cache.version_async(workspace_id, current.id, version)
-    if pinned is None:
-        raise _not_found(model)
-    return pinned
+    return _pinned(model, await cache.version_async(workspace_id, current.id, version), name)
 
 
 def resolve_sync(workspace_id: str, model: str) -> AgentConfig:
-    current, version = _find(cache.agents_sync(workspace_id), model)
-    if version is None or version == current.version:
+    current, version, name = _find(cache.agents_sync(workspace_id), model)
+    if version is None or (version == current.version and name is None):
         return current
-    pinned = cache.version_sync(workspace_id, current.id, version)
-    if pinned is None:
-        raise _not_found(model)
-    return pinned
+    return _pinned(model, cache.version_sync(workspace_id, current.id, version), name)
 
 
 def instructions(agent: AgentConfig, ctx: TurnContext) -> str:

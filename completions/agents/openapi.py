@@ -68,4 +68,4 @@ class AgentVersionSerializer(AgentInputSerializer):
 
 
 AgentListSerializer = list_of(AgentSerializer, "AgentList")
-AgentVersionListSerializer = list_of(AgentVersionSerializer, "AgentVersionList", cursor=False)
+AgentVersionListSerializer = list_of(AgentVersionSerializer, "AgentVersionList")

@@ -108,8 +108,10 @@ def memory(value: object) -> dict:
         if not isinstance(flag_value, bool):
             raise Invalid(f"memory.{flag} must be true or false.", field="memory")
         policy[flag] = flag_value
-    budgets = value.get("budgets") or {}
-    if not isinstance(budgets, dict):
+    budgets = value.get("budgets")
+    if budgets is None:
+        budgets = {}
+    if not isinstance(budgets, dict):  # `false`, `0`, `[]` and `""` too: not silently none
         raise Invalid("memory.budgets must be a JSON object.", field="memory")
     for block, tokens in budgets.items():
         if block not in BUDGET_BLOCKS:

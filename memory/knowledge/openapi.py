@@ -60,6 +60,7 @@ class ChunkHitSerializer(serializers.Serializer):
     score = serializers.FloatField(help_text="Cosine blended with BM25, in [0, 1].")
     text = serializers.CharField()
     snippet = serializers.CharField()
+    why = serializers.CharField(help_text="Its rank by meaning and by words, and the blend.")
 
 
 class FileUploadSerializer(serializers.Serializer):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,13 @@ MARKDOWN = "text/markdown"
 TEXT = "text/plain"
 
 SUPPORTED = (PDF, DOCX, HTML, MARKDOWN, TEXT)
+
+
+def visible(text: str) -> bool:
+    """Whether `text` shows anything: str.strip() keeps zero-width spaces, joiners and BOMs
+    (format characters), and a document of those was chunked and put before the model as an
+    empty passage for any question."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
 
 
 class UnsupportedType(Exception):
@@ -155,7 +163,7 @@ def extract(
     blocks = []
     for block in extracted.blocks:
         block.text = storable(block.text).strip()
-        if block.text:
+        if visible(block.text):
             blocks.append(block)
     extracted.blocks = blocks
     return extracted
@@ -318,17 +326,32 @@ def _docx(raw: bytes) -> Extracted:
                 else:
                     blocks.append(Block("text", text))
             elif isinstance(item, Table):
-                rows = []
-                for row in item.rows:
-                    cells = [cell.text.strip() for cell in row.cells]
-                    rows.append(" | ".join(dict.fromkeys(c for c in cells if c)))
-                table = "\n".join(r for r in rows if r)
+                table = _docx_table(item)
                 if table:
                     blocks.append(Block("text", table))
         title = (document.core_properties.title or "").strip()
     except Exception:  # lxml's XMLSyntaxError, a missing part, a bad CRC: a damaged file
         raise ExtractionError(f"the DOCX file is damaged: {_docx_damage(raw)}") from None
     return Extracted(content_type=DOCX, blocks=blocks, title=title)
+
+
+def _docx_table(table) -> str:
+    """A table's rows as `a | b` lines; a cell's own tables follow its paragraphs (python-docx's
+    `cell.text` holds the paragraphs alone, and a table nested in a cell was lost)."""
+    from docx.table import Table
+
+    def cell_text(cell) -> str:
+        parts = [
+            _docx_table(part) if isinstance(part, Table) else part.text.strip()
+            for part in cell.iter_inner_content()
+        ]
+        return "\n".join(p for p in parts if p).strip()
+
+    rows = []
+    for row in table.rows:
+        cells = [cell_text(cell) for cell in row.cells]
+        rows.append(" | ".join(dict.fromkeys(c for c in cells if c)))
+    return "\n".join(r for r in rows if r)
 
 
 _DOCX_REQUIRED = ("word/document.xml", "[Content_Types].xml", "_rels/.rels")

@@ -73,7 +73,7 @@ def knowledge_search(
 ) -> list[dict]:
     """The best chunks of the workspace's ready documents in these collections, best first.
 
-    Each: {collection_id, document_id, title, chunk_index, heading, score, text, snippet};
+    Each: {collection_id, document_id, title, chunk_index, heading, score, text, snippet, why};
     score is the blend of memory.retrieval.fusion (cosine and BM25 normalized by the best
     candidate), in [0, 1]. `vector`: the query's embedding when the caller already has it (a
     chat turn embeds its query once).
@@ -85,6 +85,8 @@ def knowledge_search(
         from memory.embeddings import get_embedder
 
         vector = get_embedder().embed_one(query)
+    from memory.retrieval.search import Found  # why it ranked, worded as /v1/search words it
+
     hits = chunks.ranked(
         workspace_id=workspace.id,
         collection_ids=[str(c) for c in collection_ids],
@@ -101,6 +103,7 @@ def knowledge_search(
             "score": round(min(max(hit.score, 0.0), 1.0), 4),
             "text": hit.row["text"],
             "snippet": snippet(hit.row["text"], query),
+            "why": Found("chunk", hit.row, hit.score, hit.similarity, hit.ranks).why(),
         }
         for hit in hits[:limit]
     ]

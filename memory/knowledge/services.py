@@ -142,7 +142,8 @@ def document_create(
     assert collection.workspace_id == workspace.id
     if len(raw) > settings.ENGRAM_MAX_DOCUMENT_BYTES:
         raise document_too_large(len(raw))
-    if not raw.strip():
+    # Unicode blanks too (no-break and zero-width spaces, BOMs): they are not ASCII whitespace
+    if not raw.strip() or not extraction.visible(raw.decode("utf-8", "ignore")):
         raise Invalid("The document is empty.", field="file", code="empty_document")
     try:
         content_type = extraction.detect(

@@ -107,15 +107,26 @@ def _knowledge_items(ctx: TurnContext, query: str, vector) -> list[Item]:
         text = tidy_lines(str(chunk.get("text", "")))
         source = {
             k: chunk.get(k)
-            for k in ("collection_id", "document_id", "title", "chunk_index", "score", "snippet")
+            for k in (
+                "collection_id",
+                "document_id",
+                "title",
+                "chunk_index",
+                "score",
+                "snippet",
+                "why",
+            )
         }
+        # The title the model read and was told to cite (an untitled document's is its id):
+        # a citation of it is matched against this
+        source["title"] = title
         items.append(
             Item(
                 kind="knowledge",
                 id=f"{chunk.get('document_id')}#{chunk.get('chunk_index')}",
                 line=f'<document {attributes} chunk="{chunk.get("chunk_index")}">\n{text}\n</document>',
                 score=chunk.get("score"),
-                why="knowledge collection match",
+                why=str(chunk.get("why") or ""),
                 sources=[source],
             )
         )
