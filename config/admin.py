@@ -33,7 +33,9 @@ class EngramAdminSite(admin.AdminSite):
 
         apps = super().get_app_list(request, app_label)
         for app in apps:
-            if app["app_label"] == "memory":
-                app["models"].append(app_entry())
+            # only for those allowed to open it: a staff user who may see memories alone was
+            # offered a link to a 403
+            if app["app_label"] == "memory" and (entry := app_entry(request)):
+                app["models"].append(entry)
                 app["models"].sort(key=lambda m: m["name"])
         return apps
