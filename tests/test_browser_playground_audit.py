@@ -74,3 +74,22 @@ def test_an_upstream_refusal_and_a_wrong_key_are_said_on_the_page(
     page.get_by_role("button", name="Use key").click()
     expect(page.locator("#key-status")).to_have_class("status error")
     expect(page.locator("#key-status")).to_contain_text("401")
+
+
+def test_a_memory_found_by_search_says_why_and_the_box_promises_only_memories(
+    page, engram_server, owner, http, upstream
+):
+    """A search hit came without the reason it was found (the API's `why`), and the box said it
+    searched past messages too: /v1/memories/search finds memories only."""
+    _, key = owner
+    for text in ("My cat is called Miso.", "I play the cello."):
+        assert http.post("/v1/memories", json={"user_id": "sw", "text": text}).status_code == 201
+    open_playground(page, engram_server, key, "sw")
+    expect(page.locator("#memory-list > li")).to_have_count(2)
+    box = page.get_by_label("Search memories")
+    assert box.get_attribute("placeholder") == "Search memories"
+    box.fill("cat Miso")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#memory-status")).to_contain_text("results for")
+    hit = page.locator("#memory-list > li", has_text="Miso")
+    expect(hit.locator(".why")).to_contain_text("blended score")

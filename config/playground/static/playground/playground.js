@@ -493,7 +493,9 @@
     });
     const history = el("details", { class: "history" }, el("summary", { text: "History" }), el("ol"));
     history.addEventListener("toggle", () => history.open && loadHistory(memory.id, history));
-    const item = el("li", { "data-memory-id": memory.id }, text, meta);
+    // A search hit says why it was found, as a memory beside an answer says why it was used.
+    const why = memory.why ? el("small", { class: "why", text: "Found by " + memory.why }) : null;
+    const item = el("li", { "data-memory-id": memory.id }, text, meta, why);
     const edit = el("button", {
       type: "button",
       "aria-label": "Edit memory: " + memory.text,
