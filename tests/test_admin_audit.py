@@ -125,3 +125,18 @@ def test_erasing_an_end_user_is_offered_only_to_those_who_may(memory_viewer, wor
     delete_url = reverse("admin:memory_enduser_delete", args=[world["workspace"].pk, "alice"])
     assert delete_url not in page.content.decode()
     assert memory_viewer.get(delete_url).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/memory/memory/mem_%00/change/",
+        "/admin/accounts/apikey/key_%00/delete/",
+        "/admin/memory/memory/?workspace__id__exact=ws_%00",
+        "/admin/completions/usagerecord/?workspace__id__exact=ws_%00",
+        "/admin/memory/users/ws_%00/alice/",
+    ],
+)
+def test_a_nul_in_an_admin_url_is_a_400_not_a_500(admin_client, world, path):
+    """PostgreSQL refuses a NUL in a query: a row's page or a list filter with one was a 500."""
+    assert admin_client.get(path).status_code == 400
