@@ -32,8 +32,9 @@ class OwnerConstraints(forms.ModelForm):
         super().validate_unique()
         if self.instance.pk is None:  # an add form has the owner as a field: checked above
             return
-        exclude = self._get_validation_exclusions() - set(self.owner_fields)
+        shown = {*self.fields, *self.owner_fields}
+        exclude = {f.name for f in self.instance._meta.fields if f.name not in shown}
         try:
             self.instance.validate_constraints(exclude=exclude)
         except ValidationError as exc:
-            self._update_errors(exc)
+            self.add_error(None, exc)
