@@ -140,3 +140,36 @@ def test_erasing_an_end_user_is_offered_only_to_those_who_may(memory_viewer, wor
 def test_a_nul_in_an_admin_url_is_a_400_not_a_500(admin_client, world, path):
     """PostgreSQL refuses a NUL in a query: a row's page or a list filter with one was a 500."""
     assert admin_client.get(path).status_code == 400
+
+
+def test_a_provider_key_does_not_follow_its_base_url_to_another_host(admin_client, world):
+    """The key is write-only on the page, but a blank key field kept it whatever the base URL:
+    whoever could edit the credential pointed it at their own host and read the key from the
+    next request's Authorization header (a tool's headers were already kept from this)."""
+    from completions.models import ProviderCredential
+
+    credential = ProviderCredential.objects.get(workspace=world["workspace"], provider="openai")
+    credential.base_url = "https://api.openai.com/v1"
+    credential.set_secret("sk-provider-secret-1234")
+    credential.save()
+    url = reverse("admin:completions_providercredential_change", args=[credential.pk])
+    form = {"base_url": "https://collector.example/v1", "secret": ""}
+
+    refused = admin_client.post(url, form)
+    assert refused.status_code == 200
+    assert "enter the key again" in str(refused.context["adminform"].form.errors)
+    credential.refresh_from_db()
+    assert credential.base_url == "https://api.openai.com/v1"
+
+    same_host = admin_client.post(url, {"base_url": "https://api.openai.com/v2", "secret": ""})
+    assert same_host.status_code == 302
+    credential.refresh_from_db()
+    assert credential.get_secret() == "sk-provider-secret-1234"
+
+    rekeyed = admin_client.post(url, {**form, "secret": "sk-collector-key-5678"})
+    assert rekeyed.status_code == 302
+    credential.refresh_from_db()
+    assert credential.base_url == "https://collector.example/v1"
+    assert credential.get_secret() == "sk-collector-key-5678"
+    page = admin_client.get(url).content.decode()
+    assert "sk-collector-key-5678" not in page and "…5678" in page  # the hint only
