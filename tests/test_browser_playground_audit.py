@@ -93,3 +93,26 @@ def test_a_memory_found_by_search_says_why_and_the_box_promises_only_memories(
     expect(page.locator("#memory-status")).to_contain_text("results for")
     hit = page.locator("#memory-list > li", has_text="Miso")
     expect(hit.locator(".why")).to_contain_text("blended score")
+
+
+def test_a_memory_used_for_an_answer_can_be_deleted_from_beside_it(
+    page, engram_server, owner, http, upstream
+):
+    """A memory shown beside an answer could only be deleted from the panel's list, its first
+    100: one further down was there to see and not to delete."""
+    _, key = owner
+    made = http.post("/v1/memories", json={"user_id": "dz", "text": "My dog is called Rex."})
+    assert made.status_code == 201
+    open_playground(page, engram_server, key, "dz")
+    page.get_by_label("Message").fill("What is my dog called?")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".summary")).to_contain_text("context tokens")
+    used = turn.locator(".memories-used li", has_text="dog is called Rex")
+    expect(used).to_have_count(1)
+
+    used.get_by_role("button", name="Delete memory used:").click()
+    expect(used).to_have_class("deleted")
+    expect(page.locator("#memory-status")).to_contain_text("Deleted:")
+    expect(page.locator("#memory-list > li", has_text="Rex")).to_have_count(0)
+    assert http.get(f"/v1/memories/{made.json()['id']}").status_code == 404
