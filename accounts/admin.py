@@ -113,9 +113,18 @@ class ApiKeyAdmin(LiveWorkspaces):
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):
-        for key in queryset.filter(revoked_at__isnull=True).select_related("workspace"):
+        # The count, not a bare "Revoked": keys revoked before were reported as revoked now.
+        keys = list(queryset.filter(revoked_at__isnull=True).select_related("workspace"))
+        for key in keys:
             services.api_key_revoke(workspace=key.workspace, key_id=key.id)
-        self.message_user(request, f"Revoked at {timezone.now():%Y-%m-%d %H:%M:%S} UTC.")
+        if not keys:
+            self.message_user(request, "The selected keys were already revoked.", messages.WARNING)
+            return
+        self.message_user(
+            request,
+            f"Revoked {len(keys)} key{'s' if len(keys) != 1 else ''}"
+            f" at {timezone.now():%Y-%m-%d %H:%M:%S} UTC.",
+        )
 
 
 from accounts.endusers import admin as _endusers_admin  # noqa: E402, F401  (Issuer's admin)

@@ -17,6 +17,7 @@ from completions import pricing, services
 from completions.models import ModelAlias, Price, Provider, ProviderCredential, UsageRecord
 from completions.selectors import usage_figures
 from config.admin_paging import LargeList, choices_filter
+from config.common import addresses
 from config.common.ids import is_id
 
 
@@ -31,6 +32,19 @@ class ProviderCredentialForm(forms.ModelForm):
     class Meta:
         model = ProviderCredential
         fields = ("workspace", "provider", "base_url")
+
+    def clean(self):
+        data = super().clean() or {}
+        stored = self.instance.pk and self.instance.secret_encrypted
+        if (
+            stored
+            and not data.get("secret")
+            and "base_url" in data
+            and addresses.origin(data["base_url"] or "") != addresses.origin(self.instance.base_url)
+        ):  # as a tool's headers: a stored key never follows the URL to another host, where
+            # whoever may edit the row (and never see the key) would have read it
+            self.add_error("secret", "The base URL moves to another host: enter the key again.")
+        return data
 
 
 def _adopt(obj, saved) -> None:

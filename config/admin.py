@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from functools import wraps
+
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import BadRequest
 
 
 class EmailLoginForm(AdminAuthenticationForm):
@@ -23,6 +26,23 @@ class EngramAdminSite(admin.AdminSite):
     site_url = None
     login_form = EmailLoginForm
 
+    def admin_view(self, view, cacheable=False):
+        """Every admin page refuses a NUL in its path or query (a 400): PostgreSQL refuses one
+        in a query, and a row's page (/admin/memory/memory/a%00b/change/) or a list filtered by
+        one (?workspace__id__exact=ws_%00) answered with a 500."""
+        inner = super().admin_view(view, cacheable)
+
+        @wraps(inner)
+        def refusing_nul(request, *args, **kwargs):
+            if "\x00" in request.path or any(
+                "\x00" in key or any("\x00" in value for value in values)
+                for key, values in request.GET.lists()
+            ):
+                raise BadRequest("NUL characters are not allowed.")
+            return inner(request, *args, **kwargs)
+
+        return refusing_nul
+
     def get_urls(self):
         from memory.admin_users import user_urls
 
@@ -33,7 +53,9 @@ class EngramAdminSite(admin.AdminSite):
 
         apps = super().get_app_list(request, app_label)
         for app in apps:
-            if app["app_label"] == "memory":
-                app["models"].append(app_entry())
+            # only for those allowed to open it: a staff user who may see memories alone was
+            # offered a link to a 403
+            if app["app_label"] == "memory" and (entry := app_entry(request)):
+                app["models"].append(entry)
                 app["models"].sort(key=lambda m: m["name"])
         return apps

@@ -46,15 +46,23 @@ _COUNTED = (
 )
 
 
-def app_entry() -> dict[str, Any]:
-    """The "End users" line of the memory app on the admin index."""
+def app_entry(request: HttpRequest) -> dict[str, Any] | None:
+    """The "End users" line of the memory app on the admin index; None for a user who may not
+    open the pages."""
+    if not allowed(request, "view"):
+        return None
     return {
         "name": "End users",
         "object_name": "EndUser",
         "admin_url": reverse("admin:memory_enduser_changelist"),
         "add_url": None,
         "view_only": True,
-        "perms": {"add": False, "change": False, "delete": True, "view": True},
+        "perms": {
+            "add": False,
+            "change": False,
+            "delete": allowed(request, "delete"),
+            "view": True,
+        },
     }
 
 
@@ -185,10 +193,14 @@ def _section(rows: QuerySet, scope: dict[str, Any]) -> dict[str, Any]:
 _HELD = ("memory", "conversation", "message", "session")
 
 
-def _check(request: HttpRequest, action: str) -> None:
+def allowed(request: HttpRequest, action: str) -> bool:
     """The permission on every kind of row the page shows or deletes: a staff user allowed to
     delete memories alone erased the user's conversations, messages and sessions too."""
-    if not request.user.has_perms([f"memory.{action}_{model}" for model in _HELD]):
+    return request.user.has_perms([f"memory.{action}_{model}" for model in _HELD])
+
+
+def _check(request: HttpRequest, action: str) -> None:
+    if not allowed(request, action):
         raise PermissionDenied
 
 
@@ -243,7 +255,12 @@ def user_urls(site) -> list[URLPattern]:
             "conversations": _section(conversations, scope),
             "sessions": _section(sessions, scope),
             "export_url": reverse("admin:memory_enduser_export", args=[workspace.pk, user]),
-            "delete_url": reverse("admin:memory_enduser_delete", args=[workspace.pk, user]),
+            # no link to a 403 for those who may look but not erase
+            "delete_url": (
+                reverse("admin:memory_enduser_delete", args=[workspace.pk, user])
+                if allowed(request, "delete")
+                else None
+            ),
         }
         return TemplateResponse(request, "admin/memory/enduser/detail.html", context)
 

@@ -4,13 +4,13 @@ process forgets its cached tokens); the HS256 secret is write-only."""
 from django import forms
 from django.contrib import admin
 
-from accounts.admin_workspaces import LiveWorkspaces
+from accounts.admin_workspaces import LiveWorkspaces, OwnerConstraints
 from accounts.endusers import services
 from accounts.endusers.models import Issuer
 from config.common.errors import DomainError
 
 
-class IssuerForm(forms.ModelForm):
+class IssuerForm(OwnerConstraints):
     hs256_secret = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),

@@ -2,16 +2,15 @@
 (a change writes the next version and reaches every process's cache, as the API's do), and the
 versions, read-only, below it."""
 
-from django import forms
 from django.contrib import admin
 
-from accounts.admin_workspaces import LiveWorkspaces
+from accounts.admin_workspaces import LiveWorkspaces, OwnerConstraints
 from completions.agents import policy, services
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
 from config.common.errors import DomainError
 
 
-class AgentForm(forms.ModelForm):
+class AgentForm(OwnerConstraints):
     class Meta:
         model = Agent
         fields = ("workspace", *CONFIG_FIELDS)

@@ -8,7 +8,7 @@ import json
 from django import forms
 from django.contrib import admin
 
-from accounts.admin_workspaces import LiveWorkspaces
+from accounts.admin_workspaces import LiveWorkspaces, OwnerConstraints
 from completions.tools import services
 from completions.tools.models import Approval, Execution, Tool
 from config.admin_paging import LargeList
@@ -23,7 +23,9 @@ _FIELD_OF = {
 }
 
 
-class ToolForm(forms.ModelForm):
+class ToolForm(OwnerConstraints):
+    owner_fields = ("workspace", "agent")
+
     headers = forms.JSONField(
         required=False,
         help_text='{"Header-Name": "value"}; values are encrypted and never shown again. '

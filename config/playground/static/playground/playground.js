@@ -200,17 +200,32 @@
 
   // The memories a turn was given: the preview's (/v1/context) first, then the answer's own
   // (engram.memories), which is what the model really read.
+  // Each with a Delete: a memory that should not have been used goes from where it is seen,
+  // not only from the panel's list (its first 100, where it may not be).
   function renderMemoriesUsed(turn, used) {
     const list = turn.querySelector(".memories-used");
     list.replaceChildren(
-      ...used.map((item) =>
-        el(
+      ...used.map((item) => {
+        const text = (item.line || item.text || "").replace(/^- /, "");
+        const row = el(
           "li",
           { "data-memory-id": item.id },
-          el("span", { text: (item.line || item.text || "").replace(/^- /, "") }),
+          el("span", { text }),
           el("small", { text: item.why || "" }),
-        ),
-      ),
+        );
+        if (item.id) {
+          row.append(
+            el("button", {
+              type: "button",
+              class: "danger small",
+              "aria-label": "Delete memory used: " + text,
+              text: "Delete",
+              onclick: () => deleteUsedMemory(item.id, text, row),
+            }),
+          );
+        }
+        return row;
+      }),
     );
     if (!used.length) list.append(el("li", { class: "none", text: "none" }));
   }
@@ -493,7 +508,9 @@
     });
     const history = el("details", { class: "history" }, el("summary", { text: "History" }), el("ol"));
     history.addEventListener("toggle", () => history.open && loadHistory(memory.id, history));
-    const item = el("li", { "data-memory-id": memory.id }, text, meta);
+    // A search hit says why it was found, as a memory beside an answer says why it was used.
+    const why = memory.why ? el("small", { class: "why", text: "Found by " + memory.why }) : null;
+    const item = el("li", { "data-memory-id": memory.id }, text, meta, why);
     const edit = el("button", {
       type: "button",
       "aria-label": "Edit memory: " + memory.text,
@@ -589,6 +606,19 @@
       say("memory-status", `Deleted: ${memory.text}`);
       await loadMemories();
       say("memory-status", `Deleted: ${memory.text}`);
+    } catch (error) {
+      say("memory-status", error.message, true);
+    }
+  }
+
+  async function deleteUsedMemory(memoryId, text, row) {
+    try {
+      await api(`/v1/memories/${encodeURIComponent(memoryId)}`, { method: "DELETE" });
+      row.classList.add("deleted");
+      row.querySelector("button")?.remove();
+      row.append(el("small", { text: "deleted" }));
+      await loadMemories();
+      say("memory-status", `Deleted: ${text}`);
     } catch (error) {
       say("memory-status", error.message, true);
     }

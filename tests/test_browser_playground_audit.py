@@ -1,0 +1,118 @@
+"""The playground in a real Chromium with odd answers and failures: text that looks like HTML
+or markdown, words too long for the column, an upstream that refuses or breaks off, a wrong
+key. What the model or a memory says is shown as text; what fails is said on the page."""
+
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from tests.test_browser_playground import open_playground
+from tests.upstream import Reply, openai_stream
+
+INJECTED = '<img src=x onerror="window.__pwned=1"> **bold** [link](javascript:alert(1))'
+LONG_WORD = "https://example.com/" + "a" * 600
+
+
+def _overflowing(page, selector: str) -> list[str]:
+    """The elements under `selector` whose text runs out of their box."""
+    return page.evaluate(
+        """(selector) => [...document.querySelectorAll(selector)]
+            .filter((e) => e.scrollWidth > e.clientWidth + 1)
+            .map((e) => e.className || e.tagName)""",
+        selector,
+    )
+
+
+def test_html_in_answers_and_memories_is_text_and_long_words_stay_in_their_box(
+    page, engram_server, owner, http, upstream
+):
+    _, key = owner
+    for text in (f"My note: {INJECTED}", f"My homepage is {LONG_WORD}"):
+        assert http.post("/v1/memories", json={"user_id": "hx", "text": text}).status_code == 201
+    open_playground(page, engram_server, key, "hx")
+    expect(page.locator("#memory-list > li")).to_have_count(2)
+
+    upstream.script(Reply(stream=openai_stream([INJECTED, " ", LONG_WORD])))
+    page.get_by_label("Message").fill(f"What is my homepage? {INJECTED}")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer")).to_have_text(f"{INJECTED} {LONG_WORD}")
+    expect(turn.locator(".summary")).to_contain_text("context tokens")
+    expect(turn.locator(".memories-used")).to_contain_text("homepage")
+
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#transcript img, #memory-list img, #transcript a").count() == 0
+    expect(page.locator("#memory-list")).to_contain_text(INJECTED)
+    boxes = ".answer, .message p, .memories-used li, #memory-list .text, .engram"
+    assert _overflowing(page, boxes) == []
+    # nor does the page itself scroll sideways
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_an_upstream_refusal_and_a_wrong_key_are_said_on_the_page(
+    page, engram_server, owner, upstream
+):
+    _, key = owner
+    open_playground(page, engram_server, key, "ex")
+    refusal = {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+    upstream.script(Reply(json=refusal, status=401))
+    page.get_by_label("Message").fill("Hello?")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer .error")).to_be_visible()
+    expect(page.locator("#chat-status")).to_have_class("status error")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    upstream.script(Reply(stream=openai_stream(["Half an", " answer", " and more"]), drop_after=2))
+    page.get_by_label("Message").fill("Tell me more")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer .error")).to_be_visible()
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    page.get_by_label("Workspace key").fill("sk-not-a-key")
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator("#key-status")).to_have_class("status error")
+    expect(page.locator("#key-status")).to_contain_text("401")
+
+
+def test_a_memory_found_by_search_says_why_and_the_box_promises_only_memories(
+    page, engram_server, owner, http, upstream
+):
+    """A search hit came without the reason it was found (the API's `why`), and the box said it
+    searched past messages too: /v1/memories/search finds memories only."""
+    _, key = owner
+    for text in ("My cat is called Miso.", "I play the cello."):
+        assert http.post("/v1/memories", json={"user_id": "sw", "text": text}).status_code == 201
+    open_playground(page, engram_server, key, "sw")
+    expect(page.locator("#memory-list > li")).to_have_count(2)
+    box = page.get_by_label("Search memories")
+    assert box.get_attribute("placeholder") == "Search memories"
+    box.fill("cat Miso")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#memory-status")).to_contain_text("results for")
+    hit = page.locator("#memory-list > li", has_text="Miso")
+    expect(hit.locator(".why")).to_contain_text("blended score")
+
+
+def test_a_memory_used_for_an_answer_can_be_deleted_from_beside_it(
+    page, engram_server, owner, http, upstream
+):
+    """A memory shown beside an answer could only be deleted from the panel's list, its first
+    100: one further down was there to see and not to delete."""
+    _, key = owner
+    made = http.post("/v1/memories", json={"user_id": "dz", "text": "My dog is called Rex."})
+    assert made.status_code == 201
+    open_playground(page, engram_server, key, "dz")
+    page.get_by_label("Message").fill("What is my dog called?")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".summary")).to_contain_text("context tokens")
+    used = turn.locator(".memories-used li", has_text="dog is called Rex")
+    expect(used).to_have_count(1)
+
+    used.get_by_role("button", name="Delete memory used:").click()
+    expect(used).to_have_class("deleted")
+    expect(page.locator("#memory-status")).to_contain_text("Deleted:")
+    expect(page.locator("#memory-list > li", has_text="Rex")).to_have_count(0)
+    assert http.get(f"/v1/memories/{made.json()['id']}").status_code == 404
