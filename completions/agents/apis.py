@@ -133,7 +133,7 @@ _MAX_VERSION = 2**31 - 1
 def _version_cursor(query_params) -> Cursor:
     """The list parameters, `after` and `before` being version numbers."""
     cursor = parse_cursor(query_params)
-    bounds = {}
+    bounds: dict[str, str | None] = {"after": cursor.after, "before": cursor.before}
     for param in ("after", "before"):
         value = getattr(cursor, param)
         if value is None:
@@ -143,7 +143,7 @@ def _version_cursor(query_params) -> Cursor:
                 400, f"{param} must be a version number.", param=param, code="invalid_value"
             )
         bounds[param] = str(min(int(value), _MAX_VERSION))
-    return replace(cursor, **bounds)
+    return replace(cursor, after=bounds["after"], before=bounds["before"])
 
 
 class AgentVersionListApi(APIView):
