@@ -2047,7 +2047,7 @@ def test_a_chat_sent_again_after_its_run_lost_its_process_never_runs_its_tool_tw
 
     from django.utils import timezone
 
-    from memory.models import Conversation, Message
+    from memory.models import Conversation
 
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/slow")
@@ -2055,26 +2055,9 @@ def test_a_chat_sent_again_after_its_run_lost_its_process_never_runs_its_tool_tw
     user = "lost-then-retried"
     headers = {"x-user-id": user}
 
-    def started() -> bool:
-        run = Execution.objects.first()
-        return run is not None and any(m.get("tool_calls") for m in run.messages)
-
-    with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(ask, sdk, agent, extra_headers=headers)
-        wait_for(started)
-        lost = Execution.objects.get()  # what a process lost now leaves: the call started
-        first = running.result()
-    wait_for(lambda: len(_stored(user)) == 4)
-    # As if the process had died: the run as it was then, nothing after the question stored.
-    question = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")[0]
-    Message.objects.filter(conversation__user_id=user).exclude(id=question.id).delete()
-    Execution.objects.filter(id=lost.id).update(
-        status="running",
-        messages=lost.messages,
-        steps=lost.steps,
-        pending=lost.pending,
-        updated_at=timezone.now() - services.STALE_RUN - dt.timedelta(minutes=1),
-    )
+    # As if the process had died an hour ago: the sweep's hour is past.
+    stale = timezone.now() - services.STALE_RUN - dt.timedelta(minutes=1)
+    lost, first = lost_mid_call(sdk, agent, headers, updated_at=stale)
     approvals_expire()  # the sweep: failed, its call stored with an interrupted result
     assert len(_stored(user)) == 3
     text = "I could not check the weather."
@@ -2593,3 +2576,39 @@ def test_a_tool_made_without_parameters_answers_the_schema_the_model_is_sent(htt
     ask(sdk, agent)
     (sent,) = upstream.chat_requests()[0].body["tools"]
     assert sent["function"]["parameters"] == empty
+
+
+def lost_mid_call(
+    sdk, agent: str, headers: dict, *, updated_at, heartbeat_at=None
+) -> tuple[Execution, object]:
+    """Run a request whose tool is slow, and leave its run as a process that died while the
+    tool ran leaves it: `running`, the call started and no result, nothing after the question
+    in the conversation, its last write at `updated_at` and its heartbeat at `heartbeat_at`.
+    Returns the run and the first answer."""
+    from django.utils import timezone
+
+    from memory.models import Message
+
+    user = headers["x-user-id"]
+
+    def started() -> bool:
+        run = Execution.objects.first()
+        return run is not None and any(m.get("tool_calls") for m in run.messages)
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(ask, sdk, agent, extra_headers=headers)
+        wait_for(started)
+        lost = Execution.objects.get()  # what a process lost now leaves: the call started
+        first = running.result()
+    wait_for(lambda: len(_stored(user)) == 4)
+    question = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")[0]
+    Message.objects.filter(conversation__user_id=user).exclude(id=question.id).delete()
+    Execution.objects.filter(id=lost.id).update(
+        status="running",
+        messages=lost.messages,
+        steps=lost.steps,
+        pending=lost.pending,
+        updated_at=updated_at or timezone.now(),
+        heartbeat_at=heartbeat_at,
+    )
+    return lost, first

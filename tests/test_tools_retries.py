@@ -20,6 +20,7 @@ from tests.test_tools import (
     ask,
     assert_every_call_answered,
     engram,
+    lost_mid_call,
     make_agent,
     make_tool,
     script_call_then_answer,
@@ -38,35 +39,9 @@ def _silent() -> dt.datetime:
 
 
 def _lost_mid_call(sdk, agent: str, headers: dict) -> tuple[Execution, object]:
-    """Run a request whose tool is slow, and leave its run as a process that died while the
-    tool ran leaves it: `running`, the call started and no result, nothing after the question
-    in the conversation, its last write recent (the sweep's hour is far off) and its heartbeat
-    silent. Returns the run and the first answer."""
-    from memory.models import Message
-
-    user = headers["x-user-id"]
-
-    def started() -> bool:
-        run = Execution.objects.first()
-        return run is not None and any(m.get("tool_calls") for m in run.messages)
-
-    with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(ask, sdk, agent, extra_headers=headers)
-        wait_for(started)
-        lost = Execution.objects.get()  # what a process lost now leaves: the call started
-        first = running.result()
-    wait_for(lambda: len(_stored(user)) == 4)
-    question = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")[0]
-    Message.objects.filter(conversation__user_id=user).exclude(id=question.id).delete()
-    Execution.objects.filter(id=lost.id).update(
-        status="running",
-        messages=lost.messages,
-        steps=lost.steps,
-        pending=lost.pending,
-        updated_at=timezone.now(),
-        heartbeat_at=_silent(),
-    )
-    return lost, first
+    """A run lost mid call (test_tools.lost_mid_call) with its last write recent (the sweep's
+    hour is far off) and its heartbeat silent."""
+    return lost_mid_call(sdk, agent, headers, updated_at=timezone.now(), heartbeat_at=_silent())
 
 
 @pytest.mark.parametrize("stream", [False, True])
