@@ -1941,34 +1941,15 @@ def test_a_run_that_lost_its_process_keeps_what_its_tools_did_in_the_conversatio
 
     from django.utils import timezone
 
-    from memory.models import Message
-
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/slow")
     script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
     user = "lost-process"
     headers = {"x-user-id": user, "x-conversation-id": user}
 
-    def started() -> bool:
-        run = Execution.objects.first()
-        return run is not None and any(m.get("tool_calls") for m in run.messages)
-
-    with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(ask, sdk, agent, extra_headers=headers)
-        wait_for(started)
-        lost = Execution.objects.get()  # what a process lost now leaves: the call started
-        running.result()
-    wait_for(lambda: len(_stored(user)) == 4)
-    # As if the process had died: the run as it was then, nothing after the question stored.
-    first = Message.objects.filter(conversation__user_id=user).order_by("created_at", "id")[0]
-    Message.objects.filter(conversation__user_id=user).exclude(id=first.id).delete()
-    Execution.objects.filter(id=lost.id).update(
-        status="running",
-        messages=lost.messages,
-        steps=lost.steps,
-        pending=lost.pending,
-        updated_at=timezone.now() - services.STALE_RUN - dt.timedelta(minutes=1),
-    )
+    # As if the process had died an hour ago: the sweep's hour is past.
+    stale = timezone.now() - services.STALE_RUN - dt.timedelta(minutes=1)
+    lost, _ = lost_mid_call(sdk, agent, headers, updated_at=stale)
 
     approvals_expire()
 
