@@ -480,6 +480,40 @@ OFFLINE_FACTS += [
     ("I'm not vegetarian anymore.", ["User is not vegetarian anymore."]),
 ]
 
+OFFLINE_FACTS += [
+    # a move said with a dash is a move (it was "User moved – to Berlin.", no place set)
+    ("I moved \u2013 to Berlin.", ["User lives in Berlin."]),
+    ("I moved \u2014 Rome, since March.", ["User lives in Rome."]),
+    ("We're moving - Lisbon next month.", ["User is moving to Lisbon in June 2023."]),
+    ("i moved - to oslo", ["User lives in Oslo."]),
+    # moving out of a place names where the user lives no longer; with the new place, a move
+    ("I moved out of Paris to Berlin.", ["User lives in Berlin (moved from Paris)."]),
+    (
+        "We moved away from Leeds last year and now live in York.",
+        ["User lives in York (moved from Leeds)."],
+    ),
+    # an introduction in lowercase names the user; a state does not
+    ("i'm sam", ["User's name is Sam."]),
+    ("hi i'm sam and i teach maths", ["User's name is Sam.", "User teaches maths."]),
+    ("i'm bored", []),
+    ("i'm hungry and i want pizza", ["User is hungry and they want pizza."]),
+    # a name that ends as an adverb does ("User is Emily." before)
+    ("I'm Emily.", ["User's name is Emily."]),
+    # said to the assistant before or after a statement of the user's: the statement
+    ("you know I hate cilantro", ["User hates cilantro."]),
+    ("As you know, I'm allergic to cats.", ["User is allergic to cats."]),
+    ("Like I told you, I work nights.", ["User works nights."]),
+    ("I'm Kate's husband, she told me to ask you about the trip.", ["User is Kate's husband."]),
+    ("Can you remind me to call my mom?", []),
+    ("Can you remind me what my sister's name is", []),
+    ("I love you.", []),
+    # an age stands as a statement of its own ("User is 29 and they are training…" before)
+    (
+        "I'm 29 and I'm training for a marathon.",
+        ["User is 29 years old.", "User is training for a marathon."],
+    ),
+]
+
 
 @pytest.mark.parametrize(("said", "facts"), OFFLINE_FACTS)
 def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
@@ -503,6 +537,9 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
         ("I stopped eating meat.", "User eats meat every day.", True),
         ("I'm no longer working at Initech.", "User works at Initech.", True),
         ("I don't know.", "User knows.", False),
+        ("I moved out of Paris.", "User lives in Paris.", True),
+        ("We finally moved away from Paris.", "User lives in Paris (moved there in 2019).", True),
+        ("I moved out of Paris.", "User lives in Berlin.", False),
     ],
 )
 def test_a_negation_ends_only_the_memory_that_says_what_it_denies(said, memory, ends):
@@ -535,6 +572,12 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
         "I stopped " * n: 0,
         "I quit my job at " + "A" * 2 * n: 1,
         "I'm Sam, " * n + "I'm 40.": 1,  # an introduction is split off once
+        "i'm sam, " * n: 1,
+        "hi " * n + "i'm sam": 0,
+        "I moved - " * n: 0,
+        "I moved out of " + "Paris " * n: 0,
+        "I love jazz - " * n + "you": 0,
+        "you know " * n + "I love jazz": 0,
     }
     for text, count in hostile.items():
         assert len(offline_extract(text, subject="User", today=dt.date(2023, 5, 8))) == count

@@ -187,6 +187,31 @@ def test_saying_a_fact_is_no_longer_so_supersedes_its_memory(
     ]
 
 
+def test_moving_out_of_a_place_ends_its_memory_and_a_dash_move_sets_the_next(
+    http, celery_worker, offline_extraction
+):
+    """ "I moved out of Paris" wrote a memory beside "User lives in Paris." (both recalled, the
+    old place as current); it now updates it, as "I no longer live in Paris" does. A move said
+    with a dash ("I moved – to Berlin") then fills the place, in the same memory."""
+    tell(http, "omar", "c1", "I live in Paris.", "I love jazz.")
+    before = {m["text"]: m["id"] for m in memories(http, "omar")}
+    tell(http, "omar", "c2", "I moved out of Paris.")
+    after = {m["text"]: m["id"] for m in memories(http, "omar")}
+    assert after == {
+        "User moved out of Paris.": before["User lives in Paris."],
+        "User loves jazz.": before["User loves jazz."],
+    }
+    tell(http, "omar", "c3", "I moved \u2013 to Berlin.")
+    homes = [(m["id"], m["text"]) for m in memories(http, "omar") if "jazz" not in m["text"]]
+    assert homes == [(before["User lives in Paris."], "User lives in Berlin.")]
+    history = http.get(f"/v1/memories/{before['User lives in Paris.']}/history").json()["data"]
+    assert [(e["event"], e["new_text"]) for e in history] == [
+        ("ADD", "User lives in Paris."),
+        ("UPDATE", "User moved out of Paris."),
+        ("UPDATE", "User lives in Berlin."),
+    ]
+
+
 def test_an_all_lowercase_message_yields_its_facts(http, celery_worker, offline_extraction):
     tell(http, "lowe", "c1", "i live in berlin and i work at acme")
     assert {m["text"] for m in memories(http, "lowe")} == {

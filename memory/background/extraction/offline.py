@@ -587,6 +587,7 @@ _LOWER_I = re.compile(r"(?<![\w'\u2019\-./@#`])i\b(?![.\-/]\w)(?!`)")
 # acme", "my name is sam"): the words after it, up to three, capitalised as a name would be.
 _VALUE_CUE = re.compile(
     r"\b(?:(?:live|living|based|moved|relocated)\s+(?:in|to|from)"
+    r"|(?:moved|relocated)\s+(?:out\s+of|away\s+from)"
     r"|(?:work|working)\s+(?:at|for)|(?:a\s+)?job\s+(?:at|with)|name\s+is)\s+"
 )
 _LOWER_WORD = re.compile(r"[a-z][a-z'\-]*")
@@ -624,11 +625,83 @@ def _value_words(text: str, at: int) -> list[re.Match]:
     return taken
 
 
+# A move said with a dash ("I moved – to Berlin", "we're moving - Lisbon next month") is one
+# said with "to": the place is read as a move's.
+_DASH_MOVE = re.compile(
+    r"\b(moved|moving|relocated|relocating)\s*[-\u2013\u2014]+\s*(?:to\s+)?(?=([A-Za-z][\w'\-&]*))",
+    re.I,
+)
+
+
+def _dash_moves(text: str) -> str:
+    """ "I moved – to Berlin" -> "I moved to Berlin", where a place follows the dash: a name,
+    or in a message without capitals a word that can start one ("i moved - to montreal")."""
+    lowercase = not any(c.isupper() for c in text.replace("I", ""))
+
+    def to(m: re.Match) -> str:
+        word = m.group(2)
+        place = word[0].isupper() or (
+            lowercase and word not in _NOT_A_VALUE_START and word not in _AFTER_A_VALUE
+        )
+        return f"{m.group(1)} to " if place and word != "I" else m.group(0)
+
+    return _DASH_MOVE.sub(to, text)
+
+
+# "i'm sam" in a message without capitals: an introduction where it opens the message or a
+# sentence, or follows a greeting, and its one word ends the statement or its first part.
+_LOWER_INTRO = re.compile(
+    r"\b(?:I'm|I am) ([a-z]+(?:-[a-z]+)?)(?=\s*(?:[.!,;]|$)|\s+(?:and|from|here|btw|by the way)\b)"
+)
+# Words after "i'm" that say how or where one is, not who ("i'm bored", "i'm sick"); the
+# capitalised "I'm ..." ones (_NOT_NAMES, _TRAIT) are not names either.
+_LOWER_NOT_NAME_WORDS = """
+    busy hungry thirsty sleepy angry lucky sick ill cold hot warm cool stuck lost late early
+    free off on out in up down away awake asleep alive dead drunk high broke fat old young
+    sore nervous anxious afraid scared upset mad curious serious bad worse better best okay
+    alright right wrong confused bored stressed worried excited exhausted in-between
+    lonely sorry crazy lazy silly funny shy ugly guilty healthy moody cranky grumpy sad
+    done good great fine well ok glad happy tired ready new back home here there sure pumped
+    gay straight bi trans queer male female human vegan veggie pescetarian jealous fed
+    interested keen lost open close closer far near next last first second third behind ahead
+    in-love allergic active alive sensitive positive negative weird normal unwell
+    welsh scots cornish
+    """
+_LOWER_NOT_NAMES = set(_LOWER_NOT_NAME_WORDS.split())
+
+
+def _lower_name(word: str) -> bool:
+    """Whether the one word after a lowercase "i'm" can be a first name ("sam", not "bored")."""
+    return (
+        len(word) > 1
+        and word not in _LOWER_NOT_NAMES
+        and not word.endswith(("ed", "ing", "ful", "ous", "ive", "less", "able", "ible", "est"))
+        and _a_name(word)
+    )
+
+
+def _lower_introductions(text: str) -> str:
+    out, pos = [], 0
+    for m in _LOWER_INTRO.finditer(text):
+        # what comes before, read back a short way only: an opener is short
+        start = m.start()
+        before = text[max(0, start - 80) : start].rstrip()
+        opens = before.endswith((".", "!", "?")) or (
+            start <= 80 and (not before or _OPENER.fullmatch(before + " "))
+        )
+        if opens and _lower_name(m.group(1)):
+            out += [text[pos : m.start(1)], m.group(1).capitalize()]
+            pos = m.end(1)
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def _capitalised(text: str) -> str:
     """An all-lowercase message, its pronoun "i" and the names a slot reads capitalised."""
     text = _LOWER_I.sub("I", text)
     if any(c.isupper() for c in text.replace("I", "")):
         return text
+    text = _lower_introductions(text)
     out, pos = [], 0
     for cue in _VALUE_CUE.finditer(text):
         if cue.start() < pos:
@@ -680,6 +753,11 @@ _STOPPED = re.compile(
     # job whenever I get bored" is a habit, not a cessation
     r"([a-z]+ing\b.*|[a-z]+(?: [a-z]+)?)$"
 )
+# "I moved out of Paris", "We moved away from Leeds": the denied "I live in Paris" (a place
+# named; "I moved out of my parents' place" is said as it is).
+_MOVED_OUT = re.compile(
+    rf"^(?:I|We) {_SOFTENER}(?:moved|relocated) (?:out of|away from) " + _CITY + r"(?![\w'])"
+)
 # A memory that itself denies something is not what a negation ends.
 _DENIES = re.compile(r"\b(?:not|no longer|never|anymore|any more|quit|stopped|gave up)\b|n't\b")
 _BE = re.compile(r"\b(?:is|are|am|was|were|been|being)\b")
@@ -694,6 +772,8 @@ def _denied(sentence: str) -> tuple[str, bool] | None:
         sentence = sentence[: -len(tail) - 1].rstrip(" ,")
     if m := _LEFT_JOB.match(sentence):
         return (f"I work at {m.group(1)}" if m.group(1) else "I work"), True
+    if m := _MOVED_OUT.match(sentence):
+        return f"I live in {m.group(1)}", True
     if m := _STOPPED.match(sentence):
         return f"{m.group(1)} {m.group(2)}", True
     if m := _DO_NOT.match(sentence):
@@ -823,7 +903,8 @@ def _a_name(value: str) -> bool:
         first in _NOT_NAMES
         or first.endswith(("ish", "ese"))
         or _TRAIT.match(f"I'm {first}")
-        or _is_adverb(first)
+        # only the listed adverbs: "Emily", "Holly" end as many adverbs do
+        or first in _ADVERBS
     )
 
 
@@ -831,9 +912,18 @@ _SLOTS = [
     (
         "residence",
         re.compile(
-            r"\b(?:I|[Ww]e) (?:just |recently |finally )?(?:moved|relocated) from "
+            r"\b(?:I|[Ww]e) (?:just |recently |finally )?(?:moved|relocated) "
+            r"(?:from|out of|away from) " + _CITY + r" to " + _CITY
+        ),
+    ),
+    (
+        # "We moved out of Manchester last spring and now live in York"
+        "residence",
+        re.compile(
+            r"\b(?:I|[Ww]e) (?:just |recently |finally )?(?:moved|relocated) "
+            r"(?:from|out of|away from) "
             + _CITY
-            + r" to "
+            + r"[^.;!?]{0,40}? and (?:now |currently )?live in "
             + _CITY
         ),
     ),
@@ -859,6 +949,7 @@ _SLOTS = [
     ("name", re.compile(r"\b[Mm]y name is ([A-Z][\w\-]+(?: [A-Z][\w\-]+)?)")),
     ("name", _NAME_INTRO),
     ("age", re.compile(r"\b(?:I'm|I am) (\d{1,3}) years? old\b")),
+    ("age", re.compile(r"^(?:I'm|I am|Im) (\d{1,3})(?=[.!]?$)")),  # "I'm 29", a clause alone
     (
         "relationship",
         re.compile(
@@ -1083,6 +1174,19 @@ _SELF_SUBJECT = r"(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b"
 _LEAD_IN = re.compile(
     rf"^(?!{_ASSISTANT_LABEL})(?![^:\n]*\byou\b)[^:\n]{{1,40}}:\s+(?={_SELF_SUBJECT})", re.I
 )
+# Said to the assistant before a statement of the user's, not part of it: "you know I hate
+# cilantro", "As you know, I'm allergic to nuts", "Like I told you, I work nights", "Just so you
+# know, my sister…" (a request to the assistant, "can you remind me…", is no statement).
+_TO_YOU_LEAD_IN = re.compile(
+    r"^(?:(?:as|like)\s+)?(?:you\s+(?:probably\s+|already\s+|might\s+|may\s+)?know"
+    r"|I\s+(?:already\s+)?(?:told|said to)\s+you(?:\s+(?:before|earlier|already))?"
+    r"|just\s+so\s+you\s+know|for\s+your\s+information)"
+    rf"(?:\s+that)?\s*,?\s+(?={_SELF_SUBJECT})",
+    re.I,
+)
+# "I'm Kate's husband, she told me to ask you about it": the statement before a last part said
+# to the assistant, after a comma or a dash, stands alone.
+_PART = re.compile(r"(?:\s*,|\s+[-\u2013\u2014])\s+")
 # "… and I …", also with a word of time between: "I sold my car and now I cycle to work" (the
 # word dropped), "… and last summer I walked the Camino" (the period kept with its clause).
 _CLAUSE = re.compile(
@@ -1135,6 +1239,10 @@ def clauses(sentence: str) -> list[str]:
     return _clauses(sentence)
 
 
+# "I'm 29 and I'm training for a marathon": an age stands in two words too.
+_AGE_ALONE = re.compile(r"^(?:I'm|I am|Im) \d{1,3}[.!]?$")
+
+
 def _clauses(sentence: str) -> list[str]:
     said = _OPENER.sub("", sentence)
     parts = [p.strip() for p in _CLAUSE.split(said) if p and p.strip()]
@@ -1142,7 +1250,8 @@ def _clauses(sentence: str) -> list[str]:
     # now I get to share that" stays whole (its first part alone would be dropped, and its
     # second points back). An introduction stands in two words ("I'm Sam and I teach").
     each_stands = all(
-        (len(p.split()) >= 3 or _NAME_INTRO.match(p)) and _SELF.search(p) for p in parts
+        (len(p.split()) >= 3 or _NAME_INTRO.match(p) or _AGE_ALONE.match(p)) and _SELF.search(p)
+        for p in parts
     )
     return parts if each_stands else [sentence]
 
@@ -1178,10 +1287,21 @@ def _with_quotes(text: str, quotes: list[str]) -> str:
     return _QUOTE_MARK.sub(lambda m: quotes[int(m.group(1))], text)
 
 
+def _without_tail_to_you(sentence: str) -> str:
+    """The statement before a last part said to the assistant ("I'm Kate's husband, she told
+    me to ask you…" -> "I'm Kate's husband"), when it says nothing to the assistant itself."""
+    if not _TO_ASSISTANT.search(sentence):
+        return sentence
+    cuts = list(_PART.finditer(sentence))
+    if not cuts or _TO_ASSISTANT.search(head := sentence[: cuts[-1].start()]):
+        return sentence
+    return head + "."
+
+
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
-    text = _capitalised(text or "")
+    text = _capitalised(_dash_moves(text or ""))
     statements = (s for s in sentences(text) if not _HYPOTHETICAL.match(_OPENER.sub("", s)))
     for said_sentence in (c for s in statements for c in clauses(s)):
         sentence, quotes = _set_quotes_aside(_TRAILING_QUESTION.sub(".", said_sentence))
@@ -1197,13 +1317,18 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         if _CREDENTIAL.search(sentence):
             continue
         sentence = _TRAILING_REQUEST.sub("", sentence)
-        sentence = _period_last(_LEAD_IN.sub("", _OPENER.sub("", sentence)))
+        sentence = _period_last(
+            _LEAD_IN.sub("", _TO_YOU_LEAD_IN.sub("", _OPENER.sub("", sentence)))
+        )
+        sentence = _without_tail_to_you(sentence)
         if not _SELF.search(sentence):
             continue
         words = sentence.split()
         # "I'm just curious" is two words to the floor: an adverb says nothing of its own
         said = [w for w in words if not _is_adverb(w.strip(",.!"))]
-        short = len(said) < 3 and not (_TRAIT.match(sentence) or _NAME_INTRO.match(sentence))
+        short = len(said) < 3 and not (
+            _TRAIT.match(sentence) or _NAME_INTRO.match(sentence) or _AGE_ALONE.match(sentence)
+        )
         if short or len(words) > 80:
             continue
         if (
