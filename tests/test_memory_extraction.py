@@ -504,6 +504,10 @@ OFFLINE_FACTS += [
     ("As you know, I'm allergic to cats.", ["User is allergic to cats."]),
     ("Like I told you, I work nights.", ["User works nights."]),
     ("I'm Kate's husband, she told me to ask you about the trip.", ["User is Kate's husband."]),
+    ("I'm a teacher, in case you were wondering.", ["User is a teacher."]),
+    # a reply's thanks or goodbye is no such part: the remark before it is dropped with it
+    ("I had a great time, thank you so much.", []),
+    ("I'm going to bed now, talk to you tomorrow.", []),
     ("Can you remind me to call my mom?", []),
     ("Can you remind me what my sister's name is", []),
     ("I love you.", []),

@@ -1185,8 +1185,14 @@ _TO_YOU_LEAD_IN = re.compile(
     re.I,
 )
 # "I'm Kate's husband, she told me to ask you about it": the statement before a last part said
-# to the assistant, after a comma or a dash, stands alone.
+# to the assistant, after a comma or a dash, stands alone when that part is another's doing or
+# a reminder ("…, as you know"); not a reply's thanks or goodbye ("I had a great time, thank
+# you", "I'm going to bed now, talk to you tomorrow": remarks, dropped whole).
 _PART = re.compile(r"(?:\s*,|\s+[-\u2013\u2014])\s+")
+_OTHERS_PART = re.compile(
+    r"(?:she|he|they|my [a-z]+|(?:as |like )?you (?:know|may know|might know)|in case you)\b",
+    re.I,
+)
 # "… and I …", also with a word of time between: "I sold my car and now I cycle to work" (the
 # word dropped), "… and last summer I walked the Camino" (the period kept with its clause).
 _CLAUSE = re.compile(
@@ -1293,7 +1299,9 @@ def _without_tail_to_you(sentence: str) -> str:
     if not _TO_ASSISTANT.search(sentence):
         return sentence
     cuts = list(_PART.finditer(sentence))
-    if not cuts or _TO_ASSISTANT.search(head := sentence[: cuts[-1].start()]):
+    if not cuts or not _OTHERS_PART.match(sentence, cuts[-1].end()):
+        return sentence
+    if _TO_ASSISTANT.search(head := sentence[: cuts[-1].start()]):
         return sentence
     return head + "."
 
