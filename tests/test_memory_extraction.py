@@ -496,6 +496,7 @@ OFFLINE_FACTS += [
     ("i'm sam", ["User's name is Sam."]),
     ("hi i'm sam and i teach maths", ["User's name is Sam.", "User teaches maths."]),
     ("i'm bored", []),
+    ("i'm chill", []),
     ("i'm hungry and i want pizza", ["User is hungry and they want pizza."]),
     # a name that ends as an adverb does ("User is Emily." before)
     ("I'm Emily.", ["User's name is Emily."]),

@@ -666,6 +666,11 @@ _LOWER_NOT_NAME_WORDS = """
     interested keen lost open close closer far near next last first second third behind ahead
     in-love allergic active alive sensitive positive negative weird normal unwell
     welsh scots cornish
+    chill lit shook hangry toast game beat spent wiped wrecked stuffed full gutted knackered
+    cooked dope sus salty woke basic extra savage legit fab
+    it me you him her them us this that what who so too like gonna wanna gotta kinda sorta
+    literally honestly seriously totally basically obviously probably definitely actually
+    lol lmao omg idk tbh imo jk afk brb btw fyi ikr smh nvm
     """
 _LOWER_NOT_NAMES = set(_LOWER_NOT_NAME_WORDS.split())
 
@@ -673,7 +678,7 @@ _LOWER_NOT_NAMES = set(_LOWER_NOT_NAME_WORDS.split())
 def _lower_name(word: str) -> bool:
     """Whether the one word after a lowercase "i'm" can be a first name ("sam", not "bored")."""
     return (
-        len(word) > 1
+        len(word) > 2
         and word not in _LOWER_NOT_NAMES
         and not word.endswith(("ed", "ing", "ful", "ous", "ive", "less", "able", "ible", "est"))
         and _a_name(word)
