@@ -1,5 +1,6 @@
 """A memory its user deleted does not reach the model through what was built from the same
-messages: the conversation's rolling summary, and its title."""
+messages: the conversation's rolling summary, and its title; nor through the old messages
+retrieved for another conversation."""
 
 from __future__ import annotations
 
@@ -204,3 +205,25 @@ def test_a_deleted_memory_leaves_the_conversations_title(http, summarized_soon, 
     assert http.get(f"/v1/conversations/{CONVERSATION}").json()["title"] == (
         "I have a dog named Rex."
     )
+
+
+def test_a_deleted_memory_is_not_read_from_the_old_messages_in_another_conversation(
+    http, summarized_soon, settings
+):
+    """Past messages retrieved for a new conversation still said it: "I am allergic to
+    peanuts." was the first past message for "What am I allergic to?" after the deletion."""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+    said = "I am allergic to peanuts. I have a dog named Rex."
+    upstream_turn(http, summarized_soon, said, "Noted.")
+    forget(http, "delete")
+    body = {"model": "m", "messages": [{"role": "user", "content": "What am I allergic to? Rex?"}]}
+    elsewhere = {"x-user-id": "alice", "x-conversation-id": "new"}
+    context = http.post("/v1/context", json=body, headers=elsewhere)
+    assert context.status_code == 200, context.text
+    summarized_soon.script(Reply(json=openai_completion("I do not know.")))
+    assert http.post("/v1/chat/completions", json=body, headers=elsewhere).status_code == 200
+    sent = summarized_soon.chat_requests()[-1].body["messages"]
+    for messages in (context.json()["messages"], sent):
+        [past] = [m["content"] for m in messages if "<past_messages>" in m["content"]]
+        assert "User: I have a dog named Rex." in past, past
+        assert "peanut" not in past, past

@@ -158,9 +158,17 @@ class Forgotten:
     texts: list[str]
     vectors: list[list[float] | None]
     seen: frozenset[str]  # the suppressions read (suppressed_since)
+    # the messages their memories came from, by id and by digest (a copy resent): said_it
+    sources: frozenset[str] = frozenset()
+    digests: frozenset[str] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.texts)
+
+    def said_it(self, message: Message) -> bool:
+        """Whether a forgotten memory came from the message, or from a message of the same
+        words (content_digest)."""
+        return message.id in self.sources or content_digest(message.content) in self.digests
 
 
 def forgotten_facts(
@@ -170,20 +178,22 @@ def forgotten_facts(
     `adding`: facts being forgotten now, not yet recorded (normalized text: its vector)."""
     rows = list(
         MemorySuppression.objects.filter(workspace=workspace, user_id=user_id).values_list(
-            "id", "normalized", "embedding"
+            "id", "normalized", "embedding", "source_message_ids", "source_hashes"
         )
     )
     added = dict(adding or {})
     if not rows and not added:
         return Forgotten(frozenset(), [], [], frozenset())
     subjects = user_subjects(workspace=workspace, user_id=user_id)
-    known = [(normalized(text, subjects), vector) for _, text, vector in rows]
+    known = [(normalized(row[1], subjects), row[2]) for row in rows]
     known += [(normalized(text, subjects), vector) for text, vector in added.items()]
     return Forgotten(
         subjects,
         [text for text, _ in known],
         [vector for _, vector in known],
-        frozenset(i for i, _, _ in rows),
+        frozenset(row[0] for row in rows),
+        frozenset(i for row in rows for i in row[3]),
+        frozenset(h for row in rows for h in row[4]),
     )
 
 
@@ -239,19 +249,20 @@ def without_forgotten(
         return list(texts)
     vectors = np.asarray(get_embedder().embed(list(keys)), dtype=np.float32)
     known = _vectors(forgotten.vectors, vectors.shape[1])
-    stated = _matched(list(keys), vectors, forgotten.texts, known).any(axis=1)
+    matched = _matched(list(keys), vectors, forgotten.texts, known)
+    stated = {key for key, i in keys.items() if matched[i].any()}
     out = []
     for text, lines in zip(texts, parsed, strict=True):
         written = []
-        for line, (head, sentences, said) in zip(text.split("\n"), lines, strict=True):
+        for line, (lead, sentences, said) in zip(text.split("\n"), lines, strict=True):
             kept = [
                 sentence
                 for sentence, its_keys in zip(sentences, said, strict=True)
-                if not any(stated[keys[key]] for key in its_keys)
+                if stated.isdisjoint(its_keys)
             ]
             if len(kept) == len(sentences):
                 written.append(line)  # as it was
             elif kept:
-                written.append(head + " ".join(kept))
+                written.append(lead + " ".join(kept))
         out.append("\n".join(written))
     return out
