@@ -221,9 +221,14 @@ def test_a_deleted_memory_is_not_read_from_the_old_messages_in_another_conversat
     context = http.post("/v1/context", json=body, headers=elsewhere)
     assert context.status_code == 200, context.text
     summarized_soon.script(Reply(json=openai_completion("I do not know.")))
-    assert http.post("/v1/chat/completions", json=body, headers=elsewhere).status_code == 200
+    answer = http.post("/v1/chat/completions", json=body, headers=elsewhere)
+    assert answer.status_code == 200, answer.text
     sent = summarized_soon.chat_requests()[-1].body["messages"]
     for messages in (context.json()["messages"], sent):
         [past] = [m["content"] for m in messages if "<past_messages>" in m["content"]]
         assert "User: I have a dog named Rex." in past, past
         assert "peanut" not in past, past
+    # nor what explains the context: its items, why each was chosen, engram.messages
+    assert "peanut" not in context.text and "peanut" not in str(answer.json()["engram"])
+    [past_block] = [b for b in context.json()["blocks"] if b["name"] == "retrieved_messages"]
+    assert past_block["items"] and all(item["why"] for item in past_block["items"])

@@ -34,6 +34,7 @@ def conversation_title_generate(*, conversation_id: str) -> str:
     )
     from memory.models import Conversation, Message
     from memory.services.users import user_lock
+    from memory.text import speaker
 
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
@@ -48,7 +49,7 @@ def conversation_title_generate(*, conversation_id: str) -> str:
     for _ in range(WRITE_TRIES):
         forgotten = forgotten_facts(workspace=workspace, user_id=user_id)
         contents = without_forgotten(
-            forgotten, [c for c, _ in rows], speakers=[name or "User" for _, name in rows]
+            forgotten, [c for c, _ in rows], speakers=[speaker("user", name) for _, name in rows]
         )
         title = next((title_from(c) for c in contents if c.strip()), "")
         with transaction.atomic():
