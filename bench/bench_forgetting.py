@@ -83,17 +83,20 @@ def main() -> None:
     import django
 
     django.setup()
+    from accounts.models import Workspace
+    from memory.background.extraction import forgotten as module
     from memory.background.extraction.forgotten import Forgotten, without_forgotten
     from memory.embeddings import get_embedder
     from memory.services.forgetting import normalized
 
+    # no database: the user's subjects (one query, not timed) as a user with no names
+    module.user_subjects = lambda **kwargs: frozenset()  # type: ignore[assignment]
     calibration = machine.calibration_ms()
     steal = machine.Steal()
     steal.start()
     keys = [normalized(text) for text in FORGOTTEN]
-    forgotten = Forgotten(
-        frozenset(), keys, get_embedder().embed(keys).tolist(), frozenset({"sup_1"})
-    )
+    vectors = get_embedder().embed(keys).tolist()
+    forgotten = Forgotten(Workspace(id="ws_bench"), "alice", keys, vectors, frozenset({"sup_1"}))
     retrieved = messages(10)
     summary = " ".join(messages(40))  # ~500 tokens of prose
     speakers = ["User"] * len(retrieved)

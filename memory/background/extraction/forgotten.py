@@ -154,8 +154,9 @@ class Forgotten:
     """A user's forgotten facts (their suppressions' normalized texts and vectors), as a text
     written from their words is compared with them (`without_forgotten`)."""
 
-    subjects: frozenset[str]
-    texts: list[str]
+    workspace: Workspace
+    user_id: str
+    texts: list[str]  # normalized, as recorded (without_forgotten reads the user's subjects)
     vectors: list[list[float] | None]
     seen: frozenset[str]  # the suppressions read (suppressed_since)
     # the messages their memories came from, by id and by digest (a copy resent): said_it
@@ -174,21 +175,17 @@ class Forgotten:
 def forgotten_facts(
     *, workspace: Workspace, user_id: str, adding: Mapping[str, list[float]] | None = None
 ) -> Forgotten:
-    """The user's forgotten facts: one query (and nothing more when they deleted nothing).
-    `adding`: facts being forgotten now, not yet recorded (normalized text: its vector)."""
+    """The user's forgotten facts: one query. `adding`: facts being forgotten now, not yet
+    recorded (normalized text: its vector)."""
     rows = list(
         MemorySuppression.objects.filter(workspace=workspace, user_id=user_id).values_list(
             "id", "normalized", "embedding", "source_message_ids", "source_hashes"
         )
     )
-    added = dict(adding or {})
-    if not rows and not added:
-        return Forgotten(frozenset(), [], [], frozenset())
-    subjects = user_subjects(workspace=workspace, user_id=user_id)
-    known = [(normalized(row[1], subjects), row[2]) for row in rows]
-    known += [(normalized(text, subjects), vector) for text, vector in added.items()]
+    known = [(row[1], row[2]) for row in rows] + list((adding or {}).items())
     return Forgotten(
-        subjects,
+        workspace,
+        user_id,
         [text for text, _ in known],
         [vector for _, vector in known],
         frozenset(row[0] for row in rows),
@@ -219,6 +216,9 @@ def without_forgotten(
 
     if not forgotten or not texts:
         return list(texts)
+    # read here, not with the facts: a turn reads them for every retrieval, and a user's
+    # subjects (the names of all their messages) only when a message is to be read this way
+    subjects = user_subjects(workspace=forgotten.workspace, user_id=forgotten.user_id)
     today = timezone.now().date()
     # per text, its lines: (head kept as written, sentences, each sentence's keys)
     parsed: list[list[tuple[str, list[str], list[list[str]]]]] = []
@@ -235,12 +235,7 @@ def without_forgotten(
             said = []
             for sentence in sentences:
                 facts = offline.extract(sentence, subject=who or "User", today=today)
-                said.append(
-                    [
-                        normalized(t, forgotten.subjects)
-                        for t in [sentence, *(f.text for f in facts)]
-                    ]
-                )
+                said.append([normalized(t, subjects) for t in [sentence, *(f.text for f in facts)]])
                 for key in said[-1]:
                     keys.setdefault(key, len(keys))
             lines.append((line[:start], sentences, said))
@@ -249,7 +244,8 @@ def without_forgotten(
         return list(texts)
     vectors = np.asarray(get_embedder().embed(list(keys)), dtype=np.float32)
     known = _vectors(forgotten.vectors, vectors.shape[1])
-    matched = _matched(list(keys), vectors, forgotten.texts, known)
+    known_texts = [normalized(text, subjects) for text in forgotten.texts]
+    matched = _matched(list(keys), vectors, known_texts, known)
     stated = {key for key, i in keys.items() if matched[i].any()}
     out = []
     for text, lines in zip(texts, parsed, strict=True):
