@@ -232,3 +232,36 @@ def test_a_deleted_memory_is_not_read_from_the_old_messages_in_another_conversat
     assert "peanut" not in context.text and "peanut" not in str(answer.json()["engram"])
     [past_block] = [b for b in context.json()["blocks"] if b["name"] == "retrieved_messages"]
     assert past_block["items"] and all(item["why"] for item in past_block["items"])
+
+
+def test_only_the_sentences_that_state_the_forgotten_fact_go(owner):
+    """The test the extractor's facts pass, no looser: another person's fact, a relative's,
+    another allergy stay; a restatement, and the user's own words, go."""
+    from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
+    from memory.services import memory_create, memory_delete
+
+    workspace = owner[0]
+    memory = memory_create(
+        workspace=workspace, user_id="alice", text="User is allergic to peanuts."
+    )
+    memory_delete(workspace=workspace, memory=memory, actor="api")
+    forgotten = forgotten_facts(workspace=workspace, user_id="alice")
+    summary = [
+        "- (3 May 2026) User: I am allergic to peanuts. I have a dog named Rex.",
+        "- (3 May 2026) Assistant: Noted.",
+        "Alice is severely allergic to peanuts.",
+        "Bob is allergic to peanuts. Alice's daughter is allergic to peanuts.",
+        "Alice is allergic to shellfish.",
+    ]
+    assert without_forgotten(forgotten, ["\n".join(summary)]) == [
+        "\n".join(
+            [
+                "- (3 May 2026) User: I have a dog named Rex.",
+                "- (3 May 2026) Assistant: Noted.",
+                "Bob is allergic to peanuts. Alice's daughter is allergic to peanuts.",
+                "Alice is allergic to shellfish.",
+            ]
+        )
+    ]
+    nothing = forgotten_facts(workspace=workspace, user_id="bob")
+    assert without_forgotten(nothing, summary) == summary

@@ -8,7 +8,8 @@ extractor then skips a fact that matches it when the fact comes from what was sa
 deletion, or from a copy of it a client resent later (memory.background.extraction.forgotten).
 What was written from the same messages loses the fact too, by the same test: the summaries
 and titles of their conversations at once (conversations_without, conversations_rewrite), and
-every summary and title made later (memory.background.summarization, .titles).
+every summary and title made later (memory.background.summarization, .titles); and a turn
+reads those messages without it when they are retrieved (memory.turn.recall._not_forgotten).
 """
 
 from __future__ import annotations
