@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixture of tests/test_memory_forgetting.py, imported by name)
 """A memory its user deleted does not reach the model through what was built from the same
 messages: the conversation's rolling summary, and its title; nor through the old messages
 retrieved for another conversation."""
@@ -11,6 +12,7 @@ import pytest
 from memory import tasks
 from memory.background.titles import conversation_title_generate
 from memory.models import Conversation, ProcessingJob
+from tests.test_memory_forgetting import embeddings_under_a_lock  # noqa: F401  (a fixture)
 from tests.upstream import Reply, openai_completion
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -107,14 +109,20 @@ def assert_no_peanuts(http, upstream) -> None:
 
 
 @pytest.mark.parametrize("change", ["delete", "edit"])
-def test_a_forgotten_memory_leaves_the_summary_made_before(http, summarized_soon, settings, change):
+def test_a_forgotten_memory_leaves_the_summary_made_before(
+    http, summarized_soon, settings, change, embeddings_under_a_lock
+):
     """The offline summary (the facts of each message) kept "User is allergic to peanuts."
-    after the memory was deleted, and the model read it in every turn of the conversation."""
+    after the memory was deleted, and the model read it in every turn of the conversation.
+    The summary's sentences are embedded before the user's lock (their turns wait for it)."""
     settings.ENGRAM_MEMORY_EXTRACTION = "offline"
     for text, answer in TURNS:
         turn(http, summarized_soon, text, answer)
     assert "peanuts" in conversation().summary and "Rex" in conversation().summary
+    embeddings_under_a_lock.clear()
     forget(http, change)
+    assert len(embeddings_under_a_lock) >= 2  # the fact's, the summary's
+    assert not any(locked for _, locked in embeddings_under_a_lock)
     assert_no_peanuts(http, summarized_soon)
     # the conversation's next summaries fold it into what is left
     turn(http, summarized_soon, "I play the violin.", "Lovely.")
