@@ -90,7 +90,7 @@ def main() -> None:
     from memory.services.forgetting import normalized
 
     # no database: the user's subjects (one query, not timed) as a user with no names
-    module.user_subjects = lambda **kwargs: frozenset()  # type: ignore[assignment]
+    module.user_subjects = lambda **kwargs: frozenset()
     calibration = machine.calibration_ms()
     steal = machine.Steal()
     steal.start()
