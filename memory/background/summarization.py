@@ -1,13 +1,31 @@
-"""The rolling summary of a long conversation: LLM-written, or extractive when offline."""
+"""The rolling summary of a long conversation: LLM-written, or extractive when offline.
+
+What its user forgot (a memory they deleted, memory.services.forgetting) stays out of it: the
+new messages' sentences that state a forgotten fact are left out of what the summary is made
+from, and the summary's own sentences that state one out of what is written, by the test the
+extractor uses (memory.background.extraction.forgotten.without_forgotten). A summary written
+when a deletion came meanwhile is checked again against it in its write.
+"""
 
 from __future__ import annotations
 
+import copy
+
 from django.conf import settings
+from django.db import transaction
 
 from completions.providers.llm import LLMUnavailable
 from config.common import tokens
 from memory.background.extraction import offline
+from memory.background.extraction.forgotten import (
+    WRITE_TRIES,
+    Forgotten,
+    forgotten_facts,
+    suppressed_since,
+    without_forgotten,
+)
 from memory.models import Conversation, Message, ProcessingJob
+from memory.services.users import user_lock
 from memory.text import count_text, day_label, speaker
 
 SUMMARY_PROMPT = """You keep a running summary of a conversation for an assistant that will not
@@ -114,6 +132,27 @@ def extractive_summary(previous: str, rows: list[Message], max_tokens: int) -> s
     return "\n".join(lines)
 
 
+def _without_forgotten(forgotten: Forgotten, rows: list[Message]) -> list[Message]:
+    """The messages as the summary reads them: without their sentences that state a forgotten
+    fact (copies, not saved; a message left with no words is left out)."""
+    said = [m for m in rows if m.content]
+    kept = without_forgotten(
+        forgotten, [m.content for m in said], speakers=[speaker(m.role, m.name) for m in said]
+    )
+    changed = {m.pk: text for m, text in zip(said, kept, strict=True) if text != m.content}
+    if not changed:
+        return rows
+    copies = []
+    for message in rows:
+        if message.pk in changed:
+            message = copy.copy(message)
+            message.content = changed[message.pk]
+            if not message.content:
+                continue
+        copies.append(message)
+    return copies
+
+
 def summary_run(*, job: ProcessingJob) -> dict:
     conversation = Conversation.objects.get(pk=job.conversation_id)
     rows = list(
@@ -125,17 +164,28 @@ def summary_run(*, job: ProcessingJob) -> dict:
     )
     if not rows:
         return {"summarized": 0}
+    workspace, user_id = job.workspace, conversation.user_id
+    forgotten = forgotten_facts(workspace=workspace, user_id=user_id)
+    said = _without_forgotten(forgotten, rows)
     mode = settings.ENGRAM_MEMORY_EXTRACTION
     try:
         if mode == "offline":
             raise LLMUnavailable("offline extraction configured")
-        summary = _llm_summary(job, conversation.summary, rows)
+        summary = _llm_summary(job, conversation.summary, said)
         how = "llm"
     except LLMUnavailable:
-        summary = extractive_summary(conversation.summary, rows, settings.ENGRAM_SUMMARY_MAX_TOKENS)
+        summary = extractive_summary(conversation.summary, said, settings.ENGRAM_SUMMARY_MAX_TOKENS)
         how = "extractive"
-    # Only move forward: a late, older job must not roll back a newer summary.
-    Conversation.objects.filter(pk=conversation.pk, summary_upto=conversation.summary_upto).update(
-        summary=summary, summary_upto=job.upto_message_id
-    )
-    return {"summarized": len(rows), "how": how}
+    for _ in range(WRITE_TRIES):
+        [summary] = without_forgotten(forgotten, [summary])
+        with transaction.atomic():
+            # shared: a person's deletion (exclusive) is recorded wholly before or after
+            user_lock(workspace_id=workspace.id, user_id=user_id)
+            if not suppressed_since(workspace=workspace, user_id=user_id, seen=forgotten.seen):
+                # Only move forward: a late, older job must not roll back a newer summary.
+                Conversation.objects.filter(
+                    pk=conversation.pk, summary_upto=conversation.summary_upto
+                ).update(summary=summary, summary_upto=job.upto_message_id)
+                return {"summarized": len(rows), "how": how}
+        forgotten = forgotten_facts(workspace=workspace, user_id=user_id)
+    raise RuntimeError("the user deleted memories during each of the summary's writes")

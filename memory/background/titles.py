@@ -20,19 +20,46 @@ def title_from(text: str) -> str:
 
 
 def conversation_title_generate(*, conversation_id: str) -> str:
-    """The conversation's title from its first user message with text ("" when it has none)."""
-    from memory.models import Conversation, Message
+    """The conversation's title from its first user message with text ("" when it has none),
+    without the sentences that state a fact its user forgot (a memory they deleted: the
+    title said it to anyone listing their conversations), checked again in its write against
+    a deletion made meanwhile (as a summary's)."""
+    from django.db import transaction
 
-    contents = (
+    from memory.background.extraction.forgotten import (
+        WRITE_TRIES,
+        forgotten_facts,
+        suppressed_since,
+        without_forgotten,
+    )
+    from memory.models import Conversation, Message
+    from memory.services.users import user_lock
+    from memory.text import speaker
+
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        return ""
+    workspace, user_id = conversation.workspace, conversation.user_id
+    rows = list(
         Message.objects.filter(conversation_id=conversation_id, role=Message.Role.USER)
         .exclude(content="")
         .order_by("created_at", "id")
-        .values_list("content", flat=True)
+        .values_list("content", "name")[:5]
     )
-    title = next((title_from(c) for c in contents[:5] if c.strip()), "")
-    if title:
-        Conversation.objects.filter(pk=conversation_id, title="").update(title=title)
-    return title
+    for _ in range(WRITE_TRIES):
+        forgotten = forgotten_facts(workspace=workspace, user_id=user_id)
+        contents = without_forgotten(
+            forgotten, [c for c, _ in rows], speakers=[speaker("user", name) for _, name in rows]
+        )
+        title = next((title_from(c) for c in contents if c.strip()), "")
+        with transaction.atomic():
+            user_lock(workspace_id=workspace.id, user_id=user_id)
+            if suppressed_since(workspace=workspace, user_id=user_id, seen=forgotten.seen):
+                continue  # forgotten meanwhile: made again
+            if title:
+                Conversation.objects.filter(pk=conversation_id, title="").update(title=title)
+            return title
+    return ""  # the next turn asks again (memory.services.conversations)
 
 
 @shared_task(

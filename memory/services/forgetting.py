@@ -6,6 +6,10 @@ memory's normalized text and its vector, and digests of the messages it came fro
 person's edit of its text, for the text it replaces: the edit replaces the fact. The
 extractor then skips a fact that matches it when the fact comes from what was said before the
 deletion, or from a copy of it a client resent later (memory.background.extraction.forgotten).
+What was written from the same messages loses the fact too, by the same test: the summaries
+and titles of their conversations at once (conversations_without, conversations_rewrite), and
+every summary and title made later (memory.background.summarization, .titles); and a turn
+reads those messages without it when they are retrieved (memory.turn.recall._not_forgotten).
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
 from memory.embeddings import get_embedder
-from memory.models import Memory, MemorySuppression, Message
+from memory.models import Conversation, Memory, MemorySuppression, Message
 
 _SPACE = re.compile(r"\s+")
 # The one subject a fact about the user is compared with. The offline extractor writes "User
@@ -112,3 +117,84 @@ def suppressions_lift(*, workspace: Workspace, user_id: str, ids: Iterable[str])
     return MemorySuppression.objects.filter(
         workspace=workspace, user_id=user_id, id__in=ids
     ).delete()[0]
+
+
+@dataclass(frozen=True)
+class Written:
+    """A conversation's summary and title as read, and as they are without a forgotten fact."""
+
+    conversation_id: str
+    summary: str
+    title: str
+    new_summary: str
+    new_title: str
+
+
+def conversations_without(
+    *, workspace: Workspace, memory: Memory, forgetting: Mapping[str, list[float]]
+) -> list[Written]:
+    """Before the user's lock: the summaries and titles of the conversations the memory's
+    messages are in, without the facts being forgotten (`forgetting`: their normalized texts'
+    vectors, as suppression_vectors makes them) nor those forgotten before. Both were written
+    from the same messages and still said the fact to the model (the summary) and to anyone
+    listing the conversations (the title: its first message's words)."""
+    from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
+
+    rows = list(
+        Conversation.objects.filter(
+            workspace=workspace, pk__in=memory.sources.values("conversation_id")
+        )
+        .exclude(summary="", title="")
+        .values_list("pk", "summary", "title")
+    )
+    if not rows:
+        return []
+    forgotten = forgotten_facts(workspace=workspace, user_id=memory.user_id, adding=forgetting)
+    new = without_forgotten(forgotten, [s for _, s, _ in rows] + [t for _, _, t in rows])
+    return [
+        Written(pk, summary, title, new[i], new[len(rows) + i])
+        for i, (pk, summary, title) in enumerate(rows)
+    ]
+
+
+def conversations_rewrite(*, workspace: Workspace, user_id: str, written: list[Written]) -> None:
+    """Under the user's lock, after the suppression is recorded: conversations_without's
+    summaries and titles written. One changed since it was read (a summary job wrote
+    meanwhile) is read again and done again (embedded under the lock: only in that race). A
+    title left empty is made again in the background, from the first words not forgotten
+    (memory.background.titles)."""
+    from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
+
+    if not written:
+        return
+    now = {
+        pk: (summary, title)
+        for pk, summary, title in Conversation.objects.filter(
+            pk__in=[w.conversation_id for w in written]
+        ).values_list("pk", "summary", "title")
+    }
+    for w in written:
+        if w.conversation_id not in now:
+            continue
+        summary, title = now[w.conversation_id]
+        if (summary, title) == (w.summary, w.title):
+            new_summary, new_title = w.new_summary, w.new_title
+        else:
+            forgotten = forgotten_facts(workspace=workspace, user_id=user_id)
+            new_summary, new_title = without_forgotten(forgotten, [summary, title])
+        if (new_summary, new_title) == (summary, title):
+            continue
+        Conversation.objects.filter(pk=w.conversation_id).update(
+            summary=new_summary, title=new_title
+        )
+        if title and not new_title:
+            _title_again(w.conversation_id)
+
+
+def _title_again(conversation_id: str) -> None:
+    from config.celery import send
+    from memory.background.titles import title_conversation
+
+    transaction.on_commit(
+        lambda: send(title_conversation, conversation_id, then="the next turn asks again")
+    )

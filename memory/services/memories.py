@@ -15,6 +15,9 @@ from config.admin_log import log_entries_delete
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
 from memory.services.forgetting import (
+    Written,
+    conversations_rewrite,
+    conversations_without,
     normalized,
     suppression_record,
     suppression_vectors,
@@ -267,6 +270,7 @@ def memory_update(
     replaces = actor in HAND_ACTORS and text is not None
     ready: dict[str, list[float]] = {}
     subjects: frozenset[str] = frozenset()
+    written: list[Written] = []
     if replaces:
         assert text is not None
         subjects = user_subjects(workspace=workspace, user_id=memory.user_id)
@@ -276,10 +280,16 @@ def memory_update(
         when = memory.event_date if isinstance(event_date, _Unset) else event_date
         search = memory_search_text(text=text.strip(), when=when or memory_learned_on(memory))
         texts = [search] if embedding is None else []
-        if normalized(text, subjects) != normalized(memory.text, subjects):
-            texts.append(normalized(memory.text, subjects))
+        replaced = normalized(memory.text, subjects)
+        if normalized(text, subjects) != replaced:
+            texts.append(replaced)
         if texts:
             ready = dict(zip(texts, get_embedder().embed(texts).tolist(), strict=True))
+        if replaced in ready:  # its conversations' summaries and titles say it no more
+            forgetting = {replaced: ready[replaced]}
+            written = conversations_without(
+                workspace=workspace, memory=memory, forgetting=forgetting
+            )
         _person_lock(workspace=workspace, memory=memory)
     if not _lock_as_read(memory, unless_changed=unless_changed):
         # never saved back after a delete: Django's save() would insert it again
@@ -325,6 +335,7 @@ def memory_update(
         suppression_record(
             workspace=workspace, memory=memory, text=old_text, vectors=ready, subjects=subjects
         )
+        conversations_rewrite(workspace=workspace, user_id=memory.user_id, written=written)
         # Its messages said the text replaced (the suppression now keeps them), not this one:
         # left as its sources, /v1/search hid the correction behind the stale message that
         # outranked it, and deleting their conversation deleted the person's own fact. The
@@ -379,20 +390,30 @@ def memory_delete(
     unless_changed: bool = False,
     vectors: Mapping[str, list[float]] | None = None,
     subjects: frozenset[str] | None = None,
+    conversations: bool = True,
 ) -> None:
     """unless_changed: MemoryChanged when the row was written since `memory` was read (as
     memory_update).
 
     A person's deletion (`actor` api or admin) leaves a suppression: the extractor does not
-    write the memory again from what was said before (memory.services.forgetting). `vectors`:
-    its suppression's vector, when the caller embedded it beforehand (suppression_vectors,
-    with `subjects`: the user_subjects it was keyed with)."""
+    write the memory again from what was said before (memory.services.forgetting), and the
+    summaries and titles of the conversations it came from lose it (`conversations`: False
+    for a conversation's deletion, which deletes them). `vectors`: its suppression's vector,
+    when the caller embedded it beforehand (suppression_vectors, with `subjects`: the
+    user_subjects it was keyed with)."""
     assert memory.workspace_id == workspace.id
+    written: list[Written] = []
     if actor in HAND_ACTORS:
         if subjects is None:
             subjects = user_subjects(workspace=workspace, user_id=memory.user_id)
         if vectors is None:  # embedded before the user's lock: their turns wait for it
             vectors = suppression_vectors([memory.text], subjects)
+        if conversations:  # read and rewritten in memory before the lock too
+            text = normalized(memory.text, subjects)
+            forgetting = {text: vectors[text]} if text in vectors else {}
+            written = conversations_without(
+                workspace=workspace, memory=memory, forgetting=forgetting
+            )
         _person_lock(workspace=workspace, memory=memory)
     # Its row first: a source an extraction run links meanwhile is either deleted with it or
     # waits and fails its own foreign key, never this deletion's commit (as workspace_delete).
@@ -413,4 +434,5 @@ def memory_delete(
     )
     if actor in HAND_ACTORS:
         suppression_record(workspace=workspace, memory=memory, vectors=vectors, subjects=subjects)
+        conversations_rewrite(workspace=workspace, user_id=memory.user_id, written=written)
     memory.delete()

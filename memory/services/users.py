@@ -171,6 +171,7 @@ def _conversation_delete(
             reason=f"its conversation '{conversation.external_id}' was deleted",
             vectors=vectors,
             subjects=subjects,
+            conversations=False,  # its summary and title go with it
         )
     counts = {"memories": len(memories)}
     _conversation_log_entries_delete(workspace=workspace, conversation=conversation)

@@ -1,4 +1,6 @@
-"""Facts their user deleted, not written again from old words (memory.services.forgetting).
+"""Facts their user deleted, not written again from old words (memory.services.forgetting),
+nor left in what was written from those words: a conversation's summary and title
+(`without_forgotten`, the same test).
 
 A fact matches a suppression by its normalized text, or by the cosine similarity of the two
 normalized texts' vectors at or above SIMILARITY. It is skipped when every message it came
@@ -14,9 +16,12 @@ suppression lifted (the caller deletes it with its own writes).
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.utils import timezone
 
 from accounts.models import Workspace
 from memory.embeddings import get_embedder
@@ -41,6 +46,9 @@ SIMILARITY = 0.92
 # Messages stored by one request are microseconds apart (messages_append); a turn's answer is
 # stored after the upstream's, never within this.
 SAME_REQUEST = dt.timedelta(milliseconds=1)
+# A summary's or title's write that finds the user forgot something since it was checked is
+# checked again, at most this many times (each deletion is a person's).
+WRITE_TRIES = 3
 
 
 @dataclass
@@ -50,14 +58,32 @@ class Verdict:
     seen: frozenset[str] = frozenset()  # the suppressions it was decided by
 
 
-def suppressed_since(*, workspace: Workspace, user_id: str, verdict: Verdict) -> bool:
-    """Whether the user deleted (or edited) a memory since the verdict was made: in a run's
-    write transaction, under the user's lock, a deletion made while the model decided."""
+def suppressed_since(*, workspace: Workspace, user_id: str, seen: frozenset[str]) -> bool:
+    """Whether the user deleted (or edited) a memory since the suppressions `seen` were read
+    (a Verdict's, a Forgotten's): in a run's write transaction, under the user's lock, a
+    deletion made while the model decided."""
     return (
         MemorySuppression.objects.filter(workspace=workspace, user_id=user_id)
-        .exclude(id__in=verdict.seen)
+        .exclude(id__in=seen)
         .exists()
     )
+
+
+def _matched(
+    texts: list[str], vectors: np.ndarray, known: list[str], known_vectors: np.ndarray
+) -> np.ndarray:
+    """texts x known: whether each normalized text states each forgotten one (the same
+    normalized text, or their vectors' cosine similarity at or above SIMILARITY)."""
+    same = np.array([[text == k for k in known] for text in texts], dtype=bool)
+    return same.reshape(len(texts), len(known)) | (vectors @ known_vectors.T >= SIMILARITY)
+
+
+def _vectors(rows: Sequence[list[float] | np.ndarray | None], dimensions: int) -> np.ndarray:
+    known = np.zeros((len(rows), dimensions), dtype=np.float32)
+    for j, vector in enumerate(rows):
+        if vector is not None:
+            known[j] = np.asarray(vector, dtype=np.float32)
+    return known
 
 
 def forgotten(
@@ -83,18 +109,11 @@ def forgotten(
     subjects = user_subjects(workspace=workspace, user_id=user_id)
     texts = [normalized(text, subjects) for text, _ in facts]
     vectors = np.asarray(get_embedder().embed(texts), dtype=np.float32)
-    known = np.zeros((len(suppressions), vectors.shape[1]), dtype=np.float32)
-    for j, suppression in enumerate(suppressions):
-        if suppression.embedding is not None:
-            known[j] = np.asarray(suppression.embedding, dtype=np.float32)
-    similarity = vectors @ known.T
+    known = _vectors([s.embedding for s in suppressions], vectors.shape[1])
     stored = [normalized(s.normalized, subjects) for s in suppressions]
+    matches = _matched(texts, vectors, stored, known)
     for i, (_, sources) in enumerate(facts):
-        matched = [
-            s
-            for j, s in enumerate(suppressions)
-            if stored[j] == texts[i] or similarity[i, j] >= SIMILARITY
-        ]
+        matched = [s for j, s in enumerate(suppressions) if matches[i, j]]
         if not matched:
             continue
         anew = all if i in guessed else any
@@ -128,3 +147,118 @@ def _sent_as_history(message: Message) -> bool:
         created_at__gt=message.created_at,
         created_at__lte=message.created_at + SAME_REQUEST,
     ).exists()
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """A user's forgotten facts (their suppressions' normalized texts and vectors), as a text
+    written from their words is compared with them (`without_forgotten`)."""
+
+    workspace: Workspace
+    user_id: str
+    texts: list[str]  # normalized, as recorded (without_forgotten reads the user's subjects)
+    vectors: list[list[float] | None]
+    seen: frozenset[str]  # the suppressions read (suppressed_since)
+    # the messages their memories came from, by id and by digest (a copy resent): said_it
+    sources: frozenset[str] = frozenset()
+    digests: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.texts)
+
+    def said_it(self, message: Message) -> bool:
+        """Whether a forgotten memory came from the message, or from a message of the same
+        words (content_digest)."""
+        return message.id in self.sources or content_digest(message.content) in self.digests
+
+
+def forgotten_facts(
+    *, workspace: Workspace, user_id: str, adding: Mapping[str, list[float]] | None = None
+) -> Forgotten:
+    """The user's forgotten facts: one query. `adding`: facts being forgotten now, not yet
+    recorded (normalized text: its vector)."""
+    rows = list(
+        MemorySuppression.objects.filter(workspace=workspace, user_id=user_id).values_list(
+            "id", "normalized", "embedding", "source_message_ids", "source_hashes"
+        )
+    )
+    known = [(row[1], row[2]) for row in rows] + list((adding or {}).items())
+    return Forgotten(
+        workspace,
+        user_id,
+        [text for text, _ in known],
+        [vector for _, vector in known],
+        frozenset(row[0] for row in rows),
+        frozenset(i for row in rows for i in row[3]),
+        frozenset(h for row in rows for h in row[4]),
+    )
+
+
+# A line of a summary (or a transcript) may start with a list mark, a date in parentheses and
+# its speaker: "- (3 December 2026) User: User is allergic to peanuts." (summarization's
+# extractive lines and transcripts; a speaker only after a date, not any text before a colon).
+_LINE_HEAD = re.compile(r"\s*(?:[-*\u2022]\s+)?(?:\([^)\n]{1,40}\)\s*(?:([^:\n]{1,60}):\s+)?)?")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def without_forgotten(
+    forgotten: Forgotten, texts: Sequence[str], *, speakers: Sequence[str | None] | None = None
+) -> list[str]:
+    """Each text (a summary, a title, a message's words) without its sentences that state a
+    forgotten fact: by the sentence itself ("Alice is allergic to peanuts.") or by a fact the
+    offline extractor draws from it ("I am allergic to peanuts." said by the user), under the
+    test the extractor's facts pass (`_matched`). A line left empty goes.
+
+    `speakers`: who said each text (the subject of its "I"); None, each line may name its own
+    after a date ("- (3 May 2026) User: ..."), else the user. One embedder call for them all;
+    none when the user forgot nothing."""
+    from memory.background.extraction import offline
+
+    if not forgotten or not texts:
+        return list(texts)
+    # read here, not with the facts: a turn reads them for every retrieval, and a user's
+    # subjects (the names of all their messages) only when a message is to be read this way
+    subjects = user_subjects(workspace=forgotten.workspace, user_id=forgotten.user_id)
+    today = timezone.now().date()
+    # per text, its lines: (head kept as written, sentences, each sentence's keys)
+    parsed: list[list[tuple[str, list[str], list[list[str]]]]] = []
+    keys: dict[str, int] = {}
+    for n, text in enumerate(texts):
+        lines = []
+        for line in text.split("\n"):
+            head = _LINE_HEAD.match(line) if speakers is None else None
+            who = head.group(1) if head and head.group(1) else None
+            if speakers is not None:
+                who = speakers[n]
+            start = head.end() if head else 0
+            sentences = [s for s in _SENTENCE_END.split(line[start:]) if s.strip()]
+            said = []
+            for sentence in sentences:
+                facts = offline.extract(sentence, subject=who or "User", today=today)
+                said.append([normalized(t, subjects) for t in [sentence, *(f.text for f in facts)]])
+                for key in said[-1]:
+                    keys.setdefault(key, len(keys))
+            lines.append((line[:start], sentences, said))
+        parsed.append(lines)
+    if not keys:
+        return list(texts)
+    vectors = np.asarray(get_embedder().embed(list(keys)), dtype=np.float32)
+    known = _vectors(forgotten.vectors, vectors.shape[1])
+    known_texts = [normalized(text, subjects) for text in forgotten.texts]
+    matched = _matched(list(keys), vectors, known_texts, known)
+    stated = {key for key, i in keys.items() if matched[i].any()}
+    out = []
+    for text, lines in zip(texts, parsed, strict=True):
+        written = []
+        for line, (lead, sentences, said) in zip(text.split("\n"), lines, strict=True):
+            kept = [
+                sentence
+                for sentence, its_keys in zip(sentences, said, strict=True)
+                if stated.isdisjoint(its_keys)
+            ]
+            if len(kept) == len(sentences):
+                written.append(line)  # as it was
+            elif kept:
+                written.append(lead + " ".join(kept))
+        out.append("\n".join(written))
+    return out

@@ -289,7 +289,7 @@ def _apply(
         if not still_held(jobs):
             counts["not_held"] = 1
             return
-        if suppressed_since(workspace=workspace, user_id=user_id, verdict=verdict):
+        if suppressed_since(workspace=workspace, user_id=user_id, seen=verdict.seen):
             actions = _not_deleted_meanwhile(
                 jobs=jobs, chunk=chunk, facts=facts, actions=actions, counts=counts
             )
