@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -25,7 +26,7 @@ from tests.test_tools import (
     make_tool,
     script_call_then_answer,
 )
-from tests.upstream import Reply, openai_completion, openai_stream, tool_call
+from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
 
 RETRY = {"x-stainless-retry-count": "1"}  # what the OpenAI SDKs send on their first retry
 
@@ -288,3 +289,84 @@ def test_an_sdk_retry_long_after_its_run_answered_is_a_regenerate(sdk, http, ups
     again = engram(ask(sdk, agent, extra_headers=headers | RETRY))
     assert again["execution_id"] != first["execution_id"] and "replayed" not in again
     assert len(tool_server.calls) == 2
+
+
+SOURCES = {
+    "type": "function",
+    "function": {"name": "_engramSearchSources", "parameters": {"type": "object"}},
+}
+APPEND = {
+    "type": "function",
+    "function": {"name": "_engramAppendConversationMessage", "parameters": {"type": "object"}},
+}
+
+
+def _answered(sdk, agent: str, headers: dict, *, stream: bool) -> tuple[Any, dict, list, dict]:
+    """The request's answer as the client's SDK assembles it (a stream's final completion), its
+    `engram`, a stream's chunks without choices (Engram's marks and results) as sent, and its
+    `usage` (a stream's usage chunk: the final completion keeps the last chunk's, none)."""
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    if not stream:
+        answer = sdk.chat.completions.create(
+            model=agent, messages=messages, tools=[SOURCES, APPEND], extra_headers=headers
+        )
+        return answer, engram(answer), [], answer.usage.model_dump()
+    with sdk.chat.completions.stream(
+        model=agent,
+        messages=messages,
+        tools=[SOURCES, APPEND],
+        extra_headers=headers,
+        stream_options={"include_usage": True},
+    ) as events:
+        chunks = [e.chunk for e in events if e.type == "chunk"]
+        final = events.get_final_completion()
+    marks = [c.model_extra["engram"] for c in chunks if "engram" in c.model_extra]
+    usage = next(c.usage for c in reversed(chunks) if c.usage).model_dump()
+    return (
+        final,
+        marks[-1],
+        [m for m in marks[:-1] if "tool_call" in m or "tool_result" in m],
+        usage,
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_sdk_retry_of_a_run_that_answered_gets_engrams_own_calls_again(
+    sdk, http, upstream, tool_server, stream
+):
+    """A request that declared Engram's own tools (completions.engram_tools) got its answer
+    led by their calls (the sources, the conversation appended to); the SDK's retry of it got
+    the answer without them, as if it had not declared them. Its replay is the answer the
+    client would have got: the same calls (ids, names, arguments) in the same order, the same
+    content, finish_reason and usage, streamed or not as it asks."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    user = f"replayed-own-{stream}"
+    headers = {"x-user-id": user}
+    if stream:
+        upstream.script(
+            Reply(stream=openai_tool_stream([tool_call("call_1", "weather", {"city": "Oslo"})])),
+            Reply(stream=openai_stream(["It is sunny."])),
+        )
+    else:
+        script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    first, _, first_marks, first_usage = _answered(sdk, agent, headers, stream=stream)
+    wait_for(lambda: len(_stored(user)) == 4)
+    shown = first.choices[0].message
+    names = [c.function.name for c in shown.tool_calls]
+    own = ["_engramSearchSources", "_engramAppendConversationMessage"]
+    assert names == own + (["weather"] if stream else [])  # a stream shows the run's calls
+
+    again, marks, again_marks, usage = _answered(sdk, agent, headers | RETRY, stream=stream)
+
+    assert marks["replayed"] is True and marks["credits_charged"] == 0
+    assert again_marks == first_marks  # a stream's: the call running, then its result
+    replayed = again.choices[0].message
+    assert [c.model_dump() for c in replayed.tool_calls] == [
+        c.model_dump() for c in shown.tool_calls
+    ]
+    assert replayed.content == shown.content == "It is sunny."
+    assert again.choices[0].finish_reason == first.choices[0].finish_reason
+    assert usage == first_usage and usage["total_tokens"] > 0
+    assert len(tool_server.calls) == 1
+    assert len(upstream.chat_requests()) == 2  # the run's two model calls only

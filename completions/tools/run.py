@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,10 +159,7 @@ class Run:
     @property
     def client_tools(self) -> bool:
         """Did the request declare tools of its own (beside the agent's)?"""
-        return any(
-            isinstance(t, dict) and (t.get("function") or {}).get("name") not in self.tools
-            for t in self.execution.body.get("tools") or ()
-        )
+        return declares_client_tools(self.execution, self.tools)
 
     def call(self, *, stream: bool) -> Call:
         body = {**self.execution.body, "messages": self.execution.messages, "stream": stream}
@@ -371,9 +368,11 @@ class Run:
         return Paused(approval, stored=message, shown={**message, "tool_calls": waiting})
 
     async def answer(self, message: dict) -> None:
-        """End the run with `message` as its answer."""
+        """End the run with `message` as its answer (led by `preface`, which a replay shows
+        again)."""
         self.execution.messages.append(message)
         self.transcript.append(message)
+        self.execution.preface = list(self.preface)
         await self.end(Execution.Status.COMPLETED)
 
     async def end(self, status: str, error: str = "") -> None:
@@ -417,6 +416,15 @@ async def _heartbeat(run: weakref.ref[Run], execution_id: str) -> None:
             if (held := run()) is not None and held.execution.status == Execution.Status.RUNNING:
                 logger.warning("tools: run %s was taken as lost while it ran", execution_id)
             return
+
+
+def declares_client_tools(execution: Execution, agent_tools: Collection[str]) -> bool:
+    """Did the run's request declare tools of its own beside the agent's (`agent_tools`, their
+    names)? A stream then shows the agent's calls in chunks with no choices (Streamer)."""
+    return any(
+        isinstance(t, dict) and (t.get("function") or {}).get("name") not in agent_tools
+        for t in execution.body.get("tools") or ()
+    )
 
 
 def _step(execution: Execution, kind: str, **values: Any) -> None:

@@ -264,7 +264,7 @@ def execution_create(
     )
 
 
-_SAVED_FIELDS = ("status", "messages", "steps", "pending", "usage", "error", "stream")
+_SAVED_FIELDS = ("status", "messages", "steps", "pending", "usage", "error", "stream", "preface")
 
 
 def execution_save(*, execution: Execution) -> bool:
