@@ -344,7 +344,11 @@ def _before_answer(run: Run, assistant: dict | None) -> list[dict]:
 async def _store(
     run: Run, messages: list[dict], *, extraction: bool, resumed: bool = False
 ) -> None:
-    """Into the turn's conversation; a failure loses history, never the answer."""
+    """Into the turn's conversation; a failure loses history, never the answer. A run taken
+    from this process stores nothing: what it ran, the takeover stored (services._interrupt),
+    and what follows is its new owner's."""
+    if run.taken_over:
+        return
     try:
         await db(
             services.execution_messages_store,
