@@ -397,7 +397,7 @@ class Run:
     async def end(self, status: str, error: str = "") -> None:
         if self.beating is not None:
             self.beating.cancel()
-        if self.taken_over:  # another's now: nothing of this process's is written
+        if self.taken_over:  # another's now (or failed as lost): nothing of it is written here
             return
         self.execution.status = status
         self.execution.error = error[:2000]
@@ -610,8 +610,6 @@ def usage_of(spent: dict) -> dict:
 
 
 async def failed(run: Run, exc: BaseException) -> None:
-    if run.taken_over:  # its new owner (or the sweep) records how it went
-        return
     message = exc.message if isinstance(exc, ApiError) else type(exc).__name__
     try:
         await run.end(Execution.Status.FAILED, message)

@@ -273,11 +273,11 @@ class TakenOver(Conflict):
 
     def __init__(self, execution_id: str) -> None:
         super().__init__(
-            f"This request's tool run '{execution_id}' was taken over: its process was silent "
-            f"for {int(LOST_AFTER.total_seconds())} seconds and taken as lost, so the run goes "
-            "on in the same request sent again. Its tools are not run a second time here. Sent "
-            "again, the request gets that run's answer once it has one; its steps: "
-            f"GET /v1/executions/{execution_id}.",
+            f"This request's tool run '{execution_id}' was taken from it: silent for "
+            f"{int(LOST_AFTER.total_seconds())} seconds, it was taken as lost (failed, and "
+            "maybe gone on in the same request sent again). Nothing more of it runs here, so "
+            "no tool runs twice. Sent again, the request goes on with the run or gets its "
+            f"answer; its steps: GET /v1/executions/{execution_id}.",
             code="run_taken_over",
         )
 
@@ -306,9 +306,10 @@ def execution_save(*, execution: Execution) -> bool:
 # How often the process running a run says it is alive while a model or tool call is in flight
 # (completions.tools.run.Run.beat), and how long without a word a `running` run is lost: four
 # touches missed, so a busy database or event loop does not pass for a dead process (a live run
-# declared lost would have its tools run again by the retry that takes it over). Kept under a
-# minute: the 409 a retry meets meanwhile says when to come back (`retry-after`), which the
-# OpenAI SDKs wait out only up to 60 seconds.
+# declared lost is stopped at its next write, Execution.owner, its call in flight answered as
+# interrupted by the retry that takes it over). Kept under a minute: the 409 a retry meets
+# meanwhile says when to come back (`retry-after`), which the OpenAI SDKs wait out only up to
+# 60 seconds.
 HEARTBEAT_EVERY = dt.timedelta(seconds=10)
 LOST_AFTER = 4 * HEARTBEAT_EVERY
 
@@ -489,9 +490,10 @@ def approval_claim(
     if claimed != 1:
         approvals_expire(ids=[found.id])
         found.refresh_from_db()
-        execution = Execution.objects.get(id=found.execution_id)
-        if found.status == status and _latest(found) and execution_reclaim(execution=execution):
-            return Claimed(found, execution, retry=True)
+        if found.status == status and _latest(found):
+            execution = Execution.objects.get(id=found.execution_id)
+            if execution_reclaim(execution=execution):
+                return Claimed(found, execution, retry=True)
         raise _gone(found)
     found.refresh_from_db()
     execution = Execution.objects.get(id=found.execution_id)
