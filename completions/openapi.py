@@ -407,7 +407,10 @@ class ChatCompletionsDoc(APIView):
         "twice. `retry-after` says when it would be taken as lost (its process silent for 40 "
         "seconds), with `x-should-retry: true` (`false` for a run older than heartbeats). Sent "
         "again once it has ended or was lost, the request goes on from the results its tools "
-        "recorded; an SDK's retry of one that answered gets that answer.",
+        "recorded; an SDK's retry of one that answered gets that answer. `run_taken_over`: "
+        "this request's run was taken as lost while it ran (its heartbeat silent for 40 "
+        "seconds) and taken over by the same request sent again; nothing more runs here. Sent "
+        "again, it finds that run going on, or gets its answer.",
         413: "The body is over `ENGRAM_MAX_REQUEST_BYTES`.",
         429: "`rate_limit_exceeded`: over a limit of the key, the workspace or the end user "
         "(the message says which; `retry-after`); `insufficient_quota`: over a budget (do not "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -25,7 +26,7 @@ from tests.test_tools import (
     make_tool,
     script_call_then_answer,
 )
-from tests.upstream import Reply, openai_completion, openai_stream, tool_call
+from tests.upstream import Reply, openai_completion, openai_stream, openai_tool_stream, tool_call
 
 RETRY = {"x-stainless-retry-count": "1"}  # what the OpenAI SDKs send on their first retry
 
@@ -288,3 +289,210 @@ def test_an_sdk_retry_long_after_its_run_answered_is_a_regenerate(sdk, http, ups
     again = engram(ask(sdk, agent, extra_headers=headers | RETRY))
     assert again["execution_id"] != first["execution_id"] and "replayed" not in again
     assert len(tool_server.calls) == 2
+
+
+SOURCES = {
+    "type": "function",
+    "function": {"name": "_engramSearchSources", "parameters": {"type": "object"}},
+}
+APPEND = {
+    "type": "function",
+    "function": {"name": "_engramAppendConversationMessage", "parameters": {"type": "object"}},
+}
+
+
+def _answered(sdk, agent: str, headers: dict, *, stream: bool) -> tuple[Any, dict, list, dict]:
+    """The request's answer as the client's SDK assembles it (a stream's final completion), its
+    `engram`, a stream's chunks without choices (Engram's marks and results) as sent, and its
+    `usage` (a stream's usage chunk: the final completion keeps the last chunk's, none)."""
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    if not stream:
+        answer = sdk.chat.completions.create(
+            model=agent, messages=messages, tools=[SOURCES, APPEND], extra_headers=headers
+        )
+        return answer, engram(answer), [], answer.usage.model_dump()
+    with sdk.chat.completions.stream(
+        model=agent,
+        messages=messages,
+        tools=[SOURCES, APPEND],
+        extra_headers=headers,
+        stream_options={"include_usage": True},
+    ) as events:
+        chunks = [e.chunk for e in events if e.type == "chunk"]
+        final = events.get_final_completion()
+    marks = [c.model_extra["engram"] for c in chunks if "engram" in c.model_extra]
+    usage = next(c.usage for c in reversed(chunks) if c.usage).model_dump()
+    return (
+        final,
+        marks[-1],
+        [m for m in marks[:-1] if "tool_call" in m or "tool_result" in m],
+        usage,
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_sdk_retry_of_a_run_that_answered_gets_engrams_own_calls_again(
+    sdk, http, upstream, tool_server, stream
+):
+    """A request that declared Engram's own tools (completions.engram_tools) got its answer
+    led by their calls (the sources, the conversation appended to); the SDK's retry of it got
+    the answer without them, as if it had not declared them. Its replay is the answer the
+    client would have got: the same calls (ids, names, arguments) in the same order, the same
+    content, finish_reason and usage, streamed or not as it asks."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    user = f"replayed-own-{stream}"
+    headers = {"x-user-id": user}
+    if stream:
+        upstream.script(
+            Reply(stream=openai_tool_stream([tool_call("call_1", "weather", {"city": "Oslo"})])),
+            Reply(stream=openai_stream(["It is sunny."])),
+        )
+    else:
+        script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    first, _, first_marks, first_usage = _answered(sdk, agent, headers, stream=stream)
+    wait_for(lambda: len(_stored(user)) == 4)
+    shown = first.choices[0].message
+    names = [c.function.name for c in shown.tool_calls]
+    own = ["_engramSearchSources", "_engramAppendConversationMessage"]
+    assert names == own + (["weather"] if stream else [])  # a stream shows the run's calls
+
+    again, marks, again_marks, usage = _answered(sdk, agent, headers | RETRY, stream=stream)
+
+    assert marks["replayed"] is True and marks["credits_charged"] == 0
+    assert again_marks == first_marks  # a stream's: the call running, then its result
+    replayed = again.choices[0].message
+    assert [c.model_dump() for c in replayed.tool_calls] == [
+        c.model_dump() for c in shown.tool_calls
+    ]
+    assert replayed.content == shown.content == "It is sunny."
+    assert again.choices[0].finish_reason == first.choices[0].finish_reason
+    assert usage == first_usage and usage["total_tokens"] > 0
+    assert len(tool_server.calls) == 1
+    assert len(upstream.chat_requests()) == 2  # the run's two model calls only
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_live_run_taken_for_lost_stops_at_its_next_step_without_running_tools_twice(
+    sdk, http, upstream, tool_server, monkeypatch, stream
+):
+    """A live run whose heartbeat stalled past services.LOST_AFTER (its touches blocked, or a
+    single call in flight that long with none getting through) is taken over by its request
+    sent again, which goes on with it. The original process, once its call returned, wrote its
+    result over the new owner's state and went on calling the model and running tools: the
+    same tools run twice, the run's record and its conversation the two runs' mixed. Now every
+    claim gives the run a new owner, and the original's next write (its call's result, or
+    before the next tool runs) finds the run another's: it stops there, writes and stores
+    nothing, and its client is told (409 `run_taken_over`)."""
+    import openai
+
+    monkeypatch.setattr(services, "HEARTBEAT_EVERY", dt.timedelta(hours=1))  # a stalled beat
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/hold", name="hold")
+    make_tool(http, agent, tool_server.url + "/weather")
+    user = f"taken-over-{stream}"
+    headers = {"x-user-id": user}
+    if stream:
+        upstream.script(Reply(stream=openai_tool_stream([tool_call("call_1", "hold", {})])))
+    else:
+        upstream.script(Reply(json=openai_completion(tool_calls=[tool_call("call_1", "hold", {})])))
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            if stream:
+                original = pool.submit(
+                    lambda: list(ask(sdk, agent, extra_headers=headers, stream=True))
+                )
+            else:
+                original = pool.submit(ask, sdk, agent, extra_headers=headers)
+            wait_for(lambda: [c["path"] for c in tool_server.calls] == ["/hold"])
+            run = Execution.objects.get()
+            Execution.objects.filter(id=run.id).update(heartbeat_at=_silent())
+            # The retry's run: a call of the other tool, then its answer. Then what the
+            # original would get, had it gone on: the same call again, and its own answer.
+            script_call_then_answer(
+                upstream, tool_call("call_2", "weather", {"city": "Oslo"}), answer="Retried."
+            )
+            went_on = [tool_call("call_3", "weather", {"city": "Oslo"})]
+            upstream.script(
+                Reply(stream=openai_tool_stream(went_on))
+                if stream
+                else Reply(json=openai_completion(tool_calls=went_on)),
+                Reply(stream=openai_stream(["Original."]))
+                if stream
+                else Reply(json=openai_completion("Original.")),
+            )
+            again = ask(sdk, agent, extra_headers=headers | RETRY)
+            assert again.choices[0].message.content == "Retried."
+            assert engram(again)["execution_id"] == run.id
+        finally:
+            tool_server.release.set()
+        with pytest.raises(openai.APIError) as raised:
+            original.result()
+    if not stream:
+        assert isinstance(raised.value, openai.APIStatusError)
+        assert raised.value.status_code == 409 and raised.value.code == "run_taken_over"
+    assert [c["path"] for c in tool_server.calls] == ["/hold", "/weather"]
+    assert len(upstream.chat_requests()) == 3  # the original's first call, the retry's two
+    ended = Execution.objects.get(id=run.id)
+    assert ended.status == "completed" and ended.messages[-1]["content"] == "Retried."
+    tools = [(s["tool_call_id"], s["status"]) for s in ended.steps if s["type"] == "tool"]
+    assert tools == [("call_1", "failed"), ("call_2", "completed")]  # call_1: interrupted
+    wait_for(lambda: len(_stored(user)) == 6)
+    assert _shape(_stored(user)) == [
+        ("user", None, []),
+        ("assistant", None, ["call_1"]),
+        ("tool", "call_1", []),
+        ("assistant", None, ["call_2"]),
+        ("tool", "call_2", []),
+        ("assistant", None, []),
+    ]
+
+
+@pytest.mark.parametrize("door", ["chat", "resume"])
+def test_a_run_claimed_back_by_either_door_is_no_longer_its_last_process(
+    sdk, http, upstream, tool_server, settings, door
+):
+    """A failed run goes on when its request is sent again: a chat request (its run failed
+    after its tools ran) or a resume of its latest approval. The two doors claimed it back
+    with twin compare-and-sets (execution_reclaim, approval_claim's _reclaimed) that had
+    drifted apart; one claim now serves both, and gives the run a new owner: the process that
+    ran it before (taken for lost while alive, say) can no longer write it."""
+    settings.ENGRAM_UPSTREAM_RETRIES = 0  # the upstream's 500 fails the run
+    agent = make_agent(http)
+    make_tool(
+        http,
+        agent,
+        tool_server.url + "/weather",
+        approval="always" if door == "resume" else "never",
+    )
+    calls = [tool_call("call_1", "weather", {"city": "Oslo"})]
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=calls)),
+        Reply(status=500, json={"error": {"message": "down"}}),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+    headers = {"x-user-id": f"claimed-{door}"}
+    if door == "resume":
+        marks = engram(ask(sdk, agent, extra_headers=headers))
+        body = {"approval_id": marks["approval_id"], "decision": "approve"}
+        send_again = lambda: http.post("/v1/chat/resume", json=body, headers=headers)  # noqa: E731
+    else:
+        body = {"model": agent, "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+        send_again = lambda: http.post(  # noqa: E731
+            "/v1/chat/completions", json=body, headers=headers | RETRY
+        )
+    assert send_again().status_code == 502  # its tool ran, then the upstream failed
+    before = Execution.objects.get()  # as the process that failed it holds it
+    assert before.status == "failed" and len(tool_server.calls) == 1
+
+    again = send_again()
+
+    assert again.status_code == 200, again.text
+    assert again.json()["choices"][0]["message"]["content"] == "It is sunny."
+    assert len(tool_server.calls) == 1
+    ended = Execution.objects.get()
+    assert ended.status == "completed" and ended.owner not in ("", before.owner)
+    before.status, before.messages = "running", before.messages[:1]
+    with pytest.raises(services.TakenOver):
+        services.execution_save(execution=before)
+    assert Execution.objects.get().messages == ended.messages

@@ -16,13 +16,15 @@ class ToolServer:
     /nul answers JSON with a NUL escaped in it, /nul-raw a raw NUL byte; /split sends its
     answer in two parts, the second a moment after the first (as a slow server's or a large
     answer's packets arrive); /long answers 20,000 characters, /huge 100,000; /idna answers
-    bytes its declared charset (idna) cannot decode."""
+    bytes its declared charset (idna) cannot decode; /hold answers once the test sets `release`
+    (a tool call in flight for as long as the test needs)."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
         self._lock = threading.Lock()
         self._pair: asyncio.Event | None = None
         self._inflight = 0
+        self.release = threading.Event()
 
         async def app(scope, receive, send):
             if scope["type"] != "http":
@@ -42,6 +44,8 @@ class ToolServer:
                 status, extra = 302, [(b"location", b"http://169.254.169.254/latest")]
             elif scope["path"] == "/slow":
                 await asyncio.sleep(1.5)
+            elif scope["path"] == "/hold":
+                await asyncio.to_thread(self.release.wait, 20)
             elif scope["path"] == "/fail":
                 status, payload = 500, {"error": "boom"}
             elif scope["path"] == "/pair":

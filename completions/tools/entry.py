@@ -25,7 +25,15 @@ from completions.streaming import DONE, dumps, own_chunk
 from completions.tools import cache, selectors, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
-from completions.tools.run import Resumed, Run, complete, db, failed, upstream_body
+from completions.tools.run import (
+    Resumed,
+    Run,
+    complete,
+    db,
+    declares_client_tools,
+    failed,
+    upstream_body,
+)
 from completions.tools.stream import Streamer, open_first
 from config.common import errors, jsonbody
 from config.common.background import spawn
@@ -336,7 +344,11 @@ def _before_answer(run: Run, assistant: dict | None) -> list[dict]:
 async def _store(
     run: Run, messages: list[dict], *, extraction: bool, resumed: bool = False
 ) -> None:
-    """Into the turn's conversation; a failure loses history, never the answer."""
+    """Into the turn's conversation; a failure loses history, never the answer. A run taken
+    from this process stores nothing: what it ran, the takeover stored (services._interrupt),
+    and what follows is its new owner's."""
+    if run.taken_over:
+        return
     try:
         await db(
             services.execution_messages_store,
@@ -374,9 +386,11 @@ async def replay(turn: Turn, body: dict) -> Reply:
     """An SDK's retry of a request whose run answered (its client never got the answer: a
     timeout, a connection lost): that answer again, as it was (streamed if the retry asks so),
     nothing run, stored or charged a second time (completions.tools.selectors.execution_answered).
-    `usage` is the run's, `engram.replayed` says it is a replay."""
+    Led by Engram's own calls the answer carried (Execution.preface), and streamed as the run's
+    stream shows it (the agent's calls it ran, each with its `engram` marks and result, before
+    the answer). `usage` is the run's, `engram.replayed` says it is a replay."""
     execution = turn.replay_of
-    assert isinstance(execution, Execution) and turn.ctx is not None
+    assert isinstance(execution, Execution) and turn.ctx is not None and turn.agent is not None
     answer = execution.messages[-1]
     shown = {"role": "assistant", "content": None, **answer}
     usage = run_usage(execution)
@@ -398,6 +412,8 @@ async def replay(turn: Turn, body: dict) -> Reply:
     finish = _finish_reason(execution, answer)
     headers = {**turn.limit_headers(), **turn.timing_headers()}
     if not turn.stream:
+        if execution.preface:  # as completions.tools.run.complete leads the answer with them
+            shown["tool_calls"] = [*execution.preface, *(answer.get("tool_calls") or [])]
         data = {
             "id": stream_id,
             "object": "chat.completion",
@@ -408,22 +424,50 @@ async def replay(turn: Turn, body: dict) -> Reply:
             "engram": engram,
         }
         return _reply(200, headers, dumps(data))
-    delta = dict(shown)
-    if delta.get("tool_calls"):
-        delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(delta["tool_calls"])]
+    tools = await cache.tools_async(turn.workspace.id, turn.agent["id"])
+    shows_calls = not declares_client_tools(execution, {t.name for t in tools})
+    steps = _ran(execution)
+    calls = [*execution.preface, *(c for step in steps for c, _ in step if shows_calls)]
 
-    def chunk(choice: dict | None, **extra: Any) -> bytes:
+    role_sent = False
+
+    def chunk(delta: dict | None, finish: str | None = None, **extra: Any) -> bytes:
+        nonlocal role_sent
+        if delta is not None and not role_sent:  # with the first delta, as Streamer.chunk
+            delta, role_sent = {"role": "assistant", **delta}, True
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return own_chunk(
             stream_id=stream_id,
             created=created,
             model=execution.model,
-            choices=[] if choice is None else [choice],
+            choices=[] if delta is None else [choice],
             **extra,
         )
 
-    frames = [
-        chunk({"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}),
-        chunk({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}),
+    def delta_of(some: list[dict], **fields: Any) -> dict:
+        start = next((i for i, c in enumerate(calls) if c is some[0]), len(calls))
+        return {**fields, "tool_calls": [{"index": start + i, **c} for i, c in enumerate(some)]}
+
+    # As the run's stream sent them (completions.tools.stream.Streamer): Engram's own calls
+    # first, then each step's calls as they started and their results once it ran, then the
+    # answer (the client's calls after every call before them), its finish, usage and engram.
+    frames = [chunk(delta_of(execution.preface))] if execution.preface else []
+    for step in steps:
+        for call, outcome in step:
+            mark = {"id": call["id"], "name": outcome["name"], "status": "running"}
+            frames.append(
+                chunk(
+                    delta_of([call]) if shows_calls else None,
+                    engram={"tool_call": {**mark, "execution_id": execution.id}},
+                )
+            )
+        frames += [chunk(None, engram={"tool_result": outcome}) for _, outcome in step]
+    delta = {k: v for k, v in shown.items() if k not in ("role", "tool_calls")}
+    if shown.get("tool_calls"):
+        delta = delta_of(shown["tool_calls"], **delta)
+    frames += [
+        chunk(delta),
+        chunk({}, finish),
         *([chunk(None, usage=usage)] if _include_usage(body) else []),
         chunk(None, engram=engram),
         DONE,
@@ -434,6 +478,34 @@ async def replay(turn: Turn, body: dict) -> Reply:
             yield frame
 
     return _reply(200, headers, stream=replayed())
+
+
+def _ran(execution: Execution) -> list[list[tuple[dict, dict]]]:
+    """The agent's calls the run ran, a list a step, as its stream showed them: each call, and
+    its `engram.tool_result` (completions.tools.stream.Streamer._execute)."""
+    steps: list[list[tuple[dict, dict]]] = []
+    after_model = True
+    for step in execution.steps:
+        if step.get("type") != "tool":
+            after_model = after_model or step.get("type") == "model"
+            continue
+        if after_model:
+            steps.append([])
+            after_model = False
+        call = {
+            "id": step.get("tool_call_id"),
+            "type": "function",
+            "function": {"name": step.get("name"), "arguments": step.get("arguments") or ""},
+        }
+        outcome = {
+            "tool_call_id": call["id"],
+            "name": step.get("name"),
+            "status": step.get("status"),
+            "duration_ms": step.get("duration_ms"),
+            **({"content": step["result"]} if "result" in step else {"error": step.get("error")}),
+        }
+        steps[-1].append((call, outcome))
+    return steps
 
 
 def run_usage(execution: Execution) -> dict:

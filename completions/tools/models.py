@@ -103,6 +103,15 @@ class Execution(models.Model):
     # sent again goes on with it (completions.tools.entry.sent_again). Null: a run started
     # before heartbeats were kept, lost only after services.STALE_RUN.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Who runs it: a token each claim of the run gives it (its start, a resume's claim, its
+    # request sent again taking it over) and the sweep takes away when it finds the process
+    # lost. The run's state is written only under the token it was claimed with
+    # (services.execution_save), so a process taken for lost while it was alive stops at its
+    # next write instead of writing over its new owner's state or running tools a second time.
+    owner = models.CharField(max_length=40, blank=True, default="")
+    # Engram's own `_engram…` calls (completions.engram_tools) that led the run's answer: an
+    # SDK's retry of the request gets them again with it (completions.tools.entry.replay).
+    preface = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at", "id"]

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,9 @@ class Run:
     # once the agent's calls have run (hand_back).
     handback: dict | None = None
     beating: asyncio.Task | None = field(default=None, repr=False, compare=False)
+    # The run was taken from this process (services.TakenOver): nothing of it is written or
+    # stored here any longer; its new owner (or the sweep) has it.
+    taken_over: bool = False
 
     def __post_init__(self) -> None:  # a resumed run counts the model calls made before it
         self.model_calls = sum(1 for s in self.execution.steps if s.get("type") == "model")
@@ -159,10 +162,7 @@ class Run:
     @property
     def client_tools(self) -> bool:
         """Did the request declare tools of its own (beside the agent's)?"""
-        return any(
-            isinstance(t, dict) and (t.get("function") or {}).get("name") not in self.tools
-            for t in self.execution.body.get("tools") or ()
-        )
+        return declares_client_tools(self.execution, self.tools)
 
     def call(self, *, stream: bool) -> Call:
         body = {**self.execution.body, "messages": self.execution.messages, "stream": stream}
@@ -184,9 +184,25 @@ class Run:
         """While the run is `running` in this process, touch its heartbeat every
         services.HEARTBEAT_EVERY (a model or a tool call can outlast it without a write), so
         its request sent again tells this live run from one whose process died. Stops when the
-        run ends here (end), or is dropped unended (the task holds it weakly)."""
+        run ends here (end), is taken from this process, or is dropped unended (the task holds
+        it weakly)."""
         if self.beating is None:
-            self.beating = spawn(_heartbeat(weakref.ref(self), self.execution.id), name="heartbeat")
+            self.beating = spawn(
+                _heartbeat(weakref.ref(self), self.execution.id, self.execution.owner),
+                name="heartbeat",
+            )
+
+    async def save(self, fn: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        """Write the run's state (`fn`: services.execution_save, or a writer that calls it) if
+        it is still this process's. A heartbeat stalled past services.LOST_AFTER (the event
+        loop or the database thread pool busy, one touch hung) has a live run taken as lost:
+        its next write here raises services.TakenOver, and the run stops before it writes
+        over its new owner's state or runs another tool."""
+        try:
+            return await db(fn or services.execution_save, execution=self.execution, **kwargs)
+        except services.TakenOver:
+            self.taken_over = True
+            raise
 
     def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
         self._ids_given(message)
@@ -290,8 +306,9 @@ class Run:
         runnable = [c for c in calls if c["id"] not in rejected and c["id"] not in gone]
         if runnable:
             # Stored before the tools start: a run resumed again after a failure or a lost
-            # process sees these calls as started and never runs them a second time.
-            await db(services.execution_save, execution=self.execution)
+            # process sees these calls as started and never runs them a second time; and a
+            # run taken from this process meanwhile stops here, its calls not run.
+            await self.save()
         results = iter(
             await executor.execute_all(
                 runnable, self.tools, key_prefix=self.execution.id, scope=self.scope
@@ -323,7 +340,7 @@ class Run:
             )
             done.append((call, result, status))
         if runnable:  # their results, kept if what follows fails
-            await db(services.execution_save, execution=self.execution)
+            await self.save()
         return done
 
     def recover(self, resumed: Resumed) -> Resumed | None:
@@ -358,9 +375,8 @@ class Run:
         ttl = min(self.tools[c["function"]["name"]].approval_ttl_seconds for c in waiting)
         names = {(c.get("function") or {}).get("name") for c in message.get("tool_calls") or ()}
         stamps = {t.name: services.tool_stamp(t) for t in self.tools.values() if t.name in names}
-        approval = await db(
+        approval = await self.save(
             services.execution_pause,
-            execution=self.execution,
             message=message,
             waiting=waiting,
             ttl_seconds=ttl,
@@ -371,14 +387,18 @@ class Run:
         return Paused(approval, stored=message, shown={**message, "tool_calls": waiting})
 
     async def answer(self, message: dict) -> None:
-        """End the run with `message` as its answer."""
+        """End the run with `message` as its answer (led by `preface`, which a replay shows
+        again)."""
         self.execution.messages.append(message)
         self.transcript.append(message)
+        self.execution.preface = list(self.preface)
         await self.end(Execution.Status.COMPLETED)
 
     async def end(self, status: str, error: str = "") -> None:
         if self.beating is not None:
             self.beating.cancel()
+        if self.taken_over:  # another's now (or failed as lost): nothing of it is written here
+            return
         self.execution.status = status
         self.execution.error = error[:2000]
         if status != Execution.Status.FAILED:  # a failed run keeps it, to be resumed again
@@ -387,7 +407,7 @@ class Run:
             # A run (or a resume) that failed stores what it ran in the conversation
             # (completions.tools.entry): one sent again stores only what follows.
             self.execution.pending["stored"] = len(self.execution.messages)
-        await db(services.execution_save, execution=self.execution)
+        await self.save()
 
     def engram_of(self, approval: Approval | None = None) -> dict:
         out = {**self.engram, "execution_id": self.execution.id, "request_id": self.request_id}
@@ -397,9 +417,11 @@ class Run:
         return out
 
 
-async def _heartbeat(run: weakref.ref[Run], execution_id: str) -> None:
-    """Run.beat's touches, on a pool thread (off the event loop); the run is held weakly, so a
-    run nobody drives any longer stops saying it is alive."""
+async def _heartbeat(run: weakref.ref[Run], execution_id: str, owner: str) -> None:
+    """Run.beat's touches: timed on the event loop, each touch on a pool thread (a blocked
+    loop, a pool busy with other work or a hung touch delays them: a live run can pass for
+    lost, which its owner token makes safe: Run.save); the run is held weakly, so a run nobody
+    drives any longer stops saying it is alive."""
     while True:
         await asyncio.sleep(services.HEARTBEAT_EVERY.total_seconds())
         held = run()
@@ -407,7 +429,7 @@ async def _heartbeat(run: weakref.ref[Run], execution_id: str) -> None:
             return
         del held  # not kept alive by the touch
         try:
-            alive = await db(services.execution_heartbeat, execution_id=execution_id)
+            alive = await db(services.execution_heartbeat, execution_id=execution_id, owner=owner)
         except Exception:  # the database away: the next touch may get through
             logger.warning("tools: the heartbeat of run %s failed", execution_id, exc_info=True)
             continue
@@ -417,6 +439,15 @@ async def _heartbeat(run: weakref.ref[Run], execution_id: str) -> None:
             if (held := run()) is not None and held.execution.status == Execution.Status.RUNNING:
                 logger.warning("tools: run %s was taken as lost while it ran", execution_id)
             return
+
+
+def declares_client_tools(execution: Execution, agent_tools: Collection[str]) -> bool:
+    """Did the run's request declare tools of its own beside the agent's (`agent_tools`, their
+    names)? A stream then shows the agent's calls in chunks with no choices (Streamer)."""
+    return any(
+        isinstance(t, dict) and (t.get("function") or {}).get("name") not in agent_tools
+        for t in execution.body.get("tools") or ()
+    )
 
 
 def _step(execution: Execution, kind: str, **values: Any) -> None:

@@ -30,7 +30,8 @@ from completions.agents.models import Agent
 from completions.tools import cache, policy
 from completions.tools.models import Approval, Execution, Tool
 from config.common import addresses, crypto
-from config.common.errors import Gone, Invalid, NotFound
+from config.common.errors import Conflict, Gone, Invalid, NotFound
+from config.common.ids import new_id
 from config.common.rows import lock_existing
 
 logger = logging.getLogger("engram.tools")
@@ -261,53 +262,94 @@ def execution_create(
         conversation_pk=conversation_pk,
         session_pk=session_pk,
         heartbeat_at=timezone.now(),
+        owner=_new_owner(),
     )
 
 
-_SAVED_FIELDS = ("status", "messages", "steps", "pending", "usage", "error", "stream")
+class TakenOver(Conflict):
+    """The run is no longer this process's: found lost (its heartbeat silent past LOST_AFTER)
+    while it was alive, it was failed, and maybe taken over by its request sent again, which
+    goes on with it. Its process stops where it stands: nothing written, no tool run."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(
+            f"This request's tool run '{execution_id}' was taken from it: silent for "
+            f"{int(LOST_AFTER.total_seconds())} seconds, it was taken as lost (failed, and "
+            "maybe gone on in the same request sent again). Nothing more of it runs here, so "
+            "no tool runs twice. Sent again, the request goes on with the run or gets its "
+            f"answer; its steps: GET /v1/executions/{execution_id}.",
+            code="run_taken_over",
+        )
+
+
+_SAVED_FIELDS = ("status", "messages", "steps", "pending", "usage", "error", "stream", "preface")
 
 
 def execution_save(*, execution: Execution) -> bool:
-    """Store the run's state; False when its row is gone (its user was erased meanwhile:
-    memory.services.users.user_delete), where save() raised and failed the run's answer."""
+    """Store the run's state, if the run is still the one this process claimed (its `owner`
+    token, compared in the update's WHERE: under the row's lock). TakenOver when another claim
+    (or the sweep) took it meanwhile; False when its row is gone (its user was erased
+    meanwhile: memory.services.users.user_delete), where save() raised and failed the run's
+    answer."""
     execution.updated_at = execution.heartbeat_at = timezone.now()
     fields = {name: getattr(execution, name) for name in _SAVED_FIELDS}
-    return (
-        Execution.objects.filter(id=execution.id).update(
-            **fields, updated_at=execution.updated_at, heartbeat_at=execution.heartbeat_at
-        )
-        == 1
+    saved = Execution.objects.filter(id=execution.id, owner=execution.owner).update(
+        **fields, updated_at=execution.updated_at, heartbeat_at=execution.heartbeat_at
     )
+    if saved == 1:
+        return True
+    if Execution.objects.filter(id=execution.id).exists():
+        raise TakenOver(execution.id)
+    return False
 
 
 # How often the process running a run says it is alive while a model or tool call is in flight
 # (completions.tools.run.Run.beat), and how long without a word a `running` run is lost: four
 # touches missed, so a busy database or event loop does not pass for a dead process (a live run
-# declared lost would have its tools run again by the retry that takes it over). Kept under a
-# minute: the 409 a retry meets meanwhile says when to come back (`retry-after`), which the
-# OpenAI SDKs wait out only up to 60 seconds.
+# declared lost is stopped at its next write, Execution.owner, its call in flight answered as
+# interrupted by the retry that takes it over). Kept under a minute: the 409 a retry meets
+# meanwhile says when to come back (`retry-after`), which the OpenAI SDKs wait out only up to
+# 60 seconds.
 HEARTBEAT_EVERY = dt.timedelta(seconds=10)
 LOST_AFTER = 4 * HEARTBEAT_EVERY
 
 
-def execution_heartbeat(*, execution_id: str) -> bool:
-    """The run's process is alive (Run.beat); False once the run is no longer `running` (it
-    ended, or it was found lost and taken over): the touches stop."""
+def execution_heartbeat(*, execution_id: str, owner: str) -> bool:
+    """The run's process (`owner`, its claim's token) is alive (Run.beat); False once the run
+    is no longer `running` in its hands (it ended, or it was found lost and taken over): the
+    touches stop, and never keep another owner's run looking alive."""
     return (
-        Execution.objects.filter(id=execution_id, status=Execution.Status.RUNNING).update(
-            heartbeat_at=timezone.now()
-        )
+        Execution.objects.filter(
+            id=execution_id, status=Execution.Status.RUNNING, owner=owner
+        ).update(heartbeat_at=timezone.now())
         == 1
     )
 
 
 def execution_status_set(*, execution: Execution, status: str, error: str = "") -> None:
     """Only the run's status and error: what still stores when its messages cannot (a run
-    that failed on storing them must not stay `running`)."""
+    that failed on storing them must not stay `running`). Not once the run is another's."""
     execution.status, execution.error = status, error[:2000]
-    Execution.objects.filter(id=execution.id).update(
+    Execution.objects.filter(id=execution.id, owner=execution.owner).update(
         status=status, error=execution.error, updated_at=timezone.now()
     )
+
+
+def _new_owner() -> str:
+    return new_id("own")
+
+
+def _claim(runs: QuerySet[Execution], *, now: dt.datetime) -> str:
+    """The one claim of a run, for every door that starts it again (a resume's approval, a
+    resume or a chat request sent again after it failed): the run `runs` selects, in the state
+    the claim needs, set `running` with a fresh heartbeat and a new owner token by
+    compare-and-set, so of two claimants at once one wins, and the process that ran it before
+    can no longer write it (execution_save). The token, or "" when another got it first."""
+    owner = _new_owner()
+    won = runs.update(
+        status=Execution.Status.RUNNING, error="", owner=owner, updated_at=now, heartbeat_at=now
+    )
+    return owner if won == 1 else ""
 
 
 @transaction.atomic
@@ -444,52 +486,42 @@ def approval_claim(
         ).update(status=status, reason=reason[:2000], decided_at=now)
         if claimed == 1:
             # RUNNING in the same commit: a resume sent again meanwhile sees a run in progress.
-            Execution.objects.filter(id=found.execution_id).update(
-                status=Execution.Status.RUNNING, updated_at=now, heartbeat_at=now
-            )
+            _claim(Execution.objects.filter(id=found.execution_id), now=now)
     if claimed != 1:
         approvals_expire(ids=[found.id])
         found.refresh_from_db()
-        if found.status == status and _reclaimed(found, now):
-            return Claimed(found, Execution.objects.get(id=found.execution_id), retry=True)
+        if found.status == status and _latest(found):
+            execution = Execution.objects.get(id=found.execution_id)
+            if execution_reclaim(execution=execution):
+                return Claimed(found, execution, retry=True)
         raise _gone(found)
     found.refresh_from_db()
     execution = Execution.objects.get(id=found.execution_id)
     return Claimed(found, execution)
 
 
-def _reclaimed(approval: Approval, now: dt.datetime) -> bool:
-    """The failed run of this (its latest) approval, claimed back for a resume sent again."""
+def _latest(approval: Approval) -> bool:
+    """Is `approval` its run's latest (the run did not move on to a new approval)?"""
     latest = (
         Approval.objects.filter(execution_id=approval.execution_id)
         .order_by("-created_at", "-id")
         .values_list("id", flat=True)
         .first()
     )
-    if latest != approval.id:  # the run moved on to a new approval
-        return False
-    return (
-        Execution.objects.filter(id=approval.execution_id, status=Execution.Status.FAILED)
-        .exclude(error=EXPIRED_ERROR)
-        .update(status=Execution.Status.RUNNING, error="", updated_at=now, heartbeat_at=now)
-        == 1
-    )
+    return latest == approval.id
 
 
 def execution_reclaim(*, execution: Execution) -> bool:
-    """Claim a failed run back for its chat request sent again (compare-and-set on its status,
-    as _reclaimed does for a resume): of two retries at once, one goes on with it."""
+    """Claim a failed run back (_claim) for its request sent again: a chat request
+    (completions.tools.entry), or a resume of its latest approval (approval_claim). Of two
+    retries at once, one goes on with it; a run whose approval expired stays ended."""
     now = timezone.now()
-    won = (
-        Execution.objects.filter(id=execution.id, status=Execution.Status.FAILED).update(
-            status=Execution.Status.RUNNING, error="", updated_at=now, heartbeat_at=now
-        )
-        == 1
-    )
-    if won:
-        execution.status, execution.error = Execution.Status.RUNNING, ""
+    runs = Execution.objects.filter(id=execution.id, status=Execution.Status.FAILED)
+    owner = _claim(runs.exclude(error=EXPIRED_ERROR), now=now)
+    if owner:
+        execution.status, execution.error, execution.owner = Execution.Status.RUNNING, "", owner
         execution.updated_at = execution.heartbeat_at = now
-    return won
+    return bool(owner)
 
 
 def approvals_expire(*, ids: list[str] | None = None) -> int:
@@ -584,6 +616,11 @@ def _interrupt(stale: QuerySet[Execution], execution_id: str) -> bool:
         # A resume sent again stores only what follows (completions.tools.run.Run.recover).
         execution.pending["stored"] = len(execution.messages)
         execution_save(execution=execution)
+        # Taken from its process, which may be alive all the same (a stalled heartbeat): its
+        # next write finds the run no longer its own and stops (execution_save), so it neither
+        # writes over what follows nor runs a tool the run goes on without.
+        execution.owner = ""
+        Execution.objects.filter(id=execution.id).update(owner="")
         try:
             with transaction.atomic():  # its own savepoint: a failure here keeps the status
                 execution_messages_store(

@@ -39,7 +39,7 @@ from completions.streaming import (
 from completions.tools.models import Execution
 from completions.tools.run import Decision, Resumed, Run, failed, usage_of
 from config.common.background import spawn
-from config.common.errors import ApiError, unexpected_error
+from config.common.errors import ApiError, DomainError, api_error, unexpected_error
 from memory.text import kept_reasoning
 
 logger = logging.getLogger("engram.tools")
@@ -185,9 +185,16 @@ class Streamer:
                     yield self.chunk(None, engram=run.engram_of() | charged)
                     yield DONE
                     return
-            except (ApiError, StreamFailed, TimeoutError, aiohttp.ClientError, OSError) as exc:
-                if isinstance(exc, ApiError):
-                    error = exc.body()["error"]
+            except (
+                ApiError,
+                DomainError,  # services.TakenOver: the run was taken from this process
+                StreamFailed,
+                TimeoutError,
+                aiohttp.ClientError,
+                OSError,
+            ) as exc:
+                if isinstance(exc, ApiError | DomainError):
+                    error = api_error(exc).body()["error"]
                 elif isinstance(exc, StreamFailed):
                     error = exc.error
                 else:

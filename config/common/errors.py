@@ -104,6 +104,11 @@ class Gone(DomainError):
     the OpenAI SDKs do not retry, unlike 409."""
 
 
+class Conflict(DomainError):
+    """Another holds it now (a tool run another process took over): 409, which the OpenAI SDKs
+    retry."""
+
+
 # (status, default code) of each kind of domain error.
 _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
@@ -112,6 +117,7 @@ _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     TooLarge: (413, "too_large"),
     Unsupported: (415, "unsupported"),
     Gone: (410, "gone"),
+    Conflict: (409, "conflict"),
 }
 # The knowledge API names what is missing; any other missing row is `not_found`.
 NOT_FOUND_CODES = {
