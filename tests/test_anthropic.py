@@ -336,6 +336,55 @@ def test_a_credit_balance_too_low_is_a_502_for_the_operator_not_the_clients_400(
     assert info.value.response.headers["x-should-retry"] == "false"
 
 
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (402, {"type": "billing_error", "message": "There's an issue with your billing."}),
+        (
+            400,
+            {
+                "type": "invalid_request_error",
+                "message": "You have reached your specified API usage limits. You will regain "
+                "access on 2026-04-01 at 00:00 UTC.",
+            },
+        ),
+    ],
+)
+def test_the_operators_billing_or_spend_limit_is_a_502_not_the_clients_error(
+    client, upstream, status, error
+):
+    """Anthropic's 402 billing_error and its 400 for an organization's spend limit are about the
+    account of Engram's provider key: relayed, the client read them as its own payment failing
+    (a 402) or its own request being wrong (BadRequestError)."""
+    upstream.script(Reply(status=status, json={"type": "error", "error": error}))
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502 and info.value.code == "upstream_quota_exceeded"
+    assert "ANTHROPIC_API_KEY" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.chat_requests()) == 1  # not retried
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "prompt is too long: 205351 tokens > 200000 maximum",
+        "input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000, decrease "
+        "input length or `max_tokens` and try again",
+    ],
+)
+def test_a_request_past_claudes_window_is_context_length_exceeded(client, upstream, message):
+    """Engram's own check and OpenAI answer a request past the window with the code
+    context_length_exceeded, which clients look for to trim the history; Anthropic's 400 for it
+    has no code, so the same condition came with code null when Anthropic found it."""
+    error = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    upstream.script(Reply(status=400, json=error))
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert (info.value.code, info.value.param) == ("context_length_exceeded", "messages")
+    assert info.value.body["message"] == message
+
+
 def test_stream_error_event_becomes_error_frame(client, upstream):
     events = anthropic_stream(["a"], model=MODEL)[:3] + [
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})

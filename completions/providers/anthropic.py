@@ -33,8 +33,15 @@ from config.common.errors import ApiError
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 MODEL_PAGE_SIZE = 1000  # the most Anthropic's /v1/models gives a page
-# The words of Anthropic's 400 for an account out of credit (it has no code of its own).
-CREDIT_TOO_LOW = "credit balance is too low"
+# The words of Anthropic's 400s for the operator's account: out of credit, or at the spend limit
+# set for its organization or workspace ("You have reached your specified API usage limits.
+# You will regain access on ..."). They have no code of their own.
+OPERATOR_LIMITS = ("credit balance is too low", "specified API usage limits")
+# The words of Anthropic's 400s for a request past the model's context window ("prompt is too
+# long: 205351 tokens > 200000 maximum", "input length and `max_tokens` exceed context limit:
+# 188240 + 21333 > 200000, ..."), which OpenAI's and Engram's own check answer with the code
+# context_length_exceeded that clients look for.
+CONTEXT_EXCEEDED = ("prompt is too long", "exceed context limit")
 MODEL_PAGES = 10  # a bound on the pages read: an upstream always saying has_more stops here
 
 
@@ -179,12 +186,21 @@ class AnthropicProvider(HttpProvider):
     def refusal(
         self, upstream: Upstream, status: int, content: bytes, headers: Mapping[str, str]
     ) -> ApiError:
-        """As every provider's; and an account out of credit, which Anthropic answers with a
-        400 invalid_request_error (the client read it as its own request being wrong), is the
-        operator's, as OpenAI's insufficient_quota is."""
+        """As every provider's; and the operator's account out of credit or at its spend
+        limit, which Anthropic answers with a 400 invalid_request_error (the client read it as
+        its own request being wrong) or a 402 billing_error (read as the client's own payment
+        failing), is the operator's, as OpenAI's insufficient_quota is."""
         error = super().refusal(upstream, status, content, headers)
-        if status == 400 and CREDIT_TOO_LOW in error.message:
+        if status == 402 or (
+            status == 400 and any(words in error.message for words in OPERATOR_LIMITS)
+        ):
             return quota_refused(self.name, upstream.source, error)
+        if (
+            status == 400
+            and error.code is None
+            and any(words in error.message for words in CONTEXT_EXCEEDED)
+        ):
+            error.code, error.param = "context_length_exceeded", "messages"
         return error
 
     @staticmethod
