@@ -2,6 +2,7 @@
 official openai package as Engram's client."""
 
 import json
+import re
 
 import openai
 import pytest
@@ -154,6 +155,38 @@ def test_tools_tool_calls_and_results(client, upstream):
     call = choice.message.tool_calls[0]
     assert (call.id, call.type, call.function.name) == ("toolu_1", "function", "get_weather")
     assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+def test_tool_call_ids_of_another_provider_reach_claude_in_its_pattern(client, upstream):
+    """A conversation whose tool calls another provider made (Kimi's "functions.name:0", a
+    proxy's "call_x|fc_y") went on with Claude: Anthropic refuses ids out of ^[a-zA-Z0-9_-]+$
+    (400), so the whole history failed on every turn. Each id goes in that pattern, the same for
+    the call and its result, and two ids that differ only in other characters stay apart."""
+    ids = ["functions.get_weather:0", "functions.get_weather:1", "call_9|fc_1"]
+    calls = [
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+        }
+        for call_id in ids
+    ]
+    results = [{"role": "tool", "tool_call_id": call_id, "content": "Sunny"} for call_id in ids]
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            *results,
+        ],
+        tools=TOOLS,
+    )
+    assert completion.choices[0].message.content.startswith("echo: ")
+    assistant, answers = upstream.last.body["messages"][1:]
+    used = [block["id"] for block in assistant["content"]]
+    assert used == [block["tool_use_id"] for block in answers["content"]]
+    assert len(set(used)) == 3 and all(re.fullmatch(r"[a-zA-Z0-9_-]+", i) for i in used)
+    assert used[0].startswith("functions_get_weather_0")
 
 
 @pytest.mark.parametrize(

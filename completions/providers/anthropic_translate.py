@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -21,6 +22,8 @@ STOP_REASONS: dict[str | None, str] = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+# Anthropic's pattern for a tool_use id (and a tool_result's tool_use_id): 400 otherwise.
+_TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
 # OpenAI's services that change the answer, which this translation does not provide: left out,
 # the answer would come unsearched, or unmoderated where the client asked to block.
@@ -175,10 +178,22 @@ def reasoning_detail(block: dict, index: int) -> dict | None:
     return {**detail, "format": REASONING_FORMAT, "index": index}
 
 
+def _tool_id(call_id: Any) -> Any:
+    """A tool call's id as Anthropic takes it (letters, digits, _ and -), the same for the call
+    and its result. Other providers' ids have more ("functions.get_weather:0" from Kimi's,
+    "call_x|fc_y" from proxies) and a conversation may come from them: Anthropic refused the
+    whole history (400 "tool_use.id: String should match pattern"). A digest of the id as it
+    came keeps two ids that differ only in such characters apart."""
+    if not isinstance(call_id, str) or not _TOOL_ID.search(call_id):
+        return call_id
+    digest = hashlib.sha256(call_id.encode()).hexdigest()[:8]
+    return f"{_TOOL_ID.sub('_', call_id)}_{digest}"
+
+
 def _tool_result(message: dict, tool_use_id: str) -> dict:
     content = message.get("content")
     value = content if isinstance(content, str) else _text(content)
-    return {"type": "tool_result", "tool_use_id": tool_use_id, "content": value}
+    return {"type": "tool_result", "tool_use_id": _tool_id(tool_use_id), "content": value}
 
 
 def to_anthropic(body: dict, *, stream: bool) -> dict:
@@ -224,7 +239,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
                 blocks.append(
                     {
                         "type": "tool_use",
-                        "id": call.get("id"),
+                        "id": _tool_id(call.get("id")),
                         "name": function.get("name"),
                         "input": _arguments(function.get("arguments")),
                     }
