@@ -432,6 +432,57 @@ def test_stream_error_event_becomes_error_frame(client, upstream):
     assert "Overloaded" in str(info.value)
 
 
+OVERLOADED = (
+    "error",
+    {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+)
+
+
+def test_an_overload_as_the_streams_first_event_is_retried(client, upstream, settings):
+    """Anthropic answers an overload with status 200 and an error as the stream's first event
+    (before message_start): the client got a 200 and an error frame, retried by neither Engram
+    nor its SDK (they retry statuses). Nothing was answered yet: it is retried as a 529 is."""
+    settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
+    upstream.script(Reply(stream=[("ping", {"type": "ping"}), OVERLOADED]))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: Hi"
+    assert len(upstream.chat_requests()) == 2
+
+
+def test_an_overload_as_the_streams_first_event_is_a_status_the_sdk_retries(
+    engram_server, owner, upstream, settings
+):
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    upstream.script(Reply(stream=[OVERLOADED]))
+    with openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0) as sdk:
+        with pytest.raises(openai.InternalServerError) as info:
+            sdk.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        assert info.value.status_code == 502 and "Overloaded" in info.value.message
+        upstream.script(Reply(stream=[OVERLOADED]))
+        with sdk.with_options(max_retries=1).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True
+        ) as stream:
+            text = "".join(c.choices[0].delta.content or "" for c in stream)
+    assert text == "echo: Hi" and len(upstream.chat_requests()) == 3
+
+
+def test_a_refusal_as_the_streams_first_event_keeps_its_status(client, upstream):
+    error = {"type": "invalid_request_error", "message": "max_tokens: too large"}
+    upstream.script(Reply(stream=[("error", {"type": "error", "error": error})]))
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    assert info.value.body["message"] == "max_tokens: too large"
+    assert len(upstream.chat_requests()) == 1
+
+
 def test_n_above_1_is_rejected(client, upstream):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(
