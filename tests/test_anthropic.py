@@ -189,6 +189,25 @@ def test_tool_call_ids_of_another_provider_reach_claude_in_its_pattern(client, u
     assert used[0].startswith("functions_get_weather_0")
 
 
+def test_tool_arguments_keep_their_characters_as_openai_and_the_stream_give_them(client, upstream):
+    """The arguments of a non-streamed answer came ASCII-escaped ("Z\\u00fcrich"), where OpenAI's
+    and a streamed answer's (Anthropic's own JSON text) have the characters."""
+    content = [
+        {
+            "type": "tool_use",
+            "id": "toolu_1",
+            "name": "get_weather",
+            "input": {"city": "Zürich 東京"},
+        }
+    ]
+    upstream.script(Reply(json=anthropic_message(content=content, stop_reason="tool_use")))
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Weather?"}], tools=TOOLS
+    )
+    arguments = completion.choices[0].message.tool_calls[0].function.arguments
+    assert "Zürich 東京" in arguments and json.loads(arguments) == {"city": "Zürich 東京"}
+
+
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [

@@ -173,7 +173,8 @@ class AnthropicStream(HttpStream):
                     yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
             elif kind == "content_block_stop" and _block_index(data) in unargued:
                 given = unargued.pop(_block_index(data))
-                arguments = {"arguments": json.dumps(given if isinstance(given, dict) else {})}
+                given = given if isinstance(given, dict) else {}
+                arguments = {"arguments": json.dumps(given, ensure_ascii=False)}
                 index = tools[_block_index(data)]
                 yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
             elif kind == "content_block_stop" and _block_index(data) in thinking:

@@ -464,7 +464,9 @@ def from_anthropic(data: dict, *, model: str) -> dict:
                     "type": "function",
                     "function": {
                         "name": block.get("name"),
-                        "arguments": json.dumps(block.get("input") or {}),
+                        # As OpenAI writes them, and as a stream gives them (Anthropic's own
+                        # text): "é", not "\\u00e9" (a CJK argument six times as long).
+                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
                     },
                 }
             )
