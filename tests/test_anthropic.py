@@ -56,7 +56,7 @@ def test_non_stream_translation_both_ways(client, upstream):
         "temperature": 1.0,
         "top_p": 0.9,
         "stop_sequences": ["END"],
-        "metadata": {"user_id": "alice"},
+        "metadata": {"user_id": sent.body["metadata"]["user_id"]},  # opaque: test below
     }
     assert completion.object == "chat.completion" and completion.model == MODEL
     choice = completion.choices[0]
@@ -64,6 +64,19 @@ def test_non_stream_translation_both_ways(client, upstream):
     assert choice.finish_reason == "stop"
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (12, 6)
     assert completion.usage.total_tokens == 18
+
+
+def test_the_user_reaches_anthropic_as_an_opaque_id(client, upstream):
+    """Anthropic's metadata.user_id must be opaque, and it refuses one that looks like an email
+    address (400): with the common `user` "alice@example.com" every request failed."""
+    sent = []
+    for user in ("alice@example.com", "alice@example.com", "bob@example.com"):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], user=user
+        )
+        sent.append(upstream.last.body["metadata"]["user_id"])
+    assert sent[0] == sent[1] != sent[2]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", user_id) for user_id in sent)
 
 
 def test_top_p_of_1_is_not_sent_beside_a_temperature(client, upstream):

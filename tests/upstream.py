@@ -312,6 +312,18 @@ def thinking_history_error(body: dict | None, signed: set[str]) -> dict | None:
 ANTHROPIC_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
+def user_id_error(body: dict | None) -> dict | None:
+    """Anthropic's 400 for a metadata.user_id that is not opaque (an email address)."""
+    metadata = (body or {}).get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if isinstance(user_id, str) and "@" in user_id:
+        return _anthropic_invalid(
+            "metadata.user_id: user_id appears to contain an email address. Please send a uuid "
+            "or hash value instead."
+        )
+    return None
+
+
 def tool_id_error(body: dict | None) -> dict | None:
     """Anthropic's 400 for a tool_use id, or a tool_result's tool_use_id, out of its pattern
     (another provider's ids: "functions.get_weather:0", "call_abc|fc_1"). None: valid."""
@@ -413,7 +425,11 @@ class UpstreamServer:
         query = scope.get("query_string", b"").decode()
         with self._lock:
             if path.endswith("/messages"):
-                refusal = tool_id_error(body) or thinking_history_error(body, self.signed)
+                refusal = (
+                    tool_id_error(body)
+                    or user_id_error(body)
+                    or thinking_history_error(body, self.signed)
+                )
             self.requests.append(Recorded(path=path, headers=headers, body=body, query=query))
             if refusal is not None:  # what OpenAI answers such history; the script waits
                 reply = Reply(json=refusal, status=status)

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 
 from completions.providers.base import bad_reply
 from config.common.errors import ApiError
@@ -301,7 +302,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if choice and body.get("tools"):
         payload["tool_choice"] = choice
     if isinstance(body.get("user"), str) and body["user"]:
-        payload["metadata"] = {"user_id": body["user"]}
+        payload["metadata"] = {"user_id": _opaque_user(body["user"])}
     for name in _NATIVE:
         if body.get(name) is not None:
             payload[name] = body[name]
@@ -310,6 +311,15 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if stream:
         payload["stream"] = True
     return payload
+
+
+def _opaque_user(user: str) -> str:
+    """OpenAI's `user` as Anthropic's metadata.user_id, which must be opaque ("a uuid, hash
+    value, or other opaque identifier"): Anthropic refuses one that looks like an email address
+    (400 "user_id appears to contain an email address"), and apps name their users by email
+    (an Engram user id may hold "@"), so every such request failed. A keyed digest: the same
+    user, the same id, telling Anthropic nothing of who it is."""
+    return salted_hmac("engram.anthropic.user_id", user, algorithm="sha256").hexdigest()
 
 
 def _thinking(body: dict) -> Any:
