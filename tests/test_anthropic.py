@@ -450,6 +450,34 @@ def test_a_request_past_claudes_window_is_context_length_exceeded(client, upstre
     assert info.value.body["message"] == message
 
 
+@pytest.mark.parametrize(
+    ("status", "error", "code", "param"),
+    [
+        (
+            404,
+            {"type": "not_found_error", "message": "model: claude-x"},
+            "model_not_found",
+            "model",
+        ),
+        (429, {"type": "rate_limit_error", "message": "Slow down."}, "rate_limit_exceeded", None),
+    ],
+)
+def test_an_unknown_model_or_a_rate_limit_has_openais_code(
+    client, upstream, settings, status, error, code, param
+):
+    """Anthropic's errors have no code: an unknown model and a rate limit came with code null,
+    where OpenAI (and Engram's own limits) give model_not_found and rate_limit_exceeded."""
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    upstream.script(
+        Reply(status=status, json={"type": "error", "error": error}, headers={"retry-after": "3"})
+    )
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert (info.value.status_code, info.value.code, info.value.param) == (status, code, param)
+    assert info.value.body["message"] == error["message"]
+    assert info.value.response.headers["retry-after"] == "3"
+
+
 def test_stream_error_event_becomes_error_frame(client, upstream):
     events = anthropic_stream(["a"], model=MODEL)[:3] + [
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})

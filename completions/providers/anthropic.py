@@ -227,12 +227,22 @@ class AnthropicProvider(HttpProvider):
             status == 400 and any(words in error.message for words in OPERATOR_LIMITS)
         ):
             return quota_refused(self.name, upstream.source, error)
-        if (
-            status == 400
-            and error.code is None
-            and any(words in error.message for words in CONTEXT_EXCEEDED)
-        ):
+        return error
+
+    def error_from(self, status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
+        """As every provider's, with the code OpenAI gives the same failure (Anthropic's errors
+        have a type and no code), which clients look for: context_length_exceeded (param
+        messages) for a prompt past the window, model_not_found (param model) for a model
+        Anthropic does not have ("model: claude-x"), rate_limit_exceeded for its rate limit."""
+        error = super().error_from(status, content, headers)
+        if error.code is not None:
+            return error
+        if status == 400 and any(words in error.message for words in CONTEXT_EXCEEDED):
             error.code, error.param = "context_length_exceeded", "messages"
+        elif status == 404 and error.message.startswith("model:"):
+            error.code, error.param = "model_not_found", "model"
+        elif status == 429 and error.type == "rate_limit_error":
+            error.code = "rate_limit_exceeded"
         return error
 
     @staticmethod
