@@ -79,6 +79,23 @@ def test_the_user_reaches_anthropic_as_an_opaque_id(client, upstream):
     assert all(re.fullmatch(r"[0-9a-f]{64}", user_id) for user_id in sent)
 
 
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "system", "content": "You write haiku."}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " "}],
+    ],
+)
+def test_a_request_without_a_turn_claude_can_take_is_a_clear_400(client, upstream, messages):
+    """OpenAI answers a system message alone; Anthropic refuses a request without a user or
+    assistant turn with "messages: at least one message is required", which named nothing the
+    client could find (it had sent messages) and cost an upstream call."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=messages)
+    assert info.value.param == "messages" and "user or assistant message" in info.value.message
+    assert upstream.chat_requests() == []
+
+
 def test_top_p_of_1_is_not_sent_beside_a_temperature(client, upstream):
     """top_p 1 (the default many clients send) restricts nothing, and Claude's newer models
     refuse temperature and top_p together (400): the request failed for a no-op."""

@@ -312,8 +312,11 @@ def thinking_history_error(body: dict | None, signed: set[str]) -> dict | None:
 ANTHROPIC_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
-def user_id_error(body: dict | None) -> dict | None:
-    """Anthropic's 400 for a metadata.user_id that is not opaque (an email address)."""
+def request_error(body: dict | None) -> dict | None:
+    """Anthropic's 400 for no messages, or a metadata.user_id that is not opaque (an email
+    address)."""
+    if not (body or {}).get("messages"):
+        return _anthropic_invalid("messages: at least one message is required")
     metadata = (body or {}).get("metadata")
     user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
     if isinstance(user_id, str) and "@" in user_id:
@@ -427,7 +430,7 @@ class UpstreamServer:
             if path.endswith("/messages"):
                 refusal = (
                     tool_id_error(body)
-                    or user_id_error(body)
+                    or request_error(body)
                     or thinking_history_error(body, self.signed)
                 )
             self.requests.append(Recorded(path=path, headers=headers, body=body, query=query))

@@ -260,6 +260,17 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
             _append(messages, "user", [_tool_result(message, message["tool_call_id"])])
         elif role == "function":
             _append(messages, "user", [_tool_result(message, f"call_{message.get('name')}")])
+    if not messages:
+        # Anthropic takes no request without a user or assistant turn (400 "messages: at least
+        # one message is required", when the client had sent one: a system message, or a blank
+        # user message, which Anthropic refuses too and is left out above).
+        raise ApiError(
+            400,
+            "Claude needs at least one user or assistant message with content, besides the "
+            "system and developer messages.",
+            param="messages",
+            code="unsupported",
+        )
     _trim_prefill(messages)
     if body.get("thinking") is None and thinking is not None and _unthought_tool_turn(messages):
         # Thinking that reasoning_effort asked for, in a tool loop whose calling turn came back
