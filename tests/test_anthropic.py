@@ -464,7 +464,7 @@ def test_a_request_past_claudes_window_is_context_length_exceeded(client, upstre
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert (info.value.code, info.value.param) == ("context_length_exceeded", "messages")
-    assert info.value.body["message"] == message
+    assert info.value.response.json()["error"]["message"] == message
 
 
 @pytest.mark.parametrize(
@@ -491,7 +491,7 @@ def test_an_unknown_model_or_a_rate_limit_has_openais_code(
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert (info.value.status_code, info.value.code, info.value.param) == (status, code, param)
-    assert info.value.body["message"] == error["message"]
+    assert info.value.response.json()["error"]["message"] == error["message"]
     assert info.value.response.headers["retry-after"] == "3"
 
 
@@ -556,7 +556,7 @@ def test_a_refusal_as_the_streams_first_event_keeps_its_status(client, upstream)
         client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
         )
-    assert info.value.body["message"] == "max_tokens: too large"
+    assert info.value.response.json()["error"]["message"] == "max_tokens: too large"
     assert len(upstream.chat_requests()) == 1
 
 
