@@ -792,6 +792,29 @@ def test_reasoning_effort_is_claudes_thinking_budget(client, upstream, settings,
     assert body["max_tokens"] > budget
 
 
+@pytest.mark.parametrize(
+    ("asked", "budget"), [(3000, 2999), (1025, 1024), (1024, None), (500, None)]
+)
+def test_reasoning_effort_beside_a_small_max_completion_tokens_thinks_within_it(
+    client, upstream, asked, budget
+):
+    """OpenAI's max_completion_tokens bounds the reasoning and the answer together: with
+    reasoning_effort "high" (a budget of 4,096) and max_completion_tokens 3,000 Anthropic
+    refused the request (400 "max_tokens must be greater than thinking.budget_tokens"). The
+    budget fits below it, or there is no thinking where Claude's least budget does not fit."""
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        reasoning_effort="high",
+        max_completion_tokens=asked,
+    )
+    body = upstream.last.body
+    assert body["max_tokens"] == asked
+    assert body.get("thinking") == (
+        {"type": "enabled", "budget_tokens": budget} if budget else None
+    )
+
+
 def test_reasoning_effort_leaves_the_clients_own_thinking_and_names_what_claude_lacks(
     client, upstream
 ):

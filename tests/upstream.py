@@ -313,10 +313,23 @@ ANTHROPIC_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
 def request_error(body: dict | None) -> dict | None:
-    """Anthropic's 400 for no messages, or a metadata.user_id that is not opaque (an email
-    address)."""
+    """Anthropic's 400 for no messages, a thinking budget below 1,024 or not below max_tokens,
+    or a metadata.user_id that is not opaque (an email address)."""
     if not (body or {}).get("messages"):
         return _anthropic_invalid("messages: at least one message is required")
+    thinking = (body or {}).get("thinking")
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if isinstance(budget, int) and thinking.get("type") == "enabled":
+        if budget < 1024:
+            return _anthropic_invalid(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+            )
+        if budget >= (body or {}).get("max_tokens", 0):
+            return _anthropic_invalid(
+                "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
+                "documentation at https://docs.claude.com/en/docs/build-with-claude/"
+                "extended-thinking#max-tokens-and-context-window-size"
+            )
     metadata = (body or {}).get("metadata")
     user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
     if isinstance(user_id, str) and "@" in user_id:

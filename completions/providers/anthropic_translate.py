@@ -35,6 +35,7 @@ _NATIVE = ("top_k",)
 # OpenAI's reasoning_effort as the budget of Claude's extended thinking (LiteLLM's figures),
 # for a client that sent no `thinking` of its own: it was left out, and Claude answered
 # without thinking. "none" and "minimal" ask for none (Claude's least budget is 1,024).
+MIN_THINKING_BUDGET = 1024  # Anthropic's least budget_tokens
 THINKING_BUDGETS: dict[str, int | None] = {
     "none": None,
     "minimal": None,
@@ -346,6 +347,11 @@ def _thinking(body: dict) -> Any:
     if body.get("tools") and (choice == "required" or isinstance(choice, dict)):
         # Claude does not think where a tool call is forced (400): the call is what was asked.
         return None
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    if budget and isinstance(asked, int) and asked <= budget:
+        # OpenAI's max_completion_tokens bounds the reasoning and the answer together; Anthropic
+        # refuses a budget that is not below max_tokens (400), and one below its least.
+        budget = asked - 1 if asked > MIN_THINKING_BUDGET else None
     return {"type": "enabled", "budget_tokens": budget} if budget else None
 
 
