@@ -318,8 +318,9 @@ def request_error(body: dict | None) -> dict | None:
     if not (body or {}).get("messages"):
         return _anthropic_invalid("messages: at least one message is required")
     thinking = (body or {}).get("thinking")
-    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
-    if isinstance(budget, int) and thinking.get("type") == "enabled":
+    enabled = isinstance(thinking, dict) and thinking.get("type") == "enabled"
+    budget = thinking.get("budget_tokens") if enabled and isinstance(thinking, dict) else None
+    if isinstance(budget, int):
         if budget < 1024:
             return _anthropic_invalid(
                 "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
