@@ -2,6 +2,7 @@
 official openai package as Engram's client."""
 
 import json
+import re
 
 import openai
 import pytest
@@ -55,7 +56,7 @@ def test_non_stream_translation_both_ways(client, upstream):
         "temperature": 1.0,
         "top_p": 0.9,
         "stop_sequences": ["END"],
-        "metadata": {"user_id": "alice"},
+        "metadata": {"user_id": sent.body["metadata"]["user_id"]},  # opaque: test below
     }
     assert completion.object == "chat.completion" and completion.model == MODEL
     choice = completion.choices[0]
@@ -63,6 +64,36 @@ def test_non_stream_translation_both_ways(client, upstream):
     assert choice.finish_reason == "stop"
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (12, 6)
     assert completion.usage.total_tokens == 18
+
+
+def test_the_user_reaches_anthropic_as_an_opaque_id(client, upstream):
+    """Anthropic's metadata.user_id must be opaque, and it refuses one that looks like an email
+    address (400): with the common `user` "alice@example.com" every request failed."""
+    sent = []
+    for user in ("alice@example.com", "alice@example.com", "bob@example.com"):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], user=user
+        )
+        sent.append(upstream.last.body["metadata"]["user_id"])
+    assert sent[0] == sent[1] != sent[2]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", user_id) for user_id in sent)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "system", "content": "You write haiku."}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " "}],
+    ],
+)
+def test_a_request_without_a_turn_claude_can_take_is_a_clear_400(client, upstream, messages):
+    """OpenAI answers a system message alone; Anthropic refuses a request without a user or
+    assistant turn with "messages: at least one message is required", which named nothing the
+    client could find (it had sent messages) and cost an upstream call."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=messages)
+    assert info.value.param == "messages" and "user or assistant message" in info.value.message
+    assert upstream.chat_requests() == []
 
 
 def test_top_p_of_1_is_not_sent_beside_a_temperature(client, upstream):
@@ -154,6 +185,57 @@ def test_tools_tool_calls_and_results(client, upstream):
     call = choice.message.tool_calls[0]
     assert (call.id, call.type, call.function.name) == ("toolu_1", "function", "get_weather")
     assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+def test_tool_call_ids_of_another_provider_reach_claude_in_its_pattern(client, upstream):
+    """A conversation whose tool calls another provider made (Kimi's "functions.name:0", a
+    proxy's "call_x|fc_y") went on with Claude: Anthropic refuses ids out of ^[a-zA-Z0-9_-]+$
+    (400), so the whole history failed on every turn. Each id goes in that pattern, the same for
+    the call and its result, and two ids that differ only in other characters stay apart."""
+    ids = ["functions.get_weather:0", "functions.get_weather:1", "call_9|fc_1"]
+    calls = [
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+        }
+        for call_id in ids
+    ]
+    results = [{"role": "tool", "tool_call_id": call_id, "content": "Sunny"} for call_id in ids]
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            *results,
+        ],
+        tools=TOOLS,
+    )
+    assert completion.choices[0].message.content.startswith("echo: ")
+    assistant, answers = upstream.last.body["messages"][1:]
+    used = [block["id"] for block in assistant["content"]]
+    assert used == [block["tool_use_id"] for block in answers["content"]]
+    assert len(set(used)) == 3 and all(re.fullmatch(r"[a-zA-Z0-9_-]+", i) for i in used)
+    assert used[0].startswith("functions_get_weather_0")
+
+
+def test_tool_arguments_keep_their_characters_as_openai_and_the_stream_give_them(client, upstream):
+    """The arguments of a non-streamed answer came ASCII-escaped ("Z\\u00fcrich"), where OpenAI's
+    and a streamed answer's (Anthropic's own JSON text) have the characters."""
+    content = [
+        {
+            "type": "tool_use",
+            "id": "toolu_1",
+            "name": "get_weather",
+            "input": {"city": "Zürich 東京"},
+        }
+    ]
+    upstream.script(Reply(json=anthropic_message(content=content, stop_reason="tool_use")))
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Weather?"}], tools=TOOLS
+    )
+    arguments = completion.choices[0].message.tool_calls[0].function.arguments
+    assert "Zürich 東京" in arguments and json.loads(arguments) == {"city": "Zürich 東京"}
 
 
 @pytest.mark.parametrize(
@@ -336,6 +418,83 @@ def test_a_credit_balance_too_low_is_a_502_for_the_operator_not_the_clients_400(
     assert info.value.response.headers["x-should-retry"] == "false"
 
 
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (402, {"type": "billing_error", "message": "There's an issue with your billing."}),
+        (
+            400,
+            {
+                "type": "invalid_request_error",
+                "message": "You have reached your specified API usage limits. You will regain "
+                "access on 2026-04-01 at 00:00 UTC.",
+            },
+        ),
+    ],
+)
+def test_the_operators_billing_or_spend_limit_is_a_502_not_the_clients_error(
+    client, upstream, status, error
+):
+    """Anthropic's 402 billing_error and its 400 for an organization's spend limit are about the
+    account of Engram's provider key: relayed, the client read them as its own payment failing
+    (a 402) or its own request being wrong (BadRequestError)."""
+    upstream.script(Reply(status=status, json={"type": "error", "error": error}))
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 502 and info.value.code == "upstream_quota_exceeded"
+    assert "ANTHROPIC_API_KEY" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.chat_requests()) == 1  # not retried
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "prompt is too long: 205351 tokens > 200000 maximum",
+        "input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000, decrease "
+        "input length or `max_tokens` and try again",
+    ],
+)
+def test_a_request_past_claudes_window_is_context_length_exceeded(client, upstream, message):
+    """Engram's own check and OpenAI answer a request past the window with the code
+    context_length_exceeded, which clients look for to trim the history; Anthropic's 400 for it
+    has no code, so the same condition came with code null when Anthropic found it."""
+    error = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    upstream.script(Reply(status=400, json=error))
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert (info.value.code, info.value.param) == ("context_length_exceeded", "messages")
+    assert info.value.response.json()["error"]["message"] == message
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "code", "param"),
+    [
+        (
+            404,
+            {"type": "not_found_error", "message": "model: claude-x"},
+            "model_not_found",
+            "model",
+        ),
+        (429, {"type": "rate_limit_error", "message": "Slow down."}, "rate_limit_exceeded", None),
+    ],
+)
+def test_an_unknown_model_or_a_rate_limit_has_openais_code(
+    client, upstream, settings, status, error, code, param
+):
+    """Anthropic's errors have no code: an unknown model and a rate limit came with code null,
+    where OpenAI (and Engram's own limits) give model_not_found and rate_limit_exceeded."""
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    upstream.script(
+        Reply(status=status, json={"type": "error", "error": error}, headers={"retry-after": "3"})
+    )
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert (info.value.status_code, info.value.code, info.value.param) == (status, code, param)
+    assert info.value.response.json()["error"]["message"] == error["message"]
+    assert info.value.response.headers["retry-after"] == "3"
+
+
 def test_stream_error_event_becomes_error_frame(client, upstream):
     events = anthropic_stream(["a"], model=MODEL)[:3] + [
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
@@ -348,6 +507,57 @@ def test_stream_error_event_becomes_error_frame(client, upstream):
             )
         )
     assert "Overloaded" in str(info.value)
+
+
+OVERLOADED = (
+    "error",
+    {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+)
+
+
+def test_an_overload_as_the_streams_first_event_is_retried(client, upstream, settings):
+    """Anthropic answers an overload with status 200 and an error as the stream's first event
+    (before message_start): the client got a 200 and an error frame, retried by neither Engram
+    nor its SDK (they retry statuses). Nothing was answered yet: it is retried as a 529 is."""
+    settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
+    upstream.script(Reply(stream=[("ping", {"type": "ping"}), OVERLOADED]))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: Hi"
+    assert len(upstream.chat_requests()) == 2
+
+
+def test_an_overload_as_the_streams_first_event_is_a_status_the_sdk_retries(
+    engram_server, owner, upstream, settings
+):
+    settings.ENGRAM_UPSTREAM_RETRIES = 0
+    upstream.script(Reply(stream=[OVERLOADED]))
+    with openai.OpenAI(base_url=engram_server.url + "/v1", api_key=owner[1], max_retries=0) as sdk:
+        with pytest.raises(openai.InternalServerError) as info:
+            sdk.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        assert info.value.status_code == 502 and "Overloaded" in info.value.message
+        upstream.script(Reply(stream=[OVERLOADED]))
+        with sdk.with_options(max_retries=1).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True
+        ) as stream:
+            text = "".join(c.choices[0].delta.content or "" for c in stream)
+    assert text == "echo: Hi" and len(upstream.chat_requests()) == 3
+
+
+def test_a_refusal_as_the_streams_first_event_keeps_its_status(client, upstream):
+    error = {"type": "invalid_request_error", "message": "max_tokens: too large"}
+    upstream.script(Reply(stream=[("error", {"type": "error", "error": error})]))
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    assert info.value.response.json()["error"]["message"] == "max_tokens: too large"
+    assert len(upstream.chat_requests()) == 1
 
 
 def test_n_above_1_is_rejected(client, upstream):
@@ -580,6 +790,29 @@ def test_reasoning_effort_is_claudes_thinking_budget(client, upstream, settings,
         return
     assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
     assert body["max_tokens"] > budget
+
+
+@pytest.mark.parametrize(
+    ("asked", "budget"), [(3000, 2999), (1025, 1024), (1024, None), (500, None)]
+)
+def test_reasoning_effort_beside_a_small_max_completion_tokens_thinks_within_it(
+    client, upstream, asked, budget
+):
+    """OpenAI's max_completion_tokens bounds the reasoning and the answer together: with
+    reasoning_effort "high" (a budget of 4,096) and max_completion_tokens 3,000 Anthropic
+    refused the request (400 "max_tokens must be greater than thinking.budget_tokens"). The
+    budget fits below it, or there is no thinking where Claude's least budget does not fit."""
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        reasoning_effort="high",
+        max_completion_tokens=asked,
+    )
+    body = upstream.last.body
+    assert body["max_tokens"] == asked
+    assert body.get("thinking") == (
+        {"type": "enabled", "budget_tokens": budget} if budget else None
+    )
 
 
 def test_reasoning_effort_leaves_the_clients_own_thinking_and_names_what_claude_lacks(

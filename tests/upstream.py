@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -307,6 +308,56 @@ def thinking_history_error(body: dict | None, signed: set[str]) -> dict | None:
     return None
 
 
+# Anthropic's rule for a tool_use block's id and the tool_use_id of its result.
+ANTHROPIC_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def request_error(body: dict | None) -> dict | None:
+    """Anthropic's 400 for no messages, a thinking budget below 1,024 or not below max_tokens,
+    or a metadata.user_id that is not opaque (an email address)."""
+    if not (body or {}).get("messages"):
+        return _anthropic_invalid("messages: at least one message is required")
+    thinking = (body or {}).get("thinking")
+    enabled = isinstance(thinking, dict) and thinking.get("type") == "enabled"
+    budget = thinking.get("budget_tokens") if enabled and isinstance(thinking, dict) else None
+    if isinstance(budget, int):
+        if budget < 1024:
+            return _anthropic_invalid(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+            )
+        if budget >= (body or {}).get("max_tokens", 0):
+            return _anthropic_invalid(
+                "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
+                "documentation at https://docs.claude.com/en/docs/build-with-claude/"
+                "extended-thinking#max-tokens-and-context-window-size"
+            )
+    metadata = (body or {}).get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if isinstance(user_id, str) and "@" in user_id:
+        return _anthropic_invalid(
+            "metadata.user_id: user_id appears to contain an email address. Please send a uuid "
+            "or hash value instead."
+        )
+    return None
+
+
+def tool_id_error(body: dict | None) -> dict | None:
+    """Anthropic's 400 for a tool_use id, or a tool_result's tool_use_id, out of its pattern
+    (another provider's ids: "functions.get_weather:0", "call_abc|fc_1"). None: valid."""
+    messages = (body or {}).get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            kind = block.get("type") if isinstance(block, dict) else None
+            field = {"tool_use": "id", "tool_result": "tool_use_id"}.get(kind or "")
+            if field and not ANTHROPIC_TOOL_ID.match(str(block.get(field))):
+                return _anthropic_invalid(
+                    f"messages.{i}.content.{j}.{kind}.{field}: String should match pattern "
+                    "'^[a-zA-Z0-9_-]+$'"
+                )
+    return None
+
+
 def _anthropic_invalid(message: str) -> dict:
     return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
 
@@ -391,7 +442,11 @@ class UpstreamServer:
         query = scope.get("query_string", b"").decode()
         with self._lock:
             if path.endswith("/messages"):
-                refusal = thinking_history_error(body, self.signed)
+                refusal = (
+                    tool_id_error(body)
+                    or request_error(body)
+                    or thinking_history_error(body, self.signed)
+                )
             self.requests.append(Recorded(path=path, headers=headers, body=body, query=query))
             if refusal is not None:  # what OpenAI answers such history; the script waits
                 reply = Reply(json=refusal, status=status)

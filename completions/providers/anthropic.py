@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -26,6 +27,8 @@ from completions.providers.base import (
     UpstreamStream,
     loads_json,
     quota_refused,
+    retry_wait,
+    retryable_refusal,
     without_key,
 )
 from config.common.errors import ApiError
@@ -33,8 +36,29 @@ from config.common.errors import ApiError
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 MODEL_PAGE_SIZE = 1000  # the most Anthropic's /v1/models gives a page
-# The words of Anthropic's 400 for an account out of credit (it has no code of its own).
-CREDIT_TOO_LOW = "credit balance is too low"
+# The words of Anthropic's 400s for the operator's account: out of credit, or at the spend limit
+# set for its organization or workspace ("You have reached your specified API usage limits.
+# You will regain access on ..."). They have no code of their own.
+OPERATOR_LIMITS = ("credit balance is too low", "specified API usage limits")
+# The words of Anthropic's 400s for a request past the model's context window ("prompt is too
+# long: 205351 tokens > 200000 maximum", "input length and `max_tokens` exceed context limit:
+# 188240 + 21333 > 200000, ..."), which OpenAI's and Engram's own check answer with the code
+# context_length_exceeded that clients look for.
+CONTEXT_EXCEEDED = ("prompt is too long", "exceed context limit")
+# The HTTP status of each of Anthropic's error types (its errors page): a stream's error event
+# is read as the refusal its status would have been.
+ERROR_STATUSES = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 MODEL_PAGES = 10  # a bound on the pages read: an upstream always saying has_more stops here
 
 
@@ -52,6 +76,20 @@ def _block_index(data: dict) -> int:
     """An event's content block index, or 0 for what is missing or not an integer."""
     index = data.get("index")
     return index if isinstance(index, int) else 0
+
+
+def _refused(event: tuple[str | None, bytes] | None) -> tuple[int | None, bytes]:
+    """The status and body of the refusal a stream's first event is (an error event), or None."""
+    if event is None:
+        return None, b""
+    try:
+        data = json.loads(event[1])
+    except (ValueError, UnicodeDecodeError):
+        return None, b""  # the stream reads it as the malformed event it is
+    if not isinstance(data, dict) or (data.get("type") or event[0]) != "error":
+        return None, b""
+    kind = _dict(data.get("error")).get("type")
+    return ERROR_STATUSES.get(kind if isinstance(kind, str) else "", 500), event[1]
 
 
 class AnthropicStream(HttpStream):
@@ -135,7 +173,8 @@ class AnthropicStream(HttpStream):
                     yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
             elif kind == "content_block_stop" and _block_index(data) in unargued:
                 given = unargued.pop(_block_index(data))
-                arguments = {"arguments": json.dumps(given if isinstance(given, dict) else {})}
+                given = given if isinstance(given, dict) else {}
+                arguments = {"arguments": json.dumps(given, ensure_ascii=False)}
                 index = tools[_block_index(data)]
                 yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
             elif kind == "content_block_stop" and _block_index(data) in thinking:
@@ -179,12 +218,31 @@ class AnthropicProvider(HttpProvider):
     def refusal(
         self, upstream: Upstream, status: int, content: bytes, headers: Mapping[str, str]
     ) -> ApiError:
-        """As every provider's; and an account out of credit, which Anthropic answers with a
-        400 invalid_request_error (the client read it as its own request being wrong), is the
-        operator's, as OpenAI's insufficient_quota is."""
+        """As every provider's; and the operator's account out of credit or at its spend
+        limit, which Anthropic answers with a 400 invalid_request_error (the client read it as
+        its own request being wrong) or a 402 billing_error (read as the client's own payment
+        failing), is the operator's, as OpenAI's insufficient_quota is."""
         error = super().refusal(upstream, status, content, headers)
-        if status == 400 and CREDIT_TOO_LOW in error.message:
+        if status == 402 or (
+            status == 400 and any(words in error.message for words in OPERATOR_LIMITS)
+        ):
             return quota_refused(self.name, upstream.source, error)
+        return error
+
+    def error_from(self, status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
+        """As every provider's, with the code OpenAI gives the same failure (Anthropic's errors
+        have a type and no code), which clients look for: context_length_exceeded (param
+        messages) for a prompt past the window, model_not_found (param model) for a model
+        Anthropic does not have ("model: claude-x"), rate_limit_exceeded for its rate limit."""
+        error = super().error_from(status, content, headers)
+        if error.code is not None:
+            return error
+        if status == 400 and any(words in error.message for words in CONTEXT_EXCEEDED):
+            error.code, error.param = "context_length_exceeded", "messages"
+        elif status == 404 and error.message.startswith("model:"):
+            error.code, error.param = "model_not_found", "model"
+        elif status == 429 and error.type == "rate_limit_error":
+            error.code = "rate_limit_exceeded"
         return error
 
     @staticmethod
@@ -201,9 +259,32 @@ class AnthropicProvider(HttpProvider):
         return Completion(data=data, upstream_ms=upstream_ms)
 
     async def stream(self, call: Call) -> UpstreamStream:
+        """The open stream, its first event read. Anthropic answers an overload (or another
+        failure) with status 200 and an error as the stream's first event: the client got a
+        200 and an error frame, which neither Engram nor the client's SDK retries (they retry
+        statuses). Before anything was answered, it is the refusal its status would have been,
+        retried as that status is."""
         body = self._model(call.body)
-        response, upstream_ms = await self.send(call, to_anthropic(body, stream=True))
-        return AnthropicStream(response, upstream_ms, body["model"])
+        payload = to_anthropic(body, stream=True)
+        attempt = 0
+        while True:
+            response, upstream_ms = await self.send(call, payload)
+            stream = AnthropicStream(response, upstream_ms, body["model"])
+            try:
+                first = await stream.first_event(skip=frozenset({"ping"}))
+            except BaseException:  # cancelled: the client went away
+                await stream.aclose()
+                raise
+            status, content = _refused(first)
+            if status is None or call.upstream is None:
+                return stream
+            await stream.aclose()
+            error = self.refusal(call.upstream, status, content, {})
+            delay = retry_wait(attempt, retryable=retryable_refusal(status, error))
+            if delay is None:
+                raise error
+            await asyncio.sleep(delay)
+            attempt += 1
 
     def complete_sync(self, call: Call, *, timeout: float) -> dict:
         body = self._model(call.body)

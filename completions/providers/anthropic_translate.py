@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 from typing import Any
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 
 from completions.providers.base import bad_reply
 from config.common.errors import ApiError
@@ -21,6 +23,8 @@ STOP_REASONS: dict[str | None, str] = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+# Anthropic's pattern for a tool_use id (and a tool_result's tool_use_id): 400 otherwise.
+_TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
 # OpenAI's services that change the answer, which this translation does not provide: left out,
 # the answer would come unsearched, or unmoderated where the client asked to block.
@@ -31,6 +35,7 @@ _NATIVE = ("top_k",)
 # OpenAI's reasoning_effort as the budget of Claude's extended thinking (LiteLLM's figures),
 # for a client that sent no `thinking` of its own: it was left out, and Claude answered
 # without thinking. "none" and "minimal" ask for none (Claude's least budget is 1,024).
+MIN_THINKING_BUDGET = 1024  # Anthropic's least budget_tokens
 THINKING_BUDGETS: dict[str, int | None] = {
     "none": None,
     "minimal": None,
@@ -175,10 +180,22 @@ def reasoning_detail(block: dict, index: int) -> dict | None:
     return {**detail, "format": REASONING_FORMAT, "index": index}
 
 
+def _tool_id(call_id: Any) -> Any:
+    """A tool call's id as Anthropic takes it (letters, digits, _ and -), the same for the call
+    and its result. Other providers' ids have more ("functions.get_weather:0" from Kimi's,
+    "call_x|fc_y" from proxies) and a conversation may come from them: Anthropic refused the
+    whole history (400 "tool_use.id: String should match pattern"). A digest of the id as it
+    came keeps two ids that differ only in such characters apart."""
+    if not isinstance(call_id, str) or not _TOOL_ID.search(call_id):
+        return call_id
+    digest = hashlib.sha256(call_id.encode()).hexdigest()[:8]
+    return f"{_TOOL_ID.sub('_', call_id)}_{digest}"
+
+
 def _tool_result(message: dict, tool_use_id: str) -> dict:
     content = message.get("content")
     value = content if isinstance(content, str) else _text(content)
-    return {"type": "tool_result", "tool_use_id": tool_use_id, "content": value}
+    return {"type": "tool_result", "tool_use_id": _tool_id(tool_use_id), "content": value}
 
 
 def to_anthropic(body: dict, *, stream: bool) -> dict:
@@ -224,7 +241,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
                 blocks.append(
                     {
                         "type": "tool_use",
-                        "id": call.get("id"),
+                        "id": _tool_id(call.get("id")),
                         "name": function.get("name"),
                         "input": _arguments(function.get("arguments")),
                     }
@@ -244,6 +261,17 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
             _append(messages, "user", [_tool_result(message, message["tool_call_id"])])
         elif role == "function":
             _append(messages, "user", [_tool_result(message, f"call_{message.get('name')}")])
+    if not messages:
+        # Anthropic takes no request without a user or assistant turn (400 "messages: at least
+        # one message is required", when the client had sent one: a system message, or a blank
+        # user message, which Anthropic refuses too and is left out above).
+        raise ApiError(
+            400,
+            "Claude needs at least one user or assistant message with content, besides the "
+            "system and developer messages.",
+            param="messages",
+            code="unsupported",
+        )
     _trim_prefill(messages)
     if body.get("thinking") is None and thinking is not None and _unthought_tool_turn(messages):
         # Thinking that reasoning_effort asked for, in a tool loop whose calling turn came back
@@ -286,7 +314,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if choice and body.get("tools"):
         payload["tool_choice"] = choice
     if isinstance(body.get("user"), str) and body["user"]:
-        payload["metadata"] = {"user_id": body["user"]}
+        payload["metadata"] = {"user_id": _opaque_user(body["user"])}
     for name in _NATIVE:
         if body.get(name) is not None:
             payload[name] = body[name]
@@ -295,6 +323,15 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     if stream:
         payload["stream"] = True
     return payload
+
+
+def _opaque_user(user: str) -> str:
+    """OpenAI's `user` as Anthropic's metadata.user_id, which must be opaque ("a uuid, hash
+    value, or other opaque identifier"): Anthropic refuses one that looks like an email address
+    (400 "user_id appears to contain an email address"), and apps name their users by email
+    (an Engram user id may hold "@"), so every such request failed. A keyed digest: the same
+    user, the same id, telling Anthropic nothing of who it is."""
+    return salted_hmac("engram.anthropic.user_id", user, algorithm="sha256").hexdigest()
 
 
 def _thinking(body: dict) -> Any:
@@ -310,6 +347,11 @@ def _thinking(body: dict) -> Any:
     if body.get("tools") and (choice == "required" or isinstance(choice, dict)):
         # Claude does not think where a tool call is forced (400): the call is what was asked.
         return None
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    if budget and isinstance(asked, int) and asked <= budget:
+        # OpenAI's max_completion_tokens bounds the reasoning and the answer together; Anthropic
+        # refuses a budget that is not below max_tokens (400), and one below its least.
+        budget = asked - 1 if asked > MIN_THINKING_BUDGET else None
     return {"type": "enabled", "budget_tokens": budget} if budget else None
 
 
@@ -449,7 +491,9 @@ def from_anthropic(data: dict, *, model: str) -> dict:
                     "type": "function",
                     "function": {
                         "name": block.get("name"),
-                        "arguments": json.dumps(block.get("input") or {}),
+                        # As OpenAI writes them, and as a stream gives them (Anthropic's own
+                        # text): "é", not "\\u00e9" (a CJK argument six times as long).
+                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
                     },
                 }
             )

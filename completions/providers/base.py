@@ -90,12 +90,47 @@ class HttpStream(UpstreamStream):
         self.complete = False
         self.waiting = False  # in a read of the body (what the read timeout measures)
         self.read_timeout = ReadTimeout.take_over(self)
+        self.parser = SseParser()
+        self.early: list[tuple[str | None, bytes]] = []  # read ahead (`first_event`), not given
+        self.ended = False  # the body's end was read ahead
+        self.failed: BaseException | None = None  # the read ahead's failure, raised by `events`
+
+    async def first_event(
+        self, skip: frozenset[str] = frozenset()
+    ) -> tuple[str | None, bytes] | None:
+        """The body's first event not named in `skip`, read ahead (`events` still gives it and
+        those before it); None when the body ended, or its read failed, first (`events` raises
+        the failure)."""
+        while True:
+            for event in self.early:
+                if event[0] not in skip:
+                    return event
+            if self.ended or self.failed is not None:
+                return None
+            try:
+                self.waiting = True
+                data = await self.response.content.readany()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self.failed = exc
+                return None
+            finally:
+                self.waiting = False
+            if data:
+                self.early += self.parser.feed(data)
+            else:
+                self.ended = True
+                self.early += self.parser.end()
 
     async def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
         """(event name, data) per server-sent event of the body."""
         content = self.response.content
-        parser = SseParser()
-        while True:
+        parser = self.parser
+        early, self.early = self.early, []
+        for event in early:
+            yield event
+        if self.failed is not None:
+            raise self.failed
+        while not self.ended:
             self.waiting = True
             data = await content.readany()
             self.waiting = False
@@ -392,6 +427,12 @@ def retryable_status(status: int) -> bool:
     return status == 429 or status >= 500
 
 
+def retryable_refusal(status: int, error: ApiError) -> bool:
+    """Whether an upstream's refusal (`status`, as `refusal` read it) may be asked again: what
+    the SDKs are told not to retry, Engram does not retry either."""
+    return retryable_status(status) and not _final(error)
+
+
 class HttpProvider(Provider):
     """Sends with the pooled client; retries connection errors, 429 and 5xx before any byte."""
 
@@ -448,8 +489,7 @@ class HttpProvider(Provider):
                     response.release()
                 error = self.refusal(upstream, response.status, body, response.headers)
                 retry_after = retry_after_of(response.headers)
-                # what the SDKs are told not to retry, Engram does not retry either
-                retryable = retryable_status(response.status) and not _final(error)
+                retryable = retryable_refusal(response.status, error)
             delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
             if delay is None:
                 raise error
@@ -505,8 +545,7 @@ class HttpProvider(Provider):
                     upstream, response.status_code, response.content, response.headers
                 )
                 retry_after = retry_after_of(response.headers)
-                # what the SDKs are told not to retry, Engram does not retry either
-                retryable = retryable_status(response.status_code) and not _final(error)
+                retryable = retryable_refusal(response.status_code, error)
             delay = retry_wait(attempt, retryable=retryable, retry_after=retry_after)
             if delay is None:
                 raise error
