@@ -91,7 +91,9 @@ def _document(*, workspace: Workspace, user_id: str, batch: int) -> Iterator[byt
 
 
 def _memories(*, workspace: Workspace, user_id: str, batch: int) -> Iterator[bytes]:
-    for page in _pages(memory_list(workspace=workspace, user_id=user_id), ("id",), batch):
+    # memory_list reads user_id "" as every user's: the filter keeps the export to this one.
+    memories = memory_list(workspace=workspace, user_id=user_id).filter(user_id=user_id)
+    for page in _pages(memories, ("id",), batch):
         sources = memory_sources(workspace=workspace, memory_ids=[m.id for m in page])
         yield _items([memory_body(m, sources.get(m.id, [])) for m in page])
 
@@ -164,7 +166,7 @@ def _after(keys: Sequence[str], values: Sequence[Any]) -> TupleGreaterThan:
     """(k1, k2, ...) > (v1, v2, ...) as SQL's row comparison, which PostgreSQL starts an index
     scan at (the messages' (conversation, created_at) index): the same condition spelt
     k1 > v1 OR (k1 = v1 AND ...) is a filter over every row before it (measured on a page of
-    50,000 messages halfway through: 74 ms against 5.7 ms, and a whole export 2.3x slower)."""
+    50,000 messages halfway through: 74 ms against 5.7 ms; a whole export, 17 s against 7.4)."""
     return TupleGreaterThan(Tuple(*(F(key) for key in keys)), tuple(values))
 
 
