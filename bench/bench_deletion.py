@@ -32,7 +32,8 @@ BENCH_DB = "engram_bench_deletion"
 CONVERSATIONS = 500
 
 
-def database_url() -> str:
+def database_url(name: str = BENCH_DB) -> str:
+    """The bench's own database `name` on the configured PostgreSQL, created if missing."""
     from config.embedded import ensure_environment
 
     ensure_environment()
@@ -40,10 +41,10 @@ def database_url() -> str:
     import psycopg
 
     with psycopg.connect(urlunsplit(url._replace(path="/postgres")), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    return urlunsplit(url._replace(path=f"/{BENCH_DB}"))
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(url._replace(path=f"/{name}"))
 
 
 def django_setup(url: str) -> None:
@@ -66,8 +67,9 @@ def fill(workspace_id: str, rows: int) -> None:
     with connection.cursor() as c:
         c.execute(
             "INSERT INTO memory_conversation (id, workspace_id, external_id, user_id, title,"
-            " summary, summary_upto, metadata, fingerprint, created_at, updated_at)"
-            " SELECT %s || '_c' || g, %s, 'ext-' || g, 'user-' || g, '', '', '', '{}', '',"
+            " summary, summary_upto, metadata, fingerprint, extraction, retry_fingerprint,"
+            " created_at, updated_at)"
+            " SELECT %s || '_c' || g, %s, 'ext-' || g, 'user-' || g, '', '', '', '{}', '', true, '',"
             " now(), now() FROM generate_series(0, %s) g",
             [w, w, CONVERSATIONS - 1],
         )

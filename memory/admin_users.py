@@ -3,13 +3,12 @@ rows, so these pages are views of the admin site (config.admin) rather than a Mo
 
 The list shows each (workspace, user) with counts; a user's page shows their memories,
 conversations (with summaries) and sessions, and offers the JSON export and the deletion of
-everything stored about them, which the API offers too (selectors.user_export,
+everything stored about them, which the API offers too (memory.export.user_export_response,
 services.user_delete), behind a confirmation page.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -21,7 +20,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Count, Max, QuerySet, Value
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -29,7 +28,8 @@ from django.urls import URLPattern, path, reverse
 from accounts.models import Workspace
 from completions.tools.models import Execution
 from config.admin_paging import EXACT_UP_TO, planned_rows
-from memory import selectors, services
+from memory import services
+from memory.export import user_export_response
 from memory.models import Conversation, Memory, MemoryEvent, Session
 
 PER_PAGE = 100
@@ -264,13 +264,10 @@ def user_urls(site) -> list[URLPattern]:
         }
         return TemplateResponse(request, "admin/memory/enduser/detail.html", context)
 
-    def export_view(request: HttpRequest, workspace_id: str, user: str) -> HttpResponse:
+    def export_view(request: HttpRequest, workspace_id: str, user: str) -> HttpResponseBase:
         _check(request, "view")
         workspace, user_id = _user(workspace_id, user)
-        body = selectors.user_export(workspace=workspace, user_id=user_id)
-        response = HttpResponse(
-            json.dumps(body, default=str, indent=2), content_type="application/json"
-        )
+        response = user_export_response(workspace=workspace, user_id=user_id)
         filename = f"engram-{workspace.pk}-{quote(user_id)}.json"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response

@@ -6,7 +6,7 @@ Search (ranked memories and past messages) is memory.retrieval.search.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db.models import Count, Max, Model, Q, QuerySet
@@ -236,75 +236,3 @@ def user_get(*, workspace: Workspace, user_id: str) -> dict:
     if user_id not in found:
         raise NotFound(f"No user '{user_id}'.", field="user_id", code="user_not_found")
     return found[user_id]
-
-
-def user_export(*, workspace: Workspace, user_id: str) -> dict:
-    """Everything stored about one user in this workspace."""
-    from memory.serializers import (
-        conversation_body,
-        event_body,
-        memory_body,
-        message_body,
-        session_body,
-    )
-
-    memories = list(memory_list(workspace=workspace, user_id=user_id).order_by("id"))
-    sources = memory_sources(workspace=workspace, memory_ids=[m.id for m in memories])
-    owned = conversation_list(workspace=workspace, user_id=user_id)
-    found = {c.id: c for c in owned.order_by("id")}
-    conversations = {key: conversation_body(c) | {"messages": []} for key, c in found.items()}
-    for message in _conversations_messages(workspace=workspace, conversations=owned):
-        if (body := conversations.get(message.conversation_id)) is not None:  # one begun since
-            body["messages"].append(message_body(message, found[message.conversation_id]))
-    return {
-        "object": "user.export",
-        "user_id": user_id,
-        "memories": [memory_body(m, sources.get(m.id, [])) for m in memories],
-        "executions": _executions_export(workspace=workspace, user_id=user_id),
-        "memory_events": [
-            event_body(e) for e in MemoryEvent.objects.filter(workspace=workspace, user_id=user_id)
-        ],
-        "conversations": list(conversations.values()),
-        "sessions": [
-            session_body(s)
-            for s in Session.objects.filter(workspace=workspace, user_id=user_id).order_by("id")
-        ],
-    }
-
-
-def _conversations_messages(*, workspace: Workspace, conversations: QuerySet) -> Iterator[Message]:
-    """The messages of `conversations`, each conversation's in its order (`Message.Meta`), in
-    one query read in chunks: a query per conversation made a user's export of 10,000
-    conversations 10,000 queries. The vectors and the search columns, which no body shows,
-    are left in the database."""
-    return (
-        Message.objects.filter(workspace=workspace, conversation__in=conversations.values("id"))
-        .select_related("session")
-        .defer("embedding", "context_embedding", "search", "search_text")
-        .order_by("conversation_id", "created_at", "id")
-        .iterator(chunk_size=2000)
-    )
-
-
-# What a user's agent runs hold of theirs: their turns, the answers and the tools' results
-# (the agent's instructions and what was recalled into the system turn are the workspace's).
-_EXPORTED_ROLES = ("user", "assistant", "tool")
-
-
-def _executions_export(*, workspace: Workspace, user_id: str) -> list[dict]:
-    """The user's agent runs (an agent with memory off stores no conversation: the runs were
-    all there was of them, and the export left them out)."""
-    from completions.tools.apis import execution_body
-    from completions.tools.models import Execution
-
-    # Approvals prefetched: execution_body read each run's with a query of its own.
-    runs = (
-        Execution.objects.filter(workspace=workspace, user_id=user_id)
-        .order_by("id")
-        .prefetch_related("approvals")
-    )
-    return [
-        execution_body(run)
-        | {"messages": [m for m in run.messages if m.get("role") in _EXPORTED_ROLES]}
-        for run in runs
-    ]

@@ -12,6 +12,7 @@ from config.common.openapi import LIST_PARAMETERS
 from config.common.pagination import list_body, parse_cursor
 from memory import selectors, services
 from memory.apis import openapi as docs
+from memory.export import user_export_response
 
 
 def user_body(user_id: str, stats: dict) -> dict:
@@ -80,4 +81,4 @@ class UserExportApi(APIView):
     )
     def get(self, request, user_id: str):
         own_user(request, user_id)
-        return Response(selectors.user_export(workspace=request.workspace, user_id=user_id))
+        return user_export_response(workspace=request.workspace, user_id=user_id)
