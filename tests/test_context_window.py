@@ -223,6 +223,7 @@ def test_the_bytes_bound_of_messages_is_count_messages_with_utf8_bytes():
         {"role": "system", "content": "Réponds en français, brièvement. 東京 🙂"},
         {"role": "user", "content": "a lone surrogate \ud800 counted as three bytes"},
         {"role": "user", "content": ""},
+        {"role": "usér", "content": "a role outside ASCII, as count_message takes it"},
         {"content": "no role"},
         {"role": "user", "content": None},
         {"role": "user", "content": [{"type": "text", "text": "part one"}, "part two"]},
