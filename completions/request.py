@@ -53,7 +53,10 @@ def retried(headers: Mapping[str, str]) -> bool:
     """Does the client say it sent this request before? The OpenAI SDKs count their retries in
     x-stainless-retry-count ("0" on the first try). Not Engram's header: any other value is
     not a retry, never an error."""
-    count = (headers.get(RETRY_COUNT_HEADER) or "").strip()
+    count = headers.get(RETRY_COUNT_HEADER)
+    if not count:  # most requests: not an SDK's, or its first try has "0"
+        return False
+    count = count.strip()
     return count.isascii() and count.isdigit() and count.strip("0") != ""
 
 

@@ -280,3 +280,21 @@ def utf8_bytes(text: str) -> int:
     """At least cl100k's count of `text` (each of its tokens is a byte of UTF-8 or more),
     without tokenizing it: ASCII's length is known at once."""
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def utf8_bytes_of_messages(messages: list[dict]) -> int:
+    """count_messages(messages, estimated=False, counter=utf8_bytes), the common message (a
+    role and a text, nothing else) counted in line: every request is bounded by it (request
+    window checks), and its calls per message (count_message, content_text, utf8_bytes twice)
+    cost ~7,000 instructions (callgrind), in line ~1,000."""
+    if not messages:
+        return 0
+    total = REPLY_PRIMING
+    for message in messages:
+        role, content = message.get("role"), message.get("content")
+        if type(role) is str and type(content) is str and len(message) == 2:  # those two only
+            total += MESSAGE_OVERHEAD + (len(role) if role.isascii() else utf8_bytes(role))
+            total += len(content) if content.isascii() else utf8_bytes(content)
+        else:
+            total += count_message(message, estimated=False, counter=utf8_bytes)
+    return total

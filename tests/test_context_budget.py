@@ -184,15 +184,16 @@ def test_prepare_turn_stays_within_small_windows(
     django_db_blocker, turns, question, window, reserve
 ):
     """The same property through the real path: stored history, memories, retrieval."""
-    from django.conf import settings as django_settings
+    from django.test import override_settings
 
     from memory.services import memory_create
     from memory.turn.contract import TurnContext
     from memory.turn.pipeline import finish_turn, prepare_turn
     from tests.factories import make_workspace
 
-    django_settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = window
-    try:
+    # override_settings, not an assignment: it tells the readers that cache settings
+    # (config.common.setting, the windows' cache) that the setting changed.
+    with override_settings(ENGRAM_DEFAULT_CONTEXT_WINDOW=window):
         workspace, _ = make_workspace()
         user = f"user-{next(counter)}"
 
@@ -228,8 +229,6 @@ def test_prepare_turn_stays_within_small_windows(
             assert tokens <= budget
         else:
             assert prepared.messages == ctx.body["messages"]
-    finally:
-        django_settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 8192
 
 
 @pytest.mark.parametrize(

@@ -211,3 +211,53 @@ def test_an_o200k_models_refusal_counts_the_fewest_tokens_it_may_take(settings):
     request_fits(body={"messages": gujarati}, model="gpt-4o")
     with pytest.raises(Invalid):  # cl100k's own models are counted as cl100k counts
         request_fits(body={"messages": gujarati}, model="gpt-4-turbo")
+
+
+def test_the_bytes_bound_of_messages_is_count_messages_with_utf8_bytes():
+    """utf8_bytes_of_messages counts a role-and-text message in line: the same figure as
+    count_message's for every shape, the common one and the others it hands back."""
+    from memory.text import utf8_bytes, utf8_bytes_of_messages
+
+    shapes: list[dict] = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "system", "content": "Réponds en français, brièvement. 東京 🙂"},
+        {"role": "user", "content": "a lone surrogate \ud800 counted as three bytes"},
+        {"role": "user", "content": ""},
+        {"role": "usér", "content": "a role outside ASCII, as count_message takes it"},
+        {"content": "no role"},
+        {"role": "user", "content": None},
+        {"role": "user", "content": [{"type": "text", "text": "part one"}, "part two"]},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+        {"role": "user", "name": "wanda", "content": "named"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        {"role": 7, "content": "a role that is not a string"},
+    ]
+    assert utf8_bytes_of_messages([]) == count_messages([], estimated=False, counter=utf8_bytes)
+    for shape in shapes:
+        expected = count_messages([shape], estimated=False, counter=utf8_bytes)
+        assert utf8_bytes_of_messages([shape]) == expected, shape
+    assert utf8_bytes_of_messages(shapes) == count_messages(
+        shapes, estimated=False, counter=utf8_bytes
+    )
+
+
+def test_a_changed_window_setting_is_read_at_once(settings):
+    """The windows are cached by model name: a setting changed after a lookup is the one the
+    next lookup reads (the operator's window, then the default for an unknown model)."""
+    from memory.turn.assembly import window_of
+
+    settings.ENGRAM_CONTEXT_WINDOWS = {}
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 8_192
+    assert (window_of("my-served-model").tokens, window_of("my-served-model").known) == (
+        8_192,
+        False,
+    )
+    settings.ENGRAM_CONTEXT_WINDOWS = {"my-served": 4_096}
+    assert (window_of("my-served-model").tokens, window_of("my-served-model").known) == (
+        4_096,
+        True,
+    )
+    settings.ENGRAM_CONTEXT_WINDOWS = {}
+    settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 2_048
+    assert window_of("my-served-model").tokens == 2_048

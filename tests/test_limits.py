@@ -451,6 +451,52 @@ def test_cache_writes_cost_the_input_price_unless_anthropic_serves_the_model(
     )
 
 
+def test_an_answer_without_cache_figures_costs_its_prompt_and_completion():
+    """The common answer (nothing read from or written to a cache) costs what the full sum
+    says, and a cache figure that is no count of the prompt is clamped as before."""
+    price = pricing.ListedPrice(Decimal("2.5"), Decimal("10")).for_provider("anthropic")
+    per_usd = Decimal(1000)
+
+    def credits(**figures) -> int:
+        return pricing.micro_credits(price, per_usd=per_usd, **figures)
+
+    assert credits(prompt=31, completion=17) == (31 * 2500 + 17 * 10_000)
+    assert credits(prompt=31, completion=17, cached=-4, cache_write=0) == credits(
+        prompt=31, completion=17
+    )
+    assert credits(prompt=31, completion=17, cache_write_1h=9) == credits(prompt=31, completion=17)
+    assert credits(prompt=31, completion=0, cached=40) == 31 * 250  # at most the prompt
+    assert credits(prompt=30, completion=0, cached=10, cache_write=8, cache_write_1h=3) == (
+        12 * 2500 + 10 * 250 + 5 * 3125 + 3 * 5000
+    )
+
+
+def test_a_rows_prices_for_each_provider_are_its_own():
+    """A row's prices by provider are kept with the row (every request asks): each provider
+    keeps its own, asked in any order, and the row still equals a row of the same prices."""
+    row = pricing.ListedPrice(Decimal("2"), Decimal("3"))
+    anthropic = row.for_provider("anthropic")
+    openai_ = row.for_provider("openai")
+    assert anthropic == pricing.ModelPrice(
+        input=Decimal("2"),
+        cached_input=Decimal("0.2"),
+        output=Decimal("3"),
+        cache_write=Decimal("2.5"),
+        cache_write_1h=Decimal("4"),
+    )
+    assert openai_ == pricing.ModelPrice(
+        input=Decimal("2"),
+        cached_input=Decimal("2"),
+        output=Decimal("3"),
+        cache_write=Decimal("2"),
+        cache_write_1h=Decimal("2"),
+    )
+    assert row.for_provider("anthropic") == anthropic
+    assert row.for_provider("openai") == openai_
+    assert row == pricing.ListedPrice(Decimal("2"), Decimal("3"))
+    assert hash(row) == hash(pricing.ListedPrice(Decimal("2"), Decimal("3")))
+
+
 @pytest.mark.parametrize(
     "reported",
     [

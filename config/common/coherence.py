@@ -49,10 +49,10 @@ import time
 import weakref
 from collections.abc import Callable
 
-from django.conf import settings
 from django.db import transaction
 
 from config.common import inline_redis
+from config.common.setting import setting
 
 logger = logging.getLogger("engram.coherence")
 
@@ -215,4 +215,5 @@ def _apply(names: tuple[str, ...], tokens) -> None:
 
 
 def _pool() -> inline_redis.Pool:
-    return inline_redis.pool(settings.REDIS_URL)
+    # setting(): every request checks, and `settings.REDIS_URL` costs ~3,300 instructions a read
+    return inline_redis.pool(setting("REDIS_URL"))
