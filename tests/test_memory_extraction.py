@@ -517,6 +517,43 @@ OFFLINE_FACTS += [
         "I'm 29 and I'm training for a marathon.",
         ["User is 29 years old.", "User is training for a marathon."],
     ),
+    # "im" without its apostrophe ("hi im lena" wrote nothing)
+    ("hi im lena", ["User's name is Lena."]),
+    ("yo, im a plumber and i live in leeds", ["User is a plumber.", "User lives in Leeds."]),
+    ("im a night nurse btw", ["User is a night nurse."]),
+    ("im so bored lol", []),
+    ("Ich bin im Büro.", []),
+    # a reminder or an announcement to the assistant before the statement is not part of it
+    ("Remember, I'm vegetarian, so no meat in the recipes please.", ["User is vegetarian."]),
+    ("Don't forget that my son is called Leo.", ["User's son is called Leo."]),
+    (
+        "You might remember my dog Biscuit - he turned ten today.",
+        ["User's dog Biscuit turned ten on 8 May 2023."],
+    ),
+    ("You may recall my aunt Rosa, she's a pilot.", ["User's aunt Rosa is a pilot."]),
+    ("you'll like this: I ran my first marathon", ["User ran their first marathon."]),
+    ("Guess what, I got a job at Initech!", ["User works at Initech."]),
+    ("Remember to text me at noon.", []),
+    # a statement asked as a question is said; a question about a thing is not
+    ("Did I tell you I started rock climbing?", ["User started rock climbing."]),
+    ("Have I mentioned that my brother is a chef?", ["User's brother is a chef."]),
+    ("Did I tell you about my weekend?", []),
+    # a move after an ellipsis is a move
+    ("we finally moved… Copenhagen!", ["User lives in Copenhagen."]),
+    ("I moved... to Bergen in 2020.", ["User lives in Bergen (moved there in 2020)."]),
+    ("I moved... and I love it", []),
+    # a command after a comma is not part of the fact
+    ("I told you I hate mornings, stop suggesting 6am runs.", ["User hates mornings."]),
+    ("I hate olives, never add them to my salads.", ["User hates olives."]),
+    ("I have a cat, so avoid anything with lilies.", ["User has a cat."]),
+    # another person's move is not the user's ("User's coworker just moved to Berlin, lucky him.")
+    ("My coworker just moved to Berlin, lucky him.", []),
+    ("Our neighbours are moving to Spain next year.", []),
+    ("My husband and I moved to Graz.", ["User lives in Graz."]),
+    # said in the past without a date: "quit" stays ("User quits Twitter a while ago." before)
+    ("I quit Twitter a while ago.", ["User quit Twitter a while ago."]),
+    ("I read War and Peace last summer.", ["User read War and Peace last summer."]),
+    ("I read a lot.", ["User reads a lot."]),
 ]
 
 
@@ -583,6 +620,24 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
         "I moved out of " + "Paris " * n: 0,
         "I love jazz - " * n + "you": 0,
         "you know " * n + "I love jazz": 0,
+        "hi im " * n: 0,
+        "im " * n + "lena": 0,
+        "I moved" + "." * 2 * n + " to": 0,
+        "I moved\u2026 " * n: 0,
+        "I hate olives, stop" + " giving" * n: 1,
+        "I have a cat" + ", so" * n: 0,
+        "I have a cat, so no" + " no" * n: 1,
+        "Remember, " * n + "I'm vegan": 0,
+        "you might remember " * n: 0,
+        "Did I tell you " * n + "I ski?": 0,
+        "Did I tell you I ski" + "?" * n: 0,
+        "My " + "friend " * n + "moved to Oslo": 0,
+        "I work at Acme" + ", lol" * n + "!": 0,
+        ", " * n + "lol": 0,
+        "my dog Rex, " + "he " * n: 0,
+        "I quit" + " ago" * n: 0,
+        # a run of spaces: 4,000 took 12 s before
+        "I have a cat" + " " * n + "x": 1,
     }
     for text, count in hostile.items():
         assert len(offline_extract(text, subject="User", today=dt.date(2023, 5, 8))) == count

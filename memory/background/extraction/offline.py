@@ -583,6 +583,14 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
 # "i" as the pronoun, in any message ("i live in berlin", "and so do i"), not a letter of
 # something else ("i.e.", "part-i", "/i/", "`i`").
 _LOWER_I = re.compile(r"(?<![\w'\u2019\-./@#`])i\b(?![.\-/]\w)(?!`)")
+# "im" for "I'm" ("hi im lena", "im a nurse and im from cork"), where a statement starts: the
+# message's or a sentence's start, after a comma, a greeting or a joining word. Not elsewhere:
+# "im" is also German ("ich bin im Büro").
+_LOWER_IM = re.compile(
+    r"(^|[.!?,;:]\s*|\b(?:and|but|so|hi|hey|hiya|hello|yo|ok|okay|yeah|yes|well|oh|lol|btw|"
+    r"because|cause|cos|also|there|now)\s+)im\b(?![.\-/'\u2019@]\w)",
+    re.I | re.M,
+)
 # Where a slot's value follows in an all-lowercase message ("i live in berlin", "i work at
 # acme", "my name is sam"): the words after it, up to three, capitalised as a name would be.
 _VALUE_CUE = re.compile(
@@ -625,10 +633,11 @@ def _value_words(text: str, at: int) -> list[re.Match]:
     return taken
 
 
-# A move said with a dash ("I moved – to Berlin", "we're moving - Lisbon next month") is one
-# said with "to": the place is read as a move's.
+# A move said with a dash or an ellipsis ("I moved – to Berlin", "we're moving - Lisbon next
+# month", "we finally moved… Copenhagen!") is one said with "to": the place is read as a move's.
 _DASH_MOVE = re.compile(
-    r"\b(moved|moving|relocated|relocating)\s*[-\u2013\u2014]+\s*(?:to\s+)?(?=([A-Za-z][\w'\-&]*))",
+    r"\b(moved|moving|relocated|relocating)\s*(?:[-\u2013\u2014]+|\u2026|\.{2,})\s*(?:to\s+)?"
+    r"(?=([A-Za-z][\w'\-&]*))",
     re.I,
 )
 
@@ -703,7 +712,7 @@ def _lower_introductions(text: str) -> str:
 
 def _capitalised(text: str) -> str:
     """An all-lowercase message, its pronoun "i" and the names a slot reads capitalised."""
-    text = _LOWER_I.sub("I", text)
+    text = _LOWER_IM.sub(r"\1I'm", _LOWER_I.sub("I", text))
     if any(c.isupper() for c in text.replace("I", "")):
         return text
     text = _lower_introductions(text)
@@ -848,7 +857,15 @@ _TRAILING_REQUEST = re.compile(
     r"|\s*,\s*so\s+(?:be|keep|make|give|send|tell|hurry|answer|reply|use|write|explain|list)\b.*$"
     r"|(?:\s*[,;]|\s+[-\u2013\u2014])\s*(?:so\s+)?(?:suggest|recommend|give|tell|show|find|send|write|draft|generate|"
     r"list|explain|translate|summari[sz]e|help|make|book|remind)\s+"
-    r"(?:me|us|a|an|some|the|something|anything|any)\b.*$",
+    r"(?:me|us|a|an|some|the|something|anything|any)\b.*$"
+    # a command to stop or avoid something ("I hate mornings, stop suggesting 6am runs", "I'm
+    # vegan, so no cheese", "I hate cilantro, never put it in anything")
+    r"|(?:\s*[,;]|\s+[-\u2013\u2014])\s*(?:so\s+(?:stop|don't|dont|do not|never|avoid|skip)\b"
+    r"|(?:stop|don't|dont|do not|never|avoid|skip)\s+"
+    r"(?:suggesting|giving|sending|recommending|showing|telling|asking|adding|putting|using|"
+    r"including|mentioning|put|add|use|include|suggest|give|send|recommend|show|tell|ask|"
+    r"mention|it|them|that|those|these|any|anything|me|us)\b).*$"
+    r"|\s*[,;]\s*so\s+no\s+[a-z].*$",
     re.I,
 )
 # "I'm vegan, can you suggest a recipe?": the statement before a question asked after a comma
@@ -1166,7 +1183,7 @@ _OPENER = re.compile(
     r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|no|nah|honestly|actually|"
     r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|"
     r"quick one|funny enough|to be honest|"
-    r"(?:hi|hello|hey|hiya|greetings)(?: there| all| everyone)?)\b[,:!]?\s+)+",
+    r"(?:hi|hello|hey|hiya|yo|greetings)(?: there| all| everyone)?)\b[,:!]?\s+)+",
     re.I,
 )
 _PERIOD = (
@@ -1185,8 +1202,64 @@ _LEAD_IN = re.compile(
 _TO_YOU_LEAD_IN = re.compile(
     r"^(?:(?:as|like)\s+)?(?:you\s+(?:probably\s+|already\s+|might\s+|may\s+)?know"
     r"|I\s+(?:already\s+)?(?:told|said to)\s+you(?:\s+(?:before|earlier|already))?"
-    r"|just\s+so\s+you\s+know|for\s+your\s+information)"
+    r"|just\s+so\s+you\s+know|for\s+your\s+information"
+    # "Remember, I'm vegetarian", "Don't forget that my…", "You might remember my dog Biscuit"
+    r"|(?:remember|don't\s+forget|do\s+not\s+forget|never\s+forget)"
+    r"|you(?:'ll|\s+will|\s+might|\s+may|\s+probably|\s+may\s+well)?\s+(?:remember|recall)"
+    # "you'll like this: I ran…", "You won't believe it, I won…", "Guess what, I…"
+    r"|you(?:'ll|\s+will|'re\s+going\s+to)\s+(?:like|love|enjoy|laugh\s+at)\s+this"
+    r"|you\s+won't\s+believe\s+(?:this|it|what\s+happened)|guess\s+what)"
+    rf"(?:\s+that)?\s*[,:!\-\u2013\u2014]?\s+(?={_SELF_SUBJECT})",
+    re.I,
+)
+# "Did I tell you I started rock climbing?", "Have I mentioned that I play the cello?", "Did you
+# know I can juggle?": a statement asked as a question; what follows the ask is said.
+_TOLD_YOU = re.compile(
+    r"^(?:(?:did|have)\s+(?:I|we)\s+(?:ever\s+|already\s+)?(?:tell|told|mention|mentioned)"
+    r"(?:\s+to)?(?:\s+you)?|did\s+you\s+know)"
     rf"(?:\s+that)?\s*,?\s+(?={_SELF_SUBJECT})",
+    re.I,
+)
+# Another person's move ("My coworker just moved to Berlin, lucky him", "Our neighbours are
+# moving to Spain") is not the user's: it would compete with where the user lives. "My wife and
+# I moved…" is the user's; "My boyfriend moved in" is not a move.
+_OTHERS_MOVE = re.compile(
+    r"^(?:my|our)\s+(?:(?!(?:and|I|me|we)\b)[a-z'\-]+\s+){1,3}"
+    r"(?:(?:just|recently|finally|also|has|have|had|is|are|was|were)\s+){0,2}"
+    r"(?:moved|moving|relocated|relocating)\b(?!\s+in\b)",
+    re.I,
+)
+# Nor does an intensifier count toward the three-word floor: "I'm so tired" is "I'm tired".
+_INTENSIFIERS = {"so", "very", "super", "soo", "sooo"}
+# A chat word said last is not part of the statement: "im a night nurse btw", "so tired lol".
+# (from the run's start, taken whole: ", " 4,000 times took 11 s when tried from every comma)
+_CHAT_TAIL = re.compile(r"(?<![\s,])[\s,]++(?:lol|lmao|haha+|hehe+|btw|tbh|fyi|xd)[\s.!]*$", re.I)
+# "my dog Biscuit - he turned ten", "my sister Maya, she's a vet": the one named, then what is
+# said of them ("User's dog Biscuit turned ten", not "User's dog Biscuit - he turned ten").
+_NAMED_THEN_PRONOUN = re.compile(
+    r"^((?:[Mm]y|[Oo]ur) [a-z]+ [A-Z][a-z]+)(?:,|\s+[-\u2013\u2014])\s+(?:he|she)(?:'s|\u2019s|\s+is)?\s+"
+)
+
+
+def _said_of_the_named(sentence: str) -> str:
+    if not (m := _NAMED_THEN_PRONOUN.match(sentence)):
+        return sentence
+    be = " is " if m.group(0).rstrip().endswith(("'s", "\u2019s", " is")) else " "
+    return m.group(1) + be + sentence[m.end() :]
+
+
+def _without_chat_tail(sentence: str) -> str:
+    for _ in range(3):  # "lol btw"; a bounded number, each a search of the sentence
+        if not (m := _CHAT_TAIL.search(sentence)):
+            break
+        sentence = sentence[: m.start()] + "."
+    return sentence
+
+
+# Said in the past without a date: "I quit Twitter a while ago" ("quit", "read", "put" stay).
+_PAST_SAID = re.compile(
+    r"\b(?:ago|back then|a while back|(?:years|months|weeks|ages) back|"
+    r"last (?:summer|winter|spring|autumn|fall|time))\b",
     re.I,
 )
 # "I'm Kate's husband, she told me to ask you about it": the statement before a last part said
@@ -1311,13 +1384,20 @@ def _without_tail_to_you(sentence: str) -> str:
     return head + "."
 
 
+_SPACES = re.compile(r"(?<=\S)[ \t]{2,}")
+
+
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     """The memories one message holds (possibly none)."""
     facts: list[Fact] = []
-    text = _capitalised(_dash_moves(text or ""))
+    # a run of spaces is one: patterns that allow "\s*" around a word were tried again from each
+    # space of a long run ("I have a cat" and 4,000 spaces took 12 s); a line's indent stays
+    text = _capitalised(_dash_moves(_SPACES.sub(" ", text or "")))
     statements = (s for s in sentences(text) if not _HYPOTHETICAL.match(_OPENER.sub("", s)))
     for said_sentence in (c for s in statements for c in clauses(s)):
         sentence, quotes = _set_quotes_aside(_TRAILING_QUESTION.sub(".", said_sentence))
+        if told := _TOLD_YOU.match(opened := _OPENER.sub("", sentence)):
+            sentence = opened[told.end() :].rstrip(" ?!.") + "."
         if called := _CALL_ME.match(_OPENER.sub("", sentence)):
             if _a_name(called.group(1)):
                 name = called.group(1)
@@ -1333,12 +1413,16 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         sentence = _period_last(
             _LEAD_IN.sub("", _TO_YOU_LEAD_IN.sub("", _OPENER.sub("", sentence)))
         )
-        sentence = _without_tail_to_you(sentence)
-        if not _SELF.search(sentence):
+        sentence = _said_of_the_named(_without_chat_tail(_without_tail_to_you(sentence)))
+        if not _SELF.search(sentence) or _OTHERS_MOVE.match(sentence):
             continue
         words = sentence.split()
         # "I'm just curious" is two words to the floor: an adverb says nothing of its own
-        said = [w for w in words if not _is_adverb(w.strip(",.!"))]
+        said = [
+            w
+            for w in words
+            if not _is_adverb(w.strip(",.!")) and w.strip(",.!").lower() not in _INTENSIFIERS
+        ]
         short = len(said) < 3 and not (
             _TRAIT.match(sentence) or _NAME_INTRO.match(sentence) or _AGE_ALONE.match(sentence)
         )
@@ -1366,7 +1450,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
                 for name, value, text in slots
             ]
             continue
-        past = event_date is not None and event_date < today
+        past = (event_date is not None and event_date < today) or bool(_PAST_SAID.search(sentence))
         # as said: in the rewrite "them" is also the user ("My dog loves me" -> "… loves them")
         if _TO_ASSISTANT.search(sentence) or (
             len(said) <= POINTS_BACK_MAX_WORDS and _POINTS_BACK.search(sentence.rstrip(" .!") + ".")
