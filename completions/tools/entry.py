@@ -21,7 +21,7 @@ from completions import charging, request, routing, validation
 from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.request import caller_user
-from completions.streaming import DONE, dumps, own_chunk
+from completions.streaming import dumps, ending, own_chunk
 from completions.tools import cache, selectors, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
@@ -467,10 +467,9 @@ async def replay(turn: Turn, body: dict) -> Reply:
         delta = delta_of(shown["tool_calls"], **delta)
     frames += [
         chunk(delta),
-        chunk({}, finish),
-        *([chunk(None, usage=usage)] if _include_usage(body) else []),
-        chunk(None, engram=engram),
-        DONE,
+        ending(
+            chunk, {}, finish=finish, usage=usage if _include_usage(body) else None, engram=engram
+        ),
     ]
 
     async def replayed() -> Any:
