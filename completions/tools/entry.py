@@ -278,7 +278,9 @@ async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
             await failed(run, asyncio.CancelledError())
             _finish(turn, run, 499, None, True, "client_closed")
             raise
-        streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end, first=first)
+        streamer = Streamer(
+            run, include_usage=validation.include_usage(body), on_end=on_end, first=first
+        )
         return _reply(200, {**headers, **turn.timing_headers()}, stream=streamer.frames())
     # A run that fails keeps in the conversation what ran before (the tool calls and their
     # results, as a stream's end stores them): a refund made, then an upstream error, was
@@ -468,7 +470,11 @@ async def replay(turn: Turn, body: dict) -> Reply:
     frames += [
         chunk(delta),
         ending(
-            chunk, {}, finish=finish, usage=usage if _include_usage(body) else None, engram=engram
+            chunk,
+            {},
+            finish=finish,
+            usage=usage if validation.include_usage(body) else None,
+            engram=engram,
         ),
     ]
 
@@ -522,11 +528,6 @@ def _finish_reason(execution: Execution, answer: dict) -> str:
     if reason == "tool_calls":
         return "length"
     return reason if isinstance(reason, str) and reason else "stop"
-
-
-def _include_usage(body: dict) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 # --- POST /v1/chat/resume -------------------------------------------------------------------
@@ -673,7 +674,7 @@ async def resume(
             )
             return charged
 
-        streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
+        streamer = Streamer(run, include_usage=validation.include_usage(body), on_end=on_end)
         headers = {**turn.limit_headers(), **turn.timing_headers()}
         return _reply(200, headers, stream=streamer.frames(resumed))
     # A resume that fails stores what it ran (the approved calls' results: a refund made)
