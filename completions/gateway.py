@@ -352,7 +352,6 @@ async def _stream(
     if opened:
         stream = opener.result()  # ApiError here is still a proper status and envelope
         turn.upstream_ms = stream.upstream_ms
-    include_usage = (body.get("stream_options") or {}).get("include_usage") is True
     headers = {
         **prepared.headers,
         **turn.limit_headers(),
@@ -363,7 +362,7 @@ async def _stream(
     events = relay(
         turn,
         opener,
-        include_usage=include_usage,
+        include_usage=validation.include_usage(body),
         keepalive=keepalive,
         model=turn.model if turn.agent else None,
         tool_calls=turn.tool_calls,

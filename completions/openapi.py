@@ -73,8 +73,8 @@ _ENGRAM_PROPERTIES: dict[str, dict] = {
 SSE_EVENT = {
     "type": "object",
     "description": "Server-sent events: each `data: ` holds a ChatCompletionChunk "
-    "(#/components/schemas/ChatCompletionChunk), Engram's `engram` chunk comes last, then "
-    "`data: [DONE]`.",
+    "(#/components/schemas/ChatCompletionChunk), the last with Engram's `engram` object, "
+    "then `data: [DONE]`.",
     "required": ["data"],
     "properties": {
         "data": {
@@ -164,8 +164,9 @@ SCHEMAS: dict[str, dict] = {
     },
     "Engram": {
         "type": "object",
-        "description": "On every completion (in streams: one last chunk before "
-        "`data: [DONE]`): the credits charged, the request id, and what memory did for "
+        "description": "On every completion (in streams: on the last chunk before "
+        "`data: [DONE]`, the usage chunk when `stream_options.include_usage` asks for one, "
+        "else the chunk with the finish reason): the credits charged, the request id, and what memory did for "
         "this turn when it did something.",
         "required": ["credits_charged", "request_id"],
         "properties": _ENGRAM_PROPERTIES,

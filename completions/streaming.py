@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -207,6 +207,26 @@ def own_chunk(
     return frame(dumps(data))
 
 
+def ending(
+    chunk: Callable[..., bytes],
+    delta: dict,
+    *,
+    finish: str,
+    usage: dict | None,
+    engram: dict,
+) -> bytes:
+    """The last frames of a stream Engram writes itself (a tool run's, its replay's), by the rule
+    the relay's `Tail` keeps for an upstream's: the chunk with the finish reason, then the usage
+    chunk (no choices) when the client asked for usage; `engram` on the last of them; then
+    [DONE]. `chunk(delta, finish=, usage=, engram=)` writes one chunk (None: no choices).
+    The usage chunk stays the last before [DONE], as OpenAI's: the SDKs take `usage` from the
+    last chunk (openai-python's ChatCompletionStreamState), and an `engram` chunk after it left
+    their final completion's usage None."""
+    if usage is None:
+        return chunk(delta, finish=finish, engram=engram) + DONE
+    return chunk(delta, finish=finish) + chunk(None, usage=usage, engram=engram) + DONE
+
+
 def _outgoing(
     chunk: Chunk, include_usage: bool, roles: set[int], rewrite: Rewrite | None = None
 ) -> bytes:
@@ -263,9 +283,10 @@ def _without_usage(raw: bytes) -> bytes | None:
 class Tail:
     """The stream's last chunks, held until the answer is charged, so `engram` rides on the
     last one: the usage chunk when the client asked for usage (it stays the last chunk, as
-    OpenAI's), else the chunk that carries the finish reason (so every chunk still has a
-    choice, as OpenAI's do without usage). Only those chunks wait, and only for the end of
-    the stream, which comes right after them; no token is held back."""
+    OpenAI's: the SDKs take `usage` from the last chunk), else the chunk that carries the
+    finish reason (so every chunk still has a choice, as OpenAI's do without usage); the rule
+    `ending` keeps for the streams Engram writes itself. Only those chunks wait, and only for
+    the end of the stream, which comes right after them; no token is held back."""
 
     def __init__(self, include_usage: bool, roles: set[int], rewrite: Rewrite | None) -> None:
         self.include_usage = include_usage

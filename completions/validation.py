@@ -294,6 +294,14 @@ def stream_options(body: dict) -> None:
         raise _type_error("stream_options.include_usage", "a boolean", usage)
 
 
+def include_usage(body: dict) -> bool:
+    """Whether the client asked for the usage chunk (`stream_options.include_usage: true`), once
+    `stream_options` passed; the one reader for every stream (chat's relay, a run's, a resume's,
+    a replay's)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
 def validate(body: dict, *, model_required: bool = True) -> None:
     """Raise the 400 envelope, naming `param`, for the first problem found."""
     model = body.get("model")

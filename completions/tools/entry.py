@@ -21,7 +21,7 @@ from completions import charging, request, routing, validation
 from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.request import caller_user
-from completions.streaming import DONE, dumps, own_chunk
+from completions.streaming import dumps, ending, own_chunk
 from completions.tools import cache, selectors, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
@@ -278,7 +278,9 @@ async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
             await failed(run, asyncio.CancelledError())
             _finish(turn, run, 499, None, True, "client_closed")
             raise
-        streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end, first=first)
+        streamer = Streamer(
+            run, include_usage=validation.include_usage(body), on_end=on_end, first=first
+        )
         return _reply(200, {**headers, **turn.timing_headers()}, stream=streamer.frames())
     # A run that fails keeps in the conversation what ran before (the tool calls and their
     # results, as a stream's end stores them): a refund made, then an upstream error, was
@@ -467,10 +469,13 @@ async def replay(turn: Turn, body: dict) -> Reply:
         delta = delta_of(shown["tool_calls"], **delta)
     frames += [
         chunk(delta),
-        chunk({}, finish),
-        *([chunk(None, usage=usage)] if _include_usage(body) else []),
-        chunk(None, engram=engram),
-        DONE,
+        ending(
+            chunk,
+            {},
+            finish=finish,
+            usage=usage if validation.include_usage(body) else None,
+            engram=engram,
+        ),
     ]
 
     async def replayed() -> Any:
@@ -523,11 +528,6 @@ def _finish_reason(execution: Execution, answer: dict) -> str:
     if reason == "tool_calls":
         return "length"
     return reason if isinstance(reason, str) and reason else "stop"
-
-
-def _include_usage(body: dict) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 # --- POST /v1/chat/resume -------------------------------------------------------------------
@@ -674,7 +674,7 @@ async def resume(
             )
             return charged
 
-        streamer = Streamer(run, include_usage=_include_usage(body), on_end=on_end)
+        streamer = Streamer(run, include_usage=validation.include_usage(body), on_end=on_end)
         headers = {**turn.limit_headers(), **turn.timing_headers()}
         return _reply(200, headers, stream=streamer.frames(resumed))
     # A resume that fails stores what it ran (the approved calls' results: a refund made)

@@ -8,11 +8,12 @@ that also carries `"engram": {"tool_call": {"id", "name", "status": "running",
 message its SDK assembles then holds only its own calls, which it runs); its result follows in a chunk with no choices and `"engram": {"tool_result":
 {"tool_call_id", "name", "status", "content" | "error", "duration_ms"}}`; SSE comments keep the
 stream open while tools run and while the model has not sent its first token. A pause ends with
-the waiting calls as deltas and one last chunk (`finish_reason: "tool_calls"`,
-`engram.approval_id`, …) before `data: [DONE]`. The first model call is opened before the
-answer's status goes out (open_first): its failure then is that status, as the gateway's is. A
-failure mid-run (the upstream's, or a bug's) ends the stream with one error frame, then
-`data: [DONE]`, as the gateway's relay does.
+the waiting calls as deltas and its finish (`finish_reason: "tool_calls"`, `engram.approval_id`,
+…). Every end is `completions.streaming.ending`'s: the usage chunk, when asked for, last before
+`data: [DONE]` with the `engram` object on it, else `engram` on the chunk with the finish. The
+first model call is opened before the answer's status goes out (open_first): its failure then
+is that status, as the gateway's is. A failure mid-run (the upstream's, or a bug's) ends the
+stream with one error frame, then `data: [DONE]`, as the gateway's relay does.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from completions.streaming import (
     Assembler,
     done_within,
     dumps,
+    ending,
     frame,
     own_chunk,
 )
@@ -158,13 +160,13 @@ class Streamer:
                         )
                         ended = True
                         charged = self.on_end(200, paused.stored, False, "")
-                        yield self.chunk(
+                        yield ending(
+                            self.chunk,
                             {},
                             finish="tool_calls",
-                            engram=run.engram_of(paused.approval) | charged,
                             usage=usage,
+                            engram=run.engram_of(paused.approval) | charged,
                         )
-                        yield DONE
                         return
                     calls = message.get("tool_calls") or []
                     if calls:  # the client's own tools, after the step's signed thinking
@@ -179,11 +181,13 @@ class Streamer:
                     # The answer's signed thinking, as the answer not streamed carries it.
                     details = message.get("reasoning_details")
                     last = {"reasoning_details": details} if details and not calls else {}
-                    yield self.chunk(last, finish=finish)
-                    if usage is not None:
-                        yield self.chunk(None, usage=usage)
-                    yield self.chunk(None, engram=run.engram_of() | charged)
-                    yield DONE
+                    yield ending(
+                        self.chunk,
+                        last,
+                        finish=finish,
+                        usage=usage,
+                        engram=run.engram_of() | charged,
+                    )
                     return
             except (
                 ApiError,

@@ -1,0 +1,198 @@
+"""Every stream ends as OpenAI's does: with `stream_options.include_usage`, the usage chunk (no
+choices) is the last chunk before `data: [DONE]`, Engram's `engram` object on it; without, no
+chunk has usage and `engram` rides on the finishing chunk. The official SDK's stream helper
+takes `usage` from the last chunk (`ChatCompletionStreamState`): a run's stream, which sent its
+`engram` chunk after the usage chunk, left the final completion's usage None.
+
+Checked with the official `openai` client, its strict validation on (every chunk must parse),
+against Engram over HTTP and the loopback upstream: a plain stream, one memory enriched, an
+agent's run with its tools, a run that pauses for approval, its resume, and an SDK's retry
+answered by a replay."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
+
+from memory.services import memory_create
+from tests.test_tools import make_agent, make_tool
+from tests.upstream import Reply, openai_stream, openai_tool_stream, tool_call
+
+QUESTION = [{"role": "user", "content": "Weather in Paris?"}]
+WEATHER = tool_call("call_1", "weather", {"city": "Paris"})
+RETRY = {"x-stainless-retry-count": "1"}  # what the OpenAI SDKs send on their first retry
+
+
+@pytest.fixture
+def strict(engram_server, owner, upstream):
+    """The official client, refusing any chunk that does not parse as OpenAI's."""
+    with openai.OpenAI(
+        base_url=engram_server.url + "/v1",
+        api_key=owner[1],
+        max_retries=0,
+        timeout=20,
+        _strict_response_validation=True,
+    ) as client:
+        yield client
+
+
+def streamed(client, *, include_usage: bool, **kwargs):
+    """(chunks, final completion) of the SDK's stream helper."""
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    with client.chat.completions.stream(**kwargs, **options) as stream:
+        chunks = [event.chunk for event in stream if event.type == "chunk"]
+        final = stream.get_final_completion()
+    return chunks, final
+
+
+def assert_ends_as_openai(chunks: list, final, *, include_usage: bool, total_tokens: int) -> dict:
+    """The stream's end, as OpenAI's contract has it; returns the last chunk's `engram`."""
+    last = chunks[-1]
+    engram = last.model_extra["engram"]
+    assert engram["request_id"] and "credits_charged" in engram
+    assert [c for c in chunks if "engram" in c.model_extra and _is_end(c)] == [last]
+    if include_usage:
+        assert last.choices == [] and last.usage is not None
+        assert last.usage.total_tokens == total_tokens
+        assert final.usage is not None and final.usage.total_tokens == total_tokens
+        assert [c for c in chunks if c.usage is not None] == [last]
+        assert chunks[-2].choices[0].finish_reason  # the finish, right before
+    else:
+        assert all(c.usage is None for c in chunks) and final.usage is None
+        assert last.choices and last.choices[0].finish_reason
+    return engram
+
+
+def _is_end(chunk) -> bool:
+    """A chunk with Engram's end-of-answer `engram` (a run's tool marks are others)."""
+    marks = chunk.model_extra.get("engram") or {}
+    return "request_id" in marks
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_plain_stream_ends_with_its_usage(strict, upstream, include_usage):
+    upstream.script(Reply(stream=openai_stream(["Hel", "lo"])))
+    chunks, final = streamed(
+        strict, include_usage=include_usage, model="gpt-4o-mini", messages=QUESTION
+    )
+    assert final.choices[0].message.content == "Hello"
+    assert_ends_as_openai(chunks, final, include_usage=include_usage, total_tokens=7)
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_memory_enriched_stream_ends_with_its_usage(strict, owner, upstream, include_usage):
+    memory_create(workspace=owner[0], user_id="mia", text="User lives in Paris.")
+    upstream.script(Reply(stream=openai_stream(["Sunny."])))
+    chunks, final = streamed(
+        strict,
+        include_usage=include_usage,
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Where do I live, Paris?"}],
+        extra_headers={"x-user-id": "mia"},
+    )
+    engram = assert_ends_as_openai(chunks, final, include_usage=include_usage, total_tokens=6)
+    assert engram["memories_used"] >= 1 and engram["memories"]
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_an_agents_run_with_its_tools_ends_with_its_usage(
+    strict, http, upstream, tool_server, include_usage
+):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(
+        Reply(stream=openai_tool_stream([WEATHER])), Reply(stream=openai_stream(["Sunny."]))
+    )
+    chunks, final = streamed(strict, include_usage=include_usage, model=agent, messages=QUESTION)
+    assert final.choices[0].message.content == "Sunny."
+    assert final.choices[0].finish_reason == "stop"
+    # both model calls of the run: 13 + 6
+    engram = assert_ends_as_openai(chunks, final, include_usage=include_usage, total_tokens=19)
+    assert engram["execution_id"]
+    marks = [c.model_extra.get("engram") or {} for c in chunks]
+    assert [m["tool_result"]["status"] for m in marks if "tool_result" in m] == ["completed"]
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_paused_run_and_its_resume_end_with_their_usage(
+    strict, http, upstream, tool_server, include_usage
+):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(stream=openai_tool_stream([WEATHER])), Reply(stream=openai_stream(["Sunny."]))
+    )
+    chunks, final = streamed(strict, include_usage=include_usage, model=agent, messages=QUESTION)
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert [c.id for c in final.choices[0].message.tool_calls] == ["call_1"]
+    paused = assert_ends_as_openai(chunks, final, include_usage=include_usage, total_tokens=13)
+    assert paused["approval_id"]
+
+    # The resume's stream, read as the SDK's stream helper reads a chat stream.
+    body = {"approval_id": paused["approval_id"], "decision": "approve", "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    events = strict.post(
+        "/chat/resume",
+        body=body,
+        cast_to=ChatCompletionChunk,
+        stream=True,
+        stream_cls=openai.Stream[ChatCompletionChunk],
+    )
+    state = ChatCompletionStreamState()
+    chunks = []
+    for chunk in events:
+        state.handle_chunk(chunk)
+        chunks.append(chunk)
+    final = state.get_final_completion()
+    assert final.choices[0].message.content == "Sunny." and len(tool_server.calls) == 1
+    assert_ends_as_openai(chunks, final, include_usage=include_usage, total_tokens=6)
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_replayed_run_ends_with_its_usage(strict, http, upstream, tool_server, include_usage):
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(
+        Reply(stream=openai_tool_stream([WEATHER])), Reply(stream=openai_stream(["Sunny."]))
+    )
+    headers = {"x-user-id": f"replay-{include_usage}"}
+    first = strict.chat.completions.create(
+        model=agent, messages=QUESTION, stream=True, extra_headers=headers
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in first if c.choices) == "Sunny."
+
+    chunks, final = streamed(
+        strict,
+        include_usage=include_usage,
+        model=agent,
+        messages=QUESTION,
+        extra_headers=headers | RETRY,
+    )
+    assert final.choices[0].message.content == "Sunny." and len(tool_server.calls) == 1
+    # the run's usage (both its model calls), nothing charged again
+    engram = assert_ends_as_openai(chunks, final, include_usage=include_usage, total_tokens=19)
+    assert engram["replayed"] is True and engram["credits_charged"] == 0
+
+
+def test_create_with_include_usage_ends_with_the_usage_chunk(strict, http, upstream, tool_server):
+    """`create(stream=True)`, read chunk by chunk as a client without the helper reads it."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(
+        Reply(stream=openai_tool_stream([WEATHER])), Reply(stream=openai_stream(["Sunny."]))
+    )
+    chunks = list(
+        strict.chat.completions.create(
+            model=agent,
+            messages=QUESTION,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    last = chunks[-1]
+    assert last.choices == [] and last.usage.total_tokens == 19
+    assert last.model_extra["engram"]["execution_id"]
+    assert all(c.usage is None for c in chunks[:-1])
