@@ -1,5 +1,7 @@
+import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable
 
@@ -86,6 +88,35 @@ def _warnings_logged(**kwargs: object) -> None:
     came before Celery's own logging set-up routes them to logging, and Python printed them on
     stderr, over several lines no log pipeline could read as one event."""
     logging.captureWarnings(True)
+
+
+@signals.celeryd_init.connect
+def _said_as_json(**kwargs: object) -> None:
+    """Celery's own lines from its signal handlers ("worker: Warm shutdown (MainProcess)", the
+    Ctrl+C warnings, SIGUSR1's stack dump) as JSON lines like the rest: Celery writes them with
+    `safe_say`, straight to the file descriptor between two blank lines, past logging."""
+    from celery.apps import worker
+
+    worker.safe_say = _say
+
+
+def _say(msg: str, f=sys.__stderr__) -> None:
+    """`celery.apps.worker.safe_say`, as one JSON line of the log's formatter (INFO, the logger
+    `celery.apps.worker`, which the worker's --loglevel filters like its other lines). Still one
+    os.write of a whole line, to the stream Celery chose: a signal handler must not enter a
+    stream's buffer that the code it interrupted may be writing into."""
+    from celery.apps import worker
+
+    from config.common.logging import JsonFormatter
+
+    log = logging.getLogger("celery.apps.worker")
+    if f is None or not log.isEnabledFor(logging.INFO):
+        return
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, msg.strip(), (), None)
+    line = JsonFormatter().format(record) + "\n"
+    write = getattr(worker, "_original_os_write", os.write)  # eventlet's patch left out, as Celery
+    with contextlib.suppress(OSError, ValueError):  # a closed stream: lost, as Celery's was
+        write(f.fileno(), line.encode("utf-8", "backslashreplace"))
 
 
 @signals.celeryd_after_setup.connect
