@@ -100,23 +100,23 @@ def _said_as_json(**kwargs: object) -> None:
     worker.safe_say = _say
 
 
-def _say(msg: str, f=sys.__stderr__) -> None:
+def _say(msg: str, f: object = None) -> None:
     """`celery.apps.worker.safe_say`, as one JSON line of the log's formatter (INFO, the logger
-    `celery.apps.worker`, which the worker's --loglevel filters like its other lines). Still one
-    os.write of a whole line, to the stream Celery chose: a signal handler must not enter a
-    stream's buffer that the code it interrupted may be writing into."""
+    `celery.apps.worker`, at LOG_LEVEL like its other lines) on stderr with the rest (Celery
+    chose stdout for most). Still one os.write of a whole line, as Celery's: a signal handler
+    must not enter a stream's buffer that the code it interrupted may be writing into."""
     from celery.apps import worker
 
     from config.common.logging import JsonFormatter
 
     log = logging.getLogger("celery.apps.worker")
-    if f is None or not log.isEnabledFor(logging.INFO):
+    if sys.__stderr__ is None or not log.isEnabledFor(logging.INFO):
         return
     record = log.makeRecord(log.name, logging.INFO, __file__, 0, msg.strip(), (), None)
     line = JsonFormatter().format(record) + "\n"
-    write = getattr(worker, "_original_os_write", os.write)  # eventlet's patch left out, as Celery
+    write = getattr(worker, "_original_os_write", os.write)  # not eventlet's, as Celery's
     with contextlib.suppress(OSError, ValueError):  # a closed stream: lost, as Celery's was
-        write(f.fileno(), line.encode("utf-8", "backslashreplace"))
+        write(sys.__stderr__.fileno(), line.encode("utf-8", "backslashreplace"))
 
 
 @signals.celeryd_after_setup.connect
