@@ -41,10 +41,9 @@ class RefusalsOnTheForm(admin.ModelAdmin):
         error = api_error(refused)
 
         def clean(self):
-            data = super(refusing, self).clean()
+            data = form.clean(self)  # the form's own checks first, then the refusal
             field = getattr(refused, "field", None)
             self.add_error(field if field in self.fields else None, error.message)
             return data
 
-        refusing = type(form.__name__, (form,), {"clean": clean})
-        return refusing
+        return type(form.__name__, (form,), {"clean": clean})

@@ -43,7 +43,7 @@ def world(http, operator_http, owner) -> dict:
 
 
 # (operator?, method, path, a valid body, the typo added to it, the param named)
-BODIES = [
+BODIES: list[tuple[bool, str, str, dict, dict, str]] = [
     (False, "POST", "/v1/collections", {"name": "x"}, {"descripton": "typo"}, "descripton"),
     (False, "PATCH", "/v1/collections/{collection}", {}, {"descripton": "t"}, "descripton"),
     (

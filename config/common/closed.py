@@ -42,6 +42,6 @@ class ClosedSerializer(serializers.Serializer):
             except Invalid as exc:
                 # DRF nests it under the parent's field; the exception handler names the whole
                 # path (config.common.errors.drf_exception_handler)
-                detail = {exc.field: [ErrorDetail(exc.message, code=CODE)]}
+                detail = {str(exc.field): [ErrorDetail(exc.message, code=CODE)]}
                 raise serializers.ValidationError(detail) from None
         return super().to_internal_value(data)
