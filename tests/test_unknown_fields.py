@@ -85,6 +85,32 @@ BODIES: list[tuple[bool, str, str, dict, dict, str]] = [
     (False, "PATCH", "/v1/auth/issuers/{issuer}", {}, {"leeway": 5}, "leeway"),
     (False, "POST", "/v1/agents", {"name": "a2", "model": "local"}, {"modle": "x"}, "modle"),
     (False, "PATCH", "/v1/agents/{agent}", {}, {"instruction": "x"}, "instruction"),
+    # nested objects of a hand-checked body: the same check, the path named
+    (False, "PATCH", "/v1/agents/{agent}", {"memory": {"enabld": False}}, {}, "memory.enabld"),
+    (
+        False,
+        "PATCH",
+        "/v1/agents/{agent}",
+        {"memory": {"budgets": {"memorys": 10}}},
+        {},
+        "memory.budgets.memorys",
+    ),
+    (
+        False,
+        "PATCH",
+        "/v1/agents/{agent}",
+        {"parameters": {"temprature": 1}},
+        {},
+        "parameters.temprature",
+    ),
+    (
+        False,
+        "POST",
+        "/v1/agents/{agent}/tools",
+        {"name": "t3", "type": "http", "http": {"url": "https://t.example/x", "metod": "GET"}},
+        {},
+        "http.metod",
+    ),
     (
         False,
         "POST",
