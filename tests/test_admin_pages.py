@@ -1007,8 +1007,8 @@ def _taken_meanwhile(monkeypatch, module, service_name: str, **twin) -> None:
 def test_a_refusal_at_save_is_an_error_on_the_admins_form(admin_client, world, monkeypatch):
     """A domain error raised as the service saves (here a name another request took after the
     form's checks) replaced the operator's page with a bare JSON `{"error": ...}` (an agent),
-    or showed "added successfully" over an issuer that was never saved (and then failed on its
-    missing id). Now the page comes back with the refusal on the form, nothing saved."""
+    or (an issuer) redirected to the list with the refusal beside "was added successfully" for
+    an issuer that was never saved. Now the page comes back with the refusal on the form."""
     from accounts.endusers import admin as issuers_admin
     from completions.agents import admin as agents_admin
 
