@@ -188,3 +188,36 @@ def test_chat_completions_still_pass_unknown_fields_through(http, upstream):
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     resp = http.post("/v1/chat/completions", json={**body, "some_vendor_field": 1})
     assert resp.status_code == 200, resp.text
+
+
+def test_the_document_says_which_bodies_are_closed(anon_http):
+    """`additionalProperties: false` on each closed body, nested ones too; the chat body and an
+    imported message (OpenAI's shapes, which grow) stay open."""
+    from tests.test_openapi import _schema
+
+    schema = _schema(anon_http)
+    components = schema["components"]["schemas"]
+
+    def body(path: str, method: str) -> dict:
+        content = schema["paths"][path][method]["requestBody"]["content"]
+        ref = content["application/json"]["schema"]["$ref"]
+        return components[ref.rsplit("/", 1)[-1]]
+
+    for path, method in [
+        ("/v1/collections", "post"),
+        ("/v1/memories", "post"),
+        ("/v1/agents", "post"),
+        ("/v1/agents/{agent_id}/tools", "post"),
+        ("/v1/chat/resume", "post"),
+        ("/v1/workspaces/{workspace_id}", "patch"),
+        ("/v1/auth/issuers", "post"),
+    ]:
+        assert body(path, method).get("additionalProperties") is False, (method, path)
+    limits = body("/v1/workspaces/{workspace_id}", "patch")["properties"]["limits"]
+    assert components[limits["$ref"].rsplit("/", 1)[-1]]["additionalProperties"] is False
+    chat = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]
+    chat_ref = chat["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert components[chat_ref].get("additionalProperties") is not False
+    imported = body("/v1/conversations/{conversation_id}/messages", "post")
+    message = imported["properties"]["messages"]["items"]["$ref"].rsplit("/", 1)[-1]
+    assert components[message].get("additionalProperties") is not False
