@@ -120,6 +120,16 @@ def _say(msg: str, f: object = None) -> None:
 
 
 @signals.celeryd_after_setup.connect
+def _prints_logged(sender: str, instance, **kwargs: object) -> None:
+    """What a task or a library prints (Celery's own CELERY_BENCH figures, a progress bar) as
+    log lines of the logger `celery.redirected`, as Celery does when it sets logging up itself,
+    which `_keep_django_logging` tells it not to: so it printed them as they came, plain. Before
+    the pool starts: its processes inherit the redirection."""
+    if instance.redirect_stdouts:
+        instance.app.log.redirect_stdouts(instance.redirect_stdouts_level)
+
+
+@signals.celeryd_after_setup.connect
 def _banner_logged(sender: str, instance, **kwargs: object) -> None:
     """The worker's start as one log line with what its banner said (the banner, ASCII art
     and 20-odd plain lines on stdout amid the JSON ones, is not printed: as `--quiet`)."""

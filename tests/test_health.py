@@ -204,6 +204,31 @@ def test_worker_shutdown_lines_are_json_too(transactional_db, tmp_path):
                 assert any("Ctrl+C again" in e["message"] for e in said)
 
 
+def test_what_a_worker_prints_is_a_json_line_too(transactional_db, tmp_path):
+    """Celery redirects print() to its log only when it sets logging up itself, which Engram
+    tells it not to: what it printed (`--purge`'s count here, a library's progress bar) came out
+    as plain lines. Now each is a JSON line of the logger `celery.redirected`."""
+    import json
+    import signal
+
+    from config.celery import app
+    from tests.stack import wait_until, worker_args
+    from tests.test_faults import running_stack
+
+    with running_stack(tmp_path, DJANGO_SETTINGS_MODULE="config.settings.base") as stack:
+        with app.connection_for_write(stack.redis.url) as conn:  # one message to purge
+            app.send_task("memory.sweep_jobs", connection=conn, queue="default")
+        args = worker_args("--without-mingle", "--without-gossip", "--loglevel", "INFO", "--purge")
+        proc = stack._spawn("worker", args, None)
+        wait_until(lambda: " ready." in stack.log("worker"), timeout=60, what="worker ready")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        raw = (stack.workdir / "worker.log").read_text()
+    entries = [json.loads(line) for line in raw.splitlines()]  # raises on a plain line
+    printed = [e for e in entries if e["message"].startswith("purge: Erased")]
+    assert printed and all(e["logger"] == "celery.redirected" for e in printed), raw
+
+
 def test_web_process_log_lines_are_json(tmp_path):
     """A web process (config.web, as `make run` and docker-compose start it) logged uvicorn's
     own lines in uvicorn's format ("INFO:     Started server process") beside Django's JSON:
