@@ -1065,6 +1065,32 @@ def test_a_refusal_at_save_is_an_error_on_the_admins_form(admin_client, world, m
     assert not Issuer.objects.filter(workspace=workspace, issuer="https://b.example/").exists()
 
 
+def test_a_refusal_at_save_on_a_change_form_keeps_the_row_as_it_was(
+    admin_client, world, monkeypatch
+):
+    """The same on a change form: renamed to a name another request took meanwhile, the agent
+    page showed a bare JSON 400; now the change form again, the agent unchanged."""
+    from completions.agents import admin as agents_admin
+
+    workspace = world["workspace"]
+    agent = Agent.objects.get(workspace=workspace)
+    update, create = agents_admin.services.agent_update, agents_admin.services.agent_create
+
+    def racing(**kwargs):
+        create(workspace=workspace, name="renamed", model="gpt-4o-mini")
+        return update(**kwargs)
+
+    monkeypatch.setattr(agents_admin.services, "agent_update", racing)
+    url = reverse("admin:completions_agent_change", args=[agent.pk])
+    data = _change_form_data(admin_client.get(url))
+    page = admin_client.post(url, {**data, "name": "renamed"})
+    assert page.status_code == 200 and page["content-type"].startswith("text/html")
+    assert "already exists" in " ".join(page.context["adminform"].form.errors["name"])
+    assert b"already exists" in page.content and b'"error"' not in page.content
+    agent.refresh_from_db()
+    assert (agent.name, agent.version) == ("support", 1)
+
+
 def test_every_engram_admin_shows_refusals_at_save_on_its_form():
     from config.admin_save import RefusalsOnTheForm
 
