@@ -6,13 +6,13 @@ constraints naming the owner they show read-only (OwnerConstraints)."""
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from accounts.selectors import workspace_list
+from config.admin_save import RefusalsOnTheForm
 
 
-class LiveWorkspaces(admin.ModelAdmin):
+class LiveWorkspaces(RefusalsOnTheForm):
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "workspace":
             kwargs["queryset"] = workspace_list()

@@ -10,6 +10,7 @@ from accounts import selectors, services
 from accounts.authentication import IsOperator
 from accounts.limits import apis as limits
 from accounts.models import ApiKey, Workspace
+from config.common.closed import ClosedSerializer
 from config.common.openapi import LIST_PARAMETERS
 from config.common.pagination import paginate
 
@@ -35,7 +36,7 @@ def api_key_body(key: ApiKey) -> dict:
     }
 
 
-class NameInput(serializers.Serializer):
+class NameInput(ClosedSerializer):
     name = serializers.CharField(max_length=200)
 
 

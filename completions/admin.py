@@ -17,6 +17,7 @@ from completions import pricing, services
 from completions.models import ModelAlias, Price, Provider, ProviderCredential, UsageRecord
 from completions.selectors import usage_figures
 from config.admin_paging import LargeList, choices_filter
+from config.admin_save import RefusalsOnTheForm
 from config.common import addresses
 from config.common.ids import is_id
 
@@ -255,7 +256,7 @@ class UsageRecordAdmin(LargeList):
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(RefusalsOnTheForm):
     """List prices per model; a change reaches every process's next request."""
 
     list_display = (

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from django.contrib import admin
 from django.db.models import Model, QuerySet
+
+from config.admin_save import RefusalsOnTheForm
 
 # (model, its rows that go with the deleted objects)
 Owned = Callable[[QuerySet], Iterable[tuple[type[Model], QuerySet]]]
 
 
-class CountsOnDelete(admin.ModelAdmin):
+class CountsOnDelete(RefusalsOnTheForm):
     owned: Owned
 
     def get_deleted_objects(self, objs, request):

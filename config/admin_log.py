@@ -10,11 +10,12 @@ text log a deletion by the row's id (DeletionLoggedById).
 
 from __future__ import annotations
 
-from django.contrib import admin
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import F, Model, QuerySet, TextField
 from django.db.models.functions import Cast
+
+from config.admin_save import RefusalsOnTheForm
 
 
 def log_entries_delete(
@@ -38,7 +39,7 @@ def log_entries_delete(
     return entries._raw_delete(LogEntry.objects.db)
 
 
-class DeletionLoggedById(admin.ModelAdmin):
+class DeletionLoggedById(RefusalsOnTheForm):
     """The admin's record of a deletion names the row by its id: Django wrote its str() (a
     memory's text, a conversation's title), which outlived the row it was asked to delete. So
     does the "deleted successfully" message, which Django keeps in a cookie."""

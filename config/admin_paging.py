@@ -23,6 +23,8 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
 
+from config.admin_save import RefusalsOnTheForm
+
 # An exact count of this many rows takes a few milliseconds (the end-user list's grouped
 # count: 0.4 s at 51,000 users, ~80 ms at 10,000).
 EXACT_UP_TO = 10_000
@@ -58,7 +60,7 @@ class EstimatingPaginator(Paginator):
         return planned
 
 
-class LargeList(admin.ModelAdmin):
+class LargeList(RefusalsOnTheForm):
     """A ModelAdmin over a table that grows with use: no count of every row on each page, and
     none of `list_defer`'s columns read for its list (embeddings, request bodies)."""
 

@@ -1,5 +1,7 @@
+import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable
 
@@ -86,6 +88,45 @@ def _warnings_logged(**kwargs: object) -> None:
     came before Celery's own logging set-up routes them to logging, and Python printed them on
     stderr, over several lines no log pipeline could read as one event."""
     logging.captureWarnings(True)
+
+
+@signals.celeryd_init.connect
+def _said_as_json(**kwargs: object) -> None:
+    """Celery's own lines from its signal handlers ("worker: Warm shutdown (MainProcess)", the
+    Ctrl+C warnings, SIGUSR1's stack dump) as JSON lines like the rest: Celery writes them with
+    `safe_say`, straight to the file descriptor between two blank lines, past logging."""
+    from celery.apps import worker
+
+    worker.safe_say = _say
+
+
+def _say(msg: str, f: object = None) -> None:
+    """`celery.apps.worker.safe_say`, as one JSON line of the log's formatter (INFO, the logger
+    `celery.apps.worker`, at LOG_LEVEL like its other lines) on stderr with the rest (Celery
+    chose stdout for most). Still one os.write of a whole line, as Celery's: a signal handler
+    must not enter a stream's buffer that the code it interrupted may be writing into."""
+    from celery.apps import worker
+
+    from config.common.logging import JsonFormatter
+
+    log = logging.getLogger("celery.apps.worker")
+    if sys.__stderr__ is None or not log.isEnabledFor(logging.INFO):
+        return
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, msg.strip(), (), None)
+    line = JsonFormatter().format(record) + "\n"
+    write = getattr(worker, "_original_os_write", os.write)  # not eventlet's, as Celery's
+    with contextlib.suppress(OSError, ValueError):  # a closed stream: lost, as Celery's was
+        write(sys.__stderr__.fileno(), line.encode("utf-8", "backslashreplace"))
+
+
+@signals.celeryd_after_setup.connect
+def _prints_logged(sender: str, instance, **kwargs: object) -> None:
+    """What a task or a library prints (Celery's own CELERY_BENCH figures, a progress bar) as
+    log lines of the logger `celery.redirected`, as Celery does when it sets logging up itself,
+    which `_keep_django_logging` tells it not to: so it printed them as they came, plain. Before
+    the pool starts: its processes inherit the redirection."""
+    if instance.redirect_stdouts:
+        instance.app.log.redirect_stdouts(instance.redirect_stdouts_level)
 
 
 @signals.celeryd_after_setup.connect

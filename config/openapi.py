@@ -13,12 +13,13 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, get_resolver
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from drf_spectacular.plumbing import build_bearer_security_scheme_object, force_instance
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
+from config.common.closed import ClosedSerializer
 from config.common.openapi import ERRORS, error
 
 ALIAS_PREFIX = "/api/v1/"
@@ -42,6 +43,10 @@ the body field, query parameter or header at fault.
 
 **Lists** are pages: `limit` (1-100), `order` (`asc`|`desc`, by id), `after` / `before` (an id),
 answered as `{"object": "list", "data", "first_id", "last_id", "has_more"}`.
+
+**Unknown fields.** A REST body holds only its documented fields (`additionalProperties:
+false`): another is a 400 `unknown_parameter` naming it. The chat doors pass unknown fields to
+the upstream.
 
 **Requests.** Every response carries `x-request-id` (the client's, when it sent a sane one).
 
@@ -67,6 +72,14 @@ class EngramAutoSchema(AutoSchema):
                     error(status, description), str(status), direction=direction
                 )
         return responses
+
+    def _map_serializer(self, serializer, direction, bypass_extensions=False):
+        """A closed body (config.common.closed) says so: `additionalProperties: false`."""
+        schema = super()._map_serializer(serializer, direction, bypass_extensions)
+        closed = isinstance(force_instance(serializer), ClosedSerializer)
+        if direction == "request" and closed and schema.get("type") == "object":
+            schema["additionalProperties"] = False
+        return schema
 
     def get_operation_id(self) -> str:
         """`<path>_list` for a page of objects (drf-spectacular would say `_retrieve`)."""

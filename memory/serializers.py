@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 from rest_framework import serializers
 
+from config.common.closed import ClosedSerializer
 from config.common.errors import Invalid
 from config.common.ids import ID_RULE, as_user_id, identifier, is_id
 from config.common.times import query_time
@@ -204,7 +205,7 @@ class MemoryMetadataField(serializers.DictField):
         return metadata
 
 
-class MemoryCreateInput(serializers.Serializer):
+class MemoryCreateInput(ClosedSerializer):
     user_id = UserIdField()
     text = serializers.CharField(max_length=4000)
     kind = serializers.ChoiceField(choices=KINDS, default="fact")
@@ -212,7 +213,7 @@ class MemoryCreateInput(serializers.Serializer):
     metadata = MemoryMetadataField(required=False, default=dict)
 
 
-class MemoryUpdateInput(serializers.Serializer):
+class MemoryUpdateInput(ClosedSerializer):
     text = serializers.CharField(max_length=4000, required=False)
     kind = serializers.ChoiceField(choices=KINDS, required=False)
     event_date = serializers.DateField(required=False, allow_null=True)
@@ -223,13 +224,13 @@ class MemoryUpdateInput(serializers.Serializer):
     )
 
 
-class SearchInput(serializers.Serializer):
+class SearchInput(ClosedSerializer):
     user_id = UserIdField()
     query = serializers.CharField(max_length=4000)
     limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
 
 
-class UnifiedSearchInput(serializers.Serializer):
+class UnifiedSearchInput(ClosedSerializer):
     user_id = UserIdField(required=False)
     query = serializers.CharField(max_length=4000)
     limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
@@ -309,7 +310,7 @@ class ImportMessageInput(serializers.Serializer):
         )
 
 
-class ImportInput(serializers.Serializer):
+class ImportInput(ClosedSerializer):
     user_id = UserIdField()
     # DRF >= 3.15 hands max_length to the ListSerializer; the stubs (3.16.9) do not list it.
     messages = ImportMessageInput(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]

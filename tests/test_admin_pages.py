@@ -990,3 +990,120 @@ def test_a_session_in_the_admin_names_only_a_conversation_of_its_own_workspace_a
     saved = admin_client.post(reverse("admin:memory_session_add"), {**form, "conversation": own.pk})
     assert saved.status_code == 302
     assert Session.objects.get(external_id="s-linked").conversation_id == own.pk
+
+
+def _taken_meanwhile(monkeypatch, module, service_name: str, **twin) -> None:
+    """`module.service_name` (a service a ModelAdmin saves through) finds its row's name taken by
+    another request between the form's checks and the save, as a race does: the same service
+    makes the `twin` row first, then the admin's call runs."""
+    service = getattr(module, service_name)
+
+    def racing(*args, **kwargs):
+        service(workspace=kwargs["workspace"], **twin)
+        return service(*args, **kwargs)
+
+    monkeypatch.setattr(module, service_name, racing)
+
+
+def test_a_refusal_at_save_is_an_error_on_the_admins_form(admin_client, world, monkeypatch):
+    """A domain error raised as the service saves (here a name another request took after the
+    form's checks) replaced the operator's page with a bare JSON `{"error": ...}` (an agent),
+    or (an issuer) redirected to the list with the refusal beside "was added successfully" for
+    an issuer that was never saved. Now the page comes back with the refusal on the form."""
+    from accounts.endusers import admin as issuers_admin
+    from completions.agents import admin as agents_admin
+
+    workspace = world["workspace"]
+    _taken_meanwhile(
+        monkeypatch, agents_admin.services, "agent_create", name="billing", model="gpt-4o-mini"
+    )
+    agent_form = {
+        "workspace": workspace.pk,
+        "name": "billing",
+        "instructions": "",
+        "model": "gpt-4o-mini",
+        "parameters": "{}",
+        "memory": "{}",
+        "collection_ids": "[]",
+        "metadata": "{}",
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
+        "versions-MIN_NUM_FORMS": "0",
+        "versions-MAX_NUM_FORMS": "1000",
+    }
+    _taken_meanwhile(
+        monkeypatch,
+        issuers_admin.services,
+        "issuer_create",
+        issuer="https://b.example/",
+        audiences=["a"],
+        hs256_secret="s" * 40,
+    )
+    issuer_form = {
+        "workspace": workspace.pk,
+        "issuer": "https://b.example/",
+        "audiences": '["a"]',
+        "jwks_url": "",
+        "algorithms": '["HS256"]',
+        "user_claim": "sub",
+        "required_scope": "",
+        "leeway_seconds": "0",
+        "hs256_secret": "s" * 40,
+    }
+    for url, form, field, message in [
+        ("admin:completions_agent_add", agent_form, "name", "already exists"),
+        ("admin:accounts_issuer_add", issuer_form, "issuer", "already trusts"),
+    ]:
+        page = admin_client.post(reverse(url), form)
+        assert page.status_code == 200, page.content[:300]
+        assert page["content-type"].startswith("text/html")
+        errors = page.context["adminform"].form.errors
+        assert message in " ".join(errors.get(field, [])), errors
+        assert b"successfully" not in page.content
+        assert message.encode() in page.content  # shown on the page, beside the field
+    # the refused saves rolled back, the race's own rows with them (one transaction here)
+    assert not Agent.objects.filter(workspace=workspace, name="billing").exists()
+    assert not Issuer.objects.filter(workspace=workspace, issuer="https://b.example/").exists()
+
+
+def test_a_refusal_at_save_on_a_change_form_keeps_the_row_as_it_was(
+    admin_client, world, monkeypatch
+):
+    """The same on a change form: renamed to a name another request took meanwhile, the agent
+    page showed a bare JSON 400; now the change form again, the agent unchanged."""
+    from completions.agents import admin as agents_admin
+
+    workspace = world["workspace"]
+    agent = Agent.objects.get(workspace=workspace)
+    update, create = agents_admin.services.agent_update, agents_admin.services.agent_create
+
+    def racing(**kwargs):
+        create(workspace=workspace, name="renamed", model="gpt-4o-mini")
+        return update(**kwargs)
+
+    monkeypatch.setattr(agents_admin.services, "agent_update", racing)
+    url = reverse("admin:completions_agent_change", args=[agent.pk])
+    data = _change_form_data(admin_client.get(url))
+    page = admin_client.post(url, {**data, "name": "renamed"})
+    assert page.status_code == 200 and page["content-type"].startswith("text/html")
+    assert "already exists" in " ".join(page.context["adminform"].form.errors["name"])
+    assert b"already exists" in page.content and b'"error"' not in page.content
+    agent.refresh_from_db()
+    assert (agent.name, agent.version) == ("support", 1)
+
+
+def test_every_engram_admin_shows_refusals_at_save_on_its_form():
+    from config.admin_save import RefusalsOnTheForm
+
+    ours = {
+        model._meta.label: type(model_admin).__name__
+        for model, model_admin in admin.site._registry.items()
+        if model._meta.app_label not in ("auth", "contenttypes", "sessions", "admin")
+    }
+    assert len(ours) > 15
+    missing = [
+        label
+        for model, model_admin in admin.site._registry.items()
+        if (label := model._meta.label) in ours and not isinstance(model_admin, RefusalsOnTheForm)
+    ]
+    assert missing == []

@@ -201,7 +201,9 @@ def test_upload_errors_use_the_envelope(http, settings):
         "unsupported_media_type",
     )
     _error(http.post(url, files={"file": ("e.txt", b"", "text/plain")}), 400, "empty_document")
-    _error(http.post(url, data={"title": "no file"}, files={"x": ("a", b"b")}), 400, param="file")
+    # a file under another name is a field the upload does not have (config.common.closed)
+    _error(http.post(url, data={"title": "no file"}, files={"x": ("a", b"b")}), 400, param="x")
+    _error(http.post(url, data={"title": "t"}, files={"title": (None, "t")}), 400, param="file")
     _error(http.post(url, json={"text": ""}), 400, param="text")
     _error(http.post(url, json={"title": "no text"}), 400, param="text")
     _error(http.post(url, json={"text": "ok", "metadata": "x"}), 400, param="metadata")

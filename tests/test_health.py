@@ -166,6 +166,69 @@ def test_worker_log_lines_are_json_without_the_tasks_arguments(transactional_db,
     assert "Traceback" in failed[0]["exc"] and "request_id" in failed[0]
 
 
+def test_worker_shutdown_lines_are_json_too(transactional_db, tmp_path):
+    """SIGTERM, then SIGINT twice: Celery said "worker: Warm shutdown (MainProcess)" and its
+    Ctrl+C warnings with its own `safe_say`, written straight to the file descriptor, blank
+    lines around them, beside the JSON lines. Now each is a JSON line of the same formatter."""
+    import json
+    import signal
+
+    from tests.stack import wait_until, worker_args
+    from tests.test_faults import running_stack
+
+    with running_stack(tmp_path, DJANGO_SETTINGS_MODULE="config.settings.base") as stack:
+        path = stack.workdir / "worker.log"
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            path.unlink(missing_ok=True)
+            args = worker_args("--without-mingle", "--without-gossip", "--loglevel", "INFO")
+            proc = stack._spawn("worker", args, None)
+            wait_until(lambda: " ready." in stack.log("worker"), timeout=60, what="worker ready")
+            proc.send_signal(sig)
+            if sig == signal.SIGINT:  # Ctrl+C twice: "Hitting Ctrl+C again ...", then cold
+                wait_until(lambda: "Ctrl+C" in stack.log("worker"), timeout=30, what="warning")
+                proc.send_signal(sig)
+            assert proc.wait(timeout=60) is not None
+            raw = path.read_text()
+            assert raw.strip(), "the worker wrote nothing"
+            entries = []
+            for line in raw.splitlines():
+                assert line.strip(), f"a blank line in:\n{raw}"
+                entries.append(json.loads(line))  # raises on a plain line
+            said = [e for e in entries if "shutdown" in e["message"] or "Ctrl+C" in e["message"]]
+            assert said, raw
+            assert all(e["logger"] == "celery.apps.worker" for e in said)
+            assert {"ts", "level", "logger", "message", "request_id"} <= set(said[0])
+            if sig == signal.SIGTERM:
+                assert any(e["message"] == "worker: Warm shutdown (MainProcess)" for e in said)
+            else:
+                assert any("Ctrl+C again" in e["message"] for e in said)
+
+
+def test_what_a_worker_prints_is_a_json_line_too(transactional_db, tmp_path):
+    """Celery redirects print() to its log only when it sets logging up itself, which Engram
+    tells it not to: what it printed (`--purge`'s count here, a library's progress bar) came out
+    as plain lines. Now each is a JSON line of the logger `celery.redirected`."""
+    import json
+    import signal
+
+    from config.celery import app
+    from tests.stack import wait_until, worker_args
+    from tests.test_faults import running_stack
+
+    with running_stack(tmp_path, DJANGO_SETTINGS_MODULE="config.settings.base") as stack:
+        with app.connection_for_write(stack.redis.url) as conn:  # one message to purge
+            app.send_task("memory.sweep_jobs", connection=conn, queue="default")
+        args = worker_args("--without-mingle", "--without-gossip", "--loglevel", "INFO", "--purge")
+        proc = stack._spawn("worker", args, None)
+        wait_until(lambda: " ready." in stack.log("worker"), timeout=60, what="worker ready")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        raw = (stack.workdir / "worker.log").read_text()
+    entries = [json.loads(line) for line in raw.splitlines()]  # raises on a plain line
+    printed = [e for e in entries if e["message"].startswith("purge: Erased")]
+    assert printed and all(e["logger"] == "celery.redirected" for e in printed), raw
+
+
 def test_web_process_log_lines_are_json(tmp_path):
     """A web process (config.web, as `make run` and docker-compose start it) logged uvicorn's
     own lines in uvicorn's format ("INFO:     Started server process") beside Django's JSON:

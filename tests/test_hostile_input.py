@@ -114,7 +114,11 @@ def _routes(world: dict) -> list[Route]:
         Route("POST", "/v1/context", CHAT),
         Route("GET", "/v1/models"),
         Route("GET", "/v1/models/{model_id}", ids={"model_id": "gpt-4o-mini"}),
-        Route("GET", "/v1/memories", query=("user_id", *page)),
+        Route(
+            "GET",
+            "/v1/memories",
+            query=("user_id", "kind", "conversation_id", "created_after", "created_before", *page),
+        ),
         Route(
             "POST",
             "/v1/memories",
@@ -211,10 +215,10 @@ def _routes(world: dict) -> list[Route]:
         Route("POST", "/v1/agents", AGENT),
         Route("GET", "/v1/agents/{agent_id}", ids={"agent_id": agent}),
         Route("PATCH", "/v1/agents/{agent_id}", AGENT, ids={"agent_id": agent}),
-        Route("GET", "/v1/agents/{agent_id}/versions", ids={"agent_id": agent}),
+        Route("GET", "/v1/agents/{agent_id}/versions", query=page, ids={"agent_id": agent}),
         Route("DELETE", "/v1/agents/{agent_id}", ids={"agent_id": "agent_nope"}),
         Route("POST", "/v1/chat/completions", {**CHAT, "model": "agent:hostile"}),
-        Route("GET", "/v1/agents/{agent_id}/tools", ids={"agent_id": agent}),
+        Route("GET", "/v1/agents/{agent_id}/tools", query=page, ids={"agent_id": agent}),
         Route("POST", "/v1/agents/{agent_id}/tools", TOOL, ids={"agent_id": agent}),
         Route(
             "GET",
@@ -252,6 +256,12 @@ def _routes(world: dict) -> list[Route]:
             ids={"workspace_id": ws, "key_id": key},
         ),
         Route("GET", "/v1/workspaces", operator=True, query=page),
+        Route(
+            "DELETE",
+            "/v1/workspaces/{workspace_id}",
+            operator=True,
+            ids={"workspace_id": "ws_nope"},
+        ),
         Route("POST", "/v1/workspaces", {"name": "w"}, operator=True),
         Route(
             "GET",
@@ -326,6 +336,11 @@ VALUES = {
     "array": ["a", 1],
     "object": {"a": 1},
     "empty": "",
+    "numeric-1e400": "1e400",
+    "numeric-nan": "NaN",
+    "date-far": "9999-12-31T23:59:59-23:59",
+    "200-deep": json.loads('{"a":' * 200 + "1" + "}" * 200),
+    "200-deep-array": json.loads("[" * 200 + "]" * 200),
 }
 # Whole bodies, raw.
 RAW_BODIES = {
@@ -333,6 +348,7 @@ RAW_BODIES = {
     "deep-arrays-closed": b"[" * 100_000 + b"]" * 100_000,
     "deep-objects": b'{"a":' * 100_000,
     "deep-100": b'{"a":' * 100 + b"1" + b"}" * 100,
+    "deep-200": b'{"a":' * 200 + b"1" + b"}" * 200,
     "huge-array": json.dumps(list(range(300_000))).encode(),
     "top-array": b"[1, 2]",
     "top-string": b'"hi"',
@@ -371,7 +387,7 @@ def _fill(route: Route, **override: str) -> str:
 def _mutations(value, where: str = "") -> Iterator[tuple[str, object]]:
     """(name, body) for every way to spoil one string, key or value of `value`."""
     if isinstance(value, dict):
-        for bad_key in (NUL, SURROGATE, "x" * 10_000):
+        for bad_key in (NUL, SURROGATE, "x" * 10_000, "descripton"):
             yield f"{where}.key[{bad_key[:3]!r}]", {**value, bad_key: "v"}
         for key, item in value.items():
             for name, spoiled in _mutations(item, f"{where}.{key}"):
@@ -400,6 +416,17 @@ def cases(world: dict) -> Iterator[Case]:
         for name in route.query:
             for bad, text in HOSTILE_QUERY.items():
                 yield case(f"{where} ?{name}={bad}", path=f"{_fill(route)}?{name}={text}")
+        if route.path not in ("/v1/chat/completions", "/v1/context"):  # each value, below
+            # Engram's headers on every route: the REST APIs read x-user-id (an end user's
+            # scope) and x-request-id too; two values of each
+            for header, values in HOSTILE_HEADERS.items():
+                for i, value in enumerate(values[:2]):
+                    yield case(
+                        f"{where} header {header}#{i}",
+                        path=_fill(route),
+                        content=_json(route.body) if route.body is not None else None,
+                        headers={**json_type, header: value} if route.body else {header: value},
+                    )
         if route.multipart:
             form = {"content-type": "multipart/form-data; boundary=B"}
             for name, raw in _uploads():
@@ -827,3 +854,32 @@ def test_a_malformed_message_stored_before_the_door_checked_does_not_fail_the_ne
     sent = upstream.requests[-1].body["messages"]
     assert sent[-1]["content"] == "Where do I live?"
     assert any(m.get("content") == "I live in Paris." for m in sent)  # its history still sent
+
+
+def test_the_sweep_sends_every_operation_of_the_openapi_document(anon_http):
+    """The sweep's routes are written by hand (each needs a valid body and ids to reach the
+    database); the served document is the list of what exists. A route added to one and not the
+    other is named here, so no operation, or query parameter, goes unswept."""
+    from tests.test_openapi import _schema
+
+    world = {
+        k: f"{k}_x"
+        for k in ("memory", "conversation", "collection", "doc", "workspace", "key", "agent")
+    }
+    world |= {"tool": "tool_x", "issuer": "issuer_x"}
+    swept: dict[tuple[str, str], set[str]] = {}
+    for route in _routes(world):
+        swept.setdefault((route.method, route.path), set()).update(route.query)
+    documented = {
+        (method.upper(), path): {
+            p["name"] for p in operation.get("parameters", []) if p["in"] == "query"
+        }
+        for path, operations in _schema(anon_http)["paths"].items()
+        for method, operation in operations.items()
+        if method in ("get", "post", "put", "patch", "delete")
+    }
+    assert sorted(set(documented) - set(swept)) == []
+    # and every query parameter each documents
+    unswept = {op: sorted(names - swept[op]) for op, names in documented.items()}
+    missing = {op: names for op, names in unswept.items() if names}
+    assert not missing, missing

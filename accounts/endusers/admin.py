@@ -58,15 +58,11 @@ class IssuerAdmin(LiveWorkspaces):
 
     def save_model(self, request, obj, form, change):
         changes = form.changes
-        try:
-            if change:
-                saved = services.issuer_update(workspace=obj.workspace, issuer=obj, changes=changes)
-            else:
-                changes.pop("workspace", None)
-                saved = services.issuer_create(workspace=obj.workspace, **changes)
-        except DomainError as exc:
-            self.message_user(request, exc.message, level="error")
-            return
+        if change:  # a refusal is shown on the form (config.admin_save)
+            saved = services.issuer_update(workspace=obj.workspace, issuer=obj, changes=changes)
+        else:
+            changes.pop("workspace", None)
+            saved = services.issuer_create(workspace=obj.workspace, **changes)
         obj.pk = saved.pk
 
     def delete_model(self, request, obj):

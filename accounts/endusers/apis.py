@@ -17,6 +17,7 @@ from accounts.endusers.models import (
     MIN_SECRET_LENGTH,
     Issuer,
 )
+from config.common.closed import ClosedSerializer
 from config.common.errors import ApiError
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import paginate
@@ -39,7 +40,7 @@ def issuer_body(issuer: Issuer) -> dict:
     }
 
 
-class IssuerInput(serializers.Serializer):
+class IssuerInput(ClosedSerializer):
     issuer = serializers.CharField(max_length=ISSUER_MAX_LENGTH)
     audiences = serializers.ListField(
         child=serializers.CharField(max_length=500), min_length=1, max_length=20

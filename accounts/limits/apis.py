@@ -9,23 +9,10 @@ from rest_framework import serializers
 from accounts.limits import selectors, services
 from accounts.limits.models import MAX_CREDITS, MIN_PER_USD, Limit, Period, Subject
 from accounts.models import Workspace
+from config.common.closed import ClosedSerializer
 
 # The columns' range (PositiveIntegerField).
 MAX_RATE = 2_147_483_647
-
-
-class _Closed(serializers.Serializer):
-    """An unknown field is a 400 naming it: a misspelt `max_concurent` was dropped in silence
-    and left no limit, as the agents' and tools' bodies already refuse."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {unknown[0]: [f"Unknown field '{unknown[0]}'."]}, code="unknown_field"
-                )
-        return super().to_internal_value(data)
 
 
 def _rate() -> serializers.IntegerField:
@@ -34,13 +21,13 @@ def _rate() -> serializers.IntegerField:
     )
 
 
-class RateInput(_Closed):
+class RateInput(ClosedSerializer):
     rpm = _rate()
     tpm = _rate()
     max_concurrent = _rate()
 
 
-class BudgetInput(_Closed):
+class BudgetInput(ClosedSerializer):
     credits = serializers.DecimalField(
         max_digits=20,
         decimal_places=6,
@@ -52,14 +39,14 @@ class BudgetInput(_Closed):
     period = serializers.ChoiceField(choices=Period.values, required=False)
 
 
-class CreditUnitInput(_Closed):
+class CreditUnitInput(ClosedSerializer):
     name = serializers.CharField(max_length=40, required=False)
     per_usd = serializers.DecimalField(
         max_digits=20, decimal_places=6, min_value=MIN_PER_USD, required=False
     )
 
 
-class KeyLimitsInput(_Closed):
+class KeyLimitsInput(ClosedSerializer):
     limits = RateInput(required=False)
     budget = BudgetInput(required=False)
 

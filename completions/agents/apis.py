@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from completions.agents import openapi as docs
 from completions.agents import selectors, services
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
+from config.common.closed import unknown_fields_check
 from config.common.errors import ApiError, Invalid
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import Cursor, list_body, paginate, parse_cursor
@@ -50,9 +51,7 @@ def _fields(data: object, *, required: tuple[str, ...] = ()) -> dict:
     """The body's agent fields (the services check each); an unknown field is a 400."""
     if not isinstance(data, dict):
         raise Invalid("The body must be a JSON object.")
-    unknown = sorted(set(data) - set(CONFIG_FIELDS))
-    if unknown:
-        raise Invalid(f"Unknown field '{unknown[0]}'.", field=unknown[0], code="unknown_field")
+    unknown_fields_check(data, CONFIG_FIELDS)
     for name in required:
         if name not in data:
             raise Invalid(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from completions.agents.policy import BUDGET_BLOCKS, NAME_PATTERN, PARAMETERS
+from config.common.closed import ClosedSerializer
 from config.common.openapi import const, list_of
 from memory.knowledge.search import MAX_COLLECTIONS
 
@@ -27,7 +28,7 @@ class MemoryPolicySerializer(serializers.Serializer):
     )
 
 
-class AgentInputSerializer(serializers.Serializer):
+class AgentInputSerializer(ClosedSerializer):
     name = serializers.RegexField(
         NAME_PATTERN, help_text="Unique per workspace; called as `agent:<name>`."
     )

@@ -8,6 +8,7 @@ import json
 import re
 
 from completions import validation
+from config.common.closed import unknown_fields_check
 from config.common.errors import ApiError, Invalid
 from config.common.ids import ID_RULE, is_id
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
@@ -72,13 +73,7 @@ def parameters(value: object) -> dict:
         return {}
     if not isinstance(value, dict):
         raise Invalid("parameters must be a JSON object.", field="parameters")
-    unknown = sorted(set(value) - set(PARAMETERS))
-    if unknown:
-        raise Invalid(
-            f"parameters.{unknown[0]} is not a parameter an agent sets; "
-            f"one of: {', '.join(PARAMETERS)}.",
-            field="parameters",
-        )
+    unknown_fields_check(value, PARAMETERS, where="parameters")
     params = {k: v for k, v in value.items() if v is not None}
     try:
         validation.validate(
@@ -96,12 +91,7 @@ def memory(value: object) -> dict:
         value = {}
     if not isinstance(value, dict):
         raise Invalid("memory must be a JSON object.", field="memory")
-    unknown = sorted(set(value) - {*MEMORY_FLAGS, "budgets"})
-    if unknown:
-        raise Invalid(
-            f"memory.{unknown[0]} is unknown; memory has {', '.join([*MEMORY_FLAGS, 'budgets'])}.",
-            field="memory",
-        )
+    unknown_fields_check(value, [*MEMORY_FLAGS, "budgets"], where="memory")
     policy: dict = {}
     for flag, default in MEMORY_FLAGS.items():
         flag_value = value.get(flag, default)
@@ -113,12 +103,8 @@ def memory(value: object) -> dict:
         budgets = {}
     if not isinstance(budgets, dict):  # `false`, `0`, `[]` and `""` too: not silently none
         raise Invalid("memory.budgets must be a JSON object.", field="memory")
+    unknown_fields_check(budgets, BUDGET_BLOCKS, where="memory.budgets")
     for block, tokens in budgets.items():
-        if block not in BUDGET_BLOCKS:
-            raise Invalid(
-                f"memory.budgets.{block} is unknown; blocks: {', '.join(BUDGET_BLOCKS)}.",
-                field="memory",
-            )
         if (
             not isinstance(tokens, int)
             or isinstance(tokens, bool)

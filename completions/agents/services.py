@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from completions.agents import cache, policy
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
+from config.common.closed import unknown_fields_check
 from config.common.errors import Invalid, NotFound
 
 NOT_FOUND_CODE = "agent_not_found"
@@ -116,9 +117,7 @@ def agent_create(
 @transaction.atomic
 def agent_update(*, workspace: Workspace, agent_id: str, **changes: Any) -> Agent:
     """Change any of CONFIG_FIELDS (only those given); the next version if anything changed."""
-    unknown = sorted(set(changes) - set(CONFIG_FIELDS))
-    if unknown:
-        raise Invalid(f"{unknown[0]} is not a field of an agent.", field=unknown[0])
+    unknown_fields_check(changes, CONFIG_FIELDS)
     agent = _locked(workspace=workspace, agent_id=agent_id)
     values = _checked(changes)
     if "collection_ids" in values:

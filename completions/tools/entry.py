@@ -37,6 +37,7 @@ from completions.tools.run import (
 from completions.tools.stream import Streamer, open_first
 from config.common import errors, jsonbody
 from config.common.background import spawn
+from config.common.closed import unknown_fields_check
 from config.common.errors import EDGE_ERRORS, ApiError, Invalid, unexpected_error
 from config.common.ids import identifier
 from memory.turn.contract import TurnContext
@@ -535,12 +536,10 @@ def _finish_reason(execution: Execution, answer: dict) -> str:
 
 def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     body = jsonbody.loads_object(raw)
-    unknown = sorted(
-        set(body)
-        - {"approval_id", "decision", "reason", "stream", "stream_options", "user", "metadata"}
+    unknown_fields_check(
+        body,
+        {"approval_id", "decision", "reason", "stream", "stream_options", "user", "metadata"},
     )
-    if unknown:
-        raise Invalid(f"Unknown field '{unknown[0]}'.", field=unknown[0], code="unknown_field")
     approval_id = identifier(body.get("approval_id"), "approval_id")  # the id rule, as every id's
     if approval_id is None:
         raise Invalid(

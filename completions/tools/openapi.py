@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from completions.openapi import SSE_EVENT, ref
 from completions.tools.policy import BUILTINS, METHODS, NAME_PATTERN
+from config.common.closed import ClosedSerializer
 from config.common.openapi import const, list_of
 
 
@@ -28,7 +29,7 @@ class HttpToolSerializer(serializers.Serializer):
     )
 
 
-class ToolInputSerializer(serializers.Serializer):
+class ToolInputSerializer(ClosedSerializer):
     name = serializers.RegexField(
         NAME_PATTERN, help_text="The function name the model calls (unique per agent)."
     )
@@ -90,7 +91,7 @@ class ExecutionSerializer(serializers.Serializer):
     updated_at = serializers.IntegerField()
 
 
-class ResumeInputSerializer(serializers.Serializer):
+class ResumeInputSerializer(ClosedSerializer):
     approval_id = serializers.CharField()
     decision = serializers.ChoiceField(choices=["approve", "reject"])
     reason = serializers.CharField(required=False)

@@ -18,6 +18,7 @@ from django.conf import settings
 
 from completions.providers import hops
 from config.common import addresses
+from config.common.closed import unknown_fields_check
 from config.common.errors import Invalid
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for a function name
@@ -160,6 +161,7 @@ def http(value: Any) -> dict:
     name at each call (completions.tools.executor resolves and checks it)."""
     if not isinstance(value, dict) or not isinstance(value.get("url"), str):
         raise Invalid('http must be {"url", "method"?, "headers"?}.', field="http")
+    unknown_fields_check(value, ("url", "method", "headers"), where="http")
     url = value["url"]
     try:
         parts = urlsplit(url)  # raises for a bracket left open: "http://[::1"

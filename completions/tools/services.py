@@ -30,6 +30,7 @@ from completions.agents.models import Agent
 from completions.tools import cache, policy
 from completions.tools.models import Approval, Execution, Tool
 from config.common import addresses, crypto
+from config.common.closed import unknown_fields_check
 from config.common.errors import Conflict, Gone, Invalid, NotFound
 from config.common.ids import new_id
 from config.common.rows import lock_existing
@@ -145,9 +146,7 @@ def _unmasked(headers: dict[str, str], stored: dict[str, str]) -> dict[str, str]
 
 
 def _unknown(values: dict[str, Any]) -> None:
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise Invalid(f"{unknown[0]} is not a field of a tool.", field=unknown[0])
+    unknown_fields_check(values, FIELDS)
 
 
 def _saved(tool: Tool) -> Tool:

@@ -125,6 +125,8 @@ NOT_FOUND_CODES = {
     "document": "document_not_found",
     "agent": "agent_not_found",
 }
+# A field a closed body does not have (config.common.closed).
+UNKNOWN_PARAMETER = "unknown_parameter"
 # What `api_error` maps: what a door catches around the domain.
 EDGE_ERRORS = (ApiError, DomainError, ObjectDoesNotExist)
 
@@ -211,9 +213,10 @@ def unexpected_error(exc: BaseException | None) -> ApiError:
     return database_unavailable() if isinstance(exc, DATABASE_UNAVAILABLE) else server_error()
 
 
-def _first_error(detail, prefix: str = "") -> tuple[str | None, str]:
-    """DRF's nested validation errors -> (param, message) of the first one. A list's errors come
-    as a list or, since DRF 3.15, as a dict keyed by index: both name `messages[0].content`."""
+def _first_error(detail, prefix: str = "") -> tuple[str | None, str, str | None]:
+    """DRF's nested validation errors -> (param, message, code) of the first one. A list's
+    errors come as a list or, since DRF 3.15, as a dict keyed by index: both name
+    `messages[0].content`."""
     if isinstance(detail, dict):
         for key, value in detail.items():
             if key == "non_field_errors":
@@ -225,18 +228,20 @@ def _first_error(detail, prefix: str = "") -> tuple[str | None, str]:
             return _first_error(value, where)
     if isinstance(detail, list) and detail:
         if all(not isinstance(d, (dict, list)) for d in detail):
-            return prefix or None, str(detail[0])
+            return prefix or None, str(detail[0]), getattr(detail[0], "code", None)
         for index, item in enumerate(detail):
             if item:
                 return _first_error(item, f"{prefix}[{index}]")
-    return prefix or None, str(detail)
+    return prefix or None, str(detail), getattr(detail, "code", None)
 
 
 def drf_exception_handler(exc, context):
     if isinstance(exc, EDGE_ERRORS):
         return api_error(exc, url_kwargs=context.get("kwargs")).response()
     if isinstance(exc, drf_exceptions.ValidationError):
-        param, message = _first_error(exc.detail)
+        param, message, code = _first_error(exc.detail)
+        if code == UNKNOWN_PARAMETER:  # config.common.closed: named with its whole path
+            return error_response(400, f"Unknown parameter: '{param}'.", param=param, code=code)
         text = f"{param}: {message}" if param else message
         return error_response(400, text, param=param, code="invalid_value")
     if isinstance(exc, drf_exceptions.ParseError):

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.common import jsonbody
+from config.common.closed import ClosedSerializer
 from config.common.errors import ApiError, DomainError, Invalid, api_error
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import paginate
@@ -61,7 +62,7 @@ def document_body(document: Document) -> dict:
     }
 
 
-class CollectionInput(serializers.Serializer):
+class CollectionInput(ClosedSerializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(max_length=10_000, allow_blank=True, required=False)
     metadata = serializers.DictField(required=False)
@@ -134,13 +135,13 @@ class CollectionDetailApi(APIView):
         return Response({"id": collection_id, "object": "collection.deleted", "deleted": True})
 
 
-class TextDocumentInput(serializers.Serializer):
+class TextDocumentInput(ClosedSerializer):
     text = serializers.CharField(trim_whitespace=False)
     title = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
     metadata = serializers.DictField(required=False, default=dict)
 
 
-class FileDocumentInput(serializers.Serializer):
+class FileDocumentInput(ClosedSerializer):
     file = serializers.FileField(allow_empty_file=True)
     title = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
     metadata = serializers.CharField(required=False, allow_blank=True, default="")
@@ -300,7 +301,7 @@ class DocumentDetailApi(APIView):
         )
 
 
-class CollectionSearchInput(serializers.Serializer):
+class CollectionSearchInput(ClosedSerializer):
     collection_ids = CollectionIdsField(min_length=1)
     query = serializers.CharField(max_length=4000)
     limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=5)

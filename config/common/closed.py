@@ -1,0 +1,47 @@
+"""Closed request bodies: a field Engram does not know is a 400 naming it, never dropped.
+
+A misspelt field (`{"name": "x", "descripton": "..."}`, `max_concurent`) used to be ignored in
+silence on some routes and refused with three different codes on others. Every REST body —
+the DRF serializers (`ClosedSerializer`) and the hand-written ones (agents, tools, the chat
+resume) — calls `unknown_fields_check`, which answers as OpenAI does:
+400 `invalid_request_error`, `code: "unknown_parameter"`, `param` the field.
+
+The chat doors are not closed: a chat completion passes unknown fields through to the upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
+
+from config.common.errors import UNKNOWN_PARAMETER as CODE
+from config.common.errors import Invalid
+from config.common.jsonbody import field_name
+
+
+def unknown_fields_check(data: Mapping, allowed: Iterable[str], *, where: str = "") -> None:
+    """Invalid naming the first key of `data` (in sorted order) not in `allowed`; `where` is
+    the path of a nested object (`memory`, `http`)."""
+    known = set(allowed)
+    unknown = sorted(str(key) for key in data if key not in known)
+    if unknown:
+        name = field_name(where, unknown[0])  # cut and escaped: no 10k-character key echoed
+        raise Invalid(f"Unknown parameter: '{name}'.", field=name, code=CODE)
+
+
+class ClosedSerializer(serializers.Serializer):
+    """A DRF input serializer whose body may hold only its declared fields. Nested, the error
+    keeps its path (`limits.rpmx`) through DRF's own nesting of errors."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            try:
+                unknown_fields_check(data, self.fields)
+            except Invalid as exc:
+                # DRF nests it under the parent's field; the exception handler names the whole
+                # path (config.common.errors.drf_exception_handler)
+                detail = {str(exc.field): [ErrorDetail(exc.message, code=CODE)]}
+                raise serializers.ValidationError(detail) from None
+        return super().to_internal_value(data)

@@ -1,0 +1,223 @@
+"""A field a REST body does not have is a 400 naming it (config.common.closed), on every route
+that takes a body, in OpenAI's words: `invalid_request_error`, `code: "unknown_parameter"`. The
+collections' `{"name": "x", "descripton": "typo"}` was stored without its description, in
+silence; the limits answered `invalid_value` and the agents `unknown_field`."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_errors import assert_envelope
+
+USER = "u_closed"
+
+
+@pytest.fixture
+def world(http, operator_http, owner) -> dict:
+    def ok(resp) -> dict:
+        assert resp.status_code < 300, resp.text
+        return resp.json()
+
+    agent = ok(http.post("/v1/agents", json={"name": "closed", "model": "local"}))["id"]
+    tool = {"name": "recall", "type": "builtin", "builtin": "memory_search"}
+    return {
+        "memory": ok(http.post("/v1/memories", json={"user_id": USER, "text": "likes tea"}))["id"],
+        "collection": ok(http.post("/v1/collections", json={"name": "Docs"}))["id"],
+        "agent": agent,
+        "tool": ok(http.post(f"/v1/agents/{agent}/tools", json=tool))["id"],
+        "issuer": ok(
+            http.post(
+                "/v1/auth/issuers",
+                json={
+                    "issuer": "https://id.example/",
+                    "audiences": ["a"],
+                    "hs256_secret": "s" * 32,
+                },
+            )
+        )["id"],
+        "workspace": owner[0].id,
+        "key": ok(operator_http.post(f"/v1/workspaces/{owner[0].id}/api_keys", json={"name": "k"}))[
+            "id"
+        ],
+    }
+
+
+# (operator?, method, path, a valid body, the typo added to it, the param named)
+BODIES: list[tuple[bool, str, str, dict, dict, str]] = [
+    (False, "POST", "/v1/collections", {"name": "x"}, {"descripton": "typo"}, "descripton"),
+    (False, "PATCH", "/v1/collections/{collection}", {}, {"descripton": "t"}, "descripton"),
+    (
+        False,
+        "POST",
+        "/v1/collections/{collection}/documents",
+        {"text": "hello"},
+        {"titel": "t"},
+        "titel",
+    ),
+    (
+        False,
+        "POST",
+        "/v1/collections/search",
+        {"collection_ids": ["{collection}"], "query": "q"},
+        {"limt": 3},
+        "limt",
+    ),
+    (False, "POST", "/v1/memories", {"user_id": USER, "text": "t"}, {"knd": "fact"}, "knd"),
+    (False, "PATCH", "/v1/memories/{memory}", {"text": "t"}, {"metdata": {}}, "metdata"),
+    (False, "POST", "/v1/memories/search", {"user_id": USER, "query": "q"}, {"top_k": 3}, "top_k"),
+    (False, "POST", "/v1/search", {"user_id": USER, "query": "q"}, {"type": ["chunks"]}, "type"),
+    (
+        False,
+        "POST",
+        "/v1/conversations/c1/messages",
+        {"user_id": USER, "messages": [{"role": "user", "content": "hi"}]},
+        {"session": "s"},
+        "session",
+    ),
+    (
+        False,
+        "POST",
+        "/v1/auth/issuers",
+        {"issuer": "https://b.example/", "audiences": ["a"], "hs256_secret": "s" * 32},
+        {"audience": "a"},
+        "audience",
+    ),
+    (False, "PATCH", "/v1/auth/issuers/{issuer}", {}, {"leeway": 5}, "leeway"),
+    (False, "POST", "/v1/agents", {"name": "a2", "model": "local"}, {"modle": "x"}, "modle"),
+    (False, "PATCH", "/v1/agents/{agent}", {}, {"instruction": "x"}, "instruction"),
+    # nested objects of a hand-checked body: the same check, the path named
+    (False, "PATCH", "/v1/agents/{agent}", {"memory": {"enabld": False}}, {}, "memory.enabld"),
+    (
+        False,
+        "PATCH",
+        "/v1/agents/{agent}",
+        {"memory": {"budgets": {"memorys": 10}}},
+        {},
+        "memory.budgets.memorys",
+    ),
+    (
+        False,
+        "PATCH",
+        "/v1/agents/{agent}",
+        {"parameters": {"temprature": 1}},
+        {},
+        "parameters.temprature",
+    ),
+    (
+        False,
+        "POST",
+        "/v1/agents/{agent}/tools",
+        {"name": "t3", "type": "http", "http": {"url": "https://t.example/x", "metod": "GET"}},
+        {},
+        "http.metod",
+    ),
+    (
+        False,
+        "POST",
+        "/v1/agents/{agent}/tools",
+        {"name": "t2", "type": "builtin", "builtin": "memory_search"},
+        {"descripton": "d"},
+        "descripton",
+    ),
+    (False, "PATCH", "/v1/agents/{agent}/tools/{tool}", {}, {"aproval": "always"}, "aproval"),
+    (
+        False,
+        "POST",
+        "/v1/chat/resume",
+        {"approval_id": "appr_x", "decision": "approve"},
+        {"reasn": "r"},
+        "reasn",
+    ),
+    (True, "POST", "/v1/workspaces", {"name": "w"}, {"nmae": "w"}, "nmae"),
+    (True, "POST", "/v1/workspaces/{workspace}/api_keys", {"name": "k"}, {"scope": "x"}, "scope"),
+    (True, "PATCH", "/v1/workspaces/{workspace}", {}, {"limit": {}}, "limit"),
+    (True, "PATCH", "/v1/workspaces/{workspace}", {}, {"limits": {"rpmx": 1}}, "limits.rpmx"),
+    (
+        True,
+        "PATCH",
+        "/v1/workspaces/{workspace}/api_keys/{key}",
+        {},
+        {"budget": {"credit": 1}},
+        "budget.credit",
+    ),
+]
+
+
+def _filled(value, world: dict):
+    if isinstance(value, str):
+        return value.format(**world)
+    if isinstance(value, list):
+        return [_filled(v, world) for v in value]
+    if isinstance(value, dict):
+        return {k: _filled(v, world) for k, v in value.items()}
+    return value
+
+
+def test_an_unknown_field_is_a_400_naming_it_on_every_body(http, operator_http, world):
+    for operator, method, path, body, typo, param in BODIES:
+        client = operator_http if operator else http
+        url = _filled(path, world)
+        resp = client.request(method, url, json={**_filled(body, world), **typo})
+        error = assert_envelope(resp, 400, code="unknown_parameter")
+        assert error["type"] == "invalid_request_error", (method, path)
+        assert error["param"] == param, (method, path, error)
+        assert error["message"] == f"Unknown parameter: '{param}'.", error
+    # nothing was stored or changed
+    collections = http.get("/v1/collections").json()["data"]
+    assert [c["name"] for c in collections] == ["Docs"]
+    assert collections[0]["description"] == ""
+    assert http.get("/v1/agents").json()["data"][0]["version"] == 1
+
+
+def test_a_typo_in_a_collection_is_refused_and_the_right_field_stored(http):
+    """The reported case, end to end: refused, then the spelt-right body is stored whole."""
+    bad = http.post("/v1/collections", json={"name": "x", "descripton": "typo"})
+    assert assert_envelope(bad, 400, code="unknown_parameter")["param"] == "descripton"
+    assert http.get("/v1/collections").json()["data"] == []
+    good = http.post("/v1/collections", json={"name": "x", "description": "right"})
+    assert good.status_code == 201 and good.json()["description"] == "right"
+
+
+def test_a_hostile_unknown_key_is_named_without_being_echoed(http):
+    resp = http.post("/v1/collections", json={"name": "x", "y" * 10_000: 1})
+    error = assert_envelope(resp, 400, code="unknown_parameter")
+    assert len(error["param"]) < 100 and len(error["message"]) < 150
+
+
+def test_chat_completions_still_pass_unknown_fields_through(http, upstream):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    resp = http.post("/v1/chat/completions", json={**body, "some_vendor_field": 1})
+    assert resp.status_code == 200, resp.text
+
+
+def test_the_document_says_which_bodies_are_closed(anon_http):
+    """`additionalProperties: false` on each closed body, nested ones too; the chat body and an
+    imported message (OpenAI's shapes, which grow) stay open."""
+    from tests.test_openapi import _schema
+
+    schema = _schema(anon_http)
+    components = schema["components"]["schemas"]
+
+    def body(path: str, method: str) -> dict:
+        content = schema["paths"][path][method]["requestBody"]["content"]
+        ref = content["application/json"]["schema"]["$ref"]
+        return components[ref.rsplit("/", 1)[-1]]
+
+    for path, method in [
+        ("/v1/collections", "post"),
+        ("/v1/memories", "post"),
+        ("/v1/agents", "post"),
+        ("/v1/agents/{agent_id}/tools", "post"),
+        ("/v1/chat/resume", "post"),
+        ("/v1/workspaces/{workspace_id}", "patch"),
+        ("/v1/auth/issuers", "post"),
+    ]:
+        assert body(path, method).get("additionalProperties") is False, (method, path)
+    limits = body("/v1/workspaces/{workspace_id}", "patch")["properties"]["limits"]
+    assert components[limits["$ref"].rsplit("/", 1)[-1]]["additionalProperties"] is False
+    chat = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]
+    chat_ref = chat["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert components[chat_ref].get("additionalProperties") is not False
+    imported = body("/v1/conversations/{conversation_id}/messages", "post")
+    message = imported["properties"]["messages"]["items"]["$ref"].rsplit("/", 1)[-1]
+    assert components[message].get("additionalProperties") is not False
