@@ -196,3 +196,107 @@ def test_redis_killed_while_the_worker_holds_a_job_the_job_and_later_ones_are_do
         texts = sorted(Memory.objects.values_list("text", flat=True))
         assert len(texts) == 2 and texts[0] == "Lives in Lisbon" and "jazz" in texts[1], texts
         assert list(ProcessingJob.objects.values_list("status", "attempts")) == [("done", 1)] * 2
+
+
+def test_a_turn_s_request_lost_by_a_database_crash_is_stored_with_its_answer(
+    tmp_path, _upstream_server
+):
+    """PostgreSQL SIGKILLed during the upstream call, its WAL replayed: the turn's first commit
+    (its request: not waited for on disk) was lost, and the answer went in alone — a 200 whose
+    question was in neither the history nor the extraction. Its answer's store, tried again
+    once the database is back, stores the request again first (same ids)."""
+    import contextlib
+    import os
+    import re
+    import signal
+    import threading
+
+    import psycopg
+
+    from tests.stack import Redis, TcpProxy
+    from tests.test_faults import _manage, embedded_postgres
+
+    _upstream_server.reset()
+    _upstream_server.script(
+        Reply(json=openai_completion("Hello.")),
+        Reply(json=openai_completion("Lisbon is lovely."), delay=6),  # the crash meanwhile
+    )
+    data = tmp_path / "data"
+    redis = Redis(tmp_path).start()
+    with contextlib.ExitStack() as servers:
+        url, pid = servers.enter_context(embedded_postgres(data))
+        dsn = url.replace("postgres://", "postgresql://", 1)
+        with psycopg.connect(dsn, autocommit=True) as db:  # no WAL flush but by the commits
+            db.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+            db.execute("SELECT pg_reload_conf()")
+        # the web process reaches it through a proxy: the recovered server may listen elsewhere
+        proxy = TcpProxy(int(url.rsplit(":", 1)[1].split("/")[0])).start()
+        stack = Stack(
+            database_url=url.replace(f":{proxy.target_port}/", f":{proxy.port}/"),
+            redis=redis,
+            workdir=tmp_path,
+            ENGRAM_MEMORY_EXTRACTION="offline",
+            OPENAI_BASE_URL=_upstream_server.url + "/v1",
+            OPENAI_API_KEY="sk-upstream-test",
+        )
+        try:
+            _manage(stack, "migrate", "-v0")
+            key = re.search(r"API key: (\S+)", _manage(stack, "createworkspace", "crash", "--key"))
+            assert key is not None
+            stack.web()
+            headers = {"x-user-id": "ana", "x-conversation-id": "lost"}
+            replies: list[httpx.Response] = []
+
+            def say(text: str) -> None:
+                with client(stack, key.group(1), **headers) as http:
+                    replies.append(
+                        http.post(
+                            "/v1/chat/completions",
+                            json={
+                                "model": "gpt-4o-mini",
+                                "messages": [{"role": "user", "content": text}],
+                            },
+                        )
+                    )
+
+            say("Hi.")  # the conversation, committed with its answer (on disk)
+            asking = threading.Thread(target=say, args=("I live in Lisbon.",))
+            asking.start()
+            with psycopg.connect(dsn, autocommit=True) as db:
+                wait_until(
+                    lambda: db.execute(
+                        "SELECT 1 FROM memory_message WHERE content = 'I live in Lisbon.'"
+                    ).fetchone(),
+                    timeout=30,
+                    what="the request stored",
+                    every=0.01,
+                )
+            wait_until(
+                lambda: len(_upstream_server.chat_requests()) == 2,
+                timeout=30,
+                what="the upstream called",
+                every=0.01,
+            )
+            os.killpg(pid, signal.SIGKILL)  # the server and every backend, at once
+            servers.close()  # its owner gone
+            url, _ = servers.enter_context(embedded_postgres(data))  # recovered from its WAL
+            proxy.cut()  # what the kill left open
+            proxy.target_port = int(url.rsplit(":", 1)[1].split("/")[0])
+            proxy.start()
+            dsn = url.replace("postgres://", "postgresql://", 1)
+            asking.join(timeout=60)
+            assert [r.status_code for r in replies] == [200, 200], replies[-1].text
+            with psycopg.connect(dsn) as db:
+                stored = db.execute(
+                    "SELECT role, content FROM memory_message ORDER BY id"
+                ).fetchall()
+            assert stored == [
+                ("user", "Hi."),
+                ("assistant", "Hello."),
+                ("user", "I live in Lisbon."),
+                ("assistant", "Lisbon is lovely."),
+            ]
+        finally:
+            stack.stop()
+            proxy.cut()
+    redis.stop()
