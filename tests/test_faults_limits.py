@@ -96,7 +96,7 @@ def test_redis_killed_mid_stream_settles_the_budget_to_what_was_spent_once_back(
 
         answered = UsageRecord.objects.filter(status_code=200)
         wait_until(lambda: answered.count() == 2, timeout=20, what="two usage records")
-        spent = round(sum(answered.values_list("credits", flat=True)) * 1_000_000)
+        spent = round(sum(c or 0.0 for c in answered.values_list("credits", flat=True)) * 1_000_000)
         assert spent == 18_600_000  # 12.75 + 5.85
         store = redis_client.Redis.from_url(stack.redis.url)
         wait_until(
