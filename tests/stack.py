@@ -97,9 +97,11 @@ def wait_until(check, *, timeout: float, what: str, every: float = 0.2):
 
 
 class Redis:
-    """A redis-server of the test's own: no persistence, so a restart also loses the queue."""
+    """A redis-server of the test's own: no persistence, so a restart also loses the queue;
+    `append_only` keeps its data across a kill, as the embedded one's (fsync at every write)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, append_only: bool = False) -> None:
+        self.append_only = append_only
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.workdir = workdir
@@ -117,8 +119,11 @@ class Redis:
                 str(self.workdir),
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(
+                    ("--appendonly", "yes", "--appendfsync", "always")
+                    if self.append_only
+                    else ("--appendonly", "no")
+                ),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

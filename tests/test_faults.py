@@ -35,14 +35,21 @@ FACTS = {
 
 
 @contextlib.contextmanager
-def running_stack(tmp_path, *, host: str | None = None, port: int | None = None, **env: str):
+def running_stack(
+    tmp_path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    append_only: bool = False,
+    **env: str,
+):
     """A Stack on the test database (at `host:port` instead, when given) and a Redis of its
-    own, stopped at the end."""
+    own (keeping its data across a kill when `append_only`), stopped at the end."""
     from django.db import connection
 
     db = connection.settings_dict
     where = f"{host or db['HOST']}:{port or db['PORT']}"
-    redis = Redis(tmp_path).start()
+    redis = Redis(tmp_path, append_only=append_only).start()
     stack = Stack(
         database_url=f"postgres://{db['USER']}@{where}/{db['NAME']}",
         redis=redis,

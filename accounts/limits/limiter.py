@@ -363,15 +363,24 @@ def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:
         return
     leases.release(admission)
 
+    command = admission.settle_command(_SETTLE_HEAD, tokens, credits_micro)
+
     def failed(exc: BaseException) -> None:
         _down(exc)
+        if isinstance(exc, inline_redis.NotSent):
+            # Redis was down when the answer ended (killed, restarting): kept for its return,
+            # as the settles of the answers that end while the limiter rests. Dropped, a Redis
+            # that kept its data (append-only) counted the reservation as spent: the prompt's
+            # estimate and max_tokens at the model's price, 48 times what a 20-token answer
+            # cost, against the budget for the rest of its period.
+            _keep_unsent(command)
+            return
         logger.warning(
             "could not settle request %s (%s): its reservation stands",
             admission.request_id,
             type(exc).__name__,
         )
 
-    command = admission.settle_command(_SETTLE_HEAD, tokens, credits_micro)
     if time.monotonic() < _state["down_until"]:
         _keep_unsent(command)
         return
@@ -483,8 +492,10 @@ async def _call(script: str, count: int, body: tuple[bytes, ...]):
         *_, reply = await pool.call_many(
             [*unsent, inline_redis.encoded(count, by_sha, *body)], timeout=TIMEOUT_SECONDS
         )
-    except _FAILURES:
-        if unsent:  # perhaps sent, perhaps not: never twice
+    except _FAILURES as exc:
+        if unsent and isinstance(exc, inline_redis.NotSent):  # surely not sent: kept again
+            _unsent[:0] = unsent
+        elif unsent:  # perhaps sent, perhaps not: never twice
             logger.warning(
                 "%d settle(s) may not have reached Redis: reservations stand", len(unsent)
             )

@@ -54,6 +54,11 @@ class _Incomplete(Exception):
     pass
 
 
+class NotSent(ConnectionError):
+    """A post that failed before any of its bytes left: Redis could not be reached (down,
+    restarting). Unlike a failure mid-send, it is safe to send the same commands again."""
+
+
 class _MustOpen(Exception):
     """The posting connection has to be opened first: not on the event loop's thread."""
 
@@ -218,8 +223,10 @@ class Pool:
     def _connect(self, timeout: float) -> _Connection:
         try:
             return _Connection(self.options, timeout)
-        except BaseException:
+        except BaseException as exc:
             self._drop(None)
+            if isinstance(exc, OSError):  # nothing was sent: the caller may send it again
+                raise NotSent(f"could not connect: {exc}") from exc
             raise
 
     def _keep(self, connecting: asyncio.Future) -> None:
@@ -309,7 +316,8 @@ class Pool:
         no replies (CLIENT REPLY OFF). Nothing reads, waits or wakes up for it: a settle is its
         share of one send. With replies (a task, a future, a reader and a timer per batch, and
         the wake-up to read them) a settle cost ~55 µs of CPU. `failed` gets the exception
-        when the command could not be sent (one of FAILURES); one that was sent is not
+        when the command could not be sent (one of FAILURES; NotSent when none of it left, so
+        it may be sent again); one that was sent is not
         confirmed, so `command` must not need its reply (a script sent whole, EVAL, cannot
         meet a NOSCRIPT)."""
         loop = asyncio.get_running_loop()
@@ -345,19 +353,24 @@ class Pool:
     def _post(self, data: bytes, *, may_open: bool) -> None:
         """Under posting_lock: send on the posting connection, opened first if it is not open
         or Redis has closed it (a restart: checked before each batch, so no batch goes into a
-        closed connection unseen); _MustOpen when that is needed and not `may_open`. A failure
-        closes it (the next batch opens another)."""
+        closed connection unseen); _MustOpen when that is needed and not `may_open`, NotSent
+        when it cannot be opened. A failure closes it (the next batch opens another)."""
         if self.posting is not None and not self.posting.alive():
             self.posting.close()
             self.posting = None
         if self.posting is None:
             if not may_open:
                 raise _MustOpen
-            connection = _Connection(self.options, POST_WAIT)
+            try:
+                connection = _Connection(self.options, POST_WAIT)
+            except OSError as exc:  # as Pool._connect
+                raise NotSent(f"could not connect: {exc}") from exc
             try:
                 connection.send(_encode(("CLIENT", "REPLY", "OFF")), time.monotonic() + POST_WAIT)
-            except BaseException:
+            except BaseException as exc:
                 connection.close()
+                if isinstance(exc, OSError):
+                    raise NotSent(f"could not connect: {exc}") from exc
                 raise
             self.posting = connection
         try:

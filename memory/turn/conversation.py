@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.db.models import Value
@@ -271,6 +271,7 @@ class Loaded:
     exclude_ids: list[str]
     stored_ids: list[str]
     serve_history: bool
+    stored: list[dict] = field(default_factory=list)  # the messages stored_ids name, in order
     # The fingerprint of the conversation's transcript with this request's messages (found by
     # its history: the request's whole transcript), which the reply extends into the
     # conversation's new fingerprint (finish_turn); None: not known whole (a long conversation).
@@ -446,6 +447,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         else [],
         exclude_ids=exclude,
         stored_ids=stored_ids,
+        stored=new if stored_ids else [],
         serve_history=serve,
         fingerprint=whole,
     )

@@ -48,6 +48,7 @@ class TurnState:
     session: Session | None  # as prepare_turn resolved it
     session_id: str | None
     stored_ids: list[str] = field(default_factory=list)
+    stored: list[dict] = field(default_factory=list)  # the request's messages stored_ids name
     fingerprint: str | None = None  # the conversation's transcript's with this request's
 
     @property
@@ -228,6 +229,7 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             session=loaded.session,
             session_id=loaded.session_id,
             stored_ids=loaded.stored_ids,
+            stored=loaded.stored,
             fingerprint=loaded.fingerprint,
         )
     return PreparedTurn(
@@ -266,6 +268,14 @@ def _finish(
         conversations = conversations.annotate(
             session_kept=Exists(Session.objects.filter(pk=state.session.pk))
         )
+    if state.stored_ids:
+        # And whether the turn's request is still stored, in the same statement: its commit did
+        # not wait for the disk (load_and_store), so a database server that crashed during the
+        # upstream call and replayed its WAL may have lost it — and the answer then went in
+        # without its question: a 200 whose request was neither history nor extracted.
+        conversations = conversations.annotate(
+            request_kept=Exists(Message.objects.filter(pk=state.stored_ids[0]))
+        )
     # This commit waits for the disk (unlike load_and_store's): the client's last bytes wait
     # for it, and its WAL flush carries the turn's first commit too (one sequence), so an
     # answer the client received survives the database server crashing right after. ~0.2-0.4
@@ -277,6 +287,15 @@ def _finish(
             logger.info("turn of an erased conversation: its answer is not stored")
             return
         session = state.session if getattr(conversation, "session_kept", False) else None
+        if state.stored_ids and not getattr(conversation, "request_kept", True):
+            logger.warning("a turn's request lost by the database (a crash?): stored again")
+            messages_append(
+                workspace=ctx.workspace,
+                conversation=conversation,
+                session=session,
+                messages=state.stored,
+                ids=state.stored_ids,
+            )
         if on_stored is not None:  # registered first, so it runs before the jobs' sends
             transaction.on_commit(on_stored)
         if assistant is not None and (

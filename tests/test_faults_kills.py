@@ -1,0 +1,302 @@
+"""Faults, over HTTP with real processes (tests/stack.py): a worker killed twice in the same LLM
+call, a web process killed mid-stream and the client's retry."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from memory.models import Memory, MemoryEvent, Message, ProcessingJob
+from tests.stack import Stack, wait_until
+from tests.test_faults import client, running_stack
+from tests.upstream import Reply, openai_completion, openai_stream
+
+
+def test_a_worker_killed_twice_mid_llm_extraction_extracts_once(tmp_path, owner, _upstream_server):
+    _upstream_server.reset()
+    facts = {"facts": [{"text": "Lives in Lisbon", "kind": "fact", "sources": [1]}]}
+    slow = Reply(json=openai_completion(json.dumps(facts)), delay=30)  # killed while it waits
+    done = Reply(json=openai_completion(json.dumps(facts)))
+    _upstream_server.script(Reply(json=openai_completion("Noted.")), slow, slow, done)
+    with running_stack(
+        tmp_path, OPENAI_BASE_URL=_upstream_server.url + "/v1", OPENAI_API_KEY="sk-upstream-test"
+    ) as stack:
+        stack.env["ENGRAM_MEMORY_EXTRACTION"] = "llm"
+        stack.web()
+        stack.beat()
+        headers = {"x-user-id": "ana", "x-conversation-id": "twice"}
+        with client(stack, owner[1], **headers) as http:
+            response = http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "I live in Lisbon."}],
+                },
+            )
+        assert response.status_code == 200, response.text
+        job = wait_until(
+            lambda: ProcessingJob.objects.filter(kind="extract").first(), timeout=30, what="job"
+        )
+
+        def extraction_calls() -> int:
+            return sum(1 for r in _upstream_server.chat_requests() if r.body.get("response_format"))
+
+        for attempt in (1, 2):
+            worker = stack.worker()
+            wait_until(
+                lambda: extraction_calls() == attempt,  # noqa: B023 - waited for at once
+                timeout=60,
+                what=f"attempt {attempt}'s LLM call",
+            )
+            Stack.kill(worker)
+            job.refresh_from_db()
+            assert (job.status, job.attempts) == ("running", attempt)
+        stack.worker()
+        wait_until(
+            lambda: ProcessingJob.objects.filter(pk=job.pk, status="done").exists(),
+            timeout=60,
+            what="the job done by the third worker",
+        )
+        job.refresh_from_db()
+        assert job.attempts == 3 and job.extractor == "llm", (job.extractor, job.error)
+        assert extraction_calls() == 3
+        assert list(Memory.objects.values_list("text", flat=True)) == ["Lives in Lisbon"]
+        assert MemoryEvent.objects.filter(event="ADD").count() == 1
+
+
+def test_a_web_process_killed_mid_stream_cuts_the_stream_and_the_retry_is_stored_once(
+    tmp_path, owner, _upstream_server
+):
+    _upstream_server.reset()
+    pieces = [f"piece {i} " for i in range(100)]
+    _upstream_server.script(
+        Reply(json=openai_completion("Hello Ana.")),
+        Reply(stream=openai_stream(pieces), delay=0.1),  # cut by the kill
+        Reply(stream=openai_stream(["All ", "of ", "it."])),  # the retry's
+    )
+    with running_stack(
+        tmp_path, OPENAI_BASE_URL=_upstream_server.url + "/v1", OPENAI_API_KEY="sk-upstream-test"
+    ) as stack:
+        serving = stack.web()
+        serving_url = stack.web_url
+        stack.web()
+        other_url = stack.web_url
+        stack.worker()
+        stack.beat()
+        history = [{"role": "user", "content": "Hi, I am Ana."}]
+        auth = {"Authorization": f"Bearer {owner[1]}", "x-user-id": "ana"}
+        with httpx.Client(headers=auth, timeout=30) as http:
+            first = http.post(
+                serving_url + "/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": history},
+            )
+            assert first.status_code == 200, first.text
+            conversation = first.json()["engram"]["conversation_id"]
+            history += [
+                {"role": "assistant", "content": "Hello Ana."},
+                {"role": "user", "content": "Tell me a long story about Lisbon."},
+            ]
+            body = {"model": "gpt-4o-mini", "stream": True, "messages": history}
+            received = ""
+            cut = None
+            try:
+                with http.stream(
+                    "POST", serving_url + "/v1/chat/completions", json=body
+                ) as response:
+                    for line in response.iter_lines():
+                        received += line
+                        if "piece 2 " in received and serving.poll() is None:
+                            Stack.kill(serving)
+            except httpx.HTTPError as exc:
+                cut = exc
+            assert cut is not None or "[DONE]" not in received, "the stream ended as if whole"
+            assert "piece 99" not in received
+
+            retry = http.post(other_url + "/v1/chat/completions", json=body)
+            assert retry.status_code == 200, retry.text
+            engram = [
+                json.loads(line[6:])["engram"]
+                for line in retry.text.splitlines()
+                if line.startswith("data: {") and '"engram"' in line
+            ]
+            assert engram and engram[0]["conversation_id"] == conversation
+
+        stored = Message.objects.filter(conversation__external_id=conversation).order_by("id")
+        wait_until(lambda: stored.filter(role="assistant").count() == 2, timeout=20, what="answers")
+        assert list(stored.values_list("role", "content")) == [
+            ("user", "Hi, I am Ana."),
+            ("assistant", "Hello Ana."),
+            ("user", "Tell me a long story about Lisbon."),
+            ("assistant", "All of it."),
+        ]
+        wait_until(
+            lambda: (
+                not ProcessingJob.objects.exclude(status="done").exists()
+                and ProcessingJob.objects.exists()
+            ),
+            timeout=60,
+            what="every job done",
+        )
+
+
+def test_redis_killed_while_the_worker_holds_a_job_the_job_and_later_ones_are_done(
+    tmp_path, owner, _upstream_server
+):
+    """The worker mid-LLM-call when Redis dies (its message, its ack, its broker connection
+    gone) and Redis started again empty: the job it held is done once, and the turns after
+    are extracted by the same worker."""
+    _upstream_server.reset()
+    lisbon = {"facts": [{"text": "Lives in Lisbon", "kind": "fact", "sources": [1]}]}
+    jazz = {"facts": [{"text": "Loves jazz", "kind": "fact", "sources": [1]}]}
+    _upstream_server.script(
+        Reply(json=openai_completion("Noted.")),
+        Reply(json=openai_completion(json.dumps(lisbon)), delay=4),  # Redis dies meanwhile
+        Reply(json=openai_completion("Nice.")),
+        Reply(json=openai_completion(json.dumps(jazz))),
+    )
+    with running_stack(
+        tmp_path, OPENAI_BASE_URL=_upstream_server.url + "/v1", OPENAI_API_KEY="sk-upstream-test"
+    ) as stack:
+        stack.env["ENGRAM_MEMORY_EXTRACTION"] = "llm"
+        stack.web()
+        worker = stack.worker()
+        stack.beat()
+        headers = {"x-user-id": "ana", "x-conversation-id": "held"}
+
+        def say(text: str) -> None:
+            with client(stack, owner[1], **headers) as http:
+                response = http.post(
+                    "/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
+                )
+            assert response.status_code == 200, response.text
+
+        say("I live in Lisbon.")
+        wait_until(
+            lambda: ProcessingJob.objects.filter(status="running").exists(),
+            timeout=30,
+            what="the job claimed",
+            every=0.05,
+        )
+        stack.redis.stop()
+        wait_until(
+            lambda: ProcessingJob.objects.filter(status="done").exists(),
+            timeout=30,
+            what="the held job done with Redis down",
+        )
+        stack.redis.start()
+        say("I love jazz.")
+        wait_until(
+            lambda: Memory.objects.filter(text__icontains="jazz").exists(),
+            timeout=60,
+            what="the next turn extracted after Redis returned",
+        )
+        assert worker.poll() is None  # the same worker
+        texts = sorted(Memory.objects.values_list("text", flat=True))
+        assert len(texts) == 2 and texts[0] == "Lives in Lisbon" and "jazz" in texts[1], texts
+        assert list(ProcessingJob.objects.values_list("status", "attempts")) == [("done", 1)] * 2
+
+
+def test_a_turn_s_request_lost_by_a_database_crash_is_stored_with_its_answer(
+    tmp_path, _upstream_server
+):
+    """PostgreSQL SIGKILLed during the upstream call, its WAL replayed: the turn's first commit
+    (its request: not waited for on disk) was lost, and the answer went in alone — a 200 whose
+    question was in neither the history nor the extraction. Its answer's store, tried again
+    once the database is back, stores the request again first (same ids)."""
+    import contextlib
+    import os
+    import re
+    import signal
+    import threading
+
+    import psycopg
+
+    from tests.stack import Redis, TcpProxy
+    from tests.test_faults import _manage, embedded_postgres
+
+    _upstream_server.reset()
+    _upstream_server.script(
+        Reply(json=openai_completion("Hello.")),
+        Reply(json=openai_completion("Lisbon is lovely."), delay=6),  # the crash meanwhile
+    )
+    data = tmp_path / "data"
+    redis = Redis(tmp_path).start()
+    with contextlib.ExitStack() as servers:
+        url, pid = servers.enter_context(embedded_postgres(data))
+        dsn = url.replace("postgres://", "postgresql://", 1)
+        with psycopg.connect(dsn, autocommit=True) as db:  # no WAL flush but by the commits
+            db.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+            db.execute("SELECT pg_reload_conf()")
+        # the web process reaches it through a proxy: the recovered server may listen elsewhere
+        proxy = TcpProxy(int(url.rsplit(":", 1)[1].split("/")[0])).start()
+        stack = Stack(
+            database_url=url.replace(f":{proxy.target_port}/", f":{proxy.port}/"),
+            redis=redis,
+            workdir=tmp_path,
+            ENGRAM_MEMORY_EXTRACTION="offline",
+            OPENAI_BASE_URL=_upstream_server.url + "/v1",
+            OPENAI_API_KEY="sk-upstream-test",
+        )
+        try:
+            _manage(stack, "migrate", "-v0")
+            key = re.search(r"API key: (\S+)", _manage(stack, "createworkspace", "crash", "--key"))
+            assert key is not None
+            stack.web()
+            headers = {"x-user-id": "ana", "x-conversation-id": "lost"}
+            replies: list[httpx.Response] = []
+
+            def say(text: str) -> None:
+                with client(stack, key.group(1), **headers) as http:
+                    replies.append(
+                        http.post(
+                            "/v1/chat/completions",
+                            json={
+                                "model": "gpt-4o-mini",
+                                "messages": [{"role": "user", "content": text}],
+                            },
+                        )
+                    )
+
+            say("Hi.")  # the conversation, committed with its answer (on disk)
+            asking = threading.Thread(target=say, args=("I live in Lisbon.",))
+            asking.start()
+            with psycopg.connect(dsn, autocommit=True) as db:
+                wait_until(
+                    lambda: db.execute(
+                        "SELECT 1 FROM memory_message WHERE content = 'I live in Lisbon.'"
+                    ).fetchone(),
+                    timeout=30,
+                    what="the request stored",
+                    every=0.01,
+                )
+            wait_until(
+                lambda: len(_upstream_server.chat_requests()) == 2,
+                timeout=30,
+                what="the upstream called",
+                every=0.01,
+            )
+            os.killpg(pid, signal.SIGKILL)  # the server and every backend, at once
+            servers.close()  # its owner gone
+            url, _ = servers.enter_context(embedded_postgres(data))  # recovered from its WAL
+            proxy.cut()  # what the kill left open
+            proxy.target_port = int(url.rsplit(":", 1)[1].split("/")[0])
+            proxy.start()
+            dsn = url.replace("postgres://", "postgresql://", 1)
+            asking.join(timeout=60)
+            assert [r.status_code for r in replies] == [200, 200], replies[-1].text
+            with psycopg.connect(dsn) as db:
+                stored = db.execute(
+                    "SELECT role, content FROM memory_message ORDER BY id"
+                ).fetchall()
+            assert stored == [
+                ("user", "Hi."),
+                ("assistant", "Hello."),
+                ("user", "I live in Lisbon."),
+                ("assistant", "Lisbon is lovely."),
+            ]
+        finally:
+            stack.stop()
+            proxy.cut()
+    redis.stop()
