@@ -51,14 +51,7 @@ def run_jobs(kind: str) -> None:
 def turn(http, upstream, text: str, answer: str, *then: Reply) -> None:
     """One turn of alice's in the diet conversation; then its extraction, then its summary
     (`then`: the upstream's replies for those)."""
-    upstream.script(Reply(json=openai_completion(answer)), *then)
-    response = http.post(
-        "/v1/chat/completions",
-        json={"model": "m", "messages": [{"role": "user", "content": text}]},
-        headers=HEADERS,
-    )
-    assert response.status_code == 200, response.text
-    run_jobs("extract")
+    upstream_turn(http, upstream, text, answer, *then)
     run_jobs("summarize")
 
 
@@ -157,9 +150,10 @@ def test_a_deleted_memory_leaves_the_llms_summary(http, summarized_soon, setting
     assert_no_peanuts(http, summarized_soon)
 
 
-def upstream_turn(http, upstream, text: str, answer: str) -> None:
-    """A turn and its extraction, its summary left to be made."""
-    upstream.script(Reply(json=openai_completion(answer)))
+def upstream_turn(http, upstream, text: str, answer: str, *then: Reply) -> None:
+    """A turn and its extraction, its summary left to be made (`then`: the upstream's replies
+    after the answer)."""
+    upstream.script(Reply(json=openai_completion(answer)), *then)
     response = http.post(
         "/v1/chat/completions",
         json={"model": "m", "messages": [{"role": "user", "content": text}]},
