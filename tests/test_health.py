@@ -229,6 +229,46 @@ def test_what_a_worker_prints_is_a_json_line_too(transactional_db, tmp_path):
     assert printed and all(e["logger"] == "celery.redirected" for e in printed), raw
 
 
+def test_the_scheduled_sweeps_leave_no_lines_when_nothing_happens(transactional_db, tmp_path):
+    """The job sweep runs every 5 s: beat's "Sending due task" and the worker's "received" and
+    "succeeded" made three INFO lines every 5 s in a quiet `make run`. They are left out; any
+    other task's lines stay (and the sweeps' failures, at ERROR)."""
+    import json
+    import time
+
+    from config.celery import app
+    from tests.stack import beat_args, wait_until, worker_args
+    from tests.test_faults import running_stack
+
+    with running_stack(
+        tmp_path, DJANGO_SETTINGS_MODULE="config.settings.base", ENGRAM_JOB_SWEEP_SECONDS="0.5"
+    ) as stack:
+        stack._spawn("worker", worker_args("--without-mingle", "--loglevel", "INFO"), None)
+        wait_until(lambda: " ready." in stack.log("worker"), timeout=60, what="worker ready")
+        stack._spawn("beat", [*beat_args(tmp_path / "schedule")[:-1], "INFO"], None)
+        wait_until(lambda: "Starting" in stack.log("beat"), timeout=60, what="beat started")
+        with app.connection_for_write(stack.redis.url) as conn:
+            app.send_task(
+                "completions.usage_forget_user",
+                kwargs={"workspace_id": "ws", "user_id": "nobody"},
+                connection=conn,
+            )
+        wait_until(
+            lambda: (
+                "usage_forget_user" in stack.log("worker") and "succeeded" in stack.log("worker")
+            ),
+            timeout=60,
+            what="the task's success",
+        )
+        # Four sweeps' worth after the other task's lines: each would have written three.
+        time.sleep(2.0)
+        worker, beat = ((stack.workdir / f"{n}.log").read_text() for n in ("worker", "beat"))
+    lines = [json.loads(line) for line in (worker + beat).splitlines() if line.startswith("{")]
+    said = [e["message"] for e in lines]
+    assert any("usage_forget_user" in m and "received" in m for m in said), said
+    assert not [m for m in said if "sweep_jobs" in m or "sweep-jobs" in m], said
+
+
 def test_web_process_log_lines_are_json(tmp_path):
     """A web process (config.web, as `make run` and docker-compose start it) logged uvicorn's
     own lines in uvicorn's format ("INFO:     Started server process") beside Django's JSON:

@@ -323,13 +323,16 @@ LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "config.common.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "config.common.logging.RequestIdFilter"},
+        "routine_tasks": {"()": "config.common.logging.RoutineTasksFilter"},
+    },
     "formatters": {"json": {"()": "config.common.logging.JsonFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json",
-            "filters": ["request_id"],
+            "filters": ["request_id", "routine_tasks"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
