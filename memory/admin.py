@@ -17,7 +17,7 @@ from config.common.ids import ID_RULE, as_user_id, is_id
 from memory import services
 from memory.admin_users import user_url
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
-from memory.serializers import KINDS, engram_metadata_problem
+from memory.serializers import KINDS, MEMORY_TEXT_MAX_CHARS, engram_metadata_problem
 
 
 def _link(obj, label: str | None = None) -> str:
@@ -44,9 +44,11 @@ class OwnerFixed(LiveWorkspaces, LargeList):
 
 class MemoryForm(forms.ModelForm):
     """The API's rules for what a memory is: a user id the API can name (or the user could not
-    be read, exported or erased there) and one of the kinds."""
+    be read, exported or erased there), one of the kinds, and a text no longer than the API
+    takes (the admin took 100,000 characters)."""
 
     kind = forms.ChoiceField(choices=[(kind, kind) for kind in KINDS])
+    text = forms.CharField(widget=forms.Textarea, max_length=MEMORY_TEXT_MAX_CHARS)
 
     class Meta:
         model = Memory

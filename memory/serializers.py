@@ -205,16 +205,20 @@ class MemoryMetadataField(serializers.DictField):
         return metadata
 
 
+# A memory is one fact, not a document: the API's cap and the admin's (one fact, one constant).
+MEMORY_TEXT_MAX_CHARS = 4000
+
+
 class MemoryCreateInput(ClosedSerializer):
     user_id = UserIdField()
-    text = serializers.CharField(max_length=4000)
+    text = serializers.CharField(max_length=MEMORY_TEXT_MAX_CHARS)
     kind = serializers.ChoiceField(choices=KINDS, default="fact")
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(required=False, default=dict)
 
 
 class MemoryUpdateInput(ClosedSerializer):
-    text = serializers.CharField(max_length=4000, required=False)
+    text = serializers.CharField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
     kind = serializers.ChoiceField(choices=KINDS, required=False)
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(

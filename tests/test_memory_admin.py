@@ -104,6 +104,12 @@ def test_admin_adds_a_memory_under_the_apis_rules(admin_client, memory):
         url, form | {"user_id": "carol", "kind": "fact", "metadata": '{"value": 5}'}
     )
     assert bad_value.status_code == 200 and b"metadata.value is Engram" in bad_value.content
+    # the API's length cap (4,000 characters: a fact, not a document); the admin took 100,000
+    too_long = admin_client.post(
+        url, form | {"user_id": "carol", "kind": "fact", "text": "Likes tea. " * 9000}
+    )
+    assert too_long.status_code == 200 and b"at most 4000 characters" in too_long.content
+    assert not Memory.objects.filter(user_id="carol").exists()
     added = admin_client.post(url, form | {"user_id": "carol", "kind": "preference"})
     assert added.status_code == 302, added.content[:2000]
     assert Memory.objects.get(text="Likes tea.").kind == "preference"
