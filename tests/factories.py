@@ -10,6 +10,37 @@ def make_workspace(name: str = "acme") -> tuple[Workspace, str]:
     return workspace, api_key_create(workspace=workspace, name="test").raw_key
 
 
+def runs_with_approvals(
+    workspace: Workspace, *, user_id: str, n: int, expires_at=None, fields=lambda i: {}
+) -> None:
+    """`n` agent runs of `user_id`, each with two approvals asked in the order b, then a (to see
+    them listed in the order they were asked); `fields(i)` adds to run i's columns."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from completions.tools.models import Approval, Execution
+
+    expires_at = expires_at or timezone.now() + timedelta(minutes=15)
+    for i in range(n):
+        run = Execution.objects.create(
+            workspace=workspace,
+            agent_id="agent_x",
+            user_id=user_id,
+            model="m",
+            route_model="m",
+            **fields(i),
+        )
+        for call in ("call_b", "call_a"):
+            Approval.objects.create(
+                workspace=workspace,
+                execution=run,
+                user_id=user_id,
+                tool_calls=[{"id": f"{call}_{i}"}],
+                expires_at=expires_at,
+            )
+
+
 def paused_tool_run(workspace: Workspace, *, agent_name: str, model: str):
     """An agent with a built-in tool whose run is paused on a call, as a run awaiting approval
     is (completions.tools): the execution, for an approval or a deletion to point at."""

@@ -11,8 +11,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from completions.tools.models import Approval, Execution
+from completions.tools.models import Execution
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
+from tests.factories import runs_with_approvals
 
 
 def whole_export(*, workspace, user_id: str) -> dict:
@@ -131,29 +132,20 @@ def fill(workspace, user_id: str, *, conversations: int, messages: int = 3, tag:
                 new_text=f"Fact {i}",
                 source_message_ids=[message.id],
             )
-    soon = moment + timedelta(minutes=15)
-    for i in range(3):
-        run = Execution.objects.create(
-            workspace=workspace,
-            agent_id="agent_x",
-            user_id=user_id,
-            model="m",
-            route_model="m",
-            usage={"prompt_tokens": 10 + i, "completion_tokens": 2},
-            messages=[
+    runs_with_approvals(
+        workspace,
+        user_id=user_id,
+        n=3,
+        expires_at=moment + timedelta(minutes=15),
+        fields=lambda i: {
+            "usage": {"prompt_tokens": 10 + i, "completion_tokens": 2},
+            "messages": [
                 {"role": "system", "content": "the agent's own"},
                 {"role": "user", "content": f"Run {i}"},
                 {"role": "assistant", "content": "Done"},
             ],
-        )
-        for call in ("call_b", "call_a"):
-            Approval.objects.create(
-                workspace=workspace,
-                execution=run,
-                user_id=user_id,
-                tool_calls=[{"id": f"{call}_{i}"}],
-                expires_at=soon,
-            )
+        },
+    )
 
 
 @pytest.fixture

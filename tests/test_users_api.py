@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from memory.models import Conversation, Session
+from tests.factories import runs_with_approvals
 
 
 def user_export(workspace, user_id: str) -> dict:
@@ -441,28 +442,6 @@ def test_a_user_of_an_agent_with_memory_off_is_listed_read_and_counted(
     assert [u["id"] for u in http.get("/v1/users").json()["data"]] == ["alice"]
 
 
-def _runs_with_approvals(workspace, user_id: str, n: int) -> None:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from completions.tools.models import Approval, Execution
-
-    soon = timezone.now() + timedelta(minutes=15)
-    for i in range(n):
-        run = Execution.objects.create(
-            workspace=workspace, agent_id="agent_x", user_id=user_id, model="m", route_model="m"
-        )
-        for call in ("call_b", "call_a"):  # two, to see them in the order they were asked
-            Approval.objects.create(
-                workspace=workspace,
-                execution=run,
-                user_id=user_id,
-                tool_calls=[{"id": f"{call}_{i}"}],
-                expires_at=soon,
-            )
-
-
 def test_export_reads_the_runs_approvals_in_a_fixed_number_of_queries(owner, outsider):
     """A user's export read each agent run's approvals with a query of its own: 1,000 runs
     were 1,000 queries. Prefetched, the count is the same for 1 run as for 5, and each run
@@ -471,9 +450,9 @@ def test_export_reads_the_runs_approvals_in_a_fixed_number_of_queries(owner, out
     from django.test.utils import CaptureQueriesContext
 
     workspace = owner[0]
-    _runs_with_approvals(workspace, "one", 1)
-    _runs_with_approvals(workspace, "five", 5)
-    _runs_with_approvals(outsider[0], "five", 2)  # another workspace's user of the same id
+    runs_with_approvals(workspace, user_id="one", n=1)
+    runs_with_approvals(workspace, user_id="five", n=5)
+    runs_with_approvals(outsider[0], user_id="five", n=2)  # another workspace's user of the same id
 
     with CaptureQueriesContext(connection) as one:
         assert len(user_export(workspace, "one")["executions"]) == 1
