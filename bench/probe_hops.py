@@ -16,6 +16,8 @@ bench/probe_rerank.py's):
   1 - p times its score, or ranks as if `f` times lower: a question rarely states the fact.
 - *session prior*: a session as one retrieval unit (BM25 of its whole text for the question's
   words); each item scores 1 + beta times its session's share of the best session's more.
+- *entity hop*: the proper nouns of the first items' own text (a second hop by names) lift
+  every later item that names one of them.
 
 None was kept (README, Memory quality, *Multi-hop re-rankings*).
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import statistics
 import sys
 from collections import Counter
@@ -221,6 +224,47 @@ def session_prior(beta: float, sets_only: bool = False):
 FAMILIES["session prior"] = {
     f"session prior {b}{' sets' if o else ''}": session_prior(b, o)
     for b in (0.05, 0.1, 0.2, 0.3)
+    for o in (False, True)
+}
+
+
+_PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}\b")
+
+
+def entities(text: str, leave_out: set[str]) -> set[str]:
+    """Capitalized words not opening a sentence (names of places, people, titles), lower-cased."""
+    text = text.split(" [shares a photo")[0]
+    return {w.lower() for w in _PROPER.findall(text)} - leave_out
+
+
+def entity_hop(gamma: float, top: int, sets_only: bool = False):
+    """A second hop by names: the proper nouns of the first `top` items' own text (not the
+    speakers', not the question's) lift every later item whose own text names one of them by
+    1 + gamma ("Which city have both Jean and John visited?": Rome in one finds Rome in the
+    other)."""
+
+    def rerank(row, items):
+        if sets_only and not _AGGREGATE.search(row["question"]):
+            return assemble(items, weighted)
+        order = sorted(items, key=weighted, reverse=True)
+        skip = {n.lower() for n in _turns()[1][row["sample"]]}
+        skip |= {w.lower() for w in re.findall(r"[A-Za-z]+", row["question"])}
+        skip |= {"caro", "mel", "hey", "wow", "thanks", "yeah", "glad", "congrats", "awesome"}
+        named: set[str] = set()
+        for it in order[:top]:
+            named |= entities(_text(row, it), skip)
+        if not named:
+            return assemble(items, weighted)
+        lifted = {id(it) for it in order[top:] if named & entities(_text(row, it), skip)}
+        return assemble(order, lambda it: weighted(it) * (1 + gamma if id(it) in lifted else 1))
+
+    return rerank
+
+
+FAMILIES["entity hop"] = {
+    f"entity hop {g} top {k}{' sets' if o else ''}": entity_hop(g, k, o)
+    for g in (0.05, 0.1, 0.2)
+    for k in (3, 5)
     for o in (False, True)
 }
 
