@@ -122,8 +122,9 @@ def test_a_schema_is_sent_as_claudes_structured_outputs_take_it(client, upstream
         (STRUCTURED, {"type": "object"}),  # any object: closed, Claude could answer only {}
         (STRUCTURED, {**PERSON, "additionalProperties": True}),
         (STRUCTURED, {**PERSON, "additionalProperties": {"type": "string"}}),
+        (STRUCTURED, {}),  # any JSON value
     ],
-    ids=["older-model", "any-object", "open-object", "open-to-strings"],
+    ids=["older-model", "any-object", "open-object", "open-to-strings", "any-value"],
 )
 def test_a_schema_claude_cannot_take_natively_stays_an_instruction(client, upstream, model, schema):
     upstream.script(Reply(json=anthropic_message("{}", model=model)))

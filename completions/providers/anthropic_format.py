@@ -76,7 +76,7 @@ def native_schema(schema: Any) -> dict | None:
     "object"}` with no properties, or `additionalProperties` true or a schema) is what the
     native form cannot say: closed, Claude could only answer `{}`. oneOf as anyOf, and the
     keywords it does not enforce in the description, as Anthropic's SDK sends them."""
-    if not isinstance(schema, dict):
+    if not isinstance(schema, dict) or not schema:  # none, or {}: any JSON value
         return None
     try:
         return _closed(schema)
