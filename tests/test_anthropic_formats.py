@@ -202,6 +202,15 @@ def test_a_pdf_file_reaches_claude_as_a_document_with_its_name(client, upstream)
     ]
 
 
+def test_a_long_file_name_is_cut_to_the_longest_title_anthropic_takes(client, upstream):
+    name = "r" * 600 + ".pdf"
+    client.chat.completions.create(
+        model=OLDER,
+        messages=[{"role": "user", "content": [file_part("application/pdf", PDF, name)]}],
+    )
+    assert upstream.last.body["messages"][0]["content"][0]["title"] == "r" * 500
+
+
 def test_a_text_file_and_an_image_file_reach_claude_as_it_reads_them(client, upstream):
     """A text/plain file went as a base64 document of that type and an image file as a
     document of type image/png: Anthropic refuses both (400, naming fields the client never

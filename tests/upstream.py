@@ -463,7 +463,8 @@ def _schema_error(schema: Any) -> str | None:
 def content_error(body: dict | None) -> dict | None:
     """Anthropic's 400 for an image or document block whose source it does not take: an image
     other than JPEG, PNG, GIF or WebP; a document other than a base64 PDF, plain text (as
-    text) or a URL. None: valid."""
+    text), content blocks, a URL or a file, or with a title not of 1 to 500 characters (the
+    Messages API's OpenAPI schema). None: valid."""
     messages = (body or {}).get("messages")
     for i, message in enumerate(messages if isinstance(messages, list) else ()):
         content = message.get("content") if isinstance(message, dict) else None
@@ -484,8 +485,14 @@ def content_error(body: dict | None) -> dict | None:
                 )
             if kind == "document" and where == "text" and media != "text/plain":
                 return _anthropic_invalid(f"{at}.text.media_type: Input should be 'text/plain'")
-            if kind == "document" and where not in ("base64", "text", "url", "content"):
+            if kind == "document" and where not in ("base64", "text", "url", "content", "file"):
                 return _anthropic_invalid(f"{at}: Input tag '{where}' does not match")
+            title = block.get("title")
+            if kind == "document" and title is not None and not 1 <= len(str(title)) <= 500:
+                return _anthropic_invalid(
+                    f"messages.{i}.content.{j}.document.title: String should have at most 500 "
+                    "characters"
+                )
     return None
 
 

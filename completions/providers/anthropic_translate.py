@@ -29,7 +29,8 @@ STOP_REASONS: dict[str | None, str] = {
 _TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
 # What Claude reads (Anthropic's image and document blocks): images of these types; documents
-# as a base64 PDF or as plain text; a document's title of at most 500 characters.
+# as a base64 PDF or as plain text; a document's title of 1 to 500 characters (the Messages
+# API's OpenAPI schema: a longer file name failed the request).
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _READS = "Claude reads PDF and plain-text files, and JPEG, PNG, GIF and WebP images"
 MAX_TITLE = 500
