@@ -286,13 +286,17 @@ class Tail:
     OpenAI's: the SDKs take `usage` from the last chunk), else the chunk that carries the
     finish reason (so every chunk still has a choice, as OpenAI's do without usage); the rule
     `ending` keeps for the streams Engram writes itself. Only those chunks wait, and only for
-    the end of the stream, which comes right after them; no token is held back."""
+    the end of the stream, which comes right after them; no token is held back. A usage chunk
+    that comes early (before the finish reason, or before more text: some OpenAI-compatible
+    servers send it so) waits for the end all the same: it went out at once, the finishing
+    chunk after it, and the SDKs' final completion had no usage."""
 
     def __init__(self, include_usage: bool, roles: set[int], rewrite: Rewrite | None) -> None:
         self.include_usage = include_usage
         self.roles = roles
         self.rewrite = rewrite
-        self.held: list[Chunk] = []
+        self.held: list[Chunk] = []  # finishing chunks, in their order
+        self.usage: Chunk | None = None  # the latest usage chunk (counts are totals)
 
     def usual(self, chunk: Chunk, assembler: Assembler) -> bytes | None:
         """The frame of the usual chunk, its text added to `assembler`: one choice, index 0 (its
@@ -300,7 +304,13 @@ class Tail:
         None, with nothing done, for any other chunk: then `assembler.add` and `take`, which give
         the same frame and text for the usual chunk at ~5,000 instructions more (their loops,
         lookups and calls: a relayed frame ~68,000 -> ~64,000, bench_relay_cpu.py --callgrind)."""
-        if self.held or self.rewrite is not None or assembler.head is None or 0 not in self.roles:
+        if (
+            self.held
+            or self.usage is not None
+            or self.rewrite is not None
+            or assembler.head is None
+            or 0 not in self.roles
+        ):
             return None
         data = chunk.data
         try:  # what is not one choice with a delta raises here (a usage chunk's [], once)
@@ -333,20 +343,31 @@ class Tail:
         if not choices:
             if data.get("usage"):  # usage only: sent last if the client asked, else not at all
                 if self.include_usage:
-                    self.held.append(chunk)
+                    self.usage = chunk
                 return b""
         else:
             for choice in choices:
                 if isinstance(choice, dict) and choice.get("finish_reason"):
-                    out = self.flush()  # an earlier finish (another choice) goes out first
+                    out = self._finishes()  # an earlier finish (another choice) goes out first
                     self.held.append(chunk)
                     return out
         sent = _outgoing(chunk, self.include_usage, self.roles, self.rewrite)
-        return self.flush() + sent if self.held else sent
+        return self._finishes() + sent if self.held else sent
+
+    def _finishes(self) -> bytes:
+        """The held finishing chunks' frames; a held usage chunk waits on for the end."""
+        held, self.held = self.held, []
+        return b"".join(
+            _outgoing(chunk, self.include_usage, self.roles, self.rewrite) for chunk in held
+        )
 
     def flush(self, engram: dict | None = None) -> bytes:
-        """The held chunks' frames, `engram` on the last; b"" when none is held."""
+        """The held chunks' frames, the usage chunk last, `engram` on the last; b"" when none
+        is held."""
         held, self.held = self.held, []
+        if self.usage is not None:
+            held.append(self.usage)
+            self.usage = None
         if engram is not None and held:
             last = held[-1]
             last.data["engram"] = engram

@@ -196,3 +196,30 @@ def test_create_with_include_usage_ends_with_the_usage_chunk(strict, http, upstr
     assert last.choices == [] and last.usage.total_tokens == 19
     assert last.model_extra["engram"]["execution_id"]
     assert all(c.usage is None for c in chunks[:-1])
+
+
+def _usage_first(pieces: list[str], *, before: int) -> list:
+    """openai_stream's chunks with its usage chunk moved to `before` (an index among the
+    chunks): upstreams that send the usage before the chunk with the finish reason."""
+    chunks = openai_stream(pieces)
+    usage = chunks.pop(-2)  # [..., finish, usage, "[DONE]"]
+    assert usage["choices"] == [] and usage["usage"]
+    chunks.insert(before, usage)
+    return chunks
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+@pytest.mark.parametrize("before", [-2, 2], ids=["before-the-finish", "before-the-content"])
+def test_a_usage_chunk_sent_before_the_finish_still_ends_the_stream(
+    strict, upstream, include_usage, before
+):
+    """An upstream whose usage chunk comes before the chunk with the finish reason (or before
+    more text): the usage chunk went out at once, ahead of the finish, so the stream ended
+    with the finishing chunk carrying `engram` and the SDK's final completion had no usage."""
+    upstream.script(Reply(stream=_usage_first(["Hel", "lo", "!"], before=before)))
+    chunks, final = streamed(
+        strict, include_usage=include_usage, model="gpt-4o-mini", messages=QUESTION
+    )
+    assert final.choices[0].message.content == "Hello!"
+    assert final.choices[0].finish_reason == "stop"
+    assert_ends_as_openai(chunks, final, include_usage=include_usage, total_tokens=8)

@@ -358,6 +358,144 @@ def tool_id_error(body: dict | None) -> dict | None:
     return None
 
 
+# The Messages API's top-level fields (anthropic-sdk-python's MessageCreateParams): Anthropic
+# refuses another ("response_format: Extra inputs are not permitted").
+ANTHROPIC_FIELDS = {
+    "model",
+    "messages",
+    "max_tokens",
+    "cache_control",
+    "container",
+    "inference_geo",
+    "metadata",
+    "output_config",
+    "service_tier",
+    "stop_sequences",
+    "stream",
+    "system",
+    "temperature",
+    "thinking",
+    "tool_choice",
+    "tools",
+    "top_k",
+    "top_p",
+}
+# The beta that took `output_format` before `output_config.format` was generally available.
+STRUCTURED_OUTPUTS_BETA = "structured-outputs-2025-11-13"
+# Claude's models before structured outputs (the loopback's own wording of the refusal).
+BEFORE_STRUCTURED = re.compile(r"^claude-(?:[0-3]|instant|(?:opus|sonnet)-4(?:-[01])?(?:-\d{8})?$)")
+# What a structured output's schema may not hold (Anthropic's structured outputs page).
+UNENFORCED = {
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+}
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def format_error(body: dict | None, headers: dict[str, str]) -> dict | None:
+    """Anthropic's 400 for a field the Messages API does not have, and for an `output_config`
+    not of its documented shape: `{"format": {"type": "json_schema", "schema": {...}}}` (and
+    `effort`), every object in the schema closed (`additionalProperties: false`), none of the
+    keywords it does not enforce, on a model that has structured outputs. None: valid."""
+    body = body or {}
+    beta = STRUCTURED_OUTPUTS_BETA in headers.get("anthropic-beta", "")
+    for name in body:
+        if name not in ANTHROPIC_FIELDS and not (name == "output_format" and beta):
+            return _anthropic_invalid(f"{name}: Extra inputs are not permitted")
+    if "output_config" not in body:
+        return None
+    config = body["output_config"]
+    if not isinstance(config, dict):
+        return _anthropic_invalid("output_config: Input should be a valid dictionary")
+    for name in config:
+        if name not in ("effort", "format"):
+            return _anthropic_invalid(f"output_config.{name}: Extra inputs are not permitted")
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return _anthropic_invalid("output_config.format.type: Input should be 'json_schema'")
+    for name in fmt:
+        if name not in ("type", "schema"):
+            return _anthropic_invalid(
+                f"output_config.format.{name}: Extra inputs are not permitted"
+            )
+    if not isinstance(fmt.get("schema"), dict):
+        return _anthropic_invalid("output_config.format.schema: Field required")
+    if BEFORE_STRUCTURED.match(str(body.get("model"))):
+        return _anthropic_invalid(
+            f"output_config.format: structured outputs are not supported by {body['model']}"
+        )
+    said = _schema_error(fmt["schema"])
+    return _anthropic_invalid(f"output_config.format.schema: {said}") if said else None
+
+
+def _schema_error(schema: Any) -> str | None:
+    if isinstance(schema, list):
+        return next((e for e in map(_schema_error, schema) if e), None)
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    is_object = kind == "object" or (isinstance(kind, list) and "object" in kind)
+    if (is_object or "properties" in schema) and schema.get("additionalProperties") is not False:
+        return "For 'object' type, 'additionalProperties' must be explicitly set to false"
+    for name in schema:
+        if name in UNENFORCED or (name == "minItems" and schema[name] not in (0, 1)):
+            return f"'{name}' is not supported"
+    for name in ("properties", "$defs", "definitions"):
+        named = schema.get(name)
+        if isinstance(named, dict) and (said := _schema_error(list(named.values()))):
+            return said
+    for name in ("items", "anyOf", "allOf", "prefixItems"):
+        if said := _schema_error(schema.get(name)):
+            return said
+    return None
+
+
+def content_error(body: dict | None) -> dict | None:
+    """Anthropic's 400 for an image or document block whose source it does not take: an image
+    other than JPEG, PNG, GIF or WebP; a document other than a base64 PDF, plain text (as
+    text), content blocks, a URL or a file, or with a title not of 1 to 500 characters (the
+    Messages API's OpenAPI schema). None: valid."""
+    messages = (body or {}).get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            kind = block.get("type") if isinstance(block, dict) else None
+            source = block.get("source") if kind in ("image", "document") else None
+            if not isinstance(source, dict):
+                continue
+            at = f"messages.{i}.content.{j}.{kind}.source"
+            where = source.get("type")
+            media = source.get("media_type")
+            if kind == "image" and where == "base64" and media not in IMAGE_TYPES:
+                accepted = ", ".join(f"'{m}'" for m in IMAGE_TYPES)
+                return _anthropic_invalid(f"{at}.base64.media_type: Input should be {accepted}")
+            if kind == "document" and where == "base64" and media != "application/pdf":
+                return _anthropic_invalid(
+                    f"{at}.base64.media_type: Input should be 'application/pdf'"
+                )
+            if kind == "document" and where == "text" and media != "text/plain":
+                return _anthropic_invalid(f"{at}.text.media_type: Input should be 'text/plain'")
+            if kind == "document" and where not in ("base64", "text", "url", "content", "file"):
+                return _anthropic_invalid(f"{at}: Input tag '{where}' does not match")
+            title = block.get("title")
+            if kind == "document" and title is not None and not 1 <= len(str(title)) <= 500:
+                return _anthropic_invalid(
+                    f"messages.{i}.content.{j}.document.title: String should have at most 500 "
+                    "characters"
+                )
+    return None
+
+
 def _anthropic_invalid(message: str) -> dict:
     return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
 
@@ -444,6 +582,8 @@ class UpstreamServer:
             if path.endswith("/messages"):
                 refusal = (
                     tool_id_error(body)
+                    or format_error(body, headers)
+                    or content_error(body)
                     or request_error(body)
                     or thinking_history_error(body, self.signed)
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -11,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
+from completions.providers.anthropic_format import apply_response_format
 from completions.providers.base import bad_reply
 from config.common.errors import ApiError
 
@@ -26,6 +28,12 @@ STOP_REASONS: dict[str | None, str] = {
 # Anthropic's pattern for a tool_use id (and a tool_result's tool_use_id): 400 otherwise.
 _TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
+# What Claude reads (Anthropic's image and document blocks): images of these types; documents
+# as a base64 PDF or as plain text; a document's title of 1 to 500 characters (the Messages
+# API's OpenAPI schema: a longer file name failed the request).
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_READS = "Claude reads PDF and plain-text files, and JPEG, PNG, GIF and WebP images"
+MAX_TITLE = 500
 # OpenAI's services that change the answer, which this translation does not provide: left out,
 # the answer would come unsearched, or unmoderated where the client asked to block.
 _NOT_DONE = {"web_search_options": "Web search (web_search_options)", "moderation": "moderation"}
@@ -73,6 +81,8 @@ def _image(url: str, param: str) -> dict:
         mime = match["mime"].lower()
         # "image/jpg" is common and OpenAI takes it; Anthropic knows JPEG only as image/jpeg.
         media_type = "image/jpeg" if mime == "image/jpg" else mime
+        if media_type not in IMAGE_TYPES:  # else Anthropic's 400, naming a field not sent
+            raise _unsupported(param, f"An image of type '{mime}' ({_READS})")
         source = {"type": "base64", "media_type": media_type, "data": match["data"]}
     elif url.startswith(("http://", "https://")):
         source = {"type": "url", "url": url}
@@ -87,10 +97,42 @@ def _text_blocks(text: str) -> list[dict]:
     return [{"type": "text", "text": text}] if text.strip() else []
 
 
-def _file_data(part: dict) -> str:
-    """A file part's file_data, "" for none or for one that is not a string (a TypeError)."""
-    data = (part.get("file") or {}).get("file_data")
-    return data if isinstance(data, str) else ""
+def _file(part: dict, param: str) -> dict:
+    """A file part as Claude reads it: a PDF as a base64 document, plain text as a text
+    document, an image as an image block; the file's name as the document's title. Another
+    type, or a file by id (OpenAI's Files API, which Anthropic cannot read), is a 400 naming
+    the part: it reached Anthropic as a document of that type, refused (400, its field names)."""
+    file = part.get("file") or {}
+    data = file.get("file_data")
+    if not isinstance(data, str) or not data:
+        if file.get("file_id"):
+            raise _unsupported(param, "A file by file_id (OpenAI's Files API; send file_data)")
+        raise ApiError(400, "A file part needs its file_data.", param=param)
+    match = _DATA_URL.match(data)
+    if not match:
+        raise ApiError(
+            400, "A file part's file_data must be a data: URL with base64 content.", param=param
+        )
+    mime = match["mime"].lower()
+    if mime.startswith("image/"):
+        return _image(data, param)
+    if mime == "application/pdf":
+        source = {"type": "base64", "media_type": mime, "data": match["data"]}
+    elif mime == "text/plain":
+        try:
+            text = base64.b64decode(match["data"], validate=True).decode()
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise ApiError(
+                400, "A text/plain file's data must be base64 of UTF-8 text.", param=param
+            ) from None
+        source = {"type": "text", "media_type": mime, "data": text}
+    else:
+        raise _unsupported(param, f"A file of type '{mime}' ({_READS})")
+    block: dict = {"type": "document", "source": source}
+    name = file.get("filename")
+    if isinstance(name, str) and name.strip():
+        block["title"] = name.strip()[:MAX_TITLE]
+    return block
 
 
 def _user_blocks(content: Any, index: int) -> list[dict]:
@@ -104,9 +146,8 @@ def _user_blocks(content: Any, index: int) -> list[dict]:
             blocks.extend(_text_blocks(part.get("text", "")))
         elif kind == "image_url":
             blocks.append(_image(part["image_url"]["url"], param))
-        elif kind == "file" and (match := _DATA_URL.match(_file_data(part))):
-            source = {"type": "base64", "media_type": match["mime"], "data": match["data"]}
-            blocks.append({"type": "document", "source": source})
+        elif kind == "file":
+            blocks.append(_file(part, param))
         else:
             raise _unsupported(param, f"A content part of type '{kind}'")
     return blocks
@@ -278,15 +319,6 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         # without its signed thinking (a client that builds the history itself): Anthropic
         # refuses that turn with thinking on (400), so the loop goes on without, as it did.
         thinking = None
-    fmt = body.get("response_format") or {}
-    if fmt.get("type") == "json_object":
-        system.append("Reply with one JSON object and nothing else.")
-    elif fmt.get("type") == "json_schema":
-        schema = json.dumps((fmt.get("json_schema") or {}).get("schema") or {})
-        system.append(
-            f"Reply with one JSON object matching this JSON schema, nothing else: {schema}"
-        )
-
     payload: dict = {
         "model": body["model"],
         "messages": messages,
@@ -294,6 +326,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         or body.get("max_tokens")
         or _default_max_tokens(thinking),
     }
+    apply_response_format(payload, body.get("response_format"), system)
     if system:
         payload["system"] = "\n\n".join(s for s in system if s)
     if body.get("temperature") is not None:
