@@ -496,3 +496,75 @@ def test_a_run_claimed_back_by_either_door_is_no_longer_its_last_process(
     with pytest.raises(services.TakenOver):
         services.execution_save(execution=before)
     assert Execution.objects.get().messages == ended.messages
+
+
+def _streamed(sdk, agent: str, headers: dict) -> tuple[str, list[dict], dict, dict]:
+    """A streamed request's text, its `engram` marks of calls and results as sent, its last
+    `engram` and its usage chunk's figures."""
+    chunks = list(
+        ask(
+            sdk,
+            agent,
+            extra_headers=headers,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    marks = [c.model_extra["engram"] for c in chunks if "engram" in c.model_extra]
+    usage = next(c.usage for c in reversed(chunks) if c.usage).model_dump()
+    calls = [m for m in marks if "tool_call" in m or "tool_result" in m]
+    return text, calls, marks[-1], usage
+
+
+def test_the_replay_of_a_run_taken_over_is_the_answer_of_the_request_that_finished_it(
+    sdk, http, upstream, tool_server
+):
+    """A run lost mid call is taken over by its request sent again, which runs a call of its
+    own and answers; the client never gets that answer, and the SDK retries once more. The
+    replay showed the first process's interrupted call (its `running` mark and its failed
+    result) before the retry's, and a `usage` of the whole run (the first process's model call
+    too), neither of which the answer it replays had. Now it is that answer: the same marks,
+    the same usage, streamed or not; and it is charged nothing (its usage record holds no
+    tokens, no credits)."""
+    from completions.models import UsageRecord
+    from completions.usage import buffer
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    headers = {"x-user-id": "replayed-takeover"}
+    lost, _ = _lost_mid_call(sdk, agent, headers)
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_2", "weather", {"city": "Rome"})])),
+        Reply(stream=openai_stream(["Retried."])),
+    )
+    text, calls, marks, usage = _streamed(sdk, agent, headers | RETRY)
+    assert text == "Retried." and marks["execution_id"] == lost.id
+    assert [m.get("tool_call", m.get("tool_result"))["status"] for m in calls] == [
+        "running",
+        "completed",
+    ]
+    assert usage["total_tokens"] == 13 + 6  # the retry's two model calls, not the first's 18
+    assert len(tool_server.calls) == 2  # call_1 by the first process, call_2 by the retry
+
+    replayed_text, replayed_calls, replayed_marks, replayed_usage = _streamed(
+        sdk, agent, headers | RETRY
+    )
+    assert replayed_marks["replayed"] is True and replayed_marks["credits_charged"] == 0
+    assert replayed_text == text
+    assert replayed_calls == calls  # call_2's mark and result only: not call_1's
+    assert replayed_usage == usage
+
+    again = ask(sdk, agent, extra_headers=headers | RETRY)
+    assert engram(again)["replayed"] is True
+    assert again.choices[0].message.content == "Retried."
+    assert again.usage.model_dump() == usage
+
+    assert len(tool_server.calls) == 2 and len(upstream.chat_requests()) == 4  # nothing run
+    ids = [marks["request_id"], replayed_marks["request_id"], engram(again)["request_id"]]
+    records = UsageRecord.objects.filter(request_id__in=ids)
+    wait_for(lambda: buffer.flush() >= 0 and records.count() == 3)
+    charged = {r.request_id: (r.total_tokens, r.credits) for r in records}
+    assert charged[ids[0]][0] == 19  # the retry that answered: its own two calls
+    assert charged[ids[1]] == charged[ids[2]] == (0, 0.0)

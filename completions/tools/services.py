@@ -281,7 +281,17 @@ class TakenOver(Conflict):
         )
 
 
-_SAVED_FIELDS = ("status", "messages", "steps", "pending", "usage", "error", "stream", "preface")
+_SAVED_FIELDS = (
+    "status",
+    "messages",
+    "steps",
+    "pending",
+    "usage",
+    "error",
+    "stream",
+    "preface",
+    "request_step",
+)
 
 
 def execution_save(*, execution: Execution) -> bool:
