@@ -216,6 +216,65 @@ def test_a_run_says_it_is_alive_while_its_tool_runs(sdk, http, upstream, tool_se
     assert answer.choices[0].message.content == "It is sunny."
 
 
+def test_a_touch_held_up_by_a_lock_on_the_run_gives_up_and_the_beat_goes_on(
+    sdk, http, upstream, tool_server, monkeypatch, caplog
+):
+    """Another transaction holds the run's row (a long write, a stuck session) while its tool
+    runs: the heartbeat's touch waited for the lock as long as the connection allowed (10 s,
+    a period's touches missed; with the database bounds off, for ever), the beat stopped and
+    its pool thread stayed taken. Now a touch gives up past services.TOUCH_TIMEOUT, the next
+    comes at its beat, and once the lock is gone the touches get through again and the run
+    answers."""
+    import logging
+    import threading
+
+    from django.db import connection, transaction
+
+    monkeypatch.setattr(services, "HEARTBEAT_EVERY", dt.timedelta(seconds=0.05))
+    monkeypatch.setattr(services, "TOUCH_TIMEOUT", dt.timedelta(seconds=0.2), raising=False)
+    caplog.set_level(logging.WARNING, logger="engram.tools")
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/hold", name="hold")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "hold", {})])),
+        Reply(json=openai_completion("Held.")),
+    )
+    locked, unlock = threading.Event(), threading.Event()
+
+    def hold_the_row(execution_id: str) -> None:
+        try:
+            with transaction.atomic():
+                Execution.objects.select_for_update().get(id=execution_id)
+                locked.set()
+                unlock.wait(30)
+        finally:
+            connection.close()
+
+    def given_up() -> int:
+        return sum("heartbeat of run" in r.getMessage() for r in caplog.records)
+
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            running = pool.submit(ask, sdk, agent, extra_headers={"x-user-id": "held-up"})
+            wait_for(lambda: [c["path"] for c in tool_server.calls] == ["/hold"])
+            run = Execution.objects.get()
+            holder = pool.submit(hold_the_row, run.id)
+            assert locked.wait(5)
+            wait_for(lambda: given_up() >= 2)  # the lock's 10 s wait would not give up by then
+            unlock.set()
+            holder.result()
+            beat = Execution.objects.get(id=run.id).heartbeat_at
+            wait_for(lambda: Execution.objects.get(id=run.id).heartbeat_at > beat)
+        finally:
+            unlock.set()
+            tool_server.release.set()
+        answer = running.result()
+    assert answer.choices[0].message.content == "Held."
+    ended = Execution.objects.get(id=run.id)
+    assert ended.status == "completed"
+    assert [s["status"] for s in ended.steps if s["type"] == "tool"] == ["completed"]
+
+
 # --- an SDK's retry of a run that answered ---------------------------------------------------
 
 
