@@ -128,6 +128,66 @@ def test_a_run_is_charged_its_calls_summed_cached_input_included(
     wait_for(lambda: _budget_spent(owner, "ws:") == 245 * 1_000_000)
 
 
+def _posting_that_breaks():
+    """The limiter's posting connection (config.common.inline_redis.Pool.post_in_turn) as
+    one that broke under the next send: the kernel refuses the write whole (EPIPE), while a
+    peek still finds it open (its peer, returned for the test to hold, never closed)."""
+    import socket
+
+    from django.conf import settings
+
+    from config.common import inline_redis
+
+    pool = inline_redis.pool(settings.REDIS_URL)
+    ours, theirs = socket.socketpair()
+    ours.shutdown(socket.SHUT_WR)
+    broken = inline_redis._Connection.__new__(inline_redis._Connection)
+    broken.sock, broken.kernel_timed, broken.buffer = ours, True, bytearray()
+    broken.timeout, broken.receive_ms = None, 0
+    with pool.posting_lock:
+        if pool.posting is not None:
+            pool.posting.close()
+        pool.posting = broken
+    return theirs
+
+
+def test_a_runs_settle_the_connection_refused_whole_is_sent_before_the_next_reserve(
+    sdk, http, operator_http, owner, upstream, tool_server
+):
+    """A tool run's settle goes out on a connection that broke under it: the send is refused
+    whole (nothing of it left), which the limiter dropped as a failure mid-send — its
+    reservation (the prompt's estimate and max_tokens at the model's price) stood as spent
+    for the budget's period. Now a send that took nothing is NotSent, as a Redis that could
+    not be reached: the settle is kept and goes before the next reserve, and the budget holds
+    what was spent. (Tool runs and plain answers settle through the one helper,
+    completions.charging.finish.)"""
+    from accounts.limits import limiter
+
+    price(operator_http, owner, input=2, output=3)
+    patch_workspace(operator_http, owner, {"budget": {"credits": 100_000, "period": "none"}})
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    upstream.script(  # usage: 11 prompt + 7 completion, twice
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "P"})])),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+    peer = _posting_that_breaks()
+    try:
+        answer = sdk.chat.completions.create(model=agent, messages=WEATHER)
+        assert engram(answer)["credits_charged"] == 22 * 2 + 14 * 3
+        wait_for(lambda: limiter._state["down_until"] > 0)  # the settle's send failed
+        limiter.reset()  # the limiter's rest after the failure, over
+        upstream.script(Reply(json=openai_completion("Hi.")))  # 11 + 7 again
+        after = sdk.chat.completions.create(
+            model=agent, messages=[{"role": "user", "content": "Hi"}]
+        )
+    finally:
+        peer.close()
+    assert engram(after)["credits_charged"] == 11 * 2 + 7 * 3
+    spent = (22 * 2 + 14 * 3 + 11 * 2 + 7 * 3) * 1_000_000
+    wait_for(lambda: _budget_spent(owner, "ws:") == spent)
+
+
 def test_a_run_whose_client_hangs_up_as_its_messages_are_stored_is_charged_its_calls(
     sdk, http, operator_http, owner, upstream, tool_server, monkeypatch
 ):

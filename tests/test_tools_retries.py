@@ -216,6 +216,65 @@ def test_a_run_says_it_is_alive_while_its_tool_runs(sdk, http, upstream, tool_se
     assert answer.choices[0].message.content == "It is sunny."
 
 
+def test_a_touch_held_up_by_a_lock_on_the_run_gives_up_and_the_beat_goes_on(
+    sdk, http, upstream, tool_server, monkeypatch, caplog
+):
+    """Another transaction holds the run's row (a long write, a stuck session) while its tool
+    runs: the heartbeat's touch waited for the lock as long as the connection allowed (10 s,
+    a period's touches missed; with the database bounds off, for ever), the beat stopped and
+    its pool thread stayed taken. Now a touch gives up past services.TOUCH_TIMEOUT, the next
+    comes at its beat, and once the lock is gone the touches get through again and the run
+    answers."""
+    import logging
+    import threading
+
+    from django.db import connection, transaction
+
+    monkeypatch.setattr(services, "HEARTBEAT_EVERY", dt.timedelta(seconds=0.05))
+    monkeypatch.setattr(services, "TOUCH_TIMEOUT", dt.timedelta(seconds=0.2), raising=False)
+    caplog.set_level(logging.WARNING, logger="engram.tools")
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/hold", name="hold")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "hold", {})])),
+        Reply(json=openai_completion("Held.")),
+    )
+    locked, unlock = threading.Event(), threading.Event()
+
+    def hold_the_row(execution_id: str) -> None:
+        try:
+            with transaction.atomic():
+                Execution.objects.select_for_update().get(id=execution_id)
+                locked.set()
+                unlock.wait(30)
+        finally:
+            connection.close()
+
+    def given_up() -> int:
+        return sum("heartbeat of run" in r.getMessage() for r in caplog.records)
+
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            running = pool.submit(ask, sdk, agent, extra_headers={"x-user-id": "held-up"})
+            wait_for(lambda: [c["path"] for c in tool_server.calls] == ["/hold"])
+            run = Execution.objects.get()
+            holder = pool.submit(hold_the_row, run.id)
+            assert locked.wait(5)
+            wait_for(lambda: given_up() >= 2)  # the lock's 10 s wait would not give up by then
+            unlock.set()
+            holder.result()
+            beat = Execution.objects.get(id=run.id).heartbeat_at
+            wait_for(lambda: Execution.objects.get(id=run.id).heartbeat_at > beat)
+        finally:
+            unlock.set()
+            tool_server.release.set()
+        answer = running.result()
+    assert answer.choices[0].message.content == "Held."
+    ended = Execution.objects.get(id=run.id)
+    assert ended.status == "completed"
+    assert [s["status"] for s in ended.steps if s["type"] == "tool"] == ["completed"]
+
+
 # --- an SDK's retry of a run that answered ---------------------------------------------------
 
 
@@ -496,3 +555,75 @@ def test_a_run_claimed_back_by_either_door_is_no_longer_its_last_process(
     with pytest.raises(services.TakenOver):
         services.execution_save(execution=before)
     assert Execution.objects.get().messages == ended.messages
+
+
+def _streamed(sdk, agent: str, headers: dict) -> tuple[str, list[dict], dict, dict]:
+    """A streamed request's text, its `engram` marks of calls and results as sent, its last
+    `engram` and its usage chunk's figures."""
+    chunks = list(
+        ask(
+            sdk,
+            agent,
+            extra_headers=headers,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    marks = [c.model_extra["engram"] for c in chunks if "engram" in c.model_extra]
+    usage = next(c.usage for c in reversed(chunks) if c.usage).model_dump()
+    calls = [m for m in marks if "tool_call" in m or "tool_result" in m]
+    return text, calls, marks[-1], usage
+
+
+def test_the_replay_of_a_run_taken_over_is_the_answer_of_the_request_that_finished_it(
+    sdk, http, upstream, tool_server
+):
+    """A run lost mid call is taken over by its request sent again, which runs a call of its
+    own and answers; the client never gets that answer, and the SDK retries once more. The
+    replay showed the first process's interrupted call (its `running` mark and its failed
+    result) before the retry's, and a `usage` of the whole run (the first process's model call
+    too), neither of which the answer it replays had. Now it is that answer: the same marks,
+    the same usage, streamed or not; and it is charged nothing (its usage record holds no
+    tokens, no credits)."""
+    from completions.models import UsageRecord
+    from completions.usage import buffer
+
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/slow")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Oslo"}))
+    headers = {"x-user-id": "replayed-takeover"}
+    lost, _ = _lost_mid_call(sdk, agent, headers)
+    upstream.script(
+        Reply(stream=openai_tool_stream([tool_call("call_2", "weather", {"city": "Rome"})])),
+        Reply(stream=openai_stream(["Retried."])),
+    )
+    text, calls, marks, usage = _streamed(sdk, agent, headers | RETRY)
+    assert text == "Retried." and marks["execution_id"] == lost.id
+    assert [m.get("tool_call", m.get("tool_result"))["status"] for m in calls] == [
+        "running",
+        "completed",
+    ]
+    assert usage["total_tokens"] == 13 + 6  # the retry's two model calls, not the first's 18
+    assert len(tool_server.calls) == 2  # call_1 by the first process, call_2 by the retry
+
+    replayed_text, replayed_calls, replayed_marks, replayed_usage = _streamed(
+        sdk, agent, headers | RETRY
+    )
+    assert replayed_marks["replayed"] is True and replayed_marks["credits_charged"] == 0
+    assert replayed_text == text
+    assert replayed_calls == calls  # call_2's mark and result only: not call_1's
+    assert replayed_usage == usage
+
+    again = ask(sdk, agent, extra_headers=headers | RETRY)
+    assert engram(again)["replayed"] is True
+    assert again.choices[0].message.content == "Retried."
+    assert again.usage.model_dump() == usage
+
+    assert len(tool_server.calls) == 2 and len(upstream.chat_requests()) == 4  # nothing run
+    ids = [marks["request_id"], replayed_marks["request_id"], engram(again)["request_id"]]
+    records = UsageRecord.objects.filter(request_id__in=ids)
+    wait_for(lambda: buffer.flush() >= 0 and records.count() == 3)
+    charged = {r.request_id: (r.total_tokens, r.credits) for r in records}
+    assert charged[ids[0]][0] == 19  # the retry that answered: its own two calls
+    assert charged[ids[1]] == charged[ids[2]] == (0, 0.0)

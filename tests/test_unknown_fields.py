@@ -111,6 +111,31 @@ BODIES: list[tuple[bool, str, str, dict, dict, str]] = [
         {},
         "http.metod",
     ),
+    # a tool's approval rule: its key named, not the rule's shape said again
+    (
+        False,
+        "PATCH",
+        "/v1/agents/{agent}/tools/{tool}",
+        {"approval": {"argument": "query", "op": "eq", "vaule": "x"}},
+        {},
+        "approval.vaule",
+    ),
+    (
+        False,
+        "PATCH",
+        "/v1/agents/{agent}/tools/{tool}",
+        {"approval": {"any": [], "al": 1}},
+        {},
+        "approval.al",
+    ),
+    (
+        False,
+        "PATCH",
+        "/v1/agents/{agent}/tools/{tool}",
+        {"approval": {"any": [{"argument": "query", "opp": "eq"}]}},
+        {},
+        "approval.any[0].opp",
+    ),
     (
         False,
         "POST",

@@ -368,7 +368,8 @@ def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:
     def failed(exc: BaseException) -> None:
         _down(exc)
         if isinstance(exc, inline_redis.NotSent):
-            # Redis was down when the answer ended (killed, restarting): kept for its return,
+            # Redis was down when the answer ended (killed, restarting), or the connection
+            # broke under the send, which took none of it: kept for Redis's return,
             # as the settles of the answers that end while the limiter rests. Dropped, a Redis
             # that kept its data (append-only) counted the reservation as spent: the prompt's
             # estimate and max_tokens at the model's price, 48 times what a 20-token answer

@@ -32,7 +32,9 @@ from completions.tools.run import (
     db,
     declares_client_tools,
     failed,
+    request_usage,
     upstream_body,
+    usage_of,
 )
 from completions.tools.stream import Streamer, open_first
 from config.common import errors, jsonbody
@@ -391,13 +393,17 @@ async def replay(turn: Turn, body: dict) -> Reply:
     nothing run, stored or charged a second time (completions.tools.selectors.execution_answered).
     Led by Engram's own calls the answer carried (Execution.preface), and streamed as the run's
     stream shows it (the agent's calls it ran, each with its `engram` marks and result, before
-    the answer). `usage` is the run's, `engram.replayed` says it is a replay."""
+    the answer). What the request that answered did, not the whole run (Execution.request_step):
+    a run taken over answered with its new owner's calls and usage, and the OpenAI SDKs' users
+    expect a retry's answer to be the one the original would have had, usage figures included.
+    `engram.replayed` says it is a replay; the usage record it leaves holds no tokens and no
+    credits (the run's were charged once, by the request that answered)."""
     execution = turn.replay_of
     assert isinstance(execution, Execution) and turn.ctx is not None and turn.agent is not None
     answer = execution.messages[-1]
     shown = {"role": "assistant", "content": None, **answer}
-    usage = run_usage(execution)
-    turn.finish(status=200, usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+    usage = request_usage(execution)
+    turn.finish(status=200, usage=usage_of({}))  # nothing called: nothing charged
     engram = {
         **turn.engram,  # credits_charged (nothing) and the request id
         "execution_id": execution.id,
@@ -487,11 +493,12 @@ async def replay(turn: Turn, body: dict) -> Reply:
 
 
 def _ran(execution: Execution) -> list[list[tuple[dict, dict]]]:
-    """The agent's calls the run ran, a list a step, as its stream showed them: each call, and
-    its `engram.tool_result` (completions.tools.stream.Streamer._execute)."""
+    """The agent's calls the request that answered ran (Execution.request_step), a list a step,
+    as its stream showed them: each call, and its `engram.tool_result`
+    (completions.tools.stream.Streamer._execute)."""
     steps: list[list[tuple[dict, dict]]] = []
     after_model = True
-    for step in execution.steps:
+    for step in execution.steps[execution.request_step :]:
         if step.get("type") != "tool":
             after_model = after_model or step.get("type") == "model"
             continue
@@ -512,11 +519,6 @@ def _ran(execution: Execution) -> list[list[tuple[dict, dict]]]:
         }
         steps[-1].append((call, outcome))
     return steps
-
-
-def run_usage(execution: Execution) -> dict:
-    """The run's `usage`, summed over its model calls, as its answer carried it."""
-    return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, **execution.usage}
 
 
 def _finish_reason(execution: Execution, answer: dict) -> str:
@@ -647,6 +649,7 @@ async def resume(
         turn.finish(status=error.status, error_code=error.code or error.type)
         raise
     execution = claimed.execution
+    execution.request_step = len(execution.steps)  # this resume's part: its approval step on
     run = Run(
         execution=execution,
         tools={t.name: t for t in tools},

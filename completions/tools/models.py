@@ -112,6 +112,14 @@ class Execution(models.Model):
     # Engram's own `_engram…` calls (completions.engram_tools) that led the run's answer: an
     # SDK's retry of the request gets them again with it (completions.tools.entry.replay).
     preface = models.JSONField(default=list, blank=True)
+    # Where the request now running the run begins in its steps: 0 for the request that started
+    # it; after the calls it answered as interrupted for its chat request sent again, which went
+    # on with it (a failed run claimed back, a lost one taken over); before its approval step
+    # for a resume. An SDK's retry of an answered request replays that request's part alone,
+    # as its answer showed it (completions.tools.entry.replay): its calls, and its model calls'
+    # usage. The whole run's were a taken-over run's first process's interrupted calls and usage
+    # too, which the answer it replays never had.
+    request_step = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "id"]

@@ -98,16 +98,21 @@ def parameters(value: Any) -> dict:
     return {"type": "object", **value}
 
 
-def _rule(value: Any) -> None:
+def _rule(value: Any, where: str = "approval") -> None:
+    """A rule's checks; `where` its path in the tool (`approval`, `approval.any[0]`), which an
+    unknown key is named by (config.common.closed): `{"argument", "op", "vaule"}` got the
+    generic shape message, which did not say which key was wrong."""
     if not isinstance(value, dict):
         raise Invalid("An approval rule is an object.", field="approval")
     if "any" in value:
-        if not isinstance(value["any"], list) or not value["any"] or len(value) != 1:
+        unknown_fields_check(value, ("any",), where=where)
+        if not isinstance(value["any"], list) or not value["any"]:
             raise Invalid('"any" takes a non-empty list of rules.', field="approval")
-        for rule in value["any"]:
-            _rule(rule)
+        for index, rule in enumerate(value["any"]):
+            _rule(rule, f"{where}.any[{index}]")
         return
-    if set(value) - {"argument", "op", "value"} or not isinstance(value.get("argument"), str):
+    unknown_fields_check(value, ("argument", "op", "value"), where=where)
+    if not isinstance(value.get("argument"), str):
         raise Invalid(
             'An approval rule is {"argument", "op", "value"} or {"any": [...]}.', field="approval"
         )

@@ -367,6 +367,8 @@ class Run:
         start = self.execution.pending.get("start", stored)
         self.transcript.extend(messages[stored:])
         self.transcript.extend(interrupted(self.execution, since=start))
+        # This request's part starts here: its answer shows none of the calls made before.
+        self.execution.request_step = len(self.execution.steps)
 
     async def pause(self, message: dict, decision: Decision) -> Paused:
         """Pause the run on the step's calls that need an approval."""
@@ -607,6 +609,16 @@ async def _handed_back(run: Run, data: dict) -> Answer:
 def usage_of(spent: dict) -> dict:
     """`usage` of an answer: what this request's upstream calls used (zeros: none made)."""
     return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, **spent}
+
+
+def request_usage(execution: Execution) -> dict:
+    """The `usage` the answer of the request now running the run carried (usage_of its
+    Run.spent): the model calls' from Execution.request_step on, summed as `spent` sums them."""
+    spent: dict = {}
+    for step in execution.steps[execution.request_step :]:
+        if step.get("type") == "model":
+            _add_usage(spent, step.get("usage"))
+    return usage_of(spent)
 
 
 async def failed(run: Run, exc: BaseException) -> None:

@@ -55,8 +55,16 @@ def migrating() -> Iterator[None]:
 def long_statements() -> None:
     """In a transaction whose statements may take long (a user's every row deleted): no
     statement bound until it ends (SET LOCAL). Its lock waits stay bounded."""
+    statements_bounded(0)
+
+
+def statements_bounded(seconds: float) -> None:
+    """In a transaction: its statements cancelled past `seconds` (0: never) until it ends,
+    whatever the connection's bound (SET LOCAL). A statement's time includes its lock waits."""
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL statement_timeout = 0")
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, true)", [f"{round(seconds * 1000)}"]
+        )
 
 
 def _options(alias: str) -> str:

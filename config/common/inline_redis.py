@@ -56,7 +56,8 @@ class _Incomplete(Exception):
 
 class NotSent(ConnectionError):
     """A post that failed before any of its bytes left: Redis could not be reached (down,
-    restarting). Unlike a failure mid-send, it is safe to send the same commands again."""
+    restarting), or the send on an open connection was refused whole (reset under it). Unlike
+    a failure mid-send, it is safe to send the same commands again."""
 
 
 class _MustOpen(Exception):
@@ -124,10 +125,17 @@ class _Connection:
     def post(self, data: bytes) -> None:
         """Write `data` whole without waiting (a connection Redis sends no replies on). A
         socket buffer too full to take it means Redis is not reading: BlockingIOError, and the
-        connection (holding part of a command) must be closed."""
-        if not self.kernel_timed:  # TLS: the send's own wait, bounded
+        connection (holding part of a command) must be closed. A send the kernel refused
+        (the connection reset or broken under it, or a buffer too full for a byte) took none
+        of it: NotSent, as a connection that could not be opened."""
+        if not self.kernel_timed:  # TLS: the send's own wait, bounded; how much left, unknown
             self.send(data, time.monotonic() + POST_WAIT)
-        elif self.sock.send(data, socket.MSG_DONTWAIT) < len(data):
+            return
+        try:
+            sent = self.sock.send(data, socket.MSG_DONTWAIT)
+        except OSError as exc:  # a send that moved some bytes returns their count instead
+            raise NotSent(f"not sent: {exc}") from exc
+        if sent < len(data):
             raise BlockingIOError("redis is not reading: the socket buffer is full")
 
     def alive(self) -> bool:
