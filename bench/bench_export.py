@@ -128,13 +128,14 @@ def fill(workspace_id: str, user_id: str, messages: int, conversations: int) -> 
             "INSERT INTO completions_execution (id, workspace_id, agent_id, user_id,"
             " request_id, request_digest, model, route_model, stream, collection_ids,"
             " conversation_pk, session_pk, status, body, messages, steps, pending, usage, error,"
-            " created_at, updated_at)"
+            " owner, preface, created_at, updated_at)"
             " SELECT r.id, %s, 'agent_x', %s, 'req_' || r.g, '', 'm', 'm', false, '[]', '', '',"
             " 'completed', '{}', jsonb_build_array("
             "   jsonb_build_object('role', 'system', 'content', 'the agent'),"
             "   jsonb_build_object('role', 'user', 'content', %s),"
             "   jsonb_build_object('role', 'assistant', 'content', %s)),"
-            " '[]', '{}', '{\"prompt_tokens\": 300, \"completion_tokens\": 40}', '', now(), now()"
+            " '[]', '{}', '{\"prompt_tokens\": 300, \"completion_tokens\": 40}', '', '', '[]',"
+            " now(), now()"
             f" FROM {runs} r",
             [w, u, TEXT, TEXT, k],
         )

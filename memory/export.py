@@ -7,8 +7,13 @@ table is read in keyset pages of `batch` rows (a fixed number of queries a page,
 each page is encoded and goes out before the next is read. The document is the one built whole
 before: the same keys in the same order, each list in the same order, the same bodies.
 
-Each page is a query of its own, outside any transaction (as the whole export's queries were):
-a row written while the export runs may or may not be in it, as before.
+All pages are read in one REPEATABLE READ, READ ONLY transaction (`_snapshot`): the document is
+the user's data as of its first query. Read in a transaction per page, a memory deleted while
+the memories were read was missing from them yet still in the memory_events that follow, and a
+message added meanwhile was in one conversation's list and not in its summary's. So the export
+holds its pooled connection from its first part to its last (a part's connection goes back to
+the pool otherwise, config.common.streaming), and its snapshot keeps the rows it may read from
+being vacuumed meanwhile.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import F, Model, QuerySet
 from django.db.models.fields.tuple_lookups import (  # type: ignore[import-untyped]
     Tuple,
@@ -64,10 +70,24 @@ def user_export_response(*, workspace: Workspace, user_id: str) -> StreamingHttp
 
 
 def user_export_parts(
-    *, workspace: Workspace, user_id: str, batch: int = EXPORT_BATCH
+    *, workspace: Workspace, user_id: str, batch: int | None = None
 ) -> Iterator[bytes]:
-    """The document's bytes, in parts of about 64 KB, read as they are asked for."""
-    return _chunked(_document(workspace=workspace, user_id=user_id, batch=batch))
+    """The document's bytes, in parts of about 64 KB, read as they are asked for, all from one
+    snapshot. Read through, or closed on the thread that read it (its transaction's)."""
+    document = _document(workspace=workspace, user_id=user_id, batch=batch or EXPORT_BATCH)
+    return _snapshot(_chunked(document))
+
+
+def _snapshot(parts: Iterator[bytes]) -> Iterator[bytes]:
+    """`parts`, read in one REPEATABLE READ transaction: every query sees the database as the
+    first one did. Inside a caller's transaction (a test's), that one's."""
+    if connection.in_atomic_block:
+        yield from parts
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield from parts
 
 
 def _document(*, workspace: Workspace, user_id: str, batch: int) -> Iterator[bytes]:

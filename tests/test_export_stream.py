@@ -211,7 +211,8 @@ def test_the_export_reads_pages_not_everything_at_once(owner):
     with CaptureQueriesContext(connection) as read:
         streamed(workspace=owner[0], user_id="many", batch=10)
     sql = [q["sql"] for q in read.captured_queries]
-    paged = [q for q in sql if "memory_message" in q.split("FROM", 1)[1][:40]]
+    read_rows = [q for q in sql if "FROM" in q]  # not the snapshot's SET TRANSACTION
+    paged = [q for q in read_rows if "memory_message" in q.split("FROM", 1)[1][:40]]
     assert paged and all("LIMIT 10" in q for q in paged)
     # 3 pages of 10 conversations, one with the empty one: 30, 30 and 27 messages, read in
     # pages of 10 (and a last, empty one after a full page): 4 + 4 + 3 queries.
@@ -294,3 +295,103 @@ def test_between_parts_the_connection_goes_back_to_the_pool(transactional_db):
     response = streaming_response(parts(), content_type="application/json")
     assert b"".join(response) == b"012"  # the test client's warning: async
     assert held[1:] == [False, False], held  # the first: as the test left it
+
+
+def test_the_export_is_one_snapshot(http, alice, monkeypatch):
+    """Over HTTP, with a page of one row: writes committed between two pages of the export,
+    after its first memory was read, are not in it, and nothing it held then is missing: a
+    memory deleted, a message added, a conversation renamed. Each page was a transaction of
+    its own: the deleted memory was missing from the memories and still in memory_events, the
+    message was in its conversation."""
+    import threading
+
+    from memory import export
+
+    before = whole_export(workspace=alice, user_id="alice")
+    monkeypatch.setattr(export, "EXPORT_BATCH", 1)
+    paused, resume = threading.Event(), threading.Event()
+    read = export._pages
+
+    def pages(queryset, keys, size):
+        for page in read(queryset, keys, size):
+            yield page
+            if queryset.model is Memory and not paused.is_set():  # the first page read
+                paused.set()
+                assert resume.wait(10)
+
+    monkeypatch.setattr(export, "_pages", pages)
+
+    def write():
+        assert paused.wait(10)
+        last = Memory.objects.filter(workspace=alice, user_id="alice").order_by("-id").first()
+        assert last is not None and last.id == before["memories"][-1]["id"]
+        last.delete()
+        conversation = Conversation.objects.get(workspace=alice, external_id="alice-c0")
+        Message.objects.create(
+            workspace=alice,
+            conversation=conversation,
+            user_id="alice",
+            role="user",
+            content="Written while the export ran.",
+            created_at=timezone.now(),
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(title="Renamed meanwhile")
+        resume.set()
+        written.set()
+
+    written = threading.Event()
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        response = http.get("/v1/users/alice/export")
+    finally:
+        resume.set()
+        writer.join()
+    assert written.is_set()  # the writes were made, between two pages
+    assert response.status_code == 200
+    assert response.json() == before
+
+
+def test_an_export_the_client_leaves_ends_its_transaction(http, alice, monkeypatch):
+    """The client goes away mid-export (its snapshot open): the body is closed on the thread
+    that read it, and its transaction ends there; no connection is left idle in one."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from memory import export
+
+    monkeypatch.setattr(export, "EXPORT_BATCH", 1)
+    monkeypatch.setattr(export, "_CHUNK_BYTES", 1)  # every part goes out on its own
+    gone, read = threading.Event(), export._pages
+
+    def pages(queryset, keys, size):
+        for page in read(queryset, keys, size):
+            yield page
+            if queryset.model is MemoryEvent:
+                gone.wait(10)
+
+    monkeypatch.setattr(export, "_pages", pages)
+
+    def in_transaction() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0]
+
+    with http.stream("GET", "/v1/users/alice/export") as response:
+        assert response.status_code == 200
+        parts = response.iter_bytes()  # held: a reader dropped closes the response
+        next(parts)
+        deadline = time.monotonic() + 10
+        while not in_transaction() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert in_transaction() == 1  # the export's, paused between two pages
+    gone.set()
+    deadline = time.monotonic() + 10
+    while in_transaction() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert in_transaction() == 0

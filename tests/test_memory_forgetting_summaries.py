@@ -267,3 +267,76 @@ def test_only_the_sentences_that_state_the_forgotten_fact_go(owner):
     ]
     nothing = forgotten_facts(workspace=workspace, user_id="bob")
     assert without_forgotten(nothing, summary) == summary
+
+
+@pytest.mark.parametrize("named", ["session", "conversation"])
+def test_a_deleted_memory_is_not_read_from_its_own_conversations_retrieved_messages(
+    http, summarized_soon, settings, monkeypatch, named
+):
+    """A turn of the same conversation retrieves its older messages like any other past
+    messages (a session's turn, which is served no history; a conversation longer than the
+    window of stored rows served as its history): those lose the forgotten fact too. The
+    window served as the conversation's history is its transcript and stays as it was."""
+    from memory.turn import conversation as turns
+
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+    monkeypatch.setattr(turns, "HISTORY_ROWS", 2)  # the last turn, the window served
+    headers = {"x-user-id": "alice"}
+    headers |= {"x-session-id": "s1"} if named == "session" else {"x-conversation-id": "own"}
+    said = [
+        ("I am allergic to peanuts. I have a dog named Rex.", "Noted."),
+        ("I live in Paris.", "A lovely city."),
+    ]
+    for text, answer in said:
+        summarized_soon.script(Reply(json=openai_completion(answer)))
+        body = {"model": "m", "messages": [{"role": "user", "content": text}]}
+        assert http.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
+    deadline = time.monotonic() + 10
+    while not allergy(http) and time.monotonic() < deadline:
+        for job in ProcessingJob.objects.filter(kind="extract", status="pending"):
+            tasks.extract(job.id)
+        time.sleep(0.05)
+    [memory] = allergy(http)
+    assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
+    body = {"model": "m", "messages": [{"role": "user", "content": "What am I allergic to? Rex?"}]}
+    context = http.post("/v1/context", json=body, headers=headers)
+    assert context.status_code == 200, context.text
+    summarized_soon.script(Reply(json=openai_completion("I do not know.")))
+    answer = http.post("/v1/chat/completions", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    sent = summarized_soon.chat_requests()[-1].body["messages"]
+    for messages in (context.json()["messages"], sent):
+        [past] = [m["content"] for m in messages if "<past_messages>" in m["content"]]
+        assert "User: I have a dog named Rex." in past, past
+        assert "peanut" not in past, past
+        if named == "conversation":  # the window: its transcript, as it was
+            assert {"role": "user", "content": "I live in Paris."} in messages
+
+
+def test_a_deleted_memory_leaves_the_summary_that_says_it_in_other_words(
+    http, summarized_soon, settings
+):
+    """The model's summary said the fact its own way: "They mentioned a peanut allergy."
+    (0.83 from "User is allergic to peanuts.", below the 0.92 a restatement reaches) stayed
+    in the summary after the deletion. It goes; a relative's allergy, in the same words,
+    stays."""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+    for text, answer in TURNS[:2]:
+        upstream_turn(http, summarized_soon, text, answer)
+    settings.ENGRAM_MEMORY_EXTRACTION = "llm"
+    written = [
+        "They mentioned a peanut allergy.",
+        "Alice has a dog named Rex.",
+        "Her daughter has a peanut allergy too.",
+    ]
+    summarized_soon.script(Reply(json=openai_completion("\n".join(written))))
+    run_jobs("summarize")
+    assert conversation().summary == "\n".join(written)
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+    forget(http, "delete")
+    shown, sent = summary_seen(http, summarized_soon)
+    detail = http.get(f"/v1/conversations/{CONVERSATION}").json()
+    for summary in (shown, sent, detail["summary"]):
+        assert "Alice has a dog named Rex." in summary, summary
+        assert "Her daughter has a peanut allergy too." in summary, summary
+        assert "mentioned" not in summary, summary

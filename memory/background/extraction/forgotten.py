@@ -39,7 +39,8 @@ from memory.services.forgetting import content_digest, normalized, user_subjects
 # "works at google" / "... as an engineer" 0.833, "a dog named rex" / "... max" 0.691,
 # "allergic to peanuts" / "... to shellfish" 0.532). 0.92 sits between, above the extractor's
 # own duplicate threshold (0.9): a suppression hides only what restates it. A rewording into
-# a noun ("user has a peanut allergy", 0.881) is not hidden. A negation restates it too ("is
+# a noun ("user has a peanut allergy", 0.881) is not hidden as a fact extracted again (as a
+# summary's sentence it is: rewording.reworded). A negation restates it too ("is
 # not allergic to peanuts", 0.973): said before the deletion it stays hidden; said after, it
 # is new and remembered.
 SIMILARITY = 0.92
@@ -207,12 +208,13 @@ def without_forgotten(
     """Each text (a summary, a title, a message's words) without its sentences that state a
     forgotten fact: by the sentence itself ("Alice is allergic to peanuts.") or by a fact the
     offline extractor draws from it ("I am allergic to peanuts." said by the user), under the
-    test the extractor's facts pass (`_matched`). A line left empty goes.
+    test the extractor's facts pass (`_matched`); or by the sentence in other words ("They
+    mentioned a peanut allergy.", rewording.reworded). A line left empty goes.
 
     `speakers`: who said each text (the subject of its "I"); None, each line may name its own
     after a date ("- (3 May 2026) User: ..."), else the user. One embedder call for them all;
     none when the user forgot nothing."""
-    from memory.background.extraction import offline
+    from memory.background.extraction import offline, rewording
 
     if not forgotten or not texts:
         return list(texts)
@@ -223,6 +225,7 @@ def without_forgotten(
     # per text, its lines: (head kept as written, sentences, each sentence's keys)
     parsed: list[list[tuple[str, list[str], list[list[str]]]]] = []
     keys: dict[str, int] = {}
+    sentence_of: dict[str, str] = {}  # a sentence's key: the sentence (rewording.reworded)
     for n, text in enumerate(texts):
         lines = []
         for line in text.split("\n"):
@@ -235,7 +238,9 @@ def without_forgotten(
             said = []
             for sentence in sentences:
                 facts = offline.extract(sentence, subject=who or "User", today=today)
-                said.append([normalized(t, subjects) for t in [sentence, *(f.text for f in facts)]])
+                itself = normalized(rewording.as_the_users(sentence), subjects)
+                said.append([itself, *(normalized(f.text, subjects) for f in facts)])
+                sentence_of.setdefault(itself, sentence)
                 for key in said[-1]:
                     keys.setdefault(key, len(keys))
             lines.append((line[:start], sentences, said))
@@ -246,6 +251,10 @@ def without_forgotten(
     known = _vectors(forgotten.vectors, vectors.shape[1])
     known_texts = [normalized(text, subjects) for text in forgotten.texts]
     matched = _matched(list(keys), vectors, known_texts, known)
+    rows = [keys[key] for key in sentence_of]
+    matched[rows] |= rewording.reworded(
+        list(sentence_of.values()), vectors[rows], known_texts, known, subjects
+    )
     stated = {key for key, i in keys.items() if matched[i].any()}
     out = []
     for text, lines in zip(texts, parsed, strict=True):
