@@ -617,6 +617,8 @@ OFFLINE_FACTS += [
     ("lol im dying 😂😂", []),
     ("how do i say 'i love you' in french", []),
     ("I got married last june", ["User got married in June 2022."]),
+    ("i wanna learn piano", ["User wants to learn piano."]),
+    ("I gotta go to the dentist tomorrow", ["User has to go to the dentist on 9 May 2023."]),
     # said in the past without a date: "quit" stays ("User quits Twitter a while ago." before)
     ("I quit Twitter a while ago.", ["User quit Twitter a while ago."]),
     ("I read War and Peace last summer.", ["User read War and Peace last summer."]),

@@ -280,6 +280,8 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
 
 _IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is", "don't": "doesn't"}
 _IRREGULAR |= {"haven't": "hasn't", "'m": "is"}
+# chat's contractions: "I wanna learn piano" -> "User wants to learn piano" ("wannas" before)
+_IRREGULAR |= {"wanna": "wants to", "gotta": "has to"}
 # Words after "I" that are not a present-tense verb to conjugate: modals, past forms, adverbs.
 _KEEP = set(
     [
