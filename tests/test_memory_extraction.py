@@ -617,6 +617,9 @@ OFFLINE_FACTS += [
     ("lol im dying 😂😂", []),
     ("how do i say 'i love you' in french", []),
     ("I got married last june", ["User got married in June 2022."]),
+    ("I \u2764\ufe0f jazz", ["User loves jazz."]),
+    ("i \u2665 my dog", ["User loves their dog."]),
+    ("I \U0001f494 Mondays", []),
     ("i wanna learn piano", ["User wants to learn piano."]),
     ("I gotta go to the dentist tomorrow", ["User has to go to the dentist on 9 May 2023."]),
     # said in the past without a date: "quit" stays ("User quits Twitter a while ago." before)
@@ -714,6 +717,7 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
         "so " + "im " * n + "a nurse": 0,
         "I love jazz " + ":( " * n + "\U0001f3e1" * n: 1,
         "how do " * n + "i say": 0,
+        "I " + "\u2764" * n + " jazz": 0,
         "I got married " + "last june " * n: 0,
         "my birthday is on " + "the " * n + "3rd of March": 0,
         # a run of spaces: 4,000 took 12 s before
