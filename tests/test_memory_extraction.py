@@ -277,6 +277,38 @@ def test_near_duplicates_are_merged_by_embedding_similarity(
     assert memory.sources.count() == 2
 
 
+def test_another_persons_move_is_theirs_and_a_birthday_is_one_valued(
+    offline, django_capture_on_commit_callbacks
+):
+    """ "my sister moved to Oslo" is remembered of the sister and leaves where the user lives;
+    "my birthday's on March 3rd" is the birthday, which a later date updates (round 11 dropped
+    the move and wrote "User's birthday's on March 3rd.")."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "ola", "I live in Bergen.", "my sister moved to Oslo")
+    say(
+        workspace,
+        "ola",
+        "my birthday's on March 3rd",
+        "I'm moving to Vienna next month, can't wait",
+    )
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    next_month = timezone.now().date() + dt.timedelta(days=30)
+    assert sorted(Memory.objects.values_list("text", flat=True)) == [
+        f"User is moving to Vienna in {next_month:%B %Y}.",
+        "User lives in Bergen.",
+        "User's birthday is on March 3rd.",
+        "User's sister moved to Oslo.",
+    ]
+    say(workspace, "ola", "Sorry, my birthday is on March 4th.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    birthday = Memory.objects.get(text__startswith="User's birthday")
+    assert birthday.text == "User's birthday is on March 4th."
+    assert list(
+        MemoryEvent.objects.filter(memory_id=birthday.id).values_list("event", flat=True)
+    ) == ["ADD", "UPDATE"]
+    assert Memory.objects.filter(user_id="ola").count() == 4
+
+
 OFFLINE_FACTS = [
     # grammatical third person: the verb agrees, later mentions are pronouns
     ("I drink oat milk in my coffee.", ["User drinks oat milk in their coffee."]),
@@ -546,10 +578,50 @@ OFFLINE_FACTS += [
     ("I told you I hate mornings, stop suggesting 6am runs.", ["User hates mornings."]),
     ("I hate olives, never add them to my salads.", ["User hates olives."]),
     ("I have a cat, so avoid anything with lilies.", ["User has a cat."]),
-    # another person's move is not the user's ("User's coworker just moved to Berlin, lucky him.")
-    ("My coworker just moved to Berlin, lucky him.", []),
-    ("Our neighbours are moving to Spain next year.", []),
+    # another person's move is said of them, never as where the user lives; the feeling after
+    # it is no part of it (round 11 dropped it whole)
+    ("My coworker just moved to Berlin, lucky him.", ["User's coworker just moved to Berlin."]),
+    ("my sister moved to Oslo", ["User's sister moved to Oslo."]),
+    (
+        "Our neighbours are moving to Spain next year.",
+        ["User's neighbours are moving to Spain in 2024."],
+    ),
     ("My husband and I moved to Graz.", ["User lives in Graz."]),
+    # a plan, the feeling said after it dropped ("User is moving to Vienna …, can't wait.")
+    ("I'm moving to Vienna next month, can't wait", ["User is moving to Vienna in June 2023."]),
+    ("we're moving to denver next month cant wait", ["User is moving to Denver in June 2023."]),
+    ("We're moving to Lyon in june, so excited!!", ["User is moving to Lyon in June."]),
+    ("I'm so excited", []),
+    # "'s" for "is" (or "has") after what is the user's; a birthday is one-valued
+    ("my birthday's on March 3rd", ["User's birthday is on March 3rd."]),
+    ("my birthdays on june 12th", ["User's birthday is on June 12th."]),
+    ("my brother's a chef", ["User's brother is a chef."]),
+    ("my sister's been sick all week", ["User's sister has been sick all week."]),
+    ("My sister's car is red.", ["User's sister's car is red."]),
+    # "im" inside a sentence; "so yeah" joins two statements
+    ("honestly im a huge jazz fan", ["User is a huge jazz fan."]),
+    (
+        "I finished nursing school, so yeah im a nurse now",
+        ["User finished nursing school.", "User is a nurse now."],
+    ),
+    ("Long story short im a nurse now", ["User is a nurse now."]),
+    ("ich bin im büro", []),
+    # how people type: emojis, a contraction without its apostrophe, sarcasm, leaving the chat,
+    # a question without its mark, a month in lowercase
+    ("We just bought our first house 🏡", ["User just bought their first house."]),
+    ("my best friend just moved to dublin :(", ["User's best friend just moved to Dublin."]),
+    ("i dont eat pork", ["User doesn't eat pork."]),
+    ("I'm allergic to penicillin, just fyi", ["User is allergic to penicillin."]),
+    ("i just LOVE mondays 🙃", []),
+    ("im gonna grab lunch brb", []),
+    ("lol im dying 😂😂", []),
+    ("how do i say 'i love you' in french", []),
+    ("I got married last june", ["User got married in June 2022."]),
+    ("I \u2764\ufe0f jazz", ["User loves jazz."]),
+    ("i \u2665 my dog", ["User loves their dog."]),
+    ("I \U0001f494 Mondays", []),
+    ("i wanna learn piano", ["User wants to learn piano."]),
+    ("I gotta go to the dentist tomorrow", ["User has to go to the dentist on 9 May 2023."]),
     # said in the past without a date: "quit" stays ("User quits Twitter a while ago." before)
     ("I quit Twitter a while ago.", ["User quit Twitter a while ago."]),
     ("I read War and Peace last summer.", ["User read War and Peace last summer."]),
@@ -636,6 +708,18 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
         ", " * n + "lol": 0,
         "my dog Rex, " + "he " * n: 0,
         "I quit" + " ago" * n: 0,
+        # round 12's patterns
+        "I moved to Oslo" + ", so" * n + " excited": 0,
+        "I moved to Oslo" + " cant" * n + " wait": 0,
+        "I moved to Oslo" + "!" * n + " yay": 1,  # 4,000 took 2.7 s before its fix
+        "my " + "sister " * n + "'s a chef": 0,
+        "my sister's " * n: 0,
+        "so " + "im " * n + "a nurse": 0,
+        "I love jazz " + ":( " * n + "\U0001f3e1" * n: 1,
+        "how do " * n + "i say": 0,
+        "I " + "\u2764" * n + " jazz": 0,
+        "I got married " + "last june " * n: 0,
+        "my birthday is on " + "the " * n + "3rd of March": 0,
         # a run of spaces: 4,000 took 12 s before
         "I have a cat" + " " * n + "x": 1,
     }

@@ -13,6 +13,13 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from memory.background.extraction.chat import (
+    not_meant,
+    with_apostrophes,
+    without_emojis,
+    without_feeling_tail,
+)
+
 # Not after an initial, a title or a place's abbreviation: "Ursula K. Le Guin", "Dr. Patel",
 # "Mt. Vernon" ("I." ends a sentence).
 _SENTENCE = re.compile(
@@ -97,6 +104,10 @@ _AGO = re.compile(
     r"\b(\d{1,9}|a couple of|a few|few|several|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
     r"\s+(day|week|month|year)s?\s+ago\b",
     re.I,
+)
+_NEAR_MONTH = re.compile(r"\b(last|next) (" + "|".join(_MONTHS) + r")\b(?! \d)", re.I)
+_LOWER_MONTH = re.compile(
+    r"\b((?:in|since|until|till|by|of|early|late|mid|mid-|every) ?)(" + "|".join(_MONTHS) + r")\b"
 )
 _LAST_WEEKDAY = re.compile(r"\blast\s+(" + "|".join(_WEEKDAYS) + r")\b", re.I)
 _EXPLICIT = re.compile(
@@ -214,6 +225,20 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
 
     text = _LAST_WEEKDAY.sub(last_weekday, text)
 
+    def month_of(m: re.Match) -> str:
+        """ "last june" said in December 2026 is June 2026; "next june" is June 2027."""
+        month = _MONTHS.index(m.group(2).lower()) + 1
+        if m.group(1).lower() == "last":
+            year = today.year if month < today.month else today.year - 1
+        else:
+            year = today.year if month > today.month else today.year + 1
+        found.append(dt.date(year, month, 1))
+        return f"in {m.group(2).capitalize()} {year}"
+
+    text = _NEAR_MONTH.sub(month_of, text)
+    # a month named in lowercase ("in january") is written as a name
+    text = _LOWER_MONTH.sub(lambda m: m.group(1) + m.group(2).capitalize(), text)
+
     def period(m: re.Match, delta: int, unit: str, word: str) -> str:
         day = _days_after(today, delta)
         if day is None:
@@ -255,6 +280,8 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
 
 _IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is", "don't": "doesn't"}
 _IRREGULAR |= {"haven't": "hasn't", "'m": "is"}
+# chat's contractions: "I wanna learn piano" -> "User wants to learn piano" ("wannas" before)
+_IRREGULAR |= {"wanna": "wants to", "gotta": "has to"}
 # Words after "I" that are not a present-tense verb to conjugate: modals, past forms, adverbs.
 _KEEP = set(
     [
@@ -591,10 +618,17 @@ _LOWER_IM = re.compile(
     r"because|cause|cos|also|there|now)\s+)im\b(?![.\-/'\u2019@]\w)",
     re.I | re.M,
 )
+# Inside a sentence too, before a word German's "im" never takes ("so yeah im a nurse now",
+# "honestly im a huge fan", "i think im getting sick"; not "ich bin im büro", "im Januar").
+_INNER_IM = re.compile(
+    r"\bim(?=\s+(?:a|an|the|not|no|so|just|really|very|also|still|now|always|never|kinda|"
+    r"pretty|super|totally|from|in|at|on|into|gonna|going|getting|trying|doing|working|living|"
+    r"moving|staying|looking|learning|studying|thinking|allergic|married|engaged|single|[0-9]+)\b)"
+)
 # Where a slot's value follows in an all-lowercase message ("i live in berlin", "i work at
 # acme", "my name is sam"): the words after it, up to three, capitalised as a name would be.
 _VALUE_CUE = re.compile(
-    r"\b(?:(?:live|living|based|moved|relocated)\s+(?:in|to|from)"
+    r"\b(?:(?:live|living|based|moved|moving|relocated)\s+(?:in|to|from)"
     r"|(?:moved|relocated)\s+(?:out\s+of|away\s+from)"
     r"|(?:work|working)\s+(?:at|for)|(?:a\s+)?job\s+(?:at|with)|name\s+is)\s+"
 )
@@ -712,7 +746,7 @@ def _lower_introductions(text: str) -> str:
 
 def _capitalised(text: str) -> str:
     """An all-lowercase message, its pronoun "i" and the names a slot reads capitalised."""
-    text = _LOWER_IM.sub(r"\1I'm", _LOWER_I.sub("I", text))
+    text = _INNER_IM.sub("I'm", _LOWER_IM.sub(r"\1I'm", _LOWER_I.sub("I", text)))
     if any(c.isupper() for c in text.replace("I", "")):
         return text
     text = _lower_introductions(text)
@@ -881,6 +915,16 @@ _TRAILING_QUESTION = re.compile(
 _SELF = re.compile(r"\b(?:I|I'm|Im|I've|I'd|I'll|my|My|we|We|our|Our)\b")
 
 
+# A question typed without its mark: "how do i say 'i have two cats' in french", "what should
+# we cook tonight".
+_ASKED = re.compile(
+    r"(?:how|what|whats|what's|where|when|why|who|which)\s+"
+    r"(?:do|does|did|can|could|should|would|will|shall|am|is|are|was|were)\s+"
+    r"(?:I|we|you|my|our|it|there)\b",
+    re.I,
+)
+
+
 # --- slots: facts with one current value ---------------------------------------------------------
 
 # A first name, perhaps with a second one or a surname ("Anne-Marie", "Sam Lee"); no apostrophe,
@@ -930,6 +974,12 @@ def _a_name(value: str) -> bool:
     )
 
 
+_MONTH_NAME = r"(?i:" + "|".join(_MONTHS) + r")"
+_DAY_OF_MONTH = (
+    rf"((?:the )?\d{{1,2}}(?:st|nd|rd|th)?(?: of)? {_MONTH_NAME}"
+    rf"|{_MONTH_NAME} (?:the )?\d{{1,2}}(?:st|nd|rd|th)?)\b"
+)
+
 _SLOTS = [
     (
         "residence",
@@ -972,6 +1022,8 @@ _SLOTS = [
     ("name", _NAME_INTRO),
     ("age", re.compile(r"\b(?:I'm|I am) (\d{1,3}) years? old\b")),
     ("age", re.compile(r"^(?:I'm|I am|Im) (\d{1,3})(?=[.!]?$)")),  # "I'm 29", a clause alone
+    # "my birthday's on March 3rd", "my birthdays on june 12th" (its apostrophe left out)
+    ("birthday", re.compile(r"\b[Mm]y birthday(?: is|s)? (?:on )?" + _DAY_OF_MONTH)),
     (
         "relationship",
         re.compile(
@@ -1018,6 +1070,9 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
             text = f"{subject}'s name is {value}"
         elif slot == "age":
             text = f"{subject} is {value} years old"
+        elif slot == "birthday":
+            value = re.sub(_MONTH_NAME, lambda m: m.group(0).capitalize(), value)
+            text = f"{subject}'s birthday is on {value}"
         else:
             text = f"{subject} is {value}"
         found[slot] = (slot, value, text + ".")
@@ -1182,7 +1237,7 @@ _TO_ASSISTANT = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
 _OPENER = re.compile(
     r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|no|nah|honestly|actually|"
     r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|"
-    r"quick one|funny enough|to be honest|"
+    r"quick one|funny enough|to be honest|long story short|tbh|ngl|lowkey|"
     r"(?:hi|hello|hey|hiya|yo|greetings)(?: there| all| everyone)?)\b[,:!]?\s+)+",
     re.I,
 )
@@ -1220,20 +1275,13 @@ _TOLD_YOU = re.compile(
     rf"(?:\s+that)?\s*,?\s+(?={_SELF_SUBJECT})",
     re.I,
 )
-# Another person's move ("My coworker just moved to Berlin, lucky him", "Our neighbours are
-# moving to Spain") is not the user's: it would compete with where the user lives. "My wife and
-# I moved…" is the user's; "My boyfriend moved in" is not a move.
-_OTHERS_MOVE = re.compile(
-    r"^(?:my|our)\s+(?:(?!(?:and|I|me|we)\b)[a-z'\-]+\s+){1,3}"
-    r"(?:(?:just|recently|finally|also|has|have|had|is|are|was|were)\s+){0,2}"
-    r"(?:moved|moving|relocated|relocating)\b(?!\s+in\b)",
-    re.I,
-)
 # Nor does an intensifier count toward the three-word floor: "I'm so tired" is "I'm tired".
 _INTENSIFIERS = {"so", "very", "super", "soo", "sooo"}
 # A chat word said last is not part of the statement: "im a night nurse btw", "so tired lol".
 # (from the run's start, taken whole: ", " 4,000 times took 11 s when tried from every comma)
-_CHAT_TAIL = re.compile(r"(?<![\s,])[\s,]++(?:lol|lmao|haha+|hehe+|btw|tbh|fyi|xd)[\s.!]*$", re.I)
+_CHAT_TAIL = re.compile(
+    r"(?<![\s,])[\s,]++(?:just\s+)?(?:lol|lmao|haha+|hehe+|btw|tbh|fyi|xd)[\s.!]*$", re.I
+)
 # "my dog Biscuit - he turned ten", "my sister Maya, she's a vet": the one named, then what is
 # said of them ("User's dog Biscuit turned ten", not "User's dog Biscuit - he turned ten").
 _NAMED_THEN_PRONOUN = re.compile(
@@ -1274,7 +1322,9 @@ _OTHERS_PART = re.compile(
 # "… and I …", also with a word of time between: "I sold my car and now I cycle to work" (the
 # word dropped), "… and last summer I walked the Camino" (the period kept with its clause).
 _CLAUSE = re.compile(
-    r",?\s+(?:and|but|so|while)\s+(?:(?:now|then|also|later|since then|these days),?\s+)?"
+    r",?\s+(?:and|but|so|while)\s+"
+    # a filler after "so" joins nothing: "I finished nursing school, so yeah im a nurse now"
+    r"(?:(?:now|then|also|later|since then|these days|yeah|yea|anyway|basically),?\s+)?"
     rf"(?=(?:{_PERIOD},?\s+)?{_SELF_SUBJECT})|;\s+"
 )
 # "Yesterday I saw Anna" -> "I saw Anna yesterday": a fact starts with its subject, and the
@@ -1393,8 +1443,12 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     # a run of spaces is one: patterns that allow "\s*" around a word were tried again from each
     # space of a long run ("I have a cat" and 4,000 spaces took 12 s); a line's indent stays
     text = _capitalised(_dash_moves(_SPACES.sub(" ", text or "")))
-    statements = (s for s in sentences(text) if not _HYPOTHETICAL.match(_OPENER.sub("", s)))
-    for said_sentence in (c for s in statements for c in clauses(s)):
+    statements = (
+        with_apostrophes(without_emojis(s))
+        for s in sentences(text)
+        if not _HYPOTHETICAL.match(_OPENER.sub("", s)) and not not_meant(s)
+    )
+    for said_sentence in (c for s in statements if s for c in clauses(s)):
         sentence, quotes = _set_quotes_aside(_TRAILING_QUESTION.sub(".", said_sentence))
         if told := _TOLD_YOU.match(opened := _OPENER.sub("", sentence)):
             sentence = opened[told.end() :].rstrip(" ?!.") + "."
@@ -1405,7 +1459,11 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
             continue
         # a question; or a line that ends on ":" and so introduces what follows (code, an
         # error, a list), saying nothing alone ("Here is my code:")
-        if sentence.endswith(("?", ":")) or _REQUEST.search(sentence):
+        if (
+            sentence.endswith(("?", ":"))
+            or _REQUEST.search(sentence)
+            or _ASKED.match(_OPENER.sub("", sentence))
+        ):
             continue
         if _CREDENTIAL.search(sentence):
             continue
@@ -1413,8 +1471,12 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         sentence = _period_last(
             _LEAD_IN.sub("", _TO_YOU_LEAD_IN.sub("", _OPENER.sub("", sentence)))
         )
-        sentence = _said_of_the_named(_without_chat_tail(_without_tail_to_you(sentence)))
-        if not _SELF.search(sentence) or _OTHERS_MOVE.match(sentence):
+        sentence = _said_of_the_named(
+            without_feeling_tail(_without_chat_tail(_without_tail_to_you(sentence)))
+        )
+        # Another person's move is said of them ("User's sister moved to Oslo."): a residence
+        # slot is only ever the user's ("I"/"we" moved), so it never competes with theirs.
+        if not _SELF.search(sentence):
             continue
         words = sentence.split()
         # "I'm just curious" is two words to the floor: an adverb says nothing of its own
