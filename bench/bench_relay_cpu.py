@@ -456,12 +456,17 @@ def callgrind(
             if keep and found:
                 Path(keep).write_text(text)
         if in_process and every_thread and found:
-            total = 0
-            for dumped in sorted(Path(folder).glob("callgrind.out.1-*")):
+            # A client request's dump and zero are the calling thread's only: the other
+            # threads' counts are in the dumps at exit (callgrind.out-NN), from the count's
+            # start (instrumentation starts there) to the process's end, idle after the rounds.
+            total = int(found.group(1))
+            for dumped in sorted(Path(folder).glob("callgrind.out-*")):
+                if dumped.name == "callgrind.out-01":  # the main thread's: counted above
+                    continue
                 text = dumped.read_text()
                 summary = re.search(r"^summary: (\d+)", text, re.M)
                 total += int(summary.group(1)) if summary else 0
-                if keep and dumped.name != "callgrind.out.1-01":
+                if keep:
                     Path(f"{keep}.t{dumped.name.rsplit('-', 1)[1]}").write_text(text)
             found = re.search(r"(\d+)", str(total))
     if result.returncode != 0 or not found:
