@@ -4,6 +4,8 @@ and the ASGI door's loop (completions.asgi.send_stream).
 
     .venv/bin/python bench/bench_relay_cpu.py               # CPU µs per relayed frame
     .venv/bin/python bench/bench_relay_cpu.py --callgrind   # user-space instructions per frame
+    .venv/bin/python bench/bench_relay_cpu.py --whole --callgrind  # per whole request
+    .venv/bin/python bench/bench_relay_cpu.py --whole --callgrind --remembered  # per remembered turn
 
 STREAMS streams at once, each fed the frames of bench_streams.py's mock (a role chunk, 20
 pieces, the finish, the usage chunk and [DONE] in one read) one read per frame through aiohttp's
@@ -190,6 +192,12 @@ WHOLE_WARM = 3  # rounds before the count (connections, imports, caches), then
 WHOLE_COUNTED = 10  # rounds counted in the process itself (callgrind's client requests)
 WHOLE_SETTLE = 0.5  # seconds before the count starts and before it ends: the rounds' own
 # background work (finish_turn, the upstream's drain) inside the rounds that made it
+# --remembered: each request a remembered turn (x-user-id, x-conversation-id: one user per
+# request of a round), the soak's kind of statement; its work runs on the turn's threads too
+# (the query embedding, the stores and rankings, finish_turn), so every thread is counted, and
+# the rounds settle longer (a turn's finish under callgrind takes ~1 s).
+REMEMBERED_SETTLE = 4.0
+REMEMBERED_TEXT = "I moved to Lisbon last spring and I sail on weekends. What should I pack?"
 COMPLETION = {
     "id": "chatcmpl-mock",
     "object": "chat.completion",
@@ -246,7 +254,7 @@ def serve_mock(port: int) -> None:
     uvloop.run(main())
 
 
-def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
+def run_whole(kind: str, rounds: int, pieces: int, remembered: bool = False) -> tuple[int, int]:
     """(data frames, requests) of `rounds` x WHOLE_AT_ONCE requests through Engram's ASGI app
     (`kind` stream or json), against the mock at OPENAI_BASE_URL with the key ENGRAM_BENCH_KEY.
     Under callgrind (ENGRAM_BENCH_CALLGRIND_LIB: the client requests' library) the counters are
@@ -264,10 +272,22 @@ def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
 
     authentication._touched._ttl = 3600.0
     pricing._table._ttl = pricing._table._refresh_after = 3600.0
+    if remembered:  # nor a user's term statistics and speakers' reload (a minute's caches:
+        # a run under callgrind lasts minutes, where a user's turns come seconds apart)
+        from memory.retrieval import terms
+
+        terms._user_stats._ttl = terms._speakers._ttl = 3600.0
     body = json.dumps(
         {
             "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": "Tell me a story in short pieces."}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": REMEMBERED_TEXT
+                    if remembered
+                    else "Tell me a story in short pieces.",
+                }
+            ],
             "max_tokens": pieces,
             "stream": kind == "stream",
         }
@@ -294,7 +314,7 @@ def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
     counted = {"frames": 0, "requests": 0}
     refused: list[int] = []
 
-    async def one() -> None:
+    async def one(slot: int) -> None:
         asked = False
         never = asyncio.get_running_loop().create_future()
 
@@ -312,21 +332,30 @@ def run_whole(kind: str, rounds: int, pieces: int) -> tuple[int, int]:
                 return
             counted["frames"] += message.get("body", b"").count(b"data: {")
 
-        await application(dict(scope), receive, send)
+        turn = dict(scope)
+        if remembered:
+            user = b"bench-%d" % slot
+            turn["headers"] = [
+                *scope["headers"],
+                (b"x-user-id", user),
+                (b"x-conversation-id", b"conversation-" + user),
+            ]
+        await application(turn, receive, send)
         counted["requests"] += 1
 
     counting = os.environ.get("ENGRAM_BENCH_CALLGRIND_LIB")
     client_requests = ctypes.CDLL(counting) if counting else None
 
     async def main() -> None:
+        settle = REMEMBERED_SETTLE if remembered else WHOLE_SETTLE
         for number in range(rounds):
             if client_requests is not None and number == WHOLE_WARM:
-                await asyncio.sleep(WHOLE_SETTLE)
+                await asyncio.sleep(settle)
                 client_requests.engram_zero()
                 counted["frames"] = counted["requests"] = 0
-            await asyncio.gather(*(one() for _ in range(WHOLE_AT_ONCE)))
+            await asyncio.gather(*(one(slot) for slot in range(WHOLE_AT_ONCE)))
         if client_requests is not None:
-            await asyncio.sleep(WHOLE_SETTLE)
+            await asyncio.sleep(settle)
             client_requests.engram_dump(b"counted rounds")
         if refused:
             raise RuntimeError(f"Engram refused requests: {refused[:5]}")
@@ -384,11 +413,17 @@ void engram_dump(const char *why) { CALLGRIND_DUMP_STATS_AT(why); }
 
 
 def callgrind(
-    inner: list[str], env: dict | None = None, *, in_process: bool = False, keep: str = ""
+    inner: list[str],
+    env: dict | None = None,
+    *,
+    in_process: bool = False,
+    keep: str = "",
+    every_thread: bool = False,
 ) -> tuple[int, list[str]]:
     """(instructions, the inner run's printed figures) of a child run under callgrind: all of
-    the run's, or (`in_process`) those between its own zero and dump. `keep`: a path to copy
-    the counted profile to (for callgrind_annotate)."""
+    the run's, or (`in_process`) those between its own zero and dump, of the main thread or
+    (`every_thread`) of all. `keep`: a path to copy the counted profile to (for
+    callgrind_annotate; the main thread's, and with `every_thread` KEEP.tNN for the others)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
         if in_process:
@@ -420,6 +455,20 @@ def callgrind(
             found = re.search(r"^summary: (\d+)", text, re.M)
             if keep and found:
                 Path(keep).write_text(text)
+        if in_process and every_thread and found:
+            # A client request's dump and zero are the calling thread's only: the other
+            # threads' counts are in the dumps at exit (callgrind.out-NN), from the count's
+            # start (instrumentation starts there) to the process's end, idle after the rounds.
+            total = int(found.group(1))
+            for dumped in sorted(Path(folder).glob("callgrind.out-*")):
+                if dumped.name == "callgrind.out-01":  # the main thread's: counted above
+                    continue
+                text = dumped.read_text()
+                summary = re.search(r"^summary: (\d+)", text, re.M)
+                total += int(summary.group(1)) if summary else 0
+                if keep:
+                    Path(f"{keep}.t{dumped.name.rsplit('-', 1)[1]}").write_text(text)
+            found = re.search(r"(\d+)", str(total))
     if result.returncode != 0 or not found:
         raise RuntimeError(f"callgrind run failed:\n{result.stderr[-2000:]}")
     return int(found.group(1)), result.stdout.split()
@@ -441,8 +490,13 @@ def whole(args) -> None:
         print(f"whole requests, {WHOLE_AT_ONCE} at once, the mock's frames {WHOLE_GAP:g} s apart")
         if args.limited:
             print("  with bench_gateway's limited key (limits and budgets on, none reached)")
+        if args.remembered:
+            print("  remembered turns (x-user-id), every thread of the process counted")
+            env["ENGRAM_BENCH_REMEMBERED"] = "1"
         per_request: dict[tuple[str, int], float] = {}
         runs = [("stream", p) for p in WHOLE_PIECES] + [("json", 16)]
+        if args.remembered:  # what a turn adds is in the JSON answer's count
+            runs = [("json", 16)]
         if args.profile:
             for kind, pieces in runs:
                 profile(kind, pieces, env, args.profile)
@@ -462,6 +516,7 @@ def whole(args) -> None:
                     env,
                     in_process=True,
                     keep=f"{args.keep}.{kind}-{pieces}" if args.keep else "",
+                    every_thread=args.remembered,
                 )
                 for kind, pieces in runs
             }
@@ -487,6 +542,7 @@ def profile(kind: str, pieces: int, env: dict, top: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         out = str(Path(folder) / "profile")
         inner = [sys.executable, __file__, "--inner-whole", kind, "20", str(pieces)]
+        # with --remembered: ENGRAM_BENCH_REMEMBERED in env (cProfile sees the main thread only)
         subprocess.run(inner, env={**env, "ENGRAM_BENCH_PROFILE": out}, check=True)
         print(f"\n--- {kind}, {pieces} pieces: 20 x {WHOLE_AT_ONCE} requests, by own time")
         pstats.Stats(out).sort_stats("tottime").print_stats(top)
@@ -503,6 +559,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="--whole: callgrind runs at once")
     parser.add_argument("--keep", help="--callgrind: keep the counted profiles as KEEP.*")
     parser.add_argument("--limited", action="store_true", help="--whole: a key with limits")
+    parser.add_argument(
+        "--remembered", action="store_true", help="--whole: remembered turns, every thread"
+    )
     parser.add_argument("--inner", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--inner-whole", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
@@ -513,7 +572,8 @@ def main() -> None:
         return
     if args.inner_whole:
         kind, rounds, pieces = args.inner_whole
-        frames, requests = run_whole(kind, int(rounds), int(pieces))
+        remembered = bool(os.environ.get("ENGRAM_BENCH_REMEMBERED"))
+        frames, requests = run_whole(kind, int(rounds), int(pieces), remembered)
         print(frames, requests, time.process_time())
         return
     if args.serve_mock:

@@ -12,6 +12,8 @@ from config.common.ids import ID_RULE, is_id
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _USER_PARTS = ("text", "image_url", "input_audio", "file")
+# Roles whose message may be a text alone (a tool's needs its tool_call_id, a function's its name).
+_TEXT_ROLES = ("system", "developer", "user", "assistant")
 _NAMES = {
     str: "a string",
     bool: "a boolean",
@@ -169,6 +171,13 @@ def message(message, i: int) -> None:
     chat doors, and the import of a conversation's messages. Stored as it came and sent again
     as history, a message the upstream refuses would fail every later turn of its
     conversation."""
+    if (  # the usual message, a role and a text and nothing else: nothing below refuses it
+        type(message) is dict
+        and len(message) == 2
+        and type(message.get("content")) is str
+        and message.get("role") in _TEXT_ROLES
+    ):
+        return  # (~7,300 instructions a message through the checks below, ~900 here: callgrind)
     param = f"messages[{i}]"
     if not isinstance(message, dict):
         raise _type_error(param, "an object", message)
@@ -302,6 +311,25 @@ def include_usage(body: dict) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
+_NUMBERS = (
+    ("temperature", 0, 2),
+    ("top_p", 0, 1),
+    ("presence_penalty", -2, 2),
+    ("frequency_penalty", -2, 2),
+)
+_INTEGERS = (
+    ("n", 1, 128),
+    ("max_tokens", 1, MAX_OUTPUT_TOKENS),
+    ("max_completion_tokens", 1, MAX_OUTPUT_TOKENS),
+    ("top_logprobs", 0, 20),
+    ("seed", -(2**63), 2**63 - 1),
+)
+_FLAGS = ("stream", "logprobs", "parallel_tool_calls", "store")
+_STRINGS = ("user", "reasoning_effort", "service_tier", "session_id")
+# What metadata, stream_options, _tools and _response_format read: none of them, nothing to check.
+_LATER = ("metadata", "stream_options", "tools", "tool_choice", "response_format")
+
+
 def validate(body: dict, *, model_required: bool = True) -> None:
     """Raise the 400 envelope, naming `param`, for the first problem found."""
     model = body.get("model")
@@ -328,20 +356,20 @@ def validate(body: dict, *, model_required: bool = True) -> None:
         )
     for i, item in enumerate(messages):
         message(item, i)
-    _number(body, "temperature", 0, 2)
-    _number(body, "top_p", 0, 1)
-    _number(body, "presence_penalty", -2, 2)
-    _number(body, "frequency_penalty", -2, 2)
-    _integer(body, "n", 1, 128)
-    _integer(body, "max_tokens", 1, MAX_OUTPUT_TOKENS)
-    _integer(body, "max_completion_tokens", 1, MAX_OUTPUT_TOKENS)
-    _integer(body, "top_logprobs", 0, 20)
-    _integer(body, "seed", -(2**63), 2**63 - 1)
-    for name in ("stream", "logprobs", "parallel_tool_calls", "store"):
+    # The checks of fields a body may leave out, in the order their problems are reported: a
+    # call each only for those it has (the usual body has two or three of the ~25: the calls
+    # for the absent ones cost ~10,000 instructions a request, callgrind).
+    for name, low, high in _NUMBERS:
+        if name in body:
+            _number(body, name, low, high)
+    for name, low, high in _INTEGERS:
+        if name in body:
+            _integer(body, name, low, high)
+    for name in _FLAGS:
         value = body.get(name)
         if value is not None and not isinstance(value, bool):
             raise _type_error(name, "a boolean", value)
-    for name in ("user", "reasoning_effort", "service_tier", "session_id"):
+    for name in _STRINGS:
         value = body.get(name)
         if value is not None and not isinstance(value, str):
             raise _type_error(name, "a string", value)
@@ -360,7 +388,8 @@ def validate(body: dict, *, model_required: bool = True) -> None:
                 raise _invalid(
                     f"logit_bias.{token}", "Invalid 'logit_bias': values must be -100 to 100."
                 )
-    metadata(body)
-    stream_options(body)
-    _tools(body)
-    _response_format(body)
+    if not body.keys().isdisjoint(_LATER):
+        metadata(body)
+        stream_options(body)
+        _tools(body)
+        _response_format(body)

@@ -30,6 +30,13 @@ def revoke_elsewhere(raw_key: str) -> None:
     ApiKey.objects.filter(prefix=key_prefix(raw_key)).update(revoked_at=timezone.now())
 
 
+def registered(monkeypatch, name: str, clear) -> None:
+    """`coherence.register(name, clear)`, undone after the test."""
+    monkeypatch.setattr(coherence, "_clearers", dict(coherence._clearers))
+    monkeypatch.setattr(coherence, "_registered", coherence._registered)
+    coherence.register(name, clear)
+
+
 def dead_redis_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -202,7 +209,7 @@ def test_checks_of_one_loop_turn_share_a_read_and_a_later_turn_reads_again(db, m
     """A burst of requests starting in one turn costs one MGET; a check in a later turn (which
     may have arrived after a change) reads again and sees the change."""
     cleared = []
-    monkeypatch.setitem(coherence._clearers, "test-shared", [lambda: cleared.append(1)])
+    registered(monkeypatch, "test-shared", lambda: cleared.append(1))
     pool = coherence._pool()
     reads = []
     real_call = pool.call_many
@@ -226,3 +233,16 @@ def test_checks_of_one_loop_turn_share_a_read_and_a_later_turn_reads_again(db, m
     burst, later = asyncio.run(scenario())
     assert burst == 1
     assert later == 1 and cleared == [1]
+
+
+def test_a_name_registered_after_the_first_check_is_checked_too(db, monkeypatch):
+    """The names are read once per registration, not per check: one registered after checks
+    began (a module imported late) is in every later check's read, and its change clears it."""
+    assert coherence.check_sync()  # the names so far, read
+    cleared = []
+    registered(monkeypatch, "test-late", lambda: cleared.append(1))
+    assert coherence.check_sync()  # learns test-late's token
+    cleared.clear()
+    coherence._publish_now("test-late")
+    assert coherence.check_sync()
+    assert cleared == [1]

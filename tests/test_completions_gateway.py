@@ -86,6 +86,14 @@ BAD_BODIES = [
     ({**BODY, "metadata": {"a": 1}}, "metadata"),
     ({**BODY, "user": 7}, "user"),
     ({**BODY, "session_id": 7}, "session_id"),
+    # a role and a text alone is not enough for these roles
+    ({"model": "m", "messages": [{"role": "function", "content": "x"}]}, "messages[0].name"),
+    ({**BODY, "seed": 2**63}, "seed"),
+    ({**BODY, "store": "yes"}, "store"),
+    ({**BODY, "reasoning_effort": 1}, "reasoning_effort"),
+    # problems are named in one order, whatever the body's: temperature's before n's
+    ({"n": 0, **BODY, "temperature": 5}, "temperature"),
+    ({"metadata": {"a": 1}, **BODY, "n": 0}, "n"),
 ]
 
 

@@ -261,3 +261,28 @@ def test_a_changed_window_setting_is_read_at_once(settings):
     settings.ENGRAM_CONTEXT_WINDOWS = {}
     settings.ENGRAM_DEFAULT_CONTEXT_WINDOW = 2_048
     assert window_of("my-served-model").tokens == 2_048
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"max_completion_tokens": 8_190},
+        {"max_tokens": 8_190},
+        {"max_completion_tokens": None, "max_tokens": 8_190},
+        {"tools": [{"type": "function", "function": {"name": "f", "description": " a" * 9_000}}]},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": " a" * 9_000}}},
+    ],
+)
+def test_a_short_question_is_refused_when_its_completion_or_definitions_do_not_fit(settings, extra):
+    """The bytes bound (a request of fewer bytes than its window fits) counts the completion
+    asked for and the tools, functions and schema beside the messages: "Hi" with 8,190 tokens
+    asked of gpt-4's 8,192, or with 9,000 tokens of tool description, is refused."""
+    from config.common.errors import Invalid
+    from memory.turn.assembly import request_fits
+
+    settings.ENGRAM_CONTEXT_WINDOWS = {}
+    body = {"messages": [{"role": "user", "content": "Hi"}], **extra}
+    with pytest.raises(Invalid):
+        request_fits(body=body, model="gpt-4")
+    # without them it fits; a flag is not a count of tokens
+    request_fits(body={"messages": body["messages"], "max_tokens": True}, model="gpt-4")
