@@ -3,6 +3,7 @@ call, a web process killed mid-stream and the client's retry."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import httpx
@@ -204,6 +205,46 @@ def test_redis_killed_while_the_worker_holds_a_job_the_job_and_later_ones_are_do
         assert len(texts) == 2 and texts[0] == "Lives in Lisbon" and "jazz" in texts[1], texts
         assert list(ProcessingJob.objects.values_list("status", "attempts")) == [("done", 1)] * 2
         assert worker.poll() is None and not stopped(), stack.log("worker")  # reconnected
+
+
+def test_a_lost_broker_connection_closed_after_its_collect_fails_as_redis_unreachable(tmp_path):
+    """Below the worker, without its race: what Celery's consumer does with its connection when
+    Redis dies (celery.worker.consumer.Consumer.on_connection_error_after_connected) — collect
+    it, then close it, ignoring connection errors — with a message held unacknowledged, a BRPOP
+    in flight and a remote-control channel (a fanout queue) opened after it. kombu's own Redis
+    transport raised AttributeError (... 'hostname') from the close: the worker stopped. The
+    configured transport fails it as Redis unreachable, which the close ignores."""
+    from kombu import Consumer, Exchange, Producer, Queue
+    from kombu.common import ignore_errors
+
+    from config.celery import app
+    from tests.stack import Redis
+
+    redis = Redis(tmp_path).start()
+    try:
+        connection = app.connection_for_read(redis.url)
+        channel = connection.default_channel
+        queue = Queue("held", routing_key="held", channel=channel)
+        queue.declare()
+        Producer(channel).publish({"job": 1}, routing_key="held")
+        held: list = []
+        Consumer(channel, [queue], callbacks=[lambda body, message: held.append(message)]).consume()
+        control = connection.channel()  # as the worker's pidbox
+        box = Queue("box", Exchange("control", type="fanout"), auto_delete=True, channel=control)
+        Consumer(control, [box], callbacks=[lambda body, message: None]).consume()
+        for _ in range(10):  # the message delivered, then nothing more: a BRPOP left waiting
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=0.2)
+            if held and channel._in_poll:
+                break
+        assert len(held) == 1 and channel._in_poll  # held unacknowledged, as a worker's job
+        redis.stop()
+        connection.collect(socket_timeout=1)  # left the channel open (its BRPOP's read failed)
+        assert not channel.closed
+        ignore_errors(connection, connection.close)  # AttributeError before
+        assert channel.closed
+    finally:
+        redis.stop()
 
 
 def test_a_turn_s_request_lost_by_a_database_crash_is_stored_with_its_answer(
