@@ -209,6 +209,11 @@ CELERY_TASK_ROUTES = {
     "accounts.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A redis:// broker through kombu's transport with one fix (config.celery.RedisTransport: a
+# worker that lost Redis reconnects instead of stopping); any other scheme as kombu chooses.
+CELERY_BROKER_TRANSPORT = (
+    "config.celery:RedisTransport" if REDIS_URL.startswith("redis://") else None
+)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": VISIBILITY_TIMEOUT,
     "socket_timeout": BROKER_SOCKET_TIMEOUT,

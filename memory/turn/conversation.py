@@ -272,6 +272,7 @@ class Loaded:
     stored_ids: list[str]
     serve_history: bool
     stored: list[dict] = field(default_factory=list)  # the messages stored_ids name, in order
+    created: bool = False  # the conversation was created by this request's store
     # The fingerprint of the conversation's transcript with this request's messages (found by
     # its history: the request's whole transcript), which the reply extends into the
     # conversation's new fingerprint (finish_turn); None: not known whole (a long conversation).
@@ -327,6 +328,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     resent = 0  # conversation messages the client resent as the found conversation's history
     whole: str | None = None  # found by the history it resent: the request's fingerprint
     again = False  # found as its last turn's request sent again: every stored row was resent
+    created = False
     serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
     if session is not None:
         # Sessions are the workspace's: another user's is refused by its own name, before the
@@ -351,6 +353,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             conversation = conversation_create(
                 workspace=workspace, external_id=f"auto:{uuid.uuid4().hex[:24]}", user_id=user_id
             )
+            created = True
     else:
         external_id = ctx.conversation_id or Conversation.session_external_id(
             ctx.session_id or ""  # set: this branch has a conversation or a session id
@@ -372,7 +375,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
                 if named is not None:
                     session_owned(session=named, user_id=user_id)
         else:
-            conversation, _ = conversation_get_or_create(
+            conversation, created = conversation_get_or_create(
                 workspace=workspace, external_id=external_id, user_id=user_id
             )
     rows = []
@@ -448,6 +451,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         exclude_ids=exclude,
         stored_ids=stored_ids,
         stored=new if stored_ids else [],
+        created=created,
         serve_history=serve,
         fingerprint=whole,
     )

@@ -49,6 +49,7 @@ class TurnState:
     session_id: str | None
     stored_ids: list[str] = field(default_factory=list)
     stored: list[dict] = field(default_factory=list)  # the request's messages stored_ids name
+    created: Conversation | None = None  # the conversation, when this turn's store created it
     fingerprint: str | None = None  # the conversation's transcript's with this request's
 
     @property
@@ -230,6 +231,7 @@ async def prepare_turn(ctx: TurnContext, *, dry_run: bool = False) -> PreparedTu
             session_id=loaded.session_id,
             stored_ids=loaded.stored_ids,
             stored=loaded.stored,
+            created=loaded.conversation if loaded.created else None,
             fingerprint=loaded.fingerprint,
         )
     return PreparedTurn(
@@ -283,11 +285,17 @@ def _finish(
     with transaction.atomic():
         user_lock(workspace_id=state.workspace_id, user_id=state.user_id)
         conversation = conversations.filter(pk=state.conversation_pk).first()
+        session = state.session if getattr(conversation, "session_kept", False) else None
+        request_kept = getattr(conversation, "request_kept", True)
+        if conversation is None and state.created is not None and _restarted_since(state.created):
+            # A conversation's first turn: its row went with the request (one commit), and the
+            # answer went nowhere. Its rows again, same ids, then the request as below.
+            conversation, session = _created_again(state.created, state.session)
+            request_kept = False
         if conversation is None:  # the user was erased during the upstream call
             logger.info("turn of an erased conversation: its answer is not stored")
             return
-        session = state.session if getattr(conversation, "session_kept", False) else None
-        if state.stored_ids and not getattr(conversation, "request_kept", True):
+        if state.stored_ids and not request_kept:
             logger.warning("a turn's request lost by the database (a crash?): stored again")
             messages_append(
                 workspace=ctx.workspace,
@@ -334,6 +342,40 @@ def _finish(
         if ctx.extraction:
             extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)
         summary_enqueue(workspace=ctx.workspace, conversation=conversation)
+
+
+def _restarted_since(created: Conversation) -> bool:
+    """Whether the database server started after `created` was stored (its clock against this
+    process's: one host's, or NTP's milliseconds against a recovery's seconds): a crash, whose
+    recovery may have lost that store's commit (load_and_store's does not wait for the disk).
+    Else the conversation is missing because the user (or it) was erased meanwhile."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_postmaster_start_time() > %s", [created.created_at])
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+def _created_again(
+    created: Conversation, session: Session | None
+) -> tuple[Conversation | None, Session | None]:
+    """The conversation a crash lost, stored again as it was (same id, workspace and user), and
+    its session if that went too; None when its client id was taken meanwhile (the client's
+    retry, answered on the recovered server, made a new one)."""
+    from django.db import IntegrityError
+
+    try:
+        with transaction.atomic():
+            Conversation.objects.bulk_create([created])
+    except IntegrityError:
+        return None, None
+    logger.warning("a conversation lost by the database (a crash?): stored again")
+    if session is not None:
+        Session.objects.bulk_create([session], ignore_conflicts=True)  # lost with it, or kept
+        if not Session.objects.filter(pk=session.pk).exists():  # its client id taken meanwhile
+            session = None
+    return created, session
 
 
 async def finish_turn(
