@@ -191,9 +191,9 @@ def test_redis_killed_while_the_worker_holds_a_job_the_job_and_later_ones_are_do
         def stopped() -> bool:
             return "Unrecoverable error" in (stack.workdir / "worker.log").read_text()
 
-        # Before config.celery.RedisTransport, in some runs (1 in 4 to 1 in 6 here) the worker stopped here on
-        # "Unrecoverable error: AttributeError('NoneType' ... 'hostname')" as kombu closed the
-        # lost channel a second time.
+        # Before config.celery.RedisTransport, in some runs (1 in 4 to 1 in 6 here) the worker
+        # stopped here on "Unrecoverable error: AttributeError('NoneType' ... 'hostname')" as
+        # kombu closed the lost channel a second time.
         assert not stopped(), stack.log("worker")
         say("I love jazz.")
         wait_until(
