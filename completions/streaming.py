@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from completions.providers.base import Chunk, StreamFailed, UpstreamStream, dumps
+from completions.providers.base import Chunk, StreamFailed, UpstreamStream, UsualChunk, dumps
 from config.common.errors import ApiError
 from memory.text import REASONING_DETAIL_TEXT, content_text
 
@@ -312,6 +312,14 @@ class Tail:
             or 0 not in self.roles
         ):
             return None
+        if type(chunk) is UsualChunk:  # the stream's usual shape: its text without a parse
+            raw = chunk.raw
+            if not self.include_usage and "usage" in chunk.shape:  # as below
+                raw = _without_usage(raw) if raw is not None else None
+            if raw is not None:
+                if chunk.text:
+                    assembler.content.append(chunk.text)
+                return frame(raw)
         data = chunk.data
         try:  # what is not one choice with a delta raises here (a usage chunk's [], once)
             [choice] = data["choices"]
@@ -412,6 +420,7 @@ async def relay(
             error, error_status = exc.body()["error"], exc.status
         else:
             turn.stream_opened(stream)
+            stream.usual_unparsed = rewrite is None  # Tail.usual's chunks: sent as they came
             chunks = stream.chunks().__aiter__()
             pending = asyncio.get_running_loop().create_task(_first(chunks))
             while not await done_within(pending, keepalive):
