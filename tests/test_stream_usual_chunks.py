@@ -65,12 +65,22 @@ def _frames(text: str) -> list[str]:
     return [line[6:] for line in text.splitlines() if line.startswith("data: ")]
 
 
-@pytest.mark.parametrize("include_usage", [False, True])
+@pytest.mark.parametrize(
+    ("include_usage", "usage_first"), [(False, False), (True, False), (False, True)]
+)
 def test_usual_chunks_reach_the_client_as_sent_and_the_answer_is_stored_whole(
-    http, upstream, include_usage
+    http, upstream, include_usage, usage_first
 ):
-    upstream.script(Reply(stream=_stream()))
-    conversation = f"usual-{include_usage}"
+    stream = _stream()
+    if usage_first:  # the same chunks, `"usage":null` before the choices
+        stream = [
+            item.replace(',"usage":null', "").replace(
+                '"system_fingerprint":"fp_1",', '"system_fingerprint":"fp_1","usage":null,'
+            )
+            for item in stream
+        ]
+    upstream.script(Reply(stream=stream))
+    conversation = f"usual-{include_usage}-{usage_first}"
     body = {
         "model": "gpt-4o-mini",
         "stream": True,
@@ -89,14 +99,16 @@ def test_usual_chunks_reach_the_client_as_sent_and_the_answer_is_stored_whole(
     assert "".join(t for t in texts if t) == TEXT
     assert texts[1 : 1 + len(PIECES)] == [text for text, _ in PIECES]  # one frame each
     # The upstream's own bytes, less `"usage":null` for a client that did not ask for usage.
-    sent = [raw for _, raw in PIECES]
+    sent = stream[1 : 1 + len(PIECES)]
     relayed = frames[1 : 1 + len(PIECES)]
     if include_usage:
         assert relayed == sent
         assert chunks[-1]["usage"] == USAGE and not chunks[-1]["choices"]  # the usage chunk last
         assert "engram" in chunks[-1]
     else:
-        assert relayed == [raw.replace(',"usage":null', "") for raw in sent]
+        member = '"usage":null,' if usage_first else ',"usage":null'
+        assert relayed == [raw.replace(member, "") for raw in sent]
+        assert all(member in raw for raw in sent)
         assert not [c for c in chunks if "usage" in c], chunks
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "engram" in chunks[-1]
     assert _stored_answer(http, conversation)["content"] == TEXT
