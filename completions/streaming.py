@@ -23,7 +23,14 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from completions.providers.base import Chunk, StreamFailed, UpstreamStream, dumps
+from completions.providers.base import (
+    Chunk,
+    StreamFailed,
+    UpstreamStream,
+    UsualChunk,
+    dumps,
+    without_null_usage,
+)
 from config.common.errors import ApiError
 from memory.text import REASONING_DETAIL_TEXT, content_text
 
@@ -248,7 +255,7 @@ def _outgoing(
             return b""
     elif not include_usage and "usage" in data:
         del data["usage"]  # Engram asked for usage; a client that did not sees none
-        raw = _without_usage(raw) if raw is not None else None
+        raw = without_null_usage(raw) if raw is not None else None
     if choices:
         for choice in choices:
             index = choice.get("index", 0)
@@ -259,25 +266,6 @@ def _outgoing(
                     choice["delta"] = {"role": "assistant", **delta}
                     raw = None
     return frame(raw if raw is not None else dumps(data))
-
-
-# The member as compact JSON writes it (OpenAI's, after the choices), then with spaces.
-_NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage": null, ')
-
-
-def _without_usage(raw: bytes) -> bytes | None:
-    """`raw` without its top-level `"usage": null` member (on OpenAI's every chunk when usage
-    is asked for), or None (then the chunk is written anew). Only when `"usage"` occurs once
-    in the bytes: then it is that key (in a JSON string its quotes would be escaped). Bytes
-    operations: a regular expression cost 30,000 instructions a chunk more (117,756 against
-    87,623 per relayed frame, bench_relay_cpu.py --callgrind; 108,472 writing it anew)."""
-    if raw.count(b'"usage"') != 1:
-        return None
-    for member in _NULL_USAGE:  # replaced if there (`member in raw` costs ~2,400: base._CR)
-        stripped = raw.replace(member, b"", 1)
-        if len(stripped) != len(raw):
-            return stripped
-    return None
 
 
 class Tail:
@@ -312,6 +300,13 @@ class Tail:
             or 0 not in self.roles
         ):
             return None
+        if type(chunk) is UsualChunk:  # the stream's usual shape: its text without a parse
+            form = chunk.form  # its frame: the shape's edges around the text, usage as below
+            edges = form.bare if not self.include_usage and "usage" in form.shape else form.edges
+            if edges is not None:
+                if chunk.text:
+                    assembler.content.append(chunk.text)
+                return edges[0] + chunk.written + edges[1]
         data = chunk.data
         try:  # what is not one choice with a delta raises here (a usage chunk's [], once)
             [choice] = data["choices"]
@@ -332,7 +327,7 @@ class Tail:
         raw = chunk.raw
         if not self.include_usage and "usage" in data:  # as _outgoing
             del data["usage"]
-            raw = _without_usage(raw) if raw is not None else None
+            raw = without_null_usage(raw) if raw is not None else None
         return frame(raw if raw is not None else dumps(data))
 
     def take(self, chunk: Chunk) -> bytes:
@@ -412,6 +407,7 @@ async def relay(
             error, error_status = exc.body()["error"], exc.status
         else:
             turn.stream_opened(stream)
+            stream.usual_unparsed = rewrite is None  # Tail.usual's chunks: sent as they came
             chunks = stream.chunks().__aiter__()
             pending = asyncio.get_running_loop().create_task(_first(chunks))
             while not await done_within(pending, keepalive):

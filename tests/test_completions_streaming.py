@@ -284,6 +284,30 @@ def test_sse_parser_reads_events_cut_anywhere():
         assert events + parser.end() == expected, size
 
 
+def test_sse_parser_reads_whole_reads_as_it_reads_them_byte_by_byte():
+    """A read that looks like the usual one (`data: ` ... blank line) takes a short way: it
+    must give the events the general search gives."""
+    from completions.providers.base import SseParser
+
+    reads = [
+        b'data: {"a": 1}\n\n',
+        b"data: \n\n",
+        b'data: {"a": 1}\n\ndata: {"b": 2}\n\n',
+        b"data: one\ndata: two\n\n",
+        b"data: one\r\n\n",
+        b"data: one\ndata:\n\n",
+        b"data: one\nevent: x\n\n",
+        b"data: a\rb\n\n",
+        b"data:  spaced\n\n",
+    ]
+    for read in reads:
+        by_byte = SseParser()
+        expected = [event for byte in range(len(read)) for event in by_byte.feed(read[byte:][:1])]
+        whole = SseParser()
+        assert whole.feed(read) == expected, read
+        assert whole.end() == by_byte.end() and whole.pending == b"", read
+
+
 def test_the_last_frames_leave_with_the_end_of_the_body():
     import asyncio
 
