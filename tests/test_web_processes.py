@@ -68,8 +68,11 @@ def web(tmp_path_factory, django_db_setup, django_db_blocker, _upstream_server):
     running = Web(proc, f"http://127.0.0.1:{port}", str(log))
     try:
         with django_db_blocker.unblock():
+            # Every process listening, not one answering: a process binds its socket after its
+            # imports, and a test that kills the one that answered (xdist may run it first in
+            # this module) found no other listener under a loaded suite: connection refused.
             wait_until(
-                lambda: len(running.children()) == PROCESSES and _answers(running.url),
+                lambda: _every_process_listens(running, port) and _answers(running.url),
                 timeout=120,
                 what="the web processes answering",
             )
@@ -89,6 +92,17 @@ def upstream(_upstream_server):
     _upstream_server.reset()
     yield _upstream_server
     _upstream_server.reset()
+
+
+def _every_process_listens(running: Web, port: int) -> bool:
+    children = running.children()
+    return len(children) == PROCESSES and all(
+        any(
+            c.status == psutil.CONN_LISTEN and c.laddr.port == port
+            for c in child.net_connections("tcp")
+        )
+        for child in children
+    )
 
 
 def _answers(url: str) -> bool:
