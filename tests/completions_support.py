@@ -32,3 +32,15 @@ def wait_for(predicate, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def stored_answer(http, conversation_id: str) -> dict:
+    """The conversation's one assistant message, once stored (off the request path)."""
+    deadline = time.monotonic() + 20
+    while True:
+        messages = http.get(f"/v1/conversations/{conversation_id}/messages").json()["data"]
+        answers = [m for m in messages if m["role"] == "assistant"]
+        if answers or time.monotonic() > deadline:
+            assert len(answers) == 1, messages
+            return answers[0]
+        time.sleep(0.05)

@@ -3,10 +3,9 @@ surrogate) is stored cleaned, never dropped: NUL removed, a lone surrogate as U+
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from tests.completions_support import stored_answer
 from tests.upstream import Reply, openai_completion, openai_stream, tool_call
 
 DIRTY = "a\u0000b \ud83d c"
@@ -17,17 +16,6 @@ TOOLS = [
         "function": {"name": "look", "parameters": {"type": "object", "properties": {}}},
     }
 ]
-
-
-def _stored_answer(http, conversation_id: str) -> dict:
-    deadline = time.monotonic() + 20  # stored off the request path
-    while True:
-        messages = http.get(f"/v1/conversations/{conversation_id}/messages").json()["data"]
-        answers = [m for m in messages if m["role"] == "assistant"]
-        if answers or time.monotonic() > deadline:
-            assert len(answers) == 1, messages
-            return answers[0]
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("streamed", [False, True])
@@ -47,7 +35,7 @@ def test_an_answer_with_nul_and_a_lone_surrogate_is_stored_cleaned(http, upstrea
         headers={"x-user-id": "u-dirty", "x-conversation-id": "dirty"},
     )
     assert response.status_code == 200, response.text
-    assert _stored_answer(http, "dirty")["content"] == CLEAN
+    assert stored_answer(http, "dirty")["content"] == CLEAN
 
 
 def test_tool_call_names_and_arguments_are_stored_cleaned(http, upstream):
@@ -63,7 +51,7 @@ def test_tool_call_names_and_arguments_are_stored_cleaned(http, upstream):
         headers={"x-user-id": "u-dirty", "x-conversation-id": "dirty-calls"},
     )
     assert response.status_code == 200, response.text
-    [stored] = _stored_answer(http, "dirty-calls")["tool_calls"]
+    [stored] = stored_answer(http, "dirty-calls")["tool_calls"]
     assert stored["function"] == {"name": "look", "arguments": '{"q": "' + CLEAN + '"}'}
 
 
@@ -83,4 +71,4 @@ def test_a_stream_of_content_parts_is_relayed_and_stored_as_its_text(http, upstr
     )
     assert response.status_code == 200 and response.text.rstrip().endswith("[DONE]")
     assert '"error"' not in response.text
-    assert _stored_answer(http, "parts")["content"] == "Hello."
+    assert stored_answer(http, "parts")["content"] == "Hello."

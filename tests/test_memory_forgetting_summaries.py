@@ -218,18 +218,8 @@ def test_a_deleted_memory_is_not_read_from_the_old_messages_in_another_conversat
     said = "I am allergic to peanuts. I have a dog named Rex."
     upstream_turn(http, summarized_soon, said, "Noted.")
     forget(http, "delete")
-    body = {"model": "m", "messages": [{"role": "user", "content": "What am I allergic to? Rex?"}]}
     elsewhere = {"x-user-id": "alice", "x-conversation-id": "new"}
-    context = http.post("/v1/context", json=body, headers=elsewhere)
-    assert context.status_code == 200, context.text
-    summarized_soon.script(Reply(json=openai_completion("I do not know.")))
-    answer = http.post("/v1/chat/completions", json=body, headers=elsewhere)
-    assert answer.status_code == 200, answer.text
-    sent = summarized_soon.chat_requests()[-1].body["messages"]
-    for messages in (context.json()["messages"], sent):
-        [past] = [m["content"] for m in messages if "<past_messages>" in m["content"]]
-        assert "User: I have a dog named Rex." in past, past
-        assert "peanut" not in past, past
+    context, answer, _ = _asked_after_the_deletion(http, summarized_soon, elsewhere)
     # nor what explains the context: its items, why each was chosen, engram.messages
     assert "peanut" not in context.text and "peanut" not in str(answer.json()["engram"])
     [past_block] = [b for b in context.json()["blocks"] if b["name"] == "retrieved_messages"]
@@ -298,17 +288,8 @@ def test_a_deleted_memory_is_not_read_from_its_own_conversations_retrieved_messa
         time.sleep(0.05)
     [memory] = allergy(http)
     assert http.delete(f"/v1/memories/{memory['id']}").status_code == 200
-    body = {"model": "m", "messages": [{"role": "user", "content": "What am I allergic to? Rex?"}]}
-    context = http.post("/v1/context", json=body, headers=headers)
-    assert context.status_code == 200, context.text
-    summarized_soon.script(Reply(json=openai_completion("I do not know.")))
-    answer = http.post("/v1/chat/completions", json=body, headers=headers)
-    assert answer.status_code == 200, answer.text
-    sent = summarized_soon.chat_requests()[-1].body["messages"]
-    for messages in (context.json()["messages"], sent):
-        [past] = [m["content"] for m in messages if "<past_messages>" in m["content"]]
-        assert "User: I have a dog named Rex." in past, past
-        assert "peanut" not in past, past
+    _, _, seen = _asked_after_the_deletion(http, summarized_soon, headers)
+    for messages in seen:
         if named == "conversation":  # the window: its transcript, as it was
             assert {"role": "user", "content": "I live in Paris."} in messages
 
@@ -340,3 +321,21 @@ def test_a_deleted_memory_leaves_the_summary_that_says_it_in_other_words(
         assert "Alice has a dog named Rex." in summary, summary
         assert "Her daughter has a peanut allergy too." in summary, summary
         assert "mentioned" not in summary, summary
+
+
+def _asked_after_the_deletion(http, upstream, headers: dict) -> tuple:
+    """The question "What am I allergic to? Rex?" at /v1/context and as a chat: the context and
+    the answer, and the messages each showed the model, whose past messages say the dog and not
+    the deleted allergy."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "What am I allergic to? Rex?"}]}
+    context = http.post("/v1/context", json=body, headers=headers)
+    assert context.status_code == 200, context.text
+    upstream.script(Reply(json=openai_completion("I do not know.")))
+    answer = http.post("/v1/chat/completions", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    seen = [context.json()["messages"], upstream.chat_requests()[-1].body["messages"]]
+    for messages in seen:
+        [past] = [m["content"] for m in messages if "<past_messages>" in m["content"]]
+        assert "User: I have a dog named Rex." in past, past
+        assert "peanut" not in past, past
+    return context, answer, seen

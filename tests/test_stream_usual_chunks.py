@@ -5,10 +5,10 @@ stored must be what a parse of every chunk gave, whatever the chunks' bytes."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
+from tests.completions_support import stored_answer
 from tests.upstream import Reply
 
 URL = "/v1/chat/completions"
@@ -48,17 +48,6 @@ def _stream() -> list:
         _raw(None, usage=USAGE),
         "[DONE]",
     ]
-
-
-def _stored_answer(http, conversation_id: str) -> dict:
-    deadline = time.monotonic() + 20  # stored off the request path
-    while True:
-        messages = http.get(f"/v1/conversations/{conversation_id}/messages").json()["data"]
-        answers = [m for m in messages if m["role"] == "assistant"]
-        if answers or time.monotonic() > deadline:
-            assert len(answers) == 1, messages
-            return answers[0]
-        time.sleep(0.05)
 
 
 def _frames(text: str) -> list[str]:
@@ -111,7 +100,7 @@ def test_usual_chunks_reach_the_client_as_sent_and_the_answer_is_stored_whole(
         assert all(member in raw for raw in sent)
         assert not [c for c in chunks if "usage" in c], chunks
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "engram" in chunks[-1]
-    assert _stored_answer(http, conversation)["content"] == TEXT
+    assert stored_answer(http, conversation)["content"] == TEXT
 
 
 def test_a_usual_chunk_with_a_raw_control_character_fails_the_stream_as_before(http, upstream):
