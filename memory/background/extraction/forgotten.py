@@ -207,11 +207,12 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 def without_forgotten(
     forgotten: Forgotten, texts: Sequence[str], *, speakers: Sequence[str | None] | None = None
 ) -> list[str]:
-    """Each text (a summary, a title, a message's words) without its sentences that state a
-    forgotten fact: by the sentence itself ("Alice is allergic to peanuts.") or by a fact the
-    offline extractor draws from it ("I am allergic to peanuts." said by the user), under the
-    test the extractor's facts pass (`_matched`); or by the sentence in other words ("They
-    mentioned a peanut allergy.", rewording.reworded). A line left empty goes.
+    """Each text (a summary, a title, a message's words) without its sentences (and clauses
+    after a semicolon) that state a forgotten fact: by the sentence itself ("Alice is allergic
+    to peanuts.") or by a fact the offline extractor draws from it ("I am allergic to peanuts."
+    said by the user), under the test the extractor's facts pass (`_matched`); or by the
+    sentence in other words ("They mentioned a peanut allergy.", rewording.reworded), its
+    leading pronoun read as whom it names (rewording.read_in_turn). A line left empty goes.
 
     `speakers`: who said each text (the subject of its "I"); None, each line may name its own
     after a date ("- (3 May 2026) User: ..."), else the user. One embedder call for them all;
