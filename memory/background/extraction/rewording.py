@@ -41,9 +41,9 @@ _PRONOUN = re.compile(r"^(she|he|they)\b", re.IGNORECASE)
 # "Alice is friends with Tom." does not, 0.797). A partner is one kind (married, dating), as
 # are a parent and a child (a mother of two has children).
 _KINDS = {
-    "partner": "married marry marriage husband husbands wife wives spouse spouses dating dated "
-    "dates boyfriend girlfriend partner partners relationship engaged fiance fiancee",
-    "friend": "friend friends friendship",
+    "partner": "husband husbands wife wives spouse spouses boyfriend girlfriend partner partners "
+    "fiance fiancee",
+    "friend": "friend friends",
     "sibling": "sister sisters brother brothers sibling siblings",
     "parent": "mother mum mom father dad parent parents son sons daughter daughters child "
     "children kids",
@@ -56,8 +56,19 @@ _KINDS = {
     "teacher": "teacher",
     "doctor": "doctor",
 }
-_KIND = {word: kind for kind, words in _KINDS.items() for word in words.split()}
-_RELATION = "(?:" + "|".join(sorted(map(re.escape, _KIND), key=len, reverse=True)) + ")"
+# ...and the words that say one without naming the person ("married to Tom")
+_SAID = {
+    "partner": "married marry marriage dating dated dates relationship engaged",
+    "friend": "friendship",
+}
+_KIND = {
+    word: kind
+    for kinds in (_KINDS, _SAID)
+    for kind, words in kinds.items()
+    for word in words.split()
+}
+_PEOPLE = sorted((w for words in _KINDS.values() for w in words.split()), key=len, reverse=True)
+_RELATION = "(?:" + "|".join(map(re.escape, _PEOPLE)) + ")"
 # a pronoun is not a relative of the other gender's ("Her brother Jon visited. She ...": hers)
 _MALE = frozenset(
     [
