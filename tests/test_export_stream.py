@@ -384,7 +384,14 @@ class StalledClient:
         self.status = 0
         self.body = b""
         self.stalled, self._resumed, self._leave = threading.Event(), threading.Event(), False
-        scope = {
+        scope = self.scope(path, key)
+        self._thread = threading.Thread(target=asyncio.run, args=(self._run(scope),))
+        self._thread.start()
+        assert self.stalled.wait(30), "no body"
+
+    @staticmethod
+    def scope(path: str, key: str) -> dict:
+        return {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
@@ -398,9 +405,6 @@ class StalledClient:
             "client": ("127.0.0.1", 50000),
             "server": ("testserver", 80),
         }
-        self._thread = threading.Thread(target=asyncio.run, args=(self._run(scope),))
-        self._thread.start()
-        assert self.stalled.wait(30), "no body"
 
     async def _run(self, scope) -> None:
         from config.asgi import application
@@ -525,3 +529,82 @@ def test_a_full_disk_is_a_503_and_harms_nothing(http, alice, monkeypatch, caplog
     assert http.get("/v1/users/alice/export").json() == whole_export(
         workspace=alice, user_id="alice"
     )
+
+
+def test_the_spool_file_is_removed_when_the_client_leaves_before_the_first_byte(
+    alice, owner, monkeypatch
+):
+    """The client leaves while the document is still being read: Django drops the response
+    without closing it; its file goes with it (an unnamed file, closed when collected)."""
+    import time
+
+    from memory import export
+
+    monkeypatch.setattr(export, "EXPORT_BATCH", 1)
+    paused, resume, read = threading.Event(), threading.Event(), export._pages
+
+    def pages(queryset, keys, size):
+        for page in read(queryset, keys, size):
+            yield page
+            if queryset.model is Memory and not paused.is_set():
+                paused.set()
+                assert resume.wait(10)
+
+    monkeypatch.setattr(export, "_pages", pages)
+    gone = threading.Event()
+
+    async def receive():
+        if not gone.is_set():
+            gone.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.to_thread(paused.wait, 10)
+        return {"type": "http.disconnect"}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    from config.asgi import application
+
+    scope = StalledClient.scope("/v1/users/alice/export", owner[1])
+    asyncio.run(application(scope, receive, send))  # returns once the client is gone
+    assert sent == []
+    resume.set()  # the view reads on, into a file nobody will send
+    deadline = time.monotonic() + 10
+    while (spool_files() or in_transaction()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert spool_files() == [] and in_transaction() == 0
+
+
+def test_a_spool_file_unreadable_after_the_first_byte_cuts_the_body(
+    http, alice, monkeypatch, caplog
+):
+    """The status is out with the first block: a read error later ends the body short of its
+    Content-Length (the client sees an incomplete body), logged; the file is closed."""
+    import httpx
+
+    from config.common import streaming
+
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 16)
+    real = streaming.spool
+
+    class Failing:
+        def __init__(self, file):
+            self.file, self.reads = file, 0
+
+        def read(self, size):
+            self.reads += 1
+            if self.reads > 1:
+                raise OSError(5, "Input/output error")
+            return self.file.read(size)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    monkeypatch.setattr(streaming, "spool", lambda parts: Failing(real(parts)))
+    cut = pytest.raises(httpx.RemoteProtocolError)
+    with caplog.at_level(logging.ERROR, logger="engram.request"), cut:
+        http.get("/v1/users/alice/export")
+    assert any("cut after 16 of" in r.getMessage() for r in caplog.records)
+    assert spool_files() == []
