@@ -6,9 +6,9 @@ snapshot its REPEATABLE READ transaction needs, from its first byte to its last:
 read slowly (or a few) kept connections out of the pool and vacuum back for as long as it liked.
 Now the parts are read through as fast as the database gives them, each written to an unnamed
 temporary file under the data folder (`spool`); the transaction ends, the connection goes back
-to the pool, and only then is the file sent, a block at a time. The file has no name (O_TMPFILE):
-closing it, at the body's end, when the client leaves, or when the response is dropped, frees its
-space, and a process that dies leaves nothing behind.
+to the pool, and only then is the file sent, a block at a time. The file has no name (O_TMPFILE,
+or unlinked as soon as made): closing it, at the body's end, when the client leaves, or when the
+response is dropped, frees its space, and a process that dies leaves nothing behind.
 
 The memory held is a part and a block, never the body: the parts go to the file as they come,
 the file back out 64 KB at a time (read off the event loop, which a slow disk must not stall).
