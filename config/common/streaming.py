@@ -36,8 +36,10 @@ logger = logging.getLogger("engram.request")
 BLOCK_BYTES = 64 * 1024
 # A spool never takes the last of its disk: in the embedded layout the data folder holds
 # PostgreSQL's data and WAL too, and PostgreSQL stops (PANIC) when a WAL write finds the disk
-# full. An export that would leave less than this free is refused instead (503).
-RESERVE_BYTES = 1024**3
+# full. An export that would leave less than this free is refused instead (503): eight WAL
+# segments of 16 MB. Not more: machines of this kind have been seen with 287 MB free, where a
+# 1 GB reserve refused every export, a user's two-page one included.
+RESERVE_BYTES = 128 * 1024**2
 # The errors of a disk (or a quota) that is full: the request's 503, not a bug's 500.
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
