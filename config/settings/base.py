@@ -184,6 +184,9 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery
+# redis://, rediss:// (TLS: kombu's `ssl_*` query parameters or CELERY_BROKER_USE_SSL) or
+# sentinel://, each through kombu's transport with one fix (config.celery.BrokerConnection: a
+# worker that lost Redis reconnects instead of stopping).
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -209,11 +212,6 @@ CELERY_TASK_ROUTES = {
     "accounts.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A redis:// broker through kombu's transport with one fix (config.celery.RedisTransport: a
-# worker that lost Redis reconnects instead of stopping); any other scheme as kombu chooses.
-CELERY_BROKER_TRANSPORT = (
-    "config.celery:RedisTransport" if REDIS_URL.startswith("redis://") else None
-)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": VISIBILITY_TIMEOUT,
     "socket_timeout": BROKER_SOCKET_TIMEOUT,
