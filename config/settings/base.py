@@ -329,13 +329,14 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "config.common.logging.RequestIdFilter"},
         "routine_tasks": {"()": "config.common.logging.RoutineTasksFilter"},
+        "lost_ack": {"()": "config.common.logging.LostAckFilter"},
     },
     "formatters": {"json": {"()": "config.common.logging.JsonFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json",
-            "filters": ["request_id", "routine_tasks"],
+            "filters": ["request_id", "routine_tasks", "lost_ack"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
