@@ -363,13 +363,20 @@ def _tls_redis(tmp_path):
 
 
 def _crashed_during_the_upstream_call(
-    tmp_path, upstream, *, before: list[str], text: str, headers: dict[str, str]
+    tmp_path,
+    upstream,
+    *,
+    before: list[str],
+    text: str,
+    headers: dict[str, str],
+    web_clock_ahead: int = 0,
 ) -> dict[str, list[tuple]]:
     """A PostgreSQL of the test's own, SIGKILLed (the server and every backend) during the
     upstream call of the turn `text`, after the turns `before`, and recovered from its WAL; no
-    WAL flush but by the commits. Returns what it then holds: "messages" (role, content,
-    conversation, session; oldest first), "conversations" (id, user, workspace's name) and
-    "sessions" (id, user, conversation)."""
+    WAL flush but by the commits; Engram's clock (django.utils.timezone.now) `web_clock_ahead`
+    seconds ahead of the database's, as on another host. Returns what it then holds: "messages"
+    (role, content, conversation, session; oldest first), "conversations" (id, user,
+    workspace's name) and "sessions" (id, user, conversation)."""
     import os
     import re
     import signal
@@ -398,6 +405,16 @@ def _crashed_during_the_upstream_call(
             OPENAI_BASE_URL=upstream.url + "/v1",
             OPENAI_API_KEY="sk-upstream-test",
         )
+        if web_clock_ahead:  # Python runs a sitecustomize module on PYTHONPATH as it starts
+            clock = tmp_path / "clock"
+            clock.mkdir()
+            (clock / "sitecustomize.py").write_text(
+                "import datetime\nfrom django.utils import timezone\n"
+                "_now = timezone.now\n"
+                f"timezone.now = lambda: _now() + datetime.timedelta(seconds={web_clock_ahead})\n"
+            )
+            path = [str(clock), *filter(None, [os.environ.get("PYTHONPATH")])]
+            stack.env["PYTHONPATH"] = os.pathsep.join(path)
         try:
             _manage(stack, "migrate", "-v0")
             key = re.search(r"API key: (\S+)", _manage(stack, "createworkspace", "crash", "--key"))
@@ -500,18 +517,26 @@ def test_a_turn_s_request_lost_by_a_database_crash_is_stored_with_its_answer(
     ]
 
 
+@pytest.mark.parametrize("web_clock_ahead", [0, 3600], ids=["one_clock", "web_clock_ahead"])
 def test_a_conversation_lost_by_a_database_crash_in_its_first_turn_is_stored_with_it(
-    tmp_path, _upstream_server
+    tmp_path, _upstream_server, web_clock_ahead
 ):
     """The same crash during a conversation's first turn: its conversation and session, created
     in that lost commit, went too, and the answer was not stored (as if the user had been
     erased meanwhile). The answer's store makes them again (same ids, user and workspace), then
-    the request, then the answer."""
+    the request, then the answer: also when the web process's clock runs ahead of the database
+    host's (an hour here; seconds are enough), which compared with the server's start made the
+    crash look like an erasure before the conversation's time was the database's."""
     _upstream_server.reset()
     _upstream_server.script(Reply(json=openai_completion("Lisbon is lovely."), delay=6))
     headers = {"x-user-id": "ana", "x-conversation-id": "first", "x-session-id": "visit"}
     held = _crashed_during_the_upstream_call(
-        tmp_path, _upstream_server, before=[], text="I live in Lisbon.", headers=headers
+        tmp_path,
+        _upstream_server,
+        before=[],
+        text="I live in Lisbon.",
+        headers=headers,
+        web_clock_ahead=web_clock_ahead,
     )
     assert held["messages"] == [
         ("user", "I live in Lisbon.", "first", "visit"),
