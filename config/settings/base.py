@@ -184,9 +184,10 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery
-# redis://, rediss:// (TLS: kombu's `ssl_*` query parameters or CELERY_BROKER_USE_SSL) or
-# sentinel://, each through kombu's transport with one fix (config.celery.BrokerConnection: a
-# worker that lost Redis reconnects instead of stopping).
+# redis:// or rediss:// (TLS: kombu's `ssl_*` query parameters or CELERY_BROKER_USE_SSL),
+# through kombu's transport for the scheme with one fix (config.celery.BrokerConnection: a
+# worker that lost Redis reconnects instead of stopping; sentinel:// too, but REDIS_URL's other
+# clients, the caches and the limiter, are redis-py's, which read no sentinel:// URL).
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
