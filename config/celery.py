@@ -56,7 +56,7 @@ class _ReleasedConnectionGuard:
     there: AttributeError("'NoneType' object has no attribute 'hostname'"), not a connection
     error, so the worker stopped ("Unrecoverable error") instead of reconnecting: in some of
     the runs where Redis is killed under a worker (1 in 3 to 1 in 6 here) — those where the
-    BRPOP's own read had not failed first (tests/test_faults_kills.py, both tests).
+    BRPOP's own read had not failed first (tests/test_faults_kills.py).
     The same AttributeError as celery/kombu#970 and #582 (no fix upstream as of kombu 5.7).
     Nothing is lost by failing it: Redis is gone, and the database sends the job again."""
 
