@@ -115,4 +115,10 @@ def test_redis_killed_mid_stream_settles_the_budget_to_what_was_spent_once_back(
             timeout=60,
             what="the turn extracted",
         )
-        assert set(ProcessingJob.objects.values_list("status", flat=True)) == {"done"}
+        # Every turn's job is done in the end: one enqueued while Redis was down waits for
+        # the sweep, and a loaded machine can still hold the other when the first is extracted.
+        wait_until(
+            lambda: set(ProcessingJob.objects.values_list("status", flat=True)) == {"done"},
+            timeout=60,
+            what="every turn's job done",
+        )
