@@ -1231,12 +1231,14 @@ _POINTS_BACK = re.compile(
     re.I,
 )
 POINTS_BACK_MAX_WORDS = 6
+# More words than a statement about oneself has: a paste, a story.
+MAX_WORDS = 80
 _TO_ASSISTANT = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
 # Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…",
 # "Hey there, I'm…".
 _OPENER = re.compile(
     r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|no|nah|honestly|actually|"
-    r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|"
+    r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|wait|"
     r"quick one|funny enough|to be honest|long story short|tbh|ngl|lowkey|"
     r"(?:hi|hello|hey|hiya|yo|greetings)(?: there| all| everyone)?)\b[,:!]?\s+)+",
     re.I,
@@ -1277,10 +1279,11 @@ _TOLD_YOU = re.compile(
 )
 # Nor does an intensifier count toward the three-word floor: "I'm so tired" is "I'm tired".
 _INTENSIFIERS = {"so", "very", "super", "soo", "sooo"}
-# A chat word said last is not part of the statement: "im a night nurse btw", "so tired lol".
+# A chat word said last is not part of the statement: "im a night nurse btw", "so tired lol",
+# "living in Brooklyn rn" (what is so "right now" is said by the tense).
 # (from the run's start, taken whole: ", " 4,000 times took 11 s when tried from every comma)
 _CHAT_TAIL = re.compile(
-    r"(?<![\s,])[\s,]++(?:just\s+)?(?:lol|lmao|haha+|hehe+|btw|tbh|fyi|xd)[\s.!]*$", re.I
+    r"(?<![\s,])[\s,]++(?:just\s+)?(?:lol|lmao|haha+|hehe+|btw|tbh|fyi|xd|rn|atm)[\s.!]*$", re.I
 )
 # "my dog Biscuit - he turned ten", "my sister Maya, she's a vet": the one named, then what is
 # said of them ("User's dog Biscuit turned ten", not "User's dog Biscuit - he turned ten").
@@ -1376,10 +1379,132 @@ def clauses(sentence: str) -> list[str]:
 # "I'm 29 and I'm training for a marathon": an age stands in two words too.
 _AGE_ALONE = re.compile(r"^(?:I'm|I am|Im) \d{1,3}[.!]?$")
 
+# --- the subject left out: "started learning korean last month", "been vegan since 2019" ---------
+
+# A chat message often drops its "I": a sentence that opens on a past form ("started…", "got
+# promoted…"), "been", a doing ("living in Brooklyn") or one of these present verbs, which are
+# seldom an order to the assistant ("work at a bakery on weekends", "hate cilantro"; not "write",
+# "play", "make", "have": "have a nice day" is a wish).
+_SUBJECTLESS_PRESENT_WORDS = (
+    "work live love hate enjoy prefer own speak teach study volunteer commute rent"
+)
+_SUBJECTLESS_PRESENT = set(_SUBJECTLESS_PRESENT_WORDS.split())
+# "-ed" words that say how one feels, not what one did: "tired of this" is no "I tired of this".
+_FEELING_ED_WORDS = (
+    "tired bored excited worried scared stressed annoyed confused interested obsessed "
+    "exhausted pissed amazed shocked surprised disappointed embarrassed frustrated relieved "
+    "thrilled stoked impressed convinced ashamed blessed"
+)
+_FEELING_ED = set(_FEELING_ED_WORDS.split())
+# a state said with "be": "married with two kids", "based in Leeds" -> "I'm …"
+_STATE_ED = {"married", "engaged", "divorced", "based", "located", "retired", "employed"}
+# Words that open a noun phrase ending in "-ing" ("Morning!", "wedding is next week").
+_ING_NOUNS_WORDS = (
+    "morning evening something nothing anything everything thing king ring spring string "
+    "wedding building meeting feeling ceiling pudding evening clothing painting sibling "
+    "darling ceiling bling sling swing wing sing bring during"
+)
+_ING_NOUNS = set(_ING_NOUNS_WORDS.split())
+# After the first word, a verb of its own makes that word the subject ("Work is crazy",
+# "Running makes me happy", "Meeting went well"), not a verb of the user's.
+_SUBJECT_THEN_VERB = re.compile(
+    r"\b(?:is|isn't|was|wasn't|are|were|has|had|have|makes|made|helps|sucks|gets|keeps|takes|"
+    r"feels|seems|looks|went|goes|starts|started|ends|ended|will|would|can|could)\b",
+    re.I,
+)
+_FIRST_WORD = re.compile(r"[A-Za-z][a-z']*")
+
+
+def _subject_supplied(sentence: str) -> str:
+    """ "started learning korean last month" -> "I started learning korean last month";
+    "been vegan since 2019" -> "I've been vegan since 2019"; "living in Brooklyn" -> "I'm
+    living in Brooklyn". Any other sentence is returned as it is."""
+    opener = _OPENER.match(sentence)
+    at = opener.end() if opener else 0
+    start = at
+    while (word := _FIRST_WORD.match(sentence, at)) and _is_adverb(word.group(0)):
+        at = word.end() + 1
+    if not word or word.group(0) in ("I", "I'm", "I've", "I'd", "I'll"):
+        return sentence
+    first = word.group(0)
+    low = first.lower()
+    if not (first.islower() or first[1:].islower()):
+        return sentence
+    rest = sentence[word.end() :]
+    then = re.match(r"\s+([A-Za-z']+)", rest)
+    # "Work is crazy": the word is the subject; nor a word alone ("Started.")
+    if not then or _SUBJECT_THEN_VERB.match(then.group(1)):
+        return sentence
+    later_be = _BE.search(rest) is not None
+    if low == "been":
+        said = "I've"
+    elif low in _STATE_ED:
+        said = "I'm"
+    elif low in _FEELING_ED or low in _ING_NOUNS or low in _BASE_IN_ED:
+        return sentence
+    elif (
+        low in _KEEP
+        and low not in _AUXILIARIES
+        or (low.endswith("ed") and len(low) > 4 and low not in _BASE_IN_ED)
+    ):
+        said = "I"
+    elif low.endswith("ing") and len(low) > 5 and not later_be:
+        said = "I'm"
+    elif low in _SUBJECTLESS_PRESENT and not later_be:
+        said = "I"
+    else:
+        return sentence
+    said_first = sentence[start:at] + first + rest
+    return f"{sentence[:start]}{said} {said_first[0].lower()}{said_first[1:]}"
+
+
+# Not the first word of a statement whose "I" was left out: a modal or an auxiliary opens a
+# question ("Did I tell you…", "Can't wait") or a sentence about something else ("Was a long
+# day"). "used to", "got" and "had" say what the user did.
+_AUXILIARIES_WORDS = (
+    "can can't cannot could couldn't will won't would wouldn't should shouldn't must mustn't "
+    "may might shall did didn't was wasn't"
+)
+_AUXILIARIES = set(_AUXILIARIES_WORDS.split())
+# A request's verb after a comma starts no statement: "I have a dog, write a poem about him".
+_REQUEST_VERBS_WORDS = (
+    "suggest recommend give tell show find send write draft generate list explain translate "
+    "summarize summarise help make book remind"
+)
+_REQUEST_VERBS = set(_REQUEST_VERBS_WORDS.split())
+# "I'm 29, work in marketing, and live with my boyfriend": each verb after a comma is the
+# user's too, a statement of its own ("I work in marketing"), where an object or a place
+# follows it ("I teach, write and paint" stays whole).
+_LISTED_VERB = re.compile(
+    r",\s+(?:and\s+)?(?=([a-z]+) (?:a|an|the|my|some|in|on|at|with|for|from|as|every|two|three|"
+    r"several|our)\b)"
+)
+
+
+def _listed_verbs(sentence: str) -> list[str]:
+    # a sentence too long to be a statement stays one (and is dropped whole), not one per comma
+    if not re.match(r"(?:I|I'm|I am|I've)\b", sentence) or len(sentence.split()) > MAX_WORDS:
+        return [sentence]
+    parts, pos = [], 0
+    for m in _LISTED_VERB.finditer(sentence):
+        if m.group(1) not in _COMMON_VERBS or m.group(1) in _REQUEST_VERBS:
+            continue
+        parts.append(sentence[pos : m.start()])
+        pos = m.end()
+    if not parts:
+        return [sentence]
+    parts.append(sentence[pos:])
+    return [parts[0], *(f"I {p}" for p in parts[1:])]
+
 
 def _clauses(sentence: str) -> list[str]:
     said = _OPENER.sub("", sentence)
-    parts = [p.strip() for p in _CLAUSE.split(said) if p and p.strip()]
+    parts = [
+        listed
+        for p in _CLAUSE.split(said)
+        if p and p.strip()
+        for listed in _listed_verbs(p.strip())
+    ]
     # Only when each part is a statement of the user's own: "Dancing makes me so happy, and
     # now I get to share that" stays whole (its first part alone would be dropped, and its
     # second points back). An introduction stands in two words ("I'm Sam and I teach").
@@ -1448,7 +1573,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         for s in sentences(text)
         if not _HYPOTHETICAL.match(_OPENER.sub("", s)) and not not_meant(s)
     )
-    for said_sentence in (c for s in statements if s for c in clauses(s)):
+    for said_sentence in (c for s in statements if s for c in clauses(_subject_supplied(s))):
         sentence, quotes = _set_quotes_aside(_TRAILING_QUESTION.sub(".", said_sentence))
         if told := _TOLD_YOU.match(opened := _OPENER.sub("", sentence)):
             sentence = opened[told.end() :].rstrip(" ?!.") + "."
@@ -1488,7 +1613,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         short = len(said) < 3 and not (
             _TRAIT.match(sentence) or _NAME_INTRO.match(sentence) or _AGE_ALONE.match(sentence)
         )
-        if short or len(words) > 80:
+        if short or len(words) > MAX_WORDS:
             continue
         if (
             _HYPOTHETICAL.match(sentence)
