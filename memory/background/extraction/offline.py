@@ -1398,13 +1398,16 @@ _FEELING_ED_WORDS = (
 _FEELING_ED = set(_FEELING_ED_WORDS.split())
 # a state said with "be": "married with two kids", "based in Leeds" -> "I'm …"
 _STATE_ED = {"married", "engaged", "divorced", "based", "located", "retired", "employed"}
-# Words that open a noun phrase ending in "-ing" ("Morning!", "wedding is next week").
-_ING_NOUNS_WORDS = (
-    "morning evening something nothing anything everything thing king ring spring string "
-    "wedding building meeting feeling ceiling pudding evening clothing painting sibling "
-    "darling ceiling bling sling swing wing sing bring during"
-)
-_ING_NOUNS = set(_ING_NOUNS_WORDS.split())
+# A doing said without "I'm" ("living in Brooklyn rn", "still working on my thesis"): these
+# verbs only, since many more open a sentence as its subject or a remark ("Knowing another
+# language opens doors", "Speaking of which", "Exciting times ahead": LoCoMo's turns).
+_SUBJECTLESS_DOING_WORDS = """
+    living working learning studying training moving planning trying looking heading staying
+    getting going doing reading watching taking waiting saving hoping finishing starting
+    leaving visiting preparing applying recovering spending building writing practicing
+    practising teaching volunteering rehearsing chilling
+    """
+_SUBJECTLESS_DOING = set(_SUBJECTLESS_DOING_WORDS.split())
 # After the first word, a verb of its own makes that word the subject ("Work is crazy",
 # "Running makes me happy", "Meeting went well"), not a verb of the user's.
 _SUBJECT_THEN_VERB = re.compile(
@@ -1413,6 +1416,34 @@ _SUBJECT_THEN_VERB = re.compile(
     re.I,
 )
 _FIRST_WORD = re.compile(r"[A-Za-z][a-z']*")
+
+
+# A verb of its own later in the sentence makes a doing its subject: "Running a business isn't
+# easy", "Learning German has been tough", "Having my family around helps" (LoCoMo's turns).
+_LATER_FINITE = re.compile(
+    r"\b(?:is|isn't|was|wasn't|are|aren't|were|has|have|had|does|did|must|can|can't|could|will|won't|"
+    r"would|should|"
+    r"may|might|makes|made|helps|helped|brings|brought|keeps|reminds|seems|sounds|feels|looks|"
+    r"gives|lets|takes|warms|fills|means)\b|'s\b|\u2019s\b",
+    re.I,
+)
+# What follows a verb in the past that the user did: its object's first word, a preposition,
+# a particle, a doing ("started learning"), a participle ("got promoted"), a time. Not a bare
+# noun: "Mixed emotions - …", "Limited options" are not things done.
+_AFTER_A_PAST_WORDS = """
+    a an the my our his her their some all every each this that these those them him
+    one two three four five six several lots lot to in on at for with from up out off back down
+    over by into about around through across after before since last yesterday again together
+    """
+_AFTER_A_PAST = set(_AFTER_A_PAST_WORDS.split())
+# "Been" opens a statement of the user's before a doing, a state or a place ("been vegan since
+# 2019", "been having a rough week", "been to Peru"), not before these ("Been a long road",
+# "Been there, done that", "Been ages").
+_NOT_AFTER_BEEN_WORDS = "a an the there here ages forever so such too what quite"
+_NOT_AFTER_BEEN = set(_NOT_AFTER_BEEN_WORDS.split())
+
+
+_THE_USER_AS_OBJECT = re.compile(r"\b(?:me|us)\b", re.I)
 
 
 def _subject_supplied(sentence: str) -> str:
@@ -1435,22 +1466,32 @@ def _subject_supplied(sentence: str) -> str:
     # "Work is crazy": the word is the subject; nor a word alone ("Started.")
     if not then or _SUBJECT_THEN_VERB.match(then.group(1)):
         return sentence
-    later_be = _BE.search(rest) is not None
+    following = then.group(1).lower()
+    of_its_own = _LATER_FINITE.search(rest) is not None
+    # the user as the object, before any comma, is not its subject: "Really made me think",
+    # "Been hectic for me", "Seeing old towns fascinates me" ("hate cilantro, tastes like soap
+    # to me" is the user's)
+    if _THE_USER_AS_OBJECT.search(rest.partition(",")[0]):
+        return sentence
     if low == "been":
+        if following in _NOT_AFTER_BEEN:
+            return sentence
         said = "I've"
     elif low in _STATE_ED:
         said = "I'm"
-    elif low in _FEELING_ED or low in _ING_NOUNS or low in _BASE_IN_ED:
+    elif low in _FEELING_ED or low in _BASE_IN_ED:
         return sentence
-    elif (
-        low in _KEEP
-        and low not in _AUXILIARIES
-        or (low.endswith("ed") and len(low) > 4 and low not in _BASE_IN_ED)
-    ):
+    elif (low in _KEEP and low not in _AUXILIARIES) or (low.endswith("ed") and len(low) > 4):
+        if not (
+            following in _AFTER_A_PAST
+            or following.isdigit()
+            or following.endswith(("ing", "ed", "ly"))
+        ):
+            return sentence
         said = "I"
-    elif low.endswith("ing") and len(low) > 5 and not later_be:
+    elif low in _SUBJECTLESS_DOING and not of_its_own:
         said = "I'm"
-    elif low in _SUBJECTLESS_PRESENT and not later_be:
+    elif low in _SUBJECTLESS_PRESENT and not of_its_own:
         said = "I"
     else:
         return sentence
@@ -1466,12 +1507,15 @@ _AUXILIARIES_WORDS = (
     "may might shall did didn't was wasn't"
 )
 _AUXILIARIES = set(_AUXILIARIES_WORDS.split())
-# A request's verb after a comma starts no statement: "I have a dog, write a poem about him".
-_REQUEST_VERBS_WORDS = (
+# A verb after a comma that is an order, or no verb, starts no statement of the user's: "I
+# have a dog, write a poem about him", "I've done a painting, take a look", "I want things
+# we'll enjoy, like a walk in the park" (LoCoMo's turns).
+_NOT_LISTED_WORDS = (
     "suggest recommend give tell show find send write draft generate list explain translate "
-    "summarize summarise help make book remind"
+    "summarize summarise help make book remind take use go get do try keep bring buy follow "
+    "listen share save fix plan watch read like"
 )
-_REQUEST_VERBS = set(_REQUEST_VERBS_WORDS.split())
+_LISTED_VERBS = _COMMON_VERBS - set(_NOT_LISTED_WORDS.split())
 # "I'm 29, work in marketing, and live with my boyfriend": each verb after a comma is the
 # user's too, a statement of its own ("I work in marketing"), where an object or a place
 # follows it ("I teach, write and paint" stays whole).
@@ -1487,7 +1531,7 @@ def _listed_verbs(sentence: str) -> list[str]:
         return [sentence]
     parts, pos = [], 0
     for m in _LISTED_VERB.finditer(sentence):
-        if m.group(1) not in _COMMON_VERBS or m.group(1) in _REQUEST_VERBS:
+        if m.group(1) not in _LISTED_VERBS:
             continue
         parts.append(sentence[pos : m.start()])
         pos = m.end()
