@@ -644,6 +644,21 @@ OFFLINE_FACTS += [
     ("Running makes me happy", []),
     ("have a nice day", []),
     ("Was a long day", []),
+    # nor where the sentence is not the user's doing (LoCoMo's turns)
+    (
+        "Lost my job as a banker yesterday, so I'm gonna start my own business.",
+        [
+            "User lost their job as a banker on 7 May 2023.",
+            "User is gonna start their own business.",
+        ],
+    ),
+    (
+        "Hey! Been having some tough times lately.",
+        ["User has been having some tough times lately."],
+    ),
+    ("Learning German has been tough but worth it", []),
+    ("Mixed emotions - excited but anxious.", []),
+    ("I've done a painting too, take a look.", ["User has done a painting too, take a look."]),
     # each verb after a comma is the user's too; a correction's "no wait" is no part of it
     (
         "im 29, work in marketing, and live with my boyfriend in austin",
