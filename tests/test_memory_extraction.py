@@ -672,6 +672,13 @@ OFFLINE_FACTS += [
         "no wait, my flight is on the 14th not the 15th",
         ["User's flight is on the 14th not the 15th."],
     ),
+    # what is said of the one the user named is a fact of its own, where the pronoun fits them
+    ("my sons name is Arjun and he's 7", ["User's son's name is Arjun.", "User's son is 7."]),
+    (
+        "My mom retired last year and she paints every day",
+        ["User's mom retired in 2022.", "User's mom paints every day."],
+    ),
+    ("my sister met a guy and he's a doctor", ["User's sister met a guy and he's a doctor."]),
 ]
 
 
@@ -774,6 +781,8 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
         "I'm 29" + ", work at" * n: 0,
         "I hate cilantro" + ", tastes like" * n: 0,
         "been " * n: 0,
+        "my son is " + "and he is " * n: 0,
+        "my sister lives in Oslo and she" + " is" * n: 0,
         # a run of spaces: 4,000 took 12 s before
         "I have a cat" + " " * n + "x": 1,
     }

@@ -1373,7 +1373,40 @@ def clauses(sentence: str) -> list[str]:
     # "I'm Lena, I'm a vet": an introduction is a statement of its own, its name one slot
     if (name := _NAME_INTRO.match(said)) and (rest := _AFTER_NAME.match(said, name.end())):
         return [said[: name.end()], *_clauses(said[rest.end() :])]
+    if pair := _said_of_them_too(said):
+        return pair
     return _clauses(sentence)
+
+
+_HE = "husband son dad father brother boyfriend grandpa grandfather uncle nephew fiance"
+_SHE = "wife daughter mom mum mother sister girlfriend grandma grandmother aunt niece fiancee"
+_EITHER = "partner boss friend cat dog kid child baby cousin roommate neighbor neighbour coworker"
+_OWNER_NOUNS = {
+    "he": set(_HE.split()) | set(_EITHER.split()),
+    "she": set(_SHE.split()) | set(_EITHER.split()),
+}
+# "my son's name is Arjun and he's 7", "my boss is Karen and she micromanages everything": a
+# second statement about the one the first named, written of them ("User's son is 7."), not
+# kept inside the first ("… and he's 7." answered one fact of two). Only where the pronoun
+# fits that one and no one else is named between ("my sister met a guy and he's a doctor").
+_OF_THEM_TOO = re.compile(
+    r"^((?:[Mm]y|[Oo]ur) (?:[a-z]+ )?("
+    + "|".join(sorted(_OWNER_NOUNS["he"] | _OWNER_NOUNS["she"], key=len, reverse=True))
+    + r")(?: [A-Z][a-z]+)?)((?:'s|\u2019s)? [^,;]{3,60}?),?"
+    r" (?:and|but|so) (he|she)(?:('s|\u2019s| is)| (?!is\b))([^,;]{2,80})$"
+)
+_SOMEONE_ELSE = re.compile(
+    r"\b(?:a|an|the|this|that|some|one)\s+(?:\w+\s+)?(?:guy|girl|man|woman|boy|lady|dude|person|"
+    r"friend|kid|child|baby|nurse|doctor|teacher)\b|\b(?:someone|somebody|him|her)\b|\b[A-Z][a-z]+ [A-Z]",
+)
+
+
+def _said_of_them_too(sentence: str) -> list[str] | None:
+    m = _OF_THEM_TOO.match(sentence.rstrip(" .!"))
+    if not m or m.group(2) not in _OWNER_NOUNS[m.group(4)] or _SOMEONE_ELSE.search(m.group(3)):
+        return None
+    owner, is_ = m.group(1), " is" if m.group(5) else ""
+    return [f"{owner}{m.group(3)}.", f"{owner}{is_} {m.group(6).strip()}."]
 
 
 # "I'm 29 and I'm training for a marathon": an age stands in two words too.
