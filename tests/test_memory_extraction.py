@@ -626,6 +626,59 @@ OFFLINE_FACTS += [
     ("I quit Twitter a while ago.", ["User quit Twitter a while ago."]),
     ("I read War and Peace last summer.", ["User read War and Peace last summer."]),
     ("I read a lot.", ["User reads a lot."]),
+    # a possessive typed without its apostrophe, and "is" left out with it (heldout14)
+    ("my husbands name is Dev", ["User's husband's name is Dev."]),
+    ("my bosses name is Karen", ["User's boss's name is Karen."]),
+    ("my moms in the hospital", ["User's mom is in the hospital."]),
+    ("my sons play chess", ["User's sons play chess."]),
+    # the "I" left out: a past form, "been", a doing, a present verb seldom an order
+    (
+        "started learning korean last month, its hard lol",
+        ["User started learning korean in April 2023."],
+    ),
+    ("been vegan since 2019", ["User has been vegan since 2019."]),
+    ("work at a bakery on weekends", ["User works at a bakery on weekends."]),
+    ("living in a tiny studio in Brooklyn rn", ["User is living in a tiny studio in Brooklyn."]),
+    ("hate cilantro, tastes like soap to me", ["User hates cilantro."]),
+    ("Work is crazy this week", []),
+    ("Running makes me happy", []),
+    ("have a nice day", []),
+    ("Was a long day", []),
+    # nor where the sentence is not the user's doing (LoCoMo's turns)
+    (
+        "Lost my job as a banker yesterday, so I'm gonna start my own business.",
+        [
+            "User lost their job as a banker on 7 May 2023.",
+            "User is gonna start their own business.",
+        ],
+    ),
+    (
+        "Hey! Been having some tough times lately.",
+        ["User has been having some tough times lately."],
+    ),
+    ("Learning German has been tough but worth it", []),
+    ("Mixed emotions - excited but anxious.", []),
+    ("I've done a painting too, take a look.", ["User has done a painting too, take a look."]),
+    # each verb after a comma is the user's too; a correction's "no wait" is no part of it
+    (
+        "im 29, work in marketing, and live with my boyfriend in austin",
+        [
+            "User is 29 years old.",
+            "User works in marketing.",
+            "User lives with their boyfriend in austin.",
+        ],
+    ),
+    (
+        "no wait, my flight is on the 14th not the 15th",
+        ["User's flight is on the 14th not the 15th."],
+    ),
+    # what is said of the one the user named is a fact of its own, where the pronoun fits them
+    ("my sons name is Arjun and he's 7", ["User's son's name is Arjun.", "User's son is 7."]),
+    (
+        "My mom retired last year and she paints every day",
+        ["User's mom retired in 2022.", "User's mom paints every day."],
+    ),
+    ("my sister met a guy and he's a doctor", ["User's sister met a guy and he's a doctor."]),
 ]
 
 
@@ -720,6 +773,16 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
         "I " + "\u2764" * n + " jazz": 0,
         "I got married " + "last june " * n: 0,
         "my birthday is on " + "the " * n + "3rd of March": 0,
+        # round 13's: a possessive or "is" without its apostrophe, the "I" left out, verbs
+        # listed after commas ("my moms in " 20,000 times took 43 s in its first version)
+        "my moms in " * n: 0,
+        "my husbands name " * n: 0,
+        "started learning korean" + ", its" * n: 0,
+        "I'm 29" + ", work at" * n: 0,
+        "I hate cilantro" + ", tastes like" * n: 0,
+        "been " * n: 0,
+        "my son is " + "and he is " * n: 0,
+        "my sister lives in Oslo and she" + " is" * n: 0,
         # a run of spaces: 4,000 took 12 s before
         "I have a cat" + " " * n + "x": 1,
     }

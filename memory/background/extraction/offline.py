@@ -1181,12 +1181,14 @@ _POINTS_BACK = re.compile(
     re.I,
 )
 POINTS_BACK_MAX_WORDS = 6
+# More words than a statement about oneself has: a paste, a story.
+MAX_WORDS = 80
 _TO_ASSISTANT = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
 # Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…",
 # "Hey there, I'm…".
 _OPENER = re.compile(
     r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|no|nah|honestly|actually|"
-    r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|"
+    r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|wait|"
     r"quick one|funny enough|to be honest|long story short|tbh|ngl|lowkey|"
     r"(?:hi|hello|hey|hiya|yo|greetings)(?: there| all| everyone)?)\b[,:!]?\s+)+",
     re.I,
@@ -1227,10 +1229,11 @@ _TOLD_YOU = re.compile(
 )
 # Nor does an intensifier count toward the three-word floor: "I'm so tired" is "I'm tired".
 _INTENSIFIERS = {"so", "very", "super", "soo", "sooo"}
-# A chat word said last is not part of the statement: "im a night nurse btw", "so tired lol".
+# A chat word said last is not part of the statement: "im a night nurse btw", "so tired lol",
+# "living in Brooklyn rn" (what is so "right now" is said by the tense).
 # (from the run's start, taken whole: ", " 4,000 times took 11 s when tried from every comma)
 _CHAT_TAIL = re.compile(
-    r"(?<![\s,])[\s,]++(?:just\s+)?(?:lol|lmao|haha+|hehe+|btw|tbh|fyi|xd)[\s.!]*$", re.I
+    r"(?<![\s,])[\s,]++(?:just\s+)?(?:lol|lmao|haha+|hehe+|btw|tbh|fyi|xd|rn|atm)[\s.!]*$", re.I
 )
 # "my dog Biscuit - he turned ten", "my sister Maya, she's a vet": the one named, then what is
 # said of them ("User's dog Biscuit turned ten", not "User's dog Biscuit - he turned ten").
@@ -1320,16 +1323,215 @@ def clauses(sentence: str) -> list[str]:
     # "I'm Lena, I'm a vet": an introduction is a statement of its own, its name one slot
     if (name := _NAME_INTRO.match(said)) and (rest := _AFTER_NAME.match(said, name.end())):
         return [said[: name.end()], *_clauses(said[rest.end() :])]
+    if pair := _said_of_them_too(said):
+        return pair
     return _clauses(sentence)
+
+
+_HE = "husband son dad father brother boyfriend grandpa grandfather uncle nephew fiance"
+_SHE = "wife daughter mom mum mother sister girlfriend grandma grandmother aunt niece fiancee"
+_EITHER = "partner boss friend cat dog kid child baby cousin roommate neighbor neighbour coworker"
+_OWNER_NOUNS = {
+    "he": set(_HE.split()) | set(_EITHER.split()),
+    "she": set(_SHE.split()) | set(_EITHER.split()),
+}
+# "my son's name is Arjun and he's 7", "my boss is Karen and she micromanages everything": a
+# second statement about the one the first named, written of them ("User's son is 7."), not
+# kept inside the first ("… and he's 7." answered one fact of two). Only where the pronoun
+# fits that one and no one else is named between ("my sister met a guy and he's a doctor").
+_OF_THEM_TOO = re.compile(
+    r"^((?:[Mm]y|[Oo]ur) (?:[a-z]+ )?("
+    + "|".join(sorted(_OWNER_NOUNS["he"] | _OWNER_NOUNS["she"], key=len, reverse=True))
+    + r")(?: [A-Z][a-z]+)?)((?:'s|\u2019s)? [^,;]{3,60}?),?"
+    r" (?:and|but|so) (he|she)(?:('s|\u2019s| is)| (?!is\b))([^,;]{2,80})$"
+)
+_SOMEONE_ELSE = re.compile(
+    r"\b(?:a|an|the|this|that|some|one)\s+(?:\w+\s+)?(?:guy|girl|man|woman|boy|lady|dude|person|"
+    r"friend|kid|child|baby|nurse|doctor|teacher)\b|\b(?:someone|somebody|him|her)\b|\b[A-Z][a-z]+ [A-Z]",
+)
+
+
+def _said_of_them_too(sentence: str) -> list[str] | None:
+    m = _OF_THEM_TOO.match(sentence.rstrip(" .!"))
+    if not m or m.group(2) not in _OWNER_NOUNS[m.group(4)] or _SOMEONE_ELSE.search(m.group(3)):
+        return None
+    owner, is_ = m.group(1), " is" if m.group(5) else ""
+    return [f"{owner}{m.group(3)}.", f"{owner}{is_} {m.group(6).strip()}."]
 
 
 # "I'm 29 and I'm training for a marathon": an age stands in two words too.
 _AGE_ALONE = re.compile(r"^(?:I'm|I am|Im) \d{1,3}[.!]?$")
 
+# --- the subject left out: "started learning korean last month", "been vegan since 2019" ---------
+
+# A chat message often drops its "I": a sentence that opens on a past form ("started…", "got
+# promoted…"), "been", a doing ("living in Brooklyn") or one of these present verbs, which are
+# seldom an order to the assistant ("work at a bakery on weekends", "hate cilantro"; not "write",
+# "play", "make", "have": "have a nice day" is a wish).
+_SUBJECTLESS_PRESENT_WORDS = (
+    "work live love hate enjoy prefer own speak teach study volunteer commute rent"
+)
+_SUBJECTLESS_PRESENT = set(_SUBJECTLESS_PRESENT_WORDS.split())
+# "-ed" words that say how one feels, not what one did: "tired of this" is no "I tired of this".
+_FEELING_ED_WORDS = (
+    "tired bored excited worried scared stressed annoyed confused interested obsessed "
+    "exhausted pissed amazed shocked surprised disappointed embarrassed frustrated relieved "
+    "thrilled stoked impressed convinced ashamed blessed"
+)
+_FEELING_ED = set(_FEELING_ED_WORDS.split())
+# a state said with "be": "married with two kids", "based in Leeds" -> "I'm …"
+_STATE_ED = {"married", "engaged", "divorced", "based", "located", "retired", "employed"}
+# A doing said without "I'm" ("living in Brooklyn rn", "still working on my thesis"): these
+# verbs only, since many more open a sentence as its subject or a remark ("Knowing another
+# language opens doors", "Speaking of which", "Exciting times ahead": LoCoMo's turns).
+_SUBJECTLESS_DOING_WORDS = """
+    living working learning studying training moving planning trying looking heading staying
+    getting going doing reading watching taking waiting saving hoping finishing starting
+    leaving visiting preparing applying recovering spending building writing practicing
+    practising teaching volunteering rehearsing chilling
+    """
+_SUBJECTLESS_DOING = set(_SUBJECTLESS_DOING_WORDS.split())
+# After the first word, a verb of its own makes that word the subject ("Work is crazy",
+# "Running makes me happy", "Meeting went well"), not a verb of the user's.
+_SUBJECT_THEN_VERB = re.compile(
+    r"\b(?:is|isn't|was|wasn't|are|were|has|had|have|makes|made|helps|sucks|gets|keeps|takes|"
+    r"feels|seems|looks|went|goes|starts|started|ends|ended|will|would|can|could)\b",
+    re.I,
+)
+_FIRST_WORD = re.compile(r"[A-Za-z][a-z']*")
+
+
+# A verb of its own later in the sentence makes a doing its subject: "Running a business isn't
+# easy", "Learning German has been tough", "Having my family around helps" (LoCoMo's turns).
+_LATER_FINITE = re.compile(
+    r"\b(?:is|isn't|was|wasn't|are|aren't|were|has|have|had|does|did|must|can|can't|could|will|won't|"
+    r"would|should|"
+    r"may|might|makes|made|helps|helped|brings|brought|keeps|reminds|seems|sounds|feels|looks|"
+    r"gives|lets|takes|warms|fills|means)\b|'s\b|\u2019s\b",
+    re.I,
+)
+# What follows a verb in the past that the user did: its object's first word, a preposition,
+# a particle, a doing ("started learning"), a participle ("got promoted"), a time. Not a bare
+# noun: "Mixed emotions - …", "Limited options" are not things done.
+_AFTER_A_PAST_WORDS = """
+    a an the my our his her their some all every each this that these those them him
+    one two three four five six several lots lot to in on at for with from up out off back down
+    over by into about around through across after before since last yesterday again together
+    """
+_AFTER_A_PAST = set(_AFTER_A_PAST_WORDS.split())
+# "Been" opens a statement of the user's before a doing, a state or a place ("been vegan since
+# 2019", "been having a rough week", "been to Peru"), not before these ("Been a long road",
+# "Been there, done that", "Been ages").
+_NOT_AFTER_BEEN_WORDS = "a an the there here ages forever so such too what quite"
+_NOT_AFTER_BEEN = set(_NOT_AFTER_BEEN_WORDS.split())
+
+
+_THE_USER_AS_OBJECT = re.compile(r"\b(?:me|us)\b", re.I)
+
+
+def _subject_supplied(sentence: str) -> str:
+    """ "started learning korean last month" -> "I started learning korean last month";
+    "been vegan since 2019" -> "I've been vegan since 2019"; "living in Brooklyn" -> "I'm
+    living in Brooklyn". Any other sentence is returned as it is."""
+    opener = _OPENER.match(sentence)
+    at = opener.end() if opener else 0
+    start = at
+    while (word := _FIRST_WORD.match(sentence, at)) and _is_adverb(word.group(0)):
+        at = word.end() + 1
+    if not word or word.group(0) in ("I", "I'm", "I've", "I'd", "I'll"):
+        return sentence
+    first = word.group(0)
+    low = first.lower()
+    if not (first.islower() or first[1:].islower()):
+        return sentence
+    rest = sentence[word.end() :]
+    then = re.match(r"\s+([A-Za-z']+)", rest)
+    # "Work is crazy": the word is the subject; nor a word alone ("Started.")
+    if not then or _SUBJECT_THEN_VERB.match(then.group(1)):
+        return sentence
+    following = then.group(1).lower()
+    of_its_own = _LATER_FINITE.search(rest) is not None
+    # the user as the object, before any comma, is not its subject: "Really made me think",
+    # "Been hectic for me", "Seeing old towns fascinates me" ("hate cilantro, tastes like soap
+    # to me" is the user's)
+    if _THE_USER_AS_OBJECT.search(rest.partition(",")[0]):
+        return sentence
+    if low == "been":
+        if following in _NOT_AFTER_BEEN:
+            return sentence
+        said = "I've"
+    elif low in _STATE_ED:
+        said = "I'm"
+    elif low in _FEELING_ED or low in _BASE_IN_ED:
+        return sentence
+    elif (low in _KEEP and low not in _AUXILIARIES) or (low.endswith("ed") and len(low) > 4):
+        if not (
+            following in _AFTER_A_PAST
+            or following.isdigit()
+            or following.endswith(("ing", "ed", "ly"))
+        ):
+            return sentence
+        said = "I"
+    elif low in _SUBJECTLESS_DOING and not of_its_own:
+        said = "I'm"
+    elif low in _SUBJECTLESS_PRESENT and not of_its_own:
+        said = "I"
+    else:
+        return sentence
+    said_first = sentence[start:at] + first + rest
+    return f"{sentence[:start]}{said} {said_first[0].lower()}{said_first[1:]}"
+
+
+# Not the first word of a statement whose "I" was left out: a modal or an auxiliary opens a
+# question ("Did I tell you…", "Can't wait") or a sentence about something else ("Was a long
+# day"). "used to", "got" and "had" say what the user did.
+_AUXILIARIES_WORDS = (
+    "can can't cannot could couldn't will won't would wouldn't should shouldn't must mustn't "
+    "may might shall did didn't was wasn't"
+)
+_AUXILIARIES = set(_AUXILIARIES_WORDS.split())
+# A verb after a comma that is an order, or no verb, starts no statement of the user's: "I
+# have a dog, write a poem about him", "I've done a painting, take a look", "I want things
+# we'll enjoy, like a walk in the park" (LoCoMo's turns).
+_NOT_LISTED_WORDS = (
+    "suggest recommend give tell show find send write draft generate list explain translate "
+    "summarize summarise help make book remind take use go get do try keep bring buy follow "
+    "listen share save fix plan watch read like"
+)
+_LISTED_VERBS = _COMMON_VERBS - set(_NOT_LISTED_WORDS.split())
+# "I'm 29, work in marketing, and live with my boyfriend": each verb after a comma is the
+# user's too, a statement of its own ("I work in marketing"), where an object or a place
+# follows it ("I teach, write and paint" stays whole).
+_LISTED_VERB = re.compile(
+    r",\s+(?:and\s+)?(?=([a-z]+) (?:a|an|the|my|some|in|on|at|with|for|from|as|every|two|three|"
+    r"several|our)\b)"
+)
+
+
+def _listed_verbs(sentence: str) -> list[str]:
+    # a sentence too long to be a statement stays one (and is dropped whole), not one per comma
+    if not re.match(r"(?:I|I'm|I am|I've)\b", sentence) or len(sentence.split()) > MAX_WORDS:
+        return [sentence]
+    parts, pos = [], 0
+    for m in _LISTED_VERB.finditer(sentence):
+        if m.group(1) not in _LISTED_VERBS:
+            continue
+        parts.append(sentence[pos : m.start()])
+        pos = m.end()
+    if not parts:
+        return [sentence]
+    parts.append(sentence[pos:])
+    return [parts[0], *(f"I {p}" for p in parts[1:])]
+
 
 def _clauses(sentence: str) -> list[str]:
     said = _OPENER.sub("", sentence)
-    parts = [p.strip() for p in _CLAUSE.split(said) if p and p.strip()]
+    parts = [
+        listed
+        for p in _CLAUSE.split(said)
+        if p and p.strip()
+        for listed in _listed_verbs(p.strip())
+    ]
     # Only when each part is a statement of the user's own: "Dancing makes me so happy, and
     # now I get to share that" stays whole (its first part alone would be dropped, and its
     # second points back). An introduction stands in two words ("I'm Sam and I teach").
@@ -1398,7 +1600,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         for s in sentences(text)
         if not _HYPOTHETICAL.match(_OPENER.sub("", s)) and not not_meant(s)
     )
-    for said_sentence in (c for s in statements if s for c in clauses(s)):
+    for said_sentence in (c for s in statements if s for c in clauses(_subject_supplied(s))):
         sentence, quotes = _set_quotes_aside(_TRAILING_QUESTION.sub(".", said_sentence))
         if told := _TOLD_YOU.match(opened := _OPENER.sub("", sentence)):
             sentence = opened[told.end() :].rstrip(" ?!.") + "."
@@ -1438,7 +1640,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         short = len(said) < 3 and not (
             _TRAIT.match(sentence) or _NAME_INTRO.match(sentence) or _AGE_ALONE.match(sentence)
         )
-        if short or len(words) > 80:
+        if short or len(words) > MAX_WORDS:
             continue
         if (
             _HYPOTHETICAL.match(sentence)
