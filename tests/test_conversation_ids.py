@@ -179,7 +179,7 @@ def test_a_session_linked_to_another_workspaces_conversation_never_reaches_it(
         json={
             "user_id": "alice",
             "messages": [
-                {"role": "user", "content": "My door code is 4242."},
+                {"role": "user", "content": "My door code is 4242-QX."},
                 {"role": "assistant", "content": "Noted."},
             ],
         },
@@ -195,7 +195,8 @@ def test_a_session_linked_to_another_workspaces_conversation_never_reaches_it(
         path, json=CHAT, headers={"x-user-id": "alice", "x-session-id": "s-linked"}
     )
     assert response.status_code == 200, response.text
-    assert "4242" not in response.text and "their-chat" not in response.text
-    assert all("4242" not in str(r.body) for r in upstream.chat_requests())
+    # A word no timestamp or id holds ("4242" alone matched a `created` of 1796524242).
+    assert "4242-QX" not in response.text and "their-chat" not in response.text
+    assert all("4242-QX" not in str(r.body) for r in upstream.chat_requests())
     assert Message.objects.filter(conversation=theirs).count() == 2
     assert not Message.objects.filter(workspace=owner[0], conversation__workspace=theirs.workspace)
