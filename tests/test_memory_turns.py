@@ -103,6 +103,38 @@ def test_without_a_session_id_one_is_made_and_reused_while_active():
     assert second.engram["session_id"] == sid
 
 
+# Statements a remembered turn sends (x-user-id and x-conversation-id, a conversation that
+# goes on: the soak's turn), prepare and finish together, the test's savepoints and the two
+# rankings (on another connection outside a test) included. Each statement is CPU in the web
+# process and in PostgreSQL on every such turn (bench/README.md, "Twenty-fourth session").
+REMEMBERED_TURN_STATEMENTS = 18
+
+
+def test_a_remembered_turn_sends_no_more_statements_than_it_did(django_capture_on_commit_callbacks):
+    """A guard, not a target: a statement added to every remembered turn fails it (lower the
+    count when one goes)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    workspace, _ = make_workspace()
+    text = "I moved to Lisbon last spring and I sail on weekends. What should I pack?"
+    context = ctx(workspace, [{"role": "user", "content": text}], user_id="u", conversation_id="c")
+    with django_capture_on_commit_callbacks():
+        turn(context, "Pack a jacket.")
+        with CaptureQueriesContext(connection) as statements:
+            prepared = turn(context, "Pack a jacket.")
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")  # the first commit's, still the test's
+            relaxed = cursor.fetchone()[0]
+    sent = "\n".join(q["sql"][:120] for q in statements)
+    assert len(statements) <= REMEMBERED_TURN_STATEMENTS, sent
+    assert relaxed == "off"
+    assert prepared.engram["conversation_id"] == "c" and prepared.state.stored_ids
+    stored = Message.objects.filter(conversation__external_id="c").values_list("role", flat=True)
+    assert list(stored) == ["user", "assistant"] * 2
+    assert ProcessingJob.objects.filter(kind="extract").count() == 2
+
+
 def test_a_stream_cut_midway_is_stored_incomplete():
     workspace, _ = make_workspace()
     context = ctx(

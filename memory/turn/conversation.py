@@ -287,23 +287,17 @@ def load_and_store(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loa
 
     with transaction.atomic():
         if not dry_run:
-            relaxed_commit()
-            user_lock(workspace_id=ctx.workspace.id, user_id=ctx.memory_user_id)
+            # The turn's first commit without waiting for its WAL flush (~0.2-0.4 ms of fsync
+            # here, before the first token). Its answer's commit (memory.turn.pipeline._finish)
+            # waits, and flushes this one with it: an answer the client received survives a
+            # crash of the database server; a turn that never got its answer may lose its
+            # request to one, as the client lost the answer.
+            user_lock(
+                workspace_id=ctx.workspace.id, user_id=ctx.memory_user_id, relaxed_commit=True
+            )
         loaded = _load_and_store_in_transaction(ctx, messages, dry_run)
     loaded.in_transaction = connection.in_atomic_block
     return loaded
-
-
-def relaxed_commit() -> None:
-    """The turn's first commit without waiting for its WAL flush (~0.2-0.4 ms of fsync here,
-    before the first token). Its answer's commit (memory.turn.pipeline._finish) waits, and
-    flushes this one with it: an answer the client received survives a crash of the database
-    server; a turn that never got its answer may lose its request to one, as the client
-    lost the answer."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loaded:
