@@ -9,12 +9,14 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Max, Model, Q, QuerySet
 
 from accounts.models import Workspace
 from completions.tools.models import Execution
 from config.common.errors import NotFound
 from config.common.pagination import Cursor
+from config.common.rows import columns, instance
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
 
 # --- conversations --------------------------------------------------------------------------
@@ -29,13 +31,32 @@ def conversation_find(
     """The conversation an id names, for every door that takes one (reads, chat turns,
     /v1/context, imports): the client's id (x-conversation-id) first, else Engram's conv_ id;
     with `user_id`, only that user's (an end-user token). None: no such conversation."""
-    scope = Conversation.objects.filter(workspace=workspace)
-    if user_id is not None:
-        scope = scope.filter(user_id=user_id)
-    found = scope.filter(external_id=conversation_id).first()
+    found = _conversation_by("external_id", workspace.id, conversation_id, user_id)
     if found is None and conversation_id.startswith(ENGRAM_CONVERSATION_PREFIX):
-        found = scope.filter(id=conversation_id).first()  # a client's own id costs no 2nd query
+        # a client's own id costs no 2nd query
+        found = _conversation_by("id", workspace.id, conversation_id, user_id)
     return found
+
+
+def _conversation_by(
+    column: str, workspace_id: str, value: str, user_id: str | None
+) -> Conversation | None:
+    """One of the workspace's conversations by a unique column, in SQL written once: every
+    remembered turn looks its conversation up, and building the queryset cost the web process
+    more than sending it (bench/README.md, "Twenty-fourth session")."""
+    params = [workspace_id, value]
+    scoped = ""
+    if user_id is not None:
+        params.append(user_id)
+        scoped = ' AND "user_id" = %s'
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns(Conversation)} FROM memory_conversation"
+            f' WHERE "workspace_id" = %s AND "{column}" = %s{scoped} LIMIT 1',
+            params,
+        )
+        row = cursor.fetchone()
+    return instance(Conversation, row) if row is not None else None
 
 
 def conversation_get(

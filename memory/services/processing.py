@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypedDict
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import (
     BooleanField,
     Count,
@@ -44,6 +44,7 @@ from django.db.models import (
 from django.utils import timezone
 
 from accounts.models import Workspace
+from config.common import rows
 from memory.models import Conversation, Message, ProcessingJob
 
 if TYPE_CHECKING:
@@ -96,20 +97,12 @@ def _insert_unless_taken(job: ProcessingJob) -> bool:
     """Insert the job unless its range is already taken (job_unique_per_range): one statement.
     The ORM's create inside a savepoint, for the IntegrityError of a taken range, cost every
     turn's finish two more statements (SAVEPOINT, RELEASE) and the insert's SQL built again."""
-    fields = ProcessingJob._meta.concrete_fields
-    values = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
-    quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(ProcessingJob._meta.db_table)}"
-            f" ({', '.join(quote(field.column) for field in fields)})"
-            f" VALUES ({', '.join(['%s'] * len(fields))})"
-            " ON CONFLICT ON CONSTRAINT job_unique_per_range DO NOTHING RETURNING 1",
-            values,
+    inserted = bool(
+        rows.insert(
+            [job], then="ON CONFLICT ON CONSTRAINT job_unique_per_range DO NOTHING RETURNING 1"
         )
-        inserted = cursor.fetchone() is not None
+    )
     job._state.adding = not inserted
-    job._state.db = connection.alias
     return inserted
 
 

@@ -300,6 +300,32 @@ def load_and_store(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loa
     return loaded
 
 
+def _stored_rows(conversation: Conversation) -> list[dict]:
+    """The conversation's newest HISTORY_ROWS messages but its head's, oldest first: id, raw,
+    token_count, incomplete. In SQL written once, as the queryset's SQL was (every remembered
+    turn reads them; building the queryset cost more than sending it)."""
+    from django.db import connection
+
+    raw = Message._meta.get_field("raw")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            'SELECT "id", "raw", "token_count", "incomplete" FROM memory_message'
+            ' WHERE "conversation_id" = %s AND NOT ("role" IN (%s, %s))'
+            ' ORDER BY "created_at" DESC, "id" DESC LIMIT %s',
+            [conversation.pk, *HEAD_ROLES, HISTORY_ROWS],
+        )
+        found = cursor.fetchall()
+    return [
+        {
+            "id": i,
+            "raw": raw.from_db_value(value, None, connection),  # type: ignore[arg-type]
+            "token_count": tokens,
+            "incomplete": incomplete,
+        }
+        for i, value, tokens, incomplete in reversed(found)
+    ]
+
+
 def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loaded:
     from memory.services.conversations import (
         conversation_create,
@@ -372,15 +398,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             conversation, created = conversation_get_or_create(
                 workspace=workspace, external_id=external_id, user_id=user_id
             )
-    rows = []
-    if conversation is not None:
-        rows = list(
-            Message.objects.filter(conversation=conversation)
-            .exclude(role__in=HEAD_ROLES)
-            .order_by("-created_at", "-id")
-            .values("id", "raw", "token_count", "incomplete")[:HISTORY_ROWS]
-        )
-        rows.reverse()
+    rows = _stored_rows(conversation) if conversation is not None else []
     truncated = len(rows) == HISTORY_ROWS  # only the newest rows were read
     stored = [r["raw"] for r in rows]
     match = matched_prefix(stored, conversation_messages, truncated=truncated)
