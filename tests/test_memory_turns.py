@@ -107,7 +107,7 @@ def test_without_a_session_id_one_is_made_and_reused_while_active():
 # goes on: the soak's turn), prepare and finish together, the test's savepoints and the two
 # rankings (on another connection outside a test) included. Each statement is CPU in the web
 # process and in PostgreSQL on every such turn (bench/README.md, "Twenty-fourth session").
-REMEMBERED_TURN_STATEMENTS = 18
+REMEMBERED_TURN_STATEMENTS = 16
 
 
 def test_a_remembered_turn_sends_no_more_statements_than_it_did(django_capture_on_commit_callbacks):
@@ -133,6 +133,37 @@ def test_a_remembered_turn_sends_no_more_statements_than_it_did(django_capture_o
     stored = Message.objects.filter(conversation__external_id="c").values_list("role", flat=True)
     assert list(stored) == ["user", "assistant"] * 2
     assert ProcessingJob.objects.filter(kind="extract").count() == 2
+
+
+@pytest.mark.parametrize("short", [0, 1])
+def test_the_answer_counts_toward_the_summary_trigger(
+    settings, django_capture_on_commit_callbacks, short
+):
+    """The finish counts the unsummarized tokens before it stores the answer (one statement
+    with the conversation's read): the answer's own tokens must still count, so a trigger
+    that only the answer reaches folds the turn into a summary, and one token more does not."""
+    from memory.text import count_message
+
+    settings.ENGRAM_SUMMARY_KEEP_MESSAGES = 0
+    workspace, _ = make_workspace()
+    context = ctx(
+        workspace,
+        [{"role": "user", "content": "Tell me about Lisbon."}],
+        user_id="u",
+        conversation_id="c",
+    )
+    answer = "Lisbon is the hilly, sunny capital of Portugal."
+    with django_capture_on_commit_callbacks():
+        prepared = prepare(context)
+        request = Message.objects.get(role="user").token_count
+        reply = count_message({"role": "assistant", "content": answer})
+        settings.ENGRAM_SUMMARY_TRIGGER_TOKENS = request + reply + short
+        finish(context, prepared, answer)
+    summaries = ProcessingJob.objects.filter(kind="summarize")
+    if short:
+        assert not summaries.exists()
+    else:
+        assert summaries.get().upto_message_id == Message.objects.get(role="assistant").id
 
 
 def test_a_stream_cut_midway_is_stored_incomplete():

@@ -82,12 +82,21 @@ def conversation_fingerprint_set(
 ) -> None:
     """The transcript's fingerprint as of the turn just stored, and that turn's request's
     (memory.turn.conversation); None: unchanged."""
-    values: dict = {"updated_at": timezone.now()}
+    # In SQL written once, as the queryset's update wrote it: every remembered turn's finish
+    # sends it (bench/README.md, "Twenty-fourth session").
+    sets = ['"updated_at" = %s']
+    values: list[Any] = [timezone.now()]
     if fingerprint is not None:
-        values["fingerprint"] = fingerprint
+        sets.append('"fingerprint" = %s')
+        values.append(fingerprint)
     if retry_fingerprint is not None:
-        values["retry_fingerprint"] = retry_fingerprint
-    Conversation.objects.filter(pk=conversation.pk).update(**values)
+        sets.append('"retry_fingerprint" = %s')
+        values.append(retry_fingerprint)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE memory_conversation SET {", ".join(sets)} WHERE "id" = %s',
+            [*values, conversation.pk],
+        )
 
 
 def session_resolve(
