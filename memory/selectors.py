@@ -59,6 +59,55 @@ def _conversation_by(
     return instance(Conversation, row) if row is not None else None
 
 
+def conversation_and_current_session(
+    *, workspace: Workspace, external_id: str, since: dt.datetime
+) -> tuple[Conversation | None, Session | None]:
+    """The conversation a client's own id names (not Engram's conv_ id: conversation_find) and,
+    in the same statement, its session last active since `since` (session_active's): a
+    remembered turn's two lookups in one (bench/README.md, "Twenty-fourth session")."""
+    current = _SESSION_ACTIVE.format(
+        columns=columns(Session), conversation='memory_conversation."id"'
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns(Conversation)}, s.* FROM memory_conversation"
+            f" LEFT JOIN LATERAL ({current}) s ON TRUE"
+            ' WHERE memory_conversation."workspace_id" = %s'
+            ' AND memory_conversation."external_id" = %s',
+            [since, workspace.id, workspace.id, external_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    conversation = instance(Conversation, row)
+    rest = row[len(Conversation._meta.concrete_fields) :]
+    return conversation, instance(Session, rest) if rest[0] is not None else None
+
+
+# The conversation's session last active since a time, the newest: its SQL for session_active
+# and for conversation_and_current_session's LATERAL, written once.
+_SESSION_ACTIVE = (
+    'SELECT {columns} FROM memory_session WHERE memory_session."conversation_id" = {conversation}'
+    ' AND memory_session."last_active_at" >= %s AND memory_session."workspace_id" = %s'
+    ' ORDER BY memory_session."last_active_at" DESC LIMIT 1'
+)
+
+
+def session_active(
+    *, workspace: Workspace, conversation: Conversation, since: dt.datetime
+) -> Session | None:
+    """The conversation's session last active since `since`, the newest; None: none. In SQL
+    written once: every remembered turn without a session id asks, and the queryset's building
+    cost ~25,000 interpreter opcodes (bench/README.md, "Twenty-fourth session")."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SESSION_ACTIVE.format(columns=columns(Session), conversation="%s"),
+            [conversation.pk, since, workspace.id],
+        )
+        row = cursor.fetchone()
+    return instance(Session, row) if row is not None else None
+
+
 def conversation_get(
     *, workspace: Workspace, conversation_id: str, user_id: str | None = None
 ) -> Conversation:

@@ -107,7 +107,7 @@ def test_without_a_session_id_one_is_made_and_reused_while_active():
 # goes on: the soak's turn), prepare and finish together, the test's savepoints and the two
 # rankings (on another connection outside a test) included. Each statement is CPU in the web
 # process and in PostgreSQL on every such turn (bench/README.md, "Twenty-fourth session").
-REMEMBERED_TURN_STATEMENTS = 16
+REMEMBERED_TURN_STATEMENTS = 15
 
 
 def test_a_remembered_turn_sends_no_more_statements_than_it_did(django_capture_on_commit_callbacks):
@@ -164,6 +164,37 @@ def test_the_answer_counts_toward_the_summary_trigger(
         assert not summaries.exists()
     else:
         assert summaries.get().upto_message_id == Message.objects.get(role="assistant").id
+
+
+def test_an_idle_session_ends_and_the_next_turn_opens_another(settings):
+    """The current session is read with the conversation (one statement): one idle past
+    ENGRAM_SESSION_IDLE_MINUTES is not it, nor another conversation's."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    workspace, _ = make_workspace()
+
+    def asked(conversation_id, text):
+        context = ctx(
+            workspace,
+            [{"role": "user", "content": text}],
+            user_id="u",
+            conversation_id=conversation_id,
+        )
+        return turn(context).engram["session_id"]
+
+    first = asked("c", "one")
+    elsewhere = asked("other", "two")
+    idle = dt.timedelta(minutes=settings.ENGRAM_SESSION_IDLE_MINUTES, seconds=5)
+    Session.objects.filter(external_id=first).update(last_active_at=timezone.now() - idle)
+    second = asked("c", "three")
+    assert second not in (first, elsewhere)
+    assert asked("c", "four") == second
+    sessions = Message.objects.filter(conversation__external_id="c").values_list(
+        "session__external_id", flat=True
+    )
+    assert list(sessions.order_by("created_at")) == [first] * 2 + [second] * 4
 
 
 def test_a_stream_cut_midway_is_stored_incomplete():

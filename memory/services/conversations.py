@@ -13,7 +13,7 @@ from accounts.models import Workspace
 from config.common.errors import Forbidden
 from config.common.ids import new_id
 from config.common.jsonbody import storable
-from config.common.rows import columns, insert, instance
+from config.common.rows import insert
 from memory import selectors
 from memory.models import Conversation, Message, Session
 from memory.services.users import user_lock
@@ -99,17 +99,25 @@ def conversation_fingerprint_set(
         )
 
 
+def session_active_since(now: dt.datetime) -> dt.datetime:
+    """A session last active before this has ended (ENGRAM_SESSION_IDLE_MINUTES)."""
+    return now - dt.timedelta(minutes=settings.ENGRAM_SESSION_IDLE_MINUTES)
+
+
 def session_resolve(
     *,
     workspace: Workspace,
     conversation: Conversation,
     user_id: str,
     external_id: str | None,
+    current: tuple[Session | None] | None = None,
 ) -> Session:
     """The named session (created when unknown), else the conversation's current one.
 
     Without an id, a session idle for longer than ENGRAM_SESSION_IDLE_MINUTES ends and the next
-    turn opens a new one, whose id is echoed so the client can keep it.
+    turn opens a new one, whose id is echoed so the client can keep it. `current`: the current
+    one as the caller read it in its transaction, in a one-tuple (None: not read), as
+    selectors.conversation_and_current_session reads it with its conversation.
     """
     now = timezone.now()
     if external_id:
@@ -134,18 +142,12 @@ def session_resolve(
                 changes["conversation"] = conversation
             Session.objects.filter(pk=session.pk).update(**changes)
         return session
-    idle = dt.timedelta(minutes=settings.ENGRAM_SESSION_IDLE_MINUTES)
-    # In SQL written once: every remembered turn without a session id asks, and the queryset's
-    # building cost ~25,000 interpreter opcodes (bench/README.md, "Twenty-fourth session").
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {columns(Session)} FROM memory_session"
-            ' WHERE "conversation_id" = %s AND "last_active_at" >= %s AND "workspace_id" = %s'
-            ' ORDER BY "last_active_at" DESC LIMIT 1',
-            [conversation.pk, now - idle, workspace.id],
+    if current is not None:
+        [session] = current
+    else:
+        session = selectors.session_active(
+            workspace=workspace, conversation=conversation, since=session_active_since(now)
         )
-        row = cursor.fetchone()
-    session = instance(Session, row) if row is not None else None
     if session is not None:
         if _stale(session.last_active_at):
             Session.objects.filter(pk=session.pk).update(last_active_at=now)

@@ -331,6 +331,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         conversation_create,
         conversation_get_or_create,
         messages_append,
+        session_active_since,
         session_owned,
         session_resolve,
     )
@@ -349,6 +350,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     whole: str | None = None  # found by the history it resent: the request's fingerprint
     again = False  # found as its last turn's request sent again: every stored row was resent
     created = False
+    active_read: tuple[Session | None] | None = None  # the conversation's current session, if read
     serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
     if session is not None:
         # Sessions are the workspace's: another user's is refused by its own name, before the
@@ -394,6 +396,20 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
                 ).first()
                 if named is not None:
                     session_owned(session=named, user_id=user_id)
+        elif not ctx.session_id:
+            # The conversation and its current session in one statement (what session_resolve
+            # asks below); a new one, Engram's conv_ id, another user's: as with a session id.
+            by_id, active = selectors.conversation_and_current_session(
+                workspace=workspace,
+                external_id=external_id,
+                since=session_active_since(timezone.now()),
+            )
+            if by_id is not None and by_id.user_id in ("", user_id):  # the user's (_owned)
+                conversation, active_read = by_id, (active,)
+            else:
+                conversation, created = conversation_get_or_create(
+                    workspace=workspace, external_id=external_id, user_id=user_id
+                )
         else:
             conversation, created = conversation_get_or_create(
                 workspace=workspace, external_id=external_id, user_id=user_id
@@ -433,6 +449,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             conversation=conversation,
             user_id=user_id,
             external_id=ctx.session_id,
+            current=active_read,
         )
         session_id = session.external_id
         if conversation.extraction != ctx.extraction:
