@@ -12,8 +12,9 @@ Then fresh child processes export the user, each method twice: once plain (wall 
 before and peak RSS, ru_maxrss) and once under tracemalloc (the peak of Python's allocations,
 which the RSS figure holds beside the interpreter and libraries). `old` builds the document
 (tests.test_export_stream.whole_export: the selector at e577951) and renders it as the API did
-(DRF's JSONRenderer); `new` reads memory.export.user_export_parts through, as the response
-does. Both produce the same bytes (checked).
+(DRF's JSONRenderer); `new` does what the response does: memory.export.user_export_parts read
+through into a spool file (config.common.streaming.spool, the data folder's spool/), then that
+file read back a block at a time. Both produce the same bytes (checked).
 
 Runs against its own database (`engram_bench_export`) on the configured PostgreSQL (the
 embedded one unless DATABASE_URL is set).
@@ -128,13 +129,13 @@ def fill(workspace_id: str, user_id: str, messages: int, conversations: int) -> 
             "INSERT INTO completions_execution (id, workspace_id, agent_id, user_id,"
             " request_id, request_digest, model, route_model, stream, collection_ids,"
             " conversation_pk, session_pk, status, body, messages, steps, pending, usage, error,"
-            " owner, preface, created_at, updated_at)"
+            " owner, preface, request_step, created_at, updated_at)"
             " SELECT r.id, %s, 'agent_x', %s, 'req_' || r.g, '', 'm', 'm', false, '[]', '', '',"
             " 'completed', '{}', jsonb_build_array("
             "   jsonb_build_object('role', 'system', 'content', 'the agent'),"
             "   jsonb_build_object('role', 'user', 'content', %s),"
             "   jsonb_build_object('role', 'assistant', 'content', %s)),"
-            " '[]', '{}', '{\"prompt_tokens\": 300, \"completion_tokens\": 40}', '', '', '[]',"
+            " '[]', '{}', '{\"prompt_tokens\": 300, \"completion_tokens\": 40}', '', '', '[]', 0,"
             " now(), now()"
             f" FROM {runs} r",
             [w, u, TEXT, TEXT, k],
@@ -157,6 +158,7 @@ def export(workspace_id: str, method: str, trace: bool) -> None:
     from rest_framework.renderers import JSONRenderer
 
     from accounts.models import Workspace
+    from config.common.streaming import BLOCK_BYTES, spool
     from memory.export import user_export_parts
     from tests.test_export_stream import whole_export
 
@@ -179,7 +181,8 @@ def export(workspace_id: str, method: str, trace: bool) -> None:
         if method == "old":
             parts = [JSONRenderer().render(whole_export(workspace=workspace, user_id=USER))]
         else:
-            parts = user_export_parts(workspace=workspace, user_id=USER)
+            file = spool(user_export_parts(workspace=workspace, user_id=USER))
+            parts = iter(lambda: file.read(BLOCK_BYTES), b"")
         for part in parts:  # what the server writes out, a part at a time
             digest.update(part)
             size += len(part)

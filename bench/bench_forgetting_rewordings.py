@@ -27,7 +27,8 @@ from bench.forgetting_rewordings import FACTS, USER  # noqa: E402
 
 
 def verdicts(half: int) -> list[tuple[bool, bool, str, str]]:
-    """(labelled a rewording, left out by without_forgotten, fact, sentence) of one half."""
+    """(labelled a rewording, left out by without_forgotten, fact, sentence or clause) of one
+    half."""
     from accounts.models import Workspace
     from memory.background.extraction.forgotten import Forgotten, without_forgotten
     from memory.embeddings import get_embedder
@@ -41,10 +42,15 @@ def verdicts(half: int) -> list[tuple[bool, bool, str, str]]:
         key = normalized(fact, subjects)
         vector = get_embedder().embed([key]).tolist()
         forgotten = Forgotten(Workspace(id="ws_bench"), USER, [key], vector, frozenset({"s"}))
-        sentences = rewordings + others
-        left = without_forgotten(forgotten, sentences)
-        for i, (sentence, text) in enumerate(zip(sentences, left, strict=True)):
-            out.append((i < len(rewordings), not text.strip(), fact, sentence))
+        items = [(True, item) for item in rewordings] + [(False, item) for item in others]
+        texts = [item if isinstance(item, str) else " ".join(item) for _, item in items]
+        for (label, item), left in zip(items, without_forgotten(forgotten, texts), strict=True):
+            # each part: the last one labelled, the ones before it to be kept; a part is left
+            # out when its words are gone (its end mark aside: a clause may end the sentence)
+            parts = [item] if isinstance(item, str) else list(item)
+            for n, part in enumerate(parts):
+                gone = part.rstrip(".;,!? ") not in left
+                out.append((label and n == len(parts) - 1, gone, fact, part))
     return out
 
 

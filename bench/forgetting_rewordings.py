@@ -12,12 +12,24 @@ from __future__ import annotations
 
 USER = "alice"
 
+# A summary's text: one sentence, or sentences and clauses in a row (joined with a space), the
+# last one labelled and the ones before it to be kept (they say something else).
+Text = str | tuple[str, ...]
 # (deleted fact, [rewordings], [unrelated sentences that share its words])
-FACTS: list[tuple[str, list[str], list[str]]] = [
+FACTS: list[tuple[str, list[Text], list[Text]]] = [
     (
         "User is allergic to peanuts.",
-        ["They mentioned a peanut allergy.", "Alice has a peanut allergy."],
-        ["Bob is allergic to peanuts.", "They bought peanuts for the party."],
+        [
+            "They mentioned a peanut allergy.",
+            "Alice has a peanut allergy.",
+            ("User likes tea;", "she is allergic to peanuts."),
+        ],
+        [
+            "Bob is allergic to peanuts.",
+            "They bought peanuts for the party.",
+            ("Her sister Mia visited.", "She is allergic to peanuts."),
+            "The user's mother has a peanut allergy.",
+        ],
     ),
     (
         "User has a dog named Rex.",
@@ -132,5 +144,39 @@ FACTS: list[tuple[str, list[str], list[str]]] = [
         "User is gay.",
         ["Alice is a lesbian.", "The user is attracted to women."],
         ["Alice went to a gay bar with a friend.", "Alice's brother is gay."],
+    ),
+    # Added 2026-12-06 before the rules were changed for them: a name shared by another
+    # relation, a pronoun naming the previous sentence's person, a fact after a semicolon.
+    (
+        "User is dating Sam.",
+        ["Sam is Alice's boyfriend.", "Alice is in a relationship with Sam."],
+        ["Alice is friends with Sam.", "Sam is Alice's landlord."],
+    ),
+    (
+        "User's best friend is Lena.",
+        ["Lena is Alice's closest friend.", "Alice and Lena have been best friends since school."],
+        ["Alice's manager is Lena.", "Alice is married to Lena."],
+    ),
+    (
+        "User is allergic to shellfish.",
+        [
+            ("Alice loves the coast;", "she has a shellfish allergy."),
+            "Shellfish gives the user a severe allergic reaction.",
+        ],
+        [
+            ("Her brother Jon visited.", "He is allergic to shellfish."),
+            ("Alice's cousin Eva came over;", "she has a shellfish allergy."),
+        ],
+    ),
+    (
+        "User has asthma.",
+        [
+            ("Alice started running again;", "she is asthmatic."),
+            "The user relies on an inhaler for her asthma.",
+        ],
+        [
+            ("Her sister Mia visited.", "She has asthma."),
+            ("Alice's colleague Ben called;", "he has asthma."),
+        ],
     ),
 ]

@@ -6,6 +6,8 @@ import time
 from collections.abc import Iterable
 
 from celery import Celery, signals
+from celery.app.amqp import AMQP
+from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
@@ -40,9 +42,10 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 BROKER_REST_SECONDS = 10.0
 
 
-class _BrokerChannel(kombu_redis.Channel):
-    """kombu's Redis channel, whose connection parameters fail as Redis being unreachable (a
-    connection error, which every cleanup path ignores) once its transport was released.
+class _ReleasedConnectionGuard:
+    """What kombu's Redis channels (plain, TLS and Sentinel alike) get from Engram: connection
+    parameters that fail as Redis being unreachable (a connection error, which every cleanup
+    path ignores) once their transport was released.
 
     Redis killed under a worker that held a message: Celery's consumer collects the broken
     connection, then closes it. The collect's close of the task channel stopped at the BRPOP
@@ -53,9 +56,11 @@ class _BrokerChannel(kombu_redis.Channel):
     there: AttributeError("'NoneType' object has no attribute 'hostname'"), not a connection
     error, so the worker stopped ("Unrecoverable error") instead of reconnecting: in some of
     the runs where Redis is killed under a worker (1 in 3 to 1 in 6 here) — those where the
-    BRPOP's own read had not failed first (tests/test_faults_kills.py, both tests).
+    BRPOP's own read had not failed first (tests/test_faults_kills.py).
     The same AttributeError as celery/kombu#970 and #582 (no fix upstream as of kombu 5.7).
     Nothing is lost by failing it: Redis is gone, and the database sends the job again."""
+
+    connection: kombu_redis.Transport
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, object]:
         if getattr(self.connection, "client", None) is None:
@@ -66,13 +71,56 @@ class _BrokerChannel(kombu_redis.Channel):
                 "restore or ack is not sent; the visibility timeout and the sweep see to it"
             )
             raise RedisConnectionError("the broker connection was released (Redis lost)")
-        return super()._connparams(asynchronous=asynchronous)
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
+
+
+class _BrokerChannel(_ReleasedConnectionGuard, kombu_redis.Channel):
+    """kombu's Redis channel (redis://, rediss://: its TLS parameters are kombu's own)."""
+
+
+class _SentinelBrokerChannel(_ReleasedConnectionGuard, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (sentinel://)."""
 
 
 class RedisTransport(kombu_redis.Transport):
-    """kombu's Redis transport with `_BrokerChannel` (settings.CELERY_BROKER_TRANSPORT)."""
+    """kombu's Redis transport with `_BrokerChannel`."""
 
     Channel = _BrokerChannel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with `_SentinelBrokerChannel`."""
+
+    Channel = _SentinelBrokerChannel
+
+
+# kombu's choice for the broker URL's scheme -> Engram's. By class, not by scheme: kombu's
+# alias table decides (redis:// and rediss:// -> its Transport, sentinel:// -> SentinelTransport).
+_GUARDED_TRANSPORTS: dict[type, type] = {
+    kombu_redis.Transport: RedisTransport,
+    kombu_redis.SentinelTransport: SentinelTransport,
+}
+
+
+class BrokerConnection(Connection):
+    """kombu's connection (Celery's, through `BrokerAMQP`) with the guarded transport of the
+    class kombu chose. Naming the transport in settings instead (CELERY_BROKER_TRANSPORT, as
+    before) replaced the URL's scheme in the connection: a rediss:// broker lost kombu's TLS
+    default (its `ssl` is set for the scheme `rediss` only: without broker_use_ssl the worker
+    spoke plain TCP to a TLS port), and the logs' URI read `config.celery:RedisTransport://`;
+    so rediss:// and sentinel:// were left kombu's transport, and its defect."""
+
+    def get_transport_cls(self) -> type:
+        chosen = super().get_transport_cls()
+        return _GUARDED_TRANSPORTS.get(chosen, chosen)
+
+
+class BrokerAMQP(AMQP):
+    """Celery's AMQP with `BrokerConnection`: every broker connection Celery makes (the
+    worker's consumer, its pidbox, the producer pool of every send) is made by it."""
+
+    Connection = BrokerConnection
+    BrokerConnection = BrokerConnection
 
 
 def time_limits(name: str) -> dict[str, int]:
@@ -89,7 +137,7 @@ def _keep_django_logging(**kwargs: object) -> None:
     read as one event. A receiver here is what tells Celery to leave logging alone."""
 
 
-app = Celery("engram")
+app = Celery("engram", amqp=BrokerAMQP)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

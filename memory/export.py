@@ -1,19 +1,25 @@
-"""Everything stored about one user, as one JSON document written while it is read: the API's
-GET /v1/users/{id}/export and the admin's export both send `user_export_response`.
+"""Everything stored about one user, as one JSON document: the API's GET /v1/users/{id}/export
+and the admin's export both send `user_export_response`.
 
 The document was built whole (every row, then every body, then the encoded text) before its
 first byte went out: a user with 100,000 messages held hundreds of MB in a web process. Now each
 table is read in keyset pages of `batch` rows (a fixed number of queries a page, none per row),
-each page is encoded and goes out before the next is read. The document is the one built whole
-before: the same keys in the same order, each list in the same order, the same bodies.
+each page is encoded and written out before the next is read. The document is the one built
+whole before: the same keys in the same order, each list in the same order, the same bodies.
 
 All pages are read in one REPEATABLE READ, READ ONLY transaction (`_snapshot`): the document is
 the user's data as of its first query. Read in a transaction per page, a memory deleted while
 the memories were read was missing from them yet still in the memory_events that follow, and a
-message added meanwhile was in one conversation's list and not in its summary's. So the export
-holds its pooled connection from its first part to its last (a part's connection goes back to
-the pool otherwise, config.common.streaming), and its snapshot keeps the rows it may read from
-being vacuumed meanwhile.
+message added meanwhile was in one conversation's list and not in its summary's.
+
+The pages were sent as they were read, so the export held its pooled connection and its
+snapshot (which keeps the rows it may read from being vacuumed) for as long as its client took
+to download it: a slow client, or a few, could starve the web process's pool. Now the document
+is written to a spool file as fast as the database gives it (config.common.streaming), the
+transaction ends and the connection goes back to the pool before the first byte is sent, and the
+file is sent at the client's pace and removed when it is done or the client leaves. An error
+while the document is read is the view's envelope (nothing was sent yet); a disk too full to
+hold it is a 503.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from rest_framework.renderers import JSONRenderer
 
 from accounts.models import Workspace
 from completions.tools.models import Execution
-from config.common.streaming import streaming_response
+from config.common.streaming import spooled_response
 from memory.models import Conversation, MemoryEvent, Message, Session
 from memory.selectors import memory_list, memory_sources
 from memory.serializers import (
@@ -46,8 +52,8 @@ from memory.serializers import (
 # Rows a query reads. A page of messages (the biggest rows: text and raw JSON) is a few MB of
 # Python objects at most; the document's other parts are smaller.
 EXPORT_BATCH = 500
-# Parts are gathered up to this size before they go out: a conversation's head or a short page
-# is not a write (and a hop to the request's thread) of its own.
+# Parts are gathered up to this size before they are written: a conversation's head or a short
+# page is not a write of its own.
 _CHUNK_BYTES = 64 * 1024
 
 # What a user's agent runs hold of theirs: their turns, the answers and the tools' results
@@ -62,9 +68,9 @@ def _json(value: Any) -> bytes:
 
 
 def user_export_response(*, workspace: Workspace, user_id: str) -> StreamingHttpResponse:
-    """The export, streamed (config.common.streaming): an error before the first byte is the
-    view's envelope; one after it cuts the document short (invalid JSON, logged)."""
-    return streaming_response(
+    """The export, read through into a spool file, then sent from it (config.common.streaming):
+    an error while it is read is the view's envelope."""
+    return spooled_response(
         user_export_parts(workspace=workspace, user_id=user_id), content_type="application/json"
     )
 

@@ -12,6 +12,7 @@ from functools import partial
 
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
+from django.db.models.functions import Now
 from pgvector.django import VectorField
 
 from accounts.models import Workspace
@@ -59,7 +60,10 @@ class Conversation(models.Model):
         help_text="Digest of its last turn's request (its transcript before that turn's answer): "
         "that request sent again without an id (a regenerate, an SDK's retry) lands here",
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The database's clock, not the web process's (returned by the insert, no query more): a
+    # turn that lost its conversation to a crash compares it with the server's start
+    # (memory.turn.pipeline._restarted_since), which seconds of skew between hosts got wrong.
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

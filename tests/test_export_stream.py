@@ -1,11 +1,17 @@
-"""A user's export is streamed (memory.export): the same document as the one built whole
-before, read in keyset pages (a fixed number of queries however many conversations), sent as a
-streaming response by both doors, cut short (never a 5xx) when it fails after its first byte."""
+"""A user's export (memory.export): the same document as the one built whole before, read in
+keyset pages (a fixed number of queries however many conversations) in one snapshot, spooled to
+a file and sent from it as a streaming response by both doors; a slow client holds the file, not
+a database connection nor the snapshot; the file is gone when the body is sent or the client
+leaves; an error while reading, a full disk, is an envelope."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import os
+import threading
 from datetime import timedelta
 
 import pytest
@@ -247,26 +253,27 @@ def test_an_error_before_the_first_byte_is_the_envelope(http, alice, monkeypatch
     assert response.json()["error"]["code"] == "database_unavailable"
 
 
-def test_an_error_after_the_first_byte_cuts_the_document(http, alice, monkeypatch, caplog):
-    """Over HTTP (the ASGI server): the status is out with the first part, so a failure later
-    cannot be a 5xx; the body ends where it was, a document that does not parse, and the
-    error is logged."""
+def test_an_error_while_the_document_is_read_is_the_envelope(http, alice, monkeypatch, caplog):
+    """Over HTTP (the ASGI server): the document is read through before the status is sent,
+    so a failure anywhere in it (here in its last part, the sessions) is a 500 envelope, logged;
+    it was a 200 whose body stopped short, a document that did not parse."""
     from memory import export
 
-    monkeypatch.setattr(export, "_CHUNK_BYTES", 1)  # every part goes out on its own
+    monkeypatch.setattr(export, "_CHUNK_BYTES", 1)  # every part written on its own
 
     def broken(session):
         raise RuntimeError("a bug in the sessions' part")
 
     monkeypatch.setattr(export, "session_body", broken)
-    with caplog.at_level(logging.ERROR, logger="engram.request"):
+    with caplog.at_level(logging.ERROR):
         response = http.get("/v1/users/alice/export")
-    assert response.status_code == 200
-    assert response.text.startswith('{"object":"user.export","user_id":"alice"')
-    assert '"sessions":[' in response.text
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(response.text)
-    assert any("cut after" in r.getMessage() for r in caplog.records)
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "server_error"
+    assert "sessions" not in response.text
+    assert any(
+        "a bug in the sessions' part" in r.getMessage() or r.exc_info for r in caplog.records
+    )
+    assert spool_files() == []
 
 
 def test_the_export_stays_in_the_callers_scope(http, outsider_http, alice):
@@ -274,27 +281,6 @@ def test_the_export_stays_in_the_callers_scope(http, outsider_http, alice):
     mine, theirs = http.get("/v1/users/alice/export"), outsider_http.get("/v1/users/alice/export")
     assert mine.json() == whole_export(workspace=alice, user_id="alice")
     assert "xalice-c0" in theirs.text and "alice-c0" not in theirs.text.replace("xalice", "")
-
-
-def test_between_parts_the_connection_goes_back_to_the_pool(transactional_db):
-    """A streamed body read slowly held its pooled connection from the first part to the
-    last; it is given back after each part and taken again for the next one's queries."""
-    from django.db import connection
-
-    from accounts.models import Workspace
-    from config.common.streaming import streaming_response
-
-    held = []
-
-    def parts():
-        for n in range(3):
-            held.append(connection.connection is not None)
-            Workspace.objects.count()
-            yield b"%d" % n
-
-    response = streaming_response(parts(), content_type="application/json")
-    assert b"".join(response) == b"012"  # the test client's warning: async
-    assert held[1:] == [False, False], held  # the first: as the test left it
 
 
 def test_the_export_is_one_snapshot(http, alice, monkeypatch):
@@ -352,46 +338,273 @@ def test_the_export_is_one_snapshot(http, alice, monkeypatch):
     assert response.json() == before
 
 
-def test_an_export_the_client_leaves_ends_its_transaction(http, alice, monkeypatch):
-    """The client goes away mid-export (its snapshot open): the body is closed on the thread
-    that read it, and its transaction ends there; no connection is left idle in one."""
-    import threading
-    import time
+# --- a slow client: the export's connection, snapshot and spool file -----------------------
 
+
+def spool_files() -> list[str]:
+    """This process's open files in the spool folder (unnamed: open means on the disk)."""
+    from config.embedded.servers import data_dir
+
+    where = f"{data_dir() / 'spool'}/"
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            if (target := os.readlink(f"/proc/self/fd/{fd}")).startswith(where):
+                found.append(target)
+    return found
+
+
+def in_transaction() -> int:
+    """Sessions of the test database idle in an open transaction (a snapshot held)."""
     from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def pool_in_use() -> int:
+    """Connections of this process's pool handed out (the test's own among them)."""
+    from django.db import connection
+
+    stats = connection.pool.get_stats()
+    return stats["pool_size"] - stats["pool_available"]
+
+
+class StalledClient:
+    """GET `path` on Engram's ASGI app (in a thread and event loop of its own), from a client
+    that takes the status and the body's first block, then stops reading, as a slow download
+    does (uvicorn's send waits while the client's socket is full): `stalled` is set then.
+    `go(leave=False)` reads the rest; `go(leave=True)` disconnects instead."""
+
+    def __init__(self, path: str, key: str):
+        self.status = 0
+        self.body = b""
+        self.stalled, self._resumed, self._leave = threading.Event(), threading.Event(), False
+        scope = self.scope(path, key)
+        self._thread = threading.Thread(target=asyncio.run, args=(self._run(scope),))
+        self._thread.start()
+        assert self.stalled.wait(30), "no body"
+
+    @staticmethod
+    def scope(path: str, key: str) -> dict:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {key}".encode())],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+
+    async def _run(self, scope) -> None:
+        from config.asgi import application
+
+        asked = False
+
+        async def receive():
+            nonlocal asked
+            if not asked:
+                asked = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.to_thread(self._resumed.wait, 30)
+            if self._leave:
+                return {"type": "http.disconnect"}
+            await asyncio.Event().wait()  # still there: until the app stops listening
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+                return
+            self.body += message.get("body", b"")
+            if not self.stalled.is_set():
+                self.stalled.set()
+                await asyncio.to_thread(self._resumed.wait, 30)
+                if self._leave:  # gone: nothing more is taken (the app is told by receive)
+                    await asyncio.Event().wait()
+
+        await application(scope, receive, send)
+
+    def go(self, *, leave: bool) -> None:
+        self._leave = leave
+        self._resumed.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive()
+
+
+@pytest.fixture
+def slow(alice, owner, monkeypatch):
+    """alice's export for a client that stalls after its first bytes: the export written a
+    part at a time, the body sent 16 bytes a block (it is ~20 KB, less than a block)."""
+    from config.common import streaming
+    from memory import export
+
+    monkeypatch.setattr(export, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 16, raising=False)
+    return lambda: StalledClient("/v1/users/alice/export", owner[1])
+
+
+def test_a_stalled_download_holds_no_connection_nor_snapshot(slow, alice):
+    """While a client has the first bytes and reads no more, the export's transaction is over
+    and its connection is back in the pool: the export used to send its parts as it read
+    them, in one transaction, so a stalled client kept a connection idle in its snapshot
+    (keeping vacuum back) and out of the pool (20 a process) for as long as it liked."""
+    before = pool_in_use()
+    client = slow()
+    try:
+        assert client.status == 200
+        assert client.body.startswith(b'{"object":"user.')
+        assert in_transaction() == 0
+        assert pool_in_use() == before
+    finally:
+        client.go(leave=False)
+    assert json.loads(client.body) == whole_export(workspace=alice, user_id="alice")
+
+
+def test_the_spool_file_is_removed_when_the_body_is_sent(slow):
+    client = slow()
+    try:
+        assert len(spool_files()) == 1  # the export, sent from its file
+    finally:
+        client.go(leave=False)
+    assert json.loads(client.body)["user_id"] == "alice"
+    assert spool_files() == []
+
+
+def test_the_spool_file_is_removed_when_the_client_leaves(slow):
+    client = slow()
+    try:
+        assert len(spool_files()) == 1
+    finally:
+        client.go(leave=True)
+    assert len(client.body) == 16  # the first block, no more
+    assert spool_files() == []
+
+
+@pytest.mark.parametrize("full", ["reserve", "write"])
+def test_a_full_disk_is_a_503_and_harms_nothing(http, alice, monkeypatch, caplog, full):
+    """A disk left with less than the reserve (which PostgreSQL's WAL in the same data folder
+    needs), or a write that finds it full: a 503 envelope, nothing sent but it, the spool
+    file gone, the transaction over, the connection back, a warning naming no user."""
+    import errno
+    import tempfile
+
+    from config.common import streaming
+
+    if full == "reserve":
+        monkeypatch.setattr(streaming, "RESERVE_BYTES", 2**62)
+    else:
+        real = tempfile.TemporaryFile
+
+        class Full:
+            def __init__(self, **kwargs):
+                self.file = real(**kwargs)
+
+            def write(self, data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            def __getattr__(self, name):
+                return getattr(self.file, name)
+
+        monkeypatch.setattr(streaming.tempfile, "TemporaryFile", Full)
+    before = pool_in_use()
+    with caplog.at_level(logging.WARNING, logger="engram.request"):
+        response = http.get("/v1/users/alice/export")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "insufficient_storage"
+    assert spool_files() == [] and in_transaction() == 0 and pool_in_use() == before
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "engram.request"]
+    assert "spool" in warning and "alice" not in warning
+    # and the next export, with room again, is whole
+    monkeypatch.undo()
+    assert http.get("/v1/users/alice/export").json() == whole_export(
+        workspace=alice, user_id="alice"
+    )
+
+
+def test_the_spool_file_is_removed_when_the_client_leaves_before_the_first_byte(
+    alice, owner, monkeypatch
+):
+    """The client leaves while the document is still being read: Django drops the response
+    without closing it; its file goes with it (an unnamed file, closed when collected)."""
+    import time
 
     from memory import export
 
     monkeypatch.setattr(export, "EXPORT_BATCH", 1)
-    monkeypatch.setattr(export, "_CHUNK_BYTES", 1)  # every part goes out on its own
-    gone, read = threading.Event(), export._pages
+    paused, resume, read = threading.Event(), threading.Event(), export._pages
 
     def pages(queryset, keys, size):
         for page in read(queryset, keys, size):
             yield page
-            if queryset.model is MemoryEvent:
-                gone.wait(10)
+            if queryset.model is Memory and not paused.is_set():
+                paused.set()
+                assert resume.wait(10)
 
     monkeypatch.setattr(export, "_pages", pages)
+    gone = threading.Event()
 
-    def in_transaction() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()"
-            )
-            return cursor.fetchone()[0]
+    async def receive():
+        if not gone.is_set():
+            gone.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.to_thread(paused.wait, 10)
+        return {"type": "http.disconnect"}
 
-    with http.stream("GET", "/v1/users/alice/export") as response:
-        assert response.status_code == 200
-        parts = response.iter_bytes()  # held: a reader dropped closes the response
-        next(parts)
-        deadline = time.monotonic() + 10
-        while not in_transaction() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert in_transaction() == 1  # the export's, paused between two pages
-    gone.set()
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    from config.asgi import application
+
+    scope = StalledClient.scope("/v1/users/alice/export", owner[1])
+    asyncio.run(application(scope, receive, send))  # returns once the client is gone
+    assert sent == []
+    resume.set()  # the view reads on, into a file nobody will send
     deadline = time.monotonic() + 10
-    while in_transaction() and time.monotonic() < deadline:
+    while (spool_files() or in_transaction()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert in_transaction() == 0
+    assert spool_files() == [] and in_transaction() == 0
+
+
+def test_a_spool_file_unreadable_after_the_first_byte_cuts_the_body(
+    http, alice, monkeypatch, caplog
+):
+    """The status is out with the first block: a read error later ends the body short of its
+    Content-Length (the client sees an incomplete body), logged; the file is closed."""
+    import httpx
+
+    from config.common import streaming
+
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 16)
+    real = streaming.spool
+
+    class Failing:
+        def __init__(self, file):
+            self.file, self.reads = file, 0
+
+        def read(self, size):
+            self.reads += 1
+            if self.reads > 1:
+                raise OSError(5, "Input/output error")
+            return self.file.read(size)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    monkeypatch.setattr(streaming, "spool", lambda parts: Failing(real(parts)))
+    cut = pytest.raises(httpx.RemoteProtocolError)
+    with caplog.at_level(logging.ERROR, logger="engram.request"), cut:
+        http.get("/v1/users/alice/export")
+    assert any("cut after 16 of" in r.getMessage() for r in caplog.records)
+    assert spool_files() == []

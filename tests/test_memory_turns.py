@@ -602,6 +602,38 @@ def test_an_answer_whose_user_was_erased_meanwhile_is_not_stored():
     assert not Conversation.objects.filter(user_id="u1").exists()
 
 
+def test_an_erased_user_s_answer_is_not_stored_with_the_web_clock_behind_the_database_s(
+    monkeypatch,
+):
+    """A web process whose clock runs behind the database host's by more than the database
+    server has been up (a server restarted a few seconds ago, a clock a few seconds behind):
+    the conversation its first turn created looked older than the server's start, and its
+    erasure during the upstream call was taken for a crash that lost it — the erased user's
+    turn was stored again. The conversation's time is the database's."""
+    import datetime as dt
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from memory.services import user_delete
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now() - pg_postmaster_start_time()")
+        [(uptime,)] = cursor.fetchall()
+    behind = uptime + dt.timedelta(minutes=1)
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - behind)
+    workspace, _ = make_workspace()
+    context = ctx(
+        workspace, [{"role": "user", "content": "Hi"}], user_id="u1", conversation_id="c1"
+    )
+    prepared = prepare(context)  # the conversation's first turn: created by its request
+    user_delete(workspace=workspace, user_id="u1")  # during the upstream call
+    finish(context, prepared, "Hello")
+    assert not Message.objects.filter(user_id="u1").exists()
+    assert not Conversation.objects.filter(user_id="u1").exists()
+
+
 def test_an_answer_whose_session_was_deleted_meanwhile_is_stored_without_one():
     workspace, _ = make_workspace()
     messages = [{"role": "user", "content": "Hi there"}]

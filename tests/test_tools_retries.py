@@ -627,3 +627,53 @@ def test_the_replay_of_a_run_taken_over_is_the_answer_of_the_request_that_finish
     charged = {r.request_id: (r.total_tokens, r.credits) for r in records}
     assert charged[ids[0]][0] == 19  # the retry that answered: its own two calls
     assert charged[ids[1]] == charged[ids[2]] == (0, 0.0)
+
+
+def _no_usage(reply: dict) -> dict:
+    """An upstream answer without `usage` (some OpenAI-compatible servers send none)."""
+    return {k: v for k, v in reply.items() if k != "usage"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_whose_upstream_reported_no_usage_is_replayed_without_made_up_zeros(
+    sdk, http, upstream, tool_server, stream
+):
+    """The run's upstream reported no usage for either of its model calls. The answer carried
+    none (non-streamed) but a usage chunk of zeros (streamed), and its SDK retry's replay a
+    `usage` of zeros either way: figures nobody measured, and not the answer it replays. Now
+    neither has one, and the replay is the answer again."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    call = tool_call("call_1", "weather", {"city": "Oslo"})
+    if stream:
+        calling = [c for c in openai_tool_stream([call]) if not isinstance(c, dict) or c["choices"]]
+        upstream.script(
+            Reply(stream=calling), Reply(stream=openai_stream(["It is sunny."], usage=False))
+        )
+    else:
+        upstream.script(
+            Reply(json=_no_usage(openai_completion(tool_calls=[call]))),
+            Reply(json=_no_usage(openai_completion("It is sunny."))),
+        )
+    headers = {"x-user-id": f"no-usage-{stream}"}
+
+    def usage_of_answer(extra: dict) -> Any:
+        if not stream:
+            return ask(sdk, agent, extra_headers=headers | extra).usage
+        chunks = list(
+            ask(
+                sdk,
+                agent,
+                extra_headers=headers | extra,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return next((c.usage for c in reversed(chunks) if c.usage), None)
+
+    first = usage_of_answer({})
+    replayed = usage_of_answer(RETRY)
+    assert first is None
+    assert replayed is None
+    assert len(upstream.chat_requests()) == 2 and len(tool_server.calls) == 1

@@ -555,7 +555,7 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
                 await run.execute(run.hand_back(message, decision, pausing=False), decision.calls)
                 continue
             data["model"] = run.execution.model
-            data["usage"] = dict(run.spent) or data.get("usage")
+            data["usage"] = request_usage(run.execution)
             if decision.kind == "pause":
                 paused = await run.pause(message, decision)
                 data["choices"] = [
@@ -600,7 +600,7 @@ async def _handed_back(run: Run, data: dict) -> Answer:
         "choices": [
             {"index": 0, "message": shown, "finish_reason": "tool_calls", "logprobs": None}
         ],
-        "usage": usage_of(run.spent),
+        "usage": request_usage(run.execution),
         "engram": run.engram_of(),
     }
     return Answer(out, message)
@@ -611,14 +611,19 @@ def usage_of(spent: dict) -> dict:
     return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, **spent}
 
 
-def request_usage(execution: Execution) -> dict:
-    """The `usage` the answer of the request now running the run carried (usage_of its
-    Run.spent): the model calls' from Execution.request_step on, summed as `spent` sums them."""
+def request_usage(execution: Execution) -> dict | None:
+    """The `usage` of the answer of the request now running the run, and of its replay: the
+    model calls' from Execution.request_step on, summed as Run.spent sums them; zeros when the
+    request made none (a resume that only ran tools); None when it made some and the upstream
+    reported no usage for any (as a plain relay passes an upstream's missing usage on: zeros
+    would be figures nobody measured, and a replay showed them where the answer had none)."""
     spent: dict = {}
+    called = False
     for step in execution.steps[execution.request_step :]:
         if step.get("type") == "model":
+            called = True
             _add_usage(spent, step.get("usage"))
-    return usage_of(spent)
+    return None if called and not spent else usage_of(spent)
 
 
 async def failed(run: Run, exc: BaseException) -> None:

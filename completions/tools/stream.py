@@ -39,7 +39,7 @@ from completions.streaming import (
     own_chunk,
 )
 from completions.tools.models import Execution
-from completions.tools.run import Decision, Resumed, Run, failed, usage_of
+from completions.tools.run import Decision, Resumed, Run, failed, request_usage
 from config.common.background import spawn
 from config.common.errors import ApiError, DomainError, api_error, unexpected_error
 from memory.text import kept_reasoning
@@ -151,7 +151,7 @@ class Streamer:
                         async for out in self._execute(ours, decision.calls, None):
                             yield out
                         continue
-                    usage = usage_of(run.spent) if self.include_usage else None
+                    usage = request_usage(run.execution) if self.include_usage else None
                     if decision.kind == "pause":
                         paused = await run.pause(message, decision)
                         shown = paused.shown

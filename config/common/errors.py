@@ -109,6 +109,11 @@ class Conflict(DomainError):
     retry."""
 
 
+class Unavailable(DomainError):
+    """The server cannot do it now (a resource of its own is exhausted, a full disk): 503,
+    which the OpenAI SDKs retry; not the client's fault, not a bug."""
+
+
 # (status, default code) of each kind of domain error.
 _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
@@ -118,6 +123,7 @@ _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     Unsupported: (415, "unsupported"),
     Gone: (410, "gone"),
     Conflict: (409, "conflict"),
+    Unavailable: (503, "unavailable"),
 }
 # The knowledge API names what is missing; any other missing row is `not_found`.
 NOT_FOUND_CODES = {

@@ -39,6 +39,38 @@ class RoutineTasksFilter(logging.Filter):
         return cls._routine
 
 
+class LostAckFilter(logging.Filter):
+    """kombu's CRITICAL "Couldn't ack <tag>, reason: <connection error>" (Celery's logger
+    `celery.worker.request`), as the WARNING it is in Engram, saying why: a task that held its
+    message while Redis was lost ran to its end, and its ack went to the channel the consumer
+    closed (config.celery's guard fails it as Redis unreachable).
+    Nothing is lost (tests/test_faults_kills.py, the lost broker connection): a Redis that kept
+    the message sends it again after the visibility timeout, from its `unacked` hash, and the
+    task's claim in the database refuses work already done; a Redis that lost it has nothing to
+    send, and the database's job row already says done. Only the level and the words change:
+    the tag and the reason stay; the traceback (kombu's reconnect, the socket's refusal) goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.name == "celery.worker.request"
+            and record.levelno == logging.CRITICAL
+            and str(record.msg).startswith("Couldn't ack")
+        ):
+            from django.conf import settings
+
+            visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+            record.msg = (
+                f"{record.getMessage()}: the broker connection was lost while the task ran. "
+                "Its work is done and recorded in the database; a Redis that kept the message "
+                f"sends it again after the visibility timeout ({visibility} s), and the task's "
+                "claim refuses it (every task is safe to run twice)"
+            )
+            record.args = ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _task_named(record: logging.LogRecord) -> object:
     """The task a Celery INFO record is about: beat passes (entry, task), the worker a dict."""
     args = record.args

@@ -184,6 +184,10 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery
+# redis:// or rediss:// (TLS: kombu's `ssl_*` query parameters or CELERY_BROKER_USE_SSL),
+# through kombu's transport for the scheme with one fix (config.celery.BrokerConnection: a
+# worker that lost Redis reconnects instead of stopping; sentinel:// too, but REDIS_URL's other
+# clients, the caches and the limiter, are redis-py's, which read no sentinel:// URL).
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -209,11 +213,6 @@ CELERY_TASK_ROUTES = {
     "accounts.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A redis:// broker through kombu's transport with one fix (config.celery.RedisTransport: a
-# worker that lost Redis reconnects instead of stopping); any other scheme as kombu chooses.
-CELERY_BROKER_TRANSPORT = (
-    "config.celery:RedisTransport" if REDIS_URL.startswith("redis://") else None
-)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": VISIBILITY_TIMEOUT,
     "socket_timeout": BROKER_SOCKET_TIMEOUT,
@@ -331,13 +330,14 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "config.common.logging.RequestIdFilter"},
         "routine_tasks": {"()": "config.common.logging.RoutineTasksFilter"},
+        "lost_ack": {"()": "config.common.logging.LostAckFilter"},
     },
     "formatters": {"json": {"()": "config.common.logging.JsonFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json",
-            "filters": ["request_id", "routine_tasks"],
+            "filters": ["request_id", "routine_tasks", "lost_ack"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -18,17 +18,31 @@ from django.db import connection
 
 from config.common import coherence
 from config.common.cache import TTLCache
+from memory.words import FUNCTION_WORDS, PERSONAL_PRONOUNS
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _SPOKEN = re.compile(r"[A-Za-z0-9']+")
 _NAME = re.compile(r"\b[A-Z][a-zA-Z'-]+")
-# Words too common in questions to say anything about what is asked.
-_STOP = (
-    "a an the and or but is are was were be been do does did what when where who whom which why "
-    "how i you he she it we they me my your his her its our their to of in on at for with about "
-    "as by from that this these those have has had can could would should will there any some"
+# Words too common in questions to say anything about what is asked: the question's own
+# ("what", "should", "any") besides the common ones
+STOP_WORDS = (
+    FUNCTION_WORDS
+    | PERSONAL_PRONOUNS
+    | {
+        "what",
+        "when",
+        "where",
+        "who",
+        "whom",
+        "which",
+        "why",
+        "how",
+        "should",
+        "there",
+        "any",
+        "some",
+    }
 )
-STOP_WORDS = frozenset(_STOP.split())
 
 COMMON_SHARE = 0.2  # a word in more than this share of the scope's rows says little
 COMMON_FLOOR = 10  # ...once there are enough rows to tell

@@ -396,10 +396,13 @@ def _tokens(rows: list) -> int:
 
 
 def _restarted_since(created: Conversation) -> bool:
-    """Whether the database server started after `created` was stored (its clock against this
-    process's: one host's, or NTP's milliseconds against a recovery's seconds): a crash, whose
-    recovery may have lost that store's commit (load_and_store's does not wait for the disk).
-    Else the conversation is missing because the user (or it) was erased meanwhile."""
+    """Whether the database server started after `created` was stored: a crash, whose recovery
+    may have lost that store's commit (load_and_store's does not wait for the disk). Else the
+    conversation is missing because the user (or it) was erased meanwhile. One clock, the
+    database's: `created_at` is the insert's statement time, returned by it (a web process's
+    clock seconds ahead of the database host's missed the crash, and the lost turn was not
+    stored; seconds behind, it took an erasure for a crash and stored the erased user's turn
+    again; tests/test_memory_turns.py, tests/test_faults_kills.py)."""
     from django.db import connection
 
     with connection.cursor() as cursor:

@@ -199,17 +199,20 @@ def forgotten_facts(
 # its speaker: "- (3 December 2026) User: User is allergic to peanuts." (summarization's
 # extractive lines and transcripts; a speaker only after a date, not any text before a colon).
 _LINE_HEAD = re.compile(r"\s*(?:[-*\u2022]\s+)?(?:\([^)\n]{1,40}\)\s*(?:([^:\n]{1,60}):\s+)?)?")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# A sentence, or a clause after a semicolon: "User likes tea; she is allergic to peanuts." loses
+# the allergy, not the tea
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
 def without_forgotten(
     forgotten: Forgotten, texts: Sequence[str], *, speakers: Sequence[str | None] | None = None
 ) -> list[str]:
-    """Each text (a summary, a title, a message's words) without its sentences that state a
-    forgotten fact: by the sentence itself ("Alice is allergic to peanuts.") or by a fact the
-    offline extractor draws from it ("I am allergic to peanuts." said by the user), under the
-    test the extractor's facts pass (`_matched`); or by the sentence in other words ("They
-    mentioned a peanut allergy.", rewording.reworded). A line left empty goes.
+    """Each text (a summary, a title, a message's words) without its sentences (and clauses
+    after a semicolon) that state a forgotten fact: by the sentence itself ("Alice is allergic
+    to peanuts.") or by a fact the offline extractor draws from it ("I am allergic to peanuts."
+    said by the user), under the test the extractor's facts pass (`_matched`); or by the
+    sentence in other words ("They mentioned a peanut allergy.", rewording.reworded), its
+    leading pronoun read as whom it names (rewording.read_in_turn). A line left empty goes.
 
     `speakers`: who said each text (the subject of its "I"); None, each line may name its own
     after a date ("- (3 May 2026) User: ..."), else the user. One embedder call for them all;
@@ -236,11 +239,13 @@ def without_forgotten(
             start = head.end() if head else 0
             sentences = [s for s in _SENTENCE_END.split(line[start:]) if s.strip()]
             said = []
-            for sentence in sentences:
+            for sentence, read in zip(
+                sentences, rewording.read_in_turn(sentences, subjects), strict=True
+            ):
                 facts = offline.extract(sentence, subject=who or "User", today=today)
-                itself = normalized(rewording.as_the_users(sentence), subjects)
+                itself = normalized(read, subjects)
                 said.append([itself, *(normalized(f.text, subjects) for f in facts)])
-                sentence_of.setdefault(itself, sentence)
+                sentence_of.setdefault(itself, read)
                 for key in said[-1]:
                     keys.setdefault(key, len(keys))
             lines.append((line[:start], sentences, said))
@@ -260,14 +265,27 @@ def without_forgotten(
     for text, lines in zip(texts, parsed, strict=True):
         written = []
         for line, (lead, sentences, said) in zip(text.split("\n"), lines, strict=True):
-            kept = [
-                sentence
-                for sentence, its_keys in zip(sentences, said, strict=True)
-                if stated.isdisjoint(its_keys)
-            ]
-            if len(kept) == len(sentences):
+            kept = [stated.isdisjoint(its_keys) for its_keys in said]
+            if all(kept):
                 written.append(line)  # as it was
-            elif kept:
-                written.append(lead + " ".join(kept))
+            elif any(kept):
+                written.append(lead + _joined(sentences, kept))
         out.append("\n".join(written))
     return out
+
+
+def _joined(sentences: list[str], kept: list[bool]) -> str:
+    """The kept sentences and clauses of a line, a clause whose next one went ending its
+    sentence ("User likes tea." of "User likes tea; she is allergic to peanuts.")."""
+    out: list[str] = []
+    for n, sentence in enumerate(sentences):
+        if not kept[n]:
+            continue
+        if out and not kept[n - 1] and out[-1].endswith(";"):
+            out[-1] = out[-1][:-1] + "."
+        if (not out or out[-1].endswith((".", "!", "?"))) and sentence[:1].islower():
+            sentence = sentence[0].upper() + sentence[1:]
+        out.append(sentence)
+    if out[-1].endswith(";"):
+        out[-1] = out[-1][:-1] + "."
+    return " ".join(out)

@@ -19,6 +19,7 @@ from memory.background.extraction.chat import (
     without_emojis,
     without_feeling_tail,
 )
+from memory.words import FUNCTION_WORDS
 
 # Not after an initial, a title or a place's abbreviation: "Ursula K. Le Guin", "Dr. Patel",
 # "Mt. Vernon" ("I." ends a sentence).
@@ -1086,59 +1087,8 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
     return list(found.values())
 
 
-_STOP = set(
-    [
-        "a",
-        "an",
-        "the",
-        "and",
-        "or",
-        "but",
-        "so",
-        "to",
-        "of",
-        "in",
-        "on",
-        "at",
-        "for",
-        "with",
-        "from",
-        "by",
-        "about",
-        "as",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "has",
-        "have",
-        "had",
-        "do",
-        "does",
-        "did",
-        "will",
-        "would",
-        "can",
-        "could",
-        "this",
-        "that",
-        "these",
-        "those",
-        "it",
-        "its",
-        "their",
-        "they",
-        "them",
-        "very",
-        "really",
-        "also",
-        "just",
-        "still",
-        "too",
-    ]
-)
+# Words that do not change a fact ("User really likes tea" is "User likes tea")
+_STOP = FUNCTION_WORDS | {"very", "really", "also", "just", "still", "too"}
 
 
 def _stem(word: str) -> str:
