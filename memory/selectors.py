@@ -42,8 +42,8 @@ def _conversation_by(
     column: str, workspace_id: str, value: str, user_id: str | None
 ) -> Conversation | None:
     """One of the workspace's conversations by a unique column, in SQL written once: every
-    remembered turn looks its conversation up, and building the queryset cost the web process
-    more than sending it (bench/README.md, "Twenty-fourth session")."""
+    remembered turn looks its conversation up, and building the querysets cost ~20,000
+    interpreter opcodes (bench/README.md, the twenty-third and twenty-fourth sessions)."""
     params = [workspace_id, value]
     scoped = ""
     if user_id is not None:

@@ -120,7 +120,7 @@ def extraction_enqueue(
 
     `upto`: the newest message id, when the caller just stored it (saves looking it up).
     `covered`: the newest message id the conversation's extraction jobs cover ("" for none),
-    when the caller read it earlier in its transaction (a turn's finish: extraction_covered).
+    when the caller read it earlier in its transaction (a turn's finish: EXTRACTION_COVERED).
     """
     last = (
         upto or Message.objects.filter(conversation=conversation).aggregate(last=Max("id"))["last"]
@@ -146,7 +146,7 @@ def summary_enqueue(
     """Fold older messages into the rolling summary once enough have piled up past it.
 
     `tokens`: the tokens of the conversation's messages past its summary, when the caller
-    counted them in its transaction (a turn's finish: unsummarized_tokens)."""
+    counted them in its transaction (a turn's finish: UNSUMMARIZED_TOKENS)."""
     # The tokens first: most turns stop there, below the trigger, in one query (the check for a
     # summary in flight came first and cost every turn a second one).
     if tokens is None:
@@ -186,7 +186,7 @@ def summary_enqueue(
 # conversation it reads again, two statements fewer a turn.
 EXTRACTION_COVERED = (
     "(SELECT MAX(j.upto_message_id) FROM memory_processingjob j"
-    " WHERE j.conversation_id = memory_conversation.id AND j.kind = 'extract')"
+    f" WHERE j.conversation_id = memory_conversation.id AND j.kind = '{Kind.EXTRACT.value}')"
 )
 UNSUMMARIZED_TOKENS = (
     "(SELECT SUM(m.token_count) FROM memory_message m"

@@ -302,8 +302,8 @@ def load_and_store(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loa
 
 def _stored_rows(conversation: Conversation) -> list[dict]:
     """The conversation's newest HISTORY_ROWS messages but its head's, oldest first: id, raw,
-    token_count, incomplete. In SQL written once, as the queryset's SQL was (every remembered
-    turn reads them; building the queryset cost more than sending it)."""
+    token_count, incomplete. The queryset's statement, written once: every remembered turn
+    reads them (bench/README.md, "Twenty-fourth session")."""
     from django.db import connection
 
     raw = Message._meta.get_field("raw")
