@@ -9,12 +9,14 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Max, Model, Q, QuerySet
 
 from accounts.models import Workspace
 from completions.tools.models import Execution
 from config.common.errors import NotFound
 from config.common.pagination import Cursor
+from config.common.rows import columns, instance
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
 
 # --- conversations --------------------------------------------------------------------------
@@ -29,13 +31,81 @@ def conversation_find(
     """The conversation an id names, for every door that takes one (reads, chat turns,
     /v1/context, imports): the client's id (x-conversation-id) first, else Engram's conv_ id;
     with `user_id`, only that user's (an end-user token). None: no such conversation."""
-    scope = Conversation.objects.filter(workspace=workspace)
-    if user_id is not None:
-        scope = scope.filter(user_id=user_id)
-    found = scope.filter(external_id=conversation_id).first()
+    found = _conversation_by("external_id", workspace.id, conversation_id, user_id)
     if found is None and conversation_id.startswith(ENGRAM_CONVERSATION_PREFIX):
-        found = scope.filter(id=conversation_id).first()  # a client's own id costs no 2nd query
+        # a client's own id costs no 2nd query
+        found = _conversation_by("id", workspace.id, conversation_id, user_id)
     return found
+
+
+def _conversation_by(
+    column: str, workspace_id: str, value: str, user_id: str | None
+) -> Conversation | None:
+    """One of the workspace's conversations by a unique column, in SQL written once: every
+    remembered turn looks its conversation up, and building the querysets cost ~20,000
+    interpreter opcodes (bench/README.md, the twenty-third and twenty-fourth sessions)."""
+    params = [workspace_id, value]
+    scoped = ""
+    if user_id is not None:
+        params.append(user_id)
+        scoped = ' AND "user_id" = %s'
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns(Conversation)} FROM memory_conversation"
+            f' WHERE "workspace_id" = %s AND "{column}" = %s{scoped} LIMIT 1',
+            params,
+        )
+        row = cursor.fetchone()
+    return instance(Conversation, row) if row is not None else None
+
+
+def conversation_and_current_session(
+    *, workspace: Workspace, external_id: str, since: dt.datetime
+) -> tuple[Conversation | None, Session | None]:
+    """The conversation a client's own id names (not Engram's conv_ id: conversation_find) and,
+    in the same statement, its session last active since `since` (session_active's): a
+    remembered turn's two lookups in one (bench/README.md, "Twenty-fourth session")."""
+    current = _SESSION_ACTIVE.format(
+        columns=columns(Session), conversation='memory_conversation."id"'
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns(Conversation)}, s.* FROM memory_conversation"
+            f" LEFT JOIN LATERAL ({current}) s ON TRUE"
+            ' WHERE memory_conversation."workspace_id" = %s'
+            ' AND memory_conversation."external_id" = %s',
+            [since, workspace.id, workspace.id, external_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    conversation = instance(Conversation, row)
+    rest = row[len(Conversation._meta.concrete_fields) :]
+    return conversation, instance(Session, rest) if rest[0] is not None else None
+
+
+# The conversation's session last active since a time, the newest: its SQL for session_active
+# and for conversation_and_current_session's LATERAL, written once.
+_SESSION_ACTIVE = (
+    'SELECT {columns} FROM memory_session WHERE memory_session."conversation_id" = {conversation}'
+    ' AND memory_session."last_active_at" >= %s AND memory_session."workspace_id" = %s'
+    ' ORDER BY memory_session."last_active_at" DESC LIMIT 1'
+)
+
+
+def session_active(
+    *, workspace: Workspace, conversation: Conversation, since: dt.datetime
+) -> Session | None:
+    """The conversation's session last active since `since`, the newest; None: none. In SQL
+    written once: every remembered turn without a session id asks, and the queryset's building
+    cost ~25,000 interpreter opcodes (bench/README.md, "Twenty-fourth session")."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SESSION_ACTIVE.format(columns=columns(Session), conversation="%s"),
+            [conversation.pk, since, workspace.id],
+        )
+        row = cursor.fetchone()
+    return instance(Session, row) if row is not None else None
 
 
 def conversation_get(

@@ -103,6 +103,100 @@ def test_without_a_session_id_one_is_made_and_reused_while_active():
     assert second.engram["session_id"] == sid
 
 
+# Statements a remembered turn sends (x-user-id and x-conversation-id, a conversation that
+# goes on: the soak's turn), prepare and finish together, the test's savepoints and the two
+# rankings (on another connection outside a test) included. Each statement is CPU in the web
+# process and in PostgreSQL on every such turn (bench/README.md, "Twenty-fourth session").
+REMEMBERED_TURN_STATEMENTS = 15
+
+
+def test_a_remembered_turn_sends_no_more_statements_than_it_did(django_capture_on_commit_callbacks):
+    """A guard, not a target: a statement added to every remembered turn fails it (lower the
+    count when one goes)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    workspace, _ = make_workspace()
+    text = "I moved to Lisbon last spring and I sail on weekends. What should I pack?"
+    context = ctx(workspace, [{"role": "user", "content": text}], user_id="u", conversation_id="c")
+    with django_capture_on_commit_callbacks():
+        turn(context, "Pack a jacket.")
+        with CaptureQueriesContext(connection) as statements:
+            prepared = turn(context, "Pack a jacket.")
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")  # the first commit's, still the test's
+            relaxed = cursor.fetchone()[0]
+    sent = "\n".join(q["sql"][:120] for q in statements)
+    assert len(statements) <= REMEMBERED_TURN_STATEMENTS, sent
+    assert relaxed == "off"
+    assert prepared.engram["conversation_id"] == "c" and prepared.state.stored_ids
+    stored = Message.objects.filter(conversation__external_id="c").values_list("role", flat=True)
+    assert list(stored) == ["user", "assistant"] * 2
+    assert ProcessingJob.objects.filter(kind="extract").count() == 2
+
+
+@pytest.mark.parametrize("short", [0, 1])
+def test_the_answer_counts_toward_the_summary_trigger(
+    settings, django_capture_on_commit_callbacks, short
+):
+    """The finish counts the unsummarized tokens before it stores the answer (one statement
+    with the conversation's read): the answer's own tokens must still count, so a trigger
+    that only the answer reaches folds the turn into a summary, and one token more does not."""
+    from memory.text import count_message
+
+    settings.ENGRAM_SUMMARY_KEEP_MESSAGES = 0
+    workspace, _ = make_workspace()
+    context = ctx(
+        workspace,
+        [{"role": "user", "content": "Tell me about Lisbon."}],
+        user_id="u",
+        conversation_id="c",
+    )
+    answer = "Lisbon is the hilly, sunny capital of Portugal."
+    with django_capture_on_commit_callbacks():
+        prepared = prepare(context)
+        request = Message.objects.get(role="user").token_count
+        reply = count_message({"role": "assistant", "content": answer})
+        settings.ENGRAM_SUMMARY_TRIGGER_TOKENS = request + reply + short
+        finish(context, prepared, answer)
+    summaries = ProcessingJob.objects.filter(kind="summarize")
+    if short:
+        assert not summaries.exists()
+    else:
+        assert summaries.get().upto_message_id == Message.objects.get(role="assistant").id
+
+
+def test_an_idle_session_ends_and_the_next_turn_opens_another(settings):
+    """The current session is read with the conversation (one statement): one idle past
+    ENGRAM_SESSION_IDLE_MINUTES is not it, nor another conversation's."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    workspace, _ = make_workspace()
+
+    def asked(conversation_id, text):
+        context = ctx(
+            workspace,
+            [{"role": "user", "content": text}],
+            user_id="u",
+            conversation_id=conversation_id,
+        )
+        return turn(context).engram["session_id"]
+
+    first = asked("c", "one")
+    elsewhere = asked("other", "two")
+    idle = dt.timedelta(minutes=settings.ENGRAM_SESSION_IDLE_MINUTES, seconds=5)
+    Session.objects.filter(external_id=first).update(last_active_at=timezone.now() - idle)
+    second = asked("c", "three")
+    assert second not in (first, elsewhere)
+    assert asked("c", "four") == second
+    sessions = Message.objects.filter(conversation__external_id="c").values_list(
+        "session__external_id", flat=True
+    )
+    assert list(sessions.order_by("created_at")) == [first] * 2 + [second] * 4
+
+
 def test_a_stream_cut_midway_is_stored_incomplete():
     workspace, _ = make_workspace()
     context = ctx(

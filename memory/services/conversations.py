@@ -6,13 +6,14 @@ import datetime as dt
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
 from config.common.errors import Forbidden
 from config.common.ids import new_id
 from config.common.jsonbody import storable
+from config.common.rows import insert
 from memory import selectors
 from memory.models import Conversation, Message, Session
 from memory.services.users import user_lock
@@ -81,12 +82,26 @@ def conversation_fingerprint_set(
 ) -> None:
     """The transcript's fingerprint as of the turn just stored, and that turn's request's
     (memory.turn.conversation); None: unchanged."""
-    values: dict = {"updated_at": timezone.now()}
+    # In SQL written once, as the queryset's update wrote it: every remembered turn's finish
+    # sends it (bench/README.md, "Twenty-fourth session").
+    sets = ['"updated_at" = %s']
+    values: list[Any] = [timezone.now()]
     if fingerprint is not None:
-        values["fingerprint"] = fingerprint
+        sets.append('"fingerprint" = %s')
+        values.append(fingerprint)
     if retry_fingerprint is not None:
-        values["retry_fingerprint"] = retry_fingerprint
-    Conversation.objects.filter(pk=conversation.pk).update(**values)
+        sets.append('"retry_fingerprint" = %s')
+        values.append(retry_fingerprint)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE memory_conversation SET {", ".join(sets)} WHERE "id" = %s',
+            [*values, conversation.pk],
+        )
+
+
+def session_active_since(now: dt.datetime) -> dt.datetime:
+    """A session last active before this has ended (ENGRAM_SESSION_IDLE_MINUTES)."""
+    return now - dt.timedelta(minutes=settings.ENGRAM_SESSION_IDLE_MINUTES)
 
 
 def session_resolve(
@@ -95,11 +110,14 @@ def session_resolve(
     conversation: Conversation,
     user_id: str,
     external_id: str | None,
+    current: tuple[Session | None] | None = None,
 ) -> Session:
     """The named session (created when unknown), else the conversation's current one.
 
     Without an id, a session idle for longer than ENGRAM_SESSION_IDLE_MINUTES ends and the next
-    turn opens a new one, whose id is echoed so the client can keep it.
+    turn opens a new one, whose id is echoed so the client can keep it. `current`: the current
+    one as the caller read it in its transaction, in a one-tuple (None: not read), as
+    selectors.conversation_and_current_session reads it with its conversation.
     """
     now = timezone.now()
     if external_id:
@@ -124,14 +142,12 @@ def session_resolve(
                 changes["conversation"] = conversation
             Session.objects.filter(pk=session.pk).update(**changes)
         return session
-    idle = dt.timedelta(minutes=settings.ENGRAM_SESSION_IDLE_MINUTES)
-    session = (
-        Session.objects.filter(
-            workspace=workspace, conversation=conversation, last_active_at__gte=now - idle
+    if current is not None:
+        [session] = current
+    else:
+        session = selectors.session_active(
+            workspace=workspace, conversation=conversation, since=session_active_since(now)
         )
-        .order_by("-last_active_at")
-        .first()
-    )
     if session is not None:
         if _stale(session.last_active_at):
             Session.objects.filter(pk=session.pk).update(last_active_at=now)
@@ -212,7 +228,7 @@ def messages_append(
         )
         for i, message in enumerate(messages)
     ]
-    Message.objects.bulk_create(rows)
+    insert(rows)
     if _stale(conversation.updated_at):
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
     _title_later(conversation, rows)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypedDict
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import (
     BooleanField,
     Count,
@@ -44,6 +44,7 @@ from django.db.models import (
 from django.utils import timezone
 
 from accounts.models import Workspace
+from config.common import rows
 from memory.models import Conversation, Message, ProcessingJob
 
 if TYPE_CHECKING:
@@ -96,20 +97,12 @@ def _insert_unless_taken(job: ProcessingJob) -> bool:
     """Insert the job unless its range is already taken (job_unique_per_range): one statement.
     The ORM's create inside a savepoint, for the IntegrityError of a taken range, cost every
     turn's finish two more statements (SAVEPOINT, RELEASE) and the insert's SQL built again."""
-    fields = ProcessingJob._meta.concrete_fields
-    values = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
-    quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(ProcessingJob._meta.db_table)}"
-            f" ({', '.join(quote(field.column) for field in fields)})"
-            f" VALUES ({', '.join(['%s'] * len(fields))})"
-            " ON CONFLICT ON CONSTRAINT job_unique_per_range DO NOTHING RETURNING 1",
-            values,
+    inserted = bool(
+        rows.insert(
+            [job], then="ON CONFLICT ON CONSTRAINT job_unique_per_range DO NOTHING RETURNING 1"
         )
-        inserted = cursor.fetchone() is not None
+    )
     job._state.adding = not inserted
-    job._state.db = connection.alias
     return inserted
 
 
@@ -117,21 +110,28 @@ def _insert_unless_taken(job: ProcessingJob) -> bool:
 # caller's transaction either way, and a turn saves two statements.
 @transaction.atomic(savepoint=False)
 def extraction_enqueue(
-    *, workspace: Workspace, conversation: Conversation, upto: str | None = None
+    *,
+    workspace: Workspace,
+    conversation: Conversation,
+    upto: str | None = None,
+    covered: str | None = None,
 ) -> ProcessingJob | None:
     """A job for the messages no extraction job covers yet (none when there are none).
 
     `upto`: the newest message id, when the caller just stored it (saves looking it up).
+    `covered`: the newest message id the conversation's extraction jobs cover ("" for none),
+    when the caller read it earlier in its transaction (a turn's finish: EXTRACTION_COVERED).
     """
     last = (
         upto or Message.objects.filter(conversation=conversation).aggregate(last=Max("id"))["last"]
     )
-    covered = (
-        ProcessingJob.objects.filter(conversation=conversation, kind=Kind.EXTRACT).aggregate(
-            upto=Max("upto_message_id")
-        )["upto"]
-        or ""
-    )
+    if covered is None:
+        covered = (
+            ProcessingJob.objects.filter(conversation=conversation, kind=Kind.EXTRACT).aggregate(
+                upto=Max("upto_message_id")
+            )["upto"]
+            or ""
+        )
     if last is None or last <= covered:
         return None
     return _create(
@@ -140,14 +140,23 @@ def extraction_enqueue(
 
 
 @transaction.atomic(savepoint=False)  # as extraction_enqueue
-def summary_enqueue(*, workspace: Workspace, conversation: Conversation) -> ProcessingJob | None:
-    """Fold older messages into the rolling summary once enough have piled up past it."""
+def summary_enqueue(
+    *, workspace: Workspace, conversation: Conversation, tokens: int | None = None
+) -> ProcessingJob | None:
+    """Fold older messages into the rolling summary once enough have piled up past it.
+
+    `tokens`: the tokens of the conversation's messages past its summary, when the caller
+    counted them in its transaction (a turn's finish: UNSUMMARIZED_TOKENS)."""
     # The tokens first: most turns stop there, below the trigger, in one query (the check for a
     # summary in flight came first and cost every turn a second one).
-    unsummarized = Message.objects.filter(
-        conversation=conversation, id__gt=conversation.summary_upto
-    ).aggregate(tokens=Sum("token_count"))
-    if (unsummarized["tokens"] or 0) < settings.ENGRAM_SUMMARY_TRIGGER_TOKENS:
+    if tokens is None:
+        tokens = (
+            Message.objects.filter(
+                conversation=conversation, id__gt=conversation.summary_upto
+            ).aggregate(tokens=Sum("token_count"))["tokens"]
+            or 0
+        )
+    if tokens < settings.ENGRAM_SUMMARY_TRIGGER_TOKENS:
         return None
     if ProcessingJob.objects.filter(
         conversation=conversation, kind=Kind.SUMMARIZE, status__in=[Status.PENDING, Status.RUNNING]
@@ -170,6 +179,19 @@ def summary_enqueue(*, workspace: Workspace, conversation: Conversation) -> Proc
         after=conversation.summary_upto,
         upto=upto,
     )
+
+
+# What extraction_enqueue and summary_enqueue look up, as columns of a caller's statement about
+# the conversation (memory_conversation in its FROM): a turn's finish reads them with the
+# conversation it reads again, two statements fewer a turn.
+EXTRACTION_COVERED = (
+    "(SELECT MAX(j.upto_message_id) FROM memory_processingjob j"
+    f" WHERE j.conversation_id = memory_conversation.id AND j.kind = '{Kind.EXTRACT.value}')"
+)
+UNSUMMARIZED_TOKENS = (
+    "(SELECT SUM(m.token_count) FROM memory_message m"
+    " WHERE m.conversation_id = memory_conversation.id AND m.id > memory_conversation.summary_upto)"
+)
 
 
 def _claimable(now: dt.datetime) -> Q:

@@ -24,17 +24,24 @@ from memory.services.forgetting import suppression_vectors, user_subjects
 from memory.services.processing import jobs_held
 
 
-def user_lock(*, workspace_id: str, user_id: str, exclusive: bool = False) -> None:
+def user_lock(
+    *, workspace_id: str, user_id: str, exclusive: bool = False, relaxed_commit: bool = False
+) -> None:
     """Hold the user's lock until the transaction ends: shared by the writes of their turns,
     imports and extraction runs, exclusive for their erasure. Without it an erasure racing a turn deadlocked on the
     rows both touch, or failed on a message a turn inserted after the messages went, and the
     turn failed on the conversation deleted under it (a 500 either way); now each waits for
     the other, and a turn after the erasure starts a new conversation. Ids that hash alike
-    share a lock: they only wait for each other."""
+    share a lock: they only wait for each other.
+
+    `relaxed_commit`: the transaction's commit does not wait for its WAL flush either
+    (memory.turn.conversation.load_and_store says why), set in the same statement (a turn's
+    SET LOCAL was a statement of its own)."""
     kind = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    relaxed = ", set_config('synchronous_commit', 'off', true)" if relaxed_commit else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {kind}(hashtextextended(%s, 0))", [_lock_key(workspace_id, user_id)]
+            f"SELECT {kind}(hashtextextended(%s, 0)){relaxed}", [_lock_key(workspace_id, user_id)]
         )
 
 

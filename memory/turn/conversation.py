@@ -287,23 +287,43 @@ def load_and_store(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loa
 
     with transaction.atomic():
         if not dry_run:
-            relaxed_commit()
-            user_lock(workspace_id=ctx.workspace.id, user_id=ctx.memory_user_id)
+            # The turn's first commit without waiting for its WAL flush (~0.2-0.4 ms of fsync
+            # here, before the first token). Its answer's commit (memory.turn.pipeline._finish)
+            # waits, and flushes this one with it: an answer the client received survives a
+            # crash of the database server; a turn that never got its answer may lose its
+            # request to one, as the client lost the answer.
+            user_lock(
+                workspace_id=ctx.workspace.id, user_id=ctx.memory_user_id, relaxed_commit=True
+            )
         loaded = _load_and_store_in_transaction(ctx, messages, dry_run)
     loaded.in_transaction = connection.in_atomic_block
     return loaded
 
 
-def relaxed_commit() -> None:
-    """The turn's first commit without waiting for its WAL flush (~0.2-0.4 ms of fsync here,
-    before the first token). Its answer's commit (memory.turn.pipeline._finish) waits, and
-    flushes this one with it: an answer the client received survives a crash of the database
-    server; a turn that never got its answer may lose its request to one, as the client
-    lost the answer."""
+def _stored_rows(conversation: Conversation) -> list[dict]:
+    """The conversation's newest HISTORY_ROWS messages but its head's, oldest first: id, raw,
+    token_count, incomplete. The queryset's statement, written once: every remembered turn
+    reads them (bench/README.md, "Twenty-fourth session")."""
     from django.db import connection
 
+    raw = Message._meta.get_field("raw")
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        cursor.execute(
+            'SELECT "id", "raw", "token_count", "incomplete" FROM memory_message'
+            ' WHERE "conversation_id" = %s AND NOT ("role" IN (%s, %s))'
+            ' ORDER BY "created_at" DESC, "id" DESC LIMIT %s',
+            [conversation.pk, *HEAD_ROLES, HISTORY_ROWS],
+        )
+        found = cursor.fetchall()
+    return [
+        {
+            "id": i,
+            "raw": raw.from_db_value(value, None, connection),  # type: ignore[arg-type]
+            "token_count": tokens,
+            "incomplete": incomplete,
+        }
+        for i, value, tokens, incomplete in reversed(found)
+    ]
 
 
 def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loaded:
@@ -311,6 +331,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         conversation_create,
         conversation_get_or_create,
         messages_append,
+        session_active_since,
         session_owned,
         session_resolve,
     )
@@ -329,6 +350,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     whole: str | None = None  # found by the history it resent: the request's fingerprint
     again = False  # found as its last turn's request sent again: every stored row was resent
     created = False
+    active_read: tuple[Session | None] | None = None  # the conversation's current session, if read
     serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
     if session is not None:
         # Sessions are the workspace's: another user's is refused by its own name, before the
@@ -374,19 +396,25 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
                 ).first()
                 if named is not None:
                     session_owned(session=named, user_id=user_id)
+        elif not ctx.session_id:
+            # The conversation and its current session in one statement (what session_resolve
+            # asks below); a new one, Engram's conv_ id, another user's: as with a session id.
+            by_id, active = selectors.conversation_and_current_session(
+                workspace=workspace,
+                external_id=external_id,
+                since=session_active_since(timezone.now()),
+            )
+            if by_id is not None and by_id.user_id in ("", user_id):  # the user's (_owned)
+                conversation, active_read = by_id, (active,)
+            else:
+                conversation, created = conversation_get_or_create(
+                    workspace=workspace, external_id=external_id, user_id=user_id
+                )
         else:
             conversation, created = conversation_get_or_create(
                 workspace=workspace, external_id=external_id, user_id=user_id
             )
-    rows = []
-    if conversation is not None:
-        rows = list(
-            Message.objects.filter(conversation=conversation)
-            .exclude(role__in=HEAD_ROLES)
-            .order_by("-created_at", "-id")
-            .values("id", "raw", "token_count", "incomplete")[:HISTORY_ROWS]
-        )
-        rows.reverse()
+    rows = _stored_rows(conversation) if conversation is not None else []
     truncated = len(rows) == HISTORY_ROWS  # only the newest rows were read
     stored = [r["raw"] for r in rows]
     match = matched_prefix(stored, conversation_messages, truncated=truncated)
@@ -421,6 +449,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             conversation=conversation,
             user_id=user_id,
             external_id=ctx.session_id,
+            current=active_read,
         )
         session_id = session.external_id
         if conversation.extraction != ctx.extraction:

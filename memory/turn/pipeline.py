@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.db.models import Exists
 
 from config.common import background
 from config.common.errors import DATABASE_UNAVAILABLE
@@ -262,31 +261,16 @@ def _finish(
     if again and Message.objects.filter(pk=answer_id).exists():
         return  # finish_turn calls on_stored all the same
 
-    # The conversation read again (its summary and title may have moved since prepare_turn),
-    # and whether its session is still there in the same statement: the answer goes to a
-    # session deleted meanwhile without one, as before. One query less a turn.
-    conversations = Conversation.objects.all()
-    if state.session is not None:
-        conversations = conversations.annotate(
-            session_kept=Exists(Session.objects.filter(pk=state.session.pk))
-        )
-    if state.stored_ids:
-        # And whether the turn's request is still stored, in the same statement: its commit did
-        # not wait for the disk (load_and_store), so a database server that crashed during the
-        # upstream call and replayed its WAL may have lost it — and the answer then went in
-        # without its question: a 200 whose request was neither history nor extracted.
-        conversations = conversations.annotate(
-            request_kept=Exists(Message.objects.filter(pk=state.stored_ids[0]))
-        )
     # This commit waits for the disk (unlike load_and_store's): the client's last bytes wait
     # for it, and its WAL flush carries the turn's first commit too (one sequence), so an
     # answer the client received survives the database server crashing right after. ~0.2-0.4
     # ms here, after the answer, never before its first token.
     with transaction.atomic():
         user_lock(workspace_id=state.workspace_id, user_id=state.user_id)
-        conversation = conversations.filter(pk=state.conversation_pk).first()
-        session = state.session if getattr(conversation, "session_kept", False) else None
-        request_kept = getattr(conversation, "request_kept", True)
+        read = _read_again(state, extraction=ctx.extraction)
+        conversation = read.conversation
+        session = state.session if read.session_kept else None
+        request_kept = read.request_kept
         if conversation is None and state.created is not None and _restarted_since(state.created):
             # A conversation's first turn: its row went with the request (one commit), and the
             # answer went nowhere. Its rows again, same ids, then the request as below.
@@ -295,14 +279,17 @@ def _finish(
         if conversation is None:  # the user was erased during the upstream call
             logger.info("turn of an erased conversation: its answer is not stored")
             return
+        added = 0  # tokens this finish stores, past what `read` counted
         if state.stored_ids and not request_kept:
             logger.warning("a turn's request lost by the database (a crash?): stored again")
-            messages_append(
-                workspace=ctx.workspace,
-                conversation=conversation,
-                session=session,
-                messages=state.stored,
-                ids=state.stored_ids,
+            added += _tokens(
+                messages_append(
+                    workspace=ctx.workspace,
+                    conversation=conversation,
+                    session=session,
+                    messages=state.stored,
+                    ids=state.stored_ids,
+                )
             )
         if on_stored is not None:  # registered first, so it runs before the jobs' sends
             transaction.on_commit(on_stored)
@@ -325,6 +312,7 @@ def _finish(
                 completion_tokens=usage.get("completion_tokens"),
             )
             newest: str | None = stored.id
+            added += stored.token_count
             answered = not incomplete
         else:
             newest = state.stored_ids[-1] if state.stored_ids else None
@@ -340,8 +328,71 @@ def _finish(
                 retry_fingerprint=state.fingerprint,
             )
         if ctx.extraction:
-            extraction_enqueue(workspace=ctx.workspace, conversation=conversation, upto=newest)
-        summary_enqueue(workspace=ctx.workspace, conversation=conversation)
+            extraction_enqueue(
+                workspace=ctx.workspace,
+                conversation=conversation,
+                upto=newest,
+                covered=read.covered,
+            )
+        tokens = read.unsummarized + added if read.unsummarized is not None else None
+        summary_enqueue(workspace=ctx.workspace, conversation=conversation, tokens=tokens)
+
+
+@dataclass
+class _ReadAgain:
+    conversation: Conversation | None  # None: erased meanwhile (or lost by a crash)
+    session_kept: bool = False
+    request_kept: bool = True
+    covered: str | None = None  # extraction_enqueue's `covered`; None: not read
+    unsummarized: int | None = None  # summary_enqueue's `tokens` before this finish's rows
+
+
+def _read_again(state: TurnState, *, extraction: bool) -> _ReadAgain:
+    """In the finish's transaction, under the user's lock, one statement: the conversation read
+    again (its summary and title may have moved since prepare_turn); whether its session is
+    still there (the answer goes to a session deleted meanwhile without one, as before);
+    whether the turn's request is still stored — its commit did not wait for the disk
+    (load_and_store), so a database server that crashed during the upstream call and replayed
+    its WAL may have lost it, and the answer then went in without its question: a 200 whose
+    request was neither history nor extracted; and what the jobs' enqueueing asks (two
+    statements of their own before). In SQL written once: the queryset with its subqueries
+    was the finish's costliest build (bench/README.md, "Twenty-fourth session")."""
+    from django.db import connection
+
+    from config.common.rows import columns, instance
+    from memory.services.processing import EXTRACTION_COVERED, UNSUMMARIZED_TOKENS
+
+    session = 'EXISTS (SELECT 1 FROM memory_session s WHERE s."id" = %s)'
+    request = 'EXISTS (SELECT 1 FROM memory_message m WHERE m."id" = %s)'
+    params = []
+    if state.session is not None:
+        params.append(state.session.pk)
+    if state.stored_ids:
+        params.append(state.stored_ids[0])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns(Conversation)},"
+            f" {session if state.session is not None else 'FALSE'},"
+            f" {request if state.stored_ids else 'TRUE'},"
+            f" {EXTRACTION_COVERED if extraction else 'NULL'}, {UNSUMMARIZED_TOKENS}"
+            ' FROM memory_conversation WHERE "id" = %s',
+            [*params, state.conversation_pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return _ReadAgain(conversation=None)
+    session_kept, request_kept, covered, tokens = row[-4:]
+    return _ReadAgain(
+        conversation=instance(Conversation, row),
+        session_kept=session_kept,
+        request_kept=request_kept,
+        covered=(covered or "") if extraction else None,
+        unsummarized=tokens or 0,
+    )
+
+
+def _tokens(rows: list) -> int:
+    return sum(row.token_count for row in rows)
 
 
 def _restarted_since(created: Conversation) -> bool:
