@@ -43,6 +43,10 @@ class OpenAIStream(HttpStream):
             self.waiting = True
             data = await content.readany()
             self.waiting = False
+            if usual is not None and not parser.pending and (same := usual.read_event(data)):
+                answered = usual.shape  # the usual read: one whole event, the usual chunk
+                yield same
+                continue
             for _event, raw in parser.feed(data) if data else parser.end():
                 if usual is not None and (same := usual.read(raw)) is not None:
                     answered = usual.shape  # the same choices: no finish reason
