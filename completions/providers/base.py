@@ -141,8 +141,9 @@ class UsualShape:
                 self.bare = (self.edges[0], bare + b"\n\n")
         # The edges of a read that is one whole event of this shape (`read_event`): only where
         # they hold no line end (an event of several `data:` lines is the parser's to join).
+        # (Integers: a bytes needle in bytes is first tried as one, a TypeError formatted.)
         edges = self.edges[0] + self.edges[1]
-        self.whole = self.edges if b"\n" not in edges[:-2] and b"\r" not in edges else None
+        self.whole = self.edges if _LF not in edges[:-2] and _CR not in edges else None
 
     @classmethod
     def of(cls, data: dict, raw: bytes) -> UsualShape | None:
