@@ -306,6 +306,8 @@ class Tail:
             if edges is not None:
                 if chunk.text:
                     assembler.content.append(chunk.text)
+                if edges is form.edges and chunk.frame is not None:
+                    return chunk.frame  # the read as it came (UsualShape.read_event)
                 return edges[0] + chunk.written + edges[1]
         data = chunk.data
         try:  # what is not one choice with a delta raises here (a usage chunk's [], once)

@@ -393,3 +393,61 @@ def test_the_read_timeout_lets_a_stream_nobody_holds_go():
         assert timer.handle is None  # no timer left running for a stream that is gone
 
     asyncio.run(main())
+
+
+def _openai_chunks(content_of) -> list:
+    """What OpenAIStream.chunks gives, or raises, for a response whose body is `content_of()`
+    (made in the loop that reads it); a wait past 10 s fails (TimeoutError), not hangs."""
+    import asyncio
+
+    from completions.providers.openai_compatible import OpenAIStream
+
+    class Response:
+        connection = None  # no read timeout
+
+        def __init__(self, content) -> None:
+            self.content = content
+
+    async def read() -> list:
+        stream = OpenAIStream(Response(content_of()), 1.0)  # type: ignore[arg-type]
+        return [chunk.data async for chunk in stream.chunks()]
+
+    async def main() -> list:
+        return await asyncio.wait_for(read(), timeout=10)
+
+    return asyncio.run(main())
+
+
+def test_an_openai_stream_reads_an_empty_body_as_one_cut_short():
+    """aiohttp gives a body it knows is empty its own reader, not a StreamReader (OpenAIStream
+    waits on a StreamReader directly, on anything else through readany)."""
+    from aiohttp.streams import EmptyStreamReader
+
+    from completions.providers.base import StreamFailed
+
+    with pytest.raises(StreamFailed, match="ended before it was complete"):
+        _openai_chunks(EmptyStreamReader)
+
+
+def test_an_openai_stream_waiting_on_a_closed_connection_fails_as_readany_does():
+    """aiohttp's readany refuses to wait for a body whose connection is gone: OpenAIStream,
+    which waits on the reader directly, too (it would wait for ever)."""
+    import asyncio
+
+    from aiohttp.streams import StreamReader
+
+    class Protocol:
+        connected = False
+        _reading_paused = False
+
+        def pause_reading(self, **_) -> None:
+            pass
+
+        def resume_reading(self, **_) -> None:
+            pass
+
+    def reader() -> StreamReader:
+        return StreamReader(Protocol(), 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+
+    with pytest.raises(RuntimeError, match="Connection closed"):
+        _openai_chunks(reader)

@@ -120,3 +120,128 @@ def test_a_usual_chunk_with_a_raw_control_character_fails_the_stream_as_before(h
     assert error["message"] == "The upstream provider sent a malformed stream chunk."
     texts = [json.loads(f)["choices"][0]["delta"].get("content") for f in frames[1:4]]
     assert texts == ["Hello", " wörld", ' "quoted"']  # what came before it went out
+
+
+def _relayed(reads: list[bytes], *, include_usage: bool = True) -> tuple[list[str], dict | None]:
+    """The frames a client receives for an OpenAI stream whose body comes in `reads` (one read
+    of aiohttp's reader each), and the answer the turn is finished with: the relay below HTTP,
+    so each read is the reader's read, not the socket's."""
+    import asyncio
+
+    from aiohttp.streams import StreamReader
+
+    from completions.asgi import send_stream
+    from completions.providers.openai_compatible import OpenAIStream
+    from completions.streaming import relay
+
+    class Protocol:  # what aiohttp's StreamReader asks of its connection
+        connected = True
+        _reading_paused = False
+
+        def pause_reading(self, **_) -> None:
+            pass
+
+        def resume_reading(self, **_) -> None:
+            pass
+
+    class Response:
+        connection = None
+
+        def __init__(self, content) -> None:
+            self.content = content
+
+        def close(self) -> None:
+            pass
+
+        def release(self) -> None:
+            pass
+
+    finished: dict = {}
+
+    class Turn:
+        engram = {"request_id": "req_1"}
+
+        def stream_opened(self, stream) -> None:
+            pass
+
+        def finish(self, **kwargs) -> None:
+            finished.update(kwargs)
+
+        async def reply_committed(self) -> None:
+            pass
+
+    sent: list[bytes] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message.get("body", b""))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        reader = StreamReader(Protocol(), 2**16, loop=loop)  # type: ignore[arg-type]
+        opened = loop.create_future()
+        opened.set_result(OpenAIStream(Response(reader), 1.0))  # type: ignore[arg-type]
+        stream = relay(Turn(), opened, include_usage=include_usage, keepalive=15)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(send_stream(send, 200, [], stream))
+        for read in reads:  # each its own read: the relay takes it before the next comes
+            for _ in range(5):
+                await asyncio.sleep(0)
+            reader.feed_data(read)
+        reader.feed_eof()
+        await task
+
+    asyncio.run(main())
+    return _frames(b"".join(sent).decode()), finished.get("assistant")
+
+
+def _events(stream: list[str]) -> list[bytes]:
+    return [f"data: {item}\n\n".encode() for item in stream]
+
+
+def test_a_stream_relays_the_same_whatever_its_reads():
+    """A read that is one whole usual event goes out as it came, not split or written
+    (UsualShape.read_event); two events in one read, or an event cut across reads, are the
+    SSE parser's to split: the client's frames and the answer are the same either way."""
+    events = _events(_stream())
+    body = b"".join(events)
+    one_each, answer = _relayed(events)
+    assert one_each[1 : 1 + len(PIECES)] == [raw for _, raw in PIECES]  # as the upstream sent
+    assert answer is not None and answer["content"] == TEXT
+    pairs = [b"".join(events[i : i + 2]) for i in range(0, len(events), 2)]
+    cut = [body[i : i + 97] for i in range(0, len(body), 97)]
+    shifted = [events[0][:-1], *(b"\n" + e[:-1] for e in events[1:]), b"\n"]  # blank line late
+    for reads in (pairs, cut, shifted):
+        assert _relayed(reads) == (one_each, answer), reads
+
+
+def test_a_usual_read_after_an_unfinished_event_is_that_events_next_line():
+    """An event's `data:` line without its blank line, then a read that alone would be a usual
+    event: the parser joins them into one event (not JSON: the stream fails), as it did before
+    the usual read's short way."""
+    events = _events(_stream())
+    assert PIECES[1][0] == " wörld" and PIECES[6][0] == " usual"  # both usual chunks
+    reads = [*events[:2], events[2][:-1], events[7], *events[8:]]  # " wörld" ends late
+    frames, answer = _relayed(reads)
+    error = json.loads(frames[-2])["error"]
+    assert error["message"] == "The upstream provider sent a malformed stream chunk."
+    assert answer is not None and answer["content"] == "Hello"
+
+
+def test_a_usual_chunk_sent_in_two_lines_keeps_its_reads_to_the_parser():
+    """A usual chunk whose JSON came in two `data:` lines (joined by a line end): a later read
+    with the same bytes, the second line without its `data:`, is no such event (the parser
+    reads its first line alone: not JSON, the stream fails), though its bytes around the text
+    are the shape's."""
+    stream = _stream()
+    hello, world = stream[1], stream[2]
+    at = hello.index(',"model"') + 1
+    assert world.index(',"model"') + 1 == at
+    reads = [
+        *_events(stream[:1]),
+        f"data: {hello[:at]}\ndata: {hello[at:]}\n\n".encode(),  # two lines: one event
+        f"data: {world[:at]}\n{world[at:]}\n\n".encode(),  # the second line no data line
+        *_events(stream[3:]),
+    ]
+    frames, answer = _relayed(reads)
+    error = json.loads(frames[-2])["error"]
+    assert error["message"] == "The upstream provider sent a malformed stream chunk."
+    assert answer is not None and answer["content"] == "Hello"
