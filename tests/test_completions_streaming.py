@@ -451,3 +451,12 @@ def test_an_openai_stream_waiting_on_a_closed_connection_fails_as_readany_does()
 
     with pytest.raises(RuntimeError, match="Connection closed"):
         _openai_chunks(reader)
+
+
+def test_the_installed_aiohttp_has_the_reader_fields_the_direct_read_uses():
+    """OpenAIStream.chunks reads aiohttp's StreamReader's private fields itself (~3,800
+    instructions a relayed frame); an aiohttp without one of them falls back to `readany`
+    silently. This says so when an upgrade does that, rather than a slower relay nobody sees."""
+    from completions.providers import openai_compatible
+
+    assert openai_compatible._READER_KNOWN, openai_compatible._READER_FIELDS

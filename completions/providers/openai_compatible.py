@@ -33,6 +33,12 @@ from config.common.errors import ApiError
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
+# The fields of aiohttp's StreamReader that OpenAIStream.chunks reads and sets itself (private:
+# an aiohttp that renamed one sends every stream through `readany`, as before, not a failure).
+_READER_FIELDS = ("_buffer", "_eof", "_exception", "_waiter", "_protocol", "_timer")
+_READER_KNOWN = set(_READER_FIELDS) <= set(getattr(aiohttp.StreamReader, "__slots__", ()))
+
+
 class OpenAIStream(HttpStream):
     async def chunks(self) -> AsyncIterator[Chunk]:
         # Straight from the response's reader, its events split in one pass per read (no
@@ -44,7 +50,11 @@ class OpenAIStream(HttpStream):
         # timer context were ~3,800 instructions of a relayed frame's ~51,800 (callgrind).
         # Only the reader of a body with its no-op timer (no total timeout: http.timeout);
         # anything else through readany.
-        direct = type(content) is aiohttp.StreamReader and type(content._timer) is TimerNoop
+        direct = (
+            _READER_KNOWN
+            and type(content) is aiohttp.StreamReader
+            and type(content._timer) is TimerNoop
+        )
         loop = asyncio.get_running_loop()
         parser = SseParser()
         answered: dict = {}  # the last chunk with choices
