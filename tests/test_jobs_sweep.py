@@ -17,6 +17,7 @@ from django.utils import timezone
 from memory.models import Document, ProcessingJob
 from memory.services import conversation_get_or_create, extraction_enqueue, messages_append
 from memory.services.processing import (
+    _take_with_queue,
     job_claim,
     job_finish,
     job_heartbeat,
@@ -244,6 +245,18 @@ def test_a_claim_sees_what_else_is_queued_in_its_own_conversation_and_workspace_
 
     def flags(of: ProcessingJob) -> tuple[bool, bool]:
         row = taken_with_queue(job_id=of.id, now=timezone.now(), around=True).get()
+        # the claim's own statement (jobs_claim) says the same, and claims the job
+        ProcessingJob.objects.filter(id=of.id).update(status="pending")
+        taken = _take_with_queue(job_id=of.id, now=timezone.now(), around=True)
+        assert taken is not None and taken[1:] == (row.queued, row.queued_around)
+        claimed, _, _ = taken
+        assert (claimed.id, claimed.status, claimed.attempts) == (of.id, "running", 1)
+        assert (claimed.conversation.id, claimed.workspace.id) == (
+            of.conversation_id,
+            of.workspace_id,
+        )
+        assert _take_with_queue(job_id=of.id, now=timezone.now(), around=True) is None  # taken
+        ProcessingJob.objects.filter(id=of.id).update(status="pending", attempts=0)
         return row.queued, row.queued_around
 
     assert flags(job) == (False, False)  # alone in its workspace, whatever the other holds

@@ -1597,3 +1597,29 @@ def test_a_turns_extraction_job_is_one_insert_and_a_taken_range_none(
         job = extraction_enqueue(workspace=workspace, conversation=conv, upto=later)
     assert job is not None and job.after_message_id == newest and len(sent) == 1
     assert ProcessingJob.objects.filter(conversation=conv).count() == 2
+
+
+def test_a_lone_turns_extraction_job_sends_its_known_statements(
+    offline, django_capture_on_commit_callbacks
+):
+    """The worker's CPU per remembered turn is mostly its statements' building (bench/README,
+    "Twenty-fifth session"): a lone turn's job, with a fact and without, sends these many; one
+    more added back fails here (raise the figure only for a reason worth its cost)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    workspace, _ = make_workspace()
+    extract(workspace, say(workspace, "sam", "Hello."), django_capture_on_commit_callbacks)
+    counts = []
+    for text in ("I live in Paris.", "Thanks, that helps."):
+        conv = say(workspace, "sam", text)
+        with django_capture_on_commit_callbacks():
+            job = extraction_enqueue(workspace=workspace, conversation=conv)
+        assert job is not None
+        with CaptureQueriesContext(connection) as q:
+            tasks.extract(job.id)
+        job.refresh_from_db()
+        assert job.status == "done"
+        counts.append([x["sql"][:50] for x in q.captured_queries])
+    assert Memory.objects.filter(workspace=workspace, user_id="sam").count() == 1
+    assert [len(c) for c in counts] == [17, 9], counts
