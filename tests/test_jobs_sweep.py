@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from memory.models import Document, ProcessingJob
@@ -24,6 +24,7 @@ from memory.services.processing import (
     jobs_claim,
     jobs_finish,
     jobs_heartbeat,
+    jobs_held_locked,
     taken_with_queue,
 )
 from memory.services.sweep import SWEEP_LOCK, jobs_sweep
@@ -228,6 +229,9 @@ def test_a_batch_claim_keeps_each_jobs_lease_and_fence(
     again = job_claim(job_id=job.id)
     assert again is not None and again.attempts == 2
     assert jobs_heartbeat(jobs=batch) == 2
+    with transaction.atomic():  # the run's write sees the same two still its own
+        assert jobs_held_locked(jobs=batch) == {later[0].id, later[1].id}
+        assert jobs_held_locked(jobs=[again]) == {job.id}
     assert jobs_finish(jobs=batch, status="done") == 2
     assert ProcessingJob.objects.get(id=job.id).status == "running"  # the new run's
     assert job_finish(job=again, status="done")

@@ -252,7 +252,7 @@ def taken_with_queue(
 
 # _take and taken_with_queue as one statement, its SQL written once: the claim of every
 # extraction run, which built and compiled both querysets again each time (a lone turn's job:
-# ~1.6 ms of the worker's ~14 ms of CPU, cProfile of 200 jobs, 2026-12-06). The subqueries
+# 14.6 -> 11.7 ms of the worker's CPU; bench/README.md, "Twenty-fifth session"). The subqueries
 # read the jobs as they were before the UPDATE: the taken job is left out by its id either way.
 _TAKE_WITH_QUEUE = """
 WITH taken AS (
@@ -411,6 +411,34 @@ def _fenced(jobs: list[ProcessingJob]) -> Q:
     return fence & Q(status=Status.RUNNING)
 
 
+# _fenced as SQL written once, for the statements of every run (its held jobs' lock, its
+# finish): the ORM built and compiled their Q again each time (with the claim written once,
+# a lone turn's job 12.4 -> 11.6 ms of CPU; bench/README.md, "Twenty-fifth session").
+# The ids' ANY first: the primary key finds the rows (the pairs alone, PostgreSQL scanned
+# every unfinished job's index entry).
+_FENCED_SQL = (
+    "id = ANY(%s::varchar[])"
+    " AND (id, attempts) IN (SELECT * FROM unnest(%s::varchar[], %s::integer[]))"
+    " AND status = %s"
+)
+
+
+def _fence(jobs: list[ProcessingJob]) -> list[list[str] | list[int] | str]:
+    """_FENCED_SQL's parameters."""
+    ids = [job.id for job in jobs]
+    return [ids, ids, [job.attempts for job in jobs], Status.RUNNING.value]
+
+
+def jobs_held_locked(*, jobs: list[ProcessingJob]) -> set[str]:
+    """The ids of those of the jobs still this run's claims (jobs_held), their rows locked
+    until the transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM memory_processingjob WHERE {_FENCED_SQL} FOR UPDATE", _fence(jobs)
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
 def jobs_held(*, jobs: list[ProcessingJob]) -> QuerySet[ProcessingJob]:
     """Those of the jobs still this run's claims (claimed with the same attempt, still
     RUNNING): not deleted with their conversation, not taken back by the sweep after their
@@ -433,10 +461,15 @@ def jobs_finish(
 ) -> int:
     """Record the run's outcome on the jobs still this run's (how many: another claim may
     have taken one since)."""
-    fields: dict = {"status": status, "error": error[:2000], "updated_at": timezone.now()}
-    if extractor:
-        fields["extractor"] = extractor
-    return ProcessingJob.objects.filter(_fenced(jobs)).update(**fields)
+    values: list = [str(status), error[:2000], timezone.now(), *([extractor] if extractor else [])]
+    extractor_set = ", extractor = %s" if extractor else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE memory_processingjob SET status = %s, error = %s, updated_at = %s"
+            f"{extractor_set} WHERE {_FENCED_SQL}",
+            [*values, *_fence(jobs)],
+        )
+        return cursor.rowcount
 
 
 def job_finish(*, job: ProcessingJob, status: str, error: str = "", extractor: str = "") -> bool:

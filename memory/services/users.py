@@ -21,7 +21,7 @@ from memory.models import (
 )
 from memory.retrieval import terms
 from memory.services.forgetting import suppression_vectors, user_subjects
-from memory.services.processing import jobs_held
+from memory.services.processing import jobs_held_locked
 
 
 def user_lock(
@@ -58,7 +58,7 @@ def still_held(jobs: list[ProcessingJob]) -> bool:
 def jobs_still_held(jobs: list[ProcessingJob]) -> set[str]:
     """In a background run's write transaction, before it writes: the users' locks (shared,
     taken in one order: an erasure waits for the write, or the write for the erasure), then the
-    ids of the jobs still this run's claims (memory.services.processing.jobs_held), their rows
+    ids of the jobs still this run's claims (memory.services.processing.jobs_held_locked), their rows
     locked until the transaction ends, so no other run claims them before this one commits.
 
     What the run read must not be written when a job is no longer its own: an erasure deleted
@@ -72,7 +72,7 @@ def jobs_still_held(jobs: list[ProcessingJob]) -> set[str]:
             " FROM unnest(%s::text[]) AS k(key)",
             [keys],
         )
-    return set(jobs_held(jobs=jobs).select_for_update().values_list("pk", flat=True))
+    return jobs_held_locked(jobs=jobs)
 
 
 @transaction.atomic
