@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench import machine  # noqa: E402
 from bench.bench_gateway import child, wait_port  # noqa: E402
 from bench.bench_soak import Load, behind_mock  # noqa: E402
-from bench.engram_proc import KINDS, cpu_seconds, live_engram, roots  # noqa: E402
+from bench.engram_proc import KINDS, cpu_seconds, live_engram, roots, worker_split  # noqa: E402
 
 
 def _statement_log(on: bool) -> None:
@@ -155,7 +155,7 @@ def main() -> int:
         time.sleep(1)
         steal = machine.Steal()
         profilers = _profile_start(found, args.profile_dir) if args.profile_dir else []
-        before = cpu_seconds(found)
+        before, split_before = cpu_seconds(found), worker_split(found)
         began, clock = time.time(), time.perf_counter()
         load = send(
             base,
@@ -171,7 +171,7 @@ def main() -> int:
         if args.profile_dir:
             _profile_stop(profilers)
         time.sleep(1)  # the last job's commit and the worker's ack
-        after = cpu_seconds(found)
+        after, split_after = cpu_seconds(found), worker_split(found)
         elapsed = time.perf_counter() - clock
     per_turn = {kind: 1000 * (after[kind] - before[kind]) / max(load.done, 1) for kind in KINDS}
     engram = sum(per_turn[k] for k in ("web", "worker", "beat", "supervisor", "postgres", "redis"))
@@ -184,6 +184,10 @@ def main() -> int:
         f"p95 {p95:.2f} s; drained {elapsed:.1f} s after the first turn"
     )
     print("  CPU ms per turn: " + "  ".join(f"{k} {v:.1f}" for k, v in per_turn.items()))
+    main_ms, pool_ms = (
+        1000 * (a - b) / max(load.done, 1) for a, b in zip(split_after, split_before, strict=True)
+    )
+    print(f"  of the worker's: main process {main_ms:.1f}, pool {pool_ms:.1f}")
     print(f"  Engram's (web+worker+beat+supervisor+postgres+redis): {engram:.1f} ms per turn")
     print(f"  machine over the run: {machine.line(steal=steal)}")
     if args.json:
@@ -197,6 +201,7 @@ def main() -> int:
                     "errors": errors,
                     "cpu_ms_per_turn": per_turn,
                     "engram_ms_per_turn": engram,
+                    "worker_main_pool_ms_per_turn": [main_ms, pool_ms],
                     "extraction_lag_p95_s": p95,
                 },
                 indent=2,

@@ -158,6 +158,20 @@ def roots(supervisor_pid: int, mock_pid: int) -> dict[str, list[psutil.Process]]
     return found
 
 
+def worker_split(found: dict[str, list[psutil.Process]]) -> tuple[float, float]:
+    """(CPU seconds of the worker's main process, of its pool): the main process receives,
+    hands over and acknowledges each task (Celery's share); the pool runs them."""
+    main = pool = 0.0
+    for proc in found["worker"]:
+        try:
+            times = proc.cpu_times()
+            main += times.user + times.system
+            pool += _tree_cpu(proc) - (times.user + times.system)
+        except psutil.Error:
+            pass
+    return main, pool
+
+
 def cpu_seconds(found: dict[str, list[psutil.Process]]) -> dict[str, float]:
     """kind -> CPU seconds. The supervisor's own excludes its children (counted by kind)."""
     figures = {}
