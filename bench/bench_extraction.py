@@ -14,7 +14,9 @@ Runs against the bench database of bench_memory.py (`engram_bench`, created if m
    each, each run as soon as its turn is stored (no backlog: nothing to batch), across 20
    conversations: ms and CPU ms per job, SQL statements per job; `--known-memories M` gives
    each of those users M stored memories first (random vectors), to read a lone turn's cost
-   against how much the user has.
+   against how much the user has; `--soak-statements` makes those turns bench_soak.py's
+   first-person statements ("I live in Lisbon.", "I love jazz.", ...), of which most add or
+   supersede a memory, as the soak's turns do (LoCoMo's lone turns seldom state a fact).
 2. Lag: a real Celery worker (solo pool: one process, queue `memory`) while turns arrive at
    `--rate` per second for `--seconds`, one turn per import across `--users` conversations, as
    chat turns arrive (each reads its conversation first, as a chat turn does); a turn's lag is
@@ -63,6 +65,13 @@ def load_turns(count: int, rng: random.Random) -> list[dict]:
         ]
     start = rng.randrange(max(1, len(turns) - count))
     return turns[start : start + count]
+
+
+def soak_turns(count: int, rng: random.Random) -> list[dict]:
+    """bench_soak.py's remembered turns: first-person statements, most of them a fact."""
+    from bench.bench_soak import statement
+
+    return [{"role": "user", "content": statement(rng)} for _ in range(count)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -296,6 +305,11 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--one-turn-jobs", type=int, default=0, metavar="N")
     parser.add_argument(
+        "--soak-statements",
+        action="store_true",
+        help="the one-turn jobs' turns are bench_soak.py's first-person statements",
+    )
+    parser.add_argument(
         "--known-memories",
         type=int,
         default=0,
@@ -329,8 +343,9 @@ def main() -> int:
     )
     if args.one_turn_jobs:
         steal.start()
+        lone_turns = soak_turns(args.one_turn_jobs, rng) if args.soak_statements else turns
         one = results["one_turn_jobs"] = one_turn_jobs(
-            workspace, turns, args.one_turn_jobs, stamp, args.known_memories, args.seed
+            workspace, lone_turns, args.one_turn_jobs, stamp, args.known_memories, args.seed
         )
         print(
             f"one-turn jobs, no backlog, users with {args.known_memories} memories besides: "

@@ -1603,15 +1603,17 @@ def test_a_lone_turns_extraction_job_sends_its_known_statements(
     offline, django_capture_on_commit_callbacks
 ):
     """The worker's CPU per remembered turn is mostly its statements' building (bench/README,
-    "Twenty-fifth session"): a lone turn's job, with a fact and without, sends these many; one
-    more added back fails here (raise the figure only for a reason worth its cost)."""
+    "Twenty-fifth session"): a lone turn's job — with a new fact, with one that supersedes a
+    stored memory (the soak's turns: bench_soak.statement), without a fact — sends these
+    many; one more added back fails here (raise the figure only for a reason worth its
+    cost)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     workspace, _ = make_workspace()
     extract(workspace, say(workspace, "sam", "Hello."), django_capture_on_commit_callbacks)
     counts = []
-    for text in ("I live in Paris.", "Thanks, that helps."):
+    for text in ("I live in Paris.", "I live in Lisbon.", "Thanks, that helps."):
         conv = say(workspace, "sam", text)
         with django_capture_on_commit_callbacks():
             job = extraction_enqueue(workspace=workspace, conversation=conv)
@@ -1621,5 +1623,8 @@ def test_a_lone_turns_extraction_job_sends_its_known_statements(
         job.refresh_from_db()
         assert job.status == "done"
         counts.append([x["sql"][:50] for x in q.captured_queries])
-    assert Memory.objects.filter(workspace=workspace, user_id="sam").count() == 1
-    assert [len(c) for c in counts] == [17, 9], counts
+    (memory,) = Memory.objects.filter(workspace=workspace, user_id="sam")
+    assert memory.text == "User lives in Lisbon." and memory.sources.count() == 2
+    events = MemoryEvent.objects.filter(memory_id=memory.id).order_by("created_at")
+    assert [e.event for e in events] == ["ADD", "UPDATE"]
+    assert [len(c) for c in counts] == [14, 15, 9], counts

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.db import connection, models
+from django.db import DatabaseError, connection, models
 
 _M = TypeVar("_M", bound=models.Model)
 
@@ -17,18 +17,19 @@ class _Shape:
     columns: str  # the model's whole row, as a SELECT lists it
     count: int
     converters: tuple[tuple[int, models.Field, Callable[..., Any]], ...]
+    names: list[str] | None  # the attnames loaded, when some are left out (deferred)
 
 
-_SHAPES: dict[type, _Shape] = {}
+_SHAPES: dict[tuple[type, tuple[str, ...]], _Shape] = {}
 
 
-def _shape(model: type[models.Model]) -> _Shape:
-    shape = _SHAPES.get(model)
+def _shape(model: type[models.Model], without: tuple[str, ...] = ()) -> _Shape:
+    shape = _SHAPES.get((model, without))
     if shape is None:
-        fields = model._meta.concrete_fields
+        fields = [f for f in model._meta.concrete_fields if f.attname not in without]
         quote = connection.ops.quote_name
         table = quote(model._meta.db_table)
-        shape = _SHAPES[model] = _Shape(
+        shape = _SHAPES[(model, without)] = _Shape(
             columns=", ".join(f"{table}.{quote(field.column)}" for field in fields),
             count=len(fields),
             converters=tuple(  # what Field.get_db_converters gives the ORM's compiler
@@ -36,28 +37,62 @@ def _shape(model: type[models.Model]) -> _Shape:
                 for i, field in enumerate(fields)
                 if hasattr(field, "from_db_value")
             ),
+            names=[field.attname for field in fields] if without else None,
         )
     return shape
 
 
-def columns(model: type[models.Model]) -> str:
-    """`model`'s whole row as a SELECT lists it (table-qualified), for `instance`.
+def columns(model: type[models.Model], *, without: tuple[str, ...] = ()) -> str:
+    """`model`'s whole row as a SELECT lists it (table-qualified), for `instance`; `without`:
+    fields left out (attnames), deferred on the instances as `.defer()` leaves them.
 
     For the statements every remembered turn sends: a queryset is built and compiled again on
     each call (~20,000 interpreter opcodes a `filter(...).first()`, bench_relay_cpu.py
     --remembered's opcode profile), where the SQL text written once costs the driver's call."""
-    return _shape(model).columns
+    return _shape(model, without).columns
 
 
-def instance(model: type[_M], row: Sequence[Any]) -> _M:
-    """The instance `row`'s leading `columns(model)` values are, as the ORM makes it from them
-    (Model.from_db; each field's from_db_value: a JSONField's text parsed). Values after those
-    are the caller's."""
-    shape = _shape(model)
+def instance(model: type[_M], row: Sequence[Any], *, without: tuple[str, ...] = ()) -> _M:
+    """The instance `row`'s leading `columns(model, without=without)` values are, as the ORM
+    makes it from them (Model.from_db; each field's from_db_value: a JSONField's text parsed).
+    Values after those are the caller's."""
+    shape = _shape(model, without)
     values = list(row[: shape.count])
     for i, field, convert in shape.converters:
         values[i] = convert(values[i], field, connection)
-    return model.from_db(connection.alias, None, values)  # type: ignore[arg-type]
+    return model.from_db(connection.alias, shape.names, values)  # type: ignore[arg-type]
+
+
+_UPDATES: dict[tuple[type, tuple[str, ...]], str] = {}
+
+
+def update(obj: models.Model) -> None:
+    """`obj`'s row written as `obj.save(force_update=True)` writes it: its loaded fields (the
+    deferred ones left as they are), each as save stores it (pre_save: auto_now stamps; its
+    get_db_prep_save); DatabaseError, as save's, when the row is gone. The statement is
+    written once per model and set of fields, not built and compiled on each call (an
+    extraction run's supersede, bench/README.md "Twenty-fifth session")."""
+    model = type(obj)
+    deferred = obj.get_deferred_fields()
+    fields = [
+        f
+        for f in model._meta.concrete_fields
+        if not f.primary_key and not f.generated and f.attname not in deferred
+    ]
+    key = (model, tuple(f.attname for f in fields))
+    sql = _UPDATES.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        sql = _UPDATES[key] = (
+            f"UPDATE {quote(model._meta.db_table)}"
+            f" SET {', '.join(f'{quote(f.column)} = %s' for f in fields)}"
+            f" WHERE {quote(model._meta.pk.column)} = %s"
+        )
+    values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, obj.pk])
+        if cursor.rowcount != 1:
+            raise DatabaseError("Forced update did not affect any rows.")
 
 
 def lock_if_present(obj: models.Model) -> bool:

@@ -8,10 +8,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import Workspace
 from config.admin_log import log_entries_delete
+from config.common import rows
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
 from memory.services.forgetting import (
@@ -137,15 +138,20 @@ class NewMemory:
     memory: Memory | None = None  # set by memories_create
 
 
-@transaction.atomic
+# No savepoint of its own (SAVEPOINT and RELEASE were two of a lone turn's statements): its
+# only writes are its three inserts, and an error in one ends the caller's transaction too.
+@transaction.atomic(savepoint=False)
 def memories_create(
     *, workspace: Workspace, user_id: str, new: list[NewMemory], actor: str, reason: str = ""
 ) -> list[Memory]:
-    """memory_create for many memories in four statements (memories, sources, events), not
-    four per memory: an extraction job's new facts (bench/bench_extraction.py).
+    """memory_create for many memories in three statements (memories, sources, events), not
+    four per memory: an extraction job's new facts (bench/bench_extraction.py), each written
+    once (config.common.rows.insert) rather than compiled by bulk_create on every call.
 
     Source messages are taken as given: the caller read them from the user's own conversation.
     """
+    if not new:
+        return []
     memories = []
     for item in new:
         metadata = dict(item.metadata)
@@ -164,18 +170,16 @@ def memories_create(
         _index(memory, embedding=item.embedding)
         item.memory = memory
         memories.append(memory)
-    Memory.objects.bulk_create(memories)
-    through = Memory.sources.through
-    through.objects.bulk_create(
+    rows.insert(memories)
+    _link(
         [
-            through(memory_id=item.memory.id, message_id=message_id)
+            (item.memory.id, message_id)
             for item in new
             if item.memory is not None
             for message_id in dict.fromkeys(item.source_message_ids)
-        ],
-        ignore_conflicts=True,
+        ]
     )
-    MemoryEvent.objects.bulk_create(
+    rows.insert(
         [
             MemoryEvent(
                 workspace=workspace,
@@ -242,7 +246,6 @@ def _person_lock(*, workspace: Workspace, memory: Memory) -> None:
     user_lock(workspace_id=workspace.id, user_id=memory.user_id, exclusive=True)
 
 
-@transaction.atomic
 def memory_update(
     *,
     workspace: Workspace,
@@ -266,7 +269,63 @@ def memory_update(
     A person's edit of the text (`actor` api or admin) replaces the fact: the text it replaces
     is suppressed as a deleted memory's is (memory.services.forgetting), unless the new one is
     the same normalized text (case, spacing, end punctuation aside)."""
+    changes = _Changes(
+        text=text,
+        kind=kind,
+        event_date=event_date,
+        metadata=metadata,
+        source_message_ids=source_message_ids,
+        actor=actor,
+        reason=reason,
+        embedding=embedding,
+        unless_changed=unless_changed,
+    )
+    if actor not in HAND_ACTORS and connection.in_atomic_block:
+        # An extraction run's update, in its run's transaction: the statements written once,
+        # without a savepoint of its own (MemoryChanged and DoesNotExist are raised before it
+        # writes anything, and it locks nothing then): a soak-like turn's supersede was
+        # ~7.9 ms of its job's CPU under cProfile in nine statements (bench/README.md,
+        # "Twenty-fifth session").
+        return _update_fields(
+            workspace=workspace, memory=memory, changes=changes, written_once=True
+        )
+    return _update(workspace=workspace, memory=memory, changes=changes)
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """memory_update's arguments after `memory`."""
+
+    text: str | None
+    kind: str | None
+    event_date: dt.date | None | _Unset
+    metadata: dict | None
+    source_message_ids: Iterable[str]
+    actor: str
+    reason: str
+    embedding: list[float] | None
+    unless_changed: bool
+
+
+@transaction.atomic
+def _update(*, workspace: Workspace, memory: Memory, changes: _Changes) -> Memory:
+    """memory_update through the ORM, in its own savepoint: a person's edit (or an update
+    outside a transaction)."""
+    return _update_fields(workspace=workspace, memory=memory, changes=changes, written_once=False)
+
+
+def _update_fields(
+    *,
+    workspace: Workspace,
+    memory: Memory,
+    changes: _Changes,
+    written_once: bool,
+) -> Memory:
+    """memory_update's change. `written_once`: the lock and read, the save, the sources and
+    the history as statements written once (an extractor's update; the same rows)."""
     assert memory.workspace_id == workspace.id
+    text, kind, event_date = changes.text, changes.kind, changes.event_date
+    metadata, actor, embedding = changes.metadata, changes.actor, changes.embedding
     replaces = actor in HAND_ACTORS and text is not None
     ready: dict[str, list[float]] = {}
     subjects: frozenset[str] = frozenset()
@@ -291,14 +350,17 @@ def memory_update(
                 workspace=workspace, memory=memory, forgetting=forgetting
             )
         _person_lock(workspace=workspace, memory=memory)
-    if not _lock_as_read(memory, unless_changed=unless_changed):
-        # never saved back after a delete: Django's save() would insert it again
-        raise Memory.DoesNotExist(f"memory '{memory.pk}' was deleted.")
     # The row as it is now (locked): `memory` may have been read long before (an extraction
     # run reads a user's memories, then waits seconds for the model), and saving it whole
     # wrote back its old metadata, kind and date over a person's edit made meanwhile, and its
     # old text into the history as the text replaced.
-    memory.refresh_from_db()
+    if written_once:
+        _lock_and_read(memory, unless_changed=changes.unless_changed)
+    else:
+        if not _lock_as_read(memory, unless_changed=changes.unless_changed):
+            # never saved back after a delete: Django's save() would insert it again
+            raise Memory.DoesNotExist(f"memory '{memory.pk}' was deleted.")
+        memory.refresh_from_db()
     old_text = memory.text
     if kind is not None:
         memory.kind = kind
@@ -341,21 +403,97 @@ def memory_update(
         # outranked it, and deleting their conversation deleted the person's own fact. The
         # history's ADD keeps where the memory first came from.
         memory.sources.clear()
-    memory.save(force_update=True)
-    source_ids = list(dict.fromkeys(source_message_ids))
-    if source_ids:
-        memory.sources.add(*_own_messages(workspace, memory.user_id, source_ids))
-    _event(
+    source_ids = list(dict.fromkeys(changes.source_message_ids))
+    event = MemoryEvent(
         workspace=workspace,
-        memory=memory,
+        memory_id=memory.id,
+        user_id=memory.user_id,
         event=MemoryEvent.Event.UPDATE,
         old_text=old_text,
         new_text=memory.text,
         actor=actor,
-        reason=reason,
+        reason=changes.reason,
         source_message_ids=source_ids,
     )
+    if written_once:
+        rows.update(memory)
+        if source_ids:
+            _link_own_messages(workspace=workspace, memory=memory, ids=source_ids)
+        rows.insert([event])
+        return memory
+    memory.save(force_update=True)
+    if source_ids:
+        memory.sources.add(*_own_messages(workspace, memory.user_id, source_ids))
+    event.save(force_insert=True)
     return memory
+
+
+# An extractor's update locks and reads its memory in one statement (_lock_as_read's lock,
+# then refresh_from_db's read, were two, each built and compiled by the ORM). With
+# `unless_changed` the row is locked only as it was read: one written since (or deleted) is
+# neither locked nor read, as _lock_as_read's lock of it ended with memory_update's savepoint.
+_LOCK_AND_READ = (
+    "SELECT {columns} FROM memory_memory WHERE memory_memory.id = %s{as_read} FOR UPDATE"
+)
+_AS_READ = " AND memory_memory.updated_at = %s"
+_READ_WITHOUT = ("search", "embedding")  # the generated tsvector; the vector, set again
+_LOCK_SQL: dict[bool, str] = {}
+
+
+def _lock_and_read(memory: Memory, *, unless_changed: bool) -> None:
+    """_lock_as_read and refresh_from_db in one statement: `memory` holds its row as it is
+    now, locked until the transaction ends. Memory.DoesNotExist when it was deleted since it
+    was read; with `unless_changed`, MemoryChanged when it was written since."""
+    sql = _LOCK_SQL.get(unless_changed)
+    if sql is None:
+        sql = _LOCK_SQL[unless_changed] = _LOCK_AND_READ.format(
+            columns=rows.columns(Memory, without=_READ_WITHOUT),
+            as_read=_AS_READ if unless_changed else "",
+        )
+    params = [memory.pk, memory.updated_at] if unless_changed else [memory.pk]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None and unless_changed:
+            cursor.execute("SELECT 1 FROM memory_memory WHERE id = %s", [memory.pk])
+            if cursor.fetchone() is not None:
+                raise MemoryChanged(f"memory '{memory.pk}' was changed since it was read")
+    if row is None:
+        # never saved back after a delete: Django's save() would insert it again
+        raise Memory.DoesNotExist(f"memory '{memory.pk}' was deleted.")
+    now = rows.instance(Memory, row, without=_READ_WITHOUT)
+    for name in _read_names():  # as refresh_from_db sets them
+        setattr(memory, name, getattr(now, name))
+    memory.__dict__.pop("_prefetched_objects_cache", None)
+    memory._state.db = now._state.db
+
+
+_READ_NAMES: list[str] = []
+
+
+def _read_names() -> list[str]:
+    if not _READ_NAMES:
+        _READ_NAMES.extend(
+            f.attname for f in Memory._meta.concrete_fields if f.attname not in _READ_WITHOUT
+        )
+    return _READ_NAMES
+
+
+# The sources of an extractor's update linked in one statement: _own_messages's ids, then
+# sources.add's insert (ON CONFLICT DO NOTHING: no m2m_changed receivers), were two.
+_LINK_OWN = """
+INSERT INTO memory_memory_sources (memory_id, message_id)
+SELECT %s, memory_message.id FROM memory_message
+WHERE memory_message.workspace_id = %s AND memory_message.user_id = %s
+AND memory_message.id = ANY(%s::varchar[])
+ON CONFLICT DO NOTHING
+"""
+
+
+def _link_own_messages(*, workspace: Workspace, memory: Memory, ids: list[str]) -> None:
+    """memory.sources.add(*_own_messages(...)) in one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LINK_OWN, [memory.pk, workspace.id, memory.user_id, ids])
 
 
 def memory_add_sources(
@@ -374,10 +512,24 @@ def memories_add_sources(*, workspace: Workspace, links: Iterable[tuple[str, str
     The pairs are taken as given, as in memories_create: the caller read the memories as
     `workspace`'s and the messages from their user's own conversation.
     """
-    through = Memory.sources.through
-    rows = [through(memory_id=m, message_id=s) for m, s in dict.fromkeys(links)]
-    if rows:
-        through.objects.bulk_create(rows, ignore_conflicts=True)
+    _link(list(dict.fromkeys(links)))
+
+
+# Sources linked as bulk_create(ignore_conflicts=True) links them (no m2m_changed receivers:
+# as sources.add), in a statement written once.
+_LINK = """
+INSERT INTO memory_memory_sources (memory_id, message_id)
+SELECT * FROM unnest(%s::varchar[], %s::varchar[])
+ON CONFLICT DO NOTHING
+"""
+
+
+def _link(pairs: list[tuple[str, str]]) -> None:
+    """(memory id, message id) pairs linked, those already linked left as they are."""
+    if pairs:
+        memory_ids, message_ids = zip(*pairs, strict=True)
+        with connection.cursor() as cursor:
+            cursor.execute(_LINK, [list(memory_ids), list(message_ids)])
 
 
 @transaction.atomic

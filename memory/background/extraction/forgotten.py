@@ -21,9 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Workspace
+from config.common import rows
 from memory.embeddings import get_embedder
 from memory.models import MemorySuppression, Message
 from memory.services.forgetting import content_digest, normalized, user_subjects
@@ -87,6 +89,34 @@ def _vectors(rows: Sequence[list[float] | np.ndarray | None], dimensions: int) -
     return known
 
 
+# The user's suppressions as `forgotten` reads them, in a statement written once: the queryset
+# was built and compiled again on every extraction run (~1.75 ms of a lone turn's job under
+# cProfile, with its suppressions_lift; bench/README.md "Twenty-fifth session").
+_SUPPRESSIONS = """
+SELECT {columns} FROM memory_memorysuppression
+WHERE memory_memorysuppression.workspace_id = %s AND memory_memorysuppression.user_id = %s
+"""
+_SUPPRESSION_READ = ("id", "normalized", "embedding", "source_hashes", "deleted_at")
+_SUPPRESSIONS_SQL: list[tuple[str, tuple[str, ...]]] = []  # the statement, the fields deferred
+
+
+def _suppressions(*, workspace: Workspace, user_id: str) -> list[MemorySuppression]:
+    """MemorySuppression.objects.filter(workspace, user_id).only(*_SUPPRESSION_READ)."""
+    if not _SUPPRESSIONS_SQL:
+        deferred = tuple(
+            f.attname
+            for f in MemorySuppression._meta.concrete_fields
+            if f.attname not in _SUPPRESSION_READ
+        )
+        columns = rows.columns(MemorySuppression, without=deferred)
+        _SUPPRESSIONS_SQL.append((_SUPPRESSIONS.format(columns=columns), deferred))
+    sql, without = _SUPPRESSIONS_SQL[0]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [workspace.id, user_id])
+        found = cursor.fetchall()
+    return [rows.instance(MemorySuppression, row, without=without) for row in found]
+
+
 def forgotten(
     *,
     workspace: Workspace,
@@ -99,11 +129,7 @@ def forgotten(
 
     `guessed`: the facts whose messages are only the ones they may have come from (a model that
     named none): said anew only if all of them were, since an old one may be what said it."""
-    suppressions = list(
-        MemorySuppression.objects.filter(workspace=workspace, user_id=user_id).only(
-            "id", "normalized", "embedding", "source_hashes", "deleted_at"
-        )
-    )
+    suppressions = _suppressions(workspace=workspace, user_id=user_id)
     verdict = Verdict(keep=[True] * len(facts), seen=frozenset(s.id for s in suppressions))
     if not suppressions or not facts:
         return verdict

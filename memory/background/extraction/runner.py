@@ -22,10 +22,10 @@ from typing import TypeVar
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
 
 from accounts.models import Workspace
 from completions.providers.llm import LLMError, LLMUnavailable, available
+from config.common import rows
 from memory.background.extraction import offline
 from memory.background.extraction.forgotten import forgotten
 from memory.background.extraction.remarks import without_remarks
@@ -56,6 +56,20 @@ logger = logging.getLogger("engram.memory")
 Of = TypeVar("Of", Message, ProcessingJob)
 
 
+# The messages of a run's ranges, one statement written once: the ranges as three arrays, where
+# a Q of each job's range was built and compiled again every run (a lone turn's job: ~2 ms of
+# its CPU under cProfile; bench/README.md, "Twenty-fifth session"). The ranges never overlap
+# (adjacent ones are joined): no message twice.
+_JOB_MESSAGES = """
+SELECT {columns} FROM memory_message
+JOIN unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS span(conversation_id, after, upto)
+ON memory_message.conversation_id = span.conversation_id
+AND memory_message.id > span.after AND memory_message.id <= span.upto
+ORDER BY memory_message.id
+"""
+_NO_SEARCH = ("search",)  # the generated tsvector: never read here
+
+
 def job_messages(jobs: list[ProcessingJob]) -> list[Message]:
     """The messages the jobs cover (of one conversation or several), in order: one query."""
     spans: list[list[str]] = []  # (conversation, after, upto), adjacent ranges joined
@@ -65,10 +79,11 @@ def job_messages(jobs: list[ProcessingJob]) -> list[Message]:
             last[2] = max(last[2], job.upto_message_id)
         else:
             spans.append([job.conversation_id, job.after_message_id, job.upto_message_id])
-    covered = Q(pk__in=[])
-    for conversation_id, after, upto in spans:
-        covered |= Q(conversation_id=conversation_id, id__gt=after, id__lte=upto)
-    return list(Message.objects.filter(covered).defer("search").order_by("id"))
+    sql = _JOB_MESSAGES.format(columns=rows.columns(Message, without=_NO_SEARCH))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(column) for column in zip(*spans, strict=True)])
+        found = cursor.fetchall()
+    return [rows.instance(Message, row, without=_NO_SEARCH) for row in found]
 
 
 def embed_messages(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from django.db import connection
 from django.db.models import BinaryField, F, Func, Q
 
 from accounts.models import Workspace
+from config.common import rows
 from memory.fields import EMBEDDING_DIMENSIONS as DIMENSIONS
 from memory.models import Memory
 
@@ -33,6 +36,36 @@ CROSS JOIN LATERAL (
     ORDER BY m.embedding <=> q.vector LIMIT %s
 ) n
 """
+
+
+# What `around` loads, in one statement written once (it was two: the nearest ids, then an ORM
+# load of them and the slots', built and compiled again every run: ~4.4 ms of a lone turn's
+# job under cProfile, bench/README.md "Twenty-fifth session"). The nearest ids are an
+# InitPlan, run once: as a plain subquery of the load PostgreSQL may run it again for every
+# memory it filters (make eval's ingestion took 2.6x as long). The slot's test is the ORM's
+# `metadata__slot__in` (jsonb -> text compared as jsonb).
+_AROUND = """
+SELECT {columns}, vector_send(memory_memory.embedding) FROM memory_memory
+WHERE memory_memory.workspace_id = %s AND memory_memory.user_id = %s
+AND memory_memory.embedding IS NOT NULL
+AND (memory_memory.id = ANY(ARRAY({nearest}))
+     OR (memory_memory.metadata -> 'slot') = ANY(%s::text[]::jsonb[]))
+ORDER BY memory_memory.updated_at DESC LIMIT %s
+"""
+# `embedding` comes as its binary form (_binary_vector), into the store's array; `search` is
+# never read.
+_LOADED_WITHOUT = ("search", "embedding")
+_AROUND_SQL: list[str] = []
+
+
+def _around_sql() -> str:
+    if not _AROUND_SQL:
+        _AROUND_SQL.append(
+            _AROUND.format(
+                columns=rows.columns(Memory, without=_LOADED_WITHOUT), nearest=_NEAREST.strip()
+            )
+        )
+    return _AROUND_SQL[0]
 
 
 class UserMemories:
@@ -62,23 +95,42 @@ class UserMemories:
     def around(
         cls, workspace: Workspace, user_id: str, *, vectors: np.ndarray, k: int, slots: set[str]
     ) -> UserMemories:
-        """Only the memories a run over these vectors can meet, in two statements: each vector's
-        k nearest, and every memory of the slots. nearest(v, k) for one of the vectors and
-        by_slot then answer as over all the user's memories — the k nearest of v are among
+        """Only the memories a run over these vectors can meet, in one statement: each
+        vector's k nearest, and every memory of the slots. nearest(v, k) for one of the vectors
+        and by_slot then answer as over all the user's memories — the k nearest of v are among
         them, and what the run adds or changes is added here as it goes — while a run's cost
         no longer grows with how many memories the user has (a user's 854 took 38-41 ms to
         load whole)."""
         from memory.services.indexing import vector_text
 
-        # Its own statement: as a subquery of the load, PostgreSQL may run it again for every
-        # memory it filters (make eval's ingestion took 2.6x as long).
         with connection.cursor() as cursor:
-            cursor.execute(_NEAREST, [[vector_text(v) for v in vectors], workspace.id, user_id, k])
-            nearest = [row[0] for row in cursor.fetchall()]
-        only = Q(id__in=nearest)
-        if slots:
-            only |= Q(metadata__slot__in=sorted(slots))
-        return cls(workspace, user_id, only=only)
+            cursor.execute(
+                _around_sql(),
+                [
+                    workspace.id,
+                    user_id,
+                    [vector_text(v) for v in vectors],
+                    workspace.id,
+                    user_id,
+                    k,
+                    [json.dumps(slot) for slot in sorted(slots)],
+                    MAX_LOADED,
+                ],
+            )
+            found = cursor.fetchall()
+        store = cls.__new__(cls)
+        store._load(workspace, user_id, found)
+        return store
+
+    def _load(self, workspace: Workspace, user_id: str, found: list[tuple]) -> None:
+        """From rows of `_AROUND`'s shape: the memory's columns, then its vector (binary)."""
+        self.workspace = workspace
+        self.user_id = user_id
+        self._vectors = np.zeros((max(64, 2 * len(found)), DIMENSIONS), dtype=np.float32)
+        self.memories = []
+        for i, row in enumerate(found):
+            self._vectors[i] = np.frombuffer(row[-1], dtype=">f4", offset=4)
+            self.memories.append(rows.instance(Memory, row, without=_LOADED_WITHOUT))
 
     @property
     def vectors(self) -> np.ndarray:
