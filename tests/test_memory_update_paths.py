@@ -26,7 +26,9 @@ def _messages(workspace, user_id: str, count: int) -> list[str]:
     conv, _ = conversation_get_or_create(workspace=workspace, external_id=user_id, user_id=user_id)
     texts = [f"I live in city {i}." for i in range(count)]
     messages = [{"role": "user", "content": text} for text in texts]
-    stored = messages_append(workspace=workspace, conversation=conv, session=None, messages=messages)
+    stored = messages_append(
+        workspace=workspace, conversation=conv, session=None, messages=messages
+    )
     return [m.id for m in stored]
 
 
@@ -72,7 +74,11 @@ CHANGES = [
         "sources": [1],
     },
     # the LLM extractor's update: a text, embedded here; two sources, one already linked
-    {"text": "User lives in Lisbon now.", "reason": "the model found newer information", "sources": [0, 2]},
+    {
+        "text": "User lives in Lisbon now.",
+        "reason": "the model found newer information",
+        "sources": [0, 2],
+    },
     # a kind and a date, no text: embedded again as it is
     {"kind": "event", "event_date": dt.date(2026, 11, 30), "sources": []},
 ]

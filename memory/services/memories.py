@@ -450,7 +450,7 @@ def _lock_and_read(memory: Memory, *, unless_changed: bool) -> None:
             columns=rows.columns(Memory, without=_READ_WITHOUT),
             as_read=_AS_READ if unless_changed else "",
         )
-    params = [memory.pk, memory.updated_at] if unless_changed else [memory.pk]
+    params: list[Any] = [memory.pk, memory.updated_at] if unless_changed else [memory.pk]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
