@@ -10,7 +10,7 @@ which add or supersede a memory, as the soak's remembered turns do. Job i is run
 version then the other (which first alternates), each as soon as its turn is stored (no
 backlog: nothing to batch; memory.tasks.extract, what a worker pool process does per task).
 Prints each version's CPU ms a job (time.process_time of its process: ONNX included, the
-database's own CPU not), its statements a job (execute_wrapper), and what its jobs wrote
+database's own CPU not; of it the embedder's calls, and the rest), its statements a job (execute_wrapper), and what its jobs wrote
 (memories, sources, history events by kind: the same for both when they behave alike).
 `--skip-first N` leaves the first N jobs (each process's warm-up) out of the figures.
 """
@@ -57,6 +57,21 @@ def child(root: Path, users: int, seed: int, stamp: str) -> int:
 
     rng = random.Random(seed)
     count = 0
+    embedding = 0.0  # the CPU of the embedder's calls (ONNX), to tell apart from the rest
+    from memory.embeddings import get_embedder
+
+    embedder = get_embedder()
+    embed = embedder.embed
+
+    def timed_embed(*args, **kwargs):
+        nonlocal embedding
+        began = time.process_time()
+        try:
+            return embed(*args, **kwargs)
+        finally:
+            embedding += time.process_time() - began
+
+    embedder.embed = timed_embed  # type: ignore[method-assign]
 
     def counter(execute, sql, params, many, context):
         nonlocal count
@@ -75,11 +90,12 @@ def child(root: Path, users: int, seed: int, stamp: str) -> int:
         )
         job = ProcessingJob.objects.get(conversation=conversation, status="pending", kind="extract")
         count = 0
+        embedding = 0.0
         began = time.process_time()
         with connection.execute_wrapper(counter):
             tasks.extract(job.id)
         cpu = time.process_time() - began
-        print(json.dumps({"cpu": cpu, "statements": count}), flush=True)
+        print(json.dumps({"cpu": cpu, "statements": count, "embedding": embedding}), flush=True)
     # what the jobs wrote, to compare between the versions
     written = {
         "memories": Memory.objects.filter(workspace=workspace).count(),
@@ -136,7 +152,9 @@ def main() -> int:
             cwd=root,
         )
         assert json.loads(procs[label].stdout.readline()).get("ready")
-    figures: dict[str, dict] = {label: {"cpu": 0.0, "statements": 0, "jobs": 0} for label in procs}
+    figures: dict[str, dict] = {
+        label: {"cpu": 0.0, "embedding": 0.0, "statements": 0, "jobs": 0} for label in procs
+    }
     for i in range(args.jobs):
         order = ["old", "new"] if i % 2 == 0 else ["new", "old"]
         for label in order:
@@ -146,6 +164,7 @@ def main() -> int:
             answer = json.loads(proc.stdout.readline())
             if i >= args.skip_first:
                 figures[label]["cpu"] += answer["cpu"]
+                figures[label]["embedding"] += answer["embedding"]
                 figures[label]["statements"] += answer["statements"]
                 figures[label]["jobs"] += 1
     for label, proc in procs.items():
@@ -154,7 +173,9 @@ def main() -> int:
         proc.wait()
         done = figures[label]
         print(
-            f"{label} ({versions[label]}): {1000 * done['cpu'] / done['jobs']:.2f} ms of CPU a job,"
+            f"{label} ({versions[label]}): {1000 * done['cpu'] / done['jobs']:.2f} ms of CPU a job"
+            f" (embedding {1000 * done['embedding'] / done['jobs']:.2f}, the rest"
+            f" {1000 * (done['cpu'] - done['embedding']) / done['jobs']:.2f}),"
             f" {done['statements'] / done['jobs']:.2f} statements a job ({done['jobs']} jobs"
             f" after the first {args.skip_first}); written: {written}"
         )
