@@ -70,6 +70,18 @@ _SSE = (b"content-type", b"text/event-stream")
 _BRACKET = DONE[-3]  # `]`, DONE's last byte before its blank line
 
 
+def _joined(raw: list) -> dict[str, str]:
+    """The headers with a repeated name's values joined by commas, as Django's ASGIRequest
+    reads them (its META), so every door answers a request alike: a repeated Engram header
+    is no id (a 400 naming it) and a second Authorization is no key. The dict of the last
+    values let a second `x-user-id` or `Authorization` win here and be refused there."""
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name, text = key.decode("latin-1"), value.decode("latin-1")
+        headers[name] = f"{headers[name]},{text}" if name in headers else text
+    return headers
+
+
 class _Disconnected(Exception):
     pass
 
@@ -78,6 +90,8 @@ class CompletionsApp:
     async def __call__(self, scope, receive, send) -> None:
         started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if len(headers) != len(scope["headers"]):  # a name sent twice: read as Django does
+            headers = _joined(scope["headers"])
         incoming = headers.get("x-request-id", "")
         request_id = incoming if _CLIENT_ID.match(incoming) else _new_request_id()
         request_id_var.set(request_id)

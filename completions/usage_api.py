@@ -151,7 +151,12 @@ class UsageApi(APIView):
             raise Invalid(
                 f"group_by must be one of {', '.join(selectors.USAGE_GROUPS)}.", field="group_by"
             )
-        cursor = parse_cursor(params, default_limit=MAX_LIMIT, default_order="asc")
+        cursor = parse_cursor(
+            params,
+            default_limit=MAX_LIMIT,
+            default_order="asc",
+            filters=("start", "end", "group_by"),
+        )
         groups, has_more, totals = selectors.usage_summary(
             workspace=request.workspace, start=start, end=end, group_by=group_by, cursor=cursor
         )

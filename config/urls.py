@@ -41,7 +41,13 @@ urlpatterns = [
     path("playground", playground, name="playground"),
     # Public, like the health checks (accounts.middleware.PUBLIC_PREFIXES).
     path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # GET and HEAD only: DRF answers OPTIONS with the view's metadata through its renderer,
+    # here an HTML one with no template for it (a 500 to anyone, without a key).
+    path(
+        "docs",
+        SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"]),
+        name="docs",
+    ),
     path("v1/", include(api_patterns)),
     path("api/v1/", include(api_patterns)),
 ]

@@ -116,6 +116,10 @@ class MemoryListFilters:
     created_until: dt.datetime | None = None  # created before
 
 
+# GET /v1/memories's query beside the list parameters (config.common.pagination)
+MEMORY_LIST_QUERY = ("user_id", "kind", "conversation_id", "created_after", "created_before")
+
+
 def memory_list_filters(query_params) -> MemoryListFilters:
     """`kind` (repeated or comma-separated), `conversation_id`, `created_after` and
     `created_before`; a 400 naming the parameter for what none of them can be."""

@@ -1,10 +1,13 @@
 """Routing by model name, per-workspace credentials and aliases, the local provider, llm.chat."""
 
+import json
+
+import openai
 import pytest
 from django.db import connection
 
 from completions.models import ProviderCredential
-from completions.providers import llm
+from completions.providers import llm, local
 from completions.services import model_alias_set, provider_credential_set
 from config.common.crypto import SecretUnreadable
 from tests.upstream import Reply, openai_completion
@@ -278,3 +281,111 @@ def test_llm_chat_leaves_out_a_reasoning_models_thinking(owner, upstream):
     upstream.script(Reply(json=openai_completion("<think>\nStill thinking when max_tokens ran")))
     with pytest.raises(llm.LLMError, match="all thinking"):
         llm.chat(workspace=owner[0], messages=[{"role": "user", "content": "x"}])
+
+
+# --- the local provider keeps OpenAI's parameters (or refuses them by name) ---------------------
+
+
+def _local(sdk, stream: bool = False, **fields):
+    """One local answer through the official SDK: (text, finish_reason, usage)."""
+    messages = [{"role": "user", "content": "Hi there, tell me about Berlin and Paris please"}]
+    if not stream:
+        answer = sdk.chat.completions.create(model="local", messages=messages, **fields)
+        choice = answer.choices[0]
+        return choice.message.content, choice.finish_reason, answer.usage
+    chunks = list(
+        sdk.chat.completions.create(
+            model="local",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            **fields,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    return text, finish[-1], chunks[-1].usage
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("cap", ["max_completion_tokens", "max_tokens"])
+def test_local_stops_at_the_token_cap_with_finish_reason_length(sdk, stream, cap):
+    whole, _, _ = _local(sdk)
+    text, finish, usage = _local(sdk, stream, **{cap: 3})
+    # "(local model": three of the local model's tokens; the answer before was the whole quote
+    assert (text, finish, usage.completion_tokens) == ("(local model", "length", 3)
+    assert whole.startswith(text) and len(whole) > len(text)
+    text, finish, _ = _local(sdk, stream, **{cap: 1000})
+    assert (text, finish) == (whole, "stop")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_local_stops_before_the_first_stop_sequence(sdk, stream):
+    text, finish, usage = _local(sdk, stream, stop=["Paris", "Berlin"])
+    assert text == "(local model, no LLM configured) You said: Hi there, tell me about "
+    assert finish == "stop" and usage.completion_tokens == local.count_tokens(text)
+    # a stop past the token cap: the cap comes first
+    text, finish, _ = _local(sdk, stream, stop="Paris", max_completion_tokens=2)
+    assert (text, finish) == ("(local", "length")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_local_answers_json_when_asked_for_a_json_object(sdk, stream):
+    text, finish, _ = _local(sdk, stream, response_format={"type": "json_object"})
+    assert finish == "stop"
+    assert json.loads(text) == {"reply": _local(sdk)[0]}
+
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ({"tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "lookup"}}},
+            "tool_choice",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "object"}},
+                }
+            },
+            "response_format",
+        ),
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy"}}, "modalities"),
+    ],
+)
+@pytest.mark.parametrize("fast_path", [True, False], ids=["asgi", "django"])
+def test_what_the_local_model_cannot_do_is_a_400_naming_it(
+    sdk, settings, fast_path, stream, fields, param
+):
+    settings.ENGRAM_GATEWAY_FAST_PATH = fast_path
+    with pytest.raises(openai.BadRequestError) as refused:
+        _local(sdk, stream, **fields)
+    error = refused.value.body
+    assert (error["param"], error["code"]) == (param, "unsupported")
+    assert "local" in error["message"]
+
+
+def test_what_the_local_model_can_do_stays_a_200(sdk):
+    # no logprobs asked, tools the model may leave uncalled, a plain text format
+    text, finish, _ = _local(
+        sdk,
+        logprobs=False,
+        tools=TOOLS,
+        tool_choice="auto",
+        response_format={"type": "text"},
+        modalities=["text"],
+        seed=7,
+    )
+    assert text.endswith("You said: Hi there, tell me about Berlin and Paris please")
+    assert finish == "stop"

@@ -43,6 +43,18 @@ def test_wrong_method_is_405(operator_http):
     assert_envelope(operator_http.put("/v1/workspaces", json={}), 405, code="method_not_allowed")
 
 
+@pytest.mark.parametrize("path", ["/docs", "/v1/schema", "/playground", "/healthz", "/readyz"])
+def test_options_on_a_public_page_is_not_a_500(anon_http, path):
+    """The Swagger page's OPTIONS once rendered DRF's metadata with an HTML renderer that has
+    no template for it: a 500 to anyone, without a key."""
+    resp = anon_http.options(path)
+    if resp.status_code >= 400:
+        assert_envelope(resp, 405, code="method_not_allowed")
+        assert "GET" in resp.headers["allow"]
+    else:
+        assert resp.status_code in (200, 204), resp.text
+
+
 def test_malformed_json_is_400(operator_http):
     resp = operator_http.post(
         "/v1/workspaces", content=b"{not json", headers={"content-type": "application/json"}

@@ -52,6 +52,31 @@ def test_hostile_headers_get_one_answer(door, http, outsider, upstream, headers,
     assert upstream.chat_requests() == []
 
 
+REPEATED = [
+    ("x-user-id", [("x-user-id", "alice"), ("x-user-id", "bob")]),
+    ("x-conversation-id", [("x-conversation-id", "c1"), ("x-conversation-id", "c2")]),
+    ("x-session-id", [("x-session-id", "s1"), ("x-session-id", "s2")]),
+    ("x-collection-ids", [("x-collection-ids", "[]"), ("x-collection-ids", "[]")]),
+]
+
+
+@pytest.mark.parametrize(("param", "headers"), REPEATED, ids=[case[0] for case in REPEATED])
+def test_a_header_sent_twice_gets_one_answer(door, http, upstream, param, headers):
+    """Django joins a repeated header's values with commas (which no id has: a 400); the ASGI
+    door kept the last value and answered 200, for another user than the first header named."""
+    error = assert_envelope(door(http, headers), 400)
+    assert error["param"] == param
+    assert upstream.chat_requests() == []
+
+
+def test_a_second_authorization_header_is_no_way_around_the_first(door, http, owner, upstream):
+    """A proxy that checks the first Authorization header saw a bad key; the ASGI door used
+    the last, the Django doors refused: every door refuses the pair."""
+    headers = [("authorization", "Bearer sk-not-a-key"), ("authorization", f"Bearer {owner[1]}")]
+    assert_envelope(door(http, headers), 401, code="invalid_api_key")
+    assert upstream.chat_requests() == []
+
+
 def test_unknown_or_foreign_collection_is_one_404(door, http, outsider, upstream):
     theirs = Collection.objects.create(workspace=outsider[0], name="Theirs")
     for cid in ("col_nope", theirs.id):

@@ -246,3 +246,50 @@ def test_the_document_says_which_bodies_are_closed(anon_http):
     imported = body("/v1/conversations/{conversation_id}/messages", "post")
     message = imported["properties"]["messages"]["items"]["$ref"].rsplit("/", 1)[-1]
     assert components[message].get("additionalProperties") is not False
+
+
+def test_an_unknown_query_parameter_on_every_list_is_a_400_naming_it(
+    http, operator_http, anon_http, world
+):
+    """Every list in the document (its GET with `limit`), with a query parameter it does not
+    have: `?userid=alice` listed every user's memories, the misspelt filter ignored."""
+    from tests.test_openapi import _schema
+
+    http.post(
+        "/v1/conversations/c1/messages",
+        json={"user_id": USER, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    ids = {
+        "agent_id": world["agent"],
+        "collection_id": world["collection"],
+        "conversation_id": "c1",
+        "workspace_id": world["workspace"],
+    }
+    lists = []
+    for path, operations in _schema(anon_http)["paths"].items():
+        parameters = operations.get("get", {}).get("parameters", [])
+        names = [p["name"] for p in parameters if p["in"] == "query"]
+        if "limit" in names:
+            lists.append((path.format(**ids), names))
+    assert len(lists) >= 13
+    for path, names in lists:
+        client = operator_http if path.startswith("/v1/workspaces") else http
+        for typo in ("userid", "limt", "status_"):
+            error = assert_envelope(client.get(path, params={typo: "1"}), 400)
+            assert (error["param"], error["code"]) == (typo, "unknown_parameter"), path
+        error = assert_envelope(client.get(path, params={"x" * 10_000: "1"}), 400)
+        assert error["code"] == "unknown_parameter" and len(error["param"]) < 100, path
+        # the document's own parameters are read, not refused
+        known = {"limit": "5", "order": "asc"}
+        assert client.get(path, params=known).status_code == 200, path
+        assert set(names) <= {*known, "after", "before", "user_id", "kind", "status"} | {
+            "conversation_id",
+            "created_after",
+            "created_before",
+            "start",
+            "end",
+            "group_by",
+        }, path
+    # the reported case: a misspelt filter no longer lists every user's memories
+    http.post("/v1/memories", json={"user_id": "someone_else", "text": "likes coffee"})
+    assert assert_envelope(http.get("/v1/memories?userid=u_closed"), 400)["param"] == "userid"

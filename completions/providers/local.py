@@ -7,10 +7,12 @@ own LLM calls (completions.providers.llm.chat) treat it as "no LLM" and use thei
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from completions.providers.base import (
     Call,
@@ -20,6 +22,7 @@ from completions.providers.base import (
     Upstream,
     UpstreamStream,
 )
+from config.common.errors import ApiError
 
 NAMES = ("local",)
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -52,6 +55,60 @@ def reply_text(messages: list[dict]) -> str:
     return "(local model, no LLM configured) Hello!"
 
 
+def _unsupported(param: str, what: str) -> ApiError:
+    return ApiError(
+        400,
+        f"{what} is not supported by the local model (no LLM configured): configure an "
+        "upstream, or leave it out.",
+        param=param,
+        code="unsupported",
+    )
+
+
+def _refuse_what_it_cannot_do(body: dict) -> None:
+    """A 400 naming what a quoting model cannot honour, as the Anthropic translation refuses
+    what Claude cannot do: an answer that ignored it would look like the model's (no
+    logprobs, no forced tool call, text where a JSON schema was asked for)."""
+    if body.get("logprobs") is True:
+        raise _unsupported("logprobs", "'logprobs'")
+    choice = body.get("tool_choice")
+    if choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function"):
+        raise _unsupported("tool_choice", "A 'tool_choice' that forces a tool call")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        raise _unsupported("response_format", "A 'json_schema' response format")
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and "audio" in modalities:
+        raise _unsupported("modalities", "Audio output")
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    finish_reason: str
+
+
+def answer(body: dict) -> Answer:
+    """The quote as an upstream would end it: JSON for a `json_object` format, cut before the
+    first `stop` sequence, then at `max_completion_tokens` (or `max_tokens`) of its own tokens
+    with finish_reason "length"."""
+    _refuse_what_it_cannot_do(body)
+    text = reply_text(body["messages"])
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        text = json.dumps({"reply": text})
+    stop = body.get("stop")
+    for sequence in [stop] if isinstance(stop, str) else stop or ():
+        if sequence and sequence in text:
+            text = text[: text.index(sequence)]
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    if cap is not None:
+        tokens = list(_TOKEN.finditer(text))
+        if len(tokens) > cap:
+            return Answer(text[: tokens[cap - 1].end()], "length")
+    return Answer(text, "stop")
+
+
 def _usage(body: dict, text: str) -> dict:
     prompt = count_tokens(_prompt_text(body["messages"]))
     completion = count_tokens(text) * (body.get("n") or 1)
@@ -65,9 +122,10 @@ def _usage(body: dict, text: str) -> dict:
 class LocalStream(UpstreamStream):
     def __init__(self, body: dict) -> None:
         self.body = body
+        self.answer = answer(body)  # refused before the stream starts
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        text = reply_text(self.body["messages"])
+        text, finish = self.answer.text, self.answer.finish_reason
         n = self.body.get("n") or 1
         base = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -87,7 +145,7 @@ class LocalStream(UpstreamStream):
             for index in range(n):
                 yield chunk(index, {"content": piece})
         for index in range(n):
-            yield chunk(index, {}, "stop")
+            yield chunk(index, {}, finish)
         yield Chunk(data={**base, "choices": [], "usage": _usage(self.body, text)})
 
 
@@ -98,7 +156,8 @@ class LocalProvider(Provider):
         return model in NAMES or model.startswith("local/")
 
     def completion(self, body: dict) -> dict:
-        text = reply_text(body["messages"])
+        reply = answer(body)
+        text, finish = reply.text, reply.finish_reason
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -110,7 +169,7 @@ class LocalProvider(Provider):
                     "index": index,
                     "message": {"role": "assistant", "content": text, "refusal": None},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish,
                 }
                 for index in range(body.get("n") or 1)
             ],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from django.utils.datastructures import MultiValueDict
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
@@ -31,17 +32,38 @@ def unknown_fields_check(data: Mapping, allowed: Iterable[str], *, where: str = 
         raise Invalid(f"Unknown parameter: '{name}'.", field=name, code=CODE)
 
 
+def repeated_fields_check(data: MultiValueDict) -> None:
+    """Invalid naming the first field (in sorted order) a form gives more than once. Django's
+    form keeps the last value: two files uploaded at once stored the second as the document
+    and dropped the first in silence."""
+    repeated = sorted(str(key) for key, values in data.lists() if len(values) > 1)
+    if repeated:
+        name = field_name("", repeated[0])
+        raise Invalid(
+            f"Invalid '{name}': given more than once; send one value.",
+            field=name,
+            code="invalid_value",
+        )
+
+
 class ClosedSerializer(serializers.Serializer):
     """A DRF input serializer whose body may hold only its declared fields. Nested, the error
     keeps its path (`limits.rpmx`) through DRF's own nesting of errors."""
 
     def to_internal_value(self, data):
         if isinstance(data, Mapping):
-            try:
-                unknown_fields_check(data, self.fields)
-            except Invalid as exc:
-                # DRF nests it under the parent's field; the exception handler names the whole
-                # path (config.common.errors.drf_exception_handler)
-                detail = {str(exc.field): [ErrorDetail(exc.message, code=CODE)]}
-                raise serializers.ValidationError(detail) from None
-        return super().to_internal_value(data)
+            _as_validation_error(unknown_fields_check, data, self.fields)
+        value = super().to_internal_value(data)
+        if isinstance(data, MultiValueDict):  # a form (an upload): one value a field
+            _as_validation_error(repeated_fields_check, data)
+        return value
+
+
+def _as_validation_error(check, *args) -> None:
+    """`check`, its Invalid as DRF's ValidationError: DRF nests it under the parent's field and
+    the exception handler names the whole path (config.common.errors.drf_exception_handler)."""
+    try:
+        check(*args)
+    except Invalid as exc:
+        detail = {str(exc.field): [ErrorDetail(exc.message, code=exc.code or CODE)]}
+        raise serializers.ValidationError(detail) from None

@@ -5,15 +5,17 @@ Cursor pagination by id: Engram's ids sort by creation time, so `after=<id>` is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
+from config.common.closed import unknown_fields_check
 from config.common.errors import ApiError
 from config.common.ids import identifier
 
 MAX_LIMIT = 100
+LIST_PARAMS = ("limit", "order", "after", "before")
 
 
 def parse_limit(raw: str | None, *, default: int = 20) -> int:
@@ -85,9 +87,19 @@ class Cursor:
         return page, len(rows) > self.limit
 
 
-def parse_cursor(query_params, *, default_limit: int = 20, default_order: str = "desc") -> Cursor:
+def parse_cursor(
+    query_params,
+    *,
+    default_limit: int = 20,
+    default_order: str = "desc",
+    filters: Sequence[str] = (),
+) -> Cursor:
     """The one reader of the list parameters, as in OpenAI's list endpoints (a list whose rows
-    came whole before it was paginated keeps its old order and as many rows as it can)."""
+    came whole before it was paginated keeps its old order and as many rows as it can). A
+    query parameter that is neither one of them nor one of the list's `filters` is a 400
+    `unknown_parameter` naming it, as in a body: `?userid=alice` listed every user's memories,
+    the misspelt filter ignored in silence."""
+    unknown_fields_check(query_params, (*LIST_PARAMS, *filters))
     limit = parse_limit(query_params.get("limit"), default=default_limit)
     order = query_params.get("order", default_order)
     if order not in ("asc", "desc"):
@@ -112,13 +124,18 @@ def _after_row(queryset: QuerySet, field: str, cursor_id: str, direction: str) -
 
 
 def paginate(
-    queryset: QuerySet, query_params, serialize: Callable, *, by: str | None = None
+    queryset: QuerySet,
+    query_params,
+    serialize: Callable,
+    *,
+    by: str | None = None,
+    filters: Sequence[str] = (),
 ) -> dict:
     """`limit`, `after`, `before` and `order` (asc|desc) as in OpenAI's list endpoints; in id
     order, or with `by` in that field's order (ties by id), the cursors still ids: a
     conversation's messages read in the order they were said, which an import's `created_at`
     sets apart from the order they were stored in."""
-    cursor = parse_cursor(query_params)
+    cursor = parse_cursor(query_params, filters=filters)
     if by is None:
         queryset = queryset.order_by(cursor.order_by("id"))
         bounded = queryset.filter(**cursor.bounds("id"))

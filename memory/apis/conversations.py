@@ -34,7 +34,9 @@ class ConversationListApi(APIView):
                 request, user_identifier(request.query_params.get("user_id"), "user_id")
             ),
         )
-        return Response(paginate(conversations, request.query_params, conversation_body))
+        return Response(
+            paginate(conversations, request.query_params, conversation_body, filters=("user_id",))
+        )
 
 
 _CONVERSATION_ID = OpenApiParameter(

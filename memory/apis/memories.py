@@ -18,6 +18,7 @@ from memory.apis import openapi as docs
 from memory.models import Memory
 from memory.retrieval.search import Found, memory_search
 from memory.serializers import (
+    MEMORY_LIST_QUERY,
     MemoryCreateInput,
     MemoryUpdateInput,
     SearchInput,
@@ -60,7 +61,7 @@ class MemoryListCreateApi(APIView):
             created_from=filters.created_from,
             created_until=filters.created_until,
         )
-        page = paginate(memories, request.query_params, memory_body)
+        page = paginate(memories, request.query_params, memory_body, filters=MEMORY_LIST_QUERY)
         sources = selectors.memory_sources(
             workspace=request.workspace, memory_ids=[m["id"] for m in page["data"]]
         )

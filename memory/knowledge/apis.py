@@ -231,7 +231,9 @@ class DocumentListCreateApi(APIView):
         documents = selectors.document_list(
             workspace=request.workspace, collection=collection, status=wanted
         )
-        return Response(paginate(documents, request.query_params, document_body))
+        return Response(
+            paginate(documents, request.query_params, document_body, filters=("status",))
+        )
 
     @extend_schema(
         summary="Add a document (202 queued; 200 when the same content is already there)",
