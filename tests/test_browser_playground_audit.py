@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.test_browser_playground import open_playground
+from tests.test_browser_playground import ask, open_playground
 from tests.upstream import Reply, openai_stream
 
 INJECTED = '<img src=x onerror="window.__pwned=1"> **bold** [link](javascript:alert(1))'
@@ -116,3 +116,21 @@ def test_a_memory_used_for_an_answer_can_be_deleted_from_beside_it(
     expect(page.locator("#memory-status")).to_contain_text("Deleted:")
     expect(page.locator("#memory-list > li", has_text="Rex")).to_have_count(0)
     assert http.get(f"/v1/memories/{made.json()['id']}").status_code == 404
+
+
+def test_on_a_phone_an_answer_has_the_width_and_what_engram_did_comes_below_it(
+    page, engram_server, owner, upstream
+):
+    """At 390 px the turn kept its two columns: the answer got a third of the width (a word or
+    two a line) beside "What Engram did", whose table broke "Tokens" into "Toke / ns"."""
+    _, key = owner
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_playground(page, engram_server, key, "ph")
+    turn = ask(page, "Hello from a phone")
+    message = turn.locator(".message").bounding_box()
+    aside = turn.locator("aside").bounding_box()
+    whole = turn.bounding_box()
+    assert message and aside and whole
+    assert message["width"] >= 0.9 * whole["width"], (message, whole)
+    assert aside["y"] >= message["y"] + message["height"], (message, aside)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
