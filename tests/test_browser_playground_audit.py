@@ -134,3 +134,22 @@ def test_on_a_phone_an_answer_has_the_width_and_what_engram_did_comes_below_it(
     assert message["width"] >= 0.9 * whole["width"], (message, whole)
     assert aside["y"] >= message["y"] + message["height"], (message, aside)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_enter_that_ends_an_ime_composition_does_not_send(page, engram_server, owner, upstream):
+    """Typing Japanese or Chinese, Enter picks the word the input method offers: that Enter
+    sent the half-typed message."""
+    _, key = owner
+    open_playground(page, engram_server, key, "ime")
+    box = page.get_by_label("Message")
+    box.fill("にほん")
+    box.evaluate(
+        """(box) => box.dispatchEvent(new KeyboardEvent("keydown",
+            {key: "Enter", isComposing: true, keyCode: 229, bubbles: true, cancelable: true}))"""
+    )
+    # the send handler adds the turn before its first await: nothing added, nothing sent
+    expect(page.locator("#transcript li")).to_have_count(0)
+    assert box.input_value() == "にほん"
+    box.press("Enter")  # a plain Enter still sends
+    expect(page.locator("#transcript li.turn:has(aside) .answer")).to_have_text("echo: にほん")
+

@@ -729,8 +729,11 @@
     $("new-chat").addEventListener("click", newChat);
     $("chat-form").addEventListener("submit", send);
     $("chat-input").addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && !event.shiftKey) $("chat-form").requestSubmit();
-      if (event.key === "Enter" && !event.shiftKey) event.preventDefault();
+      // An Enter that ends an input method's composition (Japanese, Chinese, Korean) picks the
+      // word offered: it is not a send. Safari marks it with keyCode 229 only.
+      if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+      event.preventDefault();
+      $("chat-form").requestSubmit();
     });
     $("memory-search-form").addEventListener("submit", searchMemories);
     $("memory-refresh").addEventListener("click", () => {
