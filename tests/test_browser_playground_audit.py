@@ -112,6 +112,7 @@ def test_a_memory_used_for_an_answer_can_be_deleted_from_beside_it(
     expect(used).to_have_count(1)
 
     used.get_by_role("button", name="Delete memory used:").click()
+    used.get_by_role("button", name="Yes, delete").click()
     expect(used).to_have_class("deleted")
     expect(page.locator("#memory-status")).to_contain_text("Deleted:")
     expect(page.locator("#memory-list > li", has_text="Rex")).to_have_count(0)
@@ -153,3 +154,32 @@ def test_enter_that_ends_an_ime_composition_does_not_send(page, engram_server, o
     box.press("Enter")  # a plain Enter still sends
     expect(page.locator("#transcript li.turn:has(aside) .answer")).to_have_text("echo: にほん")
 
+
+def test_a_memory_is_deleted_only_once_the_user_confirms(
+    page, engram_server, owner, http, upstream
+):
+    """One click on Delete, in the panel or beside an answer, deleted the memory for good (the
+    admin asks first). Now Delete asks in place; Cancel keeps the memory."""
+    _, key = owner
+    made = http.post("/v1/memories", json={"user_id": "cf", "text": "My bike is red."}).json()
+    open_playground(page, engram_server, key, "cf")
+    # leaving the user id field is its change event: the list loads again, once, now
+    page.get_by_label("Search memories").focus()
+    item = page.locator("#memory-list > li", has_text="bike is red")
+    expect(item).to_have_count(1)
+    item.get_by_role("button", name="Delete memory: My bike is red.").click()
+    question = item.get_by_role("group", name="Delete this memory for good?")
+    expect(question).to_be_visible()
+    expect(question.get_by_role("button", name="Cancel")).to_be_focused()
+    question.get_by_role("button", name="Cancel").click()
+    expect(question).to_have_count(0)
+    expect(item.get_by_role("button", name="Delete memory: My bike is red.")).to_be_focused()
+    assert http.get(f"/v1/memories/{made['id']}").status_code == 200
+
+    turn = ask(page, "What colour is my bike?")
+    used = turn.locator(".memories-used li", has_text="bike is red")
+    used.get_by_role("button", name="Delete memory used:").click()
+    used.get_by_role("button", name="Yes, delete").click()
+    expect(used).to_have_class("deleted")
+    expect(page.locator("#memory-list > li", has_text="bike is red")).to_have_count(0)
+    assert http.get(f"/v1/memories/{made['id']}").status_code == 404

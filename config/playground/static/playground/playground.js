@@ -214,15 +214,14 @@
           el("small", { text: item.why || "" }),
         );
         if (item.id) {
-          row.append(
-            el("button", {
-              type: "button",
-              class: "danger small",
-              "aria-label": "Delete memory used: " + text,
-              text: "Delete",
-              onclick: () => deleteUsedMemory(item.id, text, row),
-            }),
-          );
+          const remove = el("button", {
+            type: "button",
+            class: "danger small",
+            "aria-label": "Delete memory used: " + text,
+            text: "Delete",
+            onclick: () => askFirst(remove, text, () => deleteUsedMemory(item.id, text, row)),
+          });
+          row.append(remove);
         }
         return row;
       }),
@@ -522,7 +521,7 @@
       class: "danger",
       "aria-label": "Delete memory: " + memory.text,
       text: "Delete",
-      onclick: () => deleteMemory(memory),
+      onclick: () => askFirst(remove, memory.text, () => deleteMemory(memory)),
     });
     item.append(el("div", { class: "row" }, edit, remove), history);
     return item;
@@ -598,6 +597,45 @@
     });
     item.append(form);
     area.focus();
+  }
+
+  // A deletion is for good, so Delete asks first, in place (as the admin's confirmation page
+  // does): only "Yes, delete" deletes; Cancel puts the Delete button back.
+  function askFirst(button, text, action) {
+    const size = button.classList.contains("small") ? " small" : "";
+    const done = () => {
+      question.remove();
+      button.hidden = false;
+    };
+    const yes = el("button", {
+      type: "button",
+      class: "danger" + size,
+      "aria-label": "Yes, delete: " + text,
+      text: "Yes, delete",
+      onclick: () => {
+        done();
+        action();
+      },
+    });
+    const no = el("button", {
+      type: "button",
+      class: size.trim(),
+      text: "Cancel",
+      onclick: () => {
+        done();
+        button.focus();
+      },
+    });
+    const question = el(
+      "span",
+      { class: "confirm", role: "group", "aria-label": "Delete this memory for good?" },
+      el("span", { text: "Delete for good?" }),
+      yes,
+      no,
+    );
+    button.hidden = true;
+    button.after(question);
+    no.focus();
   }
 
   async function deleteMemory(memory) {
