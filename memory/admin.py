@@ -8,7 +8,9 @@ conversation deleted there takes the memories derived from it alone, as through 
 from django import forms
 from django.contrib import admin
 from django.urls import reverse
+from django.utils.dateformat import format as date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
 
 from accounts.admin_workspaces import LiveWorkspaces
 from config.admin_log import DeletionLoggedById
@@ -23,6 +25,12 @@ from memory.serializers import KINDS, MEMORY_TEXT_MAX_CHARS, engram_metadata_pro
 def _link(obj, label: str | None = None) -> str:
     url = reverse(f"admin:memory_{obj._meta.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+def _when(moment) -> str:
+    """A time as the admin writes its own ("Dec. 6, 2026, 5:11 a.m."), to the second: a
+    memory's events often come within one minute. str() gave "2026-12-06 05:11:17.464945+00:00"."""
+    return date_format(localtime(moment), "N j, Y, g:i:s a")
 
 
 def _user_link(obj) -> str:
@@ -106,7 +114,11 @@ class MemoryAdmin(DeletionLoggedById, OwnerFixed):
                 "",
                 "<div>{} <small>({}, {})</small></div>",
                 (
-                    (_link(m, m.content[:100] or m.id), m.conversation.external_id, m.created_at)
+                    (
+                        _link(m, m.content[:100] or m.id),
+                        m.conversation.external_id,
+                        _when(m.created_at),
+                    )
                     for m in rows
                 ),
             )
@@ -123,7 +135,7 @@ class MemoryAdmin(DeletionLoggedById, OwnerFixed):
                 "",
                 "<div><b>{}</b> {} by {}: {} &rarr; {}</div>",
                 (
-                    (e.event, e.created_at, e.actor, e.old_text or "-", e.new_text or "-")
+                    (e.event, _when(e.created_at), e.actor, e.old_text or "-", e.new_text or "-")
                     for e in events
                 ),
             )

@@ -177,3 +177,17 @@ def test_admin_deletions_leave_no_log_entry_with_the_words_deleted(admin_client,
 
     entries = {(e.action_flag, e.object_repr) for e in LogEntry.objects.all()}
     assert entries == {(DELETION, memory.pk), (DELETION, conversation.pk)}
+
+
+def test_a_memory_page_dates_its_history_and_sources_as_the_admin_does(admin_client, memory):
+    """History and source messages showed Python's form of a time ("2026-12-06
+    05:11:17.464945+00:00") beside the admin's "Dec. 6, 2026, 5:11 a.m." of the same page."""
+    from django.utils.dateformat import format as date_format
+    from django.utils.timezone import localtime
+
+    page = admin_client.get(reverse("admin:memory_memory_change", args=[memory.pk])).content
+    event = MemoryEvent.objects.get(memory_id=memory.pk)
+    source = memory.sources.get()
+    for moment in (event.created_at, source.created_at):
+        assert str(moment).encode() not in page
+        assert date_format(localtime(moment), "N j, Y, g:i:s a").encode() in page
