@@ -385,6 +385,23 @@ def test_end_user_delete_asks_first_then_removes_that_users_data_only(admin_clie
         assert model.objects.filter(workspace=other, user_id="alice").exists(), model
 
 
+def test_end_user_delete_counts_in_words(admin_client, world):
+    """The confirmation asked about "their 1 memories" and the message after it listed
+    "1 memories, 1 memory_events, ... 0 usage_records_pseudonymized": the service's keys."""
+    from memory.admin_users import user_url
+    from memory.services import memory_create
+
+    memory_create(workspace=world["workspace"], user_id="solo", text="Solo rows.", actor="api")
+    delete_url = user_url(world["workspace"].id, "solo") + "delete/"
+    asked = " ".join(admin_client.get(delete_url).content.decode().split())
+    assert "their 1 memory (and its history), 0 conversations" in asked
+    assert "1 memories" not in asked
+
+    done = admin_client.post(delete_url, follow=True).content.decode()
+    assert "Deleted everything stored about solo: 1 memory, 1 memory event, 0 messages," in done
+    assert "_" not in done.split("Deleted everything stored about solo:")[1].split("</li>")[0]
+
+
 def test_end_user_export_is_their_memories_as_json(admin_client, world):
     from memory.admin_users import user_url
 
