@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.test_browser_playground import ask, open_playground
+from tests.test_browser_playground import (
+    MODEL,
+    ask,
+    open_playground,
+    wait_for_memory,
+)
 from tests.upstream import Reply, openai_stream
 
 INJECTED = '<img src=x onerror="window.__pwned=1"> **bold** [link](javascript:alert(1))'
@@ -183,3 +188,25 @@ def test_a_memory_is_deleted_only_once_the_user_confirms(
     expect(used).to_have_class("deleted")
     expect(page.locator("#memory-list > li", has_text="bike is red")).to_have_count(0)
     assert http.get(f"/v1/memories/{made['id']}").status_code == 404
+
+
+def test_the_past_messages_an_answer_was_given_are_shown_with_why(
+    page, engram_server, owner, http, upstream, celery_worker, settings
+):
+    """The summary said "1 past message retrieved" and nothing showed which one, nor why:
+    words of an earlier conversation went to the model unseen."""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"  # the upstream answers the chats only
+    _, key = owner
+    said = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "I play the cello on Tuesdays."}],
+    }
+    headers = {"x-user-id": "pm", "x-conversation-id": "earlier"}
+    assert http.post("/v1/chat/completions", json=said, headers=headers).is_success
+    wait_for_memory(http, "pm", "cello")  # the turn's job ran: its messages are indexed too
+    open_playground(page, engram_server, key, "pm")
+    turn = ask(page, "On which day do I play the cello?")
+    expect(turn.locator(".summary")).to_contain_text("past message")
+    past = turn.locator(".messages-used li", has_text="I play the cello on Tuesdays.")
+    expect(past).to_have_count(1)
+    expect(past.locator("small")).to_contain_text("blended score")

@@ -229,12 +229,28 @@
     if (!used.length) list.append(el("li", { class: "none", text: "none" }));
   }
 
+  // The user's words from earlier conversations that went to the model, each with why it was
+  // found: the summary counted them and nothing showed which.
+  function renderMessagesUsed(turn, used) {
+    const list = turn.querySelector(".messages-used");
+    list.replaceChildren(
+      ...used.map((item) =>
+        el(
+          "li",
+          { "data-message-id": item.id },
+          el("span", { text: (item.line || item.text || "").replace(/^- /, "") }),
+          el("small", { text: item.why || "" }),
+        ),
+      ),
+    );
+    if (!used.length) list.append(el("li", { class: "none", text: "none" }));
+  }
+
   function renderPreview(turn, preview) {
     const blocks = preview.blocks || [];
-    renderMemoriesUsed(
-      turn,
-      blocks.filter((b) => b.name === "memories").flatMap((b) => b.items || []),
-    );
+    const items = (name) => blocks.filter((b) => b.name === name).flatMap((b) => b.items || []);
+    renderMemoriesUsed(turn, items("memories"));
+    renderMessagesUsed(turn, items("retrieved_messages"));
     const body = turn.querySelector(".blocks tbody");
     body.replaceChildren(
       ...blocks.map((b) => el("tr", {}, el("th", { scope: "row", text: b.name }), el("td", { text: String(b.tokens) }))),
@@ -255,6 +271,7 @@
       engram.context_tokens == null ? NO_MEMORY : parts.join(" · ");
     turn.dataset.engram = "shown";
     if (Array.isArray(engram.memories)) renderMemoriesUsed(turn, engram.memories);
+    if (Array.isArray(engram.messages)) renderMessagesUsed(turn, engram.messages);
     const sources = engram.sources || [];
     turn.querySelector(".sources").replaceChildren(
       ...sources.map((s) =>
