@@ -3,9 +3,12 @@ stylesheets came from the app itself), and from the end-user list to a memory an
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.contrib.auth.models import User
 
+from completions.models import UsageRecord
 from memory.services import memory_create, memory_update
 from tests.factories import make_workspace
 
@@ -63,6 +66,10 @@ def test_on_a_phone_the_end_user_and_usage_pages_do_not_scroll_sideways(
     memory_create(workspace=workspace, user_id="alice", text="Alice keeps bees.", actor="api")
     chat = {"model": "upstream-model-a", "messages": [{"role": "user", "content": "Hello"}]}
     assert http.post("/v1/chat/completions", json=chat, headers={"x-user-id": "alice"}).is_success
+    deadline = time.monotonic() + 30
+    while not UsageRecord.objects.filter(workspace=workspace).exists():  # written after the answer
+        assert time.monotonic() < deadline, "no usage record"
+        time.sleep(0.1)
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(engram_server.url + "/admin/")
