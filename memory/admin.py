@@ -7,6 +7,7 @@ conversation deleted there takes the memories derived from it alone, as through 
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.actions import delete_selected
 from django.urls import reverse
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html, format_html_join
@@ -31,6 +32,16 @@ def _when(moment) -> str:
     """A time as the admin writes its own ("Dec. 6, 2026, 5:11 a.m."), to the second: a
     memory's events often come within one minute. str() gave "2026-12-06 05:11:17.464945+00:00"."""
     return date_format(localtime(moment), "N j, Y, g:i:s a")
+
+
+def _confirmed_delete(modeladmin, request, queryset, action: str):
+    """Django's delete action for an action of our own: its confirmation page first (the
+    actions deleted at once on Go), which posts back to `action`; then the rows go through
+    modeladmin.delete_queryset, one by one through the service."""
+    response = delete_selected(modeladmin, request, queryset)
+    if response is not None:
+        response.context_data["action"] = action
+    return response
 
 
 def _user_link(obj) -> str:
@@ -167,10 +178,16 @@ class MemoryAdmin(DeletionLoggedById, OwnerFixed):
             reason=f"edited by {request.user}",
         )
 
+    delete_selected_confirmation_template = "admin/memory/delete_selected_confirmation.html"
+
     def delete_model(self, request, obj):
         services.memory_delete(
             workspace=obj.workspace, memory=obj, actor="admin", reason=f"deleted by {request.user}"
         )
+
+    def delete_queryset(self, request, queryset):
+        for memory in queryset:
+            self.delete_model(request, memory)
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -181,8 +198,7 @@ class MemoryAdmin(DeletionLoggedById, OwnerFixed):
         description="Delete selected memories (recorded in their history)", permissions=["delete"]
     )
     def delete_with_history(self, request, queryset):
-        for memory in queryset:
-            self.delete_model(request, memory)
+        return _confirmed_delete(self, request, queryset, "delete_with_history")
 
 
 @admin.register(MemoryEvent)
@@ -257,9 +273,15 @@ class ConversationAdmin(DeletionLoggedById, OwnerFixed):
             kwargs["queryset"] = rows.filter(pk__in=first[:INLINE_SHOWN])
         return kwargs
 
+    delete_selected_confirmation_template = "admin/memory/delete_selected_confirmation.html"
+
     def delete_model(self, request, obj):
         # as DELETE /v1/conversations/{id}: the memories derived from it alone go too
         services.conversation_delete(workspace=obj.workspace, conversation=obj, actor="admin")
+
+    def delete_queryset(self, request, queryset):
+        for conversation in queryset:
+            self.delete_model(request, conversation)
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -270,8 +292,7 @@ class ConversationAdmin(DeletionLoggedById, OwnerFixed):
         description="Delete selected conversations (and their memories)", permissions=["delete"]
     )
     def delete_with_derived(self, request, queryset):
-        for conversation in queryset:
-            self.delete_model(request, conversation)
+        return _confirmed_delete(self, request, queryset, "delete_with_derived")
 
 
 @admin.register(ProcessingJob)

@@ -673,6 +673,29 @@ def test_a_conversation_its_sessions_and_messages_keep_their_owner_in_the_admin(
     assert (row.workspace_id, row.user_id) == (workspace.pk, "alice")
 
 
+@pytest.mark.parametrize(
+    "page, action", [("memory", "delete_with_history"), ("conversation", "delete_with_derived")]
+)
+def test_the_delete_actions_ask_first(admin_client, world, page, action):
+    """Choosing "Delete selected memories" (or conversations) and Go deleted them at once: no
+    confirmation page, where Django's own delete action and each row's Delete ask first."""
+    row = world[page]
+    model = type(row)
+    url = reverse(f"admin:memory_{page}_changelist")
+    chosen = {"action": action, "_selected_action": [row.pk], "index": "0"}
+    asked = admin_client.post(url, chosen)
+    assert asked.status_code == 200
+    body = asked.content.decode()
+    assert "Are you sure" in body and f'name="action" value="{action}"' in body
+    assert model.objects.filter(pk=row.pk).exists()
+
+    done = admin_client.post(url, {**chosen, "post": "yes"})
+    assert done.status_code == 302
+    assert not model.objects.filter(pk=row.pk).exists()
+    if page == "memory":  # through the service: its history says so
+        assert MemoryEvent.objects.filter(memory_id=row.pk, event="DELETE").exists()
+
+
 def test_a_staff_user_who_may_only_view_cannot_run_the_actions(client, world):
     """Custom actions named no permission, so Django offered them to anyone who could open the
     list: a view-only operator revoked a production key, deleted memories and conversations and
