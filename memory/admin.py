@@ -11,6 +11,7 @@ from django.contrib.admin.actions import delete_selected
 from django.urls import reverse
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 from django.utils.timezone import localtime
 
 from accounts.admin_workspaces import LiveWorkspaces
@@ -42,6 +43,37 @@ def _confirmed_delete(modeladmin, request, queryset, action: str):
     if response is not None:
         response.context_data["action"] = action
     return response
+
+
+_SOURCE_LINKS = Memory.sources.through._meta
+
+
+def _without_source_links(deleted: tuple, extra: list | None = None) -> tuple:
+    """get_deleted_objects' answer less the links of memories to their source messages, which
+    Django listed as "Memory-message relationship: Memory_sources object (7)", rows nobody can
+    open; plus `extra`, the [(model, rows)] that go too though no foreign key says so."""
+    objects, counts, perms_needed, protected = deleted
+    prefix = f"{capfirst(_SOURCE_LINKS.verbose_name)}: "
+
+    def kept(items: list) -> list:
+        out = []
+        for item in items:
+            if isinstance(item, list):
+                if children := kept(item):
+                    out.append(children)
+            elif not str(item).startswith(prefix):
+                out.append(item)
+        return out
+
+    objects = kept(objects)
+    counts = {name: n for name, n in counts.items() if name != _SOURCE_LINKS.verbose_name_plural}
+    for model, rows in extra or []:
+        if rows:
+            opts = model._meta
+            name = capfirst(opts.verbose_name)
+            objects.extend(format_html("{}: {}", name, _link(row)) for row in rows)
+            counts[opts.verbose_name_plural] = counts.get(opts.verbose_name_plural, 0) + len(rows)
+    return objects, counts, perms_needed, protected
 
 
 def _user_link(obj) -> str:
@@ -189,6 +221,9 @@ class MemoryAdmin(DeletionLoggedById, OwnerFixed):
         for memory in queryset:
             self.delete_model(request, memory)
 
+    def get_deleted_objects(self, objs, request):
+        return _without_source_links(super().get_deleted_objects(objs, request))
+
     def get_actions(self, request):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # bulk delete would skip the history
@@ -282,6 +317,19 @@ class ConversationAdmin(DeletionLoggedById, OwnerFixed):
     def delete_queryset(self, request, queryset):
         for conversation in queryset:
             self.delete_model(request, conversation)
+
+    def get_deleted_objects(self, objs, request):
+        # conversation_delete takes the memories derived from them alone: the page says which
+        derived = [
+            memory
+            for conversation in objs
+            for memory in services.derived_only_from(
+                workspace=conversation.workspace, conversation=conversation
+            )
+        ]
+        return _without_source_links(
+            super().get_deleted_objects(objs, request), extra=[(Memory, derived)]
+        )
 
     def get_actions(self, request):
         actions = super().get_actions(request)
