@@ -40,7 +40,7 @@ def _confirmed_delete(modeladmin, request, queryset, action: str):
     actions deleted at once on Go), which posts back to `action`; then the rows go through
     modeladmin.delete_queryset, one by one through the service."""
     response = delete_selected(modeladmin, request, queryset)
-    if response is not None:
+    if response is not None and response.context_data is not None:  # the page, not yet rendered
         response.context_data["action"] = action
     return response
 
