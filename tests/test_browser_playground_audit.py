@@ -210,3 +210,17 @@ def test_the_past_messages_an_answer_was_given_are_shown_with_why(
     past = turn.locator(".messages-used li", has_text="I play the cello on Tuesdays.")
     expect(past).to_have_count(1)
     expect(past.locator("small")).to_contain_text("blended score")
+
+
+def test_on_a_phone_a_long_model_name_does_not_widen_the_page(page, engram_server, owner, upstream):
+    """A select is as wide as its longest option: a workspace's alias of 60 characters made the
+    model picker 560 px wide and the whole page scrolled sideways at 390 px."""
+    from completions.models import ModelAlias
+
+    workspace, key = owner
+    long_name = "accounts/fireworks/models/llama-v3p1-405b-instruct-long-context"
+    ModelAlias.objects.create(workspace=workspace, alias=long_name, target_model=MODEL)
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_playground(page, engram_server, key, "wide")
+    expect(page.locator("#model option", has_text=long_name)).to_be_attached()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
