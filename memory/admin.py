@@ -7,8 +7,12 @@ conversation deleted there takes the memories derived from it alone, as through 
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.actions import delete_selected
 from django.urls import reverse
+from django.utils.dateformat import format as date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
+from django.utils.timezone import localtime
 
 from accounts.admin_workspaces import LiveWorkspaces
 from config.admin_log import DeletionLoggedById
@@ -23,6 +27,53 @@ from memory.serializers import KINDS, MEMORY_TEXT_MAX_CHARS, engram_metadata_pro
 def _link(obj, label: str | None = None) -> str:
     url = reverse(f"admin:memory_{obj._meta.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+def _when(moment) -> str:
+    """A time as the admin writes its own ("Dec. 6, 2026, 5:11 a.m."), to the second: a
+    memory's events often come within one minute. str() gave "2026-12-06 05:11:17.464945+00:00"."""
+    return date_format(localtime(moment), "N j, Y, g:i:s a")
+
+
+def _confirmed_delete(modeladmin, request, queryset, action: str):
+    """Django's delete action for an action of our own: its confirmation page first (the
+    actions deleted at once on Go), which posts back to `action`; then the rows go through
+    modeladmin.delete_queryset, one by one through the service."""
+    response = delete_selected(modeladmin, request, queryset)
+    if response is not None and response.context_data is not None:  # the page, not yet rendered
+        response.context_data["action"] = action
+    return response
+
+
+_SOURCE_LINKS = Memory.sources.through._meta
+
+
+def _without_source_links(deleted: tuple, extra: list | None = None) -> tuple:
+    """get_deleted_objects' answer less the links of memories to their source messages, which
+    Django listed as "Memory-message relationship: Memory_sources object (7)", rows nobody can
+    open; plus `extra`, the [(model, rows)] that go too though no foreign key says so."""
+    objects, counts, perms_needed, protected = deleted
+    prefix = f"{capfirst(_SOURCE_LINKS.verbose_name)}: "
+
+    def kept(items: list) -> list:
+        out = []
+        for item in items:
+            if isinstance(item, list):
+                if children := kept(item):
+                    out.append(children)
+            elif not str(item).startswith(prefix):
+                out.append(item)
+        return out
+
+    objects = kept(objects)
+    counts = {name: n for name, n in counts.items() if name != _SOURCE_LINKS.verbose_name_plural}
+    for model, rows in extra or []:
+        if rows:
+            opts = model._meta
+            name = capfirst(opts.verbose_name)
+            objects.extend(format_html("{}: {}", name, _link(row)) for row in rows)
+            counts[opts.verbose_name_plural] = counts.get(opts.verbose_name_plural, 0) + len(rows)
+    return objects, counts, perms_needed, protected
 
 
 def _user_link(obj) -> str:
@@ -106,7 +157,11 @@ class MemoryAdmin(DeletionLoggedById, OwnerFixed):
                 "",
                 "<div>{} <small>({}, {})</small></div>",
                 (
-                    (_link(m, m.content[:100] or m.id), m.conversation.external_id, m.created_at)
+                    (
+                        _link(m, m.content[:100] or m.id),
+                        m.conversation.external_id,
+                        _when(m.created_at),
+                    )
                     for m in rows
                 ),
             )
@@ -123,7 +178,7 @@ class MemoryAdmin(DeletionLoggedById, OwnerFixed):
                 "",
                 "<div><b>{}</b> {} by {}: {} &rarr; {}</div>",
                 (
-                    (e.event, e.created_at, e.actor, e.old_text or "-", e.new_text or "-")
+                    (e.event, _when(e.created_at), e.actor, e.old_text or "-", e.new_text or "-")
                     for e in events
                 ),
             )
@@ -155,10 +210,19 @@ class MemoryAdmin(DeletionLoggedById, OwnerFixed):
             reason=f"edited by {request.user}",
         )
 
+    delete_selected_confirmation_template = "admin/memory/delete_selected_confirmation.html"
+
     def delete_model(self, request, obj):
         services.memory_delete(
             workspace=obj.workspace, memory=obj, actor="admin", reason=f"deleted by {request.user}"
         )
+
+    def delete_queryset(self, request, queryset):
+        for memory in queryset:
+            self.delete_model(request, memory)
+
+    def get_deleted_objects(self, objs, request):
+        return _without_source_links(super().get_deleted_objects(objs, request))
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -169,8 +233,7 @@ class MemoryAdmin(DeletionLoggedById, OwnerFixed):
         description="Delete selected memories (recorded in their history)", permissions=["delete"]
     )
     def delete_with_history(self, request, queryset):
-        for memory in queryset:
-            self.delete_model(request, memory)
+        return _confirmed_delete(self, request, queryset, "delete_with_history")
 
 
 @admin.register(MemoryEvent)
@@ -245,9 +308,28 @@ class ConversationAdmin(DeletionLoggedById, OwnerFixed):
             kwargs["queryset"] = rows.filter(pk__in=first[:INLINE_SHOWN])
         return kwargs
 
+    delete_selected_confirmation_template = "admin/memory/delete_selected_confirmation.html"
+
     def delete_model(self, request, obj):
         # as DELETE /v1/conversations/{id}: the memories derived from it alone go too
         services.conversation_delete(workspace=obj.workspace, conversation=obj, actor="admin")
+
+    def delete_queryset(self, request, queryset):
+        for conversation in queryset:
+            self.delete_model(request, conversation)
+
+    def get_deleted_objects(self, objs, request):
+        # conversation_delete takes the memories derived from them alone: the page says which
+        derived = [
+            memory
+            for conversation in objs
+            for memory in services.derived_only_from(
+                workspace=conversation.workspace, conversation=conversation
+            )
+        ]
+        return _without_source_links(
+            super().get_deleted_objects(objs, request), extra=[(Memory, derived)]
+        )
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -258,8 +340,7 @@ class ConversationAdmin(DeletionLoggedById, OwnerFixed):
         description="Delete selected conversations (and their memories)", permissions=["delete"]
     )
     def delete_with_derived(self, request, queryset):
-        for conversation in queryset:
-            self.delete_model(request, conversation)
+        return _confirmed_delete(self, request, queryset, "delete_with_derived")
 
 
 @admin.register(ProcessingJob)

@@ -199,6 +199,23 @@ def allowed(request: HttpRequest, action: str) -> bool:
     return request.user.has_perms([f"memory.{action}_{model}" for model in _HELD])
 
 
+# What services.user_delete counts, in words: (one, many).
+_WORDS = {
+    "memories": ("memory", "memories"),
+    "memory_events": ("memory event", "memory events"),
+    "messages": ("message", "messages"),
+    "conversations": ("conversation", "conversations"),
+    "sessions": ("session", "sessions"),
+    "executions": ("agent run", "agent runs"),
+    "usage_records_pseudonymized": ("usage record pseudonymized", "usage records pseudonymized"),
+}
+
+
+def _counted(n: int, what: str) -> str:
+    one, many = _WORDS.get(what, (what.replace("_", " "),) * 2)
+    return f"{n} {one if n == 1 else many}"
+
+
 def _check(request: HttpRequest, action: str) -> None:
     if not allowed(request, action):
         raise PermissionDenied
@@ -277,7 +294,7 @@ def user_urls(site) -> list[URLPattern]:
         workspace, user_id = _user(workspace_id, user)
         if request.method == "POST":
             counts = services.user_delete(workspace=workspace, user_id=user_id)
-            summary = ", ".join(f"{n} {what}" for what, n in counts.items())
+            summary = ", ".join(_counted(n, what) for what, n in counts.items())
             messages.success(request, f"Deleted everything stored about {user_id}: {summary}.")
             return redirect(reverse("admin:memory_enduser_changelist"))
         scope = {"workspace": workspace, "user_id": user_id}

@@ -385,6 +385,23 @@ def test_end_user_delete_asks_first_then_removes_that_users_data_only(admin_clie
         assert model.objects.filter(workspace=other, user_id="alice").exists(), model
 
 
+def test_end_user_delete_counts_in_words(admin_client, world):
+    """The confirmation asked about "their 1 memories" and the message after it listed
+    "1 memories, 1 memory_events, ... 0 usage_records_pseudonymized": the service's keys."""
+    from memory.admin_users import user_url
+    from memory.services import memory_create
+
+    memory_create(workspace=world["workspace"], user_id="solo", text="Solo rows.", actor="api")
+    delete_url = user_url(world["workspace"].id, "solo") + "delete/"
+    asked = " ".join(admin_client.get(delete_url).content.decode().split())
+    assert "their 1 memory (and its history), 0 conversations" in asked
+    assert "1 memories" not in asked
+
+    done = admin_client.post(delete_url, follow=True).content.decode()
+    assert "Deleted everything stored about solo: 1 memory, 1 memory event, 0 messages," in done
+    assert "_" not in done.split("Deleted everything stored about solo:")[1].split("</li>")[0]
+
+
 def test_end_user_export_is_their_memories_as_json(admin_client, world):
     from memory.admin_users import user_url
 
@@ -654,6 +671,29 @@ def test_a_conversation_its_sessions_and_messages_keep_their_owner_in_the_admin(
     assert saved.status_code == 302, saved.context["adminform"].form.errors
     row.refresh_from_db()
     assert (row.workspace_id, row.user_id) == (workspace.pk, "alice")
+
+
+@pytest.mark.parametrize(
+    "page, action", [("memory", "delete_with_history"), ("conversation", "delete_with_derived")]
+)
+def test_the_delete_actions_ask_first(admin_client, world, page, action):
+    """Choosing "Delete selected memories" (or conversations) and Go deleted them at once: no
+    confirmation page, where Django's own delete action and each row's Delete ask first."""
+    row = world[page]
+    model = type(row)
+    url = reverse(f"admin:memory_{page}_changelist")
+    chosen = {"action": action, "_selected_action": [row.pk], "index": "0"}
+    asked = admin_client.post(url, chosen)
+    assert asked.status_code == 200
+    body = asked.content.decode()
+    assert "Are you sure" in body and f'name="action" value="{action}"' in body
+    assert model.objects.filter(pk=row.pk).exists()
+
+    done = admin_client.post(url, {**chosen, "post": "yes"})
+    assert done.status_code == 302
+    assert not model.objects.filter(pk=row.pk).exists()
+    if page == "memory":  # through the service: its history says so
+        assert MemoryEvent.objects.filter(memory_id=row.pk, event="DELETE").exists()
 
 
 def test_a_staff_user_who_may_only_view_cannot_run_the_actions(client, world):

@@ -3,9 +3,12 @@ stylesheets came from the app itself), and from the end-user list to a memory an
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.contrib.auth.models import User
 
+from completions.models import UsageRecord
 from memory.services import memory_create, memory_update
 from tests.factories import make_workspace
 
@@ -50,3 +53,36 @@ def test_operator_signs_in_sees_styled_pages_and_a_memory_with_its_history(page,
     assert "ADD" in history and "extractor:offline" in history and "Alice keeps bees." in history
     assert "UPDATE" in history and "Alice keeps two hives." in history
     assert page.evaluate(STYLES)["rules"] > 0
+
+
+def test_on_a_phone_the_end_user_and_usage_pages_do_not_scroll_sideways(
+    page, engram_server, owner, http, upstream
+):
+    """At 390 px the end-user list, a user's page and the usage totals ran past the screen and
+    the whole page scrolled sideways (header, breadcrumbs and all); Django's own lists scroll
+    their table only."""
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = owner
+    memory_create(workspace=workspace, user_id="alice", text="Alice keeps bees.", actor="api")
+    chat = {"model": "upstream-model-a", "messages": [{"role": "user", "content": "Hello"}]}
+    assert http.post("/v1/chat/completions", json=chat, headers={"x-user-id": "alice"}).is_success
+    deadline = time.monotonic() + 30
+    while not UsageRecord.objects.filter(workspace=workspace).exists():  # written after the answer
+        assert time.monotonic() < deadline, "no usage record"
+        time.sleep(0.1)
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+    wide = "document.documentElement.scrollWidth > window.innerWidth"
+    for path in ("/admin/memory/users/", "/admin/completions/usagerecord/"):
+        page.goto(engram_server.url + path)
+        assert page.locator("#result_list").is_visible()
+        assert not page.evaluate(wide), path
+    page.goto(engram_server.url + "/admin/memory/users/")
+    page.get_by_role("link", name="alice").click()
+    assert page.locator("#memories").inner_text().count("Alice keeps bees.") == 1
+    assert not page.evaluate(wide), page.url

@@ -131,6 +131,7 @@ def test_deleting_a_memory_in_the_panel_keeps_it_out_of_the_next_answer(
     teal.locator("details.history summary").click()
     expect(teal.locator("details.history li")).to_contain_text("by api")
     page.get_by_role("button", name="Delete memory: My favourite colour is teal.").click()
+    page.get_by_role("button", name="Yes, delete: My favourite colour is teal.").click()
     expect(page.locator("#memory-status")).to_contain_text("Deleted: My favourite colour is teal.")
     expect(page.locator("#memory-list > li", has_text="teal")).to_have_count(0)
     expect(page.locator("#memory-list > li", has_text="pasta")).to_have_count(1)

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.test_browser_playground import open_playground
+from tests.test_browser_playground import (
+    MODEL,
+    ask,
+    open_playground,
+    wait_for_memory,
+)
 from tests.upstream import Reply, openai_stream
 
 INJECTED = '<img src=x onerror="window.__pwned=1"> **bold** [link](javascript:alert(1))'
@@ -112,7 +117,110 @@ def test_a_memory_used_for_an_answer_can_be_deleted_from_beside_it(
     expect(used).to_have_count(1)
 
     used.get_by_role("button", name="Delete memory used:").click()
+    used.get_by_role("button", name="Yes, delete").click()
     expect(used).to_have_class("deleted")
     expect(page.locator("#memory-status")).to_contain_text("Deleted:")
     expect(page.locator("#memory-list > li", has_text="Rex")).to_have_count(0)
     assert http.get(f"/v1/memories/{made.json()['id']}").status_code == 404
+
+
+def test_on_a_phone_an_answer_has_the_width_and_what_engram_did_comes_below_it(
+    page, engram_server, owner, upstream
+):
+    """At 390 px the turn kept its two columns: the answer got a third of the width (a word or
+    two a line) beside "What Engram did", whose table broke "Tokens" into "Toke / ns"."""
+    _, key = owner
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_playground(page, engram_server, key, "ph")
+    turn = ask(page, "Hello from a phone")
+    message = turn.locator(".message").bounding_box()
+    aside = turn.locator("aside").bounding_box()
+    whole = turn.bounding_box()
+    assert message and aside and whole
+    assert message["width"] >= 0.9 * whole["width"], (message, whole)
+    assert aside["y"] >= message["y"] + message["height"], (message, aside)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_enter_that_ends_an_ime_composition_does_not_send(page, engram_server, owner, upstream):
+    """Typing Japanese or Chinese, Enter picks the word the input method offers: that Enter
+    sent the half-typed message."""
+    _, key = owner
+    open_playground(page, engram_server, key, "ime")
+    box = page.get_by_label("Message")
+    box.fill("にほん")
+    box.evaluate(
+        """(box) => box.dispatchEvent(new KeyboardEvent("keydown",
+            {key: "Enter", isComposing: true, keyCode: 229, bubbles: true, cancelable: true}))"""
+    )
+    # the send handler adds the turn before its first await: nothing added, nothing sent
+    expect(page.locator("#transcript li")).to_have_count(0)
+    assert box.input_value() == "にほん"
+    box.press("Enter")  # a plain Enter still sends
+    expect(page.locator("#transcript li.turn:has(aside) .answer")).to_have_text("echo: にほん")
+
+
+def test_a_memory_is_deleted_only_once_the_user_confirms(
+    page, engram_server, owner, http, upstream
+):
+    """One click on Delete, in the panel or beside an answer, deleted the memory for good (the
+    admin asks first). Now Delete asks in place; Cancel keeps the memory."""
+    _, key = owner
+    made = http.post("/v1/memories", json={"user_id": "cf", "text": "My bike is red."}).json()
+    open_playground(page, engram_server, key, "cf")
+    # leaving the user id field is its change event: the list loads again, once, now
+    page.get_by_label("Search memories").focus()
+    item = page.locator("#memory-list > li", has_text="bike is red")
+    expect(item).to_have_count(1)
+    item.get_by_role("button", name="Delete memory: My bike is red.").click()
+    question = item.get_by_role("group", name="Delete this memory for good?")
+    expect(question).to_be_visible()
+    expect(question.get_by_role("button", name="Cancel")).to_be_focused()
+    question.get_by_role("button", name="Cancel").click()
+    expect(question).to_have_count(0)
+    expect(item.get_by_role("button", name="Delete memory: My bike is red.")).to_be_focused()
+    assert http.get(f"/v1/memories/{made['id']}").status_code == 200
+
+    turn = ask(page, "What colour is my bike?")
+    used = turn.locator(".memories-used li", has_text="bike is red")
+    used.get_by_role("button", name="Delete memory used:").click()
+    used.get_by_role("button", name="Yes, delete").click()
+    expect(used).to_have_class("deleted")
+    expect(page.locator("#memory-list > li", has_text="bike is red")).to_have_count(0)
+    assert http.get(f"/v1/memories/{made['id']}").status_code == 404
+
+
+def test_the_past_messages_an_answer_was_given_are_shown_with_why(
+    page, engram_server, owner, http, upstream, celery_worker, settings
+):
+    """The summary said "1 past message retrieved" and nothing showed which one, nor why:
+    words of an earlier conversation went to the model unseen."""
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"  # the upstream answers the chats only
+    _, key = owner
+    said = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "I play the cello on Tuesdays."}],
+    }
+    headers = {"x-user-id": "pm", "x-conversation-id": "earlier"}
+    assert http.post("/v1/chat/completions", json=said, headers=headers).is_success
+    wait_for_memory(http, "pm", "cello")  # the turn's job ran: its messages are indexed too
+    open_playground(page, engram_server, key, "pm")
+    turn = ask(page, "On which day do I play the cello?")
+    expect(turn.locator(".summary")).to_contain_text("past message")
+    past = turn.locator(".messages-used li", has_text="I play the cello on Tuesdays.")
+    expect(past).to_have_count(1)
+    expect(past.locator("small")).to_contain_text("blended score")
+
+
+def test_on_a_phone_a_long_model_name_does_not_widen_the_page(page, engram_server, owner, upstream):
+    """A select is as wide as its longest option: a workspace's alias of 60 characters made the
+    model picker 560 px wide and the whole page scrolled sideways at 390 px."""
+    from completions.models import ModelAlias
+
+    workspace, key = owner
+    long_name = "accounts/fireworks/models/llama-v3p1-405b-instruct-long-context"
+    ModelAlias.objects.create(workspace=workspace, alias=long_name, target_model=MODEL)
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_playground(page, engram_server, key, "wide")
+    expect(page.locator("#model option", has_text=long_name)).to_be_attached()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

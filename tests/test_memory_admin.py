@@ -177,3 +177,39 @@ def test_admin_deletions_leave_no_log_entry_with_the_words_deleted(admin_client,
 
     entries = {(e.action_flag, e.object_repr) for e in LogEntry.objects.all()}
     assert entries == {(DELETION, memory.pk), (DELETION, conversation.pk)}
+
+
+def test_a_memory_page_dates_its_history_and_sources_as_the_admin_does(admin_client, memory):
+    """History and source messages showed Python's form of a time ("2026-12-06
+    05:11:17.464945+00:00") beside the admin's "Dec. 6, 2026, 5:11 a.m." of the same page."""
+    from django.utils.dateformat import format as date_format
+    from django.utils.timezone import localtime
+
+    page = admin_client.get(reverse("admin:memory_memory_change", args=[memory.pk])).content
+    event = MemoryEvent.objects.get(memory_id=memory.pk)
+    source = memory.sources.get()
+    for moment in (event.created_at, source.created_at):
+        assert str(moment).encode() not in page
+        assert date_format(localtime(moment), "N j, Y, g:i:s a").encode() in page
+
+
+def test_a_conversation_delete_page_names_the_memories_that_go_with_it(admin_client, memory):
+    """The confirmation counted "Memory-message relationships: 1" ("Memory_sources object
+    (7)") and never said that the memory derived from the conversation alone is deleted too."""
+    conversation = memory.sources.get().conversation
+    url = reverse("admin:memory_conversation_delete", args=[conversation.pk])
+    page = admin_client.get(url).content.decode()
+    assert "Memory_sources object" not in page and "Memory-message relationship" not in page
+    assert "Memories: 1" in page and "Alice keeps bees." in page
+    assert "Bob sails." not in page
+
+    gone = admin_client.post(url, {"post": "yes"})
+    assert gone.status_code == 302
+    assert not Memory.objects.filter(pk=memory.pk).exists()  # what the page said
+
+
+def test_a_memory_delete_page_lists_the_memory_alone(admin_client, memory):
+    page = admin_client.get(reverse("admin:memory_memory_delete", args=[memory.pk]))
+    body = page.content.decode()
+    assert "Alice keeps bees." in body and "Memories: 1" in body
+    assert "Memory_sources object" not in body and "Memory-message relationship" not in body

@@ -9,10 +9,11 @@ from memory.services.conversations import (
 )
 from memory.services.memories import memory_create, memory_delete, memory_update
 from memory.services.processing import extraction_enqueue, summary_enqueue
-from memory.services.users import conversation_delete, user_delete
+from memory.services.users import conversation_delete, derived_only_from, user_delete
 
 __all__ = [
     "conversation_delete",
+    "derived_only_from",
     "conversation_get_or_create",
     "conversation_import",
     "extraction_enqueue",

@@ -128,7 +128,7 @@ def conversation_delete(
     # The memories' suppression vectors in one embedder call, before the lock: one call per
     # memory under it (~5 ms each) held the user's turns. A memory derived from it between
     # this read and the lock is embedded under the lock (memory_delete).
-    derived = _derived_only_from(workspace=workspace, conversation=conversation)
+    derived = derived_only_from(workspace=workspace, conversation=conversation)
     subjects = user_subjects(workspace=workspace, user_id=conversation.user_id)
     vectors = suppression_vectors(derived.values_list("text", flat=True), subjects)
     return _conversation_delete(
@@ -140,8 +140,9 @@ def conversation_delete(
     )
 
 
-def _derived_only_from(*, workspace: Workspace, conversation: Conversation) -> QuerySet[Memory]:
-    """The user's memories every source of which is one of the conversation's messages."""
+def derived_only_from(*, workspace: Workspace, conversation: Conversation) -> QuerySet[Memory]:
+    """The user's memories every source of which is one of the conversation's messages: those
+    conversation_delete deletes with it (the admin's confirmation page lists them)."""
     # Sources are memory.sources' rows: a memory is derived only from here when none of its
     # sources is a message of another conversation.
     through = Memory.sources.through
@@ -169,7 +170,7 @@ def _conversation_delete(
     user_id = conversation.user_id
     database.long_statements()  # all its messages, however many, in this transaction
     user_lock(workspace_id=workspace.id, user_id=user_id, exclusive=True)
-    memories = list(_derived_only_from(workspace=workspace, conversation=conversation))
+    memories = list(derived_only_from(workspace=workspace, conversation=conversation))
     for memory in memories:
         memory_delete(
             workspace=workspace,

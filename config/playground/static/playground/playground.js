@@ -214,15 +214,14 @@
           el("small", { text: item.why || "" }),
         );
         if (item.id) {
-          row.append(
-            el("button", {
-              type: "button",
-              class: "danger small",
-              "aria-label": "Delete memory used: " + text,
-              text: "Delete",
-              onclick: () => deleteUsedMemory(item.id, text, row),
-            }),
-          );
+          const remove = el("button", {
+            type: "button",
+            class: "danger small",
+            "aria-label": "Delete memory used: " + text,
+            text: "Delete",
+            onclick: () => askFirst(remove, text, () => deleteUsedMemory(item.id, text, row)),
+          });
+          row.append(remove);
         }
         return row;
       }),
@@ -230,12 +229,28 @@
     if (!used.length) list.append(el("li", { class: "none", text: "none" }));
   }
 
+  // The user's words from earlier conversations that went to the model, each with why it was
+  // found: the summary counted them and nothing showed which.
+  function renderMessagesUsed(turn, used) {
+    const list = turn.querySelector(".messages-used");
+    list.replaceChildren(
+      ...used.map((item) =>
+        el(
+          "li",
+          { "data-message-id": item.id },
+          el("span", { text: (item.line || item.text || "").replace(/^- /, "") }),
+          el("small", { text: item.why || "" }),
+        ),
+      ),
+    );
+    if (!used.length) list.append(el("li", { class: "none", text: "none" }));
+  }
+
   function renderPreview(turn, preview) {
     const blocks = preview.blocks || [];
-    renderMemoriesUsed(
-      turn,
-      blocks.filter((b) => b.name === "memories").flatMap((b) => b.items || []),
-    );
+    const items = (name) => blocks.filter((b) => b.name === name).flatMap((b) => b.items || []);
+    renderMemoriesUsed(turn, items("memories"));
+    renderMessagesUsed(turn, items("retrieved_messages"));
     const body = turn.querySelector(".blocks tbody");
     body.replaceChildren(
       ...blocks.map((b) => el("tr", {}, el("th", { scope: "row", text: b.name }), el("td", { text: String(b.tokens) }))),
@@ -256,6 +271,7 @@
       engram.context_tokens == null ? NO_MEMORY : parts.join(" · ");
     turn.dataset.engram = "shown";
     if (Array.isArray(engram.memories)) renderMemoriesUsed(turn, engram.memories);
+    if (Array.isArray(engram.messages)) renderMessagesUsed(turn, engram.messages);
     const sources = engram.sources || [];
     turn.querySelector(".sources").replaceChildren(
       ...sources.map((s) =>
@@ -522,7 +538,7 @@
       class: "danger",
       "aria-label": "Delete memory: " + memory.text,
       text: "Delete",
-      onclick: () => deleteMemory(memory),
+      onclick: () => askFirst(remove, memory.text, () => deleteMemory(memory)),
     });
     item.append(el("div", { class: "row" }, edit, remove), history);
     return item;
@@ -598,6 +614,45 @@
     });
     item.append(form);
     area.focus();
+  }
+
+  // A deletion is for good, so Delete asks first, in place (as the admin's confirmation page
+  // does): only "Yes, delete" deletes; Cancel puts the Delete button back.
+  function askFirst(button, text, action) {
+    const size = button.classList.contains("small") ? " small" : "";
+    const done = () => {
+      question.remove();
+      button.hidden = false;
+    };
+    const yes = el("button", {
+      type: "button",
+      class: "danger" + size,
+      "aria-label": "Yes, delete: " + text,
+      text: "Yes, delete",
+      onclick: () => {
+        done();
+        action();
+      },
+    });
+    const no = el("button", {
+      type: "button",
+      class: size.trim(),
+      text: "Cancel",
+      onclick: () => {
+        done();
+        button.focus();
+      },
+    });
+    const question = el(
+      "span",
+      { class: "confirm", role: "group", "aria-label": "Delete this memory for good?" },
+      el("span", { text: "Delete for good?" }),
+      yes,
+      no,
+    );
+    button.hidden = true;
+    button.after(question);
+    no.focus();
   }
 
   async function deleteMemory(memory) {
@@ -729,8 +784,11 @@
     $("new-chat").addEventListener("click", newChat);
     $("chat-form").addEventListener("submit", send);
     $("chat-input").addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && !event.shiftKey) $("chat-form").requestSubmit();
-      if (event.key === "Enter" && !event.shiftKey) event.preventDefault();
+      // An Enter that ends an input method's composition (Japanese, Chinese, Korean) picks the
+      // word offered: it is not a send. Safari marks it with keyCode 229 only.
+      if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+      event.preventDefault();
+      $("chat-form").requestSubmit();
     });
     $("memory-search-form").addEventListener("submit", searchMemories);
     $("memory-refresh").addEventListener("click", () => {
