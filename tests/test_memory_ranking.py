@@ -393,3 +393,26 @@ def test_the_index_update_binds_its_vectors_instead_of_writing_them_as_text(
     for message in stored:
         assert len(message.embedding) == len(message.context_embedding) == 384
         assert abs(float(np.linalg.norm(message.embedding)) - 1) < 1e-3
+
+
+def test_memories_and_their_source_links_carry_only_the_indexes_statements_use():
+    """Migration 0019: memory_memory's GIN of `search` (the ranking never used it), its
+    workspace index and the pattern twins, and the source links' memory_id index and twins are
+    gone; each was one more index entry for every row version. What the ranking, the cascades
+    and the lookups use stays."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename, indexdef FROM pg_indexes "
+            "WHERE tablename IN ('memory_memory', 'memory_memory_sources')"
+        )
+        found = {(table, definition.split(" USING ")[1]) for table, definition in cursor.fetchall()}
+    assert found == {
+        ("memory_memory", "btree (id)"),
+        ("memory_memory", "btree (workspace_id, user_id, updated_at)"),
+        ("memory_memory", "btree (workspace_id, user_id) INCLUDE (id, embedding)"),
+        ("memory_memory_sources", "btree (id)"),
+        ("memory_memory_sources", "btree (memory_id, message_id)"),
+        ("memory_memory_sources", "btree (message_id)"),
+    }
