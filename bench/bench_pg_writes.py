@@ -9,7 +9,9 @@ this machine: the backend's CPU is read from /proc), everything in transactions 
   stored messages, 17 a statement, with the vectors as pgvector text in the statement (as it
   was) and as binary parameters (as it is): the backend's and this process's CPU a message;
 - a memory's writes (insert, source link, update) with every index, and without the ones
-  migration 0019 drops.
+  migration 0019 drops;
+- a job's writes (insert, claim, finish) and a message's insert with every index, and without
+  the ones migration 0020 drops.
 
 Old and new alternate, `--rounds` times. CPU time, not wall clock: other work on the machine
 moves it less.
@@ -53,6 +55,14 @@ DROPPED_0019 = [
     "memory_memory_sources_memory_id_7d9906d0",
     "memory_memory_sources_memory_id_7d9906d0_like",
     "memory_memory_sources_message_id_48f66b35_like",
+]
+
+DROPPED_0020 = [
+    "memory_processingjob_conversation_id_9f211cae",
+    "memory_processingjob_conversation_id_9f211cae_like",
+    "memory_processingjob_id_9f4a959e_like",
+    "memory_processingjob_workspace_id_a2c93350_like",
+    "memory_message_session_id_905eb8df_like",
 ]
 
 
@@ -131,6 +141,50 @@ def memory_writes(url: str, drop: bool) -> float:
     return 1000 * spent / max(done, 1)
 
 
+def job_writes(url: str, drop: bool) -> float:
+    """Backend CPU ms a turn's job (insert, claim, finish) and its two messages' inserts."""
+    with psycopg.connect(url) as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        for name in DROPPED_0020 if drop else []:
+            conn.execute(f"DROP INDEX IF EXISTS {name}")
+        jobs = conn.execute(
+            "SELECT id, conversation_id FROM memory_processingjob ORDER BY created_at DESC"
+            " LIMIT 300"
+        ).fetchall()
+        began = backend_cpu(pid)
+        for i, (job, conversation) in enumerate(jobs):
+            for n in range(2):
+                conn.execute(
+                    "INSERT INTO memory_message (id, workspace_id, conversation_id, session_id,"
+                    " user_id, role, name, content, raw, metadata, token_count, incomplete,"
+                    " created_at, search_text) SELECT id || %s, workspace_id, conversation_id,"
+                    " session_id, user_id, role, name, content, raw, metadata, token_count,"
+                    " incomplete, now(), '' FROM memory_message WHERE conversation_id = %s"
+                    " LIMIT 1",
+                    [f"x{i}.{n}", conversation],
+                )
+            conn.execute(
+                "INSERT INTO memory_processingjob (id, workspace_id, conversation_id, kind, status,"
+                " upto_message_id, after_message_id, attempts, error, extractor, created_at,"
+                " updated_at) SELECT id || 'x', workspace_id, conversation_id, kind, 'pending',"
+                " upto_message_id || 'x', after_message_id, 0, '', '', now(), now()"
+                " FROM memory_processingjob WHERE id = %s",
+                [job],
+            )
+            conn.execute(
+                "UPDATE memory_processingjob SET status = 'running', attempts = attempts + 1,"
+                " updated_at = now() WHERE id = %s",
+                [job + "x"],
+            )
+            conn.execute(
+                "UPDATE memory_processingjob SET status = 'done', updated_at = now() WHERE id = %s",
+                [job + "x"],
+            )
+        spent = backend_cpu(pid) - began
+        conn.rollback()
+    return 1000 * spent / max(len(jobs), 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -146,6 +200,9 @@ def main() -> int:
         for drop in (False, True):
             name = "without 0019's" if drop else "every index"
             print(f"memory writes, {name:16s}: backend {memory_writes(url, drop):.3f} ms a memory")
+        for drop in (False, True):
+            name = "without 0020's" if drop else "every index"
+            print(f"job + 2 messages, {name:14s}: backend {job_writes(url, drop):.3f} ms a turn")
     print(f"load average {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -309,7 +309,11 @@ class ProcessingJob(models.Model):
         primary_key=True, max_length=40, default=partial(new_id, "job"), editable=False
     )
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="jobs")
+    # No single-column index of its own (nor its varchar_pattern_ops twin): job_unique_per_range
+    # and (conversation, status) lead with it and serve its lookups and cascade (migration 0020).
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="jobs", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     upto_message_id = models.CharField(

@@ -416,3 +416,28 @@ def test_memories_and_their_source_links_carry_only_the_indexes_statements_use()
         ("memory_memory_sources", "btree (memory_id, message_id)"),
         ("memory_memory_sources", "btree (message_id)"),
     }
+
+
+def test_jobs_and_messages_carry_only_the_indexes_statements_use():
+    """Migration 0020: a job's conversation index and the pattern twins of its primary key,
+    workspace and conversation indexes, and of a message's session index, are gone (three row
+    versions of a job and two or more of each message a turn paid for them)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'memory_processingjob' "
+            "OR (tablename = 'memory_message' AND indexdef LIKE '%%session_id%%')"
+        )
+        found = {definition.split(" USING ")[1] for (definition,) in cursor.fetchall()}
+    assert found == {
+        "btree (id)",
+        "btree (workspace_id)",
+        "btree (conversation_id, status)",
+        "btree (conversation_id, kind, upto_message_id)",
+        "btree (updated_at) WHERE ((status)::text = ANY ((ARRAY['pending'::character varying, "
+        "'running'::character varying])::text[]))",
+        "btree (workspace_id, kind, upto_message_id) WHERE ((status)::text = ANY "
+        "((ARRAY['pending'::character varying, 'running'::character varying])::text[]))",
+        "btree (session_id)",
+    }
