@@ -190,7 +190,11 @@ class Memory(models.Model):
     id = models.CharField(
         primary_key=True, max_length=40, default=partial(new_id, "mem"), editable=False
     )
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    # No single-column index of its own (nor its varchar_pattern_ops twin): the composite
+    # indexes lead with workspace and serve its lookups and cascade (migration 0019).
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     user_id = models.CharField(max_length=200)
     text = models.TextField()
     kind = models.CharField(
@@ -211,7 +215,9 @@ class Memory(models.Model):
         verbose_name_plural = "memories"
         indexes = [
             models.Index(fields=["workspace", "user_id", "updated_at"]),
-            GinIndex(fields=["search"], name="memory_search_gin"),
+            # No GIN index of `search`: the ranking reads the user's rows through the btree
+            # indexes and matches their words there (memory.retrieval.memories fences the text
+            # side with OFFSET 0), so no statement used it; each row version paid for it.
             # The exact vector scan of one user's memories reads only this index, contiguously
             # (half the time of visiting each row in the heap, measured at 100k memories).
             models.Index(
@@ -303,7 +309,11 @@ class ProcessingJob(models.Model):
         primary_key=True, max_length=40, default=partial(new_id, "job"), editable=False
     )
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="jobs")
+    # No single-column index of its own (nor its varchar_pattern_ops twin): job_unique_per_range
+    # and (conversation, status) lead with it and serve its lookups and cascade (migration 0020).
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="jobs", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     upto_message_id = models.CharField(

@@ -337,3 +337,107 @@ def test_vectors_are_written_as_the_same_nine_digit_text_whatever_they_are_given
     assert text is not None
     parsed = np.array(text[1:-1].split(","), dtype=np.float32)
     assert np.array_equal(parsed, vector)  # exact once read back as float32
+
+
+def test_binary_vectors_are_the_same_values_as_the_nine_digit_text():
+    """vector_binary (a bound parameter read by vector_recv) stores what vector_text's text
+    would: the same pgvector text back, for float32, float64 and list input; None stays NULL."""
+    from memory.services.indexing import binding_cursor, vector_binary, vector_text
+
+    rng = np.random.default_rng(5)
+    vector = rng.standard_normal(384).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    for given in (vector, vector.tolist(), vector.astype(np.float64), [0.0, -0.0, 1e-9, 3.5]):
+        with binding_cursor() as cursor:
+            cursor.execute(
+                "SELECT %b::vector::text, %s::vector::text",
+                [vector_binary(given), vector_text(given)],
+            )
+            binary, text = cursor.fetchone()
+        assert binary == text
+    with binding_cursor() as cursor:
+        cursor.execute("SELECT %b::vector IS NULL", [vector_binary(None)])
+        assert cursor.fetchone() == (True,)
+
+
+def test_the_index_update_binds_its_vectors_instead_of_writing_them_as_text(
+    offline, django_capture_on_commit_callbacks
+):
+    """A run's index update (messages_index_update) sends each vector as a binary parameter:
+    as text in the statement, PostgreSQL parsed two 384-float texts a message, half the
+    UPDATE's CPU. The statement is then short, and every message has both vectors."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    workspace, _ = make_workspace()
+    conv, _ = conversation_get_or_create(workspace=workspace, external_id="c", user_id="u")
+    with django_capture_on_commit_callbacks(execute=False):
+        messages_import(
+            workspace=workspace,
+            conversation=conv,
+            messages=[
+                {"role": "user", "name": "Ann", "content": text, "created_at": DAY}
+                for text in ("I adopted a cat.", "She is called Miso.", "Miso likes boxes.")
+            ],
+        )
+    job = ProcessingJob.objects.get(conversation=conv)
+    with CaptureQueriesContext(connection) as q:
+        tasks.extract(job.id)
+    updates = [
+        x["sql"] for x in q.captured_queries if x["sql"].startswith('UPDATE "memory_message"')
+    ]
+    assert len(updates) == 1, [x["sql"][:80] for x in q.captured_queries]
+    assert updates[0].count("::vector") == 6 and len(updates[0]) < 600, updates[0][:300]
+    stored = Message.objects.filter(conversation=conv)
+    assert len(stored) == 3
+    for message in stored:
+        assert len(message.embedding) == len(message.context_embedding) == 384
+        assert abs(float(np.linalg.norm(message.embedding)) - 1) < 1e-3
+
+
+def test_memories_and_their_source_links_carry_only_the_indexes_statements_use():
+    """Migration 0019: memory_memory's GIN of `search` (the ranking never used it), its
+    workspace index and the pattern twins, and the source links' memory_id index and twins are
+    gone; each was one more index entry for every row version. What the ranking, the cascades
+    and the lookups use stays."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename, indexdef FROM pg_indexes "
+            "WHERE tablename IN ('memory_memory', 'memory_memory_sources')"
+        )
+        found = {(table, definition.split(" USING ")[1]) for table, definition in cursor.fetchall()}
+    assert found == {
+        ("memory_memory", "btree (id)"),
+        ("memory_memory", "btree (workspace_id, user_id, updated_at)"),
+        ("memory_memory", "btree (workspace_id, user_id) INCLUDE (id, embedding)"),
+        ("memory_memory_sources", "btree (id)"),
+        ("memory_memory_sources", "btree (memory_id, message_id)"),
+        ("memory_memory_sources", "btree (message_id)"),
+    }
+
+
+def test_jobs_and_messages_carry_only_the_indexes_statements_use():
+    """Migration 0020: a job's conversation index and the pattern twins of its primary key,
+    workspace and conversation indexes, and of a message's session index, are gone (three row
+    versions of a job and two or more of each message a turn paid for them)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'memory_processingjob' "
+            "OR (tablename = 'memory_message' AND indexdef LIKE '%%session_id%%')"
+        )
+        found = {definition.split(" USING ")[1] for (definition,) in cursor.fetchall()}
+    assert found == {
+        "btree (id)",
+        "btree (workspace_id)",
+        "btree (conversation_id, status)",
+        "btree (conversation_id, kind, upto_message_id)",
+        "btree (updated_at) WHERE ((status)::text = ANY ((ARRAY['pending'::character varying, "
+        "'running'::character varying])::text[]))",
+        "btree (workspace_id, kind, upto_message_id) WHERE ((status)::text = ANY "
+        "((ARRAY['pending'::character varying, 'running'::character varying])::text[]))",
+        "btree (session_id)",
+    }
