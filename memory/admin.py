@@ -403,6 +403,10 @@ class SessionAdmin(OwnerFixed):
     raw_id_fields = ("conversation",)
 
 
+def _recalled_line(row) -> str:
+    return (row.text if isinstance(row, Memory) else row.content)[:100]
+
+
 @admin.register(Message)
 class MessageAdmin(DeletionLoggedById, LargeList):
     """Read-only: a message's text lives on in its search text, its embeddings and the body
@@ -414,8 +418,15 @@ class MessageAdmin(DeletionLoggedById, LargeList):
     list_defer = _MESSAGE_BODY
     list_filter = ("role", "incomplete")
     search_fields = ("user_id", "content", "id", "conversation__external_id")
-    readonly_fields = ("id", "created_at", "search_text", "token_count", "memories_from_here")
-    exclude = ("embedding", "context_embedding")
+    readonly_fields = (
+        "id",
+        "created_at",
+        "search_text",
+        "token_count",
+        "memories_from_here",
+        "recalled_for_this_answer",
+    )
+    exclude = ("embedding", "context_embedding", "recalled")
     raw_id_fields = ("conversation", "session")
 
     def has_add_permission(self, request):
@@ -423,6 +434,37 @@ class MessageAdmin(DeletionLoggedById, LargeList):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="Recalled for this answer")
+    def recalled_for_this_answer(self, obj):
+        """Which memories and past messages this answer was given, and why: each as it is now
+        (a link), or said deleted since."""
+        recalled = obj.recalled or []
+        found: dict[str, Memory | Message] = {}
+        for model, kind in ((Memory, "memory"), (Message, "message")):
+            ids = [item["id"] for item in recalled if item.get("type") == kind]
+            if ids:
+                found |= {
+                    row.pk: row
+                    for row in model.objects.filter(workspace_id=obj.workspace_id, pk__in=ids)
+                }
+        return (
+            format_html_join(
+                "",
+                "<div>{} {} <small>({})</small></div>",
+                (
+                    (
+                        item.get("type"),
+                        _link(found[item["id"]], _recalled_line(found[item["id"]]))
+                        if item.get("id") in found
+                        else f"{item.get('id')} (deleted since)",
+                        item.get("why", ""),
+                    )
+                    for item in recalled
+                ),
+            )
+            or "-"
+        )
 
     @admin.display(description="Memories from this message")
     def memories_from_here(self, obj):

@@ -158,6 +158,14 @@ class Message(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     incomplete = models.BooleanField(default=False, help_text="a stream cut before its end")
+    # An answer's recall, kept with it: which memories and past messages it was given, and why
+    # (ids, the ranking's reasons and scores; never their text, which a deletion must take
+    # away). None: not an answer of a remembered turn (or stored before it was kept).
+    recalled = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="what this answer was given from memory, and why: [{type, id, why, score}]",
+    )
     created_at = models.DateTimeField(db_index=True)
     search_text = models.TextField(blank=True, default="")
     search = search_vector()

@@ -84,6 +84,7 @@ def message_body(message: Message, conversation: Conversation | None = None) -> 
         "prompt_tokens": message.prompt_tokens,
         "completion_tokens": message.completion_tokens,
         "incomplete": message.incomplete,
+        "recalled": message.recalled,
         "created_at": _ts(message.created_at),
     }
 

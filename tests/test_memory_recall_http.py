@@ -134,6 +134,56 @@ def test_an_answer_says_which_memories_it_was_given_and_why(
     assert allergy["id"] not in [m["id"] for m in again["engram"]["memories"]]
 
 
+def test_an_answer_keeps_what_it_was_given_and_why(
+    http, celery_worker, offline_extraction, upstream, admin_client
+):
+    """Why a memory was used stays with the answer: the conversation's messages (and the
+    user's export) list, on each answer, the memories and past messages it was given, with
+    the ranking's reasons — ids, never their text, which a deletion takes away; the admin's
+    page of the answer links each, or says it was deleted since."""
+    tell(http, "ria", "first", "I'm allergic to peanuts, so keep them out of any recipe.")
+    allergy = next(m for m in memories(http, "ria") if "peanuts" in m["text"])
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Any snack ideas?"}]}
+    headers = {"x-user-id": "ria", "x-conversation-id": "second"}
+    answer = http.post("/v1/chat/completions", json=body, headers=headers).json()
+    given = {m["id"]: m for m in answer["engram"]["memories"]}
+    assert allergy["id"] in given
+
+    deadline = time.monotonic() + 30
+    while True:
+        said = http.get("/v1/conversations/second/messages").json()["data"]
+        if [m["role"] for m in said] == ["user", "assistant"]:
+            break
+        assert time.monotonic() < deadline, said
+        time.sleep(0.1)
+    question, reply = said
+    assert question["recalled"] is None
+    kept = [r for r in reply["recalled"] if r["type"] == "memory"]
+    assert {r["id"] for r in kept} == set(given)
+    kept_allergy = next(r for r in kept if r["id"] == allergy["id"])
+    assert kept_allergy == {
+        "type": "memory",
+        "id": allergy["id"],
+        "why": given[allergy["id"]]["why"],
+        "score": given[allergy["id"]]["score"],
+    }
+    assert "peanut" not in json.dumps(reply["recalled"])  # ids and reasons, no text
+    exported = http.get("/v1/users/ria/export").json()
+    [in_export] = [
+        m for c in exported["conversations"] for m in c["messages"] if m["id"] == reply["id"]
+    ]
+    assert in_export["recalled"] == reply["recalled"]
+
+    page = admin_client.get(f"/admin/memory/message/{reply['id']}/change/").content.decode()
+    assert (
+        "User is allergic to peanuts." in page and f"/admin/memory/memory/{allergy['id']}/" in page
+    )
+    assert http.delete(f"/v1/memories/{allergy['id']}").status_code in (200, 204)
+    page = admin_client.get(f"/admin/memory/message/{reply['id']}/change/").content.decode()
+    assert "User is allergic to peanuts." not in page
+    assert f"{allergy['id']} (deleted since)" in page
+
+
 def test_saying_a_fact_is_no_longer_so_supersedes_its_memory(
     http, celery_worker, offline_extraction
 ):

@@ -119,6 +119,13 @@ class ConversationSerializer(serializers.Serializer):
     processing = ProcessingSerializer(required=False, help_text="On one conversation.")
 
 
+class RecalledSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["memory", "message"])
+    id = serializers.CharField(help_text="The memory's or message's id (it may be deleted since).")
+    why = serializers.CharField(help_text="The ranking's reasons: vector, full-text, recency.")
+    score = serializers.FloatField()
+
+
 class MessageSerializer(serializers.Serializer):
     id = serializers.CharField()
     object = const("conversation.message")
@@ -133,6 +140,12 @@ class MessageSerializer(serializers.Serializer):
     prompt_tokens = serializers.IntegerField(allow_null=True)
     completion_tokens = serializers.IntegerField(allow_null=True)
     incomplete = serializers.BooleanField(help_text="A stream cut before its end.")
+    recalled = serializers.ListField(
+        child=RecalledSerializer(),
+        allow_null=True,
+        help_text="On an answer: the memories and past messages it was given, and why (as the "
+        "`engram` object of its completion said). Null on other messages.",
+    )
     created_at = _ts()
 
 

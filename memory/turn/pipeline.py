@@ -251,6 +251,7 @@ def _finish(
     on_stored: Callable[[], None] | None,
     answer_id: str,
     again: bool,
+    recalled: list[dict] | None = None,
 ) -> None:
     from memory.models import Message
     from memory.services.conversations import conversation_fingerprint_set, messages_append
@@ -310,6 +311,7 @@ def _finish(
                 incomplete=incomplete,
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
+                recalled=recalled,
             )
             newest: str | None = stored.id
             added += stored.token_count
@@ -432,6 +434,17 @@ def _created_again(
     return created, session
 
 
+def recall_kept(engram: dict) -> list[dict]:
+    """What an answer keeps of its recall (Message.recalled): each memory's and past message's
+    id, why and score as its `engram` object gave them — not their lines, whose text a
+    deletion of the memory (or the message) must take away with it."""
+    return [
+        {"type": kind, "id": item["id"], "why": item["why"], "score": item["score"]}
+        for kind, key in (("memory", "memories"), ("message", "messages"))
+        for item in engram.get(key, ())
+    ]
+
+
 async def finish_turn(
     ctx: TurnContext,
     prepared: PreparedTurn,
@@ -449,9 +462,10 @@ async def finish_turn(
             return  # a pass-through or a dry run: nothing was stored, nothing to finish
         with background.holding(_finishing(state.workspace_id, state.user_id)):
             finish = on_request_thread(_finish)
+            recalled = recall_kept(prepared.engram)
             await _until_stored(
                 lambda answer_id, again: finish(
-                    ctx, state, assistant, usage, incomplete, on_stored, answer_id, again
+                    ctx, state, assistant, usage, incomplete, on_stored, answer_id, again, recalled
                 )
             )
     finally:
