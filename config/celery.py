@@ -259,12 +259,14 @@ def send(task, *args: object, then: str) -> bool:
     from kombu.exceptions import OperationalError as BrokerError
     from redis import RedisError
 
+    from config.publish import publish
+
     log = logging.getLogger("engram.tasks")
     if time.monotonic() < _broker["rest_until"]:  # the failure was logged as a warning
         log.info("%s%r not sent (Redis failed a moment ago); %s", task.name, args, then)
         return False
     try:
-        task.apply_async(args, retry_policy=PUBLISH_RETRY_POLICY)
+        publish(task, args, PUBLISH_RETRY_POLICY)
     except (BrokerError, RedisError, OSError) as exc:
         _broker["rest_until"] = time.monotonic() + BROKER_REST_SECONDS
         log.warning("%s%r not sent (%s: %s); %s", task.name, args, type(exc).__name__, exc, then)
