@@ -2,13 +2,14 @@
 
 Every remembered turn sends its extraction job on commit (and a new conversation its title),
 from the web process's request thread. Celery's apply_async -> send_task -> as_task_v2 ->
-send_task_message -> kombu's Producer.publish ran ~1,200 Python calls a send (the routing,
+send_task_message -> kombu's Producer.publish ran 1,205 Python calls a send (the routing,
 the execution options merged, its settings read through Celery's ChainMap, the queue's
-declaration bound again, the result object) around one Redis LPUSH: ~540 µs of CPU a send
-against ~35 µs for the LPUSH itself (process_time over 3,000 sends, bench/README.md, the
-twenty-fifth session). `publish` builds the same protocol-2 message (the same headers,
-properties, body and queue; the same producer pool, kombu channel and retry policy) in ~590
-calls, ~250 µs.
+declaration bound again, the result object) around one Redis LPUSH: 459 µs of CPU a send
+against 28 µs for a bare LPUSH (bench/bench_publish_cpu.py, alternating runs). `publish`
+builds the same protocol-2 message (the same headers, properties, body and queue; the same
+producer pool, kombu channel and retry policy) in 553 calls, 180 µs: a remembered turn's
+request thread 13.68M -> 10.94M instructions (callgrind, two sends a turn there;
+bench/README.md, the twenty-fifth session).
 
 Only what Engram sends goes this way: a task whose options and settings are those the
 message below assumes (checked once per task, `_route`), sent outside a worker task (a task
