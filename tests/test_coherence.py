@@ -138,7 +138,7 @@ def test_an_extraction_job_checks_the_routes_once_and_sees_a_change_made_elsewhe
     owner, upstream, monkeypatch
 ):
     """runs_offline (asked by every extraction job) takes one snapshot for the default model
-    and its route: one coherence check, not one for each (a Redis round trip, ~60 µs of the
+    and its route: one coherence check, not one for each (a Redis round trip, ~15 µs of the
     worker's CPU a job), and a route another process changed is still seen once published."""
     from completions.services import model_alias_set
     from memory.background.extraction.runner import runs_offline
