@@ -1,7 +1,7 @@
 """Memory's background work, on the "memory" queue (routed by the `memory.*` names).
 
 Each task takes a ProcessingJob id, claims it atomically (a second delivery finds it taken or
-done and returns), holds the claim's lease while it works (a heartbeat thread), retries
+done and returns), holds the claim's lease while it works (the process's lease thread), retries
 transient failures with backoff, and records a final failure on the job: `processing.failed` —
 never a silent drop. `memory.sweep_jobs` (Celery beat) sends again what was lost.
 
@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -61,32 +64,121 @@ def _retryable() -> tuple[type[Exception], ...]:
 
 @contextlib.contextmanager
 def _leased(jobs: list[ProcessingJob]) -> Iterator[None]:
-    """Renew the jobs' leases every third of it while the body runs (a thread: the work may sit
-    in one long call, such as embedding 200 messages, for longer than a lease)."""
-    from memory.services.processing import jobs_heartbeat, lease
-
-    stop = threading.Event()
-    names = ", ".join(job.id for job in jobs)
-
-    def beat() -> None:
-        try:
-            while not stop.wait(lease().total_seconds() / 3):
-                try:
-                    if not jobs_heartbeat(jobs=jobs):
-                        logger.warning("memory job(s) %s lost their lease", names)
-                        return
-                except (OperationalError, InterfaceError) as exc:
-                    logger.warning("memory job(s) %s: lease not renewed (%s)", names, exc)
-        finally:
-            connections.close_all()  # this thread's connection
-
-    thread = threading.Thread(target=beat, name=f"lease-{jobs[0].id}", daemon=True)
-    thread.start()
+    """Renew the jobs' leases every third of it while the body runs (on the process's lease
+    thread: the work may sit in one long call, such as embedding 200 messages, for longer than
+    a lease). Its last renewal, if one is under way, is over when this returns."""
+    held = _leases.hold(jobs)
     try:
         yield
     finally:
-        stop.set()
-        thread.join(timeout=30)
+        _leases.release(held)
+
+
+class _Held:
+    """A run's jobs on the lease thread: when they are due a renewal, and whether one is under way."""
+
+    __slots__ = ("beating", "due", "jobs", "names")
+
+    def __init__(self, jobs: list[ProcessingJob], due: float) -> None:
+        self.jobs = jobs
+        self.names = ", ".join(job.id for job in jobs)
+        self.due = due
+        self.beating = False
+
+
+def _third_of_a_lease() -> float:
+    from memory.services.processing import lease
+
+    return lease().total_seconds() / 3
+
+
+class _Leases:
+    """One thread per process renews the leases of every run registered with it, each a third
+    of a lease after its claim or its last renewal. A thread started for each run (and its
+    connections closed at its end) cost ~60 µs of a pool process's CPU a task, where nearly
+    every run ends long before its first renewal (bench/README.md, "Twenty-fifth session").
+    Registering a run wakes the thread only when the run is due before the thread's next
+    wake-up (a shorter lease than when it went to sleep): not in the steady state."""
+
+    def __init__(self) -> None:
+        self._after_fork()
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # a forked pool process inherits no thread: its own starts with its first run
+        self._cond = threading.Condition()
+        self._runs: dict[int, _Held] = {}
+        self._thread: threading.Thread | None = None
+        self._wake = math.inf  # when the thread wakes next (-inf: it is awake)
+
+    def hold(self, jobs: list[ProcessingJob]) -> _Held:
+        held = _Held(jobs, time.monotonic() + _third_of_a_lease())
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._renew, name="leases", daemon=True)
+                self._thread.start()
+            self._runs[id(held)] = held
+            if held.due < self._wake:
+                self._cond.notify()
+        return held
+
+    def release(self, held: _Held) -> None:
+        """Stop renewing; wait (up to 30 s, as the thread's join did) for a renewal under way."""
+        deadline = time.monotonic() + 30
+        with self._cond:
+            self._runs.pop(id(held), None)
+            while held.beating and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+
+    def _renew(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [held for held in self._runs.values() if held.due <= now]
+                if not due:
+                    self._wake = min(
+                        (held.due for held in self._runs.values()),
+                        default=now + _third_of_a_lease(),
+                    )
+                    self._cond.wait(self._wake - now)
+                    self._wake = -math.inf
+                    continue
+                for held in due:
+                    held.beating = True
+            lost = set()
+            try:
+                for held in due:
+                    if not self._beat(held):
+                        lost.add(id(held))
+            finally:
+                connections.close_all()  # this thread's connection: it renews seldom
+                with self._cond:
+                    later = time.monotonic() + _third_of_a_lease()
+                    for held in due:
+                        held.beating = False
+                        held.due = later
+                        if id(held) in lost:
+                            self._runs.pop(id(held), None)
+                    self._cond.notify_all()
+
+    @staticmethod
+    def _beat(held: _Held) -> bool:
+        """Renew one run's leases; False when it lost them (no more renewals)."""
+        from memory.services.processing import jobs_heartbeat
+
+        try:
+            if not jobs_heartbeat(jobs=held.jobs):
+                logger.warning("memory job(s) %s lost their lease", held.names)
+                return False
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("memory job(s) %s: lease not renewed (%s)", held.names, exc)
+        except Exception:  # the thread renews the other runs' leases: it must not die of one
+            logger.exception("memory job(s) %s: lease not renewed", held.names)
+            return False
+        return True
+
+
+_leases = _Leases()
 
 
 Work = Callable[[list["ProcessingJob"]], dict]

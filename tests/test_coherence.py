@@ -134,6 +134,28 @@ def test_workers_check_before_using_a_snapshot(owner):
     assert routing.snapshot_sync(owner[0].id).aliases["fast"].model == "two"
 
 
+def test_an_extraction_job_checks_the_routes_once_and_sees_a_change_made_elsewhere(
+    owner, upstream, monkeypatch
+):
+    """runs_offline (asked by every extraction job) takes one snapshot for the default model
+    and its route: one coherence check, not one for each (a Redis round trip, ~15 µs of the
+    worker's CPU a job), and a route another process changed is still seen once published."""
+    from completions.services import model_alias_set
+    from memory.background.extraction.runner import runs_offline
+
+    checks = []
+    check = coherence.check_sync
+    monkeypatch.setattr(coherence, "check_sync", lambda: checks.append(1) or check())
+    model_alias_set(workspace=owner[0], alias="gpt-4o-mini", target_model="m", provider="local")
+    assert runs_offline(owner[0]) is True
+    assert len(checks) == 1
+    ModelAlias.objects.filter(workspace=owner[0], alias="gpt-4o-mini").update(provider="")
+    assert runs_offline(owner[0]) is True  # cached, unpublished
+    coherence._publish_now("routing")
+    assert runs_offline(owner[0]) is False  # the OpenAI-compatible upstream now
+    assert len(checks) == 3
+
+
 BUSY_SCRIPT = """
 local start = redis.call('TIME')
 local from_us = start[1] * 1000000 + start[2]

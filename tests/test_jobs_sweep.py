@@ -357,6 +357,46 @@ def test_a_running_job_renews_its_lease_while_it_works(settings):
     assert ProcessingJob.objects.get(id=job.id).updated_at == renewed  # the heartbeat stopped
 
 
+@pytest.mark.django_db(transaction=True)
+def test_runs_share_one_lease_thread_and_each_is_renewed(settings):
+    """The process's one lease thread renews every run's leases: no thread started per run
+    (~60 µs of a pool process's CPU a task, bench/README.md "Twenty-fifth session"), and two
+    runs at once are both renewed, a run that ended no more."""
+    import threading
+
+    from memory import tasks
+
+    settings.ENGRAM_JOB_LEASE_SECONDS = 1.5  # renewed every 0.5 s
+    workspace, _ = make_workspace()
+    claimed = []
+    for name in ("a", "b"):
+        conv, _ = conversation_get_or_create(workspace=workspace, external_id=name, user_id=name)
+        job = ProcessingJob.objects.create(
+            workspace=workspace, conversation=conv, kind="extract", upto_message_id="z"
+        )
+        claimed.append(job_claim(job_id=job.id))
+    first, second = claimed
+    before = set(threading.enumerate())
+    started = set()
+    for _ in range(3):  # three short runs, each over before its first renewal
+        with tasks._leased([first]):
+            started |= set(threading.enumerate()) - before
+    assert len(started) <= 1, started
+    with tasks._leased([first]), tasks._leased([second]):
+        time.sleep(1.2)
+        stamps = dict(
+            ProcessingJob.objects.filter(id__in=[first.id, second.id]).values_list(
+                "id", "updated_at"
+            )
+        )
+        assert stamps[first.id] > first.updated_at and stamps[second.id] > second.updated_at
+        started |= set(threading.enumerate()) - before
+    assert len(started) <= 1, started
+    renewed = ProcessingJob.objects.get(id=first.id).updated_at
+    time.sleep(1)
+    assert ProcessingJob.objects.get(id=first.id).updated_at == renewed  # ended: not renewed
+
+
 def test_time_limits_visibility_timeout_and_beat_agree():
     from config.celery import HARD_TIME_LIMITS, SOFT_MARGIN, VISIBILITY_TIMEOUT, app
     from memory import tasks

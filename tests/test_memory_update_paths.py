@@ -194,3 +194,56 @@ def test_an_extractors_update_of_a_memory_deleted_since_it_was_read_writes_nothi
     assert not Memory.objects.filter(pk=read.pk).exists()
     assert not MemoryEvent.objects.filter(memory_id=read.pk, event="UPDATE").exists()
     assert not Memory.sources.through.objects.filter(memory_id=read.pk).exists()
+
+
+@pytest.mark.django_db
+def test_an_extractions_memory_writes_bind_their_vectors_instead_of_writing_them_as_text():
+    """memories_create's insert and an extractor's update (config.common.rows) send the vector
+    as a binary parameter, not as pgvector's 384-float text (formatted here, parsed by
+    PostgreSQL): the statements stay short, and the stored vector is the one the ORM's text
+    stores, float32 for float32."""
+    from memory.services.memories import NewMemory, memories_create
+
+    workspace, _ = make_workspace()
+    messages = _messages(workspace, "u", 2)
+    rng = np.random.default_rng(3)
+    vectors = [v / np.linalg.norm(v) for v in rng.standard_normal((2, 384)).astype(np.float32)]
+    new = NewMemory(
+        text="User loves jazz.",
+        kind="fact",
+        event_date=None,
+        metadata={},
+        source_message_ids=messages[:1],
+        learned_on=None,
+        embedding=vectors[0].tolist(),
+    )
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        [created] = memories_create(
+            workspace=workspace, user_id="u", new=[new], actor="extractor:offline"
+        )
+        read = Memory.objects.defer("search", "embedding").get(pk=created.pk)
+        memory_update(
+            workspace=workspace,
+            memory=read,
+            actor="extractor:offline",
+            unless_changed=True,
+            text="User loves bebop.",
+            embedding=vectors[1],
+            source_message_ids=messages[1:],
+        )
+    writes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith(('INSERT INTO "memory_memory"', 'UPDATE "memory_memory"'))
+    ]
+    assert len(writes) == 2, [q["sql"][:80] for q in queries.captured_queries]
+    for sql in writes:
+        assert "::vector" in sql and len(sql) < 1500, sql[:300]
+    by_text = Memory.objects.create(
+        workspace=workspace, user_id="u", text="t", embedding=vectors[1].tolist()
+    )
+    stored = Memory.objects.get(pk=created.pk).embedding
+    assert np.array_equal(
+        np.asarray(stored), np.asarray(Memory.objects.get(pk=by_text.pk).embedding)
+    )
+    assert np.array_equal(np.asarray(stored, dtype=np.float32), vectors[1])

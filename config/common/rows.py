@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import DatabaseError, connection, models
+from pgvector.django import VectorField
+
+from config.common.vectors import binding_cursor, vector_binary
 
 _M = TypeVar("_M", bound=models.Model)
 
@@ -85,11 +88,11 @@ def update(obj: models.Model) -> None:
         quote = connection.ops.quote_name
         sql = _UPDATES[key] = (
             f"UPDATE {quote(model._meta.db_table)}"
-            f" SET {', '.join(f'{quote(f.column)} = %s' for f in fields)}"
+            f" SET {', '.join(f'{quote(f.column)} = {_placeholder(f)}' for f in fields)}"
             f" WHERE {quote(model._meta.pk.column)} = %s"
         )
-    values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields]
-    with connection.cursor() as cursor:
+    values = [_value(f, f.pre_save(obj, False)) for f in fields]
+    with _cursor(fields) as cursor:
         cursor.execute(sql, [*values, obj.pk])
         if cursor.rowcount != 1:
             raise DatabaseError("Forced update did not affect any rows.")
@@ -122,17 +125,16 @@ def insert(objs: Sequence[models.Model], *, then: str = "") -> list[tuple]:
 
     For the rows every remembered turn writes: bulk_create builds and compiles its statement
     again on each call (bench/README.md, "Twenty-fourth session": with the turn's other
-    statements written once, 27.6M -> 21.2M instructions on its request thread)."""
+    statements written once, 27.6M -> 21.2M instructions on its request thread).
+
+    A pgvector field's values are bound in binary (config.common.vectors), not written as text
+    PostgreSQL parses: a new memory's insert and a superseded one's update."""
     model = type(objs[0])
     fields = [field for field in model._meta.concrete_fields if not field.generated]
     quote = connection.ops.quote_name
-    row = f"({', '.join(['%s'] * len(fields))})"
-    values = [
-        field.get_db_prep_save(field.pre_save(obj, True), connection)
-        for obj in objs
-        for field in fields
-    ]
-    with connection.cursor() as cursor:
+    row = f"({', '.join(_placeholder(field) for field in fields)})"
+    values = [_value(field, field.pre_save(obj, True)) for obj in objs for field in fields]
+    with _cursor(fields) as cursor:
         cursor.execute(
             f"INSERT INTO {quote(model._meta.db_table)}"
             f" ({', '.join(quote(field.column) for field in fields)})"
@@ -144,3 +146,25 @@ def insert(objs: Sequence[models.Model], *, then: str = "") -> list[tuple]:
         obj._state.adding = False
         obj._state.db = connection.alias
     return returned
+
+
+# A model with a pgvector field (a memory): its rows are written by a cursor that binds on the
+# server, each vector as vector_recv reads it, where pgvector's field formatted 384 floats as
+# text for PostgreSQL to parse (bench/README.md, "Twenty-fifth session"). The other models'
+# rows keep Django's cursor and its client-side binding.
+
+
+def _placeholder(field: models.Field) -> str:
+    return "%b::vector" if isinstance(field, VectorField) else "%s"
+
+
+def _value(field: models.Field, value: Any) -> Any:
+    if isinstance(field, VectorField):
+        return vector_binary(value)
+    return field.get_db_prep_save(value, connection)
+
+
+def _cursor(fields: list[models.Field]) -> Any:
+    if any(isinstance(field, VectorField) for field in fields):
+        return binding_cursor()
+    return connection.cursor()
