@@ -729,3 +729,46 @@ def test_made_up_kids_do_not_refetch_within_the_cool_down(settings, jwks):
     with pytest.raises(keysets.JwksError):
         keysets.signing_key(jwks.url, kid="made-up-again", algorithm="RS256")
     assert jwks.requests == 2
+
+
+def test_a_key_that_is_not_a_workspace_key_is_one_refusal_at_every_door(
+    engram_server, http, operator_http, issuer, rsa_key
+):
+    """The REST views refused an end-user token (or the operator key) with `forbidden` and the
+    chat doors with `workspace_key_required`, in three messages, for the same refusal."""
+    http.post(
+        "/v1/conversations/c1/messages",
+        json={"user_id": "alice", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    answers = []
+    with as_user(engram_server, rsa_key.token("alice")) as alice:
+        for method, path in [
+            ("GET", "/v1/auth/issuers"),
+            ("POST", "/v1/collections"),
+            ("GET", "/v1/users"),
+            ("GET", "/v1/agents"),
+            ("POST", "/v1/conversations/c1/messages"),  # a method the route's GET allows
+        ]:
+            answers.append((path, alice.request(method, path, json={})))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    for method, path in [
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/context"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/gpt-4o-mini"),
+        ("POST", "/v1/chat/resume"),
+        ("GET", "/v1/memories"),
+        ("GET", "/v1/agents"),
+        ("POST", "/v1/collections"),
+    ]:
+        answers.append((path, operator_http.request(method, path, json=body)))
+    errors = set()
+    for path, response in answers:
+        assert response.status_code == 403, (path, response.text)
+        error = response.json()["error"]
+        assert (error["type"], error["code"]) == ("permission_error", "workspace_key_required"), (
+            path,
+            error,
+        )
+        errors.add(error["message"])
+    assert errors == {"This endpoint needs a workspace API key."}
