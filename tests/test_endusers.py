@@ -3,6 +3,7 @@ from a JWKS served on loopback, HS256 from a secret); each reaches only their ow
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -772,3 +773,66 @@ def test_a_key_that_is_not_a_workspace_key_is_one_refusal_at_every_door(
         )
         errors.add(error["message"])
     assert errors == {"This endpoint needs a workspace API key."}
+
+
+def test_a_token_searches_the_collections_it_names_at_every_door_and_manages_none(
+    engram_server, http, owner, outsider, issuer, rsa_key
+):
+    """One rule for a token and the workspace's collections, as its chat's x-collection-ids
+    has it: it may search those it names, at every door, and manage none of them.
+    `POST /v1/collections/search` was a 403 while `POST /v1/search` with `types: ["chunks"]`
+    (and a chat, and `/v1/context`) gave the same token the same chunks."""
+    from memory.knowledge import services as knowledge
+
+    workspace, _ = owner
+    collection = knowledge.collection_create(workspace=workspace, name="handbook")
+    document, _ = knowledge.document_create(
+        workspace=workspace,
+        collection=collection,
+        raw=b"Refunds are paid within 14 days of a return reaching the warehouse.",
+        title="Refund policy",
+    )
+    assert knowledge.document_ingest(document_id=document.id) == "ready"
+    foreign = knowledge.collection_create(workspace=outsider[0], name="theirs")
+    query = "How long do refunds take?"
+    chat_body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": query}]}
+
+    def doors(alice, ids):
+        return {
+            "collections/search": alice.post(
+                "/v1/collections/search", json={"query": query, "collection_ids": ids}
+            ),
+            "search": alice.post(
+                "/v1/search", json={"query": query, "types": ["chunks"], "collection_ids": ids}
+            ),
+            "context": alice.post(
+                "/v1/context", json=chat_body, headers={"x-collection-ids": json.dumps(ids)}
+            ),
+        }
+
+    with as_user(engram_server, rsa_key.token("alice")) as alice:
+        found = doors(alice, [collection.id])
+        for door, response in found.items():
+            assert response.status_code == 200, (door, response.text)
+            assert "14 days" in response.text, door
+        direct = found["collections/search"].json()["data"]
+        unified = found["search"].json()["data"]
+        assert [(h["document_id"], h["chunk_index"]) for h in direct] == [
+            (u["document_id"], u["chunk_index"]) for u in unified
+        ]
+        # another workspace's collection: the same 404 at every door
+        for door, response in doors(alice, [foreign.id]).items():
+            assert response.status_code == 404, (door, response.text)
+            assert response.json()["error"]["code"] == "collection_not_found", door
+        # managing them needs a workspace key, as before
+        for method, path in [
+            ("GET", "/v1/collections"),
+            ("POST", "/v1/collections"),
+            ("GET", f"/v1/collections/{collection.id}"),
+            ("DELETE", f"/v1/collections/{collection.id}"),
+            ("GET", f"/v1/collections/{collection.id}/documents"),
+            ("GET", f"/v1/collections/{collection.id}/documents/{document.id}"),
+        ]:
+            response = alice.request(method, path, json={"name": "x"})
+            assert response.status_code == 403, (method, path, response.text)
+            assert response.json()["error"]["code"] == "workspace_key_required"
