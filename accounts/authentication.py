@@ -32,7 +32,7 @@ from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
-from config.common.errors import ApiError
+from config.common.errors import ApiError, workspace_key_required
 from config.common.orm import on_pool_thread
 from config.common.setting import setting
 
@@ -223,23 +223,29 @@ class WorkspaceKeyAuthentication(BaseAuthentication):
 
 class IsWorkspace(BasePermission):
     """The default: a workspace key (an end user's token reaches only the views that say
-    EndUserAllowed)."""
-
-    message = "This endpoint needs a workspace API key."
+    EndUserAllowed). Another kind of key is config.common.errors.workspace_key_required, as
+    on the chat doors; no key, DRF's 401."""
 
     def has_permission(self, request, view) -> bool:
         principal = getattr(request._request, "principal", None)
-        return principal is not None and principal.workspace is not None and not principal.end_user
+        if principal is None:
+            return False
+        if principal.workspace is None or principal.end_user:
+            raise workspace_key_required()
+        return True
 
 
 class EndUserAllowed(BasePermission):
     """A workspace key, or an end user's token: the view keeps the latter to its own user
-    (accounts.endusers.scope)."""
-
-    message = "This endpoint needs a workspace API key or an end-user token."
+    (accounts.endusers.scope). The operator key is refused as IsWorkspace and the chat doors
+    refuse it (config.common.errors.workspace_key_required)."""
 
     def has_permission(self, request, view) -> bool:
-        return getattr(request._request, "workspace", None) is not None
+        if getattr(request._request, "workspace", None) is not None:
+            return True
+        if getattr(request._request, "principal", None) is not None:
+            raise workspace_key_required()
+        return False
 
 
 class IsOperator(BasePermission):

@@ -20,7 +20,7 @@ from completions import request as chat_request
 from completions.agents import calls as agent_calls
 from completions.agents.cache import AgentConfig
 from completions.catalogue import available_models
-from config.common.errors import EDGE_ERRORS, ApiError
+from config.common.errors import EDGE_ERRORS, ApiError, workspace_key_required
 from memory.turn.contract import TurnContext
 from memory.turn.pipeline import prepare_turn
 
@@ -29,15 +29,6 @@ def _method_not_allowed(allowed: str) -> HttpResponse:
     response = ApiError(405, "Method not allowed.", code="method_not_allowed").response()
     response["Allow"] = allowed
     return response
-
-
-def _workspace_required() -> HttpResponse:
-    return ApiError(
-        403,
-        "This endpoint needs a workspace API key.",
-        type="permission_error",
-        code="workspace_key_required",
-    ).response()
 
 
 def to_django(reply: gateway.Reply) -> HttpResponseBase:
@@ -75,7 +66,7 @@ async def models_list(request: ApiRequest) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
     if request.workspace is None:
-        return _workspace_required()
+        return workspace_key_required().response()
     return JsonResponse({"object": "list", "data": await available_models(request.workspace.id)})
 
 
@@ -83,7 +74,7 @@ async def models_retrieve(request: ApiRequest, model_id: str) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
     if request.workspace is None:
-        return _workspace_required()
+        return workspace_key_required().response()
     for model in await available_models(request.workspace.id):
         if model_id in (model["id"], model.get("agent_id")):
             return JsonResponse(model)
@@ -100,7 +91,7 @@ async def context_preview(request: ApiRequest) -> HttpResponse:
     if request.method != "POST":
         return _method_not_allowed("POST")
     if request.workspace is None:
-        return _workspace_required()
+        return workspace_key_required().response()
     try:
         body = chat_request.parse_body(request.body, model_required=False)
         ctx = chat_request.turn_context(

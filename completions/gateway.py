@@ -24,7 +24,7 @@ from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream
 from completions.providers.registry import Route
 from completions.streaming import done_within, dumps, relay
-from config.common.errors import EDGE_ERRORS, ApiError, unexpected_error
+from config.common.errors import EDGE_ERRORS, ApiError, unexpected_error, workspace_key_required
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.pipeline import finish_turn_soon, prepare_turn
 
@@ -227,13 +227,7 @@ async def chat_completions(
     limits: Policy = NO_POLICY,
 ) -> Reply:
     if workspace is None:
-        error = ApiError(
-            403,
-            "Chat completions need a workspace API key, not the operator key.",
-            type="permission_error",
-            code="workspace_key_required",
-        )
-        return Reply.of_error(error)
+        return Reply.of_error(workspace_key_required())
     turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
     turn.end_user = end_user
     turn.charge.limits = limits

@@ -399,7 +399,8 @@ class ChatCompletionsDoc(APIView):
         "fit the model's known window (answered without calling the upstream); or the "
         "upstream's own 400.",
         401: "A missing or unknown key (an upstream refusing Engram's own key is a 502, below).",
-        403: "An operator key, `x-workspace-id` naming another workspace, or an end-user "
+        403: "An operator key (`workspace_key_required`), `x-workspace-id` naming another "
+        "workspace, or an end-user "
         "token with an `x-user-id` or `user` naming another user (`user_mismatch`).",
         404: "A collection in `x-collection-ids` that is not the workspace's, an unknown or "
         "foreign agent (`model_not_found`), or the upstream's 404 (an unknown model).",

@@ -31,9 +31,9 @@ A memory-augmented, OpenAI-compatible chat-completions service.
 `Authorization: Bearer <key>`: a workspace key (`sk-...`, scheme `WorkspaceKey`) for the API, the
 operator key (`ENGRAM_ADMIN_KEY`, scheme `OperatorKey`) for provisioning workspaces and keys, or
 an end user's JWT (scheme `EndUserToken`) from an issuer the workspace trusts (`/v1/auth/issuers`)
-for chat completions, `/v1/context`, `/v1/models` and that user's own memories, conversations
-and data. A missing or unknown key is 401 on every path (a JWT's 401 names the check it failed);
-the wrong kind of key is 403.
+for chat completions, `/v1/context`, `/v1/models`, searching the workspace's collections it
+names and that user's own memories, conversations and data. A missing or unknown key is 401 on every path (a JWT's 401 names the check it failed);
+the wrong kind of key is 403 (`workspace_key_required` where a workspace key is needed).
 
 **Alias.** Every `/v1/...` path is also served at `/api/v1/...`, identically; only the
 `/v1` form is listed here.

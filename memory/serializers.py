@@ -119,6 +119,7 @@ class MemoryListFilters:
 
 # GET /v1/memories's query beside the list parameters (config.common.pagination)
 MEMORY_LIST_QUERY = ("user_id", "kind", "conversation_id", "created_after", "created_before")
+MEMORY_LIST_REPEATABLE = ("kind",)  # the one filter that takes several values
 
 
 def memory_list_filters(query_params) -> MemoryListFilters:

@@ -3,6 +3,7 @@ from a JWKS served on loopback, HS256 from a secret); each reaches only their ow
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -729,3 +730,109 @@ def test_made_up_kids_do_not_refetch_within_the_cool_down(settings, jwks):
     with pytest.raises(keysets.JwksError):
         keysets.signing_key(jwks.url, kid="made-up-again", algorithm="RS256")
     assert jwks.requests == 2
+
+
+def test_a_key_that_is_not_a_workspace_key_is_one_refusal_at_every_door(
+    engram_server, http, operator_http, issuer, rsa_key
+):
+    """The REST views refused an end-user token (or the operator key) with `forbidden` and the
+    chat doors with `workspace_key_required`, in three messages, for the same refusal."""
+    http.post(
+        "/v1/conversations/c1/messages",
+        json={"user_id": "alice", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    answers = []
+    with as_user(engram_server, rsa_key.token("alice")) as alice:
+        for method, path in [
+            ("GET", "/v1/auth/issuers"),
+            ("POST", "/v1/collections"),
+            ("GET", "/v1/users"),
+            ("GET", "/v1/agents"),
+            ("POST", "/v1/conversations/c1/messages"),  # a method the route's GET allows
+        ]:
+            answers.append((path, alice.request(method, path, json={})))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    for method, path in [
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/context"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/gpt-4o-mini"),
+        ("POST", "/v1/chat/resume"),
+        ("GET", "/v1/memories"),
+        ("GET", "/v1/agents"),
+        ("POST", "/v1/collections"),
+    ]:
+        answers.append((path, operator_http.request(method, path, json=body)))
+    errors = set()
+    for path, response in answers:
+        assert response.status_code == 403, (path, response.text)
+        error = response.json()["error"]
+        assert (error["type"], error["code"]) == ("permission_error", "workspace_key_required"), (
+            path,
+            error,
+        )
+        errors.add(error["message"])
+    assert errors == {"This endpoint needs a workspace API key."}
+
+
+def test_a_token_searches_the_collections_it_names_at_every_door_and_manages_none(
+    engram_server, http, owner, outsider, issuer, rsa_key
+):
+    """One rule for a token and the workspace's collections, as its chat's x-collection-ids
+    has it: it may search those it names, at every door, and manage none of them.
+    `POST /v1/collections/search` was a 403 while `POST /v1/search` with `types: ["chunks"]`
+    (and a chat, and `/v1/context`) gave the same token the same chunks."""
+    from memory.knowledge import services as knowledge
+
+    workspace, _ = owner
+    collection = knowledge.collection_create(workspace=workspace, name="handbook")
+    document, _ = knowledge.document_create(
+        workspace=workspace,
+        collection=collection,
+        raw=b"Refunds are paid within 14 days of a return reaching the warehouse.",
+        title="Refund policy",
+    )
+    assert knowledge.document_ingest(document_id=document.id) == "ready"
+    foreign = knowledge.collection_create(workspace=outsider[0], name="theirs")
+    query = "How long do refunds take?"
+    chat_body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": query}]}
+
+    def doors(alice, ids):
+        return {
+            "collections/search": alice.post(
+                "/v1/collections/search", json={"query": query, "collection_ids": ids}
+            ),
+            "search": alice.post(
+                "/v1/search", json={"query": query, "types": ["chunks"], "collection_ids": ids}
+            ),
+            "context": alice.post(
+                "/v1/context", json=chat_body, headers={"x-collection-ids": json.dumps(ids)}
+            ),
+        }
+
+    with as_user(engram_server, rsa_key.token("alice")) as alice:
+        found = doors(alice, [collection.id])
+        for door, response in found.items():
+            assert response.status_code == 200, (door, response.text)
+            assert "14 days" in response.text, door
+        direct = found["collections/search"].json()["data"]
+        unified = found["search"].json()["data"]
+        assert [(h["document_id"], h["chunk_index"]) for h in direct] == [
+            (u["document_id"], u["chunk_index"]) for u in unified
+        ]
+        # another workspace's collection: the same 404 at every door
+        for door, response in doors(alice, [foreign.id]).items():
+            assert response.status_code == 404, (door, response.text)
+            assert response.json()["error"]["code"] == "collection_not_found", door
+        # managing them needs a workspace key, as before
+        for method, path in [
+            ("GET", "/v1/collections"),
+            ("POST", "/v1/collections"),
+            ("GET", f"/v1/collections/{collection.id}"),
+            ("DELETE", f"/v1/collections/{collection.id}"),
+            ("GET", f"/v1/collections/{collection.id}/documents"),
+            ("GET", f"/v1/collections/{collection.id}/documents/{document.id}"),
+        ]:
+            response = alice.request(method, path, json={"name": "x"})
+            assert response.status_code == 403, (method, path, response.text)
+            assert response.json()["error"]["code"] == "workspace_key_required"

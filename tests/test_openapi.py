@@ -68,6 +68,9 @@ def test_schema_is_public_31_and_lists_every_route_once(anon_http):
     both = [{"WorkspaceKey": []}, {"EndUserToken": []}]
     assert schema["paths"]["/v1/memories"]["get"]["security"] == both
     assert schema["paths"]["/v1/chat/completions"]["post"]["security"] == both
+    # a token searches the collections it names (as its chat's x-collection-ids), manages none
+    assert schema["paths"]["/v1/collections/search"]["post"]["security"] == both
+    assert schema["paths"]["/v1/collections"]["post"]["security"] == [{"WorkspaceKey": []}]
     assert schema["paths"]["/v1/auth/issuers"]["post"]["security"] == [{"WorkspaceKey": []}]
     assert schema["paths"]["/v1/workspaces"]["post"]["security"] == [{"OperatorKey": []}]
 

@@ -2593,3 +2593,33 @@ def lost_mid_call(
         heartbeat_at=heartbeat_at,
     )
     return lost, first
+
+
+def test_a_header_name_or_value_past_its_cap_is_a_400_naming_it(http, tool_server):
+    """A value had no cap: 100,000 characters were stored and sent with every call (the number
+    of headers was capped, not their size)."""
+    from completions.tools.policy import MAX_HEADER_NAME, MAX_HEADER_VALUE
+
+    agent = make_agent(http)
+
+    def body(headers: dict) -> dict:
+        return {"name": "w", "type": "http", "http": {"url": tool_server.url, "headers": headers}}
+
+    for headers in ({"X-Big": "v" * 100_000}, {"X-Big": "v" * (MAX_HEADER_VALUE + 1)}):
+        error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body(headers)), 400)
+        assert error["param"] == "http.headers" and "X-Big" in error["message"]
+        assert f"{MAX_HEADER_VALUE} at most" in error["message"]
+    long_name = "X" * (MAX_HEADER_NAME + 1)
+    error = assert_envelope(
+        http.post(f"/v1/agents/{agent}/tools", json=body({long_name: "v"})), 400
+    )
+    assert error["param"] == "http.headers" and f"{MAX_HEADER_NAME} at most" in error["message"]
+    assert long_name not in error["message"]
+    # at the caps: stored; a PATCH past them is refused as a creation is
+    at_caps = {"X" * MAX_HEADER_NAME: "v" * MAX_HEADER_VALUE}
+    created = http.post(f"/v1/agents/{agent}/tools", json=body(at_caps))
+    assert created.status_code == 201, created.text
+    patch = {"http": {"url": tool_server.url, "headers": {"X-Big": "v" * (MAX_HEADER_VALUE + 1)}}}
+    path = f"/v1/agents/{agent}/tools/{created.json()['id']}"
+    error = assert_envelope(http.patch(path, json=patch), 400)
+    assert error["param"] == "http.headers" and "X-Big" in error["message"]

@@ -293,3 +293,45 @@ def test_an_unknown_query_parameter_on_every_list_is_a_400_naming_it(
     # the reported case: a misspelt filter no longer lists every user's memories
     http.post("/v1/memories", json={"user_id": "someone_else", "text": "likes coffee"})
     assert assert_envelope(http.get("/v1/memories?userid=u_closed"), 400)["param"] == "userid"
+
+
+def test_a_repeated_query_parameter_on_every_list_is_a_400_naming_it(
+    http, operator_http, anon_http, world
+):
+    """Every list in the document, with one of its own single-valued parameters given twice:
+    `GET /v1/memories?user_id=a&user_id=b` answered for b, the first value dropped in silence.
+    `kind`, the one filter that takes several values, still takes them."""
+    from tests.test_openapi import _schema
+
+    ids = {
+        "agent_id": world["agent"],
+        "collection_id": world["collection"],
+        "conversation_id": "c1",
+        "workspace_id": world["workspace"],
+    }
+    http.post(
+        "/v1/conversations/c1/messages",
+        json={"user_id": USER, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    lists = []
+    for path, operations in _schema(anon_http)["paths"].items():
+        parameters = operations.get("get", {}).get("parameters", [])
+        names = [p["name"] for p in parameters if p["in"] == "query"]
+        if "limit" in names:
+            lists.append((path.format(**ids), names))
+    assert len(lists) >= 13
+    for path, _names in lists:
+        client = operator_http if path.startswith("/v1/workspaces") else http
+        for name, values in (("limit", ["5", "6"]), ("order", ["asc", "desc"])):
+            error = assert_envelope(client.get(path, params={name: values}), 400)
+            assert (error["param"], error["code"]) == (name, "invalid_value"), path
+            assert "more than once" in error["message"], path
+    # the reported case
+    http.post("/v1/memories", json={"user_id": "someone_else", "text": "likes coffee"})
+    error = assert_envelope(http.get(f"/v1/memories?user_id={USER}&user_id=someone_else"), 400)
+    assert error["param"] == "user_id" and "more than once" in error["message"]
+    error = assert_envelope(http.get("/v1/conversations?user_id=a&user_id=b"), 400)
+    assert error["param"] == "user_id"
+    # `kind` is a list: repeated, as documented, it is read whole
+    both = http.get(f"/v1/memories?user_id={USER}&kind=fact&kind=preference")
+    assert both.status_code == 200, both.text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import overload
 
-from config.common.errors import Forbidden
+from config.common.errors import Forbidden, workspace_key_required
 
 
 def end_user(request) -> str | None:
@@ -48,6 +48,8 @@ def with_own_user(request, data):
     return data
 
 
-def workspace_key_only(request, what: str) -> None:
+def workspace_key_only(request) -> None:
+    """A method an end-user token may not use on a route it otherwise may (importing messages):
+    the refusal IsWorkspace answers for a whole route."""
     if end_user(request) is not None:
-        raise Forbidden(f"{what} needs a workspace API key, not an end-user token.")
+        raise workspace_key_required()

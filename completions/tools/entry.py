@@ -40,7 +40,13 @@ from completions.tools.stream import Streamer, open_first
 from config.common import errors, jsonbody
 from config.common.background import spawn
 from config.common.closed import unknown_fields_check
-from config.common.errors import EDGE_ERRORS, ApiError, Invalid, unexpected_error
+from config.common.errors import (
+    EDGE_ERRORS,
+    ApiError,
+    Invalid,
+    unexpected_error,
+    workspace_key_required,
+)
 from config.common.ids import identifier
 from memory.turn.contract import TurnContext
 
@@ -577,13 +583,7 @@ async def resume(
     from completions.gateway import Turn
 
     if workspace is None:
-        error = ApiError(
-            403,
-            "This endpoint needs a workspace API key.",
-            type="permission_error",
-            code="workspace_key_required",
-        )
-        return _error_reply(error)
+        return _error_reply(workspace_key_required())
     turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
     turn.charge.limits = limits
     try:

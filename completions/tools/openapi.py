@@ -7,7 +7,14 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from completions.openapi import SSE_EVENT, ref
-from completions.tools.policy import BUILTINS, METHODS, NAME_PATTERN
+from completions.tools.policy import (
+    BUILTINS,
+    MAX_HEADER_NAME,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    METHODS,
+    NAME_PATTERN,
+)
 from config.common.closed import ClosedSerializer
 from config.common.openapi import const, list_of
 
@@ -20,9 +27,11 @@ class HttpToolSerializer(serializers.Serializer):
     )
     method = serializers.ChoiceField(choices=METHODS, required=False, help_text="Default POST.")
     headers = serializers.DictField(
-        child=serializers.CharField(),
+        child=serializers.CharField(max_length=MAX_HEADER_VALUE),
         required=False,
-        help_text="Sent with every call; values are encrypted at rest and answered as ***. "
+        help_text=f"At most {MAX_HEADERS}, each name up to {MAX_HEADER_NAME} letters, digits, "
+        f"_ or -, each value up to {MAX_HEADER_VALUE} characters. "
+        "Sent with every call; values are encrypted at rest and answered as ***. "
         "*** written back keeps the stored value of that header. Host, Content-Length, "
         "Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-*, "
         "Idempotency-Key and x-engram-hop are refused.",

@@ -32,6 +32,12 @@ OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains")
 MAX_TTL = 7 * 24 * 3600
 MAX_TIMEOUT = 120.0
 MAX_HEADERS = 20
+# A header's name and value, each: a value had no cap (100,000 characters were stored and sent
+# with every call, where servers refuse a header line past 8 KB: nginx's
+# large_client_header_buffers, Node's 16 KB for all of them).
+MAX_HEADER_NAME = 64
+MAX_HEADER_VALUE = 8192
+HEADER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 HEADER_CONTROL = re.compile(
     r"[\x00-\x08\x0a-\x1f\x7f]"
 )  # what a header value cannot hold (tab can)
@@ -193,11 +199,23 @@ def http(value: Any) -> dict:
         not isinstance(headers, dict)
         or len(headers) > MAX_HEADERS
         or not all(
-            isinstance(k, str) and NAME.match(k) and isinstance(v, str) for k, v in headers.items()
+            isinstance(k, str) and HEADER_NAME.match(k) and isinstance(v, str)
+            for k, v in headers.items()
         )
     ):
         raise Invalid("http.headers must be an object of header names to strings.", field="http")
     for header, text in headers.items():
+        if len(header) > MAX_HEADER_NAME:
+            raise Invalid(
+                f"A header name in http.headers is {len(header)} characters; "
+                f"{MAX_HEADER_NAME} at most.",
+                field="http.headers",
+            )
+        if len(text) > MAX_HEADER_VALUE:
+            raise Invalid(
+                f"http.headers.{header} is {len(text)} characters; {MAX_HEADER_VALUE} at most.",
+                field="http.headers",
+            )
         if header_reserved(header):
             raise Invalid(
                 f"http.headers.{header} is set by Engram or HTTP itself; a tool cannot set "

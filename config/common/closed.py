@@ -32,11 +32,15 @@ def unknown_fields_check(data: Mapping, allowed: Iterable[str], *, where: str = 
         raise Invalid(f"Unknown parameter: '{name}'.", field=name, code=CODE)
 
 
-def repeated_fields_check(data: MultiValueDict) -> None:
-    """Invalid naming the first field (in sorted order) a form gives more than once. Django's
-    form keeps the last value: two files uploaded at once stored the second as the document
-    and dropped the first in silence."""
-    repeated = sorted(str(key) for key, values in data.lists() if len(values) > 1)
+def repeated_fields_check(data: MultiValueDict, *, repeatable: Iterable[str] = ()) -> None:
+    """Invalid naming the first field (in sorted order) a form or a query gives more than once,
+    but for the `repeatable` ones (a list's `kind`). Django keeps the last value: two files
+    uploaded at once stored the second as the document and dropped the first in silence, and
+    `?user_id=a&user_id=b` listed b's memories."""
+    many = set(repeatable)
+    repeated = sorted(
+        str(key) for key, values in data.lists() if len(values) > 1 and key not in many
+    )
     if repeated:
         name = field_name("", repeated[0])
         raise Invalid(

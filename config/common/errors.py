@@ -133,6 +133,21 @@ NOT_FOUND_CODES = {
 }
 # A field a closed body does not have (config.common.closed).
 UNKNOWN_PARAMETER = "unknown_parameter"
+WORKSPACE_KEY_REQUIRED = "workspace_key_required"
+
+
+def workspace_key_required() -> ApiError:
+    """The one refusal of a caller that is not a workspace key (an end-user token, the operator
+    key) on a workspace-key route, at every door: the REST views answered `forbidden` and the
+    chat doors `workspace_key_required`, with three messages, for the same refusal."""
+    return ApiError(
+        403,
+        "This endpoint needs a workspace API key.",
+        type="permission_error",
+        code=WORKSPACE_KEY_REQUIRED,
+    )
+
+
 # What `api_error` maps: what a door catches around the domain.
 EDGE_ERRORS = (ApiError, DomainError, ObjectDoesNotExist)
 

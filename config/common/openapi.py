@@ -89,7 +89,8 @@ ERRORS = {
     400: "Invalid input: the envelope's `param` names the field, parameter or header.",
     401: "The key is missing or not valid (`invalid_api_key`).",
     403: "The wrong kind of key for this path (a workspace key where the operator key is "
-    "needed, or the other way round; an end-user token where a workspace key is needed), or an "
+    "needed; the operator key or an end-user token where a workspace key is needed: "
+    "`workspace_key_required`), or an "
     "end-user token naming another user (`user_mismatch`).",
     404: "No such object in the caller's workspace (another workspace's is not found either), "
     "or an id that is not a path segment.",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
-from config.common.closed import unknown_fields_check
+from config.common.closed import repeated_fields_check, unknown_fields_check
 from config.common.errors import ApiError
 from config.common.ids import identifier
 
@@ -93,13 +93,16 @@ def parse_cursor(
     default_limit: int = 20,
     default_order: str = "desc",
     filters: Sequence[str] = (),
+    repeatable: Sequence[str] = (),
 ) -> Cursor:
     """The one reader of the list parameters, as in OpenAI's list endpoints (a list whose rows
     came whole before it was paginated keeps its old order and as many rows as it can). A
     query parameter that is neither one of them nor one of the list's `filters` is a 400
     `unknown_parameter` naming it, as in a body: `?userid=alice` listed every user's memories,
-    the misspelt filter ignored in silence."""
+    the misspelt filter ignored in silence. A parameter given twice is a 400 naming it, but for
+    the filters in `repeatable` (`kind`): `?user_id=a&user_id=b` listed b's memories."""
     unknown_fields_check(query_params, (*LIST_PARAMS, *filters))
+    repeated_fields_check(query_params, repeatable=repeatable)
     limit = parse_limit(query_params.get("limit"), default=default_limit)
     order = query_params.get("order", default_order)
     if order not in ("asc", "desc"):
@@ -130,12 +133,13 @@ def paginate(
     *,
     by: str | None = None,
     filters: Sequence[str] = (),
+    repeatable: Sequence[str] = (),
 ) -> dict:
     """`limit`, `after`, `before` and `order` (asc|desc) as in OpenAI's list endpoints; in id
     order, or with `by` in that field's order (ties by id), the cursors still ids: a
     conversation's messages read in the order they were said, which an import's `created_at`
     sets apart from the order they were stored in."""
-    cursor = parse_cursor(query_params, filters=filters)
+    cursor = parse_cursor(query_params, filters=filters, repeatable=repeatable)
     if by is None:
         queryset = queryset.order_by(cursor.order_by("id"))
         bounded = queryset.filter(**cursor.bounds("id"))

@@ -128,7 +128,7 @@ class ConversationMessagesApi(APIView):
         responses={201: docs.ImportedSerializer},
     )
     def post(self, request, conversation_id: str):
-        workspace_key_only(request, "Importing messages")
+        workspace_key_only(request)
         serializer = ImportInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

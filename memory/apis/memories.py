@@ -19,6 +19,7 @@ from memory.models import Memory
 from memory.retrieval.search import Found, memory_search
 from memory.serializers import (
     MEMORY_LIST_QUERY,
+    MEMORY_LIST_REPEATABLE,
     MemoryCreateInput,
     MemoryUpdateInput,
     SearchInput,
@@ -61,7 +62,13 @@ class MemoryListCreateApi(APIView):
             created_from=filters.created_from,
             created_until=filters.created_until,
         )
-        page = paginate(memories, request.query_params, memory_body, filters=MEMORY_LIST_QUERY)
+        page = paginate(
+            memories,
+            request.query_params,
+            memory_body,
+            filters=MEMORY_LIST_QUERY,
+            repeatable=MEMORY_LIST_REPEATABLE,
+        )
         sources = selectors.memory_sources(
             workspace=request.workspace, memory_ids=[m["id"] for m in page["data"]]
         )

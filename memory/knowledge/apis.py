@@ -9,6 +9,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import EndUserAllowed
 from config.common import jsonbody
 from config.common.closed import ClosedSerializer
 from config.common.errors import ApiError, DomainError, Invalid, api_error
@@ -310,6 +311,11 @@ class CollectionSearchInput(ClosedSerializer):
 
 
 class CollectionSearchApi(APIView):
+    # An end user's token searches the collections it names, as its chat's x-collection-ids
+    # and /v1/search's chunks do (collections_check, the one rule); managing them needs a
+    # workspace key.
+    permission_classes = [EndUserAllowed]
+
     @extend_schema(
         summary="Search collections directly",
         tags=["collections"],

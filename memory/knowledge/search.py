@@ -25,7 +25,10 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def collections_check(*, workspace: Workspace, collection_ids: list[str]) -> None:
-    """NotFound (field `collection_ids`) naming the first id not in `workspace`."""
+    """NotFound (field `collection_ids`) naming the first id not in `workspace`: the one check
+    of every door that reads collections (x-collection-ids, /v1/search's chunks,
+    /v1/collections/search, an agent's), for any key of the workspace, an end user's token
+    included: a token may search the workspace's collections it names, never manage them."""
     ids = [str(cid) for cid in collection_ids]
     found = set(
         Collection.objects.filter(workspace=workspace, id__in=ids).values_list("id", flat=True)
