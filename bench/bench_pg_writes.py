@@ -34,12 +34,8 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:1/0")  # settings want one
 import django  # noqa: E402
 
 django.setup()
-from memory.services.indexing import (  # noqa: E402
-    VectorBytes,
-    _VectorBytesDumper,
-    vector_binary,
-    vector_text,
-)
+from config.common.vectors import VectorBytes, _VectorBytesDumper, vector_binary  # noqa: E402
+from memory.services.indexing import vector_text  # noqa: E402
 
 _UPDATE = (
     "UPDATE memory_message AS m SET embedding = COALESCE(v.own{cast}, m.embedding),"

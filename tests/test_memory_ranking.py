@@ -342,7 +342,8 @@ def test_vectors_are_written_as_the_same_nine_digit_text_whatever_they_are_given
 def test_binary_vectors_are_the_same_values_as_the_nine_digit_text():
     """vector_binary (a bound parameter read by vector_recv) stores what vector_text's text
     would: the same pgvector text back, for float32, float64 and list input; None stays NULL."""
-    from memory.services.indexing import binding_cursor, vector_binary, vector_text
+    from config.common.vectors import binding_cursor, vector_binary
+    from memory.services.indexing import vector_text
 
     rng = np.random.default_rng(5)
     vector = rng.standard_normal(384).astype(np.float32)

@@ -3,11 +3,8 @@
 pgvector's Django field writes a vector as its text ("[0.0123,...]"): formatting 384 floats in
 the worker and PostgreSQL parsing them back. Bound in binary, a vector is 1,540 bytes packed by
 numpy and read by vector_recv: a new memory's insert and a superseded memory's update
-(config.common.rows; bench/README.md, "Twenty-fifth session").
-
-The same mechanism as the message index update's on the branch pgturn (3e99412, in
-memory/services/indexing.py, not merged when this was written): one of them should import the
-other's once both are in.
+(config.common.rows), and a run's message index update (memory.services.indexing; bench/README.md,
+"Twenty-fifth session").
 """
 
 from __future__ import annotations

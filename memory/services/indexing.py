@@ -9,22 +9,19 @@ Measured on 200 LoCoMo messages: 140 ms against 260 ms, a third of the CPU.
 The vectors go as bound parameters in pgvector's binary form (vector_recv), not as text in the
 statement: PostgreSQL parsing two 384-float texts was half the UPDATE's CPU for each message
 (0.25 against 0.12 ms of the backend's CPU a row, 1,600 rows of the bench's messages), and
-formatting them in the worker 0.19 against 0.025 ms a row (bench/README.md, twenty-fifth).
+formatting them in the worker 0.19 against 0.025 ms a row (bench/README.md, twenty-fifth; the binding is config.common.vectors's, shared with
+config.common.rows).
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 
 import numpy as np
-import psycopg
 from django.db import connection
-from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
 
 from accounts.models import Workspace
+from config.common.vectors import binding_cursor, vector_binary
 from memory.models import Message
 
 BATCH = 200
@@ -40,41 +37,6 @@ def vector_text(vector: Iterable[float] | None) -> str | None:
         return None
     values = tuple(vector.tolist() if isinstance(vector, np.ndarray) else vector)
     return "[" + ("%.9g," * len(values) % values)[:-1] + "]"
-
-
-class VectorBytes(bytes):
-    """A vector in pgvector's binary form: int16 dimensions, int16 unused, big-endian float4s."""
-
-
-class _VectorBytesDumper(Dumper):
-    # Sent as it is, in binary, with no type of its own (oid 0): the statement's `%b::vector`
-    # makes PostgreSQL take the parameter as a vector and read it with vector_recv.
-    format = Format.BINARY
-    oid = 0
-
-    def dump(self, obj: VectorBytes) -> bytes:
-        return obj
-
-
-def vector_binary(vector: Iterable[float] | None) -> VectorBytes | None:
-    """The vector as a binary parameter for `%b::vector` (a cursor of binding_cursor): the same
-    float32 values as vector_text's text, which PostgreSQL would have to parse."""
-    if vector is None:
-        return None
-    values = np.asarray(vector, dtype=">f4")
-    return VectorBytes(struct.pack(">hh", len(values), 0) + values.tobytes())
-
-
-def binding_cursor() -> CursorWrapper:
-    """A cursor of Django's connection that binds its parameters on the server (Django's own
-    cursors write them into the statement's text), so VectorBytes go in binary; Django's
-    wrapper still logs and counts its statements."""
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    cursor = psycopg.Cursor(connection.connection)
-    cursor.adapters.register_dumper(VectorBytes, _VectorBytesDumper)
-    wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
-    return wrapper(cursor, connection)
 
 
 def messages_index_update(
