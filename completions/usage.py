@@ -89,6 +89,9 @@ class Usage:
 class UsageBuffer:
     def __init__(self) -> None:
         self._items: list[Usage] = []
+        # Records of a flush that failed: written or not, as its commit may have been made
+        # and its acknowledgement lost with the connection (_unwritten says which).
+        self._unsure: list[Usage] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._flush_lock = threading.Lock()
@@ -96,7 +99,7 @@ class UsageBuffer:
 
     def add(self, usage: Usage) -> None:
         with self._lock:
-            if len(self._items) >= _MAX_BUFFER:
+            if len(self._items) + len(self._unsure) >= _MAX_BUFFER:
                 logger.error("usage buffer full; dropping a record", extra={"n": _MAX_BUFFER})
                 return
             self._items.append(usage)
@@ -123,18 +126,48 @@ class UsageBuffer:
         with self._flush_lock:
             with self._lock:
                 items, self._items = self._items, []
-            if not items:
+            unsure, self._unsure = self._unsure, []
+            if not items and not unsure:
                 return 0
             try:
-                return _write(items)
+                return _write((_unwritten(unsure) if unsure else []) + items)
             except Exception:  # database unavailable: keep the records for the next flush
                 with self._lock:
-                    self._items[:0] = items[: max(0, _MAX_BUFFER - len(self._items))]
+                    self._unsure = (unsure + items)[: max(0, _MAX_BUFFER - len(self._items))]
                 raise
             finally:
                 close_old_connections()
 
+    def pending(self) -> bool:
+        return bool(self._items or self._unsure)
 
+
+def _unwritten(items: list[Usage]) -> list[Usage]:
+    """Those of a failed flush's records that are not in the table. The flush may have failed
+    after its commit (the connection lost before the acknowledgement came: a database restart,
+    a network cut), and writing them all again counted and charged those requests twice
+    (tests/test_faults_limits.py). A record is its workspace, request id and creation time to
+    the microsecond (a client's x-request-id may name two requests); one query per slice, on
+    the (workspace, created_at) index, only after a failure."""
+    from completions.models import UsageRecord
+
+    written: set[tuple[str, str, datetime]] = set()
+    for start in range(0, len(items), _CHECK_SLICE):
+        part = items[start : start + _CHECK_SLICE]
+        written.update(
+            UsageRecord.objects.filter(
+                workspace_id__in={item.workspace_id for item in part},
+                created_at__in=[item.created_at for item in part],
+                request_id__in={item.request_id for item in part},
+            ).values_list("workspace_id", "request_id", "created_at")
+        )
+    if not written:
+        return items
+    logger.warning("usage flush: %d record(s) were written by the flush that failed", len(written))
+    return [i for i in items if (i.workspace_id, i.request_id, i.created_at) not in written]
+
+
+_CHECK_SLICE = 1000
 _COLUMNS = tuple(f.name for f in fields(Usage))
 _SLICE = 64
 _row = attrgetter(*_COLUMNS)
@@ -175,7 +208,7 @@ def _write(items: list[Usage]) -> int:
 
 
 buffer = UsageBuffer()
-atexit.register(lambda: buffer.flush() if buffer._items else None)
+atexit.register(lambda: buffer.flush() if buffer.pending() else None)
 
 
 _observe: Callable[[Usage], None] | None = None  # completions.metrics.observe, once loaded

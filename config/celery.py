@@ -74,12 +74,34 @@ class _ReleasedConnectionGuard:
         return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
 
 
+class _QoS(kombu_redis.QoS):
+    """kombu's Redis QoS, whose ack gives the message's prefetch slot back even when Redis did
+    not take the ack. kombu's removed the message from Redis' unacked index first and freed
+    the slot only then: an ack that timed out (Redis paused or partitioned as a task ended,
+    which Celery logs as "Couldn't ack" and goes on) kept the slot taken for good, and a
+    worker with a prefetch of one (`make run`'s: prefork, one pool process) never asked for
+    another message — every later job waited in the database (tests/test_faults_kills.py).
+    The message stays in Redis' unacked index, sent again after the visibility timeout, and
+    the task's claim refuses it."""
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            super().ack(delivery_tag)
+        except BaseException:
+            self._quick_ack(delivery_tag)  # the slot back; kombu's own ack stopped before it
+            raise
+
+
 class _BrokerChannel(_ReleasedConnectionGuard, kombu_redis.Channel):
     """kombu's Redis channel (redis://, rediss://: its TLS parameters are kombu's own)."""
+
+    QoS = _QoS
 
 
 class _SentinelBrokerChannel(_ReleasedConnectionGuard, kombu_redis.SentinelChannel):
     """kombu's Sentinel channel (sentinel://)."""
+
+    QoS = _QoS
 
 
 class RedisTransport(kombu_redis.Transport):

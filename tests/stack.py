@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -304,6 +305,11 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        # swallow_after: the server's replies on a connection are dropped from the first one
+        # that matches, that one included (`swallowed` is set then): a commit made whose
+        # acknowledgement never reaches the client, as a connection lost at that instant.
+        self.swallow_after: re.Pattern[bytes] | None = None
+        self.swallowed = threading.Event()
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -337,14 +343,19 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, replies in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(a, b, replies), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        swallowing = False
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                sink.sendall(data)
+                pattern = self.swallow_after if replies else None
+                if pattern is not None and not swallowing and pattern.search(data):
+                    swallowing = True
+                    self.swallowed.set()
+                if not swallowing:
+                    sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import ssl
 
 import httpx
@@ -208,6 +210,55 @@ def test_redis_killed_while_the_worker_holds_a_job_the_job_and_later_ones_are_do
         assert len(texts) == 2 and texts[0] == "Lives in Lisbon" and "jazz" in texts[1], texts
         assert list(ProcessingJob.objects.values_list("status", "attempts")) == [("done", 1)] * 2
         assert worker.poll() is None and not stopped(), stack.log("worker")  # reconnected
+
+
+def test_an_ack_lost_while_redis_hangs_gives_the_consumer_s_prefetch_slot_back(tmp_path):
+    """Redis hung (paused: its connections open, nothing answered) as a task ended: its ack
+    timed out, which Celery logs ("Couldn't ack") and goes on. kombu's Redis QoS gave the
+    prefetch slot back only once the ack had reached Redis, so the message stayed counted as
+    delivered: `make run`'s worker (prefork, one pool process, a prefetch of one) asked Redis
+    for no other message once it resumed, and every later job waited in the database for ever,
+    the sweep's sends with them (seen live: 30 jobs pending a minute after Redis resumed). An
+    ack Redis did not take leaves the message in its unacked index, sent again after the
+    visibility timeout (the task's claim refuses it), as when the ack is lost with a Redis
+    killed."""
+    from kombu import Consumer, Producer, Queue
+
+    from config.celery import app
+    from tests.stack import Redis
+
+    redis = Redis(tmp_path).start()
+    try:
+        connection = app.connection_for_read(redis.url)
+        channel = connection.default_channel
+        channel.basic_qos(0, 1, False)  # a prefetch of one, as make run's worker
+        queue = Queue("held", routing_key="held", channel=channel)
+        queue.declare()
+        Producer(channel).publish({"job": 1}, routing_key="held")
+        held: list = []
+        Consumer(channel, [queue], callbacks=[lambda body, message: held.append(message)]).consume()
+        for _ in range(10):
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=0.2)
+            if held:
+                break
+        assert len(held) == 1 and not channel.qos.can_consume()  # the one slot taken
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(connection.connection_errors):
+                held[0].ack()  # times out (config.celery.BROKER_SOCKET_TIMEOUT)
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        assert channel.qos.can_consume()  # the worker asks for the next message
+        Producer(channel).publish({"job": 2}, routing_key="held")
+        for _ in range(25):
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=0.2)
+            if len(held) == 2:
+                break
+        assert [m.payload for m in held] == [{"job": 1}, {"job": 2}]
+    finally:
+        redis.stop()
 
 
 @pytest.mark.parametrize("scheme", ["redis", "rediss", "sentinel"])

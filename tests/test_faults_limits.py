@@ -3,6 +3,7 @@ killed under a request that reserved its credits."""
 
 from __future__ import annotations
 
+import re
 import time
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from accounts.limits.services import credit_unit_update, limit_update
 from accounts.models import ApiKey
 from completions.models import Price, UsageRecord
 from memory.models import Memory, Message, ProcessingJob
-from tests.stack import wait_until
+from tests.stack import TcpProxy, wait_until
 from tests.test_faults import client, running_stack
 from tests.upstream import Reply, openai_stream
 
@@ -122,3 +123,48 @@ def test_redis_killed_mid_stream_settles_the_budget_to_what_was_spent_once_back(
             timeout=60,
             what="every turn's job done",
         )
+
+
+def test_usage_written_but_unacknowledged_when_the_database_went_is_counted_once(
+    transactional_db, tmp_path, owner
+):
+    """The database commits a flush of usage records, and the connection is lost before its
+    acknowledgement reaches the web process (a restart, a network cut at that instant): the
+    flush failed as far as the process knows, and it kept the records for the next flush,
+    which wrote them again — each of those requests counted, and charged, twice."""
+    from django.db import connection
+
+    workspace, raw_key = owner
+    proxy = TcpProxy(int(connection.settings_dict["PORT"])).start()
+    try:
+        with running_stack(tmp_path, host="127.0.0.1", port=proxy.port) as stack:
+            stack.web()
+            body = {"model": "local", "messages": [{"role": "user", "content": "Hi"}]}
+            records = UsageRecord.objects.filter(workspace=workspace)
+            with client(stack, raw_key) as http:
+                assert http.post("/v1/chat/completions", json=body).status_code == 200
+                wait_until(lambda: records.count() == 1, timeout=20, what="the first record")
+
+                # The next COPY commits; its "COPY 1" never reaches the web process.
+                proxy.swallow_after = re.compile(rb"C\x00\x00\x00.COPY \d+\x00", re.DOTALL)
+                answered = http.post("/v1/chat/completions", json=body)
+                assert answered.status_code == 200, answered.text
+                request_id = answered.headers["x-request-id"]
+                proxy.swallowed.wait(timeout=20)
+                assert proxy.swallowed.is_set(), stack.log("web")
+                mine = records.filter(request_id=request_id)
+                wait_until(lambda: mine.count() == 1, timeout=20, what="the commit made")
+
+                proxy.swallow_after = None
+                proxy.cut()  # the connection lost before its acknowledgement
+                proxy.start()
+                later = http.post("/v1/chat/completions", json=body)
+                assert later.status_code == 200, later.text
+                # records are flushed in order: the kept ones go before this one
+                last = records.filter(request_id=later.headers["x-request-id"])
+                wait_until(lambda: last.count() == 1, timeout=30, what="the next flush")
+            assert "usage flush failed" in stack.log("web")
+            assert mine.count() == 1
+            assert records.count() == 3
+    finally:
+        proxy.cut()
