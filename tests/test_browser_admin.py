@@ -86,3 +86,42 @@ def test_on_a_phone_the_end_user_and_usage_pages_do_not_scroll_sideways(
     page.get_by_role("link", name="alice").click()
     assert page.locator("#memories").inner_text().count("Alice keeps bees.") == 1
     assert not page.evaluate(wide), page.url
+
+
+def test_an_answers_page_shows_what_it_was_given_and_why(page, engram_server):
+    """The admin's page of an answer: each memory it was given, linked as it is now with the
+    ranking's reasons, and one deleted since said to be (Message.recalled)."""
+    from memory.services.conversations import conversation_get_or_create, messages_append
+
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    kept = memory_create(
+        workspace=workspace, user_id="alice", text="Alice keeps bees.", actor="extractor:offline"
+    )
+    conversation, _ = conversation_get_or_create(
+        workspace=workspace, external_id="c1", user_id="alice"
+    )
+    why = "vector rank 1 (similarity 0.61); blended score 0.6100"
+    [answer] = messages_append(
+        workspace=workspace,
+        conversation=conversation,
+        session=None,
+        messages=[{"role": "assistant", "content": "Bees it is."}],
+        recalled=[
+            {"type": "memory", "id": kept.id, "why": why, "score": 0.61},
+            {"type": "memory", "id": "mem_gone", "why": "full-text rank 1", "score": 0.2},
+        ],
+    )
+
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+    page.goto(engram_server.url + f"/admin/memory/message/{answer.id}/change/")
+
+    recalled = page.locator(".field-recalled_for_this_answer").inner_text()
+    assert "Alice keeps bees." in recalled and why in recalled
+    assert "mem_gone (deleted since)" in recalled
+    page.get_by_role("link", name="Alice keeps bees.").click()
+    page.wait_for_url(f"**/admin/memory/memory/{kept.id}/change/")
