@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -286,7 +286,7 @@ def _collection_key_share(collection_id: str) -> None:
         )
 
 
-def _mine(document: Document):
+def _mine(document: Document) -> QuerySet[Document]:
     """The document's row while it is still this run's: PROCESSING under the run's claim."""
     return Document.objects.filter(
         id=document.id, run=document.run, status=Document.Status.PROCESSING
