@@ -237,8 +237,8 @@ def _claim(document_id: str) -> tuple[str, Document | None]:
     has it), 'failed' (its runs kept dying) or 'skip' (gone, ready or failed) with None.
 
     The claim numbers the run (`Document.run`), and every write of the run is fenced by that
-    number (`_touch`): a run paused past its lease, or past a re-ingestion, and a later run's
-    claim since writes nothing when it resumes.
+    number (`_mine`): a run paused past its lease or past a re-ingestion writes nothing when it
+    resumes once a later run has claimed the document.
 
     Each claim counts a run; progress (a committed batch, `_touch(progress=True)`) sets the
     count back to zero. A document whose worker dies (the memory a damaged file takes, a crash

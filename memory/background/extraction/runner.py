@@ -324,10 +324,10 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
             [job for c, group in claims.items() if c in kept for job in group], extractor="offline"
         )
     result = {"embedded": len(todo), "extractor": "offline", **counts}
-    if not not_held:  # every job this run's, and each recorded done with its memories
-        result |= finished
     if not_held:
         result["conversations_not_held"] = not_held
+    else:  # every job was this run's, and each was recorded done with its memories
+        result |= finished
     return result
 
 
