@@ -282,6 +282,8 @@ def _done(jobs: list[ProcessingJob], result: dict) -> None:
     from memory.models import ProcessingJob
     from memory.services.processing import jobs_finish
 
+    if result.get("finished"):  # recorded with the run's memories, in its last commit
+        return
     # a fallback is no failure, but its reason stays on the record
     jobs_finish(
         jobs=jobs,

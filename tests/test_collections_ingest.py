@@ -355,7 +355,8 @@ def test_ingestion_resumes_where_a_dead_worker_stopped(owner, settings):
     text = "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(12))
     document = _bare_document(owner[0], text)
 
-    assert services._claim(document.id) == "claimed"
+    outcome, document = services._claim(document.id)
+    assert outcome == "claimed"
     services._split(document)
     chunks = Chunk.objects.filter(document=document)
     total = chunks.count()
@@ -456,7 +457,7 @@ def test_a_document_whose_runs_keep_dying_is_failed_not_retried_forever(
     document = _bare_document(owner[0], "# Poison\n\n" + filler(0, 4))
     stale = timezone.now() - timezone.timedelta(seconds=services.LEASE_SECONDS + 1)
     for _ in range(3):
-        assert services._claim(document.id) == "claimed"  # a worker took it, then died
+        assert services._claim(document.id)[0] == "claimed"  # a worker took it, then died
         Document.objects.filter(id=document.id).update(updated_at=stale)
     assert services.document_ingest(document_id=document.id) == "failed"
     document.refresh_from_db()
@@ -495,7 +496,8 @@ def test_runs_that_make_progress_are_not_counted_against_the_document(owner, set
 
 def test_a_document_deleted_mid_ingestion_stops_quietly(owner, settings):
     document = _bare_document(owner[0], "# T\n\n" + filler(0, 30))
-    assert services._claim(document.id) == "claimed"
+    outcome, document = services._claim(document.id)
+    assert outcome == "claimed"
     services._split(document)
     Document.objects.filter(id=document.id).delete()
     assert services.document_ingest(document_id=document.id) == "skip"
@@ -825,3 +827,92 @@ def _wait_for_a_lock_wait() -> None:
                 return
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def _paused_in_thread(monkeypatch, module, name: str, thread_name: str, *, after: bool = False):
+    """Patch `module.name` so that its first call on the thread `thread_name` stops (before
+    the real call, or `after` it) until the returned `go` is set; `reached` is set when it
+    stops. The other threads' calls pass through."""
+    import threading
+
+    real = getattr(module, name)
+    reached, go = threading.Event(), threading.Event()
+
+    def paused(*args, **kwargs):
+        if threading.current_thread().name != thread_name or reached.is_set():
+            return real(*args, **kwargs)
+        result = real(*args, **kwargs) if after else None
+        reached.set()
+        assert go.wait(30)
+        return result if after else real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, paused)
+    return reached, go
+
+
+def _ingest_on_thread(document_id: str, name: str, outcome: list):
+    import threading
+
+    from django.db import connection
+
+    def ingest() -> None:
+        try:
+            outcome.append(services.document_ingest(document_id=document_id))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=ingest, name=name)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("old_paused_at", ["embedding", "splitting"])
+def test_an_old_run_paused_while_the_document_is_ingested_from_scratch_writes_nothing(
+    owner, settings, monkeypatch, django_capture_on_commit_callbacks, old_paused_at
+):
+    """A run that stops for a while (a paused worker, a lease that lapsed), while the
+    document is re-ingested from scratch and a new run has claimed it: the old run's writes
+    are fenced by its claim. Fenced by the status alone, the old run resumed as if the
+    document were still its own: paused at its first embedding, it found none of the new
+    run's chunks yet and marked the document ready with 0 chunks (the new run then found it
+    ready and stopped); paused as it split, it wrote its chunks of the old settings beside
+    the new run's."""
+    from memory.embeddings import get_embedder
+    from memory.knowledge import chunking, parsing
+
+    settings.ENGRAM_INGEST_BATCH = 4
+    settings.ENGRAM_CHUNK_TOKENS = 60
+    text = "# Long\n\n" + "\n\n".join(filler(i, 3) for i in range(12))
+    document = _bare_document(owner[0], text)
+    if old_paused_at == "embedding":
+        old_reached, old_go = _paused_in_thread(monkeypatch, get_embedder(), "embed", "old")
+    else:
+        old_reached, old_go = _paused_in_thread(
+            monkeypatch, chunking, "chunk_blocks", "old", after=True
+        )
+    # the new run stops once claimed, before it splits
+    new_reached, new_go = _paused_in_thread(monkeypatch, parsing, "extract", "new")
+    outcomes: dict[str, list] = {"old": [], "new": []}
+    old = _ingest_on_thread(document.id, "old", outcomes["old"])
+    assert old_reached.wait(30)
+
+    settings.ENGRAM_CHUNK_TOKENS = 200  # what the re-ingestion is for: other chunks
+    with django_capture_on_commit_callbacks(execute=False):
+        services.document_rerun(workspace=owner[0], document=document, from_scratch=True)
+    new = _ingest_on_thread(document.id, "new", outcomes["new"])
+    assert new_reached.wait(30)
+    old_go.set()
+    old.join(60)
+    new_go.set()
+    new.join(60)
+    assert not old.is_alive() and not new.is_alive()
+
+    assert outcomes == {"old": ["skip"], "new": ["ready"]}
+    document.refresh_from_db()
+    chunks = Chunk.objects.filter(document=document)
+    assert document.status == "ready"
+    assert document.chunks_total == document.chunks_done == chunks.count() > 0
+    # the new settings' chunks only, each embedded
+    assert list(chunks.values_list("chunk_index", flat=True)) == list(range(chunks.count()))
+    assert max(chunks.values_list("token_count", flat=True)) > 60
+    assert not chunks.filter(embedding__isnull=True).exists()

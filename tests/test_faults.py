@@ -177,6 +177,42 @@ def test_turns_taken_while_redis_hangs_are_answered_and_extracted_once_it_resume
     assert Memory.objects.count() == 4
 
 
+def test_documents_uploaded_while_redis_hangs_are_accepted_and_ingested_once_it_resumes(
+    stack, owner
+):
+    """Redis paused (SIGSTOP) through an upload: the upload is accepted (its send fails in
+    BROKER_SOCKET_TIMEOUT), the next ones too, and the sweep sends each once Redis answers;
+    every document ends ready with all its chunks, none twice."""
+    from memory.models import Chunk, Document
+
+    stack.web()
+    stack.worker()
+    stack.beat()
+    sections = [f"## Part {i}\n\n" + " ".join(FACTS) + f" Part {i} is here." for i in range(40)]
+    with client(stack, owner[1]) as http:
+        collection = http.post("/v1/collections", json={"name": "Hung"}).json()
+        url = f"/v1/collections/{collection['id']}/documents"
+        os.kill(stack.redis.proc.pid, signal.SIGSTOP)
+        try:
+            for n in range(3):
+                raw = "\n\n".join(sections[: 20 + n]).encode()
+                response = http.post(url, files={"file": (f"d{n}.md", raw, "text/markdown")})
+                assert response.status_code == 202, response.text
+            assert http.get(url).status_code == 200
+            assert set(Document.objects.values_list("status", flat=True)) == {"queued"}
+        finally:
+            os.kill(stack.redis.proc.pid, signal.SIGCONT)
+    wait_until(
+        lambda: Document.objects.filter(status="ready").count() == 3,
+        timeout=120,
+        what="the three documents ready after Redis resumed",
+    )
+    for document in Document.objects.all():
+        chunks = Chunk.objects.filter(document=document)
+        assert chunks.count() == document.chunks_total == document.chunks_done > 0
+        assert not chunks.filter(embedding__isnull=True).exists()
+
+
 IMPORT_FACTS = [
     "I live in Lisbon.",
     "I love jazz.",

@@ -1628,3 +1628,99 @@ def test_a_lone_turns_extraction_job_sends_its_known_statements(
     events = MemoryEvent.objects.filter(memory_id=memory.id).order_by("created_at")
     assert [e.event for e in events] == ["ADD", "UPDATE"]
     assert [len(c) for c in counts] == [14, 15, 9], counts
+
+
+class _Killed(BaseException):
+    """The worker's process dying: nothing after it runs (not an Exception a task handles)."""
+
+
+def _killed_after_the_run(monkeypatch) -> None:
+    """The worker dies as the run returns: after every commit the run made, before anything
+    the task does after it."""
+    from memory.background.extraction import runner
+
+    real = runner.extraction_run
+
+    def killed(**kwargs):
+        real(**kwargs)
+        raise _Killed
+
+    monkeypatch.setattr(runner, "extraction_run", killed)
+
+
+def _swept_and_delivered_again(job, settings, capture) -> None:
+    """What follows a worker's death: its lease lapses, the sweep sends what it held again,
+    and a worker runs what was sent."""
+    from memory.services.sweep import jobs_sweep
+
+    stale = timezone.now() - dt.timedelta(seconds=settings.ENGRAM_JOB_LEASE_SECONDS + 1)
+    ProcessingJob.objects.filter(pk=job.pk, status="running").update(updated_at=stale)
+    with capture():
+        jobs_sweep()
+    tasks.extract(job.id)
+
+
+def _written() -> tuple:
+    from memory.models import Memory as M
+
+    sources = sorted(M.sources.through.objects.values_list("memory_id", "message_id"))
+    events = sorted(MemoryEvent.objects.values_list("memory_id", "event", "new_text"))
+    return sorted(Memory.objects.values_list("id", "text")), sources, events
+
+
+def test_an_offline_run_whose_worker_dies_after_its_commit_is_not_run_again(
+    offline, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The run's memories and its jobs' done are one commit: a worker killed right after it
+    (or a commit whose reply was lost) leaves the job done, not running for the sweep to give
+    to another run, which extracted the turn a second time."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I live in Paris. I love jazz. I have a cat named Miso.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    conv = say(workspace, "sam", "I moved to Berlin. I love jazz. I no longer have a cat.")
+    with django_capture_on_commit_callbacks():
+        job = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert job is not None
+    _killed_after_the_run(monkeypatch)
+    with pytest.raises(_Killed):
+        tasks.extract(job.id)
+    monkeypatch.undo()
+    written = _written()
+    assert any("Berlin" in text for _, text in written[0])
+    _swept_and_delivered_again(job, settings, django_capture_on_commit_callbacks)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.extractor) == ("done", 1, "offline")
+    assert _written() == written
+
+
+@llm_db
+def test_an_llm_run_whose_worker_dies_after_its_commit_does_not_ask_the_model_again(
+    upstream, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """As the offline run's: the model's memories and the job's done are one commit. Run
+    again, the model was asked again and may word the same fact otherwise, a second memory
+    beside the first (as here: "called" for "named")."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I have a cat named Miso.")
+    upstream.script(reply({"facts": [{"text": "Sam has a cat named Miso", "sources": [1]}]}))
+    with django_capture_on_commit_callbacks():
+        job = extraction_enqueue(workspace=workspace, conversation=conv)
+    assert job is not None
+    _killed_after_the_run(monkeypatch)
+    with pytest.raises(_Killed):
+        tasks.extract(job.id)
+    monkeypatch.undo()
+    written = _written()
+    asked = len(upstream.chat_requests())
+    upstream.script(
+        reply({"facts": [{"text": "Sam has a cat called Miso", "sources": [1]}]}),
+        reply({"actions": [{"event": "ADD", "fact": 0, "text": "Sam has a cat called Miso"}]}),
+    )
+    _swept_and_delivered_again(job, settings, django_capture_on_commit_callbacks)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.extractor) == ("done", 1, "llm"), job.error
+    assert len(upstream.chat_requests()) == asked
+    assert _written() == written
+    assert list(Memory.objects.values_list("text", flat=True)) == ["Sam has a cat named Miso"]

@@ -58,6 +58,11 @@ class Document(models.Model):
     # Runs started since the last progress (a batch committed): a document whose runs keep
     # dying or running out of time before any progress is failed after ENGRAM_JOB_MAX_ATTEMPTS.
     attempts = models.PositiveSmallIntegerField(default=0)
+    # The number of the run that holds the document: each claim counts one, and a run writes
+    # only while it is still its own (a fencing token, as a ProcessingJob's `attempts`). The
+    # status alone let a run paused past a re-ingestion from scratch write as if the new
+    # run's claim were its own (tests/test_collections_ingest.py).
+    run = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

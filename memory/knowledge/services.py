@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -232,9 +232,13 @@ class _Gone(Exception):
     """The document was deleted or re-queued while this run worked on it."""
 
 
-def _claim(document_id: str) -> str:
-    """'claimed', 'busy' (another live run has it), 'failed' (its runs kept dying) or 'skip'
-    (gone, ready or failed).
+def _claim(document_id: str) -> tuple[str, Document | None]:
+    """('claimed', the document with this run's number in `run`), or 'busy' (another live run
+    has it), 'failed' (its runs kept dying) or 'skip' (gone, ready or failed) with None.
+
+    The claim numbers the run (`Document.run`), and every write of the run is fenced by that
+    number (`_mine`): a run paused past its lease or past a re-ingestion writes nothing when it
+    resumes once a later run has claimed the document.
 
     Each claim counts a run; progress (a committed batch, `_touch(progress=True)`) sets the
     count back to zero. A document whose worker dies (the memory a damaged file takes, a crash
@@ -249,10 +253,15 @@ def _claim(document_id: str) -> str:
     )
     limit = settings.ENGRAM_JOB_MAX_ATTEMPTS
     mine = Document.objects.filter(takeable, id=document_id)
-    if mine.filter(attempts__lt=limit).update(
-        status=Document.Status.PROCESSING, error="", updated_at=now, attempts=F("attempts") + 1
-    ):
-        return "claimed"
+    with transaction.atomic():  # the row stays locked from the claim to the read of its number
+        if mine.filter(attempts__lt=limit).update(
+            status=Document.Status.PROCESSING,
+            error="",
+            updated_at=now,
+            attempts=F("attempts") + 1,
+            run=F("run") + 1,
+        ):
+            return "claimed", Document.objects.get(id=document_id)
     if mine.update(
         status=Document.Status.FAILED,
         error=(
@@ -262,9 +271,9 @@ def _claim(document_id: str) -> str:
         updated_at=now,
     ):
         logger.warning("document %s failed: %d runs without progress", document_id, limit)
-        return "failed"
+        return "failed", None
     status = Document.objects.filter(id=document_id).values_list("status", flat=True).first()
-    return "busy" if status == Document.Status.PROCESSING else "skip"
+    return ("busy" if status == Document.Status.PROCESSING else "skip"), None
 
 
 def _collection_key_share(collection_id: str) -> None:
@@ -277,16 +286,21 @@ def _collection_key_share(collection_id: str) -> None:
         )
 
 
-def _touch(document_id: str, *, progress: bool = False, **fields: object) -> None:
+def _mine(document: Document) -> QuerySet[Document]:
+    """The document's row while it is still this run's: PROCESSING under the run's claim."""
+    return Document.objects.filter(
+        id=document.id, run=document.run, status=Document.Status.PROCESSING
+    )
+
+
+def _touch(document: Document, *, progress: bool = False, **fields: object) -> None:
     """Renew this run's lease (and set `fields`); `progress`: a batch was committed, so the
     runs counted by `_claim` start again from zero. _Gone when the document is no longer
-    this run's."""
+    this run's. In a transaction, the row stays locked until it ends: what the run writes
+    after it lands only while the document is its own."""
     if progress:
         fields["attempts"] = 0
-    updated = Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
-        updated_at=timezone.now(), **fields
-    )
-    if not updated:
+    if not _mine(document).update(updated_at=timezone.now(), **fields):
         raise _Gone
 
 
@@ -321,7 +335,7 @@ def _split(document: Document) -> None:
         # collection deleted meanwhile deadlocked with the worker (503 to its caller).
         _collection_key_share(document.collection_id)
         _touch(
-            document.id,
+            document,
             progress=True,
             chunks_total=len(drafts),
             pages=extracted.pages,
@@ -345,13 +359,13 @@ def _split(document: Document) -> None:
         )
 
 
-def _embed_pending(document_id: str, batch_size: int, until: float) -> bool:
+def _embed_pending(document: Document, batch_size: int, until: float) -> bool:
     """Embed the chunks still without a vector, batch by batch, until done (True) or the
     monotonic clock passes `until` with some left (False; after one batch at least)."""
     from memory.embeddings import get_embedder
 
     embedder = get_embedder()
-    pending = Chunk.objects.filter(document_id=document_id, embedding__isnull=True)
+    pending = Chunk.objects.filter(document_id=document.id, embedding__isnull=True)
     first = True  # a run embeds one batch at least: progress, which _claim's count needs
     while batch := list(
         pending.order_by("chunk_index").values_list("id", "search_text")[:batch_size]
@@ -363,7 +377,7 @@ def _embed_pending(document_id: str, batch_size: int, until: float) -> bool:
         with transaction.atomic():
             # The document's row before its chunks', the order document_delete locks them in:
             # chunks first, then the row, deadlocked with a deletion (503 to its caller).
-            _touch(document_id)
+            _touch(document)
             Chunk.objects.bulk_update(
                 [
                     Chunk(id=pk, embedding=vector)
@@ -371,20 +385,19 @@ def _embed_pending(document_id: str, batch_size: int, until: float) -> bool:
                 ],
                 ["embedding"],
             )
-            done = Chunk.objects.filter(document_id=document_id, embedding__isnull=False).count()
-            _touch(document_id, progress=True, chunks_done=done)
+            done = Chunk.objects.filter(document_id=document.id, embedding__isnull=False).count()
+            _touch(document, progress=True, chunks_done=done)
     return True
 
 
-def _release(document_id: str) -> None:
-    """Hand a document being ingested back to the queue, its progress kept."""
-    Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
-        status=Document.Status.QUEUED, updated_at=timezone.now()
-    )
+def _release(document: Document) -> None:
+    """Hand a document being ingested back to the queue, its progress kept (if still this
+    run's)."""
+    _mine(document).update(status=Document.Status.QUEUED, updated_at=timezone.now())
 
 
-def _fail(document_id: str, reason: str) -> None:
-    Document.objects.filter(id=document_id, status=Document.Status.PROCESSING).update(
+def _fail(document: Document, reason: str) -> None:
+    _mine(document).update(
         status=Document.Status.FAILED, error=reason[:2000], updated_at=timezone.now()
     )
 
@@ -398,30 +411,30 @@ def document_ingest(*, document_id: str) -> str:
     """
     from celery.exceptions import SoftTimeLimitExceeded
 
-    outcome = _claim(document_id)
-    if outcome != "claimed":
+    outcome, document = _claim(document_id)
+    if document is None:
         return outcome
     try:
-        document = Document.objects.get(id=document_id)
         if not Chunk.objects.filter(document_id=document_id).exists():
             _split(document)
         batch = getattr(settings, "ENGRAM_INGEST_BATCH", 32)
-        if not _embed_pending(document_id, batch, time.monotonic() + INGEST_SLICE_SECONDS):
-            _release(document_id)
+        if not _embed_pending(document, batch, time.monotonic() + INGEST_SLICE_SECONDS):
+            _release(document)
             return "yield"
+        # A re-ingestion from scratch between the count and the write fails the write's fence.
         total = Chunk.objects.filter(document_id=document_id).count()
-        _touch(document_id, status=Document.Status.READY, chunks_total=total, chunks_done=total)
+        _touch(document, status=Document.Status.READY, chunks_total=total, chunks_done=total)
         terms.collections_changed()  # its chunks now count in the collection's term statistics
         return "ready"
-    except (_Gone, Document.DoesNotExist):
+    except _Gone:
         return "skip"
     except extraction.ExtractionError as exc:
-        _fail(document_id, str(exc))
+        _fail(document, str(exc))
     except SoftTimeLimitExceeded:
         # A long document: release it with its progress kept; the task queues itself again.
-        _release(document_id)
+        _release(document)
         return "again"
     except Exception as exc:
         logger.exception("ingestion of %s failed", document_id)
-        _fail(document_id, f"ingestion failed ({type(exc).__name__}); re-run it to resume")
+        _fail(document, f"ingestion failed ({type(exc).__name__}); re-run it to resume")
     return "failed"

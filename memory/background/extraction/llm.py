@@ -164,7 +164,8 @@ def extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
     store = UserMemories(workspace, user_id)
     counts = {"added": 0, "updated": 0, "deleted": 0, "unchanged": 0}
     done: set[str] = set()
-    for chunk in _chunks(rows):
+    chunks = _chunks(rows)
+    for number, chunk in enumerate(chunks, start=1):
         if counts.get("not_held"):
             break  # erased meanwhile, or its jobs taken by another run: nothing more to do
         transcript = "\n".join(
@@ -176,7 +177,14 @@ def extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
                 workspace=workspace, system=FACTS_PROMPT, user=transcript, validate=_facts
             )
             if facts:
-                _apply(jobs=jobs, chunk=chunk, facts=facts, store=store, counts=counts)
+                _apply(
+                    jobs=jobs,
+                    chunk=chunk,
+                    facts=facts,
+                    store=store,
+                    counts=counts,
+                    last=number == len(chunks),
+                )
         except (MalformedOutput, chat_llm.LLMError) as exc:
             raise LLMExtractionFailed(exc, done=done, counts=counts) from exc
         done.update(m.id for m in chunk)
@@ -244,7 +252,10 @@ def _apply(
     facts: list[dict],
     store: UserMemories,
     counts: dict[str, int],
+    last: bool = False,
 ) -> None:
+    """`last`: the run's last chunk, whose write records its jobs done (runner.jobs_done_with;
+    a last chunk without a fact to write leaves that to the task)."""
     workspace, user_id = jobs[0].workspace, jobs[0].conversation.user_id
     # Facts their user deleted, from what was said before (or resent since): not proposed.
     by_id = {m.id: m for m in chunk}
@@ -361,3 +372,7 @@ def _apply(
             elif event == "NONE" and target is not None and store.get(target.id):
                 memory_add_sources(workspace=workspace, memory=target, source_message_ids=sources)
                 counts["unchanged"] += 1
+        if last:
+            from memory.background.extraction.runner import jobs_done_with
+
+            counts.update(jobs_done_with(jobs, extractor="llm"))

@@ -235,6 +235,19 @@ def _same(vector: list[float] | None, stored) -> bool:
 # A run whose user was erased meanwhile, or whose jobs another run took: it wrote nothing.
 NOT_HELD = {"not_held": True}
 Status = ProcessingJob.Status
+# In a run's result: its jobs were recorded done in its last write's transaction
+# (jobs_done_with), so the task records nothing more (memory.tasks._done).
+FINISHED = {"finished": True}
+
+
+def jobs_done_with(jobs: list[ProcessingJob], *, extractor: str, fallback: str = "") -> dict:
+    """Record the jobs done, in the transaction of the run's last write (after it held them):
+    the memories and the jobs' done are one commit. Two, a worker killed between them (or a
+    commit whose reply was lost) left the job running, and the sweep gave it to another run
+    that extracted the turn again; with a model, asked again, the same fact in other words
+    was a second memory (tests/test_memory_extraction.py). FINISHED, for the run's result."""
+    jobs_finish(jobs=jobs, status=Status.DONE, error=fallback, extractor=extractor)
+    return dict(FINISHED)
 
 
 def runs_offline(workspace: Workspace) -> bool:
@@ -307,9 +320,14 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
             if conversation in kept:
                 for key, value in _apply_offline(first_job[conversation], found, mine).items():
                     counts[key] = counts.get(key, 0) + value
+        finished = jobs_done_with(
+            [job for c, group in claims.items() if c in kept for job in group], extractor="offline"
+        )
     result = {"embedded": len(todo), "extractor": "offline", **counts}
     if not_held:
         result["conversations_not_held"] = not_held
+    else:  # every job was this run's, and each was recorded done with its memories
+        result |= finished
     return result
 
 
@@ -332,16 +350,20 @@ def _llm_run(jobs: list[ProcessingJob], fallback_on_error: bool) -> dict:
             raise failed.cause from failed
         logger.warning("memory job %s: LLM extraction failed, offline fallback: %s", job.id, failed)
         rest = [m for m in rows if m.id not in failed.done]
-        counts = offline_extract(jobs=jobs, rows=rest)
+        fallback = f"LLM extraction failed, offline extractor used: {failed}"
+        counts = offline_extract(
+            jobs=jobs, rows=rest, extractor="offline-fallback", fallback=fallback
+        )
         return {
             "embedded": embedded,
             "extractor": "offline-fallback",
-            "fallback": f"LLM extraction failed, offline extractor used: {failed}",
+            "fallback": fallback,
             "llm": failed.counts,
             **counts,
         }
     # LLMUnavailable in "auto": the route changed since `available` looked
-    return {"embedded": embedded, "extractor": "offline", **offline_extract(jobs=jobs, rows=rows)}
+    counts = offline_extract(jobs=jobs, rows=rows, extractor="offline")
+    return {"embedded": embedded, "extractor": "offline", **counts}
 
 
 def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
@@ -368,14 +390,18 @@ def facts_kept(found: list, vectors: np.ndarray) -> tuple[list, np.ndarray]:
     return without_remarks(found, vectors, [fact.slot_touched for fact, _, _ in found])
 
 
-def offline_extract(*, jobs: list[ProcessingJob], rows: list[Message]) -> dict:
-    """The offline extractor over `rows`, for the jobs (of one conversation) of an LLM run."""
+def offline_extract(
+    *, jobs: list[ProcessingJob], rows: list[Message], extractor: str, fallback: str = ""
+) -> dict:
+    """The offline extractor over `rows`, for the jobs (of one conversation) of an LLM run,
+    recorded done with its memories as `extractor` (and the `fallback`'s reason)."""
     found, texts = offline_facts(rows)
     found, vectors = facts_kept(found, get_embedder().embed(texts))
-    with transaction.atomic():  # one commit for the run's memories
+    with transaction.atomic():  # one commit for the run's memories and its jobs' done
         if not still_held(jobs):
             return dict(NOT_HELD)
-        return _apply_offline(jobs[0], found, vectors)
+        counts = _apply_offline(jobs[0], found, vectors)
+        return counts | jobs_done_with(jobs, extractor=extractor, fallback=fallback)
 
 
 NEAR = 3  # a new fact is compared with its this many nearest memories
