@@ -1144,6 +1144,33 @@ def test_tool_parameters_must_be_json_schema(http, tool_server):
     }
 
 
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$schema": 1},  # jsonschema read it as a URI: AttributeError
+        {"$schema": {"a": 1}},  # a dict as a key of its table of meta-schemas: TypeError
+        {"properties": {"code": {"type": "string", "pattern": "a{4294967296}"}}},  # Overflow
+        {"properties": {"code": {"pattern": "a{1,99999999999}"}}},
+        {"properties": {"code": {"pattern": "(" * 1000 + ")" * 1000}}},  # RecursionError
+    ],
+)
+def test_tool_parameters_jsonschema_cannot_read_are_a_400_not_a_500(http, tool_server, schema):
+    """A schema the meta-schema check raised on (not SchemaError) was a 500 on the create and
+    on the PATCH; now a 400 naming `parameters`, and nothing stored."""
+    agent = make_agent(http)
+    url = tool_server.url + "/weather"
+    body = {"name": "w", "type": "http", "http": {"url": url}, "parameters": schema}
+    error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+    assert error["param"] == "parameters", error
+    tool = make_tool(http, agent, url)
+    patched = http.patch(f"/v1/agents/{agent}/tools/{tool['id']}", json={"parameters": schema})
+    assert assert_envelope(patched, 400)["param"] == "parameters"
+    assert (
+        http.get(f"/v1/agents/{agent}/tools").json()["data"][0]["parameters"]
+        == (tool["parameters"])
+    )
+
+
 def test_a_read_tools_masked_headers_patched_back_keep_their_values(
     sdk, http, upstream, tool_server
 ):

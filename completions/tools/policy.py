@@ -93,12 +93,26 @@ def parameters(value: Any) -> dict:
     # sent upstream with every call, where a strict provider refuses the whole request.
     from jsonschema import SchemaError, validators
 
+    # jsonschema looks a `$schema` up as a URI before any check: 1 was an AttributeError, {}
+    # a TypeError (both a 500).
+    if not isinstance(value.get("$schema", ""), str):
+        raise Invalid(
+            "parameters.$schema must be a string (a meta-schema's URI).", field="parameters"
+        )
     try:
         validators.validator_for(value, default=validators.Draft202012Validator).check_schema(value)
     except SchemaError as exc:
         where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
         raise Invalid(
             f"parameters{where} is not valid JSON Schema: {exc.message}", field="parameters"
+        ) from None
+    except (OverflowError, RecursionError):
+        # The `regex` format check compiles each `pattern` and catches only re.error: a
+        # repetition past 2**32 - 1 (a{4294967296}) overflows, 1,000 nested groups recurse.
+        raise Invalid(
+            "parameters is not valid JSON Schema: a pattern is a regular expression Python "
+            "cannot compile (a repetition too large, or groups nested too deeply).",
+            field="parameters",
         ) from None
     # OpenAI refuses a function whose parameters do not say "type": "object".
     return {"type": "object", **value}
