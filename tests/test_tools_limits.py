@@ -297,6 +297,44 @@ def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
     assert len(tool_server.calls) == 2
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_runs_every_model_call_is_reserved_against_the_budget(
+    sdk, http, operator_http, owner, upstream, tool_server, stream
+):
+    """One admission covered every model call of a run: a budget of 20 credits let a run of
+    four 7-credit calls spend 28 (and 50 concurrent runs against a budget of 70 spent 490).
+    Now each call after the first reserves its own `max_tokens` before it is made: the third
+    does not fit (7 + 7 reserved, 7 more > 20), so the run ends there with the budget's 429
+    (streamed: its error frame), its two calls charged, the budget never overshot."""
+    price(operator_http, owner, input=0, output=1)  # a credit per completion token
+    patch_workspace(operator_http, owner, {"budget": {"credits": 20, "period": "none"}})
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    calls = [tool_call(f"call_{i}", "weather", {"city": "Paris"}) for i in range(3)]
+    if stream:  # each call: 9 prompt, 4 completion tokens
+        upstream.script(*(Reply(stream=openai_tool_stream([c])) for c in calls))
+        with pytest.raises(openai.APIError) as info:
+            list(
+                sdk.chat.completions.create(
+                    model=agent, messages=WEATHER, max_tokens=7, stream=True
+                )
+            )
+        spent = 2 * 4
+    else:  # each call: 11 prompt, 7 completion tokens
+        upstream.script(*(Reply(json=openai_completion(tool_calls=[c])) for c in calls))
+        with pytest.raises(openai.RateLimitError) as info:
+            sdk.chat.completions.create(model=agent, messages=WEATHER, max_tokens=7)
+        assert info.value.code == "insufficient_quota"
+        spent = 2 * 7
+    assert "budget of the workspace" in info.value.message
+
+    assert len(upstream.chat_requests()) == 2 and len(tool_server.calls) == 2
+    rows = UsageRecord.objects.filter(workspace=owner[0], agent_id=agent)
+    wait_for(lambda: buffer.flush() or rows.exists())  # a stream's, once its run is stored
+    assert rows.get().credits == spent
+    wait_for(lambda: _budget_spent(owner, "ws:") == spent * 1_000_000)  # settled: what was spent
+
+
 def test_a_resume_over_the_budget_is_insufficient_quota(
     sdk, http, operator_http, owner, key_id, upstream, tool_server
 ):

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,10 @@ class Run:
     # The run was taken from this process (services.TakenOver): nothing of it is written or
     # stored here any longer; its new owner (or the sweep) has it.
     taken_over: bool = False
+    # Before each model call of this request after its first (which its admission reserved):
+    # the next call's body, reserved against the budgets (completions.charging.extend).
+    before_call: Callable[[dict], Awaitable[None]] | None = None
+    calls_made: int = 0  # model calls this request made
 
     def __post_init__(self) -> None:  # a resumed run counts the model calls made before it
         self.model_calls = sum(1 for s in self.execution.steps if s.get("type") == "model")
@@ -176,6 +180,15 @@ class Run:
         if self.model_calls + 1 >= settings.ENGRAM_TOOLS_MAX_STEPS:
             body["tool_choice"] = "none"  # the last step allowed: an answer, not more calls
         return Call(body=body, upstream=self.route.upstream, request_id=self.request_id)
+
+    async def next_call(self, *, stream: bool) -> Call:
+        """The next model call, reserved first when it is not this request's first: one
+        admission covered every call of a run, so a run calling its tool again and again spent
+        up to ENGRAM_TOOLS_MAX_STEPS times what its budget let it reserve."""
+        call = self.call(stream=stream)
+        if self.calls_made and self.before_call is not None:
+            await self.before_call(call.body)
+        return call
 
     def step(self, kind: str, **values: Any) -> None:
         _step(self.execution, kind, **values)
@@ -207,6 +220,7 @@ class Run:
     def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
         self._ids_given(message)
         self.model_calls += 1
+        self.calls_made += 1
         self.upstream_ms += ms
         _add_usage(self.usage, usage)
         _add_usage(self.spent, usage)
@@ -542,7 +556,7 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
         while True:
             if run.handback is not None:
                 return await _handed_back(run, data)
-            completion = await run.route.provider.complete(run.call(stream=False))
+            completion = await run.route.provider.complete(await run.next_call(stream=False))
             data = completion.data
             choices = data.get("choices") or []
             first = choices[0] if choices and isinstance(choices[0], dict) else {}
