@@ -128,6 +128,30 @@ def test_a_run_is_charged_its_calls_summed_cached_input_included(
     wait_for(lambda: _budget_spent(owner, "ws:") == 245 * 1_000_000)
 
 
+@pytest.mark.parametrize("bad", [-5, True, 2**31])
+def test_a_calls_usage_figure_that_is_not_a_count_takes_nothing_off_the_runs_other_calls(
+    sdk, http, operator_http, owner, upstream, tool_server, bad
+):
+    """A run sums its calls' usage: a figure was summed whenever it was an int, so one call's
+    -5 completion tokens took 5 off the other's 7 (charged 2 credits, and its usage said 2),
+    `true` counted 1, and 2**31 made the sum no count at all (charged 0). A figure that is
+    not a count is one not reported, as a call without tools takes it
+    (completions.usage.count): the run is charged the other call's 7."""
+    price(operator_http, owner, input=0, output=1)  # a credit per completion token
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    odd = {"prompt_tokens": 11, "completion_tokens": bad, "total_tokens": 11}
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {})], usage=odd)),
+        Reply(json=openai_completion("It is sunny.")),  # 11 prompt, 7 completion
+    )
+
+    answer = sdk.chat.completions.create(model=agent, messages=WEATHER)
+
+    assert answer.usage.completion_tokens == 7 and answer.usage.prompt_tokens == 22
+    assert engram(answer)["credits_charged"] == 7
+
+
 def _posting_that_breaks():
     """The limiter's posting connection (config.common.inline_redis.Pool.post_in_turn) as
     one that broke under the next send: the kernel refuses the write whole (EPIPE), while a

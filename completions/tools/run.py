@@ -41,7 +41,7 @@ from completions.providers.registry import Route
 from completions.tools import executor, policy, services, window
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
-from completions.usage import cache_tokens
+from completions.usage import MAX_COUNT, cache_tokens, count
 from config.common.background import spawn
 from config.common.errors import ApiError
 from config.common.ids import new_id
@@ -98,8 +98,12 @@ def _add_usage(total: dict, usage: Any) -> None:
     if not isinstance(usage, dict):
         return
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        if isinstance(usage.get(key), int):
-            total[key] = total.get(key, 0) + usage[key]
+        # Only counts (completions.usage.count): one call's -5 took 5 off the others' sum
+        # (charged for it), `true` counted 1, and 2**31 made the sum no count at all (charged
+        # nothing). The sum stops at the usage record's column, as one call's figure does.
+        figure = count(usage.get(key))
+        if figure is not None:
+            total[key] = min(total.get(key, 0) + figure, MAX_COUNT)
     for key, tokens in zip(
         ("cached_tokens", "cache_write_tokens", "cache_write_1h_tokens"),
         cache_tokens(usage),
@@ -107,7 +111,7 @@ def _add_usage(total: dict, usage: Any) -> None:
     ):
         if tokens:
             summed = total.setdefault("prompt_tokens_details", {})
-            summed[key] = summed.get(key, 0) + tokens
+            summed[key] = min(summed.get(key, 0) + tokens, MAX_COUNT)
 
 
 def _call_view(call: dict) -> dict:
