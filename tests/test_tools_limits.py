@@ -349,6 +349,7 @@ def test_a_runs_every_model_call_is_reserved_against_the_budget(
         with pytest.raises(openai.RateLimitError) as info:
             sdk.chat.completions.create(model=agent, messages=WEATHER, max_tokens=7)
         assert info.value.code == "insufficient_quota"
+        assert info.value.response.headers["x-should-retry"] == "false"  # the SDKs' retry
         spent = 2 * 7
     assert "budget of the workspace" in info.value.message
 
