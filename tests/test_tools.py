@@ -1171,6 +1171,25 @@ def test_tool_parameters_jsonschema_cannot_read_are_a_400_not_a_500(http, tool_s
     )
 
 
+def test_an_agent_has_at_most_the_tools_one_model_call_may_be_sent(http, owner):
+    """Every call of an agent sends all its tools, and OpenAI refuses a request of more than
+    128 ("array too long"): the 129th tool was stored, and every call of the agent failed.
+    Now it is a 400 `too_many_tools`; a tool deleted makes room."""
+    agent = make_agent(http)
+    Tool.objects.bulk_create(
+        Tool(workspace=owner[0], agent_id=agent, name=f"t{i}", kind="builtin", builtin="remember")
+        for i in range(127)
+    )
+    body = {"name": "last", "type": "builtin", "builtin": "knowledge_search"}
+    made = http.post(f"/v1/agents/{agent}/tools", json=body)
+    assert made.status_code == 201, made.text
+    over = http.post(f"/v1/agents/{agent}/tools", json={**body, "name": "over"})
+    assert "at most 128 tools" in assert_envelope(over, 400, code="too_many_tools")["message"]
+    assert Tool.objects.filter(agent_id=agent).count() == 128
+    http.delete(f"/v1/agents/{agent}/tools/{made.json()['id']}")
+    assert http.post(f"/v1/agents/{agent}/tools", json={**body, "name": "over"}).status_code == 201
+
+
 def test_a_read_tools_masked_headers_patched_back_keep_their_values(
     sdk, http, upstream, tool_server
 ):
