@@ -1038,6 +1038,34 @@ def test_private_addresses_are_refused_unless_allowed(http, settings, upstream, 
     assert "private" in json.loads(tool_message["content"])["error"]
 
 
+def test_an_address_written_in_full_width_digits_is_refused_as_the_address(
+    http, settings, upstream, sdk, tool_server, owner
+):
+    """urlsplit keeps "１２７.０.０.１" as a name, which is no address (stored), while the
+    HTTP client (yarl) maps it to 127.0.0.1 and connects to an address without the
+    resolver's check: a tool reached loopback, or 169.254.169.254, so written. Now refused
+    when the tool is written, and at the call for a tool stored before."""
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = False
+    agent = make_agent(http)
+    port = tool_server.url.rsplit(":", 1)[1]
+    wide = f"http://{'127.0.0.1'.translate(_FULL_WIDTH)}:{port}/weather"
+    for url in (wide, "http://１６９.２５４.１６９.２５４/latest", "http://127。0。0。1/x"):
+        body = {"name": "t", "type": "http", "http": {"url": url}}
+        error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+        assert error["param"] == "http.url" and error["code"] == "private_address", url
+    Tool.objects.create(
+        workspace=owner[0], agent_id=agent, name="weather", kind="http", http_url=wide
+    )
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    ask(sdk, agent)
+    assert tool_server.calls == []
+    tool_message = upstream.chat_requests()[1].body["messages"][-1]
+    assert "private" in json.loads(tool_message["content"])["error"]
+
+
+_FULL_WIDTH = str.maketrans("0123456789.", "０１２３４５６７８９．")
+
+
 def test_stored_header_values_never_follow_the_url_to_another_host(http, tool_server):
     """Write-only secrets: moving a tool to a host of the caller's choosing must not send them
     there (a PATCH of the URL alone, or with the masked values written back)."""

@@ -204,7 +204,11 @@ def http(value: Any) -> dict:
         parts.hostname.encode("idna")
     except UnicodeError:
         raise Invalid("http.url has an invalid host name.", field="http.url") from None
-    host_allowed(parts.hostname)
+    try:
+        host = connected_host(url)
+    except ValueError:  # yarl refuses it (a backslash before an @): every call would fail
+        raise Invalid("http.url must be an http(s) URL.", field="http.url") from None
+    host_allowed(host)
     method = str(value.get("method") or "POST").upper()
     if method not in METHODS:
         raise Invalid(f"http.method must be one of {', '.join(METHODS)}.", field="http.method")
@@ -245,6 +249,18 @@ def http(value: Any) -> dict:
                 field="http.headers",
             )
     return {"url": url, "method": method, "headers": headers}
+
+
+def connected_host(url: str) -> str:
+    """The host the HTTP client connects to for `url`, as aiohttp reads it (through yarl),
+    which is not always urlsplit's: yarl maps full-width digits and dots to ASCII
+    ("http://１２７.０.０.１/" is 127.0.0.1, urlsplit keeps the full-width name), and aiohttp
+    connects to an address without asking the resolver (executor._CheckedResolver), so a
+    tool at 127.0.0.1 or 169.254.169.254 written so was never refused. ValueError for a URL
+    yarl refuses."""
+    from yarl import URL
+
+    return URL(url).raw_host or ""
 
 
 def address_allowed(address: str) -> bool:
