@@ -20,7 +20,7 @@ from completions import request as chat_request
 from completions.agents import calls as agent_calls
 from completions.agents.cache import AgentConfig
 from completions.catalogue import available_models
-from config.common.errors import EDGE_ERRORS, ApiError, workspace_key_required
+from config.common.errors import EDGE_ERRORS, ApiError, api_error, workspace_key_required
 from memory.turn.contract import TurnContext
 from memory.turn.pipeline import prepare_turn
 
@@ -75,6 +75,11 @@ async def models_retrieve(request: ApiRequest, model_id: str) -> HttpResponse:
         return _method_not_allowed("GET")
     if request.workspace is None:
         return workspace_key_required().response()
+    if agent_calls.is_agent(model_id):
+        try:
+            return JsonResponse(await agent_calls.model_async(request.workspace.id, model_id))
+        except EDGE_ERRORS as exc:
+            return api_error(exc).response()
     for model in await available_models(request.workspace.id):
         if model_id in (model["id"], model.get("agent_id")):
             return JsonResponse(model)

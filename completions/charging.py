@@ -103,6 +103,26 @@ async def admit(
     charge.headers = charge.admission.headers
 
 
+async def extend(charge: Charge, *, body: dict) -> None:
+    """Reserve one more model call of an admitted request (an agent's tool run calls the model
+    after each tool result on the one admission) against its budgets: the call's prompt and
+    `max_tokens` at the model's price, as `admit` estimates the first; the 429
+    `insufficient_quota` when a budget cannot take it. The settle (`finish`) gives back what
+    the calls did not use."""
+    admission = charge.admission
+    if admission is None or not admission.counted:
+        return
+    if not any(s.rule.has_budget for s in admission.subjects):
+        return
+    credits = pricing.micro_credits(
+        charge.price,
+        prompt=prompt_tokens(body),
+        completion=max_tokens(body),
+        per_usd=charge.limits.credits_per_usd,
+    )
+    await limiter.extend(admission, credits_micro=credits)
+
+
 @on_pool_thread
 def _spent_since(subject: limiter.Subject, since_ms: int | None) -> int:
     """A budget's subject's spending (micro-credits) in the database, for the limiter's seed:

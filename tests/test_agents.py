@@ -220,6 +220,25 @@ def test_pinned_version_after_an_update(sdk, http, upstream):
         sdk.chat.completions.create(model="agent:helper@3", messages=hi)
 
 
+def test_a_pinned_version_a_chat_call_takes_is_a_model_retrieve_finds(sdk, http, outsider_http):
+    """`agent:<name>@<n>` answered chat and was 404 on GET /v1/models/{id}, where the SDKs'
+    `models.retrieve` (and the model pickers that check a name with it) look it up."""
+    agent = _agent(http)
+    http.patch(f"/v1/agents/{agent['id']}", json={"model": "gpt-4o"})
+    pinned = sdk.models.retrieve("agent:helper@1")
+    assert pinned.id == "agent:helper@1" and pinned.model_extra["version"] == 1
+    assert pinned.model_extra["target"] == "gpt-4o-mini"  # that version's model
+    assert pinned.model_extra["agent_id"] == agent["id"]
+    assert sdk.models.retrieve("agent:helper").model_extra["target"] == "gpt-4o"
+    assert sdk.models.retrieve(agent["id"]).id == "agent:helper"
+    for missing in ("agent:helper@3", "agent:helper@0", "agent:nobody"):
+        with pytest.raises(openai.NotFoundError) as info:
+            sdk.models.retrieve(missing)
+        assert info.value.code == "model_not_found"
+    foreign = outsider_http.get("/v1/models/agent:helper@1")  # another workspace's
+    assert assert_envelope(foreign, 404, code="model_not_found")["param"] == "model"
+
+
 def test_a_pinned_version_outlives_a_rename(sdk, http, upstream):
     """`agent:<name>@<n>` is pinned ("later edits do not change it"), but a rename, an edit
     that makes a version like any other, turned every pinned call of the old name into a 404."""

@@ -1038,6 +1038,34 @@ def test_private_addresses_are_refused_unless_allowed(http, settings, upstream, 
     assert "private" in json.loads(tool_message["content"])["error"]
 
 
+def test_an_address_written_in_full_width_digits_is_refused_as_the_address(
+    http, settings, upstream, sdk, tool_server, owner
+):
+    """urlsplit keeps "１２７.０.０.１" as a name, which is no address (stored), while the
+    HTTP client (yarl) maps it to 127.0.0.1 and connects to an address without the
+    resolver's check: a tool reached loopback, or 169.254.169.254, so written. Now refused
+    when the tool is written, and at the call for a tool stored before."""
+    settings.ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS = False
+    agent = make_agent(http)
+    port = tool_server.url.rsplit(":", 1)[1]
+    wide = f"http://{'127.0.0.1'.translate(_FULL_WIDTH)}:{port}/weather"
+    for url in (wide, "http://１６９.２５４.１６９.２５４/latest", "http://127。0。0。1/x"):
+        body = {"name": "t", "type": "http", "http": {"url": url}}
+        error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+        assert error["param"] == "http.url" and error["code"] == "private_address", url
+    Tool.objects.create(
+        workspace=owner[0], agent_id=agent, name="weather", kind="http", http_url=wide
+    )
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    ask(sdk, agent)
+    assert tool_server.calls == []
+    tool_message = upstream.chat_requests()[1].body["messages"][-1]
+    assert "private" in json.loads(tool_message["content"])["error"]
+
+
+_FULL_WIDTH = str.maketrans("0123456789.", "０１２３４５６７８９．")
+
+
 def test_stored_header_values_never_follow_the_url_to_another_host(http, tool_server):
     """Write-only secrets: moving a tool to a host of the caller's choosing must not send them
     there (a PATCH of the URL alone, or with the masked values written back)."""
@@ -1142,6 +1170,52 @@ def test_tool_parameters_must_be_json_schema(http, tool_server):
         "type": "object",
         "properties": {},
     }
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$schema": 1},  # jsonschema read it as a URI: AttributeError
+        {"$schema": {"a": 1}},  # a dict as a key of its table of meta-schemas: TypeError
+        {"properties": {"code": {"type": "string", "pattern": "a{4294967296}"}}},  # Overflow
+        {"properties": {"code": {"pattern": "a{1,99999999999}"}}},
+        {"properties": {"code": {"pattern": "(" * 1000 + ")" * 1000}}},  # RecursionError
+    ],
+)
+def test_tool_parameters_jsonschema_cannot_read_are_a_400_not_a_500(http, tool_server, schema):
+    """A schema the meta-schema check raised on (not SchemaError) was a 500 on the create and
+    on the PATCH; now a 400 naming `parameters`, and nothing stored."""
+    agent = make_agent(http)
+    url = tool_server.url + "/weather"
+    body = {"name": "w", "type": "http", "http": {"url": url}, "parameters": schema}
+    error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+    assert error["param"] == "parameters", error
+    tool = make_tool(http, agent, url)
+    patched = http.patch(f"/v1/agents/{agent}/tools/{tool['id']}", json={"parameters": schema})
+    assert assert_envelope(patched, 400)["param"] == "parameters"
+    assert (
+        http.get(f"/v1/agents/{agent}/tools").json()["data"][0]["parameters"]
+        == (tool["parameters"])
+    )
+
+
+def test_an_agent_has_at_most_the_tools_one_model_call_may_be_sent(http, owner):
+    """Every call of an agent sends all its tools, and OpenAI refuses a request of more than
+    128 ("array too long"): the 129th tool was stored, and every call of the agent failed.
+    Now it is a 400 `too_many_tools`; a tool deleted makes room."""
+    agent = make_agent(http)
+    Tool.objects.bulk_create(
+        Tool(workspace=owner[0], agent_id=agent, name=f"t{i}", kind="builtin", builtin="remember")
+        for i in range(127)
+    )
+    body = {"name": "last", "type": "builtin", "builtin": "knowledge_search"}
+    made = http.post(f"/v1/agents/{agent}/tools", json=body)
+    assert made.status_code == 201, made.text
+    over = http.post(f"/v1/agents/{agent}/tools", json={**body, "name": "over"})
+    assert "at most 128 tools" in assert_envelope(over, 400, code="too_many_tools")["message"]
+    assert Tool.objects.filter(agent_id=agent).count() == 128
+    http.delete(f"/v1/agents/{agent}/tools/{made.json()['id']}")
+    assert http.post(f"/v1/agents/{agent}/tools", json={**body, "name": "over"}).status_code == 201
 
 
 def test_a_read_tools_masked_headers_patched_back_keep_their_values(

@@ -128,6 +128,30 @@ def test_a_run_is_charged_its_calls_summed_cached_input_included(
     wait_for(lambda: _budget_spent(owner, "ws:") == 245 * 1_000_000)
 
 
+@pytest.mark.parametrize("bad", [-5, True, 2**31])
+def test_a_calls_usage_figure_that_is_not_a_count_takes_nothing_off_the_runs_other_calls(
+    sdk, http, operator_http, owner, upstream, tool_server, bad
+):
+    """A run sums its calls' usage: a figure was summed whenever it was an int, so one call's
+    -5 completion tokens took 5 off the other's 7 (charged 2 credits, and its usage said 2),
+    `true` counted 1, and 2**31 made the sum no count at all (charged 0). A figure that is
+    not a count is one not reported, as a call without tools takes it
+    (completions.usage.count): the run is charged the other call's 7."""
+    price(operator_http, owner, input=0, output=1)  # a credit per completion token
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    odd = {"prompt_tokens": 11, "completion_tokens": bad, "total_tokens": 11}
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("c1", "weather", {})], usage=odd)),
+        Reply(json=openai_completion("It is sunny.")),  # 11 prompt, 7 completion
+    )
+
+    answer = sdk.chat.completions.create(model=agent, messages=WEATHER)
+
+    assert answer.usage.completion_tokens == 7 and answer.usage.prompt_tokens == 22
+    assert engram(answer)["credits_charged"] == 7
+
+
 def _posting_that_breaks():
     """The limiter's posting connection (config.common.inline_redis.Pool.post_in_turn) as
     one that broke under the next send: the kernel refuses the write whole (EPIPE), while a
@@ -295,6 +319,45 @@ def test_a_resume_over_the_rpm_is_429_and_its_approval_stays_pending(
     answer = resume_raw(sdk, waiting)  # the same approval, once the limit allows it
     assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "done"
     assert len(tool_server.calls) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_runs_every_model_call_is_reserved_against_the_budget(
+    sdk, http, operator_http, owner, upstream, tool_server, stream
+):
+    """One admission covered every model call of a run: a budget of 20 credits let a run of
+    four 7-credit calls spend 28 (and 50 concurrent runs against a budget of 70 spent 490).
+    Now each call after the first reserves its own `max_tokens` before it is made: the third
+    does not fit (7 + 7 reserved, 7 more > 20), so the run ends there with the budget's 429
+    (streamed: its error frame), its two calls charged, the budget never overshot."""
+    price(operator_http, owner, input=0, output=1)  # a credit per completion token
+    patch_workspace(operator_http, owner, {"budget": {"credits": 20, "period": "none"}})
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    calls = [tool_call(f"call_{i}", "weather", {"city": "Paris"}) for i in range(3)]
+    if stream:  # each call: 9 prompt, 4 completion tokens
+        upstream.script(*(Reply(stream=openai_tool_stream([c])) for c in calls))
+        with pytest.raises(openai.APIError) as info:
+            list(
+                sdk.chat.completions.create(
+                    model=agent, messages=WEATHER, max_tokens=7, stream=True
+                )
+            )
+        spent = 2 * 4
+    else:  # each call: 11 prompt, 7 completion tokens
+        upstream.script(*(Reply(json=openai_completion(tool_calls=[c])) for c in calls))
+        with pytest.raises(openai.RateLimitError) as info:
+            sdk.chat.completions.create(model=agent, messages=WEATHER, max_tokens=7)
+        assert info.value.code == "insufficient_quota"
+        assert info.value.response.headers["x-should-retry"] == "false"  # the SDKs' retry
+        spent = 2 * 7
+    assert "budget of the workspace" in info.value.message
+
+    assert len(upstream.chat_requests()) == 2 and len(tool_server.calls) == 2
+    rows = UsageRecord.objects.filter(workspace=owner[0], agent_id=agent)
+    wait_for(lambda: buffer.flush() or rows.exists())  # a stream's, once its run is stored
+    assert rows.get().credits == spent
+    wait_for(lambda: _budget_spent(owner, "ws:") == spent * 1_000_000)  # settled: what was spent
 
 
 def test_a_resume_over_the_budget_is_insufficient_quota(

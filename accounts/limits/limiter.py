@@ -48,6 +48,7 @@ logger = logging.getLogger("engram.limits")
 _HERE = Path(__file__).parent
 RESERVE = (_HERE / "reserve.lua").read_text()
 SETTLE = (_HERE / "settle.lua").read_text()
+EXTEND = (_HERE / "extend.lua").read_text()
 # The reserve's first two arguments, encoded: by its digest (EVALSHA), and whole (EVAL) for a
 # Redis that lacks it.
 _HEADS = {
@@ -55,7 +56,11 @@ _HEADS = {
         inline_redis.bulk("EVALSHA")
         + inline_redis.bulk(hashlib.sha1(RESERVE.encode()).hexdigest()),
         inline_redis.bulk("EVAL") + inline_redis.bulk(RESERVE),
-    )
+    ),
+    EXTEND: (
+        inline_redis.bulk("EVALSHA") + inline_redis.bulk(hashlib.sha1(EXTEND.encode()).hexdigest()),
+        inline_redis.bulk("EVAL") + inline_redis.bulk(EXTEND),
+    ),
 }
 # The settle's: always whole, since nothing reads its reply to see a NOSCRIPT; its comment
 # lines left out (a third of its size), as Redis hashes the text on every EVAL.
@@ -136,6 +141,7 @@ class Admission:
     credits_micro: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     counted: bool = False  # Redis has it: settle
+    day: date = _EPOCH_DAY  # the UTC day it was reserved on: its budgets' period keys
 
     def settle_command(self, script_head: bytes, tokens: int, credits_micro: int) -> bytes:
         bulk = inline_redis.bulk
@@ -282,7 +288,9 @@ async def _reserve_once(
     now = _now_ms()
     day = _EPOCH_DAY + timedelta(days=now // DAY_MS)  # UTC
     wires = [_wire(s.prefix, s.rule, day) for s in found]
-    admission = Admission(request_id=request_id, subjects=found, wires=wires, tokens=tokens)
+    admission = Admission(
+        request_id=request_id, subjects=found, wires=wires, tokens=tokens, day=day
+    )
     admission.credits_micro = credits_micro
     bulk = inline_redis.bulk
     n = len(found)
@@ -317,15 +325,7 @@ def _verdict(
         return admission
     subject = found[who - 1]
     if verdict == 2:
-        raise ApiError(
-            429,
-            f"You exceeded the budget of the {subject.label} "
-            f"({subject.rule.period if subject.rule.period != 'none' else 'lifetime'}). "
-            "Raise the budget or wait for the next period.",
-            type="insufficient_quota",
-            code="insufficient_quota",
-            headers={**admission.headers, "x-should-retry": "false"},
-        )
+        raise _over_budget(admission, subject)
     rule = subject.rule
     limit = {1: rule.rpm, 2: rule.tpm, 3: rule.max_concurrent}[kind]
     if retry_ms < 0:
@@ -352,6 +352,55 @@ def _verdict(
         code="rate_limit_exceeded",
         headers=headers,
     )
+
+
+def _over_budget(admission: Admission, subject: Subject) -> ApiError:
+    return ApiError(
+        429,
+        f"You exceeded the budget of the {subject.label} "
+        f"({subject.rule.period if subject.rule.period != 'none' else 'lifetime'}). "
+        "Raise the budget or wait for the next period.",
+        type="insufficient_quota",
+        code="insufficient_quota",
+        headers={**admission.headers, "x-should-retry": "false"},
+    )
+
+
+async def extend(admission: Admission, *, credits_micro: int) -> None:
+    """Reserve `credits_micro` more for an admitted request's budgets (an agent's tool run's
+    next model call), or raise the 429 `insufficient_quota` the reserve would: nothing
+    counted then. One admission covered a whole run of up to ENGRAM_TOOLS_MAX_STEPS model
+    calls: a run that called its tool seven times spent seven times its budget of 7 credits.
+    The settle then gives back what the reservation and its extensions did not use."""
+    budgeted = [s for s in admission.subjects if s.rule.has_budget]
+    if not admission.counted or not budgeted or credits_micro <= 0:
+        return
+    bulk = inline_redis.bulk
+    n = len(budgeted)
+    keys = [s.prefix + _budget_period(s.rule, admission.day)[0] for s in budgeted]
+    body = (
+        bulk(n),
+        *map(bulk, keys),
+        bulk(n),
+        bulk(credits_micro),
+        *(bulk(s.rule.budget_micro if s.rule.budget_micro is not None else -1) for s in budgeted),
+    )
+    try:
+        refused = int(await _call(EXTEND, 5 + 2 * n, body))
+    except _FAILURES as exc:
+        _down(exc)
+        if not settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN:
+            raise ApiError(
+                503,
+                "Limits cannot be checked right now; budgets fail closed "
+                "(ENGRAM_LIMITS_BUDGET_FAIL_OPEN=false). Try again shortly.",
+                code="limits_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        return  # failing open: the call goes on, settled with the rest
+    if refused:
+        raise _over_budget(admission, budgeted[refused - 1])
+    admission.credits_micro += credits_micro
 
 
 def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:

@@ -84,6 +84,21 @@ def resolve_sync(workspace_id: str, model: str) -> AgentConfig:
     return _pinned(model, cache.version_sync(workspace_id, current.id, version), name)
 
 
+async def model_async(workspace_id: str, model: str) -> dict:
+    """`model` (`agent_…`, `agent:<name>` or `agent:<name>@<version>`) as GET /v1/models/{id}
+    shows it: what a chat call takes, a retrieve finds (a pinned version answered chat and was
+    404 there). NotFound (`model_not_found`) else."""
+    from completions.catalogue import model_body  # the catalogue lists agents from the cache
+
+    agent = await resolve_async(workspace_id, model)
+    shown = model if model.startswith(NAME_PREFIX) else f"{NAME_PREFIX}{agent.name}"
+    return model_body(shown, workspace_id) | {
+        "agent_id": agent.id,
+        "version": agent.version,
+        "target": agent.model,
+    }
+
+
 def instructions(agent: AgentConfig, ctx: TurnContext) -> str:
     """The agent's instructions with {{user_id}} and {{date}} (UTC, ISO) filled in."""
     text = agent.instructions

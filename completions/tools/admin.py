@@ -96,7 +96,9 @@ class ToolForm(OwnerConstraints):
         try:
             if agent is None and self.instance.agent_id:  # a change: the agent is read-only
                 agent = self.instance.agent
-            services.tool_validate(values=self.values(), agent=agent)
+            services.tool_validate(
+                values=self.values(), agent=agent, adding=self.instance._state.adding
+            )
         except DomainError as exc:
             field = _FIELD_OF.get(exc.field or "", exc.field)
             self.add_error(field if field in self.fields else None, exc.message)

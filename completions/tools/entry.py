@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -229,9 +229,20 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         request_id=turn.request_id,
         engram=dict(turn.engram),
         preface=list(turn.tool_calls),
+        before_call=_budgeted(turn.charge),
     )
     run.beat()
     return await _serve_run(turn, run, body)
+
+
+def _budgeted(charge: charging.Charge) -> Callable[[dict], Awaitable[None]]:
+    """A run's model calls after its request's first, each reserved against the request's
+    budgets (completions.charging.extend) before it is made."""
+
+    async def reserve(body: dict) -> None:
+        await charging.extend(charge, body=body)
+
+    return reserve
 
 
 async def _serve_again(
@@ -252,6 +263,7 @@ async def _serve_again(
         request_id=turn.request_id,
         engram=dict(turn.engram),
         preface=list(turn.tool_calls),
+        before_call=_budgeted(turn.charge),
     )
     run.retried()
     run.beat()
@@ -658,6 +670,7 @@ async def resume(
             workspace, execution.user_id or None, tuple(execution.collection_ids), memory_on
         ),
         request_id=request_id,
+        before_call=_budgeted(turn.charge),
     )
     run.beat()
     resumed: Resumed | None = _resumed(run, claimed.approval, approve, reason, claimed.retry)

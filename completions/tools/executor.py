@@ -78,7 +78,9 @@ class _CheckedResolver(AbstractResolver):
 
 
 async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
-    policy.host_allowed(urlsplit(tool.http_url).hostname or "")
+    # The host the client connects to (policy.connected_host), not urlsplit's: an address
+    # goes to no resolver, so this is its one check.
+    policy.host_allowed(policy.connected_host(tool.http_url))
     # A reserved header (policy.RESERVED_HEADERS) stored before the rule is left out.
     own = {k: v for k, v in headers_of(tool).items() if not policy.header_reserved(k)}
     # The hop mark: a tool that calls this Engram's own chat (the agent itself, at last) is

@@ -93,12 +93,26 @@ def parameters(value: Any) -> dict:
     # sent upstream with every call, where a strict provider refuses the whole request.
     from jsonschema import SchemaError, validators
 
+    # jsonschema looks a `$schema` up as a URI before any check: 1 was an AttributeError, {}
+    # a TypeError (both a 500).
+    if not isinstance(value.get("$schema", ""), str):
+        raise Invalid(
+            "parameters.$schema must be a string (a meta-schema's URI).", field="parameters"
+        )
     try:
         validators.validator_for(value, default=validators.Draft202012Validator).check_schema(value)
     except SchemaError as exc:
         where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
         raise Invalid(
             f"parameters{where} is not valid JSON Schema: {exc.message}", field="parameters"
+        ) from None
+    except (OverflowError, RecursionError):
+        # The `regex` format check compiles each `pattern` and catches only re.error: a
+        # repetition past 2**32 - 1 (a{4294967296}) overflows, 1,000 nested groups recurse.
+        raise Invalid(
+            "parameters is not valid JSON Schema: a pattern is a regular expression Python "
+            "cannot compile (a repetition too large, or groups nested too deeply).",
+            field="parameters",
         ) from None
     # OpenAI refuses a function whose parameters do not say "type": "object".
     return {"type": "object", **value}
@@ -190,7 +204,11 @@ def http(value: Any) -> dict:
         parts.hostname.encode("idna")
     except UnicodeError:
         raise Invalid("http.url has an invalid host name.", field="http.url") from None
-    host_allowed(parts.hostname)
+    try:
+        host = connected_host(url)
+    except ValueError:  # yarl refuses it (a backslash before an @): every call would fail
+        raise Invalid("http.url must be an http(s) URL.", field="http.url") from None
+    host_allowed(host)
     method = str(value.get("method") or "POST").upper()
     if method not in METHODS:
         raise Invalid(f"http.method must be one of {', '.join(METHODS)}.", field="http.method")
@@ -231,6 +249,18 @@ def http(value: Any) -> dict:
                 field="http.headers",
             )
     return {"url": url, "method": method, "headers": headers}
+
+
+def connected_host(url: str) -> str:
+    """The host the HTTP client connects to for `url`, as aiohttp reads it (through yarl),
+    which is not always urlsplit's: yarl maps full-width digits and dots to ASCII
+    ("http://１２７.０.０.１/" is 127.0.0.1, urlsplit keeps the full-width name), and aiohttp
+    connects to an address without asking the resolver (executor._CheckedResolver), so a
+    tool at 127.0.0.1 or 169.254.169.254 written so was never refused. ValueError for a URL
+    yarl refuses."""
+    from yarl import URL
+
+    return URL(url).raw_host or ""
 
 
 def address_allowed(address: str) -> bool:

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from completions.providers.registry import Route
 from completions.tools import executor, policy, services, window
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
-from completions.usage import cache_tokens
+from completions.usage import MAX_COUNT, cache_tokens, count
 from config.common.background import spawn
 from config.common.errors import ApiError
 from config.common.ids import new_id
@@ -98,8 +98,12 @@ def _add_usage(total: dict, usage: Any) -> None:
     if not isinstance(usage, dict):
         return
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        if isinstance(usage.get(key), int):
-            total[key] = total.get(key, 0) + usage[key]
+        # Only counts (completions.usage.count): one call's -5 took 5 off the others' sum
+        # (charged for it), `true` counted 1, and 2**31 made the sum no count at all (charged
+        # nothing). The sum stops at the usage record's column, as one call's figure does.
+        figure = count(usage.get(key))
+        if figure is not None:
+            total[key] = min(total.get(key, 0) + figure, MAX_COUNT)
     for key, tokens in zip(
         ("cached_tokens", "cache_write_tokens", "cache_write_1h_tokens"),
         cache_tokens(usage),
@@ -107,7 +111,7 @@ def _add_usage(total: dict, usage: Any) -> None:
     ):
         if tokens:
             summed = total.setdefault("prompt_tokens_details", {})
-            summed[key] = summed.get(key, 0) + tokens
+            summed[key] = min(summed.get(key, 0) + tokens, MAX_COUNT)
 
 
 def _call_view(call: dict) -> dict:
@@ -151,6 +155,10 @@ class Run:
     # The run was taken from this process (services.TakenOver): nothing of it is written or
     # stored here any longer; its new owner (or the sweep) has it.
     taken_over: bool = False
+    # Before each model call of this request after its first (which its admission reserved):
+    # the next call's body, reserved against the budgets (completions.charging.extend).
+    before_call: Callable[[dict], Awaitable[None]] | None = None
+    calls_made: int = 0  # model calls this request made
 
     def __post_init__(self) -> None:  # a resumed run counts the model calls made before it
         self.model_calls = sum(1 for s in self.execution.steps if s.get("type") == "model")
@@ -176,6 +184,15 @@ class Run:
         if self.model_calls + 1 >= settings.ENGRAM_TOOLS_MAX_STEPS:
             body["tool_choice"] = "none"  # the last step allowed: an answer, not more calls
         return Call(body=body, upstream=self.route.upstream, request_id=self.request_id)
+
+    async def next_call(self, *, stream: bool) -> Call:
+        """The next model call, reserved first when it is not this request's first: one
+        admission covered every call of a run, so a run calling its tool again and again spent
+        up to ENGRAM_TOOLS_MAX_STEPS times what its budget let it reserve."""
+        call = self.call(stream=stream)
+        if self.calls_made and self.before_call is not None:
+            await self.before_call(call.body)
+        return call
 
     def step(self, kind: str, **values: Any) -> None:
         _step(self.execution, kind, **values)
@@ -207,6 +224,7 @@ class Run:
     def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
         self._ids_given(message)
         self.model_calls += 1
+        self.calls_made += 1
         self.upstream_ms += ms
         _add_usage(self.usage, usage)
         _add_usage(self.spent, usage)
@@ -542,7 +560,7 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
         while True:
             if run.handback is not None:
                 return await _handed_back(run, data)
-            completion = await run.route.provider.complete(run.call(stream=False))
+            completion = await run.route.provider.complete(await run.next_call(stream=False))
             data = completion.data
             choices = data.get("choices") or []
             first = choices[0] if choices and isinstance(choices[0], dict) else {}

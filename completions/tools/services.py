@@ -38,6 +38,8 @@ from config.common.rows import lock_existing
 
 logger = logging.getLogger("engram.tools")
 
+# Tools an agent may have: OpenAI's limit of a request's `tools` ("array too long").
+MAX_TOOLS = 128
 FIELDS = (
     "name",
     "description",
@@ -183,19 +185,37 @@ def _locked_agent(*, workspace: Workspace, agent_id: str) -> Agent:
     return agent
 
 
-def tool_validate(*, values: dict[str, Any], agent: Agent | None = None) -> None:
-    """Check a tool's fields without saving (the admin's form shows the error on the page)."""
+def _room_check(agent: Agent) -> None:
+    """Room for one more tool on `agent`: every call of it sends all its tools, and OpenAI
+    refuses a request of more than MAX_TOOLS (400 "array too long"), so the 129th tool made
+    every call of the agent fail, once it was stored."""
+    if Tool.objects.filter(workspace_id=agent.workspace_id, agent=agent).count() >= MAX_TOOLS:
+        raise Invalid(
+            f"An agent has at most {MAX_TOOLS} tools (what a model call may be sent): "
+            "delete one first.",
+            code="too_many_tools",
+        )
+
+
+def tool_validate(
+    *, values: dict[str, Any], agent: Agent | None = None, adding: bool = False
+) -> None:
+    """Check a tool's fields without saving (the admin's form shows the error on the page);
+    `adding`: a new tool of `agent`, which needs room."""
     _unknown(values)
     tool = Tool(kind=values.get("type") or "")
     _apply(tool, values)
     if agent is not None:
         _memory_check(tool, agent)
+        if adding:
+            _room_check(agent)
 
 
 @transaction.atomic
 def tool_create(*, workspace: Workspace, agent_id: str, values: dict[str, Any]) -> Tool:
     _unknown(values)
-    agent = _locked_agent(workspace=workspace, agent_id=agent_id)
+    agent = _locked_agent(workspace=workspace, agent_id=agent_id)  # locked: one count at a time
+    _room_check(agent)
     if "name" not in values or "type" not in values:
         raise Invalid(
             "A tool needs a name and a type.", field="name" if "name" not in values else "type"

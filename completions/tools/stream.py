@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from completions.conf import conf
-from completions.providers.base import Chunk, StreamFailed
+from completions.providers.base import Call, Chunk, StreamFailed
 from completions.streaming import (
     DONE,
     KEEPALIVE,
@@ -251,7 +251,7 @@ class Streamer:
         if self.first is not None:
             (opener, started), self.first = self.first, None
         else:
-            opener, started = _open_call(run)
+            opener, started = _open_call(run, await run.next_call(stream=True))
         async for out in _kept_alive(opener):
             yield out
         opened = opener.result()
@@ -359,7 +359,7 @@ async def open_first(run: Run) -> tuple[asyncio.Future, float]:
     its status (502, 504, the upstream's 4xx) as a stream without tools does
     (completions.gateway); later, it is the stream's error frame. Returns the call and when it
     began, for Streamer(first=...)."""
-    opener, started = _open_call(run)
+    opener, started = _open_call(run, run.call(stream=True))
     try:
         if await done_within(opener, conf().keepalive):
             opener.result()
@@ -369,10 +369,10 @@ async def open_first(run: Run) -> tuple[asyncio.Future, float]:
     return opener, started
 
 
-def _open_call(run: Run) -> tuple[asyncio.Future, float]:
+def _open_call(run: Run, call: Call) -> tuple[asyncio.Future, float]:
     """One model call of the run, streamed, started now; and when it began."""
     started = time.perf_counter()
-    return asyncio.ensure_future(run.route.provider.stream(run.call(stream=True))), started
+    return asyncio.ensure_future(run.route.provider.stream(call)), started
 
 
 async def _close(opener: asyncio.Future) -> None:
