@@ -31,6 +31,19 @@ from memory.turn.pipeline import finish_turn_soon, prepare_turn
 logger = logging.getLogger("engram.gateway")
 
 
+# Failures of the moment (a timeout, a conflict, a rate limit) and a client that left: a 4xx
+# that says nothing of what the request holds. Any other 4xx refused the request for it.
+_NOT_REFUSALS = frozenset({408, 409, 429, 499})
+
+
+def refused(status: int, *, assistant: dict | None, usage: dict | None) -> bool:
+    """Whether a turn ended refused for what its request holds (a part the model cannot read, a
+    field it does not take: the provider's 400, the upstream's), before any answer: then memory
+    takes its messages out again (memory.turn.pipeline), or every later turn of its
+    conversation, sent with them as history, was refused the same way."""
+    return 400 <= status < 500 and status not in _NOT_REFUSALS and assistant is None and not usage
+
+
 # How long an answer's last bytes wait for its commit (a few ms in the usual case): longer only
 # when the database is struggling, and then the answer goes out rather than wait on it.
 REPLY_STORE_WAIT = 5.0
@@ -139,6 +152,7 @@ class Turn:
                 usage=usage,
                 incomplete=incomplete,
                 on_stored=on_stored,
+                refused=refused(status, assistant=assistant, usage=usage),
             )
 
     def charge_once(self, *, usage: dict | None, assistant: dict | None) -> None:
