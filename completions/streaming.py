@@ -100,11 +100,12 @@ class Finisher(Protocol):
 
 
 class Assembler:
-    """Rebuilds choice 0 (content, tool calls, reasoning details) and keeps the usage, for
-    memory and accounting."""
+    """Rebuilds choice 0 (content, refusal, tool calls, reasoning details) and keeps the usage,
+    for memory and accounting."""
 
     def __init__(self) -> None:
         self.content: list[str] = []
+        self.refusal: list[str] = []  # a refusal's words (structured outputs), content null
         self.tool_calls: dict[int, dict] = {}
         self.reasoning_details: list[dict] = []
         self.usage: dict | None = None
@@ -125,6 +126,8 @@ class Assembler:
             delta = choice.get("delta") or {}
             if content := delta.get("content"):
                 self.content.append(_text(content))
+            if (refusal := delta.get("refusal")) and type(refusal) is str:
+                self.refusal.append(refusal)
             for call in delta.get("tool_calls") or ():
                 slot = self.tool_calls.setdefault(
                     call.get("index", 0),
@@ -161,6 +164,8 @@ class Assembler:
 
     def assistant(self) -> dict:
         message: dict = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.refusal:
+            message["refusal"] = "".join(self.refusal)
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
         if self.reasoning_details:
@@ -322,6 +327,7 @@ class Tail:
             or data.get("usage")
             or delta.get("tool_calls")
             or delta.get("reasoning_details")
+            or delta.get("refusal")
         ):
             return None
         if content := delta.get("content"):

@@ -72,3 +72,62 @@ def test_a_stream_of_content_parts_is_relayed_and_stored_as_its_text(http, upstr
     assert response.status_code == 200 and response.text.rstrip().endswith("[DONE]")
     assert '"error"' not in response.text
     assert stored_answer(http, "parts")["content"] == "Hello."
+
+
+def _refusal_stream(pieces: list[str]) -> list:
+    """A structured output's refusal streamed as OpenAI streams it: `delta.refusal` pieces,
+    content null."""
+    base = {"id": "chatcmpl-refused", "object": "chat.completion.chunk", "created": 1}
+    base["model"] = "gpt-4o-mini"
+
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+    return [
+        chunk({"role": "assistant", "content": None, "refusal": ""}),
+        *(chunk({"refusal": piece}) for piece in pieces),
+        chunk({}, "stop"),
+        base | {"choices": [], "usage": usage},
+        "[DONE]",
+    ]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_refusal_is_stored_as_the_answer_and_sent_as_history(sdk, upstream, streamed):
+    """A model's refusal (content null, `refusal` its words) was stored as no answer at all:
+    the conversation went on as two user messages in a row (which alternating chat templates
+    refuse), and the model no longer knew it had refused."""
+    said = "I can't help with that."
+    if streamed:
+        upstream.script(Reply(stream=_refusal_stream(["I can't ", "help with that."])))
+    else:
+        refused = openai_completion()
+        refused["choices"][0]["message"] = {"role": "assistant", "content": None, "refusal": said}
+        upstream.script(Reply(json=refused))
+    headers = {"x-user-id": "u-refused", "x-conversation-id": "refused"}
+    question = [{"role": "user", "content": "Help me with something bad."}]
+    if streamed:
+        with sdk.chat.completions.stream(
+            model="gpt-4o-mini", messages=question, extra_headers=headers
+        ) as stream:
+            answer = stream.get_final_completion().choices[0].message
+    else:
+        answer = (
+            sdk.chat.completions.create(
+                model="gpt-4o-mini", messages=question, extra_headers=headers
+            )
+            .choices[0]
+            .message
+        )
+    assert answer.refusal == said and answer.content is None
+
+    sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Why?"}], extra_headers=headers
+    )
+    sent = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
+    assert sent == [
+        *question,
+        {"role": "assistant", "content": None, "refusal": said},
+        {"role": "user", "content": "Why?"},
+    ]

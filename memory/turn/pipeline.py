@@ -294,10 +294,16 @@ def _finish(
             )
         if on_stored is not None:  # registered first, so it runs before the jobs' sends
             transaction.on_commit(on_stored)
+        # A refusal (structured outputs: content null, `refusal` its words) is the answer too:
+        # left out, the next turn's history had two user messages in a row.
+        refusal = assistant.get("refusal") if assistant is not None else None
+        refusal = refusal if isinstance(refusal, str) and refusal else None
         if assistant is not None and (
-            assistant.get("content") or assistant.get("tool_calls") or incomplete
+            assistant.get("content") or assistant.get("tool_calls") or refusal or incomplete
         ):
             message = {"role": "assistant", "content": assistant.get("content")}
+            if refusal:
+                message["refusal"] = refusal
             if assistant.get("tool_calls"):
                 message["tool_calls"] = assistant["tool_calls"]
                 message.update(kept_reasoning(assistant))
