@@ -21,7 +21,7 @@ from accounts.models import Workspace
 from completions import charging, engram_tools, request, routing, usage, validation
 from completions.agents import calls as agent_calls
 from completions.conf import conf
-from completions.providers.base import Call, UpstreamStream
+from completions.providers.base import Call, UpstreamStream, refused_status
 from completions.providers.registry import Route
 from completions.streaming import done_within, dumps, relay
 from config.common.errors import EDGE_ERRORS, ApiError, unexpected_error, workspace_key_required
@@ -29,19 +29,6 @@ from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.pipeline import finish_turn_soon, prepare_turn
 
 logger = logging.getLogger("engram.gateway")
-
-
-# Failures of the moment (a timeout, a conflict, a rate limit) and a client that left: a 4xx
-# that says nothing of what the request holds. Any other 4xx refused the request for it.
-_NOT_REFUSALS = frozenset({408, 409, 429, 499})
-
-
-def refused(status: int, *, assistant: dict | None, usage: dict | None) -> bool:
-    """Whether a turn ended refused for what its request holds (a part the model cannot read, a
-    field it does not take: the provider's 400, the upstream's), before any answer: then memory
-    takes its messages out again (memory.turn.pipeline), or every later turn of its
-    conversation, sent with them as history, was refused the same way."""
-    return 400 <= status < 500 and status not in _NOT_REFUSALS and assistant is None and not usage
 
 
 # How long an answer's last bytes wait for its commit (a few ms in the usual case): longer only
@@ -123,8 +110,12 @@ class Turn:
         usage: dict | None = None,
         incomplete: bool = False,
         error_code: str = "",
+        refused: bool = False,
     ) -> None:
-        """Account the request and hand the answer to memory; once, never blocking."""
+        """Account the request and hand the answer to memory; once, never blocking. `refused`:
+        the request was refused for what it holds, before any answer (`refused_status`), and
+        memory takes its messages out again; kept, they were history that every later turn
+        of the conversation carried to the same refusal."""
         if self.finished:
             return
         self.finished = True
@@ -152,7 +143,7 @@ class Turn:
                 usage=usage,
                 incomplete=incomplete,
                 on_stored=on_stored,
-                refused=refused(status, assistant=assistant, usage=usage),
+                refused=refused,
             )
 
     def charge_once(self, *, usage: dict | None, assistant: dict | None) -> None:
@@ -249,7 +240,11 @@ async def chat_completions(
         return await _serve(turn, headers, raw_body)
     except EDGE_ERRORS as exc:  # the provider's ApiError, or the memory's domain error
         error = request.api_error(exc, headers)
-        turn.finish(status=error.status, error_code=error.code or error.type)
+        turn.finish(
+            status=error.status,
+            error_code=error.code or error.type,
+            refused=refused_status(error.status),
+        )
         return Reply.of_error(error, turn.timing_headers())
     except asyncio.CancelledError:  # the client went away before the answer
         turn.finish(status=499, incomplete=True, error_code="client_closed")

@@ -29,6 +29,7 @@ from completions.providers.base import (
     UpstreamStream,
     UsualChunk,
     dumps,
+    refused_status,
     without_null_usage,
 )
 from config.common.errors import ApiError
@@ -94,6 +95,7 @@ class Finisher(Protocol):
         usage: dict | None,
         incomplete: bool,
         error_code: str = "",
+        refused: bool = False,
     ) -> None: ...
 
     async def reply_committed(self) -> None: ...
@@ -480,6 +482,8 @@ async def relay(
         usage=assembler.usage,
         incomplete=error is not None,
         error_code=error_code if error is not None else "",
+        # The upstream's refusal after the keep-alives began: refused as the gateway's is.
+        refused=error is not None and refused_status(error_status),
     )
     await turn.reply_committed()
     # The last frames go out as one write, [DONE] with them (the ASGI door sends the stream's

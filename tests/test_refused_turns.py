@@ -115,3 +115,24 @@ def test_a_failure_that_is_not_a_refusal_keeps_the_question(
         {"role": "user", "content": "Still there?"},
         {"role": "user", "content": "Hello?"},
     ]
+
+
+def test_a_refusal_after_the_keep_alives_began_is_not_history(
+    engram_server, owner, upstream, settings
+):
+    """An upstream slower to refuse than the first keep-alive: the stream's 200 has gone out
+    and the refusal is its error frame; the message it refused is taken out all the same."""
+    settings.ENGRAM_KEEPALIVE_SECONDS = 0.1
+    user = _client(engram_server, owner[1], "slow-refusal")
+    upstream.script(Reply(json=IMAGE_REFUSED, status=400, first_delay=0.5))
+    with pytest.raises(openai.APIError, match="Invalid image URL"):
+        for _ in user.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": BAD_IMAGE}], stream=True
+        ):
+            pass
+
+    upstream.script(Reply(json=openai_completion("A cat, I suppose.")))
+    user.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "What was it?"}]
+    )
+    assert _sent(upstream) == [{"role": "user", "content": "What was it?"}]
