@@ -164,6 +164,15 @@ class Assembler:
             elif value is not None:
                 slot[name] = value
 
+    def answer(self) -> dict | None:
+        """The answer for memory, or None when the stream said nothing yet (its role chunk
+        alone: the user stopped it before the first word). `{"role": "assistant", "content":
+        null}` is a message OpenAI refuses (and the door, from a client); stored, every later
+        turn of the conversation sent it as history, and was refused."""
+        if self.head is None or not (self.content or self.tool_calls or self.refusal):
+            return None
+        return self.assistant()
+
     def assistant(self) -> dict:
         message: dict = {"role": "assistant", "content": "".join(self.content) or None}
         if self.refusal:
@@ -460,7 +469,7 @@ async def relay(
             # Finish first: closing a broken upstream connection below may raise too.
             turn.finish(
                 status=499,
-                assistant=assembler.assistant() if assembler.head else None,
+                assistant=assembler.answer(),
                 usage=assembler.usage,
                 incomplete=True,
                 error_code="client_closed",
@@ -478,7 +487,7 @@ async def relay(
     # wait: [DONE] goes out, and the store goes on trying, memory.turn.pipeline).
     turn.finish(
         status=error_status,
-        assistant=assembler.assistant() if assembler.head else None,
+        assistant=assembler.answer(),
         usage=assembler.usage,
         incomplete=error is not None,
         error_code=error_code if error is not None else "",

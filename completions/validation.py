@@ -209,8 +209,12 @@ def message(message, i: int) -> None:
         audio = message.get("audio")
         if audio is not None and not (isinstance(audio, dict) and isinstance(audio.get("id"), str)):
             raise _type_error(f"{param}.audio.id", "a string", audio)
-        # A previous audio answer comes back as its id alone (OpenAI's multi-turn audio).
-        answered = bool(message.get("tool_calls") or message.get("function_call") or audio)
+        # A previous audio answer comes back as its id alone (OpenAI's multi-turn audio), a
+        # refusal as its words with content null (the SDK's message as it gave it).
+        refusal = message.get("refusal")
+        answered = bool(
+            message.get("tool_calls") or message.get("function_call") or audio or refusal
+        )
         _content(message, content, parts=("text", "refusal"), required=not answered)
     elif role == "tool":
         _content(message, content, parts=("text",), required=True)
