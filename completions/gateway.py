@@ -21,7 +21,7 @@ from accounts.models import Workspace
 from completions import charging, engram_tools, request, routing, usage, validation
 from completions.agents import calls as agent_calls
 from completions.conf import conf
-from completions.providers.base import Call, UpstreamStream
+from completions.providers.base import Call, UpstreamStream, refused_status
 from completions.providers.registry import Route
 from completions.streaming import done_within, dumps, relay
 from config.common.errors import EDGE_ERRORS, ApiError, unexpected_error, workspace_key_required
@@ -110,8 +110,12 @@ class Turn:
         usage: dict | None = None,
         incomplete: bool = False,
         error_code: str = "",
+        refused: bool = False,
     ) -> None:
-        """Account the request and hand the answer to memory; once, never blocking."""
+        """Account the request and hand the answer to memory; once, never blocking. `refused`:
+        the request was refused for what it holds, before any answer (`refused_status`), and
+        memory takes its messages out again; kept, they were history that every later turn
+        of the conversation carried to the same refusal."""
         if self.finished:
             return
         self.finished = True
@@ -139,6 +143,7 @@ class Turn:
                 usage=usage,
                 incomplete=incomplete,
                 on_stored=on_stored,
+                refused=refused,
             )
 
     def charge_once(self, *, usage: dict | None, assistant: dict | None) -> None:
@@ -235,7 +240,11 @@ async def chat_completions(
         return await _serve(turn, headers, raw_body)
     except EDGE_ERRORS as exc:  # the provider's ApiError, or the memory's domain error
         error = request.api_error(exc, headers)
-        turn.finish(status=error.status, error_code=error.code or error.type)
+        turn.finish(
+            status=error.status,
+            error_code=error.code or error.type,
+            refused=refused_status(error.status),
+        )
         return Reply.of_error(error, turn.timing_headers())
     except asyncio.CancelledError:  # the client went away before the answer
         turn.finish(status=499, incomplete=True, error_code="client_closed")

@@ -29,6 +29,7 @@ from completions.providers.base import (
     UpstreamStream,
     UsualChunk,
     dumps,
+    refused_status,
     without_null_usage,
 )
 from config.common.errors import ApiError
@@ -94,17 +95,19 @@ class Finisher(Protocol):
         usage: dict | None,
         incomplete: bool,
         error_code: str = "",
+        refused: bool = False,
     ) -> None: ...
 
     async def reply_committed(self) -> None: ...
 
 
 class Assembler:
-    """Rebuilds choice 0 (content, tool calls, reasoning details) and keeps the usage, for
-    memory and accounting."""
+    """Rebuilds choice 0 (content, refusal, tool calls, reasoning details) and keeps the usage,
+    for memory and accounting."""
 
     def __init__(self) -> None:
         self.content: list[str] = []
+        self.refusal: list[str] = []  # a refusal's words (structured outputs), content null
         self.tool_calls: dict[int, dict] = {}
         self.reasoning_details: list[dict] = []
         self.usage: dict | None = None
@@ -125,6 +128,8 @@ class Assembler:
             delta = choice.get("delta") or {}
             if content := delta.get("content"):
                 self.content.append(_text(content))
+            if (refusal := delta.get("refusal")) and type(refusal) is str:
+                self.refusal.append(refusal)
             for call in delta.get("tool_calls") or ():
                 slot = self.tool_calls.setdefault(
                     call.get("index", 0),
@@ -159,8 +164,19 @@ class Assembler:
             elif value is not None:
                 slot[name] = value
 
+    def answer(self) -> dict | None:
+        """The answer for memory, or None when the stream said nothing yet (its role chunk
+        alone: the user stopped it before the first word). `{"role": "assistant", "content":
+        null}` is a message OpenAI refuses (and the door, from a client); stored, every later
+        turn of the conversation sent it as history, and was refused."""
+        if self.head is None or not (self.content or self.tool_calls or self.refusal):
+            return None
+        return self.assistant()
+
     def assistant(self) -> dict:
         message: dict = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.refusal:
+            message["refusal"] = "".join(self.refusal)
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
         if self.reasoning_details:
@@ -322,6 +338,7 @@ class Tail:
             or data.get("usage")
             or delta.get("tool_calls")
             or delta.get("reasoning_details")
+            or delta.get("refusal")
         ):
             return None
         if content := delta.get("content"):
@@ -452,7 +469,7 @@ async def relay(
             # Finish first: closing a broken upstream connection below may raise too.
             turn.finish(
                 status=499,
-                assistant=assembler.assistant() if assembler.head else None,
+                assistant=assembler.answer(),
                 usage=assembler.usage,
                 incomplete=True,
                 error_code="client_closed",
@@ -470,10 +487,12 @@ async def relay(
     # wait: [DONE] goes out, and the store goes on trying, memory.turn.pipeline).
     turn.finish(
         status=error_status,
-        assistant=assembler.assistant() if assembler.head else None,
+        assistant=assembler.answer(),
         usage=assembler.usage,
         incomplete=error is not None,
         error_code=error_code if error is not None else "",
+        # The upstream's refusal after the keep-alives began: refused as the gateway's is.
+        refused=error is not None and refused_status(error_status),
     )
     await turn.reply_committed()
     # The last frames go out as one write, [DONE] with them (the ASGI door sends the stream's

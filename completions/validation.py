@@ -99,9 +99,13 @@ def _text_parts(parts: list, param: str, allowed: tuple[str, ...] = ("text",)) -
         if kind in ("text", "refusal") and not isinstance(part.get(kind), str):
             raise _type_error(f"{where}.{kind}", "a string", part.get(kind))
         if kind == "image_url":
+            # Each name with its own value: `"image_url": "https://..."` (a common slip) read
+            # "expected a string, but got a string instead", naming the url it did not have.
             image = part.get("image_url")
-            if not isinstance(image, dict) or not isinstance(image.get("url"), str):
-                raise _type_error(f"{where}.image_url.url", "a string", image)
+            if not isinstance(image, dict):
+                raise _type_error(f"{where}.image_url", "an object", image)
+            if not isinstance(image.get("url"), str):
+                raise _type_error(f"{where}.image_url.url", "a string", image.get("url"))
         if kind in ("input_audio", "file") and not isinstance(part.get(kind), dict):
             raise _type_error(f"{where}.{kind}", "an object", part.get(kind))
 
@@ -205,8 +209,12 @@ def message(message, i: int) -> None:
         audio = message.get("audio")
         if audio is not None and not (isinstance(audio, dict) and isinstance(audio.get("id"), str)):
             raise _type_error(f"{param}.audio.id", "a string", audio)
-        # A previous audio answer comes back as its id alone (OpenAI's multi-turn audio).
-        answered = bool(message.get("tool_calls") or message.get("function_call") or audio)
+        # A previous audio answer comes back as its id alone (OpenAI's multi-turn audio), a
+        # refusal as its words with content null (the SDK's message as it gave it).
+        refusal = message.get("refusal")
+        answered = bool(
+            message.get("tool_calls") or message.get("function_call") or audio or refusal
+        )
         _content(message, content, parts=("text", "refusal"), required=not answered)
     elif role == "tool":
         _content(message, content, parts=("text",), required=True)

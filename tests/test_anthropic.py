@@ -530,6 +530,22 @@ def test_an_overload_as_the_streams_first_event_is_retried(client, upstream, set
     assert len(upstream.chat_requests()) == 2
 
 
+def test_an_overload_right_after_message_start_is_retried(client, upstream, settings):
+    """Anthropic's overload may come after message_start (which says only the message's id,
+    model and input tokens): nothing was answered yet, but the client got a 200 and an error
+    frame, which neither Engram nor its SDK retries."""
+    settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01
+    started = anthropic_stream(["unused"], model=MODEL)[0]
+    upstream.script(Reply(stream=[started, ("ping", {"type": "ping"}), OVERLOADED]))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: Hi"
+    assert len(upstream.chat_requests()) == 2
+
+
 def test_an_overload_as_the_streams_first_event_is_a_status_the_sdk_retries(
     engram_server, owner, upstream, settings
 ):

@@ -921,3 +921,23 @@ def test_the_sweep_sends_every_operation_of_the_openapi_document(anon_http):
     unswept = {op: sorted(names - swept[op]) for op, names in documented.items()}
     missing = {op: names for op, names in unswept.items() if names}
     assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    ("image", "param", "expected"),
+    [
+        ("https://example.com/cat.png", "image_url", "expected an object, but got a string"),
+        ({"detail": "low"}, "image_url.url", "expected a string, but got null"),
+        ({"url": 5}, "image_url.url", "expected a string, but got a number"),
+    ],
+)
+def test_a_malformed_image_part_names_its_field_and_what_it_got(
+    http, upstream, image, param, expected
+):
+    """`"image_url": "https://..."`, an image part's common slip, read "expected a string, but
+    got a string instead" naming `image_url.url`: the message said nothing of what was wrong."""
+    part = {"type": "image_url", "image_url": image}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [part]}]}
+    error = assert_envelope(http.post("/v1/chat/completions", json=body), 400, code="invalid_type")
+    assert error["param"] == f"messages[0].content[0].{param}"
+    assert expected in error["message"]

@@ -324,3 +324,38 @@ def test_usage_that_is_no_count_leaves_the_answer_whole(http, upstream, usage, s
         for c in json.loads(f).get("choices", [])
     )
     assert text == "hi"
+
+
+def test_an_error_answered_as_json_to_a_stream_is_its_status_with_its_words(sdk, upstream):
+    """A proxy (one-api, new-api) answering a stream request with its error as JSON under
+    status 200: the client got a 200 and "The upstream stream ended before it was complete",
+    the upstream's words lost and nothing for its SDK to retry."""
+    import openai
+
+    said = "quota of channel exhausted"
+    upstream.script(Reply(json={"error": {"message": said, "type": "new_api_error"}}))
+    with pytest.raises(openai.APIStatusError) as info:
+        sdk.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+    assert info.value.status_code == 502 and said in info.value.message
+
+
+def test_an_answer_to_a_stream_given_whole_is_streamed(sdk, upstream):
+    """A server that ignored `stream` (its answer as one JSON): its answer, as chunks."""
+    call = {**CALL, "function": {**CALL["function"], "arguments": json.dumps(ARGUMENTS)}}
+    whole = openai_completion(tool_calls=[call], usage={"prompt_tokens": 3, "completion_tokens": 2})
+    whole["choices"][0]["message"]["content"] = "Looking it up."
+    upstream.script(Reply(json=whole))
+    with sdk.chat.completions.stream(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        stream_options={"include_usage": True},
+    ) as stream:
+        final = stream.get_final_completion()
+    [choice] = final.choices
+    assert choice.message.content == "Looking it up." and choice.finish_reason == "tool_calls"
+    assert [(c.id, c.function.arguments) for c in choice.message.tool_calls] == [
+        ("call_w1", json.dumps(ARGUMENTS))
+    ]
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (3, 2)

@@ -60,6 +60,9 @@ ERROR_STATUSES = {
     "overloaded_error": 529,
 }
 MODEL_PAGES = 10  # a bound on the pages read: an upstream always saying has_more stops here
+# The events before a stream's answer: message_start says only its id, model and input tokens.
+# An error after them is a refusal nothing was answered before (AnthropicProvider.stream).
+_BEFORE_THE_ANSWER = frozenset({"ping", "message_start"})
 
 
 def _api_root(base_url: str) -> str:
@@ -259,11 +262,12 @@ class AnthropicProvider(HttpProvider):
         return Completion(data=data, upstream_ms=upstream_ms)
 
     async def stream(self, call: Call) -> UpstreamStream:
-        """The open stream, its first event read. Anthropic answers an overload (or another
-        failure) with status 200 and an error as the stream's first event: the client got a
-        200 and an error frame, which neither Engram nor the client's SDK retries (they retry
-        statuses). Before anything was answered, it is the refusal its status would have been,
-        retried as that status is."""
+        """The open stream, its first event read (past message_start and pings). Anthropic
+        answers an overload (or another failure) with status 200 and an error as the stream's
+        first event, or right after message_start: the client got a 200 and an error frame,
+        which neither Engram nor the client's SDK retries (they retry statuses). Before
+        anything was answered, it is the refusal its status would have been, retried as that
+        status is."""
         body = self._model(call.body)
         payload = to_anthropic(body, stream=True)
         attempt = 0
@@ -271,7 +275,7 @@ class AnthropicProvider(HttpProvider):
             response, upstream_ms = await self.send(call, payload)
             stream = AnthropicStream(response, upstream_ms, body["model"])
             try:
-                first = await stream.first_event(skip=frozenset({"ping"}))
+                first = await stream.first_event(skip=_BEFORE_THE_ANSWER)
             except BaseException:  # cancelled: the client went away
                 await stream.aclose()
                 raise

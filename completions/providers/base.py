@@ -594,6 +594,17 @@ def retryable_status(status: int) -> bool:
     return status == 429 or status >= 500
 
 
+# A 4xx of the moment (a timeout, a conflict, a rate limit) or a client that left (499): it
+# says nothing of what the request holds.
+_OF_THE_MOMENT = frozenset({408, 409, 429, 499})
+
+
+def refused_status(status: int) -> bool:
+    """Whether an answer's status refuses the request for what it holds (a part the model cannot
+    read, a field it does not take, a model it does not have): any other 4xx."""
+    return 400 <= status < 500 and status not in _OF_THE_MOMENT
+
+
 def retryable_refusal(status: int, error: ApiError) -> bool:
     """Whether an upstream's refusal (`status`, as `refusal` read it) may be asked again: what
     the SDKs are told not to retry, Engram does not retry either."""

@@ -124,6 +124,39 @@ class OpenAIStream(HttpStream):
                 raise StreamFailed("The upstream stream ended before it was complete.")
 
 
+class CompletedStream(UpstreamStream):
+    """A whole answer as the chunks a stream of it ends with: per choice its message as one
+    delta and its finish reason, then the usage."""
+
+    def __init__(self, completion: Completion) -> None:
+        self.data = completion.data
+        self.upstream_ms = completion.upstream_ms
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        data = self.data
+        head = {
+            "id": data.get("id"),
+            "object": "chat.completion.chunk",
+            "created": data.get("created"),
+            "model": data.get("model"),
+        }
+        for choice in data.get("choices") or ():
+            delta = dict(choice.get("message") or {})
+            if isinstance(delta.get("tool_calls"), list):  # a delta's calls are numbered
+                delta["tool_calls"] = [
+                    {"index": i, **call} if isinstance(call, dict) else call
+                    for i, call in enumerate(delta["tool_calls"])
+                ]
+            out = {"index": choice.get("index", 0), "delta": delta}
+            out |= {"logprobs": choice.get("logprobs"), "finish_reason": None}
+            yield Chunk({**head, "choices": [out]})
+            finish = choice.get("finish_reason") or "stop"
+            done = {"index": out["index"], "delta": {}, "finish_reason": finish}
+            yield Chunk({**head, "choices": [done]})
+        if data.get("usage"):
+            yield Chunk({**head, "choices": [], "usage": data["usage"]})
+
+
 def _unreadable(data: dict, key: str) -> bool:
     """Whether an upstream's answer (`key` "message") or chunk ("delta") is of a shape the
     gateway cannot read (it failed there: a 500, or a stream cut without its end): choices not
@@ -238,6 +271,10 @@ class OpenAICompatibleProvider(HttpProvider):
 
     async def complete(self, call: Call) -> Completion:
         raw, upstream_ms = await self.send_read(call, _outgoing(call.body))
+        return self._completion(call, raw, upstream_ms)
+
+    def _completion(self, call: Call, raw: bytes, upstream_ms: float) -> Completion:
+        """An answer's JSON as a Completion, or the ApiError it is."""
         data = loads_json(raw)
         if "error" in data and "choices" not in data:
             # An error under status 200 (some OpenAI-compatible servers, proxies): the client
@@ -261,6 +298,18 @@ class OpenAICompatibleProvider(HttpProvider):
         options = call.body.get("stream_options") or {}
         payload = {**_outgoing(call.body), "stream_options": {**options, "include_usage": True}}
         response, upstream_ms = await self.send(call, payload)
+        if response.content_type == "application/json":
+            # JSON, not events: an error under status 200 (proxies: one-api's "quota
+            # exhausted"), or a server that ignored `stream`. Read as it came, the client got a
+            # 200 and "The upstream stream ended before it was complete", the upstream's words
+            # lost; read as an answer, the error is its status and an answer its chunks.
+            try:
+                raw = await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                raise bad_reply("The upstream connection failed.") from None
+            finally:
+                response.release()
+            return CompletedStream(self._completion(call, raw, upstream_ms))
         return OpenAIStream(response, upstream_ms)
 
     def complete_sync(self, call: Call, *, timeout: float) -> dict:

@@ -23,6 +23,7 @@ from config.common.setting import setting
 from memory.text import (
     MESSAGE_OVERHEAD,
     REPLY_PRIMING,
+    content_text,
     count_message,
     count_messages,
     count_text,
@@ -509,8 +510,20 @@ def history_units(rows: list[dict]) -> list[HistoryUnit]:
                 last.ids.append(row["id"])
                 last.tokens += tokens
             continue  # an orphan tool result (its call is not stored) is not sendable
+        if _said_nothing(message):
+            continue  # nor is an answer stopped before its first word (an earlier version's)
         units.append(HistoryUnit(messages=[message], ids=[row["id"]], tokens=tokens))
     return [u for i, u in enumerate(units) if i == len(units) - 1 or _answered(u)]
+
+
+def _said_nothing(message: dict) -> bool:
+    """An assistant message with no text, calls, refusal or audio: OpenAI refuses it (content
+    is required without them), and every turn after it was refused."""
+    return (
+        message.get("role") == "assistant"
+        and not content_text(message.get("content")).strip()
+        and not any(message.get(k) for k in ("tool_calls", "function_call", "refusal", "audio"))
+    )
 
 
 def _answered(unit: HistoryUnit) -> bool:

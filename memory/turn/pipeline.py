@@ -294,10 +294,16 @@ def _finish(
             )
         if on_stored is not None:  # registered first, so it runs before the jobs' sends
             transaction.on_commit(on_stored)
+        # A refusal (structured outputs: content null, `refusal` its words) is the answer too:
+        # left out, the next turn's history had two user messages in a row.
+        refusal = assistant.get("refusal") if assistant is not None else None
+        refusal = refusal if isinstance(refusal, str) and refusal else None
         if assistant is not None and (
-            assistant.get("content") or assistant.get("tool_calls") or incomplete
+            assistant.get("content") or assistant.get("tool_calls") or refusal or incomplete
         ):
             message = {"role": "assistant", "content": assistant.get("content")}
+            if refusal:
+                message["refusal"] = refusal
             if assistant.get("tool_calls"):
                 message["tool_calls"] = assistant["tool_calls"]
                 message.update(kept_reasoning(assistant))
@@ -453,14 +459,20 @@ async def finish_turn(
     usage: dict | None,
     incomplete: bool,
     on_stored: Callable[[], None] | None = None,
+    refused: bool = False,
 ) -> None:
     """Store the answer, then send its background jobs; `on_stored` is called (from any thread)
-    once the answer is committed, before the jobs are sent — or when finishing gave up."""
+    once the answer is committed, before the jobs are sent — or when finishing gave up.
+    `refused`: the request was refused for what it holds, and its messages are taken out
+    again (`_forget_request`)."""
     state = prepared.state
     try:
         if not isinstance(state, TurnState):
             return  # a pass-through or a dry run: nothing was stored, nothing to finish
         with background.holding(_finishing(state.workspace_id, state.user_id)):
+            if refused:
+                await on_request_thread(_forget_request)(state)
+                return
             finish = on_request_thread(_finish)
             recalled = recall_kept(prepared.engram)
             await _until_stored(
@@ -471,6 +483,21 @@ async def finish_turn(
     finally:
         if on_stored is not None:
             on_stored()  # again after the commit's call: setting an event twice is harmless
+
+
+def _forget_request(state: TurnState) -> None:
+    """The request's stored messages deleted: it was refused for what it holds (a part the
+    model cannot read, a field it does not take), and a refused request leaves no turn behind,
+    as one refused before anything is stored does. Kept, they were the conversation's history
+    (unanswered), which every later turn sent on to the same refusal. The conversation and
+    session stay; nothing is extracted from what the upstream never took."""
+    from memory.models import Message
+
+    if not state.stored_ids:  # all of it resent: stored by an earlier turn, not this one
+        return
+    with transaction.atomic():
+        user_lock(workspace_id=state.workspace_id, user_id=state.user_id)
+        Message.objects.filter(pk__in=state.stored_ids).delete()
 
 
 async def _until_stored(store: Callable[[str, bool], Awaitable[None]]) -> None:
@@ -504,6 +531,7 @@ def finish_turn_soon(
     usage: dict | None,
     incomplete: bool,
     on_stored: Callable[[], None] | None = None,
+    refused: bool = False,
 ) -> asyncio.Task | None:
     """What a door calls once a turn is answered (on the event loop, never waiting): the turn's
     `finish_turn` in the background, its task returned; a turn memory stored nothing for (a
@@ -522,6 +550,7 @@ def finish_turn_soon(
             usage=usage,
             incomplete=incomplete,
             on_stored=on_stored,
+            refused=refused,
         ),
         name="finish_turn",
     )
