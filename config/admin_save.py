@@ -10,18 +10,78 @@ the admin to ErrorEnvelopeMiddleware, and the operator's page was replaced by a 
 `changeform_view` catches it (the save's transaction already rolled back) and shows the same
 page again with the refusal on the form: on its field when the form has one of that name,
 above the form otherwise. Every Engram ModelAdmin has it (tests/test_admin_pages checks).
+
+PostgreSQL's refusals are refused on the form first: a JSON column's field reads its text with
+the API's decoder and rules (config.common.jsonbody: no NaN, Infinity, 1e400, NUL or lone
+surrogate, no nesting past MAX_DEPTH), which jsonb cannot store, and takes only the column's
+shape, an object (metadata) or a list where its default is one. Django's field took any JSON:
+the INSERT failed (a 500), and a memory's metadata of `[1, 2]` or `null` failed in the service
+(a 500) or was saved for the API to answer and every reader of it to fail on.
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db import models
 
-from config.common.errors import EDGE_ERRORS, api_error
+from config.common import jsonbody
+from config.common.errors import EDGE_ERRORS, ApiError, api_error
 
 _REFUSED = "_engram_refused_at_save"
+_SHAPES: dict[object, tuple[type, str]] = {dict: (dict, "a JSON object"), list: (list, "a list")}
+
+
+class StorableJSONField(forms.JSONField):
+    """A JSON column's form field: what jsonb can store, in the column's shape (see above)."""
+
+    def __init__(self, *, name: str = "", shape: type | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.name = name
+        self.shape = shape
+
+    def bound_data(self, data, initial):
+        """Refused text is shown again as it was typed: parsed, a lone surrogate in it could
+        not be written into the page (a 500 again)."""
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        try:
+            return jsonbody.loads(data)
+        except ApiError:
+            return forms.fields.InvalidJSONInput(data)
+
+    def to_python(self, value):
+        if self.disabled or not isinstance(value, str) or value in self.empty_values:
+            value = super().to_python(value)
+        else:
+            try:
+                value = jsonbody.loads(value, param=self.name)
+            except ApiError as exc:
+                raise ValidationError(exc.message, code="invalid") from None
+            if isinstance(value, str):
+                value = forms.fields.JSONString(value)  # shown again quoted, as Django does
+        if self.shape is None:
+            return value
+        if value is None:  # left empty, or `null`: the column's empty value (it has no NULL)
+            return self.shape()
+        if not isinstance(value, self.shape):
+            raise ValidationError(f"Give {_SHAPES[self.shape][1]}.", code="invalid")
+        return value
+
+
+def json_form_field(db_field: models.JSONField, kwargs: dict) -> dict:
+    """The form field kwargs of a JSON column (ModelAdmin.formfield_for_dbfield)."""
+    shape = _SHAPES.get(db_field.default, (None, ""))[0]
+    return {"form_class": StorableJSONField, "name": db_field.name, "shape": shape, **kwargs}
 
 
 class RefusalsOnTheForm(admin.ModelAdmin):
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if isinstance(db_field, models.JSONField):
+            kwargs = json_form_field(db_field, kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
