@@ -64,3 +64,23 @@ def test_a_session_added_for_a_user_outside_the_apis_rule_is_refused(admin_clien
         )
         assert saved.status_code == 302, saved.context["adminform"].form.errors
         assert Session.objects.get(external_id=external_id).user_id == kept
+
+
+def test_an_end_users_export_names_its_file_whatever_the_id(admin_client, world):
+    """A user id beyond Latin-1 (stored before the rule) MIME-encoded the whole header
+    (`=?utf-8?q?attachment=3B...`), which no browser reads as a file name; a line break in
+    the URL's id was a 500 (BadHeaderError)."""
+    from memory.admin_users import user_url
+    from memory.services import memory_create
+
+    workspace = world["workspace"]
+    memory_create(workspace=workspace, user_id="中文", text="Rows.", embedding=[0.0] * 384)
+    for user_id, named in [
+        ("中文", "filename*=utf-8''engram-{}-%E4%B8%AD%E6%96%87.json"),
+        ("a\r\nb", "filename*=utf-8''engram-{}-a%0D_0Ab.json"),  # admin's quote() has \n
+        ("alice", 'filename="engram-{}-alice.json"'),
+    ]:
+        response = admin_client.get(user_url(workspace.pk, user_id) + "export/")
+        assert response.status_code == 200, user_id
+        assert response["Content-Disposition"] == f"attachment; {named.format(workspace.pk)}"
+        b"".join(response)  # read through (streamed)
