@@ -672,15 +672,19 @@ def test_the_admin_adds_an_issuer_with_a_write_only_secret(admin_client, owner):
 @pytest.mark.parametrize(
     ("field", "value", "why"),
     [
-        # a JSON string, not a list: each of its characters was an accepted `aud`
-        ("audiences", '"app"', "list of strings"),
+        # a JSON string, not a list: each of its characters was an accepted `aud` (refused
+        # by the admin's JSON field, config.admin_save, before the service's rule)
+        ("audiences", '"app"', "Give a list"),
         ("audiences", "[1]", "list of strings"),
         ("audiences", '["app", ""]', "list of strings"),
-        ("algorithms", '"HS256"', "a list of algorithm names"),
+        ("algorithms", '"HS256"', "Give a list"),
+        ("algorithms", "[5]", "a list of algorithm names"),
         # the API's limit: a day's leeway keeps an expired token working for a day
         ("leeway_seconds", "86400", "300"),
         # the API's 32: a short HS256 secret can be guessed offline from one token
-        ("hs256_secret", "secret", "At least 32 characters"),
+        ("hs256_secret", "secret", "From 32 to 500 characters"),
+        # and its 500: the admin took 100,000 characters
+        ("hs256_secret", "s" * 501, "From 32 to 500 characters"),
     ],
 )
 def test_the_admin_keeps_the_api_s_rules_for_audiences_algorithms_and_leeway(
