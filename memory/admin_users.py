@@ -286,11 +286,14 @@ def user_urls(site) -> list[URLPattern]:
         _check(request, "view")
         workspace, user_id = _user(workspace_id, user)
         response = user_export_response(workspace=workspace, user_id=user_id)
-        # Django's header, not one written here: a user id beyond ASCII (kept from before the
-        # rule, PathIdConverter) MIME-encoded the whole header, which no browser reads as a
-        # name, and a line break in the URL's id was a 500 (BadHeaderError).
+        # Django's header, not one written here: a user id beyond Latin-1 (kept from before
+        # the rule, PathIdConverter) MIME-encoded the whole header, which no browser reads as
+        # a name, and a line break in the URL's id was a 500 (BadHeaderError). With a file
+        # name, as here, it always gives a header.
         filename = f"engram-{workspace.pk}-{quote(user_id)}.json"
-        response["Content-Disposition"] = content_disposition_header(True, filename)
+        disposition = content_disposition_header(True, filename)
+        assert disposition is not None
+        response["Content-Disposition"] = disposition
         return response
 
     def delete_view(request: HttpRequest, workspace_id: str, user: str) -> HttpResponse:

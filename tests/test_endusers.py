@@ -840,3 +840,48 @@ def test_a_token_searches_the_collections_it_names_at_every_door_and_manages_non
             response = alice.request(method, path, json={"name": "x"})
             assert response.status_code == 403, (method, path, response.text)
             assert response.json()["error"]["code"] == "workspace_key_required"
+
+
+def test_a_token_of_a_key_the_issuer_retired_stops_once_engram_has_seen_it_gone(
+    engram_server, issuer, jwks, rsa_key
+):
+    """A verified token was kept for ENGRAM_TOKEN_CACHE_SECONDS whatever happened to its key:
+    retired by the provider (a leak is how keys are retired) and seen gone by Engram's own
+    refetch, the very token verified before went on working for up to 5 minutes."""
+    token = rsa_key.token()
+    assert chat(engram_server, token).status_code == 200  # verified, cached
+    rotated = SigningKey("RS256", "rsa-2")
+    jwks.keys[:] = [rotated]  # the provider retires the key
+    assert chat(engram_server, rotated.token()).status_code == 200  # Engram refetches, sees it
+    refused(chat(engram_server, token), 401, "kid")
+    assert chat(engram_server, rotated.token()).status_code == 200
+
+
+def test_a_cached_token_stops_with_its_key_set_s_lifetime_and_renews_it(
+    transactional_db, owner, settings, jwks, rsa_key
+):
+    """As a token's first verification: its key set is never trusted past its lifetime, even
+    for a token verified while it was fresh (it worked on for the token cache's 5 minutes with
+    the provider down); and a set past half its life is renewed behind a cached token, as
+    behind a verification, so nobody waits for the fetch at its expiry."""
+    from accounts.authentication import resolve_sync
+    from accounts.endusers import jwks as keysets
+    from accounts.endusers import services
+    from config.common.errors import ApiError
+
+    keysets.clear()
+    services.issuer_create(workspace=owner[0], issuer=ISS, audiences=[AUD], jwks_url=jwks.url)
+    token = rsa_key.token("gus")
+    assert resolve_sync(token).end_user == "gus"  # verified, cached
+    lifetime = settings.ENGRAM_JWKS_CACHE_SECONDS
+    entry = keysets._sets[jwks.url]
+    entry.fetched -= lifetime * 0.75
+    assert resolve_sync(token).end_user == "gus"  # the cached token, and a refresh behind it
+    deadline = time.monotonic() + 10
+    while jwks.requests < 2 or entry.refreshing:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    jwks.stop()
+    entry.fetched -= lifetime * 2  # past its life, and the provider is down
+    with pytest.raises(ApiError, match="unreachable"):
+        resolve_sync(token)
