@@ -39,7 +39,7 @@ from config.common.errors import EDGE_ERRORS, ApiError, api_error
 _REFUSED = "_engram_refused_at_save"
 # Words of one admin search (a quoted phrase is one): 20 took 0.15 s where 200 took 0.3 s.
 MAX_SEARCH_TERMS = 20
-_SHAPES: dict[object, tuple[type, str]] = {dict: (dict, "a JSON object"), list: (list, "a list")}
+_SHAPES: dict[type, str] = {dict: "a JSON object", list: "a list"}
 
 
 class StorableJSONField(forms.JSONField):
@@ -75,13 +75,15 @@ class StorableJSONField(forms.JSONField):
         if value is None:  # left empty, or `null`: the column's empty value (it has no NULL)
             return self.shape()
         if not isinstance(value, self.shape):
-            raise ValidationError(f"Give {_SHAPES[self.shape][1]}.", code="invalid")
+            raise ValidationError(f"Give {_SHAPES[self.shape]}.", code="invalid")
         return value
 
 
 def json_form_field(db_field: models.JSONField, kwargs: dict) -> dict:
     """The form field kwargs of a JSON column (ModelAdmin.formfield_for_dbfield)."""
-    shape = _SHAPES.get(db_field.default, (None, ""))[0]
+    # compared, not looked up: a default may be any callable (or, against Django's advice, a
+    # dict, which cannot be a key)
+    shape = next((kind for kind in _SHAPES if db_field.default is kind), None)
     return {"form_class": StorableJSONField, "name": db_field.name, "shape": shape, **kwargs}
 
 
