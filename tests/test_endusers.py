@@ -885,3 +885,39 @@ def test_a_cached_token_stops_with_its_key_set_s_lifetime_and_renews_it(
     entry.fetched -= lifetime * 2  # past its life, and the provider is down
     with pytest.raises(ApiError, match="unreachable"):
         resolve_sync(token)
+
+
+def test_an_issuer_with_a_secret_moves_to_a_jwks_in_the_admin(admin_client, owner, jwks):
+    """The secret is write-only in the admin, so it could never be emptied: an issuer made
+    with one could not be moved to keys at a URL ("exactly one" on every try)."""
+    from django.urls import reverse
+
+    from accounts.endusers import services
+
+    issuer = services.issuer_create(
+        workspace=owner[0], issuer=ISS, audiences=[AUD], hs256_secret=SECRET
+    )
+    form = {
+        "issuer": ISS,
+        "audiences": json.dumps([AUD]),
+        "jwks_url": jwks.url,
+        "algorithms": '["RS256"]',
+        "user_claim": "sub",
+        "required_scope": "",
+        "leeway_seconds": "30",
+        "hs256_secret": "",
+    }
+    url = reverse("admin:accounts_issuer_change", args=[issuer.pk])
+    page = admin_client.post(url, form)
+    assert page.status_code == 302, page.context["adminform"].form.errors
+    issuer.refresh_from_db()
+    assert issuer.jwks_url == jwks.url and not issuer.uses_secret
+    # without a URL, an empty secret field still keeps the stored one
+    issuer = services.issuer_create(
+        workspace=owner[0], issuer=ISS + "2", audiences=[AUD], hs256_secret=SECRET
+    )
+    url = reverse("admin:accounts_issuer_change", args=[issuer.pk])
+    kept = admin_client.post(url, form | {"issuer": ISS + "2", "jwks_url": "", "algorithms": "[]"})
+    assert kept.status_code == 302, kept.context["adminform"].form.errors
+    issuer.refresh_from_db()
+    assert issuer.get_secret() == SECRET
