@@ -14,13 +14,21 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 from django.utils.timezone import localtime
 
-from accounts.admin_workspaces import LiveWorkspaces
+from accounts.admin_workspaces import LiveWorkspaces, OwnerConstraints
 from config.admin_log import DeletionLoggedById
 from config.admin_paging import LargeList, choices_filter
 from config.common.ids import ID_RULE, as_user_id, is_id
 from memory import services
 from memory.admin_users import user_url
-from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
+from memory.models import (
+    SESSION_CONVERSATION_PREFIX,
+    Conversation,
+    Memory,
+    MemoryEvent,
+    Message,
+    ProcessingJob,
+    Session,
+)
 from memory.serializers import KINDS, MEMORY_TEXT_MAX_CHARS, engram_metadata_problem
 
 
@@ -91,6 +99,15 @@ class OwnerFixed(LiveWorkspaces, LargeList):
 
     def get_readonly_fields(self, request, obj=None):
         return (*self.readonly_fields, *(self.owner_fields if obj else ()))
+
+
+def _client_id(value: str, *, prefix: str = "") -> str:
+    """An id a client names the row by (x-conversation-id, x-session-id), by the API's rule:
+    set to "has space" in the admin, the row could never be named again; `prefix`, as the
+    conversation of a session is named (session:<x-session-id>)."""
+    if not is_id(value.removeprefix(prefix) if prefix else value):
+        raise forms.ValidationError(f"An id is {ID_RULE}.")
+    return value
 
 
 class MemoryForm(forms.ModelForm):
@@ -286,8 +303,21 @@ class JobInline(admin.TabularInline):
         return False
 
 
+class ConversationForm(OwnerConstraints):
+    """An id by the API's rule, unique in its workspace: another conversation's id (the
+    workspace read-only, Django skipped the constraint) failed the save with a 500."""
+
+    class Meta:
+        model = Conversation
+        fields = "__all__"
+
+    def clean_external_id(self) -> str:
+        return _client_id(self.cleaned_data["external_id"], prefix=SESSION_CONVERSATION_PREFIX)
+
+
 @admin.register(Conversation)
 class ConversationAdmin(DeletionLoggedById, OwnerFixed):
+    form = ConversationForm
     list_display = ("__str__", "end_user", "external_id", "workspace", "updated_at")
     search_fields = ("title", "external_id", "user_id", "id")
     list_filter = ("workspace",)
@@ -371,13 +401,21 @@ class ProcessingJobAdmin(LargeList):
         return False  # jobs are made by memory.services.processing, with their task
 
 
-class SessionForm(forms.ModelForm):
+class SessionForm(OwnerConstraints):
     """A session goes on in a conversation of its own workspace and user: a turn naming the
-    session reads and writes the conversation it names (memory.turn.conversation)."""
+    session reads and writes the conversation it names (memory.turn.conversation). Its ids
+    follow the API's rule, and its id is unique in its workspace on the change form too."""
 
     class Meta:
         model = Session
         fields = ("workspace", "external_id", "user_id", "conversation", "metadata")
+
+    def clean_external_id(self) -> str:
+        return _client_id(self.cleaned_data["external_id"])
+
+    def clean_user_id(self) -> str:
+        value = as_user_id(self.cleaned_data["user_id"])
+        return _client_id(value) if value else value  # a session without a user has ""
 
     def clean(self):
         data = super().clean() or {}

@@ -24,6 +24,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.http import content_disposition_header
 
 from accounts.models import Workspace
 from completions.tools.models import Execution
@@ -285,8 +286,14 @@ def user_urls(site) -> list[URLPattern]:
         _check(request, "view")
         workspace, user_id = _user(workspace_id, user)
         response = user_export_response(workspace=workspace, user_id=user_id)
+        # Django's header, not one written here: a user id beyond Latin-1 (kept from before
+        # the rule, PathIdConverter) MIME-encoded the whole header, which no browser reads as
+        # a name, and a line break in the URL's id was a 500 (BadHeaderError). With a file
+        # name, as here, it always gives a header.
         filename = f"engram-{workspace.pk}-{quote(user_id)}.json"
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        disposition = content_disposition_header(True, filename)
+        assert disposition is not None
+        response["Content-Disposition"] = disposition
         return response
 
     def delete_view(request: HttpRequest, workspace_id: str, user: str) -> HttpResponse:

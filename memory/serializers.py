@@ -11,6 +11,7 @@ from rest_framework import serializers
 from config.common.closed import ClosedSerializer
 from config.common.errors import Invalid
 from config.common.ids import ID_RULE, as_user_id, identifier, is_id
+from config.common.jsonbody import metadata_problem
 from config.common.times import query_time
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
@@ -192,10 +193,13 @@ class CollectionIdsField(serializers.ListField):
 
 
 def engram_metadata_problem(metadata: dict) -> str | None:
-    """What is wrong with Engram's keys in a memory's metadata as a person gives it (the API,
-    the admin), or None: a one-valued fact's slot, value and subject (memory.services.memories.
-    ENGRAM_METADATA_KEYS) are strings, as Engram writes them. A value of 5 or null failed every
-    later extraction of the user's facts of that slot."""
+    """What is wrong with a memory's metadata as a person gives it (the API, the admin), or
+    None: its size (jsonbody.metadata_problem), and Engram's keys: a one-valued fact's slot,
+    value and subject (memory.services.memories.ENGRAM_METADATA_KEYS) are strings, as Engram
+    writes them. A value of 5 or null failed every later extraction of the user's facts of
+    that slot."""
+    if problem := metadata_problem(metadata):
+        return problem
     for key in ("slot", "value", "subject"):
         if key in metadata and not isinstance(metadata[key], str):
             return f"metadata.{key} is Engram's (a one-valued fact's {key}): a string."
@@ -307,6 +311,11 @@ class ImportMessageInput(serializers.Serializer):
                 f"{value.isoformat()} is in the future: a message's time may be at most "
                 f"{IMPORT_CLOCK_SKEW.days} day ahead of the server's clock."
             )
+        return value
+
+    def validate_metadata(self, value: dict) -> dict:
+        if problem := metadata_problem(value):
+            raise serializers.ValidationError(problem)
         return value
 
     def validate_content(self, value):

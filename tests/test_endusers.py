@@ -672,15 +672,19 @@ def test_the_admin_adds_an_issuer_with_a_write_only_secret(admin_client, owner):
 @pytest.mark.parametrize(
     ("field", "value", "why"),
     [
-        # a JSON string, not a list: each of its characters was an accepted `aud`
-        ("audiences", '"app"', "list of strings"),
+        # a JSON string, not a list: each of its characters was an accepted `aud` (refused
+        # by the admin's JSON field, config.admin_save, before the service's rule)
+        ("audiences", '"app"', "Give a list"),
         ("audiences", "[1]", "list of strings"),
         ("audiences", '["app", ""]', "list of strings"),
-        ("algorithms", '"HS256"', "a list of algorithm names"),
+        ("algorithms", '"HS256"', "Give a list"),
+        ("algorithms", "[5]", "a list of algorithm names"),
         # the API's limit: a day's leeway keeps an expired token working for a day
         ("leeway_seconds", "86400", "300"),
         # the API's 32: a short HS256 secret can be guessed offline from one token
-        ("hs256_secret", "secret", "At least 32 characters"),
+        ("hs256_secret", "secret", "From 32 to 500 characters"),
+        # and its 500: the admin took 100,000 characters
+        ("hs256_secret", "s" * 501, "From 32 to 500 characters"),
     ],
 )
 def test_the_admin_keeps_the_api_s_rules_for_audiences_algorithms_and_leeway(
@@ -836,3 +840,84 @@ def test_a_token_searches_the_collections_it_names_at_every_door_and_manages_non
             response = alice.request(method, path, json={"name": "x"})
             assert response.status_code == 403, (method, path, response.text)
             assert response.json()["error"]["code"] == "workspace_key_required"
+
+
+def test_a_token_of_a_key_the_issuer_retired_stops_once_engram_has_seen_it_gone(
+    engram_server, issuer, jwks, rsa_key
+):
+    """A verified token was kept for ENGRAM_TOKEN_CACHE_SECONDS whatever happened to its key:
+    retired by the provider (a leak is how keys are retired) and seen gone by Engram's own
+    refetch, the very token verified before went on working for up to 5 minutes."""
+    token = rsa_key.token()
+    assert chat(engram_server, token).status_code == 200  # verified, cached
+    rotated = SigningKey("RS256", "rsa-2")
+    jwks.keys[:] = [rotated]  # the provider retires the key
+    assert chat(engram_server, rotated.token()).status_code == 200  # Engram refetches, sees it
+    refused(chat(engram_server, token), 401, "kid")
+    assert chat(engram_server, rotated.token()).status_code == 200
+
+
+def test_a_cached_token_stops_with_its_key_set_s_lifetime_and_renews_it(
+    transactional_db, owner, settings, jwks, rsa_key
+):
+    """As a token's first verification: its key set is never trusted past its lifetime, even
+    for a token verified while it was fresh (it worked on for the token cache's 5 minutes with
+    the provider down); and a set past half its life is renewed behind a cached token, as
+    behind a verification, so nobody waits for the fetch at its expiry."""
+    from accounts.authentication import resolve_sync
+    from accounts.endusers import jwks as keysets
+    from accounts.endusers import services
+    from config.common.errors import ApiError
+
+    keysets.clear()
+    services.issuer_create(workspace=owner[0], issuer=ISS, audiences=[AUD], jwks_url=jwks.url)
+    token = rsa_key.token("gus")
+    assert resolve_sync(token).end_user == "gus"  # verified, cached
+    lifetime = settings.ENGRAM_JWKS_CACHE_SECONDS
+    entry = keysets._sets[jwks.url]
+    entry.fetched -= lifetime * 0.75
+    assert resolve_sync(token).end_user == "gus"  # the cached token, and a refresh behind it
+    deadline = time.monotonic() + 10
+    while jwks.requests < 2 or entry.refreshing:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    jwks.stop()
+    entry.fetched -= lifetime * 2  # past its life, and the provider is down
+    with pytest.raises(ApiError, match="unreachable"):
+        resolve_sync(token)
+
+
+def test_an_issuer_with_a_secret_moves_to_a_jwks_in_the_admin(admin_client, owner, jwks):
+    """The secret is write-only in the admin, so it could never be emptied: an issuer made
+    with one could not be moved to keys at a URL ("exactly one" on every try)."""
+    from django.urls import reverse
+
+    from accounts.endusers import services
+
+    issuer = services.issuer_create(
+        workspace=owner[0], issuer=ISS, audiences=[AUD], hs256_secret=SECRET
+    )
+    form = {
+        "issuer": ISS,
+        "audiences": json.dumps([AUD]),
+        "jwks_url": jwks.url,
+        "algorithms": '["RS256"]',
+        "user_claim": "sub",
+        "required_scope": "",
+        "leeway_seconds": "30",
+        "hs256_secret": "",
+    }
+    url = reverse("admin:accounts_issuer_change", args=[issuer.pk])
+    page = admin_client.post(url, form)
+    assert page.status_code == 302, page.context["adminform"].form.errors
+    issuer.refresh_from_db()
+    assert issuer.jwks_url == jwks.url and not issuer.uses_secret
+    # without a URL, an empty secret field still keeps the stored one
+    issuer = services.issuer_create(
+        workspace=owner[0], issuer=ISS + "2", audiences=[AUD], hs256_secret=SECRET
+    )
+    url = reverse("admin:accounts_issuer_change", args=[issuer.pk])
+    kept = admin_client.post(url, form | {"issuer": ISS + "2", "jwks_url": "", "algorithms": "[]"})
+    assert kept.status_code == 302, kept.context["adminform"].form.errors
+    issuer.refresh_from_db()
+    assert issuer.get_secret() == SECRET

@@ -14,7 +14,8 @@ class IssuerForm(OwnerConstraints):
     hs256_secret = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Leave empty to keep the stored secret; never shown.",
+        help_text="Leave empty to keep the stored secret (or, with a JWKS URL, to drop it); "
+        "never shown.",
     )
 
     class Meta:
@@ -35,6 +36,11 @@ class IssuerForm(OwnerConstraints):
         fields = {k: data[k] for k in services.FIELDS if k in data and k != "hs256_secret"}
         if data.get("hs256_secret"):
             fields["hs256_secret"] = data["hs256_secret"]
+        elif data.get("jwks_url"):
+            # Keys from a URL now: the stored secret goes, as the API's `hs256_secret: null`.
+            # Kept, no issuer with a secret could ever be moved to a JWKS here (write-only,
+            # the secret had no way to be emptied: "exactly one" every time).
+            fields["hs256_secret"] = ""
         self.changes = fields
         trial = Issuer(hs256_secret_encrypted=self.instance.hs256_secret_encrypted)
         services.apply(trial, {k: v for k, v in fields.items() if k != "workspace"})

@@ -14,6 +14,7 @@ from accounts.endusers.models import (
     HMAC_ALGORITHMS,
     ISSUER_MAX_LENGTH,
     MAX_LEEWAY_SECONDS,
+    MAX_SECRET_LENGTH,
     MIN_SECRET_LENGTH,
     Issuer,
 )
@@ -48,7 +49,7 @@ class IssuerInput(ClosedSerializer):
     jwks_url = serializers.URLField(max_length=1000, required=False, allow_null=True)
     hs256_secret = serializers.CharField(
         min_length=MIN_SECRET_LENGTH,
-        max_length=500,
+        max_length=MAX_SECRET_LENGTH,
         required=False,
         allow_null=True,
         write_only=True,

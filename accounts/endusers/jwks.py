@@ -9,7 +9,9 @@ cannot make Engram hammer the provider. When the provider is unreachable the key
 fetched keep verifying until their lifetime ends; a kid they lack is then a 401.
 
 Other reports this answers: a JWK without `kid` is used when it is the set's only signing key;
-a stale set is never trusted beyond its lifetime.
+a stale set is never trusted beyond its lifetime, nor a retired key once a refetch has seen it
+gone: a token verified before is kept (accounts.endusers.tokens) only while `holds` says its
+key is still in the set this process holds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import jwt
@@ -41,9 +44,21 @@ class JwksError(Exception):
     """Why a key could not be found (the message goes into the 401)."""
 
 
+class PublicKey(NamedTuple):
+    key: object  # what PyJWT verifies with
+    fingerprint: str  # the JWK's identity across fetches (`holds`)
+
+
+def _fingerprint(jwk: dict) -> str:
+    """A JWK as a provider serves it, its members in one order: a kid can be reused for a new
+    key, so the key's identity is the whole JWK."""
+    return json.dumps(jwk, sort_keys=True)
+
+
 @dataclass
 class _KeySet:
     keys: list[dict] = field(default_factory=list)
+    fingerprints: frozenset[str] = frozenset()  # of `keys`
     fetched: float = float("-inf")  # monotonic time of the last successful fetch
     attempted: float = float("-inf")  # of the last attempt, successful or not
     error: str = ""  # why the last attempt failed
@@ -257,7 +272,8 @@ def _refetch(url: str, entry: _KeySet) -> None:
             return  # another thread fetched while this one waited
         entry.attempted = time.monotonic()
         try:
-            entry.keys = _fetch(url)
+            keys = _fetch(url)
+            entry.keys, entry.fingerprints = keys, frozenset(_fingerprint(k) for k in keys)
             entry.fetched = entry.attempted
             entry.error = ""
         except JwksError as exc:
@@ -291,7 +307,21 @@ def _pick(keys: list[dict], kid: str | None) -> dict | None:
     return keys[0] if len(keys) == 1 else None  # no kid: only an unambiguous set will do
 
 
-def signing_key(url: str, *, kid: str | None, algorithm: str):
+def holds(url: str, fingerprint: str) -> bool:
+    """Whether the key set of `url`, as this process holds it, still has the key (a
+    PublicKey's fingerprint) and is within its lifetime; starts a background refresh past
+    half of it, as signing_key does, so cached tokens keep the set renewed. Fetches nothing: a
+    dict lookup and a set's, on every request of a cached token."""
+    entry = _sets.get(url)
+    if entry is None or fingerprint not in entry.fingerprints:
+        return False
+    age = time.monotonic() - entry.fetched
+    if age > _lifetime() / 2 and age <= _lifetime():
+        _refresh_in_background(url, entry)
+    return age <= _lifetime()
+
+
+def signing_key(url: str, *, kid: str | None, algorithm: str) -> PublicKey:
     """The public key for a token's header (`kid`, `alg`); JwksError says why there is none.
     May fetch (the first use, an expired set, an unknown kid): call it off the event loop."""
     entry = _entry(url)
@@ -317,6 +347,6 @@ def signing_key(url: str, *, kid: str | None, algorithm: str):
     if jwk.get("alg") not in (None, algorithm):
         raise JwksError(f"the key is for {jwk.get('alg')}, the token says {algorithm}")
     try:
-        return jwt.PyJWK(jwk, algorithm=algorithm).key
+        return PublicKey(jwt.PyJWK(jwk, algorithm=algorithm).key, _fingerprint(jwk))
     except jwt.PyJWTError:
         raise JwksError(f"the key with this kid cannot verify {algorithm}") from None

@@ -21,6 +21,7 @@ HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ISSUER_MAX_LENGTH = 500
 MAX_LEEWAY_SECONDS = 300
 MIN_SECRET_LENGTH = 32  # an HS256 secret shorter than its hash can be guessed offline
+MAX_SECRET_LENGTH = 500
 
 
 class Issuer(models.Model):

@@ -13,6 +13,7 @@ from accounts.endusers.models import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
     MAX_LEEWAY_SECONDS,
+    MAX_SECRET_LENGTH,
     MIN_SECRET_LENGTH,
     Issuer,
 )
@@ -49,8 +50,11 @@ def check(issuer: Issuer) -> None:
     has_secret = bool(issuer.hs256_secret_encrypted)
     if bool(issuer.jwks_url) == has_secret:
         raise Invalid("Give either jwks_url or hs256_secret (exactly one).", field="jwks_url")
-    if has_secret and len(_secret(issuer)) < MIN_SECRET_LENGTH:
-        raise Invalid(f"At least {MIN_SECRET_LENGTH} characters.", field="hs256_secret")
+    # Both bounds here, for every door: the admin took a secret of 100,000 characters.
+    if has_secret and not MIN_SECRET_LENGTH <= len(_secret(issuer)) <= MAX_SECRET_LENGTH:
+        raise Invalid(
+            f"From {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} characters.", field="hs256_secret"
+        )
     allowed = HMAC_ALGORITHMS if has_secret else ASYMMETRIC_ALGORITHMS
     if not issuer.algorithms:
         issuer.algorithms = ["HS256"] if has_secret else ["RS256", "ES256"]

@@ -7,8 +7,11 @@ scope, and takes the user id from the issuer's claim. Any failure is a 401 whose
 the check, never the token.
 
 Verified tokens are cached by their SHA-256 until their `exp` (at most
-ENGRAM_TOKEN_CACHE_SECONDS), so a token costs one verification, then a dict lookup. Issuers are
-cached per `iss` and forgotten on every process when one changes (config.common.coherence).
+ENGRAM_TOKEN_CACHE_SECONDS), so a token costs one verification, then a dict lookup, and while
+the key that verified it is in its issuer's JWKS as this process holds it (jwks.holds): a key the
+provider retired, once a refetch has seen it gone, or a set past its lifetime, verifies the
+token again (a cached token went on working for those 5 minutes). Issuers are cached per `iss`
+and forgotten on every process when one changes (config.common.coherence).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import jwt
@@ -60,6 +64,10 @@ class EndUser:
     user_id: str
     issuer_id: str
     valid_until: float  # epoch seconds: exp plus the issuer's leeway
+    # The JWKS and key that verified it (jwks.holds); empty for an HS256 secret, whose change
+    # forgets every cached token (issuers_changed).
+    key_url: str = ""
+    key_fingerprint: str = ""
 
 
 def rejected(reason: str, *, kind: type[ApiError] = ApiError) -> ApiError:
@@ -214,12 +222,13 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
     algorithm = header.get("alg")
     if not isinstance(algorithm, str) or algorithm not in config.algorithms:
         raise _not_its_key(f"its algorithm ({str(algorithm)[:16]}) is not allowed for this issuer")
+    fingerprint = ""
     if config.secret:
         key: object = config.secret
     else:
         kid = header.get("kid")
         try:
-            key = jwks.signing_key(
+            key, fingerprint = jwks.signing_key(
                 config.jwks_url, kid=kid if isinstance(kid, str) else None, algorithm=algorithm
             )
         except jwks.JwksError as exc:
@@ -264,6 +273,8 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
         user_id=user_id,
         issuer_id=config.id,
         valid_until=float(claims["exp"]) + config.leeway_seconds,
+        key_url=config.jwks_url if fingerprint else "",
+        key_fingerprint=fingerprint,
     )
 
 
@@ -291,22 +302,39 @@ def _current(found: EndUser) -> EndUser:
     return found
 
 
+def _key_held(found: EndUser) -> bool:
+    """Whether the key that verified a cached token still verifies (see the module's doc)."""
+    return not found.key_url or jwks.holds(found.key_url, found.key_fingerprint)
+
+
 def resolve_sync(token: str, *, workspace_hint: str | None, fresh: bool) -> EndUser:
     if not fresh:  # Redis cannot say whether the caches are current: verify against the rows
         return verify(token, workspace_hint=workspace_hint, fresh=False)
     key = _cache_key(token, workspace_hint)
-    return _current(token_cache.get(key, lambda: verify(token, workspace_hint=workspace_hint)))
+
+    def load() -> EndUser:
+        return verify(token, workspace_hint=workspace_hint)
+
+    found = token_cache.get(key, load)
+    if not _key_held(found):
+        token_cache.invalidate(key)
+        found = token_cache.get(key, load)
+    return _current(found)
 
 
 async def resolve_async(token: str, *, workspace_hint: str | None, fresh: bool) -> EndUser:
     if not fresh:
         return await _verify_async(token, workspace_hint=workspace_hint, fresh=False)
     key = _cache_key(token, workspace_hint)
-    return _current(
-        await token_cache.aget(
-            key, lambda: _verify_async(token, workspace_hint=workspace_hint, fresh=True)
-        )
-    )
+
+    def load() -> Awaitable[EndUser]:
+        return _verify_async(token, workspace_hint=workspace_hint, fresh=True)
+
+    found = await token_cache.aget(key, load)
+    if not _key_held(found):
+        token_cache.invalidate(key)
+        found = await token_cache.aget(key, load)
+    return _current(found)
 
 
 def issuers_changed() -> None:

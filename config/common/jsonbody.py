@@ -31,6 +31,10 @@ from config.common.errors import ApiError
 
 MAX_DEPTH = 64  # a tool's JSON schema or a metadata object; nothing Engram takes is deeper
 MAX_ITEMS = 50_000  # items of one array or object (a conversation import takes at most 5,000)
+# A client's metadata object (a memory's, a message's, a collection's or document's), as JSON:
+# tags, not documents. Uncapped, an end user's token stored 20 MB on each memory, and every
+# list page, search and chat turn of that user read it back (100 a page: 2 GB).
+MAX_METADATA_BYTES = 16 * 1024
 # JSON escapes of NUL and of UTF-16 surrogates (a pair is fine, a lone one is not; a raw NUL
 # or invalid UTF-8 byte is already malformed JSON). A plain scan of the raw bytes, so a clean
 # body pays nothing more; only a body that has one is walked to name the field.
@@ -118,6 +122,15 @@ def field_name(param: str, key: object) -> str:
     if _PLAIN_KEY.fullmatch(key):
         return f"{param}.{key}" if param else key
     return f"{param}[{json.dumps(key[:64])}]"
+
+
+def metadata_problem(value: object) -> str | None:
+    """Why `value` is not a client's metadata Engram keeps, or None."""
+    if not isinstance(value, dict):
+        return "metadata must be a JSON object."
+    if len(json.dumps(value)) > MAX_METADATA_BYTES:
+        return f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON."
+    return None
 
 
 def text_problem(value: str) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from datetime import timedelta
@@ -16,6 +15,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from config.common import coherence, database
 from config.common.errors import Invalid, TooLarge, Unsupported
+from config.common.jsonbody import metadata_problem
 from config.common.rows import lock_existing, lock_if_present
 from memory.knowledge import parsing as extraction
 from memory.models import Chunk, Collection, Document
@@ -23,7 +23,6 @@ from memory.retrieval import terms
 
 logger = logging.getLogger("engram.ingest")
 
-MAX_METADATA_BYTES = 16 * 1024
 # A worker refreshes its document's updated_at at every batch; a PROCESSING document untouched
 # for this long belongs to a worker that died, and the next delivery of the task takes it over.
 LEASE_SECONDS = 120
@@ -36,12 +35,8 @@ INGEST_SLICE_SECONDS = 5.0
 def _metadata(metadata: dict | None) -> dict:
     if metadata is None:
         return {}
-    if not isinstance(metadata, dict):
-        raise Invalid("metadata must be a JSON object.", field="metadata")
-    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-        raise Invalid(
-            f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON.", field="metadata"
-        )
+    if problem := metadata_problem(metadata):
+        raise Invalid(problem, field="metadata")
     return metadata
 
 
