@@ -9,6 +9,7 @@ tokens x dollars per million x credits per dollar is already micro-credits.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -112,14 +113,29 @@ def load_table() -> dict[str, ListedPrice]:
 _load_async = sync_to_async(load_table, thread_sensitive=False)
 
 
+# What may follow a priced name in a model's name and still be that model: a snapshot's date
+# (OpenAI's "-2024-08-06", "-0125"; Anthropic's "-20241022", Vertex's "@20241022"), "-latest",
+# "-preview", a Bedrock revision ("-v1:0"), an Ollama tag (":8b"). Any other tail names another
+# model with a price of its own: a bare prefix priced "o1-mini" as "o1" (13x its price),
+# "o3-pro" as "o3" (a tenth of it), "claude-opus-4-5" as "claude-opus-4" (3x).
+_SNAPSHOT_TAIL = re.compile(
+    r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|@\d{8}|-latest|-preview|-v\d+(?::\d+)?|:[\w.-]+)+"
+)
+
+
 def lookup(table: dict[str, ListedPrice], model: str) -> ListedPrice:
-    """The exact name's price, else its longest priced prefix's, else free."""
+    """The exact name's price, else the price of the longest name that the model is a snapshot,
+    preview or tag of (_SNAPSHOT_TAIL), else free."""
     price = table.get(model)
     if price is not None:
         return price
     best = ""
     for name in table:
-        if model.startswith(name) and len(name) > len(best):
+        if (
+            len(name) > len(best)
+            and model.startswith(name)
+            and _SNAPSHOT_TAIL.fullmatch(model, len(name))
+        ):
             best = name
     return table[best] if best else _FREE_LISTED
 

@@ -99,9 +99,11 @@ def usage_erase(*, workspace: Workspace, user_id: str) -> int:
 
 
 def usage_forget_user(*, workspace_id: str, user_id: str) -> int:
-    """The user's usage records under their pseudonym; how many were renamed (safe to repeat)."""
+    """The user's usage records under their pseudonym, without the client's own request id (the
+    client's words: often an order or ticket number, or the user's email); how many were
+    renamed (safe to repeat)."""
     return UsageRecord.objects.filter(workspace_id=workspace_id, user_id=user_id).update(
-        user_id=erased_user_id(workspace_id=workspace_id, user_id=user_id)
+        user_id=erased_user_id(workspace_id=workspace_id, user_id=user_id), client_request_id=""
     )
 
 

@@ -4,6 +4,7 @@ one), credits at the table's price (stream and not), and Redis down."""
 
 from __future__ import annotations
 
+import importlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -287,6 +288,61 @@ def test_credits_charged_is_price_times_usage_and_request_id_echoed(
         UsageRecord.objects.filter(workspace=owner[0]).values_list("credits", flat=True)
     )
     assert credits == [11.0, 19.0, 43.0, 43.0]
+
+
+def test_a_snapshot_is_charged_its_models_price_and_another_model_not_its_prefixs(
+    sdk, operator_http, owner, upstream
+):
+    """o1-mini is not o1: a priced name covers the model's dated snapshots, not other models
+    whose names begin with it (o1's price is 13x o1-mini's)."""
+    Price.objects.create(model="o1", input_per_million=15, output_per_million=60)
+    Price.objects.create(
+        model="o1-mini", input_per_million=Decimal("1.10"), output_per_million=Decimal("4.40")
+    )
+    pricing.prices_changed()
+    patch_workspace(operator_http, owner, {"credit_unit": {"name": "mc", "per_usd": 1_000_000}})
+    upstream.script(Reply(json=openai_completion("x", model="o1-mini-2024-09-12")))
+    engram = ask(sdk, model="o1-mini-2024-09-12").parse().model_extra["engram"]
+    assert engram["credits_charged"] == pytest.approx(11 * 1.10 + 7 * 4.40)  # o1-mini's price
+
+
+def _default_prices() -> dict[str, pricing.ListedPrice]:
+    """The rows the migrations seed (a transactional test's flush empties the table)."""
+    rows: dict = {}
+    for module, name in (
+        ("completions.migrations.0006_usage_credits_and_prices", "DEFAULT_PRICES"),
+        ("completions.migrations.0017_current_model_prices", "CURRENT_PRICES"),
+    ):
+        rows |= getattr(importlib.import_module(module), name)
+    return {
+        model: pricing.ListedPrice(input=Decimal(inp), output=Decimal(out))
+        for model, (inp, _cached, out) in rows.items()
+    }
+
+
+def test_a_priced_name_covers_its_snapshots_previews_and_tags_only():
+    table = _default_prices()
+    covered = {
+        "gpt-4o-mini-2024-07-18": "gpt-4o-mini",
+        "gpt-4o-2024-08-06": "gpt-4o",
+        "gpt-3.5-turbo-0125": "gpt-3.5-turbo",
+        "o1-preview": "o1",
+        "o1-mini-2024-09-12": "o1-mini",
+        "o3-pro-2025-06-10": "o3-pro",
+        "claude-3-5-sonnet-20241022": "claude-3-5-sonnet",
+        "claude-3-5-sonnet@20241022": "claude-3-5-sonnet",
+        "claude-3-7-sonnet-latest": "claude-3-7-sonnet",
+        "claude-sonnet-4-20250514": "claude-sonnet-4",
+        "claude-opus-4-5-20251101": "claude-opus-4-5",
+        "claude-opus-4-1-20250805": "claude-opus-4-1",
+        "gpt-5-mini-2025-08-07": "gpt-5-mini",
+        "gpt-4o:latest": "gpt-4o",
+    }
+    for model, name in covered.items():
+        assert pricing.lookup(table, model) is table[name], model
+    # another model whose name begins with a priced one: unknown, not the priced one's price
+    for model in ("o1-ultra", "gpt-4o-mini-tts", "claude-opus-4-7", "o3-deep-research"):
+        assert pricing.lookup(table, model).input == 0, model
 
 
 CLAUDE = "claude-cache-test"  # routed to Anthropic by its name

@@ -245,7 +245,7 @@ def test_erasure_deletes_the_users_tool_runs_and_keeps_usage_under_a_pseudonym(
     ) == pytest.approx(spent)
 
 
-def _late_record(workspace, user_id: str, request_id: str) -> None:
+def _late_record(workspace, user_id: str, request_id: str, client_request_id: str = "") -> None:
     """A usage record still in a process's buffer at the erasure, flushed after it."""
     from completions.usage import Usage, buffer
 
@@ -253,12 +253,28 @@ def _late_record(workspace, user_id: str, request_id: str) -> None:
         Usage(
             workspace_id=workspace.id,
             request_id=request_id,
+            client_request_id=client_request_id,
             status_code=200,
             latency_ms=1.0,
             user_id=user_id,
         )
     )
     buffer.flush()
+
+
+def test_an_erasure_leaves_no_client_request_id_on_the_users_usage(http, owner):
+    """A client's own request id (`metadata.request_id`) is the client's words about the user —
+    here their email — and stayed on the pseudonymized records; both passes blank it."""
+    from completions.models import UsageRecord
+
+    _late_record(owner[0], "ann", "req_1", client_request_id="ann@example.com:order-42")
+    _late_record(owner[0], "bob", "req_2", client_request_id="bob:order-7")
+
+    assert http.delete("/v1/users/ann").status_code == 200
+
+    assert UsageRecord.objects.get(request_id="req_1").client_request_id == ""
+    assert UsageRecord.objects.get(request_id="req_2").client_request_id == "bob:order-7"
+    assert not UsageRecord.objects.filter(client_request_id__contains="ann").exists()
 
 
 def test_an_erasure_s_second_pass_is_done_by_the_sweep_when_its_task_was_lost(
