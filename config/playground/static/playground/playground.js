@@ -5,8 +5,13 @@
 
 (() => {
   const KEY_ITEM = "engram.playground.key";
+  // The tab's chat (conversation id, user id, model): a reload or Back then Forward came back
+  // to a new conversation of "playground-user" on the default model, the user's own gone.
+  const CHAT_ITEM = "engram.playground.chat";
   const NO_MEMORY = "No memory for this turn (no user id).";
+  const FAILED = "No answer: the request failed. Listed below: the preview made before it.";
   const POLL_MS = 500;
+  const MEMORY_PAGE = 100;
   const $ = (id) => document.getElementById(id);
 
   const chat = {
@@ -85,7 +90,10 @@
     } catch (_) {
       // not the error envelope: keep the text
     }
-    return new ApiFailure(response.status, `${response.status}: ${message}`);
+    // A 429 or 503 says when to come back (Retry-After, in seconds): said, not left to guess.
+    const wait = Number(response.headers.get("retry-after"));
+    const later = wait > 0 ? ` Try again in ${Math.ceil(wait)} s.` : "";
+    return new ApiFailure(response.status, `${response.status}: ${message}${later}`);
   }
 
   async function api(path, { method = "GET", body, headers = {} } = {}) {
@@ -101,6 +109,19 @@
     const collections = Array.from($("chat-collections").selectedOptions, (o) => o.value);
     if (collections.length) headers["x-collection-ids"] = JSON.stringify(collections);
     return headers;
+  }
+
+  function savedChat() {
+    try {
+      return JSON.parse(sessionStorage.getItem(CHAT_ITEM) || "{}") || {};
+    } catch (_) {
+      return {};
+    }
+  }
+
+  function saveChat() {
+    const state = { conversationId: chat.conversationId, userId: $("user-id").value, model: $("model").value };
+    sessionStorage.setItem(CHAT_ITEM, JSON.stringify(state));
   }
 
   // ---- the key ------------------------------------------------------------------------------
@@ -146,7 +167,7 @@
 
   async function loadModels() {
     const select = $("model");
-    const previous = select.value;
+    const previous = select.value || savedChat().model; // the tab's choice before a reload
     const { data } = await api("/v1/models");
     select.replaceChildren(
       ...data.map((m) =>
@@ -175,19 +196,90 @@
 
   // ---- chat ---------------------------------------------------------------------------------
 
-  function newChat() {
-    chat.conversationId = newConversationId();
+  function startChat(conversationId) {
+    chat.conversationId = conversationId;
     chat.messages = [];
     $("transcript").replaceChildren();
     $("conversation-id").textContent = "conversation " + chat.conversationId;
+  }
+
+  function newChat() {
+    startChat(newConversationId());
+    saveChat();
     say("chat-status", "New conversation.");
+  }
+
+  // After a reload (or Back, then Forward) the tab's conversation comes back as Engram stored
+  // it: its last 100 messages, an answer cut off by the reload marked so, and beside each
+  // answer the memories it was given and why (Message.recalled), as they are now.
+  async function restoreChat(conversationId) {
+    let data;
+    try {
+      const path = `/v1/conversations/${encodeURIComponent(conversationId)}/messages?order=desc&limit=100`;
+      ({ data } = await api(path));
+    } catch (error) {
+      if (error.status !== 404) say("chat-status", error.message, true); // 404: nothing said yet
+      return;
+    }
+    if (chat.conversationId !== conversationId || chat.messages.length) return; // moved on meanwhile
+    const said = data.reverse().filter((m) => ["user", "assistant"].includes(m.role) && textOf(m.content));
+    const recalled = said.flatMap((m) => (m.recalled || []).filter((r) => r.type === "memory"));
+    const texts = await memoryTexts(recalled.map((r) => r.id));
+    if (chat.conversationId !== conversationId || chat.messages.length) return;
+    for (const message of said) {
+      const text = textOf(message.content);
+      chat.messages.push({ role: message.role, content: text });
+      if (message.role === "user") {
+        addUserTurn(text);
+        continue;
+      }
+      const turn = addAssistantTurn();
+      turn.querySelector(".answer").textContent = text;
+      if (message.incomplete) turn.querySelector(".answer").append(el("p", { class: "cut", text: "(cut off)" }));
+      const memories = (message.recalled || []).filter((r) => r.type === "memory");
+      renderMemoriesUsed(
+        turn,
+        memories.map((r) => ({ id: r.id, why: r.why, text: texts.get(r.id) ?? r.id, deleted: !texts.has(r.id) })),
+      );
+      const messages = (message.recalled || []).filter((r) => r.type === "message");
+      renderMessagesUsed(turn, messages.map((r) => ({ id: r.id, why: r.why, text: "message " + r.id })));
+      turn.querySelector(".blocks").hidden = true; // not kept: the preview's figures
+      turn.querySelector(".blocks").previousElementSibling.hidden = true;
+      turn.querySelector(".sources").append(el("li", { class: "none", text: "not kept" }));
+      turn.querySelector(".summary").textContent =
+        `Restored after a reload: ${memories.length} ${memories.length === 1 ? "memory" : "memories"} given.`;
+    }
+    if (said.length) {
+      say("chat-status", `Restored ${said.length} message${said.length === 1 ? "" : "s"} of this conversation.`);
+    }
+  }
+
+  function textOf(content) {
+    if (typeof content === "string") return content;
+    if (!Array.isArray(content)) return "";
+    return content.filter((part) => part && part.type === "text").map((part) => part.text).join("\n");
+  }
+
+  // id -> text of the memories that still exist (one request each, each id once).
+  async function memoryTexts(ids) {
+    const texts = new Map();
+    await Promise.all(
+      [...new Set(ids)].map(async (id) => {
+        try {
+          texts.set(id, (await api(`/v1/memories/${encodeURIComponent(id)}`)).text);
+        } catch (error) {
+          if (error.status !== 404) texts.set(id, id); // not known to be gone: its id, as it is
+        }
+      }),
+    );
+    return texts;
   }
 
   function addUserTurn(text) {
     const item = el(
       "li",
       { class: "turn" },
-      el("div", { class: "message user" }, el("h3", { class: "who", text: "You" }), el("p", { text })),
+      el("div", { class: "message user" }, el("h3", { class: "who", text: "You" }), el("p", { text, dir: "auto" })),
     );
     $("transcript").append(item);
   }
@@ -210,10 +302,12 @@
         const row = el(
           "li",
           { "data-memory-id": item.id },
-          el("span", { text }),
+          el("span", { text, dir: "auto" }),
           el("small", { text: item.why || "" }),
         );
-        if (item.id) {
+        if (item.deleted) {
+          markDeleted(row);
+        } else if (item.id) {
           const remove = el("button", {
             type: "button",
             class: "danger small",
@@ -238,7 +332,7 @@
         el(
           "li",
           { "data-message-id": item.id },
-          el("span", { text: (item.line || item.text || "").replace(/^- /, "") }),
+          el("span", { text: (item.line || item.text || "").replace(/^- /, ""), dir: "auto" }),
           el("small", { text: item.why || "" }),
         ),
       ),
@@ -280,7 +374,7 @@
           {},
           el("strong", { text: s.title || s.document_id }),
           el("small", { text: ` chunk ${s.chunk_index}, score ${Number(s.score).toFixed(3)}` }),
-          el("blockquote", { text: s.snippet || "" }),
+          el("blockquote", { text: s.snippet || "", dir: "auto" }),
         ),
       ),
     );
@@ -418,6 +512,7 @@
       const headers = userId() ? { "x-user-id": userId() } : {};
       const state = { content: "" };
       let again = null;
+      turn.setAttribute("aria-busy", "true");
       try {
         const response = await fetch("/v1/chat/resume", requestInit("POST", body, headers));
         if (!response.ok) throw await failure(response);
@@ -443,6 +538,7 @@
         }
         chat.busy = false;
         $("chat-send").disabled = false;
+        turn.setAttribute("aria-busy", "false");
       }
       loadMemories();
     }
@@ -477,6 +573,9 @@
     const headers = chatHeaders();
     const state = { content: "" };
     let pause = null;
+    saveChat(); // the model this conversation goes on with after a reload
+    // A live region announced each piece as it came: busy until the answer is whole.
+    turn.setAttribute("aria-busy", "true");
     try {
       say("chat-status", "Assembling context…");
       // What Engram will put in front of the model: the same request as a dry run. A failed
@@ -489,6 +588,7 @@
         );
       }
       say("chat-status", "Streaming the answer…");
+      turn.querySelector(".summary").textContent = "Waiting for the answer…";
       const response = await fetch(
         "/v1/chat/completions",
         requestInit("POST", { ...body, stream: true }, headers),
@@ -503,7 +603,11 @@
     } catch (error) {
       say("chat-status", error.message, true);
       answer.append(el("p", { class: "error", text: error.message }));
+      // It read "Preparing context…" for good: the turn failed, and what is listed beside it
+      // is the preview's, which no answer was given.
+      if (!turn.dataset.engram) turn.querySelector(".summary").textContent = FAILED;
     } finally {
+      turn.setAttribute("aria-busy", "false");
       if (state.content) history.push({ role: "assistant", content: state.content });
       // Nothing came back: the question is not part of the history. A paused run's question
       // is: its answer comes with the resume.
@@ -517,13 +621,34 @@
 
   // ---- memories -----------------------------------------------------------------------------
 
+  // The list's cursor ("Show more" goes on from its last memory) and which list it is: a page
+  // asked for before the list was loaded again (the user id's change on leaving the field)
+  // would add the old list's next page to the new one.
+  const memoryPage = { after: "", list: 0 };
+
   function memoryItem(memory) {
-    const text = el("p", { class: "text", text: memory.text });
+    const text = el("p", { class: "text", text: memory.text, dir: "auto" });
     const meta = el("small", {
       text: [memory.kind, memory.event_date, "updated " + when(memory.updated_at)].filter(Boolean).join(" · "),
     });
-    const history = el("details", { class: "history" }, el("summary", { text: "History" }), el("ol"));
+    const history = el(
+      "details",
+      { class: "history" },
+      el("summary", { text: "History", "aria-label": "History of: " + memory.text }),
+      el("ol"),
+    );
     history.addEventListener("toggle", () => history.open && loadHistory(memory.id, history));
+    // Where the memory came from: the messages it was extracted from (the API's `sources`).
+    const sources = memory.sources || [];
+    const from = sources.length
+      ? el(
+          "details",
+          { class: "sources-of" },
+          el("summary", { text: `Sources (${sources.length})`, "aria-label": "Sources of: " + memory.text }),
+          el("ol"),
+        )
+      : el("small", { text: "No source message: added by hand, or its messages are gone." });
+    if (sources.length) from.addEventListener("toggle", () => from.open && loadSources(sources, from));
     // A search hit says why it was found, as a memory beside an answer says why it was used.
     const why = memory.why ? el("small", { class: "why", text: "Found by " + memory.why }) : null;
     const item = el("li", { "data-memory-id": memory.id }, text, meta, why);
@@ -531,16 +656,16 @@
       type: "button",
       "aria-label": "Edit memory: " + memory.text,
       text: "Edit",
-      onclick: () => editMemory(memory, item),
+      onclick: () => editMemory(memory, item, edit),
     });
     const remove = el("button", {
       type: "button",
       class: "danger",
       "aria-label": "Delete memory: " + memory.text,
       text: "Delete",
-      onclick: () => askFirst(remove, memory.text, () => deleteMemory(memory)),
+      onclick: () => askFirst(remove, memory.text, () => deleteMemory(memory, item)),
     });
-    item.append(el("div", { class: "row" }, edit, remove), history);
+    item.append(el("div", { class: "row" }, edit, remove), from, history);
     return item;
   }
 
@@ -548,20 +673,34 @@
     return asked.user === userId() && asked.key === key();
   }
 
-  async function loadMemories() {
+  // The user's memories, a page of 100 at a time: "Show more" adds the next page (the 101st
+  // memory of 1,000 could only be found by a search).
+  async function loadMemories(more) {
     if (!key()) return;
+    more = more === true;
     // Another user's memories never stay on screen under this one's id (nor under none).
-    $("memory-list").replaceChildren();
+    if (!more) {
+      memoryPage.list += 1;
+      $("memory-list").replaceChildren();
+      $("memory-more").hidden = true;
+    }
     if (!userId()) return say("memory-status", "Set a user id to see its memories.");
-    const asked = { user: userId(), key: key() };
+    const asked = { user: userId(), key: key(), list: memoryPage.list };
     try {
-      const query = new URLSearchParams({ user_id: asked.user, limit: "100" });
-      const { data, has_more } = await api("/v1/memories?" + query);
+      const query = new URLSearchParams({ user_id: asked.user, limit: String(MEMORY_PAGE) });
+      if (more) query.set("after", memoryPage.after);
+      const { data, has_more, last_id } = await api("/v1/memories?" + query);
       // A list asked for before the user id or key changed (a turn's refresh, then "Forget
       // key") arrived after the change and filled the cleared list with the old user's.
-      if (!stillAsked(asked)) return;
-      $("memory-list").replaceChildren(...data.map(memoryItem));
-      say("memory-status", `${data.length}${has_more ? "+" : ""} memories of ${userId()}.`);
+      if (!stillAsked(asked) || asked.list !== memoryPage.list) return;
+      const items = data.map(memoryItem);
+      if (more) $("memory-list").append(...items);
+      else $("memory-list").replaceChildren(...items);
+      memoryPage.after = last_id || memoryPage.after;
+      $("memory-more").hidden = !has_more;
+      const shown = $("memory-list").children.length;
+      say("memory-status", `${shown}${has_more ? "+" : ""} memories of ${userId()}.`);
+      if (more && items.length) items[0].querySelector("button").focus(); // where the new ones begin
     } catch (error) {
       say("memory-status", error.message, true);
     }
@@ -578,36 +717,54 @@
         body: { user_id: asked.user, query, limit: 20 },
       });
       if (!stillAsked(asked)) return;
+      memoryPage.list += 1; // the list's cursor does not go on from a search
       $("memory-list").replaceChildren(...data.map(memoryItem));
+      $("memory-more").hidden = true;
       say("memory-status", `${data.length} results for “${query}”.`);
     } catch (error) {
       say("memory-status", error.message, true);
     }
   }
 
-  function editMemory(memory, item) {
-    const area = el("textarea", { rows: "2", "aria-label": "New text of the memory" });
+  // One form per memory; Cancel or Escape closes it and gives the focus back to Edit, Save
+  // shows the memory as saved in place (a reload of the list lost the pages past the first
+  // and the focus with them).
+  function editMemory(memory, item, button) {
+    const open = item.querySelector("form.edit");
+    if (open) return open.querySelector("textarea").focus();
+    const area = el("textarea", { rows: "2", dir: "auto", "aria-label": "New text of the memory" });
     area.value = memory.text;
+    const close = () => {
+      form.remove();
+      button.focus();
+    };
     const form = el(
       "form",
-      { class: "stack" },
+      { class: "stack edit" },
       area,
       el(
         "div",
         { class: "row" },
         el("button", { type: "submit", text: "Save" }),
-        el("button", { type: "button", text: "Cancel", onclick: () => form.remove() }),
+        el("button", { type: "button", text: "Cancel", onclick: close }),
       ),
     );
+    form.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape") return;
+      event.preventDefault();
+      close();
+    });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       try {
-        await api(`/v1/memories/${encodeURIComponent(memory.id)}`, {
+        const saved = await api(`/v1/memories/${encodeURIComponent(memory.id)}`, {
           method: "PATCH",
           body: { text: area.value },
         });
+        const again = memoryItem(saved);
+        item.replaceWith(again);
+        again.querySelector("button").focus();
         say("memory-status", "Memory saved.");
-        await loadMemories();
       } catch (error) {
         say("memory-status", error.message, true);
       }
@@ -617,12 +774,16 @@
   }
 
   // A deletion is for good, so Delete asks first, in place (as the admin's confirmation page
-  // does): only "Yes, delete" deletes; Cancel puts the Delete button back.
+  // does): only "Yes, delete" deletes; Cancel or Escape puts the Delete button back.
   function askFirst(button, text, action) {
     const size = button.classList.contains("small") ? " small" : "";
     const done = () => {
       question.remove();
       button.hidden = false;
+    };
+    const cancel = () => {
+      done();
+      button.focus();
     };
     const yes = el("button", {
       type: "button",
@@ -634,15 +795,7 @@
         action();
       },
     });
-    const no = el("button", {
-      type: "button",
-      class: size.trim(),
-      text: "Cancel",
-      onclick: () => {
-        done();
-        button.focus();
-      },
-    });
+    const no = el("button", { type: "button", class: size.trim(), text: "Cancel", onclick: cancel });
     const question = el(
       "span",
       { class: "confirm", role: "group", "aria-label": "Delete this memory for good?" },
@@ -650,16 +803,43 @@
       yes,
       no,
     );
+    question.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape") return;
+      event.preventDefault();
+      cancel();
+    });
     button.hidden = true;
     button.after(question);
     no.focus();
   }
 
-  async function deleteMemory(memory) {
+  // A deleted memory is said so everywhere it is shown: beside every answer it was given to
+  // (a Delete left there answered 404) and gone from the panel's list.
+  function memoryGone(memoryId) {
+    const id = CSS.escape(memoryId);
+    for (const row of document.querySelectorAll(`.memories-used li[data-memory-id="${id}"]`)) {
+      if (!row.classList.contains("deleted")) markDeleted(row);
+    }
+    const item = $("memory-list").querySelector(`li[data-memory-id="${id}"]`);
+    if (!item) return;
+    // the focus goes on to the next memory (else the one before, else the search box), not
+    // to the page's top
+    const next = item.nextElementSibling || item.previousElementSibling;
+    const focused = item.contains(document.activeElement) || document.activeElement === document.body;
+    item.remove();
+    if (focused) (next ? next.querySelector("button") : $("memory-query")).focus();
+  }
+
+  function markDeleted(row) {
+    row.classList.add("deleted");
+    for (const control of row.querySelectorAll("button, .confirm")) control.remove();
+    row.append(el("small", { text: "deleted" }));
+  }
+
+  async function deleteMemory(memory, item) {
     try {
       await api(`/v1/memories/${encodeURIComponent(memory.id)}`, { method: "DELETE" });
-      say("memory-status", `Deleted: ${memory.text}`);
-      await loadMemories();
+      memoryGone(memory.id);
       say("memory-status", `Deleted: ${memory.text}`);
     } catch (error) {
       say("memory-status", error.message, true);
@@ -669,14 +849,42 @@
   async function deleteUsedMemory(memoryId, text, row) {
     try {
       await api(`/v1/memories/${encodeURIComponent(memoryId)}`, { method: "DELETE" });
-      row.classList.add("deleted");
-      row.querySelector("button")?.remove();
-      row.append(el("small", { text: "deleted" }));
-      await loadMemories();
+      memoryGone(memoryId);
+      row.tabIndex = -1; // its Delete is gone: the focus stays on the row that says so
+      row.focus();
       say("memory-status", `Deleted: ${text}`);
     } catch (error) {
       say("memory-status", error.message, true);
     }
+  }
+
+  async function loadSources(sources, details) {
+    const list = details.querySelector("ol");
+    const rows = await Promise.all(
+      sources.map(async (source) => {
+        const message = await sourceMessage(source).catch(() => null);
+        const where = `conversation ${source.conversation_id || "?"}, ${when(source.created_at)}`;
+        if (!message) return el("li", {}, el("small", { text: `message ${source.message_id} (${where}): no longer stored` }));
+        return el(
+          "li",
+          { "data-message-id": message.id },
+          el("blockquote", { text: textOf(message.content), dir: "auto" }),
+          el("small", { text: `${message.role === "user" ? "said by the user" : "said by " + message.role} in ${where}` }),
+        );
+      }),
+    );
+    list.replaceChildren(...rows);
+  }
+
+  // One message of a conversation by its id: the message just before it (newest first, after
+  // it), then the one after that (oldest first); the first message when none is before it.
+  async function sourceMessage(source) {
+    if (!source.conversation_id) return null;
+    const base = `/v1/conversations/${encodeURIComponent(source.conversation_id)}/messages?limit=1`;
+    const before = await api(`${base}&order=desc&after=${encodeURIComponent(source.message_id)}`);
+    const from = before.data.length ? `&after=${encodeURIComponent(before.data[0].id)}` : "";
+    const { data } = await api(`${base}&order=asc${from}`);
+    return data.length && data[0].id === source.message_id ? data[0] : null;
   }
 
   async function loadHistory(memoryId, details) {
@@ -795,14 +1003,22 @@
       $("memory-query").value = "";
       loadMemories();
     });
-    $("user-id").addEventListener("change", loadMemories);
+    $("user-id").addEventListener("change", () => {
+      saveChat();
+      loadMemories();
+    });
+    $("model").addEventListener("change", saveChat);
+    $("memory-more").addEventListener("click", () => loadMemories(true));
     $("collection-create-form").addEventListener("submit", createCollection);
     $("upload-form").addEventListener("submit", upload);
     $("upload-collection").addEventListener("change", () =>
       loadDocuments().catch((error) => say("collection-status", error.message, true)),
     );
-    newChat();
+    const saved = savedChat();
+    if (typeof saved.userId === "string") $("user-id").value = saved.userId;
+    if (saved.conversationId) startChat(saved.conversationId);
+    else newChat();
     showKeyState();
-    loadEverything();
+    loadEverything().then(() => key() && saved.conversationId && restoreChat(saved.conversationId));
   });
 })();
