@@ -125,3 +125,34 @@ def test_an_answers_page_shows_what_it_was_given_and_why(page, engram_server):
     assert "mem_gone (deleted since)" in recalled
     page.get_by_role("link", name="Alice keeps bees.").click()
     page.wait_for_url(f"**/admin/memory/memory/{kept.id}/change/")
+
+
+def test_an_add_form_shows_no_id_the_row_will_not_get(page, engram_server):
+    """The add forms of a memory, a key, a collection, a tool, an issuer and a session showed
+    "Id: mem_01…", the model's default made for that page: the row saved got another id."""
+    from django.contrib.admin.utils import quote
+
+    from memory.models import Memory
+
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+
+    for path in ("accounts/apikey", "memory/collection", "completions/tool", "memory/session"):
+        page.goto(f"{engram_server.url}/admin/{path}/add/")
+        assert page.locator("#content-main form").is_visible(), path
+        assert page.locator(".field-id").count() == 0, path
+
+    page.goto(engram_server.url + "/admin/memory/memory/add/")
+    assert page.locator(".field-id").count() == 0
+    page.select_option("#id_workspace", label=str(workspace))
+    page.fill("#id_user_id", "alice")
+    page.fill("#id_text", "Alice keeps bees.")
+    page.click("input[name=_continue]")
+    made = Memory.objects.get(workspace=workspace, user_id="alice")
+    page.wait_for_url(f"**/admin/memory/memory/{quote(made.pk)}/change/**")
+    assert page.locator(".field-id .readonly").inner_text() == made.pk
