@@ -436,3 +436,19 @@ def test_a_resume_whose_stream_failed_can_be_sent_again(
     expect(approval.get_by_role("status")).not_to_have_class(re.compile(r"\berror\b"))
     expect(approve).to_be_disabled()
     assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]  # ran once
+
+
+def test_an_approval_is_reached_and_given_by_keyboard(
+    page, engram_server, owner, http, upstream, tool_server
+):
+    """A paused run left the focus in the message box, below the calls it waits on; pressed,
+    Approve was disabled and the focus fell to the page's top."""
+    _, key = owner
+    approval_agent(http, tool_server)
+    turn, approval = ask_the_agent(page, engram_server, key, upstream, "Booked for 8pm.")
+    approve = approval.get_by_role("button", name="Approve")
+    expect(approve).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(turn.locator(".answer")).to_have_text("Booked for 8pm.")
+    expect(page.get_by_label("Message")).to_be_focused()
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]

@@ -499,6 +499,7 @@
       status,
     );
     turn.querySelector(".answer").before(box);
+    return box;
 
     async function decide(decision) {
       if (chat.busy) return say("chat-status", "Wait for the answer being streamed.", true);
@@ -512,6 +513,8 @@
       const headers = userId() ? { "x-user-id": userId() } : {};
       const state = { content: "" };
       let again = null;
+      let next = null; // the next approval's box when the run pauses again
+      let failed = false;
       turn.setAttribute("aria-busy", "true");
       try {
         const response = await fetch("/v1/chat/resume", requestInit("POST", body, headers));
@@ -522,8 +525,9 @@
         box.querySelector("h4").textContent = decision === "approve" ? "Approved tool calls" : "Rejected tool calls";
         say("chat-status", again ? "The agent waits for your approval." : "");
         reason.disabled = true;
-        if (again) showApproval(turn, again, history, question); // paused again
+        if (again) next = showApproval(turn, again, history, question); // paused again
       } catch (error) {
+        failed = true;
         status.textContent = error.message;
         status.classList.add("error");
         // Not sent: either decision. Sent, its stream failed: the same decision again (Engram
@@ -531,6 +535,7 @@
         const chosen = box.dataset.decision;
         buttons[0].disabled = chosen === "reject";
         buttons[1].disabled = chosen === "approve";
+        buttons[decision === "approve" ? 0 : 1].focus(); // the same decision again: one key away
       } finally {
         // The answer joins the transcript resent next turn, after its question.
         if (state.content && history[history.length - 1] === question) {
@@ -539,6 +544,8 @@
         chat.busy = false;
         $("chat-send").disabled = false;
         turn.setAttribute("aria-busy", "false");
+        // The pressed button is disabled now, and the focus had fallen to the page's top.
+        if (!failed) (next ? next.querySelector("button") : $("chat-input")).focus();
       }
       loadMemories();
     }
@@ -573,6 +580,7 @@
     const headers = chatHeaders();
     const state = { content: "" };
     let pause = null;
+    let waiting = null; // the approval's box when the run pauses
     saveChat(); // the model this conversation goes on with after a reload
     // A live region announced each piece as it came: busy until the answer is whole.
     turn.setAttribute("aria-busy", "true");
@@ -598,7 +606,7 @@
       if (!turn.dataset.engram) {
         turn.querySelector(".summary").textContent = NO_MEMORY; // no engram chunk at all
       }
-      if (pause) showApproval(turn, pause, history, question);
+      if (pause) waiting = showApproval(turn, pause, history, question);
       say("chat-status", pause ? "The agent waits for your approval." : "");
     } catch (error) {
       say("chat-status", error.message, true);
@@ -614,7 +622,8 @@
       else if (!pause) history.pop();
       chat.busy = false;
       $("chat-send").disabled = false;
-      input.focus();
+      // A paused run waits on Approve or Reject: the focus goes there, not back to the input.
+      (waiting ? waiting.querySelector("button") : input).focus();
     }
     loadMemories(); // the worker may have learnt something already
   }
