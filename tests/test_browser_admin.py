@@ -7,6 +7,7 @@ import time
 
 import pytest
 from django.contrib.auth.models import User
+from playwright.sync_api import expect
 
 from completions.models import UsageRecord
 from memory.services import memory_create, memory_update
@@ -156,3 +157,33 @@ def test_an_add_form_shows_no_id_the_row_will_not_get(page, engram_server):
     made = Memory.objects.get(workspace=workspace, user_id="alice")
     page.wait_for_url(f"**/admin/memory/memory/{quote(made.pk)}/change/**")
     assert page.locator(".field-id .readonly").inner_text() == made.pk
+
+
+def test_a_new_key_is_selected_whole_and_leads_to_the_playground(page, engram_server):
+    """A double-click on the new key selected it without its "sk-" (a word break): pasted, a
+    401. The page did not say where to try it."""
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+    page.goto(engram_server.url + "/admin/accounts/apikey/add/")
+    page.select_option("#id_workspace", label=str(workspace))
+    page.fill("#id_name", "laptop")
+    page.click("input[name=_save]")
+
+    key = page.locator("#new-api-key")
+    raw = key.inner_text()
+    assert raw.startswith("sk-")
+    key.dblclick()
+    assert page.evaluate("getSelection().toString()") == raw
+    page.get_by_role("link", name="Try it in the playground").click()
+    page.wait_for_url(engram_server.url + "/playground")
+    page.get_by_label("Workspace key").fill(raw)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator("#key-status")).to_have_text(
+        "A key is set for this tab (sessionStorage; gone when the tab closes)."
+    )
+    expect(page.locator('#model option[value="local"]')).to_be_attached()
