@@ -187,3 +187,35 @@ def test_a_new_key_is_selected_whole_and_leads_to_the_playground(page, engram_se
         "A key is set for this tab (sessionStorage; gone when the tab closes)."
     )
     expect(page.locator('#model option[value="local"]')).to_be_attached()
+
+
+LABEL_GAPS = """() => [...document.querySelectorAll('#usage-totals thead th')].map((th) => {
+  const range = document.createRange();
+  const text = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+  while (text.nextNode() && !text.currentNode.textContent.trim());
+  range.selectNodeContents(text.currentNode);
+  return range.getBoundingClientRect();
+}).map((box, i, boxes) => i + 1 < boxes.length ? boxes[i + 1].left - box.right : null)
+  .filter((gap) => gap !== null)"""
+
+
+def test_the_usage_totals_labels_stand_apart(page, engram_server, owner, http, upstream):
+    """The totals' column labels had no padding (Django's changelist gives its header cells
+    none, their inner span has it): they read "REQUESTSPROMPT TOKENSCOMPLETION TOKENS"."""
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = owner
+    chat = {"model": "upstream-model-a", "messages": [{"role": "user", "content": "Hello"}]}
+    assert http.post("/v1/chat/completions", json=chat, headers={"x-user-id": "al"}).is_success
+    deadline = time.monotonic() + 30
+    while not UsageRecord.objects.filter(workspace=workspace).exists():  # written after the answer
+        assert time.monotonic() < deadline, "no usage record"
+        time.sleep(0.1)
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+    page.goto(engram_server.url + "/admin/completions/usagerecord/")
+    expect(page.locator("#usage-totals")).to_contain_text("Prompt tokens")
+    gaps = page.evaluate(LABEL_GAPS)
+    assert len(gaps) == 8 and min(gaps) >= 8, gaps
