@@ -249,3 +249,33 @@ def test_a_reload_mid_answer_comes_back_to_the_same_conversation(
     ]
     assert said[:3] == ["What is my dog called?", "echo: What is my dog called?", "Tell me more."]
     assert said[-1] == "Thanks!"
+
+
+def test_a_conversation_is_deleted_with_what_came_from_it_alone(
+    page, engram_server, owner, http, upstream, celery_worker, offline_extraction
+):
+    """What a user said is remembered too (a past message beside a later answer, the memories
+    taken from it), and the playground could delete memories only: the conversation stayed."""
+    _, key = owner
+    remember(http, "dc", "My favourite food is pasta.")
+    open_playground(page, engram_server, key, "dc")
+    ask(page, "I live in Lisbon and I work at Acme.")
+    wait_for_memory(http, "dc", "Lisbon")
+    conversation = page.locator("#conversation-id").inner_text().removeprefix("conversation ")
+
+    page.get_by_role("button", name="Delete this conversation").click()
+    question = page.get_by_role("group", name="Delete this conversation for good?")
+    question.get_by_role("button", name="Yes, delete").click()
+    expect(page.locator("#chat-status")).to_have_text(
+        "Deleted the conversation: 2 messages, and 2 memories taken from it alone."
+    )
+    expect(page.locator("#transcript li")).to_have_count(0)
+    expect(page.locator("#conversation-id")).not_to_have_text(f"conversation {conversation}")
+    expect(page.locator("#memory-list > li")).to_have_count(1)  # the one added by hand stays
+    expect(page.get_by_label("Message")).to_be_focused()
+    assert http.get(f"/v1/conversations/{conversation}").status_code == 404
+
+    turn = ask(page, "Where do I live and where do I work?")
+    expect(turn.locator(".messages-used")).to_have_text("none")
+    expect(turn.locator(".memories-used")).not_to_contain_text("Lisbon")
+    assert "Lisbon" not in str(upstream.chat_requests()[-1].body["messages"])

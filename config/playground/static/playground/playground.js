@@ -628,6 +628,27 @@
     loadMemories(); // the worker may have learnt something already
   }
 
+  // What was said here is remembered too (a past message beside another conversation's answer,
+  // the memories extracted from it): the conversation goes with what came from it alone, as
+  // DELETE /v1/conversations/{id} does; a new one starts.
+  async function deleteConversation() {
+    if (chat.busy) return say("chat-status", "Wait for the answer being streamed.", true);
+    const conversationId = chat.conversationId;
+    try {
+      const { counts } = await api(`/v1/conversations/${encodeURIComponent(conversationId)}`, { method: "DELETE" });
+      const messages = `${counts.messages} message${counts.messages === 1 ? "" : "s"}`;
+      const memories = `${counts.memories} ${counts.memories === 1 ? "memory" : "memories"}`;
+      newChat();
+      say("chat-status", `Deleted the conversation: ${messages}, and ${memories} taken from it alone.`);
+      loadMemories();
+    } catch (error) {
+      if (error.status !== 404) return say("chat-status", error.message, true);
+      newChat(); // nothing stored for it yet
+      say("chat-status", "Nothing of this conversation was stored.");
+    }
+    $("chat-input").focus();
+  }
+
   // ---- memories -----------------------------------------------------------------------------
 
   // The list's cursor ("Show more" goes on from its last memory) and which list it is: a page
@@ -784,7 +805,7 @@
 
   // A deletion is for good, so Delete asks first, in place (as the admin's confirmation page
   // does): only "Yes, delete" deletes; Cancel or Escape puts the Delete button back.
-  function askFirst(button, text, action) {
+  function askFirst(button, text, action, asked = "Delete this memory for good?") {
     const size = button.classList.contains("small") ? " small" : "";
     const done = () => {
       question.remove();
@@ -807,7 +828,7 @@
     const no = el("button", { type: "button", class: size.trim(), text: "Cancel", onclick: cancel });
     const question = el(
       "span",
-      { class: "confirm", role: "group", "aria-label": "Delete this memory for good?" },
+      { class: "confirm", role: "group", "aria-label": asked },
       el("span", { text: "Delete for good?" }),
       yes,
       no,
@@ -999,6 +1020,9 @@
     $("key-form").addEventListener("submit", useKey);
     $("key-forget").addEventListener("click", forgetKey);
     $("new-chat").addEventListener("click", newChat);
+    $("chat-delete").addEventListener("click", (event) =>
+      askFirst(event.currentTarget, "this conversation", deleteConversation, "Delete this conversation for good?"),
+    );
     $("chat-form").addEventListener("submit", send);
     $("chat-input").addEventListener("keydown", (event) => {
       // An Enter that ends an input method's composition (Japanese, Chinese, Korean) picks the
