@@ -944,7 +944,8 @@
     const chosen = new Set(Array.from($("chat-collections").selectedOptions, (o) => o.value));
     const upload = $("upload-collection");
     const previous = upload.value;
-    const option = (c) => el("option", { value: c.id, text: `${c.name} (${c.document_count ?? 0} docs)` });
+    const docs = (n) => `${n} ${n === 1 ? "doc" : "docs"}`; // it read "(1 docs)"
+    const option = (c) => el("option", { value: c.id, text: `${c.name} (${docs(c.document_count ?? 0)})` });
     $("chat-collections").replaceChildren(...data.map(option));
     for (const o of $("chat-collections").options) o.selected = chosen.has(o.value);
     upload.replaceChildren(...data.map(option));
@@ -957,7 +958,8 @@
     return el(
       "li",
       { "data-document-id": doc.id, "data-status": doc.status },
-      el("span", { text: doc.title || doc.filename || doc.id }),
+      el("span", { text: doc.title || doc.filename || doc.id, dir: "auto" }),
+      " ", // read aloud (and copied) as "office.md ready", not "office.mdready"
       el("span", { class: "badge " + doc.status, text: doc.status + progress }),
       doc.error ? el("small", { class: "error", text: doc.error }) : null,
     );
