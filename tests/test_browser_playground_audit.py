@@ -224,3 +224,28 @@ def test_on_a_phone_a_long_model_name_does_not_widen_the_page(page, engram_serve
     open_playground(page, engram_server, key, "wide")
     expect(page.locator("#model option", has_text=long_name)).to_be_attached()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_engram_out_of_reach_and_a_user_id_no_header_takes_are_said_plainly(
+    page, engram_server, owner, upstream
+):
+    """Engram out of reach read "Failed to fetch"; a user id with an emoji read "Failed to
+    execute 'fetch' on 'Window': … non ISO-8859-1 code point" (the browser's refusal of the
+    header)."""
+    _, key = owner
+    open_playground(page, engram_server, key, "net")
+    page.route("**/v1/chat/completions", lambda route: route.abort())
+    page.get_by_label("Message").fill("Anyone there?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#chat-status")).to_have_text(
+        "Engram could not be reached (Failed to fetch): check that it runs, then try again."
+    )
+    page.unroute("**/v1/chat/completions")
+
+    page.get_by_label("User id").fill("ana🎉")
+    page.get_by_label("Message").fill("Hello")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#chat-status")).to_have_text(
+        "The user id goes in the x-user-id header, which takes ASCII only: use another id."
+    )
+    assert upstream.chat_requests() == []  # nothing went out

@@ -96,9 +96,24 @@
     return new ApiFailure(response.status, `${response.status}: ${message}${later}`);
   }
 
+  // fetch() with its failures said as the page's: "Failed to fetch" (Engram down, the network
+  // gone) and the browser's refusal of a header it cannot send (a user id in Arabic or with
+  // an emoji: "String contains non ISO-8859-1 code point") read as they came.
+  async function reach(path, init) {
+    const user = init.headers["x-user-id"];
+    if (user !== undefined && !/^[\x20-\x7e]*$/.test(user)) {
+      throw new ApiFailure(0, "The user id goes in the x-user-id header, which takes ASCII only: use another id.");
+    }
+    try {
+      return await fetch(path, init);
+    } catch (error) {
+      throw new ApiFailure(0, `Engram could not be reached (${error.message}): check that it runs, then try again.`);
+    }
+  }
+
   async function api(path, { method = "GET", body, headers = {} } = {}) {
     if (!key()) throw new ApiFailure(0, "Paste a workspace key first.");
-    const response = await fetch(path, requestInit(method, body, headers));
+    const response = await reach(path, requestInit(method, body, headers));
     if (!response.ok) throw await failure(response);
     return response.json();
   }
@@ -517,7 +532,7 @@
       let failed = false;
       turn.setAttribute("aria-busy", "true");
       try {
-        const response = await fetch("/v1/chat/resume", requestInit("POST", body, headers));
+        const response = await reach("/v1/chat/resume", requestInit("POST", body, headers));
         if (!response.ok) throw await failure(response);
         box.dataset.decision = decision;
         again = await relay(turn, response, state);
@@ -597,7 +612,7 @@
       }
       say("chat-status", "Streaming the answer…");
       turn.querySelector(".summary").textContent = "Waiting for the answer…";
-      const response = await fetch(
+      const response = await reach(
         "/v1/chat/completions",
         requestInit("POST", { ...body, stream: true }, headers),
       );
