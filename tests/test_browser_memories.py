@@ -279,3 +279,27 @@ def test_a_conversation_is_deleted_with_what_came_from_it_alone(
     expect(turn.locator(".messages-used")).to_have_text("none")
     expect(turn.locator(".memories-used")).not_to_contain_text("Lisbon")
     assert "Lisbon" not in str(upstream.chat_requests()[-1].body["messages"])
+
+
+def test_a_refused_edit_is_said_by_the_memory_not_a_hundred_memories_up(
+    page, engram_server, owner, http, upstream
+):
+    """The API's refusal of an edit (an empty text) went to the panel's status line, above the
+    list: with the memory far down, nothing on screen said the edit was not saved."""
+    _, key = owner
+    remember(http, "ed", *(f"Memory number {i}." for i in range(40)))
+    open_playground(page, engram_server, key, "ed")
+    page.get_by_label("Search memories").focus()  # leaving the user id: its change, a new list
+    expect(page.locator("#memory-status")).to_have_text("40 memories of ed.")
+    item = page.locator("#memory-list > li", has_text="Memory number 0.")
+    item.get_by_role("button", name="Edit memory: Memory number 0.").click()
+    item.get_by_label("New text of the memory").fill("   ")
+    item.get_by_role("button", name="Save").click()
+    alert = item.get_by_role("alert")
+    expect(alert).to_contain_text("400")
+    expect(alert).to_be_in_viewport()
+    expect(item.get_by_label("New text of the memory")).to_have_attribute("aria-invalid", "true")
+    assert (
+        http.get("/v1/memories", params={"user_id": "ed", "limit": 100}).json()["data"][-1]["text"]
+        == "Memory number 0."
+    )

@@ -783,10 +783,14 @@
       form.remove();
       button.focus();
     };
+    // A refusal is said in the form, by the text it is about: the panel's status line may be
+    // a hundred memories up, out of sight.
+    const problem = el("p", { class: "status error", role: "alert" });
     const form = el(
       "form",
       { class: "stack edit" },
       area,
+      problem,
       el(
         "div",
         { class: "row" },
@@ -811,7 +815,9 @@
         again.querySelector("button").focus();
         say("memory-status", "Memory saved.");
       } catch (error) {
-        say("memory-status", error.message, true);
+        problem.textContent = error.message;
+        area.setAttribute("aria-invalid", "true");
+        area.focus();
       }
     });
     item.append(form);
