@@ -303,3 +303,24 @@ def test_a_refused_edit_is_said_by_the_memory_not_a_hundred_memories_up(
         http.get("/v1/memories", params={"user_id": "ed", "limit": 100}).json()["data"][-1]["text"]
         == "Memory number 0."
     )
+
+
+def test_a_memory_deleted_elsewhere_goes_from_the_list_when_deleted_here(
+    page, engram_server, owner, http, upstream
+):
+    """Deleted meanwhile in another tab (or the admin), a memory's Delete answered "404: …" as
+    an error and the memory stayed listed, its Delete answering 404 again."""
+    _, key = owner
+    [gone] = remember(http, "el", "My bike is red.")
+    open_playground(page, engram_server, key, "el")
+    turn = ask(page, "What colour is my bike?")
+    item = page.locator("#memory-list > li", has_text="bike is red")
+    expect(item).to_have_count(1)
+    assert http.delete(f"/v1/memories/{gone}").status_code == 200
+
+    item.get_by_role("button", name="Delete memory: My bike is red.").click()
+    page.get_by_role("button", name="Yes, delete: My bike is red.").click()
+    expect(page.locator("#memory-status")).to_have_text("Already deleted: My bike is red.")
+    expect(page.locator("#memory-status")).not_to_have_class("status error")
+    expect(item).to_have_count(0)
+    expect(turn.locator(f'.memories-used li[data-memory-id="{gone}"]')).to_have_class("deleted")

@@ -708,7 +708,7 @@
       class: "danger",
       "aria-label": "Delete memory: " + memory.text,
       text: "Delete",
-      onclick: () => askFirst(remove, memory.text, () => deleteMemory(memory, item)),
+      onclick: () => askFirst(remove, memory.text, () => deleteMemory(memory)),
     });
     item.append(el("div", { class: "row" }, edit, remove), from, history);
     return item;
@@ -887,23 +887,30 @@
     row.append(el("small", { text: "deleted" }));
   }
 
-  async function deleteMemory(memory, item) {
+  // DELETE, with a 404 taken for what it means: the memory is gone already (deleted in another
+  // tab, by the admin, with its conversation). It was an error, and the memory stayed listed
+  // with its Delete, which answered 404 again.
+  async function forget(memoryId, text) {
+    let said = "Deleted";
     try {
-      await api(`/v1/memories/${encodeURIComponent(memory.id)}`, { method: "DELETE" });
-      memoryGone(memory.id);
-      say("memory-status", `Deleted: ${memory.text}`);
+      await api(`/v1/memories/${encodeURIComponent(memoryId)}`, { method: "DELETE" });
     } catch (error) {
-      say("memory-status", error.message, true);
+      if (error.status !== 404) throw error;
+      said = "Already deleted";
     }
+    memoryGone(memoryId);
+    say("memory-status", `${said}: ${text}`);
+  }
+
+  async function deleteMemory(memory) {
+    await forget(memory.id, memory.text).catch((error) => say("memory-status", error.message, true));
   }
 
   async function deleteUsedMemory(memoryId, text, row) {
     try {
-      await api(`/v1/memories/${encodeURIComponent(memoryId)}`, { method: "DELETE" });
-      memoryGone(memoryId);
+      await forget(memoryId, text);
       row.tabIndex = -1; // its Delete is gone: the focus stays on the row that says so
       row.focus();
-      say("memory-status", `Deleted: ${text}`);
     } catch (error) {
       say("memory-status", error.message, true);
     }
