@@ -689,7 +689,7 @@
       ? el(
           "details",
           { class: "sources-of" },
-          el("summary", { text: `Sources (${sources.length})`, "aria-label": "Sources of: " + memory.text }),
+          el("summary", { text: `Sources (${sources.length})`, "aria-label": `Sources (${sources.length}) of: ${memory.text}` }),
           el("ol"),
         )
       : el("small", { text: "No source message: added by hand, or its messages are gone." });
