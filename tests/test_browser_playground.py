@@ -454,3 +454,28 @@ def test_an_approval_is_reached_and_given_by_keyboard(
     expect(turn.locator(".answer")).to_have_text("Booked for 8pm.")
     expect(page.get_by_label("Message")).to_be_focused()
     assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]
+
+
+def test_a_run_waiting_for_approval_still_waits_after_a_reload(
+    page, engram_server, owner, http, upstream, tool_server
+):
+    """Reloaded while an agent waited for approval, the page lost the calls and their Approve
+    and Reject: the run waited unseen until it expired."""
+    _, key = owner
+    approval_agent(http, tool_server)
+    ask_the_agent(page, engram_server, key, upstream, "Booked for 8pm.")
+    page.reload()
+
+    approval = page.get_by_role("group", name="Tool calls waiting for approval")
+    expect(approval).to_contain_text("book_table")
+    expect(approval.locator("pre")).to_contain_text('"city": "Paris"')
+    expect(page.locator("#transcript")).to_contain_text("Book me a table in Paris.")
+    expect(approval.get_by_role("button", name="Approve")).to_be_focused()
+    page.keyboard.press("Enter")
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer")).to_have_text("Booked for 8pm.")
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]
+
+    page.reload()  # decided: nothing waits any more
+    expect(page.locator("#transcript")).to_contain_text("Booked for 8pm.")
+    expect(page.get_by_role("group", name="Tool calls waiting for approval")).to_have_count(0)

@@ -18,6 +18,7 @@
     conversationId: "",
     messages: [], // the whole conversation, resent on every turn
     busy: false,
+    pause: null, // { approvalId, calls } while a run waits for a decision: kept across a reload
   };
 
   // ---- helpers ------------------------------------------------------------------------------
@@ -135,7 +136,12 @@
   }
 
   function saveChat() {
-    const state = { conversationId: chat.conversationId, userId: $("user-id").value, model: $("model").value };
+    const state = {
+      conversationId: chat.conversationId,
+      userId: $("user-id").value,
+      model: $("model").value,
+      pause: chat.pause,
+    };
     sessionStorage.setItem(CHAT_ITEM, JSON.stringify(state));
   }
 
@@ -214,6 +220,7 @@
   function startChat(conversationId) {
     chat.conversationId = conversationId;
     chat.messages = [];
+    chat.pause = null;
     $("transcript").replaceChildren();
     $("conversation-id").textContent = "conversation " + chat.conversationId;
   }
@@ -227,7 +234,7 @@
   // After a reload (or Back, then Forward) the tab's conversation comes back as Engram stored
   // it: its last 100 messages, an answer cut off by the reload marked so, and beside each
   // answer the memories it was given and why (Message.recalled), as they are now.
-  async function restoreChat(conversationId) {
+  async function restoreChat(conversationId, pause) {
     let data;
     try {
       const path = `/v1/conversations/${encodeURIComponent(conversationId)}/messages?order=desc&limit=100`;
@@ -266,6 +273,16 @@
     }
     if (said.length) {
       say("chat-status", `Restored ${said.length} message${said.length === 1 ? "" : "s"} of this conversation.`);
+    }
+    // A run that waited for a decision still waits (its approval is Engram's): Approve and
+    // Reject again, or it waited unseen until it expired.
+    const question = chat.messages[chat.messages.length - 1];
+    if (pause && question && question.role === "user") {
+      chat.pause = pause;
+      const turn = addAssistantTurn();
+      turn.querySelector(".summary").textContent = "Restored after a reload: the run waits for your approval.";
+      showApproval(turn, pause, chat.messages, question).querySelector("button").focus();
+      say("chat-status", "The agent waits for your approval.");
     }
   }
 
@@ -541,6 +558,10 @@
         say("chat-status", again ? "The agent waits for your approval." : "");
         reason.disabled = true;
         if (again) next = showApproval(turn, again, history, question); // paused again
+        if (chat.messages === history) {
+          chat.pause = again;
+          saveChat();
+        }
       } catch (error) {
         failed = true;
         status.textContent = error.message;
@@ -622,6 +643,10 @@
         turn.querySelector(".summary").textContent = NO_MEMORY; // no engram chunk at all
       }
       if (pause) waiting = showApproval(turn, pause, history, question);
+      if (pause && chat.messages === history) {
+        chat.pause = pause;
+        saveChat();
+      }
       say("chat-status", pause ? "The agent waits for your approval." : "");
     } catch (error) {
       say("chat-status", error.message, true);
@@ -1082,6 +1107,6 @@
     if (saved.conversationId) startChat(saved.conversationId);
     else newChat();
     showKeyState();
-    loadEverything().then(() => key() && saved.conversationId && restoreChat(saved.conversationId));
+    loadEverything().then(() => key() && saved.conversationId && restoreChat(saved.conversationId, saved.pause));
   });
 })();
