@@ -324,3 +324,25 @@ def test_a_memory_deleted_elsewhere_goes_from_the_list_when_deleted_here(
     expect(page.locator("#memory-status")).not_to_have_class("status error")
     expect(item).to_have_count(0)
     expect(turn.locator(f'.memories-used li[data-memory-id="{gone}"]')).to_have_class("deleted")
+
+
+def test_a_long_memory_names_its_controls_briefly(page, engram_server, owner, http, upstream):
+    """Each control of a memory was named with its whole text: a screen reader read a
+    2,000-character memory out in full for Edit, Delete, Sources and History, and again for
+    the Delete beside an answer."""
+    _, key = owner
+    long = "🎉 I keep a diary about my garden. " + "The roses bloomed again. " * 78
+    remember(http, "lg", long[:2000])
+    open_playground(page, engram_server, key, "lg")
+    turn = ask(page, "What do I keep a diary about?")
+    names = page.evaluate(
+        """() => [...document.querySelectorAll('#memory-list [aria-label], .memories-used [aria-label]')]
+            .map((e) => e.getAttribute('aria-label'))"""
+    )
+    assert len(names) == 4, names  # Edit, Delete, History; Delete beside the answer
+    assert all(len(name) <= 100 for name in names), [len(name) for name in names]
+    start = "Delete memory: 🎉 I keep a diary about my garden."
+    delete = page.get_by_role("button", name=start)
+    expect(delete).to_have_count(1)
+    assert delete.get_attribute("aria-label").endswith("…")
+    expect(turn.get_by_role("button", name="Delete memory used: ")).to_have_count(1)

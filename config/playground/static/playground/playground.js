@@ -52,6 +52,13 @@
     return node;
   }
 
+  // A control's name holds what it acts on, at most 80 characters: a screen reader read a
+  // 2,000-character memory out in full for each of its four controls.
+  function named(text) {
+    const chars = Array.from(text); // by code point: an emoji is not cut in half
+    return chars.length > 80 ? chars.slice(0, 79).join("") + "…" : text;
+  }
+
   function say(id, text, isError = false) {
     const node = $(id);
     node.textContent = text;
@@ -343,7 +350,7 @@
           const remove = el("button", {
             type: "button",
             class: "danger small",
-            "aria-label": "Delete memory used: " + text,
+            "aria-label": "Delete memory used: " + named(text),
             text: "Delete",
             onclick: () => askFirst(remove, text, () => deleteUsedMemory(item.id, text, row)),
           });
@@ -704,7 +711,7 @@
     const history = el(
       "details",
       { class: "history" },
-      el("summary", { text: "History", "aria-label": "History of: " + memory.text }),
+      el("summary", { text: "History", "aria-label": "History of: " + named(memory.text) }),
       el("ol"),
     );
     history.addEventListener("toggle", () => history.open && loadHistory(memory.id, history));
@@ -714,7 +721,7 @@
       ? el(
           "details",
           { class: "sources-of" },
-          el("summary", { text: `Sources (${sources.length})`, "aria-label": `Sources (${sources.length}) of: ${memory.text}` }),
+          el("summary", { text: `Sources (${sources.length})`, "aria-label": `Sources (${sources.length}) of: ${named(memory.text)}` }),
           el("ol"),
         )
       : el("small", { text: "No source message: added by hand, or its messages are gone." });
@@ -724,14 +731,14 @@
     const item = el("li", { "data-memory-id": memory.id }, text, meta, why);
     const edit = el("button", {
       type: "button",
-      "aria-label": "Edit memory: " + memory.text,
+      "aria-label": "Edit memory: " + named(memory.text),
       text: "Edit",
       onclick: () => editMemory(memory, item, edit),
     });
     const remove = el("button", {
       type: "button",
       class: "danger",
-      "aria-label": "Delete memory: " + memory.text,
+      "aria-label": "Delete memory: " + named(memory.text),
       text: "Delete",
       onclick: () => askFirst(remove, memory.text, () => deleteMemory(memory)),
     });
@@ -864,7 +871,7 @@
     const yes = el("button", {
       type: "button",
       class: "danger" + size,
-      "aria-label": "Yes, delete: " + text,
+      "aria-label": "Yes, delete: " + named(text),
       text: "Yes, delete",
       onclick: () => {
         done();
