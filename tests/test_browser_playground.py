@@ -479,3 +479,26 @@ def test_a_run_waiting_for_approval_still_waits_after_a_reload(
     page.reload()  # decided: nothing waits any more
     expect(page.locator("#transcript")).to_contain_text("Booked for 8pm.")
     expect(page.get_by_role("group", name="Tool calls waiting for approval")).to_have_count(0)
+
+
+def test_a_document_still_being_read_after_a_reload_is_seen_to_get_ready(
+    page, engram_server, owner, http, upstream
+):
+    """Only the upload's own page followed a document to ready: after a reload (or uploaded
+    elsewhere) it said "queued" for good."""
+    from memory.knowledge.models import Document
+
+    _, key = owner
+    collection = http.post("/v1/collections", json={"name": "Handbook"}).json()
+    made = http.post(
+        f"/v1/collections/{collection['id']}/documents",
+        files={
+            "file": ("office.md", b"# Office\n\nThe plant is called Gustavo.\n", "text/markdown")
+        },
+    )
+    assert made.status_code in (201, 202), made.text  # no worker here: it stays queued
+    open_playground(page, engram_server, key, "dr")
+    row = page.locator("#document-list li", has_text="office.md")
+    expect(row.locator(".badge")).to_have_text("queued")
+    Document.objects.filter(pk=made.json()["id"]).update(status="ready")  # as the worker does
+    expect(row.locator(".badge")).to_have_text("ready")

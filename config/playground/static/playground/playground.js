@@ -1025,11 +1025,20 @@
     );
   }
 
+  let documentsLookAgain = 0;
+
   async function loadDocuments() {
+    clearTimeout(documentsLookAgain);
     const collection = $("upload-collection").value;
     if (!collection) return $("document-list").replaceChildren();
     const { data } = await api(`/v1/collections/${encodeURIComponent(collection)}/documents?limit=100`);
+    if ($("upload-collection").value !== collection) return; // another collection chosen meanwhile
     $("document-list").replaceChildren(...data.map(documentItem));
+    // A document still being read that this page did not upload (before a reload, in another
+    // tab, through the API) said "processing" for good: the list looks again until it is done.
+    if (data.some((doc) => doc.status === "queued" || doc.status === "processing")) {
+      documentsLookAgain = setTimeout(() => loadDocuments().catch(() => {}), 4 * POLL_MS);
+    }
   }
 
   async function createCollection(event) {
