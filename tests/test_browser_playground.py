@@ -502,3 +502,23 @@ def test_a_document_still_being_read_after_a_reload_is_seen_to_get_ready(
     expect(row.locator(".badge")).to_have_text("queued")
     Document.objects.filter(pk=made.json()["id"]).update(status="ready")  # as the worker does
     expect(row.locator(".badge")).to_have_text("ready")
+
+
+def test_another_user_id_starts_another_conversation(page, engram_server, owner, http, upstream):
+    """Changing the user id mid-conversation made every next turn a 403 ("Conversation … belongs
+    to another user of this workspace") until "New chat" was pressed, which nothing said."""
+    _, key = owner
+    open_playground(page, engram_server, key, "aa")
+    ask(page, "Hello, I am aa.")
+    first = page.locator("#conversation-id").inner_text()
+    page.get_by_label("User id").fill("bb")
+    page.get_by_label("Search memories").focus()  # leaving the field: its change
+    expect(page.locator("#chat-status")).to_have_text(
+        "New conversation, for bb: a conversation is one user's."
+    )
+    expect(page.locator("#conversation-id")).not_to_have_text(first)
+    turn = ask(page, "Hello, I am bb.")
+    expect(turn.locator(".answer")).to_have_text("echo: Hello, I am bb.")
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["Hello, I am bb."]
+    assert len(http.get("/v1/conversations", params={"user_id": "bb"}).json()["data"]) == 1

@@ -1108,6 +1108,12 @@
       loadMemories();
     });
     $("user-id").addEventListener("change", () => {
+      // A conversation is one user's: the next turn under another id was refused (403,
+      // "belongs to another user") until "New chat". Another user, another conversation.
+      if (chat.messages.length && !chat.busy) {
+        newChat();
+        say("chat-status", `New conversation, for ${userId() || "no user"}: a conversation is one user's.`);
+      }
       saveChat();
       loadMemories();
     });
