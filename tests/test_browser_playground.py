@@ -246,9 +246,16 @@ def test_a_new_chat_mid_answer_no_user_and_a_forgotten_key_leave_nothing_behind(
     turn = page.locator("#transcript li.turn:has(aside)").last
     expect(turn.locator(".summary")).to_have_text("No memory for this turn (no user id).")
 
+    conversation = page.locator("#conversation-id").inner_text()
     page.get_by_role("button", name="Forget key").click()
     expect(page.locator("#model option")).to_have_count(0)
     expect(page.locator("#memory-list li")).to_have_count(0)
+    # the chat goes too (its answers and their memories stayed on screen), and for good
+    expect(page.locator("#transcript li")).to_have_count(0)
+    expect(page.locator("#conversation-id")).not_to_have_text(conversation)
+    page.reload()
+    expect(page.locator("#transcript li")).to_have_count(0)
+    expect(page.locator("#conversation-id")).not_to_have_text(conversation)
 
 
 def test_a_memory_list_asked_for_before_the_user_id_changed_is_not_shown_after(

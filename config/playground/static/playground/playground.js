@@ -178,8 +178,14 @@
     sessionStorage.removeItem(KEY_ITEM);
     showKeyState();
     // What the key showed goes with it: memories, models and collections of that workspace.
-    for (const id of ["memory-list", "model", "chat-collections", "upload-collection"]) $(id).replaceChildren();
+    for (const id of ["memory-list", "model", "chat-collections", "upload-collection", "document-list"]) {
+      $(id).replaceChildren();
+    }
+    $("memory-more").hidden = true;
     say("memory-status", "");
+    // and the chat: its answers and the memories beside them stayed on screen, and a reload
+    // brought the conversation back under the next key
+    newChat();
   }
 
   async function loadEverything() {
