@@ -335,9 +335,11 @@ def test_a_long_memory_names_its_controls_briefly(page, engram_server, owner, ht
     remember(http, "lg", long[:2000])
     open_playground(page, engram_server, key, "lg")
     turn = ask(page, "What do I keep a diary about?")
+    labelled = "#memory-list [aria-label], .memories-used [aria-label]"
+    # the list is loaded again after the turn: its controls once it is back
+    page.wait_for_function(f"document.querySelectorAll({labelled!r}).length === 4")
     names = page.evaluate(
-        """() => [...document.querySelectorAll('#memory-list [aria-label], .memories-used [aria-label]')]
-            .map((e) => e.getAttribute('aria-label'))"""
+        f"[...document.querySelectorAll({labelled!r})].map((e) => e.getAttribute('aria-label'))"
     )
     assert len(names) == 4, names  # Edit, Delete, History; Delete beside the answer
     assert all(len(name) <= 100 for name in names), [len(name) for name in names]
