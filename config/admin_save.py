@@ -104,6 +104,13 @@ class RefusalsOnTheForm(admin.ModelAdmin):
             return queryset.none(), False
         return super().get_search_results(request, queryset, search_term)
 
+    def get_fields(self, request, obj=None):
+        """No id on an add form: it showed the model's default, made for that page alone
+        ("Id: mem_01…"), and the row got another one (made again at the POST, or by the
+        service that creates it). The id is on the row's page once it exists."""
+        fields = super().get_fields(request, obj)
+        return fields if obj is not None else [name for name in fields if name != "id"]
+
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)

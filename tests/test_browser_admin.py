@@ -7,6 +7,7 @@ import time
 
 import pytest
 from django.contrib.auth.models import User
+from playwright.sync_api import expect
 
 from completions.models import UsageRecord
 from memory.services import memory_create, memory_update
@@ -125,3 +126,96 @@ def test_an_answers_page_shows_what_it_was_given_and_why(page, engram_server):
     assert "mem_gone (deleted since)" in recalled
     page.get_by_role("link", name="Alice keeps bees.").click()
     page.wait_for_url(f"**/admin/memory/memory/{kept.id}/change/")
+
+
+def test_an_add_form_shows_no_id_the_row_will_not_get(page, engram_server):
+    """The add forms of a memory, a key, a collection, a tool, an issuer and a session showed
+    "Id: mem_01…", the model's default made for that page: the row saved got another id."""
+    from django.contrib.admin.utils import quote
+
+    from memory.models import Memory
+
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+
+    for path in ("accounts/apikey", "memory/collection", "completions/tool", "memory/session"):
+        page.goto(f"{engram_server.url}/admin/{path}/add/")
+        assert page.locator("#content-main form").is_visible(), path
+        assert page.locator(".field-id").count() == 0, path
+
+    page.goto(engram_server.url + "/admin/memory/memory/add/")
+    assert page.locator(".field-id").count() == 0
+    page.select_option("#id_workspace", label=str(workspace))
+    page.fill("#id_user_id", "alice")
+    page.fill("#id_text", "Alice keeps bees.")
+    page.click("input[name=_continue]")
+    made = Memory.objects.get(workspace=workspace, user_id="alice")
+    page.wait_for_url(f"**/admin/memory/memory/{quote(made.pk)}/change/**")
+    assert page.locator(".field-id .readonly").inner_text() == made.pk
+
+
+def test_a_new_key_is_selected_whole_and_leads_to_the_playground(page, engram_server):
+    """A double-click on the new key selected it without its "sk-" (a word break): pasted, a
+    401. The page did not say where to try it."""
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+    page.goto(engram_server.url + "/admin/accounts/apikey/add/")
+    page.select_option("#id_workspace", label=str(workspace))
+    page.fill("#id_name", "laptop")
+    page.click("input[name=_save]")
+
+    key = page.locator("#new-api-key")
+    raw = key.inner_text()
+    assert raw.startswith("sk-")
+    key.dblclick()
+    assert page.evaluate("getSelection().toString()") == raw
+    page.get_by_role("link", name="Try it in the playground").click()
+    page.wait_for_url(engram_server.url + "/playground")
+    page.get_by_label("Workspace key").fill(raw)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator("#key-status")).to_have_text(
+        "A key is set for this tab (sessionStorage; gone when the tab closes)."
+    )
+    expect(page.locator('#model option[value="local"]')).to_be_attached()
+
+
+LABEL_GAPS = """() => [...document.querySelectorAll('#usage-totals thead th')].map((th) => {
+  const range = document.createRange();
+  const text = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+  while (text.nextNode() && !text.currentNode.textContent.trim());
+  range.selectNodeContents(text.currentNode);
+  return range.getBoundingClientRect();
+}).map((box, i, boxes) => i + 1 < boxes.length ? boxes[i + 1].left - box.right : null)
+  .filter((gap) => gap !== null)"""
+
+
+def test_the_usage_totals_labels_stand_apart(page, engram_server, owner, http, upstream):
+    """The totals' column labels had no padding (Django's changelist gives its header cells
+    none, their inner span has it): they read "REQUESTSPROMPT TOKENSCOMPLETION TOKENS"."""
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = owner
+    chat = {"model": "upstream-model-a", "messages": [{"role": "user", "content": "Hello"}]}
+    assert http.post("/v1/chat/completions", json=chat, headers={"x-user-id": "al"}).is_success
+    deadline = time.monotonic() + 30
+    while not UsageRecord.objects.filter(workspace=workspace).exists():  # written after the answer
+        assert time.monotonic() < deadline, "no usage record"
+        time.sleep(0.1)
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+    page.goto(engram_server.url + "/admin/completions/usagerecord/")
+    expect(page.locator("#usage-totals")).to_contain_text("Prompt tokens")
+    gaps = page.evaluate(LABEL_GAPS)
+    assert len(gaps) == 8 and min(gaps) >= 8, gaps

@@ -187,7 +187,9 @@ def test_a_markdown_upload_reaches_ready_and_its_chunks_are_cited(
     expect(row.locator(".badge")).to_contain_text("ready", timeout=60_000)
     expect(page.locator("#collection-status")).to_have_text("office.md: ready")
 
-    page.locator("#chat-collections").select_option(label="Handbook (1 docs)")
+    # "(1 docs)" before; the title and its status apart ("office.mdready" before)
+    page.locator("#chat-collections").select_option(label="Handbook (1 doc)")
+    assert row.inner_text().startswith("office.md ready")
     turn = ask(page, "What is the office plant called?")
     expect(turn.locator(".sources")).to_contain_text("office.md")
     expect(turn.locator(".sources blockquote").first).to_contain_text("Gustavo")
@@ -244,9 +246,16 @@ def test_a_new_chat_mid_answer_no_user_and_a_forgotten_key_leave_nothing_behind(
     turn = page.locator("#transcript li.turn:has(aside)").last
     expect(turn.locator(".summary")).to_have_text("No memory for this turn (no user id).")
 
+    conversation = page.locator("#conversation-id").inner_text()
     page.get_by_role("button", name="Forget key").click()
     expect(page.locator("#model option")).to_have_count(0)
     expect(page.locator("#memory-list li")).to_have_count(0)
+    # the chat goes too (its answers and their memories stayed on screen), and for good
+    expect(page.locator("#transcript li")).to_have_count(0)
+    expect(page.locator("#conversation-id")).not_to_have_text(conversation)
+    page.reload()
+    expect(page.locator("#transcript li")).to_have_count(0)
+    expect(page.locator("#conversation-id")).not_to_have_text(conversation)
 
 
 def test_a_memory_list_asked_for_before_the_user_id_changed_is_not_shown_after(
@@ -436,3 +445,87 @@ def test_a_resume_whose_stream_failed_can_be_sent_again(
     expect(approval.get_by_role("status")).not_to_have_class(re.compile(r"\berror\b"))
     expect(approve).to_be_disabled()
     assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]  # ran once
+
+
+def test_an_approval_is_reached_and_given_by_keyboard(
+    page, engram_server, owner, http, upstream, tool_server
+):
+    """A paused run left the focus in the message box, below the calls it waits on; pressed,
+    Approve was disabled and the focus fell to the page's top."""
+    _, key = owner
+    approval_agent(http, tool_server)
+    turn, approval = ask_the_agent(page, engram_server, key, upstream, "Booked for 8pm.")
+    approve = approval.get_by_role("button", name="Approve")
+    expect(approve).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(turn.locator(".answer")).to_have_text("Booked for 8pm.")
+    expect(page.get_by_label("Message")).to_be_focused()
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]
+
+
+def test_a_run_waiting_for_approval_still_waits_after_a_reload(
+    page, engram_server, owner, http, upstream, tool_server
+):
+    """Reloaded while an agent waited for approval, the page lost the calls and their Approve
+    and Reject: the run waited unseen until it expired."""
+    _, key = owner
+    approval_agent(http, tool_server)
+    ask_the_agent(page, engram_server, key, upstream, "Booked for 8pm.")
+    page.reload()
+
+    approval = page.get_by_role("group", name="Tool calls waiting for approval")
+    expect(approval).to_contain_text("book_table")
+    expect(approval.locator("pre")).to_contain_text('"city": "Paris"')
+    expect(page.locator("#transcript")).to_contain_text("Book me a table in Paris.")
+    expect(approval.get_by_role("button", name="Approve")).to_be_focused()
+    page.keyboard.press("Enter")
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer")).to_have_text("Booked for 8pm.")
+    assert [c["body"] for c in tool_server.calls] == [{"city": "Paris"}]
+
+    page.reload()  # decided: nothing waits any more
+    expect(page.locator("#transcript")).to_contain_text("Booked for 8pm.")
+    expect(page.get_by_role("group", name="Tool calls waiting for approval")).to_have_count(0)
+
+
+def test_a_document_still_being_read_after_a_reload_is_seen_to_get_ready(
+    page, engram_server, owner, http, upstream
+):
+    """Only the upload's own page followed a document to ready: after a reload (or uploaded
+    elsewhere) it said "queued" for good."""
+    from memory.knowledge.models import Document
+
+    _, key = owner
+    collection = http.post("/v1/collections", json={"name": "Handbook"}).json()
+    made = http.post(
+        f"/v1/collections/{collection['id']}/documents",
+        files={
+            "file": ("office.md", b"# Office\n\nThe plant is called Gustavo.\n", "text/markdown")
+        },
+    )
+    assert made.status_code in (201, 202), made.text  # no worker here: it stays queued
+    open_playground(page, engram_server, key, "dr")
+    row = page.locator("#document-list li", has_text="office.md")
+    expect(row.locator(".badge")).to_have_text("queued")
+    Document.objects.filter(pk=made.json()["id"]).update(status="ready")  # as the worker does
+    expect(row.locator(".badge")).to_have_text("ready")
+
+
+def test_another_user_id_starts_another_conversation(page, engram_server, owner, http, upstream):
+    """Changing the user id mid-conversation made every next turn a 403 ("Conversation … belongs
+    to another user of this workspace") until "New chat" was pressed, which nothing said."""
+    _, key = owner
+    open_playground(page, engram_server, key, "aa")
+    ask(page, "Hello, I am aa.")
+    first = page.locator("#conversation-id").inner_text()
+    page.get_by_label("User id").fill("bb")
+    page.get_by_label("Search memories").focus()  # leaving the field: its change
+    expect(page.locator("#chat-status")).to_have_text(
+        "New conversation, for bb: a conversation is one user's."
+    )
+    expect(page.locator("#conversation-id")).not_to_have_text(first)
+    turn = ask(page, "Hello, I am bb.")
+    expect(turn.locator(".answer")).to_have_text("echo: Hello, I am bb.")
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["Hello, I am bb."]
+    assert len(http.get("/v1/conversations", params={"user_id": "bb"}).json()["data"]) == 1

@@ -224,3 +224,52 @@ def test_on_a_phone_a_long_model_name_does_not_widen_the_page(page, engram_serve
     open_playground(page, engram_server, key, "wide")
     expect(page.locator("#model option", has_text=long_name)).to_be_attached()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_engram_out_of_reach_and_a_user_id_no_header_takes_are_said_plainly(
+    page, engram_server, owner, upstream
+):
+    """Engram out of reach read "Failed to fetch"; a user id with an emoji read "Failed to
+    execute 'fetch' on 'Window': … non ISO-8859-1 code point" (the browser's refusal of the
+    header)."""
+    _, key = owner
+    open_playground(page, engram_server, key, "net")
+    page.route("**/v1/chat/completions", lambda route: route.abort())
+    page.get_by_label("Message").fill("Anyone there?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#chat-status")).to_have_text(
+        "Engram could not be reached (Failed to fetch): check that it runs, then try again."
+    )
+    page.unroute("**/v1/chat/completions")
+
+    page.get_by_label("User id").fill("ana🎉")
+    page.get_by_label("Message").fill("Hello")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#chat-status")).to_have_text(
+        "The user id goes in the x-user-id header, which takes ASCII only: use another id."
+    )
+    assert upstream.chat_requests() == []  # nothing went out
+
+
+CONTRAST = """(node) => {
+  const rgb = (css) => css.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
+  const lum = ([r, g, b]) => {
+    const c = [r, g, b].map((v) => v / 255).map((v) => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  const ring = lum(rgb(getComputedStyle(node).outlineColor));
+  const page = lum(rgb(getComputedStyle(node.closest('.panel, .bar, .settings, body')).backgroundColor));
+  return (Math.max(ring, page) + 0.05) / (Math.min(ring, page) + 0.05);
+}"""
+
+
+def test_the_keyboard_focus_ring_is_seen(page, engram_server, owner, upstream):
+    """The focus ring was #9bb4f5 on white, 2.1:1: under the 3:1 WCAG asks of it, and hard to
+    tell from the blue buttons it rings."""
+    _, key = owner
+    open_playground(page, engram_server, key, "fr")
+    page.get_by_label("Message").focus()
+    page.keyboard.press("Tab")  # a keyboard focus: :focus-visible
+    expect(page.get_by_role("button", name="Send")).to_be_focused()
+    ratio = page.get_by_role("button", name="Send").evaluate(CONTRAST)
+    assert ratio >= 3, ratio

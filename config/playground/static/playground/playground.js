@@ -5,14 +5,20 @@
 
 (() => {
   const KEY_ITEM = "engram.playground.key";
+  // The tab's chat (conversation id, user id, model): a reload or Back then Forward came back
+  // to a new conversation of "playground-user" on the default model, the user's own gone.
+  const CHAT_ITEM = "engram.playground.chat";
   const NO_MEMORY = "No memory for this turn (no user id).";
+  const FAILED = "No answer: the request failed. Listed below: the preview made before it.";
   const POLL_MS = 500;
+  const MEMORY_PAGE = 100;
   const $ = (id) => document.getElementById(id);
 
   const chat = {
     conversationId: "",
     messages: [], // the whole conversation, resent on every turn
     busy: false,
+    pause: null, // { approvalId, calls } while a run waits for a decision: kept across a reload
   };
 
   // ---- helpers ------------------------------------------------------------------------------
@@ -44,6 +50,13 @@
     }
     node.append(...children.filter((c) => c !== null && c !== undefined));
     return node;
+  }
+
+  // A control's name holds what it acts on, at most 80 characters: a screen reader read a
+  // 2,000-character memory out in full for each of its four controls.
+  function named(text) {
+    const chars = Array.from(text); // by code point: an emoji is not cut in half
+    return chars.length > 80 ? chars.slice(0, 79).join("") + "…" : text;
   }
 
   function say(id, text, isError = false) {
@@ -85,12 +98,30 @@
     } catch (_) {
       // not the error envelope: keep the text
     }
-    return new ApiFailure(response.status, `${response.status}: ${message}`);
+    // A 429 or 503 says when to come back (Retry-After, in seconds): said, not left to guess.
+    const wait = Number(response.headers.get("retry-after"));
+    const later = wait > 0 ? ` Try again in ${Math.ceil(wait)} s.` : "";
+    return new ApiFailure(response.status, `${response.status}: ${message}${later}`);
+  }
+
+  // fetch() with its failures said as the page's: "Failed to fetch" (Engram down, the network
+  // gone) and the browser's refusal of a header it cannot send (a user id in Arabic or with
+  // an emoji: "String contains non ISO-8859-1 code point") read as they came.
+  async function reach(path, init) {
+    const user = init.headers["x-user-id"];
+    if (user !== undefined && !/^[\x20-\x7e]*$/.test(user)) {
+      throw new ApiFailure(0, "The user id goes in the x-user-id header, which takes ASCII only: use another id.");
+    }
+    try {
+      return await fetch(path, init);
+    } catch (error) {
+      throw new ApiFailure(0, `Engram could not be reached (${error.message}): check that it runs, then try again.`);
+    }
   }
 
   async function api(path, { method = "GET", body, headers = {} } = {}) {
     if (!key()) throw new ApiFailure(0, "Paste a workspace key first.");
-    const response = await fetch(path, requestInit(method, body, headers));
+    const response = await reach(path, requestInit(method, body, headers));
     if (!response.ok) throw await failure(response);
     return response.json();
   }
@@ -101,6 +132,24 @@
     const collections = Array.from($("chat-collections").selectedOptions, (o) => o.value);
     if (collections.length) headers["x-collection-ids"] = JSON.stringify(collections);
     return headers;
+  }
+
+  function savedChat() {
+    try {
+      return JSON.parse(sessionStorage.getItem(CHAT_ITEM) || "{}") || {};
+    } catch (_) {
+      return {};
+    }
+  }
+
+  function saveChat() {
+    const state = {
+      conversationId: chat.conversationId,
+      userId: $("user-id").value,
+      model: $("model").value,
+      pause: chat.pause,
+    };
+    sessionStorage.setItem(CHAT_ITEM, JSON.stringify(state));
   }
 
   // ---- the key ------------------------------------------------------------------------------
@@ -129,8 +178,14 @@
     sessionStorage.removeItem(KEY_ITEM);
     showKeyState();
     // What the key showed goes with it: memories, models and collections of that workspace.
-    for (const id of ["memory-list", "model", "chat-collections", "upload-collection"]) $(id).replaceChildren();
+    for (const id of ["memory-list", "model", "chat-collections", "upload-collection", "document-list"]) {
+      $(id).replaceChildren();
+    }
+    $("memory-more").hidden = true;
     say("memory-status", "");
+    // and the chat: its answers and the memories beside them stayed on screen, and a reload
+    // brought the conversation back under the next key
+    newChat();
   }
 
   async function loadEverything() {
@@ -146,7 +201,7 @@
 
   async function loadModels() {
     const select = $("model");
-    const previous = select.value;
+    const previous = select.value || savedChat().model; // the tab's choice before a reload
     const { data } = await api("/v1/models");
     select.replaceChildren(
       ...data.map((m) =>
@@ -175,19 +230,101 @@
 
   // ---- chat ---------------------------------------------------------------------------------
 
-  function newChat() {
-    chat.conversationId = newConversationId();
+  function startChat(conversationId) {
+    chat.conversationId = conversationId;
     chat.messages = [];
+    chat.pause = null;
     $("transcript").replaceChildren();
     $("conversation-id").textContent = "conversation " + chat.conversationId;
+  }
+
+  function newChat() {
+    startChat(newConversationId());
+    saveChat();
     say("chat-status", "New conversation.");
+  }
+
+  // After a reload (or Back, then Forward) the tab's conversation comes back as Engram stored
+  // it: its last 100 messages, an answer cut off by the reload marked so, and beside each
+  // answer the memories it was given and why (Message.recalled), as they are now.
+  async function restoreChat(conversationId, pause) {
+    let data;
+    try {
+      const path = `/v1/conversations/${encodeURIComponent(conversationId)}/messages?order=desc&limit=100`;
+      ({ data } = await api(path));
+    } catch (error) {
+      if (error.status !== 404) say("chat-status", error.message, true); // 404: nothing said yet
+      return;
+    }
+    if (chat.conversationId !== conversationId || chat.messages.length) return; // moved on meanwhile
+    const said = data.reverse().filter((m) => ["user", "assistant"].includes(m.role) && textOf(m.content));
+    const recalled = said.flatMap((m) => (m.recalled || []).filter((r) => r.type === "memory"));
+    const texts = await memoryTexts(recalled.map((r) => r.id));
+    if (chat.conversationId !== conversationId || chat.messages.length) return;
+    for (const message of said) {
+      const text = textOf(message.content);
+      chat.messages.push({ role: message.role, content: text });
+      if (message.role === "user") {
+        addUserTurn(text);
+        continue;
+      }
+      const turn = addAssistantTurn();
+      turn.querySelector(".answer").textContent = text;
+      if (message.incomplete) turn.querySelector(".answer").append(el("p", { class: "cut", text: "(cut off)" }));
+      const memories = (message.recalled || []).filter((r) => r.type === "memory");
+      renderMemoriesUsed(
+        turn,
+        memories.map((r) => ({ id: r.id, why: r.why, text: texts.get(r.id) ?? r.id, deleted: !texts.has(r.id) })),
+      );
+      const messages = (message.recalled || []).filter((r) => r.type === "message");
+      renderMessagesUsed(turn, messages.map((r) => ({ id: r.id, why: r.why, text: "message " + r.id })));
+      turn.querySelector(".blocks").hidden = true; // not kept: the preview's figures
+      turn.querySelector(".blocks").previousElementSibling.hidden = true;
+      turn.querySelector(".sources").append(el("li", { class: "none", text: "not kept" }));
+      turn.querySelector(".summary").textContent =
+        `Restored after a reload: ${memories.length} ${memories.length === 1 ? "memory" : "memories"} given.`;
+    }
+    if (said.length) {
+      say("chat-status", `Restored ${said.length} message${said.length === 1 ? "" : "s"} of this conversation.`);
+    }
+    // A run that waited for a decision still waits (its approval is Engram's): Approve and
+    // Reject again, or it waited unseen until it expired.
+    const question = chat.messages[chat.messages.length - 1];
+    if (pause && question && question.role === "user") {
+      chat.pause = pause;
+      const turn = addAssistantTurn();
+      turn.querySelector(".summary").textContent = "Restored after a reload: the run waits for your approval.";
+      showApproval(turn, pause, chat.messages, question).querySelector("button").focus();
+      say("chat-status", "The agent waits for your approval.");
+    }
+  }
+
+  function textOf(content) {
+    if (typeof content === "string") return content;
+    if (!Array.isArray(content)) return "";
+    return content.filter((part) => part && part.type === "text").map((part) => part.text).join("\n");
+  }
+
+  // id -> text of the memories that still exist (one request each, each id once).
+  async function memoryTexts(ids) {
+    const texts = new Map();
+    await Promise.all(
+      [...new Set(ids)].map(async (id) => {
+        try {
+          texts.set(id, (await api(`/v1/memories/${encodeURIComponent(id)}`)).text);
+        } catch (error) {
+          if (error.status !== 404) texts.set(id, id); // not known to be gone: its id, as it is
+        }
+      }),
+    );
+    return texts;
   }
 
   function addUserTurn(text) {
     const item = el(
       "li",
       { class: "turn" },
-      el("div", { class: "message user" }, el("h3", { class: "who", text: "You" }), el("p", { text })),
+      el("div", { class: "message user" }, el("h3", { class: "who", text: "You" }), el("p", { text, dir: "auto" })),
     );
     $("transcript").append(item);
   }
@@ -210,14 +347,16 @@
         const row = el(
           "li",
           { "data-memory-id": item.id },
-          el("span", { text }),
+          el("span", { text, dir: "auto" }),
           el("small", { text: item.why || "" }),
         );
-        if (item.id) {
+        if (item.deleted) {
+          markDeleted(row);
+        } else if (item.id) {
           const remove = el("button", {
             type: "button",
             class: "danger small",
-            "aria-label": "Delete memory used: " + text,
+            "aria-label": "Delete memory used: " + named(text),
             text: "Delete",
             onclick: () => askFirst(remove, text, () => deleteUsedMemory(item.id, text, row)),
           });
@@ -238,7 +377,7 @@
         el(
           "li",
           { "data-message-id": item.id },
-          el("span", { text: (item.line || item.text || "").replace(/^- /, "") }),
+          el("span", { text: (item.line || item.text || "").replace(/^- /, ""), dir: "auto" }),
           el("small", { text: item.why || "" }),
         ),
       ),
@@ -280,7 +419,7 @@
           {},
           el("strong", { text: s.title || s.document_id }),
           el("small", { text: ` chunk ${s.chunk_index}, score ${Number(s.score).toFixed(3)}` }),
-          el("blockquote", { text: s.snippet || "" }),
+          el("blockquote", { text: s.snippet || "", dir: "auto" }),
         ),
       ),
     );
@@ -405,6 +544,7 @@
       status,
     );
     turn.querySelector(".answer").before(box);
+    return box;
 
     async function decide(decision) {
       if (chat.busy) return say("chat-status", "Wait for the answer being streamed.", true);
@@ -418,8 +558,11 @@
       const headers = userId() ? { "x-user-id": userId() } : {};
       const state = { content: "" };
       let again = null;
+      let next = null; // the next approval's box when the run pauses again
+      let failed = false;
+      turn.setAttribute("aria-busy", "true");
       try {
-        const response = await fetch("/v1/chat/resume", requestInit("POST", body, headers));
+        const response = await reach("/v1/chat/resume", requestInit("POST", body, headers));
         if (!response.ok) throw await failure(response);
         box.dataset.decision = decision;
         again = await relay(turn, response, state);
@@ -427,8 +570,13 @@
         box.querySelector("h4").textContent = decision === "approve" ? "Approved tool calls" : "Rejected tool calls";
         say("chat-status", again ? "The agent waits for your approval." : "");
         reason.disabled = true;
-        if (again) showApproval(turn, again, history, question); // paused again
+        if (again) next = showApproval(turn, again, history, question); // paused again
+        if (chat.messages === history) {
+          chat.pause = again;
+          saveChat();
+        }
       } catch (error) {
+        failed = true;
         status.textContent = error.message;
         status.classList.add("error");
         // Not sent: either decision. Sent, its stream failed: the same decision again (Engram
@@ -436,6 +584,7 @@
         const chosen = box.dataset.decision;
         buttons[0].disabled = chosen === "reject";
         buttons[1].disabled = chosen === "approve";
+        buttons[decision === "approve" ? 0 : 1].focus(); // the same decision again: one key away
       } finally {
         // The answer joins the transcript resent next turn, after its question.
         if (state.content && history[history.length - 1] === question) {
@@ -443,6 +592,9 @@
         }
         chat.busy = false;
         $("chat-send").disabled = false;
+        turn.setAttribute("aria-busy", "false");
+        // The pressed button is disabled now, and the focus had fallen to the page's top.
+        if (!failed) (next ? next.querySelector("button") : $("chat-input")).focus();
       }
       loadMemories();
     }
@@ -477,6 +629,10 @@
     const headers = chatHeaders();
     const state = { content: "" };
     let pause = null;
+    let waiting = null; // the approval's box when the run pauses
+    saveChat(); // the model this conversation goes on with after a reload
+    // A live region announced each piece as it came: busy until the answer is whole.
+    turn.setAttribute("aria-busy", "true");
     try {
       say("chat-status", "Assembling context…");
       // What Engram will put in front of the model: the same request as a dry run. A failed
@@ -489,7 +645,8 @@
         );
       }
       say("chat-status", "Streaming the answer…");
-      const response = await fetch(
+      turn.querySelector(".summary").textContent = "Waiting for the answer…";
+      const response = await reach(
         "/v1/chat/completions",
         requestInit("POST", { ...body, stream: true }, headers),
       );
@@ -498,49 +655,100 @@
       if (!turn.dataset.engram) {
         turn.querySelector(".summary").textContent = NO_MEMORY; // no engram chunk at all
       }
-      if (pause) showApproval(turn, pause, history, question);
+      if (pause) waiting = showApproval(turn, pause, history, question);
+      if (pause && chat.messages === history) {
+        chat.pause = pause;
+        saveChat();
+      }
       say("chat-status", pause ? "The agent waits for your approval." : "");
     } catch (error) {
       say("chat-status", error.message, true);
       answer.append(el("p", { class: "error", text: error.message }));
+      // It read "Preparing context…" for good: the turn failed, and what is listed beside it
+      // is the preview's, which no answer was given.
+      if (!turn.dataset.engram) turn.querySelector(".summary").textContent = FAILED;
     } finally {
+      turn.setAttribute("aria-busy", "false");
       if (state.content) history.push({ role: "assistant", content: state.content });
       // Nothing came back: the question is not part of the history. A paused run's question
       // is: its answer comes with the resume.
       else if (!pause) history.pop();
       chat.busy = false;
       $("chat-send").disabled = false;
-      input.focus();
+      // A paused run waits on Approve or Reject: the focus goes there, not back to the input.
+      (waiting ? waiting.querySelector("button") : input).focus();
     }
     loadMemories(); // the worker may have learnt something already
   }
 
+  // What was said here is remembered too (a past message beside another conversation's answer,
+  // the memories extracted from it): the conversation goes with what came from it alone, as
+  // DELETE /v1/conversations/{id} does; a new one starts.
+  async function deleteConversation() {
+    if (chat.busy) return say("chat-status", "Wait for the answer being streamed.", true);
+    const conversationId = chat.conversationId;
+    try {
+      const { counts } = await api(`/v1/conversations/${encodeURIComponent(conversationId)}`, { method: "DELETE" });
+      const messages = `${counts.messages} message${counts.messages === 1 ? "" : "s"}`;
+      const memories = `${counts.memories} ${counts.memories === 1 ? "memory" : "memories"}`;
+      newChat();
+      say("chat-status", `Deleted the conversation: ${messages}, and ${memories} taken from it alone.`);
+      loadMemories();
+    } catch (error) {
+      if (error.status !== 404) return say("chat-status", error.message, true);
+      newChat(); // nothing stored for it yet
+      say("chat-status", "Nothing of this conversation was stored.");
+    }
+    $("chat-input").focus();
+  }
+
   // ---- memories -----------------------------------------------------------------------------
 
+  // The list's cursor ("Show more" goes on from its last memory) and which list it is: a page
+  // asked for before the list was loaded again (the user id's change on leaving the field)
+  // would add the old list's next page to the new one.
+  const memoryPage = { after: "", list: 0 };
+
   function memoryItem(memory) {
-    const text = el("p", { class: "text", text: memory.text });
+    const text = el("p", { class: "text", text: memory.text, dir: "auto" });
     const meta = el("small", {
       text: [memory.kind, memory.event_date, "updated " + when(memory.updated_at)].filter(Boolean).join(" · "),
     });
-    const history = el("details", { class: "history" }, el("summary", { text: "History" }), el("ol"));
+    const history = el(
+      "details",
+      { class: "history" },
+      el("summary", { text: "History", "aria-label": "History of: " + named(memory.text) }),
+      el("ol"),
+    );
     history.addEventListener("toggle", () => history.open && loadHistory(memory.id, history));
+    // Where the memory came from: the messages it was extracted from (the API's `sources`).
+    const sources = memory.sources || [];
+    const from = sources.length
+      ? el(
+          "details",
+          { class: "sources-of" },
+          el("summary", { text: `Sources (${sources.length})`, "aria-label": `Sources (${sources.length}) of: ${named(memory.text)}` }),
+          el("ol"),
+        )
+      : el("small", { text: "No source message: added by hand, or its messages are gone." });
+    if (sources.length) from.addEventListener("toggle", () => from.open && loadSources(sources, from));
     // A search hit says why it was found, as a memory beside an answer says why it was used.
     const why = memory.why ? el("small", { class: "why", text: "Found by " + memory.why }) : null;
     const item = el("li", { "data-memory-id": memory.id }, text, meta, why);
     const edit = el("button", {
       type: "button",
-      "aria-label": "Edit memory: " + memory.text,
+      "aria-label": "Edit memory: " + named(memory.text),
       text: "Edit",
-      onclick: () => editMemory(memory, item),
+      onclick: () => editMemory(memory, item, edit),
     });
     const remove = el("button", {
       type: "button",
       class: "danger",
-      "aria-label": "Delete memory: " + memory.text,
+      "aria-label": "Delete memory: " + named(memory.text),
       text: "Delete",
       onclick: () => askFirst(remove, memory.text, () => deleteMemory(memory)),
     });
-    item.append(el("div", { class: "row" }, edit, remove), history);
+    item.append(el("div", { class: "row" }, edit, remove), from, history);
     return item;
   }
 
@@ -548,20 +756,34 @@
     return asked.user === userId() && asked.key === key();
   }
 
-  async function loadMemories() {
+  // The user's memories, a page of 100 at a time: "Show more" adds the next page (the 101st
+  // memory of 1,000 could only be found by a search).
+  async function loadMemories(more) {
     if (!key()) return;
+    more = more === true;
     // Another user's memories never stay on screen under this one's id (nor under none).
-    $("memory-list").replaceChildren();
+    if (!more) {
+      memoryPage.list += 1;
+      $("memory-list").replaceChildren();
+      $("memory-more").hidden = true;
+    }
     if (!userId()) return say("memory-status", "Set a user id to see its memories.");
-    const asked = { user: userId(), key: key() };
+    const asked = { user: userId(), key: key(), list: memoryPage.list };
     try {
-      const query = new URLSearchParams({ user_id: asked.user, limit: "100" });
-      const { data, has_more } = await api("/v1/memories?" + query);
+      const query = new URLSearchParams({ user_id: asked.user, limit: String(MEMORY_PAGE) });
+      if (more) query.set("after", memoryPage.after);
+      const { data, has_more, last_id } = await api("/v1/memories?" + query);
       // A list asked for before the user id or key changed (a turn's refresh, then "Forget
       // key") arrived after the change and filled the cleared list with the old user's.
-      if (!stillAsked(asked)) return;
-      $("memory-list").replaceChildren(...data.map(memoryItem));
-      say("memory-status", `${data.length}${has_more ? "+" : ""} memories of ${userId()}.`);
+      if (!stillAsked(asked) || asked.list !== memoryPage.list) return;
+      const items = data.map(memoryItem);
+      if (more) $("memory-list").append(...items);
+      else $("memory-list").replaceChildren(...items);
+      memoryPage.after = last_id || memoryPage.after;
+      $("memory-more").hidden = !has_more;
+      const shown = $("memory-list").children.length;
+      say("memory-status", `${shown}${has_more ? "+" : ""} memories of ${userId()}.`);
+      if (more && items.length) items[0].querySelector("button").focus(); // where the new ones begin
     } catch (error) {
       say("memory-status", error.message, true);
     }
@@ -578,38 +800,62 @@
         body: { user_id: asked.user, query, limit: 20 },
       });
       if (!stillAsked(asked)) return;
+      memoryPage.list += 1; // the list's cursor does not go on from a search
       $("memory-list").replaceChildren(...data.map(memoryItem));
+      $("memory-more").hidden = true;
       say("memory-status", `${data.length} results for “${query}”.`);
     } catch (error) {
       say("memory-status", error.message, true);
     }
   }
 
-  function editMemory(memory, item) {
-    const area = el("textarea", { rows: "2", "aria-label": "New text of the memory" });
+  // One form per memory; Cancel or Escape closes it and gives the focus back to Edit, Save
+  // shows the memory as saved in place (a reload of the list lost the pages past the first
+  // and the focus with them).
+  function editMemory(memory, item, button) {
+    const open = item.querySelector("form.edit");
+    if (open) return open.querySelector("textarea").focus();
+    const area = el("textarea", { rows: "2", dir: "auto", "aria-label": "New text of the memory" });
     area.value = memory.text;
+    const close = () => {
+      form.remove();
+      button.focus();
+    };
+    // A refusal is said in the form, by the text it is about: the panel's status line may be
+    // a hundred memories up, out of sight.
+    const problem = el("p", { class: "status error", role: "alert" });
     const form = el(
       "form",
-      { class: "stack" },
+      { class: "stack edit" },
       area,
+      problem,
       el(
         "div",
         { class: "row" },
         el("button", { type: "submit", text: "Save" }),
-        el("button", { type: "button", text: "Cancel", onclick: () => form.remove() }),
+        el("button", { type: "button", text: "Cancel", onclick: close }),
       ),
     );
+    form.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape") return;
+      event.preventDefault();
+      close();
+    });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       try {
-        await api(`/v1/memories/${encodeURIComponent(memory.id)}`, {
+        const saved = await api(`/v1/memories/${encodeURIComponent(memory.id)}`, {
           method: "PATCH",
           body: { text: area.value },
         });
+        const again = memoryItem(saved);
+        item.replaceWith(again);
+        again.querySelector("button").focus();
         say("memory-status", "Memory saved.");
-        await loadMemories();
       } catch (error) {
-        say("memory-status", error.message, true);
+        problem.textContent = error.message;
+        area.setAttribute("aria-invalid", "true");
+        area.focus();
       }
     });
     item.append(form);
@@ -617,66 +863,124 @@
   }
 
   // A deletion is for good, so Delete asks first, in place (as the admin's confirmation page
-  // does): only "Yes, delete" deletes; Cancel puts the Delete button back.
-  function askFirst(button, text, action) {
+  // does): only "Yes, delete" deletes; Cancel or Escape puts the Delete button back.
+  function askFirst(button, text, action, asked = "Delete this memory for good?") {
     const size = button.classList.contains("small") ? " small" : "";
     const done = () => {
       question.remove();
       button.hidden = false;
     };
+    const cancel = () => {
+      done();
+      button.focus();
+    };
     const yes = el("button", {
       type: "button",
       class: "danger" + size,
-      "aria-label": "Yes, delete: " + text,
+      "aria-label": "Yes, delete: " + named(text),
       text: "Yes, delete",
       onclick: () => {
         done();
         action();
       },
     });
-    const no = el("button", {
-      type: "button",
-      class: size.trim(),
-      text: "Cancel",
-      onclick: () => {
-        done();
-        button.focus();
-      },
-    });
+    const no = el("button", { type: "button", class: size.trim(), text: "Cancel", onclick: cancel });
     const question = el(
       "span",
-      { class: "confirm", role: "group", "aria-label": "Delete this memory for good?" },
+      { class: "confirm", role: "group", "aria-label": asked },
       el("span", { text: "Delete for good?" }),
       yes,
       no,
     );
+    question.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape") return;
+      event.preventDefault();
+      cancel();
+    });
     button.hidden = true;
     button.after(question);
     no.focus();
   }
 
-  async function deleteMemory(memory) {
+  // A deleted memory is said so everywhere it is shown: beside every answer it was given to
+  // (a Delete left there answered 404) and gone from the panel's list.
+  function memoryGone(memoryId) {
+    const id = CSS.escape(memoryId);
+    for (const row of document.querySelectorAll(`.memories-used li[data-memory-id="${id}"]`)) {
+      if (!row.classList.contains("deleted")) markDeleted(row);
+    }
+    const item = $("memory-list").querySelector(`li[data-memory-id="${id}"]`);
+    if (!item) return;
+    // the focus goes on to the next memory (else the one before, else the search box), not
+    // to the page's top
+    const next = item.nextElementSibling || item.previousElementSibling;
+    const focused = item.contains(document.activeElement) || document.activeElement === document.body;
+    item.remove();
+    if (focused) (next ? next.querySelector("button") : $("memory-query")).focus();
+  }
+
+  function markDeleted(row) {
+    row.classList.add("deleted");
+    for (const control of row.querySelectorAll("button, .confirm")) control.remove();
+    row.append(el("small", { text: "deleted" }));
+  }
+
+  // DELETE, with a 404 taken for what it means: the memory is gone already (deleted in another
+  // tab, by the admin, with its conversation). It was an error, and the memory stayed listed
+  // with its Delete, which answered 404 again.
+  async function forget(memoryId, text) {
+    let said = "Deleted";
     try {
-      await api(`/v1/memories/${encodeURIComponent(memory.id)}`, { method: "DELETE" });
-      say("memory-status", `Deleted: ${memory.text}`);
-      await loadMemories();
-      say("memory-status", `Deleted: ${memory.text}`);
+      await api(`/v1/memories/${encodeURIComponent(memoryId)}`, { method: "DELETE" });
+    } catch (error) {
+      if (error.status !== 404) throw error;
+      said = "Already deleted";
+    }
+    memoryGone(memoryId);
+    say("memory-status", `${said}: ${text}`);
+  }
+
+  async function deleteMemory(memory) {
+    await forget(memory.id, memory.text).catch((error) => say("memory-status", error.message, true));
+  }
+
+  async function deleteUsedMemory(memoryId, text, row) {
+    try {
+      await forget(memoryId, text);
+      row.tabIndex = -1; // its Delete is gone: the focus stays on the row that says so
+      row.focus();
     } catch (error) {
       say("memory-status", error.message, true);
     }
   }
 
-  async function deleteUsedMemory(memoryId, text, row) {
-    try {
-      await api(`/v1/memories/${encodeURIComponent(memoryId)}`, { method: "DELETE" });
-      row.classList.add("deleted");
-      row.querySelector("button")?.remove();
-      row.append(el("small", { text: "deleted" }));
-      await loadMemories();
-      say("memory-status", `Deleted: ${text}`);
-    } catch (error) {
-      say("memory-status", error.message, true);
-    }
+  async function loadSources(sources, details) {
+    const list = details.querySelector("ol");
+    const rows = await Promise.all(
+      sources.map(async (source) => {
+        const message = await sourceMessage(source).catch(() => null);
+        const where = `conversation ${source.conversation_id || "?"}, ${when(source.created_at)}`;
+        if (!message) return el("li", {}, el("small", { text: `message ${source.message_id} (${where}): no longer stored` }));
+        return el(
+          "li",
+          { "data-message-id": message.id },
+          el("blockquote", { text: textOf(message.content), dir: "auto" }),
+          el("small", { text: `${message.role === "user" ? "said by the user" : "said by " + message.role} in ${where}` }),
+        );
+      }),
+    );
+    list.replaceChildren(...rows);
+  }
+
+  // One message of a conversation by its id: the message just before it (newest first, after
+  // it), then the one after that (oldest first); the first message when none is before it.
+  async function sourceMessage(source) {
+    if (!source.conversation_id) return null;
+    const base = `/v1/conversations/${encodeURIComponent(source.conversation_id)}/messages?limit=1`;
+    const before = await api(`${base}&order=desc&after=${encodeURIComponent(source.message_id)}`);
+    const from = before.data.length ? `&after=${encodeURIComponent(before.data[0].id)}` : "";
+    const { data } = await api(`${base}&order=asc${from}`);
+    return data.length && data[0].id === source.message_id ? data[0] : null;
   }
 
   async function loadHistory(memoryId, details) {
@@ -706,7 +1010,8 @@
     const chosen = new Set(Array.from($("chat-collections").selectedOptions, (o) => o.value));
     const upload = $("upload-collection");
     const previous = upload.value;
-    const option = (c) => el("option", { value: c.id, text: `${c.name} (${c.document_count ?? 0} docs)` });
+    const docs = (n) => `${n} ${n === 1 ? "doc" : "docs"}`; // it read "(1 docs)"
+    const option = (c) => el("option", { value: c.id, text: `${c.name} (${docs(c.document_count ?? 0)})` });
     $("chat-collections").replaceChildren(...data.map(option));
     for (const o of $("chat-collections").options) o.selected = chosen.has(o.value);
     upload.replaceChildren(...data.map(option));
@@ -719,17 +1024,27 @@
     return el(
       "li",
       { "data-document-id": doc.id, "data-status": doc.status },
-      el("span", { text: doc.title || doc.filename || doc.id }),
+      el("span", { text: doc.title || doc.filename || doc.id, dir: "auto" }),
+      " ", // read aloud (and copied) as "office.md ready", not "office.mdready"
       el("span", { class: "badge " + doc.status, text: doc.status + progress }),
       doc.error ? el("small", { class: "error", text: doc.error }) : null,
     );
   }
 
+  let documentsLookAgain = 0;
+
   async function loadDocuments() {
+    clearTimeout(documentsLookAgain);
     const collection = $("upload-collection").value;
     if (!collection) return $("document-list").replaceChildren();
     const { data } = await api(`/v1/collections/${encodeURIComponent(collection)}/documents?limit=100`);
+    if ($("upload-collection").value !== collection) return; // another collection chosen meanwhile
     $("document-list").replaceChildren(...data.map(documentItem));
+    // A document still being read that this page did not upload (before a reload, in another
+    // tab, through the API) said "processing" for good: the list looks again until it is done.
+    if (data.some((doc) => doc.status === "queued" || doc.status === "processing")) {
+      documentsLookAgain = setTimeout(() => loadDocuments().catch(() => {}), 4 * POLL_MS);
+    }
   }
 
   async function createCollection(event) {
@@ -782,6 +1097,9 @@
     $("key-form").addEventListener("submit", useKey);
     $("key-forget").addEventListener("click", forgetKey);
     $("new-chat").addEventListener("click", newChat);
+    $("chat-delete").addEventListener("click", (event) =>
+      askFirst(event.currentTarget, "this conversation", deleteConversation, "Delete this conversation for good?"),
+    );
     $("chat-form").addEventListener("submit", send);
     $("chat-input").addEventListener("keydown", (event) => {
       // An Enter that ends an input method's composition (Japanese, Chinese, Korean) picks the
@@ -795,14 +1113,28 @@
       $("memory-query").value = "";
       loadMemories();
     });
-    $("user-id").addEventListener("change", loadMemories);
+    $("user-id").addEventListener("change", () => {
+      // A conversation is one user's: the next turn under another id was refused (403,
+      // "belongs to another user") until "New chat". Another user, another conversation.
+      if (chat.messages.length && !chat.busy) {
+        newChat();
+        say("chat-status", `New conversation, for ${userId() || "no user"}: a conversation is one user's.`);
+      }
+      saveChat();
+      loadMemories();
+    });
+    $("model").addEventListener("change", saveChat);
+    $("memory-more").addEventListener("click", () => loadMemories(true));
     $("collection-create-form").addEventListener("submit", createCollection);
     $("upload-form").addEventListener("submit", upload);
     $("upload-collection").addEventListener("change", () =>
       loadDocuments().catch((error) => say("collection-status", error.message, true)),
     );
-    newChat();
+    const saved = savedChat();
+    if (typeof saved.userId === "string") $("user-id").value = saved.userId;
+    if (saved.conversationId) startChat(saved.conversationId);
+    else newChat();
     showKeyState();
-    loadEverything();
+    loadEverything().then(() => key() && saved.conversationId && restoreChat(saved.conversationId, saved.pause));
   });
 })();
