@@ -1110,6 +1110,23 @@ def test_ipv6_forms_of_a_private_ipv4_address_are_refused(http, settings):
     assert http.post(f"/v1/agents/{agent}/tools", json=public).status_code == 201
 
 
+def test_a_tool_url_holding_credentials_is_refused_they_go_in_the_hidden_headers(http):
+    """A tool's URL is shown back on every read; its headers are stored encrypted and shown
+    masked. `https://user:s3cret@host/` was stored and read back whole."""
+    agent = make_agent(http)
+    for url in ("https://svc:s3cret@api.example.com/lookup", "https://token@api.example.com/"):
+        body = {"name": "t", "type": "http", "http": {"url": url}}
+        error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+        assert error["param"] == "http.url" and "s3cret" not in error["message"], error
+    plain = {"name": "t", "type": "http", "http": {"url": "https://api.example.com/lookup"}}
+    tool = http.post(f"/v1/agents/{agent}/tools", json=plain)
+    assert tool.status_code == 201, tool.text
+    moved = {"http": {"url": "https://svc:s3cret@api.example.com/lookup", "headers": {}}}
+    patched = http.patch(f"/v1/agents/{agent}/tools/{tool.json()['id']}", json=moved)
+    assert_envelope(patched, 400)
+    assert "s3cret" not in http.get(f"/v1/agents/{agent}/tools").text
+
+
 def test_tools_crud_hides_header_values(http, engram_server, outsider, tool_server):
     agent = make_agent(http)
     tool = make_tool(http, agent, tool_server.url + "/weather")

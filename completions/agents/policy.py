@@ -4,20 +4,20 @@ the API, the admin and the services (which call it); everything raises `Invalid`
 
 from __future__ import annotations
 
-import json
 import re
+from typing import cast
 
 from completions import validation
 from config.common.closed import unknown_fields_check
 from config.common.errors import ApiError, Invalid
 from config.common.ids import ID_RULE, is_id
+from config.common.jsonbody import metadata_problem
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 
 NAME_RULE = "1-64 characters of letters, digits and . _ -, starting with a letter or digit"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # NAME_RULE, in the OpenAPI document too
 _NAME = re.compile(NAME_PATTERN)
 MAX_INSTRUCTIONS_CHARS = 100_000
-MAX_METADATA_BYTES = 16 * 1024
 # The request parameters an agent may preset (the request's own values win). Each is checked by
 # completions.validation, the chat body's one validator.
 PARAMETERS = (
@@ -131,13 +131,10 @@ def collection_ids(value: object) -> list[str]:
 def metadata(value: object) -> dict:
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise Invalid("metadata must be a JSON object.", field="metadata")
-    if len(json.dumps(value)) > MAX_METADATA_BYTES:
-        raise Invalid(
-            f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON.", field="metadata"
-        )
-    return value
+    problem = metadata_problem(value)
+    if problem:
+        raise Invalid(problem, field="metadata")
+    return cast(dict, value)
 
 
 CHECKS = {

@@ -198,6 +198,14 @@ def http(value: Any) -> dict:
         raise Invalid("http.url has an invalid port.", field="http.url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
         raise Invalid("http.url must be an http(s) URL.", field="http.url")
+    if parts.username is not None or parts.password is not None:
+        # A URL is shown back on every read of the tool; its headers are stored encrypted and
+        # shown masked. Credentials in the URL were secrets in responses.
+        raise Invalid(
+            "http.url may not hold credentials (user:password@); give them as "
+            "http.headers.Authorization, which is stored encrypted and never shown back.",
+            field="http.url",
+        )
     try:
         # What the connection does with the name: an empty label or one over 63 characters
         # was stored, then raised a UnicodeError at every call of the tool.
