@@ -264,6 +264,8 @@ def count_message(
         tokens += counter(str(message["tool_call_id"]))
     if message.get("reasoning_details"):
         tokens += counter(reasoning_text(message))
+    if message.get("refusal"):  # a model's refusal, stored as its answer and sent back
+        tokens += counter(str(message["refusal"]))
     return tokens
 
 

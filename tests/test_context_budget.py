@@ -256,3 +256,13 @@ def test_a_claude_turns_reserve_is_the_max_tokens_anthropic_receives(http, upstr
     budget = preview["budget"]
     assert budget["reserved_for_completion"] >= sent
     assert budget["available"] <= budget["context_window"] - sent
+
+
+def test_a_stored_refusal_counts_its_words():
+    """A refusal (content null, its words in `refusal`) is stored as the answer and sent back
+    as history: uncounted, a long one slipped past the context window's check."""
+    words = "I can't help with that request, as it asks for something I must not do. " * 40
+    refusal = {"role": "assistant", "content": None, "refusal": words}
+    silent = {"role": "assistant", "content": None}
+    assert count_message(refusal) - count_message(silent) >= len(words) // 8
+    assert count_messages([refusal]) > count_messages([{"role": "assistant", "content": "ok"}])
