@@ -127,7 +127,7 @@
   }
 
   // One page of a list of the API, the one after `after` (the first without it): the one place
-  // that knows the list's cursor.
+  // that knows the list's cursor, for the lists shown a page at a time and the walks below.
   function listPage(path, after) {
     const query = new URLSearchParams({ limit: String(PAGE) });
     if (after) query.set("after", after);
@@ -303,7 +303,8 @@
     if (chat.conversationId !== conversationId || chat.messages.length) return; // moved on meanwhile
     const said = data.reverse().filter((m) => ["user", "assistant"].includes(m.role) && textOf(m.content));
     const recalled = said.flatMap((m) => (m.recalled || []).filter((r) => r.type === "memory"));
-    const texts = await memoryTexts(recalled.map((r) => r.id));
+    const pastIds = said.flatMap((m) => (m.recalled || []).filter((r) => r.type === "message").map((r) => r.id));
+    const [texts, pastTexts] = await Promise.all([memoryTexts(recalled.map((r) => r.id)), messageTexts(pastIds)]);
     if (chat.conversationId !== conversationId || chat.messages.length) return;
     for (const message of said) {
       const text = textOf(message.content);
@@ -321,7 +322,10 @@
         memories.map((r) => ({ id: r.id, why: r.why, text: texts.get(r.id) ?? r.id, deleted: !texts.has(r.id) })),
       );
       const messages = (message.recalled || []).filter((r) => r.type === "message");
-      renderMessagesUsed(turn, messages.map((r) => ({ id: r.id, why: r.why, text: "message " + r.id })));
+      renderMessagesUsed(
+        turn,
+        messages.map((r) => ({ id: r.id, why: r.why, text: pastTexts.get(r.id) ?? "", deleted: !pastTexts.has(r.id) })),
+      );
       turn.querySelector(".blocks").hidden = true; // not kept: the preview's figures
       turn.querySelector(".blocks").previousElementSibling.hidden = true;
       turn.querySelector(".sources").append(el("li", { class: "none", text: "not kept" }));
@@ -362,6 +366,44 @@
       }),
     );
     return texts;
+  }
+
+  // id -> text of the user's past messages. An answer keeps only their ids (Message.recalled),
+  // and it showed "message msg_…" after a reload: no API reads one message by its id, so the
+  // user's conversations (the page's user, as the memories are), newest first, are read a page
+  // at a time until every id is found. Not found: deleted since.
+  async function messageTexts(ids) {
+    const texts = new Map();
+    const wanted = new Set(ids);
+    const user = userId();
+    if (!wanted.size || !user) return texts;
+    const conversations = `/v1/conversations?user_id=${encodeURIComponent(user)}`;
+    try {
+      for await (const conversation of everyEntry(conversations, () => wanted.size > 0)) {
+        const messages = `/v1/conversations/${encodeURIComponent(conversation.id)}/messages?order=desc`;
+        try {
+          for await (const message of everyEntry(messages, () => wanted.size > 0)) {
+            if (wanted.delete(message.id)) texts.set(message.id, textOf(message.content));
+          }
+        } catch (error) {
+          if (error.status !== 404) throw error; // 404: deleted since it was listed
+        }
+      }
+    } catch (error) {
+      for (const id of wanted) texts.set(id, "message " + id); // not known to be gone: its id
+    }
+    return texts;
+  }
+
+  // Every entry of a list of the API, a page at a time while `going()` says so.
+  async function* everyEntry(path, going) {
+    let after = "";
+    while (going()) {
+      const { data, has_more, last_id } = await listPage(path, after);
+      yield* data;
+      if (!has_more || !last_id) return;
+      after = last_id;
+    }
   }
 
   function addUserTurn(text) {
@@ -417,14 +459,16 @@
   function renderMessagesUsed(turn, used) {
     const list = turn.querySelector(".messages-used");
     list.replaceChildren(
-      ...used.map((item) =>
-        el(
+      ...used.map((item) => {
+        const row = el(
           "li",
           { "data-message-id": item.id },
           el("span", { text: (item.line || item.text || "").replace(/^- /, ""), dir: "auto" }),
           el("small", { text: item.why || "" }),
-        ),
-      ),
+        );
+        if (item.deleted) markDeleted(row);
+        return row;
+      }),
     );
     if (!used.length) list.append(el("li", { class: "none", text: "none" }));
   }
