@@ -353,58 +353,25 @@
     return content.filter((part) => part && part.type === "text").map((part) => part.text).join("\n");
   }
 
-  // id -> text of the memories that still exist (one request each, each id once).
-  async function memoryTexts(ids) {
+  // id -> text of the memories (or past messages) that still exist, one request each, each id
+  // once: /v1/memories/{id}, /v1/messages/{id} (an answer keeps only their ids, Message.recalled).
+  // A 404: deleted since, left out; another failure: its id, as it is, not known to be gone.
+  async function textsById(ids, path, textOfBody) {
     const texts = new Map();
     await Promise.all(
       [...new Set(ids)].map(async (id) => {
         try {
-          texts.set(id, (await api(`/v1/memories/${encodeURIComponent(id)}`)).text);
+          texts.set(id, textOfBody(await api(`${path}/${encodeURIComponent(id)}`)));
         } catch (error) {
-          if (error.status !== 404) texts.set(id, id); // not known to be gone: its id, as it is
+          if (error.status !== 404) texts.set(id, id);
         }
       }),
     );
     return texts;
   }
 
-  // id -> text of the user's past messages. An answer keeps only their ids (Message.recalled),
-  // and it showed "message msg_…" after a reload: no API reads one message by its id, so the
-  // user's conversations (the page's user, as the memories are), newest first, are read a page
-  // at a time until every id is found. Not found: deleted since.
-  async function messageTexts(ids) {
-    const texts = new Map();
-    const wanted = new Set(ids);
-    const user = userId();
-    if (!wanted.size || !user) return texts;
-    const conversations = `/v1/conversations?user_id=${encodeURIComponent(user)}`;
-    try {
-      for await (const conversation of everyEntry(conversations, () => wanted.size > 0)) {
-        const messages = `/v1/conversations/${encodeURIComponent(conversation.id)}/messages?order=desc`;
-        try {
-          for await (const message of everyEntry(messages, () => wanted.size > 0)) {
-            if (wanted.delete(message.id)) texts.set(message.id, textOf(message.content));
-          }
-        } catch (error) {
-          if (error.status !== 404) throw error; // 404: deleted since it was listed
-        }
-      }
-    } catch (error) {
-      for (const id of wanted) texts.set(id, "message " + id); // not known to be gone: its id
-    }
-    return texts;
-  }
-
-  // Every entry of a list of the API, a page at a time while `going()` says so.
-  async function* everyEntry(path, going) {
-    let after = "";
-    while (going()) {
-      const { data, has_more, last_id } = await listPage(path, after);
-      yield* data;
-      if (!has_more || !last_id) return;
-      after = last_id;
-    }
-  }
+  const memoryTexts = (ids) => textsById(ids, "/v1/memories", (memory) => memory.text);
+  const messageTexts = (ids) => textsById(ids, "/v1/messages", (message) => textOf(message.content));
 
   function addUserTurn(text) {
     const item = el(
