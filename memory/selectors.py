@@ -129,6 +129,16 @@ def message_list(*, workspace: Workspace, conversation: Conversation) -> QuerySe
     )
 
 
+def message_get(*, workspace: Workspace, message_id: str, user_id: str | None = None) -> Message:
+    """One message by Engram's id, in `workspace` (and of `user_id`, for an end user's token);
+    Message.DoesNotExist (a 404) when there is none. A recalled message (Message.recalled names
+    ids) is read by it."""
+    qs = Message.objects.filter(workspace=workspace, id=message_id)
+    if user_id is not None:
+        qs = qs.filter(user_id=user_id)
+    return qs.select_related("conversation", "session").get()
+
+
 def session_current(*, workspace: Workspace, conversation: Conversation) -> Session | None:
     return (
         Session.objects.filter(workspace=workspace, conversation=conversation)

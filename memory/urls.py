@@ -16,6 +16,7 @@ urlpatterns = [
     path("users/<user:user_id>/export", user_apis.UserExportApi.as_view()),
     path("conversations", conversation_apis.ConversationListApi.as_view()),
     path("conversations/<id:conversation_id>", conversation_apis.ConversationDetailApi.as_view()),
+    path("messages/<id:message_id>", conversation_apis.MessageDetailApi.as_view()),
     path(
         "conversations/<id:conversation_id>/messages",
         conversation_apis.ConversationMessagesApi.as_view(),

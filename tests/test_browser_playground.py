@@ -511,6 +511,39 @@ def test_a_document_still_being_read_after_a_reload_is_seen_to_get_ready(
     expect(row.locator(".badge")).to_have_text("ready")
 
 
+def test_past_the_first_hundred_documents_show_more_lists_the_rest(
+    page, engram_server, owner, http, upstream
+):
+    """A collection's document list showed its first 100 documents and nothing said there
+    were more: the 101st of a 130-document collection was never seen."""
+    from memory.knowledge.models import Document
+
+    _, key = owner
+    collection = http.post("/v1/collections", json={"name": "Archive"}).json()
+    for i in range(130):
+        made = http.post(
+            f"/v1/collections/{collection['id']}/documents",
+            files={"file": (f"note-{i:03}.md", f"# Note {i}\n\nNumber {i}.\n".encode())},
+        )
+        assert made.status_code in (201, 202), made.text
+    open_playground(page, engram_server, key, "dm")
+    rows = page.locator("#document-list > li")
+    expect(rows).to_have_count(100)
+    more = page.get_by_role("button", name="Show more documents")
+    more.click()
+    expect(rows).to_have_count(130)
+    expect(more).to_be_hidden()
+    titles = rows.locator("span:not(.badge)").all_inner_texts()
+    assert sorted(titles) == [f"note-{i:03}.md" for i in range(130)]  # each once, the first too
+    expect(rows.nth(100)).to_be_focused()  # where the new ones begin
+    # Still being read (no worker here), looked at again: the first page's redrawn in place,
+    # the pages past it stay.
+    newest = rows.first.get_attribute("data-document-id")
+    Document.objects.filter(pk=newest).update(status="ready")  # as the worker does
+    expect(rows.first.locator(".badge")).to_have_text("ready")
+    expect(rows).to_have_count(130)
+
+
 def test_another_user_id_starts_another_conversation(page, engram_server, owner, http, upstream):
     """Changing the user id mid-conversation made every next turn a 403 ("Conversation … belongs
     to another user of this workspace") until "New chat" was pressed, which nothing said."""

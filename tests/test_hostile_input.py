@@ -160,6 +160,7 @@ def _routes(world: dict) -> list[Route]:
             },
             ids={"conversation_id": conv},
         ),
+        Route("GET", "/v1/messages/{message_id}", ids={"message_id": world["message"]}),
         Route("GET", "/v1/collections", query=page),
         Route("POST", "/v1/collections", {"name": "c", "description": "d", "metadata": {"k": "v"}}),
         Route(
@@ -536,7 +537,7 @@ def world(http, operator_http, owner, upstream, celery_worker) -> dict:
         return resp.json()
 
     memory = ok(http.post("/v1/memories", json={"user_id": USER, "text": "likes tea"}))["id"]
-    ok(
+    imported = ok(
         http.post(
             "/v1/conversations/conv_h/messages",
             json={"user_id": USER, "messages": [{"role": "user", "content": "hi"}]},
@@ -554,6 +555,7 @@ def world(http, operator_http, owner, upstream, celery_worker) -> dict:
         "issuer": issuer,
         "memory": memory,
         "conversation": "conv_h",
+        "message": imported["data"][0]["id"],
         "collection": col,
         "doc": doc,
         "workspace": ws,
@@ -902,7 +904,16 @@ def test_the_sweep_sends_every_operation_of_the_openapi_document(anon_http):
 
     world = {
         k: f"{k}_x"
-        for k in ("memory", "conversation", "collection", "doc", "workspace", "key", "agent")
+        for k in (
+            "memory",
+            "conversation",
+            "message",
+            "collection",
+            "doc",
+            "workspace",
+            "key",
+            "agent",
+        )
     }
     world |= {"tool": "tool_x", "issuer": "issuer_x"}
     swept: dict[tuple[str, str], set[str]] = {}

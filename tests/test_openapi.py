@@ -164,6 +164,7 @@ def seeded(http, owner, operator_http):
         "execution_id": execution,
         "memory_id": memory.json()["id"],
         "conversation_id": "c1",
+        "message_id": imported.json()["data"][0]["id"],
         "user_id": "alice",
         "collection_id": collection.json()["id"],
         "document_id": document.json()["id"],

@@ -41,6 +41,7 @@ def owned(http, owner):
     return {
         "memory": memory.json()["id"],
         "conversation": Conversation.objects.get(external_id="c-alice").id,
+        "message": imported.json()["data"][0]["id"],
         "collection": collection["id"],
         "document": document["id"],
         "issuer": issuer.json()["id"],
@@ -61,6 +62,7 @@ def _routes(ids: dict) -> list[tuple[str, str, dict | None]]:
         ("DELETE", f"/v1/memories/{m}", None),
         ("GET", f"/v1/conversations/{c}", None),
         ("GET", f"/v1/conversations/{c}/messages", None),
+        ("GET", f"/v1/messages/{ids['message']}", None),
         ("DELETE", f"/v1/conversations/{c}", None),
         ("GET", f"/v1/collections/{col}", None),
         ("PATCH", f"/v1/collections/{col}", {"name": "Changed"}),
@@ -145,3 +147,24 @@ def test_an_end_user_token_reaches_none_of_the_workspace_level_routes(
         # x-collection-ids and /v1/search's chunks (README, End users); managing them is not.
         search = {"query": "gate", "collection_ids": [owned["collection"]]}
         assert alice.post("/v1/collections/search", json=search).status_code == 200
+
+
+def test_a_message_is_read_by_its_id_by_its_workspace_and_its_own_user_only(
+    http, engram_server, owned
+):
+    """GET /v1/messages/{id}: what an answer's `recalled` names, read back (the playground
+    shows the text of the past messages an answer was given). A token reads its own user's
+    messages only; another user's is answered as an id that does not exist."""
+    message = owned["message"]
+    read = http.get(f"/v1/messages/{message}")
+    assert read.status_code == 200, read.text
+    assert read.json()["content"] == "I moved to Oslo"
+    assert read.json()["conversation_id"] == "c-alice"
+    for user, status in (("alice", 200), ("bob", 404)):
+        headers = {"Authorization": f"Bearer {hs256(SECRET, user)}"}
+        with httpx.Client(base_url=engram_server.url, headers=headers, timeout=30) as token:
+            response = token.get(f"/v1/messages/{message}")
+            assert response.status_code == status, f"{user}: {response.text}"
+            if status == 404:
+                unknown = token.get(f"/v1/messages/msg_{MISSING}")
+                assert _error(response) == _error(unknown)

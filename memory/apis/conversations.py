@@ -148,3 +148,23 @@ class ConversationMessagesApi(APIView):
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+class MessageDetailApi(APIView):
+    permission_classes = [EndUserAllowed]
+
+    @extend_schema(
+        summary="One message by its id",
+        description="As the conversation's messages list it; an answer's `recalled` names its "
+        "past messages by these ids.",
+        tags=["conversations"],
+        parameters=[
+            OpenApiParameter("message_id", str, OpenApiParameter.PATH, description="`msg_...`")
+        ],
+        responses=docs.MessageSerializer,
+    )
+    def get(self, request, message_id: str):
+        message = selectors.message_get(
+            workspace=request.workspace, message_id=message_id, user_id=end_user(request)
+        )
+        return Response(message_body(message))

@@ -11,7 +11,7 @@
   const NO_MEMORY = "No memory for this turn (no user id).";
   const FAILED = "No answer: the request failed. Listed below: the preview made before it.";
   const POLL_MS = 500;
-  const MEMORY_PAGE = 100;
+  const PAGE = 100; // the API's largest page
   const $ = (id) => document.getElementById(id);
 
   const chat = {
@@ -126,6 +126,48 @@
     return response.json();
   }
 
+  // One page of a list of the API, the one after `after` (the first without it): the one place
+  // that knows the list's cursor, for the lists shown a page at a time and the walks below.
+  function listPage(path, after) {
+    const query = new URLSearchParams({ limit: String(PAGE) });
+    if (after) query.set("after", after);
+    return api(path + (path.includes("?") ? "&" : "?") + query);
+  }
+
+  // A list on screen a page at a time (the memories, a collection's documents): "Show more"
+  // adds the next page after the last one shown; the 101st of 1,000 could be found by a
+  // search only, or not at all. `list` counts the lists loaded: a page asked for before the
+  // list was loaded again (another user id, another collection) is not added to the new one.
+  function pager(listId, moreId) {
+    return { listId, moreId, after: "", list: 0 };
+  }
+
+  function resetPager(pages) {
+    pages.list += 1;
+    $(pages.listId).replaceChildren();
+    $(pages.moreId).hidden = true;
+  }
+
+  // The next page of `pages` (the first after resetPager) from `path`, each entry drawn by
+  // `item`; null when the list was loaded again meanwhile or `current()` says it is not the
+  // one asked for any more. The focus goes where the new entries begin when `more`.
+  async function showPage(pages, { path, item, more = false, current = () => true }) {
+    const asked = pages.list;
+    const { data, has_more, last_id } = await listPage(path, more ? pages.after : "");
+    if (!current() || asked !== pages.list) return null;
+    const items = data.map(item);
+    $(pages.listId).append(...items);
+    pages.after = last_id || pages.after;
+    $(pages.moreId).hidden = !has_more;
+    if (more && items.length) (items[0].querySelector("button") || focusable(items[0])).focus();
+    return { data, hasMore: has_more };
+  }
+
+  function focusable(node) {
+    node.tabIndex = -1;
+    return node;
+  }
+
   function chatHeaders() {
     const headers = { "x-conversation-id": chat.conversationId };
     if (userId()) headers["x-user-id"] = userId();
@@ -182,6 +224,8 @@
       $(id).replaceChildren();
     }
     $("memory-more").hidden = true;
+    $("document-more").hidden = true;
+    clearTimeout(documentsLookAgain);
     say("memory-status", "");
     // and the chat: its answers and the memories beside them stayed on screen, and a reload
     // brought the conversation back under the next key
@@ -259,7 +303,8 @@
     if (chat.conversationId !== conversationId || chat.messages.length) return; // moved on meanwhile
     const said = data.reverse().filter((m) => ["user", "assistant"].includes(m.role) && textOf(m.content));
     const recalled = said.flatMap((m) => (m.recalled || []).filter((r) => r.type === "memory"));
-    const texts = await memoryTexts(recalled.map((r) => r.id));
+    const pastIds = said.flatMap((m) => (m.recalled || []).filter((r) => r.type === "message").map((r) => r.id));
+    const [texts, pastTexts] = await Promise.all([memoryTexts(recalled.map((r) => r.id)), messageTexts(pastIds)]);
     if (chat.conversationId !== conversationId || chat.messages.length) return;
     for (const message of said) {
       const text = textOf(message.content);
@@ -277,7 +322,10 @@
         memories.map((r) => ({ id: r.id, why: r.why, text: texts.get(r.id) ?? r.id, deleted: !texts.has(r.id) })),
       );
       const messages = (message.recalled || []).filter((r) => r.type === "message");
-      renderMessagesUsed(turn, messages.map((r) => ({ id: r.id, why: r.why, text: "message " + r.id })));
+      renderMessagesUsed(
+        turn,
+        messages.map((r) => ({ id: r.id, why: r.why, text: pastTexts.get(r.id) ?? "", deleted: !pastTexts.has(r.id) })),
+      );
       turn.querySelector(".blocks").hidden = true; // not kept: the preview's figures
       turn.querySelector(".blocks").previousElementSibling.hidden = true;
       turn.querySelector(".sources").append(el("li", { class: "none", text: "not kept" }));
@@ -305,20 +353,25 @@
     return content.filter((part) => part && part.type === "text").map((part) => part.text).join("\n");
   }
 
-  // id -> text of the memories that still exist (one request each, each id once).
-  async function memoryTexts(ids) {
+  // id -> text of the memories (or past messages) that still exist, one request each, each id
+  // once: /v1/memories/{id}, /v1/messages/{id} (an answer keeps only their ids, Message.recalled).
+  // A 404: deleted since, left out; another failure: its id, as it is, not known to be gone.
+  async function textsById(ids, path, textOfBody) {
     const texts = new Map();
     await Promise.all(
       [...new Set(ids)].map(async (id) => {
         try {
-          texts.set(id, (await api(`/v1/memories/${encodeURIComponent(id)}`)).text);
+          texts.set(id, textOfBody(await api(`${path}/${encodeURIComponent(id)}`)));
         } catch (error) {
-          if (error.status !== 404) texts.set(id, id); // not known to be gone: its id, as it is
+          if (error.status !== 404) texts.set(id, id);
         }
       }),
     );
     return texts;
   }
+
+  const memoryTexts = (ids) => textsById(ids, "/v1/memories", (memory) => memory.text);
+  const messageTexts = (ids) => textsById(ids, "/v1/messages", (message) => textOf(message.content));
 
   function addUserTurn(text) {
     const item = el(
@@ -373,14 +426,16 @@
   function renderMessagesUsed(turn, used) {
     const list = turn.querySelector(".messages-used");
     list.replaceChildren(
-      ...used.map((item) =>
-        el(
+      ...used.map((item) => {
+        const row = el(
           "li",
           { "data-message-id": item.id },
           el("span", { text: (item.line || item.text || "").replace(/^- /, ""), dir: "auto" }),
           el("small", { text: item.why || "" }),
-        ),
-      ),
+        );
+        if (item.deleted) markDeleted(row);
+        return row;
+      }),
     );
     if (!used.length) list.append(el("li", { class: "none", text: "none" }));
   }
@@ -707,7 +762,7 @@
   // The list's cursor ("Show more" goes on from its last memory) and which list it is: a page
   // asked for before the list was loaded again (the user id's change on leaving the field)
   // would add the old list's next page to the new one.
-  const memoryPage = { after: "", list: 0 };
+  const memoryPages = pager("memory-list", "memory-more");
 
   function memoryItem(memory) {
     const text = el("p", { class: "text", text: memory.text, dir: "auto" });
@@ -762,28 +817,21 @@
     if (!key()) return;
     more = more === true;
     // Another user's memories never stay on screen under this one's id (nor under none).
-    if (!more) {
-      memoryPage.list += 1;
-      $("memory-list").replaceChildren();
-      $("memory-more").hidden = true;
-    }
+    if (!more) resetPager(memoryPages);
     if (!userId()) return say("memory-status", "Set a user id to see its memories.");
-    const asked = { user: userId(), key: key(), list: memoryPage.list };
+    const asked = { user: userId(), key: key() };
     try {
-      const query = new URLSearchParams({ user_id: asked.user, limit: String(MEMORY_PAGE) });
-      if (more) query.set("after", memoryPage.after);
-      const { data, has_more, last_id } = await api("/v1/memories?" + query);
       // A list asked for before the user id or key changed (a turn's refresh, then "Forget
       // key") arrived after the change and filled the cleared list with the old user's.
-      if (!stillAsked(asked) || asked.list !== memoryPage.list) return;
-      const items = data.map(memoryItem);
-      if (more) $("memory-list").append(...items);
-      else $("memory-list").replaceChildren(...items);
-      memoryPage.after = last_id || memoryPage.after;
-      $("memory-more").hidden = !has_more;
+      const page = await showPage(memoryPages, {
+        path: `/v1/memories?user_id=${encodeURIComponent(asked.user)}`,
+        item: memoryItem,
+        more,
+        current: () => stillAsked(asked),
+      });
+      if (!page) return;
       const shown = $("memory-list").children.length;
-      say("memory-status", `${shown}${has_more ? "+" : ""} memories of ${userId()}.`);
-      if (more && items.length) items[0].querySelector("button").focus(); // where the new ones begin
+      say("memory-status", `${shown}${page.hasMore ? "+" : ""} memories of ${userId()}.`);
     } catch (error) {
       say("memory-status", error.message, true);
     }
@@ -800,7 +848,7 @@
         body: { user_id: asked.user, query, limit: 20 },
       });
       if (!stillAsked(asked)) return;
-      memoryPage.list += 1; // the list's cursor does not go on from a search
+      memoryPages.list += 1; // the list's cursor does not go on from a search
       $("memory-list").replaceChildren(...data.map(memoryItem));
       $("memory-more").hidden = true;
       say("memory-status", `${data.length} results for “${query}”.`);
@@ -1032,19 +1080,46 @@
   }
 
   let documentsLookAgain = 0;
+  const documentPages = pager("document-list", "document-more");
 
-  async function loadDocuments() {
-    clearTimeout(documentsLookAgain);
+  // A collection's documents, a page of 100 at a time ("Show more documents" adds the next).
+  async function loadDocuments(more) {
+    more = more === true;
     const collection = $("upload-collection").value;
-    if (!collection) return $("document-list").replaceChildren();
-    const { data } = await api(`/v1/collections/${encodeURIComponent(collection)}/documents?limit=100`);
-    if ($("upload-collection").value !== collection) return; // another collection chosen meanwhile
-    $("document-list").replaceChildren(...data.map(documentItem));
-    // A document still being read that this page did not upload (before a reload, in another
-    // tab, through the API) said "processing" for good: the list looks again until it is done.
-    if (data.some((doc) => doc.status === "queued" || doc.status === "processing")) {
-      documentsLookAgain = setTimeout(() => loadDocuments().catch(() => {}), 4 * POLL_MS);
+    if (!more) {
+      clearTimeout(documentsLookAgain);
+      resetPager(documentPages);
     }
+    if (!collection) return;
+    const path = `/v1/collections/${encodeURIComponent(collection)}/documents`;
+    const page = await showPage(documentPages, {
+      path,
+      item: documentItem,
+      more,
+      current: () => $("upload-collection").value === collection, // another one chosen meanwhile
+    });
+    if (!page) return;
+    // A document still being read that this page did not upload (before a reload, in another
+    // tab, through the API) said "processing" for good: the first page is read again until its
+    // documents are done, each shown one redrawn in place (the pages past it stay).
+    if (!more) lookAgain(path, documentPages.list);
+  }
+
+  function lookAgain(path, list) {
+    const reading = (doc) => doc.status === "queued" || doc.status === "processing";
+    const shown = () => Array.from($("document-list").children);
+    if (!shown().some((row) => reading(row.dataset))) return;
+    documentsLookAgain = setTimeout(async () => {
+      try {
+        const { data } = await listPage(path, "");
+        if (list !== documentPages.list) return; // the list was loaded again meanwhile
+        const rows = new Map(shown().map((row) => [row.dataset.documentId, row]));
+        for (const doc of data) rows.get(doc.id)?.replaceWith(documentItem(doc));
+        if (data.some(reading)) lookAgain(path, list);
+      } catch (_) {
+        // looked at again on the next load
+      }
+    }, 4 * POLL_MS);
   }
 
   async function createCollection(event) {
@@ -1129,6 +1204,9 @@
     $("upload-form").addEventListener("submit", upload);
     $("upload-collection").addEventListener("change", () =>
       loadDocuments().catch((error) => say("collection-status", error.message, true)),
+    );
+    $("document-more").addEventListener("click", () =>
+      loadDocuments(true).catch((error) => say("collection-status", error.message, true)),
     );
     const saved = savedChat();
     if (typeof saved.userId === "string") $("user-id").value = saved.userId;
