@@ -108,9 +108,9 @@ def turn(workspace, conversation: str, text: str) -> ProcessingJob:
     return job
 
 
-def mark(broker: redis.Redis, workspace, ttl_ms: int | None = None) -> None:
+def mark(broker: redis.Redis, workspace) -> None:
     """A pending mark for the workspace's extraction whose task was lost (never queued)."""
-    broker.set(f"engram:pending:memory.extract:w:{workspace.id}", "1", px=ttl_ms)
+    broker.set(f"engram:pending:memory.extract:w:{workspace.id}", "1", px=60_000)
 
 
 def test_a_backlog_of_turns_sends_one_task_a_unit_and_every_job_is_done(
@@ -195,7 +195,7 @@ def test_a_mark_whose_task_was_lost_is_overridden_by_the_sweep(
     from memory.services.sweep import jobs_sweep
 
     workspace, _ = owner
-    mark(broker, workspace)  # its TTL: 60 s (the grace)
+    mark(broker, workspace)
     job = turn(workspace, "ana", "I live in Lisbon.")
     assert queued(broker)["memory.extract"] == 0
 
@@ -211,18 +211,24 @@ def test_a_mark_whose_task_was_lost_is_overridden_by_the_sweep(
         assert all_done(ProcessingJob.objects.filter(id=job.id))
 
 
-def test_a_mark_whose_task_was_lost_lapses_and_the_next_turn_sends(owner, broker, offline):
-    """The mark's TTL bounds a lost task without the sweep: the first turn after it sends, and
-    its task claims the jobs queued meanwhile."""
+def test_a_mark_whose_task_was_lost_lapses_and_the_next_turn_sends(
+    owner, broker, offline, settings
+):
+    """The mark's TTL (the grace) bounds a lost task without the sweep: the first turn after it
+    sends, and its task claims the jobs queued meanwhile."""
+    from config.celery import app
+
+    settings.ENGRAM_JOB_GRACE_SECONDS = 1
     workspace, _ = owner
-    mark(broker, workspace, ttl_ms=1000)
     first = turn(workspace, "ana", "I live in Lisbon.")
+    app.control.purge()  # its message lost; its mark stays
+    second = turn(workspace, "ben", "I work at Acme.")
     assert queued(broker)["memory.extract"] == 0
     time.sleep(1.2)
-    second = turn(workspace, "ben", "I work at Acme.")
+    third = turn(workspace, "cy", "I have a cat.")
     assert queued(broker)["memory.extract"] == 1
     with worker():
-        assert all_done(ProcessingJob.objects.filter(id__in=[first.id, second.id]))
+        assert all_done(ProcessingJob.objects.filter(id__in=[first.id, second.id, third.id]))
 
 
 def test_a_title_task_is_not_sent_again_while_one_waits(
