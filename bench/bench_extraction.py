@@ -220,6 +220,15 @@ def one_turn_jobs(
     }
 
 
+def broker_sends() -> int:
+    """Messages published to the broker so far: Redis' LPUSH count (one a task sent)."""
+    import redis
+    from django.conf import settings
+
+    stats = redis.Redis.from_url(settings.CELERY_BROKER_URL).info("commandstats")
+    return int(stats.get("cmdstat_lpush", {}).get("calls", 0))
+
+
 def lag(
     database_url: str,
     workspace,
@@ -253,6 +262,7 @@ def lag(
             for u in range(users)
         ]
         count = int(rate * seconds)
+        sends_before = broker_sends()
         began = time.monotonic()
         for i in range(count):
             time.sleep(max(0.0, began + i / rate - time.monotonic()))
@@ -287,6 +297,8 @@ def lag(
             "lag_p50_s": round(statistics.median(lags), 3),
             "lag_p95_s": round(percentile(lags, 0.95), 3),
             "lag_max_s": round(max(lags), 3),
+            # every task sent while the worker caught up (the sweep's ~1 each 5 s beside them)
+            "tasks_sent": broker_sends() - sends_before,
         }
     finally:
         worker.send_signal(signal.SIGTERM)
