@@ -374,7 +374,8 @@ def main() -> int:
         print(
             f"lag at {lg['rate_turns_per_s']} turns/s for {lg['offered_seconds']} s, one worker "
             f"process: p50 {lg['lag_p50_s']} s, p95 {lg['lag_p95_s']} s, max {lg['lag_max_s']} s "
-            f"({lg['jobs']} jobs; target p95 <= 2 s); {machine.line(steal=steal)}"
+            f"({lg['jobs']} jobs; target p95 <= 2 s); {lg['tasks_sent']} tasks sent; "
+            f"{machine.line(steal=steal)}"
         )
     calibration = machine.calibration_ms()
     results["machine_after"] = machine.describe(calibration)
