@@ -229,6 +229,18 @@ def broker_sends() -> int:
     return int(stats.get("cmdstat_lpush", {}).get("calls", 0))
 
 
+def _marks_cleared() -> None:
+    """Delete config.coalesce's pending marks: the throughput half sent tasks (a mark each)
+    that no worker ran and the purge dropped, and a mark left outlives its message by up to
+    its TTL (the grace, 15 s), all that time the lag half's turns sending nothing."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter("engram:pending:*"):
+        client.delete(key)
+
+
 def lag(
     database_url: str,
     workspace,
@@ -243,6 +255,7 @@ def lag(
     from memory.services import conversation_get_or_create, messages_import
 
     app.control.purge()
+    _marks_cleared()  # their messages just purged: marks left would hold the turns' sends
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "memory", "-P", "solo",
          "-c", "1", "--loglevel", "WARNING", "-n", f"bench-extraction-{os.getpid()}@%h"],
