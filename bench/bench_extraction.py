@@ -220,6 +220,27 @@ def one_turn_jobs(
     }
 
 
+def broker_sends() -> int:
+    """Messages published to the broker so far: Redis' LPUSH count (one a task sent)."""
+    import redis
+    from django.conf import settings
+
+    stats = redis.Redis.from_url(settings.CELERY_BROKER_URL).info("commandstats")
+    return int(stats.get("cmdstat_lpush", {}).get("calls", 0))
+
+
+def _marks_cleared() -> None:
+    """Delete config.coalesce's pending marks: the throughput half sent tasks (a mark each)
+    that no worker ran and the purge dropped, and a mark left outlives its message by up to
+    its TTL (the grace, 15 s), all that time the lag half's turns sending nothing."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter("engram:pending:*"):
+        client.delete(key)
+
+
 def lag(
     database_url: str,
     workspace,
@@ -234,6 +255,7 @@ def lag(
     from memory.services import conversation_get_or_create, messages_import
 
     app.control.purge()
+    _marks_cleared()  # their messages just purged: marks left would hold the turns' sends
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "memory", "-P", "solo",
          "-c", "1", "--loglevel", "WARNING", "-n", f"bench-extraction-{os.getpid()}@%h"],
@@ -253,6 +275,7 @@ def lag(
             for u in range(users)
         ]
         count = int(rate * seconds)
+        sends_before = broker_sends()
         began = time.monotonic()
         for i in range(count):
             time.sleep(max(0.0, began + i / rate - time.monotonic()))
@@ -287,6 +310,8 @@ def lag(
             "lag_p50_s": round(statistics.median(lags), 3),
             "lag_p95_s": round(percentile(lags, 0.95), 3),
             "lag_max_s": round(max(lags), 3),
+            # every task sent while the worker caught up (the sweep's ~1 each 5 s beside them)
+            "tasks_sent": broker_sends() - sends_before,
         }
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -362,7 +387,8 @@ def main() -> int:
         print(
             f"lag at {lg['rate_turns_per_s']} turns/s for {lg['offered_seconds']} s, one worker "
             f"process: p50 {lg['lag_p50_s']} s, p95 {lg['lag_p95_s']} s, max {lg['lag_max_s']} s "
-            f"({lg['jobs']} jobs; target p95 <= 2 s); {machine.line(steal=steal)}"
+            f"({lg['jobs']} jobs; target p95 <= 2 s); {lg['tasks_sent']} tasks sent; "
+            f"{machine.line(steal=steal)}"
         )
     calibration = machine.calibration_ms()
     results["machine_after"] = machine.describe(calibration)

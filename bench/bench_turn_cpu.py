@@ -11,7 +11,8 @@ extracts), waits until every job is done, reads each process's CPU (user + syste
 reaped children's too: a PostgreSQL backend that exits is in the postmaster's), then sends
 `--turns` more at `--rate` a second (open loop, a rate the machine carries so nothing queues),
 waits until their extraction and summary jobs are done and reads again. Prints CPU ms per turn
-of each kind, the calibration and the load average.
+of each kind, the tasks sent to the broker (Redis' LPUSH count), the calibration and the load
+average.
 """
 
 from __future__ import annotations
@@ -109,6 +110,16 @@ def jobs_drained(since: float, wait: float) -> tuple[int, int, list[float]]:
     return result
 
 
+def broker_sends() -> int:
+    """Messages published to the broker so far: Redis' LPUSH count (kombu publishes each task
+    with one; every one of them the worker receives, hands over and acks). Django set up."""
+    import redis
+    from django.conf import settings
+
+    stats = redis.Redis.from_url(settings.CELERY_BROKER_URL).info("commandstats")
+    return int(stats.get("cmdstat_lpush", {}).get("calls", 0))
+
+
 def send(base: str, key: str, *, turns: int, rate: float, users: int, seed: int, tag: str) -> Load:
     import uvloop
 
@@ -156,6 +167,7 @@ def main() -> int:
         steal = machine.Steal()
         profilers = _profile_start(found, args.profile_dir) if args.profile_dir else []
         before, split_before = cpu_seconds(found), worker_split(found)
+        sends_before = broker_sends()
         began, clock = time.time(), time.perf_counter()
         load = send(
             base,
@@ -172,6 +184,7 @@ def main() -> int:
             _profile_stop(profilers)
         time.sleep(1)  # the last job's commit and the worker's ack
         after, split_after = cpu_seconds(found), worker_split(found)
+        sends = broker_sends() - sends_before
         elapsed = time.perf_counter() - clock
     per_turn = {kind: 1000 * (after[kind] - before[kind]) / max(load.done, 1) for kind in KINDS}
     engram = sum(per_turn[k] for k in ("web", "worker", "beat", "supervisor", "postgres", "redis"))
@@ -188,6 +201,10 @@ def main() -> int:
         1000 * (a - b) / max(load.done, 1) for a, b in zip(split_after, split_before, strict=True)
     )
     print(f"  of the worker's: main process {main_ms:.1f}, pool {pool_ms:.1f}")
+    print(
+        f"  tasks sent to the broker (LPUSH; all received by the worker): {sends}, "
+        f"{sends / max(load.done, 1):.2f} per turn"
+    )
     print(f"  Engram's (web+worker+beat+supervisor+postgres+redis): {engram:.1f} ms per turn")
     print(f"  machine over the run: {machine.line(steal=steal)}")
     if args.json:
@@ -202,6 +219,7 @@ def main() -> int:
                     "cpu_ms_per_turn": per_turn,
                     "engram_ms_per_turn": engram,
                     "worker_main_pool_ms_per_turn": [main_ms, pool_ms],
+                    "tasks_sent": sends,
                     "extraction_lag_p95_s": p95,
                 },
                 indent=2,

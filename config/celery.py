@@ -274,6 +274,11 @@ def _warm_up(**kwargs: object) -> None:
 _broker = {"rest_until": 0.0}
 
 
+def broker_resting() -> bool:
+    """Whether a send failed within BROKER_REST_SECONDS (nothing is tried meanwhile)."""
+    return time.monotonic() < _broker["rest_until"]
+
+
 def send(task, *args: object, then: str) -> bool:
     """Send `task(*args)` now. A broker failure (Redis down or hanging) is logged, never raised:
     the work's row in the database is the truth, and `then` says what sends it later. Within
@@ -285,7 +290,7 @@ def send(task, *args: object, then: str) -> bool:
     from config.publish import publish
 
     log = logging.getLogger("engram.tasks")
-    if time.monotonic() < _broker["rest_until"]:  # the failure was logged as a warning
+    if broker_resting():  # the failure was logged as a warning
         log.info("%s%r not sent (Redis failed a moment ago); %s", task.name, args, then)
         return False
     try:

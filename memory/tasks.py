@@ -191,13 +191,21 @@ def _run(
     *,
     batch: bool = False,
     any_conversation: Callable[[ProcessingJob], bool] | None = None,
+    unit: str = "",
 ) -> None:
     """Claim the job (with `batch`, and its conversation's other queued jobs of its kind, or
     its workspace's where `any_conversation(job)`: one run for all), run `work` on them under a
-    lease, and record the outcome on each."""
-    from memory.services.processing import job_claim, jobs_claim
+    lease, and record the outcome on each. With the `unit` the task was sent for (config.
+    coalesce), its unit's jobs even when its own was taken, and the unit's task sent again
+    when jobs of it are left."""
+    from memory.models import ProcessingJob
+    from memory.services.processing import extraction_claim, job_claim, job_send, jobs_claim
 
-    if batch:
+    if batch and unit:  # an extraction's task sent for its unit
+        jobs, left = extraction_claim(job_id=job_id, unit=unit, any_conversation=any_conversation)
+        if left:  # before the work: another worker may take them meanwhile
+            job_send(job_id=job_id, kind=ProcessingJob.Kind.EXTRACT, unit=unit)
+    elif batch:
         jobs = jobs_claim(job_id=job_id, any_conversation=any_conversation)
     else:
         job = job_claim(job_id=job_id)
@@ -323,9 +331,14 @@ def _alone(job: ProcessingJob, work: Work) -> None:
     max_retries=MAX_RETRIES,
     **time_limits("memory.extract"),
 )
-def extract(self, job_id: str) -> None:
+def extract(self, job_id: str, unit: str = "") -> None:
+    """`unit`: what the web coalesced this task's sends by (memory.services.processing.
+    extraction_unit); its pending mark goes before the claim (config.coalesce says why)."""
+    from config.coalesce import taken
     from memory.background.extraction.runner import extraction_run, runs_offline
 
+    if unit:
+        taken(self.name, unit)
     # An upstream that still fails on the last try leaves the turn to the offline extractor.
     last_try = self.request.retries >= MAX_RETRIES
     _run(
@@ -335,6 +348,7 @@ def extract(self, job_id: str) -> None:
         batch=True,
         # Offline, many users' turns share a run; with an LLM each conversation is its own call.
         any_conversation=lambda job: runs_offline(job.workspace),
+        unit=unit,
     )
 
 

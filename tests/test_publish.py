@@ -77,7 +77,7 @@ def test_a_wrong_argument_count_is_refused_before_anything_is_sent():
     from memory import tasks
 
     with pytest.raises(TypeError):
-        publish(tasks.extract, ("a", "b"), PUBLISH_RETRY_POLICY)
+        publish(tasks.extract, ("a", "b", "c"), PUBLISH_RETRY_POLICY)
 
 
 def test_a_remembered_turns_jobs_are_published_lean_and_run_by_a_real_worker(

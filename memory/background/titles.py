@@ -1,7 +1,7 @@
 """Conversation titles, made in the background from the first user message (offline: no LLM).
 
 `messages_append` / `messages_import` enqueue `memory.title_conversation` on commit while a
-conversation has no title; the title is set only where it is still empty, so a second
+conversation has no title, unless one is still waiting (config.coalesce); the title is set only where it is still empty, so a second
 delivery, a title an operator typed, or a race with a later turn changes nothing.
 """
 
@@ -73,4 +73,8 @@ def conversation_title_generate(*, conversation_id: str) -> str:
     time_limit=60,
 )
 def title_conversation(conversation_id: str) -> None:
+    from config.coalesce import taken
+
+    # Before the read: a turn committed after this sends a task of its own (config.coalesce).
+    taken(title_conversation.name, conversation_id)
     conversation_title_generate(conversation_id=conversation_id)

@@ -236,14 +236,21 @@ def messages_append(
 
 
 def _title_later(conversation: Conversation, rows: list[Message]) -> None:
-    """An untitled conversation that now has a user message gets a title in the background."""
+    """An untitled conversation that now has a user message gets a title in the background:
+    one task at a time (config.coalesce), which reads the messages after it starts — every turn
+    of a lag sent its own, and all but the first found the title written."""
     if conversation.title or not any(row.role == Message.Role.USER for row in rows):
         return
-    from config.celery import send
+    from config.coalesce import send_once
     from memory.background.titles import title_conversation
 
     transaction.on_commit(
-        lambda: send(title_conversation, conversation.pk, then="the next turn asks again")
+        lambda: send_once(
+            title_conversation,
+            conversation.pk,
+            unit=conversation.pk,
+            then="the next turn asks again",
+        )
     )
 
 

@@ -14,8 +14,9 @@ that are claimable then (jobs_claim): a backlog of turns is worked off in one ru
 embedding run, one load of the user's memories, one commit — rather than job by job. With the
 offline extractor the run takes the workspace's other conversations' jobs too: one claim, one
 embedding run, one write of the messages, one commit and one finish for many users' turns.
-Each job keeps its own claim, lease and fencing token; the others' own tasks find them taken
-and return.
+Each job keeps its own claim, lease and fencing token. A turn sends its extraction task only
+while no task of its unit (extraction_unit: what one run claims) waits (config.coalesce): behind
+a backlog the others' own tasks found their jobs taken, each a no-op costing the worker ~2 ms.
 """
 
 from __future__ import annotations
@@ -61,16 +62,36 @@ def lease() -> dt.timedelta:
     return dt.timedelta(seconds=settings.ENGRAM_JOB_LEASE_SECONDS)
 
 
-def job_send(*, job_id: str, kind: str) -> None:
-    """Send the job's task now; if Redis is down, the sweep sends it."""
+def extraction_unit(*, workspace_id: str, conversation_id: str) -> str:
+    """What one extraction run claims whole, named for its task's message and its pending mark
+    (config.coalesce): with the offline extractor (the setting) the workspace's queued jobs,
+    otherwise the conversation's. By the setting alone, which the web and the worker read
+    alike: in "auto" a run may still claim the workspace (no LLM routed), a wider claim than
+    the unit, which is safe; a unit wider than the claim would not be."""
+    scope, _ = extraction_unit_scope()
+    return f"{scope}:{workspace_id if scope == 'w' else conversation_id}"
+
+
+def extraction_unit_scope() -> tuple[str, str]:
+    """The units' letter and the jobs' column that names them (extraction_unit)."""
+    if settings.ENGRAM_MEMORY_EXTRACTION == "offline":
+        return "w", "workspace_id"
+    return "c", "conversation_id"
+
+
+def job_send(*, job_id: str, kind: str, unit: str = "", force: bool = False) -> None:
+    """Send the job's task now; if Redis is down, the sweep sends it. An extraction job with
+    its `unit` is sent only if no task for its unit waits (config.coalesce; `force`: all the
+    same, as the sweep does)."""
     from config.celery import send
+    from config.coalesce import send_once
     from memory import tasks
 
-    send(
-        tasks.extract if kind == Kind.EXTRACT else tasks.summarize,
-        job_id,
-        then="the sweep sends it",
-    )
+    then = "the sweep sends it"
+    if kind == Kind.EXTRACT and unit:
+        send_once(tasks.extract, job_id, unit, unit=unit, then=then, force=force)
+        return
+    send(tasks.extract if kind == Kind.EXTRACT else tasks.summarize, job_id, then=then)
 
 
 def _create(
@@ -89,7 +110,12 @@ def _create(
     )
     if not _insert_unless_taken(job):
         return None
-    transaction.on_commit(lambda: job_send(job_id=job.id, kind=kind))
+    unit = (
+        extraction_unit(workspace_id=workspace.id, conversation_id=conversation.id)
+        if kind == Kind.EXTRACT
+        else ""
+    )
+    transaction.on_commit(lambda: job_send(job_id=job.id, kind=kind, unit=unit))
     return job
 
 
@@ -351,16 +377,24 @@ def jobs_claim(
     The others are taken under FOR UPDATE SKIP LOCKED: a job another worker is claiming at
     that moment stays its own. Each claimed job's `attempts` is its fencing token.
     """
+    return _claim(job_id=job_id, any_conversation=any_conversation)[0]
+
+
+def _claim(
+    *, job_id: str, any_conversation: Callable[[ProcessingJob], bool] | None
+) -> tuple[list[ProcessingJob], bool]:
+    """jobs_claim's jobs, and whether claimable jobs of the scope it claimed in were left (the
+    batch's caps; its job alone, having run out of time in a batch)."""
     now = timezone.now()
     claimed = _take_with_queue(job_id=job_id, now=now, around=any_conversation is not None)
     if claimed is None:  # the same compare-and-set as job_claim
-        return []
+        return [], False
     job, queued, queued_around = claimed
     wide = any_conversation is not None and queued_around and any_conversation(job)
     if not (queued or wide):  # the usual case when the worker keeps up: no lock, no more
-        return [job]
+        return [job], False
     if job.error == TIMED_OUT_IN_BATCH:
-        return [job]
+        return [job], True
     scope = {"workspace_id": job.workspace_id} if wide else {"conversation_id": job.conversation_id}
     others = (
         ProcessingJob.objects.filter(_claimable(now), kind=job.kind, **scope)
@@ -384,10 +418,11 @@ def jobs_claim(
         candidates = list(
             others.select_for_update(skip_locked=True, of=("self",))
             .annotate(messages=Subquery(messages))
-            .order_by("upto_message_id")[: BATCH_JOBS - 1]
+            # one more than it takes: whether any is left
+            .order_by("upto_message_id")[:BATCH_JOBS]
         )
         taken, budget = [], BATCH_MESSAGES
-        for other in candidates:
+        for other in candidates[: BATCH_JOBS - 1]:
             budget -= other.messages or 0
             if budget < 0:
                 break
@@ -400,7 +435,48 @@ def jobs_claim(
         other.workspace = job.workspace
         if not wide:
             other.conversation = job.conversation
-    return [job, *taken]
+    return [job, *taken], len(taken) < len(candidates)
+
+
+# How many of its unit's jobs a task whose own job was taken tries to claim instead, each
+# taken by another run between its read and its claim, before it sends the unit's task again.
+UNIT_TRIES = 3
+
+
+def extraction_claim(
+    *, job_id: str, unit: str, any_conversation: Callable[[ProcessingJob], bool] | None = None
+) -> tuple[list[ProcessingJob], bool]:
+    """jobs_claim for a task sent for its `unit` (extraction_unit; config.coalesce says why):
+    the jobs, and whether the unit has claimable jobs this run leaves (then its task must be
+    sent again: the turns that queued them sent none, a task for their unit being pending).
+
+    The jobs of the unit committed before the task's start counted on it, its own job or not:
+    when another run took its job meanwhile, it claims the unit's oldest claimable job instead,
+    with that job's batch."""
+    jobs, left = _claim(job_id=job_id, any_conversation=any_conversation)
+    for _ in range(UNIT_TRIES):
+        if jobs:
+            return jobs, left
+        first = _unit_first(unit)
+        if first is None:
+            return [], False
+        jobs, left = _claim(job_id=first, any_conversation=any_conversation)
+    return jobs, left or not jobs
+
+
+def _unit_first(unit: str) -> str | None:
+    """The unit's oldest claimable extraction job (not one that must run alone: the sweep's)."""
+    scope, _, key = unit.partition(":")
+    field = {"w": "workspace_id", "c": "conversation_id"}.get(scope)
+    if field is None or not key:
+        return None  # not a unit this release sends
+    return (
+        ProcessingJob.objects.filter(_claimable(timezone.now()), kind=Kind.EXTRACT, **{field: key})
+        .exclude(error=TIMED_OUT_IN_BATCH)
+        .order_by("upto_message_id")
+        .values_list("id", flat=True)
+        .first()
+    )
 
 
 def _fenced(jobs: list[ProcessingJob]) -> Q:

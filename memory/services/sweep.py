@@ -16,7 +16,10 @@ queue holds fewer messages than there are pending jobs: while it holds as many, 
 have its own (a backlog, not a loss) and the lost one is sent when the queue has drained to
 below the count — about when its lost message would have run; a title task's message in the same
 queue counts too, so at the latest when the queue is empty. A queue that Redis lost reads as
-empty.
+empty. Extraction jobs are sent for their unit (config.coalesce: one task waits per workspace,
+or per conversation with an LLM), so the queue holds one message a unit, not a job: the count
+is of units. What the sweep sends, it sends once a unit — one task claims the unit's jobs — and
+whether or not the unit's pending mark is set: a mark may outlive its lost task.
 Queued knowledge documents behind their own queue's backlog (a bulk upload) likewise.
 One sweeper at a time: a transaction-scoped advisory lock; a second sweep finds it taken and
 returns.
@@ -31,14 +34,20 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from config.celery import queue_lengths
 from memory.knowledge.services import LEASE_SECONDS as DOCUMENT_LEASE_SECONDS
 from memory.knowledge.services import document_send
 from memory.models import Document, ProcessingJob
-from memory.services.processing import job_send, lease
+from memory.services.processing import (
+    TIMED_OUT_IN_BATCH,
+    extraction_unit,
+    extraction_unit_scope,
+    job_send,
+    lease,
+)
 
 logger = logging.getLogger("engram.memory")
 
@@ -76,21 +85,23 @@ def jobs_sweep() -> Swept:
                 | Q(status=Status.RUNNING, updated_at__lt=now - lease())
             )
             .order_by("updated_at")
-            .values_list("id", "kind", "status", "attempts")[:BATCH]
+            .values_list(
+                "id", "kind", "status", "attempts", "workspace_id", "conversation_id", "error"
+            )[:BATCH]
         )
         pending = [row for row in due if row[2] == Status.PENDING]
         if pending and _queue_covers("memory.*", _pending_jobs):
             swept.queued = len(pending)
             due = [row for row in due if row[2] != Status.PENDING]
         limit = settings.ENGRAM_JOB_MAX_ATTEMPTS
-        lost = {i for i, _, status, _ in due if status == Status.RUNNING}
-        exhausted = {i for i, _, status, n in due if status == Status.RUNNING and n >= limit}
+        lost = {row[0] for row in due if row[2] == Status.RUNNING}
+        exhausted = {row[0] for row in due if row[2] == Status.RUNNING and row[3] >= limit}
         if exhausted:
             ProcessingJob.objects.filter(id__in=exhausted).update(
                 status=Status.FAILED, error=f"its worker was lost {limit} times", updated_at=now
             )
-        resend = [(i, kind) for i, kind, _, _ in due if i not in exhausted]
-        ProcessingJob.objects.filter(id__in=[i for i, _ in resend]).update(
+        resend = [_send_for(*row) for row in due if row[0] not in exhausted]
+        ProcessingJob.objects.filter(id__in=[i for i, _, _ in resend]).update(
             status=Status.PENDING, updated_at=now
         )
         if lost:
@@ -100,14 +111,36 @@ def jobs_sweep() -> Swept:
         swept.documents = len(documents)
 
         def send() -> None:
-            for job_id, kind in resend:
-                job_send(job_id=job_id, kind=kind)
+            units = set()
+            for job_id, kind, unit in resend:
+                if unit in units:
+                    continue  # one task claims the unit's due jobs (extraction_claim)
+                if unit:
+                    units.add(unit)
+                # Its pending mark or not: the mark may outlive a lost task (config.coalesce).
+                job_send(job_id=job_id, kind=kind, unit=unit, force=True)
             for document_id in documents:
                 document_send(document_id)
 
         if resend or documents:
             transaction.on_commit(send)
     return swept
+
+
+def _send_for(
+    job_id: str,
+    kind: str,
+    status: str,
+    attempts: int,
+    workspace_id: str,
+    conversation: str,
+    error: str,
+) -> tuple[str, str, str]:
+    """(job, kind, unit): an extraction job is sent for its unit (config.coalesce), unless it
+    ran out of time in a batch and must run alone."""
+    if kind != ProcessingJob.Kind.EXTRACT or error == TIMED_OUT_IN_BATCH:
+        return job_id, kind, ""
+    return job_id, kind, extraction_unit(workspace_id=workspace_id, conversation_id=conversation)
 
 
 def _queue_covers(route: str, waiting: Callable[[], int]) -> bool:
@@ -120,7 +153,14 @@ def _queue_covers(route: str, waiting: Callable[[], int]) -> bool:
 
 
 def _pending_jobs() -> int:
-    return ProcessingJob.objects.filter(status=Status.PENDING).count()
+    """The messages the pending jobs may have in the queue: one a job, but one a unit for the
+    extraction jobs sent for their unit (config.coalesce). One statement."""
+    _, field = extraction_unit_scope()
+    coalesced = Q(kind=ProcessingJob.Kind.EXTRACT) & ~Q(error=TIMED_OUT_IN_BATCH)
+    counts = ProcessingJob.objects.filter(status=Status.PENDING).aggregate(
+        alone=Count("id", filter=~coalesced), units=Count(field, distinct=True, filter=coalesced)
+    )
+    return counts["alone"] + counts["units"]
 
 
 def _queued_documents() -> int:
