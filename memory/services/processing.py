@@ -72,11 +72,15 @@ def extraction_unit(*, workspace_id: str, conversation_id: str) -> str:
     return f"{scope}:{workspace_id if scope == 'w' else conversation_id}"
 
 
+# A unit's letter (extraction_unit) and the jobs' column that names it: read to make a unit and
+# to read one back (_unit_first), which may have been made under another setting.
+_UNIT_COLUMNS = {"w": "workspace_id", "c": "conversation_id"}
+
+
 def extraction_unit_scope() -> tuple[str, str]:
     """The units' letter and the jobs' column that names them (extraction_unit)."""
-    if settings.ENGRAM_MEMORY_EXTRACTION == "offline":
-        return "w", "workspace_id"
-    return "c", "conversation_id"
+    scope = "w" if settings.ENGRAM_MEMORY_EXTRACTION == "offline" else "c"
+    return scope, _UNIT_COLUMNS[scope]
 
 
 def job_send(*, job_id: str, kind: str, unit: str = "", force: bool = False) -> None:
@@ -467,7 +471,7 @@ def extraction_claim(
 def _unit_first(unit: str) -> str | None:
     """The unit's oldest claimable extraction job (not one that must run alone: the sweep's)."""
     scope, _, key = unit.partition(":")
-    field = {"w": "workspace_id", "c": "conversation_id"}.get(scope)
+    field = _UNIT_COLUMNS.get(scope)
     if field is None or not key:
         return None  # not a unit this release sends
     return (
