@@ -117,9 +117,11 @@ def _not_found(noun: str, value: str, param: str) -> dict:
     }
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["asgi-door", "django-view"])
 def test_another_users_ids_are_answered_as_ids_that_do_not_exist_at_every_door(
-    engram_server, alices, upstream
+    engram_server, alices, upstream, settings, fast_path
 ):
+    settings.ENGRAM_GATEWAY_FAST_PATH = fast_path
     missing = _unknown(alices)
     headers = {"Authorization": f"Bearer {hs256(SECRET, 'bob')}"}
     with httpx.Client(base_url=engram_server.url, headers=headers, timeout=30) as bob:
