@@ -3,8 +3,9 @@
 `verify` checks the signature (the issuer's JWKS or HS256 secret, only the issuer's algorithms:
 never `none`, never an HMAC token against a key-set issuer), `iss`, `aud` (always required),
 `exp` (required), `nbf` and `iat` (not in the future) with the issuer's leeway, an optional
-scope, and takes the user id from the issuer's claim. Any failure is a 401 whose message names
-the check, never the token.
+scope, and takes the user id from the issuer's claim. Any failure is a 401 that never names the
+token: before a trusted key has verified the signature, always the one UNTRUSTED message (it
+would otherwise say which issuers the workspaces trust); after, the check that failed.
 
 Verified tokens are cached by their SHA-256 until their `exp` (at most
 ENGRAM_TOKEN_CACHE_SECONDS), so a token costs one verification, then a dict lookup, and while
@@ -93,7 +94,7 @@ UNTRUSTED = "no issuer trusted here has the key that signed it (its iss, alg, ki
 
 def untrusted(reason: str, *, issuer_id: str = "") -> ApiError:
     logger.info(
-        "end-user token refused: %s%s", f"issuer {issuer_id}: " if issuer_id else "", reason
+        "end-user token refused: %s%r", f"issuer {issuer_id}: " if issuer_id else "", reason
     )
     return rejected(UNTRUSTED, kind=_NotItsKey)
 
