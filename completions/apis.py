@@ -115,7 +115,8 @@ async def context_preview(request: ApiRequest) -> HttpResponse:
         ctx.upstream_model = (await routing.resolve_async(request.workspace.id, ctx.model)).model
         prepared = await prepare_turn(ctx, dry_run=True)
     except EDGE_ERRORS as exc:  # named as on the chat door: by the header that carried it
-        return chat_request.api_error(exc, request.headers).response()
+        end_user = request.principal.end_user if request.principal else None
+        return chat_request.api_error(exc, request.headers, end_user=end_user).response()
     explain = prepared.explain
     response = JsonResponse(
         {

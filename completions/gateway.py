@@ -239,7 +239,7 @@ async def chat_completions(
     try:
         return await _serve(turn, headers, raw_body)
     except EDGE_ERRORS as exc:  # the provider's ApiError, or the memory's domain error
-        error = request.api_error(exc, headers)
+        error = request.api_error(exc, headers, end_user=turn.end_user)
         turn.finish(
             status=error.status,
             error_code=error.code or error.type,

@@ -63,13 +63,16 @@ def retried(headers: Mapping[str, str]) -> bool:
 def api_error(
     exc: ApiError | errors.DomainError | ObjectDoesNotExist,
     headers: Mapping[str, str] | None = None,
+    *,
+    end_user: str | None = None,
 ) -> ApiError:
     """errors.api_error for a chat door: a domain field is named by the header that carried it;
-    with the request's `headers`, a session id that no header carried is the body's field."""
+    with the request's `headers`, a session id that no header carried is the body's field.
+    `end_user`: the token's user, to whom another user's conversation does not exist."""
     params = HEADERS
     if headers is not None and not headers.get(HEADERS["session_id"]):
         params = {**HEADERS, "session_id": "session_id"}
-    return errors.api_error(exc, params=params)
+    return errors.api_error(exc, params=params, end_user=end_user is not None)
 
 
 def parse_body(raw: bytes, *, model_required: bool = True) -> dict:

@@ -41,7 +41,13 @@ MAX_JWKS_BYTES = 512 * 1024
 
 
 class JwksError(Exception):
-    """Why a key could not be found (the message goes into the 401)."""
+    """Why a key could not be found: the issuer's key set is not to be had (unreachable, not a
+    key set), which the 401 says."""
+
+
+class NoSuchKey(JwksError):
+    """The set holds no key for the token's header (kid, alg): the token is not this issuer's,
+    which the 401 does not say (accounts.endusers.tokens.untrusted)."""
 
 
 class PublicKey(NamedTuple):
@@ -340,13 +346,13 @@ def signing_key(url: str, *, kid: str | None, algorithm: str) -> PublicKey:
         jwk = _pick(entry.keys, kid)
     if jwk is None:
         if kid is None:
-            raise JwksError("the token has no kid and the JWKS holds several keys")
+            raise NoSuchKey("the token has no kid and the JWKS holds several keys")
         if entry.error:
             raise JwksError(f"no key with this kid in the cached JWKS, and {entry.error}")
-        raise JwksError("no key with this kid in the issuer's JWKS")
+        raise NoSuchKey("no key with this kid in the issuer's JWKS")
     if jwk.get("alg") not in (None, algorithm):
-        raise JwksError(f"the key is for {jwk.get('alg')}, the token says {algorithm}")
+        raise NoSuchKey(f"the key is for {jwk.get('alg')}, the token says {algorithm}")
     try:
         return PublicKey(jwt.PyJWK(jwk, algorithm=algorithm).key, _fingerprint(jwk))
     except jwt.PyJWTError:
-        raise JwksError(f"the key with this kid cannot verify {algorithm}") from None
+        raise NoSuchKey(f"the key with this kid cannot verify {algorithm}") from None

@@ -3,8 +3,9 @@
 `verify` checks the signature (the issuer's JWKS or HS256 secret, only the issuer's algorithms:
 never `none`, never an HMAC token against a key-set issuer), `iss`, `aud` (always required),
 `exp` (required), `nbf` and `iat` (not in the future) with the issuer's leeway, an optional
-scope, and takes the user id from the issuer's claim. Any failure is a 401 whose message names
-the check, never the token.
+scope, and takes the user id from the issuer's claim. Any failure is a 401 that never names the
+token: before a trusted key has verified the signature, always the one UNTRUSTED message (it
+would otherwise say which issuers the workspaces trust); after, the check that failed.
 
 Verified tokens are cached by their SHA-256 until their `exp` (at most
 ENGRAM_TOKEN_CACHE_SECONDS), so a token costs one verification, then a dict lookup, and while
@@ -83,8 +84,19 @@ class _NotItsKey(ApiError):
     """A refusal before the signature was found good: the token may be another issuer's."""
 
 
-def _not_its_key(reason: str) -> ApiError:
-    return rejected(reason, kind=_NotItsKey)
+# Every refusal before a signature is found good reads the same: that no workspace trusts the
+# token's `iss`, that the workspace in x-workspace-id does not, that the issuer allows other
+# algorithms, holds no such kid, or that the signature is bad. Anyone can send an unsigned token
+# naming any `iss` and workspace: told which, they learned which issuers Engram's workspaces
+# trust, and which workspace trusts which, with no key of theirs. The reason is logged.
+UNTRUSTED = "no issuer trusted here has the key that signed it (its iss, alg, kid and signature)"
+
+
+def untrusted(reason: str, *, issuer_id: str = "") -> ApiError:
+    logger.info(
+        "end-user token refused: %s%r", f"issuer {issuer_id}: " if issuer_id else "", reason
+    )
+    return rejected(UNTRUSTED, kind=_NotItsKey)
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -147,9 +159,9 @@ def _issuers(iss: str, workspace_hint: str | None, fresh: bool) -> tuple[IssuerC
     if workspace_hint:
         found = tuple(c for c in found if c.workspace.id == workspace_hint)
         if not found:
-            raise rejected("the workspace in x-workspace-id does not trust this token's issuer")
+            raise untrusted("the workspace in x-workspace-id does not trust this token's issuer")
     if not found:
-        raise rejected("no workspace trusts this token's issuer (iss)")
+        raise untrusted("no workspace trusts this token's issuer (iss)")
     return found
 
 
@@ -198,7 +210,7 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
     if not isinstance(iss, str) or not iss:
         raise rejected("it has no issuer (iss)")
     if not _could_be_issuer(iss):
-        raise rejected("no workspace trusts this token's issuer (iss)")
+        raise untrusted("no workspace trusts this token's issuer (iss)")
     candidates = _issuers(iss, workspace_hint, fresh)
     if len(candidates) == 1:
         return _verify_for(candidates[0], token, header)
@@ -221,7 +233,9 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
     """The end user a JWT names for one issuer's keys, audiences and claims."""
     algorithm = header.get("alg")
     if not isinstance(algorithm, str) or algorithm not in config.algorithms:
-        raise _not_its_key(f"its algorithm ({str(algorithm)[:16]}) is not allowed for this issuer")
+        raise untrusted(
+            f"its algorithm ({str(algorithm)[:16]}) is not allowed", issuer_id=config.id
+        )
     fingerprint = ""
     if config.secret:
         key: object = config.secret
@@ -231,8 +245,10 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
             key, fingerprint = jwks.signing_key(
                 config.jwks_url, kid=kid if isinstance(kid, str) else None, algorithm=algorithm
             )
-        except jwks.JwksError as exc:
-            raise _not_its_key(str(exc)) from None
+        except jwks.NoSuchKey as exc:
+            raise untrusted(str(exc), issuer_id=config.id) from None
+        except jwks.JwksError as exc:  # the provider's fault, not the token's: said
+            raise rejected(str(exc), kind=_NotItsKey) from None
     try:
         claims = jwt.decode(
             token,
@@ -248,7 +264,7 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
     except jwt.MissingRequiredClaimError as exc:
         raise rejected(f"it has no {exc.claim} claim") from None
     except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
-        raise _not_its_key(_reason(exc)) from None
+        raise untrusted(_reason(exc), issuer_id=config.id) from None
     except jwt.PyJWTError as exc:
         raise rejected(_reason(exc)) from None
     user_id = claims.get(config.user_claim)

@@ -87,6 +87,22 @@ class Forbidden(DomainError):
     """It exists, but belongs to someone else the caller may not act for."""
 
 
+def unknown_id(noun: str, value: object) -> str:
+    """The one message for an id that names nothing the caller may see."""
+    return f"No {noun} '{value}'."
+
+
+class NotYours(Forbidden):
+    """It exists, but is another user's of the workspace. A workspace key, which may name any
+    user, is told so (403); an end-user token is answered as for an id that does not exist
+    (`api_error(end_user=True)`: 404 `not_found`), so it cannot tell which ids others hold
+    (the chat doors answered it 403 where a REST door answers an unknown id 404)."""
+
+    def __init__(self, message: str, *, field: str, noun: str, value: str):
+        super().__init__(message, field=field)
+        self.unknown = unknown_id(noun, value)
+
+
 class Invalid(DomainError):
     """The input breaks a rule (shape, size of a small field, emptiness)."""
 
@@ -157,18 +173,22 @@ def api_error(
     *,
     params: Mapping[str, str] | None = None,
     url_kwargs: Mapping[str, object] | None = None,
+    end_user: bool = False,
 ) -> ApiError:
     """The envelope for one of EDGE_ERRORS (anything else is a bug: the caller's 500).
 
     `params` maps a domain field to the name the client used for it (the chat doors' headers);
     an unmapped field keeps its own name, which is the body or URL field of the REST APIs.
-    `url_kwargs` (the view's) name the id of a row that does not exist.
+    `url_kwargs` (the view's) name the id of a row that does not exist. `end_user`: the caller
+    is an end-user token, to whom another user's row is one that does not exist (NotYours).
     """
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, DomainError):
         status, code = next(v for k, v in _DOMAIN_STATUS.items() if isinstance(exc, k))
         param = (params or {}).get(exc.field, exc.field) if exc.field else None
+        if end_user and isinstance(exc, NotYours):
+            return ApiError(404, exc.unknown, param=param, code="not_found")
         return ApiError(status, exc.message, param=param, code=exc.code or code)
     return _not_found(type(exc), url_kwargs or {})
 
@@ -179,7 +199,7 @@ def _not_found(missing: type[ObjectDoesNotExist], url_kwargs: Mapping[str, objec
         return ApiError(404, "Not found.", code="not_found")
     name, noun = model._meta.model_name, str(model._meta.verbose_name)
     param = f"{name}_id" if f"{name}_id" in url_kwargs else None
-    message = f"No {noun} '{url_kwargs[param]}'." if param else f"No such {noun}."
+    message = unknown_id(noun, url_kwargs[param]) if param else f"No such {noun}."
     return ApiError(404, message, param=param, code=NOT_FOUND_CODES.get(name, "not_found"))
 
 

@@ -10,7 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.common.errors import Forbidden
+from config.common.errors import NotYours
 from config.common.ids import new_id
 from config.common.jsonbody import storable
 from config.common.rows import insert
@@ -27,15 +27,17 @@ Owned = TypeVar("Owned", Conversation, Session)
 
 def _owned(obj: Owned, user_id: str, what: str, external_id: str) -> Owned:
     if obj.user_id and obj.user_id != user_id:
-        raise Forbidden(
+        raise NotYours(
             f"{what} '{external_id}' belongs to another user of this workspace.",
             field=f"{what.lower()}_id",
+            noun=what.lower(),
+            value=external_id,
         )
     return obj
 
 
 def session_owned(*, session: Session, user_id: str) -> Session:
-    """The session, when it is `user_id`'s (or nobody's); Forbidden naming the session."""
+    """The session, when it is `user_id`'s (or nobody's); NotYours naming the session."""
     return _owned(session, user_id, "Session", session.external_id)
 
 
@@ -51,7 +53,7 @@ def conversation_get_or_create(
     *, workspace: Workspace, external_id: str, user_id: str, metadata: dict | None = None
 ) -> tuple[Conversation, bool]:
     """The conversation `external_id` names as reads find it (selectors.conversation_find: the
-    client's id, else Engram's conv_ id), else a new one under that client id; Forbidden when
+    client's id, else Engram's conv_ id), else a new one under that client id; NotYours when
     it is another user's."""
     conversation = selectors.conversation_find(workspace=workspace, conversation_id=external_id)
     created = False
