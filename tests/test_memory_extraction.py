@@ -691,6 +691,7 @@ OFFLINE_FACTS += [
     ),
     ("Vegan food is great", []),
     ("Gluten free bread tastes bad", []),
+    ("Feel free to reach out any time.", []),
     # what the user no longer is, not "longer at Google"; "no" alone still opens
     (
         "no longer at Google, I left in July",

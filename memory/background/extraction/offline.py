@@ -1443,6 +1443,9 @@ _SUBJECTLESS_STATE = set(_SUBJECTLESS_STATE_WORDS.split())
 _STATE_QUALIFIED = re.compile(
     r"\s+(?:to|since|for|now|btw|and|so|because|anymore|again|though)\b|\s*[,.!;]|\s*$"
 )
+# what one lives "free" of: "gluten free", "sugar free" (not "Feel free to reach out": LoCoMo)
+_FREE_OF_WORDS = "gluten dairy sugar alcohol smoke nut meat debt cancer drug caffeine soy egg"
+_FREE_OF = set(_FREE_OF_WORDS.split())
 # "no longer at Google", "no longer working there": what the user no longer is or does (not "No
 # longer a problem").
 _NO_LONGER = re.compile(
@@ -1454,9 +1457,9 @@ _NO_LONGER = re.compile(
 def _state_said(low: str, following: str, rest: str, after_following: int) -> str | None:
     """What a state said without its subject takes: "I'm", or "I've been" for one that lasts
     since a time or for a while ("vegan for 5 years" -> "I've been vegan for 5 years")."""
-    if low in _SUBJECTLESS_STATE or low.endswith("-free"):
+    if low in _SUBJECTLESS_STATE:
         qualified = _STATE_QUALIFIED.match(rest)
-    elif following in ("free", "intolerant"):  # "gluten free", "lactose intolerant"
+    elif (following == "free" and low in _FREE_OF) or following == "intolerant":
         qualified = _STATE_QUALIFIED.match(rest, after_following)
     else:
         return None
