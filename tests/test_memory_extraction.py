@@ -393,7 +393,10 @@ OFFLINE_FACTS = [
     ("I think I'm getting better at chess.", ["User thinks they are getting better at chess."]),
     # a base form that ends like a past tense agrees; an initial or a title ends no sentence
     ("I need a new laptop for work.", ["User needs a new laptop for work."]),
-    ("My favourite author is Ursula K. Le Guin.", ["User's favorite author is Ursula K. Le Guin."]),
+    (
+        "My favourite author is Ursula K. Le Guin.",
+        ["User's favourite author is Ursula K. Le Guin."],
+    ),
     ("My dentist is Dr. Patel.", ["User's dentist is Dr. Patel."]),
     # "one" that stands for something said before points back too
     ("I'm allergic to cats but I still have one.", ["User is allergic to cats."]),
@@ -679,6 +682,36 @@ OFFLINE_FACTS += [
         ["User's mom retired in 2022.", "User's mom paints every day."],
     ),
     ("my sister met a guy and he's a doctor", ["User's sister met a guy and he's a doctor."]),
+    # round 14 (heldout15): a state said without "I'm", kept as it lasts
+    ("Allergic to shellfish btw", ["User is allergic to shellfish."]),
+    ("vegan for 5 years now", ["User has been vegan for 5 years now."]),
+    (
+        "gluten free since my diagnosis last year",
+        ["User has been gluten free since their diagnosis in 2022."],
+    ),
+    ("Vegan food is great", []),
+    ("Gluten free bread tastes bad", []),
+    ("Feel free to reach out any time.", []),
+    # what the user no longer is, not "longer at Google"; "no" alone still opens
+    (
+        "no longer at Google, I left in July",
+        ["User is no longer at Google, they left in July."],
+    ),
+    ("No longer a problem for me", []),
+    ("no, I live in Leeds", ["User lives in Leeds."]),
+    # the user's spelling is theirs; a verb in capitals agrees like any other
+    ("my favourite band is Radiohead", ["User's favourite band is Radiohead."]),
+    ("I LOVE jazz", ["User loves jazz."]),
+    ("I work at IBM", ["User works at IBM."]),
+    # praise with rolled eyes is sarcasm; annoyance alone leaves the fact standing
+    ("oh sure, I LOVE doing taxes \U0001f644", []),
+    ("I have to work on Saturday \U0001f644", ["User has to work on Saturday."]),
+    # a habit of speech or a shout in quotes states nothing; a count with nothing counted neither
+    ("my coworker keeps saying 'I'm the best at excel' lol", []),
+    ("my little brother just yelled 'im the king of the world' from the roof", []),
+    ("My boss said 'I hate Mondays'.", ["User's boss said 'I hate Mondays'."]),
+    ("my friend has three", []),
+    ("I have two dogs", ["User has two dogs."]),
 ]
 
 
@@ -758,6 +791,10 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
         "Did I tell you I ski" + "?" * n: 0,
         "My " + "friend " * n + "moved to Oslo": 0,
         "I work at Acme" + ", lol" * n + "!": 0,
+        "my friend goes " + " ," * n + " 'hi'": 1,
+        "I have " + "two " * n: 0,
+        "allergic" + " to" * n: 0,
+        "gluten free" + " since" * n: 0,
         ", " * n + "lol": 0,
         "my dog Rex, " + "he " * n: 0,
         "I quit" + " ago" * n: 0,

