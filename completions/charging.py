@@ -23,6 +23,7 @@ from accounts.limits.policy import NO_POLICY, Policy
 from completions import pricing, selectors
 from completions.usage import buffer, cache_tokens, count
 from config.common import tokens as tokenizer
+from config.common.errors import ApiError
 from config.common.orm import on_pool_thread
 
 PER_MESSAGE_TOKENS = 4  # OpenAI's framing of each message, roughly
@@ -88,6 +89,8 @@ async def admit(
     )
     if not found:
         return
+    if not charge.price.listed and any(s.rule.has_budget for s in found):
+        raise _unpriced(upstream_model)
     charge.prompt_estimate = prompt = prompt_tokens(body)
     completion = max_tokens(body)
     credits = pricing.micro_credits(
@@ -101,6 +104,21 @@ async def admit(
         spent_since=_spent_since,
     )
     charge.headers = charge.admission.headers
+
+
+def _unpriced(model: str) -> ApiError:
+    """A budget applies and the model has no price: served, it would cost nothing whatever it
+    answered (any name an OpenAI-compatible upstream takes was a free ride round the budget).
+    Refused before the call; the operator prices it, at 0 for a model that is free to run."""
+    return ApiError(
+        400,
+        f"The model '{model}' has no price, so a budget cannot count what it costs. An "
+        "operator can price it (admin: Prices; a price of 0 makes it free) to use it under "
+        "a budget.",
+        type="invalid_request_error",
+        param="model",
+        code="model_not_priced",
+    )
 
 
 async def extend(charge: Charge, *, body: dict) -> None:

@@ -106,6 +106,7 @@ def test_end_user_limit_is_per_end_user(sdk, operator_http, owner):
         sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, user="alice")
 
 
+@pytest.mark.usefixtures("listed")
 def test_an_end_users_limiter_keys_do_not_name_them(sdk, operator_http, owner):
     """The keys outlive the user's erasure (a lifetime budget's for ever): Redis held the id."""
     import redis
@@ -756,6 +757,7 @@ def test_64_concurrent_requests_never_overshoot_a_budget_of_10(
 # --- Redis down ------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("listed")
 def test_redis_down_rates_fail_open_budgets_fail_closed(
     sdk, operator_http, owner, key_id, settings, caplog
 ):
@@ -776,6 +778,7 @@ def test_redis_down_rates_fail_open_budgets_fail_closed(
         ask(sdk)
 
 
+@pytest.mark.usefixtures("listed")
 def test_budgets_are_checked_again_once_redis_is_back_however_busy_the_door(
     sdk, operator_http, owner, key_id, settings
 ):
