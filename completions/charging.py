@@ -197,5 +197,24 @@ def _used(
         return 0, 0, 0, 0, 0  # nothing was answered: nothing is charged
     if charge.prompt_estimate is None:  # no limit applied: not counted on admission
         charge.prompt_estimate = prompt_tokens(charge.body or {})
-    text = assistant.get("content") if isinstance(assistant.get("content"), str) else ""
-    return charge.prompt_estimate, tokenizer.count(text or ""), 0, 0, 0
+    return charge.prompt_estimate, generated_tokens(assistant), 0, 0, 0
+
+
+# What a reasoning detail says in words (its `data` and `signature` are opaque blobs).
+_REASONING_WORDS = ("text", "summary")
+
+
+def generated_tokens(assistant: dict) -> int:
+    """The tokens of every word the model wrote of an answer: its content, a refusal, its tool
+    calls' names and arguments, its reasoning's text. The content alone was counted: a stream
+    of tool calls (or a refusal) cut before its usage cost its prompt only, however long its
+    arguments."""
+    parts = [assistant.get("content"), assistant.get("refusal")]
+    for call in assistant.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            parts += [function.get("name"), function.get("arguments")]
+    for detail in assistant.get("reasoning_details") or ():
+        if isinstance(detail, dict):
+            parts += [detail.get(name) for name in _REASONING_WORDS]
+    return sum(tokenizer.count(p) for p in parts if isinstance(p, str) and p)
