@@ -23,6 +23,7 @@ from accounts.limits.policy import NO_POLICY, Policy
 from completions import pricing, selectors
 from completions.usage import buffer, cache_tokens, count
 from config.common import tokens as tokenizer
+from config.common.errors import ApiError
 from config.common.orm import on_pool_thread
 
 PER_MESSAGE_TOKENS = 4  # OpenAI's framing of each message, roughly
@@ -88,6 +89,8 @@ async def admit(
     )
     if not found:
         return
+    if not charge.price.listed and any(s.rule.has_budget for s in found):
+        raise _unpriced(upstream_model)
     charge.prompt_estimate = prompt = prompt_tokens(body)
     completion = max_tokens(body)
     credits = pricing.micro_credits(
@@ -101,6 +104,21 @@ async def admit(
         spent_since=_spent_since,
     )
     charge.headers = charge.admission.headers
+
+
+def _unpriced(model: str) -> ApiError:
+    """A budget applies and the model has no price: served, it would cost nothing whatever it
+    answered (any name an OpenAI-compatible upstream takes was a free ride round the budget).
+    Refused before the call; the operator prices it, at 0 for a model that is free to run."""
+    return ApiError(
+        400,
+        f"The model '{model}' has no price, so a budget cannot count what it costs. An "
+        "operator can price it (admin: Prices; a price of 0 makes it free) to use it under "
+        "a budget.",
+        type="invalid_request_error",
+        param="model",
+        code="model_not_priced",
+    )
 
 
 async def extend(charge: Charge, *, body: dict) -> None:
@@ -179,5 +197,24 @@ def _used(
         return 0, 0, 0, 0, 0  # nothing was answered: nothing is charged
     if charge.prompt_estimate is None:  # no limit applied: not counted on admission
         charge.prompt_estimate = prompt_tokens(charge.body or {})
-    text = assistant.get("content") if isinstance(assistant.get("content"), str) else ""
-    return charge.prompt_estimate, tokenizer.count(text or ""), 0, 0, 0
+    return charge.prompt_estimate, generated_tokens(assistant), 0, 0, 0
+
+
+# What a reasoning detail says in words (its `data` and `signature` are opaque blobs).
+_REASONING_WORDS = ("text", "summary")
+
+
+def generated_tokens(assistant: dict) -> int:
+    """The tokens of every word the model wrote of an answer: its content, a refusal, its tool
+    calls' names and arguments, its reasoning's text. The content alone was counted: a stream
+    of tool calls (or a refusal) cut before its usage cost its prompt only, however long its
+    arguments."""
+    parts = [assistant.get("content"), assistant.get("refusal")]
+    for call in assistant.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            parts += [function.get("name"), function.get("arguments")]
+    for detail in assistant.get("reasoning_details") or ():
+        if isinstance(detail, dict):
+            parts += [detail.get(name) for name in _REASONING_WORDS]
+    return sum(tokenizer.count(p) for p in parts if isinstance(p, str) and p)

@@ -37,6 +37,9 @@ class ModelPrice:
     output: Decimal
     cache_write: Decimal = Decimal(0)
     cache_write_1h: Decimal = Decimal(0)
+    # False for a model the table has no row for (lookup's UNPRICED): it costs 0, and a
+    # request that a budget applies to is refused (charging.admit) rather than served free.
+    listed: bool = True
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class ListedPrice:
     output: Decimal
     cached_input: Decimal | None = None
     cache_write: Decimal | None = None
+    listed: bool = True  # False: no row names the model (UNPRICED)
     # for_provider's answers, by provider (a provider class's name: a handful). Every request
     # asks (charging.admit): made anew, its Decimal products and frozen ModelPrice cost ~17,000
     # instructions (callgrind), a dict read ~100. The row is the table's, replaced with it.
@@ -80,11 +84,12 @@ class ListedPrice:
             output=self.output,
             cache_write=cache_write,
             cache_write_1h=cache_write * longer,
+            listed=self.listed,
         )
 
 
 FREE = ModelPrice(Decimal(0), Decimal(0), Decimal(0))
-_FREE_LISTED = ListedPrice(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
+UNPRICED = ListedPrice(Decimal(0), Decimal(0), Decimal(0), Decimal(0), listed=False)
 _table: TTLCache[str, dict[str, ListedPrice]] = TTLCache(
     ttl=300.0, refresh_after=150.0, max_entries=1
 )
@@ -125,7 +130,8 @@ _SNAPSHOT_TAIL = re.compile(
 
 def lookup(table: dict[str, ListedPrice], model: str) -> ListedPrice:
     """The exact name's price, else the price of the longest name that the model is a snapshot,
-    preview or tag of (_SNAPSHOT_TAIL), else free."""
+    preview or tag of (_SNAPSHOT_TAIL), else UNPRICED (free, and refused where a budget
+    applies: charging.admit)."""
     price = table.get(model)
     if price is not None:
         return price
@@ -137,7 +143,7 @@ def lookup(table: dict[str, ListedPrice], model: str) -> ListedPrice:
             and _SNAPSHOT_TAIL.fullmatch(model, len(name))
         ):
             best = name
-    return table[best] if best else _FREE_LISTED
+    return table[best] if best else UNPRICED
 
 
 async def price_async(model: str, *, provider: str) -> ModelPrice:

@@ -154,6 +154,22 @@ def key_id(owner):
 
 
 @pytest.fixture
+def listed(transactional_db):
+    """gpt-4o-mini at its default price (the migration's row, which a test before may have
+    flushed): a budget refuses a model without a price (completions.charging._unpriced)."""
+    from decimal import Decimal
+
+    from completions import pricing
+    from completions.models import Price
+
+    Price.objects.update_or_create(
+        model="gpt-4o-mini",
+        defaults={"input_per_million": Decimal("0.15"), "output_per_million": Decimal("0.6")},
+    )
+    pricing.prices_changed()
+
+
+@pytest.fixture
 def limiter_awake():
     """The limiter's in-process state (a Redis outage's cool-down) reset around the test;
     modules that test limits use it on every test (`pytestmark`)."""

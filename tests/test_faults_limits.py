@@ -21,7 +21,8 @@ from tests.upstream import Reply, openai_stream
 
 def _budget_spent(store: redis_client.Redis) -> int | None:
     """The micro-credits the key's budget key holds (None: no key)."""
-    (key,) = list(store.scan_iter("engram:lim:*:bud:*")) or [None]
+    keys = [k for k in store.scan_iter("engram:lim:*:bud:*") if not k.endswith(b":seed")]
+    (key,) = keys or [None]  # not the name of its seed, beside it
     return None if key is None else int(store.get(key) or 0)
 
 

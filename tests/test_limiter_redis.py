@@ -235,3 +235,43 @@ def test_a_held_lease_is_renewed_and_one_settled_meanwhile_is_not_taken_again(st
     store.zadd(key, {"live": soon})
     leases.renew()
     assert store.zscore(key, "live") == soon
+
+
+def test_an_extension_and_a_settle_across_a_loss_count_on_the_new_budget_key(store):
+    """A run reserved 3 credits; Redis lost its data (FLUSHALL); another request seeded the
+    budget from the records (1 spent) and reserved 0.5; the run reserved its next call (2) on
+    the new key and ended having spent 4 in all. Its settle took the 5 reserved minus the 4
+    spent off a key that held only 2 of it: 2.5 where the truth is 1 + 0.5 + 4 = 5.5."""
+    found = _subjects()
+    budget_key, _ = limiter.period_key(found[0].prefix, "day", _now())
+
+    async def spent_one(subject: limiter.Subject, since_ms: int | None) -> int:
+        return 1_000_000
+
+    async def across_a_loss() -> None:
+        run = await limiter.reserve(
+            request_id="run",
+            found=found,
+            tokens=10,
+            credits_micro=3_000_000,
+            spent_since=spent_nothing,
+        )
+        store.flushall()
+        await limiter.reserve(
+            request_id="other",
+            found=found,
+            tokens=10,
+            credits_micro=500_000,
+            spent_since=spent_one,
+        )
+        await limiter.extend(run, credits_micro=2_000_000)
+        assert int(store.get(budget_key)) == 3_500_000
+        limiter.settle(run, tokens=10, credits_micro=4_000_000)
+        for _ in range(50):  # the settle goes out on the next loop turn
+            await asyncio.sleep(0.01)
+            if not store.zcard(found[0].prefix + "conc"):
+                return
+
+    asyncio.run(across_a_loss())
+    assert store.zcard(found[0].prefix + "conc") == 1  # the other request's lease
+    assert int(store.get(budget_key)) == 5_500_000

@@ -432,6 +432,7 @@ def test_a_resume_whose_client_hangs_up_before_its_run_gives_its_reservation_bac
     assert tool_server.calls == []
 
 
+@pytest.mark.usefixtures("listed")
 def test_a_resume_with_redis_down_fails_closed_on_a_budget(
     sdk, http, operator_http, owner, key_id, upstream, tool_server, settings
 ):

@@ -27,7 +27,8 @@ class Reply:
 
     json: a full response body (status 200 unless `status`); stream: a list of SSE `data:`
     payloads (dicts, or raw strings such as "[DONE]"), sent `delay` seconds apart after
-    `first_delay`; status/headers for errors; `drop_after` closes the stream mid-way.
+    `first_delay`; status/headers for errors; `drop_after` closes the stream mid-way;
+    `gate` holds a stream before its `gate_at`th item until the test sets it (no timing).
     """
 
     json: dict | None = None
@@ -37,6 +38,8 @@ class Reply:
     delay: float = 0.0
     first_delay: float = 0.0
     drop_after: int | None = None
+    gate: threading.Event | None = None
+    gate_at: int = 2
 
 
 @dataclass
@@ -692,6 +695,8 @@ class UpstreamServer:
             for index, item in enumerate(reply.stream):
                 if reply.drop_after is not None and index >= reply.drop_after:
                     return  # end the response early: the client sees a cut stream
+                if reply.gate is not None and index == reply.gate_at:
+                    await asyncio.to_thread(reply.gate.wait, 30)
                 if index and reply.delay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(disconnected.wait(), timeout=reply.delay)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ _HERE = Path(__file__).parent
 RESERVE = (_HERE / "reserve.lua").read_text()
 SETTLE = (_HERE / "settle.lua").read_text()
 EXTEND = (_HERE / "extend.lua").read_text()
+SEED = (_HERE / "seed.lua").read_text()
+SEED_SUFFIX = ":seed"  # beside a budget's key: the seed that set it (seed.lua)
 # The reserve's first two arguments, encoded: by its digest (EVALSHA), and whole (EVAL) for a
 # Redis that lacks it.
 _HEADS = {
@@ -99,9 +102,9 @@ class _Wire:
     subject, rule and day, so encoded once (`_wire`). A request encodes only its own figures:
     encoding all ~40 arguments of a reserve, and ~20 of a settle, was ~20 µs per request."""
 
-    reserve_keys: bytes  # rpm, tpm, concurrency, budget
+    reserve_keys: bytes  # rpm, tpm, concurrency, budget, budget's seed
     reserve_args: bytes  # rpm, tpm, max_concurrent, budget (-1: none)
-    settle_keys: bytes  # tpm, concurrency, budget
+    settle_keys: bytes  # tpm, concurrency, budget, budget's seed
     settle_args: bytes  # tpm, has a budget (1 / 0)
     leased: bool  # a concurrency limit: the request holds a lease, renewed (leases.hold)
 
@@ -111,8 +114,9 @@ def _wire(prefix: str, rule: Rule, day: date) -> _Wire:
     bulk = inline_redis.bulk
     suffix, _, _ = _budget_period(rule, day)
     rpm, tpm, conc, budget = (prefix + k for k in ("rpm", "tpm", "conc", suffix))
+    seed = budget + SEED_SUFFIX
     return _Wire(
-        reserve_keys=b"".join(map(bulk, (rpm, tpm, conc, budget))),
+        reserve_keys=b"".join(map(bulk, (rpm, tpm, conc, budget, seed))),
         reserve_args=b"".join(
             map(
                 bulk,
@@ -124,7 +128,7 @@ def _wire(prefix: str, rule: Rule, day: date) -> _Wire:
                 ),
             )
         ),
-        settle_keys=b"".join(map(bulk, (tpm, conc, budget))),
+        settle_keys=b"".join(map(bulk, (tpm, conc, budget, seed))),
         settle_args=bulk(rule.tpm or 0) + bulk(1 if rule.has_budget else 0),
         leased=bool(rule.max_concurrent),
     )
@@ -142,21 +146,30 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
     counted: bool = False  # Redis has it: settle
     day: date = _EPOCH_DAY  # the UTC day it was reserved on: its budgets' period keys
+    # Per subject: the seed its budget's key had when the request counted on it (0: none), and
+    # the micro-credits counted there. The settle takes the difference only from a key that
+    # still has that seed: one Redis lost and a request seeded again from the usage records
+    # holds none of this request's reservation (settle.lua).
+    seeds: list[int] = field(default_factory=list)
+    counted_micro: list[int] = field(default_factory=list)
 
     def settle_command(self, script_head: bytes, tokens: int, credits_micro: int) -> bytes:
         bulk = inline_redis.bulk
         n = len(self.wires)
         return inline_redis.encoded(
-            8 + 5 * n,
+            8 + 8 * n,
             script_head,
-            bulk(3 * n),
+            bulk(4 * n),
             *(w.settle_keys for w in self.wires),
             bulk(_now_ms()),
             bulk(self.request_id),
             bulk(n),
             bulk(tokens - self.tokens),
-            bulk(credits_micro - self.credits_micro),
-            *(w.settle_args for w in self.wires),
+            bulk(credits_micro),
+            *(
+                w.settle_args + bulk(seed) + bulk(credits_micro - counted)
+                for w, seed, counted in zip(self.wires, self.seeds, self.counted_micro, strict=True)
+            ),
         )
 
 
@@ -261,23 +274,29 @@ UNSEEDED = 3  # the reserve's verdict for budgets without a key
 
 async def _seed(found: list[Subject], mask: int, spent_since: SpentSince) -> None:
     """Each budget key the mask names, set to its subject's spending in the period unless
-    another request set it meanwhile (NX)."""
+    another request set it meanwhile (NX), with a name for this seed beside it: a request that
+    reserved on a key Redis has since lost sees that the key it settles on is another, which
+    holds none of its reservation (settle.lua; given back all the same, each request in flight
+    across a loss took its reservation off what the usage records say was spent)."""
     now = _now_ms()
     day = _EPOCH_DAY + timedelta(days=now // DAY_MS)
-    bulk = inline_redis.bulk
-    commands: list[inline_redis.Command] = []
+    keys: list[str] = []
+    args: list[str | int] = [secrets.randbelow(2**52) + 1]  # exact as a Lua number, never 0
     for index, subject in enumerate(found):
         if not mask >> index & 1:
             continue
         suffix, start_ms, end_ms = _budget_period(subject.rule, day)
         spent = await spent_since(subject, start_ms if end_ms else None)
-        ttl = _time_to_live(end_ms, now)
-        args = ["SET", subject.prefix + suffix, spent, *(("PX", ttl) if ttl else ()), "NX"]
-        commands.append(inline_redis.encoded(len(args), *map(bulk, args)))
+        keys += [subject.prefix + suffix, subject.prefix + suffix + SEED_SUFFIX]
+        args += [spent, _time_to_live(end_ms, now)]
+    command: list[str | int] = ["EVAL", SEED, len(keys), *keys, *args]
     pool = inline_redis.pool(settings.REDIS_URL)
-    for reply in await pool.call_many(commands, timeout=TIMEOUT_SECONDS):
-        if isinstance(reply, redis.ResponseError):
-            raise reply
+    bulk = inline_redis.bulk
+    (reply,) = await pool.call_many(
+        [inline_redis.encoded(len(command), *map(bulk, command))], timeout=TIMEOUT_SECONDS
+    )
+    if isinstance(reply, redis.ResponseError):
+        raise reply
 
 
 async def _reserve_once(
@@ -295,7 +314,7 @@ async def _reserve_once(
     bulk = inline_redis.bulk
     n = len(found)
     body = (
-        bulk(4 * n),
+        bulk(5 * n),
         *(w.reserve_keys for w in wires),
         bulk(now),
         bulk(request_id),
@@ -306,7 +325,7 @@ async def _reserve_once(
         *(w.reserve_args for w in wires),
     )
     try:
-        reply = await _call(RESERVE, 9 + 8 * n, body)
+        reply = await _call(RESERVE, 9 + 9 * n, body)
     except _FAILURES as exc:
         return _unreachable(admission, exc), None
     return admission, [int(x) for x in reply.split()]
@@ -317,9 +336,13 @@ def _verdict(
 ) -> Admission:
     """The admission the reserve's reply admits, or the 429 it refuses with."""
     verdict, who, kind, retry_ms = figures[:4]
-    admission.headers = _headers(figures[4:])
+    admission.headers = _headers(figures[4:10])
     if verdict == 0:
         admission.counted = True
+        admission.seeds = figures[10:]
+        admission.counted_micro = [
+            admission.credits_micro if s.rule.has_budget else 0 for s in found
+        ]
         if any(w.leased for w in admission.wires):
             leases.hold(admission, settings.ENGRAM_LIMITS_LEASE_SECONDS)
         return admission
@@ -372,21 +395,25 @@ async def extend(admission: Admission, *, credits_micro: int) -> None:
     counted then. One admission covered a whole run of up to ENGRAM_TOOLS_MAX_STEPS model
     calls: a run that called its tool seven times spent seven times its budget of 7 credits.
     The settle then gives back what the reservation and its extensions did not use."""
-    budgeted = [s for s in admission.subjects if s.rule.has_budget]
+    budgeted = [i for i, s in enumerate(admission.subjects) if s.rule.has_budget]
     if not admission.counted or not budgeted or credits_micro <= 0:
         return
     bulk = inline_redis.bulk
     n = len(budgeted)
-    keys = [s.prefix + _budget_period(s.rule, admission.day)[0] for s in budgeted]
+    keys = []
+    for i in budgeted:
+        subject = admission.subjects[i]
+        key = subject.prefix + _budget_period(subject.rule, admission.day)[0]
+        keys += [key, key + SEED_SUFFIX]
     body = (
-        bulk(n),
+        bulk(2 * n),
         *map(bulk, keys),
         bulk(n),
         bulk(credits_micro),
-        *(bulk(s.rule.budget_micro if s.rule.budget_micro is not None else -1) for s in budgeted),
+        *(bulk(admission.subjects[i].rule.budget_micro or 0) for i in budgeted),
     )
     try:
-        refused = int(await _call(EXTEND, 5 + 2 * n, body))
+        reply = await _call(EXTEND, 5 + 3 * n, body)
     except _FAILURES as exc:
         _down(exc)
         if not settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN:
@@ -398,9 +425,17 @@ async def extend(admission: Admission, *, credits_micro: int) -> None:
                 headers={"retry-after": "1"},
             ) from None
         return  # failing open: the call goes on, settled with the rest
+    refused, *seeds = (int(x) for x in reply.split())
     if refused:
-        raise _over_budget(admission, budgeted[refused - 1])
+        raise _over_budget(admission, admission.subjects[budgeted[refused - 1]])
     admission.credits_micro += credits_micro
+    for i, seed in zip(budgeted, seeds, strict=True):
+        if seed < 0:  # the key is gone: not counted, as the settle will not count it
+            continue
+        if seed == admission.seeds[i]:
+            admission.counted_micro[i] += credits_micro
+        else:  # seeded again since the request counted on it: this call's alone is there
+            admission.seeds[i], admission.counted_micro[i] = seed, credits_micro
 
 
 def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:

@@ -2,12 +2,14 @@
 -- Rates are GCRA (one "theoretical arrival time" per limit, burst = one minute's worth);
 -- concurrency is a sorted set of leases (request id -> expiry), so a crashed process's
 -- requests free their slots when the lease ends; budgets are integer micro-credits per period.
--- KEYS: per subject 4 keys: rpm, tpm, concurrency, budget.
+-- KEYS: per subject 5 keys: rpm, tpm, concurrency, budget, the budget's seed (seed.lua).
 -- ARGV: now_ms, request_id, lease_ms, n, tokens, credits, then per subject 4 values (the same
 --   for a subject all day: encoded once by the caller):
 --   rpm, tpm, max_concurrent (0 = none), budget (-1 = none)
 -- Returns "verdict subject kind retry_ms limit_req remaining_req reset_req_ms
---          limit_tok remaining_tok reset_tok_ms" (integers, space-separated)
+--          limit_tok remaining_tok reset_tok_ms seed_1 .. seed_n" (integers, space-separated;
+--   seed_i: the seed the subject's budget key was set by, 0 for none: the settle counts the
+--   reservation as in the key only if the key still has that seed)
 --   verdict 0 = admitted, 1 = rate limited, 2 = over budget; kind 1 rpm 2 tpm 3 concurrency 4 budget
 --   verdict 3 = a budget's period has no key (its first request, or a Redis that lost its
 --   data): nothing counted; `subject` is the bit mask of those subjects (bit 0: the first),
@@ -36,16 +38,17 @@ end
 -- slot (the workspace's tag), and each redis.call is a round of Redis's command dispatch.
 local names = {}
 for i = 1, n do
-  local k = (i - 1) * 4
+  local k = (i - 1) * 5
   names[#names + 1] = KEYS[k + 1]
   names[#names + 1] = KEYS[k + 2]
   names[#names + 1] = KEYS[k + 4]
+  names[#names + 1] = KEYS[k + 5]
 end
 local stored = redis.call('MGET', unpack(names))
 
 local unseeded = 0
 for i = 1, n do
-  if tonumber(ARGV[6 + (i - 1) * 4 + 4]) >= 0 and not stored[(i - 1) * 3 + 3] then
+  if tonumber(ARGV[6 + (i - 1) * 4 + 4]) >= 0 and not stored[(i - 1) * 4 + 3] then
     unseeded = unseeded + 2 ^ (i - 1)
   end
 end
@@ -57,8 +60,8 @@ for i = 1, n do
   local a = 6 + (i - 1) * 4
   local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local budget = tonumber(ARGV[a + 4])
-  local k = (i - 1) * 4
-  local s = (i - 1) * 3
+  local k = (i - 1) * 5
+  local s = (i - 1) * 4
   local plan = {conc = conc, budget = budget}
   if budget >= 0 then
     local spent = tonumber(stored[s + 3] or 0)
@@ -126,7 +129,7 @@ if verdict == 0 then
   -- write per request.
   redis.set_repl(redis.REPL_NONE)
   for i = 1, n do
-    local k = (i - 1) * 4
+    local k = (i - 1) * 5
     local plan = plans[i]
     if plan.rpm then redis.call('SET', KEYS[k + 1], plan.rpm, 'PX', math.ceil(plan.rpm - now) + 1000) end
     if plan.tpm then redis.call('SET', KEYS[k + 2], plan.tpm, 'PX', math.ceil(plan.tpm - now) + 1000) end
@@ -139,7 +142,7 @@ if verdict == 0 then
   end
   redis.set_repl(redis.REPL_ALL)
   for i = 1, n do
-    local k = (i - 1) * 4
+    local k = (i - 1) * 5
     local plan = plans[i]
     if plan.budget >= 0 then
       -- the key exists: its seed (the caller's SET) gave it its time to live
@@ -147,6 +150,8 @@ if verdict == 0 then
     end
   end
 end
--- one string of ten integers: the caller parses one reply instead of eleven
-return string.format('%d %d %d %d %d %d %d %d %d %d', verdict, who, kind, math.ceil(retry),
-  hl_r, hr_r, math.ceil(hx_r), hl_t, hr_t, math.ceil(hx_t))
+-- one string of integers: the caller parses one reply instead of eleven
+local seeds = {}
+for i = 1, n do seeds[i] = stored[(i - 1) * 4 + 4] or '0' end
+return string.format('%d %d %d %d %d %d %d %d %d %d ', verdict, who, kind, math.ceil(retry),
+  hl_r, hr_r, math.ceil(hx_r), hl_t, hr_t, math.ceil(hx_t)) .. table.concat(seeds, ' ')
