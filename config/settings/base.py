@@ -226,6 +226,10 @@ ENGRAM_JOB_GRACE_SECONDS = env.float("ENGRAM_JOB_GRACE_SECONDS", default=15.0)
 ENGRAM_JOB_LEASE_SECONDS = env.float("ENGRAM_JOB_LEASE_SECONDS", default=30.0)
 # A job whose worker died this many times is failed rather than sent again.
 ENGRAM_JOB_MAX_ATTEMPTS = env.int("ENGRAM_JOB_MAX_ATTEMPTS", default=5)
+# A knowledge document's ingestion holds it under this lease, renewed every third of it while
+# the run lives (however long one extraction takes); a document whose run died is taken over
+# this long after its last renewal.
+ENGRAM_DOCUMENT_LEASE_SECONDS = env.float("ENGRAM_DOCUMENT_LEASE_SECONDS", default=30.0)
 # A workspace marked deleted (DELETE /v1/workspaces/{id}) whose deletion was sent this long ago
 # and is still present is sent again by the sweep: its task was lost, or its worker died.
 ENGRAM_WORKSPACE_DELETION_RESEND_SECONDS = env.float(
