@@ -341,3 +341,41 @@ def test_a_block_of_unicode_blanks_is_no_text(blank):
     html = f"<html><body><p>{blank}</p><p>Real words.</p></body></html>".encode()
     assert [b.text for b in ex.extract(html).blocks] == ["Real words."]
     assert ex.extract(blank.encode()).blocks == []
+
+
+JAPANESE = "東京は日本の首都です。人口は約千四百万人です。"
+
+
+def _unbroken(chunks, source: str) -> None:
+    """Every chunk within its budget and, whitespace aside, a piece of the source: no
+    character cut in two (U+FFFD where it was), none lost."""
+    squeezed = re.sub(r"\s+", "", source)
+    for chunk in chunks:
+        assert "\ufffd" not in chunk.text, chunk.text
+        assert re.sub(r"\s+", "", chunk.text) in squeezed, chunk.text
+
+
+def test_cjk_text_is_chunked_at_its_sentences_with_no_character_cut():
+    """A Japanese paragraph has no space after its full stops: it was one sentence to the
+    tokenizer's cut, which went through a character (cl100k spells most kanji in two or three
+    tokens): the chunk's overlap began with U+FFFD, the character lost."""
+    text = JAPANESE * 300
+    chunks = chunk_blocks([ex.Block("text", text)], max_tokens=200, overlap_tokens=30)
+    assert len(chunks) > 5
+    _unbroken(chunks, text)
+    assert all(c.token_count <= 200 and c.text.endswith("。") for c in chunks)
+
+
+@settings(max_examples=40, deadline=None)
+@example(text="🎉🚀👩\u200d👩\u200d👧\u200d👦 party" * 40, max_tokens=20)
+@example(text="日本語" * 200, max_tokens=20)
+@given(
+    text=st.text(
+        alphabet="日本語の文書東京עברית🎉🚀👩\u200d👧 ab", min_size=1, max_size=600
+    ).filter(str.strip),
+    max_tokens=st.integers(min_value=8, max_value=60),
+)
+def test_unicode_without_sentence_breaks_is_cut_between_characters(text, max_tokens):
+    chunks = chunk_blocks([ex.Block("text", text)], max_tokens=max_tokens, overlap_tokens=5)
+    _unbroken(chunks, text)
+    assert all(c.token_count <= max_tokens for c in chunks)
