@@ -322,8 +322,8 @@ def _split(document: Document) -> None:
         ) from None
     drafts = chunk_blocks(
         extracted.blocks,
-        max_tokens=getattr(settings, "ENGRAM_CHUNK_TOKENS", 200),
-        overlap_tokens=getattr(settings, "ENGRAM_CHUNK_OVERLAP_TOKENS", 30),
+        max_tokens=settings.ENGRAM_CHUNK_TOKENS,
+        overlap_tokens=settings.ENGRAM_CHUNK_OVERLAP_TOKENS,
     )
     if not drafts:
         hint = " (a scanned PDF needs OCR, which Engram does not do)" if extracted.pages else ""
@@ -439,7 +439,7 @@ def _ingest(document: Document) -> str:
     try:
         if not Chunk.objects.filter(document_id=document_id).exists():
             _split(document)
-        batch = getattr(settings, "ENGRAM_INGEST_BATCH", 32)
+        batch = settings.ENGRAM_INGEST_BATCH
         if not _embed_pending(document, batch, time.monotonic() + INGEST_SLICE_SECONDS):
             _release(document)
             return "yield"
