@@ -186,7 +186,11 @@ def document_create(
             )
             _enqueue(document.id)
     except IntegrityError:  # the same bytes uploaded concurrently: one row wins
-        return existing.get(), False
+        if found := existing.first():
+            return found, False
+        # or the collection was deleted since the caller read it (the foreign key): no such
+        # collection, rather than "No such document" to a request that was creating one
+        raise Collection.DoesNotExist from None
     return document, True
 
 
