@@ -379,3 +379,58 @@ def test_unicode_without_sentence_breaks_is_cut_between_characters(text, max_tok
     chunks = chunk_blocks([ex.Block("text", text)], max_tokens=max_tokens, overlap_tokens=5)
     _unbroken(chunks, text)
     assert all(c.token_count <= max_tokens for c in chunks)
+
+
+_W = (
+    'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
+    'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"'
+)
+
+
+def test_word_text_in_content_controls_tracked_changes_and_text_boxes_is_read():
+    """python-docx reads a body's direct paragraphs and a paragraph's direct runs: a document
+    made from a template (its body in content controls), one with tracked insertions not yet
+    accepted, or a text box lost that text, with nothing to say so. A deleted run stays out,
+    and a text box's text once (Word repeats it in a compatibility fallback)."""
+    import docx
+    from docx.oxml import parse_xml
+
+    document = docx.Document()
+    document.add_paragraph("Intro about wombats.")
+    body = document.element.body
+    xml = [
+        f"<w:sdt {_W}><w:sdtContent><w:p><w:r><w:t>The vault code is 4711.</w:t></w:r></w:p>"
+        "</w:sdtContent></w:sdt>",
+        f'<w:p {_W}><w:r><w:t xml:space="preserve">Quolls </w:t></w:r><w:ins w:id="1" '
+        'w:author="a"><w:r><w:t>are marsupials.</w:t></w:r></w:ins><w:del w:id="2" w:author="a">'
+        "<w:r><w:delText> Numbats are not.</w:delText></w:r></w:del></w:p>",
+        f"<w:p {_W}><w:sdt><w:sdtContent><w:r><w:t>Signed: Ada.</w:t></w:r></w:sdtContent>"
+        "</w:sdt></w:p>",
+        f'<w:p {_W}><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:txbxContent><w:p>'
+        "<w:r><w:t>Boxed note.</w:t></w:r></w:p></w:txbxContent></mc:Choice><mc:Fallback>"
+        "<w:txbxContent><w:p><w:r><w:t>Boxed note.</w:t></w:r></w:p></w:txbxContent>"
+        "</mc:Fallback></mc:AlternateContent></w:r></w:p>",
+    ]
+    for number, part in enumerate(xml, start=1):
+        body.insert(number, parse_xml(part))
+    table = document.add_table(rows=1, cols=2)
+    table.cell(0, 0).text = "Field"
+    cell = table.cell(0, 1)._tc
+    cell.remove(cell.p_lst[0])
+    cell.append(
+        parse_xml(
+            f"<w:sdt {_W}><w:sdtContent><w:p><w:r><w:t>Filled in.</w:t></w:r></w:p>"
+            "</w:sdtContent></w:sdt>"
+        )
+    )
+    buffer = io.BytesIO()
+    document.save(buffer)
+    texts = [b.text for b in ex.extract(buffer.getvalue()).blocks]
+    assert texts == [
+        "Intro about wombats.",
+        "The vault code is 4711.",
+        "Quolls are marsupials.",
+        "Signed: Ada.",
+        "Boxed note.",
+        "Field | Filled in.",
+    ]
