@@ -94,6 +94,7 @@ def test_every_variable_in_the_configuration_table_is_read():
         ("ENGRAM_CHUNK_TOKENS", "0"),
         ("ENGRAM_CHUNK_OVERLAP_TOKENS", "150"),
         ("ENGRAM_INGEST_BATCH", "0"),
+        ("ENGRAM_DOCUMENT_LEASE_SECONDS", "0"),  # renewed every third of it: without end
     ],
 )
 def test_a_setting_outside_its_documented_values_refuses_to_start(name, value):

@@ -247,6 +247,10 @@ ENGRAM_JOB_MAX_ATTEMPTS = env.int("ENGRAM_JOB_MAX_ATTEMPTS", default=5)
 # the run lives (however long one extraction takes); a document whose run died is taken over
 # this long after its last renewal.
 ENGRAM_DOCUMENT_LEASE_SECONDS = env.float("ENGRAM_DOCUMENT_LEASE_SECONDS", default=30.0)
+if ENGRAM_DOCUMENT_LEASE_SECONDS <= 0:  # renewed every third of it: 0 would renew without end
+    raise ImproperlyConfigured(
+        f"ENGRAM_DOCUMENT_LEASE_SECONDS={ENGRAM_DOCUMENT_LEASE_SECONDS:g}: seconds, more than 0."
+    )
 # A workspace marked deleted (DELETE /v1/workspaces/{id}) whose deletion was sent this long ago
 # and is still present is sent again by the sweep: its task was lost, or its worker died.
 ENGRAM_WORKSPACE_DELETION_RESEND_SECONDS = env.float(
