@@ -67,7 +67,22 @@ def _leased(jobs: list[ProcessingJob]) -> Iterator[None]:
     """Renew the jobs' leases every third of it while the body runs (on the process's lease
     thread: the work may sit in one long call, such as embedding 200 messages, for longer than
     a lease). Its last renewal, if one is under way, is over when this returns."""
-    held = _leases.hold(jobs)
+    from memory.services.processing import jobs_heartbeat, lease
+
+    names = "memory job(s) " + ", ".join(job.id for job in jobs)
+    with renewing(
+        lambda: jobs_heartbeat(jobs=jobs) > 0, names=names, every=lease().total_seconds() / 3
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def renewing(renew: Callable[[], bool], *, names: str, every: float) -> Iterator[None]:
+    """Call `renew` every `every` seconds while the body runs, on the process's lease thread,
+    until it returns False (the run lost its lease). The mechanism for any claim a worker holds
+    under a lease (memory jobs, a knowledge document's ingestion). Its last renewal, if one is
+    under way, is over when this returns."""
+    held = _leases.hold(renew, names=names, every=every)
     try:
         yield
     finally:
@@ -75,21 +90,17 @@ def _leased(jobs: list[ProcessingJob]) -> Iterator[None]:
 
 
 class _Held:
-    """A run's jobs on the lease thread: when they are due a renewal, and whether one is under way."""
+    """A run on the lease thread: how to renew its lease, how often, when it is due a renewal,
+    and whether one is under way."""
 
-    __slots__ = ("beating", "due", "jobs", "names")
+    __slots__ = ("beating", "due", "every", "names", "renew")
 
-    def __init__(self, jobs: list[ProcessingJob], due: float) -> None:
-        self.jobs = jobs
-        self.names = ", ".join(job.id for job in jobs)
-        self.due = due
+    def __init__(self, renew: Callable[[], bool], names: str, every: float) -> None:
+        self.renew = renew
+        self.names = names
+        self.every = every
+        self.due = time.monotonic() + every
         self.beating = False
-
-
-def _third_of_a_lease() -> float:
-    from memory.services.processing import lease
-
-    return lease().total_seconds() / 3
 
 
 class _Leases:
@@ -111,8 +122,8 @@ class _Leases:
         self._thread: threading.Thread | None = None
         self._wake = math.inf  # when the thread wakes next (-inf: it is awake)
 
-    def hold(self, jobs: list[ProcessingJob]) -> _Held:
-        held = _Held(jobs, time.monotonic() + _third_of_a_lease())
+    def hold(self, renew: Callable[[], bool], *, names: str, every: float) -> _Held:
+        held = _Held(renew, names, every)
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._renew, name="leases", daemon=True)
@@ -136,11 +147,9 @@ class _Leases:
                 now = time.monotonic()
                 due = [held for held in self._runs.values() if held.due <= now]
                 if not due:
-                    self._wake = min(
-                        (held.due for held in self._runs.values()),
-                        default=now + _third_of_a_lease(),
-                    )
-                    self._cond.wait(self._wake - now)
+                    # nothing held: asleep until a run registers (which wakes it)
+                    self._wake = min((held.due for held in self._runs.values()), default=math.inf)
+                    self._cond.wait(None if self._wake == math.inf else self._wake - now)
                     self._wake = -math.inf
                     continue
                 for held in due:
@@ -153,10 +162,10 @@ class _Leases:
             finally:
                 connections.close_all()  # this thread's connection: it renews seldom
                 with self._cond:
-                    later = time.monotonic() + _third_of_a_lease()
+                    now = time.monotonic()
                     for held in due:
                         held.beating = False
-                        held.due = later
+                        held.due = now + held.every
                         if id(held) in lost:
                             self._runs.pop(id(held), None)
                     self._cond.notify_all()
@@ -164,16 +173,14 @@ class _Leases:
     @staticmethod
     def _beat(held: _Held) -> bool:
         """Renew one run's leases; False when it lost them (no more renewals)."""
-        from memory.services.processing import jobs_heartbeat
-
         try:
-            if not jobs_heartbeat(jobs=held.jobs):
-                logger.warning("memory job(s) %s lost their lease", held.names)
+            if not held.renew():
+                logger.warning("%s lost their lease", held.names)
                 return False
         except (OperationalError, InterfaceError) as exc:
-            logger.warning("memory job(s) %s: lease not renewed (%s)", held.names, exc)
+            logger.warning("%s: lease not renewed (%s)", held.names, exc)
         except Exception:  # the thread renews the other runs' leases: it must not die of one
-            logger.exception("memory job(s) %s: lease not renewed", held.names)
+            logger.exception("%s: lease not renewed", held.names)
             return False
         return True
 

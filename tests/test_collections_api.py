@@ -478,3 +478,23 @@ def test_a_body_past_the_request_limit_is_refused_without_being_spooled_whole(
         headers={"content-type": "application/json"},
     )
     assert small.status_code == 201, small.text
+
+
+def test_an_upload_into_a_collection_deleted_meanwhile_is_collection_not_found(http, monkeypatch):
+    """The collection deleted between the upload's read of it and its insert (another client's
+    DELETE): the insert's foreign key failed and the upload answered 404 "No such document." to
+    a request that was creating one."""
+    from memory.knowledge import selectors
+
+    col = _collection(http)
+    read = selectors.collection_get
+
+    def read_then_deleted(**kwargs):
+        collection = read(**kwargs)
+        Collection.objects.filter(id=collection.id).delete()  # the other client's DELETE
+        return collection
+
+    monkeypatch.setattr(selectors, "collection_get", read_then_deleted)
+    resp = http.post(f"/v1/collections/{col['id']}/documents", json={"text": "Hello there."})
+    _error(resp, 404, code="collection_not_found")
+    assert not Document.objects.exists()

@@ -341,3 +341,96 @@ def test_a_block_of_unicode_blanks_is_no_text(blank):
     html = f"<html><body><p>{blank}</p><p>Real words.</p></body></html>".encode()
     assert [b.text for b in ex.extract(html).blocks] == ["Real words."]
     assert ex.extract(blank.encode()).blocks == []
+
+
+JAPANESE = "東京は日本の首都です。人口は約千四百万人です。"
+
+
+def _unbroken(chunks, source: str) -> None:
+    """Every chunk within its budget and, whitespace aside, a piece of the source: no
+    character cut in two (U+FFFD where it was), none lost."""
+    squeezed = re.sub(r"\s+", "", source)
+    for chunk in chunks:
+        assert "\ufffd" not in chunk.text, chunk.text
+        assert re.sub(r"\s+", "", chunk.text) in squeezed, chunk.text
+
+
+def test_cjk_text_is_chunked_at_its_sentences_with_no_character_cut():
+    """A Japanese paragraph has no space after its full stops: it was one sentence to the
+    tokenizer's cut, which went through a character (cl100k spells most kanji in two or three
+    tokens): the chunk's overlap began with U+FFFD, the character lost."""
+    text = JAPANESE * 300
+    chunks = chunk_blocks([ex.Block("text", text)], max_tokens=200, overlap_tokens=30)
+    assert len(chunks) > 5
+    _unbroken(chunks, text)
+    assert all(c.token_count <= 200 and c.text.endswith("。") for c in chunks)
+
+
+@settings(max_examples=40, deadline=None)
+@example(text="🎉🚀👩\u200d👩\u200d👧\u200d👦 party" * 40, max_tokens=20)
+@example(text="日本語" * 200, max_tokens=20)
+@given(
+    text=st.text(
+        alphabet="日本語の文書東京עברית🎉🚀👩\u200d👧 ab", min_size=1, max_size=600
+    ).filter(str.strip),
+    max_tokens=st.integers(min_value=8, max_value=60),
+)
+def test_unicode_without_sentence_breaks_is_cut_between_characters(text, max_tokens):
+    chunks = chunk_blocks([ex.Block("text", text)], max_tokens=max_tokens, overlap_tokens=5)
+    _unbroken(chunks, text)
+    assert all(c.token_count <= max_tokens for c in chunks)
+
+
+_W = (
+    'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
+    'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"'
+)
+
+
+def test_word_text_in_content_controls_tracked_changes_and_text_boxes_is_read():
+    """python-docx reads a body's direct paragraphs and a paragraph's direct runs: a document
+    made from a template (its body in content controls), one with tracked insertions not yet
+    accepted, or a text box lost that text, with nothing to say so. A deleted run stays out,
+    and a text box's text once (Word repeats it in a compatibility fallback)."""
+    import docx
+    from docx.oxml import parse_xml
+
+    document = docx.Document()
+    document.add_paragraph("Intro about wombats.")
+    body = document.element.body
+    xml = [
+        f"<w:sdt {_W}><w:sdtContent><w:p><w:r><w:t>The vault code is 4711.</w:t></w:r></w:p>"
+        "</w:sdtContent></w:sdt>",
+        f'<w:p {_W}><w:r><w:t xml:space="preserve">Quolls </w:t></w:r><w:ins w:id="1" '
+        'w:author="a"><w:r><w:t>are marsupials.</w:t></w:r></w:ins><w:del w:id="2" w:author="a">'
+        "<w:r><w:delText> Numbats are not.</w:delText></w:r></w:del></w:p>",
+        f"<w:p {_W}><w:sdt><w:sdtContent><w:r><w:t>Signed: Ada.</w:t></w:r></w:sdtContent>"
+        "</w:sdt></w:p>",
+        f'<w:p {_W}><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:txbxContent><w:p>'
+        "<w:r><w:t>Boxed note.</w:t></w:r></w:p></w:txbxContent></mc:Choice><mc:Fallback>"
+        "<w:txbxContent><w:p><w:r><w:t>Boxed note.</w:t></w:r></w:p></w:txbxContent>"
+        "</mc:Fallback></mc:AlternateContent></w:r></w:p>",
+    ]
+    for number, part in enumerate(xml, start=1):
+        body.insert(number, parse_xml(part))
+    table = document.add_table(rows=1, cols=2)
+    table.cell(0, 0).text = "Field"
+    cell = table.cell(0, 1)._tc
+    cell.remove(cell.p_lst[0])
+    cell.append(
+        parse_xml(
+            f"<w:sdt {_W}><w:sdtContent><w:p><w:r><w:t>Filled in.</w:t></w:r></w:p>"
+            "</w:sdtContent></w:sdt>"
+        )
+    )
+    buffer = io.BytesIO()
+    document.save(buffer)
+    texts = [b.text for b in ex.extract(buffer.getvalue()).blocks]
+    assert texts == [
+        "Intro about wombats.",
+        "The vault code is 4711.",
+        "Quolls are marsupials.",
+        "Signed: Ada.",
+        "Boxed note.",
+        "Field | Filled in.",
+    ]

@@ -374,7 +374,7 @@ def test_ingestion_resumes_where_a_dead_worker_stopped(owner, settings):
     assert services.document_ingest(document_id=document.id) == "busy"
     assert chunks.filter(embedding__isnull=True).count() == total - 4
 
-    stale = timezone.now() - timezone.timedelta(seconds=services.LEASE_SECONDS + 1)
+    stale = timezone.now() - services.document_lease() - timezone.timedelta(seconds=1)
     Document.objects.filter(id=document.id).update(updated_at=stale)
     assert services.document_ingest(document_id=document.id) == "ready"
     document.refresh_from_db()
@@ -455,7 +455,7 @@ def test_a_document_whose_runs_keep_dying_is_failed_not_retried_forever(
 
     settings.ENGRAM_JOB_MAX_ATTEMPTS = 3
     document = _bare_document(owner[0], "# Poison\n\n" + filler(0, 4))
-    stale = timezone.now() - timezone.timedelta(seconds=services.LEASE_SECONDS + 1)
+    stale = timezone.now() - services.document_lease() - timezone.timedelta(seconds=1)
     for _ in range(3):
         assert services._claim(document.id)[0] == "claimed"  # a worker took it, then died
         Document.objects.filter(id=document.id).update(updated_at=stale)

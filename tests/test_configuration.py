@@ -85,7 +85,18 @@ def test_every_variable_in_the_configuration_table_is_read():
     assert unread == [], "documented but never read: " + ", ".join(unread)
 
 
-@pytest.mark.parametrize("name, value", [("ENGRAM_MEMORY_EXTRACTION", "ofline")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("ENGRAM_MEMORY_EXTRACTION", "ofline"),
+        # read with getattr and a default, never from the environment: no value refused (0
+        # tokens a chunk would have cut forever), and an operator's own chunk size ignored
+        ("ENGRAM_CHUNK_TOKENS", "0"),
+        ("ENGRAM_CHUNK_OVERLAP_TOKENS", "150"),
+        ("ENGRAM_INGEST_BATCH", "0"),
+        ("ENGRAM_DOCUMENT_LEASE_SECONDS", "0"),  # renewed every third of it: without end
+    ],
+)
 def test_a_setting_outside_its_documented_values_refuses_to_start(name, value):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", name: value}
     proc = subprocess.run(
@@ -112,3 +123,28 @@ def test_docker_compose_starts_the_app_after_its_migrations():
         assert waits.get("db") == {"condition": "service_healthy"}, name
         if name != "migrate":
             assert waits.get("migrate") == {"condition": "service_completed_successfully"}, name
+
+
+def test_the_chunk_settings_are_read_from_the_environment():
+    """An operator's chunk size reaches the ingestion (it was read with getattr and a
+    default: ENGRAM_CHUNK_TOKENS in the environment changed nothing)."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "ENGRAM_CHUNK_TOKENS": "400",
+        "ENGRAM_CHUNK_OVERLAP_TOKENS": "50",
+        "ENGRAM_INGEST_BATCH": "8",
+    }
+    read = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.ENGRAM_CHUNK_TOKENS, s.ENGRAM_CHUNK_OVERLAP_TOKENS, s.ENGRAM_INGEST_BATCH)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", read],
+        env=env,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout.split() == ["400", "50", "8"], proc.stderr[-2000:]

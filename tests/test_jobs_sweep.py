@@ -291,7 +291,7 @@ def test_one_sweeper_at_a_time(job, django_capture_on_commit_callbacks):
 def test_a_document_stuck_queued_or_processing_is_sent_again(
     settings, django_capture_on_commit_callbacks
 ):
-    from memory.knowledge.services import LEASE_SECONDS, collection_create, document_create
+    from memory.knowledge.services import collection_create, document_create, document_lease
 
     settings.ENGRAM_JOB_GRACE_SECONDS = 15
     workspace, _ = make_workspace()
@@ -300,7 +300,7 @@ def test_a_document_stuck_queued_or_processing_is_sent_again(
         queued, _ = document_create(workspace=workspace, collection=collection, raw=b"alpha text")
         processing, _ = document_create(workspace=workspace, collection=collection, raw=b"beta")
         fresh, _ = document_create(workspace=workspace, collection=collection, raw=b"gamma")
-    past = timezone.now() - dt.timedelta(seconds=LEASE_SECONDS + 1)
+    past = timezone.now() - document_lease() - dt.timedelta(seconds=1)
     Document.objects.filter(id=queued.id).update(updated_at=past)
     Document.objects.filter(id=processing.id).update(status="processing", updated_at=past)
     swept, sends = sweep(django_capture_on_commit_callbacks)

@@ -60,19 +60,52 @@ def _count(text: str) -> int:
 
 
 def windows(text: str, size: int) -> list[str]:
-    """`text` cut into pieces of at most `size` tokens (by bytes / 3 without the tokenizer)."""
+    """`text` cut into pieces of at most `size` tokens (by bytes / 3 without the tokenizer),
+    each cut between two characters: cl100k spells a CJK character or an emoji in several
+    tokens, and a cut between them left U+FFFD on both sides (the character lost)."""
     enc = encoding()
     if enc is None:
         step = max(1, size * 3)
         raw = text.encode("utf-8")
-        return [raw[i : i + step].decode("utf-8", "ignore") for i in range(0, len(raw), step)]
+        pieces, start = [], 0
+        while start < len(raw):
+            end = min(start + step, len(raw))
+            while end < len(raw) and raw[end] & 0xC0 == 0x80:  # inside a character: after it
+                end += 1
+            pieces.append(raw[start:end].decode("utf-8"))
+            start = end
+        return pieces
     ids = enc.encode(text, disallowed_special=())
-    return [enc.decode(ids[i : i + size]) for i in range(0, len(ids), size)]
+    pieces, start = [], 0
+    while start < len(ids):
+        end = min(start + size, len(ids))
+        # back to the last cut between characters; forward past one longer than `size` tokens
+        cut = next((e for e in range(end, start, -1) if _whole(enc, ids[start:e])), None)
+        if cut is None:
+            cut = next(e for e in range(end + 1, len(ids) + 1) if _whole(enc, ids[start:e]))
+        pieces.append(enc.decode(ids[start:cut]))
+        start = cut
+    return pieces
 
 
 def tail(text: str, size: int) -> str:
-    """The last `size` tokens of `text`."""
+    """The last `size` tokens of `text`, from a character's start (fewer tokens when the
+    `size`-th from the end is inside a character: no U+FFFD where a character was)."""
     enc = encoding()
     if enc is None:
-        return text.encode("utf-8")[-size * 3 :].decode("utf-8", "ignore")
-    return enc.decode(enc.encode(text, disallowed_special=())[-size:])
+        raw = text.encode("utf-8")[-size * 3 :] if size > 0 else b""
+        return raw.decode("utf-8", "ignore")  # only a cut character's first bytes are dropped
+    ids = enc.encode(text, disallowed_special=())
+    start = max(0, len(ids) - size) if size > 0 else len(ids)
+    while start < len(ids) and not _whole(enc, ids[start:]):
+        start += 1
+    return enc.decode(ids[start:])
+
+
+def _whole(enc: tiktoken.Encoding, ids: list[int]) -> bool:
+    """Whether the tokens spell whole characters (UTF-8 that decodes strictly)."""
+    try:
+        enc.decode_bytes(ids).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

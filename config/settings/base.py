@@ -145,6 +145,23 @@ ENGRAM_MAX_DOCUMENT_BYTES = env.int("ENGRAM_MAX_DOCUMENT_BYTES", default=10 * 10
 ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES = env.int(
     "ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES", default=200 * 1024 * 1024
 )
+# A knowledge document is cut into chunks of at most ENGRAM_CHUNK_TOKENS cl100k tokens (200:
+# with its title and heading a chunk stays inside the embedding model's 256-word-piece window),
+# consecutive chunks of a section sharing ENGRAM_CHUNK_OVERLAP_TOKENS (at most half a chunk);
+# ENGRAM_INGEST_BATCH chunks are embedded a commit. They apply to documents ingested from then
+# on; a document re-run from scratch (the admin) is cut again under them.
+ENGRAM_CHUNK_TOKENS = env.int("ENGRAM_CHUNK_TOKENS", default=200)
+ENGRAM_CHUNK_OVERLAP_TOKENS = env.int("ENGRAM_CHUNK_OVERLAP_TOKENS", default=30)
+ENGRAM_INGEST_BATCH = env.int("ENGRAM_INGEST_BATCH", default=32)
+if not 20 <= ENGRAM_CHUNK_TOKENS <= 2000:
+    raise ImproperlyConfigured(f"ENGRAM_CHUNK_TOKENS={ENGRAM_CHUNK_TOKENS}: 20 to 2000 tokens.")
+if not 0 <= ENGRAM_CHUNK_OVERLAP_TOKENS <= ENGRAM_CHUNK_TOKENS // 2:
+    raise ImproperlyConfigured(
+        f"ENGRAM_CHUNK_OVERLAP_TOKENS={ENGRAM_CHUNK_OVERLAP_TOKENS}: 0 to half of "
+        f"ENGRAM_CHUNK_TOKENS ({ENGRAM_CHUNK_TOKENS // 2})."
+    )
+if ENGRAM_INGEST_BATCH < 1:
+    raise ImproperlyConfigured(f"ENGRAM_INGEST_BATCH={ENGRAM_INGEST_BATCH}: 1 or more chunks.")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.WorkspaceKeyAuthentication"],
@@ -226,6 +243,14 @@ ENGRAM_JOB_GRACE_SECONDS = env.float("ENGRAM_JOB_GRACE_SECONDS", default=15.0)
 ENGRAM_JOB_LEASE_SECONDS = env.float("ENGRAM_JOB_LEASE_SECONDS", default=30.0)
 # A job whose worker died this many times is failed rather than sent again.
 ENGRAM_JOB_MAX_ATTEMPTS = env.int("ENGRAM_JOB_MAX_ATTEMPTS", default=5)
+# A knowledge document's ingestion holds it under this lease, renewed every third of it while
+# the run lives (however long one extraction takes); a document whose run died is taken over
+# this long after its last renewal.
+ENGRAM_DOCUMENT_LEASE_SECONDS = env.float("ENGRAM_DOCUMENT_LEASE_SECONDS", default=30.0)
+if ENGRAM_DOCUMENT_LEASE_SECONDS <= 0:  # renewed every third of it: 0 would renew without end
+    raise ImproperlyConfigured(
+        f"ENGRAM_DOCUMENT_LEASE_SECONDS={ENGRAM_DOCUMENT_LEASE_SECONDS:g}: seconds, more than 0."
+    )
 # A workspace marked deleted (DELETE /v1/workspaces/{id}) whose deletion was sent this long ago
 # and is still present is sent again by the sweep: its task was lost, or its worker died.
 ENGRAM_WORKSPACE_DELETION_RESEND_SECONDS = env.float(

@@ -16,7 +16,10 @@ from memory.knowledge.parsing import Block
 
 DEFAULT_MAX_TOKENS = 200
 DEFAULT_OVERLAP_TOKENS = 30
-_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
+# A sentence ends at . ! ? ; : before a space, or at a full-width 。！？； (CJK writing puts no
+# space after one): without those, Chinese or Japanese text was one "sentence" to the end of
+# its paragraph, cut by tokens wherever the budget fell.
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|(?<=[。！？；])\s*|\n+")
 
 
 count_tokens = tokens.count

@@ -307,32 +307,68 @@ _DOCX_HEADING = re.compile(r"^(?:heading|überschrift|titre)\s*(\d)$", re.IGNORE
 def _docx(raw: bytes) -> Extracted:
     import docx
     from docx.table import Table
-    from docx.text.paragraph import Paragraph
 
     try:
         document = docx.Document(io.BytesIO(raw))
         blocks: list[Block] = []
-        for item in document.iter_inner_content():
-            if isinstance(item, Paragraph):
-                text = item.text.strip()
-                if not text:
-                    continue
-                style = (item.style.name if item.style is not None else "") or ""
-                match = _DOCX_HEADING.match(style)
-                if style.lower() == "title":  # above Heading 1, so sections nest under it
-                    blocks.append(Block("heading", text, level=0))
-                elif match:
-                    blocks.append(Block("heading", text, level=int(match.group(1))))
-                else:
-                    blocks.append(Block("text", text))
-            elif isinstance(item, Table):
+        for item in _docx_items(document.element.body, document._body):
+            if isinstance(item, Table):
                 table = _docx_table(item)
                 if table:
                     blocks.append(Block("text", table))
+                continue
+            text = _docx_text(item._p).strip()
+            if not text:
+                continue
+            style = (item.style.name if item.style is not None else "") or ""
+            match = _DOCX_HEADING.match(style)
+            if style.lower() == "title":  # above Heading 1, so sections nest under it
+                blocks.append(Block("heading", text, level=0))
+            elif match:
+                blocks.append(Block("heading", text, level=int(match.group(1))))
+            else:
+                blocks.append(Block("text", text))
         title = (document.core_properties.title or "").strip()
     except Exception:  # lxml's XMLSyntaxError, a missing part, a bad CRC: a damaged file
         raise ExtractionError(f"the DOCX file is damaged: {_docx_damage(raw)}") from None
     return Extracted(content_type=DOCX, blocks=blocks, title=title)
+
+
+def _docx_items(element, parent) -> Iterator:
+    """The paragraphs and tables of a body or a table cell, in order, those inside a content
+    control (`w:sdt`) too: python-docx's iter_inner_content skips those, and a document made
+    from a template (its body in controls: a form, a cover page, a letterhead) lost their text."""
+    from docx.oxml.ns import qn
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    for child in element.iterchildren():
+        if child.tag == qn("w:p"):
+            yield Paragraph(child, parent)
+        elif child.tag == qn("w:tbl"):
+            yield Table(child, parent)
+        elif child.tag == qn("w:sdt"):
+            content = child.find(qn("w:sdtContent"))
+            if content is not None:
+                yield from _docx_items(content, parent)
+
+
+# Word's markup-compatibility fallback repeats a text box's text (as VML) beside its DrawingML.
+_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+
+
+def _docx_text(paragraph) -> str:
+    """A paragraph's text as Word shows it: its runs wherever they sit — in a tracked insertion
+    (`w:ins`), an inline content control, a field's result, a text box — which python-docx's
+    `paragraph.text` leaves out (it reads runs and hyperlinks only). Each run's text is
+    python-docx's (tabs, line breaks); deleted text (`w:delText`) and field codes are no run's."""
+    from docx.oxml.ns import qn
+
+    return "".join(
+        run.text
+        for run in paragraph.iter(qn("w:r"))
+        if not any(ancestor.tag == _MC_FALLBACK for ancestor in run.iterancestors())
+    )
 
 
 def _docx_table(table) -> str:
@@ -342,8 +378,8 @@ def _docx_table(table) -> str:
 
     def cell_text(cell) -> str:
         parts = [
-            _docx_table(part) if isinstance(part, Table) else part.text.strip()
-            for part in cell.iter_inner_content()
+            _docx_table(part) if isinstance(part, Table) else _docx_text(part._p).strip()
+            for part in _docx_items(cell._tc, cell)
         ]
         return "\n".join(p for p in parts if p).strip()
 

@@ -23,13 +23,20 @@ from memory.retrieval import terms
 
 logger = logging.getLogger("engram.ingest")
 
-# A worker refreshes its document's updated_at at every batch; a PROCESSING document untouched
-# for this long belongs to a worker that died, and the next delivery of the task takes it over.
-LEASE_SECONDS = 120
 # An ingestion embeds for this long, then queues itself again behind the work already waiting:
 # the worker's one pool process (make run) is shared with memory extraction, and a 1.2 MB
 # document held it for minutes, so new memories waited as long.
 INGEST_SLICE_SECONDS = 5.0
+
+
+def document_lease() -> timedelta:
+    """A running ingestion's lease (ENGRAM_DOCUMENT_LEASE_SECONDS): the run renews its
+    document's updated_at every third of it while it lives (its lease thread, and every batch it
+    commits); a PROCESSING document untouched for this long belongs to a run that died, and the
+    sweep or the next delivery of its task takes it over. A fixed 120 s held a dead run's
+    document for two minutes, and an extraction longer than that (a large PDF on a slow
+    machine) lost the document to a second run while it still worked."""
+    return timedelta(seconds=settings.ENGRAM_DOCUMENT_LEASE_SECONDS)
 
 
 def _metadata(metadata: dict | None) -> dict:
@@ -179,7 +186,11 @@ def document_create(
             )
             _enqueue(document.id)
     except IntegrityError:  # the same bytes uploaded concurrently: one row wins
-        return existing.get(), False
+        if found := existing.first():
+            return found, False
+        # or the collection was deleted since the caller read it (the foreign key): no such
+        # collection, rather than "No such document" to a request that was creating one
+        raise Collection.DoesNotExist from None
     return document, True
 
 
@@ -242,7 +253,7 @@ def _claim(document_id: str) -> tuple[str, Document | None]:
     worker with it each time: after ENGRAM_JOB_MAX_ATTEMPTS such runs it is failed instead.
     """
     now = timezone.now()
-    stale = now - timedelta(seconds=LEASE_SECONDS)
+    stale = now - document_lease()
     takeable = Q(status=Document.Status.QUEUED) | Q(
         status=Document.Status.PROCESSING, updated_at__lt=stale
     )
@@ -315,8 +326,8 @@ def _split(document: Document) -> None:
         ) from None
     drafts = chunk_blocks(
         extracted.blocks,
-        max_tokens=getattr(settings, "ENGRAM_CHUNK_TOKENS", 200),
-        overlap_tokens=getattr(settings, "ENGRAM_CHUNK_OVERLAP_TOKENS", 30),
+        max_tokens=settings.ENGRAM_CHUNK_TOKENS,
+        overlap_tokens=settings.ENGRAM_CHUNK_OVERLAP_TOKENS,
     )
     if not drafts:
         hint = " (a scanned PDF needs OCR, which Engram does not do)" if extracted.pages else ""
@@ -404,15 +415,35 @@ def document_ingest(*, document_id: str) -> str:
     Safe to run twice: the claim admits one run at a time, chunks are unique per index and only
     chunks without an embedding are embedded, so a resumed run picks up where the last stopped.
     """
-    from celery.exceptions import SoftTimeLimitExceeded
-
     outcome, document = _claim(document_id)
     if document is None:
         return outcome
+    from memory.tasks import renewing  # the worker's lease thread, which renews memory jobs too
+
+    every = document_lease().total_seconds() / 3
+    with renewing(lambda: _renew(document), names=f"document {document.id}", every=every):
+        return _ingest(document)
+
+
+def _renew(document: Document) -> bool:
+    """Renew the run's lease (the lease thread's call); False when the document is no longer
+    its own."""
+    try:
+        _touch(document)
+    except _Gone:
+        return False
+    return True
+
+
+def _ingest(document: Document) -> str:
+    """The claimed document's ingestion, under its lease (document_ingest)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    document_id = document.id
     try:
         if not Chunk.objects.filter(document_id=document_id).exists():
             _split(document)
-        batch = getattr(settings, "ENGRAM_INGEST_BATCH", 32)
+        batch = settings.ENGRAM_INGEST_BATCH
         if not _embed_pending(document, batch, time.monotonic() + INGEST_SLICE_SECONDS):
             _release(document)
             return "yield"

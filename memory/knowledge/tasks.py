@@ -3,7 +3,6 @@
 from celery import shared_task
 
 from config.celery import time_limits
-from memory.knowledge.services import LEASE_SECONDS
 
 
 @shared_task(
@@ -15,13 +14,13 @@ from memory.knowledge.services import LEASE_SECONDS
     max_retries=30,
 )
 def ingest_document(self, document_id: str) -> None:
-    from memory.knowledge.services import document_ingest, document_send
+    from memory.knowledge.services import document_ingest, document_lease, document_send
 
     outcome = document_ingest(document_id=document_id)
     if outcome == "busy":
         # Another run holds the document. If it is alive it finishes and the retry finds the
         # document ready; if it died, its lease lapses and the retry resumes the work.
-        raise self.retry(countdown=LEASE_SECONDS + 5)
+        raise self.retry(countdown=document_lease().total_seconds() + 5)
     if outcome == "again":  # out of time: continue in a fresh run from the last batch
         raise self.retry(countdown=1)
     if outcome == "yield":  # its slice is over: a new run, queued behind what waits meanwhile

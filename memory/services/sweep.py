@@ -6,7 +6,8 @@ The database is the source of truth; the broker only carries wake-ups. Celery be
   failed with Redis down, or the message was lost with Redis' data);
 - a job RUNNING whose lease (ENGRAM_JOB_LEASE_SECONDS, renewed by its worker) lapsed: its worker
   was killed. It goes back to PENDING, or to FAILED after ENGRAM_JOB_MAX_ATTEMPTS claims;
-- a knowledge document QUEUED past the grace, or PROCESSING past its own lease.
+- a knowledge document QUEUED past the grace, or PROCESSING past its own lease
+  (ENGRAM_DOCUMENT_LEASE_SECONDS, renewed by its ingestion).
 Sending re-stamps `updated_at`, so a job is sent at most once per grace. The claim
 (compare-and-set) makes any extra delivery a no-op, but not a free one: ~1.7 ms of the worker's
 CPU each (2,000 deliveries of a job already done, measured). Behind a backlog every pending job
@@ -38,8 +39,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from config.celery import queue_lengths
-from memory.knowledge.services import LEASE_SECONDS as DOCUMENT_LEASE_SECONDS
-from memory.knowledge.services import document_send
+from memory.knowledge.services import document_lease, document_send
 from memory.models import Document, ProcessingJob
 from memory.services.processing import (
     TIMED_OUT_IN_BATCH,
@@ -169,7 +169,7 @@ def _queued_documents() -> int:
 
 def _due_documents(now: dt.datetime, swept: Swept) -> list[str]:
     grace = now - dt.timedelta(seconds=settings.ENGRAM_JOB_GRACE_SECONDS)
-    stale = now - dt.timedelta(seconds=DOCUMENT_LEASE_SECONDS)
+    stale = now - document_lease()
     due = list(
         Document.objects.select_for_update(skip_locked=True)
         .filter(
