@@ -1100,22 +1100,31 @@
     });
     if (!page) return;
     // A document still being read that this page did not upload (before a reload, in another
-    // tab, through the API) said "processing" for good: the first page is read again until its
-    // documents are done, each shown one redrawn in place (the pages past it stay).
-    if (!more) lookAgain(path, documentPages.list);
+    // tab, through the API) said "processing" for good: every page shown is read again until
+    // its documents are done, each shown one redrawn in place. Only the first page was: one
+    // shown by "Show more" stayed "queued", and was not looked at at all once the first was done.
+    lookAgain(path, documentPages.list);
   }
 
   function lookAgain(path, list) {
+    clearTimeout(documentsLookAgain); // one round at a time, whichever page started it
     const reading = (doc) => doc.status === "queued" || doc.status === "processing";
     const shown = () => Array.from($("document-list").children);
     if (!shown().some((row) => reading(row.dataset))) return;
     documentsLookAgain = setTimeout(async () => {
       try {
-        const { data } = await listPage(path, "");
-        if (list !== documentPages.list) return; // the list was loaded again meanwhile
-        const rows = new Map(shown().map((row) => [row.dataset.documentId, row]));
-        for (const doc of data) rows.get(doc.id)?.replaceWith(documentItem(doc));
-        if (data.some(reading)) lookAgain(path, list);
+        // The pages shown, from the first to the one holding the last row shown.
+        const last = documentPages.after;
+        let after = "";
+        for (let pages = Math.ceil(shown().length / PAGE); pages > 0; pages -= 1) {
+          const { data, has_more, last_id } = await listPage(path, after);
+          if (list !== documentPages.list) return; // the list was loaded again meanwhile
+          const rows = new Map(shown().map((row) => [row.dataset.documentId, row]));
+          for (const doc of data) rows.get(doc.id)?.replaceWith(documentItem(doc));
+          if (!has_more || !last_id || data.some((doc) => doc.id === last)) break;
+          after = last_id;
+        }
+        lookAgain(path, list);
       } catch (_) {
         // looked at again on the next load
       }
