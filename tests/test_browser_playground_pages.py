@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.test_browser_playground import open_playground
+from tests.test_browser_playground import ask, open_playground
+from tests.upstream import Reply, openai_stream
 
 
 def _documents(owner, count: int, *, status: str):
@@ -54,3 +55,37 @@ def test_a_document_past_the_first_page_is_seen_to_get_ready(
     Document.objects.filter(pk=late.get_attribute("data-document-id")).update(status="ready")
     expect(late.locator(".badge")).to_have_text("ready")
     assert Document.objects.filter(collection=collection).count() == 130
+
+
+def test_an_answer_is_stopped_mid_stream_and_what_came_is_kept(
+    page, engram_server, owner, http, upstream
+):
+    """Nothing stopped a long or runaway answer: it streamed on to its end (or until a reload),
+    Send disabled meanwhile."""
+    _, key = owner
+    open_playground(page, engram_server, key, "st")
+    pieces = ["Once upon", " a time"] + [" and then"] * 30
+    upstream.script(Reply(stream=openai_stream(pieces), delay=0.5))
+    page.get_by_label("Message").fill("Tell me a very long story.")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer")).to_contain_text("Once upon a time")
+
+    page.get_by_role("button", name="Stop").click()
+    expect(turn.locator(".answer .cut")).to_have_text("(stopped)")
+    expect(page.locator("#chat-status")).to_have_text("Stopped: the answer so far is kept.")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    expect(page.get_by_label("Message")).to_be_focused()
+    for _ in range(100):  # Engram hung up on the upstream too
+        if upstream.disconnects:
+            break
+        page.wait_for_timeout(100)
+    assert upstream.disconnects
+    said = turn.locator(".answer").inner_text()
+    assert said.startswith("Once upon a time") and "and then" * 30 not in said
+
+    ask(page, "Go on.")  # the part that came is the conversation's answer
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assistant = [m["content"] for m in sent if m["role"] == "assistant"]
+    assert len(assistant) == 1 and assistant[0].startswith("Once upon a time"), sent

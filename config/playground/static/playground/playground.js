@@ -10,6 +10,7 @@
   const CHAT_ITEM = "engram.playground.chat";
   const NO_MEMORY = "No memory for this turn (no user id).";
   const FAILED = "No answer: the request failed. Listed below: the preview made before it.";
+  const STOPPED = "Stopped before Engram's figures came. Listed below: the preview made before it.";
   const POLL_MS = 500;
   const PAGE = 100; // the API's largest page
   const $ = (id) => document.getElementById(id);
@@ -18,6 +19,7 @@
     conversationId: "",
     messages: [], // the whole conversation, resent on every turn
     busy: false,
+    stop: null, // the AbortController of the answer being streamed: "Stop" ends it
     pause: null, // { approvalId, calls } while a run waits for a decision: kept across a reload
   };
 
@@ -685,6 +687,11 @@
     const state = { content: "" };
     let pause = null;
     let waiting = null; // the approval's box when the run pauses
+    // A long or runaway answer could not be stopped: only a reload or "New chat" (which let
+    // it stream on) ended it. Stop hangs up; Engram keeps what came, marked cut off.
+    const stop = new AbortController();
+    chat.stop = stop;
+    $("chat-stop").hidden = false;
     saveChat(); // the model this conversation goes on with after a reload
     // A live region announced each piece as it came: busy until the answer is whole.
     turn.setAttribute("aria-busy", "true");
@@ -701,10 +708,10 @@
       }
       say("chat-status", "Streaming the answer…");
       turn.querySelector(".summary").textContent = "Waiting for the answer…";
-      const response = await reach(
-        "/v1/chat/completions",
-        requestInit("POST", { ...body, stream: true }, headers),
-      );
+      const response = await reach("/v1/chat/completions", {
+        ...requestInit("POST", { ...body, stream: true }, headers),
+        signal: stop.signal,
+      });
       if (!response.ok) throw await failure(response);
       pause = await relay(turn, response, state);
       if (!turn.dataset.engram) {
@@ -717,11 +724,17 @@
       }
       say("chat-status", pause ? "The agent waits for your approval." : "");
     } catch (error) {
-      say("chat-status", error.message, true);
-      answer.append(el("p", { class: "error", text: error.message }));
-      // It read "Preparing context…" for good: the turn failed, and what is listed beside it
-      // is the preview's, which no answer was given.
-      if (!turn.dataset.engram) turn.querySelector(".summary").textContent = FAILED;
+      if (stop.signal.aborted) {
+        answer.append(el("p", { class: "cut", text: "(stopped)" }));
+        say("chat-status", "Stopped: the answer so far is kept.");
+        if (!turn.dataset.engram) turn.querySelector(".summary").textContent = STOPPED;
+      } else {
+        say("chat-status", error.message, true);
+        answer.append(el("p", { class: "error", text: error.message }));
+        // It read "Preparing context…" for good: the turn failed, and what is listed beside
+        // it is the preview's, which no answer was given.
+        if (!turn.dataset.engram) turn.querySelector(".summary").textContent = FAILED;
+      }
     } finally {
       turn.setAttribute("aria-busy", "false");
       if (state.content) history.push({ role: "assistant", content: state.content });
@@ -729,6 +742,8 @@
       // is: its answer comes with the resume.
       else if (!pause) history.pop();
       chat.busy = false;
+      chat.stop = null;
+      $("chat-stop").hidden = true;
       $("chat-send").disabled = false;
       // A paused run waits on Approve or Reject: the focus goes there, not back to the input.
       (waiting ? waiting.querySelector("button") : input).focus();
@@ -1185,6 +1200,7 @@
       askFirst(event.currentTarget, "this conversation", deleteConversation, "Delete this conversation for good?"),
     );
     $("chat-form").addEventListener("submit", send);
+    $("chat-stop").addEventListener("click", () => chat.stop?.abort());
     $("chat-input").addEventListener("keydown", (event) => {
       // An Enter that ends an input method's composition (Japanese, Chinese, Korean) picks the
       // word offered: it is not a send. Safari marks it with keyCode 229 only.
