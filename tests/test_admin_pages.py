@@ -1147,3 +1147,39 @@ def test_every_engram_admin_shows_refusals_at_save_on_its_form():
         if (label := model._meta.label) in ours and not isinstance(model_admin, RefusalsOnTheForm)
     ]
     assert missing == []
+
+
+def test_a_limit_the_constraints_refuse_is_said_as_what_to_do(admin_client, world):
+    """An API-key limit without its key, a key on a workspace limit, a second workspace limit:
+    the form read "Constraint “api_key_iff_key_subject” is violated." or "Constraint
+    “one_limit_per_workspace_subject” is violated.", names of the schema, not what to change."""
+    workspace = world["workspace"]
+    key = ApiKey.objects.filter(workspace=workspace).first()
+    base = {"workspace": workspace.pk, "rpm": "10", "budget_period": "month"}
+    url = reverse("admin:limits_limit_add")
+    Limit.objects.filter(workspace=workspace).delete()
+    assert admin_client.post(url, {**base, "subject": "workspace"}).status_code == 302
+
+    for form, said in (
+        ({**base, "subject": "api_key"}, "A limit of an API key names the key."),
+        (
+            {**base, "subject": "end_user", "api_key": key.pk},
+            "Only a limit of an API key names one: leave it empty.",
+        ),
+        (
+            {**base, "subject": "workspace"},
+            "This workspace has a limit for “Workspace” already: change that one.",
+        ),
+    ):
+        refused = admin_client.post(url, form)
+        assert refused.status_code == 200
+        page = refused.content.decode()
+        assert said in page and "violated" not in page, form
+    assert Limit.objects.filter(workspace=workspace).count() == 1
+    limit = Limit.objects.get(workspace=workspace)
+    change = reverse("admin:limits_limit_change", args=[limit.pk])
+    assert (
+        admin_client.post(change, {**base, "subject": "workspace", "rpm": "20"}).status_code == 302
+    )
+    limit.refresh_from_db()
+    assert limit.rpm == 20
