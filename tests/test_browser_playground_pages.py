@@ -89,3 +89,28 @@ def test_an_answer_is_stopped_mid_stream_and_what_came_is_kept(
     sent = upstream.chat_requests()[-1].body["messages"]
     assistant = [m["content"] for m in sent if m["role"] == "assistant"]
     assert len(assistant) == 1 and assistant[0].startswith("Once upon a time"), sent
+
+
+def test_a_click_below_the_memories_right_after_a_new_user_id_is_not_lost(
+    page, engram_server, owner, http, upstream
+):
+    """Typing a user id and then pressing "Create": leaving the field reloads the memories, the
+    list was emptied at once, the Collections panel moved up from under the pointer between the
+    press and the release, and the click did nothing."""
+    for i in range(4):
+        made = http.post("/v1/memories", json={"user_id": "ada", "text": f"Ada fact {i}."})
+        assert made.status_code == 201
+    _, key = owner
+    open_playground(page, engram_server, key, "ada")
+    page.get_by_label("New collection name").fill("Handbook")
+    expect(page.locator("#memory-list > li")).to_have_count(4)
+
+    page.get_by_label("User id").fill("bo")  # the focus stays in the field
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#collection-status")).to_have_text("Created collection Handbook.")
+    expect(page.locator("#memory-status")).to_have_text("0 memories of bo.")
+    expect(page.locator("#memory-list > li")).to_have_count(0)
+    assert (
+        page.evaluate("document.querySelector('#memory-list').closest('.panel').style.minHeight")
+        == ""
+    )

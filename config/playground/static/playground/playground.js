@@ -144,10 +144,20 @@
     return { listId, moreId, after: "", list: 0 };
   }
 
+  // The panel keeps its height until the list's first page is drawn (settle): emptied at once,
+  // on the user id field's change when it lost the focus to a click below the list, it moved
+  // "Create" or "Upload" up from under the pointer between the press and the release, and the
+  // click was lost.
   function resetPager(pages) {
     pages.list += 1;
+    const panel = $(pages.listId).closest(".panel");
+    panel.style.minHeight = `${panel.offsetHeight}px`;
     $(pages.listId).replaceChildren();
     $(pages.moreId).hidden = true;
+  }
+
+  function settle(pages) {
+    $(pages.listId).closest(".panel").style.minHeight = "";
   }
 
   // The next page of `pages` (the first after resetPager) from `path`, each entry drawn by
@@ -155,7 +165,13 @@
   // one asked for any more. The focus goes where the new entries begin when `more`.
   async function showPage(pages, { path, item, more = false, current = () => true }) {
     const asked = pages.list;
-    const { data, has_more, last_id } = await listPage(path, more ? pages.after : "");
+    let answer;
+    try {
+      answer = await listPage(path, more ? pages.after : "");
+    } finally {
+      if (asked === pages.list) settle(pages); // else the list asked for since settles it
+    }
+    const { data, has_more, last_id } = answer;
     if (!current() || asked !== pages.list) return null;
     const items = data.map(item);
     $(pages.listId).append(...items);
@@ -833,7 +849,10 @@
     more = more === true;
     // Another user's memories never stay on screen under this one's id (nor under none).
     if (!more) resetPager(memoryPages);
-    if (!userId()) return say("memory-status", "Set a user id to see its memories.");
+    if (!userId()) {
+      settle(memoryPages);
+      return say("memory-status", "Set a user id to see its memories.");
+    }
     const asked = { user: userId(), key: key() };
     try {
       // A list asked for before the user id or key changed (a turn's refresh, then "Forget
@@ -864,6 +883,7 @@
       });
       if (!stillAsked(asked)) return;
       memoryPages.list += 1; // the list's cursor does not go on from a search
+      settle(memoryPages); // a list asked for before no longer does
       $("memory-list").replaceChildren(...data.map(memoryItem));
       $("memory-more").hidden = true;
       say("memory-status", `${data.length} results for “${query}”.`);
@@ -1105,7 +1125,7 @@
       clearTimeout(documentsLookAgain);
       resetPager(documentPages);
     }
-    if (!collection) return;
+    if (!collection) return settle(documentPages);
     const path = `/v1/collections/${encodeURIComponent(collection)}/documents`;
     const page = await showPage(documentPages, {
       path,
