@@ -13,7 +13,6 @@ from accounts.admin_workspaces import LiveWorkspaces
 from accounts.models import ApiKey, Workspace
 from config.admin_deletion import CountsOnDelete
 
-
 _DELETED_IN_BACKGROUND = (
     "Its keys no longer work; a worker deletes its rows in the background (the list shows it "
     "as being deleted until then)."
