@@ -4,6 +4,7 @@ pages (list, delete, export), login by email, and static files served by the app
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import httpx
@@ -1183,3 +1184,24 @@ def test_a_limit_the_constraints_refuse_is_said_as_what_to_do(admin_client, worl
     )
     limit.refresh_from_db()
     assert limit.rpm == 20
+
+
+@pytest.mark.parametrize("user_id", [".", ".."])
+def test_an_end_user_named_with_dots_is_reached_from_the_list(admin_client, world, user_id):
+    """The API takes "." and ".." as user ids; their links read /admin/memory/users/<ws>/../,
+    which a browser resolves to the list (or the workspace's): their page, their export and
+    their deletion were out of reach."""
+    from urllib.parse import urljoin
+
+    workspace = world["workspace"]
+    memory_create(workspace=workspace, user_id=user_id, text="Dotted rows.", embedding=ZERO)
+    listing = reverse("admin:memory_enduser_changelist")
+    body = admin_client.get(listing, {"q": user_id}).content.decode()
+    base = "http://testserver" + listing
+    hrefs = {urljoin(base, href) for href in re.findall(r'href="([^"]+)"', body)}
+    pages = [h for h in hrefs if h.startswith(base + workspace.pk + "/")]
+    assert len(pages) == 1, pages  # resolved as a browser does (RFC 3986 dot segments)
+    page = admin_client.get(pages[0].removeprefix("http://testserver"))
+    assert page.status_code == 200 and "Dotted rows." in page.content.decode()
+    export = admin_client.get(pages[0].removeprefix("http://testserver") + "export/")
+    assert json.loads(b"".join(export))["user_id"] == user_id
