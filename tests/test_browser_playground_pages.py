@@ -114,3 +114,27 @@ def test_a_click_below_the_memories_right_after_a_new_user_id_is_not_lost(
         page.evaluate("document.querySelector('#memory-list').closest('.panel').style.minHeight")
         == ""
     )
+
+
+def test_another_user_id_while_an_answer_streams_starts_another_conversation(
+    page, engram_server, owner, http, upstream
+):
+    """The user id changed while an answer streamed kept the conversation (another user's only
+    when nothing was being streamed): every next turn was refused, 403 "belongs to another
+    user", until "New chat"."""
+    _, key = owner
+    open_playground(page, engram_server, key, "aa")
+    upstream.script(Reply(stream=openai_stream(["slow", " answer"]), delay=0.5))
+    page.get_by_label("Message").fill("Hello, I am aa.")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#transcript .answer')].pop()?.textContent === 'slow'"
+    )
+    page.get_by_label("User id").fill("bb")
+    page.get_by_label("Search memories").focus()  # leaving the field: its change
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    turn = ask(page, "Hello, I am bb.")
+    expect(turn.locator(".answer")).to_have_text("echo: Hello, I am bb.")
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["Hello, I am bb."]

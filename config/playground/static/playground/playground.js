@@ -1235,8 +1235,9 @@
     });
     $("user-id").addEventListener("change", () => {
       // A conversation is one user's: the next turn under another id was refused (403,
-      // "belongs to another user") until "New chat". Another user, another conversation.
-      if (chat.messages.length && !chat.busy) {
+      // "belongs to another user") until "New chat". Another user, another conversation, also
+      // while an answer streams (it ends in the conversation it was asked in, as on "New chat").
+      if (chat.messages.length) {
         newChat();
         say("chat-status", `New conversation, for ${userId() || "no user"}: a conversation is one user's.`);
       }
