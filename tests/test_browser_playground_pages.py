@@ -138,3 +138,17 @@ def test_another_user_id_while_an_answer_streams_starts_another_conversation(
     expect(turn.locator(".answer")).to_have_text("echo: Hello, I am bb.")
     sent = upstream.chat_requests()[-1].body["messages"]
     assert [m["content"] for m in sent if m["role"] == "user"] == ["Hello, I am bb."]
+
+
+def test_escape_in_the_message_box_stops_the_answer(page, engram_server, owner, upstream):
+    _, key = owner
+    open_playground(page, engram_server, key, "st")
+    upstream.script(Reply(stream=openai_stream(["Once upon"] + [" and then"] * 30), delay=0.5))
+    page.get_by_label("Message").fill("Tell me a very long story.")
+    page.get_by_label("Message").press("Enter")
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer")).to_contain_text("Once upon")
+    expect(page.get_by_label("Message")).to_be_focused()
+    page.get_by_label("Message").press("Escape")
+    expect(turn.locator(".answer .cut")).to_have_text("(stopped)")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()

@@ -1222,6 +1222,12 @@
     $("chat-form").addEventListener("submit", send);
     $("chat-stop").addEventListener("click", () => chat.stop?.abort());
     $("chat-input").addEventListener("keydown", (event) => {
+      // Escape stops the answer being streamed, from where the Enter that asked for it was.
+      if (event.key === "Escape" && chat.stop) {
+        event.preventDefault();
+        chat.stop.abort();
+        return;
+      }
       // An Enter that ends an input method's composition (Japanese, Chinese, Korean) picks the
       // word offered: it is not a send. Safari marks it with keyCode 229 only.
       if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
