@@ -13,6 +13,11 @@ from accounts.admin_workspaces import LiveWorkspaces
 from accounts.models import ApiKey, Workspace
 from config.admin_deletion import CountsOnDelete
 
+_DELETED_IN_BACKGROUND = (
+    "Its keys no longer work; a worker deletes its rows in the background (the list shows it "
+    "as being deleted until then)."
+)
+
 
 class ApiKeyInline(admin.TabularInline):
     model = ApiKey
@@ -56,15 +61,13 @@ class WorkspaceAdmin(CountsOnDelete):
     def delete_queryset(self, request, queryset):
         for workspace in queryset:
             services.workspace_delete_begin(workspace=workspace)
+        # The list's "Delete selected" said "Successfully deleted 2 workspaces." alone, while
+        # their rows were still there and the list said "being deleted".
+        self.message_user(request, _DELETED_IN_BACKGROUND, messages.INFO)
 
     def response_delete(self, request, obj_display, obj_id):
         """Django says "deleted successfully"; what is done by then is its keys."""
-        self.message_user(
-            request,
-            "Its keys no longer work; a worker deletes its rows in the background (the list "
-            "shows it as being deleted until then).",
-            messages.INFO,
-        )
+        self.message_user(request, _DELETED_IN_BACKGROUND, messages.INFO)
         return super().response_delete(request, obj_display, obj_id)
 
 

@@ -67,8 +67,17 @@ def app_entry(request: HttpRequest) -> dict[str, Any] | None:
     }
 
 
+# quote() leaves "." and "..", which the API takes as user ids: a browser resolves such a path
+# segment away (/users/<ws>/../ is the list), and the user's page was out of reach. Their dots
+# go as _2E, which quote() never writes (it writes "_" as _5F) and unquote() does not read.
+_DOT = "_2E"
+
+
 def user_url(workspace_id: str, user_id: str) -> str:
-    return reverse("admin:memory_enduser_change", args=[workspace_id, quote(user_id)])
+    segment = quote(user_id)
+    if set(segment) == {"."}:
+        segment = segment.replace(".", _DOT)
+    return reverse("admin:memory_enduser_change", args=[workspace_id, segment])
 
 
 class EndUsers(Sequence[dict[str, Any]]):
@@ -223,7 +232,7 @@ def _check(request: HttpRequest, action: str) -> None:
 
 
 def _user(workspace_id: str, user: str) -> tuple[Workspace, str]:
-    return get_object_or_404(Workspace, pk=workspace_id), unquote(user)
+    return get_object_or_404(Workspace, pk=workspace_id), unquote(user.replace(_DOT, "."))
 
 
 def user_urls(site) -> list[URLPattern]:

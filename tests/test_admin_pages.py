@@ -4,6 +4,7 @@ pages (list, delete, export), login by email, and static files served by the app
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import httpx
@@ -1147,3 +1148,60 @@ def test_every_engram_admin_shows_refusals_at_save_on_its_form():
         if (label := model._meta.label) in ours and not isinstance(model_admin, RefusalsOnTheForm)
     ]
     assert missing == []
+
+
+def test_a_limit_the_constraints_refuse_is_said_as_what_to_do(admin_client, world):
+    """An API-key limit without its key, a key on a workspace limit, a second workspace limit:
+    the form read "Constraint “api_key_iff_key_subject” is violated." or "Constraint
+    “one_limit_per_workspace_subject” is violated.", names of the schema, not what to change."""
+    workspace = world["workspace"]
+    key = ApiKey.objects.filter(workspace=workspace).first()
+    base = {"workspace": workspace.pk, "rpm": "10", "budget_period": "month"}
+    url = reverse("admin:limits_limit_add")
+    Limit.objects.filter(workspace=workspace).delete()
+    assert admin_client.post(url, {**base, "subject": "workspace"}).status_code == 302
+
+    for form, said in (
+        ({**base, "subject": "api_key"}, "A limit of an API key names the key."),
+        (
+            {**base, "subject": "end_user", "api_key": key.pk},
+            "Only a limit of an API key names one: leave it empty.",
+        ),
+        (
+            {**base, "subject": "workspace"},
+            "This workspace has a limit for “Workspace” already: change that one.",
+        ),
+    ):
+        refused = admin_client.post(url, form)
+        assert refused.status_code == 200
+        page = refused.content.decode()
+        assert said in page and "violated" not in page, form
+    assert Limit.objects.filter(workspace=workspace).count() == 1
+    limit = Limit.objects.get(workspace=workspace)
+    change = reverse("admin:limits_limit_change", args=[limit.pk])
+    assert (
+        admin_client.post(change, {**base, "subject": "workspace", "rpm": "20"}).status_code == 302
+    )
+    limit.refresh_from_db()
+    assert limit.rpm == 20
+
+
+@pytest.mark.parametrize("user_id", [".", ".."])
+def test_an_end_user_named_with_dots_is_reached_from_the_list(admin_client, world, user_id):
+    """The API takes "." and ".." as user ids; their links read /admin/memory/users/<ws>/../,
+    which a browser resolves to the list (or the workspace's): their page, their export and
+    their deletion were out of reach."""
+    from urllib.parse import urljoin
+
+    workspace = world["workspace"]
+    memory_create(workspace=workspace, user_id=user_id, text="Dotted rows.", embedding=ZERO)
+    listing = reverse("admin:memory_enduser_changelist")
+    body = admin_client.get(listing, {"q": user_id}).content.decode()
+    base = "http://testserver" + listing
+    hrefs = {urljoin(base, href) for href in re.findall(r'href="([^"]+)"', body)}
+    pages = [h for h in hrefs if h.startswith(base + workspace.pk + "/")]
+    assert len(pages) == 1, pages  # resolved as a browser does (RFC 3986 dot segments)
+    page = admin_client.get(pages[0].removeprefix("http://testserver"))
+    assert page.status_code == 200 and "Dotted rows." in page.content.decode()
+    export = admin_client.get(pages[0].removeprefix("http://testserver") + "export/")
+    assert json.loads(b"".join(export))["user_id"] == user_id

@@ -452,3 +452,20 @@ def test_a_collection_is_added_in_the_admin_to_the_workspace_chosen(admin_client
 
     assert admin_client.post(reverse("admin:memory_collection_add"), form).status_code == 302
     assert Collection.objects.get(name="Handbook").workspace == live
+
+
+def test_deleting_workspaces_from_the_list_says_their_rows_go_in_the_background(
+    admin_client, two, monkeypatch
+):
+    """ "Delete selected workspaces" said "Successfully deleted 2 workspaces." and nothing more,
+    while their rows stayed until a worker's run and the list said "being deleted"."""
+    from accounts import services
+
+    monkeypatch.setattr(services, "_send_deletion", lambda workspace_id: None)
+    url = reverse("admin:accounts_workspace_changelist")
+    selected = {"action": "delete_selected", "_selected_action": [w.pk for w in two]}
+    assert admin_client.post(url, selected).status_code == 200  # the confirmation first
+    done = admin_client.post(url, {**selected, "post": "yes"}, follow=True)
+    said = [str(m) for m in done.context["messages"]]
+    assert any("a worker deletes its rows in the background" in m for m in said), said
+    assert Workspace.objects.filter(deleted_at__isnull=False).count() == 2

@@ -6,7 +6,7 @@ from django.contrib import admin
 
 from accounts.admin_workspaces import LiveWorkspaces
 from accounts.authentication import keys_changed
-from accounts.limits.models import CreditUnit, Limit
+from accounts.limits.models import CreditUnit, Limit, Subject
 
 
 class VoidsKeyCache(LiveWorkspaces):
@@ -48,6 +48,21 @@ class LimitForm(forms.ModelForm):
         # key's limit failed on the unique constraint (a 500).
         if key is not None and workspace is not None and key.workspace_id != workspace.pk:
             self.add_error("api_key", "The API key belongs to another workspace.")
+        # The constraints said as what to do: the page read only "Constraint
+        # “api_key_iff_key_subject” is violated." (a field in error leaves its constraint out).
+        subject = data.get("subject")
+        if subject == Subject.API_KEY and key is None:
+            self.add_error("api_key", "A limit of an API key names the key.")
+        elif subject and subject != Subject.API_KEY and key is not None:
+            self.add_error("api_key", "Only a limit of an API key names one: leave it empty.")
+        elif subject and workspace is not None and key is None:
+            taken = Limit.objects.filter(workspace=workspace, subject=subject, api_key=None)
+            if taken.exclude(pk=self.instance.pk).exists():
+                self.add_error(
+                    "subject",
+                    f"This workspace has a limit for “{Subject(subject).label}” already: "
+                    "change that one.",
+                )
         return data
 
 

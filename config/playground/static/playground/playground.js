@@ -10,6 +10,7 @@
   const CHAT_ITEM = "engram.playground.chat";
   const NO_MEMORY = "No memory for this turn (no user id).";
   const FAILED = "No answer: the request failed. Listed below: the preview made before it.";
+  const STOPPED = "Stopped before Engram's figures came. Listed below: the preview made before it.";
   const POLL_MS = 500;
   const PAGE = 100; // the API's largest page
   const $ = (id) => document.getElementById(id);
@@ -18,6 +19,7 @@
     conversationId: "",
     messages: [], // the whole conversation, resent on every turn
     busy: false,
+    stop: null, // the AbortController of the answer being streamed: "Stop" ends it
     pause: null, // { approvalId, calls } while a run waits for a decision: kept across a reload
   };
 
@@ -142,10 +144,20 @@
     return { listId, moreId, after: "", list: 0 };
   }
 
+  // The panel keeps its height until the list's first page is drawn (settle): emptied at once,
+  // on the user id field's change when it lost the focus to a click below the list, it moved
+  // "Create" or "Upload" up from under the pointer between the press and the release, and the
+  // click was lost.
   function resetPager(pages) {
     pages.list += 1;
+    const panel = $(pages.listId).closest(".panel");
+    panel.style.minHeight = `${panel.offsetHeight}px`;
     $(pages.listId).replaceChildren();
     $(pages.moreId).hidden = true;
+  }
+
+  function settle(pages) {
+    $(pages.listId).closest(".panel").style.minHeight = "";
   }
 
   // The next page of `pages` (the first after resetPager) from `path`, each entry drawn by
@@ -153,7 +165,13 @@
   // one asked for any more. The focus goes where the new entries begin when `more`.
   async function showPage(pages, { path, item, more = false, current = () => true }) {
     const asked = pages.list;
-    const { data, has_more, last_id } = await listPage(path, more ? pages.after : "");
+    let answer;
+    try {
+      answer = await listPage(path, more ? pages.after : "");
+    } finally {
+      if (asked === pages.list) settle(pages); // else the list asked for since settles it
+    }
+    const { data, has_more, last_id } = answer;
     if (!current() || asked !== pages.list) return null;
     const items = data.map(item);
     $(pages.listId).append(...items);
@@ -685,6 +703,11 @@
     const state = { content: "" };
     let pause = null;
     let waiting = null; // the approval's box when the run pauses
+    // A long or runaway answer could not be stopped: only a reload or "New chat" (which let
+    // it stream on) ended it. Stop hangs up; Engram keeps what came, marked cut off.
+    const stop = new AbortController();
+    chat.stop = stop;
+    $("chat-stop").hidden = false;
     saveChat(); // the model this conversation goes on with after a reload
     // A live region announced each piece as it came: busy until the answer is whole.
     turn.setAttribute("aria-busy", "true");
@@ -701,10 +724,10 @@
       }
       say("chat-status", "Streaming the answer…");
       turn.querySelector(".summary").textContent = "Waiting for the answer…";
-      const response = await reach(
-        "/v1/chat/completions",
-        requestInit("POST", { ...body, stream: true }, headers),
-      );
+      const response = await reach("/v1/chat/completions", {
+        ...requestInit("POST", { ...body, stream: true }, headers),
+        signal: stop.signal,
+      });
       if (!response.ok) throw await failure(response);
       pause = await relay(turn, response, state);
       if (!turn.dataset.engram) {
@@ -717,11 +740,17 @@
       }
       say("chat-status", pause ? "The agent waits for your approval." : "");
     } catch (error) {
-      say("chat-status", error.message, true);
-      answer.append(el("p", { class: "error", text: error.message }));
-      // It read "Preparing context…" for good: the turn failed, and what is listed beside it
-      // is the preview's, which no answer was given.
-      if (!turn.dataset.engram) turn.querySelector(".summary").textContent = FAILED;
+      if (stop.signal.aborted) {
+        answer.append(el("p", { class: "cut", text: "(stopped)" }));
+        say("chat-status", "Stopped: the answer so far is kept.");
+        if (!turn.dataset.engram) turn.querySelector(".summary").textContent = STOPPED;
+      } else {
+        say("chat-status", error.message, true);
+        answer.append(el("p", { class: "error", text: error.message }));
+        // It read "Preparing context…" for good: the turn failed, and what is listed beside
+        // it is the preview's, which no answer was given.
+        if (!turn.dataset.engram) turn.querySelector(".summary").textContent = FAILED;
+      }
     } finally {
       turn.setAttribute("aria-busy", "false");
       if (state.content) history.push({ role: "assistant", content: state.content });
@@ -729,6 +758,8 @@
       // is: its answer comes with the resume.
       else if (!pause) history.pop();
       chat.busy = false;
+      chat.stop = null;
+      $("chat-stop").hidden = true;
       $("chat-send").disabled = false;
       // A paused run waits on Approve or Reject: the focus goes there, not back to the input.
       (waiting ? waiting.querySelector("button") : input).focus();
@@ -818,7 +849,10 @@
     more = more === true;
     // Another user's memories never stay on screen under this one's id (nor under none).
     if (!more) resetPager(memoryPages);
-    if (!userId()) return say("memory-status", "Set a user id to see its memories.");
+    if (!userId()) {
+      settle(memoryPages);
+      return say("memory-status", "Set a user id to see its memories.");
+    }
     const asked = { user: userId(), key: key() };
     try {
       // A list asked for before the user id or key changed (a turn's refresh, then "Forget
@@ -849,6 +883,7 @@
       });
       if (!stillAsked(asked)) return;
       memoryPages.list += 1; // the list's cursor does not go on from a search
+      settle(memoryPages); // a list asked for before no longer does
       $("memory-list").replaceChildren(...data.map(memoryItem));
       $("memory-more").hidden = true;
       say("memory-status", `${data.length} results for “${query}”.`);
@@ -1090,7 +1125,7 @@
       clearTimeout(documentsLookAgain);
       resetPager(documentPages);
     }
-    if (!collection) return;
+    if (!collection) return settle(documentPages);
     const path = `/v1/collections/${encodeURIComponent(collection)}/documents`;
     const page = await showPage(documentPages, {
       path,
@@ -1100,22 +1135,31 @@
     });
     if (!page) return;
     // A document still being read that this page did not upload (before a reload, in another
-    // tab, through the API) said "processing" for good: the first page is read again until its
-    // documents are done, each shown one redrawn in place (the pages past it stay).
-    if (!more) lookAgain(path, documentPages.list);
+    // tab, through the API) said "processing" for good: every page shown is read again until
+    // its documents are done, each shown one redrawn in place. Only the first page was: one
+    // shown by "Show more" stayed "queued", and was not looked at at all once the first was done.
+    lookAgain(path, documentPages.list);
   }
 
   function lookAgain(path, list) {
+    clearTimeout(documentsLookAgain); // one round at a time, whichever page started it
     const reading = (doc) => doc.status === "queued" || doc.status === "processing";
     const shown = () => Array.from($("document-list").children);
     if (!shown().some((row) => reading(row.dataset))) return;
     documentsLookAgain = setTimeout(async () => {
       try {
-        const { data } = await listPage(path, "");
-        if (list !== documentPages.list) return; // the list was loaded again meanwhile
-        const rows = new Map(shown().map((row) => [row.dataset.documentId, row]));
-        for (const doc of data) rows.get(doc.id)?.replaceWith(documentItem(doc));
-        if (data.some(reading)) lookAgain(path, list);
+        // The pages shown, from the first to the one holding the last row shown.
+        const last = documentPages.after;
+        let after = "";
+        for (let pages = Math.ceil(shown().length / PAGE); pages > 0; pages -= 1) {
+          const { data, has_more, last_id } = await listPage(path, after);
+          if (list !== documentPages.list) return; // the list was loaded again meanwhile
+          const rows = new Map(shown().map((row) => [row.dataset.documentId, row]));
+          for (const doc of data) rows.get(doc.id)?.replaceWith(documentItem(doc));
+          if (!has_more || !last_id || data.some((doc) => doc.id === last)) break;
+          after = last_id;
+        }
+        lookAgain(path, list);
       } catch (_) {
         // looked at again on the next load
       }
@@ -1176,7 +1220,14 @@
       askFirst(event.currentTarget, "this conversation", deleteConversation, "Delete this conversation for good?"),
     );
     $("chat-form").addEventListener("submit", send);
+    $("chat-stop").addEventListener("click", () => chat.stop?.abort());
     $("chat-input").addEventListener("keydown", (event) => {
+      // Escape stops the answer being streamed, from where the Enter that asked for it was.
+      if (event.key === "Escape" && chat.stop) {
+        event.preventDefault();
+        chat.stop.abort();
+        return;
+      }
       // An Enter that ends an input method's composition (Japanese, Chinese, Korean) picks the
       // word offered: it is not a send. Safari marks it with keyCode 229 only.
       if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
@@ -1190,8 +1241,9 @@
     });
     $("user-id").addEventListener("change", () => {
       // A conversation is one user's: the next turn under another id was refused (403,
-      // "belongs to another user") until "New chat". Another user, another conversation.
-      if (chat.messages.length && !chat.busy) {
+      // "belongs to another user") until "New chat". Another user, another conversation, also
+      // while an answer streams (it ends in the conversation it was asked in, as on "New chat").
+      if (chat.messages.length) {
         newChat();
         say("chat-status", `New conversation, for ${userId() || "no user"}: a conversation is one user's.`);
       }
