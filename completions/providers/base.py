@@ -161,6 +161,7 @@ class UsualShape:
             or data.get("usage")
             or delta.get("tool_calls")
             or delta.get("reasoning_details")
+            or delta.get("audio")  # its transcript is the answer's (streaming.Assembler)
         ):
             return None
         text = delta.get("content")
