@@ -83,3 +83,22 @@ def test_a_first_event_that_only_mentions_an_error_is_an_answer(sdk, upstream):
     assert "".join(c.choices[0].delta.content or "" for c in answer if c.choices) == (
         "An error? None."
     )
+
+
+@pytest.mark.parametrize(
+    ("stream", "said"),
+    [
+        ([], "ended before it sent anything"),  # an empty body (a proxy's, a crashed server's)
+        (["{not json"], "malformed stream chunk"),
+        ([{"choices": "none"}], "unexpected stream chunk"),
+    ],
+)
+def test_a_stream_unreadable_from_its_first_event_is_a_502(sdk, upstream, stream, said):
+    """Nothing of it could go out: the client got a 200 and an error frame (no SDK retries
+    one), where the same reply unstreamed is a 502 upstream_bad_reply."""
+    upstream.script(Reply(stream=stream))
+    with pytest.raises(openai.APIStatusError) as failed:
+        for _ in sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+    assert failed.value.status_code == 502 and said in failed.value.message
+    assert failed.value.body["code"] == "upstream_bad_reply"

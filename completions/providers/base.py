@@ -555,6 +555,19 @@ def _json_text(value: object) -> str:
 RETRY_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 
 
+def read_failed(exc: BaseException) -> ApiError:
+    """The error of an answer whose body could not be read (a timeout, a connection lost),
+    before anything of it went to the client."""
+    if isinstance(exc, TimeoutError):
+        return ApiError(504, "The upstream provider timed out.", code="upstream_timeout")
+    return ApiError(
+        502,
+        f"The upstream connection failed ({type(exc).__name__}).",
+        type="upstream_error",
+        code="upstream_unreachable",
+    )
+
+
 def retry_after_of(headers: Mapping[str, str]) -> str | None:
     """An upstream's wait before a retry, in seconds: OpenAI's `retry-after-ms` when it is a
     number (`retry-after` beside it is rounded up to whole seconds: 0.1 s read as 1, or a wait
@@ -681,17 +694,8 @@ class HttpProvider(Provider):
         response, _ = await self.send(call, payload)
         try:
             content = await response.read()
-        except TimeoutError:
-            raise ApiError(
-                504, "The upstream provider timed out.", code="upstream_timeout"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise ApiError(
-                502,
-                f"The upstream connection failed ({type(exc).__name__}).",
-                type="upstream_error",
-                code="upstream_unreachable",
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise read_failed(exc) from None
         finally:
             response.release()
         return content, (time.perf_counter() - started) * 1000

@@ -24,6 +24,7 @@ from completions.providers.base import (
     bad_reply,
     loads,
     loads_json,
+    read_failed,
     upstream_error,
     without_key,
 )
@@ -336,21 +337,43 @@ class OpenAICompatibleProvider(HttpProvider):
         # The first event read ahead, as Anthropic's (AnthropicProvider.stream): vLLM, Ollama
         # and proxies answer a failure before the first token with status 200 and an error as
         # the stream's first event. Relayed, the client got a 200 and an error frame, which no
-        # SDK retries; nothing has gone out yet, so it is the 502 the same error is as JSON.
+        # SDK retries; nothing has gone out yet, so it is the status the same reply has as JSON.
         try:
             first = await stream.first_event()
         except BaseException:  # cancelled: the client went away
             await stream.aclose()
             raise
-        if first is not None and first[1].find(b"error") != -1:  # no parse for the usual
-            try:
-                data = loads(first[1])
-            except (ValueError, UnicodeDecodeError):
-                data = None  # the stream reads it as the malformed chunk it is
-            if isinstance(data, dict) and _is_error(data):
-                await stream.aclose()
-                raise self._error_under_200(call, first[1])
+        error = self._first_refused(call, stream, first)
+        if error is not None:
+            await stream.aclose()
+            raise error
         return stream
+
+    def _first_refused(
+        self, call: Call, stream: OpenAIStream, first: tuple[str | None, bytes] | None
+    ) -> ApiError | None:
+        """The error a stream is by its first event, or None when that event starts an answer
+        (or is [DONE]): an error object (`_error_under_200`); none at all (an empty body, a
+        page with no event: a proxy's HTML under status 200), a read failed, or a first chunk
+        no reader can use, as the same answer unstreamed is (`loads_json`, `send_read`)."""
+        if first is None:
+            if stream.failed is not None:
+                return read_failed(stream.failed)
+            return bad_reply("The upstream stream ended before it sent anything.")
+        raw = first[1]
+        if raw == b"[DONE]":
+            return None
+        try:
+            data = loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return bad_reply("The upstream provider sent a malformed stream chunk.")
+        if not isinstance(data, dict):
+            return None  # skipped, as the stream skips it
+        if _is_error(data):
+            return self._error_under_200(call, raw)
+        if _unreadable(data, "delta"):
+            return bad_reply("The upstream provider sent an unexpected stream chunk.")
+        return None
 
     def complete_sync(self, call: Call, *, timeout: float) -> dict:
         return self.send_sync(call, _outgoing(call.body), timeout=timeout)
