@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,14 +264,14 @@ class HttpStream(UpstreamStream):
         self.failed: BaseException | None = None  # the read ahead's failure, raised by `events`
 
     async def first_event(
-        self, skip: frozenset[str] = frozenset()
+        self, skip: Callable[[tuple[str | None, bytes]], bool] | None = None
     ) -> tuple[str | None, bytes] | None:
-        """The body's first event not named in `skip`, read ahead (`events` still gives it and
-        those before it); None when the body ended, or its read failed, first (`events` raises
-        the failure)."""
+        """The body's first event that `skip` does not skip, read ahead (`events` still gives
+        it and those before it); None when the body ended, or its read failed, first (`events`
+        raises the failure)."""
         while True:
             for event in self.early:
-                if event[0] not in skip:
+                if skip is None or not skip(event):
                     return event
             if self.ended or self.failed is not None:
                 return None
