@@ -23,7 +23,7 @@ from completions.agents import calls as agent_calls
 from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream, refused_status
 from completions.providers.registry import Route
-from completions.streaming import done_within, dumps, relay
+from completions.streaming import done_within, dumps, relay, transcribed
 from config.common.errors import EDGE_ERRORS, ApiError, unexpected_error, workspace_key_required
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.pipeline import finish_turn_soon, prepare_turn
@@ -327,7 +327,7 @@ async def _complete(turn: Turn, route: Route, prepared: PreparedTurn, call: Call
     choices = data.get("choices") or []
     first = choices[0] if choices and isinstance(choices[0], dict) else {}
     assistant = first.get("message")  # what memory stores: the model's, without Engram's calls
-    turn.finish(status=200, assistant=assistant, usage=data.get("usage"))
+    turn.finish(status=200, assistant=transcribed(assistant), usage=data.get("usage"))
     data["engram"] = turn.engram  # credits_charged and request_id: finish put them there
     if turn.agent:
         data["model"] = turn.model  # the agent's name as the client sent it

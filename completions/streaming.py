@@ -101,12 +101,29 @@ class Finisher(Protocol):
     async def reply_committed(self) -> None: ...
 
 
+def transcribed(message: Any) -> Any:
+    """An answer as memory keeps it: one in audio (`modalities` ["text", "audio"]: content
+    null, `audio` its id, base64 data and transcript) with its transcript as its text, and
+    without the audio (whose data is megabytes, and whose id expires within hours). Left as it
+    came, its content null, it was not stored at all: memory and history never saw what was
+    said. Any other message as it is."""
+    if not isinstance(message, dict) or "audio" not in message:
+        return message
+    audio = message["audio"]
+    transcript = audio.get("transcript") if isinstance(audio, dict) else None
+    kept = {name: value for name, value in message.items() if name != "audio"}
+    if not kept.get("content") and isinstance(transcript, str) and transcript:
+        kept["content"] = transcript
+    return kept
+
+
 class Assembler:
-    """Rebuilds choice 0 (content, refusal, tool calls, reasoning details) and keeps the usage,
-    for memory and accounting."""
+    """Rebuilds choice 0 (content, refusal, tool calls, reasoning details, an audio answer's
+    transcript) and keeps the usage, for memory and accounting."""
 
     def __init__(self) -> None:
         self.content: list[str] = []
+        self.transcript: list[str] = []  # an audio answer's words (`transcribed`), content null
         self.refusal: list[str] = []  # a refusal's words (structured outputs), content null
         self.tool_calls: dict[int, dict] = {}
         self.reasoning_details: list[dict] = []
@@ -130,6 +147,10 @@ class Assembler:
                 self.content.append(_text(content))
             if (refusal := delta.get("refusal")) and type(refusal) is str:
                 self.refusal.append(refusal)
+            audio = delta.get("audio")
+            words = audio.get("transcript") if type(audio) is dict else None
+            if words and type(words) is str:
+                self.transcript.append(words)
             for call in delta.get("tool_calls") or ():
                 slot = self.tool_calls.setdefault(
                     call.get("index", 0),
@@ -169,12 +190,15 @@ class Assembler:
         alone: the user stopped it before the first word). `{"role": "assistant", "content":
         null}` is a message OpenAI refuses (and the door, from a client); stored, every later
         turn of the conversation sent it as history, and was refused."""
-        if self.head is None or not (self.content or self.tool_calls or self.refusal):
+        if self.head is None or not (
+            self.content or self.tool_calls or self.refusal or self.transcript
+        ):
             return None
         return self.assistant()
 
     def assistant(self) -> dict:
-        message: dict = {"role": "assistant", "content": "".join(self.content) or None}
+        text = "".join(self.content) or "".join(self.transcript)  # `transcribed`, streamed
+        message: dict = {"role": "assistant", "content": text or None}
         if self.refusal:
             message["refusal"] = "".join(self.refusal)
         if self.tool_calls:
@@ -339,6 +363,7 @@ class Tail:
             or delta.get("tool_calls")
             or delta.get("reasoning_details")
             or delta.get("refusal")
+            or delta.get("audio")
         ):
             return None
         if content := delta.get("content"):

@@ -63,6 +63,29 @@ MODEL_PAGES = 10  # a bound on the pages read: an upstream always saying has_mor
 # The events before a stream's answer: message_start says only its id, model and input tokens.
 # An error after them is a refusal nothing was answered before (AnthropicProvider.stream).
 _BEFORE_THE_ANSWER = frozenset({"ping", "message_start"})
+# Blocks whose start says nothing yet (AnthropicStream.chunks sends no chunk for them).
+_SILENT_STARTS = {"text": "text", "thinking": "thinking", "redacted_thinking": None}
+
+
+def _before_the_answer(event: tuple[str | None, bytes]) -> bool:
+    """Whether a stream's event comes before anything of its answer: a ping, message_start, or
+    the start of a text or thinking block without text. Anthropic's overload comes after such a
+    start too, as the stream's first words would: the client got a 200 and an error frame, which
+    neither Engram nor its SDK retries."""
+    name = event[0]
+    if name in _BEFORE_THE_ANSWER:
+        return True
+    if name != "content_block_start":
+        return False
+    try:
+        block = _dict(json.loads(event[1]).get("content_block"))
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return False  # the stream reads it as the malformed event it is
+    kind = block.get("type")
+    if not isinstance(kind, str) or kind not in _SILENT_STARTS:
+        return False
+    field = _SILENT_STARTS[kind]
+    return field is None or not block.get(field)
 
 
 def _api_root(base_url: str) -> str:
@@ -275,7 +298,7 @@ class AnthropicProvider(HttpProvider):
             response, upstream_ms = await self.send(call, payload)
             stream = AnthropicStream(response, upstream_ms, body["model"])
             try:
-                first = await stream.first_event(skip=_BEFORE_THE_ANSWER)
+                first = await stream.first_event(skip=_before_the_answer)
             except BaseException:  # cancelled: the client went away
                 await stream.aclose()
                 raise

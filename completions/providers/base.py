@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +161,7 @@ class UsualShape:
             or data.get("usage")
             or delta.get("tool_calls")
             or delta.get("reasoning_details")
+            or delta.get("audio")  # its transcript is the answer's (streaming.Assembler)
         ):
             return None
         text = delta.get("content")
@@ -263,14 +264,14 @@ class HttpStream(UpstreamStream):
         self.failed: BaseException | None = None  # the read ahead's failure, raised by `events`
 
     async def first_event(
-        self, skip: frozenset[str] = frozenset()
+        self, skip: Callable[[tuple[str | None, bytes]], bool] | None = None
     ) -> tuple[str | None, bytes] | None:
-        """The body's first event not named in `skip`, read ahead (`events` still gives it and
-        those before it); None when the body ended, or its read failed, first (`events` raises
-        the failure)."""
+        """The body's first event that `skip` does not skip, read ahead (`events` still gives
+        it and those before it); None when the body ended, or its read failed, first (`events`
+        raises the failure)."""
         while True:
             for event in self.early:
-                if event[0] not in skip:
+                if skip is None or not skip(event):
                     return event
             if self.ended or self.failed is not None:
                 return None
@@ -554,6 +555,19 @@ def _json_text(value: object) -> str:
 RETRY_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 
 
+def read_failed(exc: BaseException) -> ApiError:
+    """The error of an answer whose body could not be read (a timeout, a connection lost),
+    before anything of it went to the client."""
+    if isinstance(exc, TimeoutError):
+        return ApiError(504, "The upstream provider timed out.", code="upstream_timeout")
+    return ApiError(
+        502,
+        f"The upstream connection failed ({type(exc).__name__}).",
+        type="upstream_error",
+        code="upstream_unreachable",
+    )
+
+
 def retry_after_of(headers: Mapping[str, str]) -> str | None:
     """An upstream's wait before a retry, in seconds: OpenAI's `retry-after-ms` when it is a
     number (`retry-after` beside it is rounded up to whole seconds: 0.1 s read as 1, or a wait
@@ -680,17 +694,8 @@ class HttpProvider(Provider):
         response, _ = await self.send(call, payload)
         try:
             content = await response.read()
-        except TimeoutError:
-            raise ApiError(
-                504, "The upstream provider timed out.", code="upstream_timeout"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise ApiError(
-                502,
-                f"The upstream connection failed ({type(exc).__name__}).",
-                type="upstream_error",
-                code="upstream_unreachable",
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise read_failed(exc) from None
         finally:
             response.release()
         return content, (time.perf_counter() - started) * 1000

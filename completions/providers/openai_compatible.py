@@ -17,7 +17,6 @@ from completions.providers.base import (
     Completion,
     HttpProvider,
     HttpStream,
-    SseParser,
     StreamFailed,
     Upstream,
     UpstreamStream,
@@ -25,6 +24,7 @@ from completions.providers.base import (
     bad_reply,
     loads,
     loads_json,
+    read_failed,
     upstream_error,
     without_key,
 )
@@ -37,6 +37,15 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # an aiohttp that renamed one sends every stream through `readany`, as before, not a failure).
 _READER_FIELDS = ("_buffer", "_eof", "_exception", "_waiter", "_protocol", "_timer")
 _READER_KNOWN = set(_READER_FIELDS) <= set(getattr(aiohttp.StreamReader, "__slots__", ()))
+# What `OpenAIStream.chunks` takes as the read of the events read ahead when the body had not
+# ended with them (any bytes but none: only its emptiness is looked at).
+_READ_AHEAD = b"ahead"
+
+
+def _is_error(data: dict) -> bool:
+    """Whether an upstream's JSON object (an answer, a chunk) is an error instead: OpenAI's
+    envelope without choices, or vLLM's older shape, its fields at the top (`object` "error")."""
+    return ("error" in data and "choices" not in data) or data.get("object") == "error"
 
 
 class OpenAIStream(HttpStream):
@@ -56,30 +65,40 @@ class OpenAIStream(HttpStream):
             and type(content._timer) is TimerNoop
         )
         loop = asyncio.get_running_loop()
-        parser = SseParser()
+        parser = self.parser  # with the rest of what `first_event` read ahead
         answered: dict = {}  # the last chunk with choices
         usual: UsualShape | None = None  # the stream's usual chunk, once one came
         reading_usual = self.usual_unparsed
+        # The events the provider's `first_event` read ahead come first, as one read's.
+        ahead: list[tuple[str | None, bytes]] | None = self.early
+        self.early = []
+        if self.failed is not None:  # the read ahead failed before any whole event
+            raise self.failed
         while True:
-            self.waiting = True
-            if direct:
-                while not content._buffer and not content._eof and content._exception is None:
-                    if not content._protocol.connected:  # as _wait
-                        raise RuntimeError("Connection closed.")
-                    waiter = content._waiter = loop.create_future()  # woken by feed_data,
-                    try:  # feed_eof, set_exception
-                        await waiter
-                    finally:
-                        content._waiter = None
-                data = content.read_nowait()  # the stream's failure, if it has one, raised
+            if ahead is not None:
+                events, ahead = ahead, None
+                data = b"" if self.ended else _READ_AHEAD
             else:
-                data = await content.readany()
-            self.waiting = False
-            if usual is not None and not parser.pending and (same := usual.read_event(data)):
-                answered = usual.shape  # the usual read: one whole event, the usual chunk
-                yield same
-                continue
-            for _event, raw in parser.feed(data) if data else parser.end():
+                self.waiting = True
+                if direct:
+                    while not content._buffer and not content._eof and content._exception is None:
+                        if not content._protocol.connected:  # as _wait
+                            raise RuntimeError("Connection closed.")
+                        waiter = content._waiter = loop.create_future()  # woken by feed_data,
+                        try:  # feed_eof, set_exception
+                            await waiter
+                        finally:
+                            content._waiter = None
+                    data = content.read_nowait()  # the stream's failure, if it has one, raised
+                else:
+                    data = await content.readany()
+                self.waiting = False
+                if usual is not None and not parser.pending and (same := usual.read_event(data)):
+                    answered = usual.shape  # the usual read: one whole event, the usual chunk
+                    yield same
+                    continue
+                events = parser.feed(data) if data else parser.end()
+            for _event, raw in events:
                 if usual is not None and (same := usual.read(raw)) is not None:
                     answered = usual.shape  # the same choices: no finish reason
                     yield same
@@ -97,10 +116,10 @@ class OpenAIStream(HttpStream):
                     continue
                 if _unreadable(parsed, "delta"):
                     raise StreamFailed("The upstream provider sent an unexpected stream chunk.")
-                if "error" in parsed and "choices" not in parsed:
-                    error = parsed["error"] if isinstance(parsed["error"], dict) else {}
+                if _is_error(parsed):
+                    error = parsed["error"] if isinstance(parsed.get("error"), dict) else parsed
                     raise StreamFailed(
-                        str(error.get("message") or parsed["error"]),
+                        str(error.get("message") or parsed.get("error")),
                         type=error.get("type") or "upstream_error",
                         code=error.get("code"),
                     )
@@ -276,22 +295,26 @@ class OpenAICompatibleProvider(HttpProvider):
     def _completion(self, call: Call, raw: bytes, upstream_ms: float) -> Completion:
         """An answer's JSON as a Completion, or the ApiError it is."""
         data = loads_json(raw)
-        if "error" in data and "choices" not in data:
-            # An error under status 200 (some OpenAI-compatible servers, proxies): the client
-            # gets it as the failure it is, a 502 with the upstream's message, never a "success"
-            # without choices that the SDK cannot read.
-            said = without_key(raw, call.upstream.api_key) if call.upstream else raw
-            message = upstream_error(400, said, {}).message  # the upstream's, as it wrote it
-            raise ApiError(
-                502,
-                f"The upstream provider answered an error with status 200: {message}",
-                type="upstream_error",
-                code="upstream_error",
-            )
+        if _is_error(data):
+            raise self._error_under_200(call, raw)
         if _unreadable(data, "message"):
             raise bad_reply()
         rewritten = _arguments_as_text(data, "message")  # then the upstream's bytes are not `data`
         return Completion(data=data, raw=None if rewritten else raw, upstream_ms=upstream_ms)
+
+    @staticmethod
+    def _error_under_200(call: Call, raw: bytes) -> ApiError:
+        """An error under status 200 (some OpenAI-compatible servers, proxies), as an answer or
+        as a stream's first event: the client gets it as the failure it is, a 502 with the
+        upstream's message, never a "success" without choices that the SDK cannot read."""
+        said = without_key(raw, call.upstream.api_key) if call.upstream else raw
+        message = upstream_error(400, said, {}).message  # the upstream's, as it wrote it
+        return ApiError(
+            502,
+            f"The upstream provider answered an error with status 200: {message}",
+            type="upstream_error",
+            code="upstream_error",
+        )
 
     async def stream(self, call: Call) -> UpstreamStream:
         # Engram always asks for usage (to account tokens); the relay drops it when unasked.
@@ -310,7 +333,47 @@ class OpenAICompatibleProvider(HttpProvider):
             finally:
                 response.release()
             return CompletedStream(self._completion(call, raw, upstream_ms))
-        return OpenAIStream(response, upstream_ms)
+        stream = OpenAIStream(response, upstream_ms)
+        # The first event read ahead, as Anthropic's (AnthropicProvider.stream): vLLM, Ollama
+        # and proxies answer a failure before the first token with status 200 and an error as
+        # the stream's first event. Relayed, the client got a 200 and an error frame, which no
+        # SDK retries; nothing has gone out yet, so it is the status the same reply has as JSON.
+        try:
+            first = await stream.first_event()
+        except BaseException:  # cancelled: the client went away
+            await stream.aclose()
+            raise
+        error = self._first_refused(call, stream, first)
+        if error is not None:
+            await stream.aclose()
+            raise error
+        return stream
+
+    def _first_refused(
+        self, call: Call, stream: OpenAIStream, first: tuple[str | None, bytes] | None
+    ) -> ApiError | None:
+        """The error a stream is by its first event, or None when that event starts an answer
+        (or is [DONE]): an error object (`_error_under_200`); none at all (an empty body, a
+        page with no event: a proxy's HTML under status 200), a read failed, or a first chunk
+        no reader can use, as the same answer unstreamed is (`loads_json`, `send_read`)."""
+        if first is None:
+            if stream.failed is not None:
+                return read_failed(stream.failed)
+            return bad_reply("The upstream stream ended before it sent anything.")
+        raw = first[1]
+        if raw == b"[DONE]":
+            return None
+        try:
+            data = loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return bad_reply("The upstream provider sent a malformed stream chunk.")
+        if not isinstance(data, dict):
+            return None  # skipped, as the stream skips it
+        if _is_error(data):
+            return self._error_under_200(call, raw)
+        if _unreadable(data, "delta"):
+            return bad_reply("The upstream provider sent an unexpected stream chunk.")
+        return None
 
     def complete_sync(self, call: Call, *, timeout: float) -> dict:
         return self.send_sync(call, _outgoing(call.body), timeout=timeout)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from config.common import background
 from config.common.errors import DATABASE_UNAVAILABLE
@@ -489,8 +490,11 @@ def _forget_request(state: TurnState) -> None:
     """The request's stored messages deleted: it was refused for what it holds (a part the
     model cannot read, a field it does not take), and a refused request leaves no turn behind,
     as one refused before anything is stored does. Kept, they were the conversation's history
-    (unanswered), which every later turn sent on to the same refusal. The conversation and
-    session stay; nothing is extracted from what the upstream never took."""
+    (unanswered), which every later turn sent on to the same refusal. A conversation this
+    request made goes with them unless another turn stored in it meanwhile: kept, a refused
+    first turn left an empty conversation listed (and titled, from the refused words). An
+    older conversation and the sessions stay; nothing is extracted from what the upstream
+    never took."""
     from memory.models import Message
 
     if not state.stored_ids:  # all of it resent: stored by an earlier turn, not this one
@@ -498,6 +502,10 @@ def _forget_request(state: TurnState) -> None:
     with transaction.atomic():
         user_lock(workspace_id=state.workspace_id, user_id=state.user_id)
         Message.objects.filter(pk__in=state.stored_ids).delete()
+        if state.created is not None:
+            Conversation.objects.filter(pk=state.conversation_pk).exclude(
+                Exists(Message.objects.filter(conversation_id=OuterRef("pk")))
+            ).delete()
 
 
 async def _until_stored(store: Callable[[str, bool], Awaitable[None]]) -> None:

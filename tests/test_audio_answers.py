@@ -1,0 +1,86 @@
+"""An answer in audio (`modalities: ["text", "audio"]`): its content is null and its words are
+the audio's transcript, which memory stores as the answer's text (never the audio's data).
+
+The official `openai` client against Engram and the loopback upstream."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from memory.models import Message
+from tests.upstream import Reply, openai_completion
+
+DATA = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAA="  # a short WAV, base64
+AUDIO = {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}
+
+
+def _client(server, key, conversation: str) -> openai.OpenAI:
+    headers = {"x-user-id": "audio-user", "x-conversation-id": conversation}
+    return openai.OpenAI(
+        base_url=server.url + "/v1", api_key=key, default_headers=headers, max_retries=0
+    )
+
+
+def _spoken() -> dict:
+    answer = openai_completion(model="gpt-4o-audio-preview")
+    audio = {"id": "audio_1", "data": DATA, "expires_at": 1, "transcript": "Hello there."}
+    answer["choices"][0]["message"] = {"role": "assistant", "content": None, "audio": audio}
+    return answer
+
+
+def _spoken_stream() -> list:
+    base = {"id": "chatcmpl-a", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    return [
+        chunk({"role": "assistant", "content": None, "audio": {"id": "audio_1", "transcript": ""}}),
+        chunk({"audio": {"transcript": "Hello"}}),
+        chunk({"audio": {"transcript": " there."}}),
+        chunk({"audio": {"data": DATA}}),
+        chunk({"audio": {"expires_at": 1}}),
+        chunk({}, "stop"),
+        base | {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9}},
+        "[DONE]",
+    ]
+
+
+def _stored(conversation: str) -> list[tuple[str, str]]:
+    rows = Message.objects.filter(conversation__external_id=conversation)
+    deadline = time.monotonic() + 20
+    while not rows.filter(role="assistant").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(rows.order_by("created_at", "id").values_list("role", "content"))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_in_audio_is_stored_as_its_transcript(engram_server, owner, upstream, stream):
+    """Its content null, the answer was not stored at all: the next turn's history had two
+    user messages in a row, and memory never saw what was said."""
+    conversation = f"spoken-{stream}"
+    user = _client(engram_server, owner[1], conversation)
+    upstream.script(Reply(stream=_spoken_stream()) if stream else Reply(json=_spoken()))
+    hello = [{"role": "user", "content": "Say hello."}]
+    answer = user.chat.completions.create(
+        model="gpt-4o-audio-preview", messages=hello, stream=stream, extra_body=AUDIO
+    )
+    if stream:
+        pieces = [c.choices[0].delta.audio for c in answer if c.choices]
+        assert "".join(p.transcript or "" for p in pieces if p) == "Hello there."
+    else:
+        assert answer.choices[0].message.audio.data == DATA  # the client has it all
+
+    stored = _stored(conversation)
+    assert stored == [("user", "Say hello."), ("assistant", "Hello there.")]
+    assert not Message.objects.filter(content__contains=DATA[:20]).exists()
+
+    upstream.script(Reply(json=openai_completion("Bye.")))
+    user.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "What did you say?"}]
+    )
+    sent = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
+    assert sent[:2] == [hello[0], {"role": "assistant", "content": "Hello there."}]

@@ -1,0 +1,104 @@
+"""How an upstream's failures reach a streaming client: before anything went out, as the HTTP
+status and envelope the same failure has without `stream`; after, as one error frame.
+
+The official `openai` client against Engram and the loopback upstream."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from memory.models import Message
+from tests.upstream import Reply, openai_stream
+
+HI = [{"role": "user", "content": "Still there?"}]
+OLLAMA_ERROR = {"error": {"message": "model runner has unexpectedly stopped", "type": "api_error"}}
+# vLLM's older error shape, its fields at the top
+VLLM_ERROR = {"object": "error", "message": "engine is dead", "type": "InternalServerError"}
+
+
+def _client(server, key, conversation: str) -> openai.OpenAI:
+    headers = {"x-user-id": "stream-errors", "x-conversation-id": conversation}
+    return openai.OpenAI(
+        base_url=server.url + "/v1", api_key=key, default_headers=headers, max_retries=0
+    )
+
+
+def _sent(upstream) -> list[dict]:
+    return [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
+
+
+def _roles(conversation: str, *, answers: int) -> list[str]:
+    """The conversation's stored roles, once `answers` answers are stored (off the path)."""
+    rows = Message.objects.filter(conversation__external_id=conversation)
+    deadline = time.monotonic() + 20
+    while rows.filter(role="assistant").count() < answers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(rows.order_by("created_at", "id").values_list("role", flat=True))
+
+
+@pytest.mark.parametrize("error", [OLLAMA_ERROR, VLLM_ERROR])
+def test_an_error_as_a_streams_first_event_is_a_502_and_keeps_the_question(
+    engram_server, owner, upstream, error
+):
+    """Ollama and vLLM answer a failure before the first token with status 200 and an error as
+    the stream's first event: the client got a 200 and an error frame, which its SDK does not
+    retry (it retries statuses). Nothing had gone out: it is the 502 the same error is as JSON,
+    and the question stays, as after any upstream failure that is not a refusal."""
+    user = _client(engram_server, owner[1], "first-event-error")
+    upstream.script(Reply(stream=[error]))
+    with pytest.raises(openai.APIStatusError) as failed:
+        for _ in user.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+    said = error.get("error", error)["message"]
+    assert failed.value.status_code == 502 and said in failed.value.message
+    assert failed.value.body["type"] == "upstream_error"
+
+    upstream.script(Reply(stream=openai_stream(["Yes."])))
+    hello = [{"role": "user", "content": "Hello?"}]
+    answer = user.chat.completions.create(model="gpt-4o-mini", messages=hello, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in answer if c.choices) == "Yes."
+    assert _sent(upstream) == [*HI, *hello]  # the question, unanswered, and the new one
+    assert _roles("first-event-error", answers=1) == ["user", "user", "assistant"]
+
+
+def test_an_error_after_the_streams_first_event_is_still_its_error_frame(sdk, upstream):
+    """Once a chunk went out, the status has too: the failure is the stream's error frame."""
+    upstream.script(Reply(stream=[*openai_stream(["a"])[:2], OLLAMA_ERROR]))
+    with pytest.raises(openai.APIError, match="unexpectedly stopped"):
+        for _ in sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+
+
+def test_a_first_event_that_only_mentions_an_error_is_an_answer(sdk, upstream):
+    """The read ahead parses a first event only when "error" is in it: an answer whose first
+    chunk says the word is an answer all the same."""
+    chunks = openai_stream(["An error? ", "None."])
+    chunks[0]["choices"][0]["delta"]["content"] = "An error? "
+    del chunks[1]
+    upstream.script(Reply(stream=chunks))
+    answer = sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in answer if c.choices) == (
+        "An error? None."
+    )
+
+
+@pytest.mark.parametrize(
+    ("stream", "said"),
+    [
+        ([], "ended before it sent anything"),  # an empty body (a proxy's, a crashed server's)
+        (["{not json"], "malformed stream chunk"),
+        ([{"choices": "none"}], "unexpected stream chunk"),
+    ],
+)
+def test_a_stream_unreadable_from_its_first_event_is_a_502(sdk, upstream, stream, said):
+    """Nothing of it could go out: the client got a 200 and an error frame (no SDK retries
+    one), where the same reply unstreamed is a 502 upstream_bad_reply."""
+    upstream.script(Reply(stream=stream))
+    with pytest.raises(openai.APIStatusError) as failed:
+        for _ in sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+    assert failed.value.status_code == 502 and said in failed.value.message
+    assert failed.value.body["code"] == "upstream_bad_reply"
