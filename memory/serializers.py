@@ -153,7 +153,26 @@ def _next_second(moment: dt.datetime) -> dt.datetime:
         return dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
-class IdField(serializers.CharField):
+class StringField(serializers.CharField):
+    """A string in a body, as the OpenAPI document types it: DRF's CharField took 0 as "0" (a
+    memory stored as "0", a search for "0")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class IntegerField(serializers.IntegerField):
+    """An integer in a body, as the OpenAPI document types it: DRF's took "10" for 10."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class IdField(StringField):
     """An id in a body: the same rule as a header, path or query id (config.common.ids)."""
 
     noun = "An id"
@@ -162,8 +181,6 @@ class IdField(serializers.CharField):
         super().__init__(trim_whitespace=True, **kwargs)
 
     def to_internal_value(self, data):
-        if not isinstance(data, str):  # CharField would take 7 as "7"; an id is a string
-            self.fail("invalid")
         value = super().to_internal_value(data)
         if not is_id(value):
             raise serializers.ValidationError(f"{self.noun} is {ID_RULE}.")
@@ -221,14 +238,14 @@ MEMORY_TEXT_MAX_CHARS = 4000
 
 class MemoryCreateInput(ClosedSerializer):
     user_id = UserIdField()
-    text = serializers.CharField(max_length=MEMORY_TEXT_MAX_CHARS)
+    text = StringField(max_length=MEMORY_TEXT_MAX_CHARS)
     kind = serializers.ChoiceField(choices=KINDS, default="fact")
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(required=False, default=dict)
 
 
 class MemoryUpdateInput(ClosedSerializer):
-    text = serializers.CharField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
+    text = StringField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
     kind = serializers.ChoiceField(choices=KINDS, required=False)
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(
@@ -240,14 +257,14 @@ class MemoryUpdateInput(ClosedSerializer):
 
 class SearchInput(ClosedSerializer):
     user_id = UserIdField()
-    query = serializers.CharField(max_length=4000)
-    limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
+    query = StringField(max_length=4000)
+    limit = IntegerField(min_value=1, max_value=100, default=10)
 
 
 class UnifiedSearchInput(ClosedSerializer):
     user_id = UserIdField(required=False)
-    query = serializers.CharField(max_length=4000)
-    limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
+    query = StringField(max_length=4000)
+    limit = IntegerField(min_value=1, max_value=100, default=10)
     types = serializers.ListField(
         child=serializers.ChoiceField(choices=["memories", "messages", "chunks"]),
         min_length=1,
@@ -299,11 +316,11 @@ class ImportMessageInput(serializers.Serializer):
     # null or left out as OpenAI allows it (an assistant's tool calls): ImportInput checks each
     # message with the chat doors' rule
     content = serializers.JSONField(required=False, allow_null=True)
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    name = StringField(max_length=200, required=False, allow_blank=True)
     created_at = FlexibleDateTimeField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, default=dict)
     tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
-    tool_call_id = serializers.CharField(max_length=200, required=False)
+    tool_call_id = StringField(max_length=200, required=False)
 
     def validate_created_at(self, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value > timezone.now() + IMPORT_CLOCK_SKEW:
