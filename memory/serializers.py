@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from config.common.closed import ClosedSerializer
 from config.common.errors import Invalid
-from config.common.ids import ID_RULE, as_user_id, identifier, is_id
+from config.common.ids import ID_RULE, as_user_id, identifier, is_id, user_identifier
 from config.common.jsonbody import metadata_problem
 from config.common.times import query_time
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
@@ -116,6 +116,16 @@ class MemoryListFilters:
     conversation_id: str | None = None
     created_from: dt.datetime | None = None  # created at or after
     created_until: dt.datetime | None = None  # created before
+
+
+def list_user_id(query_params) -> str | None:
+    """The user a list of memories or conversations narrows to (None: every user's). Given
+    empty (`?user_id=`, a client's unset variable) it is a 400 naming it, as the OpenAPI
+    document's 1-200 characters say: read as absent, it listed every user's."""
+    raw = query_params.get("user_id")
+    if raw is not None and not raw.strip():
+        raise Invalid(f"user_id must be {ID_RULE}.", field="user_id")
+    return user_identifier(raw, "user_id")
 
 
 # GET /v1/memories's query beside the list parameters (config.common.pagination)

@@ -38,3 +38,19 @@ def test_an_imported_messages_name_is_a_string(http):
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "messages[0].name"
+
+
+@pytest.mark.parametrize("path", ["/v1/memories", "/v1/conversations"])
+def test_an_empty_user_id_narrows_a_list_to_no_user_rather_than_to_every_user(http, path):
+    # `?user_id=` (a client's unset variable) listed every user's memories and conversations,
+    # as a misspelt `?userid=` did before it was refused; the OpenAPI id is 1-200 characters.
+    for user in ("alice", "bob"):
+        http.post("/v1/memories", json={"user_id": user, "text": f"{user} likes tea."})
+        http.post(
+            f"/v1/conversations/c-{user}/messages",
+            json={"user_id": user, "messages": [{"role": "user", "content": "Hi"}]},
+        )
+    response = http.get(path, params={"user_id": ""})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "user_id"
+    assert len(http.get(path).json()["data"]) == 2  # no user_id at all: the workspace's
