@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 from django.utils import timezone
@@ -17,8 +18,10 @@ from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
 
-def _ts(value: dt.datetime | None) -> int | None:
-    return int(value.timestamp()) if value else None
+def unix_seconds(value: dt.datetime | None) -> int | None:
+    """A time as the API shows it: Unix seconds, rounded down as clocks read them (int() rounded
+    a message said at 1969-12-31T23:59:59.5Z up to 0, 1970-01-01)."""
+    return math.floor(value.timestamp()) if value is not None else None
 
 
 def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:
@@ -30,8 +33,8 @@ def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:
         "kind": memory.kind,
         "event_date": memory.event_date.isoformat() if memory.event_date else None,
         "metadata": memory.metadata,
-        "created_at": _ts(memory.created_at),
-        "updated_at": _ts(memory.updated_at),
+        "created_at": unix_seconds(memory.created_at),
+        "updated_at": unix_seconds(memory.updated_at),
         "sources": sources if sources is not None else [],
     }
 
@@ -48,7 +51,7 @@ def event_body(event: MemoryEvent) -> dict:
         "reason": event.reason,
         "actor": event.actor,
         "source_message_ids": event.source_message_ids,
-        "created_at": _ts(event.created_at),
+        "created_at": unix_seconds(event.created_at),
     }
 
 
@@ -61,8 +64,8 @@ def conversation_body(conversation: Conversation, processing: dict | None = None
         "title": conversation.title,
         "summary": conversation.summary,
         "metadata": conversation.metadata,
-        "created_at": _ts(conversation.created_at),
-        "updated_at": _ts(conversation.updated_at),
+        "created_at": unix_seconds(conversation.created_at),
+        "updated_at": unix_seconds(conversation.updated_at),
     }
     if processing is not None:
         body["processing"] = processing
@@ -86,7 +89,7 @@ def message_body(message: Message, conversation: Conversation | None = None) -> 
         "completion_tokens": message.completion_tokens,
         "incomplete": message.incomplete,
         "recalled": message.recalled,
-        "created_at": _ts(message.created_at),
+        "created_at": unix_seconds(message.created_at),
     }
 
 
@@ -98,8 +101,8 @@ def session_body(session: Session) -> dict:
         "conversation_id": (
             session.conversation.external_id if session.conversation is not None else None
         ),
-        "created_at": _ts(session.created_at),
-        "last_active_at": _ts(session.last_active_at),
+        "created_at": unix_seconds(session.created_at),
+        "last_active_at": unix_seconds(session.last_active_at),
     }
 
 
