@@ -98,7 +98,7 @@ class ConversationMessagesApi(APIView):
     @extend_schema(
         summary="A conversation's messages (oldest first unless `order` says)",
         tags=["conversations"],
-        parameters=[_CONVERSATION_ID, *LIST_PARAMETERS],
+        parameters=[_CONVERSATION_ID, *docs.MESSAGE_LIST_PARAMETERS],
         responses=docs.MessageListSerializer,
     )
     def get(self, request, conversation_id: str):
