@@ -18,6 +18,7 @@ from config.common.errors import NotFound
 from config.common.pagination import Cursor
 from config.common.rows import columns, instance
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
+from memory.serializers import unix_seconds
 
 # --- conversations --------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[s
             {
                 "message_id": row["message_id"],
                 "conversation_id": row["message__conversation__external_id"],
-                "created_at": int(row["message__created_at"].timestamp()),
+                "created_at": unix_seconds(row["message__created_at"]),
                 "metadata": row["message__metadata"],
             }
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 from django.utils import timezone
@@ -10,15 +11,17 @@ from rest_framework import serializers
 
 from config.common.closed import ClosedSerializer
 from config.common.errors import Invalid
-from config.common.ids import ID_RULE, as_user_id, identifier, is_id
+from config.common.ids import ID_RULE, as_user_id, identifier, is_id, user_identifier
 from config.common.jsonbody import metadata_problem
 from config.common.times import query_time
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
 
-def _ts(value: dt.datetime | None) -> int | None:
-    return int(value.timestamp()) if value else None
+def unix_seconds(value: dt.datetime | None) -> int | None:
+    """A time as the API shows it: Unix seconds, rounded down as clocks read them (int() rounded
+    a message said at 1969-12-31T23:59:59.5Z up to 0, 1970-01-01)."""
+    return math.floor(value.timestamp()) if value is not None else None
 
 
 def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:
@@ -30,8 +33,8 @@ def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:
         "kind": memory.kind,
         "event_date": memory.event_date.isoformat() if memory.event_date else None,
         "metadata": memory.metadata,
-        "created_at": _ts(memory.created_at),
-        "updated_at": _ts(memory.updated_at),
+        "created_at": unix_seconds(memory.created_at),
+        "updated_at": unix_seconds(memory.updated_at),
         "sources": sources if sources is not None else [],
     }
 
@@ -48,7 +51,7 @@ def event_body(event: MemoryEvent) -> dict:
         "reason": event.reason,
         "actor": event.actor,
         "source_message_ids": event.source_message_ids,
-        "created_at": _ts(event.created_at),
+        "created_at": unix_seconds(event.created_at),
     }
 
 
@@ -61,8 +64,8 @@ def conversation_body(conversation: Conversation, processing: dict | None = None
         "title": conversation.title,
         "summary": conversation.summary,
         "metadata": conversation.metadata,
-        "created_at": _ts(conversation.created_at),
-        "updated_at": _ts(conversation.updated_at),
+        "created_at": unix_seconds(conversation.created_at),
+        "updated_at": unix_seconds(conversation.updated_at),
     }
     if processing is not None:
         body["processing"] = processing
@@ -86,7 +89,7 @@ def message_body(message: Message, conversation: Conversation | None = None) -> 
         "completion_tokens": message.completion_tokens,
         "incomplete": message.incomplete,
         "recalled": message.recalled,
-        "created_at": _ts(message.created_at),
+        "created_at": unix_seconds(message.created_at),
     }
 
 
@@ -98,8 +101,8 @@ def session_body(session: Session) -> dict:
         "conversation_id": (
             session.conversation.external_id if session.conversation is not None else None
         ),
-        "created_at": _ts(session.created_at),
-        "last_active_at": _ts(session.last_active_at),
+        "created_at": unix_seconds(session.created_at),
+        "last_active_at": unix_seconds(session.last_active_at),
     }
 
 
@@ -116,6 +119,16 @@ class MemoryListFilters:
     conversation_id: str | None = None
     created_from: dt.datetime | None = None  # created at or after
     created_until: dt.datetime | None = None  # created before
+
+
+def list_user_id(query_params) -> str | None:
+    """The user a list of memories or conversations narrows to (None: every user's). Given
+    empty (`?user_id=`, a client's unset variable) it is a 400 naming it, as the OpenAPI
+    document's 1-200 characters say: read as absent, it listed every user's."""
+    raw = query_params.get("user_id")
+    if raw is not None and not raw.strip():
+        raise Invalid(f"user_id must be {ID_RULE}.", field="user_id")
+    return user_identifier(raw, "user_id")
 
 
 # GET /v1/memories's query beside the list parameters (config.common.pagination)
@@ -153,7 +166,26 @@ def _next_second(moment: dt.datetime) -> dt.datetime:
         return dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
-class IdField(serializers.CharField):
+class StringField(serializers.CharField):
+    """A string in a body, as the OpenAPI document types it: DRF's CharField took 0 as "0" (a
+    memory stored as "0", a search for "0")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class IntegerField(serializers.IntegerField):
+    """An integer in a body, as the OpenAPI document types it: DRF's took "10" for 10."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class IdField(StringField):
     """An id in a body: the same rule as a header, path or query id (config.common.ids)."""
 
     noun = "An id"
@@ -162,8 +194,6 @@ class IdField(serializers.CharField):
         super().__init__(trim_whitespace=True, **kwargs)
 
     def to_internal_value(self, data):
-        if not isinstance(data, str):  # CharField would take 7 as "7"; an id is a string
-            self.fail("invalid")
         value = super().to_internal_value(data)
         if not is_id(value):
             raise serializers.ValidationError(f"{self.noun} is {ID_RULE}.")
@@ -221,14 +251,14 @@ MEMORY_TEXT_MAX_CHARS = 4000
 
 class MemoryCreateInput(ClosedSerializer):
     user_id = UserIdField()
-    text = serializers.CharField(max_length=MEMORY_TEXT_MAX_CHARS)
+    text = StringField(max_length=MEMORY_TEXT_MAX_CHARS)
     kind = serializers.ChoiceField(choices=KINDS, default="fact")
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(required=False, default=dict)
 
 
 class MemoryUpdateInput(ClosedSerializer):
-    text = serializers.CharField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
+    text = StringField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
     kind = serializers.ChoiceField(choices=KINDS, required=False)
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(
@@ -240,14 +270,14 @@ class MemoryUpdateInput(ClosedSerializer):
 
 class SearchInput(ClosedSerializer):
     user_id = UserIdField()
-    query = serializers.CharField(max_length=4000)
-    limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
+    query = StringField(max_length=4000)
+    limit = IntegerField(min_value=1, max_value=100, default=10)
 
 
 class UnifiedSearchInput(ClosedSerializer):
     user_id = UserIdField(required=False)
-    query = serializers.CharField(max_length=4000)
-    limit = serializers.IntegerField(min_value=1, max_value=100, default=10)
+    query = StringField(max_length=4000)
+    limit = IntegerField(min_value=1, max_value=100, default=10)
     types = serializers.ListField(
         child=serializers.ChoiceField(choices=["memories", "messages", "chunks"]),
         min_length=1,
@@ -299,11 +329,11 @@ class ImportMessageInput(serializers.Serializer):
     # null or left out as OpenAI allows it (an assistant's tool calls): ImportInput checks each
     # message with the chat doors' rule
     content = serializers.JSONField(required=False, allow_null=True)
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    name = StringField(max_length=200, required=False, allow_blank=True)
     created_at = FlexibleDateTimeField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, default=dict)
     tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
-    tool_call_id = serializers.CharField(max_length=200, required=False)
+    tool_call_id = StringField(max_length=200, required=False)
 
     def validate_created_at(self, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value > timezone.now() + IMPORT_CLOCK_SKEW:

@@ -10,12 +10,11 @@ from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, workspace_key_only
-from config.common.ids import user_identifier
 from config.common.openapi import LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
 from memory.apis import openapi as docs
-from memory.serializers import ImportInput, conversation_body, message_body
+from memory.serializers import ImportInput, conversation_body, list_user_id, message_body
 
 
 class ConversationListApi(APIView):
@@ -30,9 +29,7 @@ class ConversationListApi(APIView):
     def get(self, request):
         conversations = selectors.conversation_list(
             workspace=request.workspace,
-            user_id=own_user(
-                request, user_identifier(request.query_params.get("user_id"), "user_id")
-            ),
+            user_id=own_user(request, list_user_id(request.query_params)),
         )
         return Response(
             paginate(conversations, request.query_params, conversation_body, filters=("user_id",))
@@ -101,7 +98,7 @@ class ConversationMessagesApi(APIView):
     @extend_schema(
         summary="A conversation's messages (oldest first unless `order` says)",
         tags=["conversations"],
-        parameters=[_CONVERSATION_ID, *LIST_PARAMETERS],
+        parameters=[_CONVERSATION_ID, *docs.MESSAGE_LIST_PARAMETERS],
         responses=docs.MessageListSerializer,
     )
     def get(self, request, conversation_id: str):

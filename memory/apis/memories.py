@@ -10,7 +10,6 @@ from rest_framework.views import APIView
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, with_own_user
 from config.common.errors import ApiError
-from config.common.ids import user_identifier
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
@@ -24,6 +23,7 @@ from memory.serializers import (
     MemoryUpdateInput,
     SearchInput,
     event_body,
+    list_user_id,
     memory_body,
     memory_list_filters,
 )
@@ -52,7 +52,7 @@ class MemoryListCreateApi(APIView):
         responses=docs.MemoryListSerializer,
     )
     def get(self, request):
-        user_id = own_user(request, user_identifier(request.query_params.get("user_id"), "user_id"))
+        user_id = own_user(request, list_user_id(request.query_params))
         filters = memory_list_filters(request.query_params)
         memories = selectors.memory_list(
             workspace=request.workspace,

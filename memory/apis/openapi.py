@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 from completions.tools.openapi import ExecutionSerializer
-from config.common.openapi import ID_SCHEMA, const, list_of
+from config.common.openapi import ID_SCHEMA, LIST_PARAMETERS, const, list_of
 from memory.serializers import KINDS
 
 
@@ -286,6 +286,21 @@ MEMORY_LIST_FILTERS = [
         description="Only memories created before this moment (as `created_after`).",
         required=False,
     ),
+]
+
+# A conversation's messages read in the order they were said (ConversationMessagesApi): the
+# lists' `order` ("by id, default desc") described them wrongly.
+MESSAGE_LIST_PARAMETERS = [
+    OpenApiParameter(
+        "order",
+        {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+        description="By `created_at`, the time each was said (an import's), ties by id "
+        "(default asc: oldest first).",
+        required=False,
+    )
+    if parameter.name == "order"
+    else parameter
+    for parameter in LIST_PARAMETERS
 ]
 
 MemoryListSerializer = list_of(MemorySerializer, "MemoryList")

@@ -13,7 +13,7 @@ from config.common.openapi import error
 from memory.apis import openapi as docs
 from memory.models import Memory, Message
 from memory.retrieval.search import Found, search
-from memory.serializers import UnifiedSearchInput
+from memory.serializers import UnifiedSearchInput, unix_seconds
 
 
 class SearchApi(APIView):
@@ -75,10 +75,6 @@ class SearchApi(APIView):
         return Response({"object": "list", "data": [search_item(f) for f in found]})
 
 
-def _ts(value) -> int | None:
-    return int(value.timestamp()) if value else None
-
-
 def search_item(found: Found) -> dict:
     """One typed item: what every type shares, then the type's own fields."""
     obj = found.obj
@@ -109,7 +105,7 @@ def search_item(found: Found) -> dict:
         "id": item_id,
         "text": text,
         "score": round(found.score, 6),
-        "created_at": _ts(created_at),
+        "created_at": unix_seconds(created_at),
         "sources": found.sources,
         "why": found.why(),
         **own,

@@ -13,15 +13,15 @@ from config.common.pagination import list_body, parse_cursor
 from memory import selectors, services
 from memory.apis import openapi as docs
 from memory.export import user_export_response
+from memory.serializers import unix_seconds
 
 
 def user_body(user_id: str, stats: dict) -> dict:
-    last = stats["last_active_at"]
     return {
         "id": user_id,
         "object": "user",
         "counts": {k: v for k, v in stats.items() if k != "last_active_at"},
-        "last_active_at": int(last.timestamp()) if last else None,
+        "last_active_at": unix_seconds(stats["last_active_at"]),
     }
 
 

@@ -21,6 +21,7 @@ from django.db.models.base import DEFERRED
 from accounts.models import Workspace
 from memory.models import Conversation, Memory, Message
 from memory.retrieval import chunks, elsewhere, fusion, memories, messages
+from memory.serializers import unix_seconds
 
 MIN_SIMILARITY = fusion.MIN_SIMILARITY
 TYPES = ("memories", "messages", "chunks")
@@ -97,7 +98,7 @@ def message_source(message: Message) -> dict:
     return {
         "message_id": message.id,
         "conversation_id": message.conversation.external_id,
-        "created_at": int(message.created_at.timestamp()),
+        "created_at": unix_seconds(message.created_at),
         "metadata": message.metadata,
     }
 

@@ -108,6 +108,11 @@ def memory_create(
         metadata=metadata,
     )
     _index(memory, embedding=embedding)
+    # Under the user's lock (shared), as their turns, imports and extraction runs write: added
+    # by hand during their erasure, the memory outlived it without its ADD, which the erasure
+    # deleted, and its history answered "No memory". Taken after the embedding: an erasure
+    # waits for the inserts only.
+    user_lock(workspace_id=workspace.id, user_id=user_id)
     memory.save()
     if source_ids:
         memory.sources.add(*_own_messages(workspace, user_id, source_ids))
