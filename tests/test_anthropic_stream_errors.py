@@ -43,6 +43,21 @@ def test_an_overload_after_a_block_start_without_words_is_retried(sdk, upstream,
     assert len(upstream.chat_requests()) == 2
 
 
+def test_an_error_after_the_first_words_quoting_the_provider_key_is_relayed_without_it(
+    sdk, upstream, settings
+):
+    """Anthropic's error event mid-stream, quoting the request's key (a proxy's): it went out
+    in the error frame as it came."""
+    key = settings.ANTHROPIC_API_KEY
+    assert len(key) >= 8  # shorter is no secret, and not masked
+    quoted = ("error", {"type": "error", "error": {"type": "api_error", "message": f"bad {key}"}})
+    upstream.script(Reply(stream=[*_started({"type": "text", "text": "Hel"}), quoted]))
+    with pytest.raises(openai.APIError) as failed:
+        for _ in sdk.chat.completions.create(model=MODEL, messages=HI, stream=True):
+            pass
+    assert "bad ***" in failed.value.message and key not in failed.value.message
+
+
 def test_an_overload_after_the_first_words_is_the_streams_error_frame(sdk, upstream, settings):
     """Once words went out, the status has too: the overload is an error frame, not retried."""
     settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.01

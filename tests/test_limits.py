@@ -120,7 +120,9 @@ def test_an_end_users_limiter_keys_do_not_name_them(sdk, operator_http, owner):
     ask(sdk, user="carol@example.com")
     store = redis.Redis.from_url(settings.REDIS_URL)
     keys = [k.decode() for k in store.scan_iter(f"engram:lim:{{{owner[0].id}}}:user:*")]
-    assert len(keys) >= 3 and not any("carol" in key for key in keys), keys
+    # the rpm window outlives the request; the tpm one may be settled away before the scan
+    assert any(key.endswith(":rpm") for key in keys), keys
+    assert not any("carol" in key for key in keys), keys
 
 
 def test_tpm_reserves_the_estimate_and_settles_the_real_usage(sdk, operator_http, owner, key_id):

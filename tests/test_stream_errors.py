@@ -72,6 +72,21 @@ def test_an_error_after_the_streams_first_event_is_still_its_error_frame(sdk, up
             pass
 
 
+def test_an_error_mid_stream_quoting_engrams_provider_key_is_relayed_without_it(sdk, upstream):
+    """A proxy's mid-stream error quoting the request's Authorization: the provider key went
+    out in the stream's error frame (an error before the stream, or as its answer, is masked)."""
+    from django.conf import settings
+
+    key = settings.OPENAI_API_KEY
+    quoted = {"error": {"message": f"upstream reset for Bearer {key}", "type": "api_error"}}
+    upstream.script(Reply(stream=[*openai_stream(["a"])[:2], quoted]))
+    with pytest.raises(openai.APIError) as failed:
+        for _ in sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+    assert "upstream reset for Bearer ***" in failed.value.message
+    assert key not in failed.value.message
+
+
 def test_a_first_event_that_only_mentions_an_error_is_an_answer(sdk, upstream):
     """The read ahead parses a first event only when "error" is in it: an answer whose first
     chunk says the word is an answer all the same."""

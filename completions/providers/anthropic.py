@@ -219,7 +219,7 @@ class AnthropicStream(HttpStream):
             elif kind == "error":
                 error = _dict(data.get("error"))
                 raise StreamFailed(
-                    str(error.get("message") or "The upstream provider failed."),
+                    self.said(str(error.get("message") or "The upstream provider failed.")),
                     type=error.get("type") or "upstream_error",
                 )
         raise StreamFailed("The upstream stream ended before it was complete.")
@@ -297,6 +297,7 @@ class AnthropicProvider(HttpProvider):
         while True:
             response, upstream_ms = await self.send(call, payload)
             stream = AnthropicStream(response, upstream_ms, body["model"])
+            stream.secret = call.upstream.api_key if call.upstream else ""
             try:
                 first = await stream.first_event(skip=_before_the_answer)
             except BaseException:  # cancelled: the client went away

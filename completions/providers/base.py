@@ -262,6 +262,15 @@ class HttpStream(UpstreamStream):
         self.early: list[tuple[str | None, bytes]] = []  # read ahead (`first_event`), not given
         self.ended = False  # the body's end was read ahead
         self.failed: BaseException | None = None  # the read ahead's failure, raised by `events`
+        self.secret = ""  # the provider key the request carried (`said` masks it)
+
+    def said(self, text: str) -> str:
+        """An upstream's words mid-stream (an error event's message) with Engram's provider key
+        masked, as `without_key` masks an error answer: relayed as the stream's error frame,
+        a proxy's quote of the request's Authorization reached every tenant."""
+        if not self.secret:
+            return text
+        return without_key(text.encode(), self.secret).decode("utf-8", "replace")
 
     async def first_event(
         self, skip: Callable[[tuple[str | None, bytes]], bool] | None = None

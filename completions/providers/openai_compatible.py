@@ -119,7 +119,7 @@ class OpenAIStream(HttpStream):
                 if _is_error(parsed):
                     error = parsed["error"] if isinstance(parsed.get("error"), dict) else parsed
                     raise StreamFailed(
-                        str(error.get("message") or parsed.get("error")),
+                        self.said(str(error.get("message") or parsed.get("error"))),
                         type=error.get("type") or "upstream_error",
                         code=error.get("code"),
                     )
@@ -334,6 +334,7 @@ class OpenAICompatibleProvider(HttpProvider):
                 response.release()
             return CompletedStream(self._completion(call, raw, upstream_ms))
         stream = OpenAIStream(response, upstream_ms)
+        stream.secret = call.upstream.api_key if call.upstream else ""
         # The first event read ahead, as Anthropic's (AnthropicProvider.stream): vLLM, Ollama
         # and proxies answer a failure before the first token with status 200 and an error as
         # the stream's first event. Relayed, the client got a 200 and an error frame, which no
