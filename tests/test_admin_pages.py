@@ -991,6 +991,7 @@ def test_a_message_cannot_be_edited_in_the_admin(admin_client, world):
         ),
         ("admin:limits_creditunit_add", {"name": "credits", "per_usd": "0"}, "per_usd"),
         ("admin:limits_creditunit_add", {"name": "credits", "per_usd": "-100"}, "per_usd"),
+        ("admin:limits_creditunit_add", {"name": "credits", "per_usd": "1e13"}, "per_usd"),
         (
             "admin:limits_limit_add",
             {"subject": "workspace", "budget_credits": "-5", "budget_period": "month"},

@@ -840,6 +840,9 @@ def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "budget.credit"
     bad = operator_http.patch(url, json={"credit_unit": {"per_usd": 0}})  # every answer free
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "credit_unit.per_usd"
+    # past Redis' 64-bit counts of micro-credits: every request a 503
+    bad = operator_http.patch(url, json={"credit_unit": {"per_usd": 10**13}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "credit_unit.per_usd"
     assert operator_http.get(url).json()["limits"]["max_concurrent"] == 5  # nothing changed
     assert operator_http.patch(f"{url}/api_keys/key_nope", json={}).status_code == 404
     assert operator_http.patch("/v1/workspaces/ws_nope", json={}).status_code == 404

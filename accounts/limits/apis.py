@@ -7,7 +7,7 @@ from django.db import transaction
 from rest_framework import serializers
 
 from accounts.limits import selectors, services
-from accounts.limits.models import MAX_CREDITS, MIN_PER_USD, Limit, Period, Subject
+from accounts.limits.models import MAX_CREDITS, MAX_PER_USD, MIN_PER_USD, Limit, Period, Subject
 from accounts.models import Workspace
 from config.common.closed import ClosedSerializer
 
@@ -42,7 +42,11 @@ class BudgetInput(ClosedSerializer):
 class CreditUnitInput(ClosedSerializer):
     name = serializers.CharField(max_length=40, required=False)
     per_usd = serializers.DecimalField(
-        max_digits=20, decimal_places=6, min_value=MIN_PER_USD, required=False
+        max_digits=20,
+        decimal_places=6,
+        min_value=MIN_PER_USD,
+        max_value=MAX_PER_USD,
+        required=False,
     )
 
 

@@ -15,6 +15,10 @@ from accounts.models import ApiKey, Workspace
 MAX_CREDITS = 1_000_000_000
 # Above 0: at 0 every answer cost 0 credits, and a budget never ran out.
 MIN_PER_USD = Decimal("0.000001")
+# Credits per USD at most: a request's cost is counted in Redis as integer micro-credits (INCRBY,
+# 64-bit), and 10^14 credits per USD overflowed it on a $100 request (ERR "increment or
+# decrement would overflow", answered as Redis being down: a 503 for every request).
+MAX_PER_USD = Decimal(1_000_000)
 
 
 class Subject(models.TextChoices):
@@ -76,7 +80,10 @@ class CreditUnit(models.Model):
     workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=40, default="credits")
     per_usd = models.DecimalField(
-        max_digits=20, decimal_places=6, default=1, validators=[MinValueValidator(MIN_PER_USD)]
+        max_digits=20,
+        decimal_places=6,
+        default=1,
+        validators=[MinValueValidator(MIN_PER_USD), MaxValueValidator(MAX_PER_USD)],
     )
 
     def __str__(self) -> str:
