@@ -87,6 +87,19 @@ def test_an_error_mid_stream_quoting_engrams_provider_key_is_relayed_without_it(
     assert key not in failed.value.message
 
 
+def test_a_vllm_error_mid_stream_is_read_as_its_error_answer_is(sdk, upstream):
+    """vLLM's error event mid-stream, its numeric code: relayed as a number in the error frame
+    (OpenAI's `code` is a string or null), where the same error as an answer is read by
+    error_fields into strings."""
+    failure = {"object": "error", "message": "engine overloaded", "type": "BadRequestError"}
+    upstream.script(Reply(stream=[*openai_stream(["a"])[:2], {**failure, "code": 400}]))
+    with pytest.raises(openai.APIError) as failed:
+        for _ in sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+    assert failed.value.message == "engine overloaded"
+    assert failed.value.code == "400" and failed.value.type == "BadRequestError"
+
+
 def test_a_first_event_that_only_mentions_an_error_is_an_answer(sdk, upstream):
     """The read ahead parses a first event only when "error" is in it: an answer whose first
     chunk says the word is an answer all the same."""

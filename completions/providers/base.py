@@ -426,7 +426,7 @@ def without_key(content: bytes, api_key: str) -> bytes:
 
 def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
     """An upstream's error answer, in OpenAI's envelope: 4xx keep their status, 5xx become 502."""
-    message, type_, param, code = _error_fields(content)
+    message, type_, param, code = error_fields(content)
     passthrough = {name: headers[name] for name in RETRY_HEADERS if headers.get(name)}
     if status >= 500:
         detail = f": {message}" if message else ""
@@ -522,7 +522,10 @@ def redirected(provider: str, source: str, status: int, location: str | None) ->
     )
 
 
-def _error_fields(content: bytes) -> tuple[str, str | None, str | None, str | None]:
+def error_fields(content: bytes) -> tuple[str, str | None, str | None, str | None]:
+    """An upstream error's message, type, param and code, as strings, from any of the shapes
+    upstreams write (OpenAI's envelope, vLLM's top-level fields, FastAPI's detail); the one
+    reader of an error answer and of a stream's error event."""
     try:
         data = json.loads(content)
     except (ValueError, UnicodeDecodeError):

@@ -22,6 +22,7 @@ from completions.providers.base import (
     UpstreamStream,
     UsualShape,
     bad_reply,
+    error_fields,
     loads,
     loads_json,
     read_failed,
@@ -117,11 +118,11 @@ class OpenAIStream(HttpStream):
                 if _unreadable(parsed, "delta"):
                     raise StreamFailed("The upstream provider sent an unexpected stream chunk.")
                 if _is_error(parsed):
-                    error = parsed["error"] if isinstance(parsed.get("error"), dict) else parsed
+                    message, type_, _param, code = error_fields(raw)
                     raise StreamFailed(
-                        self.said(str(error.get("message") or parsed.get("error"))),
-                        type=error.get("type") or "upstream_error",
-                        code=error.get("code"),
+                        self.said(message or "The upstream provider failed."),
+                        type=type_ or "upstream_error",
+                        code=code,
                     )
                 if parsed.get("choices"):
                     answered = parsed
