@@ -2,6 +2,7 @@
 
 import json
 import socket
+import threading
 import time
 
 import httpx
@@ -12,7 +13,7 @@ from completions.usage import buffer
 from memory.turn.contract import PreparedTurn
 from tests.completions_support import spy_on_seam, wait_for
 from tests.test_errors import assert_envelope
-from tests.upstream import Reply, openai_completion, openai_stream
+from tests.upstream import Reply, anthropic_stream, openai_completion, openai_stream
 
 URL = "/v1/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
@@ -140,6 +141,20 @@ def test_timing_headers_on_every_completion(http, upstream, stream):
     assert resp.headers["x-request-id"].startswith("req_")
     assert upstream_ms >= 150 and total >= upstream_ms
     assert abs(total - upstream_ms - overhead) <= 1
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-3-5-sonnet-latest"])
+def test_the_wait_for_a_streams_first_event_is_the_upstreams_time(http, upstream, model):
+    """The stream's status line came at once and its first event 0.3 s later: Engram reads
+    that event before it answers (an error there is a status), and counted the wait as its own
+    overhead (x-engram-overhead-ms ~300, upstream ~0)."""
+    gate = threading.Event()
+    chunks = openai_stream(["x"]) if model.startswith("gpt") else anthropic_stream(["x"])
+    upstream.script(Reply(stream=chunks, gate=gate, gate_at=0))
+    threading.Timer(0.3, gate.set).start()
+    resp = post(http, {**BODY, "model": model, "stream": True})
+    assert resp.status_code == 200
+    assert int(resp.headers["x-engram-upstream-ms"]) >= 200  # the request took some of the 0.3 s
 
 
 def test_timing_headers_on_errors(http, upstream):
