@@ -16,6 +16,7 @@ from accounts.models import Workspace
 from config.common import coherence, database
 from config.common.errors import Invalid, TooLarge, Unsupported
 from config.common.jsonbody import metadata_problem
+from config.common.lease_thread import renewing
 from config.common.rows import lock_existing, lock_if_present
 from memory.knowledge import parsing as extraction
 from memory.models import Chunk, Collection, Document
@@ -418,8 +419,6 @@ def document_ingest(*, document_id: str) -> str:
     outcome, document = _claim(document_id)
     if document is None:
         return outcome
-    from memory.tasks import renewing  # the worker's lease thread, which renews memory jobs too
-
     every = document_lease().total_seconds() / 3
     with renewing(lambda: _renew(document), names=f"document {document.id}", every=every):
         return _ingest(document)
