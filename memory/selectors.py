@@ -17,8 +17,8 @@ from completions.tools.models import Execution
 from config.common.errors import NotFound
 from config.common.pagination import Cursor
 from config.common.rows import columns, instance
+from config.common.times import unix_seconds
 from memory.models import Conversation, Memory, MemoryEvent, Message, ProcessingJob, Session
-from memory.serializers import unix_seconds
 
 # --- conversations --------------------------------------------------------------------------
 

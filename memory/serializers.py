@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass
 
 from django.utils import timezone
@@ -13,15 +12,9 @@ from config.common.closed import ClosedSerializer
 from config.common.errors import Invalid
 from config.common.ids import ID_RULE, as_user_id, identifier, is_id, user_identifier
 from config.common.jsonbody import metadata_problem
-from config.common.times import query_time
+from config.common.times import query_time, unix_seconds
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
-
-
-def unix_seconds(value: dt.datetime | None) -> int | None:
-    """A time as the API shows it: Unix seconds, rounded down as clocks read them (int() rounded
-    a message said at 1969-12-31T23:59:59.5Z up to 0, 1970-01-01)."""
-    return math.floor(value.timestamp()) if value is not None else None
 
 
 def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:

@@ -16,10 +16,7 @@ from config.common.closed import unknown_fields_check
 from config.common.errors import ApiError, Invalid
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import Cursor, list_body, paginate, parse_cursor
-
-
-def _ts(value) -> int:
-    return int(value.timestamp())
+from config.common.times import unix_seconds
 
 
 def _config(row: Agent | AgentVersion) -> dict:
@@ -32,8 +29,8 @@ def agent_body(agent: Agent) -> dict:
         "object": "agent",
         **_config(agent),
         "version": agent.version,
-        "created_at": _ts(agent.created_at),
-        "updated_at": _ts(agent.updated_at),
+        "created_at": unix_seconds(agent.created_at),
+        "updated_at": unix_seconds(agent.updated_at),
     }
 
 
@@ -43,7 +40,7 @@ def version_body(version: AgentVersion) -> dict:
         "agent_id": version.agent_id,
         "version": version.version,
         **_config(version),
-        "created_at": _ts(version.created_at),
+        "created_at": unix_seconds(version.created_at),
     }
 
 

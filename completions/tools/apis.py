@@ -22,10 +22,7 @@ from completions.tools.policy import HEADER_MASK
 from config.common.errors import ApiError, Invalid
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import paginate
-
-
-def _ts(value) -> int:
-    return int(value.timestamp())
+from config.common.times import unix_seconds
 
 
 def tool_body(tool: Tool) -> dict:
@@ -49,8 +46,8 @@ def tool_body(tool: Tool) -> dict:
         "approval": tool.approval,
         "approval_ttl_seconds": tool.approval_ttl_seconds,
         "timeout_seconds": tool.timeout_seconds,
-        "created_at": _ts(tool.created_at),
-        "updated_at": _ts(tool.updated_at),
+        "created_at": unix_seconds(tool.created_at),
+        "updated_at": unix_seconds(tool.updated_at),
     }
 
 
@@ -62,8 +59,8 @@ def execution_body(execution: Execution) -> dict:
             "id": a.id,
             "status": a.status,
             "tool_call_ids": [c.get("id") for c in a.tool_calls],
-            "expires_at": _ts(a.expires_at),
-            "decided_at": _ts(a.decided_at) if a.decided_at else None,
+            "expires_at": unix_seconds(a.expires_at),
+            "decided_at": unix_seconds(a.decided_at),
             "reason": a.reason,
         }
         for a in sorted(execution.approvals.all(), key=lambda a: (a.created_at, a.id))
@@ -80,8 +77,8 @@ def execution_body(execution: Execution) -> dict:
         "steps": execution.steps,
         "approvals": approvals,
         "usage": execution.usage,
-        "created_at": _ts(execution.created_at),
-        "updated_at": _ts(execution.updated_at),
+        "created_at": unix_seconds(execution.created_at),
+        "updated_at": unix_seconds(execution.updated_at),
     }
 
 

@@ -10,10 +10,11 @@ from rest_framework.views import APIView
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import own_user, with_own_user
 from config.common.openapi import error
+from config.common.times import unix_seconds
 from memory.apis import openapi as docs
 from memory.models import Memory, Message
 from memory.retrieval.search import Found, search
-from memory.serializers import UnifiedSearchInput, unix_seconds
+from memory.serializers import UnifiedSearchInput
 
 
 class SearchApi(APIView):

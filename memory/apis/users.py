@@ -10,10 +10,10 @@ from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import own_user
 from config.common.openapi import LIST_PARAMETERS
 from config.common.pagination import list_body, parse_cursor
+from config.common.times import unix_seconds
 from memory import selectors, services
 from memory.apis import openapi as docs
 from memory.export import user_export_response
-from memory.serializers import unix_seconds
 
 
 def user_body(user_id: str, stats: dict) -> dict:

@@ -15,6 +15,7 @@ from config.common.closed import ClosedSerializer
 from config.common.errors import ApiError, DomainError, Invalid, api_error
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import paginate
+from config.common.times import unix_seconds
 from memory.knowledge import openapi as docs
 from memory.knowledge import selectors, services
 from memory.knowledge.search import collections_check, knowledge_search
@@ -25,10 +26,6 @@ from memory.serializers import CollectionIdsField
 _MULTIPART_SLACK = 64 * 1024
 
 
-def _ts(value) -> int:
-    return int(value.timestamp())
-
-
 def collection_body(collection: Collection) -> dict:
     return {
         "id": collection.id,
@@ -37,8 +34,8 @@ def collection_body(collection: Collection) -> dict:
         "description": collection.description,
         "metadata": collection.metadata,
         "document_count": getattr(collection, "document_count", None),
-        "created_at": _ts(collection.created_at),
-        "updated_at": _ts(collection.updated_at),
+        "created_at": unix_seconds(collection.created_at),
+        "updated_at": unix_seconds(collection.updated_at),
     }
 
 
@@ -58,8 +55,8 @@ def document_body(document: Document) -> dict:
         "progress": {"done": document.chunks_done, "total": document.chunks_total},
         "chunk_count": document.chunks_total,
         "pages": document.pages or None,
-        "created_at": _ts(document.created_at),
-        "updated_at": _ts(document.updated_at),
+        "created_at": unix_seconds(document.created_at),
+        "updated_at": unix_seconds(document.updated_at),
     }
 
 

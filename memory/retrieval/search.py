@@ -19,9 +19,9 @@ from django.db.models import OuterRef, Subquery
 from django.db.models.base import DEFERRED
 
 from accounts.models import Workspace
+from config.common.times import unix_seconds
 from memory.models import Conversation, Memory, Message
 from memory.retrieval import chunks, elsewhere, fusion, memories, messages
-from memory.serializers import unix_seconds
 
 MIN_SIMILARITY = fusion.MIN_SIMILARITY
 TYPES = ("memories", "messages", "chunks")
