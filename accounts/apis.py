@@ -13,6 +13,7 @@ from accounts.models import ApiKey, Workspace
 from config.common.closed import ClosedSerializer
 from config.common.openapi import LIST_PARAMETERS
 from config.common.pagination import paginate
+from config.common.times import unix_seconds
 
 
 def workspace_body(workspace: Workspace) -> dict:
@@ -20,7 +21,7 @@ def workspace_body(workspace: Workspace) -> dict:
         "id": workspace.id,
         "object": "workspace",
         "name": workspace.name,
-        "created_at": int(workspace.created_at.timestamp()),
+        "created_at": unix_seconds(workspace.created_at),
     }
 
 
@@ -30,9 +31,9 @@ def api_key_body(key: ApiKey) -> dict:
         "object": "api_key",
         "name": key.name,
         "prefix": key.prefix,
-        "created_at": int(key.created_at.timestamp()),
-        "last_used_at": int(key.last_used_at.timestamp()) if key.last_used_at else None,
-        "revoked_at": int(key.revoked_at.timestamp()) if key.revoked_at else None,
+        "created_at": unix_seconds(key.created_at),
+        "last_used_at": unix_seconds(key.last_used_at),
+        "revoked_at": unix_seconds(key.revoked_at),
     }
 
 
@@ -132,7 +133,7 @@ class WorkspaceDetailApi(APIView):
         workspace = selectors.workspace_get_for_deletion(workspace_id=workspace_id)
         workspace = services.workspace_delete_begin(workspace=workspace)
         body = workspace_body(workspace) | {
-            "deleted_at": int(workspace.deleted_at.timestamp()),  # type: ignore[union-attr]
+            "deleted_at": unix_seconds(workspace.deleted_at),
             "deleted": True,
         }
         return Response(body, status=status.HTTP_202_ACCEPTED)

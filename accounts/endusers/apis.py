@@ -22,6 +22,7 @@ from config.common.closed import ClosedSerializer
 from config.common.errors import ApiError
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import paginate
+from config.common.times import unix_seconds
 
 
 def issuer_body(issuer: Issuer) -> dict:
@@ -36,8 +37,8 @@ def issuer_body(issuer: Issuer) -> dict:
         "user_claim": issuer.user_claim,
         "required_scope": issuer.required_scope or None,
         "leeway_seconds": issuer.leeway_seconds,
-        "created_at": int(issuer.created_at.timestamp()),
-        "updated_at": int(issuer.updated_at.timestamp()),
+        "created_at": unix_seconds(issuer.created_at),
+        "updated_at": unix_seconds(issuer.updated_at),
     }
 
 
