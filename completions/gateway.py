@@ -23,7 +23,7 @@ from completions.agents import calls as agent_calls
 from completions.conf import conf
 from completions.providers.base import Call, UpstreamStream, refused_status
 from completions.providers.registry import Route
-from completions.streaming import done_within, dumps, relay, transcribed
+from completions.streaming import done_within, dumps, relay, transcribed, waking_task
 from config.common.errors import EDGE_ERRORS, ApiError, unexpected_error, workspace_key_required
 from memory.turn.contract import PreparedTurn, TurnContext
 from memory.turn.pipeline import finish_turn_soon, prepare_turn
@@ -346,7 +346,7 @@ async def _stream(
     turn: Turn, route: Route, prepared: PreparedTurn, call: Call, body: dict
 ) -> Reply:
     keepalive = conf().keepalive
-    opener = asyncio.get_running_loop().create_task(route.provider.stream(call))
+    opener = waking_task(route.provider.stream(call))
     try:
         opened = await done_within(opener, keepalive)
     except asyncio.CancelledError:

@@ -80,6 +80,59 @@ def test_keepalive_comments_while_the_first_token_is_slow(http, upstream, settin
     assert lines[-1] == "data: [DONE]"
 
 
+def test_keepalive_comments_after_a_first_event_that_is_no_chunk(http, upstream, settings):
+    """The first event read ahead is JSON but no object (skipped): the first chunk is not in
+    hand, so the relay waits for it beside keep-alives rather than blocking without them."""
+    settings.ENGRAM_KEEPALIVE_SECONDS = 0.1
+    upstream.script(Reply(stream=["5", *openai_stream(["late"])], delay=0.5))
+    with http.stream("POST", URL, json=STREAM) as resp:
+        assert resp.status_code == 200
+        lines = frames_of(resp)
+    first_data = next(i for i, line in enumerate(lines) if line.startswith("data:"))
+    assert first_data >= 2 and all(line == ": keep-alive" for line in lines[:first_data])
+    assert "late" in "".join(lines) and lines[-1] == "data: [DONE]"
+
+
+def test_a_waking_task_wakes_its_waiter_and_lets_a_cancelled_one_go():
+    """done_within on a waking_task: True once it ended, False at the timeout (the task still
+    running), and a waiter cancelled while waiting leaves no wake behind; a waking task
+    cancelled before its first step closes its coroutine (no 'never awaited')."""
+    import asyncio
+    import warnings
+
+    from completions.streaming import done_within, waking_task
+
+    async def scenario():
+        release = asyncio.Event()
+
+        async def work():
+            await release.wait()
+            return "answer"
+
+        task = waking_task(work())
+        assert await done_within(task, 0.05) is False and not task.done()
+        waiting = asyncio.get_running_loop().create_task(done_within(task, 5))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert task.engram_wakes == []
+        release.set()
+        assert await done_within(task, 5) is True and task.result() == "answer"
+        unstarted = waking_task(work())
+        unstarted.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await unstarted
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(scenario())
+        import gc
+
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
 def test_keepalive_stream_still_reads_with_the_sdk(engram_server, owner, upstream, settings):
     settings.ENGRAM_KEEPALIVE_SECONDS = 0.1
     upstream.script(Reply(stream=openai_stream(["slow ", "answer"]), first_delay=0.5))

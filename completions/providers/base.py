@@ -240,6 +240,10 @@ class UpstreamStream:
     # relay of chunks it sends unchanged; a reader of every chunk's `data` pays more for them
     # (an agent's relay: 81,700 -> 86,900 instructions a frame).
     usual_unparsed: bool = False
+    # Whether `chunks()` gives its first chunk without waiting for the upstream (the first event
+    # was read ahead and is a chunk): the relay takes it at once, with no task to wait beside
+    # keep-alives (completions.streaming.relay).
+    first_ready: bool = False
 
     def chunks(self) -> AsyncIterator[Chunk]:
         raise NotImplementedError

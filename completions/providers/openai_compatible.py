@@ -349,6 +349,9 @@ class OpenAICompatibleProvider(HttpProvider):
         if error is not None:
             await stream.aclose()
             raise error
+        # In hand unless `chunks` skips it (data that is JSON but no object; an object's raw
+        # data starts with its brace, which _first_refused has read whole).
+        stream.first_ready = first is not None and (first[1] == b"[DONE]" or first[1][:1] == b"{")
         return stream
 
     def _first_refused(
