@@ -160,10 +160,18 @@ def _spent_since(subject: limiter.Subject, since_ms: int | None) -> int:
 
 
 def finish(
-    charge: Charge, *, usage: dict | None, assistant: dict | None, engram: dict, request_id: str
+    charge: Charge,
+    *,
+    usage: dict | None,
+    assistant: dict | None,
+    engram: dict,
+    request_id: str,
+    written: list[dict] | None = None,
 ) -> float:
-    """Charge the answer; returns the credits charged (also put in `engram`)."""
-    prompt, completion, cached, cache_write, cache_write_1h = _used(charge, usage, assistant)
+    """Charge the answer; returns the credits charged (also put in `engram`). `written`: every
+    choice's message as far as it came (a stream's), else `assistant` is the answer's only."""
+    answers = written if written is not None else [assistant] if assistant is not None else []
+    prompt, completion, cached, cache_write, cache_write_1h = _used(charge, usage, answers)
     charge.micro = pricing.micro_credits(
         charge.price,
         prompt=prompt,
@@ -182,22 +190,23 @@ def finish(
 
 
 def _used(
-    charge: Charge, usage: dict | None, assistant: dict | None
+    charge: Charge, usage: dict | None, answers: list[dict]
 ) -> tuple[int, int, int, int, int]:
     """(prompt, completion, cache-read prompt, cache-written prompt, of those written for an
     hour) tokens: the upstream's
     figures (those that are counts: completions.usage.count; Anthropic's cache figures as
     its translation puts them, completions.providers.anthropic_translate.usage_from); for an
-    answer cut short without them, the prompt's estimate and the text received so far."""
+    answer cut short without them, the prompt's estimate and the text received so far, of
+    every choice (`answers`: choice 0's alone was counted, an `n` of 3 charged a third)."""
     if isinstance(usage, dict) and (prompt := count(usage.get("prompt_tokens"))) is not None:
         cached, cache_write, cache_write_1h = cache_tokens(usage)
         completion = count(usage.get("completion_tokens")) or 0
         return prompt, completion, cached or 0, cache_write or 0, cache_write_1h or 0
-    if assistant is None:
+    if not answers:
         return 0, 0, 0, 0, 0  # nothing was answered: nothing is charged
     if charge.prompt_estimate is None:  # no limit applied: not counted on admission
         charge.prompt_estimate = prompt_tokens(charge.body or {})
-    return charge.prompt_estimate, generated_tokens(assistant), 0, 0, 0
+    return charge.prompt_estimate, sum(generated_tokens(a) for a in answers), 0, 0, 0
 
 
 # What a reasoning detail says in words (its `data` and `signature` are opaque blobs).

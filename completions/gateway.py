@@ -111,15 +111,17 @@ class Turn:
         incomplete: bool = False,
         error_code: str = "",
         refused: bool = False,
+        written: list[dict] | None = None,
     ) -> None:
         """Account the request and hand the answer to memory; once, never blocking. `refused`:
         the request was refused for what it holds, before any answer (`refused_status`), and
         memory takes its messages out again; kept, they were history that every later turn
-        of the conversation carried to the same refusal."""
+        of the conversation carried to the same refusal. `written`: a stream's every choice as
+        far as it came (streaming.Assembler.written), charged when `usage` did not come."""
         if self.finished:
             return
         self.finished = True
-        self.charge_once(usage=usage, assistant=assistant)
+        self.charge_once(usage=usage, assistant=assistant, written=written)
         tokens = usage if isinstance(usage, dict) else {}
         _record(self, status, tokens, incomplete, error_code)
         if self.prepared is not None and self.ctx is not None:
@@ -146,19 +148,24 @@ class Turn:
                 refused=refused,
             )
 
-    def charge_once(self, *, usage: dict | None, assistant: dict | None) -> None:
+    def charge_once(
+        self, *, usage: dict | None, assistant: dict | None, written: list[dict] | None = None
+    ) -> None:
         """Charge the answer unless it was already: a tool run's stream charges before its
         last chunk (which carries the credits) and finishes after storing its messages."""
         if self.credits is None:
-            self._charge(usage, assistant)
+            self._charge(usage, assistant, written)
 
-    def _charge(self, usage: dict | None, assistant: dict | None) -> None:
+    def _charge(
+        self, usage: dict | None, assistant: dict | None, written: list[dict] | None
+    ) -> None:
         """Credits at the table's price into `engram` (every answer has one); the limits'
         reservation settled in the background."""
         self.credits = charging.finish(
             self.charge,
             usage=usage,
             assistant=assistant,
+            written=written,
             engram=self.engram,
             request_id=self.client_request_id or self.request_id,
         )

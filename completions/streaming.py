@@ -134,6 +134,7 @@ class Finisher(Protocol):
         incomplete: bool,
         error_code: str = "",
         refused: bool = False,
+        written: list[dict] | None = None,
     ) -> None: ...
 
     async def reply_committed(self) -> None: ...
@@ -157,7 +158,9 @@ def transcribed(message: Any) -> Any:
 
 class Assembler:
     """Rebuilds choice 0 (content, refusal, tool calls, reasoning details, an audio answer's
-    transcript) and keeps the usage, for memory and accounting."""
+    transcript) and keeps the usage, for memory and accounting; the other choices (`n` > 1)
+    each in an Assembler of its own (`others`), for the charge of an answer cut before its
+    usage (`written`)."""
 
     def __init__(self) -> None:
         self.content: list[str] = []
@@ -167,6 +170,7 @@ class Assembler:
         self.reasoning_details: list[dict] = []
         self.usage: dict | None = None
         self.head: dict | None = None  # id, created, model of the stream
+        self.others: dict[int, Assembler] = {}  # by index: the choices after choice 0
 
     def add(self, data: dict) -> None:
         if self.head is None and "id" in data:
@@ -178,19 +182,21 @@ class Assembler:
         if data.get("usage"):
             self.usage = data["usage"]
         for choice in data.get("choices") or ():
-            if choice.get("index", 0) != 0:
+            index = choice.get("index", 0)
+            into = self if index == 0 else self._other(index)
+            if into is None:
                 continue
             delta = choice.get("delta") or {}
             if content := delta.get("content"):
-                self.content.append(_text(content))
+                into.content.append(_text(content))
             if (refusal := delta.get("refusal")) and type(refusal) is str:
-                self.refusal.append(refusal)
+                into.refusal.append(refusal)
             audio = delta.get("audio")
             words = audio.get("transcript") if type(audio) is dict else None
             if words and type(words) is str:
-                self.transcript.append(words)
+                into.transcript.append(words)
             for call in delta.get("tool_calls") or ():
-                slot = self.tool_calls.setdefault(
+                slot = into.tool_calls.setdefault(
                     call.get("index", 0),
                     {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
                 )
@@ -204,7 +210,17 @@ class Assembler:
             details = delta.get("reasoning_details")
             for detail in details if isinstance(details, list) else ():
                 if isinstance(detail, dict):
-                    self._add_detail(detail)
+                    into._add_detail(detail)
+
+    def _other(self, index: Any) -> Assembler | None:
+        """The Assembler of choice `index` (not 0), made when it first comes; None for an
+        index that is not a number (skipped, as it was)."""
+        if type(index) is not int:
+            return None
+        other = self.others.get(index)
+        if other is None:
+            other = self.others[index] = Assembler()
+        return other
 
     def _add_detail(self, detail: dict) -> None:
         index = detail.get("index")
@@ -233,6 +249,21 @@ class Assembler:
         ):
             return None
         return self.assistant()
+
+    def written(self) -> list[dict]:
+        """Every choice's message as far as the model wrote it (choice 0's first), those that
+        wrote nothing left out: what an answer cut before its usage is charged for
+        (completions.charging). Its reasoning counts too: the upstream bills it."""
+        choices = [self, *(self.others[index] for index in sorted(self.others))]
+        return [
+            choice.assistant()
+            for choice in choices
+            if choice.content
+            or choice.transcript
+            or choice.refusal
+            or choice.tool_calls
+            or choice.reasoning_details
+        ]
 
     def assistant(self) -> dict:
         text = "".join(self.content) or "".join(self.transcript)  # `transcribed`, streamed
@@ -539,6 +570,7 @@ async def relay(
                 usage=assembler.usage,
                 incomplete=True,
                 error_code="client_closed",
+                written=assembler.written(),
             )
         if not opener.done():
             opener.cancel()
@@ -559,6 +591,7 @@ async def relay(
         error_code=error_code if error is not None else "",
         # The upstream's refusal after the keep-alives began: refused as the gateway's is.
         refused=error is not None and refused_status(error_status),
+        written=assembler.written(),
     )
     await turn.reply_committed()
     # The last frames go out as one write, [DONE] with them (the ASGI door sends the stream's
