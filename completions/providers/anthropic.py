@@ -123,8 +123,15 @@ class AnthropicStream(HttpStream):
     Thinking goes out as `reasoning_content` deltas while it comes, and each thinking block,
     once whole (its signature comes last), as one `reasoning_details` entry."""
 
-    def __init__(self, response: aiohttp.ClientResponse, upstream_ms: float, model: str) -> None:
-        super().__init__(response, upstream_ms)
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        upstream_ms: float,
+        model: str,
+        *,
+        upstream: Upstream | None = None,
+    ) -> None:
+        super().__init__(response, upstream_ms, upstream=upstream)
         self.model = model
 
     async def chunks(self) -> AsyncIterator[Chunk]:
@@ -296,8 +303,7 @@ class AnthropicProvider(HttpProvider):
         attempt = 0
         while True:
             response, upstream_ms = await self.send(call, payload)
-            stream = AnthropicStream(response, upstream_ms, body["model"])
-            stream.secret = call.upstream.api_key if call.upstream else ""
+            stream = AnthropicStream(response, upstream_ms, body["model"], upstream=call.upstream)
             try:
                 first = await stream.first_event(skip=_before_the_answer)
             except BaseException:  # cancelled: the client went away

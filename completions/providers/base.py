@@ -256,7 +256,13 @@ class HttpStream(UpstreamStream):
     """A streamed upstream response: read to the end, it goes back to the pool; left early
     (client gone, failure), its connection is closed, which the upstream sees at once."""
 
-    def __init__(self, response: aiohttp.ClientResponse, upstream_ms: float) -> None:
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        upstream_ms: float,
+        *,
+        upstream: Upstream | None = None,
+    ) -> None:
         self.response = response
         self.upstream_ms = upstream_ms
         self.complete = False
@@ -266,7 +272,8 @@ class HttpStream(UpstreamStream):
         self.early: list[tuple[str | None, bytes]] = []  # read ahead (`first_event`), not given
         self.ended = False  # the body's end was read ahead
         self.failed: BaseException | None = None  # the read ahead's failure, raised by `events`
-        self.secret = ""  # the provider key the request carried (`said` masks it)
+        # the provider key the request carried (`said` masks it)
+        self.secret = upstream.api_key if upstream is not None else ""
 
     def said(self, text: str) -> str:
         """An upstream's words mid-stream (an error event's message) with Engram's provider key

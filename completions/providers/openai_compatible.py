@@ -49,7 +49,35 @@ def _is_error(data: dict) -> bool:
     return ("error" in data and "choices" not in data) or data.get("object") == "error"
 
 
+# How long a stream whose answer is whole waits for its `[DONE]` (see `OpenAIStream`). Not
+# nothing: servers that write each event apart (vLLM's, any FastAPI StreamingResponse) often
+# have [DONE] a few milliseconds behind the usage chunk, a round trip with Nagle's algorithm,
+# and read here it ends the body and the connection goes back to the pool. Short: it is only
+# waited in full for an upstream that never ends its body, whose client (and the turn's storing
+# and charging) waited the whole read timeout (ENGRAM_UPSTREAM_TIMEOUT, minutes) before.
+DONE_GRACE_SECONDS = 1.0
+
+
 class OpenAIStream(HttpStream):
+    """An OpenAI-compatible stream. Its answer is whole once every choice has its finish
+    reason and the usage chunk (no choices) has come after them: asked for with
+    `include_usage`, as Engram always asks, it is by OpenAI's protocol the last chunk before
+    [DONE]. Then [DONE] (or the body's end) is waited for DONE_GRACE_SECONDS only: an upstream
+    that sends neither ends its stream there, its connection closed (its body did not end).
+    Usage on a chunk with choices (vLLM's continuous_usage_stats, servers that put it on the
+    finishing chunk) ends nothing: only the usage chunk is last by the protocol."""
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        upstream_ms: float,
+        *,
+        upstream: Upstream | None = None,
+        choices: int = 1,
+    ) -> None:
+        super().__init__(response, upstream_ms, upstream=upstream)
+        self.choices = choices  # the request's `n`: the finish reasons a whole answer has
+
     async def chunks(self) -> AsyncIterator[Chunk]:
         # Straight from the response's reader, its events split in one pass per read (no
         # layer of async iterators per event: each costs its every chunk a resume and a
@@ -70,6 +98,8 @@ class OpenAIStream(HttpStream):
         answered: dict = {}  # the last chunk with choices
         usual: UsualShape | None = None  # the stream's usual chunk, once one came
         reading_usual = self.usual_unparsed
+        finished: set[int] = set()  # the choices whose finish reason came
+        whole = False  # the last chunk was the usage chunk after every choice's finish reason
         # The events the provider's `first_event` read ahead come first, as one read's.
         ahead: list[tuple[str | None, bytes]] | None = self.early
         self.early = []
@@ -81,7 +111,17 @@ class OpenAIStream(HttpStream):
                 data = b"" if self.ended else _READ_AHEAD
             else:
                 self.waiting = True
-                if direct:
+                if whole:  # nothing is to come but [DONE]: waited for a moment only
+                    try:
+                        async with asyncio.timeout(DONE_GRACE_SECONDS) as grace:
+                            data = await content.readany()
+                    except TimeoutError:
+                        self.waiting = False
+                        if grace.expired():  # not `complete`: aclose closes the connection
+                            return
+                        raise  # the read timeout's
+                    whole = False
+                elif direct:
                     while not content._buffer and not content._eof and content._exception is None:
                         if not content._protocol.connected:  # as _wait
                             raise RuntimeError("Connection closed.")
@@ -102,6 +142,7 @@ class OpenAIStream(HttpStream):
             for _event, raw in events:
                 if usual is not None and (same := usual.read(raw)) is not None:
                     answered = usual.shape  # the same choices: no finish reason
+                    whole = False
                     yield same
                     continue
                 if raw == b"[DONE]":
@@ -124,8 +165,18 @@ class OpenAIStream(HttpStream):
                         type=type_ or "upstream_error",
                         code=code,
                     )
-                if parsed.get("choices"):
+                choices = parsed.get("choices")
+                whole = (
+                    choices == []
+                    and bool(parsed.get("usage"))
+                    and len(finished) >= self.choices
+                )
+                if choices:
                     answered = parsed
+                    for choice in choices:  # objects: `_unreadable` said so
+                        index = choice.get("index", 0)
+                        if choice.get("finish_reason") and type(index) is int:
+                            finished.add(index)
                     # find, not `in`: a bytes needle in bytes is first tried as an integer, a
                     # formatted TypeError raised and cleared (a relayed frame 70,039 -> 68,712
                     # instructions, bench_relay_cpu.py --callgrind).
@@ -334,8 +385,10 @@ class OpenAICompatibleProvider(HttpProvider):
             finally:
                 response.release()
             return CompletedStream(self._completion(call, raw, upstream_ms))
-        stream = OpenAIStream(response, upstream_ms)
-        stream.secret = call.upstream.api_key if call.upstream else ""
+        choices = call.body.get("n")
+        if type(choices) is not int or choices < 1:
+            choices = 1
+        stream = OpenAIStream(response, upstream_ms, upstream=call.upstream, choices=choices)
         # The first event read ahead, as Anthropic's (AnthropicProvider.stream): vLLM, Ollama
         # and proxies answer a failure before the first token with status 200 and an error as
         # the stream's first event. Relayed, the client got a 200 and an error frame, which no
