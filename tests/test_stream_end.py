@@ -88,9 +88,7 @@ def test_a_stream_that_hangs_after_its_usage_ends_there(http, upstream, owner, t
     wait_for(lambda: upstream.disconnects, timeout=5)
 
 
-def _read(
-    reads: list[bytes], *, choices: int = 1, more: bytes = b"", ended: bool = False
-) -> tuple:
+def _read(reads: list[bytes], *, choices: int = 1, more: bytes = b"", ended: bool = False) -> tuple:
     """OpenAIStream.chunks over a body that gives `reads` (then its end if `ended`) and then
     nothing for a while well past DONE_GRACE_SECONDS (made short here); then `more` and the
     body's end. (the chunks' data, whether the stream ended before `more`, its `complete`)."""
@@ -230,7 +228,7 @@ def test_a_stream_of_several_choices_cut_before_its_usage_is_charged_every_choic
         body = {"model": PRICED, "messages": HI, "stream": True, "n": n}
         with http.stream("POST", URL, json=body) as resp:
             received = b"".join(resp.iter_bytes())
-        assert b"\"error\"" in received  # the upstream went away mid-stream
+        assert b'"error"' in received  # the upstream went away mid-stream
         buffer.flush()
         request_id = resp.headers["x-request-id"]
         record = UsageRecord.objects.get(workspace=owner[0], request_id=request_id)

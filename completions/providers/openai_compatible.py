@@ -167,9 +167,7 @@ class OpenAIStream(HttpStream):
                     )
                 choices = parsed.get("choices")
                 whole = (
-                    choices == []
-                    and bool(parsed.get("usage"))
-                    and len(finished) >= self.choices
+                    choices == [] and bool(parsed.get("usage")) and len(finished) >= self.choices
                 )
                 if choices:
                     answered = parsed
