@@ -151,7 +151,13 @@ def test_the_wait_for_a_streams_first_event_is_the_upstreams_time(http, upstream
     gate = threading.Event()
     chunks = openai_stream(["x"]) if model.startswith("gpt") else anthropic_stream(["x"])
     upstream.script(Reply(stream=chunks, gate=gate, gate_at=0))
-    threading.Timer(0.3, gate.set).start()
+
+    def release() -> None:  # 0.3 s after the upstream has the request, however slow the way there
+        wait_for(upstream.chat_requests, timeout=30)
+        time.sleep(0.3)
+        gate.set()
+
+    threading.Thread(target=release, daemon=True).start()
     resp = post(http, {**BODY, "model": model, "stream": True})
     assert resp.status_code == 200
     assert int(resp.headers["x-engram-upstream-ms"]) >= 200  # the request took some of the 0.3 s
