@@ -712,6 +712,55 @@ OFFLINE_FACTS += [
     ("My boss said 'I hate Mondays'.", ["User's boss said 'I hate Mondays'."]),
     ("my friend has three", []),
     ("I have two dogs", ["User has two dogs."]),
+    # round 15 (heldout16): an opener before a dash, "pls" as "please"
+    ("quick one \u2014 I'm allergic to shellfish", ["User is allergic to shellfish."]),
+    ("I'm allergic to shellfish so pls keep that in mind", ["User is allergic to shellfish."]),
+    # a title typed in lowercase ends no sentence, unless the user's next one starts there
+    (
+        "i saw dr. patel about my knee. i live on main st. my dog loves the park",
+        [
+            "User saw dr. patel about their knee.",
+            "User lives on main st.",
+            "User's dog loves the park.",
+        ],
+    ),
+    # a clause whose object points back at the one before stays with it
+    (
+        "I used to play the cello but I haven't touched it in years",
+        ["User used to play the cello but they haven't touched it in years."],
+    ),
+    # an ironic interjection makes its message's praise sarcasm, not its plain statements
+    ("Oh great, another Monday. I just LOVE Mondays.", []),
+    ("yeah right, I love waiting in line", []),
+    ("Oh great, my car broke down again", ["User's car broke down again."]),
+    # a hedge with a question mark is a statement; so is one after a request and a comma
+    (
+        "i think i might be lactose intolerant? not sure",
+        ["User thinks they might be lactose intolerant."],
+    ),
+    ("Please stop suggesting meat dishes, I told you I'm vegan", ["User is vegan."]),
+    (
+        "can you find me a hotel, we're staying in Rome for 3 nights",
+        ["User is staying in Rome for 3 nights."],
+    ),
+    # "IT" after a preposition is the trade; "did" before a thing done is the past of "do"
+    (
+        "I'm 34, work in IT, and live in Leeds",
+        ["User is 34 years old.", "User works in IT.", "User lives in Leeds."],
+    ),
+    (
+        "I LOVE hiking!!! did the whole Appalachian trail last year",
+        ["User loves hiking.", "User did the whole Appalachian trail in 2022."],
+    ),
+    # "and I" after a clause of its own is no compound subject; a doing after a doing's comma
+    (
+        "The team is really nice and I'm having fun",
+        ["The team is really nice and User is having fun."],
+    ),
+    (
+        "I'm training for a marathon, currently running about 40 miles a week",
+        ["User is training for a marathon.", "User is currently running about 40 miles a week."],
+    ),
 ]
 
 
@@ -825,6 +874,38 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
     }
     for text, count in hostile.items():
         assert len(offline_extract(text, subject="User", today=dt.date(2023, 5, 8))) == count
+
+
+def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
+    """Round 15's patterns (heldout16) on text built to make them try again from every
+    position, with NULs, emojis and nested quotes: each returns, and finds what it should."""
+    from memory.background.extraction.offline import extract as offline_extract
+
+    n = 50_000
+    hostile = {
+        "quick one \u2014 " * n + "I'm vegan": ["User is vegan."],
+        "I'm allergic to nuts so pls" + " pls" * n: ["User is allergic to nuts."],
+        "i work nights at st. " + "st. " * n: [],
+        "I play the cello but I haven't touched it" + " in it" * n: [],
+        "Oh great, another Monday" + ". " * n + "I \"LOVE\" 'Mondays'": [],
+        "i think i might be lactose intolerant" + "?" * n: [
+            "User thinks they might be lactose intolerant."
+        ],
+        "Please stop, " * n + "I'm vegan": ["User is vegan."],
+        "I work in IT" + "." * n: ["User works in IT."],
+        "did a 10k" + " \U0001f3c3" * n: ["User did a 10k."],
+        "I'm training for a marathon, currently running 40 miles a week" + "!" * n: [
+            "User is training for a marathon.",
+            "User is currently running 40 miles a week.",
+        ],
+        "The team is really nice and I'm having fun" + "!" * n: [
+            "The team is really nice and User is having fun."
+        ],
+        "quick one \u2014 I'm vegan\x00": [],
+    }
+    for text, facts in hostile.items():
+        found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))
+        assert [f.text for f in found] == facts, text[:60]
 
 
 def test_distinct_facts_stay_distinct_and_restatements_merge(

@@ -38,6 +38,16 @@ _PRAISE = re.compile(
     r"favou?rite|best)\b",
     re.I,
 )
+# An ironic interjection marks the praise of its message as sarcasm, as rolled eyes do, in the
+# sentence that holds it or another: "Oh great, another Monday. I just LOVE Mondays." (heldout16;
+# "oh great" alone is seldom glad). A plain statement beside it stands ("Oh great, my car broke
+# down again").
+_IRONY = re.compile(
+    r"\b(?:oh|ah)\s+(?:great|joy|goody|goodie|wonderful|fantastic|perfect|lovely|fun|yay)\b"
+    r"|\byeah,?\s+right\b|\bjust what I (?:needed|wanted)\b|\blucky me\b|\bjust my luck\b"
+    r"|\bsaid no one ever\b",
+    re.I,
+)
 # Of the moment, said while leaving the chat: "im gonna grab lunch brb", "gtg, dinner's ready".
 # Lowercase or in capitals, not a name's word ("I work at AFK Studios").
 _LEAVING = re.compile(
@@ -141,12 +151,20 @@ def without_emojis(sentence: str) -> str:
     return _BEFORE_MARK.sub(r"\1", _RUN_OF_SPACES.sub(" ", sentence)).strip()
 
 
-def not_meant(sentence: str) -> bool:
-    """Whether the sentence is marked as sarcasm or as said while leaving the chat."""
+def ironic(message: str) -> bool:
+    """Whether the message holds an ironic interjection ("oh great", "yeah right")."""
+    return _IRONY.search(message) is not None
+
+
+def not_meant(sentence: str, *, in_irony: bool = False) -> bool:
+    """Whether the sentence is marked as sarcasm or as said while leaving the chat;
+    `in_irony`: its message holds an ironic interjection, which makes its praise sarcasm."""
     return bool(
         _SARCASM.search(sentence)
         or _LEAVING.search(sentence)
         or (_EYE_ROLL.search(sentence) and _PRAISE.search(sentence))
+        # the interjection's own word is no praise: "Oh great, my car broke down again" stands
+        or (in_irony and _PRAISE.search(_IRONY.sub("", sentence)))
     )
 
 
