@@ -8,6 +8,8 @@ was "file: No file was submitted.", a file that was sent. Both are `invalid_mult
 
 from __future__ import annotations
 
+from typing import IO, cast
+
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
 from django.utils.http import parse_header_parameters
@@ -61,7 +63,10 @@ class MultiPartParser(BaseParser):
         watch = _ClosingWatch(stream)
         try:
             parser = DjangoMultiPartParser(
-                meta, watch, request.upload_handlers, parser_context.get("encoding")
+                meta,
+                cast(IO[bytes], watch),  # Django's parser only calls read() (its ChunkIter)
+                request.upload_handlers,
+                parser_context.get("encoding"),
             )
         except MultiPartParserError as exc:
             raise invalid_multipart(f"The multipart Content-Type is not valid ({exc}).") from None
