@@ -54,6 +54,23 @@ def test_past_the_first_hundred_memories_show_more_lists_the_rest(
     expect(more).to_be_hidden()
 
 
+def test_a_memory_shows_its_whole_history(page, engram_server, owner, http, upstream):
+    """The history is paged as the other lists, 20 entries unless asked: the panel showed a
+    memory's first 20 changes only."""
+    _, key = owner
+    (memory_id,) = remember(http, "hist", "Edit 0.")
+    for i in range(1, 25):
+        edited = http.patch(f"/v1/memories/{memory_id}", json={"text": f"Edit {i}."})
+        assert edited.status_code == 200, edited.text
+    open_playground(page, engram_server, key, "hist")
+    page.get_by_label("Search memories").focus()  # leaving the user id: its change, a new list
+    expect(page.locator("#memory-status")).to_have_text("1 memories of hist.")
+    memory = page.locator("#memory-list > li", has_text="Edit 24.")
+    memory.locator("details.history summary").click()
+    expect(memory.locator("details.history li")).to_have_count(25)
+    expect(memory.locator("details.history li").last).to_contain_text("Edit 23. → Edit 24.")
+
+
 def test_a_memory_shows_the_message_it_came_from(
     page, engram_server, owner, http, upstream, celery_worker, offline_extraction
 ):

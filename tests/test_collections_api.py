@@ -7,6 +7,7 @@ stay `queued` (the tasks go to Redis and are purged by the next worker fixture).
 import json
 
 import httpx
+import pytest
 
 from memory.models import Chunk, Collection, Document
 from tests.collections_docs import docx_bytes, pdf_bytes
@@ -428,6 +429,42 @@ def test_a_chunked_body_is_read_on_json_and_multipart_routes(http):
     assert uploaded.status_code == 202, uploaded.text
     assert uploaded.json()["filename"] == "owl.md"
     assert Document.objects.filter(collection_id=col["id"]).count() == 2
+
+
+_FILE_PART = (
+    b'--B\r\nContent-Disposition: form-data; name="file"; filename="notes.txt"\r\n'
+    b"Content-Type: text/plain\r\n\r\nReturns within 30 days."
+)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "named"),
+    [
+        # truncated: the part's content cut short, no closing boundary
+        ("multipart/form-data; boundary=B", _FILE_PART[:-8], "closing boundary '--B--'"),
+        ("multipart/form-data; boundary=B", _FILE_PART + b"\r\n--B\r\n", "closing boundary"),
+        # parts delimited by a boundary other than the Content-Type's
+        ("multipart/form-data; boundary=A", _FILE_PART + b"\r\n--B--\r\n", "'--A--'"),
+        ("multipart/form-data", _FILE_PART + b"\r\n--B--\r\n", "names no boundary"),
+        ("multipart/form-data; boundary=", _FILE_PART + b"\r\n--B--\r\n", "names no boundary"),
+        ('multipart/form-data; boundary="B "', _FILE_PART, "Content-Type is not valid"),
+    ],
+)
+def test_a_malformed_multipart_body_is_400_invalid_multipart(http, content_type, body, named):
+    """A truncated upload was "file: No file was submitted." (a file that was sent), and a
+    body without a boundary `invalid_json`."""
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    resp = http.post(url, content=body, headers={"content-type": content_type})
+    error = _error(resp, 400, "invalid_multipart")
+    assert error["type"] == "invalid_request_error" and named in error["message"]
+    assert not Document.objects.exists()
+    whole = _FILE_PART + b"\r\n--B--\r\n"  # the same body whole is a document
+    sent = http.post(
+        url, content=whole, headers={"content-type": "multipart/form-data; boundary=B"}
+    )
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["filename"] == "notes.txt" and sent.json()["size_bytes"] == 23
 
 
 def test_a_chunked_upload_over_the_limit_is_refused_by_its_received_size(http, settings):

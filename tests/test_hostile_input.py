@@ -134,7 +134,7 @@ def _routes(world: dict) -> list[Route]:
             ids={"memory_id": memory},
         ),
         Route("DELETE", "/v1/memories/{memory_id}", ids={"memory_id": "mem_nope"}),
-        Route("GET", "/v1/memories/{memory_id}/history", ids={"memory_id": memory}),
+        Route("GET", "/v1/memories/{memory_id}/history", query=page, ids={"memory_id": memory}),
         Route("GET", "/v1/users", query=page),
         Route("GET", "/v1/users/{user_id}", ids={"user_id": USER}),
         Route("GET", "/v1/users/{user_id}/export", ids={"user_id": USER}),

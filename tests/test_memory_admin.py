@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
@@ -81,6 +83,21 @@ def test_admin_edit_and_delete_leave_history(admin_client, memory):
     assert delete.status_code == 302
     assert not Memory.objects.filter(pk=memory.pk).exists()
     assert MemoryEvent.objects.filter(memory_id=memory.id, event="DELETE", actor="admin").exists()
+
+
+def test_admin_save_of_an_unchanged_memory_records_nothing(admin_client, memory):
+    """Saving the form as it was shown recorded an UPDATE from the text to itself."""
+    url = reverse("admin:memory_memory_change", args=[memory.pk])
+    form = {
+        "text": memory.text,
+        "kind": memory.kind,
+        "event_date": memory.event_date.isoformat() if memory.event_date else "",
+        "metadata": json.dumps(memory.metadata),
+    }
+    assert admin_client.post(url, form).status_code == 302
+    events = MemoryEvent.objects.filter(memory_id=memory.id)
+    assert list(events.values_list("event", flat=True)) == ["ADD"]
+    assert Memory.objects.get(pk=memory.pk).updated_at == memory.updated_at
 
 
 def test_admin_adds_a_memory_under_the_apis_rules(admin_client, memory):

@@ -132,14 +132,17 @@ def paginate(
     serialize: Callable,
     *,
     by: str | None = None,
+    default_order: str = "desc",
     filters: Sequence[str] = (),
     repeatable: Sequence[str] = (),
 ) -> dict:
-    """`limit`, `after`, `before` and `order` (asc|desc) as in OpenAI's list endpoints; in id
-    order, or with `by` in that field's order (ties by id), the cursors still ids: a
-    conversation's messages read in the order they were said, which an import's `created_at`
-    sets apart from the order they were stored in."""
-    cursor = parse_cursor(query_params, filters=filters, repeatable=repeatable)
+    """`limit`, `after`, `before` and `order` (asc|desc, `default_order` when not given) as in
+    OpenAI's list endpoints; in id order, or with `by` in that field's order (ties by id), the
+    cursors still ids: a conversation's messages read in the order they were said, which an
+    import's `created_at` sets apart from the order they were stored in."""
+    cursor = parse_cursor(
+        query_params, default_order=default_order, filters=filters, repeatable=repeatable
+    )
     if by is None:
         queryset = queryset.order_by(cursor.order_by("id"))
         bounded = queryset.filter(**cursor.bounds("id"))

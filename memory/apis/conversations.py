@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.http import QueryDict
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -107,14 +106,15 @@ class ConversationMessagesApi(APIView):
             conversation_id=conversation_id,
             user_id=end_user(request),
         )
-        params = request.query_params
-        if "order" not in params:  # a conversation reads oldest first
-            params = QueryDict(mutable=True)
-            params.update(request.query_params)
-            params["order"] = "asc"
         messages = selectors.message_list(workspace=request.workspace, conversation=conversation)
         return Response(
-            paginate(messages, params, lambda m: message_body(m, conversation), by="created_at")
+            paginate(
+                messages,
+                request.query_params,
+                lambda m: message_body(m, conversation),
+                by="created_at",
+                default_order="asc",  # a conversation reads oldest first
+            )
         )
 
     @extend_schema(

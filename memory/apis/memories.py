@@ -147,20 +147,21 @@ class MemoryHistoryApi(APIView):
     permission_classes = [EndUserAllowed]
 
     @extend_schema(
-        summary="A memory's changes, oldest first (kept after it is deleted)",
+        summary="A memory's changes, oldest first unless `order` says (kept after it is deleted)",
         tags=["memories"],
+        parameters=docs.MEMORY_HISTORY_PARAMETERS,
         responses=docs.MemoryEventListSerializer,
     )
     def get(self, request, memory_id: str):
-        events = list(
-            selectors.memory_history(
-                workspace=request.workspace, memory_id=memory_id, user_id=end_user(request)
-            )
+        events = selectors.memory_history(
+            workspace=request.workspace, memory_id=memory_id, user_id=end_user(request)
         )
-        if not events:  # a memory leaves its history behind: none means it never existed
+        # a memory leaves its history behind: none means it never existed (a page past the
+        # last entry is empty, the memory's history not)
+        if not events.exists():
             raise Memory.DoesNotExist
         return Response(
-            {"object": "list", "data": [event_body(e) for e in events], "has_more": False}
+            paginate(events, request.query_params, event_body, by="created_at", default_order="asc")
         )
 
 

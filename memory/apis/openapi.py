@@ -288,23 +288,26 @@ MEMORY_LIST_FILTERS = [
     ),
 ]
 
-# A conversation's messages read in the order they were said (ConversationMessagesApi): the
-# lists' `order` ("by id, default desc") described them wrongly.
-MESSAGE_LIST_PARAMETERS = [
-    OpenApiParameter(
+
+def _oldest_first(described: str) -> list[OpenApiParameter]:
+    """The list parameters of a list read oldest first by `created_at`: the lists' `order`
+    ("by id, default desc") described them wrongly."""
+    order = OpenApiParameter(
         "order",
         {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
-        description="By `created_at`, the time each was said (an import's), ties by id "
-        "(default asc: oldest first).",
+        description=f"By `created_at`, {described}, ties by id (default asc: oldest first).",
         required=False,
     )
-    if parameter.name == "order"
-    else parameter
-    for parameter in LIST_PARAMETERS
-]
+    return [order if parameter.name == "order" else parameter for parameter in LIST_PARAMETERS]
+
+
+# A conversation's messages read in the order they were said (ConversationMessagesApi).
+MESSAGE_LIST_PARAMETERS = _oldest_first("the time each was said (an import's)")
+# A memory's history, in the order it changed (MemoryHistoryApi).
+MEMORY_HISTORY_PARAMETERS = _oldest_first("the time of each change")
 
 MemoryListSerializer = list_of(MemorySerializer, "MemoryList")
-MemoryEventListSerializer = list_of(MemoryEventSerializer, "MemoryEventList", cursor=False)
+MemoryEventListSerializer = list_of(MemoryEventSerializer, "MemoryEventList")
 MemorySearchResultsSerializer = list_of(MemoryHitSerializer, "MemorySearchResults", cursor=False)
 UnifiedSearchResultsSerializer = list_of(UnifiedHitSerializer, "SearchResults", cursor=False)
 ConversationListSerializer = list_of(ConversationSerializer, "ConversationList")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,6 +17,7 @@ from config.common.pagination import paginate
 from config.common.times import unix_seconds
 from memory.knowledge import openapi as docs
 from memory.knowledge import selectors, services
+from memory.knowledge.multipart import MultiPartParser
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Collection, Document
 from memory.serializers import CollectionIdsField
@@ -160,6 +160,14 @@ def _is_upload(request) -> bool:
     return request.content_type.startswith("multipart/form-data")
 
 
+def _request_size_check(length: int) -> None:
+    """A 413 for a body over every route's limit (ENGRAM_MAX_REQUEST_BYTES): the ASGI handler
+    stopped reading it there (config.asgi), and an upload cut short would be read as a
+    truncated multipart body."""
+    if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise ApiError(413, "Request body too large.", code="request_too_large")
+
+
 def _document_input(request) -> dict:
     """(raw bytes, title, filename, metadata) from a multipart upload or a JSON text body."""
     limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
@@ -167,6 +175,7 @@ def _document_input(request) -> dict:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > limit + _MULTIPART_SLACK:  # refuse before reading the body
             raise services.document_too_large(length, whole_upload=True)
+        _request_size_check(length)
         data: serializers.Serializer = FileDocumentInput(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
@@ -181,8 +190,7 @@ def _document_input(request) -> dict:
             "filename": _filename(upload.name),
             "metadata": metadata,
         }
-    if int(request.META.get("CONTENT_LENGTH") or 0) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        raise ApiError(413, "Request body too large.", code="request_too_large")
+    _request_size_check(int(request.META.get("CONTENT_LENGTH") or 0))
     data = TextDocumentInput(data=request.data)
     data.is_valid(raise_exception=True)
     raw = data.validated_data["text"].encode("utf-8")
@@ -237,7 +245,9 @@ class DocumentListCreateApi(APIView):
         summary="Add a document (202 queued; 200 when the same content is already there)",
         description="A multipart `file` (txt, md, html, pdf, docx; type checked by content) or "
         "JSON `{text, title, metadata}`. Over `ENGRAM_MAX_DOCUMENT_BYTES` is 413; a type Engram "
-        "cannot read is 415. A Celery worker extracts, chunks and embeds it: poll the document.",
+        "cannot read is 415; a multipart body Engram cannot split into its parts (no boundary, "
+        "another, or cut short) is 400 `invalid_multipart`. A Celery worker extracts, chunks "
+        "and embeds it: poll the document.",
         tags=["collections"],
         request={
             "application/json": TextDocumentInput,

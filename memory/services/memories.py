@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -273,18 +274,26 @@ def memory_update(
 
     A person's edit of the text (`actor` api or admin) replaces the fact: the text it replaces
     is suppressed as a deleted memory's is (memory.services.forgetting), unless the new one is
-    the same normalized text (case, spacing, end punctuation aside)."""
+    the same normalized text (case, spacing, end punctuation aside).
+
+    An update that changes nothing the row holds now, and links no source message, writes
+    nothing (no history entry, no new vector): `memory`, as the row is, is returned."""
     changes = _Changes(
         text=text,
         kind=kind,
         event_date=event_date,
         metadata=metadata,
-        source_message_ids=source_message_ids,
+        source_message_ids=tuple(source_message_ids),
         actor=actor,
         reason=reason,
         embedding=embedding,
         unless_changed=unless_changed,
     )
+    # A client's PATCH of what it read (or an admin's save of an unchanged form) recorded an
+    # UPDATE from a text to itself and embedded it again. Checked again on the row as it is
+    # now (`memory` may have been read long before): what it holds is what the edit leaves.
+    if _changes_nothing(memory, changes) and _changes_nothing(_reread(memory), changes):
+        return memory
     if actor not in HAND_ACTORS and connection.in_atomic_block:
         # An extraction run's update, in its run's transaction: the statements written once,
         # without a savepoint of its own (MemoryChanged and DoesNotExist are raised before it
@@ -305,11 +314,48 @@ class _Changes:
     kind: str | None
     event_date: dt.date | None | _Unset
     metadata: dict | None
-    source_message_ids: Iterable[str]
+    source_message_ids: tuple[str, ...]
     actor: str
     reason: str
     embedding: list[float] | None
     unless_changed: bool
+
+
+def _merged_metadata(old: dict, given: dict) -> dict:
+    """A memory's metadata after an edit gives `given`: Engram's keys stay unless it names
+    them. A client tagging a memory ({"pinned": true}) wiped its slot, and "I moved to Berlin"
+    then made a second residence memory beside "User lives in Vienna." instead of updating
+    it."""
+    return {k: old[k] for k in ENGRAM_METADATA_KEYS if k in old} | given
+
+
+def _changes_nothing(memory: Memory, changes: _Changes) -> bool:
+    """Whether `changes` leave `memory` as it is and link no source message (with
+    `unless_changed`, never: the caller asks to hear of a write since its read)."""
+    if changes.source_message_ids or changes.unless_changed:
+        return False
+    if changes.text is not None and changes.text.strip() != memory.text:
+        return False
+    if changes.kind is not None and changes.kind != memory.kind:
+        return False
+    if not isinstance(changes.event_date, _Unset) and changes.event_date != memory.event_date:
+        return False
+    if changes.metadata is None:
+        return True
+    old = memory.metadata or {}
+    # as JSON: Python's == holds True equal to 1 and 1 to 1.0, which jsonb keeps apart
+    return _canonical(_merged_metadata(old, changes.metadata)) == _canonical(old)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _reread(memory: Memory) -> Memory:
+    """`memory` with the fields an edit sets read again from its row (Memory.DoesNotExist when
+    it was deleted)."""
+    memory.refresh_from_db(fields=["text", "kind", "event_date", "metadata", "updated_at"])
+    return memory
 
 
 @transaction.atomic
@@ -373,11 +419,7 @@ def _update_fields(
         memory.event_date = event_date
     old_metadata = memory.metadata or {}
     if metadata is not None:
-        # Engram's keys stay unless the edit names them: a client tagging a memory
-        # ({"pinned": true}) wiped its slot, and "I moved to Berlin" then made a second
-        # residence memory beside "User lives in Vienna." instead of updating it.
-        kept = {k: old_metadata[k] for k in ENGRAM_METADATA_KEYS if k in old_metadata}
-        memory.metadata = kept | metadata
+        memory.metadata = _merged_metadata(old_metadata, metadata)
     if text is not None:
         memory.text = text.strip()
         # A one-valued fact's text changed by hand ("User lives in Rome." for "... Paris.")

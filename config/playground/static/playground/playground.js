@@ -1069,7 +1069,15 @@
   async function loadHistory(memoryId, details) {
     const list = details.querySelector("ol");
     try {
-      const { data } = await api(`/v1/memories/${encodeURIComponent(memoryId)}/history`);
+      // every page: the history is a list paged as the others (20 entries unless asked)
+      const path = `/v1/memories/${encodeURIComponent(memoryId)}/history`;
+      const data = [];
+      for (let after = ""; ; ) {
+        const page = await listPage(path, after);
+        data.push(...page.data);
+        if (!page.has_more || !page.last_id) break;
+        after = page.last_id;
+      }
       list.replaceChildren(
         ...data.map((e) =>
           el(

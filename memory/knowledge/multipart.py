@@ -1,0 +1,83 @@
+"""The parser of a document upload's multipart body: Django's, refusing a malformed body as one.
+
+DRF's MultiPartParser answered a body Django could not split (no boundary, an invalid one) as
+`invalid_json` ("Multipart form parse error - Invalid boundary in multipart: None"), and Django
+reads a body cut before its closing boundary as the parts it found whole: a truncated upload
+was "file: No file was submitted.", a file that was sent. Both are `invalid_multipart`.
+"""
+
+from __future__ import annotations
+
+from typing import IO, cast
+
+from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
+from django.http.multipartparser import MultiPartParserError
+from django.utils.http import parse_header_parameters
+from rest_framework.parsers import BaseParser, DataAndFiles
+
+from config.common.errors import ApiError
+
+
+def invalid_multipart(message: str) -> ApiError:
+    return ApiError(400, message, code="invalid_multipart")
+
+
+class _ClosingWatch:
+    """The body as Django's parser reads it, watched for the close delimiter ("--" boundary
+    "--" at a line's start, RFC 2046 5.1.1): seen, the body was sent whole."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._close = b""
+        self._tail = b"\n"  # the body's start is a line's start
+        self.closed = False
+
+    def expect(self, boundary: bytes) -> None:
+        self._close = b"\n--" + boundary + b"--"
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if not self.closed and data:
+            seen = self._tail + data
+            self.closed = self._close in seen
+            self._tail = seen[-(len(self._close) - 1) :]
+        return data
+
+
+class MultiPartParser(BaseParser):
+    """DRF's MultiPartParser, with a malformed body a 400 `invalid_multipart` saying what is
+    wrong with it."""
+
+    media_type = "multipart/form-data"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        request = parser_context["request"]
+        meta = request.META.copy()
+        meta["CONTENT_TYPE"] = media_type
+        boundary = parse_header_parameters(media_type or "")[1].get("boundary")
+        if not boundary:
+            raise invalid_multipart(
+                "The Content-Type names no boundary (multipart/form-data; boundary=...): "
+                "the multipart body cannot be split into its parts."
+            )
+        watch = _ClosingWatch(stream)
+        try:
+            parser = DjangoMultiPartParser(
+                meta,
+                cast(IO[bytes], watch),  # Django's parser only calls read() (its ChunkIter)
+                request.upload_handlers,
+                parser_context.get("encoding"),
+            )
+        except MultiPartParserError as exc:
+            raise invalid_multipart(f"The multipart Content-Type is not valid ({exc}).") from None
+        watch.expect(boundary.encode("ascii"))  # Django's parser took it: ASCII
+        try:
+            data, files = parser.parse()
+        except MultiPartParserError as exc:
+            raise invalid_multipart(f"The multipart body is malformed ({exc}).") from None
+        if not watch.closed:
+            raise invalid_multipart(
+                f"The multipart body ends before its closing boundary '--{boundary}--': it was "
+                "cut short, or its parts are not delimited by the Content-Type's boundary."
+            )
+        return DataAndFiles(data, files)
