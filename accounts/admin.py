@@ -3,15 +3,26 @@ deleted, through accounts.services, as the API does, so the cached key check of 
 is voided at once. Deleting a workspace marks it and has a worker delete its rows
 (services.workspace_delete_begin): the admin's request no longer waits for millions of rows."""
 
+import time
+
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 
 from accounts import deletion, services
 from accounts.admin_workspaces import LiveWorkspaces
 from accounts.models import ApiKey, Workspace
 from config.admin_deletion import CountsOnDelete
+
+# A new key's secret waits in the server-side session (never a cookie) between the add form's
+# POST and the GET it redirects to, which takes it out: for this long at most if that GET
+# never comes.
+_NEW_KEYS = "accounts.new_api_keys"
+_NEW_KEY_KEPT_SECONDS = 600
 
 _DELETED_IN_BACKGROUND = (
     "Its keys no longer work; a worker deletes its rows in the background (the list shows it "
@@ -100,16 +111,44 @@ class ApiKeyAdmin(LiveWorkspaces):
         obj._state.adding = False
         obj.raw_key = created.raw_key  # for response_add, the one page that shows it
 
+    def get_urls(self):
+        created = self.admin_site.admin_view(self.created_view)  # never cached (no-store)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_created"
+        return [path("<path:object_id>/created/", created, name=name), *super().get_urls()]
+
     def response_add(self, request, obj, post_url_continue=None):
-        """The new key on the answer to the form itself. It was a message for the next page,
-        and Django keeps messages in a cookie: the key went back and forth in a readable
-        `messages` cookie (and into every log of request headers on the way)."""
+        """POST, redirect, GET: the new key was shown on the answer to the form's POST, and a
+        reload (or Back then Forward) sent the form again and made a second key. The secret
+        waits in the session for the one GET that shows it (created_view)."""
+        now = time.time()
+        waiting = {
+            key_id: held
+            for key_id, held in request.session.get(_NEW_KEYS, {}).items()
+            if now - held["at"] < _NEW_KEY_KEPT_SECONDS  # never shown: not kept for good
+        }
+        waiting[str(obj.pk)] = {"raw_key": obj.raw_key, "at": now}
+        request.session[_NEW_KEYS] = waiting
+        return HttpResponseRedirect(
+            reverse("admin:accounts_apikey_created", args=[obj.pk], current_app=self.admin_site.name)
+        )
+
+    def created_view(self, request, object_id):
+        """The new key's secret, on the first GET after its add form only: taken out of the
+        session as it is shown, so a reload says it was shown and shows it no more."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        key = get_object_or_404(ApiKey.objects.select_related("workspace"), pk=object_id)
+        waiting = request.session.get(_NEW_KEYS, {})
+        held = waiting.pop(str(key.pk), None)
+        if held is not None:
+            request.session[_NEW_KEYS] = waiting
+        fresh = held is not None and time.time() - held["at"] < _NEW_KEY_KEPT_SECONDS
         context = {
             **self.admin_site.each_context(request),
             "title": "New API key",
-            "key": obj,
-            "raw_key": obj.raw_key,
-            "change_url": reverse("admin:accounts_apikey_change", args=[obj.pk]),
+            "key": key,
+            "raw_key": held["raw_key"] if fresh else None,
+            "change_url": reverse("admin:accounts_apikey_change", args=[key.pk]),
             "list_url": reverse("admin:accounts_apikey_changelist"),
         }
         return TemplateResponse(request, "admin/accounts/apikey/created.html", context)

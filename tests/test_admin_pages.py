@@ -926,20 +926,42 @@ def test_a_key_made_in_the_admin_is_shown_on_the_answer_and_never_in_a_cookie(ad
     key travelled in a readable `messages` cookie."""
     from accounts.authentication import resolve_sync
 
-    made = admin_client.post(
+    posted = admin_client.post(
         reverse("admin:accounts_apikey_add"), {"workspace": world["other"].pk, "name": "ci"}
     )
+    assert posted.status_code == 302  # POST, redirect, GET: a reload does not post again
+    made = admin_client.get(posted["Location"])
     assert made.status_code == 200 and "no-store" in made["Cache-Control"]
     raw_key = made.context["raw_key"]
     assert raw_key.startswith("sk-") and raw_key in made.content.decode()
     principal = resolve_sync(raw_key)  # the key shown is the key made, and it works
     assert principal is not None and principal.workspace.pk == world["other"].pk
-    cookies = "".join(morsel.OutputString() for morsel in made.cookies.values())
-    assert raw_key[3:15] not in cookies and "messages" not in made.cookies
+    for answer in (posted, made):
+        cookies = "".join(morsel.OutputString() for morsel in answer.cookies.values())
+        assert raw_key[3:15] not in cookies and "messages" not in answer.cookies
     assert (
         raw_key
         not in admin_client.get(reverse("admin:accounts_apikey_changelist")).content.decode()
     )
+
+
+def test_a_new_key_is_shown_on_one_get_and_a_reload_makes_no_second_one(admin_client, world):
+    """The key was shown on the answer to the add form's POST: a reload posted the form again
+    and made a second key (and showed its secret)."""
+    from accounts.models import ApiKey
+
+    posted = admin_client.post(
+        reverse("admin:accounts_apikey_add"), {"workspace": world["other"].pk, "name": "ci"}
+    )
+    assert posted.status_code == 302
+    shown = admin_client.get(posted["Location"])
+    raw_key = shown.context["raw_key"]
+    assert raw_key.startswith("sk-") and raw_key in shown.content.decode()
+    reloaded = admin_client.get(posted["Location"])
+    assert reloaded.status_code == 200 and "no-store" in reloaded["Cache-Control"]
+    assert raw_key not in reloaded.content.decode() and "shown once" in reloaded.content.decode()
+    assert ApiKey.objects.filter(workspace=world["other"], name="ci").count() == 1
+    assert raw_key not in str(dict(admin_client.session))  # not kept once shown
 
 
 def test_a_message_cannot_be_edited_in_the_admin(admin_client, world):

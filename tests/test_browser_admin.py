@@ -219,3 +219,34 @@ def test_the_usage_totals_labels_stand_apart(page, engram_server, owner, http, u
     expect(page.locator("#usage-totals")).to_contain_text("Prompt tokens")
     gaps = page.evaluate(LABEL_GAPS)
     assert len(gaps) == 8 and min(gaps) >= 8, gaps
+
+
+def test_a_new_key_page_reloaded_makes_no_second_key_and_hides_the_secret(page, engram_server):
+    """The new key was shown on the answer to the add form's POST: a reload (the browser asks
+    to send the form again), or Back then Forward, posted it again and made a second key, its
+    secret shown on the page."""
+    from accounts.models import ApiKey
+
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+    page.goto(engram_server.url + "/admin/accounts/apikey/add/")
+    page.select_option("#id_workspace", label=str(workspace))
+    page.fill("#id_name", "laptop")
+    page.click("input[name=_save]")
+    raw = page.locator("#new-api-key").inner_text()
+    made = ApiKey.objects.filter(workspace=workspace, name="laptop")
+    assert raw.startswith("sk-") and made.count() == 1 and raw.startswith(made.get().prefix)
+
+    page.reload()
+    expect(page.locator("#new-api-key-gone")).to_contain_text("shown once")
+    assert raw not in page.content()
+    page.go_back()  # the add form
+    page.go_forward()
+    expect(page.locator("#new-api-key-gone")).to_be_visible()
+    assert raw not in page.content()
+    assert made.count() == 1

@@ -66,7 +66,7 @@ def test_a_key_added_in_the_admin_is_shown_once_and_works(owner, admin_client):
     from accounts.models import ApiKey
 
     resp = admin_client.post(
-        "/admin/accounts/apikey/add/", {"workspace": owner[0].id, "name": "from-admin"}
+        "/admin/accounts/apikey/add/", {"workspace": owner[0].id, "name": "from-admin"}, follow=True
     )
     # shown in the answer's body only (never a message, which Django keeps in a cookie)
     shown = re.search(r'<code id="new-api-key"[^>]*>([^<]+)</code>', resp.content.decode())
