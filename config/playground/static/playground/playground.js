@@ -1094,7 +1094,16 @@
     const upload = $("upload-collection");
     const previous = upload.value;
     const docs = (n) => `${n} ${n === 1 ? "doc" : "docs"}`; // it read "(1 docs)"
-    const option = (c) => el("option", { value: c.id, text: `${c.name} (${docs(c.document_count ?? 0)})` });
+    // Two collections of one name read the same ("Docs (0 docs)" twice): a name the list
+    // holds more than once says the end of its id too (the random part: ids made in the same
+    // millisecond begin alike), and the id in full when hovered.
+    const nameCounts = new Map();
+    for (const c of data) nameCounts.set(c.name, (nameCounts.get(c.name) || 0) + 1);
+    const label = (c) => {
+      const apart = nameCounts.get(c.name) > 1 ? `, id …${c.id.slice(-6)}` : "";
+      return `${c.name} (${docs(c.document_count ?? 0)}${apart})`;
+    };
+    const option = (c) => el("option", { value: c.id, text: label(c), title: c.id });
     $("chat-collections").replaceChildren(...data.map(option));
     for (const o of $("chat-collections").options) o.selected = chosen.has(o.value);
     upload.replaceChildren(...data.map(option));
