@@ -129,7 +129,9 @@ class ApiKeyAdmin(LiveWorkspaces):
         waiting[str(obj.pk)] = {"raw_key": obj.raw_key, "at": now}
         request.session[_NEW_KEYS] = waiting
         return HttpResponseRedirect(
-            reverse("admin:accounts_apikey_created", args=[obj.pk], current_app=self.admin_site.name)
+            reverse(
+                "admin:accounts_apikey_created", args=[obj.pk], current_app=self.admin_site.name
+            )
         )
 
     def created_view(self, request, object_id):

@@ -76,9 +76,8 @@ def _upload(page: Page, server, key: str, http) -> tuple[dict, str]:
 
 def _asks_no_more(page: Page, url) -> None:
     """No request to `url` through ten minutes of the page's time (its timers all fire)."""
-    with pytest.raises(PlaywrightTimeout):
-        with page.expect_request(url, timeout=3_000):
-            page.clock.run_for(600_000)
+    with pytest.raises(PlaywrightTimeout), page.expect_request(url, timeout=3_000):
+        page.clock.run_for(600_000)
 
 
 def test_a_document_deleted_while_read_is_said_gone_and_looked_at_no_more(
