@@ -109,7 +109,7 @@ class ApiKeyAdmin(LiveWorkspaces):
         created = services.api_key_create(workspace=obj.workspace, name=obj.name)
         obj.pk, obj.prefix = created.api_key.pk, created.api_key.prefix
         obj._state.adding = False
-        obj.raw_key = created.raw_key  # for response_add, the one page that shows it
+        obj.raw_key = created.raw_key  # for response_add, which keeps it for the page that shows it
 
     def get_urls(self):
         created = self.admin_site.admin_view(self.created_view)  # never cached (no-store)
