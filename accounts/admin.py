@@ -4,11 +4,13 @@ is voided at once. Deleting a workspace marks it and has a worker delete its row
 (services.workspace_delete_begin): the admin's request no longer waits for millions of rows."""
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts import deletion, services
+from accounts import admin_form_tokens, deletion, services
+from accounts.admin_form_tokens import FIELD as FORM_TOKEN
 from accounts.admin_workspaces import LiveWorkspaces
 from accounts.models import ApiKey, Workspace
 from config.admin_deletion import CountsOnDelete
@@ -100,16 +102,68 @@ class ApiKeyAdmin(LiveWorkspaces):
         obj._state.adding = False
         obj.raw_key = created.raw_key  # for response_add, the one page that shows it
 
+    def add_view(self, request, form_url="", extra_context=None):
+        """A form's token makes one key (accounts.admin_form_tokens): a reload of the answer
+        that showed the new key, or Back then Forward, sent the form again and made a second
+        key, its secret on the page. A send with a used token makes nothing and names the key
+        made; one with no token, or one this session never got, is refused on the form."""
+        if request.method != "POST":
+            return super().add_view(request, form_url, extra_context)
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        token = request.POST.get(FORM_TOKEN, "")
+        made = admin_form_tokens.key_made(request.session, token)
+        if made is not None:
+            return self._made_page(request, key=ApiKey.objects.filter(pk=made).first())
+        claimed = admin_form_tokens.issued(request.session, token)
+        if claimed and not admin_form_tokens.claim(token):
+            return self._made_page(request, key=None)  # a send of this form at once makes it
+        try:
+            return super().add_view(request, form_url, extra_context)
+        finally:
+            if claimed and admin_form_tokens.key_made(request.session, token) is None:
+                admin_form_tokens.release(token)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:
+            return form
+
+        def clean(self):
+            # a send without the token this session was given (none, or one never given out)
+            if not admin_form_tokens.issued(request.session, self.data.get(FORM_TOKEN, "")):
+                raise ValidationError(
+                    "This form was not given out to this session, or is too old: nothing was "
+                    "made. Check it and save again.",
+                    code="form_token",
+                )
+            return form.clean(self)
+
+        return type(form.__name__, (form,), {"clean": clean})
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if add:  # every add form shown gets a token of its own, a form shown again too
+            context = {**context, "form_token": admin_form_tokens.issue(request.session)}
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def response_add(self, request, obj, post_url_continue=None):
-        """The new key on the answer to the form itself. It was a message for the next page,
-        and Django keeps messages in a cookie: the key went back and forth in a readable
-        `messages` cookie (and into every log of request headers on the way)."""
+        """The new key on the answer to the form's POST, the one page that shows it, never
+        kept (admin_view's never_cache: no-store, so Back and Forward ask again, and the
+        form's token answers that). It was a message for the next page, and Django keeps
+        messages in a cookie: the key went back and forth in a readable `messages` cookie (and
+        into every log of request headers on the way). Kept in the session for a redirect's
+        GET, it lay in plain text in the database, where keys are hashed."""
+        token = request.POST[FORM_TOKEN]  # checked by the form's clean
+        admin_form_tokens.mark_used(request.session, token, key_id=str(obj.pk))
+        return self._made_page(request, key=obj, raw_key=obj.raw_key)
+
+    def _made_page(self, request, *, key: ApiKey | None, raw_key: str | None = None):
         context = {
             **self.admin_site.each_context(request),
             "title": "New API key",
-            "key": obj,
-            "raw_key": obj.raw_key,
-            "change_url": reverse("admin:accounts_apikey_change", args=[obj.pk]),
+            "key": key,
+            "raw_key": raw_key,
+            "change_url": key and reverse("admin:accounts_apikey_change", args=[key.pk]),
             "list_url": reverse("admin:accounts_apikey_changelist"),
         }
         return TemplateResponse(request, "admin/accounts/apikey/created.html", context)

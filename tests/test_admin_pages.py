@@ -921,13 +921,30 @@ def test_an_agent_naming_another_workspaces_collection_is_refused_on_the_form(ad
     assert agent.collection_ids == [own.pk] and agent.version == 2
 
 
+def _add_key_form(client) -> dict[str, str]:
+    """The add-API-key form's one-time token, as the page gives it out."""
+    page = client.get(reverse("admin:accounts_apikey_add")).content.decode()
+    token = re.search(r'name="form_token" value="([^"]+)"', page)
+    return {"form_token": token.group(1)} if token else {}
+
+
+def _sessions_text() -> str:
+    """Every server-side session row, decoded: what a reader of the database gets."""
+    from django.contrib.sessions.models import Session as WebSession
+
+    rows = list(WebSession.objects.all())
+    assert rows  # the admin client's own session is one
+    return "".join(row.session_data + json.dumps(row.get_decoded()) for row in rows)
+
+
 def test_a_key_made_in_the_admin_is_shown_on_the_answer_and_never_in_a_cookie(admin_client, world):
     """The new key was a message for the next page, which Django keeps in a cookie: the raw
     key travelled in a readable `messages` cookie."""
     from accounts.authentication import resolve_sync
 
     made = admin_client.post(
-        reverse("admin:accounts_apikey_add"), {"workspace": world["other"].pk, "name": "ci"}
+        reverse("admin:accounts_apikey_add"),
+        {"workspace": world["other"].pk, "name": "ci", **_add_key_form(admin_client)},
     )
     assert made.status_code == 200 and "no-store" in made["Cache-Control"]
     raw_key = made.context["raw_key"]
@@ -940,6 +957,98 @@ def test_a_key_made_in_the_admin_is_shown_on_the_answer_and_never_in_a_cookie(ad
         raw_key
         not in admin_client.get(reverse("admin:accounts_apikey_changelist")).content.decode()
     )
+
+
+def test_a_new_key_form_sent_again_makes_no_second_key_nor_shows_the_secret(admin_client, world):
+    """The key was shown on the answer to the add form's POST: a reload of it (or Back then
+    Forward) posted the form again and made a second key, its secret shown."""
+    form = {"workspace": world["other"].pk, "name": "ci", **_add_key_form(admin_client)}
+    url = reverse("admin:accounts_apikey_add")
+    made = admin_client.post(url, form)
+    keys = ApiKey.objects.filter(workspace=world["other"], name="ci")
+    assert keys.count() == 1
+    raw_key = made.context["raw_key"]
+    assert raw_key.startswith("sk-") and raw_key in made.content.decode()
+
+    again = admin_client.post(url, form)  # what a reload sends
+    assert keys.count() == 1, "the form sent again made a second key"
+    assert again.status_code == 200 and "no-store" in again["Cache-Control"]
+    page = again.content.decode()
+    assert raw_key not in page and raw_key[3:15] not in page and "shown once" in page
+    assert reverse("admin:accounts_apikey_change", args=[keys.get().pk]) in page
+    thrice = admin_client.post(url, form).content.decode()  # and again: the same
+    assert raw_key not in thrice and "shown once" in thrice and keys.count() == 1
+
+
+def test_a_new_keys_secret_is_never_kept_in_the_session(admin_client, world, monkeypatch):
+    """The secret waited in the server-side session, in plain text in the database (where keys
+    are hashed), for a GET after the POST: for weeks if that GET never came."""
+    from accounts import services
+
+    made = []
+    create = services.api_key_create
+    monkeypatch.setattr(
+        services, "api_key_create", lambda **kw: made.append(create(**kw)) or made[-1]
+    )
+    form = {"workspace": world["other"].pk, "name": "ci", **_add_key_form(admin_client)}
+    admin_client.post(reverse("admin:accounts_apikey_add"), form)
+    assert len(made) == 1
+    raw_key = made[0].raw_key
+    assert raw_key not in _sessions_text() and raw_key[3:15] not in _sessions_text()
+    admin_client.post(reverse("admin:accounts_apikey_add"), form)  # sent again
+    admin_client.get(reverse("admin:accounts_apikey_changelist"))
+    assert raw_key not in _sessions_text() and raw_key[3:15] not in _sessions_text()
+
+
+@pytest.mark.parametrize("token", [None, "", "never-given-out"])
+def test_a_new_key_form_without_its_token_makes_nothing(admin_client, world, token):
+    """A send of the add form must carry a token this session was given: without one, a form
+    sent again could not be told from a new one."""
+    _add_key_form(admin_client)  # one given out, not this one
+    form = {"workspace": world["other"].pk, "name": "ci"}
+    refused = admin_client.post(
+        reverse("admin:accounts_apikey_add"),
+        form if token is None else {**form, "form_token": token},
+    )
+    assert refused.status_code == 200 and "raw_key" not in refused.context
+    assert "nothing was made" in str(refused.context["adminform"].form.non_field_errors())
+    assert not ApiKey.objects.filter(name="ci").exists()
+    fresh = re.search(r'name="form_token" value="([^"]+)"', refused.content.decode())
+    assert fresh is not None  # the form shown again carries a token of its own, which makes it
+    saved = admin_client.post(
+        reverse("admin:accounts_apikey_add"), {**form, "form_token": fresh.group(1)}
+    )
+    assert saved.context["raw_key"].startswith("sk-")
+    assert ApiKey.objects.filter(name="ci").count() == 1
+
+
+def test_a_new_key_form_refused_on_save_can_be_sent_again(admin_client, world):
+    """A form refused (no workspace) and then its page reloaded: the reload is refused the same
+    way, not taken for a key made."""
+    url = reverse("admin:accounts_apikey_add")
+    form = {"workspace": "", "name": "ci", **_add_key_form(admin_client)}
+    for _ in range(2):
+        refused = admin_client.post(url, form)
+        assert refused.status_code == 200 and refused.context["adminform"].form.errors["workspace"]
+    assert not ApiKey.objects.filter(name="ci").exists()
+    saved = admin_client.post(url, {**form, "workspace": world["other"].pk})  # its token, unused
+    assert saved.context["raw_key"].startswith("sk-")
+
+
+def test_two_sends_of_one_new_key_form_at_once_make_one_key(admin_client, world):
+    """Two sends at once (a double-click) both load the session before either saves it: the
+    second still finds the token unused there."""
+    from django.contrib.sessions.models import Session as WebSession
+
+    url = reverse("admin:accounts_apikey_add")
+    form = {"workspace": world["other"].pk, "name": "ci", **_add_key_form(admin_client)}
+    row = WebSession.objects.get(session_key=admin_client.session.session_key)
+    before = row.session_data
+    assert admin_client.post(url, form).context["raw_key"]
+    WebSession.objects.filter(pk=row.pk).update(session_data=before)  # as the second one saw it
+    second = admin_client.post(url, form)
+    assert "raw_key" not in second.context or second.context["raw_key"] is None
+    assert ApiKey.objects.filter(workspace=world["other"], name="ci").count() == 1
 
 
 def test_a_message_cannot_be_edited_in_the_admin(admin_client, world):

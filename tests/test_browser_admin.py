@@ -3,10 +3,12 @@ stylesheets came from the app itself), and from the end-user list to a memory an
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from django.contrib.auth.models import User
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from completions.models import UsageRecord
@@ -219,3 +221,59 @@ def test_the_usage_totals_labels_stand_apart(page, engram_server, owner, http, u
     expect(page.locator("#usage-totals")).to_contain_text("Prompt tokens")
     gaps = page.evaluate(LABEL_GAPS)
     assert len(gaps) == 8 and min(gaps) >= 8, gaps
+
+
+def test_a_new_key_page_reloaded_makes_no_second_key_and_hides_the_secret(page, engram_server):
+    """The new key was shown on the answer to the add form's POST: a reload (which sends the
+    form again), or Back then Forward, made a second key, its secret shown on the page. Kept
+    for a redirect's GET instead, the secret lay in the session's row in the database."""
+    from django.contrib.sessions.models import Session as WebSession
+
+    from accounts.models import ApiKey
+
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    page.goto(engram_server.url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(engram_server.url + "/admin/")
+    page.goto(engram_server.url + "/admin/accounts/apikey/add/")
+    page.select_option("#id_workspace", label=str(workspace))
+    page.fill("#id_name", "laptop")
+    page.click("input[name=_save]")
+    raw = page.locator("#new-api-key").inner_text()
+    made = ApiKey.objects.filter(workspace=workspace, name="laptop")
+    assert raw.startswith("sk-") and made.count() == 1 and raw.startswith(made.get().prefix)
+    sessions = [
+        json.dumps(row.get_decoded()) + row.session_data for row in WebSession.objects.all()
+    ]
+    assert sessions and not any(raw[3:15] in text for text in sessions), "the secret was kept"
+
+    sent = []
+    page.on("request", lambda request: sent.append(request.method))
+    page.on("dialog", lambda dialog: dialog.accept())  # "send the form again?"
+    page.reload()
+    assert made.count() == 1, "the reload made a second key"
+    assert raw not in page.content()
+    expect(page.locator("#new-api-key-gone")).to_contain_text("shown once")
+    expect(page.get_by_role("link", name="This key's page")).to_have_attribute(
+        "href", f"/admin/accounts/apikey/{made.get().pk}/change/"
+    )
+    assert sent[:1] == ["POST"]  # the reload sent the form again (it made nothing)
+    page.go_back()  # the add form
+    try:  # no-store: the answer is not kept to show again, the browser offers to send again
+        page.go_forward()
+    except PlaywrightError as refused:
+        assert "ERR_CACHE_MISS" in str(refused)
+        # the browser's own page ("Confirm Form Resubmission"), once it is drawn
+        expect(page.locator("body")).to_contain_text("ERR_CACHE_MISS")
+    assert raw not in page.content()
+    page.reload()  # "Confirm Form Resubmission": sent
+    expect(page.locator("#new-api-key-gone")).to_contain_text("shown once")
+    assert raw not in page.content()
+    assert made.count() == 1
+    sessions = [
+        json.dumps(row.get_decoded()) + row.session_data for row in WebSession.objects.all()
+    ]
+    assert not any(raw[3:15] in text for text in sessions)

@@ -65,8 +65,12 @@ def test_a_key_revoked_in_the_admin_is_refused_at_once(owner, admin_client):
 def test_a_key_added_in_the_admin_is_shown_once_and_works(owner, admin_client):
     from accounts.models import ApiKey
 
+    form = admin_client.get("/admin/accounts/apikey/add/").content.decode()
+    token = re.search(r'name="form_token" value="([^"]+)"', form)
+    assert token is not None  # the form's one-time token: a form sent again makes no second key
     resp = admin_client.post(
-        "/admin/accounts/apikey/add/", {"workspace": owner[0].id, "name": "from-admin"}
+        "/admin/accounts/apikey/add/",
+        {"workspace": owner[0].id, "name": "from-admin", "form_token": token.group(1)},
     )
     # shown in the answer's body only (never a message, which Django keeps in a cookie)
     shown = re.search(r'<code id="new-api-key"[^>]*>([^<]+)</code>', resp.content.decode())

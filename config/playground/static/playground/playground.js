@@ -1102,7 +1102,16 @@
     const upload = $("upload-collection");
     const previous = upload.value;
     const docs = (n) => `${n} ${n === 1 ? "doc" : "docs"}`; // it read "(1 docs)"
-    const option = (c) => el("option", { value: c.id, text: `${c.name} (${docs(c.document_count ?? 0)})` });
+    // Two collections of one name read the same ("Docs (0 docs)" twice): a name the list
+    // holds more than once says the end of its id too (the random part: ids made in the same
+    // millisecond begin alike), and the id in full when hovered.
+    const nameCounts = new Map();
+    for (const c of data) nameCounts.set(c.name, (nameCounts.get(c.name) || 0) + 1);
+    const label = (c) => {
+      const apart = nameCounts.get(c.name) > 1 ? `, id …${c.id.slice(-6)}` : "";
+      return `${c.name} (${docs(c.document_count ?? 0)}${apart})`;
+    };
+    const option = (c) => el("option", { value: c.id, text: label(c), title: c.id });
     $("chat-collections").replaceChildren(...data.map(option));
     for (const o of $("chat-collections").options) o.selected = chosen.has(o.value);
     upload.replaceChildren(...data.map(option));
@@ -1149,29 +1158,65 @@
     lookAgain(path, documentPages.list);
   }
 
-  function lookAgain(path, list) {
+  // A document still being read is looked at again until it is done: ready, failed, or gone
+  // (deleted: a 404, or missing from its list). A look that fails is tried again after a wait
+  // twice the last (at most LOOK_MAX_WAIT_MS), and given up after LOOK_ERRORS in a row, said
+  // on the page: a deleted document was looked for every 2 s for as long as the page was open.
+  const LOOK_ERRORS = 5;
+  const LOOK_MAX_WAIT_MS = 15_000;
+  const reading = (doc) => doc.status === "queued" || doc.status === "processing";
+  const lookWait = (errors) => Math.min(POLL_MS * 2 ** errors, LOOK_MAX_WAIT_MS);
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  // Only a refusal that a later look would get again ends it at once: not a 408 or a 429.
+  const refusedForGood = (error) => error.status >= 400 && error.status < 500 && ![408, 429].includes(error.status);
+
+  function goneItem(id, title) {
+    return documentItem({ id, title, status: "deleted", error: "No longer in the collection (deleted)." });
+  }
+
+  function lookAgain(path, list, errors = 0) {
     clearTimeout(documentsLookAgain); // one round at a time, whichever page started it
-    const reading = (doc) => doc.status === "queued" || doc.status === "processing";
     const shown = () => Array.from($("document-list").children);
-    if (!shown().some((row) => reading(row.dataset))) return;
+    const stillReading = () => shown().some((row) => reading(row.dataset));
+    if (!stillReading()) return;
     documentsLookAgain = setTimeout(async () => {
+      // Done meanwhile (the upload's own look redrew it): nothing to ask for.
+      if (list !== documentPages.list || !stillReading()) return;
       try {
         // The pages shown, from the first to the one holding the last row shown.
         const last = documentPages.after;
+        const seen = new Set();
+        let walked = false; // to the last row shown, or the list's end
         let after = "";
         for (let pages = Math.ceil(shown().length / PAGE); pages > 0; pages -= 1) {
           const { data, has_more, last_id } = await listPage(path, after);
           if (list !== documentPages.list) return; // the list was loaded again meanwhile
           const rows = new Map(shown().map((row) => [row.dataset.documentId, row]));
-          for (const doc of data) rows.get(doc.id)?.replaceWith(documentItem(doc));
-          if (!has_more || !last_id || data.some((doc) => doc.id === last)) break;
+          for (const doc of data) {
+            seen.add(doc.id);
+            rows.get(doc.id)?.replaceWith(documentItem(doc));
+          }
+          walked = !has_more || !last_id || data.some((doc) => doc.id === last);
+          if (walked) break;
           after = last_id;
         }
+        // A row being read that the list no longer holds was deleted: said, not asked for
+        // again. Not when the walk stopped short (documents added since pushed rows further).
+        for (const row of walked ? shown() : []) {
+          if (reading(row.dataset) && !seen.has(row.dataset.documentId)) {
+            row.replaceWith(goneItem(row.dataset.documentId, row.firstElementChild.textContent));
+          }
+        }
         lookAgain(path, list);
-      } catch (_) {
-        // looked at again on the next load
+      } catch (error) {
+        if (list !== documentPages.list) return;
+        if (refusedForGood(error) || errors + 1 >= LOOK_ERRORS) {
+          say("collection-status", `Stopped looking at the documents being read: ${error.message} Reload to look again.`, true);
+          return;
+        }
+        lookAgain(path, list, errors + 1);
       }
-    }, 4 * POLL_MS);
+    }, errors ? lookWait(errors) : 4 * POLL_MS);
   }
 
   async function createCollection(event) {
@@ -1190,6 +1235,39 @@
     }
   }
 
+  // The upload's document, followed until it is ready, failed or gone; true once it is ready
+  // or failed (said either way), false when it was given up (gone, or too many failed looks).
+  async function followUpload(base, doc, name) {
+    const row = () => $("document-list").querySelector(`[data-document-id="${CSS.escape(doc.id)}"]`);
+    let errors = 0;
+    while (reading(doc)) {
+      await pause(errors ? lookWait(errors) : POLL_MS);
+      if (!key()) return false; // the key was forgotten: the list is gone with it
+      try {
+        doc = await api(`${base}/${encodeURIComponent(doc.id)}`);
+        errors = 0;
+      } catch (error) {
+        if (error.status === 404) {
+          row()?.replaceWith(goneItem(doc.id, name));
+          say("collection-status", `${name}: no longer in the collection (deleted before it was read).`, true);
+          return false;
+        }
+        errors += 1;
+        if (refusedForGood(error) || errors >= LOOK_ERRORS) {
+          say("collection-status", `${name}: stopped looking at it (${error.message}). Reload to look again.`, true);
+          return false;
+        }
+        const looks = `${errors} failed look${errors === 1 ? "" : "s"} in a row`;
+        say("collection-status", `${name}: ${doc.status}; ${looks} (${error.message}), looking again.`);
+        continue;
+      }
+      row()?.replaceWith(documentItem(doc));
+      say("collection-status", `${name}: ${doc.status}`);
+    }
+    say("collection-status", `${name}: ${doc.status}${doc.error ? " — " + doc.error : ""}`, doc.status === "failed");
+    return true;
+  }
+
   async function upload(event) {
     event.preventDefault();
     const collection = $("upload-collection").value;
@@ -1204,14 +1282,7 @@
       $("upload-file").value = "";
       await loadDocuments();
       say("collection-status", `${file.name}: ${doc.status}`);
-      while (doc.status === "queued" || doc.status === "processing") {
-        await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-        doc = await api(`${base}/${encodeURIComponent(doc.id)}`);
-        const row = $("document-list").querySelector(`[data-document-id="${CSS.escape(doc.id)}"]`);
-        if (row) row.replaceWith(documentItem(doc));
-        say("collection-status", `${file.name}: ${doc.status}`);
-      }
-      say("collection-status", `${file.name}: ${doc.status}${doc.error ? " — " + doc.error : ""}`, doc.status === "failed");
+      if (!(await followUpload(base, doc, file.name))) return;
       await loadCollections();
     } catch (error) {
       say("collection-status", error.message, true);
