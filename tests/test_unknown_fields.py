@@ -248,6 +248,13 @@ def test_the_document_says_which_bodies_are_closed(anon_http):
     assert components[message].get("additionalProperties") is not False
 
 
+def _a_memory(http) -> str:
+    """A memory's id, for the lists under one (its history)."""
+    created = http.post("/v1/memories", json={"user_id": USER, "text": "likes green tea"})
+    assert created.status_code == 201, created.text
+    return created.json()["id"]
+
+
 def test_an_unknown_query_parameter_on_every_list_is_a_400_naming_it(
     http, operator_http, anon_http, world
 ):
@@ -263,6 +270,7 @@ def test_an_unknown_query_parameter_on_every_list_is_a_400_naming_it(
         "agent_id": world["agent"],
         "collection_id": world["collection"],
         "conversation_id": "c1",
+        "memory_id": _a_memory(http),
         "workspace_id": world["workspace"],
     }
     lists = []
@@ -307,6 +315,7 @@ def test_a_repeated_query_parameter_on_every_list_is_a_400_naming_it(
         "agent_id": world["agent"],
         "collection_id": world["collection"],
         "conversation_id": "c1",
+        "memory_id": _a_memory(http),
         "workspace_id": world["workspace"],
     }
     http.post(
