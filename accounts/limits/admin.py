@@ -79,6 +79,7 @@ class LimitAdmin(VoidsKeyCache):
             obj, had_budget=had_budget, period=form.initial.get("budget_period", "")
         )
         super().save_model(request, obj, form, change)
+
     list_display = LIMIT_FIELDS
     list_filter = ("subject", "budget_period")
     search_fields = ("workspace__name", "workspace__id", "api_key__id")
