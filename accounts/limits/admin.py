@@ -71,6 +71,11 @@ class LimitForm(forms.ModelForm):
 class LimitAdmin(VoidsKeyCache):
     form = LimitForm
 
+    list_display = LIMIT_FIELDS
+    list_filter = ("subject", "budget_period")
+    search_fields = ("workspace__name", "workspace__id", "api_key__id")
+    raw_id_fields = ("workspace", "api_key")
+
     def save_model(self, request, obj, form, change):
         # As the API (services.limit_update): a row moved to another subject counts anew too.
         moved = {"workspace", "subject", "api_key"} & set(form.changed_data)
@@ -79,11 +84,6 @@ class LimitAdmin(VoidsKeyCache):
             obj, had_budget=had_budget, period=form.initial.get("budget_period", "")
         )
         super().save_model(request, obj, form, change)
-
-    list_display = LIMIT_FIELDS
-    list_filter = ("subject", "budget_period")
-    search_fields = ("workspace__name", "workspace__id", "api_key__id")
-    raw_id_fields = ("workspace", "api_key")
 
 
 @admin.register(CreditUnit)
