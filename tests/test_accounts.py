@@ -158,3 +158,17 @@ def test_a_bearer_that_cannot_be_a_key_is_refused_and_not_kept(anon_http, http, 
     assert unknown.status_code == 401
     assert len(key_cache) == 2  # the owner's, and the well-formed unknown key (a client's retries)
     assert http.get("/v1/memories", params={"user_id": "u"}).status_code == 200
+
+
+def test_an_unknown_key_is_the_same_404_to_patch_and_delete(operator_http, owner, outsider):
+    """PATCH said "No such api key." with no param, DELETE "No API key '...'." naming key_id;
+    another workspace's key is unknown to both."""
+    theirs = ApiKey.objects.get(workspace=outsider[0]).id
+    for key_id in ("key_nope", theirs):
+        url = f"/v1/workspaces/{owner[0].id}/api_keys/{key_id}"
+        patched = operator_http.patch(url, json={"limits": {"rpm": 5}})
+        deleted = operator_http.delete(url)
+        assert patched.status_code == deleted.status_code == 404
+        assert patched.json() == deleted.json()
+        assert patched.json()["error"]["param"] == "key_id" and key_id in patched.text
+    assert ApiKey.objects.get(id=theirs).revoked_at is None
