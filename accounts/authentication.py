@@ -28,6 +28,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
 from accounts.endusers import tokens as enduser_tokens
+from accounts.keys import looks_like_key
 from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
 from config.common import coherence
@@ -82,7 +83,10 @@ def _key_ttl() -> float:
 
 
 # raw key -> its Principal, or None for a key that is not valid (cached too: a client retrying
-# a bad key does not reach the database every time). Never holds the operator key.
+# a bad key does not reach the database every time). Never holds the operator key, nor a bearer
+# that cannot be a key (accounts.keys.looks_like_key: up to 128 characters): anyone, with no
+# key, filled it with made-up bearers of a megabyte each (300 requests, 330 MB more in the web
+# process; 10,000 would hold 10 GB) and pushed every real key out of it.
 key_cache: TTLCache[str, Principal | None] = TTLCache(
     ttl=_key_ttl, refresh_after=lambda: _key_ttl() / 2, max_entries=_MAX_KEYS
 )
@@ -157,6 +161,8 @@ def resolve_sync(raw_key: str, workspace_hint: str | None = None) -> Principal |
         return _end_user(
             found, end_user_policies.get(workspace.id, lambda: _end_user_policy(workspace))
         )
+    if not looks_like_key(raw_key):
+        return None  # never cached (key_cache says why)
     if not fresh:
         return _lookup(raw_key)  # Redis cannot say whether the cache is current: the database
     return key_cache.get(raw_key, lambda: _lookup(raw_key))
@@ -178,6 +184,8 @@ async def resolve_async(raw_key: str, workspace_hint: str | None = None) -> Prin
             workspace.id, lambda: _end_user_policy_async(workspace)
         )
         return _end_user(found, policy)
+    if not looks_like_key(raw_key):
+        return None  # never cached (key_cache says why)
     if not fresh:
         return await _lookup_async(raw_key)  # Redis cannot say whether the cache is current
     return await key_cache.aget(raw_key, lambda: _lookup_async(raw_key))

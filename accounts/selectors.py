@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 
 from accounts.keys import key_prefix, looks_like_key, peppered_digest
 from accounts.models import ApiKey, Workspace
+from config.common.errors import NotFound
 
 
 @dataclass(frozen=True)
@@ -51,4 +52,9 @@ def api_key_list(*, workspace: Workspace) -> QuerySet[ApiKey]:
 
 
 def api_key_get(*, workspace: Workspace, key_id: str) -> ApiKey:
-    return ApiKey.objects.get(workspace=workspace, id=key_id)
+    """The 404 of DELETE (services.api_key_revoke): PATCH of an unknown key answered "No such
+    api key." with no `param` (the URL names it key_id, not apikey_id)."""
+    key = ApiKey.objects.filter(workspace=workspace, id=key_id).first()
+    if key is None:
+        raise NotFound(f"No API key '{key_id}'.", field="key_id")
+    return key

@@ -139,3 +139,36 @@ def test_createapikey_refuses_a_deleted_workspace(capsys):
         call_command("createapikey", workspace_id)
     assert "API key" not in capsys.readouterr().out
     assert not ApiKey.objects.filter(workspace_id=workspace_id).exists()
+
+
+def test_a_bearer_that_cannot_be_a_key_is_refused_and_not_kept(anon_http, http, owner):
+    """Every bearer looked up was kept in the key cache, a refused one too, whatever its
+    length: with no key at all, 300 made-up bearers of a megabyte each held 330 MB of the web
+    process (10,000, the cache's size, would hold 10 GB) and pushed the real keys out."""
+    from accounts.authentication import key_cache
+
+    assert http.get("/v1/memories", params={"user_id": "u"}).status_code == 200
+    assert len(key_cache) == 1  # the owner's key
+    for i in range(5):
+        made_up = f"{i}" + "x" * 100_000
+        refused = anon_http.get("/v1/memories", headers={"Authorization": f"Bearer {made_up}"})
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "invalid_api_key"
+    unknown = anon_http.get("/v1/memories", headers={"Authorization": "Bearer sk-" + "y" * 40})
+    assert unknown.status_code == 401
+    assert len(key_cache) == 2  # the owner's, and the well-formed unknown key (a client's retries)
+    assert http.get("/v1/memories", params={"user_id": "u"}).status_code == 200
+
+
+def test_an_unknown_key_is_the_same_404_to_patch_and_delete(operator_http, owner, outsider):
+    """PATCH said "No such api key." with no param, DELETE "No API key '...'." naming key_id;
+    another workspace's key is unknown to both."""
+    theirs = ApiKey.objects.get(workspace=outsider[0]).id
+    for key_id in ("key_nope", theirs):
+        url = f"/v1/workspaces/{owner[0].id}/api_keys/{key_id}"
+        patched = operator_http.patch(url, json={"limits": {"rpm": 5}})
+        deleted = operator_http.delete(url)
+        assert patched.status_code == deleted.status_code == 404
+        assert patched.json() == deleted.json()
+        assert patched.json()["error"]["param"] == "key_id" and key_id in patched.text
+    assert ApiKey.objects.get(id=theirs).revoked_at is None

@@ -1296,6 +1296,31 @@ def test_a_limit_the_constraints_refuse_is_said_as_what_to_do(admin_client, worl
     assert limit.rpm == 20
 
 
+def test_a_budget_edited_in_the_admin_counts_again_only_when_set_again(admin_client, world):
+    """As the API: a budget's count (named by Limit.budget_since) starts again when the budget
+    is set where there was none or moves to another period, not for a new rate or amount."""
+    workspace = world["workspace"]
+    Limit.objects.filter(workspace=workspace).delete()
+    base = {"workspace": workspace.pk, "subject": "workspace", "budget_period": "month"}
+    assert admin_client.post(reverse("admin:limits_limit_add"), base).status_code == 302
+    limit = Limit.objects.get(workspace=workspace)
+    assert limit.budget_since is None  # no budget, nothing to count
+    change = reverse("admin:limits_limit_change", args=[limit.pk])
+
+    def saved(**fields):
+        assert admin_client.post(change, base | fields).status_code == 302
+        limit.refresh_from_db()
+        return limit.budget_since
+
+    since = saved(budget_credits="10")
+    assert since is not None
+    assert saved(budget_credits="20", rpm="5") == since
+    moved = saved(budget_credits="20", budget_period="day")
+    assert moved > since
+    assert saved(budget_credits="", budget_period="day") == moved  # removed: counts nothing
+    assert saved(budget_credits="20", budget_period="day") > moved
+
+
 @pytest.mark.parametrize("user_id", [".", ".."])
 def test_an_end_user_named_with_dots_is_reached_from_the_list(admin_client, world, user_id):
     """The API takes "." and ".." as user ids; their links read /admin/memory/users/<ws>/../,

@@ -392,6 +392,46 @@ def test_an_hs256_issuer_accepts_its_secret_only(engram_server, http, rsa_key):
     refused(chat(engram_server, rsa_key.token(uid="carol")), 401, "no issuer trusted here")
 
 
+def test_an_issuer_switches_its_key_source_as_documented(engram_server, http, jwks, rsa_key):
+    """A new jwks_url with the secret emptied (or the other way) is the switch; the
+    algorithms stored for the old source (HS256, given by default) refused it with a 400
+    until they were given again, though they could not apply to the new source."""
+    created = http.post(
+        "/v1/auth/issuers", json={"issuer": ISS, "audiences": [AUD], "hs256_secret": SECRET}
+    ).json()
+    moved = http.patch(
+        f"/v1/auth/issuers/{created['id']}", json={"jwks_url": jwks.url, "hs256_secret": None}
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["algorithms"] == ["RS256", "ES256"]
+    assert moved.json()["has_hs256_secret"] is False
+    with as_user(engram_server, rsa_key.token("alice")) as alice:
+        assert alice.get("/v1/memories").status_code == 200
+    refused(chat(engram_server, hs256(SECRET)), 401)
+
+    back = http.patch(
+        f"/v1/auth/issuers/{created['id']}", json={"jwks_url": None, "hs256_secret": SECRET}
+    )
+    assert back.status_code == 200, back.text
+    assert back.json()["algorithms"] == ["HS256"]
+    with as_user(engram_server, hs256(SECRET)) as alice:
+        assert alice.get("/v1/memories").status_code == 200
+    # algorithms given with the switch are kept, and checked against the new source
+    wrong = http.patch(
+        f"/v1/auth/issuers/{created['id']}",
+        json={"jwks_url": jwks.url, "hs256_secret": None, "algorithms": ["HS256"]},
+    )
+    refused(wrong, 400, "cannot be used with a jwks_url")
+    chosen = http.patch(
+        f"/v1/auth/issuers/{created['id']}",
+        json={"jwks_url": jwks.url, "hs256_secret": None, "algorithms": ["RS256"]},
+    )
+    assert chosen.status_code == 200 and chosen.json()["algorithms"] == ["RS256"]
+    # an edit that keeps the source keeps the algorithms
+    kept = http.patch(f"/v1/auth/issuers/{created['id']}", json={"leeway_seconds": 10})
+    assert kept.json()["algorithms"] == ["RS256"]
+
+
 def test_an_auth0_sub_is_one_user_whichever_door_names_it(engram_server, http):
     """A token's `auth0|abc` is kept as `auth0:abc`; x-user-id, a body, a query and a path
     naming `auth0|abc` refused it (400, or 403 beside the user's own token), so the app's

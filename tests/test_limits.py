@@ -5,6 +5,7 @@ one), credits at the table's price (stream and not), and Redis down."""
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -696,6 +697,34 @@ def test_a_budget_set_again_counts_what_was_spent_while_it_was_off(
     with pytest.raises(openai.RateLimitError) as info:  # 14 spent, in the usage records
         ask(sdk, model=METERED, max_tokens=1)
     assert info.value.code == "insufficient_quota"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"limits": {"rpm": 100}}, {"budget": {"credits": 12}}, {}],
+    ids=["a-rate", "the-amount", "nothing"],
+)
+def test_a_change_that_keeps_the_budget_keeps_its_count(
+    sdk, operator_http, owner, key_id, metered, upstream, change
+):
+    """The budget's count was named by its row's last change: a new rpm, a new amount, even a
+    PATCH of nothing started it again from the usage records, which do not hold the requests
+    in flight. A stream that had reserved 7 of 10 credits was forgotten, and a second request
+    of 7 was served beside it: 14 credits spent on a budget of 10 (12)."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
+    gate = threading.Event()
+    upstream.script(Reply(stream=openai_stream(["a"] * 7, model=METERED), gate=gate))
+    stream = sdk.chat.completions.create(model=METERED, messages=HI, stream=True, max_tokens=7)
+    try:
+        next(iter(stream))  # reserved 7 and answering, held at the gate
+        patch_key(operator_http, owner, key_id, change)
+        with pytest.raises(openai.RateLimitError) as info:  # 7 reserved + 7 > 10 (12)
+            ask(sdk, model=METERED, max_tokens=7)
+        assert info.value.code == "insufficient_quota"
+    finally:
+        gate.set()
+    marks = [c.model_extra["engram"] for c in stream if (c.model_extra or {}).get("engram")]
+    assert marks[-1]["credits_charged"] == 7
 
 
 def test_streamed_answers_settle_their_budget(sdk, operator_http, owner, metered, upstream):

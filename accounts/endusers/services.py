@@ -126,7 +126,13 @@ def issuer_update(*, workspace: Workspace, issuer: Issuer, changes: Mapping[str,
     """
     assert issuer.workspace_id == workspace.id
     lock_existing(issuer)  # or Issuer.DoesNotExist: a deleted issuer's tokens stay refused
+    used_secret = issuer.uses_secret
     apply(issuer, changes)
+    if issuer.uses_secret != used_secret and "algorithms" not in changes:
+        # The key source switched, and HMAC and asymmetric algorithms have none in common: the
+        # old ones (the defaults create stored) refused every switch made as documented, a new
+        # jwks_url with the secret emptied, until the algorithms were given again.
+        issuer.algorithms = []  # check() sets the new source's defaults
     check(issuer)
     return _save(issuer)
 

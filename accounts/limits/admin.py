@@ -7,6 +7,7 @@ from django.contrib import admin
 from accounts.admin_workspaces import LiveWorkspaces
 from accounts.authentication import keys_changed
 from accounts.limits.models import CreditUnit, Limit, Subject
+from accounts.limits.services import budget_count_restart
 
 
 class VoidsKeyCache(LiveWorkspaces):
@@ -69,10 +70,20 @@ class LimitForm(forms.ModelForm):
 @admin.register(Limit)
 class LimitAdmin(VoidsKeyCache):
     form = LimitForm
+
     list_display = LIMIT_FIELDS
     list_filter = ("subject", "budget_period")
     search_fields = ("workspace__name", "workspace__id", "api_key__id")
     raw_id_fields = ("workspace", "api_key")
+
+    def save_model(self, request, obj, form, change):
+        # As the API (services.limit_update): a row moved to another subject counts anew too.
+        moved = {"workspace", "subject", "api_key"} & set(form.changed_data)
+        had_budget = change and not moved and form.initial.get("budget_credits") is not None
+        budget_count_restart(
+            obj, had_budget=had_budget, period=form.initial.get("budget_period", "")
+        )
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(CreditUnit)

@@ -52,6 +52,10 @@ class Limit(models.Model):
         help_text="Credits per period.",
     )
     budget_period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTH)
+    # When its budget's count last started again from the usage records: set where there was
+    # none, or moved to another period (services.budget_count_restart). It names the budget's
+    # Redis key (policy.Rule.version); a change of a rate or of the amount keeps the count.
+    budget_since = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -17,10 +17,12 @@ class Rule:
     max_concurrent: int | None = None
     budget_micro: int | None = None  # credits * MICRO
     period: str = "month"
-    # When its row last changed (epoch ms), part of the budget's Redis key: a changed budget
-    # starts its count again from the usage records. One removed and set again, or switched
-    # to another period and back, kept the count it had before and missed what was spent
-    # meanwhile.
+    # When its budget's count last started (epoch ms; Limit.budget_since), part of the budget's
+    # Redis key: a budget set again starts its count again from the usage records. One removed
+    # and set again, or switched to another period and back, kept the count it had before and
+    # missed what was spent meanwhile. It was the row's last change: a new rpm started the
+    # count again too, without the reservations of the requests in flight, which were served
+    # past the budget.
     version: int = 0
 
     @property
@@ -64,5 +66,5 @@ def rule_of(row) -> Rule:
         max_concurrent=row.max_concurrent or None,
         budget_micro=None if budget is None else int(Decimal(budget) * MICRO),
         period=row.budget_period,
-        version=int(row.updated_at.timestamp() * 1000),
+        version=int(row.budget_since.timestamp() * 1000) if row.budget_since else 0,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.authentication import keys_changed
 from accounts.limits.models import CreditUnit, Limit, Period, Subject
@@ -34,6 +35,7 @@ def limit_update(
     row, _ = Limit.objects.select_for_update().get_or_create(
         workspace=workspace, subject=subject, api_key=api_key
     )
+    had_budget, period = row.budget_credits is not None, row.budget_period
     for name, value in (limits or {}).items():
         if name not in RATE_FIELDS:
             raise Invalid(f"Unknown limit '{name}'.", field=f"limits.{name}")
@@ -48,9 +50,18 @@ def limit_update(
                     f"period must be one of {', '.join(Period.values)}.", field="budget.period"
                 )
             row.budget_period = budget["period"]
+    budget_count_restart(row, had_budget=had_budget, period=period)
     row.save()
     keys_changed()
     return row
+
+
+def budget_count_restart(row: Limit, *, had_budget: bool, period: str) -> None:
+    """Before `row` is saved: a budget set where there was none (`had_budget`), or moved from
+    `period` to another, counts again from the usage records (Limit.budget_since). Nothing
+    counted it meanwhile; a new amount, or a new rate, changes nothing of what was spent."""
+    if row.budget_credits is not None and (not had_budget or row.budget_period != period):
+        row.budget_since = timezone.now()
 
 
 @transaction.atomic
