@@ -387,3 +387,26 @@ def test_openais_newer_names_reach_other_servers_as_they_read_them(sdk, upstream
     sent = upstream.chat_requests()[-1].body
     assert sent["max_completion_tokens"] == 12 and "max_tokens" not in sent
     assert sent["messages"] == messages
+
+
+def test_a_server_that_refuses_stream_options_streams_without_them(sdk, upstream):
+    """Mistral's API refuses `stream_options` (422 "Extra inputs are not permitted"), which
+    Engram adds to every stream to read its usage: every stream to it failed, the client's own
+    without the field too. Asked again without it, the stream comes (its usage sent unasked);
+    and `max_completion_tokens`, which it refuses too, goes as its `max_tokens`."""
+    upstream.refuses_extra_fields = True
+    upstream.script(Reply(stream=openai_stream(["Bon", "jour"], model="mistral-small-latest")))
+    stream = sdk.chat.completions.create(
+        model="mistral-small-latest",
+        messages=[{"role": "user", "content": "Hello"}],
+        max_completion_tokens=20,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Bonjour"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    first, second = upstream.chat_requests()
+    assert first.body["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in second.body and second.body["max_tokens"] == 20

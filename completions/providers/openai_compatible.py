@@ -421,7 +421,7 @@ class OpenAICompatibleProvider(HttpProvider):
             **_outgoing(call.body, call.upstream),
             "stream_options": {**options, "include_usage": True},
         }
-        response, upstream_ms = await self.send(call, payload)
+        response, upstream_ms = await self._send_stream(call, payload)
         if response.content_type == "application/json":
             # JSON, not events: an error under status 200 (proxies: one-api's "quota
             # exhausted"), or a server that ignored `stream`. Read as it came, the client got a
@@ -455,6 +455,19 @@ class OpenAICompatibleProvider(HttpProvider):
         # data starts with its brace, which _first_refused has read whole).
         stream.first_ready = first is not None and (first[1] == b"[DONE]" or first[1][:1] == b"{")
         return stream
+
+    async def _send_stream(self, call: Call, payload: dict) -> tuple[aiohttp.ClientResponse, float]:
+        """`send`, and once more without `stream_options` where the upstream refused that
+        field (Mistral's API: 422 "Extra inputs are not permitted" naming
+        `stream_options.include_usage`): Engram adds it to every stream, so every stream to
+        such a server failed, the client's own without it too. Such servers send a stream's
+        usage unasked; one that does not is charged its words, as a stream cut short is."""
+        try:
+            return await self.send(call, payload)
+        except ApiError as error:
+            if error.status not in (400, 422) or "stream_options" not in error.message:
+                raise
+        return await self.send(call, {k: v for k, v in payload.items() if k != "stream_options"})
 
     def _first_refused(
         self, call: Call, stream: OpenAIStream, first: tuple[str | None, bytes] | None
