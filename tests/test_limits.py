@@ -1197,9 +1197,7 @@ def test_an_end_user_token_is_limited_as_its_subject(engram_server, http, operat
     ask(eli)  # another subject of the same issuer has its own count
 
 
-def test_an_answer_of_several_choices_without_usage_is_charged_every_choice(
-    sdk, metered, upstream
-):
+def test_an_answer_of_several_choices_without_usage_is_charged_every_choice(sdk, metered, upstream):
     """An upstream that reports no usage (llama.cpp's older servers, proxies) is charged the
     words of its answer: every choice's, as a stream's are. Choice 0's alone were, so an `n`
     of 2 cost half of what it answered."""
