@@ -387,6 +387,10 @@ def test_openais_newer_names_reach_other_servers_as_they_read_them(sdk, upstream
     sent = upstream.chat_requests()[-1].body
     assert sent["max_completion_tokens"] == 12 and "max_tokens" not in sent
     assert sent["messages"] == messages
+    # gpt-oss is OpenAI's open weights, which these servers serve.
+    upstream.script(Reply(json=openai_completion("Hi", model="gpt-oss:20b")))
+    sdk.chat.completions.create(model="gpt-oss:20b", messages=messages, max_completion_tokens=12)
+    assert upstream.chat_requests()[-1].body["max_tokens"] == 12
 
 
 def test_a_server_that_refuses_stream_options_streams_without_them(sdk, upstream):

@@ -292,9 +292,10 @@ def _arguments_as_text(data: dict, key: str) -> bool:
 
 
 # OpenAI's own API (and Azure's), and OpenAI's model names anywhere (a proxy in front of OpenAI,
-# OpenRouter's "openai/..."): the body goes as the client sent it (`_for_other_servers`).
+# OpenRouter's "openai/..."): the body goes as the client sent it (`_for_other_servers`). Not
+# gpt-oss, OpenAI's open weights, which Ollama, vLLM and LM Studio serve.
 _OPENAI_HOSTS = ("openai.com", "azure.com")
-_OPENAI_MODEL = re.compile(r"^(?:openai/)?(?:gpt-|chatgpt-|o\d|codex-|computer-use-)")
+_OPENAI_MODEL = re.compile(r"^(?:openai/)?(?:gpt-(?!oss)|chatgpt-|o\d|codex-|computer-use-)")
 
 
 def _openai_itself(upstream: Upstream | None, model: Any) -> bool:
