@@ -334,7 +334,16 @@ async def _complete(turn: Turn, route: Route, prepared: PreparedTurn, call: Call
     choices = data.get("choices") or []
     first = choices[0] if choices and isinstance(choices[0], dict) else {}
     assistant = first.get("message")  # what memory stores: the model's, without Engram's calls
-    turn.finish(status=200, assistant=transcribed(assistant), usage=data.get("usage"))
+    # Every choice's message, charged when the upstream reported no usage (llama.cpp's older
+    # servers, proxies): choice 0's alone was, and an `n` of 3 cost a third of its answer.
+    written = [
+        transcribed(c["message"])
+        for c in choices
+        if isinstance(c, dict) and isinstance(c.get("message"), dict)
+    ]
+    turn.finish(
+        status=200, assistant=transcribed(assistant), usage=data.get("usage"), written=written
+    )
     data["engram"] = turn.engram  # credits_charged and request_id: finish put them there
     if turn.agent:
         data["model"] = turn.model  # the agent's name as the client sent it

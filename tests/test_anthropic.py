@@ -187,6 +187,71 @@ def test_tools_tool_calls_and_results(client, upstream):
     assert json.loads(call.function.arguments) == {"city": "Paris"}
 
 
+def test_cache_control_breakpoints_reach_claude(client, upstream):
+    """Anthropic's prompt caching as clients of OpenAI's shape mark it (OpenRouter's, LiteLLM's,
+    Portkey's form): `cache_control` on a content part, a message or a tool, and the request's
+    own. Left out, Claude cached nothing, and every turn paid its long prompt in full."""
+    ephemeral = {"type": "ephemeral"}
+    hour = {"type": "ephemeral", "ttl": "1h"}
+    upstream.script(Reply(json=anthropic_message("Done.", model=MODEL)))
+    tools = [{**TOOLS[0], "cache_control": hour}]
+    call = {"id": "toolu_0", "type": "function"}
+    call["function"] = {"name": "get_weather", "arguments": '{"city": "Berlin"}'}
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {
+                "role": "system",
+                "content": [
+                    {"type": "text", "text": "You are a weather bot."},
+                    {"type": "text", "text": "A long manual.", "cache_control": hour},
+                ],
+            },
+            {"role": "developer", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Weather?", "cache_control": ephemeral}],
+            },
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {
+                "role": "tool",
+                "tool_call_id": "toolu_0",
+                "content": "Sunny",
+                "cache_control": ephemeral,
+            },
+            {"role": "user", "content": "Thanks!"},
+        ],
+        tools=tools,
+    )
+    body = upstream.last.body
+    assert body["system"] == [
+        {"type": "text", "text": "You are a weather bot.\n\nA long manual.", "cache_control": hour},
+        {"type": "text", "text": "Be brief."},
+    ]
+    assert body["tools"][0]["cache_control"] == hour
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "Weather?", "cache_control": ephemeral}
+    ]
+    assert body["messages"][2]["content"] == [
+        {
+            "type": "tool_result",
+            "tool_use_id": "toolu_0",
+            "content": "Sunny",
+            "cache_control": ephemeral,
+        },
+        {"type": "text", "text": "Thanks!"},
+    ]
+    # The request's automatic caching (Anthropic's own field, through the SDK's extra_body).
+    upstream.script(Reply(json=anthropic_message("Done.", model=MODEL)))
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hi"}],
+        extra_body={"cache_control": ephemeral},
+    )
+    assert upstream.last.body["cache_control"] == ephemeral
+    assert upstream.last.body["messages"][0]["content"] == [{"type": "text", "text": "Hi"}]
+
+
 def test_tool_call_ids_of_another_provider_reach_claude_in_its_pattern(client, upstream):
     """A conversation whose tool calls another provider made (Kimi's "functions.name:0", a
     proxy's "call_x|fc_y") went on with Claude: Anthropic refuses ids out of ^[a-zA-Z0-9_-]+$

@@ -1224,3 +1224,19 @@ def test_an_end_user_token_is_limited_as_its_subject(engram_server, http, operat
         ask(dana)
     assert "end user 'dana'" in info.value.message
     ask(eli)  # another subject of the same issuer has its own count
+
+
+def test_an_answer_of_several_choices_without_usage_is_charged_every_choice(sdk, metered, upstream):
+    """An upstream that reports no usage (llama.cpp's older servers, proxies) is charged the
+    words of its answer: every choice's, as a stream's are. Choice 0's alone were, so an `n`
+    of 2 cost half of what it answered."""
+    one = openai_completion("alpha beta gamma delta", model=METERED)
+    del one["usage"]
+    upstream.script(Reply(json=one))
+    single = ask(sdk, model=METERED).parse().model_extra["engram"]["credits_charged"]
+    assert single > 0
+    two = openai_completion("alpha beta gamma delta", model=METERED, n=2)
+    del two["usage"]
+    upstream.script(Reply(json=two))
+    double = ask(sdk, model=METERED, n=2).parse().model_extra["engram"]["credits_charged"]
+    assert double == 2 * single

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.upstream import Reply, openai_completion
+from tests.upstream import Reply, openai_completion, openai_stream
 
 URL = "/v1/chat/completions"
 CALL = {"id": "call_w1", "type": "function", "function": {"name": "get_weather"}}
@@ -359,3 +359,58 @@ def test_an_answer_to_a_stream_given_whole_is_streamed(sdk, upstream):
         ("call_w1", json.dumps(ARGUMENTS))
     ]
     assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (3, 2)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openais_newer_names_reach_other_servers_as_they_read_them(sdk, upstream, stream):
+    """The OpenAI SDK's `max_completion_tokens` and `developer` role, to Ollama, LM Studio or
+    a model's chat template: Ollama and LM Studio read only `max_tokens` (the cap was ignored,
+    the answer ran to the context's end) and left a developer message out unsaid."""
+    reply = Reply(stream=openai_stream(["Hi"], model="qwen2.5:7b")) if stream else None
+    upstream.script(reply or Reply(json=openai_completion("Hi", model="qwen2.5:7b")))
+    messages = [
+        {"role": "developer", "content": "Answer in French."},
+        {"role": "user", "content": "Hello"},
+    ]
+    answer = sdk.chat.completions.create(
+        model="qwen2.5:7b", messages=messages, max_completion_tokens=12, stream=stream
+    )
+    if stream:
+        assert [c for c in answer if c.choices and c.choices[0].delta.content]
+    sent = upstream.chat_requests()[-1].body
+    assert sent["max_tokens"] == 12 and "max_completion_tokens" not in sent
+    assert sent["messages"][0] == {"role": "system", "content": "Answer in French."}
+    # OpenAI's own models get the body as the client sent it (its newer models refuse
+    # max_tokens), and so does a client's own max_tokens.
+    upstream.script(Reply(json=openai_completion("Hi", model="gpt-5-mini")))
+    sdk.chat.completions.create(model="gpt-5-mini", messages=messages, max_completion_tokens=12)
+    sent = upstream.chat_requests()[-1].body
+    assert sent["max_completion_tokens"] == 12 and "max_tokens" not in sent
+    assert sent["messages"] == messages
+    # gpt-oss is OpenAI's open weights, which these servers serve.
+    upstream.script(Reply(json=openai_completion("Hi", model="gpt-oss:20b")))
+    sdk.chat.completions.create(model="gpt-oss:20b", messages=messages, max_completion_tokens=12)
+    assert upstream.chat_requests()[-1].body["max_tokens"] == 12
+
+
+def test_a_server_that_refuses_stream_options_streams_without_them(sdk, upstream):
+    """Mistral's API refuses `stream_options` (422 "Extra inputs are not permitted"), which
+    Engram adds to every stream to read its usage: every stream to it failed, the client's own
+    without the field too. Asked again without it, the stream comes (its usage sent unasked);
+    and `max_completion_tokens`, which it refuses too, goes as its `max_tokens`."""
+    upstream.refuses_extra_fields = True
+    upstream.script(Reply(stream=openai_stream(["Bon", "jour"], model="mistral-small-latest")))
+    stream = sdk.chat.completions.create(
+        model="mistral-small-latest",
+        messages=[{"role": "user", "content": "Hello"}],
+        max_completion_tokens=20,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Bonjour"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    first, second = upstream.chat_requests()
+    assert first.body["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in second.body and second.body["max_tokens"] == 20

@@ -220,26 +220,33 @@ ASSISTANT_FIELDS = frozenset(
 
 def extra_field_error(body: dict | None) -> dict | None:
     """Mistral's 422 for an assistant message with a field its schema does not have (pydantic's
-    extra="forbid"); None: every message is plain OpenAI."""
+    extra="forbid"), or for a top-level field of OpenAI's it does not have (MISTRAL_REFUSES);
+    None: every message is plain OpenAI."""
+    for name in MISTRAL_REFUSES:
+        if name in (body or {}):
+            return _extra_forbidden(["body", name], body[name])  # type: ignore[index]
     messages = (body or {}).get("messages")
     for index, message in enumerate(messages if isinstance(messages, list) else ()):
         if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
         for name in sorted(set(message) - ASSISTANT_FIELDS):
-            loc = ["body", "messages", index, "assistant", name]
-            detail = {
-                "type": "extra_forbidden",
-                "loc": loc,
-                "msg": "Extra inputs are not permitted",
-            }
-            return {
-                "object": "error",
-                "message": {"detail": [detail | {"input": message[name]}]},
-                "type": "invalid_request_message_error",
-                "param": None,
-                "code": None,
-            }
+            return _extra_forbidden(["body", "messages", index, "assistant", name], message[name])
     return None
+
+
+# OpenAI's fields that Mistral's API refuses (422), which the OpenAI SDK and Engram send.
+MISTRAL_REFUSES = ("stream_options", "max_completion_tokens")
+
+
+def _extra_forbidden(loc: list, value: Any) -> dict:
+    detail = {"type": "extra_forbidden", "loc": loc, "msg": "Extra inputs are not permitted"}
+    return {
+        "object": "error",
+        "message": {"detail": [detail | {"input": value}]},
+        "type": "invalid_request_message_error",
+        "param": None,
+        "code": None,
+    }
 
 
 def signed_blocks(reply: Reply) -> list[dict]:

@@ -38,8 +38,8 @@ MAX_TITLE = 500
 # the answer would come unsearched, or unmoderated where the client asked to block.
 _NOT_DONE = {"web_search_options": "Web search (web_search_options)", "moderation": "moderation"}
 # Anthropic-native fields a client may send through an OpenAI SDK's extra_body (and
-# `thinking`, which `_thinking` reads).
-_NATIVE = ("top_k",)
+# `thinking`, which `_thinking` reads); `cache_control` is the request's automatic caching.
+_NATIVE = ("top_k", "cache_control")
 # OpenAI's reasoning_effort as the budget of Claude's extended thinking (LiteLLM's figures),
 # for a client that sent no `thinking` of its own: it was left out, and Claude answered
 # without thinking. "none" and "minimal" ask for none (Claude's least budget is 1,024).
@@ -91,10 +91,34 @@ def _image(url: str, param: str) -> dict:
     return {"type": "image", "source": source}
 
 
-def _text_blocks(text: str) -> list[dict]:
+def _text_blocks(text: str, cache: Any = None) -> list[dict]:
     """A text block, or none for blank text: Anthropic refuses a text block that is empty or
     only whitespace (400 "text content blocks must be non-empty"), where OpenAI takes it."""
-    return [{"type": "text", "text": text}] if text.strip() else []
+    return [_cached({"type": "text", "text": text}, cache)] if text.strip() else []
+
+
+def _cached(block: dict, cache: Any) -> dict:
+    """`block` with the `cache_control` its part or message had: Anthropic's prompt-caching
+    breakpoint, which clients put on OpenAI's content parts (as OpenRouter, LiteLLM and Portkey
+    take it) or on a message. Left out, Claude cached nothing: every turn's long system prompt
+    and history was paid in full, where a cache read costs a tenth."""
+    if isinstance(cache, dict):
+        block["cache_control"] = cache
+    return block
+
+
+def _parts_cache(content: Any) -> Any:
+    """The `cache_control` of a message's content parts (the last one given), or None."""
+    caches = [p.get("cache_control") for p in content or () if isinstance(p, dict)]
+    return next((c for c in reversed(caches) if isinstance(c, dict)), None)
+
+
+def _message_cache(message: dict, blocks: list[dict]) -> list[dict]:
+    """A message-level `cache_control` (LiteLLM's form) on the message's last block."""
+    cache = message.get("cache_control")
+    if blocks and isinstance(cache, dict) and "cache_control" not in blocks[-1]:
+        blocks[-1] = {**blocks[-1], "cache_control": cache}
+    return blocks
 
 
 def _file(part: dict, param: str) -> dict:
@@ -142,12 +166,13 @@ def _user_blocks(content: Any, index: int) -> list[dict]:
     for j, part in enumerate(content or []):
         param = f"messages[{index}].content[{j}]"
         kind = part.get("type")
+        cache = part.get("cache_control")
         if kind == "text":
-            blocks.extend(_text_blocks(part.get("text", "")))
+            blocks.extend(_text_blocks(part.get("text", ""), cache))
         elif kind == "image_url":
-            blocks.append(_image(part["image_url"]["url"], param))
+            blocks.append(_cached(_image(part["image_url"]["url"], param), cache))
         elif kind == "file":
-            blocks.append(_file(part, param))
+            blocks.append(_cached(_file(part, param), cache))
         else:
             raise _unsupported(param, f"A content part of type '{kind}'")
     return blocks
@@ -236,7 +261,9 @@ def _tool_id(call_id: Any) -> Any:
 def _tool_result(message: dict, tool_use_id: str) -> dict:
     content = message.get("content")
     value = content if isinstance(content, str) else _text(content)
-    return {"type": "tool_result", "tool_use_id": _tool_id(tool_use_id), "content": value}
+    block = {"type": "tool_result", "tool_use_id": _tool_id(tool_use_id), "content": value}
+    cache = message.get("cache_control")
+    return _cached(block, cache if isinstance(cache, dict) else _parts_cache(content))
 
 
 def to_anthropic(body: dict, *, stream: bool) -> dict:
@@ -258,22 +285,34 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         if body.get(name) is not None:
             raise _unsupported(name, what)
     system: list[str] = []
+    system_caches: dict[int, dict] = {}  # a system text's index -> its cache_control
     messages: list[dict] = []
     thinking = _thinking(body)
     keeps_thinking = isinstance(thinking, dict) and thinking.get("type") != "disabled"
     for i, message in enumerate(body["messages"]):
         role = message["role"]
         if role in ("system", "developer"):
-            system.append(_text(message.get("content")))
+            content = message.get("content")
+            cache = message.get("cache_control")
+            cache = cache if isinstance(cache, dict) else _parts_cache(content)
+            if cache is not None:
+                system_caches[len(system)] = cache
+            system.append(_text(content))
         elif role == "user":
-            _append(messages, "user", _user_blocks(message.get("content"), i))
+            blocks = _user_blocks(message.get("content"), i)
+            _append(messages, "user", _message_cache(message, blocks))
         elif role == "assistant":
             if message.get("audio"):  # an id only OpenAI can read: else the turn went missing
                 raise _unsupported(f"messages[{i}].audio", "An assistant message's audio")
             blocks = _thinking_blocks(message) if keeps_thinking else []
             said = _text(message.get("content"))
             refusal = message.get("refusal")  # an OpenAI answer's refusal: content empty
-            blocks += _text_blocks(said if said.strip() or not refusal else refusal)
+            cache = (
+                _parts_cache(message.get("content"))
+                if isinstance(message.get("content"), list)
+                else None
+            )
+            blocks += _text_blocks(said if said.strip() or not refusal else refusal, cache)
             for j, call in enumerate(message.get("tool_calls") or []):
                 if call.get("type", "function") != "function":  # unchecked: a 500 or no name
                     kind = f"A tool call of type '{call.get('type')}'"
@@ -297,7 +336,7 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
                         "input": _arguments(legacy.get("arguments")),
                     }
                 )
-            _append(messages, "assistant", blocks)
+            _append(messages, "assistant", _message_cache(message, blocks))
         elif role == "tool":
             _append(messages, "user", [_tool_result(message, message["tool_call_id"])])
         elif role == "function":
@@ -327,7 +366,15 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
         or _default_max_tokens(thinking),
     }
     apply_response_format(payload, body.get("response_format"), system)
-    if system:
+    if system_caches:  # as blocks, each system message's own, its breakpoint on it
+        blocks = [
+            _cached({"type": "text", "text": text}, system_caches.get(j))
+            for j, text in enumerate(system)
+            if text.strip()
+        ]
+        if blocks:
+            payload["system"] = blocks
+    elif system:
         payload["system"] = "\n\n".join(s for s in system if s)
     if body.get("temperature") is not None:
         payload["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0-1
@@ -420,7 +467,7 @@ def _tool(tool: dict, index: int) -> dict:
     }
     if function.get("description"):
         out["description"] = function["description"]
-    return out
+    return _cached(out, tool.get("cache_control"))
 
 
 def _tool_choice(choice: Any, parallel: Any) -> dict | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.helpers import TimerNoop
@@ -289,18 +291,65 @@ def _arguments_as_text(data: dict, key: str) -> bool:
     return changed
 
 
-def _outgoing(body: dict) -> dict:
+# OpenAI's own API (and Azure's), and OpenAI's model names anywhere (a proxy in front of OpenAI,
+# OpenRouter's "openai/..."): the body goes as the client sent it (`_for_other_servers`). Not
+# gpt-oss, OpenAI's open weights, which Ollama, vLLM and LM Studio serve.
+_OPENAI_HOSTS = ("openai.com", "azure.com")
+_OPENAI_MODEL = re.compile(r"^(?:openai/)?(?:gpt-(?!oss)|chatgpt-|o\d|codex-|computer-use-)")
+
+
+def _openai_itself(upstream: Upstream | None, model: Any) -> bool:
+    if isinstance(model, str) and _OPENAI_MODEL.match(model):
+        return True
+    host = (urlsplit(upstream.base_url).hostname or "") if upstream is not None else ""
+    return any(host == name or host.endswith("." + name) for name in _OPENAI_HOSTS)
+
+
+def _outgoing(body: dict, upstream: Upstream | None = None) -> dict:
     """The body as the client sent it, less the `reasoning_details` entries in Anthropic's
     format (signed thinking blocks; a message left with none loses the field). Only Anthropic
     can use them, and a conversation that changed upstream carries them in the history Engram
     stores, where strict servers refuse the field (Mistral: 422 "Extra inputs are not
-    permitted"). Other formats (OpenRouter's own) go as they came. No copy when none is there."""
+    permitted"). Other formats (OpenRouter's own) go as they came. No copy when none is there.
+    For a server other than OpenAI's, OpenAI's newer names as every server knows them
+    (`_for_other_servers`)."""
     messages = body.get("messages")
-    if not isinstance(messages, list) or not any(
-        isinstance(m, dict) and "reasoning_details" in m for m in messages
-    ):
+    if not isinstance(messages, list):
         return body
-    return {**body, "messages": [_without_anthropic_details(m) for m in messages]}
+    details = developer = False
+    for m in messages:
+        if isinstance(m, dict):
+            details = details or "reasoning_details" in m
+            developer = developer or m.get("role") == "developer"
+    newer = developer or _renamed_cap(body)
+    if not details and not (newer and not _openai_itself(upstream, body.get("model"))):
+        return body
+    if details:
+        messages = [_without_anthropic_details(m) for m in messages]
+    body = {**body, "messages": messages}
+    return body if _openai_itself(upstream, body.get("model")) else _for_other_servers(body)
+
+
+def _renamed_cap(body: dict) -> bool:
+    """Whether the answer's cap is only in `max_completion_tokens` (a client that sent both
+    has its `max_tokens` read as it sent it)."""
+    return body.get("max_completion_tokens") is not None and body.get("max_tokens") is None
+
+
+def _for_other_servers(body: dict) -> dict:
+    """OpenAI's newer names, which the OpenAI SDK sends, as the servers behind its API's shape
+    read them (a copy of `body`, made by `_outgoing`). `max_completion_tokens` as `max_tokens`:
+    Ollama and LM Studio read only max_tokens and ignored it (the answer ran on to the
+    context's end), Mistral refused it (422); vLLM and llama.cpp read either. A `developer`
+    message as a `system` one: Ollama and the chat templates of most open models (Qwen's) left
+    it out unsaid, the client's instructions never read; others refused the role (400)."""
+    if _renamed_cap(body):
+        body["max_tokens"] = body.pop("max_completion_tokens")
+    body["messages"] = [
+        {**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer" else m
+        for m in body["messages"]
+    ]
+    return body
 
 
 def _without_anthropic_details(message: Any) -> Any:
@@ -339,7 +388,7 @@ class OpenAICompatibleProvider(HttpProvider):
         return headers
 
     async def complete(self, call: Call) -> Completion:
-        raw, upstream_ms = await self.send_read(call, _outgoing(call.body))
+        raw, upstream_ms = await self.send_read(call, _outgoing(call.body, call.upstream))
         return self._completion(call, raw, upstream_ms)
 
     def _completion(self, call: Call, raw: bytes, upstream_ms: float) -> Completion:
@@ -369,8 +418,11 @@ class OpenAICompatibleProvider(HttpProvider):
     async def stream(self, call: Call) -> UpstreamStream:
         # Engram always asks for usage (to account tokens); the relay drops it when unasked.
         options = call.body.get("stream_options") or {}
-        payload = {**_outgoing(call.body), "stream_options": {**options, "include_usage": True}}
-        response, upstream_ms = await self.send(call, payload)
+        payload = {
+            **_outgoing(call.body, call.upstream),
+            "stream_options": {**options, "include_usage": True},
+        }
+        response, upstream_ms = await self._send_stream(call, payload)
         if response.content_type == "application/json":
             # JSON, not events: an error under status 200 (proxies: one-api's "quota
             # exhausted"), or a server that ignored `stream`. Read as it came, the client got a
@@ -405,6 +457,19 @@ class OpenAICompatibleProvider(HttpProvider):
         stream.first_ready = first is not None and (first[1] == b"[DONE]" or first[1][:1] == b"{")
         return stream
 
+    async def _send_stream(self, call: Call, payload: dict) -> tuple[aiohttp.ClientResponse, float]:
+        """`send`, and once more without `stream_options` where the upstream refused that
+        field (Mistral's API: 422 "Extra inputs are not permitted" naming
+        `stream_options.include_usage`): Engram adds it to every stream, so every stream to
+        such a server failed, the client's own without it too. Such servers send a stream's
+        usage unasked; one that does not is charged its words, as a stream cut short is."""
+        try:
+            return await self.send(call, payload)
+        except ApiError as error:
+            if error.status not in (400, 422) or "stream_options" not in error.message:
+                raise
+        return await self.send(call, {k: v for k, v in payload.items() if k != "stream_options"})
+
     def _first_refused(
         self, call: Call, stream: OpenAIStream, first: tuple[str | None, bytes] | None
     ) -> ApiError | None:
@@ -432,7 +497,7 @@ class OpenAICompatibleProvider(HttpProvider):
         return None
 
     def complete_sync(self, call: Call, *, timeout: float) -> dict:
-        return self.send_sync(call, _outgoing(call.body), timeout=timeout)
+        return self.send_sync(call, _outgoing(call.body, call.upstream), timeout=timeout)
 
     async def list_models(self, upstream: Upstream | None) -> list[str]:
         if upstream is None:
