@@ -275,12 +275,27 @@ class UnifiedSearchInput(ClosedSerializer):
         child=serializers.ChoiceField(choices=["memories", "messages", "chunks"]),
         min_length=1,
         max_length=3,
-        default=["memories", "messages"],
+        required=False,
     )
     collection_ids = CollectionIdsField(required=False, default=list)
 
     def validate(self, attrs):
+        # Without `types`, what the request names: collections named beside the default
+        # types were neither searched nor checked (another workspace's id answered 200), and
+        # a body naming only collections was refused for want of a user id.
+        if "types" not in attrs:
+            named = ["memories", "messages"] if attrs.get("user_id") else []
+            if attrs["collection_ids"]:
+                named.append("chunks")
+            attrs["types"] = named or ["memories", "messages"]
         types = set(attrs["types"])
+        if attrs["collection_ids"] and "chunks" not in types:
+            raise serializers.ValidationError(
+                {
+                    "collection_ids": 'Collections hold chunks: add "chunks" to types to '
+                    "search them, or leave types out."
+                }
+            )
         if types & {"memories", "messages"} and not attrs.get("user_id"):
             raise serializers.ValidationError(
                 {"user_id": "Memories and messages are a user's: give user_id."}

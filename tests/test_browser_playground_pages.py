@@ -152,3 +152,17 @@ def test_escape_in_the_message_box_stops_the_answer(page, engram_server, owner, 
     page.get_by_label("Message").press("Escape")
     expect(turn.locator(".answer .cut")).to_have_text("(stopped)")
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+
+def test_one_memory_is_counted_in_the_singular(page, engram_server, owner, http, upstream):
+    """A user with one memory read "1 memories of ada." and a search with one hit "1 results
+    for …"."""
+    made = http.post("/v1/memories", json={"user_id": "ada", "text": "Ada keeps bees."})
+    assert made.status_code == 201
+    _, key = owner
+    open_playground(page, engram_server, key, "ada")
+    expect(page.locator("#memory-status")).to_have_text("1 memory of ada.")
+
+    page.get_by_label("Search memories").fill("bees")
+    page.get_by_label("Search memories").press("Enter")
+    expect(page.locator("#memory-status")).to_have_text("1 result for “bees”.")

@@ -54,6 +54,38 @@ def test_memory_crud_and_history(http):
     ]
 
 
+def test_adding_what_a_memory_already_says_returns_that_memory(http):
+    """A retried POST (or the same fact added twice) stored it twice: both copies were listed,
+    searched and read by every chat turn, which spent its memory tokens on the fact twice."""
+    first = add(http, "alice", "Alice lives in Lisbon.", metadata={"origin": "crm"})
+    again = http.post(
+        "/v1/memories",
+        json={
+            "user_id": "alice",
+            "text": "  alice lives in lisbon ",
+            "metadata": {"origin": "crm"},
+        },
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first["id"] and again.json()["text"] == "Alice lives in Lisbon."
+    listed = http.get("/v1/memories", params={"user_id": "alice"}).json()["data"]
+    assert [m["id"] for m in listed] == [first["id"]]
+    history = http.get(f"/v1/memories/{first['id']}/history").json()["data"]
+    assert [e["event"] for e in history] == ["ADD"]
+
+    # What says more is another memory: another kind, another date, metadata it lacks, another
+    # user's.
+    assert add(http, "alice", "Alice lives in Lisbon.", kind="plan")["id"] != first["id"]
+    assert (
+        add(http, "alice", "Alice lives in Lisbon.", event_date="2027-01-01")["id"] != first["id"]
+    )
+    assert (
+        add(http, "alice", "Alice lives in Lisbon.", metadata={"origin": "form"})["id"]
+        != first["id"]
+    )
+    assert add(http, "bob", "Alice lives in Lisbon.")["id"] != first["id"]
+
+
 def test_memory_input_is_validated(http):
     missing = http.post("/v1/memories", json={"text": "x"})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "user_id"

@@ -150,6 +150,38 @@ def test_unified_search_adds_knowledge_chunks_with_their_document(http, owner, o
     assert missing.json()["error"]["param"] == "collection_ids"
 
 
+def test_collections_named_without_types_are_searched(http, owner, outsider):
+    """`collection_ids` beside the default `types` were neither searched nor checked: no chunk
+    came back and another workspace's collection answered 200; naming only collections was a
+    400 asking for a user id."""
+    collection = knowledge.collection_create(workspace=owner[0], name="handbook")
+    document, _ = knowledge.document_create(
+        workspace=owner[0],
+        collection=collection,
+        raw=b"Refunds are paid within 14 days of a return reaching the warehouse.",
+        title="Refund policy",
+    )
+    assert knowledge.document_ingest(document_id=document.id) == "ready"
+    body = {"query": "How long do refunds take?", "collection_ids": [collection.id]}
+
+    found = http.post("/v1/search", json={**body, "user_id": "alice"})
+    assert found.status_code == 200, found.text
+    assert "chunk" in {item["type"] for item in found.json()["data"]}
+    alone = http.post("/v1/search", json=body)
+    assert alone.status_code == 200, alone.text
+    assert [item["type"] for item in alone.json()["data"]] == ["chunk"]
+
+    foreign = knowledge.collection_create(workspace=outsider[0], name="theirs")
+    missing = http.post(
+        "/v1/search", json={"user_id": "alice", "query": "refunds", "collection_ids": [foreign.id]}
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "collection_ids"
+    # types that leave chunks out say so rather than leave the collections unread
+    left_out = http.post("/v1/search", json={**body, "user_id": "alice", "types": ["memories"]})
+    assert left_out.status_code == 400
+    assert left_out.json()["error"]["param"] == "collection_ids"
+
+
 def test_unified_search_input_is_validated(http):
     def error(body):
         response = http.post("/v1/search", json=body)

@@ -1275,6 +1275,21 @@ def test_builtin_remember_and_memory_search(sdk, http, upstream, owner, settings
     assert memory.id in [m["id"] for m in found]
 
 
+def test_remember_of_what_is_remembered_already_stores_nothing(sdk, http, upstream, owner):
+    """An agent told the same thing twice called `remember` twice: two copies of the fact,
+    both read by every later turn."""
+    agent = make_agent(http)
+    body = {"name": "remember", "type": "builtin", "builtin": "remember"}
+    assert http.post(f"/v1/agents/{agent}/tools", json=body).status_code == 201
+    for call_id, text in (("c1", "Likes green tea"), ("c2", "likes green tea.")):
+        script_call_then_answer(upstream, tool_call(call_id, "remember", {"text": text}))
+        ask(sdk, agent, "Remember I like green tea", user="alice")
+    memories = Memory.objects.filter(workspace=owner[0], user_id="alice")
+    assert list(memories.values_list("text", flat=True)) == ["Likes green tea"]
+    result = json.loads(upstream.chat_requests()[-1].body["messages"][-1]["content"])
+    assert result == {"id": memories.get().id, "text": "Likes green tea"}
+
+
 def test_memory_builtins_are_refused_for_an_agent_whose_memory_is_off(http):
     """Memory off means nothing stored, nothing recalled: adding a memory built-in to such an
     agent, making one, or turning memory off beside one is a 400 naming the field."""

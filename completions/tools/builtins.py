@@ -74,12 +74,12 @@ def knowledge_search(args: dict, scope: Any) -> list[dict]:
 
 
 def remember(args: dict, scope: Any) -> dict:
-    from memory.services.memories import memory_create
+    from memory.services.memories import memory_add
 
     text = _text(args, "text")
     if not isinstance(text, str) or not text.strip() or len(text) > 2000:
         raise Refused('"text" (1-2,000 characters) is required')
-    memory = memory_create(
+    memory, _ = memory_add(
         workspace=scope.workspace,
         user_id=_user(scope),
         text=text,

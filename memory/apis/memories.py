@@ -79,8 +79,12 @@ class MemoryListCreateApi(APIView):
     @extend_schema(
         summary="Add a memory by hand",
         tags=["memories"],
+        description="A memory of the user's that already says it (the same text, case, "
+        "spacing and end punctuation aside, the same `kind` and `event_date`, and the given "
+        "`metadata` keys alike) is returned as it is with 200, nothing recorded: a retried "
+        "POST stores the fact once.",
         request=MemoryCreateInput,
-        responses={201: docs.MemorySerializer},
+        responses={201: docs.MemorySerializer, 200: docs.MemorySerializer},
         examples=[
             OpenApiExample(
                 "A preference",
@@ -91,7 +95,7 @@ class MemoryListCreateApi(APIView):
     )
     def post(self, request):
         data = _valid(MemoryCreateInput, with_own_user(request, request.data))
-        memory = services.memory_create(
+        memory, created = services.memory_add(
             workspace=request.workspace,
             user_id=own_user(request, data["user_id"]),
             text=data["text"],
@@ -100,6 +104,8 @@ class MemoryListCreateApi(APIView):
             metadata=data.get("metadata") or {},
             actor="api",
         )
+        if not created:  # the memory that already says it, as it is (200, as a GET)
+            return Response(_with_sources(request.workspace, memory))
         return Response(memory_body(memory, []), status=status.HTTP_201_CREATED)
 
 

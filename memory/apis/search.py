@@ -24,8 +24,9 @@ class SearchApi(APIView):
 
     @extend_schema(
         summary="Search memories, past messages and knowledge chunks in one ranking",
-        description="`types` (default memories and messages) names what to search: `memories` "
-        "and `messages` are `user_id`'s, `chunks` come from `collection_ids`. Every item has "
+        description="`types` names what to search: `memories` and `messages` are `user_id`'s, "
+        "`chunks` come from `collection_ids` (default: what the body names, memories and "
+        "messages with a `user_id`, chunks with `collection_ids`). Every item has "
         "`type`, `id`, `text`, `score` (cosine blended with BM25, on one scale), `created_at` "
         "and `sources`: a message's is itself, a memory's the messages it was extracted from, "
         "a chunk's its document. A memory whose source messages all rank above it is left out: "

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models.functions import Length
 
 from accounts.models import Workspace
 from config.admin_log import log_entries_delete
@@ -127,6 +128,77 @@ def memory_create(
         source_message_ids=source_ids,
     )
     return memory
+
+
+# How far a saved text's length may be from a new one's and still normalize alike (case,
+# spacing, end punctuation and the subject's spelling: "The user" against "User").
+_SAME_TEXT_SLACK = 12
+
+
+@transaction.atomic
+def memory_add(
+    *,
+    workspace: Workspace,
+    user_id: str,
+    text: str,
+    kind: str = "fact",
+    event_date: dt.date | None = None,
+    metadata: dict | None = None,
+    actor: str = "api",
+    reason: str = "",
+) -> tuple[Memory, bool]:
+    """A fact added by a person (`POST /v1/memories`) or an agent (the `remember` tool), and
+    whether it was created. The user's memory that already says it (its normalized text, its
+    kind and date, and every key of `metadata` alike) is returned as it is, nothing recorded:
+    a client's retry of a POST, or an agent remembering what it was told each turn, stored the
+    fact again and again, and every chat turn then read it once per copy."""
+    metadata = dict(metadata or {})
+    # Two such adds at once: the second waits for the first's commit, then finds its memory.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            [f"memory_add:{workspace.id}:{user_id}:{normalized(text)}"],
+        )
+    existing = _memory_saying(
+        workspace=workspace, user_id=user_id, text=text, kind=kind, event_date=event_date
+    )
+    if existing is not None and all(
+        existing.metadata.get(key, object()) == value for key, value in metadata.items()
+    ):
+        return existing, False
+    memory = memory_create(
+        workspace=workspace,
+        user_id=user_id,
+        text=text,
+        kind=kind,
+        event_date=event_date,
+        metadata=metadata,
+        actor=actor,
+        reason=reason,
+    )
+    return memory, True
+
+
+def _memory_saying(
+    *, workspace: Workspace, user_id: str, text: str, kind: str, event_date: dt.date | None
+) -> Memory | None:
+    """The user's oldest memory of `kind` and `event_date` whose text normalizes as `text`'s
+    (read among those of about its length: a user may have thousands)."""
+    key = normalized(text)
+    size = len(text.strip())
+    candidates = (
+        Memory.objects.filter(
+            workspace=workspace, user_id=user_id, kind=kind, event_date=event_date
+        )
+        .annotate(size=Length("text"))
+        .filter(size__gte=size - _SAME_TEXT_SLACK, size__lte=size + _SAME_TEXT_SLACK)
+        .only("id", "text")
+        .order_by("created_at", "id")
+    )
+    for candidate in candidates:
+        if normalized(candidate.text) == key:
+            return Memory.objects.get(pk=candidate.pk)
+    return None
 
 
 @dataclass

@@ -865,7 +865,9 @@
       });
       if (!page) return;
       const shown = $("memory-list").children.length;
-      say("memory-status", `${shown}${page.hasMore ? "+" : ""} memories of ${userId()}.`);
+      // "1 memories of …" read as a typo; "1+" is a page's first of more, so plural.
+      const noun = shown === 1 && !page.hasMore ? "memory" : "memories";
+      say("memory-status", `${shown}${page.hasMore ? "+" : ""} ${noun} of ${userId()}.`);
     } catch (error) {
       say("memory-status", error.message, true);
     }
@@ -886,7 +888,7 @@
       settle(memoryPages); // a list asked for before no longer does
       $("memory-list").replaceChildren(...data.map(memoryItem));
       $("memory-more").hidden = true;
-      say("memory-status", `${data.length} results for “${query}”.`);
+      say("memory-status", `${data.length} result${data.length === 1 ? "" : "s"} for “${query}”.`);
     } catch (error) {
       say("memory-status", error.message, true);
     }
