@@ -46,6 +46,7 @@ from completions.usage import MAX_COUNT, cache_tokens, count
 from config.common.background import spawn
 from config.common.errors import ApiError
 from config.common.ids import new_id
+from config.common.jsonbody import storable
 from config.common.orm import on_pool_thread
 from memory.text import tool_call_ids
 
@@ -223,6 +224,10 @@ class Run:
             raise
 
     def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
+        # Made storable in place, before the run keeps, stores or runs any of it: a model's
+        # NUL or lone surrogate (in its text or a call's arguments) made every write of the
+        # run's messages and steps fail in PostgreSQL, a 500 for the client's question.
+        message.update(storable(message))
         self._ids_given(message)
         self.model_calls += 1
         self.calls_made += 1
