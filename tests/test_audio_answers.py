@@ -84,3 +84,75 @@ def test_an_answer_in_audio_is_stored_as_its_transcript(engram_server, owner, up
     )
     sent = [m for m in upstream.chat_requests()[-1].body["messages"] if m["role"] != "system"]
     assert sent[:2] == [hello[0], {"role": "assistant", "content": "Hello there."}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_agents_answer_in_audio_after_its_tool_ran_is_stored_as_its_transcript(
+    engram_server, owner, http, upstream, tool_server, stream
+):
+    """An agent with tools runs its own loop (completions.tools.run): its answer in audio,
+    content null, was stored as it came, so the conversation held the tool call and its
+    result, then an answer with no words (and the run kept the audio's data)."""
+    from completions.tools.models import Execution
+    from tests.test_tools import make_agent, make_tool
+    from tests.upstream import tool_call
+
+    agent = make_agent(http, name=f"speaker-{stream}")
+    make_tool(http, agent, tool_server.url + "/weather")
+    conversation = f"agent-spoken-{stream}"
+    user = _client(engram_server, owner[1], conversation)
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"city": "X"})])),
+        Reply(stream=_spoken_stream()) if stream else Reply(json=_spoken()),
+    )
+    answer = user.chat.completions.create(
+        model=agent,
+        messages=[{"role": "user", "content": "Say hello."}],
+        stream=stream,
+        extra_body=AUDIO,
+    )
+    if stream:
+        list(answer)
+    else:
+        assert answer.choices[0].message.audio.data == DATA  # the client has it all
+    assert len(tool_server.calls) == 1
+
+    stored = _stored(conversation)
+    assert stored[0] == ("user", "Say hello.")
+    assert stored[-1] == ("assistant", "Hello there.")
+    assert not Message.objects.filter(content__contains=DATA[:20]).exists()
+    run = Execution.objects.get(agent_id=agent)
+    assert run.messages[-1]["content"] == "Hello there."
+    assert DATA not in str(run.messages)
+
+
+def test_an_agents_step_in_audio_that_pauses_on_an_approval_is_stored_as_its_transcript(
+    engram_server, owner, http, upstream, tool_server
+):
+    """Its words stored with the waiting call (the client still gets the audio); the run's
+    state keeps the transcript, not the audio's data."""
+    from completions.tools.models import Execution
+    from tests.test_tools import make_agent, make_tool
+    from tests.upstream import tool_call
+
+    agent = make_agent(http, name="speaker-waits")
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    spoken = openai_completion(tool_calls=[tool_call("call_1", "weather", {"city": "X"})])
+    audio = {"id": "audio_1", "data": DATA, "expires_at": 1, "transcript": "Let me check."}
+    spoken["choices"][0]["message"]["audio"] = audio
+    upstream.script(Reply(json=spoken))
+    user = _client(engram_server, owner[1], "agent-spoken-pause")
+
+    answer = user.chat.completions.create(
+        model=agent, messages=[{"role": "user", "content": "Say hello."}], extra_body=AUDIO
+    )
+
+    assert answer.choices[0].finish_reason == "tool_calls"
+    assert answer.choices[0].message.audio.data == DATA
+    assert _stored("agent-spoken-pause") == [
+        ("user", "Say hello."),
+        ("assistant", "Let me check."),
+    ]
+    run = Execution.objects.get(agent_id=agent)
+    assert run.pending["message"]["content"] == "Let me check."
+    assert DATA not in str(run.pending)

@@ -777,6 +777,60 @@ def test_another_workspace_or_end_user_gets_404(
     assert len(tool_server.calls) == 1
 
 
+def test_a_reviewer_lists_the_approvals_waiting_for_a_human(
+    sdk, http, upstream, tool_server, outsider, engram_server
+):
+    """A paused run's approval id was in its answer alone: a reviewer (another process, an
+    operator's page) had no way to find what waits, short of the admin."""
+    refunds, weather = make_agent(http, "refunds"), make_agent(http, "forecasts")
+    make_tool(http, refunds, tool_server.url + "/refund", name="refund", approval="always")
+    make_tool(http, weather, tool_server.url + "/weather", approval="always")
+
+    def script_call(call):
+        upstream.script(Reply(json=openai_completion(tool_calls=[call])))
+
+    script_call(tool_call("call_r", "refund", {"order": 42}))
+    refund = engram(ask(sdk, refunds, "Refund order 42", user="alice"))
+    script_call(tool_call("call_w", "weather", {"city": "Oslo"}))
+    forecast = engram(ask(sdk, weather, user="bob"))
+    script_call(tool_call("call_x", "weather", {"city": "Rome"}))
+    stale = engram(ask(sdk, weather, user="bob"))
+    Approval.objects.filter(id=stale["approval_id"]).update(expires_at="2000-01-01T00:00:00Z")
+    upstream.script(Reply(json=openai_completion("No forecast, then.")))
+    body = {"approval_id": forecast["approval_id"], "decision": "reject"}
+    assert http.post("/v1/chat/resume", json=body, headers={"x-user-id": "bob"}).is_success
+
+    pending = http.get("/v1/approvals", params={"status": "pending"}).json()
+    assert [a["id"] for a in pending["data"]] == [refund["approval_id"]]
+    [waiting] = pending["data"]
+    assert waiting["object"] == "approval" and waiting["status"] == "pending"
+    assert waiting["execution_id"] == refund["execution_id"] and waiting["agent_id"] == refunds
+    assert waiting["user_id"] == "alice" and waiting["model"] == refunds
+    assert waiting["tool_calls"] == [
+        {"id": "call_r", "name": "refund", "arguments": json.dumps({"order": 42})}
+    ]
+    every = http.get("/v1/approvals").json()["data"]  # newest first
+    assert [(a["id"], a["status"]) for a in every] == [
+        (stale["approval_id"], "expired"),  # past its expiry, not swept yet
+        (forecast["approval_id"], "rejected"),
+        (refund["approval_id"], "pending"),
+    ]
+    for params, ids in [
+        ({"status": "expired"}, [stale["approval_id"]]),
+        ({"user_id": "bob", "status": "rejected"}, [forecast["approval_id"]]),
+        ({"agent_id": refunds}, [refund["approval_id"]]),
+        ({"limit": 1, "after": stale["approval_id"]}, [forecast["approval_id"]]),
+    ]:
+        assert [a["id"] for a in http.get("/v1/approvals", params=params).json()["data"]] == ids
+    assert http.get("/v1/approvals", params={"limit": 1}).json()["has_more"] is True
+    assert_envelope(http.get("/v1/approvals", params={"status": "waiting"}), 400)
+    assert_envelope(http.get("/v1/approvals", params={"agent": refunds}), 400)
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}
+    ) as other:
+        assert other.get("/v1/approvals").json()["data"] == []
+
+
 def test_erasing_a_user_erases_their_runs_and_approvals(sdk, http, upstream, tool_server):
     """A run holds the user's words and what was recalled for them; erased, it no longer
     answers, and its waiting approval no longer runs a tool for a user who is gone."""

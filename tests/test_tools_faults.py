@@ -69,6 +69,42 @@ def test_remember_and_memory_search_take_a_nul_or_a_lone_surrogate(sdk, http, up
     assert memory.id in [m["id"] for m in found]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"])
+def test_a_models_nul_or_lone_surrogate_in_its_calls_and_answer_is_stored_without_it(
+    http, upstream, tool_server, bad, stream
+):
+    """The model's own text: its call's arguments and its answer, which no door checked
+    (the client did not send them). Kept as they came, the run's first write of its state
+    failed in PostgreSQL: a 500 for the question, its tool never run."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather")
+    call = tool_call("call_1", "weather", '{"city": "Par' + bad + 'is"}')
+    upstream.script(
+        Reply(stream=openai_tool_stream([call]))
+        if stream
+        else Reply(json=openai_completion(tool_calls=[call])),
+        Reply(stream=openai_stream(["Sunny", bad]))
+        if stream
+        else Reply(json=openai_completion("Sunny" + bad)),
+    )
+    body = {"model": agent, "messages": [{"role": "user", "content": "Weather?"}], "stream": stream}
+
+    with http.stream(
+        "POST", "/v1/chat/completions", json=body, headers={"x-user-id": "u1"}
+    ) as resp:
+        assert resp.status_code == 200, resp.read()
+        events = sse(resp) if stream else [resp.read()]
+
+    assert "error" not in json.dumps(events[-2] if stream else json.loads(events[0]))
+    kept = "Paris" if bad == "\x00" else "Par\ufffdis"
+    assert [c["body"] for c in tool_server.calls] == [{"city": kept}]
+    execution = Execution.objects.get(agent_id=agent)
+    assert execution.status == "completed"
+    assert json.loads(execution.steps[0]["tool_calls"][0]["arguments"]) == {"city": kept}
+    assert execution.messages[-1]["content"] == ("Sunny" if bad == "\x00" else "Sunny\ufffd")
+
+
 def _broken(args, scope):
     raise RuntimeError("a bug in a built-in")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from django.http import HttpResponseBase
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
@@ -17,12 +18,14 @@ from accounts.limits.policy import NO_POLICY
 from accounts.requests import ApiRequest
 from completions.tools import entry, selectors, services
 from completions.tools import openapi as docs
-from completions.tools.models import Execution, Tool
+from completions.tools.models import Approval, Execution, Tool
 from completions.tools.policy import HEADER_MASK
 from config.common.errors import ApiError, Invalid
-from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
+from config.common.ids import identifier
+from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, user_id_query
 from config.common.pagination import paginate
 from config.common.times import unix_seconds
+from memory.serializers import list_user_id
 
 
 def tool_body(tool: Tool) -> dict:
@@ -79,6 +82,37 @@ def execution_body(execution: Execution) -> dict:
         "usage": execution.usage,
         "created_at": unix_seconds(execution.created_at),
         "updated_at": unix_seconds(execution.updated_at),
+    }
+
+
+def approval_body(approval: Approval) -> dict:
+    """One approval as a reviewer reads it: the calls it holds (name and arguments, as the
+    model sent them) and its run. A pending one past its expiry reads as expired (no resume
+    can approve it), whether or not the sweep has resolved it yet."""
+    status = approval.status
+    if status == Approval.Status.PENDING and approval.expires_at <= timezone.now():
+        status = Approval.Status.EXPIRED
+    return {
+        "id": approval.id,
+        "object": "approval",
+        "execution_id": approval.execution_id,
+        "agent_id": approval.execution.agent_id,
+        "model": approval.execution.model,
+        "user_id": approval.user_id or None,
+        "status": status,
+        "tool_calls": [
+            {
+                "id": call.get("id"),
+                "name": (call.get("function") or {}).get("name"),
+                "arguments": (call.get("function") or {}).get("arguments"),
+            }
+            for call in approval.tool_calls
+            if isinstance(call, dict)
+        ],
+        "reason": approval.reason,
+        "expires_at": unix_seconds(approval.expires_at),
+        "decided_at": unix_seconds(approval.decided_at),
+        "created_at": unix_seconds(approval.created_at),
     }
 
 
@@ -173,6 +207,32 @@ class ExecutionDetailApi(APIView):
                 selectors.execution_get(workspace=request.workspace, execution_id=execution_id)
             )
         )
+
+
+_APPROVAL_FILTERS = ("status", "user_id", "agent_id")
+
+
+class ApprovalListApi(APIView):
+    @extend_schema(
+        summary="List approvals (pending: the calls waiting for a human)",
+        tags=["agents"],
+        parameters=[*docs.APPROVAL_LIST_PARAMETERS, user_id_query(), *LIST_PARAMETERS],
+        responses=docs.ApprovalListSerializer,
+    )
+    def get(self, request):
+        params = request.query_params
+        status_filter = params.get("status")
+        if status_filter is not None and status_filter not in Approval.Status.values:
+            raise Invalid(
+                f"status must be one of {', '.join(Approval.Status.values)}.", field="status"
+            )
+        approvals = selectors.approval_list(
+            workspace=request.workspace,
+            status=status_filter,
+            user_id=list_user_id(params),
+            agent_id=identifier(params.get("agent_id"), "agent_id"),
+        )
+        return Response(paginate(approvals, params, approval_body, filters=_APPROVAL_FILTERS))
 
 
 @csrf_exempt

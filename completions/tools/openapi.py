@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
@@ -98,6 +98,43 @@ class ExecutionSerializer(serializers.Serializer):
     usage = serializers.DictField()
     created_at = serializers.IntegerField()
     updated_at = serializers.IntegerField()
+
+
+class ApprovalToolCallSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    arguments = serializers.CharField(help_text="As the model sent them (JSON, or not).")
+
+
+class ApprovalSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = const("approval")
+    execution_id = serializers.CharField()
+    agent_id = serializers.CharField()
+    model = serializers.CharField(help_text="What the run's request sent as `model`.")
+    user_id = serializers.CharField(allow_null=True)
+    status = serializers.CharField(
+        help_text="pending, approved, rejected or expired (a pending one past its expiry)."
+    )
+    tool_calls = ApprovalToolCallSerializer(many=True, help_text="The calls it decides.")
+    reason = serializers.CharField()
+    expires_at = serializers.IntegerField()
+    decided_at = serializers.IntegerField(allow_null=True)
+    created_at = serializers.IntegerField()
+
+
+ApprovalListSerializer = list_of(ApprovalSerializer, "ApprovalList")
+
+APPROVAL_LIST_PARAMETERS = [
+    OpenApiParameter(
+        "status",
+        str,
+        enum=["pending", "approved", "rejected", "expired"],
+        description="Only these (pending: still to be decided, not expired).",
+        required=False,
+    ),
+    OpenApiParameter("agent_id", str, description="Only this agent's runs'.", required=False),
+]
 
 
 class ResumeInputSerializer(ClosedSerializer):

@@ -38,6 +38,7 @@ from django.conf import settings
 
 from completions.providers.base import Call
 from completions.providers.registry import Route
+from completions.streaming import transcribed
 from completions.tools import executor, policy, services, window
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
@@ -45,6 +46,7 @@ from completions.usage import MAX_COUNT, cache_tokens, count
 from config.common.background import spawn
 from config.common.errors import ApiError
 from config.common.ids import new_id
+from config.common.jsonbody import storable
 from config.common.orm import on_pool_thread
 from memory.text import tool_call_ids
 
@@ -222,6 +224,10 @@ class Run:
             raise
 
     def model_step(self, message: dict, finish_reason: Any, usage: Any, ms: float) -> None:
+        # Made storable in place, before the run keeps, stores or runs any of it: a model's
+        # NUL or lone surrogate (in its text or a call's arguments) made every write of the
+        # run's messages and steps fail in PostgreSQL, a 500 for the client's question.
+        message.update(storable(message))
         self._ids_given(message)
         self.model_calls += 1
         self.calls_made += 1
@@ -318,6 +324,7 @@ class Run:
         """Run the calls not rejected nor `gone` (their tool was deleted while the run waited),
         append the assistant message and every call's result. (A resumed message was stored
         in the conversation when the run paused.)"""
+        message = transcribed(message)
         self.execution.messages.append(message)
         if not resumed:
             self.transcript.append(message)
@@ -391,28 +398,33 @@ class Run:
     async def pause(self, message: dict, decision: Decision) -> Paused:
         """Pause the run on the step's calls that need an approval."""
         message = self.hand_back(message, decision, pausing=True)
+        stored = transcribed(message)  # as Run.answer stores an answer in audio
         waiting = decision.waiting
         ttl = min(self.tools[c["function"]["name"]].approval_ttl_seconds for c in waiting)
         names = {(c.get("function") or {}).get("name") for c in message.get("tool_calls") or ()}
         stamps = {t.name: services.tool_stamp(t) for t in self.tools.values() if t.name in names}
         approval = await self.save(
             services.execution_pause,
-            message=message,
+            message=stored,
             waiting=waiting,
             ttl_seconds=ttl,
             stamps=stamps,
             handback=self.handback,
         )
-        self.transcript.append(message)
-        return Paused(approval, stored=message, shown={**message, "tool_calls": waiting})
+        self.transcript.append(stored)
+        return Paused(approval, stored=stored, shown={**message, "tool_calls": waiting})
 
-    async def answer(self, message: dict) -> None:
+    async def answer(self, message: dict) -> dict:
         """End the run with `message` as its answer (led by `preface`, which a replay shows
-        again)."""
+        again). Returns the answer as it is stored: an answer in audio (content null) as its
+        transcript, as the gateway stores one (completions.streaming.transcribed); kept as it
+        came, the conversation lost what was said, and the run held the audio's megabytes."""
+        message = transcribed(message)
         self.execution.messages.append(message)
         self.transcript.append(message)
         self.execution.preface = list(self.preface)
         await self.end(Execution.Status.COMPLETED)
+        return message
 
     async def end(self, status: str, error: str = "") -> None:
         if self.beating is not None:
@@ -586,14 +598,14 @@ async def complete(run: Run, resumed: Resumed | None = None) -> Answer:
                 ]
                 data["engram"] = run.engram_of(paused.approval)
                 return Answer(data, paused.stored)
-            await run.answer(message)
+            stored = await run.answer(message)
             data["engram"] = run.engram_of()
             if decision.finish is not None and isinstance(first, dict):
                 first["finish_reason"] = decision.finish
             if run.preface and isinstance(first, dict):
                 calls = [*run.preface, *(message.get("tool_calls") or [])]
                 first["message"] = {**message, "tool_calls": calls}
-            return Answer(data, message)
+            return Answer(data, stored)
     except BaseException as exc:
         if run.execution.status == Execution.Status.RUNNING:
             await failed(run, exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -45,6 +45,33 @@ def memory_tool_names(*, workspace: Workspace | str, agent_id: str) -> list[str]
 
 def execution_get(*, workspace: Workspace | str, execution_id: str) -> Execution:
     return Execution.objects.get(workspace=workspace, id=execution_id)
+
+
+def approval_list(
+    *,
+    workspace: Workspace | str,
+    status: str | None = None,
+    user_id: str | None = None,
+    agent_id: str | None = None,
+) -> QuerySet[Approval]:
+    """The workspace's approvals (a human's queue: `status` "pending"), with their runs. A
+    pending one past its expiry, which the sweep has not resolved yet, is expired: no resume
+    can approve it (services.approval_claim), so it is not listed as waiting."""
+    approvals = Approval.objects.filter(workspace=workspace).select_related("execution")
+    now = timezone.now()
+    if status == Approval.Status.PENDING:
+        approvals = approvals.filter(status=status, expires_at__gt=now)
+    elif status == Approval.Status.EXPIRED:
+        approvals = approvals.filter(
+            Q(status=status) | Q(status=Approval.Status.PENDING, expires_at__lte=now)
+        )
+    elif status is not None:
+        approvals = approvals.filter(status=status)
+    if user_id is not None:
+        approvals = approvals.filter(user_id=user_id)
+    if agent_id is not None:
+        approvals = approvals.filter(execution__agent_id=agent_id)
+    return approvals
 
 
 def approval_get(
