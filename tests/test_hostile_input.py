@@ -220,6 +220,7 @@ def _routes(world: dict) -> list[Route]:
         Route("DELETE", "/v1/agents/{agent_id}", ids={"agent_id": "agent_nope"}),
         Route("POST", "/v1/chat/completions", {**CHAT, "model": "agent:hostile"}),
         Route("GET", "/v1/agents/{agent_id}/tools", query=page, ids={"agent_id": agent}),
+        Route("GET", "/v1/approvals", query=("status", "user_id", "agent_id", *page)),
         Route("POST", "/v1/agents/{agent_id}/tools", TOOL, ids={"agent_id": agent}),
         Route(
             "GET",
