@@ -64,7 +64,7 @@ def test_a_memory_shows_its_whole_history(page, engram_server, owner, http, upst
         assert edited.status_code == 200, edited.text
     open_playground(page, engram_server, key, "hist")
     page.get_by_label("Search memories").focus()  # leaving the user id: its change, a new list
-    expect(page.locator("#memory-status")).to_have_text("1 memories of hist.")
+    expect(page.locator("#memory-status")).to_have_text("1 memory of hist.")
     memory = page.locator("#memory-list > li", has_text="Edit 24.")
     memory.locator("details.history summary").click()
     expect(memory.locator("details.history li")).to_have_count(25)
