@@ -10,9 +10,12 @@ add, atomic across processes, lets one of them through."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 
 from django.core.cache import cache
+
+from config.common.inline_redis import FAILURES as REDIS_FAILURES
 
 FIELD = "form_token"
 _ISSUED = "accounts.apikey_form_tokens"
@@ -40,13 +43,21 @@ def key_made(session, token: str) -> str | None:
 
 
 def claim(token: str) -> bool:
-    """True for the one send of the form that may make its key."""
-    return cache.add(_claim(token), 1, timeout=_CLAIM_SECONDS)
+    """True for the one send of the form that may make its key. Redis away: True, the session
+    alone guarding (a reload still makes nothing; two sends in the same instant might both):
+    making a key needs the database only, and an operator locked out of it while Redis is down
+    is worse than a double-click's second key."""
+    try:
+        return cache.add(_claim(token), 1, timeout=_CLAIM_SECONDS)
+    except REDIS_FAILURES:
+        return True
 
 
 def release(token: str) -> None:
     """The send that claimed it made no key (a refusal on the form): a send again may."""
-    cache.delete(_claim(token))
+    # Redis away: nothing was claimed while it was, or the claim expires (_CLAIM_SECONDS).
+    with contextlib.suppress(*REDIS_FAILURES):
+        cache.delete(_claim(token))
 
 
 def mark_used(session, token: str, *, key_id: str) -> None:

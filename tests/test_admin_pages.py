@@ -1051,6 +1051,29 @@ def test_two_sends_of_one_new_key_form_at_once_make_one_key(admin_client, world)
     assert ApiKey.objects.filter(workspace=world["other"], name="ci").count() == 1
 
 
+def test_a_new_key_is_made_in_the_admin_while_redis_is_away(admin_client, world, monkeypatch):
+    """The form's one-time token is claimed in Redis (two sends at once make one key); with
+    Redis away the claim raised, and the admin could make no key at all (a 500), though making
+    one needs the database only. A reload still makes nothing (the session says so)."""
+    import redis
+    from django.core.cache import cache
+
+    def away(*args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to Redis. Connection refused.")
+
+    monkeypatch.setattr(cache, "add", away)
+    monkeypatch.setattr(cache, "delete", away)
+    url = reverse("admin:accounts_apikey_add")
+    form = {"workspace": world["other"].pk, "name": "ci", **_add_key_form(admin_client)}
+    made = admin_client.post(url, form)
+    assert made.status_code == 200 and made.context["raw_key"].startswith("sk-")
+    again = admin_client.post(url, form)
+    assert again.status_code == 200 and "shown once" in again.content.decode()
+    assert ApiKey.objects.filter(workspace=world["other"], name="ci").count() == 1
+    refused = admin_client.post(url, {**_add_key_form(admin_client), "workspace": "", "name": "x"})
+    assert refused.status_code == 200 and refused.context["adminform"].form.errors["workspace"]
+
+
 def test_a_message_cannot_be_edited_in_the_admin(admin_client, world):
     """An edit of a message's content left its search text, embeddings and the body the client
     sent (returned by the user's export) as they were: a "redaction" there stayed searchable
