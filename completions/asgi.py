@@ -39,6 +39,7 @@ from config.common.errors import (
     DATABASE_UNAVAILABLE,
     ApiError,
     invalid_api_key,
+    request_too_large,
     unexpected_error,
 )
 from config.common.ids import keep_encoded_slashes
@@ -140,7 +141,7 @@ class CompletionsApp:
         limit = conf().max_body
         declared = headers.get("content-length", "")
         if limit is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, "Request body too large.", code="request_too_large")
+            raise request_too_large()
         chunks = []
         size = 0
         while True:
@@ -150,7 +151,7 @@ class CompletionsApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if limit is not None and size > limit:
-                raise ApiError(413, "Request body too large.", code="request_too_large")
+                raise request_too_large()
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

@@ -227,6 +227,12 @@ def invalid_api_key() -> ApiError:
     )
 
 
+def request_too_large() -> ApiError:
+    """A body over ENGRAM_MAX_REQUEST_BYTES (DATA_UPLOAD_MAX_MEMORY_SIZE), or over a route's own
+    limit: every door that reads one answers the same."""
+    return ApiError(413, "Request body too large.", code="request_too_large")
+
+
 # The database could not be reached or answer (down, restarting, out of connections, a query
 # cancelled): the request may be retried, unlike a bug's 500. The OpenAI SDKs retry a 503 and
 # honour retry-after.
@@ -315,7 +321,7 @@ def handler400(request, exception=None):
     from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 
     if isinstance(exception, (RequestDataTooBig, TooManyFieldsSent)):
-        return error_response(413, "Request body too large.", code="request_too_large")
+        return request_too_large().response()
     return error_response(400, "Bad request.")
 
 

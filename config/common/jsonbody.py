@@ -27,7 +27,7 @@ import orjson
 from django.conf import settings
 from rest_framework.parsers import BaseParser
 
-from config.common.errors import ApiError
+from config.common.errors import ApiError, request_too_large
 
 MAX_DEPTH = 64  # a tool's JSON schema or a metadata object; nothing Engram takes is deeper
 MAX_ITEMS = 50_000  # items of one array or object (a conversation import takes at most 5,000)
@@ -217,5 +217,5 @@ class JSONParser(BaseParser):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         raw = b"" if stream is None else stream.read() if limit is None else stream.read(limit + 1)
         if limit is not None and len(raw) > limit:
-            raise ApiError(413, "Request body too large.", code="request_too_large")
+            raise request_too_large()
         return loads_object(raw)

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from accounts.authentication import EndUserAllowed
 from config.common import jsonbody
 from config.common.closed import ClosedSerializer
-from config.common.errors import ApiError, DomainError, Invalid, api_error
+from config.common.errors import ApiError, DomainError, Invalid, api_error, request_too_large
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import paginate
 from config.common.times import unix_seconds
@@ -165,7 +165,7 @@ def _request_size_check(length: int) -> None:
     stopped reading it there (config.asgi), and an upload cut short would be read as a
     truncated multipart body."""
     if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        raise ApiError(413, "Request body too large.", code="request_too_large")
+        raise request_too_large()
 
 
 def _document_input(request) -> dict:
