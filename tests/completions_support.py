@@ -44,3 +44,35 @@ def stored_answer(http, conversation_id: str) -> dict:
             assert len(answers) == 1, messages
             return answers[0]
         time.sleep(0.05)
+
+
+def fed_response(loop) -> tuple:
+    """aiohttp's StreamReader with nothing below it, and a response holding it as its body:
+    a test feeds the reader (feed_data, feed_eof) and an OpenAIStream reads the response as
+    the one a real connection gives. (reader, response)"""
+    from aiohttp.streams import StreamReader
+
+    class Protocol:  # what aiohttp's StreamReader asks of its connection
+        connected = True
+        _reading_paused = False
+
+        def pause_reading(self, **_) -> None:
+            pass
+
+        def resume_reading(self, **_) -> None:
+            pass
+
+    class Response:
+        connection = None  # no read timeout
+
+        def __init__(self, content) -> None:
+            self.content = content
+
+        def close(self) -> None:
+            pass
+
+        def release(self) -> None:
+            pass
+
+    reader = StreamReader(Protocol(), 2**16, loop=loop)  # type: ignore[arg-type]
+    return reader, Response(reader)

@@ -15,7 +15,7 @@ from completions import charging, pricing
 from completions.models import Price, UsageRecord
 from completions.usage import buffer
 from config.common import tokens as tokenizer
-from tests.completions_support import stored_answer, wait_for
+from tests.completions_support import fed_response, stored_answer, wait_for
 from tests.test_limits import HI, patch_key, patch_workspace
 from tests.upstream import Reply, openai_stream
 
@@ -92,29 +92,11 @@ def _read(reads: list[bytes], *, choices: int = 1, more: bytes = b"", ended: boo
     """OpenAIStream.chunks over a body that gives `reads` (then its end if `ended`) and then
     nothing for a while well past DONE_GRACE_SECONDS (made short here); then `more` and the
     body's end. (the chunks' data, whether the stream ended before `more`, its `complete`)."""
-    from aiohttp.streams import StreamReader
-
     from completions.providers import openai_compatible
 
-    class Protocol:  # what aiohttp's StreamReader asks of its connection
-        connected = True
-        _reading_paused = False
-
-        def pause_reading(self, **_) -> None:
-            pass
-
-        def resume_reading(self, **_) -> None:
-            pass
-
-    class Response:
-        connection = None  # no read timeout
-
-        def __init__(self, content) -> None:
-            self.content = content
-
     async def main() -> tuple:
-        content = StreamReader(Protocol(), 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
-        stream = openai_compatible.OpenAIStream(Response(content), 1.0, choices=choices)  # type: ignore[arg-type]
+        content, response = fed_response(asyncio.get_running_loop())
+        stream = openai_compatible.OpenAIStream(response, 1.0, choices=choices)
         for read in reads:
             content.feed_data(read)
         if ended:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.completions_support import stored_answer
+from tests.completions_support import fed_response, stored_answer
 from tests.upstream import Reply
 
 URL = "/v1/chat/completions"
@@ -128,33 +128,9 @@ def _relayed(reads: list[bytes], *, include_usage: bool = True) -> tuple[list[st
     so each read is the reader's read, not the socket's."""
     import asyncio
 
-    from aiohttp.streams import StreamReader
-
     from completions.asgi import send_stream
     from completions.providers.openai_compatible import OpenAIStream
     from completions.streaming import relay
-
-    class Protocol:  # what aiohttp's StreamReader asks of its connection
-        connected = True
-        _reading_paused = False
-
-        def pause_reading(self, **_) -> None:
-            pass
-
-        def resume_reading(self, **_) -> None:
-            pass
-
-    class Response:
-        connection = None
-
-        def __init__(self, content) -> None:
-            self.content = content
-
-        def close(self) -> None:
-            pass
-
-        def release(self) -> None:
-            pass
 
     finished: dict = {}
 
@@ -177,9 +153,9 @@ def _relayed(reads: list[bytes], *, include_usage: bool = True) -> tuple[list[st
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        reader = StreamReader(Protocol(), 2**16, loop=loop)  # type: ignore[arg-type]
+        reader, response = fed_response(loop)
         opened = loop.create_future()
-        opened.set_result(OpenAIStream(Response(reader), 1.0))  # type: ignore[arg-type]
+        opened.set_result(OpenAIStream(response, 1.0))
         stream = relay(Turn(), opened, include_usage=include_usage, keepalive=15)  # type: ignore[arg-type]
         task = asyncio.ensure_future(send_stream(send, 200, [], stream))
         for read in reads:  # each its own read: the relay takes it before the next comes
