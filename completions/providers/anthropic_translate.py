@@ -113,6 +113,13 @@ def _parts_cache(content: Any) -> Any:
     return next((c for c in reversed(caches) if isinstance(c, dict)), None)
 
 
+def _message_or_parts_cache(message: dict) -> dict | None:
+    """The breakpoint of a message that becomes one block (a system text, a tool result): its
+    own `cache_control` (LiteLLM's form), else its parts' (`_parts_cache`)."""
+    cache = message.get("cache_control")
+    return cache if isinstance(cache, dict) else _parts_cache(message.get("content"))
+
+
 def _message_cache(message: dict, blocks: list[dict]) -> list[dict]:
     """A message-level `cache_control` (LiteLLM's form) on the message's last block."""
     cache = message.get("cache_control")
@@ -262,8 +269,7 @@ def _tool_result(message: dict, tool_use_id: str) -> dict:
     content = message.get("content")
     value = content if isinstance(content, str) else _text(content)
     block = {"type": "tool_result", "tool_use_id": _tool_id(tool_use_id), "content": value}
-    cache = message.get("cache_control")
-    return _cached(block, cache if isinstance(cache, dict) else _parts_cache(content))
+    return _cached(block, _message_or_parts_cache(message))
 
 
 def to_anthropic(body: dict, *, stream: bool) -> dict:
@@ -292,12 +298,10 @@ def to_anthropic(body: dict, *, stream: bool) -> dict:
     for i, message in enumerate(body["messages"]):
         role = message["role"]
         if role in ("system", "developer"):
-            content = message.get("content")
-            cache = message.get("cache_control")
-            cache = cache if isinstance(cache, dict) else _parts_cache(content)
+            cache = _message_or_parts_cache(message)
             if cache is not None:
                 system_caches[len(system)] = cache
-            system.append(_text(content))
+            system.append(_text(message.get("content")))
         elif role == "user":
             blocks = _user_blocks(message.get("content"), i)
             _append(messages, "user", _message_cache(message, blocks))
