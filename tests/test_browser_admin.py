@@ -26,6 +26,23 @@ STYLES = """() => {
 }"""
 
 
+def _sign_in(page, url: str) -> None:
+    """The admin's sign-in as the operator the test made (ops@example.com)."""
+    page.goto(url + "/admin/")
+    page.fill("#id_username", "ops@example.com")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(url + "/admin/")
+
+
+def _add_key(page, url: str, *, workspace, name: str) -> None:
+    """The admin's add-API-key form, filled and saved: the page is its answer."""
+    page.goto(url + "/admin/accounts/apikey/add/")
+    page.select_option("#id_workspace", label=str(workspace))
+    page.fill("#id_name", name)
+    page.click("input[name=_save]")
+
+
 def test_operator_signs_in_sees_styled_pages_and_a_memory_with_its_history(page, engram_server):
     User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
     workspace, _ = make_workspace("acme")
@@ -75,11 +92,7 @@ def test_on_a_phone_the_end_user_and_usage_pages_do_not_scroll_sideways(
         time.sleep(0.1)
 
     page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(engram_server.url + "/admin/")
-    page.fill("#id_username", "ops@example.com")
-    page.fill("#id_password", "a-long-password")
-    page.click("input[type=submit]")
-    page.wait_for_url(engram_server.url + "/admin/")
+    _sign_in(page, engram_server.url)
     wide = "document.documentElement.scrollWidth > window.innerWidth"
     for path in ("/admin/memory/users/", "/admin/completions/usagerecord/"):
         page.goto(engram_server.url + path)
@@ -116,11 +129,7 @@ def test_an_answers_page_shows_what_it_was_given_and_why(page, engram_server):
         ],
     )
 
-    page.goto(engram_server.url + "/admin/")
-    page.fill("#id_username", "ops@example.com")
-    page.fill("#id_password", "a-long-password")
-    page.click("input[type=submit]")
-    page.wait_for_url(engram_server.url + "/admin/")
+    _sign_in(page, engram_server.url)
     page.goto(engram_server.url + f"/admin/memory/message/{answer.id}/change/")
 
     recalled = page.locator(".field-recalled_for_this_answer").inner_text()
@@ -139,11 +148,7 @@ def test_an_add_form_shows_no_id_the_row_will_not_get(page, engram_server):
 
     User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
     workspace, _ = make_workspace("acme")
-    page.goto(engram_server.url + "/admin/")
-    page.fill("#id_username", "ops@example.com")
-    page.fill("#id_password", "a-long-password")
-    page.click("input[type=submit]")
-    page.wait_for_url(engram_server.url + "/admin/")
+    _sign_in(page, engram_server.url)
 
     for path in ("accounts/apikey", "memory/collection", "completions/tool", "memory/session"):
         page.goto(f"{engram_server.url}/admin/{path}/add/")
@@ -166,15 +171,8 @@ def test_a_new_key_is_selected_whole_and_leads_to_the_playground(page, engram_se
     401. The page did not say where to try it."""
     User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
     workspace, _ = make_workspace("acme")
-    page.goto(engram_server.url + "/admin/")
-    page.fill("#id_username", "ops@example.com")
-    page.fill("#id_password", "a-long-password")
-    page.click("input[type=submit]")
-    page.wait_for_url(engram_server.url + "/admin/")
-    page.goto(engram_server.url + "/admin/accounts/apikey/add/")
-    page.select_option("#id_workspace", label=str(workspace))
-    page.fill("#id_name", "laptop")
-    page.click("input[name=_save]")
+    _sign_in(page, engram_server.url)
+    _add_key(page, engram_server.url, workspace=workspace, name="laptop")
 
     key = page.locator("#new-api-key")
     raw = key.inner_text()
@@ -212,11 +210,7 @@ def test_the_usage_totals_labels_stand_apart(page, engram_server, owner, http, u
     while not UsageRecord.objects.filter(workspace=workspace).exists():  # written after the answer
         assert time.monotonic() < deadline, "no usage record"
         time.sleep(0.1)
-    page.goto(engram_server.url + "/admin/")
-    page.fill("#id_username", "ops@example.com")
-    page.fill("#id_password", "a-long-password")
-    page.click("input[type=submit]")
-    page.wait_for_url(engram_server.url + "/admin/")
+    _sign_in(page, engram_server.url)
     page.goto(engram_server.url + "/admin/completions/usagerecord/")
     expect(page.locator("#usage-totals")).to_contain_text("Prompt tokens")
     gaps = page.evaluate(LABEL_GAPS)
@@ -233,15 +227,8 @@ def test_a_new_key_page_reloaded_makes_no_second_key_and_hides_the_secret(page, 
 
     User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
     workspace, _ = make_workspace("acme")
-    page.goto(engram_server.url + "/admin/")
-    page.fill("#id_username", "ops@example.com")
-    page.fill("#id_password", "a-long-password")
-    page.click("input[type=submit]")
-    page.wait_for_url(engram_server.url + "/admin/")
-    page.goto(engram_server.url + "/admin/accounts/apikey/add/")
-    page.select_option("#id_workspace", label=str(workspace))
-    page.fill("#id_name", "laptop")
-    page.click("input[name=_save]")
+    _sign_in(page, engram_server.url)
+    _add_key(page, engram_server.url, workspace=workspace, name="laptop")
     raw = page.locator("#new-api-key").inner_text()
     made = ApiKey.objects.filter(workspace=workspace, name="laptop")
     assert raw.startswith("sk-") and made.count() == 1 and raw.startswith(made.get().prefix)
