@@ -1,0 +1,187 @@
+"""Relative dates ("last Friday", "two weeks ago", "next March") resolved against the
+message's date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+
+_NUMBERS = {
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "a couple of": 2,
+    "a few": 3,
+    "few": 3,
+    "several": 3,
+}
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
+_AGO = re.compile(
+    r"\b(\d{1,9}|a couple of|a few|few|several|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
+    r"\s+(day|week|month|year)s?\s+ago\b",
+    re.I,
+)
+_NEAR_MONTH = re.compile(r"\b(last|next) (" + "|".join(MONTHS) + r")\b(?! \d)", re.I)
+_LOWER_MONTH = re.compile(
+    r"\b((?:in|since|until|till|by|of|early|late|mid|mid-|every) ?)(" + "|".join(MONTHS) + r")\b"
+)
+_LAST_WEEKDAY = re.compile(r"\blast\s+(" + "|".join(WEEKDAYS) + r")\b", re.I)
+_EXPLICIT = re.compile(
+    r"\b(?:on\s+)?(\d{1,2})(?:st|nd|rd|th)?\s+(" + "|".join(MONTHS) + r")(?:,?\s+(\d{4}))?\b"
+    r"|\b(" + "|".join(MONTHS) + r")\s+(\d{1,2})(?:st|nd|rd|th)?(?:,?\s+(\d{4}))?\b",
+    re.I,
+)
+
+
+def _label(day: dt.date) -> str:
+    return f"{day.day} {day:%B %Y}"
+
+
+def _month_label(day: dt.date) -> str:
+    return f"{day:%B %Y}"
+
+
+_PREPOSITION = r"until|till|by|since|before|after|from"
+
+
+def _days_after(today: dt.date, days: int) -> dt.date | None:
+    """`today` moved by `days`, or None past the calendar's ends (year 1 and 9999): a message
+    dated in year 1 said "yesterday", or someone spoke of "66000000 years ago"."""
+    try:
+        return today + dt.timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
+    """Relative time words -> absolute dates (text rewritten, and the event's date); words
+    whose date falls off the calendar stay as written."""
+    found: list[dt.date] = []
+
+    def sub(pattern, repl, text, flags=re.I):
+        return re.sub(pattern, repl, text, flags=flags)
+
+    def day_of(m: re.Match, delta_days: int, prefix: str = "on ") -> str:
+        day = _days_after(today, -delta_days)
+        if day is None:
+            return m.group(0)
+        found.append(day)
+        return prefix + _label(day)
+
+    text = sentence
+
+    def named_day(words: str, delta_days: int) -> None:
+        """`words` -> "on <date>", or "<preposition> <date>" after one ("until tomorrow")."""
+        nonlocal text
+        text = sub(
+            rf"\b(?:({_PREPOSITION})\s+)?(?:{words})\b",
+            lambda m: day_of(m, delta_days, f"{m.group(1)} " if m.group(1) else "on "),
+            text,
+        )
+
+    # the longer phrase first: "yesterday" alone would take its last word
+    named_day("the day before yesterday", 2)
+    named_day("yesterday|last night", 1)
+    named_day("today|tonight|this morning", 0)
+    named_day("tomorrow", -1)
+
+    def ago(m: re.Match) -> str:
+        raw = m.group(1).lower()
+        n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
+        unit = m.group(2).lower()
+        days = {"day": 1, "week": 7, "month": 30, "year": 365}[unit] * n
+        day = _days_after(today, -days)
+        if day is None:
+            return m.group(0)
+        found.append(day)
+        if unit == "day":
+            return "on " + _label(day)
+        if unit == "week":
+            return "in the week of " + _label(day)
+        if unit == "month":
+            return "in " + _month_label(day)
+        return f"in {day.year}"
+
+    text = _AGO.sub(ago, text)
+
+    def last_weekday(m: re.Match) -> str:
+        target = WEEKDAYS.index(m.group(1).lower())
+        back = (today.weekday() - target) % 7 or 7
+        return day_of(m, back)
+
+    text = _LAST_WEEKDAY.sub(last_weekday, text)
+
+    def month_of(m: re.Match) -> str:
+        """ "last june" said in December 2026 is June 2026; "next june" is June 2027."""
+        month = MONTHS.index(m.group(2).lower()) + 1
+        if m.group(1).lower() == "last":
+            year = today.year if month < today.month else today.year - 1
+        else:
+            year = today.year if month > today.month else today.year + 1
+        found.append(dt.date(year, month, 1))
+        return f"in {m.group(2).capitalize()} {year}"
+
+    text = _NEAR_MONTH.sub(month_of, text)
+    # a month named in lowercase ("in january") is written as a name
+    text = _LOWER_MONTH.sub(lambda m: m.group(1) + m.group(2).capitalize(), text)
+
+    def period(m: re.Match, delta: int, unit: str, word: str) -> str:
+        day = _days_after(today, delta)
+        if day is None:
+            return m.group(0)
+        found.append(day)
+        if unit == "week":
+            return f"{word} the week of {_label(day)}"
+        if unit == "month":
+            return f"in {_month_label(day)}"
+        return f"in {day.year}"
+
+    text = sub(r"\blast weekend\b", lambda m: "on the weekend before " + _label(today), text)
+    text = sub(r"\blast week\b", lambda m: period(m, -7, "week", "in"), text)
+    text = sub(r"\blast month\b", lambda m: period(m, -30, "month", "in"), text)
+    text = sub(r"\blast year\b", lambda m: period(m, -365, "year", "in"), text)
+    text = sub(r"\bnext week\b", lambda m: period(m, 7, "week", "in"), text)
+    text = sub(r"\bnext month\b", lambda m: period(m, 30, "month", "in"), text)
+    text = sub(r"\bnext year\b", lambda m: period(m, 365, "year", "in"), text)
+    if not found:
+        m = _EXPLICIT.search(text)
+        if m:
+            day_s, month_s, year_s = (
+                (m.group(1), m.group(2), m.group(3))
+                if m.group(1)
+                else (m.group(5), m.group(4), m.group(6))
+            )
+            with contextlib.suppress(ValueError):
+                found.append(
+                    dt.date(
+                        int(year_s) if year_s else today.year,
+                        MONTHS.index(month_s.lower()) + 1,
+                        int(day_s),
+                    )
+                )
+    return text, (found[0] if found else None)

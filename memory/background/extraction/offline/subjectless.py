@@ -1,0 +1,181 @@
+"""Statements with the subject left out ("started learning korean last month", "been
+vegan since 2019"), given back their "I".
+"""
+
+from __future__ import annotations
+
+import re
+
+from memory.background.extraction.offline.patterns import OPENER
+from memory.background.extraction.offline.person import BASE_IN_ED, KEEP, is_adverb
+
+# A chat message often drops its "I": a sentence that opens on a past form ("started…", "got
+# promoted…"), "been", a doing ("living in Brooklyn") or one of these present verbs, which are
+# seldom an order to the assistant ("work at a bakery on weekends", "hate cilantro"; not "write",
+# "play", "make", "have": "have a nice day" is a wish).
+_SUBJECTLESS_PRESENT_WORDS = (
+    "work live love hate enjoy prefer own speak teach study volunteer commute rent"
+)
+_SUBJECTLESS_PRESENT = set(_SUBJECTLESS_PRESENT_WORDS.split())
+# "-ed" words that say how one feels, not what one did: "tired of this" is no "I tired of this".
+_FEELING_ED_WORDS = (
+    "tired bored excited worried scared stressed annoyed confused interested obsessed "
+    "exhausted pissed amazed shocked surprised disappointed embarrassed frustrated relieved "
+    "thrilled stoked impressed convinced ashamed blessed"
+)
+_FEELING_ED = set(_FEELING_ED_WORDS.split())
+# a state said with "be": "married with two kids", "based in Leeds" -> "I'm …"
+_STATE_ED = {"married", "engaged", "divorced", "based", "located", "retired", "employed"}
+# A doing said without "I'm" ("living in Brooklyn rn", "still working on my thesis"): these
+# verbs only, since many more open a sentence as its subject or a remark ("Knowing another
+# language opens doors", "Speaking of which", "Exciting times ahead": LoCoMo's turns).
+_SUBJECTLESS_DOING_WORDS = """
+    living working learning studying training moving planning trying looking heading staying
+    getting going doing reading watching taking waiting saving hoping finishing starting
+    leaving visiting preparing applying recovering spending building writing practicing
+    practising teaching volunteering rehearsing chilling
+    """
+_SUBJECTLESS_DOING = set(_SUBJECTLESS_DOING_WORDS.split())
+# After the first word, a verb of its own makes that word the subject ("Work is crazy",
+# "Running makes me happy", "Meeting went well"), not a verb of the user's.
+_SUBJECT_THEN_VERB = re.compile(
+    r"\b(?:is|isn't|was|wasn't|are|were|has|had|have|makes|made|helps|sucks|gets|keeps|takes|"
+    r"feels|seems|looks|went|goes|starts|started|ends|ended|will|would|can|could)\b",
+    re.I,
+)
+_FIRST_WORD = re.compile(r"[A-Za-z][a-z']*")
+
+
+# A verb of its own later in the sentence makes a doing its subject: "Running a business isn't
+# easy", "Learning German has been tough", "Having my family around helps" (LoCoMo's turns).
+_LATER_FINITE = re.compile(
+    r"\b(?:is|isn't|was|wasn't|are|aren't|were|has|have|had|does|did|must|can|can't|could|will|won't|"
+    r"would|should|"
+    r"may|might|makes|made|helps|helped|brings|brought|keeps|reminds|seems|sounds|feels|looks|"
+    r"gives|lets|takes|warms|fills|means)\b|'s\b|\u2019s\b",
+    re.I,
+)
+# What follows a verb in the past that the user did: its object's first word, a preposition,
+# a particle, a doing ("started learning"), a participle ("got promoted"), a time. Not a bare
+# noun: "Mixed emotions - …", "Limited options" are not things done.
+_AFTER_A_PAST_WORDS = """
+    a an the my our his her their some all every each this that these those them him
+    one two three four five six several lots lot to in on at for with from up out off back down
+    over by into about around through across after before since last yesterday again together
+    """
+_AFTER_A_PAST = set(_AFTER_A_PAST_WORDS.split())
+# "Been" opens a statement of the user's before a doing, a state or a place ("been vegan since
+# 2019", "been having a rough week", "been to Peru"), not before these ("Been a long road",
+# "Been there, done that", "Been ages").
+_NOT_AFTER_BEEN_WORDS = "a an the there here ages forever so such too what quite"
+_NOT_AFTER_BEEN = set(_NOT_AFTER_BEEN_WORDS.split())
+
+
+_THE_USER_AS_OBJECT = re.compile(r"\b(?:me|us)\b", re.I)
+
+# A lasting state said without "I'm", followed only by what qualifies it: "Allergic to shellfish
+# btw", "gluten free since my diagnosis", "vegan for 5 years", "lactose intolerant" (not "Vegan
+# food is great", "Gluten free bread tastes bad", "Diabetic cats need insulin").
+_SUBJECTLESS_STATE_WORDS = (
+    "allergic intolerant vegan vegetarian pescatarian diabetic pregnant sober"
+)
+_SUBJECTLESS_STATE = set(_SUBJECTLESS_STATE_WORDS.split())
+_STATE_QUALIFIED = re.compile(
+    r"\s+(?:to|since|for|now|btw|and|so|because|anymore|again|though)\b|\s*[,.!;]|\s*$"
+)
+# what one lives "free" of: "gluten free", "sugar free" (not "Feel free to reach out": LoCoMo)
+_FREE_OF_WORDS = "gluten dairy sugar alcohol smoke nut meat debt cancer drug caffeine soy egg"
+_FREE_OF = set(_FREE_OF_WORDS.split())
+# "no longer at Google", "no longer working there": what the user no longer is or does (not "No
+# longer a problem").
+_NO_LONGER = re.compile(
+    r"\s+longer\s+(?:at|in|with|on|working|living|employed|married|single|engaged|dating|vegan|"
+    r"vegetarian|part)\b"
+)
+
+
+def _state_said(low: str, following: str, rest: str, after_following: int) -> str | None:
+    """What a state said without its subject takes: "I'm", or "I've been" for one that lasts
+    since a time or for a while ("vegan for 5 years" -> "I've been vegan for 5 years")."""
+    if low in _SUBJECTLESS_STATE:
+        qualified = _STATE_QUALIFIED.match(rest)
+    elif (following == "free" and low in _FREE_OF) or following == "intolerant":
+        qualified = _STATE_QUALIFIED.match(rest, after_following)
+    else:
+        return None
+    if qualified is None:
+        return None
+    return "I've been" if qualified.group(0).split() in (["since"], ["for"]) else "I'm"
+
+
+def subject_supplied(sentence: str) -> str:
+    """ "started learning korean last month" -> "I started learning korean last month";
+    "been vegan since 2019" -> "I've been vegan since 2019"; "living in Brooklyn" -> "I'm
+    living in Brooklyn". Any other sentence is returned as it is."""
+    opener = OPENER.match(sentence)
+    at = opener.end() if opener else 0
+    start = at
+    while (word := _FIRST_WORD.match(sentence, at)) and is_adverb(word.group(0)):
+        at = word.end() + 1
+    if not word or word.group(0) in ("I", "I'm", "I've", "I'd", "I'll"):
+        return sentence
+    first = word.group(0)
+    low = first.lower()
+    if not (first.islower() or first[1:].islower()):
+        return sentence
+    rest = sentence[word.end() :]
+    then = re.match(r"\s+([A-Za-z']+)", rest)
+    # "Work is crazy": the word is the subject; nor a word alone ("Started.")
+    if not then or _SUBJECT_THEN_VERB.match(then.group(1)):
+        return sentence
+    following = then.group(1).lower()
+    of_its_own = _LATER_FINITE.search(rest) is not None
+    # the user as the object, before any comma, is not its subject: "Really made me think",
+    # "Been hectic for me", "Seeing old towns fascinates me" ("hate cilantro, tastes like soap
+    # to me" is the user's)
+    if _THE_USER_AS_OBJECT.search(rest.partition(",")[0]):
+        return sentence
+    if low == "been":
+        if following in _NOT_AFTER_BEEN:
+            return sentence
+        said = "I've"
+    elif state := _state_said(low, following, rest, then.end()):
+        said = state
+    elif low in _STATE_ED or (low == "no" and _NO_LONGER.match(rest)):
+        said = "I'm"
+    elif low in _FEELING_ED or low in BASE_IN_ED:
+        return sentence
+    elif (
+        (low in KEEP and low not in _AUXILIARIES)
+        or (low.endswith("ed") and len(low) > 4)
+        or (low == "did" and _DID_A_THING.match(rest))
+    ):
+        if not (
+            following in _AFTER_A_PAST
+            or following.isdigit()
+            or following.endswith(("ing", "ed", "ly"))
+        ):
+            return sentence
+        said = "I"
+    elif low in _SUBJECTLESS_DOING and not of_its_own:
+        said = "I'm"
+    elif low in _SUBJECTLESS_PRESENT and not of_its_own:
+        said = "I"
+    else:
+        return sentence
+    said_first = sentence[start:at] + first + rest
+    return f"{sentence[:start]}{said} {said_first[0].lower()}{said_first[1:]}"
+
+
+# Not the first word of a statement whose "I" was left out: a modal or an auxiliary opens a
+# question ("Did I tell you…", "Can't wait") or a sentence about something else ("Was a long
+# day"). "used to", "got" and "had" say what the user did.
+_AUXILIARIES_WORDS = (
+    "can can't cannot could couldn't will won't would wouldn't should shouldn't must mustn't "
+    "may might shall did didn't was wasn't"
+)
+_AUXILIARIES = set(_AUXILIARIES_WORDS.split())
+# "did" before a count or a whole thing is the past of "do", not a question's auxiliary: "did
+# the whole Appalachian trail in 2022" (heldout16), "did a 10k on Sunday" (not "did the package
+# come", "did my mom call").
+_DID_A_THING = re.compile(r"\s+(?:a|an|\d+|the (?:whole|entire)|all (?:the|of|my))\b")
