@@ -831,6 +831,46 @@ def test_a_reviewer_lists_the_approvals_waiting_for_a_human(
         assert other.get("/v1/approvals").json()["data"] == []
 
 
+def test_a_workspace_lists_its_agent_runs(
+    sdk, http, upstream, tool_server, outsider, engram_server
+):
+    """A run was readable by the id in its answer alone (GET /v1/executions/{id}): nothing
+    listed an agent's or a user's runs, a failed or waiting one included."""
+    refunds, weather = make_agent(http, "refunds"), make_agent(http, "forecasts")
+    make_tool(http, refunds, tool_server.url + "/refund", name="refund", approval="always")
+    make_tool(http, weather, tool_server.url + "/weather")
+    upstream.script(Reply(json=openai_completion(tool_calls=[tool_call("c_r", "refund", {})])))
+    waiting = engram(ask(sdk, refunds, "Refund order 42", user="alice"))["execution_id"]
+    script_call_then_answer(upstream, tool_call("c_w", "weather", {"city": "Oslo"}))
+    done = engram(ask(sdk, weather, user="bob"))["execution_id"]
+
+    every = http.get("/v1/executions").json()
+    assert every["object"] == "list"
+    assert [(r["id"], r["status"]) for r in every["data"]] == [  # newest first
+        (done, "completed"),
+        (waiting, "waiting_approval"),
+    ]
+    assert every["data"][0] == http.get(f"/v1/executions/{done}").json()
+    assert every["data"][1]["approvals"][0]["status"] == "pending"
+    for params, ids in [
+        ({"agent_id": refunds}, [waiting]),
+        ({"user_id": "bob"}, [done]),
+        ({"status": "waiting_approval"}, [waiting]),
+        ({"status": "completed", "user_id": "alice"}, []),
+        ({"limit": 1, "after": done}, [waiting]),
+        ({"order": "asc"}, [waiting, done]),
+    ]:
+        assert [r["id"] for r in http.get("/v1/executions", params=params).json()["data"]] == ids
+    assert http.get("/v1/executions", params={"limit": 1}).json()["has_more"] is True
+    assert_envelope(http.get("/v1/executions", params={"status": "pending"}), 400)
+    assert_envelope(http.get("/v1/executions", params={"agent": refunds}), 400)
+    assert_envelope(http.get("/v1/executions", params={"user_id": ""}), 400)
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}
+    ) as other:
+        assert other.get("/v1/executions").json()["data"] == []
+
+
 def test_erasing_a_user_erases_their_runs_and_approvals(sdk, http, upstream, tool_server):
     """A run holds the user's words and what was recalled for them; erased, it no longer
     answers, and its waiting approval no longer runs a tool for a user who is gone."""
