@@ -1720,6 +1720,44 @@ def test_a_waiting_run_does_not_block_the_conversation(sdk, http, upstream, tool
     assert Approval.objects.get(id=engram(paused)["approval_id"]).status == "pending"
 
 
+def test_an_approval_decided_after_a_later_turn_keeps_its_result_after_its_call(
+    sdk, http, upstream, tool_server
+):
+    """A resume stored its tool result (and answer) after the turn that came while the run
+    waited: the history then held the call with no result after it and a result after
+    another turn, and left both out, so the model never saw what the approved tool did."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    user = "decided-late"
+    headers = {"x-user-id": user, "x-conversation-id": user}
+    upstream.script(Reply(json=openai_completion(tool_calls=[WEATHER_CALL])))
+    paused = engram(ask(sdk, agent, extra_headers=headers))
+    wait_for(lambda: len(_stored(user)) == 2)  # the question, the paused step
+    upstream.script(Reply(json=openai_completion("Why did the chicken...")))
+    ask(sdk, agent, "Meanwhile, tell me a joke", extra_headers=headers)
+    wait_for(lambda: len(_stored(user)) == 4)
+
+    upstream.script(Reply(json=openai_completion("It is sunny in Paris.")))
+    body = {"approval_id": paused["approval_id"], "decision": "approve"}
+    assert http.post("/v1/chat/resume", json=body, headers=headers).is_success
+    wait_for(lambda: len(_stored(user)) == 6)
+    assert _shape(_stored(user)) == [
+        ("user", None, []),
+        ("assistant", None, ["call_w"]),
+        ("tool", "call_w", []),  # right after its call, before the later turn
+        ("assistant", None, []),
+        ("user", None, []),
+        ("assistant", None, []),
+    ]
+
+    upstream.script(Reply(json=openai_completion("You are welcome.")))
+    ask(sdk, agent, "Thanks!", extra_headers=headers)
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m.get("tool_call_id") for m in sent if m["role"] == "tool"] == ["call_w"]
+    assert any(m.get("content") == "It is sunny in Paris." for m in sent)
+    assert_every_call_answered(sent)
+
+
 def test_redirects_are_not_followed(sdk, http, upstream, tool_server):
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/redirect")
