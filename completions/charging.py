@@ -138,7 +138,7 @@ async def extend(charge: Charge, *, body: dict) -> None:
         completion=max_tokens(body),
         per_usd=charge.limits.credits_per_usd,
     )
-    await limiter.extend(admission, credits_micro=credits)
+    await limiter.extend(admission, credits_micro=credits, spent_since=_spent_since)
 
 
 @on_pool_thread

@@ -239,6 +239,7 @@ def _routes(world: dict) -> list[Route]:
             ids={"agent_id": agent, "tool_id": "tool_nope"},
         ),
         Route("POST", "/v1/chat/resume", {"approval_id": "appr_nope", "decision": "approve"}),
+        Route("GET", "/v1/executions", query=("status", "user_id", "agent_id", *page)),
         Route("GET", "/v1/executions/{execution_id}", ids={"execution_id": "exec_nope"}),
         Route("GET", "/v1/usage", query=("start", "end", "group_by", *page)),
         Route("GET", "/metrics", operator=True),

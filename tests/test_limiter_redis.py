@@ -264,7 +264,7 @@ def test_an_extension_and_a_settle_across_a_loss_count_on_the_new_budget_key(sto
             credits_micro=500_000,
             spent_since=spent_one,
         )
-        await limiter.extend(run, credits_micro=2_000_000)
+        await limiter.extend(run, credits_micro=2_000_000, spent_since=spent_nothing)
         assert int(store.get(budget_key)) == 3_500_000
         limiter.settle(run, tokens=10, credits_micro=4_000_000)
         for _ in range(50):  # the settle goes out on the next loop turn
@@ -275,3 +275,37 @@ def test_an_extension_and_a_settle_across_a_loss_count_on_the_new_budget_key(sto
     asyncio.run(across_a_loss())
     assert store.zcard(found[0].prefix + "conc") == 1  # the other request's lease
     assert int(store.get(budget_key)) == 5_500_000
+
+
+@pytest.mark.parametrize("spent", [9_000_000, 1_000_000])
+def test_an_extension_on_a_budget_key_redis_lost_seeds_it_as_a_reserve_does(store, spent):
+    """Redis lost its data (FLUSHALL) while an agent's run was in flight: its next model
+    call's extension found no budget key and went on unchecked and uncounted, where a plain
+    call at that moment was seeded from the usage records (9 of 10 credits spent) and refused.
+    It now seeds the key as the reserve does: refused over the budget, counted within it."""
+    found = _subjects()
+    budget_key, _ = limiter.period_key(found[0].prefix, "day", _now())
+
+    async def spent_so_far(subject: limiter.Subject, since_ms: int | None) -> int:
+        return spent
+
+    async def across_a_loss() -> None:
+        run = await limiter.reserve(
+            request_id="run",
+            found=found,
+            tokens=10,
+            credits_micro=500_000,
+            spent_since=spent_nothing,
+        )
+        store.flushall()
+        if spent > 8_000_000:
+            with pytest.raises(ApiError) as refused:
+                await limiter.extend(run, credits_micro=2_000_000, spent_since=spent_so_far)
+            assert (refused.value.status, refused.value.code) == (429, "insufficient_quota")
+            assert int(store.get(budget_key)) == spent  # seeded, nothing counted
+        else:
+            await limiter.extend(run, credits_micro=2_000_000, spent_since=spent_so_far)
+            assert int(store.get(budget_key)) == spent + 2_000_000
+            assert run.counted_micro == [2_000_000]  # the new key holds this call's alone
+
+    asyncio.run(across_a_loss())

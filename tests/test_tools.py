@@ -831,6 +831,46 @@ def test_a_reviewer_lists_the_approvals_waiting_for_a_human(
         assert other.get("/v1/approvals").json()["data"] == []
 
 
+def test_a_workspace_lists_its_agent_runs(
+    sdk, http, upstream, tool_server, outsider, engram_server
+):
+    """A run was readable by the id in its answer alone (GET /v1/executions/{id}): nothing
+    listed an agent's or a user's runs, a failed or waiting one included."""
+    refunds, weather = make_agent(http, "refunds"), make_agent(http, "forecasts")
+    make_tool(http, refunds, tool_server.url + "/refund", name="refund", approval="always")
+    make_tool(http, weather, tool_server.url + "/weather")
+    upstream.script(Reply(json=openai_completion(tool_calls=[tool_call("c_r", "refund", {})])))
+    waiting = engram(ask(sdk, refunds, "Refund order 42", user="alice"))["execution_id"]
+    script_call_then_answer(upstream, tool_call("c_w", "weather", {"city": "Oslo"}))
+    done = engram(ask(sdk, weather, user="bob"))["execution_id"]
+
+    every = http.get("/v1/executions").json()
+    assert every["object"] == "list"
+    assert [(r["id"], r["status"]) for r in every["data"]] == [  # newest first
+        (done, "completed"),
+        (waiting, "waiting_approval"),
+    ]
+    assert every["data"][0] == http.get(f"/v1/executions/{done}").json()
+    assert every["data"][1]["approvals"][0]["status"] == "pending"
+    for params, ids in [
+        ({"agent_id": refunds}, [waiting]),
+        ({"user_id": "bob"}, [done]),
+        ({"status": "waiting_approval"}, [waiting]),
+        ({"status": "completed", "user_id": "alice"}, []),
+        ({"limit": 1, "after": done}, [waiting]),
+        ({"order": "asc"}, [waiting, done]),
+    ]:
+        assert [r["id"] for r in http.get("/v1/executions", params=params).json()["data"]] == ids
+    assert http.get("/v1/executions", params={"limit": 1}).json()["has_more"] is True
+    assert_envelope(http.get("/v1/executions", params={"status": "pending"}), 400)
+    assert_envelope(http.get("/v1/executions", params={"agent": refunds}), 400)
+    assert_envelope(http.get("/v1/executions", params={"user_id": ""}), 400)
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {outsider[1]}"}
+    ) as other:
+        assert other.get("/v1/executions").json()["data"] == []
+
+
 def test_erasing_a_user_erases_their_runs_and_approvals(sdk, http, upstream, tool_server):
     """A run holds the user's words and what was recalled for them; erased, it no longer
     answers, and its waiting approval no longer runs a tool for a user who is gone."""
@@ -1678,6 +1718,44 @@ def test_a_waiting_run_does_not_block_the_conversation(sdk, http, upstream, tool
     assert other.choices[0].message.content == "Something else."
     assert engram(other)["execution_id"] != engram(paused)["execution_id"]
     assert Approval.objects.get(id=engram(paused)["approval_id"]).status == "pending"
+
+
+def test_an_approval_decided_after_a_later_turn_keeps_its_result_after_its_call(
+    sdk, http, upstream, tool_server
+):
+    """A resume stored its tool result (and answer) after the turn that came while the run
+    waited: the history then held the call with no result after it and a result after
+    another turn, and left both out, so the model never saw what the approved tool did."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    user = "decided-late"
+    headers = {"x-user-id": user, "x-conversation-id": user}
+    upstream.script(Reply(json=openai_completion(tool_calls=[WEATHER_CALL])))
+    paused = engram(ask(sdk, agent, extra_headers=headers))
+    wait_for(lambda: len(_stored(user)) == 2)  # the question, the paused step
+    upstream.script(Reply(json=openai_completion("Why did the chicken...")))
+    ask(sdk, agent, "Meanwhile, tell me a joke", extra_headers=headers)
+    wait_for(lambda: len(_stored(user)) == 4)
+
+    upstream.script(Reply(json=openai_completion("It is sunny in Paris.")))
+    body = {"approval_id": paused["approval_id"], "decision": "approve"}
+    assert http.post("/v1/chat/resume", json=body, headers=headers).is_success
+    wait_for(lambda: len(_stored(user)) == 6)
+    assert _shape(_stored(user)) == [
+        ("user", None, []),
+        ("assistant", None, ["call_w"]),
+        ("tool", "call_w", []),  # right after its call, before the later turn
+        ("assistant", None, []),
+        ("user", None, []),
+        ("assistant", None, []),
+    ]
+
+    upstream.script(Reply(json=openai_completion("You are welcome.")))
+    ask(sdk, agent, "Thanks!", extra_headers=headers)
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert [m.get("tool_call_id") for m in sent if m["role"] == "tool"] == ["call_w"]
+    assert any(m.get("content") == "It is sunny in Paris." for m in sent)
+    assert_every_call_answered(sent)
 
 
 def test_redirects_are_not_followed(sdk, http, upstream, tool_server):

@@ -272,14 +272,16 @@ async def reserve(
 UNSEEDED = 3  # the reserve's verdict for budgets without a key
 
 
-async def _seed(found: list[Subject], mask: int, spent_since: SpentSince) -> None:
+async def _seed(
+    found: list[Subject], mask: int, spent_since: SpentSince, *, day: date | None = None
+) -> None:
     """Each budget key the mask names, set to its subject's spending in the period unless
     another request set it meanwhile (NX), with a name for this seed beside it: a request that
     reserved on a key Redis has since lost sees that the key it settles on is another, which
     holds none of its reservation (settle.lua; given back all the same, each request in flight
     across a loss took its reservation off what the usage records say was spent)."""
     now = _now_ms()
-    day = _EPOCH_DAY + timedelta(days=now // DAY_MS)
+    day = day or _EPOCH_DAY + timedelta(days=now // DAY_MS)  # the admission's, for extend
     keys: list[str] = []
     args: list[str | int] = [secrets.randbelow(2**52) + 1]  # exact as a Lua number, never 0
     for index, subject in enumerate(found):
@@ -389,15 +391,53 @@ def _over_budget(admission: Admission, subject: Subject) -> ApiError:
     )
 
 
-async def extend(admission: Admission, *, credits_micro: int) -> None:
+async def extend(admission: Admission, *, credits_micro: int, spent_since: SpentSince) -> None:
     """Reserve `credits_micro` more for an admitted request's budgets (an agent's tool run's
     next model call), or raise the 429 `insufficient_quota` the reserve would: nothing
     counted then. One admission covered a whole run of up to ENGRAM_TOOLS_MAX_STEPS model
     calls: a run that called its tool seven times spent seven times its budget of 7 credits.
-    The settle then gives back what the reservation and its extensions did not use."""
+    The settle then gives back what the reservation and its extensions did not use.
+
+    A budget key Redis lost since the admission is seeded from the usage records, as
+    `reserve` seeds it (`_seed`, `spent_since`), then asked again: the run's later calls went
+    on unchecked and uncounted, where a plain call at that moment was seeded and refused."""
     budgeted = [i for i, s in enumerate(admission.subjects) if s.rule.has_budget]
     if not admission.counted or not budgeted or credits_micro <= 0:
         return
+    try:
+        reply = await _extend_once(admission, budgeted, credits_micro, report_gone=True)
+        if reply[0] < 0:
+            subjects = [admission.subjects[i] for i in budgeted]
+            await _seed(subjects, reply[1], spent_since, day=admission.day)
+            reply = await _extend_once(admission, budgeted, credits_micro, report_gone=False)
+    except _FAILURES as exc:
+        _down(exc)
+        if not settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN:
+            raise ApiError(
+                503,
+                "Limits cannot be checked right now; budgets fail closed "
+                "(ENGRAM_LIMITS_BUDGET_FAIL_OPEN=false). Try again shortly.",
+                code="limits_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        return  # failing open: the call goes on, settled with the rest
+    refused, *seeds = reply
+    if refused:
+        raise _over_budget(admission, admission.subjects[budgeted[refused - 1]])
+    admission.credits_micro += credits_micro
+    for i, seed in zip(budgeted, seeds, strict=True):
+        if seed < 0:  # the key is gone: not counted, as the settle will not count it
+            continue
+        if seed == admission.seeds[i]:
+            admission.counted_micro[i] += credits_micro
+        else:  # seeded again since the request counted on it: this call's alone is there
+            admission.seeds[i], admission.counted_micro[i] = seed, credits_micro
+
+
+async def _extend_once(
+    admission: Admission, budgeted: list[int], credits_micro: int, *, report_gone: bool
+) -> list[int]:
+    """extend.lua's reply as numbers (`report_gone`: "-1 mask" for budget keys gone)."""
     bulk = inline_redis.bulk
     n = len(budgeted)
     keys = []
@@ -411,31 +451,10 @@ async def extend(admission: Admission, *, credits_micro: int) -> None:
         bulk(n),
         bulk(credits_micro),
         *(bulk(admission.subjects[i].rule.budget_micro or 0) for i in budgeted),
+        bulk(1 if report_gone else 0),
     )
-    try:
-        reply = await _call(EXTEND, 5 + 3 * n, body)
-    except _FAILURES as exc:
-        _down(exc)
-        if not settings.ENGRAM_LIMITS_BUDGET_FAIL_OPEN:
-            raise ApiError(
-                503,
-                "Limits cannot be checked right now; budgets fail closed "
-                "(ENGRAM_LIMITS_BUDGET_FAIL_OPEN=false). Try again shortly.",
-                code="limits_unavailable",
-                headers={"retry-after": "1"},
-            ) from None
-        return  # failing open: the call goes on, settled with the rest
-    refused, *seeds = (int(x) for x in reply.split())
-    if refused:
-        raise _over_budget(admission, admission.subjects[budgeted[refused - 1]])
-    admission.credits_micro += credits_micro
-    for i, seed in zip(budgeted, seeds, strict=True):
-        if seed < 0:  # the key is gone: not counted, as the settle will not count it
-            continue
-        if seed == admission.seeds[i]:
-            admission.counted_micro[i] += credits_micro
-        else:  # seeded again since the request counted on it: this call's alone is there
-            admission.seeds[i], admission.counted_micro[i] = seed, credits_micro
+    reply = await _call(EXTEND, 6 + 3 * n, body)
+    return [int(x) for x in reply.split()]
 
 
 def settle(admission: Admission, *, tokens: int, credits_micro: int) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 from django.http import HttpResponseBase
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
@@ -87,11 +86,9 @@ def execution_body(execution: Execution) -> dict:
 
 def approval_body(approval: Approval) -> dict:
     """One approval as a reviewer reads it: the calls it holds (name and arguments, as the
-    model sent them) and its run. A pending one past its expiry reads as expired (no resume
-    can approve it), whether or not the sweep has resolved it yet."""
-    status = approval.status
-    if status == Approval.Status.PENDING and approval.expires_at <= timezone.now():
-        status = Approval.Status.EXPIRED
+    model sent them) and its run. Its status is the one selectors.approval_list annotates
+    (selectors.approval_status): a pending one past its expiry reads as expired, whether or
+    not the sweep has resolved it yet."""
     return {
         "id": approval.id,
         "object": "approval",
@@ -99,7 +96,7 @@ def approval_body(approval: Approval) -> dict:
         "agent_id": approval.execution.agent_id,
         "model": approval.execution.model,
         "user_id": approval.user_id or None,
-        "status": status,
+        "status": approval.current_status,  # type: ignore[attr-defined]  # approval_list's
         "tool_calls": [
             {
                 "id": call.get("id"),
@@ -209,7 +206,38 @@ class ExecutionDetailApi(APIView):
         )
 
 
-_APPROVAL_FILTERS = ("status", "user_id", "agent_id")
+def _run_filters(params, *, statuses: list[str]) -> dict[str, str | None]:
+    """A list of runs' or approvals' filters (`status` one of `statuses`, `user_id`,
+    `agent_id`), read one way for both."""
+    status_filter = params.get("status")
+    if status_filter is not None and status_filter not in statuses:
+        raise Invalid(f"status must be one of {', '.join(statuses)}.", field="status")
+    return {
+        "status": status_filter,
+        "user_id": list_user_id(params),
+        "agent_id": identifier(params.get("agent_id"), "agent_id"),
+    }
+
+
+_RUN_FILTERS = ("status", "user_id", "agent_id")
+
+
+class ExecutionListApi(APIView):
+    @extend_schema(
+        summary="List agent runs (executions), newest first",
+        tags=["agents"],
+        parameters=[*docs.EXECUTION_LIST_PARAMETERS, user_id_query(), *LIST_PARAMETERS],
+        responses=docs.ExecutionListSerializer,
+    )
+    def get(self, request):
+        params = request.query_params
+        runs = selectors.execution_list(
+            workspace=request.workspace, **_run_filters(params, statuses=Execution.Status.values)
+        )
+        # In created_at order (ties by id), as the workspace's index of its runs reads them.
+        return Response(
+            paginate(runs, params, execution_body, by="created_at", filters=_RUN_FILTERS)
+        )
 
 
 class ApprovalListApi(APIView):
@@ -221,18 +249,10 @@ class ApprovalListApi(APIView):
     )
     def get(self, request):
         params = request.query_params
-        status_filter = params.get("status")
-        if status_filter is not None and status_filter not in Approval.Status.values:
-            raise Invalid(
-                f"status must be one of {', '.join(Approval.Status.values)}.", field="status"
-            )
         approvals = selectors.approval_list(
-            workspace=request.workspace,
-            status=status_filter,
-            user_id=list_user_id(params),
-            agent_id=identifier(params.get("agent_id"), "agent_id"),
+            workspace=request.workspace, **_run_filters(params, statuses=Approval.Status.values)
         )
-        return Response(paginate(approvals, params, approval_body, filters=_APPROVAL_FILTERS))
+        return Response(paginate(approvals, params, approval_body, filters=_RUN_FILTERS))
 
 
 @csrf_exempt

@@ -100,6 +100,20 @@ class ExecutionSerializer(serializers.Serializer):
     updated_at = serializers.IntegerField()
 
 
+ExecutionListSerializer = list_of(ExecutionSerializer, "ExecutionList")
+
+EXECUTION_LIST_PARAMETERS = [
+    OpenApiParameter(
+        "status",
+        str,
+        enum=["running", "waiting_approval", "completed", "failed"],
+        description="Only these.",
+        required=False,
+    ),
+    OpenApiParameter("agent_id", str, description="Only this agent's runs.", required=False),
+]
+
+
 class ApprovalToolCallSerializer(serializers.Serializer):
     id = serializers.CharField()
     name = serializers.CharField()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Q, QuerySet
+from django.db.models import Case, F, QuerySet, Value, When
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -47,6 +47,21 @@ def execution_get(*, workspace: Workspace | str, execution_id: str) -> Execution
     return Execution.objects.get(workspace=workspace, id=execution_id)
 
 
+def approval_status() -> Case:
+    """An approval's status as it reads now: a pending one past its expiry, which the sweep
+    has not resolved yet, is expired (no resume can approve it: services.approval_claim).
+    The one place that rule is written for reads: a list filters on it and a body shows it
+    (annotated as `current_status`)."""
+    return Case(
+        When(
+            status=Approval.Status.PENDING,
+            expires_at__lte=Value(timezone.now()),
+            then=Value(Approval.Status.EXPIRED.value),
+        ),
+        default=F("status"),
+    )
+
+
 def approval_list(
     *,
     workspace: Workspace | str,
@@ -54,24 +69,40 @@ def approval_list(
     user_id: str | None = None,
     agent_id: str | None = None,
 ) -> QuerySet[Approval]:
-    """The workspace's approvals (a human's queue: `status` "pending"), with their runs. A
-    pending one past its expiry, which the sweep has not resolved yet, is expired: no resume
-    can approve it (services.approval_claim), so it is not listed as waiting."""
-    approvals = Approval.objects.filter(workspace=workspace).select_related("execution")
-    now = timezone.now()
-    if status == Approval.Status.PENDING:
-        approvals = approvals.filter(status=status, expires_at__gt=now)
-    elif status == Approval.Status.EXPIRED:
-        approvals = approvals.filter(
-            Q(status=status) | Q(status=Approval.Status.PENDING, expires_at__lte=now)
-        )
-    elif status is not None:
-        approvals = approvals.filter(status=status)
+    """The workspace's approvals (a human's queue: `status` "pending"), with their runs, each
+    with its `current_status` (approval_status): a pending one past its expiry is listed as
+    expired, not as waiting."""
+    approvals = (
+        Approval.objects.filter(workspace=workspace)
+        .select_related("execution")
+        .annotate(current_status=approval_status())
+    )
+    if status is not None:
+        approvals = approvals.filter(current_status=status)
     if user_id is not None:
         approvals = approvals.filter(user_id=user_id)
     if agent_id is not None:
         approvals = approvals.filter(execution__agent_id=agent_id)
     return approvals
+
+
+def execution_list(
+    *,
+    workspace: Workspace | str,
+    status: str | None = None,
+    user_id: str | None = None,
+    agent_id: str | None = None,
+) -> QuerySet[Execution]:
+    """The workspace's agent runs, with their approvals (prefetched: a page of runs reads
+    them in one query, as a user's export does)."""
+    runs = Execution.objects.filter(workspace=workspace).prefetch_related("approvals")
+    if status is not None:
+        runs = runs.filter(status=status)
+    if user_id is not None:
+        runs = runs.filter(user_id=user_id)
+    if agent_id is not None:
+        runs = runs.filter(agent_id=agent_id)
+    return runs
 
 
 def approval_get(

@@ -741,12 +741,53 @@ def execution_messages_store(
             conversation=conversation,
             session=session,
             messages=[_storable(m) for m in messages],
+            at=_in_its_turn(conversation=conversation, execution=execution, count=len(messages)),
         )
         if extraction:
             extraction_enqueue(
                 workspace=conversation.workspace, conversation=conversation, upto=stored[-1].id
             )
         summary_enqueue(workspace=conversation.workspace, conversation=conversation)
+
+
+def _in_its_turn(*, conversation, execution: Execution, count: int) -> dt.datetime | None:
+    """When a run's `count` messages stored late were said: right after the last of the run's
+    own the conversation holds (its paused step, results a failed resume stored), before the
+    turn that came while it waited for its approval. The history is read in (created_at, id)
+    order and leaves out a call not followed by its results: stored after that later turn, a
+    decided call's result was left out with its call. None (stored now): no turn came since,
+    or none of the run's messages is stored yet."""
+    from memory.models import Message
+    from memory.text import tool_call_ids
+    from memory.turn.conversation import HEAD_ROLES
+
+    calls = {c for m in execution.messages for c in tool_call_ids(m) if isinstance(c, str)}
+    if not calls:
+        return None
+    rows = list(
+        Message.objects.filter(conversation=conversation, created_at__gte=execution.created_at)
+        .exclude(role__in=HEAD_ROLES)
+        .order_by("created_at", "id")
+        .values_list("created_at", "role", "raw")
+    )
+    own = [
+        i
+        for i, (_, role, raw) in enumerate(rows)
+        if isinstance(raw, dict)
+        and (
+            (role == "tool" and str(raw.get("tool_call_id")) in calls)
+            or (role == "assistant" and not calls.isdisjoint(map(str, tool_call_ids(raw))))
+        )
+    ]
+    if not own:
+        return None
+    later = next((i for i in range(own[-1] + 1, len(rows)) if rows[i][1] == "user"), None)
+    if later is None:
+        return None
+    step = dt.timedelta(microseconds=1)
+    start = rows[later - 1][0] + step
+    # messages_append spaces them a microsecond apart: all must fit before the later turn.
+    return start if start + step * (count - 1) < rows[later][0] else None
 
 
 def _storable(message: dict) -> dict:

@@ -212,11 +212,14 @@ def messages_append(
     session: Session | None,
     messages: list[dict],
     ids: list[str] | None = None,
+    at: dt.datetime | None = None,
     **extra: Any,
 ) -> list[Message]:
     """Store a turn's messages as they arrived (embedded later, in the background); `ids`:
-    theirs, chosen by the caller (one that may store them again after a doubtful commit)."""
-    now = timezone.now()
+    theirs, chosen by the caller (one that may store them again after a doubtful commit);
+    `at`: when the first was said (default now; the others a microsecond apart), for messages
+    that belong before what was stored since (an agent run's, decided after a later turn)."""
+    now = at or timezone.now()
     ids = ids or ordered_ids(len(messages))
     rows = [
         _row(
