@@ -155,6 +155,7 @@ def _spent_since(subject: limiter.Subject, since_ms: int | None) -> int:
         since=since,
         api_key_id=subject.api_key_id,
         user_id=subject.user_id,
+        per_usd=subject.credits_per_usd,
     )
     return round(spent * pricing.MICRO)
 

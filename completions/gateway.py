@@ -223,6 +223,7 @@ def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code:
         turn.credits,  # credits
         cached,  # cached_tokens
         cache_write,  # cache_write_tokens
+        turn.charge.limits.credits_per_usd,  # credits_per_usd: the unit `credits` are in
     )
     usage.record(record)
 

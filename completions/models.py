@@ -42,6 +42,11 @@ class UsageRecord(models.Model):
     agent_id = models.CharField(max_length=40, blank=True, default="", help_text="agent called")
     agent_version = models.PositiveIntegerField(null=True, blank=True)
     credits = models.FloatField(null=True, blank=True, help_text="in the workspace's unit")
+    # The unit `credits` were counted in (the workspace's credit_unit.per_usd then; null: a
+    # record from before it was kept, counted as in today's unit). A budget's count converts
+    # the credits spent before a change of the unit to the new one (usage_credits_since): they
+    # keep their value in USD.
+    credits_per_usd = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import (
     Aggregate,
     Avg,
     Count,
+    F,
     FloatField,
     Q,
     QuerySet,
     Sum,
+    Value,
 )
-from django.db.models.functions import TruncDay
+from django.db.models.functions import Cast, Coalesce, TruncDay
 from django.utils.timezone import localtime, make_aware
 
 from accounts.models import Workspace
@@ -42,10 +45,13 @@ def usage_credits_since(
     since: datetime | None,
     api_key_id: str | None = None,
     user_id: str | None = None,
+    per_usd: Decimal | None = None,
 ) -> float:
     """The credits the workspace's usage records hold since `since` (None: ever), narrowed to
     a key or an end user: what a budget's subject has spent (accounts.limits.limiter seeds
-    Redis with it)."""
+    Redis with it). With `per_usd` (the credit unit now), each record's credits converted from
+    the unit they were counted in to that one: spent before a change of the unit, they keep
+    their value in USD (a record without its unit is taken as in today's)."""
     records = UsageRecord.objects.filter(workspace=workspace)
     if since is not None:
         records = records.filter(created_at__gte=since)
@@ -55,7 +61,12 @@ def usage_credits_since(
         workspace_id = workspace if isinstance(workspace, str) else workspace.id
         erased = erased_user_id(workspace_id=workspace_id, user_id=user_id)
         records = records.filter(user_id__in=(user_id, erased))
-    return records.aggregate(total=Sum("credits"))["total"] or 0.0
+    if per_usd is None:
+        return records.aggregate(total=Sum("credits"))["total"] or 0.0
+    now = Value(float(per_usd), output_field=FloatField())
+    then = Coalesce(Cast("credits_per_usd", FloatField()), now)
+    converted = Sum(F("credits") * now / then, output_field=FloatField())
+    return records.aggregate(total=converted)["total"] or 0.0
 
 
 class Percentile(Aggregate):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from decimal import Decimal
 from operator import attrgetter
 
 from django.conf import settings
@@ -83,6 +84,7 @@ class Usage:
     credits: float | None = None
     cached_tokens: int | None = None
     cache_write_tokens: int | None = None
+    credits_per_usd: Decimal | None = None  # the unit of `credits`
     created_at: datetime = field(default_factory=_now)
 
 

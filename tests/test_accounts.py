@@ -99,6 +99,59 @@ def test_management_commands(capsys):
     assert api_key_authenticate(raw_key=second).workspace.id == workspace_id
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("x" * 201, "name: Ensure this field has no more than 200 characters."),
+        ("a\x00b", "Invalid 'name': NUL characters are not allowed."),
+        ("a\udcffb", "Invalid 'name': lone UTF-16 surrogates are not allowed."),
+    ],
+    ids=["201 characters", "NUL", "lone surrogate"],
+)
+def test_management_commands_refuse_a_name_as_the_api_does(
+    capsys, operator_http, owner, name, message
+):
+    """A name the API refuses (400) was a traceback from the commands: a DataError from the
+    database for 201 characters and for a NUL, a UnicodeEncodeError from psycopg for
+    a lone surrogate (what argv's undecodable bytes become). The commands check it with the
+    API's parser and serializer: the API's message, as a CommandError (exit status 1, no
+    traceback), and nothing is created."""
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    from accounts.models import Workspace
+
+    body = json.dumps({"name": name}).encode()  # ASCII: the NUL and surrogate as \u escapes
+    api = operator_http.post(
+        "/v1/workspaces", content=body, headers={"content-type": "application/json"}
+    )
+    assert api.status_code == 400 and api.json()["error"]["message"] == message
+    workspaces = Workspace.objects.count()
+    with pytest.raises(CommandError) as refused:
+        call_command("createworkspace", name, "--key")
+    assert str(refused.value) == message
+    assert Workspace.objects.count() == workspaces
+    keys = ApiKey.objects.filter(workspace=owner[0]).count()
+    with pytest.raises(CommandError) as refused:
+        call_command("createapikey", owner[0].id, "--name", name)
+    assert str(refused.value) == message
+    assert ApiKey.objects.filter(workspace=owner[0]).count() == keys
+    assert "API key" not in capsys.readouterr().out
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("workspace_id", ["w" * 201, "ws_\x00", "ws_\udcff"])
+def test_createapikey_refuses_a_workspace_id_outside_the_rule(workspace_id):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="No workspace") as refused:
+        call_command("createapikey", workspace_id)
+    assert "\x00" not in str(refused.value)
+    str(refused.value).encode("utf-8")  # printable: no lone surrogate echoed
+
+
 @pytest.mark.django_db(transaction=True)
 def test_deleting_a_workspace_while_a_row_of_it_is_being_written_deletes_both():
     """A usage row (or any row of the workspace) committed by another connection while the

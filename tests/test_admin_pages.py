@@ -1145,6 +1145,37 @@ def test_the_admin_takes_no_price_or_credit_the_api_refuses(
     assert (Price.objects.count(), CreditUnit.objects.count(), Limit.objects.count()) == before
 
 
+def test_a_credit_unit_changed_in_the_admin_counts_the_budgets_again(admin_client, world):
+    """As the API's (tests/test_limits.py): a new per_usd in the admin restarts every budget
+    count of the workspace (a new Redis key, seeded from the usage records converted to the
+    new unit); the admin's save kept the old count, in the old unit."""
+    workspace = world["workspace"]
+    budget, _ = Limit.objects.update_or_create(
+        workspace=workspace,
+        subject="workspace",
+        api_key=None,
+        defaults={"budget_credits": 10, "budget_period": "day"},
+    )
+    unit, _ = CreditUnit.objects.update_or_create(
+        workspace=workspace, defaults={"name": "credits", "per_usd": 1}
+    )
+    form = {"workspace": workspace.pk, "name": "credits"}
+    url = reverse("admin:limits_creditunit_change", args=[unit.pk])
+    assert admin_client.post(url, {**form, "per_usd": "1"}).status_code == 302
+    budget.refresh_from_db()
+    kept = budget.budget_since  # the same unit: the count goes on
+    assert admin_client.post(url, {**form, "per_usd": "2"}).status_code == 302
+    budget.refresh_from_db()
+    assert budget.budget_since is not None and budget.budget_since != kept
+    kept = budget.budget_since
+    deleted = admin_client.post(
+        reverse("admin:limits_creditunit_delete", args=[unit.pk]), {"post": "yes"}
+    )
+    assert deleted.status_code == 302  # back to 1 credit per USD
+    budget.refresh_from_db()
+    assert budget.budget_since != kept
+
+
 def test_a_session_in_the_admin_names_only_a_conversation_of_its_own_workspace_and_user(
     admin_client, world
 ):

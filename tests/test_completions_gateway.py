@@ -511,8 +511,10 @@ def test_the_usage_record_puts_each_value_in_its_field(monkeypatch):
     """gateway._record builds the Usage positionally (a call with 20 keywords costs ~10,000
     instructions more on Python 3.11): every value must land in the field that names it."""
     from dataclasses import asdict
+    from decimal import Decimal
     from types import SimpleNamespace
 
+    from accounts.limits.policy import Policy
     from completions import gateway, usage
 
     recorded: list = []
@@ -528,6 +530,7 @@ def test_the_usage_record_puts_each_value_in_its_field(monkeypatch):
     turn.ctx = SimpleNamespace(user_id="alice")  # type: ignore[assignment]
     turn.upstream_ms, turn.credits = 250.0, 0.5
     turn.agent = {"id": "agt_1", "name": "helper", "version": 3}
+    turn.charge.limits = Policy(credits_per_usd=Decimal("2.5"))  # the unit of `credits`
     tokens = {
         "prompt_tokens": 1,
         "completion_tokens": 2,
@@ -561,6 +564,7 @@ def test_the_usage_record_puts_each_value_in_its_field(monkeypatch):
         "agent_id": "agt_1",
         "agent_version": 3,
         "credits": 0.5,
+        "credits_per_usd": Decimal("2.5"),
     }
 
 

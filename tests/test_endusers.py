@@ -332,6 +332,45 @@ def test_a_second_user_cannot_reach_the_first_users_memories_or_conversations(
     assert not Conversation.objects.filter(user_id="alice").exists()
 
 
+def test_another_users_conversation_reads_as_one_that_does_not_exist_at_every_door(
+    engram_server, http, issuer, rsa_key, ec_key, upstream
+):
+    """To an end-user token, another user's conversation (by the client's id or Engram's conv_
+    id) or session is one that does not exist: the same 404, type, code and message as an id
+    nobody holds, at the REST routes and at the chat and /v1/context doors (which name the
+    header). What still differs: a chat naming an id nobody holds creates it (200), as chat
+    does; see README, "What a token may do"."""
+    upstream.script(Reply(json=openai_completion("Mine.")))
+    first = chat(engram_server, rsa_key.token("alice"), **{"x-conversation-id": "c-alice"})
+    assert first.status_code == 200, first.text
+    conv_id = Conversation.objects.get(external_id="c-alice").id
+    nobodys = {"c-alice": "c-nobody", conv_id: "conv_" + "0" * 26}
+
+    def answer(response, named, instead) -> tuple[int, dict]:
+        return response.status_code, json.loads(response.text.replace(named, instead))
+
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    with as_user(engram_server, ec_key.token("bob")) as bob:
+        for taken, unknown in nobodys.items():
+            for path in ("/v1/conversations/{}", "/v1/conversations/{}/messages"):
+                for method in ("GET", "DELETE") if "messages" not in path else ("GET",):
+                    theirs = bob.request(method, path.format(taken))
+                    none = bob.request(method, path.format(unknown))
+                    assert answer(theirs, taken, unknown) == answer(none, unknown, unknown)
+                    assert theirs.status_code == 404
+            rest = answer(bob.get(f"/v1/conversations/{unknown}"), unknown, unknown)
+            for door in ("/v1/chat/completions", "/v1/context"):
+                refused = bob.post(door, json=body, headers={"x-conversation-id": taken})
+                status, error = answer(refused, taken, unknown)
+                assert (status, error["error"] | {"param": None}) == (
+                    rest[0],
+                    rest[1]["error"] | {"param": None},
+                ), door
+                assert error["error"]["param"] == "x-conversation-id"
+    assert Conversation.objects.filter(user_id="bob").count() == 0
+    assert Conversation.objects.get(id=conv_id).user_id == "alice"
+
+
 # --- refusals -----------------------------------------------------------------------------------
 
 

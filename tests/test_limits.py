@@ -727,6 +727,40 @@ def test_a_change_that_keeps_the_budget_keeps_its_count(
     assert marks[-1]["credits_charged"] == 7
 
 
+def test_a_new_credit_unit_keeps_the_value_in_usd_of_what_was_spent(
+    sdk, operator_http, owner, key_id, metered
+):
+    """A budget counts credits; `credit_unit.per_usd` says what one is worth. Changed in the
+    middle of a period, the count went on in the old unit: 7 credits spent at a million per
+    USD were still 7 at half a million per USD, where they are worth 3.5, and 7 at two
+    million, where they are worth 14. What was spent
+    keeps its value in USD: the budget counts again, in the new unit, from the usage records,
+    each converted from the unit it was counted in."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
+    assert ask(sdk, model=METERED, max_tokens=7).parse().model_extra["engram"]["credits_charged"]
+    who = f"key:{key_id}:"
+    wait_for(lambda: _budget_spent(owner, who) == 7_000_000)
+
+    # Half a credit a token: the 7 spent are 3.5, and 3.5 + 6 reserved fit in 10 (the old
+    # count, 7 + 6, refused it); the answer's 7 tokens cost 3.5.
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 500_000}})
+    served = ask(sdk, model=METERED, max_tokens=12).parse().model_extra["engram"]
+    assert served["credits_charged"] == 3.5
+    wait_for(lambda: _budget_spent(owner, who) == 7_000_000)
+
+    # Back to a credit a token: the 14 tokens spent are 14 credits, over the budget of 10.
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 1_000_000}})
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(sdk, model=METERED, max_tokens=1)
+    assert info.value.code == "insufficient_quota"
+    assert _budget_spent(owner, who) == 14_000_000
+    records = UsageRecord.objects.filter(workspace=owner[0], credits__gt=0)
+    assert sorted((r.credits, r.credits_per_usd) for r in records) == [
+        (3.5, Decimal(500_000)),
+        (7, Decimal(1_000_000)),
+    ]
+
+
 def test_streamed_answers_settle_their_budget(sdk, operator_http, owner, metered, upstream):
     patch_workspace(operator_http, owner, {"budget": {"credits": 5, "period": "none"}})
     upstream.script(Reply(stream=openai_stream(["a", "b"], model=METERED)))

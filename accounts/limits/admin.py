@@ -7,7 +7,7 @@ from django.contrib import admin
 from accounts.admin_workspaces import LiveWorkspaces
 from accounts.authentication import keys_changed
 from accounts.limits.models import CreditUnit, Limit, Subject
-from accounts.limits.services import budget_count_restart
+from accounts.limits.services import budget_count_restart, budget_counts_restart
 
 
 class VoidsKeyCache(LiveWorkspaces):
@@ -90,3 +90,20 @@ class LimitAdmin(VoidsKeyCache):
 class CreditUnitAdmin(VoidsKeyCache):
     list_display = ("workspace", "name", "per_usd")
     raw_id_fields = ("workspace",)
+
+    # As the API (services.credit_unit_update): a new value of a credit counts the budgets
+    # again, what was spent converted to it.
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if {"per_usd", "workspace"} & set(form.changed_data):
+            budget_counts_restart(workspace=obj.workspace)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        budget_counts_restart(workspace=obj.workspace)
+
+    def delete_queryset(self, request, queryset):
+        workspaces = [unit.workspace for unit in queryset]
+        super().delete_queryset(request, queryset)
+        for workspace in workspaces:
+            budget_counts_restart(workspace=workspace)

@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import redis
@@ -89,6 +90,9 @@ class Subject:
     workspace_id: str  # the usage records that are this subject's: the workspace's,
     api_key_id: str | None = None  # narrowed to a key
     user_id: str | None = None  # or an end user
+    # The credit unit its budget counts in (Policy.credits_per_usd): its seed converts the
+    # usage records counted in another unit, before the unit's last change, to this one.
+    credits_per_usd: Decimal = Decimal(1)
 
 
 # The credits (micro) a subject's usage records hold since a time (epoch ms; None: ever): the
@@ -176,15 +180,24 @@ class Admission:
 def subjects(*, workspace_id: str, key_id: str | None, user_id: str | None, policy: Policy):
     """The subjects a request counts against: those with a limit."""
     base = f"engram:lim:{{{workspace_id}}}:"
+    unit = policy.credits_per_usd
     found = []
     if not policy.workspace.empty:
-        found.append(Subject("workspace", base + "ws:", policy.workspace, workspace_id))
+        found.append(
+            Subject("workspace", base + "ws:", policy.workspace, workspace_id, credits_per_usd=unit)
+        )
     if key_id and not policy.key.empty:
-        subject = Subject("API key", base + f"key:{key_id}:", policy.key, workspace_id, key_id)
-        found.append(subject)
+        prefix = base + f"key:{key_id}:"
+        found.append(
+            Subject("API key", prefix, policy.key, workspace_id, key_id, credits_per_usd=unit)
+        )
     if user_id and not policy.end_user.empty:
         label, prefix = f"end user '{user_id}'", base + f"user:{_user_key(user_id)}:"
-        found.append(Subject(label, prefix, policy.end_user, workspace_id, user_id=user_id))
+        found.append(
+            Subject(
+                label, prefix, policy.end_user, workspace_id, user_id=user_id, credits_per_usd=unit
+            )
+        )
     return found
 
 

@@ -68,11 +68,29 @@ def budget_count_restart(row: Limit, *, had_budget: bool, period: str) -> None:
 def credit_unit_update(
     *, workspace: Workspace, name: str | None = None, per_usd: Decimal | None = None
 ) -> CreditUnit:
+    """A new `per_usd` changes what a credit is worth, and what was spent keeps its value in
+    USD: every budget of the workspace counts again (Limit.budget_since, a new Redis key) from
+    the usage records, each converted from the unit it was counted in to the new one
+    (completions.selectors.usage_credits_since). Kept, the count went on in the old unit: $7
+    spent at 1 credit per USD was still 7 credits at 2 per USD, half what it was worth.
+
+    As for any restart of a count, the requests in flight at the change are not in the new
+    count until a later one (the next period's, or after Redis loses the key); a change of the
+    unit is an operator's rare act."""
     unit, _ = CreditUnit.objects.select_for_update().get_or_create(workspace=workspace)
     if name is not None:
         unit.name = name
-    if per_usd is not None:
+    if per_usd is not None and Decimal(per_usd) != unit.per_usd:
         unit.per_usd = per_usd
+        budget_counts_restart(workspace=workspace)
     unit.save()
     keys_changed()
     return unit
+
+
+def budget_counts_restart(*, workspace: Workspace) -> None:
+    """Every budget of the workspace counts again from the usage records, in the credit unit
+    now (credit_unit_update; the admin's change or deletion of a unit too)."""
+    Limit.objects.filter(workspace=workspace, budget_credits__isnull=False).update(
+        budget_since=timezone.now()
+    )

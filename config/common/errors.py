@@ -282,15 +282,21 @@ def _first_error(detail, prefix: str = "") -> tuple[str | None, str, str | None]
     return prefix or None, str(detail), getattr(detail, "code", None)
 
 
+def validation_error(exc: drf_exceptions.ValidationError) -> ApiError:
+    """The 400 of a serializer's refusal: its first error, named by its path. A management
+    command validating through the same serializer prints its message (accounts' commands)."""
+    param, message, code = _first_error(exc.detail)
+    if code == UNKNOWN_PARAMETER:  # config.common.closed: named with its whole path
+        return ApiError(400, f"Unknown parameter: '{param}'.", param=param, code=code)
+    text = f"{param}: {message}" if param else message
+    return ApiError(400, text, param=param, code="invalid_value")
+
+
 def drf_exception_handler(exc, context):
     if isinstance(exc, EDGE_ERRORS):
         return api_error(exc, url_kwargs=context.get("kwargs")).response()
     if isinstance(exc, drf_exceptions.ValidationError):
-        param, message, code = _first_error(exc.detail)
-        if code == UNKNOWN_PARAMETER:  # config.common.closed: named with its whole path
-            return error_response(400, f"Unknown parameter: '{param}'.", param=param, code=code)
-        text = f"{param}: {message}" if param else message
-        return error_response(400, text, param=param, code="invalid_value")
+        return validation_error(exc).response()
     if isinstance(exc, drf_exceptions.ParseError):
         return error_response(400, f"Malformed request body: {exc.detail}", code="invalid_json")
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):

@@ -1,5 +1,7 @@
 from django.core.management.base import BaseCommand
 
+from accounts.apis import NameInput
+from accounts.management.inputs import validated
 from accounts.services import api_key_create, workspace_create
 
 
@@ -11,6 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("--key", action="store_true", help="also create an API key")
 
     def handle(self, *args, name, key, **options):
+        name = validated(NameInput, name=name)["name"]
         workspace = workspace_create(name=name)
         self.stdout.write(f"Workspace: {workspace.id} {workspace.name}")
         if key:
