@@ -200,3 +200,30 @@ def test_a_session_linked_to_another_workspaces_conversation_never_reaches_it(
     assert all("4242-QX" not in str(r.body) for r in upstream.chat_requests())
     assert Message.objects.filter(conversation=theirs).count() == 2
     assert not Message.objects.filter(workspace=owner[0], conversation__workspace=theirs.workspace)
+
+
+def test_a_client_cannot_take_the_name_of_a_sessions_conversation(http, upstream):
+    """Engram names a session's conversation session:<id>; a client that named a conversation
+    so first locked the session's own user out of it (session ids are often guessable)."""
+    squat = {"x-user-id": "mallory", "x-conversation-id": "session:s-victim"}
+    for streamed in (False, True):
+        refused = _chat(http, squat, stream=streamed)
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "x-conversation-id"
+        assert "session:" in error["message"]
+    imported = http.post(
+        "/v1/conversations/session:s-victim/messages",
+        json={"user_id": "mallory", "messages": [{"role": "user", "content": "mine now"}]},
+    )
+    assert imported.status_code == 400, imported.text
+    assert not Conversation.objects.exists()
+
+    # The session's user begins it, and may then name it as Engram does.
+    upstream.script(Reply(json=openai_completion("Hi")), Reply(json=openai_completion("Again")))
+    assert _chat(http, {"x-user-id": "vic", "x-session-id": "s-victim"}).status_code == 200
+    named = _chat(http, {"x-user-id": "vic", "x-conversation-id": "session:s-victim"})
+    assert named.status_code == 200, named.text
+    assert list(Conversation.objects.values_list("external_id", "user_id")) == [
+        ("session:s-victim", "vic")
+    ]

@@ -10,12 +10,12 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.common.errors import NotYours
+from config.common.errors import Invalid, NotYours
 from config.common.ids import new_id
 from config.common.jsonbody import storable
 from config.common.rows import insert
 from memory import selectors
-from memory.models import Conversation, Message, Session
+from memory.models import SESSION_CONVERSATION_PREFIX, Conversation, Message, Session
 from memory.services.users import user_lock
 from memory.text import content_text, count_message, message_search_text
 
@@ -50,14 +50,29 @@ def _stale(when: dt.datetime | None) -> bool:
 
 
 def conversation_get_or_create(
-    *, workspace: Workspace, external_id: str, user_id: str, metadata: dict | None = None
+    *,
+    workspace: Workspace,
+    external_id: str,
+    user_id: str,
+    metadata: dict | None = None,
+    of_session: bool = False,
 ) -> tuple[Conversation, bool]:
     """The conversation `external_id` names as reads find it (selectors.conversation_find: the
     client's id, else Engram's conv_ id), else a new one under that client id; NotYours when
-    it is another user's."""
+    it is another user's. `of_session`: the id is the one Engram names a session's
+    conversation by (Conversation.session_external_id), which no client id may take."""
     conversation = selectors.conversation_find(workspace=workspace, conversation_id=external_id)
     created = False
     if conversation is None:
+        if not of_session and external_id.startswith(SESSION_CONVERSATION_PREFIX):
+            # Taken by a client first, the name locked the session's own user out of it
+            # (session ids are the client's, often guessable): an existing one is still
+            # named so, but a client never makes one.
+            raise Invalid(
+                f"A conversation id may not start with '{SESSION_CONVERSATION_PREFIX}': "
+                "Engram names a session's conversation so.",
+                field="conversation_id",
+            )
         try:
             with transaction.atomic():
                 conversation = Conversation.objects.create(

@@ -412,7 +412,10 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
                 )
         else:
             conversation, created = conversation_get_or_create(
-                workspace=workspace, external_id=external_id, user_id=user_id
+                workspace=workspace,
+                external_id=external_id,
+                user_id=user_id,
+                of_session=not ctx.conversation_id,
             )
     rows = _stored_rows(conversation) if conversation is not None else []
     truncated = len(rows) == HISTORY_ROWS  # only the newest rows were read
