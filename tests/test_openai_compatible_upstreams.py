@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import openai
 import pytest
 
 from tests.upstream import Reply, openai_completion, openai_stream
@@ -414,3 +415,78 @@ def test_a_server_that_refuses_stream_options_streams_without_them(sdk, upstream
     first, second = upstream.chat_requests()
     assert first.body["stream_options"] == {"include_usage": True}
     assert "stream_options" not in second.body and second.body["max_tokens"] == 20
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_that_refuses_openais_optional_fields_answers_without_them(sdk, upstream, stream):
+    """Mistral's API refuses `metadata` and `store` too (422 extra_forbidden, every extra field
+    named in one answer): the client's request failed with it, streamed or not. Asked once
+    more without the fields it named, the answer comes; the fields Engram needs stay."""
+    upstream.refuses_extra_fields = True
+    model = "mistral-small-latest"
+    if stream:
+        upstream.script(Reply(stream=openai_stream(["Bon", "jour"], model=model)))
+    else:
+        upstream.script(Reply(json=openai_completion("Bonjour", model=model)))
+    answer = sdk.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Hello"}],
+        metadata={"team": "search"},
+        store=False,
+        temperature=0.2,
+        stream=stream,
+    )
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+    else:
+        text = answer.choices[0].message.content
+    assert text == "Bonjour"
+    first, second = upstream.chat_requests()  # one retry, all the named fields out at once
+    assert first.body["metadata"] == {"team": "search"} and first.body["store"] is False
+    dropped = {"metadata", "store", "stream_options"}
+    assert not dropped & set(second.body)
+    assert second.body["temperature"] == 0.2 and second.body["messages"] == first.body["messages"]
+
+
+def test_a_refusal_that_names_no_droppable_field_is_not_asked_again(sdk, upstream):
+    """Only the optional fields are dropped: a refusal of anything else is the client's, once."""
+    error = {"error": {"message": "'temperature' must be at most 1.", "type": "invalid"}}
+    upstream.script(Reply(json=error, status=422))
+    with pytest.raises(openai.UnprocessableEntityError):
+        sdk.chat.completions.create(
+            model="mistral-small-latest",
+            messages=[{"role": "user", "content": "Hello"}],
+            metadata={"team": "search"},
+            temperature=1.5,
+        )
+    assert len(upstream.chat_requests()) == 1
+
+
+def test_a_reasoning_model_under_a_proxys_name_gets_its_cap_as_max_completion_tokens(
+    sdk, upstream
+):
+    """An OpenAI reasoning model behind a proxy under a name of the operator's: Engram took it
+    for another server and sent `max_completion_tokens` as `max_tokens`, which OpenAI's
+    reasoning models refuse (400 "Unsupported parameter: 'max_tokens'"). Asked once more
+    with the cap under the name the refusal asks for, it answers."""
+    refusal = {
+        "error": {
+            "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "unsupported_parameter",
+        }
+    }
+    upstream.script(
+        Reply(json=refusal, status=400), Reply(json=openai_completion("Hi", model="o3-mini"))
+    )
+    answer = sdk.chat.completions.create(
+        model="corp-reasoner",
+        messages=[{"role": "user", "content": "Hello"}],
+        max_completion_tokens=300,
+    )
+    assert answer.choices[0].message.content == "Hi"
+    first, second = upstream.chat_requests()
+    assert first.body["max_tokens"] == 300 and "max_completion_tokens" not in first.body
+    assert second.body["max_completion_tokens"] == 300 and "max_tokens" not in second.body
