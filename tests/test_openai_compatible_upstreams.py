@@ -462,9 +462,7 @@ def test_a_refusal_that_names_no_droppable_field_is_not_asked_again(sdk, upstrea
     assert len(upstream.chat_requests()) == 1
 
 
-def test_a_reasoning_model_under_a_proxys_name_gets_its_cap_as_max_completion_tokens(
-    sdk, upstream
-):
+def test_a_reasoning_model_under_a_proxys_name_gets_its_cap_as_max_completion_tokens(sdk, upstream):
     """An OpenAI reasoning model behind a proxy under a name of the operator's: Engram took it
     for another server and sent `max_completion_tokens` as `max_tokens`, which OpenAI's
     reasoning models refuse (400 "Unsupported parameter: 'max_tokens'"). Asked once more
