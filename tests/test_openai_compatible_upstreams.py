@@ -488,3 +488,43 @@ def test_a_reasoning_model_under_a_proxys_name_gets_its_cap_as_max_completion_to
     first, second = upstream.chat_requests()
     assert first.body["max_tokens"] == 300 and "max_completion_tokens" not in first.body
     assert second.body["max_completion_tokens"] == 300 and "max_tokens" not in second.body
+
+
+REASONER_ASK = [
+    {"role": "developer", "content": "Answer in French."},
+    {"role": "user", "content": "Hello"},
+]
+
+
+def test_a_credential_that_says_its_upstream_is_openais_gets_the_body_as_sent(sdk, owner, upstream):
+    """A proxy in front of OpenAI under names of its own (`corp-reasoner`) was taken for
+    another server by its host and name: `max_completion_tokens` went as `max_tokens` (which
+    OpenAI's reasoning models refuse) and `developer` as `system`. The workspace's credential
+    says the upstream is OpenAI's (its dialect): the body goes as the client sent it."""
+    from completions.services import provider_credential_set
+
+    provider_credential_set(
+        workspace=owner[0],
+        provider="openai",
+        secret="sk-proxy-key-0001",
+        base_url=upstream.url + "/v1",
+        dialect="openai",
+    )
+    upstream.script(Reply(json=openai_completion("Bonjour", model="o3-mini")))
+    sdk.chat.completions.create(
+        model="corp-reasoner", messages=REASONER_ASK, max_completion_tokens=300
+    )
+    sent = upstream.chat_requests()[-1].body
+    assert sent["max_completion_tokens"] == 300 and "max_tokens" not in sent
+    assert sent["messages"] == REASONER_ASK
+
+
+def test_a_deployment_whose_upstream_is_generic_gets_the_older_names(sdk, upstream, settings):
+    """OPENAI_DIALECT=generic: a server that serves models under OpenAI's names (a local
+    `gpt-4o-mini`, an alias of Ollama's) reads the older names, whatever the model's name."""
+    settings.OPENAI_DIALECT = "generic"
+    upstream.script(Reply(json=openai_completion("Bonjour", model="gpt-5-mini")))
+    sdk.chat.completions.create(model="gpt-5-mini", messages=REASONER_ASK, max_completion_tokens=30)
+    sent = upstream.chat_requests()[-1].body
+    assert sent["max_tokens"] == 30 and "max_completion_tokens" not in sent
+    assert sent["messages"][0] == {"role": "system", "content": "Answer in French."}

@@ -299,6 +299,13 @@ _OPENAI_MODEL = re.compile(r"^(?:openai/)?(?:gpt-(?!oss)|chatgpt-|o\d|codex-|com
 
 
 def _openai_itself(upstream: Upstream | None, model: Any) -> bool:
+    """Whether the upstream is OpenAI's: as its dialect says (a credential's, OPENAI_DIALECT),
+    else by its host or the model's name. A guess fails for a proxy in front of OpenAI under
+    names of its own (its reasoning models refused the max_tokens sent them), which the
+    "openai" dialect names; "generic" for a server that serves models under OpenAI's names."""
+    dialect = upstream.dialect if upstream is not None else "auto"
+    if dialect != "auto":
+        return dialect == "openai"
     if isinstance(model, str) and _OPENAI_MODEL.match(model):
         return True
     host = (urlsplit(upstream.base_url).hostname or "") if upstream is not None else ""
