@@ -448,17 +448,26 @@ def test_a_server_that_refuses_openais_optional_fields_answers_without_them(sdk,
     assert second.body["temperature"] == 0.2 and second.body["messages"] == first.body["messages"]
 
 
-def test_a_refusal_that_names_no_droppable_field_is_not_asked_again(sdk, upstream):
-    """Only the optional fields are dropped: a refusal of anything else is the client's, once."""
-    error = {"error": {"message": "'temperature' must be at most 1.", "type": "invalid"}}
-    upstream.script(Reply(json=error, status=422))
-    with pytest.raises(openai.UnprocessableEntityError):
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        ("mistral-small-latest", "'temperature' must be at most 1."),
+        ("gpt-4o-mini", "'metadata' is only allowed when 'store' is enabled."),
+    ],
+    ids=["not-droppable", "openais-own"],
+)
+def test_a_refusal_that_is_the_clients_is_not_asked_again(sdk, upstream, model, said):
+    """Only the optional fields a server does not have are dropped: a refusal of anything else,
+    or OpenAI's own refusal of one (a rule of its own), is the client's, after one request."""
+    upstream.script(Reply(json={"error": {"message": said, "type": "invalid"}}, status=400))
+    with pytest.raises(openai.BadRequestError) as info:
         sdk.chat.completions.create(
-            model="mistral-small-latest",
+            model=model,
             messages=[{"role": "user", "content": "Hello"}],
             metadata={"team": "search"},
             temperature=1.5,
         )
+    assert said in info.value.message
     assert len(upstream.chat_requests()) == 1
 
 

@@ -378,7 +378,9 @@ def _without_anthropic_details(message: Any) -> Any:
 # billing tier, caching hints), which strict servers refuse. Mistral's API answers 422
 # extra_forbidden naming each ("loc": ["body", "metadata"]): the OpenAI SDK's `metadata`,
 # `store` or `user`, and the `stream_options` Engram adds to every stream, failed every request
-# to it, so each is dropped for one retry where the refusal names it (`_amended`).
+# to it, so each is dropped for one retry where the refusal names it (`_amended`). A stream
+# asked again without `stream_options`: such servers send its usage unasked; one that does not
+# is charged its words, as a stream cut short is.
 DROPPABLE = (
     "stream_options",
     "metadata",
@@ -416,10 +418,12 @@ def _amended(call: Call, payload: dict, error: ApiError) -> dict | None:
     ):
         amended = {k: v for k, v in payload.items() if k != "max_tokens"}
         return amended | {"max_completion_tokens": payload["max_tokens"]}
-    if _openai_itself(call.upstream, payload.get("model")):
-        return None  # OpenAI's refusals of these fields are the client's to read ("metadata
-        # is only allowed when store is enabled"), not a server that does not have them
     refused = {f for f in DROPPABLE if f in payload and _named(f, message)}
+    if _openai_itself(call.upstream, payload.get("model")):
+        # OpenAI's refusals of the client's fields are the client's to read ("metadata is
+        # only allowed when store is enabled"), not a server without them; `stream_options`,
+        # which Engram adds to every stream, goes whoever refuses it, as it always went
+        refused &= {"stream_options"}
     if not refused:
         return None
     return {k: v for k, v in payload.items() if k not in refused}
