@@ -111,7 +111,7 @@ def measure(repetitions: int, slow: bool) -> list[tuple[float, float]]:
     async def turn(first: int) -> None:
         charges = await asyncio.gather(*(admitted(first + i) for i in range(PER_TURN)))
         for charge in charges:
-            charging.finish(charge, usage=usage, assistant=None, engram={}, request_id="r")
+            charging.finish(charge, usage=usage, answers=[], engram={}, request_id="r")
         for _ in range(4):  # the settles' batch goes out
             await asyncio.sleep(0)
 

@@ -14,7 +14,14 @@ from django.template.response import TemplateResponse
 from accounts.admin_workspaces import LiveWorkspaces
 from accounts.models import ApiKey
 from completions import pricing, services
-from completions.models import ModelAlias, Price, Provider, ProviderCredential, UsageRecord
+from completions.models import (
+    Dialect,
+    ModelAlias,
+    Price,
+    Provider,
+    ProviderCredential,
+    UsageRecord,
+)
 from completions.selectors import usage_figures
 from config.admin_paging import LargeList, choices_filter
 from config.admin_save import RefusalsOnTheForm
@@ -32,7 +39,15 @@ class ProviderCredentialForm(forms.ModelForm):
 
     class Meta:
         model = ProviderCredential
-        fields = ("workspace", "provider", "base_url")
+        fields = ("workspace", "provider", "base_url", "dialect")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "dialect" in self.fields:  # a form posted without it (a script) keeps the row's
+            self.fields["dialect"].required = False
+
+    def clean_dialect(self) -> str:
+        return self.cleaned_data.get("dialect") or self.instance.dialect or Dialect.AUTO
 
     def clean(self):
         data = super().clean() or {}
@@ -57,7 +72,7 @@ def _adopt(obj, saved) -> None:
 @admin.register(ProviderCredential)
 class ProviderCredentialAdmin(LiveWorkspaces):
     form = ProviderCredentialForm
-    list_display = ("workspace", "provider", "base_url", "secret_hint", "updated_at")
+    list_display = ("workspace", "provider", "base_url", "dialect", "secret_hint", "updated_at")
     list_filter = ("provider",)
     search_fields = ("workspace__name", "workspace__id", "base_url")
     readonly_fields = ("secret_hint", "created_at", "updated_at")
@@ -65,6 +80,7 @@ class ProviderCredentialAdmin(LiveWorkspaces):
         "workspace",
         "provider",
         "base_url",
+        "dialect",
         "secret",
         "secret_hint",
         "created_at",
@@ -81,6 +97,7 @@ class ProviderCredentialAdmin(LiveWorkspaces):
             provider=obj.provider,
             secret=form.cleaned_data.get("secret") or None,  # blank keeps the current one
             base_url=obj.base_url,
+            dialect=obj.dialect,
         )
         _adopt(obj, saved)
 

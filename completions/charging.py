@@ -161,17 +161,11 @@ def _spent_since(subject: limiter.Subject, since_ms: int | None) -> int:
 
 
 def finish(
-    charge: Charge,
-    *,
-    usage: dict | None,
-    assistant: dict | None,
-    engram: dict,
-    request_id: str,
-    written: list[dict] | None = None,
+    charge: Charge, *, usage: dict | None, answers: list[dict], engram: dict, request_id: str
 ) -> float:
-    """Charge the answer; returns the credits charged (also put in `engram`). `written`: every
-    choice's message as far as it came (a stream's), else `assistant` is the answer's only."""
-    answers = written if written is not None else [assistant] if assistant is not None else []
+    """Charge the answer; returns the credits charged (also put in `engram`). `answers`: every
+    choice's message as far as it came (none: nothing was answered), charged by its words when
+    the upstream reported no usage."""
     prompt, completion, cached, cache_write, cache_write_1h = _used(charge, usage, answers)
     charge.micro = pricing.micro_credits(
         charge.price,
@@ -188,6 +182,11 @@ def finish(
     if charge.admission is not None and charge.admission.counted:
         limiter.settle(charge.admission, tokens=prompt + completion, credits_micro=charge.micro)
     return credits
+
+
+def answered(assistant: dict | None) -> list[dict]:
+    """An answer of one message as `finish` takes it: that message, or none."""
+    return [assistant] if assistant is not None else []
 
 
 def _used(

@@ -28,11 +28,13 @@ def _env_upstream(provider: str) -> Upstream | None:
 
     if provider == "openai":
         base, key, default = settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY, OPENAI_URL
+        dialect = settings.OPENAI_DIALECT
     else:
         base, key, default = settings.ANTHROPIC_BASE_URL, settings.ANTHROPIC_API_KEY, ANTHROPIC_URL
+        dialect = "auto"
     if not (base or key):
         return None
-    return Upstream(provider=provider, base_url=base or default, api_key=key)
+    return Upstream(provider=provider, base_url=base or default, api_key=key, dialect=dialect)
 
 
 def _load() -> Conf:

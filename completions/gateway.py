@@ -121,7 +121,8 @@ class Turn:
         if self.finished:
             return
         self.finished = True
-        self.charge_once(usage=usage, assistant=assistant, written=written)
+        answers = written if written is not None else charging.answered(assistant)
+        self.charge_once(usage=usage, answers=answers)
         tokens = usage if isinstance(usage, dict) else {}
         _record(self, status, tokens, incomplete, error_code)
         if self.prepared is not None and self.ctx is not None:
@@ -148,27 +149,19 @@ class Turn:
                 refused=refused,
             )
 
-    def charge_once(
-        self, *, usage: dict | None, assistant: dict | None, written: list[dict] | None = None
-    ) -> None:
+    def charge_once(self, *, usage: dict | None, answers: list[dict]) -> None:
         """Charge the answer unless it was already: a tool run's stream charges before its
-        last chunk (which carries the credits) and finishes after storing its messages."""
+        last chunk (which carries the credits) and finishes after storing its messages.
+        Credits at the table's price into `engram` (every answer has one); the limits'
+        reservation settled in the background (charging.finish)."""
         if self.credits is None:
-            self._charge(usage, assistant, written)
-
-    def _charge(
-        self, usage: dict | None, assistant: dict | None, written: list[dict] | None
-    ) -> None:
-        """Credits at the table's price into `engram` (every answer has one); the limits'
-        reservation settled in the background."""
-        self.credits = charging.finish(
-            self.charge,
-            usage=usage,
-            assistant=assistant,
-            written=written,
-            engram=self.engram,
-            request_id=self.client_request_id or self.request_id,
-        )
+            self.credits = charging.finish(
+                self.charge,
+                usage=usage,
+                answers=answers,
+                engram=self.engram,
+                request_id=self.client_request_id or self.request_id,
+            )
 
     def limit_headers(self) -> dict[str, str]:
         return self.charge.headers

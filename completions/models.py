@@ -16,6 +16,16 @@ class Provider(models.TextChoices):
     LOCAL = "local", "Local (offline)"
 
 
+class Dialect(models.TextChoices):
+    """What an OpenAI-compatible upstream reads (completions.providers.openai_compatible):
+    OpenAI's newer names as sent, or the older ones every server reads. The same values as
+    OPENAI_DIALECT, the deployment's upstream's."""
+
+    AUTO = "auto", "Auto: OpenAI's by its host or the model's name"
+    OPENAI = "openai", "OpenAI's: the body as the client sent it"
+    GENERIC = "generic", "Generic: max_tokens and system, as every server reads them"
+
+
 class UsageRecord(models.Model):
     """One row per completion request, written off the request path (see completions.usage)."""
 
@@ -98,6 +108,15 @@ class ProviderCredential(models.Model):
     )
     base_url = models.URLField(
         max_length=500, blank=True, default="", help_text="Blank: the provider's default URL."
+    )
+    dialect = models.CharField(
+        max_length=10,
+        choices=Dialect.choices,
+        default=Dialect.AUTO,
+        help_text="OpenAI-compatible provider only: whether the server is OpenAI's (its "
+        "reasoning models refuse max_tokens) or reads the older names (Ollama, vLLM, Mistral). "
+        "Auto guesses by the host (openai.com, azure.com) and the model's name (gpt-*, o3...): "
+        "set it for a proxy in front of OpenAI that names its models itself.",
     )
     secret_encrypted = models.TextField(blank=True, default="", editable=False)
     secret_hint = models.CharField(max_length=12, blank=True, default="", editable=False)

@@ -62,6 +62,7 @@ def load_snapshot(workspace_id: str) -> Snapshot:
                 base_url=credential.base_url or _default_url(credential.provider),
                 api_key=secret,
                 source=credential.id,
+                dialect=credential.dialect,
             )
     finally:
         close_old_connections()

@@ -14,22 +14,29 @@ from django.utils import timezone
 from accounts.keys import peppered_digest
 from accounts.models import Workspace
 from completions import routing
-from completions.models import ModelAlias, ProviderCredential, UsageErasure, UsageRecord
+from completions.models import Dialect, ModelAlias, ProviderCredential, UsageErasure, UsageRecord
 
 logger = logging.getLogger("engram.usage")
 
 
 @transaction.atomic
 def provider_credential_set(
-    *, workspace: Workspace, provider: str, secret: str | None = None, base_url: str = ""
+    *,
+    workspace: Workspace,
+    provider: str,
+    secret: str | None = None,
+    base_url: str = "",
+    dialect: str = Dialect.AUTO,
 ) -> ProviderCredential:
-    """Create or update the workspace's credential for `provider`; secret None keeps the old one."""
+    """Create or update the workspace's credential for `provider`; secret None keeps the old one.
+    `dialect`: an OpenAI-compatible upstream's (completions.models.Dialect)."""
     credential = (
         ProviderCredential.objects.select_for_update()
         .filter(workspace=workspace, provider=provider)
         .first()
     ) or ProviderCredential(workspace=workspace, provider=provider)
     credential.base_url = base_url
+    credential.dialect = dialect
     if secret is not None:
         credential.set_secret(secret)
     credential.save()

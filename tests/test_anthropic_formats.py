@@ -265,3 +265,68 @@ def test_a_file_claude_cannot_read_is_a_400_naming_the_part(client, upstream, pa
     assert info.value.param == "messages[0].content[1]"
     assert said in info.value.message
     assert upstream.chat_requests() == []
+
+
+def test_data_urls_with_parameters_reach_claude(client, upstream):
+    """RFC 2397 lets a data URL carry parameters before `;base64` (a charset, a file's name,
+    as browsers' and some SDKs' encoders write them): such an image was refused as "Images must
+    be data: or http(s): URLs." and such a file as not a data URL. The parameters are read
+    past; a text file's charset decodes its text."""
+    latin = base64.b64encode("Café à 10 h.".encode("latin-1")).decode()
+    named = base64.b64encode(b"Minutes.").decode()
+    image = {"url": f"data:image/png;charset=utf-8;base64,{PNG}"}
+    client.chat.completions.create(
+        model=OLDER,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": image},
+                    file_part("text/plain;name=a.txt", named, "a.txt"),
+                    file_part("text/plain;charset=ISO-8859-1", latin, "cafe.txt"),
+                    {"type": "file", "file": {"file_data": "data:,Hello%2C%20world"}},
+                ],
+            }
+        ],
+    )
+    png = {"type": "base64", "media_type": "image/png", "data": PNG}
+    assert upstream.last.body["messages"][0]["content"] == [
+        {"type": "image", "source": png},
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "Minutes."},
+            "title": "a.txt",
+        },
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "Café à 10 h."},
+            "title": "cafe.txt",
+        },
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "Hello, world"},
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (f"data:image/png;base64{PNG}", "no comma before its data"),
+        (f"data:png;base64,{PNG}", "'png' where its media type goes"),
+        (f"data:image/png;base64;name=a.png,{PNG}", "the parameter 'base64'"),
+        (f"data:image/png;charset;base64,{PNG}", "the parameter 'charset'"),
+    ],
+    ids=["no-comma", "no-subtype", "base64-not-last", "bare-parameter"],
+)
+def test_a_malformed_data_url_is_a_400_saying_what_is_wrong(client, upstream, url, said):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=OLDER,
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+            ],
+        )
+    assert info.value.param == "messages[0].content[0]"
+    assert said in info.value.message and "An image's data: URL" in info.value.message
+    assert upstream.chat_requests() == []

@@ -223,6 +223,19 @@ def test_admin_never_shows_the_secret(owner, admin_client):
         assert admin_client.get(f"/admin/completions/{path}/").status_code == 200
 
 
+def test_the_admin_sets_a_credentials_dialect_and_a_post_without_it_keeps_it(owner, admin_client):
+    credential = provider_credential_set(workspace=owner[0], provider="openai", secret="sk-x-0001")
+    assert credential.dialect == "auto"
+    url = f"/admin/completions/providercredential/{credential.id}/change/"
+    form = {"workspace": owner[0].id, "provider": "openai", "base_url": "", "secret": ""}
+    assert admin_client.post(url, {**form, "dialect": "openai"}).status_code == 302
+    assert ProviderCredential.objects.get(id=credential.id).dialect == "openai"
+    assert admin_client.post(url, form).status_code == 302  # a script's post, without it
+    assert ProviderCredential.objects.get(id=credential.id).dialect == "openai"
+    refused = admin_client.post(url, {**form, "dialect": "mistral"})
+    assert refused.status_code == 200 and "dialect" in refused.context["adminform"].form.errors
+
+
 # --- Engram's own LLM calls (completions.providers.llm.chat, for Celery) ----------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import openai
 import pytest
 
 from tests.upstream import Reply, openai_completion, openai_stream
@@ -414,3 +415,125 @@ def test_a_server_that_refuses_stream_options_streams_without_them(sdk, upstream
     first, second = upstream.chat_requests()
     assert first.body["stream_options"] == {"include_usage": True}
     assert "stream_options" not in second.body and second.body["max_tokens"] == 20
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_that_refuses_openais_optional_fields_answers_without_them(sdk, upstream, stream):
+    """Mistral's API refuses `metadata` and `store` too (422 extra_forbidden, every extra field
+    named in one answer): the client's request failed with it, streamed or not. Asked once
+    more without the fields it named, the answer comes; the fields Engram needs stay."""
+    upstream.refuses_extra_fields = True
+    model = "mistral-small-latest"
+    if stream:
+        upstream.script(Reply(stream=openai_stream(["Bon", "jour"], model=model)))
+    else:
+        upstream.script(Reply(json=openai_completion("Bonjour", model=model)))
+    answer = sdk.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Hello"}],
+        metadata={"team": "search"},
+        store=False,
+        temperature=0.2,
+        stream=stream,
+    )
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+    else:
+        text = answer.choices[0].message.content
+    assert text == "Bonjour"
+    first, second = upstream.chat_requests()  # one retry, all the named fields out at once
+    assert first.body["metadata"] == {"team": "search"} and first.body["store"] is False
+    dropped = {"metadata", "store", "stream_options"}
+    assert not dropped & set(second.body)
+    assert second.body["temperature"] == 0.2 and second.body["messages"] == first.body["messages"]
+
+
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        ("mistral-small-latest", "'temperature' must be at most 1."),
+        ("gpt-4o-mini", "'metadata' is only allowed when 'store' is enabled."),
+    ],
+    ids=["not-droppable", "openais-own"],
+)
+def test_a_refusal_that_is_the_clients_is_not_asked_again(sdk, upstream, model, said):
+    """Only the optional fields a server does not have are dropped: a refusal of anything else,
+    or OpenAI's own refusal of one (a rule of its own), is the client's, after one request."""
+    upstream.script(Reply(json={"error": {"message": said, "type": "invalid"}}, status=400))
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Hello"}],
+            metadata={"team": "search"},
+            temperature=1.5,
+        )
+    assert said in info.value.message
+    assert len(upstream.chat_requests()) == 1
+
+
+def test_a_reasoning_model_under_a_proxys_name_gets_its_cap_as_max_completion_tokens(sdk, upstream):
+    """An OpenAI reasoning model behind a proxy under a name of the operator's: Engram took it
+    for another server and sent `max_completion_tokens` as `max_tokens`, which OpenAI's
+    reasoning models refuse (400 "Unsupported parameter: 'max_tokens'"). Asked once more
+    with the cap under the name the refusal asks for, it answers."""
+    refusal = {
+        "error": {
+            "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "unsupported_parameter",
+        }
+    }
+    upstream.script(
+        Reply(json=refusal, status=400), Reply(json=openai_completion("Hi", model="o3-mini"))
+    )
+    answer = sdk.chat.completions.create(
+        model="corp-reasoner",
+        messages=[{"role": "user", "content": "Hello"}],
+        max_completion_tokens=300,
+    )
+    assert answer.choices[0].message.content == "Hi"
+    first, second = upstream.chat_requests()
+    assert first.body["max_tokens"] == 300 and "max_completion_tokens" not in first.body
+    assert second.body["max_completion_tokens"] == 300 and "max_tokens" not in second.body
+
+
+REASONER_ASK = [
+    {"role": "developer", "content": "Answer in French."},
+    {"role": "user", "content": "Hello"},
+]
+
+
+def test_a_credential_that_says_its_upstream_is_openais_gets_the_body_as_sent(sdk, owner, upstream):
+    """A proxy in front of OpenAI under names of its own (`corp-reasoner`) was taken for
+    another server by its host and name: `max_completion_tokens` went as `max_tokens` (which
+    OpenAI's reasoning models refuse) and `developer` as `system`. The workspace's credential
+    says the upstream is OpenAI's (its dialect): the body goes as the client sent it."""
+    from completions.services import provider_credential_set
+
+    provider_credential_set(
+        workspace=owner[0],
+        provider="openai",
+        secret="sk-proxy-key-0001",
+        base_url=upstream.url + "/v1",
+        dialect="openai",
+    )
+    upstream.script(Reply(json=openai_completion("Bonjour", model="o3-mini")))
+    sdk.chat.completions.create(
+        model="corp-reasoner", messages=REASONER_ASK, max_completion_tokens=300
+    )
+    sent = upstream.chat_requests()[-1].body
+    assert sent["max_completion_tokens"] == 300 and "max_tokens" not in sent
+    assert sent["messages"] == REASONER_ASK
+
+
+def test_a_deployment_whose_upstream_is_generic_gets_the_older_names(sdk, upstream, settings):
+    """OPENAI_DIALECT=generic: a server that serves models under OpenAI's names (a local
+    `gpt-4o-mini`, an alias of Ollama's) reads the older names, whatever the model's name."""
+    settings.OPENAI_DIALECT = "generic"
+    upstream.script(Reply(json=openai_completion("Bonjour", model="gpt-5-mini")))
+    sdk.chat.completions.create(model="gpt-5-mini", messages=REASONER_ASK, max_completion_tokens=30)
+    sent = upstream.chat_requests()[-1].body
+    assert sent["max_tokens"] == 30 and "max_completion_tokens" not in sent
+    assert sent["messages"][0] == {"role": "system", "content": "Answer in French."}

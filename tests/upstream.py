@@ -220,29 +220,35 @@ ASSISTANT_FIELDS = frozenset(
 
 def extra_field_error(body: dict | None) -> dict | None:
     """Mistral's 422 for an assistant message with a field its schema does not have (pydantic's
-    extra="forbid"), or for a top-level field of OpenAI's it does not have (MISTRAL_REFUSES);
-    None: every message is plain OpenAI."""
-    for name in MISTRAL_REFUSES:
-        if name in (body or {}):
-            return _extra_forbidden(["body", name], body[name])  # type: ignore[index]
-    messages = (body or {}).get("messages")
+    extra="forbid"), or for top-level fields of OpenAI's it does not have (MISTRAL_REFUSES),
+    every one in one answer as pydantic lists them; None: every message is plain OpenAI."""
+    body = body or {}
+    refused = [(["body", name], body[name]) for name in MISTRAL_REFUSES if name in body]
+    if refused:
+        return _extra_forbidden(refused)
+    messages = body.get("messages")
     for index, message in enumerate(messages if isinstance(messages, list) else ()):
         if not isinstance(message, dict) or message.get("role") != "assistant":
             continue
         for name in sorted(set(message) - ASSISTANT_FIELDS):
-            return _extra_forbidden(["body", "messages", index, "assistant", name], message[name])
+            loc = ["body", "messages", index, "assistant", name]
+            return _extra_forbidden([(loc, message[name])])
     return None
 
 
 # OpenAI's fields that Mistral's API refuses (422), which the OpenAI SDK and Engram send.
-MISTRAL_REFUSES = ("stream_options", "max_completion_tokens")
+MISTRAL_REFUSES = ("stream_options", "max_completion_tokens", "metadata", "store")
 
 
-def _extra_forbidden(loc: list, value: Any) -> dict:
-    detail = {"type": "extra_forbidden", "loc": loc, "msg": "Extra inputs are not permitted"}
+def _extra_forbidden(refused: list[tuple[list, Any]]) -> dict:
+    detail = [
+        {"type": "extra_forbidden", "loc": loc, "msg": "Extra inputs are not permitted"}
+        | {"input": value}
+        for loc, value in refused
+    ]
     return {
         "object": "error",
-        "message": {"detail": [detail | {"input": value}]},
+        "message": {"detail": detail},
         "type": "invalid_request_message_error",
         "param": None,
         "code": None,

@@ -8,6 +8,7 @@ import json
 import re
 import time
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.utils.crypto import salted_hmac
@@ -27,7 +28,9 @@ STOP_REASONS: dict[str | None, str] = {
 }
 # Anthropic's pattern for a tool_use id (and a tool_result's tool_use_id): 400 otherwise.
 _TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]+);base64,(?P<data>.*)$", re.DOTALL)
+# A data URL's media type, RFC 2045's token "/" token (`_data_url`).
+_MEDIA_TYPE = re.compile(r"^[\w!#$%&'*+.^`|~-]+/[\w!#$%&'*+.^`|~-]+$")
+_DATA_URL_FORM = "data:<type>[;<name>=<value>];base64,<data>"
 # What Claude reads (Anthropic's image and document blocks): images of these types; documents
 # as a base64 PDF or as plain text; a document's title of 1 to 500 characters (the Messages
 # API's OpenAPI schema: a longer file name failed the request).
@@ -75,15 +78,56 @@ def _text(content: Any) -> str:
     return "\n\n".join(t for t in texts if t.strip())
 
 
+def _data_url(url: str, param: str, what: str) -> tuple[str, dict[str, str], str]:
+    """A data URL's media type (lower case), parameters and data as base64, as RFC 2397 writes
+    it: `data:[<type>][;<name>=<value>]*[;base64],<data>`, text/plain when the type is left
+    out, data not in base64 percent-encoded. Parameters (a charset, a file's name) were refused
+    as "must be a data: URL" where the URL was one; what is malformed is a 400 saying what."""
+    header, comma, data = url.partition(",")
+    if not comma:
+        raise ApiError(
+            400, f"{what}'s data: URL has no comma before its data ({_DATA_URL_FORM}).", param=param
+        )
+    mime, *parts = header[len("data:") :].split(";")
+    mime = mime.strip().lower() or "text/plain"
+    if not _MEDIA_TYPE.match(mime):
+        raise ApiError(
+            400,
+            f"{what}'s data: URL has '{mime[:100]}' where its media type goes, "
+            f"which is type/subtype ({_DATA_URL_FORM}).",
+            param=param,
+        )
+    encoded = bool(parts) and parts[-1].strip().lower() == "base64"
+    if encoded:
+        parts.pop()
+    params = {}
+    for part in parts:
+        name, equals, value = part.partition("=")
+        if not equals or not name.strip():
+            raise ApiError(
+                400,
+                f"{what}'s data: URL has the parameter '{part[:100]}', which is not "
+                f"<name>=<value> (';base64' comes last, before the comma: {_DATA_URL_FORM}).",
+                param=param,
+            )
+        params[name.strip().lower()] = value.strip()
+    if not encoded:
+        data = base64.b64encode(unquote_to_bytes(data)).decode()
+    return mime, params, data
+
+
+def _is_data_url(url: str) -> bool:
+    return url[:5].lower() == "data:"
+
+
 def _image(url: str, param: str) -> dict:
-    match = _DATA_URL.match(url)
-    if match:
-        mime = match["mime"].lower()
+    if _is_data_url(url):
+        mime, _params, data = _data_url(url, param, "An image")
         # "image/jpg" is common and OpenAI takes it; Anthropic knows JPEG only as image/jpeg.
         media_type = "image/jpeg" if mime == "image/jpg" else mime
         if media_type not in IMAGE_TYPES:  # else Anthropic's 400, naming a field not sent
             raise _unsupported(param, f"An image of type '{mime}' ({_READS})")
-        source = {"type": "base64", "media_type": media_type, "data": match["data"]}
+        source = {"type": "base64", "media_type": media_type, "data": data}
     elif url.startswith(("http://", "https://")):
         source = {"type": "url", "url": url}
     else:
@@ -139,22 +183,28 @@ def _file(part: dict, param: str) -> dict:
         if file.get("file_id"):
             raise _unsupported(param, "A file by file_id (OpenAI's Files API; send file_data)")
         raise ApiError(400, "A file part needs its file_data.", param=param)
-    match = _DATA_URL.match(data)
-    if not match:
+    if not _is_data_url(data):
         raise ApiError(
-            400, "A file part's file_data must be a data: URL with base64 content.", param=param
+            400,
+            f"A file part's file_data must be a data: URL ({_DATA_URL_FORM}).",
+            param=param,
         )
-    mime = match["mime"].lower()
+    mime, params, encoded = _data_url(data, param, "A file part")
     if mime.startswith("image/"):
         return _image(data, param)
     if mime == "application/pdf":
-        source = {"type": "base64", "media_type": mime, "data": match["data"]}
+        source = {"type": "base64", "media_type": mime, "data": encoded}
     elif mime == "text/plain":
+        charset = params.get("charset") or "UTF-8"
         try:
-            text = base64.b64decode(match["data"], validate=True).decode()
+            text = base64.b64decode(encoded, validate=True).decode(charset)
+        except LookupError:
+            raise ApiError(
+                400, f"A text/plain file's charset '{charset[:100]}' is unknown.", param=param
+            ) from None
         except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
             raise ApiError(
-                400, "A text/plain file's data must be base64 of UTF-8 text.", param=param
+                400, f"A text/plain file's data must be base64 of {charset} text.", param=param
             ) from None
         source = {"type": "text", "media_type": mime, "data": text}
     else:

@@ -38,6 +38,9 @@ class Upstream:
     base_url: str
     api_key: str = field(repr=False)
     source: str = "env"
+    # An OpenAI-compatible upstream's dialect (completions.models.Dialect): "auto", "openai"
+    # or "generic"; see openai_compatible._openai_itself.
+    dialect: str = "auto"
 
 
 @dataclass

@@ -299,6 +299,13 @@ _OPENAI_MODEL = re.compile(r"^(?:openai/)?(?:gpt-(?!oss)|chatgpt-|o\d|codex-|com
 
 
 def _openai_itself(upstream: Upstream | None, model: Any) -> bool:
+    """Whether the upstream is OpenAI's: as its dialect says (a credential's, OPENAI_DIALECT),
+    else by its host or the model's name. A guess fails for a proxy in front of OpenAI under
+    names of its own (its reasoning models refused the max_tokens sent them), which the
+    "openai" dialect names; "generic" for a server that serves models under OpenAI's names."""
+    dialect = upstream.dialect if upstream is not None else "auto"
+    if dialect != "auto":
+        return dialect == "openai"
     if isinstance(model, str) and _OPENAI_MODEL.match(model):
         return True
     host = (urlsplit(upstream.base_url).hostname or "") if upstream is not None else ""
@@ -367,6 +374,61 @@ def _without_anthropic_details(message: Any) -> Any:
     return {**rest, "reasoning_details": kept} if kept else rest
 
 
+# OpenAI's optional fields that change nothing of the answer (bookkeeping, usage reporting,
+# billing tier, caching hints), which strict servers refuse. Mistral's API answers 422
+# extra_forbidden naming each ("loc": ["body", "metadata"]): the OpenAI SDK's `metadata`,
+# `store` or `user`, and the `stream_options` Engram adds to every stream, failed every request
+# to it, so each is dropped for one retry where the refusal names it (`_amended`). A stream
+# asked again without `stream_options`: such servers send its usage unasked; one that does not
+# is charged its words, as a stream cut short is.
+DROPPABLE = (
+    "stream_options",
+    "metadata",
+    "store",
+    "service_tier",
+    "user",
+    "prompt_cache_key",
+    "safety_identifier",
+)
+
+
+def _named(field: str, message: str) -> bool:
+    """Whether an upstream's refusal names `field` as a field: quoted (`'max_tokens'`,
+    pydantic's `"loc": ["body", "metadata"]`), not a word of its prose ("could not store")."""
+    return re.search(rf"[\"'`]{re.escape(field)}(?!\w)", message) is not None
+
+
+def _amended(call: Call, payload: dict, error: ApiError) -> dict | None:
+    """The payload to send once more after the upstream refused it (400 or 422), or None.
+
+    A server that is not OpenAI's refusing a field of DROPPABLE by name: without the fields
+    named (all of them at once: pydantic lists every extra field in one answer). A server that
+    refuses `max_tokens` and asks for `max_completion_tokens` (OpenAI's reasoning models, o1 to
+    gpt-5, behind a proxy under a name `_openai_itself` does not know, so their cap was renamed
+    by `_for_other_servers`): the cap under its newer name. One retry: the second answer is
+    the client's, whatever it is."""
+    if error.status not in (400, 422):
+        return None
+    message = error.message
+    if (
+        "max_tokens" in payload
+        and "max_completion_tokens" not in payload
+        and (error.param == "max_tokens" or _named("max_tokens", message))
+        and "max_completion_tokens" in message
+    ):
+        amended = {k: v for k, v in payload.items() if k != "max_tokens"}
+        return amended | {"max_completion_tokens": payload["max_tokens"]}
+    refused = {f for f in DROPPABLE if f in payload and _named(f, message)}
+    if _openai_itself(call.upstream, payload.get("model")):
+        # OpenAI's refusals of the client's fields are the client's to read ("metadata is
+        # only allowed when store is enabled"), not a server without them; `stream_options`,
+        # which Engram adds to every stream, goes whoever refuses it, as it always went
+        refused &= {"stream_options"}
+    if not refused:
+        return None
+    return {k: v for k, v in payload.items() if k not in refused}
+
+
 def _finished(chunk: dict) -> bool:
     """Whether a chunk's choices all say why they stopped (a finish_reason)."""
     choices = chunk.get("choices")
@@ -422,7 +484,7 @@ class OpenAICompatibleProvider(HttpProvider):
             **_outgoing(call.body, call.upstream),
             "stream_options": {**options, "include_usage": True},
         }
-        response, upstream_ms = await self._send_stream(call, payload)
+        response, upstream_ms = await self.send(call, payload)
         if response.content_type == "application/json":
             # JSON, not events: an error under status 200 (proxies: one-api's "quota
             # exhausted"), or a server that ignored `stream`. Read as it came, the client got a
@@ -457,18 +519,25 @@ class OpenAICompatibleProvider(HttpProvider):
         stream.first_ready = first is not None and (first[1] == b"[DONE]" or first[1][:1] == b"{")
         return stream
 
-    async def _send_stream(self, call: Call, payload: dict) -> tuple[aiohttp.ClientResponse, float]:
-        """`send`, and once more without `stream_options` where the upstream refused that
-        field (Mistral's API: 422 "Extra inputs are not permitted" naming
-        `stream_options.include_usage`): Engram adds it to every stream, so every stream to
-        such a server failed, the client's own without it too. Such servers send a stream's
-        usage unasked; one that does not is charged its words, as a stream cut short is."""
+    async def send(self, call: Call, payload: dict) -> tuple[aiohttp.ClientResponse, float]:
+        """`HttpProvider.send`, and once more as `_amended` mends a refused payload."""
         try:
-            return await self.send(call, payload)
+            return await super().send(call, payload)
         except ApiError as error:
-            if error.status not in (400, 422) or "stream_options" not in error.message:
+            again = _amended(call, payload, error)
+            if again is None:
                 raise
-        return await self.send(call, {k: v for k, v in payload.items() if k != "stream_options"})
+        return await super().send(call, again)
+
+    def send_sync(self, call: Call, payload: dict, *, timeout: float) -> dict:
+        """`HttpProvider.send_sync` (Engram's own calls), mended once as `send` is."""
+        try:
+            return super().send_sync(call, payload, timeout=timeout)
+        except ApiError as error:
+            again = _amended(call, payload, error)
+            if again is None:
+                raise
+        return super().send_sync(call, again, timeout=timeout)
 
     def _first_refused(
         self, call: Call, stream: OpenAIStream, first: tuple[str | None, bytes] | None

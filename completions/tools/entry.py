@@ -279,7 +279,7 @@ async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
         def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> dict:
             # Charged now, for the last chunk; finished (usage row, memory) once the tool calls
             # and results are stored, so finish_turn stores the answer after them.
-            turn.charge_once(usage=dict(run.spent) or None, assistant=assistant)
+            turn.charge_once(usage=dict(run.spent) or None, answers=charging.answered(assistant))
 
             async def finish() -> None:
                 await _store(run, _before_answer(run, assistant), extraction=False)
@@ -323,7 +323,7 @@ async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
         raise
     # Charged before the store, as a stream is: a client that hangs up meanwhile leaves the
     # finish to the gateway, which knows nothing of the run's calls (they cost nothing).
-    turn.charge_once(usage=dict(run.spent) or None, assistant=answer.assistant)
+    turn.charge_once(usage=dict(run.spent) or None, answers=charging.answered(answer.assistant))
     # The tool calls and results first; finish_turn stores the answer after them.
     await _store(run, _before_answer(run, answer.assistant), extraction=False)
     charged = _finish(turn, run, 200, answer.assistant, False, "")

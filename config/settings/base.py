@@ -288,6 +288,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = env(
 # Upstream LLM providers
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
 OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+# Whether that upstream is OpenAI's (completions.models.Dialect): "auto" guesses by its host
+# and the model's name; "openai" for a proxy in front of OpenAI under names of its own.
+OPENAI_DIALECT = env.str("OPENAI_DIALECT", default="auto")
+if OPENAI_DIALECT not in ("auto", "openai", "generic"):
+    raise ImproperlyConfigured("OPENAI_DIALECT is 'auto', 'openai' or 'generic'.")
 ANTHROPIC_BASE_URL = env("ANTHROPIC_BASE_URL", default="")
 ANTHROPIC_API_KEY = env("ANTHROPIC_API_KEY", default="")
 ENGRAM_UPSTREAM_TIMEOUT = env.float("ENGRAM_UPSTREAM_TIMEOUT", default=600.0)
