@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('completions', '0017_current_model_prices'),
+        ('completions', '0018_usage_credits_unit'),
     ]
 
     operations = [
