@@ -265,8 +265,8 @@ def _tools(body: dict) -> None:
     if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
         raise _type_error("tool_choice", "a string or an object", choice)
     if choice["type"] == "function":  # names the function to call (Anthropic got a null name)
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
+        chosen = choice.get("function")
+        name = chosen.get("name") if isinstance(chosen, dict) else None
         if not isinstance(name, str) or not name:
             raise _type_error("tool_choice.function.name", "a string", name)
 
