@@ -11,22 +11,24 @@ import logging
 
 from completions import routing
 from completions.agents import cache as agent_cache
-from completions.providers.base import Upstream
+from completions.providers.base import ListedModel, Upstream
 from completions.providers.registry import PROVIDERS, upstream_for
 from config.common.cache import TTLCache
 
 logger = logging.getLogger("engram.models")
 
 # Per upstream (provider, base URL, credential): one /models call a minute, shared by callers.
-_upstream_names: TTLCache[tuple[str, str, str], list[str]] = TTLCache(ttl=60.0, max_entries=1000)
+_upstream_names: TTLCache[tuple[str, str, str], list[ListedModel]] = TTLCache(
+    ttl=60.0, max_entries=1000
+)
 
 
 def model_body(model_id: str, owned_by: str, created: int = 0) -> dict:
     return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
 
 
-async def _upstream_models(provider: str, upstream: Upstream) -> list[str]:
-    async def load() -> list[str]:
+async def _upstream_models(provider: str, upstream: Upstream) -> list[ListedModel]:
+    async def load() -> list[ListedModel]:
         try:
             return await PROVIDERS[provider].list_models(upstream)
         except Exception as exc:  # an upstream without /models must not break the listing
@@ -52,7 +54,7 @@ async def available_models(workspace_id: str) -> list[dict]:
     upstreams = [(p, upstream_for(snapshot, p)) for p in ("openai", "anthropic")]
     configured = [(p, u) for p, u in upstreams if u is not None]
     listings = await asyncio.gather(*(_upstream_models(p, u) for p, u in configured))
-    for (provider, _), names in zip(configured, listings, strict=True):
-        for name in names:
-            models.setdefault(name, model_body(name, provider))
+    for (provider, _), listed in zip(configured, listings, strict=True):
+        for model in listed:  # when the upstream says it was made, as OpenAI's list does
+            models.setdefault(model.id, model_body(model.id, provider, model.created))
     return list(models.values())

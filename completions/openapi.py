@@ -303,7 +303,11 @@ SCHEMAS: dict[str, dict] = {
         "properties": {
             "id": {"type": "string"},
             "object": {"const": "model"},
-            "created": {"type": "integer"},
+            "created": {
+                "type": "integer",
+                "description": "When the upstream says the model was made (Unix seconds); 0 "
+                "for Engram's own names and where the upstream does not say.",
+            },
             "owned_by": {"type": "string"},
             "target": {
                 "type": "string",

@@ -280,10 +280,12 @@ class Assembler:
 @dataclass(frozen=True)
 class Rewrite:
     """What Engram changes in the upstream's chunks: `model` (an agent's, as the client sent
-    it) and the index of the model's tool calls, after the `shift` calls Engram sent first."""
+    it) and the index of the model's tool calls, after the `shift` calls Engram sent first,
+    and their `id`, the one those calls went out under (a stream has one id, as OpenAI's)."""
 
     model: str | None = None
     shift: int = 0
+    id: str | None = None
 
 
 def preface(tool_calls: list[dict], *, stream_id: str, model: str) -> list[bytes]:
@@ -353,6 +355,8 @@ def _outgoing(
         raw = None
         if rewrite.model is not None and "model" in data:
             data["model"] = rewrite.model
+        if rewrite.id is not None and "id" in data:
+            data["id"] = rewrite.id
         if rewrite.shift:
             for choice in data.get("choices") or ():
                 for call in (choice.get("delta") or {}).get("tool_calls") or ():
@@ -502,7 +506,11 @@ async def relay(
     pending: asyncio.Future | None = None
     assembler = Assembler()
     roles: set[int] = set()
-    rewrite = Rewrite(model, len(tool_calls or ())) if model or tool_calls else None
+    rewrite = (
+        Rewrite(model, len(tool_calls or ()), stream_id if tool_calls else None)
+        if model or tool_calls
+        else None
+    )
     tail = Tail(include_usage, roles, rewrite)
     outcome = "cut"  # until proven otherwise: the client went away
     error: dict | None = None
@@ -606,7 +614,7 @@ async def relay(
         # own, as OpenAI's schema requires them (strict clients refused nulls).
         head = assembler.head or {}
         last_frames = own_chunk(
-            stream_id=head.get("id") or stream_id,
+            stream_id=(rewrite and rewrite.id) or head.get("id") or stream_id,
             created=head.get("created") or int(time.time()),
             model=model or head.get("model") or client_model,
             choices=[],

@@ -30,6 +30,8 @@ def _invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
 def _kind(value) -> str:
     if value is None:
         return "null"
+    if isinstance(value, str) and not value.strip():
+        return "a blank string" if value else "an empty string"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):
@@ -43,6 +45,16 @@ def _type_error(param: str, expected: str, value) -> ApiError:
         f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
         "invalid_type",
     )
+
+
+def _object(container: dict, name: str, param: str) -> dict:
+    """`container[name]`, 400 naming `param.name` unless it is an object. Each field is checked
+    with its own value: checked with its container's, `tools: ["x"]` read "Invalid type for
+    'tools[0].type': expected a string, but got a string instead"."""
+    value = container.get(name)
+    if not isinstance(value, dict):
+        raise _type_error(f"{param}.{name}", "an object", value)
+    return value
 
 
 def _is_number(value) -> bool:
@@ -134,10 +146,10 @@ def _tool_calls(calls, param: str) -> None:
             raise _type_error(where, "an object", call)
         if not isinstance(call.get("id"), str):
             raise _type_error(f"{where}.id", "a string", call.get("id"))
-        function = call.get("function")
         if call.get("type", "function") == "function":
-            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise _type_error(f"{where}.function.name", "a string", function)
+            function = _object(call, "function", where)
+            if not isinstance(function.get("name"), str):
+                raise _type_error(f"{where}.function.name", "a string", function.get("name"))
             if not isinstance(function.get("arguments"), str):
                 raise _type_error(
                     f"{where}.function.arguments", "a string", function.get("arguments")
@@ -160,10 +172,10 @@ def _call_fields(message: dict, param: str, role: str) -> None:
         value = message.get(name)
         if value is not None and not isinstance(value, str):
             raise _type_error(f"{param}.{name}", "a string", value)
-    function_call = message.get("function_call")
-    if function_call is not None:
-        if not isinstance(function_call, dict) or not isinstance(function_call.get("name"), str):
-            raise _type_error(f"{param}.function_call.name", "a string", function_call)
+    if message.get("function_call") is not None:
+        function_call = _object(message, "function_call", param)
+        if not isinstance(function_call.get("name"), str):
+            raise _type_error(f"{param}.function_call.name", "a string", function_call.get("name"))
         if not isinstance(function_call.get("arguments"), str):
             raise _type_error(
                 f"{param}.function_call.arguments", "a string", function_call.get("arguments")
@@ -207,8 +219,8 @@ def message(message, i: int) -> None:
         _content(message, content, parts=_USER_PARTS, required=True)
     elif role == "assistant":
         audio = message.get("audio")
-        if audio is not None and not (isinstance(audio, dict) and isinstance(audio.get("id"), str)):
-            raise _type_error(f"{param}.audio.id", "a string", audio)
+        if audio is not None and not isinstance(_object(message, "audio", param).get("id"), str):
+            raise _type_error(f"{param}.audio.id", "a string", audio.get("id"))
         # A previous audio answer comes back as its id alone (OpenAI's multi-turn audio), a
         # refusal as its words with content null (the SDK's message as it gave it).
         refusal = message.get("refusal")
@@ -232,12 +244,14 @@ def _tools(body: dict) -> None:
         raise _type_error("tools", "an array", tools)
     for j, tool in enumerate(tools or ()):
         where = f"tools[{j}]"
-        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-            raise _type_error(f"{where}.type", "a string", tool)
+        if not isinstance(tool, dict):
+            raise _type_error(where, "an object", tool)
+        if not isinstance(tool.get("type"), str):
+            raise _type_error(f"{where}.type", "a string", tool.get("type"))
         if tool["type"] == "function":
-            function = tool.get("function")
-            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise _type_error(f"{where}.function.name", "a string", function)
+            function = _object(tool, "function", where)
+            if not isinstance(function.get("name"), str):
+                raise _type_error(f"{where}.function.name", "a string", function.get("name"))
             params = function.get("parameters")
             if params is not None and not isinstance(params, dict):
                 raise _type_error(f"{where}.function.parameters", "an object", params)
@@ -251,8 +265,8 @@ def _tools(body: dict) -> None:
     if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
         raise _type_error("tool_choice", "a string or an object", choice)
     if choice["type"] == "function":  # names the function to call (Anthropic got a null name)
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
+        chosen = choice.get("function")
+        name = chosen.get("name") if isinstance(chosen, dict) else None
         if not isinstance(name, str) or not name:
             raise _type_error("tool_choice.function.name", "a string", name)
 
@@ -283,8 +297,11 @@ def metadata(body: dict) -> dict[str, str]:
     value = body.get("metadata")
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+    if not isinstance(value, dict):
         raise _type_error("metadata", "an object of strings", value)
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise _type_error(f"metadata.{key}", "a string", item)
     return value
 
 

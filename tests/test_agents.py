@@ -398,6 +398,25 @@ def test_agent_collections_without_the_header(sdk, http, owner, upstream, celery
     assert "tools" not in sent and "tool_choice" not in sent  # the upstream never saw them
 
 
+def test_a_stream_with_engram_tools_has_one_id(sdk, upstream):
+    """Engram's tool calls go out before the upstream answers, under Engram's id: the
+    model's chunks after them kept the upstream's, so one stream had two ids (OpenAI's chunks
+    share one, which clients key the answer by)."""
+    upstream.script(Reply(stream=openai_stream(["Hel", "lo"])))
+    chunks = list(
+        sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Hi"}],
+            tools=ENGRAM_TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello"
+    assert chunks[0].choices[0].delta.tool_calls and chunks[-1].usage is not None
+    assert len({c.id for c in chunks}) == 1, [c.id for c in chunks]
+
+
 def test_engram_tools_in_json_answers_only_when_declared(sdk, http, upstream):
     weather = {
         "type": "function",

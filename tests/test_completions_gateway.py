@@ -43,7 +43,7 @@ BAD_BODIES = [
     ({"model": "m", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
     (
         {"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c"}]}]},
-        "messages[0].tool_calls[0].function.name",
+        "messages[0].tool_calls[0].function",
     ),
     ({**BODY, "temperature": 2.5}, "temperature"),
     ({**BODY, "temperature": -0.1}, "temperature"),
@@ -84,7 +84,8 @@ BAD_BODIES = [
         {**BODY, "response_format": {"type": "json_schema", "json_schema": {"name": 5}}},
         "response_format.json_schema.name",
     ),
-    ({**BODY, "metadata": {"a": 1}}, "metadata"),
+    ({**BODY, "metadata": {"a": 1}}, "metadata.a"),
+    ({**BODY, "metadata": ["a"]}, "metadata"),
     ({**BODY, "user": 7}, "user"),
     ({**BODY, "session_id": 7}, "session_id"),
     # a role and a text alone is not enough for these roles
@@ -104,6 +105,66 @@ def test_bad_input_is_400_naming_param(http, upstream, body, param):
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param, error
     assert upstream.chat_requests() == []
+
+
+CALL = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+# Each refusal names the field that is wrong and says what that field was: a field checked
+# with its container's value read "expected a string, but got a string instead" (tools: ["x"],
+# a common slip) or "got an object" for a number, naming a field the body did not have.
+MISNAMED_BODIES = [
+    ({**BODY, "tools": ["get_weather"]}, "tools[0]", "expected an object, but got a string"),
+    ({**BODY, "tools": [{"type": 5}]}, "tools[0].type", "expected a string, but got a number"),
+    (
+        {**BODY, "tools": [{"type": "function", "function": "f"}]},
+        "tools[0].function",
+        "expected an object, but got a string",
+    ),
+    (
+        {**BODY, "tools": [{"type": "function", "function": {"name": 5}}]},
+        "tools[0].function.name",
+        "expected a string, but got a number",
+    ),
+    (
+        {**BODY, "metadata": {"request_id": 5}},
+        "metadata.request_id",
+        "expected a string, but got a number",
+    ),
+    (
+        {
+            "model": "m",
+            "messages": [{"role": "assistant", "tool_calls": [{**CALL, "function": {"name": 5}}]}],
+        },
+        "messages[0].tool_calls[0].function.name",
+        "expected a string, but got a number",
+    ),
+    (
+        {
+            "model": "m",
+            "messages": [{"role": "assistant", "tool_calls": [{**CALL, "function": 5}]}],
+        },
+        "messages[0].tool_calls[0].function",
+        "expected an object, but got a number",
+    ),
+    (
+        {"model": "m", "messages": [{"role": "assistant", "function_call": {"name": 5}}]},
+        "messages[0].function_call.name",
+        "expected a string, but got a number",
+    ),
+    (
+        {"model": "m", "messages": [{"role": "assistant", "audio": "audio_1"}]},
+        "messages[0].audio",
+        "expected an object, but got a string",
+    ),
+    ({**BODY, "model": ""}, "model", "expected a non-empty string, but got an empty string"),
+    ({**BODY, "model": " "}, "model", "expected a non-empty string, but got a blank string"),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "said"), MISNAMED_BODIES)
+def test_bad_input_names_the_field_and_what_it_was(http, upstream, body, param, said):
+    error = assert_envelope(post(http, body), 400)
+    assert (error["param"], error["code"]) == (param, "invalid_type"), error
+    assert f"Invalid type for '{param}': {said} instead." == error["message"], error
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b'"text"', b"\xff\xfe"])

@@ -44,6 +44,22 @@ def test_retrieve(sdk, owner, upstream, http):
         sdk.models.retrieve("no-such-model")
 
 
+def test_upstream_models_keep_when_they_were_made(sdk, upstream, http):
+    """An upstream model is listed with the `created` its upstream gave (Anthropic's
+    `created_at` in Unix seconds), as OpenAI lists it: every model read `created: 0`, so an app
+    that sorts models by age (the newest first) had them in no order."""
+    from datetime import datetime
+
+    from tests.upstream import ANTHROPIC_MODEL_CREATED_AT, UPSTREAM_MODEL_CREATED
+
+    upstream.anthropic_model_pages = [["claude-sonnet-4-5"]]
+    listed = {m.id: m.created for m in sdk.models.list()}
+    claude = datetime.fromisoformat(ANTHROPIC_MODEL_CREATED_AT.replace("Z", "+00:00"))
+    assert listed["upstream-model-a"] == UPSTREAM_MODEL_CREATED
+    assert listed["claude-sonnet-4-5"] == int(claude.timestamp())
+    assert sdk.models.retrieve("upstream-model-a").created == UPSTREAM_MODEL_CREATED
+
+
 def test_aliases_are_per_workspace(owner, outsider, engram_server, upstream):
     model_alias_set(workspace=owner[0], alias="owners-only", target_model="gpt-4o")
     with httpx.Client(

@@ -522,6 +522,12 @@ def _invalid(message: str, param: str) -> dict:
     }
 
 
+# When the upstreams' listed models were made: OpenAI's `created` (Unix seconds), Anthropic's
+# `created_at` (RFC 3339), as each lists them.
+UPSTREAM_MODEL_CREATED = 1721172741
+ANTHROPIC_MODEL_CREATED_AT = "2025-02-19T00:00:00Z"
+
+
 class UpstreamServer:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
@@ -624,7 +630,7 @@ class UpstreamServer:
                         {
                             "id": "upstream-model-a",
                             "object": "model",
-                            "created": 0,
+                            "created": UPSTREAM_MODEL_CREATED,
                             "owned_by": "loopback",
                         }
                     ],
@@ -649,7 +655,15 @@ class UpstreamServer:
         number = next((i + 1 for i, page in enumerate(pages) if page[-1] == after), 0)
         page = pages[number] if number < len(pages) else []
         return {
-            "data": [{"type": "model", "id": name, "display_name": name} for name in page],
+            "data": [
+                {
+                    "type": "model",
+                    "id": name,
+                    "display_name": name,
+                    "created_at": ANTHROPIC_MODEL_CREATED_AT,
+                }
+                for name in page
+            ],
             "has_more": number + 1 < len(pages),
             "first_id": page[0] if page else None,
             "last_id": page[-1] if page else None,

@@ -22,9 +22,11 @@ from completions.providers.base import (
     Completion,
     HttpProvider,
     HttpStream,
+    ListedModel,
     StreamFailed,
     Upstream,
     UpstreamStream,
+    listed_model,
     loads_json,
     quota_refused,
     retry_wait,
@@ -325,12 +327,12 @@ class AnthropicProvider(HttpProvider):
         data = self.send_sync(call, to_anthropic(body, stream=False), timeout=timeout)
         return from_anthropic(data, model=body["model"])
 
-    async def list_models(self, upstream: Upstream | None) -> list[str]:
+    async def list_models(self, upstream: Upstream | None) -> list[ListedModel]:
         """Every page of Anthropic's list (`has_more`, then `after_id` its `last_id`), up to
         MODEL_PAGES of them; the names of the pages read before one that fails are kept."""
         if upstream is None:
             return []
-        names: list[str] = []
+        names: list[ListedModel] = []
         params = {"limit": str(MODEL_PAGE_SIZE)}
         for _ in range(MODEL_PAGES):
             try:
@@ -343,7 +345,8 @@ class AnthropicProvider(HttpProvider):
                 break
             data = page.get("data")
             models = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
-            names += [m["id"] for m in models if isinstance(m.get("id"), str)]
+            listed = (listed_model(m, m.get("created_at")) for m in models)
+            names += [m for m in listed if m is not None]
             last = page.get("last_id")
             if page.get("has_more") is not True or not isinstance(last, str) or not last:
                 break

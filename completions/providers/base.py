@@ -9,6 +9,7 @@ failures after it raise StreamFailed, which the relay turns into one error frame
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -16,6 +17,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -427,8 +429,33 @@ class Provider:
     def complete_sync(self, call: Call, *, timeout: float) -> dict:
         raise NotImplementedError
 
-    async def list_models(self, upstream: Upstream | None) -> list[str]:
+    async def list_models(self, upstream: Upstream | None) -> list[ListedModel]:
         return []
+
+
+@dataclass(frozen=True)
+class ListedModel:
+    """A model an upstream lists: its id and when it was made (Unix seconds, as OpenAI's
+    `created`; 0 where the upstream did not say)."""
+
+    id: str
+    created: int = 0
+
+
+def listed_model(entry: object, created: object) -> ListedModel | None:
+    """An upstream's /models entry as a ListedModel, None without a string id; `created` an
+    integer (OpenAI's) or an RFC 3339 time (Anthropic's `created_at`), else 0."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+        return None
+    seconds = 0
+    if isinstance(created, int) and not isinstance(created, bool) and created >= 0:
+        seconds = created
+    elif isinstance(created, str):
+        with contextlib.suppress(ValueError):
+            seconds = max(
+                0, int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+            )
+    return ListedModel(entry["id"], seconds)
 
 
 # --- HTTP providers ---------------------------------------------------------------------------

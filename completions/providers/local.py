@@ -18,6 +18,7 @@ from completions.providers.base import (
     Call,
     Chunk,
     Completion,
+    ListedModel,
     Provider,
     Upstream,
     UpstreamStream,
@@ -182,5 +183,5 @@ class LocalProvider(Provider):
     async def stream(self, call: Call) -> UpstreamStream:
         return LocalStream(call.body)
 
-    async def list_models(self, upstream: Upstream | None) -> list[str]:
-        return ["local"]
+    async def list_models(self, upstream: Upstream | None) -> list[ListedModel]:
+        return [ListedModel("local")]

@@ -19,12 +19,14 @@ from completions.providers.base import (
     Completion,
     HttpProvider,
     HttpStream,
+    ListedModel,
     StreamFailed,
     Upstream,
     UpstreamStream,
     UsualShape,
     bad_reply,
     error_fields,
+    listed_model,
     loads,
     loads_json,
     read_failed,
@@ -568,7 +570,7 @@ class OpenAICompatibleProvider(HttpProvider):
     def complete_sync(self, call: Call, *, timeout: float) -> dict:
         return self.send_sync(call, _outgoing(call.body, call.upstream), timeout=timeout)
 
-    async def list_models(self, upstream: Upstream | None) -> list[str]:
+    async def list_models(self, upstream: Upstream | None) -> list[ListedModel]:
         if upstream is None:
             return []
         from completions.providers.http import session, timeout
@@ -581,4 +583,5 @@ class OpenAICompatibleProvider(HttpProvider):
             if response.status != 200:
                 return []
             data = (await response.json(content_type=None)).get("data") or []
-        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        listed = (listed_model(m, m.get("created") if isinstance(m, dict) else None) for m in data)
+        return [m for m in listed if m is not None]
