@@ -520,10 +520,14 @@ def test_a_resume_with_bad_metadata_is_400_and_leaves_its_approval_pending(
     approval_id = _paused(
         sdk, http, upstream, tool_server, then=Reply(json=openai_completion("It is sunny."))
     )
-    for metadata in ("client-r3", ["client-r3"], {"request_id": 7}):
+    for metadata, param in (
+        ("client-r3", "metadata"),
+        (["client-r3"], "metadata"),
+        ({"request_id": 7}, "metadata.request_id"),
+    ):
         body = {"approval_id": approval_id, "decision": "approve", "metadata": metadata}
         error = assert_envelope(http.post("/v1/chat/resume", json=body), 400, code="invalid_type")
-        assert error["param"] == "metadata"  # chat's rule and words (completions.validation)
+        assert error["param"] == param  # chat's rule and words (completions.validation)
     assert Approval.objects.get(id=approval_id).status == "pending" and tool_server.calls == []
 
     # a refusal once the body is read keeps the client's id in its usage row, as chat's does
