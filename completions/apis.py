@@ -20,6 +20,7 @@ from completions import request as chat_request
 from completions.agents import calls as agent_calls
 from completions.agents.cache import AgentConfig
 from completions.catalogue import available_models
+from completions.turn import Reply
 from config.common.errors import EDGE_ERRORS, ApiError, api_error, workspace_key_required
 from memory.turn.contract import TurnContext
 from memory.turn.pipeline import prepare_turn
@@ -31,7 +32,7 @@ def _method_not_allowed(allowed: str) -> HttpResponse:
     return response
 
 
-def to_django(reply: gateway.Reply) -> HttpResponseBase:
+def to_django(reply: Reply) -> HttpResponseBase:
     response: HttpResponseBase
     if reply.stream is not None:
         response = StreamingHttpResponse(

@@ -34,7 +34,8 @@ from accounts.authentication import bearer_token, resolve_async
 from completions import gateway
 from completions.conf import conf
 from completions.providers import hops
-from completions.streaming import DONE
+from completions.streaming import DONE, dumps
+from completions.turn import Reply
 from config.common.errors import (
     DATABASE_UNAVAILABLE,
     ApiError,
@@ -166,7 +167,7 @@ class CompletionsApp:
 
     @staticmethod
     async def _error(send, error: ApiError, head: list) -> None:
-        payload = gateway.dumps(error.body())
+        payload = dumps(error.body())
         extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
         await send(
             {
@@ -194,7 +195,7 @@ class CompletionsApp:
             raise
         except Exception as exc:
             error = _unexpected(exc, "completion failed")
-            reply = gateway.Reply.of_error(error)
+            reply = Reply.of_error(error)
         head = [*base, *((k.encode(), v.encode()) for k, v in reply.headers.items())]
         if reply.stream is None:
             head += [_JSON, (b"content-length", b"%d" % len(reply.body))]

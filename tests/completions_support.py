@@ -3,13 +3,14 @@
 import time
 
 from completions import gateway
+from completions import turn as turns
 
 
 def spy_on_seam(monkeypatch) -> dict:
     """Wraps the real prepare_turn/finish_turn_soon, recording their arguments; `answer` lets a
     test decide what memory adds to the prepared turn (as memory will)."""
     calls = {"prepare": [], "finish": [], "answer": None}
-    real_prepare, real_finish = gateway.prepare_turn, gateway.finish_turn_soon
+    real_prepare, real_finish = gateway.prepare_turn, turns.finish_turn_soon
 
     async def prepare(ctx, **kwargs):
         calls["prepare"].append(ctx)
@@ -23,7 +24,7 @@ def spy_on_seam(monkeypatch) -> dict:
         return real_finish(ctx, prepared, **kwargs)
 
     monkeypatch.setattr(gateway, "prepare_turn", prepare)
-    monkeypatch.setattr(gateway, "finish_turn_soon", finish)
+    monkeypatch.setattr(turns, "finish_turn_soon", finish)
     return calls
 
 

@@ -569,18 +569,19 @@ def test_usage_record_for_every_request(http, owner, upstream):
 
 
 def test_the_usage_record_puts_each_value_in_its_field(monkeypatch):
-    """gateway._record builds the Usage positionally (a call with 20 keywords costs ~10,000
+    """turn._record builds the Usage positionally (a call with 20 keywords costs ~10,000
     instructions more on Python 3.11): every value must land in the field that names it."""
     from dataclasses import asdict
     from decimal import Decimal
     from types import SimpleNamespace
 
     from accounts.limits.policy import Policy
-    from completions import gateway, usage
+    from completions import turn as turns
+    from completions import usage
 
     recorded: list = []
     monkeypatch.setattr(usage, "record", recorded.append)
-    turn = gateway.Turn(
+    turn = turns.Turn(
         workspace=SimpleNamespace(id="ws_1"),  # type: ignore[arg-type]
         api_key_id="key_1",
         request_id="req_1",
@@ -598,7 +599,7 @@ def test_the_usage_record_puts_each_value_in_its_field(monkeypatch):
         "total_tokens": 3,
         "prompt_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 5},
     }
-    gateway._record(turn, 499, tokens, True, "client_closed")
+    turns._record(turn, 499, tokens, True, "client_closed")
     [record] = recorded
     fields = asdict(record)
     assert 1000 <= fields.pop("latency_ms") < 60_000

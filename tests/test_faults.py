@@ -349,7 +349,7 @@ def test_every_turn_answered_200_is_stored_when_web_and_worker_are_killed(stack,
     missing = [turn for turn in answered if turn not in stored]
     assert not missing, missing
     assert len(answered) >= 12
-    # An answer's last bytes wait for its commit (completions.gateway reply_committed): every
+    # An answer's last bytes wait for its commit (completions.turn.Turn.reply_committed): every
     # answer a client received is stored, the one in flight at the kill included.
     for conversation in {c for c, _ in answered}:
         replies = Message.objects.filter(

@@ -1,6 +1,6 @@
 """Where the chat door hands an agent with tools to the tool loop (completions.tools.run), and
 `POST /v1/chat/resume`, which continues a paused run. Both answer in the shapes of
-/v1/chat/completions (completions.gateway.Reply), streamed or not."""
+/v1/chat/completions (completions.turn.Reply), streamed or not."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.utils import timezone
 
@@ -37,6 +37,7 @@ from completions.tools.run import (
     usage_of,
 )
 from completions.tools.stream import Streamer, open_first
+from completions.turn import Reply, Turn
 from config.common import errors, jsonbody
 from config.common.background import spawn
 from config.common.closed import unknown_fields_check
@@ -50,22 +51,15 @@ from config.common.errors import (
 from config.common.ids import identifier
 from memory.turn.contract import TurnContext
 
-if TYPE_CHECKING:
-    from completions.gateway import Reply, Turn
-
 logger = logging.getLogger("engram.tools")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def _error_reply(error: ApiError, headers: dict[str, str] | None = None) -> Reply:
-    from completions.gateway import Reply
-
     return Reply.of_error(error, headers)
 
 
 def _reply(status: int, headers: dict[str, str], body: bytes = b"", stream=None) -> Reply:
-    from completions.gateway import Reply
-
     if stream is not None:
         return Reply(
             status, {**headers, **_SSE_HEADERS}, stream=stream, content_type="text/event-stream"
@@ -335,7 +329,7 @@ async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
 def _finish(
     turn: Turn, run: Run, status: int, assistant: dict | None, incomplete: bool, code: str
 ) -> dict:
-    """Finish the turn once, as the gateway does (completions.gateway.Turn.finish: the charge,
+    """Finish the turn once, as the gateway does (completions.turn.Turn.finish: the charge,
     the usage row, memory's part): charged the run's every upstream call, summed. Returns
     the answer's `engram` (credits_charged and the client's request id in it)."""
     turn.upstream_ms = run.upstream_ms
@@ -591,9 +585,7 @@ async def resume(
 ) -> Reply:
     """Continue a paused run. Admitted as a chat completion is (limits and budgets reserved,
     429 when over) before the approval is claimed, so a refused resume leaves it pending;
-    charged, settled and recorded as one (completions.gateway.Turn)."""
-    from completions.gateway import Turn
-
+    charged, settled and recorded as one (completions.turn.Turn)."""
     if workspace is None:
         return _error_reply(workspace_key_required())
     turn = Turn(workspace=workspace, api_key_id=api_key_id, request_id=request_id, started=started)
