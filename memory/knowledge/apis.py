@@ -169,7 +169,8 @@ def _request_size_check(length: int) -> None:
 
 
 def _document_input(request) -> dict:
-    """(raw bytes, title, filename, metadata) from a multipart upload or a JSON text body."""
+    """(raw bytes, title, filename, metadata, is_text) from a multipart upload or a JSON text
+    body."""
     limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
     if _is_upload(request):
         length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -201,6 +202,7 @@ def _document_input(request) -> dict:
         "title": data.validated_data["title"],
         "filename": "",
         "metadata": data.validated_data["metadata"],
+        "is_text": True,
     }
 
 

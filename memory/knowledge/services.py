@@ -139,9 +139,11 @@ def document_create(
     title: str = "",
     filename: str = "",
     metadata: dict | None = None,
+    is_text: bool = False,
 ) -> tuple[Document, bool]:
     """(document, created): identical bytes in the collection give back the existing document
-    (queued again if it had failed)."""
+    (queued again if it had failed). `is_text`: `raw` is a text sent as one (UTF-8), typed as
+    text, Markdown or HTML only."""
     assert collection.workspace_id == workspace.id
     if len(raw) > settings.ENGRAM_MAX_DOCUMENT_BYTES:
         raise document_too_large(len(raw))
@@ -150,7 +152,7 @@ def document_create(
         raise Invalid("The document is empty.", field="file", code="empty_document")
     try:
         content_type = extraction.detect(
-            raw, max_expanded=settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES
+            raw, max_expanded=settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES, text=is_text
         )
     except extraction.ExpandsTooFar as exc:
         raise TooLarge(

@@ -1,0 +1,123 @@
+"""Which kind of text an upload is read as, over HTTP: Markdown with HTML in it, a static site's
+page with front matter, a JSON `text` that opens like a PDF. Each is uploaded, ingested in this
+process (no worker: the task sent is purged by the next worker fixture) and read back as a
+client reads it: the document's type and title, and the chunks a search returns."""
+
+from memory.knowledge import services
+
+README = b"""<div align="center">
+  <img src="logo.png" width="120">
+  <h1>Frobnicator</h1>
+  <p>Fast frobnication for everyone.</p>
+</div>
+
+## Installation
+
+Run the installer:
+
+```bash
+pip install frobnicator
+frob --init   # creates ~/.frob
+```
+
+## Configuration
+
+Set `FROB_LEVEL` to 3 for maximum frobnication.
+"""
+
+GUIDE = b"""# HTML cheat sheet
+
+Wrap each paragraph in `<p>` and group blocks in `<div>`. A line break is `<br>`.
+
+Never nest a `<div>` inside a `<p>`.
+"""
+
+PAGE = b"""---
+title: "Refund policy"
+sidebar_position: 3
+tags:
+  - billing
+---
+
+Customers can request a refund within 30 days of purchase.
+
+## Exceptions
+
+Gift cards are never refunded.
+"""
+
+
+def _upload(http, collection_id: str, name: str, raw: bytes) -> dict:
+    resp = http.post(
+        f"/v1/collections/{collection_id}/documents",
+        files={"file": (name, raw, "application/octet-stream")},
+    )
+    assert resp.status_code == 202, resp.text
+    return resp.json()
+
+
+def _ingested(http, document: dict) -> dict:
+    assert services.document_ingest(document_id=document["id"]) == "ready"
+    return http.get(
+        f"/v1/collections/{document['collection_id']}/documents/{document['id']}"
+    ).json()
+
+
+def _chunks(http, document: dict, query: str) -> list[dict]:
+    resp = http.post(
+        "/v1/collections/search",
+        json={"collection_ids": [document["collection_id"]], "query": query, "limit": 20},
+    )
+    assert resp.status_code == 200, resp.text
+    return [hit for hit in resp.json()["data"] if hit["document_id"] == document["id"]]
+
+
+def test_markdown_with_html_in_it_keeps_its_code_headings_and_the_tags_it_names(http):
+    """A README opening with centered HTML, and a guide naming tags in code spans, were typed
+    HTML by their tags: the code block came back as one line ("```bash pip install frobnicator
+    frob --init # creates ~/.frob ```"), the headings as words in it, and "`<p>`" as "``"."""
+    col = http.post("/v1/collections", json={"name": "Docs"}).json()["id"]
+    readme = _upload(http, col, "README.md", README)
+    guide = _upload(http, col, "html-guide.md", GUIDE)
+    assert readme["content_type"] == guide["content_type"] == "text/markdown"
+
+    _ingested(http, readme)
+    install = _chunks(http, readme, "How do I install frobnicator?")
+    code = next(hit for hit in install if "pip install frobnicator" in hit["text"])
+    assert "pip install frobnicator\nfrob --init   # creates ~/.frob\n```" in code["text"]
+    assert code["heading"].endswith("Installation")
+
+    _ingested(http, guide)
+    texts = [hit["text"] for hit in _chunks(http, guide, "paragraph tag")]
+    assert any("Wrap each paragraph in `<p>` and group blocks in `<div>`." in t for t in texts)
+
+
+def test_an_html_fragment_is_still_read_as_html(http):
+    col = http.post("/v1/collections", json={"name": "Pages"}).json()["id"]
+    fragment = b"<div><h2>Hours</h2><p>Open 9 to 5.</p><pre>\n# not a heading\n</pre></div>"
+    document = _upload(http, col, "hours.html", fragment)
+    assert document["content_type"] == "text/html"
+
+
+def test_front_matter_gives_the_title_and_is_no_passage(http):
+    """The page's metadata lines were its first passage ("title: Refund policy
+    sidebar_position: 3 ---") and its first heading its title ("Exceptions")."""
+    col = http.post("/v1/collections", json={"name": "Site"}).json()["id"]
+    page = _ingested(http, _upload(http, col, "refunds.md", PAGE))
+    assert page["title"] == "Refund policy"
+    texts = [hit["text"] for hit in _chunks(http, page, "refund within 30 days")]
+    assert "Customers can request a refund within 30 days of purchase." in texts
+    assert not any("sidebar_position" in t or "---" in t for t in texts)
+
+
+def test_a_json_text_opening_like_a_pdf_is_text(http):
+    """A JSON `text` is text: one opening with "%PDF-" was typed a PDF and failed ("the PDF
+    could not be read")."""
+    col = http.post("/v1/collections", json={"name": "Specs"}).json()["id"]
+    resp = http.post(
+        f"/v1/collections/{col}/documents",
+        json={"text": "%PDF-1.7 is the version of the format our exporter writes."},
+    )
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["content_type"] == "text/plain"
+    assert _ingested(http, resp.json())["status"] == "ready"
