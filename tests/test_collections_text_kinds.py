@@ -121,3 +121,29 @@ def test_a_json_text_opening_like_a_pdf_is_text(http):
     assert resp.status_code == 202, resp.text
     assert resp.json()["content_type"] == "text/plain"
     assert _ingested(http, resp.json())["status"] == "ready"
+
+
+RTF = rb"""{\rtf1\ansi\ansicpg1252\cocoartf2709
+{\fonttbl\f0\fswiss\fcharset0 Helvetica;}
+\pard\tx566\pardirnatural\partightenfactor0
+\f0\fs24 \cf0 The boiler room key hangs behind the blue door.}"""
+
+
+def test_text_formats_engram_does_not_read_are_refused_not_indexed_as_markup(http):
+    """An RTF memo (TextEdit's and WordPad's format) was accepted as plain text and its control
+    words became the passage the model read; an SVG or PostScript file likewise."""
+    col = http.post("/v1/collections", json={"name": "Memos"}).json()["id"]
+    url = f"/v1/collections/{col}/documents"
+    for name, raw, kind in [
+        ("memo.rtf", RTF, "an RTF document"),
+        ("logo.svg", b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
+        ("page.ps", b"%!PS-Adobe-3.0\n72 720 moveto (Hi) show\n", "PostScript"),
+    ]:
+        resp = http.post(url, files={"file": (name, raw, "text/plain")})
+        assert resp.status_code == 415, resp.text
+        error = resp.json()["error"]
+        assert (error["code"], error["param"]) == ("unsupported_file_type", "file")
+        assert kind in error["message"] and "Send PDF, DOCX" in error["message"]
+    resp = http.post(url, json={"text": RTF.decode()})
+    assert resp.status_code == 415 and resp.json()["error"]["param"] == "text", resp.text
+    assert http.get(url).json()["data"] == []

@@ -151,6 +151,27 @@ def _mostly_utf8(raw: bytes) -> str | None:
     return text if valid > invalid else None
 
 
+# Formats written as text that Engram does not read: their markup was indexed as the document's
+# words ("{\\rtf1\\ansi\\ansicpg1252 ... \\f0\\fs24 \\cf0 The boiler room key ...").
+_OTHER_MARKUP = [
+    (re.compile(rb"^\s*\{\\rtf"), "an RTF document"),
+    (re.compile(rb"^\s*%!PS"), "a PostScript file"),
+    (
+        re.compile(
+            rb"^\s*(<\?xml[^>]*>\s*)?(<!--(?:[^-]|-(?!->))*-->\s*)*(<!doctype\s+svg[^>]*>\s*)?<svg\b",
+            re.I,
+        ),
+        "an SVG image",
+    ),
+]
+
+
+def _markup_format(head: bytes) -> str | None:
+    """What `head` opens, when it is one of the text formats Engram does not read."""
+    head = head.lstrip(b"\xef\xbb\xbf")
+    return next((name for pattern, name in _OTHER_MARKUP if pattern.match(head)), None)
+
+
 def detect(raw: bytes, *, max_expanded: int | None = None, text: bool = False) -> str:
     """The content type of `raw`, by content; UnsupportedType when it is none we read, and
     ExpandsTooFar for a Word document whose parts unpack to more than `max_expanded` bytes
@@ -176,6 +197,8 @@ def detect(raw: bytes, *, max_expanded: int | None = None, text: bool = False) -
     decoded = decode_text(raw)
     if decoded is None:
         raise UnsupportedType("binary content that is not PDF or DOCX")
+    if other := _markup_format(raw[:4096]):
+        raise UnsupportedType(other)
     if _is_html(raw[:4096], decoded):
         return HTML
     if _MD_FEATURES.search(decoded[:20000]):
