@@ -4,6 +4,7 @@ process (no worker: the task sent is purged by the next worker fixture) and read
 client reads it: the document's type and title, and the chunks a search returns."""
 
 from memory.knowledge import services
+from tests.collections_docs import docx_bytes
 
 README = b"""<div align="center">
   <img src="logo.png" width="120">
@@ -147,3 +148,36 @@ def test_text_formats_engram_does_not_read_are_refused_not_indexed_as_markup(htt
     resp = http.post(url, json={"text": RTF.decode()})
     assert resp.status_code == 415 and resp.json()["error"]["param"] == "text", resp.text
     assert http.get(url).json()["data"] == []
+
+
+def test_a_document_of_several_top_sections_is_not_titled_by_the_first(http):
+    """The first heading titled the whole document: the expenses section of a Word document
+    with two Heading 1 sections reached the model as <document title="Vacation policy"
+    heading="Expenses">, and a page opening with an introduction was titled by its first
+    section ("Exceptions"). A heading titles the document when it opens it and has no peer."""
+    col = http.post("/v1/collections", json={"name": "Policies"}).json()["id"]
+    sections = [
+        ("Vacation policy", ["Employees get 27 days of paid vacation per year."]),
+        ("Expenses", ["Meals are reimbursed up to 45 euros per day."]),
+    ]
+    policies = _ingested(http, _upload(http, col, "policies.docx", docx_bytes(sections)))
+    assert policies["title"] == "policies.docx"
+    meals = _chunks(http, policies, "How much are meals reimbursed?")[0]
+    assert "45 euros" in meals["text"]
+    assert (meals["title"], meals["heading"]) == ("policies.docx", "Expenses")
+    context = http.post(
+        "/v1/context",
+        headers={"x-collection-ids": f'["{col}"]'},
+        json={"model": "local", "messages": [{"role": "user", "content": "meal allowance"}]},
+    ).json()
+    knowledge = next(m["content"] for m in context["messages"] if "<knowledge>" in m["content"])
+    assert '<document title="policies.docx" heading="Expenses"' in knowledge
+    assert 'title="Vacation policy"' not in knowledge
+
+    page = b"Our returns, in short.\n\n## Exceptions\n\nGift cards are never refunded.\n"
+    assert _ingested(http, _upload(http, col, "returns.md", page))["title"] == "returns.md"
+    # one top heading opening the document still titles it, a Word title above its sections too
+    manual = b"# Bakery handbook\n\n## Opening\n\nDoors open at six.\n\n## Closing\n\nAt two.\n"
+    assert _ingested(http, _upload(http, col, "bakery.md", manual))["title"] == "Bakery handbook"
+    titled = docx_bytes(sections, title="Staff handbook")
+    assert _ingested(http, _upload(http, col, "staff.docx", titled))["title"] == "Staff handbook"
