@@ -3,6 +3,9 @@ page with front matter, a JSON `text` that opens like a PDF. Each is uploaded, i
 process (no worker: the task sent is purged by the next worker fixture) and read back as a
 client reads it: the document's type and title, and the chunks a search returns."""
 
+import io
+import zipfile
+
 from memory.knowledge import services
 from tests.collections_docs import docx_bytes
 
@@ -181,3 +184,37 @@ def test_a_document_of_several_top_sections_is_not_titled_by_the_first(http):
     assert _ingested(http, _upload(http, col, "bakery.md", manual))["title"] == "Bakery handbook"
     titled = docx_bytes(sections, title="Staff handbook")
     assert _ingested(http, _upload(http, col, "staff.docx", titled))["title"] == "Staff handbook"
+
+
+def _word_kind(raw: bytes, main_type: bytes) -> bytes:
+    """The Word document `raw` as another kind: its main part declared `main_type`."""
+    source = zipfile.ZipFile(io.BytesIO(raw))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "[Content_Types].xml":
+                docx_main = b"application/vnd.openxmlformats-officedocument.wordprocessingml"
+                data = data.replace(docx_main + b".document.main+xml", main_type)
+            archive.writestr(item, data)
+    return out.getvalue()
+
+
+def test_macro_enabled_documents_and_templates_are_read_as_word_documents(http):
+    """A .docm, .dotx or .dotm is the same WordprocessingML as a .docx under another content
+    type: each failed as "the DOCX file is damaged: its parts do not make a Word document"."""
+    col = http.post("/v1/collections", json={"name": "Word kinds"}).json()["id"]
+    for name, main_type in [
+        ("report.docm", b"application/vnd.ms-word.document.macroEnabled.main+xml"),
+        (
+            "letter.dotx",
+            b"application/vnd.openxmlformats-officedocument.wordprocessingml.template.main+xml",
+        ),
+        ("form.dotm", b"application/vnd.ms-word.template.macroEnabledTemplate.main+xml"),
+    ]:
+        fact = f"The {name} says the llama farm opens at dawn."
+        raw = _word_kind(docx_bytes([("Farm", [fact])]), main_type)
+        document = _upload(http, col, name, raw)
+        assert document["content_type"].endswith("wordprocessingml.document")
+        assert _ingested(http, document)["error"] is None
+        assert fact in _chunks(http, document, f"When does the {name} llama farm open?")[0]["text"]

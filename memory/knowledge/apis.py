@@ -245,7 +245,8 @@ class DocumentListCreateApi(APIView):
 
     @extend_schema(
         summary="Add a document (202 queued; 200 when the same content is already there)",
-        description="A multipart `file` (txt, md, html, pdf, docx; type checked by content) or "
+        description="A multipart `file` (txt, md, html, pdf, docx, docm, dotx, dotm; type checked "
+        "by content) or "
         "JSON `{text, title, metadata}`. Over `ENGRAM_MAX_DOCUMENT_BYTES` is 413; a type Engram "
         "cannot read is 415; a multipart body Engram cannot split into its parts (no boundary, "
         "another, or cut short) is 400 `invalid_multipart`. A Celery worker extracts, chunks "

@@ -367,12 +367,36 @@ def _reflow(text: str) -> str:
 _DOCX_HEADING = re.compile(r"^(?:heading|überschrift|titre)\s*(\d)$", re.IGNORECASE)
 
 
+# Word's other kinds of the same document: macro-enabled (.docm), a template (.dotx, .dotm).
+# python-docx's Document() opens only the first kind's main part, and each of these failed as
+# "the DOCX file is damaged: its parts do not make a Word document".
+_WORD_MAIN_TYPES = (
+    "application/vnd.ms-word.document.macroEnabled.main+xml",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.template.main+xml",
+    "application/vnd.ms-word.template.macroEnabledTemplate.main+xml",
+)
+
+
+def _word_document(raw: bytes):
+    """python-docx's Document of a Word file of any of its kinds (its macros never run: they
+    are a part no one reads)."""
+    from docx.opc.part import PartFactory
+    from docx.package import Package
+    from docx.parts.document import DocumentPart
+
+    for content_type in _WORD_MAIN_TYPES:
+        PartFactory.part_type_for.setdefault(content_type, DocumentPart)
+    part = Package.open(io.BytesIO(raw)).main_document_part
+    if not isinstance(part, DocumentPart):
+        raise ValueError(f"its main part is {part.content_type}")
+    return part.document
+
+
 def _docx(raw: bytes) -> Extracted:
-    import docx
     from docx.table import Table
 
     try:
-        document = docx.Document(io.BytesIO(raw))
+        document = _word_document(raw)
         blocks: list[Block] = []
         for item in _docx_items(document.element.body, document._body):
             if isinstance(item, Table):
