@@ -218,3 +218,18 @@ def test_macro_enabled_documents_and_templates_are_read_as_word_documents(http):
         assert document["content_type"].endswith("wordprocessingml.document")
         assert _ingested(http, document)["error"] is None
         assert fact in _chunks(http, document, f"When does the {name} llama farm open?")[0]["text"]
+
+
+def test_a_legacy_word_file_or_an_image_is_refused_saying_what_it_is(http):
+    """A Word 97-2003 .doc was refused as "binary content that is not PDF or DOCX", which does
+    not tell its owner that saving it as .docx is all it takes."""
+    col = http.post("/v1/collections", json={"name": "Old files"}).json()["id"]
+    url = f"/v1/collections/{col}/documents"
+    for name, raw, said in [
+        ("minutes.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600), "save it as DOCX or PDF"),
+        ("scan.png", b"\x89PNG\r\n\x1a\n" + bytes(600), "does not read text in images"),
+        ("photo.jpg", b"\xff\xd8\xff\xe0" + bytes(600), "does not read text in images"),
+    ]:
+        resp = http.post(url, files={"file": (name, raw, "application/octet-stream")})
+        assert resp.status_code == 415, resp.text
+        assert said in resp.json()["error"]["message"], resp.text

@@ -166,6 +166,23 @@ _OTHER_MARKUP = [
 ]
 
 
+# Binary files people upload by mistake, named so the refusal says what to do: a Word 97-2003
+# .doc was "binary content that is not PDF or DOCX".
+_BINARY_FORMATS = [
+    (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        "a legacy Office file (.doc, .xls, .ppt): save it as DOCX or PDF",
+    ),
+    (b"\x89PNG", "an image (PNG): Engram does not read text in images"),
+    (b"\xff\xd8\xff", "an image (JPEG): Engram does not read text in images"),
+]
+
+
+def _binary_format(raw: bytes) -> str:
+    named = (name for magic, name in _BINARY_FORMATS if raw.startswith(magic))
+    return next(named, "binary content that is not PDF or DOCX")
+
+
 def _markup_format(head: bytes) -> str | None:
     """What `head` opens, when it is one of the text formats Engram does not read."""
     head = head.lstrip(b"\xef\xbb\xbf")
@@ -196,7 +213,7 @@ def detect(raw: bytes, *, max_expanded: int | None = None, text: bool = False) -
         return DOCX
     decoded = decode_text(raw)
     if decoded is None:
-        raise UnsupportedType("binary content that is not PDF or DOCX")
+        raise UnsupportedType(_binary_format(raw))
     if other := _markup_format(raw[:4096]):
         raise UnsupportedType(other)
     if _is_html(raw[:4096], decoded):
