@@ -233,3 +233,20 @@ def test_a_legacy_word_file_or_an_image_is_refused_saying_what_it_is(http):
         resp = http.post(url, files={"file": (name, raw, "application/octet-stream")})
         assert resp.status_code == 415, resp.text
         assert said in resp.json()["error"]["message"], resp.text
+
+
+def test_text_in_a_legacy_cyrillic_greek_or_chinese_encoding_keeps_its_letters(http):
+    """A file that is not UTF-8 was read as Windows-1252 whatever its script: a Russian memo
+    saved in Windows-1251 was indexed as "Êëþ÷ îò êîòåëüíîé" and no Russian question found it.
+    Western text in Windows-1252 still reads as before."""
+    col = http.post("/v1/collections", json={"name": "Memos"}).json()["id"]
+    texts = {
+        "ru.txt": ("Ключ от котельной висит за синей дверью. Это служебная записка.", "cp1251"),
+        "el.txt": ("Το κλειδί του λεβητοστασίου κρέμεται πίσω από την μπλε πόρτα.", "cp1253"),
+        "zh.txt": ("锅炉房的钥匙挂在蓝色的门后面。这是一份备忘录。", "gbk"),
+        "fr.txt": ("La clé de la chaufferie est derrière la porte bleue, près du café.", "cp1252"),
+    }
+    for name, (text, encoding) in texts.items():
+        document = _ingested(http, _upload(http, col, name, text.encode(encoding)))
+        assert document["content_type"] == "text/plain", document
+        assert text in [hit["text"] for hit in _chunks(http, document, text)], name
