@@ -535,3 +535,17 @@ def test_an_upload_into_a_collection_deleted_meanwhile_is_collection_not_found(h
     resp = http.post(f"/v1/collections/{col['id']}/documents", json={"text": "Hello there."})
     _error(resp, 404, code="collection_not_found")
     assert not Document.objects.exists()
+
+
+def test_a_file_name_too_long_for_a_part_header_is_named_as_the_cause(http):
+    """A part's headers over Django's 1024 bytes (a 1,000-character file name) were "The
+    multipart body is malformed (Request max total header size exceeded.)", which names
+    neither the file name nor what to do."""
+    col = _collection(http)
+    resp = http.post(
+        f"/v1/collections/{col['id']}/documents",
+        files={"file": ("q" * 1000 + ".txt", b"Returns within 30 days.", "text/plain")},
+    )
+    error = _error(resp, 400, "invalid_multipart")
+    assert "file name" in error["message"] and "1024 bytes" in error["message"], error
+    assert not Document.objects.exists()

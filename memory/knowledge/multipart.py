@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import IO, cast
 
+from django.http.multipartparser import MAX_TOTAL_HEADER_SIZE, MultiPartParserError
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
-from django.http.multipartparser import MultiPartParserError
 from django.utils.http import parse_header_parameters
 from rest_framework.parsers import BaseParser, DataAndFiles
 
@@ -74,6 +74,11 @@ class MultiPartParser(BaseParser):
         try:
             data, files = parser.parse()
         except MultiPartParserError as exc:
+            if "header size" in str(exc):  # Django's words for a part's headers over its limit
+                raise invalid_multipart(
+                    f"A part's headers are longer than {MAX_TOTAL_HEADER_SIZE} bytes: a file "
+                    "name that long? Send the file under a shorter name."
+                ) from None
             raise invalid_multipart(f"The multipart body is malformed ({exc}).") from None
         if not watch.closed:
             raise invalid_multipart(
