@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from typing import IO, cast
 
-from django.http.multipartparser import MAX_TOTAL_HEADER_SIZE, MultiPartParserError
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
+from django.http.multipartparser import MultiPartParserError
 from django.utils.http import parse_header_parameters
 from rest_framework.parsers import BaseParser, DataAndFiles
 
 from config.common.errors import ApiError
+
+# Django's bound on one part's headers (django.http.multipartparser.MAX_TOTAL_HEADER_SIZE, which
+# its stubs do not declare)
+_PART_HEADERS_MAX = 1024
 
 
 def invalid_multipart(message: str) -> ApiError:
@@ -76,7 +80,7 @@ class MultiPartParser(BaseParser):
         except MultiPartParserError as exc:
             if "header size" in str(exc):  # Django's words for a part's headers over its limit
                 raise invalid_multipart(
-                    f"A part's headers are longer than {MAX_TOTAL_HEADER_SIZE} bytes: a file "
+                    f"A part's headers are longer than {_PART_HEADERS_MAX} bytes: a file "
                     "name that long? Send the file under a shorter name."
                 ) from None
             raise invalid_multipart(f"The multipart body is malformed ({exc}).") from None
