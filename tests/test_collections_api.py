@@ -535,3 +535,39 @@ def test_an_upload_into_a_collection_deleted_meanwhile_is_collection_not_found(h
     resp = http.post(f"/v1/collections/{col['id']}/documents", json={"text": "Hello there."})
     _error(resp, 404, code="collection_not_found")
     assert not Document.objects.exists()
+
+
+def test_a_file_name_too_long_for_a_part_header_is_named_as_the_cause(http):
+    """A part's headers over Django's 1024 bytes (a 1,000-character file name) were "The
+    multipart body is malformed (Request max total header size exceeded.)", which names
+    neither the file name nor what to do."""
+    col = _collection(http)
+    resp = http.post(
+        f"/v1/collections/{col['id']}/documents",
+        files={"file": ("q" * 1000 + ".txt", b"Returns within 30 days.", "text/plain")},
+    )
+    error = _error(resp, 400, "invalid_multipart")
+    assert "file name" in error["message"] and "1024 bytes" in error["message"], error
+    assert not Document.objects.exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_named_as_the_cause(http):
+    """Django drops a part header it cannot decode as UTF-8, and with it the file part: a
+    Latin-1 file name ("Präsentation.txt") was "file: No file was submitted.", for a file that
+    was sent."""
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="Pr\xe4sentation.txt"\r\n'
+        b"Content-Type: text/plain\r\n\r\nReturns within 30 days.\r\n--B--\r\n"
+    )
+    resp = http.post(url, content=body, headers={"content-type": "multipart/form-data; boundary=B"})
+    error = _error(resp, 400, "invalid_multipart")
+    assert "not UTF-8" in error["message"] and "file name" in error["message"], error
+    utf8 = body.replace(b"Pr\xe4sentation", "Präsentation".encode())
+    sent = http.post(url, content=utf8, headers={"content-type": "multipart/form-data; boundary=B"})
+    assert sent.status_code == 202 and sent.json()["filename"] == "Präsentation.txt", sent.text
+    # a text file whose own lines are such a header is no cause: its part has a UTF-8 one
+    mail = b'Content-Disposition: attachment; filename="r\xe9sum\xe9.pdf"\r\nSee attachment.\r\n'
+    mailed = http.post(url, files={"file": ("mail.txt", mail, "text/plain")})
+    assert mailed.status_code == 202, mailed.text

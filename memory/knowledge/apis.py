@@ -169,7 +169,8 @@ def _request_size_check(length: int) -> None:
 
 
 def _document_input(request) -> dict:
-    """(raw bytes, title, filename, metadata) from a multipart upload or a JSON text body."""
+    """(raw bytes, title, filename, metadata, is_text) from a multipart upload or a JSON text
+    body."""
     limit = settings.ENGRAM_MAX_DOCUMENT_BYTES
     if _is_upload(request):
         length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -201,6 +202,7 @@ def _document_input(request) -> dict:
         "title": data.validated_data["title"],
         "filename": "",
         "metadata": data.validated_data["metadata"],
+        "is_text": True,
     }
 
 
@@ -243,7 +245,8 @@ class DocumentListCreateApi(APIView):
 
     @extend_schema(
         summary="Add a document (202 queued; 200 when the same content is already there)",
-        description="A multipart `file` (txt, md, html, pdf, docx; type checked by content) or "
+        description="A multipart `file` (txt, md, html, pdf, docx, docm, dotx, dotm; type checked "
+        "by content) or "
         "JSON `{text, title, metadata}`. Over `ENGRAM_MAX_DOCUMENT_BYTES` is 413; a type Engram "
         "cannot read is 415; a multipart body Engram cannot split into its parts (no boundary, "
         "another, or cut short) is 400 `invalid_multipart`. A Celery worker extracts, chunks "

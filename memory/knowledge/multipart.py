@@ -8,6 +8,7 @@ was "file: No file was submitted.", a file that was sent. Both are `invalid_mult
 
 from __future__ import annotations
 
+import re
 from typing import IO, cast
 
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
@@ -17,9 +18,16 @@ from rest_framework.parsers import BaseParser, DataAndFiles
 
 from config.common.errors import ApiError
 
+# Django's bound on one part's headers (django.http.multipartparser.MAX_TOTAL_HEADER_SIZE, which
+# its stubs do not declare)
+_PART_HEADERS_MAX = 1024
+
 
 def invalid_multipart(message: str) -> ApiError:
     return ApiError(400, message, code="invalid_multipart")
+
+
+_DISPOSITION = re.compile(rb"^content-disposition:[^\r\n]*\r?\n", re.IGNORECASE | re.MULTILINE)
 
 
 class _ClosingWatch:
@@ -31,12 +39,24 @@ class _ClosingWatch:
         self._close = b""
         self._tail = b"\n"  # the body's start is a line's start
         self.closed = False
+        # A Content-Disposition line that is not UTF-8 (a file name in Latin-1): Django drops
+        # the line, so its part, and the upload was "file: No file was submitted."
+        self.undecodable_disposition = False
+        self._line_tail = b""
 
     def expect(self, boundary: bytes) -> None:
         self._close = b"\n--" + boundary + b"--"
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
+        if data and not self.undecodable_disposition:
+            seen = self._line_tail + data
+            for line in _DISPOSITION.findall(seen):
+                try:
+                    line.decode()
+                except UnicodeDecodeError:
+                    self.undecodable_disposition = True
+            self._line_tail = seen[-_PART_HEADERS_MAX:]
         if not self.closed and data:
             seen = self._tail + data
             self.closed = self._close in seen
@@ -74,7 +94,17 @@ class MultiPartParser(BaseParser):
         try:
             data, files = parser.parse()
         except MultiPartParserError as exc:
+            if "header size" in str(exc):  # Django's words for a part's headers over its limit
+                raise invalid_multipart(
+                    f"A part's headers are longer than {_PART_HEADERS_MAX} bytes: a file "
+                    "name that long? Send the file under a shorter name."
+                ) from None
             raise invalid_multipart(f"The multipart body is malformed ({exc}).") from None
+        if watch.undecodable_disposition and "file" not in files:
+            raise invalid_multipart(
+                "A part's Content-Disposition is not UTF-8 (a file name in another encoding?), "
+                "so the file could not be read from it: send the file name in UTF-8."
+            )
         if not watch.closed:
             raise invalid_multipart(
                 f"The multipart body ends before its closing boundary '--{boundary}--': it was "

@@ -80,6 +80,43 @@ _MD_FEATURES = re.compile(
     r"^(#{1,6}\s+\S|```|~~~|[ \t]*[-*+]\s+\S|[ \t]*\d+[.)]\s+\S|>\s|.*\]\(\S+\)|={3,}\s*$|-{3,}\s*$)",
     re.MULTILINE,
 )
+# Markdown's own structure, which HTML has no use for: an ATX heading or a code fence opening a
+# line. Markdown embeds HTML (a README's centered logo and title, a guide naming `<p>`), and its
+# tags made such a file HTML: BeautifulSoup then joined its code blocks and headings into one
+# line and dropped the tags it named (tests/test_collections_extract.py).
+_MD_STRUCTURE = re.compile(r"^[ \t]{0,3}(#{1,6}[ \t]+\S|```|~~~)", re.MULTILINE)
+# Where an HTML fragment's own text keeps its lines (a shell comment in <pre> is no heading).
+_HTML_VERBATIM = re.compile(r"<(/?)(pre|script|style|textarea)\b", re.IGNORECASE)
+_CODE_SPAN = re.compile(rb"`[^`\n]*`")
+
+
+def _outside_verbatim(text: str) -> str:
+    """`text` without what its <pre>, <script>, <style> and <textarea> elements hold: one pass
+    over their tags, never a search from each opening tag for its end."""
+    kept: list[str] = []
+    depth, start = 0, 0
+    for tag in _HTML_VERBATIM.finditer(text):
+        if tag.group(1):  # a closing tag
+            if depth:
+                depth -= 1
+                if not depth:
+                    start = tag.end()
+        else:
+            if not depth:
+                kept.append(text[start : tag.start()])
+            depth += 1
+    if not depth:
+        kept.append(text[start:])
+    return "".join(kept)
+
+
+def _is_html(head: bytes, text: str) -> bool:
+    """An HTML document, or a fragment of HTML tags that is not Markdown with tags in it."""
+    if _HTML_START.match(head):
+        return True
+    if len(_HTML_TAGS.findall(_CODE_SPAN.sub(b"", head))) < 3:
+        return False
+    return not _MD_STRUCTURE.search(_outside_verbatim(text[:20000]))
 
 
 def decode_text(raw: bytes) -> str | None:
@@ -94,13 +131,32 @@ def decode_text(raw: bytes) -> str | None:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = _mostly_utf8(raw) or raw.decode("cp1252", errors="replace")
+        text = _mostly_utf8(raw) or _legacy_text(raw)
     sample = text[:8192]
     control = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f")
     bad = sample.count("\ufffd")
     if sample and (control + bad) / len(sample) > 0.05:
         return None
     return text
+
+
+def _legacy_text(raw: bytes) -> str:
+    """Text in a legacy 8-bit or East Asian encoding: Windows-1252, unless read so it is mostly
+    Latin-1 letters and symbols, which Western text never is (its accented letters are a few
+    in a word) but Cyrillic, Greek or Chinese text read as Windows-1252 is ("Ïðèâåò, ìèð" for
+    "Привет, мир", indexed as such): then the encoding charset_normalizer finds, when it reads
+    the bytes whole. Guessed for Western text, it took "Café crème" for Windows-1250 ("crčme"),
+    so it is asked only then."""
+    text = raw.decode("cp1252", errors="replace")
+    sample = [ch for ch in text[:8192] if not ch.isspace()]
+    foreign = sum(1 for ch in sample if ord(ch) > 0x7F)
+    if not sample or foreign / len(sample) < 0.4:
+        return text
+    import charset_normalizer
+
+    guess = charset_normalizer.from_bytes(raw).best()
+    guessed = str(guess) if guess is not None else ""
+    return guessed if guessed and "\ufffd" not in guessed else text
 
 
 def _mostly_utf8(raw: bytes) -> str | None:
@@ -114,13 +170,54 @@ def _mostly_utf8(raw: bytes) -> str | None:
     return text if valid > invalid else None
 
 
-def detect(raw: bytes, *, max_expanded: int | None = None) -> str:
+# Formats written as text that Engram does not read: their markup was indexed as the document's
+# words ("{\\rtf1\\ansi\\ansicpg1252 ... \\f0\\fs24 \\cf0 The boiler room key ...").
+_OTHER_MARKUP = [
+    (re.compile(rb"^\s*\{\\rtf"), "an RTF document"),
+    (re.compile(rb"^\s*%!PS"), "a PostScript file"),
+    (
+        re.compile(
+            rb"^\s*(<\?xml[^>]*>\s*)?(<!--(?:[^-]|-(?!->))*-->\s*)*(<!doctype\s+svg[^>]*>\s*)?<svg\b",
+            re.I,
+        ),
+        "an SVG image",
+    ),
+]
+
+
+# Binary files people upload by mistake, named so the refusal says what to do: a Word 97-2003
+# .doc was "binary content that is not PDF or DOCX".
+_BINARY_FORMATS = [
+    (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        "a legacy Office file (.doc, .xls, .ppt): save it as DOCX or PDF",
+    ),
+    (b"\x89PNG", "an image (PNG): Engram does not read text in images"),
+    (b"\xff\xd8\xff", "an image (JPEG): Engram does not read text in images"),
+]
+
+
+def _binary_format(raw: bytes) -> str:
+    named = (name for magic, name in _BINARY_FORMATS if raw.startswith(magic))
+    return next(named, "binary content that is not PDF or DOCX")
+
+
+def _markup_format(head: bytes) -> str | None:
+    """What `head` opens, when it is one of the text formats Engram does not read."""
+    head = head.lstrip(b"\xef\xbb\xbf")
+    return next((name for pattern, name in _OTHER_MARKUP if pattern.match(head)), None)
+
+
+def detect(raw: bytes, *, max_expanded: int | None = None, text: bool = False) -> str:
     """The content type of `raw`, by content; UnsupportedType when it is none we read, and
     ExpandsTooFar for a Word document whose parts unpack to more than `max_expanded` bytes
-    (deflate packs up to ~1,000:1: a 10 MB upload could unpack to 10 GB in the worker)."""
-    if raw.lstrip(b"\xef\xbb\xbf \t\r\n")[:5] == b"%PDF-":
+    (deflate packs up to ~1,000:1: a 10 MB upload could unpack to 10 GB in the worker).
+
+    `text`: `raw` is a text the client sent as text (a JSON body's `text`, UTF-8), never a
+    PDF or a Word document: one opening with "%PDF-" was read as a PDF, and failed."""
+    if not text and raw.lstrip(b"\xef\xbb\xbf \t\r\n")[:5] == b"%PDF-":
         return PDF
-    if raw[:4] == b"PK\x03\x04":
+    if not text and raw[:4] == b"PK\x03\x04":
         try:
             parts = zipfile.ZipFile(io.BytesIO(raw)).infolist()
         except (zipfile.BadZipFile, OSError, ValueError):
@@ -133,13 +230,14 @@ def detect(raw: bytes, *, max_expanded: int | None = None) -> str:
         if max_expanded is not None and expanded > max_expanded:
             raise ExpandsTooFar(expanded)
         return DOCX
-    text = decode_text(raw)
-    if text is None:
-        raise UnsupportedType("binary content that is not PDF or DOCX")
-    head = raw[:4096]
-    if _HTML_START.match(head) or len(_HTML_TAGS.findall(head)) >= 3:
+    decoded = decode_text(raw)
+    if decoded is None:
+        raise UnsupportedType(_binary_format(raw))
+    if other := _markup_format(raw[:4096]):
+        raise UnsupportedType(other)
+    if _is_html(raw[:4096], decoded):
         return HTML
-    if _MD_FEATURES.search(text[:20000]):
+    if _MD_FEATURES.search(decoded[:20000]):
         return MARKDOWN
     return TEXT
 
@@ -179,7 +277,8 @@ def _extract(raw: bytes, content_type: str, *, max_expanded: int | None) -> Extr
         raise ExtractionError("the text could not be decoded")
     if content_type == HTML:
         return _html(text)
-    return Extracted(content_type=content_type, blocks=_markdown_blocks(text))
+    title, text = _front_matter(text)
+    return Extracted(content_type=content_type, blocks=_markdown_blocks(text), title=title)
 
 
 def _paragraphs(text: str, page: int | None = None) -> list[Block]:
@@ -304,12 +403,36 @@ def _reflow(text: str) -> str:
 _DOCX_HEADING = re.compile(r"^(?:heading|überschrift|titre)\s*(\d)$", re.IGNORECASE)
 
 
+# Word's other kinds of the same document: macro-enabled (.docm), a template (.dotx, .dotm).
+# python-docx's Document() opens only the first kind's main part, and each of these failed as
+# "the DOCX file is damaged: its parts do not make a Word document".
+_WORD_MAIN_TYPES = (
+    "application/vnd.ms-word.document.macroEnabled.main+xml",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.template.main+xml",
+    "application/vnd.ms-word.template.macroEnabledTemplate.main+xml",
+)
+
+
+def _word_document(raw: bytes):
+    """python-docx's Document of a Word file of any of its kinds (its macros never run: they
+    are a part no one reads)."""
+    from docx.opc.part import PartFactory
+    from docx.package import Package
+    from docx.parts.document import DocumentPart
+
+    for content_type in _WORD_MAIN_TYPES:
+        PartFactory.part_type_for.setdefault(content_type, DocumentPart)
+    part = Package.open(io.BytesIO(raw)).main_document_part
+    if not isinstance(part, DocumentPart):
+        raise ValueError(f"its main part is {part.content_type}")
+    return part.document
+
+
 def _docx(raw: bytes) -> Extracted:
-    import docx
     from docx.table import Table
 
     try:
-        document = docx.Document(io.BytesIO(raw))
+        document = _word_document(raw)
         blocks: list[Block] = []
         for item in _docx_items(document.element.body, document._body):
             if isinstance(item, Table):
@@ -507,6 +630,40 @@ def _html(text: str) -> Extracted:
 _ATX = re.compile(r"^\s{0,3}(#{1,6})\s+(.*)$")
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+
+
+# A static site's page (Jekyll, Hugo, Docusaurus, MkDocs) opens with its metadata between two
+# `---` lines (YAML) or two `+++` lines (TOML). Read as Markdown, its lines were the first
+# passage and the first heading below them the title ("Exceptions" for a page titled "Refund
+# policy" in its front matter).
+_FRONT_MATTER_KEY = re.compile(r"^[A-Za-z0-9_.-]+[ \t]*[:=]([ \t]|$)")
+_FRONT_MATTER_TITLE = re.compile(r"^title[ \t]*[:=][ \t]*(.*?)[ \t]*$", re.IGNORECASE)
+_FRONT_MATTER_LINES = 200
+
+
+def _front_matter(text: str) -> tuple[str, str]:
+    """(its `title`, the text after it) for a text opening with front matter; else ("", text).
+    Each of its lines is a key, an indented or list line (a value's), a comment or blank: a
+    text opening with a thematic break keeps it."""
+    lines = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    fence = lines[0].rstrip()
+    if fence not in ("---", "+++"):
+        return "", text
+    closes = (fence, "...") if fence == "---" else (fence,)
+    title, keys = "", 0
+    for number, line in enumerate(lines[1:_FRONT_MATTER_LINES], start=1):
+        if line.rstrip() in closes:
+            if not keys:
+                return "", text
+            return title, "\n".join(lines[number + 1 :])
+        if _FRONT_MATTER_KEY.match(line):
+            keys += 1
+            if not title and (match := _FRONT_MATTER_TITLE.match(line)):
+                title = match.group(1).strip("\"'")
+                title = "" if title[:1] in ("|", ">") else title  # a block scalar's
+        elif line.strip() and line[0] not in " \t-#[":
+            return "", text  # prose: not front matter
+    return "", text
 
 
 def _atx_text(rest: str) -> str:

@@ -139,9 +139,11 @@ def document_create(
     title: str = "",
     filename: str = "",
     metadata: dict | None = None,
+    is_text: bool = False,
 ) -> tuple[Document, bool]:
     """(document, created): identical bytes in the collection give back the existing document
-    (queued again if it had failed)."""
+    (queued again if it had failed). `is_text`: `raw` is a text sent as one (UTF-8), typed as
+    text, Markdown or HTML only."""
     assert collection.workspace_id == workspace.id
     if len(raw) > settings.ENGRAM_MAX_DOCUMENT_BYTES:
         raise document_too_large(len(raw))
@@ -150,7 +152,7 @@ def document_create(
         raise Invalid("The document is empty.", field="file", code="empty_document")
     try:
         content_type = extraction.detect(
-            raw, max_expanded=settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES
+            raw, max_expanded=settings.ENGRAM_MAX_DOCUMENT_EXPANDED_BYTES, text=is_text
         )
     except extraction.ExpandsTooFar as exc:
         raise TooLarge(
@@ -311,6 +313,20 @@ def _touch(document: Document, *, progress: bool = False, **fields: object) -> N
         raise _Gone
 
 
+def _heading_title(blocks: list[extraction.Block]) -> str:
+    """The heading that titles the whole document: its first block, with no other heading at
+    its level or above. The first heading anywhere titled every chunk: a Word document of two
+    Heading 1 sections, "Vacation policy" and "Expenses", put the expenses before the model as
+    <document title="Vacation policy" heading="Expenses">, and an introduction followed by
+    "## Exceptions" was the document "Exceptions"."""
+    if not blocks or blocks[0].kind != "heading":
+        return ""
+    top = blocks[0]
+    if any(b.kind == "heading" and b.level <= top.level for b in blocks[1:]):
+        return ""
+    return top.text
+
+
 def _split(document: Document) -> None:
     """Extract and chunk the stored bytes; the chunks (without embeddings) land in one commit."""
     from memory.knowledge.chunking import chunk_blocks
@@ -333,8 +349,8 @@ def _split(document: Document) -> None:
     if not drafts:
         hint = " (a scanned PDF needs OCR, which Engram does not do)" if extracted.pages else ""
         raise extraction.ExtractionError(f"no text could be extracted{hint}")
-    first_heading = next((b.text for b in extracted.blocks if b.kind == "heading"), "")
-    title = document.title or extracted.title or first_heading or document.filename
+    title = document.title or extracted.title or _heading_title(extracted.blocks)
+    title = title or document.filename
     title = title[:300]
     with transaction.atomic():
         # The collection's row, then the document's, then the chunks: the order collection_delete
