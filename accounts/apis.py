@@ -84,7 +84,7 @@ class WorkspaceDetailApi(APIView):
         summary="Update a workspace: name, limits, budget, end users' defaults, credit unit",
         description=(
             "Fields left out are kept; a limit set to null is removed. `end_user_limits` and "
-            "`end_user_budget` apply to each end user (`x-user-id` or the body's `user`) "
+            "`end_user_budget` apply to each end user (`x-user-id`, else the body's `user_id` or `user`) "
             "separately. Changes apply on every process from the next request."
         ),
         tags=["operators"],
