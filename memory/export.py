@@ -38,9 +38,10 @@ from rest_framework.renderers import JSONRenderer
 
 from accounts.models import Workspace
 from completions.tools.models import Execution
+from config.common.errors import NotFound
 from config.common.streaming import spooled_response
 from memory.models import Conversation, MemoryEvent, Message, Session
-from memory.selectors import memory_list, memory_sources
+from memory.selectors import memory_list, memory_sources, user_exists
 from memory.serializers import (
     conversation_body,
     event_body,
@@ -98,6 +99,10 @@ def _snapshot(parts: Iterator[bytes]) -> Iterator[bytes]:
 
 def _document(*, workspace: Workspace, user_id: str, batch: int) -> Iterator[bytes]:
     scope = {"workspace": workspace, "user_id": user_id}
+    # In the snapshot, before the first byte: a 404 as GET /v1/users/{id} answers (an empty
+    # document was a 200, as if the user existed with nothing stored).
+    if not user_exists(workspace=workspace, user_id=user_id):
+        raise NotFound(f"No user '{user_id}'.", field="user_id", code="user_not_found")
     yield b'{"object":"user.export","user_id":' + _json(user_id)
     yield b',"memories":'
     yield from _list(_memories(workspace=workspace, user_id=user_id, batch=batch))

@@ -241,6 +241,18 @@ def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[s
 # agent with memory off stores no conversation, but its runs keep the user's messages.
 
 
+USER_TABLES: tuple[type[Model], ...] = (Memory, MemoryEvent, Conversation, Session, Execution)
+
+
+def user_exists(*, workspace: Workspace, user_id: str) -> bool:
+    """Is anything stored for the user (what makes them listed)? One EXISTS per table, along
+    its (workspace, user_id) index, stopping at the first that has a row."""
+    return bool(user_id) and any(
+        model._default_manager.filter(workspace=workspace, user_id=user_id).exists()
+        for model in USER_TABLES
+    )
+
+
 def user_id_page(*, workspace: Workspace, cursor: Cursor) -> tuple[list[str], bool]:
     """One page of the workspace's user ids in `user_id` order, and whether more follow."""
     bounds = cursor.bounds("user_id")
@@ -250,7 +262,7 @@ def user_id_page(*, workspace: Workspace, cursor: Cursor) -> tuple[list[str], bo
     # (an agent's runs and a user's memories are many per user). Each part's own order also
     # replaces its model's default one, which sorted every run of the workspace by date.
     parts = []
-    for model in (Memory, MemoryEvent, Conversation, Session, Execution):
+    for model in USER_TABLES:
         rows = model._default_manager.filter(workspace=workspace, **bounds)
         if model in (Session, Execution):
             rows = rows.exclude(user_id="")  # these may be anonymous

@@ -122,6 +122,20 @@ def test_a_user_whose_memories_were_all_deleted_is_listed_while_their_history_is
     assert "erin" not in [u["id"] for u in http.get("/v1/users").json()["data"]]
 
 
+def test_the_export_of_a_user_with_nothing_stored_is_404_as_reading_them_is(http, people):
+    """GET /v1/users/nobody was 404 while /v1/users/nobody/export was an empty 200 document,
+    as if the user existed; an outsider's user is nobody here either."""
+    for user_id in ("nobody", "dave"):
+        read, export = http.get(f"/v1/users/{user_id}"), http.get(f"/v1/users/{user_id}/export")
+        assert read.status_code == export.status_code == 404, export.text
+        assert export.json() == read.json()  # the same envelope, word for word
+        assert export.json()["error"]["code"] == "user_not_found"
+    # a user with only a session (carol) or only a history is still somebody
+    assert http.get("/v1/users/carol/export").json()["sessions"][0]["id"] == "s-carol"
+    assert http.delete("/v1/users/alice").status_code == 200
+    assert http.get("/v1/users/alice/export").status_code == 404  # erased: nobody now
+
+
 def test_an_outsiders_user_is_not_found_and_never_listed(http, outsider_http, people):
     missing = http.get("/v1/users/dave")
     assert missing.status_code == 404
