@@ -7,6 +7,7 @@ import pytest
 
 from memory.models import Conversation, Session
 from tests.factories import runs_with_approvals
+from tests.test_errors import assert_envelope
 
 
 def user_export(workspace, user_id: str) -> dict:
@@ -198,7 +199,20 @@ def test_a_user_id_with_a_slash_is_read_exported_and_erased_with_it_encoded(http
     assert http.get("/v1/users/org%2Falice").json()["counts"]["memories"] == 1
     export = http.get("/v1/users/org%2Falice/export")
     assert export.status_code == 200 and "Rex" in export.text and "no dog" not in export.text
-    assert http.get("/v1/users/org/alice").status_code == 404  # a literal slash: no such route
+    # A literal slash: no such route, a 404 that says how to send the id (it said "Unknown
+    # path" alone), and nothing read or erased under another id ("org" or "alice").
+    for method, path in [
+        ("GET", "/v1/users/org/alice"),
+        ("GET", "/v1/users/org/alice/export"),
+        ("GET", "/v1/users/org/alice/memories"),
+        ("DELETE", "/v1/users/org/alice"),
+        ("GET", "/api/v1/conversations/org/alice/messages"),
+    ]:
+        error = assert_envelope(http.request(method, path), 404, code="not_found")
+        assert error["message"].startswith(f"Unknown path: {method} "), error
+        assert "encoded in a path, as %2F: /v1/users/org%2Falice" in error["message"], error
+    assert "%2F" not in assert_envelope(http.get("/v1/nothing-here"), 404)["message"]
+    assert http.get("/v1/users/org%2Falice").json()["counts"]["memories"] == 1
     assert http.delete("/v1/users/org%2Falice").status_code == 200
     assert http.get("/v1/users/org%2Falice").status_code == 404
     assert http.get("/v1/users/org").json()["counts"]["memories"] == 1  # another user
