@@ -372,3 +372,38 @@ def test_messages_list_in_the_order_they_were_said_page_by_page(http):
     assert [m["content"] for m in before["data"]] == ["earlier answer"] and before["has_more"]
     window = http.get(import_, params={"after": ids[0], "before": ids[3]}).json()
     assert [m["content"] for m in window["data"]] == said[1:3]
+
+
+def _title_when_made(http, conversation_id, timeout=30.0, not_this=None) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        title = http.get(f"/v1/conversations/{conversation_id}").json()["title"]
+        if title and title != not_this:
+            return title
+        assert time.monotonic() < deadline, title
+        time.sleep(0.1)
+
+
+def test_a_history_imported_newest_first_is_titled_by_its_earliest_message(http, celery_worker):
+    """The title is the first user message's words: a history imported in pieces, the newest
+    piece first, kept the title of that piece, not its earliest message's."""
+
+    def one(content, created_at):
+        message = {"role": "user", "content": content, "created_at": created_at}
+        response = http.post(
+            "/v1/conversations/pieces/messages", json={"user_id": "u", "messages": [message]}
+        )
+        assert response.status_code == 201, response.text
+
+    one("What should I pack for Lisbon?", "2024-03-01T10:00:00Z")
+    assert _title_when_made(http, "pieces") == "What should I pack for Lisbon?"
+    one("I am planning a trip to Portugal.", "2024-02-01T10:00:00Z")
+    title = _title_when_made(http, "pieces", not_this="What should I pack for Lisbon?")
+    assert title == "I am planning a trip to Portugal."
+    # a later message changes nothing; an operator's title is kept even for an older one
+    one("Any museums?", "2024-04-01T10:00:00Z")
+    from memory.models import Conversation
+
+    Conversation.objects.filter(external_id="pieces").update(title="Typed by an operator")
+    one("Hello!", "2024-01-01T10:00:00Z")
+    assert http.get("/v1/conversations/pieces").json()["title"] == "Typed by an operator"
