@@ -233,6 +233,21 @@ def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[s
     return found
 
 
+def recalled_deleted(*, workspace: Workspace, bodies: Iterable[dict]) -> set[str]:
+    """The ids named in answers' `recalled` (message bodies) whose memory or past message is
+    deleted since: at most one query for each kind."""
+    named: dict[str, set[str]] = {"memory": set(), "message": set()}
+    for body in bodies:
+        for item in body.get("recalled") or ():
+            named.setdefault(item["type"], set()).add(item["id"])
+    gone: set[str] = set()
+    for kind, model in (("memory", Memory), ("message", Message)):
+        if named[kind]:
+            there = model._default_manager.filter(workspace=workspace, id__in=named[kind])
+            gone |= named[kind] - set(there.values_list("id", flat=True))
+    return gone
+
+
 # --- users ----------------------------------------------------------------------------------
 # An end user is not a row: it is a `user_id` that memories, their history, conversations (and
 # so messages), sessions or agent runs carry in a workspace. Messages always belong to a
