@@ -28,8 +28,8 @@ from django.utils.http import content_disposition_header
 
 from accounts.models import Workspace
 from completions.tools.models import Execution
-from config.common.errors import NotFound
 from config.admin_paging import EXACT_UP_TO, planned_rows
+from config.common.errors import NotFound
 from memory import services
 from memory.export import user_export_response
 from memory.models import Conversation, Memory, MemoryEvent, Session

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, Model, QuerySet
+from django.db.models import F, QuerySet
 from django.db.models.fields.tuple_lookups import (  # type: ignore[import-untyped]
     Tuple,
     TupleGreaterThan,
@@ -218,7 +218,7 @@ def _recalled_read(
         yield page
 
 
-def _rows(pages: Iterable[list[Model]]) -> Iterator[Any]:
+def _rows(pages: Iterable[list[Any]]) -> Iterator[Any]:
     for page in pages:
         yield from page
 

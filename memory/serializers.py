@@ -92,7 +92,9 @@ def recalled_marked(bodies: list[dict], deleted: set[str]) -> list[dict]:
     did, a fact they deleted included, and that it is gone (its text is never kept)."""
     for body in bodies:
         if body.get("recalled"):
-            body["recalled"] = [{**item, "deleted": item["id"] in deleted} for item in body["recalled"]]
+            body["recalled"] = [
+                {**item, "deleted": item["id"] in deleted} for item in body["recalled"]
+            ]
     return bodies
 
 

@@ -303,6 +303,34 @@ def test_deleting_a_conversation_deletes_what_was_derived_from_it_alone(
     assert http.delete("/v1/conversations/trip").status_code == 404
 
 
+def test_a_memory_a_person_added_too_outlives_the_conversation_it_was_extracted_from(
+    http, celery_worker, settings
+):
+    """POST /v1/memories of a fact already extracted is that memory (200, not a copy): it
+    then went with its conversation's deletion, the person's own fact too. The other way
+    round as well: added by hand, then said in a conversation (a source linked to it)."""
+    settings.OPENAI_BASE_URL = ""  # the offline extractor
+    _said(http, "trip", "alice", "I am allergic to peanuts.")
+    [extracted] = http.get("/v1/memories?user_id=alice").json()["data"]
+    assert extracted["text"] == "User is allergic to peanuts."
+    added = http.post("/v1/memories", json={"user_id": "alice", "text": extracted["text"]})
+    assert added.status_code == 200 and added.json()["id"] == extracted["id"], added.text
+
+    by_hand = http.post("/v1/memories", json={"user_id": "alice", "text": "User lives in Oslo."})
+    assert by_hand.status_code == 201, by_hand.text
+    _said(http, "home", "alice", "I live in Oslo.")
+    oslo = http.get(f"/v1/memories/{by_hand.json()['id']}").json()
+    assert [s["conversation_id"] for s in oslo["sources"]] == ["home"]  # said there too
+
+    for conversation_id in ("trip", "home"):
+        deleted = http.delete(f"/v1/conversations/{conversation_id}")
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json()["counts"]["memories"] == 0, conversation_id
+    for memory_id in (extracted["id"], by_hand.json()["id"]):
+        kept = http.get(f"/v1/memories/{memory_id}")
+        assert kept.status_code == 200 and kept.json()["sources"] == [], kept.text
+
+
 def test_deleting_a_conversation_keeps_a_session_another_conversation_goes_on_in(http):
     """One session (an app launch) over two conversations: deleting one deleted the session,
     and the other's messages lost their session id (the user's count of sessions with it)."""
