@@ -42,10 +42,8 @@ from config.common.ids import ID_RULE, as_user_id, identifier, is_id, user_ident
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.turn.contract import TurnContext
 
-ENGRAM_BODY_FIELDS = (
-    "session_id",
-    "user_id",
-)  # Engram's own body fields: removed before the upstream
+# Engram's own body fields: removed before the upstream
+ENGRAM_BODY_FIELDS = ("session_id", "user_id")
 # The header that carries each domain field of a turn (the only place the two names meet).
 HEADERS = {
     "user_id": "x-user-id",

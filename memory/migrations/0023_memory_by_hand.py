@@ -15,14 +15,15 @@ class Migration(migrations.Migration):
             name='by_hand',
             field=models.BooleanField(db_default=False, default=False),
         ),
-        # The memories a person added (their history's ADD is a person's): theirs, whatever
-        # was extracted into them since.
+        # The memories a person added (their ADD is a person's and names no message): theirs,
+        # whatever was extracted into them since.
         migrations.RunSQL(
             """
             UPDATE memory_memory AS m SET by_hand = true
             WHERE EXISTS (
                 SELECT 1 FROM memory_memoryevent AS e
                 WHERE e.memory_id = m.id AND e.event = 'ADD' AND e.actor IN ('api', 'admin')
+                AND e.source_message_ids = '[]'::jsonb
             )
             """,
             migrations.RunSQL.noop,

@@ -108,7 +108,8 @@ def memory_create(
         kind=kind,
         event_date=event_date,
         metadata=metadata,
-        by_hand=actor in HAND_ACTORS,
+        # a person's, unless it names the messages it came from (an extraction's)
+        by_hand=actor in HAND_ACTORS and not source_ids,
     )
     _index(memory, embedding=embedding)
     # Under the user's lock (shared), as their turns, imports and extraction runs write: added
