@@ -84,8 +84,8 @@ class WorkspaceDetailApi(APIView):
         summary="Update a workspace: name, limits, budget, end users' defaults, credit unit",
         description=(
             "Fields left out are kept; a limit set to null is removed. `end_user_limits` and "
-            "`end_user_budget` apply to each end user (`x-user-id` or the body's `user`) "
-            "separately. Changes apply on every process from the next request. A new "
+            "`end_user_budget` apply to each end user (`x-user-id`, else the body's `user_id` or "
+            "`user`) separately. Changes apply on every process from the next request. A new "
             "`credit_unit.per_usd` counts every budget again in the new unit: what was spent "
             "in the period keeps its value in USD."
         ),

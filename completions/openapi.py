@@ -117,7 +117,8 @@ SCHEMAS: dict[str, dict] = {
     "ChatCompletionRequest": {
         "type": "object",
         "description": "OpenAI's request; fields Engram does not know reach the upstream "
-        "unchanged. `session_id` is Engram's own (removed before the upstream call).",
+        "unchanged. `session_id` and `user_id` are Engram's own (removed before the upstream "
+        "call).",
         "required": ["model", "messages"],
         "properties": {
             "model": {
@@ -142,7 +143,16 @@ SCHEMAS: dict[str, dict] = {
             "tools": {"type": "array", "items": {"type": "object"}},
             "tool_choice": {"oneOf": [{"type": "string"}, {"type": "object"}]},
             "response_format": {"type": "object"},
-            "user": {**ID_SCHEMA, "description": "The end user, when `x-user-id` is not sent."},
+            "user": {
+                **ID_SCHEMA,
+                "description": "The end user, when neither `x-user-id` nor `user_id` is sent "
+                "(passed on to the upstream either way).",
+            },
+            "user_id": {
+                **ID_SCHEMA,
+                "description": "Engram: the end user, as the memory API's bodies name it, when "
+                "`x-user-id` is not sent (naming another user than it: 400 `user_mismatch`).",
+            },
             "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
             "session_id": {
                 **ID_SCHEMA,
@@ -333,7 +343,8 @@ TURN_HEADERS = [
         HEADERS["user_id"],
         ID_SCHEMA,
         OpenApiParameter.HEADER,
-        description="The end user whose memory this turn uses (else the body's `user`).",
+        description="The end user whose memory this turn uses (else the body's `user_id`, "
+        "else its `user`).",
     ),
     OpenApiParameter(
         HEADERS["conversation_id"],

@@ -6,15 +6,20 @@ body fields lives here and nowhere else; the OpenAI body itself is checked by
 completions.validation (`parse_body` here is its two steps; the gateway calls them one by one,
 to name the model in the usage record of a body it refuses):
 
-- x-user-id (else the body's `user`), x-conversation-id, x-session-id (else the body's
-  `session_id`): ids, 1-200 characters of letters, digits and . _ : @ + - / =
+- x-user-id (else the body's `user_id`, else its `user`), x-conversation-id, x-session-id (else
+  the body's `session_id`): ids, 1-200 characters of letters, digits and . _ : @ + - / =
   (`config.common.ids.identifier`, the rule the REST routes' path and query ids share)
 - x-workspace-id: must name the key's workspace (403 otherwise)
-- with an end-user token (`end_user`), the user is the token's: an x-user-id or body `user`
-  that names another is a 403 naming it
+- x-user-id and a body `user_id` that name two users: a 400 naming `user_id` (which one was
+  meant is not ours to guess); OpenAI's own `user` may differ (a hashed id for its abuse
+  monitoring), read only when neither is given and passed on to the upstream unchanged
+- with an end-user token (`end_user`), the user is the token's: an x-user-id or body
+  `user_id` or `user` that names another is a 403 naming it
 - x-collection-ids: a JSON array of at most MAX_COLLECTIONS (20) collection ids, each an id as
   above
-- `session_id`: Engram's own body field, removed before the upstream call
+- `session_id`, `user_id`: Engram's own body fields, removed before the upstream call (the
+  memory API's bodies name the user `user_id`; read here too, a mem0 client's turn was
+  silently a stranger's, with no memory)
 - x-stainless-retry-count (the OpenAI SDKs' own, above 0 on their retries): read, never
   refused (`retried`)
 
@@ -37,7 +42,8 @@ from config.common.ids import ID_RULE, as_user_id, identifier, is_id, user_ident
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.turn.contract import TurnContext
 
-ENGRAM_BODY_FIELDS = ("session_id",)  # Engram's own body fields: removed before the upstream
+# Engram's own body fields: removed before the upstream
+ENGRAM_BODY_FIELDS = ("session_id", "user_id")
 # The header that carries each domain field of a turn (the only place the two names meet).
 HEADERS = {
     "user_id": "x-user-id",
@@ -112,6 +118,7 @@ def _token_user(end_user: str, headers: Mapping[str, str], body: dict) -> str:
     """An end-user token names its user; a header or body field may repeat it, not change it."""
     for param, value in (
         (HEADERS["user_id"], headers.get(HEADERS["user_id"])),
+        ("user_id", body.get("user_id")),
         ("user", body.get("user")),
     ):
         if value not in (None, "") and (
@@ -128,9 +135,21 @@ def _token_user(end_user: str, headers: Mapping[str, str], body: dict) -> str:
 
 
 def caller_user(*, headers: Mapping[str, str], body: dict, end_user: str | None) -> str | None:
-    """The end user a request acts for: `x-user-id`, else the body's `user`; an end-user
-    token's own user, which those may repeat but not change (403 naming the field)."""
+    """The end user a request acts for: `x-user-id`, else the body's `user_id` (Engram's, as
+    the memory API's bodies name it; a 400 when it names another user than the header), else
+    its `user` (OpenAI's); an end-user token's own user, which those may repeat but not change
+    (403 naming the field). `body` is the whole body, Engram's own fields still in it."""
     user_id = user_identifier(headers.get(HEADERS["user_id"]), HEADERS["user_id"])
+    body_user_id = user_identifier(body.get("user_id"), "user_id")
+    if user_id is not None and body_user_id is not None and body_user_id != user_id:
+        raise ApiError(
+            400,
+            f"user_id names another user than {HEADERS['user_id']}: send the user once.",
+            param="user_id",
+            code="user_mismatch",
+        )
+    if user_id is None:
+        user_id = body_user_id
     if user_id is None:
         user_id = user_identifier(body.get("user"), "user")
     if end_user is not None:
@@ -149,8 +168,8 @@ def turn_context(
 ) -> TurnContext:
     """The turn a request describes; Engram's own body fields are taken out of `body`."""
     check_claimed_workspace(workspace=workspace, claimed=headers.get(HEADERS["workspace_id"]))
-    owned = {name: body.pop(name) for name in ENGRAM_BODY_FIELDS if name in body}
     user_id = caller_user(headers=headers, body=body, end_user=end_user)
+    owned = {name: body.pop(name) for name in ENGRAM_BODY_FIELDS if name in body}
     session_id = identifier(headers.get(HEADERS["session_id"]), HEADERS["session_id"])
     if session_id is None:
         session_id = identifier(owned.get("session_id"), "session_id")

@@ -20,7 +20,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Count, Max, QuerySet, Value
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -29,6 +29,7 @@ from django.utils.http import content_disposition_header
 from accounts.models import Workspace
 from completions.tools.models import Execution
 from config.admin_paging import EXACT_UP_TO, planned_rows
+from config.common.errors import NotFound
 from memory import services
 from memory.export import user_export_response
 from memory.models import Conversation, Memory, MemoryEvent, Session
@@ -294,7 +295,10 @@ def user_urls(site) -> list[URLPattern]:
     def export_view(request: HttpRequest, workspace_id: str, user: str) -> HttpResponseBase:
         _check(request, "view")
         workspace, user_id = _user(workspace_id, user)
-        response = user_export_response(workspace=workspace, user_id=user_id)
+        try:
+            response = user_export_response(workspace=workspace, user_id=user_id)
+        except NotFound as exc:  # nothing stored (erased meanwhile): the admin's own 404
+            raise Http404(exc.message) from exc
         # Django's header, not one written here: a user id beyond Latin-1 (kept from before
         # the rule, PathIdConverter) MIME-encoded the whole header, which no browser reads as
         # a name, and a line break in the URL's id was a 500 (BadHeaderError). With a file

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, Model, QuerySet
+from django.db.models import F, QuerySet
 from django.db.models.fields.tuple_lookups import (  # type: ignore[import-untyped]
     Tuple,
     TupleGreaterThan,
@@ -38,14 +38,16 @@ from rest_framework.renderers import JSONRenderer
 
 from accounts.models import Workspace
 from completions.tools.models import Execution
+from config.common.errors import NotFound
 from config.common.streaming import spooled_response
 from memory.models import Conversation, MemoryEvent, Message, Session
-from memory.selectors import memory_list, memory_sources
+from memory.selectors import memory_list, memory_sources, recalled_deleted, user_exists
 from memory.serializers import (
     conversation_body,
     event_body,
     memory_body,
     message_body,
+    recalled_marked,
     session_body,
 )
 
@@ -98,6 +100,10 @@ def _snapshot(parts: Iterator[bytes]) -> Iterator[bytes]:
 
 def _document(*, workspace: Workspace, user_id: str, batch: int) -> Iterator[bytes]:
     scope = {"workspace": workspace, "user_id": user_id}
+    # In the snapshot, before the first byte: a 404 as GET /v1/users/{id} answers (an empty
+    # document was a 200, as if the user existed with nothing stored).
+    if not user_exists(workspace=workspace, user_id=user_id):
+        raise NotFound(f"No user '{user_id}'.", field="user_id", code="user_not_found")
     yield b'{"object":"user.export","user_id":' + _json(user_id)
     yield b',"memories":'
     yield from _list(_memories(workspace=workspace, user_id=user_id, batch=batch))
@@ -148,7 +154,12 @@ def _conversations(*, workspace: Workspace, user_id: str, batch: int) -> Iterato
             # The vectors and the search columns, which no body shows, stay in the database.
             .defer("embedding", "context_embedding", "search", "search_text")
         )
-        messages = _rows(_pages(found, ("conversation_id", "created_at", "id"), batch))
+        gone: set[str] = set()  # what the answers recalled and is deleted since
+        messages = _rows(
+            _recalled_read(
+                _pages(found, ("conversation_id", "created_at", "id"), batch), workspace, gone
+            )
+        )
         message = next(messages, None)
         for conversation in conversations:
             head = _json(conversation_body(conversation) | {"messages": []})
@@ -164,7 +175,7 @@ def _conversations(*, workspace: Workspace, user_id: str, batch: int) -> Iterato
                     or message is None
                     or message.conversation_id != conversation.id
                 ):
-                    yield (b"" if empty else b",") + _items(said)
+                    yield (b"" if empty else b",") + _items(recalled_marked(said, gone))
                     said, empty = [], False
             yield b"]}"
         if message is not None:  # both lists are in the database's order of the same ids
@@ -196,7 +207,18 @@ def _after(keys: Sequence[str], values: Sequence[Any]) -> TupleGreaterThan:
     return TupleGreaterThan(Tuple(*(F(key) for key in keys)), tuple(values))
 
 
-def _rows(pages: Iterable[list[Model]]) -> Iterator[Any]:
+def _recalled_read(
+    pages: Iterable[list[Message]], workspace: Workspace, gone: set[str]
+) -> Iterator[list[Message]]:
+    """`pages` of messages, each adding to `gone` what its answers recalled and is deleted
+    since (a query or two a page, none a conversation)."""
+    for page in pages:
+        recalled = [{"recalled": m.recalled} for m in page if m.recalled]
+        gone |= recalled_deleted(workspace=workspace, bodies=recalled)
+        yield page
+
+
+def _rows(pages: Iterable[list[Any]]) -> Iterator[Any]:
     for page in pages:
         yield from page
 

@@ -213,6 +213,10 @@ class Memory(models.Model):
     )
     metadata = models.JSONField(default=dict, blank=True)
     sources = models.ManyToManyField(Message, blank=True, related_name="memories")
+    # A person said it (POST /v1/memories, the admin), whether it was new or one extracted
+    # before: it is theirs, and deleting a conversation it was also said in keeps it
+    # (services.users.derived_only_from). db_default: rows inserted by SQL (the benches).
+    by_hand = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     search_text = models.TextField(blank=True, default="")

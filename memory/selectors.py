@@ -233,12 +233,39 @@ def memory_sources(*, workspace: Workspace, memory_ids: Iterable[str]) -> dict[s
     return found
 
 
+def recalled_deleted(*, workspace: Workspace, bodies: Iterable[dict]) -> set[str]:
+    """The ids named in answers' `recalled` (message bodies) whose memory or past message is
+    deleted since: at most one query for each kind."""
+    named: dict[str, set[str]] = {"memory": set(), "message": set()}
+    for body in bodies:
+        for item in body.get("recalled") or ():
+            named.setdefault(item["type"], set()).add(item["id"])
+    gone: set[str] = set()
+    for kind, model in (("memory", Memory), ("message", Message)):
+        if named[kind]:
+            there = model._default_manager.filter(workspace=workspace, id__in=named[kind])
+            gone |= named[kind] - set(there.values_list("id", flat=True))
+    return gone
+
+
 # --- users ----------------------------------------------------------------------------------
 # An end user is not a row: it is a `user_id` that memories, their history, conversations (and
 # so messages), sessions or agent runs carry in a workspace. Messages always belong to a
 # conversation, so five tables name every user. A memory's history outlives it: a user whose
 # every memory was deleted by hand still has their facts' texts stored there, until erased. An
 # agent with memory off stores no conversation, but its runs keep the user's messages.
+
+
+USER_TABLES: tuple[type[Model], ...] = (Memory, MemoryEvent, Conversation, Session, Execution)
+
+
+def user_exists(*, workspace: Workspace, user_id: str) -> bool:
+    """Is anything stored for the user (what makes them listed)? One EXISTS per table, along
+    its (workspace, user_id) index, stopping at the first that has a row."""
+    return bool(user_id) and any(
+        model._default_manager.filter(workspace=workspace, user_id=user_id).exists()
+        for model in USER_TABLES
+    )
 
 
 def user_id_page(*, workspace: Workspace, cursor: Cursor) -> tuple[list[str], bool]:
@@ -250,7 +277,7 @@ def user_id_page(*, workspace: Workspace, cursor: Cursor) -> tuple[list[str], bo
     # (an agent's runs and a user's memories are many per user). Each part's own order also
     # replaces its model's default one, which sorted every run of the workspace by date.
     parts = []
-    for model in (Memory, MemoryEvent, Conversation, Session, Execution):
+    for model in USER_TABLES:
         rows = model._default_manager.filter(workspace=workspace, **bounds)
         if model in (Session, Execution):
             rows = rows.exclude(user_id="")  # these may be anonymous

@@ -86,6 +86,18 @@ def message_body(message: Message, conversation: Conversation | None = None) -> 
     }
 
 
+def recalled_marked(bodies: list[dict], deleted: set[str]) -> list[dict]:
+    """Message bodies whose `recalled` items each say whether their memory or message is
+    `deleted` since (selectors.recalled_deleted): the user sees why an answer said what it
+    did, a fact they deleted included, and that it is gone (its text is never kept)."""
+    for body in bodies:
+        if body.get("recalled"):
+            body["recalled"] = [
+                {**item, "deleted": item["id"] in deleted} for item in body["recalled"]
+            ]
+    return bodies
+
+
 def session_body(session: Session) -> dict:
     return {
         "id": session.external_id,

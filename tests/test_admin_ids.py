@@ -74,7 +74,8 @@ def test_an_end_users_export_names_its_file_whatever_the_id(admin_client, world)
     from memory.services import memory_create
 
     workspace = world["workspace"]
-    memory_create(workspace=workspace, user_id="中文", text="Rows.", embedding=[0.0] * 384)
+    for stored in ("中文", "a\r\nb"):  # somebody: a user with nothing stored is a 404
+        memory_create(workspace=workspace, user_id=stored, text="Rows.", embedding=[0.0] * 384)
     for user_id, named in [
         ("中文", "filename*=utf-8''engram-{}-%E4%B8%AD%E6%96%87.json"),
         ("a\r\nb", "filename*=utf-8''engram-{}-a%0D_0Ab.json"),  # admin's quote() has \n

@@ -413,6 +413,9 @@ def test_end_user_export_is_their_memories_as_json(admin_client, world):
     assert body["user_id"] == "alice"
     assert [m["text"] for m in body["memories"]] == [world["memory"].text]
     assert [c["id"] for c in body["conversations"]] == [world["conversation"].id]
+    # a user with nothing stored (erased since the page was opened): the admin's 404
+    nobody = admin_client.get(user_url(world["workspace"].id, "nobody") + "export/")
+    assert nobody.status_code == 404
 
 
 def test_non_staff_cannot_open_end_user_pages(client, world):

@@ -269,6 +269,28 @@ def test_turn_context_from_body(http, upstream, seam):
     assert ctx.collection_ids == []
 
 
+def test_a_body_user_id_names_the_user_and_is_not_sent_upstream(http, upstream, seam):
+    """A mem0 client names the user `user_id` in the body, as Engram's memory API does: it
+    reached the upstream and the turn had no user (no memory, nothing stored), in silence.
+    It is Engram's own field now, as `session_id`; OpenAI's `user` still goes through."""
+    resp = post(http, {**BODY, "user_id": "alice", "user": "hashed-42"})
+    assert resp.status_code == 200, resp.text
+    ctx = seam["prepare"][0]
+    assert ctx.user_id == "alice" and "user_id" not in ctx.body
+    [sent] = upstream.chat_requests()
+    assert sent.body is not None
+    assert "user_id" not in sent.body and sent.body["user"] == "hashed-42"
+    same = post(http, {**BODY, "user_id": "alice"}, headers={"x-user-id": "alice"})
+    assert same.status_code == 200
+
+
+def test_a_body_user_id_naming_another_user_than_the_header_is_400(http, upstream):
+    resp = post(http, {**BODY, "user_id": "bob"}, headers={"x-user-id": "alice"})
+    error = assert_envelope(resp, 400, code="user_mismatch")
+    assert error["param"] == "user_id"
+    assert upstream.chat_requests() == []
+
+
 @pytest.mark.parametrize("raw", ["col_a", '{"a": 1}', "[1, 2]", "[", '"col_a"'])
 def test_malformed_collection_ids_is_400(http, upstream, raw):
     error = assert_envelope(post(http, headers={"x-collection-ids": raw}), 400)

@@ -163,6 +163,24 @@ def test_context_validates_headers_and_body(http, operator_http, owner):
     assert body_user.json()["engram"]["session_id"] == "sess-body"
 
 
+def test_a_body_user_id_is_the_user_as_on_the_memory_api(http):
+    """`{"user_id": "alice", "messages": [...]}`, the memory API's way (and mem0's) to name the
+    user: the context came back with no user and none of Alice's memories, a 200 in silence.
+    With x-user-id naming another user it is a 400 naming `user_id`."""
+    http.post("/v1/memories", json={"user_id": "alice", "text": "Alice keeps bees."})
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Bees?"}]}
+    response = http.post("/v1/context", json=body | {"user_id": "alice"})
+    assert response.status_code == 200, response.text
+    assert response.json()["user_id"] == "alice"
+    assert "Alice keeps bees." in memory_block(response.json())
+    conflict = http.post("/v1/context", json=body | {"user_id": "bob"}, headers={"x-user-id": "a"})
+    assert conflict.status_code == 400, conflict.text
+    error = conflict.json()["error"]
+    assert (error["param"], error["code"]) == ("user_id", "user_mismatch")
+    bad = http.post("/v1/context", json=body | {"user_id": "a b"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "user_id"
+
+
 def test_a_summary_longer_than_its_share_keeps_its_end(http, settings):
     """A small window (a 2,048-token local model) gives the rolling summary a share smaller
     than the summaries Engram writes (up to ENGRAM_SUMMARY_MAX_TOKENS): the whole summary was

@@ -303,6 +303,34 @@ def test_deleting_a_conversation_deletes_what_was_derived_from_it_alone(
     assert http.delete("/v1/conversations/trip").status_code == 404
 
 
+def test_a_memory_a_person_added_too_outlives_the_conversation_it_was_extracted_from(
+    http, celery_worker, settings
+):
+    """POST /v1/memories of a fact already extracted is that memory (200, not a copy): it
+    then went with its conversation's deletion, the person's own fact too. The other way
+    round as well: added by hand, then said in a conversation (a source linked to it)."""
+    settings.OPENAI_BASE_URL = ""  # the offline extractor
+    _said(http, "trip", "alice", "I am allergic to peanuts.")
+    [extracted] = http.get("/v1/memories?user_id=alice").json()["data"]
+    assert extracted["text"] == "User is allergic to peanuts."
+    added = http.post("/v1/memories", json={"user_id": "alice", "text": extracted["text"]})
+    assert added.status_code == 200 and added.json()["id"] == extracted["id"], added.text
+
+    by_hand = http.post("/v1/memories", json={"user_id": "alice", "text": "User lives in Oslo."})
+    assert by_hand.status_code == 201, by_hand.text
+    _said(http, "home", "alice", "I live in Oslo.")
+    oslo = http.get(f"/v1/memories/{by_hand.json()['id']}").json()
+    assert [s["conversation_id"] for s in oslo["sources"]] == ["home"]  # said there too
+
+    for conversation_id in ("trip", "home"):
+        deleted = http.delete(f"/v1/conversations/{conversation_id}")
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json()["counts"]["memories"] == 0, conversation_id
+    for memory_id in (extracted["id"], by_hand.json()["id"]):
+        kept = http.get(f"/v1/memories/{memory_id}")
+        assert kept.status_code == 200 and kept.json()["sources"] == [], kept.text
+
+
 def test_deleting_a_conversation_keeps_a_session_another_conversation_goes_on_in(http):
     """One session (an app launch) over two conversations: deleting one deleted the session,
     and the other's messages lost their session id (the user's count of sessions with it)."""
@@ -334,7 +362,7 @@ def test_deleting_a_conversation_keeps_a_session_another_conversation_goes_on_in
     assert [s["id"] for s in http.get("/v1/users/alice/export").json()["sessions"]] == ["launch-1"]
     # and the kept one goes with the last conversation it was used in
     assert http.delete("/v1/conversations/second").json()["counts"]["sessions"] == 1
-    assert http.get("/v1/users/alice/export").json()["sessions"] == []
+    assert http.get("/v1/users/alice/export").status_code == 404  # nothing left of alice
 
 
 def test_messages_list_in_the_order_they_were_said_page_by_page(http):
@@ -372,3 +400,38 @@ def test_messages_list_in_the_order_they_were_said_page_by_page(http):
     assert [m["content"] for m in before["data"]] == ["earlier answer"] and before["has_more"]
     window = http.get(import_, params={"after": ids[0], "before": ids[3]}).json()
     assert [m["content"] for m in window["data"]] == said[1:3]
+
+
+def _title_when_made(http, conversation_id, timeout=30.0, not_this=None) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        title = http.get(f"/v1/conversations/{conversation_id}").json()["title"]
+        if title and title != not_this:
+            return title
+        assert time.monotonic() < deadline, title
+        time.sleep(0.1)
+
+
+def test_a_history_imported_newest_first_is_titled_by_its_earliest_message(http, celery_worker):
+    """The title is the first user message's words: a history imported in pieces, the newest
+    piece first, kept the title of that piece, not its earliest message's."""
+
+    def one(content, created_at):
+        message = {"role": "user", "content": content, "created_at": created_at}
+        response = http.post(
+            "/v1/conversations/pieces/messages", json={"user_id": "u", "messages": [message]}
+        )
+        assert response.status_code == 201, response.text
+
+    one("What should I pack for Lisbon?", "2024-03-01T10:00:00Z")
+    assert _title_when_made(http, "pieces") == "What should I pack for Lisbon?"
+    one("I am planning a trip to Portugal.", "2024-02-01T10:00:00Z")
+    title = _title_when_made(http, "pieces", not_this="What should I pack for Lisbon?")
+    assert title == "I am planning a trip to Portugal."
+    # a later message changes nothing; an operator's title is kept even for an older one
+    one("Any museums?", "2024-04-01T10:00:00Z")
+    from memory.models import Conversation
+
+    Conversation.objects.filter(external_id="pieces").update(title="Typed by an operator")
+    one("Hello!", "2024-01-01T10:00:00Z")
+    assert http.get("/v1/conversations/pieces").json()["title"] == "Typed by an operator"

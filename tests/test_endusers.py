@@ -260,7 +260,7 @@ def test_a_valid_token_chats_and_remembers_as_its_sub(
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["asgi-door", "django-view"])
-def test_an_x_user_id_or_user_that_differs_from_the_token_is_403_naming_it(
+def test_an_x_user_id_user_or_user_id_that_differs_from_the_token_is_403_naming_it(
     engram_server, issuer, ec_key, upstream, settings, fast_path
 ):
     settings.ENGRAM_GATEWAY_FAST_PATH = fast_path
@@ -274,6 +274,10 @@ def test_an_x_user_id_or_user_that_differs_from_the_token_is_403_naming_it(
         context = alice.post("/v1/context", json=body)
         assert refused(context, 403)["param"] == "user"
         assert alice.post("/v1/context", json=body | {"user": "alice"}).json()["user_id"] == "alice"
+        # the memory API's body field names the user at these doors too: the same rule
+        mem0 = {**body, "user": "alice", "user_id": "bob"}
+        assert refused(alice.post("/v1/chat/completions", json=mem0), 403)["param"] == "user_id"
+        assert refused(alice.post("/v1/context", json=mem0), 403)["param"] == "user_id"
     assert chat(engram_server, token, **{"x-user-id": "alice"}).status_code == 200
 
 

@@ -183,9 +183,9 @@ def test_user_delete_removes_every_trace_in_the_workspace(http, outsider_http, o
     counts = response.json()["counts"]
     assert counts["memories"] == 1 and counts["conversations"] == 1 and counts["messages"] == 1
     assert counts["sessions"] == 1 and counts["memory_events"] == 1
-    export = http.get("/v1/users/alice/export").json()
-    assert export["memories"] == [] and export["conversations"] == []
-    assert export["memory_events"] == [] and export["sessions"] == []
+    # nothing left to export: nobody, as GET /v1/users/alice says
+    assert http.get("/v1/users/alice/export").json()["error"]["code"] == "user_not_found"
+    assert http.get("/v1/users/alice").status_code == 404
     assert not Message.objects.filter(user_id="alice", workspace__name="owner").exists()
     assert not MemoryEvent.objects.filter(user_id="alice", workspace__name="owner").exists()
     # bob, and the other workspace's alice, keep theirs

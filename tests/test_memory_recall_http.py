@@ -166,6 +166,7 @@ def test_an_answer_keeps_what_it_was_given_and_why(
         "id": allergy["id"],
         "why": given[allergy["id"]]["why"],
         "score": given[allergy["id"]]["score"],
+        "deleted": False,
     }
     assert "peanut" not in json.dumps(reply["recalled"])  # ids and reasons, no text
     exported = http.get("/v1/users/ria/export").json()
@@ -182,6 +183,20 @@ def test_an_answer_keeps_what_it_was_given_and_why(
     page = admin_client.get(f"/admin/memory/message/{reply['id']}/change/").content.decode()
     assert "User is allergic to peanuts." not in page
     assert f"{allergy['id']} (deleted since)" in page
+    # The user's own views say it too: listed unmarked, the answer's recall named a memory
+    # that GET /v1/memories/{id} no longer finds. Still listed (why the answer said what it
+    # did), marked deleted, no text: in the conversation, the message alone and the export.
+    marked = {**kept_allergy, "deleted": True}
+    said = http.get("/v1/conversations/second/messages").json()["data"]
+    assert marked in said[1]["recalled"] and "peanut" not in json.dumps(said[1]["recalled"])
+    assert [r for r in said[1]["recalled"] if r["deleted"]] == [marked]
+    assert http.get(f"/v1/messages/{reply['id']}").json()["recalled"] == said[1]["recalled"]
+    exported = http.get("/v1/users/ria/export").json()
+    [in_export] = [
+        m for c in exported["conversations"] for m in c["messages"] if m["id"] == reply["id"]
+    ]
+    assert in_export["recalled"] == said[1]["recalled"]
+    assert http.get(f"/v1/memories/{allergy['id']}").status_code == 404
 
 
 def test_saying_a_fact_is_no_longer_so_supersedes_its_memory(

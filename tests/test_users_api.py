@@ -7,6 +7,7 @@ import pytest
 
 from memory.models import Conversation, Session
 from tests.factories import runs_with_approvals
+from tests.test_errors import assert_envelope
 
 
 def user_export(workspace, user_id: str) -> dict:
@@ -122,6 +123,20 @@ def test_a_user_whose_memories_were_all_deleted_is_listed_while_their_history_is
     assert "erin" not in [u["id"] for u in http.get("/v1/users").json()["data"]]
 
 
+def test_the_export_of_a_user_with_nothing_stored_is_404_as_reading_them_is(http, people):
+    """GET /v1/users/nobody was 404 while /v1/users/nobody/export was an empty 200 document,
+    as if the user existed; an outsider's user is nobody here either."""
+    for user_id in ("nobody", "dave"):
+        read, export = http.get(f"/v1/users/{user_id}"), http.get(f"/v1/users/{user_id}/export")
+        assert read.status_code == export.status_code == 404, export.text
+        assert export.json() == read.json()  # the same envelope, word for word
+        assert export.json()["error"]["code"] == "user_not_found"
+    # a user with only a session (carol) or only a history is still somebody
+    assert http.get("/v1/users/carol/export").json()["sessions"][0]["id"] == "s-carol"
+    assert http.delete("/v1/users/alice").status_code == 200
+    assert http.get("/v1/users/alice/export").status_code == 404  # erased: nobody now
+
+
 def test_an_outsiders_user_is_not_found_and_never_listed(http, outsider_http, people):
     missing = http.get("/v1/users/dave")
     assert missing.status_code == 404
@@ -184,7 +199,20 @@ def test_a_user_id_with_a_slash_is_read_exported_and_erased_with_it_encoded(http
     assert http.get("/v1/users/org%2Falice").json()["counts"]["memories"] == 1
     export = http.get("/v1/users/org%2Falice/export")
     assert export.status_code == 200 and "Rex" in export.text and "no dog" not in export.text
-    assert http.get("/v1/users/org/alice").status_code == 404  # a literal slash: no such route
+    # A literal slash: no such route, a 404 that says how to send the id (it said "Unknown
+    # path" alone), and nothing read or erased under another id ("org" or "alice").
+    for method, path in [
+        ("GET", "/v1/users/org/alice"),
+        ("GET", "/v1/users/org/alice/export"),
+        ("GET", "/v1/users/org/alice/memories"),
+        ("DELETE", "/v1/users/org/alice"),
+        ("GET", "/api/v1/conversations/org/alice/messages"),
+    ]:
+        error = assert_envelope(http.request(method, path), 404, code="not_found")
+        assert error["message"].startswith(f"Unknown path: {method} "), error
+        assert "encoded in a path, as %2F: /v1/users/org%2Falice" in error["message"], error
+    assert "%2F" not in assert_envelope(http.get("/v1/nothing-here"), 404)["message"]
+    assert http.get("/v1/users/org%2Falice").json()["counts"]["memories"] == 1
     assert http.delete("/v1/users/org%2Falice").status_code == 200
     assert http.get("/v1/users/org%2Falice").status_code == 404
     assert http.get("/v1/users/org").json()["counts"]["memories"] == 1  # another user

@@ -335,9 +335,19 @@ def handler403(request, exception=None):
     return error_response(403, "Permission denied.", code="forbidden")
 
 
+# An id may hold "/" and goes encoded in a path (config.common.ids.keep_encoded_slashes); sent
+# as it is, `/v1/users/org/alice` is a path no route has. Said with the 404 of any deeper path
+# under the API, the one place a client reading it can learn why.
+ENCODED_SLASH_HINT = 'an id holding "/" goes encoded in a path, as %2F: /v1/users/org%2Falice'
+
+
 def handler404(request, exception=None):
     path = request.path if len(request.path) <= 300 else f"{request.path[:300]}..."
-    return error_response(404, f"Unknown path: {request.method} {path}", code="not_found")
+    message = f"Unknown path: {request.method} {path}"
+    api_path = request.path.removeprefix("/api").removeprefix("/v1/")
+    if api_path != request.path and api_path.count("/") >= 2:  # /v1/<route>/<id>/<more>
+        message += f" ({ENCODED_SLASH_HINT})"
+    return error_response(404, message, code="not_found")
 
 
 def handler500(request):

@@ -13,7 +13,13 @@ from config.common.openapi import LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
 from memory.apis import openapi as docs
-from memory.serializers import ImportInput, conversation_body, list_user_id, message_body
+from memory.serializers import (
+    ImportInput,
+    conversation_body,
+    list_user_id,
+    message_body,
+    recalled_marked,
+)
 
 
 class ConversationListApi(APIView):
@@ -107,15 +113,16 @@ class ConversationMessagesApi(APIView):
             user_id=end_user(request),
         )
         messages = selectors.message_list(workspace=request.workspace, conversation=conversation)
-        return Response(
-            paginate(
-                messages,
-                request.query_params,
-                lambda m: message_body(m, conversation),
-                by="created_at",
-                default_order="asc",  # a conversation reads oldest first
-            )
+        page = paginate(
+            messages,
+            request.query_params,
+            lambda m: message_body(m, conversation),
+            by="created_at",
+            default_order="asc",  # a conversation reads oldest first
         )
+        deleted = selectors.recalled_deleted(workspace=request.workspace, bodies=page["data"])
+        recalled_marked(page["data"], deleted)
+        return Response(page)
 
     @extend_schema(
         summary="Import messages (the conversation is created on first use)",
@@ -164,4 +171,6 @@ class MessageDetailApi(APIView):
         message = selectors.message_get(
             workspace=request.workspace, message_id=message_id, user_id=end_user(request)
         )
-        return Response(message_body(message))
+        body = message_body(message)
+        deleted = selectors.recalled_deleted(workspace=request.workspace, bodies=[body])
+        return Response(recalled_marked([body], deleted)[0])

@@ -81,7 +81,8 @@ class MemoryListCreateApi(APIView):
         tags=["memories"],
         description="A memory of the user's that already says it (the same text, case, "
         "spacing and end punctuation aside, the same `kind` and `event_date`, and the given "
-        "`metadata` keys alike) is returned as it is with 200, nothing recorded: a retried "
+        "`metadata` keys alike) is returned as it is with 200, nothing recorded (but that a person "
+        "said it: it then outlives the conversations it was extracted from): a retried "
         "POST stores the fact once.",
         request=MemoryCreateInput,
         responses={201: docs.MemorySerializer, 200: docs.MemorySerializer},

@@ -121,9 +121,13 @@ class ConversationSerializer(serializers.Serializer):
 
 class RecalledSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=["memory", "message"])
-    id = serializers.CharField(help_text="The memory's or message's id (it may be deleted since).")
+    id = serializers.CharField(help_text="The memory's or message's id.")
     why = serializers.CharField(help_text="The ranking's reasons: vector, full-text, recency.")
     score = serializers.FloatField()
+    deleted = serializers.BooleanField(
+        help_text="The memory or message is deleted since (its id no longer reads it): the "
+        "answer was given it all the same."
+    )
 
 
 class MessageSerializer(serializers.Serializer):

@@ -274,6 +274,31 @@ def _title_later(conversation: Conversation, rows: list[Message]) -> None:
     )
 
 
+def _untitle_for_older(conversation: Conversation, rows: list[Message]) -> None:
+    """Imported user messages older than the conversation's first one: its title, made from
+    that first one (memory.background.titles), is made again from the earliest. A history
+    imported in pieces, newest first, kept the title of the first piece imported. A title that
+    is not one made from the conversation's first messages (an operator's) is kept."""
+    from memory.background.titles import title_from
+
+    dated = [r.created_at for r in rows if r.role == Message.Role.USER and r.content.strip()]
+    title = Conversation.objects.filter(pk=conversation.pk).values_list("title", flat=True)[0]
+    if not dated or not title:
+        return  # nothing to title from, or untitled still: _title_later
+    firsts = list(
+        Message.objects.filter(conversation=conversation, role=Message.Role.USER)
+        .exclude(content="")
+        .order_by("created_at", "id")
+        .values_list("content", "created_at")[:5]  # what the title is made from
+    )
+    if not firsts or min(dated) >= firsts[0][1]:
+        return
+    if title not in {title_from(content) for content, _ in firsts}:
+        return  # typed by an operator (or a forgotten fact's words left out): kept
+    Conversation.objects.filter(pk=conversation.pk, title=title).update(title="")
+    conversation.title = ""  # _title_later asks for it again
+
+
 @transaction.atomic
 def conversation_import(
     *, workspace: Workspace, external_id: str, user_id: str, messages: list[dict]
@@ -318,6 +343,7 @@ def messages_import(
                 metadata=item.get("metadata") or {},
             )
         )
+    _untitle_for_older(conversation, rows)
     Message.objects.bulk_create(rows, batch_size=500)
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
     _title_later(conversation, rows)

@@ -108,6 +108,8 @@ def memory_create(
         kind=kind,
         event_date=event_date,
         metadata=metadata,
+        # a person's, unless it names the messages it came from (an extraction's)
+        by_hand=actor in HAND_ACTORS and not source_ids,
     )
     _index(memory, embedding=embedding)
     # Under the user's lock (shared), as their turns, imports and extraction runs write: added
@@ -165,6 +167,13 @@ def memory_add(
     if existing is not None and all(
         existing.metadata.get(key, object()) == value for key, value in metadata.items()
     ):
+        if actor in HAND_ACTORS and not existing.by_hand:
+            # An extracted memory a person now says too: theirs from now on, so deleting the
+            # conversation it came from keeps it (it went with it, the person's fact too).
+            # Under the user's lock, as their writes (a conversation's deletion waits).
+            user_lock(workspace_id=workspace.id, user_id=user_id)
+            Memory.objects.filter(pk=existing.pk).update(by_hand=True)
+            existing.by_hand = True
         return existing, False
     memory = memory_create(
         workspace=workspace,
@@ -192,7 +201,7 @@ def _memory_saying(
         )
         .annotate(size=Length("text"))
         .filter(size__gte=size - _SAME_TEXT_SLACK, size__lte=size + _SAME_TEXT_SLACK)
-        .only("id", "text")
+        .only("id", "text", "by_hand")
         .order_by("created_at", "id")
     )
     for candidate in candidates:

@@ -120,7 +120,7 @@ def conversation_delete(
     (but one that goes on in another conversation), jobs and agent runs, and the memories
     every source of which was one of its messages (each leaves a DELETE in its history, and a
     suppression, as memory_delete). A memory also said elsewhere, or added or reworded by hand
-    (sourceless), stays (it loses this conversation's sources).
+    (`by_hand`, or sourceless), stays (it loses this conversation's sources).
 
     Under the user's lock, exclusive as for an erasure: a turn storing into the conversation
     finishes first, or finds it gone and is not stored (memory.turn.pipeline), and an
@@ -141,7 +141,8 @@ def conversation_delete(
 
 
 def derived_only_from(*, workspace: Workspace, conversation: Conversation) -> QuerySet[Memory]:
-    """The user's memories every source of which is one of the conversation's messages: those
+    """The user's memories every source of which is one of the conversation's messages, and
+    that no person added (`by_hand`: also said by hand, it is theirs): those
     conversation_delete deletes with it (the admin's confirmation page lists them)."""
     # Sources are memory.sources' rows: a memory is derived only from here when none of its
     # sources is a message of another conversation.
@@ -152,7 +153,7 @@ def derived_only_from(*, workspace: Workspace, conversation: Conversation) -> Qu
     )
     only_here = here.filter(~Exists(elsewhere)).values_list("memory_id", flat=True).distinct()
     return Memory.objects.filter(
-        workspace=workspace, user_id=conversation.user_id, id__in=list(only_here)
+        workspace=workspace, user_id=conversation.user_id, id__in=list(only_here), by_hand=False
     )
 
 
