@@ -18,8 +18,9 @@ from accounts.models import Workspace
 from completions import charging, engram_tools, request, routing, validation
 from completions.agents import calls as agent_calls
 from completions.conf import conf
-from completions.providers.base import Call, refused_status
+from completions.providers.base import Call
 from completions.providers.registry import Route
+from completions.providers.upstream_errors import refused_status
 from completions.streaming import done_within, dumps, relay, transcribed, waking_task
 from completions.turn import Reply, Turn
 from config.common.errors import EDGE_ERRORS, unexpected_error, workspace_key_required

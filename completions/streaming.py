@@ -28,10 +28,10 @@ from completions.providers.base import (
     StreamFailed,
     UpstreamStream,
     UsualChunk,
-    dumps,
-    refused_status,
     without_null_usage,
 )
+from completions.providers.upstream_errors import refused_status
+from completions.providers.wire import dumps
 from config.common.errors import ApiError
 from memory.text import REASONING_DETAIL_TEXT, content_text
 

@@ -273,7 +273,8 @@ def test_a_chunk_goes_out_as_the_upstream_wrote_it_without_its_null_usage(http, 
 def test_the_usual_chunk_takes_the_short_way_to_the_same_frames_and_text():
     """Tail.usual relays the usual chunk (one choice, text only) without Assembler.add and
     Tail.take; every chunk, usual or not, must give the same frames, text, usage and head."""
-    from completions.providers.base import Chunk, loads
+    from completions.providers.base import Chunk
+    from completions.providers.wire import loads
     from completions.streaming import Assembler, Tail
 
     def chunk(choices, **extra) -> bytes:
@@ -322,7 +323,7 @@ def test_the_usual_chunk_takes_the_short_way_to_the_same_frames_and_text():
 
 
 def test_sse_parser_reads_events_cut_anywhere():
-    from completions.providers.base import SseParser
+    from completions.providers.wire import SseParser
 
     stream = (
         b': a comment\r\n\r\ndata: {"a": 1}\r\n\r\nevent: delta\ndata: one\ndata:two\n\n'
@@ -340,7 +341,7 @@ def test_sse_parser_reads_events_cut_anywhere():
 def test_sse_parser_reads_whole_reads_as_it_reads_them_byte_by_byte():
     """A read that looks like the usual one (`data: ` ... blank line) takes a short way: it
     must give the events the general search gives."""
-    from completions.providers.base import SseParser
+    from completions.providers.wire import SseParser
 
     reads = [
         b'data: {"a": 1}\n\n',

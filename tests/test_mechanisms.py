@@ -86,7 +86,7 @@ def test_a_key_added_in_the_admin_is_shown_once_and_works(owner, admin_client):
 
 
 def test_one_retry_policy_for_every_upstream_call(settings):
-    from completions.providers.base import retry_wait
+    from completions.providers.upstream_errors import retry_wait
 
     settings.ENGRAM_UPSTREAM_RETRIES = 2
     settings.ENGRAM_UPSTREAM_RETRY_BACKOFF = 0.5

@@ -27,12 +27,14 @@ from completions.providers.base import (
     Upstream,
     UpstreamStream,
     listed_model,
-    loads_json,
+)
+from completions.providers.upstream_errors import (
     quota_refused,
     retry_wait,
     retryable_refusal,
     without_key,
 )
+from completions.providers.wire import loads_json
 from config.common.errors import ApiError
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"

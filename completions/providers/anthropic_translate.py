@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils.crypto import salted_hmac
 
 from completions.providers.anthropic_format import apply_response_format
-from completions.providers.base import bad_reply
+from completions.providers.upstream_errors import bad_reply
 from config.common.errors import ApiError
 
 STOP_REASONS: dict[str | None, str] = {

@@ -3,16 +3,15 @@
 A provider receives an OpenAI-shaped body and returns OpenAI-shaped results: a `Completion`
 (with the upstream's own bytes when they already are OpenAI's response) or an `UpstreamStream`
 of OpenAI chunk dicts. Failures before the first byte raise ApiError (retried where allowed);
-failures after it raise StreamFailed, which the relay turns into one error frame.
+failures after it raise StreamFailed, which the relay turns into one error frame. An
+upstream's errors are read in `upstream_errors`, its events and JSON in `wire`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -22,10 +21,21 @@ from typing import Any
 
 import aiohttp
 import httpx
-import orjson
-from django.conf import settings
 
 from completions.providers import hops, http
+from completions.providers.upstream_errors import (
+    CREDENTIAL_REFUSALS,
+    credential_refused,
+    quota_refused,
+    read_failed,
+    redirected,
+    retry_after_of,
+    retry_wait,
+    retryable_refusal,
+    upstream_error,
+    without_key,
+)
+from completions.providers.wire import CR, LF, SseParser, dumps, loads
 from config.common.background import spawn
 from config.common.errors import ApiError
 
@@ -77,7 +87,7 @@ def without_null_usage(raw: bytes) -> bytes | None:
     87,623 per relayed frame, bench_relay_cpu.py --callgrind; 108,472 writing it anew)."""
     if raw.count(b'"usage"') != 1:
         return None
-    for member in _NULL_USAGE:  # replaced if there (`member in raw` costs ~2,400: base._CR)
+    for member in _NULL_USAGE:  # replaced if there (`member in raw` costs ~2,400: base.CR)
         stripped = raw.replace(member, b"", 1)
         if len(stripped) != len(raw):
             return stripped
@@ -148,7 +158,7 @@ class UsualShape:
         # they hold no line end (an event of several `data:` lines is the parser's to join).
         # (Integers: a bytes needle in bytes is first tried as one, a TypeError formatted.)
         edges = self.edges[0] + self.edges[1]
-        self.whole = self.edges if _LF not in edges[:-2] and _CR not in edges else None
+        self.whole = self.edges if LF not in edges[:-2] and CR not in edges else None
 
     @classmethod
     def of(cls, data: dict, raw: bytes) -> UsualShape | None:
@@ -458,231 +468,6 @@ def listed_model(entry: object, created: object) -> ListedModel | None:
     return ListedModel(entry["id"], seconds)
 
 
-# --- HTTP providers ---------------------------------------------------------------------------
-
-
-def without_key(content: bytes, api_key: str) -> bytes:
-    """An upstream's answer with Engram's provider key masked: some upstreams (proxies,
-    self-hosted servers) quote the request's Authorization in their error message, which is
-    relayed to the client and logged. (Shorter than 8 characters it is no secret, "ollama".)"""
-    if len(api_key) < 8:
-        return content
-    return content.replace(api_key.encode(), b"***")
-
-
-def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
-    """An upstream's error answer, in OpenAI's envelope: 4xx keep their status, 5xx become 502."""
-    message, type_, param, code = error_fields(content)
-    passthrough = {name: headers[name] for name in RETRY_HEADERS if headers.get(name)}
-    if status >= 500:
-        detail = f": {message}" if message else ""
-        return ApiError(
-            502,
-            f"The upstream provider failed with status {status}{detail}",
-            type="upstream_error",
-            code="upstream_error",
-            headers=passthrough,
-        )
-    return ApiError(
-        status,
-        message or f"The upstream provider answered {status}.",
-        type=type_,
-        param=param,
-        code=code,
-        headers=passthrough,
-    )
-
-
-# An upstream refusing Engram's own provider key. Relayed as it came, the client's SDK read it
-# as a refusal of the client's key (openai.AuthenticationError: apps sign the user out), and
-# OpenAI's message quotes the provider key's last characters ("Incorrect API key provided:
-# sk-...abcd") to every tenant of the deployment.
-CREDENTIAL_REFUSALS = frozenset({401, 403, 407})
-
-
-def credential_refused(provider: str, source: str, status: int, upstream: ApiError) -> ApiError:
-    """A 502 naming the credential to fix; the upstream's own words go to the log only."""
-    where = (
-        f"the deployment's {provider.upper()}_API_KEY"
-        if source == "env"
-        else f"the workspace's {provider} provider credential (in the admin)"
-    )
-    logger.warning(
-        "upstream %s refused its credential (%s): status %s, type %s, code %s",
-        provider,
-        source,
-        status,
-        upstream.type,
-        upstream.code,
-    )
-    return ApiError(
-        502,
-        f"The {provider} provider refused the credential Engram used for it (status {status}): "
-        f"the operator should check {where}.",
-        type="upstream_error",
-        code="upstream_credential_refused",
-        # The SDKs retry a 502 twice: each retry sent the refused key again, and only the
-        # operator can change the answer (as with insufficient_quota).
-        headers={"x-should-retry": "false"},
-    )
-
-
-def quota_refused(provider: str, source: str, upstream: ApiError) -> ApiError:
-    """A 502 for the provider's account being out of quota (OpenAI's 429 insufficient_quota).
-    Relayed, it read as the client's own Engram budget spent (the same code), and the retries
-    of Engram and of the SDKs asked again for what only the operator's billing changes."""
-    where = (
-        f"the account of the deployment's {provider.upper()}_API_KEY"
-        if source == "env"
-        else f"the account of the workspace's {provider} provider credential (in the admin)"
-    )
-    logger.warning("upstream %s (%s) is out of quota: %s", provider, source, upstream.message)
-    return ApiError(
-        502,
-        f"The {provider} provider refused the request for lack of quota: the operator should "
-        f"check the plan and billing of {where}.",
-        type="upstream_error",
-        code="upstream_quota_exceeded",
-        headers={"x-should-retry": "false"},
-    )
-
-
-def redirected(provider: str, source: str, status: int, location: str | None) -> ApiError:
-    """A 502 for an upstream's 3xx, naming the base URL to fix. Redirects are not followed:
-    the request, provider key and all, would go wherever the upstream says."""
-    where = (
-        f"the deployment's {provider.upper()}_BASE_URL"
-        if source == "env"
-        else f"the base URL of the workspace's {provider} provider credential (in the admin)"
-    )
-    logger.warning(
-        "upstream %s (%s) redirected: status %s to %s", provider, source, status, location
-    )
-    return ApiError(
-        502,
-        f"The {provider} provider redirected Engram's request (status {status}): the operator "
-        f"should set {where} to where it points.",
-        type="upstream_error",
-        code="upstream_redirect",
-        headers={"x-should-retry": "false"},  # as for a refused credential: only config helps
-    )
-
-
-def error_fields(content: bytes) -> tuple[str, str | None, str | None, str | None]:
-    """An upstream error's message, type, param and code, as strings, from any of the shapes
-    upstreams write (OpenAI's envelope, vLLM's top-level fields, FastAPI's detail); the one
-    reader of an error answer and of a stream's error event."""
-    try:
-        data = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        return content[:500].decode("utf-8", "replace").strip(), None, None, None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):  # OpenAI, and Anthropic's {"type": "error", "error": {...}}
-        code = error.get("code")
-        return (
-            str(error.get("message") or ""),
-            error.get("type") if isinstance(error.get("type"), str) else None,
-            error.get("param") if isinstance(error.get("param"), str) else None,
-            str(code) if code is not None else None,
-        )
-    if isinstance(error, str):
-        return error, None, None, None
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        # vLLM's older shape, the fields at the top: {"object": "error", "message", "type", ...}
-        code = data.get("code")
-        return (
-            data["message"],
-            data.get("type") if isinstance(data.get("type"), str) else None,
-            data.get("param") if isinstance(data.get("param"), str) else None,
-            str(code) if code is not None else None,
-        )
-    if isinstance(data, dict) and "detail" in data:  # FastAPI-style servers
-        detail = data["detail"]
-        return (detail if isinstance(detail, str) else _json_text(detail)), None, None, None
-    return _json_text(data), None, None, None
-
-
-def _json_text(value: object) -> str:
-    """An upstream's JSON as JSON (Python's repr of it was what the client read)."""
-    return json.dumps(value, ensure_ascii=False)[:500]
-
-
-# Passed on to the client with a refusal. `x-should-retry` is how OpenAI's and Anthropic's
-# servers tell their SDKs whether a retry can help; dropped, an upstream's "false" was retried
-# by Engram (`_final` reads it here) and then again by the client's SDK.
-RETRY_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
-
-
-def read_failed(exc: BaseException) -> ApiError:
-    """The error of an answer whose body could not be read (a timeout, a connection lost),
-    before anything of it went to the client."""
-    if isinstance(exc, TimeoutError):
-        return ApiError(504, "The upstream provider timed out.", code="upstream_timeout")
-    return ApiError(
-        502,
-        f"The upstream connection failed ({type(exc).__name__}).",
-        type="upstream_error",
-        code="upstream_unreachable",
-    )
-
-
-def retry_after_of(headers: Mapping[str, str]) -> str | None:
-    """An upstream's wait before a retry, in seconds: OpenAI's `retry-after-ms` when it is a
-    number (`retry-after` beside it is rounded up to whole seconds: 0.1 s read as 1, or a wait
-    of 60 given up on), else `retry-after`."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return str(max(0.0, float(ms)) / 1000)
-        except ValueError:
-            pass
-    return headers.get("retry-after")
-
-
-def retry_wait(attempt: int, *, retryable: bool, retry_after: str | None = None) -> float | None:
-    """The one retry policy of every upstream call, async (gateway) or sync (Celery workers):
-    seconds to wait before attempt `attempt + 1`, or None to give up — not retryable, the
-    ENGRAM_UPSTREAM_RETRIES budget spent, or a `retry-after` beyond ..._RETRY_MAX_WAIT.
-    Without `retry-after`: exponential backoff from ..._RETRY_BACKOFF, with jitter so the
-    callers of one failed moment do not all come back at once."""
-    if not retryable or attempt >= settings.ENGRAM_UPSTREAM_RETRIES:
-        return None
-    if retry_after:
-        try:
-            wait = max(0.0, float(retry_after))
-        except ValueError:
-            wait = None
-        if wait is not None:
-            return wait if wait <= settings.ENGRAM_UPSTREAM_RETRY_MAX_WAIT else None
-    base = settings.ENGRAM_UPSTREAM_RETRY_BACKOFF * (2**attempt)
-    return base * (0.5 + random.random() / 2)
-
-
-def _final(error: ApiError) -> bool:
-    return error.headers.get("x-should-retry") == "false"
-
-
-def retryable_status(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
-# A 4xx of the moment (a timeout, a conflict, a rate limit) or a client that left (499): it
-# says nothing of what the request holds.
-_OF_THE_MOMENT = frozenset({408, 409, 429, 499})
-
-
-def refused_status(status: int) -> bool:
-    """Whether an answer's status refuses the request for what it holds (a part the model cannot
-    read, a field it does not take, a model it does not have): any other 4xx."""
-    return 400 <= status < 500 and status not in _OF_THE_MOMENT
-
-
-def retryable_refusal(status: int, error: ApiError) -> bool:
-    """Whether an upstream's refusal (`status`, as `refusal` read it) may be asked again: what
-    the SDKs are told not to retry, Engram does not retry either."""
-    return retryable_status(status) and not _final(error)
-
-
 class HttpProvider(Provider):
     """Sends with the pooled client; retries connection errors, 429 and 5xx before any byte."""
 
@@ -815,116 +600,3 @@ class HttpProvider(Provider):
         if status == 429 and error.code == "insufficient_quota":
             return quota_refused(self.name, upstream.source, error)
         return error
-
-
-# Single bytes looked for as integers: on Python 3.11 `b"\r" in data` first tries the needle
-# as an integer, raising and clearing a formatted TypeError (~2,400 instructions a test against
-# ~150 for `13 in data`); `find` and `startswith` parse their arguments from a format string
-# (~1,000 and ~450). Two `in` tests, two finds and two startswith were ~8,000 instructions of a
-# relayed frame's ~74,000 (bench_relay_cpu.py --callgrind).
-_CR, _LF = 13, 10
-
-
-class SseParser:
-    """Server-sent events from the bytes of a stream as they come: (event name, data) per
-    event; comments, ids and `retry` skipped; CRLF line ends read as LF. It works on whole
-    events with bytes operations: an upstream's usual read (one event: one `data:` line, then a
-    blank line) costs one `find` and one slice. An event cut across two reads waits for the
-    rest."""
-
-    def __init__(self) -> None:
-        self.pending = b""
-
-    def feed(self, data: bytes) -> list[tuple[str | None, bytes]]:
-        if not self.pending and data[-2:] == b"\n\n" and data[:6] == b"data: ":
-            # The usual read, one event of one data line (no line end inside): what the
-            # search below gives, without it (a relayed frame ~1,000 instructions fewer).
-            value = data[6:-2]
-            if _LF not in value and _CR not in value:
-                return [(None, value)]
-        buffer = self.pending + data if self.pending else data
-        carried = b""
-        if _CR in buffer:
-            if buffer[-1] == _CR:  # its LF may come with the next read
-                buffer, carried = buffer[:-1], b"\r"
-            buffer = buffer.replace(b"\r\n", b"\n")
-        events: list[tuple[str | None, bytes]] = []
-        start = 0
-        size = len(buffer)
-        end = buffer.find(b"\n\n")
-        while end != -1:
-            block = buffer[start:end]
-            start = end + 2
-            if block[:5] == b"data:" and _LF not in block:
-                events.append((None, block[6:] if block[5:6] == b" " else block[5:]))
-            else:
-                event = _event(block)
-                if event is not None:
-                    events.append(event)
-            # The read ended with that event (the usual case): no second search.
-            end = buffer.find(b"\n\n", start) if start < size else -1
-        self.pending = buffer[start:] + carried if start else buffer + carried
-        return events
-
-    def end(self) -> list[tuple[str | None, bytes]]:
-        """The event the stream ended in without its blank line, if it had data."""
-        block, self.pending = self.pending, b""
-        event = _event(block.rstrip(b"\r"))
-        return [event] if event is not None else []
-
-
-def _event(block: bytes) -> tuple[str | None, bytes] | None:
-    """One event's lines (no blank line among them, but at its edges): None without data."""
-    name: str | None = None
-    data: list[bytes] = []
-    for line in block.split(b"\n"):
-        if line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-        elif line.startswith(b"event:"):
-            name = line[6:].strip().decode()
-    return (name, b"\n".join(data)) if data else None
-
-
-def dumps(data: Any) -> bytes:
-    """Compact JSON in UTF-8: the answers Engram writes and the requests it sends upstream (these
-    were the stdlib's, ~10 µs each). orjson writes the same bytes as the stdlib's compact form,
-    ~20x faster (a completion with its `engram` object: 0.5 against 10.2 µs here); what it refuses
-    (a lone surrogate, an integer past 64 bits, a non-string key) the stdlib writes as before.
-    NaN, which the stdlib wrote as the invalid `NaN`, is written `null`."""
-    try:
-        return orjson.dumps(data)
-    except TypeError:  # orjson.JSONEncodeError is one
-        return json.dumps(data, separators=(",", ":")).encode()  # escaped: valid UTF-8
-
-
-def loads(raw: bytes) -> Any:
-    """JSON from an upstream: orjson first (a streamed chunk: 1.0 against 4.7 µs for the
-    stdlib), the stdlib for what orjson refuses (an integer past 64 bits, NaN, a lone
-    surrogate, UTF-16) as before. ValueError (or UnicodeDecodeError) when neither reads it."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
-
-
-# The code of a reply no reader can use (not JSON, not the protocol's shape): a client can tell
-# it from the upstream's own errors, which pass on theirs (often a wrong base URL or a proxy's
-# page).
-BAD_REPLY_CODE = "upstream_bad_reply"
-
-
-def bad_reply(message: str = "The upstream provider sent an unexpected reply.") -> ApiError:
-    """The 502 for an upstream reply that is not what its protocol says."""
-    return ApiError(502, message, type="upstream_error", code=BAD_REPLY_CODE)
-
-
-def loads_json(raw: bytes) -> dict:
-    """An upstream's JSON object (`loads`), or ApiError."""
-    try:
-        data = loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_reply("The upstream provider sent malformed JSON.") from None
-    if not isinstance(data, dict):
-        raise bad_reply()
-    return data

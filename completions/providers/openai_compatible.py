@@ -24,15 +24,16 @@ from completions.providers.base import (
     Upstream,
     UpstreamStream,
     UsualShape,
+    listed_model,
+)
+from completions.providers.upstream_errors import (
     bad_reply,
     error_fields,
-    listed_model,
-    loads,
-    loads_json,
     read_failed,
     upstream_error,
     without_key,
 )
+from completions.providers.wire import loads, loads_json
 from config.common.errors import ApiError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
