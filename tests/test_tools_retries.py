@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from completions.tools import services
 from completions.tools.models import Execution
+from completions.tools.services import executions
 from tests.completions_support import wait_for
 from tests.test_errors import assert_envelope
 from tests.test_tools import (
@@ -231,7 +232,8 @@ def test_a_touch_held_up_by_a_lock_on_the_run_gives_up_and_the_beat_goes_on(
     from django.db import connection, transaction
 
     monkeypatch.setattr(services, "HEARTBEAT_EVERY", dt.timedelta(seconds=0.05))
-    monkeypatch.setattr(services, "TOUCH_TIMEOUT", dt.timedelta(seconds=0.2), raising=False)
+    # read by the heartbeat where it is written
+    monkeypatch.setattr(executions, "TOUCH_TIMEOUT", dt.timedelta(seconds=0.2))
     caplog.set_level(logging.WARNING, logger="engram.tools")
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/hold", name="hold")

@@ -1,254 +1,23 @@
-"""Writes for tools, executions and approvals.
-
-An approval is used once: `approval_claim` moves it from PENDING by compare-and-set
-(`filter(status=PENDING, expires_at__gt=now).update(...) == 1`, as the extraction jobs claim
-theirs), so of two concurrent resumes exactly one runs the tools, and a restart in between
-cannot run them again. `approvals_expire` resolves what nobody decided in time as rejected.
-
-A resume whose run then failed (the upstream's error, a broken stream, a lost process) can be
-sent again: the same decision on the run's latest approval claims the FAILED run back by
-compare-and-set on its status, and the run goes on from its stored state (the tools' recorded
-results; a call whose outcome was not recorded is never run again). Once the run answered or
-paused on a new approval, the old approval is 410 again.
-"""
+"""Writes for an agent's runs (executions): created, saved only by the process that owns
+them, kept alive by a heartbeat, paused on an approval, claimed back by compare-and-set, found
+lost and failed, and their messages stored into the conversation in their turn."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-from dataclasses import dataclass
-from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 
 from accounts.models import Workspace
-from completions.agents.models import Agent
-from completions.tools import cache, policy
-from completions.tools.models import Approval, Execution, Tool
-from config.common import addresses, crypto
-from config.common.closed import unknown_fields_check
+from completions.tools.models import Approval, Execution
 from config.common.database import statements_bounded
-from config.common.errors import Conflict, Gone, Invalid, NotFound
+from config.common.errors import Conflict
 from config.common.ids import new_id
-from config.common.rows import lock_existing
 
 logger = logging.getLogger("engram.tools")
-
-# Tools an agent may have: OpenAI's limit of a request's `tools` ("array too long").
-MAX_TOOLS = 128
-FIELDS = (
-    "name",
-    "description",
-    "parameters",
-    "type",
-    "http",
-    "builtin",
-    "approval",
-    "approval_ttl_seconds",
-    "timeout_seconds",
-)
-
-
-def headers_of(tool: Tool) -> dict[str, str]:
-    if not tool.http_headers_encrypted:
-        return {}
-    return json.loads(crypto.decrypt(tool.http_headers_encrypted))
-
-
-def tool_stamp(tool: Tool) -> str:
-    """What a call of `tool` does (which tool, its type and built-in, URL, method, headers and
-    parameters), as a digest keyed by SECRET_KEY (the headers are secrets): a paused step
-    keeps its tools' stamps, and approving it once one of them changed is refused
-    (approval_current_check). Its description, approval policy and timeouts are not part."""
-    what = {
-        "id": tool.id,
-        "kind": tool.kind,
-        "builtin": tool.builtin,
-        "url": tool.http_url,
-        "method": tool.http_method,
-        "headers": headers_of(tool),
-        "parameters": tool.parameters,
-    }
-    payload = json.dumps(what, sort_keys=True)
-    return salted_hmac("engram.tools.stamp", payload, algorithm="sha256").hexdigest()
-
-
-def _apply(tool: Tool, values: dict[str, Any]) -> None:
-    if "name" in values:
-        tool.name = policy.name(values["name"])
-    if "description" in values:
-        if not isinstance(values["description"], str) or len(values["description"]) > 4000:
-            raise Invalid(
-                "description must be a string of 4,000 characters at most.", field="description"
-            )
-        tool.description = values["description"]
-    if "parameters" in values:
-        tool.parameters = policy.parameters(values["parameters"])
-    if "type" in values:
-        if values["type"] not in Tool.Kind.values:
-            raise Invalid('type must be "http" or "builtin".', field="type")
-        tool.kind = values["type"]
-    if "http" in values and values["http"] is not None:
-        checked = policy.http(values["http"])
-        stored = headers_of(tool)
-        # Stored values go only where they were given for: kept for another host, a PATCH of
-        # the URL alone would have sent the write-only secrets to whoever the caller chose.
-        moved = bool(stored) and addresses.origin(checked["url"]) != addresses.origin(tool.http_url)
-        tool.http_url, tool.http_method = checked["url"], checked["method"]
-        if "headers" in values["http"]:  # absent from a PATCH: the stored headers stay
-            headers = _unmasked(checked["headers"], {} if moved else stored)
-            tool.http_headers_encrypted = crypto.encrypt(json.dumps(headers)) if headers else ""
-        elif moved:
-            raise Invalid(
-                "http.url names another host than the stored headers were given for: send "
-                "http.headers again (their values, or {} for none).",
-                field="http.headers",
-            )
-    if "builtin" in values and values["builtin"] is not None:
-        tool.builtin = policy.builtin(values["builtin"])
-    if "approval" in values:
-        tool.approval = policy.approval(values["approval"])
-    if "approval_ttl_seconds" in values:
-        tool.approval_ttl_seconds = policy.approval_ttl(values["approval_ttl_seconds"])
-    if "timeout_seconds" in values:
-        tool.timeout_seconds = policy.timeout(values["timeout_seconds"])
-    if tool.kind == Tool.Kind.HTTP:
-        if not tool.http_url:
-            raise Invalid('An "http" tool needs http.url.', field="http")
-        # As a built-in's URL and headers go below: a tool is one or the other, and a read of
-        # an HTTP tool made from a built-in (or sent one) showed "builtin": "remember".
-        tool.builtin = ""
-    if tool.kind == Tool.Kind.BUILTIN:
-        if not tool.builtin:
-            raise Invalid('A "builtin" tool needs builtin.', field="builtin")
-        tool.http_url, tool.http_headers_encrypted = "", ""
-
-
-def _unmasked(headers: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
-    """The headers to store: a value that is the mask a read shows keeps the stored value of
-    that header (a read object written back loses no secret); a mask for a header with no
-    stored value, or with the URL moved to another host, is refused (it would be sent as the
-    literal mask)."""
-    by_name = {name.lower(): value for name, value in stored.items()}
-    out = {}
-    for name, value in headers.items():
-        if value == policy.HEADER_MASK:
-            if name.lower() not in by_name:
-                raise Invalid(
-                    f"http.headers.{name} is the mask {policy.HEADER_MASK!r}, but this tool "
-                    "has no stored value for it at this host: send its value.",
-                    field="http.headers",
-                )
-            value = by_name[name.lower()]
-        out[name] = value
-    return out
-
-
-def _unknown(values: dict[str, Any]) -> None:
-    unknown_fields_check(values, FIELDS)
-
-
-def _saved(tool: Tool) -> Tool:
-    cache.invalidate(tool.workspace_id, tool.agent_id)
-    try:
-        with transaction.atomic():
-            tool.save()
-    except IntegrityError:
-        raise Invalid(
-            f"This agent already has a tool named '{tool.name}'.",
-            field="name",
-            code="tool_name_taken",
-        ) from None
-    return tool
-
-
-def _memory_check(tool: Tool, agent: Agent) -> None:
-    """A memory built-in only for an agent whose memory is on: off means nothing stored,
-    nothing recalled (completions.agents.services refuses turning it off beside one)."""
-    if (
-        tool.kind == Tool.Kind.BUILTIN
-        and tool.builtin in policy.MEMORY_BUILTINS
-        and (agent.memory or {}).get("enabled", True) is False
-    ):
-        raise policy.memory_builtin_refused(tool.builtin)
-
-
-def _locked_agent(*, workspace: Workspace, agent_id: str) -> Agent:
-    """The tool's agent, locked: its memory policy cannot change while a tool is written."""
-    agent = Agent.objects.select_for_update().filter(workspace=workspace, id=agent_id).first()
-    if agent is None:
-        raise NotFound(f"No agent '{agent_id}' in this workspace.", code="agent_not_found")
-    return agent
-
-
-def _room_check(agent: Agent) -> None:
-    """Room for one more tool on `agent`: every call of it sends all its tools, and OpenAI
-    refuses a request of more than MAX_TOOLS (400 "array too long"), so the 129th tool made
-    every call of the agent fail, once it was stored."""
-    if Tool.objects.filter(workspace_id=agent.workspace_id, agent=agent).count() >= MAX_TOOLS:
-        raise Invalid(
-            f"An agent has at most {MAX_TOOLS} tools (what a model call may be sent): "
-            "delete one first.",
-            code="too_many_tools",
-        )
-
-
-def tool_validate(
-    *, values: dict[str, Any], agent: Agent | None = None, adding: bool = False
-) -> None:
-    """Check a tool's fields without saving (the admin's form shows the error on the page);
-    `adding`: a new tool of `agent`, which needs room."""
-    _unknown(values)
-    tool = Tool(kind=values.get("type") or "")
-    _apply(tool, values)
-    if agent is not None:
-        _memory_check(tool, agent)
-        if adding:
-            _room_check(agent)
-
-
-@transaction.atomic
-def tool_create(*, workspace: Workspace, agent_id: str, values: dict[str, Any]) -> Tool:
-    _unknown(values)
-    agent = _locked_agent(workspace=workspace, agent_id=agent_id)  # locked: one count at a time
-    _room_check(agent)
-    if "name" not in values or "type" not in values:
-        raise Invalid(
-            "A tool needs a name and a type.", field="name" if "name" not in values else "type"
-        )
-    # Left out, the schema is the one the model is sent, so the answer shows what it gets.
-    tool = Tool(
-        workspace=workspace,
-        agent_id=agent_id,
-        kind=values["type"],
-        parameters=policy.parameters(None),
-    )
-    _apply(tool, values)
-    _memory_check(tool, agent)
-    return _saved(tool)
-
-
-@transaction.atomic
-def tool_update(*, workspace: Workspace, tool: Tool, values: dict[str, Any]) -> Tool:
-    _unknown(values)
-    agent = _locked_agent(workspace=workspace, agent_id=tool.agent_id)
-    lock_existing(tool)  # or Tool.DoesNotExist: never saved back after a delete
-    _apply(tool, values)
-    _memory_check(tool, agent)
-    tool.updated_at = timezone.now()
-    return _saved(tool)
-
-
-def tool_delete(*, workspace: Workspace, tool: Tool) -> None:
-    Tool.objects.filter(workspace=workspace, id=tool.id).delete()
-    cache.invalidate(tool.workspace_id, tool.agent_id)
-
-
-# --- executions -----------------------------------------------------------------------------
 
 
 def execution_create(
@@ -378,7 +147,7 @@ def _new_owner() -> str:
     return new_id("own")
 
 
-def _claim(runs: QuerySet[Execution], *, now: dt.datetime) -> str:
+def runs_claim(runs: QuerySet[Execution], *, now: dt.datetime) -> str:
     """The one claim of a run, for every door that starts it again (a resume's approval, a
     resume or a chat request sent again after it failed): the run `runs` selects, in the state
     the claim needs, set `running` with a fresh heartbeat and a new owner token by
@@ -422,30 +191,6 @@ def execution_pause(
     )
 
 
-# --- approvals ------------------------------------------------------------------------------
-
-EXPIRED_ERROR = "approval expired"
-
-
-@dataclass
-class Claimed:
-    approval: Approval
-    execution: Execution
-    retry: bool = False  # a resume sent again after its run failed: it goes on from its state
-
-
-def _gone(approval: Approval) -> Gone:
-    if approval.status == Approval.Status.EXPIRED:
-        return Gone(
-            f"The approval '{approval.id}' expired.", field="approval_id", code="approval_expired"
-        )
-    return Gone(
-        f"The approval '{approval.id}' was already {approval.status}.",
-        field="approval_id",
-        code="approval_used",
-    )
-
-
 def paused_step_index(execution: Execution) -> int | None:
     """Where the paused step's assistant message stands in the run's messages once a resume
     went on with its calls (they were started: a resume sent again never runs them again,
@@ -464,145 +209,6 @@ def paused_step_index(execution: Execution) -> int | None:
     )
 
 
-def _runs_when_claimed(approval: Approval) -> bool:
-    """Would a resume approving `approval` run its paused calls now? A pending approval's,
-    until it expires; an approved one's whose run failed before they were started (its
-    resume sent again runs them then, approval_claim). A used or expired approval is refused
-    by approval_claim in its own words."""
-    if approval.status == Approval.Status.PENDING:
-        return approval.expires_at > timezone.now()
-    execution = approval.execution
-    waiting = [c.get("id") for c in approval.tool_calls if isinstance(c, dict)]
-    return (
-        approval.status == Approval.Status.APPROVED
-        and execution.status == Execution.Status.FAILED
-        and execution.error != EXPIRED_ERROR
-        and execution.pending.get("waiting") == waiting  # still this approval's pause
-        and paused_step_index(execution) is None
-    )
-
-
-def approval_current_check(*, approval: Approval, tools: tuple[Tool, ...] | list[Tool]) -> None:
-    """Gone (`approval_stale`) when a tool of the paused step was changed (or replaced) since
-    it paused and approving would run its calls now: a human approved calls of the tool as it
-    was, so they never run against another URL or other headers — neither on the first
-    resume nor on one sent again after a failure that came before they started. A deleted
-    tool is not stale: its call fails as no longer existing (completions.tools.entry). A
-    resume sent again after the calls started goes on without running them again, and is not
-    checked. A run paused before stamps were kept is not checked."""
-    if not _runs_when_claimed(approval):
-        return
-    stamps = approval.execution.pending.get("stamps") or {}
-    by_name = {t.name: t for t in tools}
-    for name, stamp in sorted(stamps.items()):
-        tool = by_name.get(name)
-        if tool is not None and tool_stamp(tool) != stamp:
-            then = (
-                "Reject it, or send the request again."
-                if approval.status == Approval.Status.PENDING
-                else "Send the request again."
-            )
-            raise Gone(
-                f"The approval '{approval.id}' is stale: the tool '{name}' was changed after "
-                f"its call paused for approval. {then}",
-                field="approval_id",
-                code="approval_stale",
-            )
-
-
-def approval_claim(
-    *, workspace: Workspace, approval: Approval, approve: bool, reason: str
-) -> Claimed:
-    """Decide a pending approval once (`approval` as completions.tools.selectors.approval_get
-    found it, for this workspace and end user). Gone when it was decided or expired (an
-    expired one is recorded so)."""
-    found = approval
-    now = timezone.now()
-    status = Approval.Status.APPROVED if approve else Approval.Status.REJECTED
-    with transaction.atomic():
-        claimed = Approval.objects.filter(
-            workspace=workspace, id=found.id, status=Approval.Status.PENDING, expires_at__gt=now
-        ).update(status=status, reason=reason[:2000], decided_at=now)
-        if claimed == 1:
-            # RUNNING in the same commit: a resume sent again meanwhile sees a run in progress.
-            _claim(Execution.objects.filter(id=found.execution_id), now=now)
-    if claimed != 1:
-        approvals_expire(ids=[found.id])
-        found.refresh_from_db()
-        if found.status == status and _latest(found):
-            execution = Execution.objects.get(id=found.execution_id)
-            if execution_reclaim(execution=execution):
-                return Claimed(found, execution, retry=True)
-        raise _gone(found)
-    found.refresh_from_db()
-    execution = Execution.objects.get(id=found.execution_id)
-    return Claimed(found, execution)
-
-
-def _latest(approval: Approval) -> bool:
-    """Is `approval` its run's latest (the run did not move on to a new approval)?"""
-    latest = (
-        Approval.objects.filter(execution_id=approval.execution_id)
-        .order_by("-created_at", "-id")
-        .values_list("id", flat=True)
-        .first()
-    )
-    return latest == approval.id
-
-
-def execution_reclaim(*, execution: Execution) -> bool:
-    """Claim a failed run back (_claim) for its request sent again: a chat request
-    (completions.tools.entry), or a resume of its latest approval (approval_claim). Of two
-    retries at once, one goes on with it; a run whose approval expired stays ended."""
-    now = timezone.now()
-    runs = Execution.objects.filter(id=execution.id, status=Execution.Status.FAILED)
-    owner = _claim(runs.exclude(error=EXPIRED_ERROR), now=now)
-    if owner:
-        execution.status, execution.error, execution.owner = Execution.Status.RUNNING, "", owner
-        execution.updated_at = execution.heartbeat_at = now
-    return bool(owner)
-
-
-def approvals_expire(*, ids: list[str] | None = None) -> int:
-    """Resolve pending approvals past their expiry as rejected (EXPIRED), and record it on the
-    execution's steps; the run stays ended (nobody waits on it)."""
-    now = timezone.now()
-    due = Approval.objects.filter(status=Approval.Status.PENDING, expires_at__lte=now)
-    if ids is not None:
-        due = due.filter(id__in=ids)
-    count = 0
-    for approval_id, execution_id in list(due.values_list("id", "execution_id")[:500]):
-        with transaction.atomic():
-            won = Approval.objects.filter(id=approval_id, status=Approval.Status.PENDING).update(
-                status=Approval.Status.EXPIRED, decided_at=now, reason="expired: rejected"
-            )
-            if not won:
-                continue
-            count += 1
-            execution = Execution.objects.select_for_update().get(id=execution_id)
-            execution.steps = [
-                *execution.steps,
-                {
-                    "type": "approval",
-                    "approval_id": approval_id,
-                    "decision": "reject",
-                    "status": "expired",
-                    "at": int(now.timestamp()),
-                },
-            ]
-            execution.status = Execution.Status.FAILED
-            execution.error = EXPIRED_ERROR
-            execution_save(execution=execution)
-    if count:
-        logger.info("tools: %d approval(s) expired, resolved as rejected", count)
-    if ids is None:
-        _interrupted(now)
-    return count
-
-
-# A run still RUNNING this long after its last write lost its process (a restart mid-run): no
-# run lasts this long (tool and upstream timeouts bound every step). A run with a heartbeat is
-# known lost sooner: silent for LOST_AFTER.
 STALE_RUN = dt.timedelta(hours=1)
 LOST_ERROR = "interrupted: its process was lost"
 
@@ -625,7 +231,7 @@ def execution_is_lost(*, execution: Execution, now: dt.datetime | None = None) -
     )
 
 
-def _interrupted(now: dt.datetime) -> None:
+def lost_runs_fail(now: dt.datetime) -> None:
     """The sweep: fail the runs that lost their process (_interrupt)."""
     stale = _lost(now)
     lost = sum(_interrupt(stale, i) for i in list(stale.values_list("id", flat=True)[:500]))
