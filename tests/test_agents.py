@@ -530,3 +530,29 @@ def test_a_deleted_collection_is_no_longer_searched(sdk, http, upstream):
     assert http.delete(f"/v1/collections/{col['id']}").status_code == 200
     answer = sdk.chat.completions.create(model="agent:reader", messages=hi)  # not a 404
     assert answer.choices[0].message.content
+
+
+def test_a_deleted_collections_id_leaves_the_agents_body(http, owner):
+    """A deleted collection is no longer searched, and no body shows its id any more: not the
+    agent's (GET, the list, a PATCH's answer) nor its versions'. Nothing stored is rewritten:
+    the deletion makes no version."""
+    kept = http.post("/v1/collections", json={"name": "Kept"}).json()["id"]
+    gone = http.post("/v1/collections", json={"name": "Gone soon"}).json()["id"]
+    agent = _agent(http, name="reader", collection_ids=[gone, kept])
+    assert agent["collection_ids"] == [gone, kept]
+    assert http.delete(f"/v1/collections/{gone}").status_code == 200
+
+    shown = http.get(f"/v1/agents/{agent['id']}").json()
+    assert shown["collection_ids"] == [kept]
+    assert shown["version"] == 1
+    listed = http.get("/v1/agents").json()["data"]
+    assert [a["collection_ids"] for a in listed] == [[kept]]
+    versions = http.get(f"/v1/agents/{agent['id']}/versions").json()["data"]
+    assert [v["collection_ids"] for v in versions] == [[kept]]
+
+    edited = http.patch(f"/v1/agents/{agent['id']}", json={"instructions": "Be brief."}).json()
+    assert (edited["version"], edited["collection_ids"]) == (2, [kept])
+    # Sending back what the body shows is accepted (the deleted id is not asked for again).
+    resent = http.patch(f"/v1/agents/{agent['id']}", json={"collection_ids": [kept]})
+    assert resent.status_code == 200, resent.text
+    assert resent.json()["collection_ids"] == [kept]

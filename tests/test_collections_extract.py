@@ -200,14 +200,14 @@ def test_atx_headings_keep_their_words_and_read_in_one_pass():
     """The heading pattern took a closing '#' off a word ("C#" read "C") and tried every split
     of a run of spaces between its parts, cubic: a 10 kB heading line of spaces outlasted the
     ingestion's hard time limit, every run, holding the worker each time."""
-    blocks = ex._markdown_blocks("# Learning C#\n## Closed ##\n### Spaced   ###   \n#### ###")
+    blocks = ex.markdown_blocks("# Learning C#\n## Closed ##\n### Spaced   ###   \n#### ###")
     assert [(b.kind, b.text, b.level) for b in blocks] == [
         ("heading", "Learning C#", 1),
         ("heading", "Closed", 2),
         ("heading", "Spaced", 3),
     ]
     long_line = "a" + " " * 10_000 + "b"
-    assert [b.text for b in ex._markdown_blocks(f"# {long_line}")] == [long_line]
+    assert [b.text for b in ex.markdown_blocks(f"# {long_line}")] == [long_line]
 
 
 def test_chunks_follow_headings_with_paths():

@@ -9,6 +9,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import Workspace
 from completions.agents import openapi as docs
 from completions.agents import selectors, services
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
@@ -17,6 +18,7 @@ from config.common.errors import ApiError, Invalid
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import Cursor, list_body, paginate, parse_cursor
 from config.common.times import unix_seconds
+from memory.knowledge.selectors import collection_ids_existing
 
 
 def _config(row: Agent | AgentVersion) -> dict:
@@ -42,6 +44,22 @@ def version_body(version: AgentVersion) -> dict:
         **_config(version),
         "created_at": unix_seconds(version.created_at),
     }
+
+
+def _without_deleted_collections(*, workspace: Workspace, bodies: list[dict]) -> list[dict]:
+    """The agent or version bodies with `collection_ids` cut to the collections that exist: a
+    deleted collection is no longer searched (completions.agents.cache drops it from every call,
+    pinned or not), so its id, never reused, is shown nowhere. What is stored is not rewritten:
+    a version is never changed once written, and a deletion is no edit of the agent."""
+    named = {cid for body in bodies for cid in body["collection_ids"]}
+    existing = collection_ids_existing(workspace=workspace, collection_ids=named)
+    for body in bodies:
+        body["collection_ids"] = [cid for cid in body["collection_ids"] if cid in existing]
+    return bodies
+
+
+def _body(workspace: Workspace, agent: Agent) -> dict:
+    return _without_deleted_collections(workspace=workspace, bodies=[agent_body(agent)])[0]
 
 
 def _fields(data: object, *, required: tuple[str, ...] = ()) -> dict:
@@ -77,7 +95,9 @@ class AgentListCreateApi(APIView):
     )
     def get(self, request):
         agents = selectors.agent_list(workspace=request.workspace)
-        return Response(paginate(agents, request.query_params, agent_body))
+        body = paginate(agents, request.query_params, agent_body)
+        _without_deleted_collections(workspace=request.workspace, bodies=body["data"])
+        return Response(body)
 
     @extend_schema(
         summary="Create an agent (version 1)",
@@ -89,15 +109,14 @@ class AgentListCreateApi(APIView):
     def post(self, request):
         fields = _fields(request.data, required=("name", "model"))
         agent = services.agent_create(workspace=request.workspace, **fields)
-        return Response(agent_body(agent), status=status.HTTP_201_CREATED)
+        return Response(_body(request.workspace, agent), status=status.HTTP_201_CREATED)
 
 
 class AgentDetailApi(APIView):
     @extend_schema(summary="One agent", tags=["agents"], responses=docs.AgentSerializer)
     def get(self, request, agent_id: str):
-        return Response(
-            agent_body(selectors.agent_get(workspace=request.workspace, agent_id=agent_id))
-        )
+        agent = selectors.agent_get(workspace=request.workspace, agent_id=agent_id)
+        return Response(_body(request.workspace, agent))
 
     @extend_schema(
         summary="Edit an agent (a change makes the next version)",
@@ -109,7 +128,7 @@ class AgentDetailApi(APIView):
         selectors.agent_get(workspace=request.workspace, agent_id=agent_id)  # 404 first
         fields = _fields(request.data)
         agent = services.agent_update(workspace=request.workspace, agent_id=agent_id, **fields)
-        return Response(agent_body(agent))
+        return Response(_body(request.workspace, agent))
 
     @extend_schema(
         summary="Delete an agent and its versions",
@@ -158,6 +177,7 @@ class AgentVersionListApi(APIView):
             workspace=request.workspace, agent_id=agent_id, cursor=cursor
         )
         body = list_body(versions, version_body, has_more=has_more)
+        _without_deleted_collections(workspace=request.workspace, bodies=body["data"])
         # A version has no id of its own: its number is the cursor
         numbers = [str(v.version) for v in versions]
         return Response(

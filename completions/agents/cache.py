@@ -86,13 +86,10 @@ coherence.register("agents", _clear)
 def _existing_collections(workspace_id: str, rows: list) -> set[str]:
     """Which of the agents' collections still exist: a deleted one is no longer searched
     (rather than every call of the agent being a 404 naming it)."""
-    from memory.models import Collection
+    from memory.knowledge.selectors import collection_ids_existing
 
     named = {cid for row in rows for cid in row.collection_ids or ()}
-    if not named:
-        return set()
-    found = Collection.objects.filter(workspace_id=workspace_id, id__in=named)
-    return set(found.values_list("id", flat=True))
+    return collection_ids_existing(workspace=workspace_id, collection_ids=named)
 
 
 def config_existing(row: Any, agent_id: str, existing: set[str]) -> AgentConfig:

@@ -48,7 +48,8 @@ class AgentInputSerializer(ClosedSerializer):
         child=serializers.CharField(),
         max_length=MAX_COLLECTIONS,
         required=False,
-        help_text="Searched on every call; the request's x-collection-ids adds to them.",
+        help_text="Searched on every call; the request's x-collection-ids adds to them. "
+        "A deleted collection is no longer searched, and answers leave its id out.",
     )
     metadata = serializers.DictField(required=False)
 

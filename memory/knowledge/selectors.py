@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Count, QuerySet
 
 from accounts.models import Workspace
@@ -17,6 +19,18 @@ def collection_list(*, workspace: Workspace) -> QuerySet[Collection]:
 def collection_get(*, workspace: Workspace, collection_id: str) -> Collection:
     """Raises Collection.DoesNotExist for an unknown id or another workspace's."""
     return collection_list(workspace=workspace).get(id=collection_id)
+
+
+def collection_ids_existing(
+    *, workspace: Workspace | str, collection_ids: Iterable[str]
+) -> set[str]:
+    """Which of `collection_ids` are the workspace's collections now (a deleted one is gone,
+    and its id is never reused)."""
+    ids = set(collection_ids)
+    if not ids:
+        return set()
+    found = Collection.objects.filter(workspace=workspace, id__in=ids)
+    return set(found.values_list("id", flat=True))
 
 
 def document_list(
