@@ -256,7 +256,7 @@ def test_an_extension_and_a_settle_across_a_loss_count_on_the_new_budget_key(sto
             credits_micro=3_000_000,
             spent_since=spent_nothing,
         )
-        store.flushall()
+        store.flushdb()  # this worker's database: FLUSHALL empties the other workers' too
         await limiter.reserve(
             request_id="other",
             found=found,
@@ -297,7 +297,7 @@ def test_an_extension_on_a_budget_key_redis_lost_seeds_it_as_a_reserve_does(stor
             credits_micro=500_000,
             spent_since=spent_nothing,
         )
-        store.flushall()
+        store.flushdb()  # this worker's database: FLUSHALL empties the other workers' too
         if spent > 8_000_000:
             with pytest.raises(ApiError) as refused:
                 await limiter.extend(run, credits_micro=2_000_000, spent_since=spent_so_far)

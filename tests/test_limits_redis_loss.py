@@ -23,8 +23,10 @@ pytestmark = pytest.mark.usefixtures("limiter_awake")
 HI = [{"role": "user", "content": "Hi"}]
 
 
-def _flushall() -> None:
-    redis.Redis.from_url(settings.REDIS_URL).flushall()
+def _data_lost() -> None:
+    # This worker's database only: under pytest-xdist each worker has its own (FLUSHALL emptied
+    # the others' in the middle of their tests: their leases and budgets vanished).
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
 def _spent_in_records(owner) -> int:
@@ -40,7 +42,7 @@ def test_a_loss_between_requests_starts_the_budget_from_the_usage_records(
     """Nothing flushed by hand: the seed writes this process's buffered usage first."""
     patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
     assert ask(sdk, model=METERED, max_tokens=7).parse().model_extra["engram"]["credits_charged"]
-    _flushall()
+    _data_lost()
     with pytest.raises(openai.RateLimitError) as info:  # 7 spent + 7 > 10
         ask(sdk, model=METERED, max_tokens=7)
     assert info.value.code == "insufficient_quota"
@@ -67,7 +69,7 @@ def test_a_request_in_flight_across_a_loss_is_counted_once_on_the_new_count(
     stream = sdk.chat.completions.create(model=METERED, messages=HI, stream=True, max_tokens=7)
     try:
         next(iter(stream))  # reserved and answering, held at the gate
-        _flushall()
+        _data_lost()
         assert ask(sdk, model=METERED, max_tokens=7).status_code == 200  # seeded: 0 + 7
     finally:
         gate.set()
