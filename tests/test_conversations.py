@@ -454,18 +454,20 @@ def test_an_import_retried_under_its_idempotency_key_is_stored_once(http):
         ],
     }
     url = "/v1/conversations/retried/messages"
-    first = http.post(url, json=batch, headers={"Idempotency-Key": "batch-1"})
-    assert first.status_code == 201, first.text
-    with ThreadPoolExecutor(3) as pool:  # the retries, one of them while another is running
-        retries = list(
+    with ThreadPoolExecutor(4) as pool:  # the import and its retries, at once
+        answers = list(
             pool.map(
                 lambda _: http.post(url, json=batch, headers={"Idempotency-Key": "batch-1"}),
-                range(3),
+                range(4),
             )
         )
-    for retry in retries:
-        assert retry.status_code == 201, retry.text
-        assert [m["id"] for m in retry.json()["data"]] == [m["id"] for m in first.json()["data"]]
+    for answer in answers:
+        assert answer.status_code == 201, answer.text
+        assert [m["id"] for m in answer.json()["data"]] == [
+            m["id"] for m in answers[0].json()["data"]
+        ]
+    again = http.post(url, json=batch, headers={"Idempotency-Key": "batch-1"})
+    assert [m["id"] for m in again.json()["data"]] == [m["id"] for m in answers[0].json()["data"]]
     stored = http.get(url).json()["data"]
     assert [m["content"] for m in stored] == ["I keep bees on my roof.", "How many hives?"]
     jobs = ProcessingJob.objects.filter(conversation__external_id="retried", kind="extract")

@@ -314,11 +314,12 @@ def conversation_import(
 
     `idempotency_key` (the request's Idempotency-Key) names the batch: an import under a key
     the conversation already stored returns that import's messages (those still stored) and
-    stores nothing. A client retries an import whose answer it never got (a 503 after a commit
-    whose acknowledgement was lost with the database's connection, a web process killed after
-    the commit, a timeout) — the OpenAI SDKs retry a 503 by themselves —, and without a key
-    that retry stored every message a second time, their extraction run again. Two imports
-    under one key at once take turns (a lock of the key, held to the commit)."""
+    stores nothing (one whose messages were all deleted since imports again). A client
+    retries an import whose answer it never got (a 503 after a commit whose acknowledgement
+    was lost with the database's connection, a web process killed after the commit, a
+    timeout) — the OpenAI SDKs retry a 503 by themselves —, and without a key that retry
+    stored every message a second time, their extraction run again. Two imports under one
+    key at once take turns (a lock of the key, held to the commit)."""
     user_lock(workspace_id=workspace.id, user_id=user_id)
     conversation, _ = conversation_get_or_create(
         workspace=workspace, external_id=external_id, user_id=user_id
