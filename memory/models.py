@@ -167,6 +167,13 @@ class Message(models.Model):
         help_text="what this answer was given from memory, and why: [{type, id, why, score}]",
     )
     created_at = models.DateTimeField(db_index=True)
+    import_key = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="the Idempotency-Key of the import that stored it: its retry stores nothing",
+    )
     search_text = models.TextField(blank=True, default="")
     search = search_vector()
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
@@ -185,6 +192,11 @@ class Message(models.Model):
                 fields=["workspace", "user_id"],
                 include=["id", "role", "context_embedding"],
                 name="message_user_context_vectors",
+            ),
+            models.Index(
+                fields=["conversation", "import_key"],
+                condition=~models.Q(import_key=""),
+                name="message_import_key",
             ),
         ]
 

@@ -435,3 +435,57 @@ def test_a_history_imported_newest_first_is_titled_by_its_earliest_message(http,
     Conversation.objects.filter(external_id="pieces").update(title="Typed by an operator")
     one("Hello!", "2024-01-01T10:00:00Z")
     assert http.get("/v1/conversations/pieces").json()["title"] == "Typed by an operator"
+
+
+def test_an_import_retried_under_its_idempotency_key_is_stored_once(http):
+    """A client that never got an import's answer (a 503 after a commit whose acknowledgement
+    was lost, a web process killed after the commit, a timeout) sends it again: under the same
+    Idempotency-Key the retry stores nothing and answers the first import's messages, whose
+    extraction is the one job. Without it every message was stored twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from memory.models import ProcessingJob
+
+    batch = {
+        "user_id": "ret",
+        "messages": [
+            {"role": "user", "content": "I keep bees on my roof."},
+            {"role": "assistant", "content": "How many hives?"},
+        ],
+    }
+    url = "/v1/conversations/retried/messages"
+    with ThreadPoolExecutor(4) as pool:  # the import and its retries, at once
+        answers = list(
+            pool.map(
+                lambda _: http.post(url, json=batch, headers={"Idempotency-Key": "batch-1"}),
+                range(4),
+            )
+        )
+    for answer in answers:
+        assert answer.status_code == 201, answer.text
+        assert [m["id"] for m in answer.json()["data"]] == [
+            m["id"] for m in answers[0].json()["data"]
+        ]
+    again = http.post(url, json=batch, headers={"Idempotency-Key": "batch-1"})
+    assert [m["id"] for m in again.json()["data"]] == [m["id"] for m in answers[0].json()["data"]]
+    stored = http.get(url).json()["data"]
+    assert [m["content"] for m in stored] == ["I keep bees on my roof.", "How many hives?"]
+    jobs = ProcessingJob.objects.filter(conversation__external_id="retried", kind="extract")
+    assert jobs.count() == 1
+
+    # another key, or none, is another import
+    assert http.post(url, json=batch, headers={"Idempotency-Key": "batch-2"}).status_code == 201
+    assert http.post(url, json=batch).status_code == 201
+    assert len(http.get(url).json()["data"]) == 6
+    # a key of another conversation names nothing here
+    other = http.post(
+        "/v1/conversations/elsewhere/messages", json=batch, headers={"Idempotency-Key": "batch-1"}
+    )
+    assert other.status_code == 201
+    assert len(http.get("/v1/conversations/elsewhere/messages").json()["data"]) == 2
+
+    for bad in ("k" * 201, "caf\u00e9"):
+        refused = http.post(url, json=batch, headers={"Idempotency-Key": bad.encode()})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "Idempotency-Key"
+    assert len(http.get(url).json()["data"]) == 6

@@ -1,5 +1,6 @@
 """Faults, over HTTP with real processes (tests/stack.py): a worker killed twice in the same LLM
-call, a web process killed mid-stream and the client's retry."""
+call, a web process killed mid-stream and the client's retry, one killed after an import's commit
+and the import sent again."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import signal
 import ssl
+import threading
 
 import httpx
 import pytest
@@ -595,3 +597,41 @@ def test_a_conversation_lost_by_a_database_crash_in_its_first_turn_is_stored_wit
     ]
     assert held["conversations"] == [("first", "ana", "crash")]
     assert held["sessions"] == [("visit", "ana", "first")]
+
+
+def test_a_web_process_killed_after_an_import_s_commit_the_retry_stores_it_once(tmp_path, owner):
+    """The client of an import whose web process died after its commit, before the answer,
+    sends it again: under the same Idempotency-Key the retry stores nothing and answers the
+    stored messages, one extraction job. Without a key it stored all 5,000 a second time."""
+    messages = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"I saw comet {i}."}
+        for i in range(5000)
+    ]
+    body = {"user_id": "vera", "messages": messages}
+    headers = {"Idempotency-Key": "import-1"}
+    stored = Message.objects.filter(conversation__external_id="comets")
+    with running_stack(tmp_path) as stack:
+        web = stack.web()
+        first: list[object] = []
+
+        def send() -> None:
+            with client(stack, owner[1]) as http, contextlib.suppress(httpx.HTTPError):
+                first.append(
+                    http.post("/v1/conversations/comets/messages", json=body, headers=headers)
+                )
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        # killed once the import is committed, while it writes its answer (5,000 messages)
+        wait_until(lambda: stored.exists(), timeout=60, what="the import committed", every=0.005)
+        Stack.kill(web)
+        sender.join(timeout=30)
+        assert stored.count() == 5000
+
+        stack.web()
+        with client(stack, owner[1]) as http:
+            retry = http.post("/v1/conversations/comets/messages", json=body, headers=headers)
+        assert retry.status_code == 201, retry.text
+        assert len(retry.json()["data"]) == 5000
+    assert stored.count() == 5000
+    assert ProcessingJob.objects.filter(conversation__external_id="comets").count() == 1

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, workspace_key_only
+from config.common.errors import Invalid
 from config.common.openapi import LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
@@ -20,6 +21,30 @@ from memory.serializers import (
     message_body,
     recalled_marked,
 )
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "Names this import (at most 200 printable ASCII characters): an import into the same "
+        "conversation under a key it already stored stores nothing and answers that import's "
+        "messages, so a retry of an import whose answer was lost (a 503, a timeout) is stored "
+        "once."
+    ),
+)
+
+
+def _idempotency_key(request) -> str:
+    key = request.headers.get(IDEMPOTENCY_HEADER, "")
+    if len(key) > 200 or not all(" " <= c <= "~" for c in key):
+        raise Invalid(
+            f"{IDEMPOTENCY_HEADER} must be at most 200 printable ASCII characters.",
+            field=IDEMPOTENCY_HEADER,
+        )
+    return key
 
 
 class ConversationListApi(APIView):
@@ -128,11 +153,13 @@ class ConversationMessagesApi(APIView):
         summary="Import messages (the conversation is created on first use)",
         description="Stored and extracted like chat turns; `created_at` keeps their dates.",
         tags=["conversations"],
+        parameters=[_IDEMPOTENCY_KEY],
         request=ImportInput,
         responses={201: docs.ImportedSerializer},
     )
     def post(self, request, conversation_id: str):
         workspace_key_only(request)
+        idempotency_key = _idempotency_key(request)
         serializer = ImportInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -141,6 +168,7 @@ class ConversationMessagesApi(APIView):
             external_id=conversation_id,
             user_id=data["user_id"],
             messages=data["messages"],
+            idempotency_key=idempotency_key,
         )
         counts = selectors.processing_counts(workspace=request.workspace, conversation=conversation)
         conversation.refresh_from_db()

@@ -301,25 +301,60 @@ def _untitle_for_older(conversation: Conversation, rows: list[Message]) -> None:
 
 @transaction.atomic
 def conversation_import(
-    *, workspace: Workspace, external_id: str, user_id: str, messages: list[dict]
+    *,
+    workspace: Workspace,
+    external_id: str,
+    user_id: str,
+    messages: list[dict],
+    idempotency_key: str = "",
 ) -> tuple[Conversation, list[Message]]:
     """Messages imported into a conversation (found as conversation_get_or_create finds it,
     else created), under the user's lock: an erasure of the user runs wholly before or after
-    (memory.services.users.user_lock)."""
+    (memory.services.users.user_lock).
+
+    `idempotency_key` (the request's Idempotency-Key) names the batch: an import under a key
+    the conversation already stored returns that import's messages (those still stored) and
+    stores nothing (one whose messages were all deleted since imports again). A client
+    retries an import whose answer it never got (a 503 after a commit whose acknowledgement
+    was lost with the database's connection, a web process killed after the commit, a
+    timeout) — the OpenAI SDKs retry a 503 by themselves —, and without a key that retry
+    stored every message a second time, their extraction run again. Two imports under one
+    key at once take turns (a lock of the key, held to the commit)."""
     user_lock(workspace_id=workspace.id, user_id=user_id)
     conversation, _ = conversation_get_or_create(
         workspace=workspace, external_id=external_id, user_id=user_id
     )
+    if idempotency_key:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                [f"import:{conversation.pk}:{idempotency_key}"],
+            )
+        stored = list(
+            Message.objects.filter(conversation=conversation, import_key=idempotency_key).order_by(
+                "id"  # ordered_ids: the order imported
+            )
+        )
+        if stored:
+            return conversation, stored
     return conversation, messages_import(
-        workspace=workspace, conversation=conversation, messages=messages
+        workspace=workspace,
+        conversation=conversation,
+        messages=messages,
+        import_key=idempotency_key,
     )
 
 
 @transaction.atomic
 def messages_import(
-    *, workspace: Workspace, conversation: Conversation, messages: list[dict]
+    *,
+    workspace: Workspace,
+    conversation: Conversation,
+    messages: list[dict],
+    import_key: str = "",
 ) -> list[Message]:
-    """Bulk history: each item {role, content, name?, created_at?, metadata?} (validated)."""
+    """Bulk history: each item {role, content, name?, created_at?, metadata?} (validated);
+    `import_key` marks the rows (conversation_import)."""
     from memory.services.processing import extraction_enqueue
 
     now = timezone.now()
@@ -341,6 +376,7 @@ def messages_import(
                 message_id=ids[i],
                 created_at=item.get("created_at") or now + dt.timedelta(microseconds=i),
                 metadata=item.get("metadata") or {},
+                import_key=import_key,
             )
         )
     _untitle_for_older(conversation, rows)
