@@ -264,3 +264,29 @@ def test_a_new_key_page_reloaded_makes_no_second_key_and_hides_the_secret(page, 
         json.dumps(row.get_decoded()) + row.session_data for row in WebSession.objects.all()
     ]
     assert not any(raw[3:15] in text for text in sessions)
+
+
+def test_a_keys_own_page_revokes_it(page, engram_server):
+    """A leaked key's page offered Delete only: revoking (which keeps the key's row and its
+    usage) was a list action that an operator on the key's page did not see."""
+    import httpx
+
+    from accounts.models import ApiKey
+
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    _sign_in(page, engram_server.url)
+    _add_key(page, engram_server.url, workspace=workspace, name="leaked")
+    raw = page.locator("#new-api-key").inner_text()
+    models = httpx.get(engram_server.url + "/v1/models", headers={"Authorization": f"Bearer {raw}"})
+    assert models.status_code == 200
+    page.get_by_role("link", name="This key's page").click()
+
+    page.get_by_role("button", name="Revoke this key").click()
+    expect(page.locator(".messagelist")).to_contain_text("Revoked leaked")
+    key = ApiKey.objects.get(workspace=workspace, name="leaked")
+    assert key.revoked_at is not None
+    expect(page.locator(".field-revoked_at .readonly")).not_to_have_text("-")
+    expect(page.get_by_role("button", name="Revoke this key")).to_have_count(0)
+    models = httpx.get(engram_server.url + "/v1/models", headers={"Authorization": f"Bearer {raw}"})
+    assert models.status_code == 401
