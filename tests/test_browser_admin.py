@@ -290,3 +290,21 @@ def test_a_keys_own_page_revokes_it(page, engram_server):
     expect(page.get_by_role("button", name="Revoke this key")).to_have_count(0)
     models = httpx.get(engram_server.url + "/v1/models", headers={"Authorization": f"Bearer {raw}"})
     assert models.status_code == 401
+
+
+def test_a_new_key_can_be_copied_from_the_keyboard(page, engram_server):
+    """The new key could be selected with the mouse only: it took no focus, and Ctrl+A took the
+    whole page. It is selected on arrival, and again whenever Tab comes back to it."""
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    _sign_in(page, engram_server.url)
+    _add_key(page, engram_server.url, workspace=workspace, name="laptop")
+    raw = page.locator("#new-api-key").inner_text()
+    assert raw.startswith("sk-")
+    selected = "getSelection().toString()"
+    assert page.evaluate(selected) == raw
+    page.keyboard.press("Tab")  # on to the next link
+    page.evaluate("getSelection().removeAllRanges()")
+    page.keyboard.press("Shift+Tab")
+    expect(page.locator("#new-api-key")).to_be_focused()
+    assert page.evaluate(selected) == raw
