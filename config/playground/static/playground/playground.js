@@ -463,6 +463,9 @@
     const items = (name) => blocks.filter((b) => b.name === name).flatMap((b) => b.items || []);
     renderMemoriesUsed(turn, items("memories"));
     renderMessagesUsed(turn, items("retrieved_messages"));
+    // The chunks it found too: with the answer failing (an upstream down), "Knowledge sources"
+    // stood empty under the memories and messages the same preview listed.
+    renderSources(turn, items("knowledge").flatMap((k) => k.sources || []));
     const body = turn.querySelector(".blocks tbody");
     body.replaceChildren(
       ...blocks.map((b) => el("tr", {}, el("th", { scope: "row", text: b.name }), el("td", { text: String(b.tokens) }))),
@@ -484,7 +487,10 @@
     turn.dataset.engram = "shown";
     if (Array.isArray(engram.memories)) renderMemoriesUsed(turn, engram.memories);
     if (Array.isArray(engram.messages)) renderMessagesUsed(turn, engram.messages);
-    const sources = engram.sources || [];
+    renderSources(turn, engram.sources || []);
+  }
+
+  function renderSources(turn, sources) {
     turn.querySelector(".sources").replaceChildren(
       ...sources.map((s) =>
         el(
