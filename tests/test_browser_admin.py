@@ -308,3 +308,21 @@ def test_a_new_key_can_be_copied_from_the_keyboard(page, engram_server):
     page.keyboard.press("Shift+Tab")
     expect(page.locator("#new-api-key")).to_be_focused()
     assert page.evaluate(selected) == raw
+
+
+def test_a_workspaces_page_adds_its_first_key(page, engram_server):
+    """A new workspace's page said nothing of its keys but an empty table: the operator had to
+    find API keys, Add, and pick the workspace out of every one. Its page adds one to it."""
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    make_workspace("other")
+    workspace, _ = make_workspace("acme")
+    _sign_in(page, engram_server.url)
+    page.goto(engram_server.url + "/admin/accounts/workspace/")
+    page.get_by_role("link", name="acme").click()
+
+    page.get_by_role("link", name="Add an API key").click()
+    expect(page.locator("#id_workspace")).to_have_value(workspace.pk)
+    page.fill("#id_name", "first")
+    page.click("input[name=_save]")
+    expect(page.locator("#content-main")).to_contain_text(f"The new API key of {workspace}")
+    assert page.locator("#new-api-key").inner_text().startswith("sk-")
