@@ -13,6 +13,14 @@ from django.core.exceptions import BadRequest
 class EmailLoginForm(AdminAuthenticationForm):
     """Operators sign in with their email (accounts.backends.EmailBackend)."""
 
+    # Django's named the User model's field: "the correct username and password", under a box
+    # labelled Email.
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "invalid_login": "Please enter the correct email and password for a staff account. "
+        "Note that the password is case-sensitive.",
+    }
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["username"].label = "Email"
