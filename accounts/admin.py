@@ -126,14 +126,13 @@ class ApiKeyAdmin(LiveWorkspaces):
                 admin_form_tokens.release(token)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        """"Revoke this key" on the key's own page (a leaked key's page offered Delete only,
-        revoking was a list action): revoked through the service, the form's other edits not
+        """The key's own page revokes it ("Revoke this key": a leaked key's page offered Delete
+        only, revoking was a list action): through the service, the form's other edits not
         saved, and back to the same page, which shows when."""
-        if request.method != "POST" or "_revoke" not in request.POST:
+        revoking = request.method == "POST" and "_revoke" in request.POST
+        key = self.get_object(request, object_id) if revoking else None
+        if key is None:  # not revoking, or no such key (Django's page says so)
             return super().change_view(request, object_id, form_url, extra_context)
-        key = self.get_object(request, object_id)
-        if key is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if not self.has_change_permission(request, key):
             raise PermissionDenied
         if key.revoked_at is not None:
