@@ -5,6 +5,7 @@ is voided at once. Deleting a workspace marks it and has a worker delete its row
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -123,6 +124,23 @@ class ApiKeyAdmin(LiveWorkspaces):
         finally:
             if claimed and admin_form_tokens.key_made(request.session, token) is None:
                 admin_form_tokens.release(token)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The key's own page revokes it ("Revoke this key": a leaked key's page offered Delete
+        only, revoking was a list action): through the service, the form's other edits not
+        saved, and back to the same page, which shows when."""
+        revoking = request.method == "POST" and "_revoke" in request.POST
+        key = self.get_object(request, object_id) if revoking else None
+        if key is None:  # not revoking, or no such key (Django's page says so)
+            return super().change_view(request, object_id, form_url, extra_context)
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        if key.revoked_at is not None:
+            self.message_user(request, f"{key} was already revoked.", messages.WARNING)
+        else:
+            key = services.api_key_revoke(workspace=key.workspace, key_id=key.id)
+            self.message_user(request, f"Revoked {key} at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC.")
+        return HttpResponseRedirect(request.path)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)

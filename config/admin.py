@@ -13,6 +13,14 @@ from django.core.exceptions import BadRequest
 class EmailLoginForm(AdminAuthenticationForm):
     """Operators sign in with their email (accounts.backends.EmailBackend)."""
 
+    # Django's named the User model's field: "the correct username and password", under a box
+    # labelled Email.
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "invalid_login": "Please enter the correct email and password for a staff account. "
+        "Note that the password is case-sensitive.",
+    }
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["username"].label = "Email"
@@ -27,16 +35,19 @@ class EngramAdminSite(admin.AdminSite):
     login_form = EmailLoginForm
 
     def admin_view(self, view, cacheable=False):
-        """Every admin page refuses a NUL in its path or query (a 400): PostgreSQL refuses one
-        in a query, and a row's page (/admin/memory/memory/a%00b/change/) or a list filtered by
-        one (?workspace__id__exact=ws_%00) answered with a 500."""
+        """Every admin page refuses a NUL in its path, query or form (a 400): PostgreSQL refuses
+        one in a query, and a row's page (/admin/memory/memory/a%00b/change/), a list filtered
+        by one (?workspace__id__exact=ws_%00), a form whose raw-id box held one (a limit's
+        workspace: the form shown again looks it up) or a list action on a row id with one
+        answered with a 500."""
         inner = super().admin_view(view, cacheable)
 
         @wraps(inner)
         def refusing_nul(request, *args, **kwargs):
+            fields = request.POST.lists() if request.method == "POST" else ()
             if "\x00" in request.path or any(
                 "\x00" in key or any("\x00" in value for value in values)
-                for key, values in request.GET.lists()
+                for key, values in (*request.GET.lists(), *fields)
             ):
                 raise BadRequest("NUL characters are not allowed.")
             return inner(request, *args, **kwargs)

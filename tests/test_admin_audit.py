@@ -142,6 +142,25 @@ def test_a_nul_in_an_admin_url_is_a_400_not_a_500(admin_client, world, path):
     assert admin_client.get(path).status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("path", "form"),
+    [
+        ("/admin/limits/limit/add/", {"scope": "workspace", "workspace": "ws_\x00"}),
+        ("/admin/limits/creditunit/add/", {"workspace": "ws_\x00", "name": "credit"}),
+        ("/admin/memory/session/add/", {"conversation": "conv_\x00"}),
+        (
+            "/admin/accounts/apikey/",
+            {"action": "delete_selected", "_selected_action": "key_\x00", "index": "0"},
+        ),
+    ],
+)
+def test_a_nul_in_an_admin_form_is_a_400_not_a_500(admin_client, world, path, form):
+    """A raw-id box (a limit's workspace, a session's conversation) with a NUL: the form shown
+    again looked the row up, and PostgreSQL's refusal was a 500; so was a list action on a row
+    id with one."""
+    assert admin_client.post(path, form).status_code == 400
+
+
 def test_a_provider_key_does_not_follow_its_base_url_to_another_host(admin_client, world):
     """The key is write-only on the page, but a blank key field kept it whatever the base URL:
     whoever could edit the credential pointed it at their own host and read the key from the

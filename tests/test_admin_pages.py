@@ -443,6 +443,9 @@ def test_login_form_asks_for_the_email_and_accepts_it(client, db):
     client.logout()
     wrong = client.post(reverse("admin:login"), {"username": "root@example.com", "password": "x"})
     assert wrong.status_code == 200 and "_auth_user_id" not in client.session
+    # it said "the correct username and password" under a box labelled Email
+    refusal = str(wrong.context["form"].non_field_errors())
+    assert "correct email and password" in refusal and "username" not in refusal
 
 
 def test_an_untitled_conversation_is_titled_by_a_worker(transactional_db, celery_worker):

@@ -264,3 +264,65 @@ def test_a_new_key_page_reloaded_makes_no_second_key_and_hides_the_secret(page, 
         json.dumps(row.get_decoded()) + row.session_data for row in WebSession.objects.all()
     ]
     assert not any(raw[3:15] in text for text in sessions)
+
+
+def test_a_keys_own_page_revokes_it(page, engram_server):
+    """A leaked key's page offered Delete only: revoking (which keeps the key's row and its
+    usage) was a list action that an operator on the key's page did not see."""
+    import httpx
+
+    from accounts.models import ApiKey
+
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    _sign_in(page, engram_server.url)
+    _add_key(page, engram_server.url, workspace=workspace, name="leaked")
+    raw = page.locator("#new-api-key").inner_text()
+    models = httpx.get(engram_server.url + "/v1/models", headers={"Authorization": f"Bearer {raw}"})
+    assert models.status_code == 200
+    page.get_by_role("link", name="This key's page").click()
+
+    page.get_by_role("button", name="Revoke this key").click()
+    expect(page.locator(".messagelist")).to_contain_text("Revoked leaked")
+    key = ApiKey.objects.get(workspace=workspace, name="leaked")
+    assert key.revoked_at is not None
+    expect(page.locator(".field-revoked_at .readonly")).not_to_have_text("-")
+    expect(page.get_by_role("button", name="Revoke this key")).to_have_count(0)
+    models = httpx.get(engram_server.url + "/v1/models", headers={"Authorization": f"Bearer {raw}"})
+    assert models.status_code == 401
+
+
+def test_a_new_key_can_be_copied_from_the_keyboard(page, engram_server):
+    """The new key could be selected with the mouse only: it took no focus, and Ctrl+A took the
+    whole page. It is selected on arrival, and again whenever Tab comes back to it."""
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    _sign_in(page, engram_server.url)
+    _add_key(page, engram_server.url, workspace=workspace, name="laptop")
+    raw = page.locator("#new-api-key").inner_text()
+    assert raw.startswith("sk-")
+    selected = "getSelection().toString()"
+    assert page.evaluate(selected) == raw
+    page.keyboard.press("Tab")  # on to the next link
+    page.evaluate("getSelection().removeAllRanges()")
+    page.keyboard.press("Shift+Tab")
+    expect(page.locator("#new-api-key")).to_be_focused()
+    assert page.evaluate(selected) == raw
+
+
+def test_a_workspaces_page_adds_its_first_key(page, engram_server):
+    """A new workspace's page said nothing of its keys but an empty table: the operator had to
+    find API keys, Add, and pick the workspace out of every one. Its page adds one to it."""
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    make_workspace("other")
+    workspace, _ = make_workspace("acme")
+    _sign_in(page, engram_server.url)
+    page.goto(engram_server.url + "/admin/accounts/workspace/")
+    page.get_by_role("link", name="acme").click()
+
+    page.get_by_role("link", name="Add an API key").click()
+    expect(page.locator("#id_workspace")).to_have_value(workspace.pk)
+    page.fill("#id_name", "first")
+    page.click("input[name=_save]")
+    expect(page.locator("#content-main")).to_contain_text(f"The new API key of {workspace}")
+    assert page.locator("#new-api-key").inner_text().startswith("sk-")

@@ -562,3 +562,88 @@ def test_another_user_id_starts_another_conversation(page, engram_server, owner,
     sent = upstream.chat_requests()[-1].body["messages"]
     assert [m["content"] for m in sent if m["role"] == "user"] == ["Hello, I am bb."]
     assert len(http.get("/v1/conversations", params={"user_id": "bb"}).json()["data"]) == 1
+
+
+def test_a_failed_answer_still_lists_the_knowledge_its_preview_found(
+    page, engram_server, owner, upstream
+):
+    """With the answer failing (the upstream down), "What Engram did" listed the preview's
+    memories and past messages but left "Knowledge sources" empty: the chunks it found were not
+    shown, nor even "none"."""
+    import json
+
+    _, key = owner
+    open_playground(page, engram_server, key, "cy")
+    source = {
+        "collection_id": "col_1",
+        "document_id": "doc_1",
+        "title": "bees.md",
+        "chunk_index": 0,
+        "score": 0.8181,
+        "snippet": "Bees make honey.",
+        "why": "vector rank 1",
+    }
+    preview = {
+        "object": "chat.context",
+        "context_tokens": 40,
+        "blocks": [
+            {"name": "request", "tokens": 10, "items": []},
+            {
+                "name": "knowledge",
+                "tokens": 30,
+                "items": [{"id": "doc_1#0", "type": "knowledge", "sources": [source]}],
+            },
+        ],
+    }
+    page.route("**/v1/context", lambda route: route.fulfill(json=preview))
+    down = {"error": {"message": "Could not reach the upstream provider.", "type": "api_error"}}
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(status=502, body=json.dumps(down)),
+    )
+
+    page.get_by_label("Message").fill("How do bees make honey?")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer .error")).to_contain_text("Could not reach the upstream")
+    expect(turn.locator(".sources li")).to_have_count(1)
+    expect(turn.locator(".sources li")).to_contain_text("bees.md")
+    expect(turn.locator(".sources li")).to_contain_text("Bees make honey.")
+
+
+def test_an_error_page_in_place_of_an_answer_is_said_in_words(page, engram_server, owner, upstream):
+    """A proxy's error page (nginx's "502 Bad Gateway") was shown as its markup, tags and all,
+    under the question and in the status line."""
+    _, key = owner
+    open_playground(page, engram_server, key, "cy")
+    nginx = (
+        "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+        "</h1></center><hr><center>nginx</center></body></html>"
+    )
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(status=502, content_type="text/html", body=nginx),
+    )
+    page.get_by_label("Message").fill("Hello?")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer .error")).to_have_text("502: 502 Bad Gateway")
+    expect(page.locator("#chat-status")).to_have_text("502: 502 Bad Gateway")
+
+
+def test_a_stream_cut_before_its_end_is_said_to_be(page, engram_server, owner, upstream):
+    """A stream that closed without its [DONE] (Engram restarted, a proxy's timeout) read as a
+    finished turn: the answer empty, and "No memory for this turn (no user id)" under it, with
+    a user id set."""
+    _, key = owner
+    open_playground(page, engram_server, key, "cy")
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=""),
+    )
+    page.get_by_label("Message").fill("Hello?")
+    page.get_by_role("button", name="Send").click()
+    turn = page.locator("#transcript li.turn:has(aside)").last
+    expect(turn.locator(".answer .error")).to_contain_text("cut off before its end")
+    expect(turn.locator(".summary")).not_to_contain_text("no user id")
+    expect(page.locator("#chat-status")).to_contain_text("cut off before its end")

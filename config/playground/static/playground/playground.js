@@ -98,7 +98,13 @@
     try {
       message = JSON.parse(text).error.message || message;
     } catch (_) {
-      // not the error envelope: keep the text
+      // Not the error envelope. A page (a proxy's "502 Bad Gateway", a server's error page) was
+      // shown as its markup: its title, else its words, are said instead.
+      if (/^\s*</.test(text)) {
+        const doc = new DOMParser().parseFromString(text, "text/html"); // parsed, never run
+        const words = (doc.title || doc.body?.textContent || "").replace(/\s+/g, " ").trim();
+        message = words.slice(0, 200) || response.statusText || "an error page";
+      }
     }
     // A 429 or 503 says when to come back (Retry-After, in seconds): said, not left to guess.
     const wait = Number(response.headers.get("retry-after"));
@@ -463,6 +469,9 @@
     const items = (name) => blocks.filter((b) => b.name === name).flatMap((b) => b.items || []);
     renderMemoriesUsed(turn, items("memories"));
     renderMessagesUsed(turn, items("retrieved_messages"));
+    // The chunks it found too: with the answer failing (an upstream down), "Knowledge sources"
+    // stood empty under the memories and messages the same preview listed.
+    renderSources(turn, items("knowledge").flatMap((k) => k.sources || []));
     const body = turn.querySelector(".blocks tbody");
     body.replaceChildren(
       ...blocks.map((b) => el("tr", {}, el("th", { scope: "row", text: b.name }), el("td", { text: String(b.tokens) }))),
@@ -484,7 +493,10 @@
     turn.dataset.engram = "shown";
     if (Array.isArray(engram.memories)) renderMemoriesUsed(turn, engram.memories);
     if (Array.isArray(engram.messages)) renderMessagesUsed(turn, engram.messages);
-    const sources = engram.sources || [];
+    renderSources(turn, engram.sources || []);
+  }
+
+  function renderSources(turn, sources) {
     turn.querySelector(".sources").replaceChildren(
       ...sources.map((s) =>
         el(
@@ -521,7 +533,10 @@
           if (data === "[DONE]") return;
           onData(JSON.parse(data));
         }
-        if (done) return;
+        // Engram ends every stream, a failed one too, with [DONE]: without it the connection
+        // was cut (Engram restarted, a proxy's timeout). It read as a finished turn: an empty
+        // or partial answer, and "no user id" under it.
+        if (done) throw new ApiFailure(0, "The answer's stream was cut off before its end (the connection closed).");
       }
     } catch (error) {
       reader.cancel().catch(() => {}); // hang up: Engram closes the upstream request too
