@@ -41,6 +41,11 @@ logger = logging.getLogger("engram.endusers")
 
 _MAX_TOKENS = 50_000
 _MAX_ISSUERS = 1_000
+# The longest token read. Providers' access tokens are a few KB (Azure's with many groups stay
+# under 8 KB; proxies cap a header line at 8 to 16 KB): a bigger one is refused before it is
+# hashed, decoded or verified. Anyone could send one, unsigned, and each megabyte cost the web
+# process ~0.2 s of CPU to parse (a 12 MB signed token was verified, and served, in 13 s).
+MAX_TOKEN_CHARS = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,11 @@ def untrusted(reason: str, *, issuer_id: str = "") -> ApiError:
         "end-user token refused: %s%r", f"issuer {issuer_id}: " if issuer_id else "", reason
     )
     return rejected(UNTRUSTED, kind=_NotItsKey)
+
+
+def _check_size(token: str) -> None:
+    if len(token) > MAX_TOKEN_CHARS:
+        raise rejected(f"it is longer than {MAX_TOKEN_CHARS} characters")
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -201,6 +211,7 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
     is valid for. Any workspace key can register any `iss`, so the mere presence of another
     workspace's issuer must not refuse a token it could not have made (it refused them all
     without x-workspace-id: one tenant could stop another's end users)."""
+    _check_size(token)
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -324,6 +335,7 @@ def _key_held(found: EndUser) -> bool:
 
 
 def resolve_sync(token: str, *, workspace_hint: str | None, fresh: bool) -> EndUser:
+    _check_size(token)  # before it is hashed for the cache
     if not fresh:  # Redis cannot say whether the caches are current: verify against the rows
         return verify(token, workspace_hint=workspace_hint, fresh=False)
     key = _cache_key(token, workspace_hint)
@@ -339,6 +351,7 @@ def resolve_sync(token: str, *, workspace_hint: str | None, fresh: bool) -> EndU
 
 
 async def resolve_async(token: str, *, workspace_hint: str | None, fresh: bool) -> EndUser:
+    _check_size(token)  # before it is hashed for the cache
     if not fresh:
         return await _verify_async(token, workspace_hint=workspace_hint, fresh=False)
     key = _cache_key(token, workspace_hint)
