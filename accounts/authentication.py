@@ -261,4 +261,11 @@ class IsOperator(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         principal = getattr(request._request, "principal", None)
+        if principal is not None and principal.end_user:
+            # an end-user token was told it was a workspace key (DRF makes one instance of a
+            # permission per request, so the message is this request's)
+            self.message = (
+                "The provisioning API needs the operator key (ENGRAM_ADMIN_KEY), "
+                "not an end-user token."
+            )
         return principal is not None and principal.is_operator

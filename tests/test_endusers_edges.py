@@ -30,3 +30,16 @@ def test_an_oversized_token_is_401_before_it_is_read(engram_server, http, upstre
         assert error["code"] == "invalid_api_key" and token[:40] not in error["message"]
         with as_user(engram_server, token) as client:  # the REST door answers the same
             assert client.get("/v1/memories").json()["error"] == error
+
+
+def test_an_end_user_token_on_the_provisioning_api_is_not_called_a_workspace_key(
+    engram_server, http, owner
+):
+    _trust_secret(http)
+    with as_user(engram_server, hs256(SECRET, "alice")) as alice:
+        for method, path in [("GET", "/v1/workspaces"), ("PATCH", f"/v1/workspaces/{owner[0].id}")]:
+            error = refused(alice.request(method, path, json={}), 403, "operator key")
+            assert "end-user token" in error["message"], error
+            assert "workspace key" not in error["message"], error
+    # a workspace key is still told it is one
+    assert "not a workspace key" in http.get("/v1/workspaces").json()["error"]["message"]
