@@ -3,6 +3,8 @@ app that gives each user its own token (the HS256 issuer of tests.test_endusers)
 
 from __future__ import annotations
 
+import httpx
+
 from accounts.endusers.tokens import MAX_TOKEN_CHARS
 from tests.identity import AUD, ISS, hs256, tampered
 from tests.test_endusers import SECRET, as_user, chat, refused
@@ -43,3 +45,51 @@ def test_an_end_user_token_on_the_provisioning_api_is_not_called_a_workspace_key
             assert "workspace key" not in error["message"], error
     # a workspace key is still told it is one
     assert "not a workspace key" in http.get("/v1/workspaces").json()["error"]["message"]
+
+
+APP = "https://app.example.com"
+
+
+def test_a_browser_app_on_an_allowed_origin_calls_the_api_with_its_users_token(
+    engram_server, http, upstream, settings
+):
+    """The README offers end-user tokens to browser apps; without CORS a page's preflight was
+    a 401 (it carries no key) and the browser blocked every call."""
+    settings.ENGRAM_CORS_ALLOWED_ORIGINS = [APP]
+    _trust_secret(http)
+    asked = "authorization,content-type,x-workspace-id,x-stainless-os"
+    with httpx.Client(base_url=engram_server.url, timeout=30) as browser:
+        preflight = browser.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": APP,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": asked,
+            },
+        )
+        assert preflight.status_code == 204, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == APP
+        assert preflight.headers["access-control-allow-headers"] == asked
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        assert "access-control-allow-credentials" not in preflight.headers
+
+        token = {"Authorization": f"Bearer {hs256(SECRET, 'alice')}", "Origin": APP}
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+        answers = [
+            browser.post("/v1/chat/completions", headers=token, json=body),
+            browser.get("/v1/memories", headers=token),
+            browser.get("/v1/memories", headers={"Origin": APP, "Authorization": "Bearer x"}),
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 401]
+        for answer in answers:  # the page reads answers and refusals alike
+            assert answer.headers["access-control-allow-origin"] == APP
+            assert answer.headers["access-control-expose-headers"] == "*"
+
+        # another origin, and the admin (a session cookie), are served as before
+        other = browser.options(
+            "/v1/chat/completions",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert other.status_code == 401 and "access-control-allow-origin" not in other.headers
+        admin = browser.get("/admin/login/", headers={"Origin": APP})
+        assert "access-control-allow-origin" not in admin.headers
