@@ -3,6 +3,8 @@ app that gives each user its own token (the HS256 issuer of tests.test_endusers)
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from accounts.endusers.tokens import MAX_TOKEN_CHARS
@@ -93,3 +95,17 @@ def test_a_browser_app_on_an_allowed_origin_calls_the_api_with_its_users_token(
         assert other.status_code == 401 and "access-control-allow-origin" not in other.headers
         admin = browser.get("/admin/login/", headers={"Origin": APP})
         assert "access-control-allow-origin" not in admin.headers
+
+
+def test_a_signed_token_whose_exp_or_nbf_is_not_a_number_says_so(engram_server, http):
+    _trust_secret(http)
+    for claims, word in [
+        ({"exp": "tomorrow"}, "its exp is not a time"),
+        ({"nbf": "now"}, "its nbf is not a time"),
+    ]:
+        error = refused(chat(engram_server, hs256(SECRET, **claims)), 401, word)
+        assert error["code"] == "invalid_api_key"
+    # a number in a string is one (PyJWT reads it), and an unsigned token is told nothing
+    assert chat(engram_server, hs256(SECRET, exp=str(int(time.time()) + 60))).status_code == 200
+    unsigned = tampered(hs256(SECRET), exp="tomorrow")
+    refused(chat(engram_server, unsigned), 401, "no issuer trusted here")

@@ -193,6 +193,18 @@ def _reason(exc: jwt.PyJWTError) -> str:
     return next((r for kind, r in _FAILURES if isinstance(exc, kind)), "it was refused")
 
 
+def _unreadable_time(token: str) -> str:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    for name in ("exp", "nbf"):
+        try:
+            int(claims[name])
+        except KeyError:
+            continue
+        except (ValueError, TypeError, OverflowError):
+            return f"its {name} is not a time (seconds since the epoch)"
+    return "malformed token"
+
+
 def _scopes(claims: dict) -> set[str]:
     found: set[str] = set()
     for name in ("scope", "scp"):  # OAuth2's space-separated string; Azure/Okta's list
@@ -276,6 +288,11 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
         raise rejected(f"it has no {exc.claim} claim") from None
     except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
         raise untrusted(_reason(exc), issuer_id=config.id) from None
+    except jwt.DecodeError:  # after InvalidSignatureError, one of its kind
+        # The token was read whole before (verify) and its signature is good: PyJWT's last
+        # DecodeError is a time claim it cannot read as a number ("exp": "tomorrow"), which
+        # read "malformed token", as if the app had sent something that was not a JWT.
+        raise rejected(_unreadable_time(token)) from None
     except jwt.PyJWTError as exc:
         raise rejected(_reason(exc)) from None
     user_id = claims.get(config.user_claim)
