@@ -8,7 +8,7 @@ import time
 import httpx
 
 from accounts.endusers.tokens import MAX_TOKEN_CHARS
-from tests.identity import AUD, ISS, hs256, tampered
+from tests.identity import AUD, ISS, JwksServer, SigningKey, hs256, tampered
 from tests.test_endusers import SECRET, as_user, chat, refused
 
 
@@ -109,3 +109,24 @@ def test_a_signed_token_whose_exp_or_nbf_is_not_a_number_says_so(engram_server, 
     assert chat(engram_server, hs256(SECRET, exp=str(int(time.time()) + 60))).status_code == 200
     unsigned = tampered(hs256(SECRET), exp="tomorrow")
     refused(chat(engram_server, unsigned), 401, "no issuer trusted here")
+
+
+def test_keys_of_two_types_sharing_a_kid_each_verify_their_own_tokens(
+    engram_server, http, settings
+):
+    """RFC 7517 lets an RSA and an EC key share a kid (alternatives); the first of them was
+    the only one tried, so every token of the other was 401."""
+    settings.ENGRAM_JWKS_ALLOW_PRIVATE = True
+    rsa_key, ec_key = SigningKey("RS256", "shared"), SigningKey("ES256", "shared")
+    server = JwksServer(rsa_key, ec_key)
+    try:
+        body = {"issuer": ISS, "audiences": [AUD], "jwks_url": server.url}
+        assert http.post("/v1/auth/issuers", json=body).status_code == 201
+        for key in (rsa_key, ec_key):
+            with as_user(engram_server, key.token("alice")) as alice:
+                assert alice.get("/v1/memories").status_code == 200, key.algorithm
+        # a token of neither key is still refused as any other
+        impostor = SigningKey("ES256", "shared")
+        refused(chat(engram_server, impostor.token()), 401, "no issuer trusted here")
+    finally:
+        server.stop()
