@@ -130,3 +130,15 @@ def test_keys_of_two_types_sharing_a_kid_each_verify_their_own_tokens(
         refused(chat(engram_server, impostor.token()), 401, "no issuer trusted here")
     finally:
         server.stop()
+
+
+def test_an_encrypted_token_is_told_it_is_one_not_to_send_an_sk_key(engram_server, http):
+    """Auth0 gives a login that names no audience an encrypted token (JWE): it was answered
+    "Pass it as 'Authorization: Bearer sk-...'", as if end-user tokens were not taken."""
+    _trust_secret(http)
+    header = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIiwiaXNzIjoiaHR0cHM6Ly9hY21lLmF1dGgwLmNvbS8ifQ"
+    jwe = f"{header}..k3Zl8pQ2bW9x.Y2lwaGVydGV4dA.dGFnMTIzNDU2"
+    error = refused(chat(engram_server, jwe), 401, "encrypted (a JWE", "audience")
+    assert error["code"] == "invalid_api_key" and "sk-" not in error["message"]
+    with as_user(engram_server, jwe) as client:
+        assert client.get("/v1/memories").json()["error"] == error

@@ -105,13 +105,22 @@ def untrusted(reason: str, *, issuer_id: str = "") -> ApiError:
 
 
 def _check_size(token: str) -> None:
+    """Refusals before a token is read: too long, or encrypted."""
     if len(token) > MAX_TOKEN_CHARS:
         raise rejected(f"it is longer than {MAX_TOKEN_CHARS} characters")
+    if token.count(".") == 4:
+        # Auth0 gives one to a login that names no `audience`: it was told "Pass it as
+        # 'Authorization: Bearer sk-...'", as if an end-user token were not accepted at all
+        raise rejected(
+            "it is encrypted (a JWE, five parts); Engram verifies signed JWTs (JWS, three "
+            "parts): an Auth0 token requested without your API's audience is one"
+        )
 
 
 def looks_like_jwt(token: str) -> bool:
-    """A compact JWS (base64url header starting `{"`); API keys start `sk-`."""
-    return token.startswith("eyJ") and token.count(".") == 2
+    """A compact JWS (base64url header starting `{"`), or a JWE (five parts: refused by
+    `_check_size` with its own reason); API keys start `sk-`."""
+    return token.startswith("eyJ") and token.count(".") in (2, 4)
 
 
 # --- issuers ------------------------------------------------------------------------------------
