@@ -142,3 +142,26 @@ def test_an_encrypted_token_is_told_it_is_one_not_to_send_an_sk_key(engram_serve
     assert error["code"] == "invalid_api_key" and "sk-" not in error["message"]
     with as_user(engram_server, jwe) as client:
         assert client.get("/v1/memories").json()["error"] == error
+
+
+def test_an_x_user_id_naming_another_user_is_403_on_the_rest_routes_too(engram_server, http):
+    """The chat doors refused it; GET /v1/memories answered alice's memories under an
+    x-user-id that said bob."""
+    _trust_secret(http)
+    http.post("/v1/memories", json={"user_id": "bob", "text": "Bob keeps bees."})
+    with as_user(engram_server, hs256(SECRET, "alice")) as alice:
+        assert alice.post("/v1/memories", json={"text": "Alice rows."}).status_code == 201
+        for method, path, body in [
+            ("GET", "/v1/memories", None),
+            ("POST", "/v1/memories/search", {"query": "bees"}),
+            ("GET", "/v1/conversations", None),
+            ("GET", "/v1/users/alice", None),
+        ]:
+            response = alice.request(method, path, json=body, headers={"x-user-id": "bob"})
+            error = refused(response, 403, "x-user-id names another user")
+            assert (error["param"], error["code"]) == ("x-user-id", "user_mismatch")
+        # naming its own user is fine, as at the chat doors
+        mine = alice.get("/v1/memories", headers={"x-user-id": "alice"})
+        assert [m["text"] for m in mine.json()["data"]] == ["Alice rows."]
+    # a workspace key's REST calls are unchanged (they name users in the query or body)
+    assert http.get("/v1/memories", headers={"x-user-id": "bob"}).status_code == 200
