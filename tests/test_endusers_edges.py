@@ -165,3 +165,30 @@ def test_an_x_user_id_naming_another_user_is_403_on_the_rest_routes_too(engram_s
         assert [m["text"] for m in mine.json()["data"]] == ["Alice rows."]
     # a workspace key's REST calls are unchanged (they name users in the query or body)
     assert http.get("/v1/memories", headers={"x-user-id": "bob"}).status_code == 200
+
+
+def test_a_new_key_under_the_same_kid_verifies_without_waiting_for_the_refresh(
+    engram_server, http, settings
+):
+    """A provider that rotates the key under one kid (or its only key, tokens without kid):
+    the set was kept until its background refresh, half its lifetime, every new token 401."""
+    settings.ENGRAM_JWKS_ALLOW_PRIVATE = True
+    settings.ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = 0.0
+    old, new = SigningKey("ES256", "main"), SigningKey("ES256", "main")
+    server = JwksServer(old)
+    try:
+        body = {"issuer": ISS, "audiences": [AUD], "jwks_url": server.url}
+        assert http.post("/v1/auth/issuers", json=body).status_code == 201
+        assert chat(engram_server, old.token()).status_code == 200
+        server.keys = [new]
+        assert chat(engram_server, new.token()).status_code == 200
+        # the old key is gone from the set this process holds: its tokens stop
+        refused(chat(engram_server, old.token()), 401, "no issuer trusted here")
+        # within the cool-down a bad signature refetches nothing
+        settings.ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = 60.0
+        fetched = server.requests
+        impostor = SigningKey("ES256", "main")
+        refused(chat(engram_server, impostor.token()), 401, "no issuer trusted here")
+        assert server.requests == fetched
+    finally:
+        server.stop()

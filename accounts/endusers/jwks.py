@@ -335,6 +335,21 @@ def holds(url: str, fingerprint: str) -> bool:
     return age <= _lifetime()
 
 
+def refetched_after_bad_signature(url: str) -> bool:
+    """A token's signature failed against the key this process holds for its kid (or for a
+    set of one key and a token without kid): the provider may have put a new key under the
+    same kid, or rotated its only key. Refetch, as for an unknown kid (at most once per
+    cool-down), and say whether the set changed, so the token is tried once more; the set
+    was kept until its background refresh, half its lifetime (5 minutes), every new token
+    refused meanwhile."""
+    entry = _entry(url)
+    if time.monotonic() - entry.attempted < _cooldown():
+        return False
+    before = entry.fingerprints
+    _refetch(url, entry)
+    return entry.fingerprints != before
+
+
 def signing_key(url: str, *, kid: str | None, algorithm: str) -> PublicKey:
     """The public key for a token's header (`kid`, `alg`); JwksError says why there is none.
     May fetch (the first use, an expired set, an unknown kid): call it off the event loop."""

@@ -268,31 +268,15 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
         raise untrusted(
             f"its algorithm ({str(algorithm)[:16]}) is not allowed", issuer_id=config.id
         )
-    fingerprint = ""
-    if config.secret:
-        key: object = config.secret
-    else:
-        kid = header.get("kid")
-        try:
-            key, fingerprint = jwks.signing_key(
-                config.jwks_url, kid=kid if isinstance(kid, str) else None, algorithm=algorithm
-            )
-        except jwks.NoSuchKey as exc:
-            raise untrusted(str(exc), issuer_id=config.id) from None
-        except jwks.JwksError as exc:  # the provider's fault, not the token's: said
-            raise rejected(str(exc), kind=_NotItsKey) from None
+    key, fingerprint = _key_for(config, header, algorithm)
     try:
-        claims = jwt.decode(
-            token,
-            key,  # type: ignore[arg-type]
-            algorithms=[algorithm],
-            audience=list(config.audiences),
-            issuer=config.issuer,
-            leeway=config.leeway_seconds,
-            # `sub` and `jti` may be numbers (Laravel's jwt-auth, many in-house issuers): the
-            # user's claim is checked below, by Engram's id rule; PyJWT refused the whole token
-            options={"require": ["exp", "iss", "aud"], "verify_sub": False, "verify_jti": False},
-        )
+        try:
+            claims = _decode(config, token, key, algorithm)
+        except jwt.InvalidSignatureError:
+            if not (config.jwks_url and jwks.refetched_after_bad_signature(config.jwks_url)):
+                raise
+            key, fingerprint = _key_for(config, header, algorithm)  # a new key, same kid
+            claims = _decode(config, token, key, algorithm)
     except jwt.MissingRequiredClaimError as exc:
         raise rejected(f"it has no {exc.claim} claim") from None
     except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
@@ -304,6 +288,40 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
         raise rejected(_unreadable_time(token)) from None
     except jwt.PyJWTError as exc:
         raise rejected(_reason(exc)) from None
+    return _end_user(config, claims, fingerprint)
+
+
+def _key_for(config: IssuerConfig, header: dict, algorithm: str) -> tuple[object, str]:
+    """The key to verify with, and its fingerprint (empty for a secret)."""
+    if config.secret:
+        return config.secret, ""
+    kid = header.get("kid")
+    try:
+        return jwks.signing_key(
+            config.jwks_url, kid=kid if isinstance(kid, str) else None, algorithm=algorithm
+        )
+    except jwks.NoSuchKey as exc:
+        raise untrusted(str(exc), issuer_id=config.id) from None
+    except jwks.JwksError as exc:  # the provider's fault, not the token's: said
+        raise rejected(str(exc), kind=_NotItsKey) from None
+
+
+def _decode(config: IssuerConfig, token: str, key: object, algorithm: str) -> dict:
+    return jwt.decode(
+        token,
+        key,  # type: ignore[arg-type]
+        algorithms=[algorithm],
+        audience=list(config.audiences),
+        issuer=config.issuer,
+        leeway=config.leeway_seconds,
+        # `sub` and `jti` may be numbers (Laravel's jwt-auth, many in-house issuers): the
+        # user's claim is checked below, by Engram's id rule; PyJWT refused the whole token
+        options={"require": ["exp", "iss", "aud"], "verify_sub": False, "verify_jti": False},
+    )
+
+
+def _end_user(config: IssuerConfig, claims: dict, fingerprint: str) -> EndUser:
+    """The end user a verified token's claims name, once its user claim and scope pass."""
     user_id = claims.get(config.user_claim)
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
