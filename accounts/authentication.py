@@ -28,12 +28,14 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
 from accounts.endusers import tokens as enduser_tokens
+from accounts.endusers.scope import own_user
 from accounts.keys import looks_like_key
 from accounts.limits.policy import NO_POLICY, Policy
 from accounts.models import Workspace
 from config.common import coherence
 from config.common.cache import TTLCache
 from config.common.errors import ApiError, workspace_key_required
+from config.common.ids import as_user_id
 from config.common.orm import on_pool_thread
 from config.common.setting import setting
 
@@ -250,6 +252,12 @@ class EndUserAllowed(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         if getattr(request._request, "workspace", None) is not None:
+            named = request._request.headers.get("x-user-id")
+            if named:
+                # The chat doors' rule (completions.request): a token's x-user-id may repeat
+                # its user, not name another. The REST views read no x-user-id, so one naming
+                # bob listed alice's memories under a header that said bob.
+                own_user(request._request, as_user_id(named), field="x-user-id")
             return True
         if getattr(request._request, "principal", None) is not None:
             raise workspace_key_required()
@@ -261,4 +269,11 @@ class IsOperator(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         principal = getattr(request._request, "principal", None)
+        if principal is not None and principal.end_user:
+            # an end-user token was told it was a workspace key (DRF makes one instance of a
+            # permission per request, so the message is this request's)
+            self.message = (
+                "The provisioning API needs the operator key (ENGRAM_ADMIN_KEY), "
+                "not an end-user token."
+            )
         return principal is not None and principal.is_operator

@@ -66,5 +66,6 @@ django.setup(set_prefix=False)  # what get_asgi_application does before making t
 application = BodyLengthHandler()
 
 from completions.asgi import with_gateway  # noqa: E402 - needs the app registry loaded
+from config.cors import with_cors  # noqa: E402
 
-application = with_gateway(application)
+application = with_cors(with_gateway(application))

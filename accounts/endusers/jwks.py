@@ -307,10 +307,18 @@ def _entry(url: str) -> _KeySet:
         return _sets.setdefault(url, _KeySet())
 
 
-def _pick(keys: list[dict], kid: str | None) -> dict | None:
-    if kid is not None:
-        return next((k for k in keys if k.get("kid") == kid), None)
-    return keys[0] if len(keys) == 1 else None  # no kid: only an unambiguous set will do
+def _pick(keys: list[dict], kid: str | None, algorithm: str) -> dict | None:
+    if kid is None:
+        return keys[0] if len(keys) == 1 else None  # no kid: only an unambiguous set will do
+    named = [k for k in keys if k.get("kid") == kid]
+    # RFC 7517 4.5 lets keys of different types share a kid (an RSA and an EC key offered as
+    # alternatives): the one for the token's alg, else one that names no alg. The first alone
+    # refused every token of the second ("the key is for RS256, the token says ES256").
+    for wanted in (algorithm, None):
+        found = next((k for k in named if k.get("alg") == wanted), None)
+        if found is not None:
+            return found
+    return named[0] if named else None
 
 
 def holds(url: str, fingerprint: str) -> bool:
@@ -327,6 +335,21 @@ def holds(url: str, fingerprint: str) -> bool:
     return age <= _lifetime()
 
 
+def refetched_after_bad_signature(url: str) -> bool:
+    """A token's signature failed against the key this process holds for its kid (or for a
+    set of one key and a token without kid): the provider may have put a new key under the
+    same kid, or rotated its only key. Refetch, as for an unknown kid (at most once per
+    cool-down), and say whether the set changed, so the token is tried once more; the set
+    was kept until its background refresh, half its lifetime (5 minutes), every new token
+    refused meanwhile."""
+    entry = _entry(url)
+    if time.monotonic() - entry.attempted < _cooldown():
+        return False
+    before = entry.fingerprints
+    _refetch(url, entry)
+    return entry.fingerprints != before
+
+
 def signing_key(url: str, *, kid: str | None, algorithm: str) -> PublicKey:
     """The public key for a token's header (`kid`, `alg`); JwksError says why there is none.
     May fetch (the first use, an expired set, an unknown kid): call it off the event loop."""
@@ -340,10 +363,10 @@ def signing_key(url: str, *, kid: str | None, algorithm: str) -> PublicKey:
             raise JwksError(entry.error or "the JWKS could not be fetched")
     elif age > _lifetime() / 2:
         _refresh_in_background(url, entry)
-    jwk = _pick(entry.keys, kid)
+    jwk = _pick(entry.keys, kid, algorithm)
     if jwk is None and kid is not None and time.monotonic() - entry.attempted >= _cooldown():
         _refetch(url, entry)  # a rotation: the provider has a key Engram has not seen yet
-        jwk = _pick(entry.keys, kid)
+        jwk = _pick(entry.keys, kid, algorithm)
     if jwk is None:
         if kid is None:
             raise NoSuchKey("the token has no kid and the JWKS holds several keys")

@@ -41,6 +41,11 @@ logger = logging.getLogger("engram.endusers")
 
 _MAX_TOKENS = 50_000
 _MAX_ISSUERS = 1_000
+# The longest token read. Providers' access tokens are a few KB (Azure's with many groups stay
+# under 8 KB; proxies cap a header line at 8 to 16 KB): a bigger one is refused before it is
+# hashed, decoded or verified. Anyone could send one, unsigned, and each megabyte cost the web
+# process ~0.2 s of CPU to parse (a 12 MB signed token was verified, and served, in 13 s).
+MAX_TOKEN_CHARS = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -99,9 +104,23 @@ def untrusted(reason: str, *, issuer_id: str = "") -> ApiError:
     return rejected(UNTRUSTED, kind=_NotItsKey)
 
 
+def _check_size(token: str) -> None:
+    """Refusals before a token is read: too long, or encrypted."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise rejected(f"it is longer than {MAX_TOKEN_CHARS} characters")
+    if token.count(".") == 4:
+        # Auth0 gives one to a login that names no `audience`: it was told "Pass it as
+        # 'Authorization: Bearer sk-...'", as if an end-user token were not accepted at all
+        raise rejected(
+            "it is encrypted (a JWE, five parts); Engram verifies signed JWTs (JWS, three "
+            "parts): an Auth0 token requested without your API's audience is one"
+        )
+
+
 def looks_like_jwt(token: str) -> bool:
-    """A compact JWS (base64url header starting `{"`); API keys start `sk-`."""
-    return token.startswith("eyJ") and token.count(".") == 2
+    """A compact JWS (base64url header starting `{"`), or a JWE (five parts: refused by
+    `_check_size` with its own reason); API keys start `sk-`."""
+    return token.startswith("eyJ") and token.count(".") in (2, 4)
 
 
 # --- issuers ------------------------------------------------------------------------------------
@@ -183,6 +202,18 @@ def _reason(exc: jwt.PyJWTError) -> str:
     return next((r for kind, r in _FAILURES if isinstance(exc, kind)), "it was refused")
 
 
+def _unreadable_time(token: str) -> str:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    for name in ("exp", "nbf"):
+        try:
+            int(claims[name])
+        except KeyError:
+            continue
+        except (ValueError, TypeError, OverflowError):
+            return f"its {name} is not a time (seconds since the epoch)"
+    return "malformed token"
+
+
 def _scopes(claims: dict) -> set[str]:
     found: set[str] = set()
     for name in ("scope", "scp"):  # OAuth2's space-separated string; Azure/Okta's list
@@ -201,6 +232,7 @@ def verify(token: str, *, workspace_hint: str | None, fresh: bool = True) -> End
     is valid for. Any workspace key can register any `iss`, so the mere presence of another
     workspace's issuer must not refuse a token it could not have made (it refused them all
     without x-workspace-id: one tenant could stop another's end users)."""
+    _check_size(token)
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -236,37 +268,60 @@ def _verify_for(config: IssuerConfig, token: str, header: dict) -> EndUser:
         raise untrusted(
             f"its algorithm ({str(algorithm)[:16]}) is not allowed", issuer_id=config.id
         )
-    fingerprint = ""
-    if config.secret:
-        key: object = config.secret
-    else:
-        kid = header.get("kid")
-        try:
-            key, fingerprint = jwks.signing_key(
-                config.jwks_url, kid=kid if isinstance(kid, str) else None, algorithm=algorithm
-            )
-        except jwks.NoSuchKey as exc:
-            raise untrusted(str(exc), issuer_id=config.id) from None
-        except jwks.JwksError as exc:  # the provider's fault, not the token's: said
-            raise rejected(str(exc), kind=_NotItsKey) from None
+    key, fingerprint = _key_for(config, header, algorithm)
     try:
-        claims = jwt.decode(
-            token,
-            key,  # type: ignore[arg-type]
-            algorithms=[algorithm],
-            audience=list(config.audiences),
-            issuer=config.issuer,
-            leeway=config.leeway_seconds,
-            # `sub` and `jti` may be numbers (Laravel's jwt-auth, many in-house issuers): the
-            # user's claim is checked below, by Engram's id rule; PyJWT refused the whole token
-            options={"require": ["exp", "iss", "aud"], "verify_sub": False, "verify_jti": False},
-        )
+        try:
+            claims = _decode(config, token, key, algorithm)
+        except jwt.InvalidSignatureError:
+            if not (config.jwks_url and jwks.refetched_after_bad_signature(config.jwks_url)):
+                raise
+            key, fingerprint = _key_for(config, header, algorithm)  # a new key, same kid
+            claims = _decode(config, token, key, algorithm)
     except jwt.MissingRequiredClaimError as exc:
         raise rejected(f"it has no {exc.claim} claim") from None
     except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
         raise untrusted(_reason(exc), issuer_id=config.id) from None
+    except jwt.DecodeError:  # after InvalidSignatureError, one of its kind
+        # The token was read whole before (verify) and its signature is good: PyJWT's last
+        # DecodeError is a time claim it cannot read as a number ("exp": "tomorrow"), which
+        # read "malformed token", as if the app had sent something that was not a JWT.
+        raise rejected(_unreadable_time(token)) from None
     except jwt.PyJWTError as exc:
         raise rejected(_reason(exc)) from None
+    return _end_user(config, claims, fingerprint)
+
+
+def _key_for(config: IssuerConfig, header: dict, algorithm: str) -> tuple[object, str]:
+    """The key to verify with, and its fingerprint (empty for a secret)."""
+    if config.secret:
+        return config.secret, ""
+    kid = header.get("kid")
+    try:
+        return jwks.signing_key(
+            config.jwks_url, kid=kid if isinstance(kid, str) else None, algorithm=algorithm
+        )
+    except jwks.NoSuchKey as exc:
+        raise untrusted(str(exc), issuer_id=config.id) from None
+    except jwks.JwksError as exc:  # the provider's fault, not the token's: said
+        raise rejected(str(exc), kind=_NotItsKey) from None
+
+
+def _decode(config: IssuerConfig, token: str, key: object, algorithm: str) -> dict:
+    return jwt.decode(
+        token,
+        key,  # type: ignore[arg-type]
+        algorithms=[algorithm],
+        audience=list(config.audiences),
+        issuer=config.issuer,
+        leeway=config.leeway_seconds,
+        # `sub` and `jti` may be numbers (Laravel's jwt-auth, many in-house issuers): the
+        # user's claim is checked below, by Engram's id rule; PyJWT refused the whole token
+        options={"require": ["exp", "iss", "aud"], "verify_sub": False, "verify_jti": False},
+    )
+
+
+def _end_user(config: IssuerConfig, claims: dict, fingerprint: str) -> EndUser:
+    """The end user a verified token's claims name, once its user claim and scope pass."""
     user_id = claims.get(config.user_claim)
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
@@ -324,6 +379,7 @@ def _key_held(found: EndUser) -> bool:
 
 
 def resolve_sync(token: str, *, workspace_hint: str | None, fresh: bool) -> EndUser:
+    _check_size(token)  # before it is hashed for the cache
     if not fresh:  # Redis cannot say whether the caches are current: verify against the rows
         return verify(token, workspace_hint=workspace_hint, fresh=False)
     key = _cache_key(token, workspace_hint)
@@ -339,6 +395,7 @@ def resolve_sync(token: str, *, workspace_hint: str | None, fresh: bool) -> EndU
 
 
 async def resolve_async(token: str, *, workspace_hint: str | None, fresh: bool) -> EndUser:
+    _check_size(token)  # before it is hashed for the cache
     if not fresh:
         return await _verify_async(token, workspace_hint=workspace_hint, fresh=False)
     key = _cache_key(token, workspace_hint)

@@ -350,6 +350,9 @@ ENGRAM_JWKS_REFETCH_COOLDOWN_SECONDS = env.float(
 ENGRAM_JWKS_TIMEOUT_SECONDS = env.float("ENGRAM_JWKS_TIMEOUT_SECONDS", default=5.0)
 # JWKS URLs on loopback or private networks (an in-house Keycloak, tests); off: https, public.
 ENGRAM_JWKS_ALLOW_PRIVATE = env.bool("ENGRAM_JWKS_ALLOW_PRIVATE", default=False)
+# Web origins whose pages may call the API (/v1/) from a browser with an end user's token
+# (config.cors): `https://app.example.com`, comma-separated, or `*`. Default none: no CORS.
+ENGRAM_CORS_ALLOWED_ORIGINS = env.list("ENGRAM_CORS_ALLOWED_ORIGINS", default=[])
 ENGRAM_TOKEN_CACHE_SECONDS = env.float("ENGRAM_TOKEN_CACHE_SECONDS", default=300.0)
 ENGRAM_ISSUER_CACHE_SECONDS = env.float("ENGRAM_ISSUER_CACHE_SECONDS", default=60.0)
 
