@@ -38,6 +38,7 @@ from rest_framework.renderers import JSONRenderer
 
 from accounts.models import Workspace
 from completions.tools.models import Execution
+from completions.tools.selectors import approvals_as_they_read
 from config.common.errors import NotFound
 from config.common.streaming import spooled_response
 from memory.models import Conversation, MemoryEvent, Message, Session
@@ -108,7 +109,7 @@ def _document(*, workspace: Workspace, user_id: str, batch: int) -> Iterator[byt
     yield b',"memories":'
     yield from _list(_memories(workspace=workspace, user_id=user_id, batch=batch))
     yield b',"executions":'
-    runs = Execution.objects.filter(**scope).prefetch_related("approvals")
+    runs = Execution.objects.filter(**scope).prefetch_related(approvals_as_they_read())
     yield from _list(_json_pages(_pages(runs, ("id",), batch), _execution_body))
     yield b',"memory_events":'
     events = MemoryEvent.objects.filter(**scope)

@@ -18,6 +18,7 @@ import pytest
 from django.utils import timezone
 
 from completions.tools.models import Execution
+from completions.tools.selectors import approvals_as_they_read
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 from tests.factories import runs_with_approvals
 
@@ -53,7 +54,7 @@ def whole_export(*, workspace, user_id: str) -> dict:
     runs = (
         Execution.objects.filter(workspace=workspace, user_id=user_id)
         .order_by("id")
-        .prefetch_related("approvals")
+        .prefetch_related(approvals_as_they_read())
     )
     return {
         "object": "user.export",

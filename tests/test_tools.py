@@ -871,6 +871,31 @@ def test_a_workspace_lists_its_agent_runs(
         assert other.get("/v1/executions").json()["data"] == []
 
 
+def test_an_unswept_expired_approval_reads_expired_in_its_run_too(sdk, http, upstream, tool_server):
+    """Past its expiry, before the sweep resolved it, an approval read "expired" in
+    GET /v1/approvals and "pending" in its run's body (one, the list of runs): the same now."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    agent = make_agent(http, "refunds")
+    make_tool(http, agent, tool_server.url + "/refund", name="refund", approval="always")
+    upstream.script(Reply(json=openai_completion(tool_calls=[tool_call("c_r", "refund", {})])))
+    run = engram(ask(sdk, agent, "Refund order 42", user="alice"))["execution_id"]
+    Approval.objects.filter(execution_id=run).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    listed = http.get("/v1/approvals").json()["data"]
+    assert [a["status"] for a in listed] == ["expired"]
+    assert [a["status"] for a in http.get(f"/v1/executions/{run}").json()["approvals"]] == [
+        "expired"
+    ]
+    [body] = http.get("/v1/executions").json()["data"]
+    assert [a["status"] for a in body["approvals"]] == ["expired"]
+    assert Approval.objects.get(execution_id=run).status == "pending"  # the sweep's to resolve
+
+
 def test_erasing_a_user_erases_their_runs_and_approvals(sdk, http, upstream, tool_server):
     """A run holds the user's words and what was recalled for them; erased, it no longer
     answers, and its waiting approval no longer runs a tool for a user who is gone."""

@@ -55,11 +55,12 @@ def tool_body(tool: Tool) -> dict:
 
 def execution_body(execution: Execution) -> dict:
     """One run as the API shows it. Its approvals are read with `.all()`, sorted here, so a
-    list of runs that prefetched them (a user's export) makes no query per run."""
+    list of runs that prefetched them (a user's export) makes no query per run, as
+    selectors.approvals_as_they_read gives them: with the status they read now."""
     approvals = [
         {
             "id": a.id,
-            "status": a.status,
+            "status": a.current_status,  # type: ignore[attr-defined]  # approvals_as_they_read
             "tool_call_ids": [c.get("id") for c in a.tool_calls],
             "expires_at": unix_seconds(a.expires_at),
             "decided_at": unix_seconds(a.decided_at),

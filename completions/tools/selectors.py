@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import Case, F, Prefetch, QuerySet, Value, When
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -44,7 +44,17 @@ def memory_tool_names(*, workspace: Workspace | str, agent_id: str) -> list[str]
 
 
 def execution_get(*, workspace: Workspace | str, execution_id: str) -> Execution:
-    return Execution.objects.get(workspace=workspace, id=execution_id)
+    return Execution.objects.prefetch_related(approvals_as_they_read()).get(
+        workspace=workspace, id=execution_id
+    )
+
+
+def approvals_as_they_read() -> Prefetch:
+    """A run's approvals, each with its `current_status` (approval_status), for the run's
+    body: a pending one past its expiry reads expired there too, as in the approvals' list."""
+    return Prefetch(
+        "approvals", queryset=Approval.objects.annotate(current_status=approval_status())
+    )
 
 
 def approval_status() -> Case:
@@ -95,7 +105,7 @@ def execution_list(
 ) -> QuerySet[Execution]:
     """The workspace's agent runs, with their approvals (prefetched: a page of runs reads
     them in one query, as a user's export does)."""
-    runs = Execution.objects.filter(workspace=workspace).prefetch_related("approvals")
+    runs = Execution.objects.filter(workspace=workspace).prefetch_related(approvals_as_they_read())
     if status is not None:
         runs = runs.filter(status=status)
     if user_id is not None:
