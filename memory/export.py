@@ -39,10 +39,15 @@ from rest_framework.renderers import JSONRenderer
 from accounts.models import Workspace
 from completions.tools.models import Execution
 from completions.tools.selectors import approvals_as_they_read
-from config.common.errors import NotFound
 from config.common.streaming import spooled_response
 from memory.models import Conversation, MemoryEvent, Message, Session
-from memory.selectors import memory_list, memory_sources, recalled_deleted, user_exists
+from memory.selectors import (
+    memory_list,
+    memory_sources,
+    recalled_deleted,
+    user_exists,
+    user_not_found,
+)
 from memory.serializers import (
     conversation_body,
     event_body,
@@ -104,7 +109,7 @@ def _document(*, workspace: Workspace, user_id: str, batch: int) -> Iterator[byt
     # In the snapshot, before the first byte: a 404 as GET /v1/users/{id} answers (an empty
     # document was a 200, as if the user existed with nothing stored).
     if not user_exists(workspace=workspace, user_id=user_id):
-        raise NotFound(f"No user '{user_id}'.", field="user_id", code="user_not_found")
+        raise user_not_found(user_id)
     yield b'{"object":"user.export","user_id":' + _json(user_id)
     yield b',"memories":'
     yield from _list(_memories(workspace=workspace, user_id=user_id, batch=batch))

@@ -259,6 +259,11 @@ def recalled_deleted(*, workspace: Workspace, bodies: Iterable[dict]) -> set[str
 USER_TABLES: tuple[type[Model], ...] = (Memory, MemoryEvent, Conversation, Session, Execution)
 
 
+def user_not_found(user_id: str) -> NotFound:
+    """The one answer for a user with nothing stored, wherever they are read."""
+    return NotFound(f"No user '{user_id}'.", field="user_id", code="user_not_found")
+
+
 def user_exists(*, workspace: Workspace, user_id: str) -> bool:
     """Is anything stored for the user (what makes them listed)? One EXISTS per table, along
     its (workspace, user_id) index, stopping at the first that has a row."""
@@ -342,5 +347,5 @@ def user_get(*, workspace: Workspace, user_id: str) -> dict:
     NotFound when nothing is stored."""
     found = user_stats(workspace=workspace, user_ids=[user_id], detail=True)
     if user_id not in found:
-        raise NotFound(f"No user '{user_id}'.", field="user_id", code="user_not_found")
+        raise user_not_found(user_id)
     return found[user_id]
