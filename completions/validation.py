@@ -147,13 +147,16 @@ def _tool_calls(calls, param: str) -> None:
         if not isinstance(call.get("id"), str):
             raise _type_error(f"{where}.id", "a string", call.get("id"))
         if call.get("type", "function") == "function":
-            function = _object(call, "function", where)
-            if not isinstance(function.get("name"), str):
-                raise _type_error(f"{where}.function.name", "a string", function.get("name"))
-            if not isinstance(function.get("arguments"), str):
-                raise _type_error(
-                    f"{where}.function.arguments", "a string", function.get("arguments")
-                )
+            _called(call, "function", where)
+
+
+def _called(container: dict, name: str, param: str) -> None:
+    """A call's function (a tool call's `function`, a message's legacy `function_call`): an
+    object whose `name` and `arguments` are strings, each refusal naming its own field."""
+    function = _object(container, name, param)
+    for field in ("name", "arguments"):
+        if not isinstance(function.get(field), str):
+            raise _type_error(f"{param}.{name}.{field}", "a string", function.get(field))
 
 
 def _call_fields(message: dict, param: str, role: str) -> None:
@@ -173,13 +176,7 @@ def _call_fields(message: dict, param: str, role: str) -> None:
         if value is not None and not isinstance(value, str):
             raise _type_error(f"{param}.{name}", "a string", value)
     if message.get("function_call") is not None:
-        function_call = _object(message, "function_call", param)
-        if not isinstance(function_call.get("name"), str):
-            raise _type_error(f"{param}.function_call.name", "a string", function_call.get("name"))
-        if not isinstance(function_call.get("arguments"), str):
-            raise _type_error(
-                f"{param}.function_call.arguments", "a string", function_call.get("arguments")
-            )
+        _called(message, "function_call", param)
 
 
 def message(message, i: int) -> None:
