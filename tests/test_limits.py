@@ -912,6 +912,41 @@ def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id
     assert http.patch(url, json={}).status_code == 403  # a workspace key is not the operator
 
 
+def test_a_group_set_to_null_removes_every_limit_in_it(sdk, operator_http, owner, key_id):
+    """ "A limit set to null is removed": `{"rpm": null}` removed one, but
+    `"end_user_limits": null` (or `"budget": null`) was a 400, so removing the end users'
+    limits meant naming each of them."""
+    patch_workspace(
+        operator_http,
+        owner,
+        {
+            "limits": {"rpm": 600},
+            "budget": {"credits": 50, "period": "week"},
+            "end_user_limits": {"rpm": 1, "tpm": 5000, "max_concurrent": 2},
+            "end_user_budget": {"credits": 3, "period": "day"},
+        },
+    )
+    ask(sdk, user="alice")
+    with pytest.raises(openai.RateLimitError):
+        ask(sdk, user="alice")
+    body = patch_workspace(operator_http, owner, {"end_user_limits": None, "end_user_budget": None})
+    assert body["end_user_limits"] == {"rpm": None, "tpm": None, "max_concurrent": None}
+    assert body["end_user_budget"]["credits"] is None
+    assert body["limits"]["rpm"] == 600 and body["budget"]["credits"] == 50  # kept
+    ask(sdk, user="alice")  # no end-user limit any more
+    ask(sdk, user="alice")
+    body = patch_workspace(operator_http, owner, {"limits": None, "budget": None})
+    assert body["limits"] == {"rpm": None, "tpm": None, "max_concurrent": None}
+    assert body["budget"]["credits"] is None
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 5}, "budget": {"credits": 1}})
+    body = patch_key(operator_http, owner, key_id, {"limits": None, "budget": None})
+    assert body["limits"] == {"rpm": None, "tpm": None, "max_concurrent": None}
+    assert body["budget"] == {"credits": None, "period": "month"}
+    # not a limit: a credit unit set to null is still refused, naming it
+    bad = operator_http.patch(f"/v1/workspaces/{owner[0].id}", json={"credit_unit": None})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "credit_unit"
+
+
 # --- usage ----------------------------------------------------------------------------------
 
 
