@@ -5,6 +5,7 @@ GET /metrics, the same activity for Prometheus (completions.metrics)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -13,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.limits.selectors import credit_unit_get
 from completions import selectors
 from config.common.errors import ApiError, Invalid
 from config.common.openapi import ID_SCHEMA, const
@@ -65,7 +67,10 @@ def _figure_fields() -> dict[str, serializers.Field]:
         "cache_write_tokens": serializers.IntegerField(
             help_text="Of the prompt tokens: written to the upstream's cache (Anthropic)."
         ),
-        "credits": serializers.FloatField(help_text="In the workspace's credit unit."),
+        "credits": serializers.FloatField(
+            help_text="In the workspace's credit unit now (`credit_unit`): credits counted "
+            "before a change of the unit are converted, keeping their value in USD."
+        ),
         "latency_ms": serializers.DictField(child=serializers.FloatField(allow_null=True)),
     }
 
@@ -91,6 +96,16 @@ UsageReport = type(
         "start": serializers.IntegerField(),
         "end": serializers.IntegerField(),
         "group_by": serializers.CharField(allow_null=True),
+        "credit_unit": type(
+            "UsageCreditUnitSerializer",
+            (serializers.Serializer,),
+            {
+                "name": serializers.CharField(),
+                "per_usd": serializers.FloatField(
+                    help_text="Credits per USD: the unit every `credits` figure is in."
+                ),
+            },
+        )(),
         "totals": UsageFigures(
             allow_null=True,
             help_text="Of every row in the range, whatever the group: on the first page only "
@@ -157,8 +172,15 @@ class UsageApi(APIView):
             default_order="asc",
             filters=("start", "end", "group_by"),
         )
+        unit = credit_unit_get(workspace=request.workspace)
+        per_usd = unit.per_usd if unit else Decimal(1)
         groups, has_more, totals = selectors.usage_summary(
-            workspace=request.workspace, start=start, end=end, group_by=group_by, cursor=cursor
+            workspace=request.workspace,
+            start=start,
+            end=end,
+            group_by=group_by,
+            cursor=cursor,
+            per_usd=per_usd,
         )
         data = [{"group": _group(g["group"]), **_figures(g)} for g in groups]
         return Response(
@@ -167,6 +189,10 @@ class UsageApi(APIView):
                 "start": int(start.timestamp()),
                 "end": int(end.timestamp()),
                 "group_by": group_by,
+                "credit_unit": {
+                    "name": unit.name if unit else "credits",
+                    "per_usd": float(per_usd),
+                },
                 "totals": None if totals is None else _figures(totals),
                 "data": data,
                 "first_id": data[0]["group"] if data else None,

@@ -992,6 +992,29 @@ def test_usage_query_totals_and_groups(sdk, http, engram_server, owner, outsider
         assert resp.status_code == 400 and resp.json()["error"]["param"] == param
 
 
+def test_usage_credits_across_a_change_of_unit_are_in_the_unit_now(
+    sdk, http, operator_http, owner, metered
+):
+    """A report spanning a change of `credit_unit.per_usd` summed credits of two units: 7 at a
+    million per USD and 3.5 at half a million (the same 7 tokens, $0.000007 each) made 10.5,
+    worth nothing in either unit. Each record's credits are converted to the unit now."""
+    ask(sdk, model=METERED, user="alice")  # 7 tokens: 7 credits at a million per USD
+    patch_workspace(operator_http, owner, {"credit_unit": {"name": "gems", "per_usd": 500_000}})
+    ask(sdk, model=METERED, user="alice")  # 7 tokens: 3.5 credits at half a million
+    ask(sdk, model=METERED, user="bob")
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 3)
+    usage = http.get("/v1/usage").json()
+    assert usage["credit_unit"] == {"name": "gems", "per_usd": 500_000.0}
+    assert usage["totals"]["credits"] == 10.5  # 3.5 + 3.5 + 3.5
+    by_user = http.get("/v1/usage", params={"group_by": "user"}).json()["data"]
+    assert [(g["group"], g["credits"]) for g in by_user] == [("alice", 7), ("bob", 3.5)]
+    by_day = http.get("/v1/usage", params={"group_by": "day"}).json()["data"]
+    assert [g["credits"] for g in by_day] == [10.5]
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 250_000}})
+    assert http.get("/v1/usage").json()["totals"]["credits"] == 5.25  # 21 tokens, 1/4 each
+
+
 def test_usage_groups_are_paged_by_cursor_and_the_totals_stay_whole(sdk, http, owner, metered):
     """Every group came in one answer: a workspace with 500,000 end users got 500,000 rows
     from one query. Now `limit` / `after` / `before` / `order` page them as every list does,
