@@ -13,6 +13,7 @@ import time
 from django.http import HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts.limits.middleware import counts_its_own_limits
 from accounts.limits.policy import NO_POLICY
 from accounts.requests import ApiRequest
 from completions import gateway, routing
@@ -45,6 +46,7 @@ def to_django(reply: Reply) -> HttpResponseBase:
     return response
 
 
+@counts_its_own_limits  # with its tokens and credits (completions.charging)
 @csrf_exempt
 async def chat_completions(request: ApiRequest) -> HttpResponseBase:
     started = time.perf_counter()
