@@ -183,6 +183,34 @@ def test_concurrency_limit_per_key(sdk, operator_http, owner, key_id, upstream):
     assert ask(sdk).status_code == 200  # the slots were freed when the answers ended
 
 
+def test_requests_sent_at_once_under_one_x_request_id_each_take_a_slot(
+    sdk, operator_http, owner, key_id, upstream
+):
+    """A concurrency slot was a lease named by the request id, which is the client's
+    x-request-id when it sends one: requests sent at once under one id shared one lease, so
+    max_concurrent 2 admitted any number of them (and the first to end freed the slot the
+    others held)."""
+    patch_key(operator_http, owner, key_id, {"limits": {"max_concurrent": 2}})
+    slow = openai_completion("slow")
+    upstream.script(Reply(json=slow, delay=1.5), Reply(json=slow, delay=1.5))
+
+    def same():
+        return sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=HI,
+            extra_headers={"x-request-id": "req-retried-by-the-client"},
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(same) for _ in range(2)]
+        wait_for(lambda: len(upstream.chat_requests()) == 2)
+        with pytest.raises(openai.RateLimitError) as info:
+            same()
+        assert "concurrent requests" in info.value.message
+        assert all(f.result().status_code == 200 for f in running)
+    wait_for(lambda: _free(owner, key_id))
+
+
 def test_an_answer_that_ends_while_redis_is_unreachable_frees_its_slot_once_it_is_back(
     sdk, operator_http, owner, key_id, upstream, settings, monkeypatch
 ):
@@ -912,6 +940,7 @@ def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id
     assert http.patch(url, json={}).status_code == 403  # a workspace key is not the operator
 
 
+@pytest.mark.usefixtures("listed")
 def test_a_group_set_to_null_removes_every_limit_in_it(sdk, operator_http, owner, key_id):
     """ "A limit set to null is removed": `{"rpm": null}` removed one, but
     `"end_user_limits": null` (or `"budget": null`) was a 400, so removing the end users'

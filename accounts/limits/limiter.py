@@ -143,6 +143,11 @@ class Admission:
     """One admitted request: what it reserved where, and its rate-limit figures."""
 
     request_id: str
+    # Its concurrency leases' name (reserve.lua's ZADD, the settle's ZREM, leases.renew): the
+    # request id and a random part. The request id alone is the client's x-request-id when it
+    # sends one, and requests sent at once under one id shared one lease: max_concurrent 2
+    # admitted any number of them, and the first to end freed the others' slot.
+    lease: str = ""
     subjects: list[Subject] = field(default_factory=list)
     wires: list[_Wire] = field(default_factory=list)
     tokens: int = 0
@@ -166,7 +171,7 @@ class Admission:
             bulk(4 * n),
             *(w.settle_keys for w in self.wires),
             bulk(_now_ms()),
-            bulk(self.request_id),
+            bulk(self.lease),
             bulk(n),
             bulk(tokens - self.tokens),
             bulk(credits_micro),
@@ -322,8 +327,9 @@ async def _reserve_once(
     now = _now_ms()
     day = _EPOCH_DAY + timedelta(days=now // DAY_MS)  # UTC
     wires = [_wire(s.prefix, s.rule, day) for s in found]
+    lease = f"{request_id}:{secrets.token_hex(6)}"
     admission = Admission(
-        request_id=request_id, subjects=found, wires=wires, tokens=tokens, day=day
+        request_id=request_id, lease=lease, subjects=found, wires=wires, tokens=tokens, day=day
     )
     admission.credits_micro = credits_micro
     bulk = inline_redis.bulk
@@ -332,7 +338,7 @@ async def _reserve_once(
         bulk(5 * n),
         *(w.reserve_keys for w in wires),
         bulk(now),
-        bulk(request_id),
+        bulk(lease),
         _lease_ms(settings.ENGRAM_LIMITS_LEASE_SECONDS),
         bulk(n),
         bulk(tokens),

@@ -3,7 +3,7 @@
 -- concurrency is a sorted set of leases (request id -> expiry), so a crashed process's
 -- requests free their slots when the lease ends; budgets are integer micro-credits per period.
 -- KEYS: per subject 5 keys: rpm, tpm, concurrency, budget, the budget's seed (seed.lua).
--- ARGV: now_ms, request_id, lease_ms, n, tokens, credits, then per subject 4 values (the same
+-- ARGV: now_ms, lease id (the request id and a random part), lease_ms, n, tokens, credits, then per subject 4 values (the same
 --   for a subject all day: encoded once by the caller):
 --   rpm, tpm, max_concurrent (0 = none), budget (-1 = none)
 -- Returns "verdict subject kind retry_ms limit_req remaining_req reset_req_ms
