@@ -650,6 +650,26 @@ def test_budget_exhausted_is_insufficient_quota(sdk, operator_http, owner, key_i
     assert "budget of the API key" in error.message
 
 
+def test_a_budget_with_some_left_says_what_is_left_and_that_a_lower_max_tokens_fits(
+    sdk, operator_http, owner, key_id, metered
+):
+    """7 of 10 credits spent, a request reserving 7 more was told "You exceeded the budget"
+    (with x-should-retry: false): nothing said that 3 were left, nor that a request with a
+    lower max_tokens would be served."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
+    ask(sdk, model=METERED, max_tokens=7)
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(sdk, model=METERED, max_tokens=7)
+    message = info.value.message
+    assert info.value.code == "insufficient_quota"
+    assert "up to 7 credits" in message and "the 3 left in the budget of the API key" in message
+    assert "Lower max_tokens" in message and "exceeded" not in message
+    ask(sdk, model=METERED, max_tokens=3)  # it fits: served (and spends the upstream's 7)
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(sdk, model=METERED, max_tokens=1)
+    assert "You exceeded the budget of the API key (day)." in info.value.message
+
+
 def test_a_request_for_several_choices_reserves_each_choice(
     sdk, operator_http, owner, key_id, metered, upstream
 ):

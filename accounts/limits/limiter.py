@@ -41,7 +41,7 @@ from django.conf import settings
 
 from accounts.keys import peppered_digest
 from accounts.limits import leases
-from accounts.limits.policy import Policy, Rule
+from accounts.limits.policy import MICRO, Policy, Rule
 from config.common import inline_redis
 from config.common.errors import ApiError
 
@@ -369,7 +369,7 @@ def _verdict(
         return admission
     subject = found[who - 1]
     if verdict == 2:
-        raise _over_budget(admission, subject)
+        raise _over_budget(admission, subject, left_micro=retry_ms)
     rule = subject.rule
     limit = {1: rule.rpm, 2: rule.tpm, 3: rule.max_concurrent}[kind]
     if retry_ms < 0:
@@ -398,12 +398,29 @@ def _verdict(
     )
 
 
-def _over_budget(admission: Admission, subject: Subject) -> ApiError:
+def _over_budget(
+    admission: Admission, subject: Subject, *, left_micro: int | None = None
+) -> ApiError:
+    """The 429 of a budget that cannot take the request. One with some left refused a request
+    whose reservation (its prompt and max_tokens at the model's price) is more than that, and
+    said "You exceeded the budget" all the same: the client could not tell that a lower
+    max_tokens would be served."""
+    period = subject.rule.period if subject.rule.period != "none" else "lifetime"
+    if left_micro and admission.credits_micro > left_micro:
+        message = (
+            f"This request may cost up to {_credits(admission.credits_micro)} credits (its "
+            f"prompt and max_tokens at the model's price), more than the "
+            f"{_credits(left_micro)} left in the budget of the {subject.label} ({period}). "
+            "Lower max_tokens, raise the budget or wait for the next period."
+        )
+    else:
+        message = (
+            f"You exceeded the budget of the {subject.label} ({period}). "
+            "Raise the budget or wait for the next period."
+        )
     return ApiError(
         429,
-        f"You exceeded the budget of the {subject.label} "
-        f"({subject.rule.period if subject.rule.period != 'none' else 'lifetime'}). "
-        "Raise the budget or wait for the next period.",
+        message,
         type="insufficient_quota",
         code="insufficient_quota",
         headers={**admission.headers, "x-should-retry": "false"},
@@ -531,6 +548,12 @@ def _take_unsent() -> list[bytes]:
     taken = _unsent[:]
     _unsent.clear()
     return taken
+
+
+def _credits(micro: int) -> str:
+    """Micro-credits as credits, without trailing zeros: 3, 0.5, 0.000125."""
+    text = f"{Decimal(micro) / MICRO:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def duration(ms: int) -> str:
