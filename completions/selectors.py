@@ -122,9 +122,11 @@ def usage_summary(
     group_by: str | None,
     cursor: Cursor,
     per_usd: Decimal | None = None,
+    narrow: dict[str, str] | None = None,
 ) -> tuple[list[dict], bool, dict | None]:
     """(one page of the groups, whether more follow, the totals) of usage in [start, end),
-    credits in the unit `per_usd` (usage_figures).
+    credits in the unit `per_usd` (usage_figures), of the records whose columns have the
+    values `narrow` gives (a key's, an end user's, a model's).
 
     Paged as every list is, a group its own cursor (a day as YYYY-MM-DD): aggregated whole, a
     workspace with 500,000 end users was one answer of 500,000 rows. The group "" (no key,
@@ -138,7 +140,7 @@ def usage_summary(
     paging through has them from the first page (Stripe's list pages carry no total count by
     default, OpenAI's organization usage pages of buckets no totals at all)."""
     rows = usage_record_list(workspace=workspace).filter(created_at__gte=start, created_at__lt=end)
-    rows = rows.order_by()
+    rows = rows.filter(**(narrow or {})).order_by()
     figures = usage_figures(rows, per_usd=per_usd)
     if group_by is None:  # the totals are the whole answer: no groups, no pages
         return [], False, rows.aggregate(**figures)

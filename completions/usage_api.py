@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from accounts.limits.selectors import credit_unit_get
 from completions import selectors
 from config.common.errors import ApiError, Invalid
+from config.common.ids import ID_RULE, identifier, user_identifier
 from config.common.openapi import ID_SCHEMA, const
 from config.common.pagination import MAX_LIMIT, parse_cursor
 from config.common.times import query_time
@@ -122,6 +123,24 @@ UsageReport = type(
 )
 
 
+# The filters of a report: query parameter -> the usage record's column. One customer's usage
+# (an end user's, a key's) was only to be found by paging every group of the range.
+NARROWS = {"key_id": "api_key_id", "user_id": "user_id", "model": "model"}
+
+
+def _narrow(params) -> dict[str, str]:
+    found = {}
+    for param, column in NARROWS.items():
+        raw = params.get(param)
+        if raw is None:
+            continue
+        value = user_identifier(raw, param) if param == "user_id" else identifier(raw, param)
+        if value is None:  # given empty: a client's unset variable, not "every one"
+            raise Invalid(f"{param} must be {ID_RULE}.", field=param)
+        found[column] = value
+    return found
+
+
 class UsageApi(APIView):
     @extend_schema(
         summary="Usage: tokens, requests, credits, errors and latency over a time range",
@@ -132,6 +151,9 @@ class UsageApi(APIView):
             ),
             OpenApiParameter("end", str, description="Unix seconds or ISO 8601 (default: now)."),
             OpenApiParameter("group_by", str, enum=list(selectors.USAGE_GROUPS)),
+            OpenApiParameter("key_id", ID_SCHEMA, description="Only this API key's usage."),
+            OpenApiParameter("user_id", ID_SCHEMA, description="Only this end user's usage."),
+            OpenApiParameter("model", ID_SCHEMA, description="Only this model's usage."),
             OpenApiParameter(
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
@@ -170,8 +192,9 @@ class UsageApi(APIView):
             params,
             default_limit=MAX_LIMIT,
             default_order="asc",
-            filters=("start", "end", "group_by"),
+            filters=("start", "end", "group_by", *NARROWS),
         )
+        narrow = _narrow(params)
         unit = credit_unit_get(workspace=request.workspace)
         per_usd = unit.per_usd if unit else Decimal(1)
         groups, has_more, totals = selectors.usage_summary(
@@ -181,6 +204,7 @@ class UsageApi(APIView):
             group_by=group_by,
             cursor=cursor,
             per_usd=per_usd,
+            narrow=narrow,
         )
         data = [{"group": _group(g["group"]), **_figures(g)} for g in groups]
         return Response(

@@ -1064,6 +1064,29 @@ def test_usage_credits_across_a_change_of_unit_are_in_the_unit_now(
     assert http.get("/v1/usage").json()["totals"]["credits"] == 5.25  # 21 tokens, 1/4 each
 
 
+def test_usage_narrowed_to_one_end_user_key_or_model(sdk, http, owner, key_id, metered):
+    """One customer's usage (to bill an end user, say) was only to be found by paging every
+    group of the range: the report takes `user_id`, `key_id` and `model` filters."""
+    ask(sdk, model=METERED, user="alice")  # 7 credits each
+    ask(sdk, model=METERED, user="alice")
+    ask(sdk, model=METERED, user="bob")
+    ask(sdk, user="bob")  # gpt-4o-mini: another model
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 4)
+    alice = http.get("/v1/usage", params={"user_id": "alice"}).json()["totals"]
+    assert (alice["requests"], alice["credits"]) == (2, 14)
+    bob = http.get("/v1/usage", params={"user_id": "bob", "model": METERED}).json()["totals"]
+    assert (bob["requests"], bob["credits"]) == (1, 7)
+    by_day = http.get("/v1/usage", params={"user_id": "alice", "group_by": "day"}).json()
+    assert [g["requests"] for g in by_day["data"]] == [2]
+    assert http.get("/v1/usage", params={"key_id": key_id}).json()["totals"]["requests"] == 4
+    other = http.get("/v1/usage", params={"key_id": "key_other"}).json()["totals"]
+    assert other["requests"] == 0
+    for params, param in (({"user_id": ""}, "user_id"), ({"key_id": "a b"}, "key_id")):
+        resp = http.get("/v1/usage", params=params)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == param
+
+
 def test_usage_groups_are_paged_by_cursor_and_the_totals_stay_whole(sdk, http, owner, metered):
     """Every group came in one answer: a workspace with 500,000 end users got 500,000 rows
     from one query. Now `limit` / `after` / `before` / `order` page them as every list does,
