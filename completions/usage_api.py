@@ -195,6 +195,10 @@ class UsageApi(APIView):
             filters=("start", "end", "group_by", *NARROWS),
         )
         narrow = _narrow(params)
+        if group_by is None and (cursor.after or cursor.before):
+            # no groups, no pages: the totals came back as if the cursor were a page
+            param = "after" if cursor.after else "before"
+            raise Invalid(f"{param} pages the groups: give group_by too.", field=param)
         unit = credit_unit_get(workspace=request.workspace)
         per_usd = unit.per_usd if unit else Decimal(1)
         groups, has_more, totals = selectors.usage_summary(

@@ -1082,7 +1082,11 @@ def test_usage_narrowed_to_one_end_user_key_or_model(sdk, http, owner, key_id, m
     assert http.get("/v1/usage", params={"key_id": key_id}).json()["totals"]["requests"] == 4
     other = http.get("/v1/usage", params={"key_id": "key_other"}).json()["totals"]
     assert other["requests"] == 0
-    for params, param in (({"user_id": ""}, "user_id"), ({"key_id": "a b"}, "key_id")):
+    for params, param in (
+        ({"user_id": ""}, "user_id"),
+        ({"key_id": "a b"}, "key_id"),
+        ({"after": "alice"}, "after"),  # a cursor without groups: no page to go to
+    ):
         resp = http.get("/v1/usage", params=params)
         assert resp.status_code == 400 and resp.json()["error"]["param"] == param
 
