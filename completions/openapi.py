@@ -678,7 +678,15 @@ class EmbeddingsDoc(APIView):
         "web process): the vectors are the ones Engram stores for the same text. "
         "`usage` counts cl100k tokens, as limits do; no credits are charged.",
         tags=["chat"],
-        parameters=[TURN_HEADERS[0]],
+        parameters=[
+            OpenApiParameter(
+                HEADERS["user_id"],
+                ID_SCHEMA,
+                OpenApiParameter.HEADER,
+                description="The end user whose limits the request counts against (else the "
+                "body's `user`); with an end user's token, that user only.",
+            )
+        ],
         request={"application/json": ref("EmbeddingRequest")},
         responses={200: OpenApiResponse(ref("EmbeddingList"))},
         examples=[
