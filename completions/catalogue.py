@@ -17,6 +17,7 @@ from completions.providers.base import ListedModel, Upstream
 from completions.providers.llm import _default_model
 from completions.providers.registry import PROVIDERS, Snapshot, route, upstream_for
 from config.common.cache import TTLCache
+from config.common.errors import ApiError
 
 logger = logging.getLogger("engram.models")
 
@@ -80,7 +81,10 @@ def _mark_default(models: dict[str, dict], snapshot: Snapshot) -> None:
     under its provider when the upstream's own list does not name it; `local` when that model
     would be answered offline (no upstream configured). The playground starts on it."""
     name = default_model(snapshot=snapshot)
-    served = route(snapshot, name)
+    try:
+        served = route(snapshot, name)
+    except ApiError:  # an alias to a provider not configured: nothing to start on
+        return
     if served.provider.name == "local" and name not in models:
         name = "local"
     elif name not in models:

@@ -92,6 +92,13 @@ def test_the_default_routed_model_is_marked(http, settings, owner, upstream):
     listed = http.get("/v1/models").json()["data"]
     assert [m["id"] for m in listed if m.get("default")] == ["upstream-model-a"]
     assert "gpt-4o-mini" not in [m["id"] for m in listed]
+    # an alias to a provider that is not configured routes nowhere: the list is still served
+    model_alias_set(workspace=owner[0], alias="nowhere", target_model="x", provider="anthropic")
+    settings.ANTHROPIC_BASE_URL = settings.ANTHROPIC_API_KEY = ""
+    settings.ENGRAM_MEMORY_LLM_MODEL = "nowhere"
+    resp = http.get("/v1/models")
+    assert resp.status_code == 200, resp.text
+    assert not [m["id"] for m in resp.json()["data"] if m.get("default")]
 
 
 def test_needs_a_workspace_key(anon_http, operator_http):
