@@ -227,3 +227,37 @@ def generated_tokens(assistant: dict) -> int:
         if isinstance(detail, dict):
             parts += [detail.get(name) for name in _REASONING_WORDS]
     return sum(tokenizer.count(p) for p in parts if isinstance(p, str) and p)
+
+
+async def admit_tokens(
+    *,
+    limits: Policy,
+    workspace_id: str,
+    key_id: str | None,
+    user_id: str | None,
+    request_id: str,
+    tokens: int,
+) -> limiter.Admission | None:
+    """Count a request of Engram's own, free model (an embedding) against the rates: requests,
+    `tokens` and a concurrency slot, no credits; the 429 when over. None: no limit applies.
+    `settle_tokens` ends it."""
+    if limits.empty:
+        return None
+    found = limiter.subjects(
+        workspace_id=workspace_id, key_id=key_id, user_id=user_id, policy=limits
+    )
+    if not found:
+        return None
+    return await limiter.reserve(
+        request_id=request_id,
+        found=found,
+        tokens=tokens,
+        credits_micro=0,
+        spent_since=_spent_since,
+    )
+
+
+def settle_tokens(admission: limiter.Admission | None, *, tokens: int) -> None:
+    """The end of an `admit_tokens` request: its concurrency slot freed, `tokens` used."""
+    if admission is not None and admission.counted:
+        limiter.settle(admission, tokens=tokens, credits_micro=0)

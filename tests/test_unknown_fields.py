@@ -69,6 +69,14 @@ BODIES: list[tuple[bool, str, str, dict, dict, str]] = [
     (
         False,
         "POST",
+        "/v1/embeddings",
+        {"model": "all-MiniLM-L6-v2", "input": "q"},
+        {"encoding": "float"},
+        "encoding",
+    ),
+    (
+        False,
+        "POST",
         "/v1/conversations/c1/messages",
         {"user_id": USER, "messages": [{"role": "user", "content": "hi"}]},
         {"session": "s"},
