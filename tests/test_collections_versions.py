@@ -184,11 +184,13 @@ def test_documents_without_a_key_are_never_replaced(http, collection):
     url = f"/v1/collections/{collection}/documents"
     texts = http.post(url, json={"text": _policy(OLD).decode()}).json()
     assert (texts["external_id"], texts["version"]) == (None, 1)
+    null = http.post(url, json={"text": "Another text.", "external_id": None})
+    assert null.status_code == 202 and null.json()["external_id"] is None
     opted_out = _upload(http, collection, "refunds.md", _policy(NEW), external_id="")
     assert opted_out["external_id"] is None
     assert _ingested(texts["id"]) == "ready" and _ingested(opted_out["id"]) == "ready"
     assert _searched(http, collection) == "both"
-    assert len(_listed(http, collection)) == 2
+    assert len(_listed(http, collection)) == 3
 
 
 def test_the_external_id_filter_and_field_are_checked(http, collection):

@@ -91,7 +91,14 @@ class DocumentAdmin(CountsOnDelete):
         "updated_at",
     )
     list_filter = ("status", "content_type")
-    search_fields = ("id", "title", "filename", "collection__name", "collection__id")
+    search_fields = (
+        "id",
+        "title",
+        "filename",
+        "external_id",
+        "collection__name",
+        "collection__id",
+    )
     list_select_related = ("collection", "workspace")
     exclude = ("raw",)
     readonly_fields = (
@@ -99,6 +106,8 @@ class DocumentAdmin(CountsOnDelete):
         "workspace",
         "collection",
         "filename",
+        "external_id",
+        "version",
         "content_type",
         "content_hash",
         "size_bytes",

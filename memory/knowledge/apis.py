@@ -139,8 +139,9 @@ class TextDocumentInput(ClosedSerializer):
     text = serializers.CharField(trim_whitespace=False)
     title = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
     metadata = serializers.DictField(required=False, default=dict)
+    # null or "": no key (a text has no file name to default to)
     external_id = serializers.CharField(
-        max_length=300, allow_blank=True, required=False, default=None
+        max_length=300, allow_blank=True, allow_null=True, required=False, default=None
     )
 
 
