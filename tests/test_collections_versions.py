@@ -200,3 +200,23 @@ def test_the_external_id_filter_and_field_are_checked(http, collection):
     resp = http.post(url, json={"text": "Some words.", "external_id": "x" * 301})
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "external_id"
     assert _listed(http, collection, external_id="nothing") == []
+
+
+@pytest.mark.parametrize("first", ["newer", "older"])
+def test_two_pending_versions_end_with_the_newer_whichever_is_ready_first(
+    http, collection, first
+):
+    v1 = _upload(http, collection, "refunds.md", _policy("An outdated draft of the policy."))
+    v2 = _upload(http, collection, "refunds.md", _policy(OLD))
+    v3 = _upload(http, collection, "refunds.md", _policy(NEW))
+    assert (v1["version"], v2["version"], v3["version"]) == (1, 2, 3)
+    if first == "newer":
+        assert _ingested(v3["id"]) == "ready"
+        assert _ingested(v2["id"]) == "skip"  # replaced while it waited
+    else:
+        assert _ingested(v2["id"]) == "ready"
+        assert _searched(http, collection) == "old"
+        assert _ingested(v3["id"]) == "ready"
+    assert _ingested(v1["id"]) == "skip"
+    assert _searched(http, collection) == "new"
+    assert [d["id"] for d in _listed(http, collection)] == [v3["id"]]
