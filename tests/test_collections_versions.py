@@ -203,9 +203,7 @@ def test_the_external_id_filter_and_field_are_checked(http, collection):
 
 
 @pytest.mark.parametrize("first", ["newer", "older"])
-def test_two_pending_versions_end_with_the_newer_whichever_is_ready_first(
-    http, collection, first
-):
+def test_two_pending_versions_end_with_the_newer_whichever_is_ready_first(http, collection, first):
     v1 = _upload(http, collection, "refunds.md", _policy("An outdated draft of the policy."))
     v2 = _upload(http, collection, "refunds.md", _policy(OLD))
     v3 = _upload(http, collection, "refunds.md", _policy(NEW))
@@ -220,3 +218,21 @@ def test_two_pending_versions_end_with_the_newer_whichever_is_ready_first(
     assert _ingested(v1["id"]) == "skip"
     assert _searched(http, collection) == "new"
     assert [d["id"] for d in _listed(http, collection)] == [v3["id"]]
+
+
+def test_the_admins_rerun_of_a_ready_document_keeps_it_searchable(
+    http, collection, admin_client, django_capture_on_commit_callbacks
+):
+    """A ready document has nothing to resume: the re-run queued it, and it left every search
+    until a worker had run it (behind a bulk upload, minutes)."""
+    doc = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(doc["id"]) == "ready"
+    with django_capture_on_commit_callbacks(execute=False) as sends:
+        resp = admin_client.post(
+            "/admin/memory/document/", {"action": "rerun", "_selected_action": [doc["id"]]}
+        )
+    assert resp.status_code == 302 and sends == []
+    assert http.get(f"/v1/collections/{collection}/documents/{doc['id']}").json()["status"] == (
+        "ready"
+    )
+    assert _searched(http, collection) == "old"

@@ -274,8 +274,9 @@ def document_delete(*, workspace: Workspace, document: Document) -> None:
 
 
 @transaction.atomic
-def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bool = False) -> None:
-    """Queue ingestion again: resuming (chunks already embedded are kept) or from the bytes."""
+def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bool = False) -> bool:
+    """Queue ingestion again: resuming (chunks already embedded are kept) or from the bytes;
+    False when not queued (deleted meanwhile, or ready with nothing to resume)."""
     assert document.workspace_id == workspace.id
     fields = {
         "status": Document.Status.QUEUED,
@@ -288,13 +289,22 @@ def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bo
     # meanwhile (it holds the document's row and waits for the chunks).
     _collection_key_share(document.collection_id)
     if not lock_if_present(document):
-        return  # deleted meanwhile: nothing to run again
+        return False  # deleted meanwhile: nothing to run again
+    if not from_scratch and _is_ready(document.id):
+        # Nothing to resume. Queued, it left every search until a worker had run it (the
+        # admin's re-run of a ready document, behind a bulk upload: minutes without it).
+        return False
     if from_scratch:
         Chunk.objects.filter(document=document).delete()
         fields |= {"chunks_total": 0, "chunks_done": 0, "pages": 0}
     Document.objects.filter(id=document.id).update(**fields)
     terms.collections_changed()  # a ready document's chunks stop counting until it is again
     _enqueue(document.id)
+    return True
+
+
+def _is_ready(document_id: str) -> bool:
+    return Document.objects.filter(id=document_id, status=Document.Status.READY).exists()
 
 
 # --- ingestion (the worker's side) ----------------------------------------------------------
