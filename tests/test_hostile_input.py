@@ -186,7 +186,7 @@ def _routes(world: dict) -> list[Route]:
         Route(
             "GET",
             "/v1/collections/{collection_id}/documents",
-            query=("status", *page),
+            query=("status", "external_id", *page),
             ids={"collection_id": col},
         ),
         Route(

@@ -306,6 +306,7 @@ def test_an_unknown_query_parameter_on_every_list_is_a_400_naming_it(
             "end",
             "group_by",
             "agent_id",
+            "external_id",
         }, path
     # the reported case: a misspelt filter no longer lists every user's memories
     http.post("/v1/memories", json={"user_id": "someone_else", "text": "likes coffee"})
