@@ -133,6 +133,36 @@ def test_memory_budgets_that_are_not_an_object_are_refused(http, budgets):
     )
 
 
+def test_a_patch_of_memory_changes_only_the_settings_it_names(http):
+    """`{"memory": {"budgets": …}}` on an agent whose memory is off filled in the other
+    settings' defaults: memory on again, the end users' turns stored and recalled."""
+    off = _agent(http, memory={"enabled": False, "retrieve_messages": False})
+    url = f"/v1/agents/{off['id']}"
+
+    changed = http.patch(url, json={"memory": {"budgets": {"summary": 100}}})
+
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["memory"] == {
+        "enabled": False,
+        "extraction": True,
+        "retrieve_messages": False,
+        "budgets": {"summary": 100},
+    }
+    # `budgets` given is replaced whole; a flag given changes that flag alone.
+    again = http.patch(url, json={"memory": {"budgets": {"memories": 5}, "extraction": False}})
+    assert again.json()["memory"] == {
+        "enabled": False,
+        "extraction": False,
+        "retrieve_messages": False,
+        "budgets": {"memories": 5},
+    }
+    assert http.get(url).json()["version"] == 3
+    # What GET shows, sent back, changes nothing (no new version).
+    same = http.patch(url, json={"memory": again.json()["memory"]})
+    assert same.json()["version"] == 3
+    assert assert_envelope(http.patch(url, json={"memory": {"enabled": "no"}}), 400)
+
+
 def test_versions_are_a_paged_list(http):
     """`GET .../versions` ignored `limit`, `order` and the cursors (even `limit=x`), answering
     every version at once with `first_id` / `last_id` null; it pages as every list now, its

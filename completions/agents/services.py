@@ -116,9 +116,16 @@ def agent_create(
 
 @transaction.atomic
 def agent_update(*, workspace: Workspace, agent_id: str, **changes: Any) -> Agent:
-    """Change any of CONFIG_FIELDS (only those given); the next version if anything changed."""
+    """Change any of CONFIG_FIELDS (only those given; of `memory`, only the settings given);
+    the next version if anything changed."""
     unknown_fields_check(changes, CONFIG_FIELDS)
     agent = _locked(workspace=workspace, agent_id=agent_id)
+    if isinstance(changes.get("memory"), dict) and isinstance(agent.memory, dict):
+        # The settings the PATCH names; the others keep theirs (`budgets`, when given, is
+        # replaced whole). Filled in with the defaults, `{"budgets": …}` turned an agent's
+        # memory back on: what a user said, stored and recalled again without anyone asking.
+        kept = {k: v for k, v in agent.memory.items() if k in (*policy.MEMORY_FLAGS, "budgets")}
+        changes = {**changes, "memory": {**kept, **changes["memory"]}}
     values = _checked(changes)
     if "collection_ids" in values:
         _collections_exist(workspace=workspace, collection_ids=values["collection_ids"])
