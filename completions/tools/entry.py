@@ -205,6 +205,7 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         route_model=ctx.model,
         stream=turn.stream,
         body=upstream_body(call.body, tools),
+        agent_tools=[t.name for t in tools],
         collection_ids=list(ctx.collection_ids),
         conversation_pk=getattr(turn.prepared.state, "conversation_pk", "") or "",
         session_pk=getattr(turn.prepared.state, "session_pk", "") or "",
@@ -714,7 +715,13 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
     waiting = set(execution.pending.get("waiting") or ())
     # A tool (or agent) deleted while the run waited cannot run: the model is told it no
     # longer exists, not that the user rejected it (completions.tools.run.Run.execute).
-    gone = {c["id"] for c in calls if (c.get("function") or {}).get("name") not in run.tools}
+    started = set(execution.agent_tools)  # empty for a run started before they were kept
+    gone = {
+        c["id"]
+        for c in calls
+        if (name := (c.get("function") or {}).get("name")) not in run.tools
+        and (not started or name in started)
+    }
     run.step(
         "approval",
         approval_id=approval.id,
