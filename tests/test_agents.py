@@ -586,3 +586,22 @@ def test_a_deleted_collections_id_leaves_the_agents_body(http, owner):
     resent = http.patch(f"/v1/agents/{agent['id']}", json={"collection_ids": [kept]})
     assert resent.status_code == 200, resent.text
     assert resent.json()["collection_ids"] == [kept]
+
+
+def test_another_workspaces_agent_is_the_same_404_on_every_route(http, outsider_http):
+    """Adding a tool to an agent of another workspace answered `param: null` and its own
+    message, where reading that agent's tools named `agent_id`."""
+    agent = _agent(http)["id"]
+    tool = {"name": "docs", "type": "builtin", "builtin": "knowledge_search"}
+    for method, path, body in [
+        ("GET", f"/v1/agents/{agent}", None),
+        ("PATCH", f"/v1/agents/{agent}", {"instructions": "x"}),
+        ("GET", f"/v1/agents/{agent}/versions", None),
+        ("GET", f"/v1/agents/{agent}/tools", None),
+        ("POST", f"/v1/agents/{agent}/tools", tool),
+        ("DELETE", f"/v1/agents/{agent}", None),
+    ]:
+        resp = outsider_http.request(method, path, json=body)
+        error = assert_envelope(resp, 404, code="agent_not_found")
+        assert (error["param"], error["message"]) == ("agent_id", f"No agent '{agent}'."), path
+    assert http.get(f"/v1/agents/{agent}").status_code == 200

@@ -14,7 +14,7 @@ from accounts.models import Workspace
 from completions.agents import cache, policy
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
 from config.common.closed import unknown_fields_check
-from config.common.errors import Invalid, NotFound
+from config.common.errors import Invalid, NotFound, unknown_id
 
 NOT_FOUND_CODE = "agent_not_found"
 
@@ -50,7 +50,7 @@ def _snapshot(agent: Agent) -> AgentVersion:
 def _locked(*, workspace: Workspace, agent_id: str) -> Agent:
     agent = Agent.objects.select_for_update().filter(workspace=workspace, id=agent_id).first()
     if agent is None:
-        raise NotFound(f"No agent '{agent_id}' in this workspace.", code=NOT_FOUND_CODE)
+        raise NotFound(unknown_id("agent", agent_id), field="agent_id", code=NOT_FOUND_CODE)
     return agent
 
 
