@@ -22,7 +22,7 @@ from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.request import caller_user
 from completions.streaming import dumps, ending, own_chunk
-from completions.tools import cache, selectors, services
+from completions.tools import cache, policy, selectors, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
 from completions.tools.run import (
@@ -564,8 +564,10 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     if decision not in ("approve", "reject"):
         raise Invalid('decision must be "approve" or "reject".', field="decision")
     reason = body.get("reason") or ""
-    if not isinstance(reason, str) or len(reason) > 2000:
-        raise Invalid("reason must be a string of 2,000 characters at most.", field="reason")
+    if not isinstance(reason, str) or len(reason) > policy.MAX_REASON:
+        raise Invalid(
+            f"reason must be a string of {policy.MAX_REASON:,} characters at most.", field="reason"
+        )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise Invalid("stream must be a boolean.", field="stream")

@@ -66,9 +66,11 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
     if "name" in values:
         tool.name = policy.name(values["name"])
     if "description" in values:
-        if not isinstance(values["description"], str) or len(values["description"]) > 4000:
+        description = values["description"]
+        if not isinstance(description, str) or len(description) > policy.MAX_DESCRIPTION:
             raise Invalid(
-                "description must be a string of 4,000 characters at most.", field="description"
+                f"description must be a string of {policy.MAX_DESCRIPTION:,} characters at most.",
+                field="description",
             )
         tool.description = values["description"]
     if "parameters" in values:
