@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.test_errors import assert_envelope
-from tests.test_tools import make_agent, make_tool
+from tests.test_tools import make_agent, make_tool, script_call_then_answer
+from tests.upstream import tool_call
 
 
 def _components(anon_http) -> dict:
@@ -47,5 +48,39 @@ def test_a_resume_reason_the_document_allows_is_taken(http, anon_http, reason):
     # Past the body's checks: the unknown approval is what is refused.
     assert_envelope(http.post("/v1/chat/resume", json=body), 404, code="approval_not_found")
     body["reason"] = reason + "r" * (2001 - len(reason))
+    error = assert_envelope(http.post("/v1/chat/resume", json=body), 400)
+    assert error["param"] == "reason"
+
+
+def test_a_resume_names_its_end_user_as_the_chat_request_did(
+    sdk, http, anon_http, upstream, tool_server
+):
+    """Chat takes the end user from the body's `user_id`; the resume refused that field
+    (400 unknown parameter), so an app naming its users so could not resume their runs."""
+    fields = _components(anon_http)["ResumeInputRequest"]["properties"]
+    assert {"user_id", "user"} <= set(fields)
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    script_call_then_answer(upstream, tool_call("call_1", "weather", {"city": "Paris"}))
+    asked = http.post(
+        "/v1/chat/completions",
+        json={"model": agent, "user_id": "carol", "messages": [{"role": "user", "content": "?"}]},
+    )
+    approval_id = asked.json()["engram"]["approval_id"]
+    body = {"approval_id": approval_id, "decision": "approve"}
+
+    other = http.post("/v1/chat/resume", json={**body, "user_id": "dave"})
+    assert_envelope(other, 404, code="approval_not_found")
+    resumed = http.post("/v1/chat/resume", json={**body, "user_id": "carol"})
+
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["choices"][0]["message"]["content"] == "It is sunny."
+    assert len(tool_server.calls) == 1
+
+
+@pytest.mark.parametrize("reason", [False, 0, [], {}])
+def test_a_resume_reason_that_is_not_a_string_is_a_400(http, reason):
+    """`"reason": false` (or 0, [], {}) was taken as no reason."""
+    body = {"approval_id": "appr_unknown", "decision": "reject", "reason": reason}
     error = assert_envelope(http.post("/v1/chat/resume", json=body), 400)
     assert error["param"] == "reason"

@@ -553,7 +553,17 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     body = jsonbody.loads_object(raw)
     unknown_fields_check(
         body,
-        {"approval_id", "decision", "reason", "stream", "stream_options", "user", "metadata"},
+        # `user_id` and `user` name the end user as chat's body does (caller_user reads them)
+        {
+            "approval_id",
+            "decision",
+            "reason",
+            "stream",
+            "stream_options",
+            "user",
+            "user_id",
+            "metadata",
+        },
     )
     approval_id = identifier(body.get("approval_id"), "approval_id")  # the id rule, as every id's
     if approval_id is None:
@@ -563,7 +573,9 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     decision = body.get("decision")
     if decision not in ("approve", "reject"):
         raise Invalid('decision must be "approve" or "reject".', field="decision")
-    reason = body.get("reason") or ""
+    reason = body.get("reason")
+    if reason is None:
+        reason = ""
     if not isinstance(reason, str) or len(reason) > policy.MAX_REASON:
         raise Invalid(
             f"reason must be a string of {policy.MAX_REASON:,} characters at most.", field="reason"

@@ -178,6 +178,13 @@ class ResumeInputSerializer(ClosedSerializer):
         required=False,
         help_text='As on /v1/chat/completions: {"include_usage": bool}, with `stream: true` only.',
     )
+    user_id = serializers.CharField(
+        required=False,
+        help_text="The end user, as on /v1/chat/completions (or `x-user-id`): the approval's.",
+    )
+    user = serializers.CharField(
+        required=False, help_text="OpenAI's name of the end user; `user_id` and x-user-id win."
+    )
     metadata = serializers.DictField(
         child=serializers.CharField(),
         required=False,
