@@ -115,12 +115,19 @@ def agent_create(
 
 
 @transaction.atomic
-def agent_update(*, workspace: Workspace, agent_id: str, **changes: Any) -> Agent:
-    """Change any of CONFIG_FIELDS (only those given; of `memory`, only the settings given);
-    the next version if anything changed."""
+def agent_update(
+    *, workspace: Workspace, agent_id: str, partial_memory: bool = False, **changes: Any
+) -> Agent:
+    """Change any of CONFIG_FIELDS (only those given); the next version if anything changed.
+    `partial_memory` (the API's PATCH): of `memory`, only the settings given change; the admin
+    sends the whole policy, which replaces the stored one."""
     unknown_fields_check(changes, CONFIG_FIELDS)
     agent = _locked(workspace=workspace, agent_id=agent_id)
-    if isinstance(changes.get("memory"), dict) and isinstance(agent.memory, dict):
+    if (
+        partial_memory
+        and isinstance(changes.get("memory"), dict)
+        and isinstance(agent.memory, dict)
+    ):
         # The settings the PATCH names; the others keep theirs (`budgets`, when given, is
         # replaced whole). Filled in with the defaults, `{"budgets": …}` turned an agent's
         # memory back on: what a user said, stored and recalled again without anyone asking.
