@@ -22,7 +22,7 @@ from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.request import caller_user
 from completions.streaming import dumps, ending, own_chunk
-from completions.tools import cache, selectors, services
+from completions.tools import cache, policy, selectors, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
 from completions.tools.run import (
@@ -205,6 +205,7 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         route_model=ctx.model,
         stream=turn.stream,
         body=upstream_body(call.body, tools),
+        agent_tools=[t.name for t in tools],
         collection_ids=list(ctx.collection_ids),
         conversation_pk=getattr(turn.prepared.state, "conversation_pk", "") or "",
         session_pk=getattr(turn.prepared.state, "session_pk", "") or "",
@@ -552,7 +553,17 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     body = jsonbody.loads_object(raw)
     unknown_fields_check(
         body,
-        {"approval_id", "decision", "reason", "stream", "stream_options", "user", "metadata"},
+        # `user_id` and `user` name the end user as chat's body does (caller_user reads them)
+        {
+            "approval_id",
+            "decision",
+            "reason",
+            "stream",
+            "stream_options",
+            "user",
+            "user_id",
+            "metadata",
+        },
     )
     approval_id = identifier(body.get("approval_id"), "approval_id")  # the id rule, as every id's
     if approval_id is None:
@@ -562,9 +573,13 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     decision = body.get("decision")
     if decision not in ("approve", "reject"):
         raise Invalid('decision must be "approve" or "reject".', field="decision")
-    reason = body.get("reason") or ""
-    if not isinstance(reason, str) or len(reason) > 2000:
-        raise Invalid("reason must be a string of 2,000 characters at most.", field="reason")
+    reason = body.get("reason")
+    if reason is None:
+        reason = ""
+    if not isinstance(reason, str) or len(reason) > policy.MAX_REASON:
+        raise Invalid(
+            f"reason must be a string of {policy.MAX_REASON:,} characters at most.", field="reason"
+        )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise Invalid("stream must be a boolean.", field="stream")
@@ -714,7 +729,13 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
     waiting = set(execution.pending.get("waiting") or ())
     # A tool (or agent) deleted while the run waited cannot run: the model is told it no
     # longer exists, not that the user rejected it (completions.tools.run.Run.execute).
-    gone = {c["id"] for c in calls if (c.get("function") or {}).get("name") not in run.tools}
+    started = set(execution.agent_tools)  # empty for a run started before they were kept
+    gone = {
+        c["id"]
+        for c in calls
+        if (name := (c.get("function") or {}).get("name")) not in run.tools
+        and (not started or name in started)
+    }
     run.step(
         "approval",
         approval_id=approval.id,

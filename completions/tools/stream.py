@@ -39,7 +39,7 @@ from completions.streaming import (
     own_chunk,
 )
 from completions.tools.models import Execution
-from completions.tools.run import Decision, Resumed, Run, failed, request_usage
+from completions.tools.run import Decision, Resumed, Run, failed, request_usage, tool_name
 from config.common.background import spawn
 from config.common.errors import ApiError, DomainError, api_error, unexpected_error
 from memory.text import kept_reasoning
@@ -303,8 +303,8 @@ class Streamer:
         # it is shown Engram's calls in chunks with no choices, so that message holds its own.
         shown = not run.client_tools
         for call in calls:
-            if call["id"] in rejected or call["id"] in gone:
-                continue
+            if call["id"] in rejected or call["id"] in gone or tool_name(call) not in run.tools:
+                continue  # a call of no tool (run.Run.execute) runs nothing either
             mark = {"id": call["id"], "name": call["function"]["name"], "status": "running"}
             yield self.chunk(
                 self.calls_delta([call]) if shown else None,
