@@ -40,6 +40,9 @@ class Charge:
     admission: limiter.Admission | None = None
     micro: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    # The usage the answer was charged (`finish`): the upstream's where it reported one, else
+    # the estimate (`_used`), which a stream that asked for usage ends with all the same.
+    usage: dict | None = None
 
 
 def prompt_tokens(body: dict) -> int:
@@ -167,6 +170,15 @@ def finish(
     choice's message as far as it came (none: nothing was answered), charged by its words when
     the upstream reported no usage."""
     prompt, completion, cached, cache_write, cache_write_1h = _used(charge, usage, answers)
+    charge.usage = (
+        usage
+        if _reported(usage)
+        else {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    )
     charge.micro = pricing.micro_credits(
         charge.price,
         prompt=prompt,
@@ -187,6 +199,11 @@ def finish(
 def answered(assistant: dict | None) -> list[dict]:
     """An answer of one message as `finish` takes it: that message, or none."""
     return [assistant] if assistant is not None else []
+
+
+def _reported(usage: dict | None) -> bool:
+    """Whether the upstream reported the answer's usage (its prompt tokens a count)."""
+    return isinstance(usage, dict) and count(usage.get("prompt_tokens")) is not None
 
 
 def _used(
