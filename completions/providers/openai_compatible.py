@@ -27,6 +27,7 @@ from completions.providers.base import (
     listed_model,
 )
 from completions.providers.upstream_errors import (
+    UpstreamRefusal,
     bad_reply,
     error_fields,
     read_failed,
@@ -412,7 +413,9 @@ def _amended(call: Call, payload: dict, error: ApiError) -> dict | None:
     the client's, whatever it is."""
     if error.status not in (400, 422):
         return None
-    message = error.message
+    # The refusal whole: the client's message is cut at 500 characters, and pydantic's list
+    # (each refused field with its input) named a second field past them, which was not dropped.
+    message = error.said if isinstance(error, UpstreamRefusal) else error.message
     if (
         "max_tokens" in payload
         and "max_completion_tokens" not in payload
