@@ -55,6 +55,18 @@ def _is_error(data: dict) -> bool:
     return ("error" in data and "choices" not in data) or data.get("object") == "error"
 
 
+def _failed_chunk(data: dict) -> bool:
+    """Whether a stream's chunk says the stream failed: an error as `_is_error` reads one, or
+    a chunk with choices and an `error` (OpenRouter's failure mid-stream: the error, and a
+    choice whose finish_reason is "error"). Relayed as a chunk, the client's SDK raised on its
+    `error`, but Engram ended the turn as answered: its record a success, the words cut short
+    stored as the whole answer, an agent's run went on with them."""
+    if _is_error(data):
+        return True
+    error = data.get("error")
+    return bool(error) and isinstance(error, dict | str)
+
+
 # How long a stream whose answer is whole waits for its `[DONE]` (see `OpenAIStream`). Not
 # nothing: servers that write each event apart (vLLM's, any FastAPI StreamingResponse) often
 # have [DONE] a few milliseconds behind the usage chunk, a round trip with Nagle's algorithm,
@@ -164,7 +176,7 @@ class OpenAIStream(HttpStream):
                     continue
                 if _unreadable(parsed, "delta"):
                     raise StreamFailed("The upstream provider sent an unexpected stream chunk.")
-                if _is_error(parsed):
+                if _failed_chunk(parsed):
                     message, type_, _param, code = error_fields(raw)
                     raise StreamFailed(
                         self.said(message or "The upstream provider failed."),
@@ -565,7 +577,7 @@ class OpenAICompatibleProvider(HttpProvider):
             return bad_reply("The upstream provider sent a malformed stream chunk.")
         if not isinstance(data, dict):
             return None  # skipped, as the stream skips it
-        if _is_error(data):
+        if _failed_chunk(data):
             return self._error_under_200(call, raw)
         if _unreadable(data, "delta"):
             return bad_reply("The upstream provider sent an unexpected stream chunk.")
