@@ -37,6 +37,10 @@ class Charge:
     # answer cut short, which is charged it (`_used`): the request's body kept till then.
     prompt_estimate: int | None = None
     body: dict | None = None
+    # The body the upstream was sent (its messages with what memory added): the prompt an
+    # answer cut short, or not reported, is charged (`_used`). The client's alone missed the
+    # memories, history and instructions Engram put before it.
+    sent: dict | None = None
     admission: limiter.Admission | None = None
     micro: int = 0
     headers: dict[str, str] = field(default_factory=dict)
@@ -221,9 +225,13 @@ def _used(
         return prompt, completion, cached or 0, cache_write or 0, cache_write_1h or 0
     if not answers:
         return 0, 0, 0, 0, 0  # nothing was answered: nothing is charged
-    if charge.prompt_estimate is None:  # no limit applied: not counted on admission
-        charge.prompt_estimate = prompt_tokens(charge.body or {})
-    return charge.prompt_estimate, sum(generated_tokens(a) for a in answers), 0, 0, 0
+    if charge.sent is not None:
+        prompt = prompt_tokens(charge.sent)
+    else:
+        if charge.prompt_estimate is None:  # no limit applied: not counted on admission
+            charge.prompt_estimate = prompt_tokens(charge.body or {})
+        prompt = charge.prompt_estimate
+    return prompt, sum(generated_tokens(a) for a in answers), 0, 0, 0
 
 
 # What a reasoning detail says in words (its `data` and `signature` are opaque blobs).

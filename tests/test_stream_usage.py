@@ -360,7 +360,8 @@ def test_an_agents_run_whose_upstream_reports_no_usage_ends_with_the_usage_charg
     )
     chunks, final = streamed(strict, include_usage=include_usage, model=agent, messages=QUESTION)
     assert final.choices[0].message.content == "Sunny."
-    expected = _estimate(QUESTION, "Sunny.")  # what the run is charged (completions.charging)
+    # What the run is charged (completions.charging): its first call's prompt, its answer.
+    expected = _estimate(upstream.chat_requests()[0].body["messages"], "Sunny.")
     assert_ends_as_openai(
         chunks, final, include_usage=include_usage, total_tokens=expected["total_tokens"]
     )
@@ -370,3 +371,26 @@ def test_an_agents_run_whose_upstream_reports_no_usage_ends_with_the_usage_charg
 
 def _without_usage(chunks: list) -> list:
     return [c for c in chunks if not (isinstance(c, dict) and "usage" in c)]
+
+
+def test_a_memory_enriched_stream_without_upstream_usage_is_charged_its_whole_prompt(
+    strict, owner, upstream
+):
+    """The estimate counted the client's messages alone: the memories Engram put before them,
+    which the upstream read, were neither charged nor in the usage the client got."""
+    memory_create(workspace=owner[0], user_id="noor", text="User lives in Paris near the Seine.")
+    question = [{"role": "user", "content": "Where do I live, Paris?"}]
+    upstream.script(Reply(stream=openai_stream(["Paris."], usage=False)))
+    chunks, _final = streamed(
+        strict,
+        include_usage=True,
+        model="gpt-4o-mini",
+        messages=question,
+        extra_headers={"x-user-id": "noor"},
+    )
+    assert chunks[-1].model_extra["engram"]["memories_used"] >= 1
+    sent = upstream.chat_requests()[-1].body["messages"]
+    assert "Seine" in json.dumps(sent)
+    expected = _estimate(sent, "Paris.")
+    assert _usage_of(chunks[-1]) == expected
+    assert expected["prompt_tokens"] > _estimate(question)["prompt_tokens"]
