@@ -179,3 +179,17 @@ def test_an_error_chunk_with_choices_is_the_sdks_error(sdk, upstream):
     with pytest.raises(openai.APIError, match="Provider disconnected unexpectedly"):
         for _ in sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
             pass
+
+
+def test_an_event_named_error_mid_stream_is_the_streams_error_frame(http, upstream):
+    """An error as SSE names one (`event: error`, its fields at the top of its data), as some
+    proxies send it: read as a chunk, it went to the client as one, with no choices and no
+    `error` for its SDK to raise, and the turn ended as answered."""
+    crashed = ("error", {"message": "worker crashed", "type": "server_error"})
+    upstream.script(Reply(stream=[*openai_stream(["Par"])[:2], crashed, "[DONE]"]))
+    body = {"model": "gpt-4o-mini", "messages": HI, "stream": True}
+    lines = http.post("/v1/chat/completions", json=body).text.splitlines()
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert events[-1]["error"]["message"] == "worker crashed"
+    assert events[-1]["error"]["type"] == "server_error"
+    assert all(e.get("choices") for e in events[:-1]), events

@@ -157,7 +157,7 @@ class OpenAIStream(HttpStream):
                     yield same
                     continue
                 events = parser.feed(data) if data else parser.end()
-            for _event, raw in events:
+            for event, raw in events:
                 if usual is not None and (same := usual.read(raw)) is not None:
                     answered = usual.shape  # the same choices: no finish reason
                     whole = False
@@ -174,9 +174,11 @@ class OpenAIStream(HttpStream):
                     ) from None
                 if not isinstance(parsed, dict):
                     continue
-                if _unreadable(parsed, "delta"):
+                if _unreadable(parsed, "delta") and event != "error":
                     raise StreamFailed("The upstream provider sent an unexpected stream chunk.")
-                if _failed_chunk(parsed):
+                # An event named `error` (SSE's own way to say it, as proxies send it, its
+                # fields at the top) too: relayed, it was a chunk of no choices to the client.
+                if _failed_chunk(parsed) or event == "error":
                     message, type_, _param, code = error_fields(raw)
                     raise StreamFailed(
                         self.said(message or "The upstream provider failed."),
@@ -577,7 +579,7 @@ class OpenAICompatibleProvider(HttpProvider):
             return bad_reply("The upstream provider sent a malformed stream chunk.")
         if not isinstance(data, dict):
             return None  # skipped, as the stream skips it
-        if _failed_chunk(data):
+        if _failed_chunk(data) or first[0] == "error":
             return self._error_under_200(call, raw)
         if _unreadable(data, "delta"):
             return bad_reply("The upstream provider sent an unexpected stream chunk.")
