@@ -176,7 +176,8 @@ SCHEMAS: dict[str, dict] = {
     "Engram": {
         "type": "object",
         "description": "On every completion (in streams: on the last chunk before "
-        "`data: [DONE]`, the usage chunk when `stream_options.include_usage` asks for one, "
+        "`data: [DONE]`, the usage chunk when `stream_options.include_usage` asks for one "
+        "(the estimate charged when the upstream reported no usage), "
         "else the chunk with the finish reason): the credits charged, the request id, and what memory did for "
         "this turn when it did something.",
         "required": ["credits_charged", "request_id"],

@@ -295,7 +295,11 @@ async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
             _finish(turn, run, 499, None, True, "client_closed")
             raise
         streamer = Streamer(
-            run, include_usage=validation.include_usage(body), on_end=on_end, first=first
+            run,
+            include_usage=validation.include_usage(body),
+            on_end=on_end,
+            first=first,
+            charged=turn.usage_charged,
         )
         return _reply(200, {**headers, **turn.timing_headers()}, stream=streamer.frames())
     # A run that fails keeps in the conversation what ran before (the tool calls and their
@@ -696,7 +700,12 @@ async def resume(
             )
             return charged
 
-        streamer = Streamer(run, include_usage=validation.include_usage(body), on_end=on_end)
+        streamer = Streamer(
+            run,
+            include_usage=validation.include_usage(body),
+            on_end=on_end,
+            charged=turn.usage_charged,
+        )
         headers = {**turn.limit_headers(), **turn.timing_headers()}
         return _reply(200, headers, stream=streamer.frames(resumed))
     # A resume that fails stores what it ran (the approved calls' results: a refund made)
