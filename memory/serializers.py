@@ -349,11 +349,16 @@ class ImportMessageInput(serializers.Serializer):
     # null or left out as OpenAI allows it (an assistant's tool calls): ImportInput checks each
     # message with the chat doors' rule
     content = serializers.JSONField(required=False, allow_null=True)
-    name = StringField(max_length=200, required=False, allow_blank=True)
+    # null as absent, as the chat doors read it: the messages Engram lists and exports, and
+    # the OpenAI SDK's message objects dumped whole, say `"name": null`, `"tool_calls": null`
+    # where there are none, and an import of them was a 400 "may not be null"
+    name = StringField(max_length=200, required=False, allow_blank=True, allow_null=True)
     created_at = FlexibleDateTimeField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, default=dict)
-    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
-    tool_call_id = StringField(max_length=200, required=False)
+    metadata = serializers.DictField(required=False, default=dict, allow_null=True)
+    tool_calls = serializers.ListField(
+        child=serializers.DictField(), required=False, allow_null=True
+    )
+    tool_call_id = StringField(max_length=200, required=False, allow_null=True)
 
     def validate_created_at(self, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value > timezone.now() + IMPORT_CLOCK_SKEW:
@@ -363,7 +368,9 @@ class ImportMessageInput(serializers.Serializer):
             )
         return value
 
-    def validate_metadata(self, value: dict) -> dict:
+    def validate_metadata(self, value: dict | None) -> dict:
+        if value is None:
+            return {}
         if problem := metadata_problem(value):
             raise serializers.ValidationError(problem)
         return value
