@@ -166,14 +166,17 @@ def message_search(
     for hit in fusion.with_recency(hits, when="created_at", min_similarity=min_similarity):
         role = hit.row["role"]
         key = " ".join(hit.row["content"].lower().split())
-        if key in seen:
-            continue  # the same words said twice are one piece of evidence
-        seen.add(key)
-        if role == "user" and len(key) >= _ECHO_MIN_CHARS:
+        if role == "user" and len(key) >= _ECHO_MIN_CHARS and key not in said:
+            # The user's words, the first time: an echo of them that ranked first goes, an
+            # answer repeating them exactly too. Skipped as its duplicate, the user's message
+            # went with it (`every_echo` then left the answer out as an echo): both were lost.
             said.append(key)
-            found = [f for f in found if not _echoes(f, [key])]  # an echo that ranked first
+            found = [f for f in found if not _echoes(f, [key])]
+        elif key in seen:
+            continue  # the same words said twice are one piece of evidence
         elif _echoes_text(role, key, said):
             continue
+        seen.add(key)
         message = _message(workspace, user_id, hit.row)
         found.append(
             Found(
