@@ -126,7 +126,15 @@ def _routes(world: dict) -> list[Route]:
         Route(
             "GET",
             "/v1/memories",
-            query=("user_id", "kind", "conversation_id", "created_after", "created_before", *page),
+            query=(
+                "user_id",
+                "kind",
+                "conversation_id",
+                "created_after",
+                "created_before",
+                "metadata",
+                *page,
+            ),
         ),
         Route(
             "POST",

@@ -302,6 +302,7 @@ def test_an_unknown_query_parameter_on_every_list_is_a_400_naming_it(
             "conversation_id",
             "created_after",
             "created_before",
+            "metadata",
             "start",
             "end",
             "group_by",
