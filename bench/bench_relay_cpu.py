@@ -108,6 +108,9 @@ class _Turn:
     async def reply_committed(self) -> None:
         pass
 
+    def usage_charged(self) -> dict | None:
+        return None
+
 
 def run(kind: str, repetitions: int) -> tuple[int, int]:
     """(data frames, bytes) sent to the clients of `repetitions` x STREAMS streams."""

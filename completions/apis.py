@@ -1,7 +1,8 @@
 """The gateway's Django doors: plain async views (no DRF on the hot path).
 
 POST /v1/chat/completions (when the lean ASGI door is off), POST /v1/context (the exact messages
-Engram would send upstream, and why; nothing stored), GET /v1/models. ApiKeyMiddleware has
+Engram would send upstream, and why; nothing stored), POST /v1/embeddings (Engram's own
+embedding model: completions.embeddings), GET /v1/models. ApiKeyMiddleware has
 already authenticated the request (request.workspace, request.api_key_id); every body and header
 goes through completions.request, the one parser every door shares.
 """
@@ -16,12 +17,13 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts.limits.middleware import counts_its_own_limits
 from accounts.limits.policy import NO_POLICY
 from accounts.requests import ApiRequest
-from completions import gateway, routing
+from completions import embeddings, gateway, routing
 from completions import request as chat_request
 from completions.agents import calls as agent_calls
 from completions.agents.cache import AgentConfig
 from completions.catalogue import available_models
 from completions.turn import Reply
+from config.common import errors
 from config.common.errors import EDGE_ERRORS, ApiError, api_error, workspace_key_required
 from memory.turn.contract import TurnContext
 from memory.turn.pipeline import prepare_turn
@@ -63,6 +65,54 @@ async def chat_completions(request: ApiRequest) -> HttpResponseBase:
         limits=request.principal.limits if request.principal else NO_POLICY,
     )
     return to_django(reply)
+
+
+@csrf_exempt
+async def embeddings_create(request: ApiRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    if request.workspace is None:
+        return workspace_key_required().response()
+    end_user = request.principal.end_user if request.principal else None
+    try:
+        parsed = embeddings.parse(request.body, headers=request.headers, end_user=end_user)
+        body, headers = await embeddings.embed(
+            parsed,
+            workspace=request.workspace,
+            api_key_id=request.api_key_id,
+            request_id=request.request_id,
+            limits=request.principal.limits if request.principal else NO_POLICY,
+        )
+    except EDGE_ERRORS as exc:
+        return chat_request.api_error(exc, request.headers, end_user=end_user).response()
+    response = HttpResponse(body, content_type="application/json")
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+# OpenAI APIs Engram does not serve, by their first path segment under /v1/: their 404 says
+# where to go instead of "Unknown path" (the Responses API's /v1/responses/{id}/... too).
+NOT_SERVED = {
+    "responses": "the Responses API (/v1/responses)",
+    "completions": "the legacy Completions API (/v1/completions)",
+}
+
+
+def handler404(request, exception=None) -> HttpResponse:
+    """config.urls' handler404: config.common.errors.handler404, but for NOT_SERVED's paths."""
+    path = request.path.removeprefix("/api")
+    if path.startswith("/v1/"):
+        first, _, rest = path.removeprefix("/v1/").partition("/")
+        if first in NOT_SERVED and (first == "responses" or not rest):
+            return ApiError(
+                404,
+                f"Engram does not serve {NOT_SERVED[first]}: it serves OpenAI's Chat "
+                "Completions API. Send the request to POST /v1/chat/completions (with the "
+                "SDK: client.chat.completions.create(model=..., messages=[...])).",
+                code="not_found",
+            ).response()
+    return errors.handler404(request, exception)
 
 
 async def models_list(request: ApiRequest) -> HttpResponse:

@@ -37,9 +37,16 @@ class Charge:
     # answer cut short, which is charged it (`_used`): the request's body kept till then.
     prompt_estimate: int | None = None
     body: dict | None = None
+    # The body the upstream was sent (its messages with what memory added): the prompt an
+    # answer cut short, or not reported, is charged (`_used`). The client's alone missed the
+    # memories, history and instructions Engram put before it.
+    sent: dict | None = None
     admission: limiter.Admission | None = None
     micro: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    # The usage the answer was charged (`finish`): the upstream's where it reported one, else
+    # the estimate (`_used`), which a stream that asked for usage ends with all the same.
+    usage: dict | None = None
 
 
 def prompt_tokens(body: dict) -> int:
@@ -167,6 +174,15 @@ def finish(
     choice's message as far as it came (none: nothing was answered), charged by its words when
     the upstream reported no usage."""
     prompt, completion, cached, cache_write, cache_write_1h = _used(charge, usage, answers)
+    charge.usage = (
+        usage
+        if _reported(usage)
+        else {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    )
     charge.micro = pricing.micro_credits(
         charge.price,
         prompt=prompt,
@@ -189,6 +205,11 @@ def answered(assistant: dict | None) -> list[dict]:
     return [assistant] if assistant is not None else []
 
 
+def _reported(usage: dict | None) -> bool:
+    """Whether the upstream reported the answer's usage (its prompt tokens a count)."""
+    return isinstance(usage, dict) and count(usage.get("prompt_tokens")) is not None
+
+
 def _used(
     charge: Charge, usage: dict | None, answers: list[dict]
 ) -> tuple[int, int, int, int, int]:
@@ -204,9 +225,13 @@ def _used(
         return prompt, completion, cached or 0, cache_write or 0, cache_write_1h or 0
     if not answers:
         return 0, 0, 0, 0, 0  # nothing was answered: nothing is charged
-    if charge.prompt_estimate is None:  # no limit applied: not counted on admission
-        charge.prompt_estimate = prompt_tokens(charge.body or {})
-    return charge.prompt_estimate, sum(generated_tokens(a) for a in answers), 0, 0, 0
+    if charge.sent is not None:
+        prompt = prompt_tokens(charge.sent)
+    else:
+        if charge.prompt_estimate is None:  # no limit applied: not counted on admission
+            charge.prompt_estimate = prompt_tokens(charge.body or {})
+        prompt = charge.prompt_estimate
+    return prompt, sum(generated_tokens(a) for a in answers), 0, 0, 0
 
 
 # What a reasoning detail says in words (its `data` and `signature` are opaque blobs).
@@ -227,3 +252,37 @@ def generated_tokens(assistant: dict) -> int:
         if isinstance(detail, dict):
             parts += [detail.get(name) for name in _REASONING_WORDS]
     return sum(tokenizer.count(p) for p in parts if isinstance(p, str) and p)
+
+
+async def admit_tokens(
+    *,
+    limits: Policy,
+    workspace_id: str,
+    key_id: str | None,
+    user_id: str | None,
+    request_id: str,
+    tokens: int,
+) -> limiter.Admission | None:
+    """Count a request of Engram's own, free model (an embedding) against the rates: requests,
+    `tokens` and a concurrency slot, no credits; the 429 when over. None: no limit applies.
+    `settle_tokens` ends it."""
+    if limits.empty:
+        return None
+    found = limiter.subjects(
+        workspace_id=workspace_id, key_id=key_id, user_id=user_id, policy=limits
+    )
+    if not found:
+        return None
+    return await limiter.reserve(
+        request_id=request_id,
+        found=found,
+        tokens=tokens,
+        credits_micro=0,
+        spent_since=_spent_since,
+    )
+
+
+def settle_tokens(admission: limiter.Admission | None, *, tokens: int) -> None:
+    """The end of an `admit_tokens` request: its concurrency slot freed, `tokens` used."""
+    if admission is not None and admission.counted:
+        limiter.settle(admission, tokens=tokens, credits_micro=0)

@@ -104,6 +104,7 @@ async def _serve(turn: Turn, headers: Mapping[str, str], raw_body: bytes) -> Rep
         upstream=route.upstream,
         request_id=turn.request_id,
     )
+    turn.charge.sent = call.body
     turn.upstream_started = time.perf_counter()
     if turn.agent is not None:  # an agent's server-side tools: its run loop answers
         from completions.tools.entry import serve as tools_serve

@@ -15,6 +15,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
+from completions.embeddings import MAX_INPUT_TOKENS, MAX_INPUTS, MAX_TOTAL_TOKENS
 from completions.request import HEADERS
 from config.common.openapi import ID_SCHEMA
 from memory.knowledge.search import MAX_COLLECTIONS
@@ -175,7 +176,8 @@ SCHEMAS: dict[str, dict] = {
     "Engram": {
         "type": "object",
         "description": "On every completion (in streams: on the last chunk before "
-        "`data: [DONE]`, the usage chunk when `stream_options.include_usage` asks for one, "
+        "`data: [DONE]`, the usage chunk when `stream_options.include_usage` asks for one "
+        "(the estimate charged when the upstream reported no usage), "
         "else the chunk with the finish reason): the credits charged, the request id, and what memory did for "
         "this turn when it did something.",
         "required": ["credits_charged", "request_id"],
@@ -325,6 +327,16 @@ SCHEMAS: dict[str, dict] = {
             },
             "agent_id": {"type": "string", "description": "An agent's id (`agent:<name>`)."},
             "version": {"type": "integer", "description": "An agent's current version."},
+            "type": {
+                "const": "embedding",
+                "description": "Engram's embedding model (POST /v1/embeddings), not a chat model.",
+            },
+            "default": {
+                "const": True,
+                "description": "The model the workspace's routes default to (Engram's own calls "
+                "use it): `ENGRAM_MEMORY_LLM_MODEL`, else a small model of the configured "
+                "upstream; `local` when no upstream is configured.",
+            },
         },
     },
     "ModelList": {
@@ -333,6 +345,79 @@ SCHEMAS: dict[str, dict] = {
         "properties": {
             "object": {"const": "list"},
             "data": {"type": "array", "items": ref("Model")},
+        },
+    },
+    "EmbeddingRequest": {
+        "type": "object",
+        "required": ["input", "model"],
+        "additionalProperties": False,
+        "properties": {
+            "input": {
+                "description": "The text to embed: a string, or an array of at most "
+                f"{MAX_INPUTS} strings, none empty; each at most {MAX_INPUT_TOKENS} and all "
+                f"together at most {MAX_TOTAL_TOKENS} tokens (cl100k). The model reads the "
+                "first 256 word pieces of each. Token arrays are refused (400).",
+                "oneOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_INPUTS,
+                        "items": {"type": "string", "minLength": 1},
+                    },
+                ],
+            },
+            "model": {
+                "type": "string",
+                "description": "Engram's embedding model, as GET /v1/models lists it "
+                "(`ENGRAM_EMBEDDING_MODEL`, default `all-MiniLM-L6-v2`); any other is a 404.",
+            },
+            "encoding_format": {"enum": ["float", "base64"], "default": "float"},
+            "dimensions": {
+                "type": "integer",
+                "description": "Only the model's own (384 for all-MiniLM-L6-v2): it cannot be "
+                "shortened.",
+            },
+            "user": {
+                "type": "string",
+                "description": "The end user (as `x-user-id`, which wins); counted against "
+                "that user's limits.",
+            },
+        },
+    },
+    "EmbeddingList": {
+        "type": "object",
+        "required": ["object", "data", "model", "usage"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": {"type": "integer"},
+                        "embedding": {
+                            "description": "Unit length. `float`: an array of numbers; "
+                            "`base64`: the float32 values, little-endian, base64-encoded.",
+                            "oneOf": [
+                                {"type": "array", "items": {"type": "number"}},
+                                {"type": "string"},
+                            ],
+                        },
+                    },
+                },
+            },
+            "model": {"type": "string"},
+            "usage": {
+                "type": "object",
+                "required": ["prompt_tokens", "total_tokens"],
+                "properties": {
+                    "prompt_tokens": {"type": "integer"},
+                    "total_tokens": {"type": "integer"},
+                },
+            },
         },
     },
 }
@@ -548,7 +633,8 @@ class ModelListDoc(APIView):
         operation_id="models_list",
         summary="The models this workspace can use",
         description="The workspace's agents (`agent:<name>`, owned by the workspace), aliases, "
-        "`local`, and the configured upstreams' own `/models`.",
+        "`local`, Engram's embedding model (`type: embedding`), and the configured upstreams' "
+        "own `/models`; the model the workspace's routes default to has `default: true`.",
         tags=["chat"],
         responses={200: OpenApiResponse(ref("ModelList"))},
     )
@@ -566,3 +652,50 @@ class ModelDoc(APIView):
         responses={200: OpenApiResponse(ref("Model"))},
     )
     def get(self, request, model_id: str): ...
+
+
+class EmbeddingsDoc(APIView):
+    permission_classes = [EndUserAllowed]  # documents: an end user's token works here too
+    openapi_errors = {
+        400: "Invalid body (OpenAI's 400s; `param` names the field): an unknown field "
+        "(`unknown_parameter`), a missing or empty `input`, token arrays "
+        "(`unsupported_value`), too many or too long inputs, `dimensions` other than the "
+        "model's (`unsupported_value`), an unknown `encoding_format`.",
+        401: None,
+        403: "An operator key (`workspace_key_required`), or an end-user token with an "
+        "`x-user-id` or `user` naming another user (`user_mismatch`).",
+        404: "`model_not_found`: a model other than Engram's embedding model (embeddings are "
+        "not proxied to an upstream).",
+        413: None,
+        429: "`rate_limit_exceeded`: over a limit of the key, the workspace or the end user.",
+        503: "`limits_unavailable`: Redis is unreachable and limits fail closed.",
+    }
+
+    @extend_schema(
+        operation_id="embeddings_create",
+        summary="Embed text with Engram's embedding model (OpenAI's embeddings API)",
+        description="OpenAI's `POST /v1/embeddings`, served by the model Engram stores and "
+        "searches memories with (all-MiniLM-L6-v2 by default, 384 dimensions, on CPU in the "
+        "web process): the vectors are the ones Engram stores for the same text. "
+        "`usage` counts cl100k tokens, as limits do; no credits are charged.",
+        tags=["chat"],
+        parameters=[
+            OpenApiParameter(
+                HEADERS["user_id"],
+                ID_SCHEMA,
+                OpenApiParameter.HEADER,
+                description="The end user whose limits the request counts against (else the "
+                "body's `user`); with an end user's token, that user only.",
+            )
+        ],
+        request={"application/json": ref("EmbeddingRequest")},
+        responses={200: OpenApiResponse(ref("EmbeddingList"))},
+        examples=[
+            OpenApiExample(
+                "Two texts",
+                value={"model": "all-MiniLM-L6-v2", "input": ["I keep bees.", "Berlin"]},
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request): ...

@@ -3,7 +3,8 @@
 Engram's own tool calls first when the client declared them (completions.engram_tools, the
 model's tool calls numbered after them); an agent's name as `model` in every chunk when one was
 called; role delta first; tool-call deltas as they come; the usage chunk only when the client asked
-(`stream_options.include_usage`) — Engram always asks the upstream for it; the `engram` object
+(`stream_options.include_usage`) — Engram always asks the upstream for it, and sends one of its
+own, with the estimate charged, for an upstream that reports none; the `engram` object
 (credits charged, request id, what memory did) on the last chunk before `data: [DONE]` (see
 `Tail`). Before the first chunk, SSE
 comments keep the connection alive. A failure after the first byte is one error frame, then
@@ -138,6 +139,8 @@ class Finisher(Protocol):
     ) -> None: ...
 
     async def reply_committed(self) -> None: ...
+
+    def usage_charged(self) -> dict | None: ...
 
 
 def transcribed(message: Any) -> Any:
@@ -608,16 +611,24 @@ async def relay(
         error = {"message": "", "type": "upstream_error", "param": None, "code": None} | error
         yield tail.flush() + frame(dumps({"error": error})) + DONE
         return
-    last_frames = tail.flush(turn.engram or None)
-    if turn.engram and not last_frames:  # nothing held (no finish reason): a chunk of its own
-        # An upstream that sent no chunk at all gave no id, created or model to copy: Engram's
-        # own, as OpenAI's schema requires them (strict clients refused nulls).
+    # Asked for usage, the stream ends with it: an upstream that reported none (llama.cpp's
+    # server, older vLLM, an Anthropic-compatible proxy) is charged an estimate, and the client
+    # got no usage at all; it gets the figures charged, in the chunk OpenAI's would end with.
+    # The upstream's own usage goes as it came (`Tail`), never a second one beside it.
+    reported = tail.usage is not None or assembler.usage is not None
+    usage = turn.usage_charged() if include_usage and not reported else None
+    last_frames = tail.flush(None if usage is not None else turn.engram or None)
+    if usage is not None or (turn.engram and not last_frames):
+        # A chunk of Engram's own. An upstream that sent no chunk at all gave no id, created or
+        # model to copy: Engram's own, as OpenAI's schema requires them (strict clients
+        # refused nulls).
         head = assembler.head or {}
-        last_frames = own_chunk(
+        last_frames += own_chunk(
             stream_id=(rewrite and rewrite.id) or head.get("id") or stream_id,
             created=head.get("created") or int(time.time()),
             model=model or head.get("model") or client_model,
             choices=[],
-            engram=turn.engram,
+            usage=usage,
+            engram=turn.engram or None,
         )
     yield last_frames + DONE

@@ -152,6 +152,10 @@ class Turn:
                 request_id=self.client_request_id or self.request_id,
             )
 
+    def usage_charged(self) -> dict | None:
+        """The usage the answer was charged (charging.Charge.usage), once it was."""
+        return self.charge.usage
+
     def limit_headers(self) -> dict[str, str]:
         return self.charge.headers
 

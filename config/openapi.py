@@ -2,7 +2,7 @@
 
 - `endpoints` (preprocessing): leaves out the /api/v1 alias of every path (the description
   says it exists) and adds the plain Django views drf-spectacular cannot see (the chat door,
-  /v1/context, /v1/models, the health checks), each described by a documentation-only DRF view
+  /v1/context, /v1/embeddings, /v1/models, the health checks), each described by a documentation-only DRF view
   (`completions.openapi`, `HealthDoc` here) that is never routed.
 - `EngramAutoSchema` adds the error responses each operation really has, in the envelope.
 - `KeyScheme`: a workspace key (Bearer) for the API, the operator key for provisioning.
@@ -219,6 +219,7 @@ def _documented() -> dict:
         health.readyz: ReadyzDoc,
         apis.chat_completions: chat.ChatCompletionsDoc,
         apis.context_preview: chat.ContextDoc,
+        apis.embeddings_create: chat.EmbeddingsDoc,
         apis.models_list: chat.ModelListDoc,
         apis.models_retrieve: chat.ModelDoc,
         tools.chat_resume: tools_docs.ChatResumeDoc,

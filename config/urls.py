@@ -17,7 +17,9 @@ register_converter(PathUserIdConverter, "user")  # a user id: `|` read as `:`
 
 handler400 = "config.common.errors.handler400"
 handler403 = "config.common.errors.handler403"
-handler404 = "config.common.errors.handler404"
+# config.common.errors.handler404, which names the Chat Completions API to a client of OpenAI's
+# Responses or legacy Completions API
+handler404 = "completions.apis.handler404"
 handler500 = "config.common.errors.handler500"
 
 api_patterns = [

@@ -19,7 +19,7 @@ from config.admin_log import DeletionLoggedById
 from config.admin_paging import LargeList, choices_filter
 from config.common.ids import ID_RULE, as_user_id, is_id
 from memory import services
-from memory.admin_users import user_url
+from memory.admin_users import BackToUserPage, user_url
 from memory.models import (
     SESSION_CONVERSATION_PREFIX,
     Conversation,
@@ -137,7 +137,7 @@ class MemoryForm(forms.ModelForm):
 
 
 @admin.register(Memory)
-class MemoryAdmin(DeletionLoggedById, OwnerFixed):
+class MemoryAdmin(BackToUserPage, DeletionLoggedById, OwnerFixed):
     form = MemoryForm
     list_display = ("__str__", "end_user", "kind", "event_date", "workspace", "updated_at")
     list_filter = (choices_filter("kind", [(kind, kind) for kind in KINDS]), "workspace")
@@ -316,7 +316,7 @@ class ConversationForm(OwnerConstraints):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(DeletionLoggedById, OwnerFixed):
+class ConversationAdmin(BackToUserPage, DeletionLoggedById, OwnerFixed):
     form = ConversationForm
     list_display = ("__str__", "end_user", "external_id", "workspace", "updated_at")
     search_fields = ("title", "external_id", "user_id", "id")
@@ -430,7 +430,7 @@ class SessionForm(OwnerConstraints):
 
 
 @admin.register(Session)
-class SessionAdmin(OwnerFixed):
+class SessionAdmin(BackToUserPage, OwnerFixed):
     form = SessionForm
     owner_fields = ("workspace", "user_id", "conversation")
 

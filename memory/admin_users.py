@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from typing import Any, overload
 from urllib.parse import urlencode
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Count, Max, QuerySet, Value
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.http import content_disposition_header
 
 from accounts.models import Workspace
@@ -188,16 +188,48 @@ class Window:
         return self.number - 1
 
 
+# A model's list filtered to one user's rows: the user's page links to it ("All 250 memories"),
+# and a row's link from that page carries it as Django's preserved filters, which the row's
+# change and delete pages keep (BackToUserPage reads them).
+_USER_FILTERS = ("workspace__id__exact", "user_id")
+
+
 def _section(rows: QuerySet, scope: dict[str, Any]) -> dict[str, Any]:
     """The first SHOWN of a user's rows, their count and the model's list filtered to them:
     a user with thousands of memories got a page of thousands of rows."""
     meta = rows.model._meta
-    query = urlencode({"workspace__id__exact": scope["workspace"].pk, "user_id": scope["user_id"]})
+    workspace_filter, user_filter = _USER_FILTERS
+    query = urlencode({workspace_filter: scope["workspace"].pk, user_filter: scope["user_id"]})
     return {
         "rows": rows[:SHOWN],
         "count": rows.count(),
         "all_url": reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist") + "?" + query,
+        "row_query": urlencode({"_changelist_filters": query}),
     }
+
+
+def user_page_of(request: HttpRequest) -> str | None:
+    """The page of the user whose rows a request's preserved filters name (a row reached from
+    that page, or from the list of that user's rows), else None."""
+    filters = QueryDict(request.GET.get("_changelist_filters", ""))
+    if set(filters) != set(_USER_FILTERS) or any(len(filters.getlist(k)) > 1 for k in filters):
+        return None
+    try:
+        return user_url(filters["workspace__id__exact"], filters["user_id"])
+    except NoReverseMatch:  # not an id (a "/" in it): Django's own answer, the model's list
+        return None
+
+
+class BackToUserPage(admin.ModelAdmin):
+    """A row deleted from an end user's page goes back to that page: Django went to the list of
+    every row of the model (every workspace's memories), and the user's were a search away."""
+
+    def response_delete(self, request, obj_display, obj_id):
+        response = super().response_delete(request, obj_display, obj_id)
+        page = user_page_of(request)
+        if page is not None and response.status_code == 302:
+            response["Location"] = page
+        return response
 
 
 # A user's page shows (and their erasure deletes) these models' rows.

@@ -170,11 +170,12 @@ def memory_list(
     conversation_id: str | None = None,
     created_from: dt.datetime | None = None,
     created_until: dt.datetime | None = None,
+    metadata: dict | None = None,
 ) -> QuerySet:
     """The workspace's memories; with `user_id`, that user's (with an end-user token, their
     own, and only their own conversation names one). `kinds`: of these kinds; `conversation_id`
     (as conversation_find reads it): with a source message said in it; created at or after
-    `created_from` and before `created_until`."""
+    `created_from` and before `created_until`; whose metadata contains `metadata`."""
     qs = Memory.objects.filter(workspace=workspace).defer("embedding", "search")
     if user_id:
         qs = qs.filter(user_id=user_id)
@@ -192,6 +193,8 @@ def memory_list(
         qs = qs.filter(created_at__gte=created_from)
     if created_until is not None:
         qs = qs.filter(created_at__lt=created_until)
+    if metadata:
+        qs = qs.filter(metadata__contains=metadata)
     return qs
 
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from django.utils import timezone
 from rest_framework import serializers
 
+from config.common import jsonbody
 from config.common.closed import ClosedSerializer
-from config.common.errors import Invalid
+from config.common.errors import ApiError, Invalid
 from config.common.ids import ID_RULE, as_user_id, identifier, is_id, user_identifier
 from config.common.jsonbody import metadata_problem
 from config.common.times import query_time, unix_seconds
@@ -124,6 +125,7 @@ class MemoryListFilters:
     conversation_id: str | None = None
     created_from: dt.datetime | None = None  # created at or after
     created_until: dt.datetime | None = None  # created before
+    metadata: dict | None = None  # holding these keys and values (jsonb containment)
 
 
 def list_user_id(query_params) -> str | None:
@@ -137,13 +139,20 @@ def list_user_id(query_params) -> str | None:
 
 
 # GET /v1/memories's query beside the list parameters (config.common.pagination)
-MEMORY_LIST_QUERY = ("user_id", "kind", "conversation_id", "created_after", "created_before")
+MEMORY_LIST_QUERY = (
+    "user_id",
+    "kind",
+    "conversation_id",
+    "created_after",
+    "created_before",
+    "metadata",
+)
 MEMORY_LIST_REPEATABLE = ("kind",)  # the one filter that takes several values
 
 
 def memory_list_filters(query_params) -> MemoryListFilters:
-    """`kind` (repeated or comma-separated), `conversation_id`, `created_after` and
-    `created_before`; a 400 naming the parameter for what none of them can be."""
+    """`kind` (repeated or comma-separated), `conversation_id`, `created_after`,
+    `created_before` and `metadata`; a 400 naming the parameter for what none of them can be."""
     kinds: list[str] = []
     for raw in query_params.getlist("kind"):
         for kind in (k.strip() for k in raw.split(",")):
@@ -160,7 +169,28 @@ def memory_list_filters(query_params) -> MemoryListFilters:
         conversation_id=identifier(query_params.get("conversation_id"), "conversation_id"),
         created_from=_next_second(after) if after else None,
         created_until=_next_second(before) if before and before.microsecond else before,
+        metadata=_metadata_filter(query_params.get("metadata")),
     )
+
+
+def _metadata_filter(raw: str | None) -> dict | None:
+    """`metadata`: a JSON object the memories' metadata must contain (None: absent). A
+    client moving from mem0 or Zep filters by its own tags ({"source": "crm"})."""
+    if raw is None or raw == "":
+        return None
+    try:  # a body's rules: no NUL, lone surrogate, NaN or 1e400 (jsonb takes none of them)
+        value = jsonbody.loads(raw, param="metadata")
+        jsonbody.check(value, "metadata")
+    except ApiError as exc:
+        raise Invalid(f"metadata: {exc.message}", field="metadata") from None
+    if not isinstance(value, dict):
+        raise Invalid(
+            'metadata must be a JSON object, e.g. {"source": "crm"} (URL-encoded).',
+            field="metadata",
+        )
+    if problem := metadata_problem(value):
+        raise Invalid(problem, field="metadata")
+    return value
 
 
 def _next_second(moment: dt.datetime) -> dt.datetime:
@@ -349,11 +379,16 @@ class ImportMessageInput(serializers.Serializer):
     # null or left out as OpenAI allows it (an assistant's tool calls): ImportInput checks each
     # message with the chat doors' rule
     content = serializers.JSONField(required=False, allow_null=True)
-    name = StringField(max_length=200, required=False, allow_blank=True)
+    # null as absent, as the chat doors read it: the messages Engram lists and exports, and
+    # the OpenAI SDK's message objects dumped whole, say `"name": null`, `"tool_calls": null`
+    # where there are none, and an import of them was a 400 "may not be null"
+    name = StringField(max_length=200, required=False, allow_blank=True, allow_null=True)
     created_at = FlexibleDateTimeField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, default=dict)
-    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
-    tool_call_id = StringField(max_length=200, required=False)
+    metadata = serializers.DictField(required=False, default=dict, allow_null=True)
+    tool_calls = serializers.ListField(
+        child=serializers.DictField(), required=False, allow_null=True
+    )
+    tool_call_id = StringField(max_length=200, required=False, allow_null=True)
 
     def validate_created_at(self, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value > timezone.now() + IMPORT_CLOCK_SKEW:
@@ -363,7 +398,9 @@ class ImportMessageInput(serializers.Serializer):
             )
         return value
 
-    def validate_metadata(self, value: dict) -> dict:
+    def validate_metadata(self, value: dict | None) -> dict:
+        if value is None:
+            return {}
         if problem := metadata_problem(value):
             raise serializers.ValidationError(problem)
         return value

@@ -119,8 +119,23 @@ def speaker(role: str, name: str = "") -> str:
     return {"user": "User", "assistant": "Assistant"}.get(role, role.capitalize())
 
 
+# How much of one text full-text search indexes. PostgreSQL refuses a tsvector whose lexemes
+# pass 1 MB ("string is too long for tsvector"), and the generated `search` column failed the
+# row's insert: a pasted log or document (~900,000 characters of distinct words, ~240,000 of
+# CJK joined by hyphens, ~5.7 bytes of lexemes each) made the chat turn or the import storing
+# it a 503, and every retry failed alike. A message's window holds five texts
+# (message_window_text): 5 x 20,000 characters stay under 600 KB at that worst ratio. The
+# embedder reads the first 256 tokens, far fewer; the message itself is stored whole.
+INDEXED_CHARS = 20_000
+
+
+def indexed(text: str) -> str:
+    """The part of `text` full-text search indexes (INDEXED_CHARS)."""
+    return text[:INDEXED_CHARS]
+
+
 def message_search_text(*, role: str, name: str, content: str, created_at: dt.datetime) -> str:
-    return f"[{day_label(created_at)}] {speaker(role, name)}: {content}"
+    return f"[{day_label(created_at)}] {speaker(role, name)}: {indexed(content)}"
 
 
 WINDOW_BEFORE, WINDOW_AFTER = 2, 2
@@ -137,7 +152,7 @@ def message_window_text(messages: list, index: int) -> str:
     day = center.created_at.date()
     lo, hi = max(0, index - WINDOW_BEFORE), min(len(messages), index + WINDOW_AFTER + 1)
     lines = [
-        f"{speaker(m.role, m.name)}: {m.content}"
+        f"{speaker(m.role, m.name)}: {indexed(m.content)}"
         for m in messages[lo:hi]
         if m.created_at.date() == day and m.content
     ]
@@ -193,7 +208,7 @@ def memory_learned_on(memory) -> dt.date:
 
 
 def memory_search_text(*, text: str, when: dt.date | dt.datetime | None) -> str:
-    return f"[{day_label(when)}] {text}" if when else text
+    return f"[{day_label(when)}] {indexed(text)}" if when else indexed(text)
 
 
 # --- tokens --------------------------------------------------------------------------------------

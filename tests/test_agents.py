@@ -133,6 +133,36 @@ def test_memory_budgets_that_are_not_an_object_are_refused(http, budgets):
     )
 
 
+def test_a_patch_of_memory_changes_only_the_settings_it_names(http):
+    """`{"memory": {"budgets": …}}` on an agent whose memory is off filled in the other
+    settings' defaults: memory on again, the end users' turns stored and recalled."""
+    off = _agent(http, memory={"enabled": False, "retrieve_messages": False})
+    url = f"/v1/agents/{off['id']}"
+
+    changed = http.patch(url, json={"memory": {"budgets": {"summary": 100}}})
+
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["memory"] == {
+        "enabled": False,
+        "extraction": True,
+        "retrieve_messages": False,
+        "budgets": {"summary": 100},
+    }
+    # `budgets` given is replaced whole; a flag given changes that flag alone.
+    again = http.patch(url, json={"memory": {"budgets": {"memories": 5}, "extraction": False}})
+    assert again.json()["memory"] == {
+        "enabled": False,
+        "extraction": False,
+        "retrieve_messages": False,
+        "budgets": {"memories": 5},
+    }
+    assert http.get(url).json()["version"] == 3
+    # What GET shows, sent back, changes nothing (no new version).
+    same = http.patch(url, json={"memory": again.json()["memory"]})
+    assert same.json()["version"] == 3
+    assert assert_envelope(http.patch(url, json={"memory": {"enabled": "no"}}), 400)
+
+
 def test_versions_are_a_paged_list(http):
     """`GET .../versions` ignored `limit`, `order` and the cursors (even `limit=x`), answering
     every version at once with `first_id` / `last_id` null; it pages as every list now, its
@@ -556,3 +586,22 @@ def test_a_deleted_collections_id_leaves_the_agents_body(http, owner):
     resent = http.patch(f"/v1/agents/{agent['id']}", json={"collection_ids": [kept]})
     assert resent.status_code == 200, resent.text
     assert resent.json()["collection_ids"] == [kept]
+
+
+def test_another_workspaces_agent_is_the_same_404_on_every_route(http, outsider_http):
+    """Adding a tool to an agent of another workspace answered `param: null` and its own
+    message, where reading that agent's tools named `agent_id`."""
+    agent = _agent(http)["id"]
+    tool = {"name": "docs", "type": "builtin", "builtin": "knowledge_search"}
+    for method, path, body in [
+        ("GET", f"/v1/agents/{agent}", None),
+        ("PATCH", f"/v1/agents/{agent}", {"instructions": "x"}),
+        ("GET", f"/v1/agents/{agent}/versions", None),
+        ("GET", f"/v1/agents/{agent}/tools", None),
+        ("POST", f"/v1/agents/{agent}/tools", tool),
+        ("DELETE", f"/v1/agents/{agent}", None),
+    ]:
+        resp = outsider_http.request(method, path, json=body)
+        error = assert_envelope(resp, 404, code="agent_not_found")
+        assert (error["param"], error["message"]) == ("agent_id", f"No agent '{agent}'."), path
+    assert http.get(f"/v1/agents/{agent}").status_code == 200

@@ -14,6 +14,9 @@ from tests.upstream import Reply, openai_stream, openai_tool_stream, tool_call
 
 MODEL = "upstream-model-a"  # listed by the loopback upstream's /models, routed to it
 KEY_ITEM = "engram.playground.key"
+# What the workspace's routes default to with the loopback upstream as OpenAI's (not in its
+# /models): completions.providers.llm's small OpenAI model.
+DEFAULT_MODEL = "gpt-4o-mini"
 
 
 @pytest.fixture
@@ -299,7 +302,7 @@ def test_the_model_picker_starts_on_a_plain_model_not_the_first_agent(
     page.get_by_role("button", name="Use key").click()
     expect(page.locator('#model option[value="agent:aardvark"]')).to_be_attached()
     assert page.locator("#model option").first.get_attribute("value") == "agent:aardvark"
-    expect(page.get_by_label("Model")).to_have_value("local")
+    expect(page.get_by_label("Model")).to_have_value(DEFAULT_MODEL)
     page.get_by_label("Model").select_option("agent:aardvark")  # still selectable
     expect(page.get_by_label("Model")).to_have_value("agent:aardvark")
 
@@ -336,6 +339,47 @@ def test_without_the_local_model_the_picker_starts_on_the_first_upstream_model(
     page.get_by_role("button", name="Use key").click()
     expect(page.locator("#model option")).to_have_count(3)
     expect(page.get_by_label("Model")).to_have_value(MODEL)
+
+
+def open_with_key(page: Page, server, key: str) -> None:
+    page.goto(server.url + "/playground")
+    page.get_by_label("Workspace key").fill(key)
+    page.get_by_role("button", name="Use key").click()
+    expect(page.locator('#model option[value="local"]')).to_be_attached()
+
+
+def test_the_model_picker_starts_on_the_workspaces_default_routed_model(
+    page, engram_server, owner, upstream, offline_extraction
+):
+    """With an upstream configured the picker started on `local`, the offline echo: a first
+    message in the playground never reached the workspace's model. It starts on the model the
+    workspace's routes default to (Engram's own calls use it), and a chat goes there."""
+    _, key = owner
+    open_with_key(page, engram_server, key)
+    expect(page.get_by_label("Model")).to_have_value(DEFAULT_MODEL)
+    # the embedding model is listed by /v1/models, but answers no chat: not in the picker
+    expect(page.locator('#model option[value="all-MiniLM-L6-v2"]')).to_have_count(0)
+    upstream.script(Reply(stream=openai_stream(["Hello ", "from upstream."])))
+    page.get_by_label("User id").fill("u_default")
+    page.get_by_label("User id").dispatch_event("change")
+    turn = ask(page, "Which model is this?")
+    expect(turn).to_contain_text("Hello from upstream.")
+    assert upstream.chat_requests()[-1].body["model"] == DEFAULT_MODEL
+
+
+def test_the_default_model_is_the_operators_choice_and_local_without_upstream(
+    page, engram_server, owner, settings, upstream
+):
+    _, key = owner
+    settings.ENGRAM_MEMORY_LLM_MODEL = MODEL
+    open_with_key(page, engram_server, key)
+    expect(page.get_by_label("Model")).to_have_value(MODEL)
+    settings.OPENAI_BASE_URL = settings.OPENAI_API_KEY = ""
+    settings.ANTHROPIC_BASE_URL = settings.ANTHROPIC_API_KEY = ""
+    settings.ENGRAM_MEMORY_LLM_MODEL = ""
+    page.evaluate("sessionStorage.clear()")  # no choice kept from the first visit
+    open_with_key(page, engram_server, key)
+    expect(page.get_by_label("Model")).to_have_value("local")
 
 
 def approval_agent(http, tool_server) -> None:

@@ -103,6 +103,25 @@ def test_an_html_fragment_is_still_read_as_html(http):
     assert document["content_type"] == "text/html"
 
 
+def test_a_page_or_memo_saved_as_utf16_is_read_as_what_it_is(http):
+    """Windows saves "Unicode" text as UTF-16: a NUL between the letters, so the markup looked
+    for in the bytes matched nothing, and an HTML page was plain text, its tags indexed as the
+    passage's words ("<html><body><h1>Hours</h1><p>Open 9 to 5..."); an RTF memo likewise."""
+    col = http.post("/v1/collections", json={"name": "Exports"}).json()["id"]
+    page = (
+        "<html><body><h1>Hours</h1><p>The front desk opens at nine every weekday.</p></body></html>"
+    )
+    document = _upload(http, col, "hours.htm", page.encode("utf-16"))
+    assert document["content_type"] == "text/html"
+    texts = [hit["text"] for hit in _chunks(http, _ingested(http, document), "front desk hours")]
+    assert texts == ["The front desk opens at nine every weekday."]
+    resp = http.post(
+        f"/v1/collections/{col}/documents",
+        files={"file": ("memo.rtf", RTF.decode().encode("utf-16"), "text/plain")},
+    )
+    assert resp.status_code == 415 and "an RTF document" in resp.json()["error"]["message"]
+
+
 def test_front_matter_gives_the_title_and_is_no_passage(http):
     """The page's metadata lines were its first passage ("title: Refund policy
     sidebar_position: 3 ---") and its first heading its title ("Exceptions")."""

@@ -514,3 +514,29 @@ def test_the_installed_aiohttp_has_the_reader_fields_the_direct_read_uses():
     from completions.providers import openai_compatible
 
     assert openai_compatible._READER_KNOWN, openai_compatible._READER_FIELDS
+
+
+def test_sse_parser_keeps_a_long_event_in_one_buffer_grown_in_place():
+    """An event cut across many reads (a delta holding an image or audio: megabytes) was joined
+    to each read anew and searched from its start: the reads' work grew with the square of the
+    event's size (8 MB in 64 KB reads: 2 s of the event loop, 32 MB: a minute, every stream of
+    the process stalled). The event so far is one buffer, grown in place and searched where it
+    grew; it comes out whole, its CRLFs cut between reads read as LF."""
+    from completions.providers.wire import SseParser
+
+    text = b"x" * (1 << 20)
+    stream = (
+        b'event: delta\r\ndata: {"a": "' + text + b'"}\r\ndata: more\r\n\r\ndata: [DONE]\r\n\r\n'
+    )
+    parser = SseParser()
+    events = []
+    buffers = set()
+    for start in range(0, len(stream), 4093):  # the CRs and LFs fall across reads
+        events += parser.feed(stream[start : start + 4093])
+        if parser.pending:
+            buffers.add(id(parser.pending))
+    assert events + parser.end() == [
+        ("delta", b'{"a": "' + text + b'"}\nmore'),
+        (None, b"[DONE]"),
+    ]
+    assert len(buffers) == 1  # never copied into a new one

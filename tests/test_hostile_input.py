@@ -53,6 +53,13 @@ CHAT_CALL_FIELDS = {
     ],
     "user": USER,
 }
+EMBEDDINGS = {
+    "model": "all-MiniLM-L6-v2",
+    "input": ["I keep bees.", "Berlin"],
+    "encoding_format": "base64",
+    "dimensions": 384,
+    "user": USER,
+}
 CALLS_CONVERSATION = {"x-user-id": USER, "x-conversation-id": "conv_calls"}
 
 TOOL = {
@@ -112,12 +119,22 @@ def _routes(world: dict) -> list[Route]:
         # turn after the sweep (_afterwards)
         Route("POST", "/v1/chat/completions", CHAT_CALL_FIELDS, headers=CALLS_CONVERSATION),
         Route("POST", "/v1/context", CHAT),
+        Route("POST", "/v1/embeddings", EMBEDDINGS, headers={"x-user-id": USER}),
+        Route("POST", "/v1/responses", {"model": "gpt-4o-mini", "input": "Hi"}),
         Route("GET", "/v1/models"),
         Route("GET", "/v1/models/{model_id}", ids={"model_id": "gpt-4o-mini"}),
         Route(
             "GET",
             "/v1/memories",
-            query=("user_id", "kind", "conversation_id", "created_after", "created_before", *page),
+            query=(
+                "user_id",
+                "kind",
+                "conversation_id",
+                "created_after",
+                "created_before",
+                "metadata",
+                *page,
+            ),
         ),
         Route(
             "POST",
@@ -177,7 +194,7 @@ def _routes(world: dict) -> list[Route]:
         Route(
             "GET",
             "/v1/collections/{collection_id}/documents",
-            query=("status", *page),
+            query=("status", "external_id", *page),
             ids={"collection_id": col},
         ),
         Route(
@@ -728,6 +745,7 @@ def test_nul_and_lone_surrogates_are_400_naming_the_field(http, raw, param):
         "/v1/conversations/c1/messages",
         "/v1/chat/completions",
         "/v1/context",
+        "/v1/embeddings",
     ],
 )
 def test_deep_and_huge_json_is_400_on_every_json_door(http, operator_http, path):

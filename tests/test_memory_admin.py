@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import User
@@ -230,3 +231,44 @@ def test_a_memory_delete_page_lists_the_memory_alone(admin_client, memory):
     body = page.content.decode()
     assert "Alice keeps bees." in body and "Memories: 1" in body
     assert "Memory_sources object" not in body and "Memory-message relationship" not in body
+
+
+def _link(page, pattern: str) -> str:
+    """The first link on a page whose address matches `pattern`, as a browser would follow it."""
+    import html
+    import re
+
+    found = re.search(rf'href="({pattern}[^"]*)"', page.content.decode())
+    assert found, pattern
+    return html.unescape(found.group(1))
+
+
+@pytest.mark.parametrize("model", ["memory", "conversation"])
+def test_a_row_deleted_from_a_users_page_goes_back_to_that_page(admin_client, memory, model):
+    """Followed as a browser would: the user's page, the row's page, its Delete link, the
+    confirmation. Django went back to the list of every workspace's rows."""
+    from memory.admin_users import user_url
+
+    user_page = user_url(memory.workspace_id, "alice")
+    page = admin_client.get(user_page)
+    assert page.status_code == 200
+    row = admin_client.get(_link(page, f"/admin/memory/{model}/[^/]+/change/"))
+    assert row.status_code == 200
+    delete_url = _link(row, f"/admin/memory/{model}/[^/]+/delete/")
+    assert admin_client.get(delete_url).status_code == 200
+    deleted = admin_client.post(delete_url, {"post": "yes"})
+    assert deleted.status_code == 302
+    assert deleted["Location"] == user_page
+    back = admin_client.get(deleted["Location"])
+    assert back.status_code == 200 and b"deleted successfully" in back.content
+    if model == "memory":
+        assert not Memory.objects.filter(pk=memory.pk).exists()
+
+
+def test_a_row_deleted_from_the_models_list_goes_back_to_the_list(admin_client, memory):
+    """Elsewhere Django's way stands: back to the list, with its filters."""
+    listing = reverse("admin:memory_memory_changelist") + "?kind__exact=fact"
+    delete_url = reverse("admin:memory_memory_delete", args=[memory.pk])
+    query = {"_changelist_filters": "kind__exact=fact"}
+    deleted = admin_client.post(delete_url + "?" + urlencode(query), {"post": "yes"})
+    assert deleted.status_code == 302 and deleted["Location"] == listing

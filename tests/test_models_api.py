@@ -70,10 +70,35 @@ def test_aliases_are_per_workspace(owner, outsider, engram_server, upstream):
         assert_envelope(other.get("/v1/models/owners-only"), 404)
 
 
-def test_without_upstreams_only_local(http, settings, owner):
+def test_without_upstreams_only_engrams_own_models(http, settings, owner):
     settings.OPENAI_BASE_URL = settings.OPENAI_API_KEY = ""
     settings.ANTHROPIC_BASE_URL = settings.ANTHROPIC_API_KEY = ""
-    assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["local"]
+    listed = http.get("/v1/models").json()["data"]
+    assert [m["id"] for m in listed] == ["local", "all-MiniLM-L6-v2"]
+    # nothing to route to: the offline `local` is the default; the embedder is no chat model
+    assert [m["id"] for m in listed if m.get("default")] == ["local"]
+    assert listed[1]["type"] == "embedding" and listed[1]["owned_by"] == "engram"
+
+
+def test_the_default_routed_model_is_marked(http, settings, owner, upstream):
+    """The model the workspace's routes default to (the playground starts on it): the
+    operator's ENGRAM_MEMORY_LLM_MODEL, else a small model of the configured upstream, listed
+    under it when the upstream's own /models does not name it."""
+    listed = http.get("/v1/models").json()["data"]
+    assert [(m["id"], m["owned_by"]) for m in listed if m.get("default")] == [
+        ("gpt-4o-mini", "openai")
+    ]
+    settings.ENGRAM_MEMORY_LLM_MODEL = "upstream-model-a"
+    listed = http.get("/v1/models").json()["data"]
+    assert [m["id"] for m in listed if m.get("default")] == ["upstream-model-a"]
+    assert "gpt-4o-mini" not in [m["id"] for m in listed]
+    # an alias to a provider that is not configured routes nowhere: the list is still served
+    model_alias_set(workspace=owner[0], alias="nowhere", target_model="x", provider="anthropic")
+    settings.ANTHROPIC_BASE_URL = settings.ANTHROPIC_API_KEY = ""
+    settings.ENGRAM_MEMORY_LLM_MODEL = "nowhere"
+    resp = http.get("/v1/models")
+    assert resp.status_code == 200, resp.text
+    assert not [m["id"] for m in resp.json()["data"] if m.get("default")]
 
 
 def test_needs_a_workspace_key(anon_http, operator_http):

@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from tests.upstream import Reply, openai_completion, openai_stream
+from tests.upstream import extra_field_error as upstream_refusal
 
 URL = "/v1/chat/completions"
 CALL = {"id": "call_w1", "type": "function", "function": {"name": "get_weather"}}
@@ -537,3 +538,26 @@ def test_a_deployment_whose_upstream_is_generic_gets_the_older_names(sdk, upstre
     sent = upstream.chat_requests()[-1].body
     assert sent["max_tokens"] == 30 and "max_completion_tokens" not in sent
     assert sent["messages"][0] == {"role": "system", "content": "Answer in French."}
+
+
+def test_a_refusal_naming_a_field_past_its_first_500_characters_drops_it_too(sdk, upstream):
+    """Mistral's 422 lists every refused field with its input: a long `metadata` pushed the
+    next one (`store`) past the 500 characters of the message the client reads, which is all
+    the mend read: one retry without `metadata` alone, refused again for `store`, and the
+    client got that 422. The refusal is read whole: both go in the one retry."""
+    upstream.refuses_extra_fields = True
+    model = "mistral-small-latest"
+    upstream.script(Reply(json=openai_completion("Bonjour", model=model)))
+    metadata = {"notes": "n" * 400, "trace": "t" * 400}
+    answer = sdk.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Hello"}],
+        metadata=metadata,
+        store=False,
+    )
+    assert answer.choices[0].message.content == "Bonjour"
+    first, second = upstream.chat_requests()
+    refused = json.dumps(upstream_refusal(first.body))
+    assert refused.index('"store"') > 500  # named past the part the client's message keeps
+    assert first.body["metadata"] == metadata and "store" in first.body
+    assert not {"metadata", "store"} & set(second.body)

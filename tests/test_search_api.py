@@ -250,6 +250,32 @@ def test_an_echo_is_left_out_when_the_words_it_quotes_do_not_rank(http):
     assert not any("You said" in t for t in texts)
 
 
+def test_an_answer_repeating_the_user_word_for_word_leaves_the_users_message_found(http):
+    """An assistant that repeats the user's message exactly ranks above it (the same words,
+    said later): it was kept as "the same words said twice", the user's message skipped as its
+    duplicate, then left out as the echo of the user message before it. Both went, and the
+    search answered with what did not match."""
+    said = "The spare key hint is the blue heron by the lake."
+    response = http.post(
+        "/v1/conversations/heron/messages",
+        json={
+            "user_id": "hal",
+            "messages": [
+                {"role": "user", "content": said, "created_at": "2026-03-01T10:00:00Z"},
+                {"role": "assistant", "content": said, "created_at": "2026-03-01T10:00:05Z"},
+                {"role": "user", "content": "I like trains.", "created_at": "2026-03-01T10:01:00Z"},
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+    user_said = response.json()["data"][0]["id"]
+    for types in (["messages"], ["memories", "messages"]):
+        found = http.post(
+            "/v1/search", json={"user_id": "hal", "query": "blue heron lake", "types": types}
+        ).json()["data"]
+        assert [(f["id"], f["role"]) for f in found if f["text"] == said] == [(user_said, "user")]
+
+
 def test_a_malformed_collection_id_is_a_400_on_both_searches(http):
     """As in x-collection-ids: a collection id that breaks the id rule (a number, a space, 201
     characters) is a 400 naming it, not a 404 "No collection '7'"; a well-formed id longer

@@ -5,11 +5,14 @@ The official `openai` client against Engram and the loopback upstream."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import openai
 import pytest
 
+from completions.models import UsageRecord
+from completions.usage import buffer
 from memory.models import Message
 from tests.upstream import Reply, openai_stream
 
@@ -130,3 +133,63 @@ def test_a_stream_unreadable_from_its_first_event_is_a_502(sdk, upstream, stream
             pass
     assert failed.value.status_code == 502 and said in failed.value.message
     assert failed.value.body["code"] == "upstream_bad_reply"
+
+
+# OpenRouter's failure mid-stream: a chunk with the error and a choice finished by "error".
+OPENROUTER_ERROR = {
+    "id": "gen-1",
+    "object": "chat.completion.chunk",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "provider": "openai",
+    "error": {"code": 502, "message": "Provider disconnected unexpectedly"},
+    "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+}
+
+
+def test_an_error_chunk_with_choices_mid_stream_fails_the_stream(http, owner, upstream):
+    """OpenRouter reports a failure mid-stream as a chunk with an `error` and a choice whose
+    finish_reason is "error". Relayed as a chunk (Engram's `engram` on it), the client's SDK
+    raised on its `error`, but the turn ended as answered: a usage record of a success, the
+    words cut short stored as the whole answer. It is the stream's error frame, the turn
+    incomplete."""
+    upstream.script(Reply(stream=[*openai_stream(["Par", "tial"])[:3], OPENROUTER_ERROR, "[DONE]"]))
+    body = {"model": "gpt-4o-mini", "messages": HI, "stream": True}
+    lines = http.post("/v1/chat/completions", json=body).text.splitlines()
+    events = [line[6:] for line in lines if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[-1] == {
+        "error": {
+            "message": "Provider disconnected unexpectedly",
+            "type": "upstream_error",
+            "param": None,
+            "code": "502",
+        }
+    }
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1]) == "Partial"
+    assert not [c for c in chunks[:-1] if c["choices"][0]["finish_reason"]]
+    buffer.flush()
+    record = UsageRecord.objects.get(workspace=owner[0])
+    assert record.incomplete and record.error_code == "stream_failed"
+
+
+def test_an_error_chunk_with_choices_is_the_sdks_error(sdk, upstream):
+    upstream.script(Reply(stream=[*openai_stream(["Par"])[:2], OPENROUTER_ERROR, "[DONE]"]))
+    with pytest.raises(openai.APIError, match="Provider disconnected unexpectedly"):
+        for _ in sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
+            pass
+
+
+def test_an_event_named_error_mid_stream_is_the_streams_error_frame(http, upstream):
+    """An error as SSE names one (`event: error`, its fields at the top of its data), as some
+    proxies send it: read as a chunk, it went to the client as one, with no choices and no
+    `error` for its SDK to raise, and the turn ended as answered."""
+    crashed = ("error", {"message": "worker crashed", "type": "server_error"})
+    upstream.script(Reply(stream=[*openai_stream(["Par"])[:2], crashed, "[DONE]"]))
+    body = {"model": "gpt-4o-mini", "messages": HI, "stream": True}
+    lines = http.post("/v1/chat/completions", json=body).text.splitlines()
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert events[-1]["error"]["message"] == "worker crashed"
+    assert events[-1]["error"]["type"] == "server_error"
+    assert all(e.get("choices") for e in events[:-1]), events

@@ -146,6 +146,9 @@ def _relayed(reads: list[bytes], *, include_usage: bool = True) -> tuple[list[st
         async def reply_committed(self) -> None:
             pass
 
+        def usage_charged(self) -> dict | None:
+            return None
+
     sent: list[bytes] = []
 
     async def send(message: dict) -> None:

@@ -69,6 +69,14 @@ BODIES: list[tuple[bool, str, str, dict, dict, str]] = [
     (
         False,
         "POST",
+        "/v1/embeddings",
+        {"model": "all-MiniLM-L6-v2", "input": "q"},
+        {"encoding": "float"},
+        "encoding",
+    ),
+    (
+        False,
+        "POST",
         "/v1/conversations/c1/messages",
         {"user_id": USER, "messages": [{"role": "user", "content": "hi"}]},
         {"session": "s"},
@@ -296,12 +304,14 @@ def test_an_unknown_query_parameter_on_every_list_is_a_400_naming_it(
             "conversation_id",
             "created_after",
             "created_before",
+            "metadata",
             "start",
             "end",
             "group_by",
             "agent_id",
             "key_id",
             "model",
+            "external_id",
         }, path
     # the reported case: a misspelt filter no longer lists every user's memories
     http.post("/v1/memories", json={"user_id": "someone_else", "text": "likes coffee"})

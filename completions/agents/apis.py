@@ -127,7 +127,9 @@ class AgentDetailApi(APIView):
     def patch(self, request, agent_id: str):
         selectors.agent_get(workspace=request.workspace, agent_id=agent_id)  # 404 first
         fields = _fields(request.data)
-        agent = services.agent_update(workspace=request.workspace, agent_id=agent_id, **fields)
+        agent = services.agent_update(
+            workspace=request.workspace, agent_id=agent_id, partial_memory=True, **fields
+        )
         return Response(_body(request.workspace, agent))
 
     @extend_schema(

@@ -43,7 +43,11 @@ class AgentInputSerializer(ClosedSerializer):
         required=False,
         help_text=f"Defaults for {', '.join(PARAMETERS)}; the request's own values win.",
     )
-    memory = MemoryPolicySerializer(required=False)
+    memory = MemoryPolicySerializer(
+        required=False,
+        help_text="The memory policy. A PATCH changes the settings it names, the others keep "
+        "theirs (`budgets`, when given, is replaced whole).",
+    )
     collection_ids = serializers.ListField(
         child=serializers.CharField(),
         max_length=MAX_COLLECTIONS,

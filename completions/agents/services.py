@@ -14,7 +14,7 @@ from accounts.models import Workspace
 from completions.agents import cache, policy
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
 from config.common.closed import unknown_fields_check
-from config.common.errors import Invalid, NotFound
+from config.common.errors import Invalid, NotFound, unknown_id
 
 NOT_FOUND_CODE = "agent_not_found"
 
@@ -50,7 +50,7 @@ def _snapshot(agent: Agent) -> AgentVersion:
 def _locked(*, workspace: Workspace, agent_id: str) -> Agent:
     agent = Agent.objects.select_for_update().filter(workspace=workspace, id=agent_id).first()
     if agent is None:
-        raise NotFound(f"No agent '{agent_id}' in this workspace.", code=NOT_FOUND_CODE)
+        raise NotFound(unknown_id("agent", agent_id), field="agent_id", code=NOT_FOUND_CODE)
     return agent
 
 
@@ -115,10 +115,24 @@ def agent_create(
 
 
 @transaction.atomic
-def agent_update(*, workspace: Workspace, agent_id: str, **changes: Any) -> Agent:
-    """Change any of CONFIG_FIELDS (only those given); the next version if anything changed."""
+def agent_update(
+    *, workspace: Workspace, agent_id: str, partial_memory: bool = False, **changes: Any
+) -> Agent:
+    """Change any of CONFIG_FIELDS (only those given); the next version if anything changed.
+    `partial_memory` (the API's PATCH): of `memory`, only the settings given change; the admin
+    sends the whole policy, which replaces the stored one."""
     unknown_fields_check(changes, CONFIG_FIELDS)
     agent = _locked(workspace=workspace, agent_id=agent_id)
+    if (
+        partial_memory
+        and isinstance(changes.get("memory"), dict)
+        and isinstance(agent.memory, dict)
+    ):
+        # The settings the PATCH names; the others keep theirs (`budgets`, when given, is
+        # replaced whole). Filled in with the defaults, `{"budgets": …}` turned an agent's
+        # memory back on: what a user said, stored and recalled again without anyone asking.
+        kept = {k: v for k, v in agent.memory.items() if k in (*policy.MEMORY_FLAGS, "budgets")}
+        changes = {**changes, "memory": {**kept, **changes["memory"]}}
     values = _checked(changes)
     if "collection_ids" in values:
         _collections_exist(workspace=workspace, collection_ids=values["collection_ids"])

@@ -225,7 +225,11 @@ class AnthropicStream(HttpStream):
                 yield chunk({}, finish_reason(reason))
             elif kind == "message_stop":
                 self.complete = True
-                yield Chunk(data={**base, "choices": [], "usage": usage_from(usage)})
+                # No usage reported (proxies in front of Anthropic): no usage chunk. Sent with
+                # `usage: null`, it went out as a chunk of no choices mid-stream, unasked, and
+                # the relay ends a stream that asked with the usage charged.
+                if (reported := usage_from(usage)) is not None:
+                    yield Chunk(data={**base, "choices": [], "usage": reported})
                 return
             elif kind == "error":
                 error = _dict(data.get("error"))

@@ -27,6 +27,7 @@ from completions.providers.base import (
     listed_model,
 )
 from completions.providers.upstream_errors import (
+    UpstreamRefusal,
     bad_reply,
     error_fields,
     read_failed,
@@ -52,6 +53,18 @@ def _is_error(data: dict) -> bool:
     """Whether an upstream's JSON object (an answer, a chunk) is an error instead: OpenAI's
     envelope without choices, or vLLM's older shape, its fields at the top (`object` "error")."""
     return ("error" in data and "choices" not in data) or data.get("object") == "error"
+
+
+def _failed_chunk(data: dict) -> bool:
+    """Whether a stream's chunk says the stream failed: an error as `_is_error` reads one, or
+    a chunk with choices and an `error` (OpenRouter's failure mid-stream: the error, and a
+    choice whose finish_reason is "error"). Relayed as a chunk, the client's SDK raised on its
+    `error`, but Engram ended the turn as answered: its record a success, the words cut short
+    stored as the whole answer, an agent's run went on with them."""
+    if _is_error(data):
+        return True
+    error = data.get("error")
+    return bool(error) and isinstance(error, dict | str)
 
 
 # How long a stream whose answer is whole waits for its `[DONE]` (see `OpenAIStream`). Not
@@ -144,7 +157,7 @@ class OpenAIStream(HttpStream):
                     yield same
                     continue
                 events = parser.feed(data) if data else parser.end()
-            for _event, raw in events:
+            for event, raw in events:
                 if usual is not None and (same := usual.read(raw)) is not None:
                     answered = usual.shape  # the same choices: no finish reason
                     whole = False
@@ -161,9 +174,11 @@ class OpenAIStream(HttpStream):
                     ) from None
                 if not isinstance(parsed, dict):
                     continue
-                if _unreadable(parsed, "delta"):
+                if _unreadable(parsed, "delta") and event != "error":
                     raise StreamFailed("The upstream provider sent an unexpected stream chunk.")
-                if _is_error(parsed):
+                # An event named `error` (SSE's own way to say it, as proxies send it, its
+                # fields at the top) too: relayed, it was a chunk of no choices to the client.
+                if _failed_chunk(parsed) or event == "error":
                     message, type_, _param, code = error_fields(raw)
                     raise StreamFailed(
                         self.said(message or "The upstream provider failed."),
@@ -412,7 +427,9 @@ def _amended(call: Call, payload: dict, error: ApiError) -> dict | None:
     the client's, whatever it is."""
     if error.status not in (400, 422):
         return None
-    message = error.message
+    # The refusal whole: the client's message is cut at 500 characters, and pydantic's list
+    # (each refused field with its input) named a second field past them, which was not dropped.
+    message = error.said if isinstance(error, UpstreamRefusal) else error.message
     if (
         "max_tokens" in payload
         and "max_completion_tokens" not in payload
@@ -562,7 +579,7 @@ class OpenAICompatibleProvider(HttpProvider):
             return bad_reply("The upstream provider sent a malformed stream chunk.")
         if not isinstance(data, dict):
             return None  # skipped, as the stream skips it
-        if _is_error(data):
+        if _failed_chunk(data) or first[0] == "error":
             return self._error_under_200(call, raw)
         if _unreadable(data, "delta"):
             return bad_reply("The upstream provider sent an unexpected stream chunk.")

@@ -25,6 +25,14 @@ def without_key(content: bytes, api_key: str) -> bytes:
     return content.replace(api_key.encode(), b"***")
 
 
+class UpstreamRefusal(ApiError):
+    """An upstream's error answer. `said`: its message whole, where `message` (the client's)
+    is cut at MESSAGE_LIMIT characters, for what reads the refusal (which fields it names:
+    completions.providers.openai_compatible._amended)."""
+
+    said: str = ""
+
+
 def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> ApiError:
     """An upstream's error answer, in OpenAI's envelope: 4xx keep their status, 5xx become 502."""
     message, type_, param, code = error_fields(content)
@@ -38,7 +46,7 @@ def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> A
             code="upstream_error",
             headers=passthrough,
         )
-    return ApiError(
+    error = UpstreamRefusal(
         status,
         message or f"The upstream provider answered {status}.",
         type=type_,
@@ -46,6 +54,8 @@ def upstream_error(status: int, content: bytes, headers: Mapping[str, str]) -> A
         code=code,
         headers=passthrough,
     )
+    error.said = error_fields(content, limit=None)[0]
+    return error
 
 
 # An upstream refusing Engram's own provider key. Relayed as it came, the client's SDK read it
@@ -123,14 +133,22 @@ def redirected(provider: str, source: str, status: int, location: str | None) ->
     )
 
 
-def error_fields(content: bytes) -> tuple[str, str | None, str | None, str | None]:
+# How much of an upstream's error that is not a message (a page, pydantic's list of what it
+# refused, as JSON) the client reads as the message.
+MESSAGE_LIMIT = 500
+
+
+def error_fields(
+    content: bytes, *, limit: int | None = MESSAGE_LIMIT
+) -> tuple[str, str | None, str | None, str | None]:
     """An upstream error's message, type, param and code, as strings, from any of the shapes
     upstreams write (OpenAI's envelope, vLLM's top-level fields, FastAPI's detail); the one
-    reader of an error answer and of a stream's error event."""
+    reader of an error answer and of a stream's error event. A message that is not text (a
+    page, JSON) cut at `limit` characters (None: whole)."""
     try:
         data = json.loads(content)
     except (ValueError, UnicodeDecodeError):
-        return content[:500].decode("utf-8", "replace").strip(), None, None, None
+        return content[:limit].decode("utf-8", "replace").strip(), None, None, None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):  # OpenAI, and Anthropic's {"type": "error", "error": {...}}
         code = error.get("code")
@@ -153,13 +171,14 @@ def error_fields(content: bytes) -> tuple[str, str | None, str | None, str | Non
         )
     if isinstance(data, dict) and "detail" in data:  # FastAPI-style servers
         detail = data["detail"]
-        return (detail if isinstance(detail, str) else _json_text(detail)), None, None, None
-    return _json_text(data), None, None, None
+        text = detail if isinstance(detail, str) else _json_text(detail, limit)
+        return text, None, None, None
+    return _json_text(data, limit), None, None, None
 
 
-def _json_text(value: object) -> str:
+def _json_text(value: object, limit: int | None) -> str:
     """An upstream's JSON as JSON (Python's repr of it was what the client read)."""
-    return json.dumps(value, ensure_ascii=False)[:500]
+    return json.dumps(value, ensure_ascii=False)[:limit]
 
 
 # Passed on to the client with a refusal. `x-should-retry` is how OpenAI's and Anthropic's

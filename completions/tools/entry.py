@@ -22,7 +22,7 @@ from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.request import caller_user
 from completions.streaming import dumps, ending, own_chunk
-from completions.tools import cache, selectors, services
+from completions.tools import cache, policy, selectors, services
 from completions.tools.executor import Scope
 from completions.tools.models import Approval, Execution
 from completions.tools.run import (
@@ -205,6 +205,7 @@ async def serve(turn: Turn, route: Route, call: Call, body: dict) -> Reply | Non
         route_model=ctx.model,
         stream=turn.stream,
         body=upstream_body(call.body, tools),
+        agent_tools=[t.name for t in tools],
         collection_ids=list(ctx.collection_ids),
         conversation_pk=getattr(turn.prepared.state, "conversation_pk", "") or "",
         session_pk=getattr(turn.prepared.state, "session_pk", "") or "",
@@ -294,7 +295,11 @@ async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
             _finish(turn, run, 499, None, True, "client_closed")
             raise
         streamer = Streamer(
-            run, include_usage=validation.include_usage(body), on_end=on_end, first=first
+            run,
+            include_usage=validation.include_usage(body),
+            on_end=on_end,
+            first=first,
+            charged=turn.usage_charged,
         )
         return _reply(200, {**headers, **turn.timing_headers()}, stream=streamer.frames())
     # A run that fails keeps in the conversation what ran before (the tool calls and their
@@ -552,7 +557,17 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     body = jsonbody.loads_object(raw)
     unknown_fields_check(
         body,
-        {"approval_id", "decision", "reason", "stream", "stream_options", "user", "metadata"},
+        # `user_id` and `user` name the end user as chat's body does (caller_user reads them)
+        {
+            "approval_id",
+            "decision",
+            "reason",
+            "stream",
+            "stream_options",
+            "user",
+            "user_id",
+            "metadata",
+        },
     )
     approval_id = identifier(body.get("approval_id"), "approval_id")  # the id rule, as every id's
     if approval_id is None:
@@ -562,9 +577,13 @@ def _resume_fields(raw: bytes) -> tuple[str, bool, str, bool, Any]:
     decision = body.get("decision")
     if decision not in ("approve", "reject"):
         raise Invalid('decision must be "approve" or "reject".', field="decision")
-    reason = body.get("reason") or ""
-    if not isinstance(reason, str) or len(reason) > 2000:
-        raise Invalid("reason must be a string of 2,000 characters at most.", field="reason")
+    reason = body.get("reason")
+    if reason is None:
+        reason = ""
+    if not isinstance(reason, str) or len(reason) > policy.MAX_REASON:
+        raise Invalid(
+            f"reason must be a string of {policy.MAX_REASON:,} characters at most.", field="reason"
+        )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise Invalid("stream must be a boolean.", field="stream")
@@ -681,7 +700,12 @@ async def resume(
             )
             return charged
 
-        streamer = Streamer(run, include_usage=validation.include_usage(body), on_end=on_end)
+        streamer = Streamer(
+            run,
+            include_usage=validation.include_usage(body),
+            on_end=on_end,
+            charged=turn.usage_charged,
+        )
         headers = {**turn.limit_headers(), **turn.timing_headers()}
         return _reply(200, headers, stream=streamer.frames(resumed))
     # A resume that fails stores what it ran (the approved calls' results: a refund made)
@@ -714,7 +738,13 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
     waiting = set(execution.pending.get("waiting") or ())
     # A tool (or agent) deleted while the run waited cannot run: the model is told it no
     # longer exists, not that the user rejected it (completions.tools.run.Run.execute).
-    gone = {c["id"] for c in calls if (c.get("function") or {}).get("name") not in run.tools}
+    started = set(execution.agent_tools)  # empty for a run started before they were kept
+    gone = {
+        c["id"]
+        for c in calls
+        if (name := (c.get("function") or {}).get("name")) not in run.tools
+        and (not started or name in started)
+    }
     run.step(
         "approval",
         approval_id=approval.id,

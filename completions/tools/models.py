@@ -89,6 +89,11 @@ class Execution(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
     # The upstream body without messages (parameters, tools) and the messages so far.
     body = models.JSONField(default=dict)
+    # The names of the agent's tools `body["tools"]` offered when the run started: the others
+    # there are the request's own. Each model call offers the request's tools with the agent's
+    # as they are then (completions.tools.run.Run.call), and a call of a tool neither has is
+    # answered as no such tool. Empty for a run started before this was kept.
+    agent_tools = models.JSONField(default=list, blank=True)
     messages = models.JSONField(default=list)
     steps = models.JSONField(default=list)  # see completions.tools.run: one dict per step
     # While waiting: {"message": the assistant message, "waiting": [ids of the calls it holds]}

@@ -9,9 +9,13 @@ from rest_framework.views import APIView
 from completions.openapi import SSE_EVENT, ref
 from completions.tools.policy import (
     BUILTINS,
+    MAX_DESCRIPTION,
     MAX_HEADER_NAME,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
+    MAX_REASON,
+    MAX_TIMEOUT,
+    MAX_TTL,
     METHODS,
     NAME_PATTERN,
 )
@@ -42,7 +46,9 @@ class ToolInputSerializer(ClosedSerializer):
     name = serializers.RegexField(
         NAME_PATTERN, help_text="The function name the model calls (unique per agent)."
     )
-    description = serializers.CharField(required=False, allow_blank=True)
+    description = serializers.CharField(
+        required=False, allow_blank=True, max_length=MAX_DESCRIPTION
+    )
     parameters = serializers.DictField(required=False, help_text="A JSON schema of type object.")
     type = serializers.ChoiceField(choices=["http", "builtin"])
     http = HttpToolSerializer(required=False)
@@ -54,9 +60,16 @@ class ToolInputSerializer(ClosedSerializer):
         '{"any": [rules]}.',
     )
     approval_ttl_seconds = serializers.IntegerField(
-        required=False, help_text="How long an approval waits (default 900); then rejected."
+        required=False,
+        min_value=1,
+        max_value=MAX_TTL,
+        help_text="How long an approval waits (default 900); then rejected.",
     )
-    timeout_seconds = serializers.FloatField(required=False, help_text="Default 10.")
+    timeout_seconds = serializers.FloatField(
+        required=False,
+        max_value=MAX_TIMEOUT,
+        help_text=f"Seconds, over 0 and at most {MAX_TIMEOUT:g}; default 10.",
+    )
 
 
 class ToolSerializer(ToolInputSerializer):
@@ -154,11 +167,23 @@ APPROVAL_LIST_PARAMETERS = [
 class ResumeInputSerializer(ClosedSerializer):
     approval_id = serializers.CharField()
     decision = serializers.ChoiceField(choices=["approve", "reject"])
-    reason = serializers.CharField(required=False)
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=MAX_REASON,
+        help_text='On reject: what the model is told ("The user rejected this call: <reason>").',
+    )
     stream = serializers.BooleanField(required=False)
     stream_options = serializers.DictField(
         required=False,
         help_text='As on /v1/chat/completions: {"include_usage": bool}, with `stream: true` only.',
+    )
+    user_id = serializers.CharField(
+        required=False,
+        help_text="The end user, as on /v1/chat/completions (or `x-user-id`): the approval's.",
+    )
+    user = serializers.CharField(
+        required=False, help_text="OpenAI's name of the end user; `user_id` and x-user-id win."
     )
     metadata = serializers.DictField(
         child=serializers.CharField(),

@@ -31,6 +31,8 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains")
 MAX_TTL = 7 * 24 * 3600
 MAX_TIMEOUT = 120.0
+MAX_DESCRIPTION = 4000  # a tool's description, in characters
+MAX_REASON = 2000  # a resume's reason, in characters
 MAX_HEADERS = 20
 # A header's name and value, each: a value had no cap (100,000 characters were stored and sent
 # with every call, where servers refuse a header line past 8 KB: nginx's

@@ -3,8 +3,10 @@ calls server-side tools, run them (in parallel where it asked for several), appe
 results and call it again, up to ENGRAM_TOOLS_MAX_STEPS model calls (the last one with
 `tool_choice: "none"`, so the run ends with an answer). A call whose tool's approval policy
 holds pauses the run instead (completions.tools.services.execution_pause); a call of a tool the
-agent does not have is the client's: an answer of only such calls goes back to the client
-unchanged. A step that calls both runs the agent's calls first (pausing for an approval as any
+agent does not have is the client's when the request declared that tool: an answer of only
+such calls goes back to the client unchanged. A call of a tool neither has (a model's slip)
+gets the error result "there is no tool named …", as a failed call of the agent's, and the
+model is called again: handed back, it was a call the client cannot answer. A step that calls both runs the agent's calls first (pausing for an approval as any
 step does), then answers with the client's calls alone (`finish_reason: "tool_calls"`), without
 calling the model again: the run's history holds the agent's calls and their results as an
 assistant message of their own, then the client's calls as the answer, so every call in it is
@@ -73,6 +75,12 @@ def specs(tools: tuple[Tool, ...] | list[Tool]) -> list[dict]:
         }
         for t in tools
     ]
+
+
+def tool_name(item: Any) -> Any:
+    """The function name of a tool call or a tool definition (None when it has none)."""
+    function = item.get("function") if isinstance(item, dict) else None
+    return function.get("name") if isinstance(function, dict) else None
 
 
 def with_agent_tools(client_tools: Any, tools: tuple[Tool, ...]) -> list[dict]:
@@ -174,8 +182,29 @@ class Run:
         """Did the request declare tools of its own (beside the agent's)?"""
         return declares_client_tools(self.execution, self.tools)
 
+    def client_names(self) -> set[str]:
+        """The names of the request's own tools the model may call (an agent's tool of the
+        same name is what runs)."""
+        requested = requested_tools(self.execution, self.tools)
+        return {n for t in requested if isinstance(n := tool_name(t), str)} - set(self.tools)
+
+    def _clients(self, call: dict) -> bool:
+        return tool_name(call) in self.client_names()
+
     def call(self, *, stream: bool) -> Call:
         body = {**self.execution.body, "messages": self.execution.messages, "stream": stream}
+        # The agent's tools as they are now (a resumed run's: at the resume), beside the
+        # request's own: the run started with them, but one may have been added, changed or
+        # deleted while it waited for an approval, and a deleted one the model still saw
+        # was called and handed back to the client as if it were the client's.
+        offered = with_agent_tools(
+            requested_tools(self.execution, self.tools), tuple(self.tools.values())
+        )
+        if offered:
+            body["tools"] = offered
+        else:  # every tool deleted: OpenAI refuses an empty `tools`, and its companions
+            for key in ("tools", "tool_choice", "parallel_tool_calls"):
+                body.pop(key, None)
         if self.model_calls:  # after tool results: fitted to the window (the first call is)
             body["messages"] = window.fitted(body["messages"], body=body, model=self.route.model)
         choice = body.get("tool_choice")
@@ -250,7 +279,7 @@ class Run:
         call without one failed the run (a 500); two with the same one had a tool honouring
         the key answer the second with the first's result."""
         calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
-        ours = [c for c in calls if (c.get("function") or {}).get("name") in self.tools]
+        ours = [c for c in calls if not self._clients(c)]
         if not ours:
             return
         used = {i for m in self.execution.messages for i in tool_call_ids(m)}
@@ -266,14 +295,16 @@ class Run:
             return Decision("answer")
         if self.model_calls >= settings.ENGRAM_TOOLS_MAX_STEPS:
             return self._cut_short(message, calls)
-        ours = [c for c in calls if (c.get("function") or {}).get("name") in self.tools]
+        # The agent's calls, and those of a tool nobody has (answered as such in execute)
+        ours = [c for c in calls if not self._clients(c)]
         if not ours:
             return Decision("answer")  # the client's own tools: it runs them, as without agents
         client = [c for c in calls if c not in ours]
         waiting = [
             c
             for c in ours
-            if policy.needs_approval(
+            if tool_name(c) in self.tools
+            and policy.needs_approval(
                 self.tools[c["function"]["name"]].approval, c["function"].get("arguments") or ""
             )
         ]
@@ -285,7 +316,7 @@ class Run:
         client with calls of tools it does not have: they are left out (the step's record
         keeps them) and the run ends as one cut short, `finish_reason: "length"`, unless
         the client's own calls remain."""
-        client = [c for c in calls if (c.get("function") or {}).get("name") not in self.tools]
+        client = [c for c in calls if self._clients(c)]
         if len(client) == len(calls):
             return Decision("answer")
         if client:
@@ -328,7 +359,9 @@ class Run:
         self.execution.messages.append(message)
         if not resumed:
             self.transcript.append(message)
-        runnable = [c for c in calls if c["id"] not in rejected and c["id"] not in gone]
+        # A call of a tool neither the agent nor the request has: the model is told so.
+        missing = {c["id"] for c in calls if tool_name(c) not in self.tools} - rejected - gone
+        runnable = [c for c in calls if c["id"] not in rejected | gone | missing]
         if runnable:
             # Stored before the tools start: a run resumed again after a failure or a lost
             # process sees these calls as started and never runs them a second time; and a
@@ -347,6 +380,9 @@ class Run:
             elif call["id"] in gone:
                 name = (call.get("function") or {}).get("name")
                 result, status = Result("", f"the tool '{name}' no longer exists", 0.0), "failed"
+            elif call["id"] in missing:
+                name = tool_name(call)
+                result, status = Result("", f"there is no tool named '{name}'", 0.0), "failed"
             else:
                 result = next(results)
                 status = "completed" if result.error is None else "failed"
@@ -473,13 +509,22 @@ async def _heartbeat(run: weakref.ref[Run], execution_id: str, owner: str) -> No
             return
 
 
+def requested_tools(execution: Execution, agent_tools: Collection[str]) -> list[dict]:
+    """The run's request's own tool definitions: its body's without the agent's it started
+    with (Execution.agent_tools; for a run started before they were kept, the agent's now,
+    `agent_tools`)."""
+    started = set(execution.agent_tools or agent_tools)
+    return [
+        t
+        for t in execution.body.get("tools") or ()
+        if isinstance(t, dict) and tool_name(t) not in started
+    ]
+
+
 def declares_client_tools(execution: Execution, agent_tools: Collection[str]) -> bool:
     """Did the run's request declare tools of its own beside the agent's (`agent_tools`, their
     names)? A stream then shows the agent's calls in chunks with no choices (Streamer)."""
-    return any(
-        isinstance(t, dict) and (t.get("function") or {}).get("name") not in agent_tools
-        for t in execution.body.get("tools") or ()
-    )
+    return any(tool_name(t) not in agent_tools for t in requested_tools(execution, agent_tools))
 
 
 def _step(execution: Execution, kind: str, **values: Any) -> None:

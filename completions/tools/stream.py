@@ -39,7 +39,7 @@ from completions.streaming import (
     own_chunk,
 )
 from completions.tools.models import Execution
-from completions.tools.run import Decision, Resumed, Run, failed, request_usage
+from completions.tools.run import Decision, Resumed, Run, failed, request_usage, tool_name
 from config.common.background import spawn
 from config.common.errors import ApiError, DomainError, api_error, unexpected_error
 from memory.text import kept_reasoning
@@ -59,8 +59,12 @@ class Streamer:
         include_usage: bool,
         on_end: Callable[[int, dict | None, bool, str], dict],
         first: tuple[asyncio.Future, float] | None = None,
+        charged: Callable[[], dict | None] = lambda: None,
     ) -> None:
         self.run = run
+        # The usage the run was charged, once `on_end` charged it: the end's usage when the
+        # upstream reported none (completions.streaming.relay ends a plain stream so).
+        self.charged = charged
         # The run's first model call and when it began, opened before the answer's status was
         # sent (open_first).
         self.first = first
@@ -106,6 +110,13 @@ class Streamer:
             usage=usage,
             engram=engram,
         )
+
+    def _usage(self, reported: dict | None) -> dict | None:
+        """The end's usage when the client asked for it: the model calls' as the upstream
+        reported them, else the estimate the run was charged (`charged`, after `on_end`)."""
+        if not self.include_usage or reported is not None:
+            return reported
+        return self.charged()
 
     def calls_delta(self, calls: list[dict]) -> dict:
         delta = {
@@ -160,6 +171,7 @@ class Streamer:
                         )
                         ended = True
                         charged = self.on_end(200, paused.stored, False, "")
+                        usage = self._usage(usage)
                         yield ending(
                             self.chunk,
                             {},
@@ -175,6 +187,7 @@ class Streamer:
                     await run.answer(message)
                     ended = True
                     charged = self.on_end(200, message, False, "")
+                    usage = self._usage(usage)
                     # The model's own reason ("length", "content_filter", ...) unless the
                     # answer is the client's calls: a cut answer must not read as complete.
                     finish = "tool_calls" if calls else decision.finish or self.finish or "stop"
@@ -303,8 +316,8 @@ class Streamer:
         # it is shown Engram's calls in chunks with no choices, so that message holds its own.
         shown = not run.client_tools
         for call in calls:
-            if call["id"] in rejected or call["id"] in gone:
-                continue
+            if call["id"] in rejected or call["id"] in gone or tool_name(call) not in run.tools:
+                continue  # a call of no tool (run.Run.execute) runs nothing either
             mark = {"id": call["id"], "name": call["function"]["name"], "status": "running"}
             yield self.chunk(
                 self.calls_delta([call]) if shown else None,

@@ -61,6 +61,7 @@ class MemoryListCreateApi(APIView):
             conversation_id=filters.conversation_id,
             created_from=filters.created_from,
             created_until=filters.created_until,
+            metadata=filters.metadata,
         )
         page = paginate(
             memories,

@@ -278,6 +278,14 @@ MEMORY_LIST_FILTERS = [
         required=False,
     ),
     OpenApiParameter(
+        "metadata",
+        str,
+        description="Only memories whose `metadata` holds these keys with these values: a JSON "
+        'object, e.g. `metadata={"source":"crm"}` (URL-encoded); nested objects match by '
+        "containment, as mem0's and Zep's metadata filters. Not an object: 400 naming `metadata`.",
+        required=False,
+    ),
+    OpenApiParameter(
         "created_after",
         _MOMENT,
         description="Only memories created after this moment: Unix seconds or ISO 8601 (UTC "

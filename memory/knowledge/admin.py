@@ -91,7 +91,14 @@ class DocumentAdmin(CountsOnDelete):
         "updated_at",
     )
     list_filter = ("status", "content_type")
-    search_fields = ("id", "title", "filename", "collection__name", "collection__id")
+    search_fields = (
+        "id",
+        "title",
+        "filename",
+        "external_id",
+        "collection__name",
+        "collection__id",
+    )
     list_select_related = ("collection", "workspace")
     exclude = ("raw",)
     readonly_fields = (
@@ -99,6 +106,8 @@ class DocumentAdmin(CountsOnDelete):
         "workspace",
         "collection",
         "filename",
+        "external_id",
+        "version",
         "content_type",
         "content_hash",
         "size_bytes",
@@ -140,14 +149,19 @@ class DocumentAdmin(CountsOnDelete):
         return obj.error[:80]
 
     def _rerun(self, request, queryset, *, from_scratch: bool) -> None:
-        for document in queryset:
+        queued = sum(
             services.document_rerun(
                 workspace=document.workspace, document=document, from_scratch=from_scratch
             )
-        self.message_user(request, f"Queued {len(queryset)} document(s).", messages.SUCCESS)
+            for document in queryset
+        )
+        left = len(queryset) - queued
+        note = f"; {left} left as they are (ready, or deleted)" if left else ""
+        self.message_user(request, f"Queued {queued} document(s){note}.", messages.SUCCESS)
 
     @admin.action(
-        description="Re-run ingestion (resume: keep embedded chunks)", permissions=["change"]
+        description="Re-run ingestion (resume: keep embedded chunks; a ready one stays as it is)",
+        permissions=["change"],
     )
     def rerun(self, request, queryset):
         self._rerun(request, queryset, from_scratch=False)

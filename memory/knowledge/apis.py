@@ -50,6 +50,8 @@ def document_body(document: Document) -> dict:
         "size_bytes": document.size_bytes,
         "content_hash": document.content_hash,
         "metadata": document.metadata,
+        "external_id": document.external_id or None,
+        "version": document.version,
         "status": document.status,
         "error": document.error or None,
         "progress": {"done": document.chunks_done, "total": document.chunks_total},
@@ -137,12 +139,19 @@ class TextDocumentInput(ClosedSerializer):
     text = serializers.CharField(trim_whitespace=False)
     title = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
     metadata = serializers.DictField(required=False, default=dict)
+    # null or "": no key (a text has no file name to default to)
+    external_id = serializers.CharField(
+        max_length=300, allow_blank=True, allow_null=True, required=False, default=None
+    )
 
 
 class FileDocumentInput(ClosedSerializer):
     file = serializers.FileField(allow_empty_file=True)
     title = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
     metadata = serializers.CharField(required=False, allow_blank=True, default="")
+    external_id = serializers.CharField(
+        max_length=300, allow_blank=True, required=False, default=None
+    )
 
 
 def _filename(name: str | None) -> str:
@@ -153,6 +162,22 @@ def _filename(name: str | None) -> str:
     if problem := jsonbody.text_problem(name):
         raise Invalid(f"The file name is not valid: {problem}.", field="file")
     return name
+
+
+def _external_id_param(query_params) -> str | None:
+    """The list's `external_id` filter: a key as a document can have one, or a 400."""
+    value = query_params.get("external_id")
+    if value is None:
+        return None
+    problem = jsonbody.text_problem(value)
+    if problem or len(value) > 300:
+        raise ApiError(
+            400,
+            f"external_id is not valid: {problem or 'at most 300 characters'}.",
+            param="external_id",
+            code="invalid_value",
+        )
+    return value
 
 
 def _is_upload(request) -> bool:
@@ -190,6 +215,7 @@ def _document_input(request) -> dict:
             "title": data.validated_data["title"],
             "filename": _filename(upload.name),
             "metadata": metadata,
+            "external_id": data.validated_data["external_id"],
         }
     _request_size_check(int(request.META.get("CONTENT_LENGTH") or 0))
     data = TextDocumentInput(data=request.data)
@@ -203,6 +229,8 @@ def _document_input(request) -> dict:
         "filename": "",
         "metadata": data.validated_data["metadata"],
         "is_text": True,
+        # a text has no file name to be known by: only the key it is given
+        "external_id": data.validated_data["external_id"] or "",
     }
 
 
@@ -218,6 +246,12 @@ class DocumentListCreateApi(APIView):
                 str,
                 enum=Document.Status.values,
                 description="Only these.",
+                required=False,
+            ),
+            OpenApiParameter(
+                "external_id",
+                str,
+                description="Only the versions of this key (the document's `external_id`).",
                 required=False,
             ),
             *LIST_PARAMETERS,
@@ -237,20 +271,32 @@ class DocumentListCreateApi(APIView):
                 code="invalid_value",
             )
         documents = selectors.document_list(
-            workspace=request.workspace, collection=collection, status=wanted
+            workspace=request.workspace,
+            collection=collection,
+            status=wanted,
+            external_id=_external_id_param(request.query_params),
         )
         return Response(
-            paginate(documents, request.query_params, document_body, filters=("status",))
+            paginate(
+                documents, request.query_params, document_body, filters=("status", "external_id")
+            )
         )
 
     @extend_schema(
         summary="Add a document (202 queued; 200 when the same content is already there)",
         description="A multipart `file` (txt, md, html, pdf, docx, docm, dotx, dotm; type checked "
         "by content) or "
-        "JSON `{text, title, metadata}`. Over `ENGRAM_MAX_DOCUMENT_BYTES` is 413; a type Engram "
-        "cannot read is 415; a multipart body Engram cannot split into its parts (no boundary, "
-        "another, or cut short) is 400 `invalid_multipart`. A Celery worker extracts, chunks "
-        "and embeds it: poll the document.",
+        "JSON `{text, title, metadata, external_id}`. Over `ENGRAM_MAX_DOCUMENT_BYTES` is 413; "
+        "a type Engram cannot read is 415; a multipart body Engram cannot split into its parts "
+        "(no boundary, another, or cut short) is 400 `invalid_multipart`. A Celery worker "
+        "extracts, chunks and embeds it: poll the document.\n\n"
+        "**Versions.** A document is known in its collection by its `external_id` (a file "
+        'upload\'s defaults to its file name; a text has one only if given; `""` opts out). New '
+        "content under a key the collection holds is a new document with the next `version`: "
+        "the current version stays searchable while it is ingested, and when it is ready the "
+        "older versions are deleted in the same commit, so a search sees exactly one. If it "
+        "fails, the current version stays. The same content again is the 200 duplicate, "
+        "nothing re-embedded (and, under its key, its latest version again).",
         tags=["collections"],
         request={
             "application/json": TextDocumentInput,

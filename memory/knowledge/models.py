@@ -50,6 +50,14 @@ class Document(models.Model):
     size_bytes = models.PositiveIntegerField(default=0)
     raw = models.BinaryField(help_text="the uploaded bytes, kept so ingestion can be re-run")
     metadata = models.JSONField(default=dict, blank=True)
+    # The document's identity in its collection across uploads: the client's `external_id`,
+    # else the uploaded file's name ("": none, a text sent without one). An upload under a key
+    # the collection holds is its next `version`; when that version is ready it replaces the
+    # older ones in the same commit (services._switch), so a search sees one version, never
+    # two and never none. Uploading a new version had made a second document, and the stale
+    # text competed with the new in every search.
+    external_id = models.CharField(max_length=300, blank=True, default="")
+    version = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True, default="")
     chunks_total = models.PositiveIntegerField(default=0)
@@ -72,6 +80,7 @@ class Document(models.Model):
                 fields=["collection", "content_hash"], name="document_hash_unique"
             )
         ]
+        indexes = [models.Index(fields=["collection", "external_id"], name="document_key")]
 
     def __str__(self) -> str:
         return self.title or self.filename or self.id

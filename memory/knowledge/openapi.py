@@ -34,6 +34,15 @@ class DocumentSerializer(serializers.Serializer):
     size_bytes = serializers.IntegerField()
     content_hash = serializers.CharField()
     metadata = serializers.DictField()
+    external_id = serializers.CharField(
+        allow_null=True,
+        help_text="The document's key in its collection (the upload's `external_id`, else its "
+        "file name; null: none). A new content uploaded under a key the collection holds is "
+        "its next version, which replaces the current one once it is ready.",
+    )
+    version = serializers.IntegerField(
+        help_text="1 for a key's first upload, then one more for each new content under it."
+    )
     status = serializers.ChoiceField(choices=Document.Status.values)
     error = serializers.CharField(allow_null=True)
     progress = ProgressSerializer(help_text="Chunks embedded so far.")
@@ -67,6 +76,13 @@ class FileUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="txt, md, html, pdf or docx (type checked by content).")
     title = serializers.CharField(required=False, allow_blank=True)
     metadata = serializers.CharField(required=False, help_text="A JSON object.")
+    external_id = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="The document's key in the collection (default: the file's name; empty: "
+        "none). Uploading new content under a key replaces that key's document once the new "
+        "version is ready; until then the old one is searched.",
+    )
 
 
 CollectionListSerializer = list_of(CollectionSerializer, "CollectionList")

@@ -34,11 +34,19 @@ def collection_ids_existing(
 
 
 def document_list(
-    *, workspace: Workspace, collection: Collection, status: str | None = None
+    *,
+    workspace: Workspace,
+    collection: Collection,
+    status: str | None = None,
+    external_id: str | None = None,
 ) -> QuerySet[Document]:
+    """`external_id`: the versions of that key (the current one, and a newer one while it is
+    ingested or if it failed)."""
     documents = Document.objects.filter(workspace=workspace, collection=collection).defer("raw")
     if status:
         documents = documents.filter(status=status)
+    if external_id is not None:
+        documents = documents.filter(external_id=external_id)
     return documents
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Workspace
@@ -140,11 +140,18 @@ def document_create(
     filename: str = "",
     metadata: dict | None = None,
     is_text: bool = False,
+    external_id: str | None = None,
 ) -> tuple[Document, bool]:
     """(document, created): identical bytes in the collection give back the existing document
     (queued again if it had failed). `is_text`: `raw` is a text sent as one (UTF-8), typed as
-    text, Markdown or HTML only."""
+    text, Markdown or HTML only.
+
+    `external_id`: the document's key in the collection (None: its `filename`; "": none). A
+    new content under a key the collection holds is that key's next version: it is ingested
+    beside the current one, which stays searchable until the new one is ready and is then
+    replaced in the same commit (_switch)."""
     assert collection.workspace_id == workspace.id
+    key = (filename if external_id is None else external_id)[:300]
     if len(raw) > settings.ENGRAM_MAX_DOCUMENT_BYTES:
         raise document_too_large(len(raw))
     # Unicode blanks too (no-break and zero-width spaces, BOMs): they are not ASCII whitespace
@@ -168,6 +175,8 @@ def document_create(
     digest = hashlib.sha256(raw).hexdigest()
     existing = Document.objects.filter(collection=collection, content_hash=digest).defer("raw")
     if found := existing.first():
+        if key and found.external_id == key:
+            _make_latest(found)
         if found.status == Document.Status.FAILED:
             # The tenant's way to re-run a failed document (its error may say "re-run it"; the
             # admin's re-run is the operator's): the same bytes again queue it again, resuming.
@@ -176,9 +185,16 @@ def document_create(
         return found, False
     try:
         with transaction.atomic():
+            version = 1
+            if key:
+                _key_lock(collection.id, key)  # two uploads of one key: one version each
+                latest = _same_key(collection.id, key).aggregate(latest=Max("version"))
+                version = (latest["latest"] or 0) + 1
             document = Document.objects.create(
                 workspace=workspace,
                 collection=collection,
+                external_id=key,
+                version=version,
                 title=title[:300],
                 filename=filename[:300],
                 content_type=content_type,
@@ -197,6 +213,53 @@ def document_create(
     return document, True
 
 
+def _key_lock(collection_id: str, key: str) -> None:
+    """Serialize, until the transaction ends, the writers of one key's versions: the numbering
+    of a new upload and the switch to a version that became ready."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            [f"document:{collection_id}:{key}"],
+        )
+
+
+def _same_key(collection_id: str, key: str) -> QuerySet[Document]:
+    return Document.objects.filter(collection_id=collection_id, external_id=key).defer("raw")
+
+
+def _replace_older(document: Document) -> list[str]:
+    """Delete the versions of the document's key older than it, with their chunks (in the
+    caller's transaction, under the key's lock); the ids deleted. A run still ingesting one of
+    them finds its document gone and stops (_Gone)."""
+    older = _same_key(document.collection_id, document.external_id).filter(
+        version__lt=document.version
+    )
+    ids = list(older.select_for_update().order_by("id").values_list("id", flat=True))
+    if ids:
+        Chunk.objects.filter(document_id__in=ids).delete()
+        Document.objects.filter(id__in=ids).defer("raw").delete()
+    return ids
+
+
+@transaction.atomic
+def _make_latest(document: Document) -> None:
+    """The same content uploaded again under its key: it is that key's latest version again
+    (nothing is re-embedded). Ready, it replaces the newer versions still being ingested or
+    failed now; otherwise when it becomes ready."""
+    _collection_key_share(document.collection_id)
+    _key_lock(document.collection_id, document.external_id)
+    same = _same_key(document.collection_id, document.external_id)
+    latest = same.exclude(id=document.id).aggregate(latest=Max("version"))["latest"]
+    if latest is None or latest < document.version:
+        return
+    if not same.filter(id=document.id).update(version=latest + 1):
+        return  # deleted meanwhile
+    document.refresh_from_db(fields=["version", "status"])
+    if document.status == Document.Status.READY:
+        _replace_older(document)
+        terms.collections_changed()
+
+
 @transaction.atomic
 def document_delete(*, workspace: Workspace, document: Document) -> None:
     """Delete the document and its chunks. Its row is locked first: an ingestion writing chunks
@@ -211,8 +274,9 @@ def document_delete(*, workspace: Workspace, document: Document) -> None:
 
 
 @transaction.atomic
-def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bool = False) -> None:
-    """Queue ingestion again: resuming (chunks already embedded are kept) or from the bytes."""
+def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bool = False) -> bool:
+    """Queue ingestion again: resuming (chunks already embedded are kept) or from the bytes;
+    False when not queued (deleted meanwhile, or ready with nothing to resume)."""
     assert document.workspace_id == workspace.id
     fields = {
         "status": Document.Status.QUEUED,
@@ -225,13 +289,22 @@ def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bo
     # meanwhile (it holds the document's row and waits for the chunks).
     _collection_key_share(document.collection_id)
     if not lock_if_present(document):
-        return  # deleted meanwhile: nothing to run again
+        return False  # deleted meanwhile: nothing to run again
+    if not from_scratch and _is_ready(document.id):
+        # Nothing to resume. Queued, it left every search until a worker had run it (the
+        # admin's re-run of a ready document, behind a bulk upload: minutes without it).
+        return False
     if from_scratch:
         Chunk.objects.filter(document=document).delete()
         fields |= {"chunks_total": 0, "chunks_done": 0, "pages": 0}
     Document.objects.filter(id=document.id).update(**fields)
     terms.collections_changed()  # a ready document's chunks stop counting until it is again
     _enqueue(document.id)
+    return True
+
+
+def _is_ready(document_id: str) -> bool:
+    return Document.objects.filter(id=document_id, status=Document.Status.READY).exists()
 
 
 # --- ingestion (the worker's side) ----------------------------------------------------------
@@ -450,6 +523,35 @@ def _renew(document: Document) -> bool:
     return True
 
 
+def _switch(document: Document) -> str:
+    """Make the embedded document ready ('ready') and, in the same commit, delete the older
+    versions of its key: a search sees the old version until then and the new one from then,
+    never both and never neither. A newer version already ready (the older content uploaded
+    again while this one was ingested, or a race) replaces this one instead ('skip')."""
+    with transaction.atomic():
+        # The collection's row, the key's lock, this document's row, then the older versions'
+        # rows and chunks: the order document_delete and document_rerun lock rows in.
+        _collection_key_share(document.collection_id)
+        if document.external_id:
+            _key_lock(document.collection_id, document.external_id)
+        # A re-ingestion from scratch between the count and the write fails the write's fence.
+        total = Chunk.objects.filter(document_id=document.id).count()
+        _touch(document, status=Document.Status.READY, chunks_total=total, chunks_done=total)
+        if not document.external_id:
+            return "ready"
+        # its number now, under the key's lock: the same content uploaded again renumbers it
+        document.version = Document.objects.values_list("version", flat=True).get(id=document.id)
+        newer = _same_key(document.collection_id, document.external_id).filter(
+            version__gt=document.version, status=Document.Status.READY
+        )
+        if newer.exists():
+            Chunk.objects.filter(document_id=document.id).delete()
+            Document.objects.filter(id=document.id).defer("raw").delete()
+            return "skip"
+        _replace_older(document)
+    return "ready"
+
+
 def _ingest(document: Document) -> str:
     """The claimed document's ingestion, under its lease (document_ingest)."""
     from celery.exceptions import SoftTimeLimitExceeded
@@ -462,11 +564,9 @@ def _ingest(document: Document) -> str:
         if not _embed_pending(document, batch, time.monotonic() + INGEST_SLICE_SECONDS):
             _release(document)
             return "yield"
-        # A re-ingestion from scratch between the count and the write fails the write's fence.
-        total = Chunk.objects.filter(document_id=document_id).count()
-        _touch(document, status=Document.Status.READY, chunks_total=total, chunks_done=total)
+        outcome = _switch(document)
         terms.collections_changed()  # its chunks now count in the collection's term statistics
-        return "ready"
+        return outcome
     except _Gone:
         return "skip"
     except extraction.ExtractionError as exc:

@@ -52,6 +52,9 @@ class Ranked:
     bm25: float = 0.0
     ranks: dict[str, int] = field(default_factory=dict)
     score: float = 0.0
+    # kept only as one of this many nearest by meaning (with_recency's keep_best): neither a
+    # word match nor above the similarity floor
+    kept_nearest: int = 0
 
 
 # {rows} is the scope's rows with id and search (a table, or a fenced subquery of it), {scope}
@@ -239,7 +242,11 @@ def with_recency(
         if keep_best
         else set()
     )
-    kept = [
-        h for h in hits if h.bm25 > 0 or (h.similarity or 0.0) >= min_similarity or h.id in nearest
-    ]
+    kept = []
+    for h in hits:
+        if h.bm25 > 0 or (h.similarity or 0.0) >= min_similarity:
+            kept.append(h)
+        elif h.id in nearest:
+            h.kept_nearest = keep_best
+            kept.append(h)
     return sorted(kept, key=_SCORE, reverse=True)

@@ -14,6 +14,7 @@ import json
 from django.db import connection
 
 from memory.retrieval import fusion, terms
+from memory.text import INDEXED_CHARS
 
 COLUMNS = ["id", "role", "name", "content", "created_at", "metadata", "conversation_id"]
 _SCOPE = (
@@ -102,10 +103,12 @@ def _feedback(
 ) -> dict[str, float]:
     """Normalized BM25 of the candidates for the first pass's telling words."""
     with connection.cursor() as cursor:
+        # the part of each message its index holds: the whole of a long one (a pasted log) is
+        # more than a tsvector takes (memory.text.INDEXED_CHARS)
         cursor.execute(
-            "SELECT tsvector_to_array(to_tsvector('english', content)) "
+            "SELECT tsvector_to_array(to_tsvector('english', left(content, %s))) "
             "FROM memory_message WHERE id = ANY(%s)",
-            [[h.id for h in first[:FEEDBACK_TOP]]],
+            [INDEXED_CHARS, [h.id for h in first[:FEEDBACK_TOP]]],
         )
         found = [row[0] for row in cursor.fetchall()]
     skip = {x for lexemes in terms.word_lexemes(asked.split()).values() for x in lexemes}

@@ -37,6 +37,7 @@ class Found:
     similarity: float | None
     ranks: dict[str, int]
     sources: list[dict] = field(default_factory=list)
+    kept_nearest: int = 0  # fusion.Ranked.kept_nearest
 
     @property
     def id(self) -> str:
@@ -50,6 +51,13 @@ class Found:
             parts.append(f"full-text rank {self.ranks['text']}")
         if "recency" in self.ranks:
             parts.append(f"recency rank {self.ranks['recency']}")
+        if self.kept_nearest:
+            # why a memory that shares no word with the question and scores low was used: a
+            # paraphrase may share none with the fact that answers it (Semantic recall)
+            parts.append(
+                f"kept as one of the {self.kept_nearest} nearest by meaning, "
+                "with no word in common and below the similarity floor"
+            )
         return "; ".join(parts) + f"; blended score {self.score:.4f}"
 
 
@@ -129,7 +137,17 @@ def memory_search(
         row = memories.parsed_row(hit.row)
         sources = row.pop("sources", [])
         memory = _instance(Memory, dict(row, workspace_id=workspace.id), {"workspace": workspace})
-        found.append(Found("memory", memory, hit.score, hit.similarity, hit.ranks, sources))
+        found.append(
+            Found(
+                "memory",
+                memory,
+                hit.score,
+                hit.similarity,
+                hit.ranks,
+                sources,
+                kept_nearest=hit.kept_nearest,
+            )
+        )
     return found
 
 
@@ -166,14 +184,17 @@ def message_search(
     for hit in fusion.with_recency(hits, when="created_at", min_similarity=min_similarity):
         role = hit.row["role"]
         key = " ".join(hit.row["content"].lower().split())
-        if key in seen:
-            continue  # the same words said twice are one piece of evidence
-        seen.add(key)
-        if role == "user" and len(key) >= _ECHO_MIN_CHARS:
+        if role == "user" and len(key) >= _ECHO_MIN_CHARS and key not in said:
+            # The user's words, the first time: an echo of them that ranked first goes, an
+            # answer repeating them exactly too. Skipped as its duplicate, the user's message
+            # went with it (`every_echo` then left the answer out as an echo): both were lost.
             said.append(key)
-            found = [f for f in found if not _echoes(f, [key])]  # an echo that ranked first
+            found = [f for f in found if not _echoes(f, [key])]
+        elif key in seen:
+            continue  # the same words said twice are one piece of evidence
         elif _echoes_text(role, key, said):
             continue
+        seen.add(key)
         message = _message(workspace, user_id, hit.row)
         found.append(
             Found(

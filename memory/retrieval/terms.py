@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from django.db import connection
@@ -23,6 +24,28 @@ from memory.words import FUNCTION_WORDS, PERSONAL_PRONOUNS
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _SPOKEN = re.compile(r"[A-Za-z0-9']+")
 _NAME = re.compile(r"\b[A-Z][a-zA-Z'-]+")
+
+
+def _words(text: str, ascii_words: re.Pattern, joiners: str = "") -> list[str]:
+    """The words of `text`: by `ascii_words` when it is ASCII (what the ranking was measured
+    on); else runs of letters and digits of any script with their combining marks (PostgreSQL's
+    parser keeps "café", "München", "日本語" and "हिन्दी" whole), joined across `joiners`.
+    The ASCII patterns alone made "café" the word "caf" and dropped "日本語" or "Привет": no
+    query beyond English matched a word on the full-text side, whatever the texts said."""
+    if text.isascii():
+        return ascii_words.findall(text)
+    words, current = [], ""
+    for c in text:
+        if c.isalnum() or (current and (c in joiners or unicodedata.category(c)[0] == "M")):
+            current += c
+        elif current:
+            words.append(current)
+            current = ""
+    if current:
+        words.append(current)
+    return [w.rstrip(joiners) for w in words]
+
+
 # Words too common in questions to say anything about what is asked: the question's own
 # ("what", "should", "any") besides the common ones
 STOP_WORDS = (
@@ -59,7 +82,7 @@ COLLECTION_TERMS = "collection-terms"
 
 def or_terms(text: str) -> str | None:
     """A raw tsquery matching any of the question's content words."""
-    words = [w.lower() for w in _WORD.findall(text) if w.lower() not in STOP_WORDS and len(w) > 1]
+    words = [w.lower() for w in _words(text, _WORD) if w.lower() not in STOP_WORDS and len(w) > 1]
     if not words:
         return None
     return " | ".join(dict.fromkeys(words))
@@ -67,12 +90,14 @@ def or_terms(text: str) -> str | None:
 
 def named_in(query: str) -> set[str]:
     """Capitalized words of the query, lower-cased: the people a question is about."""
-    return {w.lower() for w in _NAME.findall(query)}
+    if query.isascii():
+        return {w.lower() for w in _NAME.findall(query)}
+    return {w.lower() for w in _words(query, _NAME, "'’-") if len(w) > 1 and w[0].isupper()}
 
 
 def spoken_words(query: str, *, leave_out: set[str]) -> str:
     """The query's words without `leave_out` (lower-cased names)."""
-    return " ".join(w for w in _SPOKEN.findall(query) if w.lower() not in leave_out)
+    return " ".join(w for w in _words(query, _SPOKEN, "'’") if w.lower() not in leave_out)
 
 
 # --- lexemes ------------------------------------------------------------------------------------

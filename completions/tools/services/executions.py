@@ -35,6 +35,7 @@ def execution_create(
     session_pk: str = "",
     agent_version: int | None = None,
     request_digest: str = "",
+    agent_tools: list[str] | None = None,
 ) -> Execution:
     return Execution.objects.create(
         workspace=workspace,
@@ -47,6 +48,7 @@ def execution_create(
         route_model=route_model,
         stream=stream,
         body=body,
+        agent_tools=agent_tools or [],
         collection_ids=collection_ids,
         conversation_pk=conversation_pk,
         session_pk=session_pk,

@@ -17,7 +17,7 @@ from completions.tools import cache, policy
 from completions.tools.models import Tool
 from config.common import addresses, crypto
 from config.common.closed import unknown_fields_check
-from config.common.errors import Invalid, NotFound
+from config.common.errors import Invalid, NotFound, unknown_id
 from config.common.rows import lock_existing
 
 logger = logging.getLogger("engram.tools")
@@ -66,9 +66,11 @@ def _apply(tool: Tool, values: dict[str, Any]) -> None:
     if "name" in values:
         tool.name = policy.name(values["name"])
     if "description" in values:
-        if not isinstance(values["description"], str) or len(values["description"]) > 4000:
+        description = values["description"]
+        if not isinstance(description, str) or len(description) > policy.MAX_DESCRIPTION:
             raise Invalid(
-                "description must be a string of 4,000 characters at most.", field="description"
+                f"description must be a string of {policy.MAX_DESCRIPTION:,} characters at most.",
+                field="description",
             )
         tool.description = values["description"]
     if "parameters" in values:
@@ -166,7 +168,7 @@ def _locked_agent(*, workspace: Workspace, agent_id: str) -> Agent:
     """The tool's agent, locked: its memory policy cannot change while a tool is written."""
     agent = Agent.objects.select_for_update().filter(workspace=workspace, id=agent_id).first()
     if agent is None:
-        raise NotFound(f"No agent '{agent_id}' in this workspace.", code="agent_not_found")
+        raise NotFound(unknown_id("agent", agent_id), field="agent_id", code="agent_not_found")
     return agent
 
 

@@ -136,9 +136,13 @@ def detect(raw: bytes, *, max_expanded: int | None = None, text: bool = False) -
     decoded = decode_text(raw)
     if decoded is None:
         raise UnsupportedType(_binary_format(raw))
-    if other := _markup_format(raw[:4096]):
+    # The markup is looked for in the decoded text, not in the bytes: a page saved as UTF-16
+    # (Windows' "Unicode") has a NUL between its letters, so its tags matched nothing and it
+    # was indexed as plain text, every tag a word of its passages.
+    head = decoded[:4096].encode("utf-8", "replace")
+    if other := _markup_format(head):
         raise UnsupportedType(other)
-    if _is_html(raw[:4096], decoded):
+    if _is_html(head, decoded):
         return HTML
     if _MD_FEATURES.search(decoded[:20000]):
         return MARKDOWN

@@ -270,7 +270,8 @@
   async function loadModels() {
     const select = $("model");
     const previous = select.value || savedChat().model; // the tab's choice before a reload
-    const { data } = await api("/v1/models");
+    // Chat models only: the embedding model (POST /v1/embeddings) answers no chat.
+    const data = (await api("/v1/models")).data.filter((m) => m.type !== "embedding");
     select.replaceChildren(
       ...data.map((m) =>
         el("option", {
@@ -284,11 +285,14 @@
     else select.value = defaultModel(data);
   }
 
-  // A plain model, not the first entry (an agent, listed first): an agent may have tools that
-  // run or wait for approval, which nobody picked. The local model, else the first upstream's.
+  // The model the workspace's routes default to (`default` in /v1/models: its upstream's when
+  // one is configured, `local` when none is), not the first entry (an agent, listed first: it
+  // may have tools that run or wait for approval, which nobody picked). Without one marked
+  // (an older server): the local model, else the first upstream's.
   function defaultModel(data) {
     const plain = data.filter((m) => !m.agent_id);
     const pick =
+      plain.find((m) => m.default) ||
       plain.find((m) => m.id === "local") ||
       plain.find((m) => m.owned_by === "openai" || m.owned_by === "anthropic") ||
       plain[0] ||

@@ -1,0 +1,238 @@
+"""New versions of a document over HTTP: an upload under a key the collection holds replaces
+that key's document once it is ready, never before, and never leaves both searchable.
+
+No worker runs here: each test runs the ingestion task's body (services.document_ingest) itself,
+where a worker would, so what a search sees between the steps is fixed.
+"""
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from memory.knowledge import services
+from memory.models import Chunk, Document
+from tests.collections_docs import corrupt_pdf_bytes, pdf_bytes
+
+OLD = "Refunds are paid within thirty days by bank transfer to the customer."
+NEW = "Refunds are paid within fourteen days back onto the original credit card."
+QUERY = "how are refunds paid"
+
+
+def _policy(text: str) -> bytes:
+    return f"# Refund policy\n\n{text}\n".encode()
+
+
+@pytest.fixture
+def collection(http):
+    resp = http.post("/v1/collections", json={"name": "Policies"})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def _upload(http, collection, name, raw, status=202, **fields):
+    resp = http.post(
+        f"/v1/collections/{collection}/documents", files={"file": (name, raw)}, data=fields
+    )
+    assert resp.status_code == status, resp.text
+    return resp.json()
+
+
+def _ingested(document_id: str) -> str:
+    return services.document_ingest(document_id=document_id)
+
+
+def _found(http, collection) -> list[str]:
+    """The texts a search of the collection finds."""
+    resp = http.post(
+        "/v1/collections/search",
+        json={"collection_ids": [collection], "query": QUERY, "limit": 10},
+    )
+    assert resp.status_code == 200, resp.text
+    return [hit["text"] for hit in resp.json()["data"]]
+
+
+def _searched(http, collection) -> str:
+    """Which versions a search finds: 'old', 'new', 'both' or 'none'."""
+    texts = " ".join(_found(http, collection))
+    old, new = OLD in texts, NEW in texts
+    return {(True, False): "old", (False, True): "new", (True, True): "both"}.get(
+        (old, new), "none"
+    )
+
+
+def _listed(http, collection, **params) -> list[dict]:
+    resp = http.get(f"/v1/collections/{collection}/documents", params=params)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["data"]
+
+
+def test_a_new_version_replaces_the_old_once_it_is_ready(http, collection):
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert (v1["external_id"], v1["version"]) == ("refunds.md", 1)
+    assert _ingested(v1["id"]) == "ready"
+    assert _searched(http, collection) == "old"
+
+    v2 = _upload(http, collection, "refunds.md", _policy(NEW))
+    assert v2["id"] != v1["id"]
+    assert (v2["external_id"], v2["version"], v2["status"]) == ("refunds.md", 2, "queued")
+    # queued: the old version is still what a search finds
+    assert _searched(http, collection) == "old"
+    versions = _listed(http, collection, external_id="refunds.md")
+    assert [(d["version"], d["status"]) for d in versions] == [(2, "queued"), (1, "ready")]
+
+    # split into chunks, not embedded yet: still the old one only
+    outcome, claimed = services._claim(v2["id"])
+    assert outcome == "claimed"
+    services._split(claimed)
+    assert Chunk.objects.filter(document_id=v2["id"]).exists()
+    assert _searched(http, collection) == "old"
+    Document.objects.filter(id=v2["id"]).update(status="queued")  # the run hands it back
+
+    assert _ingested(v2["id"]) == "ready"
+    assert _searched(http, collection) == "new"
+    assert http.get(f"/v1/collections/{collection}/documents/{v1['id']}").status_code == 404
+    assert not Chunk.objects.filter(document_id=v1["id"]).exists()
+    [current] = _listed(http, collection)
+    assert (current["id"], current["version"], current["status"]) == (v2["id"], 2, "ready")
+    assert http.get(f"/v1/collections/{collection}").json()["document_count"] == 1
+
+
+def test_the_same_content_again_is_not_embedded_again(http, collection):
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(v1["id"]) == "ready"
+    chunks = list(Chunk.objects.filter(document_id=v1["id"]).values_list("id", "embedding"))
+
+    again = _upload(http, collection, "refunds.md", _policy(OLD), status=200)
+    assert (again["id"], again["version"], again["duplicate"]) == (v1["id"], 1, True)
+    assert Document.objects.filter(collection_id=collection).count() == 1
+    assert _ingested(v1["id"]) == "skip"  # a task sent again finds nothing to do
+    now = list(Chunk.objects.filter(document_id=v1["id"]).values_list("id", "embedding"))
+    assert [c[0] for c in now] == [c[0] for c in chunks]
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(now, chunks, strict=True))
+    assert _searched(http, collection) == "old"
+
+
+def test_a_new_version_that_fails_leaves_the_old_searchable(http, collection):
+    def pdf(text):
+        return pdf_bytes([f"Refund policy.\n{text}"], title="Refunds")
+
+    v1 = _upload(http, collection, "refunds.pdf", pdf(OLD))
+    assert _ingested(v1["id"]) == "ready"
+
+    broken = _upload(http, collection, "refunds.pdf", corrupt_pdf_bytes())
+    assert broken["version"] == 2
+    assert _ingested(broken["id"]) == "failed"
+    assert _searched(http, collection) == "old"
+    versions = {d["version"]: d for d in _listed(http, collection)}
+    assert versions[1]["status"] == "ready"
+    assert versions[2]["status"] == "failed" and versions[2]["error"]
+
+    # a version that reads replaces both the current one and the failed one
+    v3 = _upload(http, collection, "refunds.pdf", pdf(NEW))
+    assert v3["version"] == 3
+    assert _ingested(v3["id"]) == "ready"
+    assert _searched(http, collection) == "new"
+    assert [d["id"] for d in _listed(http, collection)] == [v3["id"]]
+
+
+def test_a_worker_dying_while_it_ingests_a_new_version_leaves_the_old_and_can_run_again(
+    http, collection
+):
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(v1["id"]) == "ready"
+    v2 = _upload(http, collection, "refunds.md", _policy(NEW))
+    outcome, claimed = services._claim(v2["id"])
+    assert outcome == "claimed"
+    services._split(claimed)  # then the worker died, its lease left to lapse
+    assert _searched(http, collection) == "old"
+    assert _ingested(v2["id"]) == "busy"  # a redelivery while the lease holds
+    stale = timezone.now() - services.document_lease() - timezone.timedelta(seconds=1)
+    Document.objects.filter(id=v2["id"]).update(updated_at=stale)
+
+    assert _ingested(v2["id"]) == "ready"
+    assert _ingested(v2["id"]) == "skip"  # the task run twice: nothing more
+    assert _searched(http, collection) == "new"
+    assert [d["id"] for d in _listed(http, collection)] == [v2["id"]]
+
+
+def test_an_older_content_uploaded_again_wins_over_the_version_being_ingested(http, collection):
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(v1["id"]) == "ready"
+    v2 = _upload(http, collection, "refunds.md", _policy(NEW))
+
+    back = _upload(http, collection, "refunds.md", _policy(OLD), status=200)
+    assert (back["id"], back["version"], back["duplicate"]) == (v1["id"], 3, True)
+    assert http.get(f"/v1/collections/{collection}/documents/{v2['id']}").status_code == 404
+    assert _ingested(v2["id"]) == "skip"
+    assert _searched(http, collection) == "old"
+
+
+def test_the_key_is_the_external_id_when_given(http, collection):
+    url = f"/v1/collections/{collection}/documents"
+    first = http.post(url, json={"text": _policy(OLD).decode(), "external_id": "refunds"}).json()
+    assert (first["external_id"], first["version"]) == ("refunds", 1)
+    assert _ingested(first["id"]) == "ready"
+    # a file under another name, with the same key: the next version
+    second = _upload(http, collection, "refunds-2027.md", _policy(NEW), external_id="refunds")
+    assert (second["external_id"], second["version"]) == ("refunds", 2)
+    assert _ingested(second["id"]) == "ready"
+    assert _searched(http, collection) == "new"
+    assert [d["id"] for d in _listed(http, collection)] == [second["id"]]
+
+
+def test_documents_without_a_key_are_never_replaced(http, collection):
+    url = f"/v1/collections/{collection}/documents"
+    texts = http.post(url, json={"text": _policy(OLD).decode()}).json()
+    assert (texts["external_id"], texts["version"]) == (None, 1)
+    null = http.post(url, json={"text": "Another text.", "external_id": None})
+    assert null.status_code == 202 and null.json()["external_id"] is None
+    opted_out = _upload(http, collection, "refunds.md", _policy(NEW), external_id="")
+    assert opted_out["external_id"] is None
+    assert _ingested(texts["id"]) == "ready" and _ingested(opted_out["id"]) == "ready"
+    assert _searched(http, collection) == "both"
+    assert len(_listed(http, collection)) == 3
+
+
+def test_the_external_id_filter_and_field_are_checked(http, collection):
+    url = f"/v1/collections/{collection}/documents"
+    resp = http.get(url, params={"external_id": "a\x00b"})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "external_id"
+    resp = http.post(url, json={"text": "Some words.", "external_id": "x" * 301})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "external_id"
+    assert _listed(http, collection, external_id="nothing") == []
+
+
+@pytest.mark.parametrize("first", ["newer", "older"])
+def test_two_pending_versions_end_with_the_newer_whichever_is_ready_first(http, collection, first):
+    v1 = _upload(http, collection, "refunds.md", _policy("An outdated draft of the policy."))
+    v2 = _upload(http, collection, "refunds.md", _policy(OLD))
+    v3 = _upload(http, collection, "refunds.md", _policy(NEW))
+    assert (v1["version"], v2["version"], v3["version"]) == (1, 2, 3)
+    if first == "newer":
+        assert _ingested(v3["id"]) == "ready"
+        assert _ingested(v2["id"]) == "skip"  # replaced while it waited
+    else:
+        assert _ingested(v2["id"]) == "ready"
+        assert _searched(http, collection) == "old"
+        assert _ingested(v3["id"]) == "ready"
+    assert _ingested(v1["id"]) == "skip"
+    assert _searched(http, collection) == "new"
+    assert [d["id"] for d in _listed(http, collection)] == [v3["id"]]
+
+
+def test_the_admins_rerun_of_a_ready_document_keeps_it_searchable(
+    http, collection, admin_client, django_capture_on_commit_callbacks
+):
+    """A ready document has nothing to resume: the re-run queued it, and it left every search
+    until a worker had run it (behind a bulk upload, minutes)."""
+    doc = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(doc["id"]) == "ready"
+    with django_capture_on_commit_callbacks(execute=False) as sends:
+        resp = admin_client.post(
+            "/admin/memory/document/", {"action": "rerun", "_selected_action": [doc["id"]]}
+        )
+    assert resp.status_code == 302 and sends == []
+    assert http.get(f"/v1/collections/{collection}/documents/{doc['id']}").json()["status"] == (
+        "ready"
+    )
+    assert _searched(http, collection) == "old"
