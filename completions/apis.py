@@ -67,6 +67,7 @@ async def chat_completions(request: ApiRequest) -> HttpResponseBase:
     return to_django(reply)
 
 
+@counts_its_own_limits  # with its tokens (completions.embeddings)
 @csrf_exempt
 async def embeddings_create(request: ApiRequest) -> HttpResponse:
     if request.method != "POST":

@@ -83,6 +83,16 @@ def test_one_count_of_requests_across_chat_and_memory(
         ask(sdk)
 
 
+def test_embeddings_count_their_own_limits_once(engram_server, operator_http, owner, token_of):
+    """/v1/embeddings counts an end user's limits itself, with its tokens: not again here."""
+    patch_workspace(operator_http, owner, {"end_user_limits": {"rpm": 3}})
+    with as_user(engram_server, token_of("dana")) as dana:
+        body = {"model": "all-MiniLM-L6-v2", "input": "Oslo"}
+        answers = [dana.post("/v1/embeddings", json=body) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200], answers[-1].text
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["2", "1"]
+
+
 def test_a_requests_concurrency_slot_is_given_back_when_it_is_answered(
     engram_server, operator_http, owner, token_of
 ):

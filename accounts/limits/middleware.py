@@ -89,7 +89,7 @@ def _answered(request, response):
     admission: limiter.Admission | None = getattr(request, _ADMISSION, None)
     if admission is not None:
         for name, value in admission.headers.items():
-            response[name] = value
+            response.setdefault(name, value)
     return response, admission
 
 
