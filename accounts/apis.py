@@ -83,7 +83,9 @@ class WorkspaceDetailApi(APIView):
     @extend_schema(
         summary="Update a workspace: name, limits, budget, end users' defaults, credit unit",
         description=(
-            "Fields left out are kept; a limit set to null is removed. `end_user_limits` and "
+            "Fields left out are kept; a limit set to null is removed, and a group set to null "
+            "(`limits`, `budget`, `end_user_limits`, `end_user_budget`) removes every limit in "
+            "it. `end_user_limits` and "
             "`end_user_budget` apply to each end user (`x-user-id`, else the body's `user_id` or "
             "`user`) separately. Changes apply on every process from the next request. A new "
             "`credit_unit.per_usd` counts every budget again in the new unit: what was spent "

@@ -14,6 +14,7 @@ import time
 from django.http import HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts.limits.middleware import counts_its_own_limits
 from accounts.limits.policy import NO_POLICY
 from accounts.requests import ApiRequest
 from completions import embeddings, gateway, routing
@@ -47,6 +48,7 @@ def to_django(reply: Reply) -> HttpResponseBase:
     return response
 
 
+@counts_its_own_limits  # with its tokens and credits (completions.charging)
 @csrf_exempt
 async def chat_completions(request: ApiRequest) -> HttpResponseBase:
     started = time.perf_counter()
@@ -65,6 +67,7 @@ async def chat_completions(request: ApiRequest) -> HttpResponseBase:
     return to_django(reply)
 
 
+@counts_its_own_limits  # with its tokens (completions.embeddings)
 @csrf_exempt
 async def embeddings_create(request: ApiRequest) -> HttpResponse:
     if request.method != "POST":

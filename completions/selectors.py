@@ -61,12 +61,19 @@ def usage_credits_since(
         workspace_id = workspace if isinstance(workspace, str) else workspace.id
         erased = erased_user_id(workspace_id=workspace_id, user_id=user_id)
         records = records.filter(user_id__in=(user_id, erased))
+    return records.aggregate(total=credits_sum(per_usd=per_usd))["total"] or 0.0
+
+
+def credits_sum(*, per_usd: Decimal | None) -> Sum:
+    """The sum of the records' credits, each converted from the unit it was counted in (its
+    `credits_per_usd`) to `per_usd` (the workspace's unit now; a record without its unit is
+    taken as in that one); None: as counted, whatever their units. One rule for the budgets'
+    seed and the usage report."""
     if per_usd is None:
-        return records.aggregate(total=Sum("credits"))["total"] or 0.0
+        return Sum("credits")
     now = Value(float(per_usd), output_field=FloatField())
     then = Coalesce(Cast("credits_per_usd", FloatField()), now)
-    converted = Sum(F("credits") * now / then, output_field=FloatField())
-    return records.aggregate(total=converted)["total"] or 0.0
+    return Sum(F("credits") * now / then, output_field=FloatField())
 
 
 class Percentile(Aggregate):
@@ -88,8 +95,10 @@ USAGE_GROUPS = {
 }
 
 
-def usage_figures(queryset: QuerySet[UsageRecord]) -> dict:
-    """Requests, errors, tokens, credits and latency of the rows; the API and the admin share it."""
+def usage_figures(queryset: QuerySet[UsageRecord], *, per_usd: Decimal | None = None) -> dict:
+    """Requests, errors, tokens, credits and latency of the rows; the API and the admin share it.
+    `per_usd`: the credits in that unit (credits_sum); the API's are in the workspace's unit
+    now."""
     return {
         "requests": Count("id"),
         "errors": Count("id", filter=Q(status_code__gte=400)),
@@ -98,7 +107,7 @@ def usage_figures(queryset: QuerySet[UsageRecord]) -> dict:
         "total_tokens": Sum("total_tokens"),
         "cached_tokens": Sum("cached_tokens"),
         "cache_write_tokens": Sum("cache_write_tokens"),
-        "credits": Sum("credits"),
+        "credits": credits_sum(per_usd=per_usd),
         "latency_mean": Avg("latency_ms"),
         "latency_p50": Percentile("latency_ms", 0.5),
         "latency_p95": Percentile("latency_ms", 0.95),
@@ -106,9 +115,18 @@ def usage_figures(queryset: QuerySet[UsageRecord]) -> dict:
 
 
 def usage_summary(
-    *, workspace: Workspace, start: datetime, end: datetime, group_by: str | None, cursor: Cursor
+    *,
+    workspace: Workspace,
+    start: datetime,
+    end: datetime,
+    group_by: str | None,
+    cursor: Cursor,
+    per_usd: Decimal | None = None,
+    narrow: dict[str, str] | None = None,
 ) -> tuple[list[dict], bool, dict | None]:
-    """(one page of the groups, whether more follow, the totals) of usage in [start, end).
+    """(one page of the groups, whether more follow, the totals) of usage in [start, end),
+    credits in the unit `per_usd` (usage_figures), of the records whose columns have the
+    values `narrow` gives (a key's, an end user's, a model's).
 
     Paged as every list is, a group its own cursor (a day as YYYY-MM-DD): aggregated whole, a
     workspace with 500,000 end users was one answer of 500,000 rows. The group "" (no key,
@@ -122,8 +140,8 @@ def usage_summary(
     paging through has them from the first page (Stripe's list pages carry no total count by
     default, OpenAI's organization usage pages of buckets no totals at all)."""
     rows = usage_record_list(workspace=workspace).filter(created_at__gte=start, created_at__lt=end)
-    rows = rows.order_by()
-    figures = usage_figures(rows)
+    rows = rows.filter(**(narrow or {})).order_by()
+    figures = usage_figures(rows, per_usd=per_usd)
     if group_by is None:  # the totals are the whole answer: no groups, no pages
         return [], False, rows.aggregate(**figures)
     first_page = not (cursor.after or cursor.before)

@@ -5,6 +5,7 @@ GET /metrics, the same activity for Prometheus (completions.metrics)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -13,8 +14,10 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.limits.selectors import credit_unit_get
 from completions import selectors
 from config.common.errors import ApiError, Invalid
+from config.common.ids import ID_RULE, identifier, user_identifier
 from config.common.openapi import ID_SCHEMA, const
 from config.common.pagination import MAX_LIMIT, parse_cursor
 from config.common.times import query_time
@@ -65,7 +68,10 @@ def _figure_fields() -> dict[str, serializers.Field]:
         "cache_write_tokens": serializers.IntegerField(
             help_text="Of the prompt tokens: written to the upstream's cache (Anthropic)."
         ),
-        "credits": serializers.FloatField(help_text="In the workspace's credit unit."),
+        "credits": serializers.FloatField(
+            help_text="In the workspace's credit unit now (`credit_unit`): credits counted "
+            "before a change of the unit are converted, keeping their value in USD."
+        ),
         "latency_ms": serializers.DictField(child=serializers.FloatField(allow_null=True)),
     }
 
@@ -91,6 +97,16 @@ UsageReport = type(
         "start": serializers.IntegerField(),
         "end": serializers.IntegerField(),
         "group_by": serializers.CharField(allow_null=True),
+        "credit_unit": type(
+            "UsageCreditUnitSerializer",
+            (serializers.Serializer,),
+            {
+                "name": serializers.CharField(),
+                "per_usd": serializers.FloatField(
+                    help_text="Credits per USD: the unit every `credits` figure is in."
+                ),
+            },
+        )(),
         "totals": UsageFigures(
             allow_null=True,
             help_text="Of every row in the range, whatever the group: on the first page only "
@@ -107,6 +123,24 @@ UsageReport = type(
 )
 
 
+# The filters of a report: query parameter -> the usage record's column. One customer's usage
+# (an end user's, a key's) was only to be found by paging every group of the range.
+NARROWS = {"key_id": "api_key_id", "user_id": "user_id", "model": "model"}
+
+
+def _narrow(params) -> dict[str, str]:
+    found = {}
+    for param, column in NARROWS.items():
+        raw = params.get(param)
+        if raw is None:
+            continue
+        value = user_identifier(raw, param) if param == "user_id" else identifier(raw, param)
+        if value is None:  # given empty: a client's unset variable, not "every one"
+            raise Invalid(f"{param} must be {ID_RULE}.", field=param)
+        found[column] = value
+    return found
+
+
 class UsageApi(APIView):
     @extend_schema(
         summary="Usage: tokens, requests, credits, errors and latency over a time range",
@@ -117,6 +151,9 @@ class UsageApi(APIView):
             ),
             OpenApiParameter("end", str, description="Unix seconds or ISO 8601 (default: now)."),
             OpenApiParameter("group_by", str, enum=list(selectors.USAGE_GROUPS)),
+            OpenApiParameter("key_id", ID_SCHEMA, description="Only this API key's usage."),
+            OpenApiParameter("user_id", ID_SCHEMA, description="Only this end user's usage."),
+            OpenApiParameter("model", ID_SCHEMA, description="Only this model's usage."),
             OpenApiParameter(
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
@@ -155,10 +192,23 @@ class UsageApi(APIView):
             params,
             default_limit=MAX_LIMIT,
             default_order="asc",
-            filters=("start", "end", "group_by"),
+            filters=("start", "end", "group_by", *NARROWS),
         )
+        narrow = _narrow(params)
+        if group_by is None and (cursor.after or cursor.before):
+            # no groups, no pages: the totals came back as if the cursor were a page
+            param = "after" if cursor.after else "before"
+            raise Invalid(f"{param} pages the groups: give group_by too.", field=param)
+        unit = credit_unit_get(workspace=request.workspace)
+        per_usd = unit.per_usd if unit else Decimal(1)
         groups, has_more, totals = selectors.usage_summary(
-            workspace=request.workspace, start=start, end=end, group_by=group_by, cursor=cursor
+            workspace=request.workspace,
+            start=start,
+            end=end,
+            group_by=group_by,
+            cursor=cursor,
+            per_usd=per_usd,
+            narrow=narrow,
         )
         data = [{"group": _group(g["group"]), **_figures(g)} for g in groups]
         return Response(
@@ -167,6 +217,10 @@ class UsageApi(APIView):
                 "start": int(start.timestamp()),
                 "end": int(end.timestamp()),
                 "group_by": group_by,
+                "credit_unit": {
+                    "name": unit.name if unit else "credits",
+                    "per_usd": float(per_usd),
+                },
                 "totals": None if totals is None else _figures(totals),
                 "data": data,
                 "first_id": data[0]["group"] if data else None,

@@ -258,7 +258,11 @@ def _routes(world: dict) -> list[Route]:
         Route("POST", "/v1/chat/resume", {"approval_id": "appr_nope", "decision": "approve"}),
         Route("GET", "/v1/executions", query=("status", "user_id", "agent_id", *page)),
         Route("GET", "/v1/executions/{execution_id}", ids={"execution_id": "exec_nope"}),
-        Route("GET", "/v1/usage", query=("start", "end", "group_by", *page)),
+        Route(
+            "GET",
+            "/v1/usage",
+            query=("start", "end", "group_by", "key_id", "user_id", "model", *page),
+        ),
         Route("GET", "/metrics", operator=True),
         Route("GET", "/v1/workspaces/{workspace_id}", operator=True, ids={"workspace_id": ws}),
         Route(

@@ -137,8 +137,9 @@ def test_a_lease_never_settled_frees_its_slot_when_it_ends(store, settings):
         reserve(found, "too-soon", credits_micro=0, tokens=1)
     assert refused.value.status == 429 and "concurrent" in str(refused.value)
     time.sleep(0.25)
-    assert reserve(found, "after", credits_micro=0, tokens=1).counted
-    assert store.zrange(found[0].prefix + "conc", 0, -1) == [b"after"]
+    after = reserve(found, "after", credits_micro=0, tokens=1)
+    assert after.counted and after.lease.startswith("after:")
+    assert store.zrange(found[0].prefix + "conc", 0, -1) == [after.lease.encode()]
 
 
 def test_rates_and_leases_stay_out_of_the_append_only_file_budgets_go_in(store):
@@ -217,24 +218,25 @@ def test_a_held_lease_is_renewed_and_one_settled_meanwhile_is_not_taken_again(st
     key = found[0].prefix + "conc"
     live = reserve(found, "live", credits_micro=0)
     settled = reserve(found, "settled", credits_micro=0)
-    reserve(found, "gone", credits_micro=0)  # its admission dropped: collected below
+    gone = reserve(found, "gone", credits_micro=0).lease  # its admission dropped: collected
     gc.collect()
     soon = int(time.time() * 1000) + 1000
-    store.zadd(key, {"live": soon, "settled": soon, "gone": soon})  # their leases about to end
-    store.zrem(key, "settled")  # its settle, landing before the renewal
+    # their leases about to end
+    store.zadd(key, {live.lease: soon, settled.lease: soon, gone: soon})
+    store.zrem(key, settled.lease)  # its settle, landing before the renewal
 
     leases.renew()
 
-    renewed = dict(store.zrange(key, 0, -1, withscores=True))
-    assert set(renewed) == {b"live", b"gone"}  # "settled" not put back
-    assert renewed[b"live"] > soon + 50_000  # a lease (60 s) from now
-    assert renewed[b"gone"] == soon  # nobody renews it: it ends with its lease
+    renewed = {k.decode(): v for k, v in store.zrange(key, 0, -1, withscores=True)}
+    assert set(renewed) == {live.lease, gone}  # the settled one not put back
+    assert renewed[live.lease] > soon + 50_000  # a lease (60 s) from now
+    assert renewed[gone] == soon  # nobody renews it: it ends with its lease
     assert store.pttl(key) > 50_000  # the key outlives the renewed lease
     assert settled.counted and live.counted
     leases.release(live)  # as its settle does
-    store.zadd(key, {"live": soon})
+    store.zadd(key, {live.lease: soon})
     leases.renew()
-    assert store.zscore(key, "live") == soon
+    assert store.zscore(key, live.lease) == soon
 
 
 def test_an_extension_and_a_settle_across_a_loss_count_on_the_new_budget_key(store):

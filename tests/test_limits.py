@@ -183,6 +183,34 @@ def test_concurrency_limit_per_key(sdk, operator_http, owner, key_id, upstream):
     assert ask(sdk).status_code == 200  # the slots were freed when the answers ended
 
 
+def test_requests_sent_at_once_under_one_x_request_id_each_take_a_slot(
+    sdk, operator_http, owner, key_id, upstream
+):
+    """A concurrency slot was a lease named by the request id, which is the client's
+    x-request-id when it sends one: requests sent at once under one id shared one lease, so
+    max_concurrent 2 admitted any number of them (and the first to end freed the slot the
+    others held)."""
+    patch_key(operator_http, owner, key_id, {"limits": {"max_concurrent": 2}})
+    slow = openai_completion("slow")
+    upstream.script(Reply(json=slow, delay=1.5), Reply(json=slow, delay=1.5))
+
+    def same():
+        return sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=HI,
+            extra_headers={"x-request-id": "req-retried-by-the-client"},
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(same) for _ in range(2)]
+        wait_for(lambda: len(upstream.chat_requests()) == 2)
+        with pytest.raises(openai.RateLimitError) as info:
+            same()
+        assert "concurrent requests" in info.value.message
+        assert all(f.result().status_code == 200 for f in running)
+    wait_for(lambda: _free(owner, key_id))
+
+
 def test_an_answer_that_ends_while_redis_is_unreachable_frees_its_slot_once_it_is_back(
     sdk, operator_http, owner, key_id, upstream, settings, monkeypatch
 ):
@@ -622,6 +650,26 @@ def test_budget_exhausted_is_insufficient_quota(sdk, operator_http, owner, key_i
     assert "budget of the API key" in error.message
 
 
+def test_a_budget_with_some_left_says_what_is_left_and_that_a_lower_max_tokens_fits(
+    sdk, operator_http, owner, key_id, metered
+):
+    """7 of 10 credits spent, a request reserving 7 more was told "You exceeded the budget"
+    (with x-should-retry: false): nothing said that 3 were left, nor that a request with a
+    lower max_tokens would be served."""
+    patch_key(operator_http, owner, key_id, {"budget": {"credits": 10, "period": "day"}})
+    ask(sdk, model=METERED, max_tokens=7)
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(sdk, model=METERED, max_tokens=7)
+    message = info.value.message
+    assert info.value.code == "insufficient_quota"
+    assert "up to 7 credits" in message and "the 3 left in the budget of the API key" in message
+    assert "Lower max_tokens" in message and "exceeded" not in message
+    ask(sdk, model=METERED, max_tokens=3)  # it fits: served (and spends the upstream's 7)
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(sdk, model=METERED, max_tokens=1)
+    assert "You exceeded the budget of the API key (day)." in info.value.message
+
+
 def test_a_request_for_several_choices_reserves_each_choice(
     sdk, operator_http, owner, key_id, metered, upstream
 ):
@@ -912,6 +960,42 @@ def test_limits_and_budgets_in_the_provisioning_api(operator_http, owner, key_id
     assert http.patch(url, json={}).status_code == 403  # a workspace key is not the operator
 
 
+@pytest.mark.usefixtures("listed")
+def test_a_group_set_to_null_removes_every_limit_in_it(sdk, operator_http, owner, key_id):
+    """ "A limit set to null is removed": `{"rpm": null}` removed one, but
+    `"end_user_limits": null` (or `"budget": null`) was a 400, so removing the end users'
+    limits meant naming each of them."""
+    patch_workspace(
+        operator_http,
+        owner,
+        {
+            "limits": {"rpm": 600},
+            "budget": {"credits": 50, "period": "week"},
+            "end_user_limits": {"rpm": 1, "tpm": 5000, "max_concurrent": 2},
+            "end_user_budget": {"credits": 3, "period": "day"},
+        },
+    )
+    ask(sdk, user="alice")
+    with pytest.raises(openai.RateLimitError):
+        ask(sdk, user="alice")
+    body = patch_workspace(operator_http, owner, {"end_user_limits": None, "end_user_budget": None})
+    assert body["end_user_limits"] == {"rpm": None, "tpm": None, "max_concurrent": None}
+    assert body["end_user_budget"]["credits"] is None
+    assert body["limits"]["rpm"] == 600 and body["budget"]["credits"] == 50  # kept
+    ask(sdk, user="alice")  # no end-user limit any more
+    ask(sdk, user="alice")
+    body = patch_workspace(operator_http, owner, {"limits": None, "budget": None})
+    assert body["limits"] == {"rpm": None, "tpm": None, "max_concurrent": None}
+    assert body["budget"]["credits"] is None
+    patch_key(operator_http, owner, key_id, {"limits": {"rpm": 5}, "budget": {"credits": 1}})
+    body = patch_key(operator_http, owner, key_id, {"limits": None, "budget": None})
+    assert body["limits"] == {"rpm": None, "tpm": None, "max_concurrent": None}
+    assert body["budget"] == {"credits": None, "period": "month"}
+    # not a limit: a credit unit set to null is still refused, naming it
+    bad = operator_http.patch(f"/v1/workspaces/{owner[0].id}", json={"credit_unit": None})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "credit_unit"
+
+
 # --- usage ----------------------------------------------------------------------------------
 
 
@@ -952,6 +1036,56 @@ def test_usage_query_totals_and_groups(sdk, http, engram_server, owner, outsider
         ({"group_by": "planet"}, "group_by"),
         ({"start": "yesterday"}, "start"),
         ({"start": "2026-02-01", "end": "2026-01-01"}, "start"),
+    ):
+        resp = http.get("/v1/usage", params=params)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == param
+
+
+def test_usage_credits_across_a_change_of_unit_are_in_the_unit_now(
+    sdk, http, operator_http, owner, metered
+):
+    """A report spanning a change of `credit_unit.per_usd` summed credits of two units: 7 at a
+    million per USD and 3.5 at half a million (the same 7 tokens, $0.000007 each) made 10.5,
+    worth nothing in either unit. Each record's credits are converted to the unit now."""
+    ask(sdk, model=METERED, user="alice")  # 7 tokens: 7 credits at a million per USD
+    patch_workspace(operator_http, owner, {"credit_unit": {"name": "gems", "per_usd": 500_000}})
+    ask(sdk, model=METERED, user="alice")  # 7 tokens: 3.5 credits at half a million
+    ask(sdk, model=METERED, user="bob")
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 3)
+    usage = http.get("/v1/usage").json()
+    assert usage["credit_unit"] == {"name": "gems", "per_usd": 500_000.0}
+    assert usage["totals"]["credits"] == 10.5  # 3.5 + 3.5 + 3.5
+    by_user = http.get("/v1/usage", params={"group_by": "user"}).json()["data"]
+    assert [(g["group"], g["credits"]) for g in by_user] == [("alice", 7), ("bob", 3.5)]
+    by_day = http.get("/v1/usage", params={"group_by": "day"}).json()["data"]
+    assert [g["credits"] for g in by_day] == [10.5]
+    patch_workspace(operator_http, owner, {"credit_unit": {"per_usd": 250_000}})
+    assert http.get("/v1/usage").json()["totals"]["credits"] == 5.25  # 21 tokens, 1/4 each
+
+
+def test_usage_narrowed_to_one_end_user_key_or_model(sdk, http, owner, key_id, metered):
+    """One customer's usage (to bill an end user, say) was only to be found by paging every
+    group of the range: the report takes `user_id`, `key_id` and `model` filters."""
+    ask(sdk, model=METERED, user="alice")  # 7 credits each
+    ask(sdk, model=METERED, user="alice")
+    ask(sdk, model=METERED, user="bob")
+    ask(sdk, user="bob")  # gpt-4o-mini: another model
+    buffer.flush()
+    wait_for(lambda: UsageRecord.objects.filter(workspace=owner[0]).count() == 4)
+    alice = http.get("/v1/usage", params={"user_id": "alice"}).json()["totals"]
+    assert (alice["requests"], alice["credits"]) == (2, 14)
+    bob = http.get("/v1/usage", params={"user_id": "bob", "model": METERED}).json()["totals"]
+    assert (bob["requests"], bob["credits"]) == (1, 7)
+    by_day = http.get("/v1/usage", params={"user_id": "alice", "group_by": "day"}).json()
+    assert [g["requests"] for g in by_day["data"]] == [2]
+    assert http.get("/v1/usage", params={"key_id": key_id}).json()["totals"]["requests"] == 4
+    other = http.get("/v1/usage", params={"key_id": "key_other"}).json()["totals"]
+    assert other["requests"] == 0
+    for params, param in (
+        ({"user_id": ""}, "user_id"),
+        ({"key_id": "a b"}, "key_id"),
+        ({"after": "alice"}, "after"),  # a cursor without groups: no page to go to
     ):
         resp = http.get("/v1/usage", params=params)
         assert resp.status_code == 400 and resp.json()["error"]["param"] == param

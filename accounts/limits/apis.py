@@ -50,16 +50,30 @@ class CreditUnitInput(ClosedSerializer):
     )
 
 
+# Each group may be null, which removes every limit in it (as `{"rpm": null}` removes one):
+# `end_user_limits: null` was a 400, though the rule is "a limit set to null is removed".
 class KeyLimitsInput(ClosedSerializer):
-    limits = RateInput(required=False)
-    budget = BudgetInput(required=False)
+    limits = RateInput(required=False, allow_null=True)
+    budget = BudgetInput(required=False, allow_null=True)
 
 
 class WorkspaceLimitsInput(KeyLimitsInput):
     name = serializers.CharField(max_length=200, required=False)
-    end_user_limits = RateInput(required=False)
-    end_user_budget = BudgetInput(required=False)
+    end_user_limits = RateInput(required=False, allow_null=True)
+    end_user_budget = BudgetInput(required=False, allow_null=True)
     credit_unit = CreditUnitInput(required=False)
+
+
+NO_RATES = dict.fromkeys(services.RATE_FIELDS)
+NO_BUDGET = {"credits": None}
+
+
+def _given(data: dict, group: str) -> dict | None:
+    """limit_update's `limits` or `budget` from a body's group: null removes each limit in
+    it; left out, None (kept)."""
+    if group in data and data[group] is None:
+        return NO_BUDGET if group.endswith("budget") else NO_RATES
+    return data.get(group)
 
 
 def _rates(row: Limit | None) -> dict:
@@ -101,15 +115,15 @@ def apply_workspace(*, workspace: Workspace, data: dict) -> None:
         services.limit_update(
             workspace=workspace,
             subject=Subject.WORKSPACE,
-            limits=data.get("limits"),
-            budget=data.get("budget"),
+            limits=_given(data, "limits"),
+            budget=_given(data, "budget"),
         )
     if "end_user_limits" in data or "end_user_budget" in data:
         services.limit_update(
             workspace=workspace,
             subject=Subject.END_USER,
-            limits=data.get("end_user_limits"),
-            budget=data.get("end_user_budget"),
+            limits=_given(data, "end_user_limits"),
+            budget=_given(data, "end_user_budget"),
         )
     if "credit_unit" in data:
         unit = data["credit_unit"]
@@ -123,6 +137,6 @@ def apply_key(*, workspace: Workspace, key_id: str, data: dict) -> None:
         workspace=workspace,
         subject=Subject.API_KEY,
         key_id=key_id,
-        limits=data.get("limits"),
-        budget=data.get("budget"),
+        limits=_given(data, "limits"),
+        budget=_given(data, "budget"),
     )

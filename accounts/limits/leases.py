@@ -80,7 +80,7 @@ def renew() -> int:
         for subject in admission.subjects:
             if subject.rule.max_concurrent:
                 keys.append(subject.prefix + "conc")
-                ids.append(admission.request_id)
+                ids.append(admission.lease)
     if not keys:
         return 0
     lease_ms = int(settings.ENGRAM_LIMITS_LEASE_SECONDS * 1000)

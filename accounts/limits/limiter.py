@@ -41,7 +41,7 @@ from django.conf import settings
 
 from accounts.keys import peppered_digest
 from accounts.limits import leases
-from accounts.limits.policy import Policy, Rule
+from accounts.limits.policy import MICRO, Policy, Rule
 from config.common import inline_redis
 from config.common.errors import ApiError
 
@@ -143,6 +143,11 @@ class Admission:
     """One admitted request: what it reserved where, and its rate-limit figures."""
 
     request_id: str
+    # Its concurrency leases' name (reserve.lua's ZADD, the settle's ZREM, leases.renew): the
+    # request id and a random part. The request id alone is the client's x-request-id when it
+    # sends one, and requests sent at once under one id shared one lease: max_concurrent 2
+    # admitted any number of them, and the first to end freed the others' slot.
+    lease: str = ""
     subjects: list[Subject] = field(default_factory=list)
     wires: list[_Wire] = field(default_factory=list)
     tokens: int = 0
@@ -166,7 +171,7 @@ class Admission:
             bulk(4 * n),
             *(w.settle_keys for w in self.wires),
             bulk(_now_ms()),
-            bulk(self.request_id),
+            bulk(self.lease),
             bulk(n),
             bulk(tokens - self.tokens),
             bulk(credits_micro),
@@ -322,8 +327,9 @@ async def _reserve_once(
     now = _now_ms()
     day = _EPOCH_DAY + timedelta(days=now // DAY_MS)  # UTC
     wires = [_wire(s.prefix, s.rule, day) for s in found]
+    lease = f"{request_id}:{secrets.token_hex(6)}"
     admission = Admission(
-        request_id=request_id, subjects=found, wires=wires, tokens=tokens, day=day
+        request_id=request_id, lease=lease, subjects=found, wires=wires, tokens=tokens, day=day
     )
     admission.credits_micro = credits_micro
     bulk = inline_redis.bulk
@@ -332,7 +338,7 @@ async def _reserve_once(
         bulk(5 * n),
         *(w.reserve_keys for w in wires),
         bulk(now),
-        bulk(request_id),
+        bulk(lease),
         _lease_ms(settings.ENGRAM_LIMITS_LEASE_SECONDS),
         bulk(n),
         bulk(tokens),
@@ -363,7 +369,7 @@ def _verdict(
         return admission
     subject = found[who - 1]
     if verdict == 2:
-        raise _over_budget(admission, subject)
+        raise _over_budget(admission, subject, left_micro=retry_ms)
     rule = subject.rule
     limit = {1: rule.rpm, 2: rule.tpm, 3: rule.max_concurrent}[kind]
     if retry_ms < 0:
@@ -392,12 +398,29 @@ def _verdict(
     )
 
 
-def _over_budget(admission: Admission, subject: Subject) -> ApiError:
+def _over_budget(
+    admission: Admission, subject: Subject, *, left_micro: int | None = None
+) -> ApiError:
+    """The 429 of a budget that cannot take the request. One with some left refused a request
+    whose reservation (its prompt and max_tokens at the model's price) is more than that, and
+    said "You exceeded the budget" all the same: the client could not tell that a lower
+    max_tokens would be served."""
+    period = subject.rule.period if subject.rule.period != "none" else "lifetime"
+    if left_micro and admission.credits_micro > left_micro:
+        message = (
+            f"This request may cost up to {_credits(admission.credits_micro)} credits (its "
+            f"prompt and max_tokens at the model's price), more than the "
+            f"{_credits(left_micro)} left in the budget of the {subject.label} ({period}). "
+            "Lower max_tokens, raise the budget or wait for the next period."
+        )
+    else:
+        message = (
+            f"You exceeded the budget of the {subject.label} ({period}). "
+            "Raise the budget or wait for the next period."
+        )
     return ApiError(
         429,
-        f"You exceeded the budget of the {subject.label} "
-        f"({subject.rule.period if subject.rule.period != 'none' else 'lifetime'}). "
-        "Raise the budget or wait for the next period.",
+        message,
         type="insufficient_quota",
         code="insufficient_quota",
         headers={**admission.headers, "x-should-retry": "false"},
@@ -525,6 +548,12 @@ def _take_unsent() -> list[bytes]:
     taken = _unsent[:]
     _unsent.clear()
     return taken
+
+
+def _credits(micro: int) -> str:
+    """Micro-credits as credits, without trailing zeros: 3, 0.5, 0.000125."""
+    text = f"{Decimal(micro) / MICRO:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def duration(ms: int) -> str:

@@ -3,7 +3,7 @@
 -- concurrency is a sorted set of leases (request id -> expiry), so a crashed process's
 -- requests free their slots when the lease ends; budgets are integer micro-credits per period.
 -- KEYS: per subject 5 keys: rpm, tpm, concurrency, budget, the budget's seed (seed.lua).
--- ARGV: now_ms, request_id, lease_ms, n, tokens, credits, then per subject 4 values (the same
+-- ARGV: now_ms, lease id (the request id and a random part), lease_ms, n, tokens, credits, then per subject 4 values (the same
 --   for a subject all day: encoded once by the caller):
 --   rpm, tpm, max_concurrent (0 = none), budget (-1 = none)
 -- Returns "verdict subject kind retry_ms limit_req remaining_req reset_req_ms
@@ -11,6 +11,7 @@
 --   seed_i: the seed the subject's budget key was set by, 0 for none: the settle counts the
 --   reservation as in the key only if the key still has that seed)
 --   verdict 0 = admitted, 1 = rate limited, 2 = over budget; kind 1 rpm 2 tpm 3 concurrency 4 budget
+--   (over budget, retry_ms is what the budget has left, in micro-credits)
 --   verdict 3 = a budget's period has no key (its first request, or a Redis that lost its
 --   data): nothing counted; `subject` is the bit mask of those subjects (bit 0: the first),
 --   which the caller seeds from the database's usage records before asking again
@@ -66,7 +67,8 @@ for i = 1, n do
   if budget >= 0 then
     local spent = tonumber(stored[s + 3] or 0)
     if spent >= budget or spent + credits > budget then
-      if verdict ~= 2 then verdict, who, kind, retry = 2, i, 4, 0 end
+      -- retry: what the budget has left (micro-credits), for the refusal to say
+      if verdict ~= 2 then verdict, who, kind, retry = 2, i, 4, math.max(budget - spent, 0) end
     end
   end
   if rpm > 0 then

@@ -1,7 +1,7 @@
 -- Settle one admitted request: give back (or take) the difference between the tokens and
 -- credits reserved and those used, and free its concurrency lease. Posted: nothing reads its reply.
 -- KEYS: per subject 4 keys: tpm, concurrency, budget, the budget's seed (seed.lua).
--- ARGV: now_ms, request_id, n, token delta, credits used (micro-credits), then per subject 4
+-- ARGV: now_ms, lease id (the reserve's), n, token delta, credits used (micro-credits), then per subject 4
 --   values: tpm (0 = none), has a budget (1 / 0), the seed its budget key had when the request
 --   counted on it (0: none), and the credits used less those it counted there.
 -- A budget's key that still has that seed holds the request's reservation: it takes the

@@ -13,6 +13,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.limits.middleware import counts_its_own_limits
 from accounts.limits.policy import NO_POLICY
 from accounts.requests import ApiRequest
 from completions.tools import entry, selectors, services
@@ -256,6 +257,7 @@ class ApprovalListApi(APIView):
         return Response(paginate(approvals, params, approval_body, filters=_RUN_FILTERS))
 
 
+@counts_its_own_limits  # with its tokens and credits (completions.charging)
 @csrf_exempt
 async def chat_resume(request: ApiRequest) -> HttpResponseBase:
     from completions.apis import to_django

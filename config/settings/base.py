@@ -41,6 +41,7 @@ MIDDLEWARE = [
     "config.common.middleware.ErrorEnvelopeMiddleware",
     "completions.middleware.LoopGuardMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
+    "accounts.limits.middleware.EndUserLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.common.static.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
