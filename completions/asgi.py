@@ -39,6 +39,7 @@ from completions.turn import Reply
 from config.common.errors import (
     DATABASE_UNAVAILABLE,
     ApiError,
+    database_refused,
     invalid_api_key,
     request_too_large,
     unexpected_error,
@@ -207,7 +208,11 @@ class CompletionsApp:
 
 def _unexpected(exc: Exception, what: str) -> ApiError:
     """Its envelope (config.common.errors.unexpected_error), logged: a database away as a
-    warning with its kind, anything else with its traceback."""
+    warning with its kind, anything else with its traceback. An input the database refused
+    is its 4xx, logged there (no "database unavailable" of a program limit)."""
+    refused = database_refused(exc)
+    if refused is not None:
+        return refused
     if isinstance(exc, DATABASE_UNAVAILABLE):  # a key not cached, or a turn's store
         logger.warning("%s: database unavailable (%s)", what, type(exc).__name__)
     else:

@@ -454,8 +454,9 @@ TURN_HEADERS = [
         HEADERS["collection_ids"],
         str,
         OpenApiParameter.HEADER,
-        description=f"A JSON array of at most {MAX_COLLECTIONS} knowledge collection ids, "
-        'e.g. `["col_..."]`; their best chunks join the context.',
+        description=f"A JSON array of at most {MAX_COLLECTIONS} distinct knowledge collection "
+        'ids (a repeated id counts once), e.g. `["col_..."]`; their best chunks join the '
+        "context. Sent once: two of these headers are a 400 that says so.",
     ),
 ]
 

@@ -15,7 +15,8 @@ to name the model in the usage record of a body it refuses):
   monitoring), read only when neither is given and passed on to the upstream unchanged
 - with an end-user token (`end_user`), the user is the token's: an x-user-id or body
   `user_id` or `user` that names another is a 403 naming it
-- x-collection-ids: a JSON array of at most MAX_COLLECTIONS (20) collection ids, each an id as
+- x-collection-ids: a JSON array of at most MAX_COLLECTIONS (20) distinct collection ids (a
+  repeated id counts once; the header sent twice is a 400 that says so), each an id as
   above
 - `session_id`, `user_id`: Engram's own body fields, removed before the upstream call (the
   memory API's bodies name the user `user_id`; read here too, a mem0 client's turn was
@@ -89,7 +90,8 @@ def parse_body(raw: bytes, *, model_required: bool = True) -> dict:
 
 
 def collection_ids(raw: str | None) -> list[str]:
-    """x-collection-ids: a JSON array of collection ids, de-duplicated in order."""
+    """x-collection-ids: a JSON array of collection ids, de-duplicated in order; the limit
+    counts distinct ids (a repeated id is one collection, as the search bodies count them)."""
     param = HEADERS["collection_ids"]
     if not raw:
         return []
@@ -97,6 +99,14 @@ def collection_ids(raw: str | None) -> list[str]:
         value = jsonbody.loads(raw, param=param)
     except ApiError:  # not JSON, too deep, NUL: all one answer, below
         value = None
+    if value is None and _repeated(raw):
+        raise ApiError(
+            400,
+            f"{param} was given more than once (or as a comma-separated list): send one "
+            'header holding one JSON array, e.g. ["col_a", "col_b"].',
+            param=param,
+            code="invalid_value",
+        )
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ApiError(
             400,
@@ -104,6 +114,7 @@ def collection_ids(raw: str | None) -> list[str]:
             param=param,
             code="invalid_value",
         )
+    value = list(dict.fromkeys(value))
     if len(value) > MAX_COLLECTIONS:
         raise ApiError(400, TOO_MANY_COLLECTIONS, param=param, code="invalid_value")
     for item in value:
@@ -111,7 +122,20 @@ def collection_ids(raw: str | None) -> list[str]:
             raise ApiError(
                 400, f"Each collection id must be {ID_RULE}.", param=param, code="invalid_value"
             )
-    return list(dict.fromkeys(value))
+    return value
+
+
+def _repeated(raw: str) -> bool:
+    """Is this header two sent under one name? Both doors read a repeated header as its values
+    joined by commas (Django's META; completions.asgi._joined): `["col_a"],["col_b"]`, a JSON
+    array followed by a comma, which was answered "must be a JSON array" as if neither were."""
+    import json  # only on a refusal
+
+    try:
+        first, end = json.JSONDecoder().raw_decode(raw.lstrip())
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(first, list) and raw.lstrip()[end:].lstrip().startswith(",")
 
 
 def _token_user(end_user: str, headers: Mapping[str, str], body: dict) -> str:

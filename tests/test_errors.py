@@ -128,3 +128,74 @@ def test_a_failing_key_check_on_the_chat_door_is_an_envelope(
         assert resp.headers["retry-after"] == "1"
     else:
         assert error["type"] == "server_error"
+
+
+# Real queries PostgreSQL refuses, by SQLSTATE: the input's fault (no retry helps: a 4xx), or
+# the connection's (a retry may: 503). Each runs inside a request, as a selector's query would.
+REFUSED_QUERIES = [
+    # 54000: "string is too long for tsvector" (a program limit, psycopg's OperationalError)
+    (
+        "select string_agg(md5(i::text), ' ')::tsvector from generate_series(1, 40000) i",
+        413,
+        "too_large",
+    ),
+    # 22021: "invalid byte sequence for encoding UTF8"
+    ("select convert_from('\\xff'::bytea, 'UTF8')", 400, "invalid_value"),
+    # 22P05: "character ... has no equivalent in encoding LATIN1"
+    ("select convert_to(chr(20013), 'LATIN1')", 400, "invalid_value"),
+    # 57P01: the connection is terminated, a database away: still 503, retried
+    ("select pg_terminate_backend(pg_backend_pid())", 503, "database_unavailable"),
+]
+REFUSED_IDS = ["54000-tsvector", "22021-byte-sequence", "22P05-untranslatable", "57P01-away"]
+
+
+def _query(sql: str):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        cursor.fetchall()
+
+
+@pytest.mark.parametrize(("sql", "status", "code"), REFUSED_QUERIES, ids=REFUSED_IDS)
+def test_a_query_the_database_refuses_for_its_input_is_a_4xx(
+    http, monkeypatch, caplog, sql, status, code
+):
+    """A program limit (class 54) was answered 503 database_unavailable, which the SDKs retry
+    though no retry can succeed, and a data exception (class 22) a 500: each is now the 4xx of
+    the input, in the envelope, with no SQL in it; the database's words are logged."""
+    from memory import selectors
+
+    def refusing(**kwargs):
+        _query(sql)
+
+    monkeypatch.setattr(selectors, "conversation_list", refusing)
+    with caplog.at_level("WARNING", logger="engram.errors"):
+        resp = http.get("/v1/conversations")
+    error = assert_envelope(resp, status, code=code)
+    assert "select" not in resp.text.lower() and "tsvector" not in resp.text
+    assert "sqlstate" not in resp.text.lower()
+    if status == 503:
+        assert resp.headers["retry-after"] == "1"
+    else:
+        assert error["type"] == "invalid_request_error"
+        assert "retry-after" not in resp.headers
+        assert any("SQLSTATE" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("sql", "status", "code"), REFUSED_QUERIES[:2], ids=REFUSED_IDS[:2])
+def test_a_query_the_database_refuses_on_the_chat_door_is_a_4xx(
+    http, settings, monkeypatch, sql, status, code
+):
+    """The lean chat door answers the same: its key check's query refused for the input."""
+    from asgiref.sync import sync_to_async
+
+    settings.ENGRAM_GATEWAY_FAST_PATH = True
+
+    async def resolve(*args, **kwargs):
+        await sync_to_async(_query)(sql)
+
+    monkeypatch.setattr("completions.asgi.resolve_async", resolve)
+    resp = http.post("/v1/chat/completions", json={"model": "local", "messages": []})
+    assert_envelope(resp, status, code=code)
+    assert "select" not in resp.text.lower()

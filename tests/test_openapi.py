@@ -75,6 +75,36 @@ def test_schema_is_public_31_and_lists_every_route_once(anon_http):
     assert schema["paths"]["/v1/workspaces"]["post"]["security"] == [{"OperatorKey": []}]
 
 
+def test_every_path_id_is_documented_by_the_id_rule(anon_http):
+    """Every path parameter says the documented id rule, as a body, query or header id does:
+    not the URL converter's regex (`\\w`, the internal \\x1f of an encoded slash), and not
+    a bare string (a view's own annotation dropped the pattern of a conversation's messages)."""
+    schema = _schema(anon_http)
+    rule = {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_.:@+\\-/=]{1,200}$",
+        "minLength": 1,
+        "maxLength": 200,
+    }
+    found = {
+        (method, path, param["name"]): param["schema"]
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        for param in operation.get("parameters", [])
+        if param["in"] == "path"
+    }
+    # every templated segment of every path is a documented parameter
+    for path, operations in schema["paths"].items():
+        for method in operations:
+            for name in re.findall(r"{(\w+)}", path):
+                assert (method, path, name) in found, (method, path, name)
+    assert ("get", "/v1/conversations/{conversation_id}/messages", "conversation_id") in found
+    assert ("get", "/v1/users/{user_id}", "user_id") in found
+    assert ("get", "/v1/models/{model_id}", "model_id") in found
+    assert {key: s for key, s in found.items() if s != rule} == {}
+    assert re.fullmatch(rule["pattern"], "org/alice") and re.fullmatch(rule["pattern"], "msg_01")
+
+
 def test_chat_completions_is_documented_in_openais_shapes(anon_http):
     schema = _schema(anon_http)
     chat = schema["paths"]["/v1/chat/completions"]["post"]

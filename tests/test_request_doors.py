@@ -69,6 +69,33 @@ def test_a_header_sent_twice_gets_one_answer(door, http, upstream, param, header
     assert upstream.chat_requests() == []
 
 
+def test_x_collection_ids_sent_twice_says_so(door, http, upstream):
+    """Two x-collection-ids headers, each a JSON array, were told "must be a JSON array": the
+    answer now says the header was given more than once."""
+    headers = [("x-collection-ids", '["col_a"]'), ("x-collection-ids", '["col_b"]')]
+    error = assert_envelope(door(http, [("x-user-id", "u"), *headers]), 400, code="invalid_value")
+    assert error["param"] == "x-collection-ids"
+    assert "more than once" in error["message"], error
+    assert upstream.chat_requests() == []
+    # one header that is not an array is still told what the header must be
+    error = assert_envelope(door(http, {"x-collection-ids": "col_a,col_b"}), 400)
+    assert "must be a JSON array" in error["message"], error
+
+
+def test_a_repeated_collection_id_counts_once(door, http, owner, upstream):
+    """20 distinct ids, each sent twice (40 entries): 20 collections, not over the limit of
+    20 (the header counted entries, then de-duplicated); 21 distinct ids are still refused."""
+    collection = Collection.objects.create(workspace=owner[0], name="Manual")
+    ids = [collection.id, *(f"col_{i}" for i in range(19))]
+    resp = door(http, {"x-user-id": "u", **_ids(ids + ids)})
+    error = assert_envelope(resp, 404, code="collection_not_found")  # looked up, not counted out
+    assert "col_0" in error["message"], error
+    resp = door(http, {"x-user-id": "u", **_ids([collection.id] * 21)})
+    assert resp.status_code == 200, resp.text
+    error = assert_envelope(door(http, _ids([*ids, "col_19", "col_19"])), 400)
+    assert error["message"].endswith("At most 20 collection ids."), error
+
+
 def test_a_second_authorization_header_is_no_way_around_the_first(door, http, owner, upstream):
     """A proxy that checks the first Authorization header saw a bad key; the ASGI door used
     the last, the Django doors refused: every door refuses the pair."""

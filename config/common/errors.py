@@ -254,9 +254,70 @@ def database_unavailable() -> ApiError:
     )
 
 
+# SQLSTATE classes in which the database refuses the input itself, which no retry changes:
+# 54 "program limit exceeded" (a string too long for a tsvector, an index row over the btree
+# maximum, a statement too complex: psycopg's ProgramLimitExceeded, an OperationalError, was
+# answered 503 database_unavailable, which the SDKs retry) and 22 "data exception" (a character
+# the encoding cannot hold, an invalid byte sequence, a number out of range: a 500).
+_REFUSED_INPUT = {
+    "54": (
+        413,
+        "The request is over a limit of the database (a value too long to store or index, or "
+        "a request too complex): send less.",
+        "too_large",
+    ),
+    "22": (
+        400,
+        "The request holds a value the database cannot store (a character or byte sequence "
+        "it cannot encode, a number or date out of range).",
+        "invalid_value",
+    ),
+}
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error: psycopg's own, or the one Django's wrapper holds as
+    its cause."""
+    for error in (exc, exc.__cause__):
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def refused_input(exc: BaseException) -> bool:
+    """Did the database refuse the input (SQLSTATE class 54 or 22), which no retry changes?"""
+    state = _sqlstate(exc)
+    return state is not None and state[:2] in _REFUSED_INPUT
+
+
+def database_refused(exc: BaseException | None) -> ApiError | None:
+    """The 4xx of a database error caused by the input (SQLSTATE class 54 or 22), else None.
+    The answer names no SQL and no value; the database's own words go to the log."""
+    if exc is None:
+        return None
+    state = _sqlstate(exc)
+    refusal = _REFUSED_INPUT.get(state[:2]) if state else None
+    if refusal is None:
+        return None
+    diag = getattr(exc.__cause__ if exc.__cause__ is not None else exc, "diag", None)
+    logger.warning(
+        "the database refused the input: SQLSTATE %s (%s): %s",
+        state,
+        type(exc).__name__,
+        getattr(diag, "message_primary", None) or "",
+    )
+    status, message, code = refusal
+    return ApiError(status, message, code=code)
+
+
 def unexpected_error(exc: BaseException | None) -> ApiError:
-    """The answer to an exception no door expected: 503 when the database is away (retry), a
-    bug's 500 otherwise."""
+    """The answer to an exception no door expected: a 4xx when the database refused the input
+    (database_refused: no retry helps), 503 when the database is away (retry), a bug's 500
+    otherwise."""
+    refused = database_refused(exc)
+    if refused is not None:
+        return refused
     return database_unavailable() if isinstance(exc, DATABASE_UNAVAILABLE) else server_error()
 
 

@@ -31,6 +31,10 @@ ID_RULE = f"1-{MAX_ID_CHARS} characters of ASCII letters, digits and . _ : @ + -
 # UTF-8 in x-user-id arrived as "Ã¼", another user than the body's "ü".
 _ID = re.compile(rf"[A-Za-z0-9_.:@+\-/=]{{1,{MAX_ID_CHARS}}}")
 ID_PATTERN = rf"^{_ID.pattern}$"  # the rule as the OpenAPI document gives it
+# The rule as a JSON Schema: every id the OpenAPI document names (body, query, header, path).
+# Path parameters get it through SPECTACULAR_SETTINGS' PATH_CONVERTER_OVERRIDES: without it
+# drf-spectacular printed the converter's own regex (`\w`, the ENCODED_SLASH control character).
+ID_SCHEMA = {"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": MAX_ID_CHARS}
 
 
 def is_id(value: str) -> bool:

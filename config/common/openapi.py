@@ -9,10 +9,8 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
-from config.common.ids import ID_PATTERN
+from config.common.ids import ID_SCHEMA as ID_SCHEMA  # an id a client names, for the APIs
 from config.common.pagination import MAX_LIMIT
-
-ID_SCHEMA = {"type": "string", "pattern": ID_PATTERN}  # an id a client names (config.common.ids)
 
 
 def const(value: str, **kwargs) -> serializers.CharField:

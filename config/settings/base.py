@@ -6,6 +6,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from config.celery import BROKER_SOCKET_TIMEOUT, VISIBILITY_TIMEOUT
+from config.common.ids import ID_SCHEMA
 from config.env import BASE_DIR, context_windows, database_bounds, env, service_urls
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-engram-secret-change-me")
@@ -199,6 +200,10 @@ SPECTACULAR_SETTINGS = {
     # persistAuthorization would keep the key pasted into /docs in localStorage, past the tab
     # and readable by any page of the origin (the playground keeps its key in sessionStorage).
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": False, "displayOperationId": True},
+    # A path id is documented by the id rule (config.common.ids.ID_SCHEMA), not by its
+    # converter's regex, which is wider (letters beyond ASCII for old ids; `|` in a user id,
+    # read as `:`) and holds the internal ENCODED_SLASH character. `path`: a model name.
+    "PATH_CONVERTER_OVERRIDES": {"id": ID_SCHEMA, "user": ID_SCHEMA, "path": ID_SCHEMA},
 }
 
 # Celery

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, workspace_key_only
 from config.common.errors import Invalid
-from config.common.openapi import LIST_PARAMETERS, user_id_query
+from config.common.openapi import ID_SCHEMA, LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
 from memory.apis import openapi as docs
@@ -68,7 +68,7 @@ class ConversationListApi(APIView):
 
 _CONVERSATION_ID = OpenApiParameter(
     "conversation_id",
-    str,
+    ID_SCHEMA,
     OpenApiParameter.PATH,
     description="The client's id (x-conversation-id) or Engram's `conv_...` id.",
 )
@@ -191,7 +191,9 @@ class MessageDetailApi(APIView):
         "past messages by these ids.",
         tags=["conversations"],
         parameters=[
-            OpenApiParameter("message_id", str, OpenApiParameter.PATH, description="`msg_...`")
+            OpenApiParameter(
+                "message_id", ID_SCHEMA, OpenApiParameter.PATH, description="`msg_...`"
+            )
         ],
         responses=docs.MessageSerializer,
     )

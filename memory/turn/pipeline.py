@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from config.common import background
-from config.common.errors import DATABASE_UNAVAILABLE
+from config.common.errors import DATABASE_UNAVAILABLE, refused_input
 from config.common.orm import on_request_thread
 from memory.models import Conversation, Session
 from memory.retrieval.elsewhere import parallel
@@ -522,7 +522,8 @@ async def _until_stored(store: Callable[[str, bool], Awaitable[None]]) -> None:
         try:
             return await store(answer_id, again)
         except DATABASE_UNAVAILABLE as exc:
-            if time.monotonic() + pause > deadline:
+            # a program limit (class 54, an OperationalError) is the answer's, not the database's
+            if refused_input(exc) or time.monotonic() + pause > deadline:
                 raise
             logger.warning(
                 "storing an answer: database unavailable (%s); again", type(exc).__name__
