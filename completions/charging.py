@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 
@@ -176,7 +177,7 @@ def finish(
     prompt, completion, cached, cache_write, cache_write_1h = _used(charge, usage, answers)
     charge.usage = (
         usage
-        if _reported(usage)
+        if reported(usage)
         else {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -205,8 +206,9 @@ def answered(assistant: dict | None) -> list[dict]:
     return [assistant] if assistant is not None else []
 
 
-def _reported(usage: dict | None) -> bool:
-    """Whether the upstream reported the answer's usage (its prompt tokens a count)."""
+def reported(usage: Any) -> bool:
+    """Whether the upstream reported the answer's usage (its prompt tokens a count); else it
+    is charged an estimate (`_used`, `estimate`)."""
     return isinstance(usage, dict) and count(usage.get("prompt_tokens")) is not None
 
 
@@ -232,6 +234,19 @@ def _used(
             charge.prompt_estimate = prompt_tokens(charge.body or {})
         prompt = charge.prompt_estimate
     return prompt, sum(generated_tokens(a) for a in answers), 0, 0, 0
+
+
+def estimate(messages: list, answer: dict) -> dict:
+    """The usage of one model call the upstream reported none for, as `finish` charges it: the
+    messages it was sent and the answer's words, tiktoken-counted (an agent's run estimates
+    each of its calls so: completions.tools.run.Run.model_step)."""
+    prompt = prompt_tokens({"messages": messages})
+    completion = generated_tokens(answer)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 # What a reasoning detail says in words (its `data` and `signature` are opaque blobs).

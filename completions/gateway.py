@@ -149,6 +149,14 @@ async def _complete(turn: Turn, route: Route, prepared: PreparedTurn, call: Call
         status=200, assistant=transcribed(assistant), usage=data.get("usage"), written=written
     )
     data["engram"] = turn.engram  # credits_charged and request_id: finish put them there
+    # No usage reported (llama.cpp's server, older vLLM, proxies): the estimate charged, as
+    # OpenAI's answer always has `usage` and the SDKs read it; the upstream's goes as it came.
+    if not charging.reported(data.get("usage")):
+        reported = data.get("usage")
+        data["usage"] = {
+            **(reported if isinstance(reported, dict) else {}),
+            **(turn.usage_charged() or {}),
+        }
     if turn.agent:
         data["model"] = turn.model  # the agent's name as the client sent it
     if turn.tool_calls and isinstance(assistant, dict):

@@ -41,8 +41,8 @@ _USED_ITEM = {
 _ENGRAM_PROPERTIES: dict[str, dict] = {
     "credits_charged": {
         "type": "number",
-        "description": "The upstream's reported usage at the price table's rates, in "
-        "the workspace's credit unit.",
+        "description": "The upstream's reported usage (else the estimate in `usage`) at the "
+        "price table's rates, in the workspace's credit unit.",
     },
     "request_id": {
         "type": "string",
@@ -195,6 +195,9 @@ SCHEMAS: dict[str, dict] = {
     },
     "Usage": {
         "type": "object",
+        "description": "The upstream's reported usage; when it reported none, the estimate "
+        "Engram charged (the prompt as sent and the answer's words, tiktoken-counted; an "
+        "agent's run: each model call's, summed).",
         "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
         "properties": {
             "prompt_tokens": {"type": "integer"},

@@ -18,7 +18,7 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from completions.charging import prompt_tokens
+from completions.charging import estimate, prompt_tokens
 from config.common import tokens as tokenizer
 from memory.services import memory_create
 from tests.test_tools import make_agent, make_tool
@@ -360,8 +360,12 @@ def test_an_agents_run_whose_upstream_reports_no_usage_ends_with_the_usage_charg
     )
     chunks, final = streamed(strict, include_usage=include_usage, model=agent, messages=QUESTION)
     assert final.choices[0].message.content == "Sunny."
-    # What the run is charged (completions.charging): its first call's prompt, its answer.
-    expected = _estimate(upstream.chat_requests()[0].body["messages"], "Sunny.")
+    # What the run is charged (completions.charging.estimate): each call's prompt as sent and
+    # its answer, summed (tests/test_usage_estimate.py).
+    first, second = (r.body["messages"] for r in upstream.chat_requests())
+    called = estimate(first, {"tool_calls": [WEATHER]})
+    answered = _estimate(second, "Sunny.")
+    expected = {k: called[k] + answered[k] for k in answered}
     assert_ends_as_openai(
         chunks, final, include_usage=include_usage, total_tokens=expected["total_tokens"]
     )

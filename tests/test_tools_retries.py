@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from completions.charging import estimate
 from completions.tools import services
 from completions.tools.models import Execution
 from completions.tools.services import executions
@@ -637,13 +638,13 @@ def _no_usage(reply: dict) -> dict:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_answer_whose_upstream_reported_no_usage_is_replayed_without_made_up_zeros(
+def test_an_answer_whose_upstream_reported_no_usage_is_replayed_with_the_usage_charged(
     sdk, http, upstream, tool_server, stream
 ):
     """The run's upstream reported no usage for either of its model calls. The answer carried
-    none (non-streamed) but a usage chunk of zeros (streamed), and its SDK retry's replay a
-    `usage` of zeros either way: figures nobody measured, and not the answer it replays. Now
-    neither has one, and the replay is the answer again."""
+    a `usage` of zeros once, then none, and its replay none: Engram charged an estimate of
+    each call (completions.charging.estimate), and the answer and its SDK retry's replay both
+    carry that usage, the figures charged, never zeros nobody measured."""
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/weather")
     call = tool_call("call_1", "weather", {"city": "Oslo"})
@@ -676,6 +677,12 @@ def test_an_answer_whose_upstream_reported_no_usage_is_replayed_without_made_up_
 
     first = usage_of_answer({})
     replayed = usage_of_answer(RETRY)
-    assert first is None
-    assert replayed is None
+    sent = [r.body["messages"] for r in upstream.chat_requests()]
+    calls = [
+        estimate(sent[0], {"tool_calls": [call]}),
+        estimate(sent[1], {"content": "It is sunny."}),
+    ]
+    expected = {k: calls[0][k] + calls[1][k] for k in calls[0]}
+    assert first is not None and first.model_dump(exclude_none=True) == expected
+    assert replayed is not None and replayed.model_dump(exclude_none=True) == expected
     assert len(upstream.chat_requests()) == 2 and len(tool_server.calls) == 1

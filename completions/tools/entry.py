@@ -274,7 +274,7 @@ async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
         def on_end(status: int, assistant: dict | None, incomplete: bool, code: str) -> dict:
             # Charged now, for the last chunk; finished (usage row, memory) once the tool calls
             # and results are stored, so finish_turn stores the answer after them.
-            turn.charge_once(usage=dict(run.spent) or None, answers=charging.answered(assistant))
+            turn.charge_once(usage=dict(run.charged) or None, answers=charging.answered(assistant))
 
             async def finish() -> None:
                 await _store(run, _before_answer(run, assistant), extraction=False)
@@ -322,11 +322,13 @@ async def _serve_run(turn: Turn, run: Run, body: dict) -> Reply:
         raise
     # Charged before the store, as a stream is: a client that hangs up meanwhile leaves the
     # finish to the gateway, which knows nothing of the run's calls (they cost nothing).
-    turn.charge_once(usage=dict(run.spent) or None, answers=charging.answered(answer.assistant))
+    turn.charge_once(usage=dict(run.charged) or None, answers=charging.answered(answer.assistant))
     # The tool calls and results first; finish_turn stores the answer after them.
     await _store(run, _before_answer(run, answer.assistant), extraction=False)
     charged = _finish(turn, run, 200, answer.assistant, False, "")
     answer.data["engram"] = {**(answer.data.get("engram") or {}), **charged}
+    if answer.data.get("usage") is None:  # no figures at all: the usage charged, as OpenAI's
+        answer.data["usage"] = turn.usage_charged()
     await turn.reply_committed()
     return _reply(200, {**headers, **turn.timing_headers()}, dumps(answer.data))
 
@@ -338,6 +340,9 @@ def _finish(
     the usage row, memory's part): charged the run's every upstream call, summed. Returns
     the answer's `engram` (credits_charged and the client's request id in it)."""
     turn.upstream_ms = run.upstream_ms
+    # Charged each call's usage, the upstream's or its estimate (Run.charged); the usage
+    # record keeps the figures the upstream reported (a plain answer's too: completions.turn).
+    turn.charge_once(usage=dict(run.charged) or None, answers=charging.answered(assistant))
     turn.finish(
         status=status,
         assistant=assistant,
@@ -727,6 +732,8 @@ async def resume(
         raise
     charged = _finish(turn, run, 200, answer.assistant, False, "")
     answer.data["engram"] = {**(answer.data.get("engram") or {}), **charged}
+    if answer.data.get("usage") is None:  # no figures at all: the usage charged
+        answer.data["usage"] = turn.usage_charged()
     await _store(run, run.transcript, extraction=extraction, resumed=True)
     return _reply(200, {**turn.limit_headers(), **turn.timing_headers()}, dumps(answer.data))
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from django.conf import settings
 
+from completions import charging
 from completions.providers.base import Call
 from completions.providers.registry import Route
 from completions.streaming import transcribed
@@ -153,6 +154,12 @@ class Run:
     upstream_ms: float = 0.0
     model_calls: int = 0
     spent: dict = field(default_factory=dict)  # this request's upstream calls' usage
+    # What this request's upstream calls are charged: each call's usage as the upstream
+    # reported it, else its estimate (charging.estimate: the messages it was sent and its
+    # answer). An agent run whose upstream reported none was charged the first call's prompt
+    # and the last answer alone, however many calls, tool results and answers came between.
+    charged: dict = field(default_factory=dict)
+    sent: list = field(default_factory=list, repr=False)  # the messages of the last call
     # This request's new messages, for the conversation (completions.tools.entry stores them).
     transcript: list[dict] = field(default_factory=list)
     # Engram's own `_engram…` calls (completions.engram_tools) for a client that declared them:
@@ -207,6 +214,7 @@ class Run:
                 body.pop(key, None)
         if self.model_calls:  # after tool results: fitted to the window (the first call is)
             body["messages"] = window.fitted(body["messages"], body=body, model=self.route.model)
+        self.sent = list(body["messages"])  # as sent: the run's own list grows after the call
         choice = body.get("tool_choice")
         if self.model_calls and (choice == "required" or isinstance(choice, dict)):
             # A forced call is made once: forced at every step, the model would call the tool
@@ -263,6 +271,10 @@ class Run:
         self.upstream_ms += ms
         _add_usage(self.usage, usage)
         _add_usage(self.spent, usage)
+        # No usage reported: the call is charged its estimate, kept in its step for the
+        # answer's usage and for its replay (request_usage).
+        estimate = None if charging.reported(usage) else charging.estimate(self.sent, message)
+        _add_usage(self.charged, estimate or usage)
         self.step(
             "model",
             duration_ms=round(ms, 1),
@@ -270,6 +282,7 @@ class Run:
             content=message.get("content"),
             tool_calls=[_call_view(c) for c in message.get("tool_calls") or ()],
             usage=usage if isinstance(usage, dict) else None,
+            **({"usage_estimated": estimate} if estimate else {}),
         )
 
     def _ids_given(self, message: dict) -> None:
@@ -688,16 +701,20 @@ def usage_of(spent: dict) -> dict:
 
 def request_usage(execution: Execution) -> dict | None:
     """The `usage` of the answer of the request now running the run, and of its replay: the
-    model calls' from Execution.request_step on, summed as Run.spent sums them; zeros when the
-    request made none (a resume that only ran tools); None when it made some and the upstream
-    reported no usage for any (as a plain relay passes an upstream's missing usage on: zeros
-    would be figures nobody measured, and a replay showed them where the answer had none)."""
+    model calls' from Execution.request_step on, summed as Run.charged sums them (a call the
+    upstream reported no usage for: the estimate it was charged, `usage_estimated`); zeros
+    when the request made none (a resume that only ran tools); None when it made some and
+    none has figures (steps stored before estimates were kept: zeros would be figures nobody
+    measured)."""
     spent: dict = {}
     called = False
     for step in execution.steps[execution.request_step :]:
         if step.get("type") == "model":
             called = True
-            _add_usage(spent, step.get("usage"))
+            usage = step.get("usage")
+            if not charging.reported(usage):
+                usage = step.get("usage_estimated") or usage
+            _add_usage(spent, usage)
     return None if called and not spent else usage_of(spent)
 
 
