@@ -22,6 +22,9 @@ from tests.test_memory_forgetting import (
     memories,
     offline_memory,  # noqa: F401 (a fixture)
 )
+from tests.test_memory_forgetting_summaries import (
+    summarized_soon,  # noqa: F401 (a fixture)
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -128,3 +131,26 @@ def test_many_memories_go_in_batches_each_as_one_deletion(http, owner):
     assert _texts(http, "ann") == []
     assert MemoryEvent.objects.filter(user_id="ann", event=MemoryEvent.Event.DELETE).count() == 7
     assert MemorySuppression.objects.filter(user_id="ann").count() == 7
+
+
+def test_the_conversations_summary_and_title_lose_the_facts_deleted(
+    http,
+    summarized_soon,  # noqa: F811
+    settings,
+):
+    """As a single deletion: the summary and the title written from the same messages no longer
+    say the facts (rewritten once for each batch)."""
+    from memory.background.titles import conversation_title_generate
+    from tests.test_memory_forgetting_summaries import TURNS, conversation, turn
+
+    settings.ENGRAM_MEMORY_EXTRACTION = "offline"
+    for text, answer in TURNS:
+        turn(http, summarized_soon, text, answer)
+    conversation_title_generate(conversation_id=conversation().pk)
+    assert "peanuts" in conversation().summary and "Rex" in conversation().summary
+    assert conversation().title == "I am allergic to peanuts."
+    response = http.delete("/v1/memories", params={"user_id": "alice", "kind": "fact"})
+    assert response.json()["deleted"] >= 2, response.text
+    assert "peanut" not in conversation().summary.lower()
+    assert "Rex" not in conversation().summary
+    assert conversation().title == ""
