@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.common import jsonbody
@@ -183,14 +184,48 @@ def _metadata_filter(raw: str | None) -> dict | None:
         jsonbody.check(value, "metadata")
     except ApiError as exc:
         raise Invalid(f"metadata: {exc.message}", field="metadata") from None
-    if not isinstance(value, dict):
-        raise Invalid(
-            'metadata must be a JSON object, e.g. {"source": "crm"} (URL-encoded).',
-            field="metadata",
-        )
-    if problem := metadata_problem(value):
+    if problem := metadata_filter_problem(value, " (URL-encoded)"):
         raise Invalid(problem, field="metadata")
+    assert isinstance(value, dict)
     return value
+
+
+def metadata_filter_problem(value: object, encoded: str = "") -> str | None:
+    """What a `metadata` filter (the list's query, a search's body) cannot be, or None."""
+    if not isinstance(value, dict):
+        return f'metadata must be a JSON object, e.g. {{"source": "crm"}}{encoded}.'
+    return metadata_problem(value)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class MetadataFilterField(serializers.Field):
+    """A search body's `metadata`: the memories whose metadata contains this JSON object, as
+    GET /v1/memories?metadata= (the same rules: metadata_filter_problem)."""
+
+    def to_internal_value(self, data):
+        if problem := metadata_filter_problem(data):
+            raise serializers.ValidationError(problem)
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+# DELETE /v1/memories's query: whose memories (required), and the list's filters that narrow it
+MEMORIES_DELETE_QUERY = ("user_id", "kind", "metadata")
+
+
+def memories_delete_user_id(query_params) -> str:
+    """DELETE /v1/memories's `user_id`: required, a 400 naming it when absent (never every
+    user's memories by a forgotten parameter)."""
+    user_id = list_user_id(query_params)
+    if user_id is None:
+        raise Invalid(
+            "user_id is required: the user whose memories are deleted "
+            "(DELETE /v1/users/{id} erases everything of theirs).",
+            field="user_id",
+        )
+    return user_id
 
 
 def _next_second(moment: dt.datetime) -> dt.datetime:
@@ -307,12 +342,25 @@ class SearchInput(ClosedSerializer):
     user_id = UserIdField()
     query = StringField(max_length=4000)
     limit = IntegerField(min_value=1, max_value=100, default=10)
+    metadata = MetadataFilterField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories whose `metadata` holds these keys with these values, e.g. "
+        '`{"source": "crm"}` (containment, as `GET /v1/memories?metadata=`).',
+    )
 
 
 class UnifiedSearchInput(ClosedSerializer):
     user_id = UserIdField(required=False)
     query = StringField(max_length=4000)
     limit = IntegerField(min_value=1, max_value=100, default=10)
+    metadata = MetadataFilterField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories whose `metadata` holds these keys with these values, e.g. "
+        '`{"source": "crm"}` (containment, as `GET /v1/memories?metadata=`); messages and '
+        "chunks are not narrowed by it.",
+    )
     types = serializers.ListField(
         child=serializers.ChoiceField(choices=["memories", "messages", "chunks"]),
         min_length=1,

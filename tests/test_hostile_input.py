@@ -141,8 +141,14 @@ def _routes(world: dict) -> list[Route]:
             "/v1/memories",
             {"user_id": USER, "text": "likes tea", "kind": "fact", "metadata": {"k": "v"}},
         ),
-        Route("POST", "/v1/memories/search", {"user_id": USER, "query": "tea", "limit": 5}),
-        Route("POST", "/v1/search", {"user_id": USER, "query": "tea", "limit": 5}),
+        Route(
+            "POST",
+            "/v1/memories/search",
+            {"user_id": USER, "query": "tea", "limit": 5, "metadata": {"k": "v"}},
+        ),
+        Route("POST", "/v1/search", {"user_id": USER, "query": "tea", "limit": 5, "metadata": {}}),
+        # a hostile user_id deletes no one's (USER's memories stay for the routes after)
+        Route("DELETE", "/v1/memories", query=("user_id", "kind", "metadata")),
         Route("GET", "/v1/memories/{memory_id}", ids={"memory_id": memory}),
         Route(
             "PATCH",

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, with_own_user
+from config.common.closed import repeated_fields_check, unknown_fields_check
 from config.common.errors import ApiError
-from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, user_id_query
+from config.common.openapi import (
+    ID_SCHEMA,
+    LIST_PARAMETERS,
+    DeletedSerializer,
+    user_id_query,
+)
 from config.common.pagination import paginate
 from memory import selectors, services
 from memory.apis import openapi as docs
 from memory.models import Memory
 from memory.retrieval.search import Found, memory_search
 from memory.serializers import (
+    MEMORIES_DELETE_QUERY,
     MEMORY_LIST_QUERY,
     MEMORY_LIST_REPEATABLE,
     MemoryCreateInput,
@@ -24,6 +31,7 @@ from memory.serializers import (
     SearchInput,
     event_body,
     list_user_id,
+    memories_delete_user_id,
     memory_body,
     memory_list_filters,
 )
@@ -110,6 +118,36 @@ class MemoryListCreateApi(APIView):
             return Response(_with_sources(request.workspace, memory))
         return Response(memory_body(memory, []), status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        summary="Delete every memory of one user (their conversations kept)",
+        description="mem0's `delete_all(user_id=...)`: each memory deleted as "
+        "`DELETE /v1/memories/{id}` deletes it (a `delete` in its history, not extracted again "
+        "from what was said before, its conversations' summaries and titles without it), in "
+        "batches. `user_id` is required (400 naming it): never every user's memories. `kind` "
+        "and `metadata` narrow it as they narrow the list. Conversations and messages stay: "
+        "`DELETE /v1/users/{id}` erases everything. Answers how many were deleted (0 the "
+        "second time).",
+        tags=["memories"],
+        parameters=[
+            OpenApiParameter("user_id", ID_SCHEMA, description="Whose memories.", required=True),
+            *[p for p in docs.MEMORY_LIST_FILTERS if p.name in MEMORIES_DELETE_QUERY],
+        ],
+        responses={200: docs.MemoriesDeletedSerializer},
+    )
+    def delete(self, request):
+        unknown_fields_check(request.query_params, MEMORIES_DELETE_QUERY)
+        repeated_fields_check(request.query_params, repeatable=MEMORY_LIST_REPEATABLE)
+        user_id = own_user(request, memories_delete_user_id(request.query_params))
+        filters = memory_list_filters(request.query_params)
+        deleted = services.memories_delete(
+            workspace=request.workspace,
+            user_id=user_id,
+            kinds=filters.kinds,
+            metadata=filters.metadata,
+            actor="api",
+        )
+        return Response({"object": "list.deleted", "user_id": user_id, "deleted": deleted})
+
 
 class MemoryDetailApi(APIView):
     permission_classes = [EndUserAllowed]
@@ -180,7 +218,9 @@ class MemorySearchApi(APIView):
         summary="Search a user's memories",
         description="Memories only (facts, preferences, plans, events), best first: cosine "
         "similarity blended with BM25. Each has `score`, `why` and `sources`, the messages it was "
-        "extracted from. Past messages and knowledge chunks: `POST /v1/search`.",
+        "extracted from. `metadata` keeps the memories whose metadata holds its keys and values "
+        "(containment, as `GET /v1/memories?metadata=`). Past messages and knowledge chunks: "
+        "`POST /v1/search`.",
         tags=["memories"],
         request=SearchInput,
         responses=docs.MemorySearchResultsSerializer,
@@ -204,6 +244,7 @@ class MemorySearchApi(APIView):
             vector=vector,
             limit=data["limit"],
             with_sources=True,
+            metadata=data.get("metadata"),
         )
         return Response({"object": "list", "data": [memory_hit(f) for f in found]})
 

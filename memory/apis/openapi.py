@@ -214,6 +214,12 @@ class UserDeletedCountsSerializer(serializers.Serializer):
     )
 
 
+class MemoriesDeletedSerializer(serializers.Serializer):
+    object = const("list.deleted")
+    user_id = serializers.CharField()
+    deleted = serializers.IntegerField(help_text="How many memories were deleted (0: none left).")
+
+
 class UserDeletedSerializer(serializers.Serializer):
     id = serializers.CharField()
     object = const("user.deleted")

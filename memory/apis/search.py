@@ -29,7 +29,8 @@ class SearchApi(APIView):
         "messages with a `user_id`, chunks with `collection_ids`). Every item has "
         "`type`, `id`, `text`, `score` (cosine blended with BM25, on one scale), `created_at` "
         "and `sources`: a message's is itself, a memory's the messages it was extracted from, "
-        "a chunk's its document. A memory whose source messages all rank above it is left out: "
+        "a chunk's its document. `metadata` narrows the memories (containment, as "
+        "`GET /v1/memories?metadata=`), not messages nor chunks. A memory whose source messages all rank above it is left out: "
         "it would add nothing.",
         tags=["search"],
         request=UnifiedSearchInput,
@@ -73,6 +74,7 @@ class SearchApi(APIView):
             limit=data["limit"],
             types=data["types"],
             collection_ids=collection_ids,
+            metadata=data.get("metadata"),
         )
         return Response({"object": "list", "data": [search_item(f) for f in found]})
 

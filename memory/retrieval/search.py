@@ -121,6 +121,7 @@ def memory_search(
     min_similarity: float = 0.0,
     with_sources: bool = False,
     keep_best: int = 0,
+    metadata: dict | None = None,
 ) -> list[Found]:
     hits = memories.ranked(
         workspace_id=workspace.id,
@@ -128,6 +129,7 @@ def memory_search(
         query=query,
         vector=vector,
         with_sources=with_sources,
+        metadata=metadata,
     )
     found = []
     kept = fusion.with_recency(
@@ -278,8 +280,10 @@ def search(
     limit: int,
     types: Iterable[str] = ("memories", "messages"),
     collection_ids: Iterable[str] = (),
+    metadata: dict | None = None,
 ) -> list[Found]:
     """The sources named in `types` in one ranking; an item adds evidence or it is left out.
+    `metadata`: only memories whose metadata contains it (messages and chunks as they are).
 
     A memory restates its source messages: it outranks them only when clearly better
     (fusion.MEMORY_WEIGHT), and a memory whose every source message already ranks above it adds
@@ -299,6 +303,7 @@ def search(
             limit=limit,
             min_similarity=MIN_SIMILARITY,
             with_sources=True,
+            metadata=metadata,
         )
         if "messages" in types and not connection.in_atomic_block:
             # Memories on a second connection while this one ranks messages: two queries of

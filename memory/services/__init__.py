@@ -8,6 +8,7 @@ from memory.services.conversations import (
     session_resolve,
 )
 from memory.services.memories import memory_add, memory_create, memory_delete, memory_update
+from memory.services.memories_bulk import memories_delete
 from memory.services.processing import extraction_enqueue, summary_enqueue
 from memory.services.users import conversation_delete, derived_only_from, user_delete
 
@@ -17,6 +18,7 @@ __all__ = [
     "conversation_get_or_create",
     "conversation_import",
     "extraction_enqueue",
+    "memories_delete",
     "memory_add",
     "memory_create",
     "memory_delete",

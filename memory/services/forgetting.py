@@ -138,18 +138,37 @@ def conversations_without(
     vectors, as suppression_vectors makes them) nor those forgotten before. Both were written
     from the same messages and still said the fact to the model (the summary) and to anyone
     listing the conversations (the title: its first message's words)."""
+    return conversations_without_all(
+        workspace=workspace,
+        user_id=memory.user_id,
+        memory_ids=[memory.id],
+        forgetting=forgetting,
+    )
+
+
+def conversations_without_all(
+    *,
+    workspace: Workspace,
+    user_id: str,
+    memory_ids: list[str],
+    forgetting: Mapping[str, list[float]],
+) -> list[Written]:
+    """conversations_without for several memories of one user at once (a batch of
+    memory.services.memories_bulk.memories_delete): their conversations read and rewritten
+    once, not once per memory."""
     from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
 
+    sources = Memory.sources.through.objects.filter(memory_id__in=memory_ids)
     rows = list(
         Conversation.objects.filter(
-            workspace=workspace, pk__in=memory.sources.values("conversation_id")
+            workspace=workspace, pk__in=sources.values("message__conversation_id")
         )
         .exclude(summary="", title="")
         .values_list("pk", "summary", "title")
     )
     if not rows:
         return []
-    forgotten = forgotten_facts(workspace=workspace, user_id=memory.user_id, adding=forgetting)
+    forgotten = forgotten_facts(workspace=workspace, user_id=user_id, adding=forgetting)
     new = without_forgotten(forgotten, [s for _, s, _ in rows] + [t for _, _, t in rows])
     return [
         Written(pk, summary, title, new[i], new[len(rows) + i])

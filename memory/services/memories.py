@@ -671,8 +671,10 @@ def memory_delete(
     vectors: Mapping[str, list[float]] | None = None,
     subjects: frozenset[str] | None = None,
     conversations: bool = True,
-) -> None:
-    """unless_changed: MemoryChanged when the row was written since `memory` was read (as
+) -> bool:
+    """False when it was deleted meanwhile (by another call: nothing done).
+
+    unless_changed: MemoryChanged when the row was written since `memory` was read (as
     memory_update).
 
     A person's deletion (`actor` api or admin) leaves a suppression: the extractor does not
@@ -698,7 +700,7 @@ def memory_delete(
     # Its row first: a source an extraction run links meanwhile is either deleted with it or
     # waits and fails its own foreign key, never this deletion's commit (as workspace_delete).
     if not _lock_as_read(memory, unless_changed=unless_changed):
-        return  # deleted meanwhile: that deletion wrote the DELETE event
+        return False  # deleted meanwhile: that deletion wrote the DELETE event
     memory.refresh_from_db()  # the history keeps the text deleted, not the one read
     if actor in HAND_ACTORS:  # the admin's log keeps its text as edited there (config.admin_log)
         log_entries_delete(
@@ -716,3 +718,4 @@ def memory_delete(
         suppression_record(workspace=workspace, memory=memory, vectors=vectors, subjects=subjects)
         conversations_rewrite(workspace=workspace, user_id=memory.user_id, written=written)
     memory.delete()
+    return True
