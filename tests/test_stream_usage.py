@@ -18,7 +18,7 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from completions.charging import estimate, prompt_tokens
+from completions.charging import prompt_tokens
 from config.common import tokens as tokenizer
 from memory.services import memory_create
 from tests.test_tools import make_agent, make_tool
@@ -346,35 +346,6 @@ def test_an_anthropic_stream_with_usage_ends_with_its_own(strict, upstream):
     upstream.script(Reply(stream=anthropic_stream(["Bonjour"], model=CLAUDE)))
     chunks, final = streamed(strict, include_usage=True, model=CLAUDE, messages=QUESTION)
     assert_ends_as_openai(chunks, final, include_usage=True, total_tokens=13)  # 12 in, 1 out
-
-
-@pytest.mark.parametrize("include_usage", [True, False])
-def test_an_agents_run_whose_upstream_reports_no_usage_ends_with_the_usage_charged(
-    strict, http, upstream, tool_server, include_usage
-):
-    agent = make_agent(http)
-    make_tool(http, agent, tool_server.url + "/weather")
-    upstream.script(
-        Reply(stream=_without_usage(openai_tool_stream([WEATHER]))),
-        Reply(stream=openai_stream(["Sunny."], usage=False)),
-    )
-    chunks, final = streamed(strict, include_usage=include_usage, model=agent, messages=QUESTION)
-    assert final.choices[0].message.content == "Sunny."
-    # What the run is charged (completions.charging.estimate): each call's prompt as sent and
-    # its answer, summed (tests/test_usage_estimate.py).
-    first, second = (r.body["messages"] for r in upstream.chat_requests())
-    called = estimate(first, {"tool_calls": [WEATHER]})
-    answered = _estimate(second, "Sunny.")
-    expected = {k: called[k] + answered[k] for k in answered}
-    assert_ends_as_openai(
-        chunks, final, include_usage=include_usage, total_tokens=expected["total_tokens"]
-    )
-    if include_usage:
-        assert _usage_of(chunks[-1]) == expected
-
-
-def _without_usage(chunks: list) -> list:
-    return [c for c in chunks if not (isinstance(c, dict) and "usage" in c)]
 
 
 def test_a_memory_enriched_stream_without_upstream_usage_is_charged_its_whole_prompt(
