@@ -257,20 +257,16 @@ def database_unavailable() -> ApiError:
 # SQLSTATE classes in which the database refuses the input itself, which no retry changes:
 # 54 "program limit exceeded" (a string too long for a tsvector, an index row over the btree
 # maximum, a statement too complex: psycopg's ProgramLimitExceeded, an OperationalError, was
-# answered 503 database_unavailable, which the SDKs retry) and 22 "data exception" (a character
-# the encoding cannot hold, an invalid byte sequence, a number out of range: a 500).
+# answered 503 database_unavailable, which the SDKs retry). Not class 22 "data exception" (a
+# character the encoding cannot hold, a number out of range): every door refuses such input
+# before it is stored (NUL, lone surrogates, sizes: a 400 naming the field), so one that reaches
+# the database is a value Engram made (a tool's output, an upstream's answer): a bug, its 500.
 _REFUSED_INPUT = {
     "54": (
         413,
         "The request is over a limit of the database (a value too long to store or index, or "
         "a request too complex): send less.",
         "too_large",
-    ),
-    "22": (
-        400,
-        "The request holds a value the database cannot store (a character or byte sequence "
-        "it cannot encode, a number or date out of range).",
-        "invalid_value",
     ),
 }
 
@@ -286,13 +282,13 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def refused_input(exc: BaseException) -> bool:
-    """Did the database refuse the input (SQLSTATE class 54 or 22), which no retry changes?"""
+    """Did the database refuse the input (SQLSTATE class 54), which no retry changes?"""
     state = _sqlstate(exc)
     return state is not None and state[:2] in _REFUSED_INPUT
 
 
 def database_refused(exc: BaseException | None) -> ApiError | None:
-    """The 4xx of a database error caused by the input (SQLSTATE class 54 or 22), else None.
+    """The 4xx of a database error caused by the input (SQLSTATE class 54), else None.
     The answer names no SQL and no value; the database's own words go to the log."""
     if exc is None:
         return None
