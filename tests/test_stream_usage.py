@@ -348,6 +348,10 @@ def test_an_anthropic_stream_with_usage_ends_with_its_own(strict, upstream):
     assert_ends_as_openai(chunks, final, include_usage=True, total_tokens=13)  # 12 in, 1 out
 
 
+def _without_usage(chunks: list) -> list:
+    return [c for c in chunks if not (isinstance(c, dict) and "usage" in c)]
+
+
 def test_a_memory_enriched_stream_without_upstream_usage_is_charged_its_whole_prompt(
     strict, owner, upstream
 ):
