@@ -130,8 +130,9 @@ def test_a_failing_key_check_on_the_chat_door_is_an_envelope(
         assert error["type"] == "server_error"
 
 
-# Real queries PostgreSQL refuses, by SQLSTATE: the input's fault (no retry helps: a 4xx), or
-# the connection's (a retry may: 503). Each runs inside a request, as a selector's query would.
+# Real queries PostgreSQL refuses, by SQLSTATE: the input's fault (no retry helps: a 4xx), a
+# value Engram made (a bug: 500), or the connection's (a retry may: 503). Each runs inside a
+# request, as a selector's query would.
 REFUSED_QUERIES = [
     # 54000: "string is too long for tsvector" (a program limit, psycopg's OperationalError)
     (
