@@ -236,3 +236,83 @@ def test_the_admins_rerun_of_a_ready_document_keeps_it_searchable(
         "ready"
     )
     assert _searched(http, collection) == "old"
+
+
+def _reingest_from_scratch(admin_client, document_id):
+    resp = admin_client.post(
+        "/admin/memory/document/",
+        {"action": "rerun_from_scratch", "_selected_action": [document_id]},
+        follow=True,
+    )
+    assert resp.status_code == 200
+    assert [str(m) for m in resp.context["messages"]] == ["Queued 1 document(s)."]
+
+
+def test_the_admins_reingestion_from_scratch_keeps_a_ready_document_searchable(
+    http, collection, admin_client
+):
+    """It deleted the chunks and queued the document: it left every search (and a chat's
+    knowledge) until a worker had run it again. Now it is rebuilt beside the searchable one,
+    whose chunks the new ones replace in one commit, under the same document id."""
+    doc = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(doc["id"]) == "ready"
+    before = set(Chunk.objects.filter(document_id=doc["id"]).values_list("id", flat=True))
+
+    _reingest_from_scratch(admin_client, doc["id"])
+    # queued, then split but not embedded: the document is searched as it was
+    assert _searched(http, collection) == "old"
+    [rebuild] = Document.objects.filter(replaces_id=doc["id"])
+    assert rebuild.status == "queued" and bytes(rebuild.raw) == _policy(OLD)
+    outcome, claimed = services._claim(rebuild.id)
+    assert outcome == "claimed"
+    services._split(claimed)
+    assert _searched(http, collection) == "old"
+    Document.objects.filter(id=rebuild.id).update(status="queued")
+    # the tenant sees its one document, ready, throughout; never the rebuild
+    [listed] = _listed(http, collection)
+    assert (listed["id"], listed["status"]) == (doc["id"], "ready")
+    assert http.get(f"/v1/collections/{collection}/documents/{rebuild.id}").status_code == 404
+    # the same bytes uploaded meanwhile are still the document itself
+    again = _upload(http, collection, "refunds.md", _policy(OLD), status=200)
+    assert again["id"] == doc["id"]
+
+    assert _ingested(rebuild.id) == "ready"
+    assert _searched(http, collection) == "old"  # the same text, from the new chunks
+    after = set(Chunk.objects.filter(document_id=doc["id"]).values_list("id", flat=True))
+    assert after and not after & before
+    assert not Document.objects.filter(id=rebuild.id).exists()
+    one = http.get(f"/v1/collections/{collection}/documents/{doc['id']}").json()
+    assert (one["status"], one["chunk_count"], one["version"]) == ("ready", len(after), 1)
+    assert _ingested(rebuild.id) == "skip"  # its task delivered twice
+
+
+def test_a_document_deleted_while_it_is_rebuilt_takes_its_rebuild_with_it(
+    http, collection, admin_client
+):
+    doc = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(doc["id"]) == "ready"
+    _reingest_from_scratch(admin_client, doc["id"])
+    [rebuild] = Document.objects.filter(replaces_id=doc["id"])
+    # a second re-ingestion starts the pending rebuild over rather than adding another
+    _reingest_from_scratch(admin_client, doc["id"])
+    assert list(Document.objects.filter(replaces_id=doc["id"])) == [rebuild]
+
+    deleted = http.delete(f"/v1/collections/{collection}/documents/{doc['id']}")
+    assert deleted.status_code == 200, deleted.text
+    assert not Document.objects.filter(collection_id=collection).exists()
+    assert _ingested(rebuild.id) == "skip"
+    assert _searched(http, collection) == "none"
+
+
+def test_a_new_version_ready_while_the_current_one_is_rebuilt_replaces_both(
+    http, collection, admin_client
+):
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(v1["id"]) == "ready"
+    _reingest_from_scratch(admin_client, v1["id"])
+    [rebuild] = Document.objects.filter(replaces_id=v1["id"])
+    v2 = _upload(http, collection, "refunds.md", _policy(NEW))
+    assert _ingested(v2["id"]) == "ready"
+    assert _ingested(rebuild.id) == "skip"
+    assert _searched(http, collection) == "new"
+    assert [d["id"] for d in _listed(http, collection)] == [v2["id"]]

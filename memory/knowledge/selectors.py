@@ -42,7 +42,10 @@ def document_list(
 ) -> QuerySet[Document]:
     """`external_id`: the versions of that key (the current one, and a newer one while it is
     ingested or if it failed)."""
-    documents = Document.objects.filter(workspace=workspace, collection=collection).defer("raw")
+    # a rebuild (Document.replaces) is the operator's work on a document, not one of its own
+    documents = Document.objects.filter(
+        workspace=workspace, collection=collection, replaces__isnull=True
+    ).defer("raw")
     if status:
         documents = documents.filter(status=status)
     if external_id is not None:
