@@ -316,3 +316,27 @@ def test_a_new_version_ready_while_the_current_one_is_rebuilt_replaces_both(
     assert _ingested(rebuild.id) == "skip"
     assert _searched(http, collection) == "new"
     assert [d["id"] for d in _listed(http, collection)] == [v2["id"]]
+
+
+def _counts(http, collection) -> tuple[int, int, int]:
+    one = http.get(f"/v1/collections/{collection}").json()
+    [listed] = [c for c in http.get("/v1/collections").json()["data"] if c["id"] == collection]
+    counts = (one["document_count"], one["pending_count"], one["failed_count"])
+    assert (listed["document_count"], listed["pending_count"], listed["failed_count"]) == counts
+    return counts
+
+
+def test_document_count_is_what_a_search_sees_and_the_rest_is_counted_apart(http, collection):
+    """document_count counted every row: a new version being ingested beside the current one
+    made one document two, and a failed upload was counted forever."""
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _counts(http, collection) == (0, 1, 0)
+    assert _ingested(v1["id"]) == "ready"
+    assert _counts(http, collection) == (1, 0, 0)
+    v2 = _upload(http, collection, "refunds.md", _policy(NEW))
+    assert _counts(http, collection) == (1, 1, 0)
+    broken = _upload(http, collection, "scan.pdf", corrupt_pdf_bytes())
+    assert _ingested(broken["id"]) == "failed"
+    assert _counts(http, collection) == (1, 1, 1)
+    assert _ingested(v2["id"]) == "ready"
+    assert _counts(http, collection) == (1, 0, 1)

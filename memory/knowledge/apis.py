@@ -34,6 +34,8 @@ def collection_body(collection: Collection) -> dict:
         "description": collection.description,
         "metadata": collection.metadata,
         "document_count": getattr(collection, "document_count", None),
+        "pending_count": getattr(collection, "pending_count", None),
+        "failed_count": getattr(collection, "failed_count", None),
         "created_at": unix_seconds(collection.created_at),
         "updated_at": unix_seconds(collection.updated_at),
     }
@@ -90,7 +92,8 @@ class CollectionListCreateApi(APIView):
         data = CollectionInput(data=request.data)
         data.is_valid(raise_exception=True)
         collection = services.collection_create(workspace=request.workspace, **data.validated_data)
-        collection.document_count = 0  # type: ignore[attr-defined]  # as the list's .annotate() adds
+        # as the list's .annotate() adds
+        collection.document_count = collection.pending_count = collection.failed_count = 0  # type: ignore[attr-defined]
         return Response(collection_body(collection), status=status.HTTP_201_CREATED)
 
 
