@@ -581,3 +581,41 @@ def test_a_file_name_that_is_not_utf8_is_named_as_the_cause(http):
     mail = b'Content-Disposition: attachment; filename="r\xe9sum\xe9.pdf"\r\nSee attachment.\r\n'
     mailed = http.post(url, files={"file": ("mail.txt", mail, "text/plain")})
     assert mailed.status_code == 202, mailed.text
+
+
+def test_the_same_content_from_another_key_of_the_workspace_is_the_same_document(
+    http, engram_server, owner
+):
+    """Documents belong to the workspace, not to the key that uploaded them: the same content
+    in the same collection is its one document whichever key sends it, answered 200 with
+    `duplicate: true` (202 for a new one), as it was first stored (title, file name, key,
+    metadata): nothing of the second upload is kept, and nothing is embedded twice."""
+    from accounts.services import api_key_create
+
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    first = http.post(
+        url,
+        files={"file": ("policy.md", b"# Policy\n\nReturns within 30 days.", "text/markdown")},
+        data={"title": "Policy", "metadata": json.dumps({"team": "a"})},
+    )
+    assert first.status_code == 202 and first.json()["duplicate"] is False
+    second_key = api_key_create(workspace=owner[0], name="second").raw_key
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {second_key}"}
+    ) as other:
+        again = other.post(
+            url,
+            files={"file": ("copy.md", b"# Policy\n\nReturns within 30 days.", "text/markdown")},
+            data={"title": "Copy", "metadata": json.dumps({"team": "b"})},
+        )
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    body = again.json()
+    assert body["id"] == first.json()["id"]
+    assert (body["title"], body["filename"], body["external_id"], body["metadata"]) == (
+        "Policy",
+        "policy.md",
+        "policy.md",
+        {"team": "a"},
+    )
+    assert Document.objects.filter(collection_id=col["id"]).count() == 1

@@ -63,8 +63,10 @@ class DocumentSerializer(serializers.Serializer):
 
 class DocumentCreatedSerializer(DocumentSerializer):
     duplicate = serializers.BooleanField(
-        help_text="The same content was already in the collection (then 200, not 202); "
-        "a document of it that had failed is queued again."
+        help_text="The same content was already in the collection, uploaded by any key of "
+        "the workspace (then 200, not 202): the answer is that document as first stored (its "
+        "title, file name, key and metadata; the upload's own are not kept); one that had "
+        "failed is queued again."
     )
 
 
