@@ -340,3 +340,30 @@ def test_document_count_is_what_a_search_sees_and_the_rest_is_counted_apart(http
     assert _counts(http, collection) == (1, 1, 1)
     assert _ingested(v2["id"]) == "ready"
     assert _counts(http, collection) == (1, 0, 1)
+
+
+def test_a_replaced_versions_content_uploaded_under_another_key_stays(http, collection):
+    """The old content uploaded under another name while a new version of its own key was
+    ingested: answered 200 with the old version (the duplicate), which the new version then
+    deleted, so the content the caller had just been told was there left every search. It
+    moves to the upload's key instead."""
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(v1["id"]) == "ready"
+    v2 = _upload(http, collection, "refunds.md", _policy(NEW))
+
+    kept = _upload(http, collection, "refunds-2026.md", _policy(OLD), status=200)
+    assert (kept["id"], kept["duplicate"]) == (v1["id"], True)
+    assert (kept["external_id"], kept["version"]) == ("refunds-2026.md", 1)
+
+    assert _ingested(v2["id"]) == "ready"
+    assert _searched(http, collection) == "both"
+    assert [d["id"] for d in _listed(http, collection, external_id="refunds.md")] == [v2["id"]]
+    assert [d["id"] for d in _listed(http, collection, external_id="refunds-2026.md")] == [v1["id"]]
+
+
+def test_a_current_versions_content_uploaded_under_another_key_stays_under_its_own(
+    http, collection
+):
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    again = _upload(http, collection, "copy.md", _policy(OLD), status=200)
+    assert (again["id"], again["external_id"], again["version"]) == (v1["id"], "refunds.md", 1)

@@ -179,6 +179,8 @@ def document_create(
     if found := existing.first():
         if key and found.external_id == key:
             _make_latest(found)
+        elif found.external_id != key:
+            _take_key_if_replaced(found, key)
         if found.status == Document.Status.FAILED:
             # The tenant's way to re-run a failed document (its error may say "re-run it"; the
             # admin's re-run is the operator's): the same bytes again queue it again, resuming.
@@ -258,6 +260,34 @@ def _make_latest(document: Document) -> None:
         return  # deleted meanwhile
     document.refresh_from_db(fields=["version", "status"])
     if document.status == Document.Status.READY:
+        _replace_older(document)
+        terms.collections_changed()
+
+
+@transaction.atomic
+def _take_key_if_replaced(document: Document, key: str) -> None:
+    """The same content uploaded under another key (`key`, "": none) than its document's,
+    while a newer version of the document's key waits to replace it: the document moves to
+    `key`, as that key's latest version (replacing its older ones if ready). It was answered
+    as the upload's document (200, duplicate), then deleted with its old key's older versions
+    when the newer one was ready: the content the caller had just been told was there left
+    every search. A document that is its key's latest stays under its key."""
+    _collection_key_share(document.collection_id)
+    for each in sorted({document.external_id, key} - {""}):  # one order: no deadlock
+        _key_lock(document.collection_id, each)
+    current = Document.objects.filter(id=document.id).values("external_id", "version").first()
+    if current is None or not current["external_id"]:
+        return  # deleted meanwhile, or a document without a key: never replaced
+    same = _same_key(document.collection_id, current["external_id"])
+    if not same.filter(version__gt=current["version"]).exists():
+        return
+    version = 1
+    if key:
+        latest = _same_key(document.collection_id, key).aggregate(latest=Max("version"))
+        version = (latest["latest"] or 0) + 1
+    Document.objects.filter(id=document.id).update(external_id=key, version=version)
+    document.refresh_from_db(fields=["external_id", "version", "status"])
+    if key and document.status == Document.Status.READY:
         _replace_older(document)
         terms.collections_changed()
 
