@@ -619,3 +619,30 @@ def test_the_same_content_from_another_key_of_the_workspace_is_the_same_document
         {"team": "a"},
     )
     assert Document.objects.filter(collection_id=col["id"]).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/documents", {"text": 5}, "text"),
+        ("/documents", {"text": "Some words.", "title": 7}, "title"),
+        ("/documents", {"text": "Some words.", "external_id": 12}, "external_id"),
+        ("", {"name": 7}, "name"),
+        ("", {"name": "Handbook", "description": ["a"]}, "description"),
+        ("search", {"query": 42}, "query"),
+        ("search", {"query": "refunds", "limit": "5"}, "limit"),
+    ],
+)
+def test_a_json_value_of_another_type_is_a_400_not_a_string(http, path, body, param):
+    """DRF's CharField took a number for its digits: {"text": 5} was stored and embedded as
+    the document "5", {"name": 7} made the collection "7"."""
+    col = _collection(http)
+    if path == "search":
+        url, body = "/v1/collections/search", {"collection_ids": [col["id"]]} | body
+    elif path:
+        url = f"/v1/collections/{col['id']}{path}"
+    else:
+        url = "/v1/collections"
+    _error(http.post(url, json=body), 400, "invalid_value", param)
+    assert not Document.objects.exists()
+    assert Collection.objects.count() == 1

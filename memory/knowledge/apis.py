@@ -20,7 +20,7 @@ from memory.knowledge import selectors, services
 from memory.knowledge.multipart import MultiPartParser
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Collection, Document
-from memory.serializers import CollectionIdsField
+from memory.serializers import CollectionIdsField, IntegerField, StringField
 
 # multipart framing around the file: boundaries, part headers, the title and metadata fields
 _MULTIPART_SLACK = 64 * 1024
@@ -64,9 +64,11 @@ def document_body(document: Document) -> dict:
     }
 
 
+# JSON bodies' strings and integers are StringField and IntegerField, as the memory API's: DRF's
+# own took {"text": 5} as the document "5" and {"name": 7} as the collection "7".
 class CollectionInput(ClosedSerializer):
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=10_000, allow_blank=True, required=False)
+    name = StringField(max_length=200)
+    description = StringField(max_length=10_000, allow_blank=True, required=False)
     metadata = serializers.DictField(required=False)
 
 
@@ -139,11 +141,11 @@ class CollectionDetailApi(APIView):
 
 
 class TextDocumentInput(ClosedSerializer):
-    text = serializers.CharField(trim_whitespace=False)
-    title = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
+    text = StringField(trim_whitespace=False)
+    title = StringField(max_length=300, allow_blank=True, required=False, default="")
     metadata = serializers.DictField(required=False, default=dict)
     # null or "": no key (a text has no file name to default to)
-    external_id = serializers.CharField(
+    external_id = StringField(
         max_length=300, allow_blank=True, allow_null=True, required=False, default=None
     )
 
@@ -365,8 +367,8 @@ class DocumentDetailApi(APIView):
 
 class CollectionSearchInput(ClosedSerializer):
     collection_ids = CollectionIdsField(min_length=1)
-    query = serializers.CharField(max_length=4000)
-    limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=5)
+    query = StringField(max_length=4000)
+    limit = IntegerField(min_value=1, max_value=50, required=False, default=5)
 
 
 class CollectionSearchApi(APIView):
