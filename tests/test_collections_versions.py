@@ -367,3 +367,20 @@ def test_a_current_versions_content_uploaded_under_another_key_stays_under_its_o
     v1 = _upload(http, collection, "refunds.md", _policy(OLD))
     again = _upload(http, collection, "copy.md", _policy(OLD), status=200)
     assert (again["id"], again["external_id"], again["version"]) == (v1["id"], "refunds.md", 1)
+
+
+def test_a_workspace_with_a_document_being_rebuilt_is_deleted_in_batches(
+    http, collection, admin_client, owner
+):
+    """A workspace's deletion deletes its documents in batches of any order: a batch holding
+    a document but not its rebuild must not fail its commit on the rebuild's reference."""
+    from accounts import deletion
+
+    doc = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(doc["id"]) == "ready"
+    _reingest_from_scratch(admin_client, doc["id"])
+    assert Document.objects.filter(replaces_id=doc["id"]).exists()
+
+    deletion.rows_delete(workspace_id=owner[0].id, batch=1)
+    assert not Document.objects.filter(workspace_id=owner[0].id).exists()
+    assert not Chunk.objects.filter(workspace_id=owner[0].id).exists()

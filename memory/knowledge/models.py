@@ -77,12 +77,16 @@ class Document(models.Model):
     # commit, under the older one's id, and its row is deleted (services._switch). Deleting
     # the chunks first left the document out of every search until a worker had run it again.
     # Not listed by the API, never a duplicate's answer, deleted with the one it replaces.
+    # No constraint in the database: a workspace's deletion deletes its documents in batches
+    # of any order (accounts.deletion), and a batch holding the replaced document but not its
+    # rebuild would fail its commit; the ORM's deletions cascade all the same.
     replaces = models.ForeignKey(
         "self",
         null=True,
         blank=True,
         editable=False,
         on_delete=models.CASCADE,
+        db_constraint=False,
         related_name="rebuilds",
     )
     created_at = models.DateTimeField(auto_now_add=True)
