@@ -39,7 +39,11 @@ def test_collection_crud(http):
         "Ops docs",
         {"team": "sre"},
     )
-    assert created["document_count"] == 0
+    assert (created["document_count"], created["pending_count"], created["failed_count"]) == (
+        0,
+        0,
+        0,
+    )
     other = _collection(http, name="Second")
 
     listed = http.get("/v1/collections").json()
@@ -117,7 +121,13 @@ def test_text_and_file_uploads_are_queued_and_typed_by_content(http):
 
     listed = http.get(f"/v1/collections/{col['id']}/documents").json()
     assert {d["id"] for d in listed["data"]} == {doc["id"], pdf.json()["id"], word.json()["id"]}
-    assert http.get(f"/v1/collections/{col['id']}").json()["document_count"] == 3
+    counted = http.get(f"/v1/collections/{col['id']}").json()
+    # queued: none searchable yet
+    assert (counted["document_count"], counted["pending_count"], counted["failed_count"]) == (
+        0,
+        3,
+        0,
+    )
     one = http.get(f"/v1/collections/{col['id']}/documents/{doc['id']}").json()
     assert one["status"] == "queued" and one["chunk_count"] == 0
     queued = http.get(f"/v1/collections/{col['id']}/documents", params={"status": "queued"})
@@ -571,3 +581,68 @@ def test_a_file_name_that_is_not_utf8_is_named_as_the_cause(http):
     mail = b'Content-Disposition: attachment; filename="r\xe9sum\xe9.pdf"\r\nSee attachment.\r\n'
     mailed = http.post(url, files={"file": ("mail.txt", mail, "text/plain")})
     assert mailed.status_code == 202, mailed.text
+
+
+def test_the_same_content_from_another_key_of_the_workspace_is_the_same_document(
+    http, engram_server, owner
+):
+    """Documents belong to the workspace, not to the key that uploaded them: the same content
+    in the same collection is its one document whichever key sends it, answered 200 with
+    `duplicate: true` (202 for a new one), as it was first stored (title, file name, key,
+    metadata): nothing of the second upload is kept, and nothing is embedded twice."""
+    from accounts.services import api_key_create
+
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    first = http.post(
+        url,
+        files={"file": ("policy.md", b"# Policy\n\nReturns within 30 days.", "text/markdown")},
+        data={"title": "Policy", "metadata": json.dumps({"team": "a"})},
+    )
+    assert first.status_code == 202 and first.json()["duplicate"] is False
+    second_key = api_key_create(workspace=owner[0], name="second").raw_key
+    with httpx.Client(
+        base_url=engram_server.url, headers={"Authorization": f"Bearer {second_key}"}
+    ) as other:
+        again = other.post(
+            url,
+            files={"file": ("copy.md", b"# Policy\n\nReturns within 30 days.", "text/markdown")},
+            data={"title": "Copy", "metadata": json.dumps({"team": "b"})},
+        )
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    body = again.json()
+    assert body["id"] == first.json()["id"]
+    assert (body["title"], body["filename"], body["external_id"], body["metadata"]) == (
+        "Policy",
+        "policy.md",
+        "policy.md",
+        {"team": "a"},
+    )
+    assert Document.objects.filter(collection_id=col["id"]).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/documents", {"text": 5}, "text"),
+        ("/documents", {"text": "Some words.", "title": 7}, "title"),
+        ("/documents", {"text": "Some words.", "external_id": 12}, "external_id"),
+        ("", {"name": 7}, "name"),
+        ("", {"name": "Handbook", "description": ["a"]}, "description"),
+        ("search", {"query": 42}, "query"),
+        ("search", {"query": "refunds", "limit": "5"}, "limit"),
+    ],
+)
+def test_a_json_value_of_another_type_is_a_400_not_a_string(http, path, body, param):
+    """DRF's CharField took a number for its digits: {"text": 5} was stored and embedded as
+    the document "5", {"name": 7} made the collection "7"."""
+    col = _collection(http)
+    if path == "search":
+        url, body = "/v1/collections/search", {"collection_ids": [col["id"]]} | body
+    elif path:
+        url = f"/v1/collections/{col['id']}{path}"
+    else:
+        url = "/v1/collections"
+    _error(http.post(url, json=body), 400, "invalid_value", param)
+    assert not Document.objects.exists()
+    assert Collection.objects.count() == 1

@@ -236,3 +236,151 @@ def test_the_admins_rerun_of_a_ready_document_keeps_it_searchable(
         "ready"
     )
     assert _searched(http, collection) == "old"
+
+
+def _reingest_from_scratch(admin_client, document_id):
+    resp = admin_client.post(
+        "/admin/memory/document/",
+        {"action": "rerun_from_scratch", "_selected_action": [document_id]},
+        follow=True,
+    )
+    assert resp.status_code == 200
+    assert [str(m) for m in resp.context["messages"]] == ["Queued 1 document(s)."]
+
+
+def test_the_admins_reingestion_from_scratch_keeps_a_ready_document_searchable(
+    http, collection, admin_client
+):
+    """It deleted the chunks and queued the document: it left every search (and a chat's
+    knowledge) until a worker had run it again. Now it is rebuilt beside the searchable one,
+    whose chunks the new ones replace in one commit, under the same document id."""
+    doc = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(doc["id"]) == "ready"
+    before = set(Chunk.objects.filter(document_id=doc["id"]).values_list("id", flat=True))
+
+    _reingest_from_scratch(admin_client, doc["id"])
+    # queued, then split but not embedded: the document is searched as it was
+    assert _searched(http, collection) == "old"
+    [rebuild] = Document.objects.filter(replaces_id=doc["id"])
+    assert rebuild.status == "queued" and bytes(rebuild.raw) == _policy(OLD)
+    outcome, claimed = services._claim(rebuild.id)
+    assert outcome == "claimed"
+    services._split(claimed)
+    assert _searched(http, collection) == "old"
+    Document.objects.filter(id=rebuild.id).update(status="queued")
+    # the tenant sees its one document, ready, throughout; never the rebuild
+    [listed] = _listed(http, collection)
+    assert (listed["id"], listed["status"]) == (doc["id"], "ready")
+    assert http.get(f"/v1/collections/{collection}/documents/{rebuild.id}").status_code == 404
+    # the same bytes uploaded meanwhile are still the document itself
+    again = _upload(http, collection, "refunds.md", _policy(OLD), status=200)
+    assert again["id"] == doc["id"]
+
+    assert _ingested(rebuild.id) == "ready"
+    assert _searched(http, collection) == "old"  # the same text, from the new chunks
+    after = set(Chunk.objects.filter(document_id=doc["id"]).values_list("id", flat=True))
+    assert after and not after & before
+    assert not Document.objects.filter(id=rebuild.id).exists()
+    one = http.get(f"/v1/collections/{collection}/documents/{doc['id']}").json()
+    assert (one["status"], one["chunk_count"], one["version"]) == ("ready", len(after), 1)
+    assert _ingested(rebuild.id) == "skip"  # its task delivered twice
+
+
+def test_a_document_deleted_while_it_is_rebuilt_takes_its_rebuild_with_it(
+    http, collection, admin_client
+):
+    doc = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(doc["id"]) == "ready"
+    _reingest_from_scratch(admin_client, doc["id"])
+    [rebuild] = Document.objects.filter(replaces_id=doc["id"])
+    # a second re-ingestion starts the pending rebuild over rather than adding another
+    _reingest_from_scratch(admin_client, doc["id"])
+    assert list(Document.objects.filter(replaces_id=doc["id"])) == [rebuild]
+
+    deleted = http.delete(f"/v1/collections/{collection}/documents/{doc['id']}")
+    assert deleted.status_code == 200, deleted.text
+    assert not Document.objects.filter(collection_id=collection).exists()
+    assert _ingested(rebuild.id) == "skip"
+    assert _searched(http, collection) == "none"
+
+
+def test_a_new_version_ready_while_the_current_one_is_rebuilt_replaces_both(
+    http, collection, admin_client
+):
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(v1["id"]) == "ready"
+    _reingest_from_scratch(admin_client, v1["id"])
+    [rebuild] = Document.objects.filter(replaces_id=v1["id"])
+    v2 = _upload(http, collection, "refunds.md", _policy(NEW))
+    assert _ingested(v2["id"]) == "ready"
+    assert _ingested(rebuild.id) == "skip"
+    assert _searched(http, collection) == "new"
+    assert [d["id"] for d in _listed(http, collection)] == [v2["id"]]
+
+
+def _counts(http, collection) -> tuple[int, int, int]:
+    one = http.get(f"/v1/collections/{collection}").json()
+    [listed] = [c for c in http.get("/v1/collections").json()["data"] if c["id"] == collection]
+    counts = (one["document_count"], one["pending_count"], one["failed_count"])
+    assert (listed["document_count"], listed["pending_count"], listed["failed_count"]) == counts
+    return counts
+
+
+def test_document_count_is_what_a_search_sees_and_the_rest_is_counted_apart(http, collection):
+    """document_count counted every row: a new version being ingested beside the current one
+    made one document two, and a failed upload was counted forever."""
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _counts(http, collection) == (0, 1, 0)
+    assert _ingested(v1["id"]) == "ready"
+    assert _counts(http, collection) == (1, 0, 0)
+    v2 = _upload(http, collection, "refunds.md", _policy(NEW))
+    assert _counts(http, collection) == (1, 1, 0)
+    broken = _upload(http, collection, "scan.pdf", corrupt_pdf_bytes())
+    assert _ingested(broken["id"]) == "failed"
+    assert _counts(http, collection) == (1, 1, 1)
+    assert _ingested(v2["id"]) == "ready"
+    assert _counts(http, collection) == (1, 0, 1)
+
+
+def test_a_replaced_versions_content_uploaded_under_another_key_stays(http, collection):
+    """The old content uploaded under another name while a new version of its own key was
+    ingested: answered 200 with the old version (the duplicate), which the new version then
+    deleted, so the content the caller had just been told was there left every search. It
+    moves to the upload's key instead."""
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(v1["id"]) == "ready"
+    v2 = _upload(http, collection, "refunds.md", _policy(NEW))
+
+    kept = _upload(http, collection, "refunds-2026.md", _policy(OLD), status=200)
+    assert (kept["id"], kept["duplicate"]) == (v1["id"], True)
+    assert (kept["external_id"], kept["version"]) == ("refunds-2026.md", 1)
+
+    assert _ingested(v2["id"]) == "ready"
+    assert _searched(http, collection) == "both"
+    assert [d["id"] for d in _listed(http, collection, external_id="refunds.md")] == [v2["id"]]
+    assert [d["id"] for d in _listed(http, collection, external_id="refunds-2026.md")] == [v1["id"]]
+
+
+def test_a_current_versions_content_uploaded_under_another_key_stays_under_its_own(
+    http, collection
+):
+    v1 = _upload(http, collection, "refunds.md", _policy(OLD))
+    again = _upload(http, collection, "copy.md", _policy(OLD), status=200)
+    assert (again["id"], again["external_id"], again["version"]) == (v1["id"], "refunds.md", 1)
+
+
+def test_a_workspace_with_a_document_being_rebuilt_is_deleted_in_batches(
+    http, collection, admin_client, owner
+):
+    """A workspace's deletion deletes its documents in batches of any order: a batch holding
+    a document but not its rebuild must not fail its commit on the rebuild's reference."""
+    from accounts import deletion
+
+    doc = _upload(http, collection, "refunds.md", _policy(OLD))
+    assert _ingested(doc["id"]) == "ready"
+    _reingest_from_scratch(admin_client, doc["id"])
+    assert Document.objects.filter(replaces_id=doc["id"]).exists()
+
+    deletion.rows_delete(workspace_id=owner[0].id, batch=1)
+    assert not Document.objects.filter(workspace_id=owner[0].id).exists()
+    assert not Chunk.objects.filter(workspace_id=owner[0].id).exists()

@@ -108,6 +108,7 @@ class DocumentAdmin(CountsOnDelete):
         "filename",
         "external_id",
         "version",
+        "replaces",
         "content_type",
         "content_hash",
         "size_bytes",
@@ -167,7 +168,8 @@ class DocumentAdmin(CountsOnDelete):
         self._rerun(request, queryset, from_scratch=False)
 
     @admin.action(
-        description="Re-ingest from the stored bytes (re-extract and re-chunk)",
+        description="Re-ingest from the stored bytes (re-extract and re-chunk; a ready one "
+        "is searched as it was until its new chunks are ready)",
         permissions=["change"],
     )
     def rerun_from_scratch(self, request, queryset):

@@ -20,7 +20,7 @@ from memory.knowledge import selectors, services
 from memory.knowledge.multipart import MultiPartParser
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Collection, Document
-from memory.serializers import CollectionIdsField
+from memory.serializers import CollectionIdsField, IntegerField, StringField
 
 # multipart framing around the file: boundaries, part headers, the title and metadata fields
 _MULTIPART_SLACK = 64 * 1024
@@ -34,6 +34,8 @@ def collection_body(collection: Collection) -> dict:
         "description": collection.description,
         "metadata": collection.metadata,
         "document_count": getattr(collection, "document_count", None),
+        "pending_count": getattr(collection, "pending_count", None),
+        "failed_count": getattr(collection, "failed_count", None),
         "created_at": unix_seconds(collection.created_at),
         "updated_at": unix_seconds(collection.updated_at),
     }
@@ -62,9 +64,11 @@ def document_body(document: Document) -> dict:
     }
 
 
+# JSON bodies' strings and integers are StringField and IntegerField, as the memory API's: DRF's
+# own took {"text": 5} as the document "5" and {"name": 7} as the collection "7".
 class CollectionInput(ClosedSerializer):
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=10_000, allow_blank=True, required=False)
+    name = StringField(max_length=200)
+    description = StringField(max_length=10_000, allow_blank=True, required=False)
     metadata = serializers.DictField(required=False)
 
 
@@ -90,7 +94,8 @@ class CollectionListCreateApi(APIView):
         data = CollectionInput(data=request.data)
         data.is_valid(raise_exception=True)
         collection = services.collection_create(workspace=request.workspace, **data.validated_data)
-        collection.document_count = 0  # type: ignore[attr-defined]  # as the list's .annotate() adds
+        # as the list's .annotate() adds
+        collection.document_count = collection.pending_count = collection.failed_count = 0  # type: ignore[attr-defined]
         return Response(collection_body(collection), status=status.HTTP_201_CREATED)
 
 
@@ -136,11 +141,11 @@ class CollectionDetailApi(APIView):
 
 
 class TextDocumentInput(ClosedSerializer):
-    text = serializers.CharField(trim_whitespace=False)
-    title = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
+    text = StringField(trim_whitespace=False)
+    title = StringField(max_length=300, allow_blank=True, required=False, default="")
     metadata = serializers.DictField(required=False, default=dict)
     # null or "": no key (a text has no file name to default to)
-    external_id = serializers.CharField(
+    external_id = StringField(
         max_length=300, allow_blank=True, allow_null=True, required=False, default=None
     )
 
@@ -362,8 +367,8 @@ class DocumentDetailApi(APIView):
 
 class CollectionSearchInput(ClosedSerializer):
     collection_ids = CollectionIdsField(min_length=1)
-    query = serializers.CharField(max_length=4000)
-    limit = serializers.IntegerField(min_value=1, max_value=50, required=False, default=5)
+    query = StringField(max_length=4000)
+    limit = IntegerField(min_value=1, max_value=50, required=False, default=5)
 
 
 class CollectionSearchApi(APIView):

@@ -71,13 +71,34 @@ class Document(models.Model):
     # status alone let a run paused past a re-ingestion from scratch write as if the new
     # run's claim were its own (tests/test_collections_ingest.py).
     run = models.PositiveIntegerField(default=0)
+    # A re-ingestion from the stored bytes of a ready document (the admin's "re-ingest from
+    # scratch") is a document of its own, ingested beside the one it `replaces`, which stays
+    # searchable: when it is ready its chunks take the place of the older ones in the same
+    # commit, under the older one's id, and its row is deleted (services._switch). Deleting
+    # the chunks first left the document out of every search until a worker had run it again.
+    # Not listed by the API, never a duplicate's answer, deleted with the one it replaces.
+    # No constraint in the database: a workspace's deletion deletes its documents in batches
+    # of any order (accounts.deletion), and a batch holding the replaced document but not its
+    # rebuild would fail its commit; the ORM's deletions cascade all the same.
+    replaces = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="rebuilds",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
+            # a rebuild holds the bytes of the document it replaces
             models.UniqueConstraint(
-                fields=["collection", "content_hash"], name="document_hash_unique"
+                fields=["collection", "content_hash"],
+                condition=models.Q(replaces__isnull=True),
+                name="document_hash_unique",
             )
         ]
         indexes = [models.Index(fields=["collection", "external_id"], name="document_key")]

@@ -14,7 +14,16 @@ class CollectionSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
     metadata = serializers.DictField()
-    document_count = serializers.IntegerField(allow_null=True)
+    document_count = serializers.IntegerField(
+        help_text="Its ready documents: what a search sees (a key's current version, not the "
+        "newer one being ingested)."
+    )
+    pending_count = serializers.IntegerField(
+        help_text="Its documents queued or being ingested (new versions included)."
+    )
+    failed_count = serializers.IntegerField(
+        help_text="Its documents whose ingestion failed (see each one's `error`)."
+    )
     created_at = serializers.IntegerField()
     updated_at = serializers.IntegerField()
 
@@ -54,8 +63,10 @@ class DocumentSerializer(serializers.Serializer):
 
 class DocumentCreatedSerializer(DocumentSerializer):
     duplicate = serializers.BooleanField(
-        help_text="The same content was already in the collection (then 200, not 202); "
-        "a document of it that had failed is queued again."
+        help_text="The same content was already in the collection, uploaded by any key of "
+        "the workspace (then 200, not 202): the answer is that document as first stored (its "
+        "title, file name, key and metadata; the upload's own are not kept); one that had "
+        "failed is queued again."
     )
 
 

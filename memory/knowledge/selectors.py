@@ -4,15 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from accounts.models import Workspace
 from memory.models import Collection, Document
 
 
+def _documents(*statuses: str) -> Count:
+    # a rebuild (Document.replaces) is the document it replaces, counted once
+    return Count(
+        "documents",
+        filter=Q(documents__status__in=statuses, documents__replaces__isnull=True),
+    )
+
+
 def collection_list(*, workspace: Workspace) -> QuerySet[Collection]:
+    """Each with its documents counted: `document_count` the ready ones (what a search sees),
+    `pending_count` those queued or being ingested, `failed_count` those that failed. All
+    documents in one count, a new version waiting beside the current one counted twice and a
+    failed one forever, said a collection held documents no search could find."""
     return Collection.objects.filter(workspace=workspace).annotate(
-        document_count=Count("documents")
+        document_count=_documents(Document.Status.READY),
+        pending_count=_documents(Document.Status.QUEUED, Document.Status.PROCESSING),
+        failed_count=_documents(Document.Status.FAILED),
     )
 
 
@@ -42,7 +56,10 @@ def document_list(
 ) -> QuerySet[Document]:
     """`external_id`: the versions of that key (the current one, and a newer one while it is
     ingested or if it failed)."""
-    documents = Document.objects.filter(workspace=workspace, collection=collection).defer("raw")
+    # a rebuild (Document.replaces) is the operator's work on a document, not one of its own
+    documents = Document.objects.filter(
+        workspace=workspace, collection=collection, replaces__isnull=True
+    ).defer("raw")
     if status:
         documents = documents.filter(status=status)
     if external_id is not None:

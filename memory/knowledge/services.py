@@ -173,10 +173,14 @@ def document_create(
         ) from None
     metadata = _metadata(metadata)
     digest = hashlib.sha256(raw).hexdigest()
-    existing = Document.objects.filter(collection=collection, content_hash=digest).defer("raw")
+    existing = Document.objects.filter(
+        collection=collection, content_hash=digest, replaces__isnull=True
+    ).defer("raw")
     if found := existing.first():
         if key and found.external_id == key:
             _make_latest(found)
+        elif found.external_id != key:
+            _take_key_if_replaced(found, key)
         if found.status == Document.Status.FAILED:
             # The tenant's way to re-run a failed document (its error may say "re-run it"; the
             # admin's re-run is the operator's): the same bytes again queue it again, resuming.
@@ -261,6 +265,34 @@ def _make_latest(document: Document) -> None:
 
 
 @transaction.atomic
+def _take_key_if_replaced(document: Document, key: str) -> None:
+    """The same content uploaded under another key (`key`, "": none) than its document's,
+    while a newer version of the document's key waits to replace it: the document moves to
+    `key`, as that key's latest version (replacing its older ones if ready). It was answered
+    as the upload's document (200, duplicate), then deleted with its old key's older versions
+    when the newer one was ready: the content the caller had just been told was there left
+    every search. A document that is its key's latest stays under its key."""
+    _collection_key_share(document.collection_id)
+    for each in sorted({document.external_id, key} - {""}):  # one order: no deadlock
+        _key_lock(document.collection_id, each)
+    current = Document.objects.filter(id=document.id).values("external_id", "version").first()
+    if current is None or not current["external_id"]:
+        return  # deleted meanwhile, or a document without a key: never replaced
+    same = _same_key(document.collection_id, current["external_id"])
+    if not same.filter(version__gt=current["version"]).exists():
+        return
+    version = 1
+    if key:
+        latest = _same_key(document.collection_id, key).aggregate(latest=Max("version"))
+        version = (latest["latest"] or 0) + 1
+    Document.objects.filter(id=document.id).update(external_id=key, version=version)
+    document.refresh_from_db(fields=["external_id", "version", "status"])
+    if key and document.status == Document.Status.READY:
+        _replace_older(document)
+        terms.collections_changed()
+
+
+@transaction.atomic
 def document_delete(*, workspace: Workspace, document: Document) -> None:
     """Delete the document and its chunks. Its row is locked first: an ingestion writing chunks
     holds it until its commit, so those chunks are deleted too, rather than failing this
@@ -276,30 +308,66 @@ def document_delete(*, workspace: Workspace, document: Document) -> None:
 @transaction.atomic
 def document_rerun(*, workspace: Workspace, document: Document, from_scratch: bool = False) -> bool:
     """Queue ingestion again: resuming (chunks already embedded are kept) or from the bytes;
-    False when not queued (deleted meanwhile, or ready with nothing to resume)."""
+    False when not queued (deleted meanwhile, or ready with nothing to resume).
+
+    A ready document re-ingested from its bytes stays searchable as it is: a rebuild of it
+    (`Document.replaces`) is ingested beside it and swapped in when ready (_switch)."""
     assert document.workspace_id == workspace.id
-    fields = {
-        "status": Document.Status.QUEUED,
-        "error": "",
-        "updated_at": timezone.now(),
-        "attempts": 0,
-    }
     # The collection's row, the document's, then its chunks: the order a deletion and a running
     # ingestion lock them in. Deleting the chunks first deadlocked with a document deleted
     # meanwhile (it holds the document's row and waits for the chunks).
     _collection_key_share(document.collection_id)
     if not lock_if_present(document):
         return False  # deleted meanwhile: nothing to run again
-    if not from_scratch and _is_ready(document.id):
+    if _is_ready(document.id):
+        if from_scratch:
+            return _rebuild(document.id)
         # Nothing to resume. Queued, it left every search until a worker had run it (the
         # admin's re-run of a ready document, behind a bulk upload: minutes without it).
         return False
+    _queue_again(document.id, from_scratch=from_scratch)
+    return True
+
+
+def _queue_again(document_id: str, *, from_scratch: bool) -> None:
+    """Queue a document that is not ready (its row locked by the caller) again."""
+    fields = {
+        "status": Document.Status.QUEUED,
+        "error": "",
+        "updated_at": timezone.now(),
+        "attempts": 0,
+    }
     if from_scratch:
-        Chunk.objects.filter(document=document).delete()
+        Chunk.objects.filter(document_id=document_id).delete()
         fields |= {"chunks_total": 0, "chunks_done": 0, "pages": 0}
-    Document.objects.filter(id=document.id).update(**fields)
-    terms.collections_changed()  # a ready document's chunks stop counting until it is again
-    _enqueue(document.id)
+    Document.objects.filter(id=document_id).update(**fields)
+    _enqueue(document_id)
+
+
+def _rebuild(document_id: str) -> bool:
+    """Queue a rebuild of the ready document (its row locked by the caller) from its stored
+    bytes; one already queued or running starts over instead. The rebuild copies the
+    document but for its key (none: the versions of the key never see it) and replaces
+    nothing until it is ready."""
+    pending = Document.objects.filter(replaces_id=document_id).defer("raw")
+    if rebuild := pending.select_for_update().first():
+        _queue_again(rebuild.id, from_scratch=True)
+        return True
+    source = Document.objects.get(id=document_id)
+    rebuild = Document.objects.create(
+        workspace_id=source.workspace_id,
+        collection_id=source.collection_id,
+        replaces=source,
+        version=source.version,
+        title=source.title,
+        filename=source.filename,
+        content_type=source.content_type,
+        content_hash=source.content_hash,
+        size_bytes=source.size_bytes,
+        raw=source.raw,
+        metadata=source.metadata,
+    )
+    _enqueue(rebuild.id)
     return True
 
 
@@ -532,6 +600,8 @@ def _switch(document: Document) -> str:
         # The collection's row, the key's lock, this document's row, then the older versions'
         # rows and chunks: the order document_delete and document_rerun lock rows in.
         _collection_key_share(document.collection_id)
+        if document.replaces_id:
+            return _swap_in(document)
         if document.external_id:
             _key_lock(document.collection_id, document.external_id)
         # A re-ingestion from scratch between the count and the write fails the write's fence.
@@ -549,6 +619,27 @@ def _switch(document: Document) -> str:
             Document.objects.filter(id=document.id).defer("raw").delete()
             return "skip"
         _replace_older(document)
+    return "ready"
+
+
+def _swap_in(rebuild: Document) -> str:
+    """The embedded rebuild's chunks take the place of the ready document it replaces, under
+    that document's id, in the caller's transaction; the rebuild's row is deleted. A search
+    sees the old chunks until the commit and the new ones from then. The replaced document
+    deleted meanwhile took its rebuild with it (_Gone)."""
+    replaced = Document.objects.filter(id=rebuild.replaces_id).defer("raw")
+    key = replaced.values_list("external_id", flat=True).first()
+    if key:  # its versions' writers (a newer version's switch deletes it) lock the key first
+        _key_lock(rebuild.collection_id, key)
+    # The replaced document's row before the rebuild's, as document_delete reaches them.
+    if key is None or not replaced.select_for_update().values_list("pk"):
+        raise _Gone
+    _touch(rebuild)
+    built = Document.objects.values("title", "pages").get(id=rebuild.id)
+    Chunk.objects.filter(document_id=rebuild.replaces_id).delete()
+    total = Chunk.objects.filter(document_id=rebuild.id).update(document_id=rebuild.replaces_id)
+    replaced.update(chunks_total=total, chunks_done=total, updated_at=timezone.now(), **built)
+    Document.objects.filter(id=rebuild.id).defer("raw").delete()
     return "ready"
 
 
