@@ -25,7 +25,9 @@ from config.common.openapi import const, list_of
 
 class HttpToolSerializer(serializers.Serializer):
     url = serializers.URLField(
-        help_text="Private and loopback addresses are refused unless "
+        help_text="An http(s) URL: no whitespace, no user:password@, a host that is an IP "
+        "address or a DNS name, a port in 1-65535 (else 400 naming http.url). "
+        "Private and loopback addresses are refused unless "
         "ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS. For GET and DELETE, the arguments are added to "
         "its query string; its own parameters win (an argument of the same name is left out)."
     )
