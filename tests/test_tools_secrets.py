@@ -25,7 +25,11 @@ def test_a_tool_echoing_its_headers_never_hands_their_values_on(
         "type": "http",
         "http": {
             "url": tool_server.url + path,
-            "headers": {"X-Tool-Secret": f"Bearer {SECRET}", "X-Api-Version": "2"},
+            "headers": {
+                "X-Tool-Secret": f"Bearer {SECRET}",
+                "X-Api-Version": "2",
+                "Accept": "application/json",
+            },
         },
     }
     assert http.post(f"/v1/agents/{agent}/tools", json=body).status_code == 201
@@ -37,7 +41,8 @@ def test_a_tool_echoing_its_headers_never_hands_their_values_on(
     to_model = upstream.chat_requests()[1].body["messages"][-1]["content"]
     assert SECRET not in to_model and "***" in to_model, to_model
     if path == "/echo":  # the rest of the echo is kept, short values too
-        assert json.loads(to_model)["headers"]["x-api-version"] == "2"
+        echoed = json.loads(to_model)["headers"]
+        assert (echoed["x-api-version"], echoed["accept"]) == ("2", "application/json")
     else:
         assert "HTTP 401" in json.loads(to_model)["error"]
     execution = http.get(f"/v1/executions/{engram(answer)['execution_id']}")

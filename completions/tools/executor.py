@@ -121,7 +121,7 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
             # A charset Python does not know, or a codec that raises whatever `errors` says
             # (charset=idna, punycode): the run failed on the tool's answer.
             text = raw.decode("utf-8", errors="replace")
-        text = redacted(text, own.values())
+        text = redacted(text, [v for k, v in own.items() if not _plain(k)])
         if response.status >= 400:
             raise _Failed(f"HTTP {response.status}: {text[:500]}")
         if 300 <= response.status < 400:
@@ -133,6 +133,16 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
 # longer is a secret to take out of what the tool answers; a shorter one ("1", "json") would
 # blank ordinary words of every answer.
 MIN_SECRET = 8
+
+
+# Headers that say how to talk, not who talks: their values ("application/json") are no
+# secret, and taking them out of an answer would blank ordinary text.
+PLAIN_HEADERS = frozenset(("content-type", "user-agent", "cache-control", "content-language"))
+
+
+def _plain(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in PLAIN_HEADERS or lowered.startswith("accept")
 
 
 def redacted(text: str, values: Any) -> str:
