@@ -202,6 +202,9 @@ class ChatResumeDoc(APIView):
         401: "A missing or unknown key.",
         403: "An operator key.",
         404: "An unknown approval, another workspace's, or another end user's (`x-user-id`).",
+        409: "`run_in_progress`: the same decision sent again while the run it started still "
+        "runs (`retry-after` says when to come back; an SDK's retry once it answered gets "
+        "that answer, `engram.replayed`).",
         410: "The approval was already used or expired (`approval_used`, `approval_expired`); "
         "an expired approval has been resolved as rejected.",
         429: "`rate_limit_exceeded` (`retry-after`) or `insufficient_quota`, as on "
@@ -217,7 +220,9 @@ class ChatResumeDoc(APIView):
         "events with `stream: true`), its `engram.credits_charged` (every upstream call of "
         "this resume, summed) and rate-limit headers included; it may pause again with a new "
         "`engram.approval_id`. "
-        "An approval is used once: a second resume gets 410, never 409.",
+        "An approval is used once: a second resume gets 410, but 409 `run_in_progress` "
+        "while the run the same decision started still runs, and that run's answer for an "
+        "SDK's retry (x-stainless-retry-count) once it answered.",
         tags=["chat"],
         request=ResumeInputSerializer,
         responses={
