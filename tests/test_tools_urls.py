@@ -35,12 +35,21 @@ BAD_URLS = [
 ]
 
 
+# Refused before the host rule, in the words (and code) they had.
+EARLIER_RULES = (
+    "http://user:pw@api.example.com/",
+    "http:///lookup",
+    "ftp://api.example.com/",
+)
+
+
 @pytest.mark.parametrize("url", BAD_URLS)
 def test_a_url_no_call_could_reach_is_a_400_naming_http_url(http, url):
     agent = make_agent(http)
     body = {"name": "t", "type": "http", "http": {"url": url}}
     error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
     assert error["param"] == "http.url", (url, error)
+    assert error["code"] == ("invalid_value" if url in EARLIER_RULES else "invalid_url"), error
     assert not Tool.objects.filter(agent_id=agent).exists()
     good = {"name": "t", "type": "http", "http": {"url": "https://api.example.com/lookup"}}
     tool = http.post(f"/v1/agents/{agent}/tools", json=good).json()
@@ -56,6 +65,8 @@ def test_a_url_no_call_could_reach_is_a_400_naming_http_url(http, url):
         "https://api_internal.example.com/",  # an underscore: DNS names may hold one
         "https://api.example.com./",  # a fully qualified name
         "https://例え.jp/lookup",  # an internationalised name
+        "https://ß.de/",  # IDNA 2008's xn--zca.de (IDNA 2003 maps it to ss.de)
+        "https://xn--ls8h.la/",  # an emoji's punycode, which IDNA 2008 refuses; it resolves
         "https://8.8.8.8/lookup",
         "https://[2001:4860:4860::8888]:443/",
         "https://api.example.com/a%20b",

@@ -212,7 +212,9 @@ def http(value: Any) -> dict:
     except ValueError:
         port = 0
     if port == 0:  # 0 is no port a server listens on: every call failed to connect
-        raise Invalid("http.url has an invalid port (1-65535).", field="http.url")
+        raise Invalid(
+            "http.url has an invalid port (1-65535).", field="http.url", code="invalid_url"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
         raise Invalid("http.url must be an http(s) URL.", field="http.url")
     if parts.username is not None or parts.password is not None:
@@ -313,10 +315,14 @@ def host_name_check(host: str) -> None:
         return
     for label in labels:
         if label.lower().startswith("xn--"):
+            # Punycode, not Python's IDNA 2003 codec: that one refuses ß.de's xn--zca (it
+            # maps ß to ss, so the label does not round-trip), which resolvers answer.
             try:
-                label.encode("ascii").decode("idna")
+                decoded = label[4:].encode("ascii").decode("punycode")
             except UnicodeError:
                 raise _bad_host() from None
+            if decoded.isascii():  # empty, or nothing an A-label is for
+                raise _bad_host()
 
 
 def _bad_host() -> Invalid:
