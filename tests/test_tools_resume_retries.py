@@ -69,3 +69,26 @@ def test_a_resume_sent_again_is_409_while_it_runs_then_gets_its_answer(
     assert Execution.objects.get(id=paused["execution_id"]).status == "completed"
     # Sent again by hand (no retry count): the approval is used, as before.
     assert_envelope(http.post("/v1/chat/resume", json=body), 410, code="approval_used")
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_a_resume_of_a_run_whose_agent_was_deleted_is_404_and_calls_nothing(
+    sdk, http, upstream, tool_server, decision
+):
+    """It went on as the deleted agent: the model called and the workspace charged, an answer
+    naming an agent a chat call of which is 404."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=[tool_call("call_1", "weather", {"c": "x"})])),
+        Reply(json=openai_completion("It is sunny.")),
+    )
+    paused = engram(ask(sdk, agent))
+    assert http.delete(f"/v1/agents/{agent}").status_code == 200
+
+    body = {"approval_id": paused["approval_id"], "decision": decision}
+    error = assert_envelope(http.post("/v1/chat/resume", json=body), 404, code="agent_not_found")
+
+    assert error["param"] == "approval_id" and agent in error["message"]
+    assert len(upstream.chat_requests()) == 1 and tool_server.calls == []
+    assert Execution.objects.get(id=paused["execution_id"]).status != "completed"

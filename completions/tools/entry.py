@@ -46,6 +46,7 @@ from config.common.errors import (
     ApiError,
     Gone,
     Invalid,
+    NotFound,
     unexpected_error,
     workspace_key_required,
 )
@@ -629,6 +630,7 @@ async def resume(
             end_user=end_user,
         )
         execution = approval.execution
+        await _agent_check(workspace.id, execution.agent_id)
         tools = await cache.tools_async(workspace.id, execution.agent_id)
         # Before the approval is claimed: a pending one stays pending, to be rejected; one
         # sent again after a failure is checked too when its calls were not started yet.
@@ -735,6 +737,20 @@ async def resume(
     return _reply(200, {**turn.limit_headers(), **turn.timing_headers()}, dumps(answer.data))
 
 
+async def _agent_check(workspace_id: str, agent_id: str) -> None:
+    """NotFound when the run's agent was deleted while it waited: its resume went on as the
+    agent (the model called, the workspace charged, an answer naming an agent a chat call of
+    which is 404), its calls told their tools no longer exist. The approval is left to expire."""
+    from completions.agents.cache import agents_async
+
+    if agent_id not in (await agents_async(workspace_id)).by_id:
+        raise NotFound(
+            f"The agent '{agent_id}' of this approval's run was deleted: the run cannot go on.",
+            field="approval_id",
+            code="agent_not_found",
+        )
+
+
 async def _claim(
     turn: Turn, approval: Approval, approve: bool, reason: str, headers: Mapping[str, str]
 ) -> services.Claimed | None:
@@ -773,8 +789,9 @@ def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bo
     message = execution.pending.get("message") or {}
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     waiting = set(execution.pending.get("waiting") or ())
-    # A tool (or agent) deleted while the run waited cannot run: the model is told it no
-    # longer exists, not that the user rejected it (completions.tools.run.Run.execute).
+    # A tool deleted while the run waited cannot run: the model is told it no longer exists,
+    # not that the user rejected it (completions.tools.run.Run.execute). A deleted agent's
+    # run does not go on at all (_agent_check).
     started = set(execution.agent_tools)  # empty for a run started before they were kept
     gone = {
         c["id"]

@@ -201,7 +201,8 @@ class ChatResumeDoc(APIView):
         400: "A missing or malformed field (`metadata` not an object of strings included).",
         401: "A missing or unknown key.",
         403: "An operator key.",
-        404: "An unknown approval, another workspace's, or another end user's (`x-user-id`).",
+        404: "An unknown approval, another workspace's, or another end user's (`x-user-id`); "
+        "`agent_not_found` when the run's agent was deleted while it waited.",
         409: "`run_in_progress`: the same decision sent again while the run it started still "
         "runs (`retry-after` says when to come back; an SDK's retry once it answered gets "
         "that answer, `engram.replayed`).",
