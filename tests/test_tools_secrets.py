@@ -50,3 +50,24 @@ def test_a_tool_echoing_its_headers_never_hands_their_values_on(
     assert SECRET not in http.get(f"/v1/agents/{agent}/tools").text
     wait_for(lambda: len(_stored("alice")) >= 4)  # user, call, result, answer
     assert SECRET not in json.dumps(_stored("alice"))
+
+
+@pytest.mark.parametrize("headers", [[], "", 0, False])
+def test_headers_that_are_not_an_object_are_a_400_and_keep_the_stored_ones(
+    http, tool_server, headers
+):
+    from completions.tools.models import Tool
+    from completions.tools.services import headers_of
+    from tests.test_errors import assert_envelope
+    from tests.test_tools import make_tool
+
+    agent = make_agent(http)
+    tool = make_tool(http, agent, tool_server.url + "/weather")
+    url = f"/v1/agents/{agent}/tools/{tool['id']}"
+    body = {"http": {"url": tool_server.url + "/weather", "headers": headers}}
+
+    assert_envelope(http.patch(url, json=body), 400)
+
+    assert headers_of(Tool.objects.get(id=tool["id"])) == {"X-Tool-Secret": "s3cret-value"}
+    made = http.post(f"/v1/agents/{agent}/tools", json={"name": "t2", "type": "http", **body})
+    assert_envelope(made, 400)

@@ -240,7 +240,9 @@ def http(value: Any) -> dict:
     method = str(value.get("method") or "POST").upper()
     if method not in METHODS:
         raise Invalid(f"http.method must be one of {', '.join(METHODS)}.", field="http.method")
-    headers = value.get("headers") or {}
+    # Only null is none: [] or "" were taken as {}, and a PATCH of them dropped the stored
+    # secrets without a word.
+    headers = {} if value.get("headers") is None else value["headers"]
     if (
         not isinstance(headers, dict)
         or len(headers) > MAX_HEADERS
