@@ -17,7 +17,8 @@ class ToolServer:
     answer in two parts, the second a moment after the first (as a slow server's or a large
     answer's packets arrive); /long answers 20,000 characters, /huge 100,000; /idna answers
     bytes its declared charset (idna) cannot decode; /hold answers once the test sets `release`
-    (a tool call in flight for as long as the test needs)."""
+    (a tool call in flight for as long as the test needs); /echo answers the request's headers
+    and body, /echo-fail a 401 quoting the X-Tool-Secret's credential."""
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
@@ -48,6 +49,13 @@ class ToolServer:
                 await asyncio.to_thread(self.release.wait, 20)
             elif scope["path"] == "/fail":
                 status, payload = 500, {"error": "boom"}
+            elif scope["path"] in ("/echo", "/echo-fail"):
+                # What an echo service (httpbin's /anything) or an error page quoting the
+                # credential it refused answers.
+                payload = {"headers": headers, "json": body}
+                if scope["path"] == "/echo-fail":
+                    token = headers.get("x-tool-secret", "").rsplit(" ", 1)[-1]
+                    status, payload = 401, {"error": f"token {token} is not valid"}
             elif scope["path"] == "/pair":
                 payload["together"] = await self._together()
             data = json.dumps(payload).encode()

@@ -44,7 +44,9 @@ from config.common.closed import unknown_fields_check
 from config.common.errors import (
     EDGE_ERRORS,
     ApiError,
+    Gone,
     Invalid,
+    NotFound,
     unexpected_error,
     workspace_key_required,
 )
@@ -628,6 +630,7 @@ async def resume(
             end_user=end_user,
         )
         execution = approval.execution
+        await _agent_check(workspace.id, execution.agent_id)
         tools = await cache.tools_async(workspace.id, execution.agent_id)
         # Before the approval is claimed: a pending one stays pending, to be rejected; one
         # sent again after a failure is checked too when its calls were not started yet.
@@ -658,13 +661,7 @@ async def resume(
         # Read before the claim: nothing after it waits until the run, which finishes the turn.
         memory_on = await _memory_on(workspace.id, execution)
         extraction = await _extraction(workspace.id, execution.agent_id)
-        claimed = await db(
-            services.approval_claim,
-            workspace=workspace,
-            approval=approval,
-            approve=approve,
-            reason=reason,
-        )
+        claimed = await _claim(turn, approval, approve, reason, headers)
     except EDGE_ERRORS as exc:  # recorded as the gateway records a refusal; a reservation freed
         error = errors.api_error(exc)
         turn.finish(status=error.status, error_code=error.code or error.type)
@@ -676,6 +673,8 @@ async def resume(
         error = unexpected_error(exc)
         turn.finish(status=error.status, error_code=error.code or error.type)
         raise
+    if claimed is None:  # an SDK's retry of a resume that answered: that answer again
+        return await replay(turn, body)
     execution = claimed.execution
     execution.request_step = len(execution.steps)  # this resume's part: its approval step on
     run = Run(
@@ -738,13 +737,61 @@ async def resume(
     return _reply(200, {**turn.limit_headers(), **turn.timing_headers()}, dumps(answer.data))
 
 
+async def _agent_check(workspace_id: str, agent_id: str) -> None:
+    """NotFound when the run's agent was deleted while it waited: its resume went on as the
+    agent (the model called, the workspace charged, an answer naming an agent a chat call of
+    which is 404), its calls told their tools no longer exist. The approval is left to expire."""
+    from completions.agents.cache import agents_async
+
+    if agent_id not in (await agents_async(workspace_id)).by_id:
+        raise NotFound(
+            f"The agent '{agent_id}' of this approval's run was deleted: the run cannot go on.",
+            field="approval_id",
+            code="agent_not_found",
+        )
+
+
+async def _claim(
+    turn: Turn, approval: Approval, approve: bool, reason: str, headers: Mapping[str, str]
+) -> services.Claimed | None:
+    """The approval claimed for this resume; None when the resume is an SDK's retry of one
+    that answered (turn.replay_of: its answer). A resume sent again while the first still runs
+    (the client's read timed out) is 409 `run_in_progress` with when to come back, which the
+    SDKs retry, as a chat request's is; it was 410 "already approved", which they do not, and
+    the client never had the answer its approval made. Its process lost: failed, then taken
+    over as any failed resume."""
+    for _ in range(2):
+        try:
+            return await db(
+                services.approval_claim,
+                workspace=turn.workspace,
+                approval=approval,
+                approve=approve,
+                reason=reason,
+            )
+        except Gone:
+            earlier = await db(selectors.execution_resumed, approval=approval, approve=approve)
+            if earlier is None:
+                raise
+            if earlier.status != Execution.Status.RUNNING:
+                if not request.retried(headers):  # sent again by hand: the approval is used
+                    raise
+                turn.replay_of = earlier
+                return None
+            if not services.execution_is_lost(execution=earlier):
+                raise _in_progress(earlier) from None
+            await db(services.execution_lost_fail, execution=earlier)
+    raise _in_progress(earlier)
+
+
 def _resumed(run: Run, approval: Approval, approve: bool, reason: str, retry: bool) -> Resumed:
     execution = run.execution
     message = execution.pending.get("message") or {}
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     waiting = set(execution.pending.get("waiting") or ())
-    # A tool (or agent) deleted while the run waited cannot run: the model is told it no
-    # longer exists, not that the user rejected it (completions.tools.run.Run.execute).
+    # A tool deleted while the run waited cannot run: the model is told it no longer exists,
+    # not that the user rejected it (completions.tools.run.Run.execute). A deleted agent's
+    # run does not go on at all (_agent_check).
     started = set(execution.agent_tools)  # empty for a run started before they were kept
     gone = {
         c["id"]

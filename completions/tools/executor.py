@@ -121,11 +121,41 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
             # A charset Python does not know, or a codec that raises whatever `errors` says
             # (charset=idna, punycode): the run failed on the tool's answer.
             text = raw.decode("utf-8", errors="replace")
+        text = redacted(text, [v for k, v in own.items() if not _plain(k)])
         if response.status >= 400:
             raise _Failed(f"HTTP {response.status}: {text[:500]}")
         if 300 <= response.status < 400:
             raise _Failed(f"HTTP {response.status}: tools' redirects are not followed")
         return cut(text, more=more)
+
+
+# A header value (or its credential, the part after a scheme such as "Bearer ") this long or
+# longer is a secret to take out of what the tool answers; a shorter one ("1", "json") would
+# blank ordinary words of every answer.
+MIN_SECRET = 8
+
+
+# Headers that say how to talk, not who talks: their values ("application/json") are no
+# secret, and taking them out of an answer would blank ordinary text.
+PLAIN_HEADERS = frozenset(("content-type", "user-agent", "cache-control", "content-language"))
+
+
+def _plain(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in PLAIN_HEADERS or lowered.startswith("accept")
+
+
+def redacted(text: str, values: Any) -> str:
+    """`text` with the tool's own header values replaced by the mask a read of the tool shows:
+    a tool that echoes its request (httpbin's /anything, an error page quoting the token it
+    refused) handed its secret to the model, the run's record (GET /v1/executions) and the
+    conversation."""
+    secrets: set[str] = set()
+    for value in values:
+        secrets.update(p for p in (value, value.rsplit(" ", 1)[-1]) if len(p) >= MIN_SECRET)
+    for secret in sorted(secrets, key=len, reverse=True):  # the whole value before its part
+        text = text.replace(secret, policy.HEADER_MASK)
+    return text
 
 
 def cut(text: str, *, more: bool, limit: int = MAX_RESULT, before: int = 0) -> str:

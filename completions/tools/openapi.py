@@ -25,7 +25,9 @@ from config.common.openapi import const, list_of
 
 class HttpToolSerializer(serializers.Serializer):
     url = serializers.URLField(
-        help_text="Private and loopback addresses are refused unless "
+        help_text="An http(s) URL: no whitespace, no user:password@, a host that is an IP "
+        "address or a DNS name, a port in 1-65535 (else 400 naming http.url). "
+        "Private and loopback addresses are refused unless "
         "ENGRAM_TOOLS_ALLOW_PRIVATE_NETWORKS. For GET and DELETE, the arguments are added to "
         "its query string; its own parameters win (an argument of the same name is left out)."
     )
@@ -199,7 +201,11 @@ class ChatResumeDoc(APIView):
         400: "A missing or malformed field (`metadata` not an object of strings included).",
         401: "A missing or unknown key.",
         403: "An operator key.",
-        404: "An unknown approval, another workspace's, or another end user's (`x-user-id`).",
+        404: "An unknown approval, another workspace's, or another end user's (`x-user-id`); "
+        "`agent_not_found` when the run's agent was deleted while it waited.",
+        409: "`run_in_progress`: the same decision sent again while the run it started still "
+        "runs (`retry-after` says when to come back; an SDK's retry once it answered gets "
+        "that answer, `engram.replayed`).",
         410: "The approval was already used or expired (`approval_used`, `approval_expired`); "
         "an expired approval has been resolved as rejected.",
         429: "`rate_limit_exceeded` (`retry-after`) or `insufficient_quota`, as on "
@@ -215,7 +221,9 @@ class ChatResumeDoc(APIView):
         "events with `stream: true`), its `engram.credits_charged` (every upstream call of "
         "this resume, summed) and rate-limit headers included; it may pause again with a new "
         "`engram.approval_id`. "
-        "An approval is used once: a second resume gets 410, never 409.",
+        "An approval is used once: a second resume gets 410, but 409 `run_in_progress` "
+        "while the run the same decision started still runs, and that run's answer for an "
+        "SDK's retry (x-stainless-retry-count) once it answered.",
         tags=["chat"],
         request=ResumeInputSerializer,
         responses={

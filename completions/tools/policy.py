@@ -39,6 +39,10 @@ MAX_HEADERS = 20
 # large_client_header_buffers, Node's 16 KB for all of them).
 MAX_HEADER_NAME = 64
 MAX_HEADER_VALUE = 8192
+# What a URL cannot hold anywhere (RFC 3986 has no whitespace), and a host name's label.
+URL_BLANK = re.compile(r"[\x00-\x20\x7f\s]")
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0[xX][0-9A-Fa-f]*)$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 HEADER_CONTROL = re.compile(
     r"[\x00-\x08\x0a-\x1f\x7f]"
@@ -190,14 +194,27 @@ def http(value: Any) -> dict:
         raise Invalid('http must be {"url", "method"?, "headers"?}.', field="http")
     unknown_fields_check(value, ("url", "method", "headers"), where="http")
     url = value["url"]
+    if URL_BLANK.search(url):
+        # urlsplit and yarl drop a tab or newline and keep a space: "http://exa mple.com/"
+        # was stored, then every call failed at the resolver (a DNS error the model read).
+        raise Invalid(
+            "http.url may not hold spaces or control characters (percent-encode them in the "
+            "path or query: %20).",
+            field="http.url",
+            code="invalid_url",
+        )
     try:
         parts = urlsplit(url)  # raises for a bracket left open: "http://[::1"
     except ValueError:
         raise Invalid("http.url must be an http(s) URL.", field="http.url") from None
     try:
-        parts.port  # noqa: B018 - raises for a port outside 0-65535 or not a number
+        port = parts.port  # raises for a port outside 0-65535 or not a number
     except ValueError:
-        raise Invalid("http.url has an invalid port.", field="http.url") from None
+        port = 0
+    if port == 0:  # 0 is no port a server listens on: every call failed to connect
+        raise Invalid(
+            "http.url has an invalid port (1-65535).", field="http.url", code="invalid_url"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
         raise Invalid("http.url must be an http(s) URL.", field="http.url")
     if parts.username is not None or parts.password is not None:
@@ -218,11 +235,14 @@ def http(value: Any) -> dict:
         host = connected_host(url)
     except ValueError:  # yarl refuses it (a backslash before an @): every call would fail
         raise Invalid("http.url must be an http(s) URL.", field="http.url") from None
+    host_name_check(host)
     host_allowed(host)
     method = str(value.get("method") or "POST").upper()
     if method not in METHODS:
         raise Invalid(f"http.method must be one of {', '.join(METHODS)}.", field="http.method")
-    headers = value.get("headers") or {}
+    # Only null is none: [] or "" were taken as {}, and a PATCH of them dropped the stored
+    # secrets without a word.
+    headers = {} if value.get("headers") is None else value["headers"]
     if (
         not isinstance(headers, dict)
         or len(headers) > MAX_HEADERS
@@ -271,6 +291,49 @@ def connected_host(url: str) -> str:
     from yarl import URL
 
     return URL(url).raw_host or ""
+
+
+def host_name_check(host: str) -> None:
+    """Invalid unless `host` (as connected_host reads it) is an IP address or a DNS name the
+    resolver can be asked for: letters, digits, `_` and `-` in labels of 1-63 characters, none
+    starting or ending with `-`, an `xn--` label valid punycode. A name whose last label is a
+    number is an IPv4 address or nothing: "256.1.1.1", "2130706433" and "0x7f.1" went to the
+    resolver, which reads some of them as addresses (inet_aton's octal and hex forms)."""
+    if ":" in host:  # only an IPv6 literal holds one (yarl has taken the port off)
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise _bad_host() from None
+        return
+    name = host[:-1] if host.endswith(".") else host
+    labels = name.split(".")
+    if len(name) > 253 or not all(HOST_LABEL.match(label) for label in labels):
+        raise _bad_host()
+    if NUMERIC_LABEL.match(labels[-1]):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            raise _bad_host() from None
+        return
+    for label in labels:
+        if label.lower().startswith("xn--"):
+            # Punycode, not Python's IDNA 2003 codec: that one refuses ß.de's xn--zca (it
+            # maps ß to ss, so the label does not round-trip), which resolvers answer.
+            try:
+                decoded = label[4:].encode("ascii").decode("punycode")
+            except UnicodeError:
+                raise _bad_host() from None
+            if decoded.isascii():  # empty, or nothing an A-label is for
+                raise _bad_host()
+
+
+def _bad_host() -> Invalid:
+    return Invalid(
+        "http.url has an invalid host: a DNS name (letters, digits, _ and - in dot-separated "
+        "labels of 1-63 characters, not starting or ending with -) or an IP address.",
+        field="http.url",
+        code="invalid_url",
+    )
 
 
 def address_allowed(address: str) -> bool:

@@ -214,3 +214,31 @@ def conversation_external_id(*, workspace: Workspace | str, conversation_pk: str
         .values_list("external_id", flat=True)
         .first()
     )
+
+
+def execution_resumed(*, approval: Approval, approve: bool) -> Execution | None:
+    """The run a resume deciding `approval` so went on with, when that resume is the run's
+    last word: the approval decided this way and still its latest (the run did not pause again),
+    the run still running or answered within REPLAY_WINDOW. A resume sent again then is the
+    same request (an SDK's retry after a timeout): 409 while it runs, its answer once it has
+    (completions.tools.entry.resume). None otherwise (the approval is used: 410)."""
+    decided = Approval.Status.APPROVED if approve else Approval.Status.REJECTED
+    found = Approval.objects.filter(id=approval.id).values_list("status", flat=True).first()
+    latest = (
+        Approval.objects.filter(execution_id=approval.execution_id)
+        .order_by("-created_at", "-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if found != decided or latest != approval.id:
+        return None
+    run = Execution.objects.filter(id=approval.execution_id).first()
+    if run is None or run.status == Execution.Status.RUNNING:
+        return run
+    answered = (
+        run.status == Execution.Status.COMPLETED
+        and run.messages
+        and run.messages[-1].get("role") == "assistant"
+        and run.updated_at >= timezone.now() - REPLAY_WINDOW
+    )
+    return run if answered else None
