@@ -46,6 +46,7 @@ def event_body(event: MemoryEvent) -> dict:
         "reason": event.reason,
         "actor": event.actor,
         "source_message_ids": event.source_message_ids,
+        "changes": event.changes,
         "created_at": unix_seconds(event.created_at),
     }
 

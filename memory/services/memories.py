@@ -494,6 +494,7 @@ def _update_fields(
             raise Memory.DoesNotExist(f"memory '{memory.pk}' was deleted.")
         memory.refresh_from_db()
     old_text = memory.text
+    before = _tracked(memory)
     if kind is not None:
         memory.kind = kind
     if not isinstance(event_date, _Unset):
@@ -516,6 +517,13 @@ def _update_fields(
             and kept["value"] == old_metadata.get("value")
         ):
             memory.metadata = {k: v for k, v in kept.items() if k != "value"}
+    changed = _changed(before, _tracked(memory))
+    source_ids = list(dict.fromkeys(changes.source_message_ids))
+    if not changed and not source_ids:
+        # The row already says it (a concurrent PATCH made the same edit while this one
+        # waited for its lock, or an extractor's update of what it read): no history entry
+        # from a memory to itself, no new vector.
+        return memory
     if actor in HAND_ACTORS and memory.text != old_text:
         # the admin's log named it by the text replaced (config.admin_log); an admin edit
         # logs its change, with the new text, after this
@@ -531,7 +539,6 @@ def _update_fields(
         # outranked it, and deleting their conversation deleted the person's own fact. The
         # history's ADD keeps where the memory first came from.
         memory.sources.clear()
-    source_ids = list(dict.fromkeys(changes.source_message_ids))
     event = MemoryEvent(
         workspace=workspace,
         memory_id=memory.id,
@@ -542,6 +549,7 @@ def _update_fields(
         actor=actor,
         reason=changes.reason,
         source_message_ids=source_ids,
+        changes=changed,
     )
     if written_once:
         rows.update(memory)
@@ -554,6 +562,25 @@ def _update_fields(
         memory.sources.add(*_own_messages(workspace, memory.user_id, source_ids))
     event.save(force_insert=True)
     return memory
+
+
+def _tracked(memory: Memory) -> dict[str, Any]:
+    """The fields of `memory` its history records the changes of, as the API shows them."""
+    return {
+        "text": memory.text,
+        "kind": memory.kind,
+        "event_date": memory.event_date.isoformat() if memory.event_date else None,
+        "metadata": memory.metadata or {},
+    }
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{field: {"old", "new"}} of each field that differs (metadata as JSON: True is not 1)."""
+    return {
+        name: {"old": before[name], "new": after[name]}
+        for name in before
+        if _canonical(before[name]) != _canonical(after[name])
+    }
 
 
 # An extractor's update locks and reads its memory in one statement (_lock_as_read's lock,
