@@ -27,7 +27,7 @@ from memory.services.forgetting import (
     user_subjects,
 )
 from memory.services.users import user_lock
-from memory.text import memory_date, memory_learned_on, memory_search_text
+from memory.text import memory_date, memory_learned_on, memory_search_text, nfc
 
 
 def _index(
@@ -44,6 +44,15 @@ def _index(
     memory.embedding = (
         embedding if embedding is not None else get_embedder().embed_one(memory.search_text)
     )
+
+
+def stored_text(text: str) -> str:
+    """A memory's text as it is stored, whoever writes it (the API, the admin, an extractor,
+    an agent's `remember`): without the spaces at its ends, composed (memory.text.nfc), so
+    what is found and matched as the same fact is one string however it was typed. Rows
+    stored before (rarely anything but NFC: what keyboards and the SDKs send) are not
+    rewritten: their index is what they were stored as."""
+    return nfc(text.strip())
 
 
 def _own_messages(workspace: Workspace, user_id: str, ids: list[str]) -> list[Any]:
@@ -104,7 +113,7 @@ def memory_create(
     memory = Memory(
         workspace=workspace,
         user_id=user_id,
-        text=text.strip(),
+        text=stored_text(text),
         kind=kind,
         event_date=event_date,
         metadata=metadata,
@@ -194,7 +203,7 @@ def _memory_saying(
     """The user's oldest memory of `kind` and `event_date` whose text normalizes as `text`'s
     (read among those of about its length: a user may have thousands)."""
     key = normalized(text)
-    size = len(text.strip())
+    size = len(stored_text(text))
     candidates = (
         Memory.objects.filter(
             workspace=workspace, user_id=user_id, kind=kind, event_date=event_date
@@ -247,7 +256,7 @@ def memories_create(
         memory = Memory(
             workspace=workspace,
             user_id=user_id,
-            text=item.text.strip(),
+            text=stored_text(item.text),
             kind=item.kind,
             event_date=item.event_date,
             metadata=metadata,
@@ -415,7 +424,7 @@ def _changes_nothing(memory: Memory, changes: _Changes) -> bool:
     `unless_changed`, never: the caller asks to hear of a write since its read)."""
     if changes.source_message_ids or changes.unless_changed:
         return False
-    if changes.text is not None and changes.text.strip() != memory.text:
+    if changes.text is not None and stored_text(changes.text) != memory.text:
         return False
     if changes.kind is not None and changes.kind != memory.kind:
         return False
@@ -469,7 +478,7 @@ def _update_fields(
         # the replaced text as read, and the new one as it will be indexed (what changed
         # meanwhile is embedded under the lock).
         when = memory.event_date if isinstance(event_date, _Unset) else event_date
-        search = memory_search_text(text=text.strip(), when=when or memory_learned_on(memory))
+        search = memory_search_text(text=stored_text(text), when=when or memory_learned_on(memory))
         texts = [search] if embedding is None else []
         replaced = normalized(memory.text, subjects)
         if normalized(text, subjects) != replaced:
@@ -503,7 +512,7 @@ def _update_fields(
     if metadata is not None:
         memory.metadata = _merged_metadata(old_metadata, metadata)
     if text is not None:
-        memory.text = text.strip()
+        memory.text = stored_text(text)
         # A one-valued fact's text changed by hand ("User lives in Rome." for "... Paris.")
         # without its slot's value: the value no longer says what the text does, and the
         # extractor would take the user restating "I live in Paris" for no change. Unknown,
