@@ -15,6 +15,7 @@ from config.common.errors import ApiError, Invalid
 from config.common.ids import ID_RULE, as_user_id, identifier, is_id, user_identifier
 from config.common.jsonbody import metadata_problem
 from config.common.times import query_time, unix_seconds
+from memory.knowledge.parsing import visible
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
 
@@ -247,6 +248,21 @@ class StringField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class VisibleTextField(StringField):
+    """A memory's text or a query: blank is refused (DRF strips the spaces at its ends), and
+    so is text that shows nothing. str.strip() keeps zero-width spaces, joiners and BOMs, and
+    "\u200b" was stored as a memory that every chat turn of its user then read as an empty
+    line (the rule documents' text follows: memory.knowledge.parsing.visible)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not visible(value):
+            raise serializers.ValidationError(
+                "This field shows no character: only spaces and invisible (format) characters."
+            )
+        return value
+
+
 class IntegerField(serializers.IntegerField):
     """An integer in a body, as the OpenAPI document types it: DRF's took "10" for 10."""
 
@@ -322,14 +338,14 @@ MEMORY_TEXT_MAX_CHARS = 4000
 
 class MemoryCreateInput(ClosedSerializer):
     user_id = UserIdField()
-    text = StringField(max_length=MEMORY_TEXT_MAX_CHARS)
+    text = VisibleTextField(max_length=MEMORY_TEXT_MAX_CHARS)
     kind = serializers.ChoiceField(choices=KINDS, default="fact")
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(required=False, default=dict)
 
 
 class MemoryUpdateInput(ClosedSerializer):
-    text = StringField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
+    text = VisibleTextField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
     kind = serializers.ChoiceField(choices=KINDS, required=False)
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(
@@ -341,7 +357,7 @@ class MemoryUpdateInput(ClosedSerializer):
 
 class SearchInput(ClosedSerializer):
     user_id = UserIdField()
-    query = StringField(max_length=4000)
+    query = VisibleTextField(max_length=4000)
     limit = IntegerField(min_value=1, max_value=100, default=10)
     metadata = MetadataFilterField(
         required=False,
@@ -353,7 +369,7 @@ class SearchInput(ClosedSerializer):
 
 class UnifiedSearchInput(ClosedSerializer):
     user_id = UserIdField(required=False)
-    query = StringField(max_length=4000)
+    query = VisibleTextField(max_length=4000)
     limit = IntegerField(min_value=1, max_value=100, default=10)
     metadata = MetadataFilterField(
         required=False,
