@@ -156,23 +156,69 @@ MEMORY_LIST_REPEATABLE = ("kind",)  # the one filter that takes several values
 def memory_list_filters(query_params) -> MemoryListFilters:
     """`kind` (repeated or comma-separated), `conversation_id`, `created_after`,
     `created_before` and `metadata`; a 400 naming the parameter for what none of them can be."""
+    created_from, created_until = _created_range(
+        query_params.get("created_after"), query_params.get("created_before")
+    )
+    return MemoryListFilters(
+        kinds=_kinds(query_params.getlist("kind")),
+        conversation_id=identifier(query_params.get("conversation_id"), "conversation_id"),
+        created_from=created_from,
+        created_until=created_until,
+        metadata=_metadata_filter(query_params.get("metadata")),
+    )
+
+
+def _kinds(values: list[str]) -> tuple[str, ...]:
+    """`kind` filter values, each one kind or several comma-separated."""
     kinds: list[str] = []
-    for raw in query_params.getlist("kind"):
+    for raw in values:
         for kind in (k.strip() for k in raw.split(",")):
             if kind and kind not in KINDS:
                 raise Invalid(f"kind must be one of {', '.join(KINDS)}.", field="kind")
             if kind and kind not in kinds:
                 kinds.append(kind)
-    after = query_time(query_params.get("created_after"), "created_after")
-    before = query_time(query_params.get("created_before"), "created_before")
+    return tuple(kinds)
+
+
+def _created_range(
+    created_after: str | None, created_before: str | None
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """`created_after` / `created_before` as the first moment kept and the first left out."""
+    after = query_time(created_after, "created_after")
+    before = query_time(created_before, "created_before")
     # Compared with `created_at` as a memory shows it, in whole seconds: `created_after` set to
     # a listed memory's `created_at` leaves out that memory and those of the same second.
+    return (
+        _next_second(after) if after else None,
+        _next_second(before) if before and before.microsecond else before,
+    )
+
+
+def memory_search_filters(data: dict) -> MemoryListFilters:
+    """A memory search body's filters, read as the list reads its query (memory_list_filters):
+    `kind` (a kind, a list of kinds, or kinds comma-separated), `created_after`,
+    `created_before` (Unix seconds or ISO 8601) and `metadata` (validated by SearchInput)."""
+    kind = data.get("kind")
+    if kind is None:
+        kinds: tuple[str, ...] = ()
+    elif isinstance(kind, str) or (
+        isinstance(kind, list) and all(isinstance(k, str) for k in kind)
+    ):
+        kinds = _kinds([kind] if isinstance(kind, str) else kind)
+    else:
+        raise Invalid("kind must be a kind or a list of kinds.", field="kind")
+    moments = []
+    for name in ("created_after", "created_before"):
+        value = data.get(name)
+        if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
+            raise Invalid(f"{name} must be Unix seconds or an ISO 8601 date or time.", field=name)
+        moments.append(None if value is None else str(value))
+    created_from, created_until = _created_range(*moments)
     return MemoryListFilters(
-        kinds=tuple(kinds),
-        conversation_id=identifier(query_params.get("conversation_id"), "conversation_id"),
-        created_from=_next_second(after) if after else None,
-        created_until=_next_second(before) if before and before.microsecond else before,
-        metadata=_metadata_filter(query_params.get("metadata")),
+        kinds=kinds,
+        created_from=created_from,
+        created_until=created_until,
+        metadata=data.get("metadata"),
     )
 
 
@@ -364,6 +410,24 @@ class SearchInput(ClosedSerializer):
         allow_null=True,
         help_text="Only memories whose `metadata` holds these keys with these values, e.g. "
         '`{"source": "crm"}` (containment, as `GET /v1/memories?metadata=`).',
+    )
+    # read by memory_search_filters, as GET /v1/memories reads them
+    kind = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='Only memories of this kind or these kinds: `"plan"`, `["fact", "plan"]` '
+        "(as `GET /v1/memories?kind=`).",
+    )
+    created_after = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories created after this moment: Unix seconds or ISO 8601, in whole "
+        "seconds (as `GET /v1/memories?created_after=`).",
+    )
+    created_before = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories created before this moment (as `created_after`).",
     )
 
 
