@@ -105,3 +105,24 @@ def test_concurrent_patches_of_one_memory_last_write_wins_without_a_500(http):
     assert [e["event"] for e in events] == ["ADD"] + ["UPDATE"] * len(texts)
     assert events[-1]["new_text"] == final
     assert [e["changes"]["text"]["old"] for e in events[1:]] == [e["new_text"] for e in events[:-1]]
+
+
+def test_adding_a_fact_whose_metadata_differs_only_as_json_types_do_is_a_new_memory(http):
+    """`{"pinned": 1}` is not `{"pinned": true}` (jsonb keeps them apart, and so does an edit):
+    the add returned the memory tagged true, with 200, for a client that asked for 1."""
+    first = http.post(
+        "/v1/memories",
+        json={"user_id": "alice", "text": "Alice keeps bees.", "metadata": {"pinned": True}},
+    )
+    assert first.status_code == 201, first.text
+    again = http.post(
+        "/v1/memories",
+        json={"user_id": "alice", "text": "Alice keeps bees.", "metadata": {"pinned": True}},
+    )
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    other = http.post(
+        "/v1/memories",
+        json={"user_id": "alice", "text": "Alice keeps bees.", "metadata": {"pinned": 1}},
+    )
+    assert other.status_code == 201, other.text
+    assert other.json()["metadata"] == {"pinned": 1}

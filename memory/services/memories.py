@@ -173,8 +173,9 @@ def memory_add(
     existing = _memory_saying(
         workspace=workspace, user_id=user_id, text=text, kind=kind, event_date=event_date
     )
-    if existing is not None and all(
-        existing.metadata.get(key, object()) == value for key, value in metadata.items()
+    if existing is not None and all(  # as JSON, as memory_update compares: true is not 1
+        key in existing.metadata and _canonical(existing.metadata[key]) == _canonical(value)
+        for key, value in metadata.items()
     ):
         if actor in HAND_ACTORS and not existing.by_hand:
             # An extracted memory a person now says too: theirs from now on, so deleting the
