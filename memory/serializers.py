@@ -18,6 +18,7 @@ from config.common.times import query_time, unix_seconds
 from memory.knowledge.parsing import visible
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
+from memory.text import nfc
 
 
 def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:
@@ -295,13 +296,15 @@ class StringField(serializers.CharField):
 
 
 class VisibleTextField(StringField):
-    """A memory's text or a query: blank is refused (DRF strips the spaces at its ends), and
+    """A memory's text or a query, composed (memory.text.nfc): blank is refused (DRF strips the spaces at its ends), and
     so is text that shows nothing. str.strip() keeps zero-width spaces, joiners and BOMs, and
     "\u200b" was stored as a memory that every chat turn of its user then read as an empty
     line (the rule documents' text follows: memory.knowledge.parsing.visible)."""
 
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
+        # composed (NFC) before max_length is checked: the text is stored so (stored_text),
+        # and a few letters compose to two code points (U+0958 is U+0915 U+093C)
+        value = nfc(super().to_internal_value(data))
         if not visible(value):
             raise serializers.ValidationError(
                 "This field shows no character: only spaces and invisible (format) characters."

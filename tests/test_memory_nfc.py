@@ -86,3 +86,14 @@ def test_a_decomposed_message_is_found_by_its_composed_words(http):
     # the transcript stays as it was sent
     listed = http.get("/v1/conversations/trip/messages").json()["data"]
     assert listed[0]["content"] == unicodedata.normalize("NFD", "Meet me at the café in München.")
+
+
+def test_the_length_limit_holds_for_the_text_as_stored(http):
+    """U+0958 composes to two code points (it is excluded from composition): 4,000 of them were
+    accepted under the 4,000-character limit and stored as 8,000."""
+    text = "\u0958" * 4000
+    assert len(unicodedata.normalize("NFC", text)) == 8000
+    resp = http.post("/v1/memories", json={"user_id": "alice", "text": text})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "text", resp.text
+    fits = http.post("/v1/memories", json={"user_id": "alice", "text": "\u0958" * 2000})
+    assert fits.status_code == 201 and len(fits.json()["text"]) == 4000
