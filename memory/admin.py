@@ -5,6 +5,8 @@ Edits and deletes of memories go through the services, so the admin leaves histo
 conversation deleted there takes the memories derived from it alone, as through the API.
 """
 
+import json
+
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.actions import delete_selected
@@ -30,6 +32,17 @@ from memory.models import (
     Session,
 )
 from memory.serializers import KINDS, MEMORY_TEXT_MAX_CHARS, engram_metadata_problem
+
+
+def _other_changes(event: MemoryEvent) -> str:
+    """What an UPDATE changed besides the text (its kind, date, metadata), as " (kind: "fact"
+    → "plan")": such an edit alone read as the text replaced by itself."""
+    changed = [
+        f"{field}: {json.dumps(change['old'])} → {json.dumps(change['new'])}"
+        for field, change in (event.changes or {}).items()
+        if field != "text"
+    ]
+    return f" ({'; '.join(changed)})" if changed else ""
 
 
 def _link(obj, label: str | None = None) -> str:
@@ -193,9 +206,16 @@ class MemoryAdmin(BackToUserPage, DeletionLoggedById, OwnerFixed):
         return (
             format_html_join(
                 "",
-                "<div><b>{}</b> {} by {}: {} &rarr; {}</div>",
+                "<div><b>{}</b> {} by {}: {} &rarr; {}{}</div>",
                 (
-                    (e.event, _when(e.created_at), e.actor, e.old_text or "-", e.new_text or "-")
+                    (
+                        e.event,
+                        _when(e.created_at),
+                        e.actor,
+                        e.old_text or "-",
+                        e.new_text or "-",
+                        _other_changes(e),
+                    )
                     for e in events
                 ),
             )

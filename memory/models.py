@@ -278,6 +278,10 @@ class MemoryEvent(models.Model):
         max_length=64, default="api", help_text="api, admin, extractor:llm, extractor:offline"
     )
     source_message_ids = models.JSONField(default=list, blank=True)
+    # What an UPDATE changed: {field: {"old": ..., "new": ...}} for each of text, kind,
+    # event_date and metadata that changed. A change of kind, date or metadata alone read as
+    # an UPDATE from a text to itself. db_default: rows inserted by SQL (the benches).
+    changes = models.JSONField(default=dict, blank=True, db_default={})
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -15,8 +15,10 @@ from config.common.errors import ApiError, Invalid
 from config.common.ids import ID_RULE, as_user_id, identifier, is_id, user_identifier
 from config.common.jsonbody import metadata_problem
 from config.common.times import query_time, unix_seconds
+from memory.knowledge.parsing import visible
 from memory.knowledge.search import MAX_COLLECTIONS, TOO_MANY_COLLECTIONS
 from memory.models import Conversation, Memory, MemoryEvent, Message, Session
+from memory.text import nfc
 
 
 def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:
@@ -46,6 +48,7 @@ def event_body(event: MemoryEvent) -> dict:
         "reason": event.reason,
         "actor": event.actor,
         "source_message_ids": event.source_message_ids,
+        "changes": event.changes,
         "created_at": unix_seconds(event.created_at),
     }
 
@@ -154,23 +157,69 @@ MEMORY_LIST_REPEATABLE = ("kind",)  # the one filter that takes several values
 def memory_list_filters(query_params) -> MemoryListFilters:
     """`kind` (repeated or comma-separated), `conversation_id`, `created_after`,
     `created_before` and `metadata`; a 400 naming the parameter for what none of them can be."""
+    created_from, created_until = _created_range(
+        query_params.get("created_after"), query_params.get("created_before")
+    )
+    return MemoryListFilters(
+        kinds=_kinds(query_params.getlist("kind")),
+        conversation_id=identifier(query_params.get("conversation_id"), "conversation_id"),
+        created_from=created_from,
+        created_until=created_until,
+        metadata=_metadata_filter(query_params.get("metadata")),
+    )
+
+
+def _kinds(values: list[str]) -> tuple[str, ...]:
+    """`kind` filter values, each one kind or several comma-separated."""
     kinds: list[str] = []
-    for raw in query_params.getlist("kind"):
+    for raw in values:
         for kind in (k.strip() for k in raw.split(",")):
             if kind and kind not in KINDS:
                 raise Invalid(f"kind must be one of {', '.join(KINDS)}.", field="kind")
             if kind and kind not in kinds:
                 kinds.append(kind)
-    after = query_time(query_params.get("created_after"), "created_after")
-    before = query_time(query_params.get("created_before"), "created_before")
+    return tuple(kinds)
+
+
+def _created_range(
+    created_after: str | None, created_before: str | None
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """`created_after` / `created_before` as the first moment kept and the first left out."""
+    after = query_time(created_after, "created_after")
+    before = query_time(created_before, "created_before")
     # Compared with `created_at` as a memory shows it, in whole seconds: `created_after` set to
     # a listed memory's `created_at` leaves out that memory and those of the same second.
+    return (
+        _next_second(after) if after else None,
+        _next_second(before) if before and before.microsecond else before,
+    )
+
+
+def memory_search_filters(data: dict) -> MemoryListFilters:
+    """A memory search body's filters, read as the list reads its query (memory_list_filters):
+    `kind` (a kind, a list of kinds, or kinds comma-separated), `created_after`,
+    `created_before` (Unix seconds or ISO 8601) and `metadata` (validated by SearchInput)."""
+    kind = data.get("kind")
+    if kind is None:
+        kinds: tuple[str, ...] = ()
+    elif isinstance(kind, str) or (
+        isinstance(kind, list) and all(isinstance(k, str) for k in kind)
+    ):
+        kinds = _kinds([kind] if isinstance(kind, str) else kind)
+    else:
+        raise Invalid("kind must be a kind or a list of kinds.", field="kind")
+    moments = []
+    for name in ("created_after", "created_before"):
+        value = data.get(name)
+        if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
+            raise Invalid(f"{name} must be Unix seconds or an ISO 8601 date or time.", field=name)
+        moments.append(None if value is None else str(value))
+    created_from, created_until = _created_range(*moments)
     return MemoryListFilters(
-        kinds=tuple(kinds),
-        conversation_id=identifier(query_params.get("conversation_id"), "conversation_id"),
-        created_from=_next_second(after) if after else None,
-        created_until=_next_second(before) if before and before.microsecond else before,
-        metadata=_metadata_filter(query_params.get("metadata")),
+        kinds=kinds,
+        created_from=created_from,
+        created_until=created_until,
+        metadata=data.get("metadata"),
     )
 
 
@@ -244,6 +293,23 @@ class StringField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class VisibleTextField(StringField):
+    """A memory's text or a query, composed (memory.text.nfc): blank is refused (DRF strips the spaces at its ends), and
+    so is text that shows nothing. str.strip() keeps zero-width spaces, joiners and BOMs, and
+    "\u200b" was stored as a memory that every chat turn of its user then read as an empty
+    line (the rule documents' text follows: memory.knowledge.parsing.visible)."""
+
+    def to_internal_value(self, data):
+        # composed (NFC) before max_length is checked: the text is stored so (stored_text),
+        # and a few letters compose to two code points (U+0958 is U+0915 U+093C)
+        value = nfc(super().to_internal_value(data))
+        if not visible(value):
+            raise serializers.ValidationError(
+                "This field shows no character: only spaces and invisible (format) characters."
+            )
+        return value
 
 
 class IntegerField(serializers.IntegerField):
@@ -321,14 +387,14 @@ MEMORY_TEXT_MAX_CHARS = 4000
 
 class MemoryCreateInput(ClosedSerializer):
     user_id = UserIdField()
-    text = StringField(max_length=MEMORY_TEXT_MAX_CHARS)
+    text = VisibleTextField(max_length=MEMORY_TEXT_MAX_CHARS)
     kind = serializers.ChoiceField(choices=KINDS, default="fact")
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(required=False, default=dict)
 
 
 class MemoryUpdateInput(ClosedSerializer):
-    text = StringField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
+    text = VisibleTextField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
     kind = serializers.ChoiceField(choices=KINDS, required=False)
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(
@@ -340,7 +406,7 @@ class MemoryUpdateInput(ClosedSerializer):
 
 class SearchInput(ClosedSerializer):
     user_id = UserIdField()
-    query = StringField(max_length=4000)
+    query = VisibleTextField(max_length=4000)
     limit = IntegerField(min_value=1, max_value=100, default=10)
     metadata = MetadataFilterField(
         required=False,
@@ -348,11 +414,29 @@ class SearchInput(ClosedSerializer):
         help_text="Only memories whose `metadata` holds these keys with these values, e.g. "
         '`{"source": "crm"}` (containment, as `GET /v1/memories?metadata=`).',
     )
+    # read by memory_search_filters, as GET /v1/memories reads them
+    kind = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='Only memories of this kind or these kinds: `"plan"`, `["fact", "plan"]` '
+        "(as `GET /v1/memories?kind=`).",
+    )
+    created_after = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories created after this moment: Unix seconds or ISO 8601, in whole "
+        "seconds (as `GET /v1/memories?created_after=`).",
+    )
+    created_before = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories created before this moment (as `created_after`).",
+    )
 
 
 class UnifiedSearchInput(ClosedSerializer):
     user_id = UserIdField(required=False)
-    query = StringField(max_length=4000)
+    query = VisibleTextField(max_length=4000)
     limit = IntegerField(min_value=1, max_value=100, default=10)
     metadata = MetadataFilterField(
         required=False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import unicodedata
 from collections.abc import Callable
 
 import numpy as np
@@ -129,9 +130,18 @@ def speaker(role: str, name: str = "") -> str:
 INDEXED_CHARS = 20_000
 
 
+def nfc(text: str) -> str:
+    """`text` in Unicode's composed form (NFC): how Engram stores a memory's text and compares,
+    indexes and searches any text. "café" typed with a combining accent (NFD: macOS, some
+    keyboards and PDF extractors) is another string to PostgreSQL's parser, to equality and to
+    a digest: it found no memory saying "café" (NFC), nor matched it as the same fact."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 def indexed(text: str) -> str:
-    """The part of `text` full-text search indexes (INDEXED_CHARS)."""
-    return text[:INDEXED_CHARS]
+    """The part of `text` full-text search indexes (INDEXED_CHARS), composed (nfc) as the
+    query's words are (memory.retrieval.terms)."""
+    return nfc(text[:INDEXED_CHARS])
 
 
 def message_search_text(*, role: str, name: str, content: str, created_at: dt.datetime) -> str:

@@ -71,6 +71,25 @@ def test_a_memory_shows_its_whole_history(page, engram_server, owner, http, upst
     expect(memory.locator("details.history li").last).to_contain_text("Edit 23. → Edit 24.")
 
 
+def test_a_memorys_history_says_what_an_edit_of_its_kind_changed(
+    page, engram_server, owner, http, upstream
+):
+    """An edit of a memory's kind alone showed as "Likes tea. → Likes tea.": nothing said
+    what changed."""
+    _, key = owner
+    (memory_id,) = remember(http, "kinds", "Likes tea.")
+    edited = http.patch(f"/v1/memories/{memory_id}", json={"kind": "preference"})
+    assert edited.status_code == 200, edited.text
+    open_playground(page, engram_server, key, "kinds")
+    page.get_by_label("Search memories").focus()  # leaving the user id: its change, a new list
+    memory = page.locator("#memory-list > li", has_text="Likes tea.")
+    memory.locator("details.history summary").click()
+    expect(memory.locator("details.history li")).to_have_count(2)
+    expect(memory.locator("details.history li").last).to_contain_text(
+        '(kind: "fact" → "preference")'
+    )
+
+
 def test_a_memory_shows_the_message_it_came_from(
     page, engram_server, owner, http, upstream, celery_worker, offline_extraction
 ):

@@ -272,3 +272,14 @@ def test_a_row_deleted_from_the_models_list_goes_back_to_the_list(admin_client, 
     query = {"_changelist_filters": "kind__exact=fact"}
     deleted = admin_client.post(delete_url + "?" + urlencode(query), {"post": "yes"})
     assert deleted.status_code == 302 and deleted["Location"] == listing
+
+
+def test_a_memory_page_says_what_an_edit_of_its_kind_changed(admin_client, memory):
+    """An edit of the kind alone read as "Alice keeps bees. → Alice keeps bees."."""
+    url = reverse("admin:memory_memory_change", args=[memory.pk])
+    response = admin_client.post(
+        url, {"text": "Alice keeps bees.", "kind": "plan", "event_date": "", "metadata": "{}"}
+    )
+    assert response.status_code == 302, response.content[:2000]
+    page = admin_client.get(url).content.decode()
+    assert "(kind: &quot;fact&quot; → &quot;plan&quot;)" in page

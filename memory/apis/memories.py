@@ -34,6 +34,7 @@ from memory.serializers import (
     memories_delete_user_id,
     memory_body,
     memory_list_filters,
+    memory_search_filters,
 )
 
 
@@ -236,6 +237,7 @@ class MemorySearchApi(APIView):
         from memory.embeddings import get_embedder
 
         data = _valid(SearchInput, with_own_user(request, request.data))
+        filters = memory_search_filters(data)
         vector = get_embedder().embed_one(data["query"])
         found = memory_search(
             workspace=request.workspace,
@@ -244,7 +246,10 @@ class MemorySearchApi(APIView):
             vector=vector,
             limit=data["limit"],
             with_sources=True,
-            metadata=data.get("metadata"),
+            metadata=filters.metadata,
+            kinds=filters.kinds,
+            created_from=filters.created_from,
+            created_until=filters.created_until,
         )
         return Response({"object": "list", "data": [memory_hit(f) for f in found]})
 

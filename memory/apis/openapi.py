@@ -49,6 +49,12 @@ class MemoryEventSerializer(serializers.Serializer):
     reason = serializers.CharField(allow_blank=True)
     actor = serializers.CharField(help_text="api, admin, extractor:llm, extractor:offline")
     source_message_ids = serializers.ListField(child=serializers.CharField())
+    changes = serializers.DictField(
+        child=serializers.DictField(),
+        help_text="An UPDATE's changed fields (text, kind, event_date, metadata), each as "
+        '`{"old": ..., "new": ...}`, e.g. `{"kind": {"old": "fact", "new": "preference"}}`; '
+        "empty for ADD and DELETE, and for an update that only linked source messages.",
+    )
     created_at = _ts()
 
 

@@ -7,7 +7,9 @@ IDF, and without it a question naming its subject would match every memory about
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Sequence
 
 from memory.retrieval import fusion, terms
 
@@ -37,11 +39,23 @@ def ranked(
     vector,
     with_sources: bool = False,
     metadata: dict | None = None,
+    kinds: Sequence[str] = (),
+    created_from: dt.datetime | None = None,
+    created_until: dt.datetime | None = None,
 ) -> list[fusion.Ranked]:
     """The candidates, blended and ranked on each side, best first. `metadata`: only memories
     whose metadata contains it, in the scope of both sides (not after their candidates are
-    cut: a memory it keeps may rank below 50 that it leaves out)."""
-    scope = _SCOPE + (" AND t.metadata @> %(metadata)s::jsonb" if metadata else "")
+    cut: a memory it keeps may rank below 50 that it leaves out); `kinds`, `created_from` and
+    `created_until` alike."""
+    scope = _SCOPE
+    if metadata:
+        scope += " AND t.metadata @> %(metadata)s::jsonb"
+    if kinds:
+        scope += " AND t.kind = ANY(%(kinds)s::varchar[])"
+    if created_from is not None:
+        scope += " AND t.created_at >= %(created_from)s"
+    if created_until is not None:
+        scope += " AND t.created_at < %(created_until)s"
     columns = [f"t.{c}" for c in COLUMNS]
     if with_sources:
         columns.append("src.sources::text AS sources")
@@ -57,7 +71,14 @@ def ranked(
     stats = terms.term_stats(table="memory_memory", workspace_id=workspace_id, user_id=user_id)
     rows = fusion.run(
         sql,
-        {"workspace": workspace_id, "user": user_id, "metadata": json.dumps(metadata or {})},
+        {
+            "workspace": workspace_id,
+            "user": user_id,
+            "metadata": json.dumps(metadata or {}),
+            "kinds": list(kinds),
+            "created_from": created_from,
+            "created_until": created_until,
+        },
         terms=terms.selective(terms.or_terms(query or ""), stats=stats),
         stats=stats,
         vector=vector,

@@ -8,7 +8,8 @@ merges the sources asked for into one list, an item joining only when it adds ev
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime as dt
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -122,7 +123,12 @@ def memory_search(
     with_sources: bool = False,
     keep_best: int = 0,
     metadata: dict | None = None,
+    kinds: Sequence[str] = (),
+    created_from: dt.datetime | None = None,
+    created_until: dt.datetime | None = None,
 ) -> list[Found]:
+    """The user's memories, best first; `metadata`, `kinds`, `created_from` (at or after) and
+    `created_until` (before) narrow them as GET /v1/memories's filters do."""
     hits = memories.ranked(
         workspace_id=workspace.id,
         user_id=user_id,
@@ -130,6 +136,9 @@ def memory_search(
         vector=vector,
         with_sources=with_sources,
         metadata=metadata,
+        kinds=kinds,
+        created_from=created_from,
+        created_until=created_until,
     )
     found = []
     kept = fusion.with_recency(

@@ -19,6 +19,7 @@ from django.db import connection
 
 from config.common import coherence
 from config.common.cache import TTLCache
+from memory.text import nfc
 from memory.words import FUNCTION_WORDS, PERSONAL_PRONOUNS
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
@@ -34,6 +35,7 @@ def _words(text: str, ascii_words: re.Pattern, joiners: str = "") -> list[str]:
     query beyond English matched a word on the full-text side, whatever the texts said."""
     if text.isascii():
         return ascii_words.findall(text)
+    text = nfc(text)  # as the rows' text is indexed (memory.text.indexed)
     words, current = [], ""
     for c in text:
         if c.isalnum() or (current and (c in joiners or unicodedata.category(c)[0] == "M")):

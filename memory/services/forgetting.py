@@ -25,6 +25,7 @@ from django.utils import timezone
 from accounts.models import Workspace
 from memory.embeddings import get_embedder
 from memory.models import Conversation, Memory, MemorySuppression, Message
+from memory.text import nfc
 
 _SPACE = re.compile(r"\s+")
 # The one subject a fact about the user is compared with. The offline extractor writes "User
@@ -49,7 +50,7 @@ def user_subjects(*, workspace: Workspace, user_id: str) -> frozenset[str]:
 def normalized(text: str, subjects: frozenset[str] = frozenset()) -> str:
     """A fact's text as suppressions compare it: case, spacing and end punctuation aside, and
     its leading subject, when it is the user (one of `subjects`, "user", "the user"), SUBJECT."""
-    text = _SPACE.sub(" ", text).strip().rstrip(".!?;: ").lower()
+    text = _SPACE.sub(" ", nfc(text)).strip().rstrip(".!?;: ").lower()
     for name in sorted({"the user", SUBJECT, *subjects}, key=len, reverse=True):
         rest = text[len(name) :]
         if text.startswith(name) and (not rest or rest[0] in " '’"):

@@ -27,7 +27,7 @@ from memory.services.forgetting import (
     user_subjects,
 )
 from memory.services.users import user_lock
-from memory.text import memory_date, memory_learned_on, memory_search_text
+from memory.text import memory_date, memory_learned_on, memory_search_text, nfc
 
 
 def _index(
@@ -44,6 +44,15 @@ def _index(
     memory.embedding = (
         embedding if embedding is not None else get_embedder().embed_one(memory.search_text)
     )
+
+
+def stored_text(text: str) -> str:
+    """A memory's text as it is stored, whoever writes it (the API, the admin, an extractor,
+    an agent's `remember`): without the spaces at its ends, composed (memory.text.nfc), so
+    what is found and matched as the same fact is one string however it was typed. Rows
+    stored before (rarely anything but NFC: what keyboards and the SDKs send) are not
+    rewritten: their index is what they were stored as."""
+    return nfc(text.strip())
 
 
 def _own_messages(workspace: Workspace, user_id: str, ids: list[str]) -> list[Any]:
@@ -104,7 +113,7 @@ def memory_create(
     memory = Memory(
         workspace=workspace,
         user_id=user_id,
-        text=text.strip(),
+        text=stored_text(text),
         kind=kind,
         event_date=event_date,
         metadata=metadata,
@@ -164,8 +173,9 @@ def memory_add(
     existing = _memory_saying(
         workspace=workspace, user_id=user_id, text=text, kind=kind, event_date=event_date
     )
-    if existing is not None and all(
-        existing.metadata.get(key, object()) == value for key, value in metadata.items()
+    if existing is not None and all(  # as JSON, as memory_update compares: true is not 1
+        key in existing.metadata and _canonical(existing.metadata[key]) == _canonical(value)
+        for key, value in metadata.items()
     ):
         if actor in HAND_ACTORS and not existing.by_hand:
             # An extracted memory a person now says too: theirs from now on, so deleting the
@@ -194,7 +204,7 @@ def _memory_saying(
     """The user's oldest memory of `kind` and `event_date` whose text normalizes as `text`'s
     (read among those of about its length: a user may have thousands)."""
     key = normalized(text)
-    size = len(text.strip())
+    size = len(stored_text(text))
     candidates = (
         Memory.objects.filter(
             workspace=workspace, user_id=user_id, kind=kind, event_date=event_date
@@ -247,7 +257,7 @@ def memories_create(
         memory = Memory(
             workspace=workspace,
             user_id=user_id,
-            text=item.text.strip(),
+            text=stored_text(item.text),
             kind=item.kind,
             event_date=item.event_date,
             metadata=metadata,
@@ -415,7 +425,7 @@ def _changes_nothing(memory: Memory, changes: _Changes) -> bool:
     `unless_changed`, never: the caller asks to hear of a write since its read)."""
     if changes.source_message_ids or changes.unless_changed:
         return False
-    if changes.text is not None and changes.text.strip() != memory.text:
+    if changes.text is not None and stored_text(changes.text) != memory.text:
         return False
     if changes.kind is not None and changes.kind != memory.kind:
         return False
@@ -469,7 +479,7 @@ def _update_fields(
         # the replaced text as read, and the new one as it will be indexed (what changed
         # meanwhile is embedded under the lock).
         when = memory.event_date if isinstance(event_date, _Unset) else event_date
-        search = memory_search_text(text=text.strip(), when=when or memory_learned_on(memory))
+        search = memory_search_text(text=stored_text(text), when=when or memory_learned_on(memory))
         texts = [search] if embedding is None else []
         replaced = normalized(memory.text, subjects)
         if normalized(text, subjects) != replaced:
@@ -494,6 +504,7 @@ def _update_fields(
             raise Memory.DoesNotExist(f"memory '{memory.pk}' was deleted.")
         memory.refresh_from_db()
     old_text = memory.text
+    before = _tracked(memory)
     if kind is not None:
         memory.kind = kind
     if not isinstance(event_date, _Unset):
@@ -502,7 +513,7 @@ def _update_fields(
     if metadata is not None:
         memory.metadata = _merged_metadata(old_metadata, metadata)
     if text is not None:
-        memory.text = text.strip()
+        memory.text = stored_text(text)
         # A one-valued fact's text changed by hand ("User lives in Rome." for "... Paris.")
         # without its slot's value: the value no longer says what the text does, and the
         # extractor would take the user restating "I live in Paris" for no change. Unknown,
@@ -516,6 +527,13 @@ def _update_fields(
             and kept["value"] == old_metadata.get("value")
         ):
             memory.metadata = {k: v for k, v in kept.items() if k != "value"}
+    changed = _changed(before, _tracked(memory))
+    source_ids = list(dict.fromkeys(changes.source_message_ids))
+    if not changed and not source_ids:
+        # The row already says it (a concurrent PATCH made the same edit while this one
+        # waited for its lock, or an extractor's update of what it read): no history entry
+        # from a memory to itself, no new vector.
+        return memory
     if actor in HAND_ACTORS and memory.text != old_text:
         # the admin's log named it by the text replaced (config.admin_log); an admin edit
         # logs its change, with the new text, after this
@@ -531,7 +549,6 @@ def _update_fields(
         # outranked it, and deleting their conversation deleted the person's own fact. The
         # history's ADD keeps where the memory first came from.
         memory.sources.clear()
-    source_ids = list(dict.fromkeys(changes.source_message_ids))
     event = MemoryEvent(
         workspace=workspace,
         memory_id=memory.id,
@@ -542,6 +559,7 @@ def _update_fields(
         actor=actor,
         reason=changes.reason,
         source_message_ids=source_ids,
+        changes=changed,
     )
     if written_once:
         rows.update(memory)
@@ -554,6 +572,25 @@ def _update_fields(
         memory.sources.add(*_own_messages(workspace, memory.user_id, source_ids))
     event.save(force_insert=True)
     return memory
+
+
+def _tracked(memory: Memory) -> dict[str, Any]:
+    """The fields of `memory` its history records the changes of, as the API shows them."""
+    return {
+        "text": memory.text,
+        "kind": memory.kind,
+        "event_date": memory.event_date.isoformat() if memory.event_date else None,
+        "metadata": memory.metadata or {},
+    }
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{field: {"old", "new"}} of each field that differs (metadata as JSON: True is not 1)."""
+    return {
+        name: {"old": before[name], "new": after[name]}
+        for name in before
+        if _canonical(before[name]) != _canonical(after[name])
+    }
 
 
 # An extractor's update locks and reads its memory in one statement (_lock_as_read's lock,

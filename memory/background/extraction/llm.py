@@ -31,7 +31,7 @@ from memory.services.memories import (
     memory_update,
 )
 from memory.services.users import still_held
-from memory.text import day_label, memory_search_text, speaker
+from memory.text import day_label, memory_search_text, nfc, speaker
 
 ATTEMPTS = 3
 CHUNK_MESSAGES = 30
@@ -316,7 +316,8 @@ def _apply(
             fact = _action_fact(action, facts)
             sources = _fact_sources(fact or {}, chunk)
             target = numbered.get(str(action.get("id")))
-            text = str(action.get("text") or (fact or {}).get("text") or "").strip()
+            # composed as the memories it is compared with are stored (services.stored_text)
+            text = nfc(str(action.get("text") or (fact or {}).get("text") or "").strip())
             stated_kind = (fact or {}).get("kind")
             kind = str(stated_kind) if stated_kind in KINDS else "fact"
             if event == "ADD" and text:

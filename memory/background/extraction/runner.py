@@ -49,6 +49,7 @@ from memory.text import (
     memory_search_text,
     message_search_text,
     message_window_text,
+    nfc,
 )
 
 logger = logging.getLogger("engram.memory")
@@ -374,8 +375,10 @@ def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
         if message.role != "user" or not message.content:
             continue
         subject = message.name or "User"
+        # composed, as memories are stored and compared (memory.text.nfc): a fact said with
+        # combining accents is the one said without them
         for fact in offline.extract(
-            message.content, subject=subject, today=message.created_at.date()
+            nfc(message.content), subject=subject, today=message.created_at.date()
         ):
             found.append((fact, message, subject))
     texts = [

@@ -1107,6 +1107,12 @@
             el("strong", { text: e.event }),
             el("span", { text: ` ${when(e.created_at)} by ${e.actor}: ` }),
             el("span", { text: e.old_text ? `${e.old_text} → ${e.new_text ?? ""}` : e.new_text ?? "" }),
+            // what else an UPDATE changed: a kind, date or metadata edit read as "X → X"
+            ...Object.entries(e.changes ?? {})
+              .filter(([field]) => field !== "text")
+              .map(([field, c]) =>
+                el("span", { text: ` (${field}: ${JSON.stringify(c.old)} → ${JSON.stringify(c.new)})` }),
+              ),
           ),
         ),
       );
