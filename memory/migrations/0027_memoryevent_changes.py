@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('memory', '0025_document_version'),
+        ('memory', '0026_document_rebuild'),
     ]
 
     operations = [
