@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -229,9 +230,15 @@ def test_a_database_restart_answers_503_while_down_and_nothing_fails_after(proxi
     headers = {"x-user-id": "ana", "x-conversation-id": "restart"}
     with client(stack, owner[1], **headers) as http:
         assert [chat(http, f"Warm-up {i}.").status_code for i in range(3)] == [200] * 3
+        # Requests side by side: the pool grows, and after them holds many idle connections.
+        with ThreadPoolExecutor(16) as side_by_side:
+            users = list(side_by_side.map(lambda _: http.get("/v1/users").status_code, range(160)))
+        assert users == [200] * 160
+        assert proxy.forwarded() >= 10
 
-        # A restart between two turns: the connection the chat path keeps is dead; the next
-        # turn must not be the one that finds out (it answered 500 before).
+        # A restart between two turns: every connection the web process holds is dead; the next
+        # turn must not be the one that finds out (it answered 500 before; then 503 while the
+        # pool waited 1 s, 2 s... between two dead connections it checked).
         proxy.cut()
         proxy.start()
         statuses = [chat(http, f"After the restart {i}.").status_code for i in range(5)]
