@@ -11,6 +11,11 @@ database_unavailable with the database up: tests/test_faults.py's restart answer
 discarded (the pool opens its replacement in the background) and the next one taken at once;
 the request waits only for a connection that does not exist yet, as long as the pool's timeout.
 A check failing costs no wait either: the connection is closed, so it is never taken again.
+
+A request that came while the database was down waits in slices of WAIT_SLICE_SECONDS: the
+pool tries to connect for `reconnect_timeout` (settings: 2 s) and then stops until a request
+asks again, and a request already waiting did not ask again, so it waited out its timeout (10 s)
+and was answered 503 although the database had been back for seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import psycopg
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+WAIT_SLICE_SECONDS = 1.0
 
 
 class RestartTolerantPool(ConnectionPool):
@@ -37,8 +44,10 @@ class RestartTolerantPool(ConnectionPool):
         deadline = monotonic() + timeout
         while True:
             try:
-                conn = super().getconn(deadline - monotonic())
+                conn = super().getconn(min(deadline - monotonic(), WAIT_SLICE_SECONDS))
             except PoolTimeout:
+                if monotonic() < deadline:
+                    continue  # asking again starts a connect if the pool had given up
                 raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} sec") from None
             if self.checked is None:
                 return conn
