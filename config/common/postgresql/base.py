@@ -7,7 +7,7 @@ when it is broken, takes the next, but waits between two broken ones as between 
 connects: 0 s, then 1 s, 2 s, 4 s... So the first request after a restart that met three or
 more of them in a row waited seconds and, past the pool's timeout, was answered 503
 database_unavailable with the database up: tests/test_faults.py's restart answered
-[503, 503, 200] once its pool held eleven idle connections. Here a broken connection is
+[503, 503, 503, 503, 200] once 160 requests side by side had grown its pool. Here a broken connection is
 discarded (the pool opens its replacement in the background) and the next one taken at once;
 the request waits only for a connection that does not exist yet, as long as the pool's timeout.
 A check failing costs no wait either: the connection is closed, so it is never taken again.
