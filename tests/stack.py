@@ -330,6 +330,11 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def forwarded(self) -> int:
+        """How many connections the proxy carries now."""
+        with self._lock:
+            return len(self._sockets) // 2
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -229,9 +230,15 @@ def test_a_database_restart_answers_503_while_down_and_nothing_fails_after(proxi
     headers = {"x-user-id": "ana", "x-conversation-id": "restart"}
     with client(stack, owner[1], **headers) as http:
         assert [chat(http, f"Warm-up {i}.").status_code for i in range(3)] == [200] * 3
+        # Requests side by side: the pool grows, and after them holds many idle connections.
+        with ThreadPoolExecutor(16) as side_by_side:
+            users = list(side_by_side.map(lambda _: http.get("/v1/users").status_code, range(160)))
+        assert users == [200] * 160
+        assert proxy.forwarded() >= 10
 
-        # A restart between two turns: the connection the chat path keeps is dead; the next
-        # turn must not be the one that finds out (it answered 500 before).
+        # A restart between two turns: every connection the web process holds is dead; the next
+        # turn must not be the one that finds out (it answered 500 before; then 503 while the
+        # pool waited 1 s, 2 s... between two dead connections it checked).
         proxy.cut()
         proxy.start()
         statuses = [chat(http, f"After the restart {i}.").status_code for i in range(5)]
@@ -254,6 +261,41 @@ def test_a_database_restart_answers_503_while_down_and_nothing_fails_after(proxi
         assert http.get("/v1/users").status_code == 200
     stored = Message.objects.filter(conversation__external_id="restart", role="user")
     assert stored.count() == 13  # every turn answered 200, none of the refused one
+
+
+def test_a_turn_waiting_through_a_database_restart_is_answered_once_it_is_back(
+    transactional_db, tmp_path, owner
+):
+    """A turn that came while the database was down, still waiting for a connection when the
+    pool gave its tries up (reconnect_timeout), is answered once the database is back: it
+    waited out its ENGRAM_DB_POOL_TIMEOUT and was answered 503 with the database up."""
+    from django.db import connection
+
+    proxy = TcpProxy(int(connection.settings_dict["PORT"])).start()
+    try:
+        with running_stack(
+            tmp_path, host="127.0.0.1", port=proxy.port, ENGRAM_DB_POOL_TIMEOUT="20"
+        ) as stack:
+            stack.web()
+            headers = {"x-user-id": "ana", "x-conversation-id": "waiting"}
+            with client(stack, owner[1], **headers) as http:
+                assert chat(http, "Before.").status_code == 200
+                proxy.cut()
+                answered: list[httpx.Response] = []
+                turn = threading.Thread(target=lambda: answered.append(chat(http, "Now.")))
+                turn.start()
+                wait_until(
+                    lambda: "reconnection attempt in pool" in stack.log("web"),
+                    timeout=30,
+                    what="the pool giving its tries up",
+                )
+                proxy.start()
+                turn.join(timeout=60)
+            assert [r.status_code for r in answered] == [200], answered[0].text
+    finally:
+        proxy.cut()
+    stored = Message.objects.filter(conversation__external_id="waiting", role="user")
+    assert sorted(stored.values_list("content", flat=True)) == ["Before.", "Now."]
 
 
 def import_messages(count: int) -> list[dict]:

@@ -78,6 +78,10 @@ DATABASE_URL, REDIS_URL = service_urls()
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Django's backend, with a pool that replaces its dead connections without waiting after a
+# database restart (config/common/postgresql/base.py).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "config.common.postgresql"
 # Under ASGI each request's sync code runs in a thread of its own, so a persistent connection
 # is never reused and every request paid a new PostgreSQL connection (~10 ms here): a pool
 # (psycopg_pool) hands warm connections to those threads instead.
