@@ -317,6 +317,9 @@ class AnthropicProvider(HttpProvider):
             except BaseException:  # cancelled: the client went away
                 await stream.aclose()
                 raise
+            if first is None and (ahead := stream.failed_ahead()) is not None:
+                await stream.aclose()
+                raise ahead
             status, content = _refused(first)
             if status is None or call.upstream is None:
                 return stream

@@ -567,6 +567,8 @@ class OpenAICompatibleProvider(HttpProvider):
         page with no event: a proxy's HTML under status 200), a read failed, or a first chunk
         no reader can use, as the same answer unstreamed is (`loads_json`, `send_read`)."""
         if first is None:
+            if (ahead := stream.failed_ahead()) is not None:
+                return ahead
             if stream.failed is not None:
                 return read_failed(stream.failed)
             return bad_reply("The upstream stream ended before it sent anything.")
