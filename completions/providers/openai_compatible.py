@@ -186,6 +186,14 @@ class OpenAIStream(HttpStream):
                         code=code,
                     )
                 choices = parsed.get("choices")
+                if choices is None:
+                    if not parsed.get("usage"):
+                        # No chunk (a proxy's `event: ping`, `{"type": "ping"}`): relayed, the
+                        # SDK made a chunk of it whose `choices` was None, and a client's loop
+                        # over them raised TypeError.
+                        continue
+                    parsed["choices"] = choices = []  # usage alone: OpenAI's usage chunk
+                    raw = b""  # written anew (`dumps`): not the upstream's bytes
                 whole = (
                     choices == [] and bool(parsed.get("usage")) and len(finished) >= self.choices
                 )
@@ -203,7 +211,7 @@ class OpenAIStream(HttpStream):
                         continue
                 if usual is None and reading_usual:
                     usual = UsualShape.of(parsed, raw)
-                yield Chunk(parsed, raw)  # positional: keywords cost ~1,200 instructions more
+                yield Chunk(parsed, raw or None)  # positional: keywords cost ~1,200 more
             if not data:
                 # No [DONE]: llama.cpp's server before PR 9459 (2024) and ik_llama.cpp end a
                 # stream at its last chunk. One whose answer says why it stopped is complete.
