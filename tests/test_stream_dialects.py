@@ -362,3 +362,14 @@ def test_a_usage_chunk_without_choices_reaches_the_sdk_as_openais(sdk, upstream)
     )
     text, finish, usage = _text(stream)
     assert (text, finish) == ("Hello", "stop") and usage is not None and usage.total_tokens == 7
+
+
+def test_a_finish_without_a_delta_reaches_the_sdk_with_an_empty_one(sdk, upstream):
+    """A server's finishing chunk without `delta`: the SDK's choice had delta None, and a
+    client reading `choice.delta.content` raised AttributeError."""
+    finish = {**HEAD, "choices": [{"index": 0, "finish_reason": "stop"}]}
+    upstream.script(Reply(stream=[*PIECES, finish, USAGE, "[DONE]"]))
+    text, reason, _ = _text(
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+    )
+    assert (text, reason) == ("Hello", "stop")

@@ -203,6 +203,9 @@ class OpenAIStream(HttpStream):
                         index = choice.get("index", 0)
                         if choice.get("finish_reason") and type(index) is int:
                             finished.add(index)
+                        if choice.get("delta") is None:  # a finish without it (some servers):
+                            choice["delta"] = {}  # the SDK's delta was None, `.content` raised
+                            raw = b""
                     # find, not `in`: a bytes needle in bytes is first tried as an integer, a
                     # formatted TypeError raised and cleared (a relayed frame 70,039 -> 68,712
                     # instructions, bench_relay_cpu.py --callgrind).
