@@ -373,3 +373,26 @@ def test_a_finish_without_a_delta_reaches_the_sdk_with_an_empty_one(sdk, upstrea
         sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
     )
     assert (text, reason) == ("Hello", "stop")
+
+
+def test_a_character_split_into_surrogate_halves_across_deltas_is_stored_whole(http, upstream):
+    """llama.cpp-style servers may cut an emoji between two deltas, each half a JSON escape of a
+    lone UTF-16 surrogate: joined, the answer holds the character."""
+    items = [
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Bee \\ud83d"},"finish_reason":null}]}\n\n',
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"\\udc1d!"},"finish_reason":null}]}\n\n',
+        *_framed([_chunk({}, "stop"), USAGE, "[DONE]"]),
+    ]
+    upstream.script(Reply(stream=items))
+    body = {"model": "gpt-4o-mini", "messages": HI, "stream": True}
+    headers = {"x-user-id": "surrogates", "x-conversation-id": "surrogates"}
+    with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp:
+        lines = [line for line in resp.iter_lines() if line.startswith("data: {")]
+    text = "".join(
+        (json.loads(line[6:])["choices"] or [{}])[0].get("delta", {}).get("content") or ""
+        for line in lines
+    )
+    assert text.encode("utf-16", "surrogatepass").decode("utf-16") == "Bee 🐝!"
+    from tests.completions_support import stored_answer
+
+    assert stored_answer(http, "surrogates")["content"] == "Bee 🐝!"
