@@ -396,3 +396,22 @@ def test_a_character_split_into_surrogate_halves_across_deltas_is_stored_whole(h
     from tests.completions_support import stored_answer
 
     assert stored_answer(http, "surrogates")["content"] == "Bee 🐝!"
+
+
+def test_an_anthropic_stream_that_ends_without_message_stop_after_its_stop_reason(sdk, upstream):
+    """Proxies in front of Anthropic (and Bedrock's translation) may end the body after
+    message_delta, without message_stop: the answer said why it stopped, as an OpenAI stream
+    without [DONE] whose finish reason came, and is whole."""
+    from tests.upstream import anthropic_stream
+
+    events = [e for e in anthropic_stream(["Hel", "lo"]) if e[0] != "message_stop"]
+    upstream.script(Reply(stream=events))
+    stream = sdk.chat.completions.create(
+        model="claude-3-5-sonnet",
+        messages=HI,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, usage = _text(stream)
+    assert (text, finish) == ("Hello", "stop") and usage is not None
+    assert usage.prompt_tokens == 12
