@@ -11,7 +11,7 @@ import pytest
 
 from accounts.limits import limiter
 from accounts.limits.policy import Policy, Rule
-from completions import charging, selectors, usage
+from completions import charging, pricing, selectors, usage
 from completions.models import Price, UsageRecord
 from completions.turn import Turn
 from completions.usage import buffer
@@ -39,6 +39,7 @@ def test_a_stream_across_a_months_end_is_recorded_in_the_month_it_was_charged_in
 ):
     workspace = owner[0]
     Price.objects.create(model=MODEL, input_per_million=1, output_per_million=1)
+    pricing.prices_changed()  # each process caches the table
     policy = Policy(workspace=Rule(budget_micro=100 * 1_000_000, period="month"))
 
     async def request() -> Turn:
