@@ -277,9 +277,11 @@ async def admit_tokens(
     user_id: str | None,
     request_id: str,
     tokens: int,
+    credits_micro: int = 0,
 ) -> limiter.Admission | None:
-    """Count a request of Engram's own, free model (an embedding) against the rates: requests,
-    `tokens` and a concurrency slot, no credits; the 429 when over. None: no limit applies.
+    """Count a request of Engram's own model (an embedding) against the rates: requests,
+    `tokens` and a concurrency slot, and its `credits_micro` (0 for an unpriced model, which
+    is Engram's own and free) against the budgets; the 429 when over. None: no limit applies.
     `settle_tokens` ends it."""
     if limits.empty:
         return None
@@ -292,12 +294,15 @@ async def admit_tokens(
         request_id=request_id,
         found=found,
         tokens=tokens,
-        credits_micro=0,
+        credits_micro=credits_micro,
         spent_since=_spent_since,
     )
 
 
-def settle_tokens(admission: limiter.Admission | None, *, tokens: int) -> None:
-    """The end of an `admit_tokens` request: its concurrency slot freed, `tokens` used."""
+def settle_tokens(
+    admission: limiter.Admission | None, *, tokens: int, credits_micro: int = 0
+) -> None:
+    """The end of an `admit_tokens` request: its concurrency slot freed, `tokens` and
+    `credits_micro` used."""
     if admission is not None and admission.counted:
-        limiter.settle(admission, tokens=tokens, credits_micro=0)
+        limiter.settle(admission, tokens=tokens, credits_micro=credits_micro)

@@ -16,13 +16,19 @@ model's own; `user` an end user's id (x-user-id wins, as on the chat door; an en
 own user only).
 
 Limits: the request counts against the key's, the workspace's and the end user's requests and
-tokens per minute and concurrency (accounts.limits, as a chat completion does); the model is
-Engram's and costs no credits.
+tokens per minute and concurrency (accounts.limits, as a chat completion does). The model is
+Engram's: unpriced it costs no credits (and a budget does not refuse it, as it does an unpriced
+chat model: nothing is bought upstream); an operator who prices it (admin: Prices) charges its
+prompt tokens at the input price, against budgets too. Every request after its body is read
+leaves a usage record (GET /v1/usage: model the embedding model, prompt tokens, no completion
+tokens, its credits), refused ones too, as a chat completion's does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,9 +37,10 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from accounts.limits import limiter
 from accounts.limits.policy import Policy
 from accounts.models import Workspace
-from completions import charging
+from completions import charging, pricing, usage
 from completions.request import caller_user
 from config.common import tokens
 from config.common.closed import unknown_fields_check
@@ -45,6 +52,7 @@ ENCODINGS = ("float", "base64")
 MAX_INPUTS = 2048  # OpenAI's bound on one request's array
 MAX_INPUT_TOKENS = 8192  # OpenAI's bound on one input
 MAX_TOTAL_TOKENS = 300_000  # OpenAI's bound on one request, all inputs together
+PROVIDER = "engram"  # its usage records' provider, and the price table's: Engram's own model
 
 
 def model_name() -> str:
@@ -206,21 +214,66 @@ async def embed(
     request_id: str,
     limits: Policy,
 ) -> tuple[bytes, dict[str, str]]:
-    """The response body (OpenAI's list of embeddings) and its rate-limit headers."""
-    counts = await _count_on_thread(parsed.texts)
-    prompt_tokens = sum(counts)
-    admission = await charging.admit_tokens(
-        limits=limits,
-        workspace_id=workspace.id,
-        key_id=api_key_id,
-        user_id=parsed.user_id,
-        request_id=request_id,
-        tokens=prompt_tokens,
-    )
+    """The response body (OpenAI's list of embeddings) and its rate-limit headers; its usage
+    recorded whatever the outcome (`_record`)."""
+    started, started_at = time.perf_counter(), usage.now()
+    prompt_tokens: int | None = None
+    credits_micro = 0
+    admission: limiter.Admission | None = None
+    status, error_code = 500, "server_error"  # until it is answered or refused
     try:
-        vectors = await _embed_on_thread(parsed.texts)
+        counts = await _count_on_thread(parsed.texts)
+        prompt_tokens = sum(counts)
+        price = await pricing.price_async(parsed.model, provider=PROVIDER)
+        credits_micro = pricing.micro_credits(
+            price, prompt=prompt_tokens, completion=0, per_usd=limits.credits_per_usd
+        )
+        admission = await charging.admit_tokens(
+            limits=limits,
+            workspace_id=workspace.id,
+            key_id=api_key_id,
+            user_id=parsed.user_id,
+            request_id=request_id,
+            tokens=prompt_tokens,
+            credits_micro=credits_micro,
+        )
+        try:
+            vectors = await _embed_on_thread(parsed.texts)
+        except BaseException:  # nothing was answered: nothing is charged
+            credits_micro = 0
+            raise
+        finally:
+            charging.settle_tokens(admission, tokens=prompt_tokens, credits_micro=credits_micro)
+        status, error_code = 200, ""
+    except ApiError as exc:
+        status, error_code = exc.status, exc.code or exc.type
+        raise
+    except asyncio.CancelledError:
+        status, error_code = 499, "client_closed"
+        raise
     finally:
-        charging.settle_tokens(admission, tokens=prompt_tokens)
+        usage.record(
+            usage.Usage(
+                workspace_id=workspace.id,
+                request_id=request_id,
+                status_code=status,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                api_key_id=api_key_id or "",
+                user_id=(parsed.user_id or "")[:200],
+                model=parsed.model[:200],
+                upstream_model=parsed.model[:200],
+                provider=PROVIDER,
+                error_code=error_code[:64],
+                prompt_tokens=prompt_tokens if status == 200 else None,
+                completion_tokens=0 if status == 200 else None,
+                total_tokens=prompt_tokens if status == 200 else None,
+                credits=pricing.as_credits(credits_micro) if status == 200 else None,
+                credits_per_usd=limits.credits_per_usd,
+                created_at=usage.stamped(
+                    admitted_ms=admission.at_ms if admission else None, started=started_at
+                ),
+            )
+        )
     return _body(parsed, vectors, prompt_tokens), admission.headers if admission else {}
 
 

@@ -681,7 +681,8 @@ class EmbeddingsDoc(APIView):
         description="OpenAI's `POST /v1/embeddings`, served by the model Engram stores and "
         "searches memories with (all-MiniLM-L6-v2 by default, 384 dimensions, on CPU in the "
         "web process): the vectors are the ones Engram stores for the same text. "
-        "`usage` counts cl100k tokens, as limits do; no credits are charged.",
+        "`usage` counts cl100k tokens, as limits do; no credits are charged unless an "
+        "operator prices the model. Each request is in GET /v1/usage under the model's name.",
         tags=["chat"],
         parameters=[
             OpenApiParameter(

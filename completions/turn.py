@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from accounts.models import Workspace
@@ -73,6 +74,8 @@ class Turn:
     replay_of: Any = None
     charge: charging.Charge = field(default_factory=charging.Charge)
     credits: float | None = None
+    # Its wall-clock start: the usage record's time when no limit admitted it (usage.stamped).
+    started_at: datetime = field(default_factory=lambda: usage.now())
 
     def stream_opened(self, stream: UpstreamStream) -> None:
         self.upstream_ms = stream.upstream_ms
@@ -210,5 +213,9 @@ def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code:
         cached,  # cached_tokens
         cache_write,  # cache_write_tokens
         turn.charge.limits.credits_per_usd,  # credits_per_usd: the unit `credits` are in
+        usage.stamped(  # created_at: in the period its limits were charged in
+            admitted_ms=turn.charge.admission.at_ms if turn.charge.admission else None,
+            started=turn.started_at,
+        ),
     )
     usage.record(record)

@@ -55,9 +55,20 @@ def cache_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
     )
 
 
-def _now() -> datetime:
+def now() -> datetime:
     """django.utils.timezone.now without its read of settings.USE_TZ (~3,500 instructions)."""
     return datetime.now(tz=UTC if setting("USE_TZ") else None)
+
+
+def stamped(*, admitted_ms: int | None, started: datetime) -> datetime:
+    """A usage record's time: when its request was admitted (its limits' reservation,
+    accounts.limits.limiter.Admission.at_ms), else when it started; never when it ended. A
+    stream that crossed midnight (or a month's end) was charged in the period it started in
+    and recorded in the next: the next period's budget, seeded from the records, counted it
+    again, and /v1/usage put it in a day its limits never saw."""
+    if admitted_ms:
+        return datetime.fromtimestamp(admitted_ms / 1000, tz=UTC if setting("USE_TZ") else None)
+    return started
 
 
 @dataclass
@@ -85,7 +96,7 @@ class Usage:
     cached_tokens: int | None = None
     cache_write_tokens: int | None = None
     credits_per_usd: Decimal | None = None  # the unit of `credits`
-    created_at: datetime = field(default_factory=_now)
+    created_at: datetime = field(default_factory=now)
 
 
 class UsageBuffer:

@@ -26,7 +26,7 @@ class Reply:
     """One scripted answer.
 
     json: a full response body (status 200 unless `status`); stream: a list of SSE `data:`
-    payloads (dicts, or raw strings such as "[DONE]"), sent `delay` seconds apart after
+    payloads (dicts, or raw strings such as "[DONE]"; bytes go out as they are), sent `delay` seconds apart after
     `first_delay`; status/headers for errors; `drop_after` closes the stream mid-way;
     `gate` holds a stream before its `gate_at`th item until the test sets it (no timing).
     """
@@ -730,14 +730,16 @@ class UpstreamServer:
                 if disconnected.is_set():
                     self.disconnects.append(time.monotonic())
                     return
-                if isinstance(item, tuple):  # (event name, payload): Anthropic's named events
+                if isinstance(item, bytes):  # sent as it is: a server's own framing
+                    body = item
+                elif isinstance(item, tuple):  # (event name, payload): Anthropic's named events
                     event, payload = item
-                    frame = f"event: {event}\ndata: {json.dumps(payload)}\n\n"
+                    body = f"event: {event}\ndata: {json.dumps(payload)}\n\n".encode()
                 else:
-                    frame = f"data: {item if isinstance(item, str) else json.dumps(item)}\n\n"
-                await send(
-                    {"type": "http.response.body", "body": frame.encode(), "more_body": True}
-                )
+                    body = (
+                        f"data: {item if isinstance(item, str) else json.dumps(item)}\n\n".encode()
+                    )
+                await send({"type": "http.response.body", "body": body, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
             self.open_streams -= 1

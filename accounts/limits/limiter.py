@@ -155,6 +155,9 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
     counted: bool = False  # Redis has it: settle
     day: date = _EPOCH_DAY  # the UTC day it was reserved on: its budgets' period keys
+    # When it was reserved (epoch ms, the clock `day` was read from): its usage record's time,
+    # so the record falls in the period its budget was charged in (completions.turn).
+    at_ms: int = 0
     # Per subject: the seed its budget's key had when the request counted on it (0: none), and
     # the micro-credits counted there. The settle takes the difference only from a key that
     # still has that seed: one Redis lost and a request seeded again from the usage records
@@ -329,7 +332,13 @@ async def _reserve_once(
     wires = [_wire(s.prefix, s.rule, day) for s in found]
     lease = f"{request_id}:{secrets.token_hex(6)}"
     admission = Admission(
-        request_id=request_id, lease=lease, subjects=found, wires=wires, tokens=tokens, day=day
+        request_id=request_id,
+        lease=lease,
+        subjects=found,
+        wires=wires,
+        tokens=tokens,
+        day=day,
+        at_ms=now,
     )
     admission.credits_micro = credits_micro
     bulk = inline_redis.bulk

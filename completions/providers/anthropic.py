@@ -153,6 +153,7 @@ class AnthropicStream(HttpStream):
         thinking: dict[int, dict] = {}  # Anthropic block index -> the block as it grows
         details = 0  # reasoning_details entries sent
         usage: dict = {}
+        stopped = False  # message_delta said why the answer stopped
 
         def chunk(delta: dict, finish: str | None = None) -> Chunk:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -222,22 +223,29 @@ class AnthropicStream(HttpStream):
             elif kind == "message_delta":
                 usage.update({k: v for k, v in _dict(data.get("usage")).items() if v is not None})
                 reason = _dict(data.get("delta")).get("stop_reason")
+                stopped = True
                 yield chunk({}, finish_reason(reason))
             elif kind == "message_stop":
-                self.complete = True
-                # No usage reported (proxies in front of Anthropic): no usage chunk. Sent with
-                # `usage: null`, it went out as a chunk of no choices mid-stream, unasked, and
-                # the relay ends a stream that asked with the usage charged.
-                if (reported := usage_from(usage)) is not None:
-                    yield Chunk(data={**base, "choices": [], "usage": reported})
-                return
+                break
             elif kind == "error":
                 error = _dict(data.get("error"))
                 raise StreamFailed(
                     self.said(str(error.get("message") or "The upstream provider failed.")),
                     type=error.get("type") or "upstream_error",
                 )
-        raise StreamFailed("The upstream stream ended before it was complete.")
+        else:
+            # The body ended without message_stop: whole if its message_delta said why it
+            # stopped (proxies in front of Anthropic, Bedrock's translation, end there: the
+            # whole answer was an error frame and stored as cut short), as an OpenAI stream
+            # without [DONE] whose finish reason came (openai_compatible.OpenAIStream).
+            if not stopped:
+                raise StreamFailed("The upstream stream ended before it was complete.")
+        self.complete = True
+        # No usage reported (proxies in front of Anthropic): no usage chunk. Sent with
+        # `usage: null`, it went out as a chunk of no choices mid-stream, unasked, and the
+        # relay ends a stream that asked with the usage charged.
+        if (reported := usage_from(usage)) is not None:
+            yield Chunk(data={**base, "choices": [], "usage": reported})
 
 
 class AnthropicProvider(HttpProvider):
@@ -317,6 +325,9 @@ class AnthropicProvider(HttpProvider):
             except BaseException:  # cancelled: the client went away
                 await stream.aclose()
                 raise
+            if first is None and (ahead := stream.failed_ahead()) is not None:
+                await stream.aclose()
+                raise ahead
             status, content = _refused(first)
             if status is None or call.upstream is None:
                 return stream

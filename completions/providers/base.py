@@ -25,6 +25,7 @@ import httpx
 from completions.providers import hops, http
 from completions.providers.upstream_errors import (
     CREDENTIAL_REFUSALS,
+    bad_reply,
     credential_refused,
     quota_refused,
     read_failed,
@@ -35,7 +36,7 @@ from completions.providers.upstream_errors import (
     upstream_error,
     without_key,
 )
-from completions.providers.wire import CR, LF, SseParser, dumps, loads
+from completions.providers.wire import CR, LF, SseParser, StreamFailed, dumps, loads
 from config.common.background import spawn
 from config.common.errors import ApiError
 
@@ -239,14 +240,6 @@ class UsualShape:
         return chunk
 
 
-class StreamFailed(Exception):
-    """The stream broke after the first byte; `error` is the envelope's inner object."""
-
-    def __init__(self, message: str, *, type: str = "upstream_error", code: str | None = None):  # noqa: A002
-        super().__init__(message)
-        self.error = {"message": message, "type": type, "param": None, "code": code}
-
-
 class UpstreamStream:
     """An open upstream stream: iterate `chunks()`, always `aclose()`."""
 
@@ -323,11 +316,22 @@ class HttpStream(UpstreamStream):
             finally:
                 self.waiting = False
                 self.upstream_ms += (time.perf_counter() - waited) * 1000
-            if data:
-                self.early += self.parser.feed(data)
-            else:
-                self.ended = True
-                self.early += self.parser.end()
+            try:
+                if data:
+                    self.early += self.parser.feed(data)
+                else:
+                    self.ended = True
+                    self.early += self.parser.end()
+            except StreamFailed as exc:  # an event past the parser's bound (wire.MAX_EVENT_BYTES)
+                self.failed = exc
+                return None
+
+    def failed_ahead(self) -> ApiError | None:
+        """The 502 a read ahead's failure to parse is (`first_event`), nothing sent yet: a
+        stream event past the bound, as the same reply unstreamed would be a bad reply."""
+        if isinstance(self.failed, StreamFailed):
+            return bad_reply(str(self.failed))
+        return None
 
     async def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
         """(event name, data) per server-sent event of the body."""

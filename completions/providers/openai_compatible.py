@@ -186,6 +186,14 @@ class OpenAIStream(HttpStream):
                         code=code,
                     )
                 choices = parsed.get("choices")
+                if choices is None:
+                    if not parsed.get("usage"):
+                        # No chunk (a proxy's `event: ping`, `{"type": "ping"}`): relayed, the
+                        # SDK made a chunk of it whose `choices` was None, and a client's loop
+                        # over them raised TypeError.
+                        continue
+                    parsed["choices"] = choices = []  # usage alone: OpenAI's usage chunk
+                    raw = b""  # written anew (`dumps`): not the upstream's bytes
                 whole = (
                     choices == [] and bool(parsed.get("usage")) and len(finished) >= self.choices
                 )
@@ -195,6 +203,9 @@ class OpenAIStream(HttpStream):
                         index = choice.get("index", 0)
                         if choice.get("finish_reason") and type(index) is int:
                             finished.add(index)
+                        if choice.get("delta") is None:  # a finish without it (some servers):
+                            choice["delta"] = {}  # the SDK's delta was None, `.content` raised
+                            raw = b""
                     # find, not `in`: a bytes needle in bytes is first tried as an integer, a
                     # formatted TypeError raised and cleared (a relayed frame 70,039 -> 68,712
                     # instructions, bench_relay_cpu.py --callgrind).
@@ -203,7 +214,7 @@ class OpenAIStream(HttpStream):
                         continue
                 if usual is None and reading_usual:
                     usual = UsualShape.of(parsed, raw)
-                yield Chunk(parsed, raw)  # positional: keywords cost ~1,200 instructions more
+                yield Chunk(parsed, raw or None)  # positional: keywords cost ~1,200 more
             if not data:
                 # No [DONE]: llama.cpp's server before PR 9459 (2024) and ik_llama.cpp end a
                 # stream at its last chunk. One whose answer says why it stopped is complete.
@@ -567,6 +578,8 @@ class OpenAICompatibleProvider(HttpProvider):
         page with no event: a proxy's HTML under status 200), a read failed, or a first chunk
         no reader can use, as the same answer unstreamed is (`loads_json`, `send_read`)."""
         if first is None:
+            if (ahead := stream.failed_ahead()) is not None:
+                return ahead
             if stream.failed is not None:
                 return read_failed(stream.failed)
             return bad_reply("The upstream stream ended before it sent anything.")

@@ -17,6 +17,29 @@ from completions.providers.upstream_errors import bad_reply
 # relayed frame's ~74,000 (bench_relay_cpu.py --callgrind).
 CR, LF = 13, 10
 
+# The most one server-sent event may hold before the stream is failed. Unbounded, an upstream
+# that sends one endless event (a proxy's bug, a hostile endpoint a workspace configured) grew
+# the process's memory until it was killed, with every stream it relayed. The largest event a
+# legitimate upstream sends is one delta holding a whole image as a base64 data URL
+# (OpenRouter's image models: a 4096x4096 PNG is ~20 MB of base64) or a large tool call's
+# arguments; 32 MiB leaves more than that's room, and bounds a stream's buffer.
+MAX_EVENT_BYTES = 32 << 20
+
+
+class StreamFailed(Exception):
+    """The stream broke after the first byte; `error` is the envelope's inner object."""
+
+    def __init__(self, message: str, *, type: str = "upstream_error", code: str | None = None):  # noqa: A002
+        super().__init__(message)
+        self.error = {"message": message, "type": type, "param": None, "code": code}
+
+
+def event_too_large() -> StreamFailed:
+    return StreamFailed(
+        f"The upstream provider sent a stream event over {MAX_EVENT_BYTES >> 20} MiB.",
+        code="upstream_event_too_large",
+    )
+
 
 class SseParser:
     """Server-sent events from the bytes of a stream as they come: (event name, data) per
@@ -25,7 +48,8 @@ class SseParser:
     blank line) costs one `find` and one slice. An event cut across reads waits for the rest in
     `pending`, grown in place and searched only where it grew: joined to each read and searched
     from its start, an event of 8 MB in 64 KB reads (an image or audio in one delta) took 2 s of
-    the event loop, one of 32 MB a minute, every other stream of the process stalled meanwhile."""
+    the event loop, one of 32 MB a minute, every other stream of the process stalled meanwhile.
+    An event past MAX_EVENT_BYTES raises StreamFailed (`event_too_large`)."""
 
     def __init__(self) -> None:
         # The event begun, its CRLFs read as LF but a CR that ended the last read (its LF may
@@ -75,10 +99,14 @@ class SseParser:
         elif start < size:
             pending += memoryview(data)[start:]
         pending += carried
+        if len(pending) > MAX_EVENT_BYTES and not events:  # those before it go out first:
+            raise event_too_large()  # the next read, which only adds to it, raises
         return events
 
     def end(self) -> list[tuple[str | None, bytes]]:
         """The event the stream ended in without its blank line, if it had data."""
+        if len(self.pending) > MAX_EVENT_BYTES:
+            raise event_too_large()
         block, self.pending = bytes(self.pending), bytearray()
         event = _event(block.rstrip(b"\r"))
         return [event] if event is not None else []
