@@ -304,8 +304,10 @@ class JobInline(admin.TabularInline):
 
 
 class ConversationForm(OwnerConstraints):
-    """An id by the API's rule, unique in its workspace: another conversation's id (the
-    workspace read-only, Django skipped the constraint) failed the save with a 500."""
+    """An id by the API's rule, unique for its user in its workspace: another conversation's id
+    (the owner read-only, Django skipped the constraint) failed the save with a 500."""
+
+    owner_fields = ("workspace", "user_id")  # read-only on a change form, in the constraint
 
     class Meta:
         model = Conversation

@@ -330,6 +330,8 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     from memory.services.conversations import (
         conversation_create,
         conversation_get_or_create,
+        conversation_of_user,
+        conversation_owned,
         messages_append,
         session_active_since,
         session_owned,
@@ -362,11 +364,7 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             workspace=workspace, pk=session.conversation_id
         ).first()
     if linked is not None:
-        conversation = linked
-        if conversation.user_id != user_id:
-            conversation_get_or_create(
-                workspace=workspace, external_id=conversation.external_id, user_id=user_id
-            )  # raises the 403
+        conversation = conversation_owned(conversation=linked, user_id=user_id)
     elif not ctx.conversation_id and not ctx.session_id:
         found = _found_by_history(ctx, messages)
         conversation, resent, whole = found.conversation, found.resent, found.fingerprint
@@ -381,13 +379,9 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             ctx.session_id or ""  # set: this branch has a conversation or a session id
         )
         if dry_run:
-            conversation = selectors.conversation_find(
-                workspace=workspace, conversation_id=external_id
+            conversation = conversation_of_user(
+                workspace=workspace, external_id=external_id, user_id=user_id
             )
-            if conversation is not None and conversation.user_id != user_id:
-                conversation_get_or_create(
-                    workspace=workspace, external_id=external_id, user_id=user_id
-                )  # raises the 403
             if ctx.conversation_id and ctx.session_id:
                 # A turn refuses another user's session after the conversation (session_resolve,
                 # below); the preview must too, not show the turn going into it.
@@ -402,9 +396,10 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             by_id, active = selectors.conversation_and_current_session(
                 workspace=workspace,
                 external_id=external_id,
+                user_id=user_id,
                 since=session_active_since(timezone.now()),
             )
-            if by_id is not None and by_id.user_id in ("", user_id):  # the user's (_owned)
+            if by_id is not None:
                 conversation, active_read = by_id, (active,)
             else:
                 conversation, created = conversation_get_or_create(
