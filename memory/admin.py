@@ -406,7 +406,9 @@ class ProcessingJobAdmin(LargeList):
 class SessionForm(OwnerConstraints):
     """A session goes on in a conversation of its own workspace and user: a turn naming the
     session reads and writes the conversation it names (memory.turn.conversation). Its ids
-    follow the API's rule, and its id is unique in its workspace on the change form too."""
+    follow the API's rule, and its id is unique for its user on the change form too."""
+
+    owner_fields = ("workspace", "user_id")  # read-only on a change form, in the constraint
 
     class Meta:
         model = Session

@@ -117,8 +117,10 @@ class Session(models.Model):
 
     class Meta:
         constraints = [
+            # Its user's, as a conversation's id (Conversation.Meta).
             models.UniqueConstraint(
-                fields=["workspace", "external_id"], name="session_external_id_unique"
+                fields=["workspace", "external_id", "user_id"],
+                name="session_user_external_id_unique",
             )
         ]
 

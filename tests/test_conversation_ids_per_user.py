@@ -1,6 +1,6 @@
-"""A conversation's client id (x-conversation-id) is its user's: two users of a workspace may
-each have a conversation "support". An end-user token naming an id another user holds is
-answered as for a free id (it was a 404 where a free id was a 200: an oracle of other users'
+"""A conversation's client id (x-conversation-id) is its user's, and a session's (x-session-id):
+two users of a workspace may each have a conversation "support". An end-user token naming an id
+another user holds is answered as for a free id (it was a 404 where a free id was a 200: an oracle of other users'
 ids). A workspace key naming an id by itself where several users hold it is told to name the
 user (400 `ambiguous_conversation`, param `user_id`)."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from memory.models import Conversation, Message
+from memory.models import Conversation, Message, Session
 from tests.identity import AUD, ISS, hs256
 from tests.upstream import Reply, openai_completion
 
@@ -45,7 +45,7 @@ def test_an_end_users_chat_naming_an_id_another_user_holds_is_answered_as_a_free
     tokens, upstream
 ):
     alice, bob = tokens["alice"], tokens["bob"]
-    upstream.script(*(Reply(json=openai_completion("Noted.")) for _ in range(3)))
+    upstream.script(*(Reply(json=openai_completion("Noted.")) for _ in range(4)))
     assert _chat(alice, "My PIN is 4321", **{"x-conversation-id": "support"}).status_code == 200
 
     taken = _chat(bob, "Hello", **{"x-conversation-id": "support"})
@@ -64,12 +64,25 @@ def test_an_end_users_chat_naming_an_id_another_user_holds_is_answered_as_a_free
         assert preview.status_code == 200, preview.text
         assert "4321" not in preview.text
 
+    # a session id alike (it was a 404 where a free one was created)
+    assert _chat(alice, "My PIN is 4321", **{"x-session-id": "s-help"}).status_code == 200
+    for path in ("/v1/context", "/v1/chat/completions"):
+        upstream.script(Reply(json=openai_completion("Hi Bob.")))
+        named = bob.post(
+            path,
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+            headers={"x-session-id": "s-help"},
+        )
+        assert named.status_code == 200, named.text
+        assert "4321" not in named.text
+    assert Session.objects.filter(external_id="s-help").count() == 2
+
     # each reads their own "support"
     mine = bob.get("/v1/conversations/support/messages").json()["data"]
     assert [m["content"] for m in mine] == ["Hello", "Noted."]
     assert "4321" in alice.get("/v1/conversations/support/messages").text
     assert Conversation.objects.filter(external_id="support").count() == 2
-    assert Message.objects.filter(user_id="alice").count() == 2
+    assert Message.objects.filter(user_id="alice", conversation__external_id="support").count() == 2
 
 
 def _two_supports(http, upstream) -> None:

@@ -1,5 +1,5 @@
-"""A conversation's client id is unique per user, not per workspace: one user's id told another
-that it was taken (a chat naming it was refused where a free id was created)."""
+"""A conversation's and a session's client id is unique per user, not per workspace: one user's
+id told another that it was taken (a chat naming it was refused where a free id was created)."""
 
 from django.db import migrations, models
 
@@ -23,5 +23,16 @@ class Migration(migrations.Migration):
         migrations.RemoveConstraint(
             model_name="conversation",
             name="conversation_external_id_unique",
+        ),
+        migrations.AddConstraint(
+            model_name="session",
+            constraint=models.UniqueConstraint(
+                fields=("workspace", "external_id", "user_id"),
+                name="session_user_external_id_unique",
+            ),
+        ),
+        migrations.RemoveConstraint(
+            model_name="session",
+            name="session_external_id_unique",
         ),
     ]

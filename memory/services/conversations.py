@@ -36,11 +36,6 @@ def _owned(obj: Owned, user_id: str, what: str, external_id: str) -> Owned:
     return obj
 
 
-def session_owned(*, session: Session, user_id: str) -> Session:
-    """The session, when it is `user_id`'s (or nobody's); NotYours naming the session."""
-    return _owned(session, user_id, "Session", session.external_id)
-
-
 def conversation_owned(*, conversation: Conversation, user_id: str) -> Conversation:
     """The conversation, when it is `user_id`'s (or nobody's); NotYours naming it: one a
     session names, which the client reached by the session's id, not the conversation's."""
@@ -168,7 +163,9 @@ def session_resolve(
     """
     now = timezone.now()
     if external_id:
-        session = Session.objects.filter(workspace=workspace, external_id=external_id).first()
+        # The user's own session by that id (ids are each user's, as conversations' are).
+        mine = Session.objects.filter(workspace=workspace, external_id=external_id, user_id=user_id)
+        session = mine.first()
         created = False
         if session is None:
             try:
@@ -181,8 +178,7 @@ def session_resolve(
                     )
                     created = True
             except IntegrityError:  # created concurrently by another request
-                session = Session.objects.get(workspace=workspace, external_id=external_id)
-        _owned(session, user_id, "Session", external_id)
+                session = mine.get()
         if not created and (session.conversation_id is None or _stale(session.last_active_at)):
             changes: dict[str, object] = {"last_active_at": now}
             if session.conversation_id is None:

@@ -334,7 +334,6 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         conversation_owned,
         messages_append,
         session_active_since,
-        session_owned,
         session_resolve,
     )
 
@@ -347,17 +346,15 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     session = None
     conversation: Conversation | None  # None only in a dry run that found nothing stored
     if ctx.session_id and not ctx.conversation_id:
-        session = Session.objects.filter(workspace=workspace, external_id=ctx.session_id).first()
+        session = Session.objects.filter(
+            workspace=workspace, external_id=ctx.session_id, user_id=user_id
+        ).first()
     resent = 0  # conversation messages the client resent as the found conversation's history
     whole: str | None = None  # found by the history it resent: the request's fingerprint
     again = False  # found as its last turn's request sent again: every stored row was resent
     created = False
     active_read: tuple[Session | None] | None = None  # the conversation's current session, if read
     serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
-    if session is not None:
-        # Sessions are the workspace's: another user's is refused by its own name, before the
-        # conversation it names (whose id the client never sent) is looked at.
-        session_owned(session=session, user_id=user_id)
     linked = None  # the conversation the named session goes on in, when it is this workspace's
     if session is not None and session.conversation_id:
         linked = Conversation.objects.filter(
@@ -382,14 +379,6 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             conversation = conversation_of_user(
                 workspace=workspace, external_id=external_id, user_id=user_id
             )
-            if ctx.conversation_id and ctx.session_id:
-                # A turn refuses another user's session after the conversation (session_resolve,
-                # below); the preview must too, not show the turn going into it.
-                named = Session.objects.filter(
-                    workspace=workspace, external_id=ctx.session_id
-                ).first()
-                if named is not None:
-                    session_owned(session=named, user_id=user_id)
         elif not ctx.session_id:
             # The conversation and its current session in one statement (what session_resolve
             # asks below); a new one, Engram's conv_ id, another user's: as with a session id.
