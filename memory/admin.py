@@ -324,8 +324,10 @@ class JobInline(admin.TabularInline):
 
 
 class ConversationForm(OwnerConstraints):
-    """An id by the API's rule, unique in its workspace: another conversation's id (the
-    workspace read-only, Django skipped the constraint) failed the save with a 500."""
+    """An id by the API's rule, unique for its user in its workspace: another conversation's id
+    (the owner read-only, Django skipped the constraint) failed the save with a 500."""
+
+    owner_fields = ("workspace", "user_id")  # read-only on a change form, in the constraint
 
     class Meta:
         model = Conversation
@@ -424,7 +426,9 @@ class ProcessingJobAdmin(LargeList):
 class SessionForm(OwnerConstraints):
     """A session goes on in a conversation of its own workspace and user: a turn naming the
     session reads and writes the conversation it names (memory.turn.conversation). Its ids
-    follow the API's rule, and its id is unique in its workspace on the change form too."""
+    follow the API's rule, and its id is unique for its user on the change form too."""
+
+    owner_fields = ("workspace", "user_id")  # read-only on a change form, in the constraint
 
     class Meta:
         model = Session

@@ -68,8 +68,12 @@ class Conversation(models.Model):
 
     class Meta:
         constraints = [
+            # A client's id is its user's: two users may each have a conversation "support",
+            # and one user's id tells another nothing. user_id last, so the index also serves
+            # a workspace key's lookup by the id alone (selectors.conversation_find).
             models.UniqueConstraint(
-                fields=["workspace", "external_id"], name="conversation_external_id_unique"
+                fields=["workspace", "external_id", "user_id"],
+                name="conversation_user_external_id_unique",
             )
         ]
         indexes = [
@@ -113,8 +117,10 @@ class Session(models.Model):
 
     class Meta:
         constraints = [
+            # Its user's, as a conversation's id (Conversation.Meta).
             models.UniqueConstraint(
-                fields=["workspace", "external_id"], name="session_external_id_unique"
+                fields=["workspace", "external_id", "user_id"],
+                name="session_user_external_id_unique",
             )
         ]
 

@@ -14,7 +14,7 @@ from django.db.models import Count, Max, Model, Q, QuerySet
 
 from accounts.models import Workspace
 from completions.tools.models import Execution
-from config.common.errors import NotFound
+from config.common.errors import Invalid, NotFound
 from config.common.pagination import Cursor
 from config.common.rows import columns, instance
 from config.common.times import unix_seconds
@@ -31,7 +31,11 @@ def conversation_find(
 ) -> Conversation | None:
     """The conversation an id names, for every door that takes one (reads, chat turns,
     /v1/context, imports): the client's id (x-conversation-id) first, else Engram's conv_ id;
-    with `user_id`, only that user's (an end-user token). None: no such conversation."""
+    with `user_id`, only that user's. None: no such conversation.
+
+    A client's id is unique per user (two users may each have a conversation "support"): named
+    without a user (a workspace key that names none), the id must be one user's alone, else
+    Invalid naming `user_id` (code AMBIGUOUS_CONVERSATION) rather than a guess."""
     found = _conversation_by("external_id", workspace.id, conversation_id, user_id)
     if found is None and conversation_id.startswith(ENGRAM_CONVERSATION_PREFIX):
         # a client's own id costs no 2nd query
@@ -39,33 +43,46 @@ def conversation_find(
     return found
 
 
+AMBIGUOUS_CONVERSATION = "ambiguous_conversation"
+
+
 def _conversation_by(
     column: str, workspace_id: str, value: str, user_id: str | None
 ) -> Conversation | None:
-    """One of the workspace's conversations by a unique column, in SQL written once: every
-    remembered turn looks its conversation up, and building the querysets cost ~20,000
-    interpreter opcodes (bench/README.md, the twenty-third and twenty-fourth sessions)."""
+    """One of the workspace's conversations by a column unique with the user, in SQL written
+    once: every remembered turn looks its conversation up, and building the querysets cost
+    ~20,000 interpreter opcodes (bench/README.md, the twenty-third and twenty-fourth
+    sessions). Without `user_id`, two rows are read: a second one is another user's under the
+    same id (conversation_find)."""
     params = [workspace_id, value]
-    scoped = ""
+    scoped, limit = "", 2
     if user_id is not None:
         params.append(user_id)
-        scoped = ' AND "user_id" = %s'
+        scoped, limit = ' AND "user_id" = %s', 1
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {columns(Conversation)} FROM memory_conversation"
-            f' WHERE "workspace_id" = %s AND "{column}" = %s{scoped} LIMIT 1',
+            f' WHERE "workspace_id" = %s AND "{column}" = %s{scoped} LIMIT {limit}',
             params,
         )
-        row = cursor.fetchone()
-    return instance(Conversation, row) if row is not None else None
+        rows = cursor.fetchall()
+    if len(rows) > 1:
+        raise Invalid(
+            f"Several users of this workspace have a conversation '{value}': "
+            "name the user with user_id (a query parameter) or x-user-id.",
+            field="user_id",
+            code=AMBIGUOUS_CONVERSATION,
+        )
+    return instance(Conversation, rows[0]) if rows else None
 
 
 def conversation_and_current_session(
-    *, workspace: Workspace, external_id: str, since: dt.datetime
+    *, workspace: Workspace, external_id: str, user_id: str, since: dt.datetime
 ) -> tuple[Conversation | None, Session | None]:
-    """The conversation a client's own id names (not Engram's conv_ id: conversation_find) and,
-    in the same statement, its session last active since `since` (session_active's): a
-    remembered turn's two lookups in one (bench/README.md, "Twenty-fourth session")."""
+    """The user's conversation a client's own id names (not Engram's conv_ id:
+    conversation_find) and, in the same statement, its session last active since `since`
+    (session_active's): a remembered turn's two lookups in one (bench/README.md,
+    "Twenty-fourth session")."""
     current = _SESSION_ACTIVE.format(
         columns=columns(Session), conversation='memory_conversation."id"'
     )
@@ -74,8 +91,8 @@ def conversation_and_current_session(
             f"SELECT {columns(Conversation)}, s.* FROM memory_conversation"
             f" LEFT JOIN LATERAL ({current}) s ON TRUE"
             ' WHERE memory_conversation."workspace_id" = %s'
-            ' AND memory_conversation."external_id" = %s',
-            [since, workspace.id, workspace.id, external_id],
+            ' AND memory_conversation."external_id" = %s AND memory_conversation."user_id" = %s',
+            [since, workspace.id, workspace.id, external_id, user_id],
         )
         row = cursor.fetchone()
     if row is None:

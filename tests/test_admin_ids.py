@@ -25,6 +25,10 @@ def test_renaming_to_an_id_its_workspace_has_is_refused_on_the_form(admin_client
     bobs = model.objects.get(workspace=workspace, user_id="bob")
     url = reverse(f"admin:memory_{model._meta.model_name}_change", args=[alices.pk])
     data = _change_form_data(admin_client.get(url))
+    # A client's id is unique per user: bob's id is alice's to take, her own other one's is not.
+    saved = admin_client.post(url, {**data, "external_id": bobs.external_id})
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+    bobs = model.objects.create(workspace=workspace, user_id="alice", external_id="alices-other")
     page = admin_client.post(url, {**data, "external_id": bobs.external_id})
     assert "already exists" in _refused(page, "external_id")
     alices.refresh_from_db()

@@ -102,11 +102,12 @@ def test_list_conversations_by_user_and_validation(http):
     first = http.get("/v1/conversations", params={"user_id": "alice", "limit": 1}).json()
     assert first["has_more"] is True and len(first["data"]) == 1
 
-    taken = http.post(
+    # ids are each user's: bob's own "a1" (tests/test_conversation_ids_per_user.py)
+    bobs = http.post(
         "/v1/conversations/a1/messages",
         json={"user_id": "bob", "messages": [{"role": "user", "content": "mine now"}]},
     )
-    assert taken.status_code == 403
+    assert bobs.status_code == 201 and bobs.json()["conversation"]["user_id"] == "bob"
     bad_role = http.post(
         "/v1/conversations/x/messages",
         json={"user_id": "u", "messages": [{"role": "wizard", "content": "hi"}]},

@@ -163,12 +163,22 @@ def _routes(world: dict) -> list[Route]:
         Route("GET", "/v1/users/{user_id}/export", ids={"user_id": USER}),
         Route("DELETE", "/v1/users/{user_id}", ids={"user_id": "u_nobody"}),
         Route("GET", "/v1/conversations", query=("user_id", *page)),
-        Route("GET", "/v1/conversations/{conversation_id}", ids={"conversation_id": conv}),
-        Route("DELETE", "/v1/conversations/{conversation_id}", ids={"conversation_id": "c_nope"}),
+        Route(
+            "GET",
+            "/v1/conversations/{conversation_id}",
+            query=("user_id",),
+            ids={"conversation_id": conv},
+        ),
+        Route(
+            "DELETE",
+            "/v1/conversations/{conversation_id}",
+            query=("user_id",),
+            ids={"conversation_id": "c_nope"},
+        ),
         Route(
             "GET",
             "/v1/conversations/{conversation_id}/messages",
-            query=page,
+            query=("user_id", *page),
             ids={"conversation_id": conv},
         ),
         Route(

@@ -354,15 +354,21 @@ def test_memories_reach_the_context_in_a_dated_block_for_that_user_only():
 def test_another_users_conversation_is_forbidden():
     from completions.request import api_error
     from config.common.errors import Forbidden
+    from memory.models import Conversation
 
     workspace, _ = make_workspace()
     turn(
         ctx(workspace, [{"role": "user", "content": "mine"}], user_id="alice", conversation_id="c")
     )
+    # By Engram's conv_ id: a client's id is each user's ("c" names bob's own).
+    alices = Conversation.objects.get(external_id="c").id
     with pytest.raises(Forbidden) as error:
         prepare(
             ctx(
-                workspace, [{"role": "user", "content": "peek"}], user_id="bob", conversation_id="c"
+                workspace,
+                [{"role": "user", "content": "peek"}],
+                user_id="bob",
+                conversation_id=alices,
             )
         )
     assert api_error(error.value).status == 403

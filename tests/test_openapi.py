@@ -82,7 +82,7 @@ def test_every_path_id_is_documented_by_the_id_rule(anon_http):
     schema = _schema(anon_http)
     rule = {
         "type": "string",
-        "pattern": "^[A-Za-z0-9_.:@+\\-/=]{1,200}$",
+        "pattern": "^(?!\\.\\.?$)[A-Za-z0-9_.:@+\\-/=]{1,200}$",  # not "." or ".." alone
         "minLength": 1,
         "maxLength": 200,
     }

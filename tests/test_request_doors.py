@@ -114,8 +114,11 @@ def test_unknown_or_foreign_collection_is_one_404(door, http, outsider, upstream
 
 
 def test_another_users_conversation_is_403_naming_the_header(door, http, owner, upstream):
-    conversation_get_or_create(workspace=owner[0], external_id="alices", user_id="alice")
-    resp = door(http, {"x-user-id": "bob", "x-conversation-id": "alices"})
+    # by Engram's conv_ id: a client's own id is each user's (bob's "alices" is his own)
+    alices, _ = conversation_get_or_create(
+        workspace=owner[0], external_id="alices", user_id="alice"
+    )
+    resp = door(http, {"x-user-id": "bob", "x-conversation-id": alices.id})
     error = assert_envelope(resp, 403, code="forbidden")
     assert error["type"] == "permission_error" and error["param"] == "x-conversation-id"
     assert upstream.chat_requests() == []
@@ -136,9 +139,11 @@ def test_rest_apis_name_the_missing_url_id(http, path, param, code):
 
 
 def test_rest_apis_name_the_domain_field(http, owner):
-    conversation_get_or_create(workspace=owner[0], external_id="alices", user_id="alice")
+    alices, _ = conversation_get_or_create(
+        workspace=owner[0], external_id="alices", user_id="alice"
+    )
     resp = http.post(
-        "/v1/conversations/alices/messages",
+        f"/v1/conversations/{alices.id}/messages",
         json={"user_id": "bob", "messages": [{"role": "user", "content": "mine now"}]},
     )
     error = assert_envelope(resp, 403, code="forbidden")

@@ -81,21 +81,11 @@ def _rest_doors(ids: dict) -> list[tuple[str, str, dict | None, str]]:
 
 def _chat_doors(ids: dict) -> list[tuple[str, dict, dict, str]]:
     """(path, headers, body, the param named): a turn into another user's conversation or
-    session, by each way a request names one."""
+    session, by each way a request names one. Not a client's conversation or session id: those
+    are each user's own, and name bob's (tests/test_conversation_ids_per_user.py)."""
     doors = []
     for path in ("/v1/chat/completions", "/v1/context"):
-        doors += [
-            (path, {"x-conversation-id": ids["conversation"]}, CHAT, "x-conversation-id"),
-            (path, {"x-conversation-id": ids["conv"]}, CHAT, "x-conversation-id"),
-            (path, {"x-session-id": ids["session"]}, CHAT, "x-session-id"),
-            (path, {}, CHAT | {"session_id": ids["session"]}, "session_id"),
-            (
-                path,
-                {"x-conversation-id": "bobs-own", "x-session-id": ids["session"]},
-                CHAT,
-                "x-session-id",
-            ),
-        ]
+        doors += [(path, {"x-conversation-id": ids["conv"]}, CHAT, "x-conversation-id")]
     return doors
 
 

@@ -26,10 +26,15 @@ def new_id(prefix: str) -> str:
 # The one rule for an id a client names (x-user-id, a conversation or session id, a path or
 # query id, a model name): what Engram's columns and the upstream can hold, checked at the door.
 MAX_ID_CHARS = 200
-ID_RULE = f"1-{MAX_ID_CHARS} characters of ASCII letters, digits and . _ : @ + - / ="
+ID_RULE = (
+    f"1-{MAX_ID_CHARS} characters of ASCII letters, digits and . _ : @ + - / =, "
+    "other than . or .. alone"
+)
 # ASCII, as the OpenAPI document says: a header's bytes are read as Latin-1, so "ü" sent as
-# UTF-8 in x-user-id arrived as "Ã¼", another user than the body's "ü".
-_ID = re.compile(rf"[A-Za-z0-9_.:@+\-/=]{{1,{MAX_ID_CHARS}}}")
+# UTF-8 in x-user-id arrived as "Ã¼", another user than the body's "ü". Not "." or "..": in a
+# path they are dot segments, which clients and browsers resolve away (RFC 3986), so a user
+# "..", taken by x-user-id, could be read, exported and erased only as %2E%2E.
+_ID = re.compile(rf"(?!\.\.?$)[A-Za-z0-9_.:@+\-/=]{{1,{MAX_ID_CHARS}}}")
 ID_PATTERN = rf"^{_ID.pattern}$"  # the rule as the OpenAPI document gives it
 # The rule as a JSON Schema: every id the OpenAPI document names (body, query, header, path).
 # Path parameters get it through SPECTACULAR_SETTINGS' PATH_CONVERTER_OVERRIDES: without it
@@ -90,8 +95,9 @@ def keep_encoded_slashes(scope: dict) -> dict:
 class PathIdConverter:
     """`<id:memory_id>` in a URL: one path segment that is an id (its slashes encoded, %2F).
     Anything else (NUL, 201 characters, a space) matches no route: the envelope's 404, before
-    a query is made. Wider than the rule in one way: letters beyond ASCII, so an id stored
-    before the rule was ASCII can still be read, exported and erased."""
+    a query is made. Wider than the rule in two ways: letters beyond ASCII, and "." or ".."
+    alone (sent as %2E), so an id stored before the rule said so can still be read, exported
+    and erased."""
 
     regex = rf"[\w.:@+\-={ENCODED_SLASH}]{{1,{MAX_ID_CHARS}}}"
 

@@ -9,7 +9,9 @@ from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, workspace_key_only
+from completions.request import HEADERS
 from config.common.errors import Invalid
+from config.common.ids import user_identifier
 from config.common.openapi import ID_SCHEMA, LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
@@ -74,21 +76,58 @@ _CONVERSATION_ID = OpenApiParameter(
 )
 
 
+_USER_ID_HEADER = OpenApiParameter(
+    HEADERS["user_id"],
+    ID_SCHEMA,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="As the `user_id` query parameter.",
+)
+# A conversation named by its id alone: the user it is of, where several users have one so.
+_CONVERSATION_USER = [
+    user_id_query(
+        "The user whose conversation the id names: a conversation id is unique per user, and a "
+        "workspace key naming an id that several users have is answered 400 "
+        "`ambiguous_conversation` without it. An end-user token's is its own."
+    ),
+    _USER_ID_HEADER,
+]
+
+
+def _conversation_user(request) -> str | None:
+    """The user whose conversation a route's id names: an end-user token's own; a workspace
+    key's `user_id` query parameter or x-user-id (one user, if both), else None: the id alone
+    (selectors.conversation_find refuses it when several users have it)."""
+    given = list_user_id(request.query_params)
+    header = user_identifier(request.headers.get(HEADERS["user_id"]), HEADERS["user_id"])
+    if given is not None and header is not None and given != header:
+        raise Invalid(
+            f"user_id names another user than {HEADERS['user_id']}: send the user once.",
+            field="user_id",
+            code="user_mismatch",
+        )
+    return own_user(request, given or header)
+
+
+def _conversation(request, conversation_id: str):
+    return selectors.conversation_get(
+        workspace=request.workspace,
+        conversation_id=conversation_id,
+        user_id=_conversation_user(request),
+    )
+
+
 class ConversationDetailApi(APIView):
     permission_classes = [EndUserAllowed]
 
     @extend_schema(
         summary="One conversation, with its background processing counts",
         tags=["conversations"],
-        parameters=[_CONVERSATION_ID],
+        parameters=[_CONVERSATION_ID, *_CONVERSATION_USER],
         responses=docs.ConversationSerializer,
     )
     def get(self, request, conversation_id: str):
-        conversation = selectors.conversation_get(
-            workspace=request.workspace,
-            conversation_id=conversation_id,
-            user_id=end_user(request),
-        )
+        conversation = _conversation(request, conversation_id)
         counts = selectors.processing_counts(workspace=request.workspace, conversation=conversation)
         return Response(conversation_body(conversation, counts))
 
@@ -100,15 +139,11 @@ class ConversationDetailApi(APIView):
         "history). A memory also said in another conversation, or added or reworded by hand, "
         "stays.",
         tags=["conversations"],
-        parameters=[_CONVERSATION_ID],
+        parameters=[_CONVERSATION_ID, *_CONVERSATION_USER],
         responses={200: docs.ConversationDeletedSerializer},
     )
     def delete(self, request, conversation_id: str):
-        conversation = selectors.conversation_get(
-            workspace=request.workspace,
-            conversation_id=conversation_id,
-            user_id=end_user(request),
-        )
+        conversation = _conversation(request, conversation_id)
         counts = services.conversation_delete(
             workspace=request.workspace, conversation=conversation
         )
@@ -128,15 +163,11 @@ class ConversationMessagesApi(APIView):
     @extend_schema(
         summary="A conversation's messages (oldest first unless `order` says)",
         tags=["conversations"],
-        parameters=[_CONVERSATION_ID, *docs.MESSAGE_LIST_PARAMETERS],
+        parameters=[_CONVERSATION_ID, *_CONVERSATION_USER, *docs.MESSAGE_LIST_PARAMETERS],
         responses=docs.MessageListSerializer,
     )
     def get(self, request, conversation_id: str):
-        conversation = selectors.conversation_get(
-            workspace=request.workspace,
-            conversation_id=conversation_id,
-            user_id=end_user(request),
-        )
+        conversation = _conversation(request, conversation_id)
         messages = selectors.message_list(workspace=request.workspace, conversation=conversation)
         page = paginate(
             messages,
@@ -144,6 +175,7 @@ class ConversationMessagesApi(APIView):
             lambda m: message_body(m, conversation),
             by="created_at",
             default_order="asc",  # a conversation reads oldest first
+            filters=("user_id",),  # which user's conversation (_conversation_user)
         )
         deleted = selectors.recalled_deleted(workspace=request.workspace, bodies=page["data"])
         recalled_marked(page["data"], deleted)

@@ -286,7 +286,9 @@ MEMORY_LIST_FILTERS = [
         "conversation_id",
         ID_SCHEMA,
         description="Only memories with a source message in this conversation (the client's "
-        "id, or Engram's `conv_…`); none when there is no such conversation (of this user).",
+        "id, or Engram's `conv_…`); none when there is no such conversation (of this user). "
+        "A client's id is unique per user: one that several users have needs `user_id` (else "
+        "400 `ambiguous_conversation`).",
         required=False,
     ),
     OpenApiParameter(

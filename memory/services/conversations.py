@@ -36,9 +36,10 @@ def _owned(obj: Owned, user_id: str, what: str, external_id: str) -> Owned:
     return obj
 
 
-def session_owned(*, session: Session, user_id: str) -> Session:
-    """The session, when it is `user_id`'s (or nobody's); NotYours naming the session."""
-    return _owned(session, user_id, "Session", session.external_id)
+def conversation_owned(*, conversation: Conversation, user_id: str) -> Conversation:
+    """The conversation, when it is `user_id`'s (or nobody's); NotYours naming it: one a
+    session names, which the client reached by the session's id, not the conversation's."""
+    return _owned(conversation, user_id, "Conversation", conversation.external_id)
 
 
 # Activity timestamps move at most once a minute: a round trip saved on most turns.
@@ -49,6 +50,24 @@ def _stale(when: dt.datetime | None) -> bool:
     return when is None or timezone.now() - when > TOUCH_EVERY
 
 
+def conversation_of_user(
+    *, workspace: Workspace, external_id: str, user_id: str
+) -> Conversation | None:
+    """The user's conversation an id names for a turn (selectors.conversation_find); None: the
+    id is free for them, whoever else has a conversation so named. Engram's own conv_ id of
+    another user's conversation stays refused (NotYours: a 404 to an end-user token), not
+    taken as a new client id: it names that one conversation, and being unguessable it tells
+    nobody anything a client's own id would."""
+    found = selectors.conversation_find(
+        workspace=workspace, conversation_id=external_id, user_id=user_id
+    )
+    if found is None and external_id.startswith(selectors.ENGRAM_CONVERSATION_PREFIX):
+        theirs = Conversation.objects.filter(workspace=workspace, pk=external_id).first()
+        if theirs is not None:
+            _owned(theirs, user_id, "Conversation", external_id)
+    return found
+
+
 def conversation_get_or_create(
     *,
     workspace: Workspace,
@@ -57,11 +76,15 @@ def conversation_get_or_create(
     metadata: dict | None = None,
     of_session: bool = False,
 ) -> tuple[Conversation, bool]:
-    """The conversation `external_id` names as reads find it (selectors.conversation_find: the
-    client's id, else Engram's conv_ id), else a new one under that client id; NotYours when
-    it is another user's. `of_session`: the id is the one Engram names a session's
-    conversation by (Conversation.session_external_id), which no client id may take."""
-    conversation = selectors.conversation_find(workspace=workspace, conversation_id=external_id)
+    """The user's conversation `external_id` names as reads find it
+    (selectors.conversation_find: the client's id, else Engram's conv_ id), else a new one
+    under that client id. Ids are the user's own: another user's conversation under the same
+    id is neither read nor revealed (the id behaves as a free one). `of_session`: the id is the
+    one Engram names a session's conversation by (Conversation.session_external_id), which no
+    client id may take."""
+    conversation = conversation_of_user(
+        workspace=workspace, external_id=external_id, user_id=user_id
+    )
     created = False
     if conversation is None:
         if not of_session and external_id.startswith(SESSION_CONVERSATION_PREFIX):
@@ -83,8 +106,10 @@ def conversation_get_or_create(
                 )
                 created = True
         except IntegrityError:  # created concurrently by another request
-            conversation = Conversation.objects.get(workspace=workspace, external_id=external_id)
-    return _owned(conversation, user_id, "Conversation", external_id), created
+            conversation = Conversation.objects.get(
+                workspace=workspace, external_id=external_id, user_id=user_id
+            )
+    return conversation, created
 
 
 def conversation_create(*, workspace: Workspace, external_id: str, user_id: str) -> Conversation:
@@ -138,7 +163,9 @@ def session_resolve(
     """
     now = timezone.now()
     if external_id:
-        session = Session.objects.filter(workspace=workspace, external_id=external_id).first()
+        # The user's own session by that id (ids are each user's, as conversations' are).
+        mine = Session.objects.filter(workspace=workspace, external_id=external_id, user_id=user_id)
+        session = mine.first()
         created = False
         if session is None:
             try:
@@ -151,8 +178,7 @@ def session_resolve(
                     )
                     created = True
             except IntegrityError:  # created concurrently by another request
-                session = Session.objects.get(workspace=workspace, external_id=external_id)
-        _owned(session, user_id, "Session", external_id)
+                session = mine.get()
         if not created and (session.conversation_id is None or _stale(session.last_active_at)):
             changes: dict[str, object] = {"last_active_at": now}
             if session.conversation_id is None:

@@ -330,9 +330,10 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     from memory.services.conversations import (
         conversation_create,
         conversation_get_or_create,
+        conversation_of_user,
+        conversation_owned,
         messages_append,
         session_active_since,
-        session_owned,
         session_resolve,
     )
 
@@ -345,28 +346,22 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     session = None
     conversation: Conversation | None  # None only in a dry run that found nothing stored
     if ctx.session_id and not ctx.conversation_id:
-        session = Session.objects.filter(workspace=workspace, external_id=ctx.session_id).first()
+        session = Session.objects.filter(
+            workspace=workspace, external_id=ctx.session_id, user_id=user_id
+        ).first()
     resent = 0  # conversation messages the client resent as the found conversation's history
     whole: str | None = None  # found by the history it resent: the request's fingerprint
     again = False  # found as its last turn's request sent again: every stored row was resent
     created = False
     active_read: tuple[Session | None] | None = None  # the conversation's current session, if read
     serve = bool(ctx.conversation_id)  # only an explicit conversation id serves history
-    if session is not None:
-        # Sessions are the workspace's: another user's is refused by its own name, before the
-        # conversation it names (whose id the client never sent) is looked at.
-        session_owned(session=session, user_id=user_id)
     linked = None  # the conversation the named session goes on in, when it is this workspace's
     if session is not None and session.conversation_id:
         linked = Conversation.objects.filter(
             workspace=workspace, pk=session.conversation_id
         ).first()
     if linked is not None:
-        conversation = linked
-        if conversation.user_id != user_id:
-            conversation_get_or_create(
-                workspace=workspace, external_id=conversation.external_id, user_id=user_id
-            )  # raises the 403
+        conversation = conversation_owned(conversation=linked, user_id=user_id)
     elif not ctx.conversation_id and not ctx.session_id:
         found = _found_by_history(ctx, messages)
         conversation, resent, whole = found.conversation, found.resent, found.fingerprint
@@ -381,30 +376,19 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             ctx.session_id or ""  # set: this branch has a conversation or a session id
         )
         if dry_run:
-            conversation = selectors.conversation_find(
-                workspace=workspace, conversation_id=external_id
+            conversation = conversation_of_user(
+                workspace=workspace, external_id=external_id, user_id=user_id
             )
-            if conversation is not None and conversation.user_id != user_id:
-                conversation_get_or_create(
-                    workspace=workspace, external_id=external_id, user_id=user_id
-                )  # raises the 403
-            if ctx.conversation_id and ctx.session_id:
-                # A turn refuses another user's session after the conversation (session_resolve,
-                # below); the preview must too, not show the turn going into it.
-                named = Session.objects.filter(
-                    workspace=workspace, external_id=ctx.session_id
-                ).first()
-                if named is not None:
-                    session_owned(session=named, user_id=user_id)
         elif not ctx.session_id:
             # The conversation and its current session in one statement (what session_resolve
             # asks below); a new one, Engram's conv_ id, another user's: as with a session id.
             by_id, active = selectors.conversation_and_current_session(
                 workspace=workspace,
                 external_id=external_id,
+                user_id=user_id,
                 since=session_active_since(timezone.now()),
             )
-            if by_id is not None and by_id.user_id in ("", user_id):  # the user's (_owned)
+            if by_id is not None:
                 conversation, active_read = by_id, (active,)
             else:
                 conversation, created = conversation_get_or_create(

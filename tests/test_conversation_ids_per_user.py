@@ -1,0 +1,152 @@
+"""A conversation's client id (x-conversation-id) is its user's, and a session's (x-session-id):
+two users of a workspace may each have a conversation "support". An end-user token naming an id
+another user holds is answered as for a free id (it was a 404 where a free id was a 200: an oracle of other users'
+ids). A workspace key naming an id by itself where several users hold it is told to name the
+user (400 `ambiguous_conversation`, param `user_id`)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from memory.models import Conversation, Message, Session
+from tests.identity import AUD, ISS, hs256
+from tests.upstream import Reply, openai_completion
+
+SECRET = "an-hs256-secret-of-at-least-32-characters"
+
+
+def _chat(client, content: str, **headers):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}
+    return client.post("/v1/chat/completions", json=body, headers=headers)
+
+
+@pytest.fixture
+def tokens(http, engram_server):
+    issuer = http.post(
+        "/v1/auth/issuers",
+        json={"issuer": ISS, "audiences": [AUD], "hs256_secret": SECRET, "algorithms": ["HS256"]},
+    )
+    assert issuer.status_code == 201, issuer.text
+    clients = {
+        user: httpx.Client(
+            base_url=engram_server.url,
+            headers={"Authorization": f"Bearer {hs256(SECRET, user)}"},
+            timeout=30,
+        )
+        for user in ("alice", "bob")
+    }
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+def test_an_end_users_chat_naming_an_id_another_user_holds_is_answered_as_a_free_id(
+    tokens, upstream
+):
+    alice, bob = tokens["alice"], tokens["bob"]
+    upstream.script(*(Reply(json=openai_completion("Noted.")) for _ in range(4)))
+    assert _chat(alice, "My PIN is 4321", **{"x-conversation-id": "support"}).status_code == 200
+
+    taken = _chat(bob, "Hello", **{"x-conversation-id": "support"})
+    free = _chat(bob, "Hello", **{"x-conversation-id": "support-2"})
+    assert (taken.status_code, free.status_code) == (200, 200), taken.text
+    assert taken.headers["x-engram-conversation-id"] == "support"
+    # nothing of alice's reached bob's turn: his request upstream holds his message alone
+    sent = upstream.chat_requests()[1].body["messages"]
+    assert "4321" not in str(sent)
+    for door in ("/v1/context",):
+        preview = bob.post(
+            door,
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+            headers={"x-conversation-id": "support"},
+        )
+        assert preview.status_code == 200, preview.text
+        assert "4321" not in preview.text
+
+    # a session id alike (it was a 404 where a free one was created)
+    assert _chat(alice, "My PIN is 4321", **{"x-session-id": "s-help"}).status_code == 200
+    for path in ("/v1/context", "/v1/chat/completions"):
+        upstream.script(Reply(json=openai_completion("Hi Bob.")))
+        named = bob.post(
+            path,
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+            headers={"x-session-id": "s-help"},
+        )
+        assert named.status_code == 200, named.text
+        assert "4321" not in named.text
+    assert Session.objects.filter(external_id="s-help").count() == 2
+
+    # each reads their own "support"
+    mine = bob.get("/v1/conversations/support/messages").json()["data"]
+    assert [m["content"] for m in mine] == ["Hello", "Noted."]
+    assert "4321" in alice.get("/v1/conversations/support/messages").text
+    assert Conversation.objects.filter(external_id="support").count() == 2
+    assert Message.objects.filter(user_id="alice", conversation__external_id="support").count() == 2
+
+
+def _two_supports(http, upstream) -> None:
+    for user in ("alice", "bob"):
+        imported = http.post(
+            "/v1/conversations/support/messages",
+            json={"user_id": user, "messages": [{"role": "user", "content": f"I am {user}"}]},
+        )
+        assert imported.status_code == 201, imported.text
+        assert imported.json()["conversation"]["user_id"] == user
+
+
+def test_two_users_each_have_their_conversation_support(http, upstream):
+    _two_supports(http, upstream)
+    upstream.script(Reply(json=openai_completion("Hi Bob.")))
+    chat = _chat(http, "Who am I?", **{"x-user-id": "bob", "x-conversation-id": "support"})
+    assert chat.status_code == 200, chat.text
+    # bob's turn was served bob's history, not alice's
+    assert "I am bob" in str(upstream.chat_requests()[0].body["messages"])
+    assert "I am alice" not in str(upstream.chat_requests()[0].body["messages"])
+    listed = http.get("/v1/conversations", params={"user_id": "alice"}).json()["data"]
+    assert [(c["external_id"], c["user_id"]) for c in listed] == [("support", "alice")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/conversations/support"),
+        ("GET", "/v1/conversations/support/messages"),
+        ("DELETE", "/v1/conversations/support"),
+        ("GET", "/v1/memories?conversation_id=support"),
+    ],
+)
+def test_a_workspace_key_naming_an_id_several_users_hold_is_told_to_name_the_user(
+    http, upstream, method, path
+):
+    _two_supports(http, upstream)
+    refused = http.request(method, path)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "ambiguous_conversation"
+    assert error["param"] == "user_id"
+    assert error["type"] == "invalid_request_error"
+    assert "user_id" in error["message"]
+    assert Conversation.objects.filter(external_id="support").count() == 2
+
+
+def test_user_id_names_whose_conversation_and_one_users_id_needs_none(http, upstream):
+    _two_supports(http, upstream)
+    by_query = http.get("/v1/conversations/support", params={"user_id": "bob"})
+    assert by_query.status_code == 200 and by_query.json()["user_id"] == "bob"
+    by_header = http.get("/v1/conversations/support/messages", headers={"x-user-id": "alice"})
+    assert [m["content"] for m in by_header.json()["data"]] == ["I am alice"]
+    both = http.get(
+        "/v1/conversations/support", params={"user_id": "bob"}, headers={"x-user-id": "alice"}
+    )
+    assert both.status_code == 400 and both.json()["error"]["code"] == "user_mismatch"
+    nobody = http.get("/v1/conversations/support", params={"user_id": "carol"})
+    assert nobody.status_code == 404 and nobody.json()["error"]["code"] == "not_found"
+
+    deleted = http.delete("/v1/conversations/support", params={"user_id": "bob"})
+    assert deleted.status_code == 200, deleted.text
+    assert list(Conversation.objects.values_list("user_id", flat=True)) == ["alice"]
+    # one user's id again: the id alone names it, as before
+    alone = http.get("/v1/conversations/support")
+    assert alone.status_code == 200 and alone.json()["user_id"] == "alice"
+    assert http.delete("/v1/conversations/support").status_code == 200
