@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0003_workspace_deleted_at"),
-        ("memory", "0025_document_version"),
+        ("memory", "0027_memoryevent_changes"),
     ]
 
     # The new index first: the old, stricter constraint holds for every row, and lookups by
