@@ -102,7 +102,9 @@ class UnifiedHitSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, allow_null=True, help_text="message")
     collection_id = serializers.CharField(required=False, help_text="chunk")
     document_id = serializers.CharField(required=False, help_text="chunk")
-    title = serializers.CharField(required=False, allow_blank=True, help_text="chunk")
+    title = serializers.CharField(
+        required=False, help_text="chunk: its document's title, else file name, else id"
+    )
     chunk_index = serializers.IntegerField(required=False, help_text="chunk")
 
 

@@ -31,6 +31,13 @@ class Collection(models.Model):
         return self.name
 
 
+def document_name(*, title: str, filename: str, document_id: str) -> str:
+    """What a document is called wherever a user reads it (search hits, a chat turn's sources
+    and the model's knowledge block, the admin): its title, else its file name, else its id.
+    A text sent without a title was "" in /v1/collections/search while chat showed its id."""
+    return title or filename or document_id
+
+
 class Document(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -104,7 +111,7 @@ class Document(models.Model):
         indexes = [models.Index(fields=["collection", "external_id"], name="document_key")]
 
     def __str__(self) -> str:
-        return self.title or self.filename or self.id
+        return document_name(title=self.title, filename=self.filename, document_id=self.id)
 
 
 class Chunk(models.Model):

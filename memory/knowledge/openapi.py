@@ -74,7 +74,9 @@ class ChunkHitSerializer(serializers.Serializer):
     object = const("collection.chunk")
     collection_id = serializers.CharField()
     document_id = serializers.CharField()
-    title = serializers.CharField(allow_blank=True)
+    title = serializers.CharField(
+        help_text="The document's title, else its file name, else its id."
+    )
     chunk_index = serializers.IntegerField()
     heading = serializers.CharField(allow_blank=True, allow_null=True)
     score = serializers.FloatField(help_text="Cosine blended with BM25, in [0, 1].")

@@ -12,6 +12,7 @@ most of the statement's time (p50 12 of 15 ms).
 
 from __future__ import annotations
 
+from memory.knowledge.models import document_name
 from memory.retrieval import fusion, terms
 
 COLUMNS = ["id", "collection_id", "document_id", "chunk_index", "heading", "text"]
@@ -47,18 +48,18 @@ _DOCUMENT = "JOIN memory_document doc ON doc.id = t.document_id"
 def ranked(
     *, workspace_id: str, collection_ids: list[str], query: str, vector
 ) -> list[fusion.Ranked]:
-    """The candidates, blended and ranked on each side, best first; row["title"] and
-    row["created_at"] are the document's."""
+    """The candidates, blended and ranked on each side, best first; row["title"] is the
+    document's name (models.document_name) and row["created_at"] its creation."""
     stats = terms.collection_stats(workspace_id=workspace_id, collection_ids=collection_ids)
     sql = fusion.statement(
         table="memory_chunk",
         scope=_SCOPE,
-        columns=[*(f"t.{c}" for c in COLUMNS), "doc.title", "doc.created_at"],
+        columns=[*(f"t.{c}" for c in COLUMNS), "doc.title", "doc.filename", "doc.created_at"],
         joins=_DOCUMENT,
         text_rows=_MATCHED,
         text_scope=_READY,
     )
-    query_terms = terms.selective(terms.or_terms(query), stats=stats)
+    query_terms = terms.selective(terms.or_terms(query, digits=True), stats=stats)
     match = terms.rarest(query_terms, stats=stats, rows=MATCH_ROWS, most=MATCH_MOST)
     if match is None:
         query_terms = None
@@ -70,9 +71,12 @@ def ranked(
         stats=stats,
         vector=vector,
     )
-    names = [*COLUMNS, "title", "created_at"]
-    hits = [
-        fusion.Ranked(row[0], dict(zip(names, row, strict=False)), row[-2], bm25=row[-1])
-        for row in rows
-    ]
+    names = [*COLUMNS, "title", "filename", "created_at"]
+    hits = []
+    for row in rows:
+        found = dict(zip(names, row, strict=False))
+        found["title"] = document_name(
+            title=found["title"], filename=found.pop("filename"), document_id=found["document_id"]
+        )
+        hits.append(fusion.Ranked(row[0], found, row[-2], bm25=row[-1]))
     return fusion.blend(hits, vector_share=fusion.CHUNK_VECTOR_SHARE)

@@ -82,9 +82,19 @@ COLLECTION_STATS_TTL = 600.0
 COLLECTION_TERMS = "collection-terms"
 
 
-def or_terms(text: str) -> str | None:
-    """A raw tsquery matching any of the question's content words."""
-    words = [w.lower() for w in _words(text, _WORD) if w.lower() not in STOP_WORDS and len(w) > 1]
+def or_terms(text: str, *, digits: bool = False) -> str | None:
+    """A raw tsquery matching any of the question's content words.
+
+    `digits`: a lone digit is a word too. In a document it is what tells one numbered part
+    from its neighbours ("code word item 5", "step 3"): without it, a query whose other words
+    were in every chunk ranked by meaning alone and the chunk of item 5 came after those of
+    items 31 and 11. Memories and messages were measured without it (issue 6) and keep that.
+    """
+    words = [
+        w.lower()
+        for w in _words(text, _WORD)
+        if w.lower() not in STOP_WORDS and (len(w) > 1 or (digits and w.isdigit()))
+    ]
     if not words:
         return None
     return " | ".join(dict.fromkeys(words))

@@ -134,7 +134,7 @@ def _knowledge_items(ctx: TurnContext, query: str, vector) -> list[Item]:
     )
     items = []
     for chunk in chunks:
-        title = str(chunk.get("title") or chunk.get("document_id"))
+        title = str(chunk["title"])  # the document's name (models.document_name), never empty
         heading = str(chunk.get("heading") or "")
         attributes = f'title="{_attribute(title)}"'
         if heading and heading != title:
@@ -153,9 +153,6 @@ def _knowledge_items(ctx: TurnContext, query: str, vector) -> list[Item]:
                 "why",
             )
         }
-        # The title the model read and was told to cite (an untitled document's is its id):
-        # a citation of it is matched against this
-        source["title"] = title
         items.append(
             Item(
                 kind="knowledge",
