@@ -50,11 +50,19 @@ def _spoken_stream() -> list:
 
 
 def _stored(conversation: str) -> list[tuple[str, str]]:
-    rows = Message.objects.filter(conversation__external_id=conversation)
+    """The turn's rows once its answer is stored: an agent's run stores its tool call and the
+    tool's result first, so waiting for any assistant row could read them alone (the suite's
+    load once did: the last row was the tool's)."""
+    rows = Message.objects.filter(conversation__external_id=conversation).order_by(
+        "created_at", "id"
+    )
     deadline = time.monotonic() + 20
-    while not rows.filter(role="assistant").exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        last = rows.last()
+        if last is not None and last.role == "assistant" and not last.tool_calls:
+            break
         time.sleep(0.05)
-    return list(rows.order_by("created_at", "id").values_list("role", "content"))
+    return list(rows.values_list("role", "content"))
 
 
 @pytest.mark.parametrize("stream", [False, True])
