@@ -5,6 +5,7 @@ read somewhere; and docker-compose's start order."""
 import ast
 import os
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,82 @@ def test_the_chunk_settings_are_read_from_the_environment():
         timeout=60,
     )
     assert proc.stdout.split() == ["400", "50", "8"], proc.stderr[-2000:]
+
+
+def production(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`python <args>` under the production settings, with only the variables given set
+    (DATABASE_URL and REDIS_URL name servers never connected to)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "ENGRAM_", "OPENAI_", "ANTHROPIC_"))
+    }
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DATABASE_URL": "postgres://check@localhost/none",
+        "REDIS_URL": "redis://localhost/0",
+        **variables,
+    }
+    return subprocess.run(
+        [sys.executable, *args], env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=120
+    )
+
+
+# As README says to make them: 50+ random characters, or check --deploy warns (security.W009).
+SECRETS = {"DJANGO_SECRET_KEY": secrets.token_urlsafe(48), "ENGRAM_ADMIN_KEY": "a" * 30}
+
+
+@pytest.mark.parametrize(
+    "given, named",
+    [
+        ({}, ["DJANGO_SECRET_KEY", "ENGRAM_ADMIN_KEY"]),
+        ({"DJANGO_SECRET_KEY": "s" * 50}, ["ENGRAM_ADMIN_KEY"]),
+        ({"DJANGO_SECRET_KEY": "short", "ENGRAM_ADMIN_KEY": "a" * 30}, ["DJANGO_SECRET_KEY"]),
+    ],
+)
+def test_production_without_its_secrets_refuses_to_start_in_one_line(given, named):
+    """It said so in a traceback through django-environ ("Set the DJANGO_SECRET_KEY
+    environment variable" at its bottom), and only of the first one missing."""
+    proc = production("manage.py", "check", **given)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("engram: set ")
+    for name in ("DJANGO_SECRET_KEY", "ENGRAM_ADMIN_KEY"):
+        assert (name in line) == (name in named), line
+
+
+def test_production_passes_the_deploy_checks_but_those_the_readme_answers():
+    """`manage.py check --deploy`: DEBUG stays off whatever DJANGO_DEBUG says, and each
+    security warning left is one the README's *Configuration* explains."""
+    proc = production("manage.py", "check", "--deploy", DJANGO_DEBUG="true", **SECRETS)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    left = set(re.findall(r"\(security\.(W\d+)\)", proc.stdout + proc.stderr))
+    assert left == {"W004", "W008"}, proc.stdout + proc.stderr  # HSTS, the HTTPS redirect
+    table = configuration_table()
+    assert all(f"security.{warning}" in table for warning in left)
+
+
+def test_the_compose_healthcheck_is_served_with_allowed_hosts_set(anon_http, settings):
+    """An operator who names the hosts served (DJANGO_ALLOWED_HOSTS, as they should) still
+    gets a healthy web container: its healthcheck asks http://127.0.0.1:8000/healthz, which
+    was answered 400 (that Host was not allowed)."""
+    import json
+
+    import yaml
+
+    web = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]["web"]
+    probe = re.search(r"https?://([^/:']+)", " ".join(web["healthcheck"]["test"]))
+    assert probe and probe.group(1) == "127.0.0.1", web["healthcheck"]
+    read = "import django; django.setup(); from django.conf import settings as s; import json; "
+    proc = production(
+        "-c",
+        read + "print(json.dumps(s.ALLOWED_HOSTS))",
+        DJANGO_ALLOWED_HOSTS="engram.example.com",
+        **SECRETS,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    settings.ALLOWED_HOSTS = json.loads(proc.stdout)
+    assert "engram.example.com" in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS
+    assert anon_http.get("/healthz").status_code == 200  # Host: 127.0.0.1:<port>
+    assert anon_http.get("/healthz", headers={"host": "elsewhere.example"}).status_code == 400
