@@ -228,3 +228,62 @@ def test_the_compose_healthcheck_is_served_with_allowed_hosts_set(anon_http, set
     assert "engram.example.com" in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS
     assert anon_http.get("/healthz").status_code == 200  # Host: 127.0.0.1:<port>
     assert anon_http.get("/healthz", headers={"host": "elsewhere.example"}).status_code == 400
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration (`20s`, `1m30s`) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_docker_compose_lets_web_and_worker_finish_their_work_at_a_stop():
+    """Docker kills a container 10 s after SIGTERM unless told otherwise: the web processes'
+    replies in flight (their grace, 10 s, and the 5 s config.web adds before it kills one)
+    and the worker's running tasks (`make run` waits ENGRAM_WORKER_GRACE, 60 s) were cut."""
+    import yaml
+
+    services = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]
+    web = services["web"]["command"]
+    grace = float(web[web.index("--grace") + 1]) if "--grace" in web else 10.0
+    assert _seconds(services["web"].get("stop_grace_period", "10s")) > grace + 5
+    assert _seconds(services["worker"].get("stop_grace_period", "10s")) >= 60
+
+
+def _literal_defaults() -> dict[str, str]:
+    """Each variable the settings read with a number or a boolean for default, with it as the
+    README writes it (30.0 as 30, True as true)."""
+    found = {}
+    for path in SETTINGS:
+        for node in ast.walk(ast.parse((BASE_DIR / path).read_text())):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            first, func = node.args[0], node.func
+            if isinstance(func, ast.Attribute):
+                func = func.value
+            if not (isinstance(func, ast.Name) and func.id == "env"):
+                continue
+            default = [k.value for k in node.keywords if k.arg == "default"]
+            if not (isinstance(first, ast.Constant) and default):
+                continue
+            if not isinstance(default[0], ast.Constant):
+                continue
+            value = default[0].value
+            if isinstance(value, bool):
+                found[first.value] = str(value).lower()
+            elif isinstance(value, int | float):
+                found[first.value] = f"{value:g}"
+    return found
+
+
+def test_the_configuration_table_gives_each_numeric_default_as_the_settings_have_it():
+    defaults = _literal_defaults()
+    assert len(defaults) > 40
+    rows = [line for line in configuration_table().splitlines() if line.startswith("| `")]
+    wrong = []
+    for name, default in sorted(defaults.items()):
+        [row] = [r for r in rows if f"`{name}`" in r.split(" | ")[0]]  # its variable cell
+        if not re.search(rf"(?<![\d.]){re.escape(default)}(?![\d.])", row):
+            wrong.append(f"{name} (default {default})")
+    assert wrong == [], "README's Configuration table omits these defaults: " + ", ".join(wrong)
