@@ -287,3 +287,24 @@ def test_the_configuration_table_gives_each_numeric_default_as_the_settings_have
         if not re.search(rf"(?<![\d.]){re.escape(default)}(?![\d.])", row):
             wrong.append(f"{name} (default {default})")
     assert wrong == [], "README's Configuration table omits these defaults: " + ", ".join(wrong)
+
+
+def test_the_image_leaves_out_the_secrets_and_local_state():
+    """`COPY . .` copied `.env` (the secrets docker-compose reads) and `.engram` (a `make run`
+    data folder: its operator and demo keys, its database) into the image, with no
+    .dockerignore to leave them out."""
+    from fnmatch import fnmatch
+
+    assert "COPY . ." in (BASE_DIR / "Dockerfile").read_text()
+    ignore = BASE_DIR / ".dockerignore"
+    assert ignore.exists(), "no .dockerignore"
+    patterns = [
+        line.strip()
+        for line in ignore.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for path in (".env", ".env.production", ".engram", ".engram/admin_key", ".venv", ".git"):
+        top = path.split("/")[0]
+        assert any(fnmatch(path, p) or fnmatch(top, p) for p in patterns), path
+    for kept in ("config", "manage.py", "pyproject.toml", "memory", "accounts", "completions"):
+        assert not any(fnmatch(kept, p) for p in patterns), kept
