@@ -5,6 +5,7 @@ read somewhere; and docker-compose's start order."""
 import ast
 import os
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,162 @@ def test_the_chunk_settings_are_read_from_the_environment():
         timeout=60,
     )
     assert proc.stdout.split() == ["400", "50", "8"], proc.stderr[-2000:]
+
+
+def production(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`python <args>` under the production settings, with only the variables given set
+    (DATABASE_URL and REDIS_URL name servers never connected to)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "ENGRAM_", "OPENAI_", "ANTHROPIC_"))
+    }
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DATABASE_URL": "postgres://check@localhost/none",
+        "REDIS_URL": "redis://localhost/0",
+        **variables,
+    }
+    return subprocess.run(
+        [sys.executable, *args], env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=120
+    )
+
+
+# As README says to make them: 50+ random characters, or check --deploy warns (security.W009).
+SECRETS = {"DJANGO_SECRET_KEY": secrets.token_urlsafe(48), "ENGRAM_ADMIN_KEY": "a" * 30}
+
+
+@pytest.mark.parametrize(
+    "given, named",
+    [
+        ({}, ["DJANGO_SECRET_KEY", "ENGRAM_ADMIN_KEY"]),
+        ({"DJANGO_SECRET_KEY": "s" * 50}, ["ENGRAM_ADMIN_KEY"]),
+        ({"DJANGO_SECRET_KEY": "short", "ENGRAM_ADMIN_KEY": "a" * 30}, ["DJANGO_SECRET_KEY"]),
+    ],
+)
+def test_production_without_its_secrets_refuses_to_start_in_one_line(given, named):
+    """It said so in a traceback through django-environ ("Set the DJANGO_SECRET_KEY
+    environment variable" at its bottom), and only of the first one missing."""
+    proc = production("manage.py", "check", **given)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("engram: set ")
+    for name in ("DJANGO_SECRET_KEY", "ENGRAM_ADMIN_KEY"):
+        assert (name in line) == (name in named), line
+
+
+def test_production_passes_the_deploy_checks_but_those_the_readme_answers():
+    """`manage.py check --deploy`: DEBUG stays off whatever DJANGO_DEBUG says, and each
+    security warning left is one the README's *Configuration* explains."""
+    proc = production("manage.py", "check", "--deploy", DJANGO_DEBUG="true", **SECRETS)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    left = set(re.findall(r"\(security\.(W\d+)\)", proc.stdout + proc.stderr))
+    assert left == {"W004", "W008"}, proc.stdout + proc.stderr  # HSTS, the HTTPS redirect
+    table = configuration_table()
+    assert all(f"security.{warning}" in table for warning in left)
+
+
+def test_the_compose_healthcheck_is_served_with_allowed_hosts_set(anon_http, settings):
+    """An operator who names the hosts served (DJANGO_ALLOWED_HOSTS, as they should) still
+    gets a healthy web container: its healthcheck asks http://127.0.0.1:8000/healthz, which
+    was answered 400 (that Host was not allowed)."""
+    import json
+
+    import yaml
+
+    web = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]["web"]
+    probe = re.search(r"https?://([^/:']+)", " ".join(web["healthcheck"]["test"]))
+    assert probe and probe.group(1) == "127.0.0.1", web["healthcheck"]
+    read = "import django; django.setup(); from django.conf import settings as s; import json; "
+    proc = production(
+        "-c",
+        read + "print(json.dumps(s.ALLOWED_HOSTS))",
+        DJANGO_ALLOWED_HOSTS="engram.example.com",
+        **SECRETS,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    settings.ALLOWED_HOSTS = json.loads(proc.stdout)
+    assert "engram.example.com" in settings.ALLOWED_HOSTS and "*" not in settings.ALLOWED_HOSTS
+    assert anon_http.get("/healthz").status_code == 200  # Host: 127.0.0.1:<port>
+    assert anon_http.get("/healthz", headers={"host": "elsewhere.example"}).status_code == 400
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration (`20s`, `1m30s`) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_docker_compose_lets_web_and_worker_finish_their_work_at_a_stop():
+    """Docker kills a container 10 s after SIGTERM unless told otherwise: the web processes'
+    replies in flight (their grace, 10 s, and the 5 s config.web adds before it kills one)
+    and the worker's running tasks (`make run` waits ENGRAM_WORKER_GRACE, 60 s) were cut."""
+    import yaml
+
+    services = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]
+    web = services["web"]["command"]
+    grace = float(web[web.index("--grace") + 1]) if "--grace" in web else 10.0
+    assert _seconds(services["web"].get("stop_grace_period", "10s")) > grace + 5
+    assert _seconds(services["worker"].get("stop_grace_period", "10s")) >= 60
+
+
+def _literal_defaults() -> dict[str, str]:
+    """Each variable the settings read with a number or a boolean for default, with it as the
+    README writes it (30.0 as 30, True as true)."""
+    found = {}
+    for path in SETTINGS:
+        for node in ast.walk(ast.parse((BASE_DIR / path).read_text())):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            first, func = node.args[0], node.func
+            if isinstance(func, ast.Attribute):
+                func = func.value
+            if not (isinstance(func, ast.Name) and func.id == "env"):
+                continue
+            default = [k.value for k in node.keywords if k.arg == "default"]
+            if not (isinstance(first, ast.Constant) and default):
+                continue
+            if not isinstance(default[0], ast.Constant):
+                continue
+            value = default[0].value
+            if isinstance(value, bool):
+                found[first.value] = str(value).lower()
+            elif isinstance(value, int | float):
+                found[first.value] = f"{value:g}"
+    return found
+
+
+def test_the_configuration_table_gives_each_numeric_default_as_the_settings_have_it():
+    defaults = _literal_defaults()
+    assert len(defaults) > 40
+    rows = [line for line in configuration_table().splitlines() if line.startswith("| `")]
+    wrong = []
+    for name, default in sorted(defaults.items()):
+        [row] = [r for r in rows if f"`{name}`" in r.split(" | ")[0]]  # its variable cell
+        if not re.search(rf"(?<![\d.]){re.escape(default)}(?![\d.])", row):
+            wrong.append(f"{name} (default {default})")
+    assert wrong == [], "README's Configuration table omits these defaults: " + ", ".join(wrong)
+
+
+def test_the_image_leaves_out_the_secrets_and_local_state():
+    """`COPY . .` copied `.env` (the secrets docker-compose reads) and `.engram` (a `make run`
+    data folder: its operator and demo keys, its database) into the image, with no
+    .dockerignore to leave them out."""
+    from fnmatch import fnmatch
+
+    assert "COPY . ." in (BASE_DIR / "Dockerfile").read_text()
+    ignore = BASE_DIR / ".dockerignore"
+    assert ignore.exists(), "no .dockerignore"
+    patterns = [
+        line.strip()
+        for line in ignore.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for path in (".env", ".env.production", ".engram", ".engram/admin_key", ".venv", ".git"):
+        top = path.split("/")[0]
+        assert any(fnmatch(path, p) or fnmatch(top, p) for p in patterns), path
+    for kept in ("config", "manage.py", "pyproject.toml", "memory", "accounts", "completions"):
+        assert not any(fnmatch(kept, p) for p in patterns), kept

@@ -16,6 +16,11 @@ ENGRAM_ADMIN_KEY = env("ENGRAM_ADMIN_KEY", default="")
 ENGRAM_ENCRYPTION_KEY = env("ENGRAM_ENCRYPTION_KEY", default="")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
+# Loopback is always served: the container's healthcheck (docker-compose.yml) and a probe on
+# the same host ask http://127.0.0.1:8000/healthz, which host names alone answered 400 (the
+# container was unhealthy as soon as an operator set DJANGO_ALLOWED_HOSTS).
+if "*" not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS += ["127.0.0.1", "localhost", "[::1]"]
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
