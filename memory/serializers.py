@@ -295,6 +295,19 @@ class StringField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+# What a memory's text, a query or a document's text may not be (VisibleTextField, the admin)
+INVISIBLE_TEXT = "This field shows no character: only spaces and invisible (format) characters."
+
+
+def visible_text(value: str) -> str:
+    """`value` composed (memory.text.nfc) as it is stored, or ValueError when it shows no
+    character: the API's rule for a memory's text and a query, and the admin's."""
+    value = nfc(value)
+    if not visible(value):
+        raise ValueError(INVISIBLE_TEXT)
+    return value
+
+
 class VisibleTextField(StringField):
     """A memory's text or a query, composed (memory.text.nfc): blank is refused (DRF strips the spaces at its ends), and
     so is text that shows nothing. str.strip() keeps zero-width spaces, joiners and BOMs, and
@@ -304,12 +317,10 @@ class VisibleTextField(StringField):
     def to_internal_value(self, data):
         # composed (NFC) before max_length is checked: the text is stored so (stored_text),
         # and a few letters compose to two code points (U+0958 is U+0915 U+093C)
-        value = nfc(super().to_internal_value(data))
-        if not visible(value):
-            raise serializers.ValidationError(
-                "This field shows no character: only spaces and invisible (format) characters."
-            )
-        return value
+        try:
+            return visible_text(super().to_internal_value(data))
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
 class IntegerField(serializers.IntegerField):
