@@ -518,6 +518,25 @@ class UnifiedSearchInput(ClosedSerializer):
         '`{"source": "crm"}` (containment, as `GET /v1/memories?metadata=`); messages and '
         "chunks are not narrowed by it.",
     )
+    # read by memory_search_filters, as POST /v1/memories/search reads them
+    kind = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='Only memories of this kind or these kinds: `"plan"`, `["fact", "plan"]`; '
+        "messages and chunks are not narrowed by it.",
+    )
+    created_after = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories and messages created after this moment (a message's "
+        "`created_at`: when it was said, or imported as said): Unix seconds or ISO 8601, in "
+        "whole seconds. Chunks, the workspace's knowledge, are not narrowed by it.",
+    )
+    created_before = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories and messages created before this moment (as `created_after`).",
+    )
     types = serializers.ListField(
         child=serializers.ChoiceField(choices=["memories", "messages", "chunks"]),
         min_length=1,
