@@ -31,7 +31,12 @@ from memory.models import (
     ProcessingJob,
     Session,
 )
-from memory.serializers import KINDS, MEMORY_TEXT_MAX_CHARS, engram_metadata_problem
+from memory.serializers import (
+    KINDS,
+    MEMORY_TEXT_MAX_CHARS,
+    engram_metadata_problem,
+    visible_text,
+)
 
 
 def _other_changes(event: MemoryEvent) -> str:
@@ -140,6 +145,14 @@ class MemoryForm(forms.ModelForm):
         if not is_id(value):
             raise forms.ValidationError(f"A user id is {ID_RULE}.")
         return value
+
+    def clean_text(self) -> str:
+        # The API's rule (visible_text): zero-width spaces alone were stored here, and every
+        # chat turn of the user then read an empty line.
+        try:
+            return visible_text(self.cleaned_data["text"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_metadata(self):
         value = self.cleaned_data["metadata"]

@@ -295,6 +295,19 @@ class StringField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+# What a memory's text, a query or a document's text may not be (VisibleTextField, the admin)
+INVISIBLE_TEXT = "This field shows no character: only spaces and invisible (format) characters."
+
+
+def visible_text(value: str) -> str:
+    """`value` composed (memory.text.nfc) as it is stored, or ValueError when it shows no
+    character: the API's rule for a memory's text and a query, and the admin's."""
+    value = nfc(value)
+    if not visible(value):
+        raise ValueError(INVISIBLE_TEXT)
+    return value
+
+
 class VisibleTextField(StringField):
     """A memory's text or a query, composed (memory.text.nfc): blank is refused (DRF strips the spaces at its ends), and
     so is text that shows nothing. str.strip() keeps zero-width spaces, joiners and BOMs, and
@@ -304,12 +317,10 @@ class VisibleTextField(StringField):
     def to_internal_value(self, data):
         # composed (NFC) before max_length is checked: the text is stored so (stored_text),
         # and a few letters compose to two code points (U+0958 is U+0915 U+093C)
-        value = nfc(super().to_internal_value(data))
-        if not visible(value):
-            raise serializers.ValidationError(
-                "This field shows no character: only spaces and invisible (format) characters."
-            )
-        return value
+        try:
+            return visible_text(super().to_internal_value(data))
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
 class IntegerField(serializers.IntegerField):
@@ -381,8 +392,42 @@ class MemoryMetadataField(serializers.DictField):
         return metadata
 
 
+class FlexibleDateTimeField(serializers.DateTimeField):
+    """ISO 8601 or a Unix timestamp (what OpenAI's own objects use)."""
+
+    def to_internal_value(self, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+            except (OverflowError, OSError, ValueError):
+                self.fail("invalid", format="a Unix timestamp or ISO 8601")
+        return super().to_internal_value(value)
+
+
+# How far past the server's clock an imported message's time may be: the importer's clock may
+# run a little ahead; a later time (9999-12-31) made the user's last_active_at that year.
+IMPORT_CLOCK_SKEW = dt.timedelta(days=1)
+
+
+def not_ahead(value: dt.datetime | None) -> dt.datetime | None:
+    """An imported `created_at` (a message's, a memory's), refused when past the server's
+    clock by more than IMPORT_CLOCK_SKEW."""
+    if value is not None and value > timezone.now() + IMPORT_CLOCK_SKEW:
+        raise serializers.ValidationError(
+            f"{value.isoformat()} is in the future: a time may be at most "
+            f"{IMPORT_CLOCK_SKEW.days} day ahead of the server's clock."
+        )
+    return value
+
+
 # A memory is one fact, not a document: the API's cap and the admin's (one fact, one constant).
 MEMORY_TEXT_MAX_CHARS = 4000
+
+
+# A memory object as Engram answers it (memory_body, a memory search's hit) posted back: the
+# fields that are Engram's own output, accepted and ignored (a restore or a migration posts
+# what it got; a field Engram never wrote stays a 400).
+MEMORY_OUTPUT_FIELDS = ("id", "updated_at", "sources", "score", "why")
 
 
 class MemoryCreateInput(ClosedSerializer):
@@ -391,6 +436,34 @@ class MemoryCreateInput(ClosedSerializer):
     kind = serializers.ChoiceField(choices=KINDS, default="fact")
     event_date = serializers.DateField(required=False, allow_null=True)
     metadata = MemoryMetadataField(required=False, default=dict)
+    created_at = FlexibleDateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="The memory's original time (Unix seconds or ISO 8601), as an exported "
+        "memory says it: kept by a new memory (default: now); at most a day ahead of the "
+        "server's clock.",
+    )
+    object = serializers.ChoiceField(
+        choices=["memory"], required=False, help_text="As a memory object says it; ignored."
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for name in MEMORY_OUTPUT_FIELDS:
+            fields[name] = serializers.JSONField(
+                required=False,
+                allow_null=True,
+                help_text="Engram's own output (a memory as listed or exported): ignored.",
+            )
+        return fields
+
+    def validate_created_at(self, value: dt.datetime | None) -> dt.datetime | None:
+        return not_ahead(value)
+
+    def validate(self, attrs):
+        for name in (*MEMORY_OUTPUT_FIELDS, "object"):
+            attrs.pop(name, None)
+        return attrs
 
 
 class MemoryUpdateInput(ClosedSerializer):
@@ -445,6 +518,25 @@ class UnifiedSearchInput(ClosedSerializer):
         '`{"source": "crm"}` (containment, as `GET /v1/memories?metadata=`); messages and '
         "chunks are not narrowed by it.",
     )
+    # read by memory_search_filters, as POST /v1/memories/search reads them
+    kind = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='Only memories of this kind or these kinds: `"plan"`, `["fact", "plan"]`; '
+        "messages and chunks are not narrowed by it.",
+    )
+    created_after = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories and messages created after this moment (a message's "
+        "`created_at`: when it was said, or imported as said): Unix seconds or ISO 8601, in "
+        "whole seconds. Chunks, the workspace's knowledge, are not narrowed by it.",
+    )
+    created_before = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Only memories and messages created before this moment (as `created_after`).",
+    )
     types = serializers.ListField(
         child=serializers.ChoiceField(choices=["memories", "messages", "chunks"]),
         min_length=1,
@@ -481,29 +573,12 @@ class UnifiedSearchInput(ClosedSerializer):
         return attrs
 
 
-class FlexibleDateTimeField(serializers.DateTimeField):
-    """ISO 8601 or a Unix timestamp (what OpenAI's own objects use)."""
-
-    def to_internal_value(self, value):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                return dt.datetime.fromtimestamp(value, tz=dt.UTC)
-            except (OverflowError, OSError, ValueError):
-                self.fail("invalid", format="a Unix timestamp or ISO 8601")
-        return super().to_internal_value(value)
-
-
 def _is_part(part) -> bool:
     """A content part as the chat doors take it: a typed object whose text, if any, is a string
     (a number there reached the tokenizer)."""
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
         return False
     return part["type"] != "text" or isinstance(part.get("text"), str)
-
-
-# How far past the server's clock an imported message's time may be: the importer's clock may
-# run a little ahead; a later time (9999-12-31) made the user's last_active_at that year.
-IMPORT_CLOCK_SKEW = dt.timedelta(days=1)
 
 
 class ImportMessageInput(serializers.Serializer):
@@ -523,12 +598,7 @@ class ImportMessageInput(serializers.Serializer):
     tool_call_id = StringField(max_length=200, required=False, allow_null=True)
 
     def validate_created_at(self, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value > timezone.now() + IMPORT_CLOCK_SKEW:
-            raise serializers.ValidationError(
-                f"{value.isoformat()} is in the future: a message's time may be at most "
-                f"{IMPORT_CLOCK_SKEW.days} day ahead of the server's clock."
-            )
-        return value
+        return not_ahead(value)
 
     def validate_metadata(self, value: dict | None) -> dict:
         if value is None:

@@ -127,6 +127,11 @@ def test_admin_adds_a_memory_under_the_apis_rules(admin_client, memory):
         url, form | {"user_id": "carol", "kind": "fact", "text": "Likes tea. " * 9000}
     )
     assert too_long.status_code == 200 and b"at most 4000 characters" in too_long.content
+    # text that shows nothing (zero-width spaces, a BOM), refused as the API refuses it
+    invisible = admin_client.post(
+        url, form | {"user_id": "carol", "kind": "fact", "text": "\u200b\u200b\ufeff"}
+    )
+    assert invisible.status_code == 200 and b"shows no character" in invisible.content
     assert not Memory.objects.filter(user_id="carol").exists()
     added = admin_client.post(url, form | {"user_id": "carol", "kind": "preference"})
     assert added.status_code == 302, added.content[:2000]

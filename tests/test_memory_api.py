@@ -274,3 +274,51 @@ def test_before_is_the_page_just_before_the_cursor(http):
     assert page.json()["has_more"] is True
     window = {"user_id": "pager", "order": "asc", "after": ids[0], "before": ids[4]}
     assert [m["id"] for m in http.get("/v1/memories", params=window).json()["data"]] == ids[1:4]
+
+
+def test_exported_memories_post_back_as_they_are_for_another_user(http):
+    """A restore or a migration (mem0's and Zep's habit) posts the memory objects it got: the
+    export's `id`, `created_at` and the other fields Engram wrote were a 400 each."""
+    add(
+        http,
+        "alice",
+        "Alice flew to Oslo.",
+        kind="event",
+        event_date="2024-03-01",
+        metadata={"origin": "crm", "learned_on": "2024-03-02"},
+    )
+    add(http, "alice", "Alice prefers tea.", kind="preference")
+    Memory.objects.filter(user_id="alice").update(
+        created_at=Memory.objects.get(text="Alice prefers tea.").created_at.replace(year=2020)
+    )
+    exported = http.get("/v1/users/alice/export").json()["memories"]
+    listed = http.get("/v1/memories", params={"user_id": "alice"}).json()["data"]
+    searched = http.post(
+        "/v1/memories/search", json={"user_id": "alice", "query": "tea", "limit": 1}
+    ).json()["data"]
+    assert searched and {"score", "why", "sources"} <= set(searched[0])
+    for who, memories in (("bob", exported), ("carol", listed), ("dave", searched)):
+        for memory in memories:
+            posted = http.post("/v1/memories", json=memory | {"user_id": who})
+            assert posted.status_code == 201, posted.text
+            assert posted.json()["id"] != memory["id"]
+
+        def shape(ms):
+            return sorted(
+                (m["text"], m["kind"], m["event_date"], m["metadata"], m["created_at"]) for m in ms
+            )
+
+        copied = http.get("/v1/memories", params={"user_id": who}).json()["data"]
+        assert shape(copied) == shape(memories)
+        assert all(m["sources"] == [] for m in copied)
+    # posted again: the memory that says it, as it is (200), not a second copy
+    again = http.post("/v1/memories", json=exported[0] | {"user_id": "bob"})
+    assert again.status_code == 200
+    # a field Engram never wrote is still refused, and so is a time far ahead
+    unknown = http.post("/v1/memories", json=exported[0] | {"user_id": "erin", "score2": 1})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "score2"
+    ahead = http.post("/v1/memories", json=exported[0] | {"user_id": "erin", "created_at": 2**33})
+    assert ahead.status_code == 400 and ahead.json()["error"]["param"] == "created_at"
+    wrong = http.post("/v1/memories", json=exported[0] | {"user_id": "erin", "object": "user"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "object"
+    assert not Memory.objects.filter(user_id="erin").exists()

@@ -74,3 +74,51 @@ def test_search_narrows_by_creation_time_as_the_list_does(http, three):
 def test_a_bad_filter_is_a_400_naming_it(http, body, param):
     resp = http.post("/v1/memories/search", json={"user_id": "alice", "query": "Peru", **body})
     assert assert_envelope(resp, 400)["param"] == param
+
+
+def test_unified_search_takes_the_same_filters(http, three):
+    """POST /v1/search refused `kind`, `created_after` and `created_before` as unknown
+    parameters, where POST /v1/memories/search took them (the same parser now reads both).
+    The date range narrows messages too, by their created_at; `kind` the memories only."""
+    said = http.post(
+        "/v1/conversations/trip/messages",
+        json={
+            "user_id": "alice",
+            "messages": [
+                {"role": "user", "content": "I dream of Peru.", "created_at": 1683554160},
+                {"role": "user", "content": "Peru again, Peru.", "created_at": 1683554220},
+            ],
+        },
+    )
+    assert said.status_code == 201, said.text
+    first, second = (m["id"] for m in said.json()["data"])
+
+    def found(**body) -> set[tuple[str, str]]:
+        resp = http.post(
+            "/v1/search", json={"user_id": "alice", "query": "Peru", "limit": 20, **body}
+        )
+        assert resp.status_code == 200, resp.text
+        return {(f["type"], f["id"]) for f in resp.json()["data"]}
+
+    everything = found()
+    assert {("message", first), ("message", second)} <= everything
+    assert {("memory", i) for i in three.values()} <= everything
+    # kind narrows the memories, not the messages
+    assert found(kind="plan") == {
+        ("memory", three["plan"]),
+        ("message", first),
+        ("message", second),
+    }
+    # the range: the first message only (its second is the range's end, left out)
+    assert found(created_before=1683554220) == {("message", first)}
+    assert found(created_after="2023-05-08T13:56:00Z", created_before="2024-01-01") == {
+        ("message", second)
+    }
+    assert found(created_after="2025-01-01", kind=["fact", "plan"]) == {
+        ("memory", three["fact"]),
+        ("memory", three["plan"]),
+    }
+    for field, value in (("kind", "bogus"), ("created_after", "yesterday"), ("kind", 5)):
+        resp = http.post("/v1/search", json={"user_id": "alice", "query": "Peru", field: value})
+        assert_envelope(resp, 400)
+        assert resp.json()["error"]["param"] == field

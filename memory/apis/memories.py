@@ -93,7 +93,11 @@ class MemoryListCreateApi(APIView):
         "spacing and end punctuation aside, the same `kind` and `event_date`, and the given "
         "`metadata` keys alike) is returned as it is with 200, nothing recorded (but that a person "
         "said it: it then outlives the conversations it was extracted from): a retried "
-        "POST stores the fact once.",
+        "POST stores the fact once. A memory as Engram answers it (listed, read, exported by "
+        "`GET /v1/users/{id}/export`, a memory search's hit) may be posted back as it is, for a "
+        "restore or for another user: `id`, `object`, `updated_at`, `sources`, `score` and "
+        "`why` are Engram's output and ignored (the new memory has its own id and no sources), "
+        "`created_at` is kept as the new memory's original time; any other field is a 400.",
         request=MemoryCreateInput,
         responses={201: docs.MemorySerializer, 200: docs.MemorySerializer},
         examples=[
@@ -114,6 +118,7 @@ class MemoryListCreateApi(APIView):
             event_date=data.get("event_date"),
             metadata=data.get("metadata") or {},
             actor="api",
+            created_at=data.get("created_at"),
         )
         if not created:  # the memory that already says it, as it is (200, as a GET)
             return Response(_with_sources(request.workspace, memory))

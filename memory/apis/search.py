@@ -14,7 +14,7 @@ from config.common.times import unix_seconds
 from memory.apis import openapi as docs
 from memory.models import Memory, Message
 from memory.retrieval.search import Found, search
-from memory.serializers import UnifiedSearchInput
+from memory.serializers import UnifiedSearchInput, memory_search_filters
 
 
 class SearchApi(APIView):
@@ -30,7 +30,10 @@ class SearchApi(APIView):
         "`type`, `id`, `text`, `score` (cosine blended with BM25, on one scale), `created_at` "
         "and `sources`: a message's is itself, a memory's the messages it was extracted from, "
         "a chunk's its document. `metadata` narrows the memories (containment, as "
-        "`GET /v1/memories?metadata=`), not messages nor chunks. A memory whose source messages all rank above it is left out: "
+        "`GET /v1/memories?metadata=`), not messages nor chunks, and so does `kind`. "
+        "`created_after` / `created_before` narrow memories and messages by their "
+        "`created_at` (a message's: when it was said or imported as said), not chunks (the "
+        "workspace's knowledge, not a user's history). A memory whose source messages all rank above it is left out: "
         "it would add nothing.",
         tags=["search"],
         request=UnifiedSearchInput,
@@ -63,6 +66,7 @@ class SearchApi(APIView):
         serializer = UnifiedSearchInput(data=with_own_user(request, request.data))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        filters = memory_search_filters(data)
         collection_ids = data["collection_ids"] if "chunks" in data["types"] else []
         if collection_ids:
             collections_check(workspace=request.workspace, collection_ids=collection_ids)
@@ -74,7 +78,10 @@ class SearchApi(APIView):
             limit=data["limit"],
             types=data["types"],
             collection_ids=collection_ids,
-            metadata=data.get("metadata"),
+            metadata=filters.metadata,
+            kinds=filters.kinds,
+            created_from=filters.created_from,
+            created_until=filters.created_until,
         )
         return Response({"object": "list", "data": [search_item(f) for f in found]})
 

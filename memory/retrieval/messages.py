@@ -9,6 +9,7 @@ re-scores the candidates on search.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from django.db import connection
@@ -41,8 +42,17 @@ def ranked(
     vector,
     exclude_ids: list[str],
     feedback: bool = False,
+    created_from: dt.datetime | None = None,
+    created_until: dt.datetime | None = None,
 ) -> list[fusion.Ranked]:
-    """The candidates, blended and ranked on each side, best first."""
+    """The candidates, blended and ranked on each side, best first. `created_from` and
+    `created_until`: only messages created in the range, in the scope of both sides (as a
+    memory search's)."""
+    scope = _SCOPE
+    if created_from is not None:
+        scope += " AND t.created_at >= %(created_from)s"
+    if created_until is not None:
+        scope += " AND t.created_at < %(created_until)s"
     # As search terms, the speakers' names match nearly every row of a two-person conversation
     # and only make the text scan expensive; the speaker boost matches them instead.
     speakers = terms.speaker_names(workspace_id=workspace_id, user_id=user_id)
@@ -51,14 +61,20 @@ def ranked(
     stats = terms.term_stats(workspace_id=workspace_id, user_id=user_id)
     sql = fusion.statement(
         table="memory_message",
-        scope=_SCOPE,
+        scope=scope,
         columns=[*(f"t.{c}" for c in COLUMNS), "c.external_id"],
         joins=_CONVERSATION,
         vector="context_embedding",
     )
     rows = fusion.run(
         sql,
-        {"workspace": workspace_id, "user": user_id, "exclude": list(exclude_ids)},
+        {
+            "workspace": workspace_id,
+            "user": user_id,
+            "exclude": list(exclude_ids),
+            "created_from": created_from,
+            "created_until": created_until,
+        },
         terms=query_terms,
         stats=stats,
         vector=vector,

@@ -173,6 +173,8 @@ def message_search(
     min_similarity: float = 0.0,
     feedback: bool = False,
     every_echo: bool = False,
+    created_from: dt.datetime | None = None,
+    created_until: dt.datetime | None = None,
 ) -> list[Found]:
     """The user's past messages, best first. An assistant message quoting a user message that
     ranks too is left out; with `every_echo`, also one quoting the user message before it that
@@ -186,6 +188,8 @@ def message_search(
         vector=vector,
         exclude_ids=list(exclude_ids),
         feedback=feedback,
+        created_from=created_from,
+        created_until=created_until,
     )
     # The rows are read as they come and a Message is built only for what is kept (~20 of
     # ~150 candidates): building every one was ~1 ms of a search's Python time.
@@ -290,9 +294,14 @@ def search(
     types: Iterable[str] = ("memories", "messages"),
     collection_ids: Iterable[str] = (),
     metadata: dict | None = None,
+    kinds: Sequence[str] = (),
+    created_from: dt.datetime | None = None,
+    created_until: dt.datetime | None = None,
 ) -> list[Found]:
     """The sources named in `types` in one ranking; an item adds evidence or it is left out.
-    `metadata`: only memories whose metadata contains it (messages and chunks as they are).
+    `metadata` and `kinds`: only memories whose metadata contains it, of those kinds (messages
+    and chunks as they are). `created_from` / `created_until`: memories and messages created
+    in the range (a chunk is the workspace's knowledge, not a user's history: not narrowed).
 
     A memory restates its source messages: it outranks them only when clearly better
     (fusion.MEMORY_WEIGHT), and a memory whose every source message already ranks above it adds
@@ -313,6 +322,9 @@ def search(
             min_similarity=MIN_SIMILARITY,
             with_sources=True,
             metadata=metadata,
+            kinds=kinds,
+            created_from=created_from,
+            created_until=created_until,
         )
         if "messages" in types and not connection.in_atomic_block:
             # Memories on a second connection while this one ranks messages: two queries of
@@ -330,6 +342,8 @@ def search(
             min_similarity=MIN_SIMILARITY,
             feedback=True,
             every_echo=True,
+            created_from=created_from,
+            created_until=created_until,
         )
     if memories_ranked is not None:
         ranked = memories_ranked.result() + ranked  # in the order the serial search had

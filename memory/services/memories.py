@@ -105,7 +105,9 @@ def memory_create(
     actor: str = "api",
     reason: str = "",
     embedding: list[float] | None = None,
+    created_at: dt.datetime | None = None,
 ) -> Memory:
+    """`created_at`: the memory's original time (an exported memory posted back), else now."""
     source_ids = list(dict.fromkeys(source_message_ids))
     metadata = dict(metadata or {})
     if learned_on:
@@ -127,6 +129,9 @@ def memory_create(
     # waits for the inserts only.
     user_lock(workspace_id=workspace.id, user_id=user_id)
     memory.save()
+    if created_at is not None:  # auto_now_add sets it on save: written after, in the same
+        Memory.objects.filter(pk=memory.pk).update(created_at=created_at)  # transaction
+        memory.created_at = created_at
     if source_ids:
         memory.sources.add(*_own_messages(workspace, user_id, source_ids))
     _event(
@@ -157,12 +162,14 @@ def memory_add(
     metadata: dict | None = None,
     actor: str = "api",
     reason: str = "",
+    created_at: dt.datetime | None = None,
 ) -> tuple[Memory, bool]:
     """A fact added by a person (`POST /v1/memories`) or an agent (the `remember` tool), and
     whether it was created. The user's memory that already says it (its normalized text, its
     kind and date, and every key of `metadata` alike) is returned as it is, nothing recorded:
     a client's retry of a POST, or an agent remembering what it was told each turn, stored the
-    fact again and again, and every chat turn then read it once per copy."""
+    fact again and again, and every chat turn then read it once per copy. `created_at`: a
+    new memory's original time (memory_create); one that already says it keeps its own."""
     metadata = dict(metadata or {})
     # Two such adds at once: the second waits for the first's commit, then finds its memory.
     with connection.cursor() as cursor:
@@ -194,6 +201,7 @@ def memory_add(
         metadata=metadata,
         actor=actor,
         reason=reason,
+        created_at=created_at,
     )
     return memory, True
 
