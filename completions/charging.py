@@ -48,6 +48,9 @@ class Charge:
     # The usage the answer was charged (`finish`): the upstream's where it reported one, else
     # the estimate (`_used`), which a stream that asked for usage ends with all the same.
     usage: dict | None = None
+    # `usage` is Engram's estimate of an answer (no usage reported): what the usage record
+    # shows, marked estimated, beside the credits charged for it.
+    estimated: bool = False
 
 
 def prompt_tokens(body: dict) -> int:
@@ -175,6 +178,7 @@ def finish(
     choice's message as far as it came (none: nothing was answered), charged by its words when
     the upstream reported no usage."""
     prompt, completion, cached, cache_write, cache_write_1h = _used(charge, usage, answers)
+    charge.estimated = not reported(usage) and bool(answers)
     charge.usage = (
         usage
         if reported(usage)

@@ -58,6 +58,10 @@ class UsageRecord(models.Model):
     # keep their value in USD.
     credits_per_usd = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # The upstream reported no usage (a stream cut before it, llama.cpp's server, a proxy):
+    # the tokens are the estimate the credits were charged for (charging._used), as an agent
+    # run's step keeps its `usage_estimated`. Stored null, the credits showed against 0 tokens.
+    usage_estimated = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -107,6 +107,7 @@ def usage_figures(queryset: QuerySet[UsageRecord], *, per_usd: Decimal | None = 
         "total_tokens": Sum("total_tokens"),
         "cached_tokens": Sum("cached_tokens"),
         "cache_write_tokens": Sum("cache_write_tokens"),
+        "estimated_requests": Count("id", filter=Q(usage_estimated=True)),
         "credits": credits_sum(per_usd=per_usd),
         "latency_mean": Avg("latency_ms"),
         "latency_p50": Percentile("latency_ms", 0.5),

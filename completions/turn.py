@@ -115,7 +115,10 @@ class Turn:
         self.finished = True
         answers = written if written is not None else charging.answered(assistant)
         self.charge_once(usage=usage, answers=answers)
-        tokens = usage if isinstance(usage, dict) else {}
+        if self.charge.estimated:  # the figures its credits were computed from
+            tokens = self.charge.usage or {}
+        else:
+            tokens = usage if isinstance(usage, dict) else {}
         _record(self, status, tokens, incomplete, error_code)
         if self.prepared is not None and self.ctx is not None:
             loop = asyncio.get_running_loop()
@@ -217,5 +220,6 @@ def _record(turn: Turn, status: int, tokens: dict, incomplete: bool, error_code:
             admitted_ms=turn.charge.admission.at_ms if turn.charge.admission else None,
             started=turn.started_at,
         ),
+        turn.charge.estimated,  # usage_estimated
     )
     usage.record(record)

@@ -97,6 +97,7 @@ class Usage:
     cache_write_tokens: int | None = None
     credits_per_usd: Decimal | None = None  # the unit of `credits`
     created_at: datetime = field(default_factory=now)
+    usage_estimated: bool = False  # the tokens are the estimate charged (no usage reported)
 
 
 class UsageBuffer:

@@ -46,6 +46,7 @@ def _figures(row: dict) -> dict:
         "total_tokens": row["total_tokens"] or 0,
         "cached_tokens": row["cached_tokens"] or 0,
         "cache_write_tokens": row["cache_write_tokens"] or 0,
+        "estimated_requests": row["estimated_requests"],
         "credits": round(row["credits"] or 0.0, 6),
         "latency_ms": {"p50": ms(row["latency_p50"]), "p95": ms(row["latency_p95"])},
     }
@@ -67,6 +68,11 @@ def _figure_fields() -> dict[str, serializers.Field]:
         ),
         "cache_write_tokens": serializers.IntegerField(
             help_text="Of the prompt tokens: written to the upstream's cache (Anthropic)."
+        ),
+        "estimated_requests": serializers.IntegerField(
+            help_text="Requests whose tokens are Engram's estimate, the upstream having "
+            "reported no usage (a stream cut before it, a server that sends none): counted "
+            "in the tokens above, as they were charged."
         ),
         "credits": serializers.FloatField(
             help_text="In the workspace's credit unit now (`credit_unit`): credits counted "

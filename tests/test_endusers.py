@@ -1007,3 +1007,35 @@ def test_an_issuer_with_a_secret_moves_to_a_jwks_in_the_admin(admin_client, owne
     assert kept.status_code == 302, kept.context["adminform"].form.errors
     issuer.refresh_from_db()
     assert issuer.get_secret() == SECRET
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tokens_chat_naming_another_workspaces_collection_is_answered_as_an_unknown_one(
+    engram_server, owner, outsider, issuer, rsa_key, upstream, stream
+):
+    """No oracle across workspaces: the status, code, param and words of x-collection-ids
+    naming another workspace's collection are those of an id no workspace has."""
+    from config.common.ids import new_id
+    from memory.knowledge import services as knowledge
+
+    knowledge.collection_create(workspace=owner[0], name="ours")
+    foreign = knowledge.collection_create(workspace=outsider[0], name="theirs").id
+    unknown = new_id("col")
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    body["stream"] = stream
+
+    def refusal(cid: str) -> tuple:
+        with as_user(engram_server, rsa_key.token("alice")) as alice:
+            headers = {"x-collection-ids": json.dumps([cid])}
+            response = alice.post("/v1/chat/completions", json=body, headers=headers)
+        error = response.json()["error"]
+        return response.status_code, {**error, "message": error["message"].replace(cid, "ID")}
+
+    assert refusal(foreign) == refusal(unknown)
+    status, error = refusal(unknown)
+    assert (status, error["code"], error["param"]) == (
+        404,
+        "collection_not_found",
+        "x-collection-ids",
+    )
+    assert upstream.chat_requests() == []

@@ -329,14 +329,31 @@ def test_openrouters_error_mid_stream_is_the_streams_error_frame(sdk, upstream):
     assert record.incomplete and record.credits is not None
 
 
-def test_a_bom_before_the_first_event_is_not_the_events(sdk, upstream):
-    items = _framed([*PIECES, _chunk({}, "stop"), USAGE, "[DONE]"])
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "bom-split-across-reads"])
+def test_a_bom_before_the_first_event_is_not_the_events(sdk, upstream, split):
+    """WHATWG: one BOM at the stream's start is ignored. Read as the first line's, it made the
+    first event's `data:` an unknown field and that event (here one with text) was dropped."""
+    items = _framed([_chunk({"role": "assistant", "content": "Hel"}), *PIECES[2:]])
+    items += _framed([_chunk({}, "stop"), USAGE, "[DONE]"])
     items[0] = b"\xef\xbb\xbf" + items[0]
+    if split:
+        items[:1] = [items[0][:1], items[0][1:2], items[0][2:]]
     upstream.script(Reply(stream=items))
     text, finish, _ = _text(
         sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
     )
     assert (text, finish) == ("Hello", "stop")
+
+
+def test_a_bom_after_the_streams_start_is_the_datas(sdk, upstream):
+    """Only the stream's first BOM is not its: one inside a later event's data is text."""
+    bom = "\ufeff"
+    items = _framed([*PIECES[:2], _chunk({"content": bom + "lo"}), _chunk({}, "stop"), "[DONE]"])
+    upstream.script(Reply(stream=items))
+    text, finish, _ = _text(
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+    )
+    assert (text, finish) == ("Hel" + bom + "lo", "stop")
 
 
 def test_an_event_that_is_no_chunk_does_not_reach_the_sdk_as_one(sdk, upstream):
@@ -415,3 +432,13 @@ def test_an_anthropic_stream_that_ends_without_message_stop_after_its_stop_reaso
     text, finish, usage = _text(stream)
     assert (text, finish) == ("Hello", "stop") and usage is not None
     assert usage.prompt_tokens == 12
+
+
+def test_the_parser_drops_one_bom_only_at_the_start_even_split_across_reads():
+    from completions.providers.wire import SseParser
+
+    parser = SseParser()
+    reads = [b"\xef", b"\xbb", b"\xbfdata: a\n\n", b"\xef\xbb\xbfdata: b\n\n", b"data: c\n\n"]
+    events = [event for read in reads for event in parser.feed(read)]
+    # the later BOM starts an unknown field's line: that event has no data (WHATWG)
+    assert events == [(None, b"a"), (None, b"c")]

@@ -214,8 +214,11 @@ def test_a_stream_of_several_choices_cut_before_its_usage_is_charged_every_choic
         buffer.flush()
         request_id = resp.headers["x-request-id"]
         record = UsageRecord.objects.get(workspace=owner[0], request_id=request_id)
-        assert record.incomplete and record.completion_tokens is None
-        assert record.credits is not None
+        # The tokens its credits were computed from (1 credit a token), marked estimated:
+        # stored null, /v1/usage showed these credits against 0 tokens.
+        assert record.incomplete and record.usage_estimated
+        assert record.total_tokens == record.prompt_tokens + record.completion_tokens
+        assert record.credits == record.total_tokens
         return record.credits
 
     one, three = charged(1), charged(3)
@@ -223,3 +226,6 @@ def test_a_stream_of_several_choices_cut_before_its_usage_is_charged_every_choic
     assert one == prompt + tokenizer.count(text)
     assert three == prompt + sum(tokenizer.count(w) for w in words)
     assert three > one
+    totals = http.get("/v1/usage").json()["totals"]
+    assert totals["total_tokens"] == totals["credits"] == one + three
+    assert totals["estimated_requests"] == 2

@@ -92,3 +92,33 @@ def test_a_resume_of_a_run_whose_agent_was_deleted_is_404_and_calls_nothing(
     assert error["param"] == "approval_id" and agent in error["message"]
     assert len(upstream.chat_requests()) == 1 and tool_server.calls == []
     assert Execution.objects.get(id=paused["execution_id"]).status != "completed"
+
+
+def test_deleting_an_agent_ends_its_pending_approvals_and_their_runs(
+    sdk, http, upstream, tool_server
+):
+    """Left `pending` until they expired, they were a human's queue of calls no resume could
+    approve any more (404 agent_not_found): the list showed what was not so."""
+    agent = make_agent(http)
+    make_tool(http, agent, tool_server.url + "/weather", approval="always")
+    other = make_agent(http, name="other-agent")
+    make_tool(http, other, tool_server.url + "/weather", approval="always")
+    calls = [tool_call("call_1", "weather", {"c": "x"})]
+    upstream.script(
+        Reply(json=openai_completion(tool_calls=calls)),
+        Reply(json=openai_completion(tool_calls=calls)),
+    )
+    paused, kept = engram(ask(sdk, agent)), engram(ask(sdk, other))
+    assert http.delete(f"/v1/agents/{agent}").status_code == 200
+
+    pending = http.get("/v1/approvals", params={"status": "pending"}).json()["data"]
+    assert [a["id"] for a in pending] == [kept["approval_id"]]  # the other agent's stays
+    ended = http.get("/v1/approvals", params={"status": "expired"}).json()["data"]
+    assert [a["id"] for a in ended] == [paused["approval_id"]]
+    assert ended[0]["reason"] == "agent deleted: rejected" and ended[0]["decided_at"]
+    run = http.get(f"/v1/executions/{paused['execution_id']}").json()
+    assert run["status"] == "failed"
+    # its resume is still refused as the deleted agent's, not as an expired approval
+    body = {"approval_id": paused["approval_id"], "decision": "approve"}
+    assert_envelope(http.post("/v1/chat/resume", json=body), 404, code="agent_not_found")
+    assert tool_server.calls == []

@@ -157,7 +157,11 @@ def agent_update(
 
 @transaction.atomic
 def agent_delete(*, workspace: Workspace, agent_id: str) -> None:
-    """Remove the agent and its versions (NotFound for an unknown or foreign id)."""
+    """Remove the agent and its versions (NotFound for an unknown or foreign id); its runs
+    waiting on an approval end with it (tools' agent_runs_end), in the same transaction."""
+    from completions.tools.services.approvals import agent_runs_end  # tools import agents
+
     agent = _locked(workspace=workspace, agent_id=agent_id)
+    agent_runs_end(workspace=workspace, agent_id=agent.id)
     agent.delete()
     cache.invalidate(workspace.id)

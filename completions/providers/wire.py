@@ -25,6 +25,11 @@ CR, LF = 13, 10
 # arguments; 32 MiB leaves more than that's room, and bounds a stream's buffer.
 MAX_EVENT_BYTES = 32 << 20
 
+# A UTF-8 byte order mark: one at the very start of a stream is not part of it (WHATWG's
+# event-stream parsing). Read as the first line's, it made the first event's `data:` line an
+# unknown field, and that event was dropped without a word.
+BOM = b"\xef\xbb\xbf"
+
 
 class StreamFailed(Exception):
     """The stream broke after the first byte; `error` is the envelope's inner object."""
@@ -55,8 +60,19 @@ class SseParser:
         # The event begun, its CRLFs read as LF but a CR that ended the last read (its LF may
         # come with the next).
         self.pending = bytearray()
+        # The stream's first bytes while they may still be a BOM (split across reads); None
+        # once past them.
+        self.head: bytes | None = b""
 
     def feed(self, data: bytes) -> list[tuple[str | None, bytes]]:
+        if self.head is not None:
+            data = self.head + data
+            if len(data) < len(BOM) and BOM.startswith(data):
+                self.head = data
+                return []
+            self.head = None
+            if data[: len(BOM)] == BOM:  # only there: a BOM later is the data's
+                data = data[len(BOM) :]
         pending = self.pending
         if not pending and data[-2:] == b"\n\n" and data[:6] == b"data: ":
             # The usual read, one event of one data line (no line end inside): what the

@@ -152,7 +152,7 @@ def execution_of_request(
     """The newest run this user's same chat request (Execution.request_digest) started within
     RETRY_WINDOW, that never paused (a paused run goes on by /v1/chat/resume) and has not
     answered: still running (or its process was lost), or failed after its tools ran."""
-    from completions.tools.services import EXPIRED_ERROR
+    from completions.tools.services import ENDED_ERRORS
 
     run = (
         Execution.objects.filter(
@@ -165,7 +165,7 @@ def execution_of_request(
         .order_by("-created_at")
         .first()
     )
-    if run is None or run.pending.get("message") or run.error == EXPIRED_ERROR:
+    if run is None or run.pending.get("message") or run.error in ENDED_ERRORS:
         return None
     if run.status == Execution.Status.RUNNING:
         return run

@@ -2,6 +2,7 @@
 read here as `completions.tools.services`."""
 
 from completions.tools.services.approvals import (
+    ENDED_ERRORS,
     EXPIRED_ERROR,
     Claimed,
     approval_claim,
@@ -51,6 +52,7 @@ __all__ = [
     "execution_reclaim",
     "execution_save",
     "execution_status_set",
+    "ENDED_ERRORS",
     "EXPIRED_ERROR",
     "FIELDS",
     "headers_of",

@@ -14,6 +14,7 @@ paused on a new approval, the old approval is 410 again.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
@@ -35,6 +36,10 @@ logger = logging.getLogger("engram.tools")
 
 
 EXPIRED_ERROR = "approval expired"
+# A run whose agent was deleted while it waited on an approval (agent_runs_end).
+AGENT_DELETED_ERROR = "agent deleted"
+# The errors of a run that ended for good: no resume or request sent again claims it back.
+ENDED_ERRORS = (EXPIRED_ERROR, AGENT_DELETED_ERROR)
 
 
 @dataclass
@@ -68,7 +73,7 @@ def _runs_when_claimed(approval: Approval) -> bool:
     return (
         approval.status == Approval.Status.APPROVED
         and execution.status == Execution.Status.FAILED
-        and execution.error != EXPIRED_ERROR
+        and execution.error not in ENDED_ERRORS
         and execution.pending.get("waiting") == waiting  # still this approval's pause
         and paused_step_index(execution) is None
     )
@@ -148,7 +153,7 @@ def execution_reclaim(*, execution: Execution) -> bool:
     retries at once, one goes on with it; a run whose approval expired stays ended."""
     now = timezone.now()
     runs = Execution.objects.filter(id=execution.id, status=Execution.Status.FAILED)
-    owner = runs_claim(runs.exclude(error=EXPIRED_ERROR), now=now)
+    owner = runs_claim(runs.exclude(error__in=ENDED_ERRORS), now=now)
     if owner:
         execution.status, execution.error, execution.owner = Execution.Status.RUNNING, "", owner
         execution.updated_at = execution.heartbeat_at = now
@@ -164,32 +169,63 @@ def approvals_expire(*, ids: list[str] | None = None) -> int:
         due = due.filter(id__in=ids)
     count = 0
     for approval_id, execution_id in list(due.values_list("id", "execution_id")[:500]):
-        with transaction.atomic():
-            won = Approval.objects.filter(id=approval_id, status=Approval.Status.PENDING).update(
-                status=Approval.Status.EXPIRED, decided_at=now, reason="expired: rejected"
-            )
-            if not won:
-                continue
-            count += 1
-            execution = Execution.objects.select_for_update().get(id=execution_id)
-            execution.steps = [
-                *execution.steps,
-                {
-                    "type": "approval",
-                    "approval_id": approval_id,
-                    "decision": "reject",
-                    "status": "expired",
-                    "at": int(now.timestamp()),
-                },
-            ]
-            execution.status = Execution.Status.FAILED
-            execution.error = EXPIRED_ERROR
-            execution_save(execution=execution)
+        count += _approval_end(
+            approval_id, execution_id, now=now, reason="expired: rejected", error=EXPIRED_ERROR
+        )
     if count:
         logger.info("tools: %d approval(s) expired, resolved as rejected", count)
     if ids is None:
         lost_runs_fail(now)
     return count
+
+
+def agent_runs_end(*, workspace: Workspace, agent_id: str) -> int:
+    """End the runs of a deleted agent that wait on an approval, in the deletion's
+    transaction: each pending approval EXPIRED ("agent deleted: rejected"), its run FAILED.
+    Left pending, they were listed as waiting for a human until they expired, though a
+    resume of them is refused (404 agent_not_found, completions.tools.entry)."""
+    now = timezone.now()
+    pending = Approval.objects.filter(
+        workspace=workspace, execution__agent_id=agent_id, status=Approval.Status.PENDING
+    )
+    return sum(
+        _approval_end(
+            approval_id,
+            execution_id,
+            now=now,
+            reason="agent deleted: rejected",
+            error=AGENT_DELETED_ERROR,
+        )
+        for approval_id, execution_id in list(pending.values_list("id", "execution_id"))
+    )
+
+
+@transaction.atomic
+def _approval_end(
+    approval_id: str, execution_id: str, *, now: dt.datetime, reason: str, error: str
+) -> int:
+    """Resolve a pending approval nobody will decide as rejected (EXPIRED, with `reason`) and
+    end its run FAILED with `error`, recorded on its steps; 0 when it was decided meanwhile."""
+    won = Approval.objects.filter(id=approval_id, status=Approval.Status.PENDING).update(
+        status=Approval.Status.EXPIRED, decided_at=now, reason=reason
+    )
+    if not won:
+        return 0
+    execution = Execution.objects.select_for_update().get(id=execution_id)
+    execution.steps = [
+        *execution.steps,
+        {
+            "type": "approval",
+            "approval_id": approval_id,
+            "decision": "reject",
+            "status": "expired",
+            "at": int(now.timestamp()),
+        },
+    ]
+    execution.status = Execution.Status.FAILED
+    execution.error = error
+    execution_save(execution=execution)
+    return 1
 
 
 # A run still RUNNING this long after its last write lost its process (a restart mid-run): no
