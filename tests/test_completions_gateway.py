@@ -649,6 +649,7 @@ def test_the_usage_record_puts_each_value_in_its_field(monkeypatch):
         "agent_version": 3,
         "credits": 0.5,
         "credits_per_usd": Decimal("2.5"),
+        "usage_estimated": False,  # the upstream reported its usage
     }
 
 
