@@ -133,7 +133,10 @@ def test_a_session_id_another_user_has_is_ones_own_session(http, upstream, door,
     ann = _chat(
         http,
         {"x-user-id": "ann", "x-session-id": "s-shared"},
-        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Ann's secret zebra-quartz"}]},
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Ann's secret zebra-quartz"}],
+        },
     )
     assert ann.status_code == 200
 

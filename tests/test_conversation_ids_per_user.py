@@ -46,7 +46,10 @@ def test_an_end_users_chat_naming_an_id_another_user_holds_is_answered_as_a_free
 ):
     alice, bob = tokens["alice"], tokens["bob"]
     upstream.script(*(Reply(json=openai_completion("Noted.")) for _ in range(4)))
-    assert _chat(alice, "My PIN is 4321", **{"x-conversation-id": "support"}).status_code == 200
+    assert (
+        _chat(alice, "My PIN is tangerine-falcon", **{"x-conversation-id": "support"}).status_code
+        == 200
+    )
 
     taken = _chat(bob, "Hello", **{"x-conversation-id": "support"})
     free = _chat(bob, "Hello", **{"x-conversation-id": "support-2"})
@@ -54,7 +57,7 @@ def test_an_end_users_chat_naming_an_id_another_user_holds_is_answered_as_a_free
     assert taken.headers["x-engram-conversation-id"] == "support"
     # nothing of alice's reached bob's turn: his request upstream holds his message alone
     sent = upstream.chat_requests()[1].body["messages"]
-    assert "4321" not in str(sent)
+    assert "tangerine-falcon" not in str(sent)
     for door in ("/v1/context",):
         preview = bob.post(
             door,
@@ -62,10 +65,12 @@ def test_an_end_users_chat_naming_an_id_another_user_holds_is_answered_as_a_free
             headers={"x-conversation-id": "support"},
         )
         assert preview.status_code == 200, preview.text
-        assert "4321" not in preview.text
+        assert "tangerine-falcon" not in preview.text
 
     # a session id alike (it was a 404 where a free one was created)
-    assert _chat(alice, "My PIN is 4321", **{"x-session-id": "s-help"}).status_code == 200
+    assert (
+        _chat(alice, "My PIN is tangerine-falcon", **{"x-session-id": "s-help"}).status_code == 200
+    )
     for path in ("/v1/context", "/v1/chat/completions"):
         upstream.script(Reply(json=openai_completion("Hi Bob.")))
         named = bob.post(
@@ -74,7 +79,7 @@ def test_an_end_users_chat_naming_an_id_another_user_holds_is_answered_as_a_free
             headers={"x-session-id": "s-help"},
         )
         assert named.status_code == 200, named.text
-        assert "4321" not in named.text
+        assert "tangerine-falcon" not in named.text
     assert Session.objects.filter(external_id="s-help").count() == 2
 
     # each reads their own "support"
