@@ -85,7 +85,7 @@ def test_an_end_users_chat_naming_an_id_another_user_holds_is_answered_as_a_free
     # each reads their own "support"
     mine = bob.get("/v1/conversations/support/messages").json()["data"]
     assert [m["content"] for m in mine] == ["Hello", "Noted."]
-    assert "4321" in alice.get("/v1/conversations/support/messages").text
+    assert "tangerine-falcon" in alice.get("/v1/conversations/support/messages").text
     assert Conversation.objects.filter(external_id="support").count() == 2
     assert Message.objects.filter(user_id="alice", conversation__external_id="support").count() == 2
 
