@@ -761,6 +761,34 @@ OFFLINE_FACTS += [
         "I'm training for a marathon, currently running about 40 miles a week",
         ["User is training for a marathon.", "User is currently running about 40 miles a week."],
     ),
+    # round 16 (heldout17): a clause that ends what the first said, or turns from it to now, is
+    # one fact with it; not when it sets a slot of its own
+    (
+        "I used to smoke but I quit when my daughter was born.",
+        ["User used to smoke but they quit when their daughter was born."],
+    ),
+    ("I was vegan for a while but I gave up", ["User was vegan for a while but they gave up."]),
+    (
+        "I was a vegetarian for years, but now I eat chicken again.",
+        ["User was a vegetarian for years, but now they eat chicken again."],
+    ),
+    (
+        "I used to work at Google but now I work at Meta",
+        ["User used to work at Google.", "User works at Meta."],
+    ),
+    # a verb whose past is its present is past beside a clause of the past
+    ("I quit when my daughter was born.", ["User quit when their daughter was born."]),
+    # the moment it is said counts nothing toward the floor; an age or an event stays
+    ("I'm so tired today.", []),
+    ("I'm bored right now", []),
+    ("I'm 30 today!", ["User is 30 on 8 May 2023."]),
+    ("I got married today", ["User got married on 8 May 2023."]),
+    # a disclaimer is not what the user is; what follows it is
+    (
+        "I wouldn't say I'm an expert, but I've been coding in Python for ten years.",
+        ["User has been coding in Python for ten years."],
+    ),
+    ("I wouldn't call myself a runner", []),
 ]
 
 
@@ -877,8 +905,9 @@ def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
 
 
 def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
-    """Round 15's patterns (heldout16) on text built to make them try again from every
-    position, with NULs, emojis and nested quotes: each returns, and finds what it should."""
+    """Round 15's and 16's patterns (heldout16, heldout17) on text built to make them try again
+    from every position, with NULs, emojis and nested quotes: each returns, and finds what it
+    should."""
     from memory.background.extraction.offline import extract as offline_extract
 
     n = 50_000
@@ -902,6 +931,15 @@ def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
             "The team is really nice and User is having fun."
         ],
         "quick one \u2014 I'm vegan\x00": [],
+        # round 16's (heldout17)
+        "I quit when " + "my " * n + "was born": [],
+        "I used to smoke but I quit in 2020" + "!" * n: [
+            "User used to smoke but they quit in 2020."
+        ],
+        "I was vegan but now I eat fish" + "!" * n: ["User was vegan but now they eat fish."],
+        "I was vegan but now" + " now" * n: [],
+        "I'm tired" + " today" * n: [],
+        "I wouldn't say" + " say" * n: [],
     }
     for text, facts in hostile.items():
         found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))

@@ -293,3 +293,21 @@ def test_an_introduction_names_the_user_and_a_feeling_does_not(
         "User's name is Sam.",
         "User is Dana's mother.",
     }
+
+
+def test_a_change_from_the_past_is_one_memory_and_a_passing_state_none(
+    http, celery_worker, offline_extraction
+):
+    """heldout17: what was quit stays with the quitting; a state of the day is not a memory."""
+    tell(
+        http,
+        "quitter",
+        "c1",
+        "I used to smoke but I quit when my daughter was born.",
+        "I'm so tired today.",
+        "I wouldn't say I'm an expert, but I've been coding in Python for ten years.",
+    )
+    assert {m["text"] for m in memories(http, "quitter")} == {
+        "User used to smoke but they quit when their daughter was born.",
+        "User has been coding in Python for ten years.",
+    }
