@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.common.middleware.RequestIdMiddleware",
     "config.common.middleware.ErrorEnvelopeMiddleware",
+    # ALLOWED_HOSTS before the key: Django checks it late (CommonMiddleware), after the 401.
+    "config.common.hosts.AllowedHostMiddleware",
     "completions.middleware.LoopGuardMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
     "accounts.limits.middleware.EndUserLimitsMiddleware",
