@@ -308,3 +308,57 @@ def test_the_image_leaves_out_the_secrets_and_local_state():
         assert any(fnmatch(path, p) or fnmatch(top, p) for p in patterns), path
     for kept in ("config", "manage.py", "pyproject.toml", "memory", "accounts", "completions"):
         assert not any(fnmatch(kept, p) for p in patterns), kept
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions, (KEYWORD, arguments), continuation lines joined."""
+    text = (BASE_DIR / "Dockerfile").read_text().replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), " ".join(rest.split())))
+    return found
+
+
+def test_the_image_runs_as_a_user_who_owns_only_its_data_dir():
+    """The image ran every process as root: a flaw in any of them (an upload's parser, an
+    agent's tool) had the whole container. Its last USER is a numeric uid that is not 0 (so
+    Kubernetes' runAsNonRoot can check it), made the owner of ENGRAM_DATA_DIR (the model's
+    export, the static files, the export spool) before it, and the steps that write there at
+    build time run as that user."""
+    steps = _dockerfile()
+    users = [i for i, (keyword, _) in enumerate(steps) if keyword == "USER"]
+    assert users, "no USER: the processes run as root"
+    last = users[-1]
+    uid, _, gid = steps[last][1].partition(":")
+    assert uid.isdigit() and int(uid) != 0 and (not gid or int(gid) != 0), steps[last]
+    env = " ".join(args for keyword, args in steps if keyword == "ENV")
+    data_dir = re.search(r"ENGRAM_DATA_DIR=(\S+)", env)
+    assert data_dir, env
+    made = [args for keyword, args in steps[:last] if keyword == "RUN" and f"--uid {uid}" in args]
+    assert made, "the user is not made with that uid"
+    owner = re.search(r"--user-group (\w+)|useradd .* (\w+)$", made[0])
+    name = next(g for g in owner.groups() if g) if owner else None
+    owned = [
+        args
+        for keyword, args in steps[:last]
+        if keyword == "RUN"
+        and data_dir.group(1) in args
+        and re.search(rf"(install -d -o {name}|chown (-R )?{name})", args)
+    ]
+    assert name and owned, "ENGRAM_DATA_DIR is not the user's: the spool and exports fail"
+    after = [args for keyword, args in steps[last:] if keyword == "RUN"]
+    assert any("memory.embeddings.prepare" in a for a in after)
+    assert any("collectstatic" in a for a in after)
+
+
+def test_every_app_service_has_a_healthcheck():
+    """Web had one; the worker and beat had none: a hung worker, or one cut off from Redis,
+    looked healthy (config/heartbeat.py, tests/test_heartbeat.py)."""
+    import yaml
+
+    services = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]
+    for name in ("web", "worker", "beat"):
+        assert services[name].get("healthcheck", {}).get("test"), name

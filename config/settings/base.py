@@ -294,6 +294,9 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": ENGRAM_UNANSWERED_SWEEP_SECONDS},
     },
 }
+# Celery's own scheduler, touching ENGRAM_HEARTBEAT_FILE for docker-compose's healthcheck
+# (config/heartbeat.py).
+CELERY_BEAT_SCHEDULER = "config.heartbeat:HeartbeatScheduler"
 # beat's own state (last run times), in the data dir rather than the working directory
 CELERY_BEAT_SCHEDULE_FILENAME = env(
     "ENGRAM_BEAT_SCHEDULE",
