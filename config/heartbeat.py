@@ -79,7 +79,7 @@ class HeartbeatScheduler(PersistentScheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if heartbeat_file() is not None:
-            self.max_interval = min(self.max_interval, HEARTBEAT_SECONDS)
+            self.max_interval = min(self.max_interval, HEARTBEAT_SECONDS)  # type: ignore[has-type]
 
     def tick(self, *args, **kwargs) -> float:
         touch()
