@@ -66,6 +66,8 @@ django.setup(set_prefix=False)  # what get_asgi_application does before making t
 application = BodyLengthHandler()
 
 from completions.asgi import with_gateway  # noqa: E402 - needs the app registry loaded
+from config.common.hosts import with_allowed_hosts  # noqa: E402
 from config.cors import with_cors  # noqa: E402
 
-application = with_cors(with_gateway(application))
+# The host first: the gateway's own doors run no Django middleware (config/common/hosts.py).
+application = with_allowed_hosts(with_cors(with_gateway(application)))

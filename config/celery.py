@@ -10,6 +10,8 @@ from celery.app.amqp import AMQP
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
+from config.heartbeat import WorkerHeartbeat
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 # How long each task may run (its hard limit, seconds): one number per kind of work. The soft
@@ -162,6 +164,8 @@ def _keep_django_logging(**kwargs: object) -> None:
 app = Celery("engram", amqp=BrokerAMQP)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The worker's heartbeat file, for docker-compose's healthcheck (config/heartbeat.py).
+app.steps["consumer"].add(WorkerHeartbeat)
 
 
 @signals.task_prerun.connect

@@ -308,3 +308,116 @@ def test_the_image_leaves_out_the_secrets_and_local_state():
         assert any(fnmatch(path, p) or fnmatch(top, p) for p in patterns), path
     for kept in ("config", "manage.py", "pyproject.toml", "memory", "accounts", "completions"):
         assert not any(fnmatch(kept, p) for p in patterns), kept
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions, (KEYWORD, arguments), continuation lines joined."""
+    text = (BASE_DIR / "Dockerfile").read_text().replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), " ".join(rest.split())))
+    return found
+
+
+def test_the_image_runs_as_a_user_who_owns_only_its_data_dir():
+    """The image ran every process as root: a flaw in any of them (an upload's parser, an
+    agent's tool) had the whole container. Its last USER is a numeric uid that is not 0 (so
+    Kubernetes' runAsNonRoot can check it), made the owner of ENGRAM_DATA_DIR (the model's
+    export, the static files, the export spool) before it, and the steps that write there at
+    build time run as that user."""
+    steps = _dockerfile()
+    users = [i for i, (keyword, _) in enumerate(steps) if keyword == "USER"]
+    assert users, "no USER: the processes run as root"
+    last = users[-1]
+    uid, _, gid = steps[last][1].partition(":")
+    assert uid.isdigit() and int(uid) != 0 and (not gid or int(gid) != 0), steps[last]
+    env = " ".join(args for keyword, args in steps if keyword == "ENV")
+    data_dir = re.search(r"ENGRAM_DATA_DIR=(\S+)", env)
+    assert data_dir, env
+    made = [args for keyword, args in steps[:last] if keyword == "RUN" and f"--uid {uid}" in args]
+    assert made, "the user is not made with that uid"
+    owner = re.search(r"--user-group (\w+)|useradd .* (\w+)$", made[0])
+    name = next(g for g in owner.groups() if g) if owner else None
+    owned = [
+        args
+        for keyword, args in steps[:last]
+        if keyword == "RUN"
+        and data_dir.group(1) in args
+        and re.search(rf"(install -d -o {name}|chown (-R )?{name})", args)
+    ]
+    assert name and owned, "ENGRAM_DATA_DIR is not the user's: the spool and exports fail"
+    after = [args for keyword, args in steps[last:] if keyword == "RUN"]
+    assert any("memory.embeddings.prepare" in a for a in after)
+    assert any("collectstatic" in a for a in after)
+
+
+def test_every_app_service_has_a_healthcheck():
+    """Web had one; the worker and beat had none: a hung worker, or one cut off from Redis,
+    looked healthy (config/heartbeat.py, tests/test_heartbeat.py)."""
+    import yaml
+
+    services = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())["services"]
+    for name in ("web", "worker", "beat"):
+        assert services[name].get("healthcheck", {}).get("test"), name
+
+
+def _env_example() -> dict[str, str]:
+    """`.env.example`'s variables (set or commented out) and the values it sets."""
+    found = {}
+    for line in (BASE_DIR / ".env.example").read_text().splitlines():
+        match = re.match(r"^#? ?([A-Z][A-Z0-9_]+)=(.*)$", line.strip())
+        if match:
+            found[match.group(1)] = match.group(2) if not line.startswith("#") else None
+    return found
+
+
+def test_the_env_example_names_only_what_is_read_and_every_secret_production_needs():
+    """`.env.example` (what `docker compose` reads, copied to .env) names variables the
+    settings or the code read, or docker-compose.yml interpolates (`${NAME}`), and none
+    other (a stale name is a setting an operator believes in that does nothing); it has the
+    production secrets and hosts, and no secret's value."""
+    example = _env_example()
+    read = {name for path in SETTINGS for name in environment_names(BASE_DIR / path)}
+    read |= set(OS_ENVIRON.findall(code()))
+    compose = set(
+        re.findall(r"\$\{([A-Z][A-Z0-9_]+)", (BASE_DIR / "docker-compose.yml").read_text())
+    )
+    assert "POSTGRES_PASSWORD" in compose
+    stale = sorted(set(example) - read - compose)
+    assert stale == [], "in .env.example, read by nothing: " + ", ".join(stale)
+    required = {"DJANGO_SECRET_KEY", "ENGRAM_ADMIN_KEY", "DJANGO_ALLOWED_HOSTS"}
+    assert required | {"DJANGO_CSRF_TRUSTED_ORIGINS"} <= {
+        k for k, v in example.items() if v is not None
+    }
+    for name, value in example.items():
+        if name.endswith(("_KEY", "_PASSWORD", "_SECRET")):
+            assert not value, f"{name} has a value in .env.example"
+
+
+def test_compose_keeps_no_secret_of_its_own():
+    """The database's password came from docker-compose.yml alone (`engram`, in two places);
+    it is POSTGRES_PASSWORD from .env now, `engram` only as the default that keeps a volume
+    made before working. Django's and Engram's secrets are never in the file."""
+    import yaml
+
+    text = (BASE_DIR / "docker-compose.yml").read_text()
+    services = yaml.safe_load(text)["services"]
+    assert services["db"]["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-engram}"
+    app = services["web"]["environment"]
+    assert "${POSTGRES_PASSWORD:-engram}@db" in app["DATABASE_URL"]
+    for service in services.values():
+        given = set(service.get("environment") or {})
+        assert not given & {"DJANGO_SECRET_KEY", "ENGRAM_ADMIN_KEY", "OPENAI_API_KEY"}, given
+
+
+def test_production_with_the_env_examples_settings_passes_the_deploy_checks():
+    """The documented settings (.env.example's, its secrets made as it says) leave only the
+    two warnings README's *Configuration* answers."""
+    values = {k: v for k, v in _env_example().items() if v}
+    proc = production("manage.py", "check", "--deploy", **values, **SECRETS)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    left = set(re.findall(r"\(security\.(W\d+)\)", proc.stdout + proc.stderr))
+    assert left == {"W004", "W008"}, proc.stdout + proc.stderr

@@ -14,6 +14,10 @@ the chat doors' alone: these routes spend no model tokens and no credits.
 A workspace key's calls are the workspace's own backend, which names a user in the body for
 its own reasons: not counted against that user (the chat doors count them, as a model call's
 `x-user-id`).
+
+A view marked `counts_workspace_rates` (/v1/search: a query embedding and vector queries each)
+counts against the workspace's and the key's `rpm` and `max_concurrent` too, whoever calls it:
+a workspace key searched without limit while its chat was held to its rpm.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from config.common.middleware import AsyncCapable
 
 _ADMISSION = "_engram_end_user_admission"
 _COUNTED_BY_ITSELF = "engram_counts_its_own_limits"
+_WORKSPACE_RATES = "engram_counts_workspace_rates"
 
 View = TypeVar("View", bound=Callable)
 
@@ -40,6 +45,18 @@ def counts_its_own_limits(view: View) -> View:
     their tokens and credits): not counted again here."""
     setattr(view, _COUNTED_BY_ITSELF, True)
     return view
+
+
+def counts_workspace_rates(view: View) -> View:
+    """A view (an APIView class, or a function) whose every request counts against the
+    workspace's and its key's requests per minute and concurrency, as a chat request does."""
+    setattr(view, _WORKSPACE_RATES, True)
+    return view
+
+
+def _counts_workspace_rates(view_func) -> bool:
+    view = getattr(view_func, "view_class", view_func)  # APIView.as_view() keeps its class
+    return getattr(view, _WORKSPACE_RATES, False)
 
 
 def _rates(rule: Rule) -> Rule | None:
@@ -55,18 +72,24 @@ async def _no_budget(subject: limiter.Subject, since_ms: int | None) -> int:
 
 async def _admit(request, view_func) -> ApiError | limiter.Admission | None:
     principal = getattr(request, "principal", None)
-    if principal is None or not principal.end_user or principal.workspace is None:
+    if principal is None or principal.workspace is None:
         return None
     if getattr(view_func, _COUNTED_BY_ITSELF, False):
         return None
-    rule = _rates(principal.limits.end_user)
-    if rule is None:
+    limits, no_rule = principal.limits, Rule()
+    end_user = (_rates(limits.end_user) if principal.end_user else None) or no_rule
+    workspace = key = no_rule
+    if _counts_workspace_rates(view_func):
+        workspace = _rates(limits.workspace) or no_rule
+        key = _rates(limits.key) or no_rule
+    policy = Policy(workspace=workspace, key=key, end_user=end_user)
+    if policy.empty:
         return None
     found = limiter.subjects(
         workspace_id=principal.workspace.id,
-        key_id=None,
+        key_id=principal.key_id,
         user_id=principal.end_user,
-        policy=Policy(end_user=rule),
+        policy=policy,
     )
     try:
         return await limiter.reserve(

@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.common.middleware.RequestIdMiddleware",
     "config.common.middleware.ErrorEnvelopeMiddleware",
+    # ALLOWED_HOSTS before the key: Django checks it late (CommonMiddleware), after the 401.
+    "config.common.hosts.AllowedHostMiddleware",
     "completions.middleware.LoopGuardMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
     "accounts.limits.middleware.EndUserLimitsMiddleware",
@@ -292,6 +294,9 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": ENGRAM_UNANSWERED_SWEEP_SECONDS},
     },
 }
+# Celery's own scheduler, touching ENGRAM_HEARTBEAT_FILE for docker-compose's healthcheck
+# (config/heartbeat.py).
+CELERY_BEAT_SCHEDULER = "config.heartbeat:HeartbeatScheduler"
 # beat's own state (last run times), in the data dir rather than the working directory
 CELERY_BEAT_SCHEDULE_FILENAME = env(
     "ENGRAM_BEAT_SCHEDULE",

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import own_user, with_own_user
+from accounts.limits.middleware import counts_workspace_rates
 from config.common.openapi import error
 from config.common.times import unix_seconds
 from memory.apis import openapi as docs
@@ -17,6 +18,7 @@ from memory.retrieval.search import Found, search
 from memory.serializers import UnifiedSearchInput, memory_search_filters
 
 
+@counts_workspace_rates  # a query embedding and vector queries each, as an embedding's request
 class SearchApi(APIView):
     # an end user's token searches only its own memories and messages (and, as in a chat turn,
     # the collections it names)
