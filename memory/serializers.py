@@ -466,6 +466,40 @@ class MemoryCreateInput(ClosedSerializer):
         return attrs
 
 
+# Memories one import (POST /v1/memories with `memories`) holds at most: embedded in one batch
+# and written in one transaction, all or nothing. A bigger export goes in several requests
+# (a retried one stores nothing twice: each memory is de-duplicated as a single create is).
+MAX_IMPORT_MEMORIES = 1000
+
+
+class MemoryImportItemInput(MemoryCreateInput):
+    """One memory of an import: as a single create's body, the user being the import's (an
+    exported memory's own `user_id` is Engram's output and ignored, so an export restores
+    into another user too)."""
+
+    user_id = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="An exported memory's: ignored (the import's `user_id` is whose).",
+    )
+
+    def validate(self, attrs):
+        attrs.pop("user_id", None)
+        return super().validate(attrs)
+
+
+class MemoryImportInput(ClosedSerializer):
+    user_id = UserIdField()
+    # DRF >= 3.15 hands max_length to the ListSerializer; the stubs (3.16.9) do not list it.
+    memories = MemoryImportItemInput(  # type: ignore[call-arg]
+        many=True,
+        allow_empty=False,
+        max_length=MAX_IMPORT_MEMORIES,
+        help_text=f"At most {MAX_IMPORT_MEMORIES:,} memories, each as a single create's body "
+        "(a memory as listed or exported may be sent back as it is).",
+    )
+
+
 class MemoryUpdateInput(ClosedSerializer):
     text = VisibleTextField(max_length=MEMORY_TEXT_MAX_CHARS, required=False)
     kind = serializers.ChoiceField(choices=KINDS, required=False)

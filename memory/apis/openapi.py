@@ -335,6 +335,18 @@ MESSAGE_LIST_PARAMETERS = _oldest_first("the time each was said (an import's)")
 MEMORY_HISTORY_PARAMETERS = _oldest_first("the time of each change")
 
 MemoryListSerializer = list_of(MemorySerializer, "MemoryList")
+
+
+class MemoryImportedSerializer(serializers.Serializer):
+    object = const("list")
+    data = MemorySerializer(
+        many=True,
+        help_text="A memory per item, in their order: the one created, or the one that already "
+        "said it (the user's, or an earlier item's).",
+    )
+    created = serializers.IntegerField(help_text="How many the import created.")
+
+
 MemoryEventListSerializer = list_of(MemoryEventSerializer, "MemoryEventList")
 MemorySearchResultsSerializer = list_of(MemoryHitSerializer, "MemorySearchResults", cursor=False)
 UnifiedSearchResultsSerializer = list_of(UnifiedHitSerializer, "SearchResults", cursor=False)
