@@ -46,7 +46,7 @@ def test_a_rebuild_and_a_queued_document_are_not_counted_as_the_apis_count(clien
     client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
     page = client.get(reverse("admin:memory_collection_changelist"))
     assert page.status_code == 200
-    row = re.search(r"<tr[^>]*>.*?Handbook.*?</tr>", page.content.decode(), re.S)
-    assert row is not None
-    cells = re.findall(r'<td class="field-documents">(\d+)</td>', row.group(0))
-    assert cells == ["1"], row.group(0)
+    html = page.content.decode()
+    assert "Handbook" in html
+    # the one collection's row: its documents cell
+    assert re.findall(r'<td class="field-documents">(\d+)</td>', html) == ["1"]
