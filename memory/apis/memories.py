@@ -42,6 +42,7 @@ from memory.serializers import (
     memory_body,
     memory_list_filters,
     memory_search_filters,
+    read_only_checked,
 )
 
 
@@ -241,7 +242,14 @@ class MemoryDetailApi(APIView):
         memory = selectors.memory_get(
             workspace=request.workspace, memory_id=memory_id, user_id=end_user(request)
         )
-        data = _valid(MemoryUpdateInput, request.data)
+        body = read_only_checked(
+            request.data,
+            stored=memory_body(memory, []),
+            writable=MemoryUpdateInput().fields,
+            # Engram's output that changes by itself (a search hit's score and why too)
+            ignored=("updated_at", "sources", "score", "why"),
+        )
+        data = _valid(MemoryUpdateInput, body)
         if not data:
             raise ApiError(400, "Nothing to update: give text, kind, event_date or metadata.")
         changes = {k: data[k] for k in ("text", "kind", "metadata") if k in data}
