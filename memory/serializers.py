@@ -510,7 +510,7 @@ class MemoryImportItemInput(MemoryCreateInput):
     exported memory's own `user_id` is Engram's output and ignored, so an export restores
     into another user too)."""
 
-    user_id = serializers.JSONField(
+    user_id = serializers.JSONField(  # type: ignore[assignment]  # any value: ignored
         required=False,
         allow_null=True,
         help_text="An exported memory's: ignored (the import's `user_id` is whose).",

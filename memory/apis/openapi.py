@@ -337,14 +337,12 @@ MEMORY_HISTORY_PARAMETERS = _oldest_first("the time of each change")
 MemoryListSerializer = list_of(MemorySerializer, "MemoryList")
 
 
-class MemoryImportedSerializer(serializers.Serializer):
-    object = const("list")
-    data = MemorySerializer(
-        many=True,
-        help_text="A memory per item, in their order: the one created, or the one that already "
-        "said it (the user's, or an earlier item's).",
-    )
-    created = serializers.IntegerField(help_text="How many the import created.")
+# POST /v1/memories with `memories`: a list (the items' memories in order) and its count
+MemoryImportedSerializer = type(
+    "MemoryImportedSerializer",
+    (list_of(MemorySerializer, "MemoryImportedList", cursor=False),),
+    {"created": serializers.IntegerField(help_text="How many of them the import created.")},
+)
 
 
 MemoryEventListSerializer = list_of(MemoryEventSerializer, "MemoryEventList")
