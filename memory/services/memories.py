@@ -348,15 +348,38 @@ def memories_import(
         )
         for text, item in zip(texts, items, strict=True)
     ]
-    distinct = list(dict.fromkeys(probes))
-    vectors = dict(zip(distinct, get_embedder().embed(distinct).tolist(), strict=True))
+    # Only what the user does not hold yet is embedded (a retried import embedded every item
+    # again to find each stored: 13 s of 1,000, bench/bench_memory_import.py); read again
+    # under the locks below, where a memory deleted meanwhile is embedded then.
+    keys = [normalized(item["text"]) for item in items]
+    held = _memories_saying(workspace=workspace, user_id=user_id, items=items, keys=keys)
+    wanted = [
+        probe
+        for probe, item, key in zip(probes, items, keys, strict=True)
+        if not _held(held, key, item)
+    ]
+    distinct = list(dict.fromkeys(wanted))
+    vectors = (
+        dict(zip(distinct, get_embedder().embed(distinct).tolist(), strict=True))
+        if distinct
+        else {}
+    )
     return _memories_import(
         workspace=workspace,
         user_id=user_id,
         items=items,
-        embeddings=[vectors[p] for p in probes],
+        probes=probes,
+        vectors=vectors,
         actor=actor,
     )
+
+
+def _held(held: dict[tuple, Memory], key: str, item: dict) -> Memory | None:
+    """The user's memory (of `held`, _memories_saying's) that already says `item`, if any."""
+    old = held.get((key, item["kind"], item.get("event_date")))
+    if old is not None and _holds(old.metadata, dict(item.get("metadata") or {})):
+        return old
+    return None
 
 
 @transaction.atomic
@@ -365,7 +388,8 @@ def _memories_import(
     workspace: Workspace,
     user_id: str,
     items: list[dict],
-    embeddings: list[list[float]],
+    probes: list[str],
+    vectors: dict[str, list[float]],
     actor: str,
 ) -> list[Imported]:
     keys = [normalized(item["text"]) for item in items]
@@ -382,11 +406,11 @@ def _memories_import(
     made: dict[tuple, list[NewMemory]] = {}  # this import's new memories, by what they say
     claimed: list[str] = []  # extracted memories a person now says too (as memory_add)
     fresh: list[NewMemory] = []  # the memories to write, in the items' order
-    for item, key, embedding in zip(items, keys, embeddings, strict=True):
+    for item, key, probe in zip(items, keys, probes, strict=True):
         metadata = dict(item.get("metadata") or {})
         said = (key, item["kind"], item.get("event_date"))
-        old = existing.get(said)
-        if old is not None and _holds(old.metadata, metadata):
+        old = _held(existing, key, item)
+        if old is not None:
             if actor in HAND_ACTORS and not old.by_hand:
                 claimed.append(old.id)
                 old.by_hand = True
@@ -401,7 +425,8 @@ def _memories_import(
                 metadata=metadata,
                 source_message_ids=[],
                 learned_on=None,
-                embedding=embedding,
+                # not embedded beforehand: the user's memory saying it was deleted since
+                embedding=vectors.get(probe) or get_embedder().embed_one(probe),
                 created_at=item.get("created_at"),
             )
             made.setdefault(said, []).append(earlier)
