@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -34,6 +37,36 @@ def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:
         "updated_at": unix_seconds(memory.updated_at),
         "sources": sources if sources is not None else [],
     }
+
+
+def read_only_checked(
+    data: Any, *, stored: dict, writable: Iterable[str], ignored: Iterable[str] = ()
+) -> Any:
+    """A PATCH body without the read-only fields of `stored` (the object as a GET answers it):
+    a client that reads an object, edits a field and sends the whole object back was answered
+    400 for its `id`. One that says what is stored is taken out; one that says otherwise is a
+    400 naming it (`read_only_field`): the client meant a change it cannot make. `ignored`:
+    Engram's output that changes by itself (`updated_at`, counts), taken out whatever it says,
+    or a read shortly before an extraction's edit could not be written back."""
+    if not isinstance(data, Mapping):
+        return data  # the serializer says what it must be
+    writable, ignored = set(writable), set(ignored)
+    kept = {}
+    for name, value in data.items():
+        if name in ignored:
+            continue
+        if name in stored and name not in writable:
+            if json.dumps(value, sort_keys=True) != json.dumps(stored[name], sort_keys=True):
+                raise ApiError(
+                    400,
+                    f"{name} is read-only: it can be sent back as read ({stored[name]!r}), "
+                    "not changed.",
+                    param=name,
+                    code="read_only_field",
+                )
+            continue
+        kept[name] = value
+    return kept
 
 
 def event_body(event: MemoryEvent) -> dict:
@@ -464,6 +497,40 @@ class MemoryCreateInput(ClosedSerializer):
         for name in (*MEMORY_OUTPUT_FIELDS, "object"):
             attrs.pop(name, None)
         return attrs
+
+
+# Memories one import (POST /v1/memories with `memories`) holds at most: embedded in one batch
+# and written in one transaction, all or nothing. A bigger export goes in several requests
+# (a retried one stores nothing twice: each memory is de-duplicated as a single create is).
+MAX_IMPORT_MEMORIES = 1000
+
+
+class MemoryImportItemInput(MemoryCreateInput):
+    """One memory of an import: as a single create's body, the user being the import's (an
+    exported memory's own `user_id` is Engram's output and ignored, so an export restores
+    into another user too)."""
+
+    user_id = serializers.JSONField(  # type: ignore[assignment]  # any value: ignored
+        required=False,
+        allow_null=True,
+        help_text="An exported memory's: ignored (the import's `user_id` is whose).",
+    )
+
+    def validate(self, attrs):
+        attrs.pop("user_id", None)
+        return super().validate(attrs)
+
+
+class MemoryImportInput(ClosedSerializer):
+    user_id = UserIdField()
+    # DRF >= 3.15 hands max_length to the ListSerializer; the stubs (3.16.9) do not list it.
+    memories = MemoryImportItemInput(  # type: ignore[call-arg]
+        many=True,
+        allow_empty=False,
+        max_length=MAX_IMPORT_MEMORIES,
+        help_text=f"At most {MAX_IMPORT_MEMORIES:,} memories, each as a single create's body "
+        "(a memory as listed or exported may be sent back as it is).",
+    )
 
 
 class MemoryUpdateInput(ClosedSerializer):

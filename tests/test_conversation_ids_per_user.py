@@ -155,3 +155,40 @@ def test_user_id_names_whose_conversation_and_one_users_id_needs_none(http, upst
     alone = http.get("/v1/conversations/support")
     assert alone.status_code == 200 and alone.json()["user_id"] == "alice"
     assert http.delete("/v1/conversations/support").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "header, user_id",
+    [("alice", "bob"), ("a b", "bob"), ("alice", "a b"), ("a b", "c d"), ("Alice", "alice ")],
+)
+def test_the_conversation_routes_and_the_chat_door_read_the_user_alike(
+    http, upstream, header, user_id
+):
+    """One parser names the user (completions.request.caller_user): the query's `user_id` of a
+    conversation route is the chat body's, so one mismatch is one error at both doors."""
+    _two_supports(http, upstream)
+
+    def error(response):
+        return response.status_code, response.json().get("error")
+
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    chat = http.post("/v1/context", json=body | {"user_id": user_id}, headers={"x-user-id": header})
+    for method in ("GET", "DELETE"):
+        route = http.request(
+            method,
+            "/v1/conversations/support",
+            params={"user_id": user_id},
+            headers={"x-user-id": header},
+        )
+        assert error(route) == error(chat)
+    assert Conversation.objects.filter(external_id="support").count() == 2
+
+
+def test_an_end_user_token_naming_another_user_is_one_error_at_both_doors(tokens, upstream):
+    alice = tokens["alice"]
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    chat = alice.post("/v1/context", json=body | {"user_id": "bob"})
+    route = alice.get("/v1/conversations/support", params={"user_id": "bob"})
+    assert chat.status_code == route.status_code == 403
+    assert route.json()["error"] == chat.json()["error"]
+    assert route.json()["error"]["param"] == "user_id"

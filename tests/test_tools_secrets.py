@@ -71,3 +71,30 @@ def test_headers_that_are_not_an_object_are_a_400_and_keep_the_stored_ones(
     assert headers_of(Tool.objects.get(id=tool["id"])) == {"X-Tool-Secret": "s3cret-value"}
     made = http.post(f"/v1/agents/{agent}/tools", json={"name": "t2", "type": "http", **body})
     assert_envelope(made, 400)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer abc123"},  # a credential after a scheme, in any header
+        {"X-Tool-Secret": "token 1234567"},
+        {"X-Api-Key": "k3y"},  # a credential header's whole value
+        {"Cookie": "sid=1"},
+    ],
+)
+def test_a_credential_too_short_to_mask_is_refused_at_the_tools_creation(
+    http, tool_server, headers
+):
+    """A secret under policy.MIN_SECRET characters was stored and then left unmasked in what
+    the tool answered (masking one that short would blank ordinary words of every answer)."""
+    from tests.test_errors import assert_envelope
+
+    agent = make_agent(http)
+    body = {"name": "weather", "type": "http", "http": {"url": tool_server.url, "headers": headers}}
+    error = assert_envelope(http.post(f"/v1/agents/{agent}/tools", json=body), 400)
+    assert (error["param"], error["code"]) == ("http.headers", "secret_too_short")
+    assert next(iter(headers)) in error["message"]
+    assert http.get(f"/v1/agents/{agent}/tools").json()["data"] == []
+    # short values that are not credentials stay allowed (and unmasked, as before)
+    body["http"]["headers"] = {"X-Api-Version": "2", "Authorization": "Bearer abcdefgh"}
+    assert http.post(f"/v1/agents/{agent}/tools", json=body).status_code == 201

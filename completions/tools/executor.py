@@ -129,10 +129,9 @@ async def _http(tool: Tool, arguments: dict, idempotency_key: str) -> str:
         return cut(text, more=more)
 
 
-# A header value (or its credential, the part after a scheme such as "Bearer ") this long or
-# longer is a secret to take out of what the tool answers; a shorter one ("1", "json") would
-# blank ordinary words of every answer.
-MIN_SECRET = 8
+# A header value (or its credential) shorter than this is left in what the tool answers: a
+# credential that short is refused at the tool's creation (policy.short_credential).
+MIN_SECRET = policy.MIN_SECRET
 
 
 # Headers that say how to talk, not who talks: their values ("application/json") are no

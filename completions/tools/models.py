@@ -59,6 +59,15 @@ class Tool(models.Model):
         return self.name
 
 
+# Execution.error of a run that ended for good (no resume or request sent again claims it
+# back): its approval expired, or its agent was deleted while it waited (agent_runs_end).
+# Here, beside the row, so the services that write them and the selectors that read them both
+# import them at module level.
+EXPIRED_ERROR = "approval expired"
+AGENT_DELETED_ERROR = "agent deleted"
+ENDED_ERRORS = (EXPIRED_ERROR, AGENT_DELETED_ERROR)
+
+
 class Execution(models.Model):
     class Status(models.TextChoices):
         RUNNING = "running"

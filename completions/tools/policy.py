@@ -79,6 +79,28 @@ def header_reserved(name: str) -> bool:
 # back keeps the stored one (completions.tools.services).
 HEADER_MASK = "***"
 
+# A header value (or its credential, the part after a scheme such as "Bearer ") this long or
+# longer is a secret to take out of what the tool answers (executor.redacted); a shorter one
+# ("1", "json") would blank ordinary words of every answer, so it is left in.
+MIN_SECRET = 8
+# Header names that carry a credential: a value shorter than MIN_SECRET in one of them (or a
+# credential after a scheme, "Bearer abc", in any header) is refused at the tool's creation,
+# since it could not be masked: a tool echoing its request, or an error page quoting the token
+# it refused, would hand it to the model, the run's record and the conversation.
+CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "password", "passwd", "cookie", "session")
+AUTH_SCHEMES = frozenset(("basic", "bearer", "token", "digest", "apikey"))
+
+
+def short_credential(header: str, value: str) -> bool:
+    """Is this header value a credential too short to mask in the tool's answers?"""
+    if value == HEADER_MASK:  # the stored value, written back (services._unmasked)
+        return False
+    scheme, _, credential = value.strip().partition(" ")
+    if credential and scheme.lower() in AUTH_SCHEMES:
+        return len(credential.strip()) < MIN_SECRET
+    lowered = header.lower()
+    return any(word in lowered for word in CREDENTIAL_WORDS) and len(value) < MIN_SECRET
+
 
 def name(value: Any) -> str:
     if not isinstance(value, str) or not NAME.match(value):
@@ -277,6 +299,15 @@ def http(value: Any) -> dict:
                 f"http.headers.{header} has a control character (CR, LF, ...); "
                 "a header's value is one line of text.",
                 field="http.headers",
+            )
+        if short_credential(header, text):
+            raise Invalid(
+                f"http.headers.{header} holds a credential shorter than {MIN_SECRET} "
+                "characters: a secret that short cannot be masked in what the tool answers "
+                "(it would blank ordinary words), and a tool echoing it would hand it to the "
+                "model and the conversation. Use a longer one.",
+                field="http.headers",
+                code="secret_too_short",
             )
     return {"url": url, "method": method, "headers": headers}
 

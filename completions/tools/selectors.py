@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from completions.agents.models import Agent
-from completions.tools.models import Approval, Execution, Tool
+from completions.tools.models import ENDED_ERRORS, Approval, Execution, Tool
 from completions.tools.policy import MEMORY_BUILTINS
 from config.common.errors import NotFound
 
@@ -152,8 +152,6 @@ def execution_of_request(
     """The newest run this user's same chat request (Execution.request_digest) started within
     RETRY_WINDOW, that never paused (a paused run goes on by /v1/chat/resume) and has not
     answered: still running (or its process was lost), or failed after its tools ran."""
-    from completions.tools.services import ENDED_ERRORS
-
     run = (
         Execution.objects.filter(
             workspace=workspace,

@@ -9,9 +9,8 @@ from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, workspace_key_only
-from completions.request import HEADERS
+from completions.request import HEADERS, caller_user
 from config.common.errors import Invalid
-from config.common.ids import user_identifier
 from config.common.openapi import ID_SCHEMA, LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
 from memory import selectors, services
@@ -97,16 +96,15 @@ _CONVERSATION_USER = [
 def _conversation_user(request) -> str | None:
     """The user whose conversation a route's id names: an end-user token's own; a workspace
     key's `user_id` query parameter or x-user-id (one user, if both), else None: the id alone
-    (selectors.conversation_find refuses it when several users have it)."""
-    given = list_user_id(request.query_params)
-    header = user_identifier(request.headers.get(HEADERS["user_id"]), HEADERS["user_id"])
-    if given is not None and header is not None and given != header:
-        raise Invalid(
-            f"user_id names another user than {HEADERS['user_id']}: send the user once.",
-            field="user_id",
-            code="user_mismatch",
-        )
-    return own_user(request, given or header)
+    (selectors.conversation_find refuses it when several users have it). The chat door's one
+    parser (`caller_user`) reads them, the query's `user_id` where it reads the body's: the
+    same mismatch is the same error at both doors (403 naming x-user-id for a token's header)."""
+    user_id = request.query_params.get("user_id")
+    if user_id is not None and not user_id.strip():
+        list_user_id(request.query_params)  # 400: a blank ?user_id= is not "no user"
+    return caller_user(
+        headers=request.headers, body={"user_id": user_id}, end_user=end_user(request)
+    )
 
 
 def _conversation(request, conversation_id: str):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,10 +28,12 @@ from memory.apis import openapi as docs
 from memory.models import Memory
 from memory.retrieval.search import Found, memory_search
 from memory.serializers import (
+    MAX_IMPORT_MEMORIES,
     MEMORIES_DELETE_QUERY,
     MEMORY_LIST_QUERY,
     MEMORY_LIST_REPEATABLE,
     MemoryCreateInput,
+    MemoryImportInput,
     MemoryUpdateInput,
     SearchInput,
     event_body,
@@ -35,6 +42,7 @@ from memory.serializers import (
     memory_body,
     memory_list_filters,
     memory_search_filters,
+    read_only_checked,
 )
 
 
@@ -47,6 +55,29 @@ def _valid(serializer_class, data, **kwargs) -> dict:
 def _with_sources(workspace, memory: Memory) -> dict:
     sources = selectors.memory_sources(workspace=workspace, memory_ids=[memory.id])
     return memory_body(memory, sources.get(memory.id, []))
+
+
+def _import(request) -> Response:
+    """POST /v1/memories with `memories`: every item validated before any is written."""
+    data = _valid(MemoryImportInput, with_own_user(request, request.data))
+    imported = services.memories_import(
+        workspace=request.workspace,
+        user_id=own_user(request, data["user_id"]),
+        items=data["memories"],
+    )
+    sources = selectors.memory_sources(
+        workspace=request.workspace,
+        memory_ids=[i.memory.id for i in imported if not i.created],
+    )
+    created = sum(i.created for i in imported)
+    return Response(
+        {
+            "object": "list",
+            "data": [memory_body(i.memory, sources.get(i.memory.id, [])) for i in imported],
+            "created": created,
+        },
+        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+    )
 
 
 class MemoryListCreateApi(APIView):
@@ -97,18 +128,54 @@ class MemoryListCreateApi(APIView):
         "`GET /v1/users/{id}/export`, a memory search's hit) may be posted back as it is, for a "
         "restore or for another user: `id`, `object`, `updated_at`, `sources`, `score` and "
         "`why` are Engram's output and ignored (the new memory has its own id and no sources), "
-        "`created_at` is kept as the new memory's original time; any other field is a 400.",
-        request=MemoryCreateInput,
-        responses={201: docs.MemorySerializer, 200: docs.MemorySerializer},
+        "`created_at` is kept as the new memory's original time; any other field is a 400.\n\n"
+        '**Import**: `{"user_id", "memories": [...]}` adds up to '
+        f"{MAX_IMPORT_MEMORIES:,} memories at once (a restored export's `memories`, a move "
+        "from another memory store), each as the body above (its own `user_id` ignored). "
+        "All or nothing: one invalid item is a 400 naming it (`memories[3].text`) and nothing "
+        "is stored; more items is a 400 naming `memories`. Each is de-duplicated as a single "
+        "add is (against the user's memories and the import's earlier items), so a retried "
+        "import stores nothing twice. Answers the memories in the items' order, with how many "
+        "were `created` (201 when any was, else 200).",
+        request=PolymorphicProxySerializer(
+            component_name="MemoryCreateOrImport",
+            serializers=[MemoryCreateInput, MemoryImportInput],
+            resource_type_field_name=None,
+        ),
+        responses={
+            201: PolymorphicProxySerializer(
+                component_name="MemoryCreatedOrImported",
+                serializers=[docs.MemorySerializer, docs.MemoryImportedSerializer],
+                resource_type_field_name=None,
+            ),
+            200: PolymorphicProxySerializer(
+                component_name="MemoryFoundOrImported",
+                serializers=[docs.MemorySerializer, docs.MemoryImportedSerializer],
+                resource_type_field_name=None,
+            ),
+        },
         examples=[
             OpenApiExample(
                 "A preference",
                 value={"user_id": "alice", "text": "Alice prefers tea.", "kind": "preference"},
                 request_only=True,
-            )
+            ),
+            OpenApiExample(
+                "An import (an export's memories)",
+                value={
+                    "user_id": "alice",
+                    "memories": [
+                        {"text": "Alice prefers tea.", "kind": "preference"},
+                        {"text": "Alice lives in Porto.", "created_at": 1735689600},
+                    ],
+                },
+                request_only=True,
+            ),
         ],
     )
     def post(self, request):
+        if isinstance(request.data, dict) and "memories" in request.data:
+            return _import(request)
         data = _valid(MemoryCreateInput, with_own_user(request, request.data))
         memory, created = services.memory_add(
             workspace=request.workspace,
@@ -175,7 +242,14 @@ class MemoryDetailApi(APIView):
         memory = selectors.memory_get(
             workspace=request.workspace, memory_id=memory_id, user_id=end_user(request)
         )
-        data = _valid(MemoryUpdateInput, request.data)
+        body = read_only_checked(
+            request.data,
+            stored=memory_body(memory, []),
+            writable=MemoryUpdateInput().fields,
+            # Engram's output that changes by itself (a search hit's score and why too)
+            ignored=("updated_at", "sources", "score", "why"),
+        )
+        data = _valid(MemoryUpdateInput, body)
         if not data:
             raise ApiError(400, "Nothing to update: give text, kind, event_date or metadata.")
         changes = {k: data[k] for k in ("text", "kind", "metadata") if k in data}

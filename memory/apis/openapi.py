@@ -335,6 +335,16 @@ MESSAGE_LIST_PARAMETERS = _oldest_first("the time each was said (an import's)")
 MEMORY_HISTORY_PARAMETERS = _oldest_first("the time of each change")
 
 MemoryListSerializer = list_of(MemorySerializer, "MemoryList")
+
+
+# POST /v1/memories with `memories`: a list (the items' memories in order) and its count
+MemoryImportedSerializer = type(
+    "MemoryImportedSerializer",
+    (list_of(MemorySerializer, "MemoryImportedList", cursor=False),),
+    {"created": serializers.IntegerField(help_text="How many of them the import created.")},
+)
+
+
 MemoryEventListSerializer = list_of(MemoryEventSerializer, "MemoryEventList")
 MemorySearchResultsSerializer = list_of(MemoryHitSerializer, "MemorySearchResults", cursor=False)
 UnifiedSearchResultsSerializer = list_of(UnifiedHitSerializer, "SearchResults", cursor=False)

@@ -1,11 +1,11 @@
 """Django admin for collections and documents: status, progress, errors, and re-running."""
 
 from django.contrib import admin, messages
-from django.db.models import BooleanField, Count, ExpressionWrapper, Q
+from django.db.models import BooleanField, ExpressionWrapper, Q
 
 from accounts.admin_workspaces import LiveWorkspaces
 from config.admin_deletion import CountsOnDelete
-from memory.knowledge import services
+from memory.knowledge import selectors, services
 from memory.models import Chunk, Collection, Document
 
 # A document's page shows its first chunks: a long PDF's thousands made a page of thousands of
@@ -71,7 +71,12 @@ class CollectionAdmin(LiveWorkspaces, CountsOnDelete):
             self.delete_model(request, collection)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(document_count=Count("documents"))
+        # What the API's `document_count` says: the ready documents, a rebuild (Document.
+        # replaces) being the one it replaces; all rows counted, a re-ingestion from scratch
+        # showed a second document, and a queued or failed one a document no search finds.
+        return (
+            super().get_queryset(request).annotate(document_count=selectors.ready_document_count())
+        )
 
     @admin.display(ordering="document_count")
     def documents(self, obj) -> int:

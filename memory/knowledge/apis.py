@@ -20,7 +20,7 @@ from memory.knowledge import selectors, services
 from memory.knowledge.multipart import MultiPartParser
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Collection, Document
-from memory.serializers import CollectionIdsField, IntegerField, StringField
+from memory.serializers import CollectionIdsField, IntegerField, StringField, read_only_checked
 
 # multipart framing around the file: boundaries, part headers, the title and metadata fields
 _MULTIPART_SLACK = 64 * 1024
@@ -120,7 +120,13 @@ class CollectionDetailApi(APIView):
         collection = selectors.collection_get(
             workspace=request.workspace, collection_id=collection_id
         )
-        data = CollectionInput(data=request.data, partial=True)
+        body = read_only_checked(  # a collection read, edited and sent back whole
+            request.data,
+            stored=collection_body(collection),
+            writable=CollectionInput().fields,
+            ignored=("updated_at", "document_count", "pending_count", "failed_count"),
+        )
+        data = CollectionInput(data=body, partial=True)
         data.is_valid(raise_exception=True)
         collection = services.collection_update(
             workspace=request.workspace, collection=collection, **data.validated_data

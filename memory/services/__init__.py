@@ -7,7 +7,13 @@ from memory.services.conversations import (
     messages_import,
     session_resolve,
 )
-from memory.services.memories import memory_add, memory_create, memory_delete, memory_update
+from memory.services.memories import (
+    memories_import,
+    memory_add,
+    memory_create,
+    memory_delete,
+    memory_update,
+)
 from memory.services.memories_bulk import memories_delete
 from memory.services.processing import extraction_enqueue, summary_enqueue
 from memory.services.users import conversation_delete, derived_only_from, user_delete
@@ -19,6 +25,7 @@ __all__ = [
     "conversation_import",
     "extraction_enqueue",
     "memories_delete",
+    "memories_import",
     "memory_add",
     "memory_create",
     "memory_delete",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Case, Value, When
 from django.db.models.functions import Length
 
 from accounts.models import Workspace
@@ -241,6 +242,7 @@ class NewMemory:
     embedding: list[float]
     id: str | None = None  # the new memory's id, when the caller chose it
     memory: Memory | None = None  # set by memories_create
+    created_at: dt.datetime | None = None  # its original time (an import), else now
 
 
 # No savepoint of its own (SAVEPOINT and RELEASE were two of a lone turn's statements): its
@@ -269,6 +271,8 @@ def memories_create(
             kind=item.kind,
             event_date=item.event_date,
             metadata=metadata,
+            # a person's, unless it names the messages it came from (as memory_create says)
+            by_hand=actor in HAND_ACTORS and not item.source_message_ids,
         )
         if item.id:
             memory.id = item.id
@@ -276,6 +280,15 @@ def memories_create(
         item.memory = memory
         memories.append(memory)
     rows.insert(memories)
+    dated = {
+        m.id: item.created_at for item, m in zip(new, memories, strict=True) if item.created_at
+    }
+    if dated:  # auto_now_add stamped them now: one UPDATE after, in the same transaction
+        Memory.objects.filter(pk__in=dated).update(
+            created_at=Case(*(When(pk=pk, then=Value(at)) for pk, at in dated.items()))
+        )
+        for memory in memories:
+            memory.created_at = dated.get(memory.id, memory.created_at)
     _link(
         [
             (item.memory.id, message_id)
@@ -300,6 +313,179 @@ def memories_create(
         ]
     )
     return memories
+
+
+@dataclass
+class Imported:
+    """One memory of an import: the memory that says it, and whether the import created it."""
+
+    memory: Memory
+    created: bool
+
+
+def memories_import(
+    *, workspace: Workspace, user_id: str, items: list[dict], actor: str = "api"
+) -> list[Imported]:
+    """memory_add for many memories (`POST /v1/memories` with `memories`: a restored export,
+    a move from another memory store), one Imported per item in order. As memory_add, the
+    user's memory that already says an item (its normalized text, kind and date, and its
+    `metadata` keys alike) is returned as it is, nothing recorded, and so is an earlier item of
+    the same import: a retried import stores each fact once. The new ones are embedded in one
+    batch, before the transaction (a model call per memory was the cost of importing one by
+    one), and written by memories_create, all or none. Items are validated beforehand
+    (serializers.MemoryImportItemInput)."""
+    texts = [stored_text(item["text"]) for item in items]
+    probes = [  # the search text memory_create would index (its date: learned_on, else today)
+        memory_search_text(
+            text=text,
+            when=memory_date(
+                Memory(
+                    text=text,
+                    event_date=item.get("event_date"),
+                    metadata=item.get("metadata") or {},
+                )
+            ),
+        )
+        for text, item in zip(texts, items, strict=True)
+    ]
+    # Only what the user does not hold yet is embedded (a retried import embedded every item
+    # again to find each stored: 13 s of 1,000, bench/bench_memory_import.py); read again
+    # under the locks below, where a memory deleted meanwhile is embedded then.
+    keys = [normalized(item["text"]) for item in items]
+    held = _memories_saying(workspace=workspace, user_id=user_id, items=items, keys=keys)
+    wanted = [
+        probe
+        for probe, item, key in zip(probes, items, keys, strict=True)
+        if not _held(held, key, item)
+    ]
+    distinct = list(dict.fromkeys(wanted))
+    vectors = (
+        dict(zip(distinct, get_embedder().embed(distinct).tolist(), strict=True))
+        if distinct
+        else {}
+    )
+    return _memories_import(
+        workspace=workspace,
+        user_id=user_id,
+        items=items,
+        probes=probes,
+        vectors=vectors,
+        actor=actor,
+    )
+
+
+def _held(held: dict[tuple, Memory], key: str, item: dict) -> Memory | None:
+    """The user's memory (of `held`, _memories_saying's) that already says `item`, if any."""
+    old = held.get((key, item["kind"], item.get("event_date")))
+    if old is not None and _holds(old.metadata, dict(item.get("metadata") or {})):
+        return old
+    return None
+
+
+@transaction.atomic
+def _memories_import(
+    *,
+    workspace: Workspace,
+    user_id: str,
+    items: list[dict],
+    probes: list[str],
+    vectors: dict[str, list[float]],
+    actor: str,
+) -> list[Imported]:
+    keys = [normalized(item["text"]) for item in items]
+    # memory_add's lock of each text, taken in one order (no two imports wait on each other
+    # in a cycle): a single add of the same fact meanwhile waits for this commit, then finds it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT"
+            " hashtextextended(k, 0) AS h FROM unnest(%s::text[]) AS k ORDER BY h) AS locks",
+            [sorted({f"memory_add:{workspace.id}:{user_id}:{key}" for key in keys})],
+        )
+    existing = _memories_saying(workspace=workspace, user_id=user_id, items=items, keys=keys)
+    slots: list[Imported | NewMemory] = []  # per item: a memory found, or one to write
+    made: dict[tuple, list[NewMemory]] = {}  # this import's new memories, by what they say
+    claimed: list[str] = []  # extracted memories a person now says too (as memory_add)
+    fresh: list[NewMemory] = []  # the memories to write, in the items' order
+    for item, key, probe in zip(items, keys, probes, strict=True):
+        metadata = dict(item.get("metadata") or {})
+        said = (key, item["kind"], item.get("event_date"))
+        old = _held(existing, key, item)
+        if old is not None:
+            if actor in HAND_ACTORS and not old.by_hand:
+                claimed.append(old.id)
+                old.by_hand = True
+            slots.append(Imported(old, False))
+            continue
+        earlier = next((n for n in made.get(said, []) if _holds(n.metadata, metadata)), None)
+        if earlier is None:
+            earlier = NewMemory(
+                text=item["text"],
+                kind=item["kind"],
+                event_date=item.get("event_date"),
+                metadata=metadata,
+                source_message_ids=[],
+                learned_on=None,
+                # not embedded beforehand: the user's memory saying it was deleted since
+                embedding=vectors.get(probe) or get_embedder().embed_one(probe),
+                created_at=item.get("created_at"),
+            )
+            made.setdefault(said, []).append(earlier)
+            fresh.append(earlier)
+        slots.append(earlier)
+    # Under the user's lock (shared), as memory_create: an erasure waits for the inserts.
+    user_lock(workspace_id=workspace.id, user_id=user_id)
+    if claimed:
+        Memory.objects.filter(pk__in=claimed).update(by_hand=True)
+    memories_create(
+        workspace=workspace,
+        user_id=user_id,
+        new=fresh,
+        actor=actor,
+    )
+    written: set[int] = set()  # the first item saying a new memory created it; later ones not
+    result = []
+    for slot in slots:
+        if isinstance(slot, NewMemory):
+            assert slot.memory is not None
+            result.append(Imported(slot.memory, id(slot) not in written))
+            written.add(id(slot))
+        else:
+            result.append(slot)
+    return result
+
+
+def _holds(stored: dict, given: dict) -> bool:
+    """Does a memory's metadata hold every given key alike? As JSON, as memory_add compares."""
+    return all(
+        key in stored and _canonical(stored[key]) == _canonical(value)
+        for key, value in given.items()
+    )
+
+
+def _memories_saying(
+    *, workspace: Workspace, user_id: str, items: list[dict], keys: list[str]
+) -> dict[tuple, Memory]:
+    """_memory_saying for many items in one query: the user's oldest memory saying each
+    (normalized text, kind, date), read among those of the items' kinds and lengths."""
+    sizes = [len(stored_text(item["text"])) for item in items]
+    candidates = (
+        Memory.objects.filter(
+            workspace=workspace,
+            user_id=user_id,
+            kind__in={item["kind"] for item in items},
+        )
+        .annotate(size=Length("text"))
+        .filter(size__gte=min(sizes) - _SAME_TEXT_SLACK, size__lte=max(sizes) + _SAME_TEXT_SLACK)
+        .defer("embedding")  # 384 floats a row, only compared by text here
+        .order_by("created_at", "id")
+    )
+    wanted = set(keys)
+    found: dict[tuple, Memory] = {}
+    for memory in candidates.iterator(chunk_size=2000):
+        key = normalized(memory.text)
+        if key in wanted:
+            found.setdefault((key, memory.kind, memory.event_date), memory)
+    return found
 
 
 class _Unset(enum.Enum):

@@ -22,7 +22,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Workspace
-from completions.tools.models import Approval, Execution, Tool
+from completions.tools.models import (
+    AGENT_DELETED_ERROR,
+    ENDED_ERRORS,
+    EXPIRED_ERROR,
+    Approval,
+    Execution,
+    Tool,
+)
 from completions.tools.services.executions import (
     execution_save,
     lost_runs_fail,
@@ -33,13 +40,6 @@ from completions.tools.services.tools import tool_stamp
 from config.common.errors import Gone
 
 logger = logging.getLogger("engram.tools")
-
-
-EXPIRED_ERROR = "approval expired"
-# A run whose agent was deleted while it waited on an approval (agent_runs_end).
-AGENT_DELETED_ERROR = "agent deleted"
-# The errors of a run that ended for good: no resume or request sent again claims it back.
-ENDED_ERRORS = (EXPIRED_ERROR, AGENT_DELETED_ERROR)
 
 
 @dataclass
