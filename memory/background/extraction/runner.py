@@ -101,11 +101,24 @@ def embed_messages(
         for m in todo
     ]
     # One call for both: the embedder sorts all texts by length, so batches carry little
-    # padding, and a run pays for one batched run instead of two.
-    vectors = get_embedder().embed(texts + also) if texts or also else np.zeros((0, 384))
+    # padding, and a run pays for one batched run instead of two. Each distinct text once: a
+    # batched run of many users' turns holds the same texts several times (a fact or a message
+    # said that day by several users, a canned answer), whose vectors are the same.
+    vectors = _embedded(texts + also)
     for message, vector in zip(todo, vectors[: len(todo)], strict=True):
         message.embedding = vector.tolist()
     return todo, vectors[len(todo) :]
+
+
+def _embedded(texts: list[str]) -> np.ndarray:
+    """The texts' vectors, in their order, each distinct text embedded once."""
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    distinct = {text: i for i, text in enumerate(dict.fromkeys(texts))}
+    vectors = get_embedder().embed(list(distinct))
+    if len(distinct) == len(texts):
+        return vectors
+    return vectors[[distinct[text] for text in texts]]
 
 
 def write_messages(workspace: Workspace, rows: list[Message], embedded: list[Message]) -> None:
