@@ -385,15 +385,32 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
             workspace=workspace,
             user_ids=list(dict.fromkeys(first_job[c].conversation.user_id for c in stating)),
         )
+        # And the memories their facts can meet (UserMemories.around), likewise: the first
+        # conversation's facts of each user, before any is left out as forgotten (a store of
+        # more memories answers the same: each vector's nearest are among them).
+        firsts: dict[str, tuple[np.ndarray, set[str]]] = {}
+        for conversation in stating:
+            found, mine = kept_facts[conversation]
+            firsts.setdefault(
+                first_job[conversation].conversation.user_id,
+                (mine, {fact.slot for fact, _, _ in found if fact.slot}),
+            )
+        stores = UserMemories.around_many(workspace, firsts, k=NEAR)
         users_seen: set[str] = set()
+        later = Later()
         for conversation in stating:
             found, mine = kept_facts[conversation]
             user_id = first_job[conversation].conversation.user_id
-            suppressions = None if user_id in users_seen else read.get(user_id, [])
+            suppressions, store = None, None
+            if user_id in users_seen:  # it reads what its user's earlier one wrote
+                later.write(workspace)
+            else:
+                suppressions, store = read.get(user_id, []), stores[user_id]
             users_seen.add(user_id)
-            done = _apply_offline(first_job[conversation], found, mine, suppressions)
+            done = _apply_offline(first_job[conversation], found, mine, suppressions, later, store)
             for key, value in done.items():
                 counts[key] = counts.get(key, 0) + value
+        later.write(workspace)
         finished = jobs_done_with(
             [job for c, group in claims.items() if c in kept for job in group], extractor="offline"
         )
@@ -535,9 +552,39 @@ def _not_forgotten(
     return [found[i] for i in kept], vectors[kept]
 
 
+class Later:
+    """The new memories and restatements of a run's conversations, written together once the
+    last is decided (or before a conversation of a user already in the run: it reads them):
+    three statements for the memories and one for the links a run, where each conversation
+    wrote its own (a batch of many users' single turns: one of each a turn)."""
+
+    def __init__(self) -> None:
+        self.new: list[NewMemory] = []
+        self.links: list[tuple[str, str]] = []
+
+    def write(self, workspace: Workspace) -> None:
+        if self.new:
+            memories_create(
+                workspace=workspace,
+                user_id="",
+                new=self.new,
+                actor="extractor:offline",
+                reason="first-person statement",
+            )
+        memories_add_sources(workspace=workspace, links=self.links)
+        self.new, self.links = [], []
+
+
 def _apply_offline(
-    job: ProcessingJob, found, vectors, suppressions: list[MemorySuppression] | None = None
+    job: ProcessingJob,
+    found,
+    vectors,
+    suppressions: list[MemorySuppression] | None = None,
+    later: Later | None = None,
+    store: UserMemories | None = None,
 ) -> dict:
+    """`suppressions`, `store`: the user's, read in the run's transaction for these facts
+    (before forgotten ones are left out); `later`: the run's writes to make together."""
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     if not found:
         return counts
@@ -545,13 +592,14 @@ def _apply_offline(
     found, vectors = _not_forgotten(workspace, user_id, found, vectors, counts, suppressions)
     if not found:
         return counts
-    store = UserMemories.around(
-        workspace,
-        user_id,
-        vectors=vectors,
-        k=NEAR,
-        slots={fact.slot for fact, _, _ in found if fact.slot},
-    )
+    if store is None:
+        store = UserMemories.around(
+            workspace,
+            user_id,
+            vectors=vectors,
+            k=NEAR,
+            slots={fact.slot for fact, _, _ in found if fact.slot},
+        )
     threshold = settings.ENGRAM_MEMORY_DUPLICATE_SIMILARITY
     # Restatements of stored memories: linked in one statement at the end.
     links: list[tuple[str, str]] = []
@@ -656,6 +704,12 @@ def _apply_offline(
         )
         store.add(placeholder, vec)
         counts["added"] += 1
+    if later is not None:  # written with the run's other conversations'
+        for item in pending.values():
+            item.user_id = user_id
+        later.new += pending.values()
+        later.links += links
+        return counts
     flush()
     memories_add_sources(workspace=workspace, links=links)
     return counts
