@@ -159,6 +159,8 @@ class UserMemories:
         """`around` for each user (their vectors and slots: `users`), in one statement."""
         from memory.services.indexing import vector_text
 
+        if not users:
+            return {}
         if not _AROUND_MANY_SQL:
             _AROUND_MANY_SQL.append(
                 _AROUND_MANY.format(columns=rows.columns(Memory, without=_LOADED_WITHOUT))
