@@ -13,6 +13,11 @@ Prints each version's CPU ms a job (time.process_time of its process: ONNX inclu
 database's own CPU not; of it the embedder's calls, and the rest), its statements a job (execute_wrapper), and what its jobs wrote
 (memories, sources, history events by kind: the same for both when they behave alike).
 `--skip-first N` leaves the first N jobs (each process's warm-up) out of the figures.
+
+`--batch N`: the soak's backlog instead — N turns of N different users (of `--users`, 200 as
+the soak's) stored, then one task run, which claims them all (the offline extractor claims
+across the workspace's conversations, up to 32 jobs): CPU, statements, embedder calls and
+texts embedded per turn; `--jobs` counts turns, `--skip-first` runs.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def child(root: Path, users: int, seed: int, stamp: str) -> int:
+def child(root: Path, users: int, seed: int, stamp: str, batch: int = 0) -> int:
     """Run jobs as the parent asks, one a line ("<i>"), answering a JSON line each."""
     sys.path.insert(0, str(root))
     os.chdir(root)
@@ -58,13 +63,16 @@ def child(root: Path, users: int, seed: int, stamp: str) -> int:
     rng = random.Random(seed)
     count = 0
     embedding = 0.0  # the CPU of the embedder's calls (ONNX), to tell apart from the rest
+    calls = texts = 0  # the embedder's calls and the texts they embedded
     from memory.embeddings import get_embedder
 
     embedder = get_embedder()
     embed = embedder.embed
 
     def timed_embed(*args, **kwargs):
-        nonlocal embedding
+        nonlocal embedding, calls, texts
+        calls += 1
+        texts += len(args[0]) if args else len(kwargs.get("texts", []))
         began = time.process_time()
         try:
             return embed(*args, **kwargs)
@@ -79,6 +87,51 @@ def child(root: Path, users: int, seed: int, stamp: str) -> int:
         return execute(sql, params, many, context)
 
     print(json.dumps({"ready": True}), flush=True)
+    if batch:
+        from bench.bench_gateway import COMPLETION
+        from memory.services.processing import extraction_unit
+
+        answer = COMPLETION["choices"][0]["message"]["content"]
+
+        turn = 0
+        for line in sys.stdin:
+            first = None
+            for _ in range(int(line)):
+                conversation = conversations[turn % users]
+                turn += 1
+                # the soak's turn: the statement and the mock upstream's answer
+                messages_import(
+                    workspace=workspace,
+                    conversation=conversation,
+                    messages=[
+                        {"role": "user", "content": statement(rng)},
+                        {"role": "assistant", "content": answer},
+                    ],
+                )
+                first = first or ProcessingJob.objects.get(
+                    conversation=conversation, status="pending", kind="extract"
+                )
+            assert first is not None
+            unit = extraction_unit(workspace_id=workspace.id, conversation_id=first.conversation_id)
+            count, embedding, calls, texts = 0, 0.0, 0, 0
+            began = time.process_time()
+            with connection.execute_wrapper(counter):
+                tasks.extract(first.id, unit=unit)
+            cpu = time.process_time() - began
+            left = ProcessingJob.objects.filter(workspace=workspace, status="pending").count()
+            print(
+                json.dumps(
+                    {
+                        "cpu": cpu,
+                        "statements": count,
+                        "embedding": embedding,
+                        "calls": calls,
+                        "texts": texts,
+                        "left": left,
+                    }
+                ),
+                flush=True,
+            )
     for line in sys.stdin:
         i = int(line)
         text = statement(rng)
@@ -103,6 +156,26 @@ def child(root: Path, users: int, seed: int, stamp: str) -> int:
     }
     for event in MemoryEvent.objects.filter(workspace=workspace).values_list("event", flat=True):
         written[event] = written.get(event, 0) + 1
+    # and a digest of their values (the users' ids are the same in both versions' workspaces):
+    # the memories' texts, metadata and vectors, the messages' vectors and search windows
+    import hashlib
+
+    from memory.models import Message
+
+    digest = hashlib.sha256()
+    for row in (
+        Memory.objects.filter(workspace=workspace)
+        .order_by("user_id", "text", "created_at")
+        .values_list("user_id", "text", "metadata", "embedding")
+    ):
+        digest.update(repr((row[0], row[1], sorted(row[2].items()), list(row[3]))).encode())
+    for row in (
+        Message.objects.filter(workspace=workspace)
+        .order_by("user_id", "created_at")
+        .values_list("user_id", "content", "embedding", "context_embedding", "search_text")
+    ):
+        digest.update(repr((row[0], row[1], list(row[2]), list(row[3]), row[4])).encode())
+    written["digest"] = digest.hexdigest()[:16]
     print(json.dumps(written), flush=True)
     return 0
 
@@ -114,11 +187,12 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--skip-first", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=0, metavar="N")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--stamp", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.users, args.seed, args.stamp)
+        return child(args.child, args.users, args.seed, args.stamp, args.batch)
 
     sys.path.insert(0, str(ROOT))
     from bench import machine
@@ -145,6 +219,8 @@ def main() -> int:
                 str(args.seed),
                 "--stamp",
                 stamp,
+                "--batch",
+                str(args.batch),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -153,9 +229,23 @@ def main() -> int:
         )
         assert json.loads(procs[label].stdout.readline()).get("ready")
     figures: dict[str, dict] = {
-        label: {"cpu": 0.0, "embedding": 0.0, "statements": 0, "jobs": 0} for label in procs
+        label: {"cpu": 0.0, "embedding": 0.0, "statements": 0, "jobs": 0, "calls": 0, "texts": 0}
+        for label in procs
     }
-    for i in range(args.jobs):
+    if args.batch:
+        for i in range(args.jobs // args.batch):
+            order = ["old", "new"] if i % 2 == 0 else ["new", "old"]
+            for label in order:
+                proc = procs[label]
+                proc.stdin.write(f"{args.batch}\n")
+                proc.stdin.flush()
+                answer = json.loads(proc.stdout.readline())
+                assert answer["left"] == 0, answer  # one run took the batch
+                if i >= args.skip_first:
+                    for key in ("cpu", "embedding", "statements", "calls", "texts"):
+                        figures[label][key] += answer[key]
+                    figures[label]["jobs"] += args.batch
+    for i in range(0 if args.batch else args.jobs):
         order = ["old", "new"] if i % 2 == 0 else ["new", "old"]
         for label in order:
             proc = procs[label]
@@ -177,7 +267,14 @@ def main() -> int:
             f" (embedding {1000 * done['embedding'] / done['jobs']:.2f}, the rest"
             f" {1000 * (done['cpu'] - done['embedding']) / done['jobs']:.2f}),"
             f" {done['statements'] / done['jobs']:.2f} statements a job ({done['jobs']} jobs"
-            f" after the first {args.skip_first}); written: {written}"
+            f" after the first {args.skip_first}"
+            + (
+                f" runs of {args.batch}; embedder calls {done['calls'] / done['jobs']:.3f},"
+                f" texts {done['texts'] / done['jobs']:.3f} a turn"
+                if args.batch
+                else ""
+            )
+            + f"); written: {written}"
         )
     print(f"machine after: {machine.line()}")
     return 0

@@ -1786,6 +1786,47 @@ def test_a_lone_turns_extraction_job_sends_its_known_statements(
     assert [len(c) for c in counts] == [14, 15, 9], counts
 
 
+def test_a_run_of_many_users_single_turns_sends_as_many_statements_for_more_users(
+    offline, django_capture_on_commit_callbacks
+):
+    """The soak's backlog: one run takes many users' single turns (bench/README, "Thirty-second
+    session"). Their neighbours, suppressions, new memories, sources and history are each
+    written for the whole run, not once per conversation: a run of six users' turns sends the
+    statements of a run of three, and writes what each user's turn alone would."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    workspace, _ = make_workspace()
+    capture = django_capture_on_commit_callbacks
+    counts = []
+    for users in (["ann", "bob", "cat"], ["dan", "eve", "fay", "gus", "hal", "ivy"]):
+        jobs = [
+            job
+            for n, user in enumerate(users)
+            for job in queue(
+                workspace,
+                user,
+                "I live in Paris." if n % 2 else "I love jazz and I live in Oslo.",
+                conversation=user,
+                capture=capture,
+            )
+        ]
+        with CaptureQueriesContext(connection) as q:
+            tasks.extract(jobs[0].id)
+        assert states(jobs) == [("done", 1)] * len(users)
+        counts.append(len(q.captured_queries))
+        for n, user in enumerate(users):
+            texts = sorted(Memory.objects.filter(user_id=user).values_list("text", flat=True))
+            assert texts == (
+                ["User lives in Paris."] if n % 2 else ["User lives in Oslo.", "User loves jazz."]
+            ), user
+            for memory in Memory.objects.filter(user_id=user):
+                assert [m.conversation.user_id for m in memory.sources.all()] == [user]
+                events = MemoryEvent.objects.filter(memory_id=memory.id)
+                assert list(events.values_list("event", "user_id")) == [("ADD", user)]
+    assert counts[1] == counts[0], counts
+
+
 class _Killed(BaseException):
     """The worker's process dying: nothing after it runs (not an Exception a task handles)."""
 

@@ -243,6 +243,7 @@ class NewMemory:
     id: str | None = None  # the new memory's id, when the caller chose it
     memory: Memory | None = None  # set by memories_create
     created_at: dt.datetime | None = None  # its original time (an import), else now
+    user_id: str = ""  # its user, when not the call's (a run of many users' turns)
 
 
 # No savepoint of its own (SAVEPOINT and RELEASE were two of a lone turn's statements): its
@@ -266,7 +267,7 @@ def memories_create(
             metadata["learned_on"] = item.learned_on.isoformat()
         memory = Memory(
             workspace=workspace,
-            user_id=user_id,
+            user_id=item.user_id or user_id,
             text=stored_text(item.text),
             kind=item.kind,
             event_date=item.event_date,
@@ -302,7 +303,7 @@ def memories_create(
             MemoryEvent(
                 workspace=workspace,
                 memory_id=memory.id,
-                user_id=user_id,
+                user_id=memory.user_id,
                 event=MemoryEvent.Event.ADD,
                 new_text=memory.text,
                 actor=actor,

@@ -92,16 +92,29 @@ def _vectors(rows: Sequence[list[float] | np.ndarray | None], dimensions: int) -
 # The user's suppressions as `forgotten` reads them, in a statement written once: the queryset
 # was built and compiled again on every extraction run (~1.75 ms of a lone turn's job under
 # cProfile, with its suppressions_lift; bench/README.md "Twenty-fifth session").
+# Several users' at once (suppressions_of): a run of many users' turns read them one
+# statement a user.
 _SUPPRESSIONS = """
 SELECT {columns} FROM memory_memorysuppression
-WHERE memory_memorysuppression.workspace_id = %s AND memory_memorysuppression.user_id = %s
+WHERE memory_memorysuppression.workspace_id = %s
+AND memory_memorysuppression.user_id = ANY(%s::varchar[])
 """
-_SUPPRESSION_READ = ("id", "normalized", "embedding", "source_hashes", "deleted_at")
+_SUPPRESSION_READ = ("id", "user_id", "normalized", "embedding", "source_hashes", "deleted_at")
 _SUPPRESSIONS_SQL: list[tuple[str, tuple[str, ...]]] = []  # the statement, the fields deferred
 
 
 def _suppressions(*, workspace: Workspace, user_id: str) -> list[MemorySuppression]:
     """MemorySuppression.objects.filter(workspace, user_id).only(*_SUPPRESSION_READ)."""
+    return suppressions_of(workspace=workspace, user_ids=[user_id]).get(user_id, [])
+
+
+def suppressions_of(
+    *, workspace: Workspace, user_ids: Sequence[str]
+) -> dict[str, list[MemorySuppression]]:
+    """_suppressions of each of the users (those with none left out), in one statement: what
+    `forgotten` is given as `suppressions`."""
+    if not user_ids:
+        return {}
     if not _SUPPRESSIONS_SQL:
         deferred = tuple(
             f.attname
@@ -112,9 +125,13 @@ def _suppressions(*, workspace: Workspace, user_id: str) -> list[MemorySuppressi
         _SUPPRESSIONS_SQL.append((_SUPPRESSIONS.format(columns=columns), deferred))
     sql, without = _SUPPRESSIONS_SQL[0]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [workspace.id, user_id])
+        cursor.execute(sql, [workspace.id, list(user_ids)])
         found = cursor.fetchall()
-    return [rows.instance(MemorySuppression, row, without=without) for row in found]
+    by_user: dict[str, list[MemorySuppression]] = {}
+    for row in found:
+        suppression = rows.instance(MemorySuppression, row, without=without)
+        by_user.setdefault(suppression.user_id, []).append(suppression)
+    return by_user
 
 
 def forgotten(
@@ -123,13 +140,17 @@ def forgotten(
     user_id: str,
     facts: list[tuple[str, list[Message]]],
     guessed: frozenset[int] = frozenset(),
+    suppressions: list[MemorySuppression] | None = None,
 ) -> Verdict:
     """Which of the facts (text, the messages it came from) may be written, and which
     suppressions they lift. One query when the user deleted nothing.
 
     `guessed`: the facts whose messages are only the ones they may have come from (a model that
-    named none): said anew only if all of them were, since an old one may be what said it."""
-    suppressions = _suppressions(workspace=workspace, user_id=user_id)
+    named none): said anew only if all of them were, since an old one may be what said it.
+    `suppressions`: the user's, read in the caller's transaction since its last change to them
+    (suppressions_of), else read here."""
+    if suppressions is None:
+        suppressions = _suppressions(workspace=workspace, user_id=user_id)
     verdict = Verdict(keep=[True] * len(facts), seen=frozenset(s.id for s in suppressions))
     if not suppressions or not facts:
         return verdict

@@ -27,11 +27,11 @@ from accounts.models import Workspace
 from completions.providers.llm import LLMError, LLMUnavailable, available
 from config.common import rows
 from memory.background.extraction import offline
-from memory.background.extraction.forgotten import forgotten
+from memory.background.extraction.forgotten import forgotten, suppressions_of
 from memory.background.extraction.remarks import without_remarks
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
-from memory.models import Memory, Message, ProcessingJob
+from memory.models import Memory, MemorySuppression, Message, ProcessingJob
 from memory.services.forgetting import suppressions_lift
 from memory.services.indexing import messages_index_update
 from memory.services.memories import (
@@ -101,11 +101,24 @@ def embed_messages(
         for m in todo
     ]
     # One call for both: the embedder sorts all texts by length, so batches carry little
-    # padding, and a run pays for one batched run instead of two.
-    vectors = get_embedder().embed(texts + also) if texts or also else np.zeros((0, 384))
+    # padding, and a run pays for one batched run instead of two. Each distinct text once: a
+    # batched run of many users' turns holds the same texts several times (a fact or a message
+    # said that day by several users, a canned answer), whose vectors are the same.
+    vectors = _embedded(texts + also)
     for message, vector in zip(todo, vectors[: len(todo)], strict=True):
         message.embedding = vector.tolist()
     return todo, vectors[len(todo) :]
+
+
+def _embedded(texts: list[str]) -> np.ndarray:
+    """The texts' vectors, in their order, each distinct text embedded once."""
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    distinct = {text: i for i, text in enumerate(dict.fromkeys(texts))}
+    vectors = get_embedder().embed(list(distinct))
+    if len(distinct) == len(texts):
+        return vectors
+    return vectors[[distinct[text] for text in texts]]
 
 
 def write_messages(workspace: Workspace, rows: list[Message], embedded: list[Message]) -> None:
@@ -115,7 +128,18 @@ def write_messages(workspace: Workspace, rows: list[Message], embedded: list[Mes
 
     A message is embedded alone ("[date] speaker: text"); its indexes take in its neighbours.
     """
-    changed = [m for group in by_conversation(rows).values() for m in widen_search_windows(group)]
+    groups = by_conversation(rows)
+    # every conversation's neighbours in one statement (a batch of many users' single turns
+    # read them one statement a conversation: one a turn)
+    around = _neighbours_of(
+        {conversation: _first(group).created_at for conversation, group in groups.items()},
+        {m.id for m in rows},
+    )
+    changed = [
+        m
+        for conversation, group in groups.items()
+        for m in widen_search_windows(group, neighbours=around.get(conversation, []))
+    ]
     written = {m.id: m for m in [*embedded, *changed]}
     if written:
         messages_index_update(
@@ -136,17 +160,25 @@ def by_conversation(rows: list[Of]) -> dict[str, list[Of]]:
 SPOKEN = ("user", "assistant")
 
 
-def widen_search_windows(rows: list[Message]) -> list[Message]:
+def _first(rows: list[Message]) -> Message:
+    return min(rows, key=lambda m: (m.created_at, m.id))
+
+
+def widen_search_windows(
+    rows: list[Message], neighbours: list[Message] | None = None
+) -> list[Message]:
     """Re-index the run's messages, and the ones just before them, with their neighbours: the
     messages whose indexes changed, with their new ones set (not written).
 
     Both indexes: the full-text window (message_window_text) and the vector blended with the
     turns around it (context_vector). The run's messages are taken as they are in memory
-    (with the vectors just made); only their neighbours are read.
+    (with the vectors just made); only their neighbours are read (`neighbours`: read already,
+    as _neighbours reads them).
     """
-    first = min(rows, key=lambda m: (m.created_at, m.id))
+    first = _first(rows)
     mine = {m.id for m in rows}
-    neighbours = _neighbours(rows[0].conversation_id, first.created_at, mine)
+    if neighbours is None:
+        neighbours = _neighbours(rows[0].conversation_id, first.created_at, mine)
     window = sorted(
         [*neighbours, *(m for m in rows if m.role in SPOKEN)], key=lambda m: (m.created_at, m.id)
     )
@@ -171,19 +203,29 @@ def widen_search_windows(rows: list[Message]) -> list[Message]:
     return changed
 
 
-# One statement for the neighbours: the turns just before the run, and any later ones not in
-# it. Raw, with the vectors in pgvector's binary form: the ORM's union of two querysets took
-# ~10 % of a lone turn's job in the worker (py-spy), most of it building the SQL again each
-# run and parsing four 384-float vectors from text; the binary form gives the same float32
-# values (store._binary_vector).
+# One statement for the neighbours of every conversation of the run: for each, the turns just
+# before the run's first message in it, and any later ones not in the run (the run's ids, of
+# all its conversations: ids are unique). Raw, with the vectors in pgvector's binary form: the
+# ORM's union of two querysets took ~10 % of a lone turn's job in the worker (py-spy), most of
+# it building the SQL again each run and parsing four 384-float vectors from text; the binary
+# form gives the same float32 values (store._binary_vector). Ordered as the two parts were
+# read one conversation at a time: the earlier turns nearest first, then the later ones.
 _NEIGHBOURS = """
-(SELECT {columns} FROM {table}
- WHERE conversation_id = %s AND role IN ('user', 'assistant') AND created_at < %s
- ORDER BY created_at DESC, id DESC LIMIT %s)
-UNION ALL
-(SELECT {columns} FROM {table}
- WHERE conversation_id = %s AND role IN ('user', 'assistant') AND created_at >= %s
- AND NOT (id = ANY(%s::varchar[])))
+SELECT span.n, n.* FROM unnest(%s::varchar[], %s::timestamptz[]) WITH ORDINALITY
+ AS span(conversation_id, first_at, n)
+CROSS JOIN LATERAL (
+ (SELECT 0 AS part, {columns} FROM {table}
+  WHERE conversation_id = span.conversation_id AND role IN ('user', 'assistant')
+  AND created_at < span.first_at
+  ORDER BY created_at DESC, id DESC LIMIT %s)
+ UNION ALL
+ (SELECT 1 AS part, {columns} FROM {table}
+  WHERE conversation_id = span.conversation_id AND role IN ('user', 'assistant')
+  AND created_at >= span.first_at AND NOT (id = ANY(%s::varchar[])))
+) AS n
+ORDER BY span.n, n.part,
+ CASE WHEN n.part = 0 THEN n.created_at END DESC, CASE WHEN n.part = 0 THEN n.id END DESC,
+ n.created_at, n.id
 """
 _NEIGHBOUR_FIELDS = ("id", "role", "name", "content", "created_at", "search_text")
 
@@ -195,29 +237,47 @@ _NEIGHBOUR_FIELDS = ("id", "role", "name", "content", "created_at", "search_text
 READ_BEFORE = 2 * WINDOW_BEFORE
 
 
+_NEIGHBOURS_SQL: list[str] = []
+
+
 def _neighbours(conversation_id: str, first_at, mine: set[str]) -> list[Message]:
     """The spoken messages just before `first_at` (READ_BEFORE) and those at or after it not
     in `mine`: Message rows with only the window's fields and both vectors loaded (as
     `.only()` loads them: the others deferred)."""
-    sql = _NEIGHBOURS.format(
-        table=connection.ops.quote_name(Message._meta.db_table),
-        columns=", ".join(_NEIGHBOUR_FIELDS)
-        + ", vector_send(embedding), vector_send(context_embedding)",
-    )
+    return _neighbours_of({conversation_id: first_at}, mine).get(conversation_id, [])
+
+
+def _neighbours_of(firsts: dict, mine: set[str]) -> dict[str, list[Message]]:
+    """_neighbours of each conversation (its first message's time in the run: `firsts`), in
+    one statement."""
+    if not firsts:
+        return {}
+    if not _NEIGHBOURS_SQL:
+        _NEIGHBOURS_SQL.append(
+            _NEIGHBOURS.format(
+                table=connection.ops.quote_name(Message._meta.db_table),
+                columns=", ".join(_NEIGHBOUR_FIELDS)
+                + ", vector_send(embedding), vector_send(context_embedding)",
+            )
+        )
+    conversations = list(firsts)
     with connection.cursor() as cursor:
         cursor.execute(
-            sql,
-            [conversation_id, first_at, READ_BEFORE, conversation_id, first_at, sorted(mine)],
+            _NEIGHBOURS_SQL[0],
+            [conversations, [firsts[c] for c in conversations], READ_BEFORE, sorted(mine)],
         )
         found = cursor.fetchall()
     names = [*_NEIGHBOUR_FIELDS, "embedding", "context_embedding"]
     # from_db takes a partial row's values in the model's field order
     order = [f.attname for f in Message._meta.concrete_fields if f.attname in names]
     at = [names.index(name) for name in order]
-    messages = []
+    messages: dict[str, list[Message]] = {}
     for row in found:
-        values = [*row[:-2], _from_binary(row[-2]), _from_binary(row[-1])]
-        messages.append(Message.from_db(connection.alias, order, [values[i] for i in at]))
+        # span.n (1-based), part, the fields, the two vectors
+        values = [*row[2:-2], _from_binary(row[-2]), _from_binary(row[-1])]
+        messages.setdefault(conversations[row[0] - 1], []).append(
+            Message.from_db(connection.alias, order, [values[i] for i in at])
+        )
     return messages
 
 
@@ -317,10 +377,40 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
             [m for conversation, rows in groups.items() if conversation in kept for m in rows],
             [m for m in todo if m.conversation_id in kept],
         )
-        for conversation, (found, mine) in kept_facts.items():
-            if conversation in kept:
-                for key, value in _apply_offline(first_job[conversation], found, mine).items():
-                    counts[key] = counts.get(key, 0) + value
+        # The users' suppressions in one statement (one a conversation, a turn in a batch of
+        # many users' turns), each for the first of its user's conversations: a conversation
+        # may lift some (suppressions_lift), so a later one of the same user reads its own.
+        stating = [c for c, (found, _) in kept_facts.items() if c in kept and found]
+        read = suppressions_of(
+            workspace=workspace,
+            user_ids=list(dict.fromkeys(first_job[c].conversation.user_id for c in stating)),
+        )
+        # And the memories their facts can meet (UserMemories.around), likewise: the first
+        # conversation's facts of each user, before any is left out as forgotten (a store of
+        # more memories answers the same: each vector's nearest are among them).
+        firsts: dict[str, tuple[np.ndarray, set[str]]] = {}
+        for conversation in stating:
+            found, mine = kept_facts[conversation]
+            firsts.setdefault(
+                first_job[conversation].conversation.user_id,
+                (mine, {fact.slot for fact, _, _ in found if fact.slot}),
+            )
+        stores = UserMemories.around_many(workspace, firsts, k=NEAR)
+        users_seen: set[str] = set()
+        later = Later()
+        for conversation in stating:
+            found, mine = kept_facts[conversation]
+            user_id = first_job[conversation].conversation.user_id
+            suppressions, store = None, None
+            if user_id in users_seen:  # it reads what its user's earlier one wrote
+                later.write(workspace)
+            else:
+                suppressions, store = read.get(user_id, []), stores[user_id]
+            users_seen.add(user_id)
+            done = _apply_offline(first_job[conversation], found, mine, suppressions, later, store)
+            for key, value in done.items():
+                counts[key] = counts.get(key, 0) + value
+        later.write(workspace)
         finished = jobs_done_with(
             [job for c, group in claims.items() if c in kept for job in group], extractor="offline"
         )
@@ -438,12 +528,21 @@ def _ended(store: UserMemories, fact: offline.Fact, subject: str, vector: list) 
 
 
 def _not_forgotten(
-    workspace: Workspace, user_id: str, found: list, vectors: np.ndarray, counts: dict
+    workspace: Workspace,
+    user_id: str,
+    found: list,
+    vectors: np.ndarray,
+    counts: dict,
+    suppressions: list[MemorySuppression] | None = None,
 ) -> tuple[list, np.ndarray]:
     """The facts (and vectors) less those their user deleted and did not say again since; the
-    suppressions said again are lifted (in the run's transaction)."""
+    suppressions said again are lifted (in the run's transaction). `suppressions`: the user's,
+    read in the run's transaction (forgotten)."""
     verdict = forgotten(
-        workspace=workspace, user_id=user_id, facts=[(f.text, [m]) for f, m, _ in found]
+        workspace=workspace,
+        user_id=user_id,
+        facts=[(f.text, [m]) for f, m, _ in found],
+        suppressions=suppressions,
     )
     suppressions_lift(workspace=workspace, user_id=user_id, ids=verdict.lift)
     if all(verdict.keep):
@@ -453,21 +552,54 @@ def _not_forgotten(
     return [found[i] for i in kept], vectors[kept]
 
 
-def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
+class Later:
+    """The new memories and restatements of a run's conversations, written together once the
+    last is decided (or before a conversation of a user already in the run: it reads them):
+    three statements for the memories and one for the links a run, where each conversation
+    wrote its own (a batch of many users' single turns: one of each a turn)."""
+
+    def __init__(self) -> None:
+        self.new: list[NewMemory] = []
+        self.links: list[tuple[str, str]] = []
+
+    def write(self, workspace: Workspace) -> None:
+        if self.new:
+            memories_create(
+                workspace=workspace,
+                user_id="",
+                new=self.new,
+                actor="extractor:offline",
+                reason="first-person statement",
+            )
+        memories_add_sources(workspace=workspace, links=self.links)
+        self.new, self.links = [], []
+
+
+def _apply_offline(
+    job: ProcessingJob,
+    found,
+    vectors,
+    suppressions: list[MemorySuppression] | None = None,
+    later: Later | None = None,
+    store: UserMemories | None = None,
+) -> dict:
+    """`suppressions`, `store`: the user's, read in the run's transaction for these facts
+    (before forgotten ones are left out); `later`: the run's writes to make together."""
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     if not found:
         return counts
     workspace, user_id = job.workspace, job.conversation.user_id
-    found, vectors = _not_forgotten(workspace, user_id, found, vectors, counts)
+    found, vectors = _not_forgotten(workspace, user_id, found, vectors, counts, suppressions)
     if not found:
         return counts
-    store = UserMemories.around(
-        workspace,
-        user_id,
-        vectors=vectors,
-        k=NEAR,
-        slots={fact.slot for fact, _, _ in found if fact.slot},
-    )
+    if store is None:
+        store = UserMemories.around(
+            workspace,
+            user_id,
+            vectors=vectors,
+            k=NEAR,
+            slots={fact.slot for fact, _, _ in found if fact.slot},
+        )
     threshold = settings.ENGRAM_MEMORY_DUPLICATE_SIMILARITY
     # Restatements of stored memories: linked in one statement at the end.
     links: list[tuple[str, str]] = []
@@ -572,6 +704,12 @@ def _apply_offline(job: ProcessingJob, found, vectors) -> dict:
         )
         store.add(placeholder, vec)
         counts["added"] += 1
+    if later is not None:  # written with the run's other conversations'
+        for item in pending.values():
+            item.user_id = user_id
+        later.new += pending.values()
+        later.links += links
+        return counts
     flush()
     memories_add_sources(workspace=workspace, links=links)
     return counts

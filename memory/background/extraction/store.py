@@ -57,6 +57,36 @@ ORDER BY memory_memory.updated_at DESC LIMIT %s
 _LOADED_WITHOUT = ("search", "embedding")
 _AROUND_SQL: list[str] = []
 
+# _AROUND for several users at once (UserMemories.around_many): each user's (u.n) vectors and
+# slots in parallel arrays, the same load for each under a LATERAL whose nearest ids stay an
+# InitPlan, run once a user. A run of many users' single turns read them one statement a
+# user, a turn each (bench/README.md, "Thirty-second session").
+_AROUND_MANY = """
+SELECT u.n, {columns}, vector_send(memory_memory.embedding)
+FROM unnest(%(users)s::varchar[]) WITH ORDINALITY AS u(user_id, n)
+CROSS JOIN LATERAL (
+ SELECT memory_memory.* FROM memory_memory
+ WHERE memory_memory.workspace_id = %(workspace)s AND memory_memory.user_id = u.user_id
+ AND memory_memory.embedding IS NOT NULL
+ AND (memory_memory.id = ANY(ARRAY(
+       SELECT n.id FROM (
+        SELECT q.vector FROM unnest(%(vectors)s::text[]::vector[], %(of)s::bigint[]) AS q(vector, n)
+        WHERE q.n = u.n
+       ) AS q
+       CROSS JOIN LATERAL (
+        SELECT m.id FROM memory_memory m
+        WHERE m.workspace_id = %(workspace)s AND m.user_id = u.user_id AND m.embedding IS NOT NULL
+        ORDER BY m.embedding <=> q.vector LIMIT %(k)s
+       ) n))
+      OR (memory_memory.metadata -> 'slot') = ANY(ARRAY(
+       SELECT s.slot FROM unnest(%(slots)s::text[]::jsonb[], %(slots_of)s::bigint[]) AS s(slot, n)
+       WHERE s.n = u.n)))
+ ORDER BY memory_memory.updated_at DESC LIMIT %(limit)s
+) AS memory_memory
+ORDER BY u.n, memory_memory.updated_at DESC
+"""
+_AROUND_MANY_SQL: list[str] = []
+
 
 def _around_sql() -> str:
     if not _AROUND_SQL:
@@ -121,6 +151,40 @@ class UserMemories:
         store = cls.__new__(cls)
         store._load(workspace, user_id, found)
         return store
+
+    @classmethod
+    def around_many(
+        cls, workspace: Workspace, users: dict[str, tuple[np.ndarray, set[str]]], *, k: int
+    ) -> dict[str, UserMemories]:
+        """`around` for each user (their vectors and slots: `users`), in one statement."""
+        from memory.services.indexing import vector_text
+
+        if not users:
+            return {}
+        if not _AROUND_MANY_SQL:
+            _AROUND_MANY_SQL.append(
+                _AROUND_MANY.format(columns=rows.columns(Memory, without=_LOADED_WITHOUT))
+            )
+        ids = list(users)
+        params: dict = {"users": ids, "workspace": workspace.id, "k": k, "limit": MAX_LOADED}
+        params |= {"vectors": [], "of": [], "slots": [], "slots_of": []}
+        for n, user_id in enumerate(ids, start=1):
+            vectors, slots = users[user_id]
+            params["vectors"] += [vector_text(v) for v in vectors]
+            params["of"] += [n] * len(vectors)
+            params["slots"] += [json.dumps(slot) for slot in sorted(slots)]
+            params["slots_of"] += [n] * len(slots)
+        with connection.cursor() as cursor:
+            cursor.execute(_AROUND_MANY_SQL[0], params)
+            found = cursor.fetchall()
+        by_user: dict[str, list[tuple]] = {user_id: [] for user_id in ids}
+        for row in found:
+            by_user[ids[row[0] - 1]].append(row[1:])
+        stores = {}
+        for user_id, its in by_user.items():
+            store = stores[user_id] = cls.__new__(cls)
+            store._load(workspace, user_id, its)
+        return stores
 
     def _load(self, workspace: Workspace, user_id: str, found: list[tuple]) -> None:
         """From rows of `_AROUND`'s shape: the memory's columns, then its vector (binary)."""
