@@ -442,3 +442,22 @@ def test_jobs_and_messages_carry_only_the_indexes_statements_use():
         "((ARRAY['pending'::character varying, 'running'::character varying])::text[]))",
         "btree (session_id)",
     }
+
+
+def test_excluded_ids_as_array_text_are_the_ids_psycopg_would_have_sent():
+    """A turn's excluded message ids go as one array text (message_ranking.id_array) instead
+    of a list psycopg dumps id by id: the same array, whatever an id holds (none, one, three
+    hundred Engram ids; a quote, a backslash, a comma, a brace, white space, the word NULL,
+    the empty string)."""
+    from django.db import connection
+
+    from config.common.ids import new_id
+
+    odd = ["NULL", "null", "a b", " x ", 'q"uote', "back\\slash", "{br}", "c,omma", "", "é"]
+    for ids in ([], ["msg_a"], [new_id("msg") for _ in range(300)], odd, ['"'], ["\\"]):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT %s::varchar[] IS NOT DISTINCT FROM %s::varchar[]",
+                [ids, message_ranking.id_array(ids)],
+            )
+            assert cursor.fetchone() == (True,), ids
