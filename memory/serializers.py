@@ -686,7 +686,7 @@ class ImportMessageInput(serializers.Serializer):
 
 
 class ImportInput(ClosedSerializer):
-    user_id = UserIdField()
+    user_id = UserIdField(required=False)  # else x-user-id or ?user_id= (the route's user)
     # DRF >= 3.15 hands max_length to the ListSerializer; the stubs (3.16.9) do not list it.
     messages = ImportMessageInput(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]
 
