@@ -25,6 +25,7 @@ from config.common.openapi import (
 from config.common.pagination import paginate
 from memory import selectors, services
 from memory.apis import openapi as docs
+from memory.knowledge.search import shown_score
 from memory.models import Memory
 from memory.retrieval.search import Found, memory_search
 from memory.serializers import (
@@ -336,6 +337,6 @@ class MemorySearchApi(APIView):
 def memory_hit(found: Found) -> dict:
     assert isinstance(found.obj, Memory)
     body = memory_body(found.obj, found.sources)
-    body["score"] = round(found.score, 6)
+    body["score"] = shown_score(found.score)
     body["why"] = found.why()
     return body
