@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, with_own_user
+from accounts.limits.middleware import counts_workspace_rates
 from config.common.closed import repeated_fields_check, unknown_fields_check
 from config.common.errors import ApiError
 from config.common.openapi import (
@@ -292,6 +293,7 @@ class MemoryHistoryApi(APIView):
         )
 
 
+@counts_workspace_rates  # a query embedding and a vector query each, as /v1/search
 class MemorySearchApi(APIView):
     permission_classes = [EndUserAllowed]
 

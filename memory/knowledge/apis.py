@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
+from accounts.limits.middleware import counts_workspace_rates
 from config.common import jsonbody
 from config.common.closed import ClosedSerializer
 from config.common.errors import ApiError, DomainError, Invalid, api_error, request_too_large
@@ -293,6 +294,7 @@ class DocumentListCreateApi(APIView):
             )
         )
 
+    @counts_workspace_rates  # every chunk of the document embedded (in the background)
     @extend_schema(
         summary="Add a document (202 queued; 200 when the same content is already there)",
         description="A multipart `file` (txt, md, html, pdf, docx, docm, dotx, dotm; type checked "
@@ -377,6 +379,7 @@ class CollectionSearchInput(ClosedSerializer):
     limit = IntegerField(min_value=1, max_value=50, required=False, default=5)
 
 
+@counts_workspace_rates  # a query embedding and vector queries each, as /v1/search
 class CollectionSearchApi(APIView):
     # An end user's token searches the collections it names, as its chat's x-collection-ids
     # and /v1/search's chunks do (collections_check, the one rule); managing them needs a
