@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, with_own_user
 from accounts.limits.middleware import counts_workspace_rates
-from config.common.closed import repeated_fields_check, unknown_fields_check
+from config.common.closed import read_only_checked, repeated_fields_check, unknown_fields_check
 from config.common.errors import ApiError
 from config.common.openapi import (
     ID_SCHEMA,
@@ -44,7 +44,6 @@ from memory.serializers import (
     memory_body,
     memory_list_filters,
     memory_search_filters,
-    read_only_checked,
 )
 
 

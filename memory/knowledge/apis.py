@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from accounts.authentication import EndUserAllowed
 from accounts.limits.middleware import counts_workspace_rates
 from config.common import jsonbody
-from config.common.closed import ClosedSerializer
+from config.common.closed import ClosedSerializer, read_only_checked
 from config.common.errors import ApiError, DomainError, Invalid, api_error, request_too_large
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import paginate
@@ -21,7 +21,7 @@ from memory.knowledge import selectors, services
 from memory.knowledge.multipart import MultiPartParser
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Collection, Document
-from memory.serializers import CollectionIdsField, IntegerField, StringField, read_only_checked
+from memory.serializers import CollectionIdsField, IntegerField, StringField
 
 # multipart framing around the file: boundaries, part headers, the title and metadata fields
 _MULTIPART_SLACK = 64 * 1024
