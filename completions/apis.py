@@ -14,7 +14,7 @@ import time
 from django.http import HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.limits.middleware import counts_its_own_limits
+from accounts.limits.middleware import counts_its_own_limits, counts_workspace_rates
 from accounts.limits.policy import NO_POLICY
 from accounts.requests import ApiRequest
 from completions import embeddings, gateway, routing
@@ -145,6 +145,7 @@ async def models_retrieve(request: ApiRequest, model_id: str) -> HttpResponse:
     ).response()
 
 
+@counts_workspace_rates  # the chat turn's recall: query embedding, vector queries
 @csrf_exempt
 async def context_preview(request: ApiRequest) -> HttpResponse:
     if request.method != "POST":

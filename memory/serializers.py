@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -37,36 +34,6 @@ def memory_body(memory: Memory, sources: list[dict] | None = None) -> dict:
         "updated_at": unix_seconds(memory.updated_at),
         "sources": sources if sources is not None else [],
     }
-
-
-def read_only_checked(
-    data: Any, *, stored: dict, writable: Iterable[str], ignored: Iterable[str] = ()
-) -> Any:
-    """A PATCH body without the read-only fields of `stored` (the object as a GET answers it):
-    a client that reads an object, edits a field and sends the whole object back was answered
-    400 for its `id`. One that says what is stored is taken out; one that says otherwise is a
-    400 naming it (`read_only_field`): the client meant a change it cannot make. `ignored`:
-    Engram's output that changes by itself (`updated_at`, counts), taken out whatever it says,
-    or a read shortly before an extraction's edit could not be written back."""
-    if not isinstance(data, Mapping):
-        return data  # the serializer says what it must be
-    writable, ignored = set(writable), set(ignored)
-    kept = {}
-    for name, value in data.items():
-        if name in ignored:
-            continue
-        if name in stored and name not in writable:
-            if json.dumps(value, sort_keys=True) != json.dumps(stored[name], sort_keys=True):
-                raise ApiError(
-                    400,
-                    f"{name} is read-only: it can be sent back as read ({stored[name]!r}), "
-                    "not changed.",
-                    param=name,
-                    code="read_only_field",
-                )
-            continue
-        kept[name] = value
-    return kept
 
 
 def event_body(event: MemoryEvent) -> dict:
@@ -686,7 +653,7 @@ class ImportMessageInput(serializers.Serializer):
 
 
 class ImportInput(ClosedSerializer):
-    user_id = UserIdField()
+    user_id = UserIdField(required=False)  # else x-user-id or ?user_id= (the route's user)
     # DRF >= 3.15 hands max_length to the ListSerializer; the stubs (3.16.9) do not list it.
     messages = ImportMessageInput(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]
 

@@ -192,3 +192,47 @@ def test_an_end_user_token_naming_another_user_is_one_error_at_both_doors(tokens
     assert chat.status_code == route.status_code == 403
     assert route.json()["error"] == chat.json()["error"]
     assert route.json()["error"]["param"] == "user_id"
+
+
+def test_an_import_names_its_user_as_every_conversation_route_does(http):
+    """x-user-id or ?user_id= names the import's user, as the other routes naming a
+    conversation take it (the import read the body's user_id alone: a 400 "required")."""
+    chess = {"messages": [{"role": "user", "content": "I play chess."}]}
+    by_header = http.post(
+        "/v1/conversations/imp1/messages", json=chess, headers={"x-user-id": "bob"}
+    )
+    assert by_header.status_code == 201, by_header.text
+    assert by_header.json()["conversation"]["user_id"] == "bob"
+    by_query = http.post("/v1/conversations/imp1/messages", json=chess, params={"user_id": "carol"})
+    assert by_query.status_code == 201, by_query.text
+    assert by_query.json()["conversation"]["user_id"] == "carol"
+    agreeing = http.post(
+        "/v1/conversations/imp1/messages",
+        json={"user_id": "bob", **chess},
+        headers={"x-user-id": "bob"},
+        params={"user_id": "bob"},
+    )
+    assert agreeing.status_code == 201 and agreeing.json()["conversation"]["user_id"] == "bob"
+    assert sorted(Conversation.objects.values_list("user_id", flat=True)) == ["bob", "carol"]
+    assert Message.objects.filter(conversation__user_id="bob").count() == 2
+
+    for where in ({"headers": {"x-user-id": "bob"}}, {"params": {"user_id": "bob"}}):
+        other = http.post(
+            "/v1/conversations/imp1/messages", json={"user_id": "dave", **chess}, **where
+        )
+        error = other.json()["error"]
+        assert (other.status_code, error["code"], error["param"]) == (
+            400,
+            "user_mismatch",
+            "user_id",
+        ), other.text
+    query_and_header = http.post(
+        "/v1/conversations/imp1/messages",
+        json=chess,
+        headers={"x-user-id": "bob"},
+        params={"user_id": "dave"},
+    )
+    assert query_and_header.json()["error"]["code"] == "user_mismatch"
+    nobody = http.post("/v1/conversations/imp1/messages", json=chess)
+    assert nobody.status_code == 400 and nobody.json()["error"]["param"] == "user_id"
+    assert not Conversation.objects.filter(user_id="dave").exists()

@@ -322,3 +322,55 @@ def test_every_door_takes_the_same_number_of_collection_ids(http):
         looked_up = send(ids[:20])
         assert looked_up.status_code == 404, (door, looked_up.text)
         assert looked_up.json()["error"]["code"] == "collection_not_found"
+
+
+WEAK_CHUNKS = [  # the last ones share no word with "Berlin" and sit far from it
+    "Berlin is the capital of Germany and its largest city.",
+    "Refunds are paid within 14 days of a return reaching the warehouse.",
+    "0x7f 0x45 0x4c 0x46 ELF header bytes, then the section table.",
+    "¡Ay, caramba! ¿Qué pasa, amigo? Vámonos a la playa.",
+    "lol ok thx bye :) :) :)",
+]
+
+
+def test_every_score_unified_search_shows_is_between_0_and_1_for_every_type(http, owner):
+    """The blend ranks on a raw score that leaves [0, 1] (a chunk of negative cosine and no
+    shared word: -0.0065 for "Berlin"); /v1/search showed it raw where /v1/collections/search
+    clamps the same chunk. Every door shows it through one helper (knowledge.search.shown_score)."""
+    workspace, _ = owner
+    collection = knowledge.collection_create(workspace=workspace, name="mixed")
+    for i, text in enumerate(WEAK_CHUNKS):
+        document, _ = knowledge.document_create(
+            workspace=workspace, collection=collection, raw=text.encode(), title=f"doc {i}"
+        )
+        assert knowledge.document_ingest(document_id=document.id) == "ready"
+    imported(http)
+    add(http, "alice", "Alice lives in Berlin.")
+    add(http, "alice", "Alice is afraid of heights.")  # a weak match
+    add(http, "alice", "lol ok thx bye")
+    seen: dict[str, list[float]] = {}
+    for query in ("Berlin", "Where does Alice live?", "pancakes", "xyzzy plugh"):
+        body = {
+            "user_id": "alice",
+            "query": query,
+            "limit": 20,
+            "types": ["memories", "messages", "chunks"],
+            "collection_ids": [collection.id],
+        }
+        found = http.post("/v1/search", json=body)
+        assert found.status_code == 200, found.text
+        for item in found.json()["data"]:
+            seen.setdefault(item["type"], []).append(item["score"])
+        shelf = http.post(
+            "/v1/collections/search",
+            json={"query": query, "collection_ids": [collection.id], "limit": 20},
+        )
+        assert shelf.status_code == 200, shelf.text
+        seen.setdefault("collections/search", []).extend(c["score"] for c in shelf.json()["data"])
+        own = http.post(
+            "/v1/memories/search", json={"user_id": "alice", "query": query, "limit": 20}
+        )
+        seen.setdefault("memories/search", []).extend(m["score"] for m in own.json()["data"])
+    assert set(seen) == {"memory", "message", "chunk", "collections/search", "memories/search"}
+    for kind, scores in seen.items():
+        assert all(0.0 <= s <= 1.0 for s in scores), (kind, sorted(scores)[:3], sorted(scores)[-3:])

@@ -15,9 +15,12 @@ A workspace key's calls are the workspace's own backend, which names a user in t
 its own reasons: not counted against that user (the chat doors count them, as a model call's
 `x-user-id`).
 
-A view marked `counts_workspace_rates` (/v1/search: a query embedding and vector queries each)
-counts against the workspace's and the key's `rpm` and `max_concurrent` too, whoever calls it:
-a workspace key searched without limit while its chat was held to its rpm.
+A view marked `counts_workspace_rates` (/v1/search, /v1/memories/search,
+/v1/collections/search, /v1/context: a query embedding and vector queries each; a knowledge
+upload's POST: its chunks' embeddings) counts against the workspace's and the key's `rpm` and
+`max_concurrent` too, whoever calls it: a workspace key searched without limit while its chat
+was held to its rpm. An APIView's method may be marked alone (a document list's GET embeds
+nothing, its POST every chunk).
 """
 
 from __future__ import annotations
@@ -48,15 +51,19 @@ def counts_its_own_limits(view: View) -> View:
 
 
 def counts_workspace_rates(view: View) -> View:
-    """A view (an APIView class, or a function) whose every request counts against the
-    workspace's and its key's requests per minute and concurrency, as a chat request does."""
+    """A view (an APIView class, one of its methods, or a function) whose every request counts
+    against the workspace's and its key's requests per minute and concurrency, as a chat
+    request does."""
     setattr(view, _WORKSPACE_RATES, True)
     return view
 
 
-def _counts_workspace_rates(view_func) -> bool:
-    view = getattr(view_func, "view_class", view_func)  # APIView.as_view() keeps its class
-    return getattr(view, _WORKSPACE_RATES, False)
+def _counts_workspace_rates(view_func, method: str | None) -> bool:
+    view_class = getattr(view_func, "view_class", None)  # APIView.as_view() keeps its class
+    if getattr(view_class or view_func, _WORKSPACE_RATES, False):
+        return True
+    handler = getattr(view_class, (method or "").lower(), None) if view_class else None
+    return getattr(handler, _WORKSPACE_RATES, False)
 
 
 def _rates(rule: Rule) -> Rule | None:
@@ -79,7 +86,7 @@ async def _admit(request, view_func) -> ApiError | limiter.Admission | None:
     limits, no_rule = principal.limits, Rule()
     end_user = (_rates(limits.end_user) if principal.end_user else None) or no_rule
     workspace = key = no_rule
-    if _counts_workspace_rates(view_func):
+    if _counts_workspace_rates(view_func, request.method):
         workspace = _rates(limits.workspace) or no_rule
         key = _rates(limits.key) or no_rule
     policy = Policy(workspace=workspace, key=key, end_user=end_user)

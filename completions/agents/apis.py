@@ -13,7 +13,7 @@ from accounts.models import Workspace
 from completions.agents import openapi as docs
 from completions.agents import selectors, services
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
-from config.common.closed import unknown_fields_check
+from config.common.closed import read_only_checked, unknown_fields_check
 from config.common.errors import ApiError, Invalid
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
 from config.common.pagination import Cursor, list_body, paginate, parse_cursor
@@ -125,8 +125,14 @@ class AgentDetailApi(APIView):
         responses=docs.AgentSerializer,
     )
     def patch(self, request, agent_id: str):
-        selectors.agent_get(workspace=request.workspace, agent_id=agent_id)  # 404 first
-        fields = _fields(request.data)
+        agent = selectors.agent_get(workspace=request.workspace, agent_id=agent_id)  # 404 first
+        body = read_only_checked(  # an agent read, edited and sent back whole
+            request.data,
+            stored=_body(request.workspace, agent),
+            writable=CONFIG_FIELDS,
+            ignored=("updated_at",),  # `version` is checked: another's edit since the read
+        )
+        fields = _fields(body)
         agent = services.agent_update(
             workspace=request.workspace, agent_id=agent_id, partial_memory=True, **fields
         )

@@ -20,6 +20,7 @@ from completions.tools import entry, selectors, services
 from completions.tools import openapi as docs
 from completions.tools.models import Approval, Execution, Tool
 from completions.tools.policy import HEADER_MASK
+from config.common.closed import read_only_checked
 from config.common.errors import ApiError, Invalid
 from config.common.ids import identifier
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, user_id_query
@@ -182,9 +183,10 @@ class ToolDetailApi(APIView):
     )
     def patch(self, request, agent_id: str, tool_id: str):
         tool = selectors.tool_get(workspace=request.workspace, agent_id=agent_id, tool_id=tool_id)
-        tool = services.tool_update(
-            workspace=request.workspace, tool=tool, values=_body(request.data)
+        body = read_only_checked(  # a tool read, edited and sent back whole (headers masked)
+            request.data, stored=tool_body(tool), writable=services.FIELDS, ignored=("updated_at",)
         )
+        tool = services.tool_update(workspace=request.workspace, tool=tool, values=_body(body))
         return Response(tool_body(tool))
 
     @extend_schema(summary="Delete a tool", tags=["agents"], responses={200: DeletedSerializer})

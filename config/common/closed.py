@@ -6,19 +6,25 @@ the DRF serializers (`ClosedSerializer`) and the hand-written ones (agents, tool
 resume) — calls `unknown_fields_check`, which answers as OpenAI does:
 400 `invalid_request_error`, `code: "unknown_parameter"`, `param` the field.
 
+A PATCH body may hold the read-only fields of the object as read (`read_only_checked`): a
+client sends back what it GETs, edited, at every route that PATCHes (memories, collections,
+agents, tools).
+
 The chat doors are not closed: a chat completion passes unknown fields through to the upstream.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from django.utils.datastructures import MultiValueDict
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from config.common.errors import UNKNOWN_PARAMETER as CODE
-from config.common.errors import Invalid
+from config.common.errors import ApiError, Invalid
 from config.common.jsonbody import field_name
 
 
@@ -71,3 +77,33 @@ def _as_validation_error(check, *args) -> None:
     except Invalid as exc:
         detail = {str(exc.field): [ErrorDetail(exc.message, code=exc.code or CODE)]}
         raise serializers.ValidationError(detail) from None
+
+
+def read_only_checked(
+    data: Any, *, stored: dict, writable: Iterable[str], ignored: Iterable[str] = ()
+) -> Any:
+    """A PATCH body without the read-only fields of `stored` (the object as a GET answers it):
+    a client that reads an object, edits a field and sends the whole object back was answered
+    400 for its `id`. One that says what is stored is taken out; one that says otherwise is a
+    400 naming it (`read_only_field`): the client meant a change it cannot make. `ignored`:
+    Engram's output that changes by itself (`updated_at`, counts), taken out whatever it says,
+    or a read shortly before an extraction's edit could not be written back."""
+    if not isinstance(data, Mapping):
+        return data  # the serializer says what it must be
+    writable, ignored = set(writable), set(ignored)
+    kept = {}
+    for name, value in data.items():
+        if name in ignored:
+            continue
+        if name in stored and name not in writable:
+            if json.dumps(value, sort_keys=True) != json.dumps(stored[name], sort_keys=True):
+                raise ApiError(
+                    400,
+                    f"{name} is read-only: it can be sent back as read ({stored[name]!r}), "
+                    "not changed.",
+                    param=name,
+                    code="read_only_field",
+                )
+            continue
+        kept[name] = value
+    return kept

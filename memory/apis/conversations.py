@@ -93,17 +93,25 @@ _CONVERSATION_USER = [
 ]
 
 
-def _conversation_user(request) -> str | None:
+def _conversation_user(request, *, body_user_id: str | None = None) -> str | None:
     """The user whose conversation a route's id names: an end-user token's own; a workspace
     key's `user_id` query parameter or x-user-id (one user, if both), else None: the id alone
     (selectors.conversation_find refuses it when several users have it). The chat door's one
     parser (`caller_user`) reads them, the query's `user_id` where it reads the body's: the
-    same mismatch is the same error at both doors (403 naming x-user-id for a token's header)."""
+    same mismatch is the same error at both doors (403 naming x-user-id for a token's header).
+    A body's `user_id` (the import's) is one more naming of that user: another is the same 400."""
     user_id = request.query_params.get("user_id")
     if user_id is not None and not user_id.strip():
         list_user_id(request.query_params)  # 400: a blank ?user_id= is not "no user"
-    return caller_user(
+    named = caller_user(
         headers=request.headers, body={"user_id": user_id}, end_user=end_user(request)
+    )
+    if body_user_id is None:
+        return named
+    return caller_user(
+        headers={HEADERS["user_id"]: named} if named is not None else {},
+        body={"user_id": body_user_id},
+        end_user=end_user(request),
     )
 
 
@@ -183,7 +191,7 @@ class ConversationMessagesApi(APIView):
         summary="Import messages (the conversation is created on first use)",
         description="Stored and extracted like chat turns; `created_at` keeps their dates.",
         tags=["conversations"],
-        parameters=[_IDEMPOTENCY_KEY],
+        parameters=[_IDEMPOTENCY_KEY, *_CONVERSATION_USER],
         request=ImportInput,
         responses={201: docs.ImportedSerializer},
     )
@@ -193,10 +201,18 @@ class ConversationMessagesApi(APIView):
         serializer = ImportInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        # the body's user_id, x-user-id or ?user_id= (as every route naming a conversation):
+        # the ambiguous_conversation error tells a caller to send x-user-id, which this refused
+        user_id = _conversation_user(request, body_user_id=data.get("user_id"))
+        if user_id is None:
+            raise Invalid(
+                "Name the conversation's user: the body's user_id, x-user-id or ?user_id=.",
+                field="user_id",
+            )
         conversation, rows = services.conversation_import(
             workspace=request.workspace,
             external_id=conversation_id,
-            user_id=data["user_id"],
+            user_id=user_id,
             messages=data["messages"],
             idempotency_key=idempotency_key,
         )

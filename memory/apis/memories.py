@@ -14,7 +14,8 @@ from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, with_own_user
-from config.common.closed import repeated_fields_check, unknown_fields_check
+from accounts.limits.middleware import counts_workspace_rates
+from config.common.closed import read_only_checked, repeated_fields_check, unknown_fields_check
 from config.common.errors import ApiError
 from config.common.openapi import (
     ID_SCHEMA,
@@ -25,6 +26,7 @@ from config.common.openapi import (
 from config.common.pagination import paginate
 from memory import selectors, services
 from memory.apis import openapi as docs
+from memory.knowledge.search import shown_score
 from memory.models import Memory
 from memory.retrieval.search import Found, memory_search
 from memory.serializers import (
@@ -42,7 +44,6 @@ from memory.serializers import (
     memory_body,
     memory_list_filters,
     memory_search_filters,
-    read_only_checked,
 )
 
 
@@ -291,6 +292,7 @@ class MemoryHistoryApi(APIView):
         )
 
 
+@counts_workspace_rates  # a query embedding and a vector query each, as /v1/search
 class MemorySearchApi(APIView):
     permission_classes = [EndUserAllowed]
 
@@ -336,6 +338,6 @@ class MemorySearchApi(APIView):
 def memory_hit(found: Found) -> dict:
     assert isinstance(found.obj, Memory)
     body = memory_body(found.obj, found.sources)
-    body["score"] = round(found.score, 6)
+    body["score"] = shown_score(found.score)
     body["why"] = found.why()
     return body

@@ -13,6 +13,7 @@ from accounts.limits.middleware import counts_workspace_rates
 from config.common.openapi import error
 from config.common.times import unix_seconds
 from memory.apis import openapi as docs
+from memory.knowledge.search import shown_score
 from memory.models import Memory, Message
 from memory.retrieval.search import Found, search
 from memory.serializers import UnifiedSearchInput, memory_search_filters
@@ -117,7 +118,7 @@ def search_item(found: Found) -> dict:
         "type": found.kind,
         "id": item_id,
         "text": text,
-        "score": round(found.score, 6),
+        "score": shown_score(found.score),
         "created_at": unix_seconds(created_at),
         "sources": found.sources,
         "why": found.why(),

@@ -9,8 +9,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
+from accounts.limits.middleware import counts_workspace_rates
 from config.common import jsonbody
-from config.common.closed import ClosedSerializer
+from config.common.closed import ClosedSerializer, read_only_checked
 from config.common.errors import ApiError, DomainError, Invalid, api_error, request_too_large
 from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import paginate
@@ -20,7 +21,7 @@ from memory.knowledge import selectors, services
 from memory.knowledge.multipart import MultiPartParser
 from memory.knowledge.search import collections_check, knowledge_search
 from memory.models import Collection, Document
-from memory.serializers import CollectionIdsField, IntegerField, StringField, read_only_checked
+from memory.serializers import CollectionIdsField, IntegerField, StringField
 
 # multipart framing around the file: boundaries, part headers, the title and metadata fields
 _MULTIPART_SLACK = 64 * 1024
@@ -293,6 +294,7 @@ class DocumentListCreateApi(APIView):
             )
         )
 
+    @counts_workspace_rates  # every chunk of the document embedded (in the background)
     @extend_schema(
         summary="Add a document (202 queued; 200 when the same content is already there)",
         description="A multipart `file` (txt, md, html, pdf, docx, docm, dotx, dotm; type checked "
@@ -377,6 +379,7 @@ class CollectionSearchInput(ClosedSerializer):
     limit = IntegerField(min_value=1, max_value=50, required=False, default=5)
 
 
+@counts_workspace_rates  # a query embedding and vector queries each, as /v1/search
 class CollectionSearchApi(APIView):
     # An end user's token searches the collections it names, as its chat's x-collection-ids
     # and /v1/search's chunks do (collections_check, the one rule); managing them needs a

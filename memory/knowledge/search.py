@@ -24,6 +24,14 @@ _WORD = re.compile(r"[A-Za-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+def shown_score(score: float, *, digits: int = 6) -> float:
+    """A ranking score as an answer shows it, in [0, 1] as the README says, at every door
+    (/v1/search, /v1/memories/search, /v1/collections/search). The blend ranks on the raw
+    value, which leaves that range: a chunk or a kept-nearest memory of negative cosine and no
+    shared word scored -0.0065 at /v1/search, recency and a speaker's boost add on top of 1."""
+    return round(min(max(score, 0.0), 1.0), digits)
+
+
 def collections_check(*, workspace: Workspace, collection_ids: list[str]) -> None:
     """NotFound (field `collection_ids`) naming the first id not in `workspace`: the one check
     of every door that reads collections (x-collection-ids, /v1/search's chunks,
@@ -103,7 +111,7 @@ def knowledge_search(
             "title": hit.row["title"],
             "chunk_index": hit.row["chunk_index"],
             "heading": hit.row["heading"],
-            "score": round(min(max(hit.score, 0.0), 1.0), 4),
+            "score": shown_score(hit.score, digits=4),
             "text": hit.row["text"],
             "snippet": snippet(hit.row["text"], query),
             "why": Found("chunk", hit.row, hit.score, hit.similarity, hit.ranks).why(),
