@@ -32,7 +32,7 @@ from completions.providers.base import (
     without_null_usage,
 )
 from completions.providers.upstream_errors import refused_status
-from completions.providers.wire import dumps
+from completions.providers.wire import MAX_EVENT_BYTES, dumps
 from config.common.errors import ApiError
 from memory.text import REASONING_DETAIL_TEXT, content_text
 
@@ -45,6 +45,24 @@ def _text(content: Any) -> str:
     """A delta's content as text: some OpenAI-compatible servers stream a list of parts, which
     failed the answer's assembly (a TypeError) after the client had it whole."""
     return content if type(content) is str else content_text(content)
+
+
+# The most of an answer's text a stream keeps (the Assembler: for memory and the charge of an
+# answer cut before its usage). Each event is bounded (wire.MAX_EVENT_BYTES), the whole answer
+# was not: an upstream streaming small chunks without end grew it until the process ran out of
+# memory. One event may be an image as a data URL of up to MAX_EVENT_BYTES (OpenRouter's image
+# models: ~20 MB), so the bound holds one whole with room; a text answer is far below it (a
+# model's largest output, 128k tokens, is ~0.5 M characters). Past it the stream ends with its
+# error frame (`answer_too_long`), the upstream closed, the turn stored as far as it came.
+MAX_ANSWER_CHARS = 2 * MAX_EVENT_BYTES
+
+
+def answer_too_long() -> StreamFailed:
+    return StreamFailed(
+        f"The upstream provider's answer passed {MAX_ANSWER_CHARS:,} characters; Engram ended"
+        " the stream there.",
+        code="upstream_answer_too_long",
+    )
 
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -174,8 +192,14 @@ class Assembler:
         self.usage: dict | None = None
         self.head: dict | None = None  # id, created, model of the stream
         self.others: dict[int, Assembler] = {}  # by index: the choices after choice 0
+        # What may still be kept, of MAX_ANSWER_CHARS (every choice's text together): past it,
+        # the next chunk raises answer_too_long (`add`, or Tail.usual's way to it), so the
+        # chunk that passed it was both sent and kept. Read when the stream starts.
+        self.room = MAX_ANSWER_CHARS
 
     def add(self, data: dict) -> None:
+        if self.room < 0:
+            raise answer_too_long()
         if self.head is None and "id" in data:
             self.head = {
                 "id": data.get("id"),
@@ -191,13 +215,17 @@ class Assembler:
                 continue
             delta = choice.get("delta") or {}
             if content := delta.get("content"):
-                into.content.append(_text(content))
+                text = _text(content)
+                into.content.append(text)
+                self.room -= len(text)
             if (refusal := delta.get("refusal")) and type(refusal) is str:
                 into.refusal.append(refusal)
+                self.room -= len(refusal)
             audio = delta.get("audio")
             words = audio.get("transcript") if type(audio) is dict else None
             if words and type(words) is str:
                 into.transcript.append(words)
+                self.room -= len(words)
             for call in delta.get("tool_calls") or ():
                 slot = into.tool_calls.setdefault(
                     call.get("index", 0),
@@ -208,12 +236,19 @@ class Assembler:
                 function = call.get("function") or {}
                 if function.get("name"):
                     slot["function"]["name"] += function["name"]
+                    self.room -= len(function["name"])
                 if function.get("arguments"):
                     slot["function"]["arguments"] += function["arguments"]
+                    self.room -= len(function["arguments"])
             details = delta.get("reasoning_details")
             for detail in details if isinstance(details, list) else ():
                 if isinstance(detail, dict):
                     into._add_detail(detail)
+                    self.room -= sum(
+                        len(value)
+                        for name, value in detail.items()
+                        if name in REASONING_DETAIL_TEXT and type(value) is str
+                    )
 
     def _other(self, index: Any) -> Assembler | None:
         """The Assembler of choice `index` (not 0), made when it first comes; None for an
@@ -414,14 +449,16 @@ class Tail:
             or self.rewrite is not None
             or assembler.head is None
             or 0 not in self.roles
+            or assembler.room < 0  # past MAX_ANSWER_CHARS: `add` raises
         ):
             return None
         if type(chunk) is UsualChunk:  # the stream's usual shape: its text without a parse
             form = chunk.form  # its frame: the shape's edges around the text, usage as below
             edges = form.bare if not self.include_usage and "usage" in form.shape else form.edges
             if edges is not None:
-                if chunk.text:
-                    assembler.content.append(chunk.text)
+                if text := chunk.text:
+                    assembler.content.append(text)
+                    assembler.room -= len(text)
                 if edges is form.edges and chunk.frame is not None:
                     return chunk.frame  # the read as it came (UsualShape.read_event)
                 return edges[0] + chunk.written + edges[1]
@@ -443,7 +480,9 @@ class Tail:
         ):
             return None
         if content := delta.get("content"):
-            assembler.content.append(_text(content))
+            text = _text(content)
+            assembler.content.append(text)
+            assembler.room -= len(text)
         raw = chunk.raw
         if not self.include_usage and "usage" in data:  # as _outgoing
             del data["usage"]
