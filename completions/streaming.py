@@ -436,6 +436,11 @@ class Tail:
         self.rewrite = rewrite
         self.held: list[Chunk] = []  # finishing chunks, in their order
         self.usage: Chunk | None = None  # the latest usage chunk (counts are totals)
+        # `usual`'s tests of the above (and of the assembler's head and the roles sent) passed:
+        # nothing held or rewritten. Unset by `take` and `flush`, which may hold; the head and
+        # the roles, once there, stay. Five tests a frame were ~500 instructions: the answer's
+        # bound (MAX_ANSWER_CHARS) costs a frame about as much.
+        self.plain = False
 
     def usual(self, chunk: Chunk, assembler: Assembler) -> bytes | None:
         """The frame of the usual chunk, its text added to `assembler`: one choice, index 0 (its
@@ -443,14 +448,17 @@ class Tail:
         None, with nothing done, for any other chunk: then `assembler.add` and `take`, which give
         the same frame and text for the usual chunk at ~5,000 instructions more (their loops,
         lookups and calls: a relayed frame ~68,000 -> ~64,000, bench_relay_cpu.py --callgrind)."""
-        if (
-            self.held
-            or self.usage is not None
-            or self.rewrite is not None
-            or assembler.head is None
-            or 0 not in self.roles
-            or assembler.room < 0  # past MAX_ANSWER_CHARS: `add` raises
-        ):
+        if not self.plain:  # tested once, not each frame: only `take` and `flush` undo it
+            if (
+                self.held
+                or self.usage is not None
+                or self.rewrite is not None
+                or assembler.head is None
+                or 0 not in self.roles
+            ):
+                return None
+            self.plain = True
+        if assembler.room < 0:  # past MAX_ANSWER_CHARS: `add` raises
             return None
         if type(chunk) is UsualChunk:  # the stream's usual shape: its text without a parse
             form = chunk.form  # its frame: the shape's edges around the text, usage as below
@@ -492,6 +500,7 @@ class Tail:
     def take(self, chunk: Chunk) -> bytes:
         """The bytes to send now for `chunk` (the frames of any chunk held before it first):
         b"" while it is held."""
+        self.plain = False
         data = chunk.data
         choices = data.get("choices")
         if not choices:
@@ -518,6 +527,7 @@ class Tail:
     def flush(self, engram: dict | None = None) -> bytes:
         """The held chunks' frames, the usage chunk last, `engram` on the last; b"" when none
         is held."""
+        self.plain = False
         held, self.held = self.held, []
         if self.usage is not None:
             held.append(self.usage)
