@@ -76,6 +76,10 @@ def frame(payload: bytes) -> bytes:
 # The attribute of a `waking_task` holding the wakes of the `done_within`s waiting for it (on
 # the task, not in a registry: a task cancelled before its first step never runs its finally).
 _WAKES = "engram_wakes"
+# Engram's tasks of a request are made named, as loop.create_task does without a task
+# factory (Engram sets none): unnamed, Python 3.11 formats "Task-<n>" for each (~1,800
+# instructions; uvloop's create_task makes the task, then sets a name if one is given).
+_WAKING = "engram-upstream-wait"
 
 
 def waking_task(coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -93,7 +97,7 @@ def waking_task(coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
             for wake in wakes:
                 wake()
 
-    task = asyncio.get_running_loop().create_task(run())
+    task = asyncio.Task(run(), loop=asyncio.get_running_loop(), name=_WAKING)
     setattr(task, _WAKES, wakes)
     # A task cancelled before its first step never starts `run`, nor so `coroutine`: closed here,
     # not left to warn that it was never awaited (a no-op once it ran).
