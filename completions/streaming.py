@@ -32,7 +32,7 @@ from completions.providers.base import (
     without_null_usage,
 )
 from completions.providers.upstream_errors import refused_status
-from completions.providers.wire import dumps
+from completions.providers.wire import MAX_EVENT_BYTES, dumps
 from config.common.errors import ApiError
 from memory.text import REASONING_DETAIL_TEXT, content_text
 
@@ -47,6 +47,24 @@ def _text(content: Any) -> str:
     return content if type(content) is str else content_text(content)
 
 
+# The most of an answer's text a stream keeps (the Assembler: for memory and the charge of an
+# answer cut before its usage). Each event is bounded (wire.MAX_EVENT_BYTES), the whole answer
+# was not: an upstream streaming small chunks without end grew it until the process ran out of
+# memory. One event may be an image as a data URL of up to MAX_EVENT_BYTES (OpenRouter's image
+# models: ~20 MB), so the bound holds one whole with room; a text answer is far below it (a
+# model's largest output, 128k tokens, is ~0.5 M characters). Past it the stream ends with its
+# error frame (`answer_too_long`), the upstream closed, the turn stored as far as it came.
+MAX_ANSWER_CHARS = 2 * MAX_EVENT_BYTES
+
+
+def answer_too_long() -> StreamFailed:
+    return StreamFailed(
+        f"The upstream provider's answer passed {MAX_ANSWER_CHARS:,} characters; Engram ended"
+        " the stream there.",
+        code="upstream_answer_too_long",
+    )
+
+
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
 
@@ -58,6 +76,10 @@ def frame(payload: bytes) -> bytes:
 # The attribute of a `waking_task` holding the wakes of the `done_within`s waiting for it (on
 # the task, not in a registry: a task cancelled before its first step never runs its finally).
 _WAKES = "engram_wakes"
+# Engram's tasks of a request are made named, as loop.create_task does without a task
+# factory (Engram sets none): unnamed, Python 3.11 formats "Task-<n>" for each (~1,800
+# instructions; uvloop's create_task makes the task, then sets a name if one is given).
+_WAKING = "engram-upstream-wait"
 
 
 def waking_task(coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -75,7 +97,7 @@ def waking_task(coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
             for wake in wakes:
                 wake()
 
-    task = asyncio.get_running_loop().create_task(run())
+    task = asyncio.Task(run(), loop=asyncio.get_running_loop(), name=_WAKING)
     setattr(task, _WAKES, wakes)
     # A task cancelled before its first step never starts `run`, nor so `coroutine`: closed here,
     # not left to warn that it was never awaited (a no-op once it ran).
@@ -174,8 +196,14 @@ class Assembler:
         self.usage: dict | None = None
         self.head: dict | None = None  # id, created, model of the stream
         self.others: dict[int, Assembler] = {}  # by index: the choices after choice 0
+        # What may still be kept, of MAX_ANSWER_CHARS (every choice's text together): past it,
+        # the next chunk raises answer_too_long (`add`, or Tail.usual's way to it), so the
+        # chunk that passed it was both sent and kept. Read when the stream starts.
+        self.room = MAX_ANSWER_CHARS
 
     def add(self, data: dict) -> None:
+        if self.room < 0:
+            raise answer_too_long()
         if self.head is None and "id" in data:
             self.head = {
                 "id": data.get("id"),
@@ -191,13 +219,17 @@ class Assembler:
                 continue
             delta = choice.get("delta") or {}
             if content := delta.get("content"):
-                into.content.append(_text(content))
+                text = _text(content)
+                into.content.append(text)
+                self.room -= len(text)
             if (refusal := delta.get("refusal")) and type(refusal) is str:
                 into.refusal.append(refusal)
+                self.room -= len(refusal)
             audio = delta.get("audio")
             words = audio.get("transcript") if type(audio) is dict else None
             if words and type(words) is str:
                 into.transcript.append(words)
+                self.room -= len(words)
             for call in delta.get("tool_calls") or ():
                 slot = into.tool_calls.setdefault(
                     call.get("index", 0),
@@ -208,12 +240,19 @@ class Assembler:
                 function = call.get("function") or {}
                 if function.get("name"):
                     slot["function"]["name"] += function["name"]
+                    self.room -= len(function["name"])
                 if function.get("arguments"):
                     slot["function"]["arguments"] += function["arguments"]
+                    self.room -= len(function["arguments"])
             details = delta.get("reasoning_details")
             for detail in details if isinstance(details, list) else ():
                 if isinstance(detail, dict):
                     into._add_detail(detail)
+                    self.room -= sum(
+                        len(value)
+                        for name, value in detail.items()
+                        if name in REASONING_DETAIL_TEXT and type(value) is str
+                    )
 
     def _other(self, index: Any) -> Assembler | None:
         """The Assembler of choice `index` (not 0), made when it first comes; None for an
@@ -401,6 +440,11 @@ class Tail:
         self.rewrite = rewrite
         self.held: list[Chunk] = []  # finishing chunks, in their order
         self.usage: Chunk | None = None  # the latest usage chunk (counts are totals)
+        # `usual`'s tests of the above (and of the assembler's head and the roles sent) passed:
+        # nothing held or rewritten. Unset by `take` and `flush`, which may hold; the head and
+        # the roles, once there, stay. Five tests a frame were ~500 instructions: the answer's
+        # bound (MAX_ANSWER_CHARS) costs a frame about as much.
+        self.plain = False
 
     def usual(self, chunk: Chunk, assembler: Assembler) -> bytes | None:
         """The frame of the usual chunk, its text added to `assembler`: one choice, index 0 (its
@@ -408,20 +452,25 @@ class Tail:
         None, with nothing done, for any other chunk: then `assembler.add` and `take`, which give
         the same frame and text for the usual chunk at ~5,000 instructions more (their loops,
         lookups and calls: a relayed frame ~68,000 -> ~64,000, bench_relay_cpu.py --callgrind)."""
-        if (
-            self.held
-            or self.usage is not None
-            or self.rewrite is not None
-            or assembler.head is None
-            or 0 not in self.roles
-        ):
+        if not self.plain:  # tested once, not each frame: only `take` and `flush` undo it
+            if (
+                self.held
+                or self.usage is not None
+                or self.rewrite is not None
+                or assembler.head is None
+                or 0 not in self.roles
+            ):
+                return None
+            self.plain = True
+        if assembler.room < 0:  # past MAX_ANSWER_CHARS: `add` raises
             return None
         if type(chunk) is UsualChunk:  # the stream's usual shape: its text without a parse
             form = chunk.form  # its frame: the shape's edges around the text, usage as below
             edges = form.bare if not self.include_usage and "usage" in form.shape else form.edges
             if edges is not None:
-                if chunk.text:
-                    assembler.content.append(chunk.text)
+                if text := chunk.text:
+                    assembler.content.append(text)
+                    assembler.room -= len(text)
                 if edges is form.edges and chunk.frame is not None:
                     return chunk.frame  # the read as it came (UsualShape.read_event)
                 return edges[0] + chunk.written + edges[1]
@@ -443,7 +492,9 @@ class Tail:
         ):
             return None
         if content := delta.get("content"):
-            assembler.content.append(_text(content))
+            text = _text(content)
+            assembler.content.append(text)
+            assembler.room -= len(text)
         raw = chunk.raw
         if not self.include_usage and "usage" in data:  # as _outgoing
             del data["usage"]
@@ -453,6 +504,7 @@ class Tail:
     def take(self, chunk: Chunk) -> bytes:
         """The bytes to send now for `chunk` (the frames of any chunk held before it first):
         b"" while it is held."""
+        self.plain = False
         data = chunk.data
         choices = data.get("choices")
         if not choices:
@@ -479,6 +531,7 @@ class Tail:
     def flush(self, engram: dict | None = None) -> bytes:
         """The held chunks' frames, the usage chunk last, `engram` on the last; b"" when none
         is held."""
+        self.plain = False
         held, self.held = self.held, []
         if self.usage is not None:
             held.append(self.usage)
