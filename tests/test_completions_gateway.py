@@ -187,6 +187,22 @@ def test_operator_key_cannot_complete(operator_http, upstream):
 # --- headers -------------------------------------------------------------------------------
 
 
+def test_an_upstreams_cookie_is_not_sent_on_anyone_elses_request(
+    http, outsider_http, upstream, settings
+):
+    """One pooled client session serves every workspace: a cookie one workspace's upstream
+    set must not ride along on the next request to that host (another tenant's, or its own).
+    By name, as api.openai.com is: aiohttp's jar ignores cookies of hosts given as IPs."""
+    settings.OPENAI_BASE_URL = upstream.url.replace("127.0.0.1", "localhost") + "/v1"
+    upstream.script(
+        Reply(json=openai_completion(), headers={"set-cookie": "session=alice-secret; Path=/"}),
+        Reply(json=openai_completion()),
+    )
+    assert post(http, BODY).status_code == 200
+    assert post(outsider_http, BODY).status_code == 200
+    assert "cookie" not in upstream.last.headers
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_timing_headers_on_every_completion(http, upstream, stream):
     upstream.script(

@@ -43,7 +43,11 @@ def session() -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=0, keepalive_timeout=30, ttl_dns_cache=300, enable_cleanup_closed=True
         )
-        pooled = aiohttp.ClientSession(connector=connector, trust_env=False)
+        # No cookie jar: this one session serves every workspace, and a cookie one tenant's
+        # upstream set (a CDN's, a proxy's session) would ride on the next tenant's request.
+        pooled = aiohttp.ClientSession(
+            connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
         _sessions[loop] = pooled
     _last = (loop, pooled)
     return pooled
