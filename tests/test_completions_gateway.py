@@ -711,3 +711,17 @@ def test_usage_waits_in_the_buffer_while_the_database_is_down(owner, django_db_b
         buffer.flush()
     assert buffer.flush() == 1
     assert UsageRecord.objects.filter(request_id="later").exists()
+
+
+def test_the_workers_upstream_client_keeps_no_cookie_either(upstream):
+    """The workers' LLM calls (summaries, extraction) share one httpx client across workspaces."""
+    from completions.providers.http import sync_client
+
+    upstream.script(
+        Reply(json=openai_completion(), headers={"set-cookie": "session=alice-secret; Path=/"}),
+        Reply(json=openai_completion()),
+    )
+    url = upstream.url.replace("127.0.0.1", "localhost") + "/v1/chat/completions"
+    for _ in range(2):
+        sync_client().post(url, json=BODY).raise_for_status()
+    assert "cookie" not in upstream.last.headers

@@ -12,6 +12,7 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Callable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -81,6 +82,8 @@ def sync_client() -> httpx.Client:
                     connect=settings.ENGRAM_UPSTREAM_CONNECT_TIMEOUT,
                 ),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+                # every workspace's calls share it: keep no upstream's cookie (as session())
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             )
         return _sync_client
 
