@@ -85,6 +85,16 @@ def ranked(
         # metadata stays JSON text (Django's psycopg setup leaves json as text): of ~150
         # candidates a search keeps about 20, and parses theirs (message_metadata)
         data = dict(zip(COLUMNS, row[: len(COLUMNS)], strict=True))
+        if not data["content"].strip():
+            # No words to show (an agent's message that only called tools, its content null
+            # or "\n\n"; an image alone): no past message, since what is searchable is what
+            # is shown. It was found by its neighbours' words (its window, memory.text.
+            # message_window_text), at full-text rank 1 for the question of the run it served,
+            # and shown as "- [date] Assistant: " and `text: ''`. Tool results (role `tool`)
+            # are outside the scope alike: a run's calls and results are its execution's
+            # record. Left out here, before the blend, not in SQL: rows indexed so far need no
+            # backfill, and no scan of the scope reads every row's content.
+            continue
         data["conversation_external_id"] = row[len(COLUMNS)]
         hits.append(fusion.Ranked(data["id"], data, similarity=row[-2], bm25=row[-1]))
     names = terms.named_in(query or "")
