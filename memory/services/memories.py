@@ -994,7 +994,8 @@ def memories_supersede(*, workspace: Workspace, updates: list[Supersede], actor:
         written.append((update, memory, event))
     if not written:
         return
-    fields = [Memory._meta.get_field(name) for name in _UPDATE_FIELDS]
+    fields = [f for f in Memory._meta.concrete_fields if f.attname in _UPDATE_FIELDS]
+    fields.sort(key=lambda f: _UPDATE_FIELDS.index(f.attname))
     values: list[Any] = []
     for _, memory, _ in written:
         prepared = [f.get_db_prep_save(f.pre_save(memory, False), connection) for f in fields]
