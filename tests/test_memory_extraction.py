@@ -1827,6 +1827,118 @@ def test_a_run_of_many_users_single_turns_sends_as_many_statements_for_more_user
     assert counts[1] == counts[0], counts
 
 
+def test_a_run_of_many_users_supersedes_sends_as_many_statements_for_more_users(
+    offline, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Users with a history: most turns of the soak's backlog supersede a memory ("I live in
+    …" again). The run's supersedes are written together (memories_supersede), not four
+    statements each: a run of six users' supersedes sends the statements of a run of three,
+    and writes what each memory_update wrote (text, slot's value, vector, sources, history
+    with its changes, after the ADD). A memory edited since the run read it keeps the edit
+    (unless_changed), one deleted meanwhile stays deleted, within the same run."""
+    import numpy as np
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from memory.background.extraction import store as store_module
+    from memory.embeddings import get_embedder
+    from memory.text import memory_date, memory_search_text
+
+    workspace, _ = make_workspace()
+    capture = django_capture_on_commit_callbacks
+    counts = []
+    for users in (["ann", "bob", "cat"], ["dan", "eve", "fay", "gus", "hal", "ivy"]):
+        first = [
+            job
+            for user in users
+            for job in queue(
+                workspace, user, "I live in Paris.", conversation=user, capture=capture
+            )
+        ]
+        tasks.extract(first[0].id)
+        assert states(first) == [("done", 1)] * len(users)
+        jobs = [
+            job
+            for user in users
+            for job in queue(
+                workspace, user, "I live in Berlin.", conversation=user, capture=capture
+            )
+        ]
+        with CaptureQueriesContext(connection) as q:
+            tasks.extract(jobs[0].id)
+        assert states(jobs) == [("done", 1)] * len(users)
+        counts.append(len(q.captured_queries))
+        for user in users:
+            (memory,) = Memory.objects.filter(user_id=user)
+            assert memory.text == "User lives in Berlin."
+            assert memory.metadata["value"] == "Berlin" and memory.metadata["slot"]
+            said = memory_search_text(text=memory.text, when=memory_date(memory))
+            assert memory.search_text == said
+            assert np.allclose(
+                np.asarray(memory.embedding), get_embedder().embed_one(said), atol=1e-6
+            )
+            texts = [m.content for m in memory.sources.order_by("id")]
+            assert texts == ["I live in Paris.", "I live in Berlin."]
+            events = MemoryEvent.objects.filter(memory_id=memory.id).order_by("created_at")
+            assert [(e.event, e.old_text, e.new_text) for e in events] == [
+                ("ADD", "", "User lives in Paris."),
+                ("UPDATE", "User lives in Paris.", "User lives in Berlin."),
+            ]
+            update = events[1]
+            assert update.changes["text"] == {
+                "old": "User lives in Paris.",
+                "new": "User lives in Berlin.",
+            }
+            assert update.changes["metadata"]["new"]["value"] == "Berlin"
+            assert update.reason == "residence changed from 'Paris' to 'Berlin'"
+            assert update.source_message_ids == [memory.sources.order_by("id").last().id]
+    assert counts[1] == counts[0], counts
+
+    # Read by the run, then edited by someone else and deleted, before the run writes.
+    for user in ("jan", "kim", "lea"):
+        tasks.extract(
+            queue(workspace, user, "I live in Rome.", conversation=user, capture=capture)[0].id
+        )
+    real = store_module.UserMemories.around_many
+
+    def then_changed(*args, **kwargs):
+        stores = real(*args, **kwargs)
+        Memory.objects.filter(user_id="jan").update(
+            text="User lives in Rome, Italy.", updated_at=timezone.now()
+        )
+        Memory.objects.filter(user_id="kim").delete()
+        return stores
+
+    monkeypatch.setattr(store_module.UserMemories, "around_many", then_changed)
+    from memory.background.extraction import runner
+
+    results = []
+    real_run = runner.extraction_run
+
+    def recorded(**kwargs):
+        results.append(real_run(**kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(runner, "extraction_run", recorded)
+    jobs = [
+        job
+        for user in ("jan", "kim", "lea")
+        for job in queue(workspace, user, "I live in Madrid.", conversation=user, capture=capture)
+    ]
+    tasks.extract(jobs[0].id)
+    assert states(jobs) == [("done", 1)] * 3
+    assert list(Memory.objects.filter(user_id="jan").values_list("text", flat=True)) == [
+        "User lives in Rome, Italy."
+    ]
+    assert not Memory.objects.filter(user_id="kim").exists()
+    assert list(Memory.objects.filter(user_id="lea").values_list("text", flat=True)) == [
+        "User lives in Madrid."
+    ]
+    assert [(r["updated"], r["unchanged"]) for r in results] == [(1, 1)], results
+    (rome,) = Memory.objects.filter(user_id="jan")
+    assert [e.event for e in MemoryEvent.objects.filter(memory_id=rome.id)] == ["ADD"]
+
+
 class _Killed(BaseException):
     """The worker's process dying: nothing after it runs (not an Exception a task handles)."""
 

@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from memory.models import Memory, MemoryEvent
 from memory.services import conversation_get_or_create, memory_create, memory_update
 from memory.services.conversations import messages_append
-from memory.services.memories import MemoryChanged
+from memory.services.memories import MemoryChanged, Supersede, memories_supersede
 from tests.factories import make_workspace
 
 SKIP = {"id", "created_at", "updated_at", "search"}
@@ -56,7 +56,7 @@ def _written(memory_id: str) -> tuple:
     fields["embedding"] = np.asarray(fields["embedding"]).round(6).tolist()
     sources = sorted(row.sources.values_list("id", flat=True))
     events = [
-        (e.event, e.old_text, e.new_text, e.actor, e.reason, e.source_message_ids)
+        (e.event, e.old_text, e.new_text, e.actor, e.reason, e.changes, e.source_message_ids)
         for e in MemoryEvent.objects.filter(memory_id=memory_id).order_by("created_at", "id")
     ]
     return fields, sources, events
@@ -90,7 +90,9 @@ def test_an_extractors_update_writes_the_rows_the_orm_path_writes(change):
     workspace, _ = make_workspace()
     written = {}
     sent = {}
-    for path in ("orm", "written once"):
+    # the offline extractor's supersede is also written with its run's others (Later)
+    together = "embedding" in change and "text" in change
+    for path in ("orm", "written once", *(("together",) if together else ())):
         user_id = f"u-{path}"
         messages = _messages(workspace, user_id, 3)
         memory = _memory(workspace, user_id, messages[:1])
@@ -109,6 +111,22 @@ def test_an_extractors_update_writes_the_rows_the_orm_path_writes(change):
         with CaptureQueriesContext(connection) as queries:
             if path == "orm":  # outside a transaction: its own, through the ORM
                 returned = update()
+            elif path == "together":  # with other memories' (none here), in a run's
+                item = Supersede(
+                    memory=memory,
+                    text=kwargs["text"],
+                    event_date=kwargs["event_date"],
+                    metadata=kwargs["metadata"],
+                    source_message_ids=kwargs["source_message_ids"],
+                    reason=kwargs["reason"],
+                    embedding=kwargs["embedding"],
+                )
+                with transaction.atomic():
+                    memories_supersede(
+                        workspace=workspace, updates=[item], actor="extractor:offline"
+                    )
+                assert item.error is None
+                returned = item.updated
             else:  # in a run's transaction
                 with transaction.atomic():
                     returned = update()
@@ -122,6 +140,8 @@ def test_an_extractors_update_writes_the_rows_the_orm_path_writes(change):
         events = [e[:-1] + ([messages.index(s) for s in e[-1]],) for e in events]
         written[path] = (fields, sources, events)
     assert written["written once"] == written["orm"]
+    if together:
+        assert written["together"] == written["orm"]
     fields, sources, events = written["orm"]
     # `metadata` replaces the client's keys (Engram's stay); without it, all stay
     assert fields["metadata"].get("pinned") is (None if "metadata" in change else True)
@@ -247,3 +267,63 @@ def test_an_extractions_memory_writes_bind_their_vectors_instead_of_writing_them
         np.asarray(stored), np.asarray(Memory.objects.get(pk=by_text.pk).embedding)
     )
     assert np.array_equal(np.asarray(stored, dtype=np.float32), vectors[1])
+
+
+@pytest.mark.django_db
+def test_a_runs_supersedes_together_leave_a_memory_changed_or_deleted_since_it_was_read():
+    """memories_supersede: what memory_update(unless_changed=True) did for each memory, in
+    four statements for all: a memory a person edited since the run read it keeps the edit
+    (MemoryChanged), one deleted stays deleted (Memory.DoesNotExist), the others are written
+    (the vector bound in binary), and the run's transaction goes on."""
+    workspace, _ = make_workspace()
+    users = ["u-edited", "u-deleted", "u-a", "u-b"]
+    messages = {user: _messages(workspace, user, 2) for user in users}
+    read = {user: _memory(workspace, user, messages[user][:1]) for user in users}
+    memory_update(  # a person's edit meanwhile
+        workspace=workspace,
+        memory=Memory.objects.get(pk=read["u-edited"].pk),
+        metadata={"pinned": False},
+    )
+    Memory.objects.filter(pk=read["u-deleted"].pk).delete()
+    items = [
+        Supersede(
+            memory=read[user],
+            text=f"User lives in Lisbon ({user}).",
+            event_date=None,
+            metadata=read[user].metadata | {"value": "Lisbon"},
+            source_message_ids=messages[user][1:],
+            reason="residence changed from 'Paris' to 'Lisbon'",
+            embedding=VECTOR,
+        )
+        for user in users
+    ]
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as queries:
+            memories_supersede(workspace=workspace, updates=items, actor="extractor:offline")
+        assert Memory.objects.filter(pk=read["u-edited"].pk).exists()  # still usable
+    # lock and read, which are gone or changed, the update, the sources, the history
+    assert len(queries) == 5, [q["sql"][:80] for q in queries.captured_queries]
+    update = [q["sql"] for q in queries if q["sql"].startswith("\nUPDATE memory_memory")]
+    assert len(update) == 1 and "::vector" in update[0] and len(update[0]) < 2500, update
+    assert isinstance(items[0].error, MemoryChanged) and items[0].updated is None
+    assert isinstance(items[1].error, Memory.DoesNotExist) and items[1].updated is None
+    assert [i.error for i in items[2:]] == [None, None]
+    row = Memory.objects.get(pk=read["u-edited"].pk)
+    assert row.text == "User lives in Paris." and row.metadata["pinned"] is False
+    assert list(row.sources.values_list("id", flat=True)) == messages["u-edited"][:1]
+    assert not Memory.objects.filter(pk=read["u-deleted"].pk).exists()
+    assert not Memory.sources.through.objects.filter(memory_id=read["u-deleted"].pk).exists()
+    events = MemoryEvent.objects.filter(memory_id__in=[read[u].pk for u in users[:2]])
+    assert sorted(events.values_list("event", "actor")) == [
+        ("ADD", "extractor:offline"),
+        ("ADD", "extractor:offline"),
+        ("UPDATE", "api"),
+    ]
+    for user, item in zip(users[2:], items[2:], strict=True):
+        row = Memory.objects.get(pk=read[user].pk)
+        assert row.text == f"User lives in Lisbon ({user})." == item.updated.text
+        assert row.metadata["value"] == "Lisbon" and row.metadata["pinned"] is True
+        assert np.allclose(np.asarray(row.embedding), VECTOR, atol=1e-6)
+        assert sorted(row.sources.values_list("id", flat=True)) == sorted(messages[user])
+        (event,) = MemoryEvent.objects.filter(memory_id=row.pk, event="UPDATE")
+        assert event.source_message_ids == messages[user][1:] and event.user_id == user

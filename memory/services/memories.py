@@ -16,6 +16,7 @@ from django.db.models.functions import Length
 from accounts.models import Workspace
 from config.admin_log import log_entries_delete
 from config.common import rows
+from config.common.vectors import binding_cursor, vector_binary
 from memory.embeddings import get_embedder
 from memory.models import Memory, MemoryEvent, Message
 from memory.services.forgetting import (
@@ -661,8 +662,8 @@ def _update_fields(
     """memory_update's change. `written_once`: the lock and read, the save, the sources and
     the history as statements written once (an extractor's update; the same rows)."""
     assert memory.workspace_id == workspace.id
-    text, kind, event_date = changes.text, changes.kind, changes.event_date
-    metadata, actor, embedding = changes.metadata, changes.actor, changes.embedding
+    text, event_date = changes.text, changes.event_date
+    actor, embedding = changes.actor, changes.embedding
     replaces = actor in HAND_ACTORS and text is not None
     ready: dict[str, list[float]] = {}
     subjects: frozenset[str] = frozenset()
@@ -699,30 +700,7 @@ def _update_fields(
             raise Memory.DoesNotExist(f"memory '{memory.pk}' was deleted.")
         memory.refresh_from_db()
     old_text = memory.text
-    before = _tracked(memory)
-    if kind is not None:
-        memory.kind = kind
-    if not isinstance(event_date, _Unset):
-        memory.event_date = event_date
-    old_metadata = memory.metadata or {}
-    if metadata is not None:
-        memory.metadata = _merged_metadata(old_metadata, metadata)
-    if text is not None:
-        memory.text = stored_text(text)
-        # A one-valued fact's text changed by hand ("User lives in Rome." for "... Paris.")
-        # without its slot's value: the value no longer says what the text does, and the
-        # extractor would take the user restating "I live in Paris" for no change. Unknown,
-        # the next statement of the slot sets it again. (The extractor rewrites a text with
-        # its value the same, "User lives in Berlin (moved there in …)": it keeps it.)
-        kept = memory.metadata or {}
-        if (
-            actor in HAND_ACTORS
-            and memory.text != old_text
-            and "value" in kept
-            and kept["value"] == old_metadata.get("value")
-        ):
-            memory.metadata = {k: v for k, v in kept.items() if k != "value"}
-    changed = _changed(before, _tracked(memory))
+    changed = _set_changes(memory, changes)
     source_ids = list(dict.fromkeys(changes.source_message_ids))
     if not changed and not source_ids:
         # The row already says it (a concurrent PATCH made the same edit while this one
@@ -767,6 +745,36 @@ def _update_fields(
         memory.sources.add(*_own_messages(workspace, memory.user_id, source_ids))
     event.save(force_insert=True)
     return memory
+
+
+def _set_changes(memory: Memory, changes: _Changes) -> dict[str, dict[str, Any]]:
+    """`changes` set on `memory` (its row as it is now, locked): what they changed (_changed)."""
+    text, actor = changes.text, changes.actor
+    old_text = memory.text
+    before = _tracked(memory)
+    if changes.kind is not None:
+        memory.kind = changes.kind
+    if not isinstance(changes.event_date, _Unset):
+        memory.event_date = changes.event_date
+    old_metadata = memory.metadata or {}
+    if changes.metadata is not None:
+        memory.metadata = _merged_metadata(old_metadata, changes.metadata)
+    if text is not None:
+        memory.text = stored_text(text)
+        # A one-valued fact's text changed by hand ("User lives in Rome." for "... Paris.")
+        # without its slot's value: the value no longer says what the text does, and the
+        # extractor would take the user restating "I live in Paris" for no change. Unknown,
+        # the next statement of the slot sets it again. (The extractor rewrites a text with
+        # its value the same, "User lives in Berlin (moved there in …)": it keeps it.)
+        kept = memory.metadata or {}
+        if (
+            actor in HAND_ACTORS
+            and memory.text != old_text
+            and "value" in kept
+            and kept["value"] == old_metadata.get("value")
+        ):
+            memory.metadata = {k: v for k, v in kept.items() if k != "value"}
+    return _changed(before, _tracked(memory))
 
 
 def _tracked(memory: Memory) -> dict[str, Any]:
@@ -854,6 +862,158 @@ def _link_own_messages(*, workspace: Workspace, memory: Memory, ids: list[str]) 
     """memory.sources.add(*_own_messages(...)) in one statement."""
     with connection.cursor() as cursor:
         cursor.execute(_LINK_OWN, [memory.pk, workspace.id, memory.user_id, ids])
+
+
+@dataclass
+class Supersede:
+    """One of an extraction run's updates of a memory as it read it (memory_update with
+    `unless_changed`), for memories_supersede, which sets `updated` (the memory as written)
+    or `error` (MemoryChanged, Memory.DoesNotExist: what memory_update would have raised)."""
+
+    memory: Memory
+    text: str
+    event_date: dt.date | None
+    metadata: dict | None
+    source_message_ids: list[str]
+    reason: str
+    embedding: list[float]
+    updated: Memory | None = None
+    error: Exception | None = None
+
+
+# memories_supersede's lock and read: each memory's row locked and read only as it was read
+# (its updated_at then), as _lock_and_read's; one written since, or deleted, is neither. Rows
+# locked in id order (two runs superseding the same memories wait, never deadlock). The
+# expected updated_at is an expression of the row, so READ COMMITTED's re-check of a row
+# written meanwhile (its lock waited for) compares the new version's.
+_LOCK_MANY = (
+    "SELECT {columns} FROM memory_memory WHERE memory_memory.id = ANY(%s::varchar[])"
+    " AND memory_memory.updated_at"
+    " = (%s::timestamptz[])[array_position(%s::varchar[], memory_memory.id)]"
+    " ORDER BY memory_memory.id FOR UPDATE"
+)
+_LOCK_MANY_SQL: list[str] = []
+# The fields an extractor's update writes (rows.update wrote the others too, as read under
+# the lock: the same values), for many rows in one statement.
+_UPDATE_MANY = """
+UPDATE memory_memory SET text = v.text, kind = v.kind, event_date = v.event_date,
+metadata = v.metadata, search_text = v.search_text, embedding = v.embedding,
+updated_at = v.updated_at
+FROM (VALUES {rows}) AS v(id, text, kind, event_date, metadata, search_text, embedding,
+updated_at)
+WHERE memory_memory.id = v.id
+"""
+_UPDATE_ROW = (
+    "(%s::varchar, %s::text, %s::varchar, %s::date, %s::jsonb, %s::text, %b::vector,"
+    " %s::timestamptz)"
+)
+_UPDATE_FIELDS = ("text", "kind", "event_date", "metadata", "search_text", "updated_at")
+# _LINK_OWN for many memories: each its own user's messages, in the updates' order.
+_LINK_OWN_MANY = """
+INSERT INTO memory_memory_sources (memory_id, message_id)
+SELECT l.memory_id, memory_message.id
+FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) WITH ORDINALITY
+  AS l(memory_id, user_id, message_id, n)
+JOIN memory_message ON memory_message.id = l.message_id
+AND memory_message.workspace_id = %s AND memory_message.user_id = l.user_id
+ORDER BY l.n
+ON CONFLICT DO NOTHING
+"""
+
+
+@transaction.atomic(savepoint=False)
+def memories_supersede(*, workspace: Workspace, updates: list[Supersede], actor: str) -> None:
+    """memory_update(unless_changed=True) of an extractor (`actor`) for many memories, in an
+    extraction run's transaction: the same rows and history as one memory_update each, in four
+    statements rather than four per memory (the lock and read, the update, the sources, the
+    history), whatever the number of memories and users — a run of many users' turns
+    superseded one memory a turn (bench/README.md, "Thirty-second session"). The memories are
+    distinct; each was read in this transaction (under its user's lock, jobs_still_held)."""
+    if not updates:
+        return
+    assert len({u.memory.pk for u in updates}) == len(updates)
+    if not _LOCK_MANY_SQL:
+        _LOCK_MANY_SQL.append(
+            _LOCK_MANY.format(columns=rows.columns(Memory, without=_READ_WITHOUT))
+        )
+    ids = [u.memory.pk for u in updates]
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_MANY_SQL[0], [ids, [u.memory.updated_at for u in updates], ids])
+        now = {row[0]: row for row in cursor.fetchall()}
+        missing = [pk for pk in ids if pk not in now]
+        present: set[str] = set()
+        if missing:  # written since the run read it, or deleted
+            cursor.execute("SELECT id FROM memory_memory WHERE id = ANY(%s::varchar[])", [missing])
+            present = {row[0] for row in cursor.fetchall()}
+    written: list[tuple[Supersede, Memory, MemoryEvent]] = []
+    for update in updates:
+        memory = update.memory
+        row = now.get(memory.pk)
+        if row is None:
+            update.error = (
+                MemoryChanged(f"memory '{memory.pk}' was changed since it was read")
+                if memory.pk in present
+                else Memory.DoesNotExist(f"memory '{memory.pk}' was deleted.")
+            )
+            continue
+        read = rows.instance(Memory, row, without=_READ_WITHOUT)
+        for name in _read_names():  # as _lock_and_read sets them
+            setattr(memory, name, getattr(read, name))
+        memory.__dict__.pop("_prefetched_objects_cache", None)
+        memory._state.db = read._state.db
+        old_text = memory.text
+        changes = _Changes(
+            text=update.text,
+            kind=None,
+            event_date=update.event_date,
+            metadata=update.metadata,
+            source_message_ids=tuple(update.source_message_ids),
+            actor=actor,
+            reason=update.reason,
+            embedding=update.embedding,
+            unless_changed=True,
+        )
+        changed = _set_changes(memory, changes)
+        source_ids = list(dict.fromkeys(update.source_message_ids))
+        update.updated = memory
+        if not changed and not source_ids:  # as memory_update: nothing written
+            continue
+        _index(memory, embedding=update.embedding)
+        event = MemoryEvent(
+            workspace=workspace,
+            memory_id=memory.id,
+            user_id=memory.user_id,
+            event=MemoryEvent.Event.UPDATE,
+            old_text=old_text,
+            new_text=memory.text,
+            actor=actor,
+            reason=update.reason,
+            source_message_ids=source_ids,
+            changes=changed,
+        )
+        written.append((update, memory, event))
+    if not written:
+        return
+    fields = [f for f in Memory._meta.concrete_fields if f.attname in _UPDATE_FIELDS]
+    fields.sort(key=lambda f: _UPDATE_FIELDS.index(f.attname))
+    values: list[Any] = []
+    for _, memory, _ in written:
+        prepared = [f.get_db_prep_save(f.pre_save(memory, False), connection) for f in fields]
+        values += [memory.pk, *prepared[:5], vector_binary(memory.embedding), prepared[5]]
+    with binding_cursor() as cursor:
+        cursor.execute(_UPDATE_MANY.format(rows=", ".join([_UPDATE_ROW] * len(written))), values)
+    links = [
+        (memory.pk, memory.user_id, message_id)
+        for update, memory, _ in written
+        for message_id in dict.fromkeys(update.source_message_ids)
+    ]
+    if links:
+        memory_ids, user_ids, message_ids = zip(*links, strict=True)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _LINK_OWN_MANY, [list(memory_ids), list(user_ids), list(message_ids), workspace.id]
+            )
+    rows.insert([event for _, _, event in written])
 
 
 def memory_add_sources(

@@ -37,9 +37,10 @@ from memory.services.indexing import messages_index_update
 from memory.services.memories import (
     MemoryChanged,
     NewMemory,
+    Supersede,
     memories_add_sources,
     memories_create,
-    memory_update,
+    memories_supersede,
 )
 from memory.services.processing import jobs_finish
 from memory.services.users import jobs_still_held, still_held
@@ -411,6 +412,8 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
             for key, value in done.items():
                 counts[key] = counts.get(key, 0) + value
         later.write(workspace)
+        for key, value in later.corrections.items():
+            counts[key] = counts.get(key, 0) + value
         finished = jobs_done_with(
             [job for c, group in claims.items() if c in kept for job in group], extractor="offline"
         )
@@ -553,16 +556,43 @@ def _not_forgotten(
 
 
 class Later:
-    """The new memories and restatements of a run's conversations, written together once the
-    last is decided (or before a conversation of a user already in the run: it reads them):
-    three statements for the memories and one for the links a run, where each conversation
-    wrote its own (a batch of many users' single turns: one of each a turn)."""
+    """The new memories, restatements and supersedes of a run's conversations, written
+    together once the last is decided (or before a conversation of a user already in the run:
+    it reads them): four statements for the supersedes, three for the memories and one for the
+    links a run, where each conversation wrote its own and each superseded memory four (a
+    batch of many users' single turns: one of each a turn). A supersede's outcome (a memory
+    changed or deleted since the run read it) is known once written: `corrections` to the
+    counts, and its conversation's store set as memory_update's caller set it."""
 
     def __init__(self) -> None:
         self.new: list[NewMemory] = []
         self.links: list[tuple[str, str]] = []
+        self.supersedes: list[tuple[Supersede, UserMemories]] = []
+        self.corrections: dict[str, int] = {}
+
+    def supersede_now(self, workspace: Workspace) -> None:
+        """The supersedes so far written (before what must follow them)."""
+        if not self.supersedes:
+            return
+        memories_supersede(
+            workspace=workspace,
+            updates=[update for update, _ in self.supersedes],
+            actor="extractor:offline",
+        )
+        for update, store in self.supersedes:
+            if update.updated is not None:
+                store.replace(update.updated, update.embedding)
+                continue
+            self.corrections["updated"] = self.corrections.get("updated", 0) - 1
+            if isinstance(update.error, MemoryChanged):  # edited since: the newer text stays
+                self.corrections["unchanged"] = self.corrections.get("unchanged", 0) + 1
+            else:  # its user deleted it during the run: left deleted
+                store.remove(update.memory.id)
+        self.supersedes = []
 
     def write(self, workspace: Workspace) -> None:
+        # the supersedes first, as when each was written in its conversation's turn
+        self.supersede_now(workspace)
         if self.new:
             memories_create(
                 workspace=workspace,
@@ -606,9 +636,13 @@ def _apply_offline(
     # New memories are written together at the end (memories_create); until then they are
     # matched against like stored ones, and a restatement adds to their sources.
     pending: dict[str, NewMemory] = {}
+    # Supersedes are written with the run's (Later); this conversation's not yet written
+    queue = later if later is not None else Later()
+    superseded: list[str] = []
 
     def flush() -> None:
         if pending:
+            queue.supersede_now(workspace)  # written first, as they were decided first
             created = memories_create(
                 workspace=workspace,
                 user_id=user_id,
@@ -629,36 +663,37 @@ def _apply_offline(
     def supersede(
         current: Memory, fact: offline.Fact, message: Message, vec: list, value: str, reason: str
     ) -> None:
-        """`current` becomes `fact` (the slot's value `value`, if it has a slot)."""
+        """`current` becomes `fact` (the slot's value `value`, if it has a slot): written with
+        the run's other supersedes (Later), counted updated until then."""
         if current.id in pending:
             flush()  # an update needs the stored row
             read = store.get(current.id)
             assert read is not None
             current = read
         metadata = current.metadata | {"value": value} if "slot" in current.metadata else None
-        try:
-            updated = memory_update(
-                workspace=workspace,
-                memory=current,
-                text=fact.text,
-                event_date=fact.event_date,
-                metadata=metadata,
-                source_message_ids=[message.id],
-                actor="extractor:offline",
-                reason=reason,
-                embedding=vec,
-                unless_changed=True,
+        queue.supersedes.append(
+            (
+                Supersede(
+                    memory=current,
+                    text=fact.text,
+                    event_date=fact.event_date,
+                    metadata=metadata,
+                    source_message_ids=[message.id],
+                    reason=reason,
+                    embedding=vec,
+                ),
+                store,
             )
-        except Memory.DoesNotExist:  # its user deleted it during the run: left deleted
-            store.remove(current.id)
-            return
-        except MemoryChanged:  # edited since the run read it: the newer text stays
-            counts["unchanged"] += 1
-            return
-        store.replace(updated, vec)
+        )
+        superseded.append(current.id)
         counts["updated"] += 1
 
     for (fact, message, subject), vector in zip(found, vectors, strict=True):
+        if superseded:
+            # A fact after one of this conversation's supersedes decides on the store as the
+            # supersede left it (its new text and vector; a memory deleted meanwhile gone)
+            queue.supersede_now(workspace)
+            superseded.clear()
         vec = vector.tolist()
         # "I no longer live in Paris": the memory it denies is superseded, as a move
         # supersedes the old place (the slot emptied: a later place fills it again)
@@ -704,12 +739,13 @@ def _apply_offline(
         )
         store.add(placeholder, vec)
         counts["added"] += 1
-    if later is not None:  # written with the run's other conversations'
-        for item in pending.values():
-            item.user_id = user_id
-        later.new += pending.values()
-        later.links += links
-        return counts
-    flush()
-    memories_add_sources(workspace=workspace, links=links)
+    # written with the run's other conversations' (Later), or now in a run of its own
+    for item in pending.values():
+        item.user_id = user_id
+    queue.new += pending.values()
+    queue.links += links
+    if later is None:
+        queue.write(workspace)
+        for key, value in queue.corrections.items():
+            counts[key] = counts.get(key, 0) + value
     return counts
