@@ -191,6 +191,7 @@ def _routes(world: dict) -> list[Route]:
                     {"role": "assistant", "content": [{"type": "text", "text": "hi"}]},
                 ],
             },
+            query=("user_id",),
             ids={"conversation_id": conv},
         ),
         Route("GET", "/v1/messages/{message_id}", ids={"message_id": world["message"]}),
