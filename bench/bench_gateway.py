@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -73,8 +74,16 @@ COMPLETION = {
 # --- the mock upstream (a child process) ------------------------------------------------------
 
 
-def mock_app(latency: float, chunks: int, chunk_gap: float):
+def mock_app(latency: float, chunks: int, chunk_gap: float, unique: bool = False):
     body = json.dumps(COMPLETION).encode()
+    answered = itertools.count(1)
+
+    def unique_body() -> bytes:  # an answer no other request gets (bench_soak --unique-text)
+        message = COMPLETION["choices"][0]["message"]
+        content = f"{message['content']} (answer {next(answered)})"
+        choice = COMPLETION["choices"][0] | {"message": message | {"content": content}}
+        return json.dumps(COMPLETION | {"choices": [choice]}).encode()
+
     base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": "m"}
 
     def sse(payload) -> bytes:
@@ -102,9 +111,13 @@ def mock_app(latency: float, chunks: int, chunk_gap: float):
                 break
         if b'"stream": true' not in raw and b'"stream":true' not in raw:
             await asyncio.sleep(latency)
-            head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+            answer = unique_body() if unique else body
+            head = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(answer)),
+            ]
             await send({"type": "http.response.start", "status": 200, "headers": head})
-            await send({"type": "http.response.body", "body": body})
+            await send({"type": "http.response.body", "body": answer})
             return
         head = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": head})
@@ -117,11 +130,13 @@ def mock_app(latency: float, chunks: int, chunk_gap: float):
     return app
 
 
-def serve_mock(port: int, latency: float, chunks: int, chunk_gap: float) -> None:
+def serve_mock(
+    port: int, latency: float, chunks: int, chunk_gap: float, unique: bool = False
+) -> None:
     import uvicorn
 
     uvicorn.run(
-        mock_app(latency, chunks, chunk_gap),
+        mock_app(latency, chunks, chunk_gap, unique),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -752,6 +767,7 @@ def main() -> int:
         help="which blocks to run (comma-separated): plain, agent, stream",
     )
     parser.add_argument("--serve-mock", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--unique-answers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     blocks = set(args.blocks.split(","))
     global USER_ID
@@ -760,7 +776,11 @@ def main() -> int:
         parser.error("--jwt makes its issuer in the embedded database: no --engram-url")
     if args.serve_mock:
         serve_mock(
-            args.serve_mock, args.latency_ms / 1000, args.stream_chunks, args.chunk_ms / 1000
+            args.serve_mock,
+            args.latency_ms / 1000,
+            args.stream_chunks,
+            args.chunk_ms / 1000,
+            args.unique_answers,
         )
         return 0
 

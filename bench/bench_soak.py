@@ -40,13 +40,18 @@ LIKES = ["jazz", "chess", "ramen", "hiking", "sailing", "poetry", "tennis", "bak
 JOBS = ["nurse", "pilot", "teacher", "chemist", "carpenter", "lawyer", "designer", "farmer"]
 
 
-def statement(rng: random.Random) -> str:
+def statement(rng: random.Random, *, unique: bool = False) -> str:
+    """A first-person statement: one of 117 texts, or with `unique` one no other turn says
+    (a number in it), as real users' turns are: the 117 repeat within an extraction run, which
+    lets a run embed each text once (bench/README, *Soak*) and flatters the worker."""
+    n = rng.randrange(1, 10**6) if unique else 0  # the default draws as before
     return rng.choice(
         [
-            f"I live in {rng.choice(CITIES)}.",
-            f"I love {rng.choice(LIKES)}.",
-            f"I work as a {rng.choice(JOBS)}.",
-            f"My favorite food is {rng.choice(LIKES)}, and I visit {rng.choice(CITIES)} often.",
+            f"I live in {rng.choice(CITIES)}" + (f", at number {n}." if unique else "."),
+            f"I love {rng.choice(LIKES)}" + (f" and have done it for {n} days." if unique else "."),
+            f"I work as a {rng.choice(JOBS)}" + (f" with {n} colleagues." if unique else "."),
+            f"My favorite food is {rng.choice(LIKES)}, and I visit {rng.choice(CITIES)} often"
+            + (f", {n} times so far." if unique else "."),
         ]
     )
 
@@ -81,8 +86,17 @@ def rss_row(supervisor_pid: int) -> dict[str, float]:
 
 
 class Load:
-    def __init__(self, base: str, key: str, *, users: int, mix: list[float], seed: int) -> None:
-        self.base, self.key, self.users, self.mix = base, key, users, mix
+    def __init__(
+        self,
+        base: str,
+        key: str,
+        *,
+        users: int,
+        mix: list[float],
+        seed: int,
+        unique: bool = False,
+    ) -> None:
+        self.base, self.key, self.users, self.mix, self.unique = base, key, users, mix, unique
         self.rng = random.Random(seed)
         self.sent = self.done = 0
         self.errors: dict[str, int] = {}
@@ -103,7 +117,8 @@ class Load:
             user = self.rng.randrange(self.users)
             headers["x-user-id"] = f"{self.tag}-u{user}"
             headers["x-conversation-id"] = f"{self.tag}-c{user}"
-            body["messages"] = [{"role": "user", "content": statement(self.rng)}]
+            text = statement(self.rng, unique=self.unique)
+            body["messages"] = [{"role": "user", "content": text}]
         elif kind == "stream":
             body["stream"] = True
         try:
@@ -198,6 +213,11 @@ def main() -> int:
     parser.add_argument("--warmup-seconds", type=float, default=60, help="growth counts after")
     parser.add_argument("--extraction", default="offline", help="ENGRAM_MEMORY_EXTRACTION")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--unique-text",
+        action="store_true",
+        help="every remembered turn's statement and the mock's every answer a text of its own",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     mix = [float(x) for x in args.mix.split(",")]
@@ -206,6 +226,8 @@ def main() -> int:
     calibration = machine.calibration_ms()
     steal = machine.Steal()
     mock_port, mock_args, env = behind_mock(args.latency_ms, args.extraction)
+    if args.unique_text:
+        mock_args.append("--unique-answers")
     series: list[dict] = []
     with child(mock_args) as mock, live_engram(env=env) as (base, key):
         wait_port(mock_port, mock)
@@ -213,9 +235,10 @@ def main() -> int:
         print(
             f"Soak: {args.rate:g} req/s for {args.seconds:g} s, mix plain/memory/stream "
             f"{args.mix}, {len(processes(supervisor)['web'])} web process(es)"
+            + (", every remembered text unique" if args.unique_text else "")
         )
         print(f"  machine at start: {machine.line(calibration)}")
-        load = Load(base, key, users=args.users, mix=mix, seed=args.seed)
+        load = Load(base, key, users=args.users, mix=mix, seed=args.seed, unique=args.unique_text)
         started_wall = time.time()
 
         def sample(at: float) -> None:
