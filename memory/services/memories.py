@@ -722,17 +722,14 @@ def _update_fields(
         # outranked it, and deleting their conversation deleted the person's own fact. The
         # history's ADD keeps where the memory first came from.
         memory.sources.clear()
-    event = MemoryEvent(
-        workspace=workspace,
-        memory_id=memory.id,
-        user_id=memory.user_id,
-        event=MemoryEvent.Event.UPDATE,
+    event = _update_event(
+        workspace,
+        memory,
         old_text=old_text,
-        new_text=memory.text,
         actor=actor,
         reason=changes.reason,
-        source_message_ids=source_ids,
-        changes=changed,
+        source_ids=source_ids,
+        changed=changed,
     )
     if written_once:
         rows.update(memory)
@@ -979,17 +976,14 @@ def memories_supersede(*, workspace: Workspace, updates: list[Supersede], actor:
         if not changed and not source_ids:  # as memory_update: nothing written
             continue
         _index(memory, embedding=update.embedding)
-        event = MemoryEvent(
-            workspace=workspace,
-            memory_id=memory.id,
-            user_id=memory.user_id,
-            event=MemoryEvent.Event.UPDATE,
+        event = _update_event(
+            workspace,
+            memory,
             old_text=old_text,
-            new_text=memory.text,
             actor=actor,
             reason=update.reason,
-            source_message_ids=source_ids,
-            changes=changed,
+            source_ids=source_ids,
+            changed=changed,
         )
         written.append((update, memory, event))
     if not written:
@@ -1111,3 +1105,28 @@ def memory_delete(
         conversations_rewrite(workspace=workspace, user_id=memory.user_id, written=written)
     memory.delete()
     return True
+
+
+def _update_event(
+    workspace: Workspace,
+    memory: Memory,
+    *,
+    old_text: str,
+    actor: str,
+    reason: str,
+    source_ids: list[str],
+    changed: dict,
+) -> MemoryEvent:
+    """The history's UPDATE of one memory (memory_update's, and a run's batched supersedes')."""
+    return MemoryEvent(
+        workspace=workspace,
+        memory_id=memory.id,
+        user_id=memory.user_id,
+        event=MemoryEvent.Event.UPDATE,
+        old_text=old_text,
+        new_text=memory.text,
+        actor=actor,
+        reason=reason,
+        source_message_ids=source_ids,
+        changes=changed,
+    )
