@@ -131,9 +131,7 @@ def memory_create(
     # waits for the inserts only.
     user_lock(workspace_id=workspace.id, user_id=user_id)
     memory.save()
-    if created_at is not None:  # auto_now_add sets it on save: written after, in the same
-        Memory.objects.filter(pk=memory.pk).update(created_at=created_at)  # transaction
-        memory.created_at = created_at
+    _keep_created_at({memory.id: created_at} if created_at else {}, [memory])
     if source_ids:
         memory.sources.add(*_own_messages(workspace, user_id, source_ids))
     _event(
@@ -282,15 +280,10 @@ def memories_create(
         item.memory = memory
         memories.append(memory)
     rows.insert(memories)
-    dated = {
-        m.id: item.created_at for item, m in zip(new, memories, strict=True) if item.created_at
-    }
-    if dated:  # auto_now_add stamped them now: one UPDATE after, in the same transaction
-        Memory.objects.filter(pk__in=dated).update(
-            created_at=Case(*(When(pk=pk, then=Value(at)) for pk, at in dated.items()))
-        )
-        for memory in memories:
-            memory.created_at = dated.get(memory.id, memory.created_at)
+    _keep_created_at(
+        {m.id: item.created_at for item, m in zip(new, memories, strict=True) if item.created_at},
+        memories,
+    )
     _link(
         [
             (item.memory.id, message_id)
@@ -1130,3 +1123,16 @@ def _update_event(
         source_message_ids=source_ids,
         changes=changed,
     )
+
+
+def _keep_created_at(dated: dict[str, dt.datetime], memories: list[Memory]) -> None:
+    """The original times of memories just inserted (`dated`: id -> time; an import, an
+    exported memory posted back): auto_now_add stamped them now, so one UPDATE after, in the
+    caller's transaction."""
+    if not dated:
+        return
+    Memory.objects.filter(pk__in=dated).update(
+        created_at=Case(*(When(pk=pk, then=Value(at)) for pk, at in dated.items()))
+    )
+    for memory in memories:
+        memory.created_at = dated.get(memory.id, memory.created_at)
