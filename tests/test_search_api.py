@@ -336,7 +336,7 @@ WEAK_CHUNKS = [  # the last ones share no word with "Berlin" and sit far from it
 def test_every_score_unified_search_shows_is_between_0_and_1_for_every_type(http, owner):
     """The blend ranks on a raw score that leaves [0, 1] (a chunk of negative cosine and no
     shared word: -0.0065 for "Berlin"); /v1/search showed it raw where /v1/collections/search
-    clamps the same chunk. Every door shows it through one helper (knowledge.search.shown_score)."""
+    clamps the same chunk. Every door shows it through one helper (retrieval.fusion.shown_score)."""
     workspace, _ = owner
     collection = knowledge.collection_create(workspace=workspace, name="mixed")
     for i, text in enumerate(WEAK_CHUNKS):

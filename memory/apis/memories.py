@@ -26,8 +26,8 @@ from config.common.openapi import (
 from config.common.pagination import paginate
 from memory import selectors, services
 from memory.apis import openapi as docs
-from memory.knowledge.search import shown_score
 from memory.models import Memory
+from memory.retrieval.fusion import shown_score
 from memory.retrieval.search import Found, memory_search
 from memory.serializers import (
     MAX_IMPORT_MEMORIES,

@@ -13,8 +13,8 @@ from accounts.limits.middleware import counts_workspace_rates
 from config.common.openapi import error
 from config.common.times import unix_seconds
 from memory.apis import openapi as docs
-from memory.knowledge.search import shown_score
 from memory.models import Memory, Message
+from memory.retrieval.fusion import shown_score
 from memory.retrieval.search import Found, search
 from memory.serializers import UnifiedSearchInput, memory_search_filters
 

@@ -13,6 +13,7 @@ from accounts.models import Workspace
 from config.common.errors import NOT_FOUND_CODES, NotFound
 from memory.models import Collection
 from memory.retrieval import chunks
+from memory.retrieval.fusion import shown_score
 
 # How many collections one request may name, at every door: x-collection-ids, the body of
 # /v1/search and /v1/collections/search, an agent's own. The bodies took 100 where the header
@@ -22,14 +23,6 @@ TOO_MANY_COLLECTIONS = f"At most {MAX_COLLECTIONS} collection ids."
 _SNIPPET_CHARS = 240
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-def shown_score(score: float, *, digits: int = 6) -> float:
-    """A ranking score as an answer shows it, in [0, 1] as the README says, at every door
-    (/v1/search, /v1/memories/search, /v1/collections/search). The blend ranks on the raw
-    value, which leaves that range: a chunk or a kept-nearest memory of negative cosine and no
-    shared word scored -0.0065 at /v1/search, recency and a speaker's boost add on top of 1."""
-    return round(min(max(score, 0.0), 1.0), digits)
 
 
 def collections_check(*, workspace: Workspace, collection_ids: list[str]) -> None:

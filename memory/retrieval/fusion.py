@@ -259,3 +259,11 @@ def with_recency(
             h.kept_nearest = keep_best
             kept.append(h)
     return sorted(kept, key=_SCORE, reverse=True)
+
+
+def shown_score(score: float, *, digits: int = 6) -> float:
+    """A ranking score as an answer shows it, in [0, 1] as the README says, at every door
+    (/v1/search, /v1/memories/search, /v1/collections/search). The blend ranks on the raw
+    value, which leaves that range: a chunk or a kept-nearest memory of negative cosine and no
+    shared word scored -0.0065 at /v1/search, recency and a speaker's boost add on top of 1."""
+    return round(min(max(score, 0.0), 1.0), digits)
