@@ -363,6 +363,7 @@ def memories_import(
         workspace=workspace,
         user_id=user_id,
         items=items,
+        keys=keys,
         probes=probes,
         vectors=vectors,
         actor=actor,
@@ -383,11 +384,11 @@ def _memories_import(
     workspace: Workspace,
     user_id: str,
     items: list[dict],
+    keys: list[str],
     probes: list[str],
     vectors: dict[str, list[float]],
     actor: str,
 ) -> list[Imported]:
-    keys = [normalized(item["text"]) for item in items]
     # memory_add's lock of each text, taken in one order (no two imports wait on each other
     # in a cycle): a single add of the same fact meanwhile waits for this commit, then finds it.
     with connection.cursor() as cursor:
