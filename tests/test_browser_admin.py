@@ -326,3 +326,36 @@ def test_a_workspaces_page_adds_its_first_key(page, engram_server):
     page.click("input[name=_save]")
     expect(page.locator("#content-main")).to_contain_text(f"The new API key of {workspace}")
     assert page.locator("#new-api-key").inner_text().startswith("sk-")
+
+
+def test_the_collection_list_counts_a_rebuild_once_in_the_browser(page, engram_server):
+    """The collection list's documents cell, as an operator sees it: the ready documents, a
+    document being re-ingested from scratch (its rebuild) counted once, a queued one not."""
+    from memory.models import Collection, Document
+
+    User.objects.create_superuser("ops", "ops@example.com", "a-long-password")
+    workspace, _ = make_workspace("acme")
+    collection = Collection.objects.create(workspace=workspace, name="Handbook")
+    ready = Document.objects.create(
+        workspace=workspace,
+        collection=collection,
+        title="Leave policy",
+        content_hash="h1",
+        status=Document.Status.READY,
+    )
+    for title, digest, replaces, status in (
+        ("Leave policy", "h1", ready, Document.Status.PROCESSING),
+        ("Travel", "h2", None, Document.Status.QUEUED),
+    ):
+        Document.objects.create(
+            workspace=workspace,
+            collection=collection,
+            title=title,
+            content_hash=digest,
+            replaces=replaces,
+            status=status,
+        )
+    _sign_in(page, engram_server.url)
+    page.goto(engram_server.url + "/admin/memory/collection/")
+    row = page.locator("#result_list tbody tr", has_text="Handbook")
+    expect(row.locator("td.field-documents")).to_have_text("1")
