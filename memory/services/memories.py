@@ -39,13 +39,19 @@ def _index(
     ready: Mapping[str, list[float]] | None = None,
 ) -> None:
     """`ready`: vectors embedded beforehand, by search text (used when it is still the one)."""
-    when = memory_date(memory)
-    memory.search_text = memory_search_text(text=memory.text, when=when)
+    memory.search_text = _search_text(memory)
     if embedding is None:
         embedding = (ready or {}).get(memory.search_text)
     memory.embedding = (
         embedding if embedding is not None else get_embedder().embed_one(memory.search_text)
     )
+
+
+def _search_text(memory: Memory) -> str:
+    """The text a memory is found by: its own, after the day it happened, else was learned
+    (its `learned_on`, else its `created_at`: set before the insert, as an import's original
+    time is, or a memory posted back in March was labelled with the day it was posted)."""
+    return memory_search_text(text=memory.text, when=memory_date(memory))
 
 
 def stored_text(text: str) -> str:
@@ -123,6 +129,7 @@ def memory_create(
         metadata=metadata,
         # a person's, unless it names the messages it came from (an extraction's)
         by_hand=actor in HAND_ACTORS and not source_ids,
+        created_at=created_at,  # dates its search text; the insert stamps now (kept below)
     )
     _index(memory, embedding=embedding)
     # Under the user's lock (shared), as their turns, imports and extraction runs write: added
@@ -273,6 +280,7 @@ def memories_create(
             metadata=metadata,
             # a person's, unless it names the messages it came from (as memory_create says)
             by_hand=actor in HAND_ACTORS and not item.source_message_ids,
+            created_at=item.created_at,  # as memory_create: dates its search text
         )
         if item.id:
             memory.id = item.id
@@ -330,16 +338,14 @@ def memories_import(
     one), and written by memories_create, all or none. Items are validated beforehand
     (serializers.MemoryImportItemInput)."""
     texts = [stored_text(item["text"]) for item in items]
-    probes = [  # the search text memory_create would index (its date: learned_on, else today)
-        memory_search_text(
-            text=text,
-            when=memory_date(
-                Memory(
-                    text=text,
-                    event_date=item.get("event_date"),
-                    metadata=item.get("metadata") or {},
-                )
-            ),
+    probes = [  # the search text memories_create indexes (its date: learned_on, else created_at)
+        _search_text(
+            Memory(
+                text=text,
+                event_date=item.get("event_date"),
+                metadata=item.get("metadata") or {},
+                created_at=item.get("created_at"),
+            )
         )
         for text, item in zip(texts, items, strict=True)
     ]
