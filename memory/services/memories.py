@@ -861,19 +861,21 @@ def _link_own_messages(*, workspace: Workspace, memory: Memory, ids: list[str]) 
         cursor.execute(_LINK_OWN, [memory.pk, workspace.id, memory.user_id, ids])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Supersede:
     """One of an extraction run's updates of a memory as it read it (memory_update with
     `unless_changed`), for memories_supersede, which sets `updated` (the memory as written)
-    or `error` (MemoryChanged, Memory.DoesNotExist: what memory_update would have raised)."""
+    or `error` (MemoryChanged, Memory.DoesNotExist: what memory_update would have raised).
+    As memory_update's, an `event_date` not given is kept (None clears it), and `metadata`
+    None keeps it; `embedding` is the vector of the search text it will have."""
 
     memory: Memory
     text: str
-    event_date: dt.date | None
-    metadata: dict | None
     source_message_ids: list[str]
     reason: str
     embedding: list[float]
+    event_date: dt.date | None | _Unset = _UNSET
+    metadata: dict | None = None
     updated: Memory | None = None
     error: Exception | None = None
 
