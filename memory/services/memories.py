@@ -54,6 +54,15 @@ def _search_text(memory: Memory) -> str:
     return memory_search_text(text=memory.text, when=memory_date(memory))
 
 
+def _dated(memory: Memory, created_at: dt.datetime | None) -> Memory:
+    """A new `memory` with its original time, if it has one (an import's), before it is
+    indexed: its search text is dated by it. (The insert stamps now; _keep_created_at writes
+    the original back after it.)"""
+    if created_at is not None:
+        memory.created_at = created_at
+    return memory
+
+
 def stored_text(text: str) -> str:
     """A memory's text as it is stored, whoever writes it (the API, the admin, an extractor,
     an agent's `remember`): without the spaces at its ends, composed (memory.text.nfc), so
@@ -129,9 +138,8 @@ def memory_create(
         metadata=metadata,
         # a person's, unless it names the messages it came from (an extraction's)
         by_hand=actor in HAND_ACTORS and not source_ids,
-        created_at=created_at,  # dates its search text; the insert stamps now (kept below)
     )
-    _index(memory, embedding=embedding)
+    _index(_dated(memory, created_at), embedding=embedding)
     # Under the user's lock (shared), as their turns, imports and extraction runs write: added
     # by hand during their erasure, the memory outlived it without its ADD, which the erasure
     # deleted, and its history answered "No memory". Taken after the embedding: an erasure
@@ -280,11 +288,10 @@ def memories_create(
             metadata=metadata,
             # a person's, unless it names the messages it came from (as memory_create says)
             by_hand=actor in HAND_ACTORS and not item.source_message_ids,
-            created_at=item.created_at,  # as memory_create: dates its search text
         )
         if item.id:
             memory.id = item.id
-        _index(memory, embedding=item.embedding)
+        _index(_dated(memory, item.created_at), embedding=item.embedding)
         item.memory = memory
         memories.append(memory)
     rows.insert(memories)
@@ -340,11 +347,13 @@ def memories_import(
     texts = [stored_text(item["text"]) for item in items]
     probes = [  # the search text memories_create indexes (its date: learned_on, else created_at)
         _search_text(
-            Memory(
-                text=text,
-                event_date=item.get("event_date"),
-                metadata=item.get("metadata") or {},
-                created_at=item.get("created_at"),
+            _dated(
+                Memory(
+                    text=text,
+                    event_date=item.get("event_date"),
+                    metadata=item.get("metadata") or {},
+                ),
+                item.get("created_at"),
             )
         )
         for text, item in zip(texts, items, strict=True)
