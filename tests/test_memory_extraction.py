@@ -1088,6 +1088,27 @@ def test_llm_updates_in_a_row_are_written_together_as_memory_update_wrote_each(
 
 
 @llm_db
+def test_an_llm_event_is_embedded_on_the_day_its_search_text_says(
+    upstream, django_capture_on_commit_callbacks
+):
+    """A dated fact the model adds is found by "[its date] ..." (memory_date), and its vector
+    is that text's: it was the vector of "[the day it was said] ...", another text."""
+    import numpy as np
+
+    from memory.embeddings import get_embedder
+
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I ran the Lisbon marathon on 1 May 2022.")
+    fact = {"text": "Sam ran the Lisbon marathon", "kind": "event", "date": "2022-05-01"}
+    upstream.script(reply({"facts": [{**fact, "sources": [1]}]}))
+    assert extract(workspace, conv, django_capture_on_commit_callbacks).status == "done"
+    memory = Memory.objects.get()
+    assert memory.search_text == "[1 May 2022] Sam ran the Lisbon marathon"
+    said = get_embedder().embed_one(memory.search_text)
+    assert np.allclose(np.asarray(memory.embedding), said, atol=1e-6)
+
+
+@llm_db
 def test_llm_delete_and_none_decisions(upstream, django_capture_on_commit_callbacks):
     workspace, _ = make_workspace()
     conv = say(workspace, "u", "I have a dog named Rex. I drink coffee.")

@@ -370,13 +370,17 @@ def _apply(
             if event == "ADD" and text:
                 if any(m.text.strip().lower() == text.lower() for m in store.memories):
                     continue  # the same words again (a re-run): nothing new
-                vector = get_embedder().embed_one(memory_search_text(text=text, when=learned_on))
+                # on the day its search text says (memory_date: its event's, else learned_on);
+                # a dated event's vector was of "[learned_on] ..." beside "[its date] ..."
+                event_date = _date((fact or {}).get("date"))
+                search = memory_search_text(text=text, when=event_date or learned_on)
+                vector = get_embedder().embed_one(search)
                 memory = memory_create(
                     workspace=workspace,
                     user_id=user_id,
                     text=text,
                     kind=kind,
-                    event_date=_date((fact or {}).get("date")),
+                    event_date=event_date,
                     source_message_ids=sources,
                     learned_on=learned_on,
                     actor="extractor:llm",
