@@ -158,6 +158,17 @@ def _token_user(end_user: str, headers: Mapping[str, str], body: dict) -> str:
     return end_user
 
 
+def user_mismatch(*, named_by: str) -> ApiError:
+    """A `user_id` naming another user than the caller named first (`named_by`: the parameter
+    the caller sent, x-user-id or a route's query): which one was meant is not ours to guess."""
+    return ApiError(
+        400,
+        f"user_id names another user than {named_by}: send the user once.",
+        param="user_id",
+        code="user_mismatch",
+    )
+
+
 def caller_user(*, headers: Mapping[str, str], body: dict, end_user: str | None) -> str | None:
     """The end user a request acts for: `x-user-id`, else the body's `user_id` (Engram's, as
     the memory API's bodies name it; a 400 when it names another user than the header), else
@@ -166,12 +177,7 @@ def caller_user(*, headers: Mapping[str, str], body: dict, end_user: str | None)
     user_id = user_identifier(headers.get(HEADERS["user_id"]), HEADERS["user_id"])
     body_user_id = user_identifier(body.get("user_id"), "user_id")
     if user_id is not None and body_user_id is not None and body_user_id != user_id:
-        raise ApiError(
-            400,
-            f"user_id names another user than {HEADERS['user_id']}: send the user once.",
-            param="user_id",
-            code="user_mismatch",
-        )
+        raise user_mismatch(named_by=HEADERS["user_id"])
     if user_id is None:
         user_id = body_user_id
     if user_id is None:

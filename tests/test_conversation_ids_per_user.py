@@ -236,3 +236,56 @@ def test_an_import_names_its_user_as_every_conversation_route_does(http):
     nobody = http.post("/v1/conversations/imp1/messages", json=chess)
     assert nobody.status_code == 400 and nobody.json()["error"]["param"] == "user_id"
     assert not Conversation.objects.filter(user_id="dave").exists()
+
+
+def test_a_user_mismatch_names_the_parameter_the_caller_sent(http, tokens):
+    """An import's body `user_id` against the user the caller named: "than x-user-id" answered
+    a caller who had sent ?user_id= alone. Every conversation route reads both; each refusal
+    names what was sent (OpenAI's envelope: message, type, param, code)."""
+    chess = {"messages": [{"role": "user", "content": "I play chess."}]}
+    route = "/v1/conversations/imp2/messages"
+
+    def error(response, status):
+        assert response.status_code == status, response.text
+        body = response.json()["error"]
+        assert set(body) >= {"message", "type", "param", "code"}
+        assert body["code"] == "user_mismatch"
+        return body
+
+    by_query = error(
+        http.post(route, json={"user_id": "dave", **chess}, params={"user_id": "bob"}), 400
+    )
+    assert by_query["param"] == "user_id"
+    assert "x-user-id" not in by_query["message"] and "query" in by_query["message"]
+    by_header = error(
+        http.post(route, json={"user_id": "dave", **chess}, headers={"x-user-id": "bob"}), 400
+    )
+    assert by_header["param"] == "user_id" and "x-user-id" in by_header["message"]
+    both = {"headers": {"x-user-id": "bob"}, "params": {"user_id": "bob"}}
+    assert (
+        "x-user-id"
+        in error(http.post(route, json={"user_id": "dave", **chess}, **both), 400)["message"]
+    )
+    for method in ("GET", "DELETE", "POST"):
+        # x-user-id against ?user_id=: the chat door's words for x-user-id against user_id
+        apart = http.request(
+            method,
+            route if method == "POST" else "/v1/conversations/imp2",
+            json=chess if method == "POST" else None,
+            headers={"x-user-id": "bob"},
+            params={"user_id": "dave"},
+        )
+        body = error(apart, 400)
+        assert body["param"] == "user_id" and "x-user-id" in body["message"]
+
+    alice = tokens["alice"]
+    for method in ("GET", "DELETE"):
+        queried = error(
+            alice.request(method, "/v1/conversations/imp2", params={"user_id": "bob"}), 403
+        )
+        assert queried["param"] == "user_id" and "x-user-id" not in queried["message"]
+        headed = error(
+            alice.request(method, "/v1/conversations/imp2", headers={"x-user-id": "bob"}), 403
+        )
+        assert headed["param"] == "x-user-id" and "x-user-id" in headed["message"]
+    assert not Conversation.objects.filter(external_id="imp2").exists()

@@ -102,3 +102,40 @@ def test_the_import_is_in_the_openapi_schema(anon_http):
     imported = components["MemoryImportInputRequest"]["properties"]["memories"]
     assert imported["type"] == "array"
     assert f"At most {MAX_IMPORT_MEMORIES:,} memories" in imported["description"]
+
+
+def test_a_memory_posted_with_its_past_time_is_indexed_under_that_day(http):
+    """A memory's search text (and its vector) carries the day it was learned: its
+    `created_at` when the client gives one (a restored export, a move from another store). An
+    import and a single add labelled it with the day of the request: "in March" found it not."""
+    import numpy as np
+
+    from memory.embeddings import get_embedder
+
+    single = http.post(
+        "/v1/memories",
+        json={"user_id": "cal", "text": "Moved to Lisbon.", "created_at": "2024-03-05T10:00:00Z"},
+    )
+    assert single.status_code == 201, single.text
+    imported = http.post(
+        "/v1/memories",
+        json={
+            "user_id": "cal",
+            "memories": [
+                {"text": "Likes figs.", "created_at": "2023-11-20T08:30:00Z"},
+                {"text": "Plays oboe.", "created_at": "2022-01-02T23:00:00Z"},
+            ],
+        },
+    )
+    assert imported.status_code == 201, imported.text
+    labels = {
+        "Moved to Lisbon.": "[5 March 2024] Moved to Lisbon.",
+        "Likes figs.": "[20 November 2023] Likes figs.",
+        "Plays oboe.": "[2 January 2022] Plays oboe.",
+    }
+    for memory in Memory.objects.filter(user_id="cal"):
+        assert memory.search_text == labels[memory.text]
+        assert np.allclose(
+            np.asarray(memory.embedding), get_embedder().embed_one(memory.search_text), atol=1e-6
+        )
+    assert Memory.objects.filter(user_id="cal").count() == 3

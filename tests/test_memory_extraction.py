@@ -1008,6 +1008,107 @@ def test_llm_extraction_adds_then_updates_with_history(
 
 
 @llm_db
+def test_llm_updates_in_a_row_are_written_together_as_memory_update_wrote_each(
+    upstream, django_capture_on_commit_callbacks
+):
+    """The model's consecutive UPDATEs are written in one memories_supersede (as the offline
+    runs' supersedes), where each was a memory_update of its own: the same rows (text, search
+    text on the memory's own day, its vector, sources, history), one UPDATE statement for the
+    two in a row, and a second UPDATE of one of them written after them, as it was decided."""
+    import re
+
+    import numpy as np
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from memory.embeddings import get_embedder
+    from memory.text import memory_date, memory_search_text
+
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I live in Paris, work at Acme and have a cat.")
+    facts = ["Sam lives in Paris", "Sam works at Acme", "Sam has a cat"]
+    upstream.script(reply({"facts": [{"text": t, "sources": [1]} for t in facts]}))
+    assert extract(workspace, conv, django_capture_on_commit_callbacks).status == "done"
+    assert Memory.objects.count() == 3
+    say(workspace, "sam", "I moved to Berlin and joined Initech; my cat is Tom.")
+    new = ["Sam moved to Berlin", "Sam joined Initech", "Sam's cat is Tom"]
+    upstream.script(reply({"facts": [{"text": t, "sources": [1]} for t in new]}))
+    # the ids the model is shown follow the facts' neighbours; read back from the prompt
+    upstream.script(reply({"actions": []}))
+    job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done", job.error
+    shown = json.loads(upstream.chat_requests()[-1].body["messages"][1]["content"])
+    ids = {m["text"]: m["id"] for m in shown["existing_memories"]}
+    assert set(ids) == set(facts)
+
+    say(workspace, "sam", "Yes: Berlin, Initech, and Tom the cat.")
+    upstream.script(
+        reply({"facts": [{"text": t, "sources": [1]} for t in new]}),
+        reply(
+            {
+                "actions": [
+                    {"event": "UPDATE", "id": ids[facts[0]], "text": "Sam lives in Berlin"},
+                    {"event": "UPDATE", "id": ids[facts[1]], "text": "Sam works at Initech"},
+                    {"event": "UPDATE", "id": ids[facts[0]], "text": "Sam lives in Berlin now"},
+                    {"event": "NONE", "id": ids[facts[2]], "fact": 2},
+                ]
+            }
+        ),
+    )
+    with CaptureQueriesContext(connection) as queries:
+        job = extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert job.status == "done", job.error
+    assert job.extractor == "llm"
+    updates = [q["sql"] for q in queries if re.match(r"\s*UPDATE\s+\"?memory_memory\b", q["sql"])]
+    assert len(updates) == 2, updates  # the first two together, then the third
+    last = Message.objects.filter(content__startswith="Yes:").get()
+    for old, texts in (
+        (facts[0], ["Sam lives in Berlin", "Sam lives in Berlin now"]),
+        (facts[1], ["Sam works at Initech"]),
+    ):
+        memory = Memory.objects.get(text=texts[-1])
+        said = memory_search_text(text=memory.text, when=memory_date(memory))
+        assert memory.search_text == said
+        assert np.allclose(np.asarray(memory.embedding), get_embedder().embed_one(said), atol=1e-6)
+        assert last.id in set(memory.sources.values_list("id", flat=True))
+        events = MemoryEvent.objects.filter(memory_id=memory.id).order_by("created_at", "id")
+        assert [(e.event, e.old_text, e.new_text, e.actor) for e in events] == [
+            ("ADD", "", old, "extractor:llm"),
+            *(
+                ("UPDATE", before, after, "extractor:llm")
+                for before, after in zip([old, *texts[:-1]], texts, strict=True)
+            ),
+        ]
+        for event in events[1:]:
+            assert event.reason == "the model found newer information"
+            assert event.source_message_ids == [last.id]
+            assert set(event.changes) == {"text"}
+    assert Memory.objects.get(text=facts[2]).sources.filter(id=last.id).exists()
+    assert Memory.objects.count() == 3
+
+
+@llm_db
+def test_an_llm_event_is_embedded_on_the_day_its_search_text_says(
+    upstream, django_capture_on_commit_callbacks
+):
+    """A dated fact the model adds is found by "[its date] ..." (memory_date), and its vector
+    is that text's: it was the vector of "[the day it was said] ...", another text."""
+    import numpy as np
+
+    from memory.embeddings import get_embedder
+
+    workspace, _ = make_workspace()
+    conv = say(workspace, "sam", "I ran the Lisbon marathon on 1 May 2022.")
+    fact = {"text": "Sam ran the Lisbon marathon", "kind": "event", "date": "2022-05-01"}
+    upstream.script(reply({"facts": [{**fact, "sources": [1]}]}))
+    assert extract(workspace, conv, django_capture_on_commit_callbacks).status == "done"
+    memory = Memory.objects.get()
+    assert memory.search_text == "[1 May 2022] Sam ran the Lisbon marathon"
+    said = get_embedder().embed_one(memory.search_text)
+    assert np.allclose(np.asarray(memory.embedding), said, atol=1e-6)
+
+
+@llm_db
 def test_llm_delete_and_none_decisions(upstream, django_capture_on_commit_callbacks):
     workspace, _ = make_workspace()
     conv = say(workspace, "u", "I have a dog named Rex. I drink coffee.")

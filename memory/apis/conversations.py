@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import EndUserAllowed
 from accounts.endusers.scope import end_user, own_user, workspace_key_only
-from completions.request import HEADERS, caller_user
+from completions.request import HEADERS, caller_user, user_mismatch
 from config.common.errors import Invalid
 from config.common.openapi import ID_SCHEMA, LIST_PARAMETERS, user_id_query
 from config.common.pagination import paginate
@@ -99,20 +99,25 @@ def _conversation_user(request, *, body_user_id: str | None = None) -> str | Non
     (selectors.conversation_find refuses it when several users have it). The chat door's one
     parser (`caller_user`) reads them, the query's `user_id` where it reads the body's: the
     same mismatch is the same error at both doors (403 naming x-user-id for a token's header).
-    A body's `user_id` (the import's) is one more naming of that user: another is the same 400."""
+    A body's `user_id` (the import's) is one more naming of that user: another is a 400 naming
+    the parameter the caller sent (x-user-id, else the query's)."""
     user_id = request.query_params.get("user_id")
     if user_id is not None and not user_id.strip():
         list_user_id(request.query_params)  # 400: a blank ?user_id= is not "no user"
     named = caller_user(
         headers=request.headers, body={"user_id": user_id}, end_user=end_user(request)
     )
-    if body_user_id is None:
-        return named
-    return caller_user(
-        headers={HEADERS["user_id"]: named} if named is not None else {},
-        body={"user_id": body_user_id},
-        end_user=end_user(request),
-    )
+    if body_user_id is None or named is None:
+        return body_user_id if named is None else named
+    if body_user_id != named:
+        # named by the parameter the caller sent: "than x-user-id" answered a caller who had
+        # sent ?user_id= alone (x-user-id wins when both agree, as caller_user reads them)
+        raise user_mismatch(
+            named_by=HEADERS["user_id"]
+            if request.headers.get(HEADERS["user_id"])
+            else "the query's user_id"
+        )
+    return named
 
 
 def _conversation(request, conversation_id: str):

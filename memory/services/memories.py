@@ -39,13 +39,28 @@ def _index(
     ready: Mapping[str, list[float]] | None = None,
 ) -> None:
     """`ready`: vectors embedded beforehand, by search text (used when it is still the one)."""
-    when = memory_date(memory)
-    memory.search_text = memory_search_text(text=memory.text, when=when)
+    memory.search_text = _search_text(memory)
     if embedding is None:
         embedding = (ready or {}).get(memory.search_text)
     memory.embedding = (
         embedding if embedding is not None else get_embedder().embed_one(memory.search_text)
     )
+
+
+def _search_text(memory: Memory) -> str:
+    """The text a memory is found by: its own, after the day it happened, else was learned
+    (its `learned_on`, else its `created_at`: set before the insert, as an import's original
+    time is, or a memory posted back in March was labelled with the day it was posted)."""
+    return memory_search_text(text=memory.text, when=memory_date(memory))
+
+
+def _dated(memory: Memory, created_at: dt.datetime | None) -> Memory:
+    """A new `memory` with its original time, if it has one (an import's), before it is
+    indexed: its search text is dated by it. (The insert stamps now; _keep_created_at writes
+    the original back after it.)"""
+    if created_at is not None:
+        memory.created_at = created_at
+    return memory
 
 
 def stored_text(text: str) -> str:
@@ -124,7 +139,7 @@ def memory_create(
         # a person's, unless it names the messages it came from (an extraction's)
         by_hand=actor in HAND_ACTORS and not source_ids,
     )
-    _index(memory, embedding=embedding)
+    _index(_dated(memory, created_at), embedding=embedding)
     # Under the user's lock (shared), as their turns, imports and extraction runs write: added
     # by hand during their erasure, the memory outlived it without its ADD, which the erasure
     # deleted, and its history answered "No memory". Taken after the embedding: an erasure
@@ -276,7 +291,7 @@ def memories_create(
         )
         if item.id:
             memory.id = item.id
-        _index(memory, embedding=item.embedding)
+        _index(_dated(memory, item.created_at), embedding=item.embedding)
         item.memory = memory
         memories.append(memory)
     rows.insert(memories)
@@ -330,16 +345,16 @@ def memories_import(
     one), and written by memories_create, all or none. Items are validated beforehand
     (serializers.MemoryImportItemInput)."""
     texts = [stored_text(item["text"]) for item in items]
-    probes = [  # the search text memory_create would index (its date: learned_on, else today)
-        memory_search_text(
-            text=text,
-            when=memory_date(
+    probes = [  # the search text memories_create indexes (its date: learned_on, else created_at)
+        _search_text(
+            _dated(
                 Memory(
                     text=text,
                     event_date=item.get("event_date"),
                     metadata=item.get("metadata") or {},
-                )
-            ),
+                ),
+                item.get("created_at"),
+            )
         )
         for text, item in zip(texts, items, strict=True)
     ]
@@ -855,19 +870,21 @@ def _link_own_messages(*, workspace: Workspace, memory: Memory, ids: list[str]) 
         cursor.execute(_LINK_OWN, [memory.pk, workspace.id, memory.user_id, ids])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Supersede:
     """One of an extraction run's updates of a memory as it read it (memory_update with
     `unless_changed`), for memories_supersede, which sets `updated` (the memory as written)
-    or `error` (MemoryChanged, Memory.DoesNotExist: what memory_update would have raised)."""
+    or `error` (MemoryChanged, Memory.DoesNotExist: what memory_update would have raised).
+    As memory_update's, an `event_date` not given is kept (None clears it), and `metadata`
+    None keeps it; `embedding` is the vector of the search text it will have."""
 
     memory: Memory
     text: str
-    event_date: dt.date | None
-    metadata: dict | None
     source_message_ids: list[str]
     reason: str
     embedding: list[float]
+    event_date: dt.date | None | _Unset = _UNSET
+    metadata: dict | None = None
     updated: Memory | None = None
     error: Exception | None = None
 

@@ -25,13 +25,14 @@ from memory.models import Memory, Message, ProcessingJob
 from memory.services.forgetting import suppressions_lift
 from memory.services.memories import (
     MemoryChanged,
+    Supersede,
+    memories_supersede,
     memory_add_sources,
     memory_create,
     memory_delete,
-    memory_update,
 )
 from memory.services.users import still_held
-from memory.text import day_label, memory_search_text, nfc, speaker
+from memory.text import day_label, memory_date, memory_search_text, nfc, speaker
 
 ATTEMPTS = 3
 CHUNK_MESSAGES = 30
@@ -212,6 +213,32 @@ def _action_fact(action: dict, facts: list[dict]) -> dict | None:
     return next((f for f in facts if f["text"] == action.get("text")), None)
 
 
+def _action_text(action: dict, fact: dict | None) -> str:
+    """The text an action writes: its own, else its fact's, composed as the memories it is
+    compared with are stored (services.stored_text)."""
+    return nfc(str(action.get("text") or (fact or {}).get("text") or "").strip())
+
+
+def _update_vectors(
+    actions: list[dict], facts: list[dict], numbered: dict[str, Memory]
+) -> dict[tuple[str, str], list[float]]:
+    """The vectors of the UPDATEs' new texts, by (memory id, text), in one call before the
+    user's lock: each as memory_update indexed it under the lock, one call per update (the
+    search text on the memory's day; one written since is not updated, MemoryChanged)."""
+    wanted: dict[tuple[str, str], str] = {}
+    for action in actions:
+        target = numbered.get(str(action.get("id")))
+        text = _action_text(action, _action_fact(action, facts))
+        if str(action["event"]).upper() == "UPDATE" and target is not None and text:
+            when = memory_date(target)
+            wanted[(target.id, text)] = memory_search_text(text=text, when=when)
+    if not wanted:
+        return {}
+    searched = list(dict.fromkeys(wanted.values()))
+    vectors = dict(zip(searched, get_embedder().embed(searched).tolist(), strict=True))
+    return {key: vectors[search] for key, search in wanted.items()}
+
+
 def _not_deleted_meanwhile(
     *,
     jobs: list[ProcessingJob],
@@ -293,6 +320,25 @@ def _apply(
     else:
         numbered = {}
         actions = [{"event": "ADD", "text": f["text"], "fact": i} for i, f in enumerate(facts)]
+    updating = _update_vectors(actions, facts, numbered)
+    # Consecutive UPDATEs are written together (memories_supersede, as the offline runs'
+    # supersedes): four statements for them, not four each. Written before any other action,
+    # or another UPDATE of one of them, which reads what they leave.
+    supersedes: list[Supersede] = []
+
+    def supersede_now() -> None:
+        if not supersedes:
+            return
+        memories_supersede(workspace=workspace, updates=supersedes, actor="extractor:llm")
+        for update in supersedes:
+            if update.updated is not None:
+                store.replace(update.updated, update.embedding)
+                counts["updated"] += 1
+            elif isinstance(update.error, Memory.DoesNotExist):  # its user deleted it meanwhile
+                store.remove(update.memory.id)
+            # MemoryChanged: edited while the model decided on its old text; the edit stays
+        supersedes.clear()
+
     # The run's writes for this chunk in one transaction, under the user's lock (see
     # memory.services.users.jobs_still_held): the model's answers took seconds, in which the
     # user may have been erased, or the run's lease lapsed and another run took its jobs.
@@ -316,20 +362,25 @@ def _apply(
             fact = _action_fact(action, facts)
             sources = _fact_sources(fact or {}, chunk)
             target = numbered.get(str(action.get("id")))
-            # composed as the memories it is compared with are stored (services.stored_text)
-            text = nfc(str(action.get("text") or (fact or {}).get("text") or "").strip())
+            text = _action_text(action, fact)
+            if event != "UPDATE" or any(u.memory is target for u in supersedes):
+                supersede_now()
             stated_kind = (fact or {}).get("kind")
             kind = str(stated_kind) if stated_kind in KINDS else "fact"
             if event == "ADD" and text:
                 if any(m.text.strip().lower() == text.lower() for m in store.memories):
                     continue  # the same words again (a re-run): nothing new
-                vector = get_embedder().embed_one(memory_search_text(text=text, when=learned_on))
+                # on the day its search text says (memory_date: its event's, else learned_on);
+                # a dated event's vector was of "[learned_on] ..." beside "[its date] ..."
+                event_date = _date((fact or {}).get("date"))
+                search = memory_search_text(text=text, when=event_date or learned_on)
+                vector = get_embedder().embed_one(search)
                 memory = memory_create(
                     workspace=workspace,
                     user_id=user_id,
                     text=text,
                     kind=kind,
-                    event_date=_date((fact or {}).get("date")),
+                    event_date=event_date,
                     source_message_ids=sources,
                     learned_on=learned_on,
                     actor="extractor:llm",
@@ -340,23 +391,15 @@ def _apply(
             elif event == "UPDATE" and target is not None and text:
                 if text == target.text:
                     continue
-                try:
-                    updated = memory_update(
-                        workspace=workspace,
+                supersedes.append(
+                    Supersede(
                         memory=target,
                         text=text,
                         source_message_ids=sources,
-                        actor="extractor:llm",
                         reason="the model found newer information",
-                        unless_changed=True,
+                        embedding=updating[(target.id, text)],
                     )
-                except Memory.DoesNotExist:  # its user deleted it meanwhile: left deleted
-                    store.remove(target.id)
-                    continue
-                except MemoryChanged:  # edited while the model decided on its old text
-                    continue
-                store.replace(updated, updated.embedding)
-                counts["updated"] += 1
+                )
             elif event == "DELETE" and target is not None and store.get(target.id):
                 try:
                     memory_delete(
@@ -373,6 +416,7 @@ def _apply(
             elif event == "NONE" and target is not None and store.get(target.id):
                 memory_add_sources(workspace=workspace, memory=target, source_message_ids=sources)
                 counts["unchanged"] += 1
+        supersede_now()
         if last:
             from memory.background.extraction.runner import jobs_done_with
 

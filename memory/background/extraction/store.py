@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from django.db import connection
 from django.db.models import BinaryField, F, Func, Q
 
 from accounts.models import Workspace
@@ -26,42 +25,19 @@ def _binary_vector() -> Func:
     return Func(F("embedding"), function="vector_send", output_field=BinaryField())
 
 
-# The k nearest stored memories of each of a run's vectors (exact, over the user's rows). The
-# vectors are parsed once, in the array: `<=> q.vector::vector` parsed one for every row it
-# was compared with (53 ms a vector against a user's 2,000 memories).
-_NEAREST = """
-SELECT n.id FROM unnest(%s::text[]::vector[]) AS q(vector)
-CROSS JOIN LATERAL (
-    SELECT m.id FROM memory_memory m
-    WHERE m.workspace_id = %s AND m.user_id = %s AND m.embedding IS NOT NULL
-    ORDER BY m.embedding <=> q.vector LIMIT %s
-) n
-"""
-
-
-# What `around` loads, in one statement written once (it was two: the nearest ids, then an ORM
-# load of them and the slots', built and compiled again every run: ~4.4 ms of a lone turn's
-# job under cProfile, bench/README.md "Twenty-fifth session"). The nearest ids are an
-# InitPlan, run once: as a plain subquery of the load PostgreSQL may run it again for every
-# memory it filters (make eval's ingestion took 2.6x as long). The slot's test is the ORM's
-# `metadata__slot__in` (jsonb -> text compared as jsonb).
-_AROUND = """
-SELECT {columns}, vector_send(memory_memory.embedding) FROM memory_memory
-WHERE memory_memory.workspace_id = %s AND memory_memory.user_id = %s
-AND memory_memory.embedding IS NOT NULL
-AND (memory_memory.id = ANY(ARRAY({nearest}))
-     OR (memory_memory.metadata -> 'slot') = ANY(%s::text[]::jsonb[]))
-ORDER BY memory_memory.updated_at DESC LIMIT %s
-"""
 # `embedding` comes as its binary form (_binary_vector), into the store's array; `search` is
 # never read.
 _LOADED_WITHOUT = ("search", "embedding")
-_AROUND_SQL: list[str] = []
 
-# _AROUND for several users at once (UserMemories.around_many): each user's (u.n) vectors and
-# slots in parallel arrays, the same load for each under a LATERAL whose nearest ids stay an
-# InitPlan, run once a user. A run of many users' single turns read them one statement a
-# user, a turn each (bench/README.md, "Thirty-second session").
+# What `around_many` loads, in one statement written once per number of query vectors: for
+# each user (u.n), their vectors' k nearest memories (exact, over the user's rows) and every
+# memory of their slots (the ORM's `metadata__slot__in`: jsonb -> text compared as jsonb).
+# The nearest ids are an InitPlan, run once a user: as a plain subquery of the load
+# PostgreSQL may run it again for every memory it filters (make eval's ingestion took 2.6x as
+# long). A run of many users' single turns read them one statement a user, a turn each
+# (bench/README.md, "Thirty-second session"); a lone turn's run reads its one user here too
+# (`around`: its own statement, the same plan under a one-row LATERAL, with the vectors bound
+# in binary where it formatted each as text).
 _AROUND_MANY = """
 SELECT u.n, {columns}, vector_send(memory_memory.embedding)
 FROM unnest(%(users)s::varchar[]) WITH ORDINALITY AS u(user_id, n)
@@ -91,16 +67,6 @@ ORDER BY u.n, memory_memory.updated_at DESC
 # text (vector_text: 141-333 µs a vector) and parsed back by PostgreSQL; the same float32s.
 _AROUND_MANY_SQL: dict[int, str] = {}
 _QUERY_ROW = "(%(v{i})b::vector, %(o{i})s::bigint)"
-
-
-def _around_sql() -> str:
-    if not _AROUND_SQL:
-        _AROUND_SQL.append(
-            _AROUND.format(
-                columns=rows.columns(Memory, without=_LOADED_WITHOUT), nearest=_NEAREST.strip()
-            )
-        )
-    return _AROUND_SQL[0]
 
 
 class UserMemories:
@@ -135,27 +101,8 @@ class UserMemories:
         and by_slot then answer as over all the user's memories — the k nearest of v are among
         them, and what the run adds or changes is added here as it goes — while a run's cost
         no longer grows with how many memories the user has (a user's 854 took 38-41 ms to
-        load whole)."""
-        from memory.services.indexing import vector_text
-
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _around_sql(),
-                [
-                    workspace.id,
-                    user_id,
-                    [vector_text(v) for v in vectors],
-                    workspace.id,
-                    user_id,
-                    k,
-                    [json.dumps(slot) for slot in sorted(slots)],
-                    MAX_LOADED,
-                ],
-            )
-            found = cursor.fetchall()
-        store = cls.__new__(cls)
-        store._load(workspace, user_id, found)
-        return store
+        load whole). around_many's statement for one user (one query builder, not two)."""
+        return cls.around_many(workspace, {user_id: (vectors, slots)}, k=k)[user_id]
 
     @classmethod
     def around_many(
