@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
@@ -22,6 +22,9 @@ from django.utils.http import parse_header_parameters
 from rest_framework.parsers import BaseParser, DataAndFiles
 
 from config.common.errors import ApiError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc's from Python 3.12
 
 # Django's bound on one part's headers (django.http.multipartparser.MAX_TOTAL_HEADER_SIZE, which
 # its stubs do not declare)
@@ -38,7 +41,7 @@ def invalid_multipart(message: str) -> ApiError:
 _STRICT_UTF8 = "engram_strict_utf_8"
 
 
-def _strict_utf8_decode(data: bytes, errors: str = "strict") -> tuple[str, int]:
+def _strict_utf8_decode(data: Buffer, errors: str = "strict", /) -> tuple[str, int]:
     return codecs.utf_8_decode(data, "strict", True)
 
 
