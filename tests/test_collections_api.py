@@ -646,3 +646,32 @@ def test_a_json_value_of_another_type_is_a_400_not_a_string(http, path, body, pa
     _error(http.post(url, json=body), 400, "invalid_value", param)
     assert not Document.objects.exists()
     assert Collection.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("title", b"Pr\xe4sentation"), ("metadata", b'{"team": "R\xe9sum\xe9"}')],
+)
+def test_a_form_field_that_is_not_utf8_is_400_invalid_multipart(http, field, value):
+    """Django decodes a form field with errors="replace": a Latin-1 title was stored as
+    "Pr\\ufffdsentation" (and a metadata value likewise), bad input taken silently where the
+    JSON doors refuse a body that is not UTF-8."""
+    col = _collection(http)
+    url = f"/v1/collections/{col['id']}/documents"
+    body = (
+        _FILE_PART
+        + b'\r\n--B\r\nContent-Disposition: form-data; name="'
+        + field.encode()
+        + b'"\r\n\r\n'
+        + value
+        + b"\r\n--B--\r\n"
+    )
+    resp = http.post(url, content=body, headers={"content-type": "multipart/form-data; boundary=B"})
+    error = _error(resp, 400, "invalid_multipart")
+    assert "not UTF-8" in error["message"], error
+    assert not Document.objects.exists()
+    utf8 = body.replace(value, value.decode("latin-1").encode())
+    sent = http.post(url, content=utf8, headers={"content-type": "multipart/form-data; boundary=B"})
+    assert sent.status_code == 202, sent.text
+    stored = Document.objects.get()
+    assert "\ufffd" not in stored.title + json.dumps(stored.metadata, ensure_ascii=False)

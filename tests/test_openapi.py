@@ -140,6 +140,19 @@ def test_docs_are_public_and_offline(anon_http):
     assert assets and all(finders.find(asset) for asset in assets)
 
 
+def test_an_agent_naming_another_workspaces_collection_is_a_documented_404(http, anon_http):
+    """POST /v1/agents names no object in its path, so its 404 (`collection_ids` naming a
+    collection not in the workspace) was not in the document: schemathesis's coverage phase
+    found it undocumented."""
+    created = http.post(
+        "/v1/agents", json={"name": "x", "model": "local", "collection_ids": ["00"]}
+    )
+    assert created.status_code == 404, created.text
+    assert created.json()["error"]["code"] == "collection_not_found"
+    documented = _schema(anon_http)["paths"]["/v1/agents"]["post"]["responses"]
+    assert "404" in documented
+
+
 # --- the live run ---------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from completions.agents import selectors, services
 from completions.agents.models import CONFIG_FIELDS, Agent, AgentVersion
 from config.common.closed import read_only_checked, unknown_fields_check
 from config.common.errors import ApiError, Invalid
-from config.common.openapi import LIST_PARAMETERS, DeletedSerializer
+from config.common.openapi import LIST_PARAMETERS, DeletedSerializer, error
 from config.common.pagination import Cursor, list_body, paginate, parse_cursor
 from config.common.times import unix_seconds
 from memory.knowledge.selectors import collection_ids_existing
@@ -103,7 +103,16 @@ class AgentListCreateApi(APIView):
         summary="Create an agent (version 1)",
         tags=["agents"],
         request=docs.AgentInputSerializer,
-        responses={201: docs.AgentSerializer},
+        # The path names no object, so the default documents no 404: schemathesis's
+        # collection_ids ["00"] got an undocumented one.
+        responses={
+            201: docs.AgentSerializer,
+            404: error(
+                404,
+                "A collection in `collection_ids` that is not the workspace's "
+                "(`collection_not_found`).",
+            ),
+        },
         examples=[OpenApiExample("Support", value=_EXAMPLE, request_only=True)],
     )
     def post(self, request):

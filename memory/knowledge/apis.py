@@ -301,7 +301,8 @@ class DocumentListCreateApi(APIView):
         "by content) or "
         "JSON `{text, title, metadata, external_id}`. Over `ENGRAM_MAX_DOCUMENT_BYTES` is 413; "
         "a type Engram cannot read is 415; a multipart body Engram cannot split into its parts "
-        "(no boundary, another, or cut short) is 400 `invalid_multipart`. A Celery worker "
+        "(no boundary, another, or cut short), or a form field not in UTF-8, is 400 "
+        "`invalid_multipart`. A Celery worker "
         "extracts, chunks and embeds it: poll the document.\n\n"
         "**Versions.** A document is known in its collection by its `external_id` (a file "
         'upload\'s defaults to its file name; a text has one only if given; `""` opts out). New '

@@ -4,12 +4,17 @@ DRF's MultiPartParser answered a body Django could not split (no boundary, an in
 `invalid_json` ("Multipart form parse error - Invalid boundary in multipart: None"), and Django
 reads a body cut before its closing boundary as the parts it found whole: a truncated upload
 was "file: No file was submitted.", a file that was sent. Both are `invalid_multipart`.
+
+A field (`title`, `metadata`) that is not UTF-8 is `invalid_multipart` too: Django decodes each
+with errors="replace", so a Latin-1 title ("Pr" 0xE4 "sentation") was stored with U+FFFD in
+place of its letter, and a metadata value likewise, where the JSON doors refuse such a body.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
@@ -18,6 +23,9 @@ from rest_framework.parsers import BaseParser, DataAndFiles
 
 from config.common.errors import ApiError
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc's from Python 3.12
+
 # Django's bound on one part's headers (django.http.multipartparser.MAX_TOTAL_HEADER_SIZE, which
 # its stubs do not declare)
 _PART_HEADERS_MAX = 1024
@@ -25,6 +33,26 @@ _PART_HEADERS_MAX = 1024
 
 def invalid_multipart(message: str) -> ApiError:
     return ApiError(400, message, code="invalid_multipart")
+
+
+# The encoding handed to Django's parser: UTF-8 that ignores the errors="replace" Django asks
+# for every field's value (and name), so bytes that are not UTF-8 raise instead of becoming
+# U+FFFD. A codec of our own: the parser offers no other hook between its read and its decode.
+_STRICT_UTF8 = "engram_strict_utf_8"
+
+
+def _strict_utf8_decode(data: Buffer, errors: str = "strict", /) -> tuple[str, int]:
+    return codecs.utf_8_decode(data, "strict", True)
+
+
+def _strict_utf8_lookup(name: str) -> codecs.CodecInfo | None:
+    if name != _STRICT_UTF8:
+        return None
+    utf8 = codecs.lookup("utf-8")
+    return codecs.CodecInfo(utf8.encode, _strict_utf8_decode, name=_STRICT_UTF8)
+
+
+codecs.register(_strict_utf8_lookup)
 
 
 _DISPOSITION = re.compile(rb"^content-disposition:[^\r\n]*\r?\n", re.IGNORECASE | re.MULTILINE)
@@ -86,13 +114,18 @@ class MultiPartParser(BaseParser):
                 meta,
                 cast(IO[bytes], watch),  # Django's parser only calls read() (its ChunkIter)
                 request.upload_handlers,
-                parser_context.get("encoding"),
+                _STRICT_UTF8,  # UTF-8 as the JSON doors read it (DEFAULT_CHARSET), strictly
             )
         except MultiPartParserError as exc:
             raise invalid_multipart(f"The multipart Content-Type is not valid ({exc}).") from None
         watch.expect(boundary.encode("ascii"))  # Django's parser took it: ASCII
         try:
             data, files = parser.parse()
+        except UnicodeDecodeError:
+            raise invalid_multipart(
+                "A form field of the multipart body is not UTF-8 (a title or metadata in "
+                "another encoding?): send its text in UTF-8."
+            ) from None
         except MultiPartParserError as exc:
             if "header size" in str(exc):  # Django's words for a part's headers over its limit
                 raise invalid_multipart(
