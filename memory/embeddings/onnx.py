@@ -183,10 +183,10 @@ class OnnxEmbedder(Embedder):
         ones and its mean pooling is its tokens' sum over their count (`embed`'s weighted sum
         with weights 1.0, the same additions in the same order); the vectors normalized
         together (each row's norm is its own reduction, as for one row). The same work in
-        fewer numpy calls and one tokenizer call: the CPU outside the model's run was 0.56 ms
-        a text of 7.1 on a loaded day (calibration 7 ms), 0.18 ms of it with the model's run
-        faked: the run evicts the caches the Python around it then misses (bench/README,
-        thirty-third session)."""
+        fewer numpy calls and one tokenizer call: the CPU outside the model's run 0.66 -> 0.29 ms
+        a text (runs of ~7.5 ms, a loaded day); with the run faked the old path took 0.18 ms:
+        the run evicts the caches the Python after it then misses (bench/README, thirty-third
+        session)."""
         pooled = np.empty((len(texts), self.dimensions), dtype=np.float32)
         for i, encoding in enumerate(self._alone.encode_batch(list(texts))):
             ids = np.array([encoding.ids], dtype=np.int64)
