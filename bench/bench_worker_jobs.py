@@ -18,6 +18,10 @@ database's own CPU not; of it the embedder's calls, and the rest), its statement
 the soak's) stored, then one task run, which claims them all (the offline extractor claims
 across the workspace's conversations, up to 32 jobs): CPU, statements, embedder calls and
 texts embedded per turn; `--jobs` counts turns, `--skip-first` runs.
+
+`--unique-text`: every turn its own text, as `bench_soak.py --unique-text` sends them (a number
+in every statement, `statement(rng, unique=True)`; with `--batch`, every answer its own, as the
+mock's `--unique-answers`: nothing a run repeats, so nothing embedded once for several turns).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def child(root: Path, users: int, seed: int, stamp: str, batch: int = 0) -> int:
+def child(
+    root: Path, users: int, seed: int, stamp: str, batch: int = 0, unique: bool = False
+) -> int:
     """Run jobs as the parent asks, one a line ("<i>"), answering a JSON line each."""
     sys.path.insert(0, str(root))
     os.chdir(root)
@@ -91,7 +97,8 @@ def child(root: Path, users: int, seed: int, stamp: str, batch: int = 0) -> int:
         from bench.bench_gateway import COMPLETION
         from memory.services.processing import extraction_unit
 
-        answer = COMPLETION["choices"][0]["message"]["content"]
+        canned = COMPLETION["choices"][0]["message"]["content"]
+        answered = 0
 
         turn = 0
         for line in sys.stdin:
@@ -99,12 +106,15 @@ def child(root: Path, users: int, seed: int, stamp: str, batch: int = 0) -> int:
             for _ in range(int(line)):
                 conversation = conversations[turn % users]
                 turn += 1
-                # the soak's turn: the statement and the mock upstream's answer
+                # the soak's turn: the statement and the mock upstream's answer (with
+                # --unique-text its own, as bench_gateway's mock_app(unique=True) makes it)
+                answered += 1
+                answer = f"{canned} (answer {answered})" if unique else canned
                 messages_import(
                     workspace=workspace,
                     conversation=conversation,
                     messages=[
-                        {"role": "user", "content": statement(rng)},
+                        {"role": "user", "content": statement(rng, unique=unique)},
                         {"role": "assistant", "content": answer},
                     ],
                 )
@@ -134,7 +144,7 @@ def child(root: Path, users: int, seed: int, stamp: str, batch: int = 0) -> int:
             )
     for line in sys.stdin:
         i = int(line)
-        text = statement(rng)
+        text = statement(rng, unique=unique)
         conversation = conversations[i % users]
         messages_import(
             workspace=workspace,
@@ -188,11 +198,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--skip-first", type=int, default=20)
     parser.add_argument("--batch", type=int, default=0, metavar="N")
+    parser.add_argument("--unique-text", action="store_true", help="every turn its own text")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--stamp", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.users, args.seed, args.stamp, args.batch)
+        return child(args.child, args.users, args.seed, args.stamp, args.batch, args.unique_text)
 
     sys.path.insert(0, str(ROOT))
     from bench import machine
@@ -221,7 +232,8 @@ def main() -> int:
                 stamp,
                 "--batch",
                 str(args.batch),
-            ],
+            ]
+            + (["--unique-text"] if args.unique_text else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

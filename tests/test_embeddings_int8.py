@@ -47,6 +47,38 @@ def test_int8_vector_of_a_text_does_not_depend_on_its_companions():
         assert np.array_equal(int8.embed([text])[0], vector)
 
 
+def test_int8_vectors_are_bit_identical_to_a_padded_batch_of_one_mean_pooled():
+    # The one-text-a-run path (fewer numpy calls, its own unpadded tokenizer) must give the
+    # vectors the general path gives, bit for bit: vectors stored before it and query vectors
+    # made by either must agree. The reference: the padded tokenizer's encoding of each text
+    # alone, the mask-weighted mean, normalized, as OnnxEmbedder.embed computes for a batch.
+    int8 = QuantizedOnnxEmbedder(MODEL)
+    texts = [
+        *TEXTS,
+        "",
+        "é 🎉 日本語",
+        "[CLS] [SEP] [PAD]",
+        "word " * 300,  # beyond tokenizer.json's own 128 (truncation and padding): 256 tokens
+    ]
+
+    def reference(text: str) -> np.ndarray:
+        (encoding,) = int8.tokenizer.encode_batch([text])
+        ids = np.array([encoding.ids], dtype=np.int64)
+        mask = np.array([encoding.attention_mask], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = int8.session.run(None, feed)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return (pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None))[0]
+
+    vectors = int8.embed(texts)
+
+    assert vectors.dtype == np.float32 and vectors.shape == (len(texts), 384)
+    for text, vector in zip(texts, vectors, strict=True):
+        assert np.array_equal(vector, reference(text)), text[:40]
+        assert int8.embed_one(text) == vector.tolist()  # a query's vector is a stored one's
+
+
 def test_int8_graph_is_named_after_the_fp32_export():
     fp32_path, int8_path = onnx.exported_path(MODEL), onnx.quantized_path(MODEL)
 

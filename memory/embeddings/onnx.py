@@ -147,10 +147,18 @@ class OnnxEmbedder(Embedder):
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self.dimensions = int(self.session.get_outputs()[0].shape[-1] or 384)
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
+        if self.batch == 1:
+            # One text a run needs no padding: its own tokenizer, without it, encodes a call's
+            # texts in one go and needs no lock.
+            self._alone = Tokenizer.from_file(str(Path(source, "tokenizer.json")))
+            self._alone.enable_truncation(max_length=_max_length(source))
+            self._alone.no_padding()  # tokenizer.json's own pads to 128
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
+        if self.batch == 1:
+            return self._embed_each(texts)
         # Similar lengths batch together (less padding), like sentence-transformers does.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
@@ -169,6 +177,25 @@ class OnnxEmbedder(Embedder):
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
             out[batch] = pooled / np.clip(norms, 1e-12, None)
         return out
+
+    def _embed_each(self, texts: Sequence[str]) -> np.ndarray:
+        """`embed` one text a run, bit for bit: a text alone has no padding, so its mask is all
+        ones and its mean pooling is its tokens' sum over their count (`embed`'s weighted sum
+        with weights 1.0, the same additions in the same order); the vectors normalized
+        together (each row's norm is its own reduction, as for one row). The same work in
+        fewer numpy calls and one tokenizer call: the CPU outside the model's run 0.66 -> 0.29 ms
+        a text (runs of ~7.5 ms, a loaded day); with the run faked the old path took 0.18 ms:
+        the run evicts the caches the Python after it then misses (bench/README, thirty-third
+        session)."""
+        pooled = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        for i, encoding in enumerate(self._alone.encode_batch(list(texts))):
+            ids = np.array([encoding.ids], dtype=np.int64)
+            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            feed["token_type_ids"] = np.zeros_like(ids)
+            hidden = self.session.run(None, feed)[0]
+            pooled[i] = hidden[0].sum(axis=0) / np.float32(len(encoding.ids))
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return pooled / np.clip(norms, 1e-12, None)
 
     def _graph(self, model: str) -> Path:
         return ensure_exported(model)
