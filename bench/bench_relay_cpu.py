@@ -497,6 +497,9 @@ def whole(args) -> None:
             print("  remembered turns (x-user-id), every thread of the process counted")
             env["ENGRAM_BENCH_REMEMBERED"] = "1"
             _forget_bench_conversations()
+            if args.history:
+                _seed_history(args.history)
+                print(f"  each conversation starts with {args.history} stored messages")
         per_request: dict[tuple[str, int], float] = {}
         runs = [("stream", p) for p in WHOLE_PIECES] + [("json", 16)]
         if args.remembered:  # what a turn adds is in the JSON answer's count
@@ -551,6 +554,28 @@ def _forget_bench_conversations() -> None:
     Conversation.objects.filter(workspace__name="bench-gateway").delete()
 
 
+def _seed_history(messages: int) -> None:
+    """`--history N`: each of the run's conversations starts with N stored messages (a user
+    message and an answer in turn, as its turns store them), imported, not run: 130 rounds
+    under callgrind took ~20 minutes. The soak's conversations reach ~270 messages."""
+    from accounts.models import Workspace
+    from memory.services.conversations import conversation_import
+
+    workspace = Workspace.objects.get(name="bench-gateway")
+    for slot in range(WHOLE_AT_ONCE):
+        conversation_import(
+            workspace=workspace,
+            external_id=f"conversation-bench-{slot}",
+            user_id=f"bench-{slot}",
+            messages=[
+                {"role": "user", "content": f"{REMEMBERED_TEXT} ({turn})"}
+                if i % 2 == 0
+                else {"role": "assistant", "content": f"Paris, and a coat ({turn})."}
+                for i, turn in ((i, i // 2) for i in range(messages))
+            ],
+        )
+
+
 def profile(kind: str, pieces: int, env: dict, top: int) -> None:
     """cProfile of one inner run (20 rounds), the `top` functions by their own time."""
     import pstats
@@ -577,6 +602,9 @@ def main() -> None:
     parser.add_argument("--limited", action="store_true", help="--whole: a key with limits")
     parser.add_argument(
         "--remembered", action="store_true", help="--whole: remembered turns, every thread"
+    )
+    parser.add_argument(
+        "--history", type=int, default=0, help="--remembered: stored messages to start from"
     )
     parser.add_argument("--inner", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--inner-whole", nargs=3, help=argparse.SUPPRESS)

@@ -295,13 +295,22 @@ class Item:
         }
 
 
-@dataclass
+@dataclass(slots=True)  # one a stored message, ~270 a turn at the soak's conversations
 class HistoryUnit:
     """Stored messages that travel together (an assistant's tool calls and their results)."""
 
     messages: list[dict]
     ids: list[str]
     tokens: int
+    # count_message summed over `messages`, when each was known (a stored row's, worked out
+    # once per process: memory.turn.rows); None: counted by the assembly.
+    counted: int | None = None
+
+    def exact(self) -> int:
+        """count_message summed over its messages: its share of the request's exact total."""
+        if self.counted is None:
+            self.counted = sum(count_message(m) for m in self.messages)
+        return self.counted
 
 
 @dataclass
@@ -453,14 +462,18 @@ def assemble(
     taken.reverse()
     _from_a_question(taken, whole=len(taken) == len(history))
     old = [m for unit in taken for m in unit.messages]
-    messages = _leading(head, injected) + old + body
-    total = count_messages(messages)
+    leading = _leading(head, injected)
+    # count_messages(leading + old + body), its history's share from each unit's exact count:
+    # recounted on every turn, a ~270-message history was ~5M instructions of tokenizing (the
+    # token-count cache holds 1,024 texts; 200 users' conversations hold ~54,000).
+    around = count_messages(leading + body)
+    total = around + sum(unit.exact() for unit in taken)
     while total > budget and taken:  # per-message counts summed exactly; kept as a guard
         taken.pop(0)
         _from_a_question(taken, whole=False)
-        old = [m for unit in taken for m in unit.messages]
-        messages = _leading(head, injected) + old + body
-        total = count_messages(messages)
+        total = around + sum(unit.exact() for unit in taken)
+    old = [m for unit in taken for m in unit.messages]
+    messages = leading + old + body
     if taken:
         report.append(
             {
@@ -501,7 +514,7 @@ def history_units(rows: list[dict]) -> list[HistoryUnit]:
     """
     units: list[HistoryUnit] = []
     for row in rows:
-        message, tokens = row["message"], row["tokens"]
+        message, tokens, counted = row["message"], row["tokens"], row.get("counted")
         if message.get("role") == "tool":
             last = units[-1] if units else None
             calls = tool_call_ids(last.messages[0]) if last is not None else []
@@ -509,11 +522,20 @@ def history_units(rows: list[dict]) -> list[HistoryUnit]:
                 last.messages.append(message)
                 last.ids.append(row["id"])
                 last.tokens += tokens
+                if last.counted is not None:
+                    last.counted = None if counted is None else last.counted + counted
             continue  # an orphan tool result (its call is not stored) is not sendable
         if _said_nothing(message):
             continue  # nor is an answer stopped before its first word (an earlier version's)
-        units.append(HistoryUnit(messages=[message], ids=[row["id"]], tokens=tokens))
-    return [u for i, u in enumerate(units) if i == len(units) - 1 or _answered(u)]
+        units.append(HistoryUnit([message], [row["id"]], tokens, counted))
+    # A unit of one message without tool calls is answered (most are): no sets made for it.
+    return [
+        u
+        for i, u in enumerate(units)
+        if i == len(units) - 1
+        or (len(u.messages) == 1 and not u.messages[0].get("tool_calls"))
+        or _answered(u)
+    ]
 
 
 def _said_nothing(message: dict) -> bool:

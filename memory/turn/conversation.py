@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -24,10 +25,11 @@ from django.db.models import Value
 from django.utils import timezone
 
 from memory import selectors
-from memory.models import Conversation, Message, Session
+from memory.models import Conversation, Session
 from memory.services.users import user_lock
-from memory.text import content_text, tool_call_ids
+from memory.text import tool_call_ids
 from memory.turn.contract import TurnContext
+from memory.turn.rows import StoredRow, collapsed, normalized_of, seen
 
 HISTORY_ROWS = 400  # stored messages considered for de-duplication and server-side history
 HEAD_ROLES = ("system", "developer")
@@ -37,10 +39,7 @@ HEAD_ROLES = ("system", "developer")
 RETRY_WINDOW = dt.timedelta(minutes=30)
 
 
-def _text(message: dict) -> str:
-    """A message's text with its whitespace collapsed: what a client echoes back may differ
-    from what Engram stored in spacing (stripped, re-wrapped), never in its words."""
-    return " ".join(content_text(message.get("content")).split())
+_text = collapsed  # a message's text as matched and fingerprinted
 
 
 def _normalized(message: dict) -> str | None:
@@ -51,10 +50,7 @@ def _normalized(message: dict) -> str | None:
     (the answer alone, the calls merged into it from a stream, calls and results as their own
     messages), and every one of them continues the same conversation.
     """
-    role, text = message.get("role"), _text(message)
-    if role == "tool" or (role == "assistant" and not text):
-        return None
-    return f"{role}\x1f{text}"
+    return normalized_of(message.get("role"), _text(message))
 
 
 def fingerprint(messages: list[dict], start: str = "") -> str:
@@ -63,9 +59,13 @@ def fingerprint(messages: list[dict], start: str = "") -> str:
     System and developer messages count: two chats with different instructions are two
     conversations. The empty transcript's fingerprint is "".
     """
+    return _digest(map(_normalized, messages), start)
+
+
+def _digest(steps: Iterable[str | None], start: str) -> str:
+    """fingerprint's steps, from the messages as _normalized made them."""
     digest = start
-    for message in messages:
-        normalized = _normalized(message)
+    for normalized in steps:
         if normalized is None:
             continue
         # surrogatepass: an upstream's answer may hold a lone surrogate (stored as U+FFFD)
@@ -83,7 +83,9 @@ def resent_history(messages: list[dict]) -> list[dict]:
     return []
 
 
-def _stored_fingerprint(messages: list[dict], before: list[dict]) -> str:
+def _stored_fingerprint(
+    messages: list[dict], before: list[StoredRow], *, conversation_pk: str | None
+) -> str:
     """The fingerprint of a conversation's transcript as a turn named by its id stores it: the
     request's leading system prompt, the stored messages before what the request resent, the
     request's messages. So a later request without the id that resends that transcript, as
@@ -91,7 +93,10 @@ def _stored_fingerprint(messages: list[dict], before: list[dict]) -> str:
     lead = next(
         (i for i, m in enumerate(messages) if m.get("role") not in HEAD_ROLES), len(messages)
     )
-    return fingerprint(messages[lead:], fingerprint(before, fingerprint(messages[:lead])))
+    start = fingerprint(messages[:lead])
+    if conversation_pk is not None:
+        start = _rows_fingerprint(conversation_pk, before, start)
+    return fingerprint(messages[lead:], start)
 
 
 @dataclass
@@ -242,6 +247,33 @@ def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool 
     results = {m.get("tool_call_id") for m in stored if m.get("role") == "tool"}
     keyed = [(i, _key(m, calls, results)) for i, m in enumerate(stored)]
     theirs = [(i, key) for i, key in keyed if key is not None]
+    return _matched(theirs, len(stored), calls, results, incoming, truncated=truncated)
+
+
+def _matched_rows(rows: list[StoredRow], incoming: list[dict], *, truncated: bool) -> Match:
+    """matched_prefix of the rows' messages, from their keys as memory.turn.rows keeps them (a
+    stored message's key is its own: the store's calls and results hold its ids)."""
+    calls = {i for row in rows for i in row.seen.calls}
+    results = {
+        row.seen.message.get("tool_call_id")
+        for row in rows
+        if row.seen.key is None and row.seen.message.get("role") == "tool"
+    }
+    theirs = [(i, row.seen.key) for i, row in enumerate(rows) if row.seen.key is not None]
+    return _matched(theirs, len(rows), calls, results, incoming, truncated=truncated)
+
+
+def _matched(
+    theirs: list[tuple[int, tuple]],
+    stored: int,
+    calls: set,
+    results: set,
+    incoming: list[dict],
+    *,
+    truncated: bool,
+) -> Match:
+    """matched_prefix, from the stored messages' keys (`theirs`: index and key of each that
+    has one, of `stored` messages) and their tool calls' and results' ids."""
     keyed = [(i, _key(m, calls, results)) for i, m in enumerate(incoming)]
     ours = [(i, key) for i, key in keyed if key is not None]
     found = _aligned(_slots(theirs, alternatives=False), ours, truncated=truncated)
@@ -259,7 +291,7 @@ def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool 
     end = ours[found.k - 1][0] + 1
     while end < len(incoming) and _key(incoming[end], calls, results) is None:
         end += 1
-    return Match(incoming=end, rows=len(stored) - found.row)
+    return Match(incoming=end, rows=stored - found.row)
 
 
 @dataclass
@@ -300,30 +332,51 @@ def load_and_store(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loa
     return loaded
 
 
-def _stored_rows(conversation: Conversation) -> list[dict]:
+def _stored_rows(conversation: Conversation) -> list[StoredRow]:
     """The conversation's newest HISTORY_ROWS messages but its head's, oldest first: id, raw,
     token_count, incomplete. The queryset's statement, written once: every remembered turn
-    reads them (bench/README.md, "Twenty-fourth session")."""
+    reads them (bench/README.md, "Twenty-fourth session"). What a turn works out from each
+    row's message is kept by its id (memory.turn.rows)."""
     from django.db import connection
 
-    raw = Message._meta.get_field("raw")
     with connection.cursor() as cursor:
         cursor.execute(
-            'SELECT "id", "raw", "token_count", "incomplete" FROM memory_message'
+            'SELECT "id", "raw"::text, "token_count", "incomplete" FROM memory_message'
             ' WHERE "conversation_id" = %s AND NOT ("role" IN (%s, %s))'
             ' ORDER BY "created_at" DESC, "id" DESC LIMIT %s',
             [conversation.pk, *HEAD_ROLES, HISTORY_ROWS],
         )
         found = cursor.fetchall()
     return [
-        {
-            "id": i,
-            "raw": raw.from_db_value(value, None, connection),  # type: ignore[arg-type]
-            "token_count": tokens,
-            "incomplete": incomplete,
-        }
+        StoredRow(id=i, seen=seen(i, value), token_count=tokens, incomplete=incomplete)
         for i, value, tokens, incomplete in reversed(found)
     ]
+
+
+# Per conversation, the fingerprint of the stored rows before a turn's request, as of its last
+# turn in this process: (the request's head's fingerprint it started from, the rows, the
+# digest). The next turn's rows begin with the same ones (its request and answer after them):
+# only those are hashed (a ~270-message conversation hashed all of them on every turn). Rows
+# compared by identity (memory.turn.rows keeps one per id and raw text): any other process's
+# change to the conversation (a deletion, an insert among them) is a different list, hashed
+# whole.
+DIGESTS_KEPT = 1024
+_digests: dict[str, tuple[str, list, str]] = {}
+
+
+def _rows_fingerprint(conversation_pk: str, rows: list[StoredRow], start: str) -> str:
+    """fingerprint([r.raw for r in rows], start), from what was hashed of them before."""
+    seens = [row.seen for row in rows]
+    kept = _digests.get(conversation_pk)
+    done, digest = 0, start
+    if kept is not None and kept[0] == start and seens[: len(kept[1])] == kept[1]:
+        done, digest = len(kept[1]), kept[2]
+    digest = _digest((s.normalized for s in seens[done:]), digest)
+    if len(_digests) >= DIGESTS_KEPT and conversation_pk not in _digests:
+        for old in list(_digests)[: DIGESTS_KEPT // 2]:
+            _digests.pop(old, None)
+    _digests[conversation_pk] = (start, seens, digest)
+    return digest
 
 
 def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loaded:
@@ -403,18 +456,17 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
             )
     rows = _stored_rows(conversation) if conversation is not None else []
     truncated = len(rows) == HISTORY_ROWS  # only the newest rows were read
-    stored = [r["raw"] for r in rows]
-    match = matched_prefix(stored, conversation_messages, truncated=truncated)
+    match = _matched_rows(rows, conversation_messages, truncated=truncated)
     if (
         not match.incoming
         and rows
-        and rows[-1]["incomplete"]
-        and stored[-1].get("role") == "assistant"
+        and rows[-1].incomplete
+        and rows[-1].raw.get("role") == "assistant"
     ):
         # A retry of a turn whose answer was cut mid-stream resends its question without the
         # half answer: matched without it, the question is not stored twice, and the half
         # answer (kept, marked incomplete) is not history the model reads before it again.
-        match = matched_prefix(stored[:-1], conversation_messages, truncated=truncated)
+        match = _matched_rows(rows[:-1], conversation_messages, truncated=truncated)
         if match.incoming:
             rows = rows[:-1]
     # Found by its history: that history is stored, even after an unanswered message of a turn
@@ -426,7 +478,9 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     if whole is None and not truncated:
         # Named by its id (or session): its transcript is known whole only when every stored
         # message was read; then a later turn without the id finds it by its history.
-        whole = _stored_fingerprint(messages, [r["raw"] for r in before])
+        whole = _stored_fingerprint(
+            messages, before, conversation_pk=conversation.pk if conversation else None
+        )
     stored_ids: list[str] = []
     session_id = ctx.session_id
     if not dry_run:
@@ -454,14 +508,18 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
     elif conversation is not None and not session_id:
         current = selectors.session_current(workspace=workspace, conversation=conversation)
         session_id = current.external_id if current else None
-    resent_ids = [r["id"] for r in rows[len(rows) - resent_rows :]]
+    resent_ids = [r.id for r in rows[len(rows) - resent_rows :]]
     # Messages already in the request or in the history candidates are not "retrieved" again.
-    exclude = stored_ids + resent_ids + ([r["id"] for r in before] if serve else [])
+    exclude = stored_ids + resent_ids + ([r.id for r in before] if serve else [])
     return Loaded(
         conversation=conversation,
         session=session,
         session_id=session_id,
-        history=[{"id": r["id"], "message": r["raw"], "tokens": r["token_count"]} for r in before]
+        # Each message a copy: the parsed one is kept for the row's next turns (memory.turn.rows).
+        history=[
+            {"id": r.id, "message": dict(r.raw), "tokens": r.token_count, "counted": r.seen.counted}
+            for r in before
+        ]
         if serve
         else [],
         exclude_ids=exclude,
