@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from django.db import connection
 from django.db.models import BinaryField, F, Func, Q
 
 from accounts.models import Workspace
 from config.common import rows
-from config.common.vectors import binding_cursor, vector_binary
+from config.common.statements import ranking_cursor
+from config.common.vectors import vector_binary
 from memory.fields import EMBEDDING_DIMENSIONS as DIMENSIONS
 from memory.models import Memory
 
@@ -138,7 +138,8 @@ class UserMemories:
         load whole)."""
         from memory.services.indexing import vector_text
 
-        with connection.cursor() as cursor:
+        # the nearest memories are a ranking: planned with their values (config.common.statements)
+        with ranking_cursor() as cursor:
             cursor.execute(
                 _around_sql(),
                 [
@@ -183,7 +184,7 @@ class UserMemories:
                 columns=rows.columns(Memory, without=_LOADED_WITHOUT),
                 queries=queries or "(NULL::vector, 0::bigint)",
             )
-        with binding_cursor() as cursor:
+        with ranking_cursor() as cursor:  # as `around`'s
             cursor.execute(sql, params)
             found = cursor.fetchall()
         by_user: dict[str, list[tuple]] = {user_id: [] for user_id in ids}
