@@ -29,7 +29,7 @@ from config.common.vectors import server_cursor
 class _Unprepared(psycopg.Cursor):
     """A cursor whose statements are never prepared, whatever the connection's threshold."""
 
-    def execute(  # type: ignore[override]
+    def execute(
         self, query: Any, params: Any = None, *, prepare: bool | None = None, **kwargs: Any
     ) -> _Unprepared:
         return super().execute(query, params, prepare=False, **kwargs)
