@@ -97,3 +97,22 @@ def database_bounds() -> dict[str, object]:
             "tcp_user_timeout": round(network * 1000),
         }
     return bounds
+
+
+# psycopg's default: a statement run this many times on a connection is prepared there.
+PREPARE_THRESHOLD = 5
+
+
+def prepared_statements() -> dict[str, object]:
+    """ENGRAM_DB_PREPARED_STATEMENTS (default true): the database OPTIONS that bind statements'
+    parameters on the server and prepare a statement on its connection once it ran
+    PREPARE_THRESHOLD times there (psycopg's automatic prepared statements), so PostgreSQL
+    plans it no more: planning was 3.5 of its ~8 ms a remembered turn, every statement planned
+    afresh because Django wrote the parameters into its text (bench/README.md, "Twenty-fifth
+    session"). False: parameters written into the text as before, nothing prepared; for a
+    pgbouncer in transaction pooling older than 1.21, which cannot keep prepared statements
+    (1.21 and later do with max_prepared_statements set). The rankings are never prepared
+    (config.common.statements says why)."""
+    if not env.bool("ENGRAM_DB_PREPARED_STATEMENTS", default=True):
+        return {}
+    return {"server_side_binding": True, "prepare_threshold": PREPARE_THRESHOLD}

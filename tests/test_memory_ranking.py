@@ -368,7 +368,8 @@ def test_the_index_update_binds_its_vectors_instead_of_writing_them_as_text(
     as text in the statement, PostgreSQL parsed two 384-float texts a message, half the
     UPDATE's CPU. The statement is then short, and every message has both vectors."""
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
+
+    from config.common.vectors import VectorBytes
 
     workspace, _ = make_workspace()
     conv, _ = conversation_get_or_create(workspace=workspace, external_id="c", user_id="u")
@@ -382,13 +383,21 @@ def test_the_index_update_binds_its_vectors_instead_of_writing_them_as_text(
             ],
         )
     job = ProcessingJob.objects.get(conversation=conv)
-    with CaptureQueriesContext(connection) as q:
+    # What is sent: the statement and its parameters (Django's query log shows the statement
+    # with its parameters written in when they are bound on the server).
+    sent: list[tuple[str, list]] = []
+
+    def capture(execute, sql, params, many, context):
+        sent.append((sql, list(params or [])))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
         tasks.extract(job.id)
-    updates = [
-        x["sql"] for x in q.captured_queries if x["sql"].startswith('UPDATE "memory_message"')
-    ]
-    assert len(updates) == 1, [x["sql"][:80] for x in q.captured_queries]
-    assert updates[0].count("::vector") == 6 and len(updates[0]) < 600, updates[0][:300]
+    updates = [(sql, params) for sql, params in sent if sql.startswith('UPDATE "memory_message"')]
+    assert len(updates) == 1, [sql[:80] for sql, _ in sent]
+    sql, params = updates[0]
+    assert sql.count("::vector") == 6 and len(sql) < 600, sql[:300]
+    assert sum(isinstance(p, VectorBytes) for p in params) == 6
     stored = Message.objects.filter(conversation=conv)
     assert len(stored) == 3
     for message in stored:

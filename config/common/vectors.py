@@ -47,12 +47,19 @@ def vector_binary(vector: Iterable[float] | Vector | None) -> VectorBytes | None
 
 
 def binding_cursor() -> CursorWrapper:
-    """A cursor of Django's connection that binds its parameters on the server (Django's own
-    cursors write them into the statement's text), so VectorBytes go in binary; Django's
-    wrapper still logs and counts its statements (execute_wrapper, CaptureQueriesContext)."""
+    """A cursor of Django's connection that binds its parameters on the server (with
+    ENGRAM_DB_PREPARED_STATEMENTS false Django's own cursors write them into the statement's
+    text), so VectorBytes go in binary; Django's wrapper still logs and counts its statements
+    (execute_wrapper, CaptureQueriesContext)."""
+    return server_cursor(psycopg.Cursor)
+
+
+def server_cursor(cursor_class: type[psycopg.Cursor]) -> CursorWrapper:
+    """A `cursor_class` cursor of Django's connection, VectorBytes registered, in Django's
+    wrapper."""
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    cursor = psycopg.Cursor(connection.connection)
+    cursor = cursor_class(connection.connection)
     cursor.adapters.register_dumper(VectorBytes, _VectorBytesDumper)
     wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
     return wrapper(cursor, connection)

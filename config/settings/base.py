@@ -7,7 +7,14 @@ from kombu import Queue
 
 from config.celery import BROKER_SOCKET_TIMEOUT, VISIBILITY_TIMEOUT
 from config.common.ids import ID_SCHEMA
-from config.env import BASE_DIR, context_windows, database_bounds, env, service_urls
+from config.env import (
+    BASE_DIR,
+    context_windows,
+    database_bounds,
+    env,
+    prepared_statements,
+    service_urls,
+)
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-engram-secret-change-me")
 # Pepper for API key digests; a separate secret so rotating Django's does not void keys.
@@ -118,6 +125,11 @@ DATABASES["default"]["OPTIONS"] = {
     **{k: v for k, v in DATABASE_BOUNDS.items() if k != "options"},
     **DATABASES["default"].get("OPTIONS", {}),
 }
+# Parameters bound on the server, and a statement prepared on its connection after its fifth
+# run there, so PostgreSQL stops planning it: planning was 3.5 of its ~8 ms a remembered turn
+# (config.env.prepared_statements; bench/README.md, "Thirty-third session"). The rankings stay
+# unprepared, planned with their values (config.common.statements).
+DATABASES["default"]["OPTIONS"] |= prepared_statements()
 # The chunk graph index (memory.retrieval.chunks): 200 candidates per graph search, and a
 # filtered scan that goes on past chunks outside the caller's collections until it has enough.
 # Measured (bench/README.md): at 10k chunks the vector side took p50 8.5 ms through the graph

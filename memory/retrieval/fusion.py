@@ -24,6 +24,7 @@ from operator import attrgetter
 import psycopg
 from django.db import connection
 
+from config.common.statements import ranking_cursor
 from memory.retrieval.terms import TermStats, query_lexemes
 
 # Vector share of the blend, per source (the rest is BM25 normalized by the best candidate).
@@ -66,7 +67,7 @@ WITH q AS (
 ), bm AS (
     SELECT t.id,
            sum(q.idf * x.tf * ({k1} + 1)
-               / (x.tf + {k1} * (1 - {b} + {b} * length(t.search) / %(avglen)s))) AS bm25
+               / (x.tf + {k1} * (1 - {b} + {b} * length(t.search) / %(avglen)s::numeric))) AS bm25
     FROM {rows},
          -- only the query's lexemes of each row (marked A, then kept): unnesting every lexeme
          -- of every match cost 130 of 220 ms over 2.4k matching chunks
@@ -145,14 +146,17 @@ def run(
         "has_terms": bool(terms and lexemes),
         "lexemes": lexemes,
         "idfs": [stats.idf(x) for x in lexemes],
-        "avglen": stats.avglen,
+        # as the text a literal had (Django wrote it into the statement): the length
+        # normalization runs in numeric, as before; bound as a float8 it ran in float8, and
+        # the scores changed in their last bits (bench/README.md, "BM25 in float8")
+        "avglen": str(stats.avglen),
         "vector": literal(vector) if vector is not None else "[0]",
         "has_vector": vector is not None,
         "candidates": candidates,
     }
     if vector is None:  # '[0]' has no dimension to compare with
         sql = _DISTANCE.sub("0::float8", sql)
-    with connection.cursor() as cursor:
+    with ranking_cursor() as cursor:
         native_timestamps(cursor)
         cursor.execute(sql, values)
         return cursor.fetchall()

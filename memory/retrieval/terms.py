@@ -213,7 +213,7 @@ def _load_stats(table: str, workspace_id: str, owner: str) -> TermStats:
         inner = f"SELECT t.search FROM {table} t WHERE {where}".replace("%(workspace)s", "%L")
         inner = inner.replace("%(owner)s", "%L")
         cursor.execute(
-            "SELECT word, ndoc FROM ts_stat(format(%(inner)s, %(workspace)s, %(owner)s))",
+            "SELECT word, ndoc FROM ts_stat(format(%(inner)s, %(workspace)s::text, %(owner)s::text))",
             {**params, "inner": inner},
         )
         df = dict(cursor.fetchall())

@@ -9,7 +9,8 @@ from django.db.models import BinaryField, F, Func, Q
 
 from accounts.models import Workspace
 from config.common import rows
-from config.common.vectors import binding_cursor, vector_binary
+from config.common.statements import ranking_cursor
+from config.common.vectors import vector_binary
 from memory.fields import EMBEDDING_DIMENSIONS as DIMENSIONS
 from memory.models import Memory
 
@@ -130,7 +131,7 @@ class UserMemories:
                 columns=rows.columns(Memory, without=_LOADED_WITHOUT),
                 queries=queries or "(NULL::vector, 0::bigint)",
             )
-        with binding_cursor() as cursor:
+        with ranking_cursor() as cursor:  # as `around`'s
             cursor.execute(sql, params)
             found = cursor.fetchall()
         by_user: dict[str, list[tuple]] = {user_id: [] for user_id in ids}
