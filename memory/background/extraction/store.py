@@ -131,7 +131,8 @@ class UserMemories:
                 columns=rows.columns(Memory, without=_LOADED_WITHOUT),
                 queries=queries or "(NULL::vector, 0::bigint)",
             )
-        with ranking_cursor() as cursor:  # as `around`'s
+        # the nearest memories are a ranking: planned with their values (config.common.statements)
+        with ranking_cursor() as cursor:
             cursor.execute(sql, params)
             found = cursor.fetchall()
         by_user: dict[str, list[tuple]] = {user_id: [] for user_id in ids}
