@@ -335,8 +335,8 @@ def load_and_store(ctx: TurnContext, messages: list[dict], dry_run: bool) -> Loa
 def _stored_rows(conversation: Conversation) -> list[StoredRow]:
     """The conversation's newest HISTORY_ROWS messages but its head's, oldest first: id, raw,
     token_count, incomplete. The queryset's statement, written once: every remembered turn
-    reads them (bench/README.md, "Twenty-fourth session"). What a turn works out from each
-    row's message is kept by its id (memory.turn.rows)."""
+    reads them (bench/README.md, "Twenty-fourth session"). Each row's exact token count is
+    kept by its id and text (memory.turn.rows)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -354,28 +354,28 @@ def _stored_rows(conversation: Conversation) -> list[StoredRow]:
 
 
 # Per conversation, the fingerprint of the stored rows before a turn's request, as of its last
-# turn in this process: (the request's head's fingerprint it started from, the rows, the
-# digest). The next turn's rows begin with the same ones (its request and answer after them):
-# only those are hashed (a ~270-message conversation hashed all of them on every turn). Rows
-# compared by identity (memory.turn.rows keeps one per id and raw text): any other process's
-# change to the conversation (a deletion, an insert among them) is a different list, hashed
-# whole.
+# turn in this process: (the request's head's fingerprint it started from, how many rows, the
+# hash of their tags, the digest). The next turn's rows begin with the same ones (its request
+# and answer after them): only those are hashed (a ~270-message conversation hashed all of them
+# on every turn). Rows compared by their tags (memory.turn.rows: id and raw text): any other
+# process's change to the conversation (a deletion, an insert among them, a row rewritten) is a
+# different prefix, hashed whole. ~100 bytes a conversation.
 DIGESTS_KEPT = 1024
-_digests: dict[str, tuple[str, list, str]] = {}
+_digests: dict[str, tuple[str, int, int, str]] = {}
 
 
 def _rows_fingerprint(conversation_pk: str, rows: list[StoredRow], start: str) -> str:
     """fingerprint([r.raw for r in rows], start), from what was hashed of them before."""
-    seens = [row.seen for row in rows]
+    tags = tuple(row.seen.tag for row in rows)
     kept = _digests.get(conversation_pk)
     done, digest = 0, start
-    if kept is not None and kept[0] == start and seens[: len(kept[1])] == kept[1]:
-        done, digest = len(kept[1]), kept[2]
-    digest = _digest((s.normalized for s in seens[done:]), digest)
+    if kept is not None and kept[0] == start and hash(tags[: kept[1]]) == kept[2]:
+        done, digest = kept[1], kept[3]
+    digest = _digest((row.seen.normalized for row in rows[done:]), digest)
     if len(_digests) >= DIGESTS_KEPT and conversation_pk not in _digests:
         for old in list(_digests)[: DIGESTS_KEPT // 2]:
             _digests.pop(old, None)
-    _digests[conversation_pk] = (start, seens, digest)
+    _digests[conversation_pk] = (start, len(tags), hash(tags), digest)
     return digest
 
 
@@ -515,9 +515,8 @@ def _load_and_store_in_transaction(ctx: TurnContext, messages: list[dict], dry_r
         conversation=conversation,
         session=session,
         session_id=session_id,
-        # Each message a copy: the parsed one is kept for the row's next turns (memory.turn.rows).
         history=[
-            {"id": r.id, "message": dict(r.raw), "tokens": r.token_count, "counted": r.seen.counted}
+            {"id": r.id, "message": r.raw, "tokens": r.token_count, "counted": r.seen.counted}
             for r in before
         ]
         if serve
