@@ -1,5 +1,5 @@
-"""A conversation's stored rows as a turn reads them: what is worked out from each row is kept
-per process (memory.turn.rows) and the stored transcript's fingerprint extended from what was
+"""A conversation's stored rows as a turn reads them: each row's token count is kept per
+process (memory.turn.rows) and the stored transcript's fingerprint extended from what was
 hashed before (memory.turn.conversation._rows_fingerprint); the database stays the truth."""
 
 from __future__ import annotations

@@ -302,7 +302,7 @@ class HistoryUnit:
     messages: list[dict]
     ids: list[str]
     tokens: int
-    # count_message summed over `messages`, when each was known (a stored row's, worked out
+    # count_message summed over `messages`, when each was known (a stored row's, counted
     # once per process: memory.turn.rows); None: counted by the assembly.
     counted: int | None = None
 

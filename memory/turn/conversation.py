@@ -251,7 +251,7 @@ def matched_prefix(stored: list[dict], incoming: list[dict], *, truncated: bool 
 
 
 def _matched_rows(rows: list[StoredRow], incoming: list[dict], *, truncated: bool) -> Match:
-    """matched_prefix of the rows' messages, from their keys as memory.turn.rows keeps them (a
+    """matched_prefix of the rows' messages, from their keys as memory.turn.rows works them out (a
     stored message's key is its own: the store's calls and results hold its ids)."""
     calls = {i for row in rows for i in row.seen.calls}
     results = {
