@@ -3,7 +3,8 @@
 Each task takes a ProcessingJob id, claims it atomically (a second delivery finds it taken or
 done and returns), holds the claim's lease while it works (the process's lease thread), retries
 transient failures with backoff, and records a final failure on the job: `processing.failed` —
-never a silent drop. `memory.sweep_jobs` (Celery beat) sends again what was lost.
+never a silent drop. `memory.sweep_jobs` (Celery beat, completions.sweep) sends again what
+was lost.
 
 `memory.extract` also claims the other extraction jobs its conversation has queued (offline:
 its workspace), and runs them as one (memory.services.processing.jobs_claim): a worker that
@@ -258,26 +259,6 @@ def summarize(self, job_id: str) -> None:
 
     # One summary job per conversation at a time (summary_enqueue): nothing to batch.
     _run(self, job_id, lambda jobs: summary_run(job=jobs[0]))
-
-
-@shared_task(name="memory.sweep_jobs", ignore_result=True, **time_limits("memory.sweep_jobs"))
-def sweep_jobs() -> None:
-    """Celery beat's tick: send again the jobs whose send or worker was lost; resolve the
-    tool approvals nobody decided in time as rejected; do the erasures' second passes over
-    usage records whose task was lost; send again the workspace deletions lost."""
-    from accounts.services import workspace_deletions_sweep
-    from completions.services import usage_erasures_sweep
-    from completions.tools.services import approvals_expire
-    from memory.services.sweep import jobs_sweep
-
-    swept = jobs_sweep()
-    if swept.sent or swept.failed or swept.documents:
-        logger.info("sweep: %s", swept)
-    approvals_expire()
-    if erased := usage_erasures_sweep():
-        logger.info("sweep: %d erasure(s)' second pass over usage records", erased)
-    if deletions := workspace_deletions_sweep():
-        logger.info("sweep: %d workspace deletion(s) sent again", deletions)
 
 
 @shared_task(

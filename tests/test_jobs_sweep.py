@@ -398,11 +398,12 @@ def test_runs_share_one_lease_thread_and_each_is_renewed(settings):
 
 
 def test_time_limits_visibility_timeout_and_beat_agree():
+    from completions.sweep import sweep_jobs
     from config.celery import HARD_TIME_LIMITS, SOFT_MARGIN, VISIBILITY_TIMEOUT, app
     from memory import tasks
     from memory.knowledge.tasks import ingest_document
 
-    every = (tasks.extract, tasks.summarize, tasks.sweep_jobs, tasks.extract_unanswered)
+    every = (tasks.extract, tasks.summarize, sweep_jobs, tasks.extract_unanswered)
     for task in (*every, ingest_document):
         assert task.time_limit == HARD_TIME_LIMITS[task.name]
         assert task.soft_time_limit == task.time_limit - SOFT_MARGIN
