@@ -445,7 +445,7 @@ def test_a_persons_deletion_waits_for_an_extraction_runs_write(owner, change):
         run.commit()
     thread.join(timeout=30)
     assert done == [None]
-    # the user's subject as one ("alice", their id): memory.services.forgetting.SUBJECT
+    # the user's subject as one ("alice", their id): memory.forgotten.SUBJECT
     assert MemorySuppression.objects.get().normalized == "user is allergic to peanuts"
 
 

@@ -26,7 +26,7 @@ def conversation_title_generate(*, conversation_id: str) -> str:
     a deletion made meanwhile (as a summary's)."""
     from django.db import transaction
 
-    from memory.background.extraction.forgotten import (
+    from memory.forgotten import (
         WRITE_TRIES,
         forgotten_facts,
         suppressed_since,

@@ -10,6 +10,7 @@ from completions.services import usage_erase
 from completions.tools.models import Execution
 from config.admin_log import log_entries_delete
 from config.common import database
+from memory.forgotten import user_subjects
 from memory.models import (
     Conversation,
     Memory,
@@ -20,7 +21,7 @@ from memory.models import (
     Session,
 )
 from memory.retrieval import terms
-from memory.services.forgetting import suppression_vectors, user_subjects
+from memory.services.forgetting import suppression_vectors
 from memory.services.processing import jobs_held_locked
 
 

@@ -18,9 +18,9 @@ from django.db import transaction
 from accounts.models import Workspace
 from completions.providers import llm as chat_llm
 from config.common.jsonbody import storable
-from memory.background.extraction.forgotten import forgotten, suppressed_since
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
+from memory.forgotten import forgotten, suppressed_since
 from memory.models import Memory, Message, ProcessingJob
 from memory.services.forgetting import suppressions_lift
 from memory.services.memories import (

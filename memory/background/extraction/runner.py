@@ -27,10 +27,10 @@ from accounts.models import Workspace
 from completions.providers.llm import LLMError, LLMUnavailable, available
 from config.common import rows
 from memory.background.extraction import offline
-from memory.background.extraction.forgotten import forgotten, suppressions_of
 from memory.background.extraction.remarks import without_remarks
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
+from memory.forgotten import forgotten, suppressions_of
 from memory.models import Memory, MemorySuppression, Message, ProcessingJob
 from memory.services.forgetting import suppressions_lift
 from memory.services.indexing import messages_index_update
