@@ -10,13 +10,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from config.common.text import shorten
-
-TITLE_CHARS = 60
-
-
-def title_from(text: str) -> str:
-    return shorten(text, TITLE_CHARS)
+from memory.text import title_from
 
 
 def conversation_title_generate(*, conversation_id: str) -> str:
