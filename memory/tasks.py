@@ -66,7 +66,8 @@ def _leased(jobs: list[ProcessingJob]) -> Iterator[None]:
     """Renew the jobs' leases every third of it while the body runs (on the process's lease
     thread: the work may sit in one long call, such as embedding 200 messages, for longer than
     a lease). Its last renewal, if one is under way, is over when this returns."""
-    from memory.services.processing import jobs_heartbeat, lease
+    from memory.services.fencing import jobs_heartbeat
+    from memory.services.processing import lease
 
     names = "memory job(s) " + ", ".join(job.id for job in jobs)
     with renewing(
@@ -112,7 +113,7 @@ def _run(
 
 def _work(task, jobs: list[ProcessingJob], work: Work) -> None:
     from memory.models import ProcessingJob
-    from memory.services.processing import jobs_finish
+    from memory.services.fencing import jobs_finish
 
     Status = ProcessingJob.Status
     names = ", ".join(job.id for job in jobs)
@@ -163,7 +164,7 @@ def _one_by_one(jobs: list[ProcessingJob], work: Work) -> None:
 def _timed_out(jobs: list[ProcessingJob]) -> None:
     """A run out of time: a job run alone fails; jobs run together each run alone next."""
     from memory.models import ProcessingJob
-    from memory.services.processing import jobs_finish
+    from memory.services.fencing import jobs_finish
 
     if len(jobs) == 1:
         jobs_finish(jobs=jobs, status=ProcessingJob.Status.FAILED, error="time limit exceeded")
@@ -175,14 +176,15 @@ def _alone_next(jobs: list[ProcessingJob]) -> None:
     """Queued again, each to be claimed alone (processing.TIMED_OUT_IN_BATCH; the sweep sends
     them)."""
     from memory.models import ProcessingJob
-    from memory.services.processing import TIMED_OUT_IN_BATCH, jobs_finish
+    from memory.services.fencing import jobs_finish
+    from memory.services.processing import TIMED_OUT_IN_BATCH
 
     jobs_finish(jobs=jobs, status=ProcessingJob.Status.PENDING, error=TIMED_OUT_IN_BATCH)
 
 
 def _done(jobs: list[ProcessingJob], result: dict) -> None:
     from memory.models import ProcessingJob
-    from memory.services.processing import jobs_finish
+    from memory.services.fencing import jobs_finish
 
     if result.get("finished"):  # recorded with the run's memories, in its last commit
         return
@@ -199,7 +201,7 @@ def _alone(job: ProcessingJob, work: Work) -> None:
     """One job of a batch that failed, run by itself: a transient failure leaves it PENDING
     (the sweep sends it again after the grace), any other is recorded on it."""
     from memory.models import ProcessingJob
-    from memory.services.processing import jobs_finish
+    from memory.services.fencing import jobs_finish
 
     Status = ProcessingJob.Status
     try:

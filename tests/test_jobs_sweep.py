@@ -16,17 +16,14 @@ from django.utils import timezone
 
 from memory.models import Document, ProcessingJob
 from memory.services import conversation_get_or_create, extraction_enqueue, messages_append
-from memory.services.processing import (
-    _take_with_queue,
-    job_claim,
+from memory.services.fencing import (
     job_finish,
     job_heartbeat,
-    jobs_claim,
     jobs_finish,
     jobs_heartbeat,
     jobs_held_locked,
-    taken_with_queue,
 )
+from memory.services.processing import _take_with_queue, job_claim, jobs_claim, taken_with_queue
 from memory.services.sweep import SWEEP_LOCK, jobs_sweep
 from tests.factories import make_workspace
 

@@ -21,8 +21,8 @@ from memory.models import (
     Session,
 )
 from memory.retrieval import terms
+from memory.services.fencing import jobs_held_locked
 from memory.services.forgetting import suppression_vectors
-from memory.services.processing import jobs_held_locked
 
 
 def user_lock(
@@ -59,7 +59,7 @@ def still_held(jobs: list[ProcessingJob]) -> bool:
 def jobs_still_held(jobs: list[ProcessingJob]) -> set[str]:
     """In a background run's write transaction, before it writes: the users' locks (shared,
     taken in one order: an erasure waits for the write, or the write for the erasure), then the
-    ids of the jobs still this run's claims (memory.services.processing.jobs_held_locked), their rows
+    ids of the jobs still this run's claims (memory.services.fencing.jobs_held_locked), their rows
     locked until the transaction ends, so no other run claims them before this one commits.
 
     What the run read must not be written when a job is no longer its own: an erasure deleted
