@@ -409,7 +409,7 @@ def test_a_persons_deletion_waits_for_an_extraction_runs_write(owner, change):
     from django.db import connection
 
     from memory.services import memory_create, memory_update
-    from memory.services.users import _lock_key
+    from memory.services.locks import _lock_key
 
     workspace = owner[0]
     memory = memory_create(workspace=workspace, user_id="alice", text=PEANUTS)

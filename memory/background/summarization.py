@@ -25,7 +25,7 @@ from memory.forgotten import (
     without_forgotten,
 )
 from memory.models import Conversation, Message, ProcessingJob
-from memory.services.users import user_lock
+from memory.services.locks import user_lock
 from memory.text import count_text, day_label, speaker
 
 SUMMARY_PROMPT = """You keep a running summary of a conversation for an assistant that will not

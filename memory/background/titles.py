@@ -27,7 +27,7 @@ def conversation_title_generate(*, conversation_id: str) -> str:
         without_forgotten,
     )
     from memory.models import Conversation, Message
-    from memory.services.users import user_lock
+    from memory.services.locks import user_lock
     from memory.text import speaker
 
     conversation = Conversation.objects.filter(pk=conversation_id).first()

@@ -27,7 +27,7 @@ from memory.services.forgetting import (
     suppression_record,
     suppression_vectors,
 )
-from memory.services.users import user_lock
+from memory.services.locks import user_lock
 from memory.text import memory_date, memory_learned_on, memory_search_text, nfc
 
 

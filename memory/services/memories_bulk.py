@@ -19,7 +19,7 @@ from memory.services.forgetting import (
     conversations_without_all,
     suppression_vectors,
 )
-from memory.services.users import user_lock
+from memory.services.locks import user_lock
 
 BATCH = 200  # memories per transaction (and per embedder call for their suppressions)
 

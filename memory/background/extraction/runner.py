@@ -35,6 +35,7 @@ from memory.models import Memory, MemorySuppression, Message, ProcessingJob
 from memory.services.fencing import jobs_finish
 from memory.services.forgetting import suppressions_lift
 from memory.services.indexing import messages_index_update
+from memory.services.locks import jobs_still_held, still_held
 from memory.services.memories import (
     MemoryChanged,
     NewMemory,
@@ -43,7 +44,6 @@ from memory.services.memories import (
     memories_create,
     memories_supersede,
 )
-from memory.services.users import jobs_still_held, still_held
 from memory.text import (
     WINDOW_BEFORE,
     context_vector,
