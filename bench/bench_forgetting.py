@@ -84,10 +84,9 @@ def main() -> None:
 
     django.setup()
     from accounts.models import Workspace
-    from memory.background.extraction import forgotten as module
-    from memory.background.extraction.forgotten import Forgotten, without_forgotten
+    from memory import forgotten as module
     from memory.embeddings import get_embedder
-    from memory.services.forgetting import normalized
+    from memory.forgotten import Forgotten, normalized, without_forgotten
 
     # no database: the user's subjects (one query, not timed) as a user with no names
     module.user_subjects = lambda **kwargs: frozenset()

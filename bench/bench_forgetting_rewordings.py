@@ -1,6 +1,6 @@
 """How well `without_forgotten` finds a forgotten fact said in other words: precision and
 recall over bench/forgetting_rewordings.py, each sentence read as a one-sentence summary of the
-user alice who forgot the fact, through memory.background.extraction.forgotten itself.
+user alice who forgot the fact, through memory.forgotten itself.
 
     .venv/bin/python bench/bench_forgetting_rewordings.py [--sweep]
 
@@ -30,9 +30,8 @@ def verdicts(half: int) -> list[tuple[bool, bool, str, str]]:
     """(labelled a rewording, left out by without_forgotten, fact, sentence or clause) of one
     half."""
     from accounts.models import Workspace
-    from memory.background.extraction.forgotten import Forgotten, without_forgotten
     from memory.embeddings import get_embedder
-    from memory.services.forgetting import normalized
+    from memory.forgotten import Forgotten, normalized, without_forgotten
 
     subjects = frozenset({USER})
     out = []
@@ -71,7 +70,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from memory.background.extraction import forgotten, rewording
+    from memory import forgotten
+    from memory.background.extraction import rewording
 
     forgotten.user_subjects = lambda **kwargs: frozenset({USER})  # no database: alice's names
     if args.sweep:

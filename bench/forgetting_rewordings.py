@@ -1,4 +1,4 @@
-"""A labelled set for `without_forgotten`'s test (memory.background.extraction.forgotten): a
+"""A labelled set for `without_forgotten`'s test (memory.forgotten): a
 deleted fact and a summary sentence, labelled True when the sentence says that fact in other
 words, False when it shares the fact's words but says something else (another person's fact,
 a relative's, another object, another attribute of the same thing). Written 2026-12-05 before

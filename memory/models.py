@@ -301,7 +301,7 @@ class MemoryEvent(models.Model):
 class MemorySuppression(models.Model):
     """A memory its user (or the workspace, for them) deleted: the extractor does not write it
     again from what was said before the deletion, nor from a copy of it resent later
-    (memory.background.extraction.forgotten). Said anew after the deletion, it is remembered
+    (memory.forgotten). Said anew after the deletion, it is remembered
     again and this row goes. Shown nowhere; erased with the user."""
 
     id = models.CharField(

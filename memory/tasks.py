@@ -3,7 +3,8 @@
 Each task takes a ProcessingJob id, claims it atomically (a second delivery finds it taken or
 done and returns), holds the claim's lease while it works (the process's lease thread), retries
 transient failures with backoff, and records a final failure on the job: `processing.failed` —
-never a silent drop. `memory.sweep_jobs` (Celery beat) sends again what was lost.
+never a silent drop. `memory.sweep_jobs` (Celery beat, completions.sweep) sends again what
+was lost.
 
 `memory.extract` also claims the other extraction jobs its conversation has queued (offline:
 its workspace), and runs them as one (memory.services.processing.jobs_claim): a worker that
@@ -65,7 +66,8 @@ def _leased(jobs: list[ProcessingJob]) -> Iterator[None]:
     """Renew the jobs' leases every third of it while the body runs (on the process's lease
     thread: the work may sit in one long call, such as embedding 200 messages, for longer than
     a lease). Its last renewal, if one is under way, is over when this returns."""
-    from memory.services.processing import jobs_heartbeat, lease
+    from memory.services.fencing import jobs_heartbeat
+    from memory.services.processing import lease
 
     names = "memory job(s) " + ", ".join(job.id for job in jobs)
     with renewing(
@@ -111,7 +113,7 @@ def _run(
 
 def _work(task, jobs: list[ProcessingJob], work: Work) -> None:
     from memory.models import ProcessingJob
-    from memory.services.processing import jobs_finish
+    from memory.services.fencing import jobs_finish
 
     Status = ProcessingJob.Status
     names = ", ".join(job.id for job in jobs)
@@ -162,7 +164,7 @@ def _one_by_one(jobs: list[ProcessingJob], work: Work) -> None:
 def _timed_out(jobs: list[ProcessingJob]) -> None:
     """A run out of time: a job run alone fails; jobs run together each run alone next."""
     from memory.models import ProcessingJob
-    from memory.services.processing import jobs_finish
+    from memory.services.fencing import jobs_finish
 
     if len(jobs) == 1:
         jobs_finish(jobs=jobs, status=ProcessingJob.Status.FAILED, error="time limit exceeded")
@@ -174,14 +176,15 @@ def _alone_next(jobs: list[ProcessingJob]) -> None:
     """Queued again, each to be claimed alone (processing.TIMED_OUT_IN_BATCH; the sweep sends
     them)."""
     from memory.models import ProcessingJob
-    from memory.services.processing import TIMED_OUT_IN_BATCH, jobs_finish
+    from memory.services.fencing import jobs_finish
+    from memory.services.processing import TIMED_OUT_IN_BATCH
 
     jobs_finish(jobs=jobs, status=ProcessingJob.Status.PENDING, error=TIMED_OUT_IN_BATCH)
 
 
 def _done(jobs: list[ProcessingJob], result: dict) -> None:
     from memory.models import ProcessingJob
-    from memory.services.processing import jobs_finish
+    from memory.services.fencing import jobs_finish
 
     if result.get("finished"):  # recorded with the run's memories, in its last commit
         return
@@ -198,7 +201,7 @@ def _alone(job: ProcessingJob, work: Work) -> None:
     """One job of a batch that failed, run by itself: a transient failure leaves it PENDING
     (the sweep sends it again after the grace), any other is recorded on it."""
     from memory.models import ProcessingJob
-    from memory.services.processing import jobs_finish
+    from memory.services.fencing import jobs_finish
 
     Status = ProcessingJob.Status
     try:
@@ -258,26 +261,6 @@ def summarize(self, job_id: str) -> None:
 
     # One summary job per conversation at a time (summary_enqueue): nothing to batch.
     _run(self, job_id, lambda jobs: summary_run(job=jobs[0]))
-
-
-@shared_task(name="memory.sweep_jobs", ignore_result=True, **time_limits("memory.sweep_jobs"))
-def sweep_jobs() -> None:
-    """Celery beat's tick: send again the jobs whose send or worker was lost; resolve the
-    tool approvals nobody decided in time as rejected; do the erasures' second passes over
-    usage records whose task was lost; send again the workspace deletions lost."""
-    from accounts.services import workspace_deletions_sweep
-    from completions.services import usage_erasures_sweep
-    from completions.tools.services import approvals_expire
-    from memory.services.sweep import jobs_sweep
-
-    swept = jobs_sweep()
-    if swept.sent or swept.failed or swept.documents:
-        logger.info("sweep: %s", swept)
-    approvals_expire()
-    if erased := usage_erasures_sweep():
-        logger.info("sweep: %d erasure(s)' second pass over usage records", erased)
-    if deletions := workspace_deletions_sweep():
-        logger.info("sweep: %d workspace deletion(s) sent again", deletions)
 
 
 @shared_task(

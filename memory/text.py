@@ -16,6 +16,7 @@ import numpy as np
 from django.utils import timezone
 
 from config.common import tokens
+from config.common.text import shorten
 
 # A conservative price for an image part (OpenAI bills 85-1105 tokens per image by detail).
 IMAGE_TOKENS = 765
@@ -118,6 +119,15 @@ def speaker(role: str, name: str = "") -> str:
     if name:
         return name
     return {"user": "User", "assistant": "Assistant"}.get(role, role.capitalize())
+
+
+# A conversation's title: its first user message's words, this long (memory.background.titles
+# makes it; memory.services.conversations tells a title so made from an operator's).
+TITLE_CHARS = 60
+
+
+def title_from(text: str) -> str:
+    return shorten(text, TITLE_CHARS)
 
 
 # How much of one text full-text search indexes. PostgreSQL refuses a tsvector whose lexemes

@@ -19,7 +19,7 @@ from accounts.models import ApiKey, Workspace
 from completions.agents.models import Agent
 from completions.agents.services import agent_create
 from completions.models import ModelAlias, Price, ProviderCredential, UsageRecord
-from memory.background.titles import conversation_title_generate, title_from
+from memory.background.titles import conversation_title_generate
 from memory.models import (
     Chunk,
     Collection,
@@ -33,6 +33,7 @@ from memory.models import (
 )
 from memory.services import conversation_get_or_create, memory_create, messages_append
 from memory.services.conversations import session_resolve
+from memory.text import title_from
 from tests.factories import make_workspace, paused_tool_run
 
 FIRST_QUESTION = (

@@ -172,7 +172,8 @@ def test_a_job_committed_while_a_run_works_is_sent_and_done_without_the_sweep(
 def test_a_task_whose_own_job_was_taken_claims_its_units_other_jobs(owner, broker, offline):
     """Its job taken by another run since it was sent, the task still claims the jobs that
     counted on it (committed while its mark was set, they sent nothing)."""
-    from memory.services.processing import job_claim, job_finish
+    from memory.services.fencing import job_finish
+    from memory.services.processing import job_claim
 
     workspace, _ = owner
     first = turn(workspace, "ana", "I live in Lisbon.")

@@ -16,17 +16,14 @@ from django.utils import timezone
 
 from memory.models import Document, ProcessingJob
 from memory.services import conversation_get_or_create, extraction_enqueue, messages_append
-from memory.services.processing import (
-    _take_with_queue,
-    job_claim,
+from memory.services.fencing import (
     job_finish,
     job_heartbeat,
-    jobs_claim,
     jobs_finish,
     jobs_heartbeat,
     jobs_held_locked,
-    taken_with_queue,
 )
+from memory.services.processing import _take_with_queue, job_claim, jobs_claim, taken_with_queue
 from memory.services.sweep import SWEEP_LOCK, jobs_sweep
 from tests.factories import make_workspace
 
@@ -398,11 +395,12 @@ def test_runs_share_one_lease_thread_and_each_is_renewed(settings):
 
 
 def test_time_limits_visibility_timeout_and_beat_agree():
+    from completions.sweep import sweep_jobs
     from config.celery import HARD_TIME_LIMITS, SOFT_MARGIN, VISIBILITY_TIMEOUT, app
     from memory import tasks
     from memory.knowledge.tasks import ingest_document
 
-    every = (tasks.extract, tasks.summarize, tasks.sweep_jobs, tasks.extract_unanswered)
+    every = (tasks.extract, tasks.summarize, sweep_jobs, tasks.extract_unanswered)
     for task in (*every, ingest_document):
         assert task.time_limit == HARD_TIME_LIMITS[task.name]
         assert task.soft_time_limit == task.time_limit - SOFT_MARGIN

@@ -23,7 +23,7 @@ def _waiting_on_a_user_lock() -> bool:
 
 
 def test_a_memory_added_during_an_erasure_is_added_after_it_with_its_history(engram_server, owner):
-    from memory.services.users import user_lock
+    from memory.services.locks import user_lock
 
     workspace, key = owner
     headers = {"Authorization": f"Bearer {key}"}

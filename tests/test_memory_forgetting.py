@@ -409,7 +409,7 @@ def test_a_persons_deletion_waits_for_an_extraction_runs_write(owner, change):
     from django.db import connection
 
     from memory.services import memory_create, memory_update
-    from memory.services.users import _lock_key
+    from memory.services.locks import _lock_key
 
     workspace = owner[0]
     memory = memory_create(workspace=workspace, user_id="alice", text=PEANUTS)
@@ -445,7 +445,7 @@ def test_a_persons_deletion_waits_for_an_extraction_runs_write(owner, change):
         run.commit()
     thread.join(timeout=30)
     assert done == [None]
-    # the user's subject as one ("alice", their id): memory.services.forgetting.SUBJECT
+    # the user's subject as one ("alice", their id): memory.forgotten.SUBJECT
     assert MemorySuppression.objects.get().normalized == "user is allergic to peanuts"
 
 

@@ -229,7 +229,7 @@ def test_a_deleted_memory_is_not_read_from_the_old_messages_in_another_conversat
 def test_only_the_sentences_that_state_the_forgotten_fact_go(owner):
     """The test the extractor's facts pass, no looser: another person's fact, a relative's,
     another allergy stay; a restatement, and the user's own words, go."""
-    from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
+    from memory.forgotten import forgotten_facts, without_forgotten
     from memory.services import memory_create, memory_delete
 
     workspace = owner[0]
@@ -343,7 +343,7 @@ def _asked_after_the_deletion(http, upstream, headers: dict) -> tuple:
 
 def _without(owner, fact: str, summary: list[str]) -> list[str]:
     """The summary's lines after the user alice deleted the memory `fact`."""
-    from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
+    from memory.forgotten import forgotten_facts, without_forgotten
     from memory.services import memory_create, memory_delete
 
     workspace = owner[0]

@@ -742,7 +742,7 @@ def test_expired_approval_is_410_and_recorded_as_rejected(sdk, http, upstream, t
 
 
 def test_the_sweep_resolves_expired_approvals_as_rejected(sdk, http, upstream, tool_server):
-    from memory.tasks import sweep_jobs
+    from completions.sweep import sweep_jobs
 
     agent = make_agent(http)
     make_tool(http, agent, tool_server.url + "/weather", approval="always")

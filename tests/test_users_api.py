@@ -313,8 +313,8 @@ def test_an_erasure_s_second_pass_is_done_by_the_sweep_when_its_task_was_lost(
     plain user id for good. The pass is owed in the database and the sweep does it."""
     from completions import services
     from completions.models import UsageRecord
+    from completions.sweep import sweep_jobs
     from config.celery import app
-    from memory.tasks import sweep_jobs
 
     monkeypatch.setattr(services, "ERASED_AGAIN_SECONDS", 0)  # due at once: no waiting here
     _late_record(owner[0], "ann", "req_before")

@@ -319,7 +319,7 @@ def test_a_deletion_whose_task_was_lost_is_sent_again_by_the_sweep(
 
     from accounts import services
     from accounts.tasks import workspace_delete_task
-    from memory.tasks import sweep_jobs
+    from completions.sweep import sweep_jobs
 
     def down(*args, **kwargs):
         raise BrokerError("Redis down")

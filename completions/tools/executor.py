@@ -31,7 +31,7 @@ from asgiref.sync import sync_to_async
 from completions.providers import hops
 from completions.tools import builtins, policy
 from completions.tools.models import Tool
-from completions.tools.services import headers_of
+from completions.tools.services.tools import headers_of
 from config.common.errors import DomainError
 from config.common.jsonbody import storable
 

@@ -45,6 +45,7 @@ from completions.streaming import transcribed
 from completions.tools import executor, policy, services, window
 from completions.tools.executor import Result, Scope
 from completions.tools.models import Approval, Execution, Tool
+from completions.tools.steps import call_view, interrupted, step_append
 from completions.usage import MAX_COUNT, cache_tokens, count
 from config.common.background import spawn
 from config.common.errors import ApiError
@@ -123,15 +124,6 @@ def _add_usage(total: dict, usage: Any) -> None:
         if tokens:
             summed = total.setdefault("prompt_tokens_details", {})
             summed[key] = min(summed.get(key, 0) + tokens, MAX_COUNT)
-
-
-def _call_view(call: dict) -> dict:
-    function = call.get("function") or {}
-    return {
-        "id": call.get("id"),
-        "name": function.get("name"),
-        "arguments": function.get("arguments"),
-    }
 
 
 @dataclass
@@ -234,7 +226,7 @@ class Run:
         return call
 
     def step(self, kind: str, **values: Any) -> None:
-        _step(self.execution, kind, **values)
+        step_append(self.execution, kind, **values)
 
     def beat(self) -> None:
         """While the run is `running` in this process, touch its heartbeat every
@@ -280,7 +272,7 @@ class Run:
             duration_ms=round(ms, 1),
             finish_reason=finish_reason,
             content=message.get("content"),
-            tool_calls=[_call_view(c) for c in message.get("tool_calls") or ()],
+            tool_calls=[call_view(c) for c in message.get("tool_calls") or ()],
             usage=usage if isinstance(usage, dict) else None,
             **({"usage_estimated": estimate} if estimate else {}),
         )
@@ -402,7 +394,7 @@ class Run:
             reply = executor.tool_message(call["id"], result)
             self.execution.messages.append(reply)
             self.transcript.append(reply)
-            view = _call_view(call)
+            view = call_view(call)
             self.step(
                 "tool",
                 duration_ms=round(result.ms, 1),
@@ -538,50 +530,6 @@ def declares_client_tools(execution: Execution, agent_tools: Collection[str]) ->
     """Did the run's request declare tools of its own beside the agent's (`agent_tools`, their
     names)? A stream then shows the agent's calls in chunks with no choices (Streamer)."""
     return any(tool_name(t) not in agent_tools for t in requested_tools(execution, agent_tools))
-
-
-def _step(execution: Execution, kind: str, **values: Any) -> None:
-    steps = execution.steps
-    steps.append({"index": len(steps), "type": kind, "at": int(time.time()), **values})
-
-
-def interrupted(execution: Execution, *, since: int) -> list[dict]:
-    """Answer as interrupted (a failed step) each call of the run's last assistant message at
-    or after `since` that has no result, and return those results: a call whose outcome was
-    never recorded is not run again (at most once), and a history holding a call without its
-    result is refused upstream."""
-    messages = execution.messages
-    last = next(
-        (
-            i
-            for i in range(len(messages) - 1, since - 1, -1)
-            if messages[i].get("role") == "assistant"
-        ),
-        None,
-    )
-    if last is None:
-        return []
-    answered = {m.get("tool_call_id") for m in messages[last + 1 :]}
-    replies = []
-    for call in messages[last].get("tool_calls") or ():
-        if call.get("id") in answered:
-            continue
-        result = Result("", "interrupted: its outcome is unknown, so it is not run again", 0.0)
-        reply = executor.tool_message(call.get("id"), result)
-        messages.append(reply)
-        replies.append(reply)
-        view = _call_view(call)
-        _step(
-            execution,
-            "tool",
-            duration_ms=0.0,
-            tool_call_id=view["id"],
-            name=view["name"],
-            arguments=view["arguments"],
-            status="failed",
-            error=result.error,
-        )
-    return replies
 
 
 @dataclass

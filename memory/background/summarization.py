@@ -3,8 +3,8 @@
 What its user forgot (a memory they deleted, memory.services.forgetting) stays out of it: the
 new messages' sentences that state a forgotten fact are left out of what the summary is made
 from, and the summary's own sentences that state one out of what is written, by the test the
-extractor uses (memory.background.extraction.forgotten.without_forgotten). A summary written
-when a deletion came meanwhile is checked again against it in its write.
+extractor uses (memory.forgotten.without_forgotten). A summary written when a deletion came
+meanwhile is checked again against it in its write.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.db import transaction
 from completions.providers.llm import LLMUnavailable
 from config.common import tokens
 from memory.background.extraction import offline
-from memory.background.extraction.forgotten import (
+from memory.forgotten import (
     WRITE_TRIES,
     Forgotten,
     forgotten_facts,
@@ -25,7 +25,7 @@ from memory.background.extraction.forgotten import (
     without_forgotten,
 )
 from memory.models import Conversation, Message, ProcessingJob
-from memory.services.users import user_lock
+from memory.services.locks import user_lock
 from memory.text import count_text, day_label, speaker
 
 SUMMARY_PROMPT = """You keep a running summary of a conversation for an assistant that will not

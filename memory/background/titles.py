@@ -10,13 +10,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from config.common.text import shorten
-
-TITLE_CHARS = 60
-
-
-def title_from(text: str) -> str:
-    return shorten(text, TITLE_CHARS)
+from memory.text import title_from
 
 
 def conversation_title_generate(*, conversation_id: str) -> str:
@@ -26,14 +20,14 @@ def conversation_title_generate(*, conversation_id: str) -> str:
     a deletion made meanwhile (as a summary's)."""
     from django.db import transaction
 
-    from memory.background.extraction.forgotten import (
+    from memory.forgotten import (
         WRITE_TRIES,
         forgotten_facts,
         suppressed_since,
         without_forgotten,
     )
     from memory.models import Conversation, Message
-    from memory.services.users import user_lock
+    from memory.services.locks import user_lock
     from memory.text import speaker
 
     conversation = Conversation.objects.filter(pk=conversation_id).first()

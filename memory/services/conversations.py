@@ -16,8 +16,8 @@ from config.common.jsonbody import storable
 from config.common.rows import insert
 from memory import selectors
 from memory.models import SESSION_CONVERSATION_PREFIX, Conversation, Message, Session
-from memory.services.users import user_lock
-from memory.text import content_text, count_message, message_search_text
+from memory.services.locks import user_lock
+from memory.text import content_text, count_message, message_search_text, title_from
 
 STORED_ROLES = {"user", "assistant", "tool", "function"}
 
@@ -305,8 +305,6 @@ def _untitle_for_older(conversation: Conversation, rows: list[Message]) -> None:
     that first one (memory.background.titles), is made again from the earliest. A history
     imported in pieces, newest first, kept the title of the first piece imported. A title that
     is not one made from the conversation's first messages (an operator's) is kept."""
-    from memory.background.titles import title_from
-
     dated = [r.created_at for r in rows if r.role == Message.Role.USER and r.content.strip()]
     title = Conversation.objects.filter(pk=conversation.pk).values_list("title", flat=True)[0]
     if not dated or not title:
@@ -336,7 +334,7 @@ def conversation_import(
 ) -> tuple[Conversation, list[Message]]:
     """Messages imported into a conversation (found as conversation_get_or_create finds it,
     else created), under the user's lock: an erasure of the user runs wholly before or after
-    (memory.services.users.user_lock).
+    (memory.services.locks.user_lock).
 
     `idempotency_key` (the request's Idempotency-Key) names the batch: an import under a key
     the conversation already stored returns that import's messages (those still stored) and

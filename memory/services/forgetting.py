@@ -5,7 +5,7 @@ DELETE or merge, not an erasure, which deletes everything) leaves a MemorySuppre
 memory's normalized text and its vector, and digests of the messages it came from. So does a
 person's edit of its text, for the text it replaces: the edit replaces the fact. The
 extractor then skips a fact that matches it when the fact comes from what was said before the
-deletion, or from a copy of it a client resent later (memory.background.extraction.forgotten).
+deletion, or from a copy of it a client resent later (memory.forgotten).
 What was written from the same messages loses the fact too, by the same test: the summaries
 and titles of their conversations at once (conversations_without, conversations_rewrite), and
 every summary and title made later (memory.background.summarization, .titles); and a turn
@@ -14,8 +14,6 @@ reads those messages without it when they are retrieved (memory.turn.recall._not
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -24,43 +22,14 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from memory.embeddings import get_embedder
-from memory.models import Conversation, Memory, MemorySuppression, Message
-from memory.text import nfc
-
-_SPACE = re.compile(r"\s+")
-# The one subject a fact about the user is compared with. The offline extractor writes "User
-# lives in Paris."; the model writes the name it read in the transcript ("Alice: ...", a
-# message's `name`), or the user's id, or "The user": "Alice lives in Paris." scored 0.738
-# against "User lives in Paris." and a deleted fact came back from the other extractor.
-SUBJECT = "user"
-
-
-def user_subjects(*, workspace: Workspace, user_id: str) -> frozenset[str]:
-    """What a fact may call the user by, lower-cased: their id and the names their own
-    messages were sent with (never an assistant's)."""
-    names = (
-        Message.objects.filter(workspace=workspace, user_id=user_id, role="user")
-        .exclude(name="")
-        .values_list("name", flat=True)
-        .distinct()
-    )
-    return frozenset(_SPACE.sub(" ", n).strip().lower() for n in [user_id, *names] if n.strip())
-
-
-def normalized(text: str, subjects: frozenset[str] = frozenset()) -> str:
-    """A fact's text as suppressions compare it: case, spacing and end punctuation aside, and
-    its leading subject, when it is the user (one of `subjects`, "user", "the user"), SUBJECT."""
-    text = _SPACE.sub(" ", nfc(text)).strip().rstrip(".!?;: ").lower()
-    for name in sorted({"the user", SUBJECT, *subjects}, key=len, reverse=True):
-        rest = text[len(name) :]
-        if text.startswith(name) and (not rest or rest[0] in " '’"):
-            return SUBJECT + rest
-    return text
-
-
-def content_digest(content: str) -> str:
-    """A message's text as a resent copy is recognized by (spacing at its ends aside)."""
-    return hashlib.sha256(content.strip().encode()).hexdigest()[:32]
+from memory.forgotten import (
+    content_digest,
+    forgotten_facts,
+    normalized,
+    user_subjects,
+    without_forgotten,
+)
+from memory.models import Conversation, Memory, MemorySuppression
 
 
 def suppression_vectors(
@@ -157,7 +126,6 @@ def conversations_without_all(
     """conversations_without for several memories of one user at once (a batch of
     memory.services.memories_bulk.memories_delete): their conversations read and rewritten
     once, not once per memory."""
-    from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
 
     sources = Memory.sources.through.objects.filter(memory_id__in=memory_ids)
     rows = list(
@@ -183,7 +151,6 @@ def conversations_rewrite(*, workspace: Workspace, user_id: str, written: list[W
     meanwhile) is read again and done again (embedded under the lock: only in that race). A
     title left empty is made again in the background, from the first words not forgotten
     (memory.background.titles)."""
-    from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
 
     if not written:
         return

@@ -18,17 +18,16 @@ from config.admin_log import log_entries_delete
 from config.common import rows
 from config.common.vectors import binding_cursor, vector_binary
 from memory.embeddings import get_embedder
+from memory.forgotten import normalized, user_subjects
 from memory.models import Memory, MemoryEvent, Message
 from memory.services.forgetting import (
     Written,
     conversations_rewrite,
     conversations_without,
-    normalized,
     suppression_record,
     suppression_vectors,
-    user_subjects,
 )
-from memory.services.users import user_lock
+from memory.services.locks import user_lock
 from memory.text import memory_date, memory_learned_on, memory_search_text, nfc
 
 

@@ -11,15 +11,15 @@ from collections.abc import Mapping, Sequence
 from django.db import transaction
 
 from accounts.models import Workspace
+from memory.forgotten import user_subjects
 from memory.models import Memory
 from memory.services.forgetting import (
     Written,
     conversations_rewrite,
     conversations_without_all,
     suppression_vectors,
-    user_subjects,
 )
-from memory.services.users import user_lock
+from memory.services.locks import user_lock
 
 BATCH = 200  # memories per transaction (and per embedder call for their suppressions)
 

@@ -23,8 +23,8 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from memory.models import Conversation, Message, ProcessingJob
+from memory.services.locks import user_lock
 from memory.services.processing import extraction_enqueue
-from memory.services.users import user_lock
 
 logger = logging.getLogger("engram.memory")
 

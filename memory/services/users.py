@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from accounts.models import Workspace
@@ -10,69 +10,19 @@ from completions.services import usage_erase
 from completions.tools.models import Execution
 from config.admin_log import log_entries_delete
 from config.common import database
+from memory.forgotten import user_subjects
 from memory.models import (
     Conversation,
     Memory,
     MemoryEvent,
     MemorySuppression,
     Message,
-    ProcessingJob,
     Session,
 )
 from memory.retrieval import terms
-from memory.services.forgetting import suppression_vectors, user_subjects
-from memory.services.processing import jobs_held_locked
-
-
-def user_lock(
-    *, workspace_id: str, user_id: str, exclusive: bool = False, relaxed_commit: bool = False
-) -> None:
-    """Hold the user's lock until the transaction ends: shared by the writes of their turns,
-    imports and extraction runs, exclusive for their erasure. Without it an erasure racing a turn deadlocked on the
-    rows both touch, or failed on a message a turn inserted after the messages went, and the
-    turn failed on the conversation deleted under it (a 500 either way); now each waits for
-    the other, and a turn after the erasure starts a new conversation. Ids that hash alike
-    share a lock: they only wait for each other.
-
-    `relaxed_commit`: the transaction's commit does not wait for its WAL flush either
-    (memory.turn.conversation.load_and_store says why), set in the same statement (a turn's
-    SET LOCAL was a statement of its own)."""
-    kind = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    relaxed = ", set_config('synchronous_commit', 'off', true)" if relaxed_commit else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {kind}(hashtextextended(%s, 0)){relaxed}", [_lock_key(workspace_id, user_id)]
-        )
-
-
-def _lock_key(workspace_id: str, user_id: str) -> str:
-    return f"{len(workspace_id)}:{workspace_id}:{user_id}"
-
-
-def still_held(jobs: list[ProcessingJob]) -> bool:
-    """In a background run's write transaction, before it writes: whether every one of its
-    jobs is still its own (jobs_still_held)."""
-    return len(jobs_still_held(jobs)) == len({job.pk for job in jobs})
-
-
-def jobs_still_held(jobs: list[ProcessingJob]) -> set[str]:
-    """In a background run's write transaction, before it writes: the users' locks (shared,
-    taken in one order: an erasure waits for the write, or the write for the erasure), then the
-    ids of the jobs still this run's claims (memory.services.processing.jobs_held_locked), their rows
-    locked until the transaction ends, so no other run claims them before this one commits.
-
-    What the run read must not be written when a job is no longer its own: an erasure deleted
-    the conversation and its jobs (a memory written then would outlive its user, sourceless),
-    or the run's lease lapsed (its worker was stopped, or paused longer than the lease) and
-    the sweep gave the job to another run, which writes the same memories (each one twice)."""
-    keys = sorted({_lock_key(job.workspace_id, job.conversation.user_id) for job in jobs})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_advisory_xact_lock_shared(hashtextextended(key, 0)))"
-            " FROM unnest(%s::text[]) AS k(key)",
-            [keys],
-        )
-    return jobs_held_locked(jobs=jobs)
+from memory.services.forgetting import suppression_vectors
+from memory.services.locks import user_lock
+from memory.services.memories import memory_delete
 
 
 @transaction.atomic
@@ -166,8 +116,6 @@ def _conversation_delete(
     vectors: dict[str, list[float]],
     subjects: frozenset[str],
 ) -> dict[str, int]:
-    from memory.services.memories import memory_delete
-
     user_id = conversation.user_id
     database.long_statements()  # all its messages, however many, in this transaction
     user_lock(workspace_id=workspace.id, user_id=user_id, exclusive=True)

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from memory import selectors
 from memory.models import Conversation, Session
-from memory.services.users import user_lock
+from memory.services.locks import user_lock
 from memory.text import tool_call_ids
 from memory.turn.contract import TurnContext
 from memory.turn.rows import StoredRow, collapsed, normalized_of, seen

@@ -23,7 +23,7 @@ from config.common.orm import on_request_thread
 from memory.models import Conversation, Session
 from memory.retrieval.elsewhere import parallel
 from memory.retrieval.search import Found
-from memory.services.users import user_lock
+from memory.services.locks import user_lock
 from memory.text import REPLY_PRIMING, content_text, count_messages, kept_reasoning
 from memory.turn.assembly import Assembly, Budget, budget_for, request_fits
 from memory.turn.contract import PreparedTurn, TurnContext

@@ -85,7 +85,7 @@ def _not_forgotten(ctx: TurnContext, found: list[search.Found]) -> list[search.F
     one) only: all ten retrieved messages' sentences cost a turn 72 ms of CPU, one message
     3.9 ms (bench/bench_forgetting.py, on a machine whose calibration read 10.5 ms). A
     message left with no words is left out. One query when the user forgot nothing."""
-    from memory.background.extraction.forgotten import forgotten_facts, without_forgotten
+    from memory.forgotten import forgotten_facts, without_forgotten
 
     forgotten = forgotten_facts(workspace=ctx.workspace, user_id=ctx.memory_user_id)
     if not forgotten:

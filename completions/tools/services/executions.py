@@ -285,7 +285,9 @@ def _unstored(execution: Execution) -> list[dict]:
     """What a run that lost its process ran that its conversation does not hold: the messages
     after `pending["stored"]` (set when the run starts, and by a resume that failed) or after
     the paused step a resume went on with."""
-    from completions.tools.run import interrupted
+    # Imported here: completions.tools.steps needs the executor, which loads this package
+    # (its headers_of, in completions.tools.services.tools) as it loads.
+    from completions.tools.steps import interrupted
 
     if execution.pending.get("message"):
         at = paused_step_index(execution)

@@ -18,11 +18,12 @@ from django.db import transaction
 from accounts.models import Workspace
 from completions.providers import llm as chat_llm
 from config.common.jsonbody import storable
-from memory.background.extraction.forgotten import forgotten, suppressed_since
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
+from memory.forgotten import forgotten, suppressed_since
 from memory.models import Memory, Message, ProcessingJob
 from memory.services.forgetting import suppressions_lift
+from memory.services.locks import still_held
 from memory.services.memories import (
     MemoryChanged,
     Supersede,
@@ -31,7 +32,6 @@ from memory.services.memories import (
     memory_create,
     memory_delete,
 )
-from memory.services.users import still_held
 from memory.text import day_label, memory_date, memory_search_text, nfc, speaker
 
 ATTEMPTS = 3
@@ -340,7 +340,7 @@ def _apply(
         supersedes.clear()
 
     # The run's writes for this chunk in one transaction, under the user's lock (see
-    # memory.services.users.jobs_still_held): the model's answers took seconds, in which the
+    # memory.services.locks.jobs_still_held): the model's answers took seconds, in which the
     # user may have been erased, or the run's lease lapsed and another run took its jobs.
     with transaction.atomic():
         if not still_held(jobs):

@@ -27,13 +27,15 @@ from accounts.models import Workspace
 from completions.providers.llm import LLMError, LLMUnavailable, available
 from config.common import rows
 from memory.background.extraction import offline
-from memory.background.extraction.forgotten import forgotten, suppressions_of
 from memory.background.extraction.remarks import without_remarks
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
+from memory.forgotten import forgotten, suppressions_of
 from memory.models import Memory, MemorySuppression, Message, ProcessingJob
+from memory.services.fencing import jobs_finish
 from memory.services.forgetting import suppressions_lift
 from memory.services.indexing import messages_index_update
+from memory.services.locks import jobs_still_held, still_held
 from memory.services.memories import (
     MemoryChanged,
     NewMemory,
@@ -42,8 +44,6 @@ from memory.services.memories import (
     memories_create,
     memories_supersede,
 )
-from memory.services.processing import jobs_finish
-from memory.services.users import jobs_still_held, still_held
 from memory.text import (
     WINDOW_BEFORE,
     context_vector,

@@ -11,11 +11,16 @@ as history: another message was stored with it, after it, in the same request (a
 resending its transcript, say with a new system prompt, as a new conversation). The same words
 typed again as a turn's new message are no copy: the fact is remembered again, and the
 suppression lifted (the caller deletes it with its own writes).
+
+Read by the services that forget (memory.services.forgetting writes the suppressions, in the
+normalized form kept here), by the workers that write from old words (extraction, summaries,
+titles) and by a turn's recall: it stands below them all, and imports none of them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +33,43 @@ from accounts.models import Workspace
 from config.common import rows
 from memory.embeddings import get_embedder
 from memory.models import MemorySuppression, Message
-from memory.services.forgetting import content_digest, normalized, user_subjects
+from memory.text import nfc
+
+_SPACE = re.compile(r"\s+")
+# The one subject a fact about the user is compared with. The offline extractor writes "User
+# lives in Paris."; the model writes the name it read in the transcript ("Alice: ...", a
+# message's `name`), or the user's id, or "The user": "Alice lives in Paris." scored 0.738
+# against "User lives in Paris." and a deleted fact came back from the other extractor.
+SUBJECT = "user"
+
+
+def user_subjects(*, workspace: Workspace, user_id: str) -> frozenset[str]:
+    """What a fact may call the user by, lower-cased: their id and the names their own
+    messages were sent with (never an assistant's)."""
+    names = (
+        Message.objects.filter(workspace=workspace, user_id=user_id, role="user")
+        .exclude(name="")
+        .values_list("name", flat=True)
+        .distinct()
+    )
+    return frozenset(_SPACE.sub(" ", n).strip().lower() for n in [user_id, *names] if n.strip())
+
+
+def normalized(text: str, subjects: frozenset[str] = frozenset()) -> str:
+    """A fact's text as suppressions compare it: case, spacing and end punctuation aside, and
+    its leading subject, when it is the user (one of `subjects`, "user", "the user"), SUBJECT."""
+    text = _SPACE.sub(" ", nfc(text)).strip().rstrip(".!?;: ").lower()
+    for name in sorted({"the user", SUBJECT, *subjects}, key=len, reverse=True):
+        rest = text[len(name) :]
+        if text.startswith(name) and (not rest or rest[0] in " '’"):
+            return SUBJECT + rest
+    return text
+
+
+def content_digest(content: str) -> str:
+    """A message's text as a resent copy is recognized by (spacing at its ends aside)."""
+    return hashlib.sha256(content.strip().encode()).hexdigest()[:32]
+
 
 # Measured with the embedder (2026-12-05, again with the subject made SUBJECT), normalized
 # texts: a fact about the user said by the other extractor, "alice is allergic to peanuts" /
