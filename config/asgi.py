@@ -21,7 +21,9 @@ class BodyLengthHandler(ASGIHandler):
         """Django's, stopped once the body passes ENGRAM_MAX_REQUEST_BYTES (every route's
         limit, uploads' included): Django spooled a body of any size to a temporary file
         before any limit was read, so one request could fill the disk. What arrived is kept,
-        and create_request gives the request that size, so reading it is the routes' 413."""
+        and create_request gives the request that size, so reading it is the routes' 413.
+        A declared Content-Length over the limit never gets here (refused from the header:
+        config.common.body_headers); a chunked body, with none, is counted here."""
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         received = 0
 
@@ -66,8 +68,10 @@ django.setup(set_prefix=False)  # what get_asgi_application does before making t
 application = BodyLengthHandler()
 
 from completions.asgi import with_gateway  # noqa: E402 - needs the app registry loaded
+from config.common.body_headers import with_body_headers_checked  # noqa: E402
 from config.common.hosts import with_allowed_hosts  # noqa: E402
 from config.cors import with_cors  # noqa: E402
 
 # The host first: the gateway's own doors run no Django middleware (config/common/hosts.py).
-application = with_allowed_hosts(with_cors(with_gateway(application)))
+# A body refused by its headers inside CORS, so a browser can read why.
+application = with_allowed_hosts(with_cors(with_body_headers_checked(with_gateway(application))))
