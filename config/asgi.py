@@ -68,10 +68,8 @@ django.setup(set_prefix=False)  # what get_asgi_application does before making t
 application = BodyLengthHandler()
 
 from completions.asgi import with_gateway  # noqa: E402 - needs the app registry loaded
-from config.common.body_headers import with_body_headers_checked  # noqa: E402
 from config.common.hosts import with_allowed_hosts  # noqa: E402
 from config.cors import with_cors  # noqa: E402
 
 # The host first: the gateway's own doors run no Django middleware (config/common/hosts.py).
-# A body refused by its headers inside CORS, so a browser can read why.
-application = with_allowed_hosts(with_cors(with_body_headers_checked(with_gateway(application))))
+application = with_allowed_hosts(with_cors(with_gateway(application)))

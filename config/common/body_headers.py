@@ -1,7 +1,8 @@
 """What a request's headers say of its body, refused before any of the body is read.
 
-One rule for every door — the chat gateway's own (completions.asgi), /v1/models' and Django's
-— applied by `with_body_headers_checked` around the whole ASGI application (config.asgi):
+One rule (`body_refusal`) for every door, before its key is checked: the chat gateway's own
+with the header dict it builds (completions.asgi.CompletionsApp), /v1/models' and Django's
+through `body_headers_refusal` (completions.asgi.with_gateway, which routes them all):
 - a Content-Length over ENGRAM_MAX_REQUEST_BYTES (DATA_UPLOAD_MAX_MEMORY_SIZE, the limit of
   every route): 413 `request_too_large`. Django's ASGI handler read such a body up to the
   limit (20 MB by default) before the route's 413; a chunked body, with no length to refuse it
@@ -24,16 +25,15 @@ import uuid
 
 from config.common.errors import ApiError, request_too_large, unsupported_content_encoding
 from config.common.middleware import _CLIENT_ID
-from config.common.setting import setting
 
 Headers = list[tuple[bytes, bytes]]  # an ASGI scope's: lower-case names, as sent
 # More digits than any limit has: refused without int() (which refuses over 4,300 digits).
 _LENGTH_DIGITS = 18
 
 
-def _coding(value: bytes) -> str | None:
+def _coding(value: str) -> str | None:
     """The first content coding of a Content-Encoding value that is not identity, or None."""
-    for coding in value.decode("latin-1").split(","):
+    for coding in value.split(","):
         coding = coding.strip()
         if coding and coding.lower() != "identity":
             return coding[:40]
@@ -48,21 +48,16 @@ def _joined(headers: Headers) -> dict[bytes, bytes]:
     return named
 
 
-def body_headers_refusal(headers: Headers, limit: int | None) -> ApiError | None:
-    """The 413 or 415 a request's headers earn its body (see the module docstring), or None.
-    `limit` is the route's limit in bytes (None: none).
-
-    ~12,700 instructions a request with an OpenAI SDK's 16 headers (callgrind; ~1.4 % of a
-    JSON chat request's ~894,000, bench/README), ~10,600 of them the dict: the cheapest way
-    found to look up three names (a list of the names and three scans of it ~12,900, a loop
-    in Python ~10,100 before deciding anything)."""
-    named = dict(headers)
-    if len(named) != len(headers):  # a name sent twice: its values together
-        named = _joined(headers)
-    length = named.get(b"content-length")
-    if (length is None or length == b"0") and b"transfer-encoding" not in named:
+def body_refusal(
+    *, length: str | None, encoding: str | None, chunked: bool, limit: int | None
+) -> ApiError | None:
+    """The 413 or 415 a request's headers earn its body (see the module docstring), or None:
+    the one rule, given the values of its Content-Length, Content-Encoding (a repeated
+    header's values joined by commas) and whether it has a Transfer-Encoding. `limit` is the
+    route's limit in bytes (None: none). The chat door reads the three from the header dict it
+    builds anyway (completions.asgi); every other door through `body_headers_refusal`."""
+    if (length is None or length == "0") and not chunked:
         return None  # no body
-    encoding = named.get(b"content-encoding")
     if encoding is not None and (coding := _coding(encoding)) is not None:
         return unsupported_content_encoding(coding)
     if length is None or limit is None or not length.isdigit():
@@ -72,34 +67,35 @@ def body_headers_refusal(headers: Headers, limit: int | None) -> ApiError | None
     return None
 
 
-def with_body_headers_checked(app):
-    """The ASGI application, answering a request whose headers refuse its body (see
-    `body_headers_refusal`) before any door reads it."""
+def body_headers_refusal(headers: Headers, limit: int | None) -> ApiError | None:
+    """`body_refusal` of an ASGI scope's headers.
 
-    async def application(scope, receive, send):
-        if scope["type"] != "http":
-            return await app(scope, receive, send)
-        headers = scope["headers"]
-        refused = body_headers_refusal(headers, setting("DATA_UPLOAD_MAX_MEMORY_SIZE"))
-        if refused is None:
-            return await app(scope, receive, send)
-        return await send_refusal(send, refused, headers)
+    ~12,700 instructions a request with an OpenAI SDK's 16 headers (callgrind), ~10,600 of
+    them the dict: the cheapest way found to look up three names (a list of the names and
+    three scans of it ~12,900, a loop in Python ~10,100 before deciding anything). The chat
+    door, ~1.4 % of whose ~894,000 instructions that would be, does not pay it."""
+    named = dict(headers)
+    if len(named) != len(headers):  # a name sent twice: its values together
+        named = _joined(headers)
+    length, encoding = named.get(b"content-length"), named.get(b"content-encoding")
+    return body_refusal(
+        length=None if length is None else length.decode("latin-1"),
+        encoding=None if encoding is None else encoding.decode("latin-1"),
+        chunked=b"transfer-encoding" in named,
+        limit=limit,
+    )
 
-    return application
 
-
-async def send_refusal(send, error: ApiError, headers: Headers) -> None:
-    """`error`'s envelope, with the request's x-request-id (the client's, when it sent a sane
-    one), closing the connection: nothing of the body is read."""
-    incoming = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
-    request_id = incoming if _CLIENT_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+async def send_refusal(send, error: ApiError, head: Headers) -> None:
+    """`error`'s envelope after `head` (the response's x-request-id), closing the connection:
+    nothing of the body is read."""
     payload = json.dumps(error.body()).encode()
     await send(
         {
             "type": "http.response.start",
             "status": error.status,
             "headers": [
-                (b"x-request-id", request_id.encode()),
+                *head,
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(payload)),
                 (b"connection", b"close"),
@@ -107,3 +103,11 @@ async def send_refusal(send, error: ApiError, headers: Headers) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+def request_id_head(headers: Headers) -> Headers:
+    """The x-request-id of a response to these request headers: the client's, when it sent a
+    sane one, else a new one."""
+    incoming = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
+    request_id = incoming if _CLIENT_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+    return [(b"x-request-id", request_id.encode())]
