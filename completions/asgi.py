@@ -36,6 +36,12 @@ from completions.conf import conf
 from completions.providers import hops
 from completions.streaming import DONE, dumps
 from completions.turn import Reply
+from config.common.body_headers import (
+    body_headers_refusal,
+    body_refusal,
+    request_id_head,
+    send_refusal,
+)
 from config.common.errors import (
     DATABASE_UNAVAILABLE,
     ApiError,
@@ -102,6 +108,14 @@ class CompletionsApp:
         looped = hops.refused(headers.get(hops.HEADER))
         if looped is not None:  # before the key: a looping Engram sends its upstream's key
             return await self._error(send, looped, base)
+        refused = body_refusal(
+            length=headers.get("content-length"),
+            encoding=headers.get("content-encoding"),
+            chunked="transfer-encoding" in headers,
+            limit=conf().max_body,
+        )
+        if refused is not None:  # before the key, as every door (config.common.body_headers)
+            return await send_refusal(send, refused, base)
         token = bearer_token(headers.get("authorization", ""))
         try:
             principal = await resolve_async(token, headers.get("x-workspace-id")) if token else None
@@ -145,10 +159,7 @@ class CompletionsApp:
 
     @staticmethod
     async def _body(receive, headers: dict) -> bytes:
-        limit = conf().max_body
-        declared = headers.get("content-length", "")
-        if limit is not None and declared.isdigit() and int(declared) > limit:
-            raise request_too_large()
+        limit = conf().max_body  # a declared length over it was refused before (__call__)
         chunks = []
         size = 0
         while True:
@@ -288,10 +299,16 @@ def with_gateway(app):
     gc.freeze()
 
     async def application(scope, receive, send):
-        route = _route(scope["path"]) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            return await app(keep_encoded_slashes(scope), receive, send)
+        route = _route(scope["path"])
         if route == "completions" and conf().fast_path:
-            await completions(scope, receive, send)
-        elif route is not None:
+            return await completions(scope, receive, send)  # its own check, the same rule
+        headers = scope["headers"]
+        refused = body_headers_refusal(headers, conf().max_body)
+        if refused is not None:  # before any door reads the body (config.common.body_headers)
+            return await send_refusal(send, refused, request_id_head(headers))
+        if route is not None:
             await lean(scope, receive, send)
         else:
             await app(keep_encoded_slashes(scope), receive, send)

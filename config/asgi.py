@@ -21,7 +21,9 @@ class BodyLengthHandler(ASGIHandler):
         """Django's, stopped once the body passes ENGRAM_MAX_REQUEST_BYTES (every route's
         limit, uploads' included): Django spooled a body of any size to a temporary file
         before any limit was read, so one request could fill the disk. What arrived is kept,
-        and create_request gives the request that size, so reading it is the routes' 413."""
+        and create_request gives the request that size, so reading it is the routes' 413.
+        A declared Content-Length over the limit never gets here (refused from the header:
+        config.common.body_headers); a chunked body, with none, is counted here."""
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         received = 0
 

@@ -233,6 +233,16 @@ def request_too_large() -> ApiError:
     return ApiError(413, "Request body too large.", code="request_too_large")
 
 
+def unsupported_content_encoding(coding: str) -> ApiError:
+    """A body sent compressed (Content-Encoding: gzip, br...): Engram reads bodies as sent."""
+    return ApiError(
+        415,
+        f"Content-Encoding '{coding}' is not supported; send the body uncompressed.",
+        param="content-encoding",
+        code="unsupported_media_type",
+    )
+
+
 # The database could not be reached or answer (down, restarting, out of connections, a query
 # cancelled): the request may be retried, unlike a bug's 500. The OpenAI SDKs retry a 503 and
 # honour retry-after.

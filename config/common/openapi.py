@@ -93,7 +93,8 @@ ERRORS = {
     404: "No such object in the caller's workspace (another workspace's is not found either), "
     "or an id that is not a path segment.",
     413: "The body is over `ENGRAM_MAX_REQUEST_BYTES` (`request_too_large`).",
-    415: "The body is not JSON (or multipart where a file is taken).",
+    415: "The body is not JSON (or multipart where a file is taken), or it is compressed: a "
+    "`Content-Encoding` other than identity (`unsupported_media_type`; send it uncompressed).",
 }
 
 
