@@ -517,7 +517,9 @@ class ChatCompletionsDoc(APIView):
         "this request's run was taken as lost while it ran (its heartbeat silent for 40 "
         "seconds) and taken over by the same request sent again; nothing more runs here. Sent "
         "again, it finds that run going on, or gets its answer.",
-        413: "The body is over `ENGRAM_MAX_REQUEST_BYTES`.",
+        413: "The body is over `ENGRAM_MAX_REQUEST_BYTES` (refused from its `Content-Length` "
+        "unread, the connection closed).",
+        415: None,
         429: "`rate_limit_exceeded`: over a limit of the key, the workspace or the end user "
         "(the message says which; `retry-after`); `insufficient_quota`: over a budget (do not "
         "retry); or the upstream's rate limit, after Engram's retries (`retry-after` passed on).",
@@ -603,6 +605,7 @@ class ContextDoc(APIView):
         403: ChatCompletionsDoc.openapi_errors[403],
         404: "A collection in `x-collection-ids` that is not the workspace's.",
         413: None,
+        415: None,
     }
 
     @extend_schema(
@@ -671,6 +674,7 @@ class EmbeddingsDoc(APIView):
         404: "`model_not_found`: a model other than Engram's embedding model (embeddings are "
         "not proxied to an upstream).",
         413: None,
+        415: None,
         429: "`rate_limit_exceeded`: over a limit of the key, the workspace or the end user.",
         503: "`limits_unavailable`: Redis is unreachable and limits fail closed.",
     }
