@@ -108,14 +108,14 @@ class CompletionsApp:
         looped = hops.refused(headers.get(hops.HEADER))
         if looped is not None:  # before the key: a looping Engram sends its upstream's key
             return await self._error(send, looped, base)
-        refused = body_refusal(
+        unread = body_refusal(
             length=headers.get("content-length"),
             encoding=headers.get("content-encoding"),
             chunked="transfer-encoding" in headers,
             limit=conf().max_body,
         )
-        if refused is not None:  # before the key, as every door (config.common.body_headers)
-            return await send_refusal(send, refused, base)
+        if unread is not None:  # before the key, as every door (config.common.body_headers)
+            return await send_refusal(send, unread, base)
         token = bearer_token(headers.get("authorization", ""))
         try:
             principal = await resolve_async(token, headers.get("x-workspace-id")) if token else None
