@@ -91,3 +91,44 @@ def test_async_callers_share_one_load_and_refresh_ahead_in_the_background():
         assert await cache.aget("k", load) == 2
 
     asyncio.run(scenario())
+
+
+def test_with_weigh_the_oldest_go_beyond_the_weight_the_newest_stays():
+    cache: TTLCache[str, list[int]] = TTLCache(ttl=60, max_entries=100, weigh=len, max_weight=10)
+    cache.put("a", [0] * 4)
+    cache.put("b", [0] * 4)
+    assert cache.peek("a")[0]  # touched: "b" is now the least recently used
+    cache.put("c", [0] * 4)  # 12 > 10: "b" goes
+    assert cache.peek("b") == (False, None)
+    assert cache.peek("a")[0] and cache.peek("c")[0] and cache.weight == 8
+    cache.put("a", [0] * 2)  # replaced: its old weight no longer counts
+    assert cache.weight == 6
+    cache.invalidate("c")
+    assert cache.weight == 2
+    cache.put("big", [0] * 50)  # heavier than the bound alone: kept, the rest go
+    assert len(cache) == 1 and cache.weight == 50
+    cache.clear()
+    assert cache.weight == 0
+
+
+def test_users_term_statistics_stay_under_their_words_however_many_each_user_says(monkeypatch):
+    """The users' statistics were bounded by count alone (256), each growing with its user's
+    words: 130 users of 8,000 words held 1,040,000 words (~80 MB) where 800,000 is the bound."""
+    from memory.retrieval import terms
+
+    words = [f"word{i}" for i in range(8_000)]
+    monkeypatch.setattr(
+        terms,
+        "_load_stats",
+        lambda table, workspace, user: terms.TermStats(1, 1.0, dict.fromkeys(words, 1)),
+    )
+    terms._user_stats.clear()
+    try:
+        for user in range(130):  # fewer entries than the count's bound
+            terms.term_stats(workspace_id="w", user_id=f"u{user}")
+        held = sum(len(entry.value.df) for entry in terms._user_stats._entries.values())
+        assert held <= terms.USER_STATS_WORDS
+        assert len(terms._user_stats) == terms.USER_STATS_WORDS // len(words)
+        assert terms.term_stats(workspace_id="w", user_id="u129").df  # the newest is kept
+    finally:
+        terms._user_stats.clear()

@@ -2,10 +2,10 @@
 
 Every cache of Engram's request path is one of these: the key check, routing snapshots, a
 user's term statistics and speaker names, word lexemes. Each entry lives `ttl` seconds; the
-least recently used goes first beyond `max_entries`; and loads are single-flight — while a key
-loads, its other callers wait for that load instead of starting their own (without it, a busy
-key's entry expiring sent every request of that moment to the database: ~20 ms stalls at p99 in
-bench/bench_gateway.py). With `refresh_after`, a hit older than that starts one background
+least recently used goes first beyond `max_entries` (and, with `weigh`, beyond `max_weight`);
+and loads are single-flight — while a key loads, its other callers wait for that load instead
+of starting their own (without it, a busy key's entry expiring sent every request of that
+moment to the database: ~20 ms stalls at p99 in bench/bench_gateway.py). With `refresh_after`, a hit older than that starts one background
 reload and is served meanwhile, so a busy key never waits at expiry.
 
 Sync callers (ORM code on threads) use `get`, async callers `aget`; both share the entries.
@@ -33,6 +33,7 @@ class _Entry(Generic[V]):
     value: V
     loaded: float  # time.monotonic() when loaded
     generation: int
+    weight: int = 0  # weigh(value), with a max_weight
 
 
 @dataclass
@@ -53,10 +54,18 @@ class TTLCache(Generic[K, V]):
         ttl: Seconds,
         max_entries: int,
         refresh_after: Seconds | None = None,
+        weigh: Callable[[V], int] | None = None,
+        max_weight: int = 0,
     ) -> None:
         self._ttl = ttl
         self._refresh_after = refresh_after
         self._max = max_entries
+        # With `weigh`, the least recently used also go while the entries' weights add up to
+        # more than `max_weight` (the newest stays): for values whose size has no bound of
+        # their own, as a user's term statistics grow with every word the user says.
+        self._weigh = weigh
+        self._max_weight = max_weight
+        self._weight = 0
         self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
         self._lock = threading.Lock()
         self._flights: dict[K, _Flight] = {}
@@ -81,7 +90,9 @@ class TTLCache(Generic[K, V]):
 
     def invalidate(self, key: K) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            dropped = self._entries.pop(key, None)
+            if dropped is not None:
+                self._weight -= dropped.weight
             self._voided[key] = self._voided.get(key, 0) + 1
             if len(self._voided) > self._max:
                 self._voided.clear()
@@ -90,11 +101,17 @@ class TTLCache(Generic[K, V]):
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._weight = 0
             self._voided.clear()
             self._generation += 1
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def weight(self) -> int:
+        """The entries' weights added up (0 without `weigh`)."""
+        return self._weight
 
     # --- loading --------------------------------------------------------------------------
 
@@ -166,10 +183,19 @@ class TTLCache(Generic[K, V]):
         return self._generation * 1_000_003 + self._voided.get(key, 0)
 
     def _store(self, key: K, value: V, generation: int) -> None:
+        weight = self._weigh(value) if self._weigh is not None else 0
         with self._lock:
             if generation != self._generation_of(key):
                 return  # invalidated while it loaded: the value may predate the change
-            self._entries[key] = _Entry(value, time.monotonic(), generation)
+            replaced = self._entries.get(key)
+            if replaced is not None:
+                self._weight -= replaced.weight
+            self._entries[key] = _Entry(value, time.monotonic(), generation, weight)
             self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+            self._weight += weight
+            while len(self._entries) > self._max or (
+                self._weigh is not None
+                and self._weight > self._max_weight
+                and len(self._entries) > 1
+            ):
+                self._weight -= self._entries.popitem(last=False)[1].weight

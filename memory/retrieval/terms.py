@@ -180,8 +180,17 @@ _STATS_SCOPE = {
 # worth, ~250 kB each at 1k rows. With 128 entries, bench_memory's 100 users need 200 and a
 # turn missed about a third of the time; at 256 the enrichment figures did not move measurably
 # on that run (p50 24.6 -> 25.2 ms, within noise), so this is room, not a measured speed-up.
+# And at most USER_STATS_WORDS words in all: an entry grows with every word its user says (a
+# soak's 200 users with a new number in every statement: 0.34 -> 1.27 MB of statistics over
+# 13,500 turns, bench/probe_web_rss.py), so 256 entries alone bound nothing in bytes. A word
+# of a statistics' dict costs ~78 bytes (tracemalloc); 800,000 of them (~62 MB) are the 256
+# entries of ~250 kB above: users of that size keep all 256, bigger ones fewer.
+USER_STATS_WORDS = 800_000
 _user_stats: TTLCache[tuple[str, str, str], TermStats] = TTLCache(
-    ttl=STATS_TTL, max_entries=2 * 128
+    ttl=STATS_TTL,
+    max_entries=2 * 128,
+    weigh=lambda stats: len(stats.df),
+    max_weight=USER_STATS_WORDS,
 )
 _collection_stats: TTLCache[tuple[str, str], TermStats] = TTLCache(
     ttl=COLLECTION_STATS_TTL, max_entries=64
