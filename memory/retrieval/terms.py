@@ -116,12 +116,27 @@ def spoken_words(query: str, *, leave_out: set[str]) -> str:
 
 _lexemes: TTLCache[str, tuple[str, ...]] = TTLCache(ttl=86_400.0, max_entries=50_000)
 
+# An ASCII run of digits is one unsigned integer to PostgreSQL's parser, which the english
+# configuration maps through the simple dictionary to itself ('007' is '007'; tested against
+# PostgreSQL). Answered here, not cached: numbers are most of the new words a busy process
+# meets (the soak's honest text brings one a turn), and each held ~363 bytes in `_lexemes`
+# until its 50,000 were full, ~17 MB of a web process (bench/README, *Soak*). Longer than
+# this, a run of digits is left to PostgreSQL (its parser's limits are its own).
+NUMBER_DIGITS = 100
+
+
+def _plain_number(word: str) -> bool:
+    return word.isascii() and word.isdigit() and len(word) <= NUMBER_DIGITS
+
 
 def word_lexemes(words: list[str]) -> dict[str, tuple[str, ...]]:
     """What PostgreSQL's english configuration makes of each word (none for a stop word)."""
     found: dict[str, tuple[str, ...]] = {}
     missing = []
     for word in dict.fromkeys(words):
+        if _plain_number(word):
+            found[word] = (word,)
+            continue
         hit, lexemes = _lexemes.peek(word)
         if hit:
             found[word] = lexemes  # type: ignore[assignment]
