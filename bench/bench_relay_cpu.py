@@ -46,6 +46,40 @@ PIECES = 20
 KINDS = ("mock", "openai", "usage", "agent")
 
 
+def chat_scope(headers: list[tuple[bytes, bytes]]) -> dict:
+    """The ASGI scope of a POST to /v1/chat/completions with these headers, as uvicorn makes it."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+def receive_once(body: bytes):
+    """An ASGI `receive` giving `body` whole, then waiting: the client stays (the door's
+    disconnect watcher is cancelled at the end). Made inside the running loop."""
+    asked = False
+    never = asyncio.get_running_loop().create_future()
+
+    async def receive() -> dict:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await never
+
+    return receive
+
+
 def upstream_frames(kind: str, pieces: int = PIECES) -> list[bytes]:
     """The upstream's reads: one frame each, the finish and usage chunks with [DONE] in one."""
     base: dict = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1}
@@ -295,38 +329,19 @@ def run_whole(kind: str, rounds: int, pieces: int, remembered: bool = False) -> 
             "stream": kind == "stream",
         }
     ).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
+    scope = chat_scope(
+        [
             (b"host", b"127.0.0.1:8000"),
             (b"authorization", b"Bearer " + key),
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+        ]
+    )
     counted = {"frames": 0, "requests": 0}
     refused: list[int] = []
 
     async def one(slot: int) -> None:
-        asked = False
-        never = asyncio.get_running_loop().create_future()
-
-        async def receive() -> dict:
-            nonlocal asked
-            if not asked:
-                asked = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await never  # the client stays: the door's watcher is cancelled at the end
+        receive = receive_once(body)
 
         async def send(message: Mapping[str, Any]) -> None:
             if message["type"] == "http.response.start":

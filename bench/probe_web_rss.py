@@ -128,6 +128,7 @@ def inner(args) -> None:
     from config.asgi import application  # first: it sets Django up
 
     key = os.environ["ENGRAM_BENCH_KEY"].encode()
+    from bench.bench_relay_cpu import chat_scope, receive_once
     from bench.bench_soak import statement
 
     rng = random.Random(args.seed)
@@ -157,29 +158,8 @@ def inner(args) -> None:
             body["messages"] = [{"role": "user", "content": "Say hello."}]
             body["stream"] = kind == "stream"
         raw = json.dumps(body).encode()
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/chat/completions",
-            "raw_path": b"/v1/chat/completions",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [*headers, (b"content-length", b"%d" % len(raw)), *extra],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-        }
-        asked = False
-        never = asyncio.get_running_loop().create_future()
-
-        async def receive() -> dict:
-            nonlocal asked
-            if not asked:
-                asked = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            return await never
+        scope = chat_scope([*headers, (b"content-length", b"%d" % len(raw)), *extra])
+        receive = receive_once(raw)
 
         async def send(message: Mapping[str, Any]) -> None:
             if message["type"] == "http.response.start" and message["status"] != 200:

@@ -68,6 +68,25 @@ def _close_stray_connections(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
+def spooled(monkeypatch) -> list[int]:
+    """The sizes of what Django's ASGI handler writes to the temporary file it spools a
+    request's body to, in this test's live server."""
+    import tempfile
+
+    from django.core.handlers import asgi
+
+    written: list[int] = []
+
+    class Counted(tempfile.SpooledTemporaryFile):
+        def write(self, data):
+            written.append(len(data))
+            return super().write(data)
+
+    monkeypatch.setattr(asgi.tempfile, "SpooledTemporaryFile", Counted)
+    return written
+
+
+@pytest.fixture
 def engram_server(transactional_db):
     """Engram's ASGI app on a real loopback port, against the test database."""
     from config.asgi import application

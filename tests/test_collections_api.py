@@ -493,23 +493,11 @@ def test_a_chunked_upload_over_the_limit_is_refused_by_its_received_size(http, s
 
 
 def test_a_body_past_the_request_limit_is_refused_without_being_spooled_whole(
-    http, settings, monkeypatch
+    http, settings, spooled
 ):
     """Django spooled a body of any size to a temporary file before any limit was read (a
     chunked one, with no Content-Length to refuse it by, could fill the disk)."""
-    import tempfile
-
-    from django.core.handlers import asgi
-
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 50_000
-    spooled = []
-
-    class Counted(tempfile.SpooledTemporaryFile):
-        def write(self, data):
-            spooled.append(len(data))
-            return super().write(data)
-
-    monkeypatch.setattr(asgi.tempfile, "SpooledTemporaryFile", Counted)
     chunks = (b"x" * 65_536 for _ in range(80))  # 5 MB
 
     refused = http.post(

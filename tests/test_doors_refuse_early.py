@@ -66,24 +66,12 @@ def _raw_exchange(server_url: str, head: bytes, *, timeout: float) -> tuple[byte
 
 
 def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(
-    door, engram_server, owner, monkeypatch
+    door, engram_server, owner, spooled
 ):
     """Django's handler read such a body up to ENGRAM_MAX_REQUEST_BYTES (20 MB) before its
     413: a client declaring 50 MB and sending nothing more was answered only once it had sent
     20 MB, and those 20 MB were spooled. Now the header is enough; nothing is spooled and the
     connection closes (what was not read is not received either)."""
-    import tempfile
-
-    from django.core.handlers import asgi
-
-    spooled = []
-
-    class Counted(tempfile.SpooledTemporaryFile):
-        def write(self, data):
-            spooled.append(len(data))
-            return super().write(data)
-
-    monkeypatch.setattr(asgi.tempfile, "SpooledTemporaryFile", Counted)
     path, content_type = door
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {owner[1]}\r\n"
