@@ -18,11 +18,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
-import re
 import time
 from collections.abc import AsyncGenerator
-from itertools import count
 from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler
@@ -52,6 +49,7 @@ from config.common.errors import (
 )
 from config.common.ids import keep_encoded_slashes
 from config.common.logging import request_id_var
+from config.common.middleware import request_id_for
 
 logger = logging.getLogger("engram.gateway")
 
@@ -61,20 +59,7 @@ GATEWAY_MIDDLEWARE = (
     "completions.middleware.LoopGuardMiddleware",
     "accounts.middleware.ApiKeyMiddleware",
 )
-_CLIENT_ID = re.compile(
-    r"^[A-Za-z0-9._:-]{1,128}$"
-)  # as config.common.middleware.RequestIdMiddleware
 _JSON = (b"content-type", b"application/json")
-# Request ids: a random per-process prefix and a counter, as unique as uuid4 across processes
-# and cheaper (no syscall per request).
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = count(int.from_bytes(os.urandom(4), "big"))
-
-
-def _new_request_id() -> str:
-    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):016x}"
-
-
 _SSE = (b"content-type", b"text/event-stream")
 _BRACKET = DONE[-3]  # `]`, DONE's last byte before its blank line
 
@@ -101,8 +86,7 @@ class CompletionsApp:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if len(headers) != len(scope["headers"]):  # a name sent twice: read as Django does
             headers = _joined(scope["headers"])
-        incoming = headers.get("x-request-id", "")
-        request_id = incoming if _CLIENT_ID.match(incoming) else _new_request_id()
+        request_id = request_id_for(headers.get("x-request-id", ""))
         request_id_var.set(request_id)
         base = [(b"x-request-id", request_id.encode())]
         looped = hops.refused(headers.get(hops.HEADER))

@@ -21,10 +21,9 @@ answers 100 Continue only once the application reads.
 from __future__ import annotations
 
 import json
-import uuid
 
 from config.common.errors import ApiError, request_too_large, unsupported_content_encoding
-from config.common.middleware import _CLIENT_ID
+from config.common.middleware import request_id_for
 
 Headers = list[tuple[bytes, bytes]]  # an ASGI scope's: lower-case names, as sent
 # More digits than any limit has: refused without int() (which refuses over 4,300 digits).
@@ -109,5 +108,4 @@ def request_id_head(headers: Headers) -> Headers:
     """The x-request-id of a response to these request headers: the client's, when it sent a
     sane one, else a new one."""
     incoming = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
-    request_id = incoming if _CLIENT_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
-    return [(b"x-request-id", request_id.encode())]
+    return [(b"x-request-id", request_id_for(incoming).encode())]

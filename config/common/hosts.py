@@ -15,14 +15,13 @@ WSGI application and Django's test client). The refusal is the envelope's 400
 from __future__ import annotations
 
 import logging
-import uuid
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http.request import split_domain_port, validate_host
 
 from config.common.errors import ApiError
-from config.common.middleware import _CLIENT_ID, AsyncCapable
+from config.common.middleware import AsyncCapable, request_id_for
 
 security_logger = logging.getLogger("django.security.DisallowedHost")
 
@@ -100,8 +99,7 @@ def with_allowed_hosts(app):
         if _host_allowed_cached(host):
             return await app(scope, receive, send)
         security_logger.error("Invalid HTTP_HOST header: %r.", host[:200])
-        incoming = (_header(scope, b"x-request-id") or b"").decode("latin-1")
-        request_id = incoming if _CLIENT_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        request_id = request_id_for((_header(scope, b"x-request-id") or b"").decode("latin-1"))
         response = disallowed_host().response()
         response["x-request-id"] = request_id
         await send(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
+from itertools import count
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
@@ -15,6 +16,19 @@ from config.common.logging import request_id_var
 logger = logging.getLogger("engram.request")
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# New ids: a random per-process prefix and a counter, as unique as uuid4 across processes and
+# cheaper (no syscall per request).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = count(int.from_bytes(os.urandom(4), "big"))
+
+
+def request_id_for(incoming: str) -> str:
+    """A response's x-request-id: the client's, when it sent a sane one, else a new one."""
+    if _CLIENT_ID.match(incoming):
+        return incoming
+    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
 _STATUS_MESSAGES = {
     400: "Bad request.",
     401: "Unauthorized.",
@@ -65,8 +79,7 @@ class RequestIdMiddleware(_Middleware):
     """Every response carries x-request-id (the client's, when it sent a sane one)."""
 
     def before(self, request):
-        incoming = request.headers.get("x-request-id", "")
-        request.request_id = incoming if _CLIENT_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        request.request_id = request_id_for(request.headers.get("x-request-id", ""))
         request_id_var.set(request.request_id)
 
     def after(self, request, response):
