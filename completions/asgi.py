@@ -33,12 +33,7 @@ from completions.conf import conf
 from completions.providers import hops
 from completions.streaming import DONE, dumps
 from completions.turn import Reply
-from config.common.body_headers import (
-    body_headers_refusal,
-    body_refusal,
-    request_id_head,
-    send_refusal,
-)
+from config.common.body_headers import body_refusal, send_refusal
 from config.common.errors import (
     DATABASE_UNAVAILABLE,
     ApiError,
@@ -49,7 +44,7 @@ from config.common.errors import (
 )
 from config.common.ids import keep_encoded_slashes
 from config.common.logging import request_id_var
-from config.common.middleware import request_id_for
+from config.common.middleware import request_headers, request_id_for
 
 logger = logging.getLogger("engram.gateway")
 
@@ -64,18 +59,6 @@ _SSE = (b"content-type", b"text/event-stream")
 _BRACKET = DONE[-3]  # `]`, DONE's last byte before its blank line
 
 
-def _joined(raw: list) -> dict[str, str]:
-    """The headers with a repeated name's values joined by commas, as Django's ASGIRequest
-    reads them (its META), so every door answers a request alike: a repeated Engram header
-    is no id (a 400 naming it) and a second Authorization is no key. The dict of the last
-    values let a second `x-user-id` or `Authorization` win here and be refused there."""
-    headers: dict[str, str] = {}
-    for key, value in raw:
-        name, text = key.decode("latin-1"), value.decode("latin-1")
-        headers[name] = f"{headers[name]},{text}" if name in headers else text
-    return headers
-
-
 class _Disconnected(Exception):
     pass
 
@@ -83,21 +66,14 @@ class _Disconnected(Exception):
 class CompletionsApp:
     async def __call__(self, scope, receive, send) -> None:
         started = time.perf_counter()
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if len(headers) != len(scope["headers"]):  # a name sent twice: read as Django does
-            headers = _joined(scope["headers"])
+        headers = request_headers(scope["headers"])
         request_id = request_id_for(headers.get("x-request-id", ""))
         request_id_var.set(request_id)
         base = [(b"x-request-id", request_id.encode())]
         looped = hops.refused(headers.get(hops.HEADER))
         if looped is not None:  # before the key: a looping Engram sends its upstream's key
             return await self._error(send, looped, base)
-        unread = body_refusal(
-            length=headers.get("content-length"),
-            encoding=headers.get("content-encoding"),
-            chunked="transfer-encoding" in headers,
-            limit=conf().max_body,
-        )
+        unread = body_refusal(headers, conf().max_body)
         if unread is not None:  # before the key, as every door (config.common.body_headers)
             return await send_refusal(send, unread, base)
         token = bearer_token(headers.get("authorization", ""))
@@ -288,10 +264,11 @@ def with_gateway(app):
         route = _route(scope["path"])
         if route == "completions" and conf().fast_path:
             return await completions(scope, receive, send)  # its own check, the same rule
-        headers = scope["headers"]
-        refused = body_headers_refusal(headers, conf().max_body)
+        headers = request_headers(scope["headers"])
+        refused = body_refusal(headers, conf().max_body)
         if refused is not None:  # before any door reads the body (config.common.body_headers)
-            return await send_refusal(send, refused, request_id_head(headers))
+            head = [(b"x-request-id", request_id_for(headers.get("x-request-id", "")).encode())]
+            return await send_refusal(send, refused, head)
         if route is not None:
             await lean(scope, receive, send)
         else:

@@ -127,7 +127,7 @@ def collection_ids(raw: str | None) -> list[str]:
 
 def _repeated(raw: str) -> bool:
     """Is this header two sent under one name? Both doors read a repeated header as its values
-    joined by commas (Django's META; completions.asgi._joined): `["col_a"],["col_b"]`, a JSON
+    joined by commas (Django's META; config.common.middleware.request_headers): `["col_a"],["col_b"]`, a JSON
     array followed by a comma, which was answered "must be a JSON array" as if neither were."""
     import json  # only on a refusal
 

@@ -22,6 +22,22 @@ _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = count(int.from_bytes(os.urandom(4), "big"))
 
 
+def request_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """An ASGI scope's headers by name, as Django's ASGIRequest reads them (its META): a
+    repeated name's values joined by commas, so every door answers a request alike — a
+    repeated Engram header is no id (a 400 naming it) and a second Authorization is no key.
+    The dict of the last values let a second `x-user-id` or `Authorization` win in the chat
+    door and be refused in Django's."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+    if len(headers) == len(raw):
+        return headers
+    headers = {}
+    for key, value in raw:
+        name, text = key.decode("latin-1"), value.decode("latin-1")
+        headers[name] = f"{headers[name]},{text}" if name in headers else text
+    return headers
+
+
 def request_id_for(incoming: str) -> str:
     """A response's x-request-id: the client's, when it sent a sane one, else a new one."""
     if _CLIENT_ID.match(incoming):
