@@ -210,6 +210,18 @@ class Message(models.Model):
         return f"{self.role}: {shorten(self.content, 60)}"
 
 
+class MessageTokens(models.Model):
+    """A message's token vectors as the embedder read it, packed (memory.retrieval.late: each
+    token's vocabulary id and the signs of its vector, 50 bytes a token, ~2 KB a turn of 40):
+    what a search compares with the question token by token. A row of its own, so loading
+    messages (a turn reads up to 400) never reads them; deleted with its message."""
+
+    message = models.OneToOneField(
+        Message, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    packed = models.BinaryField()
+
+
 class Memory(models.Model):
     """An atomic fact about a user, with the messages it came from."""
 

@@ -3,6 +3,8 @@ one ranking (memory.retrieval.search.search)."""
 
 from __future__ import annotations
 
+import numpy as np
+from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,6 +15,7 @@ from accounts.limits.middleware import counts_workspace_rates
 from config.common.openapi import error
 from config.common.times import unix_seconds
 from memory.apis import openapi as docs
+from memory.embeddings.base import Embedder, Tokens
 from memory.models import Memory, Message
 from memory.retrieval.fusion import shown_score
 from memory.retrieval.search import Found, search
@@ -30,7 +33,9 @@ class SearchApi(APIView):
         description="`types` names what to search: `memories` and `messages` are `user_id`'s, "
         "`chunks` come from `collection_ids` (default: what the body names, memories and "
         "messages with a `user_id`, chunks with `collection_ids`). Every item has "
-        "`type`, `id`, `text`, `score` (cosine blended with BM25, on one scale), `created_at` "
+        "`type`, `id`, `text`, `score` (cosine blended with BM25, on one scale; with token "
+        "matching on, the default, the candidates are re-ranked by how their words match the "
+        "query's, and `score` is the re-ranking's estimate, 0-1, that the item answers it), `created_at` "
         "and `sources`: a message's is itself, a memory's the messages it was extracted from, "
         "a chunk's its document. `metadata` narrows the memories (containment, as "
         "`GET /v1/memories?metadata=`), not messages nor chunks, and so does `kind`. "
@@ -73,11 +78,13 @@ class SearchApi(APIView):
         collection_ids = data["collection_ids"] if "chunks" in data["types"] else []
         if collection_ids:
             collections_check(workspace=request.workspace, collection_ids=collection_ids)
+        vectors, tokens = query_embedding(get_embedder(), data["query"])
         found = search(
             workspace=request.workspace,
             user_id=own_user(request, data.get("user_id")),
             query=data["query"],
-            vector=get_embedder().embed_one(data["query"]),
+            vector=vectors[0].tolist(),
+            query_tokens=tokens[0],
             limit=data["limit"],
             types=data["types"],
             collection_ids=collection_ids,
@@ -87,6 +94,13 @@ class SearchApi(APIView):
             created_until=filters.created_until,
         )
         return Response({"object": "list", "data": [search_item(f) for f in found]})
+
+
+def query_embedding(embedder: Embedder, query: str) -> tuple[np.ndarray, list[Tokens | None]]:
+    """The query's vector, and its token vectors when searches use them."""
+    if settings.ENGRAM_SEARCH_TOKEN_MATCH:
+        return embedder.embed_with_tokens([query])
+    return embedder.embed([query]), [None]
 
 
 def search_item(found: Found) -> dict:

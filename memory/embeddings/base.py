@@ -4,12 +4,24 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 _registry: dict[str, Callable[[str], Embedder]] = {}
 _instances: dict[tuple[str, str], Embedder] = {}
 _lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A text's wordpieces as the model read it ([CLS] and [SEP] left out): their vocabulary
+    ids, their unit vectors (the last hidden state, before pooling) and which are words (not
+    punctuation). What memory.retrieval.late compares token by token."""
+
+    ids: np.ndarray  # (n,) int
+    vectors: np.ndarray  # (n, dimensions) float32, unit rows
+    words: np.ndarray  # (n,) bool
 
 
 class Embedder(ABC):
@@ -23,6 +35,11 @@ class Embedder(ABC):
 
     def embed_one(self, text: str) -> list[float]:
         return self.embed([text])[0].tolist()
+
+    def embed_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Tokens | None]]:
+        """`embed`'s vectors and each text's token vectors, from the same run. A backend that
+        cannot give them answers None for each (its searches are ranked without them)."""
+        return self.embed(texts), [None] * len(texts)
 
 
 def register(name: str):

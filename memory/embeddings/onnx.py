@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.embeddings.base import Embedder, register
+from memory.embeddings.base import Embedder, Tokens, register
 from memory.embeddings.sentence_transformers import _model_path
 
 logger = logging.getLogger("engram.embeddings")
@@ -155,10 +155,18 @@ class OnnxEmbedder(Embedder):
             self._alone.no_padding()  # tokenizer.json's own pads to 128
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(texts, None)
+
+    def embed_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Tokens | None]]:
+        tokens: list[Tokens | None] = [None] * len(texts)
+        return self._run(texts, tokens), tokens
+
+    def _run(self, texts: Sequence[str], tokens: list[Tokens | None] | None) -> np.ndarray:
+        """The texts' vectors; with `tokens`, each text's token vectors set in it too."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         if self.batch == 1:
-            return self._embed_each(texts)
+            return self._embed_each(texts, tokens)
         # Similar lengths batch together (less padding), like sentence-transformers does.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
@@ -176,9 +184,13 @@ class OnnxEmbedder(Embedder):
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
             out[batch] = pooled / np.clip(norms, 1e-12, None)
+            if tokens is not None:
+                for row, i in enumerate(batch):
+                    n = int(mask[row].sum())
+                    tokens[i] = _tokens(encodings[row].tokens[:n], ids[row, :n], hidden[row, :n])
         return out
 
-    def _embed_each(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed_each(self, texts: Sequence[str], tokens: list[Tokens | None] | None) -> np.ndarray:
         """`embed` one text a run, bit for bit: a text alone has no padding, so its mask is all
         ones and its mean pooling is its tokens' sum over their count (`embed`'s weighted sum
         with weights 1.0, the same additions in the same order); the vectors normalized
@@ -194,6 +206,8 @@ class OnnxEmbedder(Embedder):
             feed["token_type_ids"] = np.zeros_like(ids)
             hidden = self.session.run(None, feed)[0]
             pooled[i] = hidden[0].sum(axis=0) / np.float32(len(encoding.ids))
+            if tokens is not None:
+                tokens[i] = _tokens(encoding.tokens, ids[0], hidden[0])
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return pooled / np.clip(norms, 1e-12, None)
 
@@ -219,6 +233,15 @@ class QuantizedOnnxEmbedder(OnnxEmbedder):
             # (slower) and stored vectors stay comparable either way.
             logger.warning("int8 embedding graph unavailable (%s); using fp32", exc)
             return ensure_exported(model)
+
+
+def _tokens(pieces: Sequence[str], ids: np.ndarray, hidden: np.ndarray) -> Tokens:
+    """A text's tokens from its run: [CLS] and [SEP] (first and last) left out, rows
+    normalized."""
+    vectors = hidden[1:-1]
+    vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+    words = np.array([any(c.isalnum() for c in piece) for piece in pieces[1:-1]], dtype=bool)
+    return Tokens(ids=ids[1:-1].copy(), vectors=vectors.astype(np.float32), words=words)
 
 
 def _fingerprint(source: str) -> str:

@@ -21,8 +21,9 @@ from django.db.models.base import DEFERRED
 
 from accounts.models import Workspace
 from config.common.times import unix_seconds
+from memory.embeddings.base import Tokens
 from memory.models import Conversation, Memory, Message
-from memory.retrieval import chunks, elsewhere, fusion, memories, messages
+from memory.retrieval import chunks, elsewhere, fusion, late, memories, messages
 
 MIN_SIMILARITY = fusion.MIN_SIMILARITY
 TYPES = ("memories", "messages", "chunks")
@@ -39,6 +40,7 @@ class Found:
     ranks: dict[str, int]
     sources: list[dict] = field(default_factory=list)
     kept_nearest: int = 0  # fusion.Ranked.kept_nearest
+    blended: float | None = None  # the blend's score, when a re-ranking set `score`
 
     @property
     def id(self) -> str:
@@ -59,6 +61,10 @@ class Found:
                 f"kept as one of the {self.kept_nearest} nearest by meaning, "
                 "with no word in common and below the similarity floor"
             )
+        if "tokens" in self.ranks:
+            parts.append(f"token match rank {self.ranks['tokens']}")
+        if self.blended is not None:
+            return "; ".join(parts) + f"; blended score {self.blended:.4f}; re-ranked"
         return "; ".join(parts) + f"; blended score {self.score:.4f}"
 
 
@@ -297,6 +303,7 @@ def search(
     kinds: Sequence[str] = (),
     created_from: dt.datetime | None = None,
     created_until: dt.datetime | None = None,
+    query_tokens: Tokens | None = None,
 ) -> list[Found]:
     """The sources named in `types` in one ranking; an item adds evidence or it is left out.
     `metadata` and `kinds`: only memories whose metadata contains it, of those kinds (messages
@@ -307,8 +314,13 @@ def search(
     (fusion.MEMORY_WEIGHT), and a memory whose every source message already ranks above it adds
     nothing (the LoCoMo evaluation counts evidence, not items). Chunks join on their own blended
     score, on the same scale.
+
+    With the question's `query_tokens`, the first late.POOL candidates of each kind (or
+    `limit`, if more) are re-ranked with their token match (memory.retrieval.late), and each
+    item's score is the re-ranking's.
     """
     types = set(types)
+    pool = max(limit, late.POOL) if query_tokens is not None else limit
     ranked: list[Found] = []
     memories_ranked: Future[list[Found]] | None = None
     if "memories" in types and user_id:
@@ -318,7 +330,7 @@ def search(
             user_id=user_id,
             query=query,
             vector=vector,
-            limit=limit,
+            limit=pool,
             min_similarity=MIN_SIMILARITY,
             with_sources=True,
             metadata=metadata,
@@ -338,7 +350,7 @@ def search(
             user_id=user_id,
             query=query,
             vector=vector,
-            limit=limit,
+            limit=pool,
             min_similarity=MIN_SIMILARITY,
             feedback=True,
             every_echo=True,
@@ -353,12 +365,11 @@ def search(
             collection_ids=list(collection_ids),
             query=query,
             vector=vector,
-            limit=limit,
+            limit=pool,
         )
-    ranked.sort(
-        key=lambda f: f.score * (fusion.MEMORY_WEIGHT if f.kind == "memory" else 1.0),
-        reverse=True,
-    )
+    ranked.sort(key=_weighted, reverse=True)
+    if query_tokens is not None:
+        ranked = _token_reranked(ranked, query_tokens)
     results: list[Found] = []
     covered: set[str] = set()
     for found in ranked:
@@ -371,3 +382,27 @@ def search(
         if len(results) == limit:
             break
     return results
+
+
+def _weighted(found: Found) -> float:
+    return found.score * (fusion.MEMORY_WEIGHT if found.kind == "memory" else 1.0)
+
+
+def _token_reranked(ranked: list[Found], query: Tokens) -> list[Found]:
+    """The candidates (in the blend's order) re-ranked with their token match; each one's
+    score set to the re-ranking's, its why told its match's rank."""
+    sources = [
+        f.sources[0]["message_id"] if f.kind != "chunk" and f.sources else None for f in ranked
+    ]
+    match = late.matches(query, late.packed_tokens([s for s in sources if s]))
+    if not match:
+        return ranked
+    keys = late.rescored([_weighted(f) for f in ranked], sources, match)
+    by_match = sorted(match, key=lambda s: match[s], reverse=True)
+    places = {s: i + 1 for i, s in enumerate(by_match)}
+    for found, source, key in zip(ranked, sources, keys, strict=True):
+        if source in places:
+            found.ranks["tokens"] = places[source]
+        found.blended = found.score
+        found.score = late.shown(key)
+    return sorted(ranked, key=lambda f: f.score, reverse=True)

@@ -22,7 +22,7 @@ from django.db import connection
 
 from accounts.models import Workspace
 from config.common.vectors import binding_cursor, vector_binary
-from memory.models import Message
+from memory.models import Message, MessageTokens
 
 BATCH = 200
 
@@ -40,12 +40,19 @@ def vector_text(vector: Iterable[float] | None) -> str | None:
 
 
 def messages_index_update(
-    *, workspace: Workspace, messages: list[Message], embedded: set[str]
+    *,
+    workspace: Workspace,
+    messages: list[Message],
+    embedded: set[str],
+    tokens: dict[str, bytes] | None = None,
 ) -> None:
     """Write the messages' search_text and context_embedding, and the embedding of those whose
     ids are in `embedded` (only those: a run working on the next messages may be writing the
-    vectors of the others at the same time)."""
+    vectors of the others at the same time), and their packed token vectors (`tokens`, by id;
+    memory.retrieval.late), replacing any an earlier run stored — in the same statement, a
+    statement a worker's lone turn does not pay for twice."""
     table = connection.ops.quote_name(Message._meta.db_table)
+    tokens = tokens or {}
     for start in range(0, len(messages), BATCH):
         chunk = messages[start : start + BATCH]
         params: list = []
@@ -53,11 +60,33 @@ def messages_index_update(
             own = vector_binary(m.embedding) if m.id in embedded else None
             params += [m.id, own, m.search_text, vector_binary(m.context_embedding)]
         values = ", ".join(["(%s, %b::vector, %s, %b::vector)"] * len(chunk))
+        packed = [(m.id, tokens[m.id]) for m in chunk if m.id in embedded and m.id in tokens]
+        store, store_params = _tokens_stored(workspace, packed)
         with binding_cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} AS m SET embedding = COALESCE(v.own, m.embedding),"
+                f"{store}UPDATE {table} AS m SET embedding = COALESCE(v.own, m.embedding),"
                 " search_text = v.search_text, context_embedding = v.context"
                 f" FROM (VALUES {values}) AS v(id, own, search_text, context)"
                 " WHERE m.id = v.id AND m.workspace_id = %s",
-                [*params, workspace.id],
+                [*store_params, *params, workspace.id],
             )
+
+
+def _tokens_stored(workspace: Workspace, packed: list[tuple[str, bytes]]) -> tuple[str, list]:
+    """The WITH clause that stores these messages' tokens, and its parameters: only for the
+    workspace's messages that still exist (a message deleted while the run embedded it gets
+    none; the rows are locked against a deletion until the transaction ends, as the UPDATE
+    locks them)."""
+    if not packed:
+        return "", []
+    tokens = connection.ops.quote_name(MessageTokens._meta.db_table)
+    messages = connection.ops.quote_name(Message._meta.db_table)
+    values = ", ".join(["(%s, %b::bytea)"] * len(packed))
+    clause = (
+        f"WITH stored_tokens AS (INSERT INTO {tokens} (message_id, packed)"
+        f" SELECT t.id, t.packed FROM (VALUES {values}) AS t(id, packed)"
+        f" JOIN {messages} AS tm ON tm.id = t.id AND tm.workspace_id = %s"
+        " FOR KEY SHARE OF tm"
+        " ON CONFLICT (message_id) DO UPDATE SET packed = EXCLUDED.packed) "
+    )
+    return clause, [*(x for pair in packed for x in pair), workspace.id]

@@ -30,8 +30,10 @@ from memory.background.extraction import offline
 from memory.background.extraction.remarks import without_remarks
 from memory.background.extraction.store import UserMemories
 from memory.embeddings import get_embedder
+from memory.embeddings.base import Tokens
 from memory.forgotten import forgotten, suppressions_of
 from memory.models import Memory, MemorySuppression, Message, ProcessingJob
+from memory.retrieval import late
 from memory.services.fencing import jobs_finish
 from memory.services.forgetting import suppressions_lift
 from memory.services.indexing import messages_index_update
@@ -90,10 +92,12 @@ def job_messages(jobs: list[ProcessingJob]) -> list[Message]:
 
 def embed_messages(
     rows: list[Message], also: list[str] | None = None
-) -> tuple[list[Message], np.ndarray]:
+) -> tuple[list[Message], np.ndarray, dict[str, bytes]]:
     """Vectors for the messages that have none yet (the request path never embeds them), set on
     them (write_messages stores them), and for the texts `also` (the offline extractor's
-    facts): the messages given vectors, and the vectors of `also` in their order.
+    facts): the messages given vectors, the vectors of `also` in their order, and the
+    messages' packed token vectors by id (memory.retrieval.late; none with
+    ENGRAM_SEARCH_TOKEN_MATCH off).
     """
     todo = [m for m in rows if m.embedding is None and m.content]
     also = also or []
@@ -105,25 +109,38 @@ def embed_messages(
     # padding, and a run pays for one batched run instead of two. Each distinct text once: a
     # batched run of many users' turns holds the same texts several times (a fact or a message
     # said that day by several users, a canned answer), whose vectors are the same.
-    vectors = _embedded(texts + also)
-    for message, vector in zip(todo, vectors[: len(todo)], strict=True):
+    vectors, tokens = _embedded(texts + also, with_tokens=settings.ENGRAM_SEARCH_TOKEN_MATCH)
+    packed: dict[str, bytes] = {}
+    for message, vector, token in zip(todo, vectors[: len(todo)], tokens, strict=False):
         message.embedding = vector.tolist()
-    return todo, vectors[len(todo) :]
+        if token is not None:
+            packed[message.id] = late.pack(token)
+    return todo, vectors[len(todo) :], packed
 
 
-def _embedded(texts: list[str]) -> np.ndarray:
-    """The texts' vectors, in their order, each distinct text embedded once."""
+def _embedded(texts: list[str], *, with_tokens: bool) -> tuple[np.ndarray, list[Tokens | None]]:
+    """The texts' vectors, in their order, each distinct text embedded once; with
+    `with_tokens`, their token vectors too (the same run's), else Nones."""
     if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
+        return np.zeros((0, 384), dtype=np.float32), []
     distinct = {text: i for i, text in enumerate(dict.fromkeys(texts))}
-    vectors = get_embedder().embed(list(distinct))
+    if with_tokens:
+        vectors, tokens = get_embedder().embed_with_tokens(list(distinct))
+    else:
+        vectors, tokens = get_embedder().embed(list(distinct)), [None] * len(distinct)
     if len(distinct) == len(texts):
-        return vectors
-    return vectors[[distinct[text] for text in texts]]
+        return vectors, tokens
+    order = [distinct[text] for text in texts]
+    return vectors[order], [tokens[i] for i in order]
 
 
-def write_messages(workspace: Workspace, rows: list[Message], embedded: list[Message]) -> None:
-    """Store the new vectors, and widen the search windows of the messages and the earlier ones
+def write_messages(
+    workspace: Workspace,
+    rows: list[Message],
+    embedded: list[Message],
+    tokens: dict[str, bytes] | None = None,
+) -> None:
+    """Store the new vectors (and the embedded messages' packed `tokens`), and widen the search windows of the messages and the earlier ones
     they now follow: one new row version per message, one statement for the run's
     conversations (memory.services.indexing).
 
@@ -147,6 +164,7 @@ def write_messages(workspace: Workspace, rows: list[Message], embedded: list[Mes
             workspace=workspace,
             messages=list(written.values()),
             embedded={m.id for m in embedded},
+            tokens=tokens,
         )
 
 
@@ -352,7 +370,9 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
     groups = by_conversation(job_messages(jobs))
     facts = {conversation: offline_facts(rows) for conversation, rows in groups.items()}
     texts = [text for _, found_texts in facts.values() for text in found_texts]
-    todo, vectors = embed_messages([m for rows in groups.values() for m in rows], also=texts)
+    todo, vectors, tokens = embed_messages(
+        [m for rows in groups.values() for m in rows], also=texts
+    )
     # each conversation's facts with their vectors, remarks left out (before the transaction:
     # the filter's first use in a process embeds its examples)
     kept_facts: dict[str, tuple[list, np.ndarray]] = {}
@@ -377,6 +397,7 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
             workspace,
             [m for conversation, rows in groups.items() if conversation in kept for m in rows],
             [m for m in todo if m.conversation_id in kept],
+            tokens,
         )
         # The users' suppressions in one statement (one a conversation, a turn in a batch of
         # many users' turns), each for the first of its user's conversations: a conversation
@@ -428,8 +449,8 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
 def _llm_run(jobs: list[ProcessingJob], fallback_on_error: bool) -> dict:
     job = jobs[0]
     rows = job_messages(jobs)
-    todo, _ = embed_messages(rows)
-    write_messages(job.workspace, rows, todo)
+    todo, _, tokens = embed_messages(rows)
+    write_messages(job.workspace, rows, todo, tokens)
     embedded = len(todo)
     from memory.background.extraction import llm
 
