@@ -75,8 +75,8 @@ def messages_index_update(
 def _tokens_stored(workspace: Workspace, packed: list[tuple[str, bytes]]) -> tuple[str, list]:
     """The WITH clause that stores these messages' tokens, and its parameters: only for the
     workspace's messages that still exist (a message deleted while the run embedded it gets
-    none; the rows are locked against a deletion until the transaction ends, as the UPDATE
-    locks them)."""
+    none). No locking clause: it would skip the rows the UPDATE of the same statement changes
+    (a row updated by its own command is not locked again), which is every one of them."""
     if not packed:
         return "", []
     tokens = connection.ops.quote_name(MessageTokens._meta.db_table)
@@ -86,7 +86,6 @@ def _tokens_stored(workspace: Workspace, packed: list[tuple[str, bytes]]) -> tup
         f"WITH stored_tokens AS (INSERT INTO {tokens} (message_id, packed)"
         f" SELECT t.id, t.packed FROM (VALUES {values}) AS t(id, packed)"
         f" JOIN {messages} AS tm ON tm.id = t.id AND tm.workspace_id = %s"
-        " FOR KEY SHARE OF tm"
         " ON CONFLICT (message_id) DO UPDATE SET packed = EXCLUDED.packed) "
     )
     return clause, [*(x for pair in packed for x in pair), workspace.id]
