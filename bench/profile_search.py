@@ -54,9 +54,9 @@ def main() -> int:
 
     from accounts.models import Workspace
     from bench.eval_locomo import CATEGORIES, DATA
-    from memory.apis.search import search_item
+    from memory.apis.search import query_embedding, search_item
     from memory.embeddings import get_embedder
-    from memory.retrieval import memories, messages, search
+    from memory.retrieval import late, memories, messages, search
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -107,6 +107,8 @@ def main() -> int:
     memories.ranked = timed("memories.ranked", memories.ranked)
     messages.ranked = timed("messages.ranked", messages.ranked)
     messages._feedback = timed("messages._feedback", messages._feedback)
+    late.packed_tokens = timed("late.packed_tokens", late.packed_tokens)
+    late.matches = timed("late.matches", late.matches)
 
     questions = [
         (f"locomo-{sample['sample_id']}-{run}", qa["question"])
@@ -120,15 +122,16 @@ def main() -> int:
         for user_id, question in questions:
             with stage("total"):
                 with stage("embedding"):
-                    vector = embedder.embed_one(question)
+                    vectors, tokens = query_embedding(embedder, question)
                 with stage("search()"):
                     found = search.search(
                         workspace=workspace,
                         user_id=user_id,
                         query=question,
-                        vector=vector,
+                        vector=vectors[0].tolist(),
                         limit=20,
                         types=["memories", "messages"],
+                        query_tokens=tokens[0],
                     )
                 with stage("serialization"):
                     items = json.dumps([search_item(f) for f in found], default=str)

@@ -3,6 +3,7 @@ candidates by how their tokens match the question's (memory.retrieval.late)."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -87,6 +88,28 @@ def test_a_rare_shared_word_matches_more_than_common_ones():
     assert max(match, key=match.get) == str(OBOE)  # the oboe, not "instrument" or "music"
     _, (dots,) = get_embedder().embed_with_tokens(["?!"])
     assert late.matches(dots, {"0": late.pack(turns[0])}) == {}  # no word: no match
+
+
+def test_matches_is_the_per_candidate_formula():
+    """All candidates at once give what each one alone gives: the mean over the question's
+    words of their best cosine with the candidate's tokens, weighted by idf among them."""
+    _, (query,) = get_embedder().embed_with_tokens([QUESTION])
+    _, turns = get_embedder().embed_with_tokens([*WEEK, "Oboe!"])
+    packed = {str(i): late.pack(t) for i, t in enumerate(turns)}
+    packed["empty"] = b""
+    got = late.matches(query, packed)
+    unpacked = {k: late.unpack(v, 384) for k, v in packed.items() if v}
+    held = [set(ids.tolist()) for ids, _ in unpacked.values()]
+    weights = np.array(
+        [
+            math.log((len(held) + 1) / (sum(i in h for h in held) + 0.5)) if word else 0.0
+            for i, word in zip(query.ids.tolist(), query.words.tolist(), strict=True)
+        ]
+    )
+    for key, (_, signs) in unpacked.items():
+        best = (query.vectors @ signs.T).max(axis=1)
+        assert got[key] == pytest.approx(float(best @ weights / weights.sum()), rel=1e-5)
+    assert set(got) == set(unpacked)
 
 
 def test_rescored_leaves_candidates_without_tokens_where_the_blend_put_them():

@@ -22,7 +22,6 @@ float vectors, for a seventh of the bytes.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -59,28 +58,35 @@ def unpack(packed: bytes, dimensions: int) -> tuple[np.ndarray, np.ndarray]:
 def matches(query: Tokens, packed: Mapping[str, bytes]) -> dict[str, float]:
     """Each message's token match with the question: the mean over the question's words of
     their best cosine with one of its tokens, weighted by the words' rarity among these
-    messages (idf, word pieces; punctuation weighs nothing)."""
+    messages (idf, word pieces; punctuation weighs nothing). All candidates in one product and
+    one segmented max (~40 candidates: 0.5 ms, against 1.4 a candidate at a time)."""
     dimensions = query.vectors.shape[1]
-    unpacked = {key: unpack(blob, dimensions) for key, blob in packed.items() if blob}
-    if not unpacked or not query.words.any():
+    width = dimensions // 8
+    keys, ids, bits = [], [], []
+    for key, blob in packed.items():
+        n = len(blob) // (_ID.itemsize + width)
+        if n:
+            keys.append(key)
+            ids.append(np.frombuffer(blob, dtype=_ID, count=n))
+            bits.append(np.frombuffer(blob, dtype=np.uint8, offset=n * _ID.itemsize))
+    if not keys or not query.words.any():
         return {}
-    seen = Counter(i for ids, _ in unpacked.values() for i in set(ids.tolist()))
-    n = len(unpacked)
-    weights = np.array(
-        [
-            math.log((n + 1) / (seen.get(i, 0) + 0.5)) if word else 0.0
-            for i, word in zip(query.ids.tolist(), query.words.tolist(), strict=True)
-        ],
-        dtype=np.float32,
-    )
+    # how many candidates hold each of the question's word pieces
+    pieces, counts = np.unique(np.concatenate([np.unique(i) for i in ids]), return_counts=True)
+    at = np.minimum(np.searchsorted(pieces, query.ids), len(pieces) - 1)
+    seen = np.where(pieces[at] == query.ids, counts[at], 0)
+    weights = np.where(query.words, np.log((len(keys) + 1) / (seen + 0.5)), 0.0)
+    weights = weights.astype(np.float32)
     total = float(weights.sum())
     if total <= 0:
         return {}
-    return {
-        key: float((query.vectors @ signs.T).max(axis=1) @ weights) / total
-        for key, (_, signs) in unpacked.items()
-        if len(signs)
-    }
+    signs = np.unpackbits(np.concatenate(bits)).reshape(-1, dimensions).astype(np.float32)
+    signs = signs * np.float32(2 / math.sqrt(dimensions)) - np.float32(1 / math.sqrt(dimensions))
+    similarity = query.vectors @ signs.T  # (question tokens, every candidate's tokens)
+    starts = np.cumsum([0] + [len(i) for i in ids[:-1]])
+    best = np.maximum.reduceat(similarity, starts, axis=1)  # (question tokens, candidates)
+    scores = weights @ best / total
+    return dict(zip(keys, scores.tolist(), strict=True))
 
 
 def rescored(
@@ -110,7 +116,14 @@ def shown(score: float) -> float:
 
 def packed_tokens(message_ids: Sequence[str]) -> dict[str, bytes]:
     """The stored tokens of these messages (the caller's own: ids from its scoped search)."""
+    from django.db import connection
+
     from memory.models import MessageTokens
 
-    rows = MessageTokens.objects.filter(message_id__in=list(dict.fromkeys(message_ids)))
-    return {m: bytes(p) for m, p in rows.values_list("message_id", "packed")}
+    table = connection.ops.quote_name(MessageTokens._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT message_id, packed FROM {table} WHERE message_id = ANY(%s)",
+            [list(dict.fromkeys(message_ids))],
+        )
+        return {m: bytes(p) for m, p in cursor.fetchall()}
