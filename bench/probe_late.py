@@ -1,27 +1,37 @@
-"""Replays a late-interaction re-ranking (MaxSim over MiniLM's token vectors) on a saved run.
+"""Replays the token match (memory.retrieval.late) on a saved run, each fold held out.
 
-    .venv/bin/python bench/eval_locomo.py --keep --skip-context --limit 100 --dump /tmp/d.json
+    ENGRAM_SEARCH_TOKEN_MATCH=false \
+        .venv/bin/python bench/eval_locomo.py --keep --skip-context --limit 100 --dump /tmp/d.json
     .venv/bin/python bench/probe_late.py /tmp/d.json
 
-A turn's stored vector is the mean of its tokens' vectors, so one word of a long turn that
-answers the question is averaged away. Late interaction (ColBERT's MaxSim) keeps the tokens:
-each question token finds its most similar token of the turn, and the turn's score is the mean
-(or the rare-word-weighted mean) of those maxima — the question and the turn read together
-token by token, the nearest this model's weights come to a reranker. MiniLM was trained for
-mean pooling, not for this, so whether its token vectors carry the signal is what this
-measures. A memory takes its first source turn's score. Each question's first 100 items are
-re-ranked with `weighted + λ · MaxSim`; rows as bench/probe_rerank.py's, with the
-leave-one-out choice.
+(the dump of the blend alone: with the setting on, /v1/search's scores are the re-ranking's.)
+
+A stored vector is the mean of its text's token vectors, so the one word of a long turn that
+answers a question is averaged away. Late interaction (ColBERT's MaxSim) keeps the tokens:
+each word of the question finds its most similar token of the turn, weighted by its rarity
+among the candidates. MiniLM was trained for mean pooling, not for this; whether its token
+vectors carry the signal is what this measures, with the product's own functions: every turn
+embedded as the worker embeds it (memory.text.message_search_text, the configured embedder's
+`embed_with_tokens`), packed as the worker stores it (signs), matched as /v1/search matches
+(`late.matches`), on the candidates /v1/search re-ranks (late.POOL of each kind). A memory takes
+its first source turn's match.
+
+Rows (R@10 per conversation, as bench/probe_rerank.py's):
+- `λ` rows: the blend plus λ x the z-scored match, λ chosen per fold (the leave-one-out line);
+- `learned, held out`: for each conversation, a logistic regression on the other four's
+  candidates (blend, log of its place in the blend's order, the z-scored match; label: the
+  candidate's source turn is evidence), scored on that one — held out by construction;
+- `product constants`: late.RANK_WEIGHT / TOKEN_WEIGHT, fitted on all five (what ships);
+then each fold's fitted weights, divided by the blend's, beside the product's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
+import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,117 +39,121 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+# settings for the embedder alone: nothing here opens a connection
+os.environ.setdefault("DATABASE_URL", "postgres://probe@localhost/probe")
+os.environ.setdefault("REDIS_URL", "redis://localhost/0")
+
+import django  # noqa: E402
+
+django.setup()
 
 from bench.eval_locomo import DATA, turn_text, turns  # noqa: E402
-from bench.probe_rerank import assemble, fold_table, weighted  # noqa: E402
-from bench.probe_sentences import day_label  # noqa: E402
-
-MODEL = "all-MiniLM-L6-v2"
-CACHE = Path("/tmp/probe_late_cache.npz")
+from bench.probe_rerank import assemble, fold_table, recall10, weighted  # noqa: E402
+from memory.embeddings import get_embedder  # noqa: E402
+from memory.retrieval import late  # noqa: E402
+from memory.text import message_search_text  # noqa: E402
 
 
 def corpus(samples: set[str]) -> dict[tuple[str, str], str]:
+    """Every turn of the samples as the worker embeds it, by (sample, dia_id)."""
     out = {}
     for sample in json.loads(DATA.read_text()):
         if sample["sample_id"] not in samples:
             continue
         for _, date, session in turns(sample["conversation"]):
-            when = dt.datetime.fromisoformat(date.rstrip("Z"))
+            when = dt.datetime.fromisoformat(date.replace("Z", "+00:00"))
             for turn in session:
-                prefix = f"[{day_label(when)}] {turn['speaker']}: "
-                out[sample["sample_id"], turn["dia_id"]] = prefix + turn_text(turn)
+                out[sample["sample_id"], turn["dia_id"]] = message_search_text(
+                    role="user", name=turn["speaker"], content=turn_text(turn), created_at=when
+                )
     return out
 
 
-def token_vectors(texts: list[str]) -> dict[str, tuple[list[str], np.ndarray]]:
-    """Each text's wordpieces (without [CLS]/[SEP]) and their unit vectors, from the model's
-    last hidden state, one text a run (no padding)."""
-    from memory.embeddings.onnx import OnnxEmbedder
-
-    if CACHE.exists():
-        data = np.load(CACHE, allow_pickle=True)
-        known = dict(zip(data["texts"].tolist(), data["values"].tolist(), strict=True))
-    else:
-        known = {}
-    todo = sorted({t for t in texts if t not in known})
-    if todo:
-        model = OnnxEmbedder(MODEL)
-        for text in todo:
-            enc = model._alone.encode(text) if hasattr(model, "_alone") else None
-            if enc is None:
-                model.tokenizer.no_padding()
-                enc = model.tokenizer.encode(text)
-            ids = np.array([enc.ids], dtype=np.int64)
-            hidden = model.session.run(
-                None,
-                {
-                    "input_ids": ids,
-                    "attention_mask": np.ones_like(ids),
-                    "token_type_ids": np.zeros_like(ids),
-                },
-            )[0][0][1:-1]
-            hidden = hidden / np.clip(np.linalg.norm(hidden, axis=1, keepdims=True), 1e-12, None)
-            known[text] = (enc.tokens[1:-1], hidden.astype(np.float32))
-        values = np.empty(len(known), dtype=object)
-        values[:] = list(known.values())
-        np.savez(CACHE, texts=np.array(list(known), dtype=object), values=values)
-    return known
-
-
-def is_word(token: str) -> bool:
-    return any(c.isalnum() for c in token)
+def pooled(row: dict) -> dict:
+    """The row with the candidates /v1/search re-ranks: late.POOL of each kind, by score."""
+    items = sorted(row["items"], key=lambda it: it["score"], reverse=True)
+    kept = [it for it in items if it["type"] == "memory"][: late.POOL]
+    kept += [it for it in items if it["type"] == "message"][: late.POOL]
+    return {**row, "items": kept}
 
 
 def main() -> int:
-    rows = json.loads(Path(sys.argv[1]).read_text())
+    rows = [pooled(r) for r in json.loads(Path(sys.argv[1]).read_text())]
     folds = list(dict.fromkeys(r["sample"] for r in rows))
-    turns_of = corpus(set(folds))
-    toks = token_vectors([*turns_of.values(), *(r["question"] for r in rows)])
-    # Wordpiece document frequencies per conversation (a token's rarity among its turns).
-    idf: dict[str, dict[str, float]] = {}
-    for sample in folds:
-        texts = [t for (s, _), t in turns_of.items() if s == sample]
-        df = Counter(tok for t in texts for tok in set(toks[t][0]))
-        idf[sample] = {tok: math.log((len(texts) + 1) / (n + 0.5)) for tok, n in df.items()}
+    text_of = corpus(set(folds))
+    keys = sorted(set(text_of))
+    embedder = get_embedder()
+    _, turn_tokens = embedder.embed_with_tokens([text_of[k] for k in keys])
+    packed = {k: late.pack(t) for k, t in zip(keys, turn_tokens, strict=True) if t is not None}
+    questions = list(dict.fromkeys(r["question"] for r in rows))
+    _, question_tokens = embedder.embed_with_tokens(questions)
+    asked = dict(zip(questions, question_tokens, strict=True))
 
-    def maxsim(r: dict, dia: str | None, weighting: str) -> float:
-        text = turns_of.get((r["sample"], dia)) if dia else None
-        if text is None:
-            return 0.0
-        q_tokens, q = toks[r["question"]]
-        t_tokens, t = toks[text]
-        best = (q @ t.T).max(axis=1)
-        if weighting == "uniform":
-            return float(best.mean())
-        table = idf[r["sample"]]
-        top = max(table.values())
-        w = np.array(
-            [(table.get(tok, top) if is_word(tok) else 0.0) for tok in q_tokens], dtype=np.float32
+    def features(row: dict) -> tuple[np.ndarray, list[dict]]:
+        """(blend, log place, z-scored match) per candidate, in the blend's order."""
+        items = sorted(row["items"], key=weighted, reverse=True)
+        sources = [it["sources"][0].get("dia_id") if it["sources"] else None for it in items]
+        match = late.matches(
+            asked[row["question"]], {d: packed[row["sample"], d] for d in sources if d}
         )
-        return float((best * w).sum() / max(w.sum(), 1e-9))
+        raw = np.array([match.get(d, 0.0) if d else 0.0 for d in sources])
+        z = (raw - raw.mean()) / (raw.std() or 1.0)
+        x = np.column_stack([[weighted(it) for it in items], np.log1p(np.arange(len(items))), z])
+        return x, items
 
-    memo: dict[tuple[int, str | None, str], float] = {}
+    feats = {id(r): features(r) for r in rows}
 
-    def late(r: dict, item: dict, weighting: str) -> float:
-        dia = item["sources"][0].get("dia_id") if item["sources"] else None
-        key = (id(r), dia, weighting)
-        if key not in memo:
-            memo[key] = maxsim(r, dia, weighting)
-        return memo[key]
-
-    def variant(lam: float, weighting: str, pool: int = 100):
-        def rerank(r: dict, given: list) -> list:
-            head = sorted(given, key=weighted, reverse=True)[:pool]
-            return assemble(head, lambda it: weighted(it) + lam * late(r, it, weighting))
+    def linear(w: np.ndarray):
+        def rerank(row: dict, given: list) -> list:
+            x, items = feats[id(row)]
+            score = {id(it): s for it, s in zip(items, x @ w, strict=True)}
+            return assemble(items, lambda it: score[id(it)])
 
         return rerank
 
-    changes = {}
-    for weighting in ("uniform", "idf"):
-        for lam in (0.1, 0.2, 0.3, 0.5, 1.0, 3.0):
-            changes[f"{weighting} λ {lam}"] = variant(lam, weighting)
-        changes[f"{weighting} alone, top 30"] = variant(100.0, weighting, pool=30)
-    fold_table(rows, {"baseline": variant(0.0, "uniform"), **changes})
+    changes = {"baseline": linear(np.array([1.0, 0.0, 0.0]))}
+    for lam in (0.05, 0.1, 0.2, 0.3):
+        changes[f"λ {lam} x match"] = linear(np.array([1.0, 0.0, lam]))
+    fold_table(rows, changes)
+
+    from sklearn.linear_model import LogisticRegression
+
+    def fitted(train: list[dict]) -> np.ndarray:
+        x = np.vstack([feats[id(r)][0] for r in train])
+        y = np.array(
+            [
+                int(any(s.get("dia_id") in r["evidence"] for s in it["sources"]))
+                for r in train
+                for it in feats[id(r)][1]
+            ]
+        )
+        mu, sd = x.mean(0), x.std(0) + 1e-9
+        model = LogisticRegression(C=0.1, max_iter=2000).fit((x - mu) / sd, y)
+        w = model.coef_[0] / sd
+        return w / w[0]
+
+    held: dict[str, float] = {}
+    print("\nlearned, held out (each fold's weights fitted on the other four; / the blend's)")
+    for fold in folds:
+        w = fitted([r for r in rows if r["sample"] != fold])
+        rerank = linear(w)
+        mine = [r for r in rows if r["sample"] == fold]
+        held[fold] = 100 * statistics.fmean(recall10(r, rerank(r, r["items"])) for r in mine)
+        print(f"  {fold}: place {w[1]:+.3f}, match {w[2]:+.3f}; held-out R@10 {held[fold]:.1f}")
+    print(f"  mean of the held-out folds: {statistics.fmean(held.values()):.1f}")
+    everything = fitted(rows)
+    print(
+        f"all five: place {everything[1]:+.3f}, match {everything[2]:+.3f}; "
+        f"product constants: place {late.RANK_WEIGHT:+.3f}, match {late.TOKEN_WEIGHT:+.3f}"
+    )
+    fold_table(
+        rows,
+        {
+            "baseline": linear(np.array([1.0, 0.0, 0.0])),
+            "product constants": linear(np.array([1.0, late.RANK_WEIGHT, late.TOKEN_WEIGHT])),
+        },
+    )
     return 0
 
 

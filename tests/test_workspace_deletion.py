@@ -59,6 +59,7 @@ def populate(workspace: Workspace) -> None:
         Document,
         MemorySuppression,
         Message,
+        MessageTokens,
         ProcessingJob,
     )
     from memory.services import conversation_get_or_create, memory_create, messages_append
@@ -78,6 +79,7 @@ def populate(workspace: Workspace) -> None:
         messages=[{"role": "user", "content": "I cycle."}, {"role": "assistant", "content": "Ok"}],
     )
     source = Message.objects.filter(conversation=conversation).first()
+    MessageTokens.objects.create(message=source, packed=b"\x01\x00" + bytes(48))
     memory_create(
         workspace=workspace,
         user_id="alice",

@@ -12,11 +12,13 @@ message's when it embeds it (MessageTokens, packed: vocabulary id and the signs 
 The search ranks as before, then re-ranks its candidates (POOL of each kind) by their blended
 score, their place in that order and the token match, z-scored over the candidates; the three
 weights are a logistic regression's on LoCoMo's five dev conversations (label: the candidate's
-source turn is evidence). Fitted on four and scored on the fifth, each fold in turn (the
-figures are held out by construction, bench/probe_late.py), R@10 81.0 -> 82.0 (multi-hop 49.0
--> 55.1), no fold below the baseline by more than 0.6; the weights of the five fits lie within
-a few per cent of each other (README, Memory quality). Signs alone lose 0.2 of that against
-float vectors, for a seventh of the bytes.
+source turn is evidence). Fitted on four and scored on the fifth, each fold in turn
+(bench/probe_late.py, held out by construction): R@10 81.0 -> 81.9 (folds 83.6 / 82.7 / 84.3 /
+77.0 / 81.9 against 81.2 / 83.3 / 82.4 / 77.0 / 81.2), the five fits' weights within
+-0.163..-0.209 (place) and +0.254..+0.299 (match); live with these constants, `make eval`
+R@10 82.1, multi-hop 49.0 -> 54.6. Signs alone lose ~0.2 against float token vectors, for an
+eighth of the bytes. Cost: ~1.8 KB a LoCoMo turn stored; a search ~2-3 ms more (a statement
+for the candidates' tokens, ~1 ms of numpy; bench/profile_search.py).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import numpy as np
 from memory.embeddings.base import Tokens
 
 POOL = 20  # candidates of each kind the re-ranking reads (the evaluation's limit)
-# The logistic regression's weights, divided by the blended score's (2.996): the blend, minus
-# RANK_WEIGHT x log(1 + its place in the blend's order), plus TOKEN_WEIGHT x the z-scored match.
+# The logistic regression's weights on all five conversations, divided by the blended score's
+# (2.996): the blend, plus RANK_WEIGHT x log(1 + its place in the blend's order), plus
+# TOKEN_WEIGHT x the z-scored match.
 RANK_WEIGHT = -0.175
 TOKEN_WEIGHT = 0.276
 # The same fit's scale and intercept in those units: a re-ranked score shown as the fitted
