@@ -73,19 +73,30 @@ def child(
     from memory.embeddings import get_embedder
 
     embedder = get_embedder()
-    embed = embedder.embed
+    depth = 0  # a call inside another (the base class's embed_with_tokens calls embed) once
 
-    def timed_embed(*args, **kwargs):
-        nonlocal embedding, calls, texts
-        calls += 1
-        texts += len(args[0]) if args else len(kwargs.get("texts", []))
-        began = time.process_time()
-        try:
-            return embed(*args, **kwargs)
-        finally:
-            embedding += time.process_time() - began
+    def timing(method):
+        def timed(*args, **kwargs):
+            nonlocal embedding, calls, texts, depth
+            if depth:
+                return method(*args, **kwargs)
+            calls += 1
+            texts += len(args[0]) if args else len(kwargs.get("texts", []))
+            began = time.process_time()
+            depth += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth -= 1
+                embedding += time.process_time() - began
 
-    embedder.embed = timed_embed  # type: ignore[method-assign]
+        return timed
+
+    # the worker embeds with its tokens (memory.retrieval.late) or without; an older checkout
+    # has `embed` alone
+    for name in ("embed", "embed_with_tokens"):
+        if hasattr(embedder, name):
+            setattr(embedder, name, timing(getattr(embedder, name)))
 
     def counter(execute, sql, params, many, context):
         nonlocal count
