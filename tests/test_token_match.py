@@ -156,3 +156,41 @@ def test_the_worker_stores_tokens_and_search_reranks_by_them(http, settings):
     oboe = said[OBOE]["id"]
     Message.objects.filter(id=oboe).delete()
     assert not MessageTokens.objects.filter(message_id=oboe).exists()
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_backfill_gives_older_messages_the_tokens_the_worker_would_have(http, settings):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    settings.OPENAI_BASE_URL = ""
+    settings.ENGRAM_SEARCH_TOKEN_MATCH = False  # embedded before tokens were kept
+    said = imported(http, "alice", WEEK)
+    ids = [m["id"] for m in said]
+    assert not MessageTokens.objects.filter(message_id__in=ids).exists()
+    with pytest.raises(CommandError, match="ENGRAM_SEARCH_TOKEN_MATCH"):
+        call_command("backfilltokens")
+
+    settings.ENGRAM_SEARCH_TOKEN_MATCH = True
+    assert "token match" not in searched(http, limit=len(WEEK))[0]["why"]  # none stored yet
+    out = StringIO()
+    call_command("backfilltokens", "--batch", "3", stdout=out)
+    assert f"for {len(WEEK)} messages" in out.getvalue()
+    stored = dict(
+        MessageTokens.objects.filter(message_id__in=ids).values_list("message_id", "packed")
+    )
+    assert len(stored) == len(WEEK)
+    from memory.text import message_search_text
+
+    first = Message.objects.get(id=ids[0])
+    text = message_search_text(
+        role=first.role, name=first.name, content=first.content, created_at=first.created_at
+    )
+    _, (tokens,) = get_embedder().embed_with_tokens([text])
+    assert bytes(stored[ids[0]]) == late.pack(tokens)  # what the worker stores
+    assert all("token match" in f["why"] for f in searched(http, limit=len(WEEK)))
+
+    out = StringIO()
+    call_command("backfilltokens", stdout=out)  # again: nothing left to do
+    assert "for 0 messages" in out.getvalue()

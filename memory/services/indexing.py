@@ -72,6 +72,16 @@ def messages_index_update(
             )
 
 
+def message_tokens_store(*, workspace: Workspace, packed: dict[str, bytes]) -> None:
+    """Store these messages' packed token vectors alone (a backfill of messages embedded before
+    they were kept: memory.background.tokens_backfill), BATCH a statement."""
+    items = list(packed.items())
+    for start in range(0, len(items), BATCH):
+        clause, params = _tokens_stored(workspace, items[start : start + BATCH])
+        with binding_cursor() as cursor:
+            cursor.execute(clause + "SELECT 1", params)
+
+
 def _tokens_stored(workspace: Workspace, packed: list[tuple[str, bytes]]) -> tuple[str, list]:
     """The WITH clause that stores these messages' tokens, and its parameters: only for the
     workspace's messages that still exist (a message deleted while the run embedded it gets

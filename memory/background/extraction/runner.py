@@ -111,7 +111,7 @@ def embed_messages(
     # said that day by several users, a canned answer), whose vectors are the same.
     vectors, tokens = _embedded(texts + also, with_tokens=settings.ENGRAM_SEARCH_TOKEN_MATCH)
     packed: dict[str, bytes] = {}
-    for message, vector, token in zip(todo, vectors[: len(todo)], tokens, strict=False):
+    for message, vector, token in zip(todo, vectors[: len(todo)], tokens[: len(todo)], strict=True):
         message.embedding = vector.tolist()
         if token is not None:
             packed[message.id] = late.pack(token)
@@ -140,9 +140,9 @@ def write_messages(
     embedded: list[Message],
     tokens: dict[str, bytes] | None = None,
 ) -> None:
-    """Store the new vectors (and the embedded messages' packed `tokens`), and widen the search windows of the messages and the earlier ones
-    they now follow: one new row version per message, one statement for the run's
-    conversations (memory.services.indexing).
+    """Store the new vectors (and the embedded messages' packed `tokens`), and widen the search
+    windows of the messages and the earlier ones they now follow: one new row version per
+    message, one statement for the run's conversations (memory.services.indexing).
 
     A message is embedded alone ("[date] speaker: text"); its indexes take in its neighbours.
     """
