@@ -121,7 +121,7 @@ def test_rescored_leaves_candidates_without_tokens_where_the_blend_put_them():
 
 
 @pytest.mark.usefixtures("celery_worker")
-def test_the_worker_stores_tokens_and_search_reranks_by_them(http, settings):
+def test_the_worker_stores_tokens_and_search_reranks_by_them(http, settings, monkeypatch):
     settings.OPENAI_BASE_URL = ""  # the offline extractor
     said = imported(http, "alice", WEEK)
     stored = MessageTokens.objects.filter(message_id__in=[m["id"] for m in said])
@@ -151,6 +151,12 @@ def test_the_worker_stores_tokens_and_search_reranks_by_them(http, settings):
             f["id"] for f in sorted(found, key=lambda f: -float(_BLENDED.search(f["why"])[1]))
         ]
     assert moved  # the match re-ordered some of them
+
+    # only the first late.POOL of each kind are matched; the rest rank by blend and place
+    monkeypatch.setattr(late, "POOL", 3)
+    found = searched(http, limit=len(WEEK))
+    assert sum("token match rank" in f["why"] for f in found) == 3
+    assert [f["score"] for f in found] == sorted((f["score"] for f in found), reverse=True)
 
     # a message deleted takes its tokens with it
     oboe = said[OBOE]["id"]

@@ -390,10 +390,15 @@ def _weighted(found: Found) -> float:
 
 def _token_reranked(ranked: list[Found], query: Tokens) -> list[Found]:
     """The candidates (in the blend's order) re-ranked with their token match; each one's
-    score set to the re-ranking's, its why told its match's rank."""
-    sources = [
-        f.sources[0]["message_id"] if f.kind != "chunk" and f.sources else None for f in ranked
-    ]
+    score set to the re-ranking's, its why told its match's rank. Only the first late.POOL
+    memories and messages are matched (what the weights were fitted on; a `limit` of 100 read
+    and matched five times as many tokens, +8 ms a search); the rest rank by blend and place."""
+    seen: dict[str, int] = {}
+    sources: list[str | None] = []
+    for f in ranked:
+        seen[f.kind] = seen.get(f.kind, 0) + 1
+        matched = f.kind != "chunk" and f.sources and seen[f.kind] <= late.POOL
+        sources.append(f.sources[0]["message_id"] if matched else None)
     match = late.matches(query, late.packed_tokens([s for s in sources if s]))
     if not match:
         return ranked
