@@ -71,3 +71,25 @@ def test_any_host_is_served_when_none_is_named(settings, http):
     settings.DEBUG = False
     settings.ALLOWED_HOSTS = ["*"]
     assert http.get("/v1/models", headers={"host": FORGED}).status_code == 200
+
+
+def test_a_forged_host_is_refused_unread_and_the_connection_closed(named_hosts, engram_server):
+    """At the ASGI door (config.common.hosts.with_allowed_hosts): the 400 says `Connection:
+    close` and the server closes the socket without reading the declared 10 MB body."""
+    import socket
+
+    host, port = engram_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /v1/embeddings HTTP/1.1\r\nHost: {FORGED}\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {10 * 1024 * 1024}\r\nx-request-id: req-forged-1\r\n\r\n"
+            "{".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes: recv returns b""
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"connection: close" in head.lower()
+    assert b"x-request-id: req-forged-1" in head.lower()
+    assert b'"disallowed_host"' in body

@@ -9,7 +9,8 @@ HTTP Host header attacks; a disallowed host raises DisallowedHost, a 400). So th
 first: `with_allowed_hosts` around the whole ASGI application (every door), and
 `AllowedHostMiddleware` first in Django's chain after the request id and the envelope (the
 WSGI application and Django's test client). The refusal is the envelope's 400
-`disallowed_host`, logged as Django logs it (logger `django.security.DisallowedHost`).
+`disallowed_host`, logged as Django logs it (logger `django.security.DisallowedHost`); at the
+ASGI door it closes the connection without reading the body (`Connection: close`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http.request import split_domain_port, validate_host
 
+from config.common.body_headers import send_refusal
 from config.common.errors import ApiError
 from config.common.middleware import AsyncCapable, request_id_for
 
@@ -100,19 +102,9 @@ def with_allowed_hosts(app):
             return await app(scope, receive, send)
         security_logger.error("Invalid HTTP_HOST header: %r.", host[:200])
         request_id = request_id_for((_header(scope, b"x-request-id") or b"").decode("latin-1"))
-        response = disallowed_host().response()
-        response["x-request-id"] = request_id
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": [
-                    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.items()
-                ]
-                + [(b"content-length", str(len(response.content)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.content})
+        # the connection closed, its body unread: a request for a host this server does not
+        # serve gets no more of its time, nor a kept-alive connection for the next one
+        await send_refusal(send, disallowed_host(), [(b"x-request-id", request_id.encode())])
 
     return application
 
