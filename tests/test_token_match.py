@@ -114,7 +114,9 @@ def test_matches_is_the_per_candidate_formula():
 
 def test_rescored_leaves_candidates_without_tokens_where_the_blend_put_them():
     blend = [0.9, 0.8, 0.7]
-    assert late.rescored(blend, [None, None, None], {}) == blend
+    places = [0.9, 0.8 + late.RANK_WEIGHT * np.log(2), 0.7 + late.RANK_WEIGHT * np.log(3)]
+    assert late.rescored(blend, [None, None, None], {}) == pytest.approx(places)
+    assert late.rescored(blend, ["a", None, None], {"a": 0.9}) == pytest.approx(places)
     scores = late.rescored(blend, ["a", "b", None], {"a": 0.2, "b": 0.6})
     assert scores[1] > scores[0]  # b's match lifts it over a
     assert scores[2] == pytest.approx(0.7 + late.RANK_WEIGHT * np.log(3))  # a chunk: no match term
