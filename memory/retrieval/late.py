@@ -48,13 +48,19 @@ def pack(tokens: Tokens) -> bytes:
     return np.asarray(tokens.ids, dtype=_ID).tobytes() + signs.tobytes()
 
 
+def _parts(packed: bytes, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """`pack`'s layout read back: its ids, and its sign bytes (`width` a token) flat."""
+    n = len(packed) // (_ID.itemsize + width)
+    return (
+        np.frombuffer(packed, dtype=_ID, count=n),
+        np.frombuffer(packed, dtype=np.uint8, offset=n * _ID.itemsize, count=n * width),
+    )
+
+
 def unpack(packed: bytes, dimensions: int) -> tuple[np.ndarray, np.ndarray]:
     """`pack`'s ids, and its signs as unit rows (±1 / √dimensions)."""
-    width = dimensions // 8
-    n = len(packed) // (_ID.itemsize + width)
-    ids = np.frombuffer(packed, dtype=_ID, count=n)
-    bits = np.frombuffer(packed, dtype=np.uint8, offset=n * _ID.itemsize).reshape(n, width)
-    signs = np.unpackbits(bits, axis=1).astype(np.float32) * 2.0 - 1.0
+    ids, bits = _parts(packed, dimensions // 8)
+    signs = np.unpackbits(bits).reshape(-1, dimensions).astype(np.float32) * 2.0 - 1.0
     return ids, signs / np.float32(math.sqrt(dimensions))
 
 
@@ -65,14 +71,13 @@ def matches(query: Tokens, packed: Mapping[str, bytes]) -> dict[str, float]:
     one segmented max: ~1.1 ms for a search's ~40 candidates (~1,400 tokens), against 1.4 ms
     a candidate at a time (bench/README, *Token match*)."""
     dimensions = query.vectors.shape[1]
-    width = dimensions // 8
     keys, ids, bits = [], [], []
     for key, blob in packed.items():
-        n = len(blob) // (_ID.itemsize + width)
-        if n:
+        its_ids, its_bits = _parts(blob, dimensions // 8)
+        if len(its_ids):
             keys.append(key)
-            ids.append(np.frombuffer(blob, dtype=_ID, count=n))
-            bits.append(np.frombuffer(blob, dtype=np.uint8, offset=n * _ID.itemsize))
+            ids.append(its_ids)
+            bits.append(its_bits)
     if not keys or not query.words.any():
         return {}
     # how many candidates hold each of the question's word pieces

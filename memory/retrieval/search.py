@@ -397,7 +397,7 @@ def _token_reranked(ranked: list[Found], query: Tokens) -> list[Found]:
     sources: list[str | None] = []
     for f in ranked:
         seen[f.kind] = seen.get(f.kind, 0) + 1
-        matched = f.kind != "chunk" and f.sources and seen[f.kind] <= late.POOL
+        matched = f.kind != "chunk" and bool(f.sources) and seen[f.kind] <= late.POOL
         sources.append(f.sources[0]["message_id"] if matched else None)
     match = late.matches(query, late.packed_tokens([s for s in sources if s]))
     if not match:
