@@ -789,6 +789,30 @@ OFFLINE_FACTS += [
         ["User has been coding in Python for ten years."],
     ),
     ("I wouldn't call myself a runner", []),
+    # round 17 (heldout18): a label before a dash is no part of the fact; a later clause's "her"
+    # or "him" is the one the first clause named, where that one fits the pronoun
+    ("Quick note \u2014 I'm allergic to shellfish.", ["User is allergic to shellfish."]),
+    ("Update - I got the job at Spotify!", ["User got the job at Spotify."]),
+    ("Big news! \u2014 I'm pregnant.", ["User is pregnant."]),
+    ("You know what \u2014 I love jazz.", ["User loves jazz."]),
+    ("I'm beat \u2014 I worked all night.", ["User is beat \u2014 they worked all night."]),
+    (
+        "My mom lives in Manila and I visit her every Christmas.",
+        ["User's mom lives in Manila.", "User visits their mom every Christmas."],
+    ),
+    (
+        "My sister Maya lives in Oslo and I love her cooking.",
+        ["User's sister Maya lives in Oslo.", "User loves their sister Maya's cooking."],
+    ),
+    (
+        "My dad is a pilot and I miss him a lot.",
+        ["User's dad is a pilot.", "User misses their dad a lot."],
+    ),
+    # a pronoun that does not fit the one named stays as said
+    (
+        "My brother lives in Rome and I visit her sometimes.",
+        ["User's brother lives in Rome.", "User visits her sometimes."],
+    ),
 ]
 
 
@@ -940,6 +964,12 @@ def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
         "I was vegan but now" + " now" * n: [],
         "I'm tired" + " today" * n: [],
         "I wouldn't say" + " say" * n: [],
+        # round 17's (heldout18)
+        "Update " * n + "\u2014 I'm vegan": [],
+        "a" * n + " \u2014 I'm vegan": ["User is vegan."],
+        "My mom lives in Rome and I visit her" + " her" * n: ["User's mom lives in Rome."],
+        "My mom lives in Rome and I love" + " her" * n + " cooking": ["User's mom lives in Rome."],
+        "My mom " * n + "lives here and I visit her": ["User visits their mom."],
     }
     for text, facts in hostile.items():
         found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))

@@ -171,6 +171,15 @@ _SELF_SUBJECT = r"(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b"
 _LEAD_IN = re.compile(
     rf"^(?!{_ASSISTANT_LABEL})(?![^:\n]*\byou\b)[^:\n]{{1,40}}:\s+(?={_SELF_SUBJECT})", re.I
 )
+# The same label before a dash ("Quick note — I'm allergic to shellfish", "Update - I got the
+# job": heldout18 wrote "Quick note — User is allergic…"): a few words that hold neither the
+# user nor the assistant, so "I'm beat — I worked all night" keeps both of its parts.
+_DASH_LEAD_IN = re.compile(
+    r"^(?!(?:[a-z']+\s+){0,3}(?:i|i'm|me|my|we|us|our|you|your)[!,]?\s)"
+    r"[a-z][a-z']*(?:\s+[a-z][a-z']*){0,3}[!,]?\s+(?:-{1,2}|[\u2013\u2014])\s+"
+    rf"(?={_SELF_SUBJECT})",
+    re.I,
+)
 # Said to the assistant before a statement of the user's, not part of it: "you know I hate
 # cilantro", "As you know, I'm allergic to nuts", "Like I told you, I work nights", "Just so you
 # know, my sister…" (a request to the assistant, "can you remind me…", is no statement).
@@ -183,7 +192,7 @@ _TO_YOU_LEAD_IN = re.compile(
     r"|you(?:'ll|\s+will|\s+might|\s+may|\s+probably|\s+may\s+well)?\s+(?:remember|recall)"
     # "you'll like this: I ran…", "You won't believe it, I won…", "Guess what, I…"
     r"|you(?:'ll|\s+will|'re\s+going\s+to)\s+(?:like|love|enjoy|laugh\s+at)\s+this"
-    r"|you\s+won't\s+believe\s+(?:this|it|what\s+happened)|guess\s+what)"
+    r"|you\s+won't\s+believe\s+(?:this|it|what\s+happened)|guess\s+what|you\s+know\s+what)"
     rf"(?:\s+that)?\s*[,:!\-\u2013\u2014]?\s+(?={_SELF_SUBJECT})",
     re.I,
 )
@@ -289,7 +298,12 @@ _EMPHASIS = re.compile(r"(\*\*|__|(?<![\w*])\*)(?=\S)([^\n]{1,200}?)(?<=\S)\1(?!
 
 def sentences(text: str) -> list[str]:
     prose = _EMPHASIS.sub(r"\2", _LIST_MARKER.sub("", _NOT_PROSE.sub("\n", text or "")))
-    return [s.strip() for s in _SENTENCE.split(prose) if s and s.strip()]
+    said = (_DASH_OPENING.sub("", s.strip()) for s in _SENTENCE.split(prose) if s)
+    return [s for s in said if s]
+
+
+# A dash left opening a sentence by the one before it ("Big news! — I'm pregnant").
+_DASH_OPENING = re.compile(r"^(?:-{1,2}|[\u2013\u2014])\s+")
 
 
 def clauses(sentence: str) -> list[str]:
@@ -408,7 +422,39 @@ def _clauses(sentence: str) -> list[str]:
     points_back = len(_WORDS.findall(parts[0])) >= 3 and any(
         _OBJECT_BEFORE.search(p) for p in parts[1:]
     )
-    return parts if each_stands and not points_back and not _turns(said, parts) else [sentence]
+    if not (each_stands and not points_back and not _turns(said, parts)):
+        return [sentence]
+    return [parts[0], *(_named_again(parts[0], p) for p in parts[1:])]
+
+
+# "My mom lives in Manila and I visit her every Christmas": a later clause's "her" or "him" is
+# the one the first clause opened with, when that one fits the pronoun (heldout18 wrote "User
+# visits her every Christmas."): written "I visit my mom every Christmas", and "I love her
+# cooking" "I love my mom's cooking". Another clause's pronoun ("she told me … but I don't
+# believe her") is left as said.
+_OPENS_WITH_OWNED = re.compile(
+    r"^((?:[Mm]y|[Oo]ur) (?:[a-z]+ )?("
+    + "|".join(sorted(_OWNER_NOUNS["he"] | _OWNER_NOUNS["she"], key=len, reverse=True))
+    + r")(?: (?!My\b|Our\b)[A-Z][a-z]+)?)\b"
+)
+_OBJECT_PRONOUN = re.compile(
+    r"\b(him|her)\b(?=\s*(?:[.!,;]|$|\s(?:every|each|on|at|in|for|with|about|to|from|a|the|"
+    r"once|twice|sometimes|often|again|too|more|less|all|whenever|when|because|so|and|but)\b))"
+)
+_HER_OWNING = re.compile(r"\bher\b(?=\s[a-z])")
+
+
+def _named_again(first: str, later: str) -> str:
+    if not (m := _OPENS_WITH_OWNED.match(first)):
+        return later
+    owner, noun = m.group(1), m.group(2)
+    fits = {p for p in ("he", "she") if noun in _OWNER_NOUNS[p]}
+    pronoun = {"him": "he", "her": "she"}
+    found = {pronoun[w.lower()] for w in re.findall(r"\b(?:him|her)\b", later)}
+    if len(found) != 1 or not found <= fits:
+        return later
+    owner = owner[0].lower() + owner[1:]
+    return _HER_OWNING.sub(f"{owner}'s", _OBJECT_PRONOUN.sub(owner, later))
 
 
 # A later clause that ends what the first said, or turns from it to now, says it only with it
@@ -557,7 +603,8 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         if _CREDENTIAL.search(sentence):
             continue
         sentence = TRAILING_REQUEST.sub("", sentence)
-        sentence = _period_last(_LEAD_IN.sub("", _TO_YOU_LEAD_IN.sub("", OPENER.sub("", sentence))))
+        sentence = _TO_YOU_LEAD_IN.sub("", OPENER.sub("", sentence))
+        sentence = _period_last(_DASH_LEAD_IN.sub("", _LEAD_IN.sub("", sentence)))
         sentence = _said_of_the_named(
             without_feeling_tail(_without_chat_tail(_without_tail_to_you(sentence)))
         )
