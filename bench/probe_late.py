@@ -23,12 +23,19 @@ Rows (R@10 per conversation, as bench/probe_rerank.py's):
   candidate's source turn is evidence), scored on that one — held out by construction;
 - `product constants`: late.RANK_WEIGHT / TOKEN_WEIGHT, fitted on all five (what ships);
 then each fold's fitted weights, divided by the blend's, beside the product's.
+
+With `--tried`, the changes tried on top of it (thirty-sixth session; none kept), each one more
+feature fitted fold by fold as above, held out by construction: set questions re-ranked from
+100 candidates of each kind (probe_rerank's cue list) with their own weights; a turn within two
+of one of the three first items of the shipped order (same day); token feedback (the question
+plus the ten rarest tokens of the three first items, ColBERT-PRF's idea, as its own match).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import statistics
 import sys
@@ -51,6 +58,7 @@ django.setup()
 from bench.eval_locomo import DATA, turn_text, turns  # noqa: E402
 from bench.probe_rerank import assemble, fold_table, recall10, weighted  # noqa: E402
 from memory.embeddings import get_embedder  # noqa: E402
+from memory.embeddings.base import Tokens  # noqa: E402
 from memory.retrieval import late  # noqa: E402
 from memory.text import message_search_text  # noqa: E402
 
@@ -78,8 +86,133 @@ def pooled(row: dict) -> dict:
     return {**row, "items": kept}
 
 
+def evidence(row: dict, items: list[dict]) -> np.ndarray:
+    return np.array(
+        [int(any(s.get("dia_id") in row["evidence"] for s in it["sources"])) for it in items]
+    )
+
+
+def logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The regression's weights, divided by the blend's (the first column's)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    model = LogisticRegression(C=0.1, max_iter=2000).fit((x - mu) / sd, y)
+    w = model.coef_[0] / sd
+    return w / w[0]
+
+
+def zscored(values: np.ndarray) -> np.ndarray:
+    return (values - values.mean()) / (values.std() or 1.0)
+
+
+def tried(full: list[dict], packed: dict, asked: dict) -> None:
+    """The changes tried on top of the shipped re-ranking, each held out by construction."""
+    from bench.probe_rerank import _AGGREGATE
+
+    def pool(row: dict, k: int) -> dict:
+        items = sorted(row["items"], key=lambda it: it["score"], reverse=True)
+        kept = [it for it in items if it["type"] == "memory"][:k]
+        return {**row, "items": kept + [it for it in items if it["type"] == "message"][:k]}
+
+    def place(dia_id: str) -> tuple[int, int]:
+        day, turn = dia_id[1:].split(":")
+        return int(day), int(turn)
+
+    def featurize(row: dict, extra: str) -> tuple[np.ndarray, list[dict]]:
+        items = sorted(row["items"], key=weighted, reverse=True)
+        src = [it["sources"][0].get("dia_id") if it["sources"] else None for it in items]
+        blobs = {d: packed[row["sample"], d] for d in src if d}
+        question = asked[row["question"]]
+        match = late.matches(question, blobs)
+        z = zscored(np.array([match.get(d, 0.0) if d else 0.0 for d in src]))
+        cols = [np.array([weighted(it) for it in items]), np.log1p(np.arange(len(items))), z]
+        shipped = np.column_stack(cols) @ np.array([1.0, late.RANK_WEIGHT, late.TOKEN_WEIGHT])
+        first = [src[i] for i in np.argsort(-shipped) if src[i]][:3]
+        if extra == "near the first three":
+            heads = [place(d) for d in first]
+            cols.append(
+                np.array(
+                    [
+                        float(
+                            bool(d)
+                            and any(
+                                h[0] == place(d)[0] and 0 < abs(h[1] - place(d)[1]) <= 2
+                                for h in heads
+                            )
+                        )
+                        for d in src
+                    ]
+                )
+            )
+        elif extra == "token feedback":
+            dims = question.vectors.shape[1]
+            counts: dict[int, int] = {}
+            for blob in blobs.values():
+                for i in set(late.unpack(blob, dims)[0].tolist()):
+                    counts[i] = counts.get(i, 0) + 1
+            asked_ids = set(question.ids.tolist())
+            rarest: dict[int, tuple[float, np.ndarray]] = {}
+            for d in dict.fromkeys(first):
+                ids, vectors = late.unpack(blobs[d], dims)
+                for i, v in zip(ids.tolist(), vectors, strict=True):
+                    if i not in asked_ids and i >= 1000:  # below: marks and pieces of none
+                        rarest[i] = (math.log((len(blobs) + 1) / (counts[i] + 0.5)), v)
+            chosen = sorted(rarest.values(), key=lambda t: -t[0])[:10]
+            if chosen:
+                fed = Tokens(
+                    ids=np.zeros(len(chosen), dtype=np.int64),  # every piece weighs alike
+                    vectors=np.stack([v for _, v in chosen]) * math.sqrt(dims),
+                    words=np.ones(len(chosen), dtype=bool),
+                )
+                more = late.matches(fed, blobs)
+                cols.append(zscored(np.array([more.get(d, 0.0) if d else 0.0 for d in src])))
+            else:
+                cols.append(np.zeros(len(items)))
+        return np.column_stack(cols), items
+
+    def held_out(name: str, rows: list[dict], extra: str, groups) -> None:
+        feats = {id(r): featurize(r, extra) for r in rows}
+        folds = list(dict.fromkeys(r["sample"] for r in rows))
+        per, by_cat = {}, {}
+        for fold in folds:
+            weights = {}
+            for group in {groups(r) for r in rows}:
+                train = [r for r in rows if r["sample"] != fold and groups(r) == group]
+                x = np.vstack([feats[id(r)][0] for r in train])
+                y = np.concatenate([evidence(r, feats[id(r)][1]) for r in train])
+                weights[group] = logistic(x, y)
+            scores = []
+            for r in (r for r in rows if r["sample"] == fold):
+                x, items = feats[id(r)]
+                key = dict(zip(map(id, items), x @ weights[groups(r)], strict=True))
+                scores.append(recall10(r, assemble(items, lambda it, key=key: key[id(it)])))
+                by_cat.setdefault(r["category"], []).append(scores[-1])
+            per[fold] = 100 * statistics.fmean(scores)
+        print(
+            f"{name:<44} "
+            + " ".join(f"{v:5.1f}" for v in per.values())
+            + f"  mean {statistics.fmean(per.values()):.1f}  multi-hop "
+            + f"{100 * statistics.fmean(by_cat[1]):.1f}  open-domain "
+            + f"{100 * statistics.fmean(by_cat[3]):.1f}  single-hop "
+            + f"{100 * statistics.fmean(by_cat[4]):.1f}"
+        )
+
+    def asks_for_a_set(row: dict) -> bool:
+        return bool(_AGGREGATE.search(row["question"]))
+
+    print("\ntried (R@10 per fold, each fold's weights fitted on the other four)")
+    shipped = [pool(r, late.POOL) for r in full]
+    held_out("shipped: blend, place, match", shipped, "", lambda r: 0)
+    deeper = [pool(r, 100 if asks_for_a_set(r) else late.POOL) for r in full]
+    held_out("set questions from 100 of each kind", deeper, "", asks_for_a_set)
+    held_out("+ near the first three", shipped, "near the first three", lambda r: 0)
+    held_out("+ token feedback", shipped, "token feedback", lambda r: 0)
+
+
 def main() -> int:
-    rows = [pooled(r) for r in json.loads(Path(sys.argv[1]).read_text())]
+    full = json.loads(Path(sys.argv[1]).read_text())
+    rows = [pooled(r) for r in full]
     folds = list(dict.fromkeys(r["sample"] for r in rows))
     text_of = corpus(set(folds))
     keys = sorted(set(text_of))
@@ -154,6 +287,8 @@ def main() -> int:
             "product constants": linear(np.array([1.0, late.RANK_WEIGHT, late.TOKEN_WEIGHT])),
         },
     )
+    if "--tried" in sys.argv:
+        tried(full, packed, asked)
     return 0
 
 
