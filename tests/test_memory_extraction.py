@@ -808,6 +808,10 @@ OFFLINE_FACTS += [
         "My dad is a pilot and I miss him a lot.",
         ["User's dad is a pilot.", "User misses their dad a lot."],
     ),
+    (
+        "My son loves football and I coach his team.",
+        ["User's son loves football.", "User coaches their son's team."],
+    ),
     # a pronoun that does not fit the one named stays as said
     (
         "My brother lives in Rome and I visit her sometimes.",

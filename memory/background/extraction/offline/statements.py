@@ -430,7 +430,7 @@ def _clauses(sentence: str) -> list[str]:
 # "My mom lives in Manila and I visit her every Christmas": a later clause's "her" or "him" is
 # the one the first clause opened with, when that one fits the pronoun (heldout18 wrote "User
 # visits her every Christmas."): written "I visit my mom every Christmas", and "I love her
-# cooking" "I love my mom's cooking". Another clause's pronoun ("she told me … but I don't
+# cooking" "I love my mom's cooking" ("his" likewise). Another clause's pronoun ("she told me … but I don't
 # believe her") is left as said.
 _OPENS_WITH_OWNED = re.compile(
     r"^((?:[Mm]y|[Oo]ur) (?:[a-z]+ )?("
@@ -441,7 +441,9 @@ _OBJECT_PRONOUN = re.compile(
     r"\b(him|her)\b(?=\s*(?:[.!,;]|$|\s(?:every|each|on|at|in|for|with|about|to|from|a|the|"
     r"once|twice|sometimes|often|again|too|more|less|all|whenever|when|because|so|and|but)\b))"
 )
-_HER_OWNING = re.compile(r"\bher\b(?=\s[a-z])")
+_OWNING_PRONOUN = re.compile(r"\b(?:her|his)\b(?=\s[a-z])")
+_PRONOUN_OF = {"him": "he", "his": "he", "her": "she"}
+_THIRD_PERSON = re.compile(r"\b(?:him|his|her)\b")
 
 
 def _named_again(first: str, later: str) -> str:
@@ -449,12 +451,11 @@ def _named_again(first: str, later: str) -> str:
         return later
     owner, noun = m.group(1), m.group(2)
     fits = {p for p in ("he", "she") if noun in _OWNER_NOUNS[p]}
-    pronoun = {"him": "he", "her": "she"}
-    found = {pronoun[w.lower()] for w in re.findall(r"\b(?:him|her)\b", later)}
+    found = {_PRONOUN_OF[w] for w in _THIRD_PERSON.findall(later)}
     if len(found) != 1 or not found <= fits:
         return later
     owner = owner[0].lower() + owner[1:]
-    return _HER_OWNING.sub(f"{owner}'s", _OBJECT_PRONOUN.sub(owner, later))
+    return _OWNING_PRONOUN.sub(f"{owner}'s", _OBJECT_PRONOUN.sub(owner, later))
 
 
 # A later clause that ends what the first said, or turns from it to now, says it only with it
