@@ -797,6 +797,10 @@ OFFLINE_FACTS += [
     ("You know what \u2014 I love jazz.", ["User loves jazz."]),
     ("I'm beat \u2014 I worked all night.", ["User is beat \u2014 they worked all night."]),
     (
+        "I've been doing great - I just won a tournament!",
+        ["User has been doing great - they just won a tournament."],
+    ),
+    (
         "My mom lives in Manila and I visit her every Christmas.",
         ["User's mom lives in Manila.", "User visits their mom every Christmas."],
     ),

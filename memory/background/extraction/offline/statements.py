@@ -175,7 +175,7 @@ _LEAD_IN = re.compile(
 # job": heldout18 wrote "Quick note — User is allergic…"): a few words that hold neither the
 # user nor the assistant, so "I'm beat — I worked all night" keeps both of its parts.
 _DASH_LEAD_IN = re.compile(
-    r"^(?!(?:[a-z']+\s+){0,3}(?:i|i'm|me|my|we|us|our|you|your)[!,]?\s)"
+    r"^(?!(?:[a-z']+\s+){0,3}(?:i|me|my|we|us|our|you|your)(?:'[a-z]+)?[!,]?\s)"
     r"[a-z][a-z']*(?:\s+[a-z][a-z']*){0,3}[!,]?\s+(?:-{1,2}|[\u2013\u2014])\s+"
     rf"(?={_SELF_SUBJECT})",
     re.I,
