@@ -63,6 +63,13 @@ def test_a_paraphrase_with_no_shared_word_reaches_the_context(
         "/v1/memories/search", json={"user_id": "pat", "query": "What should I avoid eating?"}
     ).json()["data"]
     assert found[0]["text"] == "User is allergic to peanuts." and found[0]["sources"]
+    # and so does the unified search, its floor keeping the nearest memories as the context's
+    for question in ("What should I avoid eating?", "Which dishes are unsafe for me?"):
+        items = http.post(
+            "/v1/search", json={"user_id": "pat", "query": question, "types": ["memories"]}
+        ).json()["data"]
+        assert "User is allergic to peanuts." in [i["text"] for i in items], question
+        assert len(items) <= 2, items  # the nearest two only: no other memory shares a word
 
 
 def test_forty_distinct_facts_are_forty_memories(http, celery_worker, offline_extraction):

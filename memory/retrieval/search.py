@@ -26,6 +26,10 @@ from memory.models import Conversation, Memory, Message
 from memory.retrieval import chunks, elsewhere, fusion, late, memories, messages
 
 MIN_SIMILARITY = fusion.MIN_SIMILARITY
+# The nearest memories by meaning are kept whatever their similarity (fusion.with_recency): a
+# paraphrase may share no word with the memory that answers it, and the floor would drop it
+# when nothing else matches. The context's memory block and /v1/search both keep this many.
+NEAREST_MEMORIES_KEPT = 2
 TYPES = ("memories", "messages", "chunks")
 
 
@@ -332,6 +336,7 @@ def search(
             vector=vector,
             limit=pool,
             min_similarity=MIN_SIMILARITY,
+            keep_best=NEAREST_MEMORIES_KEPT,
             with_sources=True,
             metadata=metadata,
             kinds=kinds,

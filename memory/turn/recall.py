@@ -23,9 +23,6 @@ MEMORY_CANDIDATES = 12
 MESSAGE_CANDIDATES = 10
 KNOWLEDGE_CANDIDATES = 8
 MIN_MESSAGE_SIMILARITY = 0.3  # a past message with no word in common must be this close
-# The nearest memories by meaning reach the context whatever their similarity: a paraphrase
-# may share no word with the memory that answers it (fusion.with_recency).
-NEAREST_MEMORIES_KEPT = 2
 
 
 def _memory_hits(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
@@ -38,7 +35,7 @@ def _memory_hits(ctx: TurnContext, query: str, vector, dry_run: bool) -> list:
         vector=vector,
         limit=MEMORY_CANDIDATES,
         min_similarity=search.MIN_SIMILARITY,
-        keep_best=NEAREST_MEMORIES_KEPT,
+        keep_best=search.NEAREST_MEMORIES_KEPT,
         with_sources=dry_run,  # /v1/context explains where each memory came from
     )
 
