@@ -230,8 +230,7 @@ def main() -> int:
         match = late.matches(
             asked[row["question"]], {d: packed[row["sample"], d] for d in sources if d}
         )
-        raw = np.array([match.get(d, 0.0) if d else 0.0 for d in sources])
-        z = (raw - raw.mean()) / (raw.std() or 1.0)
+        z = zscored(np.array([match.get(d, 0.0) if d else 0.0 for d in sources]))
         x = np.column_stack([[weighted(it) for it in items], np.log1p(np.arange(len(items))), z])
         return x, items
 
@@ -250,21 +249,10 @@ def main() -> int:
         changes[f"λ {lam} x match"] = linear(np.array([1.0, 0.0, lam]))
     fold_table(rows, changes)
 
-    from sklearn.linear_model import LogisticRegression
-
     def fitted(train: list[dict]) -> np.ndarray:
         x = np.vstack([feats[id(r)][0] for r in train])
-        y = np.array(
-            [
-                int(any(s.get("dia_id") in r["evidence"] for s in it["sources"]))
-                for r in train
-                for it in feats[id(r)][1]
-            ]
-        )
-        mu, sd = x.mean(0), x.std(0) + 1e-9
-        model = LogisticRegression(C=0.1, max_iter=2000).fit((x - mu) / sd, y)
-        w = model.coef_[0] / sd
-        return w / w[0]
+        y = np.concatenate([evidence(r, feats[id(r)][1]) for r in train])
+        return logistic(x, y)
 
     held: dict[str, float] = {}
     print("\nlearned, held out (each fold's weights fitted on the other four; / the blend's)")
