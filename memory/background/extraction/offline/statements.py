@@ -295,15 +295,14 @@ _LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,3}[.)]|#{1,6})[ \t]+", re.M)
 # the rest of the line (" *a" 20,000 times: 11 s).
 _EMPHASIS = re.compile(r"(\*\*|__|(?<![\w*])\*)(?=\S)([^\n]{1,200}?)(?<=\S)\1(?![\w*])")
 
+# A dash left opening a sentence by the one before it ("Big news! — I'm pregnant").
+_DASH_OPENING = re.compile(r"^(?:-{1,2}|[\u2013\u2014])\s+")
+
 
 def sentences(text: str) -> list[str]:
     prose = _EMPHASIS.sub(r"\2", _LIST_MARKER.sub("", _NOT_PROSE.sub("\n", text or "")))
     said = (_DASH_OPENING.sub("", s.strip()) for s in _SENTENCE.split(prose) if s)
     return [s for s in said if s]
-
-
-# A dash left opening a sentence by the one before it ("Big news! — I'm pregnant").
-_DASH_OPENING = re.compile(r"^(?:-{1,2}|[\u2013\u2014])\s+")
 
 
 def clauses(sentence: str) -> list[str]:
@@ -325,13 +324,15 @@ _OWNER_NOUNS = {
     "he": set(_HE.split()) | set(_EITHER.split()),
     "she": set(_SHE.split()) | set(_EITHER.split()),
 }
+# any of them, the longest first ("grandmother" before "mother")
+_OWNER_NOUN = "|".join(sorted(_OWNER_NOUNS["he"] | _OWNER_NOUNS["she"], key=len, reverse=True))
 # "my son's name is Arjun and he's 7", "my boss is Karen and she micromanages everything": a
 # second statement about the one the first named, written of them ("User's son is 7."), not
 # kept inside the first ("… and he's 7." answered one fact of two). Only where the pronoun
 # fits that one and no one else is named between ("my sister met a guy and he's a doctor").
 _OF_THEM_TOO = re.compile(
     r"^((?:[Mm]y|[Oo]ur) (?:[a-z]+ )?("
-    + "|".join(sorted(_OWNER_NOUNS["he"] | _OWNER_NOUNS["she"], key=len, reverse=True))
+    + _OWNER_NOUN
     + r")(?: [A-Z][a-z]+)?)((?:'s|\u2019s)? [^,;]{3,60}?),?"
     r" (?:and|but|so) (he|she)(?:('s|\u2019s| is)| (?!is\b))([^,;]{2,80})$"
 )
@@ -430,12 +431,10 @@ def _clauses(sentence: str) -> list[str]:
 # "My mom lives in Manila and I visit her every Christmas": a later clause's "her" or "him" is
 # the one the first clause opened with, when that one fits the pronoun (heldout18 wrote "User
 # visits her every Christmas."): written "I visit my mom every Christmas", and "I love her
-# cooking" "I love my mom's cooking" ("his" likewise). Another clause's pronoun ("she told me … but I don't
-# believe her") is left as said.
+# cooking" "I love my mom's cooking" ("his" likewise). Another clause's pronoun ("she told me
+# … but I don't believe her") is left as said.
 _OPENS_WITH_OWNED = re.compile(
-    r"^((?:[Mm]y|[Oo]ur) (?:[a-z]+ )?("
-    + "|".join(sorted(_OWNER_NOUNS["he"] | _OWNER_NOUNS["she"], key=len, reverse=True))
-    + r")(?: (?!My\b|Our\b)[A-Z][a-z]+)?)\b"
+    rf"^((?:[Mm]y|[Oo]ur) (?:[a-z]+ )?({_OWNER_NOUN})(?: (?!My\b|Our\b)[A-Z][a-z]+)?)\b"
 )
 _OBJECT_PRONOUN = re.compile(
     r"\b(him|her)\b(?=\s*(?:[.!,;]|$|\s(?:every|each|on|at|in|for|with|about|to|from|a|the|"
