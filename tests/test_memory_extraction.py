@@ -821,6 +821,28 @@ OFFLINE_FACTS += [
         "My brother lives in Rome and I visit her sometimes.",
         ["User's brother lives in Rome.", "User visits her sometimes."],
     ),
+    # round 18 (heldout19): "As a <role>, I …" says who the user is, then what they do as one
+    # (only for a word that names a person, in the present); a comment tail with "which is";
+    # "back from" with its "I" left out
+    (
+        "As a diabetic, I have to watch my carbs pretty closely.",
+        ["User is a diabetic.", "User has to watch their carbs pretty closely."],
+    ),
+    ("As a vegan I avoid honey.", ["User is a vegan.", "User avoids honey."]),
+    (
+        "As a software engineer, I spend all day at a desk.",
+        ["User is a software engineer.", "User spends all day at a desk."],
+    ),
+    ("As a kid, I loved Lego.", ["As a kid, User loved Lego."]),
+    ("As a hobby, I paint.", ["As a hobby, User paints."]),
+    ("As a nurse I worked nights for years.", ["As a nurse User worked nights for years."]),
+    (
+        "I'm allergic to cats, which is awkward because my flatmate has two.",
+        ["User is allergic to cats."],
+    ),
+    ("I have two.", []),
+    ("Just back from ten days in Vietnam.", ["User is just back from ten days in Vietnam."]),
+    ("Back to work tomorrow.", []),
 ]
 
 
@@ -978,6 +1000,13 @@ def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
         "My mom lives in Rome and I visit her" + " her" * n: ["User's mom lives in Rome."],
         "My mom lives in Rome and I love" + " her" * n + " cooking": ["User's mom lives in Rome."],
         "My mom " * n + "lives here and I visit her": ["User visits their mom."],
+        # round 18's (heldout19)
+        "As a " + "nurse " * n + "I work nights": [],
+        "As a " + "very " * n + "nurse, I work nights": [],
+        "As a nurse, I " + "always " * n + "work nights": ["User is a nurse."],
+        "As a nurse, I work nights" + ", which is " * n: ["User is a nurse."],
+        "I'm allergic to cats, which is awkward because " + "my " * n: [],
+        "back " * n + "from Oslo": [],
     }
     for text, facts in hostile.items():
         found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))

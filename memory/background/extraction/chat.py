@@ -75,11 +75,14 @@ _FEELING_TAIL = re.compile(
     re.I,
 )
 # A comment on the thing just named, its "it" said or left out, is not part of the fact either:
-# "started learning korean last month, its hard", "I hate cilantro, tastes like soap to me"
-# (not "I have a cat, it's called Miso" or "…, it's in February": they say more of it).
+# "started learning korean last month, its hard", "I hate cilantro, tastes like soap to me",
+# "I'm allergic to cats, which is awkward because my flatmate has two" (heldout19 wrote nothing:
+# its last words read as a count with nothing counted) — not "I have a cat, it's called Miso" or
+# "…, it's in February", "…, which is where I grew up": they say more of it.
 _COMMENT_TAIL = re.compile(
-    r"(?<=\w)\s*,\s+(?:(?:it's|it\u2019s|its|it is|that's|thats)\s+"
-    r"(?:(?:so|really|very|super|kinda|pretty|quite|too|way)\s+)?[a-z]+"
+    r"(?<=\w)\s*,\s+(?:(?:it's|it\u2019s|its|it is|that's|thats|which is|which's)\s+"
+    r"(?:(?:so|really|very|super|kinda|pretty|quite|too|way|a bit)\s+)?[a-z]+"
+    r"(?:\s+(?:because|since|as|cause|cuz)\s+[^,;.!?]{1,60})?"
     r"|(?:it\s+)?(?:tastes|smells|sounds|looks|feels|seems)\s+like\s+[^,;.!?]{1,40})[\s.!]*$",
     re.I,
 )

