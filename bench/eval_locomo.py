@@ -5,8 +5,10 @@ POST /v1/conversations/{id}/messages as a `user` message (name = speaker, create
 date, metadata = {"dia_id"}; an image turn's caption appended); wait for processing.pending == 0;
 then for each question of categories 1-4, POST /v1/search (types memories and messages, limit
 20) and flatten sources[].metadata.dia_id in rank order without repeats -> evidence
-recall@5/10/20; and POST /v1/context for the median context_tokens. Prints a table, writes a
-JSON report.
+recall@5/10/20; and POST /v1/context (a dry run of the chat door's enrichment) for the median
+context_tokens and the evidence in context: the share of each question's evidence turns that
+the context's memories and past messages hold (their sources' dia_id), by category — what the
+model would be shown, where R@k is what a search lists. Prints a table, writes a JSON report.
 
 Dev and held-out: DEV names the conversations a change may be chosen on (every weight and
 threshold is tuned looking at their figures only); HELD_OUT are reported, never tuned on. Both
@@ -141,6 +143,17 @@ def ranked_dia_ids(results: list[dict]) -> list[str]:
     return list(seen)
 
 
+def context_dia_ids(context: dict) -> set[str]:
+    """The turns a /v1/context answer shows the model: its blocks' items' sources."""
+    return {
+        dia_id
+        for block in context.get("blocks", [])
+        for item in block.get("items", [])
+        for source in item.get("sources") or []
+        if (dia_id := (source.get("metadata") or {}).get("dia_id"))
+    }
+
+
 def dump_row(sample_id: str, qa: dict, items: list[dict]) -> dict:
     """One question and its ranked items, as bench/probe_rerank.py reads them."""
     return {
@@ -237,6 +250,8 @@ def evaluate(base_url: str, api_key: str, args) -> dict:
                 )
                 ctx.raise_for_status()
                 context_tokens.append(ctx.json()["context_tokens"])
+                shown = context_dia_ids(ctx.json())
+                per_question[-1]["in_context"] = len(evidence & shown) / len(evidence)
         if not (args.keep or args.reuse):
             client.delete(f"/v1/users/{user_id}")
     if args.dump:
@@ -276,6 +291,7 @@ def summarize(rows, search_ms, context_tokens, ingest_seconds, conversations) ->
         "recall_per_conversation": per_conversation,
         "leave_one_out_mean_r@10": round(statistics.fmean(fold_r10), 1) if fold_r10 else None,
         "context_tokens_median": statistics.median(context_tokens) if context_tokens else None,
+        "evidence_in_context": in_context(rows),
         "search_ms": {
             "p50": round(percentile(search_ms, 0.5), 1),
             "p95": round(percentile(search_ms, 0.95), 1),
@@ -284,6 +300,20 @@ def summarize(rows, search_ms, context_tokens, ingest_seconds, conversations) ->
         else None,
         "ingest_seconds": round(ingest_seconds, 1),
     }
+
+
+def in_context(rows) -> dict | None:
+    """The share of evidence in /v1/context's items, by category and per conversation."""
+    rows = [r for r in rows if "in_context" in r]
+    if not rows:
+        return None
+    shown = {
+        name: _mean([r["in_context"] for r in rows if cat == 0 or r["category"] == cat])
+        for cat, name in [*CATEGORIES.items(), (0, "overall")]
+    }
+    for sample in dict.fromkeys(r["sample"] for r in rows):
+        shown[sample] = _mean([r["in_context"] for r in rows if r["sample"] == sample])
+    return shown
 
 
 def print_recall(title: str, table: dict) -> None:
@@ -312,6 +342,11 @@ def print_table(report: dict) -> None:
         print(f"  {sample}: R@10 {row['r@10']} ({row['questions']} q; {cats})")
     print(f"leave-one-out mean R@10: {report['leave_one_out_mean_r@10']}")
     print(f"median context tokens: {report['context_tokens_median']}")
+    if shown := report.get("evidence_in_context"):
+        print(
+            "evidence in context (/v1/context): "
+            + " ".join(f"{name} {value}" for name, value in shown.items())
+        )
     print(f"search latency ms: {report['search_ms']}")
     print(
         f"ingestion (import + background processing): {report['ingest_seconds']} s for {report['conversations']} conversations"
