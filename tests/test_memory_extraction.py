@@ -17,6 +17,7 @@ from memory.services import (
     messages_append,
     summary_enqueue,
 )
+from memory.text import memory_date
 from tests.factories import FERRET_NAMES, make_workspace
 from tests.upstream import Reply, openai_completion
 
@@ -195,6 +196,10 @@ def test_offline_extraction_keeps_dated_events_plans_and_relations(
     assert event.search_text.startswith("[7 May 2023]")
     plan = next(m for t, m in by_text.items() if t.startswith("Melanie and their kids"))
     assert plan.kind in ("plan", "relation") and "June 2023" in plan.text
+    # a month is no day: the plan is dated by the day it was said, as the text says the month
+    # (it was "[7 June 2023]", a day no one said, in its search text and in the prompt)
+    assert plan.event_date is None and plan.search_text.startswith("[8 May 2023]")
+    assert memory_date(plan) == dt.date(2023, 5, 8)
     assert not any("glad" in t for t in by_text)  # small talk is not a memory
     assert all(m.embedding is not None for m in Message.objects.all())  # messages embedded too
 
@@ -852,6 +857,36 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
 
     found = offline_extract(said, subject="User", today=dt.date(2023, 5, 8))
     assert [f.text for f in found] == facts
+
+
+@pytest.mark.parametrize(
+    ("said", "text", "event_date"),
+    [
+        ("I saw Anna yesterday.", "User saw Anna on 7 May 2023.", dt.date(2023, 5, 7)),
+        ("I ran a 10k last Friday.", "User ran a 10k on 5 May 2023.", dt.date(2023, 5, 5)),
+        (
+            "I started a new job three days ago.",
+            "User started a new job on 5 May 2023.",
+            dt.date(2023, 5, 5),
+        ),
+        ("I ran a 10k on 3 May 2023.", "User ran a 10k on 3 May 2023.", dt.date(2023, 5, 3)),
+        # a period is in the text, and no day is made up for it
+        (
+            "We're thinking about moving to Bristol next year.",
+            "User is thinking about moving to Bristol in 2024.",
+            None,
+        ),
+        ("I went to Paris last month.", "User went to Paris in April 2023.", None),
+        ("We got married last june.", "User got married in June 2022.", None),
+        ("I started yoga two weeks ago.", "User started yoga in the week of 24 April 2023.", None),
+        ("I moved to Leeds two years ago.", "User lives in Leeds (moved there in 2021).", None),
+    ],
+)
+def test_a_memory_is_dated_only_by_a_day_said(said, text, event_date):
+    from memory.background.extraction.offline import extract as offline_extract
+
+    [fact] = offline_extract(said, subject="User", today=dt.date(2023, 5, 8))
+    assert (fact.text, fact.event_date) == (text, event_date)
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,12 @@ class MemorySerializer(serializers.Serializer):
     user_id = serializers.CharField()
     text = serializers.CharField()
     kind = serializers.ChoiceField(choices=KINDS)
-    event_date = serializers.DateField(allow_null=True)
+    event_date = serializers.DateField(
+        allow_null=True,
+        help_text="The day the event happened or is planned for, when a day is known; null for "
+        "a fact, or for an event known only to its week, month or year, which its text says "
+        '("User is moving to Bristol in 2027.").',
+    )
     metadata = serializers.DictField()
     created_at = _ts()
     updated_at = _ts()

@@ -62,7 +62,8 @@ FACTS_PROMPT = """You maintain a long-term memory about the people in a conversa
 Extract the facts worth remembering about them from the messages below: personal facts,
 preferences, plans, relationships and dated events. Write each as one short, self-contained
 sentence naming the person. Resolve relative dates ("yesterday") against the message's date.
-Ignore small talk. Reply with JSON only:
+Give "date" only when the day itself is known; a month or a year ("next year") stays in the
+text, with "date" null. Ignore small talk. Reply with JSON only:
 {"facts": [{"text": "...", "kind": "fact|preference|plan|relation|event",
             "date": "YYYY-MM-DD or null", "sources": [message numbers]}]}"""
 

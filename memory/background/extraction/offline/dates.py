@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+from typing import NamedTuple
 
 _NUMBERS = {
     "a": 1,
@@ -78,10 +79,24 @@ def _days_after(today: dt.date, days: int) -> dt.date | None:
         return None
 
 
-def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
+class Resolved(NamedTuple):
+    """A sentence with its relative dates written out; `when` the first one's day (a period's:
+    the day its offset lands on, "next year" a year from today), and whether that day is the
+    event's own (`exact`: "yesterday", "last Friday", "3 days ago", "on 3 May"), not a day
+    inside a week, a month or a year the text names ("in 2024", "in June 2027"). A memory's
+    date is only ever an exact one: "[7 December 2027] User is moving to Bristol in 2027"
+    told the model a day no one said."""
+
+    text: str
+    when: dt.date | None
+    exact: bool
+
+
+def resolve_dates(sentence: str, today: dt.date) -> Resolved:
     """Relative time words -> absolute dates (text rewritten, and the event's date); words
     whose date falls off the calendar stay as written."""
     found: list[dt.date] = []
+    exact: list[bool] = []  # beside `found`: whether each is a day of its own
 
     def sub(pattern, repl, text, flags=re.I):
         return re.sub(pattern, repl, text, flags=flags)
@@ -91,6 +106,7 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
         if day is None:
             return m.group(0)
         found.append(day)
+        exact.append(True)
         return prefix + _label(day)
 
     text = sentence
@@ -119,6 +135,7 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
         if day is None:
             return m.group(0)
         found.append(day)
+        exact.append(unit == "day")
         if unit == "day":
             return "on " + _label(day)
         if unit == "week":
@@ -144,6 +161,7 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
         else:
             year = today.year if month > today.month else today.year + 1
         found.append(dt.date(year, month, 1))
+        exact.append(False)
         return f"in {m.group(2).capitalize()} {year}"
 
     text = _NEAR_MONTH.sub(month_of, text)
@@ -155,6 +173,7 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
         if day is None:
             return m.group(0)
         found.append(day)
+        exact.append(False)
         if unit == "week":
             return f"{word} the week of {_label(day)}"
         if unit == "month":
@@ -184,4 +203,5 @@ def resolve_dates(sentence: str, today: dt.date) -> tuple[str, dt.date | None]:
                         int(day_s),
                     )
                 )
-    return text, (found[0] if found else None)
+                exact.append(True)
+    return Resolved(text, found[0] if found else None, bool(exact and exact[0]))

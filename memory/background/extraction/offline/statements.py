@@ -681,14 +681,16 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
             continue
         if _PHATIC.match(sentence) and len(words) < 10:
             continue
-        resolved, event_date = resolve_dates(sentence, today)
+        resolved, event_date, on_the_day = resolve_dates(sentence, today)
+        # the memory's own date: a day said, never one inside a period the text names
+        day_said = event_date if on_the_day else None
         slots = slot_facts(resolved, subject)
         if slots:
             facts += [
                 Fact(
                     _with_quotes(text, quotes),
                     "fact",
-                    event_date,
+                    day_said,
                     name,
                     _with_quotes(value, quotes),
                 )
@@ -708,5 +710,5 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
             third_person(resolved, subject, past=past or said_past).rstrip(" .!") + ".", quotes
         )
         kind = _kind(sentence, event_date, today)
-        facts.append(Fact(rewritten, kind, event_date, ends=denied))
+        facts.append(Fact(rewritten, kind, day_said, ends=denied))
     return facts
