@@ -848,6 +848,15 @@ OFFLINE_FACTS += [
     ("I have two.", []),
     ("Just back from ten days in Vietnam.", ["User is just back from ten days in Vietnam."]),
     ("Back to work tomorrow.", []),
+    # how a thing moves the user, said with the thing first, is a statement of theirs; not a
+    # pronoun's (it points back, or is someone), nor what scared them once
+    ("Heights freak me out.", ["User is freaked out by heights."]),
+    ("My job stresses me out.", ["User is stressed out by their job."]),
+    ("Public speaking terrifies me.", ["User is terrified of public speaking."]),
+    ("Flying scares me to death.", ["User is scared of flying."]),
+    ("It scares me.", []),
+    ("Everything stresses me out.", []),
+    ("The dog scared me.", []),
 ]
 
 
@@ -1042,6 +1051,9 @@ def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
         "As a nurse, I work nights" + ", which is " * n: ["User is a nurse."],
         "I'm allergic to cats, which is awkward because " + "my " * n: [],
         "back " * n + "from Oslo": [],
+        "Heights " + "freak " * n + "me out": [],
+        "Heights freak me" + " out" * n: [],
+        "My " * n + "job stresses me out": [],
     }
     for text, facts in hostile.items():
         found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))

@@ -45,7 +45,7 @@ from memory.background.extraction.offline.slots import (
     a_name,
     slot_facts,
 )
-from memory.background.extraction.offline.subjectless import subject_supplied
+from memory.background.extraction.offline.subjectless import felt_by_the_user, subject_supplied
 
 # Not after an initial, a title or a place's abbreviation: "Ursula K. Le Guin", "Dr. Patel",
 # "Mt. Vernon" ("I." ends a sentence). Typed in lowercase, such a title ends no sentence either
@@ -620,7 +620,9 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         for s in sentences(text)
         if not _HYPOTHETICAL.match(OPENER.sub("", s)) and not not_meant(s, in_irony=in_irony)
     )
-    for said_sentence in (c for s in statements if s for c in clauses(subject_supplied(s))):
+    for said_sentence in (
+        c for s in statements if s for c in clauses(subject_supplied(felt_by_the_user(s)))
+    ):
         sentence, quotes = _set_quotes_aside(TRAILING_QUESTION.sub(".", said_sentence))
         if _reported(sentence, quotes) or _DANGLING_COUNT.search(without_feeling_tail(sentence)):
             continue

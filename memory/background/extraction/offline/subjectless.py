@@ -1,5 +1,6 @@
 """Statements with the subject left out ("started learning korean last month", "been
-vegan since 2019"), given back their "I".
+vegan since 2019"), given back their "I"; and statements of what moves the user ("Heights freak
+me out"), said with the user first.
 """
 
 from __future__ import annotations
@@ -184,3 +185,79 @@ _AUXILIARIES = set(_AUXILIARIES_WORDS.split())
 # the whole Appalachian trail in 2022" (heldout16), "did a 10k on Sunday" (not "did the package
 # come", "did my mom call").
 _DID_A_THING = re.compile(r"\s+(?:a|an|\d+|the (?:whole|entire)|all (?:the|of|my))\b")
+
+
+# "Heights freak me out", "My job stresses me out", "Crowds make me nervous": how the user feels
+# about a thing, said with the thing first (heldout19: "Heights freak me out." wrote nothing).
+# Said with the user first ("I'm freaked out by heights") it is a statement of theirs, which the
+# rest of the extractor writes ("User is freaked out by heights."). Only these verbs, in the
+# present (what scared the user once is an event, not how they feel), after a thing of one to
+# four words — not a pronoun, which points back ("It scares me", "That annoys me") or is someone.
+_FELT = {
+    "scare": "scared of",
+    "terrify": "terrified of",
+    "frighten": "frightened of",
+    "freak": "freaked out by",
+    "stress": "stressed out by",
+    "annoy": "annoyed by",
+    "irritate": "irritated by",
+    "bore": "bored by",
+    "relax": "relaxed by",
+    "calm": "calmed by",
+    "fascinate": "fascinated by",
+    "overwhelm": "overwhelmed by",
+    "exhaust": "exhausted by",
+    "drain": "drained by",
+    "depress": "depressed by",
+}
+_FELT_VERB = (
+    r"(scares?|terrif(?:y|ies)|frightens?|freaks?|stress(?:es)?|annoys?|irritates?|bores?|"
+    r"relax(?:es)?|calms?|fascinates?|overwhelms?|exhausts?|drains?|depress(?:es)?)"
+)
+_FEELING_SAID = re.compile(
+    r"^((?:[Mm]y |[Oo]ur )?[A-Za-z][\w'\-]*(?: [a-z][\w'\-]*){0,3}) "
+    + _FELT_VERB
+    + r" me(?: (?:out|down))?(?: (?:so much|a lot|to death|a bit|sometimes|every time))?[.!]*$"
+)
+_NOT_A_THING = {
+    "it",
+    "that",
+    "this",
+    "he",
+    "she",
+    "they",
+    "you",
+    "everything",
+    "everyone",
+    "nothing",
+    "something",
+    "someone",
+    "somebody",
+    "what",
+    "which",
+    "who",
+    "there",
+    "here",
+    "she's",
+}
+
+
+def _base(verb: str) -> str:
+    if verb.endswith("ies"):
+        return verb[:-3] + "y"
+    if verb.endswith(("sses", "xes")):
+        return verb[:-2]
+    return verb[:-1] if verb.endswith("s") and not verb.endswith("ss") else verb
+
+
+def felt_by_the_user(sentence: str) -> str:
+    """ "Heights freak me out" -> "I'm freaked out by heights"; any other sentence as it is."""
+    m = _FEELING_SAID.match(sentence.strip())
+    if not m or m.group(1).split()[0].lower() in _NOT_A_THING:
+        return sentence
+    thing = m.group(1)
+    if not thing.startswith(("My ", "Our ")) and not thing[1:2].isupper():
+        thing = thing[0].lower() + thing[1:]  # "Heights" -> "heights" (not "NASA")
+    elif thing.startswith(("My ", "Our ")):
+        thing = thing[0].lower() + thing[1:]
+    return f"I'm {_FELT[_base(m.group(2).lower())]} {thing}."
