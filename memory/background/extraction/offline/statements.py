@@ -624,7 +624,12 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         c for s in statements if s for c in clauses(subject_supplied(felt_by_the_user(s)))
     ):
         sentence, quotes = _set_quotes_aside(TRAILING_QUESTION.sub(".", said_sentence))
-        if _reported(sentence, quotes) or _DANGLING_COUNT.search(without_feeling_tail(sentence)):
+        # a count with nothing counted ("I have two."), its comment aside ("…, which is awkward
+        # because my flatmate has two" counts cats); the comment read only where a count ends it
+        if _reported(sentence, quotes) or (
+            _DANGLING_COUNT.search(sentence)
+            and _DANGLING_COUNT.search(without_feeling_tail(sentence))
+        ):
             continue
         if told := _TOLD_YOU.match(opened := OPENER.sub("", sentence)):
             sentence = opened[told.end() :].rstrip(" ?!.") + "."
