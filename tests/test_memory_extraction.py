@@ -91,6 +91,45 @@ def test_offline_extraction_supersedes_a_changed_fact_with_history(
     assert home.sources.count() == 2
 
 
+@pytest.mark.parametrize(
+    ("first", "then", "updated"),
+    [
+        (
+            "Pizza is my favourite food.",
+            "Sushi is my favourite food now.",
+            "Sushi is User's favourite food.",
+        ),
+        (
+            "Pizza is my favourite food.",
+            "My favourite food is sushi.",
+            "User's favourite food is sushi.",
+        ),
+        (
+            "My favorite color is blue.",
+            "Green is my favorite color.",
+            "Green is User's favorite color.",
+        ),
+    ],
+)
+def test_a_favourite_said_with_its_value_first_is_one_memory_updated(
+    offline, django_capture_on_commit_callbacks, first, then, updated
+):
+    """A favourite is one-valued whichever comes first, the value or "my favourite": "Pizza is
+    my favourite food" then "Sushi is my favourite food now" were two favourite foods."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "pia", first)
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    [memory] = Memory.objects.filter(user_id="pia")
+    say(workspace, "pia", then)
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert list(Memory.objects.filter(user_id="pia").values_list("id", "text")) == [
+        (memory.id, updated)
+    ]
+    assert list(
+        MemoryEvent.objects.filter(memory_id=memory.id).values_list("event", flat=True)
+    ) == ["ADD", "UPDATE"]
+
+
 def test_a_negation_leaves_what_it_does_not_deny(offline, django_capture_on_commit_callbacks):
     """ "I no longer live in Paris" said while living in Berlin ends nothing; nor does "I don't
     have a cat anymore" end the sister's cat."""
@@ -851,6 +890,7 @@ OFFLINE_FACTS += [
     # how a thing moves the user, said with the thing first, is a statement of theirs; not a
     # pronoun's (it points back, or is someone), nor what scared them once
     ("Heights freak me out.", ["User is freaked out by heights."]),
+    ("Honestly pizza is my favourite food.", ["Pizza is User's favourite food."]),
     ("My job stresses me out.", ["User is stressed out by their job."]),
     ("Public speaking terrifies me.", ["User is terrified of public speaking."]),
     ("Flying scares me to death.", ["User is scared of flying."]),
@@ -1054,6 +1094,8 @@ def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
         "Heights " + "freak " * n + "me out": [],
         "Heights freak me" + " out" * n: [],
         "My " * n + "job stresses me out": [],
+        "Pizza " * n + "is my favourite food": [],
+        "Pizza is my favourite " + "food " * n: [],
     }
     for text, facts in hostile.items():
         found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))

@@ -115,6 +115,16 @@ _SLOTS = [
 _FAVORITE = re.compile(
     r"\b[Mm]y (favou?rite) ([a-z]+(?: [a-z]+)?) (?:is|are) ((?:\b[A-Z]\.(?= [A-Z])|[^.,!;])+)"
 )
+# The value said first: "Pizza is my favourite food", "Cats are my favorite animals" — the same
+# slot, so "Sushi is my favourite food now" updates it (it was a fact of its own beside the
+# pizza: two favourite foods). Written as said; only the sentence whole, a value of at most
+# five words.
+_LATELY = r"now|these days|at the moment|right now|ever|of all time"
+_FAVORITE_FIRST = re.compile(
+    r"^((?:[A-Za-z0-9'\-]+ ){0,4}[A-Za-z0-9'\-]+) (is|are) [Mm]y (favou?rite) "
+    r"([a-z]+(?: (?!" + _LATELY + r")[a-z]+)?)(?: (?:" + _LATELY + r"))?[.!]*$"
+)
+_NOT_A_VALUE = {"it", "this", "that", "these", "those", "they", "he", "she", "what", "which", "who"}
 
 
 # When a move happened, as said right after its place ("to Lisbon in 2019", "last week" resolved).
@@ -163,5 +173,15 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
         found.setdefault(
             f"favorite:{thing}",
             (f"favorite:{thing}", value, f"{subject}'s {spelled} {thing} is {value}."),
+        )
+    if (m := _FAVORITE_FIRST.match(sentence.strip())) and m.group(1).lower() not in _NOT_A_VALUE:
+        value, be, spelled, thing = m.group(1), m.group(2), m.group(3), m.group(4).lower()
+        found.setdefault(
+            f"favorite:{thing}",
+            (
+                f"favorite:{thing}",
+                value,
+                f"{value[0].upper()}{value[1:]} {be} {subject}'s {spelled} {thing}.",
+            ),
         )
     return list(found.values())
