@@ -130,6 +130,37 @@ def test_a_favourite_said_with_its_value_first_is_one_memory_updated(
     ) == ["ADD", "UPDATE"]
 
 
+def test_a_named_employer_left_updates_the_workplace(offline, django_capture_on_commit_callbacks):
+    """ "I work at Deliveroo." then "Actually I left Deliveroo, I'm at Spotify now." left both
+    memories standing: that User works at Deliveroo, and that they left it."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "omar", "I work at Deliveroo.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    [job] = Memory.objects.filter(user_id="omar")
+    say(workspace, "omar", "Actually I left Deliveroo, I'm at Spotify now.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert list(Memory.objects.filter(user_id="omar").values_list("id", "text")) == [
+        (job.id, "User left Deliveroo, they are at Spotify now.")
+    ]
+    say(workspace, "omar", "I'm working at Spotify now.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    texts = sorted(Memory.objects.filter(user_id="omar").values_list("text", flat=True))
+    assert "User works at Spotify." in texts
+    assert not any(t.startswith("User works at Deliveroo") for t in texts)
+
+
+def test_whom_the_user_lives_with_outlasts_a_move(offline, django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "omar", "I live in Manchester with my wife Sara.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    say(workspace, "omar", "We moved to Leeds.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert sorted(Memory.objects.filter(user_id="omar").values_list("text", flat=True)) == [
+        "User lives in Leeds.",
+        "User lives with their wife Sara.",
+    ]
+
+
 def test_a_negation_leaves_what_it_does_not_deny(offline, django_capture_on_commit_callbacks):
     """ "I no longer live in Paris" said while living in Berlin ends nothing; nor does "I don't
     have a cat anymore" end the sister's cat."""
@@ -891,6 +922,15 @@ OFFLINE_FACTS += [
     # pronoun's (it points back, or is someone), nor what scared them once
     ("Heights freak me out.", ["User is freaked out by heights."]),
     ("Honestly pizza is my favourite food.", ["Pizza is User's favourite food."]),
+    # a workplace said as a doing, or as where a job started
+    ("I'm working at Spotify now.", ["User works at Spotify."]),
+    ("I started at Spotify in March.", ["User works at Spotify."]),
+    # whom the user lives with is kept beside where (it was dropped with the residence's text)
+    (
+        "I live in Manchester with my wife Sara.",
+        ["User lives in Manchester.", "User lives with their wife Sara."],
+    ),
+    ("I live in Oslo with roommates.", ["User lives in Oslo."]),
     ("My job stresses me out.", ["User is stressed out by their job."]),
     ("Public speaking terrifies me.", ["User is terrified of public speaking."]),
     ("Flying scares me to death.", ["User is scared of flying."]),
@@ -955,6 +995,11 @@ def test_a_memory_is_dated_only_by_a_day_said(said, text, event_date):
         ("I moved out of Paris.", "User lives in Paris.", True),
         ("We finally moved away from Paris.", "User lives in Paris (moved there in 2019).", True),
         ("I moved out of Paris.", "User lives in Berlin.", False),
+        # a named employer left ends the workplace; a place left does not
+        ("I left Deliveroo.", "User works at Deliveroo.", True),
+        ("I quit Initech last week.", "User works at Initech.", True),
+        ("I left Deliveroo, I'm at Spotify now.", "User works at Deliveroo.", True),
+        ("I left Paris.", "User works at Deliveroo.", False),
     ],
 )
 def test_a_negation_ends_only_the_memory_that_says_what_it_denies(said, memory, ends):

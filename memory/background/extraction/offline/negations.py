@@ -36,6 +36,12 @@ _LEFT_JOB = re.compile(
     rf"^(?:I|We) {_SOFTENER}(?:quit|left|resigned from|lost) (?:my|our) (?:job|position|role)"
     r"(?: (?:at|with) ([A-Z].*))?$"
 )
+# "I left Deliveroo", "I quit Initech last week": a named employer left, the denied "I work at
+# Deliveroo" (found trying Engram as a user: "Actually I left Deliveroo, I'm at Spotify now"
+# left "User works at Deliveroo." standing beside it). A place left ("I left Paris") denies a
+# workplace no slot holds; only a memory with both words ("User works at a bakery in Paris")
+# would be ended by it.
+_LEFT_EMPLOYER = re.compile(rf"^(?:I|We) {_SOFTENER}(?:quit|left|resigned from) " + CITY + r"$")
 # "I stopped eating meat", "I gave up smoking", "I quit coffee": the denied "I eating meat",
 # read by its content words ("eat", "meat"), which a stored "User eats meat" holds.
 _STOPPED = re.compile(
@@ -49,6 +55,10 @@ _STOPPED = re.compile(
 # named; "I moved out of my parents' place" is said as it is).
 _MOVED_OUT = re.compile(
     rf"^(?:I|We) {_SOFTENER}(?:moved|relocated) (?:out of|away from) " + CITY + r"(?![\w'])"
+)
+# when it was said to have happened, after the employer ("I left Initech last week", resolved)
+_WHEN_SAID = re.compile(
+    r"\s+(?:on|in|last|this|a|two|three|few|several|\d+)\b.*$|\s+(?:yesterday|today|recently)$"
 )
 # A memory that itself denies something is not what a negation ends.
 _DENIES = re.compile(r"\b(?:not|no longer|never|anymore|any more|quit|stopped|gave up)\b|n't\b")
@@ -64,6 +74,9 @@ def _denied(sentence: str) -> tuple[str, bool] | None:
         sentence = sentence[: -len(tail) - 1].rstrip(" ,")
     if m := _LEFT_JOB.match(sentence):
         return (f"I work at {m.group(1)}" if m.group(1) else "I work"), True
+    # its first clause: "I left Deliveroo, I'm at Spotify now"
+    if m := _LEFT_EMPLOYER.match(_WHEN_SAID.sub("", sentence.partition(",")[0])):
+        return f"I work at {m.group(1)}", True
     if m := _MOVED_OUT.match(sentence):
         return f"I live in {m.group(1)}", True
     if m := _STOPPED.match(sentence):

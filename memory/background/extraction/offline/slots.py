@@ -94,8 +94,18 @@ _SLOTS = [
     ),
     ("workplace", re.compile(r"\bI (?:now |currently |still )?work (?:at|for) " + CITY)),
     (
+        # "I'm working at Spotify now", as "I'm living in" is a residence
         "workplace",
-        re.compile(r"\bI (?:just )?(?:got a job|started (?:a new job|working)) (?:at|for) " + CITY),
+        re.compile(r"\b(?:I'm|I am) (?:now |currently |still )?working (?:at|for) " + CITY),
+    ),
+    (
+        "workplace",
+        re.compile(
+            r"\bI (?:just )?(?:got a job|started (?:a new job|working)) (?:at|for) "
+            + CITY
+            + r"|\bI (?:just )?started (?:a new job )?at "
+            + CITY
+        ),
     ),
     ("occupation", re.compile(r"\bI work as an? ([a-z][a-z \-]{2,40}?)(?=[.,!;]|$| at | for )")),
     ("name", re.compile(r"\b[Mm]y name is ([A-Z][\w\-]+(?: [A-Z][\w\-]+)?)")),
@@ -114,6 +124,14 @@ _SLOTS = [
 # The value runs to the sentence's end; an initial's period is part of it ("Ursula K. Le Guin").
 _FAVORITE = re.compile(
     r"\b[Mm]y (favou?rite) ([a-z]+(?: [a-z]+)?) (?:is|are) ((?:\b[A-Z]\.(?= [A-Z])|[^.,!;])+)"
+)
+# Whom the user lives with, said with where ("I live in Manchester with my wife Sara"): the
+# residence's own text is the place alone ("User lives in Manchester."), so this is a fact of its
+# own ("User lives with their wife Sara."), which a move does not end. It was dropped.
+LIVES_WITH = re.compile(
+    r"\b(?:I|[Ww]e) (?:now |currently |still )?live in "
+    + CITY
+    + r"\s+with\s+((?:my|our)\s+(?:[\w'\-]+\s+){0,4}[\w'\-]+)(?=\s*[.,;!?]|\s*$)"
 )
 # The value said first: "Pizza is my favourite food", "Cats are my favorite animals" — the same
 # slot, so "Sushi is my favourite food now" updates it (it was a fact of its own beside the

@@ -41,6 +41,7 @@ from memory.background.extraction.offline.requests import (
 from memory.background.extraction.offline.slots import (
     AFTER_NAME,
     CALL_ME,
+    LIVES_WITH,
     NAME_INTRO,
     a_name,
     slot_facts,
@@ -703,6 +704,9 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
                 )
                 for name, value, text in slots
             ]
+            if together := LIVES_WITH.search(resolved):
+                said_with = f"I live with {together.group(2)}."
+                facts.append(Fact(third_person(said_with, subject), "relation", None))
             continue
         past = (event_date is not None and event_date < today) or bool(_PAST_SAID.search(sentence))
         # as said: in the rewrite "them" is also the user ("My dog loves me" -> "… loves them")
