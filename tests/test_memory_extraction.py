@@ -931,6 +931,9 @@ OFFLINE_FACTS += [
         ["User lives in Manchester.", "User lives with their wife Sara."],
     ),
     ("I live in Oslo with roommates.", ["User lives in Oslo."]),
+    # a "though" or "anyway" answers the message before; the memory is read alone
+    ("I hate running in the rain though.", ["User hates running in the rain."]),
+    ("I'm vegan anyway.", ["User is vegan."]),
     ("My job stresses me out.", ["User is stressed out by their job."]),
     ("Public speaking terrifies me.", ["User is terrified of public speaking."]),
     ("Flying scares me to death.", ["User is scared of flying."]),
@@ -1141,6 +1144,7 @@ def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
         "My " * n + "job stresses me out": [],
         "Pizza " * n + "is my favourite food": [],
         "Pizza is my favourite " + "food " * n: [],
+        "I'm vegan" + " though" * n: [],
     }
     for text, facts in hostile.items():
         found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))
