@@ -934,6 +934,11 @@ OFFLINE_FACTS += [
     # a "though" or "anyway" answers the message before; the memory is read alone
     ("I hate running in the rain though.", ["User hates running in the rain."]),
     ("I'm vegan anyway.", ["User is vegan."]),
+    # a plural favourite keeps its verb; "me and my …" is the user and theirs; a day and month
+    # "next year" is that day
+    ("My favourite films are Alien and Heat.", ["User's favourite films are Alien and Heat."]),
+    ("Me and my sister run a bakery.", ["User and their sister run a bakery."]),
+    ("Our wedding is on 12 June next year.", ["User's wedding is on 12 June 2024."]),
     ("My job stresses me out.", ["User is stressed out by their job."]),
     ("Public speaking terrifies me.", ["User is terrified of public speaking."]),
     ("Flying scares me to death.", ["User is scared of flying."]),
@@ -972,6 +977,11 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
         ("We got married last june.", "User got married in June 2022.", None),
         ("I started yoga two weeks ago.", "User started yoga in the week of 24 April 2023.", None),
         ("I moved to Leeds two years ago.", "User lives in Leeds (moved there in 2021).", None),
+        (
+            "Our wedding is on 12 June next year.",
+            "User's wedding is on 12 June 2024.",
+            dt.date(2024, 6, 12),
+        ),
     ],
 )
 def test_a_memory_is_dated_only_by_a_day_said(said, text, event_date):
@@ -1145,6 +1155,8 @@ def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
         "Pizza " * n + "is my favourite food": [],
         "Pizza is my favourite " + "food " * n: [],
         "I'm vegan" + " though" * n: [],
+        "Me and my " + "sister " * n + "run a bakery": [],
+        "Our wedding is on 12 June" + " next year" * n: [],
     }
     for text, facts in hostile.items():
         found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))

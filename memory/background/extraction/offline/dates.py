@@ -186,6 +186,17 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
     text = sub(r"\blast year\b", lambda m: period(m, -365, "year", "in"), text)
     text = sub(r"\bnext week\b", lambda m: period(m, 7, "week", "in"), text)
     text = sub(r"\bnext month\b", lambda m: period(m, 30, "month", "in"), text)
+    # a day and month, then "next year": that day of next year ("on 12 June next year" -> "on
+    # 12 June 2027", a day of its own; it was "on 12 June in 2027", dated by no day)
+    text = sub(
+        r"\b(\d{1,2}(?:st|nd|rd|th)? (?:"
+        + "|".join(MONTHS)
+        + r")|(?:"
+        + "|".join(MONTHS)
+        + r") \d{1,2}(?:st|nd|rd|th)?) next year\b",
+        lambda m: f"{m.group(1)} {today.year + 1}",
+        text,
+    )
     text = sub(r"\bnext year\b", lambda m: period(m, 365, "year", "in"), text)
     if not found:
         m = _EXPLICIT.search(text)

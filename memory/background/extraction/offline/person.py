@@ -167,6 +167,11 @@ def _compound_before(sentence: str, at: int) -> bool:
 
 
 _COMPOUND_I = re.compile(r"\b[Mm]y ((?:[a-z'\-]+ ){0,2}[a-z'\-]+) and I\b")
+# "Me and my sister run a bakery", "me and Tom went hiking": chat's compound subject, the user
+# first (it was "Me and User's sister run a bakery.").
+_ME_AND = re.compile(
+    r"^[Mm]e and ((?:my|our) (?:[a-z'\-]+ ){0,2}[a-z'\-]+|[A-Z][a-z]+)\b(?= [a-z])"
+)
 
 
 def is_adverb(word: str) -> bool:
@@ -253,6 +258,7 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
     `past`: the sentence is dated before today (for "quit", "put", "read"...).
     """
     sentence = _COMPOUND_I.sub(lambda m: f"{subject} and my {m.group(1)}", sentence)
+    sentence = _ME_AND.sub(lambda m: f"{subject} and {m.group(1)}", sentence)
     sentence = _WE_FORMS.sub(_as_i, sentence)
     sentence = re.sub(r"\bI were\b", "I was", sentence)
     state = {"named": False, "possessed": False, "agreed": False}

@@ -123,7 +123,7 @@ _SLOTS = [
 ]
 # The value runs to the sentence's end; an initial's period is part of it ("Ursula K. Le Guin").
 _FAVORITE = re.compile(
-    r"\b[Mm]y (favou?rite) ([a-z]+(?: [a-z]+)?) (?:is|are) ((?:\b[A-Z]\.(?= [A-Z])|[^.,!;])+)"
+    r"\b[Mm]y (favou?rite) ([a-z]+(?: [a-z]+)?) (is|are) ((?:\b[A-Z]\.(?= [A-Z])|[^.,!;])+)"
 )
 # Whom the user lives with, said with where ("I live in Manchester with my wife Sara"): the
 # residence's own text is the place alone ("User lives in Manchester."), so this is a fact of its
@@ -187,10 +187,11 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
     # each favourite its own: "My favorite color is blue, my favorite food is sushi"
     # (one slot whichever the spelling; the fact in the user's: "favourite band")
     for m in _FAVORITE.finditer(sentence):
-        spelled, thing, value = m.group(1), m.group(2).lower(), m.group(3).strip()
+        spelled, thing, be, value = m.group(1), m.group(2).lower(), m.group(3), m.group(4).strip()
+        # as said: "My favourite films are Alien and Heat" (it was "… films is …")
         found.setdefault(
             f"favorite:{thing}",
-            (f"favorite:{thing}", value, f"{subject}'s {spelled} {thing} is {value}."),
+            (f"favorite:{thing}", value, f"{subject}'s {spelled} {thing} {be} {value}."),
         )
     if (m := _FAVORITE_FIRST.match(sentence.strip())) and m.group(1).lower() not in _NOT_A_VALUE:
         value, be, spelled, thing = m.group(1), m.group(2), m.group(3), m.group(4).lower()
