@@ -106,6 +106,30 @@ def zscored(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / (values.std() or 1.0)
 
 
+def fitted_held_out(rows: list[dict], feats: dict, groups=lambda row: 0):
+    """For each conversation, weights fitted (per group of questions) on the other four's
+    candidates, and its questions' R@10 with them: (R@10 per fold, the scores by category,
+    each fold's weights by group). `feats[id(row)]` is (features, items) in the blend's order."""
+    folds = list(dict.fromkeys(r["sample"] for r in rows))
+    per, by_category, fitted = {}, {}, {}
+    for fold in folds:
+        weights = {}
+        for group in {groups(r) for r in rows}:
+            train = [r for r in rows if r["sample"] != fold and groups(r) == group]
+            x = np.vstack([feats[id(r)][0] for r in train])
+            y = np.concatenate([evidence(r, feats[id(r)][1]) for r in train])
+            weights[group] = logistic(x, y)
+        fitted[fold] = weights
+        scores = []
+        for r in (r for r in rows if r["sample"] == fold):
+            x, items = feats[id(r)]
+            key = dict(zip(map(id, items), x @ weights[groups(r)], strict=True))
+            scores.append(recall10(r, assemble(items, lambda it, key=key: key[id(it)])))
+            by_category.setdefault(r["category"], []).append(scores[-1])
+        per[fold] = 100 * statistics.fmean(scores)
+    return per, by_category, fitted
+
+
 def tried(full: list[dict], packed: dict, asked: dict) -> None:
     """The changes tried on top of the shipped re-ranking, each held out by construction."""
     from bench.probe_rerank import _AGGREGATE
@@ -173,22 +197,7 @@ def tried(full: list[dict], packed: dict, asked: dict) -> None:
 
     def held_out(name: str, rows: list[dict], extra: str, groups) -> None:
         feats = {id(r): featurize(r, extra) for r in rows}
-        folds = list(dict.fromkeys(r["sample"] for r in rows))
-        per, by_cat = {}, {}
-        for fold in folds:
-            weights = {}
-            for group in {groups(r) for r in rows}:
-                train = [r for r in rows if r["sample"] != fold and groups(r) == group]
-                x = np.vstack([feats[id(r)][0] for r in train])
-                y = np.concatenate([evidence(r, feats[id(r)][1]) for r in train])
-                weights[group] = logistic(x, y)
-            scores = []
-            for r in (r for r in rows if r["sample"] == fold):
-                x, items = feats[id(r)]
-                key = dict(zip(map(id, items), x @ weights[groups(r)], strict=True))
-                scores.append(recall10(r, assemble(items, lambda it, key=key: key[id(it)])))
-                by_cat.setdefault(r["category"], []).append(scores[-1])
-            per[fold] = 100 * statistics.fmean(scores)
+        per, by_cat, _ = fitted_held_out(rows, feats, groups)
         print(
             f"{name:<44} "
             + " ".join(f"{v:5.1f}" for v in per.values())

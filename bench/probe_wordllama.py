@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, os.environ.get("WORDLLAMA_PATH", "/tmp/wl"))
 
 from bench.eval_locomo import DATA, turn_text, turns  # noqa: E402
-from bench.probe_late import corpus, evidence, logistic, zscored  # noqa: E402
-from bench.probe_rerank import assemble, recall10, weighted  # noqa: E402
+from bench.probe_late import corpus, fitted_held_out, zscored  # noqa: E402
+from bench.probe_rerank import weighted  # noqa: E402
 from memory.embeddings import get_embedder  # noqa: E402
 from memory.retrieval import late  # noqa: E402
 
@@ -102,20 +102,8 @@ def main() -> int:
 
     def held_out(name: str, rows: list[dict], extra: str = "") -> None:
         feats = {id(r): featurize(r, extra) for r in rows}
-        per, by_category, last = {}, {}, []
-        for fold in folds:
-            train = [r for r in rows if r["sample"] != fold]
-            x = np.vstack([feats[id(r)][0] for r in train])
-            y = np.concatenate([evidence(r, feats[id(r)][1]) for r in train])
-            w = logistic(x, y)
-            last.append(w[-1])
-            scores = []
-            for r in (r for r in rows if r["sample"] == fold):
-                x, items = feats[id(r)]
-                key = dict(zip(map(id, items), x @ w, strict=True))
-                scores.append(recall10(r, assemble(items, lambda it, key=key: key[id(it)])))
-                by_category.setdefault(r["category"], []).append(scores[-1])
-            per[fold] = 100 * statistics.fmean(scores)
+        per, by_category, fitted = fitted_held_out(rows, feats)
+        last = [weights[0][-1] for weights in fitted.values()]
         print(
             f"{name:<40} "
             + " ".join(f"{v:5.1f}" for v in per.values())
