@@ -1022,145 +1022,155 @@ def test_a_negation_ends_only_the_memory_that_says_what_it_denies(said, memory, 
     assert offline.ends(fact, memory, "User") is ends
 
 
-def test_the_offline_extractor_reads_long_hostile_text_in_one_pass():
+# Text built to make a regex try again from every position (each nested quantifier over the same
+# characters did, before: 100,000 letters took 26 s), each with how many facts it holds; one test
+# each, so that the workers share them (together ~60 s of CPU).
+_N = 50_000
+ONE_PASS_COUNTS = {
+    "i " * _N: 0,
+    "i live in " * _N: 0,
+    "i live in " + "berlin " * _N: 0,
+    "I'm " + "Sam " * _N: 0,
+    "I'm S" + "a" * 2 * _N: 1,
+    "I'm " + "Sam-" * _N: 0,
+    "please " * _N + "call me Sam": 0,
+    "call me " * _N: 0,
+    "I don't " * _N: 0,
+    "I don't have a cat" + " anymore" * _N: 0,
+    "I'm not vegan" + ", now" * _N: 0,
+    "I'm not " * _N: 0,
+    "I stopped " * _N: 0,
+    "I quit my job at " + "A" * 2 * _N: 1,
+    "I'm Sam, " * _N + "I'm 40.": 1,  # an introduction is split off once
+    "i'm sam, " * _N: 1,
+    "hi " * _N + "i'm sam": 0,
+    "I moved - " * _N: 0,
+    "I moved out of " + "Paris " * _N: 0,
+    "I love jazz - " * _N + "you": 0,
+    "you know " * _N + "I love jazz": 0,
+    "hi im " * _N: 0,
+    "im " * _N + "lena": 0,
+    "I moved" + "." * 2 * _N + " to": 0,
+    "I moved\u2026 " * _N: 0,
+    "I hate olives, stop" + " giving" * _N: 1,
+    "I have a cat" + ", so" * _N: 0,
+    "I have a cat, so no" + " no" * _N: 1,
+    "Remember, " * _N + "I'm vegan": 0,
+    "you might remember " * _N: 0,
+    "Did I tell you " * _N + "I ski?": 0,
+    "Did I tell you I ski" + "?" * _N: 0,
+    "My " + "friend " * _N + "moved to Oslo": 0,
+    "I work at Acme" + ", lol" * _N + "!": 0,
+    "my friend goes " + " ," * _N + " 'hi'": 1,
+    "I have " + "two " * _N: 0,
+    "allergic" + " to" * _N: 0,
+    "gluten free" + " since" * _N: 0,
+    ", " * _N + "lol": 0,
+    "my dog Rex, " + "he " * _N: 0,
+    "I quit" + " ago" * _N: 0,
+    # round 12's patterns
+    "I moved to Oslo" + ", so" * _N + " excited": 0,
+    "I moved to Oslo" + " cant" * _N + " wait": 0,
+    "I moved to Oslo" + "!" * _N + " yay": 1,  # 4,000 took 2.7 s before its fix
+    "my " + "sister " * _N + "'s a chef": 0,
+    "my sister's " * _N: 0,
+    "so " + "im " * _N + "a nurse": 0,
+    "I love jazz " + ":( " * _N + "\U0001f3e1" * _N: 1,
+    "how do " * _N + "i say": 0,
+    "I " + "\u2764" * _N + " jazz": 0,
+    "I got married " + "last june " * _N: 0,
+    "my birthday is on " + "the " * _N + "3rd of March": 0,
+    # round 13's: a possessive or "is" without its apostrophe, the "I" left out, verbs
+    # listed after commas ("my moms in " 20,000 times took 43 s in its first version)
+    "my moms in " * _N: 0,
+    "my husbands name " * _N: 0,
+    "started learning korean" + ", its" * _N: 0,
+    "I'm 29" + ", work at" * _N: 0,
+    "I hate cilantro" + ", tastes like" * _N: 0,
+    "been " * _N: 0,
+    "my son is " + "and he is " * _N: 0,
+    "my sister lives in Oslo and she" + " is" * _N: 0,
+    # a run of spaces: 4,000 took 12 s before
+    "I have a cat" + " " * _N + "x": 1,
+}
+# Round 15's and later rounds' patterns (heldout16 on), with NULs, emojis and nested quotes: the
+# facts each should give.
+ONE_PASS_FACTS = {
+    "quick one \u2014 " * _N + "I'm vegan": ["User is vegan."],
+    "I'm allergic to nuts so pls" + " pls" * _N: ["User is allergic to nuts."],
+    "i work nights at st. " + "st. " * _N: [],
+    "I play the cello but I haven't touched it" + " in it" * _N: [],
+    "Oh great, another Monday" + ". " * _N + "I \"LOVE\" 'Mondays'": [],
+    "i think i might be lactose intolerant" + "?" * _N: [
+        "User thinks they might be lactose intolerant."
+    ],
+    "Please stop, " * _N + "I'm vegan": ["User is vegan."],
+    "I work in IT" + "." * _N: ["User works in IT."],
+    "did a 10k" + " \U0001f3c3" * _N: ["User did a 10k."],
+    "I'm training for a marathon, currently running 40 miles a week" + "!" * _N: [
+        "User is training for a marathon.",
+        "User is currently running 40 miles a week.",
+    ],
+    "The team is really nice and I'm having fun" + "!" * _N: [
+        "The team is really nice and User is having fun."
+    ],
+    "quick one \u2014 I'm vegan\x00": [],
+    # round 16's (heldout17)
+    "I quit when " + "my " * _N + "was born": [],
+    "I used to smoke but I quit in 2020" + "!" * _N: ["User used to smoke but they quit in 2020."],
+    "I was vegan but now I eat fish" + "!" * _N: ["User was vegan but now they eat fish."],
+    "I was vegan but now" + " now" * _N: [],
+    "I'm tired" + " today" * _N: [],
+    "I wouldn't say" + " say" * _N: [],
+    # round 17's (heldout18)
+    "Update " * _N + "\u2014 I'm vegan": [],
+    "a" * _N + " \u2014 I'm vegan": ["User is vegan."],
+    "My mom lives in Rome and I visit her" + " her" * _N: ["User's mom lives in Rome."],
+    "My mom lives in Rome and I love" + " her" * _N + " cooking": ["User's mom lives in Rome."],
+    "My mom " * _N + "lives here and I visit her": ["User visits their mom."],
+    # round 18's (heldout19)
+    "As a " + "nurse " * _N + "I work nights": [],
+    "As a " + "very " * _N + "nurse, I work nights": [],
+    "As a nurse, I " + "always " * _N + "work nights": ["User is a nurse."],
+    "As a nurse, I work nights" + ", which is " * _N: ["User is a nurse."],
+    "I'm allergic to cats, which is awkward because " + "my " * _N: [],
+    "back " * _N + "from Oslo": [],
+    "Heights " + "freak " * _N + "me out": [],
+    "Heights freak me" + " out" * _N: [],
+    "My " * _N + "job stresses me out": [],
+    "Pizza " * _N + "is my favourite food": [],
+    "Pizza is my favourite " + "food " * _N: [],
+    "I'm vegan" + " though" * _N: [],
+    "Me and my " + "sister " * _N + "run a bakery": [],
+    "Our wedding is on 12 June" + " next year" * _N: [],
+}
+
+
+def _short(text: str) -> str:
+    return text[:30].encode("unicode_escape").decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "count"), list(ONE_PASS_COUNTS.items()), ids=[_short(t) for t in ONE_PASS_COUNTS]
+)
+def test_the_offline_extractor_reads_long_hostile_text_in_one_pass(text, count):
     """The patterns of names, lowercase and negations on text built to make a regex try again
-    from every position (each nested quantifier over the same characters did, before: 100,000
-    letters took 26 s). What matters is that each returns; what it finds is checked too."""
+    from every position. What matters is that each returns; what it finds is checked too."""
     from memory.background.extraction.offline import extract as offline_extract
 
-    n = 50_000
-    hostile = {
-        "i " * n: 0,
-        "i live in " * n: 0,
-        "i live in " + "berlin " * n: 0,
-        "I'm " + "Sam " * n: 0,
-        "I'm S" + "a" * 2 * n: 1,
-        "I'm " + "Sam-" * n: 0,
-        "please " * n + "call me Sam": 0,
-        "call me " * n: 0,
-        "I don't " * n: 0,
-        "I don't have a cat" + " anymore" * n: 0,
-        "I'm not vegan" + ", now" * n: 0,
-        "I'm not " * n: 0,
-        "I stopped " * n: 0,
-        "I quit my job at " + "A" * 2 * n: 1,
-        "I'm Sam, " * n + "I'm 40.": 1,  # an introduction is split off once
-        "i'm sam, " * n: 1,
-        "hi " * n + "i'm sam": 0,
-        "I moved - " * n: 0,
-        "I moved out of " + "Paris " * n: 0,
-        "I love jazz - " * n + "you": 0,
-        "you know " * n + "I love jazz": 0,
-        "hi im " * n: 0,
-        "im " * n + "lena": 0,
-        "I moved" + "." * 2 * n + " to": 0,
-        "I moved\u2026 " * n: 0,
-        "I hate olives, stop" + " giving" * n: 1,
-        "I have a cat" + ", so" * n: 0,
-        "I have a cat, so no" + " no" * n: 1,
-        "Remember, " * n + "I'm vegan": 0,
-        "you might remember " * n: 0,
-        "Did I tell you " * n + "I ski?": 0,
-        "Did I tell you I ski" + "?" * n: 0,
-        "My " + "friend " * n + "moved to Oslo": 0,
-        "I work at Acme" + ", lol" * n + "!": 0,
-        "my friend goes " + " ," * n + " 'hi'": 1,
-        "I have " + "two " * n: 0,
-        "allergic" + " to" * n: 0,
-        "gluten free" + " since" * n: 0,
-        ", " * n + "lol": 0,
-        "my dog Rex, " + "he " * n: 0,
-        "I quit" + " ago" * n: 0,
-        # round 12's patterns
-        "I moved to Oslo" + ", so" * n + " excited": 0,
-        "I moved to Oslo" + " cant" * n + " wait": 0,
-        "I moved to Oslo" + "!" * n + " yay": 1,  # 4,000 took 2.7 s before its fix
-        "my " + "sister " * n + "'s a chef": 0,
-        "my sister's " * n: 0,
-        "so " + "im " * n + "a nurse": 0,
-        "I love jazz " + ":( " * n + "\U0001f3e1" * n: 1,
-        "how do " * n + "i say": 0,
-        "I " + "\u2764" * n + " jazz": 0,
-        "I got married " + "last june " * n: 0,
-        "my birthday is on " + "the " * n + "3rd of March": 0,
-        # round 13's: a possessive or "is" without its apostrophe, the "I" left out, verbs
-        # listed after commas ("my moms in " 20,000 times took 43 s in its first version)
-        "my moms in " * n: 0,
-        "my husbands name " * n: 0,
-        "started learning korean" + ", its" * n: 0,
-        "I'm 29" + ", work at" * n: 0,
-        "I hate cilantro" + ", tastes like" * n: 0,
-        "been " * n: 0,
-        "my son is " + "and he is " * n: 0,
-        "my sister lives in Oslo and she" + " is" * n: 0,
-        # a run of spaces: 4,000 took 12 s before
-        "I have a cat" + " " * n + "x": 1,
-    }
-    for text, count in hostile.items():
-        assert len(offline_extract(text, subject="User", today=dt.date(2023, 5, 8))) == count
+    assert len(offline_extract(text, subject="User", today=dt.date(2023, 5, 8))) == count
 
 
-def test_round_15s_patterns_read_long_hostile_text_in_one_pass():
-    """Round 15's and 16's patterns (heldout16, heldout17) on text built to make them try again
-    from every position, with NULs, emojis and nested quotes: each returns, and finds what it
-    should."""
+@pytest.mark.parametrize(
+    ("text", "facts"), list(ONE_PASS_FACTS.items()), ids=[_short(t) for t in ONE_PASS_FACTS]
+)
+def test_round_15s_patterns_read_long_hostile_text_in_one_pass(text, facts):
+    """Round 15's and later patterns on text built to make them try again from every position:
+    each returns, and finds what it should."""
     from memory.background.extraction.offline import extract as offline_extract
 
-    n = 50_000
-    hostile = {
-        "quick one \u2014 " * n + "I'm vegan": ["User is vegan."],
-        "I'm allergic to nuts so pls" + " pls" * n: ["User is allergic to nuts."],
-        "i work nights at st. " + "st. " * n: [],
-        "I play the cello but I haven't touched it" + " in it" * n: [],
-        "Oh great, another Monday" + ". " * n + "I \"LOVE\" 'Mondays'": [],
-        "i think i might be lactose intolerant" + "?" * n: [
-            "User thinks they might be lactose intolerant."
-        ],
-        "Please stop, " * n + "I'm vegan": ["User is vegan."],
-        "I work in IT" + "." * n: ["User works in IT."],
-        "did a 10k" + " \U0001f3c3" * n: ["User did a 10k."],
-        "I'm training for a marathon, currently running 40 miles a week" + "!" * n: [
-            "User is training for a marathon.",
-            "User is currently running 40 miles a week.",
-        ],
-        "The team is really nice and I'm having fun" + "!" * n: [
-            "The team is really nice and User is having fun."
-        ],
-        "quick one \u2014 I'm vegan\x00": [],
-        # round 16's (heldout17)
-        "I quit when " + "my " * n + "was born": [],
-        "I used to smoke but I quit in 2020" + "!" * n: [
-            "User used to smoke but they quit in 2020."
-        ],
-        "I was vegan but now I eat fish" + "!" * n: ["User was vegan but now they eat fish."],
-        "I was vegan but now" + " now" * n: [],
-        "I'm tired" + " today" * n: [],
-        "I wouldn't say" + " say" * n: [],
-        # round 17's (heldout18)
-        "Update " * n + "\u2014 I'm vegan": [],
-        "a" * n + " \u2014 I'm vegan": ["User is vegan."],
-        "My mom lives in Rome and I visit her" + " her" * n: ["User's mom lives in Rome."],
-        "My mom lives in Rome and I love" + " her" * n + " cooking": ["User's mom lives in Rome."],
-        "My mom " * n + "lives here and I visit her": ["User visits their mom."],
-        # round 18's (heldout19)
-        "As a " + "nurse " * n + "I work nights": [],
-        "As a " + "very " * n + "nurse, I work nights": [],
-        "As a nurse, I " + "always " * n + "work nights": ["User is a nurse."],
-        "As a nurse, I work nights" + ", which is " * n: ["User is a nurse."],
-        "I'm allergic to cats, which is awkward because " + "my " * n: [],
-        "back " * n + "from Oslo": [],
-        "Heights " + "freak " * n + "me out": [],
-        "Heights freak me" + " out" * n: [],
-        "My " * n + "job stresses me out": [],
-        "Pizza " * n + "is my favourite food": [],
-        "Pizza is my favourite " + "food " * n: [],
-        "I'm vegan" + " though" * n: [],
-        "Me and my " + "sister " * n + "run a bakery": [],
-        "Our wedding is on 12 June" + " next year" * n: [],
-    }
-    for text, facts in hostile.items():
-        found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))
-        assert [f.text for f in found] == facts, text[:60]
+    found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))
+    assert [f.text for f in found] == facts
 
 
 def test_distinct_facts_stay_distinct_and_restatements_merge(
