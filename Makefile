@@ -48,17 +48,24 @@ $(CHROMIUM):
 run: $(STAMP) $(STATIC)
 	@$(PY) -m config.embedded.supervisor
 
-# Lint, format, types, then the tests; the first failure stops it. The admin's static files
-# are collected first, as for `make run` (a fresh clone's tests otherwise warned 21 times that
-# WhiteNoise found no .engram/static/).
+# Lint and format, then the tests with the type check beside them: mypy is one process (78 s
+# from a fresh clone), which before the tests left a core idle for as long; it runs while pytest
+# starts, its report printed after the tests', and either failing fails `make test`. The admin's
+# static files are collected first, as for `make run` (a fresh clone's tests otherwise warned 21
+# times that WhiteNoise found no .engram/static/).
 # pytest-xdist: one worker per core and one more (TEST_WORKERS=0 runs them in this process),
 # each with a test database and a Redis database of its own. Many tests wait (a killed
 # process restarted, a lease run out, a browser), so a third worker on two cores finishes
 # sooner: pytest 800 and 755 s with two workers, 606 with three, 591 with four, run in turn
 # on a slow day of this 2-core machine (calibration 5.3 ms), where two put CI at 16 minutes.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 1)')
-test: lint $(CHROMIUM) $(STATIC)
-	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 8 --dist loadgroup $(PYTEST_ARGS)
+test: $(STAMP) $(CHROMIUM) $(STATIC)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@mkdir -p .engram; $(MYPY) > .engram/mypy.log 2>&1 & types=$$!; \
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 8 --dist loadgroup $(PYTEST_ARGS); \
+	tests=$$?; wait $$types; typed=$$?; echo "mypy:"; cat .engram/mypy.log; \
+	test $$tests -eq 0 && test $$typed -eq 0
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
