@@ -938,6 +938,10 @@ OFFLINE_FACTS += [
     # "next year" is that day
     ("My favourite films are Alien and Heat.", ["User's favourite films are Alien and Heat."]),
     ("Me and my sister run a bakery.", ["User and their sister run a bakery."]),
+    # "we are" is "I am" ("User ares vegan." before), a compound subject keeps its "are"
+    ("We are vegan.", ["User is vegan."]),
+    ("We were in Rome in 2019.", ["User was in Rome in 2019."]),
+    ("Tom and I are moving to Leeds.", ["Tom and User are moving to Leeds."]),
     ("Our wedding is on 12 June next year.", ["User's wedding is on 12 June 2024."]),
     ("My job stresses me out.", ["User is stressed out by their job."]),
     ("Public speaking terrifies me.", ["User is terrified of public speaking."]),

@@ -144,6 +144,8 @@ _SAME_IN_PAST = {
 _WE = {
     "we": "I", "we're": "I'm", "we've": "I've", "we'd": "I'd", "we'll": "I'll",
     "our": "my", "ours": "mine", "us": "me", "ourselves": "myself",
+    # the verb with it: "We are moving" was "I are moving", written "User ares moving"
+    "we are": "I am", "we were": "I was",
 }  # fmt: skip
 # the longest first: "we" alone would take "We're" and leave "'re" ("User're")
 _WE_FORMS = re.compile(
