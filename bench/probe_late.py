@@ -78,6 +78,17 @@ def corpus(samples: set[str]) -> dict[tuple[str, str], str]:
     return out
 
 
+def token_tables(text_of: dict, questions: list[str]) -> tuple[dict, dict]:
+    """Every turn's tokens packed as the worker stores them, by (sample, dia_id), and every
+    question's tokens as /v1/search takes them, by question."""
+    keys = sorted(text_of)
+    embedder = get_embedder()
+    _, turn_tokens = embedder.embed_with_tokens([text_of[k] for k in keys])
+    packed = {k: late.pack(t) for k, t in zip(keys, turn_tokens, strict=True) if t is not None}
+    _, question_tokens = embedder.embed_with_tokens(questions)
+    return packed, dict(zip(questions, question_tokens, strict=True))
+
+
 def pooled(row: dict) -> dict:
     """The row with the candidates /v1/search re-ranks: late.POOL of each kind, by score."""
     items = sorted(row["items"], key=lambda it: it["score"], reverse=True)
@@ -223,14 +234,9 @@ def main() -> int:
     full = json.loads(Path(sys.argv[1]).read_text())
     rows = [pooled(r) for r in full]
     folds = list(dict.fromkeys(r["sample"] for r in rows))
-    text_of = corpus(set(folds))
-    keys = sorted(set(text_of))
-    embedder = get_embedder()
-    _, turn_tokens = embedder.embed_with_tokens([text_of[k] for k in keys])
-    packed = {k: late.pack(t) for k, t in zip(keys, turn_tokens, strict=True) if t is not None}
-    questions = list(dict.fromkeys(r["question"] for r in rows))
-    _, question_tokens = embedder.embed_with_tokens(questions)
-    asked = dict(zip(questions, question_tokens, strict=True))
+    packed, asked = token_tables(
+        corpus(set(folds)), list(dict.fromkeys(r["question"] for r in rows))
+    )
 
     def features(row: dict) -> tuple[np.ndarray, list[dict]]:
         """(blend, log place, z-scored match) per candidate, in the blend's order."""

@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, os.environ.get("WORDLLAMA_PATH", "/tmp/wl"))
 
 from bench.eval_locomo import DATA, turn_text, turns  # noqa: E402
-from bench.probe_late import corpus, fitted_held_out, zscored  # noqa: E402
+from bench.probe_late import corpus, fitted_held_out, token_tables, zscored  # noqa: E402
 from bench.probe_rerank import weighted  # noqa: E402
-from memory.embeddings import get_embedder  # noqa: E402
 from memory.retrieval import late  # noqa: E402
 
 
@@ -56,12 +55,8 @@ def main() -> int:
                 for turn in session:
                     bare[sample["sample_id"], turn["dia_id"]] = turn_text(turn)
     keys = sorted(indexed)
-    embedder = get_embedder()
-    _, turn_tokens = embedder.embed_with_tokens([indexed[k] for k in keys])
-    packed = {k: late.pack(t) for k, t in zip(keys, turn_tokens, strict=True) if t is not None}
     questions = list(dict.fromkeys(r["question"] for r in full))
-    _, question_tokens = embedder.embed_with_tokens(questions)
-    asked = dict(zip(questions, question_tokens, strict=True))
+    packed, asked = token_tables(indexed, questions)
     model = WordLlama.load(disable_download=True)
     second = {
         "indexed": dict(zip(keys, unit(model.embed([indexed[k] for k in keys])), strict=True)),
