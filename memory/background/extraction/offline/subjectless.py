@@ -210,10 +210,18 @@ _FELT = {
     "drain": "drained by",
     "depress": "depressed by",
 }
-_FELT_VERB = (
-    r"(scares?|terrif(?:y|ies)|frightens?|freaks?|stress(?:es)?|annoys?|irritates?|bores?|"
-    r"relax(?:es)?|calms?|fascinates?|overwhelms?|exhausts?|drains?|depress(?:es)?)"
-)
+
+
+def _said_of_it(verb: str) -> str:
+    """The verb's third person: "scares", "terrifies", "stresses"."""
+    if verb.endswith("y"):
+        return verb[:-1] + "ies"
+    return verb + ("es" if verb.endswith(("ss", "x")) else "s")
+
+
+# each form of each verb, the longest first, and what the user is when it moves them
+_FELT_FORMS = {form: felt for verb, felt in _FELT.items() for form in (verb, _said_of_it(verb))}
+_FELT_VERB = "(" + "|".join(sorted(_FELT_FORMS, key=len, reverse=True)) + ")"
 _FEELING_SAID = re.compile(
     r"^((?:[Mm]y |[Oo]ur )?[A-Za-z][\w'\-]*(?: [a-z][\w'\-]*){0,3}) "
     + _FELT_VERB
@@ -242,22 +250,12 @@ _NOT_A_THING = {
 }
 
 
-def _base(verb: str) -> str:
-    if verb.endswith("ies"):
-        return verb[:-3] + "y"
-    if verb.endswith(("sses", "xes")):
-        return verb[:-2]
-    return verb[:-1] if verb.endswith("s") and not verb.endswith("ss") else verb
-
-
 def felt_by_the_user(sentence: str) -> str:
     """ "Heights freak me out" -> "I'm freaked out by heights"; any other sentence as it is."""
     m = _FEELING_SAID.match(sentence.strip())
     if not m or m.group(1).split()[0].lower() in _NOT_A_THING:
         return sentence
     thing = m.group(1)
-    if not thing.startswith(("My ", "Our ")) and not thing[1:2].isupper():
-        thing = thing[0].lower() + thing[1:]  # "Heights" -> "heights" (not "NASA")
-    elif thing.startswith(("My ", "Our ")):
+    if not thing[1:2].isupper():  # "Heights" -> "heights", "My job" -> "my job" (not "NASA")
         thing = thing[0].lower() + thing[1:]
-    return f"I'm {_FELT[_base(m.group(2).lower())]} {thing}."
+    return f"I'm {_FELT_FORMS[m.group(2)]} {thing}."
