@@ -136,7 +136,7 @@ def wait_processed(client: httpx.Client, conv_id: str, timeout: float) -> dict:
 def ranked_dia_ids(results: list[dict]) -> list[str]:
     seen: dict[str, None] = {}
     for result in results:
-        for source in result.get("sources", []):
+        for source in result.get("sources") or []:
             dia_id = (source.get("metadata") or {}).get("dia_id")
             if dia_id:
                 seen.setdefault(dia_id, None)
@@ -145,13 +145,8 @@ def ranked_dia_ids(results: list[dict]) -> list[str]:
 
 def context_dia_ids(context: dict) -> set[str]:
     """The turns a /v1/context answer shows the model: its blocks' items' sources."""
-    return {
-        dia_id
-        for block in context.get("blocks", [])
-        for item in block.get("items", [])
-        for source in item.get("sources") or []
-        if (dia_id := (source.get("metadata") or {}).get("dia_id"))
-    }
+    items = [item for block in context.get("blocks", []) for item in block.get("items", [])]
+    return set(ranked_dia_ids(items))
 
 
 def dump_row(sample_id: str, qa: dict, items: list[dict]) -> dict:
