@@ -780,7 +780,7 @@ OFFLINE_FACTS += [
     ("I work at IBM", ["User works at IBM."]),
     # praise with rolled eyes is sarcasm; annoyance alone leaves the fact standing
     ("oh sure, I LOVE doing taxes \U0001f644", []),
-    ("I have to work on Saturday \U0001f644", ["User has to work on Saturday."]),
+    ("I have to work on Saturday \U0001f644", ["User has to work on 13 May 2023."]),
     # a habit of speech or a shout in quotes states nothing; a count with nothing counted neither
     ("my coworker keeps saying 'I'm the best at excel' lol", []),
     ("my little brother just yelled 'im the king of the world' from the roof", []),
@@ -986,6 +986,33 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
             "User's wedding is on 12 June 2024.",
             dt.date(2024, 6, 12),
         ),
+        # a day without its year: the next such day, or the last one when told of the past
+        (
+            "I'm flying to Rome on 3 January.",
+            "User is flying to Rome on 3 January.",
+            dt.date(2024, 1, 3),
+        ),
+        (
+            "I booked flights for 3 January.",
+            "User booked flights for 3 January.",
+            dt.date(2024, 1, 3),
+        ),
+        ("I met Tom on 3 January.", "User met Tom on 3 January.", dt.date(2023, 1, 3)),
+        (
+            "We got engaged on 29 February.",
+            "User got engaged on 29 February.",
+            dt.date(2020, 2, 29),
+        ),
+        # a day that comes each year dates nothing
+        ("My mum's birthday is on 14 March.", "User's mum's birthday is on 14 March.", None),
+        ("Our anniversary is June 5.", "User's anniversary is June 5.", None),
+        ("I was born on 2 May 1990.", "User was born on 2 May 1990.", dt.date(1990, 5, 2)),
+        # a weekday: the coming one, or the last when told of the past (a habit is no day)
+        ("I have a meeting on Friday.", "User has a meeting on 12 May 2023.", dt.date(2023, 5, 12)),
+        ("I'm off this Friday.", "User is off on 12 May 2023.", dt.date(2023, 5, 12)),
+        ("I saw her on Saturday.", "User saw her on 6 May 2023.", dt.date(2023, 5, 6)),
+        ("I play tennis on Fridays.", "User plays tennis on Fridays.", None),
+        ("Last Friday I ran a 10k.", "On 5 May 2023 User ran a 10k.", dt.date(2023, 5, 5)),
     ],
 )
 def test_a_memory_is_dated_only_by_a_day_said(said, text, event_date):
@@ -1175,6 +1202,25 @@ def test_round_15s_patterns_read_long_hostile_text_in_one_pass(text, facts):
 
     found = offline_extract(text, subject="User", today=dt.date(2023, 5, 8))
     assert [f.text for f in found] == facts
+
+
+# A day said without its year or a weekday, read by the tense of the whole sentence: the
+# sentence is read once, not again at each day said.
+ONE_PASS_DATES = {
+    "I met Tom on Friday " * _N: dt.date(2023, 5, 5),
+    "I booked flights for 3 January " * _N: dt.date(2024, 1, 3),
+    "I " + "really " * _N + "moved on 3 May": dt.date(2024, 5, 3),
+    "my " * _N + "birthday is on 3 May": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "when"), list(ONE_PASS_DATES.items()), ids=[_short(t) for t in ONE_PASS_DATES]
+)
+def test_days_said_are_read_in_one_pass_of_long_hostile_text(text, when):
+    from memory.background.extraction.offline.dates import resolve_dates
+
+    assert resolve_dates(text, dt.date(2023, 5, 8)).when == when
 
 
 def test_distinct_facts_stay_distinct_and_restatements_merge(

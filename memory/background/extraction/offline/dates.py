@@ -9,6 +9,8 @@ import datetime as dt
 import re
 from typing import NamedTuple
 
+from memory.background.extraction.offline.patterns import BASE_IN_ED
+
 _NUMBERS = {
     "a": 1,
     "an": 1,
@@ -52,11 +54,70 @@ _LOWER_MONTH = re.compile(
     r"\b((?:in|since|until|till|by|of|early|late|mid|mid-|every) ?)(" + "|".join(MONTHS) + r")\b"
 )
 _LAST_WEEKDAY = re.compile(r"\blast\s+(" + "|".join(WEEKDAYS) + r")\b", re.I)
+# "on Friday", "this Friday": the coming one, or the last when the sentence tells of the past
+# ("next Friday" stays as said: this week's or the next, people differ); not a habit ("on
+# Fridays", "on Friday nights")
+_THIS_WEEKDAY = re.compile(
+    r"\b(?:on|this) ("
+    + "|".join(WEEKDAYS)
+    + r")\b(?!s\b|'s\b| (?:night|morning|evening|afternoon)s)",
+    re.I,
+)
 _EXPLICIT = re.compile(
     r"\b(?:on\s+)?(\d{1,2})(?:st|nd|rd|th)?\s+(" + "|".join(MONTHS) + r")(?:,?\s+(\d{4}))?\b"
     r"|\b(" + "|".join(MONTHS) + r")\s+(\d{1,2})(?:st|nd|rd|th)?(?:,?\s+(\d{4}))?\b",
     re.I,
 )
+
+# A day said without its year is the last such day when the sentence tells of the past ("I met
+# Tom on 3 January"), else the next one ("I'm flying to Rome on 3 January", "My exam is on 12
+# January", said in December: next January's; it was this year's, eleven months gone, and the
+# model was shown "[3 January 2026] User is flying to Rome…" as a trip taken). The past is
+# told by its auxiliaries, a common irregular past, or a verb in -ed after its subject ("I
+# moved", "my sister started"; not "is booked", "getting married"); what is booked "for" a day
+# is still to come.
+_PAST_TENSE = re.compile(
+    r"\b(?:was|were|did|had|went|met|got|came|saw|made|took|left|began|bought|found|gave|ran|"
+    r"won|lost|sold|told|felt|flew|drove|wrote|spent|sent|heard|brought|caught|kept|held|ate|"
+    r"fell|grew|knew|wore|chose|broke|spoke|rode|swam|became|forgot|paid|said|built|woke)\b"
+    r"|\b(?:I|we|he|she|they|(?:my|our|his|her|their) [a-z]+) (?:[a-z]+ly |just |also |finally "
+    r"|first |even |never )?([a-z]+ed)\b",
+    re.I,
+)
+_FUTURE_TENSE = re.compile(
+    r"\b(?:will|shall|going to|gonna|plan(?:s|ning)? to|hop(?:e|es|ing) to|can't wait|"
+    r"looking forward|(?:I'm|I am|we're|we are|he's|she's|they're|it's) (?:[a-z]+ )?[a-z]+ing)\b"
+    r"|'ll\b",
+    re.I,
+)
+_FOR_THE_DAY = re.compile(r"\bfor (?:the )?$", re.I)
+# A day that comes again each year dates no event: "My mum's birthday is on 14 March" was an
+# event of 14 March this year.
+_YEARLY = re.compile(
+    r"\b(?:birthday|anniversary|name ?day|born)(?:'s|s)?(?: (?:is|are|was|falls|comes))?(?: on)? ?$",
+    re.I,
+)
+
+
+def _tells_of_the_past(sentence: str) -> bool:
+    """Whether `sentence` tells of the past, where a day said without its year is the last."""
+    return not _FUTURE_TENSE.search(sentence) and any(
+        m.group(1) is None or m.group(1).lower() not in BASE_IN_ED
+        for m in _PAST_TENSE.finditer(sentence)
+    )
+
+
+def _year_of(month: int, day: int, today: dt.date, *, to_come: bool) -> int:
+    """The year of a day said without one (a day of some year): the next such day, or the
+    last (29 February: the nearest leap year's on that side)."""
+    step = 1 if to_come else -1
+    year = today.year
+    while True:
+        with contextlib.suppress(ValueError):
+            said = dt.date(year, month, day)
+            if said == today or (said > today) == to_come:
+                return year
+        year += step
 
 
 def _label(day: dt.date) -> str:
@@ -110,6 +171,15 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
         return prefix + _label(day)
 
     text = sentence
+    tense: list[bool] = []  # whether the sentence tells of the past: read once, if asked
+
+    def to_come(m: re.Match) -> bool:
+        """Whether the day `m` (in `text`) said without its year is to come, else past."""
+        if _FOR_THE_DAY.search(text[max(0, m.start() - 10) : m.start()]):
+            return True
+        if not tense:
+            tense.append(_tells_of_the_past(sentence))
+        return not tense[0]
 
     def named_day(words: str, delta_days: int) -> None:
         """`words` -> "on <date>", or "<preposition> <date>" after one ("until tomorrow")."""
@@ -152,6 +222,14 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
         return day_of(m, back)
 
     text = _LAST_WEEKDAY.sub(last_weekday, text)
+
+    def this_weekday(m: re.Match) -> str:
+        target = WEEKDAYS.index(m.group(1).lower())
+        if to_come(m):
+            return day_of(m, -((target - today.weekday()) % 7 or 7))
+        return day_of(m, (today.weekday() - target) % 7 or 7)
+
+    text = _THIS_WEEKDAY.sub(this_weekday, text)
 
     def month_of(m: re.Match) -> str:
         """ "last june" said in December 2026 is June 2026; "next june" is June 2027."""
@@ -198,21 +276,22 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
         text,
     )
     text = sub(r"\bnext year\b", lambda m: period(m, 365, "year", "in"), text)
-    if not found:
-        m = _EXPLICIT.search(text)
-        if m:
-            day_s, month_s, year_s = (
-                (m.group(1), m.group(2), m.group(3))
-                if m.group(1)
-                else (m.group(5), m.group(4), m.group(6))
-            )
-            with contextlib.suppress(ValueError):
-                found.append(
-                    dt.date(
-                        int(year_s) if year_s else today.year,
-                        MONTHS.index(month_s.lower()) + 1,
-                        int(day_s),
-                    )
-                )
+    if not found and (m := _EXPLICIT.search(text)):
+        day_s, month_s, year_s = (
+            (m.group(1), m.group(2), m.group(3))
+            if m.group(1)
+            else (m.group(5), m.group(4), m.group(6))
+        )
+        month, day = MONTHS.index(month_s.lower()) + 1, int(day_s)
+        with contextlib.suppress(ValueError):  # no such day ("31 February"), or past year 9999
+            dt.date(2000, month, day)  # a leap year: 29 February is a day
+            if year_s:
+                found.append(dt.date(int(year_s), month, day))
                 exact.append(True)
+            elif not _YEARLY.search(text[max(0, m.start() - 40) : m.start()]):
+                year = _year_of(month, day, today, to_come=to_come(m))
+                found.append(dt.date(year, month, day))
+                exact.append(True)
+    if sentence[:1].isupper() and text[:1].islower():  # "Last Friday I…" -> "On 4 December…"
+        text = text[0].upper() + text[1:]
     return Resolved(text, found[0] if found else None, bool(exact and exact[0]))

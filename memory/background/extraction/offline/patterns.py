@@ -70,3 +70,7 @@ OPENER = re.compile(
     r"(?:[,:!]|\s+[-\u2013\u2014])?\s+)+",
     re.I,
 )
+
+# Base forms that end like a past tense: "I need" -> "User needs", not "User need".
+BASE_IN_ED = {"need", "feed", "breed", "bleed", "speed", "succeed", "proceed", "exceed"}
+BASE_IN_ED |= {"seed", "weed", "heed", "shed", "shred", "wed", "embed"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from memory.background.extraction.offline.patterns import ADVERBS, OPENER
+from memory.background.extraction.offline.patterns import ADVERBS, BASE_IN_ED, OPENER
 from memory.background.extraction.offline.slots import a_name
 
 _IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is", "don't": "doesn't"}
@@ -179,11 +179,6 @@ _ME_AND = re.compile(
 def is_adverb(word: str) -> bool:
     low = word.lower()
     return low in ADVERBS or (low.endswith("ly") and low not in _LY_VERBS and len(low) > 4)
-
-
-# Base forms that end like a past tense: "I need" -> "User needs", not "User need".
-BASE_IN_ED = {"need", "feed", "breed", "bleed", "speed", "succeed", "proceed", "exceed"}
-BASE_IN_ED |= {"seed", "weed", "heed", "shed", "shred", "wed", "embed"}
 
 
 def _conjugate(verb: str, past: bool = False) -> str:

@@ -18,9 +18,8 @@ from memory.background.extraction.chat import (
 from memory.background.extraction.offline.dates import resolve_dates
 from memory.background.extraction.offline.fact import Fact
 from memory.background.extraction.offline.negations import denial
-from memory.background.extraction.offline.patterns import OPENER, TRAIT
+from memory.background.extraction.offline.patterns import BASE_IN_ED, OPENER, TRAIT
 from memory.background.extraction.offline.person import (
-    BASE_IN_ED,
     COMMON_VERBS,
     KEEP,
     capitalised,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 
-from memory.background.extraction.offline.patterns import OPENER
-from memory.background.extraction.offline.person import BASE_IN_ED, KEEP, is_adverb
+from memory.background.extraction.offline.patterns import BASE_IN_ED, OPENER
+from memory.background.extraction.offline.person import KEEP, is_adverb
 
 # A chat message often drops its "I": a sentence that opens on a past form ("started…", "got
 # promoted…"), "been", a doing ("living in Brooklyn") or one of these present verbs, which are
