@@ -938,6 +938,17 @@ OFFLINE_FACTS += [
     # "next year" is that day
     ("My favourite films are Alien and Heat.", ["User's favourite films are Alien and Heat."]),
     ("Me and my sister run a bakery.", ["User and their sister run a bakery."]),
+    # one named by the user, then "and I": a compound subject (was "User's partner Alex." and
+    # "User ares going to Japan.")
+    (
+        "My partner Alex and I are going to Japan.",
+        ["User and their partner Alex are going to Japan."],
+    ),
+    ("My sister Anna and I run a bakery.", ["User and their sister Anna run a bakery."]),
+    (
+        "My sister Anna lives in Rome and I visit her often.",
+        ["User's sister Anna lives in Rome.", "User visits their sister Anna often."],
+    ),
     # "we are" is "I am" ("User ares vegan." before), a compound subject keeps its "are"
     ("We are vegan.", ["User is vegan."]),
     ("We were in Rome in 2019.", ["User was in Rome in 2019."]),
@@ -980,6 +991,8 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
         ("I went to Paris last month.", "User went to Paris in April 2023.", None),
         ("We got married last june.", "User got married in June 2022.", None),
         ("I started yoga two weeks ago.", "User started yoga in the week of 24 April 2023.", None),
+        # a weekend is no day (it was written "… before 8 May 2023", and dated that day, today)
+        ("I went hiking last weekend.", "User went hiking on the weekend of 6 May 2023.", None),
         ("I moved to Leeds two years ago.", "User lives in Leeds (moved there in 2021).", None),
         (
             "Our wedding is on 12 June next year.",

@@ -252,13 +252,20 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
             return m.group(0)
         found.append(day)
         exact.append(False)
-        if unit == "week":
-            return f"{word} the week of {_label(day)}"
+        if unit in ("week", "weekend"):
+            return f"{word} the {unit} of {_label(day)}"
         if unit == "month":
             return f"in {_month_label(day)}"
         return f"in {day.year}"
 
-    text = sub(r"\blast weekend\b", lambda m: "on the weekend before " + _label(today), text)
+    def last_weekend(m: re.Match) -> str:
+        """The Saturday of the last weekend before today's (on a weekend: the one before it).
+        A period, so no day of its own: it was written "on the weekend before 7 December
+        2026", whose date the day said was then read from, dating the memory today."""
+        back = (today.weekday() - 5) % 7
+        return period(m, -(back + 7 if back <= 1 else back), "weekend", "on")
+
+    text = sub(r"\blast weekend\b", last_weekend, text)
     text = sub(r"\blast week\b", lambda m: period(m, -7, "week", "in"), text)
     text = sub(r"\blast month\b", lambda m: period(m, -30, "month", "in"), text)
     text = sub(r"\blast year\b", lambda m: period(m, -365, "year", "in"), text)

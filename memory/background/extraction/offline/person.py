@@ -168,7 +168,8 @@ def _compound_before(sentence: str, at: int) -> bool:
     return 1 < len(tail[comma + 1 :].split()) <= 4  # not ", and I": a clause's "and"
 
 
-_COMPOUND_I = re.compile(r"\b[Mm]y ((?:[a-z'\-]+ ){0,2}[a-z'\-]+) and I\b")
+# "My wife and I", "My partner Alex and I" (the user first: "User and their partner Alex")
+_COMPOUND_I = re.compile(r"\b[Mm]y ((?:[a-z'\-]+ ){0,2}[a-z'\-]+(?: [A-Z][a-z]+)?) and I\b")
 # "Me and my sister run a bakery", "me and Tom went hiking": chat's compound subject, the user
 # first (it was "Me and User's sister run a bakery.").
 _ME_AND = re.compile(

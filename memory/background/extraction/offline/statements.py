@@ -455,6 +455,12 @@ def _listed_verbs(sentence: str) -> list[str]:
     return parts
 
 
+# "My partner Alex and I are going to Japan": one named by the user, then "and I", is a
+# compound subject, no clause of its own (it was cut there: "User's partner Alex." and "User
+# ares going to Japan.")
+_NAMED_ONE = re.compile(r"(?:[Mm]y|[Oo]ur) (?:[a-z'\-]+ ){1,2}[A-Z][a-z]+")
+
+
 def _clauses(sentence: str) -> list[str]:
     said = OPENER.sub("", sentence)
     parts = [
@@ -463,6 +469,8 @@ def _clauses(sentence: str) -> list[str]:
         if p and p.strip()
         for listed in _listed_verbs(p.strip())
     ]
+    if len(parts) > 1 and _NAMED_ONE.fullmatch(parts[0]):
+        parts = [f"{parts[0]} and {parts[1]}", *parts[2:]]
     # Only when each part is a statement of the user's own: "Dancing makes me so happy, and
     # now I get to share that" stays whole (its first part alone would be dropped, and its
     # second points back). An introduction stands in two words ("I'm Sam and I teach").
