@@ -149,6 +149,87 @@ def test_a_named_employer_left_updates_the_workplace(offline, django_capture_on_
     assert not any(t.startswith("User works at Deliveroo") for t in texts)
 
 
+def test_one_told_of_by_name_earlier_is_the_users_when_named_alone(
+    offline, django_capture_on_commit_callbacks
+):
+    """ "Pepper hates thunderstorms." wrote nothing (a sentence about another), though the user
+    had said "I have a dog named Pepper" in an earlier conversation: it is about their dog. In
+    a conversation of two speakers, one's dog is not the other's; another user's neither."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "dana", "I have a dog named Pepper.", conversation="first")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    other = say(workspace, "eli", "Pepper hates thunderstorms.", conversation="elis")
+    extract(workspace, other, django_capture_on_commit_callbacks)
+    conv = say(
+        workspace,
+        "dana",
+        "Pepper hates thunderstorms.",
+        "Mochi passed away last week.",
+        "Pepper, sit!",
+        conversation="later",
+    )
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert sorted(Memory.objects.filter(user_id="dana").values_list("text", flat=True)) == [
+        "User has a dog named Pepper.",
+        "User's dog Pepper hates thunderstorms.",
+    ]
+    assert not Memory.objects.filter(user_id="eli").exists()
+    # two speakers of one user: Sam's dog is not Kim's
+    pair = say(workspace, "pair", "I have a dog named Rex.", conversation="pair", name="Sam")
+    say(workspace, "pair", "Rex is so cute!", conversation="pair", name="Kim")
+    say(workspace, "pair", "Rex loves the beach.", conversation="pair", name="Sam")
+    extract(workspace, pair, django_capture_on_commit_callbacks)
+    assert sorted(Memory.objects.filter(user_id="pair").values_list("text", flat=True)) == [
+        "Sam has a dog named Rex.",
+        "Sam's dog Rex loves the beach.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("told", "said", "facts"),
+    [
+        (
+            "User has a cat named Mochi.",
+            "Mochi passed away yesterday.",
+            ["User's cat Mochi passed away on 7 May 2023."],
+        ),
+        (
+            "User's partner Alex works at Google.",
+            "Oh, Alex got promoted!",
+            ["User's partner Alex got promoted."],
+        ),
+        (
+            "User and their best friend Sam went hiking.",
+            "Sam's moving to Oslo.",
+            ["User's best friend Sam's moving to Oslo."],
+        ),
+        (
+            "User adopted a puppy called Biscuit.",
+            "Biscuit is learning to sit.",
+            ["User's puppy Biscuit is learning to sit."],
+        ),
+        # one spoken to, one of a list, a name of the month, another's dog: nothing read as theirs
+        ("User has a cat named Mochi.", "Mochi, get down!", []),
+        ("User has a cat named Mochi.", "Mochi and Pepper get along.", []),
+        (
+            "User has a cat named May.",
+            "May is my favourite month.",
+            ["May is User's favourite month."],
+        ),
+        ("User's neighbour's dog Rex barks.", "Rex hates me.", []),
+        ("Kim has a dog named Rex.", "Rex loves the beach.", []),
+    ],
+)
+def test_a_name_told_of_reads_a_sentence_opening_on_it_as_the_users(told, said, facts):
+    from memory.background.extraction.offline import Known
+    from memory.background.extraction.offline import extract as offline_extract
+
+    known = Known()
+    known.told("User", told)
+    found = offline_extract(said, subject="User", today=dt.date(2023, 5, 8), known=known)
+    assert [f.text for f in found] == facts
+
+
 def test_whom_the_user_lives_with_outlasts_a_move(offline, django_capture_on_commit_callbacks):
     workspace, _ = make_workspace()
     conv = say(workspace, "omar", "I live in Manchester with my wife Sara.")

@@ -485,14 +485,17 @@ def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
     """The facts of the user's messages, each with its message and subject, and the texts to
     embed them by."""
     found: list[tuple[offline.Fact, Message, str]] = []
-    for message in rows:
-        if message.role != "user" or not message.content:
-            continue
+    said = [m for m in rows if m.role == "user" and m.content]
+    known = names_known(said)
+    for message in said:
         subject = message.name or "User"
         # composed, as memories are stored and compared (memory.text.nfc): a fact said with
         # combining accents is the one said without them
         for fact in offline.extract(
-            nfc(message.content), subject=subject, today=message.created_at.date()
+            nfc(message.content),
+            subject=subject,
+            today=message.created_at.date(),
+            known=known.setdefault(message.user_id, offline.Known()),
         ):
             found.append((fact, message, subject))
     texts = [
@@ -500,6 +503,29 @@ def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
         for f, m, _ in found
     ]
     return found, texts
+
+
+def names_known(said: list[Message]) -> dict[str, offline.Known]:
+    """Of the users of these messages, the names their memories tell of ("User's dog Pepper")
+    among those a message opens a sentence on ("Pepper hates thunderstorms."): one read of the
+    memories that name one, and none when no sentence opens on a name."""
+    opening: dict[str, set[str]] = {}
+    for message in said:
+        if names := offline.names_opening(message.content):
+            opening.setdefault(message.user_id, set()).update(names)
+    known: dict[str, offline.Known] = {}
+    if not opening:
+        return known
+    names = sorted(set().union(*opening.values()))  # [A-Z][a-z]+ each: nothing to escape
+    telling = Memory.objects.filter(
+        workspace_id=said[0].workspace_id,
+        user_id__in=list(opening),
+        text__regex=r"\m(?:" + "|".join(names) + r")\M",
+    ).values_list("user_id", "text", "metadata")
+    for user_id, text, metadata in telling:
+        subject = (metadata or {}).get("subject") or "User"
+        known.setdefault(user_id, offline.Known()).told(subject, text)
+    return known
 
 
 def facts_kept(found: list, vectors: np.ndarray) -> tuple[list, np.ndarray]:

@@ -10,11 +10,24 @@ statement of the user's and runs the rest (`extract`); `requests` says what is a
 stated; `subjectless` gives a sentence that left out its "I" one back; `person` rewrites it in
 the third person (and reads a message typed without capitals); `dates` resolves its relative
 dates; `slots` finds the one-valued facts; `negations` what a statement says is no longer so;
-`fact` holds what comes out; `patterns` what several of them read.
+`named` reads a sentence about one the user has told of by name ("Pepper hates thunderstorms")
+as theirs; `fact` holds what comes out; `patterns` what several of them read.
 """
 
 from memory.background.extraction.offline.fact import Ends, Fact, content_words, same_fact
+from memory.background.extraction.offline.named import Known, names_opening
 from memory.background.extraction.offline.negations import ends
 from memory.background.extraction.offline.statements import clauses, extract, sentences
 
-__all__ = ["Ends", "Fact", "clauses", "content_words", "ends", "extract", "same_fact", "sentences"]
+__all__ = [
+    "Ends",
+    "Fact",
+    "Known",
+    "clauses",
+    "content_words",
+    "ends",
+    "extract",
+    "names_opening",
+    "same_fact",
+    "sentences",
+]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
 
 from memory.background.extraction.chat import (
     ironic,
@@ -17,6 +18,7 @@ from memory.background.extraction.chat import (
 )
 from memory.background.extraction.offline.dates import resolve_dates
 from memory.background.extraction.offline.fact import Fact
+from memory.background.extraction.offline.named import Known
 from memory.background.extraction.offline.negations import denial
 from memory.background.extraction.offline.patterns import BASE_IN_ED, OPENER, TRAIT
 from memory.background.extraction.offline.person import (
@@ -620,16 +622,30 @@ def _reported(sentence: str, quotes: list[str]) -> bool:
     )
 
 
-def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
-    """The memories one message holds (possibly none)."""
+def extract(text: str, *, subject: str, today: dt.date, known: Known | None = None) -> list[Fact]:
+    """The memories one message holds (possibly none). `known`: the names the subject has told
+    of before ("my dog Pepper"), a sentence opening on one of them read as theirs; it learns
+    those this message tells of, for its later sentences and the messages after it."""
     facts: list[Fact] = []
+    known = Known() if known is None else known
     # a run of spaces is one: patterns that allow "\s*" around a word were tried again from each
     # space of a long run ("I have a cat" and 4,000 spaces took 12 s); a line's indent stays
     text = capitalised(dash_moves(_SPACES.sub(" ", text or "")))
     in_irony = ironic(text)
+
+    def in_full(said: list[str]) -> Iterator[str]:
+        """Each sentence, one opening on a name told of read as the user's own; what the
+        sentences before it told of is learnt first ("I have a dog named Pepper. Pepper…")."""
+        learnt = 0
+        for sentence in said:
+            for fact in facts[learnt:]:
+                known.told(subject, fact.text)
+            learnt = len(facts)
+            yield known.said_in_full(sentence, subject)
+
     statements = (
         with_apostrophes(without_emojis(s))
-        for s in sentences(text)
+        for s in in_full(sentences(text))
         if not _HYPOTHETICAL.match(OPENER.sub("", s)) and not not_meant(s, in_irony=in_irony)
     )
     for said_sentence in (
@@ -733,4 +749,6 @@ def extract(text: str, *, subject: str, today: dt.date) -> list[Fact]:
         )
         kind = _kind(sentence, event_date, today)
         facts.append(Fact(rewritten, kind, day_said, ends=denied))
+    for fact in facts:  # what the last sentences told of, for the messages after this one
+        known.told(subject, fact.text)
     return facts

@@ -1,0 +1,107 @@
+"""Someone the user has told of by name, later named alone: after "I have a dog named Pepper",
+"Pepper hates thunderstorms" is about the user's dog and written "User's dog Pepper hates
+thunderstorms." (it wrote nothing: a sentence about another is no statement of the user's).
+
+Who is whose is read from facts, in the third person — the user's stored memories and the facts
+of the messages before — by `told` into a `Known` (a subject's names, each with its relation),
+and a sentence that opens on one of those names is said again as the user would have said it
+in full (`said_in_full`: "My dog Pepper hates thunderstorms."), for the rest of the extractor.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from memory.background.extraction.offline.dates import MONTHS, WEEKDAYS
+from memory.background.extraction.offline.patterns import OPENER
+from memory.words import FUNCTION_WORDS, PERSONAL_PRONOUNS
+
+# Whom one tells of as one's own and by name: people and pets.
+RELATIONS = {
+    "wife", "husband", "partner", "spouse", "fiance", "fiancee", "fiancé", "fiancée",
+    "girlfriend", "boyfriend", "son", "daughter", "kid", "child", "baby", "mom", "mum", "mother",
+    "dad", "father", "brother", "sister", "sibling", "twin", "friend", "bestie", "boss",
+    "manager", "colleague", "coworker", "roommate", "flatmate", "housemate", "neighbour",
+    "neighbor", "grandma", "grandmother", "grandpa", "grandfather", "granny", "aunt", "uncle",
+    "cousin", "niece", "nephew", "stepson", "stepdaughter", "stepmom", "stepdad",
+    "dog", "cat", "puppy", "kitten", "pup", "pet", "rabbit", "bunny", "hamster", "parrot",
+    "ferret", "horse", "pony", "bird", "turtle", "tortoise", "snake", "lizard", "fish", "budgie",
+    "cockatiel", "gerbil",
+}  # fmt: skip
+_RELATION = (
+    r"(?:(?:best|little|big|older|younger|baby|new|old|late|eldest|youngest) )?(?:{})".format(
+        "|".join(sorted(RELATIONS, key=len, reverse=True))
+    )
+)
+_NAME = r"([A-Z][a-z]{1,20})"
+_NOT_NAMES = (
+    FUNCTION_WORDS
+    | PERSONAL_PRONOUNS
+    | set(MONTHS)
+    | set(WEEKDAYS)
+    | {"user", "mom", "mum", "dad", "god", "christmas", "easter"}
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _told_by(subject: str) -> re.Pattern[str]:
+    """A fact of `subject`'s that names one of theirs: "Sam's dog Pepper", "Sam and their
+    partner Alex", "Sam has a cat named Mochi"."""
+    who = re.escape(subject)
+    return re.compile(
+        rf"\b{who}'s ({_RELATION}),? {_NAME}\b"
+        rf"|^{who}\b.*?\btheir ({_RELATION}),? {_NAME}\b"
+        rf"|^{who} (?:\w+ ){{0,2}}(?:has|had|got|adopted|rescued|bought|gets|is getting|named|"
+        rf"called) (?:a|an|one|their) (?:[a-z]+ )?({_RELATION}) (?:named|called) {_NAME}\b"
+    )
+
+
+# A sentence opening on a name (after an opener: "Oh, Pepper…"), then a word of what it does:
+# "Pepper hates", "Pepper's been"; not one spoken to ("Pepper, sit!") or a list ("Pepper and").
+_OPENS_ON_A_NAME = re.compile(rf"^{_NAME}(?='s | (?!and\b|or\b)[a-z])")
+
+
+class Known:
+    """The names a user's subject has told of, each with its relation ("Pepper" -> "dog"),
+    per subject: in a conversation of two people, one's dog is not the other's."""
+
+    __slots__ = ("_of",)
+
+    def __init__(self) -> None:
+        self._of: dict[str, dict[str, str]] = {}
+
+    def told(self, subject: str, text: str) -> None:
+        """Learn the names `text` (a fact of `subject`'s, in the third person) tells of."""
+        if (
+            "named" not in text
+            and "called" not in text
+            and "'s " not in text
+            and "their " not in text
+        ):
+            return
+        for m in _told_by(subject).finditer(text[:500]):
+            relation, name = [group for group in m.groups() if group]  # one alternative's
+            if name.lower() not in _NOT_NAMES:
+                self._of.setdefault(subject, {})[name] = relation
+
+    def said_in_full(self, sentence: str, subject: str) -> str:
+        """`sentence` as the user would have said it in full, when it opens on one of theirs
+        named alone: "Pepper hates thunderstorms." -> "My dog Pepper hates thunderstorms."."""
+        names = self._of.get(subject)
+        if not names:
+            return sentence
+        said = OPENER.sub("", sentence)
+        if (m := _OPENS_ON_A_NAME.match(said)) and (relation := names.get(m.group(1))):
+            return f"My {relation} {said}"
+        return sentence
+
+
+def names_opening(text: str) -> set[str]:
+    """The words a message's sentences may open on as names (to look up only those)."""
+    return {
+        m.group(1)
+        for line in re.split(r"(?<=[.!?\n])\s+", text[:20_000])
+        if (m := _OPENS_ON_A_NAME.match(OPENER.sub("", line.strip())))
+        and m.group(1).lower() not in _NOT_NAMES
+    }
