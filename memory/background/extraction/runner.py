@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 
 from accounts.models import Workspace
 from completions.providers.llm import LLMError, LLMUnavailable, available
@@ -516,12 +517,14 @@ def names_known(said: list[Message]) -> dict[str, offline.Known]:
     known: dict[str, offline.Known] = {}
     if not opening:
         return known
-    names = sorted(set().union(*opening.values()))  # [A-Z][a-z]+ each: nothing to escape
-    telling = Memory.objects.filter(
-        workspace_id=said[0].workspace_id,
-        user_id__in=list(opening),
-        text__regex=r"\m(?:" + "|".join(names) + r")\M",
-    ).values_list("user_id", "text", "metadata")
+    naming = Q()
+    for name in set().union(*opening.values()):
+        naming |= Q(text__contains=name)
+    telling = (
+        Memory.objects.filter(workspace_id=said[0].workspace_id, user_id__in=list(opening))
+        .filter(naming)
+        .values_list("user_id", "text", "metadata")
+    )
     for user_id, text, metadata in telling:
         subject = (metadata or {}).get("subject") or "User"
         known.setdefault(user_id, offline.Known()).told(subject, text)
