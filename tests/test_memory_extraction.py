@@ -149,6 +149,23 @@ def test_a_named_employer_left_updates_the_workplace(offline, django_capture_on_
     assert not any(t.startswith("User works at Deliveroo") for t in texts)
 
 
+def test_an_age_corrected_updates_the_age(offline, django_capture_on_commit_callbacks):
+    workspace, _ = make_workspace()
+    conv = say(workspace, "kai", "I'm 33 and I live in Glasgow.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    age = Memory.objects.get(user_id="kai", text="User is 33 years old.")
+    say(workspace, "kai", "actually I'm 34 not 33, just had my birthday")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    assert sorted(Memory.objects.filter(user_id="kai").values_list("id", "text")) == sorted(
+        [
+            (age.id, "User is 34 years old."),
+            *Memory.objects.filter(user_id="kai", text="User lives in Glasgow.").values_list(
+                "id", "text"
+            ),
+        ]
+    )
+
+
 def test_one_told_of_by_name_earlier_is_the_users_when_named_alone(
     offline, django_capture_on_commit_callbacks
 ):
@@ -1019,6 +1036,13 @@ OFFLINE_FACTS += [
     # "next year" is that day
     ("My favourite films are Alien and Heat.", ["User's favourite films are Alien and Heat."]),
     ("Me and my sister run a bakery.", ["User and their sister run a bakery."]),
+    # an age said with "now", turned, or corrected: the age's slot (they were nothing, "User
+    # just turned 34." and "User is 34, not 33." beside the age they meant to change)
+    ("I'm 34 now.", ["User is 34 years old."]),
+    ("I just turned 34.", ["User is 34 years old."]),
+    ("Actually I'm 34, not 33.", ["User is 34 years old."]),
+    ("I'm 34 not 33, just had my birthday.", ["User is 34 years old."]),
+    ("I'm 34 minutes late.", ["User is 34 minutes late."]),
     # one named by the user, then "and I": a compound subject (was "User's partner Alex." and
     # "User ares going to Japan.")
     (
@@ -1106,6 +1130,17 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
         ("I'm off this Friday.", "User is off on 12 May 2023.", dt.date(2023, 5, 12)),
         ("I saw her on Saturday.", "User saw her on 6 May 2023.", dt.date(2023, 5, 6)),
         ("I play tennis on Fridays.", "User plays tennis on Fridays.", None),
+        # "I've got" is "I have", no past ("… on Thursday, wish me luck" was last Thursday)
+        (
+            "I've got a job interview on Thursday.",
+            "User has got a job interview on 11 May 2023.",
+            dt.date(2023, 5, 11),
+        ),
+        (
+            "I got a parking ticket on Thursday.",
+            "User got a parking ticket on 4 May 2023.",
+            dt.date(2023, 5, 4),
+        ),
         ("Last Friday I ran a 10k.", "On 5 May 2023 User ran a 10k.", dt.date(2023, 5, 5)),
     ],
 )

@@ -77,7 +77,8 @@ _EXPLICIT = re.compile(
 # moved", "my sister started"; not "is booked", "getting married"); what is booked "for" a day
 # is still to come.
 _PAST_TENSE = re.compile(
-    r"\b(?:was|were|did|had|went|met|got|came|saw|made|took|left|began|bought|found|gave|ran|"
+    r"\b(?:was|were|did|had|went|met|(?<!'ve )(?<!have )(?<!'s )(?<!has )got|came|saw|made|took|"
+    r"left|began|bought|found|gave|ran|"
     r"won|lost|sold|told|felt|flew|drove|wrote|spent|sent|heard|brought|caught|kept|held|ate|"
     r"fell|grew|knew|wore|chose|broke|spoke|rode|swam|became|forgot|paid|said|built|woke)\b"
     r"|\b(?:I|we|he|she|they|(?:my|our|his|her|their) [a-z]+) (?:[a-z]+ly |just |also |finally "

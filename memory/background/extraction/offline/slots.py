@@ -111,7 +111,16 @@ _SLOTS = [
     ("name", re.compile(r"\b[Mm]y name is ([A-Z][\w\-]+(?: [A-Z][\w\-]+)?)")),
     ("name", NAME_INTRO),
     ("age", re.compile(r"\b(?:I'm|I am) (\d{1,3}) years? old\b")),
-    ("age", re.compile(r"^(?:I'm|I am|Im) (\d{1,3})(?=[.!]?$)")),  # "I'm 29", a clause alone
+    # "I'm 29", a clause alone, or with "now", or a correction: "Actually I'm 34, not 33" (it
+    # was a fact of its own, "User is 34, not 33.", beside the age it meant to correct)
+    (
+        "age",
+        re.compile(
+            r"^(?:I'm|I am|Im) (?:now |only |just )?(\d{1,3})(?: now| already)?"
+            r"(?:,? not \d{1,3})?(?=\s*(?:[.!,;]|$))"
+        ),
+    ),
+    ("age", re.compile(r"^I (?:just |recently |finally )?turned (\d{1,3})(?=\s*(?:[.!,;]|on |$))")),
     # "my birthday's on March 3rd", "my birthdays on june 12th" (its apostrophe left out)
     ("birthday", re.compile(r"\b[Mm]y birthday(?: is|s)? (?:on )?" + _DAY_OF_MONTH)),
     (
@@ -177,6 +186,8 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
         elif slot == "name":
             text = f"{subject}'s name is {value}"
         elif slot == "age":
+            if not 0 < int(value) < 125:
+                continue
             text = f"{subject} is {value} years old"
         elif slot == "birthday":
             value = re.sub(_MONTH_NAME, lambda m: m.group(0).capitalize(), value)

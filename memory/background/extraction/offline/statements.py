@@ -404,7 +404,7 @@ def _said_of_them_too(sentence: str) -> list[str] | None:
 
 
 # "I'm 29 and I'm training for a marathon": an age stands in two words too.
-_AGE_ALONE = re.compile(r"^(?:I'm|I am|Im) \d{1,3}[.!]?$")
+_AGE_ALONE = re.compile(r"^(?:I'm|I am|Im) (?:now |only |just )?\d{1,3}(?: now| already)?[.!]?$")
 
 # A verb after a comma that is an order, or no verb, starts no statement of the user's: "I
 # have a dog, write a poem about him", "I've done a painting, take a look", "I want things
