@@ -1098,6 +1098,12 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
         ("I started yoga two weeks ago.", "User started yoga in the week of 24 April 2023.", None),
         # a weekend is no day (it was written "… before 8 May 2023", and dated that day, today)
         ("I went hiking last weekend.", "User went hiking on the weekend of 6 May 2023.", None),
+        (
+            "My brother is visiting this weekend.",
+            "User's brother is visiting on the weekend of 13 May 2023.",
+            None,
+        ),
+        ("I went hiking this weekend.", "User went hiking on the weekend of 6 May 2023.", None),
         ("I moved to Leeds two years ago.", "User lives in Leeds (moved there in 2021).", None),
         (
             "Our wedding is on 12 June next year.",

@@ -266,7 +266,16 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
         back = (today.weekday() - 5) % 7
         return period(m, -(back + 7 if back <= 1 else back), "weekend", "on")
 
+    def this_weekend(m: re.Match) -> str:
+        """The Saturday of the coming weekend (on a weekend: this one), or of the last one
+        when the sentence tells of the past ("I went hiking this weekend", said on Monday)."""
+        if to_come(m):
+            ahead = -1 if today.weekday() == 6 else (5 - today.weekday()) % 7
+            return period(m, ahead, "weekend", "on")
+        return period(m, -((today.weekday() - 5) % 7), "weekend", "on")
+
     text = sub(r"\blast weekend\b", last_weekend, text)
+    text = sub(r"\bthis weekend\b", this_weekend, text)
     text = sub(r"\blast week\b", lambda m: period(m, -7, "week", "in"), text)
     text = sub(r"\blast month\b", lambda m: period(m, -30, "month", "in"), text)
     text = sub(r"\blast year\b", lambda m: period(m, -365, "year", "in"), text)
