@@ -225,6 +225,22 @@ def test_one_told_of_by_name_earlier_is_the_users_when_named_alone(
             "Biscuit is learning to sit.",
             ["User's puppy Biscuit is learning to sit."],
         ),
+        ("User has two cats, Luna and Leo.", "Leo is so lazy.", ["User's cat Leo is so lazy."]),
+        (
+            "User has three kids, Ava, Ben and Cal.",
+            "Cal lost his first tooth.",
+            ["User's kid Cal lost his first tooth."],
+        ),
+        (
+            "User has a son, Max.",
+            "Max is learning to swim.",
+            ["User's son Max is learning to swim."],
+        ),
+        (
+            "User's husband's name is Tom.",
+            "Tom got a promotion.",
+            ["User's husband Tom got a promotion."],
+        ),
         # one spoken to, one of a list, a name of the month, another's dog: nothing read as theirs
         ("User has a cat named Mochi.", "Mochi, get down!", []),
         ("User has a cat named Mochi.", "Mochi and Pepper get along.", []),

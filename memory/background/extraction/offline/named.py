@@ -46,16 +46,28 @@ _NOT_NAMES = (
 )
 
 
+# "two cats", "three kids": each one's relation is the word's singular
+_SINGULAR = {"children": "child", "puppies": "puppy", "bunnies": "bunny", "grannies": "granny"}
+_SINGULAR |= {
+    word + ("es" if word.endswith(("s", "sh", "ch")) else "s"): word for word in RELATIONS
+}
+_RELATIONS_OF_A_COUNT = "|".join(sorted(_SINGULAR, key=len, reverse=True))
+
+
 @functools.lru_cache(maxsize=256)
 def _told_by(subject: str) -> re.Pattern[str]:
-    """A fact of `subject`'s that names one of theirs: "Sam's dog Pepper", "Sam and their
-    partner Alex", "Sam has a cat named Mochi"."""
+    """A fact of `subject`'s that names one of theirs or more: "Sam's dog Pepper", "Sam and
+    their partner Alex", "Sam has a cat named Mochi", "Sam's husband's name is Tom", "Sam has
+    a son, Max", "Sam has two cats, Luna and Leo". Its groups: the relation, then names."""
     who = re.escape(subject)
+    has = rf"^{who} (?:\w+ ){{0,2}}(?:has|had|got|adopted|rescued|bought|gets|is getting)"
     return re.compile(
         rf"\b{who}'s ({_RELATION}),? {_NAME}\b"
+        rf"|\b{who}'s ({_RELATION})'s name is {_NAME}\b"
         rf"|^{who}\b.*?\btheir ({_RELATION}),? {_NAME}\b"
-        rf"|^{who} (?:\w+ ){{0,2}}(?:has|had|got|adopted|rescued|bought|gets|is getting|named|"
-        rf"called) (?:a|an|one|their) (?:[a-z]+ )?({_RELATION}) (?:named|called) {_NAME}\b"
+        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )?({_RELATION}),? (?:named |called )?{_NAME}\b"
+        rf"|{has} (?:two|three|four|five|\d) (?:[a-z]+ )?({_RELATIONS_OF_A_COUNT}),? "
+        rf"(?:named |called )?{_NAME}(?:, {_NAME})?,? and {_NAME}\b"
     )
 
 
@@ -84,17 +96,13 @@ class Known:
 
     def told(self, subject: str, text: str) -> None:
         """Learn the names `text` (a fact of `subject`'s, in the third person) tells of."""
-        if (
-            "named" not in text
-            and "called" not in text
-            and "'s " not in text
-            and "their " not in text
-        ):
+        if not text.startswith(subject) and f"{subject}'s " not in text:
             return
         for m in _told_by(subject).finditer(text[:500]):
-            relation, name = [group for group in m.groups() if group]  # one alternative's
-            if name.lower() not in _NOT_NAMES:
-                self._of.setdefault(subject, {})[name] = relation
+            relation, *names = [group for group in m.groups() if group]  # one alternative's
+            for name in names:
+                if name.lower() not in _NOT_NAMES:
+                    self._of.setdefault(subject, {})[name] = _SINGULAR.get(relation, relation)
 
     def said_in_full(self, sentence: str, subject: str) -> str:
         """`sentence` as the user would have said it in full, when it opens on one of theirs
