@@ -1059,6 +1059,8 @@ OFFLINE_FACTS += [
     ("Actually I'm 34, not 33.", ["User is 34 years old."]),
     ("I'm 34 not 33, just had my birthday.", ["User is 34 years old."]),
     ("I'm 34 minutes late.", ["User is 34 minutes late."]),
+    # what was quit is the first clause's: it was "User quit in 2021." alone
+    ("I used to smoke but I quit two years ago.", ["User used to smoke but they quit in 2021."]),
     # one named by the user, then "and I": a compound subject (was "User's partner Alex." and
     # "User ares going to Japan.")
     (
@@ -1145,6 +1147,8 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
         ),
         # a day that comes each year dates nothing
         ("My mum's birthday is on 14 March.", "User's mum's birthday is on 14 March.", None),
+        ("Our anniversary was on 3 May.", "User's anniversary was on 3 May.", dt.date(2023, 5, 3)),
+        ("I met her on the 3rd of May.", "User met her on the 3rd of May.", dt.date(2023, 5, 3)),
         ("Our anniversary is June 5.", "User's anniversary is June 5.", None),
         ("I was born on 2 May 1990.", "User was born on 2 May 1990.", dt.date(1990, 5, 2)),
         # a weekday: the coming one, or the last when told of the past (a habit is no day)

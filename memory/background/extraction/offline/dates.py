@@ -64,7 +64,9 @@ _THIS_WEEKDAY = re.compile(
     re.I,
 )
 _EXPLICIT = re.compile(
-    r"\b(?:on\s+)?(\d{1,2})(?:st|nd|rd|th)?\s+(" + "|".join(MONTHS) + r")(?:,?\s+(\d{4}))?\b"
+    r"\b(?:on\s+)?(\d{1,2})(?:st|nd|rd|th)?\s+(?:of\s+)?("
+    + "|".join(MONTHS)
+    + r")(?:,?\s+(\d{4}))?\b"
     r"|\b(" + "|".join(MONTHS) + r")\s+(\d{1,2})(?:st|nd|rd|th)?(?:,?\s+(\d{4}))?\b",
     re.I,
 )
@@ -95,7 +97,7 @@ _FOR_THE_DAY = re.compile(r"\bfor (?:the )?$", re.I)
 # A day that comes again each year dates no event: "My mum's birthday is on 14 March" was an
 # event of 14 March this year.
 _YEARLY = re.compile(
-    r"\b(?:birthday|anniversary|name ?day|born)(?:'s|s)?(?: (?:is|are|was|falls|comes))?(?: on)? ?$",
+    r"\b(?:birthday|anniversary|name ?day|born)(?:'s|s)?(?: (?:is|are|falls|comes))?(?: on)? ?$",
     re.I,
 )
 

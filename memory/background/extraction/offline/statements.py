@@ -527,7 +527,8 @@ _BUT_NOW = re.compile(r"\bbut,?\s+(?:now|nowadays|these days)\b", re.I)
 _CEASED = re.compile(
     r"^(?:I|we)\s+(?:finally\s+|eventually\s+|then\s+)?(?:quit|stopped|gave up)"
     r"(?:\s+(?:in|on|at|when|after|before|because|since|last|this|about|around|years|months|"
-    r"weeks|a|\d+)\b[^,;]*)?[.!]*$",
+    r"weeks|a|\d+|one|two|three|four|five|six|seven|eight|nine|ten|few|several|ages|"
+    r"recently|yesterday|today)\b[^,;]*)?[.!]*$",
     re.I,
 )
 
