@@ -241,6 +241,16 @@ def test_one_told_of_by_name_earlier_is_the_users_when_named_alone(
             "Tom got a promotion.",
             ["User's husband Tom got a promotion."],
         ),
+        (
+            "User has a baby girl now, her name is Rose.",
+            "Rose smiled for the first time yesterday.",
+            ["User's baby girl Rose smiled for the first time on 7 May 2023."],
+        ),
+        (
+            "User adopted a new puppy called Biscuit.",
+            "Biscuit chewed my shoes.",
+            ["User's puppy Biscuit chewed their shoes."],
+        ),
         # one spoken to, one of a list, a name of the month, another's dog: nothing read as theirs
         ("User has a cat named Mochi.", "Mochi, get down!", []),
         ("User has a cat named Mochi.", "Mochi and Pepper get along.", []),
@@ -1059,6 +1069,10 @@ OFFLINE_FACTS += [
     ("Actually I'm 34, not 33.", ["User is 34 years old."]),
     ("I'm 34 not 33, just had my birthday.", ["User is 34 years old."]),
     ("I'm 34 minutes late.", ["User is 34 minutes late."]),
+    # a past that is also a name, then its own verb: someone's doing (was "User rose smiled…")
+    ("Rose smiled for the first time today.", []),
+    ("Drew called me yesterday.", []),
+    ("Rose early today to catch the train.", ["User rose early on 8 May 2023 to catch the train."]),
     # what was quit is the first clause's: it was "User quit in 2021." alone
     ("I used to smoke but I quit two years ago.", ["User used to smoke but they quit in 2021."]),
     # one named by the user, then "and I": a compound subject (was "User's partner Alex." and

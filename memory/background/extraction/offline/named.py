@@ -29,12 +29,10 @@ RELATIONS = {
     "cousin", "niece", "nephew", "stepson", "stepdaughter", "stepmom", "stepdad",
     "dog", "cat", "puppy", "kitten", "pup", "pet", "rabbit", "bunny", "hamster", "parrot",
     "ferret", "horse", "pony", "bird", "turtle", "tortoise", "snake", "lizard", "fish", "budgie",
-    "cockatiel", "gerbil",
+    "cockatiel", "gerbil", "girl", "boy",
 }  # fmt: skip
-_RELATION = (
-    r"(?:(?:best|little|big|older|younger|baby|new|old|late|eldest|youngest) )?(?:{})".format(
-        "|".join(sorted(RELATIONS, key=len, reverse=True))
-    )
+_RELATION = r"(?:(?:best|little|big|older|younger|baby|late|eldest|youngest) )?(?:{})".format(
+    "|".join(sorted(RELATIONS, key=len, reverse=True))
 )
 _NAME = r"([A-Z][a-z]{1,20})"
 _NOT_NAMES = (
@@ -58,14 +56,16 @@ _RELATIONS_OF_A_COUNT = "|".join(sorted(_SINGULAR, key=len, reverse=True))
 def _told_by(subject: str) -> re.Pattern[str]:
     """A fact of `subject`'s that names one of theirs or more: "Sam's dog Pepper", "Sam and
     their partner Alex", "Sam has a cat named Mochi", "Sam's husband's name is Tom", "Sam has
-    a son, Max", "Sam has two cats, Luna and Leo". Its groups: the relation, then names."""
+    a son, Max", "Sam has a baby girl now, her name is Rose", "Sam has two cats, Luna and Leo". Its groups: the relation, then names."""
     who = re.escape(subject)
     has = rf"^{who} (?:\w+ ){{0,2}}(?:has|had|got|adopted|rescued|bought|gets|is getting)"
     return re.compile(
         rf"\b{who}'s ({_RELATION}),? {_NAME}\b"
         rf"|\b{who}'s ({_RELATION})'s name is {_NAME}\b"
         rf"|^{who}\b.*?\btheir ({_RELATION}),? {_NAME}\b"
-        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )?({_RELATION}),? (?:named |called )?{_NAME}\b"
+        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({_RELATION}),? (?:named |called )?{_NAME}\b"
+        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({_RELATION})\b[^.,;]{{0,30}}, "
+        rf"(?:his|her|its|their) name is {_NAME}\b"
         rf"|{has} (?:two|three|four|five|\d) (?:[a-z]+ )?({_RELATIONS_OF_A_COUNT}),? "
         rf"(?:named |called )?{_NAME}(?:, {_NAME})?,? and {_NAME}\b"
     )

@@ -160,7 +160,7 @@ def subject_supplied(sentence: str) -> str:
             following in _AFTER_A_PAST
             or following.isdigit()
             or following.endswith(("ing", "ed", "ly"))
-        ):
+        ) or (low in _NAMES_AS_PASTS and following.endswith(("ed", "s"))):
             return sentence
         said = "I"
     elif low in _SUBJECTLESS_DOING and not of_its_own:
@@ -173,6 +173,9 @@ def subject_supplied(sentence: str) -> str:
     return f"{sentence[:start]}{said} {said_first[0].lower()}{said_first[1:]}"
 
 
+# A past that is also a name, then a verb of its own: "Rose smiled for the first time" was "User
+# rose smiled…" ("Rose early today" is still the user's).
+_NAMES_AS_PASTS = {"rose", "drew"}
 # Not the first word of a statement whose "I" was left out: a modal or an auxiliary opens a
 # question ("Did I tell you…", "Can't wait") or a sentence about something else ("Was a long
 # day"). "used to", "got" and "had" say what the user did.
