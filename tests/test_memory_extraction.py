@@ -1073,6 +1073,8 @@ OFFLINE_FACTS += [
     ("Rose smiled for the first time today.", []),
     ("Drew called me yesterday.", []),
     ("Rose early today to catch the train.", ["User rose early on 8 May 2023 to catch the train."]),
+    # a move's month said without its year is kept (it was dropped: "User lives in Berlin.")
+    ("I moved to Berlin in March.", ["User lives in Berlin (moved there in March)."]),
     # what was quit is the first clause's: it was "User quit in 2021." alone
     ("I used to smoke but I quit two years ago.", ["User used to smoke but they quit in 2021."]),
     # one named by the user, then "and I": a compound subject (was "User's partner Alex." and

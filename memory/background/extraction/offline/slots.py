@@ -156,8 +156,10 @@ _NOT_A_VALUE = {"it", "this", "that", "these", "those", "they", "he", "she", "wh
 
 # When a move happened, as said right after its place ("to Lisbon in 2019", "last week" resolved).
 _WHEN_AFTER = re.compile(
-    r"^\s*,?\s*((?:back )?(?:in|on|since|during) (?:the (?:week|weekend) (?:of|before) )?"
-    r"(?:\d{1,2} )?(?:[A-Z][a-z]+ )?\d{4})\b"
+    r"^\s*,?\s*((?:back )?(?:(?:in|on|since|during) (?:the (?:week|weekend) (?:of|before) )?"
+    r"(?:\d{1,2} )?(?:[A-Z][a-z]+ )?\d{4}"
+    # a month without its year too: "I moved to Berlin in March" (it was dropped)
+    r"|(?:in|on) (?:\d{1,2} )?(?:" + "|".join(m.capitalize() for m in MONTHS) + r")))\b"
 )
 
 
