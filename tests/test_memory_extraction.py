@@ -1375,6 +1375,24 @@ def test_round_15s_patterns_read_long_hostile_text_in_one_pass(text, facts):
     assert [f.text for f in found] == facts
 
 
+@pytest.mark.parametrize(
+    ("said", "today"),
+    [
+        ("I'm flying on 3 January.", dt.date(9999, 12, 31)),
+        ("I have a meeting on Friday.", dt.date(9999, 12, 31)),
+        ("I met Tom on 3 January.", dt.date(1, 1, 1)),
+        ("I went out this weekend.", dt.date(1, 1, 1)),
+    ],
+)
+def test_a_day_past_the_calendars_ends_dates_nothing(said, today):
+    """A message dated at the calendar's ends (an import may say so): the day said without its
+    year would be in year 10000 or 0. The first version of the year's reading looked for it
+    for ever."""
+    from memory.background.extraction.offline.dates import resolve_dates
+
+    assert resolve_dates(said, today) == (said, None, False)
+
+
 # A day said without its year or a weekday, read by the tense of the whole sentence: the
 # sentence is read once, not again at each day said.
 ONE_PASS_DATES = {

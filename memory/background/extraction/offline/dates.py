@@ -110,17 +110,17 @@ def _tells_of_the_past(sentence: str) -> bool:
     )
 
 
-def _year_of(month: int, day: int, today: dt.date, *, to_come: bool) -> int:
+def _year_of(month: int, day: int, today: dt.date, *, to_come: bool) -> int | None:
     """The year of a day said without one (a day of some year): the next such day, or the
-    last (29 February: the nearest leap year's on that side)."""
+    last (29 February: the nearest leap year's on that side, at most 8 years away); None past
+    the calendar's ends (a message dated 31 December 9999 said "on 3 January")."""
     step = 1 if to_come else -1
-    year = today.year
-    while True:
-        with contextlib.suppress(ValueError):
+    for year in range(today.year, today.year + 9 * step, step):
+        with contextlib.suppress(ValueError):  # no such day that year, or no such year
             said = dt.date(year, month, day)
             if said == today or (said > today) == to_come:
                 return year
-        year += step
+    return None
 
 
 def _label(day: dt.date) -> str:
@@ -307,8 +307,9 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
             if year_s:
                 found.append(dt.date(int(year_s), month, day))
                 exact.append(True)
-            elif not _YEARLY.search(text[max(0, m.start() - 40) : m.start()]):
-                year = _year_of(month, day, today, to_come=to_come(m))
+            elif not _YEARLY.search(text[max(0, m.start() - 40) : m.start()]) and (
+                year := _year_of(month, day, today, to_come=to_come(m))
+            ):
                 found.append(dt.date(year, month, day))
                 exact.append(True)
     if sentence[:1].isupper() and text[:1].islower():  # "Last Friday I…" -> "On 4 December…"
