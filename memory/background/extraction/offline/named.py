@@ -56,7 +56,8 @@ _RELATIONS_OF_A_COUNT = "|".join(sorted(_SINGULAR, key=len, reverse=True))
 def _told_by(subject: str) -> re.Pattern[str]:
     """A fact of `subject`'s that names one of theirs or more: "Sam's dog Pepper", "Sam and
     their partner Alex", "Sam has a cat named Mochi", "Sam's husband's name is Tom", "Sam has
-    a son, Max", "Sam has a baby girl now, her name is Rose", "Sam has two cats, Luna and Leo". Its groups: the relation, then names."""
+    a son, Max", "Sam has a baby girl now, her name is Rose", "Sam has two cats, Luna and
+    Leo". Its groups: the relation, then names."""
     who = re.escape(subject)
     has = rf"^{who} (?:\w+ ){{0,2}}(?:has|had|got|adopted|rescued|bought|gets|is getting)"
     return re.compile(
