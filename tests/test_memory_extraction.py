@@ -904,7 +904,7 @@ OFFLINE_FACTS += [
     ("I work at IBM", ["User works at IBM."]),
     # praise with rolled eyes is sarcasm; annoyance alone leaves the fact standing
     ("oh sure, I LOVE doing taxes \U0001f644", []),
-    ("I have to work on Saturday \U0001f644", ["User has to work on 13 May 2023."]),
+    ("I have to work on Saturday \U0001f644", ["User has to work on Saturday."]),
     # a habit of speech or a shout in quotes states nothing; a count with nothing counted neither
     ("my coworker keeps saying 'I'm the best at excel' lol", []),
     ("my little brother just yelled 'im the king of the world' from the roof", []),
@@ -1084,6 +1084,11 @@ OFFLINE_FACTS += [
         ["User and their partner Alex are going to Japan."],
     ),
     ("My sister Anna and I run a bakery.", ["User and their sister Anna run a bakery."]),
+    # not a compound subject: a capitalised word after a verb (heldout3's, cut again)
+    (
+        "My partner is Japanese, so we visit Osaka every summer.",
+        ["User's partner is Japanese.", "User visits Osaka every summer."],
+    ),
     (
         "My sister Anna lives in Rome and I visit her often.",
         ["User's sister Anna lives in Rome.", "User visits their sister Anna often."],
@@ -1165,22 +1170,27 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
         ("My mum's birthday is on 14 March.", "User's mum's birthday is on 14 March.", None),
         ("Our anniversary was on 3 May.", "User's anniversary was on 3 May.", dt.date(2023, 5, 3)),
         ("I met her on the 3rd of May.", "User met her on the 3rd of May.", dt.date(2023, 5, 3)),
+        # a day of the month alone, after a word of when: dated, kept as said; not a rank
+        ("My flight is on the 14th.", "User's flight is on the 14th.", dt.date(2023, 5, 14)),
+        ("My exam is on the 3rd.", "User's exam is on the 3rd.", dt.date(2023, 6, 3)),
+        ("I met her on the 3rd.", "User met her on the 3rd.", dt.date(2023, 5, 3)),
+        ("I live on the 3rd floor.", "User lives on the 3rd floor.", None),
         ("Our anniversary is June 5.", "User's anniversary is June 5.", None),
         ("I was born on 2 May 1990.", "User was born on 2 May 1990.", dt.date(1990, 5, 2)),
         # a weekday: the coming one, or the last when told of the past (a habit is no day)
-        ("I have a meeting on Friday.", "User has a meeting on 12 May 2023.", dt.date(2023, 5, 12)),
-        ("I'm off this Friday.", "User is off on 12 May 2023.", dt.date(2023, 5, 12)),
-        ("I saw her on Saturday.", "User saw her on 6 May 2023.", dt.date(2023, 5, 6)),
+        ("I have a meeting on Friday.", "User has a meeting on Friday.", dt.date(2023, 5, 12)),
+        ("I'm off this Friday.", "User is off this Friday.", dt.date(2023, 5, 12)),
+        ("I saw her on Saturday.", "User saw her on Saturday.", dt.date(2023, 5, 6)),
         ("I play tennis on Fridays.", "User plays tennis on Fridays.", None),
         # "I've got" is "I have", no past ("… on Thursday, wish me luck" was last Thursday)
         (
             "I've got a job interview on Thursday.",
-            "User has got a job interview on 11 May 2023.",
+            "User has got a job interview on Thursday.",
             dt.date(2023, 5, 11),
         ),
         (
             "I got a parking ticket on Thursday.",
-            "User got a parking ticket on 4 May 2023.",
+            "User got a parking ticket on Thursday.",
             dt.date(2023, 5, 4),
         ),
         ("Last Friday I ran a 10k.", "On 5 May 2023 User ran a 10k.", dt.date(2023, 5, 5)),

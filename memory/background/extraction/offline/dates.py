@@ -93,6 +93,15 @@ _FUTURE_TENSE = re.compile(
     r"|'ll\b",
     re.I,
 )
+# A day of the month alone, after a word of when: "My exam is on the 12th" (said in December:
+# 12 December, or 12 January once the 12th has passed; the last one when told of the past), "I'm
+# away until the 3rd". Not a rank: "on the 3rd floor", "for the 2nd time".
+_DAY_ALONE = re.compile(
+    r"\b(on|by|until|till|before|after|from|since) the ([1-9]|[12]\d|3[01])(?:st|nd|rd|th)\b"
+    r"(?! of\b| (?:[a-z]+ )?(?:time|times|place|floor|grade|row|century|anniversary|birthday|"
+    r"attempt|try|round|day|week|month|year|person|one)\b)",
+    re.I,
+)
 _FOR_THE_DAY = re.compile(r"\bfor (?:the )?$", re.I)
 # A day that comes again each year dates no event: "My mum's birthday is on 14 March" was an
 # event of 14 March this year.
@@ -120,6 +129,22 @@ def _year_of(month: int, day: int, today: dt.date, *, to_come: bool) -> int | No
             said = dt.date(year, month, day)
             if said == today or (said > today) == to_come:
                 return year
+    return None
+
+
+def _day_of_month(day: int, today: dt.date, *, to_come: bool) -> dt.date | None:
+    """The next (or last) day numbered `day` from today: this month's or a month on, past
+    the months without it ("the 31st" in November is 31 December); None past the calendar."""
+    step = 1 if to_come else -1
+    year, month = today.year, today.month
+    for _ in range(4):
+        with contextlib.suppress(ValueError):
+            said = dt.date(year, month, day)
+            if said == today or (said > today) == to_come:
+                return said
+        month += step
+        if month in (0, 13):
+            year, month = year + step, 12 if month == 0 else 1
     return None
 
 
@@ -227,10 +252,14 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
     text = _LAST_WEEKDAY.sub(last_weekday, text)
 
     def this_weekday(m: re.Match) -> str:
+        """Dated, and kept as said ("on Thursday"), as a day and month without a year is: the
+        memory is shown with its date."""
         target = WEEKDAYS.index(m.group(1).lower())
-        if to_come(m):
-            return day_of(m, -((target - today.weekday()) % 7 or 7))
-        return day_of(m, (today.weekday() - target) % 7 or 7)
+        ahead, back = (target - today.weekday()) % 7 or 7, (today.weekday() - target) % 7 or 7
+        if (day := _days_after(today, ahead if to_come(m) else -back)) is not None:
+            found.append(day)
+            exact.append(True)
+        return m.group(0)
 
     text = _THIS_WEEKDAY.sub(this_weekday, text)
 
@@ -312,6 +341,13 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
             ):
                 found.append(dt.date(year, month, day))
                 exact.append(True)
+    if (
+        not found
+        and (m := _DAY_ALONE.search(text))
+        and (day := _day_of_month(int(m.group(2)), today, to_come=to_come(m)))
+    ):
+        found.append(day)  # dated, kept as said ("on the 14th"), as "on 3 January" is
+        exact.append(True)
     if sentence[:1].isupper() and text[:1].islower():  # "Last Friday I…" -> "On 4 December…"
         text = text[0].upper() + text[1:]
     return Resolved(text, found[0] if found else None, bool(exact and exact[0]))

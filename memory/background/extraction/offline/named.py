@@ -31,7 +31,7 @@ RELATIONS = {
     "ferret", "horse", "pony", "bird", "turtle", "tortoise", "snake", "lizard", "fish", "budgie",
     "cockatiel", "gerbil", "girl", "boy",
 }  # fmt: skip
-_RELATION = r"(?:(?:best|little|big|older|younger|baby|late|eldest|youngest) )?(?:{})".format(
+RELATION = r"(?:(?:best|little|big|older|younger|baby|late|eldest|youngest) )?(?:{})".format(
     "|".join(sorted(RELATIONS, key=len, reverse=True))
 )
 _NAME = r"([A-Z][a-z]{1,20})"
@@ -61,11 +61,11 @@ def _told_by(subject: str) -> re.Pattern[str]:
     who = re.escape(subject)
     has = rf"^{who} (?:\w+ ){{0,2}}(?:has|had|got|adopted|rescued|bought|gets|is getting)"
     return re.compile(
-        rf"\b{who}'s ({_RELATION}),? {_NAME}\b"
-        rf"|\b{who}'s ({_RELATION})'s name is {_NAME}\b"
-        rf"|^{who}\b.*?\btheir ({_RELATION}),? {_NAME}\b"
-        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({_RELATION}),? (?:named |called )?{_NAME}\b"
-        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({_RELATION})\b[^.,;]{{0,30}}, "
+        rf"\b{who}'s ({RELATION}),? {_NAME}\b"
+        rf"|\b{who}'s ({RELATION})'s name is {_NAME}\b"
+        rf"|^{who}\b.*?\btheir ({RELATION}),? {_NAME}\b"
+        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({RELATION}),? (?:named |called )?{_NAME}\b"
+        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({RELATION})\b[^.,;]{{0,30}}, "
         rf"(?:his|her|its|their) name is {_NAME}\b"
         rf"|{has} (?:two|three|four|five|\d) (?:[a-z]+ )?({_RELATIONS_OF_A_COUNT}),? "
         rf"(?:named |called )?{_NAME}(?:, {_NAME})?,? and {_NAME}\b"

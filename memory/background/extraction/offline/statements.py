@@ -18,7 +18,7 @@ from memory.background.extraction.chat import (
 )
 from memory.background.extraction.offline.dates import resolve_dates
 from memory.background.extraction.offline.fact import Fact
-from memory.background.extraction.offline.named import Known
+from memory.background.extraction.offline.named import RELATION, Known
 from memory.background.extraction.offline.negations import denial
 from memory.background.extraction.offline.patterns import BASE_IN_ED, OPENER, TRAIT
 from memory.background.extraction.offline.person import (
@@ -460,7 +460,7 @@ def _listed_verbs(sentence: str) -> list[str]:
 # "My partner Alex and I are going to Japan": one named by the user, then "and I", is a
 # compound subject, no clause of its own (it was cut there: "User's partner Alex." and "User
 # ares going to Japan.")
-_NAMED_ONE = re.compile(r"(?:[Mm]y|[Oo]ur) (?:[a-z'\-]+ ){1,2}[A-Z][a-z]+")
+_NAMED_ONE = re.compile(rf"(?:[Mm]y|[Oo]ur) {RELATION} [A-Z][a-z]+")
 
 
 def _clauses(sentence: str) -> list[str]:
