@@ -344,9 +344,9 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
     if (
         not found
         and (m := _DAY_ALONE.search(text))
-        and (day := _day_of_month(int(m.group(2)), today, to_come=to_come(m)))
+        and (of_month := _day_of_month(int(m.group(2)), today, to_come=to_come(m)))
     ):
-        found.append(day)  # dated, kept as said ("on the 14th"), as "on 3 January" is
+        found.append(of_month)  # dated, kept as said ("on the 14th"), as "on 3 January" is
         exact.append(True)
     if sentence[:1].isupper() and text[:1].islower():  # "Last Friday I…" -> "On 4 December…"
         text = text[0].upper() + text[1:]
