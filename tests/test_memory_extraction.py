@@ -1045,6 +1045,10 @@ OFFLINE_FACTS += [
     # how a thing moves the user, said with the thing first, is a statement of theirs; not a
     # pronoun's (it points back, or is someone), nor what scared them once
     ("Heights freak me out.", ["User is freaked out by heights."]),
+    # each verb's third person: "annoys" (a form made by hand, "annoies", wrote nothing)
+    ("Loud music annoys me.", ["User is annoyed by loud music."]),
+    ("Public speaking terrifies me.", ["User is terrified of public speaking."]),
+    ("My job stresses me out.", ["User is stressed out by their job."]),
     ("Honestly pizza is my favourite food.", ["Pizza is User's favourite food."]),
     # a workplace said as a doing, or as where a job started
     ("I'm working at Spotify now.", ["User works at Spotify."]),

@@ -182,7 +182,7 @@ def is_adverb(word: str) -> bool:
     return low in ADVERBS or (low.endswith("ly") and low not in _LY_VERBS and len(low) > 4)
 
 
-def _conjugate(verb: str, past: bool = False) -> str:
+def conjugate(verb: str, past: bool = False) -> str:
     """A present-tense verb after "I" -> its third-person singular form ("drink" -> "drinks");
     `past`: the sentence is dated before today, so a verb whose past is its present stays."""
     low = verb.lower()
@@ -234,7 +234,7 @@ def _second_verbs(text: str) -> str:
         before = text[: m.start()]
         if m.group(2) not in COMMON_VERBS or re.search(r"\bto [a-z]+ $", before):
             return m.group(0)
-        return f"{m.group(1)} {_conjugate(m.group(2))}"
+        return f"{m.group(1)} {conjugate(m.group(2))}"
 
     return _SECOND_VERB.sub(agree, text)
 
@@ -272,7 +272,7 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
         who = "they" if pronoun else subject
         state["named"] = True
         if contraction:  # I'm / I've / I'd / I'll / I am
-            verb = _THEY[contraction] if pronoun or compound else _conjugate(contraction)
+            verb = _THEY[contraction] if pronoun or compound else conjugate(contraction)
             return " ".join([who, verb, *words])
         if not words:
             return who
@@ -284,7 +284,7 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
         if pronoun:
             verb = "were" if rest[0].lower() == "was" else rest[0]
         else:
-            verb = rest[0] if compound else _conjugate(rest[0], past)
+            verb = rest[0] if compound else conjugate(rest[0], past)
         state["agreed"] = state["agreed"] or verb != rest[0]
         out.append(verb)
         out += rest[1:]

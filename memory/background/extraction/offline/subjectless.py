@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from memory.background.extraction.offline.patterns import BASE_IN_ED, OPENER
-from memory.background.extraction.offline.person import KEEP, is_adverb
+from memory.background.extraction.offline.person import KEEP, conjugate, is_adverb
 
 # A chat message often drops its "I": a sentence that opens on a past form ("started…", "got
 # promoted…"), "been", a doing ("living in Brooklyn") or one of these present verbs, which are
@@ -214,16 +214,10 @@ _FELT = {
     "depress": "depressed by",
 }
 
-
-def _said_of_it(verb: str) -> str:
-    """The verb's third person: "scares", "terrifies", "stresses"."""
-    if verb.endswith("y"):
-        return verb[:-1] + "ies"
-    return verb + ("es" if verb.endswith(("ss", "x")) else "s")
-
-
-# each form of each verb, the longest first, and what the user is when it moves them
-_FELT_FORMS = {form: felt for verb, felt in _FELT.items() for form in (verb, _said_of_it(verb))}
+# each form of each verb ("scare", "scares"; "annoy", "annoys"), and what the user is when it
+# moves them; the third person is person's own conjugation (a copy of it here made "annoies",
+# and "Loud music annoys me" wrote nothing)
+_FELT_FORMS = {form: felt for verb, felt in _FELT.items() for form in (verb, conjugate(verb))}
 _FELT_VERB = "(" + "|".join(sorted(_FELT_FORMS, key=len, reverse=True)) + ")"
 _FEELING_SAID = re.compile(
     r"^((?:[Mm]y |[Oo]ur )?[A-Za-z][\w'\-]*(?: [a-z][\w'\-]*){0,3}) "
