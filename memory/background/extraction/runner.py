@@ -17,6 +17,7 @@ and why, and the job records it.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from typing import TypeVar
 
 import numpy as np
@@ -496,7 +497,7 @@ def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
             nfc(message.content),
             subject=subject,
             today=message.created_at.date(),
-            known=known.setdefault(message.user_id, offline.Known()),
+            known=known[message.user_id],
         ):
             found.append((fact, message, subject))
     texts = [
@@ -506,7 +507,7 @@ def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
     return found, texts
 
 
-def names_known(said: list[Message]) -> dict[str, offline.Known]:
+def names_known(said: list[Message]) -> defaultdict[str, offline.Known]:
     """Of the users of these messages, the names their memories tell of ("User's dog Pepper")
     among those a message opens a sentence on ("Pepper hates thunderstorms."): one read of the
     memories that name one, and none when no sentence opens on a name."""
@@ -514,7 +515,7 @@ def names_known(said: list[Message]) -> dict[str, offline.Known]:
     for message in said:
         if names := offline.names_opening(message.content):
             opening.setdefault(message.user_id, set()).update(names)
-    known: dict[str, offline.Known] = {}
+    known: defaultdict[str, offline.Known] = defaultdict(offline.Known)
     if not opening:
         return known
     naming = Q()
@@ -527,7 +528,7 @@ def names_known(said: list[Message]) -> dict[str, offline.Known]:
     )
     for user_id, text, metadata in telling:
         subject = (metadata or {}).get("subject") or "User"
-        known.setdefault(user_id, offline.Known()).told(subject, text)
+        known[user_id].told(subject, text)
     return known
 
 

@@ -634,14 +634,19 @@ def extract(text: str, *, subject: str, today: dt.date, known: Known | None = No
     text = capitalised(dash_moves(_SPACES.sub(" ", text or "")))
     in_irony = ironic(text)
 
+    learnt = 0  # of `facts`, those whose names `known` has read
+
+    def learn() -> None:
+        nonlocal learnt
+        for fact in facts[learnt:]:
+            known.told(subject, fact.text)
+        learnt = len(facts)
+
     def in_full(said: list[str]) -> Iterator[str]:
         """Each sentence, one opening on a name told of read as the user's own; what the
         sentences before it told of is learnt first ("I have a dog named Pepper. Pepper…")."""
-        learnt = 0
         for sentence in said:
-            for fact in facts[learnt:]:
-                known.told(subject, fact.text)
-            learnt = len(facts)
+            learn()
             yield known.said_in_full(sentence, subject)
 
     statements = (
@@ -750,6 +755,5 @@ def extract(text: str, *, subject: str, today: dt.date, known: Known | None = No
         )
         kind = _kind(sentence, event_date, today)
         facts.append(Fact(rewritten, kind, day_said, ends=denied))
-    for fact in facts:  # what the last sentences told of, for the messages after this one
-        known.told(subject, fact.text)
+    learn()  # what the last sentences told of, for the messages after this one
     return facts
