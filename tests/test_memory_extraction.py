@@ -202,6 +202,27 @@ def test_one_told_of_by_name_earlier_is_the_users_when_named_alone(
     ]
 
 
+def test_a_name_told_in_another_conversation_of_the_same_run_is_known(
+    offline, django_capture_on_commit_callbacks
+):
+    """Two conversations of one user sent a moment apart are taken by one run: the second's
+    "Pepper hates thunderstorms." knows the dog the first told of, though the first's memory
+    is not written yet when the run reads the user's memories (`make run`: it wrote nothing)."""
+    workspace, _ = make_workspace()
+    first = say(workspace, "dana", "I have a dog named Pepper.", conversation="one")
+    second = say(workspace, "dana", "Pepper hates thunderstorms.", conversation="two")
+    with django_capture_on_commit_callbacks():
+        jobs = [extraction_enqueue(workspace=workspace, conversation=c) for c in (first, second)]
+    tasks.extract(jobs[0].id)
+    assert all(
+        ProcessingJob.objects.get(pk=job.id).status == ProcessingJob.Status.DONE for job in jobs
+    )
+    assert sorted(Memory.objects.filter(user_id="dana").values_list("text", flat=True)) == [
+        "User has a dog named Pepper.",
+        "User's dog Pepper hates thunderstorms.",
+    ]
+
+
 @pytest.mark.parametrize(
     ("told", "said", "facts"),
     [

@@ -370,7 +370,14 @@ def _offline_run(jobs: list[ProcessingJob]) -> dict:
     workspace = jobs[0].workspace
     first_job = {conversation: group[0] for conversation, group in by_conversation(jobs).items()}
     groups = by_conversation(job_messages(jobs))
-    facts = {conversation: offline_facts(rows) for conversation, rows in groups.items()}
+    # one reading of names for the run: a user's conversation taken with another of theirs in
+    # this run knows the names the other told of ("I have a dog named Pepper" in one, "Pepper
+    # hates thunderstorms" in the next, sent a moment apart: the first's memory is not yet
+    # written when the run reads the user's memories)
+    known = names_known([m for rows in groups.values() for m in rows if m.role == "user"])
+    facts = {
+        conversation: offline_facts(rows, known=known) for conversation, rows in groups.items()
+    }
     texts = [text for _, found_texts in facts.values() for text in found_texts]
     todo, vectors, tokens = embed_messages(
         [m for rows in groups.values() for m in rows], also=texts
@@ -483,12 +490,15 @@ def _llm_run(jobs: list[ProcessingJob], fallback_on_error: bool) -> dict:
     return {"embedded": embedded, "extractor": "offline", **counts}
 
 
-def offline_facts(rows: list[Message]) -> tuple[list, list[str]]:
+def offline_facts(
+    rows: list[Message], *, known: defaultdict[str, offline.Known] | None = None
+) -> tuple[list, list[str]]:
     """The facts of the user's messages, each with its message and subject, and the texts to
-    embed them by."""
+    embed them by; `known`: the names each user has told of, read for these rows if not given
+    (and added to with what they tell)."""
     found: list[tuple[offline.Fact, Message, str]] = []
     said = [m for m in rows if m.role == "user" and m.content]
-    known = names_known(said)
+    known = names_known(said) if known is None else known
     for message in said:
         subject = message.name or "User"
         # composed, as memories are stored and compared (memory.text.nfc): a fact said with
