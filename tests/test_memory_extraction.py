@@ -149,6 +149,25 @@ def test_a_named_employer_left_updates_the_workplace(offline, django_capture_on_
     assert not any(t.startswith("User works at Deliveroo") for t in texts)
 
 
+def test_a_pet_that_died_is_no_longer_had(offline, django_capture_on_commit_callbacks):
+    """ "I have a cat named Mochi." then "Mochi passed away last week." left "User has a cat
+    named Mochi." beside the death, both shown to the model; the death now updates it, and the
+    other cat, unnamed in it, stays."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "lena", "I have a cat named Mochi.", "I also have a dog called Rex.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    mochi = Memory.objects.get(user_id="lena", text="User has a cat named Mochi.")
+    say(workspace, "lena", "Mochi passed away last week.")
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    texts = dict(Memory.objects.filter(user_id="lena").values_list("id", "text"))
+    assert texts.pop(mochi.id).startswith("User's cat Mochi passed away")
+    assert list(texts.values()) == ["User also has a dog called Rex."]
+    assert list(MemoryEvent.objects.filter(memory_id=mochi.id).values_list("event", flat=True)) == [
+        "ADD",
+        "UPDATE",
+    ]
+
+
 def test_an_age_corrected_updates_the_age(offline, django_capture_on_commit_callbacks):
     workspace, _ = make_workspace()
     conv = say(workspace, "kai", "I'm 33 and I live in Glasgow.")
@@ -1250,6 +1269,16 @@ def test_a_memory_is_dated_only_by_a_day_said(said, text, event_date):
         ("I quit Initech last week.", "User works at Initech.", True),
         ("I left Deliveroo, I'm at Spotify now.", "User works at Deliveroo.", True),
         ("I left Paris.", "User works at Deliveroo.", False),
+        # a death or loss told of one named ends that one's having, not another's
+        ("My cat Mochi passed away last week.", "User has a cat named Mochi.", True),
+        ("Sadly we lost our dog Pepper.", "User has a dog called Pepper.", True),
+        ("Unfortunately, my old dog Rex died.", "User got a dog, Rex, in 2019.", True),
+        ("My cat Luna died.", "User has two cats, Luna and Leo.", False),
+        ("My cat Luna died.", "User has a cat named Mochi.", False),
+        ("My cat Luna died.", "User's sister has a cat named Luna.", False),
+        ("My cat Luna died.", "User is allergic to cats like Luna.", False),
+        ("My friend Alex died laughing at my joke.", "User has a friend Alex.", False),
+        ("My dog died.", "User has a dog named Rex.", False),
     ],
 )
 def test_a_negation_ends_only_the_memory_that_says_what_it_denies(said, memory, ends):

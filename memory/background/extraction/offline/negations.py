@@ -9,6 +9,7 @@ import re
 
 from memory.background.extraction.offline.dates import resolve_dates
 from memory.background.extraction.offline.fact import Ends, Fact, content_words
+from memory.background.extraction.offline.named import RELATION
 from memory.background.extraction.offline.patterns import CITY
 from memory.background.extraction.offline.slots import slot_facts
 
@@ -56,6 +57,20 @@ _STOPPED = re.compile(
 _MOVED_OUT = re.compile(
     rf"^(?:I|We) {_SOFTENER}(?:moved|relocated) (?:out of|away from) " + CITY + r"(?![\w'])"
 )
+# "My cat Mochi passed away", "We lost our dog Pepper": the user no longer has them — the
+# denied "I have a cat Mochi" (found trying Engram as a user: "User has a cat named Mochi."
+# stood beside the death told of it, both shown to the model). Named only: "My dog died" of a
+# user with two dogs says not which.
+_SADLY = r"(?:(?:Sadly|Unfortunately|Tragically|Sadly though),? )?"
+_FOND = r"(?:(?:old|poor|sweet|beloved|dear|lovely|beautiful|dearest) )?"
+_DIED = re.compile(
+    rf"^{_SADLY}(?:[Mm]y|[Oo]ur) {_FOND}({RELATION}),? ([A-Z][a-z]+),? (?:\w+ )?(?:passed away|passed on|"
+    r"died(?! (?:laughing|of (?:laughter|embarrassment|boredom|shame)))|was put down|"
+    r"was put to sleep|crossed the rainbow bridge)\b"
+)
+_LOST = re.compile(
+    rf"^{_SADLY}(?:I|[Ww]e) (?:\w+ )?lost (?:my|our) {_FOND}({RELATION}),? ([A-Z][a-z]+)\b"
+)
 # when it was said to have happened, after the employer ("I left Initech last week", resolved)
 _WHEN_SAID = re.compile(
     r"\s+(?:on|in|last|this|a|two|three|few|several|\d+)\b.*$|\s+(?:yesterday|today|recently)$"
@@ -64,6 +79,12 @@ _WHEN_SAID = re.compile(
 _DENIES = re.compile(r"\b(?:not|no longer|never|anymore|any more|quit|stopped|gave up)\b|n't\b")
 _BE = re.compile(r"\b(?:is|are|am|was|were|been|being)\b")
 _HAVE = re.compile(r"\b(?:has|have|had|having|got)\b")
+_NAMED = re.compile(r"\b[A-Z][a-z]+\b")
+
+
+def _lost(sentence: str) -> re.Match[str] | None:
+    """A death or loss of one of the user's, named: its relation, then its name."""
+    return _DIED.match(sentence) or _LOST.match(sentence)
 
 
 def _denied(sentence: str) -> tuple[str, bool] | None:
@@ -77,6 +98,8 @@ def _denied(sentence: str) -> tuple[str, bool] | None:
     # its first clause: "I left Deliveroo, I'm at Spotify now"
     if m := _LEFT_EMPLOYER.match(_WHEN_SAID.sub("", sentence.partition(",")[0])):
         return f"I work at {m.group(1)}", True
+    if m := _lost(sentence):
+        return f"I have a {m.group(1).split()[-1]} {m.group(2)}", True
     if m := _MOVED_OUT.match(sentence):
         return f"I live in {m.group(1)}", True
     if m := _STOPPED.match(sentence):
@@ -104,6 +127,8 @@ def denial(sentence: str, subject: str, today: dt.date) -> tuple[Ends | None, bo
     # in "I'm working at Initech" the "be" is the tense's ("User works at Initech").
     if subject_word in ("I'm", "Im", "We're"):
         kind = "" if verb.endswith("ing") else "be"
+    elif _lost(sentence.rstrip(" .!")):
+        kind = "lost"
     else:
         kind = "have" if verb in ("have", "has") else ""
     slots = slot_facts(resolve_dates(said, today)[0], subject)
@@ -129,4 +154,8 @@ def ends(fact: Fact, memory_text: str, subject: str) -> bool:
         return bool(_BE.search(memory_text))
     if denied.verb == "have":
         return bool(_HAVE.search(memory_text))
+    if denied.verb == "lost":
+        # of that one alone: "User has two cats, Luna and Leo." still has Leo
+        names = set(_NAMED.findall(memory_text[len(subject) :]))
+        return bool(_HAVE.search(memory_text)) and names <= set(_NAMED.findall(denied.said))
     return True
