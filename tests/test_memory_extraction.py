@@ -291,6 +291,22 @@ def test_a_name_told_in_another_conversation_of_the_same_run_is_known(
             "Biscuit chewed my shoes.",
             ["User's puppy Biscuit chewed their shoes."],
         ),
+        # after a word of feeling or of when, kept
+        (
+            "User has a cat named Mochi.",
+            "Sadly, Mochi passed away yesterday.",
+            ["Sadly, User's cat Mochi passed away on 7 May 2023."],
+        ),
+        (
+            "User has a dog named Pepper.",
+            "Last night Pepper slept on my bed.",
+            ["User's dog Pepper slept on their bed on 7 May 2023."],
+        ),
+        (
+            "User has a dog named Pepper.",
+            "Thankfully Pepper is fine now.",
+            ["Thankfully User's dog Pepper is fine now."],
+        ),
         # one spoken to, one of a list, a name of the month, another's dog: nothing read as theirs
         ("User has a cat named Mochi.", "Mochi, get down!", []),
         ("User has a cat named Mochi.", "Mochi and Pepper get along.", []),

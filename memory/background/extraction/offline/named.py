@@ -84,6 +84,22 @@ _DOES = (
     r"swam|kept|became|began|chose|wrote|knew|gave|found)\b"
 )
 _OPENS_ON_A_NAME = re.compile(rf"^{_NAME}(?=(?:'s|'ll|'d)\b| {_DOES})")
+# A word of feeling or of when before the name, kept: "Sadly, Mochi passed away", "Last night
+# Pepper…" (said so, the name was not read: the user's cat's death wrote nothing).
+LEAD = (
+    r"(?:(?:[Ss]adly|[Uu]nfortunately|[Tt]ragically|[Ll]uckily|[Tt]hankfully|[Yy]esterday|"
+    r"[Tt]oday|[Tt]onight|[Ll]ast (?:night|week|weekend)|[Tt]his (?:morning|afternoon|evening)|"
+    r"[Ee]arlier today|[Oo]ver the weekend),? )"
+)
+_LEAD = re.compile(LEAD)
+
+
+def _opening(sentence: str) -> tuple[str, str]:
+    """A sentence's word of feeling or of when, if any, and the rest after it (and after
+    an opener: "Oh, Pepper…")."""
+    said = OPENER.sub("", sentence)
+    lead = m.group(0) if (m := _LEAD.match(said)) else ""
+    return lead, said[len(lead) :]
 
 
 class Known:
@@ -111,9 +127,9 @@ class Known:
         names = self._of.get(subject)
         if not names:
             return sentence
-        said = OPENER.sub("", sentence)
+        lead, said = _opening(sentence)
         if (m := _OPENS_ON_A_NAME.match(said)) and (relation := names.get(m.group(1))):
-            return f"My {relation} {said}"
+            return f"{lead}{'my' if lead else 'My'} {relation} {said}"
         return sentence
 
 
@@ -151,5 +167,5 @@ def names_opening(text: str) -> set[str]:
     return {
         m.group(1)
         for line in re.split(r"(?<=[.!?\n])\s+", text[:20_000])
-        if (m := _OPENS_ON_A_NAME.match(OPENER.sub("", line.strip()))) and _maybe_a_name(m.group(1))
+        if (m := _OPENS_ON_A_NAME.match(_opening(line.strip())[1])) and _maybe_a_name(m.group(1))
     }

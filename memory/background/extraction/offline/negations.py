@@ -9,7 +9,7 @@ import re
 
 from memory.background.extraction.offline.dates import resolve_dates
 from memory.background.extraction.offline.fact import Ends, Fact, content_words
-from memory.background.extraction.offline.named import RELATION
+from memory.background.extraction.offline.named import LEAD, RELATION
 from memory.background.extraction.offline.patterns import CITY
 from memory.background.extraction.offline.slots import slot_facts
 
@@ -61,15 +61,14 @@ _MOVED_OUT = re.compile(
 # denied "I have a cat Mochi" (found trying Engram as a user: "User has a cat named Mochi."
 # stood beside the death told of it, both shown to the model). Named only: "My dog died" of a
 # user with two dogs says not which.
-_SADLY = r"(?:(?:Sadly|Unfortunately|Tragically|Sadly though),? )?"
 _FOND = r"(?:(?:old|poor|sweet|beloved|dear|lovely|beautiful|dearest) )?"
 _DIED = re.compile(
-    rf"^{_SADLY}(?:[Mm]y|[Oo]ur) {_FOND}({RELATION}),? ([A-Z][a-z]+),? (?:\w+ )?(?:passed away|passed on|"
+    rf"^{LEAD}?(?:[Mm]y|[Oo]ur) {_FOND}({RELATION}),? ([A-Z][a-z]+),? (?:\w+ )?(?:passed away|passed on|"
     r"died(?! (?:laughing|of (?:laughter|embarrassment|boredom|shame)))|was put down|"
     r"was put to sleep|crossed the rainbow bridge)\b"
 )
 _LOST = re.compile(
-    rf"^{_SADLY}(?:I|[Ww]e) (?:\w+ )?lost (?:my|our) {_FOND}({RELATION}),? ([A-Z][a-z]+)\b"
+    rf"^{LEAD}?(?:I|[Ww]e) (?:\w+ )?lost (?:my|our) {_FOND}({RELATION}),? ([A-Z][a-z]+)\b"
 )
 # when it was said to have happened, after the employer ("I left Initech last week", resolved)
 _WHEN_SAID = re.compile(
