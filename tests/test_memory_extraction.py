@@ -291,6 +291,18 @@ def test_a_name_told_in_another_conversation_of_the_same_run_is_known(
             "Biscuit chewed my shoes.",
             ["User's puppy Biscuit chewed their shoes."],
         ),
+        # whatever the user has and names: a breed, a boat
+        (
+            "User just adopted a rescue greyhound named Bolt.",
+            "Bolt is super shy around other dogs.",
+            ["User's greyhound Bolt is super shy around other dogs."],
+        ),
+        (
+            "User has a boat called Serenity.",
+            "Serenity needs a new coat of paint.",
+            ["User's boat Serenity needs a new coat of paint."],
+        ),
+        ("User read a book called Dune.", "Dune was amazing.", []),
         # after a word of feeling or of when, kept
         (
             "User has a cat named Mochi.",
@@ -1164,6 +1176,23 @@ OFFLINE_FACTS += [
     ("It scares me.", []),
     ("Everything stresses me out.", []),
     ("The dog scared me.", []),
+    # the workplace said with the occupation is kept (it was "User works as a nurse.")
+    (
+        "I work as a nurse at St Mary's hospital.",
+        ["User works as a nurse at St Mary's hospital."],
+    ),
+    ("I work for Acme as a designer.", ["User works at Acme as a designer."]),
+    ("I work as a barista.", ["User works as a barista."]),
+    # after what the user is, "and" a verb of theirs ("User is 29 and live alone…")
+    (
+        "I'm 29 and live alone in Brooklyn.",
+        ["User is 29 years old.", "User lives alone in Brooklyn."],
+    ),
+    ("I'm married and have two kids.", ["User is married.", "User has two kids."]),
+    ("I'm a vegan and love cooking.", ["User is a vegan.", "User loves cooking."]),
+    ("I'm going to cook and bake a cake.", ["User is going to cook and bake a cake."]),
+    ("I'm vegan but my husband isn't.", ["User is vegan but their husband isn't."]),
+    ("I'm a vegan, have been for 3 years.", ["User is a vegan, has been for 3 years."]),
 ]
 
 
@@ -1295,6 +1324,8 @@ def test_a_memory_is_dated_only_by_a_day_said(said, text, event_date):
         ("My cat Luna died.", "User is allergic to cats like Luna.", False),
         ("My friend Alex died laughing at my joke.", "User has a friend Alex.", False),
         ("My dog died.", "User has a dog named Rex.", False),
+        ("My greyhound Bolt died.", "User adopted a rescue greyhound named Bolt.", True),
+        ("My greyhound Bolt died.", "User has a greyhound named Bolt.", True),
     ],
 )
 def test_a_negation_ends_only_the_memory_that_says_what_it_denies(said, memory, ends):

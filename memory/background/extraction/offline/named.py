@@ -57,7 +57,7 @@ def _told_by(subject: str) -> re.Pattern[str]:
     """A fact of `subject`'s that names one of theirs or more: "Sam's dog Pepper", "Sam and
     their partner Alex", "Sam has a cat named Mochi", "Sam's husband's name is Tom", "Sam has
     a son, Max", "Sam has a baby girl now, her name is Rose", "Sam has two cats, Luna and
-    Leo". Its groups: the relation, then names."""
+    Leo", "Sam adopted a rescue greyhound named Bolt". Its groups: the relation, then names."""
     who = re.escape(subject)
     has = rf"^{who} (?:\w+ ){{0,2}}(?:has|had|got|adopted|rescued|bought|gets|is getting)"
     return re.compile(
@@ -65,6 +65,9 @@ def _told_by(subject: str) -> re.Pattern[str]:
         rf"|\b{who}'s ({RELATION})'s name is {_NAME}\b"
         rf"|^{who}\b.*?\btheir ({RELATION}),? {_NAME}\b"
         rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({RELATION}),? (?:named |called )?{_NAME}\b"
+        # whatever one has and names is one's own: "a rescue greyhound named Bolt", "a boat
+        # called Serenity" (Bolt was no one's: "Bolt is super shy" wrote nothing)
+        rf"|{has} (?:a|an|one|their) (?:[a-z]+ ){{0,2}}?([a-z]{{3,}}),? (?:named|called) {_NAME}\b"
         rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({RELATION})\b[^.,;]{{0,30}}, "
         rf"(?:his|her|its|their) name is {_NAME}\b"
         rf"|{has} (?:two|three|four|five|\d) (?:[a-z]+ )?({_RELATIONS_OF_A_COUNT}),? "

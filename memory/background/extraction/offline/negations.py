@@ -63,12 +63,12 @@ _MOVED_OUT = re.compile(
 # user with two dogs says not which.
 _FOND = r"(?:(?:old|poor|sweet|beloved|dear|lovely|beautiful|dearest) )?"
 _DIED = re.compile(
-    rf"^{LEAD}?(?:[Mm]y|[Oo]ur) {_FOND}({RELATION}),? ([A-Z][a-z]+),? (?:\w+ )?(?:passed away|passed on|"
+    rf"^{LEAD}?(?:[Mm]y|[Oo]ur) {_FOND}({RELATION}|[a-z]{{3,}}),? ([A-Z][a-z]+),? (?:\w+ )?(?:passed away|passed on|"
     r"died(?! (?:laughing|of (?:laughter|embarrassment|boredom|shame)))|was put down|"
     r"was put to sleep|crossed the rainbow bridge)\b"
 )
 _LOST = re.compile(
-    rf"^{LEAD}?(?:I|[Ww]e) (?:\w+ )?lost (?:my|our) {_FOND}({RELATION}),? ([A-Z][a-z]+)\b"
+    rf"^{LEAD}?(?:I|[Ww]e) (?:\w+ )?lost (?:my|our) {_FOND}({RELATION}|[a-z]{{3,}}),? ([A-Z][a-z]+)\b"
 )
 # when it was said to have happened, after the employer ("I left Initech last week", resolved)
 _WHEN_SAID = re.compile(
@@ -79,6 +79,7 @@ _DENIES = re.compile(r"\b(?:not|no longer|never|anymore|any more|quit|stopped|ga
 _BE = re.compile(r"\b(?:is|are|am|was|were|been|being)\b")
 _HAVE = re.compile(r"\b(?:has|have|had|having|got)\b")
 _NAMED = re.compile(r"\b[A-Z][a-z]+\b")
+_HAD = re.compile(r"\b(?:has|have|had|having|got|adopted|rescued)\b")
 
 
 def _lost(sentence: str) -> re.Match[str] | None:
@@ -156,5 +157,5 @@ def ends(fact: Fact, memory_text: str, subject: str) -> bool:
     if denied.verb == "lost":
         # of that one alone: "User has two cats, Luna and Leo." still has Leo
         names = set(_NAMED.findall(memory_text[len(subject) :]))
-        return bool(_HAVE.search(memory_text)) and names <= set(_NAMED.findall(denied.said))
+        return bool(_HAD.search(memory_text)) and names <= set(_NAMED.findall(denied.said))
     return True

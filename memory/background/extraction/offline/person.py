@@ -239,6 +239,11 @@ def _second_verbs(text: str) -> str:
     return _SECOND_VERB.sub(agree, text)
 
 
+# "I'm a vegan, have been for 3 years": the user's again, said without the "I" (it was "User
+# is a vegan, have been for 3 years.")
+_HAVE_BEEN_SINCE = re.compile(r"(, (?:and )?)(?:have|'ve) (been|done)\b(?= (?:for|since|ever)\b)")
+
+
 def _as_i(m: re.Match) -> str:
     word = m.group(0)
     if len(word) > 1 and word.isupper():  # an abbreviation: "I live in the US"
@@ -293,6 +298,8 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
     text = _SUBJECT_I.sub(i_clause, sentence)
     if state["agreed"]:
         text = _second_verbs(text)
+    if text.startswith(subject + " "):
+        text = _HAVE_BEEN_SINCE.sub(r"\1has \2", text)
 
     def possessive(m: re.Match) -> str:
         if state["named"] or state["possessed"]:

@@ -62,6 +62,20 @@ _DAY_OF_MONTH = (
     rf"|{_MONTH_NAME} (?:the )?\d{{1,2}}(?:st|nd|rd|th)?)\b"
 )
 
+# A workplace is a name, and may end on what it is: "St Mary's hospital", "Lincoln high school"
+# (it was "St Mary's", the hospital dropped).
+_WORKPLACE = (
+    CITY[:-1] + r"(?: (?:hospital|clinic|school|high school|university|college|library|hotel|bank|"
+    r"restaurant|cafe|café|bakery|bar|pub|store|shop|gym|office|studio|lab|museum|theatre|"
+    r"theater|agency|firm|factory|warehouse|airport|church|centre|center))?)"
+)
+
+# The occupation said with the workplace, kept in the slot's text: "I work as a nurse at St
+# Mary's hospital" is "User works as a nurse at St Mary's hospital." (it was "… as a nurse.");
+# "I work for Acme as a designer", "User works at Acme as a designer." (it was "… at Acme.").
+_ALSO_WORKPLACE = re.compile(r" (?:at|for) " + _WORKPLACE)
+_ALSO_OCCUPATION = re.compile(r" as an? [a-z][a-z \-]{2,40}?(?=[.,!;]|$| in | at )")
+
 _SLOTS = [
     (
         "residence",
@@ -92,19 +106,19 @@ _SLOTS = [
             r"\b(?:I'm|I am|[Ww]e're|[Ww]e are) (?:now |currently )?(?:living|based) in " + CITY
         ),
     ),
-    ("workplace", re.compile(r"\bI (?:now |currently |still )?work (?:at|for) " + CITY)),
+    ("workplace", re.compile(r"\bI (?:now |currently |still )?work (?:at|for) " + _WORKPLACE)),
     (
         # "I'm working at Spotify now", as "I'm living in" is a residence
         "workplace",
-        re.compile(r"\b(?:I'm|I am) (?:now |currently |still )?working (?:at|for) " + CITY),
+        re.compile(r"\b(?:I'm|I am) (?:now |currently |still )?working (?:at|for) " + _WORKPLACE),
     ),
     (
         "workplace",
         re.compile(
             r"\bI (?:just )?(?:got a job|started (?:a new job|working)) (?:at|for) "
-            + CITY
+            + _WORKPLACE
             + r"|\bI (?:just )?started (?:a new job )?at "
-            + CITY
+            + _WORKPLACE
         ),
     ),
     ("occupation", re.compile(r"\bI work as an? ([a-z][a-z \-]{2,40}?)(?=[.,!;]|$| at | for )")),
@@ -183,8 +197,12 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
                 text += f" (moved{origin}{' ' + when.group(1) if when else ''})"
         elif slot == "workplace":
             text = f"{subject} works at {value}"
+            if (also := _ALSO_OCCUPATION.match(sentence[m.end() :])) and "occupation" not in found:
+                text += also.group(0)
         elif slot == "occupation":
             text = f"{subject} works as a {value}"
+            if (also := _ALSO_WORKPLACE.match(sentence[m.end() :])) and "workplace" not in found:
+                text += also.group(0)
         elif slot == "name":
             text = f"{subject}'s name is {value}"
         elif slot == "age":

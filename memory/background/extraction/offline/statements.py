@@ -418,10 +418,25 @@ _LISTED_VERBS = COMMON_VERBS - set(_NOT_LISTED_WORDS.split())
 # "I'm 29, work in marketing, and live with my boyfriend": each verb after a comma is the
 # user's too, a statement of its own ("I work in marketing"), where an object or a place
 # follows it ("I teach, write and paint" stays whole).
-_LISTED_VERB = re.compile(
-    r",\s+(?:and\s+)?(?=([a-z]+) (?:a|an|the|my|some|in|on|at|with|for|from|as|every|two|three|"
-    r"several|our)\b)"
+_WHAT_FOLLOWS_A_VERB = (
+    r"(?:a|an|the|my|some|in|on|at|with|for|from|as|every|two|three|several|our|alone|together|"
+    r"abroad|remotely|nearby|downtown|full-time|part-time)\b"
 )
+_LISTED_VERB = re.compile(rf",\s+(?:and\s+)?(?=([a-z]+) {_WHAT_FOLLOWS_A_VERB})")
+# "I'm 29 and live alone in Brooklyn", "I'm married and have two kids": after what the user
+# is, "and" a verb of theirs is a statement of its own too (it was "User is 29 and live alone
+# in Brooklyn.", no age and no home); not in "I'm going to cook and bake", nor after a doing,
+# nor where what follows "I'm" opens a clause of another's ("I'm sure people will … and love
+# the book": LoCoMo's), in at most five words after it.
+_BE_FIRST = re.compile(
+    r"(?:I'm|I am) (?![a-z]+ing\b|(?:sure|glad|sorry|afraid|certain|hoping|so)\b)"
+    r"(?:(?!\bto\b)[^ ,;]+ ?){1,5}$"
+)
+_VERB_AFTER_AND = re.compile(rf"\s+and\s+(?=([a-z]+) (?:{_WHAT_FOLLOWS_A_VERB}|[a-z]{{3,}}ing\b))")
+# "I'm married", "I'm retired": what the user is stands in two words before "and" such a verb
+# (not before another clause: "I'm vegan but my husband isn't" stays whole)
+_STATE_ALONE = re.compile(r"^(?:I'm|I am) [a-z]{3,}$")
+_AND_A_VERB = r"\s+and\s+[a-z]"
 
 
 # "I'm training for the Chicago marathon, currently running about 40 miles a week": a doing
@@ -445,6 +460,11 @@ def _listed_verbs(sentence: str) -> list[str]:
     ]
     if _DOING_FIRST.match(sentence):
         cuts += [(m.start(), m.end(), "I'm") for m in _LISTED_DOING.finditer(sentence)]
+    cuts += [
+        (m.start(), m.end(), "I")
+        for m in _VERB_AFTER_AND.finditer(sentence)
+        if m.group(1) in _LISTED_VERBS and _BE_FIRST.match(sentence[: m.start()])
+    ]
     if not cuts:
         return [sentence]
     parts, pos, said = [], 0, ""
@@ -477,7 +497,13 @@ def _clauses(sentence: str) -> list[str]:
     # now I get to share that" stays whole (its first part alone would be dropped, and its
     # second points back). An introduction stands in two words ("I'm Sam and I teach").
     each_stands = all(
-        (len(p.split()) >= 3 or NAME_INTRO.match(p) or _AGE_ALONE.match(p)) and SELF.search(p)
+        (
+            len(p.split()) >= 3
+            or NAME_INTRO.match(p)
+            or _AGE_ALONE.match(p)
+            or (_STATE_ALONE.match(p) and re.search(re.escape(p) + _AND_A_VERB, said))
+        )
+        and SELF.search(p)
         for p in parts
     )
     # a first part of three words or more can have named what a later one points back at
