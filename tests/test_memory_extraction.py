@@ -130,6 +130,33 @@ def test_a_favourite_said_with_its_value_first_is_one_memory_updated(
     ) == ["ADD", "UPDATE"]
 
 
+@pytest.mark.parametrize(
+    ("first", "then", "updated"),
+    [
+        ("I'm engaged.", "We got married last weekend!", "User got married on the weekend of "),
+        ("My name is Robert.", "Don't call me Robert, I go by Bob.", "User goes by Bob."),
+        (
+            "I work as a nurse at St Mary's hospital.",
+            "I work as a midwife now.",
+            "User works as a midwife.",
+        ),
+    ],
+)
+def test_a_one_valued_fact_said_in_other_words_updates_it(
+    offline, django_capture_on_commit_callbacks, first, then, updated
+):
+    """Getting married after an engagement, going by a name, an occupation said with its
+    workplace: each the slot's one memory, updated (they were two memories, or none)."""
+    workspace, _ = make_workspace()
+    conv = say(workspace, "ravi", first)
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    [memory] = Memory.objects.filter(user_id="ravi")
+    say(workspace, "ravi", then)
+    extract(workspace, conv, django_capture_on_commit_callbacks)
+    [(memory_id, text)] = Memory.objects.filter(user_id="ravi").values_list("id", "text")
+    assert memory_id == memory.id and text.startswith(updated)
+
+
 def test_a_named_employer_left_updates_the_workplace(offline, django_capture_on_commit_callbacks):
     """ "I work at Deliveroo." then "Actually I left Deliveroo, I'm at Spotify now." left both
     memories standing: that User works at Deliveroo, and that they left it."""
@@ -303,6 +330,11 @@ def test_a_name_told_in_another_conversation_of_the_same_run_is_known(
             ["User's boat Serenity needs a new coat of paint."],
         ),
         ("User read a book called Dune.", "Dune was amazing.", []),
+        (
+            "User has a 3 year old named Noah and a baby on the way.",
+            "Noah just learned to ride his bike!",
+            ["User's kid Noah just learned to ride his bike."],
+        ),
         # after a word of feeling or of when, kept
         (
             "User has a cat named Mochi.",
@@ -1183,6 +1215,13 @@ OFFLINE_FACTS += [
     ),
     ("I work for Acme as a designer.", ["User works at Acme as a designer."]),
     ("I work as a barista.", ["User works as a barista."]),
+    ("I work as a nurse in Leeds.", ["User works as a nurse in Leeds."]),
+    ("I work as a midwife now.", ["User works as a midwife."]),
+    ("I work as a nurse in a hospital.", ["User works as a nurse in a hospital."]),
+    # marriage and names said otherwise; more said, the sentence whole
+    ("I got divorced in 2021.", ["User got divorced in 2021."]),
+    ("I got married and moved to Leeds.", ["User got married and moved to Leeds."]),
+    ("Don't call me Robert, I go by Bob.", ["User goes by Bob."]),
     # after what the user is, "and" a verb of theirs ("User is 29 and live alone…")
     (
         "I'm 29 and live alone in Brooklyn.",

@@ -46,6 +46,7 @@ _NOT_NAMES = (
 
 # "two cats", "three kids": each one's relation is the word's singular
 _SINGULAR = {"children": "child", "puppies": "puppy", "bunnies": "bunny", "grannies": "granny"}
+_SINGULAR |= {"year old": "kid", "year-old": "kid"}
 _SINGULAR |= {
     word + ("es" if word.endswith(("s", "sh", "ch")) else "s"): word for word in RELATIONS
 }
@@ -65,6 +66,8 @@ def _told_by(subject: str) -> re.Pattern[str]:
         rf"|\b{who}'s ({RELATION})'s name is {_NAME}\b"
         rf"|^{who}\b.*?\btheir ({RELATION}),? {_NAME}\b"
         rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({RELATION}),? (?:named |called )?{_NAME}\b"
+        # "a 3 year old named Noah": a child
+        rf"|{has} (?:a|an) \d{{1,2}}[- ](year[- ]old),? (?:named |called )?{_NAME}\b"
         # whatever one has and names is one's own: "a rescue greyhound named Bolt", "a boat
         # called Serenity" (Bolt was no one's: "Bolt is super shy" wrote nothing)
         rf"|{has} (?:a|an|one|their) (?:[a-z]+ ){{0,2}}?([a-z]{{3,}}),? (?:named|called) {_NAME}\b"

@@ -71,9 +71,12 @@ _WORKPLACE = (
 )
 
 # The occupation said with the workplace, kept in the slot's text: "I work as a nurse at St
-# Mary's hospital" is "User works as a nurse at St Mary's hospital." (it was "… as a nurse.");
+# Mary's hospital" is "User works as a nurse at St Mary's hospital." (it was "… as a nurse."),
+# "in Leeds" likewise;
 # "I work for Acme as a designer", "User works at Acme as a designer." (it was "… at Acme.").
-_ALSO_WORKPLACE = re.compile(r" (?:at|for) " + _WORKPLACE)
+_ALSO_WORKPLACE = re.compile(
+    r" (?:at|for|in) (?:(?:a|an|the) [a-z]+(?: [a-z]+)?(?=[.,!;]|$)|" + _WORKPLACE[1:-1] + ")"
+)
 _ALSO_OCCUPATION = re.compile(r" as an? [a-z][a-z \-]{2,40}?(?=[.,!;]|$| in | at )")
 
 _SLOTS = [
@@ -121,9 +124,24 @@ _SLOTS = [
             + _WORKPLACE
         ),
     ),
-    ("occupation", re.compile(r"\bI work as an? ([a-z][a-z \-]{2,40}?)(?=[.,!;]|$| at | for )")),
+    # the value ends before a place, a workplace or a word of when ("… as a midwife now": its
+    # value was "midwife now")
+    (
+        "occupation",
+        re.compile(
+            r"\bI work as an? ([a-z][a-z \-]{2,40}?)(?=[.,!;]|$| (?:at|for|in|now|these days|"
+            r"currently|full[- ]time|part[- ]time)\b)"
+        ),
+    ),
     ("name", re.compile(r"\b[Mm]y name is ([A-Z][\w\-]+(?: [A-Z][\w\-]+)?)")),
     ("name", NAME_INTRO),
+    # "Don't call me Robert, I go by Bob" (it was "Don't call User Robert, User goes by Bob.")
+    ("name", re.compile(r"\bI (?:usually |just |now |mostly )?go by " + _NAME + _NAME_ENDS)),
+    # "I got married in June", "I got divorced in 2021": the status, the day kept
+    (
+        "relationship",
+        re.compile(r"\b(?:I|[Ww]e) (?:just |recently |finally )?got (married|engaged|divorced)\b"),
+    ),
     ("age", re.compile(r"\b(?:I'm|I am) (\d{1,3}) years? old\b")),
     # "I'm 29", a clause alone, or with "now", or a correction: "Actually I'm 34, not 33" (it
     # was a fact of its own, "User is 34, not 33.", beside the age it meant to correct)
@@ -205,6 +223,8 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
                 text += also.group(0)
         elif slot == "name":
             text = f"{subject}'s name is {value}"
+            if " go by " in m.group(0):
+                text = f"{subject} goes by {value}"
         elif slot == "age":
             if not 0 < int(value) < 125:
                 continue
@@ -212,6 +232,12 @@ def slot_facts(sentence: str, subject: str) -> list[tuple[str, str, str]]:
         elif slot == "birthday":
             value = re.sub(_MONTH_NAME, lambda m: m.group(0).capitalize(), value)
             text = f"{subject}'s birthday is on {value}"
+        elif slot == "relationship" and " got " in m.group(0):
+            after = sentence[m.end() :]
+            when = _WHEN_AFTER.match(after)
+            if after[when.end() if when else 0 :].strip(" .!?"):
+                continue  # more was said ("… and moved to Leeds"): the sentence as said
+            text = f"{subject} got {value}{' ' + when.group(1) if when else ''}"
         else:
             text = f"{subject} is {value}"
         found[slot] = (slot, value, text + ".")
