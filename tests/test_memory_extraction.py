@@ -331,6 +331,11 @@ def test_a_name_told_in_another_conversation_of_the_same_run_is_known(
         ),
         ("User read a book called Dune.", "Dune was amazing.", []),
         (
+            "User just adopted a kitten, she's called Pixel.",
+            "Pixel knocked over my coffee again 😂",
+            ["User's kitten Pixel knocked over their coffee again."],
+        ),
+        (
             "User has a 3 year old named Noah and a baby on the way.",
             "Noah just learned to ride his bike!",
             ["User's kid Noah just learned to ride his bike."],
@@ -1222,6 +1227,14 @@ OFFLINE_FACTS += [
     ("I got divorced in 2021.", ["User got divorced in 2021."]),
     ("I got married and moved to Leeds.", ["User got married and moved to Leeds."]),
     ("Don't call me Robert, I go by Bob.", ["User goes by Bob."]),
+    # "we" with a lasting trait, two words (it wrote nothing); a list after a label
+    ("We're vegetarian.", ["User is vegetarian."]),
+    ("summarize this: I'm 29, work in marketing, and live with my boyfriend.", []),
+    ("we're vegetarian btw", ["User is vegetarian."]),
+    (
+        "About me: I'm 29, work in marketing, and live with my boyfriend.",
+        ["User is 29 years old.", "User works in marketing.", "User lives with their boyfriend."],
+    ),
     # after what the user is, "and" a verb of theirs ("User is 29 and live alone…")
     (
         "I'm 29 and live alone in Brooklyn.",

@@ -72,7 +72,8 @@ def _told_by(subject: str) -> re.Pattern[str]:
         # called Serenity" (Bolt was no one's: "Bolt is super shy" wrote nothing)
         rf"|{has} (?:a|an|one|their) (?:[a-z]+ ){{0,2}}?([a-z]{{3,}}),? (?:named|called) {_NAME}\b"
         rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({RELATION})\b[^.,;]{{0,30}}, "
-        rf"(?:his|her|its|their) name is {_NAME}\b"
+        rf"(?:(?:his|her|its|their) name is|(?:he|she|it|they)(?:'s| is| are) (?:called|named)) "
+        rf"{_NAME}\b"
         rf"|{has} (?:two|three|four|five|\d) (?:[a-z]+ )?({_RELATIONS_OF_A_COUNT}),? "
         rf"(?:named |called )?{_NAME}(?:, {_NAME})?,? and {_NAME}\b"
     )

@@ -50,8 +50,8 @@ ADVERBS = set(
 # Two words are too few for a statement ("I agree", "I'm tired") unless the second is a lasting
 # trait of the person: diet, health, faith, situation.
 TRAIT = re.compile(
-    r"^(?:I'm|Im) (vegetarian|vegan|pescatarian|diabetic|celiac|coeliac|asthmatic|epileptic|"
-    r"pregnant|retired|unemployed|married|engaged|divorced|widowed|single|sober|teetotal|"
+    r"^(?:I'm|Im|We're|We are) (vegetarian|vegan|pescatarian|diabetic|celiac|coeliac|asthmatic|"
+    r"epileptic|pregnant|retired|unemployed|married|engaged|divorced|widowed|single|sober|teetotal|"
     r"left-handed|right-handed|colou?rblind|deaf|blind|autistic|dyslexic|atheist|agnostic|"
     r"christian|catholic|muslim|jewish|hindu|buddhist|sikh|vaccinated)[.!]?$",
     re.I,

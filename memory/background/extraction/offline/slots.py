@@ -158,7 +158,8 @@ _SLOTS = [
     (
         "relationship",
         re.compile(
-            r"\b(?:I'm|I am) (?:now |currently )?(single|married|engaged|divorced|widowed)\b"
+            r"\b(?:I'm|I am|[Ww]e're|[Ww]e are) (?:now |currently )?"
+            r"(single|married|engaged|divorced|widowed)\b"
         ),
     ),
 ]

@@ -485,6 +485,10 @@ _NAMED_ONE = re.compile(rf"(?:[Mm]y|[Oo]ur) {RELATION} [A-Z][a-z]+")
 
 def _clauses(sentence: str) -> list[str]:
     said = OPENER.sub("", sentence)
+    # after a label too: "quick background: I'm a product manager, live in Seattle…" (not an
+    # order's: "summarize this: I joined…" is no statement)
+    if not REQUEST.search(said):
+        said = _LEAD_IN.sub("", said)
     parts = [
         listed
         for p in _CLAUSE.split(said)
