@@ -1230,6 +1230,19 @@ OFFLINE_FACTS += [
     # "we" with a lasting trait, two words (it wrote nothing); a list after a label
     ("We're vegetarian.", ["User is vegetarian."]),
     ("summarize this: I'm 29, work in marketing, and live with my boyfriend.", []),
+    # a list's tail is no clause: one opening on the user's own holds a verb
+    (
+        "I met my husband and my best friend at college.",
+        ["User met their husband and their best friend at college."],
+    ),
+    (
+        "I live with my wife and our two kids (ages 5 and 8).",
+        ["User lives with their wife and their two kids (ages 5 and 8)."],
+    ),
+    (
+        "I went to Paris with my mom and my sister stayed home.",
+        ["User went to Paris with their mom.", "User's sister stayed home."],
+    ),
     ("we're vegetarian btw", ["User is vegetarian."]),
     (
         "About me: I'm 29, work in marketing, and live with my boyfriend.",

@@ -25,6 +25,7 @@ from memory.background.extraction.offline.person import (
     COMMON_VERBS,
     KEEP,
     capitalised,
+    conjugate,
     dash_moves,
     is_adverb,
     third_person,
@@ -483,6 +484,26 @@ def _listed_verbs(sentence: str) -> list[str]:
 _NAMED_ONE = re.compile(rf"(?:[Mm]y|[Oo]ur) {RELATION} [A-Z][a-z]+")
 
 
+# A later clause opening on one of the user's ("…, and my sister stayed home") holds a verb;
+# without one it is the tail of a list, cut off: "I met my husband and my best friend at
+# college" was "User met their husband." and "User's best friend at college.", "with my wife
+# and our two kids (ages 5 and 8)" "User's two kids (ages 5 and 8)." — now kept whole.
+_OWNED_OPENING = re.compile(r"(?:[Mm]y|[Oo]ur)\b")
+_VERB_WORDS = COMMON_VERBS | {conjugate(verb) for verb in COMMON_VERBS}
+_FINITE = re.compile(
+    r"\b(?:is|are|was|were|has|have|had|do|does|did|will|would|can|could|should|must|might|"
+    r"may|got|gets|goes|went|came|comes|made|took|left|saw|met|said|told|ran|ate|fell|grew|"
+    r"knew|gave|found|won|lost|bought|sold|broke|became|began|kept|felt|feels|thinks|seems|looks|"
+    r"[a-z]{3,}ed)\b|'(?:s|re|ve|ll|d)\b|n't\b"
+)
+
+
+def _holds_a_verb(part: str) -> bool:
+    return bool(_FINITE.search(part)) or any(
+        word in _VERB_WORDS for word in re.findall(r"[a-z]+", part)
+    )
+
+
 def _clauses(sentence: str) -> list[str]:
     said = OPENER.sub("", sentence)
     # after a label too: "quick background: I'm a product manager, live in Seattle…" (not an
@@ -509,7 +530,7 @@ def _clauses(sentence: str) -> list[str]:
         )
         and SELF.search(p)
         for p in parts
-    )
+    ) and all(_holds_a_verb(p) for p in parts[1:] if _OWNED_OPENING.match(p))
     # a first part of three words or more can have named what a later one points back at
     points_back = len(_WORDS.findall(parts[0])) >= 3 and any(
         _OBJECT_BEFORE.search(p) for p in parts[1:]
