@@ -1230,6 +1230,16 @@ OFFLINE_FACTS += [
     # "we" with a lasting trait, two words (it wrote nothing); a list after a label
     ("We're vegetarian.", ["User is vegetarian."]),
     ("summarize this: I'm 29, work in marketing, and live with my boyfriend.", []),
+    # a list of the user's verbs: "have" with whatever follows, a modal, a doing
+    (
+        "I'm 45, have bad knees, and can only train 3 days a week.",
+        ["User is 45 years old.", "User has bad knees.", "User can only train 3 days a week."],
+    ),
+    (
+        "I'm a teacher, have two kids, and love hiking.",
+        ["User is a teacher.", "User has two kids.", "User loves hiking."],
+    ),
+    ("im not sure i follow, can you explain again", []),
     # a list's tail is no clause: one opening on the user's own holds a verb
     (
         "I met my husband and my best friend at college.",

@@ -423,7 +423,14 @@ _WHAT_FOLLOWS_A_VERB = (
     r"(?:a|an|the|my|some|in|on|at|with|for|from|as|every|two|three|several|our|alone|together|"
     r"abroad|remotely|nearby|downtown|full-time|part-time)\b"
 )
-_LISTED_VERB = re.compile(rf",\s+(?:and\s+)?(?=([a-z]+) {_WHAT_FOLLOWS_A_VERB})")
+_LISTED_VERB = re.compile(
+    # "have" whatever follows, and a modal before a verb: "I'm 45, have bad knees, and can only
+    # train 3 days a week" (it was "User is 45 years old." alone); not ", have been for years",
+    # and the modal's verb a listed one (not "…, can you", "…, can't wait")
+    rf",\s+(?:and\s+)?(?=([a-z]+) (?:{_WHAT_FOLLOWS_A_VERB}|[a-z]{{3,}}ing\b)"
+    r"|have (?!been|done)[a-z]+|(?:can|can't|cannot|could|will|would|should|must) "
+    r"(?:only |also |still |never |not |really )?([a-z]+)\b)"
+)
 # "I'm 29 and live alone in Brooklyn", "I'm married and have two kids": after what the user
 # is, "and" a verb of theirs is a statement of its own too (it was "User is 29 and live alone
 # in Brooklyn.", no age and no home); not in "I'm going to cook and bake", nor after a doing,
@@ -457,7 +464,7 @@ def _listed_verbs(sentence: str) -> list[str]:
     cuts = [
         (m.start(), m.end(), "I")
         for m in _LISTED_VERB.finditer(sentence)
-        if m.group(1) in _LISTED_VERBS
+        if (m.group(1) or m.group(2) or "have") in _LISTED_VERBS
     ]
     if _DOING_FIRST.match(sentence):
         cuts += [(m.start(), m.end(), "I'm") for m in _LISTED_DOING.finditer(sentence)]
