@@ -331,6 +331,16 @@ def test_a_name_told_in_another_conversation_of_the_same_run_is_known(
         ),
         ("User read a book called Dune.", "Dune was amazing.", []),
         (
+            "User got a puppy in the week of 30 November 2026, his name is Ollie.",
+            "Ollie ate my shoe lol",
+            ["User's puppy Ollie ate their shoe."],
+        ),
+        (
+            "User's dog is a 10 year old beagle called Max.",
+            "Max has diabetes.",
+            ["User's dog Max has diabetes."],
+        ),
+        (
             "User just adopted a kitten, she's called Pixel.",
             "Pixel knocked over my coffee again 😂",
             ["User's kitten Pixel knocked over their coffee again."],

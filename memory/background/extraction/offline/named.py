@@ -64,6 +64,8 @@ def _told_by(subject: str) -> re.Pattern[str]:
     return re.compile(
         rf"\b{who}'s ({RELATION}),? {_NAME}\b"
         rf"|\b{who}'s ({RELATION})'s name is {_NAME}\b"
+        # "Sam's dog is called Max", "Sam's dog is a 10 year old beagle called Max"
+        rf"|\b{who}'s ({RELATION}) is (?:(?:a|an) [^.,;]{{0,40}}? )?(?:named|called) {_NAME}\b"
         rf"|^{who}\b.*?\btheir ({RELATION}),? {_NAME}\b"
         rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({RELATION}),? (?:named |called )?{_NAME}\b"
         # "a 3 year old named Noah": a child
@@ -71,7 +73,7 @@ def _told_by(subject: str) -> re.Pattern[str]:
         # whatever one has and names is one's own: "a rescue greyhound named Bolt", "a boat
         # called Serenity" (Bolt was no one's: "Bolt is super shy" wrote nothing)
         rf"|{has} (?:a|an|one|their) (?:[a-z]+ ){{0,2}}?([a-z]{{3,}}),? (?:named|called) {_NAME}\b"
-        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({RELATION})\b[^.,;]{{0,30}}, "
+        rf"|{has} (?:a|an|one|their) (?:[a-z]+ )??({RELATION})\b[^.,;]{{0,50}}, "
         rf"(?:(?:his|her|its|their) name is|(?:he|she|it|they)(?:'s| is| are) (?:called|named)) "
         rf"{_NAME}\b"
         rf"|{has} (?:two|three|four|five|\d) (?:[a-z]+ )?({_RELATIONS_OF_A_COUNT}),? "
