@@ -1250,6 +1250,32 @@ OFFLINE_FACTS += [
         ["User is a teacher.", "User has two kids.", "User loves hiking."],
     ),
     ("im not sure i follow, can you explain again", []),
+    # text handed over (to translate, to proofread) and a part played are not the user's
+    ("Translate to French: I have two cats and I live in Paris.", []),
+    (
+        "Can you proofread this email? 'Hi John, I will be out next week. I live in Denver and"
+        " my flight leaves Monday. Best, Amy'",
+        [],
+    ),
+    (
+        "I'm writing a cover letter: \"I have 5 years of experience in Python and I am"
+        ' passionate about data." Does this sound ok?',
+        [],
+    ),
+    ("roleplay: you are a pirate. I am a sailor named Jack.", []),
+    ("Let's pretend I'm a 70 year old man living in Tokyo.", []),
+    # a quote the user tells of, nothing asked of it, stays
+    (
+        "There's a quote I really like: \"Turn on the light - happiness hides in the darkest"
+        " of times.\" That's how I keep hope alive.",
+        [
+            "There's a quote User really likes: \"Turn on the light - happiness hides in the"
+            " darkest of times.\" That's how they keep hope alive."
+        ],
+    ),
+    # a lasting trait with its adverb
+    ("I'm unemployed now.", ["User is unemployed now."]),
+    ("So now I'm single.", ["User is single."]),
     # a list's tail is no clause: one opening on the user's own holds a verb
     (
         "I met my husband and my best friend at college.",
@@ -1434,6 +1460,14 @@ ONE_PASS_COUNTS = {
     "please " * _N + "call me Sam": 0,
     "call me " * _N: 0,
     "I don't " * _N: 0,
+    # round 20's: quoted passages, "I'm X and <verb>", a list's modals, a tail of the user's
+    # own, words of feeling before a name
+    "' a " * _N + "?": 0,
+    '"' + "w " * _N + '" can you check it?': 0,
+    "I'm a " + "and love " * _N: 0,
+    "I'm 29" + ", can only " * _N: 0,
+    "I met my husband" + " and my friend" * _N: 0,
+    "Sadly, " * _N + "Mochi died": 0,
     "I don't have a cat" + " anymore" * _N: 0,
     "I'm not vegan" + ", now" * _N: 0,
     "I'm not " * _N: 0,

@@ -198,3 +198,48 @@ def with_apostrophes(sentence: str) -> str:
         return f"{m.group(1)}{m.group(2)} {'has' if been else 'is'} "
 
     return _MY_NOUN_IS.sub(is_or_has, sentence)
+
+
+# A message that sets up a game of make-believe: what follows is a part played, not the user
+# ("roleplay: you are a pirate. I am a sailor named Jack." wrote "User is a sailor named Jack.").
+_PLAYED = re.compile(
+    r"^\W*(?:(?:ok(?:ay)?|so|now|hey),?\s+)?(?:let'?s\s+|can we\s+|could we\s+)?"
+    r"(?:role-?\s?play|pretend\b|play (?:a|the) (?:game|role)|act as\b|you are (?:now )?"
+    r"(?:a|an|my) [a-z]+(?: [a-z]+)?[.!,;]\s+I am\b)",
+    re.I,
+)
+
+
+def played(message: str) -> bool:
+    """Whether the message sets up a role-play or make-believe (nothing in it is the user's)."""
+    return _PLAYED.match(message[:200]) is not None
+
+
+# A passage in quotes — a sentence end inside it, or twelve words and more — is text the user
+# hands over (to proofread, translate, answer), not what they say of themselves: "Can you
+# proofread this email? 'Hi John, … I live in Denver …'" wrote "User lives in Denver.". Cut
+# before the message is split into sentences, whose own quotes are short ("I said 'I quit!'").
+_PASSAGE = re.compile(
+    r'(?<![^\s:(])"[^"\n]{12,2000}"'
+    r"|\u201c[^\u201c\u201d\n]{12,2000}\u201d"
+    r"|(?<![^\s:(])'(?=\S)(?:[^'\n]|(?<=\w)'(?=\w)){12,2000}?(?<=\S)'(?![\w])"
+)
+_PASSAGE_INSIDE = re.compile(r"[.!?]\s+\S|(?:\S+\s+){11}\S")
+
+
+# Only where the rest of the message asks something of it: "There's a quote I really like:
+# '…'. That's how I keep hope alive" keeps its quote (LoCoMo's).
+_ASKS_OF_IT = re.compile(
+    r"\?|\b(?:can you|could you|would you|please|proofread|translate|rewrite|rephrase|edit|"
+    r"correct|check|fix|improve|reply|respond|answer|summari[sz]e)\b",
+    re.I,
+)
+
+
+def without_passages(message: str) -> str:
+    """The message with each quoted passage left as `"…"`, when the rest asks of it."""
+    if not _ASKS_OF_IT.search(_PASSAGE.sub("", message[:20_000])):
+        return message
+    return _PASSAGE.sub(
+        lambda m: '"…"' if _PASSAGE_INSIDE.search(m.group(0)[1:-1]) else m.group(0), message
+    )

@@ -44,7 +44,8 @@ REQUEST_THEN = re.compile(
 WORDING = re.compile(
     r"^(?:(?:please|pls|plz|kindly|can you|could you|would you|will you|can u)\s+)*"
     r"(?:write|draft|generate|compose|translate|rewrite|rephrase|paraphrase|say|repeat|spell|"
-    r"type|make me|help me (?:write|say|word)|let's|let us|let me)\b",
+    r"type|make me|help me (?:write|say|word)|let's|let us|let me|proofread|edit|correct|"
+    r"polish|shorten|summari[sz]e)\b",
     re.I,
 )
 # "i think i might be lactose intolerant?": a hedge about oneself said with a question's tune

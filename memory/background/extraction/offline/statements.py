@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from memory.background.extraction.chat import (
     ironic,
     not_meant,
+    played,
     with_apostrophes,
     without_emojis,
     without_feeling_tail,
+    without_passages,
 )
 from memory.background.extraction.offline.dates import resolve_dates
 from memory.background.extraction.offline.fact import Fact
@@ -511,8 +513,20 @@ def _holds_a_verb(part: str) -> bool:
     )
 
 
+_TEXT_TO_WORD = re.compile(
+    r"^(?:(?:please|pls|kindly|can you|could you|would you|will you|can u)\s+)*"
+    r"(?:translate|proofread|rewrite|rephrase|paraphrase|reword|edit|correct|polish|shorten|"
+    r"summari[sz]e|fix the (?:grammar|spelling))\b",
+    re.I,
+)
+
+
 def _clauses(sentence: str) -> list[str]:
     said = OPENER.sub("", sentence)
+    # what follows an order to word something is the text to word, no clause of the user's:
+    # "Translate to French: I have two cats and I live in Paris." ("User lives in Paris.")
+    if _TEXT_TO_WORD.match(said):
+        return [sentence]
     # after a label too: "quick background: I'm a product manager, live in Seattle…" (not an
     # order's: "summarize this: I joined…" is no statement)
     if not REQUEST.search(said):
@@ -689,7 +703,9 @@ def extract(text: str, *, subject: str, today: dt.date, known: Known | None = No
     known = Known() if known is None else known
     # a run of spaces is one: patterns that allow "\s*" around a word were tried again from each
     # space of a long run ("I have a cat" and 4,000 spaces took 12 s); a line's indent stays
-    text = capitalised(dash_moves(_SPACES.sub(" ", text or "")))
+    text = without_passages(capitalised(dash_moves(_SPACES.sub(" ", text or ""))))
+    if played(text):
+        return facts
     in_irony = ironic(text)
 
     learnt = 0  # of `facts`, those whose names `known` has read
@@ -766,7 +782,8 @@ def extract(text: str, *, subject: str, today: dt.date, known: Known | None = No
             if not is_adverb(w.strip(",.!")) and w.strip(",.!").lower() not in _INTENSIFIERS
         ]
         short = len(said) < 3 and not (
-            TRAIT.match(sentence)
+            # "Now I'm unemployed", "I'm single now": a trait, its adverb aside
+            TRAIT.match(" ".join(said))
             or NAME_INTRO.match(sentence)
             or _AGE_ALONE.match(" ".join(_NOW.sub("", sentence).split()))
         )
