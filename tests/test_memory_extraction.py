@@ -1264,6 +1264,11 @@ OFFLINE_FACTS += [
     ),
     ("roleplay: you are a pirate. I am a sailor named Jack.", []),
     ("Let's pretend I'm a 70 year old man living in Tokyo.", []),
+    # the assistant given a part, the user as they are
+    (
+        "Act as my trainer. I'm 45 and have bad knees.",
+        ["User is 45 years old.", "User has bad knees."],
+    ),
     # a quote the user tells of, nothing asked of it, stays
     (
         "There's a quote I really like: \"Turn on the light - happiness hides in the darkest"

@@ -204,8 +204,10 @@ def with_apostrophes(sentence: str) -> str:
 # ("roleplay: you are a pirate. I am a sailor named Jack." wrote "User is a sailor named Jack.").
 _PLAYED = re.compile(
     r"^\W*(?:(?:ok(?:ay)?|so|now|hey),?\s+)?(?:let'?s\s+|can we\s+|could we\s+)?"
-    r"(?:role-?\s?play|pretend\b|play (?:a|the) (?:game|role)|act as\b|you are (?:now )?"
-    r"(?:a|an|my) [a-z]+(?: [a-z]+)?[.!,;]\s+I am\b)",
+    # the user playing a part; not the assistant alone ("Act as my trainer. I'm 45 and have
+    # bad knees" is the user as they are)
+    r"(?:role-?\s?play|play a game\b|pretend (?:that )?(?:I'm|I am|I was|we're|we are)\b|"
+    r"you are (?:now )?(?:a|an|my) [a-z]+(?: [a-z]+)?[.!,;]\s+I am\b)",
     re.I,
 )
 

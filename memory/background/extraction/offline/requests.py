@@ -7,7 +7,8 @@ import re
 REQUEST = re.compile(
     r"^(?:please|pls|plz|kindly|can you|could you|would you|will you|can u|tell me|show me|give me|"
     r"help me|let me|let's|remind me|find me|get me|send me|play|stream|write|translate|"
-    r"summari[sz]e|explain|list|draft|generate|make me|book me)\b"
+    r"summari[sz]e|explain|list|draft|generate|make me|book me|act as|act like|"
+    r"pretend to be|be my)\b"
     r"|\b(?:I|I'd|I would) (?:want|need|like) you to\b",
     re.IGNORECASE,
 )

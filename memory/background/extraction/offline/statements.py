@@ -442,7 +442,9 @@ _BE_FIRST = re.compile(
     r"(?:I'm|I am) (?![a-z]+ing\b|(?:sure|glad|sorry|afraid|certain|hoping|so)\b)"
     r"(?:(?!\bto\b)[^ ,;]+ ?){1,5}$"
 )
-_VERB_AFTER_AND = re.compile(rf"\s+and\s+(?=([a-z]+) (?:{_WHAT_FOLLOWS_A_VERB}|[a-z]{{3,}}ing\b))")
+_VERB_AFTER_AND = re.compile(
+    rf"\s+and\s+(?=([a-z]+) (?:{_WHAT_FOLLOWS_A_VERB}|[a-z]{{3,}}ing\b)|have (?!been|done)[a-z]+)"
+)
 # "I'm married", "I'm retired": what the user is stands in two words before "and" such a verb
 # (not before another clause: "I'm vegan but my husband isn't" stays whole)
 _STATE_ALONE = re.compile(r"^(?:I'm|I am) [a-z]{3,}$")
@@ -473,7 +475,7 @@ def _listed_verbs(sentence: str) -> list[str]:
     cuts += [
         (m.start(), m.end(), "I")
         for m in _VERB_AFTER_AND.finditer(sentence)
-        if m.group(1) in _LISTED_VERBS and _BE_FIRST.match(sentence[: m.start()])
+        if (m.group(1) or "have") in _LISTED_VERBS and _BE_FIRST.match(sentence[: m.start()])
     ]
     if not cuts:
         return [sentence]
