@@ -335,6 +335,7 @@ def test_a_name_told_in_another_conversation_of_the_same_run_is_known(
             "Ollie ate my shoe lol",
             ["User's puppy Ollie ate their shoe."],
         ),
+        ("User's wife name is Priya.", "Priya is a doctor.", ["User's wife Priya is a doctor."]),
         (
             "User's dog is a 10 year old beagle called Max.",
             "Max has diabetes.",
@@ -1278,6 +1279,14 @@ OFFLINE_FACTS += [
             " darkest of times.\" That's how they keep hope alive."
         ],
     ),
+    # chat's short forms and a learner's forms
+    ("tmrw is my bday", ["User's birthday is on 9 May."]),
+    ("idk if i told u but im pregnant", ["User is pregnant."]),
+    ("i m from india and now living in toronto", ["User is from india and now living in Toronto."]),
+    ("i has two brothers", ["User has two brothers."]),
+    ("I live in BC with my bf.", ["User lives in BC.", "User lives with their boyfriend."]),
+    ("Yesterday was my last day at work.", ["User's last day at work was on 7 May 2023."]),
+    ("I got a new job at Amazon!", ["User works at Amazon."]),
     # a lasting trait with its adverb
     ("I'm unemployed now.", ["User is unemployed now."]),
     ("So now I'm single.", ["User is single."]),

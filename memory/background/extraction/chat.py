@@ -184,6 +184,40 @@ def without_feeling_tail(sentence: str) -> str:
     return head + "."
 
 
+# Chat's short forms of words a fact is read by: "tmrw is my bday", "i'm 25 yo", "my bf",
+# "idk if i told u" (each was kept as typed: "tmrw is User's bday.").
+_SHORT_FORMS = {
+    "tmrw": "tomorrow", "tmr": "tomorrow", "tmw": "tomorrow", "2moro": "tomorrow",
+    "2day": "today", "bday": "birthday", "b-day": "birthday", "idk": "I don't know",
+    "u": "you", "bc": "because", "b/c": "because", "bf": "boyfriend", "gf": "girlfriend",
+    "yrs": "years", "mins": "minutes", "hrs": "hours", "w/": "with", "w/o": "without",
+}  # fmt: skip
+# as typed in lower case, or capitalised opening a sentence ("Tmrw", "Idk"), never in capitals:
+# "I live in BC", "group U" stay
+_SHORT_FORM = re.compile(
+    r"(?<![\w/'\-])(?:"
+    + "|".join(
+        re.escape(form) + (f"|{re.escape(form.capitalize())}" if len(form) > 2 else "")
+        for form in sorted(_SHORT_FORMS, key=len, reverse=True)
+    )
+    + r")(?![\w/'\-])"
+    r"|(?<=\d) ?(?:yo|y/o|y\.o\.)(?!\w)"
+)
+
+
+def spelled_out(sentence: str) -> str:
+    """ "tmrw is my bday" -> "tomorrow is my birthday"; "I'm 25 yo" -> "I'm 25 years old"."""
+
+    def whole(m: re.Match) -> str:
+        said = m.group(0)
+        if said.strip().lower() in ("yo", "y/o", "y.o."):
+            return " years old"
+        word = _SHORT_FORMS[said.lower()]
+        return word[0].upper() + word[1:] if said[0].isupper() else word
+
+    return _SHORT_FORM.sub(whole, sentence)
+
+
 def with_apostrophes(sentence: str) -> str:
     """ "i dont drink coffee" -> "i don't drink coffee"; "my husbands name" -> "my husband's
     name"; "my moms in the hospital" and "my birthday's on March 3rd" -> "… is …"."""

@@ -63,7 +63,7 @@ def _told_by(subject: str) -> re.Pattern[str]:
     has = rf"^{who} (?:\w+ ){{0,2}}(?:has|had|got|adopted|rescued|bought|gets|is getting)"
     return re.compile(
         rf"\b{who}'s ({RELATION}),? {_NAME}\b"
-        rf"|\b{who}'s ({RELATION})'s name is {_NAME}\b"
+        rf"|\b{who}'s ({RELATION})(?:'s)? name is {_NAME}\b"
         # "Sam's dog is called Max", "Sam's dog is a 10 year old beagle called Max"
         rf"|\b{who}'s ({RELATION}) is (?:(?:a|an) [^.,;]{{0,40}}? )?(?:named|called) {_NAME}\b"
         rf"|^{who}\b.*?\btheir ({RELATION}),? {_NAME}\b"

@@ -11,6 +11,8 @@ from memory.background.extraction.offline.slots import a_name
 
 _IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is", "don't": "doesn't"}
 _IRREGULAR |= {"haven't": "hasn't", "'m": "is"}
+# already in the third person, as a learner may type it ("i has two brothers" was "hases")
+_IRREGULAR |= {"has": "has", "is": "is", "does": "does", "goes": "goes", "hasn't": "hasn't"}
 # chat's contractions: "I wanna learn piano" -> "User wants to learn piano" ("wannas" before)
 _IRREGULAR |= {"wanna": "wants to", "gotta": "has to"}
 # Words after "I" that are not a present-tense verb to conjugate: modals, past forms, adverbs.
@@ -467,9 +469,14 @@ def _lower_introductions(text: str) -> str:
     return "".join(out)
 
 
+# "i m from india": the apostrophe typed as a space
+_I_M = re.compile(r"\bI m\b(?= [a-z])")
+
+
 def capitalised(text: str) -> str:
     """An all-lowercase message, its pronoun "i" and the names a slot reads capitalised."""
     text = _INNER_IM.sub("I'm", _LOWER_IM.sub(r"\1I'm", _LOWER_I.sub("I", text)))
+    text = _I_M.sub("I'm", text)
     if any(c.isupper() for c in text.replace("I", "")):
         return text
     text = _lower_introductions(text)

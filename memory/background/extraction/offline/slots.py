@@ -118,7 +118,7 @@ _SLOTS = [
     (
         "workplace",
         re.compile(
-            r"\bI (?:just )?(?:got a job|started (?:a new job|working)) (?:at|for) "
+            r"\bI (?:just )?(?:got a (?:new )?job|started (?:a new job|working)) (?:at|for|with) "
             + _WORKPLACE
             + r"|\bI (?:just )?started (?:a new job )?at "
             + _WORKPLACE

@@ -13,6 +13,7 @@ from memory.background.extraction.chat import (
     ironic,
     not_meant,
     played,
+    spelled_out,
     with_apostrophes,
     without_emojis,
     without_feeling_tail,
@@ -169,7 +170,7 @@ _IT_TRADE = re.compile(r"\b(in|into|for|of|at|from) IT\b")
 MAX_WORDS = 80
 _TO_ASSISTANT = re.compile(r"\b(?:you|your|yours|yourself)\b", re.I)
 _PERIOD = (
-    r"(?:yesterday|today|tonight|this morning|this evening|last night|"
+    r"(?:yesterday|today|tomorrow|tonight|this morning|this evening|last night|"
     r"(?:last|this|next) (?:summer|winter|spring|autumn|fall|year|month|week|weekend))"
 )
 _SELF_SUBJECT = r"(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b"
@@ -207,7 +208,10 @@ _TO_YOU_LEAD_IN = re.compile(
 # know I can juggle?": a statement asked as a question; what follows the ask is said.
 _TOLD_YOU = re.compile(
     r"^(?:(?:did|have)\s+(?:I|we)\s+(?:ever\s+|already\s+)?(?:tell|told|mention|mentioned)"
-    r"(?:\s+to)?(?:\s+you)?|did\s+you\s+know)"
+    r"(?:\s+to)?(?:\s+you)?|did\s+you\s+know"
+    # "idk if i told u but im pregnant"
+    r"|(?:I\s+)?(?:don't\s+know|dunno|am\s+not\s+sure|'m\s+not\s+sure)\s+if\s+I\s+(?:ever\s+|"
+    r"already\s+)?(?:told|mentioned)(?:\s+(?:it|this)\s+to|\s+to)?(?:\s+you)?,?\s+but)"
     rf"(?:\s+that)?\s*,?\s+(?={_SELF_SUBJECT})",
     re.I,
 )
@@ -281,7 +285,17 @@ _CLAUSE = re.compile(
 _LEADING_PERIOD = re.compile(rf"^({_PERIOD}),?\s+(?={_SELF_SUBJECT})", re.I)
 
 
+# "Tomorrow is my birthday": the user's thing first, as "My birthday is tomorrow" says it (it
+# was "On 8 December 2026 is User's birthday.")
+_PERIOD_IS_MINE = re.compile(
+    rf"^({_PERIOD}),?\s+(is|was|will be)\s+((?:my|our)\s+[^,;!?]{{1,80}}?)\s*[.!]*$", re.I
+)
+
+
 def _period_last(sentence: str) -> str:
+    if mine := _PERIOD_IS_MINE.match(sentence):
+        owned, be, period = mine.group(3), mine.group(2), mine.group(1).lower()
+        return f"{owned[0].upper()}{owned[1:]} {be} {period}."
     m = _LEADING_PERIOD.match(sentence)
     if not m:
         return sentence
@@ -726,7 +740,7 @@ def extract(text: str, *, subject: str, today: dt.date, known: Known | None = No
             yield known.said_in_full(sentence, subject)
 
     statements = (
-        with_apostrophes(without_emojis(s))
+        with_apostrophes(spelled_out(without_emojis(s)))
         for s in in_full(sentences(text))
         if not _HYPOTHETICAL.match(OPENER.sub("", s)) and not not_meant(s, in_irony=in_irony)
     )
