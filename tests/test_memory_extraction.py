@@ -1286,6 +1286,10 @@ OFFLINE_FACTS += [
     ("i has two brothers", ["User has two brothers."]),
     ("I live in BC with my bf.", ["User lives in BC.", "User lives with their boyfriend."]),
     ("Yesterday was my last day at work.", ["User's last day at work was on 7 May 2023."]),
+    (
+        "I'm not pregnant anymore, the baby arrived on Tuesday!",
+        ["User is not pregnant anymore, the baby arrived on Tuesday."],
+    ),
     ("I got a new job at Amazon!", ["User works at Amazon."]),
     # a lasting trait with its adverb
     ("I'm unemployed now.", ["User is unemployed now."]),
@@ -1451,6 +1455,18 @@ def test_a_memory_is_dated_only_by_a_day_said(said, text, event_date):
         ("My dog died.", "User has a dog named Rex.", False),
         ("My greyhound Bolt died.", "User adopted a rescue greyhound named Bolt.", True),
         ("My greyhound Bolt died.", "User has a greyhound named Bolt.", True),
+        # a denial's first clause, when another follows; a time said after it
+        ("I'm not with Tom anymore, we split up.", "User is dating Tom.", True),
+        ("I'm not a teacher anymore, I'm a principal now.", "User is a teacher.", True),
+        ("I'm not pregnant anymore, the baby arrived!", "User is pregnant.", True),
+        ("We're not moving to Denver after all.", "User is moving to Denver in May.", True),
+        ("I quit my job last week.", "User works at Initech.", True),
+        ("I don't eat meat, fish or eggs.", "User eats meat.", False),
+        # what the user sold or gave away, whatever the verb that said they had it
+        ("I sold my car.", "User has a car.", True),
+        ("We got rid of our old Honda.", "User drives a 2015 Honda Civic.", True),
+        ("I sold my car.", "User's sister has a car.", False),
+        ("I sold my car.", "User loves cats.", False),
     ],
 )
 def test_a_negation_ends_only_the_memory_that_says_what_it_denies(said, memory, ends):

@@ -76,15 +76,15 @@ _EXPLICIT = re.compile(
 # January", said in December: next January's; it was this year's, eleven months gone, and the
 # model was shown "[3 January 2026] User is flying to Rome…" as a trip taken). The past is
 # told by its auxiliaries, a common irregular past, or a verb in -ed after its subject ("I
-# moved", "my sister started"; not "is booked", "getting married"); what is booked "for" a day
-# is still to come.
+# moved", "my sister started", "the baby arrived"; not "is booked", "getting married"); what is
+# booked "for" a day is still to come.
 _PAST_TENSE = re.compile(
     r"\b(?:was|were|did|had|went|met|(?<!'ve )(?<!have )(?<!'s )(?<!has )got|came|saw|made|took|"
     r"left|began|bought|found|gave|ran|"
     r"won|lost|sold|told|felt|flew|drove|wrote|spent|sent|heard|brought|caught|kept|held|ate|"
     r"fell|grew|knew|wore|chose|broke|spoke|rode|swam|became|forgot|paid|said|built|woke)\b"
-    r"|\b(?:I|we|he|she|they|(?:my|our|his|her|their) [a-z]+) (?:[a-z]+ly |just |also |finally "
-    r"|first |even |never )?([a-z]+ed)\b",
+    r"|\b(?:I|we|he|she|they|(?:my|our|his|her|their|the) [a-z]+) "
+    r"(?:[a-z]+ly |just |also |finally |first |even |never )?([a-z]+ed)\b",
     re.I,
 )
 _FUTURE_TENSE = re.compile(

@@ -14,7 +14,12 @@ from memory.background.extraction.offline.patterns import CITY
 from memory.background.extraction.offline.slots import slot_facts
 
 # Said after what is denied, not part of it: "I don't have a cat anymore".
-_TRAILING_ANYMORE = ("anymore", "any more", "any longer", "these days", "now", "though")
+_TRAILING_ANYMORE = (
+    "anymore", "any more", "any longer", "these days", "now", "though", "after all",
+)  # fmt: skip
+_ANOTHER_CLAUSE = re.compile(
+    r",\s+(?=(?:I|I'm|I've|we|we're|the|my|our|it|it's|he|she|they|but|so)\b)", re.I
+)
 _SOFTENER = r"(?:(?:really|actually|just|honestly|officially|now|finally|recently) )?"
 # "I no longer live in Paris", "I don't have a cat anymore", "I don't drink": the statement
 # denied is the rest with "I" ("I live in Paris"). Not a verb of the mind or of the talk: "I
@@ -82,6 +87,18 @@ _NAMED = re.compile(r"\b[A-Z][a-z]+\b")
 _HAD = re.compile(r"\b(?:has|have|had|having|got|adopted|rescued)\b")
 
 
+# "I sold my car", "We got rid of our old Honda": the user no longer has it, whatever the verb
+# of the memory that says so ("User drives a 2015 Honda Civic.": words, not "has")
+_SOLD = re.compile(
+    rf"^{LEAD}?(?:I|[Ww]e) {_SOFTENER}(?:sold|gave away|got rid of|donated|traded in) "
+    r"(?:my|our) (?:old |first |beloved )?((?:[a-z]+ ){0,2}[a-z]+|[A-Z][\w\-]*(?: [A-Z][\w\-]*)?)$"
+)
+
+
+def _sold(sentence: str) -> re.Match[str] | None:
+    return _SOLD.match(_WHEN_SAID.sub("", sentence))
+
+
 def _lost(sentence: str) -> re.Match[str] | None:
     """A death or loss of one of the user's, named: its relation, then its name."""
     return _DIED.match(sentence) or _LOST.match(sentence)
@@ -90,16 +107,23 @@ def _lost(sentence: str) -> re.Match[str] | None:
 def _denied(sentence: str) -> tuple[str, bool] | None:
     """The first-person statement a negation or cessation denies, and whether it is said in
     the past ("I quit my job at Acme" -> ("I work at Acme", True)); None for any other."""
+    # its first clause when another follows: "I'm not with Tom anymore, we split up" denies
+    # "I'm with Tom" (the words of both were the denied statement's, and ended nothing)
     sentence = sentence.rstrip(" .!")
+    if len((first := _ANOTHER_CLAUSE.split(sentence, maxsplit=1)[0]).split()) >= 3:
+        sentence = first  # not after a word alone: "Unfortunately, my old dog Rex died"
     while tail := next((t for t in _TRAILING_ANYMORE if sentence.endswith(" " + t)), None):
         sentence = sentence[: -len(tail) - 1].rstrip(" ,")
-    if m := _LEFT_JOB.match(sentence):
+    # "I quit my job last week"
+    if m := _LEFT_JOB.match(_WHEN_SAID.sub("", sentence)):
         return (f"I work at {m.group(1)}" if m.group(1) else "I work"), True
     # its first clause: "I left Deliveroo, I'm at Spotify now"
     if m := _LEFT_EMPLOYER.match(_WHEN_SAID.sub("", sentence.partition(",")[0])):
         return f"I work at {m.group(1)}", True
     if m := _lost(sentence):
         return f"I have a {m.group(1).split()[-1]} {m.group(2)}", True
+    if m := _sold(sentence):
+        return f"I have {m.group(1)}", True
     if m := _MOVED_OUT.match(sentence):
         return f"I live in {m.group(1)}", True
     if m := _STOPPED.match(sentence):
@@ -129,6 +153,8 @@ def denial(sentence: str, subject: str, today: dt.date) -> tuple[Ends | None, bo
         kind = "" if verb.endswith("ing") else "be"
     elif _lost(sentence.rstrip(" .!")):
         kind = "lost"
+    elif _sold(sentence.rstrip(" .!")):
+        kind = ""
     else:
         kind = "have" if verb in ("have", "has") else ""
     slots = slot_facts(resolve_dates(said, today)[0], subject)
