@@ -64,7 +64,9 @@ preferences, plans, relationships and dated events. Write each as one short, sel
 sentence naming the person. Resolve relative dates ("yesterday") against the message's date.
 Give "date" only when the day itself is known; a month or a year ("next year") stays in the
 text, with "date" null. A day said without its year is the next such day, or the last one when
-told of the past; a birthday or an anniversary has "date" null. Ignore small talk. Reply with JSON only:
+told of the past; a birthday or an anniversary has "date" null. Ignore small talk, text the
+user hands over to be translated, proofread or answered, and parts played in a role-play.
+Reply with JSON only:
 {"facts": [{"text": "...", "kind": "fact|preference|plan|relation|event",
             "date": "YYYY-MM-DD or null", "sources": [message numbers]}]}"""
 
