@@ -1279,6 +1279,21 @@ OFFLINE_FACTS += [
             " darkest of times.\" That's how they keep hope alive."
         ],
     ),
+    # the "I" left out, given back
+    ("Have been vegetarian since 2015.", ["User has been vegetarian since 2015."]),
+    ("Can't stand country music.", ["User can't stand country music."]),
+    ("Can't wait!", []),
+    (
+        "Thinking of switching careers to UX design.",
+        ["User is thinking of switching careers to UX design."],
+    ),
+    ("Loving my new apartment so far.", ["User is loving their new apartment so far."]),
+    ("Gonna keep chasing my dreams.", ["User is gonna keep chasing their dreams."]),
+    ("Gonna be a big change.", []),
+    (
+        "Gonna explore more and volunteer at shelters next month.",
+        ["User is gonna explore more and volunteer at shelters in June 2023."],
+    ),
     # chat's short forms and a learner's forms
     ("tmrw is my bday", ["User's birthday is on 9 May."]),
     ("idk if i told u but im pregnant", ["User is pregnant."]),

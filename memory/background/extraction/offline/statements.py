@@ -453,7 +453,7 @@ _LISTED_VERB = re.compile(
 # nor where what follows "I'm" opens a clause of another's ("I'm sure people will … and love
 # the book": LoCoMo's), in at most five words after it.
 _BE_FIRST = re.compile(
-    r"(?:I'm|I am) (?![a-z]+ing\b|(?:sure|glad|sorry|afraid|certain|hoping|so)\b)"
+    r"(?:I'm|I am) (?![a-z]+ing\b|(?:sure|glad|sorry|afraid|certain|hoping|so|gonna|about)\b)"
     r"(?:(?!\bto\b)[^ ,;]+ ?){1,5}$"
 )
 _VERB_AFTER_AND = re.compile(

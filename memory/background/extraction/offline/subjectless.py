@@ -34,7 +34,7 @@ _SUBJECTLESS_DOING_WORDS = """
     living working learning studying training moving planning trying looking heading staying
     getting going doing reading watching taking waiting saving hoping finishing starting
     leaving visiting preparing applying recovering spending building writing practicing
-    practising teaching volunteering rehearsing chilling
+    practising teaching volunteering rehearsing chilling thinking considering loving enjoying
     """
 _SUBJECTLESS_DOING = set(_SUBJECTLESS_DOING_WORDS.split())
 # After the first word, a verb of its own makes that word the subject ("Work is crazy",
@@ -140,6 +140,12 @@ def subject_supplied(sentence: str) -> str:
         if following in _NOT_AFTER_BEEN:
             return sentence
         said = "I've"
+    elif low == "have" and following in _AFTER_HAVE:
+        said = "I"  # "Have been vegetarian since 2015" (not a wish: "have a nice day")
+    elif low == "gonna" and not of_its_own and _GONNA_DO.match(rest):
+        said = "I'm"  # "Gonna be in London next week for work" (not "Gonna be a big change")
+    elif low in ("can't", "cannot") and following in _CANNOT_DO:
+        said = "I"  # "Can't stand country music" (not "Can't wait", "Can't believe it")
     elif state := _state_said(low, following, rest, then.end()):
         said = state
     elif (
@@ -173,6 +179,19 @@ def subject_supplied(sentence: str) -> str:
     return f"{sentence[:start]}{said} {said_first[0].lower()}{said_first[1:]}"
 
 
+# What the user is going to do, said without "I'm": a place to be, or a verb not of a remark
+# ("Gonna be a big change", "Gonna give it a go" are of something else, or of nothing).
+_GONNA_DO = re.compile(
+    r"\s+(?:be (?:in|at|on|away|back|home|out|off)\b|(?!be\b|give\b|need\b|have\b|take\b|"
+    r"try\b|say\b|miss\b|go\b|get\b|make\b)[a-z]+\b)"
+)
+# After "have", what makes it the user's perfect, not a wish or an order ("have a nice day").
+_AFTER_HAVE = {"been", "had", "never", "always", "lived", "worked", "known", "loved", "done"}
+# What the user cannot do, said without the "I": a lasting fact of theirs.
+_CANNOT_DO = {
+    "stand", "eat", "drink", "swim", "drive", "handle", "tolerate", "afford", "sleep", "cook",
+    "ride", "read", "dance", "sing", "digest",
+}  # fmt: skip
 # A past that is also a name, then a verb of its own: "Rose smiled for the first time" was "User
 # rose smiled…" ("Rose early today" is still the user's).
 _NAMES_AS_PASTS = {"rose", "drew"}
