@@ -1294,6 +1294,8 @@ OFFLINE_FACTS += [
         "Gonna explore more and volunteer at shelters next month.",
         ["User is gonna explore more and volunteer at shelters in June 2023."],
     ),
+    ("I'm good at math but bad at spelling.", ["User is good at math but bad at spelling."]),
+    ("I'm good, thanks!", []),
     # chat's short forms and a learner's forms
     ("tmrw is my bday", ["User's birthday is on 9 May."]),
     ("idk if i told u but im pregnant", ["User is pregnant."]),

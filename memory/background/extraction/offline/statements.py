@@ -66,7 +66,8 @@ _PHATIC = re.compile(
     r"^(?:oh,?\s+|wow,?\s+|yeah,?\s+|haha,?\s+|aw+,?\s+)*(?:thanks?|thank you|i see|i agree|"
     r"i know|i think so|i hope so|i understand|i guess|i mean|me too|i bet|i can imagine|"
     r"i'?m (?:so |really )?(?:glad|happy|sorry|proud|excited) (?:for|to hear|about) (?:you|that)|"
-    r"i'?m (?:doing )?(?:good|great|fine|well)|i appreciate (?:it|that|you)|"
+    # "I'm good" answers how one is; "I'm good at math" is a fact
+    r"i'?m (?:doing )?(?:good|great|fine|well)(?!\s+(?:at|with)\b)|i appreciate (?:it|that|you)|"
     r"let me know|i'?ll (?:let you know|talk to you)|i love that|i'?m all ears)\b",
     re.IGNORECASE,
 )
