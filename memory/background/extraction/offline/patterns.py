@@ -74,3 +74,19 @@ OPENER = re.compile(
 # Base forms that end like a past tense: "I need" -> "User needs", not "User need".
 BASE_IN_ED = {"need", "feed", "breed", "bleed", "speed", "succeed", "proceed", "exceed"}
 BASE_IN_ED |= {"seed", "weed", "heed", "shed", "shred", "wed", "embed"}
+
+# Said by the assistant, as a label: its "I" is not the user.
+ASSISTANT_LABEL = r"(?:assistant|ai|bot|chatbot|chatgpt|gpt|claude|gemini|copilot)\s*:"
+# More words than a statement about oneself has: a paste, a story.
+MAX_WORDS = 80
+# A word of when a statement may open on ("Yesterday I saw Anna"), and the user as a subject.
+PERIOD = (
+    r"(?:yesterday|today|tomorrow|tonight|this morning|this evening|last night|"
+    r"(?:last|this|next) (?:summer|winter|spring|autumn|fall|year|month|week|weekend))"
+)
+SELF_SUBJECT = r"(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b"
+# A label before a statement ("Quick background: I'm a nurse", "Here's a long one: I've…"),
+# not the assistant's name or what it said ("Assistant: I…", "You said: I…": not the user).
+LEAD_IN = re.compile(
+    rf"^(?!{ASSISTANT_LABEL})(?![^:\n]*\byou\b)[^:\n]{{1,40}}:\s+(?={SELF_SUBJECT})", re.I
+)
