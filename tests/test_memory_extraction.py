@@ -817,7 +817,11 @@ OFFLINE_FACTS += [
     # written all in lowercase: the pronoun and the names a slot reads
     ("i live in berlin and i work at acme", ["User lives in Berlin.", "User works at Acme."]),
     ("i moved from london to new york", ["User lives in New York (moved from London)."]),
-    ("my name is sam, i work for a startup", ["User's name is Sam."]),
+    # the name its own statement, and what follows it too (it was dropped with the slot's)
+    (
+        "my name is sam, i work for a startup",
+        ["User's name is Sam.", "User works for a startup."],
+    ),
     ("i live in a flat with my dog", ["User lives in a flat with their dog."]),
     ("ok so i'm a nurse and i live in york", ["User is a nurse.", "User lives in York."]),
     (
@@ -1296,6 +1300,13 @@ OFFLINE_FACTS += [
     ),
     ("I'm good at math but bad at spelling.", ["User is good at math but bad at spelling."]),
     ("I'm good, thanks!", []),
+    # an introduction by "my name's", an age said before what the user is, a trait
+    (
+        "hi! my name's Tom, i'm a dentist from Cardiff",
+        ["User's name is Tom.", "User is a dentist from Cardiff."],
+    ),
+    ("I'm a 32 year old accountant.", ["User is 32 years old.", "User is an accountant."]),
+    ("I'm adopted.", ["User is adopted."]),
     # chat's short forms and a learner's forms
     ("tmrw is my bday", ["User's birthday is on 9 May."]),
     ("idk if i told u but im pregnant", ["User is pregnant."]),

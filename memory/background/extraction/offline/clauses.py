@@ -19,7 +19,12 @@ from memory.background.extraction.offline.patterns import (
 )
 from memory.background.extraction.offline.person import COMMON_VERBS, KEEP, conjugate
 from memory.background.extraction.offline.requests import REQUEST, SELF
-from memory.background.extraction.offline.slots import AFTER_NAME, NAME_INTRO, slot_facts
+from memory.background.extraction.offline.slots import (
+    AFTER_NAME,
+    MY_NAME_IS,
+    NAME_INTRO,
+    slot_facts,
+)
 
 # "… and I …", also with a word of time between: "I sold my car and now I cycle to work" (the
 # word dropped), "… and last summer I walked the Camino" (the period kept with its clause).
@@ -31,13 +36,23 @@ _CLAUSE = re.compile(
 )
 
 
+_AGED = re.compile(
+    r"^(?:I'm|I am) an? (\d{1,3})[- ]years?[- ]old ([a-z][a-z\-]{2,30}(?: [a-z][a-z\-]{2,30})?)[.!]*$"
+)
+
+
 def clauses(sentence: str) -> list[str]:
     """'I live in Paris and I love jazz' -> two facts."""
     # without its opener: the "so" of "ok so I'm a nurse and I live in York" joins nothing
     said = OPENER.sub("", sentence)
     # "I'm Lena, I'm a vet": an introduction is a statement of its own, its name one slot
-    if (name := NAME_INTRO.match(said)) and (rest := AFTER_NAME.match(said, name.end())):
+    name = NAME_INTRO.match(said) or MY_NAME_IS.match(said)
+    if name and (rest := AFTER_NAME.match(said, name.end())):
         return [said[: name.end()], *_clauses(said[rest.end() :])]
+    # "I'm a 32 year old accountant": the age, one slot, and what the user is
+    if aged := _AGED.match(said):
+        what = aged.group(2)
+        return [f"I'm {aged.group(1)}.", f"I'm {'an' if what[0] in 'aeiou' else 'a'} {what}."]
     if pair := _said_of_them_too(said):
         return pair
     if role := _as_a_role(said):

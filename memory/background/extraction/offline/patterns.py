@@ -53,7 +53,9 @@ TRAIT = re.compile(
     r"^(?:I'm|Im|We're|We are) (vegetarian|vegan|pescatarian|diabetic|celiac|coeliac|asthmatic|"
     r"epileptic|pregnant|retired|unemployed|married|engaged|divorced|widowed|single|sober|teetotal|"
     r"left-handed|right-handed|colou?rblind|deaf|blind|autistic|dyslexic|atheist|agnostic|"
-    r"christian|catholic|muslim|jewish|hindu|buddhist|sikh|vaccinated)[.!]?$",
+    r"christian|catholic|muslim|jewish|hindu|buddhist|sikh|vaccinated|adopted|bilingual|"
+    r"trilingual|disabled|self-employed|homeschooled|nonbinary|non-binary|gay|lesbian|bisexual|"
+    r"introverted|extroverted|neurodivergent|immunocompromised)[.!]?$",
     re.I,
 )
 # Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…",

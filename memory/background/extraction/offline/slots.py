@@ -16,6 +16,8 @@ _NAME = r"([A-Z][a-z]+(?:-[A-Z][a-z]+)?(?: [A-Z][a-z]+(?:-[A-Z][a-z]+)?)?)"
 # ("I'm Sam, a nurse", "I'm Sam from Leeds"); "I'm Sam's mother" or "I'm Dutch" does not.
 _NAME_ENDS = r"(?=\s*(?:[.!,;]|$)|\s+(?:and|from|here|btw|by the way)\b)"
 NAME_INTRO = re.compile(r"^(?:I'm|I am|Im) " + _NAME + _NAME_ENDS)
+# "My name is Tom", "my name's Tom" (its "'s" was no name's: "User's name's Tom, User is…")
+MY_NAME_IS = re.compile(r"\b[Mm]y name(?: is|'s) ([A-Z][\w\-]+(?: [A-Z][\w\-]+)?)")
 # what follows an introduction's name as a statement of its own: "I'm Lena, I'm a vet"
 AFTER_NAME = re.compile(r"\s*[,;]\s+(?=(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b)")
 # "Call me Sam", "Please call me Sam", "My friends call me Sam": said before the filters that
@@ -133,7 +135,7 @@ _SLOTS = [
             r"currently|full[- ]time|part[- ]time)\b)"
         ),
     ),
-    ("name", re.compile(r"\b[Mm]y name is ([A-Z][\w\-]+(?: [A-Z][\w\-]+)?)")),
+    ("name", MY_NAME_IS),
     ("name", NAME_INTRO),
     # "Don't call me Robert, I go by Bob" (it was "Don't call User Robert, User goes by Bob.")
     ("name", re.compile(r"\bI (?:usually |just |now |mostly )?go by " + _NAME + _NAME_ENDS)),
