@@ -1300,6 +1300,13 @@ OFFLINE_FACTS += [
     ),
     ("I'm good at math but bad at spelling.", ["User is good at math but bad at spelling."]),
     ("I'm good, thanks!", []),
+    # the reason given for a question is a statement
+    ("Since I'm diabetic, what snacks can I eat?", ["User is diabetic."]),
+    ("Because I work nights, when should I sleep?", ["User works nights."]),
+    (
+        "Since my divorce I've been living alone.",
+        ["Since User's divorce User has been living alone."],
+    ),
     # an introduction by "my name's", an age said before what the user is, a trait
     (
         "hi! my name's Tom, i'm a dentist from Cardiff",
@@ -1526,6 +1533,7 @@ ONE_PASS_COUNTS = {
     "I'm 29" + ", can only " * _N: 0,
     "I met my husband" + " and my friend" * _N: 0,
     "Sadly, " * _N + "Mochi died": 0,
+    "Since I " + "a, " * _N + "?": 0,
     "I don't have a cat" + " anymore" * _N: 0,
     "I'm not vegan" + ", now" * _N: 0,
     "I'm not " * _N: 0,

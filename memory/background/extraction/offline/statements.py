@@ -277,6 +277,22 @@ _PERIOD_IS_MINE = re.compile(
 )
 
 
+# "Since I'm diabetic, what snacks can I eat?": the question gone, its reason is a statement of
+# its own (it was "Since User is diabetic.").
+_REASON_ALONE = re.compile(
+    r"^(?:since|given that|because|seeing as|now that|as)\s+"
+    r"((?:I|I'm|I've|I am|my|My|we|we're|our|Our)\b[^,;:?]{3,200}?),\s+"
+    r"(?:what|how|can|could|should|would|which|where|when|who|any|do|does|is|are|will)\b"
+    r"[^?]{0,300}\?\s*$",
+    re.I,
+)
+
+
+def _reason_alone(sentence: str) -> str | None:
+    m = _REASON_ALONE.match(sentence)
+    return f"{m.group(1)}." if m else None
+
+
 def _period_last(sentence: str) -> str:
     if mine := _PERIOD_IS_MINE.match(sentence):
         owned, be, period = mine.group(3), mine.group(2), mine.group(1).lower()
@@ -420,7 +436,9 @@ def extract(text: str, *, subject: str, today: dt.date, known: Known | None = No
     for said_sentence in (
         c for s in statements if s for c in clauses(subject_supplied(felt_by_the_user(s)))
     ):
-        sentence, quotes = _set_quotes_aside(TRAILING_QUESTION.sub(".", said_sentence))
+        sentence, quotes = _set_quotes_aside(
+            _reason_alone(said_sentence) or TRAILING_QUESTION.sub(".", said_sentence)
+        )
         # a count with nothing counted ("I have two."), its comment aside ("…, which is awkward
         # because my flatmate has two" counts cats); the comment read only where a count ends it
         if _reported(sentence, quotes) or (
