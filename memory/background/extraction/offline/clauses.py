@@ -37,7 +37,8 @@ _CLAUSE = re.compile(
 
 
 _AGED = re.compile(
-    r"^(?:I'm|I am) an? (\d{1,3})[- ]years?[- ]old ([a-z][a-z\-]{2,30}(?: [a-z][a-z\-]{2,30})?)[.!]*$"
+    r"^(?:I'm|I am) an? (\d{1,3})[- ]years?[- ]old "
+    r"([a-z][a-z\-]{2,30}(?: [a-z][a-z\-]{2,30})?)[.!]*$"
 )
 
 

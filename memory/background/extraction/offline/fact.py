@@ -14,9 +14,9 @@ from memory.words import FUNCTION_WORDS
 @dataclass(frozen=True)
 class Ends:
     """What a negation or cessation says is no longer so ("I no longer live in Paris"): the
-    statement it denies, as its content words (`words`) and the kind of its verb ("be",
-    "have", "lost": had and lost, or ""), and, when that statement fills a slot, the slot and its value ("" when
-    any value: "I quit my job")."""
+    statement it denies, as its content words (`words`) and the kind of its verb ("be", "have",
+    "lost" — had, and lost by a death — or ""), and, when that statement fills a slot, the slot
+    and its value ("" when any value: "I quit my job")."""
 
     said: str  # the denied statement, in the first person: "I live in Paris"
     words: frozenset[str]

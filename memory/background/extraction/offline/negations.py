@@ -68,12 +68,13 @@ _MOVED_OUT = re.compile(
 # user with two dogs says not which.
 _FOND = r"(?:(?:old|poor|sweet|beloved|dear|lovely|beautiful|dearest) )?"
 _DIED = re.compile(
-    rf"^{LEAD}?(?:[Mm]y|[Oo]ur) {_FOND}({RELATION}|[a-z]{{3,}}),? ([A-Z][a-z]+),? (?:\w+ )?(?:passed away|passed on|"
-    r"died(?! (?:laughing|of (?:laughter|embarrassment|boredom|shame)))|was put down|"
-    r"was put to sleep|crossed the rainbow bridge)\b"
+    rf"^{LEAD}?(?:[Mm]y|[Oo]ur) {_FOND}({RELATION}|[a-z]{{3,}}),? ([A-Z][a-z]+),? (?:\w+ )?"
+    r"(?:passed away|passed on|died(?! (?:laughing|of (?:laughter|embarrassment|boredom|shame)))|"
+    r"was put down|was put to sleep|crossed the rainbow bridge)\b"
 )
 _LOST = re.compile(
-    rf"^{LEAD}?(?:I|[Ww]e) (?:\w+ )?lost (?:my|our) {_FOND}({RELATION}|[a-z]{{3,}}),? ([A-Z][a-z]+)\b"
+    rf"^{LEAD}?(?:I|[Ww]e) (?:\w+ )?lost (?:my|our) {_FOND}({RELATION}|[a-z]{{3,}}),? "
+    r"([A-Z][a-z]+)\b"
 )
 # when it was said to have happened, after the employer ("I left Initech last week", resolved)
 _WHEN_SAID = re.compile(

@@ -74,8 +74,8 @@ _WORKPLACE = (
 
 # The occupation said with the workplace, kept in the slot's text: "I work as a nurse at St
 # Mary's hospital" is "User works as a nurse at St Mary's hospital." (it was "… as a nurse."),
-# "in Leeds" likewise;
-# "I work for Acme as a designer", "User works at Acme as a designer." (it was "… at Acme.").
+# "in Leeds" likewise; "I work for Acme as a designer", "User works at Acme as a designer." (it
+# was "… at Acme.").
 _ALSO_WORKPLACE = re.compile(
     r" (?:at|for|in) (?:(?:a|an|the) [a-z]+(?: [a-z]+)?(?=[.,!;]|$)|" + _WORKPLACE[1:-1] + ")"
 )
