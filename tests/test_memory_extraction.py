@@ -1313,6 +1313,11 @@ OFFLINE_FACTS += [
         ["User's name is Tom.", "User is a dentist from Cardiff."],
     ),
     ("I'm a 32 year old accountant.", ["User is 32 years old.", "User is an accountant."]),
+    (
+        "I'm a 25-year-old nurse from Leeds.",
+        ["User is 25 years old.", "User is a nurse from Leeds."],
+    ),
+    ("I'm a 40 year old dad of three.", ["User is 40 years old.", "User is a dad of three."]),
     ("I'm adopted.", ["User is adopted."]),
     # chat's short forms and a learner's forms
     ("tmrw is my bday", ["User's birthday is on 9 May."]),
@@ -1534,6 +1539,7 @@ ONE_PASS_COUNTS = {
     "I met my husband" + " and my friend" * _N: 0,
     "Sadly, " * _N + "Mochi died": 0,
     "Since I " + "a, " * _N + "?": 0,
+    "I'm a 25 year old " + "nurse " * _N: 0,
     "I don't have a cat" + " anymore" * _N: 0,
     "I'm not vegan" + ", now" * _N: 0,
     "I'm not " * _N: 0,

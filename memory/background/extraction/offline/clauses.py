@@ -38,7 +38,10 @@ _CLAUSE = re.compile(
 
 _AGED = re.compile(
     r"^(?:I'm|I am) an? (\d{1,3})[- ]years?[- ]old "
-    r"([a-z][a-z\-]{2,30}(?: [a-z][a-z\-]{2,30})?)[.!]*$"
+    # what the user is, in a word or two, and where or of what: "… nurse from Leeds", "… dad of
+    # three", "… student in Toronto"
+    r"([a-z][a-z\-]{2,30}(?: [a-z][a-z\-]{2,30})?"
+    r"(?: (?:from|in|at|of|based in) (?:[A-Z][\w'\-]*|[a-z]+)(?: [A-Z][\w'\-]*){0,2})?)[.!]*$"
 )
 
 
