@@ -1452,6 +1452,20 @@ def test_offline_facts_are_grammatical_and_requests_are_not_facts(said, facts):
             dt.date(2023, 5, 4),
         ),
         ("Last Friday I ran a 10k.", "On 5 May 2023 User ran a 10k.", dt.date(2023, 5, 5)),
+        # a time to come counted from the message; not how long something took, nor a
+        # frequency, nor what has not been done
+        (
+            "I start my new job in three days.",
+            "User starts their new job on 11 May 2023.",
+            dt.date(2023, 5, 11),
+        ),
+        ("My exam is in two weeks.", "User's exam is in the week of 22 May 2023.", None),
+        ("My visa expires in 6 months.", "User's visa expires in November 2023.", None),
+        ("We're moving in a few days.", "User is moving around 11 May 2023.", None),
+        ("I lost 5 pounds in two weeks.", "User lost 5 pounds in two weeks.", None),
+        ("I haven't slept in three days.", "User hasn't slept in three days.", None),
+        ("I can run 5k in 25 minutes.", "User can run 5k in 25 minutes.", None),
+        ("I go to the gym twice in a week.", "User goes to the gym twice in a week.", None),
     ],
 )
 def test_a_memory_is_dated_only_by_a_day_said(said, text, event_date):
@@ -1540,6 +1554,7 @@ ONE_PASS_COUNTS = {
     "Sadly, " * _N + "Mochi died": 0,
     "Since I " + "a, " * _N + "?": 0,
     "I'm a 25 year old " + "nurse " * _N: 0,
+    "My exam is " + "in two " * _N + "weeks": 0,
     "I don't have a cat" + " anymore" * _N: 0,
     "I'm not vegan" + ", now" * _N: 0,
     "I'm not " * _N: 0,

@@ -49,6 +49,22 @@ _AGO = re.compile(
     r"\s+(day|week|month|year)s?\s+ago\b",
     re.I,
 )
+# "My exam is in two weeks", "I start my new job in three days": a time to come, counted from
+# the message (they stayed as said); not a duration ("I lost 5 pounds in two weeks": the past)
+# nor a frequency ("twice in a week").
+# Counted from two ("in a day", "in one week" are as often how long something took).
+_IN_TIME = re.compile(
+    r"(?<!once )(?<!twice )(?<!times )(?<!per )\bin\s+(\d{1,4}|a couple of|a few|two|three|four|"
+    r"five|six|seven|eight|nine|ten)\s+(day|week|month|year)s\b(?!\s+(?:ago|time))",
+    re.I,
+)
+# how long something takes or took, what one can do in a time, what has not been done in one
+# ("I haven't slept in three days", LoCoMo's "hasn't talked in a few days"): no date
+_TAKES = re.compile(
+    r"\b(?:can|could|able to|managed to|took|takes|take|within|whole|been|haven't|hasn't|"
+    r"have not|has not|havent|hasnt)\b",
+    re.I,
+)
 _NEAR_MONTH = re.compile(r"\b(last|next) (" + "|".join(MONTHS) + r")\b(?! \d)", re.I)
 _LOWER_MONTH = re.compile(
     r"\b((?:in|since|until|till|by|of|early|late|mid|mid-|every) ?)(" + "|".join(MONTHS) + r")\b"
@@ -243,6 +259,26 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
         return f"in {day.year}"
 
     text = _AGO.sub(ago, text)
+
+    def in_time(m: re.Match) -> str:
+        raw = m.group(1).lower()
+        n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 2)
+        unit = m.group(2).lower()
+        day = _days_after(today, {"day": 1, "week": 7, "month": 30, "year": 365}[unit] * n)
+        if day is None:
+            return m.group(0)
+        found.append(day)
+        exact.append(unit == "day" and raw not in ("a couple of", "a few"))
+        if unit == "day":
+            return ("on " if exact[-1] else "around ") + _label(day)
+        if unit == "week":
+            return "in the week of " + _label(day)
+        if unit == "month":
+            return "in " + _month_label(day)
+        return f"in {day.year}"
+
+    if _IN_TIME.search(text) and not _TAKES.search(sentence) and not _tells_of_the_past(sentence):
+        text = _IN_TIME.sub(in_time, text)
 
     def last_weekday(m: re.Match) -> str:
         target = WEEKDAYS.index(m.group(1).lower())
