@@ -1519,6 +1519,8 @@ def test_a_memory_is_dated_only_by_a_day_said(said, text, event_date):
         # what the user sold or gave away, whatever the verb that said they had it
         ("I sold my car.", "User has a car.", True),
         ("We got rid of our old Honda.", "User drives a 2015 Honda Civic.", True),
+        # its kind read from the clause that denies, not the whole sentence (was "have")
+        ("I sold my car, it was too old.", "User drives a red car.", True),
         ("I sold my car.", "User's sister has a car.", False),
         ("I sold my car.", "User loves cats.", False),
     ],

@@ -105,9 +105,11 @@ def _lost(sentence: str) -> re.Match[str] | None:
     return _DIED.match(sentence) or _LOST.match(sentence)
 
 
-def _denied(sentence: str) -> tuple[str, bool] | None:
-    """The first-person statement a negation or cessation denies, and whether it is said in
-    the past ("I quit my job at Acme" -> ("I work at Acme", True)); None for any other."""
+def _denied(sentence: str) -> tuple[str, bool, str | None] | None:
+    """The first-person statement a negation or cessation denies, whether it is said in the
+    past, and the kind of verb that ends it when the statement does not tell it ("lost" for a
+    death, "" for what was sold: any verb); None for any other ("I quit my job at Acme" ->
+    ("I work at Acme", True, None))."""
     # its first clause when another follows: "I'm not with Tom anymore, we split up" denies
     # "I'm with Tom" (the words of both were the denied statement's, and ended nothing)
     sentence = sentence.rstrip(" .!")
@@ -117,22 +119,22 @@ def _denied(sentence: str) -> tuple[str, bool] | None:
         sentence = sentence[: -len(tail) - 1].rstrip(" ,")
     # "I quit my job last week"
     if m := _LEFT_JOB.match(_WHEN_SAID.sub("", sentence)):
-        return (f"I work at {m.group(1)}" if m.group(1) else "I work"), True
+        return (f"I work at {m.group(1)}" if m.group(1) else "I work"), True, None
     # its first clause: "I left Deliveroo, I'm at Spotify now"
     if m := _LEFT_EMPLOYER.match(_WHEN_SAID.sub("", sentence.partition(",")[0])):
-        return f"I work at {m.group(1)}", True
+        return f"I work at {m.group(1)}", True, None
     if m := _lost(sentence):
-        return f"I have a {m.group(1).split()[-1]} {m.group(2)}", True
+        return f"I have a {m.group(1).split()[-1]} {m.group(2)}", True, "lost"
     if m := _sold(sentence):
-        return f"I have {m.group(1)}", True
+        return f"I have {m.group(1)}", True, ""
     if m := _MOVED_OUT.match(sentence):
-        return f"I live in {m.group(1)}", True
+        return f"I live in {m.group(1)}", True, None
     if m := _STOPPED.match(sentence):
-        return f"{m.group(1)} {m.group(2)}", True
+        return f"{m.group(1)} {m.group(2)}", True, None
     if m := _DO_NOT.match(sentence):
-        return f"{m.group(1)} {m.group(2)}", False
+        return f"{m.group(1)} {m.group(2)}", False, None
     if m := _AM_NOT.match(sentence):
-        return f"{m.group(1)} {m.group(2)}", False
+        return f"{m.group(1)} {m.group(2)}", False, None
     return None
 
 
@@ -142,21 +144,18 @@ def denial(sentence: str, subject: str, today: dt.date) -> tuple[Ends | None, bo
     denied = _denied(sentence)
     if denied is None:
         return None, False
-    said, past = denied
+    said, past, kind = denied
     subject_word, _, predicate = said.partition(" ")
     verb = predicate.split()[0].lower() if predicate else ""
     if subject_word in ("I", "We") and verb in ("am", "are"):
         subject_word, predicate = "I'm", predicate.partition(" ")[2]
         verb = predicate.split()[0].lower() if predicate else ""
     # "I'm vegetarian" is ended in "User is vegetarian", not in "User loves vegetarian food";
-    # in "I'm working at Initech" the "be" is the tense's ("User works at Initech").
-    if subject_word in ("I'm", "Im", "We're"):
+    # in "I'm working at Initech" the "be" is the tense's ("User works at Initech"). A death's
+    # or a sale's kind is the denial's own, read from the same clause.
+    if kind is None and subject_word in ("I'm", "Im", "We're"):
         kind = "" if verb.endswith("ing") else "be"
-    elif _lost(sentence.rstrip(" .!")):
-        kind = "lost"
-    elif _sold(sentence.rstrip(" .!")):
-        kind = ""
-    else:
+    elif kind is None:
         kind = "have" if verb in ("have", "has") else ""
     slots = slot_facts(resolve_dates(said, today)[0], subject)
     slot, value = (slots[0][0], slots[0][1]) if slots else ("", "")
