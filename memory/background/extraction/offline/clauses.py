@@ -18,7 +18,7 @@ from memory.background.extraction.offline.patterns import (
     SELF_SUBJECT,
 )
 from memory.background.extraction.offline.person import COMMON_VERBS, KEEP, conjugate
-from memory.background.extraction.offline.requests import REQUEST, SELF
+from memory.background.extraction.offline.requests import REQUEST, SELF, TEXT_TO_WORD
 from memory.background.extraction.offline.slots import (
     AFTER_NAME,
     MY_NAME_IS,
@@ -249,19 +249,11 @@ def _holds_a_verb(part: str) -> bool:
     )
 
 
-_TEXT_TO_WORD = re.compile(
-    r"^(?:(?:please|pls|kindly|can you|could you|would you|will you|can u)\s+)*"
-    r"(?:translate|proofread|rewrite|rephrase|paraphrase|reword|edit|correct|polish|shorten|"
-    r"summari[sz]e|fix the (?:grammar|spelling))\b",
-    re.I,
-)
-
-
 def _clauses(sentence: str) -> list[str]:
     said = OPENER.sub("", sentence)
     # what follows an order to word something is the text to word, no clause of the user's:
     # "Translate to French: I have two cats and I live in Paris." ("User lives in Paris.")
-    if _TEXT_TO_WORD.match(said):
+    if TEXT_TO_WORD.match(said):
         return [sentence]
     # after a label too: "quick background: I'm a product manager, live in Seattle…" (not an
     # order's: "summarize this: I joined…" is no statement)

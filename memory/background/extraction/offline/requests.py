@@ -42,11 +42,17 @@ REQUEST_THEN = re.compile(
     r"(?:[,;]|\s[-\u2013\u2014])\s+(?:(?:because|since|as|cause|cuz|coz|bc)\s+)?"
     r"(?=(?:I|I'm|I've|I'd|my|My|we|We|we're|we've|our|Our)\b)"
 )
+_ASKED_OF_YOU = r"^(?:(?:please|pls|plz|kindly|can you|could you|would you|will you|can u)\s+)*"
+# An order to work on a text the user hands over: what follows it is that text
+# ("Translate to French: I have two cats and I live in Paris" is no statement of theirs).
+_TEXT_WORK = (
+    r"translate|proofread|rewrite|rephrase|paraphrase|reword|edit|correct|polish|shorten|"
+    r"summari[sz]e|fix the (?:grammar|spelling)"
+)
+TEXT_TO_WORD = re.compile(rf"{_ASKED_OF_YOU}(?:{_TEXT_WORK})\b", re.I)
 WORDING = re.compile(
-    r"^(?:(?:please|pls|plz|kindly|can you|could you|would you|will you|can u)\s+)*"
-    r"(?:write|draft|generate|compose|translate|rewrite|rephrase|paraphrase|say|repeat|spell|"
-    r"type|make me|help me (?:write|say|word)|let's|let us|let me|proofread|edit|correct|"
-    r"polish|shorten|summari[sz]e)\b",
+    rf"{_ASKED_OF_YOU}(?:write|draft|generate|compose|say|repeat|spell|type|make me|"
+    rf"help me (?:write|say|word)|let's|let us|let me|{_TEXT_WORK})\b",
     re.I,
 )
 # "i think i might be lactose intolerant?": a hedge about oneself said with a question's tune
