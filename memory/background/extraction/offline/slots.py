@@ -66,18 +66,20 @@ _DAY_OF_MONTH = (
 
 # A workplace is a name, and may end on what it is: "St Mary's hospital", "Lincoln high school"
 # (it was "St Mary's", the hospital dropped).
-_WORKPLACE = (
-    CITY[:-1] + r"(?: (?:hospital|clinic|school|high school|university|college|library|hotel|bank|"
+_WORKPLACE_NAME = (
+    CITY[1:-1]  # the name's words, without CITY's group
+    + r"(?: (?:hospital|clinic|school|high school|university|college|library|hotel|bank|"
     r"restaurant|cafe|café|bakery|bar|pub|store|shop|gym|office|studio|lab|museum|theatre|"
-    r"theater|agency|firm|factory|warehouse|airport|church|centre|center))?)"
+    r"theater|agency|firm|factory|warehouse|airport|church|centre|center))?"
 )
+_WORKPLACE = f"({_WORKPLACE_NAME})"
 
 # The occupation said with the workplace, kept in the slot's text: "I work as a nurse at St
 # Mary's hospital" is "User works as a nurse at St Mary's hospital." (it was "… as a nurse."),
 # "in Leeds" likewise; "I work for Acme as a designer", "User works at Acme as a designer." (it
 # was "… at Acme.").
 _ALSO_WORKPLACE = re.compile(
-    r" (?:at|for|in) (?:(?:a|an|the) [a-z]+(?: [a-z]+)?(?=[.,!;]|$)|" + _WORKPLACE[1:-1] + ")"
+    r" (?:at|for|in) (?:(?:a|an|the) [a-z]+(?: [a-z]+)?(?=[.,!;]|$)|" + _WORKPLACE_NAME + ")"
 )
 _ALSO_OCCUPATION = re.compile(r" as an? [a-z][a-z \-]{2,40}?(?=[.,!;]|$| in | at )")
 
