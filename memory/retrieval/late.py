@@ -12,7 +12,9 @@ message's when it embeds it (MessageTokens, packed: vocabulary id and the signs 
 The search ranks as before, then re-ranks its candidates (POOL of each kind) by their blended
 score, their place in that order and the token match, z-scored over the candidates; the three
 weights are a logistic regression's on LoCoMo's five dev conversations (label: the candidate's
-source turn is evidence). Fitted on four and scored on the fifth, each fold in turn
+source turn is evidence); since the forty-first session the same regression also weighs the
+kind of answer a question asks for (memory.retrieval.answers), and the constants below are that
+fit's. Fitted on four and scored on the fifth, each fold in turn
 (bench/probe_late.py, held out by construction): R@10 81.0 -> 81.9 (folds 83.6 / 82.7 / 84.3 /
 77.0 / 81.9 against 81.2 / 83.3 / 82.4 / 77.0 / 81.2), the five fits' weights within
 -0.163..-0.209 (place) and +0.254..+0.299 (match); live with these constants, `make eval`
@@ -32,13 +34,14 @@ from memory.embeddings.base import Tokens
 
 POOL = 20  # candidates of each kind the re-ranking reads (the evaluation's limit)
 # The logistic regression's weights on all five conversations, divided by the blended score's
-# (2.996): the blend, plus RANK_WEIGHT x log(1 + its place in the blend's order), plus
-# TOKEN_WEIGHT x the z-scored match.
-RANK_WEIGHT = -0.175
-TOKEN_WEIGHT = 0.276
+# (3.064): the blend, plus RANK_WEIGHT x log(1 + its place in the blend's order), plus
+# TOKEN_WEIGHT x the z-scored match, plus answers.WEIGHTS of the kinds of answer asked and held
+# (bench/probe_answer_type.py; without the answers' terms the fit was -0.175 / +0.276).
+RANK_WEIGHT = -0.170
+TOKEN_WEIGHT = 0.260
 # The same fit's scale and intercept in those units: a re-ranked score shown as the fitted
 # probability that the candidate is what the question asks about (0-1, in the list's order).
-SCALE, OFFSET = 2.996, -1.582
+SCALE, OFFSET = 3.064, -1.620
 _ID = np.dtype("<u2")  # the vocabulary (30,522 wordpieces) fits 16 bits
 
 
@@ -99,22 +102,28 @@ def matches(query: Tokens, packed: Mapping[str, bytes]) -> dict[str, float]:
 
 
 def rescored(
-    weighted: Sequence[float], sources: Sequence[str | None], match: Mapping[str, float]
+    weighted: Sequence[float],
+    sources: Sequence[str | None],
+    match: Mapping[str, float],
+    answers: Sequence[float] | None = None,
 ) -> list[float]:
     """The candidates' new scores, given in the blend's order (`weighted`, descending) with each
-    one's source message (None: a chunk, or no message): the blend, its place and its source's
+    one's source message (None: a chunk, or no message): the blend, its place, its source's
     token match z-scored over the candidates whose source has tokens (one without, a message
-    not embedded yet, neither gains nor loses by the match)."""
+    not embedded yet, neither gains nor loses by the match), and its `answers` lift
+    (memory.retrieval.answers.lift), if given."""
     raw = [match.get(s) if s else None for s in sources]
     values = [v for v in raw if v is not None]
     if len(values) < 2:  # nothing to compare a match with
         raw, values = [None] * len(raw), [0.0]
     mean, spread = float(np.mean(values)), float(np.std(values)) or 1.0
+    lifts = answers if answers is not None else [0.0] * len(raw)
     return [
         w
         + RANK_WEIGHT * math.log(1 + rank)
         + (TOKEN_WEIGHT * (v - mean) / spread if v is not None else 0.0)
-        for rank, (w, v) in enumerate(zip(weighted, raw, strict=True))
+        + lift
+        for rank, (w, v, lift) in enumerate(zip(weighted, raw, lifts, strict=True))
     ]
 
 

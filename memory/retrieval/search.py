@@ -23,7 +23,7 @@ from accounts.models import Workspace
 from config.common.times import unix_seconds
 from memory.embeddings.base import Tokens
 from memory.models import Conversation, Memory, Message
-from memory.retrieval import chunks, elsewhere, fusion, late, memories, messages
+from memory.retrieval import answers, chunks, elsewhere, fusion, late, memories, messages
 
 MIN_SIMILARITY = fusion.MIN_SIMILARITY
 # The nearest memories by meaning are kept whatever their similarity (fusion.with_recency): a
@@ -45,6 +45,7 @@ class Found:
     sources: list[dict] = field(default_factory=list)
     kept_nearest: int = 0  # fusion.Ranked.kept_nearest
     blended: float | None = None  # the blend's score, when a re-ranking set `score`
+    answers: tuple[str, ...] = ()  # the kinds of answer asked that it holds (answers.held)
 
     @property
     def id(self) -> str:
@@ -67,6 +68,8 @@ class Found:
             )
         if "tokens" in self.ranks:
             parts.append(f"token match rank {self.ranks['tokens']}")
+        if self.answers:
+            parts.append("holds the " + " and ".join(self.answers) + " asked for")
         if self.blended is not None:
             return "; ".join(parts) + f"; blended score {self.blended:.4f}; re-ranked"
         return "; ".join(parts) + f"; blended score {self.score:.4f}"
@@ -374,7 +377,7 @@ def search(
         )
     ranked.sort(key=_weighted, reverse=True)
     if query_tokens is not None:
-        ranked = _token_reranked(ranked, query_tokens)
+        ranked = _token_reranked(ranked, query_tokens, query)
     results: list[Found] = []
     covered: set[str] = set()
     for found in ranked:
@@ -393,11 +396,18 @@ def _weighted(found: Found) -> float:
     return found.score * (fusion.MEMORY_WEIGHT if found.kind == "memory" else 1.0)
 
 
-def _token_reranked(ranked: list[Found], query: Tokens) -> list[Found]:
-    """The candidates (in the blend's order) re-ranked with their token match; each one's
-    score set to the re-ranking's, its why told its match's rank. Only the first late.POOL
-    memories and messages are matched (what the weights were fitted on; a `limit` of 100 read
-    and matched five times as many tokens, +8 ms a search); the rest rank by blend and place."""
+def _own_text(found: Found) -> str:
+    """A memory's text or a message's content (what the answers' lift reads)."""
+    obj = found.obj
+    return obj.text if isinstance(obj, Memory) else obj.content if isinstance(obj, Message) else ""
+
+
+def _token_reranked(ranked: list[Found], query: Tokens, question: str) -> list[Found]:
+    """The candidates (in the blend's order) re-ranked with their token match and the kind of
+    answer they hold (memory.retrieval.answers); each one's score set to the re-ranking's, its
+    why told its match's rank. Only the first late.POOL memories and messages are matched
+    (what the weights were fitted on; a `limit` of 100 read and matched five times as many
+    tokens, +8 ms a search); the rest rank by blend and place."""
     seen: dict[str, int] = {}
     sources: list[str | None] = []
     for f in ranked:
@@ -407,12 +417,22 @@ def _token_reranked(ranked: list[Found], query: Tokens) -> list[Found]:
     match = late.matches(query, late.packed_tokens([s for s in sources if s]))
     if not match:
         return ranked
-    keys = late.rescored([_weighted(f) for f in ranked], sources, match)
+    kinds = answers.asked(question)
+    known = answers.known_names(
+        question, (f.obj.name for f in ranked if isinstance(f.obj, Message))
+    )
+    held = [
+        answers.held(kinds, _own_text(f), known) if source else ()
+        for f, source in zip(ranked, sources, strict=True)
+    ]
+    lifts = [answers.lift(h) for h in held]
+    keys = late.rescored([_weighted(f) for f in ranked], sources, match, lifts)
     by_match = sorted(match, key=lambda s: match[s], reverse=True)
     places = {s: i + 1 for i, s in enumerate(by_match)}
-    for found, source, key in zip(ranked, sources, keys, strict=True):
+    for found, source, key, its in zip(ranked, sources, keys, held, strict=True):
         if source in places:
             found.ranks["tokens"] = places[source]
+        found.answers = its
         found.blended = found.score
         found.score = late.shown(key)
     return sorted(ranked, key=lambda f: f.score, reverse=True)
