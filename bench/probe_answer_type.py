@@ -154,9 +154,16 @@ def main() -> int:
             )
         return np.column_stack(cols), items
 
+    first: list[float] = []
+
     def report(name: str, extra: set[str]) -> dict:
         feats = {id(r): featurize(r, extra) for r in rows}
         per, by_cat, fitted = fitted_held_out(rows, feats)
+        each = [v for category in sorted(by_cat) for v in by_cat[category]]
+        if not first:
+            first.extend(each)
+        up = sum(a > b for a, b in zip(each, first, strict=True))
+        down = sum(a < b for a, b in zip(each, first, strict=True))
         print(
             f"{name:<34} "
             + " ".join(f"{v:5.1f}" for v in per.values())
@@ -165,6 +172,7 @@ def main() -> int:
             + f"{100 * statistics.fmean(by_cat[2]):.1f}  open-domain "
             + f"{100 * statistics.fmean(by_cat[3]):.1f}  single-hop "
             + f"{100 * statistics.fmean(by_cat[4]):.1f}"
+            + (f"  questions up / down {up} / {down}" if up or down else "")
         )
         for fold, weights in fitted.items():
             print(f"    {fold}: " + " ".join(f"{w:+.3f}" for w in weights[0][1:]))

@@ -12,7 +12,7 @@ message's when it embeds it (MessageTokens, packed: vocabulary id and the signs 
 The search ranks as before, then re-ranks its candidates (POOL of each kind) by their blended
 score, their place in that order and the token match, z-scored over the candidates; the three
 weights are a logistic regression's on LoCoMo's five dev conversations (label: the candidate's
-source turn is evidence); since the forty-first session the same regression also weighs the
+source turn is evidence); since the fortieth session the same regression also weighs the
 kind of answer a question asks for (memory.retrieval.answers), and the constants below are that
 fit's. Fitted on four and scored on the fifth, each fold in turn
 (bench/probe_late.py, held out by construction): R@10 81.0 -> 81.9 (folds 83.6 / 82.7 / 84.3 /
