@@ -1162,6 +1162,26 @@ OFFLINE_FACTS += [
     ("I have two.", []),
     ("Just back from ten days in Vietnam.", ["User is just back from ten days in Vietnam."]),
     ("Back to work tomorrow.", []),
+    # fortieth session (heldout20): where the user comes from, said first, then the rest; "Been
+    # a <role>" for a while or since a time is the user's (both wrote half, or nothing)
+    (
+        "Originally from Manila, I've lived in Dubai for six years.",
+        ["User is originally from Manila.", "User has lived in Dubai for six years."],
+    ),
+    (
+        "Born in Leeds, I've never left Yorkshire.",
+        ["User was born in Leeds.", "User has never left Yorkshire."],
+    ),
+    ("Originally I wanted to be a vet.", ["Originally User wanted to be a vet."]),
+    ("Been a nurse for 12 years.", ["User has been a nurse for 12 years."]),
+    (
+        "Been a season ticket holder at the Celtics for a decade now.",
+        ["User has been a season ticket holder at the Celtics for a decade now."],
+    ),
+    ("Been a vegetarian since college.", ["User has been a vegetarian since college."]),
+    ("Been a disaster since Monday.", []),
+    ("Been a rollercoaster for a few weeks.", []),
+    ("Been a long road.", []),
     # how a thing moves the user, said with the thing first, is a statement of theirs; not a
     # pronoun's (it points back, or is someone), nor what scared them once
     ("Heights freak me out.", ["User is freaked out by heights."]),

@@ -16,6 +16,7 @@ from memory.background.extraction.offline.patterns import (
     OPENER,
     PERIOD,
     SELF_SUBJECT,
+    names_a_person,
 )
 from memory.background.extraction.offline.person import COMMON_VERBS, KEEP, conjugate
 from memory.background.extraction.offline.requests import REQUEST, SELF, TEXT_TO_WORD
@@ -61,29 +62,19 @@ def clauses(sentence: str) -> list[str]:
         return pair
     if role := _as_a_role(said):
         return role
+    if origin := _origin_first(said):
+        return origin
     return _clauses(sentence)
 
 
 # "As a diabetic, I have to watch my carbs": who the user is, then what they do as one
 # (heldout19 wrote "As a diabetic, User has to watch…", a fact that opens on no subject). Only
-# for a word that names a person — by its ending ("teacher", "pharmacist", "vegetarian",
-# "diabetic", "student", "employee") or one of these — and a statement in the present: "As a
-# kid I loved Lego" says nothing of now; "As a result, I …", "As a reminder, I …" name no one.
+# for a word that names a person (patterns.names_a_person) and a statement in the present: "As
+# a kid I loved Lego" says nothing of now; "As a result, I …", "As a reminder, I …" name no one.
 _AS_A = re.compile(
     r"^[Aa]s (an?) ((?:[A-Za-z][a-z\-]{0,29} ){0,2}([A-Za-z][a-z\-]{0,29})),?\s+"
     r"(?=(?:I|I'm|I've|we|we're)\b)"
 )
-_ROLE_ENDING = re.compile(r"(?:er|or|ist|ian|ant|ent|ic|ee|eur|ess|ive)$")
-_ROLE_WORDS = (
-    "vegan mom mum dad parent nurse chef medic nanny vet coach cook introvert extrovert expat "
-    "coeliac celiac muslim jew hindu sikh brit scot kiwi nerd geek fan widow widower"
-)
-_NOT_A_ROLE_WORDS = (
-    "matter reminder teenager youngster starter number order letter answer favor favour "
-    "precaution consequence percent whole rule result kid child baby toddler teen boy girl"
-)
-_ROLE = set(_ROLE_WORDS.split())
-_NOT_A_ROLE = set(_NOT_A_ROLE_WORDS.split())
 _NOW_MODALS = {"can", "can't", "cannot", "will", "won't", "would", "wouldn't", "should"}
 _NOW_MODALS |= {"shouldn't", "must", "mustn't", "may", "might", "shall"}
 _FIRST_VERB = re.compile(
@@ -94,8 +85,7 @@ _FIRST_VERB = re.compile(
 def _as_a_role(said: str) -> list[str] | None:
     if not (m := _AS_A.match(said)):
         return None
-    last = m.group(3).lower()
-    if last in _NOT_A_ROLE or not (last in _ROLE or _ROLE_ENDING.search(last)):
+    if not names_a_person(m.group(3)):
         return None
     rest = said[m.end() :]
     verb = _FIRST_VERB.match(rest)
@@ -105,6 +95,26 @@ def _as_a_role(said: str) -> list[str] | None:
     ):
         return None
     return [f"I'm {m.group(1)} {m.group(2)}.", *_clauses(rest)]
+
+
+# "Originally from Manila, I've lived in Dubai for six years": where the user comes from, then
+# the rest (heldout20 wrote "Originally from Manila, User has lived…", and "Born and raised in
+# Ohio, I moved to Texas" only the move). A place's name only: "Born in a small town, I…" and
+# "Originally I wanted to be a vet" stay as said.
+_ORIGIN_FIRST = re.compile(
+    r"^((?:[Oo]riginally|[Bb]orn and raised|[Bb]orn|[Rr]aised|[Gg]rew up) (?:from|in)"
+    r" (?:the )?[A-Z][\w.'\u2019-]*(?: [A-Z][\w.'\u2019-]*){0,3}),?\s+"
+    r"(?=(?:I|I'm|I've|we|we're|we've)\b)"
+)
+_ORIGIN_SAID = {"originally": "I'm", "born": "I was", "raised": "I was", "grew": "I"}
+
+
+def _origin_first(said: str) -> list[str] | None:
+    if not (m := _ORIGIN_FIRST.match(said)):
+        return None
+    origin = m.group(1)
+    opener = _ORIGIN_SAID[origin.split()[0].lower()]
+    return [f"{opener} {origin[0].lower()}{origin[1:]}.", *_clauses(said[m.end() :])]
 
 
 _HE = "husband son dad father brother boyfriend grandpa grandfather uncle nephew fiance"

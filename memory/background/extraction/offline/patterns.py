@@ -92,3 +92,24 @@ SELF_SUBJECT = r"(?:I|I'm|I've|my|My|we|We|we're|we've|our|Our)\b"
 LEAD_IN = re.compile(
     rf"^(?!{ASSISTANT_LABEL})(?![^:\n]*\byou\b)[^:\n]{{1,40}}:\s+(?={SELF_SUBJECT})", re.I
 )
+
+# A word that names a person, by its ending ("teacher", "pharmacist", "vegetarian", "diabetic",
+# "student", "employee") or one of these; not these, which end alike ("As a result, I…", "As a
+# reminder, I…", "Been a rollercoaster").
+_ROLE_ENDING = re.compile(r"(?:er|or|ist|ian|ant|ent|ic|ee|eur|ess|ive)$")
+_ROLE_WORDS = (
+    "vegan mom mum dad parent nurse chef medic nanny vet coach cook introvert extrovert expat "
+    "coeliac celiac muslim jew hindu sikh brit scot kiwi nerd geek fan widow widower"
+)
+_NOT_A_ROLE_WORDS = (
+    "matter reminder teenager youngster starter number order letter answer favor favour "
+    "precaution consequence percent whole rule result kid child baby toddler teen boy girl "
+    "disaster rollercoaster lifesaver changer bummer"
+)
+_ROLE = set(_ROLE_WORDS.split())
+_NOT_A_ROLE = set(_NOT_A_ROLE_WORDS.split())
+
+
+def names_a_person(word: str) -> bool:
+    low = word.lower()
+    return low not in _NOT_A_ROLE and (low in _ROLE or bool(_ROLE_ENDING.search(low)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from memory.background.extraction.offline.patterns import BASE_IN_ED, OPENER
+from memory.background.extraction.offline.patterns import BASE_IN_ED, OPENER, names_a_person
 from memory.background.extraction.offline.person import KEEP, conjugate, is_adverb
 
 # A chat message often drops its "I": a sentence that opens on a past form ("started…", "got
@@ -70,6 +70,14 @@ _AFTER_A_PAST = set(_AFTER_A_PAST_WORDS.split())
 # "Been there, done that", "Been ages").
 _NOT_AFTER_BEEN_WORDS = "a an the there here ages forever so such too what quite"
 _NOT_AFTER_BEEN = set(_NOT_AFTER_BEEN_WORDS.split())
+# ... but "a" before who the user has been for a while is theirs: "Been a nurse for 12 years",
+# "Been a season ticket holder at the Celtics for a decade now" (heldout20 wrote nothing) —
+# a word that names a person (patterns.names_a_person), then since when or how long.
+_BEEN_A_ROLE = re.compile(
+    r"\s+an?\s+(?:[a-z\-]+\s+){0,2}([a-z\-]+)\b(?:\s+(?:at|in|with|of|on)\s+[^,.;!?]{1,40}?)?"
+    r"\s+(?:since\s|for\s+(?:a|an|the|about|over|almost|nearly|\d+|[a-z]+teen|two|three|four"
+    r"|five|six|seven|eight|nine|ten|twenty|thirty|forty|years|ages)\b)"
+)
 
 
 _THE_USER_AS_OBJECT = re.compile(r"\b(?:me|us)\b", re.I)
@@ -137,7 +145,8 @@ def subject_supplied(sentence: str) -> str:
     if _THE_USER_AS_OBJECT.search(rest.partition(",")[0]):
         return sentence
     if low == "been":
-        if following in _NOT_AFTER_BEEN:
+        role = _BEEN_A_ROLE.match(rest) if following in ("a", "an") else None
+        if following in _NOT_AFTER_BEEN and not (role and names_a_person(role.group(1))):
             return sentence
         said = "I've"
     elif low == "have" and following in _AFTER_HAVE:
