@@ -57,7 +57,8 @@ _NOT_NAMES = frozenset(
     | {"User", "Assistant"}  # memory.text.speaker_label's, a memory's subject
 )
 # A candidate's text is read this far: a pasted document's thousandth capital says nothing of
-# what a turn answers, and 40 candidates of 100,000 characters would take ~0.1 s to scan.
+# what a turn answers, and one of 100,000 characters took 31 ms to read whole (a capital opening
+# every sentence); 40 candidates of LoCoMo's turns take ~0.7 ms, 40 of 2,000 such characters 11.
 READ_CHARACTERS = 2_000
 
 
