@@ -12,10 +12,10 @@ from tests.test_token_match import imported, searched
 @pytest.mark.parametrize(
     ("question", "kinds"),
     [
-        ("When did Caroline go to the support group?", ("when",)),
-        ("what year did I move to Leeds", ("when",)),
-        ("How many kids does Melanie have?", ("count",)),
-        ("How often do I run?", ("count",)),
+        ("When did Caroline go to the support group?", ("time",)),
+        ("what year did I move to Leeds", ("time",)),
+        ("How many kids does Melanie have?", ("number",)),
+        ("How often do I run?", ("number",)),
         ("Which cities has John been to?", ("place",)),
         ("Where did I spend my honeymoon?", ("place",)),
         ("What books has Melanie read?", ("name",)),
@@ -34,23 +34,23 @@ def test_what_a_question_asks_for(question, kinds):
 @pytest.mark.parametrize(
     ("text", "held"),
     [
-        ("We spent a week in Rome last summer.", ("when", "place")),
+        ("We spent a week in Rome last summer.", ("time", "place")),
         ("We went to the beach.", ()),
-        ("I adopted two cats.", ("count",)),
-        ("I read it twice.", ("count",)),
-        ("It was back in 2019.", ("when", "count")),  # a year is a number too
-        ("Met her yesterday at the cafe.", ("when",)),
+        ("I adopted two cats.", ("number",)),
+        ("I read it twice.", ("number",)),
+        ("It was back in 2019.", ("time", "number")),  # a year is a number too
+        ("Met her yesterday at the cafe.", ("time",)),
         ("Rome was lovely.", ()),  # the first word opens a sentence: any word is capitalised
         ("It was lovely. Rome was lovely.", ()),
         ('She said "Paris" right away.', ()),  # after an opening quote
         ("Thanks, John! I loved it.", ()),  # the question's own name, and "I"
         ("I told John's sister about it.", ()),  # a known name's possessive
-        ("I told Maria about it once.", ("count", "place")),  # a name the question does not give
+        ("I told Maria about it once.", ("number", "place")),  # a name the question does not give
         ("User moved to the coast; Melanie visited User there.", ()),  # speakers and subject
     ],
 )
 def test_what_a_text_holds(text, held):
-    kinds = ("when", "count", "place")
+    kinds = ("time", "number", "place")
     known = answers.known_names("When did John visit?", ["Melanie"])
     assert answers.held(kinds, text, known) == held
 
@@ -61,8 +61,8 @@ def test_only_the_kinds_asked_are_read_and_lifted():
     assert answers.held((), text, known) == ()
     assert answers.held(("name",), text, known) == ("name",)
     assert answers.lift(()) == 0.0
-    assert answers.lift(("when", "place")) == pytest.approx(
-        answers.WEIGHTS["when"] + answers.WEIGHTS["place"]
+    assert answers.lift(("time", "place")) == pytest.approx(
+        answers.WEIGHTS["time"] + answers.WEIGHTS["place"]
     )
 
 
@@ -74,7 +74,7 @@ def test_a_long_text_is_read_only_so_far():
     assert answers.held(("place",), far[-20:], known) == ("place",)
     # a message of spaces, capitals and full stops reads in one pass, whatever its length
     hostile = ("A. " * 400_000) + ("\n" * 400_000)
-    assert answers.held(("place", "when", "count"), hostile, known) == ()
+    assert answers.held(("place", "time", "number"), hostile, known) == ()
 
 
 def test_rescored_adds_the_answers_lift():
@@ -119,3 +119,12 @@ def test_search_lifts_the_turn_that_holds_the_kind_of_answer_asked(http, setting
     # a question that asks for no kind of answer ranks as the weights alone would
     plain = searched(http, "Does Alice enjoy her trips?", limit=len(TRIPS))
     assert not any("asked for" in f["why"] for f in plain)
+
+
+def test_why_says_which_kinds_asked_for_a_candidate_holds():
+    from memory.retrieval.search import Found
+
+    found = Found("message", {"id": "m"}, 0.4, 0.5, {"vector": 1}, answers=("time", "place"))
+    found.blended = 0.6
+    assert "holds the time and place asked for" in found.why()
+    assert "asked for" not in Found("message", {"id": "m"}, 0.4, 0.5, {"vector": 1}).why()

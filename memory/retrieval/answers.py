@@ -21,8 +21,8 @@ import re
 from collections.abc import Iterable
 
 ASKS = {
-    "when": re.compile(r"^\s*when\b|\bwhat (year|month|date|day|time)\b|\bhow long ago\b", re.I),
-    "count": re.compile(r"\bhow (many|much|often|long)\b", re.I),
+    "time": re.compile(r"^\s*when\b|\bwhat (year|month|date|day|time)\b|\bhow long ago\b", re.I),
+    "number": re.compile(r"\bhow (many|much|often|long)\b", re.I),
     "place": re.compile(
         r"^\s*where\b|\b(city|cities|country|countries|state|states|place|places|location"
         r"|locations|geographical|area|areas)\b",
@@ -36,7 +36,7 @@ ASKS = {
 }
 # The fit's weight of each kind asked and held, in the blended score's units (late's constants
 # come from the same fit, on all five conversations).
-WEIGHTS = {"when": 0.281, "count": 0.494, "place": 0.576, "name": 0.430}
+WEIGHTS = {"time": 0.281, "number": 0.494, "place": 0.576, "name": 0.430}
 
 _MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
 _DAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
@@ -87,9 +87,9 @@ def held(kinds: tuple[str, ...], text: str, known: frozenset[str]) -> tuple[str,
     nouns: bool | None = None
     found = []
     for kind in kinds:
-        if kind == "when":
+        if kind == "time":
             holds = bool(_TIME.search(text))
-        elif kind == "count":
+        elif kind == "number":
             holds = bool(_NUMBER.search(text))
         else:
             if nouns is None:
