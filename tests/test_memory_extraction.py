@@ -1182,6 +1182,14 @@ OFFLINE_FACTS += [
     ("Been a disaster since Monday.", []),
     ("Been a rollercoaster for a few weeks.", []),
     ("Been a long road.", []),
+    # (heldout21) what follows a semicolon or a dash is its own clause: its verb is not the
+    # doing's, its "me" not the selling's object (both wrote nothing)
+    ("Moving to Leeds; can't wait.", ["User is moving to Leeds."]),
+    (
+        "Sold the car; the tram gets me everywhere now.",
+        ["User sold the car; the tram gets them everywhere now."],
+    ),
+    ("Been hectic for me; work is mad.", []),
     # how a thing moves the user, said with the thing first, is a statement of theirs; not a
     # pronoun's (it points back, or is someone), nor what scared them once
     ("Heights freak me out.", ["User is freaked out by heights."]),
