@@ -52,6 +52,7 @@ _NUMBER = re.compile(
 )
 _WORD = re.compile(r"[A-Za-z][\w'’-]*")
 _CAPITALISED = re.compile(r"\b[A-Z][\w'’-]*")
+_POSSESSIVE = re.compile(r"['’]")
 _NOT_NAMES = frozenset(
     {"I", "I'm", "I've", "I'll", "I'd", "OK", "Hey", "Hi", "Wow", "Thanks", "Yeah"}
     | {"User", "Assistant"}  # memory.text.speaker_label's, a memory's subject
@@ -113,7 +114,7 @@ def _holds_a_name(text: str, known: frozenset[str]) -> bool:
 
 def _stem(word: str) -> str:
     """A name without its possessive: "John's" is John."""
-    return re.split(r"['’]", word, maxsplit=1)[0]
+    return _POSSESSIVE.split(word, maxsplit=1)[0]
 
 
 def _opens_sentence(text: str, start: int) -> bool:

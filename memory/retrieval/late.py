@@ -17,8 +17,8 @@ kind of answer a question asks for (memory.retrieval.answers), and the constants
 fit's. Fitted on four and scored on the fifth, each fold in turn
 (bench/probe_late.py, held out by construction): R@10 81.0 -> 81.9 (folds 83.6 / 82.7 / 84.3 /
 77.0 / 81.9 against 81.2 / 83.3 / 82.4 / 77.0 / 81.2), the five fits' weights within
--0.163..-0.209 (place) and +0.254..+0.299 (match); live with these constants, `make eval`
-R@10 82.1, multi-hop 49.0 -> 54.6. Signs alone lose ~0.2 against float token vectors, for an
+-0.163..-0.209 (place) and +0.254..+0.299 (match); live with that fit's constants, `make eval`
+R@10 82.1, multi-hop 49.0 -> 54.6 (with the answers' terms, 83.1 and 57.6). Signs alone lose ~0.2 against float token vectors, for an
 eighth of the bytes. Cost: ~1.8 KB a LoCoMo turn stored; a search ~2-3 ms more (a statement
 for the candidates' tokens, ~1 ms of numpy; bench/profile_search.py).
 """
