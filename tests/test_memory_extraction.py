@@ -1190,6 +1190,27 @@ OFFLINE_FACTS += [
         ["User sold the car; the tram gets them everywhere now."],
     ),
     ("Been hectic for me; work is mad.", []),
+    # (heldout22) "we both" / "we all" are the user's "I" (it was "User boths hate crowds",
+    # and 18 LoCoMo turns "… alls made …"); "last" before a past is no verb ("since Nate lasts
+    # talked", 22 turns); "For context" only says why; an age or who the user is, then a comma
+    # and another statement, are two (the age's slot took the sentence); "Home from"
+    ("We both hate crowds.", ["User hates crowds."]),
+    ("We all went to the beach.", ["User went to the beach."]),
+    ("I last spoke to my sister in May.", ["User last spoke to their sister in May."]),
+    ("I last the whole game.", ["User lasts the whole game."]),
+    ("For context I'm 52.", ["User is 52 years old."]),
+    ("I'm 52, I had a hip replaced.", ["User is 52 years old.", "User had a hip replaced."]),
+    ("I'm a nurse, I work nights.", ["User is a nurse.", "User works nights."]),
+    (
+        "I'm sure with my hard work, I can make it.",
+        ["User is sure with their hard work, they can make it."],
+    ),
+    (
+        "I love that first movie too, I even have the whole collection.",
+        ["User loves that first movie too, they even have the whole collection."],
+    ),
+    ("Home from a week in Iceland.", ["User is home from a week in Iceland."]),
+    ("Home is where the heart is.", []),
     # how a thing moves the user, said with the thing first, is a statement of theirs; not a
     # pronoun's (it points back, or is someone), nor what scared them once
     ("Heights freak me out.", ["User is freaked out by heights."]),

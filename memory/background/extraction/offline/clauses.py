@@ -36,6 +36,25 @@ _CLAUSE = re.compile(
     rf"(?=(?:{PERIOD},?\s+)?{SELF_SUBJECT})|;\s+"
 )
 
+# Who the user is, then a comma and another statement of theirs: "I'm 52, I had a hip replaced
+# two years ago" (heldout22: the age's slot took the sentence and the hip was lost), "I'm a
+# nurse, I work nights". Only after an age or what the user is (a word that names a person):
+# "I'm sure, I checked", "I'm sure with my hard work, I can…", "I love that film too, I even have
+# the whole collection" and "When I was 10, I moved to Spain" are one statement each (LoCoMo's
+# turns, split by a first version that cut at any ", I").
+_SPLICED = re.compile(r",\s+(?=(?:I|I'm|I've|I'd|I'll)\s)")
+_WHO_THEY_ARE = re.compile(r"^(?:I'm|I am) an? (?:[a-z\-]+ ){0,2}([a-z\-]+)$")
+
+
+def _spliced(piece: str) -> list[str]:
+    first, comma, rest = piece.partition(",")
+    if not comma or not _SPLICED.match(piece, len(first)):
+        return [piece]
+    who = _WHO_THEY_ARE.match(first)
+    if not (AGE_ALONE.match(first) or (who and names_a_person(who.group(1)))):
+        return [piece]
+    return [first, rest.strip()]
+
 
 _AGED = re.compile(
     r"^(?:I'm|I am) an? (\d{1,3})[- ]years?[- ]old "
@@ -269,12 +288,8 @@ def _clauses(sentence: str) -> list[str]:
     # order's: "summarize this: I joined…" is no statement)
     if not REQUEST.search(said):
         said = LEAD_IN.sub("", said)
-    parts = [
-        listed
-        for p in _CLAUSE.split(said)
-        if p and p.strip()
-        for listed in _listed_verbs(p.strip())
-    ]
+    pieces = [q for p in _CLAUSE.split(said) if p for q in _spliced(p)]
+    parts = [listed for p in pieces if p and p.strip() for listed in _listed_verbs(p.strip())]
     if len(parts) > 1 and _NAMED_ONE.fullmatch(parts[0]):
         parts = [f"{parts[0]} and {parts[1]}", *parts[2:]]
     # Only when each part is a statement of the user's own: "Dancing makes me so happy, and

@@ -65,6 +65,9 @@ OPENER = re.compile(
     r"actually|"
     r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|wait|"
     r"quick one|funny enough|to be honest|long story short|tbh|ngl|lowkey|"
+    # what only says why the rest is told: "For context I'm 52" (heldout22 wrote "For context
+    # User is 52")
+    r"for context|for reference|for the record|fwiw|"
     # an exclamation before a comma: "Oh great, my car broke down again" (heldout16's irony)
     r"(?:great|perfect|wonderful|fantastic|lovely|joy)(?=[,!])|"
     r"(?:hi|hello|hey|hiya|yo|greetings)(?: there| all| everyone)?)\b"

@@ -148,6 +148,8 @@ _WE = {
     "our": "my", "ours": "mine", "us": "me", "ourselves": "myself",
     # the verb with it: "We are moving" was "I are moving", written "User ares moving"
     "we are": "I am", "we were": "I was",
+    # and the word that counts them: "We both hate crowds" was "User boths hate crowds"
+    "we both": "I", "we all": "I",
 }  # fmt: skip
 # the longest first: "we" alone would take "We're" and leave "'re" ("User're")
 _WE_FORMS = re.compile(
@@ -182,6 +184,13 @@ _ME_AND = re.compile(
 def is_adverb(word: str) -> bool:
     low = word.lower()
     return low in ADVERBS or (low.endswith("ly") and low not in _LY_VERBS and len(low) > 4)
+
+
+def _last_before_a_past(words: list[str]) -> bool:
+    """ "last" before a past is an adverb: "since I last talked" (LoCoMo's "since we last
+    spoke", 22 of its turns, was "since Nate lasts spoke")."""
+    after = words[1].lower()
+    return words[0].lower() == "last" and (after.endswith("ed") or after in KEEP)
 
 
 def conjugate(verb: str, past: bool = False) -> str:
@@ -285,7 +294,7 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
             return who
         out = [who]
         rest = list(words)
-        if is_adverb(rest[0]) and len(rest) > 1:
+        if len(rest) > 1 and (is_adverb(rest[0]) or _last_before_a_past(rest)):
             out.append(rest.pop(0))
         # a later "I" is "they": its verb plural ("since they were a kid"), only "was" differs
         if pronoun:

