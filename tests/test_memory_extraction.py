@@ -1198,6 +1198,12 @@ OFFLINE_FACTS += [
     ("We all went to the beach.", ["User went to the beach."]),
     ("I last spoke to my sister in May.", ["User last spoke to their sister in May."]),
     ("I last the whole game.", ["User lasts the whole game."]),
+    # and "first" so, "least" an adverb, the British pasts and "retook" pasts (LoCoMo's facts read
+    # "Joanna firsts watched it", "where Caroline leasts expect it", "Jon learnts", "retooks")
+    ("I first met Anna at school.", ["User first met Anna at school."]),
+    ("I learnt to ski in Austria.", ["User learnt to ski in Austria."]),
+    ("I retook my driving test.", ["User retook their driving test."]),
+    ("I least expect praise from my boss.", ["User least expects praise from their boss."]),
     ("For context I'm 52.", ["User is 52 years old."]),
     ("I'm 52, I had a hip replaced.", ["User is 52 years old.", "User had a hip replaced."]),
     ("I'm a nurse, I work nights.", ["User is a nurse.", "User works nights."]),

@@ -14,6 +14,7 @@ ADVERBS = set(
     [
         "no longer",
         "really",
+        "least",  # "where I least expect it" (LoCoMo: "where Caroline leasts expect it")
         "almost",
         "nearly",
         "also",

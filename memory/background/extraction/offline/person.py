@@ -115,6 +115,21 @@ KEEP = set(
         "bit",
         "bent",
         "fed",
+        # the British pasts and a verb's "re-" past (LoCoMo: "Jon learnts that…", "John
+        # retooks the aptitude test")
+        "learnt",
+        "dreamt",
+        "burnt",
+        "spelt",
+        "spilt",
+        "leapt",
+        "knelt",
+        "retook",
+        "rewrote",
+        "rebuilt",
+        "redid",
+        "overcame",
+        "outgrew",
     ]
 )
 # "-ly" words that are verbs, not adverbs
@@ -187,10 +202,10 @@ def is_adverb(word: str) -> bool:
 
 
 def _last_before_a_past(words: list[str]) -> bool:
-    """ "last" before a past is an adverb: "since I last talked" (LoCoMo's "since we last
-    spoke", 22 of its turns, was "since Nate lasts spoke")."""
+    """ "last" or "first" before a past is an adverb: "since I last talked" (LoCoMo's "since we
+    last spoke", 22 of its turns, was "since Nate lasts spoke"; "Joanna firsts watched it")."""
     after = words[1].lower()
-    return words[0].lower() == "last" and (after.endswith("ed") or after in KEEP)
+    return words[0].lower() in ("last", "first") and (after.endswith("ed") or after in KEEP)
 
 
 def conjugate(verb: str, past: bool = False) -> str:
