@@ -1204,6 +1204,9 @@ OFFLINE_FACTS += [
     ("I learnt to ski in Austria.", ["User learnt to ski in Austria."]),
     ("I retook my driving test.", ["User retook their driving test."]),
     ("I least expect praise from my boss.", ["User least expects praise from their boss."]),
+    # "we" read as "I" with a word between takes the singular verb ("who Melanie really ares")
+    ("We really are happy here.", ["User really is happy here."]),
+    ("We really aren't sure about the move.", ["User really isn't sure about the move."]),
     ("For context I'm 52.", ["User is 52 years old."]),
     ("I'm 52, I had a hip replaced.", ["User is 52 years old.", "User had a hip replaced."]),
     ("I'm a nurse, I work nights.", ["User is a nurse.", "User works nights."]),
@@ -1376,6 +1379,7 @@ OFFLINE_FACTS += [
     ("I'm adopted.", ["User is adopted."]),
     # chat's short forms and a learner's forms
     ("tmrw is my bday", ["User's birthday is on 9 May."]),
+    ("Today's my birthday!", ["User's birthday is on 8 May."]),  # was "On 8 May 2023's …"
     ("idk if i told u but im pregnant", ["User is pregnant."]),
     ("i m from india and now living in toronto", ["User is from india and now living in Toronto."]),
     ("i has two brothers", ["User has two brothers."]),

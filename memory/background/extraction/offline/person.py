@@ -15,6 +15,9 @@ _IRREGULAR |= {"haven't": "hasn't", "'m": "is"}
 _IRREGULAR |= {"has": "has", "is": "is", "does": "does", "goes": "goes", "hasn't": "hasn't"}
 # chat's contractions: "I wanna learn piano" -> "User wants to learn piano" ("wannas" before)
 _IRREGULAR |= {"wanna": "wants to", "gotta": "has to"}
+# "we" read as "I" with a word between ("who we really are", "we both were"): the verb is the
+# plural's ("who Melanie really ares" in LoCoMo's facts)
+_IRREGULAR |= {"are": "is", "were": "was", "aren't": "isn't", "weren't": "wasn't"}
 # Words after "I" that are not a present-tense verb to conjugate: modals, past forms, adverbs.
 KEEP = set(
     [

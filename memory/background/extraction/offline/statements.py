@@ -273,7 +273,8 @@ _LEADING_PERIOD = re.compile(rf"^({PERIOD}),?\s+(?={SELF_SUBJECT})", re.I)
 # "Tomorrow is my birthday": the user's thing first, as "My birthday is tomorrow" says it (it
 # was "On 8 December 2026 is User's birthday.")
 _PERIOD_IS_MINE = re.compile(
-    rf"^({PERIOD}),?\s+(is|was|will be)\s+((?:my|our)\s+[^,;!?]{{1,80}}?)\s*[.!]*$", re.I
+    rf"^({PERIOD})(?:['\u2019]s|,?\s+(is|was|will be))\s+((?:my|our)\s+[^,;!?]{{1,80}}?)\s*[.!]*$",
+    re.I,
 )
 
 
@@ -295,7 +296,8 @@ def _reason_alone(sentence: str) -> str | None:
 
 def _period_last(sentence: str) -> str:
     if mine := _PERIOD_IS_MINE.match(sentence):
-        owned, be, period = mine.group(3), mine.group(2), mine.group(1).lower()
+        # "Today's my birthday" too (it was "On 8 December 2026's User's birthday.")
+        owned, be, period = mine.group(3), mine.group(2) or "is", mine.group(1).lower()
         return f"{owned[0].upper()}{owned[1:]} {be} {period}."
     m = _LEADING_PERIOD.match(sentence)
     if not m:
