@@ -1207,6 +1207,15 @@ OFFLINE_FACTS += [
     # "we" read as "I" with a word between takes the singular verb ("who Melanie really ares")
     ("We really are happy here.", ["User really is happy here."]),
     ("We really aren't sure about the move.", ["User really isn't sure about the move."]),
+    # "so" that says how much is no opener ("much has happened since…"), and a fact whose opener
+    # was cut begins with a capital ("that pic was…"; not "iPhones")
+    (
+        "So much has happened since we last spoke - I went to a conference.",
+        ["So much has happened since User last spoke - they went to a conference."],
+    ),
+    ("So I finally did it, I quit my job.", ["User finally did it, they quit their job."]),
+    ("Yeah, that pic was from a show I went to.", ["That pic was from a show User went to."]),
+    ("iPhones are what I collect.", ["iPhones are what User collects."]),
     ("For context I'm 52.", ["User is 52 years old."]),
     ("I'm 52, I had a hip replaced.", ["User is 52 years old.", "User had a hip replaced."]),
     ("I'm a nurse, I work nights.", ["User is a nurse.", "User works nights."]),

@@ -62,7 +62,11 @@ TRAIT = re.compile(
 # Said before a statement, not part of it: "Ugh, my flight…", "Honestly I'm…", "Nevermind, I…",
 # "Hey there, I'm…".
 OPENER = re.compile(
-    r"^(?:(?:ugh|oh|ok|okay|well|so|hmm+|haha|lol|wow|yeah|yes|sure|no(?! longer\b)|nah|honestly|"
+    r"^(?:(?:ugh|oh|ok|okay|well|hmm+|haha|lol|wow|yeah|yes|sure|no(?! longer\b)|nah|honestly|"
+    # "so" opens a sentence before a comma or a clause's subject or time, not where it says how
+    # much: "So much has happened" was "much has happened", "So far, so good" "far, so good"
+    r"so(?=[,!]|\s+(?:I|I'm|I've|I'd|I'll|i|im|my|we|we're|we've|our|yeah|yea|anyway|basically"
+    r"|then|now|um|uh|this|last|yesterday|today|tonight)\b)|"
     r"actually|"
     r"anyway|anyways|nevermind|never mind|btw|by the way|fyi|sorry|oops|alright|right|wait|"
     r"quick one|funny enough|to be honest|long story short|tbh|ngl|lowkey|"

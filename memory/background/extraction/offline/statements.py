@@ -537,6 +537,10 @@ def extract(text: str, *, subject: str, today: dt.date, known: Known | None = No
         rewritten = _with_quotes(
             third_person(resolved, subject, past=past or said_past).rstrip(" .!") + ".", quotes
         )
+        # a sentence begins with a capital, its opener gone or not ("Yeah, that pic was from a
+        # show I went to" was "that pic was…"); not a word spelled with one inside ("iPhone")
+        if rewritten[:1].islower() and not rewritten[1:2].isupper():
+            rewritten = rewritten[0].upper() + rewritten[1:]
         kind = _kind(sentence, event_date, today)
         facts.append(Fact(rewritten, kind, day_said, ends=denied))
     learn()  # what the last sentences told of, for the messages after this one
