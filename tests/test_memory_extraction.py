@@ -1216,6 +1216,13 @@ OFFLINE_FACTS += [
     ("So I finally did it, I quit my job.", ["User finally did it, they quit their job."]),
     ("Yeah, that pic was from a show I went to.", ["That pic was from a show User went to."]),
     ("iPhones are what I collect.", ["iPhones are what User collects."]),
+    # a "me" names the user as an "I" does: a later "myself" or "my" is theirs (it was "…for Jon
+    # is a way to express Jon", "…told User User's car…"; 63 LoCoMo turns)
+    (
+        "Dancing for me is like a way to express myself and find my happy place.",
+        ["Dancing for User is like a way to express themselves and find their happy place."],
+    ),
+    ("Tom told me my car was ready.", ["Tom told User their car was ready."]),
     ("For context I'm 52.", ["User is 52 years old."]),
     ("I'm 52, I had a hip replaced.", ["User is 52 years old.", "User had a hip replaced."]),
     ("I'm a nurse, I work nights.", ["User is a nurse.", "User works nights."]),

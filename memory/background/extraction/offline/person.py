@@ -350,10 +350,15 @@ def third_person(sentence: str, subject: str, *, past: bool = False) -> str:
             out.append(possessive(m))
         elif word == "mine":
             out.append("theirs" if state["named"] or state["possessed"] else f"{subject}'s")
-        elif word == "myself":
-            out.append("themselves" if state["named"] or state["possessed"] else subject)
-        else:  # me
-            out.append("them" if state["named"] or state["possessed"] else subject)
+            state["possessed"] = True
+        else:  # me, myself
+            if state["named"] or state["possessed"]:
+                out.append("themselves" if word == "myself" else "them")
+            else:
+                out.append(subject)
+            # named now: a later "myself" or "my" is theirs ("Dancing for me is a way to
+            # express myself" was "… for Jon is a way to express Jon")
+            state["named"] = True
         pos = m.end()
     out.append(text[pos:])
     return "".join(out)
