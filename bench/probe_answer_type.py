@@ -38,10 +38,10 @@ from bench.probe_late import (  # noqa: E402
     corpus,
     fitted_held_out,
     pooled,
+    shipped_columns,
     token_tables,
     zscored,
 )
-from bench.probe_rerank import weighted  # noqa: E402
 from memory.embeddings import get_embedder  # noqa: E402
 from memory.retrieval import answers, late  # noqa: E402
 
@@ -125,16 +125,7 @@ def main() -> int:
         print(f"  {q!r} -> {as_statement(q)!r}")
 
     def featurize(row: dict, extra: set[str]) -> tuple[np.ndarray, list[dict]]:
-        items = sorted(row["items"], key=weighted, reverse=True)
-        src = [it["sources"][0].get("dia_id") if it["sources"] else None for it in items]
-        match = late.matches(
-            asked[row["question"]], {d: packed[row["sample"], d] for d in src if d}
-        )
-        cols = [
-            np.array([weighted(it) for it in items]),
-            np.log1p(np.arange(len(items))),
-            zscored(np.array([match.get(d, 0.0) if d else 0.0 for d in src])),
-        ]
+        cols, items, src = shipped_columns(row, packed, asked)
         if "answer type" in extra:
             kinds = answers.asked(row["question"])
             known = answers.known_names(row["question"], speakers[row["sample"]])

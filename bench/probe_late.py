@@ -97,6 +97,20 @@ def pooled(row: dict) -> dict:
     return {**row, "items": kept}
 
 
+def shipped_columns(row: dict, packed: dict, asked: dict) -> tuple[list, list[dict], list]:
+    """The token match's columns (blend, log place, z-scored match) of a row's candidates in
+    the blend's order, the candidates, and each one's source turn (dia_id or None)."""
+    items = sorted(row["items"], key=weighted, reverse=True)
+    src = [it["sources"][0].get("dia_id") if it["sources"] else None for it in items]
+    match = late.matches(asked[row["question"]], {d: packed[row["sample"], d] for d in src if d})
+    cols = [
+        np.array([weighted(it) for it in items]),
+        np.log1p(np.arange(len(items))),
+        zscored(np.array([match.get(d, 0.0) if d else 0.0 for d in src])),
+    ]
+    return cols, items, src
+
+
 def evidence(row: dict, items: list[dict]) -> np.ndarray:
     return np.array(
         [int(any(s.get("dia_id") in row["evidence"] for s in it["sources"])) for it in items]
@@ -240,14 +254,8 @@ def main() -> int:
 
     def features(row: dict) -> tuple[np.ndarray, list[dict]]:
         """(blend, log place, z-scored match) per candidate, in the blend's order."""
-        items = sorted(row["items"], key=weighted, reverse=True)
-        sources = [it["sources"][0].get("dia_id") if it["sources"] else None for it in items]
-        match = late.matches(
-            asked[row["question"]], {d: packed[row["sample"], d] for d in sources if d}
-        )
-        z = zscored(np.array([match.get(d, 0.0) if d else 0.0 for d in sources]))
-        x = np.column_stack([[weighted(it) for it in items], np.log1p(np.arange(len(items))), z])
-        return x, items
+        cols, items, _ = shipped_columns(row, packed, asked)
+        return np.column_stack(cols), items
 
     feats = {id(r): features(r) for r in rows}
 
