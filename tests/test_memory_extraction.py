@@ -1223,6 +1223,11 @@ OFFLINE_FACTS += [
         ["Dancing for User is like a way to express themselves and find their happy place."],
     ),
     ("Tom told me my car was ready.", ["Tom told User their car was ready."]),
+    # what each of "us" has one of ("a part of Nate's lives")
+    (
+        "Dancing has become a big part of our lives.",
+        ["Dancing has become a big part of User's life."],
+    ),
     ("For context I'm 52.", ["User is 52 years old."]),
     ("I'm 52, I had a hip replaced.", ["User is 52 years old.", "User had a hip replaced."]),
     ("I'm a nurse, I work nights.", ["User is a nurse.", "User works nights."]),

@@ -168,6 +168,8 @@ _WE = {
     "we are": "I am", "we were": "I was",
     # and the word that counts them: "We both hate crowds" was "User boths hate crowds"
     "we both": "I", "we all": "I",
+    # and what each of "us" has one of: "a part of our lives" was "a part of Nate's lives"
+    "our lives": "my life", "our own lives": "my own life", "our true selves": "my true self",
 }  # fmt: skip
 # the longest first: "we" alone would take "We're" and leave "'re" ("User're")
 _WE_FORMS = re.compile(
