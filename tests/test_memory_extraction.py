@@ -1406,6 +1406,11 @@ OFFLINE_FACTS += [
     ("i has two brothers", ["User has two brothers."]),
     ("I live in BC with my bf.", ["User lives in BC.", "User lives with their boyfriend."]),
     ("Yesterday was my last day at work.", ["User's last day at work was on 7 May 2023."]),
+    # a period that is the sentence's subject is said as one ("In the week of 1 May 2023 was wild")
+    (
+        "Last week was wild, I got noticed by an editor.",
+        ["The week of 1 May 2023 was wild, User got noticed by an editor."],
+    ),
     (
         "I'm not pregnant anymore, the baby arrived on Tuesday!",
         ["User is not pregnant anymore, the baby arrived on Tuesday."],

@@ -127,6 +127,14 @@ _YEARLY = re.compile(
 )
 
 
+# A period said as the subject, once resolved: "On 20 June 2023's gonna be…", "In the week of 2
+# July 2023 was wild".
+_PERIOD_AS_SUBJECT = re.compile(
+    r"^(?:On|In) ((?:the (?:week|weekend) of )?(?:\d{1,2} )?[A-Z][a-z]+ \d{4}|\d{4})"
+    r"(['\u2019]s\b| (?:is|was|will|has|had)\b)"
+)
+
+
 def _tells_of_the_past(sentence: str) -> bool:
     """Whether `sentence` tells of the past, where a day said without its year is the last."""
     return not _FUTURE_TENSE.search(sentence) and any(
@@ -386,4 +394,10 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
         exact.append(True)
     if sentence[:1].isupper() and text[:1].islower():  # "Last Friday I…" -> "On 4 December…"
         text = text[0].upper() + text[1:]
+    if said_of := _PERIOD_AS_SUBJECT.match(text):
+        # the period was the sentence's subject: "Tonight's gonna be an awesome night" was "On
+        # 20 June 2023's gonna be…", "Last week was wild" "In the week of 2 July 2023 was wild"
+        period, verb = said_of.group(1), said_of.group(2)
+        verb = " is" if verb[0] in "'\u2019" else verb
+        text = f"{period[0].upper()}{period[1:]}{verb}{text[said_of.end() :]}"
     return Resolved(text, found[0] if found else None, bool(exact and exact[0]))
