@@ -397,7 +397,7 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
     if said_of := _PERIOD_AS_SUBJECT.match(text):
         # the period was the sentence's subject: "Tonight's gonna be an awesome night" was "On
         # 20 June 2023's gonna be…", "Last week was wild" "In the week of 2 July 2023 was wild"
-        period, verb = said_of.group(1), said_of.group(2)
+        subject, verb = said_of.group(1), said_of.group(2)
         verb = " is" if verb[0] in "'\u2019" else verb
-        text = f"{period[0].upper()}{period[1:]}{verb}{text[said_of.end() :]}"
+        text = f"{subject[0].upper()}{subject[1:]}{verb}{text[said_of.end() :]}"
     return Resolved(text, found[0] if found else None, bool(exact and exact[0]))
