@@ -1241,6 +1241,9 @@ OFFLINE_FACTS += [
     ),
     ("Home from a week in Iceland.", ["User is home from a week in Iceland."]),
     ("Home is where the heart is.", []),
+    # an adverb that is the fact: "I work remotely" wrote nothing ("I'm just curious" still none)
+    ("I work remotely.", ["User works remotely."]),
+    ("I'm just curious.", []),
     # how a thing moves the user, said with the thing first, is a statement of theirs; not a
     # pronoun's (it points back, or is someone), nor what scared them once
     ("Heights freak me out.", ["User is freaked out by heights."]),

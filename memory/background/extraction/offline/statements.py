@@ -210,6 +210,9 @@ _TOLD_YOU = re.compile(
 )
 # Nor does an intensifier count toward the three-word floor: "I'm so tired" is "I'm tired".
 _INTENSIFIERS = {"so", "very", "super", "soo", "sooo"}
+# ... but these say how the user works or plays, the fact itself: "I work remotely" (it wrote
+# nothing: two words once the adverb was set aside, as "I'm just curious" is)
+_TELLING_ADVERBS = {"remotely", "professionally", "competitively", "freelance", "independently"}
 # Nor the moment it is said: "I'm so tired today", "I'm bored right now" are "I'm tired" of the
 # day (heldout17 wrote "User is so tired on 5 December 2026."); "I'm 30 today" is an age still.
 _NOW = re.compile(
@@ -488,7 +491,8 @@ def extract(text: str, *, subject: str, today: dt.date, known: Known | None = No
         said = [
             w
             for w in _NOW.sub("", sentence).split()
-            if not is_adverb(w.strip(",.!")) and w.strip(",.!").lower() not in _INTENSIFIERS
+            if (not is_adverb(w.strip(",.!")) or w.strip(",.!").lower() in _TELLING_ADVERBS)
+            and w.strip(",.!").lower() not in _INTENSIFIERS
         ]
         short = len(said) < 3 and not (
             # "Now I'm unemployed", "I'm single now": a trait, its adverb aside
