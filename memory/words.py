@@ -1,7 +1,8 @@
 """Common English words that say nothing of what a text is about, for the readers that compare
 texts by their other words: the offline extractor's facts (offline.content_words), a query's
 search terms (retrieval.terms), a forgotten fact's rewordings (extraction.rewording). Each adds
-the words of its own kind of text to these."""
+the words of its own kind of text to these. And the names of the days and months, which the
+offline extractor's dates and names read and the search's kind of answer asked (a time)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,20 @@ FUNCTION_WORDS = frozenset(
 PERSONAL_PRONOUNS = frozenset(
     ["i", "me", "my", "you", "your", "he", "she", "her", "his", "we", "our"]
 )
+
+# The days and the months, in lower case and in order.
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from memory.words import MONTHS, WEEKDAYS
+
 ASKS = {
     "time": re.compile(r"^\s*when\b|\bwhat (year|month|date|day|time)\b|\bhow long ago\b", re.I),
     "number": re.compile(r"\bhow (many|much|often|long)\b", re.I),
@@ -38,10 +40,8 @@ ASKS = {
 # come from the same fit, on all five conversations).
 WEIGHTS = {"time": 0.281, "number": 0.494, "place": 0.576, "name": 0.430}
 
-_MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
-_DAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
 _TIME = re.compile(
-    rf"\b({_MONTHS}|{_DAYS}|yesterday|today|tonight|tomorrow|ago|weekend|(19|20)\d\d"
+    rf"\b({'|'.join(MONTHS)}|{'|'.join(WEEKDAYS)}|yesterday|today|tonight|tomorrow|ago|weekend|(19|20)\d\d"
     r"|(last|next|this|past) (week|month|year|night|summer|winter|spring|fall|weekend|morning))\b",
     re.I,
 )

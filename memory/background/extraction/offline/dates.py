@@ -10,6 +10,7 @@ import re
 from typing import NamedTuple
 
 from memory.background.extraction.offline.patterns import BASE_IN_ED
+from memory.words import MONTHS, WEEKDAYS
 
 _NUMBERS = {
     "a": 1,
@@ -29,21 +30,6 @@ _NUMBERS = {
     "few": 3,
     "several": 3,
 }
-WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-MONTHS = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-]
 _AGO = re.compile(
     r"\b(\d{1,9}|a couple of|a few|few|several|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
     r"\s+(day|week|month|year)s?\s+ago\b",

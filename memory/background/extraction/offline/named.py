@@ -13,11 +13,10 @@ from __future__ import annotations
 import functools
 import re
 
-from memory.background.extraction.offline.dates import MONTHS, WEEKDAYS
 from memory.background.extraction.offline.patterns import OPENER
 from memory.background.extraction.offline.person import COMMON_VERBS
 from memory.background.extraction.offline.slots import a_name
-from memory.words import FUNCTION_WORDS, PERSONAL_PRONOUNS
+from memory.words import FUNCTION_WORDS, MONTHS, PERSONAL_PRONOUNS, WEEKDAYS
 
 # Whom one tells of as one's own and by name: people and pets.
 RELATIONS = {

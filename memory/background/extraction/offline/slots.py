@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from memory.background.extraction.offline.dates import MONTHS, WEEKDAYS
 from memory.background.extraction.offline.patterns import ADVERBS, CITY, TRAIT
+from memory.words import MONTHS, WEEKDAYS
 
 # A first name, perhaps with a second one or a surname ("Anne-Marie", "Sam Lee"); no apostrophe,
 # so "I'm Sam's mother" names no one.
