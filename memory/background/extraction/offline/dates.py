@@ -30,6 +30,7 @@ _NUMBERS = {
     "few": 3,
     "several": 3,
 }
+_UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 _AGO = re.compile(
     r"\b(\d{1,9}|a couple of|a few|few|several|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
     r"\s+(day|week|month|year)s?\s+ago\b",
@@ -234,35 +235,18 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
     named_day("today|tonight|this morning", 0)
     named_day("tomorrow", -1)
 
-    def ago(m: re.Match) -> str:
+    def counted(m: re.Match, *, to_come: bool) -> str:
+        """A count of days, weeks, months or years from the message, back ("two weeks ago") or
+        to come ("in three days"): the day it lands on, as precise as its unit (and "a few
+        days" to come is around a day, not on it)."""
         raw = m.group(1).lower()
-        n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
         unit = m.group(2).lower()
-        days = {"day": 1, "week": 7, "month": 30, "year": 365}[unit] * n
-        day = _days_after(today, -days)
+        days = _UNIT_DAYS[unit] * (int(raw) if raw.isdigit() else _NUMBERS[raw])
+        day = _days_after(today, days if to_come else -days)
         if day is None:
             return m.group(0)
         found.append(day)
-        exact.append(unit == "day")
-        if unit == "day":
-            return "on " + _label(day)
-        if unit == "week":
-            return "in the week of " + _label(day)
-        if unit == "month":
-            return "in " + _month_label(day)
-        return f"in {day.year}"
-
-    text = _AGO.sub(ago, text)
-
-    def in_time(m: re.Match) -> str:
-        raw = m.group(1).lower()
-        n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 2)
-        unit = m.group(2).lower()
-        day = _days_after(today, {"day": 1, "week": 7, "month": 30, "year": 365}[unit] * n)
-        if day is None:
-            return m.group(0)
-        found.append(day)
-        exact.append(unit == "day" and raw not in ("a couple of", "a few"))
+        exact.append(unit == "day" and not (to_come and raw in ("a couple of", "a few")))
         if unit == "day":
             return ("on " if exact[-1] else "around ") + _label(day)
         if unit == "week":
@@ -271,8 +255,10 @@ def resolve_dates(sentence: str, today: dt.date) -> Resolved:
             return "in " + _month_label(day)
         return f"in {day.year}"
 
+    text = _AGO.sub(lambda m: counted(m, to_come=False), text)
+
     if _IN_TIME.search(text) and not _TAKES.search(sentence) and not _tells_of_the_past(sentence):
-        text = _IN_TIME.sub(in_time, text)
+        text = _IN_TIME.sub(lambda m: counted(m, to_come=True), text)
 
     def last_weekday(m: re.Match) -> str:
         target = WEEKDAYS.index(m.group(1).lower())
