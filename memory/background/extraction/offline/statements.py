@@ -491,8 +491,8 @@ def extract(text: str, *, subject: str, today: dt.date, known: Known | None = No
         said = [
             w
             for w in _NOW.sub("", sentence).split()
-            if (not is_adverb(w.strip(",.!")) or w.strip(",.!").lower() in _TELLING_ADVERBS)
-            and w.strip(",.!").lower() not in _INTENSIFIERS
+            for bare in (w.strip(",.!").lower(),)
+            if (not is_adverb(bare) or bare in _TELLING_ADVERBS) and bare not in _INTENSIFIERS
         ]
         short = len(said) < 3 and not (
             # "Now I'm unemployed", "I'm single now": a trait, its adverb aside
